@@ -1,0 +1,92 @@
+"""Every error botserver raises on purpose, as one shallow tree.
+
+The API layer maps these to Rasa's error body and an HTTP status in one place
+(`server/api/errors.py`); nothing else should know about status codes.
+"""
+
+from __future__ import annotations
+
+
+class BotServerError(Exception):
+    """Base of every error botserver raises on purpose."""
+
+
+class InvalidProjectFile(BotServerError):
+    """A project file (YAML or JSON) is malformed or breaks the schema."""
+
+    def __init__(self, message: str, filename: str | None = None, line: int | None = None):
+        self.filename = filename
+        self.line = line
+        self.reason = message
+        where = ""
+        if filename:
+            where = f"{filename}:{line}: " if line is not None else f"{filename}: "
+        super().__init__(f"{where}{message}")
+
+
+class InvalidConfig(BotServerError):
+    """endpoints.yml, credentials.yml or config.yml holds a value we cannot use."""
+
+
+class MissingEnvironmentVariable(InvalidConfig):
+    """A `${VAR}` in a configuration file names a variable that is not set."""
+
+
+class InvalidEvent(BotServerError):
+    """An event dict does not describe a known, well-formed Rasa event."""
+
+
+class ModelError(BotServerError):
+    """Base of model archive and model loading errors."""
+
+
+class ModelNotFound(ModelError):
+    """No model archive exists where one was asked for."""
+
+
+class UnsafeArchive(ModelError):
+    """An archive member is hostile: traversal, link, device, too large, pickle..."""
+
+
+class UnsupportedModel(ModelError):
+    """An archive in another format (a Rasa model, an older botserver format)."""
+
+
+class SignatureError(ModelError):
+    """An archive is unsigned or its signature does not verify."""
+
+
+class NoModelLoaded(BotServerError):
+    """A request needs a model and none is loaded."""
+
+
+class TrainingError(BotServerError):
+    """Training could not finish (bad data, bad configuration)."""
+
+
+class StoreUnavailable(BotServerError):
+    """The tracker store, lock store or event broker cannot be reached."""
+
+
+class LockTimeout(BotServerError):
+    """A conversation lock could not be acquired within the configured wait."""
+
+
+class ActionError(BotServerError):
+    """A custom action failed: the action server is down, slow or answered garbage."""
+
+
+class ActionRejected(ActionError):
+    """The action server refused to run the action (HTTP 400 with action_name)."""
+
+    def __init__(self, action_name: str, message: str | None = None):
+        self.action_name = action_name
+        super().__init__(message or f"Custom action '{action_name}' rejected to run")
+
+
+class AuthError(BotServerError):
+    """Credentials are missing or invalid (HTTP 401)."""
+
+
+class Forbidden(BotServerError):
+    """Credentials are valid but do not allow this request (HTTP 403)."""
