@@ -1,0 +1,554 @@
+"""Rasa's conversation events as plain, typed values.
+
+The wire format is the data model: `as_dict()` yields exactly the JSON Rasa sends, in Rasa's
+key order, and `event_from_dict()` reads it back. Timestamps are kept as given.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from server.errors import InvalidEvent
+
+ACTION_LISTEN = "action_listen"
+ACTION_SESSION_START = "action_session_start"
+
+
+def _now() -> float:
+    return time.time()
+
+
+@dataclass(eq=False)
+class Event:
+    """Base of every event: a type name, a timestamp and optional metadata."""
+
+    type_name: ClassVar[str] = ""
+    # Whether as_dict includes `metadata` even when it is empty (user and bot do).
+    always_metadata: ClassVar[bool] = False
+
+    timestamp: float = field(default_factory=_now, kw_only=True)
+    metadata: dict[str, Any] = field(default_factory=dict, kw_only=True)
+
+    def _base(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"event": self.type_name, "timestamp": self.timestamp}
+        if self.metadata or self.always_metadata:
+            d["metadata"] = self.metadata
+        return d
+
+    def _fields(self) -> dict[str, Any]:
+        return {}
+
+    def as_dict(self) -> dict[str, Any]:
+        d = self._base()
+        d.update(self._fields())
+        return d
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        a, b = self.as_dict(), other.as_dict()
+        a.pop("timestamp", None)
+        b.pop("timestamp", None)
+        return a == b
+
+    def __hash__(self) -> int:
+        return hash((self.type_name, repr(sorted(self._fields().items(), key=str))))
+
+
+def _str_or_none(d: dict[str, Any], key: str) -> str | None:
+    value = d.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidEvent(f"'{key}' of a '{d.get('event')}' event must be a string or null")
+    return value
+
+
+@dataclass(eq=False)
+class UserUttered(Event):
+    """The user said something; parse_data holds the NLU result."""
+
+    type_name: ClassVar[str] = "user"
+    always_metadata: ClassVar[bool] = True
+
+    text: str | None = None
+    parse_data: dict[str, Any] = field(default_factory=dict)
+    input_channel: str | None = None
+    message_id: str | None = None
+
+    @property
+    def intent(self) -> dict[str, Any]:
+        return self.parse_data.get("intent") or {}
+
+    @property
+    def intent_name(self) -> str | None:
+        return self.intent.get("name")
+
+    @property
+    def entities(self) -> list[dict[str, Any]]:
+        return self.parse_data.get("entities") or []
+
+    def full_parse_data(self) -> dict[str, Any]:
+        """parse_data with Rasa's leading keys, as stored and as `latest_message`."""
+        pd = self.parse_data
+        out: dict[str, Any] = {
+            "intent": pd.get("intent") if pd.get("intent") is not None else {},
+            "entities": pd.get("entities") if pd.get("entities") is not None else [],
+            "text": pd.get("text", self.text),
+            "message_id": pd.get("message_id", self.message_id),
+            "metadata": pd.get("metadata", self.metadata),
+        }
+        for key, value in pd.items():
+            if key not in out:
+                out[key] = value
+        return out
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "parse_data": self.full_parse_data(),
+            "input_channel": self.input_channel,
+            "message_id": self.message_id,
+        }
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        parse_data = d.get("parse_data")
+        if parse_data is None:
+            # Rasa crashes here; a user event without NLU data is an unparsed message.
+            parse_data = {}
+        if not isinstance(parse_data, dict):
+            raise InvalidEvent("'parse_data' of a 'user' event must be an object")
+        parse_data = dict(parse_data)
+        message_id = d.get("message_id", parse_data.get("message_id"))
+        if "entities" in parse_data and not isinstance(parse_data["entities"], list):
+            raise InvalidEvent("'entities' in 'parse_data' must be a list")
+        return {
+            "text": _str_or_none(d, "text"),
+            "parse_data": parse_data,
+            "input_channel": _str_or_none(d, "input_channel"),
+            "message_id": message_id,
+        }
+
+
+@dataclass(eq=False)
+class DefinePrevUserUtteredFeaturization(Event):
+    """Records whether the last user message was featurized from text or intent."""
+
+    type_name: ClassVar[str] = "user_featurization"
+
+    use_text_for_featurization: bool = False
+
+    def _fields(self) -> dict[str, Any]:
+        return {"use_text_for_featurization": self.use_text_for_featurization}
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        return {"use_text_for_featurization": bool(d.get("use_text_for_featurization", False))}
+
+
+@dataclass(eq=False)
+class EntitiesAdded(Event):
+    """Entities appended to the latest user message."""
+
+    type_name: ClassVar[str] = "entities"
+
+    entities: list[dict[str, Any]] = field(default_factory=list)
+
+    def _fields(self) -> dict[str, Any]:
+        return {"entities": self.entities}
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        entities = d.get("entities")
+        if not isinstance(entities, list):
+            raise InvalidEvent("an 'entities' event needs a list of 'entities'")
+        return {"entities": entities}
+
+
+@dataclass(eq=False)
+class BotUttered(Event):
+    """The bot said something; `data` holds buttons, images and custom payloads."""
+
+    type_name: ClassVar[str] = "bot"
+    always_metadata: ClassVar[bool] = True
+
+    text: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def _fields(self) -> dict[str, Any]:
+        return {"text": self.text, "data": self.data}
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        data = d.get("data") or {}
+        if not isinstance(data, dict):
+            raise InvalidEvent("'data' of a 'bot' event must be an object")
+        return {"text": _str_or_none(d, "text"), "data": data}
+
+    def message(self) -> dict[str, Any]:
+        """What an output channel receives: data, text, timestamp and metadata."""
+        m = {k: v for k, v in self.data.items()}
+        m["text"] = self.text
+        m["timestamp"] = self.timestamp
+        m.update(self.metadata)
+        return m
+
+
+@dataclass(eq=False)
+class SlotSet(Event):
+    """A slot takes a value."""
+
+    type_name: ClassVar[str] = "slot"
+
+    key: str = ""
+    value: Any = None
+
+    def _fields(self) -> dict[str, Any]:
+        return {"name": self.key, "value": self.value}
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        name = d.get("name")
+        if not isinstance(name, str) or "value" not in d:
+            raise InvalidEvent("a 'slot' event needs a string 'name' and a 'value'")
+        return {"key": name, "value": d["value"]}
+
+
+@dataclass(eq=False)
+class _Plain(Event):
+    """An event that carries nothing but its type."""
+
+
+@dataclass(eq=False)
+class AllSlotsReset(_Plain):
+    """Every slot goes back to its initial value."""
+
+    type_name: ClassVar[str] = "reset_slots"
+
+
+@dataclass(eq=False)
+class Restarted(_Plain):
+    """The conversation restarts: state is reset and a new session follows."""
+
+    type_name: ClassVar[str] = "restart"
+
+
+@dataclass(eq=False)
+class SessionStarted(_Plain):
+    """A new session starts: state is reset, earlier events are kept."""
+
+    type_name: ClassVar[str] = "session_started"
+
+
+@dataclass(eq=False)
+class UserUtteranceReverted(_Plain):
+    """Everything back to before the last user message is undone."""
+
+    type_name: ClassVar[str] = "rewind"
+
+
+@dataclass(eq=False)
+class ActionReverted(_Plain):
+    """Everything back to before the last action is undone."""
+
+    type_name: ClassVar[str] = "undo"
+
+
+@dataclass(eq=False)
+class StoryExported(_Plain):
+    """Asks for the conversation to be written out as a story."""
+
+    type_name: ClassVar[str] = "export"
+
+    path: str | None = None
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        return {"path": d.get("path")}
+
+
+@dataclass(eq=False)
+class ConversationPaused(_Plain):
+    """The bot stops predicting until resumed."""
+
+    type_name: ClassVar[str] = "pause"
+
+
+@dataclass(eq=False)
+class ConversationResumed(_Plain):
+    """The bot predicts again."""
+
+    type_name: ClassVar[str] = "resume"
+
+
+@dataclass(eq=False)
+class ActionExecuted(Event):
+    """An action ran (or, in e2e stories, a bot text was said)."""
+
+    type_name: ClassVar[str] = "action"
+
+    action_name: str | None = None
+    policy: str | None = None
+    confidence: float | None = None
+    action_text: str | None = None
+    hide_rule_turn: bool = False
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "name": self.action_name,
+            "policy": self.policy,
+            "confidence": self.confidence,
+            "action_text": self.action_text,
+            "hide_rule_turn": self.hide_rule_turn,
+        }
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        name = _str_or_none(d, "name")
+        text = _str_or_none(d, "action_text")
+        if name is None and text is None:
+            raise InvalidEvent("an 'action' event needs a 'name' or an 'action_text'")
+        confidence = d.get("confidence")
+        if confidence is not None and not isinstance(confidence, (int, float)):
+            raise InvalidEvent("'confidence' of an 'action' event must be a number or null")
+        return {
+            "action_name": name,
+            "policy": _str_or_none(d, "policy"),
+            "confidence": confidence,
+            "action_text": text,
+            "hide_rule_turn": bool(d.get("hide_rule_turn", False)),
+        }
+
+
+@dataclass(eq=False)
+class ActionExecutionRejected(Event):
+    """An action refused to run (for example a form that cannot fill its slot)."""
+
+    type_name: ClassVar[str] = "action_execution_rejected"
+
+    action_name: str = ""
+    policy: str | None = None
+    confidence: float | None = None
+
+    def _fields(self) -> dict[str, Any]:
+        return {"name": self.action_name, "policy": self.policy, "confidence": self.confidence}
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        name = _str_or_none(d, "name")
+        if name is None:
+            raise InvalidEvent("an 'action_execution_rejected' event needs a 'name'")
+        return {
+            "action_name": name,
+            "policy": _str_or_none(d, "policy"),
+            "confidence": d.get("confidence"),
+        }
+
+
+@dataclass(eq=False)
+class FollowupAction(Event):
+    """Forces the next action."""
+
+    type_name: ClassVar[str] = "followup"
+
+    action_name: str = ""
+
+    def _fields(self) -> dict[str, Any]:
+        return {"name": self.action_name}
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        name = _str_or_none(d, "name")
+        if not name:
+            raise InvalidEvent("a 'followup' event needs a 'name'")
+        return {"action_name": name}
+
+
+@dataclass(eq=False)
+class ActiveLoop(Event):
+    """A loop (form) becomes active, or none is (name null)."""
+
+    type_name: ClassVar[str] = "active_loop"
+
+    name: str | None = None
+
+    def _fields(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        return {"name": _str_or_none(d, "name")}
+
+
+@dataclass(eq=False)
+class LoopInterrupted(Event):
+    """The active loop was interrupted by another action, or is no longer."""
+
+    type_name: ClassVar[str] = "loop_interrupted"
+
+    is_interrupted: bool = False
+
+    def _fields(self) -> dict[str, Any]:
+        return {"is_interrupted": self.is_interrupted}
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        return {"is_interrupted": bool(d.get("is_interrupted", False))}
+
+
+@dataclass(eq=False)
+class ReminderScheduled(Event):
+    """Asks for an intent to be triggered at a later time."""
+
+    type_name: ClassVar[str] = "reminder"
+
+    intent: str = ""
+    trigger_date_time: str = ""
+    entities: Any = None
+    name: str = field(default_factory=lambda: str(uuid.uuid1()))
+    kill_on_user_message: bool = True
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "intent": self.intent,
+            "date_time": self.trigger_date_time,
+            "entities": self.entities,
+            "name": self.name,
+            "kill_on_user_msg": self.kill_on_user_message,
+        }
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        intent, date_time = d.get("intent"), d.get("date_time")
+        if not isinstance(intent, str) or not isinstance(date_time, str):
+            raise InvalidEvent("a 'reminder' event needs an 'intent' and an ISO 'date_time'")
+        return {
+            "intent": intent,
+            "trigger_date_time": date_time,
+            "entities": d.get("entities"),
+            "name": d.get("name") or str(uuid.uuid1()),
+            "kill_on_user_message": bool(d.get("kill_on_user_msg", True)),
+        }
+
+
+@dataclass(eq=False)
+class ReminderCancelled(Event):
+    """Cancels reminders matching a name, intent or entities (all when none is given).
+
+    As in Rasa, the filters are read on input but not serialised.
+    """
+
+    type_name: ClassVar[str] = "cancel_reminder"
+
+    name: str | None = None
+    intent: str | None = None
+    entities: Any = None
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        return {"name": d.get("name"), "intent": d.get("intent"), "entities": d.get("entities")}
+
+
+@dataclass(eq=False)
+class AgentUttered(Event):
+    """A human agent or another bot said something."""
+
+    type_name: ClassVar[str] = "agent"
+
+    text: str | None = None
+    data: Any = None
+
+    def _fields(self) -> dict[str, Any]:
+        return {"text": self.text, "data": self.data}
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        return {"text": d.get("text"), "data": d.get("data")}
+
+
+@dataclass(eq=False)
+class StackUpdated(Event):
+    """The dialogue stack changed (Rasa Pro's CALM); carried through unchanged."""
+
+    type_name: ClassVar[str] = "stack"
+
+    update: Any = None
+
+    def _fields(self) -> dict[str, Any]:
+        return {"update": self.update}
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        return {"update": d.get("update")}
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type_name: cls
+    for cls in (
+        UserUttered,
+        DefinePrevUserUtteredFeaturization,
+        EntitiesAdded,
+        BotUttered,
+        SlotSet,
+        AllSlotsReset,
+        Restarted,
+        SessionStarted,
+        UserUtteranceReverted,
+        ActionReverted,
+        StoryExported,
+        ConversationPaused,
+        ConversationResumed,
+        ActionExecuted,
+        ActionExecutionRejected,
+        FollowupAction,
+        ActiveLoop,
+        LoopInterrupted,
+        ReminderScheduled,
+        ReminderCancelled,
+        AgentUttered,
+        StackUpdated,
+    )
+}
+# Legacy names Rasa still reads: `form` is an active_loop, `form_validation` a loop_interrupted.
+_LEGACY = {"form": "active_loop", "form_validation": "loop_interrupted"}
+
+
+def event_from_dict(d: Any) -> Event:
+    """Builds an event from Rasa's JSON; raises InvalidEvent on anything malformed."""
+    if not isinstance(d, dict):
+        raise InvalidEvent(f"an event must be a JSON object, not {type(d).__name__}")
+    type_name = d.get("event")
+    if not isinstance(type_name, str):
+        raise InvalidEvent("an event needs an 'event' key naming its type")
+    if type_name in _LEGACY:
+        d = dict(d)
+        if type_name == "form_validation":
+            d["is_interrupted"] = not d.get("validate", True)
+        type_name = _LEGACY[type_name]
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        raise InvalidEvent(f"unknown event type '{type_name}'")
+    timestamp = d.get("timestamp")
+    if timestamp is None:
+        timestamp = time.time()
+    elif not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
+        raise InvalidEvent("an event's 'timestamp' must be a number")
+    metadata = d.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise InvalidEvent("an event's 'metadata' must be an object")
+    return cls(timestamp=timestamp, metadata=dict(metadata), **cls._from_fields(d))
+
+
+def events_from_list(items: Any) -> list[Event]:
+    """Reads a list of event dicts (or one dict) as sent to the HTTP API."""
+    if isinstance(items, dict):
+        items = [items]
+    if not isinstance(items, list):
+        raise InvalidEvent("events must be a JSON object or a list of objects")
+    return [event_from_dict(item) for item in items]

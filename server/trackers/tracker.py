@@ -1,0 +1,286 @@
+"""The dialogue state tracker: a fold over a conversation's events.
+
+Slots, the latest message and action, the active loop, the followup action and the paused flag
+are all derived from events; `current_state()` is the JSON served at /conversations/{id}/tracker.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from enum import Enum
+from typing import Any
+
+from server.errors import InvalidEvent
+from server.trackers.events import (
+    ACTION_LISTEN,
+    ACTION_SESSION_START,
+    ActionExecuted,
+    ActionExecutionRejected,
+    ActionReverted,
+    ActiveLoop,
+    AllSlotsReset,
+    BotUttered,
+    ConversationPaused,
+    ConversationResumed,
+    EntitiesAdded,
+    Event,
+    FollowupAction,
+    LoopInterrupted,
+    Restarted,
+    SessionStarted,
+    SlotSet,
+    UserUttered,
+    UserUtteranceReverted,
+    event_from_dict,
+)
+
+
+class EventVerbosity(str, Enum):
+    """Which events a tracker dump includes (Rasa's `include_events`)."""
+
+    NONE = "NONE"
+    APPLIED = "APPLIED"
+    AFTER_RESTART = "AFTER_RESTART"
+    ALL = "ALL"
+
+    @classmethod
+    def parse(cls, value: str | None, default: EventVerbosity) -> EventVerbosity:
+        if value is None:
+            return default
+        try:
+            return cls(value.upper())
+        except ValueError:
+            allowed = ", ".join(v.value for v in cls)
+            raise InvalidEvent(
+                f"Invalid parameter value for 'include_events'. Should be one of {allowed}"
+            ) from None
+
+
+def _empty_latest_message() -> UserUttered:
+    return UserUttered(text=None, parse_data={"intent": {}, "entities": []}, timestamp=0.0)
+
+
+class Tracker:
+    """The state of one conversation, kept up to date as events are appended."""
+
+    def __init__(
+        self,
+        sender_id: str,
+        slot_defaults: dict[str, Any] | None = None,
+        events: Iterable[Event] = (),
+    ) -> None:
+        self.sender_id = sender_id
+        self.slot_defaults: dict[str, Any] = dict(slot_defaults or {})
+        self.events: list[Event] = []
+        self._reset()
+        for event in events:
+            self.update(event)
+
+    @classmethod
+    def from_dicts(
+        cls,
+        sender_id: str,
+        event_dicts: Iterable[dict[str, Any]],
+        slot_defaults: dict[str, Any] | None = None,
+    ) -> Tracker:
+        return cls(sender_id, slot_defaults, (event_from_dict(d) for d in event_dicts))
+
+    # -- state ------------------------------------------------------------------------------
+    def _reset(self) -> None:
+        self.slots: dict[str, Any] = copy.deepcopy(self.slot_defaults)
+        self.latest_message: UserUttered = _empty_latest_message()
+        self.latest_action: dict[str, Any] = {}
+        self.latest_bot_utterance: BotUttered | None = None
+        self.active_loop: dict[str, Any] = {}
+        self.followup_action: str | None = None
+        self.paused = False
+
+    @property
+    def active_loop_name(self) -> str | None:
+        return self.active_loop.get("name")
+
+    @property
+    def latest_action_name(self) -> str | None:
+        return self.latest_action.get("action_name")
+
+    @property
+    def is_active_loop_rejected(self) -> bool:
+        return bool(self.active_loop.get("rejected"))
+
+    @property
+    def is_active_loop_interrupted(self) -> bool:
+        return bool(self.active_loop.get("is_interrupted"))
+
+    def get_slot(self, name: str) -> Any:
+        return self.slots.get(name)
+
+    # -- the fold ---------------------------------------------------------------------------
+    def update(self, event: Event) -> None:
+        """Appends one event and applies it to the derived state."""
+        self.events.append(event)
+        self._apply(event)
+
+    def update_many(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.update(event)
+
+    def _apply(self, event: Event) -> None:
+        if isinstance(event, UserUttered):
+            self.latest_message = event
+            self.followup_action = None
+        elif isinstance(event, ActionExecuted):
+            self._set_latest_action(event)
+            self.followup_action = None
+        elif isinstance(event, BotUttered):
+            self.latest_bot_utterance = event
+        elif isinstance(event, SlotSet):
+            self.slots[event.key] = event.value
+        elif isinstance(event, AllSlotsReset):
+            self.slots = copy.deepcopy(self.slot_defaults)
+        elif isinstance(event, Restarted):
+            self._reset()
+            self.followup_action = ACTION_SESSION_START
+        elif isinstance(event, SessionStarted):
+            self._reset()
+        elif isinstance(event, (UserUtteranceReverted, ActionReverted)):
+            self._replay(self.applied_events())
+        elif isinstance(event, FollowupAction):
+            self.followup_action = event.action_name
+        elif isinstance(event, ActiveLoop):
+            self._change_loop_to(event.name)
+        elif isinstance(event, LoopInterrupted):
+            if self.active_loop:
+                self.active_loop["is_interrupted"] = event.is_interrupted
+        elif isinstance(event, ActionExecutionRejected):
+            if self.active_loop and event.action_name == self.active_loop_name:
+                self.active_loop["rejected"] = True
+        elif isinstance(event, ConversationPaused):
+            self.paused = True
+        elif isinstance(event, ConversationResumed):
+            self.paused = False
+        elif isinstance(event, EntitiesAdded):
+            if self.latest_action_name == ACTION_LISTEN or not self.latest_action:
+                entities = list(self.latest_message.entities) + list(event.entities)
+                self.latest_message.parse_data = {**self.latest_message.parse_data}
+                self.latest_message.parse_data["entities"] = entities
+
+    def _set_latest_action(self, event: ActionExecuted) -> None:
+        if event.action_name is not None:
+            self.latest_action = {"action_name": event.action_name}
+        else:
+            self.latest_action = {"action_text": event.action_text}
+        if self.active_loop and event.action_name == self.active_loop_name:
+            self.active_loop["is_interrupted"] = False
+            self.active_loop["rejected"] = False
+
+    def _change_loop_to(self, name: str | None) -> None:
+        if name is None:
+            self.active_loop = {}
+            return
+        self.active_loop = {
+            "name": name,
+            "is_interrupted": False,
+            "rejected": False,
+            "trigger_message": self.latest_message.full_parse_data(),
+        }
+
+    def _replay(self, events: list[Event]) -> None:
+        self._reset()
+        for event in events:
+            if not isinstance(event, (UserUtteranceReverted, ActionReverted)):
+                self._apply(event)
+
+    # -- views ------------------------------------------------------------------------------
+    def applied_events(self) -> list[Event]:
+        """Events since the last restart or session start, minus rewound and undone ones."""
+        applied: list[Event] = []
+        for event in self.events:
+            if isinstance(event, (Restarted, SessionStarted)):
+                applied = []
+            elif isinstance(event, ActionReverted):
+                _undo_till_previous(ActionExecuted, applied)
+            elif isinstance(event, UserUtteranceReverted):
+                _undo_till_previous(UserUttered, applied)
+                _undo_till_previous(ActionExecuted, applied)
+            else:
+                applied.append(event)
+        return applied
+
+    def events_after_latest_restart(self) -> list[Event]:
+        for i in range(len(self.events) - 1, -1, -1):
+            if isinstance(self.events[i], Restarted):
+                return self.events[i + 1 :]
+        return list(self.events)
+
+    def latest_input_channel(self) -> str | None:
+        for event in reversed(self.events):
+            if isinstance(event, UserUttered):
+                return event.input_channel
+        return None
+
+    def last_user_event(self) -> UserUttered | None:
+        for event in reversed(self.events):
+            if isinstance(event, UserUttered):
+                return event
+        return None
+
+    def current_session_events(self) -> list[Event]:
+        """Events from the last `action_session_start` (or session start) on."""
+        for i in range(len(self.events) - 1, -1, -1):
+            event = self.events[i]
+            if isinstance(event, ActionExecuted) and event.action_name == ACTION_SESSION_START:
+                return self.events[i:]
+            if isinstance(event, SessionStarted) and (
+                i == 0 or not _is_session_start_action(self.events[i - 1])
+            ):
+                return self.events[i:]
+        return list(self.events)
+
+    def current_state(
+        self, verbosity: EventVerbosity = EventVerbosity.AFTER_RESTART
+    ) -> dict[str, Any]:
+        """The tracker JSON Rasa serves, with events chosen by `verbosity`."""
+        if verbosity is EventVerbosity.NONE:
+            events: list[dict[str, Any]] | None = None
+        elif verbosity is EventVerbosity.ALL:
+            events = [e.as_dict() for e in self.events]
+        elif verbosity is EventVerbosity.APPLIED:
+            events = [e.as_dict() for e in self.applied_events()]
+        else:
+            events = [e.as_dict() for e in self.events_after_latest_restart()]
+        return {
+            "sender_id": self.sender_id,
+            "slots": dict(self.slots),
+            "latest_message": self.latest_message.full_parse_data(),
+            "latest_event_time": self.events[-1].timestamp if self.events else None,
+            "followup_action": self.followup_action,
+            "paused": self.paused,
+            "events": events,
+            "latest_input_channel": self.latest_input_channel(),
+            "active_loop": self.active_loop,
+            "latest_action": self.latest_action,
+            "latest_action_name": self.latest_action_name,
+        }
+
+    def until(self, timestamp: float) -> Tracker:
+        """A new tracker holding only the events at or before `timestamp`."""
+        return Tracker(
+            self.sender_id,
+            self.slot_defaults,
+            (e for e in self.events if e.timestamp <= timestamp),
+        )
+
+    def copy(self) -> Tracker:
+        return Tracker(self.sender_id, self.slot_defaults, list(self.events))
+
+
+def _is_session_start_action(event: Event) -> bool:
+    return isinstance(event, ActionExecuted) and event.action_name == ACTION_SESSION_START
+
+
+def _undo_till_previous(event_type: type[Event], applied: list[Event]) -> None:
+    while applied:
+        last = applied.pop()
+        if isinstance(last, event_type):
+            return

@@ -1,0 +1,141 @@
+"""YAML reading that remembers where things came from.
+
+Mappings and sequences come back as `LineDict` / `LineList`, which carry the 1-based line
+they start on, so every reader can name the file and line of a mistake.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from server.errors import InvalidProjectFile, MissingEnvironmentVariable
+
+_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_ENV_PATTERN = re.compile(r"\$\{([^}]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+class LineDict(dict):
+    """A dict that knows the line it starts on and the line of each key."""
+
+    line: int | None = None
+    key_lines: dict[Any, int]
+
+
+class LineList(list):
+    """A list that knows the line it starts on and the line of each item."""
+
+    line: int | None = None
+    item_lines: list[int]
+
+
+def line_of(obj: Any, key: Any = None, default: int | None = None) -> int | None:
+    """The line of `obj` (or of `obj[key]`) when it was read from YAML."""
+    if key is not None:
+        if isinstance(obj, LineDict):
+            return obj.key_lines.get(key, obj.line)
+        if isinstance(obj, LineList) and isinstance(key, int) and key < len(obj.item_lines):
+            return obj.item_lines[key]
+    return getattr(obj, "line", default) or default
+
+
+class _LineLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """Safe loader that builds LineDict / LineList."""
+
+
+def _construct_mapping(loader: Any, node: yaml.MappingNode) -> LineDict:
+    loader.flatten_mapping(node)
+    result = LineDict()
+    result.line = node.start_mark.line + 1
+    result.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise InvalidProjectFile(
+                "a mapping key must be a plain value", None, key_node.start_mark.line + 1
+            ) from None
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+def _construct_sequence(loader: Any, node: yaml.SequenceNode) -> LineList:
+    result = LineList(loader.construct_object(child, deep=True) for child in node.value)
+    result.line = node.start_mark.line + 1
+    result.item_lines = [child.start_mark.line + 1 for child in node.value]
+    return result
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+class _EnvLineLoader(_LineLoader):
+    """Line-aware loader that also expands `${VAR}` in plain (unquoted) scalars, as Rasa does."""
+
+
+def _construct_str_with_env(loader: Any, node: yaml.ScalarNode) -> Any:
+    value = loader.construct_scalar(node)
+    if not node.style and isinstance(value, str) and "${" in value:
+        return expand_env(value, line=node.start_mark.line + 1)
+    return value
+
+
+_EnvLineLoader.add_constructor("tag:yaml.org,2002:str", _construct_str_with_env)
+
+
+def expand_env(value: str, filename: str | None = None, line: int | None = None) -> str:
+    """Expands `${VAR}` and `$VAR`; an unset variable is an error that names it."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in os.environ:
+            where = f"{filename}:{line}: " if filename else (f"line {line}: " if line else "")
+            raise MissingEnvironmentVariable(
+                f"{where}environment variable '{name}' is not set (used in '{value}')"
+            )
+        return os.environ[name]
+
+    return _ENV_PATTERN.sub(substitute, value)
+
+
+def parse_yaml(text: str, filename: str | None = None, env: bool = False) -> Any:
+    """Parses YAML text; syntax errors become InvalidProjectFile with the line."""
+    loader_cls = _EnvLineLoader if env else _LineLoader
+    try:
+        return yaml.load(text, Loader=loader_cls)  # noqa: S506 - a safe loader subclass
+    except MissingEnvironmentVariable as exc:
+        if filename and filename not in str(exc):
+            raise MissingEnvironmentVariable(f"{filename}: {exc}") from None
+        raise
+    except InvalidProjectFile as exc:
+        raise InvalidProjectFile(exc.reason, filename, exc.line) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)
+        raise InvalidProjectFile(f"invalid YAML: {problem}", filename, line) from None
+    except yaml.YAMLError as exc:
+        raise InvalidProjectFile(f"invalid YAML: {exc}", filename) from None
+
+
+def read_yaml_file(path: str | Path, env: bool = False) -> Any:
+    """Reads a YAML file (UTF-8); a missing or unreadable file is an InvalidProjectFile."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidProjectFile("file not found", str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidProjectFile(f"cannot read file: {exc}", str(path)) from None
+    return parse_yaml(text, str(path), env=env)
+
+
+def is_yaml_file(path: Path) -> bool:
+    return path.suffix in (".yml", ".yaml")
