@@ -1,0 +1,184 @@
+"""Slot definitions: types, initial values, mappings and how a slot value is featurized."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.errors import InvalidProjectFile
+
+SLOT_TYPES = ("text", "bool", "categorical", "float", "list", "any")
+MAPPING_TYPES = ("from_entity", "from_text", "from_intent", "from_trigger_intent", "custom")
+REQUESTED_SLOT = "requested_slot"
+SESSION_STARTED_METADATA = "session_started_metadata"
+
+
+@dataclass
+class SlotMapping:
+    """One way a slot gets its value from a user message."""
+
+    type: str
+    entity: str | None = None
+    role: str | None = None
+    group: str | None = None
+    intent: list[str] = field(default_factory=list)
+    not_intent: list[str] = field(default_factory=list)
+    value: Any = None
+    action: str | None = None
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], slot: str) -> SlotMapping:
+        kind = d.get("type")
+        if kind not in MAPPING_TYPES:
+            raise InvalidProjectFile(
+                f"slot '{slot}' has a mapping of unknown type '{kind}'; "
+                f"use one of {', '.join(MAPPING_TYPES)}"
+            )
+        if kind == "from_entity" and not d.get("entity"):
+            raise InvalidProjectFile(f"slot '{slot}': a from_entity mapping needs an 'entity'")
+        return cls(
+            type=kind,
+            entity=d.get("entity"),
+            role=d.get("role"),
+            group=d.get("group"),
+            intent=_as_list(d.get("intent")),
+            not_intent=_as_list(d.get("not_intent")),
+            value=d.get("value"),
+            action=d.get("action"),
+            conditions=list(d.get("conditions") or []),
+            raw=dict(d),
+        )
+
+    def intent_allowed(self, intent: str | None) -> bool:
+        if self.intent and intent not in self.intent:
+            return False
+        return intent not in self.not_intent
+
+    def conditions_met(self, active_loop: str | None, requested_slot: Any) -> bool:
+        if not self.conditions:
+            return True
+        for condition in self.conditions:
+            if condition.get("active_loop") != active_loop:
+                continue
+            if "requested_slot" in condition and condition["requested_slot"] != requested_slot:
+                continue
+            return True
+        return False
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+@dataclass
+class Slot:
+    """A named slot with its type, initial value and mappings."""
+
+    name: str
+    type: str
+    initial_value: Any = None
+    influence_conversation: bool = True
+    mappings: list[SlotMapping] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)
+    min_value: float = 0.0
+    max_value: float = 1.0
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict[str, Any]) -> Slot:
+        kind = d.get("type")
+        if isinstance(kind, str) and kind.startswith("rasa.shared.core.slots."):
+            kind = kind.rsplit(".", 1)[1].replace("Slot", "").lower()
+            kind = {"unfeaturized": "any", "boolean": "bool"}.get(kind, kind)
+        if kind not in SLOT_TYPES:
+            raise InvalidProjectFile(
+                f"slot '{name}' has unknown type '{kind}'; use one of {', '.join(SLOT_TYPES)}"
+            )
+        mappings = d.get("mappings")
+        if mappings is None:
+            mappings = []
+        if not isinstance(mappings, list):
+            raise InvalidProjectFile(f"slot '{name}': 'mappings' must be a list")
+        influence = d.get("influence_conversation", kind != "any")
+        if kind == "any" and influence:
+            raise InvalidProjectFile(f"slot '{name}' of type any cannot influence the conversation")
+        values = list(d.get("values") or [])
+        if kind == "categorical" and not values:
+            raise InvalidProjectFile(f"categorical slot '{name}' needs 'values'")
+        return cls(
+            name=name,
+            type=kind,
+            initial_value=d.get("initial_value"),
+            influence_conversation=bool(influence),
+            mappings=[SlotMapping.from_dict(m, name) for m in mappings],
+            values=values,
+            min_value=float(d.get("min_value", 0.0)),
+            max_value=float(d.get("max_value", 1.0)),
+            raw=dict(d),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "type": self.type if self.type != "any" else "any",
+            "initial_value": self.initial_value,
+            "influence_conversation": self.influence_conversation,
+            "mappings": [m.raw for m in self.mappings],
+        }
+        if self.type == "categorical":
+            d["values"] = self.values
+        if self.type == "float":
+            d["max_value"] = self.max_value
+            d["min_value"] = self.min_value
+        return d
+
+    def coerce(self, value: Any) -> Any:
+        """The value as this slot stores it (bools and floats from text, as Rasa does)."""
+        if value is None:
+            return None
+        if self.type == "bool" and isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("true", "1", "yes"):
+                return True
+            if lowered in ("false", "0", "no"):
+                return False
+        if self.type == "float" and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        return value
+
+    def feature(self, value: Any) -> str | None:
+        """A hashable summary of the value for dialogue state, or None if it has no influence."""
+        if not self.influence_conversation:
+            return None
+        if self.type in ("text", "any"):
+            return "set" if value is not None else None
+        if self.type == "list":
+            return "set" if value else None
+        if self.type == "bool":
+            if value is None:
+                return None
+            return "true" if bool(value) else "false"
+        if self.type == "categorical":
+            if value is None:
+                return None
+            lowered = [str(v).lower() for v in self.values]
+            s = str(value).lower()
+            return s if s in lowered else "__other__"
+        if self.type == "float":
+            if value is None:
+                return None
+            try:
+                x = float(value)
+            except (TypeError, ValueError):
+                return None
+            span = self.max_value - self.min_value or 1.0
+            return f"{max(0.0, min(1.0, (x - self.min_value) / span)):.1f}"
+        return None
