@@ -26,13 +26,33 @@ class CollectingOutputChannel:
         self.messages: list[dict[str, Any]] = []
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
-        out: dict[str, Any] = {"recipient_id": recipient_id}
-        for key in ("text", "image", "buttons", "attachment", "elements", "quick_replies"):
-            if message.get(key) is not None:
-                out[key] = message[key]
-        if message.get("custom") is not None:
-            out["custom"] = message["custom"]
-        self.messages.append(out)
+        for part in split_message(message):
+            self.messages.append({"recipient_id": recipient_id, **part})
+
+
+def split_message(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """Splits one bot message into the parts Rasa's channels send one by one.
+
+    Text (with its buttons or quick replies) comes first, split on blank lines when it has
+    neither; then custom JSON, image, attachment and elements, each as its own part.
+    """
+    parts: list[dict[str, Any]] = []
+    text = message.get("text")
+    if message.get("quick_replies"):
+        parts.append({"text": text, "quick_replies": message["quick_replies"]})
+    elif message.get("buttons"):
+        parts.append({"text": text, "buttons": message["buttons"]})
+    elif text:
+        parts.extend({"text": piece} for piece in text.strip().split("\n\n"))
+    if message.get("custom"):
+        parts.append({"custom": message["custom"]})
+    if message.get("image"):
+        parts.append({"image": message["image"]})
+    if message.get("attachment"):
+        parts.append({"attachment": message["attachment"]})
+    if message.get("elements"):
+        parts.append({"elements": message["elements"]})
+    return parts
 
 
 @dataclass
