@@ -1,0 +1,210 @@
+"""The live model: load off the event loop, then swap one reference.
+
+A turn reads `holder.current` once and uses that object to its end, so turns in flight
+finish on the old model while a new one takes over. A failed load keeps the old model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from server.errors import ModelError
+from server.models.archive import file_sha256, read_archive
+from server.models.safety import DEFAULT_LIMITS, ArchiveLimits
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Loader = Callable[[Path, dict[str, Any]], T]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What /status says about the loaded model."""
+
+    model_file: str
+    model_id: str | None
+    fingerprint: str
+    loaded_at: datetime
+    metadata: dict[str, Any] = field(repr=False)
+    source: str = "local"
+
+
+@dataclass(frozen=True)
+class LoadedModel(Generic[T]):
+    """A model and its info, swapped together so a reader never sees them mismatched."""
+
+    model: T
+    info: ModelInfo
+    directory: Path
+
+
+class ModelHolder(Generic[T]):
+    """Holds the current model; loads new ones off the loop and swaps them in one step.
+
+    `loader(directory, metadata)` builds the in-memory model from an extracted archive. It
+    runs in a worker thread and must read everything it needs: the directory is removed once
+    the model is replaced or unloaded.
+    """
+
+    def __init__(
+        self,
+        loader: Loader[T],
+        verify_key: bytes | Path | None = None,
+        limits: ArchiveLimits = DEFAULT_LIMITS,
+    ):
+        self._loader = loader
+        self.verify_key = verify_key
+        self.limits = limits
+        self._loaded: LoadedModel[T] | None = None
+        self._load_lock = asyncio.Lock()
+        self.last_error: str | None = None
+        self.last_error_at: datetime | None = None
+        self.num_active_training_jobs = 0
+
+    # ---------------------------------------------------------------------------- reading
+
+    @property
+    def current(self) -> T | None:
+        """The model a new turn should use (grab once per turn), or None."""
+        loaded = self._loaded
+        return loaded.model if loaded is not None else None
+
+    @property
+    def info(self) -> ModelInfo | None:
+        loaded = self._loaded
+        return loaded.info if loaded is not None else None
+
+    @property
+    def loaded(self) -> LoadedModel[T] | None:
+        """Model and info together, consistent with each other."""
+        return self._loaded
+
+    @property
+    def is_ready(self) -> bool:
+        return self._loaded is not None
+
+    def status(self) -> dict[str, Any]:
+        """The model part of GET /status."""
+        info = self.info
+        return {
+            "model_id": info.model_id if info else None,
+            "model_file": info.model_file if info else None,
+            "fingerprint": info.fingerprint if info else None,
+            "num_active_training_jobs": self.num_active_training_jobs,
+        }
+
+    # ---------------------------------------------------------------------------- loading
+
+    async def load_archive(
+        self,
+        path: Path,
+        fingerprint: str | None = None,
+        model_file: str | None = None,
+        source: str = "local",
+    ) -> ModelInfo:
+        """Extract and build a model off the loop, then make it current.
+
+        `fingerprint` is the model server's ETag; without one, the archive's sha256 is used.
+        On failure the previous model stays, `last_error` records why, and the error raises.
+        """
+        path = Path(path)
+        async with self._load_lock:
+            try:
+                loaded = await asyncio.to_thread(
+                    self._build, path, fingerprint, model_file or path.name, source
+                )
+            except Exception as exc:
+                self._record_error(path.name, exc)
+                if isinstance(exc, ModelError):
+                    raise
+                raise ModelError(f"Could not load model '{path.name}': {exc}") from exc
+            previous, self._loaded = self._loaded, loaded
+            self.last_error = None
+        logger.info(
+            "Loaded model %s (model_id %s, fingerprint %s)",
+            loaded.info.model_file,
+            loaded.info.model_id,
+            loaded.info.fingerprint,
+        )
+        if previous is not None:
+            await asyncio.to_thread(shutil.rmtree, previous.directory, True)
+        return loaded.info
+
+    async def load_bytes(
+        self,
+        data: bytes,
+        fingerprint: str | None = None,
+        model_file: str = "model.tar.gz",
+        source: str = "upload",
+    ) -> ModelInfo:
+        """Load an archive held in memory (an upload), via a private temporary file."""
+        spool = await asyncio.to_thread(_write_temp_archive, data)
+        try:
+            return await self.load_archive(spool, fingerprint, model_file, source)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, spool.parent, True)
+
+    async def unload(self) -> None:
+        """Forget the current model (DELETE /model). Turns in flight keep their reference."""
+        async with self._load_lock:
+            previous, self._loaded = self._loaded, None
+        if previous is not None:
+            logger.info("Unloaded model %s", previous.info.model_file)
+            await asyncio.to_thread(shutil.rmtree, previous.directory, True)
+
+    def _build(
+        self, path: Path, fingerprint: str | None, model_file: str, source: str
+    ) -> LoadedModel[T]:
+        """Runs in a worker thread: hash, extract, build."""
+        directory = Path(tempfile.mkdtemp(prefix="botserver-model-"))
+        try:
+            if fingerprint is None:
+                fingerprint = file_sha256(path)
+            metadata = read_archive(path, directory, self.verify_key, self.limits)
+            model = self._loader(directory, metadata)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        info = ModelInfo(
+            model_file=model_file,
+            model_id=metadata.get("model_id"),
+            fingerprint=fingerprint,
+            loaded_at=datetime.now(timezone.utc),
+            metadata=metadata,
+            source=source,
+        )
+        return LoadedModel(model=model, info=info, directory=directory)
+
+    def _record_error(self, name: str, exc: BaseException) -> None:
+        self.last_error = f"{name}: {exc}"
+        self.last_error_at = datetime.now(timezone.utc)
+        kept = self.info.model_file if self.info else "no model"
+        logger.error("Failed to load model %s: %s. Keeping %s.", name, exc, kept)
+
+    # ---------------------------------------------------------------------------- training
+
+    @contextlib.contextmanager
+    def training_job(self) -> Iterator[None]:
+        """Counts a running training job for /status while the block runs."""
+        self.num_active_training_jobs += 1
+        try:
+            yield
+        finally:
+            self.num_active_training_jobs -= 1
+
+
+def _write_temp_archive(data: bytes) -> Path:
+    directory = Path(tempfile.mkdtemp(prefix="botserver-upload-"))
+    path = directory / "model.tar.gz"
+    path.write_bytes(data)
+    return path

@@ -1,0 +1,31 @@
+"""Resolving `-m PATH` to one archive on the local disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from server.errors import ModelNotFound
+from server.models.archive import ARCHIVE_SUFFIX
+
+
+def resolve_local_model(path: Path) -> Path:
+    """A `.tar.gz` file as given, or the newest archive (by mtime) in a directory."""
+    path = Path(path)
+    if path.is_file():
+        if not path.name.endswith(ARCHIVE_SUFFIX):
+            raise ModelNotFound(
+                f"'{path}' is not a model archive: model files end in {ARCHIVE_SUFFIX}"
+            )
+        return path
+    if path.is_dir():
+        archives = [p for p in path.iterdir() if p.name.endswith(ARCHIVE_SUFFIX) and p.is_file()]
+        if not archives:
+            raise ModelNotFound(
+                f"No model archive ({ARCHIVE_SUFFIX}) in '{path}'. "
+                "Train one with `botserver train` or pass a file with -m."
+            )
+        return max(archives, key=lambda p: (p.stat().st_mtime, p.name))
+    raise ModelNotFound(
+        f"No model found at '{path}'. Train one with `botserver train` or pass an existing "
+        "file or directory with -m."
+    )

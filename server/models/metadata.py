@@ -1,0 +1,132 @@
+"""`metadata.json`: what we add to the trainer's dict, and what we accept when reading.
+
+Rasa archives and other format versions are refused with a message that says what to do.
+Metadata is data: a value that names code to import is refused, and nothing is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import server
+from server.errors import UnsafeArchive, UnsupportedModel
+
+FORMAT_VERSION = 1
+METADATA_FILE = "metadata.json"
+RASA2_MARKER = "fingerprint.json"
+# The trainer's fingerprint of its inputs (see server.models.fingerprint).
+TRAINING_FINGERPRINT_KEY = "training_fingerprint"
+
+RASA_MESSAGE = "This is a Rasa model; retrain it with `botserver train`"
+
+# Keys that, in formats that load code (Rasa's train_schema, jsonpickle, YAML tags), name a
+# module or class to import. We would never import them; an archive carrying them is hostile.
+_CODE_KEYS = frozenset(
+    {
+        "uses",
+        "class",
+        "class_path",
+        "module",
+        "module_path",
+        "import",
+        "import_path",
+        "callable",
+        "constructor_name",
+        "entrypoint",
+        "entry_point",
+        "factory",
+        "loader",
+        "persistor",
+        "py/object",
+        "py/reduce",
+        "py/type",
+        "py/function",
+        "__class__",
+        "__module__",
+        "__reduce__",
+    }
+)
+_DOTTED_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+([:.][A-Za-z_]\w*)?$")
+
+
+def build_metadata(caller: dict[str, Any]) -> dict[str, Any]:
+    """The caller's metadata plus format version, botserver version, model id and time."""
+    check_names_no_code(caller)
+    metadata = dict(caller)
+    metadata.update(
+        format_version=FORMAT_VERSION,
+        botserver_version=server.__version__,
+        model_id=uuid.uuid4().hex,
+        trained_at=datetime.now(timezone.utc).isoformat(),
+    )
+    return metadata
+
+
+def parse_metadata(raw: bytes) -> dict[str, Any]:
+    """Decode `metadata.json` and refuse what we cannot or must not load."""
+    try:
+        metadata = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UnsupportedModel(f"{METADATA_FILE} is not valid JSON: {exc}") from exc
+    if not isinstance(metadata, dict):
+        raise UnsupportedModel(f"{METADATA_FILE} must hold a JSON object")
+    if is_rasa_metadata(metadata):
+        version = metadata.get("rasa_open_source_version", "3.x")
+        raise UnsupportedModel(f"{RASA_MESSAGE} (trained with Rasa {version}).")
+    check_format_version(metadata)
+    check_names_no_code(metadata)
+    return metadata
+
+
+def is_rasa_metadata(metadata: dict[str, Any]) -> bool:
+    return any(key in metadata for key in ("rasa_open_source_version", "train_schema"))
+
+
+def check_format_version(metadata: dict[str, Any]) -> None:
+    version = metadata.get("format_version")
+    if version == FORMAT_VERSION:
+        return
+    if not isinstance(version, int):
+        raise UnsupportedModel(
+            f"{METADATA_FILE} has no valid format_version; this is not a botserver model. "
+            "Train one with `botserver train`."
+        )
+    trained_with = metadata.get("botserver_version", "an unknown version")
+    if version < FORMAT_VERSION:
+        raise UnsupportedModel(
+            f"The model uses archive format {version} (botserver {trained_with}); this server "
+            f"reads format {FORMAT_VERSION}. Retrain it with `botserver train`."
+        )
+    raise UnsupportedModel(
+        f"The model uses archive format {version} (botserver {trained_with}), newer than this "
+        f"server's format {FORMAT_VERSION} (botserver {server.__version__}). Upgrade botserver "
+        "or train the model with this version."
+    )
+
+
+def check_names_no_code(value: Any, where: str = "") -> None:
+    """Refuse metadata in which a code-naming key holds a module path or a YAML code tag."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if str(key) in _CODE_KEYS and _looks_like_code(item):
+                raise UnsafeArchive(
+                    f"Model metadata '{path}' names code to import ({item!r}); "
+                    "botserver archives hold data only"
+                )
+            check_names_no_code(item, path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_names_no_code(item, f"{where}[{index}]")
+    elif isinstance(value, str) and value.startswith(("!!python/", "!python/")):
+        raise UnsafeArchive(f"Model metadata '{where}' holds a Python YAML tag ({value!r})")
+
+
+def _looks_like_code(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(_DOTTED_PATH.match(value)) or value.startswith(("!!python/", "!python/"))
+    return False

@@ -1,0 +1,239 @@
+"""Pulling models from a model server (the `models:` section of endpoints.yml).
+
+GET with `If-None-Match: <current fingerprint>`; 200 loads the body (its ETag becomes the
+fingerprint), 204/304 mean no change, anything else keeps the current model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from server.errors import InvalidConfig, ModelError
+from server.models.holder import ModelHolder
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WAIT_TIME_BETWEEN_PULLS = 100.0
+DEFAULT_TIMEOUT = 300.0
+_WRITE_BATCH = 1024 * 1024
+_SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class ModelServerConfig:
+    """The `models:` endpoint: where to pull from, how, and how often."""
+
+    url: str
+    token: str | None = None
+    token_name: str = "token"
+    params: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    basic_auth: tuple[str, str] | None = None
+    # None or 0: pull once at startup, never again.
+    wait_time_between_pulls: float | None = DEFAULT_WAIT_TIME_BETWEEN_PULLS
+    timeout: float = DEFAULT_TIMEOUT
+
+    @classmethod
+    def from_endpoint(cls, config: dict[str, Any]) -> ModelServerConfig:
+        url = config.get("url")
+        if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
+            raise InvalidConfig(f"models.url must be an http(s) URL, got {url!r}")
+        auth = config.get("basic_auth")
+        basic_auth = None
+        if auth:
+            if not isinstance(auth, dict) or "username" not in auth or "password" not in auth:
+                raise InvalidConfig("models.basic_auth needs 'username' and 'password'")
+            basic_auth = (str(auth["username"]), str(auth["password"]))
+        wait = config.get("wait_time_between_pulls", DEFAULT_WAIT_TIME_BETWEEN_PULLS)
+        if wait is not None and (not isinstance(wait, int | float) or wait < 0):
+            raise InvalidConfig(f"models.wait_time_between_pulls must be seconds, got {wait!r}")
+        return cls(
+            url=url,
+            token=str(config["token"]) if config.get("token") else None,
+            token_name=str(config.get("token_name") or "token"),
+            params=dict(config.get("params") or {}),
+            headers={str(k): str(v) for k, v in (config.get("headers") or {}).items()},
+            basic_auth=basic_auth,
+            wait_time_between_pulls=float(wait) if wait else None,
+            timeout=float(config.get("timeout") or DEFAULT_TIMEOUT),
+        )
+
+
+class ModelServerPoller:
+    """Pulls from a model server into a ModelHolder, once or on a schedule.
+
+    Uses the given shared `httpx.AsyncClient` (or creates and owns one).
+    """
+
+    def __init__(
+        self,
+        holder: ModelHolder[Any],
+        config: ModelServerConfig,
+        client: httpx.AsyncClient | None = None,
+    ):
+        self.holder = holder
+        self.config = config
+        self._client = client or httpx.AsyncClient()
+        self._owns_client = client is None
+        self._task: asyncio.Task[None] | None = None
+        self.last_error: str | None = None
+
+    async def pull_once(self) -> bool:
+        """One exchange with the model server; True when a new model was loaded."""
+        try:
+            download = await self._download()
+        except _NoChange:
+            self._clear_error()
+            return False
+        except _PullFailed as exc:
+            self._note_error(str(exc))
+            return False
+        self._clear_error()
+        path, fingerprint, filename = download
+        try:
+            await self.holder.load_archive(path, fingerprint, model_file=filename, source="server")
+        except ModelError as exc:
+            self._note_error(f"the model from {self.config.url} failed to load: {exc}")
+            return False
+        finally:
+            await asyncio.to_thread(shutil.rmtree, path.parent, True)
+        return True
+
+    async def _download(self) -> tuple[Path, str, str]:
+        config = self.config
+        current = self.holder.info
+        headers = dict(config.headers)
+        if current is not None:
+            headers["If-None-Match"] = current.fingerprint
+        params = dict(config.params)
+        if config.token:
+            params[config.token_name] = config.token
+        max_bytes = self.holder.limits.max_total_bytes
+        try:
+            async with self._client.stream(
+                "GET",
+                config.url,
+                params=params,
+                headers=headers,
+                auth=config.basic_auth,
+                timeout=config.timeout,
+            ) as response:
+                if response.status_code in (204, 304):
+                    logger.debug("No new model at %s (%s)", config.url, response.status_code)
+                    raise _NoChange()
+                if response.status_code == 404:
+                    raise _PullFailed(
+                        f"model server {config.url} has no model (404): nothing trained or "
+                        "tag not assigned yet"
+                    )
+                if response.status_code != 200:
+                    raise _PullFailed(
+                        f"model server {config.url} answered HTTP {response.status_code}"
+                    )
+                etag = response.headers.get("ETag")
+                filename = _safe_filename(response.headers.get("filename"))
+                path, digest = await _save_body(response, filename, max_bytes)
+        except httpx.TimeoutException as exc:
+            raise _PullFailed(
+                f"model server {config.url} timed out after {config.timeout:g} s"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise _PullFailed(f"cannot reach model server {config.url}: {exc!r}") from exc
+        if etag is None and current is not None and current.fingerprint == digest:
+            # A server that ignores If-None-Match and sends no ETag: same bytes, no reload.
+            await asyncio.to_thread(shutil.rmtree, path.parent, True)
+            raise _NoChange()
+        return path, etag if etag is not None else digest, filename
+
+    def _note_error(self, message: str) -> None:
+        kept = self.holder.info.model_file if self.holder.info else "no model"
+        if message != self.last_error:
+            logger.warning("Model pull failed: %s; keeping %s", message, kept)
+        else:
+            logger.debug("Model pull failed again: %s", message)
+        self.last_error = message
+
+    def _clear_error(self) -> None:
+        if self.last_error is not None:
+            logger.info("Model server %s answers again", self.config.url)
+        self.last_error = None
+
+    # ---------------------------------------------------------------------------- schedule
+
+    def start(self) -> None:
+        """Pull every wait_time_between_pulls seconds in the background (if it is set)."""
+        if not self.config.wait_time_between_pulls or self._task is not None:
+            return
+        self._task = asyncio.create_task(self._run(), name="pull-model-from-server")
+
+    async def _run(self) -> None:
+        wait = self.config.wait_time_between_pulls or DEFAULT_WAIT_TIME_BETWEEN_PULLS
+        while True:
+            await asyncio.sleep(wait)
+            try:
+                await self.pull_once()
+            except Exception:  # the schedule must outlive any single failure
+                logger.exception("Unexpected error while pulling a model")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        if self._owns_client:
+            await self._client.aclose()
+
+
+class _NoChange(Exception):
+    pass
+
+
+class _PullFailed(Exception):
+    pass
+
+
+def _safe_filename(header: str | None) -> str:
+    name = Path(header or "").name
+    name = _SAFE_FILENAME.sub("_", name)[:200]
+    return name if name and not name.startswith(".") else "model.tar.gz"
+
+
+async def _save_body(response: httpx.Response, filename: str, max_bytes: int) -> tuple[Path, str]:
+    """Stream the body into a private temp dir, size-limited; return its path and sha256."""
+    directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-pull-"))
+    path = directory / filename
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        handle = await asyncio.to_thread(path.open, "wb")
+        try:
+            batch = bytearray()
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise _PullFailed(f"model from {response.url} is larger than {max_bytes} bytes")
+                digest.update(chunk)
+                batch += chunk
+                if len(batch) >= _WRITE_BATCH:
+                    await asyncio.to_thread(handle.write, bytes(batch))
+                    batch.clear()
+            await asyncio.to_thread(handle.write, bytes(batch))
+        finally:
+            await asyncio.to_thread(handle.close)
+    except BaseException:
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+        raise
+    return path, digest.hexdigest()

@@ -1,0 +1,139 @@
+"""Downloading a model archive from remote storage: `aws`, `gcs` or `azure`.
+
+Configured by the environment variables Rasa uses. Downloads go to a private temporary
+directory (never the working directory), in a worker thread. We never create buckets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from server.errors import InvalidConfig, ModelError, ModelNotFound
+from server.models.archive import ARCHIVE_SUFFIX
+from server.models.safety import DEFAULT_LIMITS
+
+STORAGES = ("aws", "gcs", "azure")
+
+
+def object_name(model_name: str) -> str:
+    """The object key for `-m NAME`, as Rasa: NAME, with `.tar.gz` added if missing."""
+    return model_name if model_name.endswith(ARCHIVE_SUFFIX) else model_name + ARCHIVE_SUFFIX
+
+
+async def download_model(
+    storage: str, model_name: str, max_bytes: int = DEFAULT_LIMITS.max_total_bytes
+) -> Path:
+    """Download `model_name` from `storage` into a new temp dir; return the file's path.
+
+    The caller removes `path.parent` when done.
+    """
+    downloader = _downloader(storage)
+    key = object_name(model_name)
+    directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-remote-"))
+    target = directory / Path(key).name
+    try:
+        await asyncio.to_thread(downloader, key, target, max_bytes)
+    except BaseException:
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+        raise
+    return target
+
+
+def _downloader(storage: str) -> Callable[[str, Path, int], None]:
+    downloaders = {"aws": _download_aws, "gcs": _download_gcs, "azure": _download_azure}
+    try:
+        return downloaders[storage]
+    except KeyError:
+        raise InvalidConfig(
+            f"Unknown remote storage {storage!r}: use one of {', '.join(STORAGES)}. "
+            "(Custom persistor classes are not supported: we never import code by name.)"
+        ) from None
+
+
+def _env(name: str, storage: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise InvalidConfig(f"Remote storage '{storage}' needs the environment variable {name}")
+    return value
+
+
+def _too_large(key: str, size: int | None, max_bytes: int) -> None:
+    if size is not None and size > max_bytes:
+        raise ModelError(f"Remote model '{key}' is {size} bytes, more than {max_bytes}")
+
+
+def _download_aws(key: str, target: Path, max_bytes: int) -> None:
+    try:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError as exc:
+        raise InvalidConfig(
+            "Remote storage 'aws' needs boto3: pip install 'botserver[aws]'"
+        ) from exc
+    bucket = _env("BUCKET_NAME", "aws")
+    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+        _too_large(key, head.get("ContentLength"), max_bytes)
+        with target.open("wb") as handle:
+            client.download_fileobj(bucket, key, handle)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
+            raise ModelNotFound(f"No model '{key}' in S3 bucket '{bucket}'") from exc
+        raise ModelError(f"Cannot download '{key}' from S3 bucket '{bucket}': {exc}") from exc
+    except BotoCoreError as exc:
+        raise ModelError(f"Cannot download '{key}' from S3 bucket '{bucket}': {exc}") from exc
+
+
+def _download_gcs(key: str, target: Path, max_bytes: int) -> None:
+    try:
+        from google.api_core import exceptions as gexc
+        from google.cloud import storage
+    except ImportError as exc:
+        raise InvalidConfig(
+            "Remote storage 'gcs' needs google-cloud-storage: pip install google-cloud-storage"
+        ) from exc
+    bucket_name = _env("BUCKET_NAME", "gcs")
+    try:
+        blob = storage.Client().bucket(bucket_name).get_blob(key)
+        if blob is None:
+            raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'")
+        _too_large(key, blob.size, max_bytes)
+        blob.download_to_filename(str(target))
+    except gexc.NotFound as exc:
+        raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'") from exc
+    except gexc.GoogleAPIError as exc:
+        raise ModelError(f"Cannot download '{key}' from GCS '{bucket_name}': {exc}") from exc
+
+
+def _download_azure(key: str, target: Path, max_bytes: int) -> None:
+    try:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+        from azure.storage.blob import BlobServiceClient
+    except ImportError as exc:
+        raise InvalidConfig(
+            "Remote storage 'azure' needs azure-storage-blob: pip install azure-storage-blob"
+        ) from exc
+    container = _env("AZURE_CONTAINER", "azure")
+    account = _env("AZURE_ACCOUNT_NAME", "azure")
+    account_key = _env("AZURE_ACCOUNT_KEY", "azure")
+    # AZURE_ACCOUNT_URL (our addition) points at Azurite or a sovereign cloud.
+    url = os.environ.get("AZURE_ACCOUNT_URL") or f"https://{account}.blob.core.windows.net/"
+    service = BlobServiceClient(
+        account_url=url, credential={"account_name": account, "account_key": account_key}
+    )
+    try:
+        blob = service.get_blob_client(container=container, blob=key)
+        _too_large(key, blob.get_blob_properties().size, max_bytes)
+        with target.open("wb") as handle:
+            blob.download_blob().readinto(handle)
+    except ResourceNotFoundError as exc:
+        raise ModelNotFound(f"No model '{key}' in Azure container '{container}'") from exc
+    except AzureError as exc:
+        raise ModelError(f"Cannot download '{key}' from Azure '{container}': {exc}") from exc

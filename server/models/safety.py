@@ -1,0 +1,121 @@
+"""The checks an archive member must pass before a byte of it is written.
+
+Names, member types, size and count limits, allowed file types, and content sniffing
+(pickle by magic bytes, `.npy` files with an object dtype).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+from server.errors import UnsafeArchive
+
+MiB = 1024 * 1024
+
+# Formats the NLU and dialogue components store; nothing here can carry code.
+ALLOWED_SUFFIXES = (".json", ".npy", ".txt", ".crfsuite", ".yml", ".yaml")
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".npz", ".dill", ".sav")
+# How many leading bytes of a file are sniffed before it is written.
+SNIFF_BYTES = 64 * 1024
+
+_NPY_MAGIC = b"\x93NUMPY"
+_NAME_PART = re.compile(r"^[^\x00-\x1f\\:]+$")
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """How much an archive may hold. Sizes count bytes actually streamed, not headers."""
+
+    max_members: int = 10_000
+    max_member_bytes: int = 1024 * MiB
+    max_total_bytes: int = 4096 * MiB
+    max_metadata_bytes: int = 64 * MiB
+    max_name_length: int = 512
+    max_depth: int = 16
+
+
+DEFAULT_LIMITS = ArchiveLimits()
+
+
+def safe_member_name(name: str, limits: ArchiveLimits) -> tuple[str, ...]:
+    """The path parts of a member name, or UnsafeArchive if it could escape or confuse."""
+    if len(name) > limits.max_name_length:
+        raise UnsafeArchive(f"Archive member name is too long ({len(name)} characters)")
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise UnsafeArchive(f"Archive member '{name}' has an absolute path")
+    stripped = name[2:] if name.startswith("./") else name
+    stripped = stripped.rstrip("/")
+    if stripped in ("", "."):
+        return ()
+    parts = tuple(stripped.split("/"))
+    for part in parts:
+        if part == "..":
+            raise UnsafeArchive(f"Archive member '{name}' climbs out of the archive ('..')")
+        if part in ("", ".") or not _NAME_PART.match(part):
+            raise UnsafeArchive(f"Archive member '{name}' has an invalid path component")
+    if len(parts) > limits.max_depth:
+        raise UnsafeArchive(f"Archive member '{name}' is nested too deeply")
+    return parts
+
+
+def check_member_type(member: tarfile.TarInfo) -> None:
+    """Only regular files and directories; links, devices, fifos and sparse files refused."""
+    if member.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE):
+        return
+    kinds = {
+        tarfile.SYMTYPE: "a symbolic link",
+        tarfile.LNKTYPE: "a hard link",
+        tarfile.CHRTYPE: "a character device",
+        tarfile.BLKTYPE: "a block device",
+        tarfile.FIFOTYPE: "a fifo",
+        tarfile.CONTTYPE: "a contiguous file",
+        tarfile.GNUTYPE_SPARSE: "a sparse file",
+    }
+    kind = kinds.get(member.type, f"of unsupported type {member.type!r}")
+    raise UnsafeArchive(f"Archive member '{member.name}' is {kind}; only files are allowed")
+
+
+def check_file_name(parts: tuple[str, ...]) -> None:
+    """Refuse pickles by name, and anything outside the allowed data formats."""
+    filename = parts[-1].lower()
+    name = "/".join(parts)
+    if filename.endswith(PICKLE_SUFFIXES):
+        raise UnsafeArchive(f"Archive member '{name}' is a pickle file; pickles are never loaded")
+    if not filename.endswith(ALLOWED_SUFFIXES):
+        allowed = ", ".join(ALLOWED_SUFFIXES)
+        raise UnsafeArchive(f"Archive member '{name}' is not an allowed data file ({allowed})")
+
+
+def check_file_head(name: str, head: bytes) -> None:
+    """Sniff the first bytes of a file: no pickle stream, no object-dtype `.npy`."""
+    # Pickle protocol 2+ opens with the PROTO opcode 0x80 and the protocol number.
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        raise UnsafeArchive(f"Archive member '{name}' holds pickle data; pickles are never loaded")
+    if name.lower().endswith(".npy"):
+        _check_npy_header(name, head)
+
+
+def _check_npy_header(name: str, head: bytes) -> None:
+    if not head.startswith(_NPY_MAGIC):
+        raise UnsafeArchive(f"Archive member '{name}' is not a NumPy .npy file")
+    stream = io.BytesIO(head)
+    try:
+        major, _minor = npy_format.read_magic(stream)
+        if major == 1:
+            _shape, _order, dtype = npy_format.read_array_header_1_0(stream)
+        elif major in (2, 3):
+            _shape, _order, dtype = npy_format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"unknown .npy version {major}")
+    except (ValueError, SyntaxError, EOFError) as exc:
+        raise UnsafeArchive(f"Archive member '{name}' has a bad .npy header: {exc}") from exc
+    if np.dtype(dtype).hasobject:
+        raise UnsafeArchive(
+            f"Archive member '{name}' is an object-dtype array, which needs pickle to load"
+        )

@@ -1,0 +1,77 @@
+"""Where the startup model comes from, in Rasa's priority order.
+
+Model server (then pull on schedule) > remote storage > local `-m` path. A failure is
+logged and the server starts without a model, as Rasa does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from server.errors import BotServerError
+from server.models.holder import ModelHolder, ModelInfo
+from server.models.local import resolve_local_model
+from server.models.model_server import ModelServerConfig, ModelServerPoller
+from server.models.remote_storage import download_model
+
+logger = logging.getLogger(__name__)
+
+
+class ModelSource:
+    """Loads the first model into a holder and owns the model-server poller."""
+
+    def __init__(self, holder: ModelHolder[Any], client: httpx.AsyncClient | None = None):
+        self.holder = holder
+        self._client = client
+        self.poller: ModelServerPoller | None = None
+
+    async def load_initial(
+        self,
+        model_path: Path | str | None,
+        endpoints_models_cfg: dict[str, Any] | None = None,
+        remote_storage: str | None = None,
+    ) -> ModelInfo | None:
+        """Load the startup model; never raises for a model problem, logs it instead."""
+        try:
+            if endpoints_models_cfg:
+                return await self._from_model_server(endpoints_models_cfg)
+            if remote_storage:
+                name = str(model_path or "models")
+                return await self.load_from_remote_storage(remote_storage, name)
+            if model_path is not None:
+                return await self.load_local(Path(model_path))
+            logger.warning("No model configured: the server starts without a model")
+        except BotServerError as exc:
+            logger.error("Could not load a model at startup: %s", exc)
+        return None
+
+    async def load_local(self, path: Path) -> ModelInfo:
+        archive = await asyncio.to_thread(resolve_local_model, path)
+        return await self.holder.load_archive(archive, source="local")
+
+    async def load_from_remote_storage(self, storage: str, model_name: str) -> ModelInfo:
+        path = await download_model(storage, model_name, self.holder.limits.max_total_bytes)
+        try:
+            return await self.holder.load_archive(path, source=f"remote:{storage}")
+        finally:
+            await asyncio.to_thread(shutil.rmtree, path.parent, True)
+
+    async def _from_model_server(self, cfg: dict[str, Any]) -> ModelInfo | None:
+        config = ModelServerConfig.from_endpoint(cfg)
+        await self.stop()
+        self.poller = ModelServerPoller(self.holder, config, self._client)
+        await self.poller.pull_once()
+        self.poller.start()
+        return self.holder.info
+
+    async def stop(self) -> None:
+        """Stop pulling (server shutdown)."""
+        poller, self.poller = self.poller, None
+        if poller is not None:
+            await poller.stop()
