@@ -1,0 +1,63 @@
+"""Tracker and lock stores chosen by endpoints.yml's `tracker_store:` and `lock_store:`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.errors import InvalidConfig
+from server.trackers.lock import LockStore
+from server.trackers.memory_lock import DEFAULT_WAIT_TIMEOUT, InMemoryLockStore
+from server.trackers.memory_store import InMemoryTrackerStore
+from server.trackers.store import TrackerStore
+
+# What the server uses when endpoints.yml has no `tracker_store:` section.
+DEFAULT_TRACKER_STORE: dict[str, Any] = {"type": "sql", "dialect": "sqlite", "db": "botserver.db"}
+
+_MEMORY_TYPES = {None, "", "in_memory", "inmemory", "memory"}
+_UNSUPPORTED_TRACKER_TYPES = {"mongod", "mongo", "dynamo"}
+
+
+def create_tracker_store(config: dict[str, Any] | None) -> TrackerStore:
+    """The tracker store for a `tracker_store:` section (None or no type: in memory)."""
+    config = dict(config or {})
+    kind = _kind(config)
+    if kind in _MEMORY_TYPES:
+        return InMemoryTrackerStore()
+    if kind == "sql":
+        from server.trackers.sql_store import SqlTrackerStore
+
+        return SqlTrackerStore.from_config(config)
+    if kind == "redis":
+        from server.trackers.redis_store import RedisTrackerStore
+
+        return RedisTrackerStore(config)
+    if kind in _UNSUPPORTED_TRACKER_TYPES:
+        raise InvalidConfig(
+            f"tracker_store type '{config.get('type')}' is not supported; "
+            "use sql (SQLite, PostgreSQL, MySQL), redis or in_memory"
+        )
+    raise InvalidConfig(
+        f"tracker_store type '{config.get('type')}' is unknown (custom store classes are not "
+        "loaded); use sql, redis or in_memory"
+    )
+
+
+def create_lock_store(config: dict[str, Any] | None) -> LockStore:
+    """The lock store for a `lock_store:` section (None or no type: in memory)."""
+    config = dict(config or {})
+    kind = _kind(config)
+    if kind in _MEMORY_TYPES:
+        return InMemoryLockStore(float(config.get("wait_timeout") or DEFAULT_WAIT_TIMEOUT))
+    if kind == "redis":
+        from server.trackers.redis_lock import RedisLockStore
+
+        return RedisLockStore(config)
+    raise InvalidConfig(
+        f"lock_store type '{config.get('type')}' is unknown (custom lock classes are not "
+        "loaded); use redis or in_memory"
+    )
+
+
+def _kind(config: dict[str, Any]) -> str | None:
+    kind = config.get("type")
+    return None if kind is None else str(kind).strip().lower()

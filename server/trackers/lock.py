@@ -1,0 +1,26 @@
+"""The lock store contract: one turn at a time per conversation, in arrival order."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+
+class LockStore(Protocol):
+    """Serialises work on one conversation; FIFO among the waiters of one process."""
+
+    # True when the lock only excludes tasks of this process (refused with several workers).
+    process_local: bool
+
+    def lock(
+        self, conversation_id: str, wait_timeout: float | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold the conversation's lock inside the `async with` block.
+
+        Waits at most `wait_timeout` seconds (None: the store's configured wait), then
+        raises `LockTimeout`. Raises `StoreUnavailable` when the store cannot be reached.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""

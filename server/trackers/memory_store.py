@@ -1,0 +1,73 @@
+"""The in-memory tracker store: one process, nothing survives a restart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.trackers.session_start import latest_session_start
+
+
+@dataclass
+class _Conversation:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    session_start: int = 0
+
+
+class InMemoryTrackerStore:
+    """Events per conversation in a dict, with the index where the current session starts."""
+
+    process_local = True
+
+    def __init__(self) -> None:
+        self._conversations: dict[str, _Conversation] = {}
+
+    async def append(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        conversation = self._conversations.setdefault(sender_id, _Conversation())
+        base = len(conversation.events)
+        conversation.events.extend(events)
+        start = latest_session_start(conversation.events, search_from=base)
+        if start is not None:
+            conversation.session_start = start
+
+    async def load(self, sender_id: str) -> list[dict[str, Any]] | None:
+        conversation = self._conversations.get(sender_id)
+        if conversation is None:
+            return None
+        return conversation.events[conversation.session_start :]
+
+    async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
+        conversation = self._conversations.get(sender_id)
+        return None if conversation is None else list(conversation.events)
+
+    async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+        self._conversations.pop(sender_id, None)
+        await self.append(sender_id, list(events))
+
+    async def keys(self) -> list[str]:
+        return list(self._conversations)
+
+    async def delete(self, sender_id: str) -> None:
+        self._conversations.pop(sender_id, None)
+
+    async def delete_older_than(self, cutoff_timestamp: float) -> int:
+        stale = [
+            sender_id
+            for sender_id, conversation in self._conversations.items()
+            if _latest_timestamp(conversation.events) < cutoff_timestamp
+        ]
+        for sender_id in stale:
+            del self._conversations[sender_id]
+        return len(stale)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def _latest_timestamp(events: list[dict[str, Any]]) -> float:
+    return max((float(e.get("timestamp") or 0.0) for e in events), default=0.0)

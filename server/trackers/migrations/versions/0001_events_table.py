@@ -1,0 +1,62 @@
+"""Rasa's `events` table, created if missing, plus the indexes a fast load needs.
+
+An existing Rasa tracker database keeps its table and rows; only the indexes are added.
+
+Revision ID: 0001
+Revises:
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import mysql
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+RASA_COLUMNS = {"id", "sender_id", "type_name", "timestamp", "intent_name", "action_name", "data"}
+
+
+def upgrade() -> None:
+    inspector = sa.inspect(op.get_bind())
+    if not inspector.has_table("events"):
+        op.create_table(
+            "events",
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("sender_id", sa.String(255), nullable=False),
+            sa.Column("type_name", sa.String(255), nullable=False),
+            # Rasa's Float is single precision on MySQL: seconds get lost, so use DOUBLE there.
+            sa.Column("timestamp", sa.Float().with_variant(mysql.DOUBLE(), "mysql")),
+            sa.Column("intent_name", sa.String(255)),
+            sa.Column("action_name", sa.String(255)),
+            sa.Column("data", sa.Text().with_variant(mysql.LONGTEXT(), "mysql")),
+            # Never reuse an id: the per-process cache reads rows newer than the last id it saw.
+            sqlite_autoincrement=True,
+        )
+        op.create_index("ix_events_sender_id", "events", ["sender_id"])
+    else:
+        columns = {c["name"] for c in inspector.get_columns("events")}
+        missing = RASA_COLUMNS - columns
+        if missing:
+            raise RuntimeError(
+                "A table named 'events' exists but is not a Rasa tracker store table "
+                f"(missing columns: {', '.join(sorted(missing))}). Is this an event broker "
+                "database? Point the tracker store at another database."
+            )
+
+    existing = {ix["name"] for ix in sa.inspect(op.get_bind()).get_indexes("events")}
+    if "ix_events_sender_id_id" not in existing:
+        op.create_index("ix_events_sender_id_id", "events", ["sender_id", "id"])
+    if "ix_events_session_start" not in existing:
+        # Finds the last session start of a conversation with one index seek.
+        op.create_index(
+            "ix_events_session_start", "events", ["sender_id", "type_name", "action_name", "id"]
+        )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_events_session_start", table_name="events")
+    op.drop_index("ix_events_sender_id_id", table_name="events")

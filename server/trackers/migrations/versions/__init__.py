@@ -1,0 +1,1 @@
+"""Versioned schema changes of the tracker store's `events` table."""

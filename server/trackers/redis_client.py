@@ -1,0 +1,77 @@
+"""redis.asyncio clients from Rasa's Redis endpoint keys, and the key prefix rule they share."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from server.errors import StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+_PREFIX = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def create_client(config: dict[str, Any], default_db: int) -> Redis:
+    """A client for `url`/`host`, `port`, `db`, `username`, `password`, `use_ssl`..."""
+    host = str(config.get("url") or config.get("host") or "localhost")
+    socket_timeout = float(config.get("socket_timeout", 10))
+    common: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": min(socket_timeout, 5.0),
+        "health_check_interval": 30,
+    }
+    if "://" in host:
+        return Redis.from_url(host, **common)
+    ssl_options = {
+        key: config[key]
+        for key in ("ssl_keyfile", "ssl_certfile", "ssl_ca_certs")
+        if config.get(key)
+    }
+    return Redis(
+        host=host,
+        port=int(config.get("port", 6379)),
+        db=int(config.get("db", default_db)),
+        username=config.get("username"),
+        password=config.get("password"),
+        ssl=bool(config.get("use_ssl", False)),
+        **ssl_options,
+        **common,
+    )
+
+
+def key_prefix(config: dict[str, Any], kind: str) -> str:
+    """Rasa's key layout: `<prefix>:<kind>:` or `<kind>:` when no usable prefix is set."""
+    prefix = config.get("key_prefix")
+    if prefix is None or prefix == "":
+        return f"{kind}:"
+    if not _PREFIX.match(str(prefix)):
+        logger.warning(
+            "key_prefix '%s' may only hold letters, digits, '_', '.' and '-'; "
+            "using the default '%s:'",
+            prefix,
+            kind,
+        )
+        return f"{kind}:"
+    return f"{prefix}:{kind}:"
+
+
+def describe(client: Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+@contextmanager
+def unavailable_as(what: str, client: Redis) -> Iterator[None]:
+    """Raise StoreUnavailable when Redis cannot be reached."""
+    try:
+        yield
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        raise StoreUnavailable(f"The {what} ({describe(client)}) is unavailable: {exc}") from exc

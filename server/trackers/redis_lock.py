@@ -1,0 +1,123 @@
+"""The Redis lock store: one turn at a time per conversation across processes and hosts.
+
+Acquire is atomic (SET NX PX with a random owner token), the lease is renewed while the
+turn runs, and release deletes the key only if it still holds our token (a Lua script).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from redis import exceptions as redis_errors
+
+from server.errors import LockTimeout
+from server.trackers.memory_lock import DEFAULT_WAIT_TIMEOUT, InMemoryLockStore, timeout_message
+from server.trackers.redis_client import create_client, key_prefix, unavailable_as
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LOCK_LIFETIME = 60.0
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+_FIRST_POLL = 0.002
+_MAX_POLL = 0.05
+
+
+class RedisLockStore:
+    """Conversation locks in Redis, FIFO among the waiters of this process."""
+
+    process_local = False
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._redis = create_client(config, default_db=1)
+        self._prefix = key_prefix(config, "lock")
+        default_lifetime = os.environ.get("TICKET_LOCK_LIFETIME") or DEFAULT_LOCK_LIFETIME
+        self.lock_lifetime = float(config.get("lock_lifetime") or default_lifetime)
+        self.wait_timeout = float(config.get("wait_timeout") or DEFAULT_WAIT_TIMEOUT)
+        # Tasks of this process queue here first, so only one of them polls Redis.
+        self._local = InMemoryLockStore(self.wait_timeout)
+        self._renew = self._redis.register_script(_RENEW)
+        self._release = self._redis.register_script(_RELEASE)
+
+    @asynccontextmanager
+    async def lock(
+        self, conversation_id: str, wait_timeout: float | None = None
+    ) -> AsyncIterator[None]:
+        timeout = self.wait_timeout if wait_timeout is None else wait_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with self._local.lock(conversation_id, timeout):
+            key = self._prefix + conversation_id
+            token = secrets.token_hex(16)
+            await self._acquire(key, token, deadline, conversation_id, timeout)
+            renewal = asyncio.create_task(self._keep_alive(key, token, conversation_id))
+            try:
+                yield
+            finally:
+                renewal.cancel()
+                with suppress(asyncio.CancelledError):
+                    await renewal
+                await self._give_back(key, token, conversation_id)
+
+    async def _acquire(
+        self, key: str, token: str, deadline: float, conversation_id: str, timeout: float
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        lifetime_ms = int(self.lock_lifetime * 1000)
+        pause = _FIRST_POLL
+        while True:
+            with unavailable_as("lock store", self._redis):
+                if await self._redis.set(key, token, nx=True, px=lifetime_ms):
+                    return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise LockTimeout(timeout_message(conversation_id, timeout))
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, _MAX_POLL)
+
+    async def _keep_alive(self, key: str, token: str, conversation_id: str) -> None:
+        lifetime_ms = int(self.lock_lifetime * 1000)
+        while True:
+            await asyncio.sleep(self.lock_lifetime / 3)
+            try:
+                renewed = await self._renew(keys=[key], args=[token, lifetime_ms])
+            except (redis_errors.RedisError, OSError) as exc:
+                logger.warning("Could not renew the lock of '%s': %s", conversation_id, exc)
+                continue
+            if not renewed:
+                logger.error(
+                    "The lock of conversation '%s' expired while its turn was still running; "
+                    "raise lock_lifetime if turns take longer than %g s.",
+                    conversation_id,
+                    self.lock_lifetime,
+                )
+                return
+
+    async def _give_back(self, key: str, token: str, conversation_id: str) -> None:
+        try:
+            await self._release(keys=[key], args=[token])
+        except (redis_errors.RedisError, OSError) as exc:
+            # The lease runs out by itself; the next turn waits at most lock_lifetime.
+            logger.warning("Could not release the lock of '%s': %s", conversation_id, exc)
+
+    async def close(self) -> None:
+        await self._redis.aclose()

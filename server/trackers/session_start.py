@@ -1,0 +1,39 @@
+"""Where a conversation's current session begins, computed on Rasa event dicts.
+
+The rule matches `Tracker.current_session_events`: a session begins at the last
+`action_session_start` action, or at a `session_started` event not directly preceded by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+ACTION_SESSION_START = "action_session_start"
+
+
+def is_session_start_action(event: dict[str, Any]) -> bool:
+    return event.get("event") == "action" and event.get("name") == ACTION_SESSION_START
+
+
+def latest_session_start(events: Sequence[dict[str, Any]], search_from: int = 0) -> int | None:
+    """Index of the last session start at or after `search_from`, or None if there is none.
+
+    Only `events[search_from:]` is scanned (from the end), so callers that keep a session
+    in memory can look at just the events they have not seen yet.
+    """
+    for i in range(len(events) - 1, search_from - 1, -1):
+        event = events[i]
+        if is_session_start_action(event):
+            return i
+        if event.get("event") == "session_started":
+            if i > 0 and is_session_start_action(events[i - 1]):
+                return i - 1
+            return i
+    return None
+
+
+def current_session(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events of the current session (all events when no session was ever started)."""
+    start = latest_session_start(events)
+    return list(events[start or 0 :])

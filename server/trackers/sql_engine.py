@@ -1,0 +1,138 @@
+"""Async SQLAlchemy engines built from Rasa's SQL endpoint keys.
+
+Maps `dialect`/`url`/`host`/`port`/`db`/`username`/`password`/`query` to an async URL
+(aiosqlite, asyncpg, aiomysql), and sets the pool and SQLite pragmas every SQL backend shares.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from server.errors import InvalidConfig
+
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "mysql": "mysql+aiomysql",
+    "mariadb": "mysql+aiomysql",
+}
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def async_url(config: dict[str, Any], default_db: str) -> URL:
+    """The async SQLAlchemy URL for a `tracker_store:`/`event_broker:` SQL section."""
+    host = config.get("url") or config.get("host")
+    if host and "://" in str(host):
+        try:
+            url = make_url(str(host))
+        except ArgumentError as exc:
+            raise InvalidConfig(f"Invalid SQL url '{host}': {exc}") from exc
+        return url.set(drivername=_async_driver(url.drivername))
+
+    dialect = str(config.get("dialect") or "sqlite")
+    drivername = _async_driver(dialect)
+    db = str(config.get("db") or default_db)
+    if drivername.startswith("sqlite"):
+        return URL.create(drivername, database=db)
+
+    port = config.get("port")
+    if host and ":" in str(host) and port is None:
+        host, _, port_text = str(host).rpartition(":")
+        port = int(port_text)
+    query = {str(k): str(v) for k, v in (config.get("query") or {}).items()}
+    return URL.create(
+        drivername,
+        username=config.get("username"),
+        password=None if config.get("password") is None else str(config["password"]),
+        host=str(host) if host else "localhost",
+        port=int(port) if port is not None else None,
+        database=db,
+        query=query,
+    )
+
+
+def _async_driver(drivername: str) -> str:
+    backend = drivername.split("+", 1)[0].lower()
+    if backend not in _ASYNC_DRIVERS:
+        raise InvalidConfig(
+            f"SQL dialect '{drivername}' is not supported; use sqlite, postgresql or mysql"
+        )
+    return _ASYNC_DRIVERS[backend]
+
+
+def describe(url: URL) -> str:
+    """A password-free description of where a URL points, for error messages."""
+    if url.get_backend_name() == "sqlite":
+        return f"sqlite database '{url.database}'"
+    return f"{url.get_backend_name()} at {url.host}:{url.port or 'default port'}/{url.database}"
+
+
+def create_engine(url: URL) -> AsyncEngine:
+    """An async engine with pre-ping (so it recovers after a database restart)."""
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        engine = create_async_engine(
+            url,
+            pool_pre_ping=True,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
+        _set_sqlite_pragmas(engine)
+        return engine
+
+    pool_size = int(os.environ.get("SQL_POOL_SIZE", "10"))
+    max_overflow = int(os.environ.get("SQL_MAX_OVERFLOW", "20"))
+    connect_args: dict[str, Any]
+    if backend == "postgresql":
+        connect_args = {"timeout": CONNECT_TIMEOUT_SECONDS}
+        schema = os.environ.get("POSTGRESQL_SCHEMA")
+        if schema:
+            connect_args["server_settings"] = {"search_path": schema}
+    else:
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    return create_async_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_recycle=3600,
+        connect_args=connect_args,
+    )
+
+
+def _set_sqlite_pragmas(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers in other processes run while one process writes.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+
+async def ensure_postgres_database(url: URL, login_db: str) -> None:
+    """Create `url.database` through `login_db` if it does not exist (Rasa's `login_db`)."""
+    login_engine = create_async_engine(
+        url.set(database=login_db),
+        isolation_level="AUTOCOMMIT",
+        connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
+    )
+    try:
+        async with login_engine.connect() as conn:
+            exists = await conn.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                {"name": url.database},
+            )
+            if not exists:
+                quoted = login_engine.dialect.identifier_preparer.quote(str(url.database))
+                await conn.execute(text(f"CREATE DATABASE {quoted}"))
+    finally:
+        await login_engine.dispose()

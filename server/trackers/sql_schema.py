@@ -1,0 +1,56 @@
+"""The SQL tracker store's schema: the `events` table model and running its migrations."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+metadata = MetaData()
+
+# Rasa's columns, so a Rasa tracker database keeps working. Only used to build statements:
+# the table itself is created by the migrations.
+events_table = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sender_id", String(255), nullable=False),
+    Column("type_name", String(255), nullable=False),
+    Column("timestamp", Float),
+    Column("intent_name", String(255)),
+    Column("action_name", String(255)),
+    Column("data", Text),
+)
+
+
+def _upgrade(sync_connection: Any) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = sync_connection
+    command.upgrade(config, "head")
+
+
+async def migrate(engine: AsyncEngine, attempts: int = 3) -> None:
+    """Bring the schema to the latest revision (idempotent; safe from several processes)."""
+    for attempt in range(attempts):
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(_upgrade)
+            return
+        except DBAPIError as exc:
+            # Another process may have created the table between our check and our CREATE.
+            if attempt == attempts - 1 or exc.connection_invalidated or _is_unreachable(exc):
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
+
+
+def _is_unreachable(exc: DBAPIError) -> bool:
+    return isinstance(exc.orig, OSError | ConnectionError)

@@ -1,0 +1,43 @@
+"""The tracker store contract: where a conversation's events (Rasa event dicts) are kept.
+
+Event dicts returned by `load`/`load_all` may be shared with a store's cache: treat them as
+read-only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class TrackerStore(Protocol):
+    """Append-only event storage per conversation (`sender_id`)."""
+
+    # True when the data lives in this process only (refused with several workers).
+    process_local: bool
+
+    async def append(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+        """Append these new events, in one transaction."""
+
+    async def load(self, sender_id: str) -> list[dict[str, Any]] | None:
+        """The current session's events; None when the conversation does not exist."""
+
+    async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
+        """Every event of every session; None when the conversation does not exist."""
+
+    async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+        """Replace all stored events of the conversation, in one transaction."""
+
+    async def keys(self) -> list[str]:
+        """Every stored conversation id."""
+
+    async def delete(self, sender_id: str) -> None:
+        """Delete the conversation (no error if it does not exist)."""
+
+    async def delete_older_than(self, cutoff_timestamp: float) -> int:
+        """Delete conversations whose latest event is older than the cutoff; how many."""
+
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` when the store cannot be reached."""
+
+    async def close(self) -> None:
+        """Release connections."""
