@@ -1,0 +1,124 @@
+"""Background delivery shared by the brokers: an in-order queue, retried with back-off."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_PENDING = 100_000
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One event on its way out; `message_id` stays the same across retries."""
+
+    sender_id: str
+    event: dict[str, Any]
+    message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def body(self) -> dict[str, Any]:
+        return {"sender_id": self.sender_id, **self.event}
+
+
+# Delivers messages from the left of the deque, popping each one once it is safely delivered;
+# raises when the broker fails (what was popped stays delivered).
+Sender = Callable[[deque[Outgoing]], Awaitable[None]]
+
+
+class BackgroundDelivery:
+    """One task drains the queue in order; failures wait (back-off) and retry forever."""
+
+    def __init__(
+        self,
+        name: str,
+        send: Sender,
+        retry_delay: float = 5.0,
+        max_retry_delay: float = 30.0,
+        warn_after_attempts: int = 20,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
+        self.name = name
+        self._send = send
+        self._retry_delay = retry_delay
+        self._max_retry_delay = max(max_retry_delay, retry_delay)
+        self._warn_after = warn_after_attempts
+        self._max_pending = max_pending
+        self._pending: deque[Outgoing] = deque()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._dropped = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def submit(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            self._pending.append(Outgoing(sender_id, event))
+        overflow = len(self._pending) - self._max_pending
+        if overflow > 0:
+            for _ in range(overflow):
+                self._pending.popleft()
+            self._dropped += overflow
+            logger.error(
+                "%s: %d events dropped (the broker has been down too long; %d queued at most)",
+                self.name,
+                self._dropped,
+                self._max_pending,
+            )
+        if self._pending:
+            self._idle.clear()
+            self._wakeup.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"{self.name} delivery")
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            if not self._pending:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            try:
+                await self._send(self._pending)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                delay = min(self._retry_delay * 2 ** min(failures - 1, 16), self._max_retry_delay)
+                log = logger.error if failures >= self._warn_after else logger.warning
+                log(
+                    "%s: delivery failed (attempt %d, %d events queued), retrying in %.1f s: %s",
+                    self.name,
+                    failures,
+                    len(self._pending),
+                    delay,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Wait up to `timeout` for the queue to drain, then stop."""
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            logger.error("%s: closing with %d events not delivered", self.name, len(self._pending))
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None

@@ -1,0 +1,32 @@
+"""The event broker chosen by the `event_broker:` section of endpoints.yml."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.brokers.broker import EventBroker
+from server.errors import InvalidConfig
+
+_RABBITMQ_TYPES = {None, "", "pika", "rabbitmq", "rabbit", "amqp"}
+
+
+def create_event_broker(config: dict[str, Any] | None) -> EventBroker | None:
+    """The broker for an `event_broker:` section; None when there is no section.
+
+    As in Rasa, a section without `type` is RabbitMQ (`pika`).
+    """
+    if not config:
+        return None
+    kind = config.get("type")
+    kind = None if kind is None else str(kind).strip().lower()
+    if kind in _RABBITMQ_TYPES:
+        from server.brokers.rabbitmq import RabbitMQEventBroker
+
+        return RabbitMQEventBroker(config)
+    if kind == "sql":
+        from server.brokers.sql import SqlEventBroker
+
+        return SqlEventBroker(config)
+    raise InvalidConfig(
+        f"event_broker type '{config.get('type')}' is not supported; use pika (RabbitMQ) or sql"
+    )

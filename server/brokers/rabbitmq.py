@@ -1,0 +1,145 @@
+"""The RabbitMQ event broker (aio-pika): a durable fanout exchange, publisher confirms.
+
+Rasa's `pika` keys. Events are sent in order by one background task that reconnects with
+back-off; each message is `{"sender_id": ..., **event}` JSON, persistent, with a
+`message_id` that stays the same if it has to be re-sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import deque
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from yarl import URL
+
+from server.brokers.delivery import BackgroundDelivery, Outgoing
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_QUEUE = "rasa_core_events"
+DEFAULT_EXCHANGE = "rasa-exchange"
+CONNECT_TIMEOUT_SECONDS = 5.0
+PUBLISH_TIMEOUT_SECONDS = 10.0
+
+
+class RabbitMQEventBroker:
+    """Publishes events to a RabbitMQ fanout exchange bound to the configured queues."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.url = amqp_url(config)
+        self.exchange_name = str(config.get("exchange_name") or DEFAULT_EXCHANGE)
+        self.queues = _queues(config)
+        self._app_id = os.environ.get("RASA_ENVIRONMENT")
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._delivery = BackgroundDelivery(
+            "RabbitMQ event broker",
+            self._send,
+            retry_delay=float(config.get("retry_delay_in_seconds", 5)),
+            warn_after_attempts=int(config.get("connection_attempts", 20)),
+        )
+
+    @property
+    def pending(self) -> int:
+        """Events queued and not yet confirmed by RabbitMQ."""
+        return self._delivery.pending
+
+    async def publish(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+        self._delivery.submit(sender_id, events)
+
+    async def _send(self, pending: deque[Outgoing]) -> None:
+        exchange = await self._open()
+        try:
+            while pending:
+                outgoing = pending[0]
+                message = aio_pika.Message(
+                    json.dumps(outgoing.body()).encode(),
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    content_type="application/json",
+                    message_id=outgoing.message_id,
+                    app_id=self._app_id,
+                )
+                # Waits for the broker's confirm: popped only once RabbitMQ has it.
+                await exchange.publish(message, routing_key="", timeout=PUBLISH_TIMEOUT_SECONDS)
+                pending.popleft()
+        except Exception:
+            await self._disconnect()
+            raise
+
+    async def _open(self) -> AbstractExchange:
+        if self._exchange is not None and self._connection and not self._connection.is_closed:
+            return self._exchange
+        await self._disconnect()
+        connection = await aio_pika.connect(self.url, timeout=CONNECT_TIMEOUT_SECONDS)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.declare_exchange(
+                self.exchange_name, aio_pika.ExchangeType.FANOUT, durable=True
+            )
+            for name in self.queues:
+                queue = await channel.declare_queue(name, durable=True)
+                await queue.bind(exchange, routing_key="")
+        except Exception:
+            await connection.close()
+            raise
+        self._connection, self._channel, self._exchange = connection, channel, exchange
+        logger.info("RabbitMQ event broker connected to %s", _safe(self.url))
+        return exchange
+
+    async def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        self._channel = self._exchange = None
+        if connection is not None and not connection.is_closed:
+            try:
+                await connection.close()
+            except Exception as exc:  # a dead connection may fail to close: nothing to do
+                logger.debug("Closing the RabbitMQ connection failed: %s", exc)
+
+    async def close(self) -> None:
+        await self._delivery.close()
+        await self._disconnect()
+
+
+def amqp_url(config: dict[str, Any]) -> str:
+    """Rasa's `url` (a host or an amqp(s) URL), `port`, `username`, `password` as one URL."""
+    host = str(config.get("url") or config.get("host") or "localhost")
+    username = config.get("username")
+    password = config.get("password")
+    if "://" in host:
+        url = URL(host)
+        if username and not url.user:
+            url = url.with_user(str(username))
+            if password is not None:
+                url = url.with_password(str(password))
+        return str(url)
+    return str(
+        URL.build(
+            scheme="amqp",
+            host=host,
+            port=int(config.get("port", 5672)),
+            user=str(username) if username else None,
+            password=str(password) if username and password is not None else None,
+            path="/",
+        )
+    )
+
+
+def _queues(config: dict[str, Any]) -> list[str]:
+    queues = config.get("queues", config.get("queue"))
+    if not queues:
+        logger.warning("event_broker has no queues; using '%s'", DEFAULT_QUEUE)
+        return [DEFAULT_QUEUE]
+    if isinstance(queues, str):
+        return [queues]
+    return [str(q) for q in queues]
+
+
+def _safe(url: str) -> str:
+    parsed = URL(url)
+    return str(parsed.with_password("***")) if parsed.password else url

@@ -1,0 +1,70 @@
+"""The SQL event broker: one row per event in its own table (`broker_events` by default).
+
+Rasa's SQL broker names its table `events`, the same name as the tracker store's; ours
+defaults to `broker_events` (`table_name` changes it) so both can share a database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert
+from sqlalchemy.dialects import mysql
+
+from server.brokers.delivery import BackgroundDelivery, Outgoing
+from server.trackers.sql_engine import async_url, create_engine
+
+DEFAULT_TABLE = "broker_events"
+BATCH_SIZE = 500
+
+
+class SqlEventBroker:
+    """Writes `{"sender_id": ..., **event}` JSON rows, in order, from a background task."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.url = async_url(config, default_db="events.db")
+        self._engine = create_engine(self.url)
+        metadata = MetaData()
+        self.table = Table(
+            str(config.get("table_name") or DEFAULT_TABLE),
+            metadata,
+            Column("id", Integer, primary_key=True, autoincrement=True),
+            Column("sender_id", String(255), nullable=False, index=True),
+            Column("data", Text().with_variant(mysql.LONGTEXT(), "mysql")),
+        )
+        self._metadata = metadata
+        self._table_ready = False
+        self._delivery = BackgroundDelivery(
+            "SQL event broker",
+            self._send,
+            retry_delay=float(config.get("retry_delay_in_seconds", 1)),
+        )
+
+    @property
+    def pending(self) -> int:
+        return self._delivery.pending
+
+    async def publish(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+        self._delivery.submit(sender_id, events)
+
+    async def _send(self, pending: deque[Outgoing]) -> None:
+        if not self._table_ready:
+            async with self._engine.begin() as conn:
+                await conn.run_sync(self._metadata.create_all)
+            self._table_ready = True
+        while pending:
+            batch = list(islice(pending, BATCH_SIZE))
+            rows = [
+                {"sender_id": item.sender_id, "data": json.dumps(item.body())} for item in batch
+            ]
+            async with self._engine.begin() as conn:
+                await conn.execute(insert(self.table), rows)
+            for _ in batch:
+                pending.popleft()
+
+    async def close(self) -> None:
+        await self._delivery.close()
+        await self._engine.dispose()
