@@ -1,0 +1,190 @@
+"""Stories and rules as data: story steps joined by checkpoints, and the full training
+conversations (`TrainingStory`) that policies learn from."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from server.trackers.events import (
+    ACTION_LISTEN,
+    ActionExecuted,
+    Event,
+    SlotSet,
+    UserUttered,
+)
+
+logger = logging.getLogger(__name__)
+
+# The checkpoint every story without an explicit start checkpoint starts from.
+STORY_START = "STORY_START"
+# Bounds that keep checkpoint joins finite on cyclic or highly branching story graphs.
+MAX_STEP_VISITS_PER_STORY = 2
+MAX_TRAINING_STORIES = 20_000
+
+
+@dataclass
+class StoryStep:
+    """A piece of a story or rule between checkpoints, as read from one file.
+
+    `start_checkpoints` is `[STORY_START]` for a story that starts a conversation.
+    `checkpoint_conditions` holds, for a start checkpoint given with `slot_was_set`, the slot
+    values a conversation must have to continue into this step.
+    """
+
+    name: str
+    kind: Literal["story", "rule"]
+    events: list[Event]
+    start_checkpoints: list[str] = field(default_factory=lambda: [STORY_START])
+    end_checkpoints: list[str] = field(default_factory=list)
+    condition: list[Event] = field(default_factory=list)
+    conversation_start: bool = False
+    wait_for_user_input: bool = True
+    filename: str | None = None
+    line: int | None = None
+    checkpoint_conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def is_rule(self) -> bool:
+        return self.kind == "rule"
+
+    def user_events(self) -> list[UserUttered]:
+        return [e for e in self.events if isinstance(e, UserUttered)]
+
+    def action_events(self) -> list[ActionExecuted]:
+        return [e for e in self.events if isinstance(e, ActionExecuted)]
+
+
+@dataclass
+class TrainingStory:
+    """One complete conversation (story) or rule snippet, checkpoints resolved.
+
+    Every user turn is preceded by `action_listen`; a story ends with `action_listen`, and so
+    does a rule unless `wait_for_user_input` is false. A rule's `condition` holds the
+    slot_was_set / active_loop state it requires; `conversation_start` rules only apply at
+    the start of a conversation.
+    """
+
+    name: str
+    is_rule: bool
+    events: list[Event]
+    conversation_start: bool = False
+    wait_for_user_input: bool = True
+    condition: list[Event] = field(default_factory=list)
+
+
+def generate_training_stories(steps: list[StoryStep]) -> list[TrainingStory]:
+    """Joins story steps at their checkpoints into full conversations; rules pass through."""
+    result: list[TrainingStory] = []
+    story_steps: list[StoryStep] = []
+    for step in steps:
+        if step.is_rule:
+            result.append(_rule_story(step))
+        else:
+            story_steps.append(step)
+    result.extend(_join_stories(story_steps))
+    return result
+
+
+def _rule_story(step: StoryStep) -> TrainingStory:
+    events = _with_listens(step.events, final_listen=step.wait_for_user_input)
+    return TrainingStory(
+        name=step.name,
+        is_rule=True,
+        events=events,
+        conversation_start=step.conversation_start,
+        wait_for_user_input=step.wait_for_user_input,
+        condition=list(step.condition),
+    )
+
+
+def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
+    starting: dict[str, list[int]] = defaultdict(list)
+    for index, step in enumerate(steps):
+        for checkpoint in step.start_checkpoints:
+            starting[checkpoint].append(index)
+
+    stories: list[TrainingStory] = []
+    seen: set[tuple[str, ...]] = set()
+    # Depth-first walk over (step index, events so far, names so far, visits per step).
+    stack: list[tuple[int, list[Event], list[str], dict[int, int]]] = [
+        (i, [], [], {}) for i in reversed(starting.get(STORY_START, []))
+    ]
+    while stack:
+        index, prefix, names, visits = stack.pop()
+        step = steps[index]
+        events = prefix + step.events
+        path_names = names if names and names[-1] == step.name else names + [step.name]
+        path_visits = {**visits, index: visits.get(index, 0) + 1}
+        if not step.end_checkpoints:
+            key = _fingerprint(events)
+            if key not in seen:
+                seen.add(key)
+                stories.append(
+                    TrainingStory(
+                        name=" > ".join(path_names),
+                        is_rule=False,
+                        events=_with_listens(events, final_listen=True),
+                    )
+                )
+                if len(stories) >= MAX_TRAINING_STORIES:
+                    logger.warning(
+                        "stopped joining checkpoints after %d training stories",
+                        MAX_TRAINING_STORIES,
+                    )
+                    return stories
+            continue
+        slots = _slot_values(events)
+        for checkpoint in step.end_checkpoints:
+            for following in reversed(starting.get(checkpoint, [])):
+                if path_visits.get(following, 0) >= MAX_STEP_VISITS_PER_STORY:
+                    continue
+                conditions = steps[following].checkpoint_conditions.get(checkpoint, {})
+                if any(slots.get(k) != v for k, v in conditions.items()):
+                    continue
+                stack.append((following, events, path_names, path_visits))
+    return stories
+
+
+def unused_checkpoints(steps: list[StoryStep]) -> tuple[set[str], set[str]]:
+    """(end checkpoints nothing starts from, start checkpoints nothing ends at)."""
+    starts = {c for s in steps if not s.is_rule for c in s.start_checkpoints}
+    ends = {c for s in steps if not s.is_rule for c in s.end_checkpoints}
+    return ends - starts, starts - ends - {STORY_START}
+
+
+def _slot_values(events: list[Event]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for event in events:
+        if isinstance(event, SlotSet):
+            values[event.key] = event.value
+    return values
+
+
+def _fingerprint(events: list[Event]) -> tuple[str, ...]:
+    return tuple(repr(sorted(_without_timestamp(e.as_dict()).items())) for e in events)
+
+
+def _without_timestamp(d: dict[str, Any]) -> dict[str, Any]:
+    d.pop("timestamp", None)
+    return d
+
+
+def _is_listen(event: Event) -> bool:
+    return isinstance(event, ActionExecuted) and event.action_name == ACTION_LISTEN
+
+
+def _with_listens(events: list[Event], final_listen: bool) -> list[Event]:
+    """Copies of `events` with `action_listen` before each user turn (and at the end)."""
+    out: list[Event] = []
+    for event in events:
+        if isinstance(event, UserUttered) and not (out and _is_listen(out[-1])):
+            out.append(ActionExecuted(action_name=ACTION_LISTEN, timestamp=0.0))
+        out.append(copy.copy(event))
+    if final_listen and not (out and _is_listen(out[-1])):
+        out.append(ActionExecuted(action_name=ACTION_LISTEN, timestamp=0.0))
+    return out
+

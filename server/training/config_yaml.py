@@ -1,0 +1,160 @@
+"""Read a Rasa 3 `config.yml`: language, pipeline, policies, assistant_id and recipe, with
+Rasa's defaults for empty sections and `${VAR}` substitution."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from server.errors import InvalidProjectFile
+from server.training.yaml_io import line_of, parse_yaml, read_yaml_file
+
+DEFAULT_RECIPE = "default.v1"
+SUPPORTED_RECIPES = frozenset({DEFAULT_RECIPE})
+
+
+@dataclass
+class ProjectConfig:
+    """The model configuration of a project; `defaulted` names the sections that were empty."""
+
+    language: str
+    pipeline: list[dict[str, Any]]
+    policies: list[dict[str, Any]]
+    assistant_id: str | None = None
+    recipe: str = DEFAULT_RECIPE
+    filename: str | None = None
+    defaulted: list[str] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The effective configuration, defaults filled in (what a model archive records)."""
+        out = {k: v for k, v in self.raw.items() if k not in _KNOWN_KEYS}
+        out.update(
+            {
+                "recipe": self.recipe,
+                "language": self.language,
+                "assistant_id": self.assistant_id,
+                "pipeline": copy.deepcopy(self.pipeline),
+                "policies": copy.deepcopy(self.policies),
+            }
+        )
+        return out
+
+
+_KNOWN_KEYS = frozenset({"recipe", "language", "assistant_id", "pipeline", "policies"})
+
+
+@functools.cache
+def _default_config_dict() -> dict[str, Any]:
+    text = resources.files("server.training").joinpath("default_config.yml").read_text("utf-8")
+    data = parse_yaml(text, "default_config.yml")
+    assert isinstance(data, dict)
+    return data
+
+
+def default_config() -> dict[str, Any]:
+    """Rasa's default configuration (a fresh copy)."""
+    return copy.deepcopy(_default_config_dict())
+
+
+def read_config(path: str | Path | None) -> ProjectConfig:
+    """Reads config.yml; no path (or an empty file) gives Rasa's default configuration."""
+    if path is None:
+        return config_from_dict({}, None)
+    data = read_yaml_file(path, env=True)
+    return config_from_dict(data, str(path))
+
+
+def config_from_dict(data: Any, filename: str | None = None) -> ProjectConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidProjectFile(
+            "a config file must be a mapping with 'language', 'pipeline' and 'policies'",
+            filename,
+            line_of(data),
+        )
+    defaults = _default_config_dict()
+    defaulted: list[str] = []
+
+    recipe = data.get("recipe") or DEFAULT_RECIPE
+    if not isinstance(recipe, str):
+        raise InvalidProjectFile("'recipe' must be a name", filename, line_of(data, "recipe"))
+
+    language = data.get("language")
+    if language is None or language == "":
+        language = defaults["language"]
+        defaulted.append("language")
+    elif not isinstance(language, str):
+        raise InvalidProjectFile(
+            f"'language' must be a language code such as 'en', not {language!r}",
+            filename,
+            line_of(data, "language"),
+        )
+
+    assistant_id = data.get("assistant_id")
+    if assistant_id is not None and not isinstance(assistant_id, (str, int)):
+        raise InvalidProjectFile(
+            "'assistant_id' must be a name", filename, line_of(data, "assistant_id")
+        )
+
+    sections: dict[str, list[dict[str, Any]]] = {}
+    for section in ("pipeline", "policies"):
+        value = data.get(section)
+        if value in (None, [], ""):
+            # A graph recipe describes its own graph; only the default recipe is filled in.
+            sections[section] = copy.deepcopy(defaults[section]) if recipe == DEFAULT_RECIPE else []
+            if recipe == DEFAULT_RECIPE:
+                defaulted.append(section)
+            continue
+        sections[section] = _components(value, section, filename, line_of(data, section))
+
+    return ProjectConfig(
+        language=language,
+        pipeline=sections["pipeline"],
+        policies=sections["policies"],
+        assistant_id=None if assistant_id is None else str(assistant_id),
+        recipe=recipe,
+        filename=filename,
+        defaulted=defaulted,
+        raw=_plain(data),
+    )
+
+
+def _components(
+    value: Any, section: str, filename: str | None, line: int | None
+) -> list[dict[str, Any]]:
+    what = "component" if section == "pipeline" else "policy"
+    if not isinstance(value, list):
+        raise InvalidProjectFile(
+            f"'{section}' must be a list of {what}s, each with a 'name'", filename, line
+        )
+    components = []
+    for index, item in enumerate(value):
+        item_line = line_of(value, index, line)
+        if not isinstance(item, dict):
+            raise InvalidProjectFile(
+                f"each {what} in '{section}' must be a mapping with a 'name', not {item!r}",
+                filename,
+                item_line,
+            )
+        name = item.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidProjectFile(
+                f"a {what} in '{section}' needs a 'name'", filename, line_of(item, "name")
+            )
+        components.append(_plain(item))
+    return components
+
+
+def _plain(value: Any) -> Any:
+    """Plain dicts and lists (no line bookkeeping) for what is stored and compared."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
