@@ -1,0 +1,70 @@
+"""Fixtures for model tests: a small model content tree and a loader that reads it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from server.models.archive import write_archive
+
+
+def make_content(root: Path, greeting: str = "hello") -> Path:
+    """A content tree shaped like what NLU and dialogue components store."""
+    (root / "nlu" / "classifier").mkdir(parents=True)
+    (root / "policies").mkdir()
+    (root / "nlu" / "classifier" / "state.json").write_text(json.dumps({"greeting": greeting}))
+    np.save(root / "nlu" / "classifier" / "weights.npy", np.arange(12, dtype=np.float32))
+    (root / "policies" / "rules.json").write_text(json.dumps({"rules": []}))
+    (root / "nlu" / "vocabulary.txt").write_text("hello\nworld\n")
+    return root
+
+
+def build_archive(
+    tmp_path: Path, greeting: str = "hello", signing_key: bytes | None = None, **metadata: Any
+) -> Path:
+    index = len(list(tmp_path.iterdir()))
+    content = make_content(tmp_path / f"content-{greeting}-{index}", greeting)
+    return write_archive(
+        content,
+        {"domain": {"intents": ["greet"]}, **metadata},
+        tmp_path / "models",
+        fixed_name=f"{greeting}-{content.name}",
+        signing_key=signing_key,
+    )
+
+
+class GreetingModel:
+    """What the test loader builds: a model whose answer comes from the archive."""
+
+    def __init__(self, greeting: str, weights: np.ndarray, model_id: str):
+        self.greeting = greeting
+        self.weights = weights
+        self.model_id = model_id
+        self.ready = True
+
+    def answer(self) -> str:
+        assert self.ready
+        return self.greeting
+
+
+def greeting_loader(directory: Path, metadata: dict[str, Any]) -> GreetingModel:
+    state = json.loads((directory / "components/nlu/classifier/state.json").read_text())
+    weights = np.load(directory / "components/nlu/classifier/weights.npy", allow_pickle=False)
+    return GreetingModel(state["greeting"], weights, metadata["model_id"])
+
+
+@pytest.fixture
+def archive_factory(tmp_path: Path):
+    def factory(greeting: str = "hello", **kwargs: Any) -> Path:
+        return build_archive(tmp_path, greeting, **kwargs)
+
+    return factory
+
+
+@pytest.fixture
+def loader():
+    return greeting_loader

@@ -1,0 +1,134 @@
+"""Writing an archive and reading it back; metadata; names; local resolution; fingerprints."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import server
+from server.errors import ModelError, ModelNotFound
+from server.models import (
+    FORMAT_VERSION,
+    find_archive_with_fingerprint,
+    fingerprint_inputs,
+    read_archive,
+    read_metadata,
+    resolve_local_model,
+    write_archive,
+)
+
+
+def test_round_trip_restores_content_and_adds_metadata(tmp_path: Path, archive_factory):
+    archive = archive_factory("hi there", training_fingerprint="abc")
+    dest = tmp_path / "dest"
+
+    metadata = read_archive(archive, dest)
+
+    assert metadata["format_version"] == FORMAT_VERSION
+    assert metadata["botserver_version"] == server.__version__
+    assert re.fullmatch(r"[0-9a-f]{32}", metadata["model_id"])
+    assert metadata["trained_at"].endswith("+00:00")
+    assert metadata["domain"] == {"intents": ["greet"]}
+    assert metadata["training_fingerprint"] == "abc"
+    state = json.loads((dest / "components/nlu/classifier/state.json").read_text())
+    assert state == {"greeting": "hi there"}
+    weights = np.load(dest / "components/nlu/classifier/weights.npy", allow_pickle=False)
+    assert weights.tolist() == list(range(12))
+    assert read_metadata(archive) == metadata
+
+
+def test_default_name_is_timestamp_and_words(tmp_path: Path):
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "a.json").write_text("{}")
+
+    archive = write_archive(content, {}, tmp_path / "models")
+
+    assert archive.parent == tmp_path / "models"
+    assert re.fullmatch(r"\d{8}-\d{6}-[a-z]+-[a-z]+\.tar\.gz", archive.name)
+    assert not [p for p in archive.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_fixed_name_gets_the_suffix_once(tmp_path: Path):
+    content = tmp_path / "content"
+    content.mkdir()
+    assert write_archive(content, {}, tmp_path, fixed_name="mybot").name == "mybot.tar.gz"
+    assert write_archive(content, {}, tmp_path, fixed_name="x.tar.gz").name == "x.tar.gz"
+    with pytest.raises(ModelError):
+        write_archive(content, {}, tmp_path, fixed_name="../escape")
+
+
+def test_writer_refuses_content_a_reader_would_refuse(tmp_path: Path):
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "model.pkl").write_bytes(b"\x80\x04.")
+    with pytest.raises(ModelError, match="pickle"):
+        write_archive(content, {}, tmp_path / "models")
+
+
+def test_writer_refuses_metadata_naming_code(tmp_path: Path):
+    content = tmp_path / "content"
+    content.mkdir()
+    with pytest.raises(ModelError, match="names code"):
+        write_archive(content, {"loader": "os.system"}, tmp_path / "models")
+
+
+def test_archive_members_are_plain_files_and_dirs(archive_factory):
+    with tarfile.open(archive_factory()) as tar:
+        members = tar.getmembers()
+    assert members[0].name == "metadata.json"
+    assert all(m.isfile() or m.isdir() for m in members)
+    assert {m.name.split("/")[0] for m in members} == {"metadata.json", "components"}
+
+
+def test_resolve_local_model_picks_newest_by_mtime(tmp_path: Path):
+    older, newer = tmp_path / "b-older.tar.gz", tmp_path / "a-newer.tar.gz"
+    older.write_bytes(b"x")
+    newer.write_bytes(b"x")
+    now = time.time()
+    os.utime(older, (now - 100, now - 100))
+    (tmp_path / "notes.txt").write_text("not a model")
+
+    assert resolve_local_model(tmp_path) == newer
+    assert resolve_local_model(older) == older
+
+
+def test_resolve_local_model_explains_what_is_missing(tmp_path: Path):
+    with pytest.raises(ModelNotFound, match="botserver train"):
+        resolve_local_model(tmp_path)
+    with pytest.raises(ModelNotFound, match="No model found"):
+        resolve_local_model(tmp_path / "nowhere")
+    (tmp_path / "model.zip").write_bytes(b"x")
+    with pytest.raises(ModelNotFound, match=r"\.tar\.gz"):
+        resolve_local_model(tmp_path / "model.zip")
+
+
+def test_fingerprint_depends_on_content_names_and_config_only(tmp_path: Path):
+    (tmp_path / "data").mkdir()
+    nlu, domain = tmp_path / "data" / "nlu.yml", tmp_path / "domain.yml"
+    nlu.write_text("nlu: []")
+    domain.write_text("intents: []")
+    config = {"pipeline": [{"name": "A"}], "language": "en"}
+
+    first = fingerprint_inputs([nlu, domain], config)
+    assert fingerprint_inputs([domain, nlu], dict(reversed(config.items()))) == first
+    assert fingerprint_inputs([nlu, domain], {**config, "language": "de"}) != first
+    nlu.write_text("nlu: [x]")
+    assert fingerprint_inputs([nlu, domain], config) != first
+
+
+def test_find_archive_with_fingerprint(tmp_path: Path, archive_factory):
+    assert find_archive_with_fingerprint(tmp_path / "models", "fp-1") is None
+    archive = archive_factory("one", training_fingerprint="fp-1")
+    archive_factory("two", training_fingerprint="fp-2")
+    (tmp_path / "models" / "broken.tar.gz").write_bytes(b"not gzip")
+
+    assert find_archive_with_fingerprint(tmp_path / "models", "fp-1") == archive
+    assert find_archive_with_fingerprint(tmp_path / "models", "fp-3") is None
