@@ -1,0 +1,76 @@
+"""The FastAPI app factory: security, Rasa's error bodies, CORS, timeout and size limits.
+
+Routers and services come in as arguments, so each resource group stays in its own module
+and the app can be assembled with fakes in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import Lifespan
+
+from server import __version__
+from server.api.errors import install_error_handlers
+from server.api.middleware import (
+    BodyLimitMiddleware,
+    CatchAllMiddleware,
+    ResponseTimeoutMiddleware,
+)
+from server.api.settings import ApiSettings
+from server.auth import Authenticator
+from server.auth.dependency import APP_STATE_KEY
+
+OPENAPI_URL = "/openapi.json"
+
+
+def create_app(
+    settings: ApiSettings | None = None,
+    routers: Iterable[APIRouter] = (),
+    lifespan: Lifespan[Any] | None = None,
+    state: Mapping[str, Any] | None = None,
+) -> FastAPI:
+    """Build the app. `state` entries become `app.state` attributes (services for routes).
+
+    Raises `server.errors.InvalidConfig` when the JWT settings are unusable, so a bad key
+    fails at startup rather than on the first request.
+    """
+    settings = settings or ApiSettings()
+    app = FastAPI(
+        title="botserver",
+        version=__version__,
+        description="Rasa 3 compatible HTTP API.",
+        openapi_url=OPENAPI_URL if settings.enable_api else None,
+        docs_url="/docs" if settings.enable_api and settings.docs_ui else None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+        lifespan=lifespan,
+    )
+    setattr(app.state, APP_STATE_KEY, Authenticator(settings.auth))
+    app.state.settings = settings
+    for name, value in (state or {}).items():
+        setattr(app.state, name, value)
+
+    install_error_handlers(app)
+    for router in routers:
+        app.include_router(router)
+
+    # Added innermost first. CORS is outermost so that every answer, 413, 503 and 500
+    # included, carries its headers.
+    app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(ResponseTimeoutMiddleware, timeout=settings.response_timeout)
+    if settings.cors_origins:
+        origins = list(settings.cors_origins)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=["*"] if "*" in origins else origins,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["filename"],
+        )
+    return app

@@ -1,0 +1,113 @@
+"""Server information routes: GET / (health text), GET /version, GET /status (protected).
+
+/status reads any object shaped like `ModelStatusSource` (the live ModelHolder in practice).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import PurePath
+from typing import Any, Protocol
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import PlainTextResponse
+
+from server import RASA_COMPAT_VERSION, __version__
+from server.api.errors import ERROR_STATUSES, ApiError
+from server.auth import require_auth
+from server.errors import NoModelLoaded
+
+# Rasa's text, kept verbatim: health checks grep for it and clients parse the version after
+# the colon. Our own version is in GET /version.
+HELLO_TEXT = f"Hello from Rasa: {RASA_COMPAT_VERSION}"
+# Rasa's MINIMUM_COMPATIBLE_VERSION; clients compare it with their own.
+MINIMUM_COMPATIBLE_VERSION = RASA_COMPAT_VERSION
+
+
+class ModelInfoLike(Protocol):
+    @property
+    def model_file(self) -> str: ...
+
+    @property
+    def model_id(self) -> str | None: ...
+
+    @property
+    def fingerprint(self) -> Any: ...
+
+
+class ModelStatusSource(Protocol):
+    """What GET /status needs; `server.models.holder.ModelHolder` provides it."""
+
+    @property
+    def info(self) -> ModelInfoLike | None: ...
+
+    @property
+    def num_active_training_jobs(self) -> int: ...
+
+
+def info_router() -> APIRouter:
+    """GET / and GET /version: open, and present even without `--enable-api`."""
+    router = APIRouter(tags=["Server Information"])
+
+    @router.get(
+        "/",
+        response_class=PlainTextResponse,
+        operation_id="getHealth",
+        summary="Health endpoint",
+    )
+    async def hello() -> str:
+        return HELLO_TEXT
+
+    @router.get("/version", operation_id="getVersion", summary="Version of the server")
+    async def version() -> dict[str, str]:
+        return {
+            "version": RASA_COMPAT_VERSION,
+            "minimum_compatible_version": MINIMUM_COMPATIBLE_VERSION,
+            "botserver": __version__,
+        }
+
+    return router
+
+
+def _last_load_error(source: object) -> dict[str, Any] | None:
+    message = getattr(source, "last_error", None)
+    if not message:
+        return None
+    at = getattr(source, "last_error_at", None)
+    return {"message": str(message), "at": at.isoformat() if isinstance(at, datetime) else None}
+
+
+def status_router(source: ModelStatusSource) -> APIRouter:
+    """GET /status about `source`: 409 when no model is loaded, as in Rasa."""
+    router = APIRouter(tags=["Server Information"])
+
+    @router.get(
+        "/status",
+        operation_id="getStatus",
+        summary="Status of the server and the loaded model",
+        dependencies=[Depends(require_auth())],
+    )
+    async def status() -> dict[str, Any]:
+        info = source.info
+        load_error = _last_load_error(source)
+        if info is None:
+            conflict = ERROR_STATUSES[NoModelLoaded]
+            raise ApiError(
+                conflict.status,
+                conflict.reason,
+                conflict.message or "No model loaded.",
+                {"last_load_error": load_error} if load_error else None,
+                conflict.help_url,
+            )
+        body: dict[str, Any] = {
+            # A basename, as Rasa: the server's directory layout is nobody's business.
+            "model_file": PurePath(info.model_file).name,
+            "model_id": info.model_id,
+            "num_active_training_jobs": source.num_active_training_jobs,
+            "fingerprint": info.fingerprint,
+        }
+        if load_error:
+            body["last_load_error"] = load_error
+        return body
+
+    return router

@@ -1,0 +1,57 @@
+"""JWTs from `Authorization: Bearer`: extraction and verification against one pinned algorithm.
+
+Only the configured algorithm is accepted, which refuses `alg: none` and HS/RS confusion
+(a token signed with HMAC using the public key as secret).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import jwt
+
+from server.auth.config import AuthConfig, verification_key
+
+logger = logging.getLogger(__name__)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The credentials of an `Authorization: Bearer <token>` header, else None.
+
+    The scheme name is case-insensitive (RFC 7235); anything malformed counts as absent.
+    """
+    if not authorization:
+        return None
+    scheme, _, credentials = authorization.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "bearer" or not credentials or " " in credentials:
+        return None
+    return credentials
+
+
+class JwtVerifier:
+    """Verifies JWT signatures and time claims with the key and method of an AuthConfig."""
+
+    def __init__(self, config: AuthConfig):
+        self._method = config.jwt_method
+        self._key = verification_key(config)
+        self._leeway = config.jwt_leeway
+
+    def verify(self, token: str) -> dict[str, Any] | None:
+        """The payload of a valid token; None for a bad signature, algorithm or time claim."""
+        try:
+            payload = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self._method],
+                leeway=self._leeway,
+                options={"verify_signature": True, "verify_exp": True, "verify_nbf": True},
+            )
+        except jwt.PyJWTError as exc:
+            # The class name says why (expired, bad signature...); the token is never logged.
+            logger.info("Rejected a JWT: %s", type(exc).__name__)
+            return None
+        if not isinstance(payload, dict):
+            return None
+        return payload

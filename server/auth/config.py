@@ -1,0 +1,112 @@
+"""How the HTTP API is secured: a static token, a JWT key, or nothing (open).
+
+`AuthConfig` is what the CLI flags `--auth-token`, `--jwt-secret`, `--jwt-method` and
+`--jwt-private-key` become; `load_key` reads a key given inline or as a file path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from jwt.algorithms import get_default_algorithms
+from jwt.exceptions import InvalidKeyError
+
+from server.errors import InvalidConfig
+
+_InsecureKeyLengthWarning: type[Warning] | None
+try:
+    from jwt.warnings import InsecureKeyLengthWarning as _InsecureKeyLengthWarning
+except ImportError:  # PyJWT < 2.10 does not warn about short keys
+    _InsecureKeyLengthWarning = None
+
+logger = logging.getLogger(__name__)
+
+# `none` is never acceptable; every other algorithm PyJWT knows is.
+SUPPORTED_JWT_METHODS = frozenset(a for a in get_default_algorithms() if a != "none")
+DEFAULT_LEEWAY_SECONDS = 10.0
+_MIN_HMAC_KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """The security settings of the HTTP API; with neither token nor JWT it is open.
+
+    `jwt_secret` is the shared secret for HS* methods, or the public key (PEM text or the
+    path of a PEM file) for RS*/ES*/PS*/EdDSA. `jwt_private_key` is accepted for
+    compatibility with `rasa run` and never used: the server only verifies.
+    """
+
+    token: str | None = None
+    jwt_secret: str | None = None
+    jwt_method: str = "HS256"
+    jwt_private_key: str | None = None
+    jwt_leeway: float = DEFAULT_LEEWAY_SECONDS
+
+    @property
+    def uses_token(self) -> bool:
+        return bool(self.token)
+
+    @property
+    def uses_jwt(self) -> bool:
+        # Rasa enables JWT only when both the secret and the method are set.
+        return bool(self.jwt_secret) and bool(self.jwt_method)
+
+    @property
+    def is_open(self) -> bool:
+        return not self.uses_token and not self.uses_jwt
+
+    def __repr__(self) -> str:
+        # Never print secrets, not even in a traceback or a debug dump.
+        return (
+            f"AuthConfig(token={'***' if self.token else None}, "
+            f"jwt_secret={'***' if self.jwt_secret else None}, jwt_method={self.jwt_method!r}, "
+            f"jwt_private_key={'***' if self.jwt_private_key else None}, "
+            f"jwt_leeway={self.jwt_leeway})"
+        )
+
+
+def load_key(value: str) -> str:
+    """Return the contents of the file `value` names, or `value` itself if no such file."""
+    if "\n" not in value and len(value) < 4096 and os.path.isfile(value):
+        with open(value, encoding="utf-8") as f:
+            return f.read()
+    return value
+
+
+def verification_key(config: AuthConfig) -> Any:
+    """The prepared key that verifies JWTs for `config`; raises InvalidConfig if unusable."""
+    method = config.jwt_method
+    if method not in SUPPORTED_JWT_METHODS:
+        raise InvalidConfig(
+            f"--jwt-method {method!r} is not supported; use one of "
+            f"{', '.join(sorted(SUPPORTED_JWT_METHODS))}"
+        )
+    if not config.jwt_secret:
+        raise InvalidConfig("--jwt-secret is required to verify JWTs")
+    algorithm = jwt.get_algorithm_by_name(method)
+    raw = load_key(config.jwt_secret)
+    try:
+        key = algorithm.prepare_key(raw)
+    except (InvalidKeyError, ValueError, TypeError) as exc:
+        kind = "a shared secret" if method.startswith("HS") else "a public key in PEM format"
+        raise InvalidConfig(f"--jwt-secret must be {kind} for {method}: {exc}") from None
+    if method.startswith("HS"):
+        if len(raw.encode("utf-8")) < _MIN_HMAC_KEY_BYTES:
+            logger.warning(
+                "The JWT secret is shorter than %d bytes; a longer random secret is safer.",
+                _MIN_HMAC_KEY_BYTES,
+            )
+        # Warned once above; PyJWT would repeat it on every request.
+        if _InsecureKeyLengthWarning is not None:
+            warnings.filterwarnings("ignore", category=_InsecureKeyLengthWarning)
+        return key
+    # Verifying needs the public half; accept a private key PEM and derive it.
+    public_key = getattr(key, "public_key", None)
+    if callable(public_key) and not hasattr(key, "verify"):
+        key = public_key()
+    return key

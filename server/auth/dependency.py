@@ -1,0 +1,72 @@
+"""The FastAPI dependency that guards a route: `Depends(require_auth("conversation_id"))`.
+
+It reads the Authenticator that `create_app` puts on `app.state.authenticator`, so routers
+can be declared before the app (and its security settings) exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyQuery, HTTPBearer
+
+from server.auth.authenticator import Authenticator
+from server.auth.roles import Principal
+from server.auth.static_token import TOKEN_QUERY_PARAMETER
+
+APP_STATE_KEY = "authenticator"
+
+# Declared only so the OpenAPI document lists Rasa's two schemes; the decision itself reads
+# the raw request, so these never raise.
+_token_scheme = APIKeyQuery(
+    name=TOKEN_QUERY_PARAMETER,
+    scheme_name="TokenAuth",
+    description="The static token given to `--auth-token`.",
+    auto_error=False,
+)
+_jwt_scheme = HTTPBearer(
+    scheme_name="JWT",
+    bearerFormat="JWT",
+    description='A JWT signed with `--jwt-secret`; payload `{"user": {"username", "role"}}`.',
+    auto_error=False,
+)
+
+
+def authenticator_of(request: Request) -> Authenticator:
+    authenticator = getattr(request.app.state, APP_STATE_KEY, None)
+    if not isinstance(authenticator, Authenticator):
+        # Fail closed: a protected route on an app built without create_app is a bug.
+        raise RuntimeError("app.state.authenticator is not set; build the app with create_app")
+    return authenticator
+
+
+def require_auth(
+    conversation_param: str | None = None,
+) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that lets a request through or raises AuthError (401) / Forbidden (403).
+
+    `conversation_param` names the path parameter holding the conversation id, for routes
+    a `user`-role JWT may reach when the id equals its username. Put it in the route's
+    `dependencies=[...]` (or first among the parameters) so it runs before anything that
+    answers 409 or 404, and before the body is read.
+    """
+
+    async def check(
+        request: Request,
+        _token: str | None = Depends(_token_scheme),
+        _jwt: object = Depends(_jwt_scheme),
+    ) -> Principal:
+        conversation_id = None
+        if conversation_param is not None:
+            value = request.path_params.get(conversation_param)
+            conversation_id = value if isinstance(value, str) else None
+        principal = authenticator_of(request).authenticate(
+            request.query_params.get(TOKEN_QUERY_PARAMETER),
+            request.headers.get("authorization"),
+            conversation_id,
+        )
+        request.state.principal = principal
+        return principal
+
+    return check

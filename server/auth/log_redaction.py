@@ -1,0 +1,74 @@
+"""A logging filter that keeps secrets out of logs: `token=` query values, Bearer/Basic
+credentials, JWTs and URL passwords become `***`, uvicorn's access log included.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any
+
+REDACTED = "***"
+
+_PATTERNS = (
+    # ?token=... / &token=... / &access_token=... in URLs and query strings.
+    (re.compile(r"((?:^|[?&;\s\"'])(?:access_)?token=)[^&\s\"';#]*", re.IGNORECASE), r"\1"),
+    # Authorization header values, in any spelling of the scheme.
+    (re.compile(r"\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/=]+", re.IGNORECASE), r"\1\2"),
+    # Passwords in URLs: scheme://user:password@host.
+    (re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)[^@/\s]+(?=@)"), r"\1"),
+    # Anything that looks like a JWT, even without its scheme.
+    (re.compile(r"\beyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), ""),
+)
+
+# Loggers whose records carry request lines or headers.
+DEFAULT_LOGGERS = ("uvicorn", "uvicorn.access", "uvicorn.error", "server", "httpx")
+
+
+def redact(text: str) -> str:
+    """`text` with every secret-looking value replaced by `***`."""
+    for pattern, keep in _PATTERNS:
+        replacement = keep + REDACTED if keep else REDACTED
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, bytes):
+        return redact(value.decode("latin-1")).encode("latin-1")
+    return value
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Rewrites a record's message and arguments in place; never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact_value(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: _redact_value(v) for k, v in record.args.items()}
+        return True
+
+
+def install_log_redaction(loggers: Iterable[str] = DEFAULT_LOGGERS) -> RedactSecretsFilter:
+    """Attach one RedactSecretsFilter to the named loggers and to every root handler.
+
+    Logger filters see records logged on that very logger; handler filters see propagated
+    ones too. Installing twice is harmless.
+    """
+    the_filter = next(
+        (f for f in logging.getLogger().filters if isinstance(f, RedactSecretsFilter)),
+        RedactSecretsFilter(),
+    )
+    targets: list[logging.Filterer] = [logging.getLogger(name) for name in loggers]
+    targets.append(logging.getLogger())
+    targets.extend(logging.getLogger().handlers)
+    for target in targets:
+        if not any(isinstance(f, RedactSecretsFilter) for f in target.filters):
+            target.addFilter(the_filter)
+    return the_filter
