@@ -1,0 +1,132 @@
+"""CountVectorsFeaturizer: bag of word or character n-grams, TF-IDF weighted and
+L2-normalised, as one sparse sentence-level feature block."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from server.errors import InvalidConfig, ModelError
+from server.nlu.message import Message
+from server.nlu.state_files import expect, read_array, read_json, write_array, write_json
+
+_ANALYZERS = ("word", "char", "char_wb")
+
+
+class CountVectorsFeaturizer:
+    """Learns an n-gram vocabulary and its IDF weights; featurizes one message in µs."""
+
+    def __init__(self, config: dict[str, Any], name: str = "CountVectorsFeaturizer"):
+        self.config = config
+        self.name = name
+        self.analyzer = str(config.get("analyzer", "word"))
+        if self.analyzer not in _ANALYZERS:
+            raise InvalidConfig(
+                f"{name}: analyzer must be one of {', '.join(_ANALYZERS)}, not {self.analyzer!r}"
+            )
+        self.min_ngram = int(config.get("min_ngram", 1))
+        self.max_ngram = int(config.get("max_ngram", 1))
+        if not 1 <= self.min_ngram <= self.max_ngram:
+            raise InvalidConfig(f"{name}: need 1 <= min_ngram <= max_ngram")
+        self.lowercase = bool(config.get("lowercase", True))
+        self.min_df = config.get("min_df", 1)
+        self.use_tfidf = bool(config.get("use_tfidf", True))
+        self.vocabulary_: dict[str, int] = {}
+        self.idf_: np.ndarray = np.zeros(0, dtype=np.float32)
+        self._idf: list[float] = []
+
+    @property
+    def width(self) -> int:
+        return len(self.vocabulary_)
+
+    def ngrams(self, message: Message) -> list[str]:
+        """The n-grams of a message according to the analyzer settings."""
+        words = [t.text for t in message.tokens]
+        if self.lowercase:
+            words = [w.lower() for w in words]
+        low, high = self.min_ngram, self.max_ngram
+        grams: list[str] = []
+        if self.analyzer == "word":
+            count = len(words)
+            for n in range(low, high + 1):
+                for i in range(count - n + 1):
+                    grams.append(" ".join(words[i : i + n]) if n > 1 else words[i])
+        elif self.analyzer == "char_wb":
+            for word in words:
+                padded = f" {word} "
+                size = len(padded)
+                for n in range(low, high + 1):
+                    if n > size:
+                        break
+                    for i in range(size - n + 1):
+                        grams.append(padded[i : i + n])
+        else:
+            text = " ".join(words)
+            size = len(text)
+            for n in range(low, high + 1):
+                for i in range(size - n + 1):
+                    grams.append(text[i : i + n])
+        return grams
+
+    def train(self, messages: list[Message], data: Any) -> None:
+        doc_freq: Counter[str] = Counter()
+        all_grams = [self.ngrams(m) for m in messages]
+        for grams in all_grams:
+            doc_freq.update(set(grams))
+        n_docs = max(len(messages), 1)
+        min_count = (
+            math.ceil(self.min_df * n_docs) if isinstance(self.min_df, float) else self.min_df
+        )
+        kept = sorted(g for g, c in doc_freq.items() if c >= min_count)
+        self.vocabulary_ = {g: i for i, g in enumerate(kept)}
+        df = np.array([doc_freq[g] for g in kept], dtype=np.float64)
+        self.idf_ = (np.log((1.0 + n_docs) / (1.0 + df)) + 1.0).astype(np.float32)
+        self._idf = self.idf_.tolist()
+        for message, grams in zip(messages, all_grams, strict=True):
+            message.blocks.append(self._weigh(grams))
+
+    def process(self, message: Message) -> None:
+        message.blocks.append(self._weigh(self.ngrams(message)))
+
+    def _weigh(self, grams: list[str]) -> tuple[list[int], list[float], int]:
+        vocabulary = self.vocabulary_
+        counts: Counter[int] = Counter()
+        for gram in grams:
+            index = vocabulary.get(gram)
+            if index is not None:
+                counts[index] += 1
+        if not counts:
+            return [], [], self.width
+        indices = sorted(counts)
+        if self.use_tfidf:
+            idf = self._idf
+            values = [(1.0 + math.log(counts[i])) * idf[i] for i in indices]
+        else:
+            values = [float(counts[i]) for i in indices]
+        norm = math.sqrt(sum(v * v for v in values))
+        return indices, [v / norm for v in values], self.width
+
+    def state(self, directory: Path, prefix: str) -> dict[str, Any]:
+        write_json(directory, f"{prefix}vocabulary.json", list(self.vocabulary_))
+        write_array(directory, f"{prefix}idf.npy", self.idf_)
+        return {}
+
+    @classmethod
+    def from_state(
+        cls, config: dict[str, Any], state: dict[str, Any], directory: Path, prefix: str, name: str
+    ) -> CountVectorsFeaturizer:
+        featurizer = cls(config, name)
+        grams = expect(read_json(directory, f"{prefix}vocabulary.json"), list, "vocabulary")
+        if not all(isinstance(g, str) for g in grams):
+            raise ModelError(f"{name}: vocabulary must hold strings")
+        featurizer.vocabulary_ = {g: i for i, g in enumerate(grams)}
+        idf = read_array(directory, f"{prefix}idf.npy", np.float32, ndim=1)
+        if len(idf) != len(grams):
+            raise ModelError(f"{name}: vocabulary and IDF sizes differ")
+        featurizer.idf_ = idf
+        featurizer._idf = idf.tolist()
+        return featurizer

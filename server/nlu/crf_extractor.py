@@ -1,0 +1,210 @@
+"""CRF entity extractor (python-crfsuite): BIO tags whose labels carry entity, role and
+group; also serves as the entity half of DIETClassifier."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import pycrfsuite
+
+from server.errors import ModelError
+from server.nlu.message import Message, Token
+from server.nlu.training_data import EntityAnnotation, NLUTrainingData
+
+_ROLE = "|role="
+_GROUP = "|group="
+_NON_SHAPE = re.compile(r"(.)\1+")
+
+
+def _shape(word: str) -> str:
+    mapped = "".join(
+        "X" if c.isupper() else "x" if c.islower() else "d" if c.isdigit() else c for c in word
+    )
+    return _NON_SHAPE.sub(r"\1", mapped)
+
+
+def token_features(tokens: list[Token], patterns: list[set[str]] | None) -> list[dict[str, float]]:
+    """crfsuite feature dicts for each token: the word, its shape, affixes and neighbours."""
+    lows = [t.text.lower() for t in tokens]
+    shapes = [_shape(t.text) for t in tokens]
+    out = []
+    count = len(tokens)
+    for i, token in enumerate(tokens):
+        word = token.text
+        low = lows[i]
+        f: dict[str, float] = {
+            "bias": 1.0,
+            f"w={low}": 1.0,
+            f"shape={shapes[i]}": 1.0,
+            f"p2={low[:2]}": 1.0,
+            f"p3={low[:3]}": 1.0,
+            f"s2={low[-2:]}": 1.0,
+            f"s3={low[-3:]}": 1.0,
+            f"s4={low[-4:]}": 1.0,
+        }
+        if word.isdigit():
+            f["digit"] = 1.0
+        if word[:1].isupper():
+            f["title"] = 1.0
+        if i == 0:
+            f["BOS"] = 1.0
+        if i == count - 1:
+            f["EOS"] = 1.0
+        for offset in (-2, -1, 1, 2):
+            j = i + offset
+            if 0 <= j < count:
+                f[f"{offset}:w={lows[j]}"] = 1.0
+                if abs(offset) == 1:
+                    f[f"{offset}:shape={shapes[j]}"] = 1.0
+                    f[f"{offset}:s3={lows[j][-3:]}"] = 1.0
+        if i > 0:
+            f[f"-1|0:w={lows[i - 1]}|{low}"] = 1.0
+        if i < count - 1:
+            f[f"0|1:w={low}|{lows[i + 1]}"] = 1.0
+        if patterns:
+            for name in patterns[i]:
+                f[f"pattern={name}"] = 1.0
+        out.append(f)
+    return out
+
+
+def _label(a: EntityAnnotation) -> str:
+    label = a.entity
+    if a.role:
+        label += _ROLE + a.role
+    if a.group:
+        label += _GROUP + a.group
+    return label
+
+
+def bio_tags(tokens: list[Token], entities: list[EntityAnnotation]) -> list[str]:
+    tags = ["O"] * len(tokens)
+    for a in entities:
+        inside = [i for i, t in enumerate(tokens) if t.start < a.end and t.end > a.start]
+        for n, i in enumerate(inside):
+            tags[i] = ("B-" if n == 0 else "I-") + _label(a)
+    return tags
+
+
+def _split_label(label: str) -> tuple[str, str | None, str | None]:
+    group = role = None
+    if _GROUP in label:
+        label, group = label.split(_GROUP, 1)
+    if _ROLE in label:
+        label, role = label.split(_ROLE, 1)
+    return label, role, group
+
+
+class CRFEntityExtractor:
+    def __init__(self, config: dict[str, Any], name: str = "CRFEntityExtractor"):
+        self.config = config
+        self.name = name
+        self.c1 = float(config.get("L1_c", 0.1))
+        self.c2 = float(config.get("L2_c", 0.01))
+        self.max_iterations = int(config.get("max_iterations", 100))
+        self.model_: bytes | None = None
+        self._tagger: pycrfsuite.Tagger | None = None
+        self._lock = threading.Lock()
+
+    def train(self, messages: list[Message], data: NLUTrainingData) -> None:
+        trainer = pycrfsuite.Trainer(verbose=False)
+        has_entities = False
+        for message, example in zip(messages, data.examples, strict=True):
+            if not message.tokens:
+                continue
+            tags = bio_tags(message.tokens, example.entities)
+            has_entities = has_entities or any(t != "O" for t in tags)
+            features = token_features(message.tokens, message.token_patterns)
+            trainer.append(pycrfsuite.ItemSequence(features), tags)
+        if not has_entities:
+            self.model_ = None
+            self._tagger = None
+            return
+        trainer.set_params(
+            {
+                "c1": self.c1,
+                "c2": self.c2,
+                "max_iterations": self.max_iterations,
+                "feature.possible_transitions": True,
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            path = str(Path(tmp) / "model.crfsuite")
+            trainer.train(path)
+            self.model_ = Path(path).read_bytes()
+        self._open()
+
+    def _open(self) -> None:
+        tagger = pycrfsuite.Tagger()
+        try:
+            tagger.open_inmemory(self.model_)
+        except Exception as e:  # crfsuite raises ValueError/IOError on a bad file
+            raise ModelError(f"{self.name}: invalid crfsuite model: {e}") from e
+        self._tagger = tagger
+
+    def process(self, message: Message) -> None:
+        if self._tagger is None or not message.tokens:
+            return
+        features = pycrfsuite.ItemSequence(token_features(message.tokens, message.token_patterns))
+        with self._lock:
+            tags = self._tagger.tag(features)
+            marginals = [self._tagger.marginal(tag, i) for i, tag in enumerate(tags)]
+        message.entities.extend(self._entities(message, tags, marginals))
+
+    def _entities(
+        self, message: Message, tags: list[str], marginals: list[float]
+    ) -> list[dict[str, Any]]:
+        spans: list[tuple[str, int, int, list[float]]] = []
+        for i, tag in enumerate(tags):
+            if tag == "O":
+                continue
+            prefix, label = tag[:2], tag[2:]
+            if prefix == "I-" and spans and spans[-1][0] == label and spans[-1][2] == i - 1:
+                label_, first, _, scores = spans[-1]
+                spans[-1] = (label_, first, i, scores + [marginals[i]])
+            else:
+                spans.append((label, i, i, [marginals[i]]))
+        entities = []
+        for label, first, last, scores in spans:
+            entity, role, group = _split_label(label)
+            start, end = message.tokens[first].start, message.tokens[last].end
+            confidence = float(sum(scores) / len(scores))
+            result: dict[str, Any] = {
+                "entity": entity,
+                "start": start,
+                "end": end,
+                "confidence_entity": confidence,
+            }
+            if role is not None:
+                result["role"] = role
+                result["confidence_role"] = confidence
+            if group is not None:
+                result["group"] = group
+                result["confidence_group"] = confidence
+            result["value"] = message.text[start:end]
+            result["extractor"] = self.name
+            entities.append(result)
+        return entities
+
+    def state(self, directory: Path, prefix: str) -> dict[str, Any]:
+        if self.model_ is None:
+            return {"trained": False}
+        (directory / f"{prefix}model.crfsuite").write_bytes(self.model_)
+        return {"trained": True}
+
+    @classmethod
+    def from_state(
+        cls, config: dict[str, Any], state: dict[str, Any], directory: Path, prefix: str, name: str
+    ) -> CRFEntityExtractor:
+        extractor = cls(config, name)
+        if state.get("trained"):
+            try:
+                extractor.model_ = (directory / f"{prefix}model.crfsuite").read_bytes()
+            except OSError as e:
+                raise ModelError(f"{name}: cannot read the crfsuite model: {e}") from e
+            extractor._open()
+        return extractor

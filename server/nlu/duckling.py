@@ -1,0 +1,109 @@
+"""DucklingEntityExtractor: asks a Duckling server for dates, numbers, amounts...
+An unreachable or failing Duckling gives no entities and a warning, never an error."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from server.nlu.message import Message
+
+logger = logging.getLogger(__name__)
+
+_WARN_EVERY_SECONDS = 60.0
+# After a failure, skip Duckling for a while so a dead server cannot slow every parse.
+_RETRY_AFTER_SECONDS = 5.0
+
+
+def _value(match: dict[str, Any]) -> Any:
+    value = match.get("value") or {}
+    if value.get("type") == "interval":
+        return {
+            "to": (value.get("to") or {}).get("value"),
+            "from": (value.get("from") or {}).get("value"),
+        }
+    return value.get("value")
+
+
+class DucklingEntityExtractor:
+    def __init__(
+        self, config: dict[str, Any], name: str = "DucklingEntityExtractor", language: str = "en"
+    ):
+        self.config = config
+        self.name = name
+        self.url = str(config.get("url") or "http://localhost:8000").rstrip("/")
+        dimensions = config.get("dimensions")
+        self.dimensions: set[str] | None = set(dimensions) if dimensions else None
+        self.timezone = config.get("timezone")
+        self.locale = config.get("locale") or f"{language}_{language.upper()}"
+        self.timeout = float(config.get("timeout", 3))
+        self._client: httpx.Client | None = None
+        self._last_warning = 0.0
+        self._skip_until = 0.0
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(timeout=self.timeout)
+        return self._client
+
+    def train(self, messages: list[Message], data: Any) -> None:
+        """Duckling is pretrained; nothing to learn (and no call during training)."""
+
+    def process(self, message: Message) -> None:
+        if time.monotonic() < self._skip_until:
+            return
+        payload = {
+            "text": message.text,
+            "locale": self.locale,
+            "reftime": str(int(time.time() * 1000)),
+        }
+        if self.timezone:
+            payload["tz"] = str(self.timezone)
+        try:
+            response = self._http().post(f"{self.url}/parse", data=payload)
+            response.raise_for_status()
+            matches = response.json()
+            if not isinstance(matches, list):
+                raise ValueError("Duckling did not answer a list")
+        except (httpx.HTTPError, ValueError) as e:
+            now = time.monotonic()
+            self._skip_until = now + _RETRY_AFTER_SECONDS
+            if now - self._last_warning > _WARN_EVERY_SECONDS:
+                self._last_warning = now
+                logger.warning(
+                    "Duckling at %s failed (%s); continuing without its entities", self.url, e
+                )
+            return
+        for match in matches:
+            if not isinstance(match, dict):
+                continue
+            if self.dimensions is not None and match.get("dim") not in self.dimensions:
+                continue
+            message.entities.append(
+                {
+                    "start": match.get("start"),
+                    "end": match.get("end"),
+                    "text": match.get("body", match.get("text")),
+                    "value": _value(match),
+                    "confidence": 1.0,
+                    "additional_info": match.get("value"),
+                    "entity": match.get("dim"),
+                    "extractor": self.name,
+                }
+            )
+
+    def state(self, directory: Path, prefix: str) -> dict[str, Any]:
+        return {"locale": self.locale}
+
+    @classmethod
+    def from_state(
+        cls, config: dict[str, Any], state: dict[str, Any], directory: Path, prefix: str, name: str
+    ) -> DucklingEntityExtractor:
+        extractor = cls(config, name)
+        if isinstance(state.get("locale"), str):
+            extractor.locale = state["locale"]
+        return extractor

@@ -1,0 +1,105 @@
+"""A trained linear text classifier as plain arrays: fitting with scikit-learn, scoring a
+sparse row with numpy, and calibrated confidences (a tempered softmax of the scores)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from server.errors import ModelError
+from server.nlu.message import Message
+from server.nlu.state_files import read_array, write_array
+
+
+def feature_matrix(messages: list[Message], width: int) -> sp.csr_matrix:
+    """Stack the sparse sentence vectors of `messages` into a CSR matrix."""
+    indptr = [0]
+    indices: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    for message in messages:
+        idx, val = message.sparse_vector()
+        indices.append(idx)
+        values.append(val)
+        indptr.append(indptr[-1] + len(idx))
+    return sp.csr_matrix(
+        (
+            np.concatenate(values) if values else np.zeros(0, np.float32),
+            np.concatenate(indices) if indices else np.zeros(0, np.int64),
+            np.asarray(indptr),
+        ),
+        shape=(len(messages), width),
+        dtype=np.float64,
+    )
+
+
+@dataclass
+class LinearModel:
+    """Weights (features x classes), bias, class names and the softmax temperature."""
+
+    weights: np.ndarray
+    bias: np.ndarray
+    classes: list[str]
+    temperature: float
+
+    @classmethod
+    def fit(
+        cls,
+        x: sp.csr_matrix,
+        labels: list[str],
+        c: float = 1.0,
+        temperature: float = 5.0,
+        max_iter: int = 2000,
+    ) -> LinearModel:
+        from sklearn.svm import LinearSVC
+
+        classes = sorted(set(labels))
+        if len(classes) == 1:
+            return cls(
+                np.zeros((x.shape[1], 1), np.float32), np.ones(1, np.float32), classes, temperature
+            )
+        svm = LinearSVC(C=c, max_iter=max_iter)
+        svm.fit(x, labels)
+        coef = np.asarray(svm.coef_, dtype=np.float32)
+        intercept = np.asarray(svm.intercept_, dtype=np.float32)
+        if len(classes) == 2:  # sklearn keeps one row for two classes
+            coef = np.vstack([-coef, coef])
+            intercept = np.concatenate([-intercept, intercept])
+        order = [list(svm.classes_).index(name) for name in classes]
+        weights = np.ascontiguousarray(coef[order].T)
+        return cls(weights, intercept[order], classes, temperature)
+
+    def scores(self, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
+        if len(indices) == 0:
+            return self.bias.astype(np.float64)
+        return values @ self.weights[indices] + self.bias
+
+    def batch_scores(self, x: sp.csr_matrix) -> np.ndarray:
+        return np.asarray(x @ self.weights) + self.bias
+
+    def confidences(self, scores: np.ndarray) -> np.ndarray:
+        z = scores * self.temperature
+        z = z - z.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=-1, keepdims=True)
+
+    def write(self, directory: Path, prefix: str) -> dict:
+        write_array(directory, f"{prefix}weights.npy", self.weights)
+        write_array(directory, f"{prefix}bias.npy", self.bias)
+        return {"classes": self.classes, "temperature": self.temperature}
+
+    @classmethod
+    def read(cls, directory: Path, prefix: str, state: dict) -> LinearModel:
+        classes = state.get("classes")
+        temperature = state.get("temperature")
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise ModelError("linear model classes must be a list of strings")
+        if not isinstance(temperature, (int, float)):
+            raise ModelError("linear model temperature must be a number")
+        weights = read_array(directory, f"{prefix}weights.npy", np.float32, ndim=2)
+        bias = read_array(directory, f"{prefix}bias.npy", np.float32, ndim=1)
+        if weights.shape[1] != len(classes) or bias.shape[0] != len(classes):
+            raise ModelError("linear model shapes do not match its classes")
+        return cls(weights, bias, classes, float(temperature))

@@ -1,0 +1,171 @@
+"""NLUPipeline: builds the components of a config.yml `pipeline:`, trains them, parses
+messages into Rasa's parse JSON, and persists/loads learned state as data only."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from server.errors import ModelError
+from server.nlu.message import Message
+from server.nlu.regex_message import parse_regex_message
+from server.nlu.registry import COMPONENTS, plan_pipeline
+from server.nlu.training_data import NLUTrainingData
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "pipeline.json"
+
+# Rasa's default pipeline, used when config.yml leaves `pipeline:` empty.
+DEFAULT_PIPELINE: list[dict[str, Any]] = [
+    {"name": "WhitespaceTokenizer"},
+    {"name": "RegexFeaturizer"},
+    {"name": "LexicalSyntacticFeaturizer"},
+    {"name": "CountVectorsFeaturizer"},
+    {"name": "CountVectorsFeaturizer", "analyzer": "char_wb", "min_ngram": 1, "max_ngram": 4},
+    {"name": "DIETClassifier", "epochs": 100, "constrain_similarities": True},
+    {"name": "EntitySynonymMapper"},
+    {"name": "ResponseSelector", "epochs": 100, "constrain_similarities": True},
+    {"name": "FallbackClassifier", "threshold": 0.3, "ambiguity_threshold": 0.1},
+]
+
+
+class NLUPipeline:
+    """A trained pipeline. `parse` is thread-safe and allocation-light."""
+
+    def __init__(
+        self,
+        components: list[tuple[str, Any]],
+        language: str,
+        warnings: list[str],
+        entities: list[str],
+    ):
+        self._components = components  # (registry key, component)
+        self.language = language
+        self.warnings = warnings
+        self._entities = entities
+        self._has_classifier = any(k == "IntentClassifier" for k, _ in components)
+        self._has_selector = any(k == "ResponseSelector" for k, _ in components)
+
+    @classmethod
+    def train(
+        cls, data: NLUTrainingData, pipeline: list[dict], language: str = "en"
+    ) -> NLUPipeline:
+        plan = plan_pipeline(pipeline or DEFAULT_PIPELINE)
+        for warning in plan.warnings:
+            logger.warning(warning)
+        components = [(s.key, _build(s.key, s.config, s.name, language)) for s in plan.steps]
+        messages = [Message(e.text) for e in data.examples]
+        for _, component in components:
+            component.train(messages, data)
+        entities = sorted(set(data.entities) | set(data.lookups) | {n for n, _ in data.regexes})
+        return cls(components, language, plan.warnings, entities)
+
+    @property
+    def intents(self) -> list[str]:
+        for key, component in self._components:
+            if key == "IntentClassifier" and component.model_ is not None:
+                return list(component.model_.classes)
+        return []
+
+    @property
+    def entities(self) -> list[str]:
+        return list(self._entities)
+
+    def parse(
+        self, text: str, message_id: str | None = None, metadata: dict | None = None
+    ) -> dict[str, Any]:
+        """Rasa's parse result for `text` (message_id and metadata are the caller's to
+        attach: Rasa's /model/parse does not echo them)."""
+        shortcut = parse_regex_message(text)
+        if shortcut is not None:
+            return shortcut
+        message = Message(text)
+        for _, component in self._components:
+            component.process(message)
+        result: dict[str, Any] = {
+            "text": text,
+            "intent": message.intent or {"name": None, "confidence": 0.0},
+            "entities": message.entities,
+            "text_tokens": [[t.start, t.end] for t in message.tokens],
+        }
+        if self._has_classifier:
+            result["intent_ranking"] = message.intent_ranking
+        if self._has_selector and message.response_selector is not None:
+            result["response_selector"] = message.response_selector
+        return result
+
+    def persist(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        entries = []
+        for index, (key, component) in enumerate(self._components):
+            prefix = f"c{index}_"
+            entries.append(
+                {
+                    "key": key,
+                    "name": component.name,
+                    "config": component.config,
+                    "state": component.state(directory, prefix),
+                }
+            )
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "language": self.language,
+            "warnings": self.warnings,
+            "entities": self._entities,
+            "components": entries,
+        }
+        (directory / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False), "utf-8")
+
+    @classmethod
+    def load(cls, directory: Path) -> NLUPipeline:
+        directory = Path(directory)
+        try:
+            manifest = json.loads((directory / MANIFEST).read_text("utf-8"))
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot read the NLU pipeline manifest: {e}") from e
+        if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+            raise ModelError("unsupported NLU pipeline format")
+        language = manifest.get("language")
+        warnings = manifest.get("warnings")
+        entities = manifest.get("entities")
+        entries = manifest.get("components")
+        if not (
+            isinstance(language, str)
+            and isinstance(warnings, list)
+            and isinstance(entities, list)
+            and isinstance(entries, list)
+        ):
+            raise ModelError("malformed NLU pipeline manifest")
+        components = []
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise ModelError(f"NLU component {index} is malformed")
+            key, name = entry.get("key"), entry.get("name")
+            config, state = entry.get("config"), entry.get("state")
+            if key not in COMPONENTS:
+                raise ModelError(f"unknown NLU component {key!r} in the model")
+            if not (isinstance(name, str) and isinstance(config, dict) and isinstance(state, dict)):
+                raise ModelError(f"NLU component {index} ({key}) is malformed")
+            component_cls: Any = COMPONENTS[key]
+            try:
+                component = component_cls.from_state(config, state, directory, f"c{index}_", name)
+            except ModelError:
+                raise
+            except Exception as e:  # a corrupt state must fail loading, not crash later
+                raise ModelError(f"NLU component {index} ({key}) cannot load: {e}") from e
+            if key == "DucklingEntityExtractor":
+                component.locale = state.get("locale", component.locale)
+            components.append((key, component))
+        return cls(components, language, [str(w) for w in warnings], [str(e) for e in entities])
+
+
+def _build(key: str, config: dict[str, Any], name: str, language: str) -> Any:
+    component_cls: Any = COMPONENTS[key]
+    if key == "DucklingEntityExtractor":
+        return component_cls(config, name, language)
+    return component_cls(config, name)

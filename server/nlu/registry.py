@@ -1,0 +1,184 @@
+"""Which class runs each Rasa component name, and how names we do not implement map to
+our nearest equivalent (with one warning listing every mapping)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.errors import InvalidConfig
+from server.nlu.count_vectors import CountVectorsFeaturizer
+from server.nlu.crf_extractor import CRFEntityExtractor
+from server.nlu.duckling import DucklingEntityExtractor
+from server.nlu.fallback import FallbackClassifier
+from server.nlu.intent_classifier import IntentClassifier
+from server.nlu.lexical_syntactic import LexicalSyntacticFeaturizer
+from server.nlu.regex_extractor import RegexEntityExtractor
+from server.nlu.regex_featurizer import RegexFeaturizer
+from server.nlu.response_selector import ResponseSelector
+from server.nlu.synonyms import EntitySynonymMapper
+from server.nlu.tokenizer import WhitespaceTokenizer
+
+# Our component classes by the key stored in a persisted pipeline. Loading only ever
+# looks classes up here: nothing named by a file is imported.
+COMPONENTS: dict[str, type] = {
+    "WhitespaceTokenizer": WhitespaceTokenizer,
+    "RegexFeaturizer": RegexFeaturizer,
+    "LexicalSyntacticFeaturizer": LexicalSyntacticFeaturizer,
+    "CountVectorsFeaturizer": CountVectorsFeaturizer,
+    "IntentClassifier": IntentClassifier,
+    "CRFEntityExtractor": CRFEntityExtractor,
+    "RegexEntityExtractor": RegexEntityExtractor,
+    "EntitySynonymMapper": EntitySynonymMapper,
+    "FallbackClassifier": FallbackClassifier,
+    "ResponseSelector": ResponseSelector,
+    "DucklingEntityExtractor": DucklingEntityExtractor,
+}
+
+TOKENIZERS = {"WhitespaceTokenizer"}
+FEATURIZERS = {"RegexFeaturizer", "LexicalSyntacticFeaturizer", "CountVectorsFeaturizer"}
+
+# Dense featurizers we cannot run map to sparse word and character n-grams.
+_SPARSE_STAND_IN = [
+    ("CountVectorsFeaturizer", {"analyzer": "word", "min_ngram": 1, "max_ngram": 2}),
+    ("CountVectorsFeaturizer", {"analyzer": "char_wb", "min_ngram": 2, "max_ngram": 5}),
+]
+_DENSE_FEATURIZERS = {
+    "SpacyFeaturizer",
+    "MitieFeaturizer",
+    "ConveRTFeaturizer",
+    "LanguageModelFeaturizer",
+}
+_OTHER_TOKENIZERS = {
+    "SpacyTokenizer",
+    "MitieTokenizer",
+    "JiebaTokenizer",
+    "ConveRTTokenizer",
+    "LanguageModelTokenizer",
+    "HFTransformersNLP",
+}
+_NOT_NEEDED = {"SpacyNLP", "MitieNLP"}
+_INTENT_CLASSIFIERS = {
+    "DIETClassifier",
+    "LogisticRegressionClassifier",
+    "SklearnIntentClassifier",
+    "KeywordIntentClassifier",
+    "MitieIntentClassifier",
+    "EmbeddingIntentClassifier",
+}
+_NO_EQUIVALENT = {"SpacyEntityExtractor"}
+
+
+@dataclass
+class Step:
+    """One component to build: our class key, its options and the name it reports."""
+
+    key: str
+    config: dict[str, Any]
+    name: str
+
+
+@dataclass
+class Plan:
+    steps: list[Step] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _falsy(value: Any) -> bool:
+    return value is False or (isinstance(value, str) and value.lower() == "false")
+
+
+def plan_pipeline(pipeline: list[dict[str, Any]]) -> Plan:
+    """Turn a config.yml `pipeline:` list into the components we run."""
+    plan = Plan()
+    mappings: list[str] = []
+    for position, entry in enumerate(pipeline):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise InvalidConfig(f"pipeline item {position + 1} needs a 'name'")
+        name = entry["name"]
+        options = {k: v for k, v in entry.items() if k != "name"}
+        if name in COMPONENTS and name != "IntentClassifier":
+            plan.steps.append(Step(name, options, name))
+        elif name == "DucklingHTTPExtractor":
+            plan.steps.append(Step("DucklingEntityExtractor", options, "DucklingEntityExtractor"))
+        elif name in _INTENT_CLASSIFIERS:
+            targets = []
+            if not _falsy(options.get("intent_classification", True)):
+                plan.steps.append(Step("IntentClassifier", options, name))
+                targets.append("IntentClassifier")
+            if name == "DIETClassifier" and not _falsy(options.get("entity_recognition", True)):
+                plan.steps.append(Step("CRFEntityExtractor", {}, name))
+                targets.append("CRFEntityExtractor")
+            mappings.append(f"{name} -> {' + '.join(targets) or 'nothing'}")
+        elif name == "MitieEntityExtractor":
+            plan.steps.append(Step("CRFEntityExtractor", {}, "CRFEntityExtractor"))
+            mappings.append(f"{name} -> CRFEntityExtractor")
+        elif name in _OTHER_TOKENIZERS:
+            plan.steps.append(Step("WhitespaceTokenizer", {}, "WhitespaceTokenizer"))
+            mappings.append(f"{name} -> WhitespaceTokenizer")
+        elif name in _DENSE_FEATURIZERS:
+            for key, stand_in in _SPARSE_STAND_IN:
+                plan.steps.append(Step(key, dict(stand_in), key))
+            mappings.append(f"{name} -> CountVectorsFeaturizer (word 1-2 + char_wb 2-5 n-grams)")
+        elif name in _NOT_NEEDED:
+            mappings.append(f"{name} -> nothing (no language model is needed)")
+        elif name in _NO_EQUIVALENT:
+            mappings.append(f"{name} -> nothing (pretrained spaCy entities are unavailable)")
+        else:
+            raise InvalidConfig(
+                f"Unknown NLU component '{name}' in the pipeline (item {position + 1}). "
+                f"Known components: {', '.join(sorted(known_names()))}"
+            )
+    _dedupe_tokenizers(plan)
+    _ensure_features(plan)
+    if mappings:
+        plan.warnings.insert(
+            0,
+            "Some pipeline components run as botserver equivalents: " + "; ".join(mappings),
+        )
+    return plan
+
+
+def known_names() -> set[str]:
+    return (
+        (set(COMPONENTS) - {"IntentClassifier"})
+        | _INTENT_CLASSIFIERS
+        | _OTHER_TOKENIZERS
+        | _DENSE_FEATURIZERS
+        | _NOT_NEEDED
+        | _NO_EQUIVALENT
+        | {"MitieEntityExtractor", "DucklingHTTPExtractor"}
+    )
+
+
+def _dedupe_tokenizers(plan: Plan) -> None:
+    seen = False
+    steps = []
+    for step in plan.steps:
+        if step.key in TOKENIZERS:
+            if seen:
+                continue
+            seen = True
+        steps.append(step)
+    if not seen:
+        steps.insert(0, Step("WhitespaceTokenizer", {}, "WhitespaceTokenizer"))
+        plan.warnings.append("The pipeline has no tokenizer; WhitespaceTokenizer was added.")
+    elif steps[0].key not in TOKENIZERS:
+        tokenizer = next(s for s in steps if s.key in TOKENIZERS)
+        steps.remove(tokenizer)
+        steps.insert(0, tokenizer)
+    plan.steps = steps
+
+
+def _ensure_features(plan: Plan) -> None:
+    needs = {"IntentClassifier", "ResponseSelector"}
+    if any(s.key in needs for s in plan.steps) and not any(
+        s.key == "CountVectorsFeaturizer" for s in plan.steps
+    ):
+        position = next(i for i, s in enumerate(plan.steps) if s.key in needs)
+        for key, stand_in in reversed(_SPARSE_STAND_IN):
+            plan.steps.insert(position, Step(key, dict(stand_in), key))
+        plan.warnings.append(
+            "The pipeline has no CountVectorsFeaturizer; word and char_wb n-gram "
+            "featurizers were added for the classifiers."
+        )

@@ -1,0 +1,81 @@
+"""NLU training data as plain values: examples, entity annotations, synonyms, regexes,
+lookup tables and retrieval-intent responses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class EntityAnnotation:
+    """One annotated span of an example's (cleaned) text."""
+
+    start: int
+    end: int
+    value: Any
+    entity: str
+    role: str | None = None
+    group: str | None = None
+
+
+@dataclass
+class Example:
+    """One training utterance; a retrieval intent keeps its full name (`faq/ask_name`)."""
+
+    text: str
+    intent: str | None
+    entities: list[EntityAnnotation] = field(default_factory=list)
+    metadata: dict | None = None
+
+    @property
+    def base_intent(self) -> str | None:
+        """The intent without its retrieval suffix (`faq/ask_name` -> `faq`)."""
+        if self.intent is None:
+            return None
+        return self.intent.split("/", 1)[0]
+
+
+@dataclass
+class NLUTrainingData:
+    """Everything the NLU pipeline learns from."""
+
+    examples: list[Example] = field(default_factory=list)
+    synonyms: dict[str, str] = field(default_factory=dict)
+    regexes: list[tuple[str, str]] = field(default_factory=list)
+    lookups: dict[str, list[str]] = field(default_factory=dict)
+    responses: dict[str, list[dict]] = field(default_factory=dict)
+
+    @classmethod
+    def merge(cls, parts: Iterable[NLUTrainingData]) -> NLUTrainingData:
+        """Combine the data of several files into one."""
+        merged = cls()
+        for part in parts:
+            merged.examples.extend(part.examples)
+            merged.synonyms.update(part.synonyms)
+            for regex in part.regexes:
+                if regex not in merged.regexes:
+                    merged.regexes.append(regex)
+            for name, elements in part.lookups.items():
+                bucket = merged.lookups.setdefault(name, [])
+                bucket.extend(e for e in elements if e not in bucket)
+            merged.responses.update(part.responses)
+        return merged
+
+    @property
+    def intent_examples(self) -> list[Example]:
+        return [e for e in self.examples if e.intent]
+
+    @property
+    def intents(self) -> list[str]:
+        """Sorted base intent names (retrieval intents without their suffix)."""
+        return sorted({e.base_intent for e in self.examples if e.base_intent})
+
+    @property
+    def entities(self) -> list[str]:
+        return sorted({a.entity for e in self.examples for a in e.entities})
+
+    @property
+    def retrieval_intents(self) -> list[str]:
+        return sorted({e.base_intent for e in self.examples if e.intent and "/" in e.intent})

@@ -1,0 +1,252 @@
+"""Read the `nlu:` and retrieval `responses:` sections of Rasa 3 YAML files into
+NLUTrainingData, with file and line in every error."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from server.errors import InvalidProjectFile
+from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData
+
+logger = logging.getLogger(__name__)
+
+_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# `[text](entity)`, `[text](entity:value)` or `[text]{"entity": ..., "role": ...}`
+_ANNOTATION = re.compile(
+    r"\[(?P<text>[^\]]+)\]"
+    r"(?:\((?P<entity>[^:)]+)(?::(?P<value>[^)]*))?\)|(?P<json>\{[^}]*\}))"
+)
+_ITEM_KINDS = ("intent", "synonym", "regex", "lookup")
+
+
+def read_nlu_file(path: str | Path) -> NLUTrainingData:
+    """Read one YAML file; sections other than `nlu:` and `responses:` are ignored."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidProjectFile(f"cannot read file: {e}", str(path)) from e
+    return read_nlu_yaml(text, str(path))
+
+
+def read_nlu_yaml(text: str, filename: str = "<string>") -> NLUTrainingData:
+    """Parse YAML text holding NLU training data."""
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise InvalidProjectFile(f"invalid YAML: {e}", filename, line) from e
+    data = NLUTrainingData()
+    if root is None:
+        return data
+    if not isinstance(root, yaml.MappingNode):
+        raise InvalidProjectFile("expected a mapping at the top level", filename, _line(root))
+    for key_node, value_node in root.value:
+        key = key_node.value
+        if key == "nlu":
+            _read_nlu_section(value_node, filename, data)
+        elif key == "responses":
+            _read_responses(value_node, filename, data)
+    return data
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _to_python(node: yaml.Node) -> Any:
+    """Construct plain Python values from a composed node."""
+    loader = _Loader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData) -> None:
+    if isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null"):
+        return
+    if not isinstance(node, yaml.SequenceNode):
+        raise InvalidProjectFile("'nlu' must be a list of items", filename, _line(node))
+    for item in node.value:
+        if not isinstance(item, yaml.MappingNode):
+            raise InvalidProjectFile(
+                "each 'nlu' item must be a mapping with one of the keys " + ", ".join(_ITEM_KINDS),
+                filename,
+                _line(item),
+            )
+        fields = {k.value: v for k, v in item.value}
+        kinds = [k for k in _ITEM_KINDS if k in fields]
+        if len(kinds) != 1:
+            raise InvalidProjectFile(
+                "an 'nlu' item needs exactly one of the keys " + ", ".join(_ITEM_KINDS),
+                filename,
+                _line(item),
+            )
+        kind = kinds[0]
+        name_node = fields[kind]
+        name = str(name_node.value).strip() if isinstance(name_node, yaml.ScalarNode) else ""
+        if not name:
+            raise InvalidProjectFile(f"'{kind}' needs a name", filename, _line(name_node))
+        examples_node = fields.get("examples")
+        if examples_node is None:
+            if kind == "intent":
+                continue
+            raise InvalidProjectFile(f"{kind} '{name}' has no 'examples'", filename, _line(item))
+        metadata_node = fields.get("metadata")
+        item_metadata = _to_python(metadata_node) if metadata_node is not None else None
+        lines = _example_lines(examples_node, filename)
+        if kind == "intent":
+            for raw, line, metadata in lines:
+                text, entities = parse_annotated_text(raw, filename, line)
+                merged = _merge_metadata(item_metadata, metadata)
+                data.examples.append(Example(text, name, entities, merged))
+        elif kind == "synonym":
+            for raw, _, _ in lines:
+                data.synonyms[raw.lower()] = name
+        elif kind == "regex":
+            for raw, line, _ in lines:
+                try:
+                    re.compile(raw)
+                except re.error as e:
+                    raise InvalidProjectFile(
+                        f"regex '{name}' has an invalid pattern {raw!r}: {e}", filename, line
+                    ) from e
+                data.regexes.append((name, raw))
+        else:
+            bucket = data.lookups.setdefault(name, [])
+            bucket.extend(raw for raw, _, _ in lines if raw not in bucket)
+
+
+def _merge_metadata(item: Any, example: Any) -> dict | None:
+    if item is None and example is None:
+        return None
+    merged: dict = {}
+    if isinstance(item, dict):
+        merged["intent"] = item
+    if isinstance(example, dict):
+        merged["example"] = example
+    return merged or None
+
+
+def _example_lines(node: yaml.Node, filename: str) -> list[tuple[str, int, Any]]:
+    """(text, line, metadata) for each example of a block string or a list."""
+    if isinstance(node, yaml.ScalarNode):
+        value = node.value
+        # A block scalar's content starts on the line after the `|` indicator.
+        first = _line(node) + (1 if node.style in ("|", ">") else 0)
+        out = []
+        for offset, raw in enumerate(value.split("\n")):
+            stripped = raw.strip()
+            if not stripped:
+                continue
+            if not stripped.startswith("-"):
+                # Rasa skips such lines with a warning; so do we.
+                logger.warning(
+                    "%s:%s: training example %r does not start with '- ' and is skipped",
+                    filename,
+                    first + offset,
+                    stripped,
+                )
+                continue
+            example = stripped[1:].strip()
+            if example:
+                out.append((example, first + offset, None))
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        out = []
+        for entry in node.value:
+            if isinstance(entry, yaml.ScalarNode):
+                out.append((str(entry.value).strip(), _line(entry), None))
+                continue
+            if not isinstance(entry, yaml.MappingNode):
+                raise InvalidProjectFile("invalid training example", filename, _line(entry))
+            fields = {k.value: v for k, v in entry.value}
+            text_node = fields.get("text")
+            if not isinstance(text_node, yaml.ScalarNode):
+                raise InvalidProjectFile(
+                    "a training example needs a 'text'", filename, _line(entry)
+                )
+            metadata_node = fields.get("metadata")
+            metadata = _to_python(metadata_node) if metadata_node is not None else None
+            out.append((text_node.value.strip(), _line(text_node), metadata))
+        return out
+    raise InvalidProjectFile(
+        "'examples' must be a block string of '- ' lines or a list", filename, _line(node)
+    )
+
+
+def parse_annotated_text(
+    raw: str, filename: str = "<string>", line: int | None = None
+) -> tuple[str, list[EntityAnnotation]]:
+    """Strip entity markup from `raw`; offsets index the cleaned text."""
+    entities: list[EntityAnnotation] = []
+    pieces: list[str] = []
+    cursor = 0
+    length = 0
+    for match in _ANNOTATION.finditer(raw):
+        before = raw[cursor : match.start()]
+        pieces.append(before)
+        length += len(before)
+        span_text = match.group("text")
+        start, end = length, length + len(span_text)
+        pieces.append(span_text)
+        length = end
+        cursor = match.end()
+        if match.group("json") is not None:
+            try:
+                spec = json.loads(match.group("json"))
+            except json.JSONDecodeError as e:
+                raise InvalidProjectFile(
+                    f"invalid entity JSON {match.group('json')!r}: {e.msg}", filename, line
+                ) from e
+            if not isinstance(spec, dict) or not isinstance(spec.get("entity"), str):
+                raise InvalidProjectFile(
+                    f"entity JSON {match.group('json')!r} needs an 'entity' string",
+                    filename,
+                    line,
+                )
+            value = spec.get("value", span_text)
+            entities.append(
+                EntityAnnotation(
+                    start,
+                    end,
+                    value,
+                    spec["entity"],
+                    _optional_str(spec.get("role")),
+                    _optional_str(spec.get("group")),
+                )
+            )
+        else:
+            value_text = match.group("value")
+            value = value_text if value_text else span_text
+            entities.append(EntityAnnotation(start, end, value, match.group("entity").strip()))
+    pieces.append(raw[cursor:])
+    return "".join(pieces), entities
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _read_responses(node: yaml.Node, filename: str, data: NLUTrainingData) -> None:
+    if not isinstance(node, yaml.MappingNode):
+        return
+    for key_node, value_node in node.value:
+        name = str(key_node.value)
+        if "/" not in name:
+            continue  # plain responses belong to the domain reader
+        variations = _to_python(value_node)
+        if not isinstance(variations, list) or not all(isinstance(v, dict) for v in variations):
+            raise InvalidProjectFile(
+                f"response '{name}' must be a list of mappings", filename, _line(value_node)
+            )
+        data.responses[name] = variations
