@@ -1,0 +1,341 @@
+"""Actions: Rasa's default actions, response actions, retrieval actions and remote actions.
+
+Each action turns the current tracker into a list of events; bot messages are BotUttered
+events, which the processor delivers to the output channel.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from server import RASA_COMPAT_VERSION
+from server.dialogue.domain import Domain
+from server.dialogue.nlg import bot_data, render_response
+from server.dialogue.slots import REQUESTED_SLOT, SESSION_STARTED_METADATA
+from server.errors import ActionError
+from server.trackers.events import (
+    ACTION_LISTEN,
+    ACTION_SESSION_START,
+    ActionExecuted,
+    ActiveLoop,
+    BotUttered,
+    Event,
+    Restarted,
+    SessionStarted,
+    SlotSet,
+    UserUttered,
+    UserUtteranceReverted,
+    event_from_dict,
+)
+from server.trackers.tracker import EventVerbosity, Tracker
+
+logger = logging.getLogger(__name__)
+
+
+class ActionServer(Protocol):
+    """What the actions need from an action server client."""
+
+    async def run(
+        self, action_name: str, sender_id: str, tracker_state: dict, domain: dict | None
+    ) -> dict: ...
+
+
+class ResponseEndpoint(Protocol):
+    """An external NLG server."""
+
+    async def generate(
+        self, response: str, tracker_state: dict, output_channel: str, **kwargs: Any
+    ) -> dict | None: ...
+
+
+@dataclass
+class ActionContext:
+    """Everything an action may use while it runs."""
+
+    tracker: Tracker
+    domain: Domain
+    output_channel: str | None = None
+    action_server: ActionServer | None = None
+    nlg_endpoint: ResponseEndpoint | None = None
+    model_metadata: dict[str, Any] = field(default_factory=dict)
+
+    async def generate(self, response: str, **kwargs: Any) -> BotUttered | None:
+        """A BotUttered for a domain response (or from the NLG endpoint), or None."""
+        if self.nlg_endpoint is not None:
+            message = await self.nlg_endpoint.generate(
+                response,
+                self.tracker.current_state(EventVerbosity.ALL),
+                self.output_channel or "collector",
+                **kwargs,
+            )
+        else:
+            message = render_response(
+                self.domain, response, self.tracker.slots, self.output_channel, **kwargs
+            )
+        if message is None:
+            return None
+        text, data, metadata = bot_data(message)
+        return BotUttered(text=text, data=data, metadata={"utter_action": response, **metadata})
+
+    async def utter(self, response: str, **kwargs: Any) -> list[Event]:
+        bot = await self.generate(response, **kwargs)
+        return [bot] if bot is not None else []
+
+
+class Action:
+    """Base of every action."""
+
+    name: str = ""
+
+    async def run(self, ctx: ActionContext) -> list[Event]:
+        raise NotImplementedError
+
+
+class ActionListen(Action):
+    name = ACTION_LISTEN
+
+    async def run(self, ctx: ActionContext) -> list[Event]:
+        return []
+
+
+class ActionRestart(Action):
+    name = "action_restart"
+
+    async def run(self, ctx: ActionContext) -> list[Event]:
+        return [*await ctx.utter("utter_restart"), Restarted()]
+
+
+class ActionSessionStart(Action):
+    """Starts a session: SessionStarted, carried-over slots, then listen."""
+
+    name = ACTION_SESSION_START
+
+    async def run(self, ctx: ActionContext) -> list[Event]:
+        events: list[Event] = [SessionStarted()]
+        if ctx.domain.session_config.carry_over_slots_to_new_session:
+            for event in ctx.tracker.applied_events():
+                if isinstance(event, SlotSet) and event.key != SESSION_STARTED_METADATA:
+                    events.append(SlotSet(key=event.key, value=event.value, metadata=event.metadata))
+        metadata = ctx.tracker.get_slot(SESSION_STARTED_METADATA)
+        if metadata is not None:
+            events.append(SlotSet(key=SESSION_STARTED_METADATA, value=metadata))
+        events.append(ActionExecuted(action_name=ACTION_LISTEN))
+        return events
+
+
+class ActionDefaultFallback(Action):
+    name = "action_default_fallback"
+
+    async def run(self, ctx: ActionContext) -> list[Event]:
+        return [*await ctx.utter("utter_default"), UserUtteranceReverted()]
+
+
+class ActionDeactivateLoop(Action):
+    name = "action_deactivate_loop"
+
+    async def run(self, ctx: ActionContext) -> list[Event]:
+        return [ActiveLoop(name=None), SlotSet(key=REQUESTED_SLOT, value=None)]
+
+
+class ActionBack(Action):
+    name = "action_back"
+
+    async def run(self, ctx: ActionContext) -> list[Event]:
+        return [*await ctx.utter("utter_back"), UserUtteranceReverted(), UserUtteranceReverted()]
+
+
+class ActionRevertFallbackEvents(Action):
+    """Removes the fallback turn(s) so the conversation goes on as if they never happened."""
+
+    name = "action_revert_fallback_events"
+
+    async def run(self, ctx: ActionContext) -> list[Event]:
+        return revert_fallback_events(ctx.tracker)
+
+
+def revert_fallback_events(tracker: Tracker) -> list[Event]:
+    """Events that undo a two-stage fallback and re-apply the clarified user message."""
+    last_user = tracker.last_user_event()
+    if last_user is None:
+        return []
+    # Undo the clarification and the original unclear message, then replay the clarified one.
+    return [
+        UserUtteranceReverted(),
+        UserUtteranceReverted(),
+        ActionExecuted(action_name=ACTION_LISTEN),
+        UserUttered(
+            text=last_user.text,
+            parse_data=dict(last_user.parse_data),
+            input_channel=last_user.input_channel,
+            message_id=last_user.message_id,
+            metadata=dict(last_user.metadata),
+        ),
+    ]
+
+
+class ActionDefaultAskAffirmation(Action):
+    """Asks whether the user meant the most likely intent (the first fallback stage)."""
+
+    name = "action_default_ask_affirmation"
+
+    async def run(self, ctx: ActionContext) -> list[Event]:
+        ranking = ctx.tracker.latest_message.parse_data.get("intent_ranking") or []
+        candidates = [r for r in ranking if r.get("name") not in ("nlu_fallback", None)]
+        intent = candidates[0]["name"] if candidates else None
+        if intent is None:
+            intent = ctx.tracker.latest_message.intent_name or "out_of_scope"
+        bot = await ctx.generate(f"utter_ask_affirm_{intent}") or await ctx.generate(
+            "utter_ask_affirmation", intent=intent
+        )
+        if bot is None:
+            bot = BotUttered(
+                text=f"Did you mean '{intent}'?",
+                data={
+                    "buttons": [
+                        {"title": "Yes", "payload": f"/{intent}"},
+                        {"title": "No", "payload": "/out_of_scope"},
+                    ]
+                },
+                metadata={"utter_action": "action_default_ask_affirmation"},
+            )
+        return [bot]
+
+
+class ActionDefaultAskRephrase(Action):
+    name = "action_default_ask_rephrase"
+
+    async def run(self, ctx: ActionContext) -> list[Event]:
+        return await ctx.utter("utter_ask_rephrase")
+
+
+class ActionUnlikelyIntent(Action):
+    name = "action_unlikely_intent"
+
+    async def run(self, ctx: ActionContext) -> list[Event]:
+        return []
+
+
+class ActionExtractSlotsPlaceholder(Action):
+    """Slot extraction runs in the processor; predicting it by name is a no-op."""
+
+    name = "action_extract_slots"
+
+    async def run(self, ctx: ActionContext) -> list[Event]:
+        return []
+
+
+class ResponseAction(Action):
+    """Utters a domain response (`utter_*`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def run(self, ctx: ActionContext) -> list[Event]:
+        bot = await ctx.generate(self.name)
+        if bot is None:
+            logger.warning("response '%s' has no variation that fits this conversation", self.name)
+            return []
+        return [bot]
+
+
+class RetrievalAction(Action):
+    """Utters the response the ResponseSelector chose for a retrieval intent (`utter_faq`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def run(self, ctx: ActionContext) -> list[Event]:
+        retrieval_intent = self.name[len("utter_") :]
+        selector = ctx.tracker.latest_message.parse_data.get("response_selector") or {}
+        chosen = selector.get(retrieval_intent) or selector.get("default") or {}
+        response = chosen.get("response") or {}
+        key = response.get("intent_response_key") or response.get("template_name")
+        if key:
+            name = key if key.startswith("utter_") else f"utter_{key}"
+            bot = await ctx.generate(name)
+            if bot is not None:
+                return [bot]
+        variations = response.get("responses") or []
+        if variations:
+            text, data, metadata = bot_data(dict(variations[0]))
+            return [BotUttered(text=text, data=data, metadata={"utter_action": self.name})]
+        return []
+
+
+class EndToEndAction(Action):
+    """An e2e bot text used as an action: it is said as it is."""
+
+    def __init__(self, text: str) -> None:
+        self.name = text
+
+    async def run(self, ctx: ActionContext) -> list[Event]:
+        return [BotUttered(text=self.name, data={})]
+
+
+class RemoteAction(Action):
+    """A custom action run by the action server (rasa-sdk protocol)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def call(self, ctx: ActionContext) -> dict[str, Any]:
+        if ctx.action_server is None:
+            raise ActionError(
+                f"Failed to execute custom action '{self.name}': no action_endpoint is configured"
+            )
+        props = ctx.domain.action_properties.get(self.name, {})
+        domain = ctx.domain.as_dict() if props.get("send_domain", True) else None
+        state = ctx.tracker.current_state(EventVerbosity.ALL)
+        state["events"] = [e.as_dict() for e in ctx.tracker.current_session_events()]
+        return await ctx.action_server.run(self.name, ctx.tracker.sender_id, state, domain)
+
+    async def run(self, ctx: ActionContext) -> list[Event]:
+        result = await self.call(ctx)
+        return await events_from_action_result(ctx, result)
+
+
+async def events_from_action_result(ctx: ActionContext, result: dict[str, Any]) -> list[Event]:
+    """Bot messages first (rendered when they name a response), then the action's events."""
+    events: list[Event] = []
+    for response in result.get("responses") or []:
+        response = dict(response)
+        template = response.pop("response", None) or response.pop("template", None)
+        if template:
+            bot = await ctx.generate(template, **response)
+            if bot is not None:
+                events.append(bot)
+            continue
+        text, data, metadata = bot_data(response)
+        events.append(BotUttered(text=text, data=data, metadata=metadata))
+    for d in result.get("events") or []:
+        events.append(event_from_dict(d))
+    return events
+
+
+_DEFAULTS: dict[str, type[Action]] = {
+    cls.name: cls
+    for cls in (
+        ActionListen,
+        ActionRestart,
+        ActionSessionStart,
+        ActionDefaultFallback,
+        ActionDeactivateLoop,
+        ActionBack,
+        ActionRevertFallbackEvents,
+        ActionDefaultAskAffirmation,
+        ActionDefaultAskRephrase,
+        ActionUnlikelyIntent,
+        ActionExtractSlotsPlaceholder,
+    )
+}
+
+
+def default_action(name: str) -> Action | None:
+    cls = _DEFAULTS.get(name)
+    return cls() if cls else None
+
+
+def version_info() -> str:
+    return RASA_COMPAT_VERSION

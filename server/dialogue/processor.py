@@ -1,0 +1,477 @@
+"""The turn processor: parse, fill slots, predict and run actions until the bot listens.
+
+One turn, under the conversation's lock: load the tracker (current session, incrementally),
+start or expire the session, append the user message, extract slots, then predict and run
+actions (at most `max_predictions`), append the new events in one transaction and publish
+them after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from server.dialogue.actions import (
+    Action,
+    ActionContext,
+    ActionServer,
+    ActionSessionStart,
+    EndToEndAction,
+    RemoteAction,
+    ResponseAction,
+    ResponseEndpoint,
+    RetrievalAction,
+    default_action,
+)
+from server.dialogue.domain import Domain
+from server.dialogue.loops import TWO_STAGE_FALLBACK, FormAction, TwoStageFallbackAction
+from server.dialogue.messages import OutputChannel, UserMessage
+from server.dialogue.reminders import ReminderScheduler
+from server.dialogue.slot_extraction import extract_slots, has_custom_mappings
+from server.dialogue.slots import SESSION_STARTED_METADATA
+from server.errors import ActionError, ActionRejected, BotServerError
+from server.trackers.events import (
+    ACTION_LISTEN,
+    ACTION_SESSION_START,
+    ActionExecuted,
+    ActionExecutionRejected,
+    BotUttered,
+    Event,
+    ReminderCancelled,
+    ReminderScheduled,
+    SlotSet,
+    UserUttered,
+    UserUtteranceReverted,
+)
+from server.trackers.repository import TrackerRepository
+from server.trackers.tracker import Tracker
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_PREDICTIONS = int(os.environ.get("MAX_NUMBER_OF_PREDICTIONS", "10"))
+
+
+class NLU(Protocol):
+    def parse(
+        self, text: str, message_id: str | None = None, metadata: dict | None = None
+    ) -> dict[str, Any]: ...
+
+
+class Policies(Protocol):
+    def predict(self, tracker: Tracker, domain: Domain) -> Any: ...
+
+
+@dataclass
+class DialogueModel:
+    """What a turn needs from a trained model."""
+
+    domain: Domain
+    policies: Policies
+    nlu: NLU | None = None
+    model_id: str | None = None
+    assistant_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Prediction:
+    """The next action, and who chose it with what confidence."""
+
+    action_name: str
+    confidence: float | None = 1.0
+    policy_name: str | None = None
+    probabilities: list[float] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+class Processor:
+    """Runs turns for every conversation of one process."""
+
+    def __init__(
+        self,
+        trackers: TrackerRepository,
+        lock_store: Any,
+        broker: Any = None,
+        action_server: ActionServer | None = None,
+        nlg_endpoint: ResponseEndpoint | None = None,
+        max_predictions: int = DEFAULT_MAX_PREDICTIONS,
+    ) -> None:
+        self.trackers = trackers
+        self.lock_store = lock_store
+        self.broker = broker
+        self.action_server = action_server
+        self.nlg_endpoint = nlg_endpoint
+        self.max_predictions = max_predictions
+        self.reminders = ReminderScheduler()
+        self.on_turn: Callable[[dict[str, Any]], None] | None = None
+        # Set by the agent: where a firing reminder finds the model and the user's channel.
+        self.model_provider: Callable[[], DialogueModel | None] | None = None
+        self.output_for_reminders: Callable[[str], OutputChannel | None] | None = None
+
+    # -- parsing ----------------------------------------------------------------------------
+    @staticmethod
+    def parse(model: DialogueModel, text: str, message_id: str | None = None,
+              metadata: dict | None = None) -> dict[str, Any]:
+        if model.nlu is None:
+            from server.nlu.intent_syntax import parse_intent_syntax
+
+            parsed = parse_intent_syntax(text)
+            if parsed is None:
+                return {"intent": {"name": None, "confidence": 0.0}, "entities": [], "text": text}
+            return parsed
+        return model.nlu.parse(text, message_id=message_id, metadata=metadata)
+
+    # -- trackers ---------------------------------------------------------------------------
+    async def tracker_for(self, sender_id: str, model: DialogueModel) -> Tracker:
+        """The current session's tracker, or a new empty one."""
+        defaults = model.domain.slot_defaults()
+        tracker = await self.trackers.load(sender_id, defaults)
+        return tracker if tracker is not None else Tracker(sender_id, defaults)
+
+    async def save(self, tracker: Tracker, start: int, model: DialogueModel) -> list[Event]:
+        new_events = tracker.events[start:]
+        for event in new_events:
+            if model.model_id is not None:
+                event.metadata.setdefault("model_id", model.model_id)
+                event.metadata.setdefault("assistant_id", model.assistant_id)
+        await self.trackers.save(tracker, new_events)
+        if self.broker is not None and new_events:
+            await self.broker.publish(tracker.sender_id, [e.as_dict() for e in new_events])
+        return new_events
+
+    def session_expired(self, tracker: Tracker, domain: Domain) -> bool:
+        if not tracker.applied_events() and not tracker.events:
+            return True
+        if not domain.session_config.are_sessions_enabled():
+            return False
+        last_user = tracker.last_user_event()
+        if last_user is None:
+            return False
+        limit = domain.session_config.session_expiration_time * 60
+        return time.time() - last_user.timestamp > limit
+
+    async def update_session(
+        self,
+        tracker: Tracker,
+        model: DialogueModel,
+        output: OutputChannel | None,
+        metadata: dict[str, Any] | None = None,
+        only_if_empty: bool = False,
+    ) -> None:
+        """Runs action_session_start when the conversation is new or its session expired."""
+        needed = not tracker.events if only_if_empty else self.session_expired(tracker, model.domain)
+        if not needed:
+            return
+        if metadata:
+            tracker.update(SlotSet(key=SESSION_STARTED_METADATA, value=metadata))
+        await self.run_action(
+            ActionSessionStart(), tracker, model, output, Prediction(ACTION_SESSION_START, 1.0)
+        )
+
+    # -- a turn -----------------------------------------------------------------------------
+    async def handle_message(
+        self, message: UserMessage, model: DialogueModel
+    ) -> list[dict[str, Any]]:
+        """Runs one user turn; returns the bot messages it produced."""
+        async with self.lock_store.lock(message.sender_id):
+            started = time.perf_counter()
+            tracker = await self.tracker_for(message.sender_id, model)
+            start = len(tracker.events)
+            sent: list[dict[str, Any]] = []
+            output = _Tee(message.output_channel, sent)
+            await self.update_session(tracker, model, output, message.metadata)
+            parse_data = message.parse_data or self.parse(
+                model, message.text or "", message.message_id, message.metadata
+            )
+            tracker.update(
+                UserUttered(
+                    text=message.text,
+                    parse_data=parse_data,
+                    input_channel=message.input_channel,
+                    message_id=message.message_id,
+                    metadata=dict(message.metadata or {}),
+                )
+            )
+            await self.cancel_reminders_on_user_message(tracker)
+            if tracker.paused and parse_data.get("intent", {}).get("name") != "restart":
+                await self.save(tracker, start, model)
+                return sent
+            actions = await self.predict_and_run(tracker, model, output)
+            await self.save(tracker, start, model)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "turn sender=%s intent=%s actions=%s took=%.1fms",
+                    message.sender_id,
+                    (parse_data.get("intent") or {}).get("name"),
+                    actions,
+                    (time.perf_counter() - started) * 1000,
+                )
+            if self.on_turn is not None:
+                self.on_turn({"seconds": time.perf_counter() - started, "actions": actions})
+            return sent
+
+    async def trigger_intent(
+        self,
+        sender_id: str,
+        intent: str,
+        entities: list[dict[str, Any]],
+        model: DialogueModel,
+        output: OutputChannel | None,
+    ) -> tuple[Tracker, list[dict[str, Any]]]:
+        """Appends an external user message with `intent` and runs the turn it starts."""
+        async with self.lock_store.lock(sender_id):
+            tracker = await self.tracker_for(sender_id, model)
+            start = len(tracker.events)
+            sent: list[dict[str, Any]] = []
+            tee = _Tee(output, sent)
+            await self.update_session(tracker, model, tee)
+            tracker.update(
+                UserUttered(
+                    text=f"EXTERNAL: {intent}",
+                    parse_data={"intent": {"name": intent}, "entities": entities},
+                    input_channel=tracker.latest_input_channel(),
+                    metadata={"is_external": True},
+                )
+            )
+            await self.predict_and_run(tracker, model, tee)
+            await self.save(tracker, start, model)
+            return tracker, sent
+
+    async def execute_action(
+        self,
+        sender_id: str,
+        action_name: str,
+        model: DialogueModel,
+        output: OutputChannel | None,
+        policy: str | None = None,
+        confidence: float | None = None,
+    ) -> tuple[Tracker, list[dict[str, Any]]]:
+        """Runs one named action, then the prediction loop as long as it wants to go on."""
+        async with self.lock_store.lock(sender_id):
+            tracker = await self.tracker_for(sender_id, model)
+            start = len(tracker.events)
+            sent: list[dict[str, Any]] = []
+            tee = _Tee(output, sent)
+            await self.update_session(tracker, model, tee)
+            action = self.action_for(action_name, model.domain)
+            prediction = Prediction(action_name, confidence or 0.0, policy)
+            await self.run_action(action, tracker, model, tee, prediction)
+            await self.save(tracker, start, model)
+            return tracker, sent
+
+    # -- prediction loop --------------------------------------------------------------------
+    async def predict_and_run(
+        self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
+    ) -> list[str]:
+        await self.extract_slots(tracker, model, output)
+        ran: list[str] = []
+        for _ in range(self.max_predictions):
+            prediction = self.predict_next(tracker, model)
+            action = self.action_for(prediction.action_name, model.domain)
+            keep_going = await self.run_action(action, tracker, model, output, prediction)
+            ran.append(action.name)
+            if not keep_going:
+                return ran
+        logger.warning(
+            "conversation %s: stopped after %d predictions (MAX_NUMBER_OF_PREDICTIONS)",
+            tracker.sender_id,
+            self.max_predictions,
+        )
+        tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
+        return ran
+
+    def predict_next(self, tracker: Tracker, model: DialogueModel) -> Prediction:
+        followup = tracker.followup_action
+        if followup and model.domain.is_known_action(followup):
+            return Prediction(followup, 1.0, None)
+        if followup:
+            logger.error("followup action '%s' is not in the domain; predicting instead", followup)
+        result = model.policies.predict(tracker, model.domain)
+        return Prediction(
+            result.action_name,
+            result.confidence,
+            result.policy_name,
+            list(result.probabilities),
+            list(getattr(result, "events", []) or []),
+        )
+
+    def action_for(self, name: str, domain: Domain) -> Action:
+        """The action that runs under `name`; unknown names are custom actions."""
+        action = default_action(name)
+        if action is not None:
+            return action
+        if name == TWO_STAGE_FALLBACK:
+            return TwoStageFallbackAction()
+        if name in domain.forms:
+            return FormAction(name)
+        if name in domain.responses:
+            return ResponseAction(name)
+        if name.startswith("utter_") and any(
+            r.startswith(f"{name}/") for r in domain.responses
+        ):
+            return RetrievalAction(name)
+        if name in domain.e2e_actions:
+            return EndToEndAction(name)
+        return RemoteAction(name)
+
+    async def extract_slots(
+        self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
+    ) -> None:
+        events: list[Event] = list(extract_slots(tracker, model.domain))
+        tracker.update_many(events)
+        domain = model.domain
+        if (
+            "action_validate_slot_mappings" in domain.user_actions
+            and self.action_server is not None
+            and has_custom_mappings(domain)
+            and tracker.active_loop_name is None
+        ):
+            action = RemoteAction("action_validate_slot_mappings")
+            ctx = self._context(tracker, model, output)
+            try:
+                result_events = await action.run(ctx)
+            except ActionError as exc:
+                logger.error("action_validate_slot_mappings failed: %s", exc)
+                result_events = []
+            await self._apply_action_events(tracker, result_events, output)
+
+    def _context(
+        self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
+    ) -> ActionContext:
+        return ActionContext(
+            tracker,
+            model.domain,
+            getattr(output, "name", None),
+            self.action_server,
+            self.nlg_endpoint,
+            model.metadata,
+        )
+
+    async def run_action(
+        self,
+        action: Action,
+        tracker: Tracker,
+        model: DialogueModel,
+        output: OutputChannel | None,
+        prediction: Prediction,
+    ) -> bool:
+        """Runs one action and logs it; returns whether to predict another action."""
+        tracker.update_many(prediction.events)
+        ctx = self._context(tracker, model, output)
+        try:
+            events = await action.run(ctx)
+        except ActionRejected as exc:
+            logger.info("action '%s' rejected: %s", action.name, exc)
+            tracker.update(
+                ActionExecutionRejected(
+                    action_name=action.name,
+                    policy=prediction.policy_name,
+                    confidence=prediction.confidence,
+                )
+            )
+            return True
+        except ActionError as exc:
+            logger.error("action '%s' failed, its events are lost: %s", action.name, exc)
+            events = []
+            tracker.update(self._executed(action.name, prediction))
+            return await self._after_failed_action(tracker, model, output, action.name)
+        except BotServerError as exc:
+            logger.error("action '%s' failed: %s", action.name, exc)
+            events = []
+        tracker.update(self._executed(action.name, prediction))
+        await self._apply_action_events(tracker, events, output)
+        if action.name in (ACTION_LISTEN, ACTION_SESSION_START):
+            return False
+        if any(isinstance(e, UserUtteranceReverted) for e in events) and not isinstance(
+            tracker.events[-1], UserUttered
+        ):
+            # The turn was taken back (a fallback): wait for the user again.
+            tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
+            return False
+        return True
+
+    async def _after_failed_action(
+        self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None, name: str
+    ) -> bool:
+        """A custom action failed: run the configured fallback once, then listen."""
+        fallback = _fallback_action_name(model)
+        if fallback and fallback != name and model.domain.is_known_action(fallback):
+            action = self.action_for(fallback, model.domain)
+            if not isinstance(action, RemoteAction):
+                await self.run_action(action, tracker, model, output, Prediction(fallback, 1.0))
+        if tracker.latest_action_name != ACTION_LISTEN:
+            tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
+        return False
+
+    @staticmethod
+    def _executed(name: str, prediction: Prediction) -> ActionExecuted:
+        return ActionExecuted(
+            action_name=name, policy=prediction.policy_name, confidence=prediction.confidence
+        )
+
+    async def _apply_action_events(
+        self, tracker: Tracker, events: list[Event], output: OutputChannel | None
+    ) -> None:
+        for event in events:
+            tracker.update(event)
+            if isinstance(event, BotUttered) and output is not None:
+                await output.send_response(tracker.sender_id, event.message())
+            elif isinstance(event, ReminderScheduled):
+                self.reminders.schedule(tracker.sender_id, event, self._fire_reminder)
+            elif isinstance(event, ReminderCancelled):
+                self.reminders.cancel(tracker.sender_id, event)
+
+    async def execute_side_effects(
+        self, tracker: Tracker, events: list[Event], output: OutputChannel | None
+    ) -> None:
+        """Sends posted bot messages and schedules posted reminders (tracker/events API)."""
+        for event in events:
+            if isinstance(event, BotUttered) and output is not None:
+                await output.send_response(tracker.sender_id, event.message())
+            elif isinstance(event, ReminderScheduled):
+                self.reminders.schedule(tracker.sender_id, event, self._fire_reminder)
+            elif isinstance(event, ReminderCancelled):
+                self.reminders.cancel(tracker.sender_id, event)
+
+    async def cancel_reminders_on_user_message(self, tracker: Tracker) -> None:
+        self.reminders.user_spoke(tracker.sender_id)
+
+    # -- reminders --------------------------------------------------------------------------
+    async def _fire_reminder(self, sender_id: str, reminder: ReminderScheduled) -> None:
+        model = self.model_provider() if self.model_provider else None
+        if model is None:
+            logger.warning("reminder '%s' for %s dropped: no model", reminder.name, sender_id)
+            return
+        output = self.output_for_reminders(sender_id) if self.output_for_reminders else None
+        entities = reminder.entities or []
+        if isinstance(entities, dict):
+            entities = [{"entity": k, "value": v} for k, v in entities.items()]
+        await self.trigger_intent(sender_id, reminder.intent, entities, model, output)
+
+
+def _fallback_action_name(model: DialogueModel) -> str | None:
+    for policy in model.metadata.get("policies", []) or []:
+        if policy.get("name") == "RulePolicy":
+            return policy.get("core_fallback_action_name", "action_default_fallback")
+    return "action_default_fallback"
+
+
+class _Tee:
+    """Forwards bot messages to the channel and keeps the split parts for the caller."""
+
+    def __init__(self, output: OutputChannel | None, sink: list[dict[str, Any]]) -> None:
+        self.output = output
+        self.sink = sink
+        self.name = getattr(output, "name", None) or "collector"
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        from server.dialogue.messages import split_message
+
+        for part in split_message(message):
+            self.sink.append({"recipient_id": recipient_id, **part})
+        if self.output is not None:
+            await self.output.send_response(recipient_id, message)

@@ -1,0 +1,86 @@
+"""Reminders: ReminderScheduled fires its intent later, per conversation, unless cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+
+from server.trackers.events import ReminderCancelled, ReminderScheduled
+
+logger = logging.getLogger(__name__)
+
+Fire = Callable[[str, ReminderScheduled], Awaitable[None]]
+
+
+def _delay_seconds(date_time: str) -> float:
+    when = datetime.fromisoformat(date_time)
+    now = datetime.now(when.tzinfo) if when.tzinfo else datetime.now()
+    return max(0.0, (when - now).total_seconds())
+
+
+class ReminderScheduler:
+    """In-process timers, one per (conversation, reminder name)."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[tuple[str, str], tuple[asyncio.TimerHandle, ReminderScheduled]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def schedule(self, sender_id: str, reminder: ReminderScheduled, fire: Fire) -> None:
+        try:
+            delay = _delay_seconds(reminder.trigger_date_time)
+        except ValueError:
+            logger.error("reminder '%s' has an invalid date_time", reminder.name)
+            return
+        key = (sender_id, reminder.name)
+        self._drop(key)
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(delay, self._start, key, fire)
+        self._jobs[key] = (handle, reminder)
+
+    def _start(self, key: tuple[str, str], fire: Fire) -> None:
+        job = self._jobs.pop(key, None)
+        if job is None:
+            return
+        task = asyncio.ensure_future(self._run(key[0], job[1], fire))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _run(sender_id: str, reminder: ReminderScheduled, fire: Fire) -> None:
+        try:
+            await fire(sender_id, reminder)
+        except Exception:  # a reminder must never take the server down
+            logger.exception("reminder '%s' for %s failed", reminder.name, sender_id)
+
+    def cancel(self, sender_id: str, cancel: ReminderCancelled) -> None:
+        for key, (_, reminder) in list(self._jobs.items()):
+            if key[0] != sender_id:
+                continue
+            if cancel.name is not None and reminder.name != cancel.name:
+                continue
+            if cancel.intent is not None and reminder.intent != cancel.intent:
+                continue
+            if cancel.entities is not None and reminder.entities != cancel.entities:
+                continue
+            self._drop(key)
+
+    def user_spoke(self, sender_id: str) -> None:
+        """A user message kills the reminders scheduled with kill_on_user_msg."""
+        for key, (_, reminder) in list(self._jobs.items()):
+            if key[0] == sender_id and reminder.kill_on_user_message:
+                self._drop(key)
+
+    def cancel_all(self, sender_id: str | None = None) -> None:
+        for key in list(self._jobs):
+            if sender_id is None or key[0] == sender_id:
+                self._drop(key)
+
+    def pending(self, sender_id: str) -> list[str]:
+        return [name for (sid, name) in self._jobs if sid == sender_id]
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        job = self._jobs.pop(key, None)
+        if job is not None:
+            job[0].cancel()

@@ -1,0 +1,47 @@
+"""Builds the in-memory dialogue model from an extracted, already checked archive."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from server.dialogue.domain import Domain
+from server.dialogue.policies.ensemble import PolicyEnsemble
+from server.dialogue.processor import DialogueModel
+from server.errors import UnsupportedModel
+from server.nlu.pipeline import NLUPipeline
+
+DOMAIN_FILE = "domain.json"
+NLU_DIR = "nlu"
+POLICIES_DIR = "policies"
+
+
+def _components(directory: Path) -> Path:
+    inner = directory / "components"
+    return inner if inner.is_dir() else directory
+
+
+def load_model(directory: Path, metadata: dict[str, Any]) -> DialogueModel:
+    """The model a turn runs on: domain, NLU pipeline (if trained) and policies.
+
+    Runs in a worker thread. Reads only data files; nothing named by the archive is imported.
+    """
+    root = _components(Path(directory))
+    domain_path = root / DOMAIN_FILE
+    if not domain_path.is_file():
+        raise UnsupportedModel(
+            "the archive has no domain.json; it was not made by `botserver train`. "
+            "Retrain it with `botserver train`."
+        )
+    domain = Domain.from_dict(json.loads(domain_path.read_text(encoding="utf-8")))
+    nlu = NLUPipeline.load(root / NLU_DIR) if (root / NLU_DIR).is_dir() else None
+    policies = PolicyEnsemble.load(root / POLICIES_DIR, domain)
+    return DialogueModel(
+        domain=domain,
+        policies=policies,
+        nlu=nlu,
+        model_id=metadata.get("model_id"),
+        assistant_id=metadata.get("assistant_id"),
+        metadata=metadata,
+    )

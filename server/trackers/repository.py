@@ -1,0 +1,76 @@
+"""Hot trackers over a tracker store: load the current session once, then only new events.
+
+A process keeps the trackers it served recently; on each load it asks the store for the
+current session and folds only the events it has not seen, so a turn costs the same at
+message 10 and message 10,000.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from server.trackers.events import Event, event_from_dict
+from server.trackers.store import TrackerStore
+from server.trackers.tracker import Tracker
+
+
+class TrackerRepository:
+    """Builds Tracker objects from a store and appends their new events back."""
+
+    def __init__(self, store: TrackerStore, max_cached: int = 10_000) -> None:
+        self.store = store
+        self.max_cached = max_cached
+        # sender_id -> (tracker, number of its events that came from / went to the store)
+        self._hot: OrderedDict[str, tuple[Tracker, int]] = OrderedDict()
+
+    async def load(self, sender_id: str, slot_defaults: dict[str, Any]) -> Tracker | None:
+        """The current session's tracker, or None for an unknown conversation."""
+        dicts = await self.store.load(sender_id)
+        if dicts is None:
+            self._hot.pop(sender_id, None)
+            return None
+        cached = self._hot.get(sender_id)
+        if cached is not None:
+            tracker, stored = cached
+            if (
+                tracker.slot_defaults == slot_defaults
+                and stored == len(tracker.events)
+                and len(dicts) >= stored
+                and (stored == 0 or _same_event(tracker.events[stored - 1], dicts[stored - 1]))
+            ):
+                tracker.update_many(event_from_dict(d) for d in dicts[stored:])
+                self._remember(sender_id, tracker, len(tracker.events))
+                return tracker
+        tracker = Tracker.from_dicts(sender_id, dicts, slot_defaults)
+        self._remember(sender_id, tracker, len(tracker.events))
+        return tracker
+
+    async def load_all(self, sender_id: str, slot_defaults: dict[str, Any]) -> Tracker | None:
+        dicts = await self.store.load_all(sender_id)
+        if dicts is None:
+            return None
+        return Tracker.from_dicts(sender_id, dicts, slot_defaults)
+
+    async def save(self, tracker: Tracker, new_events: list[Event]) -> None:
+        """Appends `new_events` (already applied to `tracker`) in one transaction."""
+        if new_events:
+            await self.store.append(tracker.sender_id, [e.as_dict() for e in new_events])
+        self._remember(tracker.sender_id, tracker, len(tracker.events))
+
+    async def replace(self, tracker: Tracker) -> None:
+        await self.store.replace(tracker.sender_id, [e.as_dict() for e in tracker.events])
+        self._hot.pop(tracker.sender_id, None)
+
+    def forget(self, sender_id: str) -> None:
+        self._hot.pop(sender_id, None)
+
+    def _remember(self, sender_id: str, tracker: Tracker, stored: int) -> None:
+        self._hot[sender_id] = (tracker, stored)
+        self._hot.move_to_end(sender_id)
+        while len(self._hot) > self.max_cached:
+            self._hot.popitem(last=False)
+
+
+def _same_event(event: Event, d: dict[str, Any]) -> bool:
+    return event.type_name == d.get("event") and event.timestamp == d.get("timestamp")

@@ -1,0 +1,100 @@
+"""`botserver train`: NLU and dialogue trained together into one model archive."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from server.dialogue.policies.ensemble import PolicyEnsemble
+from server.dialogue.story_steps import generate_training_stories
+from server.models.archive import write_archive
+from server.models.fingerprint import find_archive_with_fingerprint, fingerprint_inputs
+from server.models.loading import DOMAIN_FILE, NLU_DIR, POLICIES_DIR
+from server.nlu.pipeline import NLUPipeline
+from server.training.project import Project, load_project
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TrainResult:
+    """Where the model is, whether training was skipped, and what it took."""
+
+    path: Path
+    skipped: bool = False
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _fingerprint(project: Project) -> str:
+    config = {
+        "language": project.config.language,
+        "pipeline": project.config.pipeline,
+        "policies": project.config.policies,
+        "assistant_id": project.config.assistant_id,
+    }
+    return fingerprint_inputs(sorted(set(project.files)), config)
+
+
+def train(
+    config: Path | None,
+    domain: Path,
+    data: list[Path],
+    out: Path,
+    fixed_model_name: str | None = None,
+    force: bool = False,
+    signing_key: bytes | Path | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Trains a full model; skips when an archive with the same inputs already exists."""
+    say = progress or (lambda _msg: None)
+    started = time.perf_counter()
+    say("reading the project")
+    project = load_project(config, domain, data)
+    fingerprint = _fingerprint(project)
+    out = Path(out)
+    if not force:
+        existing = find_archive_with_fingerprint(out, fingerprint)
+        if existing is not None and (
+            fixed_model_name is None or existing.name == f"{fixed_model_name}.tar.gz"
+        ):
+            return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
+    warnings: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="botserver-train-") as tmp:
+        content = Path(tmp)
+        (content / DOMAIN_FILE).write_text(
+            json.dumps(project.domain.as_dict(full=True), ensure_ascii=False), encoding="utf-8"
+        )
+        if project.nlu.examples:
+            say(f"training NLU on {len(project.nlu.examples)} examples")
+            nlu = NLUPipeline.train(project.nlu, project.config.pipeline, project.config.language)
+            nlu.persist(content / NLU_DIR)
+            warnings += nlu.warnings
+        say(f"training dialogue on {len(project.stories)} stories and rules")
+        stories = generate_training_stories(project.stories)
+        ensemble = PolicyEnsemble.train(project.config.policies, stories, project.domain)
+        ensemble.persist(content / POLICIES_DIR)
+        warnings += ensemble.warnings
+        say("writing the model archive")
+        metadata = {
+            "fingerprint": fingerprint,
+            "assistant_id": project.config.assistant_id,
+            "language": project.config.language,
+            "pipeline": project.config.pipeline,
+            "policies": project.config.policies,
+            "domain": project.domain.as_dict(),
+            "training_type": "both" if project.nlu.examples else "core",
+            "warnings": warnings,
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        path = write_archive(content, metadata, out, fixed_model_name, signing_key)
+    for warning in warnings:
+        logger.warning(warning)
+    return TrainResult(path, seconds=time.perf_counter() - started, warnings=warnings)
