@@ -1,0 +1,209 @@
+"""The agent: one facade over the current model and the processor, for the API and channels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from server.dialogue.messages import CollectingOutputChannel, OutputChannel, UserMessage
+from server.dialogue.processor import DialogueModel, Processor
+from server.errors import InvalidEvent, NoModelLoaded
+from server.trackers.events import (
+    ACTION_SESSION_START,
+    ActionExecuted,
+    Event,
+    SessionStarted,
+    UserUttered,
+)
+from server.trackers.tracker import Tracker
+
+OutputFactory = Callable[[], OutputChannel | None]
+
+
+class Agent:
+    """Runs conversations on whatever model is current when a request starts."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        model_provider: Callable[[], DialogueModel | None],
+        output_channels: dict[str, OutputFactory] | None = None,
+    ) -> None:
+        self.processor = processor
+        self.model_provider = model_provider
+        self.output_channels: dict[str, OutputFactory] = dict(output_channels or {})
+        processor.model_provider = model_provider
+        processor.output_for_reminders = self._reminder_output
+
+    # -- model ------------------------------------------------------------------------------
+    def model(self) -> DialogueModel:
+        """The current model, taken once per request so a swap never splits a turn."""
+        model = self.model_provider()
+        if model is None:
+            raise NoModelLoaded("No model loaded. Train a model with `botserver train`, "
+                                "then load it with PUT /model or `botserver run -m`.")
+        return model
+
+    @property
+    def is_ready(self) -> bool:
+        return self.model_provider() is not None
+
+    # -- channels ---------------------------------------------------------------------------
+    async def handle_message(self, message: UserMessage) -> list[dict[str, Any]]:
+        """Runs one user turn; bot messages go to message.output_channel and are returned."""
+        return await self.processor.handle_message(message, self.model())
+
+    def output_channel(self, name: str | None, tracker: Tracker | None = None) -> OutputChannel:
+        """Rasa's `output_channel` query: a channel name, `latest`, or collect the replies."""
+        if name == "latest" and tracker is not None:
+            name = tracker.latest_input_channel()
+        factory = self.output_channels.get(name or "")
+        channel = factory() if factory is not None else None
+        return channel if channel is not None else CollectingOutputChannel()
+
+    def _reminder_output(self, sender_id: str) -> OutputChannel | None:
+        for name in ("callback", "socketio", "rocketchat"):
+            factory = self.output_channels.get(name)
+            if factory is not None:
+                channel = factory()
+                if channel is not None:
+                    return channel
+        return None
+
+    # -- NLU --------------------------------------------------------------------------------
+    def parse(self, text: str, message_id: str | None = None) -> dict[str, Any]:
+        model = self.model()
+        result = self.processor.parse(model, text, message_id)
+        return result
+
+    # -- trackers ---------------------------------------------------------------------------
+    async def tracker(self, sender_id: str, all_sessions: bool = True) -> Tracker:
+        """A conversation's tracker; a new one gets session-start events that are not saved."""
+        model = self.model()
+        defaults = model.domain.slot_defaults()
+        repo = self.processor.trackers
+        tracker = await (repo.load_all if all_sessions else repo.load)(sender_id, defaults)
+        if tracker is None:
+            tracker = Tracker(sender_id, defaults)
+        if not tracker.events:
+            await self.processor.update_session(tracker, model, None, only_if_empty=True)
+            _stamp(tracker.events, model)
+        return tracker
+
+    async def exists(self, sender_id: str) -> bool:
+        return await self.processor.trackers.store.load(sender_id) is not None
+
+    async def append_events(
+        self,
+        sender_id: str,
+        events: list[Event],
+        execute_side_effects: bool = False,
+        output_channel: str | None = None,
+    ) -> Tracker:
+        model = self.model()
+        processor = self.processor
+        async with processor.lock_store.lock(sender_id):
+            tracker = await processor.tracker_for(sender_id, model)
+            start = len(tracker.events)
+            starts_session = (
+                len(events) >= 2
+                and isinstance(events[0], ActionExecuted)
+                and events[0].action_name == ACTION_SESSION_START
+                and isinstance(events[1], SessionStarted)
+            )
+            if not starts_session:
+                await processor.update_session(tracker, model, None, only_if_empty=True)
+            tracker.update_many(events)
+            await processor.save(tracker, start, model)
+            if execute_side_effects:
+                output = self.output_channel(output_channel, tracker)
+                await processor.execute_side_effects(tracker, events, output)
+            return tracker
+
+    async def replace_events(self, sender_id: str, events: list[Event]) -> Tracker:
+        model = self.model()
+        async with self.processor.lock_store.lock(sender_id):
+            tracker = Tracker(sender_id, model.domain.slot_defaults(), events)
+            await self.processor.trackers.replace(tracker)
+            return tracker
+
+    async def add_message(
+        self, sender_id: str, text: str, parse_data: dict[str, Any] | None = None,
+        message_id: str | None = None,
+    ) -> Tracker:
+        """Appends a user message with its NLU parse, without predicting (POST .../messages)."""
+        model = self.model()
+        processor = self.processor
+        async with processor.lock_store.lock(sender_id):
+            tracker = await processor.tracker_for(sender_id, model)
+            start = len(tracker.events)
+            await processor.update_session(tracker, model, None)
+            parsed = parse_data or processor.parse(model, text, message_id)
+            tracker.update(UserUttered(text=text, parse_data=parsed, message_id=message_id))
+            await processor.save(tracker, start, model)
+            return tracker
+
+    async def predict(self, sender_id: str) -> dict[str, Any]:
+        """Scores of every action for the next step, without running any (POST .../predict)."""
+        model = self.model()
+        processor = self.processor
+        async with processor.lock_store.lock(sender_id):
+            tracker = await processor.tracker_for(sender_id, model)
+            start = len(tracker.events)
+            await processor.update_session(tracker, model, None)
+            await processor.save(tracker, start, model)
+        return _prediction_body(model, processor.predict_next(tracker, model), tracker)
+
+    async def execute_action(
+        self, sender_id: str, name: str, policy: str | None = None,
+        confidence: float | None = None, output_channel: str | None = None,
+    ) -> tuple[Tracker, list[dict[str, Any]]]:
+        model = self.model()
+        if not model.domain.is_known_action(name):
+            raise InvalidEvent(f"The action '{name}' does not exist in the domain.")
+        output = self.output_channel(output_channel)
+        return await self.processor.execute_action(
+            sender_id, name, model, output, policy, confidence
+        )
+
+    async def trigger_intent(
+        self, sender_id: str, intent: str, entities: Any = None,
+        output_channel: str | None = None,
+    ) -> tuple[Tracker, list[dict[str, Any]]]:
+        model = self.model()
+        if entities is None:
+            entities = []
+        if isinstance(entities, dict):
+            entities = [{"entity": k, "value": v} for k, v in entities.items()]
+        output = self.output_channel(output_channel)
+        return await self.processor.trigger_intent(sender_id, intent, entities, model, output)
+
+    def predict_for_events(self, events: list[Event]) -> dict[str, Any]:
+        """Scores for a conversation given as events, stored nowhere (POST /model/predict)."""
+        model = self.model()
+        tracker = Tracker("default", model.domain.slot_defaults(), events)
+        return _prediction_body(model, self.processor.predict_next(tracker, model), tracker)
+
+
+def _stamp(events: list[Event], model: DialogueModel) -> None:
+    if model.model_id is None:
+        return
+    for event in events:
+        event.metadata.setdefault("model_id", model.model_id)
+        event.metadata.setdefault("assistant_id", model.assistant_id)
+
+
+def _prediction_body(model: DialogueModel, prediction: Any, tracker: Tracker) -> dict[str, Any]:
+    """Rasa's predict response: every action's score, best first, ties by name."""
+    names = model.domain.action_names_or_texts
+    probabilities = prediction.probabilities or [0.0] * len(names)
+    scores = sorted(
+        ({"action": name, "score": float(p)} for name, p in zip(names, probabilities)),
+        key=lambda s: (-s["score"], s["action"]),
+    )
+    return {
+        "scores": scores,
+        "policy": prediction.policy_name,
+        "confidence": prediction.confidence,
+        "tracker": tracker.current_state(),
+    }
