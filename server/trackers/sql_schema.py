@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,18 @@ def _upgrade(sync_connection: Any) -> None:
     command.upgrade(config, "head")
 
 
+# Alembic keeps its context in module globals: one migration at a time per event loop.
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def migrate(engine: AsyncEngine, attempts: int = 3) -> None:
     """Bring the schema to the latest revision (idempotent; safe from several processes)."""
+    lock = _locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
     for attempt in range(attempts):
         try:
-            async with engine.begin() as conn:
+            async with lock, engine.begin() as conn:
                 await conn.run_sync(_upgrade)
             return
         except DBAPIError as exc:

@@ -1,0 +1,156 @@
+"""Real services for the persistence tests: reachability, throw-away databases, a TCP proxy.
+
+Every test run gets its own database / key prefix / queue names, so engineers running tests
+at the same time on this machine do not see each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+POSTGRES = ("127.0.0.1", 5432)
+MARIADB = ("127.0.0.1", 3306)
+REDIS = ("127.0.0.1", 6379)
+RABBITMQ = ("127.0.0.1", 5672)
+
+
+def require_service(name: str, address: tuple[str, int]) -> None:
+    """Skip (or fail when CI=true) unless something listens at `address`."""
+    try:
+        with socket.create_connection(address, timeout=1):
+            return
+    except OSError as exc:
+        message = f"{name} is not reachable at {address[0]}:{address[1]} ({exc})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def postgres_database() -> AsyncIterator[dict[str, Any]]:
+    """A fresh PostgreSQL database; yields its `tracker_store:`-style config."""
+    require_service("PostgreSQL", POSTGRES)
+    import asyncpg
+
+    name = unique_name("bs_persist")
+    admin = await asyncpg.connect(
+        host=POSTGRES[0], port=POSTGRES[1], user="postgres", database="test"
+    )
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield {
+            "type": "sql",
+            "dialect": "postgresql",
+            "url": POSTGRES[0],
+            "port": POSTGRES[1],
+            "username": "postgres",
+            "db": name,
+        }
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def mariadb_database() -> AsyncIterator[dict[str, Any]]:
+    """A fresh MariaDB database; yields its `tracker_store:`-style config."""
+    require_service("MariaDB", MARIADB)
+    import aiomysql
+
+    name = unique_name("bs_persist")
+    admin = await aiomysql.connect(host=MARIADB[0], port=MARIADB[1], user="root", password="")
+    try:
+        async with admin.cursor() as cursor:
+            await cursor.execute(f"CREATE DATABASE `{name}`")
+        yield {
+            "type": "sql",
+            "dialect": "mysql",
+            "url": MARIADB[0],
+            "port": MARIADB[1],
+            "username": "root",
+            "password": "",
+            "db": name,
+        }
+    finally:
+        async with admin.cursor() as cursor:
+            await cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+async def delete_redis_keys(prefix: str, db: int = 0) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis(host=REDIS[0], port=REDIS[1], db=db)
+    try:
+        async for key in client.scan_iter(match=f"{prefix}:*"):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
+class TcpProxy:
+    """Forwards a local port to a service; `start`/`stop` simulate the service going away."""
+
+    def __init__(self, target: tuple[str, int], port: int | None = None) -> None:
+        self.target = target
+        self.port = port or free_port()
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        """Stop listening and cut every open connection."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
+        for task in list(self._pipes):
+            task.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update({writer, up_writer})
+        for task in (
+            asyncio.create_task(self._pipe(reader, up_writer)),
+            asyncio.create_task(self._pipe(up_reader, writer)),
+        ):
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()

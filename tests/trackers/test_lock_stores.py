@@ -1,0 +1,144 @@
+"""Conversation locks: mutual exclusion, FIFO, lease renewal, safe release, bounded waits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from persistence_fixtures import REDIS, delete_redis_keys, free_port, require_service, unique_name
+from redis.asyncio import Redis
+
+from server.errors import LockTimeout, StoreUnavailable
+from server.trackers.factory import create_lock_store
+from server.trackers.lock import LockStore
+from server.trackers.memory_lock import InMemoryLockStore
+from server.trackers.redis_lock import RedisLockStore
+
+
+@pytest.fixture
+async def redis_config() -> AsyncIterator[dict[str, Any]]:
+    require_service("Redis", REDIS)
+    prefix = unique_name("bslock")
+    yield {"type": "redis", "url": REDIS[0], "port": REDIS[1], "db": 1, "key_prefix": prefix}
+    await delete_redis_keys(prefix, db=1)
+
+
+async def run_turns(stores: list[LockStore], turns: int) -> list[tuple[str, int]]:
+    """Concurrent turns on one conversation, spread over the stores; returns the trace."""
+    trace: list[tuple[str, int]] = []
+
+    async def turn(number: int) -> None:
+        async with stores[number % len(stores)].lock("conv", wait_timeout=10):
+            trace.append(("start", number))
+            await asyncio.sleep(0.005)
+            trace.append(("end", number))
+
+    await asyncio.gather(*(turn(n) for n in range(turns)))
+    return trace
+
+
+def assert_not_interleaved(trace: list[tuple[str, int]], turns: int) -> None:
+    assert len(trace) == 2 * turns
+    for i in range(0, len(trace), 2):
+        assert trace[i][0] == "start" and trace[i + 1] == ("end", trace[i][1])
+
+
+async def test_memory_lock_serves_turns_one_at_a_time_in_arrival_order() -> None:
+    store = InMemoryLockStore()
+    trace = await run_turns([store], turns=20)
+    assert_not_interleaved(trace, 20)
+    assert [n for kind, n in trace if kind == "start"] == list(range(20))
+
+
+async def test_memory_lock_wait_is_bounded() -> None:
+    store = create_lock_store(None)
+    async with store.lock("conv"):
+        with pytest.raises(LockTimeout, match="Could not lock conversation 'conv' within 0.05 s"):
+            async with store.lock("conv", wait_timeout=0.05):
+                pass
+    async with store.lock("conv", wait_timeout=0.05):
+        pass
+
+
+async def test_memory_lock_does_not_block_other_conversations() -> None:
+    store = InMemoryLockStore()
+    async with store.lock("a"):
+        async with store.lock("b", wait_timeout=0.05):
+            pass
+
+
+async def test_redis_lock_excludes_turns_across_two_lock_stores(
+    redis_config: dict[str, Any],
+) -> None:
+    stores = [RedisLockStore(redis_config), RedisLockStore(redis_config)]
+    try:
+        trace = await run_turns(list(stores), turns=30)
+    finally:
+        for store in stores:
+            await store.close()
+    assert_not_interleaved(trace, 30)
+
+
+async def test_redis_lock_is_fifo_within_one_process(redis_config: dict[str, Any]) -> None:
+    store = RedisLockStore(redis_config)
+    try:
+        trace = await run_turns([store], turns=10)
+    finally:
+        await store.close()
+    assert [n for kind, n in trace if kind == "start"] == list(range(10))
+
+
+async def test_lease_renewal_keeps_a_long_turn_locked(redis_config: dict[str, Any]) -> None:
+    holder = RedisLockStore({**redis_config, "lock_lifetime": 0.3})
+    other = RedisLockStore({**redis_config, "lock_lifetime": 0.3})
+    try:
+        async with holder.lock("conv"):
+            # Three lifetimes later the lease has been renewed, so the other store waits.
+            with pytest.raises(LockTimeout):
+                async with other.lock("conv", wait_timeout=1.0):
+                    pass
+        async with other.lock("conv", wait_timeout=1.0):
+            pass
+    finally:
+        await holder.close()
+        await other.close()
+
+
+async def test_release_of_an_expired_lease_keeps_the_new_owners_key(
+    redis_config: dict[str, Any],
+) -> None:
+    first = RedisLockStore(redis_config)
+    key = f"{redis_config['key_prefix']}:lock:conv"
+    client = Redis(host=REDIS[0], port=REDIS[1], db=1, decode_responses=True)
+    try:
+        async with first.lock("conv"):
+            await client.delete(key)  # the lease ran out while the turn was running
+            await client.set(key, "someone-else")  # and another process took the lock
+        assert await client.get(key) == "someone-else"
+    finally:
+        await client.aclose()
+        await first.close()
+
+
+async def test_redis_lock_wait_ends_in_lock_timeout(redis_config: dict[str, Any]) -> None:
+    holder, waiter = RedisLockStore(redis_config), RedisLockStore(redis_config)
+    try:
+        async with holder.lock("conv"):
+            with pytest.raises(LockTimeout, match="'conv' within 0.2 s"):
+                async with waiter.lock("conv", wait_timeout=0.2):
+                    pass
+    finally:
+        await holder.close()
+        await waiter.close()
+
+
+async def test_unreachable_redis_raises_store_unavailable() -> None:
+    store = create_lock_store({"type": "redis", "url": "127.0.0.1", "port": free_port()})
+    try:
+        with pytest.raises(StoreUnavailable, match="lock store"):
+            async with store.lock("conv", wait_timeout=1):
+                pass
+    finally:
+        await store.close()

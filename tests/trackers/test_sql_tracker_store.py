@@ -1,0 +1,195 @@
+"""The SQL tracker store across processes, on Rasa's schema, and through database outages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from persistence_fixtures import POSTGRES, TcpProxy, free_port, postgres_database
+from test_tracker_stores import bot, session_start, user
+
+from server.errors import StoreUnavailable
+from server.trackers.factory import create_tracker_store
+from server.trackers.sql_store import SqlTrackerStore
+
+
+@contextlib.asynccontextmanager
+async def sql_config(kind: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    if kind == "sqlite":
+        yield {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "shared.db")}
+    else:
+        async with postgres_database() as config:
+            yield config
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_two_store_instances_on_one_database_see_each_others_writes(
+    kind: str, tmp_path: Path
+) -> None:
+    async with sql_config(kind, tmp_path) as config:
+        one, other = create_tracker_store(config), create_tracker_store(config)
+        try:
+            await one.append("alice", session_start(1.0) + [user("hi", 2.0)])
+            assert await other.load("alice") == session_start(1.0) + [user("hi", 2.0)]
+
+            await one.append("alice", [bot("hello", 3.0)])
+            assert await other.load("alice") == session_start(1.0) + [
+                user("hi", 2.0),
+                bot("hello", 3.0),
+            ]
+
+            await one.append("alice", session_start(50.0))
+            assert await other.load("alice") == session_start(50.0)
+
+            await other.replace("alice", [user("replaced", 60.0)])
+            assert await one.load("alice") == [user("replaced", 60.0)]
+
+            await other.delete("alice")
+            assert await one.load("alice") is None
+        finally:
+            await one.close()
+            await other.close()
+
+
+async def test_replace_reusing_deleted_row_ids_is_not_mistaken_for_the_cached_rows(
+    tmp_path: Path,
+) -> None:
+    # A Rasa-made SQLite table has no AUTOINCREMENT, so ids of deleted rows come back.
+    db = tmp_path / "rasa.db"
+    _create_rasa_sqlite_db(db, rows=[])
+    config = {"type": "sql", "dialect": "sqlite", "db": str(db)}
+    one, other = create_tracker_store(config), create_tracker_store(config)
+    try:
+        await one.append("alice", [user("a", 1.0), user("b", 2.0)])
+        assert await other.load("alice") == [user("a", 1.0), user("b", 2.0)]
+
+        await one.replace("alice", [user("x", 3.0), user("y", 4.0)])
+
+        assert await other.load("alice") == [user("x", 3.0), user("y", 4.0)]
+    finally:
+        await one.close()
+        await other.close()
+
+
+def _create_rasa_sqlite_db(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> None:
+    """The schema Rasa 3.6's SQLTrackerStore creates, with rows as it writes them."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE events (
+                id INTEGER NOT NULL, sender_id VARCHAR(255) NOT NULL,
+                type_name VARCHAR(255) NOT NULL, timestamp FLOAT, intent_name VARCHAR(255),
+                action_name VARCHAR(255), data TEXT, PRIMARY KEY (id)
+            );
+            CREATE INDEX ix_events_sender_id ON events (sender_id);
+            """
+        )
+        for sender_id, event in rows:
+            intent = event.get("parse_data", {}).get("intent", {}).get("name")
+            conn.execute(
+                "INSERT INTO events (sender_id, type_name, timestamp, intent_name, action_name,"
+                " data) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    sender_id,
+                    event["event"],
+                    event["timestamp"],
+                    intent,
+                    event.get("name"),
+                    json.dumps(event),
+                ),
+            )
+        conn.commit()
+
+
+async def test_an_existing_rasa_sqlite_database_is_upgraded_and_keeps_working(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "rasa.db"
+    history = session_start(1.0) + [user("hi", 2.0), bot("hello", 3.0)]
+    current = session_start(100.0) + [user("back", 101.0)]
+    _create_rasa_sqlite_db(db, [("alice", e) for e in history + current])
+
+    store = SqlTrackerStore.from_config({"type": "sql", "db": str(db)})
+    try:
+        assert await store.load("alice") == current
+        assert await store.load_all("alice") == history + current
+        await store.append("alice", [bot("welcome back", 102.0)])
+        assert await store.load("alice") == current + [bot("welcome back", 102.0)]
+    finally:
+        await store.close()
+
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        indexes = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")
+        }
+        (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    assert {"ix_events_sender_id", "ix_events_sender_id_id", "ix_events_session_start"} <= indexes
+    assert count == len(history + current) + 1
+
+
+async def test_a_rasa_broker_table_named_events_is_refused_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "broker.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, sender_id VARCHAR(255), data TEXT)"
+        )
+    store = SqlTrackerStore.from_config({"type": "sql", "db": str(db)})
+    try:
+        with pytest.raises(Exception, match="not a Rasa tracker store table"):
+            await store.load("alice")
+    finally:
+        await store.close()
+
+
+async def test_several_stores_migrating_one_new_postgres_database_at_once() -> None:
+    async with postgres_database() as config:
+        stores = [create_tracker_store(config) for _ in range(3)]
+        try:
+            await asyncio.gather(*(store.ping() for store in stores))
+            await stores[0].append("alice", [user("hi", 1.0)])
+            assert await stores[2].load("alice") == [user("hi", 1.0)]
+        finally:
+            await asyncio.gather(*(store.close() for store in stores))
+
+
+async def test_unreachable_postgres_raises_store_unavailable_then_recovers() -> None:
+    async with postgres_database() as config:
+        proxy = TcpProxy(POSTGRES, port=free_port())
+        store = create_tracker_store({**config, "port": proxy.port})
+        try:
+            with pytest.raises(StoreUnavailable, match="tracker store .*postgresql"):
+                await store.load("alice")
+            with pytest.raises(StoreUnavailable):
+                await store.ping()
+
+            await proxy.start()
+            await store.append("alice", [user("hi", 1.0)])
+            assert await store.load("alice") == [user("hi", 1.0)]
+
+            await proxy.stop()
+            with pytest.raises(StoreUnavailable):
+                await store.load("alice")
+
+            await proxy.start()
+            await store.append("alice", [bot("still here", 2.0)])
+            assert await store.load("alice") == [user("hi", 1.0), bot("still here", 2.0)]
+        finally:
+            await store.close()
+            await proxy.stop()
+
+
+async def test_unusable_sqlite_path_raises_store_unavailable(tmp_path: Path) -> None:
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "missing" / "x.db")})
+    try:
+        with pytest.raises(StoreUnavailable, match="sqlite"):
+            await store.load("alice")
+    finally:
+        await store.close()

@@ -1,0 +1,154 @@
+"""Every tracker store keeps the same contract, on the real engines of this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from persistence_fixtures import (
+    REDIS,
+    delete_redis_keys,
+    mariadb_database,
+    postgres_database,
+    require_service,
+    unique_name,
+)
+
+from server.trackers.factory import create_tracker_store
+from server.trackers.retention import delete_conversations_older_than
+from server.trackers.store import TrackerStore
+
+STORES = ["memory", "sqlite", "postgres", "mariadb", "redis"]
+
+
+@contextlib.asynccontextmanager
+async def open_store(kind: str, tmp_path: Path) -> AsyncIterator[TrackerStore]:
+    config: dict[str, Any]
+    async with contextlib.AsyncExitStack() as stack:
+        if kind == "memory":
+            config = {"type": "in_memory"}
+        elif kind == "sqlite":
+            config = {"type": "SQL", "dialect": "sqlite", "db": str(tmp_path / "trackers.db")}
+        elif kind == "postgres":
+            config = await stack.enter_async_context(postgres_database())
+        elif kind == "mariadb":
+            config = await stack.enter_async_context(mariadb_database())
+        else:
+            require_service("Redis", REDIS)
+            prefix = unique_name("bstest")
+            stack.push_async_callback(delete_redis_keys, prefix)
+            config = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+        store = create_tracker_store(config)
+        stack.push_async_callback(store.close)
+        yield store
+
+
+@pytest.fixture(params=STORES)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TrackerStore]:
+    async with open_store(request.param, tmp_path) as opened:
+        yield opened
+
+
+def user(text: str, timestamp: float) -> dict[str, Any]:
+    return {
+        "event": "user",
+        "timestamp": timestamp,
+        "text": text,
+        "parse_data": {"intent": {"name": "greet", "confidence": 1.0}, "entities": []},
+        "input_channel": "rest",
+        "message_id": None,
+        "metadata": {},
+    }
+
+
+def bot(text: str, timestamp: float) -> dict[str, Any]:
+    return {"event": "bot", "timestamp": timestamp, "text": text, "data": {}, "metadata": {}}
+
+
+def session_start(timestamp: float) -> list[dict[str, Any]]:
+    return [
+        {"event": "action", "timestamp": timestamp, "name": "action_session_start"},
+        {"event": "session_started", "timestamp": timestamp + 0.001},
+        {"event": "action", "timestamp": timestamp + 0.002, "name": "action_listen"},
+    ]
+
+
+async def test_unknown_conversation_loads_as_none(store: TrackerStore) -> None:
+    assert await store.load("nobody") is None
+    assert await store.load_all("nobody") is None
+
+
+async def test_appended_events_load_back_in_order(store: TrackerStore) -> None:
+    first = session_start(1.0) + [user("hi", 2.0)]
+    await store.append("alice", first)
+    await store.append("alice", [bot("hello", 3.0)])
+
+    assert await store.load("alice") == first + [bot("hello", 3.0)]
+
+
+async def test_load_returns_the_current_session_and_load_all_every_session(
+    store: TrackerStore,
+) -> None:
+    old = session_start(1.0) + [user("hi", 2.0), bot("hello", 3.0)]
+    new = session_start(100.0) + [user("back", 101.0)]
+    await store.append("alice", old)
+    await store.append("alice", new)
+
+    assert await store.load("alice") == new
+    assert await store.load_all("alice") == old + new
+
+
+async def test_session_start_split_across_two_appends(store: TrackerStore) -> None:
+    await store.append("bob", [user("hi", 1.0), session_start(50.0)[0]])
+    await store.append("bob", session_start(50.0)[1:] + [user("again", 51.0)])
+
+    assert await store.load("bob") == session_start(50.0) + [user("again", 51.0)]
+
+
+async def test_without_session_start_load_returns_everything(store: TrackerStore) -> None:
+    events = [user("hi", 1.0), bot("hello", 2.0)]
+    await store.append("carol", events)
+    assert await store.load("carol") == events
+
+
+async def test_replace_really_replaces_even_with_fewer_events(store: TrackerStore) -> None:
+    await store.append("dave", session_start(1.0) + [user("a", 2.0), bot("b", 3.0)])
+    await store.load("dave")
+
+    await store.replace("dave", [user("only", 10.0)])
+
+    assert await store.load("dave") == [user("only", 10.0)]
+    assert await store.load_all("dave") == [user("only", 10.0)]
+
+
+async def test_keys_and_delete(store: TrackerStore) -> None:
+    await store.append("erin", [user("hi", 1.0)])
+    await store.append("frank", [user("hi", 1.0)])
+    assert sorted(await store.keys()) == ["erin", "frank"]
+
+    await store.delete("erin")
+    await store.delete("nobody")
+
+    assert await store.keys() == ["frank"]
+    assert await store.load("erin") is None
+
+
+async def test_retention_deletes_only_conversations_whose_latest_event_is_old(
+    store: TrackerStore,
+) -> None:
+    now = time.time()
+    await store.append("stale", [user("hi", now - 10 * 86400), bot("bye", now - 9 * 86400)])
+    await store.append("active", [user("hi", now - 10 * 86400), user("still here", now - 60)])
+
+    deleted = await delete_conversations_older_than(store, max_age_seconds=86400)
+
+    assert deleted == 1
+    assert await store.keys() == ["active"]
+
+
+async def test_ping_succeeds_on_a_reachable_store(store: TrackerStore) -> None:
+    await store.ping()
