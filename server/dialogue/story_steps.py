@@ -187,4 +187,3 @@ def _with_listens(events: list[Event], final_listen: bool) -> list[Event]:
     if final_listen and not (out and _is_listen(out[-1])):
         out.append(ActionExecuted(action_name=ACTION_LISTEN, timestamp=0.0))
     return out
-

@@ -1,0 +1,449 @@
+"""Read a Rasa 3 domain (one file or a directory of files, merged) and check its structure
+against Rasa's domain schema, naming the file and line of every mistake."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from server.dialogue.domain import Domain
+from server.dialogue.slots import MAPPING_TYPES, SLOT_TYPES
+from server.errors import InvalidProjectFile
+from server.training.yaml_io import is_yaml_file, line_of, read_yaml_file
+
+logger = logging.getLogger(__name__)
+
+DOMAIN_KEYS = frozenset(
+    {
+        "version",
+        "intents",
+        "entities",
+        "slots",
+        "responses",
+        "forms",
+        "actions",
+        "config",
+        "session_config",
+        "e2e_actions",
+    }
+)
+_LIST_SECTIONS = ("intents", "entities", "actions", "e2e_actions")
+_RESPONSE_KEYS = frozenset(
+    {
+        "id",
+        "text",
+        "image",
+        "custom",
+        "buttons",
+        "button_type",
+        "quick_replies",
+        "attachment",
+        "elements",
+        "channel",
+        "metadata",
+        "condition",
+    }
+)
+_MAPPING_KEYS = frozenset(
+    {"type", "intent", "not_intent", "entity", "role", "group", "value", "action", "conditions"}
+)
+_RENAMED = {"templates": "responses", "utter_templates": "responses"}
+
+
+class DomainReader:
+    """Reads and merges domain files; warnings (Rasa accepts these) are collected."""
+
+    def __init__(self, warnings: list[str] | None = None) -> None:
+        self.warnings = warnings if warnings is not None else []
+        # Where each slot / form / response / intent was defined, for semantic errors.
+        self.origins: dict[str, tuple[str, int | None]] = {}
+
+    def warn(self, message: str, filename: str, line: int | None) -> None:
+        text = f"{filename}:{line}: {message}" if line else f"{filename}: {message}"
+        self.warnings.append(text)
+        logger.debug("%s", text)
+
+    def read(self, path: str | Path) -> dict[str, Any]:
+        """The merged, structurally checked domain dict of a file or directory."""
+        path = Path(path)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and is_yaml_file(p))
+            merged: dict[str, Any] = {}
+            for file in files:
+                data = read_yaml_file(file)
+                if not is_domain_data(data):
+                    continue
+                self.check(data, str(file))
+                merged = self.merge(merged, data, str(file))
+            return merged
+        if not path.exists():
+            raise InvalidProjectFile("domain file not found", str(path))
+        data = read_yaml_file(path)
+        if data is None:
+            return {}
+        self.check(data, str(path))
+        return self.merge({}, data, str(path))
+
+    # -- merging ----------------------------------------------------------------------------
+    def merge(self, base: dict[str, Any], data: dict[str, Any], filename: str) -> dict[str, Any]:
+        out = dict(base)
+        for key, value in data.items():
+            if value is None or key not in DOMAIN_KEYS or key == "version":
+                continue
+            if key in _LIST_SECTIONS:
+                existing = list(out.get(key) or [])
+                names = {_item_name(v) for v in existing}
+                for index, item in enumerate(value):
+                    name = _item_name(item)
+                    line = line_of(value, index)
+                    if name in names:
+                        self.warn(f"{key[:-1]} '{name}' is defined more than once", filename, line)
+                        continue
+                    names.add(name)
+                    existing.append(item)
+                    self.origins.setdefault(f"{key}:{name}", (filename, line))
+                out[key] = existing
+            elif key in ("slots", "responses", "forms"):
+                existing_map = dict(out.get(key) or {})
+                for name, spec in value.items():
+                    line = line_of(value, name)
+                    if name in existing_map:
+                        self.warn(f"{key[:-1]} '{name}' is defined more than once", filename, line)
+                    existing_map[name] = spec
+                    self.origins[f"{key}:{name}"] = (filename, line)
+                out[key] = existing_map
+            else:  # config, session_config: the later file wins key by key
+                out[key] = {**(out.get(key) or {}), **value}
+                self.origins[key] = (filename, line_of(data, key))
+        return out
+
+    # -- structure --------------------------------------------------------------------------
+    def check(self, data: Any, filename: str) -> None:
+        if not isinstance(data, dict):
+            raise InvalidProjectFile(
+                "a domain file must be a mapping of sections (intents, slots, responses, ...)",
+                filename,
+                line_of(data),
+            )
+        for key in data:
+            if key not in DOMAIN_KEYS:
+                # Rasa's schema lets unknown sections through and ignores them; we warn.
+                hint = f" (did you mean '{_RENAMED[key]}'?)" if key in _RENAMED else ""
+                self.warn(
+                    f"unknown domain section '{key}' is ignored{hint}", filename, line_of(data, key)
+                )
+        version = data.get("version")
+        if version is not None and not isinstance(version, str):
+            raise InvalidProjectFile(
+                f"'version' must be a quoted string such as \"3.1\", not {version!r}",
+                filename,
+                line_of(data, "version"),
+            )
+        for key in _LIST_SECTIONS:
+            self.check_named_list(data, key, filename)
+        for key in ("slots", "responses", "forms", "config", "session_config"):
+            value = data.get(key)
+            if value is not None and not isinstance(value, dict):
+                raise InvalidProjectFile(f"'{key}' must be a mapping", filename, line_of(data, key))
+        for name, spec in (data.get("slots") or {}).items():
+            self.check_slot(str(name), spec, filename, line_of(data["slots"], name))
+        for name, variations in (data.get("responses") or {}).items():
+            check_response(str(name), variations, filename, line_of(data["responses"], name))
+        for name, spec in (data.get("forms") or {}).items():
+            self.check_form(str(name), spec, filename, line_of(data["forms"], name))
+        self.check_session_config(data, filename)
+        config = data.get("config") or {}
+        if "store_entities_as_slots" in config and not isinstance(
+            config["store_entities_as_slots"], bool
+        ):
+            raise InvalidProjectFile(
+                "'store_entities_as_slots' must be true or false",
+                filename,
+                line_of(config, "store_entities_as_slots"),
+            )
+
+    def check_named_list(self, data: dict[str, Any], key: str, filename: str) -> None:
+        value = data.get(key)
+        if value is None:
+            return
+        if not isinstance(value, list):
+            raise InvalidProjectFile(f"'{key}' must be a list", filename, line_of(data, key))
+        for index, item in enumerate(value):
+            line = line_of(value, index)
+            if isinstance(item, str) and item.strip():
+                continue
+            if key == "e2e_actions" or not isinstance(item, dict) or len(item) != 1:
+                raise InvalidProjectFile(
+                    f"each item of '{key}' must be a name or a mapping of one name to its "
+                    f"properties, not {item!r}",
+                    filename,
+                    line,
+                )
+            name, props = next(iter(item.items()))
+            if props is not None and not isinstance(props, dict):
+                raise InvalidProjectFile(
+                    f"the properties of '{name}' in '{key}' must be a mapping",
+                    filename,
+                    line_of(item, name, line),
+                )
+            props = props or {}
+            if key == "entities":
+                for sub in ("roles", "groups"):
+                    if sub in props and not (
+                        isinstance(props[sub], list) and all(isinstance(s, str) for s in props[sub])
+                    ):
+                        raise InvalidProjectFile(
+                            f"'{sub}' of entity '{name}' must be a list of names",
+                            filename,
+                            line_of(props, sub, line),
+                        )
+            if key == "actions" and "send_domain" in props:
+                if not isinstance(props["send_domain"], bool):
+                    raise InvalidProjectFile(
+                        f"'send_domain' of action '{name}' must be true or false",
+                        filename,
+                        line_of(props, "send_domain", line),
+                    )
+            if key == "intents":
+                for sub in ("use_entities", "ignore_entities"):
+                    sub_value = props.get(sub)
+                    if sub_value is not None and not isinstance(sub_value, (bool, list)):
+                        raise InvalidProjectFile(
+                            f"'{sub}' of intent '{name}' must be true, false or a list of "
+                            "entity names",
+                            filename,
+                            line_of(props, sub, line),
+                        )
+
+    def check_slot(self, name: str, spec: Any, filename: str, line: int | None) -> None:
+        if not isinstance(spec, dict):
+            raise InvalidProjectFile(
+                f"slot '{name}' must be a mapping with a 'type' and 'mappings'", filename, line
+            )
+        slot_type = spec.get("type")
+        type_line = line_of(spec, "type", line)
+        if slot_type is None:
+            raise InvalidProjectFile(f"slot '{name}' needs a 'type'", filename, line)
+        normalized = slot_type
+        if isinstance(slot_type, str) and slot_type.startswith("rasa.shared.core.slots."):
+            normalized = slot_type.rsplit(".", 1)[1].replace("Slot", "").lower()
+            normalized = {"unfeaturized": "any", "boolean": "bool"}.get(normalized, normalized)
+        if normalized not in SLOT_TYPES:
+            if isinstance(slot_type, str) and "." in slot_type:
+                message = (
+                    f"slot '{name}' has the custom slot class '{slot_type}', which botserver "
+                    f"cannot load; use one of the built-in types: {', '.join(SLOT_TYPES)}"
+                )
+            else:
+                message = (
+                    f"slot '{name}' has unknown type '{slot_type}'; "
+                    f"use one of {', '.join(SLOT_TYPES)}"
+                )
+            raise InvalidProjectFile(message, filename, type_line)
+        if "influence_conversation" in spec and not isinstance(
+            spec["influence_conversation"], bool
+        ):
+            raise InvalidProjectFile(
+                f"'influence_conversation' of slot '{name}' must be true or false",
+                filename,
+                line_of(spec, "influence_conversation", line),
+            )
+        for key in ("min_value", "max_value"):
+            if key in spec and not isinstance(spec[key], (int, float)):
+                raise InvalidProjectFile(
+                    f"'{key}' of slot '{name}' must be a number", filename, line_of(spec, key)
+                )
+        if normalized == "categorical" and not isinstance(spec.get("values"), list):
+            raise InvalidProjectFile(
+                f"categorical slot '{name}' needs a list of 'values'", filename, line
+            )
+        if normalized == "any" and spec.get("influence_conversation") is True:
+            raise InvalidProjectFile(
+                f"slot '{name}' of type any cannot influence the conversation",
+                filename,
+                line_of(spec, "influence_conversation", line),
+            )
+        mappings = spec.get("mappings")
+        if "mappings" not in spec:
+            self.warn(
+                f"slot '{name}' has no 'mappings' (Rasa 3 wants them); it is only set by actions",
+                filename,
+                line,
+            )
+            return
+        if not isinstance(mappings, list):
+            raise InvalidProjectFile(
+                f"'mappings' of slot '{name}' must be a list", filename, line_of(spec, "mappings")
+            )
+        for index, mapping in enumerate(mappings):
+            mapping_line = line_of(mappings, index, line)
+            self.check_mapping(name, mapping, filename, mapping_line)
+
+    def check_mapping(self, slot: str, mapping: Any, filename: str, line: int | None) -> None:
+        if not isinstance(mapping, dict):
+            raise InvalidProjectFile(
+                f"each mapping of slot '{slot}' must be a mapping with a 'type'", filename, line
+            )
+        for key in mapping:
+            if key not in _MAPPING_KEYS:
+                raise InvalidProjectFile(
+                    f"unknown key '{key}' in a mapping of slot '{slot}'",
+                    filename,
+                    line_of(mapping, key, line),
+                )
+        kind = mapping.get("type")
+        if kind not in MAPPING_TYPES:
+            raise InvalidProjectFile(
+                f"slot '{slot}' has a mapping of unknown type '{kind}'; use one of "
+                + ", ".join(MAPPING_TYPES),
+                filename,
+                line_of(mapping, "type", line),
+            )
+        if kind == "from_entity" and not isinstance(mapping.get("entity"), str):
+            raise InvalidProjectFile(
+                f"a from_entity mapping of slot '{slot}' needs an 'entity'", filename, line
+            )
+        conditions = mapping.get("conditions")
+        if conditions is not None:
+            if not isinstance(conditions, list) or not all(isinstance(c, dict) for c in conditions):
+                raise InvalidProjectFile(
+                    f"'conditions' of a mapping of slot '{slot}' must be a list of "
+                    "'active_loop' / 'requested_slot' mappings",
+                    filename,
+                    line_of(mapping, "conditions", line),
+                )
+            for condition in conditions:
+                for key in condition:
+                    if key not in ("active_loop", "requested_slot"):
+                        raise InvalidProjectFile(
+                            f"unknown key '{key}' in a mapping condition of slot '{slot}'",
+                            filename,
+                            line_of(condition, key, line),
+                        )
+
+    def check_form(self, name: str, spec: Any, filename: str, line: int | None) -> None:
+        if spec is None:
+            return
+        if not isinstance(spec, dict):
+            raise InvalidProjectFile(f"form '{name}' must be a mapping", filename, line)
+        required = spec.get("required_slots")
+        if required is None:
+            return
+        if isinstance(required, dict):
+            self.warn(
+                f"form '{name}' uses the Rasa 2 'required_slots' mapping; Rasa 3 wants a list "
+                "of slot names (with the mappings on the slots)",
+                filename,
+                line_of(spec, "required_slots", line),
+            )
+            return
+        if not isinstance(required, list) or not all(isinstance(s, str) for s in required):
+            raise InvalidProjectFile(
+                f"'required_slots' of form '{name}' must be a list of slot names",
+                filename,
+                line_of(spec, "required_slots", line),
+            )
+
+    def check_session_config(self, data: dict[str, Any], filename: str) -> None:
+        session = data.get("session_config") or {}
+        expiration = session.get("session_expiration_time")
+        if expiration is not None and (
+            isinstance(expiration, bool)
+            or not isinstance(expiration, (int, float))
+            or expiration < 0
+        ):
+            raise InvalidProjectFile(
+                "'session_expiration_time' must be a number of minutes, 0 or more",
+                filename,
+                line_of(session, "session_expiration_time"),
+            )
+        carry = session.get("carry_over_slots_to_new_session")
+        if carry is not None and not isinstance(carry, bool):
+            raise InvalidProjectFile(
+                "'carry_over_slots_to_new_session' must be true or false",
+                filename,
+                line_of(session, "carry_over_slots_to_new_session"),
+            )
+
+    # -- semantics --------------------------------------------------------------------------
+    def build(self, merged: dict[str, Any], filename: str) -> Domain:
+        """Domain.from_dict, with semantic errors pointed at the file and line of the item."""
+        try:
+            return Domain.from_dict(merged)
+        except InvalidProjectFile as exc:
+            if exc.filename:
+                raise
+            where = self.locate(exc.reason) or (filename, None)
+            raise InvalidProjectFile(exc.reason, where[0], where[1]) from None
+
+    def locate(self, message: str) -> tuple[str, int | None] | None:
+        kinds = ("forms", "slots", "responses", "intents", "entities", "actions")
+        for quoted in re.findall(r"'([^']+)'", message):
+            for kind in kinds:
+                origin = self.origins.get(f"{kind}:{quoted}")
+                if origin:
+                    return origin
+        return None
+
+
+def check_response(name: str, variations: Any, filename: str, line: int | None) -> None:
+    """A response is a list of variations, each with a `text` or a `custom` payload."""
+    if not isinstance(variations, list) or not variations:
+        raise InvalidProjectFile(
+            f"response '{name}' must be a non-empty list of variations such as '- text: Hi'",
+            filename,
+            line,
+        )
+    for index, variation in enumerate(variations):
+        variation_line = line_of(variations, index, line)
+        if not isinstance(variation, dict):
+            raise InvalidProjectFile(
+                f"each variation of response '{name}' must be a mapping such as "
+                f"'- text: ...', not {variation!r}",
+                filename,
+                variation_line,
+            )
+        for key in variation:
+            if key not in _RESPONSE_KEYS:
+                raise InvalidProjectFile(
+                    f"unknown key '{key}' in a variation of response '{name}'",
+                    filename,
+                    line_of(variation, key, variation_line),
+                )
+        if variation.get("text") is None and not variation.get("custom"):
+            raise InvalidProjectFile(
+                f"a variation of response '{name}' needs a 'text' or a 'custom' payload",
+                filename,
+                variation_line,
+            )
+
+
+def is_domain_data(data: Any) -> bool:
+    """Whether parsed YAML is a domain file: a domain section and no training data."""
+    return (
+        isinstance(data, dict)
+        and any(key in data for key in DOMAIN_KEYS - {"version"})
+        and not any(key in data for key in ("nlu", "stories", "rules"))
+    )
+
+
+def read_domain(
+    path: str | Path,
+    extra_responses: dict[str, list[dict[str, Any]]] | None = None,
+    warnings: list[str] | None = None,
+) -> Domain:
+    """Reads a domain file or directory; `extra_responses` (from NLU files) are added."""
+    reader = DomainReader(warnings)
+    merged = reader.read(path)
+    if extra_responses:
+        responses = dict(merged.get("responses") or {})
+        for name, variations in extra_responses.items():
+            responses.setdefault(name, variations)
+        merged["responses"] = responses
+    return reader.build(merged, str(path))
+
+
+def _item_name(item: Any) -> str:
+    return str(item) if not isinstance(item, dict) else str(next(iter(item)))

@@ -1,0 +1,133 @@
+"""Load a whole Rasa 3 project: config, domain, and the NLU data, stories and rules found in
+the data files and directories."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from server.dialogue.domain import Domain
+from server.dialogue.story_steps import StoryStep, TrainingStory, generate_training_stories
+from server.errors import InvalidProjectFile
+from server.nlu.training_data import NLUTrainingData
+from server.trackers.events import ActionExecuted
+from server.training.config_yaml import ProjectConfig, read_config
+from server.training.domain_yaml import DomainReader
+from server.training.nlu_yaml import read_nlu_file
+from server.training.stories_yaml import read_story_data
+from server.training.yaml_io import is_yaml_file, read_yaml_file
+
+
+@dataclass
+class Project:
+    """Everything training reads, loaded and checked; `warnings` are what Rasa warns about."""
+
+    config: ProjectConfig
+    domain: Domain
+    nlu: NLUTrainingData
+    stories: list[StoryStep]
+    files: list[Path]
+    warnings: list[str] = field(default_factory=list)
+
+    def training_stories(self) -> list[TrainingStory]:
+        return generate_training_stories(self.stories)
+
+
+def data_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The YAML files of the given files and directories (walked recursively, sorted)."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_yaml_file(p)))
+        elif path.is_file():
+            if is_yaml_file(path):
+                files.append(path)
+        else:
+            raise InvalidProjectFile("training data not found", str(path))
+    seen: dict[Path, None] = {}
+    for file in files:
+        seen.setdefault(file, None)
+    return list(seen)
+
+
+def load_project(
+    config: str | Path | None,
+    domain: str | Path,
+    data: Iterable[str | Path],
+) -> Project:
+    """Reads and checks every project file; the first mistake raises InvalidProjectFile."""
+    warnings: list[str] = []
+    project_config = read_config(config)
+    domain_reader = DomainReader(warnings)
+    domain_dict = domain_reader.read(domain)
+    slot_types = _slot_types(domain_dict)
+
+    files = data_files(data)
+    nlu_parts: list[NLUTrainingData] = []
+    stories: list[StoryStep] = []
+    for file in files:
+        content = read_yaml_file(file)
+        if not isinstance(content, dict):
+            if content is not None:
+                raise InvalidProjectFile(
+                    "a training data file must be a mapping with 'nlu', 'stories', 'rules' or "
+                    "'responses'",
+                    str(file),
+                    getattr(content, "line", None),
+                )
+            continue
+        if "nlu" in content or "responses" in content:
+            nlu_parts.append(read_nlu_file(file))
+        if "stories" in content or "rules" in content:
+            stories.extend(read_story_data(content, str(file), slot_types, warnings))
+    nlu = NLUTrainingData.merge(nlu_parts)
+
+    # As Rasa's importer does: retrieval responses from NLU files and the bot texts of
+    # end-to-end stories become part of the domain.
+    responses = dict(domain_dict.get("responses") or {})
+    for name, variations in nlu.responses.items():
+        responses.setdefault(name, variations)
+    if responses:
+        domain_dict["responses"] = responses
+    action_texts = _action_texts(stories)
+    if action_texts:
+        existing = list(domain_dict.get("e2e_actions") or [])
+        domain_dict["e2e_actions"] = existing + [t for t in action_texts if t not in existing]
+    project_domain = domain_reader.build(domain_dict, str(domain))
+
+    return Project(project_config, project_domain, nlu, stories, files, warnings)
+
+
+def load_test_stories(
+    paths: Iterable[str | Path],
+    domain: Domain | None = None,
+    warnings: list[str] | None = None,
+) -> list[StoryStep]:
+    """Reads the stories (and rules) of test story files, such as `tests/test_stories.yml`."""
+    slot_types = {s.name: s.type for s in domain.slots} if domain else {}
+    steps: list[StoryStep] = []
+    for file in data_files(paths):
+        content = read_yaml_file(file)
+        if isinstance(content, dict) and ("stories" in content or "rules" in content):
+            steps.extend(read_story_data(content, str(file), slot_types, warnings))
+    return steps
+
+
+def _slot_types(domain_dict: dict[str, Any]) -> dict[str, str]:
+    types: dict[str, str] = {}
+    for name, spec in (domain_dict.get("slots") or {}).items():
+        if isinstance(spec, dict) and isinstance(spec.get("type"), str):
+            types[str(name)] = spec["type"]
+    return types
+
+
+def _action_texts(stories: list[StoryStep]) -> list[str]:
+    texts: dict[str, None] = {}
+    for step in stories:
+        for event in step.events:
+            if isinstance(event, ActionExecuted) and event.action_text and not event.action_name:
+                texts.setdefault(event.action_text, None)
+    return list(texts)
