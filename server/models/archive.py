@@ -112,9 +112,10 @@ def write_archive(
     mtime = int(time.time())
     try:
         with tarfile.open(partial, "w:gz", compresslevel=6, format=tarfile.PAX_FORMAT) as tar:
-            _add_bytes(tar, METADATA_FILE, metadata_bytes, mtime)
+            # The signature goes first so a verifying reader checks it before parsing anything.
             if signature is not None:
                 _add_bytes(tar, SIGNATURE_FILE, signature, mtime)
+            _add_bytes(tar, METADATA_FILE, metadata_bytes, mtime)
             tar.addfile(_dir_info(COMPONENTS_DIR, mtime))
             for relative, source in entries:
                 name = f"{COMPONENTS_DIR}/{relative}"
@@ -210,7 +211,7 @@ def read_archive(
         with _open_tar(Path(path), limits) as tar:
             extractor.extract_all(tar)
         extractor.finish()
-    except UnsafeArchive as exc:
+    except (UnsafeArchive, SignatureError) as exc:
         extractor.rollback()
         if extractor.metadata is None and _looks_like_rasa(Path(path), limits):
             raise UnsupportedModel(f"{RASA_MESSAGE}.") from exc
@@ -328,6 +329,7 @@ class _Extractor:
         self.metadata: dict[str, Any] | None = None
         self.hashes: dict[str, str] = {}
         self.signed: dict[str, str] | None = None
+        self._seen_signature = False
         self.total_bytes = 0
         self._created_top: set[str] = set()
         self._root_fd = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY)
@@ -354,21 +356,27 @@ class _Extractor:
                 raise UnsafeArchive(f"Unexpected directory '{name}' in the archive")
             self._open_dir(parts)
             return
+        if parts == (SIGNATURE_FILE,):
+            if self._seen_signature:
+                raise UnsafeArchive(f"Archive holds {SIGNATURE_FILE} twice")
+            self._seen_signature = True
+            raw = _read_small(tar, member, _MAX_SIGNATURE_BYTES)
+            if self.public_key is not None:
+                self.signed = signing.verify_signature_document(raw, self.public_key)
+            return
+        if self.public_key is not None and self.signed is None:
+            # With a verify key nothing is parsed or written before the signature verifies.
+            raise SignatureError(
+                "The archive is not signed, and this server only loads signed models "
+                "(sign it with `botserver train --signing-key`)"
+            )
         if parts == (METADATA_FILE,):
             if self.metadata is not None:
                 raise UnsafeArchive(f"Archive holds {METADATA_FILE} twice")
             raw = _read_small(tar, member, self.limits.max_metadata_bytes)
-            self.metadata = parse_metadata(raw)
             self._record_hash(name, hashlib.sha256(raw).hexdigest())
+            self.metadata = parse_metadata(raw)
             self._write_bytes(parts, raw)
-        elif parts == (SIGNATURE_FILE,):
-            if self.signed is not None:
-                raise UnsafeArchive(f"Archive holds {SIGNATURE_FILE} twice")
-            raw = _read_small(tar, member, _MAX_SIGNATURE_BYTES)
-            if self.public_key is not None:
-                self.signed = signing.verify_signature_document(raw, self.public_key)
-                for seen, digest in self.hashes.items():
-                    self._check_signed(seen, digest)
         elif parts[0] == COMPONENTS_DIR and len(parts) > 1:
             check_file_name(parts)
             self._stream_file(tar, member, parts)

@@ -1,0 +1,348 @@
+"""Pulling from a real local HTTP model server, and swapping models while turns run.
+
+Every failure (304, 204, 404, timeout, corrupt body, server gone) must leave the previous
+model answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import pytest
+
+from server.models import ModelHolder, ModelSource
+from server.models.model_server import ModelServerConfig, ModelServerPoller
+
+
+@dataclass
+class Behaviour:
+    """What the model server does next; tests change it between pulls."""
+
+    mode: str = "serve"  # serve | no-etag | 204 | 404 | 500 | slow | corrupt
+    body: bytes = b""
+    etag: str = '"v1"'
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ModelServer:
+    def __init__(self) -> None:
+        self.behaviour = Behaviour()
+        behaviour = self.behaviour
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                url = urlparse(self.path)
+                behaviour.requests.append(
+                    {"path": url.path, "query": parse_qs(url.query), "headers": dict(self.headers)}
+                )
+                mode = behaviour.mode
+                if mode == "slow":
+                    time.sleep(2)
+                if mode in ("204", "404", "500"):
+                    self.send_response(int(mode))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if mode == "serve" and self.headers.get("If-None-Match") == behaviour.etag:
+                    self.send_response(304)
+                    self.end_headers()
+                    return
+                body = b"\x1f\x8b garbage, not a model" if mode == "corrupt" else behaviour.body
+                self.send_response(200)
+                if mode != "no-etag":
+                    self.send_header("ETag", behaviour.etag)
+                self.send_header("filename", "served-model.tar.gz")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/models/default@latest"
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def model_server() -> Iterator[ModelServer]:
+    server = ModelServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def client() -> Any:
+    async with httpx.AsyncClient() as shared:
+        yield shared
+
+
+@pytest.fixture
+def holder(loader) -> ModelHolder[Any]:
+    return ModelHolder(loader)
+
+
+async def poller_with_model(model_server, holder, client, archive_factory, **cfg):
+    model_server.behaviour.body = archive_factory("one").read_bytes()
+    config = ModelServerConfig.from_endpoint({"url": model_server.url, **cfg})
+    poller = ModelServerPoller(holder, config, client)
+    assert await poller.pull_once() is True
+    assert holder.current.answer() == "one"
+    return poller
+
+
+async def test_200_with_etag_loads_and_etag_becomes_fingerprint(
+    model_server, holder, client, archive_factory
+):
+    await poller_with_model(model_server, holder, client, archive_factory)
+    assert holder.info.fingerprint == '"v1"'
+    assert holder.info.model_file == "served-model.tar.gz"
+    assert holder.info.source == "server"
+    assert "if-none-match" not in {k.lower() for k in model_server.behaviour.requests[0]["headers"]}
+
+
+async def test_304_keeps_the_model_and_sends_the_etag_verbatim(
+    model_server, holder, client, archive_factory
+):
+    poller = await poller_with_model(model_server, holder, client, archive_factory)
+    before = holder.current
+
+    assert await poller.pull_once() is False
+
+    assert model_server.behaviour.requests[-1]["headers"]["If-None-Match"] == '"v1"'
+    assert holder.current is before and holder.current.answer() == "one"
+
+
+async def test_new_etag_swaps_the_model(model_server, holder, client, archive_factory):
+    poller = await poller_with_model(model_server, holder, client, archive_factory)
+    model_server.behaviour.body = archive_factory("two").read_bytes()
+    model_server.behaviour.etag = '"v2"'
+
+    assert await poller.pull_once() is True
+    assert holder.current.answer() == "two"
+    assert holder.info.fingerprint == '"v2"'
+
+
+@pytest.mark.parametrize("mode", ["204", "404", "500", "corrupt"])
+async def test_no_change_or_failure_keeps_the_model(
+    model_server, holder, client, archive_factory, mode, caplog
+):
+    poller = await poller_with_model(model_server, holder, client, archive_factory)
+    model_server.behaviour.mode = mode
+    model_server.behaviour.etag = '"v2"'
+
+    assert await poller.pull_once() is False
+
+    assert holder.current.answer() == "one"
+    assert holder.info.fingerprint == '"v1"'
+    if mode == "404":
+        assert "has no model (404)" in poller.last_error
+    if mode == "corrupt":
+        assert "corrupt" in holder.last_error
+        assert "failed to load" in poller.last_error
+
+
+async def test_timeout_keeps_the_model(model_server, holder, client, archive_factory):
+    poller = await poller_with_model(model_server, holder, client, archive_factory, timeout=0.3)
+    model_server.behaviour.mode = "slow"
+
+    assert await poller.pull_once() is False
+
+    assert "timed out" in poller.last_error
+    assert holder.current.answer() == "one"
+
+
+async def test_server_gone_keeps_the_model(model_server, holder, client, archive_factory):
+    poller = await poller_with_model(model_server, holder, client, archive_factory)
+    model_server.stop()
+
+    assert await poller.pull_once() is False
+
+    assert "cannot reach model server" in poller.last_error
+    assert holder.current.answer() == "one"
+
+
+async def test_200_without_etag_loads_with_content_hash_once(
+    model_server, holder, client, archive_factory
+):
+    model_server.behaviour.mode = "no-etag"
+    model_server.behaviour.body = archive_factory("one").read_bytes()
+    poller = ModelServerPoller(holder, ModelServerConfig(url=model_server.url), client)
+
+    assert await poller.pull_once() is True
+    fingerprint = holder.info.fingerprint
+    assert len(fingerprint) == 64
+    # The same bytes again: recognised by their hash, not reloaded.
+    assert await poller.pull_once() is False
+    assert holder.info.fingerprint == fingerprint
+
+
+async def test_token_params_headers_and_basic_auth_are_sent(
+    model_server, holder, client, archive_factory
+):
+    await poller_with_model(
+        model_server,
+        holder,
+        client,
+        archive_factory,
+        token="s3cret",
+        token_name="auth",
+        params={"tag": "prod"},
+        headers={"X-Team": "bots"},
+        basic_auth={"username": "u", "password": "p"},
+    )
+    request = model_server.behaviour.requests[0]
+    assert request["path"] == "/models/default@latest"
+    assert request["query"] == {"auth": ["s3cret"], "tag": ["prod"]}
+    assert request["headers"]["X-Team"] == "bots"
+    assert request["headers"]["Authorization"] == "Basic dTpw"
+
+
+async def test_scheduled_pulls_pick_up_a_new_model(model_server, holder, client, archive_factory):
+    poller = await poller_with_model(
+        model_server, holder, client, archive_factory, wait_time_between_pulls=0.05
+    )
+    poller.start()
+    try:
+        model_server.behaviour.body = archive_factory("two").read_bytes()
+        model_server.behaviour.etag = '"v2"'
+        for _ in range(100):
+            if holder.current.answer() == "two":
+                break
+            await asyncio.sleep(0.05)
+        assert holder.current.answer() == "two"
+    finally:
+        await poller.stop()
+
+
+@pytest.mark.parametrize("wait", [0, None])
+def test_zero_or_null_wait_means_pull_once(wait):
+    config = ModelServerConfig.from_endpoint({"url": "http://x", "wait_time_between_pulls": wait})
+    assert config.wait_time_between_pulls is None
+    assert ModelServerConfig.from_endpoint({"url": "http://x"}).wait_time_between_pulls == 100
+
+
+async def test_swap_while_turns_run(model_server, holder, client, archive_factory):
+    """Many concurrent turns read the holder while models swap; none sees a gap."""
+    poller = await poller_with_model(model_server, holder, client, archive_factory)
+    bodies = {name: archive_factory(name).read_bytes() for name in ("two", "three", "four")}
+    answers: list[str] = []
+    stop = asyncio.Event()
+
+    async def turn_loop() -> None:
+        while not stop.is_set():
+            model = holder.current  # a turn grabs the model once...
+            assert model is not None
+            await asyncio.sleep(0)  # ...awaits I/O while a swap may happen...
+            answers.append(model.answer())  # ...and finishes on the model it grabbed.
+
+    turns = [asyncio.create_task(turn_loop()) for _ in range(50)]
+    for index, (name, body) in enumerate(bodies.items()):
+        model_server.behaviour.body = body
+        model_server.behaviour.etag = f'"v{index + 2}"'
+        assert await poller.pull_once() is True
+        assert holder.current.answer() == name
+    stop.set()
+    await asyncio.gather(*turns)
+
+    assert set(answers) <= {"one", "two", "three", "four"}
+    assert "four" in answers and len(answers) > 100
+
+
+async def test_in_flight_turn_keeps_the_old_model(holder, archive_factory):
+    await holder.load_archive(archive_factory("one"))
+    in_flight = holder.current
+    old_directory = holder.loaded.directory
+
+    await holder.load_archive(archive_factory("two"))
+
+    assert in_flight.answer() == "one"
+    assert holder.current.answer() == "two"
+    assert not old_directory.exists()
+
+
+async def test_failed_load_keeps_model_and_records_error(holder, archive_factory, tmp_path: Path):
+    await holder.load_archive(archive_factory("one"))
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(b"nope")
+
+    with pytest.raises(Exception, match="corrupt"):
+        await holder.load_archive(broken)
+
+    assert holder.current.answer() == "one"
+    assert "broken.tar.gz" in holder.last_error
+
+
+async def test_loader_failure_keeps_model(archive_factory):
+    calls = 0
+
+    def flaky_loader(directory: Path, metadata: dict[str, Any]) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("component state is inconsistent")
+        return f"model {calls}"
+
+    holder: ModelHolder[str] = ModelHolder(flaky_loader)
+    await holder.load_archive(archive_factory("one"))
+    with pytest.raises(Exception, match="inconsistent"):
+        await holder.load_archive(archive_factory("two"))
+    assert holder.current == "model 1"
+
+
+async def test_unload_and_status(holder, archive_factory):
+    info = await holder.load_archive(archive_factory("one"))
+    with holder.training_job():
+        status = holder.status()
+    assert status == {
+        "model_id": info.model_id,
+        "model_file": info.model_file,
+        "fingerprint": info.fingerprint,
+        "num_active_training_jobs": 1,
+    }
+    await holder.unload()
+    assert holder.current is None and holder.info is None
+    assert holder.status()["num_active_training_jobs"] == 0
+
+
+async def test_startup_priority_model_server_first(
+    model_server, holder, client, archive_factory, tmp_path: Path
+):
+    model_server.behaviour.body = archive_factory("from-server").read_bytes()
+    local = archive_factory("local")
+    source = ModelSource(holder, client)
+
+    info = await source.load_initial(local, {"url": model_server.url, "wait_time_between_pulls": 0})
+
+    assert info is not None and info.source == "server"
+    assert holder.current.answer() == "from-server"
+    assert source.poller is not None and source.poller._task is None
+    await source.stop()
+
+
+async def test_startup_local_path_and_missing_model(holder, archive_factory, tmp_path: Path):
+    source = ModelSource(holder)
+    assert await source.load_initial(tmp_path / "nothing-here") is None
+    archive = archive_factory("local")
+    info = await source.load_initial(archive.parent)
+    assert info is not None and holder.current.answer() == "local"
