@@ -1,0 +1,250 @@
+"""`test nlu` as a library: intent and entity reports in Rasa's file layout, plots, and
+cross-validation."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from server.nlu.pipeline import NLUPipeline
+from server.nlu.training_data import Example, NLUTrainingData
+
+logger = logging.getLogger(__name__)
+
+# Extractors whose entities come from outside the training data are not evaluated.
+_PRETRAINED = {"DucklingEntityExtractor", "SpacyEntityExtractor"}
+
+
+@dataclass
+class Predictions:
+    """What the pipeline said about each test example."""
+
+    examples: list[Example] = field(default_factory=list)
+    intents: list[str | None] = field(default_factory=list)
+    confidences: list[float] = field(default_factory=list)
+    entities: list[list[dict[str, Any]]] = field(default_factory=list)
+    extractors: set[str] = field(default_factory=set)
+
+    def extend(self, other: Predictions) -> None:
+        self.examples += other.examples
+        self.intents += other.intents
+        self.confidences += other.confidences
+        self.entities += other.entities
+        self.extractors |= other.extractors
+
+
+def predict(pipeline: NLUPipeline, data: NLUTrainingData) -> Predictions:
+    out = Predictions(extractors=_extractor_names(pipeline))
+    for example in data.examples:
+        parsed = pipeline.parse(example.text)
+        intent = parsed.get("intent") or {}
+        out.examples.append(example)
+        out.intents.append(intent.get("name"))
+        out.confidences.append(float(intent.get("confidence") or 0.0))
+        out.entities.append(parsed.get("entities", []))
+    return out
+
+
+def _extractor_names(pipeline: NLUPipeline) -> set[str]:
+    keys = {"CRFEntityExtractor", "RegexEntityExtractor"}
+    return {c.name for k, c in pipeline._components if k in keys and c.name not in _PRETRAINED}
+
+
+def evaluate(pipeline: NLUPipeline, test_data: NLUTrainingData, out_dir: Path) -> dict[str, Any]:
+    """Evaluate on `test_data`; write Rasa's report files to `out_dir`; return a summary."""
+    return write_reports(predict(pipeline, test_data), Path(out_dir))
+
+
+def write_reports(predictions: Predictions, out_dir: Path) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {}
+    intent_rows = [
+        (e.base_intent, p or "None", c, e)
+        for e, p, c in zip(
+            predictions.examples, predictions.intents, predictions.confidences, strict=True
+        )
+        if e.base_intent
+    ]
+    if intent_rows:
+        summary["intent_evaluation"] = _intent_reports(intent_rows, out_dir)
+    entity_summary = {}
+    for extractor in sorted(predictions.extractors):
+        report = entity_report(predictions, extractor)
+        _write_json(out_dir / f"{extractor}_report.json", report)
+        entity_summary[extractor] = report["micro avg"]
+    if entity_summary:
+        summary["entity_evaluation"] = entity_summary
+    return summary
+
+
+def _intent_reports(rows: list[tuple[Any, str, float, Example]], out_dir: Path) -> dict[str, Any]:
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    targets = [r[0] for r in rows]
+    predicted = [r[1] for r in rows]
+    labels = sorted(set(targets) | set(predicted))
+    report = classification_report(
+        targets, predicted, labels=labels, output_dict=True, zero_division=0
+    )
+    accuracy = float(np.mean([t == p for t, p in zip(targets, predicted, strict=True)]))
+    report.pop("micro avg", None)
+    report["accuracy"] = accuracy
+    matrix = confusion_matrix(targets, predicted, labels=labels)
+    for i, label in enumerate(labels):
+        if label in report:
+            confused = {
+                labels[j]: int(matrix[i, j])
+                for j in np.argsort(-matrix[i])
+                if j != i and matrix[i, j] > 0
+            }
+            report[label]["confused_with"] = dict(list(confused.items())[:3])
+    _write_json(out_dir / "intent_report.json", report)
+    errors = [
+        {
+            "text": example.text,
+            "intent": target,
+            "intent_prediction": {"name": pred, "confidence": confidence},
+        }
+        for target, pred, confidence, example in rows
+        if target != pred
+    ]
+    _write_json(out_dir / "intent_errors.json", errors)
+    _plots(targets, predicted, [r[2] for r in rows], labels, matrix, out_dir)
+    weighted = report.get("weighted avg", {})
+    return {
+        "accuracy": accuracy,
+        "precision": weighted.get("precision"),
+        "f1_score": weighted.get("f1-score"),
+        "errors": len(errors),
+    }
+
+
+def entity_report(predictions: Predictions, extractor: str) -> dict[str, Any]:
+    """Span-exact precision / recall / F1 per entity type, with micro/macro/weighted avgs."""
+    tp: Counter[str] = Counter()
+    fp: Counter[str] = Counter()
+    fn: Counter[str] = Counter()
+    for example, entities in zip(predictions.examples, predictions.entities, strict=True):
+        gold = {(a.start, a.end, a.entity) for a in example.entities}
+        found = {
+            (e["start"], e["end"], e["entity"])
+            for e in entities
+            if e.get("extractor") == extractor
+        }
+        for span in found & gold:
+            tp[span[2]] += 1
+        for span in found - gold:
+            fp[span[2]] += 1
+        for span in gold - found:
+            fn[span[2]] += 1
+    report: dict[str, Any] = {}
+    for label in sorted(set(tp) | set(fp) | set(fn)):
+        report[label] = _prf(tp[label], fp[label], fn[label])
+    micro = _prf(sum(tp.values()), sum(fp.values()), sum(fn.values()))
+    per_label = [v for v in report.values()]
+    support = sum(v["support"] for v in per_label)
+    report["micro avg"] = micro
+    report["macro avg"] = {
+        k: float(np.mean([v[k] for v in per_label])) if per_label else 0.0
+        for k in ("precision", "recall", "f1-score")
+    } | {"support": support}
+    report["weighted avg"] = {
+        k: float(sum(v[k] * v["support"] for v in per_label) / support) if support else 0.0
+        for k in ("precision", "recall", "f1-score")
+    } | {"support": support}
+    return report
+
+
+def _prf(tp: int, fp: int, fn: int) -> dict[str, Any]:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1-score": f1, "support": tp + fn}
+
+
+def _plots(
+    targets: list[Any],
+    predicted: list[str],
+    confidences: list[float],
+    labels: list[str],
+    matrix: np.ndarray,
+    out_dir: Path,
+) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed: skipping the confusion matrix and histogram")
+        return
+    size = max(6.0, 0.25 * len(labels))
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    ax.set_xlabel("Predicted label")
+    ax.set_ylabel("True label")
+    ax.set_title("Intent Confusion matrix")
+    fig.tight_layout()
+    fig.savefig(out_dir / "intent_confusion_matrix.png")
+    plt.close(fig)
+    hits = [c for t, p, c in zip(targets, predicted, confidences, strict=True) if t == p]
+    misses = [c for t, p, c in zip(targets, predicted, confidences, strict=True) if t != p]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    bins = np.linspace(0.0, 1.0, 21)
+    ax.hist([hits, misses], bins=bins, label=["hits", "misses"], color=["#009292", "#ff6db6"])
+    ax.set_xlabel("Confidence")
+    ax.set_ylabel("Number of samples")
+    ax.set_title("Intent Prediction Confidence Distribution")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "intent_histogram.png")
+    plt.close(fig)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def cross_validate(
+    data: NLUTrainingData, pipeline: list[dict], folds: int, out_dir: Path, language: str = "en"
+) -> dict[str, Any]:
+    """Stratified k-fold: train on k-1 folds, predict the held-out one, report on all."""
+    from sklearn.model_selection import StratifiedKFold
+
+    examples = data.examples
+    labels = [e.base_intent or "" for e in examples]
+    counts = Counter(labels)
+    # Classes rarer than `folds` cannot be stratified; give them a shared bucket.
+    strata = [label if counts[label] >= folds else "__rare__" for label in labels]
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=42)
+    combined = Predictions()
+    fold_accuracies = []
+    for train_idx, test_idx in splitter.split(np.zeros(len(strata)), strata):
+        train = _subset(data, train_idx)
+        test = _subset(data, test_idx)
+        model = NLUPipeline.train(train, pipeline, language)
+        fold = predict(model, test)
+        hits = [e.base_intent == p for e, p in zip(fold.examples, fold.intents, strict=True)]
+        fold_accuracies.append(float(np.mean(hits)) if hits else 0.0)
+        combined.extend(fold)
+    summary = write_reports(combined, Path(out_dir))
+    summary["fold_accuracies"] = fold_accuracies
+    return summary
+
+
+def _subset(data: NLUTrainingData, indices: np.ndarray) -> NLUTrainingData:
+    return NLUTrainingData(
+        examples=[data.examples[i] for i in indices],
+        synonyms=data.synonyms,
+        regexes=data.regexes,
+        lookups=data.lookups,
+        responses=data.responses,
+    )
