@@ -19,7 +19,7 @@ FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 RASA2_MARKER = "fingerprint.json"
 # The trainer's fingerprint of its inputs (see server.models.fingerprint).
-TRAINING_FINGERPRINT_KEY = "training_fingerprint"
+TRAINING_FINGERPRINT_KEY = "fingerprint"
 
 RASA_MESSAGE = "This is a Rasa model; retrain it with `botserver train`"
 

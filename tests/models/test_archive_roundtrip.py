@@ -26,7 +26,7 @@ from server.models import (
 
 
 def test_round_trip_restores_content_and_adds_metadata(tmp_path: Path, archive_factory):
-    archive = archive_factory("hi there", training_fingerprint="abc")
+    archive = archive_factory("hi there", fingerprint="abc")
     dest = tmp_path / "dest"
 
     metadata = read_archive(archive, dest)
@@ -36,7 +36,7 @@ def test_round_trip_restores_content_and_adds_metadata(tmp_path: Path, archive_f
     assert re.fullmatch(r"[0-9a-f]{32}", metadata["model_id"])
     assert metadata["trained_at"].endswith("+00:00")
     assert metadata["domain"] == {"intents": ["greet"]}
-    assert metadata["training_fingerprint"] == "abc"
+    assert metadata["fingerprint"] == "abc"
     state = json.loads((dest / "components/nlu/classifier/state.json").read_text())
     assert state == {"greeting": "hi there"}
     weights = np.load(dest / "components/nlu/classifier/weights.npy", allow_pickle=False)
@@ -126,8 +126,8 @@ def test_fingerprint_depends_on_content_names_and_config_only(tmp_path: Path):
 
 def test_find_archive_with_fingerprint(tmp_path: Path, archive_factory):
     assert find_archive_with_fingerprint(tmp_path / "models", "fp-1") is None
-    archive = archive_factory("one", training_fingerprint="fp-1")
-    archive_factory("two", training_fingerprint="fp-2")
+    archive = archive_factory("one", fingerprint="fp-1")
+    archive_factory("two", fingerprint="fp-2")
     (tmp_path / "models" / "broken.tar.gz").write_bytes(b"not gzip")
 
     assert find_archive_with_fingerprint(tmp_path / "models", "fp-1") == archive
