@@ -108,13 +108,19 @@ class BackgroundDelivery:
                 )
                 await asyncio.sleep(delay)
 
+    async def flush(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds until everything queued is delivered; True if so."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     async def close(self, timeout: float = 5.0) -> None:
         """Wait up to `timeout` for the queue to drain, then stop."""
         if self._task is None:
             return
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
+        if not await self.flush(timeout):
             logger.error("%s: closing with %d events not delivered", self.name, len(self._pending))
         self._task.cancel()
         try:

@@ -50,6 +50,10 @@ class SqlEventBroker:
     async def publish(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         self._delivery.submit(sender_id, events)
 
+    async def flush(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds until every queued event is delivered; True if so."""
+        return await self._delivery.flush(timeout)
+
     async def _send(self, pending: deque[Outgoing]) -> None:
         if not self._table_ready:
             async with self._engine.begin() as conn:

@@ -1,0 +1,154 @@
+"""The RabbitMQ broker delivers every event once, in order, and never stalls a turn."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import pytest
+from persistence_fixtures import RABBITMQ, TcpProxy, require_service, unique_name
+
+from server.brokers.factory import create_event_broker
+from server.brokers.rabbitmq import RabbitMQEventBroker
+
+AMQP_URL = f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/"
+
+
+@pytest.fixture
+async def names() -> AsyncIterator[dict[str, str]]:
+    require_service("RabbitMQ", RABBITMQ)
+    chosen = {"queue": unique_name("bs_q"), "exchange": unique_name("bs_x")}
+    yield chosen
+    connection = await aio_pika.connect(AMQP_URL)
+    channel = await connection.channel()
+    await channel.queue_delete(chosen["queue"])
+    await channel.exchange_delete(chosen["exchange"])
+    await connection.close()
+
+
+def broker_config(names: dict[str, str], **overrides: Any) -> dict[str, Any]:
+    return {
+        "type": "pika",
+        "url": RABBITMQ[0],
+        "port": RABBITMQ[1],
+        "username": "guest",
+        "password": "guest",
+        "queues": [names["queue"]],
+        "exchange_name": names["exchange"],
+        "retry_delay_in_seconds": 0.05,
+        **overrides,
+    }
+
+
+def conversation(sender: str, count: int) -> list[dict[str, Any]]:
+    return [
+        {"event": "user", "timestamp": float(i), "text": f"{sender} {i}", "metadata": {}}
+        for i in range(count)
+    ]
+
+
+async def consume(queue_name: str, expected: int, timeout: float = 10.0) -> list[Any]:
+    """Messages from the queue until `expected` arrived (or the timeout), acknowledged."""
+    connection = await aio_pika.connect(AMQP_URL)
+    received: list[Any] = []
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, durable=True)
+        deadline = time.monotonic() + timeout
+        while len(received) < expected and time.monotonic() < deadline:
+            message = await queue.get(fail=False)
+            if message is None:
+                await asyncio.sleep(0.02)
+                continue
+            await message.ack()
+            received.append(message)
+        # Anything beyond what we expect would be a duplicate.
+        await asyncio.sleep(0.1)
+        while (extra := await queue.get(fail=False)) is not None:
+            await extra.ack()
+            received.append(extra)
+    finally:
+        await connection.close()
+    return received
+
+
+def by_conversation(messages: list[Any]) -> dict[str, list[dict[str, Any]]]:
+    events: dict[str, list[dict[str, Any]]] = {}
+    for message in messages:
+        body = json.loads(message.body)
+        events.setdefault(body.pop("sender_id"), []).append(body)
+    return events
+
+
+async def test_consumer_receives_every_event_exactly_once_in_order(
+    names: dict[str, str],
+) -> None:
+    broker = create_event_broker(broker_config(names))
+    assert isinstance(broker, RabbitMQEventBroker)
+    expected = {f"user{n}": conversation(f"user{n}", 30) for n in range(3)}
+    for i in range(0, 30, 3):
+        for sender, events in expected.items():
+            await broker.publish(sender, events[i : i + 3])
+    await broker.close()
+
+    messages = await consume(names["queue"], expected=90)
+
+    assert by_conversation(messages) == expected
+    first = messages[0]
+    assert first.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert list(json.loads(first.body))[0] == "sender_id"
+
+
+async def test_publishing_while_rabbitmq_is_unreachable_neither_blocks_nor_raises(
+    names: dict[str, str],
+) -> None:
+    proxy = TcpProxy(RABBITMQ)
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port))
+    events = conversation("alice", 20)
+    try:
+        started = time.monotonic()
+        for event in events:
+            await broker.publish("alice", [event])
+        assert time.monotonic() - started < 0.1
+        await asyncio.sleep(0.3)
+        assert broker.pending == 20
+
+        await proxy.start()
+        assert await broker.flush(timeout=10)
+        assert broker.pending == 0
+    finally:
+        await broker.close()
+        await proxy.stop()
+
+    assert by_conversation(await consume(names["queue"], expected=20)) == {"alice": events}
+
+
+async def test_a_broker_outage_during_load_loses_nothing_and_keeps_order(
+    names: dict[str, str],
+) -> None:
+    proxy = TcpProxy(RABBITMQ)
+    await proxy.start()
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port))
+    expected = {f"user{n}": conversation(f"user{n}", 100) for n in range(2)}
+    try:
+        for i in range(100):
+            for sender, events in expected.items():
+                await broker.publish(sender, [events[i]])
+            if i == 30:
+                await asyncio.sleep(0.05)
+                await proxy.stop()
+            if i == 60:
+                await proxy.start()
+            await asyncio.sleep(0.001)
+    finally:
+        await broker.close()
+        await proxy.stop()
+
+    messages = await consume(names["queue"], expected=200)
+    # A message whose confirm was lost in the outage is re-sent with the same message_id.
+    unique = list({m.message_id: m for m in messages}.values())
+    assert by_conversation(unique) == expected

@@ -1,0 +1,69 @@
+"""The SQL broker writes events to its own table, beside a tracker store if need be."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from persistence_fixtures import POSTGRES, TcpProxy, postgres_database
+from sqlalchemy import select
+
+from server.brokers.factory import create_event_broker
+from server.brokers.sql import SqlEventBroker
+from server.trackers.factory import create_tracker_store
+
+
+def events(count: int) -> list[dict[str, Any]]:
+    return [{"event": "bot", "timestamp": float(i), "text": str(i)} for i in range(count)]
+
+
+async def stored_rows(broker: SqlEventBroker) -> list[dict[str, Any]]:
+    engine = broker._engine
+    async with engine.connect() as conn:
+        result = await conn.execute(select(broker.table.c.data).order_by(broker.table.c.id))
+        return [json.loads(row[0]) for row in result]
+
+
+async def test_sql_broker_shares_a_database_with_the_tracker_store(tmp_path: Path) -> None:
+    config = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "one.db")}
+    trackers = create_tracker_store(config)
+    broker = create_event_broker(config)
+    assert isinstance(broker, SqlEventBroker)
+    try:
+        await trackers.append("alice", events(3))
+        await broker.publish("alice", events(3))
+        await broker.publish("bob", events(1))
+        await broker.close()
+
+        assert broker.table.name == "broker_events"
+        assert await stored_rows(broker) == [
+            *({"sender_id": "alice", **e} for e in events(3)),
+            {"sender_id": "bob", **events(1)[0]},
+        ]
+        assert await trackers.load("alice") == events(3)
+    finally:
+        await trackers.close()
+
+
+async def test_sql_broker_retries_until_the_database_is_back() -> None:
+    async with postgres_database() as config:
+        proxy = TcpProxy(POSTGRES)
+        broker = SqlEventBroker(
+            {**config, "port": proxy.port, "table_name": "my_events", "retry_delay_in_seconds": 0.1}
+        )
+        try:
+            started = time.monotonic()
+            await broker.publish("alice", events(5))
+            assert time.monotonic() - started < 0.1
+            await asyncio.sleep(0.2)
+            assert broker.pending == 5
+
+            await proxy.start()
+            assert await broker.flush(timeout=10)
+            assert await stored_rows(broker) == [{"sender_id": "alice", **e} for e in events(5)]
+        finally:
+            await broker.close()
+            await proxy.stop()
