@@ -1,0 +1,100 @@
+"""Remote storage `aws` against moto's real S3 server on a free local port."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.errors import InvalidConfig, ModelNotFound
+from server.models import ModelHolder, ModelSource
+from server.models.remote_storage import download_model, object_name
+
+boto3 = pytest.importorskip("boto3")
+moto_server = pytest.importorskip("moto.server")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("BUCKET_NAME", "models-bucket")
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket="models-bucket")
+    return client
+
+
+def test_object_name_adds_the_suffix_like_rasa():
+    assert object_name("mybot") == "mybot.tar.gz"
+    assert object_name("mybot.tar.gz") == "mybot.tar.gz"
+
+
+async def test_startup_loads_from_s3_without_touching_the_cwd(
+    s3_env, archive_factory, loader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    s3_env.put_object(
+        Bucket="models-bucket", Key="prod.tar.gz", Body=archive_factory("s3").read_bytes()
+    )
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    holder = ModelHolder(loader)
+
+    info = await ModelSource(holder).load_initial("prod", remote_storage="aws")
+
+    assert info is not None and info.source == "remote:aws"
+    assert info.model_file == "prod.tar.gz"
+    assert holder.current.answer() == "s3"
+    assert list(workdir.iterdir()) == []
+
+
+async def test_missing_object_is_model_not_found(s3_env):
+    with pytest.raises(ModelNotFound, match="nothing.tar.gz"):
+        await download_model("aws", "nothing")
+
+
+async def test_download_goes_to_a_private_temp_dir(s3_env, archive_factory):
+    s3_env.put_object(Bucket="models-bucket", Key="a.tar.gz", Body=b"bytes")
+    path = await download_model("aws", "a.tar.gz")
+    try:
+        assert path.read_bytes() == b"bytes"
+        assert path.parent.name.startswith("botserver-remote-")
+        assert oct(os.stat(path.parent).st_mode & 0o777) == "0o700"
+    finally:
+        path.unlink()
+        path.parent.rmdir()
+
+
+async def test_too_large_object_is_refused(s3_env):
+    s3_env.put_object(Bucket="models-bucket", Key="big.tar.gz", Body=b"x" * 2048)
+    with pytest.raises(Exception, match="more than 1024"):
+        await download_model("aws", "big", max_bytes=1024)
+
+
+async def test_unknown_storage_and_missing_bucket_env(monkeypatch: pytest.MonkeyPatch):
+    with pytest.raises(InvalidConfig, match="never import code"):
+        await download_model("my_company.persistor.Custom", "m")
+    monkeypatch.delenv("BUCKET_NAME", raising=False)
+    with pytest.raises(InvalidConfig, match="BUCKET_NAME"):
+        await download_model("aws", "m")
