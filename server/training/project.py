@@ -92,6 +92,10 @@ def load_project(
         responses.setdefault(name, variations)
     if responses:
         domain_dict["responses"] = responses
+    # Each retrieval intent gets its `utter_<intent>` action, and is an intent of the domain.
+    for intent in nlu.retrieval_intents:
+        _add_named(domain_dict, "intents", intent)
+        _add_named(domain_dict, "actions", f"utter_{intent}")
     action_texts = _action_texts(stories)
     if action_texts:
         existing = list(domain_dict.get("e2e_actions") or [])
@@ -131,3 +135,11 @@ def _action_texts(stories: list[StoryStep]) -> list[str]:
             if isinstance(event, ActionExecuted) and event.action_text and not event.action_name:
                 texts.setdefault(event.action_text, None)
     return list(texts)
+
+
+def _add_named(domain_dict: dict[str, Any], section: str, name: str) -> None:
+    items = list(domain_dict.get(section) or [])
+    names = {item if isinstance(item, str) else next(iter(item)) for item in items}
+    if name not in names:
+        items.append(name)
+    domain_dict[section] = items

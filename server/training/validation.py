@@ -1,0 +1,295 @@
+"""`data validate`: load a project and report what Rasa reports, as errors (the project
+cannot be trained as written) and warnings (inconsistencies Rasa warns about)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from server.dialogue.domain import DEFAULT_INTENTS, Domain
+from server.dialogue.story_steps import (
+    StoryStep,
+    TrainingStory,
+    generate_training_stories,
+    unused_checkpoints,
+)
+from server.errors import BotServerError
+from server.trackers.events import (
+    ACTION_LISTEN,
+    ActionExecuted,
+    ActiveLoop,
+    Event,
+    SlotSet,
+    UserUttered,
+)
+from server.training.project import Project, load_project
+
+DEFAULT_MAX_HISTORY = 5
+# Responses Rasa runs by itself (default actions), so they need not appear in stories.
+_IMPLICIT_RESPONSES = frozenset(
+    {"utter_default", "utter_ask_rephrase", "utter_ask_affirmation", "utter_restart", "utter_back"}
+)
+
+
+@dataclass
+class ValidationReport:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def validate_project(
+    config: str | Path | None,
+    domain: str | Path,
+    data: Iterable[str | Path],
+    max_history: int = DEFAULT_MAX_HISTORY,
+) -> ValidationReport:
+    """Loads the project and checks it; a file that cannot be read is one error."""
+    report = ValidationReport()
+    try:
+        project = load_project(config, domain, list(data))
+    except BotServerError as exc:
+        report.errors.append(str(exc))
+        return report
+    report.warnings.extend(project.warnings)
+    check_project(project, report, max_history)
+    return report
+
+
+def check_project(
+    project: Project, report: ValidationReport, max_history: int = DEFAULT_MAX_HISTORY
+) -> None:
+    domain = project.domain
+    _check_intents(project, report)
+    _check_entities(project, report)
+    _check_story_references(project.stories, domain, report)
+    _check_forms(domain, report)
+    _check_unused_responses(project, report)
+    ends, starts = unused_checkpoints(project.stories)
+    for name in sorted(ends):
+        report.warnings.append(f"checkpoint '{name}' ends a story but no story starts from it")
+    for name in sorted(starts):
+        report.warnings.append(f"checkpoint '{name}' starts a story but no story ends with it")
+    stories = [s for s in generate_training_stories(project.stories) if not s.is_rule]
+    report.errors.extend(story_conflicts(stories, domain, max_history))
+
+
+def _where(step: StoryStep) -> str:
+    if step.filename:
+        return f"{step.filename}:{step.line}: " if step.line else f"{step.filename}: "
+    return ""
+
+
+def _check_intents(project: Project, report: ValidationReport) -> None:
+    domain_intents = set(project.domain.intents)
+    nlu_intents = set(project.nlu.intents)
+    for intent in sorted(domain_intents - nlu_intents - set(DEFAULT_INTENTS)):
+        report.warnings.append(
+            f"intent '{intent}' is in the domain but has no examples in the NLU data"
+        )
+    for intent in sorted(nlu_intents - domain_intents):
+        report.warnings.append(
+            f"intent '{intent}' has NLU examples but is not listed in the domain"
+        )
+
+
+def _check_entities(project: Project, report: ValidationReport) -> None:
+    known = set(project.domain.entities)
+    for entity in sorted(set(project.nlu.entities) - known):
+        report.warnings.append(
+            f"entity '{entity}' is annotated in the NLU data but is not listed in the domain"
+        )
+
+
+def _check_story_references(
+    steps: list[StoryStep], domain: Domain, report: ValidationReport
+) -> None:
+    intents = set(domain.intents)
+    entities = set(domain.entities)
+    actions = set(domain.action_names_or_texts)
+    slots = set(domain.slots_by_name)
+    reported: set[tuple[str, str]] = set()
+
+    def once(kind: str, name: str, message: str, warning: bool = False) -> None:
+        if (kind, name) in reported:
+            return
+        reported.add((kind, name))
+        (report.warnings if warning else report.errors).append(message)
+
+    for step in steps:
+        what = f"{step.kind} '{step.name}'"
+        for event in [*step.condition, *step.events]:
+            if isinstance(event, UserUttered):
+                intent = event.intent_name
+                if intent and intent not in intents:
+                    once(
+                        "intent",
+                        intent,
+                        f"{_where(step)}intent '{intent}' is used in {what} but is not "
+                        "listed in the domain",
+                    )
+                for entity in event.entities:
+                    name = entity.get("entity")
+                    if name and name not in entities:
+                        once(
+                            "entity",
+                            name,
+                            f"{_where(step)}entity '{name}' is used in {what} but is not "
+                            "listed in the domain",
+                            warning=True,
+                        )
+            elif isinstance(event, ActionExecuted) and event.action_name:
+                if event.action_name not in actions:
+                    once(
+                        "action",
+                        event.action_name,
+                        f"{_where(step)}action '{event.action_name}' is used in {what} but is "
+                        "not listed in the domain (as a response, action or form)",
+                    )
+            elif isinstance(event, SlotSet) and event.key not in slots:
+                once(
+                    "slot",
+                    event.key,
+                    f"{_where(step)}slot '{event.key}' is set in {what} but is not defined "
+                    "in the domain",
+                )
+            elif isinstance(event, ActiveLoop) and event.name and event.name not in domain.forms:
+                if event.name not in actions:
+                    once(
+                        "loop",
+                        event.name,
+                        f"{_where(step)}active_loop '{event.name}' in {what} is not a form "
+                        "of the domain",
+                    )
+
+
+def _check_forms(domain: Domain, report: ValidationReport) -> None:
+    for form in domain.forms.values():
+        for slot in form.required_slots:
+            if slot not in domain.slots_by_name:
+                report.errors.append(
+                    f"form '{form.name}' requires slot '{slot}', which is not in the domain"
+                )
+
+
+def _check_unused_responses(project: Project, report: ValidationReport) -> None:
+    domain = project.domain
+    used: set[str] = set()
+    for step in project.stories:
+        for event in step.events:
+            if isinstance(event, ActionExecuted) and event.action_name:
+                used.add(event.action_name)
+    for policy in project.config.policies:
+        for key in ("core_fallback_action_name", "fallback_action_name"):
+            if isinstance(policy.get(key), str):
+                used.add(policy[key])
+    asked = {f"utter_ask_{slot}" for form in domain.forms.values() for slot in form.required_slots}
+    asked |= {
+        f"utter_ask_{form.name}_{slot}"
+        for form in domain.forms.values()
+        for slot in form.required_slots
+    }
+    for name in sorted(domain.responses):
+        if name in used or name in asked or name in _IMPLICIT_RESPONSES:
+            continue
+        if "/" in name and name.split("/", 1)[0] in used:
+            continue  # a retrieval response, uttered through its base action
+        if name.startswith("utter_") and "/" in name:
+            continue
+        if name in domain.user_actions:
+            continue
+        report.warnings.append(f"response '{name}' is not used in any story or rule")
+
+
+# -- story structure -------------------------------------------------------------------------
+def _states(story: TrainingStory, domain: Domain) -> list[tuple[tuple[Any, ...], str]]:
+    """(state before each action, the action): the dialogue state policies learn from."""
+    pairs: list[tuple[tuple[Any, ...], str]] = []
+    user: tuple[Any, ...] = ()
+    previous_action = ""
+    slot_values: dict[str, Any] = {}
+    loop: str | None = None
+    events: list[Event] = story.events
+    for event in events:
+        if isinstance(event, UserUttered):
+            intent = event.intent_name or event.text or ""
+            wanted = set(domain.wanted_entities(event.intent_name))
+            names = sorted({e.get("entity", "") for e in event.entities} & wanted)
+            user = (intent, tuple(names))
+        elif isinstance(event, SlotSet):
+            slot_values[event.key] = event.value
+        elif isinstance(event, ActiveLoop):
+            loop = event.name
+        elif isinstance(event, ActionExecuted):
+            name = event.action_name or event.action_text or ""
+            slots = []
+            for slot_name, value in sorted(slot_values.items()):
+                slot = domain.slots_by_name.get(slot_name)
+                feature = slot.feature(value) if slot else None
+                if feature is not None:
+                    slots.append((slot_name, feature))
+            state = (user if previous_action == ACTION_LISTEN else (), previous_action)
+            pairs.append(((state, tuple(slots), loop), name))
+            previous_action = name
+    return pairs
+
+
+def story_conflicts(
+    stories: list[TrainingStory], domain: Domain, max_history: int = DEFAULT_MAX_HISTORY
+) -> list[str]:
+    """Two stories with the same last `max_history` states that go on with different actions."""
+    seen: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
+    for story in stories:
+        pairs = _states(story, domain)
+        for index, (_, action) in enumerate(pairs):
+            history = tuple(s for s, _ in pairs[max(0, index - max_history + 1) : index + 1])
+            seen[history].setdefault(action, story.name)
+    conflicts = []
+    for history, actions in seen.items():
+        if len(actions) < 2:
+            continue
+        described = ", ".join(f"'{a}' in story '{s}'" for a, s in sorted(actions.items()))
+        last_state = history[-1][0]
+        after = last_state[1] or "the conversation start"
+        conflicts.append(
+            f"story structure conflict after '{after}': the same history leads to {described}"
+        )
+    return sorted(conflicts)
+
+
+# -- command line ----------------------------------------------------------------------------
+def run_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """`botserver data validate`: prints errors and warnings, returns the exit code.
+
+    Reads `args.domain`, `args.data` (a path or a list), `args.config` (optional),
+    `args.max_history` and `args.fail_on_warnings` (both optional).
+    """
+    out = out or sys.stdout
+    data = args.data if isinstance(args.data, (list, tuple)) else [args.data]
+    report = validate_project(
+        getattr(args, "config", None),
+        args.domain,
+        data,
+        getattr(args, "max_history", None) or DEFAULT_MAX_HISTORY,
+    )
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=out)
+    for error in report.errors:
+        print(f"error: {error}", file=out)
+    fail_on_warnings = bool(getattr(args, "fail_on_warnings", False))
+    if report.errors or (fail_on_warnings and report.warnings):
+        print(
+            f"Validation failed: {len(report.errors)} error(s), {len(report.warnings)} warning(s).",
+            file=out,
+        )
+        return 1
+    print(f"The project is valid ({len(report.warnings)} warning(s)).", file=out)
+    return 0
