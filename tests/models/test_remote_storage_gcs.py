@@ -1,0 +1,55 @@
+"""Remote storage `gcs` against gcp-storage-emulator on a free local port."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from server.errors import ModelNotFound
+from server.models import ModelHolder, ModelSource
+from server.models.remote_storage import download_model
+
+storage = pytest.importorskip("google.cloud.storage")
+emulator = pytest.importorskip("gcp_storage_emulator.server")
+
+
+@pytest.fixture(scope="module")
+def gcs_endpoint() -> Iterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket="models")
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(gcs_endpoint: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_endpoint)
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    return storage.Client().bucket("models")
+
+
+async def test_startup_loads_from_gcs(bucket, archive_factory, loader, tmp_path: Path):
+    bucket.blob("prod.tar.gz").upload_from_filename(str(archive_factory("gcs")))
+    holder = ModelHolder(loader)
+
+    info = await ModelSource(holder).load_initial("prod", remote_storage="gcs")
+
+    assert info is not None and info.source == "remote:gcs"
+    assert holder.current.answer() == "gcs"
+
+
+async def test_missing_blob_is_model_not_found(bucket):
+    with pytest.raises(ModelNotFound, match="missing.tar.gz"):
+        await download_model("gcs", "missing")
+
+
+async def test_too_large_blob_is_refused(bucket):
+    bucket.blob("big.tar.gz").upload_from_string(b"x" * 2048)
+    with pytest.raises(Exception, match="more than 1024"):
+        await download_model("gcs", "big", max_bytes=1024)
