@@ -98,3 +98,60 @@ def train(
     for warning in warnings:
         logger.warning(warning)
     return TrainResult(path, seconds=time.perf_counter() - started, warnings=warnings)
+
+
+def train_nlu(
+    config: Path,
+    nlu_data: list[Path],
+    out: Path,
+    fixed_model_name: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Trains the NLU pipeline alone (`botserver train nlu`); the model parses but has no
+    dialogue beyond the default rules."""
+    from server.dialogue.domain import Domain
+    from server.nlu.training_data import NLUTrainingData
+    from server.training.config_yaml import read_config
+    from server.training.nlu_yaml import read_nlu_file
+    from server.training.yaml_io import is_yaml_file
+
+    say = progress or (lambda _msg: None)
+    started = time.perf_counter()
+    project_config = read_config(config if Path(config).exists() else None)
+    files: list[Path] = []
+    for path in nlu_data:
+        path = Path(path)
+        files += sorted(p for p in path.rglob("*") if is_yaml_file(p)) if path.is_dir() else [path]
+    data = NLUTrainingData.merge([read_nlu_file(f) for f in files])
+    fingerprint = fingerprint_inputs(files, {"pipeline": project_config.pipeline, "nlu": True})
+    out = Path(out)
+    if not force:
+        existing = find_archive_with_fingerprint(out, fingerprint)
+        if existing is not None:
+            return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
+    intents = sorted({e.intent for e in data.examples if e.intent})
+    entities = sorted({a.entity for e in data.examples for a in e.entities})
+    domain = Domain.from_dict({"intents": intents, "entities": entities})
+    with tempfile.TemporaryDirectory(prefix="botserver-train-") as tmp:
+        content = Path(tmp)
+        (content / DOMAIN_FILE).write_text(json.dumps(domain.as_dict(full=True)), "utf-8")
+        say(f"training NLU on {len(data.examples)} examples")
+        nlu = NLUPipeline.train(data, project_config.pipeline, project_config.language)
+        nlu.persist(content / NLU_DIR)
+        ensemble = PolicyEnsemble.train([{"name": "RulePolicy"}], [], domain)
+        ensemble.persist(content / POLICIES_DIR)
+        metadata = {
+            "fingerprint": fingerprint,
+            "assistant_id": project_config.assistant_id,
+            "language": project_config.language,
+            "pipeline": project_config.pipeline,
+            "policies": [],
+            "domain": domain.as_dict(),
+            "training_type": "nlu",
+            "warnings": nlu.warnings,
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        name = fixed_model_name
+        path = write_archive(content, metadata, out, name)
+    return TrainResult(path, seconds=time.perf_counter() - started, warnings=nlu.warnings)

@@ -1,0 +1,309 @@
+"""The `botserver` command line: Rasa's verbs and flags (train, run, shell, test, data, init)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from server import __version__
+from server.errors import BotServerError
+
+logger = logging.getLogger("botserver")
+
+DEFAULT_MODELS = "models"
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the examples' layout and shows defaults."""
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _add_log_flags(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("logging")
+    group.add_argument("-v", "--verbose", action="count", default=0,
+                       help="more logs (-v info, -vv debug, with one line per turn)")
+    group.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    group.add_argument("--log-file", help="also write logs to this file")
+    group.add_argument("--log-format", choices=("text", "json"), default="text",
+                       help="human-readable text or JSON lines")
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", default="config.yml", help="the pipeline and policies")
+    p.add_argument("-d", "--domain", default="domain.yml", help="domain file or directory")
+    p.add_argument("--data", nargs="+", default=["data"], help="training data files or dirs")
+    p.add_argument("--out", default=DEFAULT_MODELS, help="directory for the model archive")
+    p.add_argument("--fixed-model-name", help="name the archive <name>.tar.gz")
+    p.add_argument("--force", action="store_true", help="train even if nothing changed")
+    p.add_argument("--signing-key", help="Ed25519 private key (PEM) to sign the archive with")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="botserver",
+        description="Train and serve Rasa 3 projects: Rasa's HTTP API, faster and safer.",
+        formatter_class=_Formatter,
+        epilog=_examples(
+            "botserver init --no-prompt && botserver run --enable-api",
+            "botserver train",
+            "botserver run -m models --enable-api --log-file out.log",
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"botserver {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # init
+    p = sub.add_parser("init", help="write a starter project and train it",
+                       formatter_class=_Formatter,
+                       epilog=_examples("botserver init --no-prompt --init-dir mybot"))
+    p.add_argument("--no-prompt", action="store_true", help="don't ask; use the defaults")
+    p.add_argument("--init-dir", default=".", help="where to write the project")
+    _add_log_flags(p)
+
+    # train
+    p = sub.add_parser("train", help="train a model from config, domain and data",
+                       formatter_class=_Formatter,
+                       epilog=_examples(
+                           "botserver train",
+                           "botserver train --config config.yml --domain domain.yml --data data/",
+                           "botserver train --fixed-model-name mybot --force",
+                           "botserver train nlu --config config.yml --nlu data/nlu.yml",
+                       ))
+    _add_train_flags(p)
+    _add_log_flags(p)
+    tsub = p.add_subparsers(dest="train_what", metavar="WHAT")
+    pn = tsub.add_parser("nlu", help="train the NLU pipeline only", formatter_class=_Formatter)
+    pn.add_argument("-c", "--config", default="config.yml")
+    pn.add_argument("-u", "--nlu", nargs="+", default=["data"], help="NLU data files or dirs")
+    pn.add_argument("--out", default=DEFAULT_MODELS)
+    pn.add_argument("--fixed-model-name")
+    pn.add_argument("--force", action="store_true")
+    _add_log_flags(pn)
+
+    # run
+    p = sub.add_parser("run", help="serve a model over HTTP and channels",
+                       formatter_class=_Formatter,
+                       epilog=_examples(
+                           "botserver run -m models --enable-api --log-file out.log",
+                           "botserver run --enable-api --auth-token thisismysecret",
+                           "botserver run --enable-api --jwt-secret thisismysecret",
+                           "botserver run --endpoints endpoints.yml --workers 2",
+                       ))
+    p.add_argument("-m", "--model", default=DEFAULT_MODELS,
+                   help="model archive, or a directory whose newest archive is used")
+    p.add_argument("--enable-api", action="store_true", help="serve Rasa's HTTP API")
+    p.add_argument("-p", "--port", type=int, default=5005)
+    p.add_argument("-i", "--interface", default="0.0.0.0")
+    p.add_argument("--cors", nargs="*", default=None, help="allowed origin(s), or '*'")
+    p.add_argument("--auth-token", help="require ?token=<this> on API routes")
+    p.add_argument("--jwt-secret", help="JWT secret (HS*) or public key (RS*/ES*)")
+    p.add_argument("--jwt-method", default="HS256", help="JWT algorithm")
+    p.add_argument("--jwt-private-key", help="accepted for compatibility with Rasa")
+    p.add_argument("--endpoints", default="endpoints.yml", help="endpoints configuration")
+    p.add_argument("--credentials", default=None, help="channel credentials")
+    p.add_argument("--connector", help="serve only this channel")
+    p.add_argument("--remote-storage", help="aws, gcs or azure: fetch -m from there")
+    p.add_argument("--response-timeout", type=float, default=3600,
+                   help="seconds before a request is answered with a timeout error")
+    p.add_argument("--request-max-size", type=int, default=None,
+                   help="largest request body accepted, in bytes")
+    p.add_argument("--ssl-certificate")
+    p.add_argument("--ssl-keyfile")
+    p.add_argument("--ssl-ca-file")
+    p.add_argument("--ssl-password")
+    p.add_argument("--workers", type=int, default=1, help="server processes on one port")
+    p.add_argument("--verify-key", help="Ed25519 public key: refuse unsigned models")
+    _add_log_flags(p)
+
+    # shell
+    p = sub.add_parser("shell", help="talk to the bot in the terminal",
+                       formatter_class=_Formatter,
+                       epilog=_examples("botserver shell", "botserver shell -m models/mybot.tar.gz"))
+    p.add_argument("-m", "--model", default=DEFAULT_MODELS)
+    p.add_argument("--endpoints", default="endpoints.yml")
+    p.add_argument("--sender", default=None, help="conversation id (default: a new one)")
+    _add_log_flags(p)
+
+    # test
+    p = sub.add_parser("test", help="evaluate a model on test stories and NLU data",
+                       formatter_class=_Formatter,
+                       epilog=_examples(
+                           "botserver test",
+                           "botserver test core --stories tests/ -m models --out results/",
+                           "botserver test nlu --nlu data/nlu.yml -m models --out results/",
+                           "botserver test nlu --nlu data/ --cross-validation --folds 5",
+                       ))
+    p.add_argument("what", nargs="?", choices=("core", "nlu"), default=None)
+    p.add_argument("-m", "--model", default=DEFAULT_MODELS)
+    p.add_argument("-s", "--stories", default="tests", help="test stories file or directory")
+    p.add_argument("-u", "--nlu", default="data", help="NLU test data")
+    p.add_argument("--out", default="results")
+    p.add_argument("-c", "--config", default="config.yml")
+    p.add_argument("--endpoints", default="endpoints.yml")
+    p.add_argument("--cross-validation", action="store_true")
+    p.add_argument("-f", "--folds", type=int, default=5)
+    _add_log_flags(p)
+
+    # data validate
+    p = sub.add_parser("data", help="work with training data", formatter_class=_Formatter)
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    pv = dsub.add_parser("validate", help="check a project for errors and inconsistencies",
+                         formatter_class=_Formatter,
+                         epilog=_examples("botserver data validate",
+                                          "botserver data validate --domain domain.yml --data data/"))
+    pv.add_argument("-d", "--domain", default="domain.yml")
+    pv.add_argument("--data", nargs="+", default=["data"])
+    pv.add_argument("-c", "--config", default="config.yml")
+    pv.add_argument("--fail-on-warnings", action="store_true")
+    _add_log_flags(pv)
+
+    # tracker retention
+    p = sub.add_parser("prune", help="delete conversations older than an age",
+                       formatter_class=_Formatter,
+                       epilog=_examples("botserver prune --older-than-days 90"))
+    p.add_argument("--older-than-days", type=float, required=True)
+    p.add_argument("--endpoints", default="endpoints.yml")
+    _add_log_flags(p)
+    return parser
+
+
+# -- commands ---------------------------------------------------------------------------------
+def _progress() -> Any:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return lambda message: console.print(f"[bold cyan]•[/] {message}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from server.training.train import train, train_nlu
+
+    say = _progress()
+    if getattr(args, "train_what", None) == "nlu":
+        result = train_nlu(Path(args.config), [Path(p) for p in args.nlu], Path(args.out),
+                           args.fixed_model_name, args.force, progress=say)
+    else:
+        config = Path(args.config) if Path(args.config).exists() else None
+        result = train(config, Path(args.domain), [Path(p) for p in args.data], Path(args.out),
+                       args.fixed_model_name, args.force,
+                       Path(args.signing_key) if args.signing_key else None, progress=say)
+    if result.skipped:
+        print(f"Nothing changed since the last training; the model is {result.path}. "
+              "Use --force to retrain.")
+    else:
+        print(f"Your model is trained and saved at '{result.path}' ({result.seconds:.1f} s).")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from server.training.validation import run_validate
+
+    return run_validate(args)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from server.training.starter import write_starter_project
+
+    target = Path(args.init_dir)
+    if not args.no_prompt and sys.stdin.isatty():
+        answer = input(f"Create a new project in '{target.resolve()}'? [Y/n] ").strip().lower()
+        if answer not in ("", "y", "yes"):
+            print("Nothing written.")
+            return 0
+    written = write_starter_project(target)
+    print(f"Wrote {len(written)} files to {target.resolve()}.")
+    from server.training.train import train
+
+    result = train(target / "config.yml", target / "domain.yml", [target / "data"],
+                   target / DEFAULT_MODELS, progress=_progress())
+    print(f"Trained {result.path}. Start the bot with: "
+          f"cd {args.init_dir} && botserver run --enable-api")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from server.api.runner import run_server
+
+    return run_server(args)
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from server.channels.console import run_shell
+
+    return asyncio.run(run_shell(Path(args.model), args.endpoints, args.sender))
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from server.training.evaluate import run_test
+
+    return run_test(args)
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from server.config import read_endpoints
+    from server.trackers.factory import create_tracker_store
+    from server.trackers.retention import delete_conversations_older_than
+
+    endpoints = read_endpoints(args.endpoints)
+    config = endpoints.get("tracker_store") or {"type": "sql", "dialect": "sqlite",
+                                                 "db": "botserver.db"}
+
+    async def prune() -> int:
+        store = create_tracker_store(config)
+        try:
+            return await delete_conversations_older_than(store, args.older_than_days * 86400)
+        finally:
+            await store.close()
+
+    print(f"Deleted {asyncio.run(prune())} conversations.")
+    return 0
+
+
+COMMANDS = {
+    "init": cmd_init,
+    "train": cmd_train,
+    "run": cmd_run,
+    "shell": cmd_shell,
+    "test": cmd_test,
+    "prune": cmd_prune,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 1
+    from server.logs import configure_logging
+
+    configure_logging(
+        verbosity=-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0),
+        log_file=getattr(args, "log_file", None),
+        fmt=getattr(args, "log_format", "text"),
+    )
+    if args.command == "data":
+        if args.data_command != "validate":
+            parser.parse_args(["data", "--help"])
+        handler = cmd_validate
+    else:
+        handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except BotServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

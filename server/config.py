@@ -1,0 +1,59 @@
+"""endpoints.yml and credentials.yml, with `${VAR}` substituted from the environment.
+
+Each file maps a section name (`tracker_store`, `action_endpoint`, `rest`, `rocketchat`...)
+to that section's settings. A missing file is no configuration at all, as in Rasa; a `${VAR}`
+whose variable is not set is an error naming the variable and the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from server.errors import InvalidConfig
+from server.training.yaml_io import read_yaml_file
+
+logger = logging.getLogger(__name__)
+
+ENDPOINT_SECTIONS = (
+    "models",
+    "action_endpoint",
+    "nlg",
+    "nlu",
+    "tracker_store",
+    "lock_store",
+    "event_broker",
+)
+
+
+def _read_sections(path: str | Path | None, what: str) -> dict[str, Any]:
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.exists():
+        logger.info("no %s file at %s; using defaults", what, path)
+        return {}
+    data = read_yaml_file(path, env=True)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidConfig(f"{path}: {what} must be a mapping of section names to settings")
+    for name, section in data.items():
+        if section is not None and not isinstance(section, dict):
+            raise InvalidConfig(f"{path}: section '{name}' must be a mapping of settings")
+    return {str(k): (dict(v) if v is not None else None) for k, v in data.items()}
+
+
+def read_endpoints(path: str | Path | None) -> dict[str, Any]:
+    """The sections of endpoints.yml; unknown sections are kept but logged."""
+    sections = _read_sections(path, "endpoints")
+    for name in sections:
+        if name not in ENDPOINT_SECTIONS:
+            logger.warning("endpoints file %s: unknown section '%s' is ignored", path, name)
+    return {k: v for k, v in sections.items() if k in ENDPOINT_SECTIONS}
+
+
+def read_credentials(path: str | Path | None) -> dict[str, Any]:
+    """The channel sections of credentials.yml (channel name or class path → settings)."""
+    return _read_sections(path, "credentials")
