@@ -39,7 +39,12 @@ def _redact_value(value: Any) -> Any:
         return redact(value)
     if isinstance(value, bytes):
         return redact(value.decode("latin-1")).encode("latin-1")
-    return value
+    if value is None or isinstance(value, (int, float)):
+        return value
+    # URL objects (httpx.URL, yarl) and the like: replaced by their redacted text if needed.
+    text = str(value)
+    cleaned = redact(text)
+    return value if cleaned == text else cleaned
 
 
 class RedactSecretsFilter(logging.Filter):

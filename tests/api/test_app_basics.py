@@ -1,0 +1,179 @@
+"""The app factory: server information routes, OpenAPI, CORS, state and lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI, Request
+
+from server import __version__
+from server.api.app import create_app
+from server.api.settings import ApiSettings
+from server.api.status import info_router, status_router
+from server.auth import AuthConfig
+
+
+@dataclass
+class Info:
+    model_file: str
+    model_id: str | None
+    fingerprint: str
+
+
+@dataclass
+class Holder:
+    info: Info | None = None
+    num_active_training_jobs: int = 0
+    last_error: str | None = None
+
+
+def client_for(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def app_with(holder: Holder, **settings: Any) -> FastAPI:
+    return create_app(ApiSettings(**settings), [info_router(), status_router(holder)])
+
+
+async def test_hello_keeps_rasas_text() -> None:
+    async with client_for(app_with(Holder())) as client:
+        response = await client.get("/", headers={"Accept": "*/*"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert response.text == "Hello from Rasa: 3.6.21"
+
+
+async def test_version() -> None:
+    async with client_for(app_with(Holder())) as client:
+        response = await client.get("/version", headers={"Accept": "*/*"})
+    assert response.json() == {
+        "version": "3.6.21",
+        "minimum_compatible_version": "3.6.21",
+        "botserver": __version__,
+    }
+
+
+async def test_status_of_a_loaded_model() -> None:
+    holder = Holder(Info("/srv/models/20261122-013754-afraid.tar.gz", "feb0aa8e", "sha256:ab"), 1)
+    async with client_for(app_with(holder)) as client:
+        response = await client.get("/status")
+    assert response.status_code == 200
+    assert response.json() == {
+        "model_file": "20261122-013754-afraid.tar.gz",
+        "model_id": "feb0aa8e",
+        "num_active_training_jobs": 1,
+        "fingerprint": "sha256:ab",
+    }
+
+
+async def test_status_shows_a_failed_load_next_to_the_old_model() -> None:
+    holder = Holder(Info("a.tar.gz", "1", "f"), last_error="archive member ../x refused")
+    async with client_for(app_with(holder)) as client:
+        body = (await client.get("/status")).json()
+    assert body["last_load_error"]["message"] == "archive member ../x refused"
+
+
+async def test_status_without_a_model_is_409() -> None:
+    async with client_for(app_with(Holder(last_error="bad archive"))) as client:
+        response = await client.get("/status")
+    assert response.status_code == 409
+    body = response.json()
+    assert body["reason"] == "Conflict"
+    assert body["details"] == {"last_load_error": {"message": "bad archive", "at": None}}
+
+
+async def test_status_is_protected_but_hello_and_version_are_not() -> None:
+    app = app_with(Holder(), auth=AuthConfig(token="s3cret"))
+    async with client_for(app) as client:
+        assert (await client.get("/status")).status_code == 401
+        assert (await client.get("/status?token=s3cret")).status_code == 409
+        assert (await client.get("/")).status_code == 200
+        assert (await client.get("/version")).status_code == 200
+
+
+async def test_openapi_document_lists_rasas_security_schemes() -> None:
+    async with client_for(app_with(Holder())) as client:
+        response = await client.get("/openapi.json")
+        docs = await client.get("/docs")
+    spec = response.json()
+    assert spec["components"]["securitySchemes"]["TokenAuth"] == {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "The static token given to `--auth-token`.",
+    }
+    assert spec["components"]["securitySchemes"]["JWT"]["scheme"] == "bearer"
+    assert {"TokenAuth": []} in spec["paths"]["/status"]["get"]["security"]
+    assert "security" not in spec["paths"]["/version"]["get"]
+    assert docs.status_code == 404
+
+
+async def test_without_the_api_there_is_no_openapi_document() -> None:
+    async with client_for(app_with(Holder(), enable_api=False)) as client:
+        assert (await client.get("/openapi.json")).status_code == 404
+
+
+ORIGIN = "http://example.test"
+
+
+async def test_cors_for_one_origin() -> None:
+    app = app_with(Holder(), cors_origins=[ORIGIN], auth=AuthConfig(token="s3cret"))
+    async with client_for(app) as client:
+        preflight = await client.options(
+            "/status",
+            headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"},
+        )
+        denied = await client.get("/status", headers={"Origin": ORIGIN})
+        other = await client.get("/version", headers={"Origin": "http://evil.test"})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == ORIGIN
+    # Even an error answer carries the CORS headers, so a browser client can read it.
+    assert denied.status_code == 401
+    assert denied.headers["access-control-allow-origin"] == ORIGIN
+    assert denied.headers["access-control-expose-headers"] == "filename"
+    assert "access-control-allow-origin" not in other.headers
+
+
+async def test_cors_for_any_origin() -> None:
+    async with client_for(app_with(Holder(), cors_origins=["*"])) as client:
+        response = await client.get("/version", headers={"Origin": ORIGIN})
+    assert response.headers["access-control-allow-origin"] in ("*", ORIGIN)
+
+
+async def test_no_cors_by_default() -> None:
+    async with client_for(app_with(Holder())) as client:
+        response = await client.get("/version", headers={"Origin": ORIGIN})
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_services_and_lifespan_are_passed_in() -> None:
+    events: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        events.append("start")
+        yield
+        events.append("stop")
+
+    router = APIRouter()
+
+    @router.get("/greeting")
+    async def greeting(request: Request) -> dict[str, str]:
+        return {"greeting": request.app.state.greeter}
+
+    app = create_app(ApiSettings(), [router], lifespan=lifespan, state={"greeter": "hi"})
+    async with app.router.lifespan_context(app), client_for(app) as client:
+        assert (await client.get("/greeting")).json() == {"greeting": "hi"}
+    assert events == ["start", "stop"]
+
+
+@pytest.mark.parametrize("accept", ["*/*", "application/json", "text/html", "nonsense"])
+async def test_no_406_whatever_the_accept_header(accept: str) -> None:
+    async with client_for(app_with(Holder(Info("m.tar.gz", "1", "f")))) as client:
+        for path in ("/", "/version", "/status"):
+            assert (await client.get(path, headers={"Accept": accept})).status_code == 200

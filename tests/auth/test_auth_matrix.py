@@ -1,0 +1,293 @@
+"""Who gets in, per server security mode: static token, HS256 JWT, RS256 JWT, open."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import warnings
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi import APIRouter, Depends, Request
+
+from server.api.app import create_app
+from server.api.settings import ApiSettings
+from server.auth import AuthConfig, Principal, require_auth
+from server.errors import InvalidConfig, NoModelLoaded
+
+# The short secrets below are Rasa's documented examples; PyJWT's length warning is noise here.
+warnings.filterwarnings("ignore", message="The HMAC key is")
+pytestmark = pytest.mark.filterwarnings("ignore:The HMAC key is")
+
+SECRET = "thisismysecret"
+HELP = "https://rasa.com/docs/rasa/user-guide/configuring-http-api/#security-considerations"
+
+NOT_AUTHENTICATED = {
+    "version": "3.6.21",
+    "status": "failure",
+    "message": "User is not authenticated.",
+    "reason": "NotAuthenticated",
+    "details": {},
+    "help": HELP,
+    "code": 401,
+}
+NOT_AUTHORIZED = {
+    "version": "3.6.21",
+    "status": "failure",
+    "message": "User has insufficient permissions.",
+    "reason": "NotAuthorized",
+    "details": {},
+    "help": HELP,
+    "code": 403,
+}
+
+
+def protected_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get(
+        "/conversations/{conversation_id:path}/tracker",
+        dependencies=[Depends(require_auth("conversation_id"))],
+    )
+    async def tracker(conversation_id: str, request: Request) -> dict[str, Any]:
+        if getattr(request.app.state, "no_model", False):
+            raise NoModelLoaded()
+        principal: Principal = request.state.principal
+        return {"sender_id": conversation_id, "as": principal.kind}
+
+    @router.get("/status", dependencies=[Depends(require_auth())])
+    async def status() -> dict[str, bool]:
+        return {"ok": True}
+
+    return router
+
+
+def client_for(auth: AuthConfig, **state: Any) -> httpx.AsyncClient:
+    app = create_app(ApiSettings(auth=auth), [protected_router()], state=state)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def hs256(payload: dict[str, Any], secret: str = SECRET) -> str:
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def user(name: str, role: str = "user", **claims: Any) -> dict[str, Any]:
+    return {"user": {"username": name, "role": role}, **claims}
+
+
+def unsigned(payload: dict[str, Any]) -> str:
+    def b64(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(payload)}."
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def rsa_keys() -> tuple[Any, str]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public_pem
+
+
+# ------------------------------------------------------------------------ static token
+
+
+TOKEN_CASES = [
+    # (description, query, headers, path, status)
+    ("no credentials", {}, {}, "/status", 401),
+    ("wrong token", {"token": "wrong"}, {}, "/status", 401),
+    ("right token", {"token": SECRET}, {}, "/status", 200),
+    ("right token, conversation", {"token": SECRET}, {}, "/conversations/u1/tracker", 200),
+    ("a token prefix", {"token": SECRET[:-1]}, {}, "/status", 401),
+    ("token as a bearer header", {}, bearer(SECRET), "/status", 401),
+    ("a JWT is not consulted", {}, bearer(hs256(user("boss", "admin"))), "/status", 401),
+]
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "path", "status"),
+    [c[1:] for c in TOKEN_CASES],
+    ids=[c[0] for c in TOKEN_CASES],
+)
+async def test_static_token(query: dict, headers: dict, path: str, status: int) -> None:
+    async with client_for(AuthConfig(token=SECRET)) as client:
+        response = await client.get(path, params=query, headers=headers)
+    assert response.status_code == status
+    if status == 401:
+        assert response.json() == NOT_AUTHENTICATED
+
+
+async def test_documented_token_usage() -> None:
+    async with client_for(AuthConfig(token=SECRET)) as client:
+        response = await client.get(f"/conversations/default/tracker?token={SECRET}")
+    assert response.status_code == 200
+    assert response.json() == {"sender_id": "default", "as": "token"}
+
+
+# ------------------------------------------------------------------------ HS256 JWT
+
+now = int(time.time())
+
+HS256_CASES = [
+    ("no credentials", {}, "/conversations/u1/tracker", 401),
+    ("garbage bearer", bearer("not.a.jwt"), "/conversations/u1/tracker", 401),
+    ("wrong key", bearer(hs256(user("boss", "admin"), "another secret")), "/status", 401),
+    ("expired", bearer(hs256(user("boss", "admin", exp=now - 3600))), "/status", 401),
+    ("expired within leeway", bearer(hs256(user("boss", "admin", exp=now - 2))), "/status", 200),
+    ("not yet valid", bearer(hs256(user("boss", "admin", nbf=now + 3600))), "/status", 401),
+    ("alg none", bearer(unsigned(user("boss", "admin"))), "/status", 401),
+    (
+        "HS512 on an HS256 server",
+        bearer(jwt.encode(user("boss", "admin"), SECRET, "HS512")),
+        "/status",
+        401,
+    ),
+    ("no Bearer prefix", {"Authorization": hs256(user("boss", "admin"))}, "/status", 401),
+    (
+        "lower-case scheme",
+        {"Authorization": "bearer " + hs256(user("boss", "admin"))},
+        "/status",
+        200,
+    ),
+    ("user, own id", bearer(hs256(user("u1"))), "/conversations/u1/tracker", 200),
+    ("user, another id", bearer(hs256(user("u2"))), "/conversations/u1/tracker", 403),
+    ("user, no conversation", bearer(hs256(user("u1"))), "/status", 403),
+    ("user, case differs", bearer(hs256(user("U1"))), "/conversations/u1/tracker", 403),
+    ("user, id with a slash", bearer(hs256(user("a/b"))), "/conversations/a/b/tracker", 200),
+    ("admin, conversation", bearer(hs256(user("boss", "admin"))), "/conversations/u1/tracker", 200),
+    ("admin, no conversation", bearer(hs256(user("boss", "admin"))), "/status", 200),
+    ("no role", bearer(hs256({"user": {"username": "u1"}})), "/conversations/u1/tracker", 403),
+    ("claims not under user", bearer(hs256({"username": "u1", "role": "admin"})), "/status", 403),
+    ("unknown role", bearer(hs256(user("u1", "superuser"))), "/conversations/u1/tracker", 403),
+    ("a ?token when none is configured", {}, "/status?token=" + SECRET, 401),
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "path", "status"),
+    [c[1:] for c in HS256_CASES],
+    ids=[c[0] for c in HS256_CASES],
+)
+async def test_hs256_jwt(headers: dict, path: str, status: int) -> None:
+    async with client_for(AuthConfig(jwt_secret=SECRET)) as client:
+        response = await client.get(path, headers=headers)
+    assert response.status_code == status
+    expected = {401: NOT_AUTHENTICATED, 403: NOT_AUTHORIZED}.get(status)
+    if expected:
+        assert response.json() == expected
+
+
+async def test_rasa_recorded_user_jwt_is_accepted() -> None:
+    # Recorded against Rasa 3.6.21 with --jwt-secret secret.
+    token = (
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VyIjp7InVzZXJuYW1lIjoidTEiLCJyb2xlIjoidXNl"
+        "ciJ9fQ.vYYHMWtmLnP1ue5111EzsKYqw7meVyLqH5_z5QcLTHE"
+    )
+    async with client_for(AuthConfig(jwt_secret="secret")) as client:
+        own = await client.get("/conversations/u1/tracker", headers=bearer(token))
+        other = await client.get("/conversations/u2/tracker", headers=bearer(token))
+    assert (own.status_code, other.status_code) == (200, 403)
+
+
+# ------------------------------------------------------------------------ RS256 / ES256
+
+
+async def test_rs256_verifies_with_the_public_key(rsa_keys: tuple[Any, str]) -> None:
+    private, public_pem = rsa_keys
+    admin = jwt.encode(user("boss", "admin"), private, algorithm="RS256")
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = jwt.encode(user("boss", "admin"), other_key, algorithm="RS256")
+    async with client_for(AuthConfig(jwt_secret=public_pem, jwt_method="RS256")) as client:
+        assert (await client.get("/status", headers=bearer(admin))).status_code == 200
+        assert (await client.get("/status", headers=bearer(forged))).status_code == 401
+        none = await client.get("/status", headers=bearer(unsigned(user("boss", "admin"))))
+        assert none.status_code == 401
+
+
+async def test_rs256_refuses_hs256_signed_with_the_public_key(rsa_keys: tuple[Any, str]) -> None:
+    """Algorithm confusion: the public key is no secret, so it must not work as an HMAC key."""
+    _, public_pem = rsa_keys
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    body = base64.urlsafe_b64encode(json.dumps(user("boss", "admin")).encode()).rstrip(b"=")
+    signature = hmac.new(public_pem.encode(), header + b"." + body, hashlib.sha256).digest()
+    forged = b".".join([header, body, base64.urlsafe_b64encode(signature).rstrip(b"=")])
+    async with client_for(AuthConfig(jwt_secret=public_pem, jwt_method="RS256")) as client:
+        response = await client.get("/status", headers=bearer(forged.decode()))
+    assert response.status_code == 401
+    assert response.json() == NOT_AUTHENTICATED
+
+
+async def test_public_key_from_a_file(tmp_path: Any) -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    key_file = tmp_path / "jwt_public.pem"
+    key_file.write_bytes(pem)
+    token = jwt.encode(user("u1"), private, algorithm="ES256")
+    config = AuthConfig(jwt_secret=str(key_file), jwt_method="ES256", jwt_private_key="unused")
+    async with client_for(config) as client:
+        response = await client.get("/conversations/u1/tracker", headers=bearer(token))
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "secret"),
+    [("none", SECRET), ("HS257", SECRET), ("RS256", "not a pem key")],
+)
+def test_unusable_jwt_settings_fail_at_startup(method: str, secret: str) -> None:
+    with pytest.raises(InvalidConfig):
+        create_app(ApiSettings(auth=AuthConfig(jwt_secret=secret, jwt_method=method)))
+
+
+# ------------------------------------------------------------------------ both, and none
+
+
+async def test_with_token_and_jwt_either_one_lets_in() -> None:
+    config = AuthConfig(token=SECRET, jwt_secret=SECRET)
+    admin = bearer(hs256(user("boss", "admin")))
+    async with client_for(config) as client:
+        assert (await client.get("/status", params={"token": SECRET})).status_code == 200
+        wrong_token_good_jwt = await client.get("/status?token=wrong", headers=admin)
+        assert wrong_token_good_jwt.status_code == 200
+        good_token_bad_jwt = await client.get(
+            "/status", params={"token": SECRET}, headers=bearer("garbage")
+        )
+        assert good_token_bad_jwt.status_code == 200
+        assert (await client.get("/status")).status_code == 401
+
+
+async def test_without_security_everything_is_open() -> None:
+    async with client_for(AuthConfig()) as client:
+        response = await client.get("/conversations/anyone/tracker")
+        assert response.json() == {"sender_id": "anyone", "as": "open"}
+        assert (await client.get("/status", headers=bearer("garbage"))).status_code == 200
+
+
+async def test_auth_runs_before_the_409() -> None:
+    async with client_for(AuthConfig(token=SECRET), no_model=True) as client:
+        anonymous = await client.get("/conversations/u1/tracker")
+        allowed = await client.get("/conversations/u1/tracker", params={"token": SECRET})
+    assert anonymous.status_code == 401
+    assert allowed.status_code == 409
+    assert allowed.json()["reason"] == "Conflict"
+
+
+def test_auth_config_repr_hides_secrets() -> None:
+    text = repr(AuthConfig(token=SECRET, jwt_secret="jwtsecret", jwt_private_key="pk"))
+    assert SECRET not in text and "jwtsecret" not in text and "pk'" not in text
