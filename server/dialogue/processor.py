@@ -285,19 +285,7 @@ class Processor:
         return ran
 
     def predict_next(self, tracker: Tracker, model: DialogueModel) -> Prediction:
-        followup = tracker.followup_action
-        if followup and model.domain.is_known_action(followup):
-            return Prediction(followup, 1.0, None)
-        if followup:
-            logger.error("followup action '%s' is not in the domain; predicting instead", followup)
-        result = model.policies.predict(tracker, model.domain)
-        return Prediction(
-            result.action_name,
-            result.confidence,
-            result.policy_name,
-            list(result.probabilities),
-            list(getattr(result, "events", []) or []),
-        )
+        return predict_next_action(tracker, model)
 
     def action_for(self, name: str, domain: Domain) -> Action:
         """The action that runs under `name`; unknown names are custom actions."""
@@ -451,6 +439,23 @@ class Processor:
         if isinstance(entities, dict):
             entities = [{"entity": k, "value": v} for k, v in entities.items()]
         await self.trigger_intent(sender_id, reminder.intent, entities, model, output)
+
+
+def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:
+    """The followup action if one is pending, else what the policies predict."""
+    followup = tracker.followup_action
+    if followup and model.domain.is_known_action(followup):
+        return Prediction(followup, 1.0, None)
+    if followup:
+        logger.error("followup action '%s' is not in the domain; predicting instead", followup)
+    result = model.policies.predict(tracker, model.domain)
+    return Prediction(
+        result.action_name,
+        result.confidence,
+        result.policy_name,
+        list(result.probabilities),
+        list(getattr(result, "events", []) or []),
+    )
 
 
 def _fallback_action_name(model: DialogueModel) -> str | None:

@@ -1,0 +1,172 @@
+"""Test stories: replay each story against the model and compare intents and actions.
+
+As in Rasa, the gold events are applied after each prediction, so one mistake does not hide
+the rest of the story; a story is correct when every intent and every action matches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from server.dialogue.processor import DialogueModel, predict_next_action
+from server.dialogue.slot_extraction import extract_slots
+from server.dialogue.story_steps import StoryStep
+from server.trackers.events import ACTION_LISTEN, ActionExecuted, Event, UserUttered
+from server.trackers.tracker import Tracker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StoryResult:
+    """How one test story went: the gold and predicted labels at each step."""
+
+    story: StoryStep
+    gold: list[str] = field(default_factory=list)
+    predicted: list[str] = field(default_factory=list)
+    failures: list[tuple[int, str, str]] = field(default_factory=list)  # (event index, gold, got)
+
+    @property
+    def correct(self) -> bool:
+        return not self.failures
+
+
+def _action_label(event: ActionExecuted) -> str:
+    return event.action_name or event.action_text or ""
+
+
+def evaluate_story(story: StoryStep, model: DialogueModel) -> StoryResult:
+    """Replays one story; user text (e2e) is parsed by the model's NLU."""
+    result = StoryResult(story)
+    tracker = Tracker(story.name, model.domain.slot_defaults())
+    tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
+    for index, event in enumerate(story.events):
+        if isinstance(event, UserUttered):
+            gold_intent = event.intent_name
+            parse_data = dict(event.parse_data)
+            if event.text and model.nlu is not None:
+                parsed = model.nlu.parse(event.text)
+                got = (parsed.get("intent") or {}).get("name")
+                if gold_intent is not None and got != gold_intent:
+                    result.failures.append((index, gold_intent, str(got)))
+                if gold_intent is None:
+                    parse_data = parsed
+                else:
+                    parse_data = {**parsed, "intent": {"name": gold_intent, "confidence": 1.0}}
+            if not isinstance(tracker.events[-1], ActionExecuted) or (
+                tracker.latest_action_name != ACTION_LISTEN
+            ):
+                tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
+            tracker.update(
+                UserUttered(text=event.text, parse_data=parse_data, message_id=event.message_id)
+            )
+            tracker.update_many(extract_slots(tracker, model.domain))
+        elif isinstance(event, ActionExecuted):
+            gold = _action_label(event)
+            try:
+                prediction = predict_next_action(tracker, model)
+                got = prediction.action_name
+            except Exception as exc:  # a policy error is a failed step, not a crashed test run
+                logger.error("prediction failed in story '%s': %s", story.name, exc)
+                got = "None"
+            result.gold.append(gold)
+            result.predicted.append(got)
+            if got != gold:
+                result.failures.append((index, gold, got))
+            tracker.update(event)
+        else:
+            tracker.update(event)
+    return result
+
+
+def evaluate_stories(stories: list[StoryStep], model: DialogueModel) -> list[StoryResult]:
+    return [evaluate_story(s, model) for s in stories if s.kind == "story"]
+
+
+def write_story_reports(results: list[StoryResult], out_dir: Path) -> dict[str, Any]:
+    """Writes story_report.json, failed_test_stories.yml and the confusion matrix."""
+    from sklearn.metrics import classification_report
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gold = [g for r in results for g in r.gold]
+    predicted = [p for r in results for p in r.predicted]
+    report: dict[str, Any] = (
+        classification_report(gold, predicted, output_dict=True, zero_division=0) if gold else {}
+    )
+    correct = sum(r.correct for r in results)
+    total = len(results)
+    report["conversation_accuracy"] = {
+        "accuracy": correct / total if total else 0.0,
+        "correct": correct,
+        "total": total,
+    }
+    (out_dir / "story_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    _write_failed_stories([r for r in results if not r.correct], out_dir)
+    if gold:
+        _confusion_matrix(gold, predicted, out_dir / "story_confusion_matrix.png")
+    return report
+
+
+def _write_failed_stories(failed: list[StoryResult], out_dir: Path) -> None:
+    path = out_dir / "failed_test_stories.yml"
+    if not failed:
+        path.write_text("# None of the test stories failed - all good!\n", encoding="utf-8")
+        return
+    lines = ['version: "3.1"', "stories:"]
+    for result in failed:
+        lines.append(f"- story: {result.story.name}")
+        if result.story.filename:
+            lines.append(f"  # {result.story.filename}:{result.story.line}")
+        lines.append("  steps:")
+        wrong = {index: (g, p) for index, g, p in result.failures}
+        for index, event in enumerate(result.story.events):
+            lines.extend(_step_lines(event, wrong.get(index)))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _step_lines(event: Event, failure: tuple[str, str] | None) -> list[str]:
+    note = f"  # predicted: {failure[1]}" if failure else ""
+    if isinstance(event, UserUttered):
+        out = []
+        if event.text:
+            out.append(f"  - user: {json.dumps(event.text)}")
+            out.append(f"    intent: {event.intent_name}{note}")
+        else:
+            out.append(f"  - intent: {event.intent_name}{note}")
+        return out
+    if isinstance(event, ActionExecuted):
+        if event.action_name:
+            return [f"  - action: {event.action_name}{note}"]
+        return [f"  - bot: {json.dumps(event.action_text)}{note}"]
+    d = event.as_dict()
+    if d["event"] == "slot":
+        return ["  - slot_was_set:", f"    - {d['name']}: {json.dumps(d['value'])}"]
+    if d["event"] == "active_loop":
+        return [f"  - active_loop: {d['name'] if d['name'] else 'null'}"]
+    return []
+
+
+def _confusion_matrix(gold: list[str], predicted: list[str], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from sklearn.metrics import ConfusionMatrixDisplay
+    except ImportError:
+        logger.warning("matplotlib is not installed: no confusion matrix image")
+        return
+    labels = sorted(set(gold) | set(predicted))
+    size = max(6.0, len(labels) * 0.5)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay.from_predictions(
+        gold, predicted, labels=labels, ax=ax, xticks_rotation="vertical", colorbar=False
+    )
+    ax.set_title("Action confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,72 @@
+"""`botserver test`: evaluate a model on test stories (core) and NLU data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from server.dialogue.evaluation import evaluate_stories, write_story_reports
+from server.dialogue.processor import DialogueModel
+from server.models.archive import read_archive
+from server.models.loading import load_model
+from server.models.local import resolve_local_model
+from server.training.project import data_files, load_test_stories
+
+logger = logging.getLogger(__name__)
+
+
+def load_model_file(path: Path) -> DialogueModel:
+    """Reads, checks and builds the model an archive (or the newest in a directory) holds."""
+    archive = resolve_local_model(Path(path))
+    with tempfile.TemporaryDirectory(prefix="botserver-model-") as tmp:
+        metadata = read_archive(archive, Path(tmp))
+        return load_model(Path(tmp), metadata)
+
+
+def test_core(model: DialogueModel, stories_path: Path, out: Path) -> dict:
+    stories = load_test_stories(data_files([stories_path]), model.domain)
+    results = evaluate_stories(stories, model)
+    report = write_story_reports(results, out)
+    acc = report["conversation_accuracy"]
+    print(f"Test stories: {acc['correct']}/{acc['total']} correct "
+          f"(conversation accuracy {acc['accuracy']:.1%}); reports in {out}/")
+    return report
+
+
+def test_nlu(model: DialogueModel, nlu_path: Path, out: Path) -> dict | None:
+    from server.nlu.evaluation import evaluate
+    from server.nlu.training_data import NLUTrainingData
+    from server.training.nlu_yaml import read_nlu_file
+
+    if model.nlu is None:
+        print("The model has no NLU pipeline: nothing to test.")
+        return None
+    data = NLUTrainingData.merge([read_nlu_file(f) for f in data_files([nlu_path])])
+    report = evaluate(model.nlu, data, out)
+    accuracy = (report.get("intent_evaluation") or {}).get("accuracy")
+    print(f"NLU: intent accuracy {accuracy}; reports in {out}/")
+    return report
+
+
+def run_test(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.what == "nlu" and args.cross_validation:
+        from server.nlu.evaluation import cross_validate
+        from server.nlu.training_data import NLUTrainingData
+        from server.training.config_yaml import read_config
+        from server.training.nlu_yaml import read_nlu_file
+
+        config = read_config(Path(args.config) if Path(args.config).exists() else None)
+        data = NLUTrainingData.merge([read_nlu_file(f) for f in data_files([Path(args.nlu)])])
+        report = cross_validate(data, config.pipeline, args.folds, out)
+        print(json.dumps(report, indent=2)[:2000])
+        return 0
+    model = load_model_file(Path(args.model))
+    if args.what in (None, "core"):
+        test_core(model, Path(args.stories), out)
+    if args.what in (None, "nlu"):
+        test_nlu(model, Path(args.nlu), out)
+    return 0
