@@ -128,7 +128,9 @@ def read_story_data(
             continue
         if not isinstance(items, list):
             raise InvalidProjectFile(
-                f"'{section}' must be a list of {section}", filename, line_of(data, section)
+                f"'{section}' must be a list of {section}",
+                filename,
+                line_of(items) or line_of(data, section),
             )
         for index, item in enumerate(items):
             steps.extend(reader.read_item(item, kind, line_of(items, index)))

@@ -257,10 +257,13 @@ def story_conflicts(
         if len(actions) < 2:
             continue
         described = ", ".join(f"'{a}' in story '{s}'" for a, s in sorted(actions.items()))
-        last_state = history[-1][0]
-        after = last_state[1] or "the conversation start"
+        (user, previous_action) = history[-1][0]
+        if user:
+            after = f"intent '{user[0]}'"
+        else:
+            after = f"action '{previous_action}'" if previous_action else "the conversation start"
         conflicts.append(
-            f"story structure conflict after '{after}': the same history leads to {described}"
+            f"story structure conflict after {after}: the same history leads to {described}"
         )
     return sorted(conflicts)
 

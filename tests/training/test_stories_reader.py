@@ -1,0 +1,290 @@
+"""Stories and rules as Rasa reads them: steps, or, checkpoints, conditions, errors with lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rasa_shared_data import TESTDATA
+
+from server.dialogue.story_steps import STORY_START, generate_training_stories
+from server.errors import InvalidProjectFile
+from server.trackers.events import (
+    ActionExecuted,
+    ActiveLoop,
+    Restarted,
+    SlotSet,
+    UserUttered,
+)
+from server.training.stories_yaml import read_story_file
+
+YAML_STORIES = TESTDATA / "test_yaml_stories"
+
+
+def write(tmp_path: Path, text: str, name: str = "stories.yml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def names(events: list) -> list[str]:
+    out = []
+    for e in events:
+        if isinstance(e, UserUttered):
+            out.append(f"user:{e.intent_name or e.text}")
+        elif isinstance(e, ActionExecuted):
+            out.append(e.action_name or f"bot:{e.action_text}")
+        elif isinstance(e, SlotSet):
+            out.append(f"slot:{e.key}={e.value}")
+        elif isinstance(e, ActiveLoop):
+            out.append(f"loop:{e.name}")
+        else:
+            out.append(e.type_name)
+    return out
+
+
+def test_story_steps_become_events(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+stories:
+- story: order
+  steps:
+  - intent: inform
+    entities:
+    - cuisine: italian
+    - city: Berlin
+      role: destination
+    - number
+  - action: restaurant_form
+  - active_loop: restaurant_form
+  - slot_was_set:
+    - cuisine: italian
+    - outdoor: true
+  - active_loop: null
+  - bot: Here you go
+  - action: restart
+""",
+    )
+    [step] = read_story_file(path)
+    assert step.kind == "story" and step.start_checkpoints == [STORY_START]
+    assert step.filename == str(path) and step.line == 5
+    user = step.events[0]
+    assert isinstance(user, UserUttered) and user.text is None
+    assert user.parse_data["intent"] == {"name": "inform"}
+    assert user.entities == [
+        {"entity": "cuisine", "value": "italian"},
+        {"entity": "city", "value": "Berlin", "role": "destination"},
+        {"entity": "number", "value": ""},
+    ]
+    assert names(step.events[1:]) == [
+        "restaurant_form",
+        "loop:restaurant_form",
+        "slot:cuisine=italian",
+        "slot:outdoor=True",
+        "loop:None",
+        "bot:Here you go",
+        "restart",
+    ]
+    # `action: restart` names the event, as in Rasa's reader
+    assert isinstance(step.events[-1], Restarted)
+
+
+def test_end_to_end_user_text_with_annotations(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+stories:
+- story: e2e
+  steps:
+  - user: |
+      I want [afghan](cuisine) food in [Paris]{"entity": "city", "role": "to"}
+    intent: inform
+  - user: just text
+""",
+    )
+    [step] = read_story_file(path)
+    first, second = step.events
+    assert isinstance(first, UserUttered) and isinstance(second, UserUttered)
+    assert first.text == "I want afghan food in Paris"
+    assert first.intent_name == "inform"
+    assert first.entities == [
+        {"start": 7, "end": 13, "value": "afghan", "entity": "cuisine"},
+        {"start": 22, "end": 27, "value": "Paris", "entity": "city", "role": "to"},
+    ]
+    assert second.text == "just text" and second.intent_name is None
+
+
+def test_bare_slot_names_take_rasa_default_by_type(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+stories:
+- story: s
+  steps:
+  - intent: greet
+  - slot_was_set:
+    - name
+    - items
+    - flag
+""",
+    )
+    warnings: list[str] = []
+    [step] = read_story_file(
+        path, slot_types={"name": "text", "items": "list", "flag": "bool"}, warnings=warnings
+    )
+    slots = [(e.key, e.value) for e in step.events if isinstance(e, SlotSet)]
+    assert slots == [("name", "filled"), ("items", ["filled"]), ("flag", None)]
+    assert len(warnings) == 1 and "flag" in warnings[0]
+
+
+def test_or_expands_to_one_step_per_alternative() -> None:
+    steps = read_story_file(YAML_STORIES / "story_with_or_slot_was_set.yml")
+    assert [names(s.events) for s in steps] == [
+        ["user:hello", "utter_greet", "slot:name=peter"],
+        ["user:hello", "utter_greet", "slot:name=bob"],
+    ]
+    assert all(s.end_checkpoints == ["check_greet"] for s in steps)
+
+
+def test_checkpoints_split_and_join_stories() -> None:
+    steps = read_story_file(YAML_STORIES / "stories.yml")
+    show_it_all = [s for s in steps if s.name == "show_it_all"]
+    # an intermediate checkpoint splits the story into two steps
+    assert [s.start_checkpoints for s in show_it_all] == [
+        ["check_greet", "check_hello"],
+        ["check_intermediate"],
+    ]
+    assert show_it_all[0].end_checkpoints == ["check_intermediate"]
+
+    stories = generate_training_stories(steps)
+    sequences = {tuple(names(s.events)) for s in stories}
+    assert (
+        "action_listen",
+        "user:hello",
+        "utter_greet",
+        "slot:name=peter",
+        "action_listen",
+        "user:simple",
+        "utter_default",
+        "action_listen",
+    ) in sequences
+    # every story starts a conversation and ends listening
+    assert all(s.events[0].action_name == "action_listen" for s in stories)
+    assert all(s.events[-1].action_name == "action_listen" for s in stories)
+
+
+def test_checkpoint_after_or_joins_each_alternative() -> None:
+    stories = generate_training_stories(
+        read_story_file(YAML_STORIES / "stories_checkpoint_after_or.yml")
+    )
+    assert sorted(names(s.events)[1] for s in stories) == ["user:affirm", "user:thank_you"]
+    assert all(
+        names(s.events)[2:]
+        == ["utter_default", "action_listen", "user:goodbye", "utter_goodbye", "action_listen"]
+        for s in stories
+    )
+
+
+def test_cycles_terminate() -> None:
+    stories = generate_training_stories(read_story_file(YAML_STORIES / "stories_with_cycle.yml"))
+    assert isinstance(stories, list)
+
+
+def test_rules_condition_start_and_wait_for_user_input() -> None:
+    steps = read_story_file(YAML_STORIES / "rules_without_stories.yml")
+    by_name = {s.name: s for s in steps}
+    with_condition = by_name["Rule with condition"]
+    assert with_condition.kind == "rule"
+    assert names(with_condition.condition) == ["loop:loop_q_form", "slot:requested_slot=some_slot"]
+    assert by_name["Rule which only applies to conversation start"].conversation_start
+    assert not by_name["Rule after which another action should be predicted"].wait_for_user_input
+    # or in a rule: one rule step per alternative
+    assert len([s for s in steps if s.name == "start optional preferences"]) == 2
+
+    rules = {r.name: r for r in generate_training_stories(steps)}
+    no_wait = rules["Rule after which another action should be predicted"]
+    assert names(no_wait.events) == ["action_listen", "user:explain", "utter_explain_some_slot"]
+    waits = rules["Rule without condition"]
+    assert names(waits.events)[-1] == "action_listen"
+    assert names(rules["Rule with condition"].condition) == [
+        "loop:loop_q_form",
+        "slot:requested_slot=some_slot",
+    ]
+
+
+def test_retrieval_intent_keeps_full_name() -> None:
+    [step] = read_story_file(YAML_STORIES / "test_full_retrieval_intent_story.yml")
+    user = step.events[0]
+    assert isinstance(user, UserUttered)
+    assert user.parse_data["intent"] == {
+        "name": "chitchat",
+        "full_retrieval_intent_name": "chitchat/ask_name",
+    }
+    assert user.text == "What is your name?"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        (
+            "stories:\n- story: a\n  steps:\n  - intent: greet\n    actoin: utter_greet\n",
+            5,
+            "unknown key 'actoin'",
+        ),
+        ("stories:\n- story: a\n  steps:\n  - intnt: greet\n", 4, "unknown key 'intnt'"),
+        ("stories:\n- story: a\n  steps:\n  - intent:\n  - action: x\n", 4, "needs an 'intent'"),
+        ("rules:\n- rule: r\n  steps: []\n", 3, "has no steps"),
+        ("rules:\n- rule: r\n", 2, "has no steps"),
+        ("rules:\n- rule: r\n  steps:\n  - checkpoint: c\n", 4, "cannot have a 'checkpoint'"),
+        (
+            "rules:\n- rule: r\n  condition:\n  - intent: greet\n  steps:\n  - action: a\n",
+            4,
+            "unknown condition 'intent'",
+        ),
+        (
+            "rules:\n- rule: r\n  wait_for_user_input: maybe\n  steps:\n  - action: a\n",
+            3,
+            "true or false",
+        ),
+        ("stories:\n- story: a\n  steps:\n  - action: a\n  - 42\n", 5, "must be a mapping"),
+        ("stories:\n  story: a\n", 2, "must be a list"),
+        ("stories:\n- story: a\n  steps:\n    - action: a\n   - action: b\n", 5, "invalid YAML"),
+        (
+            "stories:\n- story: a\n  steps:\n  - or:\n    - action: a\n",
+            5,
+            "'or' alternative",
+        ),
+    ],
+)
+def test_mistakes_name_file_and_line(tmp_path: Path, text: str, line: int, fragment: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(InvalidProjectFile) as info:
+        read_story_file(path)
+    assert info.value.filename == str(path)
+    assert info.value.line == line, str(info.value)
+    assert fragment in str(info.value)
+    assert f"{path}:{line}:" in str(info.value)
+
+
+def test_other_sections_are_ignored(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+version: "3.1"
+nlu:
+- intent: greet
+  examples: |
+    - hi
+responses:
+  utter_greet:
+  - text: hi
+rules:
+- rule: greet
+  steps:
+  - intent: greet
+  - action: utter_greet
+""",
+    )
+    [rule] = read_story_file(path)
+    assert rule.name == "greet" and rule.kind == "rule"
