@@ -20,6 +20,7 @@ from server.api.middleware import (
     CatchAllMiddleware,
     ResponseTimeoutMiddleware,
 )
+from server.api.openapi import install_openapi
 from server.api.settings import ApiSettings
 from server.auth import Authenticator
 from server.auth.dependency import APP_STATE_KEY
@@ -48,6 +49,8 @@ def create_app(
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
         lifespan=lifespan,
+        # Rasa reads a JSON body whatever the Content-Type says; be as lenient when it is absent.
+        strict_content_type=False,
     )
     setattr(app.state, APP_STATE_KEY, Authenticator(settings.auth))
     app.state.settings = settings
@@ -55,6 +58,7 @@ def create_app(
         setattr(app.state, name, value)
 
     install_error_handlers(app)
+    install_openapi(app)
     for router in routers:
         app.include_router(router)
 

@@ -111,6 +111,23 @@ async def test_openapi_document_lists_rasas_security_schemes() -> None:
     assert {"TokenAuth": []} in spec["paths"]["/status"]["get"]["security"]
     assert "security" not in spec["paths"]["/version"]["get"]
     assert docs.status_code == 404
+    assert spec["paths"]["/status"]["get"]["responses"]["401"]["content"]["application/json"] == {
+        "schema": {"$ref": "#/components/schemas/Error"}
+    }
+
+
+async def test_openapi_documents_400_not_422() -> None:
+    router = APIRouter()
+
+    @router.get("/numbers")
+    async def numbers(until: float) -> dict[str, float]:
+        return {"until": until}
+
+    async with client_for(create_app(ApiSettings(), [router])) as client:
+        spec = (await client.get("/openapi.json")).json()
+    responses = spec["paths"]["/numbers"]["get"]["responses"]
+    assert "422" not in responses and "400" in responses
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
 
 
 async def test_without_the_api_there_is_no_openapi_document() -> None:
