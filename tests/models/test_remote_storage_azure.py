@@ -1,0 +1,100 @@
+"""Remote storage `azure` against Azurite (npm `azurite`) on a free local port.
+
+Skipped when `azurite-blob` is not on PATH (install: `npm install -g azurite`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from server.errors import ModelNotFound
+from server.models import ModelHolder, ModelSource
+from server.models.remote_storage import download_model
+
+blob = pytest.importorskip("azure.storage.blob")
+
+# Azurite's well-known development account (public, documented by Microsoft).
+ACCOUNT = "devstoreaccount1"
+KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@pytest.fixture(scope="module")
+def azurite_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = os.environ.get("AZURITE_BLOB") or shutil.which("azurite-blob")
+    if binary is None:
+        pytest.skip("azurite-blob not installed (npm install -g azurite)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            binary,
+            "--blobHost", "127.0.0.1",
+            "--blobPort", str(port),
+            "--inMemoryPersistence",
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+            "--silent",
+        ],
+        cwd=tmp_path_factory.mktemp("azurite"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    pytest.fail("Azurite did not start")
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/{ACCOUNT}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def container(azurite_url: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AZURE_CONTAINER", "models")
+    monkeypatch.setenv("AZURE_ACCOUNT_NAME", ACCOUNT)
+    monkeypatch.setenv("AZURE_ACCOUNT_KEY", KEY)
+    monkeypatch.setenv("AZURE_ACCOUNT_URL", azurite_url)
+    service = blob.BlobServiceClient(
+        account_url=azurite_url, credential={"account_name": ACCOUNT, "account_key": KEY}
+    )
+    client = service.get_container_client("models")
+    if not client.exists():
+        client.create_container()
+    return client
+
+
+async def test_startup_loads_from_azure(container, archive_factory, loader, tmp_path: Path):
+    container.upload_blob("prod.tar.gz", archive_factory("azure").read_bytes(), overwrite=True)
+    holder = ModelHolder(loader)
+
+    info = await ModelSource(holder).load_initial("prod", remote_storage="azure")
+
+    assert info is not None and info.source == "remote:azure"
+    assert holder.current.answer() == "azure"
+
+
+async def test_missing_blob_is_model_not_found(container):
+    with pytest.raises(ModelNotFound, match="missing.tar.gz"):
+        await download_model("azure", "missing")
+
+
+async def test_too_large_blob_is_refused(container):
+    container.upload_blob("big.tar.gz", b"x" * 2048, overwrite=True)
+    with pytest.raises(Exception, match="more than 1024"):
+        await download_model("azure", "big", max_bytes=1024)
