@@ -1,0 +1,208 @@
+"""The policy ensemble: builds policies from config.yml, asks each, picks the winner as Rasa.
+
+The winner has the highest confidence; ties go to the higher priority, then to the policy
+listed first. Predictions that do not depend on user input (a form's happy path) overrule
+all others, and end-to-end predictions overrule intent-based ones.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from server.dialogue.domain import Domain
+from server.dialogue.policies.featurization import ConversationStates
+from server.dialogue.policies.memoization import AugmentedMemoizationPolicy, MemoizationPolicy
+from server.dialogue.policies.ml import MLPolicy
+from server.dialogue.policies.policy import Policy
+from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
+from server.dialogue.policies.rule import RulePolicy
+from server.dialogue.story_steps import TrainingStory
+from server.errors import InvalidConfig, ModelError
+from server.trackers.events import ActionExecuted, ActionExecutionRejected, Event
+from server.trackers.tracker import Tracker
+
+__all__ = ["PolicyEnsemble", "PolicyPrediction", "POLICY_CLASSES", "DEFAULT_POLICIES"]
+
+POLICY_CLASSES: dict[str, type[Policy]] = {
+    "RulePolicy": RulePolicy,
+    "MemoizationPolicy": MemoizationPolicy,
+    "AugmentedMemoizationPolicy": AugmentedMemoizationPolicy,
+    "MLPolicy": MLPolicy,
+}
+# Rasa policies we train as one of ours.
+MAPPED_POLICIES = {"TEDPolicy": "MLPolicy"}
+IGNORED_POLICIES = ("UnexpecTEDIntentPolicy",)
+# Rasa's default_config.yml policies, used when config.yml lists none.
+DEFAULT_POLICIES: list[dict[str, Any]] = [
+    {"name": "MemoizationPolicy"},
+    {"name": "RulePolicy"},
+    {"name": "UnexpecTEDIntentPolicy", "max_history": 5, "epochs": 100},
+    {"name": "TEDPolicy", "max_history": 5, "epochs": 100, "constrain_similarities": True},
+]
+ENSEMBLE_FILE = "ensemble.json"
+
+
+def _short_name(name: Any) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidConfig(f"each policy in config.yml needs a 'name', got {name!r}")
+    return name.rsplit(".", 1)[-1]
+
+
+class PolicyEnsemble:
+    """The trained policies of a model, asked together for the next action."""
+
+    def __init__(self, policies: list[Policy], warnings: list[str] | None = None) -> None:
+        self.policies = policies
+        self.warnings: list[str] = list(warnings or [])
+
+    # -- building ----------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, policies: list[dict[str, Any]] | None) -> PolicyEnsemble:
+        """Untrained policies for a config.yml `policies:` list (empty: Rasa's defaults)."""
+        specs = policies or DEFAULT_POLICIES
+        built: list[Policy] = []
+        warnings: list[str] = []
+        mapped: list[str] = []
+        ignored: list[str] = []
+        for spec in specs:
+            if not isinstance(spec, dict):
+                raise InvalidConfig(f"each policy in config.yml must be a mapping, got {spec!r}")
+            options = dict(spec)
+            name = _short_name(options.pop("name", None))
+            priority = options.pop("priority", None)
+            if name in IGNORED_POLICIES:
+                ignored.append(name)
+                continue
+            target = MAPPED_POLICIES.get(name, name)
+            policy_cls = POLICY_CLASSES.get(target)
+            if policy_cls is None:
+                known = ", ".join([*POLICY_CLASSES, *MAPPED_POLICIES, *IGNORED_POLICIES])
+                raise InvalidConfig(
+                    f"config.yml names the policy '{spec.get('name')}', which botserver does "
+                    f"not provide; use one of {known}"
+                )
+            if target != name:
+                mapped.append(f"{name} -> {target}")
+            built.append(policy_cls(name, priority, **options))
+        if mapped:
+            warnings.append(
+                "Policies trained as botserver equivalents: "
+                + ", ".join(dict.fromkeys(mapped))
+                + " (scikit-learn logistic regression over the last max_history turns; "
+                "options such as epochs are ignored)."
+            )
+        if ignored:
+            warnings.append(
+                f"{', '.join(dict.fromkeys(ignored))} is not provided by botserver and is ignored."
+            )
+        if sum(isinstance(p, RulePolicy) for p in built) > 1:
+            raise InvalidConfig("config.yml lists the RulePolicy more than once")
+        return cls(built, warnings)
+
+    @classmethod
+    def train(
+        cls, policies: list[dict[str, Any]], stories: list[TrainingStory], domain: Domain
+    ) -> PolicyEnsemble:
+        ensemble = cls.from_config(policies)
+        for policy in ensemble.policies:
+            policy.train(stories, domain)
+            ensemble.warnings.extend(policy.warnings)
+        return ensemble
+
+    # -- persistence -------------------------------------------------------------------------
+    def persist(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        entries = []
+        for i, policy in enumerate(self.policies):
+            subdirectory = f"{i}_{type(policy).__name__}"
+            policy.persist(directory / subdirectory)
+            entries.append(
+                {
+                    "class": type(policy).__name__,
+                    "name": policy.name,
+                    "priority": policy.priority,
+                    "directory": subdirectory,
+                }
+            )
+        (directory / ENSEMBLE_FILE).write_text(
+            json.dumps({"policies": entries, "warnings": self.warnings}, indent=2),
+            encoding="utf-8",
+        )
+
+    @classmethod
+    def load(cls, directory: Path, domain: Domain) -> PolicyEnsemble:
+        data = json.loads((directory / ENSEMBLE_FILE).read_text(encoding="utf-8"))
+        policies: list[Policy] = []
+        for entry in data.get("policies", []):
+            policy_cls = POLICY_CLASSES.get(entry.get("class"))
+            subdirectory = str(entry.get("directory", ""))
+            if policy_cls is None or "/" in subdirectory or subdirectory.startswith("."):
+                raise ModelError(f"the model names an unknown policy {entry!r}")
+            policies.append(
+                policy_cls.load(
+                    directory / subdirectory, str(entry["name"]), int(entry["priority"]), domain
+                )
+            )
+        return cls(policies, [str(w) for w in data.get("warnings", [])])
+
+    # -- prediction --------------------------------------------------------------------------
+    def predict(self, tracker: Tracker, domain: Domain) -> PolicyPrediction:
+        """The next action: the best of every policy's prediction."""
+        names = domain.action_names_or_texts
+        if not self.policies:
+            return prediction_from(zeros(len(names)), names, None, 0)
+        conversation = ConversationStates(tracker, domain)
+        predictions = [policy.predict(conversation, domain) for policy in self.policies]
+        rejected = _rejected_action(tracker.events)
+        if rejected is not None:
+            predictions = [_without(p, rejected, names) for p in predictions]
+        return _pick_best(predictions)
+
+
+def _rejected_action(events: list[Event]) -> str | None:
+    """The action just rejected, if the last action event is a rejection."""
+    for event in reversed(events):
+        if isinstance(event, ActionExecutionRejected):
+            return event.action_name
+        if isinstance(event, ActionExecuted):
+            return None
+    return None
+
+
+def _without(prediction: PolicyPrediction, action: str, names: list[str]) -> PolicyPrediction:
+    if action not in names:
+        return prediction
+    index = names.index(action)
+    if prediction.probabilities[index] <= 0:
+        return prediction
+    probabilities = list(prediction.probabilities)
+    probabilities[index] = 0.0
+    best = prediction_from(probabilities, names, prediction.policy_name, 0)
+    return replace(
+        prediction,
+        probabilities=probabilities,
+        action_name=best.action_name,
+        confidence=best.confidence,
+    )
+
+
+def _pick_best(predictions: list[PolicyPrediction]) -> PolicyPrediction:
+    no_user = any(p.is_no_user_prediction for p in predictions)
+    end_to_end = any(p.is_end_to_end_prediction for p in predictions)
+    events: list[Event] = []
+    best: PolicyPrediction | None = None
+    best_score = (-1.0, -1)
+    for prediction in predictions:
+        events.extend(prediction.events)
+        if prediction.is_no_user_prediction != no_user:
+            continue
+        if not no_user and prediction.is_end_to_end_prediction != end_to_end:
+            continue
+        score = (prediction.confidence, prediction.policy_priority)
+        if best_score < score:
+            best_score, best = score, prediction
+    assert best is not None
+    return replace(best, events=events)

@@ -1,0 +1,257 @@
+"""Dialogue state featurization: events → the list of turn states policies learn from.
+
+A state is Rasa's dict `{"user": {"intent" | "text", "entities"}, "prev_action": {...},
+"active_loop": {"name"}, "slots": {slot: feature}}`, one per prediction point (before each
+ActionExecuted) plus the current one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from server.dialogue.domain import RULE_SNIPPET_ACTION, Domain
+from server.trackers.events import (
+    ActionExecuted,
+    ActionExecutionRejected,
+    ActiveLoop,
+    AllSlotsReset,
+    DefinePrevUserUtteredFeaturization,
+    EntitiesAdded,
+    Event,
+    SlotSet,
+    UserUttered,
+)
+from server.trackers.tracker import Tracker
+
+State = dict[str, dict[str, Any]]
+# Marks, in rule conditions, a slot or loop that must *not* be set.
+SHOULD_NOT_BE_SET = "__should_not_be_set__"
+ENTITY_LABEL_SEPARATOR = "#"
+USER, PREV_ACTION, ACTIVE_LOOP, SLOTS = "user", "prev_action", "active_loop", "slots"
+
+
+def state_key(states: Sequence[State]) -> str:
+    """A stable text key for a list of states (tuples become lists)."""
+    return json.dumps(list(states), sort_keys=True, separators=(",", ":"))
+
+
+def states_from_key(key: str) -> list[State]:
+    return json.loads(key)  # type: ignore[no-any-return]
+
+
+def label_of(event: ActionExecuted) -> str:
+    return event.action_name or event.action_text or ""
+
+
+def featurized_entities(domain: Domain, intent: str | None, entities: list[dict]) -> list[str]:
+    """Entity labels (with `#role` / `#group` variants) the intent lets influence dialogue."""
+    names: set[str] = set()
+    for entity in entities:
+        name = entity.get("entity")
+        if not name:
+            continue
+        names.add(name)
+        for extra in ("role", "group"):
+            if entity.get(extra):
+                names.add(f"{name}{ENTITY_LABEL_SEPARATOR}{entity[extra]}")
+    if intent is not None and intent in domain.intent_properties:
+        wanted = set(domain.wanted_entities(intent))
+        names = {n for n in names if n.split(ENTITY_LABEL_SEPARATOR, 1)[0] in wanted}
+    return sorted(names)
+
+
+class _Fold:
+    """The slice of tracker state that featurization needs, updated event by event."""
+
+    def __init__(self, domain: Domain, omit_unset_slots: bool) -> None:
+        self.domain = domain
+        self.omit_unset_slots = omit_unset_slots
+        self.slot_values: dict[str, Any] = domain.slot_defaults()
+        self.slots_set: set[str] = set()
+        self.user: dict[str, Any] = {}
+        self.prev_action: dict[str, str] = {}
+        self.loop: str | None = None
+
+    def apply(self, event: Event) -> None:
+        if isinstance(event, UserUttered):
+            self.user = self._user_sub_state(event.intent_name, event.text, event.entities)
+        elif isinstance(event, ActionExecuted):
+            if event.action_name is not None:
+                self.prev_action = {"action_name": event.action_name}
+            else:
+                self.prev_action = {"action_text": event.action_text or ""}
+        elif isinstance(event, SlotSet):
+            self.slot_values[event.key] = event.value
+            self.slots_set.add(event.key)
+        elif isinstance(event, AllSlotsReset):
+            self.slot_values = self.domain.slot_defaults()
+            self.slots_set = set()
+        elif isinstance(event, ActiveLoop):
+            self.loop = event.name
+        elif isinstance(event, EntitiesAdded) and self.user:
+            intent = self.user.get("intent")
+            names = set(self.user.get("entities", ()))
+            names.update(featurized_entities(self.domain, intent, event.entities))
+            if names:
+                self.user["entities"] = sorted(names)
+
+    def _user_sub_state(
+        self, intent: str | None, text: str | None, entities: list[dict]
+    ) -> dict[str, Any]:
+        sub: dict[str, Any] = {}
+        if intent:
+            sub["intent"] = intent
+        elif text:
+            sub["text"] = text
+        else:
+            return {}
+        names = featurized_entities(self.domain, intent, entities)
+        if names:
+            sub["entities"] = names
+        return sub
+
+    def state(self) -> State:
+        state: State = {}
+        if self.user:
+            state[USER] = dict(self.user)
+        if self.prev_action:
+            state[PREV_ACTION] = dict(self.prev_action)
+        if self.loop:
+            state[ACTIVE_LOOP] = {"name": self.loop}
+        slots: dict[str, Any] = {}
+        for name, value in self.slot_values.items():
+            if self.omit_unset_slots and name not in self.slots_set:
+                continue
+            slot = self.domain.slots_by_name.get(name)
+            if slot is None or not slot.influence_conversation:
+                continue
+            if value == SHOULD_NOT_BE_SET:
+                slots[name] = SHOULD_NOT_BE_SET
+                continue
+            feature = slot.feature(value)
+            if feature is not None:
+                slots[name] = feature
+        if slots:
+            state[SLOTS] = slots
+        return state
+
+
+def collapse_loop_happy_paths(events: Sequence[Event]) -> list[Event]:
+    """Drops the turns between consecutive happy-path runs of a loop, as Rasa does.
+
+    A form asking for slot after slot then looks, to the policies, as if it ran once.
+    `events` are already applied events (no restarts or rewinds left).
+    """
+    loop_names = {e.name for e in events if isinstance(e, ActiveLoop) and e.name}
+    if not loop_names:
+        return list(events)
+    applied: list[Event] = []
+    for event in events:
+        if (
+            isinstance(event, ActionExecuted)
+            and event.action_name in loop_names
+            and not _first_run_or_unhappy_path(event.action_name, applied)
+        ):
+            _undo_till_previous_loop_run(event.action_name, applied)
+        applied.append(event)
+    return applied
+
+
+def _first_run_or_unhappy_path(loop: str, applied: list[Event]) -> bool:
+    next_action: str | None = None
+    for event in reversed(applied):
+        if isinstance(event, ActiveLoop) and event.name is None:
+            return True
+        if isinstance(event, ActionExecutionRejected) and event.action_name == loop:
+            return True
+        if isinstance(event, UserUttered) and next_action is not None and next_action != loop:
+            return True
+        if isinstance(event, ActionExecuted):
+            if event.action_name == loop:
+                return False
+            next_action = event.action_name
+    return True
+
+
+def _undo_till_previous_loop_run(loop: str, applied: list[Event]) -> None:
+    offset = 0
+    for event in reversed(applied[:]):
+        if isinstance(event, ActionExecuted) and event.action_name == loop:
+            break
+        if isinstance(event, (ActionExecuted, UserUttered, DefinePrevUserUtteredFeaturization)):
+            del applied[-1 - offset]
+        else:
+            offset += 1
+
+
+def states_and_labels(
+    events: Iterable[Event], domain: Domain, omit_unset_slots: bool = False
+) -> tuple[list[State], list[str]]:
+    """All states of a conversation and the action taken after each of them.
+
+    `states[i]` is the state before the i-th action, `labels[i]` that action's name;
+    the last state (after every event) has no label.
+    """
+    fold = _Fold(domain, omit_unset_slots)
+    states: list[State] = []
+    labels: list[str] = []
+    for event in collapse_loop_happy_paths(list(events)):
+        if isinstance(event, ActionExecuted):
+            states.append(fold.state())
+            labels.append(label_of(event))
+        fold.apply(event)
+    states.append(fold.state())
+    return states, labels
+
+
+def training_examples(
+    events: Iterable[Event], domain: Domain, omit_unset_slots: bool = False
+) -> list[tuple[list[State], str]]:
+    """(states up to a prediction point, the action taken there) for every action."""
+    states, labels = states_and_labels(events, domain, omit_unset_slots)
+    return [(states[: i + 1], label) for i, label in enumerate(labels)]
+
+
+def strip_before_snippet(states: Sequence[State]) -> list[State]:
+    """The states after the last `...` (rule snippet) state: what a rule really requires."""
+    kept: list[State] = []
+    for state in reversed(states):
+        if state.get(PREV_ACTION, {}).get("action_name") == RULE_SNIPPET_ACTION:
+            break
+        kept.append(state)
+    kept.reverse()
+    return kept
+
+
+def with_text_for_last_user(states: list[State], text: str | None) -> list[State] | None:
+    """The states with the user input just received featurized by its text (end-to-end).
+
+    As in Rasa, only a state right after `action_listen` changes, and entities are dropped.
+    """
+    if not text or not states:
+        return None
+    last = states[-1]
+    if last.get(PREV_ACTION, {}).get("action_name") != "action_listen" or USER not in last:
+        return None
+    changed = dict(last)
+    changed[USER] = {"text": text}
+    return [*states[:-1], changed]
+
+
+@dataclass
+class ConversationStates:
+    """A tracker's states, computed once per prediction and shared by every policy."""
+
+    tracker: Tracker
+    domain: Domain
+
+    def __post_init__(self) -> None:
+        self.events = self.tracker.applied_events()
+        self.states, _ = states_and_labels(self.events, self.domain)
+
+    def text_states(self) -> list[State] | None:
+        """The states with the last user message featurized by text, when that applies."""
+        return with_text_for_last_user(self.states, self.tracker.latest_message.text)

@@ -1,0 +1,145 @@
+"""MemoizationPolicy and AugmentedMemoizationPolicy: replay the stories' exact histories."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from server.dialogue.domain import Domain
+from server.dialogue.policies.featurization import (
+    ConversationStates,
+    State,
+    state_key,
+    states_and_labels,
+    training_examples,
+    with_text_for_last_user,
+)
+from server.dialogue.policies.policy import Policy
+from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
+from server.dialogue.story_steps import TrainingStory
+from server.trackers.events import ActionExecuted, Event
+
+MEMOIZATION_PRIORITY = 3
+
+
+class MemoizationPolicy(Policy):
+    """Predicts, with confidence 1, the action a story took after the same last turns.
+
+    Trained on stories (not rules). Histories that lead to different actions in different
+    stories are ambiguous and forgotten.
+    """
+
+    default_priority = MEMOIZATION_PRIORITY
+    defaults = {"max_history": 5}
+
+    def __init__(self, name: str, priority: int | None = None, **options: Any) -> None:
+        super().__init__(name, priority, **options)
+        self.lookup_: dict[str, str] = {}
+
+    @property
+    def max_history(self) -> int | None:
+        return self.int_option("max_history")
+
+    def _window(self, states: Sequence[State]) -> list[State]:
+        n = self.max_history
+        return list(states[-n:]) if n else list(states)
+
+    def train(self, stories: list[TrainingStory], domain: Domain) -> None:
+        lookup: dict[str, str] = {}
+        ambiguous: set[str] = set()
+        for story in stories:
+            if story.is_rule:
+                continue
+            for states, action in training_examples(story.events, domain):
+                key = state_key(self._window(states))
+                if key in ambiguous:
+                    continue
+                if key in lookup and lookup[key] != action:
+                    ambiguous.add(key)
+                    del lookup[key]
+                else:
+                    lookup[key] = action
+        self.lookup_ = lookup
+
+    def recall(self, states: Sequence[State]) -> str | None:
+        return self.lookup_.get(state_key(self._window(states)))
+
+    def _recall_conversation(self, conversation: ConversationStates) -> str | None:
+        text_states = conversation.text_states()
+        if text_states is not None:
+            action = self.recall(text_states)
+            if action is not None:
+                return action
+        return self.recall(conversation.states)
+
+    def predict(self, conversation: ConversationStates, domain: Domain) -> PolicyPrediction:
+        probabilities = zeros(len(domain.action_names_or_texts))
+        action = self._recall_conversation(conversation) if self.lookup_ else None
+        if action is not None:
+            index = domain.index_of_action(action)
+            if index is not None:
+                probabilities[index] = 1.0
+        return prediction_from(
+            probabilities, domain.action_names_or_texts, self.name, self.priority
+        )
+
+    def learned_state(self) -> dict[str, Any]:
+        return {"lookup": self.lookup_}
+
+    def restore(self, state: dict[str, Any], directory: Path, domain: Domain) -> None:
+        self.lookup_ = {str(k): str(v) for k, v in state.get("lookup", {}).items()}
+
+
+class AugmentedMemoizationPolicy(MemoizationPolicy):
+    """Memoization that, without an exact match, forgets the oldest turns one at a time.
+
+    Each shorter history starts afresh at an action, so slots set before it are forgotten too
+    (they come back only if set again later), as Rasa does.
+    """
+
+    def _recall_conversation(self, conversation: ConversationStates) -> str | None:
+        action = super()._recall_conversation(conversation)
+        if action is not None:
+            return action
+        domain, message = conversation.domain, conversation.tracker.latest_message
+        events = _trim_to_max_history(conversation.events, self.max_history)
+        previous = conversation.states
+        again = False
+        while True:
+            cut = _from_action(events, second=again)
+            if cut is None:
+                return None
+            events, again = cut, True
+            states, _ = states_and_labels(events, domain)
+            if states == previous:
+                continue
+            previous = states
+            for candidate in (with_text_for_last_user(states, message.text), states):
+                if candidate is not None:
+                    action = self.recall(candidate)
+                    if action is not None:
+                        return action
+
+
+def _trim_to_max_history(events: list[Event], max_history: int | None) -> list[Event]:
+    if not max_history:
+        return events
+    seen = 0
+    for i in range(len(events) - 1, -1, -1):
+        if isinstance(events[i], ActionExecuted):
+            seen += 1
+            if seen == max_history:
+                return events[i:]
+    return events
+
+
+def _from_action(events: list[Event], second: bool) -> list[Event] | None:
+    """The events from the first (or second) action on, or None if there is no such action."""
+    found = 0
+    for i, event in enumerate(events):
+        if isinstance(event, ActionExecuted):
+            found += 1
+            if found == (2 if second else 1):
+                return events[i:] or None
+    return None

@@ -1,0 +1,207 @@
+"""MLPolicy: a scikit-learn classifier over the last turns' features; stands in for TEDPolicy.
+
+Each of the last `max_history` states becomes one-hot features tagged with its distance from
+now (intent, entities, previous action, active loop, slot values, user text); a multinomial
+logistic regression learns the next action. Stories are augmented by gluing them together,
+like Rasa's `augmentation_factor`, so that a story's start is recognised mid-conversation.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from sklearn.linear_model import LogisticRegression
+
+from server.dialogue.domain import Domain
+from server.dialogue.policies.featurization import (
+    ACTIVE_LOOP,
+    PREV_ACTION,
+    SLOTS,
+    USER,
+    ConversationStates,
+    State,
+    training_examples,
+)
+from server.dialogue.policies.policy import Policy
+from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
+from server.dialogue.story_steps import TrainingStory
+from server.trackers.events import ACTION_LISTEN, ActionExecuted, Event
+
+ML_PRIORITY = 1
+VOCABULARY_FILE = "vocabulary.json"
+ARRAY_FILES = ("coef", "intercept", "classes")
+
+
+def state_features(states: Sequence[State], max_history: int) -> list[str]:
+    """Feature names of the last `max_history` states; `0:` is the current state."""
+    features: list[str] = []
+    window = list(states[-max_history:]) if max_history else list(states)
+    for distance, state in enumerate(reversed(window)):
+        tag = f"{distance}:"
+        if not state:
+            features.append(tag + "start")
+        user = state.get(USER, {})
+        if "intent" in user:
+            features.append(f"{tag}intent={user['intent']}")
+        if "text" in user:
+            features.append(f"{tag}text={str(user['text']).strip().lower()}")
+        for entity in user.get("entities", ()):
+            features.append(f"{tag}entity={entity}")
+        prev = state.get(PREV_ACTION, {})
+        if prev:
+            features.append(f"{tag}prev={prev.get('action_name') or prev.get('action_text')}")
+        loop = state.get(ACTIVE_LOOP, {}).get("name")
+        if loop:
+            features.append(f"{tag}loop={loop}")
+        for slot, value in state.get(SLOTS, {}).items():
+            features.append(f"{tag}slot={slot}={value}")
+    return features
+
+
+def _augmented(stories: list[list[Event]], factor: int, seed: int = 42) -> list[list[Event]]:
+    """Stories glued end to start, at most `factor` per story (capped for speed)."""
+    if factor <= 0 or len(stories) < 2:
+        return []
+    rng = random.Random(seed)
+    count = min(factor * len(stories), 500)
+    glued: list[list[Event]] = []
+    for _ in range(count):
+        first, second = rng.sample(stories, 2)
+        rest = second
+        if rest and isinstance(rest[0], ActionExecuted) and rest[0].action_name == ACTION_LISTEN:
+            rest = rest[1:]
+        glued.append(first + rest)
+    return glued
+
+
+class MLPolicy(Policy):
+    """Generalises beyond the stories: similar recent turns lead to similar next actions."""
+
+    default_priority = ML_PRIORITY
+    defaults = {"max_history": 5, "augmentation_factor": 20, "C": 10.0, "max_iter": 300}
+
+    def __init__(self, name: str, priority: int | None = None, **options: Any) -> None:
+        super().__init__(name, priority, **options)
+        self.vocabulary_: dict[str, int] = {}
+        self.classifier_: LogisticRegression | None = None
+        self.classes_: list[int] = []
+
+    @property
+    def max_history(self) -> int:
+        return self.int_option("max_history") or 0
+
+    def train(self, stories: list[TrainingStory], domain: Domain) -> None:
+        originals = [s.events for s in stories if not s.is_rule]
+        factor = self.int_option("augmentation_factor") or 0
+        rows: list[list[str]] = []
+        labels: list[int] = []
+        seen: set[tuple[tuple[str, ...], int]] = set()
+        for events in originals + _augmented(originals, factor):
+            for states, action in training_examples(events, domain):
+                index = domain.index_of_action(action)
+                if index is None:
+                    continue
+                features = state_features(states, self.max_history)
+                signature = (tuple(features), index)
+                if signature in seen:
+                    continue
+                seen.add(signature)
+                rows.append(features)
+                labels.append(index)
+        vocabulary: dict[str, int] = {}
+        for features in rows:
+            for name in features:
+                vocabulary.setdefault(name, len(vocabulary))
+        self.vocabulary_ = vocabulary
+        self.classes_ = sorted(set(labels))
+        self.classifier_ = None
+        if len(self.classes_) < 2:
+            return
+        matrix = self._matrix(rows)
+        classifier = LogisticRegression(
+            C=float(self.option("C")), max_iter=int(self.option("max_iter"))
+        )
+        classifier.fit(matrix, np.array(labels))
+        self.classifier_ = classifier
+
+    def _matrix(self, rows: list[list[str]]) -> csr_matrix:
+        indptr, indices = [0], []
+        for features in rows:
+            columns = {self.vocabulary_[f] for f in features if f in self.vocabulary_}
+            indices.extend(sorted(columns))
+            indptr.append(len(indices))
+        data = np.ones(len(indices), dtype=np.float64)
+        return csr_matrix(
+            (data, np.array(indices, dtype=np.int64), np.array(indptr, dtype=np.int64)),
+            shape=(len(rows), len(self.vocabulary_)),
+        )
+
+    def probabilities(self, states: Sequence[State], domain: Domain) -> list[float]:
+        probabilities = zeros(len(domain.action_names_or_texts))
+        if not self.classes_:
+            return probabilities
+        if self.classifier_ is None:
+            probabilities[self.classes_[0]] = 1.0
+            return probabilities
+        row = self._matrix([state_features(states, self.max_history)])
+        scores = self.classifier_.predict_proba(row)[0]
+        for label, score in zip(self.classifier_.classes_, scores, strict=True):
+            if 0 <= int(label) < len(probabilities):
+                probabilities[int(label)] = float(score)
+        return probabilities
+
+    def predict(self, conversation: ConversationStates, domain: Domain) -> PolicyPrediction:
+        text_states = conversation.text_states()
+        states = conversation.states
+        if text_states is not None and self._knows_text(text_states[-1]):
+            states = text_states
+        return prediction_from(
+            self.probabilities(states, domain),
+            domain.action_names_or_texts,
+            self.name,
+            self.priority,
+            is_end_to_end_prediction=states is text_states,
+        )
+
+    def _knows_text(self, state: State) -> bool:
+        text = state.get(USER, {}).get("text")
+        return text is not None and f"0:text={str(text).strip().lower()}" in self.vocabulary_
+
+    # -- persistence: arrays as .npy, everything else as JSON -------------------------------
+    def learned_state(self) -> dict[str, Any]:
+        return {"classes": self.classes_, "fitted": self.classifier_ is not None}
+
+    def persist(self, directory: Path) -> None:
+        super().persist(directory)
+        (directory / VOCABULARY_FILE).write_text(json.dumps(self.vocabulary_), encoding="utf-8")
+        if self.classifier_ is not None:
+            for name in ARRAY_FILES:
+                np.save(directory / f"{name}.npy", getattr(self.classifier_, f"{name}_"))
+
+    def restore(self, state: dict[str, Any], directory: Path, domain: Domain) -> None:
+        self.classes_ = [int(c) for c in state.get("classes", [])]
+        self.vocabulary_ = {
+            str(k): int(v)
+            for k, v in json.loads(
+                (directory / VOCABULARY_FILE).read_text(encoding="utf-8")
+            ).items()
+        }
+        self.classifier_ = None
+        if state.get("fitted"):
+            arrays = {
+                name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in ARRAY_FILES
+            }
+            classifier = LogisticRegression(
+                C=float(self.option("C")), max_iter=int(self.option("max_iter"))
+            )
+            classifier.coef_ = arrays["coef"]
+            classifier.intercept_ = arrays["intercept"]
+            classifier.classes_ = arrays["classes"]
+            classifier.n_features_in_ = arrays["coef"].shape[1]
+            self.classifier_ = classifier

@@ -1,0 +1,71 @@
+"""The contract every dialogue policy follows: train on stories, predict, persist as data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+from server.dialogue.domain import Domain
+from server.dialogue.policies.featurization import ConversationStates
+from server.dialogue.policies.prediction import PolicyPrediction
+from server.dialogue.story_steps import TrainingStory
+from server.errors import InvalidConfig
+
+STATE_FILE = "policy.json"
+
+
+class Policy:
+    """Base of the policies: configuration in, learned state out (attributes ending in `_`)."""
+
+    default_priority: ClassVar[int] = 1
+    # Options this policy reads; any other option in config.yml is accepted and ignored.
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, name: str, priority: int | None = None, **options: Any) -> None:
+        self.name = name
+        self.priority = self.default_priority if priority is None else int(priority)
+        self.options = {**self.defaults}
+        for key, value in options.items():
+            if key in self.defaults:
+                self.options[key] = value
+        self.warnings: list[str] = []
+
+    def option(self, key: str) -> Any:
+        return self.options[key]
+
+    def int_option(self, key: str) -> int | None:
+        value = self.options[key]
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise InvalidConfig(f"{self.name}: '{key}' must be a non-negative number")
+        return int(value)
+
+    # -- the contract ------------------------------------------------------------------------
+    def train(self, stories: list[TrainingStory], domain: Domain) -> None:
+        raise NotImplementedError
+
+    def predict(self, conversation: ConversationStates, domain: Domain) -> PolicyPrediction:
+        raise NotImplementedError
+
+    def learned_state(self) -> dict[str, Any]:
+        """The JSON-serialisable learned state (arrays go to files via `persist`)."""
+        return {}
+
+    def restore(self, state: dict[str, Any], directory: Path, domain: Domain) -> None:
+        """Rebuilds the learned state from `learned_state()` and the files in `directory`."""
+
+    def persist(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / STATE_FILE).write_text(
+            json.dumps({"options": self.options, "learned": self.learned_state()}),
+            encoding="utf-8",
+        )
+
+    @classmethod
+    def load(cls, directory: Path, name: str, priority: int, domain: Domain) -> Policy:
+        data = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+        policy = cls(name, priority, **data["options"])
+        policy.restore(data["learned"], directory, domain)
+        return policy

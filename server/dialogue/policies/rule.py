@@ -1,0 +1,388 @@
+"""RulePolicy: rules (with conditions and `...` gaps), forms' happy paths, core fallback.
+
+Rules are learned as lookups from the states a rule requires (its condition, then its
+steps) to the next action; a rule applies when all its states are found, in order, at the
+end of the conversation. Contradictions between rules and stories fail training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from server.dialogue.domain import RULE_SNIPPET_ACTION, Domain
+from server.dialogue.policies.featurization import (
+    ACTIVE_LOOP,
+    PREV_ACTION,
+    SHOULD_NOT_BE_SET,
+    ConversationStates,
+    State,
+    label_of,
+    state_key,
+    states_and_labels,
+    states_from_key,
+    strip_before_snippet,
+    training_examples,
+)
+from server.dialogue.policies.policy import Policy
+from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
+from server.dialogue.story_steps import TrainingStory
+from server.errors import TrainingError
+from server.trackers.events import (
+    ACTION_LISTEN,
+    ActionExecuted,
+    ActionExecutionRejected,
+    ActiveLoop,
+    Event,
+    LoopInterrupted,
+    SlotSet,
+    UserUttered,
+)
+from server.trackers.tracker import Tracker
+
+RULE_PRIORITY = 6
+# Built-in rules on Rasa's default intents.
+DEFAULT_ACTION_MAPPINGS = {
+    "restart": "action_restart",
+    "back": "action_back",
+    "session_start": "action_session_start",
+}
+# Values of the loop unhappy-path lookup.
+DO_NOT_VALIDATE_LOOP = "do_not_validate_loop"
+DO_NOT_PREDICT_LOOP_ACTION = "do_not_predict_loop_action"
+# Prediction sources that are not rule keys.
+SOURCE_DEFAULT = "default"
+SOURCE_LOOP = "loop"
+
+
+def rule_events(rule: TrainingStory) -> list[Event]:
+    """A rule as one event sequence: condition, `...` unless it starts a conversation, steps,
+    and `...` instead of the final action_listen when it does not wait for the user."""
+    events: list[Event] = []
+    for event in rule.condition:
+        if isinstance(event, SlotSet) and event.value is None:
+            events.append(SlotSet(key=event.key, value=SHOULD_NOT_BE_SET, timestamp=0.0))
+        elif isinstance(event, ActiveLoop) and event.name is None:
+            events.append(ActiveLoop(name=SHOULD_NOT_BE_SET, timestamp=0.0))
+        else:
+            events.append(event)
+    if not rule.conversation_start:
+        events.append(ActionExecuted(action_name=RULE_SNIPPET_ACTION, timestamp=0.0))
+    events.extend(rule.events)
+    if not rule.wait_for_user_input:
+        events.append(ActionExecuted(action_name=RULE_SNIPPET_ACTION, timestamp=0.0))
+    return events
+
+
+def _matches(rule_state: State, state: State) -> bool:
+    """Whether every feature the rule state names is in the conversation state."""
+    for kind, rule_sub in rule_state.items():
+        sub = state.get(kind, {})
+        for key, value in rule_sub.items():
+            actual = sub.get(key)
+            if value == SHOULD_NOT_BE_SET:
+                if actual and actual != SHOULD_NOT_BE_SET:
+                    return False
+            elif value and actual != value:
+                return False
+    return True
+
+
+def _applies(rule: list[State], states: Sequence[State]) -> bool:
+    """Whether the rule's states are the last states of the conversation."""
+    for i in range(1, min(len(rule), len(states)) + 1):
+        rule_state, state = rule[-i], states[-i]
+        rule_prev, prev = rule_state.get(PREV_ACTION), state.get(PREV_ACTION)
+        if not rule_prev and not prev:
+            # both are conversation starts: slots with initial values are in both
+            continue
+        if not rule_prev or not prev:
+            return False
+        if not _matches(rule_state, state):
+            return False
+    return True
+
+
+def _loop_name(state: State) -> str | None:
+    name = state.get(ACTIVE_LOOP, {}).get("name")
+    return None if name == SHOULD_NOT_BE_SET else name
+
+
+def _prev_is_listen(state: State) -> bool:
+    return state.get(PREV_ACTION, {}).get("action_name") == ACTION_LISTEN
+
+
+def _unhappy_states(states: Sequence[State]) -> list[State]:
+    """The last state and the action before it: what a loop's unhappy path depends on."""
+    if len(states) == 1 or not states[-2].get(PREV_ACTION):
+        return [states[-1]]
+    return [{PREV_ACTION: states[-2][PREV_ACTION]}, states[-1]]
+
+
+class _Lookup:
+    """Rule keys with their parsed states, for matching against a conversation."""
+
+    def __init__(self, entries: dict[str, str]) -> None:
+        self.entries = entries
+        self.parsed = {key: states_from_key(key) for key in entries}
+
+    def applicable(self, states: Sequence[State]) -> list[str]:
+        return [key for key, rule in self.parsed.items() if _applies(rule, states)]
+
+
+class RulePolicy(Policy):
+    """Follows rules exactly; predicts the fallback action when no rule applies."""
+
+    default_priority = RULE_PRIORITY
+    defaults = {
+        "core_fallback_threshold": 0.3,
+        "core_fallback_action_name": "action_default_fallback",
+        "enable_fallback_prediction": True,
+        "restrict_rules": True,
+        "check_for_contradictions": True,
+    }
+
+    def __init__(self, name: str, priority: int | None = None, **options: Any) -> None:
+        super().__init__(name, priority, **options)
+        self.rules_ = _Lookup({})
+        self.unhappy_ = _Lookup({})
+        self.rule_sources_: dict[str, list[str]] = {}
+
+    # -- training ----------------------------------------------------------------------------
+    def train(self, stories: list[TrainingStory], domain: Domain) -> None:
+        rules = [s for s in stories if s.is_rule]
+        plain = [s for s in stories if not s.is_rule]
+        if self.option("restrict_rules"):
+            _check_rule_restriction(rules)
+        fallback = self.option("core_fallback_action_name")
+        if self.option("enable_fallback_prediction") and not domain.is_known_action(fallback):
+            raise TrainingError(
+                f"RulePolicy: core_fallback_action_name '{fallback}' is not an action of the domain"
+            )
+
+        entries: dict[str, str] = {}
+        sources: dict[str, list[str]] = {}
+        errors: list[str] = []
+        rule_event_lists = [(rule, rule_events(rule)) for rule in rules]
+        for rule, events in rule_event_lists:
+            for states, action in training_examples(events, domain, omit_unset_slots=True):
+                if action == RULE_SNIPPET_ACTION:
+                    continue
+                kept = strip_before_snippet(states)
+                if not kept:
+                    continue
+                key = state_key(kept)
+                if key in entries and entries[key] != action:
+                    errors.append(
+                        f"- the prediction of the action '{action}' in rule '{rule.name}' "
+                        f"is contradicting with rule(s) '{', '.join(sources[key])}' "
+                        f"which predicted action '{entries[key]}'."
+                    )
+                    continue
+                entries[key] = action
+                if rule.name not in sources.setdefault(key, []):
+                    sources[key].append(rule.name)
+
+        unhappy: dict[str, str] = {}
+        examples = [
+            ex
+            for _, events in rule_event_lists
+            for ex in training_examples(events, domain, omit_unset_slots=True)
+        ] + [ex for story in plain for ex in training_examples(story.events, domain)]
+        for states, action in examples:
+            loop = _loop_name(states[-1])
+            if not loop:
+                continue
+            kept = strip_before_snippet(_unhappy_states(states))
+            if not kept:
+                continue
+            key = state_key(kept)
+            if _prev_is_listen(states[-1]) and action == loop:
+                unhappy[key] = DO_NOT_VALIDATE_LOOP
+            elif not _prev_is_listen(states[-1]) and action != loop:
+                unhappy[key] = DO_NOT_PREDICT_LOOP_ACTION
+
+        self.rules_ = _Lookup(entries)
+        self.unhappy_ = _Lookup(unhappy)
+        self.rule_sources_ = sources
+        if self.option("check_for_contradictions"):
+            errors.extend(self._contradictions(rule_event_lists, plain, domain))
+        if errors:
+            raise TrainingError(
+                "Contradicting rules or stories found:\n"
+                + "\n".join(dict.fromkeys(errors))
+                + "\nPlease update your stories and rules so that they don't contradict "
+                "each other."
+            )
+
+    def _contradictions(
+        self,
+        rules: list[tuple[TrainingStory, list[Event]]],
+        stories: list[TrainingStory],
+        domain: Domain,
+    ) -> list[str]:
+        errors: list[str] = []
+        used: set[str] = set()
+        trackers: list[tuple[str, str, list[Event]]] = [
+            ("rule", rule.name, events) for rule, events in rules
+        ] + [("story", story.name, story.events) for story in stories]
+        for kind, name, events in trackers:
+            running = Tracker(name, domain.slot_defaults())
+            unpredictable = True
+            for event in events:
+                if not isinstance(event, ActionExecuted):
+                    running.update(event)
+                    continue
+                if event.action_name == RULE_SNIPPET_ACTION or unpredictable:
+                    unpredictable = event.action_name == RULE_SNIPPET_ACTION
+                    running.update(event)
+                    continue
+                gold = label_of(event)
+                predicted, source = self._check_prediction(running, domain)
+                if source in self.rules_.entries:
+                    used.add(source)
+                if predicted is not None and predicted != gold and source in self.rules_.entries:
+                    if (
+                        kind == "story"
+                        and predicted == ACTION_LISTEN
+                        and source.count(PREV_ACTION) == 1
+                    ):
+                        # a rule's implicit "listen after this action": stories may go on
+                        self._forget(source)
+                    else:
+                        message = (
+                            f"- the prediction of the action '{gold}' in {kind} '{name}' is "
+                            f"contradicting with rule(s) "
+                            f"'{', '.join(self.rule_sources_.get(source, []))}'"
+                        )
+                        if predicted != self.option("core_fallback_action_name"):
+                            message += f" which predicted action '{predicted}'"
+                        errors.append(message + ".")
+                running.update(event)
+        unused = [
+            name
+            for name in dict.fromkeys(r.name for r, _ in rules)
+            if not any(name in self.rule_sources_.get(key, []) for key in used)
+        ]
+        if unused:
+            self.warnings.append(
+                "RulePolicy: these rules are never applied during training, they may be "
+                f"incomplete or shadowed by other rules: {', '.join(unused)}"
+            )
+        return errors
+
+    def _forget(self, key: str) -> None:
+        entries = dict(self.rules_.entries)
+        entries.pop(key, None)
+        self.rules_ = _Lookup(entries)
+        self.rule_sources_.pop(key, None)
+
+    def _check_prediction(self, running: Tracker, domain: Domain) -> tuple[str | None, str]:
+        conversation = ConversationStates(running, domain)
+        action, source, _ = self._find_action(conversation)
+        loop = _active_loop(running)
+        if loop and action == loop:
+            # inside a loop the rules speak only once the loop has rejected the input
+            running.update(ActionExecutionRejected(action_name=loop, timestamp=0.0))
+            action, source, _ = self._find_action(ConversationStates(running, domain))
+        return action, source
+
+    # -- prediction --------------------------------------------------------------------------
+    def _find_action(self, conversation: ConversationStates) -> tuple[str | None, str, bool]:
+        """(action or None, prediction source, whether a loop returns from an unhappy path)."""
+        tracker = conversation.tracker
+        intent = tracker.latest_message.intent_name
+        if tracker.latest_action_name == ACTION_LISTEN and intent in DEFAULT_ACTION_MAPPINGS:
+            return DEFAULT_ACTION_MAPPINGS[intent], SOURCE_DEFAULT, False
+        loop = _active_loop(tracker)
+        if loop and not tracker.is_active_loop_rejected and tracker.latest_action:
+            if tracker.latest_action_name != loop:
+                return loop, SOURCE_LOOP, False
+            return ACTION_LISTEN, SOURCE_LOOP, False
+        text_states = conversation.text_states()
+        if text_states is not None:
+            found = self._find_action_from_rules(text_states, loop)
+            if found[0] is not None:
+                return found
+        return self._find_action_from_rules(conversation.states, loop)
+
+    def _find_action_from_rules(
+        self, states: list[State], loop: str | None
+    ) -> tuple[str | None, str, bool]:
+        keys = self.rules_.applicable(states)
+        action: str | None = None
+        best = ""
+        if keys:
+            best = max(keys, key=len)
+            action = self.rules_.entries[best]
+        returning_from_unhappy_path = False
+        if loop:
+            conditions = {self.unhappy_.entries[k] for k in self.unhappy_.applicable(states)}
+            from_general_rule = action == ACTION_LISTEN and not _loop_name(
+                self.rules_.parsed[best][-1]
+            )
+            if from_general_rule:
+                if DO_NOT_PREDICT_LOOP_ACTION not in conditions:
+                    return loop, best, False
+                action = None
+            if DO_NOT_VALIDATE_LOOP in conditions:
+                returning_from_unhappy_path = True
+        return action, best, returning_from_unhappy_path
+
+    def predict(self, conversation: ConversationStates, domain: Domain) -> PolicyPrediction:
+        action, source, returning = self._find_action(conversation)
+        names = domain.action_names_or_texts
+        probabilities = zeros(len(names))
+        index = domain.index_of_action(action) if action is not None else None
+        if index is not None:
+            probabilities[index] = 1.0
+        elif self.option("enable_fallback_prediction"):
+            fallback = domain.index_of_action(self.option("core_fallback_action_name"))
+            if fallback is not None:
+                probabilities[fallback] = float(self.option("core_fallback_threshold"))
+        return prediction_from(
+            probabilities,
+            names,
+            self.name,
+            self.priority,
+            events=[LoopInterrupted(is_interrupted=True)] if returning else [],
+            is_no_user_prediction=source == SOURCE_LOOP,
+        )
+
+    # -- persistence -------------------------------------------------------------------------
+    def learned_state(self) -> dict[str, Any]:
+        return {
+            "rules": self.rules_.entries,
+            "loop_unhappy_paths": self.unhappy_.entries,
+            "rule_sources": self.rule_sources_,
+        }
+
+    def restore(self, state: dict[str, Any], directory: Path, domain: Domain) -> None:
+        self.rules_ = _Lookup({str(k): str(v) for k, v in state.get("rules", {}).items()})
+        self.unhappy_ = _Lookup(
+            {str(k): str(v) for k, v in state.get("loop_unhappy_paths", {}).items()}
+        )
+        self.rule_sources_ = {
+            str(k): [str(n) for n in v] for k, v in state.get("rule_sources", {}).items()
+        }
+
+
+def _active_loop(tracker: Tracker) -> str | None:
+    name = tracker.active_loop_name
+    return None if name == SHOULD_NOT_BE_SET else name
+
+
+def _check_rule_restriction(rules: Iterable[TrainingStory]) -> None:
+    too_long = [
+        rule.name for rule in rules if sum(isinstance(e, UserUttered) for e in rule.events) > 1
+    ]
+    if too_long:
+        raise TrainingError(
+            f"Found rules '{', '.join(too_long)}' that contain more than 1 user message. "
+            "Rules are not meant to hardcode a state machine. Please use stories for these "
+            "cases, or set `restrict_rules: false` for the RulePolicy."
+        )
+
+
+__all__ = ["RulePolicy", "rule_events", "states_and_labels"]
