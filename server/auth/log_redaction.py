@@ -1,5 +1,5 @@
-"""A logging filter that keeps secrets out of logs: `token=` query values, Bearer/Basic
-credentials, JWTs and URL passwords become `***`, uvicorn's access log included.
+"""A logging filter that keeps secrets out of logs: `token=` query values, secret-named keys
+(token, password, secret...), Bearer/Basic credentials, JWTs and URL passwords become `***`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,17 @@ from typing import Any
 REDACTED = "***"
 
 _PATTERNS = (
-    # ?token=... / &token=... / &access_token=... in URLs and query strings.
-    (re.compile(r"((?:^|[?&;\s\"'])(?:access_)?token=)[^&\s\"';#]*", re.IGNORECASE), r"\1"),
+    # ?token=... / &access_token=... in URLs and query strings.
+    (re.compile(r"((?:^|[?&;\s\"'(])(?:access_)?token=)[^&\s\"';#)]*", re.IGNORECASE), r"\1"),
+    # Secret-named keys in dumped config or dicts: "token": "x", 'password': 'y', secret=z.
+    (
+        re.compile(
+            r"""(["']?\b[\w-]*(?:token|password|passwd|secret|api_key|apikey)["']?\s*[:=]\s*)"""
+            r"""(?:"[^"]*"|'[^']*'|[^\s,&}]+)""",
+            re.IGNORECASE,
+        ),
+        r"\1",
+    ),
     # Authorization header values, in any spelling of the scheme.
     (re.compile(r"\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/=]+", re.IGNORECASE), r"\1\2"),
     # Passwords in URLs: scheme://user:password@host.

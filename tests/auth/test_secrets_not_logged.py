@@ -82,4 +82,6 @@ def test_redact_covers_the_usual_places() -> None:
     assert redact("Authorization: Bearer abc.def") == "Authorization: Bearer ***"
     assert redact("Authorization: Basic dXNlcjpwdw==") == "Authorization: Basic ***"
     assert redact("postgresql://bot:pw@db/x") == "postgresql://bot:***@db/x"
+    assert redact("{'token': 'abc', 'url': 'http://a'}") == "{'token': ***, 'url': 'http://a'}"
     assert redact("nothing secret here") == "nothing secret here"
+    assert redact("tokenizer: WhitespaceTokenizer") == "tokenizer: WhitespaceTokenizer"
