@@ -82,6 +82,7 @@ class _Part:
     end: list[str] = field(default_factory=list)
     conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
     line: int | None = None
+    lines: list[int | None] = field(default_factory=list)
 
 
 def read_story_file(
@@ -187,9 +188,11 @@ class _Reader:
             raise self.error(f"the steps of {kind} '{name}' must be a list", line_of(item, "steps"))
 
         condition: list[Event] = []
+        condition_line: int | None = None
         conversation_start = wait_for_user_input = False
         if kind == "rule":
             condition = self.read_condition(item.get("condition"), name, line_of(item, "condition"))
+            condition_line = line_of(item, "condition")
             conversation_start = self.read_flag(item, "conversation_start", False)
             wait_for_user_input = self.read_flag(item, "wait_for_user_input", True)
 
@@ -211,6 +214,7 @@ class _Reader:
                     filename=self.filename,
                     line=part.line or line,
                     checkpoint_conditions=part.conditions,
+                    event_lines=[condition_line] * len(condition) + part.lines,
                 )
             )
         return result
@@ -293,6 +297,7 @@ class _Reader:
                     end=[],
                     conditions=dict(part.conditions),
                     line=part.line or step_line,
+                    lines=part.lines + [step_line] * len(events),
                 )
                 for part, events in itertools.product(parts, alternatives)
             ]

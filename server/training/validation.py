@@ -82,9 +82,13 @@ def check_project(
     report.errors.extend(story_conflicts(stories, domain, max_history))
 
 
-def _where(step: StoryStep) -> str:
+def _where(step: StoryStep, index: int | None = None) -> str:
+    """`file:line: ` of a step, or of its event `index` (negative: condition events)."""
+    line = step.line
+    if index is not None and 0 <= index < len(step.event_lines):
+        line = step.event_lines[index] or step.line
     if step.filename:
-        return f"{step.filename}:{step.line}: " if step.line else f"{step.filename}: "
+        return f"{step.filename}:{line}: " if line else f"{step.filename}: "
     return ""
 
 
@@ -126,14 +130,15 @@ def _check_story_references(
 
     for step in steps:
         what = f"{step.kind} '{step.name}'"
-        for event in [*step.condition, *step.events]:
+        for index, event in enumerate([*step.condition, *step.events]):
+            where = _where(step, index)
             if isinstance(event, UserUttered):
                 intent = event.intent_name
                 if intent and intent not in intents:
                     once(
                         "intent",
                         intent,
-                        f"{_where(step)}intent '{intent}' is used in {what} but is not "
+                        f"{where}intent '{intent}' is used in {what} but is not "
                         "listed in the domain",
                     )
                 for entity in event.entities:
@@ -142,7 +147,7 @@ def _check_story_references(
                         once(
                             "entity",
                             name,
-                            f"{_where(step)}entity '{name}' is used in {what} but is not "
+                            f"{where}entity '{name}' is used in {what} but is not "
                             "listed in the domain",
                             warning=True,
                         )
@@ -151,23 +156,21 @@ def _check_story_references(
                     once(
                         "action",
                         event.action_name,
-                        f"{_where(step)}action '{event.action_name}' is used in {what} but is "
+                        f"{where}action '{event.action_name}' is used in {what} but is "
                         "not listed in the domain (as a response, action or form)",
                     )
             elif isinstance(event, SlotSet) and event.key not in slots:
                 once(
                     "slot",
                     event.key,
-                    f"{_where(step)}slot '{event.key}' is set in {what} but is not defined "
-                    "in the domain",
+                    f"{where}slot '{event.key}' is set in {what} but is not defined in the domain",
                 )
             elif isinstance(event, ActiveLoop) and event.name and event.name not in domain.forms:
                 if event.name not in actions:
                     once(
                         "loop",
                         event.name,
-                        f"{_where(step)}active_loop '{event.name}' in {what} is not a form "
-                        "of the domain",
+                        f"{where}active_loop '{event.name}' in {what} is not a form of the domain",
                     )
 
 

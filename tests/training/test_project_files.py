@@ -1,0 +1,237 @@
+"""Every shared bot loads and validates; every valid Rasa reference file loads; the invalid
+ones fail with the file and line; broken files name the file and line."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import pytest
+from rasa_shared_data import BOTS, TESTDATA
+
+from server.errors import InvalidProjectFile
+from server.training.config_yaml import config_from_dict, read_config
+from server.training.domain_yaml import is_domain_data, read_domain
+from server.training.nlu_yaml import read_nlu_file
+from server.training.project import load_project, load_test_stories
+from server.training.stories_yaml import read_story_data
+from server.training.validation import run_validate, validate_project
+from server.training.yaml_io import read_yaml_file
+
+BOT_DIRS = sorted(p for p in BOTS.iterdir() if (p / "domain.yml").is_file())
+
+# Domains split over several files: each part is only complete when merged with the rest.
+DOMAIN_DIRS = [
+    "test_domains/test_domain_from_directory",
+    "test_domains/test_domain_from_directory_tree",
+    "test_domains/test_domain_from_directory_for_entities",
+    "test_domains/test_domain_from_multiple_files",
+    "test_domains/test_domain_with_duplicates",
+    "test_domains/test_domain_without_duplicates",
+    "test_domains/test_domain_with_separate_session_config",
+]
+# Reference files that Rasa 3 itself rejects (they exist to test its errors), with the part
+# of our message that says why. Each must fail with an InvalidProjectFile naming file + line.
+EXPECTED_INVALID = {
+    # broken YAML syntax
+    "test_domains/invalid_format.yml": "invalid YAML",
+    "test_wrong_yaml_stories/wrong_yaml.yml": "invalid YAML",
+    # a custom slot class (Python code): an error naming the file and line, as DESIGN.md says
+    "test_domains/custom_slot_domain.yml": "custom slot class",
+    # responses that are null, plain strings, or without text/custom (Rasa's response schema)
+    "test_domains/empty_response_format.yml": "non-empty list of variations",
+    "test_domains/missing_text_for_templates.yml": "must be a mapping",
+    "test_domains/wrong_response_format.yml": "must be a mapping",
+    "test_domains/wrong_custom_response_format.yml": "unknown key 'super'",
+    # a Rasa 1 pipeline template name instead of a list of components
+    "test_multi_domain/data/MoodBot/config.yml": "'pipeline' must be a list",
+    # a user step with an empty intent and no text (Rasa warns and reads an empty intent)
+    "test_yaml_stories/rules_missing_intent.yml": "needs an 'intent'",
+    "test_yaml_stories/stories_missing_intent.yml": "needs an 'intent'",
+}
+# Domain directories whose merged content botserver's Domain rejects although Rasa loads it
+# (a form requiring an undefined slot; a from_entity mapping on an undeclared entity).
+STRICTER_THAN_RASA = {
+    "test_domains/test_domain_from_multiple_files",
+    "test_domains/test_domain_with_duplicates",
+    "test_domains/test_domain_without_duplicates",
+}
+# Not Rasa 3 project files: endpoints / credentials (read by server/config.py) and the
+# other formats under examples/ and test/ (Rasa NLU JSON, LUIS, Wit, Dialogflow, txt),
+# which botserver does not read; only YAML files are walked here.
+NOT_PROJECT_KEYS = {"tracker_store", "event_broker", "model", "nlg", "action_endpoint", "rest"}
+
+
+def _reference_yaml_files() -> list[str]:
+    files = []
+    for path in sorted(TESTDATA.rglob("*")):
+        if path.suffix not in (".yml", ".yaml"):
+            continue
+        rel = path.relative_to(TESTDATA).as_posix()
+        if any(rel.startswith(d + "/") for d in DOMAIN_DIRS):
+            continue
+        files.append(rel)
+    return files
+
+
+def load_reference_file(path: Path) -> list[str]:
+    """Loads a file with every reader its sections call for; returns the kinds it held."""
+    data = read_yaml_file(path)
+    kinds = []
+    if isinstance(data, dict):
+        if is_domain_data(data):
+            kinds.append("domain")
+            read_domain(path, warnings=[])
+        if "nlu" in data or "responses" in data:
+            kinds.append("nlu")
+            read_nlu_file(path)
+        if "stories" in data or "rules" in data:
+            kinds.append("stories")
+            read_story_data(data, str(path), warnings=[])
+        if any(k in data for k in ("pipeline", "policies", "recipe", "language")):
+            kinds.append("config")
+            config_from_dict(data, str(path))
+        if not kinds and set(data) & NOT_PROJECT_KEYS or path.name == "credentials.yml":
+            kinds.append("endpoints")
+    return kinds
+
+
+@pytest.mark.parametrize("bot", BOT_DIRS, ids=lambda p: p.name)
+def test_every_shared_bot_validates_without_errors(bot: Path) -> None:
+    report = validate_project(bot / "config.yml", bot / "domain.yml", [bot / "data"])
+    assert report.errors == []
+
+
+@pytest.mark.parametrize("bot", BOT_DIRS, ids=lambda p: p.name)
+def test_every_shared_bot_loads_with_its_test_stories(bot: Path) -> None:
+    project = load_project(bot / "config.yml", bot / "domain.yml", [bot / "data"])
+    assert project.nlu.examples and project.stories
+    assert project.training_stories()
+    if (bot / "tests").is_dir():
+        assert load_test_stories([bot / "tests"], project.domain)
+
+
+def test_validate_command_exit_codes(tmp_path: Path) -> None:
+    bot = BOTS / "moodbot"
+    out = io.StringIO()
+    args = argparse.Namespace(
+        domain=str(bot / "domain.yml"), data=[str(bot / "data")], config=str(bot / "config.yml")
+    )
+    assert run_validate(args, out) == 0
+    assert "valid" in out.getvalue()
+
+    broken = tmp_path / "data"
+    broken.mkdir()
+    (broken / "stories.yml").write_text(
+        "stories:\n- story: s\n  steps:\n  - intent: greet\n  - action: utter_nope\n"
+    )
+    out = io.StringIO()
+    args.data = [str(broken)]
+    assert run_validate(args, out) == 1
+    assert f"{broken / 'stories.yml'}:5: action 'utter_nope'" in out.getvalue()
+
+
+@pytest.mark.parametrize("rel", _reference_yaml_files())
+def test_reference_file_loads_or_fails_with_file_and_line(rel: str) -> None:
+    path = TESTDATA / rel
+    if rel in EXPECTED_INVALID:
+        with pytest.raises(InvalidProjectFile) as info:
+            load_reference_file(path)
+        assert info.value.filename == str(path)
+        assert info.value.line is not None
+        assert EXPECTED_INVALID[rel] in str(info.value)
+    else:
+        assert load_reference_file(path), f"{rel} holds no section botserver knows"
+
+
+@pytest.mark.parametrize("rel", DOMAIN_DIRS)
+def test_reference_domain_directories_merge(rel: str) -> None:
+    if rel in STRICTER_THAN_RASA:
+        pytest.xfail("server.dialogue.domain.Domain rejects what Rasa only warns about")
+    domain = read_domain(TESTDATA / rel, warnings=[])
+    assert domain.intents
+
+
+def test_domain_directory_merges_files_and_reports_duplicates() -> None:
+    warnings: list[str] = []
+    domain = read_domain(
+        TESTDATA / "test_domains/test_domain_from_directory_tree", warnings=warnings
+    )
+    assert {"utter_skill_1", "utter_skill_2"} <= set(domain.intents)
+    assert any("defined more than once" in w for w in warnings)
+    separate = read_domain(TESTDATA / "test_domains/test_domain_with_separate_session_config")
+    assert separate.session_config.session_expiration_time == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        ("slots:\n  mood:\n    type: textual\n    mappings: []\n", 3, "unknown type 'textual'"),
+        ("slots:\n  mood:\n    mappings: []\n", 2, "needs a 'type'"),
+        (
+            "slots:\n  s:\n    type: text\n    mappings:\n    - type: from_entiti\n",
+            5,
+            "unknown type 'from_entiti'",
+        ),
+        ("slots:\n  a:\n    type: text\n   mappings: []\n", 4, "invalid YAML"),
+        ("responses:\n  utter_a:\n  - txt: hi\n", 3, "unknown key 'txt'"),
+        ("session_config:\n  session_expiration_time: -1\n", 2, "0 or more"),
+        ("forms:\n  f:\n    required_slots: name\n", 3, "list of slot names"),
+        ("intents:\n- greet: {use_entities: maybe}\n", 2, "use_entities"),
+    ],
+)
+def test_broken_domain_names_file_and_line(
+    tmp_path: Path, text: str, line: int, fragment: str
+) -> None:
+    path = tmp_path / "domain.yml"
+    path.write_text(text)
+    with pytest.raises(InvalidProjectFile) as info:
+        read_domain(path)
+    assert (info.value.filename, info.value.line) == (str(path), line), str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_domain_semantic_error_points_at_the_form(tmp_path: Path) -> None:
+    path = tmp_path / "domain.yml"
+    path.write_text("version: '3.1'\nforms:\n  f:\n    required_slots:\n    - nowhere\n")
+    with pytest.raises(InvalidProjectFile) as info:
+        read_domain(path)
+    assert (info.value.filename, info.value.line) == (str(path), 3)
+
+
+def test_empty_config_sections_take_rasa_defaults(tmp_path: Path) -> None:
+    config = read_config(BOTS / "initial-project-3.6.21" / "config.yml")
+    assert config.assistant_id == "placeholder_default"
+    assert config.defaulted == ["pipeline", "policies"]
+    assert [c["name"] for c in config.policies] == [
+        "MemoizationPolicy",
+        "RulePolicy",
+        "UnexpecTEDIntentPolicy",
+        "TEDPolicy",
+    ]
+    assert config.pipeline[0] == {"name": "WhitespaceTokenizer"}
+    assert read_config(None).language == "en"
+
+    own = read_config(BOTS / "formbot" / "config.yml")
+    assert own.defaulted == [] and own.policies[-1]["name"] == "RulePolicy"
+
+
+def test_config_substitutes_environment_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("language: en\nassistant_id: ${BOT_ID}\npipeline:\npolicies:\n")
+    monkeypatch.setenv("BOT_ID", "my-bot")
+    assert read_config(path).assistant_id == "my-bot"
+    monkeypatch.delenv("BOT_ID")
+    with pytest.raises(Exception, match="BOT_ID"):
+        read_config(path)
+
+
+def test_broken_config_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("language: en\npipeline:\n  - name: WhitespaceTokenizer\n  - epochs: 3\n")
+    with pytest.raises(InvalidProjectFile) as info:
+        read_config(path)
+    assert (info.value.filename, info.value.line) == (str(path), 4)
