@@ -105,7 +105,7 @@ class CRFEntityExtractor:
         self.name = name
         self.c1 = float(config.get("L1_c", 0.1))
         self.c2 = float(config.get("L2_c", 0.01))
-        self.max_iterations = int(config.get("max_iterations", 100))
+        self.max_iterations = int(config.get("max_iterations", 50))
         self.model_: bytes | None = None
         self._tagger: pycrfsuite.Tagger | None = None
         self._lock = threading.Lock()

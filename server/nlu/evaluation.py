@@ -198,7 +198,7 @@ def _plots(
     hits = [c for t, p, c in zip(targets, predicted, confidences, strict=True) if t == p]
     misses = [c for t, p, c in zip(targets, predicted, confidences, strict=True) if t != p]
     fig, ax = plt.subplots(figsize=(8, 5))
-    bins = np.linspace(0.0, 1.0, 21)
+    bins = [i / 20 for i in range(21)]
     ax.hist([hits, misses], bins=bins, label=["hits", "misses"], color=["#009292", "#ff6db6"])
     ax.set_xlabel("Confidence")
     ax.set_ylabel("Number of samples")

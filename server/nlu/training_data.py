@@ -78,4 +78,5 @@ class NLUTrainingData:
 
     @property
     def retrieval_intents(self) -> list[str]:
-        return sorted({e.base_intent for e in self.examples if e.intent and "/" in e.intent})
+        names = {e.intent for e in self.examples if e.intent and "/" in e.intent}
+        return sorted({name.split("/", 1)[0] for name in names})

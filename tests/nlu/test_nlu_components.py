@@ -1,0 +1,43 @@
+from pathlib import Path
+
+from server.nlu.count_vectors import CountVectorsFeaturizer
+from server.nlu.evaluation import cross_validate, evaluate
+from server.nlu.message import Message
+from server.nlu.pipeline import NLUPipeline
+from server.nlu.tokenizer import tokenize
+
+
+def test_whitespace_tokenizer_trims_punctuation():
+    tokens = tokenize("Hello, world! I'm ok...")
+    assert [(t.text, t.start, t.end) for t in tokens] == [
+        ("Hello", 0, 5),
+        ("world", 7, 12),
+        ("I'm", 14, 17),
+        ("ok", 18, 20),
+    ]
+
+
+def test_count_vectors_char_wb_ngrams():
+    featurizer = CountVectorsFeaturizer({"analyzer": "char_wb", "min_ngram": 2, "max_ngram": 3})
+    message = Message("Hi", tokenize("Hi"))
+    assert featurizer.ngrams(message) == [" h", "hi", "i ", " hi", "hi "]
+    featurizer.train([message], None)
+    indices, values, width = message.blocks[0]
+    assert width == 5 and len(indices) == 5
+    assert abs(sum(v * v for v in values) - 1.0) < 1e-6
+
+
+def test_evaluate_writes_rasa_report_files(tmp_path: Path, load_bot):
+    data = load_bot("formbot")
+    pipeline = NLUPipeline.train(data, [{"name": "DIETClassifier"}])
+    summary = evaluate(pipeline, data, tmp_path)
+    assert summary["intent_evaluation"]["accuracy"] > 0.95
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"intent_report.json", "intent_errors.json", "DIETClassifier_report.json"} <= names
+    assert {"intent_confusion_matrix.png", "intent_histogram.png"} <= names
+
+
+def test_cross_validation(tmp_path: Path, load_bot):
+    summary = cross_validate(load_bot("moodbot"), [], 3, tmp_path)
+    assert len(summary["fold_accuracies"]) == 3
+    assert (tmp_path / "intent_report.json").exists()

@@ -1,0 +1,150 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from server.errors import InvalidConfig, ModelError
+from server.nlu.pipeline import NLUPipeline
+from server.nlu.training_data import NLUTrainingData
+
+RECORDED_PARSE_KEYS = [
+    "text",
+    "intent",
+    "entities",
+    "text_tokens",
+    "intent_ranking",
+    "response_selector",
+]
+
+
+def test_parse_matches_rasa_recorded_shape(full_pipeline):
+    result = full_pipeline.parse("hello")
+    assert list(result) == RECORDED_PARSE_KEYS
+    assert result["text"] == "hello"
+    assert result["intent"]["name"] == "greet"
+    assert set(result["intent"]) == {"name", "confidence"}
+    assert result["text_tokens"] == [[0, 5]]
+    assert len(result["intent_ranking"]) <= 10
+    assert result["intent_ranking"][0] == result["intent"]
+    assert set(result["response_selector"]) == {"all_retrieval_intents", "default"}
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_moodbot_confidence_is_well_above_fallback_threshold(load_bot):
+    pipeline = NLUPipeline.train(load_bot("moodbot"), [])
+    for text, intent in [("hi there", "greet"), ("I am very sad", "mood_unhappy")]:
+        result = pipeline.parse(text)
+        assert result["intent"]["name"] == intent
+        assert result["intent"]["confidence"] > 0.9
+
+
+def test_entities_roles_regex_and_synonyms(full_pipeline):
+    result = full_pipeline.parse("fly from Berlin to Rome")
+    cities = {(e["value"], e.get("role")) for e in result["entities"] if e["entity"] == "city"}
+    assert cities == {("Berlin", "from"), ("Rome", "to")}
+    entity = next(e for e in result["entities"] if e["value"] == "Berlin")
+    assert entity["extractor"] == "DIETClassifier"
+    assert 0 < entity["confidence_entity"] <= 1
+
+    zips = [e for e in full_pipeline.parse("my zip code is 99999")["entities"]]
+    assert {
+        "entity": "zipcode",
+        "start": 15,
+        "end": 20,
+        "value": "99999",
+        "extractor": "RegexEntityExtractor",
+    } in zips
+
+    mapped = [e for e in full_pipeline.parse("flight to NYC please")["entities"]]
+    assert any(
+        e["value"] == "New York" and e.get("processors") == ["EntitySynonymMapper"] for e in mapped
+    )
+
+
+def test_response_selector_output(full_pipeline):
+    selector = full_pipeline.parse("what is your name")["response_selector"]
+    assert selector["all_retrieval_intents"] == ["chitchat"]
+    response = selector["default"]["response"]
+    assert response["intent_response_key"] == "chitchat/ask_name"
+    assert response["utter_action"] == "utter_chitchat/ask_name"
+    assert response["responses"] == [{"text": "I am a bot."}]
+    assert set(selector["default"]["ranking"][0]) == {"id", "confidence", "intent_response_key"}
+
+
+def test_fallback_classifier_predicts_nlu_fallback(mixed_data):
+    pipeline = NLUPipeline.train(
+        mixed_data, [{"name": "DIETClassifier"}, {"name": "FallbackClassifier", "threshold": 0.99}]
+    )
+    result = pipeline.parse("purple elephants dance")
+    assert result["intent"] == {"name": "nlu_fallback", "confidence": 0.99}
+    assert result["intent_ranking"][0] == result["intent"]
+
+
+def test_intent_message_syntax(full_pipeline):
+    result = full_pipeline.parse('/book_flight{"city": ["Rome", "Oslo"]}')
+    assert result == {
+        "text": '/book_flight{"city": ["Rome", "Oslo"]}',
+        "intent": {"name": "book_flight", "confidence": 1.0},
+        "entities": [
+            {"entity": "city", "value": "Rome", "start": 12, "end": 38},
+            {"entity": "city", "value": "Oslo", "start": 12, "end": 38},
+        ],
+        "intent_ranking": [{"name": "book_flight", "confidence": 1.0}],
+    }
+    assert full_pipeline.parse("/greet@0.5")["intent"] == {"name": "greet", "confidence": 0.5}
+
+
+def test_persistence_round_trip_gives_identical_parses(full_pipeline, tmp_path: Path):
+    full_pipeline.persist(tmp_path)
+    loaded = NLUPipeline.load(tmp_path)
+    for text in ["hello", "fly from Berlin to Rome", "my zip code is 12345", "who are you"]:
+        assert loaded.parse(text) == full_pipeline.parse(text)
+    assert loaded.intents == full_pipeline.intents
+    assert loaded.entities == full_pipeline.entities
+
+
+def test_persisted_files_are_data_only(full_pipeline, tmp_path: Path):
+    full_pipeline.persist(tmp_path)
+    suffixes = {p.suffix for p in tmp_path.iterdir()}
+    assert suffixes <= {".json", ".npy", ".crfsuite"}
+    for path in tmp_path.iterdir():
+        assert b"\x80\x04\x95" not in path.read_bytes()[:64]  # no pickle protocol header
+
+
+def test_load_refuses_unknown_component(full_pipeline, tmp_path: Path):
+    full_pipeline.persist(tmp_path)
+    manifest = json.loads((tmp_path / "pipeline.json").read_text())
+    manifest["components"][0]["key"] = "os.system"
+    (tmp_path / "pipeline.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError):
+        NLUPipeline.load(tmp_path)
+
+
+def test_unknown_component_is_named_in_the_error(load_bot):
+    with pytest.raises(InvalidConfig, match="my_module.MyClassifier"):
+        NLUPipeline.train(load_bot("moodbot"), [{"name": "my_module.MyClassifier"}])
+
+
+def test_spacy_components_map_with_one_warning(load_bot):
+    pipeline = NLUPipeline.train(
+        load_bot("moodbot"),
+        [
+            {"name": "SpacyNLP", "model": "en_core_web_md"},
+            {"name": "SpacyTokenizer"},
+            {"name": "SpacyFeaturizer"},
+            {"name": "DIETClassifier", "entity_recognition": False},
+        ],
+    )
+    mapping = [w for w in pipeline.warnings if "equivalents" in w]
+    assert len(mapping) == 1
+    assert "SpacyFeaturizer" in mapping[0] and "DIETClassifier" in mapping[0]
+    assert pipeline.parse("hello")["intent"]["name"] == "greet"
+
+
+def test_duckling_unreachable_yields_no_entities(caplog):
+    pipeline = NLUPipeline.train(
+        NLUTrainingData(),
+        [{"name": "DucklingEntityExtractor", "url": "http://127.0.0.1:9", "timeout": 0.5}],
+    )
+    assert pipeline.parse("tomorrow at 5pm")["entities"] == []
+    assert "Duckling" in caplog.text

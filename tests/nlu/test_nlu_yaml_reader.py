@@ -1,0 +1,100 @@
+from pathlib import Path
+
+import pytest
+
+from server.errors import InvalidProjectFile
+from server.nlu.training_data import EntityAnnotation
+from server.training.nlu_yaml import read_nlu_file, read_nlu_yaml
+
+REFERENCE = Path("/work/shared/reference/rasa-testdata")
+
+
+def test_annotation_syntaxes_and_offsets():
+    data = read_nlu_yaml(
+        """
+nlu:
+- intent: travel
+  examples: |
+    - go to [Berlin](city) now
+    - go to [NYC](city:New York)
+    - from [SF]{"entity": "city", "role": "from", "group": "1", "value": "San Francisco"} on
+"""
+    )
+    first, second, third = data.examples
+    assert first.text == "go to Berlin now"
+    assert first.entities == [EntityAnnotation(6, 12, "Berlin", "city")]
+    assert second.entities == [EntityAnnotation(6, 9, "New York", "city")]
+    assert third.text == "from SF on"
+    assert third.entities == [EntityAnnotation(5, 7, "San Francisco", "city", "from", "1")]
+
+
+def test_synonyms_regexes_lookups_and_retrieval_responses():
+    data = read_nlu_yaml(
+        """
+version: "3.1"
+nlu:
+- synonym: New York
+  examples: |
+    - NYC
+- regex: zipcode
+  examples: |
+    - \\d{5}
+- lookup: fruit
+  examples: |
+    - apple
+    - pear
+- intent: faq/ask_name
+  examples:
+  - text: what is your name
+    metadata: {sentiment: neutral}
+responses:
+  utter_faq/ask_name:
+  - text: I am a bot
+  utter_greet:
+  - text: hi
+stories:
+- story: ignored by this reader
+  steps: []
+"""
+    )
+    assert data.synonyms == {"nyc": "New York"}
+    assert data.regexes == [("zipcode", r"\d{5}")]
+    assert data.lookups == {"fruit": ["apple", "pear"]}
+    assert data.examples[0].intent == "faq/ask_name"
+    assert data.examples[0].metadata == {"example": {"sentiment": "neutral"}}
+    assert data.responses == {"utter_faq/ask_name": [{"text": "I am a bot"}]}
+    assert data.retrieval_intents == ["faq"]
+
+
+def test_broken_entity_json_names_file_and_line():
+    text = 'nlu:\n- intent: a\n  examples: |\n    - ok\n    - bad [x]{"entity": }\n'
+    with pytest.raises(InvalidProjectFile) as info:
+        read_nlu_yaml(text, "data/nlu.yml")
+    assert info.value.filename == "data/nlu.yml"
+    assert info.value.line == 5
+
+
+def test_invalid_yaml_names_file_and_line():
+    with pytest.raises(InvalidProjectFile) as info:
+        read_nlu_yaml("nlu:\n- intent: a\n  examples: [\n", "broken.yml")
+    assert info.value.filename == "broken.yml"
+    assert info.value.line is not None
+
+
+def test_missing_item_key_is_an_error():
+    with pytest.raises(InvalidProjectFile) as info:
+        read_nlu_yaml("nlu:\n- examples: |\n    - hi\n", "x.yml")
+    assert info.value.line == 2
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="reference data not present")
+def test_rasa_reference_nlu_files_load():
+    files = [p for p in REFERENCE.rglob("*.yml") if "\nnlu:" in "\n" + p.read_text()]
+    assert len(files) > 30
+    for path in files:
+        read_nlu_file(path)
+
+
+def test_bots_load(mixed_data):
+    assert "greet" in mixed_data.intents
+    assert "chitchat" in mixed_data.retrieval_intents
