@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from server import RASA_COMPAT_VERSION
 from server import errors as e
+from server.auth.dependency import authorize_matched_route
 from server.auth.log_redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -250,6 +251,10 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    try:
+        authorize_matched_route(request)
+    except (e.AuthError, e.Forbidden) as denied:
+        return response_for(denied)
     message, details = _first_validation_error(exc)
     return error_response(400, "BadRequest", message, details)
 

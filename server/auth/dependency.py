@@ -7,6 +7,7 @@ can be declared before the app (and its security settings) exist.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyQuery, HTTPBearer
@@ -69,4 +70,34 @@ def require_auth(
         request.state.principal = principal
         return principal
 
+    check.conversation_param = conversation_param  # type: ignore[attr-defined]
+    check.is_auth_guard = True  # type: ignore[attr-defined]
     return check
+
+
+def _guards(dependant: Any) -> list[Any]:
+    found = []
+    for sub in getattr(dependant, "dependencies", ()):
+        if getattr(sub.call, "is_auth_guard", False):
+            found.append(sub.call)
+        found.extend(_guards(sub))
+    return found
+
+
+def authorize_matched_route(request: Request) -> None:
+    """Run the auth guards of the route `request` matched; raise AuthError or Forbidden.
+
+    FastAPI parses a JSON body before it resolves dependencies, so a malformed body would
+    answer 400 ahead of the guard. The error handler calls this first, keeping auth first.
+    """
+    route = request.scope.get("route")
+    for guard in _guards(getattr(route, "dependant", None)):
+        conversation_id = None
+        if guard.conversation_param is not None:
+            value = request.path_params.get(guard.conversation_param)
+            conversation_id = value if isinstance(value, str) else None
+        authenticator_of(request).authenticate(
+            request.query_params.get(TOKEN_QUERY_PARAMETER),
+            request.headers.get("authorization"),
+            conversation_id,
+        )

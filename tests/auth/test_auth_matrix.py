@@ -291,3 +291,39 @@ async def test_auth_runs_before_the_409() -> None:
 def test_auth_config_repr_hides_secrets() -> None:
     text = repr(AuthConfig(token=SECRET, jwt_secret="jwtsecret", jwt_private_key="pk"))
     assert SECRET not in text and "jwtsecret" not in text and "pk'" not in text
+
+
+async def test_auth_runs_before_body_parsing() -> None:
+    from pydantic import BaseModel
+
+    class Body(BaseModel):
+        text: str
+
+    router = APIRouter()
+
+    @router.post(
+        "/conversations/{conversation_id:path}/messages",
+        dependencies=[Depends(require_auth("conversation_id"))],
+    )
+    async def messages(conversation_id: str, body: Body) -> dict[str, str]:
+        return {"text": body.text}
+
+    app = create_app(ApiSettings(auth=AuthConfig(jwt_secret=SECRET)), [router])
+    malformed = {"content": b"{not json", "headers": {"Content-Type": "application/json"}}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as client:
+        anonymous = await client.post("/conversations/u1/messages", **malformed)
+        other_user = await client.post(
+            "/conversations/u1/messages",
+            content=malformed["content"],
+            headers={**malformed["headers"], **bearer(hs256(user("u2")))},
+        )
+        own_user = await client.post(
+            "/conversations/u1/messages",
+            content=malformed["content"],
+            headers={**malformed["headers"], **bearer(hs256(user("u1")))},
+        )
+    assert anonymous.status_code == 401
+    assert other_user.status_code == 403
+    assert own_user.status_code == 400
