@@ -40,7 +40,7 @@ class ModelSource:
         """Load the startup model; never raises for a model problem, logs it instead."""
         try:
             if endpoints_models_cfg:
-                return await self._from_model_server(endpoints_models_cfg)
+                return await self.load_from_model_server(endpoints_models_cfg)
             if remote_storage:
                 name = str(model_path or "models")
                 return await self.load_from_remote_storage(remote_storage, name)
@@ -62,7 +62,12 @@ class ModelSource:
         finally:
             await asyncio.to_thread(shutil.rmtree, path.parent, True)
 
-    async def _from_model_server(self, cfg: dict[str, Any]) -> ModelInfo | None:
+    async def load_from_model_server(self, cfg: dict[str, Any]) -> ModelInfo | None:
+        """Pull once now, then on schedule; replaces any running poller.
+
+        Returns the model loaded afterwards (a failed pull keeps the previous one and sets
+        `self.poller.last_error`). Raises InvalidConfig for a bad `models:` section.
+        """
         config = ModelServerConfig.from_endpoint(cfg)
         await self.stop()
         self.poller = ModelServerPoller(self.holder, config, self._client)
