@@ -26,7 +26,8 @@ class Event:
     """Base of every event: a type name, a timestamp and optional metadata."""
 
     type_name: ClassVar[str] = ""
-    # Whether as_dict includes `metadata` even when it is empty (user and bot do).
+    # Whether as_dict includes `metadata` even when it is empty (user and bot do). Rasa then
+    # writes it after the event's own keys, so an empty one comes last.
     always_metadata: ClassVar[bool] = False
 
     timestamp: float = field(default_factory=_now, kw_only=True)
@@ -34,7 +35,7 @@ class Event:
 
     def _base(self) -> dict[str, Any]:
         d: dict[str, Any] = {"event": self.type_name, "timestamp": self.timestamp}
-        if self.metadata or self.always_metadata:
+        if self.metadata:
             d["metadata"] = self.metadata
         return d
 
@@ -44,6 +45,8 @@ class Event:
     def as_dict(self) -> dict[str, Any]:
         d = self._base()
         d.update(self._fields())
+        if self.always_metadata and "metadata" not in d:
+            d["metadata"] = self.metadata
         return d
 
     @classmethod

@@ -25,7 +25,7 @@ FULL_FORMS: list[dict[str, Any]] = [
     {
         "event": "user",
         "timestamp": T,
-        "metadata": {},
+        "metadata": {"model_id": "m1"},
         "text": "Hey",
         "parse_data": {
             "intent": {"name": "greet", "confidence": 0.9},
@@ -140,7 +140,6 @@ SHORT_FORMS = [
         {
             "event": "user",
             "timestamp": T,
-            "metadata": {},
             "text": "Hey",
             "parse_data": {
                 "intent": {"name": "greet", "confidence": 0.9},
@@ -151,6 +150,8 @@ SHORT_FORMS = [
             },
             "input_channel": None,
             "message_id": None,
+            # Rasa writes an empty metadata after the event's own keys
+            "metadata": {},
         },
     ),
     (
@@ -173,7 +174,7 @@ SHORT_FORMS = [
     ),
     (
         {"event": "bot", "text": "Hey there!", "data": {}, "timestamp": T},
-        {"event": "bot", "timestamp": T, "metadata": {}, "text": "Hey there!", "data": {}},
+        {"event": "bot", "timestamp": T, "text": "Hey there!", "data": {}, "metadata": {}},
     ),
     (
         {
