@@ -1,0 +1,190 @@
+"""The client of a custom action server (`action_endpoint:`), speaking Rasa's webhook protocol.
+
+Every failure becomes `ActionError` (or `ActionRejected` for an HTTP 400 naming the action),
+with a one-line message and no token in it; the processor decides what the user sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from typing import Any
+
+import httpx
+
+from server.dialogue.http_endpoint import HttpEndpoint
+from server.errors import ActionError, ActionRejected, InvalidEvent
+from server.trackers.events import event_from_dict
+
+logger = logging.getLogger(__name__)
+
+# The Rasa version we speak for; rasa-sdk warns when it does not recognise it.
+RASA_PROTOCOL_VERSION = "3.6.21"
+DEFAULT_ACTION_TIMEOUT = 10.0
+# rasa-sdk's "domain missing" status: the action needs a domain it has not cached.
+DOMAIN_MISSING = 449
+
+
+def domain_digest(domain: dict[str, Any]) -> str:
+    """A stable fingerprint of the domain, so an action server can cache it."""
+    canonical = json.dumps(domain, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _error_detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200].strip()
+    if isinstance(body, dict) and body.get("error"):
+        return str(body["error"])[:200]
+    return json.dumps(body)[:200]
+
+
+def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict[str, Any]]]:
+    """Checks an action server's answer has Rasa's shape and returns its events and responses."""
+    if not isinstance(result, dict):
+        raise ActionError(
+            f"Custom action '{action_name}': the action server answered "
+            f"{type(result).__name__}, not a JSON object with 'events' and 'responses'"
+        )
+    events = result.get("events") or []
+    responses = result.get("responses") or []
+    if not isinstance(events, list) or not isinstance(responses, list):
+        raise ActionError(f"Custom action '{action_name}': 'events' and 'responses' must be lists")
+    for index, event in enumerate(events):
+        try:
+            event_from_dict(event)
+        except InvalidEvent as e:
+            raise ActionError(
+                f"Custom action '{action_name}': event {index} is invalid: {e}"
+            ) from None
+    for index, response in enumerate(responses):
+        if not isinstance(response, dict):
+            raise ActionError(
+                f"Custom action '{action_name}': response {index} is not a JSON object"
+            )
+    return {"events": events, "responses": responses}
+
+
+class ActionServerClient:
+    """Runs custom actions on a remote action server (rasa-sdk or anything speaking its API)."""
+
+    def __init__(
+        self, config: dict[str, Any], *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        """Builds the client from the `action_endpoint:` section of endpoints.yml.
+
+        Keys: url, token, token_name, params, headers, basic_auth, cafile, timeout (seconds,
+        default 10) and enable_selective_domain.
+        """
+        self.endpoint = HttpEndpoint.from_config(
+            config, timeout=DEFAULT_ACTION_TIMEOUT, transport=transport
+        )
+        self.enable_selective_domain = bool(config.get("enable_selective_domain"))
+
+    def request_body(
+        self,
+        action_name: str,
+        sender_id: str,
+        tracker_state: dict[str, Any],
+        domain: dict[str, Any] | None,
+        action_properties: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The JSON Rasa sends for one action call."""
+        body: dict[str, Any] = {
+            "next_action": action_name,
+            "sender_id": sender_id,
+            "tracker": tracker_state,
+        }
+        send_domain = not self.enable_selective_domain or bool(
+            (action_properties or {}).get("send_domain")
+        )
+        if send_domain and domain is not None:
+            body["domain"] = domain
+        if self.enable_selective_domain and domain is not None:
+            # rasa-sdk >= 3.7 caches the domain by this digest instead of needing it each call.
+            body["domain_digest"] = domain_digest(domain)
+        body["version"] = RASA_PROTOCOL_VERSION
+        return body
+
+    async def run(
+        self,
+        action_name: str,
+        sender_id: str,
+        tracker_state: dict[str, Any],
+        domain: dict[str, Any] | None,
+        action_properties: dict[str, Any] | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Runs `action_name` and returns `{"events": [...], "responses": [...]}`.
+
+        Raises ActionRejected on an HTTP 400 naming the action, ActionError on anything else.
+        """
+        body = self.request_body(action_name, sender_id, tracker_state, domain, action_properties)
+        response = await self._post(action_name, body)
+        if response.status_code == DOMAIN_MISSING and domain is not None and "domain" not in body:
+            # A newer rasa-sdk without the domain in its cache: it asks once for the domain.
+            response = await self._post(action_name, {**body, "domain": domain})
+        return self._read(action_name, response)
+
+    async def _post(self, action_name: str, body: dict[str, Any]) -> httpx.Response:
+        where = self.endpoint.safe_url
+        timeout = self.endpoint.timeout
+        try:
+            # httpx's timeout is per phase; this bounds the whole call, trickling bodies included.
+            response = await asyncio.wait_for(self.endpoint.post_json(body), timeout)
+        except (asyncio.TimeoutError, httpx.TimeoutException):
+            raise ActionError(
+                f"Custom action '{action_name}': the action server at {where} "
+                f"did not answer within {timeout:g} s"
+            ) from None
+        except httpx.ConnectError as e:
+            raise ActionError(
+                f"Custom action '{action_name}': cannot reach the action server at {where} "
+                f"({_reason(e)})"
+            ) from None
+        except httpx.HTTPError as e:
+            raise ActionError(
+                f"Custom action '{action_name}': request to the action server at {where} "
+                f"failed ({_reason(e)})"
+            ) from None
+        return response
+
+    def _read(self, action_name: str, response: httpx.Response) -> dict[str, list[dict[str, Any]]]:
+        where = self.endpoint.safe_url
+        if response.status_code == 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if isinstance(body, dict) and body.get("action_name"):
+                raise ActionRejected(str(body["action_name"]), body.get("error") or None)
+        if response.status_code == 404:
+            raise ActionError(
+                f"Custom action '{action_name}': the action server at {where} has no such "
+                f"action (HTTP 404: {_error_detail(response)})"
+            )
+        if response.status_code >= 300:
+            raise ActionError(
+                f"Custom action '{action_name}': the action server at {where} answered "
+                f"HTTP {response.status_code}: {_error_detail(response)}"
+            )
+        try:
+            result = response.json()
+        except ValueError:
+            raise ActionError(
+                f"Custom action '{action_name}': the action server at {where} answered "
+                f"something that is not JSON"
+            ) from None
+        return validate_action_result(action_name, result)
+
+    async def aclose(self) -> None:
+        """Closes the pooled HTTP client."""
+        await self.endpoint.aclose()
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__

@@ -1,0 +1,107 @@
+"""The client of an external NLG server (`nlg:` in endpoints.yml), with Rasa's request format.
+
+A failure (down, slow, HTTP error, not a message) raises `ActionError`, like a failed action.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from server.dialogue.http_endpoint import DEFAULT_TIMEOUT, HttpEndpoint
+from server.errors import ActionError
+
+# Keys Rasa's NLG response schema allows, with the JSON types it accepts for each.
+_MESSAGE_TYPES: dict[str, tuple[type, ...]] = {
+    "text": (str,),
+    "buttons": (list,),
+    "elements": (list,),
+    "attachment": (dict, list, str),
+    "image": (str,),
+    "custom": (dict,),
+    "quick_replies": (list,),
+}
+
+
+def nlg_request_body(
+    response: str, tracker_state: dict[str, Any], output_channel: str, **kwargs: Any
+) -> dict[str, Any]:
+    """The JSON Rasa POSTs to an NLG server; a `response_id` keyword becomes `id`."""
+    response_id = kwargs.pop("response_id", None)
+    return {
+        "response": response,
+        "id": response_id,
+        "arguments": kwargs,
+        "tracker": tracker_state,
+        "channel": {"name": output_channel},
+    }
+
+
+class NLGClient:
+    """Asks an external server to write the bot's message for a response name."""
+
+    def __init__(
+        self, config: dict[str, Any], *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        """Builds the client from `nlg:` (url, token, token_name, headers, basic_auth, timeout)."""
+        self.endpoint = HttpEndpoint.from_config(
+            config, timeout=DEFAULT_TIMEOUT, transport=transport
+        )
+
+    async def generate(
+        self, response: str, tracker_state: dict[str, Any], output_channel: str, **kwargs: Any
+    ) -> dict[str, Any] | None:
+        """The message for `response`, or None when the server answers with an empty body."""
+        body = nlg_request_body(response, tracker_state, output_channel, **kwargs)
+        where = self.endpoint.safe_url
+        try:
+            answer = await asyncio.wait_for(self.endpoint.post_json(body), self.endpoint.timeout)
+        except (asyncio.TimeoutError, httpx.TimeoutException):
+            raise ActionError(
+                f"NLG for '{response}': the NLG server at {where} did not answer within "
+                f"{self.endpoint.timeout:g} s"
+            ) from None
+        except httpx.HTTPError as e:
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ActionError(
+                f"NLG for '{response}': cannot reach the NLG server at {where} ({reason})"
+            ) from None
+        if answer.status_code >= 300:
+            raise ActionError(
+                f"NLG for '{response}': the NLG server at {where} answered HTTP "
+                f"{answer.status_code}"
+            )
+        if not answer.content.strip():
+            return None
+        try:
+            message = answer.json()
+        except ValueError:
+            raise ActionError(
+                f"NLG for '{response}': the NLG server at {where} answered something that is "
+                f"not JSON"
+            ) from None
+        if message is None:
+            return None
+        _check_message(response, message)
+        return message
+
+    async def aclose(self) -> None:
+        """Closes the pooled HTTP client."""
+        await self.endpoint.aclose()
+
+
+def _check_message(response: str, message: Any) -> None:
+    if not isinstance(message, dict):
+        raise ActionError(
+            f"NLG for '{response}': the NLG server answered {type(message).__name__}, "
+            f"not a message object"
+        )
+    for key, types in _MESSAGE_TYPES.items():
+        value = message.get(key)
+        if value is not None and not isinstance(value, types):
+            raise ActionError(
+                f"NLG for '{response}': the NLG server's '{key}' has the wrong type "
+                f"({type(value).__name__})"
+            )

@@ -1,0 +1,117 @@
+"""Starts the rasa-sdk action servers of tests/action_servers/<bot>/ on free local ports.
+
+Import `action_servers` (a session fixture) in a test module, or call `start_action_server`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+HERE = Path(__file__).parent
+STARTUP_SECONDS = 30.0
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ActionServer:
+    """A running rasa-sdk action server."""
+
+    bot: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/webhook"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        # Sanic runs the server in a worker process: stop the whole process group.
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
+
+def start_action_server(bot: str) -> ActionServer:
+    """Runs `python -m rasa_sdk --actions actions` in tests/action_servers/<bot>/."""
+    port = free_port()
+    log_path = Path(tempfile.mkstemp(prefix=f"action-server-{bot}-", suffix=".log")[1])
+    env = dict(os.environ, SANIC_HOST="127.0.0.1", ACTION_SERVER_SANIC_WORKERS="1")
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rasa_sdk", "--actions", "actions", "--port", str(port)],
+            cwd=HERE / bot,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = ActionServer(bot, port, process, log_path)
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the {bot} action server exited at start:\n{server.log()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"the {bot} action server did not answer /health:\n{server.log()}")
+
+
+class ActionServers:
+    """Starts each bot's server once per test session, on first use."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, ActionServer] = {}
+
+    def __getitem__(self, bot: str) -> ActionServer:
+        if bot not in self._running:
+            self._running[bot] = start_action_server(bot)
+        return self._running[bot]
+
+    def stop_all(self) -> None:
+        for server in self._running.values():
+            server.stop()
+        self._running.clear()
+
+
+@pytest.fixture(scope="session")
+def action_servers() -> Iterator[ActionServers]:
+    """`action_servers["formbot"].url` is the webhook of a running formbot action server."""
+    servers = ActionServers()
+    yield servers
+    servers.stop_all()

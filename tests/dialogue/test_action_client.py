@@ -1,0 +1,327 @@
+"""The action server client against real rasa-sdk servers and against broken ones."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import yaml
+
+from server.dialogue.action_client import ActionServerClient
+from server.dialogue.domain import Domain
+from server.errors import ActionError, ActionRejected
+from server.trackers.events import (
+    ActionExecuted,
+    ActiveLoop,
+    SlotSet,
+    UserUttered,
+)
+from server.trackers.tracker import EventVerbosity, Tracker
+from tests.action_servers.fixtures import action_servers, free_port  # noqa: F401
+from tests.training.rasa_shared_data import BOTS
+
+
+def _parse(intent: str, entities: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"intent": {"name": intent, "confidence": 1.0}, "entities": entities or []}
+
+
+def formbot_domain() -> dict[str, Any]:
+    with (BOTS / "formbot" / "domain.yml").open() as f:
+        return Domain.from_dict(yaml.safe_load(f)).as_dict()
+
+
+def form_tracker(slot: str, value: Any, intent: str = "inform") -> dict[str, Any]:
+    """A formbot conversation where the user just answered `slot` while the form asks it."""
+    tracker = Tracker(
+        "u1",
+        events=[
+            ActionExecuted("action_listen"),
+            UserUttered("I want a table", _parse("request_restaurant")),
+            ActionExecuted("restaurant_form"),
+            ActiveLoop("restaurant_form"),
+            SlotSet("requested_slot", slot),
+            ActionExecuted("action_listen"),
+            UserUttered(str(value), _parse(intent)),
+            SlotSet(slot, value),
+        ],
+    )
+    return tracker.current_state(EventVerbosity.ALL)
+
+
+@pytest.fixture
+async def formbot(action_servers) -> Any:  # noqa: F811
+    client = ActionServerClient({"url": action_servers["formbot"].url})
+    yield client
+    await client.aclose()
+
+
+async def test_form_validation_accepts_a_known_cuisine(formbot: ActionServerClient) -> None:
+    result = await formbot.run(
+        "validate_restaurant_form", "u1", form_tracker("cuisine", "chinese"), formbot_domain()
+    )
+    slots = [(e["name"], e["value"]) for e in result["events"] if e["event"] == "slot"]
+    assert ("cuisine", "chinese") in slots
+    assert result["responses"] == []
+
+
+async def test_form_validation_rejects_an_unknown_cuisine(formbot: ActionServerClient) -> None:
+    result = await formbot.run(
+        "validate_restaurant_form", "u1", form_tracker("cuisine", "klingon"), formbot_domain()
+    )
+    slots = [(e["name"], e["value"]) for e in result["events"] if e["event"] == "slot"]
+    assert ("cuisine", None) in slots
+    assert [r.get("response") for r in result["responses"]] == ["utter_wrong_cuisine"]
+
+
+async def test_form_validation_turns_seating_text_into_a_bool(
+    formbot: ActionServerClient,
+) -> None:
+    state = form_tracker("outdoor_seating", "outside please")
+    result = await formbot.run("validate_restaurant_form", "u1", state, formbot_domain())
+    slots = [(e["name"], e["value"]) for e in result["events"] if e["event"] == "slot"]
+    assert ("outdoor_seating", True) in slots
+
+
+async def test_concertbot_action_sets_a_list_slot_and_utters(action_servers) -> None:  # noqa: F811
+    client = ActionServerClient({"url": action_servers["concertbot"].url})
+    try:
+        state = Tracker("c1").current_state(EventVerbosity.ALL)
+        result = await client.run("action_search_venues", "c1", state, {})
+    finally:
+        await client.aclose()
+    assert [r["text"] for r in result["responses"]] == [
+        "here are some venues I found",
+        "Big Arena, Rock Cellar",
+    ]
+    (event,) = result["events"]
+    assert event["event"] == "slot" and event["name"] == "venues"
+    assert [v["name"] for v in event["value"]] == ["Big Arena", "Rock Cellar"]
+
+
+async def test_reminderbot_schedules_a_reminder(action_servers) -> None:  # noqa: F811
+    client = ActionServerClient({"url": action_servers["reminderbot"].url})
+    try:
+        tracker = Tracker(
+            "r1",
+            events=[
+                UserUttered(
+                    "remind me to call John",
+                    _parse(
+                        "ask_remind_call",
+                        [{"entity": "PERSON", "value": "John", "start": 18, "end": 22}],
+                    ),
+                )
+            ],
+        )
+        state = tracker.current_state(EventVerbosity.ALL)
+        result = await client.run("action_set_reminder", "r1", state, {})
+    finally:
+        await client.aclose()
+    assert result["responses"][0]["text"] == "I will remind you in 5 seconds."
+    (reminder,) = result["events"]
+    assert reminder["event"] == "reminder"
+    assert reminder["intent"] == "EXTERNAL_reminder"
+    assert reminder["kill_on_user_msg"] is False
+    assert reminder["entities"][0]["value"] == "John"
+
+
+async def test_an_unknown_action_is_an_action_error(formbot: ActionServerClient) -> None:
+    with pytest.raises(ActionError, match="no such action") as raised:
+        await formbot.run("action_nobody_wrote", "u1", form_tracker("cuisine", "x"), None)
+    assert not isinstance(raised.value, ActionRejected)
+
+
+async def test_a_rejection_names_the_action(action_servers) -> None:  # noqa: F811
+    client = ActionServerClient({"url": action_servers["testbot"].url})
+    try:
+        with pytest.raises(ActionRejected) as raised:
+            await client.run("action_reject_always", "t1", Tracker("t1").current_state(), {})
+    finally:
+        await client.aclose()
+    assert raised.value.action_name == "action_reject_always"
+    assert str(raised.value) == "not today"
+
+
+async def test_selective_domain_works_with_a_caching_rasa_sdk(
+    action_servers,  # noqa: F811
+) -> None:
+    url = action_servers["testbot"].url
+    domain = {"version": "3.1", "intents": ["greet"], "responses": {}}
+    state = Tracker("t1", events=[UserUttered("hello")]).current_state(EventVerbosity.ALL)
+    client = ActionServerClient({"url": url, "enable_selective_domain": True})
+    try:
+        first = await client.run("action_echo", "t1", state, domain)
+        second = await client.run("action_echo", "t1", state, domain)
+    finally:
+        await client.aclose()
+    for result in (first, second):
+        assert result["responses"][0]["custom"] == {
+            "domain_keys": ["intents", "responses", "version"]
+        }
+        assert result["responses"][1]["response"] == "utter_greet"
+        assert result["responses"][1]["name"] == "t1"
+        assert result["events"] == [
+            {"event": "slot", "timestamp": None, "name": "echoed", "value": "hello"}
+        ]
+
+
+# -- broken action servers ------------------------------------------------------------------
+
+
+class _Broken(BaseHTTPRequestHandler):
+    """Answers by path: /slow sleeps, /garbage sends HTML, /shape sends the wrong JSON."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        self.server.requests.append(  # type: ignore[attr-defined]
+            (self.path, json.loads(self.rfile.read(length) or b"null"))
+        )
+        if self.path.startswith("/slow"):
+            time.sleep(3)
+            self._send(200, b'{"events": [], "responses": []}')
+        elif self.path.startswith("/garbage"):
+            self._send(200, b"<html>oops</html>", "text/html")
+        elif self.path.startswith("/shape"):
+            self._send(200, b'{"events": [{"no": "event key"}], "responses": []}')
+        elif self.path.startswith("/list"):
+            self._send(200, b"[1, 2, 3]")
+        elif self.path.startswith("/crash"):
+            self._send(500, b'{"error": "division by zero"}')
+        elif self.path.startswith("/bare400"):
+            self._send(400, b'{"error": "bad"}')
+        else:
+            self._send(200, b'{"events": [], "responses": [{"text": "ok"}]}')
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except BrokenPipeError:
+            pass
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128
+    daemon_threads = True
+
+
+@pytest.fixture(scope="module")
+def broken_server() -> Iterator[ThreadingHTTPServer]:
+    server = _Server(("127.0.0.1", 0), _Broken)
+    server.requests = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _url(server: ThreadingHTTPServer, path: str) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}{path}"
+
+
+async def test_a_server_that_is_down_fails_fast_and_clearly() -> None:
+    client = ActionServerClient({"url": f"http://127.0.0.1:{free_port()}/webhook"})
+    started = time.monotonic()
+    with pytest.raises(ActionError, match="cannot reach the action server"):
+        await client.run("action_x", "u1", {}, None)
+    assert time.monotonic() - started < 2
+    await client.aclose()
+
+
+async def test_a_slow_server_times_out(broken_server: ThreadingHTTPServer) -> None:
+    client = ActionServerClient({"url": _url(broken_server, "/slow"), "timeout": 0.5})
+    started = time.monotonic()
+    with pytest.raises(ActionError, match="did not answer within 0.5 s"):
+        await client.run("action_x", "u1", {}, None)
+    assert time.monotonic() - started < 2
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/garbage", "not JSON"),
+        ("/shape", "event 0 is invalid"),
+        ("/list", "not a JSON object"),
+        ("/crash", "HTTP 500: division by zero"),
+        ("/bare400", "HTTP 400"),
+    ],
+)
+async def test_garbage_is_an_action_error(
+    broken_server: ThreadingHTTPServer, path: str, message: str
+) -> None:
+    client = ActionServerClient({"url": _url(broken_server, path)})
+    with pytest.raises(ActionError, match=message) as raised:
+        await client.run("action_x", "u1", {}, None)
+    assert not isinstance(raised.value, ActionRejected)
+    await client.aclose()
+
+
+async def test_token_goes_in_the_query_and_never_in_errors(
+    broken_server: ThreadingHTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = ActionServerClient(
+        {
+            "url": _url(broken_server, "/ok"),
+            "token": "s3cret-token",
+            "params": {"team": "a"},
+            "headers": {"X-Extra": "1"},
+        }
+    )
+    result = await client.run("action_x", "u1", {"sender_id": "u1"}, {"intents": []})
+    assert result == {"events": [], "responses": [{"text": "ok"}]}
+    path, body = broken_server.requests[-1]  # type: ignore[attr-defined]
+    assert path == "/ok?team=a&token=s3cret-token"
+    assert body == {
+        "next_action": "action_x",
+        "sender_id": "u1",
+        "tracker": {"sender_id": "u1"},
+        "domain": {"intents": []},
+        "version": "3.6.21",
+    }
+    await client.aclose()
+
+    crash = ActionServerClient({"url": _url(broken_server, "/crash"), "token": "s3cret-token"})
+    with pytest.raises(ActionError) as raised:
+        await crash.run("action_x", "u1", {}, None)
+    await crash.aclose()
+    assert "s3cret-token" not in str(raised.value)
+    assert "s3cret-token" not in caplog.text
+
+
+async def test_selective_domain_leaves_the_domain_out_unless_asked(
+    broken_server: ThreadingHTTPServer,
+) -> None:
+    requests = broken_server.requests  # type: ignore[attr-defined]
+    client = ActionServerClient({"url": _url(broken_server, "/ok"), "enable_selective_domain": 1})
+    await client.run("action_x", "u1", {}, {"intents": ["a"]})
+    assert "domain" not in requests[-1][1]
+    assert len(requests[-1][1]["domain_digest"]) == 64
+    await client.run("action_x", "u1", {}, {"intents": ["a"]}, {"send_domain": True})
+    assert requests[-1][1]["domain"] == {"intents": ["a"]}
+    await client.aclose()
+
+
+async def test_one_pooled_client_serves_concurrent_calls(
+    broken_server: ThreadingHTTPServer,
+) -> None:
+    client = ActionServerClient({"url": _url(broken_server, "/ok")})
+    results = await asyncio.gather(*(client.run("action_x", "u1", {}, None) for _ in range(20)))
+    assert all(r["responses"] == [{"text": "ok"}] for r in results)
+    first = client.endpoint.client()
+    await client.run("action_x", "u1", {}, None)
+    assert client.endpoint.client() is first
+    await client.aclose()
