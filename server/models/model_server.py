@@ -55,7 +55,13 @@ class ModelServerConfig:
                 raise InvalidConfig("models.basic_auth needs 'username' and 'password'")
             basic_auth = (str(auth["username"]), str(auth["password"]))
         wait = config.get("wait_time_between_pulls", DEFAULT_WAIT_TIME_BETWEEN_PULLS)
-        if wait is not None and (not isinstance(wait, int | float) or wait < 0):
+        try:
+            wait = float(wait) if wait not in (None, "", "null", "None") else None
+        except (TypeError, ValueError):
+            raise InvalidConfig(
+                f"models.wait_time_between_pulls must be seconds, got {wait!r}"
+            ) from None
+        if wait is not None and wait < 0:
             raise InvalidConfig(f"models.wait_time_between_pulls must be seconds, got {wait!r}")
         return cls(
             url=url,
@@ -64,7 +70,7 @@ class ModelServerConfig:
             params=dict(config.get("params") or {}),
             headers={str(k): str(v) for k, v in (config.get("headers") or {}).items()},
             basic_auth=basic_auth,
-            wait_time_between_pulls=float(wait) if wait else None,
+            wait_time_between_pulls=wait or None,
             timeout=float(config.get("timeout") or DEFAULT_TIMEOUT),
         )
 

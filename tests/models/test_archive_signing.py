@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from server.errors import SignatureError
-from server.models import read_archive
+from server.models import ModelHolder, read_archive
 from server.models.signing import generate_keypair
 
 
@@ -109,3 +109,14 @@ def test_another_key_is_refused(tmp_path: Path, archive_factory, keys):
         read_archive(
             archive_factory(signing_key=keys[0]), tmp_path / "dest", verify_key=other_public
         )
+
+
+async def test_holder_with_verify_key_refuses_unsigned_uploads(archive_factory, loader, keys):
+    holder = ModelHolder(loader, verify_key=keys[1])
+    await holder.load_bytes(archive_factory("signed", signing_key=keys[0]).read_bytes())
+
+    with pytest.raises(SignatureError):
+        await holder.load_bytes(archive_factory("unsigned").read_bytes())
+
+    assert holder.current.answer() == "signed"
+    assert "not signed" in holder.last_error

@@ -235,7 +235,7 @@ async def test_scheduled_pulls_pick_up_a_new_model(model_server, holder, client,
         await poller.stop()
 
 
-@pytest.mark.parametrize("wait", [0, None])
+@pytest.mark.parametrize("wait", [0, None, "0"])
 def test_zero_or_null_wait_means_pull_once(wait):
     config = ModelServerConfig.from_endpoint({"url": "http://x", "wait_time_between_pulls": wait})
     assert config.wait_time_between_pulls is None
