@@ -1,0 +1,254 @@
+"""The tracker is a fold over events: state after each step of real bots' stories, the
+special events' semantics, and Rasa's tracker JSON for a recorded conversation."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from server.dialogue.story_steps import generate_training_stories
+from server.trackers.events import (
+    ActionExecuted,
+    ActionReverted,
+    ActiveLoop,
+    BotUttered,
+    ConversationPaused,
+    ConversationResumed,
+    FollowupAction,
+    Restarted,
+    SessionStarted,
+    SlotSet,
+    UserUtteranceReverted,
+    UserUttered,
+)
+from server.trackers.tracker import EventVerbosity, Tracker
+from server.training.project import load_project, load_test_stories
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+if not SHARED.is_dir():
+    SHARED = Path("/work/shared")
+BOTS = SHARED / "bots"
+
+
+def load(bot: str):
+    root = BOTS / bot
+    return load_project(root / "config.yml", root / "domain.yml", [root / "data"])
+
+
+def user(intent: str, text: str | None = None, **kw: Any) -> UserUttered:
+    return UserUttered(text=text or intent, parse_data={"intent": {"name": intent}}, **kw)
+
+
+def action(name: str) -> ActionExecuted:
+    return ActionExecuted(action_name=name)
+
+
+def test_formbot_story_active_loop_after_each_step() -> None:
+    project = load("formbot")
+    [story] = [
+        s
+        for s in generate_training_stories(
+            load_test_stories([BOTS / "formbot" / "tests"], project.domain)
+        )
+        if s.name == "Happy path with message providing requested value"
+    ]
+    tracker = Tracker("formbot", project.domain.slot_defaults())
+    loops = []
+    for event in story.events:
+        tracker.update(event)
+        loops.append((type(event).__name__, tracker.active_loop_name))
+    assert loops == [
+        ("ActionExecuted", None),
+        ("UserUttered", None),
+        ("ActionExecuted", None),
+        ("ActionExecuted", None),
+        ("UserUttered", None),
+        ("ActionExecuted", None),
+        ("ActiveLoop", "restaurant_form"),
+        ("ActionExecuted", "restaurant_form"),
+        ("UserUttered", "restaurant_form"),
+        ("ActionExecuted", "restaurant_form"),
+        ("ActiveLoop", None),
+        ("ActionExecuted", None),
+        ("ActionExecuted", None),
+        ("ActionExecuted", None),
+        ("UserUttered", None),
+        ("ActionExecuted", None),
+        ("ActionExecuted", None),
+    ]
+    # the loop remembers the message that triggered it
+    inform = [e for e in story.events if isinstance(e, UserUttered)][2]
+    assert inform.text == "afghan food"
+    assert inform.entities[0]["entity"] == "cuisine"
+
+
+def test_formbot_rule_condition_and_slots(tmp_path: Path) -> None:
+    project = load("formbot")
+    submit = next(s for s in project.training_stories() if s.name == "submit form")
+    tracker = Tracker("formbot", project.domain.slot_defaults())
+    tracker.update_many([*submit.condition, SlotSet("cuisine", "greek"), SlotSet("num_people", 4)])
+    assert tracker.active_loop_name == "restaurant_form"
+    assert tracker.get_slot("cuisine") == "greek" and tracker.get_slot("num_people") == 4
+    tracker.update_many(submit.events)
+    assert tracker.active_loop == {}
+    assert tracker.latest_action_name == "action_listen"
+    # slots stay set after the form is done
+    assert tracker.get_slot("cuisine") == "greek"
+
+
+def test_concertbot_slot_values_after_each_step() -> None:
+    project = load("concertbot")
+    story = next(s for s in project.training_stories() if s.name == "compare_reviews_venues")
+    tracker = Tracker("concertbot", project.domain.slot_defaults())
+    seen = []
+    for event in story.events:
+        tracker.update(event)
+        seen.append(tracker.get_slot("venues"))
+    venues = [{"name": "Big Arena", "reviews": 4.5}]
+    first_set = next(i for i, e in enumerate(story.events) if isinstance(e, SlotSet))
+    assert seen[:first_set] == [None] * first_set
+    assert seen[first_set:] == [venues] * (len(seen) - first_set)
+
+
+def test_moodbot_latest_message_after_each_step() -> None:
+    project = load("moodbot")
+    story = next(s for s in project.training_stories() if s.name == "sad path 1")
+    tracker = Tracker("moodbot", project.domain.slot_defaults())
+    intents = []
+    for event in story.events:
+        tracker.update(event)
+        intents.append(tracker.latest_message.intent_name)
+    assert [i for i in intents if i] == [
+        "greet",
+        "greet",
+        "greet",
+        "mood_unhappy",
+        "mood_unhappy",
+        "mood_unhappy",
+        "mood_unhappy",
+        "affirm",
+        "affirm",
+        "affirm",
+    ]
+    assert tracker.latest_action_name == "action_listen"
+
+
+def test_restart_resets_state_and_asks_for_a_session_start() -> None:
+    tracker = Tracker("u", {"name": None})
+    tracker.update_many([action("action_listen"), user("greet"), SlotSet("name", "Ada")])
+    tracker.update_many([ActiveLoop("form"), ConversationPaused()])
+    tracker.update(Restarted())
+    assert tracker.slots == {"name": None}
+    assert tracker.active_loop == {} and not tracker.paused
+    assert tracker.latest_message.text is None
+    assert tracker.followup_action == "action_session_start"
+    assert len(tracker.events) == 6  # events are kept
+    assert [e["event"] for e in tracker.current_state()["events"]] == []
+
+
+def test_session_started_resets_state_but_keeps_events() -> None:
+    tracker = Tracker("u", {"name": "initial"})
+    tracker.update_many([user("greet"), SlotSet("name", "Ada"), action("action_session_start")])
+    tracker.update(SessionStarted())
+    assert tracker.slots == {"name": "initial"}
+    assert len(tracker.current_state()["events"]) == 4
+    assert tracker.applied_events() == []
+
+
+def test_rewind_drops_the_last_user_turn() -> None:
+    tracker = Tracker("u", {"x": None})
+    tracker.update_many(
+        [action("action_listen"), user("greet"), action("utter_greet"), action("action_listen")]
+    )
+    tracker.update_many([user("inform", "Rome"), SlotSet("x", "Rome")])
+    tracker.update(UserUtteranceReverted())
+    assert tracker.latest_message.intent_name == "greet"
+    assert tracker.get_slot("x") is None
+    assert tracker.latest_action_name == "utter_greet"
+    assert [type(e).__name__ for e in tracker.applied_events()] == [
+        "ActionExecuted",
+        "UserUttered",
+        "ActionExecuted",
+    ]
+
+
+def test_undo_drops_the_last_action_and_what_followed() -> None:
+    tracker = Tracker("u", {"x": None})
+    tracker.update_many([user("greet"), action("utter_greet"), SlotSet("x", 1)])
+    tracker.update(ActionReverted())
+    assert tracker.get_slot("x") is None
+    assert tracker.latest_action == {}
+    assert tracker.latest_message.intent_name == "greet"
+
+
+def test_pause_resume_and_followup() -> None:
+    tracker = Tracker("u")
+    tracker.update(ConversationPaused())
+    assert tracker.paused and tracker.current_state()["paused"] is True
+    tracker.update(ConversationResumed())
+    assert not tracker.paused
+    tracker.update(FollowupAction("utter_hi"))
+    assert tracker.followup_action == "utter_hi"
+    tracker.update(action("utter_hi"))
+    assert tracker.followup_action is None
+    tracker.update(FollowupAction("utter_bye"))
+    tracker.update(user("bye"))
+    assert tracker.followup_action is None
+
+
+def test_bot_utterance_and_loop_interruption() -> None:
+    tracker = Tracker("u")
+    tracker.update_many([user("request"), ActiveLoop("form"), action("utter_chitchat")])
+    tracker.update(BotUttered(text="hi"))
+    assert tracker.latest_bot_utterance is not None
+    assert tracker.active_loop["trigger_message"]["intent"] == {"name": "request"}
+    tracker.update(action("form"))
+    assert tracker.active_loop["is_interrupted"] is False
+
+
+def _recorded_tracker_bodies() -> dict[str, dict[str, Any]]:
+    text = (SHARED / "reference" / "rasa-recorded-examples.md").read_text(encoding="utf-8")
+    bodies = {}
+    for title, block in re.findall(
+        r"### (GET /conversations/u1/tracker[^\n]*)\n.*?```json\n(.*?)```", text, flags=re.S
+    ):
+        body = "\n".join(line for line in block.splitlines() if not line.startswith("//"))
+        bodies[title.strip()] = json.loads(body)
+    return bodies
+
+
+def test_current_state_matches_rasa_recorded_tracker_json() -> None:
+    bodies = _recorded_tracker_bodies()
+    recorded = bodies["GET /conversations/u1/tracker"]
+    tracker = Tracker.from_dicts("u1", recorded["events"], {"session_started_metadata": None})
+    state = tracker.current_state()
+    assert json.dumps(state) == json.dumps(recorded)
+
+
+def test_applied_events_match_rasa_recorded_tracker_json() -> None:
+    bodies = _recorded_tracker_bodies()
+    recorded = bodies["GET /conversations/u1/tracker?include_events=APPLIED"]
+    # the APPLIED view starts after the session start: rebuild the full history first
+    full_events = [
+        {
+            "event": "action",
+            "timestamp": 1795311849.289757,
+            "metadata": recorded["events"][0]["metadata"],
+            "name": "action_session_start",
+            "policy": None,
+            "confidence": 1.0,
+            "action_text": None,
+            "hide_rule_turn": False,
+        },
+        {
+            "event": "session_started",
+            "timestamp": 1795311849.289828,
+            "metadata": recorded["events"][0]["metadata"],
+        },
+        *recorded["events"],
+    ]
+    tracker = Tracker.from_dicts("u1", full_events, {"session_started_metadata": None})
+    state = tracker.current_state(EventVerbosity.APPLIED)
+    assert json.dumps(state) == json.dumps(recorded)
