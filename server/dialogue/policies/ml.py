@@ -36,6 +36,7 @@ from server.trackers.events import ACTION_LISTEN, ActionExecuted, Event
 ML_PRIORITY = 1
 VOCABULARY_FILE = "vocabulary.json"
 ARRAY_FILES = ("coef", "intercept", "classes")
+RECENCY_DECAY = 0.5
 
 
 def state_features(states: Sequence[State], max_history: int) -> list[str]:
@@ -62,6 +63,13 @@ def state_features(states: Sequence[State], max_history: int) -> list[str]:
         for slot, value in state.get(SLOTS, {}).items():
             features.append(f"{tag}slot={slot}={value}")
     return features
+
+
+def _recency_weight(feature: str) -> float:
+    """Older turns weigh less, so the regularised model explains the next action by the
+    current turn first and by history only where the current turn is not enough."""
+    distance = int(feature.split(":", 1)[0])
+    return float(RECENCY_DECAY**distance)
 
 
 def _augmented(stories: list[list[Event]], factor: int, seed: int = 42) -> list[list[Event]]:
@@ -131,12 +139,18 @@ class MLPolicy(Policy):
         self.classifier_ = classifier
 
     def _matrix(self, rows: list[list[str]]) -> csr_matrix:
-        indptr, indices = [0], []
+        indptr, indices, values = [0], [], []
         for features in rows:
-            columns = {self.vocabulary_[f] for f in features if f in self.vocabulary_}
-            indices.extend(sorted(columns))
+            columns: dict[int, float] = {}
+            for name in features:
+                column = self.vocabulary_.get(name)
+                if column is not None:
+                    columns[column] = _recency_weight(name)
+            for column in sorted(columns):
+                indices.append(column)
+                values.append(columns[column])
             indptr.append(len(indices))
-        data = np.ones(len(indices), dtype=np.float64)
+        data = np.array(values, dtype=np.float64)
         return csr_matrix(
             (data, np.array(indices, dtype=np.int64), np.array(indptr, dtype=np.int64)),
             shape=(len(rows), len(self.vocabulary_)),

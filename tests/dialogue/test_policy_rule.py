@@ -1,0 +1,243 @@
+"""RulePolicy: rules with conditions, conversation starts, forms, fallback, contradictions."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.dialogue.domain import Domain
+from server.dialogue.policies.featurization import ConversationStates
+from server.dialogue.policies.rule import RulePolicy
+from server.errors import TrainingError
+from server.trackers.events import (
+    ActionExecutionRejected,
+    ActiveLoop,
+    LoopInterrupted,
+    SlotSet,
+)
+from tests.dialogue.policy_fixtures import (
+    action,
+    bot,
+    listen,
+    replay,
+    story,
+    tracker,
+    user,
+)
+
+
+def trained(bot_name: str, **options: object) -> tuple[RulePolicy, Domain]:
+    domain, stories, _ = bot(bot_name)
+    policy = RulePolicy("RulePolicy", **options)
+    policy.train(stories, domain)
+    return policy, domain
+
+
+def predict(policy: RulePolicy, domain: Domain, *events: object):  # type: ignore[no-untyped-def]
+    return policy.predict(ConversationStates(tracker(domain, *events), domain), domain)
+
+
+SIMPLE = Domain.from_dict(
+    {
+        "intents": ["greet", "goodbye", "ask", "inform"],
+        "slots": {"vip": {"type": "bool", "mappings": [{"type": "custom"}]}},
+        "responses": {
+            "utter_greet": [{"text": "hi"}],
+            "utter_bye": [{"text": "bye"}],
+            "utter_vip": [{"text": "vip"}],
+            "utter_other": [{"text": "other"}],
+            "utter_welcome": [{"text": "welcome"}],
+        },
+    }
+)
+
+
+@pytest.mark.parametrize("bot_name", ["rules", "formbot", "moodbot", "concertbot", "reminderbot"])
+def test_every_rule_step_is_predicted(bot_name: str) -> None:
+    policy, domain = trained(bot_name)
+    _, stories, _ = bot(bot_name)
+    for rule in (s for s in stories if s.is_rule):
+        pairs = replay(lambda t: predict(policy, domain, *t.events).action_name, rule, domain)
+        assert pairs and all(gold == got for gold, got in pairs), (rule.name, pairs)
+
+
+def test_conversation_start_rule_only_applies_at_the_start() -> None:
+    policy, domain = trained("rules")
+    start = predict(policy, domain, listen(), user("greet"))
+    assert (start.action_name, start.confidence) == ("utter_greet", 1.0)
+    later = predict(
+        policy, domain, listen(), user("ask_possibilities"), action("utter_list_possibilities"),
+        listen(), user("greet"),
+    )
+    assert later.action_name == "action_default_fallback"
+
+
+def test_conditions_on_slots_choose_the_rule() -> None:
+    policy, domain = trained("rules")
+    simple = [SlotSet(key="detailed_faq", value=False), listen(), user("faq")]
+    assert predict(policy, domain, *simple).action_name == "utter_faq"
+    assert predict(policy, domain, *simple, action("utter_faq")).action_name == "action_listen"
+    detailed = [SlotSet(key="detailed_faq", value=True), listen(), user("faq")]
+    # wait_for_user_input: false lets the next rule continue without listening
+    after_faq = predict(policy, domain, *detailed, action("utter_faq"))
+    assert after_faq.action_name == "utter_ask_did_help"
+
+
+def test_form_activation_happy_path_and_submission() -> None:
+    policy, domain = trained("formbot")
+    start = [listen(), user("request_restaurant")]
+    assert predict(policy, domain, *start).action_name == "restaurant_form"
+    active = [*start, action("restaurant_form"), ActiveLoop(name="restaurant_form")]
+    after_form = predict(policy, domain, *active)
+    assert after_form.action_name == "action_listen"
+    assert after_form.is_no_user_prediction
+    answered = [*active, listen(), user("inform", cuisine="greek")]
+    back_to_form = predict(policy, domain, *answered)
+    assert back_to_form.action_name == "restaurant_form"
+    assert back_to_form.is_no_user_prediction
+    done = [*answered, action("restaurant_form"), ActiveLoop(name=None)]
+    assert predict(policy, domain, *done).action_name == "utter_submit"
+    submitted = [*done, action("utter_submit")]
+    assert predict(policy, domain, *submitted).action_name == "utter_slots_values"
+
+
+def test_rejected_loop_leaves_the_unhappy_path_to_rules() -> None:
+    policy, domain = trained("rules")
+    active = [
+        listen(), user("activate_q_form"), action("loop_q_form"),
+        ActiveLoop(name="loop_q_form"), SlotSet(key="requested_slot", value="some_slot"),
+    ]
+    explain = [*active, listen(), user("explain")]
+    assert predict(policy, domain, *explain).action_name == "loop_q_form"
+    rejected = [*explain, ActionExecutionRejected(action_name="loop_q_form")]
+    assert predict(policy, domain, *rejected).action_name == "utter_explain_some_slot"
+    explained = [*rejected, action("utter_explain_some_slot")]
+    assert predict(policy, domain, *explained).action_name == "loop_q_form"
+
+
+def test_general_rule_inside_a_loop_returns_to_the_loop() -> None:
+    policy, domain = trained("rules")
+    asked = [
+        listen(), user("activate_q_form"), action("loop_q_form"),
+        ActiveLoop(name="loop_q_form"), listen(), user("ask_possibilities"),
+        ActionExecutionRejected(action_name="loop_q_form"),
+    ]
+    assert predict(policy, domain, *asked).action_name == "utter_list_possibilities"
+    listed = [*asked, action("utter_list_possibilities")]
+    # the FAQ rule would listen; inside the loop the loop comes back instead
+    assert predict(policy, domain, *listed).action_name == "loop_q_form"
+
+
+def test_returning_from_an_unhappy_path_skips_validation() -> None:
+    policy, domain = trained("formbot")
+    events = [
+        listen(), user("request_restaurant"), action("restaurant_form"),
+        ActiveLoop(name="restaurant_form"), listen(), user("stop"),
+        ActionExecutionRejected(action_name="restaurant_form"), action("utter_ask_continue"),
+        listen(), user("affirm"),
+    ]
+    # the loop is still rejected: the stories decide (see the ensemble tests), but the rule
+    # policy tells the form, whoever predicts it, not to validate this answer
+    prediction = predict(policy, domain, *events)
+    assert prediction.events == [LoopInterrupted(is_interrupted=True)]
+
+
+def test_core_fallback_when_no_rule_applies() -> None:
+    policy, domain = trained("rules")
+    prediction = predict(policy, domain, listen(), user("inform"))
+    assert prediction.action_name == "action_default_fallback"
+    assert prediction.confidence == pytest.approx(0.3)
+
+
+def test_fallback_options() -> None:
+    rules = [story("greet", user("greet"), action("utter_greet"), is_rule=True)]
+    custom = RulePolicy(
+        "RulePolicy", core_fallback_threshold=0.6, core_fallback_action_name="utter_other"
+    )
+    custom.train(rules, SIMPLE)
+    got = predict(custom, SIMPLE, listen(), user("ask"))
+    assert (got.action_name, got.confidence) == ("utter_other", pytest.approx(0.6))
+    off = RulePolicy("RulePolicy", enable_fallback_prediction=False)
+    off.train(rules, SIMPLE)
+    got = predict(off, SIMPLE, listen(), user("ask"))
+    assert got.confidence == 0.0 and max(got.probabilities) == 0.0
+
+
+def test_default_rules_on_default_intents() -> None:
+    policy, domain = trained("moodbot")
+    assert predict(policy, domain, listen(), user("restart")).action_name == "action_restart"
+    assert predict(policy, domain, listen(), user("back")).action_name == "action_back"
+    assert (
+        predict(policy, domain, listen(), user("session_start")).action_name
+        == "action_session_start"
+    )
+
+
+def test_nlu_fallback_triggers_the_users_rule() -> None:
+    policy, domain = trained("rules")
+    got = predict(policy, domain, listen(), user("nlu_fallback"))
+    assert got.action_name == "action_two_stage_fallback"
+
+
+def test_contradicting_rules_fail_training_and_name_them() -> None:
+    rules = [
+        story("greet back", user("greet"), action("utter_greet"), is_rule=True),
+        story("greet bye", user("greet"), action("utter_bye"), is_rule=True),
+    ]
+    with pytest.raises(TrainingError) as info:
+        RulePolicy("RulePolicy").train(rules, SIMPLE)
+    assert "greet back" in str(info.value) and "greet bye" in str(info.value)
+
+
+def test_story_contradicting_a_rule_fails_training() -> None:
+    stories = [
+        story("greet rule", user("greet"), action("utter_greet"), is_rule=True),
+        story("greet story", user("greet"), action("utter_other")),
+    ]
+    with pytest.raises(TrainingError, match="story 'greet story'.*'greet rule'"):
+        RulePolicy("RulePolicy").train(stories, SIMPLE)
+    RulePolicy("RulePolicy", check_for_contradictions=False).train(stories, SIMPLE)
+
+
+def test_rule_that_listens_contradicts_a_story_going_on_unless_it_does_not_wait() -> None:
+    going_on = story(
+        "greet then welcome", user("greet"), action("utter_greet"), action("utter_welcome")
+    )
+    listening = story("greet rule", user("greet"), action("utter_greet"), is_rule=True)
+    with pytest.raises(TrainingError, match="predicted action 'action_listen'"):
+        RulePolicy("RulePolicy").train([listening, going_on], SIMPLE)
+    not_waiting = story(
+        "greet rule", user("greet"), action("utter_greet"), is_rule=True,
+        wait_for_user_input=False,
+    )
+    policy = RulePolicy("RulePolicy")
+    policy.train([not_waiting, going_on], SIMPLE)
+    got = predict(policy, SIMPLE, listen(), user("greet"), action("utter_greet"))
+    assert got.action_name == "action_default_fallback"
+
+
+def test_rules_with_two_user_messages_are_restricted() -> None:
+    long_rule = story(
+        "two turns", user("greet"), action("utter_greet"), user("goodbye"), action("utter_bye"),
+        is_rule=True,
+    )
+    with pytest.raises(TrainingError, match="two turns"):
+        RulePolicy("RulePolicy").train([long_rule], SIMPLE)
+    RulePolicy("RulePolicy", restrict_rules=False).train([long_rule], SIMPLE)
+
+
+def test_condition_with_null_slot_requires_it_unset() -> None:
+    rules = [
+        story(
+            "vip", user("greet"), action("utter_vip"), is_rule=True,
+            condition=[SlotSet(key="vip", value=True)],
+        ),
+        story(
+            "not vip", user("greet"), action("utter_greet"), is_rule=True,
+            condition=[SlotSet(key="vip", value=None)],
+        ),
+    ]
+    policy = RulePolicy("RulePolicy")
+    policy.train(rules, SIMPLE)
+    assert predict(policy, SIMPLE, listen(), user("greet")).action_name == "utter_greet"
+    vip = [SlotSet(key="vip", value=True), listen(), user("greet")]
+    assert predict(policy, SIMPLE, *vip).action_name == "utter_vip"
