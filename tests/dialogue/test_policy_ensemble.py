@@ -40,8 +40,12 @@ def test_form_interruption_goes_back_to_the_form_without_validation() -> None:
     domain, stories, policies = bot("formbot")
     ensemble = PolicyEnsemble.train(policies, stories, domain)
     events = [
-        listen(), user("request_restaurant"), action("restaurant_form"),
-        ActiveLoop(name="restaurant_form"), listen(), user("stop"),
+        listen(),
+        user("request_restaurant"),
+        action("restaurant_form"),
+        ActiveLoop(name="restaurant_form"),
+        listen(),
+        user("stop"),
     ]
     form = ensemble.predict(tracker(domain, *events), domain)
     assert (form.action_name, form.policy_name) == ("restaurant_form", "RulePolicy")
@@ -104,9 +108,7 @@ def test_a_rejected_action_is_not_predicted_again() -> None:
 
 def test_empty_policies_use_rasas_defaults() -> None:
     ensemble = PolicyEnsemble.train([], [story("g", user("greet"), action("utter_greet"))], DOMAIN)
-    assert [p.name for p in ensemble.policies] == [
-        "MemoizationPolicy", "RulePolicy", "TEDPolicy"
-    ]
+    assert [p.name for p in ensemble.policies] == ["MemoizationPolicy", "RulePolicy", "TEDPolicy"]
     assert [p.priority for p in ensemble.policies] == [3, 6, 1]
     assert len(ensemble.warnings) == 2
 
@@ -129,9 +131,15 @@ def test_persistence_round_trip_gives_identical_predictions(tmp_path: Path) -> N
     conversations = [
         [listen(), user("greet")],
         [listen(), user("request_restaurant")],
-        [listen(), user("request_restaurant"), action("restaurant_form"),
-         ActiveLoop(name="restaurant_form"), listen(), user("stop"),
-         ActionExecutionRejected(action_name="restaurant_form")],
+        [
+            listen(),
+            user("request_restaurant"),
+            action("restaurant_form"),
+            ActiveLoop(name="restaurant_form"),
+            listen(),
+            user("stop"),
+            ActionExecutionRejected(action_name="restaurant_form"),
+        ],
         [listen(), user("inform", cuisine="greek")],
         [listen(), user("chitchat"), action("utter_chitchat"), listen(), user("affirm")],
     ]

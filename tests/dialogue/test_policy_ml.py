@@ -22,8 +22,13 @@ DOMAIN = Domain.from_dict(
 )
 STORIES = [
     story("happy", user("greet"), action("utter_greet"), user("mood_great"), action("utter_happy")),
-    story("sad", user("mood_unhappy"), action("utter_cheer_up"), user("goodbye"),
-          action("utter_goodbye")),
+    story(
+        "sad",
+        user("mood_unhappy"),
+        action("utter_cheer_up"),
+        user("goodbye"),
+        action("utter_goodbye"),
+    ),
 ]
 
 
@@ -43,9 +48,7 @@ def test_ml_policy_learns_the_stories(bot_name: str) -> None:
 
 def test_ml_policy_generalises_where_memoization_cannot() -> None:
     # greeting after the sad story's first turn: a history no story contains
-    events = [
-        listen(), user("mood_unhappy"), action("utter_cheer_up"), listen(), user("greet")
-    ]
+    events = [listen(), user("mood_unhappy"), action("utter_cheer_up"), listen(), user("greet")]
     conversation = ConversationStates(tracker(DOMAIN, *events), DOMAIN)
     memo = MemoizationPolicy("MemoizationPolicy")
     memo.train(STORIES, DOMAIN)
@@ -68,8 +71,11 @@ def test_probabilities_cover_every_action() -> None:
 
 def test_ted_maps_to_the_ml_policy_with_one_warning() -> None:
     ensemble = PolicyEnsemble.train(
-        [{"name": "TEDPolicy", "epochs": 100}, {"name": "UnexpecTEDIntentPolicy"},
-         {"name": "rasa.core.policies.ted_policy.TEDPolicy", "max_history": 3}],
+        [
+            {"name": "TEDPolicy", "epochs": 100},
+            {"name": "UnexpecTEDIntentPolicy"},
+            {"name": "rasa.core.policies.ted_policy.TEDPolicy", "max_history": 3},
+        ],
         STORIES,
         DOMAIN,
     )

@@ -65,8 +65,13 @@ def test_conversation_start_rule_only_applies_at_the_start() -> None:
     start = predict(policy, domain, listen(), user("greet"))
     assert (start.action_name, start.confidence) == ("utter_greet", 1.0)
     later = predict(
-        policy, domain, listen(), user("ask_possibilities"), action("utter_list_possibilities"),
-        listen(), user("greet"),
+        policy,
+        domain,
+        listen(),
+        user("ask_possibilities"),
+        action("utter_list_possibilities"),
+        listen(),
+        user("greet"),
     )
     assert later.action_name == "action_default_fallback"
 
@@ -103,8 +108,11 @@ def test_form_activation_happy_path_and_submission() -> None:
 def test_rejected_loop_leaves_the_unhappy_path_to_rules() -> None:
     policy, domain = trained("rules")
     active = [
-        listen(), user("activate_q_form"), action("loop_q_form"),
-        ActiveLoop(name="loop_q_form"), SlotSet(key="requested_slot", value="some_slot"),
+        listen(),
+        user("activate_q_form"),
+        action("loop_q_form"),
+        ActiveLoop(name="loop_q_form"),
+        SlotSet(key="requested_slot", value="some_slot"),
     ]
     explain = [*active, listen(), user("explain")]
     assert predict(policy, domain, *explain).action_name == "loop_q_form"
@@ -117,8 +125,12 @@ def test_rejected_loop_leaves_the_unhappy_path_to_rules() -> None:
 def test_general_rule_inside_a_loop_returns_to_the_loop() -> None:
     policy, domain = trained("rules")
     asked = [
-        listen(), user("activate_q_form"), action("loop_q_form"),
-        ActiveLoop(name="loop_q_form"), listen(), user("ask_possibilities"),
+        listen(),
+        user("activate_q_form"),
+        action("loop_q_form"),
+        ActiveLoop(name="loop_q_form"),
+        listen(),
+        user("ask_possibilities"),
         ActionExecutionRejected(action_name="loop_q_form"),
     ]
     assert predict(policy, domain, *asked).action_name == "utter_list_possibilities"
@@ -130,10 +142,16 @@ def test_general_rule_inside_a_loop_returns_to_the_loop() -> None:
 def test_returning_from_an_unhappy_path_skips_validation() -> None:
     policy, domain = trained("formbot")
     events = [
-        listen(), user("request_restaurant"), action("restaurant_form"),
-        ActiveLoop(name="restaurant_form"), listen(), user("stop"),
-        ActionExecutionRejected(action_name="restaurant_form"), action("utter_ask_continue"),
-        listen(), user("affirm"),
+        listen(),
+        user("request_restaurant"),
+        action("restaurant_form"),
+        ActiveLoop(name="restaurant_form"),
+        listen(),
+        user("stop"),
+        ActionExecutionRejected(action_name="restaurant_form"),
+        action("utter_ask_continue"),
+        listen(),
+        user("affirm"),
     ]
     # the loop is still rejected: the stories decide (see the ensemble tests), but the rule
     # policy tells the form, whoever predicts it, not to validate this answer
@@ -206,7 +224,10 @@ def test_rule_that_listens_contradicts_a_story_going_on_unless_it_does_not_wait(
     with pytest.raises(TrainingError, match="predicted action 'action_listen'"):
         RulePolicy("RulePolicy").train([listening, going_on], SIMPLE)
     not_waiting = story(
-        "greet rule", user("greet"), action("utter_greet"), is_rule=True,
+        "greet rule",
+        user("greet"),
+        action("utter_greet"),
+        is_rule=True,
         wait_for_user_input=False,
     )
     policy = RulePolicy("RulePolicy")
@@ -217,7 +238,11 @@ def test_rule_that_listens_contradicts_a_story_going_on_unless_it_does_not_wait(
 
 def test_rules_with_two_user_messages_are_restricted() -> None:
     long_rule = story(
-        "two turns", user("greet"), action("utter_greet"), user("goodbye"), action("utter_bye"),
+        "two turns",
+        user("greet"),
+        action("utter_greet"),
+        user("goodbye"),
+        action("utter_bye"),
         is_rule=True,
     )
     with pytest.raises(TrainingError, match="two turns"):
@@ -228,11 +253,17 @@ def test_rules_with_two_user_messages_are_restricted() -> None:
 def test_condition_with_null_slot_requires_it_unset() -> None:
     rules = [
         story(
-            "vip", user("greet"), action("utter_vip"), is_rule=True,
+            "vip",
+            user("greet"),
+            action("utter_vip"),
+            is_rule=True,
             condition=[SlotSet(key="vip", value=True)],
         ),
         story(
-            "not vip", user("greet"), action("utter_greet"), is_rule=True,
+            "not vip",
+            user("greet"),
+            action("utter_greet"),
+            is_rule=True,
             condition=[SlotSet(key="vip", value=None)],
         ),
     ]
