@@ -44,8 +44,8 @@ from server.trackers.events import (
     ReminderCancelled,
     ReminderScheduled,
     SlotSet,
-    UserUttered,
     UserUtteranceReverted,
+    UserUttered,
 )
 from server.trackers.repository import TrackerRepository
 from server.trackers.tracker import Tracker
@@ -187,6 +187,7 @@ class Processor:
             parse_data = message.parse_data or self.parse(
                 model, message.text or "", message.message_id, message.metadata
             )
+            parse_data.setdefault("metadata", dict(message.metadata or {}))
             tracker.update(
                 UserUttered(
                     text=message.text,

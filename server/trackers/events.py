@@ -200,6 +200,9 @@ class BotUttered(Event):
         m["text"] = self.text
         m["timestamp"] = self.timestamp
         m.update(self.metadata)
+        # Rasa stores an image as the attachment too; a channel must send it only once.
+        if m.get("image") is not None and m.get("image") == m.get("attachment"):
+            m["attachment"] = None
         return m
 
 
