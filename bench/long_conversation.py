@@ -1,0 +1,218 @@
+"""Per-turn latency of a growing conversation at the tracker-store level.
+
+One conversation, one session that never ends (the worst case). Each turn appends the
+events of a user message and a bot reply, then loads the current session, as a turn does.
+The latency at message 10, 100, 1,000 and 5,000 should stay flat.
+
+    python bench/long_conversation.py [--stores sqlite,postgres,memory] [--messages 5000]
+                                      [--out bench/results/long_conversation.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server.trackers.factory import create_tracker_store  # noqa: E402
+from server.trackers.store import TrackerStore  # noqa: E402
+
+CHECKPOINTS = [10, 100, 1000, 5000]
+WINDOW = 21  # median over the turns around each checkpoint (the machine is shared)
+POSTGRES_ADMIN = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": "test"}
+
+
+def turn_events(n: int) -> list[dict[str, Any]]:
+    now = time.time()
+    return [
+        {
+            "event": "user",
+            "timestamp": now,
+            "text": f"message number {n}",
+            "parse_data": {
+                "intent": {"name": "inform", "confidence": 0.93},
+                "entities": [],
+                "intent_ranking": [{"name": "inform", "confidence": 0.93}],
+                "text": f"message number {n}",
+            },
+            "input_channel": "rest",
+            "message_id": uuid.uuid4().hex,
+            "metadata": {},
+        },
+        {"event": "user_featurization", "timestamp": now, "use_text_for_featurization": False},
+        {
+            "event": "action",
+            "timestamp": now,
+            "name": "utter_ack",
+            "policy": "MemoizationPolicy",
+            "confidence": 1.0,
+            "action_text": None,
+            "hide_rule_turn": False,
+        },
+        {"event": "bot", "timestamp": now, "text": "Got it.", "data": {}, "metadata": {}},
+        {
+            "event": "action",
+            "timestamp": now,
+            "name": "action_listen",
+            "policy": "MemoizationPolicy",
+            "confidence": 1.0,
+            "action_text": None,
+            "hide_rule_turn": False,
+        },
+    ]
+
+
+async def run_store(
+    store: TrackerStore, messages: int, config: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Run the conversation; with a `config`, also time a cold load from a fresh store."""
+    # Warm up connections and statement caches on another conversation first.
+    for n in range(20):
+        await store.load("warm-up")
+        await store.append("warm-up", turn_events(n))
+    sender = "long-" + uuid.uuid4().hex[:8]
+    await store.append(
+        sender,
+        [
+            {"event": "action", "timestamp": time.time(), "name": "action_session_start"},
+            {"event": "session_started", "timestamp": time.time()},
+            {"event": "action", "timestamp": time.time(), "name": "action_listen"},
+        ],
+    )
+    latencies: list[float] = []
+    cpu: list[float] = []
+    for n in range(1, messages + 1):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        events = await store.load(sender)
+        await store.append(sender, turn_events(n))
+        latencies.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
+    assert events is not None and len(events) == 3 + 5 * (messages - 1)
+    median_curve, best_curve, cpu_curve = {}, {}, {}
+    for point in (p for p in CHECKPOINTS if p <= messages):
+        span = slice(max(0, point - 1 - WINDOW // 2), min(messages, point + WINDOW // 2))
+        median_curve[point] = statistics.median(latencies[span]) * 1000
+        # On a busy, shared machine the fastest turn and the CPU time (this process, all
+        # threads) show the store's own cost better than wall time.
+        best_curve[point] = min(latencies[span]) * 1000
+        cpu_curve[point] = statistics.mean(cpu[span]) * 1000
+    cold_ms = None
+    if config is not None:
+        started = time.perf_counter()
+        cold = create_tracker_store(config)
+        try:
+            loaded = await cold.load(sender)
+        finally:
+            await cold.close()
+        cold_ms = (time.perf_counter() - started) * 1000
+        assert loaded is not None and len(loaded) == 3 + 5 * messages
+    last, first = max(median_curve), min(median_curve)
+    return {
+        "ms_per_turn": median_curve,
+        "fastest_ms_per_turn": best_curve,
+        "ratio_last_to_first": median_curve[last] / median_curve[first],
+        "fastest_ratio_last_to_first": best_curve[last] / best_curve[first],
+        "cpu_ms_per_turn": cpu_curve,
+        "cpu_ratio_last_to_first": cpu_curve[last] / cpu_curve[first],
+        "cold_load_ms": cold_ms,
+    }
+
+
+async def bench(kind: str, messages: int, workdir: Path) -> dict[str, Any]:
+    if kind == "memory":
+        return await run_store(create_tracker_store({"type": "in_memory"}), messages, None)
+    if kind == "sqlite":
+        config = {"type": "sql", "dialect": "sqlite", "db": str(workdir / "bench.db")}
+        return await _bench_sql(config, messages)
+    import asyncpg
+
+    name = "bs_bench_" + uuid.uuid4().hex[:8]
+    admin = await asyncpg.connect(**POSTGRES_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        config = {
+            "type": "sql",
+            "dialect": "postgresql",
+            "url": "127.0.0.1",
+            "port": 5432,
+            "username": "postgres",
+            "db": name,
+        }
+        return await _bench_sql(config, messages)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def _bench_sql(config: dict[str, Any], messages: int) -> dict[str, Any]:
+    store = create_tracker_store(config)
+    try:
+        await store.ping()
+        return await run_store(store, messages, config)
+    finally:
+        await store.close()
+
+
+async def run_all(kinds: list[str], messages: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in kinds:
+            started = time.perf_counter()
+            results[kind] = await bench(kind, messages, Path(tmp))
+            results[kind]["total_seconds"] = time.perf_counter() - started
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stores", default="sqlite,postgres,memory")
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "long_conversation.json"))
+    args = parser.parse_args()
+
+    results = asyncio.run(run_all(args.stores.split(","), args.messages))
+
+    points = [p for p in CHECKPOINTS if p <= args.messages]
+    header = f"{'store':<10}{'stat':<8}" + "".join(f"{'msg ' + str(p):>12}" for p in points)
+    print(header + f"{'last/first':>12}{'cold load':>12}")
+    for kind, result in results.items():
+        for stat, curve_key, ratio_key in (
+            ("median", "ms_per_turn", "ratio_last_to_first"),
+            ("fastest", "fastest_ms_per_turn", "fastest_ratio_last_to_first"),
+            ("cpu", "cpu_ms_per_turn", "cpu_ratio_last_to_first"),
+        ):
+            cells = "".join(f"{result[curve_key][p]:>10.2f}ms" for p in points)
+            cold = result["cold_load_ms"]
+            cold_cell = f"{cold:>10.1f}ms" if cold is not None and stat == "median" else ""
+            print(f"{kind:<10}{stat:<8}{cells}{result[ratio_key]:>11.2f}x{cold_cell}")
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "long_conversation (store level: load + append per turn)",
+                "messages": args.messages,
+                "events_per_turn": 5,
+                "python": platform.python_version(),
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
