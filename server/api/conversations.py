@@ -1,0 +1,337 @@
+"""Routes under /conversations/{conversation_id}: tracker, events, story, execute,
+trigger_intent, predict and messages.
+
+Every route checks auth first (a `user` JWT reaches only its own conversation), then that a
+model is loaded (409), then that the conversation exists where Rasa requires it (404).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from server.api.errors import HELP_EVENTS, ApiError, bad_request
+from server.api.query import bool_arg, event_verbosity, float_arg
+from server.api.request_body import read_json_body
+from server.api.services import Services, services_of
+from server.auth import require_auth
+from server.dialogue.agent import Agent
+from server.dialogue.story_export import conversation_story
+from server.errors import InvalidEvent
+from server.trackers.events import Event, events_from_list
+from server.trackers.tracker import EventVerbosity
+
+PREFIX = "/conversations/{conversation_id:path}"
+_EVENTS_FORMAT_ERROR = (
+    "Failed to validate the events format. For more information about the format visit "
+    "the docs. Error: "
+)
+
+
+def _json_body(schema: dict[str, Any], description: str | None = None) -> dict[str, Any]:
+    """An OpenAPI requestBody for routes that read the raw JSON body themselves."""
+    body: dict[str, Any] = {
+        "required": True,
+        "content": {"application/json": {"schema": schema}},
+    }
+    if description:
+        body["description"] = description
+    return {"requestBody": body}
+
+
+_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"event": {"type": "string"}, "timestamp": {"type": "number"}},
+    "required": ["event"],
+}
+_EVENT_LIST_SCHEMA: dict[str, Any] = {"type": "array", "items": _EVENT_SCHEMA}
+
+
+def parse_events(body: Any, allow_single: bool = True) -> list[Event]:
+    """Events from a request body; raises Rasa's 400 for anything malformed."""
+    if body is None or (isinstance(body, dict) and not allow_single):
+        what = "an event or a list of events" if allow_single else "a list of events"
+        raise ApiError(
+            400, "BadRequest", f"{_EVENTS_FORMAT_ERROR}the body must be {what}.", None, HELP_EVENTS
+        )
+    try:
+        return events_from_list(body)
+    except InvalidEvent as exc:
+        raise ApiError(
+            400, "BadRequest", f"{_EVENTS_FORMAT_ERROR}{exc}", None, HELP_EVENTS
+        ) from None
+
+
+def _conversation_not_found() -> ApiError:
+    return ApiError(404, "Not found", "Conversation ID not found.")
+
+
+async def _ensure_exists(agent: Agent, conversation_id: str) -> None:
+    if not await agent.exists(conversation_id):
+        raise _conversation_not_found()
+
+
+def _required_name(body: Any, what: str) -> str:
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.", "body", "body")
+    name = body.get("name")
+    if not isinstance(name, str) or not name:
+        raise bad_request(f"Name of the {what} not provided in request body.", "name", "body")
+    return name
+
+
+def conversations_router() -> APIRouter:
+    """The conversation routes; services come from `app.state.services` per request."""
+    router = APIRouter(
+        prefix=PREFIX,
+        tags=["Tracker"],
+        dependencies=[Depends(require_auth("conversation_id"))],
+    )
+
+    @router.get(
+        "/tracker",
+        operation_id="getConversationTracker",
+        summary="Retrieve a conversations tracker",
+    )
+    async def retrieve_tracker(
+        conversation_id: str,
+        include_events: str | None = None,
+        until: str | None = None,
+        services: Services = Depends(services_of),
+    ) -> JSONResponse:
+        verbosity = event_verbosity(include_events)
+        until_time = float_arg(until)
+        # The state and the NONE/APPLIED events depend only on the current session; reading
+        # the whole history is needed only for older events or time travel.
+        needs_history = until_time is not None or verbosity in (
+            EventVerbosity.ALL,
+            EventVerbosity.AFTER_RESTART,
+        )
+        tracker = await services.agent.tracker(conversation_id, all_sessions=needs_history)
+        if until_time is not None:
+            tracker = tracker.until(until_time)
+        return JSONResponse(tracker.current_state(verbosity))
+
+    @router.post(
+        "/tracker/events",
+        operation_id="addConversationTrackerEvents",
+        summary="Append events to a tracker",
+        openapi_extra=_json_body({"oneOf": [_EVENT_SCHEMA, _EVENT_LIST_SCHEMA]}),
+    )
+    async def append_events(
+        conversation_id: str,
+        request: Request,
+        include_events: str | None = None,
+        output_channel: str | None = None,
+        execute_side_effects: str | None = None,
+        services: Services = Depends(services_of),
+    ) -> JSONResponse:
+        verbosity = event_verbosity(include_events)
+        services.agent.model()
+        events = parse_events(await read_json_body(request))
+        tracker = await services.agent.append_events(
+            conversation_id,
+            events,
+            execute_side_effects=bool_arg(execute_side_effects),
+            output_channel=output_channel,
+        )
+        return JSONResponse(tracker.current_state(verbosity))
+
+    @router.put(
+        "/tracker/events",
+        operation_id="replaceConversationTrackerEvents",
+        summary="Replace a trackers events",
+        openapi_extra=_json_body(_EVENT_LIST_SCHEMA),
+    )
+    async def replace_events(
+        conversation_id: str,
+        request: Request,
+        include_events: str | None = None,
+        services: Services = Depends(services_of),
+    ) -> JSONResponse:
+        verbosity = event_verbosity(include_events)
+        services.agent.model()
+        events = parse_events(await read_json_body(request), allow_single=False)
+        tracker = await services.agent.replace_events(conversation_id, events)
+        return JSONResponse(tracker.current_state(verbosity))
+
+    @router.get(
+        "/story",
+        operation_id="getConversationStory",
+        summary="Retrieve an end-to-end story corresponding to a conversation",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/yml": {"schema": {"type": "string"}}}}},
+    )
+    async def retrieve_story(
+        conversation_id: str,
+        until: str | None = None,
+        all_sessions: str | None = None,
+        services: Services = Depends(services_of),
+    ) -> PlainTextResponse:
+        agent = services.agent
+        agent.model()
+        await _ensure_exists(agent, conversation_id)
+        every_session = bool_arg(all_sessions)
+        tracker = await agent.tracker(conversation_id, all_sessions=True)
+        story = conversation_story(tracker, every_session, float_arg(until))
+        return PlainTextResponse(story)
+
+    @router.post(
+        "/execute",
+        operation_id="executeConversationAction",
+        summary="Run an action in a conversation",
+        deprecated=True,
+        openapi_extra=_json_body(
+            {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "policy": {"type": "string", "nullable": True},
+                    "confidence": {"type": "number", "nullable": True},
+                },
+                "required": ["name"],
+            }
+        ),
+    )
+    async def execute_action(
+        conversation_id: str,
+        request: Request,
+        include_events: str | None = None,
+        output_channel: str | None = None,
+        services: Services = Depends(services_of),
+    ) -> JSONResponse:
+        verbosity = event_verbosity(include_events)
+        agent = services.agent
+        model = agent.model()
+        await _ensure_exists(agent, conversation_id)
+        body = await read_json_body(request, "No action name given in the request body.")
+        name = _required_name(body, "action")
+        if not model.domain.is_known_action(name):
+            raise ApiError(404, "NotFound", f"The action '{name}' does not exist in the domain.")
+        policy = body.get("policy")
+        confidence = body.get("confidence")
+        tracker, messages = await agent.execute_action(
+            conversation_id,
+            name,
+            policy=policy if isinstance(policy, str) else None,
+            confidence=float(confidence)
+            if isinstance(confidence, (int, float)) and not isinstance(confidence, bool)
+            else None,
+            output_channel=output_channel,
+        )
+        return JSONResponse({"tracker": tracker.current_state(verbosity), "messages": messages})
+
+    @router.post(
+        "/trigger_intent",
+        operation_id="triggerConversationIntent",
+        summary="Inject an intent into a conversation",
+        openapi_extra=_json_body(
+            {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "entities": {"type": "object", "nullable": True},
+                },
+                "required": ["name"],
+            }
+        ),
+    )
+    async def trigger_intent(
+        conversation_id: str,
+        request: Request,
+        include_events: str | None = None,
+        output_channel: str | None = None,
+        services: Services = Depends(services_of),
+    ) -> JSONResponse:
+        verbosity = event_verbosity(include_events)
+        agent = services.agent
+        model = agent.model()
+        body = await read_json_body(request, "No intent name given in the request body.")
+        name = _required_name(body, "intent")
+        if name not in model.domain.intents:
+            raise ApiError(404, "NotFound", f"The intent {name} does not exist in the domain.")
+        entities = body.get("entities")
+        if entities is not None and not isinstance(entities, (dict, list)):
+            raise bad_request(
+                "'entities' must be an object of entity values or a list of entities.",
+                "entities",
+                "body",
+            )
+        if isinstance(entities, list) and not all(isinstance(e, dict) for e in entities):
+            raise bad_request("Each entity must be a JSON object.", "entities", "body")
+        tracker, messages = await agent.trigger_intent(
+            conversation_id, name, entities, output_channel=output_channel
+        )
+        return JSONResponse({"tracker": tracker.current_state(verbosity), "messages": messages})
+
+    @router.post(
+        "/predict",
+        operation_id="predictConversationAction",
+        summary="Predict the next action",
+    )
+    async def predict(
+        conversation_id: str, services: Services = Depends(services_of)
+    ) -> JSONResponse:
+        agent = services.agent
+        agent.model()
+        await _ensure_exists(agent, conversation_id)
+        return JSONResponse(await agent.predict(conversation_id))
+
+    @router.post(
+        "/messages",
+        operation_id="addConversationMessage",
+        summary="Add a message to a tracker",
+        openapi_extra=_json_body(
+            {
+                "type": "object",
+                "properties": {
+                    "text": {"type": "string"},
+                    "sender": {"type": "string", "enum": ["user"]},
+                    "parse_data": {"type": "object"},
+                },
+                "required": ["text", "sender"],
+            }
+        ),
+    )
+    async def add_message(
+        conversation_id: str,
+        request: Request,
+        include_events: str | None = None,
+        services: Services = Depends(services_of),
+    ) -> JSONResponse:
+        verbosity = event_verbosity(include_events)
+        agent = services.agent
+        agent.model()
+        body = await read_json_body(
+            request,
+            "No message defined in request body. Add a message to the request body in order "
+            "to add it to the tracker.",
+        )
+        if not isinstance(body, dict):
+            raise bad_request("The request body must be a JSON object.", "body", "body")
+        sender = body.get("sender")
+        if sender != "user":
+            raise bad_request(
+                "Currently, only user messages can be passed to this endpoint. Messages of "
+                f"sender '{sender}' cannot be handled.",
+                "sender",
+                "body",
+            )
+        text = body.get("text")
+        if not isinstance(text, str):
+            raise bad_request("The message needs a 'text' string.", "text", "body")
+        parse_data = body.get("parse_data")
+        if parse_data is not None and not isinstance(parse_data, dict):
+            raise bad_request("'parse_data' must be a JSON object.", "parse_data", "body")
+        message_id = body.get("message_id")
+        tracker = await agent.add_message(
+            conversation_id,
+            text,
+            parse_data,
+            message_id=message_id if isinstance(message_id, str) else None,
+        )
+        return JSONResponse(tracker.current_state(verbosity))
+
+    return router

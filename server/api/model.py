@@ -1,0 +1,698 @@
+"""Routes under /model: train, test stories and intents, predict, parse, load and unload.
+
+Training, evaluation, parsing and prediction run off the event loop; loading a model swaps
+it in only once it is fully built, so requests in flight finish on the old one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.background import BackgroundTask
+
+from server.api.errors import ApiError, bad_request, response_for
+from server.api.query import bool_arg, event_verbosity, int_arg
+from server.api.request_body import parse_json, read_json_body
+from server.api.services import Services, services_of
+from server.auth import require_auth
+from server.dialogue.processor import DialogueModel
+from server.dialogue.story_export import annotate_entities
+from server.errors import BotServerError, InvalidEvent, InvalidProjectFile, ModelNotFound
+from server.models.archive import read_archive
+from server.models.loading import load_model
+from server.models.local import resolve_local_model
+from server.trackers.events import events_from_list
+from server.trackers.tracker import EventVerbosity, Tracker
+
+logger = logging.getLogger(__name__)
+
+HELP_TRAINING_DATA = "https://rasa.com/docs/rasa/training-data-format"
+EMULATION_MODES = ("WIT", "LUIS", "DIALOGFLOW")
+REMOTE_STORAGES = ("aws", "gcs", "azure")
+
+_CONFIG_KEYS = ("recipe", "language", "pipeline", "policies", "assistant_id")
+_DATA_KEYS = ("nlu", "stories", "rules")
+# Deprecated body fields of Rasa's spec, not part of any project file.
+_IGNORED_KEYS = ("force", "save_to_default_model_directory")
+_YAML_TYPES = ("application/x-yaml", "application/yaml", "text/yaml", "text/yml", "text/x-yaml")
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _yaml_document(raw: bytes, what: str) -> Any:
+    try:
+        return yaml.safe_load(raw.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ApiError(
+            400,
+            "BadRequest",
+            f"The request body does not contain valid YAML. Error: {_first_line(exc)}",
+            {"in": "body"},
+            HELP_TRAINING_DATA,
+        ) from None
+    except RecursionError:
+        raise bad_request(f"The {what} is nested too deeply.") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return " ".join(text.split())[:300] if text else type(exc).__name__
+
+
+async def _body_document(request: Request, empty_message: str, what: str) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        raise ApiError(400, "BadRequest", empty_message)
+    if _content_type(request) == "application/json":
+        return parse_json(raw)
+    return await asyncio.to_thread(_yaml_document, raw, what)
+
+
+def _model_of(services: Services) -> DialogueModel:
+    return services.agent.model()
+
+
+def _dump_yaml(data: Any, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _project_error(exc: InvalidProjectFile, directory: Path) -> ApiError:
+    message = str(exc).replace(str(directory) + "/", "request body: ")
+    return ApiError(400, "BadRequest", message, {"in": "body"}, HELP_TRAINING_DATA)
+
+
+def _write_project(document: dict[str, Any], directory: Path) -> tuple[Path | None, Path, Path]:
+    """Splits Rasa's one-document training request into config, domain and data files."""
+    config = {k: document[k] for k in _CONFIG_KEYS if k in document}
+    data = {k: document[k] for k in _DATA_KEYS if document.get(k) is not None}
+    skip = set(_CONFIG_KEYS) | set(_DATA_KEYS) | set(_IGNORED_KEYS)
+    domain = {k: v for k, v in document.items() if k not in skip}
+    config_path = _dump_yaml(config, directory / "config.yml") if config else None
+    domain_path = _dump_yaml(domain, directory / "domain.yml")
+    data_dir = directory / "data"
+    data_dir.mkdir()
+    if data:
+        _dump_yaml({"version": document.get("version", "3.1"), **data}, data_dir / "data.yml")
+    return config_path, domain_path, data_dir
+
+
+def _train_sync(
+    document: dict[str, Any], out_dir: Path, force: bool, signing_key: Any
+) -> Path:
+    from server.training.train import train
+
+    with tempfile.TemporaryDirectory(prefix="botserver-train-request-") as tmp:
+        directory = Path(tmp)
+        config_path, domain_path, data_dir = _write_project(document, directory)
+        try:
+            result = train(config_path, domain_path, [data_dir], out_dir, force=force,
+                           signing_key=signing_key)
+        except InvalidProjectFile as exc:
+            raise _project_error(exc, directory) from None
+    return result.path
+
+
+async def _post_callback(url: str, content: bytes, content_type: str) -> None:
+    try:
+        async with httpx.AsyncClient(timeout=60.0) as client:
+            response = await client.post(url, content=content,
+                                         headers={"Content-Type": content_type})
+            response.raise_for_status()
+    except httpx.HTTPError as exc:
+        logger.error("Could not deliver a result to the callback URL: %s", _first_line(exc))
+
+
+async def _run_for_callback(url: str, work: Any) -> None:
+    """Runs `work` (a coroutine giving a Response) and POSTs its body or error to `url`."""
+    try:
+        response: Response = await work
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # every failure is reported to the callback, never raised
+        error = exc if isinstance(exc, (ApiError, BotServerError)) else ApiError(
+            500, "UnexpectedError", "An unexpected error occurred; the server log has details."
+        )
+        if error is not exc:
+            logger.error("Background request failed", exc_info=exc)
+        failed = response_for(error)
+        await _post_callback(url, bytes(failed.body), "application/json")
+        return
+    if isinstance(response, FileResponse):
+        content = await asyncio.to_thread(Path(response.path).read_bytes)
+        if response.background is not None:
+            await response.background()
+    else:
+        content = bytes(response.body)
+    await _post_callback(url, content, response.media_type or "application/octet-stream")
+
+
+def _training_failure(exc: Exception) -> ApiError:
+    logger.error("Training failed", exc_info=exc)
+    return ApiError(
+        500, "TrainingError", "Training failed unexpectedly; the server log has the details."
+    )
+
+
+# ------------------------------------------------------------------------------- evaluation
+
+
+def _nlu_data_from_json(body: Any) -> Any:
+    """Rasa's JSON NLU format (`rasa_nlu_data.common_examples`) as training data."""
+    from server.training.nlu_yaml import read_nlu_yaml
+
+    if not isinstance(body, dict):
+        raise bad_request("The body must be a JSON object with 'rasa_nlu_data'.", "body", "body")
+    nlu = body.get("rasa_nlu_data", body)
+    examples = nlu.get("common_examples") if isinstance(nlu, dict) else None
+    if not isinstance(examples, list):
+        raise bad_request(
+            "The body needs 'rasa_nlu_data.common_examples', a list of examples.",
+            "rasa_nlu_data",
+            "body",
+        )
+    by_intent: dict[str, list[str]] = {}
+    for example in examples:
+        if not isinstance(example, dict) or not isinstance(example.get("text"), str):
+            raise bad_request("Each example needs a 'text' string.", "common_examples", "body")
+        intent = example.get("intent")
+        entities = example.get("entities") or []
+        if not isinstance(intent, str) or not intent or not isinstance(entities, list):
+            raise bad_request(
+                "Each example needs an 'intent' name and a list of 'entities'.",
+                "common_examples",
+                "body",
+            )
+        text = annotate_entities(example["text"], [e for e in entities if isinstance(e, dict)])
+        by_intent.setdefault(intent, []).append(" ".join(text.split()))
+    document = {
+        "version": "3.1",
+        "nlu": [
+            {"intent": name, "examples": "".join(f"- {t}\n" for t in texts)}
+            for name, texts in by_intent.items()
+        ],
+    }
+    return read_nlu_yaml(yaml.safe_dump(document, sort_keys=False), "request body")
+
+
+def _evaluation_item(report_path: Path, errors_path: Path | None, averages: str) -> dict[str, Any]:
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    summary = report.get(averages) or {}
+    item: dict[str, Any] = {
+        "report": report,
+        "precision": summary.get("precision", 0.0),
+        "f1_score": summary.get("f1-score", 0.0),
+    }
+    if isinstance(report.get("accuracy"), (int, float)):
+        item["accuracy"] = report["accuracy"]
+    errors: list[Any] = []
+    if errors_path is not None and errors_path.is_file():
+        errors = json.loads(errors_path.read_text(encoding="utf-8"))
+    item["errors"] = errors
+    return item
+
+
+def _nlu_results(out_dir: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "intent_evaluation": {},
+        "entity_evaluation": {},
+        "response_selection_evaluation": {},
+    }
+    intent_report = out_dir / "intent_report.json"
+    if intent_report.is_file():
+        result["intent_evaluation"] = _evaluation_item(
+            intent_report, out_dir / "intent_errors.json", "weighted avg"
+        )
+    for path in sorted(out_dir.glob("*_report.json")):
+        if path.name == "intent_report.json":
+            continue
+        extractor = path.name[: -len("_report.json")]
+        result["entity_evaluation"][extractor] = _evaluation_item(path, None, "micro avg")
+    return result
+
+
+def _evaluate_intents_sync(
+    model: DialogueModel | None,
+    data: Any,
+    folds: int | None,
+    document: dict[str, Any] | None,
+) -> dict[str, Any]:
+    from server.nlu import evaluation
+
+    with tempfile.TemporaryDirectory(prefix="botserver-test-nlu-") as tmp:
+        out_dir = Path(tmp)
+        if folds is not None:
+            from server.training.config_yaml import config_from_dict
+
+            config_part = {k: v for k, v in (document or {}).items() if k in _CONFIG_KEYS}
+            config = config_from_dict(config_part, "request body")
+            summary = evaluation.cross_validate(
+                data, config.pipeline, folds, out_dir, config.language
+            )
+            result = _nlu_results(out_dir)
+            if "fold_accuracies" in summary:
+                result["intent_evaluation"]["fold_accuracies"] = summary["fold_accuracies"]
+            return result
+        assert model is not None and model.nlu is not None
+        predictions = evaluation.predict(model.nlu, data)  # type: ignore[arg-type]
+        evaluation.write_reports(predictions, out_dir)
+        result = _nlu_results(out_dir)
+        if result["intent_evaluation"]:
+            result["intent_evaluation"]["predictions"] = [
+                {
+                    "text": example.text,
+                    "intent": example.base_intent,
+                    "predicted": predicted,
+                    "confidence": confidence,
+                }
+                for example, predicted, confidence in zip(
+                    predictions.examples, predictions.intents, predictions.confidences,
+                    strict=True,
+                )
+            ]
+        return result
+
+
+def _load_model_file(path: Path, services: Services) -> DialogueModel:
+    archive = resolve_local_model(path)
+    holder = services.holder
+    with tempfile.TemporaryDirectory(prefix="botserver-eval-model-") as tmp:
+        metadata = read_archive(archive, Path(tmp), holder.verify_key, holder.limits)
+        return load_model(Path(tmp), metadata)
+
+
+def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict[str, Any]:
+    from server.dialogue.evaluation import evaluate_stories, write_story_reports
+    from server.training.stories_yaml import read_story_data
+
+    document = _yaml_document(text, "stories")
+    if isinstance(document, list):
+        document = {"stories": document}
+    if not isinstance(document, dict) or not ("stories" in document or "rules" in document):
+        raise bad_request(
+            "The body must be YAML test stories (a 'stories' list).", "body", "body"
+        )
+    slot_types = {s.name: s.type for s in model.domain.slots}
+    try:
+        steps = read_story_data(document, "request body", slot_types, [])
+    except InvalidProjectFile as exc:
+        raise ApiError(400, "BadRequest", str(exc), {"in": "body"}, HELP_TRAINING_DATA) from None
+    results = evaluate_stories(steps, model)
+    with tempfile.TemporaryDirectory(prefix="botserver-test-stories-") as tmp:
+        report = write_story_reports(results, Path(tmp))
+    gold = [g for r in results for g in r.gold]
+    predicted = [p for r in results for p in r.predicted]
+    weighted = report.get("weighted avg") or {}
+    hits = sum(g == p for g, p in zip(gold, predicted, strict=True))
+    return {
+        "report": report,
+        "precision": weighted.get("precision", 0.0),
+        "f1": weighted.get("f1-score", 0.0),
+        "accuracy": hits / len(gold) if gold else 0.0,
+        "actions": [
+            {"action": g, "predicted": p} for g, p in zip(gold, predicted, strict=True)
+        ],
+        "is_end_to_end_evaluation": e2e,
+    }
+
+
+# ------------------------------------------------------------------------------- router
+
+
+def model_router() -> APIRouter:
+    """The /model routes; services come from `app.state.services` per request."""
+    router = APIRouter(prefix="/model", tags=["Model"], dependencies=[Depends(require_auth())])
+
+    @router.post(
+        "/train",
+        operation_id="trainModel",
+        summary="Train a Rasa model",
+        response_class=FileResponse,
+        responses={
+            200: {"content": {"application/octet-stream": {}}},
+            204: {"description": "Accepted; the result goes to callback_url."},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/yaml": {"schema": {"type": "object"}},
+                    "application/json": {"schema": {"type": "object"}},
+                },
+            }
+        },
+    )
+    async def train(
+        request: Request,
+        save_to_default_model_directory: str | None = None,
+        force_training: str | None = None,
+        augmentation: str | None = None,
+        num_threads: str | None = None,
+        callback_url: str | None = None,
+        services: Services = Depends(services_of),
+    ) -> Response:
+        document = await _body_document(
+            request,
+            "No training data given in the request body. Send the YAML training data "
+            "(config, domain, nlu, stories and rules) in the body.",
+            "training data",
+        )
+        if not isinstance(document, dict):
+            raise ApiError(
+                400,
+                "BadRequest",
+                "The request body does not contain valid YAML. Error: the training data must "
+                "be a mapping with keys such as 'pipeline', 'intents', 'nlu' and 'stories'.",
+                {"in": "body"},
+                HELP_TRAINING_DATA,
+            )
+        in_default_dir = bool_arg(save_to_default_model_directory, default=True)
+        force = bool_arg(force_training)
+
+        async def run() -> Response:
+            out_dir = services.models_dir if in_default_dir else Path(
+                await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-trained-")
+            )
+            with services.holder.training_job():
+                try:
+                    path = await asyncio.to_thread(
+                        _train_sync, document, out_dir, force, services.holder.verify_key
+                    )
+                except (ApiError, BotServerError):
+                    raise
+                except Exception as exc:
+                    raise _training_failure(exc) from None
+            cleanup = (
+                None
+                if in_default_dir
+                else BackgroundTask(shutil.rmtree, str(out_dir), ignore_errors=True)
+            )
+            return FileResponse(
+                path,
+                media_type="application/octet-stream",
+                filename=path.name,
+                headers={"filename": path.name},
+                background=cleanup,
+            )
+
+        if callback_url:
+            services.spawn(_run_for_callback(callback_url, run()))
+            return Response(status_code=204)
+        return await run()
+
+    @router.post(
+        "/test/stories",
+        operation_id="testModelStories",
+        summary="Evaluate stories",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"text/yml": {"schema": {"type": "string"}}},
+            }
+        },
+    )
+    async def evaluate_stories(
+        request: Request,
+        e2e: str | None = None,
+        services: Services = Depends(services_of),
+    ) -> JSONResponse:
+        model = _model_of(services)
+        raw = await request.body()
+        if not raw.strip():
+            raise ApiError(400, "BadRequest", "No test stories given in the request body.")
+        result = await asyncio.to_thread(_evaluate_stories_sync, raw, model, bool_arg(e2e))
+        return JSONResponse(result)
+
+    @router.post(
+        "/test/intents",
+        operation_id="testModelIntent",
+        summary="Perform an intent evaluation",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/x-yaml": {"schema": {"type": "string"}},
+                    "application/json": {"schema": {"type": "object"}},
+                },
+            }
+        },
+    )
+    async def evaluate_intents(
+        request: Request,
+        model: str | None = None,
+        callback_url: str | None = None,
+        cross_validation_folds: str | None = None,
+        services: Services = Depends(services_of),
+    ) -> Response:
+        raw = await request.body()
+        if not raw.strip():
+            raise ApiError(400, "BadRequest", "No NLU test data given in the request body.")
+        folds = int_arg(cross_validation_folds)
+        is_yaml = _content_type(request) in _YAML_TYPES
+        if folds is not None and not is_yaml:
+            raise ApiError(
+                400,
+                "TestingError",
+                "Cross-validation is only supported for YAML data: send the NLU data and the "
+                "pipeline with 'Content-Type: application/x-yaml'.",
+                {"parameter": "cross_validation_folds", "in": "query"},
+            )
+        if folds is not None and folds < 2:
+            raise bad_request(
+                "'cross_validation_folds' must be at least 2.", "cross_validation_folds", "query"
+            )
+        document: dict[str, Any] | None = None
+        if is_yaml:
+            from server.training.nlu_yaml import read_nlu_yaml
+
+            parsed = await asyncio.to_thread(_yaml_document, raw, "NLU data")
+            if not isinstance(parsed, dict) or "nlu" not in parsed:
+                raise bad_request("The YAML body needs an 'nlu' section.", "nlu", "body")
+            document = parsed
+            try:
+                data = await asyncio.to_thread(read_nlu_yaml, raw.decode("utf-8"), "request body")
+            except InvalidProjectFile as exc:
+                raise ApiError(400, "BadRequest", str(exc), {"in": "body"}) from None
+        else:
+            data = _nlu_data_from_json(parse_json(raw))
+        if not data.examples:
+            raise bad_request("The NLU data has no examples.", "nlu", "body")
+        if len(set(e.base_intent for e in data.examples)) < 2 and folds is not None:
+            raise bad_request("Cross-validation needs at least two intents.", "nlu", "body")
+
+        async def run() -> Response:
+            evaluated: DialogueModel | None = None
+            if folds is None:
+                if model:
+                    try:
+                        evaluated = await asyncio.to_thread(
+                            _load_model_file, Path(model), services
+                        )
+                    except ModelNotFound as exc:
+                        raise bad_request(str(exc), "model", "query") from None
+                else:
+                    evaluated = _model_of(services)
+                if evaluated.nlu is None:
+                    raise bad_request("The model has no NLU pipeline to evaluate.")
+            result = await asyncio.to_thread(
+                _evaluate_intents_sync, evaluated, data, folds, document
+            )
+            return JSONResponse(result)
+
+        if callback_url:
+            services.spawn(_run_for_callback(callback_url, run()))
+            return Response(status_code=204)
+        return await run()
+
+    @router.post(
+        "/predict",
+        operation_id="predictModelAction",
+        summary="Predict an action on a temporary state",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "array"}}},
+            }
+        },
+    )
+    async def tracker_predict(
+        request: Request,
+        include_events: str | None = None,
+        services: Services = Depends(services_of),
+    ) -> JSONResponse:
+        verbosity = event_verbosity(include_events)
+        model = _model_of(services)
+        body = await read_json_body(
+            request, "No events defined in request_body. Add events to the request body."
+        )
+        if not isinstance(body, list):
+            raise bad_request("Supplied events are not valid: send a list of events.", "", "body")
+        try:
+            events = events_from_list(body)
+            tracker = Tracker("default", model.domain.slot_defaults(), events)
+        except InvalidEvent as exc:
+            raise bad_request(f"Supplied events are not valid. {exc}", "", "body") from None
+        result = await asyncio.to_thread(services.agent.predict_for_events, events)
+        if verbosity is not EventVerbosity.AFTER_RESTART:
+            result["tracker"] = tracker.current_state(verbosity)
+        return JSONResponse(result)
+
+    @router.post(
+        "/parse",
+        operation_id="parseModelMessage",
+        summary="Parse a message using the Rasa model",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "text": {"type": "string"},
+                                "message_id": {"type": "string"},
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def parse(
+        request: Request,
+        emulation_mode: str | None = None,
+        services: Services = Depends(services_of),
+    ) -> JSONResponse:
+        if emulation_mode is not None and emulation_mode.upper() not in EMULATION_MODES:
+            raise bad_request(
+                "Invalid parameter value for 'emulation_mode'. Should be one of 'WIT', "
+                "'LUIS', 'DIALOGFLOW'.",
+                "emulation_mode",
+                "query",
+            )
+        _model_of(services)
+        body = await read_json_body(
+            request,
+            "No text message defined in request_body. Add text message to request body in "
+            "order to obtain the intent and extracted entities.",
+        )
+        if not isinstance(body, dict):
+            raise bad_request("The request body must be a JSON object.", "body", "body")
+        text = body.get("text")
+        if isinstance(text, list) and text:
+            text = text[0]
+        if not isinstance(text, str):
+            raise bad_request("The request body needs a 'text' string to parse.", "text", "body")
+        message_id = body.get("message_id")
+        result = await asyncio.to_thread(
+            services.agent.parse, text, message_id if isinstance(message_id, str) else None
+        )
+        return JSONResponse(result)
+
+    @router.put(
+        "",
+        operation_id="replaceModel",
+        summary="Replace the currently loaded model",
+        status_code=204,
+        response_class=Response,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "model_file": {"type": "string"},
+                                "model_server": {"type": "object"},
+                                "remote_storage": {"type": "string", "enum": REMOTE_STORAGES},
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def load(request: Request, services: Services = Depends(services_of)) -> Response:
+        body = await read_json_body(request, "No path to model file defined in request_body.")
+        if not isinstance(body, dict):
+            raise bad_request("The request body must be a JSON object.", "body", "body")
+        model_file = body.get("model_file")
+        model_server = body.get("model_server")
+        remote_storage = body.get("remote_storage")
+        if model_file is not None and not isinstance(model_file, str):
+            raise bad_request("'model_file' must be a path.", "model_file", "body")
+        if model_server is not None and not isinstance(model_server, dict):
+            raise bad_request(
+                "'model_server' must be an endpoint configuration object.",
+                "model_server",
+                "body",
+            )
+        if remote_storage is not None and remote_storage not in REMOTE_STORAGES:
+            raise bad_request(
+                f"'remote_storage' must be one of {', '.join(REMOTE_STORAGES)}.",
+                "remote_storage",
+                "body",
+            )
+        name = model_file or (model_server or {}).get("url") or "models"
+
+        def not_loaded(reason: str | None = None) -> ApiError:
+            message = f"Agent with name '{name}' could not be loaded."
+            if reason:
+                message += f" {reason}"
+            return bad_request(message, "model", "query")
+
+        source = services.source
+        server_config = services.models_endpoint or model_server
+        if server_config:
+            if not isinstance(server_config.get("url"), str):
+                raise bad_request("'model_server' needs a 'url'.", "model_server", "body")
+            info = await source.load_initial(None, server_config)
+            error = source.poller.last_error if source.poller is not None else None
+            if info is None or error:
+                raise not_loaded(error)
+        elif remote_storage:
+            try:
+                await source.load_from_remote_storage(remote_storage, model_file or "models")
+            except ModelNotFound as exc:
+                raise not_loaded(str(exc)) from None
+        elif model_file:
+            try:
+                await source.load_local(Path(model_file))
+            except ModelNotFound:
+                raise not_loaded() from None
+        else:
+            raise bad_request(
+                "Give a 'model_file', a 'model_server' or a 'remote_storage' to load.",
+                "model_file",
+                "body",
+            )
+        return Response(status_code=204)
+
+    @router.delete(
+        "",
+        operation_id="unloadModel",
+        summary="Unload the trained model",
+        status_code=204,
+        response_class=Response,
+    )
+    async def unload(services: Services = Depends(services_of)) -> Response:
+        await services.holder.unload()
+        return Response(status_code=204)
+
+    return router

@@ -1,0 +1,198 @@
+"""The whole HTTP server, assembled: stores, broker, action server and NLG clients, the
+agent, the live model and its source, the channels and the API routers.
+
+`build_app(ServerOptions(...))` only builds objects (nothing connects); the app's lifespan
+loads the startup model and, on shutdown, closes everything in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+
+from server.api.app import create_app
+from server.api.conversations import conversations_router
+from server.api.domain import domain_router
+from server.api.middleware import DEFAULT_MAX_BODY_BYTES, DEFAULT_RESPONSE_TIMEOUT_SECONDS
+from server.api.model import model_router
+from server.api.services import APP_STATE_KEY, Services
+from server.api.settings import ApiSettings
+from server.api.status import info_router, status_router
+from server.auth import AuthConfig
+from server.brokers.factory import create_event_broker
+from server.dialogue.agent import Agent, OutputFactory
+from server.dialogue.processor import DialogueModel, Processor
+from server.models.holder import ModelHolder
+from server.models.loading import load_model
+from server.models.source import ModelSource
+from server.trackers.factory import (
+    DEFAULT_TRACKER_STORE,
+    create_lock_store,
+    create_tracker_store,
+)
+from server.trackers.repository import TrackerRepository
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """What `botserver run` is told: Rasa's `rasa run` flags, plus our limits.
+
+    `endpoints` and `credentials` are the already-read sections of endpoints.yml and
+    credentials.yml (`server.config`). With no `tracker_store:` the conversations go to the
+    SQLite file `botserver.db` in the working directory; with no `lock_store:` the lock is
+    in memory. With no credentials, the REST channel is on, as in Rasa.
+    """
+
+    model_path: str | Path | None = "models"
+    endpoints: dict[str, Any] = field(default_factory=dict)
+    credentials: dict[str, Any] | None = None
+    connector: str | None = None
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    cors: Sequence[str] = ()
+    response_timeout: float | None = DEFAULT_RESPONSE_TIMEOUT_SECONDS
+    enable_api: bool = False
+    remote_storage: str | None = None
+    verify_key: bytes | Path | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    models_dir: Path = Path("models")
+    default_tracker_store: dict[str, Any] = field(
+        default_factory=lambda: dict(DEFAULT_TRACKER_STORE)
+    )
+
+
+def _optional_client(config: dict[str, Any] | None, kind: str) -> Any:
+    if not config or not config.get("url"):
+        return None
+    if kind == "action":
+        from server.dialogue.action_client import ActionServerClient
+
+        return ActionServerClient(config)
+    from server.dialogue.nlg_client import NLGClient
+
+    return NLGClient(config)
+
+
+def _load_channels(options: ServerOptions) -> list[Any]:
+    try:
+        from server.channels import load_channels  # type: ignore[attr-defined]
+    except ImportError:
+        logger.warning("No chat channels are available in this build; webhooks are off")
+        return []
+    credentials = options.credentials
+    connector = options.connector
+    if not credentials and not connector:
+        # As `rasa run`: with no channel configured, the REST channel is on.
+        connector = "rest"
+    return list(load_channels(credentials or {}, connector))
+
+
+async def _close(what: str, close: Callable[[], Awaitable[Any]] | None) -> None:
+    if close is None:
+        return
+    try:
+        await close()
+    except Exception:  # one failing close must not keep the others open
+        logger.exception("Error while closing the %s", what)
+
+
+def build_app(options: ServerOptions) -> FastAPI:
+    """The server's ASGI app; run it with uvicorn. Raises InvalidConfig for bad settings."""
+    endpoints = options.endpoints or {}
+    tracker_store = create_tracker_store(
+        endpoints.get("tracker_store") or options.default_tracker_store
+    )
+    lock_store = create_lock_store(endpoints.get("lock_store"))
+    broker = create_event_broker(endpoints.get("event_broker"))
+    action_client = _optional_client(endpoints.get("action_endpoint"), "action")
+    nlg_client = _optional_client(endpoints.get("nlg"), "nlg")
+
+    holder: ModelHolder[DialogueModel] = ModelHolder(load_model, verify_key=options.verify_key)
+    source = ModelSource(holder)
+    processor = Processor(
+        TrackerRepository(tracker_store),
+        lock_store,
+        broker=broker,
+        action_server=action_client,
+        nlg_endpoint=nlg_client,
+    )
+    channels = _load_channels(options)
+    output_channels: dict[str, OutputFactory] = {
+        channel.name: channel.get_output_channel for channel in channels
+    }
+    agent = Agent(processor, lambda: holder.current, output_channels)
+    services = Services(
+        agent=agent,
+        holder=holder,
+        source=source,
+        models_dir=Path(options.models_dir),
+        models_endpoint=endpoints.get("models") or None,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await source.load_initial(
+            options.model_path, endpoints.get("models") or None, options.remote_storage
+        )
+        try:
+            yield
+        finally:
+            await services.cancel_background()
+            await _close("model source", source.stop)
+            processor.reminders.cancel_all()
+            for channel in channels:
+                await _close(f"{channel.name} channel", getattr(channel, "aclose", None))
+            if broker is not None:
+                await _close("event broker", broker.close)
+            if action_client is not None:
+                await _close("action server client", action_client.aclose)
+            if nlg_client is not None:
+                await _close("NLG client", nlg_client.aclose)
+            await _close("lock store", lock_store.close)
+            await _close("tracker store", tracker_store.close)
+
+    routers: list[APIRouter] = [info_router()]
+    if options.enable_api:
+        routers += [
+            status_router(holder),
+            conversations_router(),
+            model_router(),
+            domain_router(),
+        ]
+    settings = ApiSettings(
+        auth=options.auth,
+        enable_api=options.enable_api,
+        cors_origins=tuple(options.cors),
+        response_timeout=options.response_timeout,
+        max_body_bytes=options.max_body_bytes,
+    )
+    app = create_app(
+        settings,
+        routers,
+        lifespan=lifespan,
+        state={
+            APP_STATE_KEY: services,
+            "agent": agent,
+            "processor": processor,
+            "holder": holder,
+            "model_source": source,
+            "tracker_store": tracker_store,
+            "lock_store": lock_store,
+            "event_broker": broker,
+            "channels": channels,
+        },
+    )
+    for channel in channels:
+        app.include_router(channel.router(agent.handle_message))
+        mount = channel.asgi_mount(agent.handle_message)
+        if mount is not None:
+            path, asgi = mount
+            app.mount(path, asgi)
+    return app

@@ -1,0 +1,163 @@
+"""A conversation as Rasa's YAML test story (GET /conversations/{id}/story).
+
+Only the applied events of each session are written: user turns (intent and annotated text),
+actions other than `action_listen` and session starts, slots that were set, and active loops.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import yaml
+
+from server.trackers.events import (
+    ACTION_LISTEN,
+    ACTION_SESSION_START,
+    ActionExecuted,
+    ActiveLoop,
+    Event,
+    SessionStarted,
+    SlotSet,
+    UserUttered,
+)
+from server.trackers.tracker import Tracker
+
+STORY_FORMAT_VERSION = "3.1"
+_SKIPPED_ACTIONS = {ACTION_LISTEN, ACTION_SESSION_START, "action_unlikely_intent"}
+
+
+def split_sessions(events: Sequence[Event]) -> list[list[Event]]:
+    """The events of each session, in order; a session begins at its `action_session_start`."""
+    sessions: list[list[Event]] = []
+    current: list[Event] = []
+    for index, event in enumerate(events):
+        starts = isinstance(event, ActionExecuted) and event.action_name == ACTION_SESSION_START
+        lone_start = isinstance(event, SessionStarted) and not (
+            index > 0
+            and isinstance(events[index - 1], ActionExecuted)
+            and getattr(events[index - 1], "action_name", None) == ACTION_SESSION_START
+        )
+        if (starts or lone_start) and current:
+            sessions.append(current)
+            current = []
+        current.append(event)
+    if current:
+        sessions.append(current)
+    return sessions
+
+
+def annotate_entities(text: str, entities: Iterable[dict[str, Any]]) -> str:
+    """Rasa's training-data markup: `[span](entity)` or `[span]{"entity": ..., "value": ...}`."""
+    spans = sorted(
+        (e for e in entities if isinstance(e.get("start"), int) and isinstance(e.get("end"), int)),
+        key=lambda e: e["start"],
+    )
+    out: list[str] = []
+    position = 0
+    for entity in spans:
+        start, end = entity["start"], entity["end"]
+        if start < position or end > len(text) or start >= end:
+            continue  # overlapping or out of range: leave the text as it is
+        span = text[start:end]
+        value = entity.get("value")
+        if value == span:
+            value = None
+        extra = {
+            k: v
+            for k, v in (("role", entity.get("role")), ("group", entity.get("group")))
+            if v is not None
+        }
+        if value is None and not extra:
+            markup = f"[{span}]({entity.get('entity')})"
+        else:
+            spec: dict[str, Any] = {"entity": entity.get("entity"), **extra}
+            if value is not None:
+                spec["value"] = value
+            markup = f"[{span}]{json.dumps(spec, ensure_ascii=False)}"
+        out.append(text[position:start])
+        out.append(markup)
+        position = end
+    out.append(text[position:])
+    return "".join(out)
+
+
+def _scalar(value: Any) -> str:
+    dumped = yaml.safe_dump(
+        value, default_flow_style=True, allow_unicode=True, width=1_000_000
+    ).rstrip("\n")
+    return dumped[: -len("\n...")] if dumped.endswith("\n...") else dumped
+
+
+def _literal(text: str, indent: str) -> list[str]:
+    lines = text.split("\n")
+    return [f"{indent}{line}" if line else "" for line in lines]
+
+
+def _step_lines(event: Event) -> list[str]:
+    if isinstance(event, UserUttered):
+        lines: list[str] = []
+        first = "  - "
+        if event.intent_name:
+            lines.append(f"{first}intent: {_scalar(event.intent_name)}")
+            first = "    "
+        if event.text:
+            lines.append(f"{first}user: |-")
+            lines.extend(_literal(annotate_entities(event.text, event.entities), "      "))
+        return lines
+    if isinstance(event, ActionExecuted):
+        if event.action_name:
+            if event.action_name in _SKIPPED_ACTIONS:
+                return []
+            return [f"  - action: {_scalar(event.action_name)}"]
+        if event.action_text:
+            return ["  - bot: |-", *_literal(event.action_text, "      ")]
+        return []
+    if isinstance(event, SlotSet):
+        return ["  - slot_was_set:", f"    - {_scalar(event.key)}: {_scalar(event.value)}"]
+    if isinstance(event, ActiveLoop):
+        return [f"  - active_loop: {_scalar(event.name)}"]
+    return []
+
+
+def stories_yaml(stories: Iterable[tuple[str, Sequence[Event]]]) -> str:
+    """Rasa's YAML test stories file for `(story name, applied events)` pairs."""
+    lines = [f'version: "{STORY_FORMAT_VERSION}"']
+    body: list[str] = []
+    for name, events in stories:
+        steps = [line for event in events for line in _step_lines(event)]
+        body.append(f"- story: {_scalar(name)}")
+        if steps:
+            body.append("  steps:")
+            body.extend(steps)
+        else:
+            body.append("  steps: []")
+    if body:
+        lines.append("stories:")
+        lines.extend(body)
+    return "\n".join(lines) + "\n"
+
+
+def conversation_story(
+    tracker: Tracker, all_sessions: bool = False, until: float | None = None
+) -> str:
+    """The test story of a conversation: its last session, or one story per session.
+
+    `until` keeps the events at or before that time; sessions left empty are dropped.
+    """
+    events: Sequence[Event] = tracker.events
+    if until is not None:
+        events = [e for e in events if e.timestamp <= until]
+    sessions = split_sessions(events) if all_sessions else [list(events)]
+    if not all_sessions and sessions[0]:
+        sessions = [split_sessions(sessions[0])[-1]]
+    stories: list[tuple[str, Sequence[Event]]] = []
+    numbered = all_sessions
+    for index, session in enumerate(sessions, start=1):
+        if not session:
+            continue
+        applied = Tracker(tracker.sender_id, tracker.slot_defaults, session).applied_events()
+        name = f"{tracker.sender_id}, story {index}" if numbered else tracker.sender_id
+        stories.append((name, applied))
+    return stories_yaml(stories)
