@@ -1,0 +1,94 @@
+"""The callback channel: takes REST-shaped messages, POSTs each bot reply to a configured URL."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+
+from server.channels.channel import InputChannel, OnNewMessage, health_router
+from server.channels.rest import message_from_rest_body, read_json_object
+from server.dialogue.http_endpoint import HttpEndpoint
+from server.dialogue.messages import split_message
+from server.errors import InvalidConfig
+
+logger = logging.getLogger(__name__)
+
+
+class CallbackOutput:
+    """POSTs every bot message part, as the REST channel would return it, to the callback URL."""
+
+    name = "callback"
+
+    def __init__(self, endpoint: HttpEndpoint) -> None:
+        self.endpoint = endpoint
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        for part in split_message(message):
+            body = {"recipient_id": recipient_id, **part}
+            try:
+                answer = await self.endpoint.post_json(body)
+            except httpx.HTTPError as e:
+                logger.error(
+                    "callback: could not deliver a message to %s: %s",
+                    self.endpoint.safe_url,
+                    type(e).__name__,
+                )
+                continue
+            if answer.status_code >= 400:
+                logger.error(
+                    "callback: %s answered HTTP %s to a bot message",
+                    self.endpoint.safe_url,
+                    answer.status_code,
+                )
+
+
+class CallbackInput(InputChannel):
+    """Rasa's `callback` channel: credentials are an endpoint (url, headers, token, basic_auth)."""
+
+    name = "callback"
+
+    def __init__(self, endpoint: HttpEndpoint) -> None:
+        self.endpoint = endpoint
+        self.output = CallbackOutput(endpoint)
+
+    @classmethod
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> CallbackInput:
+        if not credentials or not credentials.get("url"):
+            raise InvalidConfig(
+                "The callback channel needs the URL to post replies to: "
+                "`callback: {url: http://host:port/bot}` in credentials.yml"
+            )
+        return cls(HttpEndpoint.from_config(credentials))
+
+    def router(self, on_new_message: OnNewMessage) -> APIRouter:
+        router = health_router(self.url_prefix())
+
+        async def receive(request: Request) -> PlainTextResponse:
+            message = message_from_rest_body(
+                await read_json_object(request), self.name, read_input_channel=False
+            )
+            if message.text is not None:
+                message.output_channel = self.output
+                try:
+                    await on_new_message(message)
+                except Exception as e:
+                    logger.error(
+                        "callback: message from %s failed: %s: %s",
+                        message.sender_id,
+                        type(e).__name__,
+                        e,
+                    )
+            return PlainTextResponse("success")
+
+        router.add_api_route("/webhook", receive, methods=["POST"], include_in_schema=False)
+        return router
+
+    def get_output_channel(self) -> CallbackOutput:
+        return self.output
+
+    async def aclose(self) -> None:
+        await self.endpoint.aclose()

@@ -1,0 +1,61 @@
+"""The input channel contract: a named webhook router, built from its credentials.yml entry.
+
+A channel turns its platform's payloads into `UserMessage`s and hands them to
+`on_new_message` (the agent); its output channel sends the bot's replies back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+from fastapi import APIRouter
+from starlette.types import ASGIApp
+
+from server.dialogue.messages import OutputChannel, UserMessage
+
+OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
+
+WEBHOOKS_PREFIX = "/webhooks"
+
+
+class InputChannel:
+    """Base of every channel; subclasses set `name` and implement `router`."""
+
+    name: ClassVar[str] = ""
+
+    @classmethod
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> InputChannel:
+        """Builds the channel from its credentials.yml entry (None when it has no keys)."""
+        return cls()
+
+    def url_prefix(self) -> str:
+        """Where the router is mounted: `/webhooks/<name>`, as in Rasa."""
+        return f"{WEBHOOKS_PREFIX}/{self.name}"
+
+    def router(self, on_new_message: OnNewMessage) -> APIRouter:
+        """The channel's routes, already carrying `url_prefix()`."""
+        raise NotImplementedError
+
+    def asgi_mount(self, on_new_message: OnNewMessage) -> tuple[str, ASGIApp] | None:
+        """A path and an ASGI app to mount beside the routes (socket.io), or None."""
+        return None
+
+    def get_output_channel(self) -> OutputChannel | None:
+        """Where messages the user did not ask for (reminders, trigger_intent) go, if anywhere."""
+        return None
+
+    async def aclose(self) -> None:
+        """Releases HTTP clients and background work; called when the server stops."""
+        return None
+
+
+def health_router(prefix: str) -> APIRouter:
+    """A router with Rasa's `GET <prefix>/` health answer, for a channel to add routes to."""
+    router = APIRouter(prefix=prefix)
+
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    router.add_api_route("/", health, methods=["GET"], include_in_schema=False)
+    return router

@@ -1,0 +1,97 @@
+"""Which channels exist (a dict from name to class) and building them from credentials.yml.
+
+A key of credentials.yml is a channel name below or the dotted path of a custom
+`InputChannel` subclass, imported as Rasa does (credentials are trusted local config).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+from server.channels.callback import CallbackInput
+from server.channels.channel import InputChannel
+from server.channels.rest import RestInput
+from server.channels.rocketchat import RocketChatInput
+from server.channels.socket_io import SocketIOInput
+from server.errors import InvalidConfig
+
+logger = logging.getLogger(__name__)
+
+CHANNELS: dict[str, type[InputChannel]] = {
+    "rest": RestInput,
+    "callback": CallbackInput,
+    "socketio": SocketIOInput,
+    "rocketchat": RocketChatInput,
+}
+
+# Rasa's other built-in channels: skipped with a warning so a Rasa project still starts.
+RASA_CHANNELS_NOT_SUPPORTED = (
+    "rasa",
+    "facebook",
+    "slack",
+    "telegram",
+    "mattermost",
+    "twilio",
+    "twilio_voice",
+    "botframework",
+    "webexteams",
+    "hangouts",
+    "cmdline",
+)
+
+
+def channel_class(name: str) -> type[InputChannel]:
+    """The class for a credentials key: a built-in name or a dotted class path."""
+    if name in CHANNELS:
+        return CHANNELS[name]
+    if "." not in name:
+        raise InvalidConfig(
+            f"Unknown channel '{name}' in credentials.yml. Built-in channels: "
+            f"{', '.join(sorted(CHANNELS))}; a custom channel is a dotted class path."
+        )
+    module_name, _, class_name = name.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise InvalidConfig(
+            f"Cannot import the module '{module_name}' of custom channel '{name}': "
+            f"{type(e).__name__}: {e}"
+        ) from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise InvalidConfig(f"The module '{module_name}' has no class '{class_name}'.")
+    if not (isinstance(cls, type) and issubclass(cls, InputChannel)):
+        raise InvalidConfig(
+            f"'{name}' is not a botserver channel: a custom channel must subclass "
+            "server.channels.InputChannel and implement router() (Rasa's Sanic blueprint "
+            "channels have to be ported)."
+        )
+    return cls
+
+
+def load_channels(
+    credentials: dict[str, Any] | None, connector: str | None = None
+) -> list[InputChannel]:
+    """The channels to serve: `connector` alone when given, else every credentials key.
+
+    With neither a connector nor a credentials file, falls back to the REST channel as Rasa.
+    """
+    if connector:
+        names = [connector]
+    elif credentials is None:
+        logger.info("No chat connector configured, falling back to the REST input channel")
+        names = ["rest"]
+    else:
+        names = list(credentials)
+    channels: list[InputChannel] = []
+    for name in names:
+        if name in RASA_CHANNELS_NOT_SUPPORTED:
+            logger.warning("Channel '%s' from credentials.yml is not supported; skipped", name)
+            continue
+        settings = (credentials or {}).get(name)
+        if settings is not None and not isinstance(settings, dict):
+            raise InvalidConfig(f"credentials.yml: '{name}' must hold a mapping of settings")
+        channels.append(channel_class(name).from_credentials(settings))
+    return channels

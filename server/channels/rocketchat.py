@@ -1,0 +1,204 @@
+"""The Rocket.Chat channel: outgoing-webhook and livechat payloads in, REST API replies out.
+
+One conversation per user per room (`<room_id>:<user_id>`); the bot's own messages are
+ignored; the outgoing webhook's token is checked when `webhook_token` is configured.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+
+from server.channels.channel import InputChannel, OnNewMessage, health_router
+from server.channels.rocketchat_api import RocketChatAPI, RocketChatError
+from server.dialogue.messages import UserMessage, split_message
+from server.errors import InvalidConfig
+
+logger = logging.getLogger(__name__)
+
+LIVECHAT_TOKEN_HEADER = "X-RocketChat-Livechat-Token"
+
+
+def conversation_id(room_id: str, user_id: str) -> str:
+    """One conversation per user per room."""
+    return f"{room_id}:{user_id}"
+
+
+def room_of(conversation: str) -> str:
+    """The room of a conversation id (a bare room id, as Rasa uses, is accepted too)."""
+    return conversation.partition(":")[0]
+
+
+def rocketchat_messages(room_id: str, message: dict[str, Any]) -> list[dict[str, Any]]:
+    """One bot message as `chat.postMessage` bodies, as Rasa's Rocket.Chat channel sends them."""
+    bodies: list[dict[str, Any]] = []
+    for part in split_message(message):
+        choices = part.get("buttons") or part.get("quick_replies")
+        if choices is not None:
+            actions = [
+                {
+                    "type": "button",
+                    "text": choice.get("title"),
+                    "msg": choice.get("payload"),
+                    "msg_in_chat_window": True,
+                }
+                for choice in choices
+            ]
+            bodies.append(
+                {"roomId": room_id, "text": part.get("text"), "attachments": [{"actions": actions}]}
+            )
+        elif "text" in part:
+            bodies.append({"roomId": room_id, "text": part["text"]})
+        elif "image" in part:
+            attachment = {"image_url": part["image"], "collapsed": False}
+            bodies.append({"roomId": room_id, "attachments": [attachment]})
+        elif "attachment" in part:
+            bodies.append({"roomId": room_id, "attachments": [part["attachment"]]})
+        elif "elements" in part:
+            bodies.append({"roomId": room_id, "attachments": part["elements"]})
+        elif isinstance(part.get("custom"), dict):
+            custom = dict(part["custom"])
+            # A custom message naming a `channel` goes there instead of the conversation's room.
+            if "channel" not in custom:
+                custom.setdefault("roomId", room_id)
+            bodies.append(custom)
+    return bodies
+
+
+class RocketChatOutput:
+    """Posts the bot's messages to the conversation's room as the bot user."""
+
+    name = "rocketchat"
+
+    def __init__(self, api: RocketChatAPI, room_id: str | None = None) -> None:
+        self.api = api
+        self.room_id = room_id
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        room_id = self.room_id or room_of(recipient_id)
+        for body in rocketchat_messages(room_id, message):
+            try:
+                await self.api.post_message(body)
+            except RocketChatError as e:
+                logger.error("rocketchat: a bot message to room %s was lost: %s", room_id, e)
+
+
+class RocketChatInput(InputChannel):
+    """Rasa's `rocketchat` channel, keyed `user`, `password`, `server_url`, `webhook_token`."""
+
+    name = "rocketchat"
+
+    def __init__(self, api: RocketChatAPI, webhook_token: str | None = None) -> None:
+        self.api = api
+        self.webhook_token = webhook_token
+
+    @classmethod
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> RocketChatInput:
+        c = credentials or {}
+        missing = [key for key in ("user", "password", "server_url") if not c.get(key)]
+        if missing:
+            raise InvalidConfig(
+                "The rocketchat channel needs the bot user's credentials in credentials.yml: "
+                f"missing {', '.join(missing)}"
+            )
+        api = RocketChatAPI(
+            str(c["server_url"]),
+            str(c["user"]),
+            str(c["password"]),
+            timeout=float(c.get("timeout", 10.0)),
+        )
+        token = c.get("webhook_token")
+        return cls(api, str(token) if token else None)
+
+    def get_output_channel(self) -> RocketChatOutput:
+        return RocketChatOutput(self.api)
+
+    async def aclose(self) -> None:
+        await self.api.aclose()
+
+    def router(self, on_new_message: OnNewMessage) -> APIRouter:
+        router = health_router(self.url_prefix())
+
+        async def receive(request: Request) -> Response:
+            try:
+                payload = json.loads(await request.body() or b"null")
+            except ValueError:
+                payload = None
+            if not isinstance(payload, dict):
+                return Response(status_code=200, media_type="text/plain")
+            self._check_token(request, payload)
+            for message in self._user_messages(payload):
+                try:
+                    await on_new_message(message)
+                except Exception as e:
+                    logger.error(
+                        "rocketchat: message from %s failed: %s: %s",
+                        message.sender_id,
+                        type(e).__name__,
+                        e,
+                    )
+            return Response(status_code=200, media_type="text/plain")
+
+        router.add_api_route("/webhook", receive, methods=["GET", "POST"], include_in_schema=False)
+        return router
+
+    def _check_token(self, request: Request, payload: dict[str, Any]) -> None:
+        if self.webhook_token is None:
+            return
+        given = payload.get("token") or request.headers.get(LIVECHAT_TOKEN_HEADER) or ""
+        if not hmac.compare_digest(str(given).encode(), self.webhook_token.encode()):
+            logger.warning("rocketchat: refused a webhook call with a wrong token")
+            raise HTTPException(401, "The Rocket.Chat webhook token is missing or wrong.")
+
+    def _is_own(self, user_name: Any, user_id: Any) -> bool:
+        return user_name == self.api.user or (
+            self.api.user_id is not None and user_id == self.api.user_id
+        )
+
+    def _user_messages(self, payload: dict[str, Any]) -> list[UserMessage]:
+        if "visitor" in payload:
+            return self._livechat_messages(payload)
+        if payload.get("bot") or self._is_own(payload.get("user_name"), payload.get("user_id")):
+            return []
+        room_id, text = payload.get("channel_id"), payload.get("text")
+        user_id = payload.get("user_id") or payload.get("user_name")
+        if not room_id or not user_id or not isinstance(text, str):
+            return []
+        return [self._message(str(room_id), str(user_id), text)]
+
+    def _livechat_messages(self, payload: dict[str, Any]) -> list[UserMessage]:
+        room_id = payload.get("_id")
+        visitor = _as_dict(payload.get("visitor"))
+        messages = payload.get("messages")
+        if not isinstance(messages, list):
+            messages = []
+        if not room_id:
+            return []
+        found = []
+        for item in messages:
+            if not isinstance(item, dict) or item.get("agentId"):
+                continue
+            author = _as_dict(item.get("u"))
+            user_name = item.get("username") or author.get("username")
+            user_id = visitor.get("_id") or author.get("_id") or user_name
+            if self._is_own(user_name, author.get("_id")) or not isinstance(item.get("msg"), str):
+                continue
+            if user_id:
+                found.append(self._message(str(room_id), str(user_id), item["msg"]))
+        return found
+
+    def _message(self, room_id: str, user_id: str, text: str) -> UserMessage:
+        return UserMessage(
+            text=text.strip(),
+            sender_id=conversation_id(room_id, user_id),
+            input_channel=self.name,
+            output_channel=RocketChatOutput(self.api, room_id),
+        )
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,223 @@
+"""The socket.io channel: python-socketio mounted at `socketio_path`, Rasa's events and payloads.
+
+`user_uttered` in, `bot_uttered` out (names configurable); with `session_persistence` the
+conversation is the client's session id, otherwise the socket id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+import jwt
+import socketio
+from fastapi import APIRouter
+from starlette.types import ASGIApp
+
+from server.channels.channel import InputChannel, OnNewMessage, health_router
+from server.dialogue.messages import UserMessage, split_message
+
+logger = logging.getLogger(__name__)
+
+
+def socketio_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """One bot message as the payloads Rasa's socket.io channel emits, in order."""
+    payloads: list[dict[str, Any]] = []
+    for part in split_message(message):
+        choices = part.get("buttons") or part.get("quick_replies")
+        if choices is not None:
+            payloads.append(
+                {
+                    "text": part.get("text"),
+                    "quick_replies": [
+                        {
+                            "content_type": "text",
+                            "title": choice.get("title"),
+                            "payload": choice.get("payload"),
+                        }
+                        for choice in choices
+                    ],
+                }
+            )
+        elif "text" in part:
+            payloads.append({"text": part["text"]})
+        elif "image" in part:
+            payloads.append({"attachment": {"type": "image", "payload": {"src": part["image"]}}})
+        elif "attachment" in part:
+            payloads.append({"attachment": part["attachment"]})
+        elif "elements" in part:
+            payloads.append(
+                {
+                    "attachment": {
+                        "type": "template",
+                        "payload": {"template_type": "generic", "elements": part["elements"]},
+                    }
+                }
+            )
+        elif "custom" in part:
+            payloads.append({"custom": part["custom"]})
+    return payloads
+
+
+class SocketIOOutput:
+    """Emits bot messages to the socket.io room of the conversation."""
+
+    name = "socketio"
+
+    def __init__(
+        self, sio: socketio.AsyncServer, bot_message_evt: str, namespace: str | None = None
+    ) -> None:
+        self.sio = sio
+        self.bot_message_evt = bot_message_evt
+        self.namespace = namespace
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        for payload in socketio_payloads(message):
+            custom = payload.get("custom")
+            if isinstance(custom, dict) and "data" in custom:
+                # Rasa passes a custom message's keys to emit(): `data` and an optional `room`.
+                room = custom.get("room") or recipient_id
+                await self.sio.emit(
+                    self.bot_message_evt, custom["data"], room=room, namespace=self.namespace
+                )
+            elif custom is not None:
+                await self.sio.emit(
+                    self.bot_message_evt, custom, room=recipient_id, namespace=self.namespace
+                )
+            else:
+                await self.sio.emit(
+                    self.bot_message_evt, payload, room=recipient_id, namespace=self.namespace
+                )
+
+
+class SocketIOInput(InputChannel):
+    """Rasa's `socketio` channel."""
+
+    name = "socketio"
+
+    def __init__(
+        self,
+        user_message_evt: str = "user_uttered",
+        bot_message_evt: str = "bot_uttered",
+        namespace: str | None = None,
+        session_persistence: bool = False,
+        socketio_path: str = "/socket.io",
+        jwt_key: str | None = None,
+        jwt_method: str = "HS256",
+        metadata_key: str = "metadata",
+        cors_allowed_origins: str | list[str] | None = None,
+    ) -> None:
+        self.user_message_evt = user_message_evt
+        self.bot_message_evt = bot_message_evt
+        self.namespace = namespace
+        self.session_persistence = session_persistence
+        self.socketio_path = "/" + (socketio_path or "/socket.io").strip("/")
+        self.jwt_key = jwt_key
+        self.jwt_method = jwt_method
+        self.metadata_key = metadata_key
+        # Rasa turns the origin check off ([]); a list or "*" here turns it on.
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi",
+            cors_allowed_origins=cors_allowed_origins if cors_allowed_origins else [],
+        )
+
+    @classmethod
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> SocketIOInput:
+        c = credentials or {}
+        return cls(
+            user_message_evt=c.get("user_message_evt") or "user_uttered",
+            bot_message_evt=c.get("bot_message_evt") or "bot_uttered",
+            namespace=c.get("namespace"),
+            session_persistence=bool(c.get("session_persistence", False)),
+            socketio_path=c.get("socketio_path") or "/socket.io",
+            jwt_key=c.get("jwt_key"),
+            jwt_method=c.get("jwt_method") or "HS256",
+            metadata_key=c.get("metadata_key") or "metadata",
+            cors_allowed_origins=c.get("cors_allowed_origins"),
+        )
+
+    def router(self, on_new_message: OnNewMessage) -> APIRouter:
+        return health_router(self.url_prefix())
+
+    def get_output_channel(self) -> SocketIOOutput:
+        return SocketIOOutput(self.sio, self.bot_message_evt, self.namespace)
+
+    def asgi_mount(self, on_new_message: OnNewMessage) -> tuple[str, ASGIApp]:
+        self._register_handlers(on_new_message)
+        # socketio_path=None: the mount point, not engine.io, decides which paths are ours.
+        return self.socketio_path, socketio.ASGIApp(self.sio, socketio_path=None)
+
+    def _authorized(self, auth: Any) -> bool:
+        if not self.jwt_key:
+            return True
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not isinstance(token, str):
+            return False
+        try:
+            jwt.decode(token.removeprefix("Bearer "), self.jwt_key, algorithms=[self.jwt_method])
+        except jwt.PyJWTError:
+            return False
+        return True
+
+    def _register_handlers(self, on_new_message: OnNewMessage) -> None:
+        sio, ns = self.sio, self.namespace
+
+        async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
+            if not self._authorized(auth):
+                logger.info("socketio: refused a connection with a missing or invalid token")
+                return False
+            return True
+
+        async def disconnect(sid: str, *args: Any) -> None:
+            return None
+
+        async def session_request(sid: str, data: Any = None) -> None:
+            session_id = data.get("session_id") if isinstance(data, dict) else None
+            if not session_id:
+                session_id = uuid.uuid4().hex
+            if self.session_persistence:
+                await sio.enter_room(sid, session_id, namespace=ns)
+            await sio.emit("session_confirm", session_id, room=sid, namespace=ns)
+
+        async def user_message(sid: str, data: Any = None) -> None:
+            data = data if isinstance(data, dict) else {}
+            if self.session_persistence:
+                sender = data.get("session_id")
+                if not sender:
+                    logger.warning(
+                        "socketio: a message without a session_id was dropped; the client "
+                        "must send session_request first when session_persistence is on"
+                    )
+                    return
+            else:
+                sender = sid
+            text = data.get("message")
+            message = UserMessage(
+                text=text.strip() if isinstance(text, str) else None,
+                sender_id=str(sender),
+                input_channel=self.name,
+                metadata=self._metadata(data),
+                output_channel=self.get_output_channel(),
+            )
+            try:
+                await on_new_message(message)
+            except Exception as e:
+                logger.error(
+                    "socketio: message from %s failed: %s: %s", sender, type(e).__name__, e
+                )
+
+        sio.on("connect", connect, namespace=ns)
+        sio.on("disconnect", disconnect, namespace=ns)
+        sio.on("session_request", session_request, namespace=ns)
+        sio.on(self.user_message_evt, user_message, namespace=ns)
+
+    def _metadata(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        metadata = data.get(self.metadata_key)
+        if isinstance(metadata, str):
+            try:
+                metadata = json.loads(metadata)
+            except ValueError:
+                return None
+        return metadata if isinstance(metadata, dict) else None
