@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     # shell
     p = sub.add_parser("shell", help="talk to the bot in the terminal",
                        formatter_class=_Formatter,
-                       epilog=_examples("botserver shell", "botserver shell -m models/mybot.tar.gz"))
+                       epilog=_examples("botserver shell",
+                                        "botserver shell -m models/mybot.tar.gz"))
     p.add_argument("-m", "--model", default=DEFAULT_MODELS)
     p.add_argument("--endpoints", default="endpoints.yml")
     p.add_argument("--sender", default=None, help="conversation id (default: a new one)")
@@ -157,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     pv = dsub.add_parser("validate", help="check a project for errors and inconsistencies",
                          formatter_class=_Formatter,
                          epilog=_examples("botserver data validate",
-                                          "botserver data validate --domain domain.yml --data data/"))
+                                          "botserver data validate -d domain.yml --data data/"))
     pv.add_argument("-d", "--domain", default="domain.yml")
     pv.add_argument("--data", nargs="+", default=["data"])
     pv.add_argument("-c", "--config", default="config.yml")
@@ -198,7 +199,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"Nothing changed since the last training; the model is {result.path}. "
               "Use --force to retrain.")
     else:
-        print(f"Your model is trained and saved at '{result.path}' ({result.seconds:.1f} s).")
+        print(f"Your model is trained and saved at '{result.path}' ({result.seconds:.2f} s).")
     return 0
 
 

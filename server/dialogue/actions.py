@@ -25,8 +25,8 @@ from server.trackers.events import (
     Restarted,
     SessionStarted,
     SlotSet,
-    UserUttered,
     UserUtteranceReverted,
+    UserUttered,
     event_from_dict,
 )
 from server.trackers.tracker import EventVerbosity, Tracker
@@ -117,7 +117,9 @@ class ActionSessionStart(Action):
         if ctx.domain.session_config.carry_over_slots_to_new_session:
             for event in ctx.tracker.applied_events():
                 if isinstance(event, SlotSet) and event.key != SESSION_STARTED_METADATA:
-                    events.append(SlotSet(key=event.key, value=event.value, metadata=event.metadata))
+                    events.append(
+                        SlotSet(key=event.key, value=event.value, metadata=event.metadata)
+                    )
         metadata = ctx.tracker.get_slot(SESSION_STARTED_METADATA)
         if metadata is not None:
             events.append(SlotSet(key=SESSION_STARTED_METADATA, value=metadata))

@@ -197,10 +197,11 @@ def _prediction_body(model: DialogueModel, prediction: Any, tracker: Tracker) ->
     """Rasa's predict response: every action's score, best first, ties by name."""
     names = model.domain.action_names_or_texts
     probabilities = prediction.probabilities or [0.0] * len(names)
-    scores = sorted(
-        ({"action": name, "score": float(p)} for name, p in zip(names, probabilities)),
-        key=lambda s: (-s["score"], s["action"]),
+    pairs = sorted(
+        ((name, float(p)) for name, p in zip(names, probabilities, strict=False)),
+        key=lambda pair: (-pair[1], pair[0]),
     )
+    scores = [{"action": name, "score": score} for name, score in pairs]
     return {
         "scores": scores,
         "policy": prediction.policy_name,

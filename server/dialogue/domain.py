@@ -285,15 +285,17 @@ class Domain:
             intents.append({name: props} if props else name)
         entities: list[Any] = []
         for name in self.entities:
-            props = self.entity_properties.get(name)
-            entities.append({name: props} if props else name)
+            entity_props = self.entity_properties.get(name)
+            entities.append({name: entity_props} if entity_props else name)
         builtin_slots = {SESSION_STARTED_METADATA, REQUESTED_SLOT}
         slots = {s.name: s.as_dict() for s in self.slots if full or s.name not in builtin_slots}
         actions: list[Any] = []
         for name in self.user_actions:
-            props = self.action_properties.get(name)
-            actions.append({name: props} if props else name)
-        forms = {name: f.raw or {"required_slots": f.required_slots} for name, f in self.forms.items()}
+            action_props = self.action_properties.get(name)
+            actions.append({name: action_props} if action_props else name)
+        forms = {
+            name: f.raw or {"required_slots": f.required_slots} for name, f in self.forms.items()
+        }
         out: dict[str, Any] = {"version": "3.1"}
         for key, value in (
             ("intents", intents),

@@ -163,7 +163,10 @@ class Processor:
         only_if_empty: bool = False,
     ) -> None:
         """Runs action_session_start when the conversation is new or its session expired."""
-        needed = not tracker.events if only_if_empty else self.session_expired(tracker, model.domain)
+        if only_if_empty:
+            needed = not tracker.events
+        else:
+            needed = self.session_expired(tracker, model.domain)
         if not needed:
             return
         if metadata:

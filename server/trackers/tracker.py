@@ -30,8 +30,8 @@ from server.trackers.events import (
     Restarted,
     SessionStarted,
     SlotSet,
-    UserUttered,
     UserUtteranceReverted,
+    UserUttered,
     event_from_dict,
 )
 

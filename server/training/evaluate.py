@@ -45,7 +45,7 @@ def test_nlu(model: DialogueModel, nlu_path: Path, out: Path) -> dict | None:
         print("The model has no NLU pipeline: nothing to test.")
         return None
     data = NLUTrainingData.merge([read_nlu_file(f) for f in data_files([nlu_path])])
-    report = evaluate(model.nlu, data, out)
+    report = evaluate(model.nlu, data, out)  # type: ignore[arg-type]
     accuracy = (report.get("intent_evaluation") or {}).get("accuracy")
     print(f"NLU: intent accuracy {accuracy}; reports in {out}/")
     return report
