@@ -1,0 +1,72 @@
+"""Fixtures for the API route tests: a moodbot model trained once, and apps built with
+`build_app` on an in-memory tracker store."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from server.api.server import ServerOptions, build_app
+from tests.api.rasa_spec import RasaSpec
+
+MOODBOT = Path("/work/shared/bots/moodbot")
+MEMORY_STORE = {"tracker_store": {"type": "in_memory"}}
+
+warnings.filterwarnings("ignore", message="The HMAC key is")
+
+
+@pytest.fixture(scope="session")
+def moodbot_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A moodbot model archive, trained once per test session."""
+    from server.training.train import train
+
+    out = tmp_path_factory.mktemp("moodbot-models")
+    result = train(MOODBOT / "config.yml", MOODBOT / "domain.yml", [MOODBOT / "data"], out)
+    return result.path
+
+
+@pytest.fixture(scope="session")
+def rasa_spec() -> RasaSpec:
+    return RasaSpec()
+
+
+AppFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def make_client(
+    moodbot_model: Path, tmp_path: Path
+) -> AsyncIterator[Callable[..., Any]]:
+    """`await make_client(**options)`: an httpx client on a started app (lifespan run)."""
+    async with AsyncExitStack() as stack:
+
+        async def make(**overrides: Any) -> httpx.AsyncClient:
+            options: dict[str, Any] = {
+                "model_path": moodbot_model,
+                "enable_api": True,
+                "endpoints": MEMORY_STORE,
+                "models_dir": tmp_path / "models",
+            }
+            options.update(overrides)
+            app: FastAPI = build_app(ServerOptions(**options))
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            client = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+            )
+            await stack.enter_async_context(client)
+            return client
+
+        yield make
+
+
+@pytest.fixture
+async def client(make_client: Callable[..., Any]) -> httpx.AsyncClient:
+    """An open API (no auth) with the moodbot model loaded."""
+    return await make_client()

@@ -1,0 +1,119 @@
+"""Rasa's OpenAPI spec for the tests: loading, errata, and response-body validation.
+
+Where Rasa's own spec contradicts what Rasa 3.6 actually sends (rasa-recorded-examples.md),
+we follow the real server, because that is what clients depend on; each such place is one
+entry in `ERRATA`, and docs/differences-from-rasa.md lists them.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SPEC_PATH = Path("/work/shared/reference/rasa-openapi.yml")
+
+_ANY: dict[str, Any] = {}
+
+
+def _nullable(schema: dict[str, Any]) -> None:
+    schema["nullable"] = True
+
+
+def _apply_errata(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    tracker = schemas["Tracker"]["properties"]
+    # Rasa sends `slots` as an object {name: value} (recorded GET /tracker), not an array.
+    tracker["slots"] = {"type": "object", "additionalProperties": _ANY}
+    tracker["sender_id"] = {"type": "string"}
+    # null in every recorded tracker of a conversation without them (and events for NONE).
+    for name in ("followup_action", "latest_input_channel", "latest_action_name",
+                 "latest_event_time"):
+        _nullable(tracker[name])
+    tracker["events"] = {"allOf": [{"$ref": "#/components/schemas/EventList"}],
+                         "nullable": True}
+    # Event timestamps are float epoch seconds (every recorded event), not integers.
+    schemas["BasicEvent"]["properties"]["timestamp"] = {"type": "number"}
+    # An empty tracker's latest_message is {"intent": {}, "text": null, ...}, and
+    # trigger_intent stores {"intent": {"name": ...}} without a confidence (recorded).
+    schemas["Intent"].pop("required", None)
+    schemas["ParseResult"]["properties"]["text"]["nullable"] = True
+    schemas["ParseResult"].pop("required", None)
+    # Entity values may be any JSON value; trigger_intent entities carry no offsets.
+    entity = schemas["Entity"]
+    entity["properties"]["value"] = _ANY
+    entity["required"] = ["entity", "value"]
+    # The policy is null when a followup action or a forced prediction decided.
+    schemas["PredictResult"]["properties"]["policy"]["nullable"] = True
+    # A domain lists intents and entities as names or {name: properties} (recorded
+    # GET /domain); Rasa 3 slots have no auto_fill; responses may have no text.
+    domain = schemas["Domain"]["properties"]
+    domain["intents"]["items"] = {"oneOf": [{"type": "string"},
+                                            {"$ref": "#/components/schemas/IntentDescription"}]}
+    domain["entities"]["items"] = {"oneOf": [{"type": "string"}, {"type": "object"}]}
+    schemas["SlotDescription"]["required"] = ["type"]
+    schemas["TemplateDescription"].pop("required", None)
+    # The three error shapes share no required key, so `oneOf` can never match one.
+    errors = schemas["EvaluationItem"]["properties"]["errors"]["items"]
+    errors["anyOf"] = errors.pop("oneOf")
+
+
+def load_spec(errata: bool = True) -> dict[str, Any]:
+    spec = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
+    if errata:
+        _apply_errata(spec)
+    return spec
+
+
+def write_spec(path: Path) -> Path:
+    """The spec with its errata applied, for tools such as schemathesis."""
+    path.write_text(yaml.safe_dump(load_spec(), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _to_json_schema(node: Any, spec: dict[str, Any], depth: int = 0) -> Any:
+    """Inline $refs and turn OpenAPI 3.0 `nullable` into JSON Schema."""
+    if depth > 40:
+        return {}
+    if isinstance(node, list):
+        return [_to_json_schema(n, spec, depth + 1) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target: Any = spec
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        return _to_json_schema(copy.deepcopy(target), spec, depth + 1)
+    out = {
+        k: _to_json_schema(v, spec, depth + 1)
+        for k, v in node.items()
+        if k not in ("nullable", "example", "deprecated")
+    }
+    if node.get("nullable"):
+        return {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+class RasaSpec:
+    """Validates response bodies against the spec's schema for (path, method, status)."""
+
+    def __init__(self, spec: dict[str, Any] | None = None):
+        self.spec = spec or load_spec()
+
+    def response_schema(self, path: str, method: str, status: int) -> dict[str, Any] | None:
+        operation = self.spec["paths"][path][method.lower()]
+        responses = operation["responses"]
+        response = responses.get(status, responses.get(str(status)))
+        assert response is not None, f"the spec has no {status} for {method} {path}"
+        response = _to_json_schema(response, self.spec)
+        content = response.get("content") or {}
+        media = content.get("application/json")
+        return media.get("schema") if media else None
+
+    def validate(self, body: Any, path: str, method: str, status: int) -> None:
+        schema = self.response_schema(path, method, status)
+        assert schema is not None, f"no JSON schema for {status} {method} {path}"
+        jsonschema.validate(body, schema)

@@ -1,0 +1,266 @@
+"""The /conversations/{conversation_id}/... routes, each status with its spec-checked body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.rasa_spec import RasaSpec
+
+TRACKER = "/conversations/{conversation_id}/tracker"
+EVENTS = "/conversations/{conversation_id}/tracker/events"
+STORY = "/conversations/{conversation_id}/story"
+EXECUTE = "/conversations/{conversation_id}/execute"
+TRIGGER = "/conversations/{conversation_id}/trigger_intent"
+PREDICT = "/conversations/{conversation_id}/predict"
+MESSAGES = "/conversations/{conversation_id}/messages"
+
+GOODBYE_EVENTS = [
+    {
+        "event": "user",
+        "timestamp": 4102444800.0,
+        "text": "/goodbye",
+        "parse_data": {"intent": {"name": "goodbye", "confidence": 1.0}, "entities": []},
+    },
+    {"event": "action", "name": "utter_goodbye", "timestamp": 4102444801.0},
+]
+TRACKER_KEYS = [
+    "sender_id", "slots", "latest_message", "latest_event_time", "followup_action", "paused",
+    "events", "latest_input_channel", "active_loop", "latest_action", "latest_action_name",
+]
+
+
+def check(
+    spec: RasaSpec, response: httpx.Response, path: str, method: str, status: int
+) -> Any:
+    assert response.status_code == status, response.text
+    body = response.json()
+    spec.validate(body, path, method, status)
+    return body
+
+
+async def test_tracker_of_a_new_conversation_starts_a_session(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    body = check(rasa_spec, await client.get("/conversations/nobody/tracker"), TRACKER, "get", 200)
+    assert list(body) == TRACKER_KEYS
+    assert body["sender_id"] == "nobody"
+    assert [e["event"] for e in body["events"]] == ["action", "session_started", "action"]
+    assert body["latest_action_name"] == "action_listen"
+
+
+async def test_tracker_include_events_and_until(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    await client.post("/conversations/u1/tracker/events", json=GOODBYE_EVENTS)
+    full = check(rasa_spec, await client.get("/conversations/u1/tracker?include_events=ALL"),
+                 TRACKER, "get", 200)
+    none = check(rasa_spec, await client.get("/conversations/u1/tracker?include_events=none"),
+                 TRACKER, "get", 200)
+    assert none["events"] is None and none["latest_action_name"] == "utter_goodbye"
+    applied = (await client.get("/conversations/u1/tracker?include_events=APPLIED")).json()
+    assert [e["event"] for e in applied["events"]] == ["action", "user", "action"]
+    user_time = full["events"][-2]["timestamp"]
+    early = (await client.get(f"/conversations/u1/tracker?until={user_time}")).json()
+    assert early["events"][-1]["event"] == "user"
+    assert len(early["events"]) == len(full["events"]) - 1
+    ignored = (await client.get("/conversations/u1/tracker?until=soon")).json()
+    assert len(ignored["events"]) == len(full["events"])
+
+
+async def test_tracker_bad_include_events_is_rasas_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    body = check(rasa_spec, await client.get("/conversations/u1/tracker?include_events=BAD"),
+                 TRACKER, "get", 400)
+    assert body["message"] == (
+        "Invalid parameter value for 'include_events'. Should be one of NONE, APPLIED, "
+        "AFTER_RESTART, ALL"
+    )
+    assert body["details"] == {"parameter": "include_events", "in": "query"}
+
+
+async def test_conversation_id_may_contain_slashes_and_is_url_decoded(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.post("/conversations/team/a%20b/tracker/events", json=GOODBYE_EVENTS)
+    body = (await client.get("/conversations/team/a b/tracker?include_events=NONE")).json()
+    assert body["sender_id"] == "team/a b"
+    assert body["latest_action_name"] == "utter_goodbye"
+
+
+async def test_append_one_event_or_a_list(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
+    one = await client.post(
+        "/conversations/u2/tracker/events",
+        json={"event": "bot", "text": "injected bot utterance"},
+    )
+    body = check(rasa_spec, one, EVENTS, "post", 200)
+    assert body["events"][-1]["event"] == "bot"
+    assert body["events"][0]["name"] == "action_session_start"
+    listed = await client.post(
+        "/conversations/u2/tracker/events?include_events=NONE", json=GOODBYE_EVENTS
+    )
+    body = check(rasa_spec, listed, EVENTS, "post", 200)
+    assert body["events"] is None
+    assert body["latest_message"]["intent"]["name"] == "goodbye"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"event": "no_such_event"}', b"[1, 2]", b"{not json", b"", b'{"event": "slot"}'],
+    ids=["unknown-event", "not-objects", "malformed-json", "empty", "slot-without-name"],
+)
+async def test_append_bad_events_is_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, content: bytes
+) -> None:
+    response = await client.post(
+        "/conversations/u1/tracker/events",
+        content=content,
+        headers={"Content-Type": "application/json"},
+    )
+    body = check(rasa_spec, response, EVENTS, "post", 400)
+    assert body["reason"] == "BadRequest"
+
+
+async def test_replace_events(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
+    await client.post("/conversations/u3/tracker/events", json=GOODBYE_EVENTS)
+    replaced = await client.put("/conversations/u3/tracker/events", json=GOODBYE_EVENTS[:1])
+    body = check(rasa_spec, replaced, EVENTS, "put", 200)
+    assert [e["event"] for e in body["events"]] == ["user"]
+    single = await client.put("/conversations/u3/tracker/events", json=GOODBYE_EVENTS[0])
+    check(rasa_spec, single, EVENTS, "put", 400)
+
+
+async def test_story_is_a_yaml_test_story(client: httpx.AsyncClient) -> None:
+    await client.post("/conversations/u4/tracker/events", json=GOODBYE_EVENTS)
+    response = await client.get("/conversations/u4/story")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text == (
+        'version: "3.1"\n'
+        "stories:\n"
+        "- story: u4\n"
+        "  steps:\n"
+        "  - intent: goodbye\n"
+        "    user: |-\n"
+        "      /goodbye\n"
+        "  - action: utter_goodbye\n"
+    )
+    sessions = (await client.get("/conversations/u4/story?all_sessions=true")).text
+    assert "- story: u4, story 1\n" in sessions
+
+
+async def test_story_of_unknown_conversation_is_404(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    response = await client.get("/conversations/nobody-at-all/story")
+    assert response.status_code == 404
+    body = response.json()
+    rasa_spec.validate(body, TRACKER, "get", 400)  # Rasa's spec has no 404: same Error schema
+    assert (body["reason"], body["message"]) == ("Not found", "Conversation ID not found.")
+
+
+async def test_execute_runs_the_action(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
+    await client.post("/conversations/u5/tracker/events", json=GOODBYE_EVENTS)
+    response = await client.post("/conversations/u5/execute", json={"name": "utter_greet"})
+    body = check(rasa_spec, response, EXECUTE, "post", 200)
+    assert body["messages"][0]["recipient_id"] == "u5"
+    assert body["messages"][0]["text"] == "Hey! How are you?"
+    assert body["tracker"]["latest_action_name"] in ("utter_greet", "action_listen")
+
+
+async def test_execute_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
+    await client.post("/conversations/u6/tracker/events", json=GOODBYE_EVENTS)
+    missing = check(rasa_spec, await client.post("/conversations/u6/execute", json={}),
+                    EXECUTE, "post", 400)
+    assert missing["message"] == "Name of the action not provided in request body."
+    assert missing["details"] == {"parameter": "name", "in": "body"}
+    unknown = await client.post("/conversations/u6/execute", json={"name": "action_nope"})
+    assert unknown.status_code == 404
+    assert "action_nope" in unknown.json()["message"]
+    nobody = await client.post("/conversations/ghost/execute", json={"name": "utter_greet"})
+    assert nobody.status_code == 404
+
+
+async def test_trigger_intent(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
+    response = await client.post(
+        "/conversations/u7/trigger_intent", json={"name": "greet", "entities": {"mood": "ok"}}
+    )
+    body = check(rasa_spec, response, TRIGGER, "post", 200)
+    user = [e for e in body["tracker"]["events"] if e["event"] == "user"][-1]
+    assert user["text"] == "EXTERNAL: greet"
+    assert user["metadata"]["is_external"] is True
+    assert body["messages"][0]["text"] == "Hey! How are you?"
+
+
+async def test_trigger_intent_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
+    unknown = await client.post("/conversations/u7/trigger_intent", json={"name": "no_such"})
+    assert unknown.status_code == 404
+    assert unknown.json()["message"] == "The intent no_such does not exist in the domain."
+    empty = await client.post("/conversations/u7/trigger_intent")
+    check(rasa_spec, empty, TRIGGER, "post", 400)
+    unnamed = await client.post("/conversations/u7/trigger_intent", json={"entities": {}})
+    assert check(rasa_spec, unnamed, TRIGGER, "post", 400)["details"]["parameter"] == "name"
+
+
+async def test_predict(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
+    await client.post("/conversations/u8/messages", json={"text": "I am sad", "sender": "user"})
+    body = check(rasa_spec, await client.post("/conversations/u8/predict"), PREDICT, "post", 200)
+    scores = [(-s["score"], s["action"]) for s in body["scores"]]
+    assert scores == sorted(scores)
+    assert body["tracker"]["sender_id"] == "u8"
+    missing = await client.post("/conversations/ghost/predict")
+    assert missing.status_code == 404
+    assert missing.json()["message"] == "Conversation ID not found."
+
+
+async def test_messages_adds_a_user_message_without_predicting(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    response = await client.post(
+        "/conversations/u9/messages", json={"text": "I am sad", "sender": "user"}
+    )
+    body = check(rasa_spec, response, MESSAGES, "post", 200)
+    assert body["events"][-1]["event"] in ("user", "slot")
+    assert body["latest_message"]["intent"]["name"] == "mood_unhappy"
+    assert not [e for e in body["events"] if e["event"] == "bot"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "parameter"),
+    [({"text": "hi", "sender": "bot"}, "sender"), ({"sender": "user"}, "text"), (None, None)],
+    ids=["not-user", "no-text", "empty"],
+)
+async def test_messages_errors(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, payload: Any, parameter: str | None
+) -> None:
+    response = await client.post("/conversations/u9/messages", json=payload)
+    body = check(rasa_spec, response, MESSAGES, "post", 400)
+    if parameter:
+        assert body["details"] == {"parameter": parameter, "in": "body"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/conversations/u1/tracker"),
+        ("post", "/conversations/u1/tracker/events"),
+        ("put", "/conversations/u1/tracker/events"),
+        ("get", "/conversations/u1/story"),
+        ("post", "/conversations/u1/execute"),
+        ("post", "/conversations/u1/trigger_intent"),
+        ("post", "/conversations/u1/predict"),
+        ("post", "/conversations/u1/messages"),
+    ],
+)
+async def test_every_conversation_route_is_409_without_a_model(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, method: str, path: str
+) -> None:
+    assert (await client.delete("/model")).status_code == 204
+    response = await client.request(method, path, json=GOODBYE_EVENTS)
+    assert response.status_code == 409
+    body = response.json()
+    rasa_spec.validate(body, TRACKER, "get", 409)
+    assert body["reason"] == "Conflict"
