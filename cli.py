@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ssl-password")
     p.add_argument("--workers", type=int, default=1, help="server processes on one port")
     p.add_argument("--verify-key", help="Ed25519 public key: refuse unsigned models")
+    p.add_argument("--no-metrics", action="store_true",
+                   help="don't serve /metrics (it is open, like Rasa's health route)")
     _add_log_flags(p)
 
     # shell

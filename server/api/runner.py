@@ -1,0 +1,275 @@
+"""`botserver run`: flags checked before anything starts, turned into `ServerOptions`, and the
+app (API, channels, health probes, metrics, inspector) served by uvicorn in one or N processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from server import __version__
+from server.api.health import health_router
+from server.api.inspect import inspect_router
+from server.api.metrics import ServerMetrics
+from server.api.middleware import DEFAULT_MAX_BODY_BYTES
+from server.api.server import ServerOptions, build_app
+from server.api.tls import ssl_options
+from server.auth import AuthConfig, install_log_redaction
+from server.config import read_credentials, read_endpoints
+from server.errors import BotServerError, InvalidConfig
+from server.models.local import resolve_local_model
+from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
+
+logger = logging.getLogger(__name__)
+
+# Seconds uvicorn waits for requests in flight (turns included) after SIGTERM/Ctrl-C before
+# it closes connections; the stores close only after that, in the app's lifespan.
+GRACEFUL_SHUTDOWN_SECONDS = float(os.environ.get("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "30"))
+# How the parent hands the run settings to worker processes (`--workers N`).
+SPEC_ENV = "BOTSERVER_RUN_SPEC"
+
+
+@dataclass
+class RunSpec:
+    """Everything a server process needs, as JSON-able values (sent to workers)."""
+
+    model_path: str | None
+    endpoints: dict[str, Any]
+    credentials: dict[str, Any] | None
+    connector: str | None = None
+    token: str | None = None
+    jwt_secret: str | None = None
+    jwt_method: str = "HS256"
+    jwt_private_key: str | None = None
+    cors: list[str] = field(default_factory=list)
+    response_timeout: float | None = None
+    enable_api: bool = False
+    remote_storage: str | None = None
+    verify_key: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    metrics: bool = True
+    listen_url: str = ""
+    verbosity: int = 0
+    log_file: str | None = None
+    log_format: str = "text"
+
+    def options(self) -> ServerOptions:
+        return ServerOptions(
+            model_path=self.model_path,
+            endpoints=self.endpoints,
+            credentials=self.credentials,
+            connector=self.connector,
+            auth=AuthConfig(
+                token=self.token,
+                jwt_secret=self.jwt_secret,
+                jwt_method=self.jwt_method,
+                jwt_private_key=self.jwt_private_key,
+            ),
+            cors=tuple(self.cors),
+            response_timeout=self.response_timeout,
+            enable_api=self.enable_api,
+            remote_storage=self.remote_storage,
+            verify_key=Path(self.verify_key) if self.verify_key else None,
+            max_body_bytes=self.max_body_bytes,
+        )
+
+
+# -- the app -----------------------------------------------------------------------------------
+def server_app(options: ServerOptions, metrics: bool = True, listen_url: str = "") -> FastAPI:
+    """`build_app` plus the operations routes: health probes, /metrics, and /inspect."""
+    app = build_app(options)
+    state = app.state
+    app.include_router(health_router(lambda: state.holder.is_ready, state.tracker_store.ping))
+    if metrics:
+        server_metrics = ServerMetrics()
+        server_metrics.instrument(state.processor, state.holder)
+        state.metrics = server_metrics
+        app.include_router(server_metrics.router())
+    if options.enable_api:
+        app.include_router(inspect_router())
+    _announce_on_startup(app, listen_url, options)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The uvicorn factory a worker process runs (`--workers N`)."""
+    raw = os.environ.get(SPEC_ENV)
+    if not raw:
+        raise RuntimeError(f"{SPEC_ENV} is not set: start workers with `botserver run`")
+    spec = RunSpec(**json.loads(raw))
+    from server.logs import configure_logging
+
+    configure_logging(spec.verbosity, spec.log_file, spec.log_format)
+    install_log_redaction()
+    return server_app(spec.options(), spec.metrics, "")
+
+
+def _announce_on_startup(app: FastAPI, listen_url: str, options: ServerOptions) -> None:
+    """Say what was loaded once the lifespan has loaded the startup model."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
+        async with inner(app) as state:
+            info = app.state.holder.info
+            pid = f" [pid {os.getpid()}]" if not listen_url else ""
+            if info is not None and listen_url:
+                print(f"Model loaded: {info.model_file} (model_id {info.model_id})", flush=True)
+            elif info is not None:
+                logger.info("Model loaded: %s (model_id %s)%s", info.model_file, info.model_id,
+                            pid)
+            else:
+                logger.warning(
+                    "No model is loaded%s: /health/ready answers 503 and conversations fail "
+                    "with 409 until one is (PUT /model, a model server, or restart with -m).",
+                    pid,
+                )
+            if listen_url:
+                print(f"botserver {__version__} is up on {listen_url}"
+                      + (f" (inspector: {listen_url}/inspect)" if options.enable_api else ""),
+                      flush=True)
+            yield state
+
+    app.router.lifespan_context = lifespan
+
+
+# -- checks before anything starts -------------------------------------------------------------
+def check_port_free(interface: str, port: int) -> None:
+    """Bind once as uvicorn will, so a busy port is a clear error rather than a traceback."""
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((interface, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise InvalidConfig(
+                f"port {port} on {interface} is already in use (another botserver or Rasa "
+                f"server?). Stop it, or choose another port with -p."
+            ) from None
+        raise InvalidConfig(f"cannot listen on {interface}:{port}: {exc.strerror}") from None
+    finally:
+        sock.close()
+
+
+def _check_model(args: argparse.Namespace, endpoints: dict[str, Any]) -> None:
+    if endpoints.get("models") or args.remote_storage:
+        return
+    try:
+        resolve_local_model(Path(args.model))
+    except BotServerError as exc:
+        logger.warning(
+            "%s The server starts without a model: /health/ready stays 503 until one is "
+            "loaded (PUT /model with --enable-api, or restart with -m).", exc,
+        )
+
+
+def _check_workers(workers: int, endpoints: dict[str, Any]) -> None:
+    if workers < 1:
+        raise InvalidConfig("--workers must be 1 or more")
+    if workers == 1:
+        return
+    lock_store = create_lock_store(endpoints.get("lock_store"))
+    if lock_store.process_local:
+        raise InvalidConfig(
+            f"--workers {workers} needs a lock store shared by the processes: with the "
+            "in-memory lock, two workers could run turns of one conversation at the same time. "
+            "Add `lock_store: {type: redis, url: ...}` to endpoints.yml, or use --workers 1."
+        )
+    store = create_tracker_store(endpoints.get("tracker_store") or DEFAULT_TRACKER_STORE)
+    if store.process_local:
+        raise InvalidConfig(
+            f"--workers {workers} needs a tracker store shared by the processes; the in-memory "
+            "store keeps each worker's conversations to itself. Use sql or redis in "
+            "endpoints.yml, or --workers 1."
+        )
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    """Read and check the files the flags name; raises BotServerError with file and line."""
+    endpoints = read_endpoints(args.endpoints)
+    credentials_path = args.credentials
+    credentials = read_credentials(credentials_path) if credentials_path else None
+    if credentials_path and not Path(credentials_path).exists():
+        raise InvalidConfig(f"--credentials {credentials_path}: no such file")
+    if args.verify_key and not Path(args.verify_key).is_file():
+        raise InvalidConfig(f"--verify-key {args.verify_key}: no such file")
+    if args.response_timeout is not None and args.response_timeout < 0:
+        raise InvalidConfig("--response-timeout must be 0 (none) or more seconds")
+    _check_model(args, endpoints)
+    _check_workers(args.workers, endpoints)
+    host = "localhost" if args.interface in ("0.0.0.0", "::") else args.interface
+    scheme = "https" if args.ssl_certificate else "http"
+    return RunSpec(
+        model_path=args.model,
+        endpoints=endpoints,
+        credentials=credentials,
+        connector=args.connector,
+        token=args.auth_token,
+        jwt_secret=args.jwt_secret,
+        jwt_method=args.jwt_method,
+        jwt_private_key=args.jwt_private_key,
+        cors=list(args.cors or ()),
+        response_timeout=args.response_timeout,
+        enable_api=args.enable_api,
+        remote_storage=args.remote_storage,
+        verify_key=args.verify_key,
+        max_body_bytes=(
+            args.request_max_size if args.request_max_size is not None else DEFAULT_MAX_BODY_BYTES
+        ),
+        metrics=not getattr(args, "no_metrics", False),
+        listen_url=f"{scheme}://{host}:{args.port}",
+        verbosity=-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0),
+        log_file=getattr(args, "log_file", None),
+        log_format=getattr(args, "log_format", "text"),
+    )
+
+
+# -- running -----------------------------------------------------------------------------------
+def run_server(args: argparse.Namespace) -> int:
+    """Check everything, then serve until SIGINT/SIGTERM; returns the exit code."""
+    import uvicorn
+
+    spec = spec_from_args(args)
+    tls = ssl_options(args.ssl_certificate, args.ssl_keyfile, args.ssl_ca_file, args.ssl_password)
+    check_port_free(args.interface, args.port)
+    install_log_redaction()
+    common: dict[str, Any] = {
+        "host": args.interface,
+        "port": args.port,
+        "log_config": None,
+        "access_log": spec.verbosity >= 1,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+        "server_header": False,
+        "proxy_headers": False,
+        **tls,
+    }
+    if args.workers > 1:
+        # Fail here, once, rather than in every worker.
+        build_app(spec.options())
+        os.environ[SPEC_ENV] = json.dumps(asdict(spec), default=str)
+        print(f"botserver {__version__} is starting {args.workers} workers on {spec.listen_url}"
+              + (f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""),
+              flush=True)
+        uvicorn.run("server.api.runner:app_from_environment", factory=True,
+                    workers=args.workers, **common)
+        return 0
+    app = server_app(spec.options(), spec.metrics, spec.listen_url)
+    server = uvicorn.Server(uvicorn.Config(app, **common))
+    server.run()
+    if not server.started:
+        print("error: the server did not start; see the log above", file=sys.stderr)
+        return 1
+    return 0
