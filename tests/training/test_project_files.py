@@ -50,13 +50,6 @@ EXPECTED_INVALID = {
     "test_yaml_stories/rules_missing_intent.yml": "needs an 'intent'",
     "test_yaml_stories/stories_missing_intent.yml": "needs an 'intent'",
 }
-# Domain directories whose merged content botserver's Domain rejects although Rasa loads it
-# (a form requiring an undefined slot; a from_entity mapping on an undeclared entity).
-STRICTER_THAN_RASA = {
-    "test_domains/test_domain_from_multiple_files",
-    "test_domains/test_domain_with_duplicates",
-    "test_domains/test_domain_without_duplicates",
-}
 # Not Rasa 3 project files: endpoints / credentials (read by server/config.py) and the
 # other formats under examples/ and test/ (Rasa NLU JSON, LUIS, Wit, Dialogflow, txt),
 # which botserver does not read; only YAML files are walked here.
@@ -147,8 +140,6 @@ def test_reference_file_loads_or_fails_with_file_and_line(rel: str) -> None:
 
 @pytest.mark.parametrize("rel", DOMAIN_DIRS)
 def test_reference_domain_directories_merge(rel: str) -> None:
-    if rel in STRICTER_THAN_RASA:
-        pytest.xfail("server.dialogue.domain.Domain rejects what Rasa only warns about")
     domain = read_domain(TESTDATA / rel, warnings=[])
     assert domain.intents
 
@@ -192,12 +183,19 @@ def test_broken_domain_names_file_and_line(
     assert fragment in str(info.value)
 
 
-def test_domain_semantic_error_points_at_the_form(tmp_path: Path) -> None:
+def test_domain_semantic_error_points_at_the_slot(tmp_path: Path) -> None:
     path = tmp_path / "domain.yml"
-    path.write_text("version: '3.1'\nforms:\n  f:\n    required_slots:\n    - nowhere\n")
+    path.write_text("version: '3.1'\nslots:\n  s:\n    type: categorical\n    mappings: []\n")
     with pytest.raises(InvalidProjectFile) as info:
         read_domain(path)
     assert (info.value.filename, info.value.line) == (str(path), 3)
+    assert "values" in str(info.value)
+
+
+def test_form_requiring_an_undefined_slot_loads_as_in_rasa(tmp_path: Path) -> None:
+    path = tmp_path / "domain.yml"
+    path.write_text("version: '3.1'\nforms:\n  f:\n    required_slots:\n    - nowhere\n")
+    assert read_domain(path).forms["f"].required_slots == ["nowhere"]
 
 
 def test_empty_config_sections_take_rasa_defaults(tmp_path: Path) -> None:
