@@ -27,7 +27,13 @@ from server.api.services import Services, services_of
 from server.auth import require_auth
 from server.dialogue.processor import DialogueModel
 from server.dialogue.story_export import annotate_entities
-from server.errors import BotServerError, InvalidEvent, InvalidProjectFile, ModelNotFound
+from server.errors import (
+    BotServerError,
+    InvalidEvent,
+    InvalidProjectFile,
+    ModelNotFound,
+    TrainingError,
+)
 from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
@@ -134,7 +140,7 @@ async def _post_callback(url: str, content: bytes, content_type: str) -> None:
             response = await client.post(url, content=content,
                                          headers={"Content-Type": content_type})
             response.raise_for_status()
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # a bad callback must never disturb the server
         logger.error("Could not deliver a result to the callback URL: %s", _first_line(exc))
 
 
@@ -160,6 +166,20 @@ async def _run_for_callback(url: str, work: Any) -> None:
     else:
         content = bytes(response.body)
     await _post_callback(url, content, response.media_type or "application/octet-stream")
+
+
+def _invalid_events(reason: str) -> ApiError:
+    return ApiError(
+        400, "BadRequest", f"Supplied events are not valid. {reason}", {"parameter": "", "in": "body"}
+    )
+
+
+def _callback_url(value: str | None) -> str | None:
+    if not value:
+        return None
+    if not value.lower().startswith(("http://", "https://")):
+        raise bad_request("'callback_url' must be an http or https URL.", "callback_url", "query")
+    return value
 
 
 def _training_failure(exc: Exception) -> ApiError:
@@ -320,7 +340,8 @@ def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict
     weighted = report.get("weighted avg") or {}
     hits = sum(g == p for g, p in zip(gold, predicted, strict=True))
     return {
-        "report": report,
+        # sklearn's top-level `accuracy` number is the response's own `accuracy` field.
+        "report": {k: v for k, v in report.items() if isinstance(v, dict)},
         "precision": weighted.get("precision", 0.0),
         "f1": weighted.get("f1-score", 0.0),
         "accuracy": hits / len(gold) if gold else 0.0,
@@ -381,6 +402,7 @@ def model_router() -> APIRouter:
                 {"in": "body"},
                 HELP_TRAINING_DATA,
             )
+        callback = _callback_url(callback_url)
         in_default_dir = bool_arg(save_to_default_model_directory, default=True)
         force = bool_arg(force_training)
 
@@ -393,6 +415,12 @@ def model_router() -> APIRouter:
                     path = await asyncio.to_thread(
                         _train_sync, document, out_dir, force, services.holder.verify_key
                     )
+                except TrainingError as exc:
+                    # Training stops on data or configuration that cannot give a model: the
+                    # client's mistake, so a 400 (Rasa answers 500).
+                    raise ApiError(
+                        400, "BadRequest", str(exc), {"in": "body"}, HELP_TRAINING_DATA
+                    ) from None
                 except (ApiError, BotServerError):
                     raise
                 except Exception as exc:
@@ -410,8 +438,8 @@ def model_router() -> APIRouter:
                 background=cleanup,
             )
 
-        if callback_url:
-            services.spawn(_run_for_callback(callback_url, run()))
+        if callback:
+            services.spawn(_run_for_callback(callback, run()))
             return Response(status_code=204)
         return await run()
 
@@ -459,6 +487,7 @@ def model_router() -> APIRouter:
         cross_validation_folds: str | None = None,
         services: Services = Depends(services_of),
     ) -> Response:
+        callback = _callback_url(callback_url)
         raw = await request.body()
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No NLU test data given in the request body.")
@@ -514,8 +543,8 @@ def model_router() -> APIRouter:
             )
             return JSONResponse(result)
 
-        if callback_url:
-            services.spawn(_run_for_callback(callback_url, run()))
+        if callback:
+            services.spawn(_run_for_callback(callback, run()))
             return Response(status_code=204)
         return await run()
 
@@ -541,12 +570,12 @@ def model_router() -> APIRouter:
             request, "No events defined in request_body. Add events to the request body."
         )
         if not isinstance(body, list):
-            raise bad_request("Supplied events are not valid: send a list of events.", "", "body")
+            raise _invalid_events("send a list of events.")
         try:
             events = events_from_list(body)
             tracker = Tracker("default", model.domain.slot_defaults(), events)
         except InvalidEvent as exc:
-            raise bad_request(f"Supplied events are not valid. {exc}", "", "body") from None
+            raise _invalid_events(str(exc)) from None
         result = await asyncio.to_thread(services.agent.predict_for_events, events)
         if verbosity is not EventVerbosity.AFTER_RESTART:
             result["tracker"] = tracker.current_state(verbosity)

@@ -49,11 +49,14 @@ def _apply_errata(spec: dict[str, Any]) -> None:
     # The policy is null when a followup action or a forced prediction decided.
     schemas["PredictResult"]["properties"]["policy"]["nullable"] = True
     # A domain lists intents and entities as names or {name: properties} (recorded
-    # GET /domain); Rasa 3 slots have no auto_fill; responses may have no text.
+    # GET /domain); each response is a list of variations, which may have no text;
+    # Rasa 3 slots have no auto_fill.
     domain = schemas["Domain"]["properties"]
     domain["intents"]["items"] = {"oneOf": [{"type": "string"},
                                             {"$ref": "#/components/schemas/IntentDescription"}]}
     domain["entities"]["items"] = {"oneOf": [{"type": "string"}, {"type": "object"}]}
+    domain["responses"]["additionalProperties"] = {
+        "type": "array", "items": {"$ref": "#/components/schemas/TemplateDescription"}}
     schemas["SlotDescription"]["required"] = ["type"]
     schemas["TemplateDescription"].pop("required", None)
     # The three error shapes share no required key, so `oneOf` can never match one.

@@ -1,0 +1,235 @@
+"""The /model routes and GET /domain, each status with its spec-checked body."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from fastapi import FastAPI, Request
+
+from tests.api.conftest import MOODBOT
+from tests.api.rasa_spec import RasaSpec
+
+TRAINING_YAML = """
+language: en
+pipeline: []
+policies:
+- name: RulePolicy
+intents:
+- greet
+- goodbye
+responses:
+  utter_greet:
+  - text: "Hey! How are you?"
+  utter_goodbye:
+  - text: "Bye"
+nlu:
+- intent: greet
+  examples: |
+    - hey
+    - hello
+- intent: goodbye
+  examples: |
+    - bye
+    - goodbye
+rules:
+- rule: Say goodbye anytime the user says goodbye
+  steps:
+  - intent: goodbye
+  - action: utter_goodbye
+"""
+
+
+def check(spec: RasaSpec, response: httpx.Response, path: str, method: str, status: int) -> Any:
+    assert response.status_code == status, response.text
+    body = response.json()
+    spec.validate(body, path, method, status)
+    return body
+
+
+async def test_parse(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
+    body = check(rasa_spec, await client.post("/model/parse", json={"text": "hello"}),
+                 "/model/parse", "post", 200)
+    assert body["text"] == "hello"
+    assert body["intent"]["name"] == "greet"
+    emulated = await client.post("/model/parse?emulation_mode=luis", json={"text": "hello"})
+    assert emulated.json()["intent"]["name"] == "greet"
+
+
+@pytest.mark.parametrize(
+    ("content", "query"),
+    [(b"{not json", ""), (b"{}", ""), (b"", ""), (b'{"text": "hi"}', "?emulation_mode=nope")],
+    ids=["malformed", "no-text", "empty", "bad-emulation-mode"],
+)
+async def test_parse_errors_are_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, content: bytes, query: str
+) -> None:
+    response = await client.post(
+        f"/model/parse{query}", content=content, headers={"Content-Type": "application/json"}
+    )
+    check(rasa_spec, response, "/model/parse", "post", 400)
+
+
+async def test_predict_on_posted_events(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
+    events = [
+        {"event": "action", "name": "action_listen"},
+        {"event": "user", "text": "hi",
+         "parse_data": {"intent": {"name": "greet", "confidence": 1.0}, "entities": []}},
+    ]
+    body = check(rasa_spec, await client.post("/model/predict", json=events),
+                 "/model/predict", "post", 200)
+    assert body["scores"][0]["action"] == "utter_greet"
+    assert len(body["tracker"]["events"]) == 2
+    bad = await client.post("/model/predict", json={"event": "user"})
+    assert check(rasa_spec, bad, "/model/predict", "post", 400)["details"]["in"] == "body"
+
+
+async def test_train_yaml_returns_the_archive(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, tmp_path: Path
+) -> None:
+    response = await client.post(
+        "/model/train?save_to_default_model_directory=false",
+        content=TRAINING_YAML,
+        headers={"Content-Type": "application/yaml"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["filename"].endswith(".tar.gz")
+    assert response.content[:2] == b"\x1f\x8b"
+    as_json = await client.post("/model/train", json=yaml.safe_load(TRAINING_YAML))
+    assert as_json.status_code == 200
+    saved = tmp_path / "models" / as_json.headers["filename"]
+    assert saved.is_file()
+    status = (await client.get("/status")).json()
+    assert status["num_active_training_jobs"] == 0
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["", "- just\n- a list\n", "intents: [greet\n", "nlu: 3\n"],
+    ids=["empty", "not-a-mapping", "broken-yaml", "bad-nlu"],
+)
+async def test_train_bad_data_is_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, content: str
+) -> None:
+    response = await client.post("/model/train", content=content)
+    check(rasa_spec, response, "/model/train", "post", 400)
+
+
+async def test_train_with_callback_answers_204_then_posts_the_model(
+    make_client: Any, tmp_path: Path
+) -> None:
+    received: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+    receiver = FastAPI()
+
+    @receiver.post("/done")
+    async def done(request: Request) -> dict[str, str]:
+        await received.put((request.headers["content-type"], await request.body()))
+        return {}
+
+    client = await make_client()
+    import server.api.model as model_routes
+
+    real_client = httpx.AsyncClient
+
+    def to_receiver(**kwargs: Any) -> httpx.AsyncClient:
+        return real_client(transport=httpx.ASGITransport(app=receiver), **kwargs)
+
+    model_routes.httpx.AsyncClient = to_receiver  # type: ignore[assignment]
+    try:
+        response = await client.post(
+            "/model/train?callback_url=http://receiver/done", content=TRAINING_YAML
+        )
+        assert response.status_code == 204
+        content_type, body = await asyncio.wait_for(received.get(), 30)
+    finally:
+        model_routes.httpx.AsyncClient = real_client  # type: ignore[assignment]
+    assert content_type == "application/octet-stream"
+    assert body[:2] == b"\x1f\x8b"
+
+
+async def test_test_stories(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
+    stories = (MOODBOT / "data" / "stories.yml").read_text()
+    response = await client.post("/model/test/stories", content=stories)
+    body = check(rasa_spec, response, "/model/test/stories", "post", 200)
+    assert body["accuracy"] > 0.5
+    assert body["report"]["conversation_accuracy"]["total"] > 0
+    bare_list = yaml.safe_dump(yaml.safe_load(stories)["stories"])
+    assert (await client.post("/model/test/stories", content=bare_list)).status_code == 200
+    empty = await client.post("/model/test/stories", content=b"")
+    check(rasa_spec, empty, "/model/test/stories", "post", 400)
+
+
+async def test_test_intents_yaml_and_json(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
+    nlu = (MOODBOT / "data" / "nlu.yml").read_text()
+    response = await client.post(
+        "/model/test/intents", content=nlu, headers={"Content-Type": "application/x-yaml"}
+    )
+    body = check(rasa_spec, response, "/model/test/intents", "post", 200)
+    assert body["intent_evaluation"]["accuracy"] > 0.8
+    assert body["intent_evaluation"]["predictions"][0]["predicted"]
+    examples = [
+        {"text": "hello there", "intent": "greet", "entities": []},
+        {"text": "bye bye", "intent": "goodbye", "entities": []},
+    ]
+    as_json = await client.post(
+        "/model/test/intents", json={"rasa_nlu_data": {"common_examples": examples}}
+    )
+    assert check(rasa_spec, as_json, "/model/test/intents", "post", 200)["intent_evaluation"]
+
+
+async def test_test_intents_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
+    path = "/model/test/intents"
+    empty = await client.post(path, content=b"")
+    check(rasa_spec, empty, path, "post", 400)
+    folds_json = await client.post(f"{path}?cross_validation_folds=3", json={})
+    assert check(rasa_spec, folds_json, path, "post", 400)["reason"] == "TestingError"
+    missing_model = await client.post(
+        f"{path}?model=/nowhere/model.tar.gz",
+        json={"rasa_nlu_data": {"common_examples": [
+            {"text": "hi", "intent": "greet", "entities": []}]}},
+    )
+    check(rasa_spec, missing_model, path, "post", 400)
+
+
+async def test_put_model_missing_file_is_rasas_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    response = await client.put("/model", json={"model_file": "models/nope.tar.gz"})
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert body["message"] == "Agent with name 'models/nope.tar.gz' could not be loaded."
+    assert body["details"] == {"parameter": "model", "in": "query"}
+    for bad in ({"model_server": "http://x"}, {"remote_storage": "ftp"}, {}):
+        check(rasa_spec, await client.put("/model", json=bad), "/model", "put", 400)
+
+
+async def test_unload_and_reload(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, moodbot_model: Path
+) -> None:
+    assert (await client.delete("/model")).status_code == 204
+    check(rasa_spec, await client.get("/status"), "/status", "get", 409)
+    no_model = await client.post("/model/parse", json={"text": "hi"})
+    assert no_model.status_code == 409
+    reload = await client.put("/model", json={"model_file": str(moodbot_model)})
+    assert reload.status_code == 204 and reload.content == b""
+    status = check(rasa_spec, await client.get("/status"), "/status", "get", 200)
+    assert status["model_file"] == moodbot_model.name
+
+
+async def test_domain_by_accept_header(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
+    for accept in (None, "*/*", "application/json"):
+        headers = {"Accept": accept} if accept else {}
+        response = await client.get("/domain", headers=headers)
+        body = check(rasa_spec, response, "/domain", "get", 200)
+        assert "greet" in body["intents"]
+    as_yaml = await client.get("/domain", headers={"Accept": "application/x-yaml"})
+    assert as_yaml.headers["content-type"].startswith("application/x-yaml")
+    assert yaml.safe_load(as_yaml.text) == json.loads(
+        (await client.get("/domain")).text
+    )
+    refused = await client.get("/domain", headers={"Accept": "text/html"})
+    assert check(rasa_spec, refused, "/domain", "get", 406)["reason"] == "NotAcceptable"
