@@ -170,7 +170,10 @@ async def _run_for_callback(url: str, work: Any) -> None:
 
 def _invalid_events(reason: str) -> ApiError:
     return ApiError(
-        400, "BadRequest", f"Supplied events are not valid. {reason}", {"parameter": "", "in": "body"}
+        400,
+        "BadRequest",
+        f"Supplied events are not valid. {reason}",
+        {"parameter": "", "in": "body"},
     )
 
 
