@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.dialogue.messages import CollectingOutputChannel, UserMessage, split_message
+from server.errors import LockTimeout, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,10 @@ class RestInput(InputChannel):
             message.output_channel = collector
             try:
                 await on_new_message(message)
+            except (StoreUnavailable, LockTimeout):
+                # The turn was not recorded: a 200 would acknowledge a message that is lost
+                # (Rasa answers 200 with an empty list here). The API answers 503.
+                raise
             except Exception as e:  # the user gets what was collected, as in Rasa
                 logger.error(
                     "rest: message from %s failed: %s: %s", message.sender_id, type(e).__name__, e
