@@ -1,0 +1,589 @@
+"""Benchmark: full REST turns against the bare HTTP endpoint, in the same run.
+
+    python bench/http_turns.py [--smoke] [--concurrency 1,10,50,200] [--duration 5]
+        [--stores sqlite,postgres] [--client auto|wrk|python] [--no-workers]
+        [--out bench/results/http_turns.json]
+
+Moodbot conversations (greet, mood, answer, goodbye; then a new sender) go to
+`POST /webhooks/rest/webhook` at each concurrency, on SQLite and on PostgreSQL; a bare FastAPI
+endpoint under the same uvicorn settings answers a fixed JSON reply. Reported: throughput,
+p50/p95/p99, errors, their ratio to the bare endpoint, the server's RSS after startup and
+after the load, and how 2 workers scale over 1 on PostgreSQL + Redis compared with the bare
+endpoint. The load comes from wrk (with a Lua script) when installed, else asyncio + httpx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+MOODBOT = Path("/work/shared/bots/moodbot")
+WEBHOOK = "/webhooks/rest/webhook"
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "login_db": "test"}
+PG_DB = "botserver_bench"
+REDIS = ("127.0.0.1", 6379)
+# Same for the bare endpoint and the server: the settings `botserver run` uses.
+UVICORN_FLAGS = [
+    "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    "--timeout-keep-alive", "30", "--backlog", "4096",
+]
+
+# One conversation each; a client that finishes one starts the next with a new sender.
+CONVERSATIONS = [
+    ["hello", "I am feeling very sad", "no", "bye"],
+    ["hi there", "I am great", "are you a bot?", "goodbye"],
+    ["good morning", "very unhappy", "yes", "see you later"],
+]
+
+WRK_SCRIPT = r"""
+-- BENCH_MODE=bot: each connection-free conversation takes its next turn; a conversation is
+-- free again when its reply (which names it in recipient_id) arrives.
+local mode = os.getenv("BENCH_MODE") or "bot"
+local prefix = os.getenv("BENCH_PREFIX") or "c"
+local conversations = %(conversations)s
+local free, turn, script_of = {}, {}, {}
+local made = 0
+counter = 0
+function setup(thread)
+  thread:set("tid", counter)
+  counter = counter + 1
+end
+local function new_conversation()
+  made = made + 1
+  local id = prefix .. "-" .. tostring(tid) .. "-" .. made
+  turn[id] = 1
+  script_of[id] = conversations[(made %% #conversations) + 1]
+  return id
+end
+local headers = {["Content-Type"] = "application/json"}
+function request()
+  local id = table.remove(free)
+  if id == nil then id = new_conversation() end
+  local script = script_of[id]
+  local i = turn[id]
+  if i >= #script then
+    turn[id] = nil
+    script_of[id] = nil
+  else
+    turn[id] = i + 1
+  end
+  local body = '{"sender":"' .. id .. '","message":"' .. script[i] .. '"}'
+  if mode ~= "bot" then
+    turn[id] = nil
+    script_of[id] = nil
+  end
+  return wrk.format("POST", "%(path)s", headers, body)
+end
+if mode == "bot" then
+  function response(status, headers, body)
+    local id = string.match(body, '"recipient_id":%%s*"([^"]+)"')
+    if id ~= nil and turn[id] ~= nil then table.insert(free, id) end
+  end
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests":%%d,"duration_us":%%d,"connect":%%d,"read":%%d,"write":%%d,' ..
+    '"status":%%d,"timeout":%%d,"p50_us":%%d,"p95_us":%%d,"p99_us":%%d,"max_us":%%d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
+end
+"""
+
+
+# -- machine ---------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    ram_mb = None
+    with contextlib.suppress(OSError), open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemTotal"):
+                ram_mb = int(line.split()[1]) // 1024
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_mb": ram_mb,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def rss_mb(pid: int) -> float:
+    """RSS of a process and its children (uvicorn's workers), in MB."""
+    total = 0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    for p in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{p}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return round(total / 1024, 1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+# -- the model and the stores ----------------------------------------------------------------
+
+
+def train_moodbot(out: Path) -> Path:
+    sys.path.insert(0, str(ROOT))
+    from server.training.train import train
+
+    result = train(
+        MOODBOT / "config.yml", MOODBOT / "domain.yml", [MOODBOT / "data"], out, force=True
+    )
+    return Path(result.path)
+
+
+def reset_postgres() -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(
+            host=PG["host"], port=PG["port"], user=PG["user"], database=PG["login_db"]
+        )
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def endpoints_for(store: str, workdir: Path) -> dict[str, Any]:
+    if store == "sqlite":
+        return {
+            "tracker_store": {"type": "sql", "dialect": "sqlite", "db": str(workdir / "bench.db")}
+        }
+    if store in ("postgres", "postgres+redis"):
+        endpoints: dict[str, Any] = {
+            "tracker_store": {
+                "type": "sql", "dialect": "postgresql", "url": PG["host"], "port": PG["port"],
+                "username": PG["user"], "db": PG_DB, "login_db": PG["login_db"],
+            }
+        }
+        if store == "postgres+redis":
+            endpoints["lock_store"] = {"type": "redis", "url": REDIS[0], "port": REDIS[1]}
+        return endpoints
+    raise SystemExit(f"unknown store {store!r}")
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def serve(
+    factory: str, env: dict[str, str], workers: int, workdir: Path, name: str
+) -> Iterator[Server]:
+    port = free_port()
+    log = workdir / f"{name}.log"
+    command = [
+        sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(BENCH),
+        f"http_apps:{factory}", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), *UVICORN_FLAGS,
+    ]
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+                                   cwd=workdir)
+    server = Server(process, port, log)
+    try:
+        wait_ready(server, workers)
+        yield server
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_ready(server: Server, workers: int, timeout: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise SystemExit(f"server exited; see {server.log}:\n{server.log.read_text()[-2000:]}")
+        try:
+            if httpx.get(server.url + "/", timeout=1).status_code == 200:
+                if workers > 1:
+                    wait_workers(server, workers, deadline)
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"server not ready after {timeout} s; see {server.log}")
+
+
+def wait_workers(server: Server, workers: int, deadline: float) -> None:
+    """Every worker has loaded the app (its RSS stops growing)."""
+    previous = -1.0
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = rss_mb(server.process.pid)
+        if abs(now - previous) < 1.0:
+            return
+        previous = now
+
+
+# -- load generators -------------------------------------------------------------------------
+
+
+def wrk_available() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def run_wrk(
+    url: str, mode: str, concurrency: int, duration: float, prefix: str, workdir: Path
+) -> dict[str, Any]:
+    script = workdir / "turns.lua"
+    lua_conversations = "{" + ", ".join(
+        "{" + ", ".join(json.dumps(t) for t in c) + "}" for c in CONVERSATIONS
+    ) + "}"
+    script.write_text(WRK_SCRIPT % {"conversations": lua_conversations, "path": WEBHOOK})
+    threads = 1 if concurrency < 100 else 2
+    command = [
+        "wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s",
+        "--timeout", "10s", "-s", str(script), url + WEBHOOK,
+    ]
+    env = {**os.environ, "BENCH_MODE": mode, "BENCH_PREFIX": prefix}
+    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    line = next(x for x in output.splitlines() if x.startswith("BENCH_JSON "))
+    raw = json.loads(line.removeprefix("BENCH_JSON "))
+    errors = sum(raw[k] for k in ("connect", "read", "write", "status", "timeout"))
+    seconds = raw["duration_us"] / 1e6
+    return {
+        "requests": raw["requests"],
+        "errors": errors,
+        "error_kinds": {k: raw[k] for k in ("connect", "read", "write", "status", "timeout")},
+        "rps": round(raw["requests"] / seconds, 1),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p95_ms": raw["p95_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000,
+    }
+
+
+def run_python(url: str, mode: str, concurrency: int, duration: float, prefix: str) -> dict:
+    return asyncio.run(_python_load(url, mode, concurrency, duration, prefix))
+
+
+async def _python_load(
+    url: str, mode: str, concurrency: int, duration: float, prefix: str
+) -> dict[str, Any]:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + duration
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
+
+        async def user(index: int) -> None:
+            nonlocal errors
+            number = 0
+            while time.perf_counter() < deadline:
+                number += 1
+                sender = f"{prefix}-{index}-{number}"
+                for text in CONVERSATIONS[number % len(CONVERSATIONS)]:
+                    if time.perf_counter() >= deadline:
+                        return
+                    started = time.perf_counter()
+                    try:
+                        response = await client.post(
+                            WEBHOOK, json={"sender": sender, "message": text}
+                        )
+                        ok = response.status_code == 200 and (
+                            mode != "bot" or bool(response.json())
+                        )
+                    except httpx.HTTPError:
+                        ok = False
+                    latencies.append(time.perf_counter() - started)
+                    if not ok:
+                        errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(user(i) for i in range(concurrency)))
+        seconds = time.perf_counter() - started
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        if not latencies:
+            return 0.0
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "rps": round(len(latencies) / seconds, 1),
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+        "max_ms": latencies[-1] * 1000 if latencies else 0.0,
+        "mean_ms": statistics.fmean(latencies) * 1000 if latencies else 0.0,
+    }
+
+
+class Load:
+    """Runs one measured load (after a short warm-up) with the chosen client."""
+
+    def __init__(self, client: str, duration: float, warmup: float, workdir: Path) -> None:
+        self.client = client
+        self.duration = duration
+        self.warmup = warmup
+        self.workdir = workdir
+        self.runs = 0
+
+    def __call__(self, server: Server, mode: str, concurrency: int) -> dict[str, Any]:
+        self.runs += 1
+        if self.warmup > 0:
+            self._one(server, mode, concurrency, self.warmup, f"w{self.runs}")
+        return self._one(server, mode, concurrency, self.duration, f"r{self.runs}")
+
+    def _one(self, server: Server, mode: str, c: int, seconds: float, prefix: str) -> dict:
+        prefix = f"{prefix}-{os.getpid()}-{int(time.time())}"
+        if self.client == "wrk":
+            return run_wrk(server.url, mode, c, seconds, prefix, self.workdir)
+        return run_python(server.url, mode, c, seconds, prefix)
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def measure_target(
+    load: Load, factory: str, env: dict[str, str], mode: str, concurrencies: list[int],
+    workdir: Path, name: str, workers: int = 1,
+) -> dict[str, Any]:
+    with serve(factory, env, workers, workdir, name) as server:
+        startup_rss = rss_mb(server.process.pid)
+        points = {}
+        for concurrency in concurrencies:
+            points[str(concurrency)] = load(server, mode, concurrency)
+            print(f"  {name:<22} c={concurrency:<4} {_fmt(points[str(concurrency)])}", flush=True)
+        after_rss = rss_mb(server.process.pid)
+    return {"rss_startup_mb": startup_rss, "rss_after_mb": after_rss, "points": points}
+
+
+def _fmt(point: dict[str, Any]) -> str:
+    return (
+        f"{point['rps']:>8.1f}/s  p50 {point['p50_ms']:6.2f}  p95 {point['p95_ms']:6.2f}  "
+        f"p99 {point['p99_ms']:7.2f} ms  errors {point['errors']}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="seconds, not minutes (CI)")
+    parser.add_argument("--concurrency", default="1,10,50,200")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--stores", default="sqlite,postgres")
+    parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--no-workers", action="store_true", help="skip the 1 vs 2 workers run")
+    parser.add_argument("--workers-concurrency", type=int, default=50)
+    parser.add_argument("--model", help="a moodbot archive (default: train one)")
+    parser.add_argument("--out", default=str(BENCH / "results" / "http_turns.json"))
+    args = parser.parse_args(argv)
+
+    concurrencies = [int(c) for c in args.concurrency.split(",") if c]
+    stores = [s for s in args.stores.split(",") if s]
+    if args.smoke:
+        concurrencies, stores = [1, 10], ["sqlite"]
+        args.duration, args.warmup, args.no_workers = 1.0, 0.3, True
+    client = args.client
+    if client == "auto":
+        client = "wrk" if wrk_available() else "python"
+    if client == "wrk" and args.duration < 1:
+        args.duration = 1.0
+
+    notes: list[str] = []
+    if ("postgres" in stores or not args.no_workers) and not reachable(PG["host"], PG["port"]):
+        notes.append("PostgreSQL unreachable: its runs were skipped")
+        stores = [s for s in stores if s != "postgres"]
+        args.no_workers = True
+    if not args.no_workers and not reachable(*REDIS):
+        notes.append("Redis unreachable: the workers run was skipped")
+        args.no_workers = True
+
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "command": "python bench/http_turns.py " + " ".join(argv or sys.argv[1:]),
+        "client": client,
+        "uvicorn": UVICORN_FLAGS,
+        "duration_s": args.duration,
+        "concurrency": concurrencies,
+        "notes": notes,
+    }
+    print(f"client: {client}; {report['machine']['nproc']} cores, {report['machine']['cpu']}")
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
+        workdir = Path(tmp)
+        model = Path(args.model) if args.model else train_moodbot(workdir / "models")
+        load = Load(client, args.duration, args.warmup, workdir)
+        targets: dict[str, Any] = {}
+        targets["bare"] = measure_target(load, "bare_app", {}, "bare", concurrencies,
+                                         workdir, "bare")
+        for store in stores:
+            if store == "postgres":
+                reset_postgres()
+            env = {"BENCH_MODEL": str(model),
+                   "BENCH_ENDPOINTS": json.dumps(endpoints_for(store, workdir))}
+            targets[store] = measure_target(load, "server_app", env, "bot", concurrencies,
+                                            workdir, f"server {store}")
+        report["targets"] = targets
+        if not args.no_workers:
+            report["workers"] = measure_workers(load, model, workdir, args.workers_concurrency)
+    report["summary"] = summarise(report)
+    print_table(report)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def measure_workers(load: Load, model: Path, workdir: Path, concurrency: int) -> dict[str, Any]:
+    """Throughput with 1 and 2 workers: the bare endpoint and the server (PostgreSQL + Redis)."""
+    out: dict[str, Any] = {"concurrency": concurrency}
+    for workers in (1, 2):
+        out[f"bare_w{workers}"] = measure_target(
+            load, "bare_app", {}, "bare", [concurrency], workdir, f"bare {workers}w", workers
+        )["points"][str(concurrency)]
+        reset_postgres()
+        env = {"BENCH_MODEL": str(model),
+               "BENCH_ENDPOINTS": json.dumps(endpoints_for("postgres+redis", workdir))}
+        out[f"server_w{workers}"] = measure_target(
+            load, "server_app", env, "bot", [concurrency], workdir, f"pg+redis {workers}w",
+            workers,
+        )["points"][str(concurrency)]
+    bare_scaling = out["bare_w2"]["rps"] / max(out["bare_w1"]["rps"], 1e-9)
+    server_scaling = out["server_w2"]["rps"] / max(out["server_w1"]["rps"], 1e-9)
+    out["bare_scaling"] = round(bare_scaling, 3)
+    out["server_scaling"] = round(server_scaling, 3)
+    out["relative_scaling"] = round(server_scaling / bare_scaling, 3)
+    return out
+
+
+def summarise(report: dict[str, Any]) -> dict[str, Any]:
+    targets = report.get("targets", {})
+    bare = targets.get("bare", {}).get("points", {})
+    summary: dict[str, Any] = {}
+    for store, target in targets.items():
+        if store == "bare":
+            continue
+        ratios = {}
+        for c, point in target["points"].items():
+            base = bare.get(c)
+            if base:
+                ratios[c] = {
+                    "throughput_ratio": round(point["rps"] / max(base["rps"], 1e-9), 3),
+                    "p99_ratio": round(point["p99_ms"] / max(base["p99_ms"], 1e-9), 2),
+                }
+        summary[store] = {
+            "ratios": ratios,
+            "rss_startup_mb": target["rss_startup_mb"],
+            "rss_after_mb": target["rss_after_mb"],
+        }
+    sqlite = targets.get("sqlite", {}).get("points", {})
+    checks = {}
+    if "50" in sqlite and "50" in bare:
+        ratio = summary["sqlite"]["ratios"]["50"]
+        checks["sqlite_c50_throughput_ratio>=0.40"] = ratio["throughput_ratio"] >= 0.40
+        checks["sqlite_c50_p99_ratio<=2"] = ratio["p99_ratio"] <= 2.0
+    if "1" in sqlite:
+        checks["sqlite_c1_p50<5ms"] = sqlite["1"]["p50_ms"] < 5
+        checks["sqlite_c1_p99<15ms"] = sqlite["1"]["p99_ms"] < 15
+    if "sqlite" in targets:
+        checks["rss<250MB"] = targets["sqlite"]["rss_after_mb"] < 250
+    if "workers" in report:
+        checks["workers_relative_scaling>=0.8"] = report["workers"]["relative_scaling"] >= 0.8
+    summary["checks"] = checks
+    return summary
+
+
+def print_table(report: dict[str, Any]) -> None:
+    targets = report["targets"]
+    bare = targets["bare"]["points"]
+    print()
+    print(f"{'target':<10} {'c':>4} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+          f"{'errors':>7} {'x bare':>7} {'p99 x bare':>10}")
+    for name, target in targets.items():
+        for c, point in target["points"].items():
+            base = bare.get(c) or point
+            print(f"{name:<10} {c:>4} {point['rps']:>9.1f} {point['p50_ms']:>8.2f} "
+                  f"{point['p95_ms']:>8.2f} {point['p99_ms']:>8.2f} {point['errors']:>7} "
+                  f"{point['rps'] / max(base['rps'], 1e-9):>7.2f} "
+                  f"{point['p99_ms'] / max(base['p99_ms'], 1e-9):>10.2f}")
+    print()
+    for name, target in targets.items():
+        print(f"RSS {name:<10} startup {target['rss_startup_mb']:7.1f} MB   "
+              f"after load {target['rss_after_mb']:7.1f} MB")
+    if "workers" in report:
+        w = report["workers"]
+        print(f"\nworkers at c={w['concurrency']}: bare {w['bare_w1']['rps']:.0f} -> "
+              f"{w['bare_w2']['rps']:.0f}/s (x{w['bare_scaling']}), pg+redis "
+              f"{w['server_w1']['rps']:.0f} -> {w['server_w2']['rps']:.0f}/s "
+              f"(x{w['server_scaling']}); relative {w['relative_scaling']}")
+    print()
+    for check, ok in report["summary"]["checks"].items():
+        print(f"{'PASS' if ok else 'MISS'}  {check}")
+    for note in report["notes"]:
+        print(f"note: {note}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
