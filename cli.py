@@ -26,6 +26,8 @@ def _examples(*lines: str) -> str:
 
 
 def _add_log_flags(p: argparse.ArgumentParser) -> None:
+    # Every command parser has these flags; remember it to report unknown flags in its terms.
+    p.set_defaults(command_parser=p)
     group = p.add_argument_group("logging")
     group.add_argument("-v", "--verbose", action="count", default=0,
                        help="more logs (-v info, -vv debug, with one line per turn)")
@@ -156,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # data validate
     p = sub.add_parser("data", help="work with training data", formatter_class=_Formatter)
+    p.set_defaults(command_parser=p)
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
     pv = dsub.add_parser("validate", help="check a project for errors and inconsistencies",
                          formatter_class=_Formatter,
@@ -279,9 +282,26 @@ COMMANDS = {
 }
 
 
+def _unknown_arguments(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+    """Exit 2 with the command's usage, suggesting the closest flag for a typo."""
+    import difflib
+
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    known = [o for action in parser._actions for o in action.option_strings]
+    for arg in unknown:
+        if arg.startswith("-"):
+            close = difflib.get_close_matches(arg.split("=")[0], known, n=1)
+            if close:
+                message += f" (did you mean {close[0]}?)"
+                break
+    parser.error(message)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _unknown_arguments(getattr(args, "command_parser", None) or parser, unknown)
     if args.command is None:
         parser.print_help()
         return 1

@@ -1,0 +1,102 @@
+"""`botserver shell`: talk to the bot in the terminal, in process, with the server's own
+assembly (same stores, action server and model loading as `botserver run`).
+
+Bot messages are printed as they come; buttons are numbered and picked by number. `/stop` or
+Ctrl-D ends the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, TextIO
+
+from server.config import read_endpoints
+from server.dialogue.agent import Agent
+from server.dialogue.messages import UserMessage
+
+INPUT_CHANNEL = "cmdline"
+STOP_COMMAND = "/stop"
+PROMPT = "Your input -> "
+# The shell keeps conversations in memory unless endpoints.yml names a tracker store.
+SHELL_TRACKER_STORE: dict[str, Any] = {"type": "in_memory"}
+
+
+def format_message(message: dict[str, Any], out: TextIO) -> list[dict[str, Any]]:
+    """Print one bot message; returns its buttons (for picking by number)."""
+    if message.get("text"):
+        print(message["text"], file=out)
+    if message.get("image"):
+        print(f"Image: {message['image']}", file=out)
+    if message.get("attachment"):
+        print(f"Attachment: {message['attachment']}", file=out)
+    buttons = list(message.get("buttons") or [])
+    for number, button in enumerate(buttons, start=1):
+        title = button.get("title") or button.get("payload")
+        print(f"  {number}: {title} ({button.get('payload')})", file=out)
+    if message.get("custom") is not None:
+        print(json.dumps(message["custom"], ensure_ascii=False, indent=2), file=out)
+    return buttons
+
+
+def choose(text: str, buttons: list[dict[str, Any]]) -> str:
+    """A button's payload when `text` is its number, else `text` itself."""
+    if text.isdigit() and 1 <= int(text) <= len(buttons):
+        return str(buttons[int(text) - 1].get("payload") or buttons[int(text) - 1].get("title"))
+    return text
+
+
+async def converse(agent: Agent, sender_id: str, out: TextIO = sys.stdout) -> None:
+    """Read lines until /stop or end of input, printing the bot's answers to each."""
+    buttons: list[dict[str, Any]] = []
+    while True:
+        try:
+            line = await asyncio.to_thread(input, PROMPT)
+        except EOFError:
+            print(file=out)
+            return
+        text = line.strip()
+        if not text:
+            continue
+        if text == STOP_COMMAND:
+            return
+        text = choose(text, buttons)
+        replies = await agent.handle_message(
+            UserMessage(text, sender_id=sender_id, input_channel=INPUT_CHANNEL)
+        )
+        buttons = []
+        for message in replies:
+            buttons = format_message(message, out) or buttons
+        out.flush()
+
+
+async def run_shell(
+    model_path: Path | str | None, endpoints_path: str | Path | None, sender: str | None = None
+) -> int:
+    """The `botserver shell` command; returns the exit code."""
+    from server.api.server import ServerOptions, build_app
+
+    endpoints = read_endpoints(endpoints_path)
+    options = ServerOptions(
+        model_path=model_path,
+        endpoints=endpoints,
+        connector="rest",
+        default_tracker_store=dict(SHELL_TRACKER_STORE),
+    )
+    app = build_app(options)
+    async with app.router.lifespan_context(app):
+        agent: Agent = app.state.agent
+        if not agent.is_ready:
+            print(
+                f"error: no model could be loaded from '{model_path}'. Train one with "
+                "`botserver train`, or pass one with -m.",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"Bot loaded. Type a message and press enter (use '{STOP_COMMAND}' to exit).",
+              flush=True)
+        await converse(agent, sender or uuid.uuid4().hex)
+    return 0

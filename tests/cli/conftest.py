@@ -1,0 +1,155 @@
+"""Fixtures for CLI tests: trained models, the starter project, in-process and subprocess runs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+import cli
+from server.training.starter import write_starter_project
+from server.training.train import train
+
+MOODBOT = Path("/work/shared/bots/moodbot")
+
+
+@pytest.fixture(scope="session")
+def moodbot_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A moodbot model archive trained once for the session."""
+    out = tmp_path_factory.mktemp("moodbot-models")
+    return train(MOODBOT / "config.yml", MOODBOT / "domain.yml", [MOODBOT / "data"], out).path
+
+
+@pytest.fixture(scope="session")
+def trained_starter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The starter project, trained once; copy it before changing it."""
+    root = tmp_path_factory.mktemp("starter") / "mybot"
+    write_starter_project(root)
+    train(root / "config.yml", root / "domain.yml", [root / "data"], root / "models")
+    return root
+
+
+@pytest.fixture
+def starter_copy(trained_starter: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "mybot"
+    shutil.copytree(trained_starter, target)
+    return target
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., CliResult]]:
+    """Runs `botserver ARGS` in this process (fast), restoring the logging setup afterwards."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    saved_levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
+
+    def run(*argv: str, cwd: Path | None = None) -> CliResult:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        try:
+            code = cli.main(list(argv))
+        except SystemExit as exc:  # argparse: --help, --version, bad flags
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    yield run
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved_handlers:
+        root.addHandler(handler)
+    root.setLevel(saved_level)
+    for name, level in saved_levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def botserver_command() -> list[str]:
+    found = shutil.which("botserver")
+    return [found] if found else [sys.executable, "-m", "cli"]
+
+
+@dataclass
+class ServerProcess:
+    """`botserver run` in a subprocess, with its combined output in a file."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    output: Path
+
+    def text(self) -> str:
+        return self.output.read_text(encoding="utf-8", errors="replace")
+
+    def wait_until(self, path: str, status: int = 200, timeout: float = 60.0) -> httpx.Response:
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"botserver exited early:\n{self.text()}")
+            try:
+                last = response = httpx.get(self.url + path, timeout=2)
+                if response.status_code == status:
+                    return response
+            except httpx.TransportError as exc:
+                last = exc
+            time.sleep(0.2)
+        raise AssertionError(f"{path} never answered {status} (last: {last}):\n{self.text()}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Starts `botserver run ARGS -p <free port>` in `cwd`; stops it after the test."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, cwd: Path, port: int | None = None) -> ServerProcess:
+        port = port or free_port()
+        output = tmp_path / f"server-{port}.out"
+        with output.open("wb") as sink:
+            process = subprocess.Popen(
+                [*botserver_command(), "run", *args, "-p", str(port), "-i", "127.0.0.1"],
+                cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        server = ServerProcess(process, f"http://127.0.0.1:{port}", output)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,158 @@
+"""Each `botserver` command's happy path and its bad-input path, run in process."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from server import __version__
+
+COMMANDS = [
+    ["init"], ["train"], ["train", "nlu"], ["run"], ["shell"], ["test"],
+    ["data", "validate"], ["prune"],
+]
+
+
+def test_version(run_cli) -> None:
+    result = run_cli("--version")
+    assert result.code == 0
+    assert result.out.strip() == f"botserver {__version__}"
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help_with_examples(run_cli, command: list[str]) -> None:
+    result = run_cli(*command, "--help")
+    assert result.code == 0
+    assert f"usage: botserver {' '.join(command)}" in result.out
+    if command != ["train", "nlu"]:
+        assert "examples:" in result.out
+        assert "  botserver " in result.out.split("examples:")[1]
+
+
+def test_no_command_prints_help(run_cli) -> None:
+    result = run_cli()
+    assert result.code == 1
+    assert "COMMAND" in result.out and "botserver init --no-prompt" in result.out
+
+
+def test_unknown_flag_fails_before_anything_starts(run_cli) -> None:
+    result = run_cli("run", "--enable-apii")
+    assert result.code == 2
+    assert "unrecognized arguments: --enable-apii" in result.err
+    assert "usage: botserver run" in result.err
+    assert "did you mean --enable-api?" in result.err
+
+
+def test_bad_flag_value_is_explained(run_cli) -> None:
+    result = run_cli("run", "--port", "fivethousand")
+    assert result.code == 2
+    assert "argument -p/--port: invalid int value: 'fivethousand'" in result.err
+
+
+def test_init_writes_a_project_and_trains_it(run_cli, tmp_path: Path) -> None:
+    result = run_cli("init", "--no-prompt", "--init-dir", "mybot", cwd=tmp_path)
+    assert result.code == 0, result.err
+    project = tmp_path / "mybot"
+    for name in ("config.yml", "domain.yml", "endpoints.yml", "credentials.yml",
+                 "data/nlu.yml", "data/stories.yml", "data/rules.yml", "tests/test_stories.yml"):
+        assert (project / name).is_file(), name
+    assert len(list((project / "models").glob("*.tar.gz"))) == 1
+    assert "botserver run --enable-api" in result.out
+
+
+def test_train_skips_unchanged_project_and_force_retrains(run_cli, starter_copy: Path) -> None:
+    before = sorted((starter_copy / "models").glob("*.tar.gz"))
+    skipped = run_cli("train", cwd=starter_copy)
+    assert skipped.code == 0
+    assert "Nothing changed since the last training" in skipped.out
+    assert "--force" in skipped.out
+    assert sorted((starter_copy / "models").glob("*.tar.gz")) == before
+
+    time.sleep(1.1)  # archive names carry the second they were trained
+    forced = run_cli("train", "--force", cwd=starter_copy)
+    assert forced.code == 0, forced.err
+    assert "Your model is trained and saved at" in forced.out
+    assert len(list((starter_copy / "models").glob("*.tar.gz"))) == len(before) + 1
+
+
+def test_train_on_a_broken_file_names_file_and_line(run_cli, starter_copy: Path) -> None:
+    (starter_copy / "data" / "nlu.yml").write_text(
+        'version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n    - hi\n  - [oops\n'
+    )
+    result = run_cli("train", "--force", cwd=starter_copy)
+    assert result.code == 1
+    assert "nlu.yml:" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_data_validate_good_project(run_cli, starter_copy: Path) -> None:
+    result = run_cli("data", "validate", cwd=starter_copy)
+    assert result.code == 0
+    assert "The project is valid" in result.out
+
+
+def test_data_validate_broken_project(run_cli, starter_copy: Path) -> None:
+    stories = starter_copy / "data" / "stories.yml"
+    stories.write_text(
+        stories.read_text()
+        + "\n- story: broken\n  steps:\n  - intent: no_such_intent\n  - action: utter_nothing\n"
+    )
+    result = run_cli("data", "validate", cwd=starter_copy)
+    assert result.code == 1
+    assert "no_such_intent" in result.out
+    assert "Validation failed" in result.out
+
+
+def test_data_without_action_shows_its_help(run_cli) -> None:
+    result = run_cli("data")
+    assert result.code == 0
+    assert "validate" in result.out
+
+
+def test_test_writes_story_report(run_cli, starter_copy: Path) -> None:
+    result = run_cli("test", cwd=starter_copy)
+    assert result.code == 0, result.err
+    report = json.loads((starter_copy / "results" / "story_report.json").read_text())
+    assert report  # per-action precision/recall, as Rasa's story_report.json
+    assert "correct" in result.out
+
+
+def test_test_with_a_missing_model_fails_clearly(run_cli, tmp_path: Path) -> None:
+    result = run_cli("test", "core", "-m", "nowhere", cwd=tmp_path)
+    assert result.code == 1
+    assert "nowhere" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_prune_deletes_old_conversations(run_cli, tmp_path: Path) -> None:
+    import asyncio
+
+    from server.trackers.factory import create_tracker_store
+
+    db = tmp_path / "trackers.db"
+    (tmp_path / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {db}\n"
+    )
+
+    async def seed() -> None:
+        store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(db)})
+        old = time.time() - 10 * 86400
+        await store.append("old", [{"event": "action", "name": "action_listen",
+                                    "timestamp": old}])
+        await store.append("new", [{"event": "action", "name": "action_listen",
+                                    "timestamp": time.time()}])
+        await store.close()
+
+    asyncio.run(seed())
+    result = run_cli("prune", "--older-than-days", "5", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert "Deleted 1 conversations." in result.out
+
+
+def test_prune_requires_an_age(run_cli) -> None:
+    result = run_cli("prune")
+    assert result.code == 2
+    assert "--older-than-days" in result.err
