@@ -9,6 +9,7 @@ import errno
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -268,6 +269,9 @@ def run_server(args: argparse.Namespace) -> int:
         return 0
     app = server_app(spec.options(), spec.metrics, spec.listen_url)
     server = uvicorn.Server(uvicorn.Config(app, **common))
+    # uvicorn handles SIGTERM (finishing requests in flight), then raises it again with the
+    # handler found at start: make that one a no-op so a graceful stop exits with 0.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     server.run()
     if not server.started:
         print("error: the server did not start; see the log above", file=sys.stderr)

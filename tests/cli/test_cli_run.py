@@ -1,0 +1,161 @@
+"""`botserver run`: checks before starting, a real server process, probes, logs, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cli.conftest import botserver_command
+
+
+# -- refused before anything starts (in process: nothing is served) ---------------------------
+def test_bad_yaml_in_endpoints_names_file_and_line(run_cli, tmp_path: Path) -> None:
+    (tmp_path / "endpoints.yml").write_text("tracker_store:\n  type: sql\n  url: [oops\n")
+    result = run_cli("run", "--enable-api", cwd=tmp_path)
+    assert result.code == 1
+    assert "endpoints.yml:4" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_endpoints_section_that_is_not_a_mapping(run_cli, tmp_path: Path) -> None:
+    (tmp_path / "endpoints.yml").write_text("tracker_store: sql\n")
+    result = run_cli("run", cwd=tmp_path)
+    assert result.code == 1
+    assert "section 'tracker_store' must be a mapping" in result.err
+
+
+def test_port_in_use_is_a_clear_error(run_cli, moodbot_model: Path, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("run", "-m", str(moodbot_model), "-i", "127.0.0.1", "-p", str(port),
+                         cwd=tmp_path)
+    assert result.code == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in result.err
+    assert "-p" in result.err
+
+
+def test_several_workers_need_a_shared_lock_store(run_cli, moodbot_model: Path,
+                                                  tmp_path: Path) -> None:
+    result = run_cli("run", "-m", str(moodbot_model), "--workers", "2", cwd=tmp_path)
+    assert result.code == 1
+    assert "--workers 2 needs a lock store shared by the processes" in result.err
+    assert "lock_store" in result.err
+
+
+def test_missing_tls_certificate(run_cli, moodbot_model: Path, tmp_path: Path) -> None:
+    result = run_cli("run", "-m", str(moodbot_model), "--ssl-certificate", "nope.pem",
+                     cwd=tmp_path)
+    assert result.code == 1
+    assert "--ssl-certificate nope.pem: no such file" in result.err
+
+
+# -- a real server process -------------------------------------------------------------------
+def test_missing_model_starts_not_ready_then_a_loaded_model_makes_it_ready(
+    start_server, moodbot_model: Path, tmp_path: Path
+) -> None:
+    server = start_server("-m", "no-models-here", "--enable-api", "-vv", cwd=tmp_path)
+    server.wait_until("/health/live")
+    not_ready = httpx.get(server.url + "/health/ready")
+    assert not_ready.status_code == 503
+    assert "no model is loaded" in not_ready.json()["reasons"]
+    assert "No model found at 'no-models-here'" in server.text()
+    assert "starts without a model" in server.text()
+
+    loaded = httpx.put(server.url + "/model", json={"model_file": str(moodbot_model)}, timeout=30)
+    assert loaded.status_code == 204, loaded.text
+    ready = httpx.get(server.url + "/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+
+    reply = httpx.post(server.url + "/webhooks/rest/webhook",
+                       json={"sender": "ana", "message": "hello"}, timeout=30)
+    assert reply.json()[0]["text"] == "Hey! How are you?"
+    assert server.stop() == 0
+    # -vv shows one debug line per turn.
+    assert "turn sender=ana intent=greet actions=['utter_greet', 'action_listen']" in server.text()
+
+
+def test_starter_project_served_with_json_logs_and_no_secret_in_them(
+    start_server, starter_copy: Path
+) -> None:
+    token = "s3cr3t-Token-Value"
+    server = start_server("--enable-api", "--auth-token", token, "-vv", "--log-format", "json",
+                          "--log-file", "out.log", cwd=starter_copy)
+    server.wait_until("/health/ready")
+    reply = httpx.post(server.url + "/webhooks/rest/webhook",
+                       json={"sender": "bo", "message": "hello"}, timeout=30)
+    assert reply.status_code == 200
+    assert reply.json(), "the starter bot answers a greeting"
+    denied = httpx.get(server.url + "/conversations/bo/tracker")
+    assert denied.status_code == 401
+    tracker = httpx.get(server.url + f"/conversations/bo/tracker?token={token}").json()
+    assert [e["event"] for e in tracker["events"]].count("user") == 1
+    metrics = httpx.get(server.url + "/metrics").text
+    assert "botserver_turns_total 1.0" in metrics
+    assert server.stop() == 0
+
+    lines = (starter_copy / "out.log").read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line is JSON
+    turns = [r for r in records if r["message"].startswith("turn sender=bo ")]
+    assert len(turns) == 1 and turns[0]["level"] == "debug"
+    assert any("tracker?token=***" in r["message"] for r in records), "access log redacted"
+    assert token not in (starter_copy / "out.log").read_text()
+    assert token not in server.text()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_readme_main_command_works_as_written(tmp_path: Path) -> None:
+    if not _port_free(5005):
+        if os.environ.get("CI") == "true":
+            pytest.fail("port 5005 is busy; the README command needs it")
+        pytest.skip("port 5005 is busy; the README command needs it")
+    bindir = str(Path(botserver_command()[0]).parent)
+    command = ("botserver init --no-prompt --init-dir mybot && cd mybot && "
+               "botserver run -m models --enable-api --log-file out.log")
+    output = tmp_path / "readme.out"
+    with output.open("wb") as sink:
+        process = subprocess.Popen(
+            ["bash", "-c", command], cwd=tmp_path,
+            stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert process.poll() is None, output.read_text()
+            try:
+                if httpx.get("http://127.0.0.1:5005/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        else:
+            raise AssertionError(output.read_text())
+        reply = httpx.post("http://127.0.0.1:5005/webhooks/rest/webhook",
+                           json={"sender": "readme", "message": "hi"}, timeout=30)
+        assert reply.status_code == 200 and reply.json()
+        status = httpx.get("http://127.0.0.1:5005/status").json()
+        assert status["model_file"].endswith(".tar.gz")
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+    assert (tmp_path / "mybot" / "out.log").exists()
+    assert "is up on http://localhost:5005" in output.read_text()
