@@ -1,0 +1,78 @@
+"""Fixtures for channel tests: an in-loop uvicorn runner, a trained concertbot, a test agent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.types import ASGIApp
+
+from server.dialogue.messages import UserMessage
+from tests.action_servers.fixtures import action_servers, free_port  # noqa: F401
+from tests.training.rasa_shared_data import BOTS
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp) -> AsyncIterator[str]:
+    """Runs `app` with uvicorn on a free local port for the block; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="auto",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.01)
+        if task.done():
+            task.result()
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+async def echo(message: UserMessage) -> None:
+    """The channel contract without a model: reply through the message's output channel."""
+    assert message.output_channel is not None
+    text = message.text or ""
+    if text == "buttons":
+        reply: dict[str, Any] = {
+            "text": "pick one",
+            "buttons": [
+                {"title": "Yes", "payload": "/affirm"},
+                {"title": "No", "payload": "/deny"},
+            ],
+        }
+    elif text == "image":
+        reply = {"text": "look", "image": "https://example.test/a.png"}
+    elif text == "boom":
+        await message.output_channel.send_response(message.sender_id, {"text": "before"})
+        raise RuntimeError("the turn failed")
+    else:
+        reply = {"text": f"echo: {text}\n\nfrom {message.sender_id} via {message.input_channel}"}
+    await message.output_channel.send_response(message.sender_id, reply)
+
+
+@pytest.fixture(scope="session")
+def concertbot_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A concertbot model trained by `botserver train` (a fraction of a second)."""
+    from server.training.train import train
+
+    bot = BOTS / "concertbot"
+    out = tmp_path_factory.mktemp("concertbot-models")
+    return train(bot / "config.yml", bot / "domain.yml", [bot / "data"], out, force=True).path

@@ -1,0 +1,100 @@
+"""The REST channel answers Rasa's webhook with the bot's messages, as Rasa does."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from server.api.app import create_app
+from server.channels import attach_channels, load_channels
+from tests.channels.conftest import echo
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app()
+    attach_channels(app, load_channels({"rest": None}), echo)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bot") as c:
+        yield c
+
+
+async def test_health(client: httpx.AsyncClient) -> None:
+    answer = await client.get("/webhooks/rest/")
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok"}
+
+
+async def test_a_message_gets_the_bots_messages_split_as_rasa_does(
+    client: httpx.AsyncClient,
+) -> None:
+    answer = await client.post("/webhooks/rest/webhook", json={"sender": "u1", "message": " hi "})
+    assert answer.status_code == 200
+    assert answer.json() == [
+        {"recipient_id": "u1", "text": "echo: hi"},
+        {"recipient_id": "u1", "text": "from u1 via rest"},
+    ]
+
+
+async def test_buttons_and_images(client: httpx.AsyncClient) -> None:
+    buttons = await client.post("/webhooks/rest/webhook", json={"sender": 7, "message": "buttons"})
+    assert buttons.json() == [
+        {
+            "recipient_id": "7",
+            "text": "pick one",
+            "buttons": [
+                {"title": "Yes", "payload": "/affirm"},
+                {"title": "No", "payload": "/deny"},
+            ],
+        }
+    ]
+    image = await client.post("/webhooks/rest/webhook", json={"sender": "u", "message": "image"})
+    assert image.json() == [
+        {"recipient_id": "u", "text": "look"},
+        {"recipient_id": "u", "image": "https://example.test/a.png"},
+    ]
+
+
+async def test_sender_defaults_and_input_channel_can_be_given(client: httpx.AsyncClient) -> None:
+    answer = await client.post(
+        "/webhooks/rest/webhook", json={"message": "x", "input_channel": "web"}
+    )
+    assert answer.json()[1] == {"recipient_id": "default", "text": "from default via web"}
+
+
+async def test_no_message_is_an_empty_answer_as_in_rasa(client: httpx.AsyncClient) -> None:
+    answer = await client.post("/webhooks/rest/webhook", json={"sender": "u9"})
+    assert answer.status_code == 200
+    assert answer.json() == []
+
+
+async def test_a_body_that_is_not_json_is_rasas_400(client: httpx.AsyncClient) -> None:
+    answer = await client.post(
+        "/webhooks/rest/webhook", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 400
+    body = answer.json()
+    assert body["status"] == "failure" and body["code"] == 400
+    assert body["reason"] == "BadRequest"
+
+
+async def test_a_failing_turn_returns_what_was_collected(client: httpx.AsyncClient) -> None:
+    answer = await client.post("/webhooks/rest/webhook", json={"sender": "u", "message": "boom"})
+    assert answer.status_code == 200
+    assert answer.json() == [{"recipient_id": "u", "text": "before"}]
+
+
+async def test_stream_sends_one_json_message_per_line(client: httpx.AsyncClient) -> None:
+    answer = await client.post(
+        "/webhooks/rest/webhook?stream=true", json={"sender": "s", "message": "hi"}
+    )
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    lines = [json.loads(line) for line in answer.text.splitlines()]
+    assert lines == [
+        {"recipient_id": "s", "text": "echo: hi"},
+        {"recipient_id": "s", "text": "from s via rest"},
+    ]

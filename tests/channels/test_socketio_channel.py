@@ -1,0 +1,161 @@
+"""The socket.io channel, driven by a python-socketio client against a running server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import jwt
+import pytest
+import socketio
+
+from server.api.app import create_app
+from server.channels import attach_channels, load_channels
+from tests.channels.conftest import echo, serving
+
+
+@contextlib.asynccontextmanager
+async def bot(settings: dict[str, Any] | None) -> AsyncIterator[str]:
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": settings}), echo)
+    async with serving(app) as url:
+        yield url
+
+
+class Client:
+    """A socket.io client that queues everything the bot emits."""
+
+    def __init__(self, bot_evt: str = "bot_uttered") -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        async def on_bot(data: Any) -> None:
+            await self.inbox.put((bot_evt, data))
+
+        async def on_confirm(data: Any) -> None:
+            await self.inbox.put(("session_confirm", data))
+
+        self.sio.on(bot_evt, on_bot)
+        self.sio.on("session_confirm", on_confirm)
+
+    async def next(self, n: int = 1) -> list[tuple[str, Any]]:
+        return [await asyncio.wait_for(self.inbox.get(), 5) for _ in range(n)]
+
+
+async def test_user_uttered_gets_bot_uttered_for_the_socket() -> None:
+    async with bot(None) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        try:
+            health = await asyncio.to_thread(_get, f"{url}/webhooks/socketio/")
+            await client.sio.emit("user_uttered", {"message": "hi"})
+            replies = await client.next(2)
+            sid = client.sio.get_sid()
+        finally:
+            await client.sio.disconnect()
+    assert health == {"status": "ok"}
+    assert replies == [
+        ("bot_uttered", {"text": "echo: hi"}),
+        ("bot_uttered", {"text": f"from {sid} via socketio"}),
+    ]
+
+
+async def test_buttons_become_quick_replies_and_images_attachments() -> None:
+    async with bot({}) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        try:
+            await client.sio.emit("user_uttered", {"message": "buttons"})
+            (buttons,) = await client.next()
+            await client.sio.emit("user_uttered", {"message": "image"})
+            text, image = await client.next(2)
+        finally:
+            await client.sio.disconnect()
+    assert buttons[1] == {
+        "text": "pick one",
+        "quick_replies": [
+            {"content_type": "text", "title": "Yes", "payload": "/affirm"},
+            {"content_type": "text", "title": "No", "payload": "/deny"},
+        ],
+    }
+    assert text[1] == {"text": "look"}
+    assert image[1] == {
+        "attachment": {"type": "image", "payload": {"src": "https://example.test/a.png"}}
+    }
+
+
+async def test_session_persistence_keeps_the_conversation_across_sockets() -> None:
+    settings = {
+        "session_persistence": True,
+        "user_message_evt": "say",
+        "bot_message_evt": "answer",
+        "socketio_path": "/chat.io",
+    }
+    async with bot(settings) as url:
+        first = Client("answer")
+        await first.sio.connect(url, socketio_path="/chat.io", transports=["websocket"])
+        await first.sio.emit("session_request", {"session_id": "s-42"})
+        assert await first.next() == [("session_confirm", "s-42")]
+        # Without its session id the message is dropped: nothing comes back.
+        await first.sio.emit("say", {"message": "lost"})
+        await first.sio.emit("say", {"message": "hi", "session_id": "s-42"})
+        replies = await first.next(2)
+        await first.sio.disconnect()
+
+        second = Client("answer")
+        await second.sio.connect(url, socketio_path="/chat.io", transports=["websocket"])
+        await second.sio.emit("session_request", {"session_id": "s-42"})
+        await second.next()
+        await second.sio.emit("say", {"message": "again", "session_id": "s-42"})
+        again = await second.next(2)
+        await second.sio.disconnect()
+
+        fresh = Client("answer")
+        await fresh.sio.connect(url, socketio_path="/chat.io", transports=["websocket"])
+        await fresh.sio.emit("session_request", None)
+        ((_, new_id),) = await fresh.next()
+        await fresh.sio.disconnect()
+    assert replies == [
+        ("answer", {"text": "echo: hi"}),
+        ("answer", {"text": "from s-42 via socketio"}),
+    ]
+    assert again[1] == ("answer", {"text": "from s-42 via socketio"})
+    assert isinstance(new_id, str) and len(new_id) == 32
+
+
+async def test_jwt_protects_the_connection() -> None:
+    key = "socket-secret-of-at-least-32-bytes!"
+    async with bot({"jwt_key": key, "jwt_method": "HS256"}) as url:
+        refused = Client()
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await refused.sio.connect(url, transports=["websocket"], auth={"token": "Bearer nope"})
+        allowed = Client()
+        token = jwt.encode({"user": "u1"}, key, algorithm="HS256")
+        await allowed.sio.connect(url, transports=["websocket"], auth={"token": f"Bearer {token}"})
+        await allowed.sio.emit("user_uttered", {"message": "hi", "metadata": '{"page": "home"}'})
+        (reply,) = await allowed.next()
+        await allowed.sio.disconnect()
+    assert reply == ("bot_uttered", {"text": "echo: hi"})
+
+
+async def test_pushed_messages_reach_the_session_room() -> None:
+    (channel,) = load_channels({"socketio": {"session_persistence": True}})
+    app = create_app()
+    attach_channels(app, [channel], echo)
+    async with serving(app) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        await client.sio.emit("session_request", {"session_id": "room-7"})
+        await client.next()
+        await channel.get_output_channel().send_response("room-7", {"text": "reminder!"})
+        (pushed,) = await client.next()
+        await client.sio.disconnect()
+    assert pushed == ("bot_uttered", {"text": "reminder!"})
+
+
+def _get(url: str) -> Any:
+    import httpx
+
+    return httpx.get(url).json()
