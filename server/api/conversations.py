@@ -20,7 +20,7 @@ from server.auth import require_auth
 from server.dialogue.agent import Agent
 from server.dialogue.story_export import conversation_story
 from server.errors import InvalidEvent
-from server.trackers.events import Event, events_from_list
+from server.trackers.events import Event, UserUttered, events_from_list
 from server.trackers.tracker import EventVerbosity
 
 PREFIX = "/conversations/{conversation_id:path}"
@@ -57,11 +57,65 @@ def parse_events(body: Any, allow_single: bool = True) -> list[Event]:
             400, "BadRequest", f"{_EVENTS_FORMAT_ERROR}the body must be {what}.", None, HELP_EVENTS
         )
     try:
-        return events_from_list(body)
+        events = events_from_list(body)
     except InvalidEvent as exc:
         raise ApiError(
             400, "BadRequest", f"{_EVENTS_FORMAT_ERROR}{exc}", None, HELP_EVENTS
         ) from None
+    for event in events:
+        if isinstance(event, UserUttered):
+            check_parse_data(event.parse_data)
+    return events
+
+
+# Stores keep intent names and conversation ids in 255-character columns, as Rasa does.
+MAX_NAME_LENGTH = 255
+
+
+def check_parse_data(parse_data: Any, where: str = "parse_data") -> None:
+    """Refuses NLU data a store or a policy cannot use: 400 instead of a failure later."""
+    if parse_data is None:
+        return
+    if not isinstance(parse_data, dict):
+        raise bad_request(f"'{where}' must be a JSON object.", where, "body")
+    intent = parse_data.get("intent")
+    if intent is not None:
+        name = intent.get("name") if isinstance(intent, dict) else None
+        confidence = intent.get("confidence") if isinstance(intent, dict) else None
+        if (
+            not isinstance(intent, dict)
+            or not (name is None or (isinstance(name, str) and len(name) <= MAX_NAME_LENGTH))
+            or not (confidence is None or _is_number(confidence))
+        ):
+            raise bad_request(
+                f"'{where}.intent' must be an object with a 'name' (a string of at most "
+                f"{MAX_NAME_LENGTH} characters) and a numeric 'confidence'.",
+                where,
+                "body",
+            )
+    entities = parse_data.get("entities")
+    if entities is not None and not (
+        isinstance(entities, list)
+        and all(isinstance(e, dict) and isinstance(e.get("entity"), str) for e in entities)
+    ):
+        raise bad_request(
+            f"'{where}.entities' must be a list of objects, each naming its 'entity'.",
+            where,
+            "body",
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_conversation_id(conversation_id: str) -> None:
+    if len(conversation_id) > MAX_NAME_LENGTH:
+        raise bad_request(
+            f"The conversation id is longer than {MAX_NAME_LENGTH} characters.",
+            "conversation_id",
+            "path",
+        )
 
 
 def _conversation_not_found() -> ApiError:
@@ -82,12 +136,16 @@ def _required_name(body: Any, what: str) -> str:
     return name
 
 
+async def _checked_id(conversation_id: str) -> None:
+    _check_conversation_id(conversation_id)
+
+
 def conversations_router() -> APIRouter:
     """The conversation routes; services come from `app.state.services` per request."""
     router = APIRouter(
         prefix=PREFIX,
         tags=["Tracker"],
-        dependencies=[Depends(require_auth("conversation_id"))],
+        dependencies=[Depends(require_auth("conversation_id")), Depends(_checked_id)],
     )
 
     @router.get(
@@ -323,8 +381,7 @@ def conversations_router() -> APIRouter:
         if not isinstance(text, str):
             raise bad_request("The message needs a 'text' string.", "text", "body")
         parse_data = body.get("parse_data")
-        if parse_data is not None and not isinstance(parse_data, dict):
-            raise bad_request("'parse_data' must be a JSON object.", "parse_data", "body")
+        check_parse_data(parse_data)
         message_id = body.get("message_id")
         tracker = await agent.add_message(
             conversation_id,

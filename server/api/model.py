@@ -692,8 +692,11 @@ def model_router() -> APIRouter:
         source = services.source
         server_config = services.models_endpoint or model_server
         if server_config:
-            if not isinstance(server_config.get("url"), str):
-                raise bad_request("'model_server' needs a 'url'.", "model_server", "body")
+            url = server_config.get("url")
+            if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+                raise bad_request(
+                    "'model_server' needs an http or https 'url'.", "model_server", "body"
+                )
             info = await source.load_initial(None, server_config)
             error = source.poller.last_error if source.poller is not None else None
             if info is None or error:

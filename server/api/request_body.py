@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -19,12 +20,14 @@ M = TypeVar("M", bound=BaseModel)
 
 # Parsing a body this large takes long enough to hold up other requests.
 _PARSE_OFF_LOOP_BYTES = 256 * 1024
+# A `\uD800`-`\uDFFF` escape: only valid as half of a pair, so such bodies get a full check.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def parse_json(raw: bytes) -> Any:
     """Parse `raw` as JSON or raise ApiError 400 (never a 500, never FastAPI's 422)."""
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(
             400,
@@ -34,6 +37,22 @@ def parse_json(raw: bytes) -> Any:
         ) from None
     except RecursionError:
         raise ApiError(400, "BadRequest", "The JSON body is nested too deeply.") from None
+    if _SURROGATE_ESCAPE.search(raw):
+        _reject_lone_surrogates(value)
+    return value
+
+
+def _reject_lone_surrogates(value: Any) -> None:
+    """Unpaired surrogates cannot be stored or sent as UTF-8: refuse them up front."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(
+            400,
+            "BadRequest",
+            "Failed when parsing body as json: it holds an unpaired UTF-16 surrogate escape.",
+            {"in": "body"},
+        ) from None
 
 
 async def read_json_body(request: Request, empty_message: str | None = None) -> Any:
