@@ -1,0 +1,144 @@
+"""/health/live, /health/ready and /metrics of the assembled server, in process."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.api.runner import server_app
+from server.api.server import ServerOptions
+from server.errors import BotServerError
+from server.training.train import train
+
+MOODBOT = Path("/work/shared/bots/moodbot")
+
+
+@pytest.fixture(scope="module")
+def moodbot_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models")
+    return train(MOODBOT / "config.yml", MOODBOT / "domain.yml", [MOODBOT / "data"], out).path
+
+
+def options(**overrides) -> ServerOptions:
+    settings = {
+        "model_path": None,
+        "enable_api": True,
+        "default_tracker_store": {"type": "in_memory"},
+        **overrides,
+    }
+    return ServerOptions(**settings)
+
+
+@pytest.fixture
+async def serve():
+    """Yields a function giving an HTTP client on a started app (lifespan run)."""
+    stack: list = []
+
+    async def start(opts: ServerOptions, metrics: bool = True) -> httpx.AsyncClient:
+        app = server_app(opts, metrics=metrics)
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                   base_url="http://botserver")
+        stack.append((lifespan, client))
+        client.app = app  # type: ignore[attr-defined]
+        return client
+
+    yield start
+    for lifespan, client in reversed(stack):
+        await client.aclose()
+        await lifespan.__aexit__(None, None, None)
+
+
+def metric(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+async def test_live_answers_while_ready_waits_for_a_model(serve, moodbot_archive: Path) -> None:
+    client = await serve(options())
+    assert (await client.get("/health/live")).json() == {"status": "ok"}
+
+    before = await client.get("/health/ready")
+    assert before.status_code == 503
+    assert before.json()["checks"] == {"model": "not loaded", "tracker_store": "ok"}
+    assert before.json()["reasons"] == ["no model is loaded"]
+
+    loaded = await client.put("/model", json={"model_file": str(moodbot_archive)})
+    assert loaded.status_code == 204
+    after = await client.get("/health/ready")
+    assert after.status_code == 200
+    assert after.json() == {"status": "ready", "checks": {"model": "ok", "tracker_store": "ok"}}
+
+
+async def test_ready_is_503_when_the_tracker_store_is_down(serve, moodbot_archive: Path) -> None:
+    # Nothing listens on port 1: the store cannot answer.
+    down = {"type": "redis", "url": "127.0.0.1", "port": 1}
+    client = await serve(options(model_path=moodbot_archive, endpoints={"tracker_store": down}))
+    response = await client.get("/health/ready")
+    assert response.status_code == 503
+    assert response.json()["checks"]["model"] == "ok"
+    assert response.json()["checks"]["tracker_store"] in ("unavailable", "timeout")
+    assert "tracker store" in response.json()["reasons"][0]
+
+
+async def test_metrics_move_under_a_short_load(serve, moodbot_archive: Path) -> None:
+    client = await serve(options(
+        model_path=moodbot_archive,
+        endpoints={"action_endpoint": {"url": "http://127.0.0.1:1/webhook"}},
+    ))
+    start = (await client.get("/metrics")).text
+    assert metric(start, "botserver_turns_total") == 0
+    assert metric(start, 'botserver_model_loads_total{result="success"}') == 1
+
+    for i in range(20):
+        reply = await client.post("/webhooks/rest/webhook",
+                                  json={"sender": f"user-{i % 4}", "message": "hello"})
+        assert reply.status_code == 200
+    # A custom action whose server is down: counted as a call and an error.
+    processor = client.app.state.processor  # type: ignore[attr-defined]
+    with pytest.raises(BotServerError):
+        await processor.action_server.run("action_hello", "user-0", {"events": []}, None)
+
+    text = (await client.get("/metrics")).text
+    assert text.startswith("# HELP")
+    assert metric(text, "botserver_turns_total") == 20
+    assert metric(text, "botserver_turn_seconds_count") == 20
+    assert metric(text, "botserver_turn_seconds_sum") > 0
+    assert metric(text, "botserver_actions_total") == 40  # utter_greet + action_listen
+    assert metric(text, "botserver_nlu_seconds_count") == 20
+    assert metric(text, "botserver_policy_seconds_count") == 40
+    assert metric(text, 'botserver_tracker_store_seconds_count{operation="append"}') == 20
+    assert metric(text, 'botserver_tracker_store_seconds_count{operation="load"}') >= 4
+    assert metric(text, "botserver_action_server_calls_total") == 1
+    assert metric(text, "botserver_action_server_errors_total") == 1
+
+
+async def test_model_load_failures_are_counted(serve, tmp_path: Path) -> None:
+    client = await serve(options())
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"not an archive")
+    response = await client.put("/model", json={"model_file": str(bad)})
+    assert response.status_code >= 400
+    text = (await client.get("/metrics")).text
+    assert metric(text, 'botserver_model_loads_total{result="failure"}') == 1
+
+
+async def test_metrics_can_be_turned_off(serve) -> None:
+    client = await serve(options(), metrics=False)
+    assert (await client.get("/metrics")).status_code == 404
+    assert (await client.get("/health/live")).status_code == 200
+
+
+async def test_probes_and_metrics_are_open_when_the_api_needs_a_token(serve) -> None:
+    from server.auth import AuthConfig
+
+    client = await serve(options(auth=AuthConfig(token="secret")))
+    assert (await client.get("/health/live")).status_code == 200
+    assert (await client.get("/health/ready")).status_code == 503
+    assert (await client.get("/metrics")).status_code == 200
+    assert (await client.get("/status")).status_code == 401
