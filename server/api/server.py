@@ -26,6 +26,7 @@ from server.api.settings import ApiSettings
 from server.api.status import info_router, status_router
 from server.auth import AuthConfig
 from server.brokers.factory import create_event_broker
+from server.channels import InputChannel, load_channels
 from server.dialogue.agent import Agent, OutputFactory
 from server.dialogue.processor import DialogueModel, Processor
 from server.models.holder import ModelHolder
@@ -80,12 +81,7 @@ def _optional_client(config: dict[str, Any] | None, kind: str) -> Any:
     return NLGClient(config)
 
 
-def _load_channels(options: ServerOptions) -> list[Any]:
-    try:
-        from server.channels import load_channels  # type: ignore[attr-defined]
-    except ImportError:
-        logger.warning("No chat channels are available in this build; webhooks are off")
-        return []
+def _load_channels(options: ServerOptions) -> list[InputChannel]:
     credentials = options.credentials
     connector = options.connector
     if not credentials and not connector:

@@ -128,3 +128,11 @@ async def test_channels_and_health_stay_open(make_client: Any) -> None:
     client: httpx.AsyncClient = await make_client(auth=AUTH)
     assert (await client.get("/")).status_code == 200
     assert (await client.get("/version")).status_code == 200
+
+
+async def test_rest_webhook_is_open_when_the_api_is_secured(make_client: Any) -> None:
+    client: httpx.AsyncClient = await make_client(auth=AUTH)
+    response = await client.post("/webhooks/rest/webhook", json={"sender": OWNER, "message": "hi"})
+    assert response.status_code == 200
+    first = response.json()[0]
+    assert (first["recipient_id"], first["text"]) == (OWNER, "Hey! How are you?")
