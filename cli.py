@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -181,25 +183,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- commands ---------------------------------------------------------------------------------
-def _progress() -> Any:
+@contextlib.contextmanager
+def _progress() -> Iterator[Callable[[str], None]]:
+    """Rich progress bars on stderr, one per training stage, each closed when the next starts."""
     from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
-    return lambda message: console.print(f"[bold cyan]•[/] {message}")
+    progress = Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=False,
+    )
+    current: list[Any] = []
+
+    def stage(message: str) -> None:
+        if current:
+            progress.update(current[-1], total=1, completed=1)
+        current.append(progress.add_task(message, total=None))
+
+    with progress:
+        yield stage
+        if current:
+            progress.update(current[-1], total=1, completed=1)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from server.training.train import train, train_nlu
 
-    say = _progress()
-    if getattr(args, "train_what", None) == "nlu":
-        result = train_nlu(Path(args.config), [Path(p) for p in args.nlu], Path(args.out),
-                           args.fixed_model_name, args.force, progress=say)
-    else:
-        config = Path(args.config) if Path(args.config).exists() else None
-        result = train(config, Path(args.domain), [Path(p) for p in args.data], Path(args.out),
-                       args.fixed_model_name, args.force,
-                       Path(args.signing_key) if args.signing_key else None, progress=say)
+    with _progress() as say:
+        if getattr(args, "train_what", None) == "nlu":
+            result = train_nlu(Path(args.config), [Path(p) for p in args.nlu], Path(args.out),
+                               args.fixed_model_name, args.force, progress=say)
+        else:
+            config = Path(args.config) if Path(args.config).exists() else None
+            result = train(config, Path(args.domain), [Path(p) for p in args.data],
+                           Path(args.out), args.fixed_model_name, args.force,
+                           Path(args.signing_key) if args.signing_key else None, progress=say)
     if result.skipped:
         print(f"Nothing changed since the last training; the model is {result.path}. "
               "Use --force to retrain.")
@@ -227,8 +245,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"Wrote {len(written)} files to {target.resolve()}.")
     from server.training.train import train
 
-    result = train(target / "config.yml", target / "domain.yml", [target / "data"],
-                   target / DEFAULT_MODELS, progress=_progress())
+    with _progress() as say:
+        result = train(target / "config.yml", target / "domain.yml", [target / "data"],
+                       target / DEFAULT_MODELS, progress=say)
     print(f"Trained {result.path}. Start the bot with: "
           f"cd {args.init_dir} && botserver run --enable-api")
     return 0
