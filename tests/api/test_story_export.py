@@ -1,0 +1,40 @@
+"""A tracker's events as Rasa's YAML test story."""
+
+from __future__ import annotations
+
+from server.dialogue.story_export import annotate_entities, conversation_story
+from server.trackers.events import ActionExecuted, SessionStarted, SlotSet, UserUttered
+from server.trackers.tracker import Tracker
+
+
+def test_entities_use_rasas_markup() -> None:
+    entities = [
+        {"entity": "city", "start": 8, "end": 14, "value": "Berlin"},
+        {"entity": "day", "start": 15, "end": 20, "value": "2026-01-01", "role": "from"},
+    ]
+    assert annotate_entities("fly to  Berlin today", entities) == (
+        'fly to  [Berlin](city) [today]{"entity": "day", "role": "from", "value": "2026-01-01"}'
+    )
+
+
+def _session(at: float, text: str) -> list:
+    return [
+        ActionExecuted(action_name="action_session_start", timestamp=at),
+        SessionStarted(timestamp=at),
+        ActionExecuted(action_name="action_listen", timestamp=at),
+        UserUttered(text=text, parse_data={"intent": {"name": "greet"}}, timestamp=at + 1),
+        SlotSet(key="name", value="Ann", timestamp=at + 2),
+        ActionExecuted(action_name="utter_greet", timestamp=at + 3),
+    ]
+
+
+def test_last_session_or_one_story_per_session() -> None:
+    tracker = Tracker("u1", {}, _session(100.0, "hi") + _session(200.0, "hello\nthere"))
+    assert conversation_story(tracker) == (
+        'version: "3.1"\nstories:\n- story: u1\n  steps:\n  - intent: greet\n    user: |-\n'
+        "      hello\n      there\n  - slot_was_set:\n    - name: Ann\n  - action: utter_greet\n"
+    )
+    every = conversation_story(tracker, all_sessions=True)
+    assert "- story: u1, story 1\n" in every and "- story: u1, story 2\n" in every
+    early = conversation_story(tracker, all_sessions=True, until=150.0)
+    assert "story 2" not in early
