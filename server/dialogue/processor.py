@@ -8,6 +8,7 @@ them after the commit.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -187,9 +188,12 @@ class Processor:
             sent: list[dict[str, Any]] = []
             output = _Tee(message.output_channel, sent)
             await self.update_session(tracker, model, output, message.metadata)
-            parse_data = message.parse_data or self.parse(
-                model, message.text or "", message.message_id, message.metadata
-            )
+            # NLU is CPU work (and Duckling is a blocking HTTP call): keep it off the loop.
+            parse_data = message.parse_data
+            if parse_data is None:
+                parse_data = await asyncio.to_thread(
+                    self.parse, model, message.text or "", message.message_id, message.metadata
+                )
             parse_data.setdefault("metadata", dict(message.metadata or {}))
             tracker.update(
                 UserUttered(
@@ -351,9 +355,16 @@ class Processor:
         output: OutputChannel | None,
         prediction: Prediction,
     ) -> bool:
-        """Runs one action and logs it; returns whether to predict another action."""
-        tracker.update_many(prediction.events)
-        ctx = self._context(tracker, model, output)
+        """Runs one action and logs it; returns whether to predict another action.
+
+        The prediction's events (say `LoopInterrupted`) are visible to the action while it runs
+        and are logged before it only when it does not reject, as in Rasa.
+        """
+        running = tracker
+        if prediction.events:
+            running = tracker.copy()
+            running.update_many(prediction.events)
+        ctx = self._context(running, model, output)
         try:
             events = await action.run(ctx)
         except ActionRejected as exc:
@@ -368,12 +379,13 @@ class Processor:
             return True
         except ActionError as exc:
             logger.error("action '%s' failed, its events are lost: %s", action.name, exc)
-            events = []
+            tracker.update_many(prediction.events)
             tracker.update(self._executed(action.name, prediction))
             return await self._after_failed_action(tracker, model, output, action.name)
         except BotServerError as exc:
             logger.error("action '%s' failed: %s", action.name, exc)
             events = []
+        tracker.update_many(prediction.events)
         tracker.update(self._executed(action.name, prediction))
         await self._apply_action_events(tracker, events, output)
         if action.name in (ACTION_LISTEN, ACTION_SESSION_START):
