@@ -5,16 +5,21 @@ Import `action_servers` (a session fixture) in a test module, or call `start_act
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -115,3 +120,63 @@ def action_servers() -> Iterator[ActionServers]:
     servers = ActionServers()
     yield servers
     servers.stop_all()
+
+
+# -- action servers that misbehave ----------------------------------------------------------
+
+
+class _Broken(BaseHTTPRequestHandler):
+    """Answers by path: /slow sleeps, /garbage sends HTML, /shape sends the wrong JSON."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        self.server.requests.append(  # type: ignore[attr-defined]
+            (self.path, json.loads(self.rfile.read(length) or b"null"))
+        )
+        if self.path.startswith("/slow"):
+            time.sleep(3)
+            self._send(200, b'{"events": [], "responses": []}')
+        elif self.path.startswith("/garbage"):
+            self._send(200, b"<html>oops</html>", "text/html")
+        elif self.path.startswith("/shape"):
+            self._send(200, b'{"events": [{"no": "event key"}], "responses": []}')
+        elif self.path.startswith("/list"):
+            self._send(200, b"[1, 2, 3]")
+        elif self.path.startswith("/crash"):
+            self._send(500, b'{"error": "division by zero"}')
+        elif self.path.startswith("/bare400"):
+            self._send(400, b'{"error": "bad"}')
+        else:
+            self._send(200, b'{"events": [], "responses": [{"text": "ok"}]}')
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except BrokenPipeError:
+            pass
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128
+    daemon_threads = True
+
+
+@contextlib.contextmanager
+def broken_action_server() -> Iterator[ThreadingHTTPServer]:
+    """A local action server that misbehaves by path; `server.requests` keeps what it got."""
+    server = _Server(("127.0.0.1", 0), _Broken)
+    server.requests = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -76,3 +76,27 @@ def concertbot_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bot = BOTS / "concertbot"
     out = tmp_path_factory.mktemp("concertbot-models")
     return train(bot / "config.yml", bot / "domain.yml", [bot / "data"], out, force=True).path
+
+
+@contextlib.asynccontextmanager
+async def concertbot_server(
+    model: Path,
+    action_url: str,
+    credentials: dict[str, Any] | None = None,
+    action_timeout: float = 10.0,
+) -> AsyncIterator[str]:
+    """The whole server (`botserver run --enable-api`) on concertbot, with an action server."""
+    from server.api.server import ServerOptions, build_app
+
+    options = ServerOptions(
+        model_path=model,
+        endpoints={
+            "action_endpoint": {"url": action_url, "timeout": action_timeout},
+            "tracker_store": {"type": "in_memory"},
+        },
+        credentials=credentials,
+        enable_api=True,
+        models_dir=model.parent,
+    )
+    async with serving(build_app(options)) as url:
+        yield url

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -23,7 +21,11 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.tracker import EventVerbosity, Tracker
-from tests.action_servers.fixtures import action_servers, free_port  # noqa: F401
+from tests.action_servers.fixtures import (  # noqa: F401
+    action_servers,
+    broken_action_server,
+    free_port,
+)
 from tests.training.rasa_shared_data import BOTS
 
 
@@ -174,58 +176,10 @@ async def test_selective_domain_works_with_a_caching_rasa_sdk(
 # -- broken action servers ------------------------------------------------------------------
 
 
-class _Broken(BaseHTTPRequestHandler):
-    """Answers by path: /slow sleeps, /garbage sends HTML, /shape sends the wrong JSON."""
-
-    def do_POST(self) -> None:  # noqa: N802
-        length = int(self.headers.get("Content-Length") or 0)
-        self.server.requests.append(  # type: ignore[attr-defined]
-            (self.path, json.loads(self.rfile.read(length) or b"null"))
-        )
-        if self.path.startswith("/slow"):
-            time.sleep(3)
-            self._send(200, b'{"events": [], "responses": []}')
-        elif self.path.startswith("/garbage"):
-            self._send(200, b"<html>oops</html>", "text/html")
-        elif self.path.startswith("/shape"):
-            self._send(200, b'{"events": [{"no": "event key"}], "responses": []}')
-        elif self.path.startswith("/list"):
-            self._send(200, b"[1, 2, 3]")
-        elif self.path.startswith("/crash"):
-            self._send(500, b'{"error": "division by zero"}')
-        elif self.path.startswith("/bare400"):
-            self._send(400, b'{"error": "bad"}')
-        else:
-            self._send(200, b'{"events": [], "responses": [{"text": "ok"}]}')
-
-    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        try:
-            self.wfile.write(body)
-        except BrokenPipeError:
-            pass
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    request_queue_size = 128
-    daemon_threads = True
-
-
 @pytest.fixture(scope="module")
 def broken_server() -> Iterator[ThreadingHTTPServer]:
-    server = _Server(("127.0.0.1", 0), _Broken)
-    server.requests = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with broken_action_server() as server:
+        yield server
 
 
 def _url(server: ThreadingHTTPServer, path: str) -> str:

@@ -1,0 +1,144 @@
+"""A fake Rocket.Chat server: the REST calls the bot makes, and the webhooks Rocket.Chat sends.
+
+Speaks `POST /api/v1/login` and `POST /api/v1/chat.postMessage` as Rocket.Chat 6 does, and
+builds outgoing-webhook and livechat payloads with the fields Rocket.Chat sends.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+NOT_LOGGED_IN = {"status": "error", "message": "You must be logged in to do this."}
+
+
+class FakeRocketChat:
+    """Users, rooms and what the bot posted, with tokens that can be made to expire."""
+
+    def __init__(self, bot_user: str, bot_password: str, site_url: str = "") -> None:
+        self.bot_user = bot_user
+        self.bot_password = bot_password
+        self.bot_id = "BotUserId0000001"
+        self.site_url = site_url
+        self.tokens: set[str] = set()
+        self.logins = 0
+        self.unauthorized = 0
+        self.posted: list[dict[str, Any]] = []
+        self.app = FastAPI()
+        self.app.add_api_route("/api/v1/login", self.login, methods=["POST"])
+        self.app.add_api_route("/api/v1/chat.postMessage", self.post_message, methods=["POST"])
+
+    # -- Rocket.Chat's REST API ----------------------------------------------------------------
+    async def login(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        if body.get("user") != self.bot_user or body.get("password") != self.bot_password:
+            return JSONResponse(
+                {"status": "error", "error": "Unauthorized", "message": "Unauthorized"}, 401
+            )
+        self.logins += 1
+        token = secrets.token_urlsafe(16)
+        self.tokens.add(token)
+        return JSONResponse(
+            {
+                "status": "success",
+                "data": {
+                    "userId": self.bot_id,
+                    "authToken": token,
+                    "me": {"_id": self.bot_id, "username": self.bot_user, "active": True},
+                },
+            }
+        )
+
+    async def post_message(self, request: Request) -> JSONResponse:
+        token = request.headers.get("X-Auth-Token")
+        if token not in self.tokens or request.headers.get("X-User-Id") != self.bot_id:
+            self.unauthorized += 1
+            return JSONResponse(NOT_LOGGED_IN, 401)
+        body = await request.json()
+        if not body.get("roomId") and not body.get("channel"):
+            return JSONResponse(
+                {"success": False, "error": "[invalid-channel]", "errorType": "invalid-channel"},
+                400,
+            )
+        self.posted.append(body)
+        message = {
+            "_id": secrets.token_hex(8),
+            "rid": body.get("roomId") or "GENERAL",
+            "msg": body.get("text") or "",
+            "u": {"_id": self.bot_id, "username": self.bot_user},
+            "ts": _now(),
+        }
+        return JSONResponse(
+            {"ts": 1, "channel": message["rid"], "message": message, "success": True}
+        )
+
+    def expire_logins(self) -> None:
+        """Every token stops working, as when a login expires or is revoked."""
+        self.tokens.clear()
+
+    def texts_in(self, room_id: str) -> list[str]:
+        return [p.get("text") for p in self.posted if p.get("roomId") == room_id]
+
+    # -- what Rocket.Chat sends to the bot ----------------------------------------------------
+    def outgoing_payload(
+        self,
+        *,
+        token: str,
+        user_id: str,
+        user_name: str,
+        text: str,
+        room_id: str = "GENERAL",
+        room_name: str = "general",
+        bot: Any = False,
+    ) -> dict[str, Any]:
+        """An outgoing-webhook integration's POST body, field for field."""
+        return {
+            "token": token,
+            "bot": bot,
+            "channel_id": room_id,
+            "channel_name": room_name,
+            "message_id": secrets.token_hex(8),
+            "timestamp": _now(),
+            "user_id": user_id,
+            "user_name": user_name,
+            "text": text,
+            "siteUrl": self.site_url,
+        }
+
+    def livechat_payload(
+        self, *, room_id: str, visitor_id: str, visitor_name: str, messages: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """A livechat webhook (type Message) body: the room, its visitor, the new messages."""
+        return {
+            "_id": room_id,
+            "label": visitor_name,
+            "createdAt": _now(),
+            "lastMessageAt": _now(),
+            "tags": [],
+            "visitor": {
+                "_id": visitor_id,
+                "token": secrets.token_hex(8),
+                "name": visitor_name,
+                "username": visitor_name,
+                "email": None,
+                "phone": None,
+            },
+            "agent": {"_id": self.bot_id, "username": self.bot_user, "name": "Bot"},
+            "type": "Message",
+            "messages": messages,
+        }
+
+    async def send(
+        self, webhook_url: str, payload: dict[str, Any], **headers: str
+    ) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=15) as client:
+            return await client.post(webhook_url, json=payload, headers=headers)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,213 @@
+"""Rocket.Chat end to end: a fake Rocket.Chat sends webhooks to the whole server (concertbot
+and its rasa-sdk action server) and receives the bot's replies through its REST API."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from server.channels.rocketchat import rocketchat_messages
+from tests.channels.conftest import concertbot_server, serving
+from tests.channels.fake_rocketchat import FakeRocketChat
+
+BOT, PASSWORD, HOOK_TOKEN = "concertbot", "bot-password", "outgoing-hook-token"
+
+
+@contextlib.asynccontextmanager
+async def rocketchat_bot(
+    model: Path, action_url: str, webhook_token: str | None = HOOK_TOKEN
+) -> AsyncIterator[tuple[FakeRocketChat, str, str]]:
+    """A fake Rocket.Chat and the bot wired to it; yields (rocket, webhook URL, bot URL)."""
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    async with serving(rocket.app) as rocket_url:
+        rocket.site_url = rocket_url
+        credentials: dict[str, Any] = {
+            "rocketchat": {"user": BOT, "password": PASSWORD, "server_url": rocket_url}
+        }
+        if webhook_token:
+            credentials["rocketchat"]["webhook_token"] = webhook_token
+        async with concertbot_server(model, action_url, credentials) as bot_url:
+            yield rocket, f"{bot_url}/webhooks/rocketchat/webhook", bot_url
+
+
+@pytest.fixture
+async def wired(
+    concertbot_model: Path,
+    action_servers,  # noqa: ANN001
+) -> AsyncIterator[tuple[FakeRocketChat, str, str]]:
+    async with rocketchat_bot(concertbot_model, action_servers["concertbot"].url) as wired:
+        yield wired
+
+
+async def _tracker(bot_url: str, conversation: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=bot_url) as client:
+        return (await client.get(f"/conversations/{conversation}/tracker")).json()
+
+
+async def test_a_user_message_gets_the_bots_reply_in_the_room(wired) -> None:  # noqa: ANN001
+    rocket, webhook, _ = wired
+    payload = rocket.outgoing_payload(
+        token=HOOK_TOKEN, user_id="AliceId", user_name="alice", text="search concerts"
+    )
+    answer = await rocket.send(webhook, payload)
+    assert answer.status_code == 200
+    assert answer.text == ""
+    assert rocket.texts_in("GENERAL") == ["Foo Fighters, Katy Perry"]
+    assert rocket.logins == 1
+
+
+async def test_a_wrong_or_missing_token_is_refused(wired) -> None:  # noqa: ANN001
+    rocket, webhook, _ = wired
+    wrong = rocket.outgoing_payload(token="guess", user_id="AliceId", user_name="alice", text="hi")
+    answer = await rocket.send(webhook, wrong)
+    assert answer.status_code == 401
+    body = answer.json()
+    assert body["status"] == "failure" and body["code"] == 401
+    assert "token" in body["message"]
+    missing = dict(wrong)
+    del missing["token"]
+    assert (await rocket.send(webhook, missing)).status_code == 401
+    assert rocket.posted == []
+
+
+async def test_the_bots_own_messages_are_ignored(wired) -> None:  # noqa: ANN001
+    rocket, webhook, bot_url = wired
+    own = rocket.outgoing_payload(
+        token=HOOK_TOKEN, user_id=rocket.bot_id, user_name=BOT, text="Hey there!"
+    )
+    integration = rocket.outgoing_payload(
+        token=HOOK_TOKEN, user_id="x", user_name="other.bot", text="hi", bot={"i": "integrationId"}
+    )
+    assert (await rocket.send(webhook, own)).status_code == 200
+    assert (await rocket.send(webhook, integration)).status_code == 200
+    assert rocket.posted == []
+    for conversation in (f"GENERAL:{rocket.bot_id}", "GENERAL:x"):
+        events = (await _tracker(bot_url, conversation))["events"]
+        assert [e for e in events if e["event"] == "user"] == []
+
+
+async def test_two_users_in_one_room_are_two_conversations(wired) -> None:  # noqa: ANN001
+    rocket, webhook, bot_url = wired
+    for user_id, name, text in [
+        ("AliceId", "alice", "search concerts"),
+        ("BobId", "bob", "hi"),
+        ("AliceId", "alice", "compare reviews"),
+    ]:
+        payload = rocket.outgoing_payload(
+            token=HOOK_TOKEN, user_id=user_id, user_name=name, text=text
+        )
+        assert (await rocket.send(webhook, payload)).status_code == 200
+    alice = await _tracker(bot_url, "GENERAL:AliceId")
+    bob = await _tracker(bot_url, "GENERAL:BobId")
+    assert rocket.texts_in("GENERAL")[:2] == ["Foo Fighters, Katy Perry", "Hey there!"]
+    assert rocket.texts_in("GENERAL")[2].startswith("concerts from slots: [{'artist'")
+    assert alice["slots"]["concerts"] is not None
+    assert bob["slots"]["concerts"] is None
+    assert [e["text"] for e in alice["events"] if e["event"] == "user"] == [
+        "search concerts",
+        "compare reviews",
+    ]
+
+
+async def test_an_expired_login_is_renewed_once(wired) -> None:  # noqa: ANN001
+    rocket, webhook, _ = wired
+    first = rocket.outgoing_payload(
+        token=HOOK_TOKEN, user_id="AliceId", user_name="alice", text="hi"
+    )
+    await rocket.send(webhook, first)
+    rocket.expire_logins()
+    second = rocket.outgoing_payload(
+        token=HOOK_TOKEN, user_id="AliceId", user_name="alice", text="search venues"
+    )
+    await rocket.send(webhook, second)
+    assert rocket.texts_in("GENERAL") == [
+        "Hey there!",
+        "here are some venues I found",
+        "Big Arena, Rock Cellar",
+    ]
+    assert rocket.unauthorized == 1
+    assert rocket.logins == 2
+
+
+async def test_livechat_visitor_messages_are_answered_in_the_livechat_room(
+    wired,  # noqa: ANN001
+) -> None:
+    rocket, webhook, bot_url = wired
+    payload = rocket.livechat_payload(
+        room_id="LiveRoom1",
+        visitor_id="VisitorId1",
+        visitor_name="guest-1",
+        messages=[
+            {
+                "_id": "m1",
+                "u": {"_id": "VisitorId1", "username": "guest-1", "name": "guest-1"},
+                "username": "guest-1",
+                "msg": "hi",
+                "ts": "2024-01-01T00:00:00.000Z",
+            },
+            {
+                "_id": "m2",
+                "u": {"_id": rocket.bot_id, "username": BOT, "name": "Bot"},
+                "username": BOT,
+                "agentId": rocket.bot_id,
+                "msg": "Hey there!",
+                "ts": "2024-01-01T00:00:01.000Z",
+            },
+        ],
+    )
+    answer = await rocket.send(webhook, payload, **{"X-RocketChat-Livechat-Token": HOOK_TOKEN})
+    assert answer.status_code == 200
+    assert rocket.texts_in("LiveRoom1") == ["Hey there!"]
+    tracker = await _tracker(bot_url, "LiveRoom1:VisitorId1")
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == ["hi"]
+
+
+async def test_without_a_configured_token_any_webhook_is_taken(
+    concertbot_model: Path,
+    action_servers,  # noqa: ANN001
+) -> None:
+    url = action_servers["concertbot"].url
+    async with rocketchat_bot(concertbot_model, url, webhook_token=None) as (rocket, webhook, _):
+        payload = rocket.outgoing_payload(token="", user_id="U1", user_name="u1", text="hi")
+        assert (await rocket.send(webhook, payload)).status_code == 200
+        empty = await rocket.send(webhook, None)  # type: ignore[arg-type]
+        assert empty.status_code == 200
+    assert rocket.texts_in("GENERAL") == ["Hey there!"]
+
+
+def test_rich_messages_become_rocketchat_attachments() -> None:
+    message = {
+        "text": "pick",
+        "buttons": [{"title": "Yes", "payload": "/affirm"}],
+        "image": "https://example.test/a.png",
+    }
+    assert rocketchat_messages("R1", message) == [
+        {
+            "roomId": "R1",
+            "text": "pick",
+            "attachments": [
+                {
+                    "actions": [
+                        {
+                            "type": "button",
+                            "text": "Yes",
+                            "msg": "/affirm",
+                            "msg_in_chat_window": True,
+                        }
+                    ]
+                }
+            ],
+        },
+        {
+            "roomId": "R1",
+            "attachments": [{"image_url": "https://example.test/a.png", "collapsed": False}],
+        },
+    ]
+    assert rocketchat_messages("R1", {"custom": {"channel": "#alerts", "text": "x"}}) == [
+        {"channel": "#alerts", "text": "x"}
+    ]
