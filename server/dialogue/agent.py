@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -138,8 +139,11 @@ class Agent:
             tracker = await processor.tracker_for(sender_id, model)
             start = len(tracker.events)
             await processor.update_session(tracker, model, None)
-            parsed = parse_data or processor.parse(model, text, message_id)
+            message_id = message_id or uuid.uuid4().hex
+            parsed = dict(parse_data or processor.parse(model, text, message_id))
+            parsed.setdefault("metadata", {})
             tracker.update(UserUttered(text=text, parse_data=parsed, message_id=message_id))
+            await processor.extract_slots(tracker, model, None)
             await processor.save(tracker, start, model)
             return tracker
 
