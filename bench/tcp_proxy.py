@@ -1,0 +1,80 @@
+"""A TCP proxy in front of a real service, cut and restored to simulate the service restarting.
+
+Shared services on this machine (PostgreSQL, RabbitMQ) must not be restarted by a benchmark;
+servers are pointed at this proxy instead, and `cut()` refuses and drops every connection
+as a restarting service does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:`port` to `target` while up; `cut()` drops everything."""
+
+    def __init__(self, target: tuple[str, int], port: int | None = None) -> None:
+        self.target = target
+        self.port = port or free_port()
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def is_up(self) -> bool:
+        return self._server is not None
+
+    async def restore(self) -> None:
+        """Accept and forward connections (again)."""
+        if self._server is None:
+            self._server = await asyncio.start_server(
+                self._handle, "127.0.0.1", self.port, reuse_address=True
+            )
+
+    async def cut(self) -> None:
+        """Refuse new connections and close every open one, both ways."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        for task in list(self._pipes):
+            task.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        self._writers.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        if self._server is None:  # cut while connecting
+            up_writer.transport.abort()
+            writer.transport.abort()
+            return
+        self._writers.update({writer, up_writer})
+        for task in (
+            asyncio.create_task(self._pipe(reader, up_writer)),
+            asyncio.create_task(self._pipe(up_reader, writer)),
+        ):
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
