@@ -143,7 +143,10 @@ def train_moodbot(out: Path) -> Path:
     from server.training.train import train
 
     result = train(
-        MOODBOT / "config.yml", MOODBOT / "domain.yml", [MOODBOT / "data"], out,
+        MOODBOT / "config.yml",
+        MOODBOT / "domain.yml",
+        [MOODBOT / "data"],
+        out,
         fixed_model_name="moodbot",
     )
     return result.path
@@ -167,16 +170,31 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.args = [
-            *botserver_command(), "run", "-m", str(model), "--enable-api",
-            "--endpoints", str(endpoints), "-i", "127.0.0.1", "-p", str(self.port),
-            "--workers", str(workers), "--response-timeout", "30",
+            *botserver_command(),
+            "run",
+            "-m",
+            str(model),
+            "--enable-api",
+            "--endpoints",
+            str(endpoints),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "--workers",
+            str(workers),
+            "--response-timeout",
+            "30",
         ]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
-                self.args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                self.args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
                 cwd=self.log.parent,
             )
 
@@ -316,7 +334,7 @@ def check_conversation(events: list[dict[str, Any]], sent: list[Sent]) -> dict[s
         positions[tag].append(i)
         texts: list[str] = []
         closed = False
-        for later in events[i + 1:]:
+        for later in events[i + 1 :]:
             kind = later.get("event")
             if kind == "user":
                 break
@@ -424,21 +442,35 @@ async def _run_with_database(
     if broker_proxy is not None:
         await broker_proxy.restore()
     store_config = {
-        "type": "sql", "dialect": "postgresql", "url": "127.0.0.1", "port": POSTGRES[1],
-        "username": "postgres", "db": database,
+        "type": "sql",
+        "dialect": "postgresql",
+        "url": "127.0.0.1",
+        "port": POSTGRES[1],
+        "username": "postgres",
+        "db": database,
     }
     endpoints: dict[str, Any] = {
         "tracker_store": {**store_config, "port": db_proxy.port},
-        "lock_store": {"type": "redis", "url": REDIS[0], "port": REDIS[1], "db": 1,
-                       "key_prefix": key_prefix},
+        "lock_store": {
+            "type": "redis",
+            "url": REDIS[0],
+            "port": REDIS[1],
+            "db": 1,
+            "key_prefix": key_prefix,
+        },
     }
     consumer = None
     if broker_proxy is not None:
         queue, exchange = f"bs_conc_{run_id}", f"bs-conc-{run_id}"
         endpoints["event_broker"] = {
-            "type": "pika", "url": "127.0.0.1", "port": broker_proxy.port,
-            "username": "guest", "password": "guest", "queues": [queue],
-            "exchange_name": exchange, "retry_delay_in_seconds": 0.5,
+            "type": "pika",
+            "url": "127.0.0.1",
+            "port": broker_proxy.port,
+            "username": "guest",
+            "password": "guest",
+            "queues": [queue],
+            "exchange_name": exchange,
+            "retry_delay_in_seconds": 0.5,
         }
         consumer = QueueConsumer(queue, exchange)
         await consumer.start()
@@ -454,9 +486,7 @@ async def _run_with_database(
             server.start()
         await asyncio.gather(*(s.wait_for("/health/live", 200, 90) for s in servers))
         if scenario.db_down_at_start:
-            report["startup_without_db"] = await _startup_without_db(
-                scenario, servers, db_proxy
-            )
+            report["startup_without_db"] = await _startup_without_db(scenario, servers, db_proxy)
         await asyncio.gather(*(s.wait_for("/health/ready", 200, 60) for s in servers))
         report.update(await _load(scenario, servers, db_proxy, broker_proxy, run_id))
         sent: list[Sent] = report.pop("_sent")
@@ -517,14 +547,24 @@ async def _load(
         if scenario.broker_outage and broker_proxy is not None:
             outages["broker"] = {}
             background.append(
-                asyncio.create_task(outage(broker_proxy, *scenario.broker_outage,
-                                           outages["broker"]))
+                asyncio.create_task(
+                    outage(broker_proxy, *scenario.broker_outage, outages["broker"])
+                )
             )
-        await asyncio.gather(*(
-            client_loop(http, [s.url for s in servers], c, scenario,
-                        f"conv-{run_id}-{c % scenario.conversations}", t0, sent)
-            for c in range(scenario.clients)
-        ))
+        await asyncio.gather(
+            *(
+                client_loop(
+                    http,
+                    [s.url for s in servers],
+                    c,
+                    scenario,
+                    f"conv-{run_id}-{c % scenario.conversations}",
+                    t0,
+                    sent,
+                )
+                for c in range(scenario.clients)
+            )
+        )
         wall = time.monotonic() - t0
         for task in background:
             await task
@@ -562,8 +602,9 @@ def _outage_effects(sent: list[Sent], window: dict[str, float]) -> dict[str, Any
     statuses: dict[str, int] = defaultdict(int)
     for s in during:
         statuses[str(s.status or s.error)] += 1
-    after = [s.started + s.seconds - restored for s in sent
-             if s.acknowledged and s.started >= restored]
+    after = [
+        s.started + s.seconds - restored for s in sent if s.acknowledged and s.started >= restored
+    ]
     return {
         **window,
         "answers_during": dict(statuses),
@@ -584,9 +625,7 @@ async def _read_conversations(
         await store.close()
 
 
-def _sum_checks(
-    stored: dict[str, list[dict[str, Any]]], sent: list[Sent]
-) -> dict[str, int]:
+def _sum_checks(stored: dict[str, list[dict[str, Any]]], sent: list[Sent]) -> dict[str, int]:
     totals: dict[str, int] = defaultdict(int)
     for conversation, events in stored.items():
         mine = [s for s in sent if s.conversation == conversation]
@@ -660,8 +699,12 @@ def format_report(report: dict[str, Any]) -> str:
     if "broker" in report:
         b = report["broker"]
         rows.append(("broker: events expected / received", f"{b['expected']} / {b['received']}"))
-        rows.append(("broker: redelivered ids / missing / extra",
-                     f"{b['redelivered_message_ids']} / {b['missing']} / {b['extra']}"))
+        rows.append(
+            (
+                "broker: redelivered ids / missing / extra",
+                f"{b['redelivered_message_ids']} / {b['missing']} / {b['extra']}",
+            )
+        )
         rows.append(("broker: conversations out of order", b["conversations_out_of_order"]))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
@@ -699,8 +742,9 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     checks = report["checks"]
-    ok = not any(checks[k] for k in ("lost", "duplicated", "interleaved", "reply_mismatch",
-                                     "out_of_order"))
+    ok = not any(
+        checks[k] for k in ("lost", "duplicated", "interleaved", "reply_mismatch", "out_of_order")
+    )
     return 0 if ok else 1
 
 
