@@ -26,6 +26,8 @@ _ASYNC_DRIVERS = {
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# FULL makes every commit survive a power loss too, at one fsync per turn.
+SQLITE_SYNCHRONOUS = os.environ.get("SQLITE_SYNCHRONOUS", "NORMAL").upper()
 
 
 def async_url(config: dict[str, Any], default_db: str) -> URL:
@@ -80,9 +82,13 @@ def create_engine(url: URL) -> AsyncEngine:
     """An async engine with pre-ping (so it recovers after a database restart)."""
     backend = url.get_backend_name()
     if backend == "sqlite":
+        if SQLITE_SYNCHRONOUS not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise InvalidConfig(
+                f"SQLITE_SYNCHRONOUS={SQLITE_SYNCHRONOUS}: use OFF, NORMAL, FULL or EXTRA"
+            )
+        # No pre-ping: a file has no connection to lose, and the ping is a query per checkout.
         engine = create_async_engine(
             url,
-            pool_pre_ping=True,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
         _set_sqlite_pragmas(engine)
@@ -115,6 +121,9 @@ def _set_sqlite_pragmas(engine: AsyncEngine) -> None:
         # WAL lets readers in other processes run while one process writes.
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # In WAL mode NORMAL never corrupts and survives a process crash; only an OS crash or
+        # power loss can drop the last commits. It saves an fsync (4 ms here) per turn.
+        cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
         cursor.close()
 
 
