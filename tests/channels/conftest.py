@@ -78,6 +78,16 @@ def concertbot_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train(bot / "config.yml", bot / "domain.yml", [bot / "data"], out, force=True).path
 
 
+@pytest.fixture(scope="session")
+def formbot_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A formbot model (its Duckling extractor finds no server and is skipped)."""
+    from server.training.train import train
+
+    bot = BOTS / "formbot"
+    out = tmp_path_factory.mktemp("formbot-models")
+    return train(bot / "config.yml", bot / "domain.yml", [bot / "data"], out, force=True).path
+
+
 @contextlib.asynccontextmanager
 async def concertbot_server(
     model: Path,
@@ -85,7 +95,7 @@ async def concertbot_server(
     credentials: dict[str, Any] | None = None,
     action_timeout: float = 10.0,
 ) -> AsyncIterator[str]:
-    """The whole server (`botserver run --enable-api`) on concertbot, with an action server."""
+    """The whole server (`botserver run --enable-api`) on a model, with an action server."""
     from server.api.server import ServerOptions, build_app
 
     options = ServerOptions(

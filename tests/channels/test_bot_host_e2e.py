@@ -43,6 +43,41 @@ async def test_concertbot_stories_run_on_the_action_server(
     assert "action_search_concerts" in executed and "action_show_concert_reviews" in executed
 
 
+async def test_formbot_validates_its_form_on_the_action_server(
+    formbot_model: Path,
+    action_servers,  # noqa: ANN001
+) -> None:
+    turns = [
+        ("hi", ["Hello! I am restaurant search assistant! How can I help?"]),
+        ("im looking for a restaurant", ["What cuisine?"]),
+        (
+            '/inform{"cuisine": "klingon"}',
+            ["Cuisine type is not in the database, please try again", "What cuisine?"],
+        ),
+        ('/inform{"cuisine": "greek"}', ["How many people?"]),
+        (
+            '/inform{"number": 0}',
+            ["Number of people should be a positive integer, please try again", "How many people?"],
+        ),
+        ('/inform{"number": 4}', ["Do you want to sit outside?"]),
+        ("/affirm", ["Please provide additional preferences"]),
+        ("/deny", ["Please give your feedback on your experience so far"]),
+    ]
+    async with concertbot_server(formbot_model, action_servers["formbot"].url) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            for text, expected in turns:
+                assert await _say(client, "diner", text) == expected, text
+            done = await _say(client, "diner", "great service")
+            slots = (await client.get("/conversations/diner/tracker")).json()["slots"]
+    assert done[0] == "All done!"
+    assert done[1].startswith("I am going to run a restaurant search")
+    assert slots["cuisine"] == "greek"
+    assert slots["num_people"] == 4
+    assert slots["outdoor_seating"] is True
+    assert slots["preferences"] == "no additional preferences"
+    assert slots["feedback"] == "great service"
+
+
 async def test_an_action_server_that_is_down_gives_the_fallback(concertbot_model: Path) -> None:
     down = f"http://127.0.0.1:{free_port()}/webhook"
     async with concertbot_server(concertbot_model, down) as url:
