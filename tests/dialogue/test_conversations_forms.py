@@ -1,0 +1,110 @@
+"""formbot's restaurant form, spoken to in plain text: its validation action on the rasa-sdk
+action server checks each slot, chitchat interrupts the form, and "stop" can end it."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.dialogue.agent import Agent
+from tests.action_servers.fixtures import ActionServers
+from tests.dialogue.conversation_fixtures import BotModels, Conversation, make_agent
+
+
+@pytest.fixture
+def agent(bot_models: BotModels, action_servers: ActionServers) -> Agent:
+    return make_agent(bot_models["formbot"], action_servers["formbot"].url)
+
+
+async def start_form(agent: Agent, sender_id: str) -> Conversation:
+    conversation = Conversation(agent, sender_id)
+    turn = await conversation.say("im looking for a restaurant")
+    assert turn.actions == ["restaurant_form"]
+    assert turn.texts == ["What cuisine?"]
+    return conversation
+
+
+async def test_happy_path_fills_every_slot_with_validation(agent: Agent) -> None:
+    conversation = Conversation(agent, "happy")
+    assert (await conversation.say("hi")).responses == ["utter_greet"]
+    await conversation.say("im looking for a restaurant")
+
+    turn = await conversation.say("afghan food")
+    assert turn.actions == ["restaurant_form"]
+    assert turn.responses == ["utter_wrong_cuisine", "utter_ask_cuisine"]
+    assert (await conversation.tracker()).get_slot("cuisine") is None
+
+    turn = await conversation.say("what about greek food")
+    assert turn.responses == ["utter_ask_num_people"]
+
+    turn = await conversation.say("0 people")
+    assert turn.responses == ["utter_wrong_num_people", "utter_ask_num_people"]
+
+    turn = await conversation.say("2 people")
+    assert turn.responses == ["utter_ask_outdoor_seating"]
+
+    turn = await conversation.say("i want to seat outside")
+    assert turn.responses == ["utter_ask_preferences"]
+
+    turn = await conversation.say("no")
+    assert turn.responses == ["utter_ask_feedback"]
+
+    turn = await conversation.say("my feedback is great")
+    assert turn.actions == ["restaurant_form", "utter_submit", "utter_slots_values"]
+    assert turn.texts[0] == "All done!"
+    tracker = await conversation.tracker()
+    assert tracker.active_loop_name is None
+    assert tracker.get_slot("requested_slot") is None
+    assert {k: tracker.get_slot(k) for k in ("cuisine", "num_people", "outdoor_seating")} == {
+        "cuisine": "greek",
+        "num_people": 2.0,
+        "outdoor_seating": True,
+    }
+    assert tracker.get_slot("preferences") == "no additional preferences"
+    assert tracker.get_slot("feedback") == "great"
+    assert " - cuisine: greek" in (turn.texts[1] or "")
+
+    assert (await conversation.say("thanks")).responses == ["utter_noworries"]
+
+
+async def test_chitchat_interrupts_then_the_form_asks_the_same_slot_again(agent: Agent) -> None:
+    conversation = await start_form(agent, "chitchat")
+    await conversation.say("greek food")
+
+    turn = await conversation.say("can you share your boss with me?")
+    assert turn.actions == ["utter_chitchat", "restaurant_form"]
+    assert turn.texts == ["chitchat", "How many people?"]
+    tracker = await conversation.tracker()
+    assert tracker.active_loop_name == "restaurant_form"
+    assert tracker.get_slot("requested_slot") == "num_people"
+
+    turn = await conversation.say("4 people")
+    assert turn.responses == ["utter_ask_outdoor_seating"]
+    assert (await conversation.tracker()).get_slot("num_people") == 4.0
+
+
+async def test_stop_then_deny_deactivates_the_form(agent: Agent) -> None:
+    conversation = await start_form(agent, "stop-deny")
+
+    turn = await conversation.say("you can't help me")
+    assert turn.actions == ["utter_ask_continue"]
+    assert (await conversation.tracker()).active_loop_name == "restaurant_form"
+
+    turn = await conversation.say("no")
+    assert turn.actions == ["action_deactivate_loop"]
+    tracker = await conversation.tracker()
+    assert tracker.active_loop_name is None
+    assert tracker.get_slot("requested_slot") is None
+
+    assert (await conversation.say("hi")).actions == ["utter_greet"]
+
+
+async def test_stop_then_affirm_goes_back_to_the_form(agent: Agent) -> None:
+    conversation = await start_form(agent, "stop-affirm")
+    assert (await conversation.say("you can't help me")).actions == ["utter_ask_continue"]
+
+    turn = await conversation.say("yes")
+    assert turn.actions == ["restaurant_form"]
+    assert turn.texts == ["What cuisine?"]
+
+    turn = await conversation.say("french food")
+    assert turn.responses == ["utter_ask_num_people"]
