@@ -1,0 +1,101 @@
+"""The NLG client against a local NLG server: Rasa's request, the message back, failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from server.dialogue.nlg_client import NLGClient
+from server.errors import ActionError
+from tests.action_servers.fixtures import free_port
+from tests.channels.conftest import serving
+
+
+class NLGServer:
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, Any], dict[str, str]]] = []
+        self.app = FastAPI()
+        self.app.add_api_route("/nlg", self.nlg, methods=["POST"])
+
+    async def nlg(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append((body, dict(request.query_params)))
+        name = body["response"]
+        if name == "utter_slow":
+            await asyncio.sleep(2)
+        if name == "utter_nothing":
+            return Response(status_code=200)
+        if name == "utter_broken":
+            return JSONResponse({"error": "template missing"}, status_code=500)
+        if name == "utter_wrong":
+            return JSONResponse({"text": ["not", "a", "string"]})
+        return JSONResponse(
+            {"text": f"{name} for {body['tracker']['sender_id']}", "buttons": [], "custom": None}
+        )
+
+
+@pytest.fixture
+async def nlg_url() -> AsyncIterator[tuple[NLGServer, str]]:
+    server = NLGServer()
+    async with serving(server.app) as url:
+        yield server, f"{url}/nlg"
+
+
+async def test_the_request_is_rasas_and_the_message_comes_back(nlg_url) -> None:  # noqa: ANN001
+    server, url = nlg_url
+    client = NLGClient({"url": url, "token": "nlg-token"})
+    tracker = {"sender_id": "u1", "slots": {"name": "Ann"}}
+    message = await client.generate(
+        "utter_greet", tracker, "socketio", response_id="greet_1", name="Ann"
+    )
+    await client.aclose()
+    assert message == {"text": "utter_greet for u1", "buttons": [], "custom": None}
+    body, query = server.requests[-1]
+    assert body == {
+        "response": "utter_greet",
+        "id": "greet_1",
+        "arguments": {"name": "Ann"},
+        "tracker": tracker,
+        "channel": {"name": "socketio"},
+    }
+    assert query == {"token": "nlg-token"}
+
+
+async def test_an_empty_answer_is_no_message(nlg_url) -> None:  # noqa: ANN001
+    _, url = nlg_url
+    client = NLGClient({"url": url})
+    assert await client.generate("utter_nothing", {"sender_id": "u"}, "rest") is None
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("response", "config", "message"),
+    [
+        ("utter_broken", {}, "HTTP 500"),
+        ("utter_wrong", {}, "'text' has the wrong type"),
+        ("utter_slow", {"timeout": 0.3}, "did not answer within 0.3 s"),
+    ],
+)
+async def test_failures_are_action_errors(
+    nlg_url,  # noqa: ANN001
+    response: str,
+    config: dict[str, Any],
+    message: str,
+) -> None:
+    _, url = nlg_url
+    client = NLGClient({"url": url, **config})
+    with pytest.raises(ActionError, match=message):
+        await client.generate(response, {"sender_id": "u"}, "rest")
+    await client.aclose()
+
+
+async def test_a_server_that_is_down_is_an_action_error() -> None:
+    client = NLGClient({"url": f"http://127.0.0.1:{free_port()}/nlg"})
+    with pytest.raises(ActionError, match="cannot reach the NLG server"):
+        await client.generate("utter_greet", {"sender_id": "u"}, "rest")
+    await client.aclose()
