@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.brokers.ordering import chain_ids
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PENDING = 100_000
@@ -17,11 +19,13 @@ DEFAULT_MAX_PENDING = 100_000
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One event on its way out; `message_id` stays the same across retries."""
+    """One event on its way out; `message_id` stays the same across retries (and processes:
+    `submit` derives it from the content), `previous_id` is the conversation's event before."""
 
     sender_id: str
     event: dict[str, Any]
     message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    previous_id: str | None = None
 
     def body(self) -> dict[str, Any]:
         return {"sender_id": self.sender_id, **self.event}
@@ -61,9 +65,15 @@ class BackgroundDelivery:
     def pending(self) -> int:
         return len(self._pending)
 
-    def submit(self, sender_id: str, events: list[dict[str, Any]]) -> None:
-        for event in events:
-            self._pending.append(Outgoing(sender_id, event))
+    def submit(
+        self,
+        sender_id: str,
+        events: list[dict[str, Any]],
+        previous_event: dict[str, Any] | None = None,
+    ) -> None:
+        ids = chain_ids(sender_id, events, previous_event)
+        for event, (message_id, previous_id) in zip(events, ids, strict=True):
+            self._pending.append(Outgoing(sender_id, event, message_id, previous_id))
         overflow = len(self._pending) - self._max_pending
         if overflow > 0:
             for _ in range(overflow):

@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from yarl import URL
 
 from server.brokers.delivery import BackgroundDelivery, Outgoing
+from server.brokers.ordering import PREVIOUS_ID_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,13 @@ class RabbitMQEventBroker:
         """Events queued and not yet confirmed by RabbitMQ."""
         return self._delivery.pending
 
-    async def publish(self, sender_id: str, events: list[dict[str, Any]]) -> None:
-        self._delivery.submit(sender_id, events)
+    async def publish(
+        self,
+        sender_id: str,
+        events: list[dict[str, Any]],
+        previous_event: dict[str, Any] | None = None,
+    ) -> None:
+        self._delivery.submit(sender_id, events, previous_event)
 
     async def flush(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds until every queued event is delivered; True if so."""
@@ -68,6 +74,7 @@ class RabbitMQEventBroker:
                     content_type="application/json",
                     message_id=outgoing.message_id,
                     app_id=self._app_id,
+                    headers={PREVIOUS_ID_HEADER: outgoing.previous_id},
                 )
                 # Waits for the broker's confirm: popped only once RabbitMQ has it.
                 await exchange.publish(message, routing_key="", timeout=PUBLISH_TIMEOUT_SECONDS)

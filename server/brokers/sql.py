@@ -47,8 +47,13 @@ class SqlEventBroker:
     def pending(self) -> int:
         return self._delivery.pending
 
-    async def publish(self, sender_id: str, events: list[dict[str, Any]]) -> None:
-        self._delivery.submit(sender_id, events)
+    async def publish(
+        self,
+        sender_id: str,
+        events: list[dict[str, Any]],
+        previous_event: dict[str, Any] | None = None,
+    ) -> None:
+        self._delivery.submit(sender_id, events, previous_event)
 
     async def flush(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds until every queued event is delivered; True if so."""

@@ -141,7 +141,11 @@ class Processor:
                 event.metadata.setdefault("assistant_id", model.assistant_id)
         await self.trackers.save(tracker, new_events)
         if self.broker is not None and new_events:
-            await self.broker.publish(tracker.sender_id, [e.as_dict() for e in new_events])
+            # After the commit only; the event before links this turn to the last one.
+            previous = tracker.events[start - 1].as_dict() if start > 0 else None
+            await self.broker.publish(
+                tracker.sender_id, [e.as_dict() for e in new_events], previous_event=previous
+            )
         return new_events
 
     def session_expired(self, tracker: Tracker, domain: Domain) -> bool:
