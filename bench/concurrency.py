@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.tcp_proxy import TcpProxy, free_port  # noqa: E402
+from server.brokers.ordering import PREVIOUS_ID_HEADER, ConversationOrderer  # noqa: E402
 
 MOODBOT = Path(os.environ.get("BOTSERVER_BOTS", "/work/shared/bots")) / "moodbot"
 POSTGRES = ("127.0.0.1", 5432)
@@ -243,6 +244,8 @@ class QueueConsumer:
         self.exchange_name = exchange
         self.received: list[dict[str, Any]] = []  # {"message_id", "body"} in arrival order
         self._connection: Any = None
+        self._queue: Any = None
+        self._consumer_tag: str | None = None
 
     async def start(self) -> None:
         import aio_pika
@@ -259,16 +262,25 @@ class QueueConsumer:
         await queue.bind(exchange, routing_key="")
 
         async def on_message(message: Any) -> None:
+            headers = message.headers or {}
             self.received.append(
-                {"message_id": message.message_id, "body": json.loads(message.body)}
+                {
+                    "message_id": message.message_id,
+                    "previous_id": headers.get(PREVIOUS_ID_HEADER),
+                    "body": json.loads(message.body),
+                }
             )
             await message.ack()
 
-        await queue.consume(on_message)
+        self._queue = queue
+        self._consumer_tag = await queue.consume(on_message)
 
     async def close(self) -> None:
         if self._connection is None:
             return
+        if self._consumer_tag is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(self._consumer_tag)
         channel = await self._connection.channel()
         with contextlib.suppress(Exception):
             await channel.queue_delete(self.queue_name)
@@ -373,35 +385,44 @@ def check_conversation(events: list[dict[str, Any]], sent: list[Sent]) -> dict[s
 def check_broker(
     received: list[dict[str, Any]], stored: dict[str, list[dict[str, Any]]]
 ) -> dict[str, int]:
-    """What the consumer got against what the database holds, per conversation."""
+    """What the consumer got against what the database holds, per conversation: as the
+    messages arrived (first copy of each id), and as `ConversationOrderer` hands them on."""
+    orderer: ConversationOrderer[dict[str, Any]] = ConversationOrderer()
     seen: set[str] = set()
     redelivered = 0
-    per_conversation: dict[str, list[str]] = defaultdict(list)
+    arrived: dict[str, list[str]] = defaultdict(list)
+    ordered: dict[str, list[str]] = defaultdict(list)
     for message in received:
-        if message["message_id"] in seen:
-            redelivered += 1
-            continue
-        seen.add(message["message_id"])
         body = dict(message["body"])
         sender = body.pop("sender_id")
-        per_conversation[sender].append(json.dumps(body, sort_keys=True))
-    missing = extra = out_of_order = 0
+        if message["message_id"] in seen:
+            redelivered += 1
+        else:
+            seen.add(message["message_id"])
+            arrived[sender].append(json.dumps(body, sort_keys=True))
+        for out in orderer.add(message["message_id"], message["previous_id"], message["body"]):
+            out = dict(out)
+            ordered[out.pop("sender_id")].append(json.dumps(out, sort_keys=True))
+    missing = extra = out_of_order = arrived_out_of_order = 0
     for sender, events in stored.items():
         expected = [json.dumps(e, sort_keys=True) for e in events]
-        got = per_conversation.get(sender, [])
+        got = ordered.get(sender, [])
         missing += len(set(expected) - set(got))
         extra += len(set(got) - set(expected))
-        common = set(expected) & set(got)
-        if [x for x in got if x in common] != [x for x in expected if x in common]:
+        if got != [x for x in expected if x in set(got)]:
             out_of_order += 1
-    duplicated_content = sum(len(v) - len(set(v)) for v in per_conversation.values())
+        raw = arrived.get(sender, [])
+        if raw != [x for x in expected if x in set(raw)]:
+            arrived_out_of_order += 1
     return {
         "received": len(received),
         "redelivered_message_ids": redelivered,
         "missing": missing,
         "extra": extra,
-        "duplicated_after_dedup": duplicated_content,
+        "duplicated": sum(len(v) - len(set(v)) for v in ordered.values()),
+        "held_back": orderer.waiting,
         "conversations_out_of_order": out_of_order,
+        "conversations_arrived_out_of_order": arrived_out_of_order,
     }
 
 
@@ -705,7 +726,13 @@ def format_report(report: dict[str, Any]) -> str:
                 f"{b['redelivered_message_ids']} / {b['missing']} / {b['extra']}",
             )
         )
-        rows.append(("broker: conversations out of order", b["conversations_out_of_order"]))
+        rows.append(
+            (
+                "broker: conversations out of order, arrived / after ordering",
+                f"{b['conversations_arrived_out_of_order']} / {b['conversations_out_of_order']}",
+            )
+        )
+        rows.append(("broker: held back (predecessor missing)", b["held_back"]))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
