@@ -110,7 +110,7 @@ def plan_pipeline(pipeline: list[dict[str, Any]]) -> Plan:
                 f"DenseFeaturizer (pipeline item {position + 1}) needs the sentence-embedding "
                 f"model: {INSTALL_HINT}"
             )
-        if name in COMPONENTS and name != "IntentClassifier":
+        if name in COMPONENTS:
             plan.steps.append(Step(name, options, name))
         elif name == "DucklingHTTPExtractor":
             plan.steps.append(Step("DucklingEntityExtractor", options, "DucklingEntityExtractor"))
