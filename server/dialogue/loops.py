@@ -20,12 +20,14 @@ from server.trackers.events import (
     BotUttered,
     Event,
     SlotSet,
-    UserUttered,
     UserUtteranceReverted,
+    UserUttered,
 )
 from server.trackers.tracker import Tracker
 
 TWO_STAGE_FALLBACK = "action_two_stage_fallback"
+NLU_FALLBACK = "nlu_fallback"
+OUT_OF_SCOPE = "out_of_scope"
 
 
 def _slot_sets_since_last_user(tracker: Tracker) -> list[SlotSet]:
@@ -56,7 +58,7 @@ class FormAction(Action):
                 if tracker.get_slot(s) is not None
             ]
             events += await self._validate(ctx, prefilled, events)
-        elif tracker.latest_action_name == ACTION_LISTEN:
+        elif tracker.latest_action_name == ACTION_LISTEN and not tracker.is_active_loop_interrupted:
             candidates = [e for e in _slot_sets_since_last_user(tracker) if e.key in required]
             validated = await self._validate(ctx, candidates, events)
             requested = tracker.get_slot(REQUESTED_SLOT)
@@ -68,6 +70,10 @@ class FormAction(Action):
                         self.name, f"Failed to extract slot {requested} with action {self.name}"
                     )
             events += validated
+        else:
+            # Back from an unhappy path (or run again in the same turn): nothing to validate,
+            # but the validation action may still choose the slot to ask for, as in Rasa.
+            events += await self._validate(ctx, [], events)
         return events + await self._next_step(ctx, required, events)
 
     async def _validate(
@@ -124,18 +130,35 @@ class TwoStageFallbackAction(Action):
         if tracker.active_loop_name != self.name:
             return [ActiveLoop(name=self.name), *await ActionDefaultAskAffirmation().run(ctx)]
         intent = tracker.latest_message.intent_name
-        asked_rephrase = self._asked_rephrase(tracker)
-        if intent == "out_of_scope":
-            if asked_rephrase:
-                return await self._give_up(ctx)
-            return await ctx.utter("utter_ask_rephrase") or [
-                BotUttered(text="Sorry, could you rephrase that?", data={})
-            ]
-        if intent == "nlu_fallback":
-            if asked_rephrase:
-                return await ActionDefaultAskAffirmation().run(ctx)
-            return await ctx.utter("utter_ask_rephrase")
-        return self._clarified(tracker, affirmed=not asked_rephrase)
+        if intent not in (NLU_FALLBACK, OUT_OF_SCOPE):
+            return self._clarified(tracker)
+        recent = self._recent_intents(tracker)
+        # Rasa gives up after two unclear messages in a row, or when the affirmation that
+        # followed a rephrase is denied too.
+        if recent[:2] == [NLU_FALLBACK, NLU_FALLBACK] or recent[:3] == [
+            OUT_OF_SCOPE,
+            NLU_FALLBACK,
+            OUT_OF_SCOPE,
+        ]:
+            return await self._give_up(ctx)
+        if intent == NLU_FALLBACK:
+            return await ActionDefaultAskAffirmation().run(ctx)
+        return await ctx.utter("utter_ask_rephrase") or [
+            BotUttered(
+                text="I'm sorry, I didn't quite understand that. Could you rephrase?",
+                data={},
+                metadata={"utter_action": "utter_ask_rephrase"},
+            )
+        ]
+
+    def _recent_intents(self, tracker: Tracker) -> list[str | None]:
+        """Intents of the user messages of this fallback, latest first, the original last."""
+        loop = self._loop_events(tracker)
+        intents = [e.intent_name for e in reversed(loop) if isinstance(e, UserUttered)]
+        original = self._original_message(tracker)
+        if original is not None:
+            intents.append(original.intent_name)
+        return intents
 
     @staticmethod
     def _loop_events(tracker: Tracker) -> list[Event]:
@@ -145,33 +168,57 @@ class TwoStageFallbackAction(Action):
                 return tracker.events[i:]
         return []
 
-    def _asked_rephrase(self, tracker: Tracker) -> bool:
-        return any(
-            isinstance(e, BotUttered) and e.metadata.get("utter_action") == "utter_ask_rephrase"
-            for e in self._loop_events(tracker)
-        )
-
     def _users_in_loop(self, tracker: Tracker) -> int:
         # The message that triggered the fallback plus every answer since.
         return 1 + sum(isinstance(e, UserUttered) for e in self._loop_events(tracker))
 
-    def _clarified(self, tracker: Tracker, affirmed: bool) -> list[Event]:
+    def _clarified(self, tracker: Tracker) -> list[Event]:
+        """Undoes the fallback turns and replays the clarified message.
+
+        When the user affirmed the suggested intent, the message the suggestion was about comes
+        back with that intent (and its own text and entities); otherwise the user's latest,
+        confidently understood message replaces the unclear one.
+        """
         last = tracker.latest_message
-        original = self._original_message(tracker)
-        if affirmed and original is not None:
-            text, message_id, metadata = original.text, original.message_id, original.metadata
+        suggested, asked_about = self._last_suggestion(tracker)
+        if asked_about is not None and suggested == last.intent_name:
+            source = asked_about
+            parse_data: dict[str, Any] = dict(asked_about.parse_data)
+            parse_data["intent"] = {"name": suggested, "confidence": 1.0}
         else:
-            text, message_id, metadata = last.text, last.message_id, last.metadata
-        parse_data: dict[str, Any] = dict(last.parse_data)
-        if affirmed:
-            parse_data["intent"] = {"name": last.intent_name, "confidence": 1.0}
+            source = last
+            parse_data = dict(last.parse_data)
         events: list[Event] = [UserUtteranceReverted() for _ in range(self._users_in_loop(tracker))]
         events += [
             ActionExecuted(action_name=ACTION_LISTEN),
-            UserUttered(text=text, parse_data=parse_data, message_id=message_id,
-                        input_channel=last.input_channel, metadata=dict(metadata)),
+            UserUttered(
+                text=source.text,
+                parse_data=parse_data,
+                message_id=source.message_id,
+                input_channel=last.input_channel,
+                metadata=dict(source.metadata),
+            ),
         ]
         return events
+
+    def _last_suggestion(self, tracker: Tracker) -> tuple[str | None, UserUttered | None]:
+        """The intent offered by "Did you mean ...?" when that is the question the user answers,
+        and the message it was about."""
+        loop_start = len(tracker.events) - len(self._loop_events(tracker))
+        for i in range(len(tracker.events) - 1, loop_start - 1, -1):
+            event = tracker.events[i]
+            if not isinstance(event, BotUttered):
+                continue
+            if not _asks_affirmation(event):
+                return None, None  # the user answers a request to rephrase
+            buttons = event.data.get("buttons") or []
+            payload = str(buttons[0].get("payload") or "") if buttons else ""
+            suggested = payload[1:].split("{", 1)[0] if payload.startswith("/") else None
+            for earlier in reversed(tracker.events[:i]):
+                if isinstance(earlier, UserUttered):
+                    return suggested, earlier
+            return suggested, None
+        return None, None
 
     def _original_message(self, tracker: Tracker) -> UserUttered | None:
         loop = self._loop_events(tracker)
@@ -185,3 +232,8 @@ class TwoStageFallbackAction(Action):
         events: list[Event] = [*await ctx.utter("utter_default"), ActiveLoop(name=None)]
         events += [UserUtteranceReverted() for _ in range(self._users_in_loop(ctx.tracker))]
         return events
+
+
+def _asks_affirmation(bot: BotUttered) -> bool:
+    name = str(bot.metadata.get("utter_action") or "")
+    return name == "action_default_ask_affirmation" or name.startswith("utter_ask_affirm")

@@ -1,0 +1,192 @@
+"""The two-stage fallback: an unclear message gets "Did you mean ...?"; yes continues as if the
+message had been understood, no asks to rephrase, and a second failure gives up."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.dialogue.agent import Agent
+from server.dialogue.processor import DialogueModel
+from server.trackers.events import UserUttered
+from tests.dialogue.conversation_fixtures import Conversation, Turn, make_agent, train_project
+
+CONFIG = """
+language: en
+pipeline:
+  - name: WhitespaceTokenizer
+  - name: CountVectorsFeaturizer
+  - name: DIETClassifier
+  - name: FallbackClassifier
+    threshold: 0.7
+policies:
+  - name: RulePolicy
+"""
+DOMAIN = """
+version: "3.1"
+intents: [greet, goodbye, thank]
+responses:
+  utter_greet: [{text: "Hello!"}]
+  utter_goodbye: [{text: "Bye!"}]
+  utter_thank: [{text: "You're welcome."}]
+  utter_ask_rephrase: [{text: "Sorry, could you say that differently?"}]
+  utter_default: [{text: "I give up."}]
+"""
+NLU = """
+version: "3.1"
+nlu:
+- intent: greet
+  examples: |
+    - hello
+    - hi
+    - hey there
+    - good morning
+    - hello there
+- intent: goodbye
+  examples: |
+    - bye
+    - goodbye
+    - see you later
+    - see you
+    - bye bye
+- intent: thank
+  examples: |
+    - thanks
+    - thank you
+    - many thanks
+    - thanks a lot
+    - cheers
+"""
+RULES = """
+version: "3.1"
+rules:
+- rule: greet
+  steps:
+  - intent: greet
+  - action: utter_greet
+- rule: goodbye
+  steps:
+  - intent: goodbye
+  - action: utter_goodbye
+- rule: thank
+  steps:
+  - intent: thank
+  - action: utter_thank
+- rule: Implementation of the Two-Stage-Fallback
+  steps:
+  - intent: nlu_fallback
+  - action: action_two_stage_fallback
+  - active_loop: action_two_stage_fallback
+"""
+GIBBERISH = "qzx vbnm plok"
+RESPONSE_OF = {"greet": "Hello!", "goodbye": "Bye!", "thank": "You're welcome."}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> DialogueModel:
+    project = tmp_path_factory.mktemp("two-stage")
+    (project / "data").mkdir()
+    (project / "config.yml").write_text(CONFIG)
+    (project / "domain.yml").write_text(DOMAIN)
+    (project / "data" / "nlu.yml").write_text(NLU)
+    (project / "data" / "rules.yml").write_text(RULES)
+    return train_project(project, project / "models")
+
+
+@pytest.fixture
+def agent(model: DialogueModel) -> Agent:
+    return make_agent(model)
+
+
+def suggestion(turn: Turn) -> str:
+    """The intent a "Did you mean ...?" offers, checking the message has Rasa's shape."""
+    [message] = turn.messages
+    yes, no = message["buttons"]
+    assert yes["title"] == "Yes" and no == {"title": "No", "payload": "/out_of_scope"}
+    intent = yes["payload"].removeprefix("/")
+    assert message["text"] == f"Did you mean '{intent}'?"
+    return intent
+
+
+async def unclear(conversation: Conversation) -> str:
+    turn = await conversation.say(GIBBERISH)
+    assert turn.actions == ["action_two_stage_fallback"]
+    assert (await conversation.tracker()).active_loop_name == "action_two_stage_fallback"
+    return suggestion(turn)
+
+
+def user_messages(events: list[object]) -> list[tuple[str | None, str | None]]:
+    return [(e.text, e.intent_name) for e in events if isinstance(e, UserUttered)]
+
+
+async def test_affirming_continues_as_if_the_message_had_that_intent(agent: Agent) -> None:
+    conversation = Conversation(agent, "affirm")
+    intent = await unclear(conversation)
+
+    turn = await conversation.say(f"/{intent}")
+    assert turn.actions == ["action_two_stage_fallback", f"utter_{intent}"]
+    assert turn.texts == [RESPONSE_OF[intent]]
+    tracker = await conversation.tracker()
+    assert tracker.active_loop_name is None
+    assert user_messages(tracker.applied_events()) == [(GIBBERISH, intent)]
+
+    assert (await conversation.say("bye")).texts == ["Bye!"]
+
+
+async def test_denying_asks_to_rephrase_and_a_clear_rephrase_continues(agent: Agent) -> None:
+    conversation = Conversation(agent, "rephrase")
+    await unclear(conversation)
+
+    turn = await conversation.say("/out_of_scope")
+    assert turn.actions == ["action_two_stage_fallback"]
+    assert turn.texts == ["Sorry, could you say that differently?"]
+
+    turn = await conversation.say("hello there")
+    assert turn.actions == ["action_two_stage_fallback", "utter_greet"]
+    assert turn.texts == ["Hello!"]
+    tracker = await conversation.tracker()
+    assert tracker.active_loop_name is None
+    assert user_messages(tracker.applied_events()) == [("hello there", "greet")]
+
+
+async def test_denying_the_second_suggestion_gives_up(agent: Agent) -> None:
+    conversation = Conversation(agent, "give-up")
+    await unclear(conversation)
+    await conversation.say("/out_of_scope")
+
+    turn = await conversation.say(GIBBERISH)
+    suggestion(turn)
+
+    turn = await conversation.say("/out_of_scope")
+    assert turn.actions == ["action_two_stage_fallback"]
+    assert turn.texts == ["I give up."]
+    tracker = await conversation.tracker()
+    assert tracker.active_loop_name is None
+    assert tracker.latest_action_name == "action_listen"
+    assert user_messages(tracker.applied_events()) == []
+
+    assert (await conversation.say("hi")).texts == ["Hello!"]
+
+
+async def test_two_unclear_messages_in_a_row_give_up(agent: Agent) -> None:
+    conversation = Conversation(agent, "twice")
+    await unclear(conversation)
+
+    turn = await conversation.say(GIBBERISH)
+    assert turn.texts == ["I give up."]
+    assert (await conversation.tracker()).active_loop_name is None
+
+
+async def test_a_rephrase_that_is_still_unclear_is_offered_for_affirmation(
+    agent: Agent,
+) -> None:
+    conversation = Conversation(agent, "second-affirm")
+    await unclear(conversation)
+    await conversation.say("/out_of_scope")
+    rephrased = "plok qzx"
+    turn = await conversation.say(rephrased)
+    intent = suggestion(turn)
+
+    turn = await conversation.say(f"/{intent}")
+    assert turn.texts == [RESPONSE_OF[intent]]
+    tracker = await conversation.tracker()
+    assert user_messages(tracker.applied_events()) == [(rephrased, intent)]
