@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from server.dialogue.action_client import ActionServerClient
 from server.dialogue.agent import Agent
 from server.dialogue.messages import CollectingOutputChannel, OutputChannel, UserMessage
@@ -76,11 +78,14 @@ def make_agent(
     action_url: str | None = None,
     output_channels: dict[str, Callable[[], OutputChannel | None]] | None = None,
     action_timeout: float = 5.0,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> Agent:
-    """An agent on in-memory tracker and lock stores, with an action server when given."""
-    client = (
-        ActionServerClient({"url": action_url, "timeout": action_timeout}) if action_url else None
-    )
+    """An agent on in-memory tracker and lock stores, with an action server when given (a URL,
+    or a transport such as `SdkTransport` that serves the actions in-process)."""
+    client = None
+    if action_url or transport:
+        config = {"url": action_url or "http://actions.test/webhook", "timeout": action_timeout}
+        client = ActionServerClient(config, transport=transport)
     processor = Processor(
         TrackerRepository(create_tracker_store({"type": "in_memory"})),
         create_lock_store(None),

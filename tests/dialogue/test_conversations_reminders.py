@@ -1,0 +1,134 @@
+"""Reminders in reminderbot's conversations: a scheduled reminder fires its EXTERNAL_ intent and
+the bot's reaction reaches the callback channel; ReminderCancelled and a user message (for
+kill_on_user_msg reminders) stop it first.
+
+The custom actions are reminderbot's rasa-sdk actions, run in-process by rasa-sdk's executor;
+only action_set_reminder is a variant that schedules 0.3 s ahead instead of 5 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import ReminderScheduled
+from rasa_sdk.executor import CollectingDispatcher
+
+from server.dialogue.agent import Agent
+from server.dialogue.messages import CollectingOutputChannel
+from server.trackers.events import UserUttered
+from tests.action_servers.reminderbot.actions import ActionReactToReminder, ForgetReminders
+from tests.dialogue.conversation_fixtures import BotModels, Conversation, make_agent
+from tests.dialogue.sdk_transport import SdkTransport
+
+DELAY = 0.3
+
+
+class QuickReminder(Action):
+    """reminderbot's action_set_reminder, DELAY seconds ahead."""
+
+    kill_on_user_message = False
+
+    def name(self) -> str:
+        return "action_set_reminder"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        dispatcher.utter_message(text=f"I will remind you in {DELAY} seconds.")
+        when = datetime.datetime.now() + datetime.timedelta(seconds=DELAY)
+        return [
+            ReminderScheduled(
+                "EXTERNAL_reminder",
+                trigger_date_time=when,
+                entities=tracker.latest_message.get("entities"),
+                name="my_reminder",
+                kill_on_user_message=self.kill_on_user_message,
+            )
+        ]
+
+
+class KillableQuickReminder(QuickReminder):
+    kill_on_user_message = True
+
+
+class CallbackChannel(CollectingOutputChannel):
+    """Collects what the bot sends outside a request, and signals its arrival."""
+
+    name = "callback"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = asyncio.Event()
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        await super().send_response(recipient_id, message)
+        self.arrived.set()
+
+    async def texts_within(self, seconds: float) -> list[str | None]:
+        try:
+            await asyncio.wait_for(self.arrived.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+        return [m.get("text") for m in self.messages]
+
+
+def reminderbot(bot_models: BotModels, set_reminder: type[Action]) -> tuple[Agent, CallbackChannel]:
+    callback = CallbackChannel()
+    transport = SdkTransport(set_reminder, ActionReactToReminder, ForgetReminders)
+    agent = make_agent(
+        bot_models["reminderbot"],
+        transport=transport,
+        output_channels={"callback": lambda: callback},
+    )
+    return agent, callback
+
+
+async def test_a_reminder_fires_and_the_reaction_reaches_the_callback_channel(
+    bot_models: BotModels,
+) -> None:
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    conversation = Conversation(agent, "remind-me")
+    turn = await conversation.say('/ask_remind_call{"PERSON": "Ada"}')
+    assert turn.actions == ["action_set_reminder"]
+    assert turn.texts == [f"I will remind you in {DELAY} seconds."]
+    assert agent.processor.reminders.pending("remind-me") == ["my_reminder"]
+
+    # kill_on_user_message is false: talking meanwhile does not stop it.
+    assert (await conversation.say("/greet")).actions == ["utter_what_can_do"]
+
+    assert await callback.texts_within(5) == ["Remember to call Ada!"]
+    assert callback.messages[0]["recipient_id"] == "remind-me"
+    tracker = await conversation.tracker()
+    external = [e for e in tracker.events if isinstance(e, UserUttered)][-1]
+    assert external.intent_name == "EXTERNAL_reminder"
+    assert external.metadata.get("is_external") is True
+    assert [e["value"] for e in external.entities] == ["Ada"]
+    assert tracker.latest_action_name == "action_listen"
+    assert agent.processor.reminders.pending("remind-me") == []
+
+
+async def test_reminder_cancelled_stops_the_reminder(bot_models: BotModels) -> None:
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    conversation = Conversation(agent, "forget-it")
+    await conversation.say('/ask_remind_call{"PERSON": "Ada"}')
+
+    turn = await conversation.say("/ask_forget_reminders")
+    assert turn.actions == ["action_forget_reminders"]
+    assert turn.texts == ["Okay, I'll cancel all your reminders."]
+    assert agent.processor.reminders.pending("forget-it") == []
+
+    assert await callback.texts_within(DELAY + 0.5) == []
+
+
+async def test_a_user_message_kills_a_kill_on_user_msg_reminder(bot_models: BotModels) -> None:
+    agent, callback = reminderbot(bot_models, KillableQuickReminder)
+    conversation = Conversation(agent, "killed")
+    await conversation.say('/ask_remind_call{"PERSON": "Ada"}')
+    assert agent.processor.reminders.pending("killed") == ["my_reminder"]
+
+    await conversation.say("/greet")
+    assert agent.processor.reminders.pending("killed") == []
+    assert await callback.texts_within(DELAY + 0.5) == []
