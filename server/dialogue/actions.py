@@ -38,7 +38,12 @@ class ActionServer(Protocol):
     """What the actions need from an action server client."""
 
     async def run(
-        self, action_name: str, sender_id: str, tracker_state: dict, domain: dict | None
+        self,
+        action_name: str,
+        sender_id: str,
+        tracker_state: dict,
+        domain: dict | None,
+        action_properties: dict | None = None,
     ) -> dict: ...
 
 
@@ -287,11 +292,19 @@ class RemoteAction(Action):
             raise ActionError(
                 f"Failed to execute custom action '{self.name}': no action_endpoint is configured"
             )
-        props = ctx.domain.action_properties.get(self.name, {})
-        domain = ctx.domain.as_dict() if props.get("send_domain", True) else None
-        state = ctx.tracker.current_state(EventVerbosity.ALL)
+        # The client drops the domain itself when selective domain is on and the action
+        # did not ask for it (`send_domain: true`).
+        props = ctx.domain.action_properties.get(self.name)
+        # The action server gets the current session only, not the conversation's lifetime.
+        state = ctx.tracker.current_state(EventVerbosity.NONE)
         state["events"] = [e.as_dict() for e in ctx.tracker.current_session_events()]
-        return await ctx.action_server.run(self.name, ctx.tracker.sender_id, state, domain)
+        return await ctx.action_server.run(
+            self.name,
+            ctx.tracker.sender_id,
+            state,
+            ctx.domain.as_dict(),
+            action_properties=props,
+        )
 
     async def run(self, ctx: ActionContext) -> list[Event]:
         result = await self.call(ctx)

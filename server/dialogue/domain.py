@@ -135,6 +135,7 @@ class Domain:
         self.session_config = session_config or SessionConfig()
         self.e2e_actions = list(e2e_actions or [])
         self.store_entities_as_slots = store_entities_as_slots
+        self._as_dict_cache: dict[bool, dict[str, Any]] = {}
         self._check()
         # Every action the dialogue can predict, in a fixed order policies index into.
         seen: dict[str, None] = {}
@@ -278,7 +279,17 @@ class Domain:
 
     # -- serialisation -----------------------------------------------------------------------
     def as_dict(self, full: bool = False) -> dict[str, Any]:
-        """Rasa's domain JSON; empty sections and built-in slots and intents are left out."""
+        """Rasa's domain JSON; empty sections and built-in slots and intents are left out.
+
+        Computed once per domain (a domain does not change once built); callers must not
+        modify the result.
+        """
+        cached = self._as_dict_cache.get(full)
+        if cached is None:
+            cached = self._as_dict_cache[full] = self._build_dict(full)
+        return cached
+
+    def _build_dict(self, full: bool) -> dict[str, Any]:
         intents: list[Any] = []
         for name in sorted(self.user_intents):
             props = self.intent_properties[name].raw
