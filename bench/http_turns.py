@@ -443,8 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     concurrencies = [int(c) for c in args.concurrency.split(",") if c]
     stores = [s for s in args.stores.split(",") if s]
     if args.smoke:
-        concurrencies, stores = [1, 10], ["sqlite"]
-        args.duration, args.warmup, args.no_workers = 1.0, 0.3, True
+        concurrencies, stores = [10], ["sqlite"]
+        args.duration, args.warmup, args.no_workers = 1.0, 0.0, True
     client = args.client
     if client == "auto":
         client = "wrk" if wrk_available() else "python"

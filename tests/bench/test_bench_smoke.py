@@ -1,0 +1,51 @@
+"""Every benchmark's smoke mode runs (through bench/run_all.py) and writes its JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MOODBOT = Path("/work/shared/bots/moodbot")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not MOODBOT.exists(), reason="the shared bots are not on this machine")
+def test_the_smoke_suite_runs_every_benchmark(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench/run_all.py"), "--smoke", "--results", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    steps = json.loads((tmp_path / "run_all.json").read_text())["steps"]
+    assert {"http_turns", "train_bots", "model_load", "long_conversation"} <= set(steps)
+    ran = [name for name, step in steps.items() if step["status"] == "ok"]
+    for name in ran:
+        assert (tmp_path / f"{name}.json").exists(), name
+
+    turns = json.loads((tmp_path / "http_turns.json").read_text())
+    for target in ("bare", "sqlite"):
+        point = turns["targets"][target]["points"]["10"]
+        assert point["requests"] > 0 and point["errors"] == 0, (target, point)
+    assert turns["targets"]["sqlite"]["rss_after_mb"] > 0
+
+    trained = json.loads((tmp_path / "train_bots.json").read_text())
+    assert trained["bots"]["moodbot"]["total_s_median"] > 0
+
+
+def test_the_python_load_generator_measures_a_live_server(tmp_path: Path) -> None:
+    """The client used where wrk is not installed."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import http_turns
+
+    with http_turns.serve("bare_app", {}, 1, tmp_path, "bare") as server:
+        point = http_turns.run_python(server.url, "bare", 4, 0.5, "smoke")
+    assert point["requests"] > 0 and point["errors"] == 0
+    assert 0 < point["p50_ms"] <= point["p99_ms"]
