@@ -1,0 +1,179 @@
+"""When the action server is down, slow or answers garbage, the user gets the fallback
+response, the turn completes and the conversation goes on."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from server.dialogue.processor import DialogueModel
+from server.trackers.events import ActionExecuted
+from tests.action_servers.fixtures import free_port
+from tests.dialogue.conversation_fixtures import (
+    BotModels,
+    Conversation,
+    make_agent,
+    train_project,
+)
+
+SLOW_SECONDS = 3.0
+TIMEOUT = 0.5
+
+
+class _BrokenActions(BaseHTTPRequestHandler):
+    """An action server that misbehaves in the way its URL path names."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/slow":
+            time.sleep(SLOW_SECONDS)
+            self._answer(200, b'{"events": [], "responses": []}')
+        elif self.path == "/not-json":
+            self._answer(200, b"<html>surprise</html>")
+        elif self.path == "/bad-event":
+            self._answer(200, json.dumps({"events": [{"event": "no_such_event"}]}).encode())
+        elif self.path == "/not-an-object":
+            self._answer(200, b"[1, 2, 3]")
+        else:
+            self._answer(500, b'{"error": "boom"}')
+
+    def _answer(self, status: int, body: bytes) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up waiting, as it should
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def broken_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BrokenActions)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def failure_urls(broken: str) -> dict[str, str]:
+    return {
+        "down": f"http://127.0.0.1:{free_port()}/webhook",
+        "slow": f"{broken}/slow",
+        "not JSON": f"{broken}/not-json",
+        "invalid event": f"{broken}/bad-event",
+        "not an object": f"{broken}/not-an-object",
+        "HTTP 500": f"{broken}/error",
+    }
+
+
+@pytest.mark.parametrize(
+    "failure", ["down", "slow", "not JSON", "invalid event", "not an object", "HTTP 500"]
+)
+async def test_a_failing_action_server_gives_the_fallback_and_the_turn_completes(
+    failure: str, bot_models: BotModels, broken_server: str
+) -> None:
+    url = failure_urls(broken_server)[failure]
+    agent = make_agent(bot_models["concertbot"], url, action_timeout=TIMEOUT)
+    conversation = Conversation(agent, f"failing-{failure}")
+
+    started = time.perf_counter()
+    turn = await conversation.say("/search_concerts")
+    assert time.perf_counter() - started < TIMEOUT + 1.5
+
+    assert turn.actions == ["action_search_concerts", "action_default_fallback"]
+    assert turn.texts == ["Sorry, I didn't get that, can you rephrase?"]
+    tracker = await conversation.tracker()
+    assert tracker.latest_action_name == "action_listen"
+    assert tracker.get_slot("concerts") is None
+
+    # The conversation goes on.
+    assert (await conversation.say("/greet")).actions == ["utter_greet"]
+
+
+CONFIG = """
+language: en
+policies:
+  - name: RulePolicy
+    core_fallback_action_name: utter_cannot_help
+"""
+DOMAIN = """
+version: "3.1"
+intents: [greet, search]
+actions: [action_search]
+responses:
+  utter_greet: [{text: "Hi!"}]
+  utter_cannot_help: [{text: "I cannot help with that right now."}]
+  utter_default: [{text: "default"}]
+"""
+RULES = """
+version: "3.1"
+rules:
+- rule: greet
+  steps:
+  - intent: greet
+  - action: utter_greet
+- rule: search
+  steps:
+  - intent: search
+  - action: action_search
+"""
+
+
+@pytest.fixture(scope="module")
+def custom_fallback_model(tmp_path_factory: pytest.TempPathFactory) -> DialogueModel:
+    project: Path = tmp_path_factory.mktemp("custom-fallback")
+    (project / "data").mkdir()
+    (project / "config.yml").write_text(CONFIG)
+    (project / "domain.yml").write_text(DOMAIN)
+    (project / "data" / "rules.yml").write_text(RULES)
+    return train_project(project, project / "models")
+
+
+async def test_the_configured_core_fallback_action_answers_instead(
+    custom_fallback_model: DialogueModel,
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}/webhook"
+    agent = make_agent(custom_fallback_model, down, action_timeout=TIMEOUT)
+    conversation = Conversation(agent, "custom-fallback")
+
+    turn = await conversation.say("/search")
+    assert turn.actions == ["action_search", "utter_cannot_help"]
+    assert turn.texts == ["I cannot help with that right now."]
+    assert (await conversation.say("/greet")).texts == ["Hi!"]
+
+
+async def test_no_action_server_configured_is_a_failure_like_any_other(
+    bot_models: BotModels,
+) -> None:
+    agent = make_agent(bot_models["concertbot"])
+    conversation = Conversation(agent, "no-endpoint")
+    turn = await conversation.say("/search_venues")
+    assert turn.actions == ["action_search_venues", "action_default_fallback"]
+    events = (await conversation.tracker()).events
+    assert any(
+        isinstance(e, ActionExecuted) and e.action_name == "action_search_venues" for e in events
+    )
+
+
+async def test_a_failing_form_validation_action_gives_the_fallback(
+    bot_models: BotModels, broken_server: str
+) -> None:
+    agent = make_agent(bot_models["formbot"], f"{broken_server}/error", action_timeout=TIMEOUT)
+    conversation = Conversation(agent, "form-validation-down")
+    turn = await conversation.say("/request_restaurant")
+    assert turn.actions == ["restaurant_form", "action_default_fallback"]
+    assert turn.responses == ["utter_default"]
+    assert (await conversation.tracker()).active_loop_name is None
+    assert (await conversation.say("/greet")).responses == ["utter_greet"]
