@@ -1,0 +1,58 @@
+"""`botserver run --workers N`: refused with a process-local lock or tracker store, and
+correct with Redis locks and PostgreSQL (turns of one conversation never overlap)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import require
+
+from bench.concurrency import Scenario, format_report, free_port, run
+from cli import main
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def run_workers(
+    tmp_path: Path, endpoints: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    """`botserver run --workers 2` in this process: the checks fail before anything starts."""
+    path = tmp_path / "endpoints.yml"
+    path.write_text(json.dumps(endpoints))
+    args = ["run", "--workers", "2", "--endpoints", str(path), "-m", str(tmp_path / "none")]
+    code = main([*args, "-p", str(free_port()), "--quiet"])
+    return code, capsys.readouterr().err
+
+
+def test_workers_refuse_the_in_memory_lock_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sql = {"type": "sql", "dialect": "postgresql", "url": "127.0.0.1", "db": "test"}
+    code, stderr = run_workers(tmp_path, {"tracker_store": sql}, capsys)
+    assert code != 0
+    assert "--workers 2 needs a lock store shared by the processes" in stderr
+    assert "lock_store" in stderr
+
+
+def test_workers_refuse_the_in_memory_tracker_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    endpoints = {"tracker_store": {"type": "in_memory"}, "lock_store": {"type": "redis"}}
+    code, stderr = run_workers(tmp_path, endpoints, capsys)
+    assert code != 0
+    assert "needs a tracker store shared by the processes" in stderr
+
+
+def test_two_workers_with_redis_locks_and_postgresql(tmp_path: Path) -> None:
+    require("PostgreSQL", "Redis")
+    scenario = Scenario(clients=6, conversations=3, messages=10, servers=1, workers=2)
+    report = asyncio.run(run(scenario, tmp_path))
+    print(format_report(report))
+    assert report["acknowledged"] == report["messages"] == 60, report["errors"]
+    checks = report["checks"]
+    assert checks["lost"] == checks["duplicated"] == checks["interleaved"] == 0
+    assert checks["reply_mismatch"] == checks["out_of_order"] == 0
