@@ -61,6 +61,9 @@ class SqlTrackerStore:
         self._ready_lock = asyncio.Lock()
         self._cache: OrderedDict[str, _CachedSession] = OrderedDict()
         self._cache_size = cache_size
+        # SQLite has one writer at a time: writers of one process queue here instead of
+        # sleeping in SQLite's busy handler, whose back-off starves some of them for seconds.
+        self._write_lock = asyncio.Lock() if url.get_backend_name() == "sqlite" else None
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SqlTrackerStore:
@@ -221,7 +224,10 @@ class SqlTrackerStore:
     async def _connect(self, begin: bool = False) -> AsyncIterator[AsyncConnection]:
         await self._ensure_ready()
         with self._map_errors():
-            if begin:
+            if begin and self._write_lock is not None:
+                async with self._write_lock, self._engine.begin() as conn:
+                    yield conn
+            elif begin:
                 async with self._engine.begin() as conn:
                     yield conn
             else:
