@@ -31,7 +31,11 @@ def mapping_value(
     intent = message.intent_name
     active_loop = tracker.active_loop_name
     requested = tracker.get_slot(REQUESTED_SLOT)
-    if not mapping.intent_allowed(intent):
+    if not _intent_desired(mapping, intent, tracker, domain):
+        return False, None
+    if mapping.conditions and tracker.is_active_loop_rejected and requested == slot.name:
+        # The form just failed to fill its requested slot: the next message answers whatever
+        # the bot asked meanwhile ("Do you want to continue?"), not that slot.
         return False, None
     if not mapping.conditions_met(active_loop, requested):
         return False, None
@@ -52,15 +56,27 @@ def mapping_value(
         return True, mapping.value
     if mapping.type == "from_trigger_intent":
         # Only fills while the form it triggers is being activated by this message.
-        target_forms = [
-            f for f, form in domain.forms.items() if slot.name in form.required_slots
-        ]
+        target_forms = [f for f, form in domain.forms.items() if slot.name in form.required_slots]
         if active_loop in target_forms:
             return False, None
         if not mapping.intent:
             return False, None
         return True, mapping.value
     return False, None
+
+
+def _intent_desired(
+    mapping: SlotMapping, intent: str | None, tracker: Tracker, domain: Domain
+) -> bool:
+    """Rasa's intent check: a mapping's own `intent` list wins; otherwise `not_intent` and,
+    while a form is active, the form's ignored_intents block it."""
+    if mapping.intent:
+        return intent in mapping.intent
+    blocked = set(mapping.not_intent)
+    form = domain.forms.get(tracker.active_loop_name or "")
+    if form is not None:
+        blocked.update(form.ignored_intents)
+    return intent not in blocked
 
 
 def extract_slots(tracker: Tracker, domain: Domain) -> list[SlotSet]:
@@ -96,15 +112,31 @@ def _skip_for_active_form(
     form = domain.forms[loop]
     if slot.name not in form.required_slots:
         return False
-    if tracker.latest_message.intent_name in form.ignored_intents:
-        return True
     requested = tracker.get_slot(REQUESTED_SLOT)
+    if slot.name == requested:
+        return False
+    if mapping.type == "from_entity":
+        # As in Rasa, an entity fills a slot the form did not ask for only when no other slot
+        # of the form maps the same entity.
+        return not _entity_mapping_unique(mapping, form.required_slots, domain)
     # from_text / from_intent without conditions would fill every slot of the form at once.
     return (
-        slot.name != requested
-        and mapping.type in ("from_text", "from_intent", "from_trigger_intent")
+        mapping.type in ("from_text", "from_intent", "from_trigger_intent")
         and not mapping.conditions
     )
+
+
+def _entity_mapping_unique(mapping: SlotMapping, form_slots: list[str], domain: Domain) -> bool:
+    same = 0
+    for slot in domain.slots:
+        if slot.name not in form_slots:
+            continue
+        same += any(
+            m.type == "from_entity"
+            and (m.entity, m.role, m.group) == (mapping.entity, mapping.role, mapping.group)
+            for m in slot.mappings
+        )
+    return same <= 1
 
 
 def has_custom_mappings(domain: Domain) -> bool:

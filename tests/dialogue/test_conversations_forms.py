@@ -108,3 +108,15 @@ async def test_stop_then_affirm_goes_back_to_the_form(agent: Agent) -> None:
 
     turn = await conversation.say("french food")
     assert turn.responses == ["utter_ask_num_people"]
+
+
+async def test_no_to_do_you_want_to_continue_is_not_an_answer_to_the_form(agent: Agent) -> None:
+    conversation = await start_form(agent, "stop-at-seating")
+    await conversation.say("greek food")
+    assert (await conversation.say("2 people")).responses == ["utter_ask_outdoor_seating"]
+
+    assert (await conversation.say("you can't help me")).actions == ["utter_ask_continue"]
+    turn = await conversation.say("no")
+    assert turn.actions == ["action_deactivate_loop"]
+    # "no" answered "Do you want to continue?", not "Do you want to sit outside?".
+    assert (await conversation.tracker()).get_slot("outdoor_seating") is None
