@@ -1,15 +1,25 @@
 """Benchmark the NLU pipeline on SNIPS, BANKING77 and HWU64 (standard test splits):
 intent accuracy, entity F1, training time and parse latency.
 
-    python bench/nlu.py [--datasets snips,banking77,hwu64] [--out bench/results/nlu.json]
+    python bench/nlu.py [--datasets snips,banking77,hwu64] [--pipeline sparse|dense]
+                        [--split test|valid] [--limit N] [--out bench/results/nlu.json]
+
+`--split valid` trains on the train split and scores the validation split (for tuning);
+`--pipeline dense` adds the DenseFeaturizer (needs `pip install '.[dense]'`); `--limit N`
+keeps an evenly spread subset of at most N examples per split (quick checks only).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gc
 import json
+import math
+import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from server.nlu.evaluation import entity_report, predict  # noqa: E402
 from server.nlu.pipeline import NLUPipeline  # noqa: E402
+from server.nlu.training_data import NLUTrainingData  # noqa: E402
 from server.training.nlu_yaml import read_nlu_file  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "nlu"
@@ -30,6 +41,13 @@ SPLITS = {
     "banking77": ("train.yml", "test.yml"),
     "hwu64": ("jianguoz-split-train.yml", "jianguoz-split-test.yml"),
 }
+# For tuning: (train file, validation file). BANKING77's original release has no
+# validation split, so tuning uses the DialoGLUE train/valid split of its training data.
+VALID_SPLITS = {
+    "snips": ("train.yml", "valid.yml"),
+    "banking77": ("jianguoz-split-train.yml", "jianguoz-split-valid.yml"),
+    "hwu64": ("jianguoz-split-train.yml", "jianguoz-split-valid.yml"),
+}
 
 PIPELINE = [
     {"name": "WhitespaceTokenizer"},
@@ -39,14 +57,27 @@ PIPELINE = [
     {"name": "DIETClassifier"},
     {"name": "EntitySynonymMapper"},
 ]
+# The same plus all-MiniLM-L6-v2 sentence embeddings (the `dense` extra).
+DENSE_PIPELINE = PIPELINE[:4] + [{"name": "DenseFeaturizer"}] + PIPELINE[4:]
+PIPELINES = {"sparse": PIPELINE, "dense": DENSE_PIPELINE}
 
 
-def run(name: str) -> dict:
-    train_file, test_file = SPLITS[name]
-    train = read_nlu_file(DATA / name / "rasa-yaml" / train_file)
-    test = read_nlu_file(DATA / name / "rasa-yaml" / test_file)
+def subset(data: NLUTrainingData, limit: int | None) -> NLUTrainingData:
+    """At most `limit` examples, taken at an even stride so every intent stays."""
+    if limit is None or len(data.examples) <= limit:
+        return data
+    stride = math.ceil(len(data.examples) / limit)
+    return dataclasses.replace(data, examples=data.examples[::stride])
+
+
+def run(
+    name: str, pipeline_config: list[dict], split: str = "test", limit: int | None = None
+) -> dict:
+    train_file, test_file = (SPLITS if split == "test" else VALID_SPLITS)[name]
+    train = subset(read_nlu_file(DATA / name / "rasa-yaml" / train_file), limit)
+    test = subset(read_nlu_file(DATA / name / "rasa-yaml" / test_file), limit)
     started = time.perf_counter()
-    pipeline = NLUPipeline.train(train, PIPELINE)
+    pipeline = NLUPipeline.train(train, pipeline_config)
     train_seconds = time.perf_counter() - started
     predictions = predict(pipeline, test)
     hits = [
@@ -54,6 +85,7 @@ def run(name: str) -> dict:
     ]
     result = {
         "dataset": name,
+        "split": split,
         "train_examples": len(train.examples),
         "test_examples": len(test.examples),
         "intent_accuracy": sum(hits) / len(hits),
@@ -62,16 +94,26 @@ def run(name: str) -> dict:
     if any(e.entities for e in test.examples):
         report = entity_report(predictions, "DIETClassifier")
         result["entity_micro_f1"] = report["micro avg"]["f1-score"]
-    latencies = []
     texts = [e.text for e in test.examples[:500]]
+    result["parse_ms_p50"], result["parse_ms_p99"] = parse_latency(pipeline, texts)
+    return result
+
+
+def parse_latency(trained: NLUPipeline, texts: list[str]) -> tuple[float, float]:
+    """p50/p99 of `parse` on the persisted-and-reloaded pipeline, as a server runs it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trained.persist(Path(tmp))
+        pipeline = NLUPipeline.load(Path(tmp))
+    gc.collect()
+    for text in texts[:50]:  # warm-up
+        pipeline.parse(text)
+    latencies = []
     for text in texts * 2:
         t0 = time.perf_counter()
         pipeline.parse(text)
         latencies.append((time.perf_counter() - t0) * 1000)
     latencies.sort()
-    result["parse_ms_p50"] = latencies[len(latencies) // 2]
-    result["parse_ms_p99"] = latencies[int(len(latencies) * 0.99)]
-    return result
+    return latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
 
 
 def cpu_model() -> str:
@@ -84,12 +126,30 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def ram_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="snips,banking77,hwu64")
+    parser.add_argument("--pipeline", choices=sorted(PIPELINES), default="sparse")
+    parser.add_argument("--split", choices=["test", "valid"], default="test")
+    parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "nlu.json"))
     args = parser.parse_args()
-    results = [run(name.strip()) for name in args.datasets.split(",") if name.strip()]
+    config = PIPELINES[args.pipeline]
+    names = [name.strip() for name in args.datasets.split(",") if name.strip()]
+    results = []
+    for name in names:
+        results.append(run(name, config, args.split, args.limit))
+        print(json.dumps(results[-1]), flush=True)
     print(
         f"{'dataset':<10} {'intent acc':>10} {'entity F1':>9} {'train s':>8} "
         f"{'p50 ms':>7} {'p99 ms':>7}"
@@ -100,16 +160,17 @@ def main() -> None:
             f"{r['dataset']:<10} {r['intent_accuracy'] * 100:>9.2f}% {f1:>9} "
             f"{r['train_seconds']:>8.1f} {r['parse_ms_p50']:>7.3f} {r['parse_ms_p99']:>7.3f}"
         )
-    import os
-
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "date": time.strftime("%Y-%m-%d"),
         "nproc": os.cpu_count(),
         "cpu": cpu_model(),
+        "ram_gib": ram_gib(),
+        "load_average_after": os.getloadavg(),
         "python": platform.python_version(),
-        "pipeline": PIPELINE,
+        "pipeline_name": args.pipeline,
+        "pipeline": config,
     }
     out.write_text(json.dumps({"machine": meta, "results": results}, indent=2))
     print(f"written to {out}")
