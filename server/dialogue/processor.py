@@ -149,7 +149,7 @@ class Processor:
         return new_events
 
     def session_expired(self, tracker: Tracker, domain: Domain) -> bool:
-        if not tracker.applied_events() and not tracker.events:
+        if not tracker.events:  # (not applied_events(): that walks the whole session)
             return True
         if not domain.session_config.are_sessions_enabled():
             return False

@@ -16,12 +16,16 @@ from server.dialogue.domain import RULE_SNIPPET_ACTION, Domain
 from server.trackers.events import (
     ActionExecuted,
     ActionExecutionRejected,
+    ActionReverted,
     ActiveLoop,
     AllSlotsReset,
     DefinePrevUserUtteredFeaturization,
     EntitiesAdded,
     Event,
+    Restarted,
+    SessionStarted,
     SlotSet,
+    UserUtteranceReverted,
     UserUttered,
 )
 from server.trackers.tracker import Tracker
@@ -249,9 +253,77 @@ class ConversationStates:
     domain: Domain
 
     def __post_init__(self) -> None:
-        self.events = self.tracker.applied_events()
-        self.states, _ = states_and_labels(self.events, self.domain)
+        self.events, self.states = _IncrementalStates.of(self.tracker, self.domain).update()
 
     def text_states(self) -> list[State] | None:
         """The states with the last user message featurized by text, when that applies."""
         return with_text_for_last_user(self.states, self.tracker.latest_message.text)
+
+
+# Events after which the applied events are no longer the old ones plus the new ones.
+_HISTORY_REWRITES = (Restarted, SessionStarted, ActionReverted, UserUtteranceReverted)
+
+
+class _IncrementalStates:
+    """A tracker's applied events and states, kept on the tracker and extended with only
+    its new events, so a prediction costs the same at message 10 and 10,000.
+
+    Anything that rewrites history (a restart, a rewind, a new session, a loop whose happy
+    path collapses, another domain, a replaced event list) recomputes from scratch.
+    """
+
+    _ATTRIBUTE = "_featurization_cache"
+
+    def __init__(self, tracker: Tracker, domain: Domain) -> None:
+        self.tracker = tracker
+        self.domain = domain
+        self.seen = 0
+        self.last_event: Event | None = None
+        self.events: list[Event] = []
+        self.body: list[State] = []  # the state before each action
+        self.fold = _Fold(domain, False)
+
+    @classmethod
+    def of(cls, tracker: Tracker, domain: Domain) -> _IncrementalStates:
+        cache = getattr(tracker, cls._ATTRIBUTE, None)
+        if not isinstance(cache, cls) or cache.domain is not domain:
+            cache = cls(tracker, domain)
+            setattr(tracker, cls._ATTRIBUTE, cache)
+        return cache
+
+    def update(self) -> tuple[list[Event], list[State]]:
+        events = self.tracker.events
+        new = events[self.seen :]
+        if (
+            len(events) < self.seen
+            or (self.seen and events[self.seen - 1] is not self.last_event)
+            or any(isinstance(e, (*_HISTORY_REWRITES, ActiveLoop)) for e in new)
+            or self.fold.loop is not None
+        ):
+            return self._recompute()
+        for event in new:
+            if isinstance(event, ActionExecuted):
+                self.body.append(self.fold.state())
+            self.fold.apply(event)
+            self.events.append(event)
+        self._remember()
+        return list(self.events), [*self.body, self.fold.state()]
+
+    def _recompute(self) -> tuple[list[Event], list[State]]:
+        applied = self.tracker.applied_events()
+        states, _ = states_and_labels(applied, self.domain)
+        # Only a history without loops folds forward event by event (see collapse above).
+        if any(isinstance(e, ActiveLoop) for e in applied):
+            self.seen, self.last_event = 0, None
+            return applied, states
+        self.events = list(applied)
+        self.body = states[:-1]
+        self.fold = _Fold(self.domain, False)
+        for event in applied:
+            self.fold.apply(event)
+        self._remember()
+        return applied, states
+
+    def _remember(self) -> None:
+        self.seen = len(self.tracker.events)
+        self.last_event = self.tracker.events[-1] if self.tracker.events else None
