@@ -1,0 +1,147 @@
+"""The turn loop itself, with a scripted policy: what gets logged when an action rejects, the
+prediction limit, followup actions, and NLU kept off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from rasa_sdk import Action, ActionExecutionRejection, Tracker
+from rasa_sdk.events import FollowupAction
+from rasa_sdk.executor import CollectingDispatcher
+
+from server.dialogue.domain import Domain
+from server.dialogue.policies.prediction import PolicyPrediction
+from server.dialogue.processor import DialogueModel
+from server.trackers.events import (
+    ActionExecuted,
+    Event,
+    LoopInterrupted,
+)
+from server.trackers.tracker import Tracker as BotTracker
+from tests.dialogue.conversation_fixtures import Conversation, make_agent
+from tests.dialogue.sdk_transport import SdkTransport
+
+DOMAIN = Domain.from_dict(
+    {
+        "intents": ["greet", "go"],
+        "actions": ["action_reject", "action_then_greet"],
+        "responses": {
+            "utter_greet": [{"text": "Hello!"}],
+            "utter_default": [{"text": "Sorry?"}],
+        },
+    }
+)
+
+
+class Scripted:
+    """Predicts the given actions in turn (with events), then listens."""
+
+    def __init__(self, *steps: str | tuple[str, list[Event]]) -> None:
+        self.steps = list(steps)
+
+    def predict(self, tracker: BotTracker, domain: Domain) -> PolicyPrediction:
+        step = self.steps.pop(0) if self.steps else "action_listen"
+        name, events = (step, []) if isinstance(step, str) else step
+        return PolicyPrediction(name, 1.0, "Scripted", [], events=list(events))
+
+
+class Forever:
+    def predict(self, tracker: BotTracker, domain: Domain) -> PolicyPrediction:
+        return PolicyPrediction("utter_greet", 1.0, "Forever", [])
+
+
+class Reject(Action):
+    def name(self) -> str:
+        return "action_reject"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        raise ActionExecutionRejection(self.name(), "not now")
+
+
+class ThenGreet(Action):
+    def name(self) -> str:
+        return "action_then_greet"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        return [FollowupAction("utter_greet")]
+
+
+def agent_for(policies: Any, nlu: Any = None):  # type: ignore[no-untyped-def]
+    model = DialogueModel(DOMAIN, policies, nlu=nlu)
+    return make_agent(model, transport=SdkTransport(Reject, ThenGreet))
+
+
+async def test_a_rejected_action_is_logged_as_rejected_without_its_prediction_events() -> None:
+    interrupted = [LoopInterrupted(is_interrupted=True)]
+    agent = agent_for(Scripted(("action_reject", interrupted), ("utter_greet", interrupted)))
+    conversation = Conversation(agent, "rejected")
+    turn = await conversation.say("/go")
+    assert turn.actions == ["utter_greet"]
+    assert turn.texts == ["Hello!"]
+    kinds = [type(e).__name__ for e in turn.events]
+    rejected = kinds.index("ActionExecutionRejected")
+    # Rejected: neither its LoopInterrupted nor an ActionExecuted is logged; the next
+    # prediction's events come right before its action.
+    assert "LoopInterrupted" not in kinds[:rejected]
+    assert kinds[rejected:] == [
+        "ActionExecutionRejected",
+        "LoopInterrupted",
+        "ActionExecuted",
+        "BotUttered",
+        "ActionExecuted",
+    ]
+
+
+async def test_a_turn_stops_after_the_prediction_limit() -> None:
+    agent = agent_for(Forever())
+    conversation = Conversation(agent, "chatty")
+    turn = await conversation.say("/greet")
+    assert turn.actions == ["utter_greet"] * agent.processor.max_predictions
+    tracker = await conversation.tracker()
+    assert tracker.latest_action_name == "action_listen"
+    # The next message is handled normally.
+    assert len((await conversation.say("/greet")).actions) == agent.processor.max_predictions
+
+
+async def test_a_followup_action_runs_next_whatever_the_policies_say() -> None:
+    agent = agent_for(Scripted("action_then_greet"))
+    conversation = Conversation(agent, "followup")
+    turn = await conversation.say("/go")
+    assert turn.actions == ["action_then_greet", "utter_greet"]
+    executed = [e for e in turn.events if isinstance(e, ActionExecuted)]
+    assert executed[-2].action_name == "utter_greet" and executed[-2].policy is None
+
+
+class SlowNLU:
+    """An NLU that blocks its thread, as a CPU-heavy pipeline or a Duckling call does."""
+
+    def parse(
+        self, text: str, message_id: str | None = None, metadata: dict | None = None
+    ) -> dict[str, Any]:
+        time.sleep(0.3)
+        return {"text": text, "intent": {"name": "greet", "confidence": 1.0}, "entities": []}
+
+
+async def test_nlu_runs_off_the_event_loop() -> None:
+    agent = agent_for(Scripted("utter_greet"), nlu=SlowNLU())
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        turn = await Conversation(agent, "slow-nlu").say("hello")
+    finally:
+        ticker.cancel()
+    assert turn.texts == ["Hello!"]
+    assert ticks >= 10  # the loop kept running while the NLU worked
