@@ -5,6 +5,7 @@ syntax, or the story's own text) through the agent, and the bot's actions must m
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,11 +122,19 @@ async def hold(bot: str, story: StoryStep, conversation: Conversation) -> list[s
     return problems
 
 
+@pytest.fixture(scope="module")
+def servers(action_servers: ActionServers) -> ActionServers:
+    """The bots' action servers, started side by side rather than one after the other."""
+    with ThreadPoolExecutor(len(WITH_ACTION_SERVER)) as pool:
+        list(pool.map(action_servers.__getitem__, sorted(WITH_ACTION_SERVER)))
+    return action_servers
+
+
 @pytest.mark.parametrize("bot", BOT_NAMES)
 async def test_bot_holds_the_conversations_of_its_stories_and_rules(
-    bot: str, bot_models: BotModels, action_servers: ActionServers
+    bot: str, bot_models: BotModels, servers: ActionServers
 ) -> None:
-    url = action_servers[bot].url if bot in WITH_ACTION_SERVER else None
+    url = servers[bot].url if bot in WITH_ACTION_SERVER else None
     agent = make_agent(bot_models[bot], url)
     stories = plain_paths(bot)
     assert stories
