@@ -166,13 +166,30 @@ def reachable(host: str, port: int) -> bool:
 # -- the model and the stores ----------------------------------------------------------------
 
 
-def train_moodbot(out: Path) -> Path:
+SPARSE_PIPELINE = [
+    {"name": "WhitespaceTokenizer"},
+    {"name": "CountVectorsFeaturizer"},
+    {"name": "CountVectorsFeaturizer", "analyzer": "char_wb", "min_ngram": 1, "max_ngram": 4},
+    {"name": "DIETClassifier"},
+]
+
+
+def train_moodbot(out: Path, pipeline: str = "moodbot") -> Path:
+    """moodbot as shipped (its spaCy pipeline maps to sentence embeddings when the `dense`
+    extra is installed), or with a sparse pipeline (`pipeline="sparse"`)."""
     sys.path.insert(0, str(ROOT))
+    import yaml
+
     from server.training.train import train
 
-    result = train(
-        MOODBOT / "config.yml", MOODBOT / "domain.yml", [MOODBOT / "data"], out, force=True
-    )
+    config = MOODBOT / "config.yml"
+    if pipeline == "sparse":
+        data = yaml.safe_load(config.read_text())
+        data["pipeline"] = SPARSE_PIPELINE
+        out.mkdir(parents=True, exist_ok=True)
+        config = out / "config-sparse.yml"
+        config.write_text(yaml.safe_dump(data))
+    result = train(config, MOODBOT / "domain.yml", [MOODBOT / "data"], out, force=True)
     return Path(result.path)
 
 
@@ -437,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-workers", action="store_true", help="skip the 1 vs 2 workers run")
     parser.add_argument("--workers-concurrency", type=int, default=50)
     parser.add_argument("--model", help="a moodbot archive (default: train one)")
+    parser.add_argument("--pipeline", choices=("moodbot", "sparse"), default="moodbot",
+                        help="train moodbot's own pipeline or a sparse one")
     parser.add_argument("--out", default=str(BENCH / "results" / "http_turns.json"))
     args = parser.parse_args(argv)
 
@@ -464,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "command": "python bench/http_turns.py " + " ".join(argv or sys.argv[1:]),
         "client": client,
+        "pipeline": "given archive" if args.model else args.pipeline,
         "uvicorn": UVICORN_FLAGS,
         "duration_s": args.duration,
         "concurrency": concurrencies,
@@ -472,7 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"client: {client}; {report['machine']['nproc']} cores, {report['machine']['cpu']}")
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
         workdir = Path(tmp)
-        model = Path(args.model) if args.model else train_moodbot(workdir / "models")
+        model = (
+            Path(args.model) if args.model else train_moodbot(workdir / "models", args.pipeline)
+        )
         load = Load(client, args.duration, args.warmup, workdir)
         targets: dict[str, Any] = {}
         targets["bare"] = measure_target(load, "bare_app", {}, "bare", concurrencies,
