@@ -51,8 +51,7 @@ def mapping_value(
             return False, None
         return True, message.text
     if mapping.type == "from_intent":
-        if not mapping.intent and not mapping.not_intent:
-            return False, None
+        # As in Rasa 3, a mapping without an intent list matches any intent not excluded.
         return True, mapping.value
     if mapping.type == "from_trigger_intent":
         # Only fills while the form it triggers is being activated by this message.

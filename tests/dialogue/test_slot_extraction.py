@@ -1,0 +1,57 @@
+"""Slot mappings fill slots from the latest user message as Rasa 3 documents."""
+
+from __future__ import annotations
+
+from server.dialogue.domain import Domain
+from server.dialogue.slot_extraction import extract_slots
+from server.trackers.events import ActionExecuted, UserUttered
+from server.trackers.tracker import Tracker
+
+
+def _domain(mappings: list[dict], slot_type: str = "any") -> Domain:
+    return Domain.from_dict(
+        {
+            "intents": ["greet", "inform", "deny"],
+            "entities": ["city"],
+            "slots": {"s": {"type": slot_type, "mappings": mappings}},
+        }
+    )
+
+
+def _said(domain: Domain, intent: str, text: str = "x", entities: list | None = None) -> Tracker:
+    tracker = Tracker("u", domain.slot_defaults())
+    tracker.update(ActionExecuted(action_name="action_listen"))
+    tracker.update(
+        UserUttered(text=text, parse_data={"intent": {"name": intent}, "entities": entities or []})
+    )
+    return tracker
+
+
+def _filled(domain: Domain, tracker: Tracker) -> dict:
+    return {e.key: e.value for e in extract_slots(tracker, domain)}
+
+
+def test_from_intent_without_intent_list_matches_any_intent_not_excluded() -> None:
+    domain = _domain([{"type": "from_intent", "value": "seen", "not_intent": ["deny"]}])
+    assert _filled(domain, _said(domain, "greet")) == {"s": "seen"}
+    assert _filled(domain, _said(domain, "deny")) == {}
+
+
+def test_from_intent_with_intent_list_matches_only_those() -> None:
+    domain = _domain([{"type": "from_intent", "intent": "inform", "value": True}])
+    assert _filled(domain, _said(domain, "inform")) == {"s": True}
+    assert _filled(domain, _said(domain, "greet")) == {}
+
+
+def test_from_entity_takes_the_entity_value_and_lists_take_all() -> None:
+    entities = [{"entity": "city", "value": "Paris"}, {"entity": "city", "value": "Rome"}]
+    one = _domain([{"type": "from_entity", "entity": "city"}], "text")
+    assert _filled(one, _said(one, "inform", entities=entities)) == {"s": "Paris"}
+    many = _domain([{"type": "from_entity", "entity": "city"}], "list")
+    assert _filled(many, _said(many, "inform", entities=entities)) == {"s": ["Paris", "Rome"]}
+
+
+def test_from_text_respects_not_intent() -> None:
+    domain = _domain([{"type": "from_text", "not_intent": "deny"}], "text")
+    assert _filled(domain, _said(domain, "inform", text="a window seat")) == {"s": "a window seat"}
+    assert _filled(domain, _said(domain, "deny", text="no")) == {}
