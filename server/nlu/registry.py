@@ -45,8 +45,9 @@ FEATURIZERS = {
     "DenseFeaturizer",
 }
 
-# Dense featurizers we cannot run map to our sentence embeddings when the `dense` extra is
-# installed, else to sparse word and character n-grams.
+# Dense featurizers we cannot run map to sparse word and character n-grams; the transformer
+# sentence encoders map to our sentence embeddings instead when the `dense` extra is
+# installed. spaCy and MITIE word vectors stay sparse: moodbot-like bots keep sub-ms parses.
 _SPARSE_STAND_IN = [
     ("CountVectorsFeaturizer", {"analyzer": "word", "min_ngram": 1, "max_ngram": 2}),
     ("CountVectorsFeaturizer", {"analyzer": "char_wb", "min_ngram": 2, "max_ngram": 5}),
@@ -57,6 +58,7 @@ _DENSE_FEATURIZERS = {
     "ConveRTFeaturizer",
     "LanguageModelFeaturizer",
 }
+_SENTENCE_ENCODERS = {"ConveRTFeaturizer", "LanguageModelFeaturizer"}
 _OTHER_TOKENIZERS = {
     "SpacyTokenizer",
     "MitieTokenizer",
@@ -129,15 +131,16 @@ def plan_pipeline(pipeline: list[dict[str, Any]]) -> Plan:
         elif name in _OTHER_TOKENIZERS:
             plan.steps.append(Step("WhitespaceTokenizer", {}, "WhitespaceTokenizer"))
             mappings.append(f"{name} -> WhitespaceTokenizer")
-        elif name in _DENSE_FEATURIZERS and dense_available():
+        elif name in _SENTENCE_ENCODERS and dense_available():
             plan.steps.append(Step("DenseFeaturizer", {}, name))
             mappings.append(f"{name} -> DenseFeaturizer (all-MiniLM-L6-v2 sentence embeddings)")
         elif name in _DENSE_FEATURIZERS:
             for key, stand_in in _SPARSE_STAND_IN:
                 plan.steps.append(Step(key, dict(stand_in), key))
+            hint = "; install botserver[dense] for sentence embeddings"
             mappings.append(
-                f"{name} -> CountVectorsFeaturizer (word 1-2 + char_wb 2-5 n-grams; "
-                "install botserver[dense] for sentence embeddings)"
+                f"{name} -> CountVectorsFeaturizer (word 1-2 + char_wb 2-5 n-grams"
+                f"{hint if name in _SENTENCE_ENCODERS else ''})"
             )
         elif name in _NOT_NEEDED:
             mappings.append(f"{name} -> nothing (no language model is needed)")

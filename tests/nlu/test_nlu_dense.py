@@ -88,3 +88,13 @@ def test_without_the_extra_dense_names_fall_back_or_fail_clearly(load_bot, monke
     assert pipeline.parse("hi there")["intent"]["name"] == "greet"
     with pytest.raises(InvalidConfig, match=r"botserver\[dense\]"):
         NLUPipeline.train(load_bot("moodbot"), [{"name": "DenseFeaturizer"}])
+
+
+def test_word_vector_featurizers_stay_sparse_even_with_the_extra(load_bot):
+    pipeline = NLUPipeline.train(
+        load_bot("moodbot"),
+        [{"name": "SpacyFeaturizer"}, {"name": "DIETClassifier", "entity_recognition": False}],
+    )
+    mapping = [w for w in pipeline.warnings if "equivalents" in w][0]
+    assert "SpacyFeaturizer -> CountVectorsFeaturizer" in mapping
+    assert "DenseFeaturizer" not in mapping
