@@ -1,18 +1,22 @@
-"""Per-turn latency of a growing conversation at the tracker-store level.
+"""Per-turn latency of a growing conversation, at the tracker-store level or (`--http`)
+through a real `botserver run` serving moodbot.
 
-One conversation, one session that never ends (the worst case). Each turn appends the
-events of a user message and a bot reply, then loads the current session, as a turn does.
-The latency at message 10, 100, 1,000 and 5,000 should stay flat.
+One conversation, one session that never ends (the worst case). At the store level each turn
+loads the current session and appends the events of a user message and a bot reply; with
+`--http` each turn is a POST /webhooks/rest/webhook. The latency at message 10, 100, 1,000
+and 5,000 should stay flat.
 
     python bench/long_conversation.py [--stores sqlite,postgres,memory] [--messages 5000]
-                                      [--out bench/results/long_conversation.json]
+                                      [--http] [--out bench/results/long_conversation.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -164,12 +168,93 @@ async def _bench_sql(config: dict[str, Any], messages: int) -> dict[str, Any]:
         await store.close()
 
 
-async def run_all(kinds: list[str], messages: int) -> dict[str, Any]:
+def _curves(latencies: list[float], cpu: list[float], messages: int) -> dict[str, Any]:
+    median_curve, best_curve, cpu_curve = {}, {}, {}
+    for point in (p for p in CHECKPOINTS if p <= messages):
+        span = slice(max(0, point - 1 - WINDOW // 2), min(messages, point + WINDOW // 2))
+        median_curve[point] = statistics.median(latencies[span]) * 1000
+        best_curve[point] = min(latencies[span]) * 1000
+        cpu_curve[point] = statistics.mean(cpu[span]) * 1000
+    last, first = max(median_curve), min(median_curve)
+    return {
+        "ms_per_turn": median_curve,
+        "fastest_ms_per_turn": best_curve,
+        "ratio_last_to_first": median_curve[last] / median_curve[first],
+        "fastest_ratio_last_to_first": best_curve[last] / best_curve[first],
+        "cpu_ms_per_turn": cpu_curve,
+        "cpu_ratio_last_to_first": cpu_curve[last] / cpu_curve[first],
+        "cold_load_ms": None,
+    }
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (and its reaped children), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(x) for x in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def http_bench(kind: str, messages: int, workdir: Path) -> dict[str, Any]:
+    """One conversation of `messages` turns through `botserver run` on the `kind` store;
+    `cpu_ms_per_turn` is the server process's CPU time (10 ms ticks, averaged)."""
+    import httpx
+
+    from bench.concurrency import ServerProcess, fresh_postgres_database, train_moodbot
+
+    model = await asyncio.to_thread(train_moodbot, workdir / "models")
+    async with contextlib.AsyncExitStack() as stack:
+        if kind == "memory":
+            store: dict[str, Any] = {"type": "in_memory"}
+        elif kind == "sqlite":
+            store = {"type": "sql", "dialect": "sqlite", "db": str(workdir / f"{kind}.db")}
+        else:
+            name = await stack.enter_async_context(fresh_postgres_database())
+            store = {
+                "type": "sql",
+                "dialect": "postgresql",
+                "url": "127.0.0.1",
+                "port": 5432,
+                "username": "postgres",
+                "db": name,
+            }
+        endpoints = workdir / f"endpoints-{kind}.yml"
+        endpoints.write_text(json.dumps({"tracker_store": store}))
+        server = ServerProcess(model, endpoints, workdir / f"server-{kind}.log")
+        server.start()
+        stack.push_async_callback(server.stop)
+        await server.wait_for("/health/ready", 200, 90)
+        assert server.process is not None
+        pid = server.process.pid
+        texts = ["hello", "I am feeling great", "I am sad", "yes", "no", "are you a bot?"]
+        sender = "long-" + uuid.uuid4().hex[:8]
+        latencies: list[float] = []
+        cpu: list[float] = []
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            for _ in range(20):  # warm up on another conversation
+                await http.post("/webhooks/rest/webhook", json={"sender": "w", "message": "hi"})
+            for n in range(messages):
+                body = {"sender": sender, "message": texts[n % len(texts)]}
+                cpu_started = _process_cpu_seconds(pid)
+                started = time.perf_counter()
+                answer = await http.post("/webhooks/rest/webhook", json=body)
+                latencies.append(time.perf_counter() - started)
+                cpu.append(_process_cpu_seconds(pid) - cpu_started)
+                answer.raise_for_status()
+            tracker = (await http.get(f"/conversations/{sender}/tracker")).json()
+        result = _curves(latencies, cpu, messages)
+        result["events_stored"] = len(tracker["events"])
+        return result
+
+
+async def run_all(kinds: list[str], messages: int, http: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
             started = time.perf_counter()
-            results[kind] = await bench(kind, messages, Path(tmp))
+            if http:
+                results[kind] = await http_bench(kind, messages, Path(tmp))
+            else:
+                results[kind] = await bench(kind, messages, Path(tmp))
             results[kind]["total_seconds"] = time.perf_counter() - started
     return results
 
@@ -178,10 +263,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stores", default="sqlite,postgres,memory")
     parser.add_argument("--messages", type=int, default=5000)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "long_conversation.json"))
+    parser.add_argument("--http", action="store_true", help="turns through botserver run")
+    parser.add_argument("--out")
     args = parser.parse_args()
+    name = "long_conversation_http.json" if args.http else "long_conversation.json"
+    out = Path(args.out or ROOT / "bench" / "results" / name)
 
-    results = asyncio.run(run_all(args.stores.split(","), args.messages))
+    results = asyncio.run(run_all(args.stores.split(","), args.messages, args.http))
 
     points = [p for p in CHECKPOINTS if p <= args.messages]
     header = f"{'store':<10}{'stat':<8}" + "".join(f"{'msg ' + str(p):>12}" for p in points)
@@ -197,15 +285,21 @@ def main() -> None:
             cold_cell = f"{cold:>10.1f}ms" if cold is not None and stat == "median" else ""
             print(f"{kind:<10}{stat:<8}{cells}{result[ratio_key]:>11.2f}x{cold_cell}")
 
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
             {
-                "benchmark": "long_conversation (store level: load + append per turn)",
+                "benchmark": (
+                    "long_conversation (HTTP turns through botserver run, moodbot)"
+                    if args.http
+                    else "long_conversation (store level: load + append per turn)"
+                ),
                 "messages": args.messages,
                 "events_per_turn": 5,
                 "python": platform.python_version(),
+                "nproc": os.cpu_count(),
+                "load_average": os.getloadavg(),
+                "date": time.strftime("%Y-%m-%d %H:%M %Z"),
                 "results": results,
             },
             indent=2,
