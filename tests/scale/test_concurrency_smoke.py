@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from conftest import require
+from scale_services import require
 
 from bench.concurrency import Scenario, format_report, run
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require
+from scale_services import require
 
 from bench.concurrency import Scenario, format_report, free_port, run
 from cli import main

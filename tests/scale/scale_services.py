@@ -1,5 +1,5 @@
-"""The scale tests drive real `botserver run` processes against the machine's PostgreSQL,
-Redis and RabbitMQ, through bench/concurrency.py."""
+"""The services the scale tests need (PostgreSQL, Redis, RabbitMQ on this machine): skip
+without them, or fail under CI=true."""
 
 from __future__ import annotations
 
