@@ -15,8 +15,8 @@ from fastapi import FastAPI
 
 from server.api.server import ServerOptions, build_app
 from tests.api.rasa_spec import RasaSpec
+from tests.shared_data import MOODBOT
 
-MOODBOT = Path("/work/shared/bots/moodbot")
 MEMORY_STORE = {"tracker_store": {"type": "in_memory"}}
 
 warnings.filterwarnings("ignore", message="The HMAC key is")

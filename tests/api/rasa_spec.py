@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-SPEC_PATH = Path("/work/shared/reference/rasa-openapi.yml")
+from tests.shared_data import OPENAPI_SPEC
 
 _ANY: dict[str, Any] = {}
 
@@ -65,7 +65,7 @@ def _apply_errata(spec: dict[str, Any]) -> None:
 
 
 def load_spec(errata: bool = True) -> dict[str, Any]:
-    spec = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
+    spec = yaml.safe_load(OPENAPI_SPEC.read_text(encoding="utf-8"))
     if errata:
         _apply_errata(spec)
     return spec

@@ -12,8 +12,7 @@ from server.api.runner import server_app
 from server.api.server import ServerOptions
 from server.errors import BotServerError
 from server.training.train import train
-
-MOODBOT = Path("/work/shared/bots/moodbot")
+from tests.shared_data import MOODBOT
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ from server.api.runner import server_app
 from server.api.server import ServerOptions
 from server.auth import AuthConfig
 from server.training.train import train
+from tests.shared_data import MOODBOT
 
 CHROMIUM = "/usr/bin/chromium"
-MOODBOT = Path("/work/shared/bots/moodbot")
 TOKEN = "inspect-secret"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

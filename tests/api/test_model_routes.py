@@ -12,8 +12,8 @@ import pytest
 import yaml
 from fastapi import FastAPI, Request
 
-from tests.api.conftest import MOODBOT
 from tests.api.rasa_spec import RasaSpec
+from tests.shared_data import MOODBOT
 
 TRAINING_YAML = """
 language: en

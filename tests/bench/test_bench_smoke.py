@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.shared_data import MOODBOT
+
 ROOT = Path(__file__).resolve().parents[2]
-MOODBOT = Path("/work/shared/bots/moodbot")
 
 
 @pytest.mark.timeout(120)

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 
 from server.dialogue.messages import UserMessage
 from tests.action_servers.fixtures import action_servers, free_port  # noqa: F401
-from tests.training.rasa_shared_data import BOTS
+from tests.shared_data import BOTS
 
 
 @contextlib.asynccontextmanager

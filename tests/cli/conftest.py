@@ -20,8 +20,7 @@ import pytest
 import cli
 from server.training.starter import write_starter_project
 from server.training.train import train
-
-MOODBOT = Path("/work/shared/bots/moodbot")
+from tests.shared_data import MOODBOT
 
 
 @pytest.fixture(scope="session")

@@ -27,10 +27,7 @@ from server.trackers.repository import TrackerRepository
 from server.trackers.tracker import Tracker
 from server.training.evaluate import load_model_file
 from server.training.train import train
-
-BOTS = Path(__file__).resolve().parents[2].parent / "shared" / "bots"
-if not BOTS.exists():
-    BOTS = Path("/work/shared/bots")
+from tests.shared_data import BOTS
 
 
 def train_project(folder: Path, out: Path, data: list[Path] | None = None) -> DialogueModel:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any
 
 from server.dialogue.domain import RULE_SNIPPET_ACTION, Domain
@@ -18,10 +17,7 @@ from server.trackers.events import (
 )
 from server.trackers.tracker import Tracker
 from server.training.project import load_project
-
-BOTS = Path(__file__).resolve().parents[2].parent / "shared" / "bots"
-if not BOTS.exists():
-    BOTS = Path("/work/shared/bots")
+from tests.shared_data import BOTS
 
 
 @functools.cache

@@ -26,7 +26,7 @@ from tests.action_servers.fixtures import (  # noqa: F401
     broken_action_server,
     free_port,
 )
-from tests.training.rasa_shared_data import BOTS
+from tests.shared_data import BOTS
 
 
 def _parse(intent: str, entities: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from server.errors import InvalidEvent
 from server.trackers.events import EVENT_TYPES, event_from_dict
-
-RECORDED = Path(__file__).resolve().parents[2].parent / "shared/reference/rasa-recorded-examples.md"
-if not RECORDED.is_file():
-    RECORDED = Path("/work/shared/reference/rasa-recorded-examples.md")
+from tests.shared_data import RECORDED
 
 T = 1795311849.5640774
 META = {"model_id": "feb0aa8eead941eda4c8ba3786e417b3", "assistant_id": "placeholder_default"}

@@ -25,11 +25,7 @@ from server.trackers.events import (
 )
 from server.trackers.tracker import EventVerbosity, Tracker
 from server.training.project import load_project, load_test_stories
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared")
-BOTS = SHARED / "bots"
+from tests.shared_data import BOTS, RECORDED
 
 
 def load(bot: str):
@@ -209,7 +205,7 @@ def test_bot_utterance_and_loop_interruption() -> None:
 
 
 def _recorded_tracker_bodies() -> dict[str, dict[str, Any]]:
-    text = (SHARED / "reference" / "rasa-recorded-examples.md").read_text(encoding="utf-8")
+    text = RECORDED.read_text(encoding="utf-8")
     bodies = {}
     for title, block in re.findall(
         r"### (GET /conversations/u1/tracker[^\n]*)\n.*?```json\n(.*?)```", text, flags=re.S

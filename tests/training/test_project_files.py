@@ -8,7 +8,6 @@ import io
 from pathlib import Path
 
 import pytest
-from rasa_shared_data import BOTS, TESTDATA
 
 from server.errors import InvalidProjectFile
 from server.training.config_yaml import config_from_dict, read_config
@@ -18,6 +17,7 @@ from server.training.project import load_project, load_test_stories
 from server.training.stories_yaml import read_story_data
 from server.training.validation import run_validate, validate_project
 from server.training.yaml_io import read_yaml_file
+from tests.shared_data import BOTS, TESTDATA
 
 BOT_DIRS = sorted(p for p in BOTS.iterdir() if (p / "domain.yml").is_file())
 

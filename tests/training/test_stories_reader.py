@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from rasa_shared_data import TESTDATA
 
 from server.dialogue.story_steps import STORY_START, generate_training_stories
 from server.errors import InvalidProjectFile
@@ -17,6 +16,7 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.training.stories_yaml import read_story_file
+from tests.shared_data import TESTDATA
 
 YAML_STORIES = TESTDATA / "test_yaml_stories"
 
