@@ -10,10 +10,11 @@ from typing import Any
 
 import aio_pika
 import pytest
-from persistence_fixtures import RABBITMQ, TcpProxy, require_service, unique_name
 
+from bench.tcp_proxy import TcpProxy
 from server.brokers.factory import create_event_broker
 from server.brokers.rabbitmq import RabbitMQEventBroker
+from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
 
 AMQP_URL = f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/"
 
@@ -117,12 +118,12 @@ async def test_publishing_while_rabbitmq_is_unreachable_neither_blocks_nor_raise
         await asyncio.sleep(0.3)
         assert broker.pending == 20
 
-        await proxy.start()
+        await proxy.restore()
         assert await broker.flush(timeout=10)
         assert broker.pending == 0
     finally:
         await broker.close()
-        await proxy.stop()
+        await proxy.cut()
 
     assert by_conversation(await consume(names["queue"], expected=20)) == {"alice": events}
 
@@ -131,7 +132,7 @@ async def test_a_broker_outage_during_load_loses_nothing_and_keeps_order(
     names: dict[str, str],
 ) -> None:
     proxy = TcpProxy(RABBITMQ)
-    await proxy.start()
+    await proxy.restore()
     broker = RabbitMQEventBroker(broker_config(names, port=proxy.port))
     expected = {f"user{n}": conversation(f"user{n}", 100) for n in range(2)}
     try:
@@ -140,13 +141,13 @@ async def test_a_broker_outage_during_load_loses_nothing_and_keeps_order(
                 await broker.publish(sender, [events[i]])
             if i == 30:
                 await asyncio.sleep(0.05)
-                await proxy.stop()
+                await proxy.cut()
             if i == 60:
-                await proxy.start()
+                await proxy.restore()
             await asyncio.sleep(0.001)
     finally:
         await broker.close()
-        await proxy.stop()
+        await proxy.cut()
 
     messages = await consume(names["queue"], expected=200)
     # A message whose confirm was lost in the outage is re-sent with the same message_id.

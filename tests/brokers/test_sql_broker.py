@@ -8,12 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from persistence_fixtures import POSTGRES, TcpProxy, postgres_database
 from sqlalchemy import select
 
+from bench.tcp_proxy import TcpProxy
 from server.brokers.factory import create_event_broker
 from server.brokers.sql import SqlEventBroker
 from server.trackers.factory import create_tracker_store
+from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
 
 
 def events(count: int) -> list[dict[str, Any]]:
@@ -61,9 +62,9 @@ async def test_sql_broker_retries_until_the_database_is_back() -> None:
             await asyncio.sleep(0.2)
             assert broker.pending == 5
 
-            await proxy.start()
+            await proxy.restore()
             assert await broker.flush(timeout=10)
             assert await stored_rows(broker) == [{"sender_id": "alice", **e} for e in events(5)]
         finally:
             await broker.close()
-            await proxy.stop()
+            await proxy.cut()

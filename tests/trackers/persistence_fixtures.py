@@ -1,4 +1,4 @@
-"""Real services for the persistence tests: reachability, throw-away databases, a TCP proxy.
+"""Real services for the persistence tests: reachability and throw-away databases.
 
 Every test run gets its own database / key prefix / queue names, so engineers running tests
 at the same time on this machine do not see each other's data.
@@ -6,7 +6,6 @@ at the same time on this machine do not see each other's data.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
@@ -36,12 +35,6 @@ def require_service(name: str, address: tuple[str, int]) -> None:
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager
@@ -104,53 +97,3 @@ async def delete_redis_keys(prefix: str, db: int = 0) -> None:
             await client.delete(key)
     finally:
         await client.aclose()
-
-
-class TcpProxy:
-    """Forwards a local port to a service; `start`/`stop` simulate the service going away."""
-
-    def __init__(self, target: tuple[str, int], port: int | None = None) -> None:
-        self.target = target
-        self.port = port or free_port()
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        """Stop listening and cut every open connection."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.close()
-        for task in list(self._pipes):
-            task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self._writers.update({writer, up_writer})
-        for task in (
-            asyncio.create_task(self._pipe(reader, up_writer)),
-            asyncio.create_task(self._pipe(up_reader, writer)),
-        ):
-            self._pipes.add(task)
-            task.add_done_callback(self._pipes.discard)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()

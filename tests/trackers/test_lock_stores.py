@@ -7,14 +7,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from persistence_fixtures import REDIS, delete_redis_keys, free_port, require_service, unique_name
 from redis.asyncio import Redis
 
+from bench.tcp_proxy import free_port
 from server.errors import LockTimeout, StoreUnavailable
 from server.trackers.factory import create_lock_store
 from server.trackers.lock import LockStore
 from server.trackers.memory_lock import InMemoryLockStore
 from server.trackers.redis_lock import RedisLockStore
+from tests.trackers.persistence_fixtures import (
+    REDIS,
+    delete_redis_keys,
+    require_service,
+    unique_name,
+)
 
 
 @pytest.fixture

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from persistence_fixtures import POSTGRES, TcpProxy, free_port, postgres_database
 from test_tracker_stores import bot, session_start, user
 
+from bench.tcp_proxy import TcpProxy
 from server.errors import StoreUnavailable
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_store import SqlTrackerStore
+from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
 
 
 @contextlib.asynccontextmanager
@@ -162,7 +163,7 @@ async def test_several_stores_migrating_one_new_postgres_database_at_once() -> N
 
 async def test_unreachable_postgres_raises_store_unavailable_then_recovers() -> None:
     async with postgres_database() as config:
-        proxy = TcpProxy(POSTGRES, port=free_port())
+        proxy = TcpProxy(POSTGRES)
         store = create_tracker_store({**config, "port": proxy.port})
         try:
             with pytest.raises(StoreUnavailable, match="tracker store .*postgresql"):
@@ -170,20 +171,20 @@ async def test_unreachable_postgres_raises_store_unavailable_then_recovers() -> 
             with pytest.raises(StoreUnavailable):
                 await store.ping()
 
-            await proxy.start()
+            await proxy.restore()
             await store.append("alice", [user("hi", 1.0)])
             assert await store.load("alice") == [user("hi", 1.0)]
 
-            await proxy.stop()
+            await proxy.cut()
             with pytest.raises(StoreUnavailable):
                 await store.load("alice")
 
-            await proxy.start()
+            await proxy.restore()
             await store.append("alice", [bot("still here", 2.0)])
             assert await store.load("alice") == [user("hi", 1.0), bot("still here", 2.0)]
         finally:
             await store.close()
-            await proxy.stop()
+            await proxy.cut()
 
 
 async def test_unusable_sqlite_path_raises_store_unavailable(tmp_path: Path) -> None:

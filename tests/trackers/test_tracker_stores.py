@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from persistence_fixtures import (
+
+from server.trackers.factory import create_tracker_store
+from server.trackers.retention import delete_conversations_older_than
+from server.trackers.store import TrackerStore
+from tests.trackers.persistence_fixtures import (
     REDIS,
     delete_redis_keys,
     mariadb_database,
@@ -17,10 +21,6 @@ from persistence_fixtures import (
     require_service,
     unique_name,
 )
-
-from server.trackers.factory import create_tracker_store
-from server.trackers.retention import delete_conversations_older_than
-from server.trackers.store import TrackerStore
 
 STORES = ["memory", "sqlite", "postgres", "mariadb", "redis"]
 
