@@ -78,7 +78,10 @@ class SentenceEncoder:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """(len(texts), WIDTH) float32 embeddings; batches group texts of similar length."""
-        encodings = self._tokenizer.encode_batch(texts)
+        if len(texts) == 1:  # a parse: no thread pool for one sentence
+            encodings = [self._tokenizer.encode(texts[0])]
+        else:
+            encodings = self._tokenizer.encode_batch(texts)
         out = np.zeros((len(texts), WIDTH), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         for first in range(0, len(order), BATCH_SIZE):
