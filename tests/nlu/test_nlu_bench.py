@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.shared_data import SHARED
+
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "nlu"
-if not DATA.exists():
-    DATA = Path("/work/shared/nlu")
+DATA = SHARED / "nlu"
 
 
 @pytest.mark.timeout(120)
