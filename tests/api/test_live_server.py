@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import httpx
 import jwt
 import pytest
 
+from bench.tcp_proxy import free_port
 from tests.api.rasa_spec import write_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:The HMAC key is")]
@@ -23,12 +23,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:The HMAC key 
 TOKEN = "thisismysecret"
 JWT_SECRET = "a-jwt-secret-long-enough-for-hs256-keys!"
 STARTUP_SECONDS = 90
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _botserver() -> list[str]:
@@ -40,7 +34,7 @@ def _botserver() -> list[str]:
 def live_server(moodbot_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`botserver run -m <model> --enable-api --auth-token thisismysecret` on a free port."""
     workdir = tmp_path_factory.mktemp("live")
-    port = _free_port()
+    port = free_port()
     command = [
         *_botserver(),
         "run",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
-import socket
 import ssl
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from bench.tcp_proxy import free_port
 from server.api.app import create_app
 from server.api.settings import ApiSettings
 from server.api.status import info_router
@@ -58,12 +58,6 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
         )
     )
     return cert_file, key_file
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_serves_https_with_an_encrypted_key(tmp_path: Path) -> None:

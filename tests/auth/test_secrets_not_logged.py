@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,18 +13,13 @@ import pytest
 import uvicorn
 from fastapi import APIRouter, Depends
 
+from bench.tcp_proxy import free_port
 from server.api.app import create_app
 from server.api.settings import ApiSettings
 from server.auth import AuthConfig, install_log_redaction, redact, require_auth
 
 TOKEN = "thisismysecret-token-value"
 JWT_SECRET = "a-jwt-secret-that-is-long-enough-for-hs256"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager

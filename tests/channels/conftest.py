@@ -12,8 +12,9 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp
 
+from bench.tcp_proxy import free_port
 from server.dialogue.messages import UserMessage
-from tests.action_servers.fixtures import action_servers, free_port  # noqa: F401
+from tests.action_servers.fixtures import action_servers  # noqa: F401
 from tests.shared_data import BOTS
 
 

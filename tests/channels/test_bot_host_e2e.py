@@ -7,7 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.action_servers.fixtures import broken_action_server, free_port
+from bench.tcp_proxy import free_port
+from tests.action_servers.fixtures import broken_action_server
 from tests.channels.conftest import concertbot_server
 
 FALLBACK = "Sorry, I didn't get that, can you rephrase?"

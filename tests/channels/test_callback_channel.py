@@ -84,7 +84,7 @@ async def test_a_failing_receiver_does_not_fail_the_webhook(
 
 
 async def test_a_receiver_that_is_down_does_not_fail_the_webhook() -> None:
-    from tests.action_servers.fixtures import free_port
+    from bench.tcp_proxy import free_port
 
     client, channel = await _bot({"url": f"http://127.0.0.1:{free_port()}/bot"})
     try:

@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 import cli
+from bench.tcp_proxy import free_port
 from server.training.starter import write_starter_project
 from server.training.train import train
 from tests.shared_data import MOODBOT
@@ -81,12 +81,6 @@ def run_cli(
     root.setLevel(saved_level)
     for name, level in saved_levels.items():
         logging.getLogger(name).setLevel(level)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def botserver_command() -> list[str]:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.tcp_proxy import free_port
 from server.dialogue.processor import DialogueModel
 from server.trackers.events import ActionExecuted
-from tests.action_servers.fixtures import free_port
 from tests.dialogue.conversation_fixtures import (
     BotModels,
     Conversation,

@@ -10,9 +10,9 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from bench.tcp_proxy import free_port
 from server.dialogue.nlg_client import NLGClient
 from server.errors import ActionError
-from tests.action_servers.fixtures import free_port
 from tests.channels.conftest import serving
 
 
