@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from server.api.errors import HELP_EVENTS, ApiError, bad_request
 from server.api.query import bool_arg, event_verbosity, float_arg
-from server.api.request_body import read_json_body
+from server.api.request_body import read_json_body, read_json_object
 from server.api.services import Services, services_of
 from server.auth import require_auth
 from server.dialogue.agent import Agent
@@ -127,9 +127,7 @@ async def _ensure_exists(agent: Agent, conversation_id: str) -> None:
         raise _conversation_not_found()
 
 
-def _required_name(body: Any, what: str) -> str:
-    if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object.", "body", "body")
+def _required_name(body: dict[str, Any], what: str) -> str:
     name = body.get("name")
     if not isinstance(name, str) or not name:
         raise bad_request(f"Name of the {what} not provided in request body.", "name", "body")
@@ -264,7 +262,7 @@ def conversations_router() -> APIRouter:
         agent = services.agent
         model = agent.model()
         await _ensure_exists(agent, conversation_id)
-        body = await read_json_body(request, "No action name given in the request body.")
+        body = await read_json_object(request, "No action name given in the request body.")
         name = _required_name(body, "action")
         if not model.domain.is_known_action(name):
             raise ApiError(404, "NotFound", f"The action '{name}' does not exist in the domain.")
@@ -306,7 +304,7 @@ def conversations_router() -> APIRouter:
         verbosity = event_verbosity(include_events)
         agent = services.agent
         model = agent.model()
-        body = await read_json_body(request, "No intent name given in the request body.")
+        body = await read_json_object(request, "No intent name given in the request body.")
         name = _required_name(body, "intent")
         if name not in model.domain.intents:
             raise ApiError(404, "NotFound", f"The intent {name} does not exist in the domain.")
@@ -362,13 +360,11 @@ def conversations_router() -> APIRouter:
         verbosity = event_verbosity(include_events)
         agent = services.agent
         agent.model()
-        body = await read_json_body(
+        body = await read_json_object(
             request,
             "No message defined in request body. Add a message to the request body in order "
             "to add it to the tracker.",
         )
-        if not isinstance(body, dict):
-            raise bad_request("The request body must be a JSON object.", "body", "body")
         sender = body.get("sender")
         if sender != "user":
             raise bad_request(

@@ -22,7 +22,7 @@ from starlette.background import BackgroundTask
 
 from server.api.errors import ApiError, bad_request, response_for
 from server.api.query import bool_arg, event_verbosity, int_arg
-from server.api.request_body import parse_json, read_json_body
+from server.api.request_body import parse_json, read_json_body, read_json_object
 from server.api.services import Services, services_of
 from server.auth import require_auth
 from server.dialogue.processor import DialogueModel
@@ -618,13 +618,11 @@ def model_router() -> APIRouter:
                 "query",
             )
         _model_of(services)
-        body = await read_json_body(
+        body = await read_json_object(
             request,
             "No text message defined in request_body. Add text message to request body in "
             "order to obtain the intent and extracted entities.",
         )
-        if not isinstance(body, dict):
-            raise bad_request("The request body must be a JSON object.", "body", "body")
         text = body.get("text")
         if isinstance(text, list) and text:
             text = text[0]
@@ -661,9 +659,7 @@ def model_router() -> APIRouter:
         },
     )
     async def load(request: Request, services: Services = Depends(services_of)) -> Response:
-        body = await read_json_body(request, "No path to model file defined in request_body.")
-        if not isinstance(body, dict):
-            raise bad_request("The request body must be a JSON object.", "body", "body")
+        body = await read_json_object(request, "No path to model file defined in request_body.")
         model_file = body.get("model_file")
         model_server = body.get("model_server")
         remote_storage = body.get("remote_storage")

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from server.api.errors import ApiError
+from server.api.errors import ApiError, bad_request
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -69,6 +69,14 @@ async def read_json_body(request: Request, empty_message: str | None = None) -> 
     if len(raw) > _PARSE_OFF_LOOP_BYTES:
         return await asyncio.to_thread(parse_json, raw)
     return parse_json(raw)
+
+
+async def read_json_object(request: Request, empty_message: str) -> dict[str, Any]:
+    """The request's JSON body, which must be an object: otherwise a 400 `BadRequest`."""
+    body = await read_json_body(request, empty_message)
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.", "body", "body")
+    return body
 
 
 async def read_model(request: Request, model: type[M], empty_message: str | None = None) -> M:
