@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,16 @@ def _invalid_events(reason: str) -> ApiError:
         f"Supplied events are not valid. {reason}",
         {"parameter": "", "in": "body"},
     )
+
+
+async def _answer_or_call_back(
+    callback: str | None, work: Callable[[], Awaitable[Response]], services: Services
+) -> Response:
+    """`work`'s response now; with a callback URL, 204 now and the response POSTed there later."""
+    if callback:
+        services.spawn(_run_for_callback(callback, work()))
+        return Response(status_code=204)
+    return await work()
 
 
 def _callback_url(value: str | None) -> str | None:
@@ -441,10 +452,7 @@ def model_router() -> APIRouter:
                 background=cleanup,
             )
 
-        if callback:
-            services.spawn(_run_for_callback(callback, run()))
-            return Response(status_code=204)
-        return await run()
+        return await _answer_or_call_back(callback, run, services)
 
     @router.post(
         "/test/stories",
@@ -546,10 +554,7 @@ def model_router() -> APIRouter:
             )
             return JSONResponse(result)
 
-        if callback:
-            services.spawn(_run_for_callback(callback, run()))
-            return Response(status_code=204)
-        return await run()
+        return await _answer_or_call_back(callback, run, services)
 
     @router.post(
         "/predict",
