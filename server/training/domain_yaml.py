@@ -11,7 +11,7 @@ from typing import Any
 from server.dialogue.domain import Domain
 from server.dialogue.slots import MAPPING_TYPES, SLOT_TYPES
 from server.errors import InvalidProjectFile
-from server.training.yaml_io import is_yaml_file, line_of, read_yaml_file
+from server.training.yaml_io import check_version, is_yaml_file, line_of, read_yaml_file
 
 logger = logging.getLogger(__name__)
 
@@ -134,13 +134,7 @@ class DomainReader:
                 self.warn(
                     f"unknown domain section '{key}' is ignored{hint}", filename, line_of(data, key)
                 )
-        version = data.get("version")
-        if version is not None and not isinstance(version, str):
-            raise InvalidProjectFile(
-                f"'version' must be a quoted string such as \"3.1\", not {version!r}",
-                filename,
-                line_of(data, "version"),
-            )
+        check_version(data, filename)
         for key in _LIST_SECTIONS:
             self.check_named_list(data, key, filename)
         for key in ("slots", "responses", "forms", "config", "session_config"):

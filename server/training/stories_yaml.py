@@ -30,7 +30,7 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.training.nlu_yaml import parse_annotated_text
-from server.training.yaml_io import LineDict, line_of, read_yaml_file
+from server.training.yaml_io import LineDict, check_version, line_of, read_yaml_file
 
 logger = logging.getLogger(__name__)
 
@@ -115,13 +115,7 @@ def read_story_data(
     if not isinstance(data, dict):
         raise InvalidProjectFile("expected a mapping at the top level", filename, line_of(data))
     reader = _Reader(filename, dict(slot_types or {}), warnings)
-    version = data.get("version")
-    if version is not None and not isinstance(version, str):
-        raise InvalidProjectFile(
-            f"'version' must be a quoted string such as \"3.1\", not {version!r}",
-            filename,
-            line_of(data, "version"),
-        )
+    check_version(data, filename)
     steps: list[StoryStep] = []
     for section, kind in (("stories", "story"), ("rules", "rule")):
         items = data.get(section)

@@ -43,6 +43,17 @@ def line_of(obj: Any, key: Any = None, default: int | None = None) -> int | None
     return getattr(obj, "line", default) or default
 
 
+def check_version(data: dict[Any, Any], filename: str) -> None:
+    """A project file's optional `version:` must be a string (`3.1` unquoted is a float)."""
+    version = data.get("version")
+    if version is not None and not isinstance(version, str):
+        raise InvalidProjectFile(
+            f"'version' must be a quoted string such as \"3.1\", not {version!r}",
+            filename,
+            line_of(data, "version"),
+        )
+
+
 class _LineLoader(_BaseLoader):  # type: ignore[misc, valid-type]
     """Safe loader that builds LineDict / LineList."""
 
