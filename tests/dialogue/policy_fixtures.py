@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from server.dialogue.domain import RULE_SNIPPET_ACTION, Domain
+from server.dialogue.policies.featurization import ConversationStates
+from server.dialogue.policies.policy import Policy
 from server.dialogue.policies.rule import rule_events
 from server.dialogue.story_steps import TrainingStory
 from server.trackers.events import (
@@ -61,6 +64,11 @@ def story(name: str, *events: Event, is_rule: bool = False, **flags: Any) -> Tra
 
 def tracker(domain: Domain, *events: Event) -> Tracker:
     return Tracker("test", domain.slot_defaults(), events)
+
+
+def next_action_of(policy: Policy, domain: Domain) -> Callable[[Tracker], str]:
+    """`replay`'s `predict` for one policy: the action it predicts on a tracker."""
+    return lambda t: policy.predict(ConversationStates(t, domain), domain).action_name
 
 
 def replay(predict: Any, training: TrainingStory, domain: Domain) -> list[tuple[str, str]]:

@@ -8,7 +8,16 @@ from server.dialogue.domain import Domain
 from server.dialogue.policies.featurization import ConversationStates
 from server.dialogue.policies.memoization import AugmentedMemoizationPolicy, MemoizationPolicy
 from server.trackers.events import SlotSet
-from tests.dialogue.policy_fixtures import action, bot, listen, replay, story, tracker, user
+from tests.dialogue.policy_fixtures import (
+    action,
+    bot,
+    listen,
+    next_action_of,
+    replay,
+    story,
+    tracker,
+    user,
+)
 
 DOMAIN = Domain.from_dict(
     {
@@ -37,11 +46,8 @@ def test_every_story_step_is_memorized(bot_name: str) -> None:
     policy = MemoizationPolicy("MemoizationPolicy")
     policy.train(stories, domain)
 
-    def next_action(t: object) -> str:
-        return policy.predict(ConversationStates(t, domain), domain).action_name  # type: ignore[arg-type]
-
     for training in (s for s in stories if not s.is_rule):
-        pairs = replay(next_action, training, domain)
+        pairs = replay(next_action_of(policy, domain), training, domain)
         assert all(gold == got for gold, got in pairs), (training.name, pairs)
 
 

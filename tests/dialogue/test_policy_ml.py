@@ -9,7 +9,16 @@ from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.policies.featurization import ConversationStates
 from server.dialogue.policies.memoization import MemoizationPolicy
 from server.dialogue.policies.ml import MLPolicy
-from tests.dialogue.policy_fixtures import action, bot, listen, replay, story, tracker, user
+from tests.dialogue.policy_fixtures import (
+    action,
+    bot,
+    listen,
+    next_action_of,
+    replay,
+    story,
+    tracker,
+    user,
+)
 
 DOMAIN = Domain.from_dict(
     {
@@ -38,11 +47,8 @@ def test_ml_policy_learns_the_stories(bot_name: str) -> None:
     policy = MLPolicy("TEDPolicy")
     policy.train(stories, domain)
 
-    def next_action(t: object) -> str:
-        return policy.predict(ConversationStates(t, domain), domain).action_name  # type: ignore[arg-type]
-
     for training in (s for s in stories if not s.is_rule):
-        pairs = replay(next_action, training, domain)
+        pairs = replay(next_action_of(policy, domain), training, domain)
         assert all(gold == got for gold, got in pairs), (training.name, pairs)
 
 
