@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import ipaddress
 import ssl
@@ -10,18 +9,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from bench.tcp_proxy import free_port
 from server.api.app import create_app
 from server.api.settings import ApiSettings
 from server.api.status import info_router
 from server.api.tls import ssl_options
 from server.errors import InvalidConfig
+from tests.serving import serving
 
 PASSWORD = "key-password"
 
@@ -64,24 +62,12 @@ async def test_serves_https_with_an_encrypted_key(tmp_path: Path) -> None:
     cert_file, key_file = self_signed(tmp_path)
     options = ssl_options(cert_file, key_file, ca_file=cert_file, password=PASSWORD)
     app = create_app(ApiSettings(), [info_router()])
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, **options)
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(500):  # bounded: a server that fails to start must not hang the test
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.01)
-        assert server.started
+    async with serving(app, **options) as url:
         trust = ssl.create_default_context(cafile=str(cert_file))
         async with httpx.AsyncClient(verify=trust) as client:
-            response = await client.get(f"https://127.0.0.1:{port}/")
+            response = await client.get(url + "/")
+        assert url.startswith("https://")
         assert response.text == "Hello from Rasa: 3.6.21"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def test_no_certificate_means_plain_http() -> None:

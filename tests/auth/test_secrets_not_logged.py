@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
 import jwt
 import pytest
-import uvicorn
 from fastapi import APIRouter, Depends
 
-from bench.tcp_proxy import free_port
 from server.api.app import create_app
 from server.api.settings import ApiSettings
 from server.auth import AuthConfig, install_log_redaction, redact, require_auth
+from tests.serving import serving
 
 TOKEN = "thisismysecret-token-value"
 JWT_SECRET = "a-jwt-secret-that-is-long-enough-for-hs256"
-
-
-@asynccontextmanager
-async def running(app, port: int) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=True)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    for _ in range(500):  # bounded: a server that fails to start must not hang the test
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def router() -> APIRouter:
@@ -55,7 +34,10 @@ async def test_token_and_bearer_are_redacted_from_logs(caplog: pytest.LogCapture
     app = create_app(ApiSettings(auth=AuthConfig(token=TOKEN, jwt_secret=JWT_SECRET)), [router()])
     admin = jwt.encode({"user": {"username": "boss", "role": "admin"}}, JWT_SECRET)
     bad = jwt.encode({"user": {"username": "boss", "role": "admin"}}, JWT_SECRET + "x")
-    async with running(app, free_port()) as url, httpx.AsyncClient(base_url=url) as client:
+    async with (
+        serving(app, log_level="debug", access_log=True) as url,
+        httpx.AsyncClient(base_url=url) as client,
+    ):
         assert (await client.get(f"/status?token={TOKEN}")).status_code == 200
         assert (
             await client.get("/status", headers={"Authorization": f"Bearer {admin}"})

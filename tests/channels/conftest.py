@@ -1,50 +1,18 @@
-"""Fixtures for channel tests: an in-loop uvicorn runner, a trained concertbot, a test agent."""
+"""Fixtures for channel tests: a trained concertbot, a test agent."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from starlette.types import ASGIApp
 
-from bench.tcp_proxy import free_port
 from server.dialogue.messages import UserMessage
 from tests.action_servers.fixtures import action_servers  # noqa: F401
+from tests.serving import serving
 from tests.shared_data import BOTS
-
-
-@contextlib.asynccontextmanager
-async def serving(app: ASGIApp) -> AsyncIterator[str]:
-    """Runs `app` with uvicorn on a free local port for the block; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="auto",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(500):
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.01)
-        if task.done():
-            task.result()
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 async def echo(message: UserMessage) -> None:

@@ -11,7 +11,8 @@ from fastapi import FastAPI, Request, Response
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
-from tests.channels.conftest import echo, serving
+from tests.channels.conftest import echo
+from tests.serving import serving
 
 
 class Receiver:

@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from server.channels.rocketchat import rocketchat_messages
-from tests.channels.conftest import concertbot_server, serving
+from tests.channels.conftest import concertbot_server
 from tests.channels.fake_rocketchat import FakeRocketChat
+from tests.serving import serving
 
 BOT, PASSWORD, HOOK_TOKEN = "concertbot", "bot-password", "outgoing-hook-token"
 

@@ -13,7 +13,8 @@ import socketio
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
-from tests.channels.conftest import echo, serving
+from tests.channels.conftest import echo
+from tests.serving import serving
 
 
 @contextlib.asynccontextmanager

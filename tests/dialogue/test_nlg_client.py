@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from bench.tcp_proxy import free_port
 from server.dialogue.nlg_client import NLGClient
 from server.errors import ActionError
-from tests.channels.conftest import serving
+from tests.serving import serving
 
 
 class NLGServer:
