@@ -49,5 +49,6 @@ def server_app() -> Any:
         model_path=os.environ["BENCH_MODEL"],
         endpoints=endpoints,
         enable_api=os.environ.get("BENCH_ENABLE_API", "1") == "1",
+        freeze_after_load=True,
     )
     return build_app(options)

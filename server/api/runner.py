@@ -84,6 +84,7 @@ class RunSpec:
             remote_storage=self.remote_storage,
             verify_key=Path(self.verify_key) if self.verify_key else None,
             max_body_bytes=self.max_body_bytes,
+            freeze_after_load=True,
         )
 
 

@@ -7,7 +7,9 @@ loads the startup model and, on shutdown, closes everything in reverse order.
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -42,6 +44,13 @@ from server.trackers.repository import TrackerRepository
 logger = logging.getLogger(__name__)
 
 
+# A server's young objects mostly die within the request: collect them less often, and walk
+# the whole heap (about 0.5 µs per live object here) ten times less often than by default.
+GC_THRESHOLDS = tuple(
+    int(x) for x in os.environ.get("BOTSERVER_GC_THRESHOLDS", "5000,20,100").split(",")
+)
+
+
 @dataclass(frozen=True)
 class ServerOptions:
     """What `botserver run` is told: Rasa's `rasa run` flags, plus our limits.
@@ -64,6 +73,8 @@ class ServerOptions:
     verify_key: bytes | Path | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     models_dir: Path = Path("models")
+    # A server process (not a test): exempt what exists after the first load from the GC.
+    freeze_after_load: bool = False
     default_tracker_store: dict[str, Any] = field(
         default_factory=lambda: dict(DEFAULT_TRACKER_STORE)
     )
@@ -137,6 +148,13 @@ def build_app(options: ServerOptions) -> FastAPI:
         await source.load_initial(
             options.model_path, endpoints.get("models") or None, options.remote_storage
         )
+        if options.freeze_after_load:
+            # Imports and the model live as long as the process: out of the collector's
+            # sight, a full collection no longer walks them (110 ms per pass here, every few
+            # seconds under load).
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(*GC_THRESHOLDS)
         try:
             yield
         finally:

@@ -78,14 +78,20 @@ def describe(url: URL) -> str:
     return f"{url.get_backend_name()} at {url.host}:{url.port or 'default port'}/{url.database}"
 
 
+def sqlite_synchronous() -> str:
+    """SQLite's `synchronous` setting, from SQLITE_SYNCHRONOUS (NORMAL by default)."""
+    if SQLITE_SYNCHRONOUS not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise InvalidConfig(
+            f"SQLITE_SYNCHRONOUS={SQLITE_SYNCHRONOUS}: use OFF, NORMAL, FULL or EXTRA"
+        )
+    return SQLITE_SYNCHRONOUS
+
+
 def create_engine(url: URL) -> AsyncEngine:
     """An async engine with pre-ping (so it recovers after a database restart)."""
     backend = url.get_backend_name()
     if backend == "sqlite":
-        if SQLITE_SYNCHRONOUS not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise InvalidConfig(
-                f"SQLITE_SYNCHRONOUS={SQLITE_SYNCHRONOUS}: use OFF, NORMAL, FULL or EXTRA"
-            )
+        sqlite_synchronous()
         # No pre-ping: a file has no connection to lose, and the ping is a query per checkout.
         engine = create_async_engine(
             url,

@@ -9,33 +9,57 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import bindparam, delete, func, insert, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.errors import InvalidConfig, StoreUnavailable
 from server.trackers.session_start import ACTION_SESSION_START, latest_session_start
 from server.trackers.sql_engine import (
+    SQLITE_BUSY_TIMEOUT_MS,
     async_url,
     create_engine,
     describe,
     ensure_postgres_database,
+    sqlite_synchronous,
 )
 from server.trackers.sql_schema import events_table, migrate
+from server.trackers.sqlite_database import SqliteDatabase
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CACHE_SIZE = 10_000
+# The session cache holds at most this many events in all (about 1 KB each).
+DEFAULT_CACHE_EVENTS = 50_000
 DELETE_BATCH = 500
 # Parsing more rows than this at once moves off the event loop.
 PARSE_IN_THREAD_ABOVE = 500
+
+Row = tuple[str, str | None, float | None, str | None, str | None, str]
+IdData = tuple[int, str]
+
+
+class _Database(Protocol):
+    """The statements the store runs, one awaited call each."""
+
+    async def ping(self) -> None: ...
+    async def insert(
+        self, sender_id: str, rows: Sequence[Row]
+    ) -> tuple[int | None, list[IdData] | None]: ...
+    async def replace(self, sender_id: str, rows: Sequence[Row]) -> None: ...
+    async def delete_senders(self, sender_ids: Sequence[str]) -> None: ...
+    async def rows_from(self, sender_id: str, first_id: int) -> list[IdData]: ...
+    async def session_rows(self, sender_id: str) -> list[IdData]: ...
+    async def all_data(self, sender_id: str) -> list[str]: ...
+    async def senders(self) -> list[str]: ...
+    async def senders_older_than(self, cutoff_timestamp: float) -> list[str]: ...
+    async def close(self) -> None: ...
 
 
 @dataclass
@@ -46,24 +70,94 @@ class _CachedSession:
     last_data: str
 
 
+class _SessionCache:
+    """The current sessions this process saw last, bounded by their total number of events."""
+
+    def __init__(self, max_events: int) -> None:
+        self.max_events = max_events
+        self.events = 0
+        self._sessions: OrderedDict[str, _CachedSession] = OrderedDict()
+
+    def get(self, sender_id: str) -> _CachedSession | None:
+        return self._sessions.get(sender_id)
+
+    def put(self, sender_id: str, session: _CachedSession) -> None:
+        self.pop(sender_id)
+        self._sessions[sender_id] = session
+        self.events += len(session.events)
+        self._evict()
+
+    def pop(self, sender_id: str, only: _CachedSession | None = None) -> None:
+        session = self._sessions.get(sender_id)
+        if session is not None and (only is None or session is only):
+            del self._sessions[sender_id]
+            self.events -= len(session.events)
+
+    def touch(self, sender_id: str) -> None:
+        if sender_id in self._sessions:
+            self._sessions.move_to_end(sender_id)
+
+    def extend(
+        self, sender_id: str, session: _CachedSession, events: list[dict[str, Any]],
+        last: IdData,
+    ) -> None:
+        """Newer rows of a cached session (which may start a new session)."""
+        before = len(session.events)
+        session.events.extend(events)
+        start = latest_session_start(session.events, search_from=before)
+        if start:
+            del session.events[:start]
+        session.last_id, session.last_data = last
+        if self._sessions.get(sender_id) is session:
+            self.events += len(session.events) - before
+            self._sessions.move_to_end(sender_id)
+            self._evict()
+
+    def appended(
+        self, sender_id: str, events: list[dict[str, Any]],
+        written: tuple[int | None, list[IdData] | None],
+    ) -> None:
+        """Rows this process just wrote: the cache follows when it was current."""
+        previous, rows = written
+        if not rows:
+            return
+        session = self._sessions.get(sender_id)
+        if session is not None and previous == session.last_id:
+            self.extend(sender_id, session, events, rows[-1])
+        elif session is None and previous is None:
+            start = latest_session_start(events) or 0
+            self.put(sender_id, _CachedSession(events[start:], rows[-1][0], rows[-1][1]))
+
+    def _evict(self) -> None:
+        while self.events > self.max_events and len(self._sessions) > 1:
+            _, session = self._sessions.popitem(last=False)
+            self.events -= len(session.events)
+
+
 class SqlTrackerStore:
-    """Tracker store on any SQL database SQLAlchemy reaches with an async driver."""
+    """Tracker store on any SQL database: SQLite through the stdlib driver on a thread of its
+    own, the others through SQLAlchemy's async drivers."""
 
     process_local = False
 
     def __init__(
-        self, url: URL, login_db: str | None = None, cache_size: int = DEFAULT_CACHE_SIZE
+        self, url: URL, login_db: str | None = None, cache_events: int = DEFAULT_CACHE_EVENTS
     ) -> None:
         self.url = url
         self._login_db = login_db
         self._engine = create_engine(url)
         self._ready = False
         self._ready_lock = asyncio.Lock()
-        self._cache: OrderedDict[str, _CachedSession] = OrderedDict()
-        self._cache_size = cache_size
-        # SQLite has one writer at a time: writers of one process queue here instead of
-        # sleeping in SQLite's busy handler, whose back-off starves some of them for seconds.
-        self._write_lock = asyncio.Lock() if url.get_backend_name() == "sqlite" else None
+        self._db: _Database
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            self._db = SqliteDatabase(
+                str(url.database), SQLITE_BUSY_TIMEOUT_MS, sqlite_synchronous()
+            )
+            self._migrations_only = True
+        else:
+            self._db = _AsyncDatabase(self._engine)
+            self._migrations_only = False
+        self._cache = _SessionCache(cache_events)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SqlTrackerStore:
@@ -73,8 +167,11 @@ class SqlTrackerStore:
         if login_db and url.get_backend_name() != "postgresql":
             logger.warning("tracker_store.login_db is only used with PostgreSQL; ignoring it")
             login_db = None
-        cache_size = int(config.get("cache_size", DEFAULT_CACHE_SIZE))
-        return cls(url, login_db=login_db, cache_size=cache_size)
+        # `cache_size` is this setting's former name.
+        cache_events = int(
+            config.get("cache_events") or config.get("cache_size") or DEFAULT_CACHE_EVENTS
+        )
+        return cls(url, login_db=login_db, cache_events=cache_events)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -91,14 +188,17 @@ class SqlTrackerStore:
                     await migrate(self._engine)
                 except RuntimeError as exc:
                     raise InvalidConfig(f"{describe(self.url)}: {exc}") from exc
+                if self._migrations_only:
+                    await self._engine.dispose()
             self._ready = True
 
     async def ping(self) -> None:
         await self._ensure_ready()
-        async with self._connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        with self._map_errors():
+            await self._db.ping()
 
     async def close(self) -> None:
+        await self._db.close()
         await self._engine.dispose()
 
     # -- writes ----------------------------------------------------------------------------
@@ -107,61 +207,55 @@ class SqlTrackerStore:
         if not events:
             return
         rows = [_row(sender_id, event) for event in events]
-        async with self._connect(begin=True) as conn:
-            await conn.execute(insert(events_table), rows)
+        await self._ensure_ready()
+        with self._map_errors():
+            written = await self._db.insert(sender_id, rows)
+        self._cache.appended(sender_id, events, written)
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         rows = [_row(sender_id, event) for event in events]
-        self._cache.pop(sender_id, None)
-        async with self._connect(begin=True) as conn:
-            await conn.execute(delete(events_table).where(events_table.c.sender_id == sender_id))
-            if rows:
-                await conn.execute(insert(events_table), rows)
-        self._cache.pop(sender_id, None)
+        self._cache.pop(sender_id)
+        await self._ensure_ready()
+        with self._map_errors():
+            await self._db.replace(sender_id, rows)
+        self._cache.pop(sender_id)
 
     async def delete(self, sender_id: str) -> None:
-        self._cache.pop(sender_id, None)
-        async with self._connect(begin=True) as conn:
-            await conn.execute(delete(events_table).where(events_table.c.sender_id == sender_id))
-        self._cache.pop(sender_id, None)
+        self._cache.pop(sender_id)
+        await self._ensure_ready()
+        with self._map_errors():
+            await self._db.delete_senders([sender_id])
+        self._cache.pop(sender_id)
 
     async def delete_older_than(self, cutoff_timestamp: float) -> int:
-        latest = func.max(events_table.c.timestamp)
-        async with self._connect() as conn:
-            result = await conn.execute(
-                select(events_table.c.sender_id)
-                .group_by(events_table.c.sender_id)
-                .having(latest < cutoff_timestamp)
-            )
-            stale = [row[0] for row in result]
+        await self._ensure_ready()
+        with self._map_errors():
+            stale = await self._db.senders_older_than(cutoff_timestamp)
         for start in range(0, len(stale), DELETE_BATCH):
             batch = stale[start : start + DELETE_BATCH]
-            async with self._connect(begin=True) as conn:
-                await conn.execute(delete(events_table).where(events_table.c.sender_id.in_(batch)))
+            with self._map_errors():
+                await self._db.delete_senders(batch)
             for sender_id in batch:
-                self._cache.pop(sender_id, None)
+                self._cache.pop(sender_id)
         return len(stale)
 
     # -- reads -----------------------------------------------------------------------------
 
     async def keys(self) -> list[str]:
-        async with self._connect() as conn:
-            result = await conn.execute(select(events_table.c.sender_id).distinct())
-            return [row[0] for row in result]
+        await self._ensure_ready()
+        with self._map_errors():
+            return await self._db.senders()
 
     async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
-        async with self._connect() as conn:
-            result = await conn.execute(
-                select(events_table.c.data)
-                .where(events_table.c.sender_id == sender_id)
-                .order_by(events_table.c.id)
-            )
-            data = [row[0] for row in result]
+        await self._ensure_ready()
+        with self._map_errors():
+            data = await self._db.all_data(sender_id)
         if not data:
             return None
         return await _parse(data)
 
     async def load(self, sender_id: str) -> list[dict[str, Any]] | None:
+        await self._ensure_ready()
         cached = self._cache.get(sender_id)
         if cached is not None:
             events = await self._load_newer(sender_id, cached)
@@ -174,65 +268,29 @@ class SqlTrackerStore:
     ) -> list[dict[str, Any]] | None:
         """The cached session plus newer rows; None if the cache no longer matches the DB."""
         seen_id = cached.last_id
-        async with self._connect() as conn:
-            result = await conn.execute(
-                select(events_table.c.id, events_table.c.data)
-                .where(events_table.c.sender_id == sender_id, events_table.c.id >= seen_id)
-                .order_by(events_table.c.id)
-            )
-            rows = result.all()
+        with self._map_errors():
+            rows = await self._db.rows_from(sender_id, seen_id)
         if not rows or rows[0][0] != seen_id or rows[0][1] != cached.last_data:
             # Rows we saw are gone: replaced or deleted, maybe by another process.
-            if self._cache.get(sender_id) is cached:
-                del self._cache[sender_id]
+            self._cache.pop(sender_id, only=cached)
             return None
-        # Another load in this process may have advanced the cache while we awaited.
+        # Another load or append in this process may have advanced the cache meanwhile.
         new_rows = [row for row in rows if row[0] > cached.last_id]
         if new_rows:
-            base = len(cached.events)
-            cached.events.extend(await _parse([row[1] for row in new_rows]))
-            start = latest_session_start(cached.events, search_from=base)
-            if start:
-                del cached.events[:start]
-            cached.last_id, cached.last_data = new_rows[-1][0], new_rows[-1][1]
-        if sender_id in self._cache:
-            self._cache.move_to_end(sender_id)
+            self._cache.extend(sender_id, cached, await _parse([row[1] for row in new_rows]),
+                               new_rows[-1])
+        self._cache.touch(sender_id)
         return list(cached.events)
 
     async def _load_session(self, sender_id: str) -> list[dict[str, Any]] | None:
-        async with self._connect() as conn:
-            start_id = await _session_start_id(conn, sender_id)
-            query = select(events_table.c.id, events_table.c.data).where(
-                events_table.c.sender_id == sender_id
-            )
-            if start_id is not None:
-                query = query.where(events_table.c.id >= start_id)
-            rows = (await conn.execute(query.order_by(events_table.c.id))).all()
+        with self._map_errors():
+            rows = await self._db.session_rows(sender_id)
         if not rows:
-            self._cache.pop(sender_id, None)
+            self._cache.pop(sender_id)
             return None
         events = await _parse([row[1] for row in rows])
-        self._cache[sender_id] = _CachedSession(list(events), rows[-1][0], rows[-1][1])
-        self._cache.move_to_end(sender_id)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._cache.put(sender_id, _CachedSession(list(events), rows[-1][0], rows[-1][1]))
         return events
-
-    # -- connections and errors ------------------------------------------------------------
-
-    @asynccontextmanager
-    async def _connect(self, begin: bool = False) -> AsyncIterator[AsyncConnection]:
-        await self._ensure_ready()
-        with self._map_errors():
-            if begin and self._write_lock is not None:
-                async with self._write_lock, self._engine.begin() as conn:
-                    yield conn
-            elif begin:
-                async with self._engine.begin() as conn:
-                    yield conn
-            else:
-                async with self._engine.connect() as conn:
-                    yield conn
 
     def _map_errors(self) -> _ErrorMapper:
         return _ErrorMapper(self.url)
@@ -250,7 +308,10 @@ class _ErrorMapper:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None:
             return
-        unreachable = isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError)
+        unreachable = isinstance(
+            exc,
+            OperationalError | InterfaceError | OSError | TimeoutError | sqlite3.OperationalError,
+        )
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             unreachable = True
         if unreachable:
@@ -260,50 +321,142 @@ class _ErrorMapper:
             ) from exc
 
 
+class _AsyncDatabase:
+    """The statements on SQLAlchemy's async engine (PostgreSQL, MySQL/MariaDB)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        dialect = engine.dialect
+        self._returning = bool(
+            dialect.insert_returning and dialect.use_insertmanyvalues
+        )
+
+    async def ping(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        return None
+
+    async def insert(
+        self, sender_id: str, rows: Sequence[Row]
+    ) -> tuple[int | None, list[IdData] | None]:
+        params = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+        async with self._engine.begin() as conn:
+            if not self._returning:
+                await conn.execute(_INSERT, params)
+                return None, None
+            previous = await conn.scalar(_LAST_ID, {"sender_id": sender_id})
+            result = await conn.execute(_INSERT_RETURNING, params)
+            ids = [row[0] for row in result]
+        return previous, [(row_id, row[5]) for row_id, row in zip(ids, rows, strict=True)]
+
+    async def replace(self, sender_id: str, rows: Sequence[Row]) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(events_table).where(events_table.c.sender_id == sender_id))
+            if rows:
+                await conn.execute(_INSERT, [dict(zip(_COLUMNS, row, strict=True)) for row in rows])
+
+    async def delete_senders(self, sender_ids: Sequence[str]) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                delete(events_table).where(events_table.c.sender_id.in_(list(sender_ids)))
+            )
+
+    async def rows_from(self, sender_id: str, first_id: int) -> list[IdData]:
+        async with self._engine.connect() as conn:
+            result = await conn.execute(_ROWS_FROM, {"sender_id": sender_id, "first_id": first_id})
+            return [(row[0], row[1]) for row in result]
+
+    async def session_rows(self, sender_id: str) -> list[IdData]:
+        async with self._engine.connect() as conn:
+            start_id = await _session_start_id(conn, sender_id)
+            result = await conn.execute(
+                _ROWS_FROM, {"sender_id": sender_id, "first_id": start_id or 0}
+            )
+            return [(row[0], row[1]) for row in result]
+
+    async def all_data(self, sender_id: str) -> list[str]:
+        async with self._engine.connect() as conn:
+            result = await conn.execute(
+                select(events_table.c.data)
+                .where(events_table.c.sender_id == sender_id)
+                .order_by(events_table.c.id)
+            )
+            return [row[0] for row in result]
+
+    async def senders(self) -> list[str]:
+        async with self._engine.connect() as conn:
+            result = await conn.execute(select(events_table.c.sender_id).distinct())
+            return [row[0] for row in result]
+
+    async def senders_older_than(self, cutoff_timestamp: float) -> list[str]:
+        latest = func.max(events_table.c.timestamp)
+        async with self._engine.connect() as conn:
+            result = await conn.execute(
+                select(events_table.c.sender_id)
+                .group_by(events_table.c.sender_id)
+                .having(latest < cutoff_timestamp)
+            )
+            return [row[0] for row in result]
+
+
+# Statements of the hot path, built once.
+_C = events_table.c
+_COLUMNS = ("sender_id", "type_name", "timestamp", "intent_name", "action_name", "data")
+_INSERT = insert(events_table)
+_INSERT_RETURNING = insert(events_table).returning(_C.id, sort_by_parameter_order=True)
+_LAST_ID = select(func.max(_C.id)).where(_C.sender_id == bindparam("sender_id"))
+_ROWS_FROM = (
+    select(_C.id, _C.data)
+    .where(_C.sender_id == bindparam("sender_id"), _C.id >= bindparam("first_id"))
+    .order_by(_C.id)
+)
+_LAST_SESSION_ACTION = select(func.max(_C.id)).where(
+    _C.sender_id == bindparam("sender_id"),
+    _C.type_name == "action",
+    _C.action_name == ACTION_SESSION_START,
+)
+_LAST_SESSION_STARTED = select(func.max(_C.id)).where(
+    _C.sender_id == bindparam("sender_id"), _C.type_name == "session_started"
+)
+_ROW_BEFORE = (
+    select(_C.id, _C.type_name, _C.action_name)
+    .where(_C.sender_id == bindparam("sender_id"), _C.id < bindparam("before"))
+    .order_by(_C.id.desc())
+    .limit(1)
+)
+
+
 async def _session_start_id(conn: AsyncConnection, sender_id: str) -> int | None:
     """Row id where the current session starts, in a few index seeks (None: no session)."""
-    c = events_table.c
-    last_action = await conn.scalar(
-        select(func.max(c.id)).where(
-            c.sender_id == sender_id,
-            c.type_name == "action",
-            c.action_name == ACTION_SESSION_START,
-        )
-    )
-    last_started = await conn.scalar(
-        select(func.max(c.id)).where(c.sender_id == sender_id, c.type_name == "session_started")
-    )
+    key = {"sender_id": sender_id}
+    last_action = await conn.scalar(_LAST_SESSION_ACTION, key)
+    last_started = await conn.scalar(_LAST_SESSION_STARTED, key)
     if last_started is None or (last_action is not None and last_action > last_started):
         return last_action
-    previous = (
-        await conn.execute(
-            select(c.id, c.type_name, c.action_name)
-            .where(c.sender_id == sender_id, c.id < last_started)
-            .order_by(c.id.desc())
-            .limit(1)
-        )
-    ).first()
+    previous = (await conn.execute(_ROW_BEFORE, {**key, "before": last_started})).first()
     if previous is not None and previous[1] == "action" and previous[2] == ACTION_SESSION_START:
         return int(previous[0])
     return int(last_started)
 
 
-def _row(sender_id: str, event: dict[str, Any]) -> dict[str, Any]:
-    """Rasa's row for an event: the JSON plus the columns it indexes."""
+def _row(sender_id: str, event: dict[str, Any]) -> Row:
+    """Rasa's row for an event: the columns it indexes, then the JSON."""
     type_name = event.get("event")
     intent_name = None
     if type_name == "user":
         intent = (event.get("parse_data") or {}).get("intent") or {}
         intent_name = intent.get("name")
     name = event.get("name")
-    return {
-        "sender_id": sender_id,
-        "type_name": type_name,
-        "timestamp": event.get("timestamp"),
-        "intent_name": intent_name,
-        "action_name": name if isinstance(name, str) else None,
-        "data": json.dumps(event),
-    }
+    return (
+        sender_id,
+        type_name,
+        event.get("timestamp"),
+        intent_name,
+        name if isinstance(name, str) else None,
+        json.dumps(event),
+    )
 
 
 async def _parse(data: Sequence[str]) -> list[dict[str, Any]]:
