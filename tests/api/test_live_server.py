@@ -3,11 +3,8 @@ Rasa's OpenAPI spec (no 5xx, no response breaking the schema)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +12,8 @@ import httpx
 import jwt
 import pytest
 
-from bench.tcp_proxy import free_port
 from tests.api.rasa_spec import write_spec
+from tests.cli.botserver_process import start_botserver
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:The HMAC key is")]
 
@@ -25,60 +22,18 @@ JWT_SECRET = "a-jwt-secret-long-enough-for-hs256-keys!"
 STARTUP_SECONDS = 90
 
 
-def _botserver() -> list[str]:
-    found = shutil.which("botserver")
-    return [found] if found else [sys.executable, "-c", "import cli; cli.main()"]
-
-
 @pytest.fixture(scope="module")
 def live_server(moodbot_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`botserver run -m <model> --enable-api --auth-token thisismysecret` on a free port."""
     workdir = tmp_path_factory.mktemp("live")
-    port = free_port()
-    command = [
-        *_botserver(),
-        "run",
-        "-m",
-        str(moodbot_model.parent),
-        "--enable-api",
-        "--log-file",
-        "out.log",
-        "--auth-token",
-        TOKEN,
-        "--jwt-secret",
-        JWT_SECRET,
-        "-i",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    process = subprocess.Popen(
-        command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
+    args = ["-m", str(moodbot_model.parent), "--enable-api", "--log-file", "out.log",
+            "--auth-token", TOKEN, "--jwt-secret", JWT_SECRET]
+    server = start_botserver(args, workdir, workdir)
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                output = process.stdout.read().decode() if process.stdout else ""
-                pytest.fail(f"botserver run exited with {process.returncode}:\n{output}")
-            try:
-                if httpx.get(f"{url}/status", params={"token": TOKEN}).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("botserver run did not serve a model in time")
-            time.sleep(0.3)
-        yield url
+        server.wait_until(f"/status?token={TOKEN}", timeout=STARTUP_SECONDS)
+        yield server.url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
 
 
 def test_documented_token_usage(live_server: str) -> None:

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 import cli
-from bench.tcp_proxy import free_port
 from server.training.starter import write_starter_project
 from server.training.train import train
+from tests.cli.botserver_process import ServerProcess, start_botserver
 from tests.shared_data import MOODBOT
 
 
@@ -83,63 +77,13 @@ def run_cli(
         logging.getLogger(name).setLevel(level)
 
 
-def botserver_command() -> list[str]:
-    found = shutil.which("botserver")
-    return [found] if found else [sys.executable, "-m", "cli"]
-
-
-@dataclass
-class ServerProcess:
-    """`botserver run` in a subprocess, with its combined output in a file."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    output: Path
-
-    def text(self) -> str:
-        return self.output.read_text(encoding="utf-8", errors="replace")
-
-    def wait_until(self, path: str, status: int = 200, timeout: float = 60.0) -> httpx.Response:
-        deadline = time.monotonic() + timeout
-        last: object = None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"botserver exited early:\n{self.text()}")
-            try:
-                last = response = httpx.get(self.url + path, timeout=2)
-                if response.status_code == status:
-                    return response
-            except httpx.TransportError as exc:
-                last = exc
-            time.sleep(0.2)
-        raise AssertionError(f"{path} never answered {status} (last: {last}):\n{self.text()}")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Starts `botserver run ARGS -p <free port>` in `cwd`; stops it after the test."""
     started: list[ServerProcess] = []
 
     def start(*args: str, cwd: Path, port: int | None = None) -> ServerProcess:
-        port = port or free_port()
-        output = tmp_path / f"server-{port}.out"
-        with output.open("wb") as sink:
-            process = subprocess.Popen(
-                [*botserver_command(), "run", *args, "-p", str(port), "-i", "127.0.0.1"],
-                cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        server = ServerProcess(process, f"http://127.0.0.1:{port}", output)
+        server = start_botserver(list(args), cwd, tmp_path, port)
         started.append(server)
         return server
 

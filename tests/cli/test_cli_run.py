@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli.conftest import botserver_command
+from tests.cli.botserver_process import botserver_command
 
 
 # -- refused before anything starts (in process: nothing is served) ---------------------------

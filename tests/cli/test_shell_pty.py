@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pexpect
 
-from tests.cli.conftest import botserver_command
+from tests.cli.botserver_process import botserver_command
 
 PROMPT = "Your input -> "
 
