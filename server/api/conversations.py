@@ -13,8 +13,19 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from server.api.errors import HELP_EVENTS, ApiError, bad_request
+from server.api.openapi import error_responses, json_request, json_response
 from server.api.query import bool_arg, event_verbosity, float_arg
 from server.api.request_body import read_json_body, read_json_object
+from server.api.schemas import (
+    EVENT_LIST,
+    EVENT_OR_EVENTS,
+    ActionRequest,
+    ConversationUpdate,
+    IntentTriggerRequest,
+    MessageRequest,
+    PredictResult,
+    Tracker,
+)
 from server.api.services import Services, services_of
 from server.auth import require_auth
 from server.dialogue.agent import Agent
@@ -30,23 +41,8 @@ _EVENTS_FORMAT_ERROR = (
 )
 
 
-def _json_body(schema: dict[str, Any], description: str | None = None) -> dict[str, Any]:
-    """An OpenAPI requestBody for routes that read the raw JSON body themselves."""
-    body: dict[str, Any] = {
-        "required": True,
-        "content": {"application/json": {"schema": schema}},
-    }
-    if description:
-        body["description"] = description
-    return {"requestBody": body}
-
-
-_EVENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"event": {"type": "string"}, "timestamp": {"type": "number"}},
-    "required": ["event"],
-}
-_EVENT_LIST_SCHEMA: dict[str, Any] = {"type": "array", "items": _EVENT_SCHEMA}
+_TRACKER_DOC = json_response(Tracker, "The conversation's tracker.")
+_TURN_DOC = json_response(ConversationUpdate, "The tracker after the turn and the bot messages.")
 
 
 def parse_events(body: Any, allow_single: bool = True) -> list[Event]:
@@ -150,6 +146,7 @@ def conversations_router() -> APIRouter:
         "/tracker",
         operation_id="getConversationTracker",
         summary="Retrieve a conversations tracker",
+        responses={200: _TRACKER_DOC, **error_responses(400, 409)},
     )
     async def retrieve_tracker(
         conversation_id: str,
@@ -174,7 +171,8 @@ def conversations_router() -> APIRouter:
         "/tracker/events",
         operation_id="addConversationTrackerEvents",
         summary="Append events to a tracker",
-        openapi_extra=_json_body({"oneOf": [_EVENT_SCHEMA, _EVENT_LIST_SCHEMA]}),
+        openapi_extra=json_request(EVENT_OR_EVENTS, "One event or a list of events."),
+        responses={200: _TRACKER_DOC, **error_responses(400, 409)},
     )
     async def append_events(
         conversation_id: str,
@@ -199,7 +197,8 @@ def conversations_router() -> APIRouter:
         "/tracker/events",
         operation_id="replaceConversationTrackerEvents",
         summary="Replace a trackers events",
-        openapi_extra=_json_body(_EVENT_LIST_SCHEMA),
+        openapi_extra=json_request(EVENT_LIST, "The conversation's new events."),
+        responses={200: _TRACKER_DOC, **error_responses(400, 409)},
     )
     async def replace_events(
         conversation_id: str,
@@ -218,7 +217,13 @@ def conversations_router() -> APIRouter:
         operation_id="getConversationStory",
         summary="Retrieve an end-to-end story corresponding to a conversation",
         response_class=PlainTextResponse,
-        responses={200: {"content": {"text/yml": {"schema": {"type": "string"}}}}},
+        responses={
+            200: {
+                "description": "The conversation as a YAML story.",
+                "content": {"text/yml": {"schema": {"type": "string"}}},
+            },
+            **error_responses(400, 404, 409),
+        },
     )
     async def retrieve_story(
         conversation_id: str,
@@ -239,17 +244,8 @@ def conversations_router() -> APIRouter:
         operation_id="executeConversationAction",
         summary="Run an action in a conversation",
         deprecated=True,
-        openapi_extra=_json_body(
-            {
-                "type": "object",
-                "properties": {
-                    "name": {"type": "string"},
-                    "policy": {"type": "string", "nullable": True},
-                    "confidence": {"type": "number", "nullable": True},
-                },
-                "required": ["name"],
-            }
-        ),
+        openapi_extra=json_request(ActionRequest),
+        responses={200: _TURN_DOC, **error_responses(400, 404, 409)},
     )
     async def execute_action(
         conversation_id: str,
@@ -283,16 +279,8 @@ def conversations_router() -> APIRouter:
         "/trigger_intent",
         operation_id="triggerConversationIntent",
         summary="Inject an intent into a conversation",
-        openapi_extra=_json_body(
-            {
-                "type": "object",
-                "properties": {
-                    "name": {"type": "string"},
-                    "entities": {"type": "object", "nullable": True},
-                },
-                "required": ["name"],
-            }
-        ),
+        openapi_extra=json_request(IntentTriggerRequest),
+        responses={200: _TURN_DOC, **error_responses(400, 404, 409)},
     )
     async def trigger_intent(
         conversation_id: str,
@@ -326,6 +314,10 @@ def conversations_router() -> APIRouter:
         "/predict",
         operation_id="predictConversationAction",
         summary="Predict the next action",
+        responses={
+            200: json_response(PredictResult, "The scores of the next action."),
+            **error_responses(400, 404, 409),
+        },
     )
     async def predict(
         conversation_id: str, services: Services = Depends(services_of)
@@ -339,17 +331,8 @@ def conversations_router() -> APIRouter:
         "/messages",
         operation_id="addConversationMessage",
         summary="Add a message to a tracker",
-        openapi_extra=_json_body(
-            {
-                "type": "object",
-                "properties": {
-                    "text": {"type": "string"},
-                    "sender": {"type": "string", "enum": ["user"]},
-                    "parse_data": {"type": "object"},
-                },
-                "required": ["text", "sender"],
-            }
-        ),
+        openapi_extra=json_request(MessageRequest),
+        responses={200: _TRACKER_DOC, **error_responses(400, 409)},
     )
     async def add_message(
         conversation_id: str,

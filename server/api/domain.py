@@ -12,6 +12,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from server.api.errors import ApiError
+from server.api.openapi import error_responses
+from server.api.schemas import Domain, ref
 from server.api.services import Services, services_of
 from server.auth import require_auth
 
@@ -46,12 +48,13 @@ def domain_router() -> APIRouter:
         summary="Retrieve the loaded domain",
         responses={
             200: {
+                "description": "The domain; YAML is sent as application/x-yaml, as Rasa does.",
                 "content": {
-                    "application/json": {"schema": {"type": "object"}},
-                    YAML_MEDIA_TYPE: {"schema": {"type": "object"}},
-                }
+                    media: {"schema": ref(Domain)}
+                    for media in ("application/json", "application/yaml", YAML_MEDIA_TYPE)
+                },
             },
-            406: {"description": "Invalid Accept header."},
+            **error_responses(406, 409),
         },
     )
     async def get_domain(request: Request, services: Services = Depends(services_of)) -> Response:

@@ -22,8 +22,26 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.background import BackgroundTask
 
 from server.api.errors import ApiError, bad_request, response_for
+from server.api.openapi import (
+    error_responses,
+    json_request,
+    json_response,
+    request_body,
+)
 from server.api.query import bool_arg, event_verbosity, int_arg
 from server.api.request_body import parse_json, read_json_body, read_json_object
+from server.api.schemas import (
+    EVENT_LIST,
+    ModelRequest,
+    NLUEvaluationResult,
+    NLUTestData,
+    ParseRequest,
+    ParseResult,
+    PredictResult,
+    StoriesEvaluationResult,
+    TrainingRequest,
+    ref,
+)
 from server.api.services import Services, services_of
 from server.auth import require_auth
 from server.dialogue.processor import DialogueModel
@@ -368,6 +386,8 @@ def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict
 
 # ------------------------------------------------------------------------------- router
 
+_CALLBACK_DOC = {"description": "Accepted: the result will be POSTed to `callback_url`."}
+
 
 def model_router() -> APIRouter:
     """The /model routes; services come from `app.state.services` per request."""
@@ -379,18 +399,19 @@ def model_router() -> APIRouter:
         summary="Train a Rasa model",
         response_class=FileResponse,
         responses={
-            200: {"content": {"application/octet-stream": {}}},
-            204: {"description": "Accepted; the result goes to callback_url."},
-        },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
+            200: {
+                "description": "The trained model archive (its name also in `filename`).",
                 "content": {
-                    "application/yaml": {"schema": {"type": "object"}},
-                    "application/json": {"schema": {"type": "object"}},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
                 },
-            }
+            },
+            204: _CALLBACK_DOC,
+            **error_responses(400),
         },
+        openapi_extra=request_body(
+            {"application/yaml": ref(TrainingRequest), "application/json": ref(TrainingRequest)},
+            "Config, domain and training data, as one YAML (or JSON) document.",
+        ),
     )
     async def train(
         request: Request,
@@ -458,11 +479,12 @@ def model_router() -> APIRouter:
         "/test/stories",
         operation_id="testModelStories",
         summary="Evaluate stories",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"text/yml": {"schema": {"type": "string"}}},
-            }
+        openapi_extra=request_body(
+            {"text/yml": {"type": "string"}}, "Test stories in the YAML story format."
+        ),
+        responses={
+            200: json_response(StoriesEvaluationResult, "The evaluation."),
+            **error_responses(400, 409),
         },
     )
     async def evaluate_stories(
@@ -481,14 +503,14 @@ def model_router() -> APIRouter:
         "/test/intents",
         operation_id="testModelIntent",
         summary="Perform an intent evaluation",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/x-yaml": {"schema": {"type": "string"}},
-                    "application/json": {"schema": {"type": "object"}},
-                },
-            }
+        openapi_extra=request_body(
+            {"application/x-yaml": {"type": "string"}, "application/json": ref(NLUTestData)},
+            "NLU test data; in YAML, with the pipeline when cross-validating.",
+        ),
+        responses={
+            200: json_response(NLUEvaluationResult, "The evaluation."),
+            204: _CALLBACK_DOC,
+            **error_responses(400, 409),
         },
     )
     async def evaluate_intents(
@@ -560,11 +582,10 @@ def model_router() -> APIRouter:
         "/predict",
         operation_id="predictModelAction",
         summary="Predict an action on a temporary state",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": "array"}}},
-            }
+        openapi_extra=json_request(EVENT_LIST, "The events of a conversation to predict for."),
+        responses={
+            200: json_response(PredictResult, "The scores of the next action."),
+            **error_responses(400, 409),
         },
     )
     async def tracker_predict(
@@ -593,21 +614,10 @@ def model_router() -> APIRouter:
         "/parse",
         operation_id="parseModelMessage",
         summary="Parse a message using the Rasa model",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {
-                                "text": {"type": "string"},
-                                "message_id": {"type": "string"},
-                            },
-                        }
-                    }
-                },
-            }
+        openapi_extra=json_request(ParseRequest),
+        responses={
+            200: json_response(ParseResult, "The intents and entities found."),
+            **error_responses(400, 409),
         },
     )
     async def parse(
@@ -645,23 +655,8 @@ def model_router() -> APIRouter:
         summary="Replace the currently loaded model",
         status_code=204,
         response_class=Response,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {
-                                "model_file": {"type": "string"},
-                                "model_server": {"type": "object"},
-                                "remote_storage": {"type": "string", "enum": REMOTE_STORAGES},
-                            },
-                        }
-                    }
-                },
-            }
-        },
+        openapi_extra=json_request(ModelRequest),
+        responses={204: {"description": "The model is loaded."}, **error_responses(400)},
     )
     async def load(request: Request, services: Services = Depends(services_of)) -> Response:
         body = await read_json_object(request, "No path to model file defined in request_body.")
@@ -726,6 +721,7 @@ def model_router() -> APIRouter:
         summary="Unload the trained model",
         status_code=204,
         response_class=Response,
+        responses={204: {"description": "No model is loaded any more."}},
     )
     async def unload(services: Services = Depends(services_of)) -> Response:
         await services.holder.unload()

@@ -1,8 +1,12 @@
-"""Our OpenAPI document, corrected to what the server really answers.
+"""Our OpenAPI document: the helpers routes use to document their bodies and statuses, and
+the pass that makes the generated document say what the server really answers.
 
-FastAPI documents a 422 `HTTPValidationError` on every route with parameters; we answer 400
-with Rasa's error body instead, and 401/403 on protected routes. This rewrites the generated
-document accordingly, once, on first request.
+Routes read their request bodies and build their responses themselves, so they document
+them with `json_request(...)` / `json_response(...)` / `error_responses(...)` (pure
+documentation, no run-time validation). FastAPI's generated 422 `HTTPValidationError`
+becomes Rasa's 400; 401/403 go on protected routes; 413, 500 and 503 (body limit, any
+unexpected failure, response timeout) go everywhere they can happen; query parameters get
+their real types.
 """
 
 from __future__ import annotations
@@ -11,54 +15,160 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "Rasa's error body.",
-    "properties": {
-        "version": {"type": "string", "description": "Rasa version"},
-        "status": {"type": "string", "enum": ["failure"]},
-        "message": {"type": "string", "description": "Error message"},
-        "reason": {"type": "string", "description": "Error category"},
-        "details": {"type": "object", "description": "Additional error information"},
-        "help": {"type": "string", "description": "URL to additional material"},
-        "code": {"type": "number", "description": "HTTP status code"},
-    },
-}
+from server.api.schemas import Error, component_schemas, ref
 
-_ERROR_REF = {"$ref": "#/components/schemas/Error"}
-_DESCRIPTIONS = {
-    "400": "Bad Request",
-    "401": "User is not authenticated.",
-    "403": "User has insufficient permission.",
-    "409": "The request conflicts with the currently loaded model.",
+_STATUS_DESCRIPTIONS = {
+    400: "The request is malformed: a parameter or the body is invalid.",
+    401: "No valid credentials: a missing or wrong token, or a bad JWT.",
+    403: "The credentials do not allow this route (a `user` JWT for another conversation).",
+    404: "The conversation, action or intent named does not exist.",
+    406: "The Accept header asks for a format this route cannot produce.",
+    409: "No model is loaded.",
+    413: "The request body is larger than the server's limit.",
+    500: "An unexpected failure; the server log has the details.",
+    503: "The answer took longer than the response timeout.",
 }
 _METHODS = {"get", "put", "post", "delete", "patch", "options", "head"}
 
 
-def _error_response(status: str) -> dict[str, Any]:
-    return {
-        "description": _DESCRIPTIONS.get(status, "Error"),
-        "content": {"application/json": {"schema": _ERROR_REF}},
+def _flag(description: str, default: bool = False) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "boolean", "default": default}}
+
+
+# Routes read query parameters as raw strings (`server.api.query`: only `true` is true, a
+# bad number counts as absent), so FastAPI would document every one as an optional string;
+# these are the types and meanings a client should go by.
+_QUERY_PARAMETERS: dict[str, dict[str, Any]] = {
+    "include_events": {
+        "description": "Which events to include: ALL, the current session's APPLIED events, "
+        "those AFTER_RESTART, or NONE (`events` is then null).",
+        "schema": {
+            "type": "string",
+            "enum": ["ALL", "APPLIED", "AFTER_RESTART", "NONE"],
+            "default": "AFTER_RESTART",
+        },
+    },
+    "until": {
+        "description": "Replay only events up to this Unix timestamp (seconds).",
+        "schema": {"type": "number"},
+    },
+    "all_sessions": _flag("Export every session of the conversation, not only the last."),
+    "output_channel": {
+        "description": "Send the bot's messages to this channel of credentials.yml, or to "
+        "the conversation's `latest` input channel.",
+        "schema": {"type": "string"},
+    },
+    "execute_side_effects": _flag(
+        "Send appended bot messages to `output_channel` and schedule or cancel reminders."
+    ),
+    "save_to_default_model_directory": _flag(
+        "Keep the trained model in the server's model directory (else in a temporary one).",
+        default=True,
+    ),
+    "force_training": _flag("Train even if the training data did not change."),
+    "augmentation": {
+        "description": "Accepted for compatibility; our trainers ignore it.",
+        "schema": {"type": "string"},
+    },
+    "num_threads": {
+        "description": "Accepted for compatibility; our trainers ignore it.",
+        "schema": {"type": "string"},
+    },
+    "callback_url": {
+        "description": "Answer 204 at once and POST the result to this URL when done.",
+        "schema": {"type": "string", "format": "uri"},
+    },
+    "e2e": _flag("Evaluate the stories end to end (user texts are parsed by NLU)."),
+    "model": {
+        "description": "Evaluate this model archive instead of the loaded one.",
+        "schema": {"type": "string"},
+    },
+    "cross_validation_folds": {
+        "description": "Cross-validate the posted YAML data (with its pipeline) in this many "
+        "folds instead of testing a model.",
+        "schema": {"type": "integer", "minimum": 2},
+    },
+    "emulation_mode": {
+        "description": "Checked as in Rasa; the answer is always Rasa's own parse format.",
+        "schema": {"type": "string", "enum": ["WIT", "LUIS", "DIALOGFLOW"]},
+    },
+}
+_PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "conversation_id": {
+        "description": "The conversation's id (the sender id); it may contain `/`.",
+        "schema": {"type": "string", "maxLength": 255},
+    },
+}
+_JSON = "application/json"
+
+
+def _schema_of(body: type[BaseModel] | dict[str, Any]) -> dict[str, Any]:
+    return ref(body) if isinstance(body, type) else body
+
+
+def json_response(body: type[BaseModel] | dict[str, Any], description: str) -> dict[str, Any]:
+    """A `responses=` entry: a JSON body of a documented model (or a raw JSON schema)."""
+    return {"description": description, "content": {_JSON: {"schema": _schema_of(body)}}}
+
+
+def error_response(status: int, description: str | None = None) -> dict[str, Any]:
+    """A `responses=` entry for one error status, with Rasa's error body."""
+    return json_response(Error, description or _STATUS_DESCRIPTIONS.get(status, "Error"))
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries for error statuses, each with Rasa's error body."""
+    return {status: error_response(status) for status in statuses}
+
+
+def json_request(
+    body: type[BaseModel] | dict[str, Any], description: str | None = None
+) -> dict[str, Any]:
+    """An `openapi_extra=` request body of a documented model (or a raw JSON schema)."""
+    return request_body({_JSON: _schema_of(body)}, description)
+
+
+def request_body(
+    content: dict[str, dict[str, Any]], description: str | None = None
+) -> dict[str, Any]:
+    """An `openapi_extra=` request body with a schema per media type."""
+    body: dict[str, Any] = {
+        "required": True,
+        "content": {media: {"schema": schema} for media, schema in content.items()},
     }
+    if description:
+        body["description"] = description
+    return {"requestBody": body}
 
 
 def rewrite_error_responses(document: dict[str, Any]) -> dict[str, Any]:
-    """Replace 422 by Rasa's 400 and add 401/403 to operations that declare security."""
+    """Replace 422 by Rasa's 400, add 401/403 to operations that declare security and the
+    statuses any route may answer, type the parameters, and put the documented models in
+    the components."""
     for path_item in document.get("paths", {}).values():
         for method, operation in path_item.items():
             if method not in _METHODS:
                 continue
+            for parameter in operation.get("parameters", []):
+                table = _QUERY_PARAMETERS if parameter["in"] == "query" else _PATH_PARAMETERS
+                parameter.update(table.get(parameter["name"], {}))
             responses = operation.setdefault("responses", {})
             if responses.pop("422", None) is not None:
-                responses.setdefault("400", _error_response("400"))
+                responses.setdefault("400", error_response(400))
+            extra = [500, 503]
             if operation.get("security"):
-                responses.setdefault("401", _error_response("401"))
-                responses.setdefault("403", _error_response("403"))
+                extra += [401, 403]
+            if "requestBody" in operation:
+                extra.append(413)
+            for status in extra:
+                responses.setdefault(str(status), error_response(status))
+            operation["responses"] = dict(sorted(responses.items()))
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    schemas["Error"] = ERROR_SCHEMA
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
+    schemas.update(component_schemas())
     return document
 
 

@@ -14,6 +14,8 @@ from fastapi.responses import PlainTextResponse
 
 from server import RASA_COMPAT_VERSION, __version__
 from server.api.errors import ERROR_STATUSES, ApiError
+from server.api.openapi import error_responses, json_response
+from server.api.schemas import Status, Version
 from server.auth import require_auth
 from server.errors import NoModelLoaded
 
@@ -58,7 +60,13 @@ def info_router() -> APIRouter:
     async def hello() -> str:
         return HELLO_TEXT
 
-    @router.get("/version", operation_id="getVersion", summary="Version of the server")
+    @router.get(
+        "/version",
+        operation_id="getVersion",
+        summary="Version of the server",
+        response_model=None,
+        responses={200: json_response(Version, "The API and model format versions.")},
+    )
     async def version() -> dict[str, str]:
         return {
             "version": RASA_COMPAT_VERSION,
@@ -86,6 +94,11 @@ def status_router(source: ModelStatusSource) -> APIRouter:
         operation_id="getStatus",
         summary="Status of the server and the loaded model",
         dependencies=[Depends(require_auth())],
+        response_model=None,
+        responses={
+            200: json_response(Status, "The loaded model."),
+            **error_responses(409),
+        },
     )
     async def status() -> dict[str, Any]:
         info = source.info

@@ -106,17 +106,26 @@ class RasaSpec:
     def __init__(self, spec: dict[str, Any] | None = None):
         self.spec = spec or load_spec()
 
-    def response_schema(self, path: str, method: str, status: int) -> dict[str, Any] | None:
+    def response_schema(
+        self, path: str, method: str, status: int, media_type: str = "application/json"
+    ) -> dict[str, Any] | None:
         operation = self.spec["paths"][path][method.lower()]
         responses = operation["responses"]
         response = responses.get(status, responses.get(str(status)))
         assert response is not None, f"the spec has no {status} for {method} {path}"
         response = _to_json_schema(response, self.spec)
         content = response.get("content") or {}
-        media = content.get("application/json")
+        media = content.get(media_type)
         return media.get("schema") if media else None
 
-    def validate(self, body: Any, path: str, method: str, status: int) -> None:
-        schema = self.response_schema(path, method, status)
+    def validate(
+        self,
+        body: Any,
+        path: str,
+        method: str,
+        status: int,
+        media_type: str = "application/json",
+    ) -> None:
+        schema = self.response_schema(path, method, status, media_type)
         assert schema is not None, f"no JSON schema for {status} {method} {path}"
         jsonschema.validate(body, schema)
