@@ -10,7 +10,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from server import RASA_COMPAT_VERSION
 from server.dialogue.domain import Domain
 from server.dialogue.nlg import bot_data, render_response
 from server.dialogue.slots import REQUESTED_SLOT, SESSION_STARTED_METADATA
@@ -350,7 +349,3 @@ _DEFAULTS: dict[str, type[Action]] = {
 def default_action(name: str) -> Action | None:
     cls = _DEFAULTS.get(name)
     return cls() if cls else None
-
-
-def version_info() -> str:
-    return RASA_COMPAT_VERSION

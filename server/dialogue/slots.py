@@ -51,11 +51,6 @@ class SlotMapping:
             raw=dict(d),
         )
 
-    def intent_allowed(self, intent: str | None) -> bool:
-        if self.intent and intent not in self.intent:
-            return False
-        return intent not in self.not_intent
-
     def conditions_met(self, active_loop: str | None, requested_slot: Any) -> bool:
         if not self.conditions:
             return True

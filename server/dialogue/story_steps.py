@@ -49,22 +49,9 @@ class StoryStep:
     # The file line of each event (condition events first, then `events`), for messages.
     event_lines: list[int | None] = field(default_factory=list)
 
-    def line_of_event(self, index: int) -> int | None:
-        """The line of `events[index]`, or the step's line when unknown."""
-        offset = len(self.condition)
-        if 0 <= offset + index < len(self.event_lines):
-            return self.event_lines[offset + index] or self.line
-        return self.line
-
     @property
     def is_rule(self) -> bool:
         return self.kind == "rule"
-
-    def user_events(self) -> list[UserUttered]:
-        return [e for e in self.events if isinstance(e, UserUttered)]
-
-    def action_events(self) -> list[ActionExecuted]:
-        return [e for e in self.events if isinstance(e, ActionExecuted)]
 
 
 @dataclass

@@ -31,9 +31,3 @@ def latest_session_start(events: Sequence[dict[str, Any]], search_from: int = 0)
                 return i - 1
             return i
     return None
-
-
-def current_session(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The events of the current session (all events when no session was ever started)."""
-    start = latest_session_start(events)
-    return list(events[start or 0 :])

@@ -14,7 +14,6 @@ from server.errors import InvalidProjectFile
 from server.training.yaml_io import line_of, parse_yaml, read_yaml_file
 
 DEFAULT_RECIPE = "default.v1"
-SUPPORTED_RECIPES = frozenset({DEFAULT_RECIPE})
 
 
 @dataclass

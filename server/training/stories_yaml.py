@@ -99,10 +99,6 @@ def read_story_file(
     return read_story_data(data, str(path), slot_types, warnings)
 
 
-def has_story_sections(data: Any) -> bool:
-    return isinstance(data, dict) and ("stories" in data or "rules" in data)
-
-
 def read_story_data(
     data: Any,
     filename: str,
