@@ -11,7 +11,6 @@ from tests.api.rasa_spec import RasaSpec
 
 TRACKER = "/conversations/{conversation_id}/tracker"
 EVENTS = "/conversations/{conversation_id}/tracker/events"
-STORY = "/conversations/{conversation_id}/story"
 EXECUTE = "/conversations/{conversation_id}/execute"
 TRIGGER = "/conversations/{conversation_id}/trigger_intent"
 PREDICT = "/conversations/{conversation_id}/predict"
