@@ -13,7 +13,7 @@ import yaml
 from tests.shared_data import RECORDED
 
 _SECTION = re.compile(r"^### (.+)$", re.M)
-_REQUEST_LINE = re.compile(r"```http\n([A-Z]+) (/\S*) HTTP/1\.1")
+_REQUEST = re.compile(r"```http\n([A-Z]+) (/\S*) HTTP/1\.1\n(.*?)```", re.S)
 _RESPONSE = re.compile(r"^Response: \*\*(\d{3})\*\* \(`content-type: ([^`]+)`", re.M)
 _BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.S)
 
@@ -28,6 +28,8 @@ class RecordedExample:
     content_type: str
     # The parsed JSON or YAML body; None when there is none or it was cut in the recording.
     body: Any
+    # The request's JSON body; None when there is none or it is not JSON.
+    request_body: Any = None
 
 
 def _parse_body(kind: str, text: str) -> Any:
@@ -43,11 +45,12 @@ def _parse_body(kind: str, text: str) -> Any:
 
 
 def _example(title: str, section: str) -> RecordedExample | None:
-    request = _REQUEST_LINE.search(section)
+    request = _REQUEST.search(section)
     response = _RESPONSE.search(section)
     if request is None or response is None:
         return None
-    method, target = request.groups()
+    method, target, rest = request.groups()
+    _headers, _, sent = rest.partition("\n\n")
     path, _, query = target.partition("?")
     block = _BLOCK.search(section, response.end())
     body = _parse_body(*block.groups()) if block else None
@@ -59,6 +62,7 @@ def _example(title: str, section: str) -> RecordedExample | None:
         status=int(response.group(1)),
         content_type=response.group(2).split(";")[0].strip(),
         body=body,
+        request_body=_parse_body("json", sent) if sent.strip() else None,
     )
 
 

@@ -214,6 +214,34 @@ def test_rasas_recorded_body_fits_our_schema(
     assert not errors, f"{example.title}: {errors[0].message} at {list(errors[0].path)}"
 
 
+def our_request_schema(ours: dict[str, Any], path: str, method: str) -> Draft202012Validator:
+    body = our_operation(ours, path, method)["requestBody"]
+    schema = body["content"][JSON]["schema"]
+    return Draft202012Validator({**schema, "components": ours["components"]})
+
+
+# Requests Rasa took, and empty bodies it refused (which our schemas must refuse too).
+REQUESTS = [
+    e
+    for e in recorded_examples()
+    if template_of(e.path) is not None
+    and e.request_body is not None
+    and (e.status < 300 or e.request_body == {})
+]
+
+
+@pytest.mark.parametrize(
+    "example", REQUESTS, ids=[f"{i}-{e.method} {e.path} {e.status}" for i, e in enumerate(REQUESTS)]
+)
+def test_rasas_recorded_request_fits_our_request_schema_if_rasa_took_it(
+    ours: dict[str, Any], example: RecordedExample
+) -> None:
+    template = template_of(example.path)
+    assert template is not None
+    validator = our_request_schema(ours, template, example.method.lower())
+    assert validator.is_valid(example.request_body) is (example.status < 300), example.title
+
+
 # --------------------------------------------------------------------- our live answers
 
 TRACKER = "/conversations/{conversation_id}/tracker"
