@@ -126,6 +126,16 @@ class Processor:
             return parsed
         return model.nlu.parse(text, message_id=message_id, metadata=metadata)
 
+    async def parse_off_loop_if_blocking(
+        self, model: DialogueModel, message: UserMessage
+    ) -> dict[str, Any]:
+        """Parses in a worker thread when the pipeline may block (Duckling's HTTP call, a
+        sentence encoder); inline otherwise: a sparse parse costs less than the thread hop."""
+        args = (model, message.text or "", message.message_id, message.metadata)
+        if model.nlu is not None and getattr(model.nlu, "blocking", True):
+            return await asyncio.to_thread(self.parse, *args)
+        return self.parse(*args)
+
     # -- trackers ---------------------------------------------------------------------------
     async def tracker_for(self, sender_id: str, model: DialogueModel) -> Tracker:
         """The current session's tracker, or a new empty one."""
@@ -192,12 +202,9 @@ class Processor:
             sent: list[dict[str, Any]] = []
             output = _Tee(message.output_channel, sent)
             await self.update_session(tracker, model, output, message.metadata)
-            # NLU is CPU work (and Duckling is a blocking HTTP call): keep it off the loop.
             parse_data = message.parse_data
             if parse_data is None:
-                parse_data = await asyncio.to_thread(
-                    self.parse, model, message.text or "", message.message_id, message.metadata
-                )
+                parse_data = await self.parse_off_loop_if_blocking(model, message)
             parse_data.setdefault("metadata", dict(message.metadata or {}))
             tracker.update(
                 UserUttered(

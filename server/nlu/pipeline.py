@@ -33,6 +33,10 @@ DEFAULT_PIPELINE: list[dict[str, Any]] = [
 ]
 
 
+# Components whose processing waits on a server or runs a neural network.
+_BLOCKING_COMPONENTS = frozenset({"DucklingEntityExtractor", "DenseFeaturizer"})
+
+
 class NLUPipeline:
     """A trained pipeline. `parse` is thread-safe and allocation-light."""
 
@@ -49,6 +53,7 @@ class NLUPipeline:
         self._entities = entities
         self._has_classifier = any(k == "IntentClassifier" for k, _ in components)
         self._has_selector = any(k == "ResponseSelector" for k, _ in components)
+        self._blocking = any(k in _BLOCKING_COMPONENTS for k, _ in components)
 
     @classmethod
     def train(
@@ -70,6 +75,13 @@ class NLUPipeline:
             if key == "IntentClassifier" and component.model_ is not None:
                 return list(component.model_.classes)
         return []
+
+    @property
+    def blocking(self) -> bool:
+        """Whether `parse` may wait on the network or compute for milliseconds (Duckling's
+        HTTP call, a sentence encoder): callers on an event loop run it in a thread then,
+        and inline otherwise (a sparse parse costs well under a millisecond)."""
+        return self._blocking
 
     @property
     def entities(self) -> list[str]:

@@ -14,21 +14,26 @@ from server.trackers.events import Event, event_from_dict
 from server.trackers.store import TrackerStore
 from server.trackers.tracker import Tracker
 
+# Hot trackers kept per process, counted in events (a few hundred bytes and objects each:
+# the bound keeps memory and the garbage collector's full passes small).
+DEFAULT_MAX_EVENTS = 50_000
+
 
 class TrackerRepository:
     """Builds Tracker objects from a store and appends their new events back."""
 
-    def __init__(self, store: TrackerStore, max_cached: int = 10_000) -> None:
+    def __init__(self, store: TrackerStore, max_events: int = DEFAULT_MAX_EVENTS) -> None:
         self.store = store
-        self.max_cached = max_cached
+        self.max_events = max_events
         # sender_id -> (tracker, number of its events that came from / went to the store)
         self._hot: OrderedDict[str, tuple[Tracker, int]] = OrderedDict()
+        self._events = 0
 
     async def load(self, sender_id: str, slot_defaults: dict[str, Any]) -> Tracker | None:
         """The current session's tracker, or None for an unknown conversation."""
         dicts = await self.store.load(sender_id)
         if dicts is None:
-            self._hot.pop(sender_id, None)
+            self.forget(sender_id)
             return None
         cached = self._hot.get(sender_id)
         if cached is not None:
@@ -60,16 +65,20 @@ class TrackerRepository:
 
     async def replace(self, tracker: Tracker) -> None:
         await self.store.replace(tracker.sender_id, [e.as_dict() for e in tracker.events])
-        self._hot.pop(tracker.sender_id, None)
+        self.forget(tracker.sender_id)
 
     def forget(self, sender_id: str) -> None:
-        self._hot.pop(sender_id, None)
+        entry = self._hot.pop(sender_id, None)
+        if entry is not None:
+            self._events -= entry[1]
 
     def _remember(self, sender_id: str, tracker: Tracker, stored: int) -> None:
+        self.forget(sender_id)
         self._hot[sender_id] = (tracker, stored)
-        self._hot.move_to_end(sender_id)
-        while len(self._hot) > self.max_cached:
-            self._hot.popitem(last=False)
+        self._events += stored
+        while self._events > self.max_events and len(self._hot) > 1:
+            _, (_, evicted) = self._hot.popitem(last=False)
+            self._events -= evicted
 
 
 def _same_event(event: Event, d: dict[str, Any]) -> bool:

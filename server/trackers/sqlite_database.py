@@ -8,6 +8,8 @@ process's writers queue there instead of in SQLite's busy handler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import pathlib
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -35,6 +37,8 @@ class SqliteDatabase:
         self._synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._local = threading.local()
+        self._readers = threading.local()
+        self._reader_connections: list[sqlite3.Connection] = []
         self._closed = False
 
     async def run(self, function: Callable[[sqlite3.Connection], T]) -> T:
@@ -60,6 +64,19 @@ class SqliteDatabase:
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         return conn
 
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection; busy at once rather than waiting."""
+        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise sqlite3.OperationalError("the store is closed")
+            uri = f"{pathlib.Path(self.path).absolute().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout=0")
+            self._readers.conn = conn
+            self._reader_connections.append(conn)
+        return conn
+
     async def close(self) -> None:
         def close() -> None:
             conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -70,6 +87,10 @@ class SqliteDatabase:
         if self._closed:
             return
         self._closed = True
+        for reader in self._reader_connections:
+            # sqlite3 refuses to close another thread's connection; those end with the process.
+            with contextlib.suppress(sqlite3.ProgrammingError):
+                reader.close()
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, close)
@@ -109,9 +130,22 @@ class SqliteDatabase:
         await self.run(lambda conn: _write(conn, lambda: conn.execute(sql, tuple(sender_ids))))
 
     async def rows_from(self, sender_id: str, first_id: int) -> list[tuple[int, str]]:
-        """(id, data) of the conversation's rows with id >= first_id, in order."""
+        """(id, data) of the conversation's rows with id >= first_id, in order.
+
+        This is the read of every turn on a cached session: a few index-seeked rows, read
+        on the caller's thread from a WAL snapshot, which waits for no writer. Should SQLite
+        still answer busy (a checkpoint being reset), the read goes to the store's thread.
+        """
         sql = "SELECT id, data FROM events WHERE sender_id = ? AND id >= ? ORDER BY id"
-        return await self.run(lambda conn: conn.execute(sql, (sender_id, first_id)).fetchall())
+        try:
+            rows: list[tuple[int, str]] = (
+                self._reader().execute(sql, (sender_id, first_id)).fetchall()
+            )
+            return rows
+        except sqlite3.OperationalError:
+            return await self.run(
+                lambda conn: conn.execute(sql, (sender_id, first_id)).fetchall()
+            )
 
     async def session_rows(self, sender_id: str) -> list[tuple[int, str]]:
         """(id, data) of the current session's rows, in order."""

@@ -4,6 +4,7 @@ prediction limit, followup actions, and NLU kept off the event loop."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -145,3 +146,26 @@ async def test_nlu_runs_off_the_event_loop() -> None:
         ticker.cancel()
     assert turn.texts == ["Hello!"]
     assert ticks >= 10  # the loop kept running while the NLU worked
+
+
+class QuickNLU:
+    """A pipeline that says it never blocks (no Duckling, no sentence encoder)."""
+
+    blocking = False
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def parse(
+        self, text: str, message_id: str | None = None, metadata: dict | None = None
+    ) -> dict[str, Any]:
+        self.threads.append(threading.current_thread().name)
+        return {"text": text, "intent": {"name": "greet", "confidence": 1.0}, "entities": []}
+
+
+async def test_a_pipeline_that_never_blocks_parses_on_the_loop_without_a_thread_hop() -> None:
+    nlu = QuickNLU()
+    agent = agent_for(Scripted("utter_greet"), nlu=nlu)
+    turn = await Conversation(agent, "quick-nlu").say("hello")
+    assert turn.texts == ["Hello!"]
+    assert nlu.threads == [threading.current_thread().name]

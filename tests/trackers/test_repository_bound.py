@@ -1,0 +1,21 @@
+"""Hot trackers are bounded by their events; evicted conversations reload whole."""
+
+from __future__ import annotations
+
+from server.trackers.events import ActionExecuted, UserUttered
+from server.trackers.factory import create_tracker_store
+from server.trackers.repository import TrackerRepository
+from server.trackers.tracker import Tracker
+
+
+async def test_conversations_beyond_the_bound_reload_with_all_their_events() -> None:
+    repository = TrackerRepository(create_tracker_store({"type": "in_memory"}), max_events=3)
+    for n in range(5):
+        tracker = Tracker(f"u{n}", {})
+        events = [UserUttered(text=f"hi {n}"), ActionExecuted(action_name="action_listen")]
+        tracker.update_many(events)
+        await repository.save(tracker, events)
+    for n in range(5):
+        loaded = await repository.load(f"u{n}", {})
+        assert loaded is not None
+        assert [getattr(e, "text", None) for e in loaded.events] == [f"hi {n}", None]
