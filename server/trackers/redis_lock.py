@@ -69,13 +69,23 @@ class RedisLockStore:
             key = self._prefix + conversation_id
             token = secrets.token_hex(16)
             await self._acquire(key, token, deadline, conversation_id, timeout)
-            renewal = asyncio.create_task(self._keep_alive(key, token, conversation_id))
+            # Most turns end long before a third of the lease: the renewal task only starts
+            # for those that do not (no task per turn).
+            renewal: list[asyncio.Task[None]] = []
+            start_renewal = loop.call_later(
+                self.lock_lifetime / 3,
+                lambda: renewal.append(
+                    asyncio.ensure_future(self._keep_alive(key, token, conversation_id, now=True))
+                ),
+            )
             try:
                 yield
             finally:
-                renewal.cancel()
-                with suppress(asyncio.CancelledError):
-                    await renewal
+                start_renewal.cancel()
+                for task in renewal:
+                    task.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await task
                 await self._give_back(key, token, conversation_id)
 
     async def _acquire(
@@ -94,10 +104,14 @@ class RedisLockStore:
             await asyncio.sleep(min(pause, remaining))
             pause = min(pause * 2, _MAX_POLL)
 
-    async def _keep_alive(self, key: str, token: str, conversation_id: str) -> None:
+    async def _keep_alive(
+        self, key: str, token: str, conversation_id: str, now: bool = False
+    ) -> None:
         lifetime_ms = int(self.lock_lifetime * 1000)
         while True:
-            await asyncio.sleep(self.lock_lifetime / 3)
+            if not now:
+                await asyncio.sleep(self.lock_lifetime / 3)
+            now = False
             try:
                 renewed = await self._renew(keys=[key], args=[token, lifetime_ms])
             except (redis_errors.RedisError, OSError) as exc:
