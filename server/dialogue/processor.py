@@ -118,9 +118,9 @@ class Processor:
     def parse(model: DialogueModel, text: str, message_id: str | None = None,
               metadata: dict | None = None) -> dict[str, Any]:
         if model.nlu is None:
-            from server.nlu.intent_syntax import parse_intent_syntax
+            from server.nlu.regex_message import parse_regex_message
 
-            parsed = parse_intent_syntax(text)
+            parsed = parse_regex_message(text, set(model.domain.intents))
             if parsed is None:
                 return {"intent": {"name": None, "confidence": 0.0}, "entities": [], "text": text}
             return parsed
