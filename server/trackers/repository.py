@@ -16,7 +16,7 @@ from server.trackers.tracker import Tracker
 
 # Hot trackers kept per process, counted in events (a few hundred bytes and objects each:
 # the bound keeps memory and the garbage collector's full passes small).
-DEFAULT_MAX_EVENTS = 50_000
+DEFAULT_MAX_EVENTS = 10_000
 
 
 class TrackerRepository:

@@ -36,7 +36,7 @@ from server.trackers.sqlite_database import SqliteDatabase
 logger = logging.getLogger(__name__)
 
 # The session cache holds at most this many events in all (about 1 KB each).
-DEFAULT_CACHE_EVENTS = 50_000
+DEFAULT_CACHE_EVENTS = 10_000
 DELETE_BATCH = 500
 # Parsing more rows than this at once moves off the event loop.
 PARSE_IN_THREAD_ABOVE = 500
