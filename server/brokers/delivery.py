@@ -138,3 +138,30 @@ class BackgroundDelivery:
         except asyncio.CancelledError:
             pass
         self._task = None
+
+
+class QueuedBroker:
+    """Base of brokers that queue events and deliver them from a background task.
+
+    A subclass sets `self._delivery` (a BackgroundDelivery around its own `_send`).
+    """
+
+    _delivery: BackgroundDelivery
+
+    @property
+    def pending(self) -> int:
+        """Events queued and not yet delivered."""
+        return self._delivery.pending
+
+    async def publish(
+        self,
+        sender_id: str,
+        events: list[dict[str, Any]],
+        previous_event: dict[str, Any] | None = None,
+    ) -> None:
+        """Queues the events; never waits for the broker and never raises for an outage."""
+        self._delivery.submit(sender_id, events, previous_event)
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds until every queued event is delivered; True if so."""
+        return await self._delivery.flush(timeout)

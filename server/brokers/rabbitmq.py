@@ -19,7 +19,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from yarl import URL
 
-from server.brokers.delivery import BackgroundDelivery, Outgoing
+from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
 from server.brokers.ordering import PREVIOUS_ID_HEADER
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ PUBLISH_TIMEOUT_SECONDS = 10.0
 CONFIRM_WINDOW = 256
 
 
-class RabbitMQEventBroker:
+class RabbitMQEventBroker(QueuedBroker):
     """Publishes events to a RabbitMQ fanout exchange bound to the configured queues."""
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -49,23 +49,6 @@ class RabbitMQEventBroker:
             retry_delay=float(config.get("retry_delay_in_seconds", 5)),
             warn_after_attempts=int(config.get("connection_attempts", 20)),
         )
-
-    @property
-    def pending(self) -> int:
-        """Events queued and not yet confirmed by RabbitMQ."""
-        return self._delivery.pending
-
-    async def publish(
-        self,
-        sender_id: str,
-        events: list[dict[str, Any]],
-        previous_event: dict[str, Any] | None = None,
-    ) -> None:
-        self._delivery.submit(sender_id, events, previous_event)
-
-    async def flush(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds until every queued event is delivered; True if so."""
-        return await self._delivery.flush(timeout)
 
     async def _send(self, pending: deque[Outgoing]) -> None:
         exchange = await self._open()

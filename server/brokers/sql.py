@@ -14,14 +14,14 @@ from typing import Any
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert
 from sqlalchemy.dialects import mysql
 
-from server.brokers.delivery import BackgroundDelivery, Outgoing
+from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
 from server.trackers.sql_engine import async_url, create_engine
 
 DEFAULT_TABLE = "broker_events"
 BATCH_SIZE = 500
 
 
-class SqlEventBroker:
+class SqlEventBroker(QueuedBroker):
     """Writes `{"sender_id": ..., **event}` JSON rows, in order, from a background task."""
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -42,22 +42,6 @@ class SqlEventBroker:
             self._send,
             retry_delay=float(config.get("retry_delay_in_seconds", 1)),
         )
-
-    @property
-    def pending(self) -> int:
-        return self._delivery.pending
-
-    async def publish(
-        self,
-        sender_id: str,
-        events: list[dict[str, Any]],
-        previous_event: dict[str, Any] | None = None,
-    ) -> None:
-        self._delivery.submit(sender_id, events, previous_event)
-
-    async def flush(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds until every queued event is delivered; True if so."""
-        return await self._delivery.flush(timeout)
 
     async def _send(self, pending: deque[Outgoing]) -> None:
         if not self._table_ready:
