@@ -71,6 +71,9 @@ class Scenario:
     broker_outage: tuple[float, float] | None = None
     request_timeout: float = 20.0
     pause_after_error: float = 0.2
+    # Seconds a client waits after each answered message: keeps the load running through
+    # the outages however fast the server is.
+    think_time: float = 0.0
     broker_drain_timeout: float = 60.0
 
     @classmethod
@@ -322,6 +325,8 @@ async def client_loop(
         sent.append(record)
         if not record.acknowledged:
             await asyncio.sleep(scenario.pause_after_error)
+        elif scenario.think_time:
+            await asyncio.sleep(scenario.think_time)
 
 
 async def outage(proxy: TcpProxy, at: float, duration: float, log: dict[str, float]) -> None:

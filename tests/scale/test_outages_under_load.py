@@ -22,6 +22,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         clients=10,
         conversations=5,
         messages=40,
+        think_time=0.2,  # at least 8 s of load: both outages happen while clients send
         rabbitmq=True,
         db_down_at_start=1.0,
         db_outage=(1.0, 2.0),
