@@ -15,11 +15,7 @@ from starlette.types import Lifespan
 
 from server import __version__
 from server.api.errors import install_error_handlers
-from server.api.middleware import (
-    BodyLimitMiddleware,
-    CatchAllMiddleware,
-    ResponseTimeoutMiddleware,
-)
+from server.api.middleware import RequestGuardMiddleware
 from server.api.openapi import install_openapi
 from server.api.settings import ApiSettings
 from server.auth import Authenticator
@@ -64,9 +60,11 @@ def create_app(
 
     # Added innermost first. CORS is outermost so that every answer, 413, 503 and 500
     # included, carries its headers.
-    app.add_middleware(CatchAllMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(ResponseTimeoutMiddleware, timeout=settings.response_timeout)
+    app.add_middleware(
+        RequestGuardMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        timeout=settings.response_timeout,
+    )
     if settings.cors_origins:
         origins = list(settings.cors_origins)
         app.add_middleware(

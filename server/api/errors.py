@@ -267,7 +267,7 @@ async def _on_response_validation_error(request: Request, exc: Exception) -> Res
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error FastAPI/Starlette or our code raises to Rasa's error body.
 
-    Unknown exceptions are answered by `server.api.middleware.CatchAllMiddleware`, inside
+    Unknown exceptions are answered by `server.api.middleware.RequestGuardMiddleware`, inside
     CORS, so that even a 500 carries the CORS headers.
     """
     app.add_exception_handler(ApiError, _on_api_error)

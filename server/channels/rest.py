@@ -1,4 +1,8 @@
-"""The REST channel: `POST /webhooks/rest/webhook` answers with the bot's messages as JSON."""
+"""The REST channel: `POST /webhooks/rest/webhook` answers with the bot's messages as JSON.
+
+The webhook is every turn's entry point, so it is a bare ASGI endpoint (no dependency
+solving, no Request object) reading and writing JSON with orjson.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qsl
 
+import orjson
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.dialogue.messages import CollectingOutputChannel, UserMessage, split_message
@@ -64,34 +71,123 @@ class RestInput(InputChannel):
     name = "rest"
 
     def router(self, on_new_message: OnNewMessage) -> APIRouter:
-        router = health_router(self.url_prefix())
-        channel_name = self.name
-
-        async def receive(request: Request, stream: bool = False) -> Any:
-            message = message_from_rest_body(await read_json_object(request), channel_name)
-            if message.text is None:
-                # Rasa answers an empty list when there is no message to handle.
-                return JSONResponse([])
-            if stream:
-                return StreamingResponse(
-                    _stream(message, on_new_message), media_type="text/event-stream"
-                )
-            collector = CollectingOutputChannel()
-            message.output_channel = collector
-            try:
-                await on_new_message(message)
-            except (StoreUnavailable, LockTimeout):
-                # The turn was not recorded: a 200 would acknowledge a message that is lost
-                # (Rasa answers 200 with an empty list here). The API answers 503.
-                raise
-            except Exception as e:  # the user gets what was collected, as in Rasa
-                logger.error(
-                    "rest: message from %s failed: %s: %s", message.sender_id, type(e).__name__, e
-                )
-            return JSONResponse(collector.messages)
-
-        router.add_api_route("/webhook", receive, methods=["POST"], include_in_schema=False)
+        prefix = self.url_prefix()
+        router = health_router(prefix)
+        router.add_route(
+            f"{prefix}/webhook",
+            RestWebhook(self.name, on_new_message),  # type: ignore[arg-type]
+            methods=["POST"],
+            include_in_schema=False,
+        )
         return router
+
+
+class RestWebhook:
+    """`POST /webhooks/rest/webhook[?stream=true]` as an ASGI app.
+
+    A turn that could not be recorded (store or lock unavailable) raises, and the API
+    answers 503: a 200 would acknowledge a lost message (Rasa answers 200 with an empty
+    list there). Any other failure answers what the bot said before it, as Rasa does.
+    """
+
+    def __init__(self, channel_name: str, on_new_message: OnNewMessage) -> None:
+        self.channel_name = channel_name
+        self.on_new_message = on_new_message
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stream = _stream_flag(scope.get("query_string", b""))
+        message = message_from_rest_body(_json_object(await _read_body(receive)),
+                                         self.channel_name)
+        if message.text is None:
+            # Rasa answers an empty list when there is no message to handle.
+            await _send_json(send, [])
+            return
+        if stream:
+            response = StreamingResponse(
+                _stream(message, self.on_new_message), media_type="text/event-stream"
+            )
+            await response(scope, receive, send)
+            return
+        collector = CollectingOutputChannel()
+        message.output_channel = collector
+        try:
+            await self.on_new_message(message)
+        except (StoreUnavailable, LockTimeout):
+            raise
+        except Exception as e:  # the user gets what was collected, as in Rasa
+            logger.error(
+                "rest: message from %s failed: %s: %s", message.sender_id, type(e).__name__, e
+            )
+        await _send_json(send, collector.messages)
+
+
+_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
+_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
+
+
+def _stream_flag(query_string: bytes) -> bool:
+    """`?stream=` read as FastAPI reads a bool query parameter (last value wins)."""
+    if not query_string:
+        return False
+    flag = False
+    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if key != "stream":
+            continue
+        if value.lower() in _TRUE:
+            flag = True
+        elif value.lower() in _FALSE:
+            flag = False
+        else:
+            raise HTTPException(400, "Query parameter 'stream' must be a boolean.")
+    return flag
+
+
+async def _read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    while message.get("more_body", False):
+        message = await receive()
+        chunks.append(message.get("body", b""))
+    return b"".join(chunks)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # What orjson refuses and json accepts (NaN, integers over 64 bits) stays readable.
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise HTTPException(400, "The request body is not valid JSON.") from None
+    if not isinstance(parsed, dict):
+        raise HTTPException(400, "The request body must be a JSON object.")
+    return parsed
+
+
+def _json_bytes(content: Any) -> bytes:
+    try:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # what orjson cannot encode (integers over 64 bits)
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+async def _send_json(send: Send, content: Any) -> None:
+    body = _json_bytes(content)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-length", str(len(body)).encode()),
+                (b"content-type", b"application/json"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _stream(message: UserMessage, on_new_message: OnNewMessage) -> AsyncIterator[bytes]:
@@ -112,7 +208,7 @@ async def _stream(message: UserMessage, on_new_message: OnNewMessage) -> AsyncIt
     task = asyncio.create_task(run())
     try:
         while (part := await output.queue.get()) is not None:
-            yield (json.dumps(part) + "\n").encode()
+            yield (json.dumps(part) + "\n").encode()  # Rasa's own NDJSON spacing
     finally:
         if not task.done():
             task.cancel()

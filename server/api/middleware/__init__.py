@@ -1,16 +1,15 @@
-"""Pure ASGI middlewares of the HTTP API (no BaseHTTPMiddleware: it is slow and buffers)."""
+"""Pure ASGI middleware of the HTTP API (no BaseHTTPMiddleware: it is slow and buffers)."""
 
-from server.api.middleware.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
-from server.api.middleware.catch_all import CatchAllMiddleware
-from server.api.middleware.timeout import (
+from server.api.middleware.guard import (
+    DEFAULT_MAX_BODY_BYTES,
     DEFAULT_RESPONSE_TIMEOUT_SECONDS,
-    ResponseTimeoutMiddleware,
+    BodyTooLarge,
+    RequestGuardMiddleware,
 )
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_RESPONSE_TIMEOUT_SECONDS",
-    "BodyLimitMiddleware",
-    "CatchAllMiddleware",
-    "ResponseTimeoutMiddleware",
+    "BodyTooLarge",
+    "RequestGuardMiddleware",
 ]

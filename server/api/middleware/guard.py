@@ -1,0 +1,138 @@
+"""One pure ASGI middleware around every HTTP request: a body size limit (413), the response
+timeout (503) and the last safety net (any unhandled exception becomes Rasa's 500 body).
+
+One layer instead of three: each layer wraps `send` and adds a coroutine frame per message,
+which a REST turn pays on every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.api.errors import error_response, response_for
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_RESPONSE_TIMEOUT_SECONDS = 3600.0
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` when the streamed body passes the limit (answered with 413)."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, _too_large_message(limit))
+
+
+def _too_large_message(limit: int) -> str:
+    return f"The request body is larger than the limit of {limit} bytes."
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class RequestGuardMiddleware:
+    """Body limit, response timeout and catch-all, in that order from the outside.
+
+    The body limit trusts no header: a declared Content-Length over the limit is refused at
+    once; without one (chunked uploads) the streamed bytes are counted. A declared length is
+    enforced by the HTTP server's framing, so its bytes need no counting.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        timeout: float | None = DEFAULT_RESPONSE_TIMEOUT_SECONDS,
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.timeout = timeout if timeout and timeout > 0 else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_body_bytes
+        if limit > 0:
+            declared = _declared_length(scope)
+            if declared is not None and declared > limit:
+                response = error_response(
+                    413, "PayloadTooLarge", _too_large_message(limit),
+                    headers={"Connection": "close"},
+                )
+                await response(scope, receive, send)
+                return
+            if declared is None:
+                receive = _counting_receive(receive, limit)
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        deadline = asyncio.timeout(self.timeout)
+        try:
+            async with deadline:
+                await self.app(scope, receive, tracking_send)
+        except TimeoutError as exc:
+            if not deadline.expired():
+                # The app's own TimeoutError, not ours.
+                await self._answer_error(exc, started, scope, receive, send)
+                return
+            logger.warning(
+                "%s %s took longer than the response timeout of %s s and was cancelled",
+                scope.get("method"), scope.get("path"), self.timeout,
+            )
+            if started:
+                return  # part of the response is out; the server closes the connection
+            response = error_response(
+                503,
+                "ResponseTimeout",
+                f"The request took longer than the response timeout of {self.timeout:g} s.",
+            )
+            await response(scope, receive, send)
+        except Exception as exc:
+            await self._answer_error(exc, started, scope, receive, send)
+
+    @staticmethod
+    async def _answer_error(
+        exc: Exception, started: bool, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        if started:
+            raise exc
+        if isinstance(exc, BodyTooLarge):
+            response = error_response(
+                413, "PayloadTooLarge", str(exc.detail), headers={"Connection": "close"}
+            )
+        else:
+            response = response_for(exc)
+        await response(scope, receive, send)
+
+
+def _counting_receive(receive: Receive, limit: int) -> Receive:
+    received = 0
+
+    async def counting_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return counting_receive
