@@ -253,7 +253,8 @@ class ConversationStates:
     domain: Domain
 
     def __post_init__(self) -> None:
-        self.events, self.states = _IncrementalStates.of(self.tracker, self.domain).update()
+        cache = _IncrementalStates.of(self.tracker, self.domain)
+        self.events, self.states = cache.update(self.tracker)
 
     def text_states(self) -> list[State] | None:
         """The states with the last user message featurized by text, when that applies."""
@@ -274,8 +275,9 @@ class _IncrementalStates:
 
     _ATTRIBUTE = "_featurization_cache"
 
-    def __init__(self, tracker: Tracker, domain: Domain) -> None:
-        self.tracker = tracker
+    # It holds no reference to its tracker: a cycle tracker <-> cache would keep every
+    # evicted hot tracker alive until a full garbage collection.
+    def __init__(self, domain: Domain) -> None:
         self.domain = domain
         self.seen = 0
         self.last_event: Event | None = None
@@ -287,12 +289,12 @@ class _IncrementalStates:
     def of(cls, tracker: Tracker, domain: Domain) -> _IncrementalStates:
         cache = getattr(tracker, cls._ATTRIBUTE, None)
         if not isinstance(cache, cls) or cache.domain is not domain:
-            cache = cls(tracker, domain)
+            cache = cls(domain)
             setattr(tracker, cls._ATTRIBUTE, cache)
         return cache
 
-    def update(self) -> tuple[list[Event], list[State]]:
-        events = self.tracker.events
+    def update(self, tracker: Tracker) -> tuple[list[Event], list[State]]:
+        events = tracker.events
         new = events[self.seen :]
         if (
             len(events) < self.seen
@@ -300,17 +302,17 @@ class _IncrementalStates:
             or any(isinstance(e, (*_HISTORY_REWRITES, ActiveLoop)) for e in new)
             or self.fold.loop is not None
         ):
-            return self._recompute()
+            return self._recompute(tracker)
         for event in new:
             if isinstance(event, ActionExecuted):
                 self.body.append(self.fold.state())
             self.fold.apply(event)
             self.events.append(event)
-        self._remember()
+        self._remember(tracker)
         return list(self.events), [*self.body, self.fold.state()]
 
-    def _recompute(self) -> tuple[list[Event], list[State]]:
-        applied = self.tracker.applied_events()
+    def _recompute(self, tracker: Tracker) -> tuple[list[Event], list[State]]:
+        applied = tracker.applied_events()
         states, _ = states_and_labels(applied, self.domain)
         # Only a history without loops folds forward event by event (see collapse above).
         if any(isinstance(e, ActiveLoop) for e in applied):
@@ -321,9 +323,9 @@ class _IncrementalStates:
         self.fold = _Fold(self.domain, False)
         for event in applied:
             self.fold.apply(event)
-        self._remember()
+        self._remember(tracker)
         return applied, states
 
-    def _remember(self) -> None:
-        self.seen = len(self.tracker.events)
-        self.last_event = self.tracker.events[-1] if self.tracker.events else None
+    def _remember(self, tracker: Tracker) -> None:
+        self.seen = len(tracker.events)
+        self.last_event = tracker.events[-1] if tracker.events else None
