@@ -88,7 +88,10 @@ class RestWebhook:
     A turn that could not be recorded (store or lock unavailable) raises, and the API
     answers 503: a 200 would acknowledge a lost message (Rasa answers 200 with an empty
     list there). Any other failure answers what the bot said before it, as Rasa does.
+    It needs nothing from the router, so the API may call it directly (`direct_route`).
     """
+
+    direct_route = True
 
     def __init__(self, channel_name: str, on_new_message: OnNewMessage) -> None:
         self.channel_name = channel_name

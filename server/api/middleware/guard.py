@@ -2,7 +2,8 @@
 timeout (503) and the last safety net (any unhandled exception becomes Rasa's 500 body).
 
 One layer instead of three: each layer wraps `send` and adds a coroutine frame per message,
-which a REST turn pays on every request.
+which a REST turn pays on every request. The same layer sends requests for a direct route
+(an ASGI endpoint with `direct_route = True`, such as the REST webhook) straight to it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_RESPONSE_TIMEOUT_SECONDS = 3600.0
+# An ASGI endpoint with this attribute set to True opts in to direct dispatch.
+DIRECT_ROUTE_ATTRIBUTE = "direct_route"
 
 
 class BodyTooLarge(HTTPException):
@@ -48,6 +51,12 @@ class RequestGuardMiddleware:
     The body limit trusts no header: a declared Content-Length over the limit is refused at
     once; without one (chunked uploads) the streamed bytes are counted. A declared length is
     enforced by the HTTP server's framing, so its bytes need no counting.
+
+    Direct routes: once the router has answered a method and path with an endpoint that
+    opts in (`direct_route = True`: an exact path, no dependencies, its errors answered by
+    `response_for` as the exception handlers would), later requests for that method and
+    path go to the endpoint without the router (which walks every API route first) and
+    the exception middleware. The router still decides what a path means.
     """
 
     def __init__(
@@ -59,6 +68,7 @@ class RequestGuardMiddleware:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.timeout = timeout if timeout and timeout > 0 else None
+        self._direct: dict[tuple[str, str], ASGIApp] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,6 +86,10 @@ class RequestGuardMiddleware:
                 return
             if declared is None:
                 receive = _counting_receive(receive, limit)
+        key = (scope["method"], scope["path"])
+        app = self._direct.get(key)
+        if app is None:
+            app = self.app
         started = False
 
         async def tracking_send(message: Message) -> None:
@@ -87,7 +101,7 @@ class RequestGuardMiddleware:
         deadline = asyncio.timeout(self.timeout)
         try:
             async with deadline:
-                await self.app(scope, receive, tracking_send)
+                await app(scope, receive, tracking_send)
         except TimeoutError as exc:
             if not deadline.expired():
                 # The app's own TimeoutError, not ours.
@@ -107,6 +121,14 @@ class RequestGuardMiddleware:
             await response(scope, receive, send)
         except Exception as exc:
             await self._answer_error(exc, started, scope, receive, send)
+        else:
+            if app is self.app:
+                self._learn(key, scope)
+
+    def _learn(self, key: tuple[str, str], scope: Scope) -> None:
+        endpoint = scope.get("endpoint")
+        if endpoint is not None and getattr(endpoint, DIRECT_ROUTE_ATTRIBUTE, False) is True:
+            self._direct[key] = endpoint
 
     @staticmethod
     async def _answer_error(

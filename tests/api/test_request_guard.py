@@ -1,0 +1,75 @@
+"""The request guard: a direct route answers exactly as through the router, errors included."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi import APIRouter
+from starlette.types import Receive, Scope, Send
+
+from server.api.app import create_app
+from server.api.settings import ApiSettings
+from server.errors import StoreUnavailable
+
+
+class Echo:
+    """An opted-in ASGI endpoint: echoes the body, or fails as the body asks."""
+
+    direct_route = True
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.calls += 1
+        body = (await receive())["body"]
+        if body == b"store":
+            raise StoreUnavailable("the database went away")
+        if body == b"boom":
+            raise RuntimeError("a bug")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+
+def client_for(echo: Echo, **settings: Any) -> httpx.AsyncClient:
+    router = APIRouter()
+    router.add_route("/echo", echo, methods=["POST"])  # type: ignore[arg-type]
+    app = create_app(ApiSettings(**settings), [router])
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+async def test_direct_route_answers_like_the_routed_one() -> None:
+    echo = Echo()
+    async with client_for(echo) as client:
+        for _ in range(3):
+            response = await client.post("/echo", content=b"hello")
+            assert (response.status_code, response.content) == (200, b"hello")
+    assert echo.calls == 3
+
+
+async def test_errors_of_a_direct_route_are_rasa_bodies() -> None:
+    async with client_for(Echo()) as client:
+        await client.post("/echo", content=b"learn the route")
+        store = await client.post("/echo", content=b"store")
+        bug = await client.post("/echo", content=b"boom")
+    assert store.status_code == 503
+    assert store.json()["reason"] == "ServiceUnavailable"
+    assert bug.status_code == 500
+    assert "a bug" not in bug.text
+
+
+async def test_other_methods_still_go_through_the_router() -> None:
+    async with client_for(Echo()) as client:
+        await client.post("/echo", content=b"learn the route")
+        response = await client.get("/echo")
+    assert response.status_code == 405
+    assert response.json()["code"] == 405
+
+
+async def test_body_limit_applies_to_a_direct_route() -> None:
+    async with client_for(Echo(), max_body_bytes=10) as client:
+        await client.post("/echo", content=b"short")
+        response = await client.post("/echo", content=b"x" * 11)
+    assert response.status_code == 413
+    assert response.json()["reason"] == "PayloadTooLarge"
