@@ -1,17 +1,21 @@
-"""The intent classifier: a linear SVM over the sparse sentence features with tempered
-softmax confidences. DIETClassifier, LogisticRegressionClassifier and
-SklearnIntentClassifier map to it."""
+"""The intent classifier: a linear SVM over the sentence features, weighted by their spread
+across intents, with tempered softmax confidences. DIETClassifier,
+LogisticRegressionClassifier and SklearnIntentClassifier map to it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from server.errors import InvalidConfig
+from server.nlu.class_spread import ClassSpread
 from server.nlu.linear_model import LinearModel, feature_matrix
 from server.nlu.message import Message
 from server.nlu.training_data import NLUTrainingData
 
 RANKING_LENGTH = 10
+# `feature_weighting`: "class_spread" (the default) or "none" (plain TF-IDF features).
+_WEIGHTINGS = ("class_spread", "none")
 
 
 class IntentClassifier:
@@ -21,7 +25,14 @@ class IntentClassifier:
         self.c = float(config.get("C", 1.0)) if not isinstance(config.get("C"), list) else 1.0
         self.temperature = float(config.get("temperature", 5.0))
         self.ranking_length = int(config.get("ranking_length", RANKING_LENGTH) or 0)
+        self.weighting = str(config.get("feature_weighting", "class_spread"))
+        if self.weighting not in _WEIGHTINGS:
+            raise InvalidConfig(
+                f"{name}: feature_weighting must be one of {', '.join(_WEIGHTINGS)}, "
+                f"not {self.weighting!r}"
+            )
         self.model_: LinearModel | None = None
+        self.spread_: ClassSpread | None = None
 
     def train(self, messages: list[Message], data: NLUTrainingData) -> None:
         pairs = [
@@ -35,13 +46,21 @@ class IntentClassifier:
         width = pairs[0][0].feature_width
         x = feature_matrix([m for m, _ in pairs], width)
         labels = [label for _, label in pairs if label]
+        self.spread_ = None
+        if self.weighting == "class_spread":
+            widths = [block_width for _, _, block_width in pairs[0][0].blocks]
+            self.spread_ = ClassSpread.fit(x, labels, widths)
+            x = self.spread_.matrix(x)
         self.model_ = LinearModel.fit(x, labels, self.c, self.temperature)
 
     def process(self, message: Message) -> None:
         if self.model_ is None:
             return
         model = self.model_
-        confidences = model.confidences(model.scores(*message.sparse_vector()))
+        indices, values = message.sparse_vector()
+        if self.spread_ is not None:
+            values = self.spread_.row(indices, values)
+        confidences = model.confidences(model.scores(indices, values))
         order = confidences.argsort()[::-1]
         if self.ranking_length > 0:
             order = order[: self.ranking_length]
@@ -52,7 +71,11 @@ class IntentClassifier:
     def state(self, directory: Path, prefix: str) -> dict[str, Any]:
         if self.model_ is None:
             return {"trained": False}
-        return {"trained": True, **self.model_.write(directory, prefix)}
+        state = {"trained": True, **self.model_.write(directory, prefix)}
+        if self.spread_ is not None:
+            self.spread_.write(directory, prefix)
+            state["class_spread"] = True
+        return state
 
     @classmethod
     def from_state(
@@ -61,4 +84,7 @@ class IntentClassifier:
         classifier = cls(config, name)
         if state.get("trained"):
             classifier.model_ = LinearModel.read(directory, prefix, state)
+            if state.get("class_spread"):
+                width = classifier.model_.weights.shape[0]
+                classifier.spread_ = ClassSpread.read(directory, prefix, width)
         return classifier
