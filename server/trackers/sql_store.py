@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy import bindparam, delete, func, insert, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -455,11 +456,26 @@ def _row(sender_id: str, event: dict[str, Any]) -> Row:
         event.get("timestamp"),
         intent_name,
         name if isinstance(name, str) else None,
-        json.dumps(event),
+        _event_json(event),
     )
+
+
+def _event_json(event: dict[str, Any]) -> str:
+    """The `data` column: compact JSON (orjson, several times faster than json.dumps)."""
+    try:
+        return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # what orjson refuses (integers over 64 bits): json writes it
+        return json.dumps(event)
+
+
+def _load_json(data: str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # what json accepts and orjson not (NaN, huge integers)
+        return json.loads(data)
 
 
 async def _parse(data: Sequence[str]) -> list[dict[str, Any]]:
     if len(data) > PARSE_IN_THREAD_ABOVE:
-        return await asyncio.to_thread(lambda: [json.loads(d) for d in data])
-    return [json.loads(d) for d in data]
+        return await asyncio.to_thread(lambda: [_load_json(d) for d in data])
+    return [_load_json(d) for d in data]

@@ -8,9 +8,12 @@ ActionExecuted) plus the current one.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from server.dialogue.domain import RULE_SNIPPET_ACTION, Domain
 from server.trackers.events import (
@@ -37,8 +40,23 @@ ENTITY_LABEL_SEPARATOR = "#"
 USER, PREV_ACTION, ACTIVE_LOOP, SLOTS = "user", "prev_action", "active_loop", "slots"
 
 
+# Where orjson's text may differ from json.dumps's: floats in exponent form or below 1e-4,
+# DEL, NaN/infinity (null), non-ASCII text. Such keys take the slow path.
+_ORJSON_MAY_DIFFER = re.compile(rb"\d[eE]|0\.0000|\x7f|null")
+
+
 def state_key(states: Sequence[State]) -> str:
-    """A stable text key for a list of states (tuples become lists)."""
+    """A stable text key for a list of states (tuples become lists).
+
+    Byte for byte `json.dumps(states, sort_keys=True, separators=(",", ":"))`, the format
+    the trained lookups of archives hold; orjson writes it when it provably agrees.
+    """
+    try:
+        fast = orjson.dumps(list(states), option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # non-string keys, integers over 64 bits
+        fast = b"\x80"
+    if fast.isascii() and _ORJSON_MAY_DIFFER.search(fast) is None:
+        return fast.decode()
     return json.dumps(list(states), sort_keys=True, separators=(",", ":"))
 
 
