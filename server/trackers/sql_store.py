@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.errors import InvalidConfig, StoreUnavailable
+from server.trackers.postgres_database import UNAVAILABLE_ERRORS, PostgresDatabase
 from server.trackers.session_start import ACTION_SESSION_START, latest_session_start
 from server.trackers.sql_engine import (
     SQLITE_BUSY_TIMEOUT_MS,
@@ -137,7 +138,8 @@ class _SessionCache:
 
 class SqlTrackerStore:
     """Tracker store on any SQL database: SQLite through the stdlib driver on a thread of its
-    own, the others through SQLAlchemy's async drivers."""
+    own, PostgreSQL through asyncpg's pool, MySQL/MariaDB through SQLAlchemy's async driver.
+    SQLAlchemy creates and migrates the schema for all of them."""
 
     process_local = False
 
@@ -154,6 +156,9 @@ class SqlTrackerStore:
             self._db = SqliteDatabase(
                 str(url.database), SQLITE_BUSY_TIMEOUT_MS, sqlite_synchronous()
             )
+            self._migrations_only = True
+        elif url.get_backend_name() == "postgresql":
+            self._db = PostgresDatabase(url)
             self._migrations_only = True
         else:
             self._db = _AsyncDatabase(self._engine)
@@ -312,7 +317,7 @@ class _ErrorMapper:
         unreachable = isinstance(
             exc,
             OperationalError | InterfaceError | OSError | TimeoutError | sqlite3.OperationalError,
-        )
+        ) or isinstance(exc, UNAVAILABLE_ERRORS)
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             unreachable = True
         if unreachable:

@@ -1,0 +1,190 @@
+"""The SQL tracker store's PostgreSQL access: asyncpg's own pool, one round trip per turn.
+
+An append is one statement (the conversation's last id before, and the new rows' ids, in
+one implicit transaction); every statement is prepared once per connection. There is no
+ping per checkout: a connection the server closed is replaced when the pool hands it out,
+and a statement that finds its connection gone is retried once where that cannot write
+twice (reads, or a write that never reached the server).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+from sqlalchemy.engine import URL
+
+from server.trackers.session_start import ACTION_SESSION_START
+
+T = TypeVar("T")
+
+Row = tuple[str, str | None, float | None, str | None, str | None, str]
+IdData = tuple[int, str]
+
+_COLUMNS = "sender_id, type_name, timestamp, intent_name, action_name, data"
+# Rows travel as six arrays (one parameter each), whatever their number.
+_ROWS = (
+    "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::float8[], $4::varchar[],"
+    " $5::varchar[], $6::text[]) WITH ORDINALITY AS r(" + _COLUMNS + ", n)"
+)
+# Every part of one statement sees the same snapshot: `previous` is the last id before it.
+_INSERT = (
+    f"WITH previous AS (SELECT max(id) AS id FROM events WHERE sender_id = $7),"
+    f" new AS (INSERT INTO events ({_COLUMNS})"
+    f" SELECT {_COLUMNS} FROM ({_ROWS}) AS r ORDER BY n RETURNING id)"
+    " SELECT (SELECT id FROM previous), (SELECT array_agg(id ORDER BY id) FROM new)"
+)
+_INSERT_ONLY = (
+    f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM ({_ROWS}) AS r ORDER BY n"
+)
+_ROWS_FROM = "SELECT id, data FROM events WHERE sender_id = $1 AND id >= $2 ORDER BY id"
+_SESSION_MARKS = (
+    "SELECT"
+    " (SELECT max(id) FROM events WHERE sender_id = $1 AND type_name = 'action'"
+    "  AND action_name = $2),"
+    " (SELECT max(id) FROM events WHERE sender_id = $1 AND type_name = 'session_started')"
+)
+_ROW_BEFORE = (
+    "SELECT id, type_name, action_name FROM events WHERE sender_id = $1 AND id < $2"
+    " ORDER BY id DESC LIMIT 1"
+)
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+# Errors that mean "the database cannot be reached or the connection is gone".
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, starting up
+    asyncpg.exceptions.TooManyConnectionsError,
+    # A connection whose server went away while it sat idle can be left mid-protocol.
+    asyncpg.exceptions.InternalClientError,
+)
+# The connection was unusable before the statement went out: nothing was written.
+_NOT_SENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+def _columns(rows: Sequence[Row]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+class PostgresDatabase:
+    """Rasa's `events` table in PostgreSQL through an asyncpg pool (created on first use)."""
+
+    def __init__(self, url: URL) -> None:
+        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._max_size = int(os.environ.get("SQL_POOL_SIZE", "10")) + int(
+            os.environ.get("SQL_MAX_OVERFLOW", "20")
+        )
+        schema = os.environ.get("POSTGRESQL_SCHEMA")
+        self._server_settings = {"search_path": schema} if schema else None
+        self._pool: asyncpg.Pool | None = None
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=self._max_size,
+                timeout=CONNECT_TIMEOUT_SECONDS,
+                server_settings=self._server_settings,
+                max_inactive_connection_lifetime=3600,
+            )
+            if self._pool is None:
+                self._pool = pool
+            else:  # another task made one meanwhile
+                await pool.close()
+        return self._pool
+
+    async def _run(
+        self, operation: Callable[[asyncpg.Connection], Awaitable[T]], writes: bool = False
+    ) -> T:
+        """`operation(connection)`; retried once on a fresh connection when the first one
+        turned out to be gone (for a write only if the statement never went out)."""
+        retriable = _NOT_SENT_ERRORS if writes else UNAVAILABLE_ERRORS
+        pool = await self._get_pool()
+        try:
+            async with pool.acquire(timeout=CONNECT_TIMEOUT_SECONDS) as conn:
+                return await operation(conn)
+        except retriable:
+            pass
+        async with pool.acquire(timeout=CONNECT_TIMEOUT_SECONDS) as conn:
+            return await operation(conn)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.fetchval("SELECT 1"))
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def insert(self, sender_id: str, rows: Sequence[Row]) -> tuple[int | None, list[IdData]]:
+        """Appends rows in one statement: the conversation's last row id before, and the
+        (id, data) of each new row, in order."""
+
+        async def insert(conn: asyncpg.Connection) -> Any:
+            return await conn.fetchrow(_INSERT, *_columns(rows), sender_id)
+
+        previous, ids = await self._run(insert, writes=True)
+        return previous, [(row_id, row[5]) for row_id, row in zip(ids, rows, strict=True)]
+
+    async def replace(self, sender_id: str, rows: Sequence[Row]) -> None:
+        async def replace(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                await conn.execute("DELETE FROM events WHERE sender_id = $1", sender_id)
+                if rows:
+                    await conn.execute(_INSERT_ONLY, *_columns(rows))
+
+        await self._run(replace, writes=True)
+
+    async def delete_senders(self, sender_ids: Sequence[str]) -> None:
+        sql = "DELETE FROM events WHERE sender_id = ANY($1::varchar[])"
+        await self._run(lambda conn: conn.execute(sql, list(sender_ids)), writes=True)
+
+    async def rows_from(self, sender_id: str, first_id: int) -> list[IdData]:
+        records = await self._run(lambda conn: conn.fetch(_ROWS_FROM, sender_id, first_id))
+        return [(record[0], record[1]) for record in records]
+
+    async def session_rows(self, sender_id: str) -> list[IdData]:
+        """(id, data) of the current session's rows, in order."""
+
+        async def session_rows(conn: asyncpg.Connection) -> list[Any]:
+            last_action, last_started = await conn.fetchrow(
+                _SESSION_MARKS, sender_id, ACTION_SESSION_START
+            )
+            start = last_action
+            if last_started is not None and (last_action is None or last_action < last_started):
+                start = last_started
+                previous = await conn.fetchrow(_ROW_BEFORE, sender_id, last_started)
+                if (
+                    previous is not None
+                    and previous[1] == "action"
+                    and previous[2] == ACTION_SESSION_START
+                ):
+                    start = previous[0]
+            return await conn.fetch(_ROWS_FROM, sender_id, start or 0)
+
+        records = await self._run(session_rows)
+        return [(record[0], record[1]) for record in records]
+
+    async def all_data(self, sender_id: str) -> list[str]:
+        sql = "SELECT data FROM events WHERE sender_id = $1 ORDER BY id"
+        records = await self._run(lambda conn: conn.fetch(sql, sender_id))
+        return [record[0] for record in records]
+
+    async def senders(self) -> list[str]:
+        records = await self._run(lambda conn: conn.fetch("SELECT DISTINCT sender_id FROM events"))
+        return [record[0] for record in records]
+
+    async def senders_older_than(self, cutoff_timestamp: float) -> list[str]:
+        sql = "SELECT sender_id FROM events GROUP BY sender_id HAVING max(timestamp) < $1"
+        records = await self._run(lambda conn: conn.fetch(sql, cutoff_timestamp))
+        return [record[0] for record in records]

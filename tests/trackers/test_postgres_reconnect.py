@@ -1,0 +1,52 @@
+"""PostgreSQL store: connections the server dropped are replaced without an error to the
+caller (no ping per checkout does it instead)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from server.trackers.factory import create_tracker_store
+from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
+
+EVENT = {"event": "action", "timestamp": 1.0, "name": "action_listen"}
+
+
+async def terminate_connections(database: str) -> int:
+    admin = await asyncpg.connect(
+        host=POSTGRES[0], port=POSTGRES[1], user="postgres", database="test"
+    )
+    try:
+        killed = await admin.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database,
+        )
+        return len(killed)
+    finally:
+        await admin.close()
+
+
+async def test_reads_and_appends_survive_dropped_connections() -> None:
+    async with postgres_database() as config:
+        store = create_tracker_store(config)
+        try:
+            await store.append("alice", [EVENT])
+            assert await terminate_connections(config["db"]) >= 1
+            assert await store.load("alice") == [EVENT]
+            assert await terminate_connections(config["db"]) >= 1
+            await store.append("alice", [{**EVENT, "timestamp": 2.0}])
+            assert [e["timestamp"] for e in await store.load_all("alice") or []] == [1.0, 2.0]
+        finally:
+            await store.close()
+
+
+async def test_append_returns_rows_in_order_and_the_cache_follows() -> None:
+    async with postgres_database() as config:
+        store = create_tracker_store(config)
+        try:
+            events = [{**EVENT, "timestamp": float(i)} for i in range(300)]
+            await store.append("bob", events[:150])
+            await store.append("bob", events[150:])
+            assert await store.load("bob") == events
+        finally:
+            await store.close()
