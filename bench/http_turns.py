@@ -2,7 +2,7 @@
 
     python bench/http_turns.py [--smoke] [--concurrency 1,10,50,200] [--duration 5]
         [--stores sqlite,postgres] [--client auto|wrk|python] [--no-workers]
-        [--out bench/results/http_turns.json]
+        [--workers-repeat N] [--out bench/results/http_turns.json]
 
 Moodbot conversations (greet, mood, answer, goodbye; then a new sender) go to
 `POST /webhooks/rest/webhook` at each concurrency, on SQLite and on PostgreSQL; a bare FastAPI
@@ -453,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--no-workers", action="store_true", help="skip the 1 vs 2 workers run")
     parser.add_argument("--workers-concurrency", type=int, default=50)
+    parser.add_argument("--workers-repeat", type=int, default=1,
+                        help="alternate 1 and 2 workers this many times (medians)")
     parser.add_argument("--model", help="a moodbot archive (default: train one)")
     parser.add_argument("--pipeline", choices=("moodbot", "sparse"), default="moodbot",
                         help="train moodbot's own pipeline or a sparse one")
@@ -508,7 +510,9 @@ def main(argv: list[str] | None = None) -> int:
                                             workdir, f"server {store}")
         report["targets"] = targets
         if not args.no_workers:
-            report["workers"] = measure_workers(load, model, workdir, args.workers_concurrency)
+            report["workers"] = measure_workers(
+                load, model, workdir, args.workers_concurrency, args.workers_repeat
+            )
     report["summary"] = summarise(report)
     print_table(report)
     out = Path(args.out)
@@ -518,20 +522,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure_workers(load: Load, model: Path, workdir: Path, concurrency: int) -> dict[str, Any]:
-    """Throughput with 1 and 2 workers: the bare endpoint and the server (PostgreSQL + Redis)."""
-    out: dict[str, Any] = {"concurrency": concurrency}
-    for workers in (1, 2):
-        out[f"bare_w{workers}"] = measure_target(
-            load, "bare_app", {}, "bare", [concurrency], workdir, f"bare {workers}w", workers
-        )["points"][str(concurrency)]
-        reset_postgres()
-        env = {"BENCH_MODEL": str(model),
-               "BENCH_ENDPOINTS": json.dumps(endpoints_for("postgres+redis", workdir))}
-        out[f"server_w{workers}"] = measure_target(
-            load, "server_app", env, "bot", [concurrency], workdir, f"pg+redis {workers}w",
-            workers,
-        )["points"][str(concurrency)]
+def measure_workers(
+    load: Load, model: Path, workdir: Path, concurrency: int, repeat: int = 1
+) -> dict[str, Any]:
+    """Throughput with 1 and 2 workers: the bare endpoint and the server (PostgreSQL + Redis),
+    alternated `repeat` times; scaling from the median throughput of each."""
+    out: dict[str, Any] = {"concurrency": concurrency, "repeat": repeat}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for round_number in range(repeat):
+        for workers in (1, 2):
+            runs.setdefault(f"bare_w{workers}", []).append(measure_target(
+                load, "bare_app", {}, "bare", [concurrency], workdir,
+                f"bare {workers}w #{round_number + 1}", workers,
+            )["points"][str(concurrency)])
+            reset_postgres()
+            env = {"BENCH_MODEL": str(model),
+                   "BENCH_ENDPOINTS": json.dumps(endpoints_for("postgres+redis", workdir))}
+            runs.setdefault(f"server_w{workers}", []).append(measure_target(
+                load, "server_app", env, "bot", [concurrency], workdir,
+                f"pg+redis {workers}w #{round_number + 1}", workers,
+            )["points"][str(concurrency)])
+    for key, points in runs.items():
+        by_rps = sorted(points, key=lambda p: p["rps"])
+        out[key] = by_rps[(len(by_rps) - 1) // 2]  # the median run (lower middle when even)
+        out[f"{key}_rps_runs"] = [p["rps"] for p in points]
     bare_scaling = out["bare_w2"]["rps"] / max(out["bare_w1"]["rps"], 1e-9)
     server_scaling = out["server_w2"]["rps"] / max(out["server_w1"]["rps"], 1e-9)
     out["bare_scaling"] = round(bare_scaling, 3)
@@ -600,6 +614,10 @@ def print_table(report: dict[str, Any]) -> None:
               f"{w['bare_w2']['rps']:.0f}/s (x{w['bare_scaling']}), pg+redis "
               f"{w['server_w1']['rps']:.0f} -> {w['server_w2']['rps']:.0f}/s "
               f"(x{w['server_scaling']}); relative {w['relative_scaling']}")
+        if w.get("repeat", 1) > 1:
+            print(f"  runs (turns or req/s): bare 1w {w['bare_w1_rps_runs']}, "
+                  f"2w {w['bare_w2_rps_runs']}; pg+redis 1w {w['server_w1_rps_runs']}, "
+                  f"2w {w['server_w2_rps_runs']}")
     print()
     for check, ok in report["summary"]["checks"].items():
         print(f"{'PASS' if ok else 'MISS'}  {check}")
