@@ -1,13 +1,16 @@
 """Benchmark: full REST turns against the bare HTTP endpoint, in the same run.
 
     python bench/http_turns.py [--smoke] [--concurrency 1,10,50,200] [--duration 5]
-        [--stores sqlite,postgres] [--client auto|wrk|python] [--no-workers]
+        [--stores sqlite,sqlite-unique,postgres] [--client auto|wrk|python] [--no-workers]
         [--workers-repeat N] [--out bench/results/http_turns.json]
 
 Moodbot conversations (greet, mood, answer, goodbye; then a new sender) go to
-`POST /webhooks/rest/webhook` at each concurrency, on SQLite and on PostgreSQL; a bare FastAPI
+`POST /webhooks/rest/webhook` at each concurrency, on SQLite and on PostgreSQL, and on SQLite
+with every message text made unique (a number appended: no cache keyed by the text can help
+there); a bare FastAPI
 endpoint under the same uvicorn settings answers a fixed JSON reply. Reported: throughput,
-p50/p95/p99, errors, their ratio to the bare endpoint, the server's RSS after startup and
+p50/p95/p99, errors, their ratio to the bare endpoint, the server's CPU time per request,
+the server's RSS after startup and
 after the load, and how 2 workers scale over 1 on PostgreSQL + Redis compared with the bare
 endpoint. The load comes from wrk (with a Lua script) when installed, else asyncio + httpx.
 """
@@ -62,6 +65,10 @@ local prefix = os.getenv("BENCH_PREFIX") or "c"
 local conversations = %(conversations)s
 local free, turn, script_of = {}, {}, {}
 local made = 0
+-- BENCH_UNIQUE=1: every message text is unique (a number appended), so no cache keyed by the
+-- text can answer a second time.
+local unique = os.getenv("BENCH_UNIQUE") == "1"
+local sent = 0
 counter = 0
 function setup(thread)
   thread:set("tid", counter)
@@ -86,7 +93,12 @@ function request()
   else
     turn[id] = i + 1
   end
-  local body = '{"sender":"' .. id .. '","message":"' .. script[i] .. '"}'
+  local text = script[i]
+  if unique then
+    sent = sent + 1
+    text = text .. " " .. tostring(tid) .. "n" .. tostring(sent)
+  end
+  local body = '{"sender":"' .. id .. '","message":"' .. text .. '"}'
   if mode ~= "bot" then
     turn[id] = nil
     script_of[id] = nil
@@ -147,6 +159,20 @@ def rss_mb(pid: int) -> float:
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
     return round(total / 1024, 1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (uvicorn's workers), in seconds."""
+    total = 0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    for p in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -305,7 +331,8 @@ def wrk_available() -> bool:
 
 
 def run_wrk(
-    url: str, mode: str, concurrency: int, duration: float, prefix: str, workdir: Path
+    url: str, mode: str, concurrency: int, duration: float, prefix: str, workdir: Path,
+    unique: bool = False,
 ) -> dict[str, Any]:
     script = workdir / "turns.lua"
     lua_conversations = "{" + ", ".join(
@@ -317,7 +344,8 @@ def run_wrk(
         "wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s",
         "--timeout", "10s", "-s", str(script), url + WEBHOOK,
     ]
-    env = {**os.environ, "BENCH_MODE": mode, "BENCH_PREFIX": prefix}
+    env = {**os.environ, "BENCH_MODE": mode, "BENCH_PREFIX": prefix,
+           "BENCH_UNIQUE": "1" if unique else "0"}
     output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     line = next(x for x in output.splitlines() if x.startswith("BENCH_JSON "))
     raw = json.loads(line.removeprefix("BENCH_JSON "))
@@ -335,12 +363,14 @@ def run_wrk(
     }
 
 
-def run_python(url: str, mode: str, concurrency: int, duration: float, prefix: str) -> dict:
-    return asyncio.run(_python_load(url, mode, concurrency, duration, prefix))
+def run_python(
+    url: str, mode: str, concurrency: int, duration: float, prefix: str, unique: bool = False
+) -> dict:
+    return asyncio.run(_python_load(url, mode, concurrency, duration, prefix, unique))
 
 
 async def _python_load(
-    url: str, mode: str, concurrency: int, duration: float, prefix: str
+    url: str, mode: str, concurrency: int, duration: float, prefix: str, unique: bool = False
 ) -> dict[str, Any]:
     import httpx
 
@@ -353,13 +383,16 @@ async def _python_load(
 
         async def user(index: int) -> None:
             nonlocal errors
-            number = 0
+            number = sent = 0
             while time.perf_counter() < deadline:
                 number += 1
                 sender = f"{prefix}-{index}-{number}"
                 for text in CONVERSATIONS[number % len(CONVERSATIONS)]:
                     if time.perf_counter() >= deadline:
                         return
+                    if unique:
+                        sent += 1
+                        text = f"{text} {index}n{sent}"
                     started = time.perf_counter()
                     try:
                         response = await client.post(
@@ -406,17 +439,26 @@ class Load:
         self.workdir = workdir
         self.runs = 0
 
-    def __call__(self, server: Server, mode: str, concurrency: int) -> dict[str, Any]:
+    def __call__(
+        self, server: Server, mode: str, concurrency: int, unique: bool = False
+    ) -> dict[str, Any]:
         self.runs += 1
         if self.warmup > 0:
-            self._one(server, mode, concurrency, self.warmup, f"w{self.runs}")
-        return self._one(server, mode, concurrency, self.duration, f"r{self.runs}")
+            self._one(server, mode, concurrency, self.warmup, f"w{self.runs}", unique)
+        cpu_before = cpu_seconds(server.process.pid)
+        point = self._one(server, mode, concurrency, self.duration, f"r{self.runs}", unique)
+        cpu = cpu_seconds(server.process.pid) - cpu_before
+        # The server's CPU time per request answered, measured over the same run.
+        point["server_cpu_ms_per_request"] = round(cpu * 1000 / max(point["requests"], 1), 3)
+        return point
 
-    def _one(self, server: Server, mode: str, c: int, seconds: float, prefix: str) -> dict:
+    def _one(
+        self, server: Server, mode: str, c: int, seconds: float, prefix: str, unique: bool
+    ) -> dict:
         prefix = f"{prefix}-{os.getpid()}-{int(time.time())}"
         if self.client == "wrk":
-            return run_wrk(server.url, mode, c, seconds, prefix, self.workdir)
-        return run_python(server.url, mode, c, seconds, prefix)
+            return run_wrk(server.url, mode, c, seconds, prefix, self.workdir, unique)
+        return run_python(server.url, mode, c, seconds, prefix, unique)
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -424,13 +466,13 @@ class Load:
 
 def measure_target(
     load: Load, factory: str, env: dict[str, str], mode: str, concurrencies: list[int],
-    workdir: Path, name: str, workers: int = 1,
+    workdir: Path, name: str, workers: int = 1, unique: bool = False,
 ) -> dict[str, Any]:
     with serve(factory, env, workers, workdir, name) as server:
         startup_rss = rss_mb(server.process.pid)
         points = {}
         for concurrency in concurrencies:
-            points[str(concurrency)] = load(server, mode, concurrency)
+            points[str(concurrency)] = load(server, mode, concurrency, unique)
             print(f"  {name:<22} c={concurrency:<4} {_fmt(points[str(concurrency)])}", flush=True)
         after_rss = rss_mb(server.process.pid)
     return {"rss_startup_mb": startup_rss, "rss_after_mb": after_rss, "points": points}
@@ -439,7 +481,8 @@ def measure_target(
 def _fmt(point: dict[str, Any]) -> str:
     return (
         f"{point['rps']:>8.1f}/s  p50 {point['p50_ms']:6.2f}  p95 {point['p95_ms']:6.2f}  "
-        f"p99 {point['p99_ms']:7.2f} ms  errors {point['errors']}"
+        f"p99 {point['p99_ms']:7.2f} ms  errors {point['errors']}  "
+        f"cpu {point.get('server_cpu_ms_per_request', 0):.3f} ms/req"
     )
 
 
@@ -449,7 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,10,50,200")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--stores", default="sqlite,postgres")
+    parser.add_argument("--stores", default="sqlite,sqlite-unique,postgres",
+                        help="sqlite, postgres; a '-unique' suffix sends every message text "
+                        "once (no text repeats, so no cache keyed by it helps)")
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--no-workers", action="store_true", help="skip the 1 vs 2 workers run")
     parser.add_argument("--workers-concurrency", type=int, default=50)
@@ -475,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     if ("postgres" in stores or not args.no_workers) and not reachable(PG["host"], PG["port"]):
         notes.append("PostgreSQL unreachable: its runs were skipped")
-        stores = [s for s in stores if s != "postgres"]
+        stores = [s for s in stores if not s.startswith("postgres")]
         args.no_workers = True
     if not args.no_workers and not reachable(*REDIS):
         notes.append("Redis unreachable: the workers run was skipped")
@@ -502,12 +547,14 @@ def main(argv: list[str] | None = None) -> int:
         targets["bare"] = measure_target(load, "bare_app", {}, "bare", concurrencies,
                                          workdir, "bare")
         for store in stores:
-            if store == "postgres":
+            backend = store.removesuffix("-unique")
+            if backend == "postgres":
                 reset_postgres()
             env = {"BENCH_MODEL": str(model),
-                   "BENCH_ENDPOINTS": json.dumps(endpoints_for(store, workdir))}
+                   "BENCH_ENDPOINTS": json.dumps(endpoints_for(backend, workdir))}
             targets[store] = measure_target(load, "server_app", env, "bot", concurrencies,
-                                            workdir, f"server {store}")
+                                            workdir, f"server {store}",
+                                            unique=store != backend)
         report["targets"] = targets
         if not args.no_workers:
             report["workers"] = measure_workers(
@@ -576,10 +623,11 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         }
     sqlite = targets.get("sqlite", {}).get("points", {})
     checks = {}
-    if "50" in sqlite and "50" in bare:
-        ratio = summary["sqlite"]["ratios"]["50"]
-        checks["sqlite_c50_throughput_ratio>=0.40"] = ratio["throughput_ratio"] >= 0.40
-        checks["sqlite_c50_p99_ratio<=2"] = ratio["p99_ratio"] <= 2.0
+    for name in ("sqlite", "sqlite-unique"):
+        if "50" in targets.get(name, {}).get("points", {}) and "50" in bare:
+            ratio = summary[name]["ratios"]["50"]
+            checks[f"{name}_c50_throughput_ratio>=0.40"] = ratio["throughput_ratio"] >= 0.40
+            checks[f"{name}_c50_p99_ratio<=2"] = ratio["p99_ratio"] <= 2.0
     if "1" in sqlite:
         checks["sqlite_c1_p50<5ms"] = sqlite["1"]["p50_ms"] < 5
         checks["sqlite_c1_p99<15ms"] = sqlite["1"]["p99_ms"] < 15
@@ -595,18 +643,18 @@ def print_table(report: dict[str, Any]) -> None:
     targets = report["targets"]
     bare = targets["bare"]["points"]
     print()
-    print(f"{'target':<10} {'c':>4} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+    print(f"{'target':<13} {'c':>4} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
           f"{'errors':>7} {'x bare':>7} {'p99 x bare':>10}")
     for name, target in targets.items():
         for c, point in target["points"].items():
             base = bare.get(c) or point
-            print(f"{name:<10} {c:>4} {point['rps']:>9.1f} {point['p50_ms']:>8.2f} "
+            print(f"{name:<13} {c:>4} {point['rps']:>9.1f} {point['p50_ms']:>8.2f} "
                   f"{point['p95_ms']:>8.2f} {point['p99_ms']:>8.2f} {point['errors']:>7} "
                   f"{point['rps'] / max(base['rps'], 1e-9):>7.2f} "
                   f"{point['p99_ms'] / max(base['p99_ms'], 1e-9):>10.2f}")
     print()
     for name, target in targets.items():
-        print(f"RSS {name:<10} startup {target['rss_startup_mb']:7.1f} MB   "
+        print(f"RSS {name:<13} startup {target['rss_startup_mb']:7.1f} MB   "
               f"after load {target['rss_after_mb']:7.1f} MB")
     if "workers" in report:
         w = report["workers"]
