@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from server.trackers.store import TrackerStore
+
 
 class EventBroker(Protocol):
     """Publishes a conversation's new events to the outside world."""
@@ -21,6 +23,17 @@ class EventBroker(Protocol):
         chain a consumer can restore the order by (`server.brokers.ordering`). Delivery
         happens in the background, in this process's order, retried while the broker is down.
         """
+
+    def publish_in_doubt(
+        self,
+        sender_id: str,
+        events: list[dict[str, Any]],
+        previous_event: dict[str, Any] | None,
+        store: TrackerStore,
+    ) -> None:
+        """Events whose save raised (the commit may have happened all the same): published,
+        as `publish` would have, once `store` shows them committed, and dropped if it shows
+        they were not. Until then the conversation's later events wait behind them."""
 
     async def close(self) -> None:
         """Deliver what is still queued (for a few seconds), then disconnect."""

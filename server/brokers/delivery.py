@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.brokers.in_doubt import InDoubtEvents
 from server.brokers.ordering import chain_ids
+from server.trackers.store import TrackerStore
 
 logger = logging.getLogger(__name__)
 
@@ -143,15 +146,22 @@ class BackgroundDelivery:
 class QueuedBroker:
     """Base of brokers that queue events and deliver them from a background task.
 
-    A subclass sets `self._delivery` (a BackgroundDelivery around its own `_send`).
+    A subclass sets `self._delivery` (a BackgroundDelivery around its own `_send`) and calls
+    `_close_delivery` from its `close`.
     """
 
     _delivery: BackgroundDelivery
+    _in_doubt: InDoubtEvents | None = None  # made on the first save that fails
 
     @property
     def pending(self) -> int:
         """Events queued and not yet delivered."""
         return self._delivery.pending
+
+    @property
+    def held(self) -> int:
+        """Events held until a failed save of their conversation is read back."""
+        return 0 if self._in_doubt is None else self._in_doubt.held
 
     async def publish(
         self,
@@ -160,8 +170,36 @@ class QueuedBroker:
         previous_event: dict[str, Any] | None = None,
     ) -> None:
         """Queues the events; never waits for the broker and never raises for an outage."""
-        self._delivery.submit(sender_id, events, previous_event)
+        if self._in_doubt is not None and self._in_doubt.holds(sender_id):
+            self._in_doubt.add_committed(sender_id, events, previous_event)
+        else:
+            self._delivery.submit(sender_id, events, previous_event)
+
+    def publish_in_doubt(
+        self,
+        sender_id: str,
+        events: list[dict[str, Any]],
+        previous_event: dict[str, Any] | None,
+        store: TrackerStore,
+    ) -> None:
+        """Events whose save raised: published once `store` shows them committed (dropped if
+        it does not), before any later event of the conversation."""
+        if self._in_doubt is None:
+            self._in_doubt = InDoubtEvents(self._delivery.name, self._delivery.submit)
+        self._in_doubt.add_in_doubt(sender_id, events, previous_event, store)
 
     async def flush(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds until every queued event is delivered; True if so."""
-        return await self._delivery.flush(timeout)
+        """Wait up to `timeout` seconds until every queued event is delivered and no event
+        is held; True if so."""
+        deadline = time.monotonic() + timeout
+        while self.held:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return await self._delivery.flush(max(0.0, deadline - time.monotonic()))
+
+    async def _close_delivery(self, timeout: float = 5.0) -> None:
+        """Read back what is in doubt, then deliver what is queued, `timeout` seconds each."""
+        if self._in_doubt is not None:
+            await self._in_doubt.settle(timeout)
+        await self._delivery.close(timeout)

@@ -114,7 +114,7 @@ class RabbitMQEventBroker(QueuedBroker):
                 logger.debug("Closing the RabbitMQ connection failed: %s", exc)
 
     async def close(self) -> None:
-        await self._delivery.close()
+        await self._close_delivery()
         await self._disconnect()
 
 

@@ -59,5 +59,5 @@ class SqlEventBroker(QueuedBroker):
                 pending.popleft()
 
     async def close(self) -> None:
-        await self._delivery.close()
+        await self._close_delivery()
         await self._engine.dispose()

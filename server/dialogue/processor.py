@@ -149,13 +149,24 @@ class Processor:
             if model.model_id is not None:
                 event.metadata.setdefault("model_id", model.model_id)
                 event.metadata.setdefault("assistant_id", model.assistant_id)
-        await self.trackers.save(tracker, new_events)
-        if self.broker is not None and new_events:
-            # After the commit only; the event before links this turn to the last one.
-            previous = tracker.events[start - 1].as_dict() if start > 0 else None
-            await self.broker.publish(
-                tracker.sender_id, [e.as_dict() for e in new_events], previous_event=previous
+        if self.broker is None or not new_events:
+            await self.trackers.save(tracker, new_events)
+            return new_events
+        # The event before links this turn to the last one.
+        previous = tracker.events[start - 1].as_dict() if start > 0 else None
+        try:
+            await self.trackers.save(tracker, new_events)
+        except BaseException:
+            # The commit may have happened all the same (a connection cut after it): the
+            # broker reads the store back and publishes them if so, before any later event.
+            self.broker.publish_in_doubt(
+                tracker.sender_id, [e.as_dict() for e in new_events], previous,
+                self.trackers.store,
             )
+            raise
+        await self.broker.publish(  # after the commit only
+            tracker.sender_id, [e.as_dict() for e in new_events], previous_event=previous
+        )
         return new_events
 
     def session_expired(self, tracker: Tracker, domain: Domain) -> bool:

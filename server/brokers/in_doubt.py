@@ -1,0 +1,222 @@
+"""Events of a save whose outcome is unknown (it raised, yet may have committed): published
+once the tracker store shows them committed, dropped if it does not, and never overtaken by
+the conversation's later events in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from server.trackers.store import TrackerStore
+
+logger = logging.getLogger(__name__)
+
+# Submits (sender_id, events, previous_event) to the delivery queue.
+Submit = Callable[[str, list[dict[str, Any]], dict[str, Any] | None], None]
+
+DEFAULT_MAX_HELD_EVENTS = 100_000
+
+
+@dataclass
+class _Batch:
+    events: list[dict[str, Any]]
+    previous_event: dict[str, Any] | None
+    # False until the store has been read back (a save that raised); True for a commit.
+    committed: bool
+
+
+class InDoubtEvents:
+    """Per conversation, the batches held behind one whose commit is in doubt. One background
+    task reads the held conversations back from their store (retrying with back-off while it
+    is unreachable) and submits, in order, what was committed."""
+
+    def __init__(
+        self,
+        name: str,
+        submit: Submit,
+        retry_delay: float = 0.5,
+        max_retry_delay: float = 30.0,
+        max_events: int = DEFAULT_MAX_HELD_EVENTS,
+    ) -> None:
+        self.name = name
+        self._submit = submit
+        self._retry_delay = retry_delay
+        self._max_retry_delay = max(max_retry_delay, retry_delay)
+        self._max_events = max_events
+        self._held: dict[str, list[_Batch]] = {}
+        self._stores: dict[str, TrackerStore] = {}
+        self._events = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def holds(self, sender_id: str) -> bool:
+        """True while the conversation has a batch in doubt (later ones must wait)."""
+        return sender_id in self._held
+
+    @property
+    def held(self) -> int:
+        """Events held (in doubt, or committed behind one in doubt)."""
+        return self._events
+
+    def add_in_doubt(
+        self,
+        sender_id: str,
+        events: list[dict[str, Any]],
+        previous_event: dict[str, Any] | None,
+        store: TrackerStore,
+    ) -> None:
+        self._add(sender_id, _Batch(events, previous_event, committed=False))
+        self._stores[sender_id] = store
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"{self.name} in-doubt events")
+
+    def add_committed(
+        self, sender_id: str, events: list[dict[str, Any]], previous_event: dict[str, Any] | None
+    ) -> None:
+        """A later commit of a held conversation: it waits, and the store is read now (it
+        has just answered)."""
+        self._add(sender_id, _Batch(events, previous_event, committed=True))
+        self._wakeup.set()
+
+    def _add(self, sender_id: str, batch: _Batch) -> None:
+        self._held.setdefault(sender_id, []).append(batch)
+        self._events += len(batch.events)
+        while self._events > self._max_events and len(self._held) > 1:
+            oldest = next(iter(self._held))
+            self._drop(oldest)
+            logger.error(
+                "%s: conversation %s dropped from the in-doubt events (over %d held)",
+                self.name,
+                oldest,
+                self._max_events,
+            )
+
+    def _drop(self, sender_id: str) -> None:
+        batches = self._held.pop(sender_id, [])
+        self._stores.pop(sender_id, None)
+        self._events -= sum(len(b.events) for b in batches)
+
+    async def _run(self) -> None:
+        failures = 0
+        while self._held:
+            self._wakeup.clear()
+            error: Exception | None = None
+            for sender_id in list(self._held):
+                try:
+                    await self.resolve(sender_id)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the store is still away: try again later
+                    error = exc
+            if not self._held:
+                return
+            if error is None:
+                failures, delay = 0, 0.0  # batches arrived during the read: go on
+            else:
+                failures += 1
+                delay = min(self._retry_delay * 2 ** min(failures - 1, 16), self._max_retry_delay)
+                logger.warning(
+                    "%s: %d events of %d conversations wait to be read back (attempt %d), "
+                    "retrying in %.1f s: %s",
+                    self.name,
+                    self._events,
+                    len(self._held),
+                    failures,
+                    delay,
+                    error,
+                )
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def resolve(self, sender_id: str) -> None:
+        """Reads the conversation back and submits its held batches in order: in-doubt ones
+        only if they were committed. Raises (holding everything) if the store fails."""
+        batches = self._held.get(sender_id)
+        if not batches:
+            return
+        store = self._stores[sender_id]
+        checked = len(batches)  # batches added during the read wait for the next round
+        in_doubt = [b for b in batches[:checked] if not b.committed]
+        if in_doubt:
+            found = await _committed(store, sender_id, in_doubt)
+            if self._held.get(sender_id) is not batches:
+                return  # dropped meanwhile (too many held)
+            for batch, committed in zip(in_doubt, found, strict=True):
+                batch.committed = committed
+                if not committed:
+                    batch.events = []  # never stored: never published
+                    logger.info(
+                        "%s: the failed save of conversation %s was not committed",
+                        self.name,
+                        sender_id,
+                    )
+        done = 0
+        for index, batch in enumerate(batches):
+            if index >= checked and not batch.committed:
+                break
+            if batch.events:
+                self._submit(sender_id, batch.events, batch.previous_event)
+            done += 1
+        self._events -= sum(len(b.events) for b in batches[:done])
+        del batches[:done]
+        if not batches:
+            del self._held[sender_id]
+            del self._stores[sender_id]
+
+    async def settle(self, timeout: float) -> None:
+        """One last round of reads (before closing), for up to `timeout` seconds."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if not self._held:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                for sender_id in list(self._held):
+                    await self.resolve(sender_id)
+        except Exception as exc:
+            logger.debug("%s: last read-back failed: %s", self.name, exc)
+        if self._held:
+            logger.error(
+                "%s: closing with %d events of %d conversations not read back (not published)",
+                self.name,
+                self._events,
+                len(self._held),
+            )
+
+
+async def _committed(
+    store: TrackerStore, sender_id: str, batches: list[_Batch]
+) -> list[bool]:
+    """Whether each batch is in the store: the current session first, else every session."""
+    events = await store.load(sender_id) or []
+    found = [_contains(events, b.events) for b in batches]
+    if not all(found):
+        events = await store.load_all(sender_id) or []
+        found = [_contains(events, b.events) for b in batches]
+    return found
+
+
+def _contains(stored: list[dict[str, Any]], batch: list[dict[str, Any]]) -> bool:
+    """True if `batch` is a run of `stored` (same event types and timestamps, in order: an
+    append commits all of its rows or none)."""
+    keys = [(e.get("event"), e.get("timestamp")) for e in batch]
+    if not keys:
+        return True
+    for start in range(len(stored) - len(keys), -1, -1):
+        if all(
+            (stored[start + j].get("event"), stored[start + j].get("timestamp")) == key
+            for j, key in enumerate(keys)
+        ):
+            return True
+    return False
