@@ -146,14 +146,19 @@ def machine() -> dict[str, Any]:
     }
 
 
-def rss_mb(pid: int) -> float:
-    """RSS of a process and its children (uvicorn's workers), in MB."""
-    total = 0
+def process_tree(pid: int) -> list[int]:
+    """A process and its children (uvicorn's workers)."""
     pids = [pid]
     with contextlib.suppress(OSError):
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         pids += [int(c) for c in children]
-    for p in pids:
+    return pids
+
+
+def rss_mb(pid: int) -> float:
+    """RSS of a process and its children (uvicorn's workers), in MB."""
+    total = 0
+    for p in process_tree(pid):
         with contextlib.suppress(OSError), open(f"/proc/{p}/status") as handle:
             for line in handle:
                 if line.startswith("VmRSS:"):
@@ -164,11 +169,7 @@ def rss_mb(pid: int) -> float:
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its children (uvicorn's workers), in seconds."""
     total = 0
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    for p in pids:
+    for p in process_tree(pid):
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
