@@ -149,8 +149,9 @@ class InDoubtEvents:
                 return  # dropped meanwhile (too many held)
             for batch, committed in zip(in_doubt, found, strict=True):
                 batch.committed = committed
-                if not committed:
-                    batch.events = []  # never stored: never published
+                if not committed:  # never stored: never published
+                    self._events -= len(batch.events)
+                    batch.events = []
                     logger.info(
                         "%s: the failed save of conversation %s was not committed",
                         self.name,

@@ -1,0 +1,98 @@
+"""A save that raised may have committed all the same: its events are published if the store
+shows them, never if it does not, and the conversation's later events never overtake them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from bench.tcp_proxy import TcpProxy
+from server.brokers.sql import SqlEventBroker
+from server.trackers.factory import create_tracker_store
+from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
+
+
+def turn(n: int) -> list[dict[str, Any]]:
+    return [
+        {"event": "user", "timestamp": n + 0.1, "text": f"message {n}"},
+        {"event": "bot", "timestamp": n + 0.2, "text": f"reply {n}"},
+        {"event": "action", "timestamp": n + 0.3, "name": "action_listen"},
+    ]
+
+
+async def published_texts(broker: SqlEventBroker) -> list[str]:
+    async with broker._engine.connect() as conn:
+        result = await conn.execute(select(broker.table.c.data).order_by(broker.table.c.id))
+        return [json.loads(row[0])["text"] for row in result if '"text"' in row[0]]
+
+
+async def test_a_failed_save_that_committed_is_published_before_the_next_turn(
+    tmp_path: Path,
+) -> None:
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "trackers.db")})
+    broker = SqlEventBroker({"type": "sql", "db": str(tmp_path / "events.db")})
+    try:
+        await store.append("alice", turn(1))
+        await broker.publish("alice", turn(1))
+        await store.append("alice", turn(2))  # committed, but the caller saw an error
+        broker.publish_in_doubt("alice", turn(2), turn(1)[-1], store)
+        await store.append("alice", turn(3))
+        await broker.publish("alice", turn(3), previous_event=turn(2)[-1])
+
+        assert await broker.flush(timeout=10)
+        assert await published_texts(broker) == [
+            "message 1", "reply 1", "message 2", "reply 2", "message 3", "reply 3"
+        ]
+    finally:
+        await broker.close()
+        await store.close()
+
+
+async def test_a_failed_save_that_did_not_commit_is_never_published(tmp_path: Path) -> None:
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "trackers.db")})
+    broker = SqlEventBroker({"type": "sql", "db": str(tmp_path / "events.db")})
+    try:
+        await store.append("alice", turn(1))
+        await broker.publish("alice", turn(1))
+        broker.publish_in_doubt("alice", turn(2), turn(1)[-1], store)  # never stored
+        await store.append("alice", turn(3))
+        await broker.publish("alice", turn(3), previous_event=turn(1)[-1])
+        await broker.publish("bob", turn(1))  # other conversations never wait
+
+        assert await broker.flush(timeout=10)
+        assert await published_texts(broker) == [
+            "message 1", "reply 1", "message 1", "reply 1", "message 3", "reply 3"
+        ]
+        assert broker.held == 0
+    finally:
+        await broker.close()
+        await store.close()
+
+
+async def test_in_doubt_events_wait_until_the_database_answers(tmp_path: Path) -> None:
+    async with postgres_database() as config:
+        writer = create_tracker_store(config)
+        proxy = TcpProxy(POSTGRES)
+        await proxy.restore()
+        store = create_tracker_store({**config, "port": proxy.port})
+        broker = SqlEventBroker({"type": "sql", "db": str(tmp_path / "events.db")})
+        try:
+            await store.ping()
+            await writer.append("alice", turn(1))
+            await proxy.cut()
+            broker.publish_in_doubt("alice", turn(1), None, store)
+            await asyncio.sleep(1.0)
+            assert (broker.held, broker.pending) == (3, 0)  # nothing sent yet
+
+            await proxy.restore()
+            assert await broker.flush(timeout=15)
+            assert await published_texts(broker) == ["message 1", "reply 1"]
+        finally:
+            await broker.close()
+            await store.close()
+            await writer.close()
+            await proxy.cut()
