@@ -71,6 +71,13 @@ class InDoubtEvents:
     ) -> None:
         self._add(sender_id, _Batch(events, previous_event, committed=False))
         self._stores[sender_id] = store
+        logger.warning(
+            "%s: the save of conversation %s failed; its %d events wait until the tracker "
+            "store shows whether they were committed",
+            self.name,
+            sender_id,
+            len(events),
+        )
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"{self.name} in-doubt events")
 
@@ -149,14 +156,17 @@ class InDoubtEvents:
                 return  # dropped meanwhile (too many held)
             for batch, committed in zip(in_doubt, found, strict=True):
                 batch.committed = committed
+                logger.warning(
+                    "%s: the failed save of conversation %s %s: its %d events are %s",
+                    self.name,
+                    sender_id,
+                    "had committed" if committed else "was not committed",
+                    len(batch.events),
+                    "published" if committed else "dropped",
+                )
                 if not committed:  # never stored: never published
                     self._events -= len(batch.events)
                     batch.events = []
-                    logger.info(
-                        "%s: the failed save of conversation %s was not committed",
-                        self.name,
-                        sender_id,
-                    )
         done = 0
         for index, batch in enumerate(batches):
             if index >= checked and not batch.committed:
