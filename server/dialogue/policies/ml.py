@@ -19,6 +19,7 @@ from scipy.sparse import csr_matrix
 from sklearn.linear_model import LogisticRegression
 
 from server.dialogue.domain import Domain
+from server.dialogue.memo import Memo
 from server.dialogue.policies.featurization import (
     ACTIVE_LOOP,
     PREV_ACTION,
@@ -37,6 +38,9 @@ ML_PRIORITY = 1
 VOCABULARY_FILE = "vocabulary.json"
 ARRAY_FILES = ("coef", "intercept", "classes")
 RECENCY_DECAY = 0.5
+# Distinct feature rows whose scores a loaded policy remembers (a row is the last
+# max_history states; a bot's conversations repeat few of them). About 1 KB each.
+SCORE_CACHE_SIZE = 4096
 
 
 def state_features(states: Sequence[State], max_history: int) -> list[str]:
@@ -99,6 +103,11 @@ class MLPolicy(Policy):
         self.vocabulary_: dict[str, int] = {}
         self.classifier_: LogisticRegression | None = None
         self.classes_: list[int] = []
+        # Scores are a pure function of the feature row: remembered per row, cleared
+        # whenever the learned state changes.
+        self._scores: Memo[tuple[str, ...], tuple[tuple[int, float], ...]] = Memo(
+            SCORE_CACHE_SIZE
+        )
 
     @property
     def max_history(self) -> int:
@@ -127,6 +136,7 @@ class MLPolicy(Policy):
             for name in features:
                 vocabulary.setdefault(name, len(vocabulary))
         self.vocabulary_ = vocabulary
+        self._scores.clear()
         self.classes_ = sorted(set(labels))
         self.classifier_ = None
         if len(self.classes_) < 2:
@@ -163,11 +173,25 @@ class MLPolicy(Policy):
         if self.classifier_ is None:
             probabilities[self.classes_[0]] = 1.0
             return probabilities
-        scores = self._probabilities_of(state_features(states, self.max_history))
-        for label, score in zip(self.classifier_.classes_, scores, strict=True):
-            if 0 <= int(label) < len(probabilities):
-                probabilities[int(label)] = float(score)
+        for label, score in self._scores_of(tuple(state_features(states, self.max_history))):
+            if label < len(probabilities):
+                probabilities[label] = score
         return probabilities
+
+    def _scores_of(self, row: tuple[str, ...]) -> tuple[tuple[int, float], ...]:
+        """(action index, probability) for one feature row, from the cache when seen."""
+        cached = self._scores.get(row)
+        if cached is not None:
+            return cached
+        assert self.classifier_ is not None
+        scores = self._probabilities_of(list(row))
+        result = tuple(
+            (int(label), float(score))
+            for label, score in zip(self.classifier_.classes_, scores, strict=True)
+            if 0 <= int(label)
+        )
+        self._scores.put(row, result)
+        return result
 
     def _probabilities_of(self, features: list[str]) -> np.ndarray:
         """`predict_proba` of the classifier for one row, in plain numpy: scikit-learn's
@@ -221,6 +245,7 @@ class MLPolicy(Policy):
                 np.save(directory / f"{name}.npy", getattr(self.classifier_, f"{name}_"))
 
     def restore(self, state: dict[str, Any], directory: Path, domain: Domain) -> None:
+        self._scores.clear()
         self.classes_ = [int(c) for c in state.get("classes", [])]
         self.vocabulary_ = {
             str(k): int(v)

@@ -1,0 +1,75 @@
+"""What a turn remembers between turns: parses by text, policy scores by feature row. A
+remembered answer is the answer the model computes, and no caller can change it for the next.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from server.dialogue.memo import Memo
+from server.dialogue.messages import new_message_id
+from server.dialogue.policies.featurization import ConversationStates
+from server.dialogue.policies.ml import MLPolicy
+from server.dialogue.processor import Processor
+from tests.dialogue.conversation_fixtures import BotModels
+from tests.dialogue.policy_fixtures import bot, replay
+
+
+def test_a_repeated_text_parses_as_the_pipeline_does_and_each_caller_owns_its_copy(
+    bot_models: BotModels,
+) -> None:
+    model = bot_models["moodbot"]
+    assert model.nlu is not None
+    fresh = model.nlu.parse("I am feeling very sad")
+    first = Processor.parse(model, "I am feeling very sad")
+    second = Processor.parse(model, "I am feeling very sad")
+    assert first == second == fresh
+    second["intent"]["name"] = "changed by a caller"
+    second.setdefault("metadata", {})["channel"] = "rest"
+    assert Processor.parse(model, "I am feeling very sad") == fresh
+
+
+def test_a_pipeline_with_duckling_is_parsed_every_time(bot_models: BotModels) -> None:
+    # Duckling reads "tomorrow" relative to the clock: a remembered parse would go stale.
+    model = bot_models["formbot"]
+    Processor.parse(model, "a table for 3 people")
+    Processor.parse(model, "a table for 3 people")
+    assert len(model.parses) == 0
+
+
+def test_remembered_policy_scores_are_the_computed_ones_and_retraining_forgets_them() -> None:
+    domain, stories, _ = bot("moodbot")
+    policy = MLPolicy("TEDPolicy")
+    policy.train(stories, domain)
+    rows = 0
+
+    def next_action(tracker: object) -> str:
+        nonlocal rows
+        states = ConversationStates(tracker, domain).states  # type: ignore[arg-type]
+        computed = policy.probabilities(states, domain)
+        assert policy.probabilities(states, domain) == computed  # the second from memory
+        rows += 1
+        return policy.predict(ConversationStates(tracker, domain), domain).action_name  # type: ignore[arg-type]
+
+    for training in stories:
+        replay(next_action, training, domain)
+    assert rows > 0 and len(policy._scores) > 0
+    policy.train(stories[:1], domain)
+    assert len(policy._scores) == 0
+
+
+def test_the_least_recently_used_entry_goes_first() -> None:
+    memo: Memo[str, int] = Memo(2)
+    memo.put("a", 1)
+    memo.put("b", 2)
+    assert memo.get("a") == 1
+    memo.put("c", 3)
+    assert (memo.get("a"), memo.get("b"), memo.get("c")) == (1, None, 3)
+
+
+def test_message_ids_look_like_uuid4_hex() -> None:
+    ids = {new_message_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
