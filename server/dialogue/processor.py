@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from server.dialogue.actions import (
     Action,
     ActionContext,
@@ -30,6 +32,7 @@ from server.dialogue.actions import (
 )
 from server.dialogue.domain import Domain
 from server.dialogue.loops import TWO_STAGE_FALLBACK, FormAction, TwoStageFallbackAction
+from server.dialogue.memo import Memo
 from server.dialogue.messages import OutputChannel, UserMessage
 from server.dialogue.reminders import ReminderScheduler
 from server.dialogue.slot_extraction import extract_slots, has_custom_mappings
@@ -54,6 +57,8 @@ from server.trackers.tracker import Tracker
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PREDICTIONS = int(os.environ.get("MAX_NUMBER_OF_PREDICTIONS", "10"))
+# Distinct message texts whose parse a model remembers (about 1 KB each).
+PARSE_MEMO_SIZE = 1024
 
 
 class NLU(Protocol):
@@ -76,6 +81,11 @@ class DialogueModel:
     model_id: str | None = None
     assistant_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Parse results by text (JSON bytes, so every caller gets its own copy); only for a
+    # pipeline whose parse depends on the text alone (see `Processor.parse`).
+    parses: Memo[str, bytes] = field(
+        default_factory=lambda: Memo(PARSE_MEMO_SIZE), repr=False, compare=False
+    )
 
 
 @dataclass
@@ -124,7 +134,15 @@ class Processor:
             if parsed is None:
                 return {"intent": {"name": None, "confidence": 0.0}, "entities": [], "text": text}
             return parsed
-        return model.nlu.parse(text, message_id=message_id, metadata=metadata)
+        if getattr(model.nlu, "blocking", True):
+            # Only a pipeline that parses inline is memoised: Duckling's dates follow the clock.
+            return model.nlu.parse(text, message_id=message_id, metadata=metadata)
+        cached = model.parses.get(text)
+        if cached is not None:
+            return orjson.loads(cached)  # type: ignore[no-any-return]
+        parsed = model.nlu.parse(text, message_id=message_id, metadata=metadata)
+        _remember_parse(model.parses, text, parsed)
+        return parsed
 
     async def parse_off_loop_if_blocking(
         self, model: DialogueModel, message: UserMessage
@@ -494,6 +512,16 @@ def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:
         list(result.probabilities),
         list(getattr(result, "events", []) or []),
     )
+
+
+def _remember_parse(memo: Memo[str, bytes], text: str, parsed: dict[str, Any]) -> None:
+    """Keeps the parse as JSON when it reads back equal (not: NaN, tuples, numpy scalars)."""
+    try:
+        encoded = orjson.dumps(parsed)
+    except TypeError:
+        return
+    if orjson.loads(encoded) == parsed:
+        memo.put(text, encoded)
 
 
 def _fallback_action_name(model: DialogueModel) -> str | None:
