@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-from server.dialogue.messages import CollectingOutputChannel, OutputChannel, UserMessage
+from server.dialogue.messages import (
+    CollectingOutputChannel,
+    OutputChannel,
+    UserMessage,
+    new_message_id,
+)
 from server.dialogue.processor import DialogueModel, Processor
 from server.errors import InvalidEvent, NoModelLoaded
 from server.trackers.events import (
@@ -139,7 +143,7 @@ class Agent:
             tracker = await processor.tracker_for(sender_id, model)
             start = len(tracker.events)
             await processor.update_session(tracker, model, None)
-            message_id = message_id or uuid.uuid4().hex
+            message_id = message_id or new_message_id()
             parsed = dict(parse_data or processor.parse(model, text, message_id))
             parsed.setdefault("metadata", {})
             tracker.update(UserUttered(text=text, parse_data=parsed, message_id=message_id))

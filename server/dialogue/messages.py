@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,6 +55,17 @@ def split_message(message: dict[str, Any]) -> list[dict[str, Any]]:
     return parts
 
 
+def new_message_id() -> str:
+    """A random id in `uuid.uuid4().hex`'s format (version 4, RFC 4122 variant).
+
+    From the `random` module (reseeded after a fork): os.urandom, behind uuid4, releases the
+    GIL, and the event loop then waits for the store thread to hand it back.
+    """
+    bits = random.getrandbits(128)
+    bits = (bits & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC000 << 48) | (0x8000 << 48)
+    return f"{bits:032x}"
+
+
 @dataclass
 class UserMessage:
     """One incoming message from a channel."""
@@ -63,6 +74,6 @@ class UserMessage:
     sender_id: str = "default"
     input_channel: str | None = None
     metadata: dict[str, Any] | None = None
-    message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    message_id: str = field(default_factory=new_message_id)
     output_channel: OutputChannel | None = None
     parse_data: dict[str, Any] | None = None
