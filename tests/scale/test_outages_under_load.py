@@ -66,12 +66,6 @@ def test_the_conversation_carries_on_while_the_broker_is_down(report: dict[str, 
     assert set(report["broker_outage"]["answers_during"]) == {"200"}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, open in issue 7: a turn committed just before a database cut answers 503 "
-    "and its events are never published, so the consumer holds back that conversation; "
-    "fails in about 3 of 11 loaded runs",
-)
 def test_consumer_gets_every_event_once_in_order_across_the_outage(
     report: dict[str, Any],
 ) -> None:
