@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,7 +210,7 @@ async def _committed(
     store: TrackerStore, sender_id: str, batches: list[_Batch]
 ) -> list[bool]:
     """Whether each batch is in the store: the current session first, else every session."""
-    events = await store.load(sender_id) or []
+    events: Sequence[dict[str, Any]] = await store.load(sender_id) or []
     found = [_contains(events, b.events) for b in batches]
     if not all(found):
         events = await store.load_all(sender_id) or []
@@ -218,7 +218,7 @@ async def _committed(
     return found
 
 
-def _contains(stored: list[dict[str, Any]], batch: list[dict[str, Any]]) -> bool:
+def _contains(stored: Sequence[dict[str, Any]], batch: list[dict[str, Any]]) -> bool:
     """True if `batch` is a run of `stored` (same event types and timestamps, in order: an
     append commits all of its rows or none)."""
     keys = [(e.get("event"), e.get("timestamp")) for e in batch]

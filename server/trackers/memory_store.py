@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from server.trackers.session_start import latest_session_start
+from server.trackers.snapshot import Snapshot
 
 
 @dataclass
@@ -32,11 +34,11 @@ class InMemoryTrackerStore:
         if start is not None:
             conversation.session_start = start
 
-    async def load(self, sender_id: str) -> list[dict[str, Any]] | None:
+    async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
         conversation = self._conversations.get(sender_id)
         if conversation is None:
             return None
-        return conversation.events[conversation.session_start :]
+        return Snapshot(conversation.events, conversation.session_start)
 
     async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
         conversation = self._conversations.get(sender_id)

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from server.errors import InvalidConfig, StoreUnavailable
 from server.trackers.postgres_database import UNAVAILABLE_ERRORS, PostgresDatabase
 from server.trackers.session_start import ACTION_SESSION_START, latest_session_start
+from server.trackers.snapshot import Snapshot
 from server.trackers.sql_engine import (
     SQLITE_BUSY_TIMEOUT_MS,
     async_url,
@@ -107,8 +108,8 @@ class _SessionCache:
         before = len(session.events)
         session.events.extend(events)
         start = latest_session_start(session.events, search_from=before)
-        if start:
-            del session.events[:start]
+        if start:  # a new list: snapshots of the old one stay as they were
+            session.events = session.events[start:]
         session.last_id, session.last_data = last
         if self._sessions.get(sender_id) is session:
             self.events += len(session.events) - before
@@ -260,7 +261,7 @@ class SqlTrackerStore:
             return None
         return await _parse(data)
 
-    async def load(self, sender_id: str) -> list[dict[str, Any]] | None:
+    async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
         await self._ensure_ready()
         cached = self._cache.get(sender_id)
         if cached is not None:
@@ -271,7 +272,7 @@ class SqlTrackerStore:
 
     async def _load_newer(
         self, sender_id: str, cached: _CachedSession
-    ) -> list[dict[str, Any]] | None:
+    ) -> Sequence[dict[str, Any]] | None:
         """The cached session plus newer rows; None if the cache no longer matches the DB."""
         seen_id = cached.last_id
         with self._map_errors():
@@ -286,17 +287,17 @@ class SqlTrackerStore:
             self._cache.extend(sender_id, cached, await _parse([row[1] for row in new_rows]),
                                new_rows[-1])
         self._cache.touch(sender_id)
-        return list(cached.events)
+        return Snapshot(cached.events)
 
-    async def _load_session(self, sender_id: str) -> list[dict[str, Any]] | None:
+    async def _load_session(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
         with self._map_errors():
             rows = await self._db.session_rows(sender_id)
         if not rows:
             self._cache.pop(sender_id)
             return None
         events = await _parse([row[1] for row in rows])
-        self._cache.put(sender_id, _CachedSession(list(events), rows[-1][0], rows[-1][1]))
-        return events
+        self._cache.put(sender_id, _CachedSession(events, rows[-1][0], rows[-1][1]))
+        return Snapshot(events)
 
     def _map_errors(self) -> _ErrorMapper:
         return _ErrorMapper(self.url)

@@ -1,11 +1,12 @@
 """The tracker store contract: where a conversation's events (Rasa event dicts) are kept.
 
 Event dicts returned by `load`/`load_all` may be shared with a store's cache: treat them as
-read-only.
+read-only. `load` may return a `Snapshot` of the cache instead of a copy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 
@@ -18,8 +19,9 @@ class TrackerStore(Protocol):
     async def append(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         """Append these new events, in one transaction."""
 
-    async def load(self, sender_id: str) -> list[dict[str, Any]] | None:
-        """The current session's events; None when the conversation does not exist."""
+    async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
+        """The current session's events (a read-only sequence); None when the conversation
+        does not exist."""
 
     async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
         """Every event of every session; None when the conversation does not exist."""

@@ -102,6 +102,22 @@ async def test_load_returns_the_current_session_and_load_all_every_session(
     assert await store.load_all("alice") == old + new
 
 
+async def test_a_loaded_session_stays_as_it_was_while_the_conversation_goes_on(
+    store: TrackerStore,
+) -> None:
+    first = session_start(1.0) + [user("hi", 2.0)]
+    await store.append("alice", first)
+    loaded = await store.load("alice")
+    await store.append("alice", [bot("hello", 3.0)])
+    again = await store.load("alice")
+    await store.append("alice", session_start(100.0))
+
+    assert loaded == first and list(loaded or []) == first and len(loaded or []) == 4
+    assert again == first + [bot("hello", 3.0)]
+    assert (again or [])[-2:] == [user("hi", 2.0), bot("hello", 3.0)]
+    assert await store.load("alice") == session_start(100.0)
+
+
 async def test_session_start_split_across_two_appends(store: TrackerStore) -> None:
     await store.append("bob", [user("hi", 1.0), session_start(50.0)[0]])
     await store.append("bob", session_start(50.0)[1:] + [user("again", 51.0)])
