@@ -3,8 +3,10 @@ through a real `botserver run` serving moodbot.
 
 One conversation, one session that never ends (the worst case). At the store level each turn
 loads the current session and appends the events of a user message and a bot reply; with
-`--http` each turn is a POST /webhooks/rest/webhook. The latency at message 10, 100, 1,000
-and 5,000 should stay flat.
+`--http` each turn is a POST /webhooks/rest/webhook, and around each checkpoint every turn
+is paired with one of a short conversation (message 1-10) sent right after it, so the two
+are compared under the same machine load (rows `wall/sh` and `cpu/sh`: long / short). The
+latency at message 10, 100, 1,000 and 5,000 should stay flat.
 
     python bench/long_conversation.py [--stores sqlite,postgres,memory] [--messages 5000]
                                       [--http] [--out bench/results/long_conversation.json]
@@ -188,15 +190,29 @@ def _curves(latencies: list[float], cpu: list[float], messages: int) -> dict[str
 
 
 def _process_cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (and its reaped children), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(x) for x in fields[11:15])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    """CPU time of every thread of a process so far, in nanoseconds' precision (schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+def _paired(long: list[float], short: list[float]) -> dict[str, float]:
+    return {
+        "long_ms": statistics.median(long) * 1000,
+        "short_ms": statistics.median(short) * 1000,
+        "ratio": statistics.median(long) / statistics.median(short),
+    }
 
 
 async def http_bench(kind: str, messages: int, workdir: Path) -> dict[str, Any]:
     """One conversation of `messages` turns through `botserver run` on the `kind` store;
-    `cpu_ms_per_turn` is the server process's CPU time (10 ms ticks, averaged)."""
+    `cpu_ms_per_turn` is the server process's CPU time (all threads, from schedstat).
+
+    Around each checkpoint every turn of the long conversation is followed by one turn of a
+    short conversation (a new one every 10 messages, so always at message 1-10): `paired`
+    compares the two under the same machine load, at the same time."""
     import httpx
 
     from bench.concurrency import ServerProcess, fresh_postgres_database, train_moodbot
@@ -229,19 +245,52 @@ async def http_bench(kind: str, messages: int, workdir: Path) -> dict[str, Any]:
         sender = "long-" + uuid.uuid4().hex[:8]
         latencies: list[float] = []
         cpu: list[float] = []
+        windows = {
+            point: range(max(1, point - WINDOW // 2), point + WINDOW // 2 + 1)
+            for point in CHECKPOINTS
+            if point <= messages
+        }
+        in_window = {n: point for point, span in windows.items() for n in span}
+        paired_wall: dict[int, tuple[list[float], list[float]]] = {p: ([], []) for p in windows}
+        paired_cpu: dict[int, tuple[list[float], list[float]]] = {p: ([], []) for p in windows}
+        short_turns = 0
+
+        async def timed_turn(http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[float, float]:
+            cpu_started = _process_cpu_seconds(pid)
+            started = time.perf_counter()
+            answer = await http.post("/webhooks/rest/webhook", json=body)
+            wall = time.perf_counter() - started
+            used = _process_cpu_seconds(pid) - cpu_started
+            answer.raise_for_status()
+            return wall, used
+
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             for _ in range(20):  # warm up on another conversation
                 await http.post("/webhooks/rest/webhook", json={"sender": "w", "message": "hi"})
-            for n in range(messages):
-                body = {"sender": sender, "message": texts[n % len(texts)]}
-                cpu_started = _process_cpu_seconds(pid)
-                started = time.perf_counter()
-                answer = await http.post("/webhooks/rest/webhook", json=body)
-                latencies.append(time.perf_counter() - started)
-                cpu.append(_process_cpu_seconds(pid) - cpu_started)
-                answer.raise_for_status()
+            for n in range(1, messages + WINDOW // 2 + 1):
+                wall, used = await timed_turn(
+                    http, {"sender": sender, "message": texts[n % len(texts)]}
+                )
+                if n <= messages:
+                    latencies.append(wall)
+                    cpu.append(used)
+                point = in_window.get(n)
+                if point is None:
+                    continue
+                short = {
+                    "sender": f"short-{sender}-{short_turns // 10}",
+                    "message": texts[short_turns % len(texts)],
+                }
+                short_turns += 1
+                short_wall, short_used = await timed_turn(http, short)
+                paired_wall[point][0].append(wall)
+                paired_wall[point][1].append(short_wall)
+                paired_cpu[point][0].append(used)
+                paired_cpu[point][1].append(short_used)
             tracker = (await http.get(f"/conversations/{sender}/tracker")).json()
         result = _curves(latencies, cpu, messages)
+        result["paired_wall"] = {p: _paired(*paired_wall[p]) for p in windows}
+        result["paired_cpu"] = {p: _paired(*paired_cpu[p]) for p in windows}
         result["events_stored"] = len(tracker["events"])
         return result
 
@@ -284,6 +333,10 @@ def main() -> None:
             cold = result["cold_load_ms"]
             cold_cell = f"{cold:>10.1f}ms" if cold is not None and stat == "median" else ""
             print(f"{kind:<10}{stat:<8}{cells}{result[ratio_key]:>11.2f}x{cold_cell}")
+        for stat in ("paired_wall", "paired_cpu"):
+            if stat in result:  # long conversation / short one, turns interleaved
+                cells = "".join(f"{result[stat][p]['ratio']:>11.2f}x" for p in points)
+                print(f"{kind:<10}{stat[7:] + '/sh':<8}{cells}")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
