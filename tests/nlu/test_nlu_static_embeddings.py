@@ -1,0 +1,111 @@
+"""StaticEmbeddingFeaturizer (`botserver[dense]`): MiniLM distilled into a token table at
+training time, averaged at parse time without running the transformer."""
+
+import json
+
+import numpy as np
+import pytest
+
+from server.errors import InvalidConfig, ModelError
+from server.nlu import dense_featurizer, registry
+from server.nlu.dense_featurizer import WIDTH, dense_available
+from server.nlu.message import Message
+from server.nlu.pipeline import NLUPipeline
+from server.nlu.static_embeddings import StaticEmbeddingFeaturizer
+
+needs_dense = pytest.mark.skipif(
+    not dense_available(), reason="the dense extra is not installed: pip install '.[dense]'"
+)
+
+# A few hundred common tokens keep the table (and the test) small.
+STATIC = {"name": "StaticEmbeddingFeaturizer", "common_tokens": 300}
+PIPELINE = [
+    {"name": "WhitespaceTokenizer"},
+    {"name": "CountVectorsFeaturizer"},
+    STATIC,
+    {"name": "DIETClassifier", "entity_recognition": False},
+]
+
+
+@pytest.fixture(scope="module")
+def static_moodbot(load_bot):
+    return NLUPipeline.train(load_bot("moodbot"), PIPELINE)
+
+
+def _vector(featurizer: StaticEmbeddingFeaturizer, text: str) -> np.ndarray:
+    message = Message(text)
+    featurizer.process(message)
+    indices, values, width = message.blocks[0]
+    assert width == WIDTH
+    vector = np.zeros(WIDTH)
+    vector[indices] = values
+    return vector
+
+
+@needs_dense
+def test_sentences_become_unit_vectors_that_put_related_words_close():
+    featurizer = StaticEmbeddingFeaturizer({"common_tokens": 400})
+    featurizer.train([Message(t) for t in ["play some music", "the river water"]], None)
+    music, water, song = (_vector(featurizer, t) for t in ["music", "river water", "a song"])
+    assert np.allclose([np.linalg.norm(music), np.linalg.norm(song)], 1.0, atol=1e-3)
+    # "song" is not in the training sentences: the common tokens cover it.
+    assert song @ music > song @ water + 0.1
+
+
+@needs_dense
+def test_a_message_without_known_tokens_adds_an_empty_block():
+    featurizer = StaticEmbeddingFeaturizer({"common_tokens": 0})
+    featurizer.train([Message("hello there")], None)
+    message = Message("zzz")
+    featurizer.process(message)
+    assert message.blocks == [([], [], WIDTH)]
+
+
+@needs_dense
+def test_round_trip_through_npy_files_without_running_the_model(static_moodbot, tmp_path):
+    static_moodbot.persist(tmp_path)
+    assert not list(tmp_path.glob("*.pkl"))
+    table = next(tmp_path.glob("*static_table.npy"))
+    assert np.load(table, allow_pickle=False).dtype == np.float16
+    dense_featurizer._encoders.clear()
+    loaded = NLUPipeline.load(tmp_path)
+    for text in ["I am very sad", "yes please", "goodbye", "hi there"]:
+        assert loaded.parse(text) == static_moodbot.parse(text)
+    assert loaded.parse("hi there")["intent"]["name"] == "greet"
+    assert not dense_featurizer._encoders  # parse and load never loaded the ONNX model
+    assert not loaded.blocking
+
+
+@needs_dense
+def test_a_table_that_does_not_match_its_token_ids_fails_to_load(static_moodbot, tmp_path):
+    static_moodbot.persist(tmp_path)
+    table = next(tmp_path.glob("*static_table.npy"))
+    np.save(table, np.zeros((3, WIDTH), np.float16), allow_pickle=False)
+    with pytest.raises(ModelError, match="does not match"):
+        NLUPipeline.load(tmp_path)
+
+
+@needs_dense
+def test_a_model_from_another_embedding_model_fails_to_load(static_moodbot, tmp_path):
+    static_moodbot.persist(tmp_path)
+    manifest = json.loads((tmp_path / "pipeline.json").read_text())
+    for entry in manifest["components"]:
+        if entry["key"] == "StaticEmbeddingFeaturizer":
+            entry["state"]["model_sha256"] = "0" * 64
+    (tmp_path / "pipeline.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="another embedding model"):
+        NLUPipeline.load(tmp_path)
+
+
+@needs_dense
+def test_loading_without_the_extra_names_it(static_moodbot, tmp_path, monkeypatch):
+    static_moodbot.persist(tmp_path)
+    monkeypatch.setattr(dense_featurizer, "dense_available", lambda: False)
+    with pytest.raises(ModelError, match=r"botserver\[dense\]"):
+        NLUPipeline.load(tmp_path)
+
+
+def test_training_without_the_extra_fails_with_the_install_hint(load_bot, monkeypatch):
+    monkeypatch.setattr(registry, "dense_available", lambda: False)
+    with pytest.raises(InvalidConfig, match=r"StaticEmbeddingFeaturizer .*botserver\[dense\]"):
+        NLUPipeline.train(load_bot("moodbot"), PIPELINE)
