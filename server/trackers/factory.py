@@ -8,7 +8,7 @@ from server.errors import InvalidConfig
 from server.trackers.lock import LockStore
 from server.trackers.memory_lock import DEFAULT_WAIT_TIMEOUT, InMemoryLockStore
 from server.trackers.memory_store import InMemoryTrackerStore
-from server.trackers.store import TrackerStore
+from server.trackers.store import TrackerStore, cache_events_setting
 
 # What the server uses when endpoints.yml has no `tracker_store:` section.
 DEFAULT_TRACKER_STORE: dict[str, Any] = {"type": "sql", "dialect": "sqlite", "db": "botserver.db"}
@@ -22,7 +22,7 @@ def create_tracker_store(config: dict[str, Any] | None) -> TrackerStore:
     config = dict(config or {})
     kind = _kind(config)
     if kind in _MEMORY_TYPES:
-        return InMemoryTrackerStore()
+        return InMemoryTrackerStore(cache_events_setting(config))
     if kind == "sql":
         from server.trackers.sql_store import SqlTrackerStore
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
+from server.trackers.store import DEFAULT_CACHE_EVENTS
 
 
 @dataclass
@@ -21,7 +22,8 @@ class InMemoryTrackerStore:
 
     process_local = True
 
-    def __init__(self) -> None:
+    def __init__(self, cache_events: int = DEFAULT_CACHE_EVENTS) -> None:
+        self.cache_events = cache_events  # hot trackers over this store
         self._conversations: dict[str, _Conversation] = {}
 
     async def append(self, sender_id: str, events: list[dict[str, Any]]) -> None:

@@ -14,6 +14,7 @@ from redis import exceptions as redis_errors
 
 from server.trackers.redis_client import create_client, key_prefix, unavailable_as
 from server.trackers.session_start import latest_session_start
+from server.trackers.store import cache_events_setting
 
 # KEYS: list, session index. ARGV: ttl (0 = none), start offset in batch (-1 = none),
 # 1 when the batch starts with `session_started` (look at the stored event before it), events.
@@ -52,6 +53,7 @@ class RedisTrackerStore:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._redis = create_client(config, default_db=0)
+        self.cache_events = cache_events_setting(config)  # hot trackers over this store
         self._prefix = key_prefix(config, "tracker")
         self._session_prefix = key_prefix(config, "tracker_session")
         record_exp = config.get("record_exp")

@@ -14,17 +14,16 @@ from server.trackers.events import Event, event_from_dict
 from server.trackers.store import TrackerStore
 from server.trackers.tracker import Tracker
 
-# Hot trackers kept per process, counted in events (a few hundred bytes and objects each:
-# the bound keeps memory and the garbage collector's full passes small).
-DEFAULT_MAX_EVENTS = 10_000
-
 
 class TrackerRepository:
     """Builds Tracker objects from a store and appends their new events back."""
 
-    def __init__(self, store: TrackerStore, max_events: int = DEFAULT_MAX_EVENTS) -> None:
+    def __init__(self, store: TrackerStore, max_events: int | None = None) -> None:
         self.store = store
-        self.max_events = max_events
+        # Hot trackers kept, counted in events (a few hundred bytes and objects each: the
+        # bound keeps memory and the garbage collector's full passes small); by default the
+        # store's `cache_events`.
+        self.max_events = store.cache_events if max_events is None else max_events
         # sender_id -> (tracker, number of its events that came from / went to the store)
         self._hot: OrderedDict[str, tuple[Tracker, int]] = OrderedDict()
         self._events = 0

@@ -35,11 +35,10 @@ from server.trackers.sql_engine import (
 )
 from server.trackers.sql_schema import events_table, migrate
 from server.trackers.sqlite_database import SqliteDatabase
+from server.trackers.store import DEFAULT_CACHE_EVENTS, cache_events_setting
 
 logger = logging.getLogger(__name__)
 
-# The session cache holds at most this many events in all (about 1 KB each).
-DEFAULT_CACHE_EVENTS = 10_000
 DELETE_BATCH = 500
 # Parsing more rows than this at once moves off the event loop.
 PARSE_IN_THREAD_ABOVE = 500
@@ -164,7 +163,8 @@ class SqlTrackerStore:
         else:
             self._db = _AsyncDatabase(self._engine)
             self._migrations_only = False
-        self._cache = _SessionCache(cache_events)
+        self.cache_events = cache_events
+        self._cache = _SessionCache(cache_events)  # about 1 KB per event
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SqlTrackerStore:
@@ -174,11 +174,7 @@ class SqlTrackerStore:
         if login_db and url.get_backend_name() != "postgresql":
             logger.warning("tracker_store.login_db is only used with PostgreSQL; ignoring it")
             login_db = None
-        # `cache_size` is this setting's former name.
-        cache_events = int(
-            config.get("cache_events") or config.get("cache_size") or DEFAULT_CACHE_EVENTS
-        )
-        return cls(url, login_db=login_db, cache_events=cache_events)
+        return cls(url, login_db=login_db, cache_events=cache_events_setting(config))
 
     # -- lifecycle -------------------------------------------------------------------------
 

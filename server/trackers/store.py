@@ -9,12 +9,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+# Events of current sessions a process keeps hot by default (`cache_events`).
+DEFAULT_CACHE_EVENTS = 10_000
+
+
+def cache_events_setting(config: dict[str, Any]) -> int:
+    """`cache_events` of a `tracker_store:` section (`cache_size` is its former name)."""
+    return int(config.get("cache_events") or config.get("cache_size") or DEFAULT_CACHE_EVENTS)
+
 
 class TrackerStore(Protocol):
     """Append-only event storage per conversation (`sender_id`)."""
 
     # True when the data lives in this process only (refused with several workers).
     process_local: bool
+    # Events of current sessions this process keeps hot: the store's own cache (if it has
+    # one) and the hot trackers over it each hold at most this many.
+    cache_events: int
 
     async def append(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         """Append these new events, in one transaction."""

@@ -19,3 +19,21 @@ async def test_conversations_beyond_the_bound_reload_with_all_their_events() -> 
         loaded = await repository.load(f"u{n}", {})
         assert loaded is not None
         assert [getattr(e, "text", None) for e in loaded.events] == [f"hi {n}", None]
+
+
+async def test_cache_events_sets_how_many_events_stay_hot() -> None:
+    """A long conversation stays hot (its tracker is reused, not rebuilt) while others come
+    and go, as long as `cache_events` holds them all."""
+    for cache_events, long_stays_hot in ((50, True), (10, False)):
+        store = create_tracker_store({"type": "in_memory", "cache_events": cache_events})
+        repository = TrackerRepository(store)
+        long = Tracker("long", {})
+        events = [UserUttered(text=f"hi {n}") for n in range(20)]
+        long.update_many(events)
+        await repository.save(long, events)
+        other = Tracker("other", {})
+        other.update(UserUttered(text="hello"))
+        await repository.save(other, other.events)
+
+        assert repository.max_events == cache_events
+        assert (await repository.load("long", {}) is long) is long_stays_hot
