@@ -9,7 +9,7 @@ are compared under the same machine load (rows `wall/sh` and `cpu/sh`: long / sh
 latency at message 10, 100, 1,000 and 5,000 should stay flat.
 
     python bench/long_conversation.py [--stores sqlite,postgres,memory] [--messages 5000]
-                                      [--http] [--out bench/results/long_conversation.json]
+        [--http [--cache-events N]] [--out bench/results/long_conversation.json]
 """
 
 from __future__ import annotations
@@ -198,6 +198,11 @@ def _process_cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def _rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
 def _paired(long: list[float], short: list[float]) -> dict[str, float]:
     return {
         "long_ms": statistics.median(long) * 1000,
@@ -206,7 +211,9 @@ def _paired(long: list[float], short: list[float]) -> dict[str, float]:
     }
 
 
-async def http_bench(kind: str, messages: int, workdir: Path) -> dict[str, Any]:
+async def http_bench(
+    kind: str, messages: int, workdir: Path, cache_events: int | None = None
+) -> dict[str, Any]:
     """One conversation of `messages` turns through `botserver run` on the `kind` store;
     `cpu_ms_per_turn` is the server process's CPU time (all threads, from schedstat).
 
@@ -233,6 +240,8 @@ async def http_bench(kind: str, messages: int, workdir: Path) -> dict[str, Any]:
                 "username": "postgres",
                 "db": name,
             }
+        if cache_events:
+            store["cache_events"] = cache_events
         endpoints = workdir / f"endpoints-{kind}.yml"
         endpoints.write_text(json.dumps({"tracker_store": store}))
         server = ServerProcess(model, endpoints, workdir / f"server-{kind}.log")
@@ -292,16 +301,19 @@ async def http_bench(kind: str, messages: int, workdir: Path) -> dict[str, Any]:
         result["paired_wall"] = {p: _paired(*paired_wall[p]) for p in windows}
         result["paired_cpu"] = {p: _paired(*paired_cpu[p]) for p in windows}
         result["events_stored"] = len(tracker["events"])
+        result["server_rss_mb"] = _rss_mb(pid)
         return result
 
 
-async def run_all(kinds: list[str], messages: int, http: bool = False) -> dict[str, Any]:
+async def run_all(
+    kinds: list[str], messages: int, http: bool = False, cache_events: int | None = None
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
             started = time.perf_counter()
             if http:
-                results[kind] = await http_bench(kind, messages, Path(tmp))
+                results[kind] = await http_bench(kind, messages, Path(tmp), cache_events)
             else:
                 results[kind] = await bench(kind, messages, Path(tmp))
             results[kind]["total_seconds"] = time.perf_counter() - started
@@ -313,12 +325,17 @@ def main() -> None:
     parser.add_argument("--stores", default="sqlite,postgres,memory")
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--http", action="store_true", help="turns through botserver run")
+    parser.add_argument(
+        "--cache-events", type=int, help="with --http: the tracker store's cache_events"
+    )
     parser.add_argument("--out")
     args = parser.parse_args()
     name = "long_conversation_http.json" if args.http else "long_conversation.json"
     out = Path(args.out or ROOT / "bench" / "results" / name)
 
-    results = asyncio.run(run_all(args.stores.split(","), args.messages, args.http))
+    results = asyncio.run(
+        run_all(args.stores.split(","), args.messages, args.http, args.cache_events)
+    )
 
     points = [p for p in CHECKPOINTS if p <= args.messages]
     header = f"{'store':<10}{'stat':<8}" + "".join(f"{'msg ' + str(p):>12}" for p in points)
@@ -337,6 +354,8 @@ def main() -> None:
             if stat in result:  # long conversation / short one, turns interleaved
                 cells = "".join(f"{result[stat][p]['ratio']:>11.2f}x" for p in points)
                 print(f"{kind:<10}{stat[7:] + '/sh':<8}{cells}")
+        if "server_rss_mb" in result:
+            print(f"{kind:<10}server RSS at the end: {result['server_rss_mb']:.0f} MB")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
@@ -348,6 +367,7 @@ def main() -> None:
                     else "long_conversation (store level: load + append per turn)"
                 ),
                 "messages": args.messages,
+                "cache_events": args.cache_events,
                 "events_per_turn": 5,
                 "python": platform.python_version(),
                 "nproc": os.cpu_count(),
