@@ -29,10 +29,13 @@ from server.nlu.state_files import read_array, write_array
 # that words unseen in training still land near their synonyms. BERT's vocabulary lists
 # whole words by falling frequency from id 1996 on (before: padding, unused slots, marks).
 FIRST_WORD_ID = 1996
-COMMON_TOKENS = 10_000
+COMMON_TOKENS = 5_000
 # Smooth inverse frequency weighting (Arora et al. 2017): a / (a + p(token)), p from the
 # training sentences. Fixed on the validation splits (docs/benchmarks.md, NLU).
 SIF_A = 1e-3
+# The table's principal components kept: fewer columns make the classifier train and score
+# faster at no cost in validation accuracy (docs/benchmarks.md, NLU).
+DIMENSIONS = 128
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,11 +61,14 @@ class StaticEmbeddingFeaturizer:
         self.name = name
         self.weight = float(config.get("weight", 1.0))
         self.common_tokens = int(config.get("common_tokens", COMMON_TOKENS))
+        self.dimensions = int(config.get("dimensions", DIMENSIONS))
+        if not 1 <= self.dimensions <= WIDTH:
+            raise InvalidConfig(f"{name}: dimensions must be between 1 and {WIDTH}")
         self.train_threads = int(config.get("train_threads", TRAIN_THREADS))
         self.token_ids_ = np.zeros(0, np.int32)
-        self.table_ = np.zeros((0, WIDTH), np.float16)
+        self.table_ = np.zeros((0, self.dimensions), np.float32)
         self._rows = np.zeros(0, np.int32)
-        self._indices = list(range(WIDTH))
+        self._indices = list(range(self.dimensions))
 
     def train(self, messages: list[Message], data: Any) -> None:
         sentences = _token_ids([m.text for m in messages])
@@ -74,12 +80,23 @@ class StaticEmbeddingFeaturizer:
         token_ids = np.union1d(np.flatnonzero(counts), common).astype(np.int32)
         vectors = shared_encoder(self.train_threads).token_vectors(token_ids)
         vectors -= vectors.mean(axis=0) if len(vectors) else 0.0
+        vectors = self._project(vectors)
         frequency = counts[token_ids] / max(counts.sum(), 1.0)
         vectors *= (SIF_A / (SIF_A + frequency))[:, None]
-        self.token_ids_, self.table_ = token_ids, vectors.astype(np.float16)
+        # Stored as float16: train on the same rounded values a loaded model uses.
+        self.token_ids_, self.table_ = token_ids, vectors.astype(np.float16).astype(np.float32)
         self._index(vocabulary)
         for message, ids in zip(messages, sentences, strict=True):
             message.blocks.append(self._block(ids))
+
+    def _project(self, vectors: np.ndarray) -> np.ndarray:
+        """The first `dimensions` principal coordinates (zero columns when there are fewer
+        tokens than dimensions: the block keeps its width)."""
+        projected = np.zeros((len(vectors), 0), np.float32)
+        if len(vectors):
+            _, _, components = np.linalg.svd(vectors, full_matrices=False)
+            projected = vectors @ components[: self.dimensions].T
+        return np.pad(projected, ((0, 0), (0, self.dimensions - projected.shape[1])))
 
     def process(self, message: Message) -> None:
         message.blocks.append(self._block(_token_ids([message.text])[0]))
@@ -92,16 +109,16 @@ class StaticEmbeddingFeaturizer:
         rows = self._rows[np.asarray(ids, dtype=np.int64)] if ids else self._rows[:0]
         rows = rows[rows >= 0]
         if len(rows) == 0:
-            return [], [], WIDTH
-        vector = self.table_[rows].sum(axis=0, dtype=np.float32)
+            return [], [], self.dimensions
+        vector = self.table_[rows].sum(axis=0)
         norm = float(np.linalg.norm(vector))
         if norm == 0.0:
-            return [], [], WIDTH
-        return self._indices, (vector * (self.weight / norm)).tolist(), WIDTH
+            return [], [], self.dimensions
+        return self._indices, (vector * (self.weight / norm)).tolist(), self.dimensions
 
     def state(self, directory: Path, prefix: str) -> dict[str, Any]:
         write_array(directory, f"{prefix}static_token_ids.npy", self.token_ids_)
-        write_array(directory, f"{prefix}static_table.npy", self.table_)
+        write_array(directory, f"{prefix}static_table.npy", self.table_.astype(np.float16))
         return {"model_id": MODEL_ID, "model_sha256": MODEL_SHA256}
 
     @classmethod
@@ -111,12 +128,12 @@ class StaticEmbeddingFeaturizer:
         check_model_state(state, name)
         featurizer = cls(config, name)
         token_ids = read_array(directory, f"{prefix}static_token_ids.npy", np.int32, ndim=1)
-        table = read_array(directory, f"{prefix}static_table.npy", np.float16, ndim=2)
+        table = read_array(directory, f"{prefix}static_table.npy", np.float32, ndim=2)
         try:
             vocabulary = _tokenizer().get_vocab_size()
         except InvalidConfig as e:
             raise ModelError(str(e)) from e
-        if table.shape != (len(token_ids), WIDTH):
+        if table.shape != (len(token_ids), featurizer.dimensions):
             raise ModelError(f"{name}: the token table does not match its token ids")
         if len(token_ids) and (token_ids.min() < 0 or token_ids.max() >= vocabulary):
             raise ModelError(f"{name}: token ids outside the tokenizer's vocabulary")

@@ -8,7 +8,7 @@ import pytest
 
 from server.errors import InvalidConfig, ModelError
 from server.nlu import dense_featurizer, registry
-from server.nlu.dense_featurizer import WIDTH, dense_available
+from server.nlu.dense_featurizer import dense_available
 from server.nlu.message import Message
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.static_embeddings import StaticEmbeddingFeaturizer
@@ -36,8 +36,8 @@ def _vector(featurizer: StaticEmbeddingFeaturizer, text: str) -> np.ndarray:
     message = Message(text)
     featurizer.process(message)
     indices, values, width = message.blocks[0]
-    assert width == WIDTH
-    vector = np.zeros(WIDTH)
+    assert width == featurizer.dimensions == 128
+    vector = np.zeros(width)
     vector[indices] = values
     return vector
 
@@ -58,7 +58,7 @@ def test_a_message_without_known_tokens_adds_an_empty_block():
     featurizer.train([Message("hello there")], None)
     message = Message("zzz")
     featurizer.process(message)
-    assert message.blocks == [([], [], WIDTH)]
+    assert message.blocks == [([], [], 128)]
 
 
 @needs_dense
@@ -80,7 +80,7 @@ def test_round_trip_through_npy_files_without_running_the_model(static_moodbot, 
 def test_a_table_that_does_not_match_its_token_ids_fails_to_load(static_moodbot, tmp_path):
     static_moodbot.persist(tmp_path)
     table = next(tmp_path.glob("*static_table.npy"))
-    np.save(table, np.zeros((3, WIDTH), np.float16), allow_pickle=False)
+    np.save(table, np.zeros((3, 128), np.float16), allow_pickle=False)
     with pytest.raises(ModelError, match="does not match"):
         NLUPipeline.load(tmp_path)
 
