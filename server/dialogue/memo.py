@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable
-from contextlib import suppress
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -26,15 +25,19 @@ class Memo(Generic[K, V]):
     def get(self, key: K) -> V | None:
         value = self._entries.get(key)
         if value is not None:
-            with suppress(KeyError):  # evicted by another thread meanwhile
+            try:
                 self._entries.move_to_end(key)
+            except KeyError:  # evicted by another thread meanwhile
+                pass
         return value
 
     def put(self, key: K, value: V) -> None:
         self._entries[key] = value
         if len(self._entries) > self.size:
-            with suppress(KeyError):
+            try:
                 self._entries.popitem(last=False)
+            except KeyError:  # emptied by another thread meanwhile
+                pass
 
     def clear(self) -> None:
         self._entries.clear()

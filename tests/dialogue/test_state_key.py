@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from server.dialogue.policies.featurization import state_key
+from server.dialogue.policies.featurization import key_of, state_key, state_text
 
 STATES: list[list[Any]] = [
     [{}, {"user": {"intent": "greet", "entities": ("name",)}, "prev_action": {"action_name": "x"}}],
@@ -23,3 +23,8 @@ STATES: list[list[Any]] = [
 @pytest.mark.parametrize("states", STATES)
 def test_state_key_is_json_dumps(states: list[Any]) -> None:
     assert state_key(states) == json.dumps(states, sort_keys=True, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("states", STATES)
+def test_state_texts_joined_are_the_state_key(states: list[Any]) -> None:
+    assert key_of([state_text(state) for state in states]) == state_key(states)

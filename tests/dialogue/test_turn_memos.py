@@ -5,12 +5,18 @@ remembered answer is the answer the model computes, and no caller can change it 
 from __future__ import annotations
 
 import uuid
+from typing import Any
+
+import pytest
 
 from server.dialogue.memo import Memo
 from server.dialogue.messages import new_message_id
-from server.dialogue.policies.featurization import ConversationStates
+from server.dialogue.policies.ensemble import PolicyEnsemble
+from server.dialogue.policies.featurization import ConversationStates, key_of, state_key
 from server.dialogue.policies.ml import MLPolicy
+from server.dialogue.policies.rule import RulePolicy
 from server.dialogue.processor import Processor
+from server.trackers.tracker import Tracker
 from tests.dialogue.conversation_fixtures import BotModels
 from tests.dialogue.policy_fixtures import bot, replay
 
@@ -73,3 +79,58 @@ def test_message_ids_look_like_uuid4_hex() -> None:
     for value in ids:
         parsed = uuid.UUID(hex=value)
         assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def _forget(ensemble: PolicyEnsemble) -> None:
+    for policy in ensemble.policies:
+        if isinstance(policy, MLPolicy):
+            policy._scores.clear()
+        if isinstance(policy, RulePolicy):
+            policy.rules_._applicable.clear()
+            policy.unhappy_._applicable.clear()
+
+
+@pytest.mark.parametrize("bot_name", ["moodbot", "formbot", "concertbot", "rules"])
+def test_predictions_from_memory_are_those_computed_afresh(bot_name: str) -> None:
+    domain, stories, policies = bot(bot_name)
+    ensemble = PolicyEnsemble.train(policies, stories, domain)
+
+    def predictions(fresh: bool) -> list[tuple[Any, ...]]:
+        seen: list[tuple[Any, ...]] = []
+
+        def predict(tracker: Tracker) -> str:
+            if fresh:
+                _forget(ensemble)
+            p = ensemble.predict(tracker, domain)
+            seen.append((p.action_name, p.confidence, p.policy_name, p.probabilities))
+            return p.action_name
+
+        for _ in range(2):  # the second pass finds every window in memory
+            for training in stories:
+                replay(predict, training, domain)
+        return seen
+
+    assert predictions(fresh=False) == predictions(fresh=True)
+
+
+@pytest.mark.parametrize("bot_name", ["moodbot", "formbot"])
+def test_state_texts_join_into_the_state_key(bot_name: str) -> None:
+    domain, stories, _ = bot(bot_name)
+    checked = 0
+
+    def predict(tracker: Tracker) -> str:
+        nonlocal checked
+        conversation = ConversationStates(tracker, domain)
+        text_states = conversation.text_states()
+        for last in (None, 1, 3, 5):
+            window = conversation.states[-last:] if last else conversation.states
+            assert key_of(conversation.texts(last)) == state_key(window)
+            if text_states is not None:
+                window = text_states[-last:] if last else text_states
+                assert key_of(conversation.texts(last, by_text=True)) == state_key(window)
+            checked += 1
+        return "action_listen"
+
+    for training in stories:
+        replay(predict, training, domain)
+    assert checked > 0

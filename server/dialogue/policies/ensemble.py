@@ -205,4 +205,4 @@ def _pick_best(predictions: list[PolicyPrediction]) -> PolicyPrediction:
         if best_score < score:
             best_score, best = score, prediction
     assert best is not None
-    return replace(best, events=events)
+    return best.with_events(events)

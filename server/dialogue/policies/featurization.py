@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -51,13 +50,28 @@ def state_key(states: Sequence[State]) -> str:
     Byte for byte `json.dumps(states, sort_keys=True, separators=(",", ":"))`, the format
     the trained lookups of archives hold; orjson writes it when it provably agrees.
     """
+    return _json_text(list(states))
+
+
+def state_text(state: State) -> str:
+    """One state's part of its list's key: `state_key(states)` is
+    `key_of([state_text(s) for s in states])`."""
+    return _json_text(state)
+
+
+def key_of(texts: Sequence[str]) -> str:
+    """`state_key` of the states whose `state_text`s these are."""
+    return "[" + ",".join(texts) + "]"
+
+
+def _json_text(value: Any) -> str:
     try:
-        fast = orjson.dumps(list(states), option=orjson.OPT_SORT_KEYS)
+        fast = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # non-string keys, integers over 64 bits
         fast = b"\x80"
     if fast.isascii() and _ORJSON_MAY_DIFFER.search(fast) is None:
         return fast.decode()
-    return json.dumps(list(states), sort_keys=True, separators=(",", ":"))
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def states_from_key(key: str) -> list[State]:
@@ -263,20 +277,57 @@ def with_text_for_last_user(states: list[State], text: str | None) -> list[State
     return [*states[:-1], changed]
 
 
-@dataclass
 class ConversationStates:
-    """A tracker's states, computed once per prediction and shared by every policy."""
+    """A tracker's states, computed once per prediction and shared by every policy.
 
-    tracker: Tracker
-    domain: Domain
+    Policies look states up by their JSON text (`texts`): a state before an earlier action
+    is written once per conversation, the current state once per prediction.
+    """
 
-    def __post_init__(self) -> None:
-        cache = _IncrementalStates.of(self.tracker, self.domain)
-        self.events, self.states = cache.update(self.tracker)
+    def __init__(self, tracker: Tracker, domain: Domain) -> None:
+        self.tracker = tracker
+        self.domain = domain
+        cache = _IncrementalStates.of(tracker, domain)
+        self.events, self.states, self._body_texts = cache.update(tracker)
+        self._text_states: list[State] | None | bool = False
+        self._windows: dict[tuple[int | None, bool], tuple[str, ...]] = {}
+        self._current: dict[bool, str] = {}
 
     def text_states(self) -> list[State] | None:
         """The states with the last user message featurized by text, when that applies."""
-        return with_text_for_last_user(self.states, self.tracker.latest_message.text)
+        if self._text_states is False:
+            self._text_states = with_text_for_last_user(
+                self.states, self.tracker.latest_message.text
+            )
+        return self._text_states  # type: ignore[return-value]
+
+    def texts(self, last: int | None, by_text: bool = False) -> tuple[str, ...]:
+        """`state_text` of the last `last` states (all when None or 0) of `states`, or of
+        `text_states()` when `by_text` (which must then not be None)."""
+        window = self._windows.get((last, by_text))
+        if window is not None:
+            return window
+        states = self.text_states() if by_text else self.states
+        assert states is not None
+        count = len(states)
+        start = max(0, count - last) if last else 0
+        texts = []
+        body = self._body_texts
+        for index in range(start, count - 1):
+            if body is None:
+                texts.append(state_text(states[index]))
+                continue
+            text = body[index]
+            if text is None:
+                text = body[index] = state_text(states[index])
+            texts.append(text)
+        if count:
+            current = self._current.get(by_text)
+            if current is None:
+                current = self._current[by_text] = state_text(states[-1])
+            texts.append(current)
+        window = self._windows[(last, by_text)] = tuple(texts)
+        return window
 
 
 # Events after which the applied events are no longer the old ones plus the new ones.
@@ -301,6 +352,7 @@ class _IncrementalStates:
         self.last_event: Event | None = None
         self.events: list[Event] = []
         self.body: list[State] = []  # the state before each action
+        self.body_texts: list[str | None] = []  # their `state_text`, written when first asked
         self.fold = _Fold(domain, False)
 
     @classmethod
@@ -311,7 +363,11 @@ class _IncrementalStates:
             setattr(tracker, cls._ATTRIBUTE, cache)
         return cache
 
-    def update(self, tracker: Tracker) -> tuple[list[Event], list[State]]:
+    def update(
+        self, tracker: Tracker
+    ) -> tuple[list[Event], list[State], list[str | None] | None]:
+        """The applied events, the states, and the texts of the states before the current
+        one (None when they are not kept: recomputed every time)."""
         events = tracker.events
         new = events[self.seen :]
         if (
@@ -324,25 +380,29 @@ class _IncrementalStates:
         for event in new:
             if isinstance(event, ActionExecuted):
                 self.body.append(self.fold.state())
+                self.body_texts.append(None)
             self.fold.apply(event)
             self.events.append(event)
         self._remember(tracker)
-        return list(self.events), [*self.body, self.fold.state()]
+        return list(self.events), [*self.body, self.fold.state()], self.body_texts
 
-    def _recompute(self, tracker: Tracker) -> tuple[list[Event], list[State]]:
+    def _recompute(
+        self, tracker: Tracker
+    ) -> tuple[list[Event], list[State], list[str | None] | None]:
         applied = tracker.applied_events()
         states, _ = states_and_labels(applied, self.domain)
         # Only a history without loops folds forward event by event (see collapse above).
         if any(isinstance(e, ActiveLoop) for e in applied):
             self.seen, self.last_event = 0, None
-            return applied, states
+            return applied, states, None
         self.events = list(applied)
         self.body = states[:-1]
+        self.body_texts = [None] * len(self.body)
         self.fold = _Fold(self.domain, False)
         for event in applied:
             self.fold.apply(event)
         self._remember(tracker)
-        return applied, states
+        return applied, states, self.body_texts
 
     def _remember(self, tracker: Tracker) -> None:
         self.seen = len(tracker.events)

@@ -10,6 +10,7 @@ from server.dialogue.domain import Domain
 from server.dialogue.policies.featurization import (
     ConversationStates,
     State,
+    key_of,
     state_key,
     states_and_labels,
     training_examples,
@@ -66,12 +67,13 @@ class MemoizationPolicy(Policy):
         return self.lookup_.get(state_key(self._window(states)))
 
     def _recall_conversation(self, conversation: ConversationStates) -> str | None:
-        text_states = conversation.text_states()
-        if text_states is not None:
-            action = self.recall(text_states)
+        # `recall` on the text states, then on the states, by their texts written once.
+        if conversation.text_states() is not None:
+            texts = conversation.texts(self.max_history, by_text=True)
+            action = self.lookup_.get(key_of(texts))
             if action is not None:
                 return action
-        return self.recall(conversation.states)
+        return self.lookup_.get(key_of(conversation.texts(self.max_history)))
 
     def predict(self, conversation: ConversationStates, domain: Domain) -> PolicyPrediction:
         probabilities = zeros(len(domain.action_names_or_texts))

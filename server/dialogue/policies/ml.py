@@ -27,6 +27,7 @@ from server.dialogue.policies.featurization import (
     USER,
     ConversationStates,
     State,
+    state_text,
     training_examples,
 )
 from server.dialogue.policies.policy import Policy
@@ -38,8 +39,8 @@ ML_PRIORITY = 1
 VOCABULARY_FILE = "vocabulary.json"
 ARRAY_FILES = ("coef", "intercept", "classes")
 RECENCY_DECAY = 0.5
-# Distinct feature rows whose scores a loaded policy remembers (a row is the last
-# max_history states; a bot's conversations repeat few of them). About 1 KB each.
+# Distinct windows of states (the last max_history) whose scores a loaded policy
+# remembers; a bot's conversations repeat few of them. About 1 KB each.
 SCORE_CACHE_SIZE = 4096
 
 
@@ -103,8 +104,8 @@ class MLPolicy(Policy):
         self.vocabulary_: dict[str, int] = {}
         self.classifier_: LogisticRegression | None = None
         self.classes_: list[int] = []
-        # Scores are a pure function of the feature row: remembered per row, cleared
-        # whenever the learned state changes.
+        # Scores are a pure function of the window of states: remembered by the states'
+        # texts, cleared whenever the learned state changes.
         self._scores: Memo[tuple[str, ...], tuple[tuple[int, float], ...]] = Memo(
             SCORE_CACHE_SIZE
         )
@@ -166,31 +167,40 @@ class MLPolicy(Policy):
             shape=(len(rows), len(self.vocabulary_)),
         )
 
-    def probabilities(self, states: Sequence[State], domain: Domain) -> list[float]:
+    def probabilities(
+        self, states: Sequence[State], domain: Domain, texts: Sequence[str] | None = None
+    ) -> list[float]:
+        """Every action's probability; `texts` are the `state_text`s of the last
+        max_history states when the caller has them."""
         probabilities = zeros(len(domain.action_names_or_texts))
         if not self.classes_:
             return probabilities
         if self.classifier_ is None:
             probabilities[self.classes_[0]] = 1.0
             return probabilities
-        for label, score in self._scores_of(tuple(state_features(states, self.max_history))):
+        if texts is None:
+            window = states[-self.max_history :] if self.max_history else states
+            texts = [state_text(state) for state in window]
+        for label, score in self._scores_of(tuple(texts), states):
             if label < len(probabilities):
                 probabilities[label] = score
         return probabilities
 
-    def _scores_of(self, row: tuple[str, ...]) -> tuple[tuple[int, float], ...]:
-        """(action index, probability) for one feature row, from the cache when seen."""
-        cached = self._scores.get(row)
+    def _scores_of(
+        self, window: tuple[str, ...], states: Sequence[State]
+    ) -> tuple[tuple[int, float], ...]:
+        """(action index, probability) for the window of states, from the cache when seen."""
+        cached = self._scores.get(window)
         if cached is not None:
             return cached
         assert self.classifier_ is not None
-        scores = self._probabilities_of(list(row))
+        scores = self._probabilities_of(state_features(states, self.max_history))
         result = tuple(
             (int(label), float(score))
             for label, score in zip(self.classifier_.classes_, scores, strict=True)
             if 0 <= int(label)
         )
-        self._scores.put(row, result)
+        self._scores.put(window, result)
         return result
 
     def _probabilities_of(self, features: list[str]) -> np.ndarray:
@@ -218,15 +228,15 @@ class MLPolicy(Policy):
 
     def predict(self, conversation: ConversationStates, domain: Domain) -> PolicyPrediction:
         text_states = conversation.text_states()
-        states = conversation.states
-        if text_states is not None and self._knows_text(text_states[-1]):
-            states = text_states
+        by_text = text_states is not None and self._knows_text(text_states[-1])
+        states = text_states if by_text and text_states is not None else conversation.states
+        texts = conversation.texts(self.max_history, by_text)
         return prediction_from(
-            self.probabilities(states, domain),
+            self.probabilities(states, domain, texts),
             domain.action_names_or_texts,
             self.name,
             self.priority,
-            is_end_to_end_prediction=states is text_states,
+            is_end_to_end_prediction=by_text,
         )
 
     def _knows_text(self, state: State) -> bool:

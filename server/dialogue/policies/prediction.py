@@ -28,6 +28,13 @@ class PolicyPrediction:
     policy_priority: int = 0
     hide_rule_turn: bool = False
 
+    def with_events(self, events: list[Event]) -> PolicyPrediction:
+        """A copy with other `events` (`dataclasses.replace` costs several times more)."""
+        copy = object.__new__(PolicyPrediction)
+        copy.__dict__.update(self.__dict__)
+        copy.events = events
+        return copy
+
 
 def zeros(size: int) -> list[float]:
     return [0.0] * size
@@ -41,7 +48,7 @@ def prediction_from(
     **flags: object,
 ) -> PolicyPrediction:
     """A prediction of the most probable action (the first one on ties, as argmax)."""
-    best = max(range(len(probabilities)), key=probabilities.__getitem__) if probabilities else 0
+    best = probabilities.index(max(probabilities)) if probabilities else 0
     return PolicyPrediction(
         action_name=action_names[best] if action_names else "action_listen",
         confidence=probabilities[best] if probabilities else 0.0,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from server.dialogue.domain import RULE_SNIPPET_ACTION, Domain
+from server.dialogue.memo import Memo
 from server.dialogue.policies.featurization import (
     ACTIVE_LOOP,
     PREV_ACTION,
@@ -54,6 +55,8 @@ DO_NOT_PREDICT_LOOP_ACTION = "do_not_predict_loop_action"
 # Prediction sources that are not rule keys.
 SOURCE_DEFAULT = "default"
 SOURCE_LOOP = "loop"
+# Distinct windows of states whose applicable rules a loaded lookup remembers.
+APPLICABLE_CACHE_SIZE = 4096
 
 
 def rule_events(rule: TrainingStory) -> list[Event]:
@@ -121,14 +124,33 @@ def _unhappy_states(states: Sequence[State]) -> list[State]:
 
 
 class _Lookup:
-    """Rule keys with their parsed states, for matching against a conversation."""
+    """Rule keys with their parsed states, for matching against a conversation.
+
+    Which rules apply depends only on the conversation's last `longest` states: the
+    answer is remembered by those states' texts (a lookup never changes once built).
+    """
 
     def __init__(self, entries: dict[str, str]) -> None:
         self.entries = entries
         self.parsed = {key: states_from_key(key) for key in entries}
+        self.longest = max((len(rule) for rule in self.parsed.values()), default=0)
+        self._applicable: Memo[tuple[str, ...], list[str]] = Memo(APPLICABLE_CACHE_SIZE)
 
     def applicable(self, states: Sequence[State]) -> list[str]:
         return [key for key, rule in self.parsed.items() if _applies(rule, states)]
+
+    def applicable_in(self, conversation: ConversationStates, by_text: bool) -> list[str]:
+        """`applicable` to the conversation's states (or its text states)."""
+        if not self.parsed:
+            return []
+        window = conversation.texts(self.longest, by_text)
+        keys = self._applicable.get(window)
+        if keys is None:
+            states = conversation.text_states() if by_text else conversation.states
+            assert states is not None
+            keys = self.applicable(states)
+            self._applicable.put(window, keys)
+        return list(keys)
 
 
 class RulePolicy(Policy):
@@ -300,17 +322,16 @@ class RulePolicy(Policy):
             if tracker.latest_action_name != loop:
                 return loop, SOURCE_LOOP, False
             return ACTION_LISTEN, SOURCE_LOOP, False
-        text_states = conversation.text_states()
-        if text_states is not None:
-            found = self._find_action_from_rules(text_states, loop)
+        if conversation.text_states() is not None:
+            found = self._find_action_from_rules(conversation, True, loop)
             if found[0] is not None:
                 return found
-        return self._find_action_from_rules(conversation.states, loop)
+        return self._find_action_from_rules(conversation, False, loop)
 
     def _find_action_from_rules(
-        self, states: list[State], loop: str | None
+        self, conversation: ConversationStates, by_text: bool, loop: str | None
     ) -> tuple[str | None, str, bool]:
-        keys = self.rules_.applicable(states)
+        keys = self.rules_.applicable_in(conversation, by_text)
         action: str | None = None
         best = ""
         if keys:
@@ -318,7 +339,9 @@ class RulePolicy(Policy):
             action = self.rules_.entries[best]
         returning_from_unhappy_path = False
         if loop:
-            conditions = {self.unhappy_.entries[k] for k in self.unhappy_.applicable(states)}
+            conditions = {
+                self.unhappy_.entries[k] for k in self.unhappy_.applicable_in(conversation, by_text)
+            }
             from_general_rule = action == ACTION_LISTEN and not _loop_name(
                 self.rules_.parsed[best][-1]
             )
