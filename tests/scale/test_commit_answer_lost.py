@@ -32,23 +32,24 @@ class AnswerLosingProxy(TcpProxy):
     reach the database, then breaks the connection before the answer gets back."""
 
     lose_answer_to: bytes | None = None
-    _holding = False
+    _answered: asyncio.Event | None = None
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream = writer.get_extra_info("peername")[1] == self.target[1]
         try:
             while data := await reader.read(65536):
-                if not upstream and self._holding:
-                    continue  # the answer never arrives
+                if not upstream and self._answered is not None:
+                    self._answered.set()  # the statement ran; its answer never arrives
+                    continue
                 losing = upstream and self.lose_answer_to is not None
                 if losing and self.lose_answer_to in data:
-                    self.lose_answer_to, self._holding = None, True
+                    self.lose_answer_to, self._answered = None, asyncio.Event()
                     writer.write(data)
                     await writer.drain()
-                    await asyncio.sleep(0.3)  # the statement runs and commits
+                    await asyncio.wait_for(self._answered.wait(), 10)
                     for open_writer in list(self._writers):
                         open_writer.transport.abort()
-                    self._holding = False
+                    self._answered = None
                     return
                 writer.write(data)
                 await writer.drain()
