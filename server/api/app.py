@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import Lifespan
+from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
 
 from server import __version__
 from server.api.errors import install_error_handlers
@@ -22,6 +22,59 @@ from server.auth import Authenticator
 from server.auth.dependency import APP_STATE_KEY
 
 OPENAPI_URL = "/openapi.json"
+
+
+class BotServerApp(FastAPI):
+    """FastAPI with a short way in for direct routes (the REST webhook, every turn's entry).
+
+    Once the request guard has learned a direct route (see `RequestGuardMiddleware`), its
+    requests go from here to the guard, which still applies the body limit, the response
+    timeout and the catch-all: FastAPI's own layers (its telemetry check reads the
+    environment three times per request, the 500 handler, the body-limit wrapper) are
+    skipped. Only when the guard is the outermost middleware (no CORS layer to keep) and
+    FastAPI's telemetry was off when the route was learned (a tracer configured later does
+    not see these requests).
+    """
+
+    _guard: RequestGuardMiddleware | None = None
+    _short_way: bool | None = None  # decided once, at the first direct request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        guard = self._guard
+        if (
+            guard is not None
+            and scope["type"] == "http"
+            and (scope["method"], scope["path"]) in guard.direct_routes
+        ):
+            if self._short_way is None:
+                self._short_way = self._may_skip_layers()
+            if self._short_way:
+                scope["app"] = self
+                await guard(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        outermost = self.user_middleware[0].cls if self.user_middleware else None
+        self._guard = _find_guard(stack) if outermost is RequestGuardMiddleware else None
+        return stack
+
+    def _may_skip_layers(self) -> bool:
+        if self.root_path:
+            return False
+        telemetry = getattr(self, "_native_telemetry", None)
+        return telemetry is not None and not telemetry.enabled()
+
+
+def _find_guard(stack: Any) -> RequestGuardMiddleware | None:
+    seen = 0
+    while stack is not None and seen < 20:  # a middleware stack is a short chain
+        if isinstance(stack, RequestGuardMiddleware):
+            return stack
+        stack = getattr(stack, "app", None)
+        seen += 1
+    return None
 
 
 def create_app(
@@ -36,7 +89,7 @@ def create_app(
     fails at startup rather than on the first request.
     """
     settings = settings or ApiSettings()
-    app = FastAPI(
+    app = BotServerApp(
         title="botserver",
         version=__version__,
         description="Rasa 3 compatible HTTP API.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -73,3 +74,28 @@ async def test_body_limit_applies_to_a_direct_route() -> None:
         response = await client.post("/echo", content=b"x" * 11)
     assert response.status_code == 413
     assert response.json()["reason"] == "PayloadTooLarge"
+
+
+async def test_cors_headers_stay_on_a_direct_route() -> None:
+    async with client_for(Echo(), cors_origins=("https://chat.example",)) as client:
+        answers = [
+            await client.post("/echo", content=b"hi", headers={"Origin": "https://chat.example"})
+            for _ in range(3)
+        ]
+    for response in answers:
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == "https://chat.example"
+
+
+async def test_a_timeout_applies_to_a_direct_route() -> None:
+    class Slow(Echo):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if self.calls:
+                await asyncio.sleep(5)
+            await super().__call__(scope, receive, send)
+
+    async with client_for(Slow(), response_timeout=0.2) as client:
+        await client.post("/echo", content=b"learn the route")
+        response = await client.post("/echo", content=b"then wait")
+    assert response.status_code == 503
+    assert response.json()["reason"] == "ResponseTimeout"

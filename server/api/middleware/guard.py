@@ -70,6 +70,11 @@ class RequestGuardMiddleware:
         self.timeout = timeout if timeout and timeout > 0 else None
         self._direct: dict[tuple[str, str], ASGIApp] = {}
 
+    @property
+    def direct_routes(self) -> dict[tuple[str, str], ASGIApp]:
+        """(method, path) → endpoint, for the routes learned as direct so far."""
+        return self._direct
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
