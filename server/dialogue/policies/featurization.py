@@ -7,9 +7,10 @@ ActionExecuted) plus the current one.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -274,7 +275,53 @@ def with_text_for_last_user(states: list[State], text: str | None) -> list[State
         return None
     changed = dict(last)
     changed[USER] = {"text": text}
+    if isinstance(states, StatesView):
+        return states.with_last(changed)  # type: ignore[return-value]
     return [*states[:-1], changed]
+
+
+class StatesView(Sequence):
+    """Read-only: the first `size` states of `body`, then `last`; made without copying."""
+
+    __slots__ = ("_body", "_size", "_last")
+
+    def __init__(self, body: list, size: int, last: State) -> None:
+        self._body, self._size, self._last = body, size, last
+
+    def with_last(self, last: State) -> StatesView:
+        return StatesView(self._body, self._size, last)
+
+    def __len__(self) -> int:
+        return self._size + 1
+
+    def __getitem__(self, index: Any) -> Any:
+        size = self._size
+        if isinstance(index, slice):
+            start, stop, step = index.indices(size + 1)
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            out = self._body[start:min(stop, size)]
+            if start <= size < stop:
+                out.append(self._last)
+            return out
+        if index < 0:
+            index += size + 1
+        if index == size:
+            return self._last
+        if not 0 <= index < size:
+            raise IndexError(index)
+        return self._body[index]
+
+    def __iter__(self) -> Iterator[State]:
+        yield from itertools.islice(self._body, self._size)
+        yield self._last
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (list, StatesView)) or len(other) != len(self):
+            return False
+        return all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class ConversationStates:
@@ -384,7 +431,9 @@ class _IncrementalStates:
             self.fold.apply(event)
             self.events.append(event)
         self._remember(tracker)
-        return list(self.events), [*self.body, self.fold.state()], self.body_texts
+        # Views, not copies: copying a 25,000-event session costs ~0.16 ms per prediction.
+        current = StatesView(self.body, len(self.body), self.fold.state())
+        return self.events, current, self.body_texts  # type: ignore[return-value]
 
     def _recompute(
         self, tracker: Tracker
