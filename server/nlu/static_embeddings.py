@@ -1,6 +1,6 @@
 """StaticEmbeddingFeaturizer: MiniLM distilled into a table of WordPiece-token vectors at
-training time (model2vec-style), averaged per sentence at parse time. A dense feature block
-for a few microseconds: no transformer runs at parse time (the `dense` extra)."""
+training time (model2vec-style), averaged per sentence at parse time: a dense feature block
+for tens of microseconds, no transformer at parse time (the `dense` extra)."""
 
 from __future__ import annotations
 
