@@ -18,7 +18,7 @@ from server.dialogue.policies.rule import RulePolicy
 from server.dialogue.processor import Processor
 from server.trackers.tracker import Tracker
 from tests.dialogue.conversation_fixtures import BotModels
-from tests.dialogue.policy_fixtures import bot, replay
+from tests.dialogue.policy_fixtures import bot, listen, replay, user
 
 
 def test_a_repeated_text_parses_as_the_pipeline_does_and_each_caller_owns_its_copy(
@@ -134,3 +134,19 @@ def test_state_texts_join_into_the_state_key(bot_name: str) -> None:
     for training in stories:
         replay(predict, training, domain)
     assert checked > 0
+
+
+def test_new_message_texts_do_not_grow_the_rule_memory() -> None:
+    # moodbot's rules name intents, not texts: a window ending in a message's text is
+    # looked up afresh instead of adding an entry per distinct message.
+    domain, stories, policies = bot("moodbot")
+    ensemble = PolicyEnsemble.train(policies, stories, domain)
+    rule = next(p for p in ensemble.policies if isinstance(p, RulePolicy))
+    sizes = []
+    for n in range(50):
+        tracker = Tracker(f"u{n}", domain.slot_defaults())
+        tracker.update(listen())
+        tracker.update(user("greet", text=f"hello number {n}"))
+        ensemble.predict(tracker, domain)
+        sizes.append(len(rule.rules_._applicable))
+    assert sizes[-1] == sizes[0]

@@ -40,8 +40,8 @@ VOCABULARY_FILE = "vocabulary.json"
 ARRAY_FILES = ("coef", "intercept", "classes")
 RECENCY_DECAY = 0.5
 # Distinct windows of states (the last max_history) whose scores a loaded policy
-# remembers; a bot's conversations repeat few of them. About 1 KB each.
-SCORE_CACHE_SIZE = 4096
+# remembers; a bot's conversations repeat few of them. Under 1 KB each.
+SCORE_CACHE_SIZE = 2048
 
 
 def state_features(states: Sequence[State], max_history: int) -> list[str]:
@@ -104,9 +104,10 @@ class MLPolicy(Policy):
         self.vocabulary_: dict[str, int] = {}
         self.classifier_: LogisticRegression | None = None
         self.classes_: list[int] = []
+        self._labels: list[int] = []  # the classifier's classes, as ints
         # Scores are a pure function of the window of states: remembered by the states'
         # texts, cleared whenever the learned state changes.
-        self._scores: Memo[tuple[str, ...], tuple[tuple[int, float], ...]] = Memo(
+        self._scores: Memo[tuple[str, ...], tuple[float, ...]] = Memo(
             SCORE_CACHE_SIZE
         )
 
@@ -148,6 +149,7 @@ class MLPolicy(Policy):
         )
         classifier.fit(matrix, np.array(labels))
         self.classifier_ = classifier
+        self._labels = [int(c) for c in classifier.classes_]
 
     def _matrix(self, rows: list[list[str]]) -> csr_matrix:
         indptr, indices, values = [0], [], []
@@ -181,25 +183,22 @@ class MLPolicy(Policy):
         if texts is None:
             window = states[-self.max_history :] if self.max_history else states
             texts = [state_text(state) for state in window]
-        for label, score in self._scores_of(tuple(texts), states):
-            if label < len(probabilities):
+        scores = self._scores_of(tuple(texts), states)
+        for label, score in zip(self._labels, scores, strict=True):
+            if 0 <= label < len(probabilities):
                 probabilities[label] = score
         return probabilities
 
     def _scores_of(
         self, window: tuple[str, ...], states: Sequence[State]
-    ) -> tuple[tuple[int, float], ...]:
-        """(action index, probability) for the window of states, from the cache when seen."""
+    ) -> tuple[float, ...]:
+        """The probability of each of `classes_`, from the cache when the window was seen."""
         cached = self._scores.get(window)
         if cached is not None:
             return cached
         assert self.classifier_ is not None
         scores = self._probabilities_of(state_features(states, self.max_history))
-        result = tuple(
-            (int(label), float(score))
-            for label, score in zip(self.classifier_.classes_, scores, strict=True)
-            if 0 <= int(label)
-        )
+        result = tuple(float(score) for score in scores)
         self._scores.put(window, result)
         return result
 
@@ -276,3 +275,4 @@ class MLPolicy(Policy):
             classifier.classes_ = arrays["classes"]
             classifier.n_features_in_ = arrays["coef"].shape[1]
             self.classifier_ = classifier
+            self._labels = [int(c) for c in classifier.classes_]

@@ -17,6 +17,7 @@ from server.dialogue.policies.featurization import (
     ACTIVE_LOOP,
     PREV_ACTION,
     SHOULD_NOT_BE_SET,
+    USER,
     ConversationStates,
     State,
     label_of,
@@ -128,12 +129,17 @@ class _Lookup:
 
     Which rules apply depends only on the conversation's last `longest` states: the
     answer is remembered by those states' texts (a lookup never changes once built).
+    States that end in the user's text are remembered only when some rule names a text:
+    otherwise every new message would add an entry that no other message can use.
     """
 
     def __init__(self, entries: dict[str, str]) -> None:
         self.entries = entries
         self.parsed = {key: states_from_key(key) for key in entries}
         self.longest = max((len(rule) for rule in self.parsed.values()), default=0)
+        self.names_texts = any(
+            "text" in state.get(USER, {}) for rule in self.parsed.values() for state in rule
+        )
         self._applicable: Memo[tuple[str, ...], list[str]] = Memo(APPLICABLE_CACHE_SIZE)
 
     def applicable(self, states: Sequence[State]) -> list[str]:
@@ -143,6 +149,10 @@ class _Lookup:
         """`applicable` to the conversation's states (or its text states)."""
         if not self.parsed:
             return []
+        if by_text and not self.names_texts:
+            states = conversation.text_states()
+            assert states is not None
+            return self.applicable(states)
         window = conversation.texts(self.longest, by_text)
         keys = self._applicable.get(window)
         if keys is None:
