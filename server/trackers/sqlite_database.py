@@ -3,12 +3,18 @@
 Each store operation is one function run on that thread (one hop from the event loop, where
 the async driver needs four or five per statement). The thread owns one connection, so the
 process's writers queue there instead of in SQLite's busy handler.
+
+Appends are group-committed: those that arrive while the thread is busy go in together, in
+one transaction, each in a savepoint of its own (one conversation's failure rolls back only
+its rows). BEGIN and COMMIT were most of an append's cost, and the one writer thread was what
+capped a process's turns per second under concurrent conversations.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import pathlib
 import sqlite3
 import threading
@@ -40,6 +46,9 @@ class SqliteDatabase:
         self._readers = threading.local()
         self._reader_connections: list[sqlite3.Connection] = []
         self._closed = False
+        self._pending: list[_Append] = []  # appends waiting for the next group commit
+        self._flushing: asyncio.Task[None] | None = None
+        self.group_commits = 0  # transactions that committed appends (for tests and stats)
 
     async def run(self, function: Callable[[sqlite3.Connection], T]) -> T:
         """Runs `function(connection)` on the store's thread."""
@@ -86,6 +95,9 @@ class SqliteDatabase:
 
         if self._closed:
             return
+        if self._flushing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._flushing)
         self._closed = True
         for reader in self._reader_connections:
             # sqlite3 refuses to close another thread's connection; those end with the process.
@@ -105,16 +117,36 @@ class SqliteDatabase:
     async def insert(
         self, sender_id: str, rows: Sequence[Row]
     ) -> tuple[int | None, list[tuple[int, str]]]:
-        """Appends rows in one transaction: the conversation's last row id before, and the
-        (id, data) of each new row, in order."""
+        """Appends rows atomically (all or none): the conversation's last row id before, and
+        the (id, data) of each new row, in order. Committed with the other appends pending."""
+        loop = asyncio.get_running_loop()
+        append = _Append(sender_id, rows, loop.create_future())
+        self._pending.append(append)
+        if self._flushing is None:
+            self._flushing = loop.create_task(self._flush())
+        return await append.future
 
-        def insert(conn: sqlite3.Connection) -> tuple[int | None, list[tuple[int, str]]]:
-            (previous,) = conn.execute(
-                "SELECT max(id) FROM events WHERE sender_id = ?", (sender_id,)
-            ).fetchone()
-            return _int_or_none(previous), _insert(conn, rows)
-
-        return await self.run(lambda conn: _write(conn, lambda: insert(conn)))
+    async def _flush(self) -> None:
+        """Commits the pending appends, a group at a time, until none is left."""
+        try:
+            while self._pending:
+                group, self._pending = self._pending, []
+                try:
+                    outcomes = await self.run(functools.partial(_commit_group, group))
+                except BaseException as error:  # nothing of the group committed
+                    for append in group:
+                        _settle(append.future, error)
+                    if not isinstance(error, Exception):
+                        raise
+                    continue
+                self.group_commits += 1
+                for append, outcome in zip(group, outcomes, strict=True):
+                    _settle(append.future, outcome)
+        finally:
+            self._flushing = None
+            for append in self._pending:  # only when the loop is going away
+                _settle(append.future, sqlite3.OperationalError("the store is closing"))
+            self._pending = []
 
     async def replace(self, sender_id: str, rows: Sequence[Row]) -> None:
         def replace(conn: sqlite3.Connection) -> None:
@@ -178,6 +210,54 @@ def _write(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
         raise
     conn.execute("COMMIT")
     return result
+
+
+class _Append:
+    __slots__ = ("sender_id", "rows", "future")
+
+    def __init__(
+        self, sender_id: str, rows: Sequence[Row], future: asyncio.Future[_AppendResult]
+    ) -> None:
+        self.sender_id, self.rows, self.future = sender_id, rows, future
+
+
+_AppendResult = tuple[int | None, list[tuple[int, str]]]
+
+
+def _commit_group(
+    group: Sequence[_Append], conn: sqlite3.Connection
+) -> list[_AppendResult | Exception]:
+    return _write(conn, lambda: _appends(conn, group))
+
+
+def _appends(
+    conn: sqlite3.Connection, group: Sequence[_Append]
+) -> list[_AppendResult | Exception]:
+    """Each append in its own savepoint, inside the caller's transaction."""
+    outcomes: list[_AppendResult | Exception] = []
+    for append in group:
+        conn.execute("SAVEPOINT append")
+        try:
+            (previous,) = conn.execute(
+                "SELECT max(id) FROM events WHERE sender_id = ?", (append.sender_id,)
+            ).fetchone()
+            outcomes.append((_int_or_none(previous), _insert(conn, append.rows)))
+        except sqlite3.OperationalError:
+            raise  # locked, disk full, I/O: the whole transaction fails
+        except Exception as error:  # this append's rows only
+            conn.execute("ROLLBACK TO append")
+            outcomes.append(error)
+        conn.execute("RELEASE append")
+    return outcomes
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    if future.done():  # its caller was cancelled: the outcome is the store's alone
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def _insert(conn: sqlite3.Connection, rows: Sequence[Row]) -> list[tuple[int, str]]:

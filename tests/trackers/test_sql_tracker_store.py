@@ -194,3 +194,50 @@ async def test_unusable_sqlite_path_raises_store_unavailable(tmp_path: Path) -> 
             await store.load("alice")
     finally:
         await store.close()
+
+
+async def test_sqlite_commits_concurrent_appends_together_and_keeps_each_conversation_whole(
+    tmp_path: Path,
+) -> None:
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "g.db")})
+    assert isinstance(store, SqlTrackerStore)
+    try:
+        await store.append("warm", session_start(0.0))
+        database = store._db
+        commits_before = database.group_commits  # type: ignore[attr-defined]
+
+        async def conversation(number: int) -> None:
+            for turn in range(5):
+                await store.append(f"c{number}", [user(f"m{turn}", float(turn))])
+
+        await asyncio.gather(*(conversation(number) for number in range(40)))
+        for number in range(40):
+            loaded = await store.load(f"c{number}")
+            assert loaded == [user(f"m{turn}", float(turn)) for turn in range(5)]
+        commits = database.group_commits - commits_before  # type: ignore[attr-defined]
+        assert 5 <= commits < 200  # 200 appends, committed in groups
+
+        # One append that the database refuses (type_name is NOT NULL) fails alone; the
+        # append committed in the same group is kept.
+        good_row = ("c1", "user", 9.0, "greet", None, '{"event": "user"}')
+        bad_row = ("c0", None, 9.0, None, None, "{}")
+        commits_before = database.group_commits  # type: ignore[attr-defined]
+        results = await asyncio.gather(
+            database.insert("c1", [good_row]),  # type: ignore[attr-defined]
+            database.insert("c0", [bad_row]),  # type: ignore[attr-defined]
+            return_exceptions=True,
+        )
+        assert database.group_commits == commits_before + 1  # type: ignore[attr-defined]
+        assert isinstance(results[1], sqlite3.IntegrityError)
+        previous_id, written = results[0]  # type: ignore[misc]
+        assert previous_id is not None and len(written) == 1
+        with sqlite3.connect(tmp_path / "g.db") as conn:
+            counts = dict(
+                conn.execute(
+                    "SELECT sender_id, count(*) FROM events WHERE sender_id IN ('c0', 'c1')"
+                    " GROUP BY sender_id"
+                ).fetchall()
+            )
+        assert counts == {"c0": 5, "c1": 6}
+    finally:
+        await store.close()
