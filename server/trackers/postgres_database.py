@@ -114,7 +114,9 @@ class PostgresDatabase:
             async with pool.acquire(timeout=CONNECT_TIMEOUT_SECONDS) as conn:
                 return await operation(conn)
         except retriable:
-            pass
+            # The server dropped this connection, so likely every other idle one too (a
+            # restart, pg_terminate_backend): the retry must not be handed another of them.
+            await pool.expire_connections()
         async with pool.acquire(timeout=CONNECT_TIMEOUT_SECONDS) as conn:
             return await operation(conn)
 

@@ -3,6 +3,8 @@ caller (no ping per checkout does it instead)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 
 from server.trackers.factory import create_tracker_store
@@ -21,6 +23,9 @@ async def terminate_connections(database: str) -> int:
             " WHERE datname = $1 AND pid <> pg_backend_pid()",
             database,
         )
+        # The backends exit a moment after; a write racing that exit could have reached the
+        # server, so it is not retried (503): the case here is a connection dropped while idle.
+        await asyncio.sleep(0.3)
         return len(killed)
     finally:
         await admin.close()
