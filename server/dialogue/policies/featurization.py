@@ -263,7 +263,9 @@ def strip_before_snippet(states: Sequence[State]) -> list[State]:
     return kept
 
 
-def with_text_for_last_user(states: list[State], text: str | None) -> list[State] | None:
+def with_text_for_last_user(
+    states: Sequence[State], text: str | None
+) -> Sequence[State] | None:
     """The states with the user input just received featurized by its text (end-to-end).
 
     As in Rasa, only a state right after `action_listen` changes, and entities are dropped.
@@ -276,7 +278,7 @@ def with_text_for_last_user(states: list[State], text: str | None) -> list[State
     changed = dict(last)
     changed[USER] = {"text": text}
     if isinstance(states, StatesView):
-        return states.with_last(changed)  # type: ignore[return-value]
+        return states.with_last(changed)
     return [*states[:-1], changed]
 
 
@@ -336,11 +338,11 @@ class ConversationStates:
         self.domain = domain
         cache = _IncrementalStates.of(tracker, domain)
         self.events, self.states, self._body_texts = cache.update(tracker)
-        self._text_states: list[State] | None | bool = False
+        self._text_states: Sequence[State] | None | bool = False
         self._windows: dict[tuple[int | None, bool], tuple[str, ...]] = {}
         self._current: dict[bool, str] = {}
 
-    def text_states(self) -> list[State] | None:
+    def text_states(self) -> Sequence[State] | None:
         """The states with the last user message featurized by text, when that applies."""
         if self._text_states is False:
             self._text_states = with_text_for_last_user(
@@ -412,7 +414,7 @@ class _IncrementalStates:
 
     def update(
         self, tracker: Tracker
-    ) -> tuple[list[Event], list[State], list[str | None] | None]:
+    ) -> tuple[list[Event], Sequence[State], list[str | None] | None]:
         """The applied events, the states, and the texts of the states before the current
         one (None when they are not kept: recomputed every time)."""
         events = tracker.events
@@ -433,11 +435,11 @@ class _IncrementalStates:
         self._remember(tracker)
         # Views, not copies: copying a 25,000-event session costs ~0.16 ms per prediction.
         current = StatesView(self.body, len(self.body), self.fold.state())
-        return self.events, current, self.body_texts  # type: ignore[return-value]
+        return self.events, current, self.body_texts
 
     def _recompute(
         self, tracker: Tracker
-    ) -> tuple[list[Event], list[State], list[str | None] | None]:
+    ) -> tuple[list[Event], Sequence[State], list[str | None] | None]:
         applied = tracker.applied_events()
         states, _ = states_and_labels(applied, self.domain)
         # Only a history without loops folds forward event by event (see collapse above).
