@@ -62,17 +62,26 @@ class TcpProxy:
             return
         self._writers.update({writer, up_writer})
         for task in (
-            asyncio.create_task(self._pipe(reader, up_writer)),
-            asyncio.create_task(self._pipe(up_reader, writer)),
+            asyncio.create_task(self._pipe(reader, up_writer, upstream=True)),
+            asyncio.create_task(self._pipe(up_reader, writer, upstream=False)),
         ):
             self._pipes.add(task)
             task.add_done_callback(self._pipes.discard)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def forward(self, data: bytes, writer: asyncio.StreamWriter, upstream: bool) -> bool:
+        """Passes one chunk on (`upstream`: from the client towards the service); False ends
+        this direction. A subclass injects faults here."""
+        writer.write(data)
+        await writer.drain()
+        return True
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool
+    ) -> None:
         try:
             while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
+                if not await self.forward(data, writer, upstream):
+                    return
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:

@@ -34,30 +34,19 @@ class AnswerLosingProxy(TcpProxy):
     lose_answer_to: bytes | None = None
     _answered: asyncio.Event | None = None
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream = writer.get_extra_info("peername")[1] == self.target[1]
-        try:
-            while data := await reader.read(65536):
-                if not upstream and self._answered is not None:
-                    self._answered.set()  # the statement ran; its answer never arrives
-                    continue
-                losing = upstream and self.lose_answer_to is not None
-                if losing and self.lose_answer_to in data:
-                    self.lose_answer_to, self._answered = None, asyncio.Event()
-                    writer.write(data)
-                    await writer.drain()
-                    await asyncio.wait_for(self._answered.wait(), 10)
-                    for open_writer in list(self._writers):
-                        open_writer.transport.abort()
-                    self._answered = None
-                    return
-                writer.write(data)
-                await writer.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
+    async def forward(self, data: bytes, writer: asyncio.StreamWriter, upstream: bool) -> bool:
+        if not upstream and self._answered is not None:
+            self._answered.set()  # the statement ran; its answer never arrives
+            return True
+        if upstream and self.lose_answer_to is not None and self.lose_answer_to in data:
+            self.lose_answer_to, self._answered = None, asyncio.Event()
+            await super().forward(data, writer, upstream)
+            await asyncio.wait_for(self._answered.wait(), 10)
+            for open_writer in list(self._writers):
+                open_writer.transport.abort()
+            self._answered = None
+            return False
+        return await super().forward(data, writer, upstream)
 
 
 @pytest.fixture(scope="module")
