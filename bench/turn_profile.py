@@ -1,0 +1,227 @@
+"""In-process turn driver: the server's ASGI app called directly, no sockets, no HTTP client.
+
+    python bench/turn_profile.py [--store sqlite|memory] [--lock memory|redis] [--turns 20000]
+        [--concurrency 50] [--warmup 2000] [--unique] [--model ARCHIVE] [--no-uvloop]
+        [--cprofile OUT.prof] [--json]
+
+N concurrent moodbot conversations (the scripts of `bench/http_turns.py`) post to the REST
+webhook of `bench/http_apps.py:server_app`, each waiting for its reply before its next turn.
+After `--warmup` turns, `--turns` turns are measured: turns/s, the process's CPU time per
+turn (all threads) and the event loop thread's share, turn latency p50/p99, RSS. Meant for
+A/B runs (`PYTHONPATH=<worktree>` for the old code), py-spy (`py-spy record -p <pid>` or
+`py-spy record -- python bench/turn_profile.py ...`), cProfile (`--cprofile`) and callgrind
+(`valgrind --tool=callgrind python bench/turn_profile.py --turns 300 --warmup 100`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from http_turns import CONVERSATIONS, REDIS, WEBHOOK, rss_mb, train_moodbot  # noqa: E402
+
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[dict[str, Any], Receive, Send], Coroutine[Any, Any, None]]
+
+
+def endpoints(store: str, lock: str, workdir: Path) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if store == "sqlite":
+        config["tracker_store"] = {"type": "sql", "dialect": "sqlite",
+                                   "db": str(workdir / "turns.db")}
+    else:
+        config["tracker_store"] = {"type": "in_memory"}
+    if lock == "redis":
+        config["lock_store"] = {"type": "redis", "url": REDIS[0], "port": REDIS[1]}
+    return config
+
+
+class Lifespan:
+    """Drives the ASGI lifespan protocol: startup on enter, shutdown on exit."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        self.task = asyncio.create_task(self.app(scope, self.inbox.get, self.outbox.put))
+        await self.inbox.put({"type": "lifespan.startup"})
+        message = await self.outbox.get()
+        if message["type"] != "lifespan.startup.complete":
+            raise SystemExit(f"startup failed: {message}")
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        await self.outbox.get()
+        assert self.task is not None
+        await self.task
+
+
+async def post(app: App, body: bytes) -> tuple[int, bytes]:
+    """One webhook request through the ASGI app: (status, response body)."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+        "method": "POST", "scheme": "http", "path": WEBHOOK, "raw_path": WEBHOOK.encode(),
+        "root_path": "", "query_string": b"",
+        "headers": [(b"host", b"bench"), (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {},
+    }
+    sent = False
+    status = 0
+    chunks: list[bytes] = []
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            await asyncio.Event().wait()  # the client never disconnects
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status, b"".join(chunks)
+
+
+class Driver:
+    """`concurrency` conversations, each one request at a time, until `total` turns are done."""
+
+    def __init__(self, app: App, concurrency: int, unique: bool, prefix: str) -> None:
+        self.app = app
+        self.concurrency = concurrency
+        self.unique = unique
+        self.prefix = prefix
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.done = 0
+
+    async def run(self, total: int) -> None:
+        self.latencies, self.errors, self.done = [], 0, 0
+        await asyncio.gather(*(self._user(i, total) for i in range(self.concurrency)))
+
+    async def _user(self, index: int, total: int) -> None:
+        number = sent = 0
+        while self.done < total:
+            number += 1
+            sender = f"{self.prefix}-{index}-{number}"
+            for text in CONVERSATIONS[number % len(CONVERSATIONS)]:
+                if self.done >= total:
+                    return
+                self.done += 1
+                if self.unique:
+                    sent += 1
+                    text = f"{text} {index}n{sent}"
+                body = json.dumps({"sender": sender, "message": text}).encode()
+                started = time.perf_counter()
+                status, reply = await post(self.app, body)
+                self.latencies.append(time.perf_counter() - started)
+                if status != 200 or sender.encode() not in reply:
+                    self.errors += 1
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+async def measure(args: argparse.Namespace, model: Path, workdir: Path) -> dict[str, Any]:
+    os.environ["BENCH_MODEL"] = str(model)
+    os.environ["BENCH_ENDPOINTS"] = json.dumps(endpoints(args.store, args.lock, workdir))
+    from http_apps import server_app
+
+    app = server_app()
+    async with Lifespan(app):
+        rss_startup = rss_mb(os.getpid())
+        driver = Driver(app, args.concurrency, args.unique, f"t{os.getpid()}{int(time.time())}")
+        if args.warmup:
+            await driver.run(args.warmup)
+        profiler = cProfile.Profile() if args.cprofile else None
+        wall, cpu, loop_cpu = time.perf_counter(), time.process_time(), time.thread_time()
+        if profiler is not None:
+            profiler.enable()
+        await driver.run(args.turns)
+        if profiler is not None:
+            profiler.disable()
+        wall = time.perf_counter() - wall
+        cpu, loop_cpu = time.process_time() - cpu, time.thread_time() - loop_cpu
+        if profiler is not None:
+            profiler.dump_stats(args.cprofile)
+        turns = len(driver.latencies)
+        result = {
+            "store": args.store, "lock": args.lock, "concurrency": args.concurrency,
+            "unique": args.unique, "turns": turns, "errors": driver.errors,
+            "turns_per_s": round(turns / wall, 1),
+            "cpu_ms_per_turn": round(cpu * 1000 / turns, 4),
+            "loop_thread_cpu_ms_per_turn": round(loop_cpu * 1000 / turns, 4),
+            "p50_ms": round(percentile(driver.latencies, 0.50) * 1000, 3),
+            "p99_ms": round(percentile(driver.latencies, 0.99) * 1000, 3),
+            "rss_startup_mb": rss_startup, "rss_after_mb": rss_mb(os.getpid()),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+        }
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", choices=("sqlite", "memory"), default="sqlite")
+    parser.add_argument("--lock", choices=("memory", "redis"), default="memory")
+    parser.add_argument("--turns", type=int, default=20_000, help="measured turns")
+    parser.add_argument("--warmup", type=int, default=2_000, help="turns before measuring")
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--unique", action="store_true", help="every message text once")
+    parser.add_argument("--model", help="a moodbot archive (default: train one)")
+    parser.add_argument("--no-uvloop", action="store_true", help="asyncio's own loop")
+    parser.add_argument("--cprofile", help="write a cProfile of the measured turns here")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="turn-profile-") as tmp:
+        workdir = Path(tmp)
+        model = Path(args.model) if args.model else train_moodbot(workdir / "models")
+        run = measure(args, model, workdir)
+        if args.no_uvloop:
+            result = asyncio.run(run)
+        else:
+            import uvloop
+
+            result = uvloop.run(run)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['store']}/{result['lock']} c={result['concurrency']}"
+            f"{' unique' if result['unique'] else ''}: {result['turns']} turns, "
+            f"{result['turns_per_s']:.0f} turns/s, CPU {result['cpu_ms_per_turn']:.3f} ms/turn "
+            f"(loop thread {result['loop_thread_cpu_ms_per_turn']:.3f}), "
+            f"p50 {result['p50_ms']:.2f} / p99 {result['p99_ms']:.2f} ms, "
+            f"errors {result['errors']}, RSS {result['rss_startup_mb']} / "
+            f"{result['rss_after_mb']} MB, load {result['load_average']}"
+        )
+    return 1 if result["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
