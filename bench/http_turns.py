@@ -2,7 +2,7 @@
 
     python bench/http_turns.py [--smoke] [--concurrency 1,10,50,200] [--duration 5]
         [--stores sqlite,sqlite-unique,postgres] [--client auto|wrk|python] [--no-workers]
-        [--workers-repeat N] [--out bench/results/http_turns.json]
+        [--workers-repeat N] [--workers-only] [--out bench/results/http_turns.json]
 
 Moodbot conversations (greet, mood, answer, goodbye; then a new sender) go to
 `POST /webhooks/rest/webhook` at each concurrency, on SQLite and on PostgreSQL, and on SQLite
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 MOODBOT = Path("/work/shared/bots/moodbot")
 WEBHOOK = "/webhooks/rest/webhook"
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "login_db": "test"}
+PG: dict[str, Any] = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "login_db": "test"}
 PG_DB = "botserver_bench"
 REDIS = ("127.0.0.1", 6379)
 # Same for the bare endpoint and the server: the settings `botserver run` uses.
@@ -174,6 +174,113 @@ def cpu_seconds(pid: int) -> float:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
     return total / os.sysconf("SC_CLK_TCK")
+
+
+# Processes outside the server that a turn also costs, by the name the kernel gives them.
+SERVICE_COMMANDS = {"postgres": "postgres", "redis": "redis-server"}
+
+
+def _stat_cpu(path: Path) -> tuple[str, float] | None:
+    """(command name, user + system CPU seconds) from a /proc/<pid>/stat."""
+    try:
+        text = path.read_text()
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        return name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def service_cpu() -> dict[str, dict[int, float]]:
+    """CPU seconds so far of every PostgreSQL and Redis process on this machine, by pid."""
+    by_name = {command: service for service, command in SERVICE_COMMANDS.items()}
+    out: dict[str, dict[int, float]] = {service: {} for service in SERVICE_COMMANDS}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        found = _stat_cpu(stat)
+        if found is not None and found[0] in by_name:
+            out[by_name[found[0]]][int(stat.parent.name)] = found[1]
+    return out
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (not idle, not waiting for I/O)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuWindow:
+    """Where the CPU went during one measured run: the server's processes, PostgreSQL's,
+    Redis's, the load generator (wrk as a child of this process, or this process itself), and
+    what else ran on the machine (other users), from /proc and getrusage."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.started = time.monotonic()
+        self.server = cpu_seconds(server_pid)
+        self.services = service_cpu()
+        self.load = _own_and_children_cpu()
+        self.busy = machine_busy_seconds()
+
+    def split(self, requests: int) -> dict[str, float]:
+        """CPU milliseconds per request of each part, and the busy cores over the window."""
+        elapsed = time.monotonic() - self.started
+        spent = {"server": cpu_seconds(self.server_pid) - self.server}
+        for service, now in service_cpu().items():
+            before = self.services[service]
+            # A process born during the window counts whole; one that ended is lost (rare).
+            spent[service] = sum(t - before.get(pid, 0.0) for pid, t in now.items())
+        spent["load_generator"] = _own_and_children_cpu() - self.load
+        busy = machine_busy_seconds() - self.busy
+        spent["other"] = max(0.0, busy - sum(spent.values()))
+        per_request = {k: round(v * 1000 / max(requests, 1), 3) for k, v in spent.items()}
+        per_request["total"] = round(busy * 1000 / max(requests, 1), 3)
+        per_request["busy_cores"] = round(busy / max(elapsed, 1e-9), 2)
+        return per_request
+
+
+def _own_and_children_cpu() -> float:
+    """This process's CPU and its waited-for children's (wrk, once it has exited)."""
+    import resource
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def service_counters() -> dict[str, int]:
+    """PostgreSQL transactions in the bench database (each statement of the server is one)
+    and commands Redis processed (a script's inner commands included), so far.
+
+    A PostgreSQL backend publishes its counts at most once a second while busy, so a
+    window's count is that of the window shifted by up to a second: fair for a steady load.
+    """
+    import asyncpg
+
+    async def transactions() -> int:
+        conn = await asyncpg.connect(
+            host=PG["host"], port=PG["port"], user=PG["user"], database=PG["login_db"]
+        )
+        try:
+            value = await conn.fetchval(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1",
+                PG_DB,
+            )
+        finally:
+            await conn.close()
+        return int(value or 0)
+
+    with socket.create_connection(REDIS, timeout=2) as sock:
+        sock.sendall(b"INFO stats\r\n")
+        reply = b""
+        while b"total_commands_processed:" not in reply or not reply.endswith(b"\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    commands = int(reply.split(b"total_commands_processed:")[1].split(b"\r\n")[0])
+    return {"pg_statements": asyncio.run(transactions()), "redis_commands": commands}
 
 
 def free_port() -> int:
@@ -441,16 +548,27 @@ class Load:
         self.runs = 0
 
     def __call__(
-        self, server: Server, mode: str, concurrency: int, unique: bool = False
+        self, server: Server, mode: str, concurrency: int, unique: bool = False,
+        count_services: bool = False,
     ) -> dict[str, Any]:
         self.runs += 1
         if self.warmup > 0:
             self._one(server, mode, concurrency, self.warmup, f"w{self.runs}", unique)
-        cpu_before = cpu_seconds(server.process.pid)
+        if count_services:
+            counted = service_counters()
+        window = CpuWindow(server.process.pid)
         point = self._one(server, mode, concurrency, self.duration, f"r{self.runs}", unique)
-        cpu = cpu_seconds(server.process.pid) - cpu_before
-        # The server's CPU time per request answered, measured over the same run.
-        point["server_cpu_ms_per_request"] = round(cpu * 1000 / max(point["requests"], 1), 3)
+        # CPU time per request answered, measured over the same run: the server's, and the
+        # split over everything the machine ran meanwhile.
+        split = window.split(point["requests"])
+        point["server_cpu_ms_per_request"] = split["server"]
+        point["cpu_ms_per_request"] = split
+        if count_services:
+            after = service_counters()
+            point["per_request"] = {
+                name: round((after[name] - counted[name]) / max(point["requests"], 1), 2)
+                for name in after
+            }
         return point
 
     def _one(
@@ -468,23 +586,41 @@ class Load:
 def measure_target(
     load: Load, factory: str, env: dict[str, str], mode: str, concurrencies: list[int],
     workdir: Path, name: str, workers: int = 1, unique: bool = False,
+    count_services: bool = False,
 ) -> dict[str, Any]:
     with serve(factory, env, workers, workdir, name) as server:
         startup_rss = rss_mb(server.process.pid)
         points = {}
         for concurrency in concurrencies:
-            points[str(concurrency)] = load(server, mode, concurrency, unique)
+            points[str(concurrency)] = load(server, mode, concurrency, unique, count_services)
             print(f"  {name:<22} c={concurrency:<4} {_fmt(points[str(concurrency)])}", flush=True)
         after_rss = rss_mb(server.process.pid)
     return {"rss_startup_mb": startup_rss, "rss_after_mb": after_rss, "points": points}
 
 
 def _fmt(point: dict[str, Any]) -> str:
-    return (
+    line = (
         f"{point['rps']:>8.1f}/s  p50 {point['p50_ms']:6.2f}  p95 {point['p95_ms']:6.2f}  "
         f"p99 {point['p99_ms']:7.2f} ms  errors {point['errors']}  "
         f"cpu {point.get('server_cpu_ms_per_request', 0):.3f} ms/req"
     )
+    if "cpu_ms_per_request" in point:
+        line += "\n" + " " * 34 + _fmt_split(point)
+    return line
+
+
+def _fmt_split(point: dict[str, Any]) -> str:
+    """CPU ms per request by process group, busy cores, statements and commands per request."""
+    split = point["cpu_ms_per_request"]
+    text = (
+        f"cpu ms/req: server {split['server']:.3f} pg {split['postgres']:.3f} "
+        f"redis {split['redis']:.3f} load {split['load_generator']:.3f} "
+        f"other {split['other']:.3f} = {split['total']:.3f}; {split['busy_cores']:.2f} cores"
+    )
+    counts = point.get("per_request")
+    if counts:
+        text += f"; {counts['pg_statements']} pg stmts, {counts['redis_commands']} redis cmds"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -498,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
                         "once (no text repeats, so no cache keyed by it helps)")
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--no-workers", action="store_true", help="skip the 1 vs 2 workers run")
+    parser.add_argument("--workers-only", action="store_true",
+                        help="only the 1 vs 2 workers run (no per-store targets)")
     parser.add_argument("--workers-concurrency", type=int, default=50)
     parser.add_argument("--workers-repeat", type=int, default=1,
                         help="alternate 1 and 2 workers this many times (medians)")
@@ -545,8 +683,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         load = Load(client, args.duration, args.warmup, workdir)
         targets: dict[str, Any] = {}
-        targets["bare"] = measure_target(load, "bare_app", {}, "bare", concurrencies,
-                                         workdir, "bare")
+        if args.workers_only:
+            stores = []
+        else:
+            targets["bare"] = measure_target(load, "bare_app", {}, "bare", concurrencies,
+                                             workdir, "bare")
         for store in stores:
             backend = store.removesuffix("-unique")
             if backend == "postgres":
@@ -588,7 +729,7 @@ def measure_workers(
                    "BENCH_ENDPOINTS": json.dumps(endpoints_for("postgres+redis", workdir))}
             runs.setdefault(f"server_w{workers}", []).append(measure_target(
                 load, "server_app", env, "bot", [concurrency], workdir,
-                f"pg+redis {workers}w #{round_number + 1}", workers,
+                f"pg+redis {workers}w #{round_number + 1}", workers, count_services=True,
             )["points"][str(concurrency)])
     for key, points in runs.items():
         by_rps = sorted(points, key=lambda p: p["rps"])
@@ -599,7 +740,16 @@ def measure_workers(
     out["bare_scaling"] = round(bare_scaling, 3)
     out["server_scaling"] = round(server_scaling, 3)
     out["relative_scaling"] = round(server_scaling / bare_scaling, 3)
+    out["cpu_ms_per_request_median"] = {
+        key: _median_split([p["cpu_ms_per_request"] for p in points])
+        for key, points in runs.items()
+    }
     return out
+
+
+def _median_split(splits: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each part over the runs."""
+    return {part: round(statistics.median(s[part] for s in splits), 3) for part in splits[0]}
 
 
 def summarise(report: dict[str, Any]) -> dict[str, Any]:
@@ -642,7 +792,7 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
 
 def print_table(report: dict[str, Any]) -> None:
     targets = report["targets"]
-    bare = targets["bare"]["points"]
+    bare = targets.get("bare", {}).get("points", {})
     print()
     print(f"{'target':<13} {'c':>4} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
           f"{'errors':>7} {'x bare':>7} {'p99 x bare':>10}")
@@ -667,6 +817,14 @@ def print_table(report: dict[str, Any]) -> None:
             print(f"  runs (turns or req/s): bare 1w {w['bare_w1_rps_runs']}, "
                   f"2w {w['bare_w2_rps_runs']}; pg+redis 1w {w['server_w1_rps_runs']}, "
                   f"2w {w['server_w2_rps_runs']}")
+        print("  median CPU ms per request (turn) by process group over the measured runs:")
+        for key, split in w["cpu_ms_per_request_median"].items():
+            print(f"    {key:<10} " + _fmt_split({"cpu_ms_per_request": split}))
+        for key in ("server_w1", "server_w2"):
+            counts = w[key].get("per_request")
+            if counts:
+                print(f"    {key} (median run): {counts['pg_statements']} PostgreSQL "
+                      f"statements and {counts['redis_commands']} Redis commands per turn")
     print()
     for check, ok in report["summary"]["checks"].items():
         print(f"{'PASS' if ok else 'MISS'}  {check}")
