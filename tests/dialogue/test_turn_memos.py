@@ -4,21 +4,39 @@ remembered answer is the answer the model computes, and no caller can change it 
 
 from __future__ import annotations
 
+import random
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from server.dialogue.domain import Domain
 from server.dialogue.memo import Memo
 from server.dialogue.messages import new_message_id
 from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.policies.featurization import ConversationStates, key_of, state_key
 from server.dialogue.policies.ml import MLPolicy
+from server.dialogue.policies.prediction import PolicyPrediction
 from server.dialogue.policies.rule import RulePolicy
 from server.dialogue.processor import Processor
+from server.dialogue.story_steps import TrainingStory
+from server.trackers.events import (
+    ActionExecuted,
+    ActionExecutionRejected,
+    ActionReverted,
+    ActiveLoop,
+    AllSlotsReset,
+    Event,
+    Restarted,
+    SlotSet,
+    UserUtteranceReverted,
+    UserUttered,
+)
 from server.trackers.tracker import Tracker
 from tests.dialogue.conversation_fixtures import BotModels
 from tests.dialogue.policy_fixtures import bot, listen, replay, user
+from tests.shared_data import BOTS
 
 
 def test_a_repeated_text_parses_as_the_pipeline_does_and_each_caller_owns_its_copy(
@@ -82,6 +100,7 @@ def test_message_ids_look_like_uuid4_hex() -> None:
 
 
 def _forget(ensemble: PolicyEnsemble) -> None:
+    ensemble.forget_predictions()
     for policy in ensemble.policies:
         if isinstance(policy, MLPolicy):
             policy._scores.clear()
@@ -90,7 +109,27 @@ def _forget(ensemble: PolicyEnsemble) -> None:
             policy.unhappy_._applicable.clear()
 
 
-@pytest.mark.parametrize("bot_name", ["moodbot", "formbot", "concertbot", "rules"])
+SHARED_BOTS = sorted(d.name for d in BOTS.iterdir() if (d / "config.yml").is_file())
+
+
+def _summary(prediction: PolicyPrediction) -> tuple[Any, ...]:
+    """Everything of a prediction the processor reads or logs (events without their time)."""
+    events = [{**e.as_dict(), "timestamp": None} for e in prediction.events]
+    return (
+        prediction.action_name,
+        prediction.confidence,
+        prediction.policy_name,
+        list(prediction.probabilities),
+        events,
+        prediction.is_end_to_end_prediction,
+        prediction.is_no_user_prediction,
+        prediction.action_metadata,
+        prediction.policy_priority,
+        prediction.hide_rule_turn,
+    )
+
+
+@pytest.mark.parametrize("bot_name", SHARED_BOTS)
 def test_predictions_from_memory_are_those_computed_afresh(bot_name: str) -> None:
     domain, stories, policies = bot(bot_name)
     ensemble = PolicyEnsemble.train(policies, stories, domain)
@@ -102,7 +141,7 @@ def test_predictions_from_memory_are_those_computed_afresh(bot_name: str) -> Non
             if fresh:
                 _forget(ensemble)
             p = ensemble.predict(tracker, domain)
-            seen.append((p.action_name, p.confidence, p.policy_name, p.probabilities))
+            seen.append(_summary(p))
             return p.action_name
 
         for _ in range(2):  # the second pass finds every window in memory
@@ -111,6 +150,87 @@ def test_predictions_from_memory_are_those_computed_afresh(bot_name: str) -> Non
         return seen
 
     assert predictions(fresh=False) == predictions(fresh=True)
+
+
+def _texts_of(stories: list[TrainingStory]) -> list[str]:
+    texts = {e.text for s in stories for e in s.events if isinstance(e, UserUttered) and e.text}
+    return sorted(texts)[:20] + ["hello there", "something else entirely"]
+
+
+def _random_user(rng: random.Random, domain: Domain, texts: list[str]) -> UserUttered:
+    intent = rng.choice([*domain.user_intents, "restart", None])
+    entities: list[dict[str, Any]] = [
+        {"entity": name, "value": rng.choice(["a", "b"])}
+        for name in domain.entities
+        if rng.random() < 0.3
+    ]
+    for entity in entities:
+        if rng.random() < 0.2:
+            entity["role"] = "r"
+    return UserUttered(
+        text=rng.choice([*texts, None]) if intent else rng.choice(texts),
+        parse_data={"intent": {"name": intent, "confidence": 0.9}, "entities": entities},
+    )
+
+
+def _random_event(rng: random.Random, domain: Domain, texts: list[str], predicted: str) -> Event:
+    """What could happen next: mostly the user speaks or the predicted action runs; now and
+    then another action, a slot, a loop, a rejection, a rewind or a restart."""
+    roll = rng.random()
+    if roll < 0.4:
+        return _random_user(rng, domain, texts)
+    if roll < 0.75:
+        return ActionExecuted(action_name=predicted)
+    if roll < 0.82:
+        return ActionExecuted(action_name=rng.choice(domain.action_names_or_texts))
+    if roll < 0.9 and domain.slots:
+        slot = rng.choice(domain.slots)
+        return SlotSet(key=slot.name, value=rng.choice([None, "a", True, 1.0, [1]]))
+    if roll < 0.93:
+        return ActiveLoop(name=rng.choice([*domain.forms, None]))
+    if roll < 0.96:
+        return ActionExecutionRejected(action_name=predicted)
+    return rng.choice([Restarted(), UserUtteranceReverted(), ActionReverted(), AllSlotsReset()])
+
+
+@pytest.mark.parametrize("bot_name", SHARED_BOTS)
+def test_remembered_winners_are_those_computed_afresh_in_random_conversations(
+    bot_name: str, tmp_path: Path
+) -> None:
+    domain, stories, policies = bot(bot_name)
+    ensemble = PolicyEnsemble.train(policies, stories, domain)
+    ensemble.persist(tmp_path)
+    # The same trained policies as other objects, with no memory of winners.
+    fresh = PolicyEnsemble(PolicyEnsemble.load(tmp_path, domain).policies, memo_size=0)
+    asked = 0
+    first = ensemble.policies[0]
+    computed = first.predict
+
+    def counting(*args: Any) -> PolicyPrediction:
+        nonlocal asked
+        asked += 1
+        return computed(*args)
+
+    first.predict = counting  # type: ignore[method-assign, assignment]
+    rng = random.Random(f"winners-{bot_name}")
+    texts = _texts_of(stories)
+    predictions = 0
+    for n in range(150):
+        tracker = Tracker(f"random-{n}", domain.slot_defaults(), [listen()])
+        for _ in range(rng.randint(1, 14)):
+            remembered = ensemble.predict(tracker, domain)
+            _forget(fresh)
+            assert _summary(remembered) == _summary(fresh.predict(tracker, domain)), (
+                bot_name,
+                [e.as_dict() for e in tracker.events],
+            )
+            predictions += 1
+            remembered.probabilities[0] = 42.0  # a caller's change stays its own
+            tracker.update(_random_event(rng, domain, texts, remembered.action_name))
+    if all(p.prediction_window() is not None for p in ensemble.policies):
+        assert predictions - asked > predictions / 5  # the memory answered many of them
+    else:  # AugmentedMemoizationPolicy reads past the window: nothing is remembered
+        assert asked == predictions and len(ensemble._winners) == 0
 
 
 @pytest.mark.parametrize("bot_name", ["moodbot", "formbot"])

@@ -2,7 +2,8 @@
 
 The winner has the highest confidence; ties go to the higher priority, then to the policy
 listed first. Predictions that do not depend on user input (a form's happy path) overrule
-all others, and end-to-end predictions overrule intent-based ones.
+all others, and end-to-end predictions overrule intent-based ones. When every policy reads
+only a window of the last states, the winner is remembered by that window.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from server.dialogue.domain import Domain
+from server.dialogue.memo import Memo
 from server.dialogue.policies.featurization import ConversationStates
 from server.dialogue.policies.memoization import AugmentedMemoizationPolicy, MemoizationPolicy
 from server.dialogue.policies.ml import MLPolicy
@@ -43,6 +45,9 @@ DEFAULT_POLICIES: list[dict[str, Any]] = [
     {"name": "TEDPolicy", "max_history": 5, "epochs": 100, "constrain_similarities": True},
 ]
 ENSEMBLE_FILE = "ensemble.json"
+# Distinct inputs (window of states, latest intent and action, ...) whose winner the
+# ensemble remembers: about 1 KB each.
+PREDICTION_MEMO_SIZE = 1024
 
 
 def _short_name(name: Any) -> str:
@@ -54,9 +59,25 @@ def _short_name(name: Any) -> str:
 class PolicyEnsemble:
     """The trained policies of a model, asked together for the next action."""
 
-    def __init__(self, policies: list[Policy], warnings: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        policies: list[Policy],
+        warnings: list[str] | None = None,
+        memo_size: int = PREDICTION_MEMO_SIZE,
+    ) -> None:
         self.policies = policies
         self.warnings: list[str] = list(warnings or [])
+        # Winners by `_memo_key`; the window and whether texts count are taken from the
+        # policies at the first prediction for a domain (they are trained by then).
+        self._winners: Memo[tuple[Any, ...], PolicyPrediction] = Memo(memo_size)
+        self._memo_domain: Domain | None = None
+        self._memo_window: int | None = None
+        self._memo_reads_text = True
+
+    def forget_predictions(self) -> None:
+        """Drops the remembered winners (after retraining or restoring a policy in place)."""
+        self._winners.clear()
+        self._memo_domain = None
 
     # -- building ----------------------------------------------------------------------------
     @classmethod
@@ -155,11 +176,44 @@ class PolicyEnsemble:
         if not self.policies:
             return prediction_from(zeros(len(names)), names, None, 0)
         conversation = ConversationStates(tracker, domain)
-        predictions = [policy.predict(conversation, domain) for policy in self.policies]
         rejected = _rejected_action(tracker.events)
+        key = self._memo_key(conversation, rejected, domain)
+        if key is not None:
+            known = self._winners.get(key)
+            if known is not None:
+                return _copy(known)
+        predictions = [policy.predict(conversation, domain) for policy in self.policies]
         if rejected is not None:
             predictions = [_without(p, rejected, names) for p in predictions]
-        return _pick_best(predictions)
+        best = _pick_best(predictions)
+        if key is not None and not best.events:
+            self._winners.put(key, _copy(best))
+        return best
+
+    def _memo_key(
+        self, conversation: ConversationStates, rejected: str | None, domain: Domain
+    ) -> tuple[Any, ...] | None:
+        """Everything the winner depends on when every policy reads a window of states:
+        the window's texts, the latest message's intent and text (only whether there is
+        one, when no policy can look a text up), the latest action, the rejected action.
+        None when a loop is active (its paths read more) or a policy reads more."""
+        if domain is not self._memo_domain:
+            windows = [policy.prediction_window() for policy in self.policies]
+            self._memo_window = None if None in windows else max(windows)  # type: ignore[type-var]
+            self._memo_reads_text = any(p.reads_message_text() for p in self.policies)
+            self._winners.clear()
+            self._memo_domain = domain
+        tracker = conversation.tracker
+        if self._memo_window is None or tracker.active_loop_name is not None:
+            return None
+        message = tracker.latest_message
+        return (
+            conversation.texts(self._memo_window),
+            message.text if self._memo_reads_text else bool(message.text),
+            message.intent_name,
+            tracker.latest_action_name,
+            rejected,
+        )
 
 
 def _rejected_action(events: list[Event]) -> str | None:
@@ -187,6 +241,13 @@ def _without(prediction: PolicyPrediction, action: str, names: list[str]) -> Pol
         action_name=best.action_name,
         confidence=best.confidence,
     )
+
+
+def _copy(prediction: PolicyPrediction) -> PolicyPrediction:
+    """A copy that shares nothing mutable with `prediction` (it has no events)."""
+    copy = prediction.with_events([])
+    copy.probabilities = list(prediction.probabilities)
+    return copy
 
 
 def _pick_best(predictions: list[PolicyPrediction]) -> PolicyPrediction:

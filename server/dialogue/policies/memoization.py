@@ -86,6 +86,14 @@ class MemoizationPolicy(Policy):
             probabilities, domain.action_names_or_texts, self.name, self.priority
         )
 
+    def prediction_window(self) -> int | None:
+        return self.max_history or None
+
+    def reads_message_text(self) -> bool:
+        # A window ending in the message's text ends in `{"text":...}`; without such a key
+        # in the lookup, no text can be found. (Loose: a slot named text also counts.)
+        return any('{"text":' in key for key in self.lookup_)
+
     def learned_state(self) -> dict[str, Any]:
         return {"lookup": self.lookup_}
 
@@ -99,6 +107,11 @@ class AugmentedMemoizationPolicy(MemoizationPolicy):
     Each shorter history starts afresh at an action, so slots set before it are forgotten too
     (they come back only if set again later), as Rasa does.
     """
+
+    def prediction_window(self) -> None:
+        # The shorter histories are folded from events: a slot set before the window is
+        # in the window's states but not in theirs.
+        return None
 
     def _recall_conversation(self, conversation: ConversationStates) -> str | None:
         action = super()._recall_conversation(conversation)

@@ -238,6 +238,12 @@ class MLPolicy(Policy):
             is_end_to_end_prediction=by_text,
         )
 
+    def prediction_window(self) -> int | None:
+        return self.max_history or None
+
+    def reads_message_text(self) -> bool:
+        return any(name.startswith("0:text=") for name in self.vocabulary_)
+
     def _knows_text(self, state: State) -> bool:
         text = state.get(USER, {}).get("text")
         return text is not None and f"0:text={str(text).strip().lower()}" in self.vocabulary_

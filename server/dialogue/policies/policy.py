@@ -49,6 +49,20 @@ class Policy:
     def predict(self, conversation: ConversationStates, domain: Domain) -> PolicyPrediction:
         raise NotImplementedError
 
+    def prediction_window(self) -> int | None:
+        """How many of the conversation's last states `predict` reads, when it reads
+        nothing else but the latest message's intent and text and the latest action; None
+        when it reads more (a prediction the ensemble does not remember).
+
+        Asked once the policy is trained or restored."""
+        return None
+
+    def reads_message_text(self) -> bool:
+        """Whether a prediction can depend on the text of the latest user message (a
+        window of states ending in that text is then looked up); asked with
+        `prediction_window`."""
+        return True
+
     def learned_state(self) -> dict[str, Any]:
         """The JSON-serialisable learned state (arrays go to files via `persist`)."""
         return {}

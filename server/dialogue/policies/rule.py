@@ -383,6 +383,14 @@ class RulePolicy(Policy):
             is_no_user_prediction=source == SOURCE_LOOP,
         )
 
+    def prediction_window(self) -> int:
+        # A rule matches the last states (as many as it has), and the default rules read
+        # the latest intent and action; a loop's path reads more (the ensemble skips loops).
+        return max(self.rules_.longest, self.unhappy_.longest, 1)
+
+    def reads_message_text(self) -> bool:
+        return self.rules_.names_texts or self.unhappy_.names_texts
+
     # -- persistence -------------------------------------------------------------------------
     def learned_state(self) -> dict[str, Any]:
         return {
