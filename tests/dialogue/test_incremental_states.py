@@ -4,10 +4,15 @@ states computed from scratch (restarts and rewinds included)."""
 from __future__ import annotations
 
 from server.dialogue.domain import Domain
-from server.dialogue.policies.featurization import ConversationStates, states_and_labels
+from server.dialogue.policies.featurization import (
+    ConversationStates,
+    state_text,
+    states_and_labels,
+)
 from server.trackers.events import (
     ActionExecuted,
     BotUttered,
+    LoopInterrupted,
     Restarted,
     SlotSet,
     UserUtteranceReverted,
@@ -47,3 +52,20 @@ def test_incremental_states_equal_a_full_recompute() -> None:
         expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
         assert conversation.states == expected
         assert conversation.events == tracker.applied_events()
+
+
+def test_state_texts_asked_after_every_event_equal_those_of_a_full_recompute() -> None:
+    # A prediction between any two events: the current state's text is kept for the state
+    # before the next action only while no event in between changed it (a slot here).
+    tracker = Tracker("t", DOMAIN.slot_defaults(), [ActionExecuted(action_name="action_listen")])
+    for n in range(12):
+        events = turn(n)
+        if n % 3 == 1:
+            events.insert(3, SlotSet(key="mood", value=f"late{n}"))  # after the action
+        if n % 3 == 2:
+            events.insert(2, LoopInterrupted(is_interrupted=False))
+        for event in events:
+            tracker.update(event)
+            conversation = ConversationStates(tracker, DOMAIN)
+            expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
+            assert list(conversation.texts(None)) == [state_text(s) for s in expected]
