@@ -1,4 +1,4 @@
-"""The SQL tracker store's PostgreSQL access: asyncpg's own pool, one round trip per turn.
+"""The SQL tracker store's PostgreSQL access: asyncpg's own pool, one round trip per call.
 
 An append is one statement (the conversation's last id before, and the new rows' ids, in
 one implicit transaction); every statement is prepared once per connection. There is no
@@ -40,15 +40,20 @@ _INSERT_ONLY = (
     f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM ({_ROWS}) AS r ORDER BY n"
 )
 _ROWS_FROM = "SELECT id, data FROM events WHERE sender_id = $1 AND id >= $2 ORDER BY id"
-_SESSION_MARKS = (
-    "SELECT"
+# The current session's rows in one statement: it starts at the last action_session_start,
+# or at a later session_started (at the row before it when that is action_session_start).
+_SESSION_ROWS = (
+    "WITH marks AS MATERIALIZED (SELECT"
     " (SELECT max(id) FROM events WHERE sender_id = $1 AND type_name = 'action'"
-    "  AND action_name = $2),"
+    "  AND action_name = $2) AS action,"
     " (SELECT max(id) FROM events WHERE sender_id = $1 AND type_name = 'session_started')"
-)
-_ROW_BEFORE = (
-    "SELECT id, type_name, action_name FROM events WHERE sender_id = $1 AND id < $2"
-    " ORDER BY id DESC LIMIT 1"
+    "  AS started),"
+    " start AS (SELECT CASE WHEN started IS NOT NULL AND (action IS NULL OR action < started)"
+    "  THEN coalesce((SELECT CASE WHEN type_name = 'action' AND action_name = $2 THEN id END"
+    "   FROM events WHERE sender_id = $1 AND id < started ORDER BY id DESC LIMIT 1), started)"
+    "  ELSE coalesce(action, 0) END AS id FROM marks)"
+    " SELECT id, data FROM events WHERE sender_id = $1 AND id >= (SELECT id FROM start)"
+    " ORDER BY id"
 )
 
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -164,25 +169,10 @@ class PostgresDatabase:
         return [(record[0], record[1]) for record in records]
 
     async def session_rows(self, sender_id: str) -> list[IdData]:
-        """(id, data) of the current session's rows, in order."""
-
-        async def session_rows(conn: asyncpg.Connection) -> list[Any]:
-            last_action, last_started = await conn.fetchrow(
-                _SESSION_MARKS, sender_id, ACTION_SESSION_START
-            )
-            start = last_action
-            if last_started is not None and (last_action is None or last_action < last_started):
-                start = last_started
-                previous = await conn.fetchrow(_ROW_BEFORE, sender_id, last_started)
-                if (
-                    previous is not None
-                    and previous[1] == "action"
-                    and previous[2] == ACTION_SESSION_START
-                ):
-                    start = previous[0]
-            return await conn.fetch(_ROWS_FROM, sender_id, start or 0)
-
-        records = await self._run(session_rows)
+        """(id, data) of the current session's rows, in order (one round trip)."""
+        records = await self._run(
+            lambda conn: conn.fetch(_SESSION_ROWS, sender_id, ACTION_SESSION_START)
+        )
         return [(record[0], record[1]) for record in records]
 
     async def all_data(self, sender_id: str) -> list[str]:

@@ -29,6 +29,52 @@ async def sql_config(kind: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]
             yield config
 
 
+def action(name: str, timestamp: float) -> dict[str, Any]:
+    return {"event": "action", "timestamp": timestamp, "name": name}
+
+
+def started(timestamp: float) -> dict[str, Any]:
+    return {"event": "session_started", "timestamp": timestamp}
+
+
+# Each conversation's events, and the index where its current session starts.
+SESSION_SHAPES: dict[str, tuple[list[dict[str, Any]], int]] = {
+    "no session start": ([user("hi", 1.0), bot("hello", 2.0)], 0),
+    "action_session_start then session_started": (
+        [user("a", 1.0), *session_start(2.0), user("b", 3.0)], 1,
+    ),
+    "a later action_session_start alone": (
+        [*session_start(1.0), user("a", 2.0), action("action_session_start", 3.0),
+         user("b", 4.0)], 4,
+    ),
+    "a later session_started alone": (
+        [*session_start(1.0), user("a", 2.0), started(3.0), user("b", 4.0)], 4,
+    ),
+    "session_started after another action": (
+        [action("action_listen", 1.0), started(2.0), user("b", 3.0)], 1,
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_cold_store_loads_the_current_session_of_every_shape(
+    kind: str, tmp_path: Path
+) -> None:
+    async with sql_config(kind, tmp_path) as config:
+        writer = create_tracker_store(config)
+        try:
+            for name, (events, _) in SESSION_SHAPES.items():
+                await writer.append(name, events)
+        finally:
+            await writer.close()
+        reader = create_tracker_store(config)  # nothing cached: the session is computed
+        try:
+            for name, (events, start) in SESSION_SHAPES.items():
+                assert await reader.load(name) == events[start:], name
+        finally:
+            await reader.close()
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_two_store_instances_on_one_database_see_each_others_writes(
     kind: str, tmp_path: Path
