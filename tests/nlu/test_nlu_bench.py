@@ -14,33 +14,41 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = SHARED / "nlu"
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.skipif(not DATA.exists(), reason="the shared NLU datasets are not on this machine")
-def test_the_nlu_benchmark_runs_on_a_subset(tmp_path: Path) -> None:
-    out = tmp_path / "nlu.json"
+def run_bench(out: Path, *options: str) -> dict:
+    """Run bench/nlu.py with `options`, writing to `out`; its JSON report."""
     done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "nlu.py"),
-            "--datasets",
-            "snips,hwu64",
-            "--split",
-            "valid",
-            "--limit",
-            "200",
-            "--out",
-            str(out),
-        ],
+        [sys.executable, str(ROOT / "bench" / "nlu.py"), *options, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=110,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not DATA.exists(), reason="the shared NLU datasets are not on this machine")
+def test_the_nlu_benchmark_runs_on_a_subset(tmp_path: Path) -> None:
+    report = run_bench(
+        tmp_path / "nlu.json", "--datasets", "snips,hwu64", "--split", "valid", "--limit", "200"
+    )
     assert report["machine"]["nproc"] >= 1 and report["machine"]["ram_gib"] > 0
     snips, hwu = report["results"]
     assert snips["split"] == "valid" and snips["train_examples"] <= 200
     assert snips["intent_accuracy"] > 0.7 and snips["entity_micro_f1"] > 0.3
     assert hwu["intent_accuracy"] > 0.1 and "entity_micro_f1" not in hwu
     assert 0 < hwu["parse_ms_p50"] <= hwu["parse_ms_p99"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not DATA.exists(), reason="the shared NLU datasets are not on this machine")
+def test_cross_validation_mode_scores_every_training_sentence_once(tmp_path: Path) -> None:
+    options = ["--datasets", "snips", "--split", "cv", "--folds", "3", "--limit", "150"]
+    report = run_bench(tmp_path / "cv.json", *options)
+    (snips,) = report["results"]
+    assert snips["split"] == "cv" and snips["folds"] == 3
+    assert len(snips["fold_accuracies"]) == 3 and snips["train_examples"] <= 150
+    errors = round((1 - snips["intent_accuracy"]) * snips["train_examples"])
+    assert snips["intent_errors"] == errors
+    assert snips["intent_accuracy"] > 0.6 and snips["entity_micro_f1"] > 0.2
