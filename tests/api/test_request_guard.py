@@ -6,10 +6,12 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import APIRouter
 from starlette.types import Receive, Scope, Send
 
 from server.api.app import create_app
+from server.api.middleware.guard import RequestGuardMiddleware
 from server.api.settings import ApiSettings
 from server.errors import StoreUnavailable
 
@@ -99,3 +101,48 @@ async def test_a_timeout_applies_to_a_direct_route() -> None:
         response = await client.post("/echo", content=b"then wait")
     assert response.status_code == 503
     assert response.json()["reason"] == "ResponseTimeout"
+
+
+async def test_only_the_request_past_its_deadline_times_out() -> None:
+    class SlowOnAsk(Echo):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            body = (await receive())["body"]
+            await asyncio.sleep(5 if body == b"slow" else 0.05)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": body})
+
+    async with client_for(SlowOnAsk(), response_timeout=0.3) as client:
+        slow = asyncio.create_task(client.post("/echo", content=b"slow"))
+        fast = [await client.post("/echo", content=b"fast") for _ in range(8)]  # 0.4 s
+        timed_out = await asyncio.wait_for(slow, 2)
+        after = await client.post("/echo", content=b"after")
+    assert [r.status_code for r in fast] == [200] * 8
+    assert timed_out.status_code == 503
+    assert timed_out.json()["reason"] == "ResponseTimeout"
+    assert (after.status_code, after.content) == (200, b"after")
+
+
+async def test_a_cancellation_that_is_not_the_timeout_goes_on() -> None:
+    # A client that went away cancels the request's task: no 503 is sent for it.
+    started = asyncio.Event()
+
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        started.set()
+        await asyncio.sleep(5)
+
+    guard = RequestGuardMiddleware(endpoint, timeout=10.0)
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/x", "headers": []}
+    task = asyncio.create_task(guard(scope, receive, send))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sent == []
