@@ -53,23 +53,21 @@ class CountVectorsFeaturizer:
         if self.analyzer == "word":
             count = len(words)
             for n in range(low, high + 1):
-                for i in range(count - n + 1):
-                    grams.append(" ".join(words[i : i + n]) if n > 1 else words[i])
+                if n == 1:
+                    grams.extend(words)
+                else:
+                    grams.extend([" ".join(words[i : i + n]) for i in range(count - n + 1)])
         elif self.analyzer == "char_wb":
             for word in words:
                 padded = f" {word} "
                 size = len(padded)
-                for n in range(low, high + 1):
-                    if n > size:
-                        break
-                    for i in range(size - n + 1):
-                        grams.append(padded[i : i + n])
+                for n in range(low, min(high, size) + 1):
+                    grams.extend([padded[i : i + n] for i in range(size - n + 1)])
         else:
             text = " ".join(words)
             size = len(text)
             for n in range(low, high + 1):
-                for i in range(size - n + 1):
-                    grams.append(text[i : i + n])
+                grams.extend([text[i : i + n] for i in range(size - n + 1)])
         return grams
 
     def train(self, messages: list[Message], data: Any) -> None:
@@ -94,20 +92,24 @@ class CountVectorsFeaturizer:
 
     def _weigh(self, grams: list[str]) -> tuple[list[int], list[float], int]:
         vocabulary = self.vocabulary_
-        counts: Counter[int] = Counter()
-        for gram in grams:
+        # Counted in C; distinct grams have distinct columns.
+        counts: dict[int, int] = {}
+        for gram, count in Counter(grams).items():
             index = vocabulary.get(gram)
             if index is not None:
-                counts[index] += 1
+                counts[index] = count
         if not counts:
             return [], [], self.width
         indices = sorted(counts)
         if self.use_tfidf:
-            idf = self._idf
-            values = [(1.0 + math.log(counts[i])) * idf[i] for i in indices]
+            idf, log = self._idf, math.log
+            values = [
+                idf[i] if (count := counts[i]) == 1 else (1.0 + log(count)) * idf[i]
+                for i in indices
+            ]
         else:
             values = [float(counts[i]) for i in indices]
-        norm = math.sqrt(sum(v * v for v in values))
+        norm = math.sqrt(sum([v * v for v in values]))
         return indices, [v / norm for v in values], self.width
 
     def state(self, directory: Path, prefix: str) -> dict[str, Any]:

@@ -39,7 +39,7 @@ class Message:
         values: list[float] = []
         offset = 0
         for block_indices, block_values, width in self.blocks:
-            indices.extend(i + offset for i in block_indices)
+            indices.extend(map(offset.__add__, block_indices) if offset else block_indices)
             values.extend(block_values)
             offset += width
         return np.asarray(indices, dtype=np.int64), np.asarray(values, dtype=np.float32)

@@ -1,5 +1,8 @@
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from server.nlu.count_vectors import CountVectorsFeaturizer
 from server.nlu.evaluation import cross_validate, evaluate
 from server.nlu.message import Message
@@ -25,6 +28,38 @@ def test_count_vectors_char_wb_ngrams():
     indices, values, width = message.blocks[0]
     assert width == 5 and len(indices) == 5
     assert abs(sum(v * v for v in values) - 1.0) < 1e-6
+
+
+def test_count_vectors_weigh_like_sublinear_tfidf() -> None:
+    # scikit-learn's TfidfVectorizer over the same n-grams: 1 + log(count) times the smoothed
+    # IDF, L2-normalised (repeated n-grams and n-grams outside the vocabulary included).
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    train = ["hello there", "hi hi there friend", "good morning", "I am very very sad"]
+    parse = ["hi hi hi there", "very very very good unknown", "nothing known", "sad sad morning"]
+    for config in (
+        {"analyzer": "word", "min_ngram": 1, "max_ngram": 2},
+        {"analyzer": "char_wb", "min_ngram": 2, "max_ngram": 4},
+        {"analyzer": "char", "min_ngram": 1, "max_ngram": 3},
+    ):
+        featurizer = CountVectorsFeaturizer(config)
+        featurizer.train([Message(t, tokenize(t)) for t in train], None)
+
+        def grams(text: str) -> list[str]:
+            return featurizer.ngrams(Message(text, tokenize(text)))  # noqa: B023
+
+        reference = TfidfVectorizer(analyzer=grams, sublinear_tf=True, dtype=np.float64)
+        reference.fit(train)
+        assert reference.vocabulary_ == featurizer.vocabulary_
+        for text in parse:
+            message = Message(text, tokenize(text))
+            featurizer.process(message)
+            indices, values, width = message.blocks[0]
+            row = reference.transform([text]).tocsr()
+            row.sort_indices()
+            assert width == len(featurizer.vocabulary_)
+            assert indices == row.indices.tolist()
+            assert values == pytest.approx(row.data.tolist(), rel=1e-6)
 
 
 def test_evaluate_writes_rasa_report_files(tmp_path: Path, load_bot):
