@@ -58,6 +58,10 @@ class IntentProperties:
         return [e for e in base if e not in self.ignore_entities]
 
 
+# What an intent the domain does not list has (read only).
+_NO_PROPERTIES = IntentProperties()
+
+
 @dataclass
 class Form:
     """A form: the slots it asks for, and intents that do not fill them."""
@@ -270,8 +274,8 @@ class Domain:
         return {s.name: s.initial_value for s in self.slots}
 
     def wanted_entities(self, intent: str | None) -> list[str]:
-        props = self.intent_properties.get(intent or "", IntentProperties())
-        return props.wanted_entities(self.entities)
+        props = self.intent_properties.get(intent or "")
+        return (props or _NO_PROPERTIES).wanted_entities(self.entities)
 
     def required_slots_for_form(self, form: str) -> list[str]:
         f = self.forms.get(form)

@@ -96,6 +96,8 @@ def featurized_entities(domain: Domain, intent: str | None, entities: list[dict]
         for extra in ("role", "group"):
             if entity.get(extra):
                 names.add(f"{name}{ENTITY_LABEL_SEPARATOR}{entity[extra]}")
+    if not names:
+        return []
     if intent is not None and intent in domain.intent_properties:
         wanted = set(domain.wanted_entities(intent))
         names = {n for n in names if n.split(ENTITY_LABEL_SEPARATOR, 1)[0] in wanted}
