@@ -36,11 +36,14 @@ class InMemoryLockStore:
         queue = self._queues.setdefault(conversation_id, _Queue())
         queue.users += 1
         try:
-            try:
-                async with asyncio.timeout(timeout):
-                    await queue.lock.acquire()
-            except TimeoutError:
-                raise LockTimeout(timeout_message(conversation_id, timeout)) from None
+            if queue.users > 1:  # someone holds it or waits: wait in line, for so long
+                try:
+                    async with asyncio.timeout(timeout):
+                        await queue.lock.acquire()
+                except TimeoutError:
+                    raise LockTimeout(timeout_message(conversation_id, timeout)) from None
+            else:  # free: taken at once, no timer (about 7 µs a turn)
+                await queue.lock.acquire()
             try:
                 yield
             finally:
