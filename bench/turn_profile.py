@@ -2,7 +2,7 @@
 
     python bench/turn_profile.py [--store sqlite|memory] [--lock memory|redis] [--turns 20000]
         [--concurrency 50] [--warmup 2000] [--unique] [--model ARCHIVE] [--no-uvloop]
-        [--cprofile OUT.prof] [--json]
+        [--cprofile OUT.prof] [--store-stats] [--json]
 
 N concurrent moodbot conversations (the scripts of `bench/http_turns.py`) post to the REST
 webhook of `bench/http_apps.py:server_app`, each waiting for its reply before its next turn.
@@ -11,6 +11,9 @@ turn (all threads) and the event loop thread's share, turn latency p50/p99, RSS.
 A/B runs (`PYTHONPATH=<worktree>` for the old code), py-spy (`py-spy record -p <pid>` or
 `py-spy record -- python bench/turn_profile.py ...`), cProfile (`--cprofile`) and callgrind
 (`valgrind --tool=callgrind python bench/turn_profile.py --turns 300 --warmup 100`).
+`--store-stats` adds the SQLite store's counters (commits, inline commits, fallbacks to its
+thread, checkpoints) and the duration of its inline commits (p50/p99/max, the time the event
+loop spends in one).
 """
 
 from __future__ import annotations
@@ -142,6 +145,58 @@ class Driver:
                     self.errors += 1
 
 
+class StoreStats:
+    """Counters of the SQLite store and the durations of its inline group commits."""
+
+    COUNTERS = ("group_commits", "inline_commits", "busy_fallbacks", "checkpoints",
+                "checkpoint_seconds")
+
+    def __init__(self, app: Any) -> None:
+        store = app.state.tracker_store
+        self.db = getattr(store, "_db", None)
+        self.durations: list[float] = []
+        self.cpu: list[float] = []
+        self.sizes: list[int] = []
+        self.before = self.counters()
+        commit = getattr(self.db, "_commit_inline", None)
+        if commit is not None:
+            def timed() -> None:
+                self.sizes.append(len(self.db._inline_group))  # type: ignore[union-attr]
+                started, cpu = time.perf_counter(), time.thread_time()
+                commit()
+                self.cpu.append(time.thread_time() - cpu)
+                self.durations.append(time.perf_counter() - started)
+
+            self.db._commit_inline = timed  # type: ignore[union-attr]
+
+    def counters(self) -> dict[str, float]:
+        return {name: getattr(self.db, name, 0) for name in self.COUNTERS}
+
+    def result(self) -> dict[str, Any]:
+        now = self.counters()
+        stats: dict[str, Any] = {
+            name: round(now[name] - self.before[name], 3) for name in now
+        }
+        stats["checkpoint_after"] = getattr(self.db, "checkpoint_after", None)
+        for name, values in (("inline_commit_ms", self.durations),
+                             ("inline_commit_cpu_ms", self.cpu)):
+            if values:
+                stats[name] = {
+                    "p50": round(percentile(values, 0.50) * 1000, 3),
+                    "p99": round(percentile(values, 0.99) * 1000, 3),
+                    "p999": round(percentile(values, 0.999) * 1000, 3),
+                    "max": round(max(values) * 1000, 3),
+                    "n": len(values),
+                }
+        if self.sizes:
+            stats["inline_group_appends"] = {
+                "mean": round(sum(self.sizes) / len(self.sizes), 1),
+                "p50": percentile([float(n) for n in self.sizes], 0.5),
+                "max": max(self.sizes),
+            }
+        return stats
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -158,6 +213,7 @@ async def measure(args: argparse.Namespace, model: Path, workdir: Path) -> dict[
         driver = Driver(app, args.concurrency, args.unique, f"t{os.getpid()}{int(time.time())}")
         if args.warmup:
             await driver.run(args.warmup)
+        stats = StoreStats(app) if args.store_stats else None
         profiler = cProfile.Profile() if args.cprofile else None
         wall, cpu, loop_cpu = time.perf_counter(), time.process_time(), time.thread_time()
         if profiler is not None:
@@ -181,6 +237,8 @@ async def measure(args: argparse.Namespace, model: Path, workdir: Path) -> dict[
             "rss_startup_mb": rss_startup, "rss_after_mb": rss_mb(os.getpid()),
             "load_average": [round(x, 2) for x in os.getloadavg()],
         }
+        if stats is not None:
+            result["store_stats"] = stats.result()
     return result
 
 
@@ -195,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a moodbot archive (default: train one)")
     parser.add_argument("--no-uvloop", action="store_true", help="asyncio's own loop")
     parser.add_argument("--cprofile", help="write a cProfile of the measured turns here")
+    parser.add_argument("--store-stats", action="store_true",
+                        help="the SQLite store's commit counters and inline commit durations")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
 
@@ -220,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             f"errors {result['errors']}, RSS {result['rss_startup_mb']} / "
             f"{result['rss_after_mb']} MB, load {result['load_average']}"
         )
+        if "store_stats" in result:
+            print(f"store: {result['store_stats']}")
     return 1 if result["errors"] else 0
 
 

@@ -1,23 +1,28 @@
-"""The SQL tracker store's SQLite access: the stdlib driver on one thread of its own.
+"""The SQL tracker store's SQLite access: the stdlib driver, appends committed on the event
+loop's thread, everything else on one thread of its own.
 
-Each store operation is one function run on that thread (one hop from the event loop, where
-the async driver needs four or five per statement). The thread owns one connection, so the
-process's writers queue there instead of in SQLite's busy handler.
-
-Appends are group-committed: those that arrive while the thread is busy go in together, in
-one transaction, each in a savepoint of its own (one conversation's failure rolls back only
-its rows). BEGIN and COMMIT were most of an append's cost, and the one writer thread was what
-capped a process's turns per second under concurrent conversations.
+Appends are group-committed: those of one event loop iteration go in together, in one
+transaction, each in a savepoint of its own (one conversation's failure rolls back only its
+rows). In WAL mode with synchronous=NORMAL (the default) a commit only writes the new pages
+to the WAL file, in the OS page cache, so it runs inline, as Redis writes its AOF: the thread
+hop and the GIL hand-offs it saves were most of an append's cost. What may fsync stays on the
+store's thread: the checkpoints (the inline connection never checkpoints), a commit that would
+start the WAL file afresh (the thread starts it), synchronous=FULL. An inline transaction that
+cannot start at once (another connection or process is writing) goes to the thread, which
+waits its turn in SQLite's busy handler.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
+import logging
 import pathlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -26,19 +31,35 @@ from server.trackers.session_start import ACTION_SESSION_START
 
 T = TypeVar("T")
 
+logger = logging.getLogger(__name__)
+
 Row = tuple[str, str | None, float | None, str | None, str | None, str]
 
 _COLUMNS = "sender_id, type_name, timestamp, intent_name, action_name, data"
 _INSERT_ONE = f"({', '.join('?' * 6)})"
 # SQLite limits a statement to 32,766 parameters (999 before 3.32): stay far below.
 _ROWS_PER_INSERT = 150
+# Pages the WAL file may hold before a checkpoint (16 MB; SQLite's own default is 1,000). A
+# commit's pages vary with its group (one moodbot append: 5, a group of 40: about 300), so the
+# commits between two checkpoints follow from what the last checkpoint found.
+CHECKPOINT_FRAMES = 4000
+_FIRST_CHECKPOINT_AFTER = 50  # commits
+_CHECKPOINT_AFTER_LIMITS = (8, 10_000)  # commits
+# What commits without an fsync in WAL mode; FULL and EXTRA sync the WAL at every commit.
+_INLINE_SYNCHRONOUS = ("NORMAL", "OFF")
 
 
 class SqliteDatabase:
-    """Rasa's `events` table in one SQLite file, reached from one dedicated thread."""
+    """Rasa's `events` table in one SQLite file: appends inline when they can be, the rest on
+    one dedicated thread."""
 
-    def __init__(self, path: str, busy_timeout_ms: int, synchronous: str) -> None:
+    def __init__(
+        self, path: str, busy_timeout_ms: int, synchronous: str,
+        checkpoint_frames: int = CHECKPOINT_FRAMES,
+    ) -> None:
         self.path = path
+        self.checkpoint_frames = checkpoint_frames
+        self.checkpoint_after = _FIRST_CHECKPOINT_AFTER  # commits
         self._busy_timeout_ms = busy_timeout_ms
         self._synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
@@ -46,9 +67,26 @@ class SqliteDatabase:
         self._readers = threading.local()
         self._reader_connections: list[sqlite3.Connection] = []
         self._closed = False
-        self._pending: list[_Append] = []  # appends waiting for the next group commit
+        self._pending: list[_Append] = []  # appends waiting for the thread's next group
+        # Conversations with an append pending or under way on the thread: their next append
+        # goes there too, so that a conversation's rows keep the order of its appends.
+        self._on_thread: collections.Counter[str] = collections.Counter()
         self._flushing: asyncio.Task[None] | None = None
-        self.group_commits = 0  # transactions that committed appends (for tests and stats)
+        # The event loop thread's connection (None: appends go to the thread).
+        self._inline: sqlite3.Connection | None = None
+        self._inline_opening: asyncio.Task[None] | None = None
+        self._inline_group: list[_Append] = []  # appends of this loop iteration
+        self._checkpointing: asyncio.Task[None] | None = None
+        self._diverting = False  # the checkpoint's last step: appends go to the thread
+        self._commits_since_checkpoint = 0
+        # For tests and stats: transactions that committed appends (either way), those of
+        # them committed inline, groups handed to the thread because SQLite was busy,
+        # checkpoints run and the seconds they took (appends went to the thread meanwhile).
+        self.group_commits = 0
+        self.inline_commits = 0
+        self.busy_fallbacks = 0
+        self.checkpoints = 0
+        self.checkpoint_seconds = 0.0
 
     async def run(self, function: Callable[[sqlite3.Connection], T]) -> T:
         """Runs `function(connection)` on the store's thread."""
@@ -88,6 +126,8 @@ class SqliteDatabase:
 
     async def close(self) -> None:
         def close() -> None:
+            if inline is not None:  # before the thread's, which checkpoints when last
+                inline.close()
             conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
             if conn is not None:
                 conn.close()
@@ -95,10 +135,17 @@ class SqliteDatabase:
 
         if self._closed:
             return
-        if self._flushing is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._flushing)
+        while True:  # what is under way may start more (a fallback, a checkpoint)
+            busy = [
+                asyncio.shield(task)
+                for task in (self._inline_opening, self._checkpointing, self._flushing)
+                if task is not None and not task.done()
+            ] + [asyncio.shield(append.future) for append in self._inline_group]
+            if not busy:
+                break
+            await asyncio.gather(*busy, return_exceptions=True)
         self._closed = True
+        inline, self._inline = self._inline, None
         for reader in self._reader_connections:
             # sqlite3 refuses to close another thread's connection; those end with the process.
             with contextlib.suppress(sqlite3.ProgrammingError):
@@ -109,7 +156,7 @@ class SqliteDatabase:
         finally:
             self._executor.shutdown(wait=False)
 
-    # -- operations (each one hop) ---------------------------------------------------------
+    # -- operations (each one hop to the thread, or none) -----------------------------------
 
     async def ping(self) -> None:
         await self.run(lambda conn: conn.execute("SELECT 1").fetchall())
@@ -118,13 +165,126 @@ class SqliteDatabase:
         self, sender_id: str, rows: Sequence[Row]
     ) -> tuple[int | None, list[tuple[int, str]]]:
         """Appends rows atomically (all or none): the conversation's last row id before, and
-        the (id, data) of each new row, in order. Committed with the other appends pending."""
+        the (id, data) of each new row, in order. Committed with the other appends of this
+        event loop iteration, inline when it can be, else on the store's thread."""
+        if self._inline_opening is None:
+            self._inline_opening = asyncio.get_running_loop().create_task(self._open_inline())
+        if not self._inline_opening.done():
+            await asyncio.shield(self._inline_opening)
         loop = asyncio.get_running_loop()
         append = _Append(sender_id, rows, loop.create_future())
-        self._pending.append(append)
-        if self._flushing is None:
-            self._flushing = loop.create_task(self._flush())
+        if self._inline_free() and sender_id not in self._on_thread:
+            self._inline_group.append(append)
+            if len(self._inline_group) == 1:
+                loop.call_soon(self._commit_inline)
+        else:
+            self._to_thread([append])
         return await append.future
+
+    def _inline_free(self) -> bool:
+        return self._inline is not None and not self._diverting
+
+    def _to_thread(self, appends: list[_Append]) -> None:
+        self._pending.extend(appends)
+        self._on_thread.update(append.sender_id for append in appends)
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _open_inline(self) -> None:
+        """Opens the inline connection when commits need no fsync (WAL, synchronous=NORMAL)."""
+        if self._synchronous.upper() not in _INLINE_SYNCHRONOUS:
+            return
+        try:
+            self._inline = await self.run(self._connect_inline)
+        except sqlite3.Error as error:  # the appends will report it from the thread
+            logger.debug("SQLite appends stay on the store's thread for now: %s", error)
+            self._inline_opening = None  # the next append tries again
+
+    def _connect_inline(self, conn: sqlite3.Connection) -> sqlite3.Connection | None:
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+        if str(mode).lower() != "wal":
+            return None
+        inline = sqlite3.connect(
+            self.path, timeout=0, isolation_level=None, cached_statements=64,
+            check_same_thread=False,  # opened here, used on the event loop's thread only
+        )
+        try:
+            inline.execute("PRAGMA busy_timeout=0")
+            inline.execute(f"PRAGMA synchronous={self._synchronous}")
+            # Checkpoints (they fsync the database file) only on this thread, when we say so.
+            inline.execute("PRAGMA wal_autocheckpoint=0")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            _start_wal(conn)
+        except BaseException:
+            inline.close()
+            conn.execute("PRAGMA wal_autocheckpoint=1000")
+            raise
+        return inline
+
+    def _commit_inline(self) -> None:
+        """Commits this iteration's appends on the loop's thread; busy: hands them over."""
+        group, self._inline_group = self._inline_group, []
+        conn = self._inline
+        if conn is None or not self._inline_free():
+            self._to_thread(group)
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error:  # nothing written: the thread waits out a writer, or says why
+            self.busy_fallbacks += 1
+            self._to_thread(group)
+            return
+        try:
+            outcomes = _appends(conn, group)
+            conn.execute("COMMIT")
+        except BaseException as error:  # nothing of the group committed
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            for append in group:
+                _settle(append.future, error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        self.inline_commits += 1
+        self._committed()
+        for append, outcome in zip(group, outcomes, strict=True):
+            _settle(append.future, outcome)
+
+    def _committed(self) -> None:
+        """Counts a commit; after `checkpoint_after` of them, checkpoints on the thread."""
+        self.group_commits += 1
+        self._commits_since_checkpoint += 1
+        if (
+            self._commits_since_checkpoint >= self.checkpoint_after
+            and self._inline is not None
+            and self._checkpointing is None
+        ):
+            self._checkpointing = asyncio.get_running_loop().create_task(
+                self._checkpoint(self._commits_since_checkpoint)
+            )
+            self._commits_since_checkpoint = 0
+
+    async def _checkpoint(self, commits: int) -> None:
+        """While it runs, appends go to the thread, after it: with no writer of this process
+        meanwhile, it copies all of the WAL, and the thread starts the WAL afresh (an inline
+        commit into a wholly copied WAL would restart it itself, and fsync it)."""
+        self._diverting = True
+        started = time.perf_counter()
+        try:
+            frames = await self.run(_checkpoint)
+            self.checkpoints += 1
+            self.checkpoint_seconds += time.perf_counter() - started
+            low, high = _CHECKPOINT_AFTER_LIMITS
+            if frames > 0:
+                self.checkpoint_after = max(
+                    low, min(high, commits * self.checkpoint_frames // frames)
+                )
+        except sqlite3.Error as error:  # the next one will try again
+            logger.warning("SQLite checkpoint of %s failed: %s", self.path, error)
+        finally:
+            self._diverting = False
+            self._checkpointing = None
 
     async def _flush(self) -> None:
         """Commits the pending appends, a group at a time, until none is left."""
@@ -134,19 +294,27 @@ class SqliteDatabase:
                 try:
                     outcomes = await self.run(functools.partial(_commit_group, group))
                 except BaseException as error:  # nothing of the group committed
-                    for append in group:
-                        _settle(append.future, error)
+                    self._thread_done(group, [error] * len(group))
                     if not isinstance(error, Exception):
                         raise
                     continue
-                self.group_commits += 1
-                for append, outcome in zip(group, outcomes, strict=True):
-                    _settle(append.future, outcome)
+                self._committed()
+                self._thread_done(group, outcomes)
         finally:
             self._flushing = None
             for append in self._pending:  # only when the loop is going away
                 _settle(append.future, sqlite3.OperationalError("the store is closing"))
             self._pending = []
+            self._on_thread.clear()
+
+    def _thread_done(self, group: list[_Append], outcomes: Sequence[Any]) -> None:
+        for append, outcome in zip(group, outcomes, strict=True):
+            left = self._on_thread[append.sender_id] - 1
+            if left > 0:
+                self._on_thread[append.sender_id] = left
+            else:
+                del self._on_thread[append.sender_id]
+            _settle(append.future, outcome)
 
     async def replace(self, sender_id: str, rows: Sequence[Row]) -> None:
         def replace(conn: sqlite3.Connection) -> None:
@@ -210,6 +378,29 @@ def _write(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
         raise
     conn.execute("COMMIT")
     return result
+
+
+def _checkpoint(conn: sqlite3.Connection) -> int:
+    """Copies the WAL into the database file; when all of it was, starts the WAL afresh.
+    Returns how many pages the WAL held."""
+    busy, wal_frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    if not busy and wal_frames == copied:
+        _start_wal(conn)
+    return max(0, int(wal_frames))
+
+
+def _start_wal(conn: sqlite3.Connection) -> None:
+    """The first commit into an empty or fully checkpointed WAL rewrites its header and
+    fsyncs it: this thread does that commit (a page-1 write that changes nothing), so that
+    the inline commits after it only add frames."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        conn.execute(f"PRAGMA user_version={int(version)}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 class _Append:

@@ -1,0 +1,229 @@
+"""SQLite appends committed on the event loop's thread keep the store's guarantees: all or
+nothing per append, a refused append fails alone, a writer in another process is waited for
+(on the store's thread) and seen, and the WAL file is checkpointed and reused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+from test_tracker_stores import session_start, user
+
+from server.trackers.factory import create_tracker_store
+from server.trackers.sql_store import SqlTrackerStore, _row
+from server.trackers.sqlite_database import SqliteDatabase
+
+
+def sqlite_store(path: Path) -> SqlTrackerStore:
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(path)})
+    assert isinstance(store, SqlTrackerStore)
+    return store
+
+
+def database_of(store: SqlTrackerStore) -> SqliteDatabase:
+    assert isinstance(store._db, SqliteDatabase)
+    return store._db
+
+
+def file_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def wal_frames(path: Path) -> int:
+    """Frames in the database's WAL file now (what a checkpoint would have to copy)."""
+    with sqlite3.connect(path) as conn:
+        _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(frames)
+
+
+def count_rows(path: Path, sender_id: str) -> int:
+    with sqlite3.connect(path) as conn:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM events WHERE sender_id = ?", (sender_id,)
+        ).fetchone()
+    return int(count)
+
+
+# Holds SQLite's write lock (one uncommitted row) until told to commit, in another process.
+WRITER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+conn.execute(
+    "INSERT INTO events (sender_id, type_name, timestamp, data)"
+    " VALUES ('other', 'user', 1.0, ?)", (sys.argv[2],),
+)
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("COMMIT")
+print("committed", flush=True)
+"""
+
+
+async def test_the_appends_of_one_loop_iteration_commit_inline_in_one_transaction(
+    tmp_path: Path,
+) -> None:
+    store = sqlite_store(tmp_path / "i.db")
+    try:
+        await store.append("warm", session_start(0.0))
+        database = database_of(store)
+        inline_before = database.inline_commits
+
+        await asyncio.gather(*(store.append(f"c{n}", [user(f"m{n}", 1.0)]) for n in range(30)))
+
+        assert database.inline_commits == inline_before + 1
+        for n in range(30):
+            assert await store.load(f"c{n}") == [user(f"m{n}", 1.0)]
+    finally:
+        await store.close()
+
+
+async def test_a_refused_append_fails_alone_in_its_inline_group(tmp_path: Path) -> None:
+    store = sqlite_store(tmp_path / "r.db")
+    try:
+        await store.append("good", session_start(0.0))
+        database = database_of(store)
+        inline_before = database.inline_commits
+        good_row = ("good", "user", 9.0, "greet", None, '{"event": "user"}')
+        bad_row = ("bad", None, 9.0, None, None, "{}")  # type_name is NOT NULL
+
+        results = await asyncio.gather(
+            database.insert("good", [good_row, good_row]),
+            database.insert("bad", [good_row, bad_row]),
+            return_exceptions=True,
+        )
+
+        assert database.inline_commits == inline_before + 1
+        assert isinstance(results[1], sqlite3.IntegrityError)
+        assert not isinstance(results[0], BaseException)
+        previous_id, written = results[0]
+        assert previous_id is not None and len(written) == 2
+        assert count_rows(tmp_path / "r.db", "good") == len(session_start(0.0)) + 2
+        assert count_rows(tmp_path / "r.db", "bad") == 0  # not even its good row
+    finally:
+        await store.close()
+
+
+async def test_a_writer_in_another_process_sends_appends_to_the_thread_and_none_is_lost(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "x.db"
+    store = sqlite_store(path)
+    other_event = user("from the other process", 1.0)
+    try:
+        await store.append("warm", session_start(0.0))
+        database = database_of(store)
+        writer = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", WRITER, str(path), _row("other", other_event)[5],
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        assert writer.stdin is not None and writer.stdout is not None
+        assert await writer.stdout.readline() == b"locked\n"
+        fallbacks_before = database.busy_fallbacks
+
+        appends = asyncio.gather(
+            *(store.append(f"c{n}", [user(f"m{n}", 2.0)]) for n in range(20))
+        )
+        await asyncio.sleep(0.3)
+        assert not appends.done()  # waiting for the other process, off the event loop
+        assert database.busy_fallbacks > fallbacks_before
+        writer.stdin.write(b"commit\n")
+        assert await writer.stdout.readline() == b"committed\n"
+        await appends
+        assert await writer.wait() == 0
+
+        for n in range(20):
+            assert await store.load(f"c{n}") == [user(f"m{n}", 2.0)]
+        assert await store.load("other") == [other_event]
+        inline_before = database.inline_commits
+        await store.append("c0", [user("again", 3.0)])
+        assert database.inline_commits == inline_before + 1  # inline again once it is free
+    finally:
+        await store.close()
+
+
+async def test_a_conversation_waiting_on_the_thread_keeps_the_order_of_its_appends(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "o.db"
+    store = sqlite_store(path)
+    try:
+        await store.append("warm", session_start(0.0))
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        first = asyncio.ensure_future(store.append("alice", [user("first", 1.0)]))
+        await asyncio.sleep(0.3)  # busy inline: on the thread, asleep in the busy handler
+        blocker.execute("COMMIT")
+        blocker.close()
+        # The write lock is free at once, the thread notices later: the second append must
+        # not commit inline before the first.
+        second = asyncio.ensure_future(store.append("alice", [user("second", 2.0)]))
+        await asyncio.gather(first, second)
+
+        with sqlite3.connect(path) as conn:
+            texts = [
+                json.loads(data)["text"]
+                for (data,) in conn.execute(
+                    "SELECT data FROM events WHERE sender_id = 'alice' ORDER BY id"
+                )
+            ]
+        assert texts == ["first", "second"]
+    finally:
+        await store.close()
+
+
+async def test_checkpoints_run_and_the_wal_file_is_reused_instead_of_growing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "w.db"
+    wal = Path(f"{path}-wal")
+    store = sqlite_store(path)
+    try:
+        await store.append("warm", session_start(0.0))
+        database = database_of(store)
+        database.checkpoint_after = 10  # commits, until the first checkpoint has counted pages
+        database.checkpoint_frames = 50  # about 10 commits of one append each
+        for turn in range(10):
+            await store.append(f"c{turn % 7}", [user(f"m{turn}", float(turn))])
+            if database._checkpointing is not None:
+                await database._checkpointing
+                break
+        # The checkpoint copied the whole WAL and the store's thread started it afresh with
+        # one commit of its own, so no inline commit has to (that commit fsyncs the WAL).
+        assert database.checkpoints == 1
+        assert wal_frames(path) == 1
+        for turn in range(10, 60):
+            await store.append(f"c{turn % 7}", [user(f"m{turn}", float(turn))])
+        size_after_60 = file_size(wal)
+        for turn in range(60, 600):
+            await store.append(f"c{turn % 7}", [user(f"m{turn}", float(turn))])
+
+        assert database.checkpoints >= 10, database.checkpoint_after
+        # Reused from its start after each checkpoint, the WAL stays at the size of one cycle
+        # (give or take a few pages); had it not started afresh it would be ten times larger.
+        assert file_size(wal) <= 2 * size_after_60
+        assert database.inline_commits >= 500
+        for sender in range(7):
+            assert len(await store.load(f"c{sender}") or []) in (85, 86)
+    finally:
+        await store.close()
+    assert file_size(wal) == 0  # the last connection to close checkpointed it
+
+
+async def test_synchronous_full_commits_on_the_store_thread(tmp_path: Path) -> None:
+    path = tmp_path / "f.db"
+    store = sqlite_store(path)
+    await store.append("warm", session_start(0.0))  # creates the table
+    await store.close()
+    database = SqliteDatabase(str(path), busy_timeout_ms=1000, synchronous="FULL")
+    try:
+        rows = [(sender, "user", 1.0, "greet", None, '{"event": "user"}') for sender in "ab"]
+        await asyncio.gather(database.insert("a", rows[:1]), database.insert("b", rows[1:]))
+        assert database.group_commits == 1
+        assert database.inline_commits == 0
+        assert count_rows(path, "a") == count_rows(path, "b") == 1
+    finally:
+        await database.close()
