@@ -3,6 +3,8 @@ L2-normalised, as one sparse sentence-level feature block."""
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from collections import Counter
 from pathlib import Path
@@ -15,6 +17,8 @@ from server.nlu.message import Message
 from server.nlu.state_files import expect, read_array, read_json, write_array, write_json
 
 _ANALYZERS = ("word", "char", "char_wb")
+# Distinct words whose char_wb columns a featurizer remembers (a tuple of ints each).
+WORD_CACHE_SIZE = 2048
 
 
 class CountVectorsFeaturizer:
@@ -38,6 +42,8 @@ class CountVectorsFeaturizer:
         self.vocabulary_: dict[str, int] = {}
         self.idf_: np.ndarray = np.zeros(0, dtype=np.float32)
         self._idf: list[float] = []
+        # char_wb n-grams never cross a word: a word's columns are looked up once.
+        self._word_columns = functools.lru_cache(WORD_CACHE_SIZE)(self._columns_of_word)
 
     @property
     def width(self) -> int:
@@ -59,16 +65,26 @@ class CountVectorsFeaturizer:
                     grams.extend([" ".join(words[i : i + n]) for i in range(count - n + 1)])
         elif self.analyzer == "char_wb":
             for word in words:
-                padded = f" {word} "
-                size = len(padded)
-                for n in range(low, min(high, size) + 1):
-                    grams.extend([padded[i : i + n] for i in range(size - n + 1)])
+                grams.extend(self._word_grams(word))
         else:
             text = " ".join(words)
             size = len(text)
             for n in range(low, high + 1):
                 grams.extend([text[i : i + n] for i in range(size - n + 1)])
         return grams
+
+    def _word_grams(self, word: str) -> list[str]:
+        padded = f" {word} "
+        size = len(padded)
+        grams: list[str] = []
+        for n in range(self.min_ngram, min(self.max_ngram, size) + 1):
+            grams.extend([padded[i : i + n] for i in range(size - n + 1)])
+        return grams
+
+    def _columns_of_word(self, word: str) -> tuple[int, ...]:
+        """The vocabulary columns of a word's char_wb n-grams, once per n-gram."""
+        found = map(self.vocabulary_.get, self._word_grams(word))
+        return tuple(column for column in found if column is not None)
 
     def train(self, messages: list[Message], data: Any) -> None:
         doc_freq: Counter[str] = Counter()
@@ -81,6 +97,7 @@ class CountVectorsFeaturizer:
         )
         kept = sorted(g for g, c in doc_freq.items() if c >= min_count)
         self.vocabulary_ = {g: i for i, g in enumerate(kept)}
+        self._word_columns.cache_clear()
         df = np.array([doc_freq[g] for g in kept], dtype=np.float64)
         self.idf_ = (np.log((1.0 + n_docs) / (1.0 + df)) + 1.0).astype(np.float32)
         self._idf = self.idf_.tolist()
@@ -88,6 +105,13 @@ class CountVectorsFeaturizer:
             message.blocks.append(self._weigh(grams))
 
     def process(self, message: Message) -> None:
+        if self.analyzer == "char_wb":
+            words = [t.text for t in message.tokens]
+            if self.lowercase:
+                words = [w.lower() for w in words]
+            columns = itertools.chain.from_iterable(map(self._word_columns, words))
+            message.blocks.append(self._weights(Counter(columns)))
+            return
         message.blocks.append(self._weigh(self.ngrams(message)))
 
     def _weigh(self, grams: list[str]) -> tuple[list[int], list[float], int]:
@@ -98,6 +122,10 @@ class CountVectorsFeaturizer:
             index = vocabulary.get(gram)
             if index is not None:
                 counts[index] = count
+        return self._weights(counts)
+
+    def _weights(self, counts: dict[int, int]) -> tuple[list[int], list[float], int]:
+        """Sublinear TF-IDF, L2-normalised, of the column counts, by column."""
         if not counts:
             return [], [], self.width
         indices = sorted(counts)
@@ -126,6 +154,7 @@ class CountVectorsFeaturizer:
         if not all(isinstance(g, str) for g in grams):
             raise ModelError(f"{name}: vocabulary must hold strings")
         featurizer.vocabulary_ = {g: i for i, g in enumerate(grams)}
+        featurizer._word_columns.cache_clear()
         idf = read_array(directory, f"{prefix}idf.npy", np.float32, ndim=1)
         if len(idf) != len(grams):
             raise ModelError(f"{name}: vocabulary and IDF sizes differ")
