@@ -59,6 +59,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_PREDICTIONS = int(os.environ.get("MAX_NUMBER_OF_PREDICTIONS", "10"))
 # Distinct message texts whose parse a model remembers (about 1 KB each).
 PARSE_MEMO_SIZE = 1024
+# Hashes of texts parsed once, kept until this many: a parse is remembered when its text
+# comes a second time, so a stream of texts that never repeat adds no entries.
+PARSE_CANDIDATES_SIZE = 4096
 
 
 class NLU(Protocol):
@@ -86,6 +89,7 @@ class DialogueModel:
     parses: Memo[str, bytes] = field(
         default_factory=lambda: Memo(PARSE_MEMO_SIZE), repr=False, compare=False
     )
+    parse_candidates: set[int] = field(default_factory=set, repr=False, compare=False)
 
 
 @dataclass
@@ -141,7 +145,14 @@ class Processor:
         if cached is not None:
             return orjson.loads(cached)  # type: ignore[no-any-return]
         parsed = model.nlu.parse(text, message_id=message_id, metadata=metadata)
-        _remember_parse(model.parses, text, parsed)
+        candidates, key = model.parse_candidates, hash(text)
+        if key in candidates:
+            candidates.discard(key)
+            _remember_parse(model.parses, text, parsed)
+        else:
+            if len(candidates) >= PARSE_CANDIDATES_SIZE:
+                candidates.clear()
+            candidates.add(key)
         return parsed
 
     async def parse_off_loop_if_blocking(

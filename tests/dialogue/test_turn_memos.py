@@ -46,11 +46,24 @@ def test_a_repeated_text_parses_as_the_pipeline_does_and_each_caller_owns_its_co
     assert model.nlu is not None
     fresh = model.nlu.parse("I am feeling very sad")
     first = Processor.parse(model, "I am feeling very sad")
-    second = Processor.parse(model, "I am feeling very sad")
-    assert first == second == fresh
-    second["intent"]["name"] = "changed by a caller"
-    second.setdefault("metadata", {})["channel"] = "rest"
+    second = Processor.parse(model, "I am feeling very sad")  # remembered from here on
+    third = Processor.parse(model, "I am feeling very sad")
+    assert first == second == third == fresh
+    for parsed in (second, third):
+        parsed["intent"]["name"] = "changed by a caller"
+        parsed.setdefault("metadata", {})["channel"] = "rest"
     assert Processor.parse(model, "I am feeling very sad") == fresh
+
+
+def test_a_parse_is_remembered_only_when_its_text_comes_back(bot_models: BotModels) -> None:
+    model = bot_models["moodbot"]
+    before = len(model.parses)
+    for n in range(200):
+        Processor.parse(model, f"hello number {n}")
+    assert len(model.parses) == before  # texts that never repeat add no entries
+    Processor.parse(model, "hello number 7")
+    assert len(model.parses) == before + 1
+    assert Processor.parse(model, "hello number 7") == model.nlu.parse("hello number 7")  # type: ignore[union-attr]
 
 
 def test_a_pipeline_with_duckling_is_parsed_every_time(bot_models: BotModels) -> None:
