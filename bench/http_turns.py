@@ -744,6 +744,28 @@ def measure_workers(
         key: _median_split([p["cpu_ms_per_request"] for p in points])
         for key, points in runs.items()
     }
+    out["cpu_bound"] = cpu_bound_scaling(out["cpu_ms_per_request_median"])
+    return out
+
+
+def cpu_bound_scaling(splits: dict[str, dict[str, float]], cores: int = 2) -> dict[str, float]:
+    """The throughput the CPU split allows on otherwise idle cores, and the scaling from it.
+
+    N workers cannot exceed N / (server CPU per request) (each is one Python thread), nor
+    the cores / (CPU per request of everything the run needs: server, PostgreSQL, Redis,
+    load generator). Other users of the machine drop out, so this is steadier than the
+    measured throughput on a shared machine.
+    """
+    out: dict[str, float] = {}
+    for key, split in splits.items():
+        workers = int(key.rsplit("_w", 1)[1])
+        ours = sum(split[part] for part in ("server", "postgres", "redis", "load_generator"))
+        threads = workers * 1000 / max(split["server"], 1e-9)
+        out[f"{key}_per_s"] = round(min(threads, cores * 1000 / max(ours, 1e-9)), 1)
+    bare = out["bare_w2_per_s"] / max(out["bare_w1_per_s"], 1e-9)
+    server = out["server_w2_per_s"] / max(out["server_w1_per_s"], 1e-9)
+    out.update(bare_scaling=round(bare, 3), server_scaling=round(server, 3),
+               relative_scaling=round(server / bare, 3))
     return out
 
 
@@ -820,6 +842,11 @@ def print_table(report: dict[str, Any]) -> None:
         print("  median CPU ms per request (turn) by process group over the measured runs:")
         for key, split in w["cpu_ms_per_request_median"].items():
             print(f"    {key:<10} " + _fmt_split({"cpu_ms_per_request": split}))
+        bound = w["cpu_bound"]
+        print(f"  on idle cores the CPU split allows: bare {bound['bare_w1_per_s']:.0f} -> "
+              f"{bound['bare_w2_per_s']:.0f}/s (x{bound['bare_scaling']}), pg+redis "
+              f"{bound['server_w1_per_s']:.0f} -> {bound['server_w2_per_s']:.0f}/s "
+              f"(x{bound['server_scaling']}); relative {bound['relative_scaling']}")
         for key in ("server_w1", "server_w2"):
             counts = w[key].get("per_request")
             if counts:
