@@ -10,6 +10,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
+from test_sql_tracker_store import _create_rasa_sqlite_db
 from test_tracker_stores import session_start, user
 
 from server.trackers.factory import create_tracker_store
@@ -77,6 +79,36 @@ async def test_the_appends_of_one_loop_iteration_commit_inline_in_one_transactio
         assert database.inline_commits == inline_before + 1
         for n in range(30):
             assert await store.load(f"c{n}") == [user(f"m{n}", 1.0)]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("made_by", ["botserver", "rasa"])  # AUTOINCREMENT, or not
+async def test_an_append_reports_the_ids_its_rows_were_given(made_by: str, tmp_path: Path) -> None:
+    path = tmp_path / "ids.db"
+    if made_by == "rasa":
+        _create_rasa_sqlite_db(path, rows=[])
+    store = sqlite_store(path)
+    try:
+        await store.append("warm", session_start(0.0))
+        database = database_of(store)
+        await store.delete("warm")  # the largest id is gone: AUTOINCREMENT does not reuse it
+        appends = {
+            f"c{n}": [_row(f"c{n}", user(f"m{n}-{i}", float(i))) for i in range(n + 1)]
+            for n in range(5)
+        }
+        results = await asyncio.gather(
+            *(database.insert(sender, rows) for sender, rows in appends.items())
+        )
+
+        with sqlite3.connect(path) as conn:
+            for (sender, rows), (previous, written) in zip(appends.items(), results, strict=True):
+                stored = conn.execute(
+                    "SELECT id, data FROM events WHERE sender_id = ? ORDER BY id", (sender,)
+                ).fetchall()
+                assert previous is None
+                assert written == stored
+                assert [data for _, data in written] == [row[5] for row in rows]
     finally:
         await store.close()
 
