@@ -1,7 +1,8 @@
 """Benchmark the NLU pipeline on SNIPS, BANKING77 and HWU64 (standard test splits):
 intent accuracy, entity F1, training time and parse latency.
 
-    python bench/nlu.py [--datasets snips,banking77,hwu64] [--pipeline sparse|dense|static]
+    python bench/nlu.py [--datasets snips,banking77,hwu64]
+                        [--pipeline sparse|dense|static|entity_types]
                         [--split test|valid|cv] [--folds K] [--limit N]
                         [--out bench/results/nlu.json]
 
@@ -9,7 +10,8 @@ intent accuracy, entity F1, training time and parse latency.
 `--split cv` runs stratified K-fold cross-validation on the train split (seed 0; for tuning
 where one validation sentence is too coarse a step);
 `--pipeline dense` adds the DenseFeaturizer and `--pipeline static` the
-StaticEmbeddingFeaturizer (both need `pip install '.[dense]'`); `--limit N`
+StaticEmbeddingFeaturizer (both need `pip install '.[dense]'`), `--pipeline entity_types`
+the EntityTypeFeaturizer (jackknifed CRF entity types for the classifier); `--limit N`
 keeps an evenly spread subset of at most N examples per split (quick checks only).
 """
 
@@ -65,7 +67,19 @@ PIPELINE: list[dict] = [
 DENSE_PIPELINE = PIPELINE[:4] + [{"name": "DenseFeaturizer"}] + PIPELINE[4:]
 # The same with MiniLM distilled into a token table: no transformer at parse time.
 STATIC_PIPELINE = PIPELINE[:4] + [{"name": "StaticEmbeddingFeaturizer"}] + PIPELINE[4:]
-PIPELINES = {"sparse": PIPELINE, "dense": DENSE_PIPELINE, "static": STATIC_PIPELINE}
+# The CRF first, then the words with its entities replaced by their types for the classifier.
+ENTITY_TYPES_PIPELINE = PIPELINE[:4] + [
+    {"name": "DIETClassifier", "intent_classification": False},
+    {"name": "EntityTypeFeaturizer"},
+    {"name": "DIETClassifier", "entity_recognition": False},
+    {"name": "EntitySynonymMapper"},
+]
+PIPELINES = {
+    "sparse": PIPELINE,
+    "dense": DENSE_PIPELINE,
+    "static": STATIC_PIPELINE,
+    "entity_types": ENTITY_TYPES_PIPELINE,
+}
 
 
 def subset(data: NLUTrainingData, limit: int | None) -> NLUTrainingData:

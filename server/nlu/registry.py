@@ -11,6 +11,7 @@ from server.nlu.count_vectors import CountVectorsFeaturizer
 from server.nlu.crf_extractor import CRFEntityExtractor
 from server.nlu.dense_featurizer import INSTALL_HINT, DenseFeaturizer, dense_available
 from server.nlu.duckling import DucklingEntityExtractor
+from server.nlu.entity_types import EntityTypeFeaturizer
 from server.nlu.fallback import FallbackClassifier
 from server.nlu.intent_classifier import IntentClassifier
 from server.nlu.lexical_syntactic import LexicalSyntacticFeaturizer
@@ -30,6 +31,7 @@ COMPONENTS: dict[str, type] = {
     "CountVectorsFeaturizer": CountVectorsFeaturizer,
     "DenseFeaturizer": DenseFeaturizer,
     "StaticEmbeddingFeaturizer": StaticEmbeddingFeaturizer,
+    "EntityTypeFeaturizer": EntityTypeFeaturizer,
     "IntentClassifier": IntentClassifier,
     "CRFEntityExtractor": CRFEntityExtractor,
     "RegexEntityExtractor": RegexEntityExtractor,
@@ -46,6 +48,7 @@ FEATURIZERS = {
     "CountVectorsFeaturizer",
     "DenseFeaturizer",
     "StaticEmbeddingFeaturizer",
+    "EntityTypeFeaturizer",
 }
 
 # Dense featurizers we cannot run map to sparse word and character n-grams; the transformer

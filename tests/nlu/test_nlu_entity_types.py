@@ -1,0 +1,121 @@
+"""The EntityTypeFeaturizer: entity types in context for the intent classifier, learned from
+jackknifed CRF predictions."""
+
+from pathlib import Path
+
+from server.nlu.entity_types import EntityTypeFeaturizer, jackknife_entities, typed_words
+from server.nlu.message import Message
+from server.nlu.pipeline import NLUPipeline
+from server.nlu.tokenizer import tokenize
+from server.training.nlu_yaml import read_nlu_yaml
+
+
+def test_each_entity_span_becomes_one_type_word():
+    text = "play the weeknd on spotify and deezer now"
+    entities = [
+        {"entity": "artist", "start": 5, "end": 15},
+        {"entity": "service", "start": 19, "end": 26},
+        {"entity": "service", "start": 31, "end": 37},
+    ]
+    assert typed_words(tokenize(text), entities) == [
+        "play",
+        "@artist",
+        "on",
+        "@service",
+        "and",
+        "@service",
+        "now",
+    ]
+
+
+# Odd and even examples put different entity types in the same context: a CRF that never
+# saw a sentence tags it with the other parity's type.
+ALTERNATING = "\n".join(
+    f"    - play [{'foo' if i % 2 == 0 else 'bar'}]({'artist' if i % 2 == 0 else 'track'}) now"
+    for i in range(12)
+)
+JACKKNIFE_DATA = f"""
+nlu:
+- intent: play
+  examples: |
+{ALTERNATING}
+"""
+
+
+def test_training_entities_come_from_a_crf_that_did_not_see_the_sentence():
+    data = read_nlu_yaml(JACKKNIFE_DATA)
+    messages = [Message(e.text, tokenize(e.text)) for e in data.examples]
+    found = jackknife_entities(messages, data, folds=2, crf_config={})
+    types = [[e["entity"] for e in entities] for entities in found]
+    assert types == [["track"] if i % 2 == 0 else ["artist"] for i in range(12)]
+
+
+DATA = """
+nlu:
+- intent: find_movie
+  examples: |
+    - find [the matrix](movie_name)
+    - when is [alien](movie_name) showing
+    - find [heat](movie_name) at the cinema
+    - i want to see [up](movie_name)
+    - find times for [jaws](movie_name)
+    - when does [the thing](movie_name) start
+- intent: find_book
+  examples: |
+    - find [emma](book_name)
+    - find the novel [dune](book_name)
+    - i want to read [it](book_name)
+    - find [ulysses](book_name) please
+    - where can i get [beloved](book_name)
+    - find a copy of [persuasion](book_name)
+- intent: greet
+  examples: |
+    - hello there
+    - good morning
+"""
+
+PIPELINE = [
+    {"name": "WhitespaceTokenizer"},
+    {"name": "CountVectorsFeaturizer"},
+    {"name": "CRFEntityExtractor"},
+    {"name": "EntityTypeFeaturizer", "folds": 3},
+    {"name": "LogisticRegressionClassifier"},
+]
+
+
+def test_the_classifier_reads_the_type_block_and_it_survives_persistence(tmp_path: Path):
+    pipeline = NLUPipeline.train(read_nlu_yaml(DATA), PIPELINE)
+    featurizer = next(c for k, c in pipeline._components if k == "EntityTypeFeaturizer")
+    classifier = next(c for k, c in pipeline._components if k == "IntentClassifier")
+    words = next(c for k, c in pipeline._components if k == "CountVectorsFeaturizer")
+    assert featurizer.vectors_ is not None and featurizer.vectors_.width > 0
+    assert classifier.model_.weights.shape[0] == words.width + featurizer.vectors_.width
+    message = Message("find jaws", tokenize("find jaws"))
+    message.entities = [{"entity": "movie_name", "start": 5, "end": 9}]
+    featurizer.process(message)
+    indices, values, width = message.blocks[-1]
+    assert width == featurizer.vectors_.width and indices and values
+    pipeline.persist(tmp_path)
+    reloaded = NLUPipeline.load(tmp_path)
+    for text in ("find heat", "find the novel emma", "hello there"):
+        assert reloaded.parse(text) == pipeline.parse(text)
+
+
+def test_idle_without_entities():
+    data = read_nlu_yaml(
+        """
+nlu:
+- intent: greet
+  examples: |
+    - hello there
+- intent: bye
+  examples: |
+    - see you
+"""
+    )
+    featurizer = EntityTypeFeaturizer({})
+    messages = [Message(e.text, tokenize(e.text)) for e in data.examples]
+    featurizer.train(messages, data)
+    assert featurizer.vectors_ is None and all(not m.blocks for m in messages)
+    pipeline = NLUPipeline.train(data, PIPELINE)
+    assert pipeline.parse("hello there")["intent"]["name"] == "greet"
