@@ -61,7 +61,7 @@ DEFAULT_MAX_PREDICTIONS = int(os.environ.get("MAX_NUMBER_OF_PREDICTIONS", "10"))
 PARSE_MEMO_SIZE = 1024
 # Hashes of texts parsed once, kept until this many: a parse is remembered when its text
 # comes a second time, so a stream of texts that never repeat adds no entries.
-PARSE_CANDIDATES_SIZE = 4096
+PARSE_CANDIDATES_SIZE = 1024
 
 
 class NLU(Protocol):

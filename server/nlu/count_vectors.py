@@ -18,7 +18,7 @@ from server.nlu.state_files import expect, read_array, read_json, write_array, w
 
 _ANALYZERS = ("word", "char", "char_wb")
 # Distinct words whose char_wb columns a featurizer remembers (a tuple of ints each).
-WORD_CACHE_SIZE = 2048
+WORD_CACHE_SIZE = 512
 
 
 class CountVectorsFeaturizer:
