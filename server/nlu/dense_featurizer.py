@@ -154,6 +154,28 @@ class SentenceEncoder:
             out[first : first + len(batch)] = hidden.mean(axis=1)
         return out
 
+    def phrase_states(self, phrases: list[tuple[int, ...]]) -> list[np.ndarray]:
+        """For each token-id sequence run as "[CLS] phrase [SEP]", the output states of its
+        own tokens, (len(phrase), WIDTH) float32; short phrases, large length-sorted batches."""
+        out: list[np.ndarray] = [np.zeros((0, WIDTH), np.float32)] * len(phrases)
+        cls_id, sep_id = self._tokenizer.token_to_id("[CLS]"), self._tokenizer.token_to_id("[SEP]")
+        order = sorted(range(len(phrases)), key=lambda i: len(phrases[i]))
+        for first in range(0, len(order), TOKEN_BATCH_SIZE):
+            batch = order[first : first + TOKEN_BATCH_SIZE]
+            length = max(len(phrases[i]) for i in batch) + 2
+            ids = np.zeros((len(batch), length), dtype=np.int64)
+            mask = np.zeros((len(batch), length), dtype=np.int64)
+            for row, i in enumerate(batch):
+                ids[row, : len(phrases[i]) + 2] = (cls_id, *phrases[i], sep_id)
+                mask[row, : len(phrases[i]) + 2] = 1
+            (hidden,) = self._session.run(
+                ["last_hidden_state"],
+                {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
+            )
+            for row, i in enumerate(batch):
+                out[i] = hidden[row, 1 : len(phrases[i]) + 1]
+        return out
+
 
 _encoders: dict[int, SentenceEncoder] = {}
 _encoders_lock = threading.Lock()

@@ -1,10 +1,13 @@
 """StaticEmbeddingFeaturizer: MiniLM distilled into a table of WordPiece-token vectors at
-training time (model2vec-style), averaged per sentence at parse time: a dense feature block
-for tens of microseconds, no transformer at parse time (the `dense` extra)."""
+training time (model2vec-style, moved towards the tokens' states in the training data's
+frequent word pairs), averaged per sentence at parse time: a dense feature block for tens
+of microseconds, no transformer at parse time (the `dense` extra)."""
 
 from __future__ import annotations
 
 import functools
+import itertools
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,17 @@ SIF_A = 1e-3
 # The table's principal components kept: fewer columns make the classifier train and score
 # faster at no cost in validation accuracy (docs/benchmarks.md, NLU).
 DIMENSIONS = 128
+# `context: bigrams`: every pair of adjacent words seen at least BIGRAM_MIN_COUNT times in
+# training runs through MiniLM as "[CLS] w1 w2 [SEP]", giving each of its tokens an output
+# state in context. The static vectors are mapped into that space by a ridge regression
+# (penalty RIDGE) fitted on the tokens that have both; a token's row is then its
+# contextual mean shrunk towards its mapped static vector, (n x mean + SHRINK x mapped) /
+# (n + SHRINK) over n occurrences, so that rare contexts move it less. Fixed on the
+# validation splits (docs/benchmarks.md, NLU).
+CONTEXTS = ("bigrams", "none")
+BIGRAM_MIN_COUNT = 2
+RIDGE = 100.0
+SHRINK = 2.0
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,6 +63,50 @@ def _token_ids(texts: list[str]) -> list[list[int]]:
     if len(texts) == 1:
         return [_tokenizer().encode(texts[0], add_special_tokens=False).ids]
     return [e.ids for e in _tokenizer().encode_batch(texts, add_special_tokens=False)]
+
+
+def _words(texts: list[str]) -> list[list[tuple[int, ...]]]:
+    """Each sentence as its words, a word being the token ids of its WordPiece pieces."""
+    sentences = []
+    for encoding in _tokenizer().encode_batch(texts, add_special_tokens=False):
+        words: dict[int, list[int]] = {}
+        for token, word in zip(encoding.ids, encoding.word_ids, strict=True):
+            words.setdefault(-1 if word is None else word, []).append(token)
+        sentences.append([tuple(pieces) for pieces in words.values()])
+    return sentences
+
+
+def bigram_counts(texts: list[str]) -> Counter[tuple[int, ...]]:
+    """How often each pair of adjacent words occurs, as the token ids of both words."""
+    return Counter(a + b for words in _words(texts) for a, b in itertools.pairwise(words))
+
+
+def contextual_rows(
+    token_ids: np.ndarray, static: np.ndarray, phrases: dict[tuple[int, ...], float], encoder: Any
+) -> np.ndarray:
+    """Rows of `token_ids` in context: the static rows mapped by ridge regression into the
+    space of the tokens' output states in the weighted `phrases`, and each token's mean
+    state over its occurrences blended in by their number (SHRINK, RIDGE above)."""
+    rows = {int(token): row for row, token in enumerate(token_ids)}
+    sums = np.zeros(static.shape, np.float64)
+    weights = np.zeros(len(token_ids), np.float64)
+    keys = [p for p in phrases if all(t in rows for t in p)]
+    for phrase, states in zip(keys, encoder.phrase_states(keys), strict=True):
+        index = [rows[t] for t in phrase]
+        np.add.at(sums, index, states * phrases[phrase])
+        np.add.at(weights, index, phrases[phrase])
+    seen = weights > 0
+    if not seen.any():
+        return static
+    static = static.astype(np.float64)
+    contextual = sums[seen] / weights[seen, None]
+    x_mean, y_mean = static[seen].mean(axis=0), contextual.mean(axis=0)
+    x = static[seen] - x_mean
+    mapping = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ (contextual - y_mean))
+    out = (static - x_mean) @ mapping + y_mean
+    n = weights[seen, None]
+    out[seen] = (sums[seen] + SHRINK * out[seen]) / (n + SHRINK)
+    return out.astype(np.float32)
 
 
 class StaticEmbeddingFeaturizer:
@@ -65,6 +123,9 @@ class StaticEmbeddingFeaturizer:
         if not 1 <= self.dimensions <= WIDTH:
             raise InvalidConfig(f"{name}: dimensions must be between 1 and {WIDTH}")
         self.train_threads = int(config.get("train_threads", TRAIN_THREADS))
+        self.context = str(config.get("context", CONTEXTS[0]))
+        if self.context not in CONTEXTS:
+            raise InvalidConfig(f"{name}: context must be one of {', '.join(CONTEXTS)}")
         self.token_ids_ = np.zeros(0, np.int32)
         self.table_ = np.zeros((0, self.dimensions), np.float32)
         self._rows = np.zeros(0, np.int32)
@@ -78,7 +139,12 @@ class StaticEmbeddingFeaturizer:
             np.add.at(counts, ids, 1.0)
         common = np.arange(FIRST_WORD_ID, min(vocabulary, FIRST_WORD_ID + self.common_tokens))
         token_ids = np.union1d(np.flatnonzero(counts), common).astype(np.int32)
-        vectors = shared_encoder(self.train_threads).token_vectors(token_ids)
+        encoder = shared_encoder(self.train_threads)
+        vectors = encoder.token_vectors(token_ids)
+        if self.context == "bigrams":
+            bigrams = bigram_counts([m.text for m in messages])
+            phrases = {p: float(n) for p, n in bigrams.items() if n >= BIGRAM_MIN_COUNT}
+            vectors = contextual_rows(token_ids, vectors, phrases, encoder)
         vectors -= vectors.mean(axis=0) if len(vectors) else 0.0
         vectors = self._project(vectors)
         frequency = counts[token_ids] / max(counts.sum(), 1.0)

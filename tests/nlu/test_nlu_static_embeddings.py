@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from server.errors import InvalidConfig, ModelError
-from server.nlu import dense_featurizer, registry
+from server.nlu import dense_featurizer, registry, static_embeddings
 from server.nlu.dense_featurizer import dense_available
 from server.nlu.message import Message
 from server.nlu.pipeline import NLUPipeline
@@ -109,3 +109,50 @@ def test_training_without_the_extra_fails_with_the_install_hint(load_bot, monkey
     monkeypatch.setattr(registry, "dense_available", lambda: False)
     with pytest.raises(InvalidConfig, match=r"StaticEmbeddingFeaturizer .*botserver\[dense\]"):
         NLUPipeline.train(load_bot("moodbot"), PIPELINE)
+
+
+@needs_dense
+def test_bigrams_are_counted_as_pairs_of_adjacent_words_in_wordpiece_ids():
+    tokenizer = static_embeddings._tokenizer()
+    the, top, up, my, card = (tokenizer.token_to_id(t) for t in ["the", "top", "up", "my", "card"])
+    counts = static_embeddings.bigram_counts(["top up my card", "top up", "card"])
+    assert counts[(top, up)] == 2 and counts[(up, my)] == 1
+    assert (up, card) not in counts  # not adjacent
+    pieces = tuple(tokenizer.encode("topups", add_special_tokens=False).ids)
+    assert len(pieces) > 1  # a word of several pieces stays one word
+    assert static_embeddings.bigram_counts(["the topups"]) == {(the, *pieces): 1}
+
+
+@needs_dense
+def test_contextual_rows_move_tokens_towards_their_states_in_phrases_by_occurrences():
+    tokenizer = static_embeddings._tokenizer()
+    words = ["top", "up", "card", "music", "river", "song", "bank", "money"]
+    ids = np.array([tokenizer.token_to_id(t) for t in words])
+    encoder = dense_featurizer.shared_encoder(1)
+    static = encoder.token_vectors(ids)
+    top, up = (int(i) for i in ids[:2])
+    assert static_embeddings.contextual_rows(ids, static, {}, encoder) is static
+    (top_up,) = encoder.phrase_states([(top, up)])
+    rare = static_embeddings.contextual_rows(ids, static, {(top, up): 1.0}, encoder)
+    often = static_embeddings.contextual_rows(ids, static, {(top, up): 50.0}, encoder)
+    # The more often a token occurs in context, the nearer its row to its state there.
+    for row, state in ((0, top_up[0]), (1, top_up[1])):
+        near, far = (np.linalg.norm(t[row] - state) for t in (often, rare))
+        assert near < far and near < np.linalg.norm(static[row] - state)
+    # Tokens without a phrase are mapped into the contextual space, not left as they were.
+    assert rare.shape == static.shape and np.isfinite(rare).all()
+    assert not np.allclose(rare[2:], static[2:], atol=1e-3)
+
+
+@needs_dense
+def test_the_bigram_context_changes_the_rows_of_tokens_seen_in_frequent_bigrams():
+    texts = ["top up my card", "how do i top up", "card payment failed", "top up failed"]
+    tables = {}
+    for context in ("none", "bigrams"):
+        featurizer = StaticEmbeddingFeaturizer({"common_tokens": 0, "context": context})
+        featurizer.train([Message(t) for t in texts], None)
+        tables[context] = featurizer
+    assert np.array_equal(tables["none"].token_ids_, tables["bigrams"].token_ids_)
+    assert not np.allclose(tables["none"].table_, tables["bigrams"].table_, atol=1e-2)
+    with pytest.raises(InvalidConfig, match="context must be one of"):
+        StaticEmbeddingFeaturizer({"context": "trigrams"})
