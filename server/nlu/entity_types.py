@@ -56,8 +56,10 @@ def jackknife_entities(
 
 
 class EntityTypeFeaturizer:
-    """Runs after an entity extractor and before the intent classifier; idle (adds no
-    features) when the training data has no entities."""
+    """Runs after a CRF entity extractor and before the intent classifier; idle (adds no
+    features) when the training data has no entities. At parse time it reads only the
+    entities of the CRF extractors before it in the pipeline (`sources`), the kind it was
+    trained on: a regex, lookup or Duckling entity would be a feature it never saw."""
 
     def __init__(self, config: dict[str, Any], name: str = "EntityTypeFeaturizer"):
         self.config = config
@@ -66,6 +68,7 @@ class EntityTypeFeaturizer:
         self.weight = float(config.get("weight", 0.5))
         self.crf_config = {k: config[k] for k in _CRF_OPTIONS if k in config}
         self.vectors_: CountVectorsFeaturizer | None = None
+        self.sources: list[str] = []  # names of the CRF extractors before it (the pipeline's)
 
     def _vectors(self) -> CountVectorsFeaturizer:
         # Word 2-3 grams only (the types in context); both fixed by 5-fold CV on SNIPS.
@@ -95,7 +98,8 @@ class EntityTypeFeaturizer:
     def process(self, message: Message) -> None:
         if self.vectors_ is None:
             return
-        typed = _typed_message(message.tokens, message.entities)
+        found = [e for e in message.entities if e.get("extractor") in self.sources]
+        typed = _typed_message(message.tokens, found)
         self.vectors_.process(typed)
         message.blocks.append(self._scaled(typed))
 
@@ -106,13 +110,14 @@ class EntityTypeFeaturizer:
     def state(self, directory: Path, prefix: str) -> dict[str, Any]:
         if self.vectors_ is None:
             return {"trained": False}
-        return {"trained": True, **self.vectors_.state(directory, prefix)}
+        return {"trained": True, "sources": self.sources, **self.vectors_.state(directory, prefix)}
 
     @classmethod
     def from_state(
         cls, config: dict[str, Any], state: dict[str, Any], directory: Path, prefix: str, name: str
     ) -> EntityTypeFeaturizer:
         featurizer = cls(config, name)
+        featurizer.sources = [str(source) for source in state.get("sources", [])]
         if state.get("trained"):
             vectors = featurizer._vectors()
             featurizer.vectors_ = CountVectorsFeaturizer.from_state(

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from server.errors import ModelError
+from server.errors import InvalidConfig, ModelError
 from server.nlu.message import Message
 from server.nlu.regex_message import parse_regex_message
 from server.nlu.registry import COMPONENTS, plan_pipeline
@@ -63,6 +63,7 @@ class NLUPipeline:
         for warning in plan.warnings:
             logger.warning(warning)
         components = [(s.key, _build(s.key, s.config, s.name, language)) for s in plan.steps]
+        _name_entity_sources(components, [s.name for s in plan.steps])
         messages = [Message(e.text) for e in data.examples]
         for _, component in components:
             component.train(messages, data)
@@ -174,6 +175,22 @@ class NLUPipeline:
                 component.locale = state.get("locale", component.locale)
             components.append((key, component))
         return cls(components, language, [str(w) for w in warnings], [str(e) for e in entities])
+
+
+def _name_entity_sources(components: list[tuple[str, Any]], names: list[str]) -> None:
+    """Tells each EntityTypeFeaturizer which extractors' entities to read: the CRF extractors
+    before it. Without one it would learn from CRF tags it never gets at parse time."""
+    crf_names: list[str] = []
+    for (key, component), name in zip(components, names, strict=True):
+        if key == "CRFEntityExtractor":
+            crf_names.append(name)
+        elif key == "EntityTypeFeaturizer":
+            if not crf_names:
+                raise InvalidConfig(
+                    f"{name} needs a CRF entity extractor (CRFEntityExtractor, or "
+                    "DIETClassifier with entity_recognition) before it in the pipeline"
+                )
+            component.sources = list(crf_names)
 
 
 def _build(key: str, config: dict[str, Any], name: str, language: str) -> Any:

@@ -3,6 +3,9 @@ jackknifed CRF predictions."""
 
 from pathlib import Path
 
+import pytest
+
+from server.errors import InvalidConfig
 from server.nlu.entity_types import EntityTypeFeaturizer, jackknife_entities, typed_words
 from server.nlu.message import Message
 from server.nlu.pipeline import NLUPipeline
@@ -90,11 +93,19 @@ def test_the_classifier_reads_the_type_block_and_it_survives_persistence(tmp_pat
     words = next(c for k, c in pipeline._components if k == "CountVectorsFeaturizer")
     assert featurizer.vectors_ is not None and featurizer.vectors_.width > 0
     assert classifier.model_.weights.shape[0] == words.width + featurizer.vectors_.width
+    assert featurizer.sources == ["CRFEntityExtractor"]
     message = Message("find jaws", tokenize("find jaws"))
-    message.entities = [{"entity": "movie_name", "start": 5, "end": 9}]
+    message.entities = [
+        {"entity": "movie_name", "start": 5, "end": 9, "extractor": "CRFEntityExtractor"}
+    ]
     featurizer.process(message)
     indices, values, width = message.blocks[-1]
     assert width == featurizer.vectors_.width and indices and values
+    # The same span from another extractor (regex, lookup, Duckling) is not what it learned.
+    other = Message("find jaws", tokenize("find jaws"))
+    other.entities = [{"entity": "movie_name", "start": 5, "end": 9, "extractor": "regex"}]
+    featurizer.process(other)
+    assert other.blocks[-1][0] != indices
     pipeline.persist(tmp_path)
     reloaded = NLUPipeline.load(tmp_path)
     for text in ("find heat", "find the novel emma", "hello there"):
@@ -119,3 +130,9 @@ nlu:
     assert featurizer.vectors_ is None and all(not m.blocks for m in messages)
     pipeline = NLUPipeline.train(data, PIPELINE)
     assert pipeline.parse("hello there")["intent"]["name"] == "greet"
+
+
+def test_without_a_crf_before_it_training_fails_with_the_reason():
+    pipeline = [c for c in PIPELINE if c["name"] != "CRFEntityExtractor"]
+    with pytest.raises(InvalidConfig, match="needs a CRF entity extractor"):
+        NLUPipeline.train(read_nlu_yaml(DATA), pipeline)
