@@ -37,13 +37,18 @@ def bare_app() -> FastAPI:
 
 
 def server_app() -> Any:
-    """`botserver run` as the benchmark starts it: logging as by default, the REST channel,
-    the HTTP API on, the model from BENCH_MODEL, endpoints.yml's sections from BENCH_ENDPOINTS.
+    """`botserver run` as the benchmark starts it: logging and log redaction as by default, the
+    REST channel, the HTTP API on, the health probes, the Prometheus metrics and the inspector
+    (`server.api.runner.server_app`, what `botserver run` serves), the model from BENCH_MODEL,
+    endpoints.yml's sections from BENCH_ENDPOINTS.
     """
-    from server.api.server import ServerOptions, build_app
+    from server.api.runner import server_app as runner_app
+    from server.api.server import ServerOptions
+    from server.auth import install_log_redaction
     from server.logs import configure_logging
 
     configure_logging(0)
+    install_log_redaction()
     endpoints: dict[str, Any] = json.loads(os.environ.get("BENCH_ENDPOINTS") or "{}")
     options = ServerOptions(
         model_path=os.environ["BENCH_MODEL"],
@@ -51,4 +56,4 @@ def server_app() -> Any:
         enable_api=os.environ.get("BENCH_ENABLE_API", "1") == "1",
         freeze_after_load=True,
     )
-    return build_app(options)
+    return runner_app(options, metrics=True)
