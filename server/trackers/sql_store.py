@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.errors import InvalidConfig, StoreUnavailable
-from server.trackers.postgres_database import UNAVAILABLE_ERRORS, PostgresDatabase
 from server.trackers.session_start import ACTION_SESSION_START, latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.sql_engine import (
@@ -158,6 +158,8 @@ class SqlTrackerStore:
             )
             self._migrations_only = True
         elif url.get_backend_name() == "postgresql":
+            from server.trackers.postgres_database import PostgresDatabase  # asyncpg: ~12 MB
+
             self._db = PostgresDatabase(url)
             self._migrations_only = True
         else:
@@ -299,6 +301,13 @@ class SqlTrackerStore:
         return _ErrorMapper(self.url)
 
 
+def _postgres_unavailable_errors() -> tuple[type[BaseException], ...]:
+    """asyncpg's "cannot reach the server" errors, once a PostgreSQL store has imported it
+    (none can be raised before)."""
+    module = sys.modules.get("server.trackers.postgres_database")
+    return module.UNAVAILABLE_ERRORS if module is not None else ()
+
+
 class _ErrorMapper:
     """Turns "the database cannot be reached" errors into StoreUnavailable."""
 
@@ -314,7 +323,7 @@ class _ErrorMapper:
         unreachable = isinstance(
             exc,
             OperationalError | InterfaceError | OSError | TimeoutError | sqlite3.OperationalError,
-        ) or isinstance(exc, UNAVAILABLE_ERRORS)
+        ) or isinstance(exc, _postgres_unavailable_errors())
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             unreachable = True
         if unreachable:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from scipy.sparse import csr_matrix
-from sklearn.linear_model import LogisticRegression
 
 from server.dialogue.domain import Domain
 from server.dialogue.memo import Memo
@@ -93,6 +93,23 @@ def _augmented(stories: list[list[Event]], factor: int, seed: int = 42) -> list[
     return glued
 
 
+class _Fitted(Protocol):
+    """What scoring and persisting read of a fitted logistic regression."""
+
+    coef_: np.ndarray
+    intercept_: np.ndarray
+    classes_: np.ndarray
+
+
+@dataclass
+class _Weights:
+    """A restored model's logistic-regression arrays (scikit-learn is not imported to serve)."""
+
+    coef_: np.ndarray
+    intercept_: np.ndarray
+    classes_: np.ndarray
+
+
 class MLPolicy(Policy):
     """Generalises beyond the stories: similar recent turns lead to similar next actions."""
 
@@ -102,7 +119,7 @@ class MLPolicy(Policy):
     def __init__(self, name: str, priority: int | None = None, **options: Any) -> None:
         super().__init__(name, priority, **options)
         self.vocabulary_: dict[str, int] = {}
-        self.classifier_: LogisticRegression | None = None
+        self.classifier_: _Fitted | None = None
         self.classes_: list[int] = []
         self._labels: list[int] = []  # the classifier's classes, as ints
         # Scores are a pure function of the window of states: remembered by the states'
@@ -144,6 +161,9 @@ class MLPolicy(Policy):
         if len(self.classes_) < 2:
             return
         matrix = self._matrix(rows)
+        # scikit-learn only for training: a served model scores in numpy (saves ~60 MB RSS).
+        from sklearn.linear_model import LogisticRegression
+
         classifier = LogisticRegression(
             C=float(self.option("C")), max_iter=int(self.option("max_iter"))
         )
@@ -273,12 +293,6 @@ class MLPolicy(Policy):
             arrays = {
                 name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in ARRAY_FILES
             }
-            classifier = LogisticRegression(
-                C=float(self.option("C")), max_iter=int(self.option("max_iter"))
-            )
-            classifier.coef_ = arrays["coef"]
-            classifier.intercept_ = arrays["intercept"]
-            classifier.classes_ = arrays["classes"]
-            classifier.n_features_in_ = arrays["coef"].shape[1]
+            classifier = _Weights(arrays["coef"], arrays["intercept"], arrays["classes"])
             self.classifier_ = classifier
             self._labels = [int(c) for c in classifier.classes_]
