@@ -385,7 +385,10 @@ def serve(
         f"http_apps:{factory}", "--host", "127.0.0.1", "--port", str(port),
         "--workers", str(workers), *UVICORN_FLAGS,
     ]
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    # A PYTHONPATH given to the bench comes first, so `PYTHONPATH=<other tree>` serves that
+    # tree's `server` under this harness (A/B runs); this checkout is the fallback.
+    python_path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)
+    full_env = {**os.environ, "PYTHONPATH": python_path, **env}
     with open(log, "wb") as out:
         process = subprocess.Popen(command, env=full_env, stdout=out, stderr=subprocess.STDOUT,
                                    cwd=workdir)
