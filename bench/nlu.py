@@ -2,7 +2,7 @@
 intent accuracy, entity F1, training time and parse latency.
 
     python bench/nlu.py [--datasets snips,banking77,hwu64]
-                        [--pipeline sparse|dense|static|entity_types]
+                        [--pipeline sparse|dense|static|static_no_context|entity_types]
                         [--split test|valid|cv] [--folds K] [--limit N]
                         [--out bench/results/nlu.json]
 
@@ -67,6 +67,10 @@ PIPELINE: list[dict] = [
 DENSE_PIPELINE = PIPELINE[:4] + [{"name": "DenseFeaturizer"}] + PIPELINE[4:]
 # The same with MiniLM distilled into a token table: no transformer at parse time.
 STATIC_PIPELINE = PIPELINE[:4] + [{"name": "StaticEmbeddingFeaturizer"}] + PIPELINE[4:]
+# The same without the word-pair context of the token table (the table before it existed).
+STATIC_NO_CONTEXT_PIPELINE = (
+    PIPELINE[:4] + [{"name": "StaticEmbeddingFeaturizer", "context": "none"}] + PIPELINE[4:]
+)
 # The CRF first, then the words with its entities replaced by their types for the classifier.
 ENTITY_TYPES_PIPELINE = PIPELINE[:4] + [
     {"name": "DIETClassifier", "intent_classification": False},
@@ -78,6 +82,7 @@ PIPELINES = {
     "sparse": PIPELINE,
     "dense": DENSE_PIPELINE,
     "static": STATIC_PIPELINE,
+    "static_no_context": STATIC_NO_CONTEXT_PIPELINE,
     "entity_types": ENTITY_TYPES_PIPELINE,
 }
 
