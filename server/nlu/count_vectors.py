@@ -51,9 +51,7 @@ class CountVectorsFeaturizer:
 
     def ngrams(self, message: Message) -> list[str]:
         """The n-grams of a message according to the analyzer settings."""
-        words = [t.text for t in message.tokens]
-        if self.lowercase:
-            words = [w.lower() for w in words]
+        words = self._words(message)
         low, high = self.min_ngram, self.max_ngram
         grams: list[str] = []
         if self.analyzer == "word":
@@ -72,6 +70,10 @@ class CountVectorsFeaturizer:
             for n in range(low, high + 1):
                 grams.extend([text[i : i + n] for i in range(size - n + 1)])
         return grams
+
+    def _words(self, message: Message) -> list[str]:
+        words = [t.text for t in message.tokens]
+        return [w.lower() for w in words] if self.lowercase else words
 
     def _word_grams(self, word: str) -> list[str]:
         padded = f" {word} "
@@ -106,9 +108,7 @@ class CountVectorsFeaturizer:
 
     def process(self, message: Message) -> None:
         if self.analyzer == "char_wb":
-            words = [t.text for t in message.tokens]
-            if self.lowercase:
-                words = [w.lower() for w in words]
+            words = self._words(message)
             columns = itertools.chain.from_iterable(map(self._word_columns, words))
             message.blocks.append(self._weights(Counter(columns)))
             return
