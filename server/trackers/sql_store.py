@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import sqlite3
-import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -152,15 +151,19 @@ class SqlTrackerStore:
         self._ready = False
         self._ready_lock = asyncio.Lock()
         self._db: _Database
+        # The driver's own "cannot reach the server" errors, beside SQLAlchemy's and OSError.
+        self._unreachable_errors: tuple[type[BaseException], ...] = ()
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             self._db = SqliteDatabase(
                 str(url.database), SQLITE_BUSY_TIMEOUT_MS, sqlite_synchronous()
             )
             self._migrations_only = True
         elif url.get_backend_name() == "postgresql":
-            from server.trackers.postgres_database import PostgresDatabase  # asyncpg: ~12 MB
+            # asyncpg (about 12 MB) only for a PostgreSQL store.
+            from server.trackers.postgres_database import UNAVAILABLE_ERRORS, PostgresDatabase
 
             self._db = PostgresDatabase(url)
+            self._unreachable_errors = UNAVAILABLE_ERRORS
             self._migrations_only = True
         else:
             self._db = _AsyncDatabase(self._engine)
@@ -298,21 +301,15 @@ class SqlTrackerStore:
         return Snapshot(events)
 
     def _map_errors(self) -> _ErrorMapper:
-        return _ErrorMapper(self.url)
-
-
-def _postgres_unavailable_errors() -> tuple[type[BaseException], ...]:
-    """asyncpg's "cannot reach the server" errors, once a PostgreSQL store has imported it
-    (none can be raised before)."""
-    module = sys.modules.get("server.trackers.postgres_database")
-    return module.UNAVAILABLE_ERRORS if module is not None else ()
+        return _ErrorMapper(self.url, self._unreachable_errors)
 
 
 class _ErrorMapper:
     """Turns "the database cannot be reached" errors into StoreUnavailable."""
 
-    def __init__(self, url: URL) -> None:
+    def __init__(self, url: URL, driver_errors: tuple[type[BaseException], ...]) -> None:
         self._url = url
+        self._driver_errors = driver_errors
 
     def __enter__(self) -> None:
         return None
@@ -323,7 +320,7 @@ class _ErrorMapper:
         unreachable = isinstance(
             exc,
             OperationalError | InterfaceError | OSError | TimeoutError | sqlite3.OperationalError,
-        ) or isinstance(exc, _postgres_unavailable_errors())
+        ) or isinstance(exc, self._driver_errors)
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             unreachable = True
         if unreachable:
