@@ -155,6 +155,12 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank `q` quantile (0-1) of `values`; 0.0 when there are none."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
 def rss_mb(pid: int) -> float:
     """RSS of a process and its children (uvicorn's workers), in MB."""
     total = 0
@@ -524,9 +530,7 @@ async def _python_load(
     latencies.sort()
 
     def pct(q: float) -> float:
-        if not latencies:
-            return 0.0
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+        return percentile(latencies, q) * 1000
 
     return {
         "requests": len(latencies),

@@ -33,7 +33,14 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from http_turns import CONVERSATIONS, REDIS, WEBHOOK, rss_mb, train_moodbot  # noqa: E402
+from http_turns import (  # noqa: E402
+    CONVERSATIONS,
+    REDIS,
+    WEBHOOK,
+    percentile,
+    rss_mb,
+    train_moodbot,
+)
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -195,11 +202,6 @@ class StoreStats:
                 "max": max(self.sizes),
             }
         return stats
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
 async def measure(args: argparse.Namespace, model: Path, workdir: Path) -> dict[str, Any]:
