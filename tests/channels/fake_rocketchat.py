@@ -81,7 +81,8 @@ class FakeRocketChat:
         """Every token stops working, as when a login expires or is revoked."""
         self.tokens.clear()
 
-    def texts_in(self, room_id: str) -> list[str]:
+    def texts_in(self, room_id: str) -> list[str | None]:
+        """The text of each post in the room, in order; None for a post of attachments only."""
         return [p.get("text") for p in self.posted if p.get("roomId") == room_id]
 
     # -- what Rocket.Chat sends to the bot ----------------------------------------------------

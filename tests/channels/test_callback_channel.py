@@ -102,6 +102,7 @@ async def test_pushed_messages_use_the_same_output(receiver: tuple[Receiver, str
     r, url = receiver
     (channel,) = load_channels({"callback": {"url": url}})
     output = channel.get_output_channel()
+    assert output is not None
     await output.send_response("c4", {"text": "Remember to call John!"})
     await channel.aclose()
     assert r.received[0][0] == {"recipient_id": "c4", "text": "Remember to call John!"}

@@ -150,7 +150,9 @@ async def test_pushed_messages_reach_the_session_room() -> None:
         await client.sio.connect(url, transports=["websocket"])
         await client.sio.emit("session_request", {"session_id": "room-7"})
         await client.next()
-        await channel.get_output_channel().send_response("room-7", {"text": "reminder!"})
+        output = channel.get_output_channel()
+        assert output is not None
+        await output.send_response("room-7", {"text": "reminder!"})
         (pushed,) = await client.next()
         await client.sio.disconnect()
     assert pushed == ("bot_uttered", {"text": "reminder!"})

@@ -170,8 +170,10 @@ def test_checkpoints_split_and_join_stories() -> None:
         "action_listen",
     ) in sequences
     # every story starts a conversation and ends listening
-    assert all(s.events[0].action_name == "action_listen" for s in stories)
-    assert all(s.events[-1].action_name == "action_listen" for s in stories)
+    for story in stories:
+        first, last = story.events[0], story.events[-1]
+        assert isinstance(first, ActionExecuted) and first.action_name == "action_listen"
+        assert isinstance(last, ActionExecuted) and last.action_name == "action_listen"
 
 
 def test_checkpoint_after_or_joins_each_alternative() -> None:

@@ -16,7 +16,7 @@ class ActionSearchConcerts(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        concerts = [
+        concerts: list[dict[str, Any]] = [
             {"artist": "Foo Fighters", "reviews": 4.5},
             {"artist": "Katy Perry", "reviews": 5.0},
         ]
@@ -32,7 +32,7 @@ class ActionSearchVenues(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        venues = [
+        venues: list[dict[str, Any]] = [
             {"name": "Big Arena", "reviews": 4.5},
             {"name": "Rock Cellar", "reviews": 5.0},
         ]

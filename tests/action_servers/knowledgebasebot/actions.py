@@ -8,7 +8,7 @@ from typing import Any
 from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.knowledge_base.actions import ActionQueryKnowledgeBase
-from rasa_sdk.knowledge_base.storage import InMemoryKnowledgeBase
+from rasa_sdk.knowledge_base.storage import InMemoryKnowledgeBase, KnowledgeBase
 
 DATA = Path(__file__).with_name("knowledge_base_data.json")
 
@@ -20,6 +20,8 @@ def _hotel(obj: dict[str, Any]) -> str:
 class MyKnowledgeBaseAction(ActionQueryKnowledgeBase):
     """Loads the knowledge base on first use: Sanic pickles actions into its worker process,
     and a KnowledgeBase (holding lambdas) cannot be pickled."""
+
+    knowledge_base: KnowledgeBase | None
 
     def __init__(self) -> None:
         super().__init__(None)  # type: ignore[arg-type]
