@@ -341,9 +341,10 @@ async def outage(proxy: TcpProxy, at: float, duration: float, log: dict[str, flo
 # -- checks ------------------------------------------------------------------------------------
 def check_conversation(events: list[dict[str, Any]], sent: list[Sent]) -> dict[str, int]:
     """Counts what went wrong in one conversation's stored events."""
-    positions: dict[str, list[int]] = defaultdict(list)
+    # A user message the bench did not send has no tag: None, kept apart from the tagged ones.
+    positions: dict[str | None, list[int]] = defaultdict(list)
     interleaved = mismatched = 0
-    by_tag = {s.tag: s for s in sent}
+    by_tag: dict[str | None, Sent] = {s.tag: s for s in sent}
     for i, event in enumerate(events):
         if event.get("event") != "user":
             continue

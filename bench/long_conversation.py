@@ -139,7 +139,11 @@ async def bench(kind: str, messages: int, workdir: Path) -> dict[str, Any]:
     if kind == "memory":
         return await run_store(create_tracker_store({"type": "in_memory"}), messages, None)
     if kind == "sqlite":
-        config = {"type": "sql", "dialect": "sqlite", "db": str(workdir / "bench.db")}
+        config: dict[str, Any] = {
+            "type": "sql",
+            "dialect": "sqlite",
+            "db": str(workdir / "bench.db"),
+        }
         return await _bench_sql(config, messages)
     import asyncpg
 

@@ -317,20 +317,23 @@ async def test_auth_runs_before_body_parsing() -> None:
         return {"text": body.text}
 
     app = create_app(ApiSettings(auth=AuthConfig(jwt_secret=SECRET)), [router])
-    malformed = {"content": b"{not json", "headers": {"Content-Type": "application/json"}}
+    malformed = b"{not json"
+    json_type = {"Content-Type": "application/json"}
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://test"
     ) as client:
-        anonymous = await client.post("/conversations/u1/messages", **malformed)
+        anonymous = await client.post(
+            "/conversations/u1/messages", content=malformed, headers=json_type
+        )
         other_user = await client.post(
             "/conversations/u1/messages",
-            content=malformed["content"],
-            headers={**malformed["headers"], **bearer(hs256(user("u2")))},
+            content=malformed,
+            headers={**json_type, **bearer(hs256(user("u2")))},
         )
         own_user = await client.post(
             "/conversations/u1/messages",
-            content=malformed["content"],
-            headers={**malformed["headers"], **bearer(hs256(user("u1")))},
+            content=malformed,
+            headers={**json_type, **bearer(hs256(user("u1")))},
         )
     assert anonymous.status_code == 401
     assert other_user.status_code == 403

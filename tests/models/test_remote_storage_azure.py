@@ -86,7 +86,7 @@ async def test_startup_loads_from_azure(container, archive_factory, loader, tmp_
     info = await ModelSource(holder).load_initial("prod", remote_storage="azure")
 
     assert info is not None and info.source == "remote:azure"
-    assert holder.current.answer() == "azure"
+    assert holder.current is not None and holder.current.answer() == "azure"
 
 
 async def test_missing_blob_is_model_not_found(container):

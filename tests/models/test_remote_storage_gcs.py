@@ -41,7 +41,7 @@ async def test_startup_loads_from_gcs(bucket, archive_factory, loader, tmp_path:
     info = await ModelSource(holder).load_initial("prod", remote_storage="gcs")
 
     assert info is not None and info.source == "remote:gcs"
-    assert holder.current.answer() == "gcs"
+    assert holder.current is not None and holder.current.answer() == "gcs"
 
 
 async def test_missing_blob_is_model_not_found(bucket):

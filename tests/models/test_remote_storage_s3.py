@@ -59,7 +59,7 @@ async def test_startup_loads_from_s3_without_touching_the_cwd(
 
     assert info is not None and info.source == "remote:aws"
     assert info.model_file == "prod.tar.gz"
-    assert holder.current.answer() == "s3"
+    assert holder.current is not None and holder.current.answer() == "s3"
     assert list(workdir.iterdir()) == []
 
 
