@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.trackers.events import ActionExecuted, UserUttered
+from server.trackers.events import ActionExecuted, Event, UserUttered
 from server.trackers.factory import create_tracker_store
 from server.trackers.repository import TrackerRepository
 from server.trackers.tracker import Tracker
@@ -28,7 +28,7 @@ async def test_cache_events_sets_how_many_events_stay_hot() -> None:
         store = create_tracker_store({"type": "in_memory", "cache_events": cache_events})
         repository = TrackerRepository(store)
         long = Tracker("long", {})
-        events = [UserUttered(text=f"hi {n}") for n in range(20)]
+        events: list[Event] = [UserUttered(text=f"hi {n}") for n in range(20)]
         long.update_many(events)
         await repository.save(long, events)
         other = Tracker("other", {})
