@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ BOTS = Path(__file__).resolve().parents[3] / "shared" / "bots"
 if not BOTS.exists():
     BOTS = Path("/work/shared/bots")
 
-FULL_PIPELINE = [
+FULL_PIPELINE: list[dict[str, Any]] = [
     {"name": "WhitespaceTokenizer"},
     {"name": "RegexFeaturizer"},
     {"name": "LexicalSyntacticFeaturizer"},

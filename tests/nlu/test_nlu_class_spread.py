@@ -1,6 +1,7 @@
 """The intent classifier's class-spread feature weighting."""
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ nlu:
     - good night
 """
 
-PIPELINE = [
+PIPELINE: list[dict[str, Any]] = [
     {"name": "WhitespaceTokenizer"},
     {"name": "CountVectorsFeaturizer"},
     {"name": "CountVectorsFeaturizer", "analyzer": "char_wb", "min_ngram": 1, "max_ngram": 4},

@@ -2,6 +2,7 @@
 jackknifed CRF predictions."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,7 +78,7 @@ nlu:
     - good morning
 """
 
-PIPELINE = [
+PIPELINE: list[dict[str, Any]] = [
     {"name": "WhitespaceTokenizer"},
     {"name": "CountVectorsFeaturizer"},
     {"name": "CRFEntityExtractor"},
