@@ -53,8 +53,13 @@ def check(spec: RasaSpec, response: httpx.Response, path: str, method: str, stat
 
 
 async def test_parse(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
-    body = check(rasa_spec, await client.post("/model/parse", json={"text": "hello"}),
-                 "/model/parse", "post", 200)
+    body = check(
+        rasa_spec,
+        await client.post("/model/parse", json={"text": "hello"}),
+        "/model/parse",
+        "post",
+        200,
+    )
     assert body["text"] == "hello"
     assert body["intent"]["name"] == "greet"
     emulated = await client.post("/model/parse?emulation_mode=luis", json={"text": "hello"})
@@ -78,11 +83,15 @@ async def test_parse_errors_are_400(
 async def test_predict_on_posted_events(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     events = [
         {"event": "action", "name": "action_listen"},
-        {"event": "user", "text": "hi",
-         "parse_data": {"intent": {"name": "greet", "confidence": 1.0}, "entities": []}},
+        {
+            "event": "user",
+            "text": "hi",
+            "parse_data": {"intent": {"name": "greet", "confidence": 1.0}, "entities": []},
+        },
     ]
-    body = check(rasa_spec, await client.post("/model/predict", json=events),
-                 "/model/predict", "post", 200)
+    body = check(
+        rasa_spec, await client.post("/model/predict", json=events), "/model/predict", "post", 200
+    )
     assert body["scores"][0]["action"] == "utter_greet"
     assert len(body["tracker"]["events"]) == 2
     bad = await client.post("/model/predict", json={"event": "user"})
@@ -121,7 +130,7 @@ async def test_train_bad_data_is_400(
 
 
 async def test_train_with_callback_answers_204_then_posts_the_model(
-    make_client: Any, tmp_path: Path
+    make_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     received: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
     receiver = FastAPI()
@@ -139,15 +148,13 @@ async def test_train_with_callback_answers_204_then_posts_the_model(
     def to_receiver(**kwargs: Any) -> httpx.AsyncClient:
         return real_client(transport=httpx.ASGITransport(app=receiver), **kwargs)
 
-    model_routes.httpx.AsyncClient = to_receiver  # type: ignore[assignment]
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(model_routes.httpx, "AsyncClient", to_receiver)
         response = await client.post(
             "/model/train?callback_url=http://receiver/done", content=TRAINING_YAML
         )
         assert response.status_code == 204
         content_type, body = await asyncio.wait_for(received.get(), 30)
-    finally:
-        model_routes.httpx.AsyncClient = real_client  # type: ignore[assignment]
     assert content_type == "application/octet-stream"
     assert body[:2] == b"\x1f\x8b"
 
@@ -190,8 +197,11 @@ async def test_test_intents_errors(client: httpx.AsyncClient, rasa_spec: RasaSpe
     assert check(rasa_spec, folds_json, path, "post", 400)["reason"] == "TestingError"
     missing_model = await client.post(
         f"{path}?model=/nowhere/model.tar.gz",
-        json={"rasa_nlu_data": {"common_examples": [
-            {"text": "hi", "intent": "greet", "entities": []}]}},
+        json={
+            "rasa_nlu_data": {
+                "common_examples": [{"text": "hi", "intent": "greet", "entities": []}]
+            }
+        },
     )
     check(rasa_spec, missing_model, path, "post", 400)
 
@@ -228,8 +238,6 @@ async def test_domain_by_accept_header(client: httpx.AsyncClient, rasa_spec: Ras
         assert "greet" in body["intents"]
     as_yaml = await client.get("/domain", headers={"Accept": "application/x-yaml"})
     assert as_yaml.headers["content-type"].startswith("application/x-yaml")
-    assert yaml.safe_load(as_yaml.text) == json.loads(
-        (await client.get("/domain")).text
-    )
+    assert yaml.safe_load(as_yaml.text) == json.loads((await client.get("/domain")).text)
     refused = await client.get("/domain", headers={"Accept": "text/html"})
     assert check(rasa_spec, refused, "/domain", "get", 406)["reason"] == "NotAcceptable"

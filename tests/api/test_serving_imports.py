@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -30,15 +31,23 @@ print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 def moodbot_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("moodbot")
     folder = copy_bot("moodbot", workdir)
-    result = train(folder / "config.yml", folder / "domain.yml", [folder / "data"],
-                   workdir / "models", force=True)
+    result = train(
+        folder / "config.yml",
+        folder / "domain.yml",
+        [folder / "data"],
+        workdir / "models",
+        force=True,
+    )
     return Path(result.path)
 
 
-def loaded_packages(archive: Path, endpoints: dict[str, object]) -> set[str]:
+def loaded_packages(archive: Path, endpoints: Mapping[str, object]) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", BUILD_AND_LIST, str(archive), json.dumps(endpoints)],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -46,12 +55,14 @@ def loaded_packages(archive: Path, endpoints: dict[str, object]) -> set[str]:
 def test_a_served_model_on_sqlite_imports_none_of_the_optional_packages(
     moodbot_archive: Path, tmp_path: Path
 ) -> None:
-    endpoints = {"tracker_store": {"type": "sql", "dialect": "sqlite",
-                                   "db": str(tmp_path / "trackers.db")}}
+    endpoints = {
+        "tracker_store": {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "trackers.db")}
+    }
     assert loaded_packages(moodbot_archive, endpoints) & set(OPTIONAL) == set()
 
 
 def test_a_postgresql_tracker_store_brings_its_driver(moodbot_archive: Path) -> None:
-    endpoints = {"tracker_store": {"type": "sql", "dialect": "postgresql",
-                                   "url": "127.0.0.1", "db": "test"}}
+    endpoints = {
+        "tracker_store": {"type": "sql", "dialect": "postgresql", "url": "127.0.0.1", "db": "test"}
+    }
     assert "asyncpg" in loaded_packages(moodbot_archive, endpoints)
