@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from server.dialogue.story_steps import StoryStep
-from server.trackers.events import ActionExecuted, SlotSet, UserUttered
+from server.trackers.events import ActionExecuted, Event, SlotSet, UserUttered
 from server.training.project import Project, load_project, load_test_stories
 from tests.action_servers.fixtures import ActionServers
 from tests.dialogue.conversation_fixtures import (
@@ -105,7 +105,7 @@ async def hold(bot: str, story: StoryStep, conversation: Conversation) -> list[s
     """Plays the story; returns one line per turn that went differently."""
     setup = SETUPS.get((bot, story.name), Setup())
     if setup.slots:
-        events = [SlotSet(key=k, value=v) for k, v in setup.slots.items()]
+        events: list[Event] = [SlotSet(key=k, value=v) for k, v in setup.slots.items()]
         await conversation.agent.append_events(conversation.sender_id, events)
     problems = []
     retrieval = retrieval_examples(bot)

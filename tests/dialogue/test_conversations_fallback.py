@@ -7,7 +7,7 @@ import pytest
 
 from server.dialogue.agent import Agent
 from server.dialogue.processor import DialogueModel
-from server.trackers.events import UserUttered
+from server.trackers.events import Event, UserUttered
 from tests.dialogue.conversation_fixtures import Conversation, Turn, make_agent, train_project
 
 CONFIG = """
@@ -114,7 +114,7 @@ async def unclear(conversation: Conversation) -> str:
     return suggestion(turn)
 
 
-def user_messages(events: list[object]) -> list[tuple[str | None, str | None]]:
+def user_messages(events: list[Event]) -> list[tuple[str | None, str | None]]:
     return [(e.text, e.intent_name) for e in events if isinstance(e, UserUttered)]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from server.dialogue.processor import DialogueModel
-from server.trackers.events import ActionExecuted, SessionStarted, SlotSet, UserUttered
+from server.trackers.events import ActionExecuted, Event, SessionStarted, SlotSet, UserUttered
 from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_project
 
 DOMAIN = """
@@ -70,7 +70,7 @@ class LaterClock:
         return time.perf_counter()
 
 
-def session_start(events: list[object]) -> list[str]:
+def session_start(events: list[Event]) -> list[str]:
     """The shape of a session start: action, SessionStarted, carried slots, listen."""
     shape = []
     for event in events:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -120,7 +121,7 @@ def test_unknown_policy_is_an_error_naming_it() -> None:
 
 def test_persistence_round_trip_gives_identical_predictions(tmp_path: Path) -> None:
     domain, stories, _ = bot("formbot")
-    config = [
+    config: list[dict[str, Any]] = [
         {"name": "TEDPolicy", "max_history": 5},
         {"name": "AugmentedMemoizationPolicy"},
         {"name": "RulePolicy", "core_fallback_threshold": 0.4},

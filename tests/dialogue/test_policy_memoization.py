@@ -7,7 +7,7 @@ import pytest
 from server.dialogue.domain import Domain
 from server.dialogue.policies.featurization import ConversationStates
 from server.dialogue.policies.memoization import AugmentedMemoizationPolicy, MemoizationPolicy
-from server.trackers.events import SlotSet
+from server.trackers.events import Event, SlotSet
 from tests.dialogue.policy_fixtures import (
     action,
     bot,
@@ -35,7 +35,7 @@ STORIES = [
 ]
 
 
-def predicted(policy: MemoizationPolicy, *events: object) -> tuple[str, float]:
+def predicted(policy: MemoizationPolicy, *events: Event) -> tuple[str, float]:
     prediction = policy.predict(ConversationStates(tracker(DOMAIN, *events), DOMAIN), DOMAIN)
     return prediction.action_name, prediction.confidence
 

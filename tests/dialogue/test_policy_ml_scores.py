@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from server.dialogue.domain import Domain
 from server.dialogue.policies.featurization import ConversationStates
@@ -15,13 +16,15 @@ from tests.dialogue.policy_fixtures import action, bot, replay, story, user
 
 def _assert_same_as_sklearn(policy: MLPolicy, domain: Domain, stories: list[Any]) -> int:
     checked = 0
+    classifier = policy.classifier_
+    assert isinstance(classifier, LogisticRegression)  # trained here, not restored from disk
 
     def next_action(t: Any) -> str:
         nonlocal checked
         states = ConversationStates(t, domain).states
         features = state_features(states, policy.max_history)
         ours = policy._probabilities_of(features)
-        theirs = policy.classifier_.predict_proba(policy._matrix([features]))[0]
+        theirs = classifier.predict_proba(policy._matrix([features]))[0]
         np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
         checked += 1
         return policy.predict(ConversationStates(t, domain), domain).action_name

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from server.dialogue.domain import Domain
 from server.dialogue.policies.featurization import ConversationStates
+from server.dialogue.policies.prediction import PolicyPrediction
 from server.dialogue.policies.rule import RulePolicy
 from server.errors import TrainingError
 from server.trackers.events import (
     ActionExecutionRejected,
     ActiveLoop,
+    Event,
     LoopInterrupted,
     SlotSet,
 )
@@ -25,14 +29,14 @@ from tests.dialogue.policy_fixtures import (
 )
 
 
-def trained(bot_name: str, **options: object) -> tuple[RulePolicy, Domain]:
+def trained(bot_name: str, **options: Any) -> tuple[RulePolicy, Domain]:
     domain, stories, _ = bot(bot_name)
     policy = RulePolicy("RulePolicy", **options)
     policy.train(stories, domain)
     return policy, domain
 
 
-def predict(policy: RulePolicy, domain: Domain, *events: object):  # type: ignore[no-untyped-def]
+def predict(policy: RulePolicy, domain: Domain, *events: Event) -> PolicyPrediction:
     return policy.predict(ConversationStates(tracker(domain, *events), domain), domain)
 
 

@@ -12,6 +12,7 @@ from rasa_sdk import Action, ActionExecutionRejection, Tracker
 from rasa_sdk.events import FollowupAction
 from rasa_sdk.executor import CollectingDispatcher
 
+from server.dialogue.agent import Agent
 from server.dialogue.domain import Domain
 from server.dialogue.policies.prediction import PolicyPrediction
 from server.dialogue.processor import DialogueModel
@@ -73,13 +74,13 @@ class ThenGreet(Action):
         return [FollowupAction("utter_greet")]
 
 
-def agent_for(policies: Any, nlu: Any = None):  # type: ignore[no-untyped-def]
+def agent_for(policies: Any, nlu: Any = None) -> Agent:
     model = DialogueModel(DOMAIN, policies, nlu=nlu)
     return make_agent(model, transport=SdkTransport(Reject, ThenGreet))
 
 
 async def test_a_rejected_action_is_logged_as_rejected_without_its_prediction_events() -> None:
-    interrupted = [LoopInterrupted(is_interrupted=True)]
+    interrupted: list[Event] = [LoopInterrupted(is_interrupted=True)]
     agent = agent_for(Scripted(("action_reject", interrupted), ("utter_greet", interrupted)))
     conversation = Conversation(agent, "rejected")
     turn = await conversation.say("/go")

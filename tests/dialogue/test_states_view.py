@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from server.dialogue.policies.featurization import StatesView
+from server.dialogue.policies.featurization import State, StatesView
 
 
-def _view() -> tuple[StatesView, list[dict]]:
-    body = [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 99}]  # the 4th is past the view's size
-    view = StatesView(body, 3, {"n": 3})
-    return view, [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}]
+def _state(n: int | str) -> State:
+    return {"user": {"n": n}}
+
+
+def _view() -> tuple[StatesView, list[State]]:
+    body = [_state(0), _state(1), _state(2), _state(99)]  # the 4th is past the view's size
+    view = StatesView(body, 3, _state(3))
+    return view, [_state(0), _state(1), _state(2), _state(3)]
 
 
 def test_the_view_reads_like_the_list_it_stands_for() -> None:
@@ -36,7 +40,7 @@ def test_indexes_past_either_end_raise() -> None:
 
 def test_with_last_replaces_only_the_current_state() -> None:
     view, expected = _view()
-    changed = view.with_last({"n": "text"})
-    assert list(changed) == [*expected[:-1], {"n": "text"}]
+    changed = view.with_last(_state("text"))
+    assert list(changed) == [*expected[:-1], _state("text")]
     assert list(view) == expected
     assert view != changed
