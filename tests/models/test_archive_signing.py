@@ -118,5 +118,5 @@ async def test_holder_with_verify_key_refuses_unsigned_uploads(archive_factory, 
     with pytest.raises(SignatureError):
         await holder.load_bytes(archive_factory("unsigned").read_bytes())
 
-    assert holder.current.answer() == "signed"
-    assert "not signed" in holder.last_error
+    assert holder.current is not None and holder.current.answer() == "signed"
+    assert holder.last_error is not None and "not signed" in holder.last_error

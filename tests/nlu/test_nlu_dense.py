@@ -2,6 +2,7 @@
 the LanguageModelFeaturizer mapping, persistence, and the errors when the extra is missing."""
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ needs_dense = pytest.mark.skipif(
     not dense_available(), reason="the dense extra is not installed: pip install '.[dense]'"
 )
 
-DENSE_PIPELINE = [
+DENSE_PIPELINE: list[dict[str, Any]] = [
     {"name": "WhitespaceTokenizer"},
     {"name": "CountVectorsFeaturizer"},
     {"name": "LanguageModelFeaturizer", "model_name": "bert"},

@@ -2,6 +2,7 @@
 training time, averaged at parse time without running the transformer."""
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ needs_dense = pytest.mark.skipif(
 
 # A few hundred common tokens keep the table (and the test) small.
 STATIC = {"name": "StaticEmbeddingFeaturizer", "common_tokens": 300}
-PIPELINE = [
+PIPELINE: list[dict[str, Any]] = [
     {"name": "WhitespaceTokenizer"},
     {"name": "CountVectorsFeaturizer"},
     STATIC,
