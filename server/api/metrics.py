@@ -8,13 +8,18 @@ it measures on the live objects (the processor, its store and action server, the
 from __future__ import annotations
 
 import functools
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+import prometheus_client.metrics
 from fastapi import APIRouter, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,49 +30,145 @@ _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 _STORE_OPERATIONS = ("load", "load_all", "append", "replace")
 
 
+class CounterValue:
+    """One counter series: a number and when it was created."""
+
+    __slots__ = ("value", "created", "_lock")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.value = 0.0
+        self.created = time.time()
+        self._lock = lock
+
+    def inc(self, amount: float = 1.0) -> None:
+        with self._lock:
+            self.value += amount
+
+
+class HistogramValue:
+    """One histogram series: a count per bucket (not cumulative: summed when scraped)."""
+
+    __slots__ = ("bounds", "counts", "sum", "created", "_lock")
+
+    def __init__(self, bounds: tuple[float, ...], lock: threading.Lock) -> None:
+        self.bounds = (*bounds, float("inf"))
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+        self.created = time.time()
+        self._lock = lock
+
+    def observe(self, amount: float) -> None:
+        # The first bucket whose bound is >= amount, as prometheus_client's Histogram.
+        index = bisect_left(self.bounds, amount)
+        with self._lock:
+            self.counts[index] += 1
+            self.sum += amount
+
+
+class _Family:
+    """A metric's name, help and series (by label value), written as prometheus_client would
+    write a `Counter` or `Histogram` of the same name."""
+
+    def __init__(self, name: str, documentation: str, kind: str, label: str | None = None) -> None:
+        self.name, self.documentation, self.kind, self.label = name, documentation, kind, label
+        self.series: dict[str, Any] = {}  # label value -> CounterValue | HistogramValue
+
+    def collect(self) -> Metric:
+        metric = Metric(self.name, self.documentation, self.kind)
+        created = prometheus_client.metrics._use_created
+        for label_value, series in self.series.items():
+            labels = {} if self.label is None else {self.label: label_value}
+            if self.kind == "counter":
+                metric.add_sample(f"{self.name}_total", labels, series.value)
+            else:
+                total = 0.0
+                for bound, count in zip(series.bounds, series.counts, strict=True):
+                    total += count
+                    bucket = {**labels, "le": floatToGoString(bound)}
+                    metric.add_sample(f"{self.name}_bucket", bucket, total)
+                metric.add_sample(f"{self.name}_count", labels, total)
+                metric.add_sample(f"{self.name}_sum", labels, series.sum)
+            if created:
+                metric.add_sample(f"{self.name}_created", labels, series.created)
+        return metric
+
+
+class _Collector:
+    """Hands the families to the registry at scrape time."""
+
+    def __init__(self, families: list[_Family]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.families:
+            yield family.collect()
+
+
 class ServerMetrics:
-    """The metrics of one app, in their own registry (so tests and workers never collide)."""
+    """The metrics of one app, in their own registry (so tests and workers never collide).
+
+    Observations update plain numbers (a `bisect` and two additions under a lock for a
+    histogram, about a fifth of prometheus_client's `Histogram.observe`); the registry reads
+    them when /metrics is scraped, in prometheus_client's own text format.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.turns = Counter("botserver_turns_total", "User turns handled", registry=r)
-        self.turn_seconds = Histogram(
-            "botserver_turn_seconds", "Time of a whole user turn (lock to save)",
-            buckets=_TURN_BUCKETS, registry=r,
+        # One lock for every series: parses of blocking pipelines are timed in worker
+        # threads, everything else on the event loop's thread.
+        self._lock = threading.Lock()
+        self._families: list[_Family] = []
+        self.turns = self._counters("botserver_turns", "User turns handled")[""]
+        self.turn_seconds = self._histograms(
+            "botserver_turn_seconds", "Time of a whole user turn (lock to save)", _TURN_BUCKETS
+        )[""]
+        self.actions = self._counters("botserver_actions", "Actions run during user turns")[""]
+        self.nlu_seconds = self._histograms(
+            "botserver_nlu_seconds", "Time to parse a message", _FAST_BUCKETS
+        )[""]
+        self.policy_seconds = self._histograms(
+            "botserver_policy_seconds", "Time to predict the next action", _FAST_BUCKETS
+        )[""]
+        self.action_server_calls = self._counters(
+            "botserver_action_server_calls", "Calls to the action server"
+        )[""]
+        self.action_server_errors = self._counters(
+            "botserver_action_server_errors", "Failed calls to the action server"
+        )[""]
+        self.action_server_seconds = self._histograms(
+            "botserver_action_server_seconds", "Time of an action server call", _TURN_BUCKETS
+        )[""]
+        self.tracker_store_seconds = self._histograms(
+            "botserver_tracker_store_seconds",
+            "Time of a tracker store operation",
+            _FAST_BUCKETS,
+            ("operation", _STORE_OPERATIONS),
         )
-        self.actions = Counter(
-            "botserver_actions_total", "Actions run during user turns", registry=r
+        self.model_loads = self._counters(
+            "botserver_model_loads", "Model loads, by result", ("result", ("success", "failure"))
         )
-        self.nlu_seconds = Histogram(
-            "botserver_nlu_seconds", "Time to parse a message", buckets=_FAST_BUCKETS, registry=r
-        )
-        self.policy_seconds = Histogram(
-            "botserver_policy_seconds", "Time to predict the next action",
-            buckets=_FAST_BUCKETS, registry=r,
-        )
-        self.action_server_calls = Counter(
-            "botserver_action_server_calls_total", "Calls to the action server", registry=r
-        )
-        self.action_server_errors = Counter(
-            "botserver_action_server_errors_total", "Failed calls to the action server",
-            registry=r,
-        )
-        self.action_server_seconds = Histogram(
-            "botserver_action_server_seconds", "Time of an action server call",
-            buckets=_TURN_BUCKETS, registry=r,
-        )
-        self.tracker_store_seconds = Histogram(
-            "botserver_tracker_store_seconds", "Time of a tracker store operation",
-            ["operation"], buckets=_FAST_BUCKETS, registry=r,
-        )
-        self.model_loads = Counter(
-            "botserver_model_loads_total", "Model loads, by result", ["result"], registry=r
-        )
-        for result in ("success", "failure"):
-            self.model_loads.labels(result=result)
-        for operation in _STORE_OPERATIONS:
-            self.tracker_store_seconds.labels(operation=operation)
+        self.registry.register(_Collector(self._families))  # type: ignore[arg-type]
+
+    def _counters(
+        self, name: str, documentation: str, labels: tuple[str, tuple[str, ...]] | None = None
+    ) -> dict[str, CounterValue]:
+        """The series of a counter by label value ("" for the one series of an unlabelled one)."""
+        family = _Family(name, documentation, "counter", labels[0] if labels else None)
+        family.series = {value: CounterValue(self._lock) for value in _values(labels)}
+        self._families.append(family)
+        return family.series
+
+    def _histograms(
+        self,
+        name: str,
+        documentation: str,
+        buckets: tuple[float, ...],
+        labels: tuple[str, tuple[str, ...]] | None = None,
+    ) -> dict[str, HistogramValue]:
+        family = _Family(name, documentation, "histogram", labels[0] if labels else None)
+        family.series = {value: HistogramValue(buckets, self._lock) for value in _values(labels)}
+        self._families.append(family)
+        return family.series
 
     # -- observations -------------------------------------------------------------------------
     def observe_turn(self, turn: dict[str, Any]) -> None:
@@ -92,7 +193,7 @@ class ServerMetrics:
         for operation in _STORE_OPERATIONS:
             method = getattr(store, operation, None)
             if method is not None:
-                histogram = self.tracker_store_seconds.labels(operation=operation)
+                histogram = self.tracker_store_seconds[operation]
                 setattr(store, operation, _timed_async(method, histogram))
         if processor.action_server is not None:
             processor.action_server.run = self._counted_action_call(processor.action_server.run)
@@ -120,9 +221,9 @@ class ServerMetrics:
             try:
                 info = await load(*args, **kwargs)
             except Exception:
-                self.model_loads.labels(result="failure").inc()
+                self.model_loads["failure"].inc()
                 raise
-            self.model_loads.labels(result="success").inc()
+            self.model_loads["success"].inc()
             return info
 
         return load_archive
@@ -147,25 +248,33 @@ class ServerMetrics:
         return router
 
 
-def _timed_sync(fn: F, histogram: Any) -> F:
+def _values(labels: tuple[str, tuple[str, ...]] | None) -> tuple[str, ...]:
+    return labels[1] if labels else ("",)
+
+
+def _timed_sync(fn: F, histogram: HistogramValue) -> F:
+    observe, clock = histogram.observe, time.perf_counter
+
     @functools.wraps(fn)
     def timed(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        started = clock()
         try:
             return fn(*args, **kwargs)
         finally:
-            histogram.observe(time.perf_counter() - started)
+            observe(clock() - started)
 
     return timed  # type: ignore[return-value]
 
 
-def _timed_async(fn: Callable[..., Awaitable[Any]], histogram: Any) -> Any:
+def _timed_async(fn: Callable[..., Awaitable[Any]], histogram: HistogramValue) -> Any:
+    observe, clock = histogram.observe, time.perf_counter
+
     @functools.wraps(fn)
     async def timed(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        started = clock()
         try:
             return await fn(*args, **kwargs)
         finally:
-            histogram.observe(time.perf_counter() - started)
+            observe(clock() - started)
 
     return timed

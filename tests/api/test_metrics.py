@@ -1,0 +1,84 @@
+"""ServerMetrics writes what prometheus_client's own Counter and Histogram would write."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from server.api.metrics import _FAST_BUCKETS, _STORE_OPERATIONS, ServerMetrics
+
+# On the bounds, between them, beyond the last one: `le` buckets hold values <= their bound.
+SECONDS = [0.0, 0.0005, 0.0004999, 0.0005001, 0.001, 0.003, 0.05, 5.0, 5.0001, 42.0, 1e-9]
+
+
+def without_created(text: bytes) -> str:
+    return re.sub(r"(?m)^(\w+_created(\{[^}]*\})?) \S+$", r"\1 <time>", text.decode())
+
+
+def test_the_text_equals_prometheus_clients_for_the_same_observations() -> None:
+    ours = ServerMetrics()
+    reference = CollectorRegistry()
+    turns = Counter("botserver_turns", "User turns handled", registry=reference)
+    policy = Histogram(
+        "botserver_policy_seconds",
+        "Time to predict the next action",
+        buckets=_FAST_BUCKETS,
+        registry=reference,
+    )
+    store = Histogram(
+        "botserver_tracker_store_seconds",
+        "Time of a tracker store operation",
+        ["operation"],
+        buckets=_FAST_BUCKETS,
+        registry=reference,
+    )
+    for operation in _STORE_OPERATIONS:
+        store.labels(operation=operation)
+    for seconds in SECONDS:
+        ours.turns.inc()
+        turns.inc()
+        ours.policy_seconds.observe(seconds)
+        policy.observe(seconds)
+        ours.tracker_store_seconds["append"].observe(seconds * 2)
+        store.labels(operation="append").observe(seconds * 2)
+
+    text = without_created(ours.render())
+    for name, metric in (
+        ("botserver_turns", turns),
+        ("botserver_policy_seconds", policy),
+        ("botserver_tracker_store_seconds", store),
+    ):
+        expected = without_created(generate_latest(reference))
+        block = re.compile(rf"(?ms)^# HELP {name}(_total)? .*?(?=^# HELP (?!{name}_created))")
+        found = block.search(text + "# HELP end")
+        wanted = block.search(expected + "# HELP end")
+        assert found is not None and wanted is not None, name
+        assert found.group(0) == wanted.group(0), metric
+
+
+def test_counts_after_a_number_of_observations_parse_as_prometheus_text() -> None:
+    metrics = ServerMetrics()
+    for _ in range(7):
+        metrics.observe_turn({"seconds": 0.004, "actions": ["utter_greet", "action_listen"]})
+    metrics.observe_turn({"seconds": 0.2, "actions": ["action_listen"]})
+    metrics.model_loads["failure"].inc()
+
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in families.values()
+        for s in f.samples
+    }
+    assert samples[("botserver_turns_total", ())] == 8
+    assert samples[("botserver_actions_total", ())] == 15
+    assert samples[("botserver_turn_seconds_count", ())] == 8
+    assert samples[("botserver_turn_seconds_bucket", (("le", "0.005"),))] == 7
+    assert samples[("botserver_turn_seconds_bucket", (("le", "0.1"),))] == 7
+    assert samples[("botserver_turn_seconds_bucket", (("le", "0.25"),))] == 8
+    assert samples[("botserver_turn_seconds_sum", ())] == pytest.approx(7 * 0.004 + 0.2)
+    assert samples[("botserver_model_loads_total", (("result", "failure"),))] == 1
+    assert samples[("botserver_model_loads_total", (("result", "success"),))] == 0
+    assert families["botserver_turn_seconds"].type == "histogram"
