@@ -63,7 +63,8 @@ def test_a_parse_is_remembered_only_when_its_text_comes_back(bot_models: BotMode
     assert len(model.parses) == before  # texts that never repeat add no entries
     Processor.parse(model, "hello number 7")
     assert len(model.parses) == before + 1
-    assert Processor.parse(model, "hello number 7") == model.nlu.parse("hello number 7")  # type: ignore[union-attr]
+    assert model.nlu is not None
+    assert Processor.parse(model, "hello number 7") == model.nlu.parse("hello number 7")
 
 
 def test_a_pipeline_with_duckling_is_parsed_every_time(bot_models: BotModels) -> None:
@@ -80,13 +81,13 @@ def test_remembered_policy_scores_are_the_computed_ones_and_retraining_forgets_t
     policy.train(stories, domain)
     rows = 0
 
-    def next_action(tracker: object) -> str:
+    def next_action(tracker: Tracker) -> str:
         nonlocal rows
-        states = ConversationStates(tracker, domain).states  # type: ignore[arg-type]
+        states = ConversationStates(tracker, domain).states
         computed = policy.probabilities(states, domain)
         assert policy.probabilities(states, domain) == computed  # the second from memory
         rows += 1
-        return policy.predict(ConversationStates(tracker, domain), domain).action_name  # type: ignore[arg-type]
+        return policy.predict(ConversationStates(tracker, domain), domain).action_name
 
     for training in stories:
         replay(next_action, training, domain)
