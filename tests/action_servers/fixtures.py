@@ -122,11 +122,11 @@ def action_servers() -> Iterator[ActionServers]:
 class _Broken(BaseHTTPRequestHandler):
     """Answers by path: /slow sleeps, /garbage sends HTML, /shape sends the wrong JSON."""
 
+    server: BrokenActionServer
+
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length") or 0)
-        self.server.requests.append(  # type: ignore[attr-defined]
-            (self.path, json.loads(self.rfile.read(length) or b"null"))
-        )
+        self.server.requests.append((self.path, json.loads(self.rfile.read(length) or b"null")))
         if self.path.startswith("/slow"):
             time.sleep(3)
             self._send(200, b'{"events": [], "responses": []}')
@@ -157,16 +157,21 @@ class _Broken(BaseHTTPRequestHandler):
         pass
 
 
-class _Server(ThreadingHTTPServer):
+class BrokenActionServer(ThreadingHTTPServer):
+    """Serves `_Broken` on a free local port; `requests` keeps each (path, JSON body) it got."""
+
     request_queue_size = 128
     daemon_threads = True
 
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Broken)
+        self.requests: list[tuple[str, Any]] = []
+
 
 @contextlib.contextmanager
-def broken_action_server() -> Iterator[ThreadingHTTPServer]:
+def broken_action_server() -> Iterator[BrokenActionServer]:
     """A local action server that misbehaves by path; `server.requests` keeps what it got."""
-    server = _Server(("127.0.0.1", 0), _Broken)
-    server.requests = []  # type: ignore[attr-defined]
+    server = BrokenActionServer()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -22,6 +22,7 @@ from server.trackers.events import (
 )
 from server.trackers.tracker import EventVerbosity, Tracker
 from tests.action_servers.fixtures import (  # noqa: F401
+    BrokenActionServer,
     action_servers,
     broken_action_server,
     free_port,
@@ -177,7 +178,7 @@ async def test_selective_domain_works_with_a_caching_rasa_sdk(
 
 
 @pytest.fixture(scope="module")
-def broken_server() -> Iterator[ThreadingHTTPServer]:
+def broken_server() -> Iterator[BrokenActionServer]:
     with broken_action_server() as server:
         yield server
 
@@ -195,7 +196,7 @@ async def test_a_server_that_is_down_fails_fast_and_clearly() -> None:
     await client.aclose()
 
 
-async def test_a_slow_server_times_out(broken_server: ThreadingHTTPServer) -> None:
+async def test_a_slow_server_times_out(broken_server: BrokenActionServer) -> None:
     client = ActionServerClient({"url": _url(broken_server, "/slow"), "timeout": 0.5})
     started = time.monotonic()
     with pytest.raises(ActionError, match="did not answer within 0.5 s"):
@@ -215,7 +216,7 @@ async def test_a_slow_server_times_out(broken_server: ThreadingHTTPServer) -> No
     ],
 )
 async def test_garbage_is_an_action_error(
-    broken_server: ThreadingHTTPServer, path: str, message: str
+    broken_server: BrokenActionServer, path: str, message: str
 ) -> None:
     client = ActionServerClient({"url": _url(broken_server, path)})
     with pytest.raises(ActionError, match=message) as raised:
@@ -225,7 +226,7 @@ async def test_garbage_is_an_action_error(
 
 
 async def test_token_goes_in_the_query_and_never_in_errors(
-    broken_server: ThreadingHTTPServer, caplog: pytest.LogCaptureFixture
+    broken_server: BrokenActionServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = ActionServerClient(
         {
@@ -237,7 +238,7 @@ async def test_token_goes_in_the_query_and_never_in_errors(
     )
     result = await client.run("action_x", "u1", {"sender_id": "u1"}, {"intents": []})
     assert result == {"events": [], "responses": [{"text": "ok"}]}
-    path, body = broken_server.requests[-1]  # type: ignore[attr-defined]
+    path, body = broken_server.requests[-1]
     assert path == "/ok?team=a&token=s3cret-token"
     assert body == {
         "next_action": "action_x",
@@ -257,9 +258,9 @@ async def test_token_goes_in_the_query_and_never_in_errors(
 
 
 async def test_selective_domain_leaves_the_domain_out_unless_asked(
-    broken_server: ThreadingHTTPServer,
+    broken_server: BrokenActionServer,
 ) -> None:
-    requests = broken_server.requests  # type: ignore[attr-defined]
+    requests = broken_server.requests
     client = ActionServerClient({"url": _url(broken_server, "/ok"), "enable_selective_domain": 1})
     await client.run("action_x", "u1", {}, {"intents": ["a"]})
     assert "domain" not in requests[-1][1]
@@ -270,7 +271,7 @@ async def test_selective_domain_leaves_the_domain_out_unless_asked(
 
 
 async def test_one_pooled_client_serves_concurrent_calls(
-    broken_server: ThreadingHTTPServer,
+    broken_server: BrokenActionServer,
 ) -> None:
     client = ActionServerClient({"url": _url(broken_server, "/ok")})
     results = await asyncio.gather(*(client.run("action_x", "u1", {}, None) for _ in range(20)))
