@@ -19,12 +19,21 @@ def keys() -> tuple[bytes, bytes]:
     return generate_keypair()
 
 
+def body_of(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes | None:
+    """A regular file's bytes; None for directories and other non-files."""
+    if not member.isfile():
+        return None
+    file = tar.extractfile(member)
+    assert file is not None  # tarfile gives every regular file a body
+    return file.read()
+
+
 def rewrite(archive: Path, out: Path, change) -> Path:
     """Copy an archive member by member, letting `change(name, data)` alter file bodies."""
     buffer = io.BytesIO()
     with tarfile.open(archive) as source, tarfile.open(fileobj=buffer, mode="w") as target:
         for member in source.getmembers():
-            data = source.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
+            data = body_of(source, member)
             if data is not None:
                 data = change(member.name, data)
                 if data is None:
@@ -91,7 +100,7 @@ def test_removed_member_is_refused(tmp_path: Path, archive_factory, keys):
 def test_added_member_is_refused(tmp_path: Path, archive_factory, keys):
     archive = archive_factory(signing_key=keys[0])
     with tarfile.open(archive) as source:
-        members = [(m, source.extractfile(m).read() if m.isfile() else None) for m in source]  # type: ignore[union-attr]
+        members = [(m, body_of(source, m)) for m in source]
     extra = tarfile.TarInfo("components/extra.json")
     extra.size = 2
     members.append((extra, b"{}"))

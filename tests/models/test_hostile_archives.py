@@ -286,8 +286,10 @@ def test_hostile_archive_is_refused_and_nothing_is_written(tmp_path: Path, case:
 
 
 def test_rasa_archives_are_named_by_read_metadata_too(tmp_path: Path):
-    rasa3 = tar_gz(tmp_path / "r3.tar.gz", CASES["rasa-3"][0])  # type: ignore[arg-type]
-    rasa2 = tar_gz(tmp_path / "r2.tar.gz", CASES["rasa-2"][0])  # type: ignore[arg-type]
+    rasa3_members, rasa2_members = CASES["rasa-3"][0], CASES["rasa-2"][0]
+    assert isinstance(rasa3_members, list) and isinstance(rasa2_members, list)
+    rasa3 = tar_gz(tmp_path / "r3.tar.gz", rasa3_members)
+    rasa2 = tar_gz(tmp_path / "r2.tar.gz", rasa2_members)
     for path in (rasa3, rasa2):
         with pytest.raises(UnsupportedModel, match="retrain it with `botserver train`"):
             read_metadata(path)
