@@ -33,32 +33,43 @@ _STORE_OPERATIONS = ("load", "load_all", "append", "replace")
 class CounterValue:
     """One counter series: a number and when it was created."""
 
-    __slots__ = ("value", "created", "_lock")
+    __slots__ = ("value", "created")
 
-    def __init__(self, lock: threading.Lock) -> None:
+    def __init__(self) -> None:
         self.value = 0.0
         self.created = time.time()
-        self._lock = lock
 
     def inc(self, amount: float = 1.0) -> None:
-        with self._lock:
-            self.value += amount
+        self.value += amount
 
 
 class HistogramValue:
     """One histogram series: a count per bucket (not cumulative: summed when scraped)."""
 
-    __slots__ = ("bounds", "counts", "sum", "created", "_lock")
+    __slots__ = ("bounds", "counts", "sum", "created")
 
-    def __init__(self, bounds: tuple[float, ...], lock: threading.Lock) -> None:
+    def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = (*bounds, float("inf"))
         self.counts = [0] * len(self.bounds)
         self.sum = 0.0
         self.created = time.time()
-        self._lock = lock
 
     def observe(self, amount: float) -> None:
         # The first bucket whose bound is >= amount, as prometheus_client's Histogram.
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.sum += amount
+
+
+class LockedHistogramValue(HistogramValue):
+    """A histogram observed from several threads."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        super().__init__(bounds)
+        self._lock = threading.Lock()
+
+    def observe(self, amount: float) -> None:
         index = bisect_left(self.bounds, amount)
         with self._lock:
             self.counts[index] += 1
@@ -107,24 +118,23 @@ class _Collector:
 class ServerMetrics:
     """The metrics of one app, in their own registry (so tests and workers never collide).
 
-    Observations update plain numbers (a `bisect` and two additions under a lock for a
-    histogram, about a fifth of prometheus_client's `Histogram.observe`); the registry reads
-    them when /metrics is scraped, in prometheus_client's own text format.
+    Observations update plain numbers (a `bisect` and two additions for a histogram, about a
+    fifth of prometheus_client's `Histogram.observe`, which takes a lock per value); the
+    registry reads them when /metrics is scraped, in prometheus_client's own text format.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        # One lock for every series: parses of blocking pipelines are timed in worker
-        # threads, everything else on the event loop's thread.
-        self._lock = threading.Lock()
         self._families: list[_Family] = []
         self.turns = self._counters("botserver_turns", "User turns handled")[""]
         self.turn_seconds = self._histograms(
             "botserver_turn_seconds", "Time of a whole user turn (lock to save)", _TURN_BUCKETS
         )[""]
         self.actions = self._counters("botserver_actions", "Actions run during user turns")[""]
+        # A blocking pipeline parses in worker threads (`parse_off_loop_if_blocking`);
+        # every other observation is made on the event loop's thread.
         self.nlu_seconds = self._histograms(
-            "botserver_nlu_seconds", "Time to parse a message", _FAST_BUCKETS
+            "botserver_nlu_seconds", "Time to parse a message", _FAST_BUCKETS, locked=True
         )[""]
         self.policy_seconds = self._histograms(
             "botserver_policy_seconds", "Time to predict the next action", _FAST_BUCKETS
@@ -154,7 +164,7 @@ class ServerMetrics:
     ) -> dict[str, CounterValue]:
         """The series of a counter by label value ("" for the one series of an unlabelled one)."""
         family = _Family(name, documentation, "counter", labels[0] if labels else None)
-        family.series = {value: CounterValue(self._lock) for value in _values(labels)}
+        family.series = {value: CounterValue() for value in _values(labels)}
         self._families.append(family)
         return family.series
 
@@ -164,9 +174,11 @@ class ServerMetrics:
         documentation: str,
         buckets: tuple[float, ...],
         labels: tuple[str, tuple[str, ...]] | None = None,
+        locked: bool = False,
     ) -> dict[str, HistogramValue]:
         family = _Family(name, documentation, "histogram", labels[0] if labels else None)
-        family.series = {value: HistogramValue(buckets, self._lock) for value in _values(labels)}
+        kind = LockedHistogramValue if locked else HistogramValue
+        family.series = {value: kind(buckets) for value in _values(labels)}
         self._families.append(family)
         return family.series
 
