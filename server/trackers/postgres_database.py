@@ -17,6 +17,7 @@ import asyncpg
 from sqlalchemy.engine import URL
 
 from server.trackers.session_start import ACTION_SESSION_START
+from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
 
 T = TypeVar("T")
 
@@ -36,17 +37,15 @@ _INSERT = (
     f" SELECT {_COLUMNS} FROM ({_ROWS}) AS r ORDER BY n RETURNING id)"
     " SELECT (SELECT id FROM previous), (SELECT array_agg(id ORDER BY id) FROM new)"
 )
-_INSERT_ONLY = (
-    f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM ({_ROWS}) AS r ORDER BY n"
-)
+_INSERT_ONLY = f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM ({_ROWS}) AS r ORDER BY n"
 _ROWS_FROM = "SELECT id, data FROM events WHERE sender_id = $1 AND id >= $2 ORDER BY id"
 # The current session's rows in one statement: it starts at the last action_session_start,
 # or at a later session_started (at the row before it when that is action_session_start).
+# The first two seek the partial indexes, which a generic plan uses only with the literals.
 _SESSION_ROWS = (
     "WITH marks AS MATERIALIZED (SELECT"
-    " (SELECT max(id) FROM events WHERE sender_id = $1 AND type_name = 'action'"
-    "  AND action_name = $2) AS action,"
-    " (SELECT max(id) FROM events WHERE sender_id = $1 AND type_name = 'session_started')"
+    f" (SELECT max(id) FROM events WHERE sender_id = $1 AND {SESSION_ACTION_WHERE}) AS action,"
+    f" (SELECT max(id) FROM events WHERE sender_id = $1 AND {SESSION_STARTED_WHERE})"
     "  AS started),"
     " start AS (SELECT CASE WHEN started IS NOT NULL AND (action IS NULL OR action < started)"
     "  THEN coalesce((SELECT CASE WHEN type_name = 'action' AND action_name = $2 THEN id END"

@@ -13,6 +13,8 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.trackers.session_start import ACTION_SESSION_START
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 metadata = MetaData()
@@ -30,6 +32,13 @@ events_table = Table(
     Column("action_name", String(255)),
     Column("data", Text),
 )
+
+# The conditions of the partial indexes that find a conversation's last session start
+# (SQLite and PostgreSQL; MySQL has no partial indexes and indexes every row). A query uses
+# such an index only when its WHERE repeats the condition, literals included: the session
+# queries of every dialect are built from these strings.
+SESSION_ACTION_WHERE = f"type_name = 'action' AND action_name = '{ACTION_SESSION_START}'"
+SESSION_STARTED_WHERE = "type_name = 'session_started'"
 
 
 def _upgrade(sync_connection: Any) -> None:

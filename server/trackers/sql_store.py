@@ -32,7 +32,12 @@ from server.trackers.sql_engine import (
     ensure_postgres_database,
     sqlite_synchronous,
 )
-from server.trackers.sql_schema import events_table, migrate
+from server.trackers.sql_schema import (
+    SESSION_ACTION_WHERE,
+    SESSION_STARTED_WHERE,
+    events_table,
+    migrate,
+)
 from server.trackers.sqlite_database import SqliteDatabase
 from server.trackers.store import DEFAULT_CACHE_EVENTS, cache_events_setting
 
@@ -99,7 +104,10 @@ class _SessionCache:
             self._sessions.move_to_end(sender_id)
 
     def extend(
-        self, sender_id: str, session: _CachedSession, events: list[dict[str, Any]],
+        self,
+        sender_id: str,
+        session: _CachedSession,
+        events: list[dict[str, Any]],
         last: IdData,
     ) -> None:
         """Newer rows of a cached session (which may start a new session)."""
@@ -115,7 +123,9 @@ class _SessionCache:
             self._evict()
 
     def appended(
-        self, sender_id: str, events: list[dict[str, Any]],
+        self,
+        sender_id: str,
+        events: list[dict[str, Any]],
         written: tuple[int | None, list[IdData] | None],
     ) -> None:
         """Rows this process just wrote: the cache follows when it was current."""
@@ -285,8 +295,9 @@ class SqlTrackerStore:
         # Another load or append in this process may have advanced the cache meanwhile.
         new_rows = [row for row in rows if row[0] > cached.last_id]
         if new_rows:
-            self._cache.extend(sender_id, cached, await _parse([row[1] for row in new_rows]),
-                               new_rows[-1])
+            self._cache.extend(
+                sender_id, cached, await _parse([row[1] for row in new_rows]), new_rows[-1]
+            )
         self._cache.touch(sender_id)
         return Snapshot(cached.events)
 
@@ -336,9 +347,7 @@ class _AsyncDatabase:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         dialect = engine.dialect
-        self._returning = bool(
-            dialect.insert_returning and dialect.use_insertmanyvalues
-        )
+        self._returning = bool(dialect.insert_returning and dialect.use_insertmanyvalues)
 
     async def ping(self) -> None:
         async with self._engine.connect() as conn:
@@ -421,13 +430,12 @@ _ROWS_FROM = (
     .where(_C.sender_id == bindparam("sender_id"), _C.id >= bindparam("first_id"))
     .order_by(_C.id)
 )
+# Literal conditions: with bound values SQLite (in memory) would not use its partial indexes.
 _LAST_SESSION_ACTION = select(func.max(_C.id)).where(
-    _C.sender_id == bindparam("sender_id"),
-    _C.type_name == "action",
-    _C.action_name == ACTION_SESSION_START,
+    _C.sender_id == bindparam("sender_id"), text(SESSION_ACTION_WHERE)
 )
 _LAST_SESSION_STARTED = select(func.max(_C.id)).where(
-    _C.sender_id == bindparam("sender_id"), _C.type_name == "session_started"
+    _C.sender_id == bindparam("sender_id"), text(SESSION_STARTED_WHERE)
 )
 _ROW_BEFORE = (
     select(_C.id, _C.type_name, _C.action_name)

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from server.trackers.session_start import ACTION_SESSION_START
+from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
 
 T = TypeVar("T")
 
@@ -56,7 +57,10 @@ class SqliteDatabase:
     one dedicated thread."""
 
     def __init__(
-        self, path: str, busy_timeout_ms: int, synchronous: str,
+        self,
+        path: str,
+        busy_timeout_ms: int,
+        synchronous: str,
         checkpoint_frames: int = CHECKPOINT_FRAMES,
     ) -> None:
         self.path = path
@@ -104,7 +108,9 @@ class SqliteDatabase:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, timeout=self._busy_timeout_ms / 1000, isolation_level=None,
+            self.path,
+            timeout=self._busy_timeout_ms / 1000,
+            isolation_level=None,
             cached_statements=64,
         )
         # WAL lets readers in other processes run while one process writes; in WAL mode
@@ -209,7 +215,10 @@ class SqliteDatabase:
         if str(mode).lower() != "wal":
             return None
         inline = sqlite3.connect(
-            self.path, timeout=0, isolation_level=None, cached_statements=64,
+            self.path,
+            timeout=0,
+            isolation_level=None,
+            cached_statements=64,
             check_same_thread=False,  # opened here, used on the event loop's thread only
         )
         try:
@@ -349,9 +358,7 @@ class SqliteDatabase:
             )
             return rows
         except sqlite3.OperationalError:
-            return await self.run(
-                lambda conn: conn.execute(sql, (sender_id, first_id)).fetchall()
-            )
+            return await self.run(lambda conn: conn.execute(sql, (sender_id, first_id)).fetchall())
 
     async def session_rows(self, sender_id: str) -> list[tuple[int, str]]:
         """(id, data) of the current session's rows, in order."""
@@ -438,9 +445,7 @@ def _appends(
             (previous,) = conn.execute(
                 "SELECT max(id) FROM events WHERE sender_id = ?", (append.sender_id,)
             ).fetchone()
-            outcomes.append(
-                (_int_or_none(previous), _insert(conn, append.rows, sequential_ids))
-            )
+            outcomes.append((_int_or_none(previous), _insert(conn, append.rows, sequential_ids)))
         except sqlite3.OperationalError:
             raise  # locked, disk full, I/O: the whole transaction fails
         except Exception as error:  # this append's rows only
@@ -502,17 +507,17 @@ def _session_rows(conn: sqlite3.Connection, sender_id: str) -> list[tuple[int, s
     return conn.execute(sql, (sender_id, start_id)).fetchall()
 
 
+# Each seeks its partial index (the condition is the index's, literals included).
+_LAST_SESSION_ACTION = f"SELECT max(id) FROM events WHERE sender_id = ? AND {SESSION_ACTION_WHERE}"
+_LAST_SESSION_STARTED = (
+    f"SELECT max(id) FROM events WHERE sender_id = ? AND {SESSION_STARTED_WHERE}"
+)
+
+
 def _session_start_id(conn: sqlite3.Connection, sender_id: str) -> int | None:
     """Row id where the current session starts (None: no session start stored)."""
-    (last_action,) = conn.execute(
-        "SELECT max(id) FROM events WHERE sender_id = ? AND type_name = 'action'"
-        " AND action_name = ?",
-        (sender_id, ACTION_SESSION_START),
-    ).fetchone()
-    (last_started,) = conn.execute(
-        "SELECT max(id) FROM events WHERE sender_id = ? AND type_name = 'session_started'",
-        (sender_id,),
-    ).fetchone()
+    (last_action,) = conn.execute(_LAST_SESSION_ACTION, (sender_id,)).fetchone()
+    (last_started,) = conn.execute(_LAST_SESSION_STARTED, (sender_id,)).fetchone()
     if last_started is None or (last_action is not None and last_action > last_started):
         return _int_or_none(last_action)
     previous: Any = conn.execute(

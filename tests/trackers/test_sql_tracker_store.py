@@ -41,17 +41,20 @@ def started(timestamp: float) -> dict[str, Any]:
 SESSION_SHAPES: dict[str, tuple[list[dict[str, Any]], int]] = {
     "no session start": ([user("hi", 1.0), bot("hello", 2.0)], 0),
     "action_session_start then session_started": (
-        [user("a", 1.0), *session_start(2.0), user("b", 3.0)], 1,
+        [user("a", 1.0), *session_start(2.0), user("b", 3.0)],
+        1,
     ),
     "a later action_session_start alone": (
-        [*session_start(1.0), user("a", 2.0), action("action_session_start", 3.0),
-         user("b", 4.0)], 4,
+        [*session_start(1.0), user("a", 2.0), action("action_session_start", 3.0), user("b", 4.0)],
+        4,
     ),
     "a later session_started alone": (
-        [*session_start(1.0), user("a", 2.0), started(3.0), user("b", 4.0)], 4,
+        [*session_start(1.0), user("a", 2.0), started(3.0), user("b", 4.0)],
+        4,
     ),
     "session_started after another action": (
-        [action("action_listen", 1.0), started(2.0), user("b", 3.0)], 1,
+        [action("action_listen", 1.0), started(2.0), user("b", 3.0)],
+        1,
     ),
 }
 
@@ -176,7 +179,7 @@ async def test_an_existing_rasa_sqlite_database_is_upgraded_and_keeps_working(
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")
         }
         (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
-    assert {"ix_events_sender_id", "ix_events_sender_id_id", "ix_events_session_start"} <= indexes
+    assert {"ix_events_sender_id", "ix_events_sender_id_id", "ix_events_session_started"} <= indexes
     assert count == len(history + current) + 1
 
 

@@ -1,6 +1,7 @@
-"""Rasa's `events` table, created if missing, plus the indexes a fast load needs.
+"""Rasa's `events` table, created if missing, plus the index of incremental reads.
 
-An existing Rasa tracker database keeps its table and rows; only the indexes are added.
+An existing Rasa tracker database keeps its table and rows; only the index is added. The
+session-start indexes are revision 0002's (this one made a full one before 0002 existed).
 
 Revision ID: 0001
 Revises:
@@ -36,7 +37,7 @@ def upgrade() -> None:
             # Never reuse an id: the per-process cache reads rows newer than the last id it saw.
             sqlite_autoincrement=True,
         )
-        op.create_index("ix_events_sender_id", "events", ["sender_id"])
+        # Not Rasa's ix_events_sender_id: ix_events_sender_id_id starts with the same column.
     else:
         columns = {c["name"] for c in inspector.get_columns("events")}
         missing = RASA_COLUMNS - columns
@@ -50,13 +51,7 @@ def upgrade() -> None:
     existing = {ix["name"] for ix in sa.inspect(op.get_bind()).get_indexes("events")}
     if "ix_events_sender_id_id" not in existing:
         op.create_index("ix_events_sender_id_id", "events", ["sender_id", "id"])
-    if "ix_events_session_start" not in existing:
-        # Finds the last session start of a conversation with one index seek.
-        op.create_index(
-            "ix_events_session_start", "events", ["sender_id", "type_name", "action_name", "id"]
-        )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_events_session_start", table_name="events")
     op.drop_index("ix_events_sender_id_id", table_name="events")

@@ -1,0 +1,198 @@
+"""The events table's indexes on every dialect: what a new table gets, what an older
+botserver or Rasa database is brought to, and that the session lookups seek them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from test_sql_tracker_store import SESSION_SHAPES
+
+from server.trackers.factory import create_tracker_store
+from server.trackers.sql_engine import async_url
+from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
+from tests.trackers.persistence_fixtures import mariadb_database, postgres_database
+
+PARTIAL = {"ix_events_session_start_action", "ix_events_session_started"}
+FULL = "ix_events_session_start"
+
+# The tables as botserver made them before revision 0002 (rows of each dialect's id type).
+_OLD_ID = {
+    "sqlite": "id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT",
+    "postgresql": "id SERIAL PRIMARY KEY",
+    "mysql": "id INTEGER NOT NULL AUTO_INCREMENT PRIMARY KEY",
+}
+_OLD_TYPES = {
+    "sqlite": ("FLOAT", "TEXT"),
+    "postgresql": ("FLOAT", "TEXT"),
+    "mysql": ("DOUBLE", "LONGTEXT"),
+}
+# Rasa's: a plain integer key, FLOAT timestamps, TEXT data.
+_RASA_ID = {
+    "sqlite": "id INTEGER NOT NULL PRIMARY KEY",
+    "postgresql": "id SERIAL PRIMARY KEY",
+    "mysql": "id INTEGER NOT NULL AUTO_INCREMENT PRIMARY KEY",
+}
+
+
+@contextlib.asynccontextmanager
+async def database(kind: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    if kind == "sqlite":
+        yield {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "schema.db")}
+    elif kind == "postgres":
+        async with postgres_database() as config:
+            yield config
+    else:
+        async with mariadb_database() as config:
+            yield config
+
+
+@contextlib.asynccontextmanager
+async def connect(config: dict[str, Any]) -> AsyncIterator[AsyncConnection]:
+    engine = create_async_engine(async_url(config, default_db="rasa.db"))
+    try:
+        async with engine.begin() as conn:
+            yield conn
+    finally:
+        await engine.dispose()
+
+
+async def indexes(config: dict[str, Any]) -> set[str]:
+    async with connect(config) as conn:
+        found = await conn.run_sync(lambda sync: inspect(sync).get_indexes("events"))
+    return {index["name"] for index in found}
+
+
+async def create_old_table(config: dict[str, Any], made_by: str) -> None:
+    """The events table of an earlier botserver (revision 0001) or of Rasa, with every
+    shape's rows, as the store then wrote them."""
+    async with connect(config) as conn:
+        dialect = conn.dialect.name
+        timestamp, data = _OLD_TYPES[dialect] if made_by == "botserver" else ("FLOAT", "TEXT")
+        key = (_OLD_ID if made_by == "botserver" else _RASA_ID)[dialect]
+        statements = [
+            f"CREATE TABLE events ({key}, sender_id VARCHAR(255) NOT NULL,"
+            f" type_name VARCHAR(255) NOT NULL, timestamp {timestamp},"
+            f" intent_name VARCHAR(255), action_name VARCHAR(255), data {data})",
+            "CREATE INDEX ix_events_sender_id ON events (sender_id)",
+        ]
+        if made_by == "botserver":
+            statements += [
+                "CREATE INDEX ix_events_sender_id_id ON events (sender_id, id)",
+                f"CREATE INDEX {FULL} ON events (sender_id, type_name, action_name, id)",
+                "CREATE TABLE botserver_alembic_version (version_num VARCHAR(32) NOT NULL"
+                " PRIMARY KEY)",
+                "INSERT INTO botserver_alembic_version VALUES ('0001')",
+            ]
+        for statement in statements:
+            await conn.execute(text(statement))
+        for sender_id, (events, _) in SESSION_SHAPES.items():
+            for event in events:
+                await conn.execute(
+                    text(
+                        "INSERT INTO events (sender_id, type_name, timestamp, intent_name,"
+                        " action_name, data) VALUES (:s, :t, :ts, NULL, :a, :d)"
+                    ),
+                    {
+                        "s": sender_id,
+                        "t": event["event"],
+                        "ts": event["timestamp"],
+                        "a": event.get("name"),
+                        "d": json.dumps(event),
+                    },
+                )
+
+
+async def load_every_shape(config: dict[str, Any]) -> None:
+    store = create_tracker_store(config)
+    try:
+        for name, (events, start) in SESSION_SHAPES.items():
+            assert await store.load(name) == events[start:], name
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb"])
+async def test_a_new_table_indexes_each_row_once_and_session_starts_apart(
+    kind: str, tmp_path: Path
+) -> None:
+    async with database(kind, tmp_path) as config:
+        store = create_tracker_store(config)
+        try:
+            for name, (events, _) in SESSION_SHAPES.items():
+                await store.append(name, events)
+        finally:
+            await store.close()
+
+        found = await indexes(config)
+        await load_every_shape(config)
+
+    # No ix_events_sender_id: ix_events_sender_id_id begins with its column.
+    if kind == "mariadb":  # no partial indexes: every row is in the session index
+        assert found == {"ix_events_sender_id_id", FULL}
+    else:
+        assert found == {"ix_events_sender_id_id", *PARTIAL}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb"])
+async def test_an_earlier_botserver_table_is_migrated_and_keeps_its_sessions(
+    kind: str, tmp_path: Path
+) -> None:
+    async with database(kind, tmp_path) as config:
+        await create_old_table(config, made_by="botserver")
+
+        await load_every_shape(config)
+        found = await indexes(config)
+
+    if kind == "sqlite":
+        assert found == {"ix_events_sender_id_id", *PARTIAL}
+    elif kind == "postgres":  # its columns are Rasa's: the Rasa-named index stays
+        assert found == {"ix_events_sender_id", "ix_events_sender_id_id", *PARTIAL}
+    else:
+        assert found == {"ix_events_sender_id_id", FULL}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb"])
+async def test_a_rasa_table_keeps_rasas_index_and_gets_ours(kind: str, tmp_path: Path) -> None:
+    async with database(kind, tmp_path) as config:
+        await create_old_table(config, made_by="rasa")
+
+        await load_every_shape(config)
+        found = await indexes(config)
+
+    ours = {FULL} if kind == "mariadb" else PARTIAL
+    assert found == {"ix_events_sender_id", "ix_events_sender_id_id", *ours}
+
+
+@pytest.mark.parametrize(
+    ("kind", "where", "index"),
+    [
+        ("sqlite", SESSION_ACTION_WHERE, "ix_events_session_start_action"),
+        ("sqlite", SESSION_STARTED_WHERE, "ix_events_session_started"),
+        ("postgres", SESSION_ACTION_WHERE, "ix_events_session_start_action"),
+        ("postgres", SESSION_STARTED_WHERE, "ix_events_session_started"),
+    ],
+)
+async def test_the_last_session_start_is_found_in_its_partial_index(
+    kind: str, where: str, index: str, tmp_path: Path
+) -> None:
+    async with database(kind, tmp_path) as config:
+        store = create_tracker_store(config)
+        try:
+            await store.ping()  # creates the schema
+        finally:
+            await store.close()
+        async with connect(config) as conn:
+            query = f"SELECT max(id) FROM events WHERE sender_id = 'alice' AND {where}"
+            if kind == "sqlite":
+                plan = (await conn.execute(text(f"EXPLAIN QUERY PLAN {query}"))).fetchall()
+            else:  # an empty table: make the planner show whether it could use the index
+                await conn.execute(text("SET LOCAL enable_seqscan = off"))
+                plan = (await conn.execute(text(f"EXPLAIN {query}"))).fetchall()
+    assert index in " ".join(str(row) for row in plan)
