@@ -22,9 +22,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BOTS = Path("/work/shared/bots")
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
 
-from http_turns import machine  # noqa: E402
+from bench.http_turns import machine  # noqa: E402
 
 CHILD = """
 import json, sys, time
@@ -53,7 +53,9 @@ def train_once(bot: Path, workdir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", CHILD.format(root=str(ROOT)), str(bot), str(workdir / bot.name)],
-        capture_output=True, text=True, cwd=workdir,
+        capture_output=True,
+        text=True,
+        cwd=workdir,
     )
     total = time.perf_counter() - started
     if done.returncode != 0:
@@ -88,9 +90,11 @@ def main(argv: list[str] | None = None) -> int:
                 "archive_bytes": runs[0]["archive_bytes"],
             }
             r = results[bot.name]
-            print(f"{bot.name:<24} end to end {r['total_s_median']:6.2f} s   "
-                  f"train() {r['train_s_median']:6.2f} s   archive {r['archive_bytes']:>9} B",
-                  flush=True)
+            print(
+                f"{bot.name:<24} end to end {r['total_s_median']:6.2f} s   "
+                f"train() {r['train_s_median']:6.2f} s   archive {r['archive_bytes']:>9} B",
+                flush=True,
+            )
     report = {
         "machine": machine(),
         "command": "python bench/train_bots.py " + " ".join(argv or sys.argv[1:]),

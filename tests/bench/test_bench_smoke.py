@@ -43,8 +43,7 @@ def test_the_smoke_suite_runs_every_benchmark(tmp_path: Path) -> None:
 
 def test_the_python_load_generator_measures_a_live_server(tmp_path: Path) -> None:
     """The client used where wrk is not installed."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import http_turns
+    from bench import http_turns
 
     with http_turns.serve("bare_app", {}, 1, tmp_path, "bare") as server:
         point = http_turns.run_python(server.url, "bare", 4, 0.5, "smoke")

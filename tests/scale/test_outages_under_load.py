@@ -8,9 +8,9 @@ import asyncio
 from typing import Any
 
 import pytest
-from scale_services import require
 
 from bench.concurrency import Scenario, format_report, run
+from tests.scale.scale_services import require
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scale_services import require
 
 from bench.concurrency import Scenario, format_report, free_port, run
 from cli import main
+from tests.scale.scale_services import require
 
 pytestmark = pytest.mark.timeout(120)
 
