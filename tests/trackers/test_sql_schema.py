@@ -63,7 +63,8 @@ async def connect(config: dict[str, Any]) -> AsyncIterator[AsyncConnection]:
         await engine.dispose()
 
 
-async def indexes(config: dict[str, Any]) -> set[str]:
+async def indexes(config: dict[str, Any]) -> set[str | None]:
+    """The names of the events table's indexes (None for an unnamed one)."""
     async with connect(config) as conn:
         found = await conn.run_sync(lambda sync: inspect(sync).get_indexes("events"))
     return {index["name"] for index in found}
