@@ -36,7 +36,12 @@ from server.trackers.store import TrackerStore  # noqa: E402
 
 CHECKPOINTS = [10, 100, 1000, 5000]
 WINDOW = 21  # median over the turns around each checkpoint (the machine is shared)
-POSTGRES_ADMIN = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": "test"}
+POSTGRES_ADMIN: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 5432,
+    "user": "postgres",
+    "database": "test",
+}
 
 
 def turn_events(n: int) -> list[dict[str, Any]]:
