@@ -11,7 +11,9 @@ from server.dialogue.policies.featurization import (
 )
 from server.trackers.events import (
     ActionExecuted,
+    AllSlotsReset,
     BotUttered,
+    EntitiesAdded,
     LoopInterrupted,
     Restarted,
     SlotSet,
@@ -69,3 +71,46 @@ def test_state_texts_asked_after_every_event_equal_those_of_a_full_recompute() -
             conversation = ConversationStates(tracker, DOMAIN)
             expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
             assert list(conversation.texts(None)) == [state_text(s) for s in expected]
+
+
+def test_current_state_texts_equal_json_dumps_for_text_orjson_writes_differently() -> None:
+    # Non-ASCII, "null", an exponent, DEL (json.dumps's path) beside plain parts (orjson's),
+    # after every event that changes a part: entities added to the user message, slots
+    # reset, an end-to-end bot text.
+    domain = Domain.from_dict(
+        {
+            "intents": ["greet"],
+            "entities": ["name"],
+            "slots": {
+                "city": {
+                    "type": "categorical",
+                    "values": ["Köln", "null", "1e5", "plain"],
+                    "mappings": [{"type": "custom"}],
+                },
+                "seen": {"type": "bool", "mappings": [{"type": "custom"}]},
+            },
+            "responses": {"utter_greet": [{"text": "hi"}]},
+        }
+    )
+    greet = {"intent": {"name": "greet", "confidence": 1.0}, "entities": []}
+    events = [
+        ActionExecuted(action_name="action_listen"),
+        UserUttered(text="Grüß dich \x7f", parse_data={"entities": []}),
+        SlotSet(key="city", value="Köln"),
+        ActionExecuted(action_name="utter_greet"),
+        UserUttered(text="hello", parse_data=greet),
+        EntitiesAdded(entities=[{"entity": "name", "value": "Ann"}]),
+        SlotSet(key="city", value="1e5"),
+        SlotSet(key="seen", value=True),
+        ActionExecuted(action_text="e2e: Grüß"),
+        SlotSet(key="city", value="null"),
+        AllSlotsReset(),
+        SlotSet(key="city", value="plain"),
+        ActionExecuted(action_name="action_listen"),
+    ]
+    tracker = Tracker("t", domain.slot_defaults())
+    for event in events:
+        tracker.update(event)
+        conversation = ConversationStates(tracker, domain)
+        expected, _ = states_and_labels(tracker.applied_events(), domain)
+        assert conversation.texts(None)[-1] == state_text(expected[-1]), event

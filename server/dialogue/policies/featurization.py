@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -42,9 +41,11 @@ ENTITY_LABEL_SEPARATOR = "#"
 USER, PREV_ACTION, ACTIVE_LOOP, SLOTS = "user", "prev_action", "active_loop", "slots"
 
 
-# Where orjson's text may differ from json.dumps's: floats in exponent form or below 1e-4,
-# DEL, NaN/infinity (null), non-ASCII text. Such keys take the slow path.
-_ORJSON_MAY_DIFFER = re.compile(rb"\d[eE]|0\.0000|\x7f|null")
+# Where orjson's text may differ from json.dumps's: floats in exponent form (a digit before
+# an e or E) or below 1e-4, DEL, NaN/infinity (null), non-ASCII text. Such keys take the slow
+# path. Digits and E are mapped to 0 and e to find the first with one search (a regular
+# expression with these alternatives cost twice as much).
+_DIGITS_AND_E = bytes.maketrans(b"123456789E", b"000000000e")
 
 
 def state_key(states: Sequence[State]) -> str:
@@ -72,7 +73,13 @@ def _json_text(value: Any) -> str:
         fast = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # non-string keys, integers over 64 bits
         fast = b"\x80"
-    if fast.isascii() and _ORJSON_MAY_DIFFER.search(fast) is None:
+    if (
+        fast.isascii()
+        and b"null" not in fast
+        and b"0.0000" not in fast
+        and b"\x7f" not in fast
+        and b"0e" not in fast.translate(_DIGITS_AND_E)
+    ):
         return fast.decode()
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
@@ -267,9 +274,7 @@ def strip_before_snippet(states: Sequence[State]) -> list[State]:
     return kept
 
 
-def with_text_for_last_user(
-    states: Sequence[State], text: str | None
-) -> Sequence[State] | None:
+def with_text_for_last_user(states: Sequence[State], text: str | None) -> Sequence[State] | None:
     """The states with the user input just received featurized by its text (end-to-end).
 
     As in Rasa, only a state right after `action_listen` changes, and entities are dropped.
@@ -306,7 +311,7 @@ class StatesView(Sequence):
             start, stop, step = index.indices(size + 1)
             if step != 1:
                 return [self[i] for i in range(start, stop, step)]
-            out = self._body[start:min(stop, size)]
+            out = self._body[start : min(stop, size)]
             if start <= size < stop:
                 out.append(self._last)
             return out
