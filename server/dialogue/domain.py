@@ -126,9 +126,7 @@ class Domain:
         self.slots = list(slots)
         names = {s.name for s in self.slots}
         if forms and REQUESTED_SLOT not in names:
-            self.slots.append(
-                Slot(REQUESTED_SLOT, "any", influence_conversation=False)
-            )
+            self.slots.append(Slot(REQUESTED_SLOT, "any", influence_conversation=False))
         if SESSION_STARTED_METADATA not in names:
             self.slots.append(Slot(SESSION_STARTED_METADATA, "any", influence_conversation=False))
         self.slots_by_name = {s.name: s for s in self.slots}
@@ -140,6 +138,8 @@ class Domain:
         self.e2e_actions = list(e2e_actions or [])
         self.store_entities_as_slots = store_entities_as_slots
         self._as_dict_cache: dict[bool, dict[str, Any]] = {}
+        # Responses' variations sorted by condition and channel (`nlg.response_variations`).
+        self.response_variations: dict[str, Any] = {}
         self._check()
         # Every action the dialogue can predict, in a fixed order policies index into.
         seen: dict[str, None] = {}
@@ -203,9 +203,7 @@ class Domain:
             raise InvalidProjectFile("'responses' must be a mapping from name to variations")
         clean_responses: dict[str, list[dict[str, Any]]] = {}
         for name, variations in responses.items():
-            if not isinstance(variations, list) or not all(
-                isinstance(v, dict) for v in variations
-            ):
+            if not isinstance(variations, list) or not all(isinstance(v, dict) for v in variations):
                 raise InvalidProjectFile(f"response '{name}' must be a list of variations")
             clean_responses[str(name)] = [dict(v) for v in variations]
         forms: dict[str, Form] = {}

@@ -42,20 +42,63 @@ def _condition_met(variation: dict[str, Any], slots: dict[str, Any]) -> bool:
     return True
 
 
-def choose_variation(
-    variations: list[dict[str, Any]], slots: dict[str, Any], channel: str | None
-) -> dict[str, Any] | None:
-    """Picks a variation as Rasa does: matching conditions first, then the channel, at random."""
-    conditional = [v for v in variations if v.get("condition") and _condition_met(v, slots)]
-    pool = conditional or [v for v in variations if not v.get("condition")]
-    if not pool:
-        return None
+def _for_channel(pool: list[dict[str, Any]], channel: str | None) -> list[dict[str, Any]]:
+    """The variations for `channel` if any, else those for no channel, else all."""
     for_channel = [v for v in pool if v.get("channel") == channel] if channel else []
     if for_channel:
-        pool = for_channel
-    else:
-        pool = [v for v in pool if not v.get("channel")] or pool
-    return random.choice(pool)
+        return for_channel
+    return [v for v in pool if not v.get("channel")] or pool
+
+
+class ResponseVariations:
+    """A response's variations, sorted once by what picks among them (conditions, channel).
+
+    `choose` picks as Rasa does: a variation whose conditions the slots meet first, then
+    the channel's own, then those for no channel, at random; without filtering the list on
+    every utterance.
+    """
+
+    __slots__ = ("source", "conditional", "unconditional", "default", "by_channel")
+
+    def __init__(self, variations: list[dict[str, Any]]) -> None:
+        self.source = variations
+        self.conditional = [v for v in variations if v.get("condition")]
+        self.unconditional = [v for v in variations if not v.get("condition")]
+        self.default = _for_channel(self.unconditional, None)
+        # None when a channel is not a string (then filtered per call, as always).
+        self.by_channel: dict[str, list[dict[str, Any]]] | None = {}
+        for variation in self.unconditional:
+            name = variation.get("channel")
+            if not name:
+                continue
+            if not isinstance(name, str):
+                self.by_channel = None
+                break
+            self.by_channel.setdefault(name, []).append(variation)
+
+    def choose(self, slots: dict[str, Any], channel: str | None) -> dict[str, Any] | None:
+        if self.conditional:
+            met = [v for v in self.conditional if _condition_met(v, slots)]
+            if met:
+                return random.choice(_for_channel(met, channel))
+        if not self.unconditional:
+            return None
+        if self.by_channel is None:
+            return random.choice(_for_channel(self.unconditional, channel))
+        pool = self.by_channel.get(channel, self.default) if channel else self.default
+        return random.choice(pool)
+
+
+def response_variations(domain: Domain, name: str) -> ResponseVariations | None:
+    """The sorted variations of response `name` (None: the domain has none), kept on the
+    domain while its list is the same."""
+    variations = domain.responses.get(name)
+    if not variations:
+        return None
+    sorted_variations = domain.response_variations.get(name)
+    if sorted_variations is None or sorted_variations.source is not variations:
+        sorted_variations = domain.response_variations[name] = ResponseVariations(variations)
+    return sorted_variations
 
 
 def render_response(
@@ -66,10 +109,10 @@ def render_response(
     **kwargs: Any,
 ) -> dict[str, Any] | None:
     """The message for response `name`, or None if the domain has no usable variation."""
-    variations = domain.responses.get(name)
-    if not variations:
+    variations = response_variations(domain, name)
+    if variations is None:
         return None
-    variation = choose_variation(variations, slots, channel)
+    variation = variations.choose(slots, channel)
     if variation is None:
         return None
     values = {**slots, **kwargs}

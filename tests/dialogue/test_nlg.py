@@ -1,0 +1,120 @@
+"""Which variation of a domain response is said: conditions on slots first, then the
+output channel's own, then those for no channel, at random (as Rasa)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from server.dialogue.domain import Domain
+from server.dialogue.nlg import render_response
+
+RESPONSES: dict[str, list[dict[str, Any]]] = {
+    "utter_plain": [{"text": "one"}, {"text": "two"}, {"text": "three"}],
+    "utter_channels": [
+        {"text": "anywhere"},
+        {"text": "on slack", "channel": "slack"},
+        {"text": "also on slack", "channel": "slack"},
+        {"text": "on telegram", "channel": "telegram"},
+    ],
+    "utter_only_slack": [{"text": "slack a"}, {"text": "slack b"}],
+    "utter_conditions": [
+        {"text": "no condition"},
+        {"text": "gold", "condition": [{"type": "slot", "name": "tier", "value": "gold"}]},
+        {
+            "text": "gold on slack",
+            "channel": "slack",
+            "condition": [{"type": "slot", "name": "tier", "value": "gold"}],
+        },
+        {
+            "text": "gold and happy",
+            "condition": [
+                {"type": "slot", "name": "tier", "value": "gold"},
+                {"type": "slot", "name": "happy", "value": True},
+            ],
+        },
+        {"text": "silver", "condition": [{"type": "slot", "name": "tier", "value": "silver"}]},
+    ],
+    "utter_only_conditions": [
+        {"text": "gold only", "condition": [{"type": "slot", "name": "tier", "value": "gold"}]}
+    ],
+}
+RESPONSES["utter_only_slack"] = [{**v, "channel": "slack"} for v in RESPONSES["utter_only_slack"]]
+
+
+@pytest.fixture
+def domain() -> Domain:
+    return Domain.from_dict(
+        {
+            "slots": {
+                "tier": {"type": "text", "mappings": [{"type": "custom"}]},
+                "happy": {"type": "bool", "mappings": [{"type": "custom"}]},
+            },
+            "responses": RESPONSES,
+        }
+    )
+
+
+def texts(domain: Domain, name: str, slots: dict[str, Any], channel: str | None) -> set[Any]:
+    said = set()
+    for _ in range(200):
+        message = render_response(domain, name, slots, channel)
+        said.add(None if message is None else message["text"])
+    return said
+
+
+def test_the_channels_own_variations_then_those_for_no_channel(domain: Domain) -> None:
+    assert texts(domain, "utter_channels", {}, "slack") == {"on slack", "also on slack"}
+    assert texts(domain, "utter_channels", {}, "telegram") == {"on telegram"}
+    assert texts(domain, "utter_channels", {}, "rest") == {"anywhere"}
+    assert texts(domain, "utter_channels", {}, None) == {"anywhere"}
+    # Only other channels' variations: any of them.
+    assert texts(domain, "utter_only_slack", {}, "rest") == {"slack a", "slack b"}
+    assert texts(domain, "utter_plain", {}, "slack") == {"one", "two", "three"}
+
+
+def test_variations_whose_conditions_the_slots_meet_come_first(domain: Domain) -> None:
+    # The same domain, asked with slots that change between calls.
+    assert texts(domain, "utter_conditions", {"tier": None}, None) == {"no condition"}
+    assert texts(domain, "utter_conditions", {"tier": "gold"}, None) == {"gold"}
+    assert texts(domain, "utter_conditions", {"tier": "gold"}, "slack") == {"gold on slack"}
+    assert texts(domain, "utter_conditions", {"tier": "gold", "happy": True}, "rest") == {
+        "gold",
+        "gold and happy",
+    }
+    assert texts(domain, "utter_conditions", {"tier": "silver"}, "slack") == {"silver"}
+    assert texts(domain, "utter_conditions", {"tier": "bronze"}, "slack") == {"no condition"}
+    assert texts(domain, "utter_only_conditions", {"tier": "gold"}, None) == {"gold only"}
+    assert texts(domain, "utter_only_conditions", {"tier": "silver"}, None) == {None}
+
+
+def test_a_seeded_random_picks_what_filtering_every_call_would(domain: Domain) -> None:
+    def filtered(variations: list[dict[str, Any]], slots: dict[str, Any], channel: str | None):
+        def met(v: dict[str, Any]) -> bool:
+            return all(slots.get(c.get("name")) == c.get("value") for c in v["condition"])
+
+        pool = [v for v in variations if v.get("condition") and met(v)]
+        pool = pool or [v for v in variations if not v.get("condition")]
+        if not pool:
+            return None
+        own = [v for v in pool if v.get("channel") == channel] if channel else []
+        return random.choice(own or [v for v in pool if not v.get("channel")] or pool)
+
+    for name, variations in RESPONSES.items():
+        for slots in ({}, {"tier": "gold"}, {"tier": "gold", "happy": True}, {"tier": "silver"}):
+            for channel in (None, "", "rest", "slack", "telegram"):
+                random.seed(7)
+                expected = [filtered(variations, slots, channel) for _ in range(20)]
+                random.seed(7)
+                got = [render_response(domain, name, slots, channel) for _ in range(20)]
+                assert [None if e is None else e["text"] for e in expected] == [
+                    None if g is None else g["text"] for g in got
+                ], (name, slots, channel)
+
+
+def test_a_response_replaced_on_the_domain_is_said_as_replaced(domain: Domain) -> None:
+    assert texts(domain, "utter_plain", {}, None) == {"one", "two", "three"}
+    domain.responses["utter_plain"] = [{"text": "new"}]
+    assert texts(domain, "utter_plain", {}, None) == {"new"}
