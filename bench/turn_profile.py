@@ -51,8 +51,11 @@ App = Callable[[dict[str, Any], Receive, Send], Coroutine[Any, Any, None]]
 def endpoints(store: str, lock: str, workdir: Path) -> dict[str, Any]:
     config: dict[str, Any] = {}
     if store == "sqlite":
-        config["tracker_store"] = {"type": "sql", "dialect": "sqlite",
-                                   "db": str(workdir / "turns.db")}
+        config["tracker_store"] = {
+            "type": "sql",
+            "dialect": "sqlite",
+            "db": str(workdir / "turns.db"),
+        }
     else:
         config["tracker_store"] = {"type": "in_memory"}
     if lock == "redis":
@@ -87,12 +90,23 @@ class Lifespan:
 async def post(app: App, body: bytes) -> tuple[int, bytes]:
     """One webhook request through the ASGI app: (status, response body)."""
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-        "method": "POST", "scheme": "http", "path": WEBHOOK, "raw_path": WEBHOOK.encode(),
-        "root_path": "", "query_string": b"",
-        "headers": [(b"host", b"bench"), (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {},
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": WEBHOOK,
+        "raw_path": WEBHOOK.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"bench"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
     }
     sent = False
     status = 0
@@ -155,8 +169,13 @@ class Driver:
 class StoreStats:
     """Counters of the SQLite store and the durations of its inline group commits."""
 
-    COUNTERS = ("group_commits", "inline_commits", "busy_fallbacks", "checkpoints",
-                "checkpoint_seconds")
+    COUNTERS = (
+        "group_commits",
+        "inline_commits",
+        "busy_fallbacks",
+        "checkpoints",
+        "checkpoint_seconds",
+    )
 
     def __init__(self, app: Any) -> None:
         store = app.state.tracker_store
@@ -165,8 +184,33 @@ class StoreStats:
         self.cpu: list[float] = []
         self.sizes: list[int] = []
         self.before = self.counters()
+        # WAL pages the commits wrote, from what each checkpoint found in the WAL: all of it
+        # is new when the last checkpoint restarted the WAL (leaving the 1 page of the
+        # thread's first commit), only the growth since when it could not.
+        self.wal_pages = 0
+        module = sys.modules.get("server.trackers.sqlite_database")
+        checkpoint = getattr(module, "_checkpoint", None)
+        start_wal = getattr(module, "_start_wal", None)
+        if checkpoint is not None and start_wal is not None:
+            found = [1]  # pages in the WAL after the last checkpoint
+
+            def restarted(conn: Any) -> None:
+                start_wal(conn)
+                found[0] = 1
+
+            def counted(conn: Any) -> int:
+                before, found[0] = found[0], -1
+                frames: int = checkpoint(conn)
+                self.wal_pages += max(0, frames - before)
+                if found[0] == -1:  # not restarted
+                    found[0] = frames
+                return frames
+
+            module._checkpoint = counted  # type: ignore[union-attr]
+            module._start_wal = restarted  # type: ignore[union-attr]
         commit = getattr(self.db, "_commit_inline", None)
         if commit is not None:
+
             def timed() -> None:
                 self.sizes.append(len(self.db._inline_group))  # type: ignore[union-attr]
                 started, cpu = time.perf_counter(), time.thread_time()
@@ -179,14 +223,15 @@ class StoreStats:
     def counters(self) -> dict[str, float]:
         return {name: getattr(self.db, name, 0) for name in self.COUNTERS}
 
-    def result(self) -> dict[str, Any]:
+    def result(self, turns: int) -> dict[str, Any]:
         now = self.counters()
-        stats: dict[str, Any] = {
-            name: round(now[name] - self.before[name], 3) for name in now
-        }
+        stats: dict[str, Any] = {name: round(now[name] - self.before[name], 3) for name in now}
         stats["checkpoint_after"] = getattr(self.db, "checkpoint_after", None)
-        for name, values in (("inline_commit_ms", self.durations),
-                             ("inline_commit_cpu_ms", self.cpu)):
+        stats["wal_pages_per_turn"] = round(self.wal_pages / turns, 2)
+        for name, values in (
+            ("inline_commit_ms", self.durations),
+            ("inline_commit_cpu_ms", self.cpu),
+        ):
             if values:
                 stats[name] = {
                     "p50": round(percentile(values, 0.50) * 1000, 3),
@@ -216,11 +261,14 @@ async def measure(args: argparse.Namespace, model: Path, workdir: Path) -> dict[
         if args.warmup:
             await driver.run(args.warmup)
         stats = StoreStats(app) if args.store_stats else None
+        # For a wrapper that counts instructions of the measured turns only (callgrind).
+        print("measuring", file=sys.stderr, flush=True)
         profiler = cProfile.Profile() if args.cprofile else None
         wall, cpu, loop_cpu = time.perf_counter(), time.process_time(), time.thread_time()
         if profiler is not None:
             profiler.enable()
         await driver.run(args.turns)
+        print("measured", file=sys.stderr, flush=True)
         if profiler is not None:
             profiler.disable()
         wall = time.perf_counter() - wall
@@ -229,18 +277,23 @@ async def measure(args: argparse.Namespace, model: Path, workdir: Path) -> dict[
             profiler.dump_stats(args.cprofile)
         turns = len(driver.latencies)
         result = {
-            "store": args.store, "lock": args.lock, "concurrency": args.concurrency,
-            "unique": args.unique, "turns": turns, "errors": driver.errors,
+            "store": args.store,
+            "lock": args.lock,
+            "concurrency": args.concurrency,
+            "unique": args.unique,
+            "turns": turns,
+            "errors": driver.errors,
             "turns_per_s": round(turns / wall, 1),
             "cpu_ms_per_turn": round(cpu * 1000 / turns, 4),
             "loop_thread_cpu_ms_per_turn": round(loop_cpu * 1000 / turns, 4),
             "p50_ms": round(percentile(driver.latencies, 0.50) * 1000, 3),
             "p99_ms": round(percentile(driver.latencies, 0.99) * 1000, 3),
-            "rss_startup_mb": rss_startup, "rss_after_mb": rss_mb(os.getpid()),
+            "rss_startup_mb": rss_startup,
+            "rss_after_mb": rss_mb(os.getpid()),
             "load_average": [round(x, 2) for x in os.getloadavg()],
         }
         if stats is not None:
-            result["store_stats"] = stats.result()
+            result["store_stats"] = stats.result(turns)
     return result
 
 
@@ -255,8 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a moodbot archive (default: train one)")
     parser.add_argument("--no-uvloop", action="store_true", help="asyncio's own loop")
     parser.add_argument("--cprofile", help="write a cProfile of the measured turns here")
-    parser.add_argument("--store-stats", action="store_true",
-                        help="the SQLite store's commit counters and inline commit durations")
+    parser.add_argument(
+        "--store-stats",
+        action="store_true",
+        help="the SQLite store's commit counters and inline commit durations",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
 

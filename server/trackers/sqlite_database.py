@@ -84,7 +84,8 @@ class SqliteDatabase:
         self._inline_group: list[_Append] = []  # appends of this loop iteration
         self._sequential_ids = False  # see _insert
         self._checkpointing: asyncio.Task[None] | None = None
-        self._diverting = False  # the checkpoint's last step: appends go to the thread
+        # While a checkpoint runs, appends wait here (not on the thread: see _checkpoint).
+        self._held: list[_Append] | None = None
         self._commits_since_checkpoint = 0
         # For tests and stats: transactions that committed appends (either way), those of
         # them committed inline, groups handed to the thread because SQLite was busy,
@@ -182,16 +183,15 @@ class SqliteDatabase:
             await asyncio.shield(self._inline_opening)
         loop = asyncio.get_running_loop()
         append = _Append(sender_id, rows, loop.create_future())
-        if self._inline_free() and sender_id not in self._on_thread:
+        if self._inline is None or sender_id in self._on_thread:
+            self._to_thread([append])
+        elif self._held is not None:
+            self._held.append(append)
+        else:
             self._inline_group.append(append)
             if len(self._inline_group) == 1:
                 loop.call_soon(self._commit_inline)
-        else:
-            self._to_thread([append])
         return await append.future
-
-    def _inline_free(self) -> bool:
-        return self._inline is not None and not self._diverting
 
     def _to_thread(self, appends: list[_Append]) -> None:
         self._pending.extend(appends)
@@ -238,7 +238,10 @@ class SqliteDatabase:
         """Commits this iteration's appends on the loop's thread; busy: hands them over."""
         group, self._inline_group = self._inline_group, []
         conn = self._inline
-        if conn is None or not self._inline_free():
+        if self._held is not None:  # a checkpoint started since these were grouped
+            self._held.extend(group)
+            return
+        if conn is None:
             self._to_thread(group)
             return
         try:
@@ -279,10 +282,12 @@ class SqliteDatabase:
             self._commits_since_checkpoint = 0
 
     async def _checkpoint(self, commits: int) -> None:
-        """While it runs, appends go to the thread, after it: with no writer of this process
-        meanwhile, it copies all of the WAL, and the thread starts the WAL afresh (an inline
-        commit into a wholly copied WAL would restart it itself, and fsync it)."""
-        self._diverting = True
+        """Appends wait while it runs: with no writer of this process meanwhile, it copies all
+        of the WAL, and the thread starts the WAL afresh (an inline commit into a wholly copied
+        WAL would restart it itself, and fsync it). Then they commit inline, as one group: on
+        the thread they held SQLite's write lock, so the next inline groups found it busy and
+        followed them there, one hop each (680 of 1,094 commits, quiet machine, c=50)."""
+        self._held = []
         started = time.perf_counter()
         try:
             frames = await self.run(_checkpoint)
@@ -296,8 +301,12 @@ class SqliteDatabase:
         except sqlite3.Error as error:  # the next one will try again
             logger.warning("SQLite checkpoint of %s failed: %s", self.path, error)
         finally:
-            self._diverting = False
+            held, self._held = self._held, None
             self._checkpointing = None
+            if held:  # before the appends grouped since, if any (their commit is scheduled)
+                if not self._inline_group:
+                    asyncio.get_running_loop().call_soon(self._commit_inline)
+                self._inline_group[:0] = held
 
     async def _flush(self) -> None:
         """Commits the pending appends, a group at a time, until none is left."""

@@ -149,16 +149,19 @@ async def test_a_writer_in_another_process_sends_appends_to_the_thread_and_none_
         await store.append("warm", session_start(0.0))
         database = database_of(store)
         writer = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", WRITER, str(path), _row("other", other_event)[5],
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-c",
+            WRITER,
+            str(path),
+            _row("other", other_event)[5],
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
         )
         assert writer.stdin is not None and writer.stdout is not None
         assert await writer.stdout.readline() == b"locked\n"
         fallbacks_before = database.busy_fallbacks
 
-        appends = asyncio.gather(
-            *(store.append(f"c{n}", [user(f"m{n}", 2.0)]) for n in range(20))
-        )
+        appends = asyncio.gather(*(store.append(f"c{n}", [user(f"m{n}", 2.0)]) for n in range(20)))
         await asyncio.sleep(0.3)
         assert not appends.done()  # waiting for the other process, off the event loop
         assert database.busy_fallbacks > fallbacks_before
@@ -243,6 +246,37 @@ async def test_checkpoints_run_and_the_wal_file_is_reused_instead_of_growing(
     finally:
         await store.close()
     assert file_size(wal) == 0  # the last connection to close checkpointed it
+
+
+async def test_appends_waiting_for_a_checkpoint_commit_inline_after_it_in_one_group(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "h.db"
+    store = sqlite_store(path)
+    try:
+        await store.append("warm", session_start(0.0))
+        database = database_of(store)
+        database.checkpoint_after = 1
+        await store.append("warm", [user("starts a checkpoint", 1.0)])
+        assert database._checkpointing is not None
+        inline, on_thread = (
+            database.inline_commits,
+            database.group_commits - database.inline_commits,
+        )
+
+        await asyncio.gather(*(store.append(f"c{n}", [user(f"m{n}", 2.0)]) for n in range(20)))
+
+        assert database.checkpoints == 1
+        # On the thread they would have held the write lock while the next inline groups
+        # tried to start, and sent those to the thread too.
+        assert database.group_commits - database.inline_commits == on_thread
+        assert database.inline_commits == inline + 1
+        # ... and after the thread's first commit into the restarted WAL, not before it.
+        assert wal_frames(path) > 1
+        for n in range(20):
+            assert await store.load(f"c{n}") == [user(f"m{n}", 2.0)]
+    finally:
+        await store.close()
 
 
 async def test_synchronous_full_commits_on_the_store_thread(tmp_path: Path) -> None:
