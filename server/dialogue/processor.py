@@ -33,7 +33,12 @@ from server.dialogue.actions import (
 from server.dialogue.domain import Domain
 from server.dialogue.loops import TWO_STAGE_FALLBACK, FormAction, TwoStageFallbackAction
 from server.dialogue.memo import Memo
-from server.dialogue.messages import OutputChannel, UserMessage
+from server.dialogue.messages import (
+    CollectingOutputChannel,
+    OutputChannel,
+    UserMessage,
+    split_message,
+)
 from server.dialogue.reminders import ReminderScheduler
 from server.dialogue.slot_extraction import extract_slots, has_custom_mappings
 from server.dialogue.slots import SESSION_STARTED_METADATA
@@ -129,8 +134,9 @@ class Processor:
 
     # -- parsing ----------------------------------------------------------------------------
     @staticmethod
-    def parse(model: DialogueModel, text: str, message_id: str | None = None,
-              metadata: dict | None = None) -> dict[str, Any]:
+    def parse(
+        model: DialogueModel, text: str, message_id: str | None = None, metadata: dict | None = None
+    ) -> dict[str, Any]:
         if model.nlu is None:
             from server.nlu.regex_message import parse_regex_message
 
@@ -189,7 +195,9 @@ class Processor:
             # The commit may have happened all the same (a connection cut after it): the
             # broker reads the store back and publishes them if so, before any later event.
             self.broker.publish_in_doubt(
-                tracker.sender_id, [e.as_dict() for e in new_events], previous,
+                tracker.sender_id,
+                [e.as_dict() for e in new_events],
+                previous,
                 self.trackers.store,
             )
             raise
@@ -245,7 +253,8 @@ class Processor:
             parse_data = message.parse_data
             if parse_data is None:
                 parse_data = await self.parse_off_loop_if_blocking(model, message)
-            parse_data.setdefault("metadata", dict(message.metadata or {}))
+            if "metadata" not in parse_data:
+                parse_data["metadata"] = dict(message.metadata or {})
             tracker.update(
                 UserUttered(
                     text=message.text,
@@ -357,9 +366,7 @@ class Processor:
             return FormAction(name)
         if name in domain.responses:
             return ResponseAction(name)
-        if name.startswith("utter_") and any(
-            r.startswith(f"{name}/") for r in domain.responses
-        ):
+        if name.startswith("utter_") and any(r.startswith(f"{name}/") for r in domain.responses):
             return RetrievalAction(name)
         if name in domain.e2e_actions:
             return EndToEndAction(name)
@@ -551,9 +558,11 @@ class _Tee:
         self.name = getattr(output, "name", None) or "collector"
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
-        from server.dialogue.messages import split_message
-
-        for part in split_message(message):
-            self.sink.append({"recipient_id": recipient_id, **part})
-        if self.output is not None:
-            await self.output.send_response(recipient_id, message)
+        parts = split_message(message)
+        self.sink.extend({"recipient_id": recipient_id, **part} for part in parts)
+        output = self.output
+        if type(output) is CollectingOutputChannel:
+            # What its send_response does (the REST channel's), without splitting again.
+            output.messages.extend({"recipient_id": recipient_id, **part} for part in parts)
+        elif output is not None:
+            await output.send_response(recipient_id, message)

@@ -14,6 +14,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from server.dialogue.agent import Agent
 from server.dialogue.domain import Domain
+from server.dialogue.messages import CollectingOutputChannel, UserMessage
 from server.dialogue.policies.prediction import PolicyPrediction
 from server.dialogue.processor import DialogueModel
 from server.trackers.events import (
@@ -170,3 +171,44 @@ async def test_a_pipeline_that_never_blocks_parses_on_the_loop_without_a_thread_
     turn = await Conversation(agent, "quick-nlu").say("hello")
     assert turn.texts == ["Hello!"]
     assert nlu.threads == [threading.current_thread().name]
+
+
+class Recording:
+    """An output channel of another kind: it gets each bot message whole."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        self.messages.append({"recipient_id": recipient_id, **message})
+
+
+async def test_a_collecting_channel_gets_the_parts_the_turn_returns() -> None:
+    buttons = [{"title": "yes", "payload": "/greet"}]
+    domain = Domain.from_dict(
+        {
+            "intents": ["greet"],
+            "responses": {
+                "utter_split": [{"text": "one\n\ntwo", "image": "https://x.test/i.png"}],
+                "utter_buttons": [{"text": "pick\n\none", "buttons": buttons}],
+            },
+        }
+    )
+    agent = make_agent(DialogueModel(domain, Scripted("utter_split", "utter_buttons")))
+    collector = CollectingOutputChannel()
+    sent = await agent.handle_message(UserMessage("/greet", "parts", output_channel=collector))
+    assert sent == [
+        {"recipient_id": "parts", "text": "one"},
+        {"recipient_id": "parts", "text": "two"},
+        {"recipient_id": "parts", "image": "https://x.test/i.png"},
+        {"recipient_id": "parts", "text": "pick\n\none", "buttons": buttons},
+    ]
+    assert collector.messages == sent
+    assert all(a is not b for a, b in zip(collector.messages, sent, strict=True))
+
+    recording = Recording()
+    again = make_agent(DialogueModel(domain, Scripted("utter_split", "utter_buttons")))
+    assert await again.handle_message(UserMessage("/greet", "p", output_channel=recording))
+    assert [m["text"] for m in recording.messages] == ["one\n\ntwo", "pick\n\none"]
