@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
-from test_sql_tracker_store import SESSION_SHAPES
 
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_engine import async_url
 from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
 from tests.trackers.persistence_fixtures import mariadb_database, postgres_database
+from tests.trackers.test_sql_tracker_store import SESSION_SHAPES
 
 PARTIAL = {"ix_events_session_start_action", "ix_events_session_started"}
 FULL = "ix_events_session_start"

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_tracker_stores import bot, session_start, user
 
 from bench.tcp_proxy import TcpProxy
 from server.errors import StoreUnavailable
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_store import SqlTrackerStore
 from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
+from tests.trackers.test_tracker_stores import bot, session_start, user
 
 
 @contextlib.asynccontextmanager

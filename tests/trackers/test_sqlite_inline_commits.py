@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_sql_tracker_store import _create_rasa_sqlite_db
-from test_tracker_stores import session_start, user
 
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_store import SqlTrackerStore, _row
 from server.trackers.sqlite_database import SqliteDatabase
+from tests.trackers.test_sql_tracker_store import _create_rasa_sqlite_db
+from tests.trackers.test_tracker_stores import session_start, user
 
 
 def sqlite_store(path: Path) -> SqlTrackerStore:
