@@ -436,14 +436,17 @@ class _IncrementalStates:
         """The applied events, the states, and the texts of the states before the current
         one (None when they are not kept: recomputed every time)."""
         events = tracker.events
-        new = events[self.seen :]
+        seen = self.seen
         if (
-            len(events) < self.seen
-            or (self.seen and events[self.seen - 1] is not self.last_event)
-            or any(isinstance(e, _RECOMPUTE) for e in new)
+            len(events) < seen
+            or (seen and events[seen - 1] is not self.last_event)
             or self.fold.loop is not None
         ):
             return self._recompute(tracker)
+        new = events[seen:]
+        for event in new:
+            if isinstance(event, _RECOMPUTE):
+                return self._recompute(tracker)
         current = self.current
         for event in new:
             if isinstance(event, ActionExecuted):
@@ -453,10 +456,10 @@ class _IncrementalStates:
                 else:
                     self.body.append(self.fold.state())
                     self.body_texts.append(None)
-            if not isinstance(event, _UNFOLDED):
+            if not isinstance(event, _UNFOLDED):  # the fold does not read the others
                 current = None
-            self.fold.apply(event)
-            self.events.append(event)
+                self.fold.apply(event)
+        self.events.extend(new)
         self._remember(tracker)
         if current is None:
             current = self.current = self.fold.state()
