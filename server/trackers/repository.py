@@ -37,14 +37,18 @@ class TrackerRepository:
         cached = self._hot.get(sender_id)
         if cached is not None:
             tracker, stored = cached
+            count = len(dicts)
             if (
                 tracker.slot_defaults == slot_defaults
                 and stored == len(tracker.events)
-                and len(dicts) >= stored
+                and count >= stored
                 and (stored == 0 or _same_event(tracker.events[stored - 1], dicts[stored - 1]))
             ):
-                tracker.update_many(event_from_dict(d) for d in dicts[stored:])
-                self._remember(sender_id, tracker, len(tracker.events))
+                if count > stored:  # rows another process appended
+                    tracker.update_many(event_from_dict(d) for d in dicts[stored:])
+                    self._remember(sender_id, tracker, count)
+                else:
+                    self._hot.move_to_end(sender_id)
                 return tracker
         tracker = Tracker.from_dicts(sender_id, dicts, slot_defaults)
         self._remember(sender_id, tracker, len(tracker.events))
@@ -72,7 +76,10 @@ class TrackerRepository:
             self._events -= entry[1]
 
     def _remember(self, sender_id: str, tracker: Tracker, stored: int) -> None:
-        self.forget(sender_id)
+        entry = self._hot.get(sender_id)
+        if entry is not None:
+            self._events -= entry[1]
+            self._hot.move_to_end(sender_id)
         self._hot[sender_id] = (tracker, stored)
         self._events += stored
         while self._events > self.max_events and len(self._hot) > 1:

@@ -37,3 +37,23 @@ async def test_cache_events_sets_how_many_events_stay_hot() -> None:
 
         assert repository.max_events == cache_events
         assert (await repository.load("long", {}) is long) is long_stays_hot
+
+
+async def test_a_conversation_just_loaded_is_the_last_to_be_evicted() -> None:
+    repository = TrackerRepository(create_tracker_store({"type": "in_memory"}), max_events=6)
+    trackers = {}
+    for name in ("a", "b", "c"):
+        tracker = trackers[name] = Tracker(name, {})
+        tracker.update_many([UserUttered(text=name), ActionExecuted(action_name="action_listen")])
+        await repository.save(tracker, tracker.events)
+    assert await repository.load("a", {}) is trackers["a"]  # now the most recently used
+
+    d = Tracker("d", {})
+    d.update_many([UserUttered(text="d"), ActionExecuted(action_name="action_listen")])
+    await repository.save(d, d.events)  # 8 events: the least recently used goes
+
+    assert await repository.load("a", {}) is trackers["a"]
+    assert await repository.load("c", {}) is trackers["c"]
+    reloaded = await repository.load("b", {})
+    assert reloaded is not None and reloaded is not trackers["b"]
+    assert [getattr(e, "text", None) for e in reloaded.events] == ["b", None]
