@@ -11,6 +11,7 @@ from server.dialogue.domain import Domain
 _MESSAGE_KEYS = ("text", "image", "buttons", "attachment", "elements", "quick_replies", "custom")
 _PLACEHOLDER = re.compile(r"\{([^{}\s]+)\}")
 _IGNORED_KEYS = ("condition", "channel", "id")
+_NOT_SAID = (*_IGNORED_KEYS, "response_ids")
 
 
 def _fill(value: Any, values: dict[str, Any]) -> Any:
@@ -31,6 +32,12 @@ def _fill(value: Any, values: dict[str, Any]) -> Any:
     if isinstance(value, dict):
         return {k: _fill(v, values) for k, v in value.items()}
     return value
+
+
+def _is_literal(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{" not in value
+    return value is None or isinstance(value, (bool, int, float))
 
 
 def _condition_met(variation: dict[str, Any], slots: dict[str, Any]) -> bool:
@@ -58,7 +65,7 @@ class ResponseVariations:
     every utterance.
     """
 
-    __slots__ = ("source", "conditional", "unconditional", "default", "by_channel")
+    __slots__ = ("source", "conditional", "unconditional", "default", "by_channel", "literal")
 
     def __init__(self, variations: list[dict[str, Any]]) -> None:
         self.source = variations
@@ -75,6 +82,13 @@ class ResponseVariations:
                 self.by_channel = None
                 break
             self.by_channel.setdefault(name, []).append(variation)
+        # The messages of variations with nothing to fill in or copy (strings without `{`,
+        # numbers, booleans, nulls), by the variation's id (`source` keeps it alive).
+        self.literal: dict[int, dict[str, Any]] = {}
+        for variation in variations:
+            message = {k: v for k, v in variation.items() if k not in _NOT_SAID}
+            if all(_is_literal(value) for value in message.values()):
+                self.literal[id(variation)] = message
 
     def choose(self, slots: dict[str, Any], channel: str | None) -> dict[str, Any] | None:
         if self.conditional:
@@ -115,6 +129,9 @@ def render_response(
     variation = variations.choose(slots, channel)
     if variation is None:
         return None
+    literal = variations.literal.get(id(variation))
+    if literal is not None:
+        return dict(literal)
     values = {**slots, **kwargs}
     message = {k: _fill(v, values) for k, v in variation.items() if k not in _IGNORED_KEYS}
     if "response_ids" in message:

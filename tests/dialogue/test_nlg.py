@@ -118,3 +118,39 @@ def test_a_response_replaced_on_the_domain_is_said_as_replaced(domain: Domain) -
     assert texts(domain, "utter_plain", {}, None) == {"one", "two", "three"}
     domain.responses["utter_plain"] = [{"text": "new"}]
     assert texts(domain, "utter_plain", {}, None) == {"new"}
+
+
+def test_a_message_is_the_variation_filled_in_and_never_the_domains_own() -> None:
+    domain = Domain.from_dict(
+        {
+            "slots": {"name": {"type": "text", "mappings": [{"type": "custom"}]}},
+            "responses": {
+                "utter_literal": [{"text": "Hi!", "id": "x1", "response_ids": ["a"], "n": 3}],
+                "utter_filled": [
+                    {
+                        "text": "Hi {name}, {missing} {day}",
+                        "buttons": [{"title": "{name}", "payload": "/greet"}],
+                        "custom": {"deep": ["{day}"]},
+                    }
+                ],
+            },
+        }
+    )
+    first = render_response(domain, "utter_literal", {"name": None})
+    assert first == {"text": "Hi!", "n": 3}
+    assert first is not None
+    first["text"] = "changed"
+    assert render_response(domain, "utter_literal", {}) == {"text": "Hi!", "n": 3}
+
+    filled = render_response(domain, "utter_filled", {"name": "Ann"}, day="Monday")
+    assert filled == {
+        "text": "Hi Ann, {missing} Monday",
+        "buttons": [{"title": "Ann", "payload": "/greet"}],
+        "custom": {"deep": ["Monday"]},
+    }
+    assert filled is not None
+    filled["buttons"][0]["title"] = "changed"
+    again = render_response(domain, "utter_filled", {"name": None})
+    assert again is not None
+    assert again["buttons"] == [{"title": "None", "payload": "/greet"}]
+    assert domain.responses["utter_filled"][0]["buttons"][0]["title"] == "{name}"
