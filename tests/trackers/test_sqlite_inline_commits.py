@@ -8,6 +8,7 @@ import asyncio
 import json
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,24 @@ async def test_synchronous_full_commits_on_the_store_thread(tmp_path: Path) -> N
         assert count_rows(path, "a") == count_rows(path, "b") == 1
     finally:
         await database.close()
+
+
+async def test_a_new_conversation_loads_without_waiting_for_the_store_thread(
+    tmp_path: Path,
+) -> None:
+    store = sqlite_store(tmp_path / "n.db")
+    database = database_of(store)
+    busy = threading.Event()
+    try:
+        await store.append("warm", session_start(0.0))
+        blocked = asyncio.ensure_future(database.run(lambda conn: busy.wait(10)))
+
+        # Nothing stored for it: one index seek on the loop's thread, no wait for the thread.
+        assert await asyncio.wait_for(store.load("new"), timeout=2) is None
+
+        busy.set()
+        await blocked
+        assert await store.load("warm") == session_start(0.0)
+    finally:
+        busy.set()
+        await store.close()
