@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_tracker_stores import bot, session_start, user
 
 from server.trackers.factory import create_tracker_store
+from tests.trackers.test_tracker_stores import bot, session_start, user
 
 
 async def test_own_appends_and_another_process_appends_all_show_in_order(tmp_path: Path) -> None:
