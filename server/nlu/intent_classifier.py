@@ -64,7 +64,11 @@ class IntentClassifier:
         order = confidences.argsort()[::-1]
         if self.ranking_length > 0:
             order = order[: self.ranking_length]
-        ranking = [{"name": model.classes[i], "confidence": float(confidences[i])} for i in order]
+        names = model.classes
+        ranking = [
+            {"name": names[i], "confidence": confidence}
+            for i, confidence in zip(order.tolist(), confidences.take(order).tolist(), strict=True)
+        ]
         message.intent = dict(ranking[0])
         message.intent_ranking = ranking
 

@@ -74,7 +74,7 @@ class LinearModel:
     def scores(self, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
         if len(indices) == 0:
             return self.bias.astype(np.float64)
-        return values @ self.weights[indices] + self.bias
+        return values @ self.weights.take(indices, axis=0) + self.bias
 
     def batch_scores(self, x: sp.csr_matrix) -> np.ndarray:
         return np.asarray(x @ self.weights) + self.bias

@@ -48,6 +48,26 @@ def test_each_block_keeps_its_norm_and_rows_match_the_matrix():
         assert values == pytest.approx(weighted[i].data, rel=1e-5)
 
 
+def test_an_empty_block_does_not_shift_the_parse_time_weights(tmp_path: Path):
+    # A featurizer with no features (a RegexFeaturizer without patterns) is a block of width
+    # 0: a parse must still bring each block of its row back to that block's norm, and a
+    # loaded model must weight a row exactly as the trained one did.
+    fitted = ClassSpread.fit(X, LABELS, [0, *BLOCKS])
+    fitted.write(tmp_path, "c0_")
+    loaded = ClassSpread.read(tmp_path, "c0_", X.shape[1])
+    for i in range(X.shape[0]):
+        row = X[i]
+        values = row.data.astype(np.float32)
+        weighted = fitted.row(row.indices, values)
+        assert np.array_equal(loaded.row(row.indices, values), weighted)
+        for start, stop in ((0, 5), (5, 7)):
+            block = (row.indices >= start) & (row.indices < stop)
+            assert np.linalg.norm(weighted[block]) == pytest.approx(
+                np.linalg.norm(values[block]), rel=1e-6
+            )
+        assert not np.allclose(weighted, values)  # the weights did change the row
+
+
 DATA = """
 nlu:
 - intent: greet
