@@ -6,6 +6,7 @@ from __future__ import annotations
 from server.dialogue.domain import Domain
 from server.dialogue.policies.featurization import (
     ConversationStates,
+    state_identity,
     state_text,
     states_and_labels,
 )
@@ -71,6 +72,7 @@ def test_state_texts_asked_after_every_event_equal_those_of_a_full_recompute() -
             conversation = ConversationStates(tracker, DOMAIN)
             expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
             assert list(conversation.texts(None)) == [state_text(s) for s in expected]
+            assert list(conversation.identities(None)) == [state_identity(s) for s in expected]
 
 
 def test_current_state_texts_equal_json_dumps_for_text_orjson_writes_differently() -> None:

@@ -194,7 +194,7 @@ class PolicyEnsemble:
         self, conversation: ConversationStates, rejected: str | None, domain: Domain
     ) -> tuple[Any, ...] | None:
         """Everything the winner depends on when every policy reads a window of states:
-        the window's texts, the latest message's intent and text (only whether there is
+        the window's states, the latest message's intent and text (only whether there is
         one, when no policy can look a text up), the latest action, the rejected action.
         None when a loop is active (its paths read more) or a policy reads more."""
         if domain is not self._memo_domain:
@@ -208,7 +208,7 @@ class PolicyEnsemble:
             return None
         message = tracker.latest_message
         return (
-            conversation.texts(self._memo_window),
+            conversation.identities(self._memo_window),
             message.text if self._memo_reads_text else bool(message.text),
             message.intent_name,
             tracker.latest_action_name,
