@@ -16,8 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_engine import async_url
 from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
-from tests.trackers.persistence_fixtures import mariadb_database, postgres_database
-from tests.trackers.test_sql_tracker_store import SESSION_SHAPES
+from tests.trackers.test_sql_tracker_store import SESSION_SHAPES, sql_config
 
 PARTIAL = {"ix_events_session_start_action", "ix_events_session_started"}
 FULL = "ix_events_session_start"
@@ -39,18 +38,6 @@ _RASA_ID = {
     "postgresql": "id SERIAL PRIMARY KEY",
     "mysql": "id INTEGER NOT NULL AUTO_INCREMENT PRIMARY KEY",
 }
-
-
-@contextlib.asynccontextmanager
-async def database(kind: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
-    if kind == "sqlite":
-        yield {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "schema.db")}
-    elif kind == "postgres":
-        async with postgres_database() as config:
-            yield config
-    else:
-        async with mariadb_database() as config:
-            yield config
 
 
 @contextlib.asynccontextmanager
@@ -110,6 +97,14 @@ async def create_old_table(config: dict[str, Any], made_by: str) -> None:
                 )
 
 
+async def create_schema(config: dict[str, Any]) -> None:
+    store = create_tracker_store(config)
+    try:
+        await store.ping()  # migrates
+    finally:
+        await store.close()
+
+
 async def load_every_shape(config: dict[str, Any]) -> None:
     store = create_tracker_store(config)
     try:
@@ -123,16 +118,9 @@ async def load_every_shape(config: dict[str, Any]) -> None:
 async def test_a_new_table_indexes_each_row_once_and_session_starts_apart(
     kind: str, tmp_path: Path
 ) -> None:
-    async with database(kind, tmp_path) as config:
-        store = create_tracker_store(config)
-        try:
-            for name, (events, _) in SESSION_SHAPES.items():
-                await store.append(name, events)
-        finally:
-            await store.close()
-
+    async with sql_config(kind, tmp_path) as config:
+        await create_schema(config)
         found = await indexes(config)
-        await load_every_shape(config)
 
     # No ix_events_sender_id: ix_events_sender_id_id begins with its column.
     if kind == "mariadb":  # no partial indexes: every row is in the session index
@@ -145,7 +133,7 @@ async def test_a_new_table_indexes_each_row_once_and_session_starts_apart(
 async def test_an_earlier_botserver_table_is_migrated_and_keeps_its_sessions(
     kind: str, tmp_path: Path
 ) -> None:
-    async with database(kind, tmp_path) as config:
+    async with sql_config(kind, tmp_path) as config:
         await create_old_table(config, made_by="botserver")
 
         await load_every_shape(config)
@@ -161,7 +149,7 @@ async def test_an_earlier_botserver_table_is_migrated_and_keeps_its_sessions(
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb"])
 async def test_a_rasa_table_keeps_rasas_index_and_gets_ours(kind: str, tmp_path: Path) -> None:
-    async with database(kind, tmp_path) as config:
+    async with sql_config(kind, tmp_path) as config:
         await create_old_table(config, made_by="rasa")
 
         await load_every_shape(config)
@@ -183,12 +171,8 @@ async def test_a_rasa_table_keeps_rasas_index_and_gets_ours(kind: str, tmp_path:
 async def test_the_last_session_start_is_found_in_its_partial_index(
     kind: str, where: str, index: str, tmp_path: Path
 ) -> None:
-    async with database(kind, tmp_path) as config:
-        store = create_tracker_store(config)
-        try:
-            await store.ping()  # creates the schema
-        finally:
-            await store.close()
+    async with sql_config(kind, tmp_path) as config:
+        await create_schema(config)
         async with connect(config) as conn:
             query = f"SELECT max(id) FROM events WHERE sender_id = 'alice' AND {where}"
             if kind == "sqlite":

@@ -16,7 +16,7 @@ from bench.tcp_proxy import TcpProxy
 from server.errors import StoreUnavailable
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_store import SqlTrackerStore
-from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
+from tests.trackers.persistence_fixtures import POSTGRES, mariadb_database, postgres_database
 from tests.trackers.test_tracker_stores import bot, session_start, user
 
 
@@ -24,6 +24,9 @@ from tests.trackers.test_tracker_stores import bot, session_start, user
 async def sql_config(kind: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     if kind == "sqlite":
         yield {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "shared.db")}
+    elif kind == "mariadb":
+        async with mariadb_database() as config:
+            yield config
     else:
         async with postgres_database() as config:
             yield config
@@ -59,7 +62,7 @@ SESSION_SHAPES: dict[str, tuple[list[dict[str, Any]], int]] = {
 }
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb"])
 async def test_a_cold_store_loads_the_current_session_of_every_shape(
     kind: str, tmp_path: Path
 ) -> None:
