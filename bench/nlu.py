@@ -2,7 +2,8 @@
 intent accuracy, entity F1, training time and parse latency.
 
     python bench/nlu.py [--datasets snips,banking77,hwu64]
-                        [--pipeline sparse|dense|static|static_no_context|entity_types]
+                        [--pipeline sparse|dense|static|static_no_context|
+                                   static_sentences|entity_types]
                         [--split test|valid|cv] [--folds K] [--limit N]
                         [--out bench/results/nlu.json]
 
@@ -71,6 +72,11 @@ STATIC_PIPELINE = PIPELINE[:4] + [{"name": "StaticEmbeddingFeaturizer"}] + PIPEL
 STATIC_NO_CONTEXT_PIPELINE = (
     PIPELINE[:4] + [{"name": "StaticEmbeddingFeaturizer", "context": "none"}] + PIPELINE[4:]
 )
+# The same with the table fitted to MiniLM's embeddings of every training sentence (SNIPS
+# has 13,084): the `sentences` option of the StaticEmbeddingFeaturizer.
+STATIC_SENTENCES_PIPELINE = (
+    PIPELINE[:4] + [{"name": "StaticEmbeddingFeaturizer", "sentences": 20_000}] + PIPELINE[4:]
+)
 # The CRF first, then the words with its entities replaced by their types for the classifier.
 ENTITY_TYPES_PIPELINE = PIPELINE[:4] + [
     {"name": "DIETClassifier", "intent_classification": False},
@@ -83,6 +89,7 @@ PIPELINES = {
     "dense": DENSE_PIPELINE,
     "static": STATIC_PIPELINE,
     "static_no_context": STATIC_NO_CONTEXT_PIPELINE,
+    "static_sentences": STATIC_SENTENCES_PIPELINE,
     "entity_types": ENTITY_TYPES_PIPELINE,
 }
 

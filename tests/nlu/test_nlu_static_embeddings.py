@@ -157,3 +157,38 @@ def test_the_bigram_context_changes_the_rows_of_tokens_seen_in_frequent_bigrams(
     assert not np.allclose(tables["none"].table_, tables["bigrams"].table_, atol=1e-2)
     with pytest.raises(InvalidConfig, match="context must be one of"):
         StaticEmbeddingFeaturizer({"context": "trigrams"})
+
+
+@needs_dense
+def test_sentence_distillation_fits_the_table_to_minilm_sentence_embeddings():
+    texts = [
+        "top up my card",
+        "how do i top up",
+        "card payment failed",
+        "top up failed",
+        "play some music",
+        "the river water is cold",
+    ]
+    teacher = dense_featurizer.shared_encoder(1).embed(texts)
+
+    def train(config: dict) -> tuple[StaticEmbeddingFeaturizer, np.ndarray]:
+        featurizer = StaticEmbeddingFeaturizer({"common_tokens": 300, "context": "none", **config})
+        featurizer.train([Message(t) for t in texts], None)
+        vectors = np.stack([_vector(featurizer, t) for t in texts])
+        return featurizer, vectors
+
+    plain, plain_vectors = train({})
+    fitted, fitted_vectors = train({"sentences": 6, "sentence_ridge": 0.01})
+    again, _ = train({"sentences": 6, "sentence_ridge": 0.01})
+    assert np.array_equal(fitted.table_, again.table_)  # deterministic
+    assert np.array_equal(fitted.token_ids_, plain.token_ids_)
+
+    # The fitted table orders the pairs of sentences by similarity more like the teacher
+    # (the table is centred, so the similarities themselves are shifted).
+    def agreement(vectors: np.ndarray) -> float:
+        pairs = np.triu_indices(len(texts), 1)
+        return float(np.corrcoef((vectors @ vectors.T)[pairs], (teacher @ teacher.T)[pairs])[0, 1])
+
+    assert agreement(fitted_vectors) > agreement(plain_vectors) + 0.1
+    with pytest.raises(InvalidConfig, match="must not be negative"):
+        StaticEmbeddingFeaturizer({"sentences": -1})
