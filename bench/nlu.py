@@ -3,7 +3,7 @@ intent accuracy, entity F1, training time and parse latency.
 
     python bench/nlu.py [--datasets snips,banking77,hwu64]
                         [--pipeline sparse|dense|static|static_no_context|
-                                   static_sentences|entity_types]
+                                   static_sentences|entity_types|entity_types_3folds]
                         [--split test|valid|cv] [--folds K] [--limit N]
                         [--out bench/results/nlu.json]
 
@@ -84,6 +84,11 @@ ENTITY_TYPES_PIPELINE = PIPELINE[:4] + [
     {"name": "DIETClassifier", "entity_recognition": False},
     {"name": "EntitySynonymMapper"},
 ]
+# The same with 3 jackknife CRFs instead of 5 (about 40 % less training CPU on SNIPS).
+ENTITY_TYPES_3FOLDS_PIPELINE = [
+    {**step, "folds": 3} if step["name"] == "EntityTypeFeaturizer" else step
+    for step in ENTITY_TYPES_PIPELINE
+]
 PIPELINES = {
     "sparse": PIPELINE,
     "dense": DENSE_PIPELINE,
@@ -91,6 +96,7 @@ PIPELINES = {
     "static_no_context": STATIC_NO_CONTEXT_PIPELINE,
     "static_sentences": STATIC_SENTENCES_PIPELINE,
     "entity_types": ENTITY_TYPES_PIPELINE,
+    "entity_types_3folds": ENTITY_TYPES_3FOLDS_PIPELINE,
 }
 
 
