@@ -89,9 +89,12 @@ def state_identity(state: State) -> bytes | str:
     holds strings, lists and objects, which orjson writes in one way), or `state_text` when
     orjson refuses the state. Cheaper than `state_text`, which must also equal json.dumps."""
     try:
-        return orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
+        fast = orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # non-string keys, integers over 64 bits
         return state_text(state)
+    # A copy of the right size: orjson's bytes keep its 4 KB buffer, and identities are kept
+    # (with their states, and in the ensemble's memory).
+    return bytes(memoryview(fast))
 
 
 def states_from_key(key: str) -> list[State]:
