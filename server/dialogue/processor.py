@@ -539,7 +539,8 @@ def _remember_parse(memo: Memo[str, bytes], text: str, parsed: dict[str, Any]) -
     except TypeError:
         return
     if orjson.loads(encoded) == parsed:
-        memo.put(text, encoded)
+        # A copy of the right size: orjson's bytes keep its 4 KB buffer.
+        memo.put(text, bytes(memoryview(encoded)))
 
 
 def _fallback_action_name(model: DialogueModel) -> str | None:
