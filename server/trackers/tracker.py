@@ -88,7 +88,7 @@ class Tracker:
 
     # -- state ------------------------------------------------------------------------------
     def _reset(self) -> None:
-        self.slots: dict[str, Any] = copy.deepcopy(self.slot_defaults)
+        self.slots: dict[str, Any] = _copy_slots(self.slot_defaults)
         self.latest_message: UserUttered = _empty_latest_message()
         self.latest_action: dict[str, Any] = {}
         self.latest_bot_utterance: BotUttered | None = None
@@ -137,7 +137,7 @@ class Tracker:
         elif isinstance(event, SlotSet):
             self.slots[event.key] = event.value
         elif isinstance(event, AllSlotsReset):
-            self.slots = copy.deepcopy(self.slot_defaults)
+            self.slots = _copy_slots(self.slot_defaults)
         elif isinstance(event, Restarted):
             self._reset()
             self.followup_action = ACTION_SESSION_START
@@ -273,6 +273,19 @@ class Tracker:
 
     def copy(self) -> Tracker:
         return Tracker(self.sender_id, self.slot_defaults, list(self.events))
+
+
+# Values a slot shares safely between trackers: nothing in them can change.
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
+def _copy_slots(defaults: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of the slots' initial values (`copy.deepcopy` walks even a str or None,
+    at a few microseconds per tracker and session start)."""
+    return {
+        name: value if type(value) in _IMMUTABLE else copy.deepcopy(value)
+        for name, value in defaults.items()
+    }
 
 
 def _is_session_start_action(event: Event) -> bool:

@@ -248,3 +248,14 @@ def test_applied_events_match_rasa_recorded_tracker_json() -> None:
     tracker = Tracker.from_dicts("u1", full_events, {"session_started_metadata": None})
     state = tracker.current_state(EventVerbosity.APPLIED)
     assert json.dumps(state) == json.dumps(recorded)
+
+
+def test_a_slots_initial_value_is_never_shared_between_trackers_or_sessions() -> None:
+    defaults: dict[str, Any] = {"cart": ["apple"], "prefs": {"size": "M"}, "name": None}
+    first, second = Tracker("a", defaults), Tracker("b", defaults)
+    first.slots["cart"].append("pear")
+    first.slots["prefs"]["size"] = "L"
+    assert second.slots == {"cart": ["apple"], "prefs": {"size": "M"}, "name": None}
+    first.update(SessionStarted())
+    assert first.slots == {"cart": ["apple"], "prefs": {"size": "M"}, "name": None}
+    assert defaults == {"cart": ["apple"], "prefs": {"size": "M"}, "name": None}
