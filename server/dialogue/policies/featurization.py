@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import orjson
 
@@ -35,6 +35,7 @@ from server.trackers.events import (
 from server.trackers.tracker import Tracker
 
 State = dict[str, dict[str, Any]]
+T = TypeVar("T")
 # Marks, in rule conditions, a slot or loop that must *not* be set.
 SHOULD_NOT_BE_SET = "__should_not_be_set__"
 ENTITY_LABEL_SEPARATOR = "#"
@@ -383,16 +384,7 @@ class ConversationStates:
         assert states is not None
         count = len(states)
         start = max(0, count - last) if last else 0
-        texts = []
-        body = self._body_texts
-        for index in range(start, count - 1):
-            if body is None:
-                texts.append(state_text(states[index]))
-                continue
-            text = body[index]
-            if text is None:
-                text = body[index] = state_text(states[index])
-            texts.append(text)
+        texts = _kept(states, start, count - 1, self._body_texts, state_text)
         if count:
             current = self._current.get(by_text)
             if current is None:
@@ -409,19 +401,31 @@ class ConversationStates:
         policy asks for it)."""
         states = self.states
         count = len(states)
-        identities = []
-        body = self._body_identities
-        for index in range(max(0, count - last) if last else 0, count - 1):
-            if body is None:
-                identities.append(state_identity(states[index]))
-                continue
-            identity = body[index]
-            if identity is None:
-                identity = body[index] = state_identity(states[index])
-            identities.append(identity)
+        start = max(0, count - last) if last else 0
+        identities = _kept(states, start, count - 1, self._body_identities, state_identity)
         if count:
             identities.append(self._cache.identity_of(states[-1]))
         return tuple(identities)
+
+
+def _kept(
+    states: Sequence[State],
+    start: int,
+    stop: int,
+    kept: list[T | None] | None,
+    write: Callable[[State], T],
+) -> list[T]:
+    """`write(state)` for `states[start:stop]`, each written once into `kept` (the values
+    of the states before the current one; None: not kept, written every time)."""
+    if kept is None:
+        return [write(states[index]) for index in range(start, stop)]
+    values = []
+    for index in range(start, stop):
+        value = kept[index]
+        if value is None:
+            value = kept[index] = write(states[index])
+        values.append(value)
+    return values
 
 
 # Events after which the applied events are no longer the old ones plus the new ones.
