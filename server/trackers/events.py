@@ -33,20 +33,19 @@ class Event:
     timestamp: float = field(default_factory=_now, kw_only=True)
     metadata: dict[str, Any] = field(default_factory=dict, kw_only=True)
 
-    def _base(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"event": self.type_name, "timestamp": self.timestamp}
-        if self.metadata:
-            d["metadata"] = self.metadata
-        return d
-
     def _fields(self) -> dict[str, Any]:
         return {}
 
     def as_dict(self) -> dict[str, Any]:
-        d = self._base()
+        # Built afresh on every call, never cached: the processor stamps `metadata` (model_id)
+        # after the event is applied and before it is saved.
+        metadata = self.metadata
+        d: dict[str, Any] = {"event": self.type_name, "timestamp": self.timestamp}
+        if metadata:
+            d["metadata"] = metadata
         d.update(self._fields())
         if self.always_metadata and "metadata" not in d:
-            d["metadata"] = self.metadata
+            d["metadata"] = metadata
         return d
 
     @classmethod
@@ -99,12 +98,15 @@ class UserUttered(Event):
     def full_parse_data(self) -> dict[str, Any]:
         """parse_data with Rasa's leading keys, as stored and as `latest_message`."""
         pd = self.parse_data
+        get = pd.get
+        intent = get("intent")
+        entities = get("entities")
         out: dict[str, Any] = {
-            "intent": pd.get("intent") if pd.get("intent") is not None else {},
-            "entities": pd.get("entities") if pd.get("entities") is not None else [],
-            "text": pd.get("text", self.text),
-            "message_id": pd.get("message_id", self.message_id),
-            "metadata": pd.get("metadata", self.metadata),
+            "intent": {} if intent is None else intent,
+            "entities": [] if entities is None else entities,
+            "text": get("text", self.text),
+            "message_id": get("message_id", self.message_id),
+            "metadata": get("metadata", self.metadata),
         }
         for key, value in pd.items():
             if key not in out:
@@ -118,6 +120,21 @@ class UserUttered(Event):
             "input_channel": self.input_channel,
             "message_id": self.message_id,
         }
+
+    def as_dict(self) -> dict[str, Any]:
+        # Event.as_dict's keys in one literal (a user event is saved and sent every turn);
+        # an empty metadata comes last, as Rasa writes it.
+        metadata = self.metadata
+        d: dict[str, Any] = {"event": "user", "timestamp": self.timestamp}
+        if metadata:
+            d["metadata"] = metadata
+        d["text"] = self.text
+        d["parse_data"] = self.full_parse_data()
+        d["input_channel"] = self.input_channel
+        d["message_id"] = self.message_id
+        if not metadata:
+            d["metadata"] = metadata
+        return d
 
     @classmethod
     def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
