@@ -185,22 +185,29 @@ class ServerMetrics:
     # -- observations -------------------------------------------------------------------------
     def observe_turn(self, turn: dict[str, Any]) -> None:
         """The processor's `on_turn` callback: {"seconds": float, "actions": [names]}."""
-        self.turns.inc()
+        self.turns.value += 1.0
         self.turn_seconds.observe(float(turn.get("seconds", 0.0)))
-        self.actions.inc(len(turn.get("actions") or ()))
+        self.actions.value += len(turn.get("actions") or ())
 
     def instrument(self, processor: Any, holder: Any = None) -> None:
-        """Measure a live processor (and the model holder, for loads). Call once per app."""
-        previous = processor.on_turn
+        """Measure a live processor (and the model holder, for loads). Call once per app.
 
-        def on_turn(turn: dict[str, Any]) -> None:
-            self.observe_turn(turn)
-            if previous is not None:
+        The wrappers of the turn's calls (a parse, two predictions, a load and an append
+        per turn) take the calls' own arguments and observe inline, on the event loop's
+        thread; the parse, which a blocking pipeline runs in worker threads, under its lock.
+        """
+        previous = processor.on_turn
+        if previous is None:
+            processor.on_turn = self.observe_turn
+        else:
+
+            def on_turn(turn: dict[str, Any]) -> None:
+                self.observe_turn(turn)
                 previous(turn)
 
-        processor.on_turn = on_turn
-        processor.parse = _timed_sync(type(processor).parse, self.nlu_seconds)
-        processor.predict_next = _timed_sync(processor.predict_next, self.policy_seconds)
+            processor.on_turn = on_turn
+        processor.parse = _timed_parse(type(processor).parse, self.nlu_seconds)
+        processor.predict_next = _timed_prediction(processor.predict_next, self.policy_seconds)
         store = processor.trackers.store
         for operation in _STORE_OPERATIONS:
             method = getattr(store, operation, None)
@@ -264,22 +271,43 @@ def _values(labels: tuple[str, tuple[str, ...]] | None) -> tuple[str, ...]:
     return labels[1] if labels else ("",)
 
 
-def _timed_sync(fn: F, histogram: HistogramValue) -> F:
+def _timed_parse(parse: F, histogram: HistogramValue) -> F:
+    """`Processor.parse`, observed into a histogram that worker threads observe too."""
     observe, clock = histogram.observe, time.perf_counter
 
-    @functools.wraps(fn)
-    def timed(*args: Any, **kwargs: Any) -> Any:
+    @functools.wraps(parse)
+    def timed(
+        model: Any, text: str, message_id: str | None = None, metadata: dict | None = None
+    ) -> Any:
         started = clock()
         try:
-            return fn(*args, **kwargs)
+            return parse(model, text, message_id, metadata)
         finally:
             observe(clock() - started)
 
     return timed  # type: ignore[return-value]
 
 
+def _timed_prediction(predict: F, histogram: HistogramValue) -> F:
+    """`Processor.predict_next`, observed inline (`HistogramValue.observe`'s two lines)."""
+    clock, bounds, counts = time.perf_counter, histogram.bounds, histogram.counts
+
+    @functools.wraps(predict)
+    def timed(tracker: Any, model: Any) -> Any:
+        started = clock()
+        try:
+            return predict(tracker, model)
+        finally:
+            elapsed = clock() - started
+            counts[bisect_left(bounds, elapsed)] += 1
+            histogram.sum += elapsed
+
+    return timed  # type: ignore[return-value]
+
+
 def _timed_async(fn: Callable[..., Awaitable[Any]], histogram: HistogramValue) -> Any:
-    observe, clock = histogram.observe, time.perf_counter
+    """A store operation, observed inline on the event loop's thread."""
+    clock, bounds, counts = time.perf_counter, histogram.bounds, histogram.counts
 
     @functools.wraps(fn)
     async def timed(*args: Any, **kwargs: Any) -> Any:
@@ -287,6 +315,8 @@ def _timed_async(fn: Callable[..., Awaitable[Any]], histogram: HistogramValue) -
         try:
             return await fn(*args, **kwargs)
         finally:
-            observe(clock() - started)
+            elapsed = clock() - started
+            counts[bisect_left(bounds, elapsed)] += 1
+            histogram.sum += elapsed
 
     return timed

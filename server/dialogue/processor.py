@@ -108,6 +108,23 @@ class Prediction:
     events: list[Event] = field(default_factory=list)
 
 
+def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:
+    """The followup action if one is pending, else what the policies predict."""
+    followup = tracker.followup_action
+    if followup and model.domain.is_known_action(followup):
+        return Prediction(followup, 1.0, None)
+    if followup:
+        logger.error("followup action '%s' is not in the domain; predicting instead", followup)
+    result = model.policies.predict(tracker, model.domain)
+    return Prediction(
+        result.action_name,
+        result.confidence,
+        result.policy_name,
+        list(result.probabilities),
+        list(getattr(result, "events", []) or []),
+    )
+
+
 class Processor:
     """Runs turns for every conversation of one process."""
 
@@ -352,8 +369,8 @@ class Processor:
         tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
         return ran
 
-    def predict_next(self, tracker: Tracker, model: DialogueModel) -> Prediction:
-        return predict_next_action(tracker, model)
+    # The function itself, not a method calling it: one call less per prediction.
+    predict_next = staticmethod(predict_next_action)
 
     def action_for(self, name: str, domain: Domain) -> Action:
         """The action that runs under `name`; unknown names are custom actions."""
@@ -513,23 +530,6 @@ class Processor:
         if isinstance(entities, dict):
             entities = [{"entity": k, "value": v} for k, v in entities.items()]
         await self.trigger_intent(sender_id, reminder.intent, entities, model, output)
-
-
-def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:
-    """The followup action if one is pending, else what the policies predict."""
-    followup = tracker.followup_action
-    if followup and model.domain.is_known_action(followup):
-        return Prediction(followup, 1.0, None)
-    if followup:
-        logger.error("followup action '%s' is not in the domain; predicting instead", followup)
-    result = model.policies.predict(tracker, model.domain)
-    return Prediction(
-        result.action_name,
-        result.confidence,
-        result.policy_name,
-        list(result.probabilities),
-        list(getattr(result, "events", []) or []),
-    )
 
 
 def _remember_parse(memo: Memo[str, bytes], text: str, parsed: dict[str, Any]) -> None:

@@ -82,3 +82,40 @@ def test_counts_after_a_number_of_observations_parse_as_prometheus_text() -> Non
     assert samples[("botserver_model_loads_total", (("result", "failure"),))] == 1
     assert samples[("botserver_model_loads_total", (("result", "success"),))] == 0
     assert families["botserver_turn_seconds"].type == "histogram"
+
+
+def test_an_instrumented_processor_still_calls_its_own_turn_callback_and_calls() -> None:
+    seen: list[dict] = []
+
+    class Processor:
+        on_turn = seen.append
+        action_server = None
+        trackers = type("Repository", (), {"store": object()})()
+
+        @staticmethod
+        def parse(model, text, message_id=None, metadata=None):  # type: ignore[no-untyped-def]
+            return {"text": text, "message_id": message_id, "metadata": metadata}
+
+        @staticmethod
+        def predict_next(tracker, model):  # type: ignore[no-untyped-def]
+            return (tracker, model)
+
+    processor = Processor()
+    metrics = ServerMetrics()
+    metrics.instrument(processor)
+    processor.on_turn({"seconds": 0.02, "actions": ["utter_greet", "action_listen"]})
+    assert processor.parse("model", "hi", metadata={"a": 1}) == {
+        "text": "hi", "message_id": None, "metadata": {"a": 1}
+    }
+    assert processor.predict_next("tracker", "model") == ("tracker", "model")
+
+    assert seen == [{"seconds": 0.02, "actions": ["utter_greet", "action_listen"]}]
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(metrics.render().decode())
+        for s in f.samples
+    }
+    assert samples[("botserver_turns_total", ())] == 1
+    assert samples[("botserver_actions_total", ())] == 2
+    assert samples[("botserver_nlu_seconds_count", ())] == 1
+    assert samples[("botserver_policy_seconds_count", ())] == 1
