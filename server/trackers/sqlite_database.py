@@ -37,7 +37,12 @@ logger = logging.getLogger(__name__)
 Row = tuple[str, str | None, float | None, str | None, str | None, str]
 
 _COLUMNS = "sender_id, type_name, timestamp, intent_name, action_name, data"
-_INSERT_ONE = f"({', '.join('?' * 6)})"
+# The stdlib driver binds int, float, str and bytearray directly but looks any other value up
+# as an adapter first (two failed attribute lookups: 3.3k instructions for a None). intent_name
+# and action_name are None in most rows: an append binds _NULL there instead, a blob that
+# NULLIF turns into NULL (300 instructions) and that no text or number equals.
+_NULL = bytearray(b"\0")
+_INSERT_ONE = "(?, ?, ?, NULLIF(?, X'00'), NULLIF(?, X'00'), ?)"
 # SQLite limits a statement to 32,766 parameters (999 before 3.32): stay far below.
 _ROWS_PER_INSERT = 150
 # Pages the WAL file may hold before a checkpoint (SQLite's own default, about 4 MB). A
@@ -492,7 +497,16 @@ def _insert(
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start : start + _ROWS_PER_INSERT]
         values = ", ".join([_INSERT_ONE] * len(chunk))
-        params = [value for row in chunk for value in row]
+        params: list[Any] = []
+        for sender_id, type_name, timestamp, intent_name, action_name, data in chunk:
+            params += (
+                sender_id,
+                type_name,
+                timestamp,
+                _NULL if intent_name is None else intent_name,
+                _NULL if action_name is None else action_name,
+                data,
+            )
         sql = f"INSERT INTO events ({_COLUMNS}) VALUES {values}"
         ids: Sequence[int]
         if sequential_ids:

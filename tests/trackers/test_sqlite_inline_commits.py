@@ -114,6 +114,37 @@ async def test_an_append_reports_the_ids_its_rows_were_given(made_by: str, tmp_p
         await store.close()
 
 
+async def test_the_indexed_columns_are_stored_as_given_null_included(tmp_path: Path) -> None:
+    store = sqlite_store(tmp_path / "n.db")
+    try:
+        await store.append("warm", session_start(0.0))
+        rows = [
+            ("c", "user", 1.5, "greet", None, "{}"),
+            ("c", "action", 2, None, "action_listen", "{}"),
+            ("c", "bot", None, "", "", "{}"),
+            ("c", "slot", 3.0, None, None, "{}"),
+            ("c", "user", 4.0, "0", "NULL", "{}"),
+        ]
+        await database_of(store).insert("c", rows)
+
+        with sqlite3.connect(tmp_path / "n.db") as conn:
+            stored = conn.execute(
+                "SELECT sender_id, type_name, timestamp, intent_name, action_name, data,"
+                " typeof(timestamp), typeof(intent_name), typeof(action_name)"
+                " FROM events WHERE sender_id = 'c' ORDER BY id"
+            ).fetchall()
+        assert [row[:6] for row in stored] == rows
+        assert [row[6:] for row in stored] == [
+            ("real", "text", "null"),
+            ("real", "null", "text"),
+            ("null", "text", "text"),
+            ("real", "null", "null"),
+            ("real", "text", "text"),
+        ]
+    finally:
+        await store.close()
+
+
 async def test_a_refused_append_fails_alone_in_its_inline_group(tmp_path: Path) -> None:
     store = sqlite_store(tmp_path / "r.db")
     try:
