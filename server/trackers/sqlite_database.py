@@ -462,19 +462,28 @@ def _commit_group(
 def _appends(
     conn: sqlite3.Connection, group: Sequence[_Append], sequential_ids: bool
 ) -> list[_AppendResult | Exception]:
-    """Each append in its own savepoint, inside the caller's transaction."""
+    """Each append all or nothing, inside the caller's transaction: one INSERT statement is
+    (SQLite undoes a failed statement's rows and keeps the transaction), longer appends take
+    a savepoint each (SAVEPOINT and RELEASE cost 11k instructions, a tenth of an append)."""
     outcomes: list[_AppendResult | Exception] = []
     for append in group:
-        conn.execute("SAVEPOINT append")
+        savepoint = len(append.rows) > _ROWS_PER_INSERT
+        if savepoint:
+            conn.execute("SAVEPOINT append")
+        changes = conn.total_changes
         try:
             (previous,) = conn.execute(_LAST_ID, (append.sender_id,)).fetchone()
             outcomes.append((_int_or_none(previous), _insert(conn, append.rows, sequential_ids)))
         except sqlite3.OperationalError:
             raise  # locked, disk full, I/O: the whole transaction fails
         except Exception as error:  # this append's rows only
-            conn.execute("ROLLBACK TO append")
+            if savepoint:
+                conn.execute("ROLLBACK TO append")
+            elif conn.total_changes != changes or not conn.in_transaction:
+                raise  # rows written before the error, or the transaction gone: all fail
             outcomes.append(error)
-        conn.execute("RELEASE append")
+        if savepoint:
+            conn.execute("RELEASE append")
     return outcomes
 
 

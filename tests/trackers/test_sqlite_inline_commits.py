@@ -10,11 +10,13 @@ import sqlite3
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_store import SqlTrackerStore, _row
+from server.trackers import sqlite_database
 from server.trackers.sqlite_database import SqliteDatabase
 from tests.trackers.test_sql_tracker_store import _create_rasa_sqlite_db
 from tests.trackers.test_tracker_stores import session_start, user
@@ -167,6 +169,63 @@ async def test_a_refused_append_fails_alone_in_its_inline_group(tmp_path: Path) 
         assert previous_id is not None and len(written) == 2
         assert count_rows(tmp_path / "r.db", "good") == len(session_start(0.0)) + 2
         assert count_rows(tmp_path / "r.db", "bad") == 0  # not even its good row
+    finally:
+        await store.close()
+
+
+async def test_a_refused_long_append_fails_alone_in_its_inline_group(tmp_path: Path) -> None:
+    store = sqlite_store(tmp_path / "r.db")
+    try:
+        await store.append("good", session_start(0.0))
+        database = database_of(store)
+        good_row = ("good", "user", 9.0, "greet", None, '{"event": "user"}')
+        bad_row = ("bad", None, 9.0, None, None, "{}")  # type_name is NOT NULL
+        long_good = [good_row] * 400  # three INSERT statements
+
+        results = await asyncio.gather(
+            database.insert("good", long_good),
+            database.insert("bad", [good_row] * 300 + [bad_row]),
+            return_exceptions=True,
+        )
+
+        assert isinstance(results[1], sqlite3.IntegrityError)
+        assert not isinstance(results[0], BaseException)
+        assert count_rows(tmp_path / "r.db", "good") == len(session_start(0.0)) + 400
+        assert count_rows(tmp_path / "r.db", "bad") == 0  # not even the first 300
+    finally:
+        await store.close()
+
+
+async def test_an_append_failing_after_its_rows_were_written_fails_its_whole_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = sqlite_store(tmp_path / "late.db")
+    try:
+        await store.append("warm", session_start(0.0))
+        database = database_of(store)
+        insert = sqlite_database._insert
+
+        def failing_after_the_insert(conn: sqlite3.Connection, rows: Any, *args: Any) -> Any:
+            written = insert(conn, rows, *args)
+            if rows[0][0] == "late":
+                raise ValueError("after the INSERT")
+            return written
+
+        monkeypatch.setattr(sqlite_database, "_insert", failing_after_the_insert)
+        row = ("x", "user", 9.0, "greet", None, "{}")
+
+        results = await asyncio.gather(
+            database.insert("early", [("early", *row[1:])]),
+            database.insert("late", [("late", *row[1:])]),
+            return_exceptions=True,
+        )
+
+        assert all(isinstance(result, ValueError) for result in results)
+        assert count_rows(tmp_path / "late.db", "late") == 0
+        assert count_rows(tmp_path / "late.db", "early") == 0
+        monkeypatch.undo()
+        await store.append("after", [user("m", 10.0)])  # the store goes on
+        assert count_rows(tmp_path / "late.db", "after") == 1
     finally:
         await store.close()
 
