@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from server.trackers import sqlite_database
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_store import SqlTrackerStore, _row
-from server.trackers import sqlite_database
 from server.trackers.sqlite_database import SqliteDatabase
 from tests.trackers.test_sql_tracker_store import _create_rasa_sqlite_db
 from tests.trackers.test_tracker_stores import session_start, user
