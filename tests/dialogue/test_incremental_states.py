@@ -72,7 +72,11 @@ def test_state_texts_asked_after_every_event_equal_those_of_a_full_recompute() -
             conversation = ConversationStates(tracker, DOMAIN)
             expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
             assert list(conversation.texts(None)) == [state_text(s) for s in expected]
-            assert list(conversation.identities(None)) == [state_identity(s) for s in expected]
+            # Windows (the ensemble's memory key), some asked before all the identities are.
+            windows = (1, 2, 5, 6, 40) if n % 2 else (None, 1, 2, 5, 6, 40)
+            for last in windows:
+                wanted = expected[-last:] if last else expected
+                assert conversation.identities(last) == tuple(map(state_identity, wanted))
 
 
 def test_current_state_texts_equal_json_dumps_for_text_orjson_writes_differently() -> None:

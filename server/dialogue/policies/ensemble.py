@@ -204,14 +204,15 @@ class PolicyEnsemble:
             self._winners.clear()
             self._memo_domain = domain
         tracker = conversation.tracker
-        if self._memo_window is None or tracker.active_loop_name is not None:
+        # `active_loop_name` and `latest_action_name`, read without their properties' calls.
+        if self._memo_window is None or tracker.active_loop.get("name") is not None:
             return None
         message = tracker.latest_message
         return (
             conversation.identities(self._memo_window),
             message.text if self._memo_reads_text else bool(message.text),
             message.intent_name,
-            tracker.latest_action_name,
+            tracker.latest_action.get("action_name"),
             rejected,
         )
 

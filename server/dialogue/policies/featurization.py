@@ -363,7 +363,8 @@ class ConversationStates:
         self.events, self.states, self._body_texts = cache.update(tracker)
         self._body_identities = cache.body_identities if self._body_texts is not None else None
         self._text_states: Sequence[State] | None | bool = False
-        self._windows: dict[tuple[int | None, bool], tuple[str, ...]] = {}
+        # Made when a policy first asks for texts (a remembered winner needs none).
+        self._windows: dict[tuple[int | None, bool], tuple[str, ...]] | None = None
         self._current: dict[bool, str] = {}
 
     def text_states(self) -> Sequence[State] | None:
@@ -377,7 +378,10 @@ class ConversationStates:
     def texts(self, last: int | None, by_text: bool = False) -> tuple[str, ...]:
         """`state_text` of the last `last` states (all when None or 0) of `states`, or of
         `text_states()` when `by_text` (which must then not be None)."""
-        window = self._windows.get((last, by_text))
+        windows = self._windows
+        if windows is None:
+            windows = self._windows = {}
+        window = windows.get((last, by_text))
         if window is not None:
             return window
         states = self.text_states() if by_text else self.states
@@ -392,7 +396,7 @@ class ConversationStates:
                 if not by_text:
                     self._cache.current_text_is(states[-1], current)
             texts.append(current)
-        window = self._windows[(last, by_text)] = tuple(texts)
+        window = windows[(last, by_text)] = tuple(texts)
         return window
 
     def identities(self, last: int | None) -> tuple[bytes | str, ...]:
@@ -400,9 +404,19 @@ class ConversationStates:
         ensemble remembers its winners by (a state's JSON text is written only when a
         policy asks for it)."""
         states = self.states
+        kept = self._body_identities
+        if kept is not None and last and type(states) is StatesView:
+            # The usual case, without the view's Python-level len and indexing.
+            size = states._size
+            start = size + 1 - last if size >= last else 0
+            window = kept[start:size]
+            if None in window:
+                window = _kept(states._body, start, size, kept, state_identity)  # type: ignore[assignment]
+            window.append(self._cache.identity_of(states._last))
+            return tuple(window)  # type: ignore[arg-type]  # no None left: filled above
         count = len(states)
         start = max(0, count - last) if last else 0
-        identities = _kept(states, start, count - 1, self._body_identities, state_identity)
+        identities = _kept(states, start, count - 1, kept, state_identity)
         if count:
             identities.append(self._cache.identity_of(states[-1]))
         return tuple(identities)
@@ -502,7 +516,8 @@ class _IncrementalStates:
                 current = None
                 self.fold.apply(event)
         self.events.extend(new)
-        self._remember(tracker)
+        self.seen = len(events)
+        self.last_event = events[-1] if events else None
         if current is None:
             current = self.current = self.fold.state()
             self.current_text = self.current_identity = None
