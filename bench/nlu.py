@@ -3,7 +3,8 @@ intent accuracy, entity F1, training time and parse latency.
 
     python bench/nlu.py [--datasets snips,banking77,hwu64]
                         [--pipeline sparse|dense|static|static_no_context|
-                                   static_sentences|entity_types|entity_types_3folds]
+                                   static_sentences|entity_types|entity_types_3folds|
+                                   dense_entity_types]
                         [--split test|valid|cv] [--folds K] [--limit N]
                         [--out bench/results/nlu.json]
 
@@ -12,7 +13,8 @@ intent accuracy, entity F1, training time and parse latency.
 where one validation sentence is too coarse a step);
 `--pipeline dense` adds the DenseFeaturizer and `--pipeline static` the
 StaticEmbeddingFeaturizer (both need `pip install '.[dense]'`), `--pipeline entity_types`
-the EntityTypeFeaturizer (jackknifed CRF entity types for the classifier); `--limit N`
+the EntityTypeFeaturizer (jackknifed CRF entity types for the classifier),
+`--pipeline dense_entity_types` both the DenseFeaturizer and it; `--limit N`
 keeps an evenly spread subset of at most N examples per split (quick checks only).
 """
 
@@ -89,6 +91,10 @@ ENTITY_TYPES_3FOLDS_PIPELINE = [
     {**step, "folds": 3} if step["name"] == "EntityTypeFeaturizer" else step
     for step in ENTITY_TYPES_PIPELINE
 ]
+# The sentence embedding and the typed words together before the classifier.
+DENSE_ENTITY_TYPES_PIPELINE = (
+    PIPELINE[:4] + [{"name": "DenseFeaturizer"}] + ENTITY_TYPES_PIPELINE[4:]
+)
 PIPELINES = {
     "sparse": PIPELINE,
     "dense": DENSE_PIPELINE,
@@ -97,6 +103,7 @@ PIPELINES = {
     "static_sentences": STATIC_SENTENCES_PIPELINE,
     "entity_types": ENTITY_TYPES_PIPELINE,
     "entity_types_3folds": ENTITY_TYPES_3FOLDS_PIPELINE,
+    "dense_entity_types": DENSE_ENTITY_TYPES_PIPELINE,
 }
 
 

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from server.errors import InvalidConfig
+from server.nlu.dense_featurizer import WIDTH as DENSE_WIDTH
+from server.nlu.dense_featurizer import dense_available
 from server.nlu.entity_types import EntityTypeFeaturizer, jackknife_entities, typed_words
 from server.nlu.message import Message
 from server.nlu.pipeline import NLUPipeline
@@ -137,3 +139,28 @@ def test_without_a_crf_before_it_training_fails_with_the_reason():
     pipeline = [c for c in PIPELINE if c["name"] != "CRFEntityExtractor"]
     with pytest.raises(InvalidConfig, match="needs a CRF entity extractor"):
         NLUPipeline.train(read_nlu_yaml(DATA), pipeline)
+
+
+@pytest.mark.skipif(not dense_available(), reason="needs the dense extra: pip install '.[dense]'")
+def test_with_sentence_embeddings_both_blocks_reach_the_classifier(tmp_path: Path):
+    # bench/nlu.py's dense_entity_types: DIET split so its CRF runs before the featurizer.
+    pipeline = NLUPipeline.train(
+        read_nlu_yaml(DATA),
+        [
+            {"name": "WhitespaceTokenizer"},
+            {"name": "CountVectorsFeaturizer"},
+            {"name": "DenseFeaturizer"},
+            {"name": "DIETClassifier", "intent_classification": False},
+            {"name": "EntityTypeFeaturizer", "folds": 3},
+            {"name": "DIETClassifier", "entity_recognition": False},
+        ],
+    )
+    components = dict(pipeline._components)
+    featurizer, words = components["EntityTypeFeaturizer"], components["CountVectorsFeaturizer"]
+    assert featurizer.sources == ["DIETClassifier"]
+    width = words.width + DENSE_WIDTH + featurizer.vectors_.width
+    assert components["IntentClassifier"].model_.weights.shape[0] == width
+    pipeline.persist(tmp_path)
+    reloaded = NLUPipeline.load(tmp_path)
+    for text in ("find heat", "find the novel emma", "hello there"):
+        assert reloaded.parse(text) == pipeline.parse(text)
