@@ -6,12 +6,16 @@ import random
 import re
 from typing import Any
 
+import orjson
+
 from server.dialogue.domain import Domain
 
 _MESSAGE_KEYS = ("text", "image", "buttons", "attachment", "elements", "quick_replies", "custom")
 _PLACEHOLDER = re.compile(r"\{([^{}\s]+)\}")
 _IGNORED_KEYS = ("condition", "channel", "id")
 _NOT_SAID = (*_IGNORED_KEYS, "response_ids")
+# Keys that are not a bot message's metadata.
+_NOT_METADATA = frozenset((*_MESSAGE_KEYS, "template_name"))
 
 
 def _fill(value: Any, values: dict[str, Any]) -> Any:
@@ -40,6 +44,27 @@ def _is_literal(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float))
 
 
+def _fills_nothing(value: Any) -> bool:
+    """Whether `_fill` gives `value` back unchanged, but for new lists and objects."""
+    if isinstance(value, str):
+        return "{" not in value
+    if isinstance(value, list):
+        return all(_fills_nothing(v) for v in value)
+    if isinstance(value, dict):
+        return all(_fills_nothing(v) for v in value.values())
+    return True
+
+
+def _json_copy(message: dict[str, Any]) -> bytes | None:
+    """The message's JSON when reading it gives an equal message (not: tuples, non-string
+    keys, integers over 64 bits, NaN or infinity)."""
+    try:
+        encoded = orjson.dumps(message)
+    except TypeError:
+        return None
+    return encoded if orjson.loads(encoded) == message else None
+
+
 def _condition_met(variation: dict[str, Any], slots: dict[str, Any]) -> bool:
     for condition in variation.get("condition") or []:
         if condition.get("type", "slot") != "slot":
@@ -65,7 +90,15 @@ class ResponseVariations:
     every utterance.
     """
 
-    __slots__ = ("source", "conditional", "unconditional", "default", "by_channel", "literal")
+    __slots__ = (
+        "source",
+        "conditional",
+        "unconditional",
+        "default",
+        "by_channel",
+        "literal",
+        "copied",
+    )
 
     def __init__(self, variations: list[dict[str, Any]]) -> None:
         self.source = variations
@@ -82,13 +115,20 @@ class ResponseVariations:
                 self.by_channel = None
                 break
             self.by_channel.setdefault(name, []).append(variation)
-        # The messages of variations with nothing to fill in or copy (strings without `{`,
-        # numbers, booleans, nulls), by the variation's id (`source` keeps it alive).
+        # The messages of variations with nothing to fill in, by the variation's id
+        # (`source` keeps it alive): `literal` when there is nothing to copy either
+        # (strings without `{`, numbers, booleans, nulls); else, as JSON, `copied` (buttons,
+        # custom payloads without `{`: reading it is the copy `_fill` would make, in C).
         self.literal: dict[int, dict[str, Any]] = {}
+        self.copied: dict[int, bytes] = {}
         for variation in variations:
             message = {k: v for k, v in variation.items() if k not in _NOT_SAID}
             if all(_is_literal(value) for value in message.values()):
                 self.literal[id(variation)] = message
+            elif _fills_nothing(message):
+                encoded = _json_copy(message)
+                if encoded is not None:
+                    self.copied[id(variation)] = encoded
 
     def choose(self, slots: dict[str, Any], channel: str | None) -> dict[str, Any] | None:
         if self.conditional:
@@ -132,6 +172,9 @@ def render_response(
     literal = variations.literal.get(id(variation))
     if literal is not None:
         return dict(literal)
+    copied = variations.copied.get(id(variation))
+    if copied is not None:
+        return orjson.loads(copied)  # type: ignore[no-any-return]
     values = {**slots, **kwargs}
     message = {k: _fill(v, values) for k, v in variation.items() if k not in _IGNORED_KEYS}
     if "response_ids" in message:
@@ -152,5 +195,7 @@ def bot_data(message: dict[str, Any]) -> tuple[str | None, dict[str, Any], dict[
     }
     if data["attachment"] is None and data["image"] is not None:
         data["attachment"] = data["image"]
-    metadata = {k: v for k, v in message.items() if k not in _MESSAGE_KEYS and k != "template_name"}
+    if message.keys() <= _NOT_METADATA:  # the usual message: no comprehension to run
+        return text, data, {}
+    metadata = {k: v for k, v in message.items() if k not in _NOT_METADATA}
     return text, data, metadata

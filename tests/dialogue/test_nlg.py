@@ -154,3 +154,34 @@ def test_a_message_is_the_variation_filled_in_and_never_the_domains_own() -> Non
     assert again is not None
     assert again["buttons"] == [{"title": "None", "payload": "/greet"}]
     assert domain.responses["utter_filled"][0]["buttons"][0]["title"] == "{name}"
+
+
+def test_buttons_without_placeholders_are_said_as_written_in_new_lists_and_objects() -> None:
+    buttons = [{"title": "great", "payload": "/mood_great"}, {"title": "1e5", "payload": 2.5}]
+    domain = Domain.from_dict(
+        {
+            "responses": {
+                "utter_buttons": [
+                    {"text": "How are you?", "buttons": buttons, "id": "b1", "custom": None}
+                ],
+                # orjson cannot read these back the same: said through the general path.
+                "utter_tuple": [{"text": "t", "custom": {"pair": ("a", "b")}}],
+                "utter_big": [{"text": "b", "custom": {"n": 2**70, "keys": {1: "one"}}}],
+            }
+        }
+    )
+    said = render_response(domain, "utter_buttons", {})
+    assert said == {"text": "How are you?", "buttons": buttons, "custom": None}
+    assert said is not None
+    said["buttons"][0]["title"] = "changed"
+    said["buttons"].append({})
+    assert render_response(domain, "utter_buttons", {}) == {
+        "text": "How are you?", "buttons": buttons, "custom": None
+    }
+    assert domain.responses["utter_buttons"][0]["buttons"][0]["title"] == "great"
+    assert render_response(domain, "utter_tuple", {}) == {
+        "text": "t", "custom": {"pair": ("a", "b")}
+    }
+    assert render_response(domain, "utter_big", {}) == {
+        "text": "b", "custom": {"n": 2**70, "keys": {1: "one"}}
+    }
