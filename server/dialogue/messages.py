@@ -43,7 +43,11 @@ def split_message(message: dict[str, Any]) -> list[dict[str, Any]]:
     elif message.get("buttons"):
         parts.append({"text": text, "buttons": message["buttons"]})
     elif text:
-        parts.extend({"text": piece} for piece in text.strip().split("\n\n"))
+        text = text.strip()
+        if "\n\n" in text:
+            parts.extend({"text": piece} for piece in text.split("\n\n"))
+        else:
+            parts.append({"text": text})
     if message.get("custom"):
         parts.append({"custom": message["custom"]})
     if message.get("image"):

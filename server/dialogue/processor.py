@@ -560,10 +560,14 @@ class _Tee:
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
         parts = split_message(message)
-        self.sink.extend({"recipient_id": recipient_id, **part} for part in parts)
-        output = self.output
+        sink, output = self.sink, self.output
         if type(output) is CollectingOutputChannel:
             # What its send_response does (the REST channel's), without splitting again.
-            output.messages.extend({"recipient_id": recipient_id, **part} for part in parts)
-        elif output is not None:
+            collected = output.messages
+            for part in parts:
+                sink.append({"recipient_id": recipient_id, **part})
+                collected.append({"recipient_id": recipient_id, **part})
+            return
+        sink.extend({"recipient_id": recipient_id, **part} for part in parts)
+        if output is not None:
             await output.send_response(recipient_id, message)
