@@ -140,15 +140,20 @@ class PostgresDatabase:
             pool, self._pool = self._pool, None
             await pool.close()
 
-    async def insert(self, sender_id: str, rows: Sequence[Row]) -> tuple[int | None, list[IdData]]:
+    def epoch(self) -> int | None:
+        return None  # every load reads
+
+    async def insert(
+        self, sender_id: str, rows: Sequence[Row]
+    ) -> tuple[int | None, list[IdData], None]:
         """Appends rows in one statement: the conversation's last row id before, and the
-        (id, data) of each new row, in order."""
+        (id, data) of each new row, in order (no epoch: see SqliteDatabase.epoch)."""
 
         async def insert(conn: asyncpg.Connection) -> Any:
             return await conn.fetchrow(_INSERT, *_columns(rows), sender_id)
 
         previous, ids = await self._run(insert, writes=True)
-        return previous, [(row_id, row[5]) for row_id, row in zip(ids, rows, strict=True)]
+        return previous, [(row_id, row[5]) for row_id, row in zip(ids, rows, strict=True)], None
 
     async def replace(self, sender_id: str, rows: Sequence[Row]) -> None:
         async def replace(conn: asyncpg.Connection) -> None:

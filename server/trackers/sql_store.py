@@ -7,6 +7,7 @@ per-process cache then reads only rows with an id above the last one it saw.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import sqlite3
@@ -55,9 +56,10 @@ class _Database(Protocol):
     """The statements the store runs, one awaited call each."""
 
     async def ping(self) -> None: ...
+    def epoch(self) -> int | None: ...
     async def insert(
         self, sender_id: str, rows: Sequence[Row]
-    ) -> tuple[int | None, list[IdData] | None]: ...
+    ) -> tuple[int | None, list[IdData] | None, int | None]: ...
     async def replace(self, sender_id: str, rows: Sequence[Row]) -> None: ...
     async def delete_senders(self, sender_ids: Sequence[str]) -> None: ...
     async def rows_from(self, sender_id: str, first_id: int) -> list[IdData]: ...
@@ -74,6 +76,9 @@ class _CachedSession:
     last_id: int
     # The raw JSON of row `last_id`: if a replace reused that id, the text differs.
     last_data: str
+    # The database's epoch at which these were the session's rows (None: not known): while
+    # it lasts, a load needs no read (see SqliteDatabase.epoch).
+    synced: int | None = None
 
 
 class _SessionCache:
@@ -126,18 +131,25 @@ class _SessionCache:
         self,
         sender_id: str,
         events: list[dict[str, Any]],
-        written: tuple[int | None, list[IdData] | None],
+        written: tuple[int | None, list[IdData] | None, int | None],
+        synced: bool,
     ) -> None:
-        """Rows this process just wrote: the cache follows when it was current."""
-        previous, rows = written
+        """Rows this process just wrote: the cache follows when it was current. `synced`:
+        no other append of the conversation is under way, so the epoch of this one holds."""
+        previous, rows, epoch = written
         if not rows:
             return
         session = self._sessions.get(sender_id)
         if session is not None and previous == session.last_id:
             self.extend(sender_id, session, events, rows[-1])
+            session.synced = epoch if synced else None
         elif session is None and previous is None:
             start = latest_session_start(events) or 0
-            self.put(sender_id, _CachedSession(events[start:], rows[-1][0], rows[-1][1]))
+            last_id, last_data = rows[-1]
+            self.put(
+                sender_id,
+                _CachedSession(events[start:], last_id, last_data, epoch if synced else None),
+            )
 
     def _evict(self) -> None:
         while self.events > self.max_events and len(self._sessions) > 1:
@@ -180,6 +192,8 @@ class SqlTrackerStore:
             self._migrations_only = False
         self.cache_events = cache_events
         self._cache = _SessionCache(cache_events)  # about 1 KB per event
+        # Appends under way per conversation: a read meanwhile may miss their rows.
+        self._appending: collections.Counter[str] = collections.Counter()
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SqlTrackerStore:
@@ -226,9 +240,19 @@ class SqlTrackerStore:
             return
         rows = [_row(sender_id, event) for event in events]
         await self._ensure_ready()
-        with self._map_errors():
-            written = await self._db.insert(sender_id, rows)
-        self._cache.appended(sender_id, events, written)
+        cached = self._cache.get(sender_id)
+        if cached is not None:
+            cached.synced = None  # until this append's outcome is known (it may be cancelled)
+        self._appending[sender_id] += 1
+        try:
+            with self._map_errors():
+                written = await self._db.insert(sender_id, rows)
+        finally:
+            self._appending[sender_id] -= 1
+            alone = self._appending[sender_id] == 0
+            if alone:
+                del self._appending[sender_id]
+        self._cache.appended(sender_id, events, written, alone)
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         rows = [_row(sender_id, event) for event in events]
@@ -285,6 +309,10 @@ class SqlTrackerStore:
         self, sender_id: str, cached: _CachedSession
     ) -> Sequence[dict[str, Any]] | None:
         """The cached session plus newer rows; None if the cache no longer matches the DB."""
+        epoch = self._db.epoch()
+        if epoch is not None and cached.synced == epoch:  # nobody else wrote since: no read
+            self._cache.touch(sender_id)
+            return Snapshot(cached.events)
         seen_id = cached.last_id
         with self._map_errors():
             rows = await self._db.rows_from(sender_id, seen_id)
@@ -298,18 +326,30 @@ class SqlTrackerStore:
             self._cache.extend(
                 sender_id, cached, await _parse([row[1] for row in new_rows]), new_rows[-1]
             )
+        cached.synced = self._read_at(sender_id, epoch)
         self._cache.touch(sender_id)
         return Snapshot(cached.events)
 
     async def _load_session(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
+        epoch = self._db.epoch()
         with self._map_errors():
             rows = await self._db.session_rows(sender_id)
         if not rows:
             self._cache.pop(sender_id)
             return None
         events = await _parse([row[1] for row in rows])
-        self._cache.put(sender_id, _CachedSession(events, rows[-1][0], rows[-1][1]))
+        last_id, last_data = rows[-1]
+        synced = self._read_at(sender_id, epoch)
+        self._cache.put(sender_id, _CachedSession(events, last_id, last_data, synced))
         return Snapshot(events)
+
+    def _read_at(self, sender_id: str, epoch: int | None) -> int | None:
+        """The epoch of a read that started at `epoch`: the same if nobody else committed
+        before it ended (then the read saw that epoch's rows) and no append of this process
+        was under way (its rows may have come after the read)."""
+        if epoch is None or sender_id in self._appending or self._db.epoch() != epoch:
+            return None
+        return epoch
 
     def _map_errors(self) -> _ErrorMapper:
         return _ErrorMapper(self.url, self._unreachable_errors)
@@ -356,18 +396,22 @@ class _AsyncDatabase:
     async def close(self) -> None:
         return None
 
+    def epoch(self) -> int | None:
+        return None  # every load reads
+
     async def insert(
         self, sender_id: str, rows: Sequence[Row]
-    ) -> tuple[int | None, list[IdData] | None]:
+    ) -> tuple[int | None, list[IdData] | None, int | None]:
         params = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
         async with self._engine.begin() as conn:
             if not self._returning:
                 await conn.execute(_INSERT, params)
-                return None, None
+                return None, None, None
             previous = await conn.scalar(_LAST_ID, {"sender_id": sender_id})
             result = await conn.execute(_INSERT_RETURNING, params)
             ids = [row[0] for row in result]
-        return previous, [(row_id, row[5]) for row_id, row in zip(ids, rows, strict=True)]
+        rows_written = [(row_id, row[5]) for row_id, row in zip(ids, rows, strict=True)]
+        return previous, rows_written, None
 
     async def replace(self, sender_id: str, rows: Sequence[Row]) -> None:
         async with self._engine.begin() as conn:

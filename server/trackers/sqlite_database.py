@@ -19,6 +19,8 @@ import collections
 import contextlib
 import functools
 import logging
+import mmap
+import os
 import pathlib
 import sqlite3
 import threading
@@ -100,6 +102,12 @@ class SqliteDatabase:
         self.busy_fallbacks = 0
         self.checkpoints = 0
         self.checkpoint_seconds = 0.0
+        # What epoch() reads: the WAL-index header as of the current epoch, and the inline
+        # connection's data_version after its last commit.
+        self._wal_index: _WalIndex | None = None
+        self._epoch = 0
+        self._epoch_header: bytes | None = None
+        self._data_version: int | None = None
 
     async def run(self, function: Callable[[sqlite3.Connection], T]) -> T:
         """Runs `function(connection)` on the store's thread."""
@@ -160,6 +168,9 @@ class SqliteDatabase:
                 break
             await asyncio.gather(*busy, return_exceptions=True)
         self._closed = True
+        wal_index, self._wal_index = self._wal_index, None
+        if wal_index is not None:  # before the connections (see _WalIndex)
+            wal_index.close()
         inline, self._inline = self._inline, None
         for reader in self._reader_connections:
             # sqlite3 refuses to close another thread's connection; those end with the process.
@@ -176,11 +187,29 @@ class SqliteDatabase:
     async def ping(self) -> None:
         await self.run(lambda conn: conn.execute("SELECT 1").fetchall())
 
-    async def insert(
-        self, sender_id: str, rows: Sequence[Row]
-    ) -> tuple[int | None, list[tuple[int, str]]]:
-        """Appends rows atomically (all or none): the conversation's last row id before, and
-        the (id, data) of each new row, in order. Committed with the other appends of this
+    def epoch(self) -> int | None:
+        """A number that stays the same while no connection but this store's inline one
+        commits to the file (another process, this store's thread, another store): what was
+        read at an epoch, and kept up with this store's appends since, is still what the file
+        holds while it lasts. None: cannot tell (no WAL index to read, a writer mid-way).
+
+        No SQL: SQLite's WAL-index header, which every commit rewrites, compared with the one
+        of the current epoch; the inline commits carry the epoch forward (see _commit_inline)."""
+        wal_index = self._wal_index
+        if wal_index is None:
+            return None
+        header = wal_index.header()
+        if header is None:
+            return None
+        if header != self._epoch_header:
+            self._epoch_header = header
+            self._epoch += 1
+        return self._epoch
+
+    async def insert(self, sender_id: str, rows: Sequence[Row]) -> _AppendResult:
+        """Appends rows atomically (all or none): the conversation's last row id before, the
+        (id, data) of each new row, in order, and the epoch (see epoch()) at which these are
+        the conversation's last rows (None: unknown). Committed with the other appends of this
         event loop iteration, inline when it can be, else on the store's thread."""
         if self._inline_opening is None:
             self._inline_opening = asyncio.get_running_loop().create_task(self._open_inline())
@@ -219,6 +248,7 @@ class SqliteDatabase:
         (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
         if str(mode).lower() != "wal":
             return None
+        wal_index = _WalIndex.open(self.path)
         inline = sqlite3.connect(
             self.path,
             timeout=0,
@@ -232,11 +262,20 @@ class SqliteDatabase:
             # Checkpoints (they fsync the database file) only on this thread, when we say so.
             inline.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute("PRAGMA wal_autocheckpoint=0")
+            before = wal_index.header() if wal_index is not None else None
             _start_wal(conn)
+            # The mapped header must be the one SQLite rewrites (the same file, not a copy).
+            if wal_index is not None and (before is None or wal_index.header() in (None, before)):
+                logger.debug("%s: WAL index not usable, every turn reads", self.path)
+                wal_index.close()
+                wal_index = None
         except BaseException:
             inline.close()
+            if wal_index is not None:
+                wal_index.close()
             conn.execute("PRAGMA wal_autocheckpoint=1000")
             raise
+        self._wal_index = wal_index
         return inline
 
     def _commit_inline(self) -> None:
@@ -255,7 +294,11 @@ class SqliteDatabase:
             self.busy_fallbacks += 1
             self._to_thread(group)
             return
+        wal_index = self._wal_index
         try:
+            # Stable while this transaction holds the write lock: no commit since the epoch's
+            # header was read if they are the same.
+            started = wal_index.header() if wal_index is not None else None
             outcomes = _appends(conn, group, self._sequential_ids)
             conn.execute("COMMIT")
         except BaseException as error:  # nothing of the group committed
@@ -268,9 +311,38 @@ class SqliteDatabase:
                 raise
             return
         self.inline_commits += 1
+        epoch = None
+        if wal_index is not None and started is not None:
+            epoch = self._carry_epoch(conn, wal_index, started, group)
         self._committed()
         for append, outcome in zip(group, outcomes, strict=True):
-            _settle(append.future, outcome)
+            _settle(append.future, outcome if isinstance(outcome, Exception) else (*outcome, epoch))
+
+    def _carry_epoch(
+        self,
+        conn: sqlite3.Connection,
+        wal_index: _WalIndex,
+        started: bytes,
+        group: Sequence[_Append],
+    ) -> int | None:
+        """After an inline commit: the epoch goes on (its header becomes this commit's) when
+        this commit is the only one since the epoch's header was read, and every append of
+        it has a caller waiting to bring its cache up to date (one cancelled meanwhile would
+        leave its conversation's cache behind). The header read after COMMIT may include
+        another connection's commit made in between: data_version, which only other
+        connections' commits change, tells (one statement per group, not per turn)."""
+        header = wal_index.header()
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        previous_version, self._data_version = self._data_version, version
+        if (
+            started != self._epoch_header
+            or version != previous_version
+            or header is None
+            or any(append.future.done() for append in group)
+        ):
+            return None  # the next epoch() starts a new epoch
+        self._epoch_header = header
+        return self._epoch
 
     def _committed(self) -> None:
         """Counts a commit; after `checkpoint_after` of them, checkpoints on the thread."""
@@ -343,7 +415,11 @@ class SqliteDatabase:
                 self._on_thread[append.sender_id] = left
             else:
                 del self._on_thread[append.sender_id]
-            _settle(append.future, outcome)
+            # Another connection's commit: the next epoch() starts a new epoch.
+            _settle(
+                append.future,
+                outcome if isinstance(outcome, BaseException) else (*outcome, None),
+            )
 
     async def replace(self, sender_id: str, rows: Sequence[Row]) -> None:
         def replace(conn: sqlite3.Connection) -> None:
@@ -450,22 +526,24 @@ class _Append:
         self.sender_id, self.rows, self.future = sender_id, rows, future
 
 
-_AppendResult = tuple[int | None, list[tuple[int, str]]]
+# The conversation's last row id before, the new rows' (id, data), the epoch of the commit.
+_AppendResult = tuple[int | None, list[tuple[int, str]], int | None]
+_Written = tuple[int | None, list[tuple[int, str]]]
 
 
 def _commit_group(
     group: Sequence[_Append], sequential_ids: bool, conn: sqlite3.Connection
-) -> list[_AppendResult | Exception]:
+) -> list[_Written | Exception]:
     return _write(conn, lambda: _appends(conn, group, sequential_ids))
 
 
 def _appends(
     conn: sqlite3.Connection, group: Sequence[_Append], sequential_ids: bool
-) -> list[_AppendResult | Exception]:
+) -> list[_Written | Exception]:
     """Each append all or nothing, inside the caller's transaction: one INSERT statement is
     (SQLite undoes a failed statement's rows and keeps the transaction), longer appends take
     a savepoint each (SAVEPOINT and RELEASE cost 11k instructions, a tenth of an append)."""
-    outcomes: list[_AppendResult | Exception] = []
+    outcomes: list[_Written | Exception] = []
     for append in group:
         savepoint = len(append.rows) > _ROWS_PER_INSERT
         if savepoint:
@@ -529,6 +607,44 @@ def _insert(
             ids = sorted(row[0] for row in conn.execute(f"{sql} RETURNING id", params))
         out.extend((row_id, row[5]) for row_id, row in zip(ids, chunk, strict=True))
     return out
+
+
+class _WalIndex:
+    """SQLite's WAL-index header, the first 96 bytes of the -shm file beside a WAL database:
+    two copies of the same 48 bytes, which every commit rewrites (mxFrame, the salts and a
+    checksum change), the second copy first (https://www.sqlite.org/walformat.html). Read
+    through a read-only map, it tells without a statement whether anyone committed.
+
+    The map is opened after this store's connections opened the file and closed before they
+    are: SQLite shrinks the -shm file only when no connection has it open (a read past the
+    end of a map would kill the process)."""
+
+    SIZE = 136  # the header's two copies and the checkpoint information after them
+
+    def __init__(self, mapped: mmap.mmap) -> None:
+        self._map = mapped
+
+    @classmethod
+    def open(cls, database: str) -> _WalIndex | None:
+        """The map of the database's -shm file (SQLite names it after the resolved path)."""
+        try:
+            with open(os.path.realpath(database) + "-shm", "rb") as file:
+                if os.fstat(file.fileno()).st_size < cls.SIZE:
+                    return None
+                return cls(mmap.mmap(file.fileno(), cls.SIZE, access=mmap.ACCESS_READ))
+        except (OSError, ValueError):
+            return None
+
+    def header(self) -> bytes | None:
+        """The header; None while a commit is rewriting it (the copies differ, read in the
+        order SQLite's readers read them) or before it was first written (isInit)."""
+        first = self._map[0:48]
+        if first != self._map[48:96] or first[12] != 1:
+            return None
+        return first
+
+    def close(self) -> None:
+        self._map.close()
 
 
 def _has_autoincrement(conn: sqlite3.Connection) -> bool:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,5 +126,127 @@ async def test_an_append_cancelled_while_it_commits_still_shows_at_the_next_load
             user("hi", 2.0),
             bot("cancelled", 3.0),
         ]
+    finally:
+        await store.close()
+
+
+def counting_reads(store: Any) -> list[int]:
+    """Counts the per-turn reads (rows_from) of a SQLite store from now on."""
+    reads = [0]
+    rows_from = store._db.rows_from
+
+    async def counted(sender_id: str, first_id: int) -> Any:
+        reads[0] += 1
+        return await rows_from(sender_id, first_id)
+
+    store._db.rows_from = counted
+    return reads
+
+
+async def test_a_conversation_only_this_store_writes_loads_without_a_read_and_sees_another_process(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "e.db"
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(path)})
+    try:
+        await store.append("alice", session_start(1.0))
+        await store.append("bob", session_start(1.0))
+        reads = counting_reads(store)
+        expected = session_start(1.0)
+        for turn in range(5):
+            assert await store.load("alice") == expected
+            await store.load("bob")
+            events = [user(f"t{turn}", 2.0 + turn), bot("ok", 2.5 + turn)]
+            await asyncio.gather(store.append("alice", events), store.append("bob", events))
+            expected = expected + events
+        assert reads[0] <= 2  # the first load of each at most: the WAL index said the rest
+
+        other = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", OTHER_PROCESS_APPEND, str(path), "alice"
+        )
+        assert await other.wait() == 0
+
+        assert await store.load("alice") == expected + [bot("from another process", 9.0)]
+        assert reads[0] <= 3
+    finally:
+        await store.close()
+
+
+async def test_two_stores_taking_turns_on_one_conversation_each_see_the_others_rows(
+    tmp_path: Path,
+) -> None:
+    config = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "w.db")}
+    stores = [create_tracker_store(config), create_tracker_store(config)]  # two workers
+    try:
+        expected = session_start(1.0)
+        await stores[0].append("alice", expected)
+        for turn in range(12):
+            store = stores[turn % 2 if turn < 6 else (turn // 2) % 2]  # alternate, then pairs
+            assert await store.load("alice") == expected, f"turn {turn} saw a stale history"
+            events = [user(f"t{turn}", 2.0 + turn), bot(f"from store {turn % 2}", 2.5 + turn)]
+            await store.append("alice", events)
+            expected = expected + events
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_commit_by_another_connection_right_after_an_inline_one_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "r.db"
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(path)})
+    try:
+        await store.append("alice", session_start(1.0))
+        assert await store.load("alice") == session_start(1.0)
+        database = store._db  # type: ignore[attr-defined]
+        carry_epoch = type(database)._carry_epoch
+        other = sqlite3.connect(path, isolation_level=None)
+
+        def other_commits_first(self: Any, *args: Any) -> Any:
+            # Between this store's COMMIT and its read of the WAL-index header.
+            row = json.dumps(bot("squeezed in", 3.0))
+            other.execute(
+                "INSERT INTO events (sender_id, type_name, timestamp, data)"
+                " VALUES ('alice', 'bot', 3.0, ?)",
+                (row,),
+            )
+            monkeypatch.setattr(type(database), "_carry_epoch", carry_epoch)
+            return carry_epoch(self, *args)
+
+        monkeypatch.setattr(type(database), "_carry_epoch", other_commits_first)
+        await store.append("alice", [user("hi", 2.0)])
+        other.close()
+
+        assert await store.load("alice") == session_start(1.0) + [
+            user("hi", 2.0),
+            bot("squeezed in", 3.0),
+        ]
+    finally:
+        await store.close()
+
+
+async def test_an_append_cancelled_while_held_for_a_checkpoint_shows_at_the_next_load(
+    tmp_path: Path,
+) -> None:
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "h.db")})
+    try:
+        await store.append("alice", session_start(1.0))
+        assert await store.load("alice") == session_start(1.0)
+        database = store._db  # type: ignore[attr-defined]
+        database._held = []  # as while a checkpoint runs: appends wait
+
+        append = asyncio.create_task(store.append("alice", [bot("cancelled", 3.0)]))
+        await asyncio.sleep(0)
+        append.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await append
+        assert await store.load("alice") == session_start(1.0)  # read: not committed yet
+
+        held, database._held = database._held, None  # the checkpoint ends: they commit
+        database._inline_group[:0] = held
+        database._commit_inline()
+
+        assert await store.load("alice") == session_start(1.0) + [bot("cancelled", 3.0)]
     finally:
         await store.close()

@@ -281,7 +281,7 @@ async def test_sqlite_commits_concurrent_appends_together_and_keeps_each_convers
         )
         assert database.group_commits == commits_before + 1  # type: ignore[attr-defined]
         assert isinstance(results[1], sqlite3.IntegrityError)
-        previous_id, written = results[0]  # type: ignore[misc]
+        previous_id, written, _ = results[0]  # type: ignore[misc]
         assert previous_id is not None and written is not None and len(written) == 1
         with sqlite3.connect(tmp_path / "g.db") as conn:
             counts = dict(

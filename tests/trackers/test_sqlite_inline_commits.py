@@ -105,7 +105,9 @@ async def test_an_append_reports_the_ids_its_rows_were_given(made_by: str, tmp_p
         )
 
         with sqlite3.connect(path) as conn:
-            for (sender, rows), (previous, written) in zip(appends.items(), results, strict=True):
+            for (sender, rows), (previous, written, _) in zip(
+                appends.items(), results, strict=True
+            ):
                 stored = conn.execute(
                     "SELECT id, data FROM events WHERE sender_id = ? ORDER BY id", (sender,)
                 ).fetchall()
@@ -165,7 +167,7 @@ async def test_a_refused_append_fails_alone_in_its_inline_group(tmp_path: Path) 
         assert database.inline_commits == inline_before + 1
         assert isinstance(results[1], sqlite3.IntegrityError)
         assert not isinstance(results[0], BaseException)
-        previous_id, written = results[0]
+        previous_id, written, _ = results[0]
         assert previous_id is not None and len(written) == 2
         assert count_rows(tmp_path / "r.db", "good") == len(session_start(0.0)) + 2
         assert count_rows(tmp_path / "r.db", "bad") == 0  # not even its good row
