@@ -144,7 +144,7 @@ class PostgresDatabase:
         return None  # every load reads
 
     async def insert(
-        self, sender_id: str, rows: Sequence[Row]
+        self, sender_id: str, rows: Sequence[Row], known: tuple[int, int] | None = None
     ) -> tuple[int | None, list[IdData], None]:
         """Appends rows in one statement: the conversation's last row id before, and the
         (id, data) of each new row, in order (no epoch: see SqliteDatabase.epoch)."""

@@ -58,7 +58,7 @@ class _Database(Protocol):
     async def ping(self) -> None: ...
     def epoch(self) -> int | None: ...
     async def insert(
-        self, sender_id: str, rows: Sequence[Row]
+        self, sender_id: str, rows: Sequence[Row], known: tuple[int, int] | None = None
     ) -> tuple[int | None, list[IdData] | None, int | None]: ...
     async def replace(self, sender_id: str, rows: Sequence[Row]) -> None: ...
     async def delete_senders(self, sender_ids: Sequence[str]) -> None: ...
@@ -241,12 +241,16 @@ class SqlTrackerStore:
         rows = [_row(sender_id, event) for event in events]
         await self._ensure_ready()
         cached = self._cache.get(sender_id)
+        known = None
         if cached is not None:
+            synced = cached.synced
+            if synced is not None and sender_id not in self._appending:
+                known = (cached.last_id, synced)  # the database checks the epoch still holds
             cached.synced = None  # until this append's outcome is known (it may be cancelled)
         self._appending[sender_id] += 1
         try:
             with self._map_errors():
-                written = await self._db.insert(sender_id, rows)
+                written = await self._db.insert(sender_id, rows, known)
         finally:
             self._appending[sender_id] -= 1
             alone = self._appending[sender_id] == 0
@@ -400,7 +404,7 @@ class _AsyncDatabase:
         return None  # every load reads
 
     async def insert(
-        self, sender_id: str, rows: Sequence[Row]
+        self, sender_id: str, rows: Sequence[Row], known: tuple[int, int] | None = None
     ) -> tuple[int | None, list[IdData] | None, int | None]:
         params = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
         async with self._engine.begin() as conn:

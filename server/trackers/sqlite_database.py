@@ -206,17 +206,23 @@ class SqliteDatabase:
             self._epoch += 1
         return self._epoch
 
-    async def insert(self, sender_id: str, rows: Sequence[Row]) -> _AppendResult:
+    async def insert(
+        self, sender_id: str, rows: Sequence[Row], known: tuple[int, int] | None = None
+    ) -> _AppendResult:
         """Appends rows atomically (all or none): the conversation's last row id before, the
         (id, data) of each new row, in order, and the epoch (see epoch()) at which these are
         the conversation's last rows (None: unknown). Committed with the other appends of this
-        event loop iteration, inline when it can be, else on the store's thread."""
+        event loop iteration, inline when it can be, else on the store's thread.
+
+        `known`: (last row id, epoch) when the caller read or wrote the conversation's last
+        row at that epoch and has no other append of it under way; while the epoch lasts, the
+        last row id needs no SELECT."""
         if self._inline_opening is None:
             self._inline_opening = asyncio.get_running_loop().create_task(self._open_inline())
         if not self._inline_opening.done():
             await asyncio.shield(self._inline_opening)
         loop = asyncio.get_running_loop()
-        append = _Append(sender_id, rows, loop.create_future())
+        append = _Append(sender_id, rows, loop.create_future(), known)
         if self._inline is None or sender_id in self._on_thread:
             self._to_thread([append])
         elif self._held is not None:
@@ -299,7 +305,12 @@ class SqliteDatabase:
             # Stable while this transaction holds the write lock: no commit since the epoch's
             # header was read if they are the same.
             started = wal_index.header() if wal_index is not None else None
-            outcomes = _appends(conn, group, self._sequential_ids)
+            current = (
+                started is not None
+                and started == self._epoch_header
+                and not any(append.future.done() for append in group)
+            )
+            outcomes = _appends(conn, group, self._sequential_ids, self._epoch if current else None)
             conn.execute("COMMIT")
         except BaseException as error:  # nothing of the group committed
             if conn.in_transaction:
@@ -518,12 +529,16 @@ def _start_wal(conn: sqlite3.Connection) -> None:
 
 
 class _Append:
-    __slots__ = ("sender_id", "rows", "future")
+    __slots__ = ("sender_id", "rows", "future", "known")
 
     def __init__(
-        self, sender_id: str, rows: Sequence[Row], future: asyncio.Future[_AppendResult]
+        self,
+        sender_id: str,
+        rows: Sequence[Row],
+        future: asyncio.Future[_AppendResult],
+        known: tuple[int, int] | None = None,
     ) -> None:
-        self.sender_id, self.rows, self.future = sender_id, rows, future
+        self.sender_id, self.rows, self.future, self.known = sender_id, rows, future, known
 
 
 # The conversation's last row id before, the new rows' (id, data), the epoch of the commit.
@@ -538,11 +553,16 @@ def _commit_group(
 
 
 def _appends(
-    conn: sqlite3.Connection, group: Sequence[_Append], sequential_ids: bool
+    conn: sqlite3.Connection,
+    group: Sequence[_Append],
+    sequential_ids: bool,
+    epoch: int | None = None,
 ) -> list[_Written | Exception]:
     """Each append all or nothing, inside the caller's transaction: one INSERT statement is
     (SQLite undoes a failed statement's rows and keeps the transaction), longer appends take
-    a savepoint each (SAVEPOINT and RELEASE cost 11k instructions, a tenth of an append)."""
+    a savepoint each (SAVEPOINT and RELEASE cost 11k instructions, a tenth of an append).
+    `epoch`: the transaction started in it (nobody else committed since, no append of the
+    group was cancelled), so an append's `known` last row id of that epoch holds."""
     outcomes: list[_Written | Exception] = []
     for append in group:
         savepoint = len(append.rows) > _ROWS_PER_INSERT
@@ -550,7 +570,11 @@ def _appends(
             conn.execute("SAVEPOINT append")
         changes = conn.total_changes
         try:
-            (previous,) = conn.execute(_LAST_ID, (append.sender_id,)).fetchone()
+            known = append.known
+            if known is not None and known[1] == epoch:
+                previous = known[0]
+            else:
+                (previous,) = conn.execute(_LAST_ID, (append.sender_id,)).fetchone()
             outcomes.append((_int_or_none(previous), _insert(conn, append.rows, sequential_ids)))
         except sqlite3.OperationalError:
             raise  # locked, disk full, I/O: the whole transaction fails

@@ -250,3 +250,36 @@ async def test_an_append_cancelled_while_held_for_a_checkpoint_shows_at_the_next
         assert await store.load("alice") == session_start(1.0) + [bot("cancelled", 3.0)]
     finally:
         await store.close()
+
+
+async def test_an_append_right_after_another_process_appended_keeps_the_cache_exact(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.db"
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(path)})
+    try:
+        await store.append("alice", session_start(1.0))
+        statements: list[str] = []
+        for turn in range(3):  # the cache is current: its appends need no SELECT
+            assert await store.load("alice") == session_start(1.0) + [
+                user(f"t{n}", 2.0 + n) for n in range(turn)
+            ]
+            store._db._inline.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+            await store.append("alice", [user(f"t{turn}", 2.0 + turn)])
+        assert statements and not [sql for sql in statements if "max(id)" in sql]
+
+        other = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", OTHER_PROCESS_APPEND, str(path), "alice"
+        )
+        assert await other.wait() == 0
+        await store.append("alice", [user("mine", 10.0)])  # no load in between
+
+        assert await store.load("alice") == session_start(1.0) + [
+            user("t0", 2.0),
+            user("t1", 3.0),
+            user("t2", 4.0),
+            bot("from another process", 9.0),
+            user("mine", 10.0),
+        ]
+    finally:
+        await store.close()
