@@ -246,9 +246,7 @@ def _without(prediction: PolicyPrediction, action: str, names: list[str]) -> Pol
 
 def _copy(prediction: PolicyPrediction) -> PolicyPrediction:
     """A copy that shares nothing mutable with `prediction` (it has no events)."""
-    copy = prediction.with_events([])
-    copy.probabilities = list(prediction.probabilities)
-    return copy
+    return prediction.copied([], list(prediction.probabilities))
 
 
 def _pick_best(predictions: list[PolicyPrediction]) -> PolicyPrediction:
