@@ -131,7 +131,7 @@ class ServerMetrics:
             "botserver_turn_seconds", "Time of a whole user turn (lock to save)", _TURN_BUCKETS
         )[""]
         self.actions = self._counters("botserver_actions", "Actions run during user turns")[""]
-        # A blocking pipeline parses in worker threads (`parse_off_loop_if_blocking`);
+        # A blocking pipeline parses in worker threads (`Processor.parse_off_loop`);
         # every other observation is made on the event loop's thread.
         self.nlu_seconds = self._histograms(
             "botserver_nlu_seconds", "Time to parse a message", _FAST_BUCKETS, locked=True

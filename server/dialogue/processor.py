@@ -178,15 +178,11 @@ class Processor:
             candidates.add(key)
         return parsed
 
-    async def parse_off_loop_if_blocking(
-        self, model: DialogueModel, message: UserMessage
-    ) -> dict[str, Any]:
-        """Parses in a worker thread when the pipeline may block (Duckling's HTTP call, a
-        sentence encoder); inline otherwise: a sparse parse costs less than the thread hop."""
+    async def parse_off_loop(self, model: DialogueModel, message: UserMessage) -> dict[str, Any]:
+        """Parses in a worker thread: for a pipeline that may block (Duckling's HTTP call, a
+        sentence encoder; see `_parses_inline`)."""
         args = (model, message.text or "", message.message_id, message.metadata)
-        if model.nlu is not None and getattr(model.nlu, "blocking", True):
-            return await asyncio.to_thread(self.parse, *args)
-        return self.parse(*args)
+        return await asyncio.to_thread(self.parse, *args)
 
     # -- trackers ---------------------------------------------------------------------------
     async def tracker_for(self, sender_id: str, model: DialogueModel) -> Tracker:
@@ -247,8 +243,17 @@ class Processor:
             needed = not tracker.events
         else:
             needed = self.session_expired(tracker, model.domain)
-        if not needed:
-            return
+        if needed:
+            await self.start_session(tracker, model, output, metadata)
+
+    async def start_session(
+        self,
+        tracker: Tracker,
+        model: DialogueModel,
+        output: OutputChannel | None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Runs action_session_start (after the session's metadata, if any, as a slot)."""
         if metadata:
             tracker.update(SlotSet(key=SESSION_STARTED_METADATA, value=metadata))
         await self.run_action(
@@ -266,10 +271,16 @@ class Processor:
             start = len(tracker.events)
             sent: list[dict[str, Any]] = []
             output = _Tee(message.output_channel, sent)
-            await self.update_session(tracker, model, output, message.metadata)
+            if self.session_expired(tracker, model.domain):
+                await self.start_session(tracker, model, output, message.metadata)
             parse_data = message.parse_data
             if parse_data is None:
-                parse_data = await self.parse_off_loop_if_blocking(model, message)
+                if _parses_inline(model):  # a sparse parse costs less than the thread hop
+                    parse_data = self.parse(
+                        model, message.text or "", message.message_id, message.metadata
+                    )
+                else:
+                    parse_data = await self.parse_off_loop(model, message)
             if "metadata" not in parse_data:
                 parse_data["metadata"] = dict(message.metadata or {})
             tracker.update(
@@ -281,7 +292,7 @@ class Processor:
                     metadata=dict(message.metadata or {}),
                 )
             )
-            await self.cancel_reminders_on_user_message(tracker)
+            self.reminders.user_spoke(tracker.sender_id)
             if tracker.paused and parse_data.get("intent", {}).get("name") != "restart":
                 await self.save(tracker, start, model)
                 return sent
@@ -352,7 +363,8 @@ class Processor:
     async def predict_and_run(
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
     ) -> list[str]:
-        await self.extract_slots(tracker, model, output)
+        if self._fill_slots(tracker, model):
+            await self._validate_slot_mappings(tracker, model, output)
         ran: list[str] = []
         for _ in range(self.max_predictions):
             prediction = self.predict_next(tracker, model)
@@ -392,23 +404,32 @@ class Processor:
     async def extract_slots(
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
     ) -> None:
-        events: list[Event] = list(extract_slots(tracker, model.domain))
-        tracker.update_many(events)
+        if self._fill_slots(tracker, model):
+            await self._validate_slot_mappings(tracker, model, output)
+
+    def _fill_slots(self, tracker: Tracker, model: DialogueModel) -> bool:
+        """Applies the slots the domain's mappings fill from the latest message; True when
+        the action server is to validate them (`action_validate_slot_mappings`)."""
         domain = model.domain
-        if (
+        tracker.update_many(extract_slots(tracker, domain))
+        return (
             "action_validate_slot_mappings" in domain.user_actions
             and self.action_server is not None
             and has_custom_mappings(domain)
             and tracker.active_loop_name is None
-        ):
-            action = RemoteAction("action_validate_slot_mappings")
-            ctx = self._context(tracker, model, output)
-            try:
-                result_events = await action.run(ctx)
-            except ActionError as exc:
-                logger.error("action_validate_slot_mappings failed: %s", exc)
-                result_events = []
-            await self._apply_action_events(tracker, result_events, output)
+        )
+
+    async def _validate_slot_mappings(
+        self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
+    ) -> None:
+        action = RemoteAction("action_validate_slot_mappings")
+        ctx = self._context(tracker, model, output)
+        try:
+            result_events = await action.run(ctx)
+        except ActionError as exc:
+            logger.error("action_validate_slot_mappings failed: %s", exc)
+            result_events = []
+        await self._apply_action_events(tracker, result_events, output)
 
     def _context(
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
@@ -460,9 +481,11 @@ class Processor:
         except BotServerError as exc:
             logger.error("action '%s' failed: %s", action.name, exc)
             events = []
-        tracker.update_many(prediction.events)
+        if prediction.events:
+            tracker.update_many(prediction.events)
         tracker.update(self._executed(action.name, prediction))
-        await self._apply_action_events(tracker, events, output)
+        if events:
+            await self._apply_action_events(tracker, events, output)
         if action.name in (ACTION_LISTEN, ACTION_SESSION_START):
             return False
         if any(isinstance(e, UserUtteranceReverted) for e in events) and not isinstance(
@@ -516,9 +539,6 @@ class Processor:
             elif isinstance(event, ReminderCancelled):
                 self.reminders.cancel(tracker.sender_id, event)
 
-    async def cancel_reminders_on_user_message(self, tracker: Tracker) -> None:
-        self.reminders.user_spoke(tracker.sender_id)
-
     # -- reminders --------------------------------------------------------------------------
     async def _fire_reminder(self, sender_id: str, reminder: ReminderScheduled) -> None:
         model = self.model_provider() if self.model_provider else None
@@ -530,6 +550,11 @@ class Processor:
         if isinstance(entities, dict):
             entities = [{"entity": k, "value": v} for k, v in entities.items()]
         await self.trigger_intent(sender_id, reminder.intent, entities, model, output)
+
+
+def _parses_inline(model: DialogueModel) -> bool:
+    """Whether the model's pipeline parses without blocking (or there is none)."""
+    return model.nlu is None or not getattr(model.nlu, "blocking", True)
 
 
 def _remember_parse(memo: Memo[str, bytes], text: str, parsed: dict[str, Any]) -> None:

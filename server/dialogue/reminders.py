@@ -68,6 +68,8 @@ class ReminderScheduler:
 
     def user_spoke(self, sender_id: str) -> None:
         """A user message kills the reminders scheduled with kill_on_user_msg."""
+        if not self._jobs:  # every turn asks: no copy of an empty list of jobs
+            return
         for key, (_, reminder) in list(self._jobs.items()):
             if key[0] == sender_id and reminder.kill_on_user_message:
                 self._drop(key)
