@@ -24,9 +24,11 @@ def latest_session_start(events: Sequence[dict[str, Any]], search_from: int = 0)
     """
     for i in range(len(events) - 1, search_from - 1, -1):
         event = events[i]
-        if is_session_start_action(event):
-            return i
-        if event.get("event") == "session_started":
+        kind = event.get("event")  # read once: this runs on every event a turn appends
+        if kind == "action":
+            if event.get("name") == ACTION_SESSION_START:
+                return i
+        elif kind == "session_started":
             if i > 0 and is_session_start_action(events[i - 1]):
                 return i - 1
             return i

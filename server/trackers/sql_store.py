@@ -7,7 +7,6 @@ per-process cache then reads only rows with an id above the last one it saw.
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 import sqlite3
@@ -193,7 +192,7 @@ class SqlTrackerStore:
         self.cache_events = cache_events
         self._cache = _SessionCache(cache_events)  # about 1 KB per event
         # Appends under way per conversation: a read meanwhile may miss their rows.
-        self._appending: collections.Counter[str] = collections.Counter()
+        self._appending: dict[str, int] = {}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SqlTrackerStore:
@@ -247,15 +246,18 @@ class SqlTrackerStore:
             if synced is not None and sender_id not in self._appending:
                 known = (cached.last_id, synced)  # the database checks the epoch still holds
             cached.synced = None  # until this append's outcome is known (it may be cancelled)
-        self._appending[sender_id] += 1
+        appending = self._appending
+        appending[sender_id] = appending.get(sender_id, 0) + 1
         try:
             with self._map_errors():
                 written = await self._db.insert(sender_id, rows, known)
         finally:
-            self._appending[sender_id] -= 1
-            alone = self._appending[sender_id] == 0
+            left = appending[sender_id] - 1
+            alone = left == 0
             if alone:
-                del self._appending[sender_id]
+                del appending[sender_id]
+            else:
+                appending[sender_id] = left
         self._cache.appended(sender_id, events, written, alone)
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:

@@ -607,7 +607,7 @@ def _insert(
     out: list[tuple[int, str]] = []
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start : start + _ROWS_PER_INSERT]
-        values = ", ".join([_INSERT_ONE] * len(chunk))
+        sql = _INSERT_SQL.get(len(chunk)) or _insert_sql(len(chunk))
         params: list[Any] = []
         for sender_id, type_name, timestamp, intent_name, action_name, data in chunk:
             params += (
@@ -618,7 +618,6 @@ def _insert(
                 _NULL if action_name is None else action_name,
                 data,
             )
-        sql = f"INSERT INTO events ({_COLUMNS}) VALUES {values}"
         ids: Sequence[int]
         if sequential_ids:
             last = conn.execute(sql, params).lastrowid
@@ -629,8 +628,18 @@ def _insert(
             # Without AUTOINCREMENT SQLite may pick random ids (once the largest is taken).
             # RETURNING's order is unspecified; rowids are handed out in the order of VALUES.
             ids = sorted(row[0] for row in conn.execute(f"{sql} RETURNING id", params))
-        out.extend((row_id, row[5]) for row_id, row in zip(ids, chunk, strict=True))
+        out.extend(zip(ids, [row[5] for row in chunk], strict=True))
     return out
+
+
+_INSERT_SQL: dict[int, str] = {}
+
+
+def _insert_sql(rows: int) -> str:
+    """The INSERT of `rows` rows, built once per number of rows."""
+    values = ", ".join([_INSERT_ONE] * rows)
+    sql = _INSERT_SQL[rows] = f"INSERT INTO events ({_COLUMNS}) VALUES {values}"
+    return sql
 
 
 class _WalIndex:
