@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from server.dialogue.messages import (
@@ -54,9 +54,13 @@ class Agent:
         return self.model_provider() is not None
 
     # -- channels ---------------------------------------------------------------------------
-    async def handle_message(self, message: UserMessage) -> list[dict[str, Any]]:
-        """Runs one user turn; bot messages go to message.output_channel and are returned."""
-        return await self.processor.handle_message(message, self.model())
+    def handle_message(self, message: UserMessage) -> Coroutine[Any, Any, list[dict[str, Any]]]:
+        """Runs one user turn; bot messages go to message.output_channel and are returned.
+
+        The processor's coroutine itself, not one awaiting it (a layer less per turn); a
+        missing model raises when this is called, before anything is awaited.
+        """
+        return self.processor.handle_message(message, self.model())
 
     def output_channel(self, name: str | None, tracker: Tracker | None = None) -> OutputChannel:
         """Rasa's `output_channel` query: a channel name, `latest`, or collect the replies."""

@@ -65,9 +65,13 @@ def new_message_id() -> str:
     From the `random` module (reseeded after a fork): os.urandom, behind uuid4, releases the
     GIL, and the event loop then waits for the store thread to hand it back.
     """
-    bits = random.getrandbits(128)
-    bits = (bits & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC000 << 48) | (0x8000 << 48)
-    return f"{bits:032x}"
+    return f"{random.getrandbits(128) & _UUID4_KEPT | _UUID4_SET:032x}"
+
+
+# uuid4's version (4) and variant (RFC 4122) bits: the bits kept from the random number and
+# the bits set, as `(bits & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC000 << 48) | (0x8000 << 48)`.
+_UUID4_KEPT = ~(0xF000 << 64) & ~(0xC000 << 48)
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -115,12 +116,8 @@ class RequestGuardMiddleware:
         # How late a timeout may fire: a twentieth of it, between 10 ms and 1 s.
         self._tick = min(1.0, max(0.01, (self.timeout or 0.0) / 20))
         self._deadlines: _Deadlines | None = None  # of the loop that served the last request
-        self._direct: dict[tuple[str, str], ASGIApp] = {}
-
-    @property
-    def direct_routes(self) -> dict[tuple[str, str], ASGIApp]:
-        """(method, path) → endpoint, for the routes learned as direct so far."""
-        return self._direct
+        # (method, path) → endpoint, for the routes learned as direct so far.
+        self.direct_routes: dict[tuple[str, str], ASGIApp] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,16 +136,17 @@ class RequestGuardMiddleware:
             if declared is None:
                 receive = _counting_receive(receive, limit)
         key = (scope["method"], scope["path"])
-        app = self._direct.get(key)
+        app = self.direct_routes.get(key)
         if app is None:
             app = self.app
         started = False
 
-        async def tracking_send(message: Message) -> None:
+        def tracking_send(message: Message) -> Awaitable[None]:
+            # Not a coroutine of its own: the server's send is awaited directly.
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-            await send(message)
+            return send(message)
 
         deadline = self._start_deadline()
         try:
@@ -194,7 +192,7 @@ class RequestGuardMiddleware:
     def _learn(self, key: tuple[str, str], scope: Scope) -> None:
         endpoint = scope.get("endpoint")
         if endpoint is not None and getattr(endpoint, DIRECT_ROUTE_ATTRIBUTE, False) is True:
-            self._direct[key] = endpoint
+            self.direct_routes[key] = endpoint
 
     @staticmethod
     async def _answer_error(
