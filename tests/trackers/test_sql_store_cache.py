@@ -83,6 +83,13 @@ conn.execute(
 """
 
 
+async def append_from_another_process(path: Path, sender_id: str) -> None:
+    other = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", OTHER_PROCESS_APPEND, str(path), sender_id
+    )
+    assert await other.wait() == 0
+
+
 async def test_a_checked_session_still_shows_rows_another_process_appended(
     tmp_path: Path,
 ) -> None:
@@ -93,10 +100,7 @@ async def test_a_checked_session_still_shows_rows_another_process_appended(
         for _ in range(2):  # the cache has seen every row there is
             assert await store.load("alice") == session_start(1.0) + [user("hi", 2.0)]
 
-        other = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", OTHER_PROCESS_APPEND, str(path), "alice"
-        )
-        assert await other.wait() == 0
+        await append_from_another_process(path, "alice")
 
         assert await store.load("alice") == session_start(1.0) + [
             user("hi", 2.0),
@@ -161,10 +165,7 @@ async def test_a_conversation_only_this_store_writes_loads_without_a_read_and_se
             expected = expected + events
         assert reads[0] <= 2  # the first load of each at most: the WAL index said the rest
 
-        other = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", OTHER_PROCESS_APPEND, str(path), "alice"
-        )
-        assert await other.wait() == 0
+        await append_from_another_process(path, "alice")
 
         assert await store.load("alice") == expected + [bot("from another process", 9.0)]
         assert reads[0] <= 3
@@ -268,10 +269,7 @@ async def test_an_append_right_after_another_process_appended_keeps_the_cache_ex
             await store.append("alice", [user(f"t{turn}", 2.0 + turn)])
         assert statements and not [sql for sql in statements if "max(id)" in sql]
 
-        other = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", OTHER_PROCESS_APPEND, str(path), "alice"
-        )
-        assert await other.wait() == 0
+        await append_from_another_process(path, "alice")
         await store.append("alice", [user("mine", 10.0)])  # no load in between
 
         assert await store.load("alice") == session_start(1.0) + [
