@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.dialogue.messages import CollectingOutputChannel, UserMessage, split_message
@@ -99,11 +99,17 @@ class RestWebhook:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stream = _stream_flag(scope.get("query_string", b""))
-        message = message_from_rest_body(_json_object(await _read_body(receive)),
-                                         self.channel_name)
+        first = await receive()
+        if first.get("more_body", False):
+            body = await _read_rest_of_body(first, receive)
+        else:  # the whole body in one message: no coroutine to read the rest
+            body = first.get("body", b"")
+        message = message_from_rest_body(_json_object(body), self.channel_name)
         if message.text is None:
             # Rasa answers an empty list when there is no message to handle.
-            await _send_json(send, [])
+            start, end = _json_response([])
+            await send(start)
+            await send(end)
             return
         if stream:
             response = StreamingResponse(
@@ -121,7 +127,9 @@ class RestWebhook:
             logger.error(
                 "rest: message from %s failed: %s: %s", message.sender_id, type(e).__name__, e
             )
-        await _send_json(send, collector.messages)
+        start, end = _json_response(collector.messages)
+        await send(start)
+        await send(end)
 
 
 _TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
@@ -145,12 +153,9 @@ def _stream_flag(query_string: bytes) -> bool:
     return flag
 
 
-async def _read_body(receive: Receive) -> bytes:
-    message = await receive()
-    body = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body
-    chunks = [body]
+async def _read_rest_of_body(message: Message, receive: Receive) -> bytes:
+    """The body whose first message is `message` (which says more comes)."""
+    chunks = [message.get("body", b"")]
     while message.get("more_body", False):
         message = await receive()
         chunks.append(message.get("body", b""))
@@ -178,19 +183,18 @@ def _json_bytes(content: Any) -> bytes:
         return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-async def _send_json(send: Send, content: Any) -> None:
+def _json_response(content: Any) -> tuple[Message, Message]:
+    """The two ASGI messages of a 200 answer with `content` as JSON."""
     body = _json_bytes(content)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-length", str(len(body)).encode()),
-                (b"content-type", b"application/json"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    start: Message = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ],
+    }
+    return start, {"type": "http.response.body", "body": body}
 
 
 async def _stream(message: UserMessage, on_new_message: OnNewMessage) -> AsyncIterator[bytes]:

@@ -98,3 +98,14 @@ async def test_stream_sends_one_json_message_per_line(client: httpx.AsyncClient)
         {"recipient_id": "s", "text": "echo: hi"},
         {"recipient_id": "s", "text": "from s via rest"},
     ]
+
+
+async def test_a_body_sent_in_several_chunks_is_read_whole(client: httpx.AsyncClient) -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        body = json.dumps({"sender": "chunks", "message": "in three parts"}).encode()
+        for start in range(0, len(body), 16):
+            yield body[start : start + 16]
+
+    answer = await client.post("/webhooks/rest/webhook", content=pieces())
+    assert answer.status_code == 200
+    assert answer.json()[0] == {"recipient_id": "chunks", "text": "echo: in three parts"}
