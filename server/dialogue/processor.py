@@ -193,8 +193,8 @@ class Processor:
 
     async def save(self, tracker: Tracker, start: int, model: DialogueModel) -> list[Event]:
         new_events = tracker.events[start:]
-        for event in new_events:
-            if model.model_id is not None:
+        if model.model_id is not None:
+            for event in new_events:
                 event.metadata.setdefault("model_id", model.model_id)
                 event.metadata.setdefault("assistant_id", model.assistant_id)
         if self.broker is None or not new_events:
@@ -483,10 +483,12 @@ class Processor:
             events = []
         if prediction.events:
             tracker.update_many(prediction.events)
-        tracker.update(self._executed(action.name, prediction))
-        if events:
-            await self._apply_action_events(tracker, events, output)
-        if action.name in (ACTION_LISTEN, ACTION_SESSION_START):
+        name = action.name
+        tracker.update(self._executed(name, prediction))
+        if not events:
+            return name not in (ACTION_LISTEN, ACTION_SESSION_START)
+        await self._apply_action_events(tracker, events, output)
+        if name in (ACTION_LISTEN, ACTION_SESSION_START):
             return False
         if any(isinstance(e, UserUtteranceReverted) for e in events) and not isinstance(
             tracker.events[-1], UserUttered

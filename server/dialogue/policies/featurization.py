@@ -359,7 +359,10 @@ class ConversationStates:
     def __init__(self, tracker: Tracker, domain: Domain) -> None:
         self.tracker = tracker
         self.domain = domain
-        self._cache = cache = _IncrementalStates.of(tracker, domain)
+        cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
+        if type(cache) is not _IncrementalStates or cache.domain is not domain:
+            cache = _IncrementalStates.of(tracker, domain)
+        self._cache = cache
         self.events, self.states, self._body_texts = cache.update(tracker)
         self._body_identities = cache.body_identities if self._body_texts is not None else None
         self._text_states: Sequence[State] | None | bool = False
@@ -457,7 +460,7 @@ class _IncrementalStates:
     path collapses, another domain, a replaced event list) recomputes from scratch.
     """
 
-    _ATTRIBUTE = "_featurization_cache"
+    ATTRIBUTE = "_featurization_cache"
 
     # It holds no reference to its tracker: a cycle tracker <-> cache would keep every
     # evicted hot tracker alive until a full garbage collection.
@@ -478,10 +481,10 @@ class _IncrementalStates:
 
     @classmethod
     def of(cls, tracker: Tracker, domain: Domain) -> _IncrementalStates:
-        cache = getattr(tracker, cls._ATTRIBUTE, None)
+        cache = getattr(tracker, cls.ATTRIBUTE, None)
         if not isinstance(cache, cls) or cache.domain is not domain:
             cache = cls(domain)
-            setattr(tracker, cls._ATTRIBUTE, cache)
+            setattr(tracker, cls.ATTRIBUTE, cache)
         return cache
 
     def update(
