@@ -281,3 +281,62 @@ async def test_an_append_right_after_another_process_appended_keeps_the_cache_ex
         ]
     finally:
         await store.close()
+
+
+# A second server process: on each line "<turn>", loads "alice", checks it holds every
+# earlier turn, appends this turn's events and says "ok"; exits on an empty line.
+OTHER_PROCESS_TURNS = """
+import asyncio, json, sys
+from server.trackers.factory import create_tracker_store
+
+async def main():
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": sys.argv[1]})
+    loop = asyncio.get_running_loop()
+    while line := (await loop.run_in_executor(None, sys.stdin.readline)).strip():
+        turn = int(line)
+        events = list(await store.load("alice") or [])
+        seen = [event["name"] for event in events]
+        if seen != [f"t{n}" for n in range(turn)]:
+            print("stale", json.dumps(seen), flush=True)
+            continue
+        await store.append("alice", [{"event": "action", "timestamp": turn, "name": f"t{turn}"}])
+        print("ok", flush=True)
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_two_server_processes_taking_turns_on_one_file_each_see_the_others_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "two.db"
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(path)})
+    other = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        OTHER_PROCESS_TURNS,
+        str(path),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).parents[2],
+    )
+    assert other.stdin is not None and other.stdout is not None
+    try:
+        for turn in range(16):
+            if turn % 3 == 2:  # every third turn in the other process
+                other.stdin.write(f"{turn}\n".encode())
+                await other.stdin.drain()
+                answer = (await asyncio.wait_for(other.stdout.readline(), 30)).decode()
+                assert answer == "ok\n", f"turn {turn} in the other process: {answer}"
+                continue
+            events = list(await store.load("alice") or [])
+            assert [event["name"] for event in events] == [f"t{n}" for n in range(turn)]
+            await store.append(
+                "alice", [{"event": "action", "timestamp": turn, "name": f"t{turn}"}]
+            )
+    finally:
+        other.stdin.write(b"\n")
+        await other.stdin.drain()
+        assert await asyncio.wait_for(other.wait(), 30) == 0
+        await store.close()
