@@ -211,7 +211,7 @@ class PolicyEnsemble:
         return (
             conversation.identities(self._memo_window),
             message.text if self._memo_reads_text else bool(message.text),
-            message.intent_name,
+            (message.parse_data.get("intent") or {}).get("name"),  # intent_name, no properties
             tracker.latest_action.get("action_name"),
             rejected,
         )

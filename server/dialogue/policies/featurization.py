@@ -368,7 +368,7 @@ class ConversationStates:
         self._text_states: Sequence[State] | None | bool = False
         # Made when a policy first asks for texts (a remembered winner needs none).
         self._windows: dict[tuple[int | None, bool], tuple[str, ...]] | None = None
-        self._current: dict[bool, str] = {}
+        self._current: dict[bool, str] | None = None
 
     def text_states(self) -> Sequence[State] | None:
         """The states with the last user message featurized by text, when that applies."""
@@ -381,9 +381,9 @@ class ConversationStates:
     def texts(self, last: int | None, by_text: bool = False) -> tuple[str, ...]:
         """`state_text` of the last `last` states (all when None or 0) of `states`, or of
         `text_states()` when `by_text` (which must then not be None)."""
-        windows = self._windows
-        if windows is None:
-            windows = self._windows = {}
+        windows, currents = self._windows, self._current
+        if windows is None or currents is None:
+            windows, currents = self._windows, self._current = {}, {}
         window = windows.get((last, by_text))
         if window is not None:
             return window
@@ -393,9 +393,9 @@ class ConversationStates:
         start = max(0, count - last) if last else 0
         texts = _kept(states, start, count - 1, self._body_texts, state_text)
         if count:
-            current = self._current.get(by_text)
+            current = currents.get(by_text)
             if current is None:
-                current = self._current[by_text] = state_text(states[-1])
+                current = currents[by_text] = state_text(states[-1])
                 if not by_text:
                     self._cache.current_text_is(states[-1], current)
             texts.append(current)
@@ -415,7 +415,9 @@ class ConversationStates:
             window = kept[start:size]
             if None in window:
                 window = _kept(states._body, start, size, kept, state_identity)  # type: ignore[assignment]
-            window.append(self._cache.identity_of(states._last))
+            cache, state = self._cache, states._last
+            identity = cache.current_identity if state is cache.current else None
+            window.append(identity if identity is not None else cache.identity_of(state))
             return tuple(window)  # type: ignore[arg-type]  # no None left: filled above
         count = len(states)
         start = max(0, count - last) if last else 0
