@@ -140,7 +140,7 @@ class PostgresDatabase:
             pool, self._pool = self._pool, None
             await pool.close()
 
-    def epoch(self) -> int | None:
+    def read_mark(self) -> tuple[int, int] | None:
         return None  # every load reads
 
     async def insert(

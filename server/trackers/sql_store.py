@@ -55,7 +55,7 @@ class _Database(Protocol):
     """The statements the store runs, one awaited call each."""
 
     async def ping(self) -> None: ...
-    def epoch(self) -> int | None: ...
+    def read_mark(self) -> tuple[int, int] | None: ...
     async def insert(
         self, sender_id: str, rows: Sequence[Row], known: tuple[int, int] | None = None
     ) -> tuple[int | None, list[IdData] | None, int | None]: ...
@@ -315,8 +315,8 @@ class SqlTrackerStore:
         self, sender_id: str, cached: _CachedSession
     ) -> Sequence[dict[str, Any]] | None:
         """The cached session plus newer rows; None if the cache no longer matches the DB."""
-        epoch = self._db.epoch()
-        if epoch is not None and cached.synced == epoch:  # nobody else wrote since: no read
+        mark = self._db.read_mark()
+        if mark is not None and cached.synced == mark[0]:  # nobody else wrote since: no read
             self._cache.touch(sender_id)
             return Snapshot(cached.events)
         seen_id = cached.last_id
@@ -332,30 +332,30 @@ class SqlTrackerStore:
             self._cache.extend(
                 sender_id, cached, await _parse([row[1] for row in new_rows]), new_rows[-1]
             )
-        cached.synced = self._read_at(sender_id, epoch)
+        cached.synced = self._read_at(sender_id, mark)
         self._cache.touch(sender_id)
         return Snapshot(cached.events)
 
     async def _load_session(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
-        epoch = self._db.epoch()
+        mark = self._db.read_mark()
         with self._map_errors():
             rows = await self._db.session_rows(sender_id)
         if not rows:
             self._cache.pop(sender_id)
             return None
+        synced = self._read_at(sender_id, mark)
         events = await _parse([row[1] for row in rows])
         last_id, last_data = rows[-1]
-        synced = self._read_at(sender_id, epoch)
         self._cache.put(sender_id, _CachedSession(events, last_id, last_data, synced))
         return Snapshot(events)
 
-    def _read_at(self, sender_id: str, epoch: int | None) -> int | None:
-        """The epoch of a read that started at `epoch`: the same if nobody else committed
-        before it ended (then the read saw that epoch's rows) and no append of this process
-        was under way (its rows may have come after the read)."""
-        if epoch is None or sender_id in self._appending or self._db.epoch() != epoch:
+    def _read_at(self, sender_id: str, mark: tuple[int, int] | None) -> int | None:
+        """The epoch of a read that started at `mark`: known if nobody, this store included,
+        committed before it ended (a read that waited on the store's thread may have missed
+        an append made meanwhile) and no append of this process was under way."""
+        if mark is None or sender_id in self._appending or self._db.read_mark() != mark:
             return None
-        return epoch
+        return mark[0]
 
     def _map_errors(self) -> _ErrorMapper:
         return _ErrorMapper(self.url, self._unreachable_errors)
@@ -402,7 +402,7 @@ class _AsyncDatabase:
     async def close(self) -> None:
         return None
 
-    def epoch(self) -> int | None:
+    def read_mark(self) -> tuple[int, int] | None:
         return None  # every load reads
 
     async def insert(

@@ -107,6 +107,7 @@ class SqliteDatabase:
         self._wal_index: _WalIndex | None = None
         self._epoch = 0
         self._epoch_header: bytes | None = None
+        self._carried = 0  # inline commits carried into an epoch, ever
         self._data_version: int | None = None
 
     async def run(self, function: Callable[[sqlite3.Connection], T]) -> T:
@@ -205,6 +206,13 @@ class SqliteDatabase:
             self._epoch_header = header
             self._epoch += 1
         return self._epoch
+
+    def read_mark(self) -> tuple[int, int] | None:
+        """The epoch and the inline commits carried into it so far: a read between two
+        equal marks saw the rows of that epoch, as nobody (this store included) committed
+        meanwhile. None: cannot tell."""
+        epoch = self.epoch()
+        return None if epoch is None else (epoch, self._carried)
 
     async def insert(
         self, sender_id: str, rows: Sequence[Row], known: tuple[int, int] | None = None
@@ -353,6 +361,7 @@ class SqliteDatabase:
         ):
             return None  # the next epoch() starts a new epoch
         self._epoch_header = header
+        self._carried += 1
         return self._epoch
 
     def _committed(self) -> None:

@@ -340,3 +340,33 @@ async def test_two_server_processes_taking_turns_on_one_file_each_see_the_others
         await other.stdin.drain()
         assert await asyncio.wait_for(other.wait(), 30) == 0
         await store.close()
+
+
+async def test_a_session_read_while_this_store_appended_to_it_is_read_again_next_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "l.db")})
+    try:
+        await store.append("alice", session_start(1.0))
+        store._cache.pop("alice")  # type: ignore[attr-defined]  # as if evicted
+        database = store._db  # type: ignore[attr-defined]
+        session_rows = database.session_rows
+        read, appended = asyncio.Event(), asyncio.Event()
+
+        async def read_before_the_append(sender_id: str) -> Any:
+            rows = await session_rows(sender_id)  # on the store's thread
+            read.set()
+            await appended.wait()
+            return rows
+
+        monkeypatch.setattr(database, "session_rows", read_before_the_append)
+        load = asyncio.create_task(store.load("alice"))
+        await read.wait()
+        await store.append("alice", [user("meanwhile", 2.0)])
+        appended.set()
+        assert await load == session_start(1.0)  # what its read saw
+        monkeypatch.undo()
+
+        assert await store.load("alice") == session_start(1.0) + [user("meanwhile", 2.0)]
+    finally:
+        await store.close()
