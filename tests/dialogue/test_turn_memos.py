@@ -103,6 +103,11 @@ def test_the_least_recently_used_entry_goes_first() -> None:
     assert memo.get("a") == 1
     memo.put("c", 3)
     assert (memo.get("a"), memo.get("b"), memo.get("c")) == (1, None, 3)
+    # Use order is now a, c. A value put again keeps its key's place; a miss changes nothing.
+    memo.put("a", 4)
+    assert memo.get("zzz") is None
+    memo.put("d", 5)
+    assert (memo.get("a"), memo.get("c"), memo.get("d"), len(memo)) == (None, 3, 5, 2)
 
 
 def test_message_ids_look_like_uuid4_hex() -> None:
