@@ -75,6 +75,30 @@ async def test_memory_lock_does_not_block_other_conversations() -> None:
             pass
 
 
+async def test_memory_lock_is_free_again_after_a_failed_turn_and_a_cancelled_wait() -> None:
+    store = InMemoryLockStore()
+    with pytest.raises(ValueError):
+        async with store.lock("conv"):
+            raise ValueError("the turn failed")
+    entered = asyncio.Event()
+
+    async def holder() -> None:
+        async with store.lock("conv"):
+            entered.set()
+            await asyncio.sleep(0.05)
+
+    held = asyncio.create_task(holder())
+    await entered.wait()
+    waiter = asyncio.create_task(store.lock("conv", wait_timeout=10).__aenter__())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await held
+    async with store.lock("conv", wait_timeout=0.05):  # nobody left in line
+        pass
+
+
 async def test_redis_lock_excludes_turns_across_two_lock_stores(
     redis_config: dict[str, Any],
 ) -> None:
