@@ -130,6 +130,8 @@ class Domain:
         if SESSION_STARTED_METADATA not in names:
             self.slots.append(Slot(SESSION_STARTED_METADATA, "any", influence_conversation=False))
         self.slots_by_name = {s.name: s for s in self.slots}
+        # `slot_defaults()` made once, for the turn's tracker (read only: never modify it).
+        self.kept_slot_defaults = self.slot_defaults()
         self.responses = dict(responses)
         self.forms = dict(forms)
         self.user_actions = [a for a in actions if a not in DEFAULT_ACTIONS]

@@ -187,7 +187,7 @@ class Processor:
     # -- trackers ---------------------------------------------------------------------------
     async def tracker_for(self, sender_id: str, model: DialogueModel) -> Tracker:
         """The current session's tracker, or a new empty one."""
-        defaults = model.domain.slot_defaults()
+        defaults = model.domain.kept_slot_defaults
         tracker = await self.trackers.load(sender_id, defaults)
         return tracker if tracker is not None else Tracker(sender_id, defaults)
 

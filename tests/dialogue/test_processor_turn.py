@@ -212,3 +212,12 @@ async def test_a_collecting_channel_gets_the_parts_the_turn_returns() -> None:
     again = make_agent(DialogueModel(domain, Scripted("utter_split", "utter_buttons")))
     assert await again.handle_message(UserMessage("/greet", "p", output_channel=recording))
     assert [m["text"] for m in recording.messages] == ["one\n\ntwo", "pick\n\none"]
+
+
+async def test_a_trackers_slot_defaults_are_its_own() -> None:
+    agent = agent_for(Scripted())
+    model = DialogueModel(DOMAIN, Scripted())
+    first = await agent.processor.tracker_for("first", model)
+    first.slot_defaults["session_started_metadata"] = {"changed": "by a turn"}
+    second = await agent.processor.tracker_for("second", model)
+    assert second.slot_defaults == DOMAIN.slot_defaults() == {"session_started_metadata": None}
