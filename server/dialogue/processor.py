@@ -115,7 +115,10 @@ def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:
         return Prediction(followup, 1.0, None)
     if followup:
         logger.error("followup action '%s' is not in the domain; predicting instead", followup)
-    result = model.policies.predict(tracker, model.domain)
+    policies = model.policies
+    # The ensemble's remembered winner without its copy: the lists are copied here.
+    shared = getattr(policies, "predict_shared", None)
+    result = (shared or policies.predict)(tracker, model.domain)
     return Prediction(
         result.action_name,
         result.confidence,

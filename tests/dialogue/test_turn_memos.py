@@ -19,7 +19,7 @@ from server.dialogue.policies.featurization import ConversationStates, key_of, s
 from server.dialogue.policies.ml import MLPolicy
 from server.dialogue.policies.prediction import PolicyPrediction
 from server.dialogue.policies.rule import RulePolicy
-from server.dialogue.processor import Processor
+from server.dialogue.processor import Processor, predict_next_action
 from server.dialogue.story_steps import TrainingStory
 from server.trackers.events import (
     ActionExecuted,
@@ -94,6 +94,21 @@ def test_remembered_policy_scores_are_the_computed_ones_and_retraining_forgets_t
     assert rows > 0 and len(policy._scores) > 0
     policy.train(stories[:1], domain)
     assert len(policy._scores) == 0
+
+
+def test_a_turns_prediction_from_memory_is_its_own(bot_models: BotModels) -> None:
+    model = bot_models["moodbot"]
+    tracker = Tracker("u", model.domain.slot_defaults())
+    tracker.update(listen())
+    tracker.update(user("greet"))
+    fresh = predict_next_action(tracker, model)
+    for _ in range(2):  # the second comes from the ensemble's memory
+        prediction = predict_next_action(tracker, model)
+        assert prediction == fresh
+        prediction.probabilities[0] = 2.0
+        prediction.events.append(ActionExecuted(action_name="changed by the turn"))
+    assert predict_next_action(tracker, model) == fresh
+    assert model.policies.predict(tracker, model.domain).probabilities == fresh.probabilities
 
 
 def test_the_least_recently_used_entry_goes_first() -> None:

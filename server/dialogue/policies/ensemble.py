@@ -172,6 +172,14 @@ class PolicyEnsemble:
     # -- prediction --------------------------------------------------------------------------
     def predict(self, tracker: Tracker, domain: Domain) -> PolicyPrediction:
         """The next action: the best of every policy's prediction."""
+        return self._predict(tracker, domain, True)
+
+    def predict_shared(self, tracker: Tracker, domain: Domain) -> PolicyPrediction:
+        """As `predict`, but a remembered winner comes without a copy: read it at once and
+        never modify it (the turn copies what it keeps)."""
+        return self._predict(tracker, domain, False)
+
+    def _predict(self, tracker: Tracker, domain: Domain, copy: bool) -> PolicyPrediction:
         names = domain.action_names_or_texts
         if not self.policies:
             return prediction_from(zeros(len(names)), names, None, 0)
@@ -181,7 +189,7 @@ class PolicyEnsemble:
         if key is not None:
             known = self._winners.get(key)
             if known is not None:
-                return _copy(known)
+                return _copy(known) if copy else known
         predictions = [policy.predict(conversation, domain) for policy in self.policies]
         if rejected is not None:
             predictions = [_without(p, rejected, names) for p in predictions]
