@@ -151,6 +151,9 @@ class Processor:
         # Set by the agent: where a firing reminder finds the model and the user's channel.
         self.model_provider: Callable[[], DialogueModel | None] | None = None
         self.output_for_reminders: Callable[[str], OutputChannel | None] | None = None
+        # `action_for`'s actions by name, for one domain.
+        self._actions: dict[str, Action] = {}
+        self._actions_domain: Domain | None = None
 
     # -- parsing ----------------------------------------------------------------------------
     @staticmethod
@@ -388,7 +391,23 @@ class Processor:
     predict_next = staticmethod(predict_next_action)
 
     def action_for(self, name: str, domain: Domain) -> Action:
-        """The action that runs under `name`; unknown names are custom actions."""
+        """The action that runs under `name`; unknown names are custom actions.
+
+        Actions keep nothing but their name, so the domain's are made once and shared (an
+        unknown name, say from the execute API, is made each time).
+        """
+        if domain is not self._actions_domain:
+            self._actions = {}
+            self._actions_domain = domain
+        action = self._actions.get(name)
+        if action is None:
+            action = self._new_action(name, domain)
+            if domain.is_known_action(name):
+                self._actions[name] = action
+        return action
+
+    @staticmethod
+    def _new_action(name: str, domain: Domain) -> Action:
         action = default_action(name)
         if action is not None:
             return action

@@ -221,3 +221,31 @@ async def test_a_trackers_slot_defaults_are_its_own() -> None:
     first.slot_defaults["session_started_metadata"] = {"changed": "by a turn"}
     second = await agent.processor.tracker_for("second", model)
     assert second.slot_defaults == DOMAIN.slot_defaults() == {"session_started_metadata": None}
+
+
+async def test_an_action_is_the_kind_the_current_models_domain_names() -> None:
+    agent = agent_for(Scripted())
+    processor = agent.processor
+    with_form = Domain.from_dict(
+        {"intents": ["greet"], "forms": {"utter_greet": {"required_slots": []}}}
+    )
+    kinds = [
+        type(processor.action_for(name, domain)).__name__
+        for name, domain in [
+            ("utter_greet", DOMAIN),
+            ("utter_greet", DOMAIN),
+            ("utter_greet", with_form),
+            ("utter_greet", DOMAIN),
+            ("action_unknown", DOMAIN),
+            ("action_listen", DOMAIN),
+        ]
+    ]
+    assert kinds == [
+        "ResponseAction",
+        "ResponseAction",
+        "FormAction",
+        "ResponseAction",
+        "RemoteAction",
+        "ActionListen",
+    ]
+    assert processor.action_for("utter_greet", DOMAIN).name == "utter_greet"
