@@ -39,6 +39,7 @@ from server.dialogue.messages import (
     UserMessage,
     split_message,
 )
+from server.dialogue.policies.prediction import PolicyPrediction
 from server.dialogue.reminders import ReminderScheduler
 from server.dialogue.slot_extraction import extract_slots, has_custom_mappings
 from server.dialogue.slots import SESSION_STARTED_METADATA
@@ -126,6 +127,17 @@ def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:
         list(result.probabilities),
         list(getattr(result, "events", []) or []),
     )
+
+
+def predict_for_turn(tracker: Tracker, model: DialogueModel) -> Prediction | PolicyPrediction:
+    """`predict_next_action` for a caller that only reads the prediction (a turn, the predict
+    API): the ensemble's remembered winner itself, without the two list copies and the
+    `Prediction` made of them."""
+    policies = model.policies
+    shared = getattr(policies, "predict_shared", None)
+    if shared is None or tracker.followup_action:
+        return predict_next_action(tracker, model)
+    return shared(tracker, model.domain)  # type: ignore[no-any-return]
 
 
 class Processor:
@@ -387,8 +399,8 @@ class Processor:
         tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
         return ran
 
-    # The function itself, not a method calling it: one call less per prediction.
-    predict_next = staticmethod(predict_next_action)
+    # A function, not a method calling it: one call less per prediction.
+    predict_next = staticmethod(predict_for_turn)
 
     def action_for(self, name: str, domain: Domain) -> Action:
         """The action that runs under `name`; unknown names are custom actions.
@@ -471,9 +483,10 @@ class Processor:
         tracker: Tracker,
         model: DialogueModel,
         output: OutputChannel | None,
-        prediction: Prediction,
+        prediction: Prediction | PolicyPrediction,
     ) -> bool:
-        """Runs one action and logs it; returns whether to predict another action.
+        """Runs one action and logs it; returns whether to predict another action (it only
+        reads `prediction`: it may be the ensemble's remembered winner).
 
         The prediction's events (say `LoopInterrupted`) are visible to the action while it runs
         and are logged before it only when it does not reject, as in Rasa.
@@ -534,7 +547,7 @@ class Processor:
         return False
 
     @staticmethod
-    def _executed(name: str, prediction: Prediction) -> ActionExecuted:
+    def _executed(name: str, prediction: Prediction | PolicyPrediction) -> ActionExecuted:
         return ActionExecuted(
             action_name=name, policy=prediction.policy_name, confidence=prediction.confidence
         )
