@@ -207,6 +207,9 @@ class ServerMetrics:
 
             processor.on_turn = on_turn
         processor.parse = _timed_parse(type(processor).parse, self.nlu_seconds)
+        parse_for_turn = getattr(type(processor), "parse_for_turn", None)
+        if parse_for_turn is not None:  # the turn's own parse, into the same histogram
+            processor.parse_for_turn = _timed_parse(parse_for_turn, self.nlu_seconds)
         processor.predict_next = _timed_prediction(processor.predict_next, self.policy_seconds)
         store = processor.trackers.store
         for operation in _STORE_OPERATIONS:

@@ -90,9 +90,10 @@ class DialogueModel:
     model_id: str | None = None
     assistant_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    # Parse results by text (JSON bytes, so every caller gets its own copy); only for a
-    # pipeline whose parse depends on the text alone (see `Processor.parse`).
-    parses: Memo[str, bytes] = field(
+    # Parse results by text, never changed (`Processor.parse` gives a caller a copy, a turn
+    # shares all but the top level); only for a pipeline whose parse depends on the text
+    # alone (see `_parse`).
+    parses: Memo[str, dict[str, Any]] = field(
         default_factory=lambda: Memo(PARSE_MEMO_SIZE), repr=False, compare=False
     )
     parse_candidates: set[int] = field(default_factory=set, repr=False, compare=False)
@@ -172,29 +173,23 @@ class Processor:
     def parse(
         model: DialogueModel, text: str, message_id: str | None = None, metadata: dict | None = None
     ) -> dict[str, Any]:
-        if model.nlu is None:
-            from server.nlu.regex_message import parse_regex_message
+        """The NLU result of `text`, all of it the caller's own."""
+        remembered = _remembered_parse(model, text)
+        if remembered is not None:
+            return orjson.loads(orjson.dumps(remembered))  # type: ignore[no-any-return]
+        return _parse(model, text, message_id, metadata)
 
-            parsed = parse_regex_message(text, set(model.domain.intents))
-            if parsed is None:
-                return {"intent": {"name": None, "confidence": 0.0}, "entities": [], "text": text}
-            return parsed
-        if getattr(model.nlu, "blocking", True):
-            # Only a pipeline that parses inline is memoised: Duckling's dates follow the clock.
-            return model.nlu.parse(text, message_id=message_id, metadata=metadata)
-        cached = model.parses.get(text)
-        if cached is not None:
-            return orjson.loads(cached)  # type: ignore[no-any-return]
-        parsed = model.nlu.parse(text, message_id=message_id, metadata=metadata)
-        candidates, key = model.parse_candidates, hash(text)
-        if key in candidates:
-            candidates.discard(key)
-            _remember_parse(model.parses, text, parsed)
-        else:
-            if len(candidates) >= PARSE_CANDIDATES_SIZE:
-                candidates.clear()
-            candidates.add(key)
-        return parsed
+    @staticmethod
+    def parse_for_turn(
+        model: DialogueModel, text: str, message_id: str | None = None, metadata: dict | None = None
+    ) -> dict[str, Any]:
+        """As `parse`, but a remembered parse is shared below its top level: a turn's events
+        only read their intent, entities and ranking (nothing changes them in place; an
+        event that changes a parse, such as `EntitiesAdded`, replaces the dict)."""
+        remembered = _remembered_parse(model, text)
+        if remembered is not None:
+            return dict(remembered)
+        return _parse(model, text, message_id, metadata)
 
     async def parse_off_loop(self, model: DialogueModel, message: UserMessage) -> dict[str, Any]:
         """Parses in a worker thread: for a pipeline that may block (Duckling's HTTP call, a
@@ -294,7 +289,7 @@ class Processor:
             parse_data = message.parse_data
             if parse_data is None:
                 if _parses_inline(model):  # a sparse parse costs less than the thread hop
-                    parse_data = self.parse(
+                    parse_data = self.parse_for_turn(
                         model, message.text or "", message.message_id, message.metadata
                     )
                 else:
@@ -594,15 +589,49 @@ def _parses_inline(model: DialogueModel) -> bool:
     return model.nlu is None or not getattr(model.nlu, "blocking", True)
 
 
-def _remember_parse(memo: Memo[str, bytes], text: str, parsed: dict[str, Any]) -> None:
-    """Keeps the parse as JSON when it reads back equal (not: NaN, tuples, numpy scalars)."""
+def _remembered_parse(model: DialogueModel, text: str) -> dict[str, Any] | None:
+    """The remembered parse of `text` (never to be changed), if any."""
+    nlu = model.nlu
+    if nlu is None or getattr(nlu, "blocking", True):
+        return None
+    return model.parses.get(text)
+
+
+def _parse(
+    model: DialogueModel, text: str, message_id: str | None, metadata: dict | None
+) -> dict[str, Any]:
+    """Parses `text` (remembering the parse of a text that comes a second time)."""
+    if model.nlu is None:
+        from server.nlu.regex_message import parse_regex_message
+
+        parsed = parse_regex_message(text, set(model.domain.intents))
+        if parsed is None:
+            return {"intent": {"name": None, "confidence": 0.0}, "entities": [], "text": text}
+        return parsed
+    parsed = model.nlu.parse(text, message_id=message_id, metadata=metadata)
+    if getattr(model.nlu, "blocking", True):
+        # Only a pipeline that parses inline is memoised: Duckling's dates follow the clock.
+        return parsed
+    candidates, key = model.parse_candidates, hash(text)
+    if key in candidates:
+        candidates.discard(key)
+        _remember_parse(model.parses, text, parsed)
+    else:
+        if len(candidates) >= PARSE_CANDIDATES_SIZE:
+            candidates.clear()
+        candidates.add(key)
+    return parsed
+
+
+def _remember_parse(memo: Memo[str, dict[str, Any]], text: str, parsed: dict[str, Any]) -> None:
+    """Keeps a copy of the parse read back from JSON when it equals the parse (not: NaN,
+    tuples, numpy scalars), so that it holds nothing of the caller's or the pipeline's."""
     try:
-        encoded = orjson.dumps(parsed)
+        kept = orjson.loads(orjson.dumps(parsed))
     except TypeError:
         return
-    if orjson.loads(encoded) == parsed:
-        # A copy of the right size: orjson's bytes keep its 4 KB buffer.
-        memo.put(text, bytes(memoryview(encoded)))
+    if kept == parsed:
+        memo.put(text, kept)
 
 
 def _fallback_action_name(model: DialogueModel) -> str | None:

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from server.dialogue.domain import Domain
@@ -34,7 +35,7 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.tracker import Tracker
-from tests.dialogue.conversation_fixtures import BotModels
+from tests.dialogue.conversation_fixtures import BotModels, Conversation, make_agent
 from tests.dialogue.policy_fixtures import bot, listen, replay, user
 from tests.shared_data import BOTS
 
@@ -109,6 +110,57 @@ def test_a_turns_prediction_from_memory_is_its_own(bot_models: BotModels) -> Non
         prediction.events.append(ActionExecuted(action_name="changed by the turn"))
     assert predict_next_action(tracker, model) == fresh
     assert model.policies.predict(tracker, model.domain).probabilities == fresh.probabilities
+
+
+async def test_turns_share_remembered_parses_and_predictions_and_change_none_of_them(
+    bot_models: BotModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = bot_models["moodbot"]
+    ensemble = model.policies
+    assert isinstance(ensemble, PolicyEnsemble)
+    model.parses.clear()
+    ensemble.forget_predictions()
+    # What each remembered parse and winner was when it was put in the memory.
+    parses_put: dict[str, bytes] = {}
+    winners_put: dict[Any, tuple[Any, ...]] = {}
+
+    def spy(memo: Memo[Any, Any], seen: dict[Any, Any], write: Any) -> None:
+        put = memo.put
+
+        def recording_put(key: Any, value: Any) -> None:
+            seen[key] = write(value)
+            put(key, value)
+
+        monkeypatch.setattr(memo, "put", recording_put)
+
+    spy(model.parses, parses_put, orjson.dumps)
+    spy(ensemble._winners, winners_put, _summary)
+    agent = make_agent(model)
+    texts = ["hello", "I am very sad", "yes", "bye", "hi there", "great", "no"]
+
+    async def talk(sender: str, **metadata: Any) -> list[UserUttered]:
+        conversation = Conversation(agent, sender)
+        for text in texts:
+            await conversation.say(text, **metadata)
+        await agent.predict(sender)  # the predict API reads a remembered winner too
+        tracker = await conversation.tracker()
+        return [e for e in tracker.events if isinstance(e, UserUttered)]
+
+    for sender in ("first", "second"):  # each text parsed twice: remembered from here on
+        await talk(sender)
+    third = await talk("third", channel="a")
+    fourth = await talk("fourth")
+    # The turns shared the remembered parses below their top level ...
+    hello = model.parses.get("hello")
+    assert hello is not None and third[0].parse_data["intent"] is hello["intent"]
+    # ... and changed none of them, nor a remembered winner, since they were remembered.
+    assert len(parses_put) == len(texts) and len(winners_put) > 0
+    assert {text: orjson.dumps(model.parses.get(text)) for text in parses_put} == parses_put
+    assert {k: _summary(v) for k, v in ensemble._winners._entries.items()} == winners_put
+    # A turn's own top level: one turn's metadata is not another's.
+    assert [e.parse_data["metadata"] for e in third] == [{"channel": "a"}] * len(texts)
+    assert [e.parse_data["metadata"] for e in fourth] == [{}] * len(texts)
+    assert [e.intent_name for e in third] == [e.intent_name for e in fourth]
 
 
 def test_the_least_recently_used_entry_goes_first() -> None:
