@@ -1,16 +1,20 @@
 """The SQL tracker store's PostgreSQL access: asyncpg's own pool, one round trip per call.
 
-An append is one statement (the conversation's last id before, and the new rows' ids, in
-one implicit transaction); every statement is prepared once per connection. There is no
-ping per checkout: a connection the server closed is replaced when the pool hands it out,
-and a statement that finds its connection gone is retried once where that cannot write
-twice (reads, or a write that never reached the server).
+Appends are group-committed: those made while the previous group was being written (or in
+the same event loop iteration) go out as one statement, one transaction, with each
+conversation's last id before and the new rows' ids; every statement is prepared once per
+connection. There is no ping per checkout: a connection the server closed is replaced when
+the pool hands it out, and a statement that finds its connection gone is retried once where
+that cannot write twice (reads, or a write that never reached the server).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
@@ -36,6 +40,16 @@ _INSERT = (
     f" new AS (INSERT INTO events ({_COLUMNS})"
     f" SELECT {_COLUMNS} FROM ({_ROWS}) AS r ORDER BY n RETURNING id)"
     " SELECT (SELECT id FROM previous), (SELECT array_agg(id ORDER BY id) FROM new)"
+)
+# A group's appends in one statement: each conversation's last id before (in the order of
+# $7) and every new row's id, in order.
+_GROUP_INSERT = (
+    "WITH previous AS (SELECT k, (SELECT max(id) FROM events WHERE sender_id = s.sender_id)"
+    " AS id FROM unnest($7::varchar[]) WITH ORDINALITY AS s(sender_id, k)),"
+    f" new AS (INSERT INTO events ({_COLUMNS})"
+    f" SELECT {_COLUMNS} FROM ({_ROWS}) AS r ORDER BY n RETURNING id)"
+    " SELECT (SELECT array_agg(id ORDER BY k) FROM previous),"
+    " (SELECT array_agg(id ORDER BY id) FROM new)"
 )
 _INSERT_ONLY = f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM ({_ROWS}) AS r ORDER BY n"
 _ROWS_FROM = "SELECT id, data FROM events WHERE sender_id = $1 AND id >= $2 ORDER BY id"
@@ -86,6 +100,16 @@ def _columns(rows: Sequence[Row]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
+Written = tuple[int | None, list[IdData], None]
+
+
+@dataclass(slots=True)
+class _Append:
+    sender_id: str
+    rows: Sequence[Row]
+    outcome: asyncio.Future[Written]
+
+
 class PostgresDatabase:
     """Rasa's `events` table in PostgreSQL through an asyncpg pool (created on first use)."""
 
@@ -97,6 +121,8 @@ class PostgresDatabase:
         schema = os.environ.get("POSTGRESQL_SCHEMA")
         self._server_settings = {"search_path": schema} if schema else None
         self._pool: asyncpg.Pool | None = None
+        self._pending: list[_Append] = []  # appends waiting for the next group
+        self._writer: asyncio.Task[None] | None = None  # writes the groups, one at a time
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -136,6 +162,9 @@ class PostgresDatabase:
         await self._run(lambda conn: conn.fetchval("SELECT 1"))
 
     async def close(self) -> None:
+        if self._writer is not None:  # the appends already made are written first
+            with suppress(Exception):
+                await self._writer
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -145,15 +174,72 @@ class PostgresDatabase:
 
     async def insert(
         self, sender_id: str, rows: Sequence[Row], known: tuple[int, int] | None = None
-    ) -> tuple[int | None, list[IdData], None]:
-        """Appends rows in one statement: the conversation's last row id before, and the
-        (id, data) of each new row, in order (no epoch: see SqliteDatabase.epoch)."""
+    ) -> Written:
+        """Appends rows, all or nothing: the conversation's last row id before, and the
+        (id, data) of each new row, in order (no epoch: see SqliteDatabase.epoch). The
+        append joins the next group; a group's appends commit together, in one statement."""
+        done: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Append(sender_id, rows, done))
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._write_groups())
+        return await done
+
+    async def _write_groups(self) -> None:
+        """Writes the pending appends as groups until none is left. A group forms while the
+        one before is written: the busier the store, the larger its groups."""
+        try:
+            while self._pending:
+                group, self._pending = self._pending, []
+                group = [append for append in group if not append.outcome.done()]  # cancelled
+                if len(group) == 1:
+                    await self._write_one(group[0])
+                elif group:
+                    await self._write_group(group)
+        finally:
+            self._writer = None
+            for append in self._pending:  # only when this task itself was cancelled
+                append.outcome.cancel()
+            self._pending = []
+
+    async def _write_one(self, append: _Append) -> None:
+        async def insert(conn: asyncpg.Connection) -> Any:
+            return await conn.fetchrow(_INSERT, *_columns(append.rows), append.sender_id)
+
+        try:
+            previous, ids = await self._run(insert, writes=True)
+        except Exception as exc:
+            _fail(append, exc)
+            return
+        _succeed(append, previous, ids)
+
+    async def _write_group(self, group: list[_Append]) -> None:
+        senders = list(dict.fromkeys(append.sender_id for append in group))
+        rows = [row for append in group for row in append.rows]
 
         async def insert(conn: asyncpg.Connection) -> Any:
-            return await conn.fetchrow(_INSERT, *_columns(rows), sender_id)
+            return await conn.fetchrow(_GROUP_INSERT, *_columns(rows), senders)
 
-        previous, ids = await self._run(insert, writes=True)
-        return previous, [(row_id, row[5]) for row_id, row in zip(ids, rows, strict=True)], None
+        try:
+            previous, ids = await self._run(insert, writes=True)
+        except UNAVAILABLE_ERRORS as exc:  # the group may or may not have been written
+            for append in group:
+                _fail(append, exc)
+            return
+        except Exception:
+            # Refused, so nothing of it was written: each append alone, so that only the one
+            # the database refuses fails.
+            for append in group:
+                if not append.outcome.done():
+                    await self._write_one(append)
+            return
+        last = dict(zip(senders, previous, strict=True))
+        start = 0
+        for append in group:
+            end = start + len(append.rows)
+            _succeed(append, last[append.sender_id], ids[start:end])
+            if end > start:  # a conversation's next append in the group follows this one
+                last[append.sender_id] = ids[end - 1]
+            start = end
 
     async def replace(self, sender_id: str, rows: Sequence[Row]) -> None:
         async def replace(conn: asyncpg.Connection) -> None:
@@ -192,3 +278,16 @@ class PostgresDatabase:
         sql = "SELECT sender_id FROM events GROUP BY sender_id HAVING max(timestamp) < $1"
         records = await self._run(lambda conn: conn.fetch(sql, cutoff_timestamp))
         return [record[0] for record in records]
+
+
+def _succeed(append: _Append, previous: int | None, ids: Sequence[int]) -> None:
+    if not append.outcome.done():  # its caller may have been cancelled meanwhile
+        rows = append.rows
+        append.outcome.set_result(
+            (previous, [(row_id, row[5]) for row_id, row in zip(ids, rows, strict=True)], None)
+        )
+
+
+def _fail(append: _Append, exc: BaseException) -> None:
+    if not append.outcome.done():
+        append.outcome.set_exception(exc)

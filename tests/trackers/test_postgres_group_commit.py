@@ -1,0 +1,97 @@
+"""PostgreSQL store: appends made together commit together (one transaction), and each is
+still all or nothing: one the database refuses fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import pytest
+
+from server.trackers.factory import create_tracker_store
+from server.trackers.sql_store import SqlTrackerStore
+from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
+
+
+def turn(text: str, timestamp: float) -> list[dict[str, Any]]:
+    return [
+        {"event": "user", "timestamp": timestamp, "text": text, "parse_data": {}},
+        {"event": "action", "timestamp": timestamp + 0.1, "name": "action_listen"},
+    ]
+
+
+async def transactions_that_wrote(database: str) -> int:
+    """How many transactions wrote the rows of `events` (rows of one share their xmin)."""
+    conn = await asyncpg.connect(
+        host=POSTGRES[0], port=POSTGRES[1], user="postgres", database=database
+    )
+    try:
+        return int(await conn.fetchval("SELECT count(DISTINCT xmin::text) FROM events"))
+    finally:
+        await conn.close()
+
+
+async def test_appends_made_together_commit_in_one_transaction() -> None:
+    async with postgres_database() as config:
+        store = create_tracker_store(config)
+        try:
+            await store.append("warm-up", turn("hi", 1.0))  # creates the table
+            senders = [f"user{n}" for n in range(20)]
+            await asyncio.gather(*(store.append(s, turn(s, 2.0)) for s in senders))
+            for sender in senders:
+                assert await store.load(sender) == turn(sender, 2.0)
+        finally:
+            await store.close()
+        assert await transactions_that_wrote(config["db"]) == 2  # the warm-up's, the group's
+        reader = create_tracker_store(config)  # nothing cached
+        try:
+            for sender in senders:
+                assert await reader.load(sender) == turn(sender, 2.0)
+        finally:
+            await reader.close()
+
+
+async def test_an_append_the_database_refuses_fails_alone() -> None:
+    too_long = "x" * 300  # sender_id is VARCHAR(255)
+    async with postgres_database() as config:
+        store = create_tracker_store(config)
+        try:
+            await store.append("warm-up", turn("hi", 1.0))
+            results = await asyncio.gather(
+                store.append("alice", turn("a", 2.0)),
+                store.append(too_long, turn("b", 2.0)),
+                store.append("bob", turn("c", 2.0)),
+                return_exceptions=True,
+            )
+            assert results[0] is None and results[2] is None
+            assert isinstance(results[1], asyncpg.StringDataRightTruncationError)
+            assert await store.load("alice") == turn("a", 2.0)
+            assert await store.load("bob") == turn("c", 2.0)
+            assert sorted(await store.keys()) == ["alice", "bob", "warm-up"]
+        finally:
+            await store.close()
+
+
+@pytest.mark.parametrize("cached", [False, True])
+async def test_two_appends_of_one_conversation_in_a_group_keep_their_order(cached: bool) -> None:
+    async with postgres_database() as config:
+        store = create_tracker_store(config)
+        assert isinstance(store, SqlTrackerStore)
+        try:
+            await store.append("warm-up", turn("hi", 1.0))
+            if cached:
+                await store.append("alice", turn("first", 1.0))
+                assert await store.load("alice") == turn("first", 1.0)
+            await asyncio.gather(
+                store.append("alice", turn("a", 2.0)), store.append("alice", turn("b", 3.0))
+            )
+            expected = (turn("first", 1.0) if cached else []) + turn("a", 2.0) + turn("b", 3.0)
+            assert await store.load("alice") == expected
+        finally:
+            await store.close()
+        reader = create_tracker_store(config)
+        try:
+            assert await reader.load("alice") == expected
+        finally:
+            await reader.close()
