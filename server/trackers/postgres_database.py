@@ -1,11 +1,11 @@
 """The SQL tracker store's PostgreSQL access: asyncpg's own pool, one round trip per call.
 
-Appends are group-committed: those made while the previous group was being written (or in
-the same event loop iteration) go out as one statement, one transaction, with each
-conversation's last id before and the new rows' ids; every statement is prepared once per
-connection. There is no ping per checkout: a connection the server closed is replaced when
-the pool hands it out, and a statement that finds its connection gone is retried once where
-that cannot write twice (reads, or a write that never reached the server).
+Appends and the per-turn reads of newer rows are grouped: those made while the previous
+group of their kind ran (or in the same event loop iteration) go out as one statement (for
+appends one transaction, each append still all or nothing); every statement is prepared
+once per connection. There is no ping per checkout: a connection the server closed is
+replaced when the pool hands it out, and a statement that finds its connection gone is
+retried once where that cannot write twice (reads, or a write that never reached the server).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 from sqlalchemy.engine import URL
@@ -53,6 +53,14 @@ _GROUP_INSERT = (
 )
 _INSERT_ONLY = f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM ({_ROWS}) AS r ORDER BY n"
 _ROWS_FROM = "SELECT id, data FROM events WHERE sender_id = $1 AND id >= $2 ORDER BY id"
+# A group's reads: (k, id, data), k the read's place (from 1) in the arrays.
+_GROUP_ROWS_FROM = (
+    "SELECT q.k, e.id, e.data"
+    " FROM unnest($1::varchar[], $2::bigint[]) WITH ORDINALITY AS q(sender_id, first_id, k)"
+    " CROSS JOIN LATERAL (SELECT id, data FROM events"
+    "  WHERE sender_id = q.sender_id AND id >= q.first_id ORDER BY id) AS e"
+    " ORDER BY q.k, e.id"
+)
 # The current session's rows in one statement: it starts at the last action_session_start,
 # or at a later session_started (at the row before it when that is action_session_start).
 # The first two seek the partial indexes, which a generic plan uses only with the literals.
@@ -101,13 +109,61 @@ def _columns(rows: Sequence[Row]) -> list[list[Any]]:
 
 
 Written = tuple[int | None, list[IdData], None]
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 @dataclass(slots=True)
-class _Append:
-    sender_id: str
-    rows: Sequence[Row]
-    outcome: asyncio.Future[Written]
+class _Call(Generic[Item, Result]):
+    item: Item
+    outcome: asyncio.Future[Result]
+
+
+class _Groups(Generic[Item, Result]):
+    """Calls of one kind, run as groups, one group at a time: the calls made while a group
+    runs (or in the event loop iteration of the first) form the next one, so the busier the
+    store, the larger its groups and the fewer its statements and transactions."""
+
+    def __init__(self, run: Callable[[list[_Call[Item, Result]]], Awaitable[None]]) -> None:
+        self._run = run  # settles every call's outcome
+        self._pending: list[_Call[Item, Result]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self, item: Item) -> Result:
+        outcome: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Call(item, outcome))
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run_groups())
+        return await outcome
+
+    async def _run_groups(self) -> None:
+        try:
+            while self._pending:
+                group, self._pending = self._pending, []
+                group = [call for call in group if not call.outcome.done()]  # cancelled
+                if group:
+                    await self._run(group)
+        finally:
+            self._task = None
+            for call in self._pending:  # only when this task itself was cancelled
+                call.outcome.cancel()
+            self._pending = []
+
+    async def drain(self) -> None:
+        """Waits until the calls already made are settled."""
+        if self._task is not None:
+            with suppress(Exception):
+                await self._task
+
+
+def _settle(call: _Call[Item, Result], result: Result) -> None:
+    if not call.outcome.done():  # its caller may have been cancelled meanwhile
+        call.outcome.set_result(result)
+
+
+def _fail(call: _Call[Item, Result], exc: BaseException) -> None:
+    if not call.outcome.done():
+        call.outcome.set_exception(exc)
 
 
 class PostgresDatabase:
@@ -121,8 +177,8 @@ class PostgresDatabase:
         schema = os.environ.get("POSTGRESQL_SCHEMA")
         self._server_settings = {"search_path": schema} if schema else None
         self._pool: asyncpg.Pool | None = None
-        self._pending: list[_Append] = []  # appends waiting for the next group
-        self._writer: asyncio.Task[None] | None = None  # writes the groups, one at a time
+        self._appends = _Groups(self._write)
+        self._reads = _Groups(self._read)
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -162,9 +218,8 @@ class PostgresDatabase:
         await self._run(lambda conn: conn.fetchval("SELECT 1"))
 
     async def close(self) -> None:
-        if self._writer is not None:  # the appends already made are written first
-            with suppress(Exception):
-                await self._writer
+        await self._appends.drain()  # the appends already made are written first
+        await self._reads.drain()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -178,43 +233,14 @@ class PostgresDatabase:
         """Appends rows, all or nothing: the conversation's last row id before, and the
         (id, data) of each new row, in order (no epoch: see SqliteDatabase.epoch). The
         append joins the next group; a group's appends commit together, in one statement."""
-        done: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Append(sender_id, rows, done))
-        if self._writer is None:
-            self._writer = asyncio.ensure_future(self._write_groups())
-        return await done
+        return await self._appends((sender_id, rows))
 
-    async def _write_groups(self) -> None:
-        """Writes the pending appends as groups until none is left. A group forms while the
-        one before is written: the busier the store, the larger its groups."""
-        try:
-            while self._pending:
-                group, self._pending = self._pending, []
-                group = [append for append in group if not append.outcome.done()]  # cancelled
-                if len(group) == 1:
-                    await self._write_one(group[0])
-                elif group:
-                    await self._write_group(group)
-        finally:
-            self._writer = None
-            for append in self._pending:  # only when this task itself was cancelled
-                append.outcome.cancel()
-            self._pending = []
-
-    async def _write_one(self, append: _Append) -> None:
-        async def insert(conn: asyncpg.Connection) -> Any:
-            return await conn.fetchrow(_INSERT, *_columns(append.rows), append.sender_id)
-
-        try:
-            previous, ids = await self._run(insert, writes=True)
-        except Exception as exc:
-            _fail(append, exc)
+    async def _write(self, group: list[_Call[tuple[str, Sequence[Row]], Written]]) -> None:
+        if len(group) == 1:
+            await self._write_one(group[0])
             return
-        _succeed(append, previous, ids)
-
-    async def _write_group(self, group: list[_Append]) -> None:
-        senders = list(dict.fromkeys(append.sender_id for append in group))
-        rows = [row for append in group for row in append.rows]
+        senders = list(dict.fromkeys(call.item[0] for call in group))
+        rows = [row for call in group for row in call.item[1]]
 
         async def insert(conn: asyncpg.Connection) -> Any:
             return await conn.fetchrow(_GROUP_INSERT, *_columns(rows), senders)
@@ -222,24 +248,38 @@ class PostgresDatabase:
         try:
             previous, ids = await self._run(insert, writes=True)
         except UNAVAILABLE_ERRORS as exc:  # the group may or may not have been written
-            for append in group:
-                _fail(append, exc)
+            for call in group:
+                _fail(call, exc)
             return
         except Exception:
             # Refused, so nothing of it was written: each append alone, so that only the one
             # the database refuses fails.
-            for append in group:
-                if not append.outcome.done():
-                    await self._write_one(append)
+            for call in group:
+                if not call.outcome.done():
+                    await self._write_one(call)
             return
         last = dict(zip(senders, previous, strict=True))
         start = 0
-        for append in group:
-            end = start + len(append.rows)
-            _succeed(append, last[append.sender_id], ids[start:end])
+        for call in group:
+            sender_id, append_rows = call.item
+            end = start + len(append_rows)
+            _settle(call, _written(last[sender_id], ids[start:end], append_rows))
             if end > start:  # a conversation's next append in the group follows this one
-                last[append.sender_id] = ids[end - 1]
+                last[sender_id] = ids[end - 1]
             start = end
+
+    async def _write_one(self, call: _Call[tuple[str, Sequence[Row]], Written]) -> None:
+        sender_id, rows = call.item
+
+        async def insert(conn: asyncpg.Connection) -> Any:
+            return await conn.fetchrow(_INSERT, *_columns(rows), sender_id)
+
+        try:
+            previous, ids = await self._run(insert, writes=True)
+        except Exception as exc:
+            _fail(call, exc)
+            return
+        _settle(call, _written(previous, ids, rows))
 
     async def replace(self, sender_id: str, rows: Sequence[Row]) -> None:
         async def replace(conn: asyncpg.Connection) -> None:
@@ -255,8 +295,41 @@ class PostgresDatabase:
         await self._run(lambda conn: conn.execute(sql, list(sender_ids)), writes=True)
 
     async def rows_from(self, sender_id: str, first_id: int) -> list[IdData]:
-        records = await self._run(lambda conn: conn.fetch(_ROWS_FROM, sender_id, first_id))
-        return [(record[0], record[1]) for record in records]
+        """(id, data) of the conversation's rows from `first_id` on, in order; the reads
+        made together go out as one statement."""
+        return await self._reads((sender_id, first_id))
+
+    async def _read(self, group: list[_Call[tuple[str, int], list[IdData]]]) -> None:
+        if len(group) == 1:
+            await self._read_one(group[0])
+            return
+        senders = [call.item[0] for call in group]
+        first_ids = [call.item[1] for call in group]
+        try:
+            records = await self._run(lambda conn: conn.fetch(_GROUP_ROWS_FROM, senders, first_ids))
+        except UNAVAILABLE_ERRORS as exc:  # already retried once
+            for call in group:
+                _fail(call, exc)
+            return
+        except Exception:  # each alone, so that only a read the database refuses fails
+            for call in group:
+                if not call.outcome.done():
+                    await self._read_one(call)
+            return
+        found: list[list[IdData]] = [[] for _ in group]
+        for record in records:
+            found[record[0] - 1].append((record[1], record[2]))
+        for call, rows in zip(group, found, strict=True):
+            _settle(call, rows)
+
+    async def _read_one(self, call: _Call[tuple[str, int], list[IdData]]) -> None:
+        sender_id, first_id = call.item
+        try:
+            records = await self._run(lambda conn: conn.fetch(_ROWS_FROM, sender_id, first_id))
+        except Exception as exc:
+            _fail(call, exc)
+            return
+        _settle(call, [(record[0], record[1]) for record in records])
 
     async def session_rows(self, sender_id: str) -> list[IdData]:
         """(id, data) of the current session's rows, in order (one round trip)."""
@@ -280,14 +353,5 @@ class PostgresDatabase:
         return [record[0] for record in records]
 
 
-def _succeed(append: _Append, previous: int | None, ids: Sequence[int]) -> None:
-    if not append.outcome.done():  # its caller may have been cancelled meanwhile
-        rows = append.rows
-        append.outcome.set_result(
-            (previous, [(row_id, row[5]) for row_id, row in zip(ids, rows, strict=True)], None)
-        )
-
-
-def _fail(append: _Append, exc: BaseException) -> None:
-    if not append.outcome.done():
-        append.outcome.set_exception(exc)
+def _written(previous: int | None, ids: Sequence[int], rows: Sequence[Row]) -> Written:
+    return previous, [(row_id, row[5]) for row_id, row in zip(ids, rows, strict=True)], None

@@ -95,3 +95,25 @@ async def test_two_appends_of_one_conversation_in_a_group_keep_their_order(cache
             assert await reader.load("alice") == expected
         finally:
             await reader.close()
+
+
+async def test_loads_made_together_each_see_their_own_newer_rows() -> None:
+    senders = [f"user{n}" for n in range(10)]
+    async with postgres_database() as config:
+        reader, writer = create_tracker_store(config), create_tracker_store(config)
+        try:
+            for sender in senders:
+                await reader.append(sender, turn(sender, 1.0))
+                assert await reader.load(sender) == turn(sender, 1.0)  # cached
+            for number, sender in enumerate(senders):  # another process's turns
+                for later in range(number % 3):
+                    await writer.append(sender, turn(f"{sender} {later}", 2.0 + later))
+            loaded = await asyncio.gather(*(reader.load(sender) for sender in senders))
+            for number, (sender, events) in enumerate(zip(senders, loaded, strict=True)):
+                later_turns = [
+                    turn(f"{sender} {later}", 2.0 + later) for later in range(number % 3)
+                ]
+                assert events == turn(sender, 1.0) + [e for t in later_turns for e in t]
+        finally:
+            await reader.close()
+            await writer.close()
