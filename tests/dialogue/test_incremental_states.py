@@ -9,6 +9,7 @@ from server.dialogue.policies.featurization import (
     state_identity,
     state_text,
     states_and_labels,
+    window_identities,
 )
 from server.trackers.events import (
     ActionExecuted,
@@ -77,6 +78,32 @@ def test_state_texts_asked_after_every_event_equal_those_of_a_full_recompute() -
             for last in windows:
                 wanted = expected[-last:] if last else expected
                 assert conversation.identities(last) == tuple(map(state_identity, wanted))
+
+
+def test_window_identities_asked_after_every_event_equal_those_of_a_full_recompute() -> None:
+    # The ensemble's memory key without ConversationStates, between any two events, after a
+    # rewind and a restart (None then: ConversationStates recomputes), with or without the
+    # current state's identity asked first.
+    tracker = Tracker("t", DOMAIN.slot_defaults(), [ActionExecuted(action_name="action_listen")])
+    answered = 0
+    for n in range(12):
+        events = turn(n)
+        if n == 4:
+            events = [UserUtteranceReverted(), *events]
+        if n == 8:
+            events = [Restarted(), ActionExecuted(action_name="action_listen"), *events]
+        for event in events:
+            tracker.update(event)
+            expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
+            for last in (1, 2, 5, 40) if n % 2 else (0, 40, 5, 2, 1):
+                identities = window_identities(tracker, DOMAIN, last)
+                if identities is None:
+                    identities = ConversationStates(tracker, DOMAIN).identities(last)
+                else:
+                    answered += 1
+                wanted = expected[-last:] if last else expected
+                assert identities == tuple(map(state_identity, wanted))
+    assert answered > 200  # nearly every time without ConversationStates
 
 
 def test_current_state_texts_equal_json_dumps_for_text_orjson_writes_differently() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from server.dialogue.domain import Domain
 from server.dialogue.memo import Memo
-from server.dialogue.policies.featurization import ConversationStates
+from server.dialogue.policies.featurization import ConversationStates, window_identities
 from server.dialogue.policies.memoization import AugmentedMemoizationPolicy, MemoizationPolicy
 from server.dialogue.policies.ml import MLPolicy
 from server.dialogue.policies.policy import Policy
@@ -183,13 +183,24 @@ class PolicyEnsemble:
         names = domain.action_names_or_texts
         if not self.policies:
             return prediction_from(zeros(len(names)), names, None, 0)
-        conversation = ConversationStates(tracker, domain)
         rejected = _rejected_action(tracker.events)
-        key = self._memo_key(conversation, rejected, domain)
-        if key is not None:
+        conversation: ConversationStates | None = None
+        window = self._memo_window if domain is self._memo_domain else self._learn_memo(domain)
+        # Remembered only when every policy reads a window of states and no loop is active
+        # (its paths read more); `active_loop_name` read without the property's call.
+        key: tuple[Any, ...] | None = None
+        if window is not None and tracker.active_loop.get("name") is None:
+            # The window's identities without `ConversationStates` (made on a miss only).
+            identities = window_identities(tracker, domain, window)
+            if identities is None:
+                conversation = ConversationStates(tracker, domain)
+                identities = conversation.identities(window)
+            key = self._memo_key(identities, tracker, rejected)
             known = self._winners.get(key)
             if known is not None:
                 return _copy(known) if copy else known
+        if conversation is None:
+            conversation = ConversationStates(tracker, domain)
         predictions = [policy.predict(conversation, domain) for policy in self.policies]
         if rejected is not None:
             predictions = [_without(p, rejected, names) for p in predictions]
@@ -198,29 +209,29 @@ class PolicyEnsemble:
             self._winners.put(key, _copy(best))
         return best
 
+    def _learn_memo(self, domain: Domain) -> int | None:
+        """At the first prediction for a domain: the window of states every policy reads
+        (None: some policy reads more) and whether a message's text counts."""
+        windows = [policy.prediction_window() for policy in self.policies]
+        self._memo_window = None if None in windows else max(windows)  # type: ignore[type-var]
+        self._memo_reads_text = any(p.reads_message_text() for p in self.policies)
+        self._winners.clear()
+        self._memo_domain = domain
+        return self._memo_window
+
     def _memo_key(
-        self, conversation: ConversationStates, rejected: str | None, domain: Domain
-    ) -> tuple[Any, ...] | None:
+        self, identities: tuple[bytes | str, ...], tracker: Tracker, rejected: str | None
+    ) -> tuple[Any, ...]:
         """Everything the winner depends on when every policy reads a window of states:
-        the window's states, the latest message's intent and text (only whether there is
-        one, when no policy can look a text up), the latest action, the rejected action.
-        None when a loop is active (its paths read more) or a policy reads more."""
-        if domain is not self._memo_domain:
-            windows = [policy.prediction_window() for policy in self.policies]
-            self._memo_window = None if None in windows else max(windows)  # type: ignore[type-var]
-            self._memo_reads_text = any(p.reads_message_text() for p in self.policies)
-            self._winners.clear()
-            self._memo_domain = domain
-        tracker = conversation.tracker
-        # `active_loop_name` and `latest_action_name`, read without their properties' calls.
-        if self._memo_window is None or tracker.active_loop.get("name") is not None:
-            return None
+        the window's states (by identity), the latest message's intent and text (only
+        whether there is one, when no policy can look a text up), the latest action, the
+        rejected action."""
         message = tracker.latest_message
         return (
-            conversation.identities(self._memo_window),
+            identities,
             message.text if self._memo_reads_text else bool(message.text),
             (message.parse_data.get("intent") or {}).get("name"),  # intent_name, no properties
-            tracker.latest_action.get("action_name"),
+            tracker.latest_action.get("action_name"),  # latest_action_name, likewise
             rejected,
         )
 
