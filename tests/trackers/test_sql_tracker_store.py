@@ -79,6 +79,16 @@ async def test_a_cold_store_loads_the_current_session_of_every_shape(
                 assert await reader.load(name) == events[start:], name
         finally:
             await reader.close()
+        reader = create_tracker_store(config)  # the same loads made together (one group)
+        try:
+            names = [*SESSION_SHAPES, "nobody"]
+            loaded = await asyncio.gather(*(reader.load(name) for name in names))
+            assert loaded[-1] is None
+            for name, session in zip(SESSION_SHAPES, loaded, strict=False):
+                events, start = SESSION_SHAPES[name]
+                assert session == events[start:], name
+        finally:
+            await reader.close()
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
