@@ -67,25 +67,33 @@ class ActionContext:
 
     async def generate(self, response: str, **kwargs: Any) -> BotUttered | None:
         """A BotUttered for a domain response (or from the NLG endpoint), or None."""
-        if self.nlg_endpoint is not None:
-            message = await self.nlg_endpoint.generate(
-                response,
-                self.tracker.current_state(EventVerbosity.ALL),
-                self.output_channel or "collector",
-                **kwargs,
-            )
-        else:
-            message = render_response(
-                self.domain, response, self.tracker.slots, self.output_channel, **kwargs
-            )
-        if message is None:
-            return None
-        text, data, metadata = bot_data(message)
-        return BotUttered(text=text, data=data, metadata={"utter_action": response, **metadata})
+        if self.nlg_endpoint is None:
+            return self.render(response, **kwargs)
+        message = await self.nlg_endpoint.generate(
+            response,
+            self.tracker.current_state(EventVerbosity.ALL),
+            self.output_channel or "collector",
+            **kwargs,
+        )
+        return _uttered(response, message)
+
+    def render(self, response: str, **kwargs: Any) -> BotUttered | None:
+        """`generate` from the domain's responses (no NLG endpoint): without a coroutine."""
+        message = render_response(
+            self.domain, response, self.tracker.slots, self.output_channel, **kwargs
+        )
+        return _uttered(response, message)
 
     async def utter(self, response: str, **kwargs: Any) -> list[Event]:
         bot = await self.generate(response, **kwargs)
         return [bot] if bot is not None else []
+
+
+def _uttered(response: str, message: dict[str, Any] | None) -> BotUttered | None:
+    if message is None:
+        return None
+    text, data, metadata = bot_data(message)
+    return BotUttered(text=text, data=data, metadata={"utter_action": response, **metadata})
 
 
 class Action:
@@ -239,7 +247,10 @@ class ResponseAction(Action):
         self.name = name
 
     async def run(self, ctx: ActionContext) -> list[Event]:
-        bot = await ctx.generate(self.name)
+        if ctx.nlg_endpoint is None and type(ctx) is ActionContext:  # no coroutine to await
+            bot = ctx.render(self.name)
+        else:
+            bot = await ctx.generate(self.name)
         if bot is None:
             logger.warning("response '%s' has no variation that fits this conversation", self.name)
             return []

@@ -553,7 +553,10 @@ class Processor:
         for event in events:
             tracker.update(event)
             if isinstance(event, BotUttered) and output is not None:
-                await output.send_response(tracker.sender_id, event.message())
+                message = event.message()
+                # The REST channel's collector takes it without a coroutine.
+                if type(output) is not _Tee or not output.collect(tracker.sender_id, message):
+                    await output.send_response(tracker.sender_id, message)
             elif isinstance(event, ReminderScheduled):
                 self.reminders.schedule(tracker.sender_id, event, self._fire_reminder)
             elif isinstance(event, ReminderCancelled):
@@ -650,15 +653,22 @@ class _Tee:
         self.name = getattr(output, "name", None) or "collector"
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
-        parts = split_message(message)
-        sink, output = self.sink, self.output
-        if type(output) is CollectingOutputChannel:
-            # What its send_response does (the REST channel's), without splitting again.
-            collected = output.messages
-            for part in parts:
-                sink.append({"recipient_id": recipient_id, **part})
-                collected.append({"recipient_id": recipient_id, **part})
+        if self.collect(recipient_id, message):
             return
-        sink.extend({"recipient_id": recipient_id, **part} for part in parts)
-        if output is not None:
-            await output.send_response(recipient_id, message)
+        parts = split_message(message)
+        self.sink.extend({"recipient_id": recipient_id, **part} for part in parts)
+        if self.output is not None:
+            await self.output.send_response(recipient_id, message)
+
+    def collect(self, recipient_id: str, message: dict[str, Any]) -> bool:
+        """`send_response` when the channel is a `CollectingOutputChannel` (the REST
+        channel's): its parts kept, without a coroutine; False for any other channel."""
+        output = self.output
+        if type(output) is not CollectingOutputChannel:
+            return False
+        # What its send_response does, without splitting again.
+        sink, collected = self.sink, output.messages
+        for part in split_message(message):
+            sink.append({"recipient_id": recipient_id, **part})
+            collected.append({"recipient_id": recipient_id, **part})
+        return True
