@@ -202,6 +202,26 @@ class BotUttered(Event):
     def _fields(self) -> dict[str, Any]:
         return {"text": self.text, "data": self.data}
 
+    def as_dict(self) -> dict[str, Any]:
+        # Event.as_dict in one literal (every turn saves a bot event or two); an empty
+        # metadata comes last, as Rasa writes it.
+        metadata = self.metadata
+        if metadata:
+            return {
+                "event": "bot",
+                "timestamp": self.timestamp,
+                "metadata": metadata,
+                "text": self.text,
+                "data": self.data,
+            }
+        return {
+            "event": "bot",
+            "timestamp": self.timestamp,
+            "text": self.text,
+            "data": self.data,
+            "metadata": metadata,
+        }
+
     @classmethod
     def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
         data = d.get("data") or {}
@@ -328,6 +348,18 @@ class ActionExecuted(Event):
             "action_text": self.action_text,
             "hide_rule_turn": self.hide_rule_turn,
         }
+
+    def as_dict(self) -> dict[str, Any]:
+        # Event.as_dict without the call and the dict of `_fields` (two or three a turn).
+        d: dict[str, Any] = {"event": "action", "timestamp": self.timestamp}
+        if self.metadata:
+            d["metadata"] = self.metadata
+        d["name"] = self.action_name
+        d["policy"] = self.policy
+        d["confidence"] = self.confidence
+        d["action_text"] = self.action_text
+        d["hide_rule_turn"] = self.hide_rule_turn
+        return d
 
     @classmethod
     def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:

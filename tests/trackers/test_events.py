@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from server.errors import InvalidEvent
-from server.trackers.events import EVENT_TYPES, event_from_dict
+from server.trackers.events import EVENT_TYPES, Event, event_from_dict
 from tests.shared_data import RECORDED
 
 T = 1795311849.5640774
@@ -291,3 +291,19 @@ def test_every_event_recorded_from_rasa_round_trips_exactly() -> None:
 def test_malformed_events_are_invalid(bad: Any) -> None:
     with pytest.raises(InvalidEvent):
         event_from_dict(bad)
+
+
+@pytest.mark.parametrize("name", ["action", "bot", "user"])
+@pytest.mark.parametrize("metadata", [{}, {"model_id": "m", "utter_action": "utter_greet"}])
+def test_events_with_their_own_as_dict_write_the_generic_keys_in_the_generic_order(
+    name: str, metadata: dict[str, Any]
+) -> None:
+    # The turn's events write their dicts in one literal; the generic Event.as_dict, which
+    # every other event uses, says what that must be (values and key order).
+    full = next(f for f in FULL_FORMS if f["event"] == name)
+    event = event_from_dict({**full, "metadata": metadata})
+    assert type(event).as_dict is not Event.as_dict
+    own, generic = event.as_dict(), Event.as_dict(event)
+    if name == "user":  # its own parse data, filled in
+        generic["parse_data"] = event.full_parse_data()  # type: ignore[attr-defined]
+    assert list(own.items()) == list(generic.items())
