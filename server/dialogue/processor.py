@@ -463,6 +463,24 @@ class Processor:
     def _context(
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
     ) -> ActionContext:
+        """The actions' context; within a turn (one `_Tee`), one for every action that runs
+        on the same tracker (actions only read it)."""
+        if type(output) is _Tee:
+            ctx = output.context
+            if (
+                ctx is not None
+                and ctx.tracker is tracker
+                and ctx.domain is model.domain
+                and ctx.model_metadata is model.metadata
+                and ctx.action_server is self.action_server
+                and ctx.nlg_endpoint is self.nlg_endpoint
+            ):
+                return ctx
+            ctx = output.context = ActionContext(
+                tracker, model.domain, output.name, self.action_server, self.nlg_endpoint,
+                model.metadata,
+            )
+            return ctx
         return ActionContext(
             tracker,
             model.domain,
@@ -651,6 +669,7 @@ class _Tee:
         self.output = output
         self.sink = sink
         self.name = getattr(output, "name", None) or "collector"
+        self.context: ActionContext | None = None  # the turn's, see `Processor._context`
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
         if self.collect(recipient_id, message):

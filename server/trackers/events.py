@@ -231,7 +231,7 @@ class BotUttered(Event):
 
     def message(self) -> dict[str, Any]:
         """What an output channel receives: data, text, timestamp and metadata."""
-        m = {k: v for k, v in self.data.items()}
+        m = dict(self.data)
         m["text"] = self.text
         m["timestamp"] = self.timestamp
         m.update(self.metadata)

@@ -12,6 +12,8 @@ from rasa_sdk import Action, ActionExecutionRejection, Tracker
 from rasa_sdk.events import FollowupAction
 from rasa_sdk.executor import CollectingDispatcher
 
+from server.dialogue.actions import Action as ServerAction
+from server.dialogue.actions import ActionContext
 from server.dialogue.agent import Agent
 from server.dialogue.domain import Domain
 from server.dialogue.messages import CollectingOutputChannel, UserMessage
@@ -249,3 +251,28 @@ async def test_an_action_is_the_kind_the_current_models_domain_names() -> None:
         "ActionListen",
     ]
     assert processor.action_for("utter_greet", DOMAIN).name == "utter_greet"
+
+
+async def test_each_action_of_a_turn_sees_the_tracker_it_runs_on() -> None:
+    # A prediction's events run on a copy of the tracker: the action of that prediction
+    # sees them, the actions before and after it see the turn's own tracker.
+    domain = Domain.from_dict({"intents": ["go"], "actions": ["action_record"]})
+    seen: list[tuple[BotTracker, Event]] = []
+
+    class Recording(ServerAction):
+        name = "action_record"
+
+        async def run(self, ctx: ActionContext) -> list[Event]:
+            seen.append((ctx.tracker, ctx.tracker.events[-1]))
+            return []
+
+    interrupted = LoopInterrupted(is_interrupted=True)
+    policies = Scripted("action_record", ("action_record", [interrupted]), "action_record")
+    agent = make_agent(DialogueModel(domain, policies))
+    agent.processor._actions_domain = domain
+    agent.processor._actions = {"action_record": Recording()}
+    await Conversation(agent, "recorded").say("/go")
+    (first, first_last), (second, second_last), (third, third_last) = seen
+    assert second is not first and second_last is interrupted
+    assert third is first and isinstance(third_last, ActionExecuted)
+    assert third_last.action_name == "action_record" and interrupted in third.events
