@@ -63,7 +63,7 @@ from server.trackers.tracker import Tracker
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PREDICTIONS = int(os.environ.get("MAX_NUMBER_OF_PREDICTIONS", "10"))
-# Distinct message texts whose parse a model remembers (about 1 KB each).
+# Distinct message texts whose parse a model remembers (about 2.5 KB each, decoded).
 PARSE_MEMO_SIZE = 1024
 # Hashes of texts parsed once, kept until this many: a parse is remembered when its text
 # comes a second time, so a stream of texts that never repeat adds no entries.
