@@ -163,8 +163,17 @@ class _Groups(Generic[Item, Result]):
             while self._pending:
                 group, self._pending = self._pending, []
                 group = [call for call in group if not call.outcome.done()]  # cancelled
-                if group:
+                if not group:
+                    continue
+                try:
                     await self._run(group)
+                except Exception as exc:  # a bug: its callers see it, later groups still run
+                    for call in group:
+                        _fail(call, exc)
+                except BaseException:  # this task was cancelled: so are its calls
+                    for call in group:
+                        call.outcome.cancel()
+                    raise
         finally:
             self._task = None
             for call in self._pending:  # only when this task itself was cancelled

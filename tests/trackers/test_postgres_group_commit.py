@@ -117,3 +117,22 @@ async def test_loads_made_together_each_see_their_own_newer_rows() -> None:
         finally:
             await reader.close()
             await writer.close()
+
+
+async def test_an_append_cancelled_before_its_group_goes_out_is_not_written() -> None:
+    async with postgres_database() as config:
+        store = create_tracker_store(config)
+        try:
+            await store.append("warm-up", turn("hi", 1.0))
+            kept = asyncio.ensure_future(store.append("alice", turn("a", 2.0)))
+            cancelled = asyncio.ensure_future(store.append("bob", turn("b", 2.0)))
+            await asyncio.sleep(0)  # both wait for the group, which has not gone out yet
+            cancelled.cancel()
+            await kept
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            assert await store.load("alice") == turn("a", 2.0)
+            assert await store.load("bob") is None
+        finally:
+            await store.close()
+        assert await transactions_that_wrote(config["db"]) == 2
