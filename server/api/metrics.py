@@ -216,7 +216,8 @@ class ServerMetrics:
             method = getattr(store, operation, None)
             if method is not None:
                 histogram = self.tracker_store_seconds[operation]
-                setattr(store, operation, _timed_async(method, histogram))
+                loads = operation in ("load", "load_all")
+                setattr(store, operation, _timed_async(method, histogram, loads))
         if processor.action_server is not None:
             processor.action_server.run = self._counted_action_call(processor.action_server.run)
         if holder is not None:
@@ -308,15 +309,33 @@ def _timed_prediction(predict: F, histogram: HistogramValue) -> F:
     return timed  # type: ignore[return-value]
 
 
-def _timed_async(fn: Callable[..., Awaitable[Any]], histogram: HistogramValue) -> Any:
-    """A store operation, observed inline on the event loop's thread."""
+def _timed_async(
+    fn: Callable[..., Awaitable[Any]], histogram: HistogramValue, loads: bool
+) -> Any:
+    """A store operation, observed inline on the event loop's thread. The wrapper takes the
+    operation's own arguments (`sender_id`, and `events` unless it `loads`): no tuple and
+    dict of `*args, **kwargs` on each of a turn's two store calls."""
     clock, bounds, counts = time.perf_counter, histogram.bounds, histogram.counts
 
+    if loads:  # load, load_all
+
+        @functools.wraps(fn)
+        async def timed_load(sender_id: str) -> Any:
+            started = clock()
+            try:
+                return await fn(sender_id)
+            finally:
+                elapsed = clock() - started
+                counts[bisect_left(bounds, elapsed)] += 1
+                histogram.sum += elapsed
+
+        return timed_load
+
     @functools.wraps(fn)
-    async def timed(*args: Any, **kwargs: Any) -> Any:
+    async def timed(sender_id: str, events: Any) -> Any:
         started = clock()
         try:
-            return await fn(*args, **kwargs)
+            return await fn(sender_id, events)
         finally:
             elapsed = clock() - started
             counts[bisect_left(bounds, elapsed)] += 1
