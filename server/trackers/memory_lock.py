@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from server.errors import LockTimeout
 
@@ -12,9 +12,11 @@ DEFAULT_WAIT_TIMEOUT = 60.0
 
 @dataclass
 class _Queue:
-    # asyncio.Lock wakes its waiters in arrival order, which gives FIFO turns.
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
+    # asyncio.Lock wakes its waiters in arrival order, which gives FIFO turns. Made by the
+    # first user that has to wait (acquired then for the holder): a conversation nobody
+    # waits for, the usual case, needs no lock.
+    lock: asyncio.Lock | None = None
 
 
 class InMemoryLockStore:
@@ -49,19 +51,21 @@ class _Held:
     async def __aenter__(self) -> None:
         queues = self._store._queues
         queue = queues.get(self._id)
-        if queue is None:  # free: taken at once, no timer (about 7 µs a turn)
-            queue = queues[self._id] = _Queue(users=1)
-            self._queue = queue
-            await queue.lock.acquire()  # (does not wait)
+        if queue is None:  # free: taken at once, no lock, no timer
+            self._queue = queues[self._id] = _Queue(users=1)
             return
         queue.users += 1
         self._queue = queue
+        lock = queue.lock
+        if lock is None:  # the first to wait: the lock, taken for its holder (no waiting)
+            lock = queue.lock = asyncio.Lock()
+            await lock.acquire()
         timeout = self._timeout
         try:
             # someone holds it or waits: wait in line, for so long
             try:
                 async with asyncio.timeout(timeout):
-                    await queue.lock.acquire()
+                    await lock.acquire()
             except TimeoutError:
                 raise LockTimeout(timeout_message(self._id, timeout)) from None
         except BaseException:
@@ -69,8 +73,10 @@ class _Held:
             raise
 
     async def __aexit__(self, *exc_info: object) -> None:
+        lock = self._queue.lock
         try:
-            self._queue.lock.release()
+            if lock is not None:  # someone waited since (or while) this one held it
+                lock.release()
         finally:
             self._leave()
 

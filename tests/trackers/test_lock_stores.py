@@ -99,6 +99,35 @@ async def test_memory_lock_is_free_again_after_a_failed_turn_and_a_cancelled_wai
         pass
 
 
+async def test_memory_lock_after_a_timed_out_wait_goes_to_the_next_in_line() -> None:
+    # The holder took it while nobody waited; the first to wait gives up, the next waits
+    # until the holder is done, and nothing is left behind.
+    store = InMemoryLockStore()
+    order: list[str] = []
+    done = asyncio.Event()
+
+    async def holder() -> None:
+        async with store.lock("conv"):
+            order.append("holder")
+            await done.wait()
+
+    async def next_in_line() -> None:
+        async with store.lock("conv", wait_timeout=5):
+            order.append("next")
+
+    held = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    with pytest.raises(LockTimeout):
+        async with store.lock("conv", wait_timeout=0.01):
+            order.append("timed out")
+    waiting = asyncio.create_task(next_in_line())
+    await asyncio.sleep(0.02)
+    assert order == ["holder"]
+    done.set()
+    await asyncio.gather(held, waiting)
+    assert order == ["holder", "next"] and store._queues == {}
+
+
 async def test_redis_lock_excludes_turns_across_two_lock_stores(
     redis_config: dict[str, Any],
 ) -> None:
