@@ -31,12 +31,21 @@ def _add_log_flags(p: argparse.ArgumentParser) -> None:
     # Every command parser has these flags; remember it to report unknown flags in its terms.
     p.set_defaults(command_parser=p)
     group = p.add_argument_group("logging")
-    group.add_argument("-v", "--verbose", action="count", default=0,
-                       help="more logs (-v info, -vv debug, with one line per turn)")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more logs (-v info, -vv debug, with one line per turn)",
+    )
     group.add_argument("--quiet", action="store_true", help="only warnings and errors")
     group.add_argument("--log-file", help="also write logs to this file")
-    group.add_argument("--log-format", choices=("text", "json"), default="text",
-                       help="human-readable text or JSON lines")
+    group.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="human-readable text or JSON lines",
+    )
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -64,22 +73,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # init
-    p = sub.add_parser("init", help="write a starter project and train it",
-                       formatter_class=_Formatter,
-                       epilog=_examples("botserver init --no-prompt --init-dir mybot"))
+    p = sub.add_parser(
+        "init",
+        help="write a starter project and train it",
+        formatter_class=_Formatter,
+        epilog=_examples("botserver init --no-prompt --init-dir mybot"),
+    )
     p.add_argument("--no-prompt", action="store_true", help="don't ask; use the defaults")
     p.add_argument("--init-dir", default=".", help="where to write the project")
     _add_log_flags(p)
 
     # train
-    p = sub.add_parser("train", help="train a model from config, domain and data",
-                       formatter_class=_Formatter,
-                       epilog=_examples(
-                           "botserver train",
-                           "botserver train --config config.yml --domain domain.yml --data data/",
-                           "botserver train --fixed-model-name mybot --force",
-                           "botserver train nlu --config config.yml --nlu data/nlu.yml",
-                       ))
+    p = sub.add_parser(
+        "train",
+        help="train a model from config, domain and data",
+        formatter_class=_Formatter,
+        epilog=_examples(
+            "botserver train",
+            "botserver train --config config.yml --domain domain.yml --data data/",
+            "botserver train --fixed-model-name mybot --force",
+            "botserver train nlu --config config.yml --nlu data/nlu.yml",
+        ),
+    )
     _add_train_flags(p)
     _add_log_flags(p)
     tsub = p.add_subparsers(dest="train_what", metavar="WHAT")
@@ -92,16 +107,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_flags(pn)
 
     # run
-    p = sub.add_parser("run", help="serve a model over HTTP and channels",
-                       formatter_class=_Formatter,
-                       epilog=_examples(
-                           "botserver run -m models --enable-api --log-file out.log",
-                           "botserver run --enable-api --auth-token thisismysecret",
-                           "botserver run --enable-api --jwt-secret thisismysecret",
-                           "botserver run --endpoints endpoints.yml --workers 2",
-                       ))
-    p.add_argument("-m", "--model", default=DEFAULT_MODELS,
-                   help="model archive, or a directory whose newest archive is used")
+    p = sub.add_parser(
+        "run",
+        help="serve a model over HTTP and channels",
+        formatter_class=_Formatter,
+        epilog=_examples(
+            "botserver run -m models --enable-api --log-file out.log",
+            "botserver run --enable-api --auth-token thisismysecret",
+            "botserver run --enable-api --jwt-secret thisismysecret",
+            "botserver run --endpoints endpoints.yml --workers 2",
+        ),
+    )
+    p.add_argument(
+        "-m",
+        "--model",
+        default=DEFAULT_MODELS,
+        help="model archive, or a directory whose newest archive is used",
+    )
     p.add_argument("--enable-api", action="store_true", help="serve Rasa's HTTP API")
     p.add_argument("-p", "--port", type=int, default=5005)
     p.add_argument("-i", "--interface", default="0.0.0.0")
@@ -114,39 +136,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--credentials", default=None, help="channel credentials")
     p.add_argument("--connector", help="serve only this channel")
     p.add_argument("--remote-storage", help="aws, gcs or azure: fetch -m from there")
-    p.add_argument("--response-timeout", type=float, default=3600,
-                   help="seconds before a request is answered with a timeout error")
-    p.add_argument("--request-max-size", type=int, default=None,
-                   help="largest request body accepted, in bytes")
+    p.add_argument(
+        "--response-timeout",
+        type=float,
+        default=3600,
+        help="seconds before a request is answered with a timeout error",
+    )
+    p.add_argument(
+        "--request-max-size", type=int, default=None, help="largest request body accepted, in bytes"
+    )
     p.add_argument("--ssl-certificate")
     p.add_argument("--ssl-keyfile")
     p.add_argument("--ssl-ca-file")
     p.add_argument("--ssl-password")
     p.add_argument("--workers", type=int, default=1, help="server processes on one port")
     p.add_argument("--verify-key", help="Ed25519 public key: refuse unsigned models")
-    p.add_argument("--no-metrics", action="store_true",
-                   help="don't serve /metrics (it is open, like Rasa's health route)")
+    p.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="don't serve /metrics (it is open, like Rasa's health route)",
+    )
     _add_log_flags(p)
 
     # shell
-    p = sub.add_parser("shell", help="talk to the bot in the terminal",
-                       formatter_class=_Formatter,
-                       epilog=_examples("botserver shell",
-                                        "botserver shell -m models/mybot.tar.gz"))
+    p = sub.add_parser(
+        "shell",
+        help="talk to the bot in the terminal",
+        formatter_class=_Formatter,
+        epilog=_examples("botserver shell", "botserver shell -m models/mybot.tar.gz"),
+    )
     p.add_argument("-m", "--model", default=DEFAULT_MODELS)
     p.add_argument("--endpoints", default="endpoints.yml")
     p.add_argument("--sender", default=None, help="conversation id (default: a new one)")
     _add_log_flags(p)
 
     # test
-    p = sub.add_parser("test", help="evaluate a model on test stories and NLU data",
-                       formatter_class=_Formatter,
-                       epilog=_examples(
-                           "botserver test",
-                           "botserver test core --stories tests/ -m models --out results/",
-                           "botserver test nlu --nlu data/nlu.yml -m models --out results/",
-                           "botserver test nlu --nlu data/ --cross-validation --folds 5",
-                       ))
+    p = sub.add_parser(
+        "test",
+        help="evaluate a model on test stories and NLU data",
+        formatter_class=_Formatter,
+        epilog=_examples(
+            "botserver test",
+            "botserver test core --stories tests/ -m models --out results/",
+            "botserver test nlu --nlu data/nlu.yml -m models --out results/",
+            "botserver test nlu --nlu data/ --cross-validation --folds 5",
+        ),
+    )
     p.add_argument("what", nargs="?", choices=("core", "nlu"), default=None)
     p.add_argument("-m", "--model", default=DEFAULT_MODELS)
     p.add_argument("-s", "--stories", default="tests", help="test stories file or directory")
@@ -162,10 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="work with training data", formatter_class=_Formatter)
     p.set_defaults(command_parser=p)
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
-    pv = dsub.add_parser("validate", help="check a project for errors and inconsistencies",
-                         formatter_class=_Formatter,
-                         epilog=_examples("botserver data validate",
-                                          "botserver data validate -d domain.yml --data data/"))
+    pv = dsub.add_parser(
+        "validate",
+        help="check a project for errors and inconsistencies",
+        formatter_class=_Formatter,
+        epilog=_examples(
+            "botserver data validate", "botserver data validate -d domain.yml --data data/"
+        ),
+    )
     pv.add_argument("-d", "--domain", default="domain.yml")
     pv.add_argument("--data", nargs="+", default=["data"])
     pv.add_argument("-c", "--config", default="config.yml")
@@ -173,9 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_flags(pv)
 
     # tracker retention
-    p = sub.add_parser("prune", help="delete conversations older than an age",
-                       formatter_class=_Formatter,
-                       epilog=_examples("botserver prune --older-than-days 90"))
+    p = sub.add_parser(
+        "prune",
+        help="delete conversations older than an age",
+        formatter_class=_Formatter,
+        epilog=_examples("botserver prune --older-than-days 90"),
+    )
     p.add_argument("--older-than-days", type=float, required=True)
     p.add_argument("--endpoints", default="endpoints.yml")
     _add_log_flags(p)
@@ -190,8 +232,12 @@ def _progress() -> Iterator[Callable[[str], None]]:
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     progress = Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=False,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
     )
     current: list[Any] = []
 
@@ -211,16 +257,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     with _progress() as say:
         if getattr(args, "train_what", None) == "nlu":
-            result = train_nlu(Path(args.config), [Path(p) for p in args.nlu], Path(args.out),
-                               args.fixed_model_name, args.force, progress=say)
+            result = train_nlu(
+                Path(args.config),
+                [Path(p) for p in args.nlu],
+                Path(args.out),
+                args.fixed_model_name,
+                args.force,
+                progress=say,
+            )
         else:
             config = Path(args.config) if Path(args.config).exists() else None
-            result = train(config, Path(args.domain), [Path(p) for p in args.data],
-                           Path(args.out), args.fixed_model_name, args.force,
-                           Path(args.signing_key) if args.signing_key else None, progress=say)
+            result = train(
+                config,
+                Path(args.domain),
+                [Path(p) for p in args.data],
+                Path(args.out),
+                args.fixed_model_name,
+                args.force,
+                Path(args.signing_key) if args.signing_key else None,
+                progress=say,
+            )
     if result.skipped:
-        print(f"Nothing changed since the last training; the model is {result.path}. "
-              "Use --force to retrain.")
+        print(
+            f"Nothing changed since the last training; the model is {result.path}. "
+            "Use --force to retrain."
+        )
     else:
         print(f"Your model is trained and saved at '{result.path}' ({result.seconds:.2f} s).")
     return 0
@@ -246,10 +307,17 @@ def cmd_init(args: argparse.Namespace) -> int:
     from server.training.train import train
 
     with _progress() as say:
-        result = train(target / "config.yml", target / "domain.yml", [target / "data"],
-                       target / DEFAULT_MODELS, progress=say)
-    print(f"Trained {result.path}. Start the bot with: "
-          f"cd {args.init_dir} && botserver run --enable-api")
+        result = train(
+            target / "config.yml",
+            target / "domain.yml",
+            [target / "data"],
+            target / DEFAULT_MODELS,
+            progress=say,
+        )
+    print(
+        f"Trained {result.path}. Start the bot with: "
+        f"cd {args.init_dir} && botserver run --enable-api"
+    )
     return 0
 
 
@@ -277,8 +345,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from server.trackers.retention import delete_conversations_older_than
 
     endpoints = read_endpoints(args.endpoints)
-    config = endpoints.get("tracker_store") or {"type": "sql", "dialect": "sqlite",
-                                                 "db": "botserver.db"}
+    config = endpoints.get("tracker_store") or {
+        "type": "sql",
+        "dialect": "sqlite",
+        "db": "botserver.db",
+    }
 
     async def prune() -> int:
         store = create_tracker_store(config)
@@ -348,4 +419,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -46,8 +46,17 @@ PG_DB = "botserver_bench"
 REDIS = ("127.0.0.1", 6379)
 # Same for the bare endpoint and the server: the settings `botserver run` uses.
 UVICORN_FLAGS = [
-    "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-    "--timeout-keep-alive", "30", "--backlog", "4096",
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
+    "--no-access-log",
+    "--log-level",
+    "warning",
+    "--timeout-keep-alive",
+    "30",
+    "--backlog",
+    "4096",
 ]
 
 # One conversation each; a client that finishes one starts the next with a new sender.
@@ -356,8 +365,13 @@ def endpoints_for(store: str, workdir: Path) -> dict[str, Any]:
     if store in ("postgres", "postgres+redis"):
         endpoints: dict[str, Any] = {
             "tracker_store": {
-                "type": "sql", "dialect": "postgresql", "url": PG["host"], "port": PG["port"],
-                "username": PG["user"], "db": PG_DB, "login_db": PG["login_db"],
+                "type": "sql",
+                "dialect": "postgresql",
+                "url": PG["host"],
+                "port": PG["port"],
+                "username": PG["user"],
+                "db": PG_DB,
+                "login_db": PG["login_db"],
             }
         }
         if store == "postgres+redis":
@@ -387,17 +401,29 @@ def serve(
     port = free_port()
     log = workdir / f"{name}.log"
     command = [
-        sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(BENCH),
-        f"http_apps:{factory}", "--host", "127.0.0.1", "--port", str(port),
-        "--workers", str(workers), *UVICORN_FLAGS,
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "--app-dir",
+        str(BENCH),
+        f"http_apps:{factory}",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        *UVICORN_FLAGS,
     ]
     # A PYTHONPATH given to the bench comes first, so `PYTHONPATH=<other tree>` serves that
     # tree's `server` under this harness (A/B runs); this checkout is the fallback.
     python_path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)
     full_env = {**os.environ, "PYTHONPATH": python_path, **env}
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                                   cwd=workdir)
+        process = subprocess.Popen(
+            command, env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir
+        )
     server = Server(process, port, log)
     try:
         wait_ready(server, workers)
@@ -448,21 +474,39 @@ def wrk_available() -> bool:
 
 
 def run_wrk(
-    url: str, mode: str, concurrency: int, duration: float, prefix: str, workdir: Path,
+    url: str,
+    mode: str,
+    concurrency: int,
+    duration: float,
+    prefix: str,
+    workdir: Path,
     unique: bool = False,
 ) -> dict[str, Any]:
     script = workdir / "turns.lua"
-    lua_conversations = "{" + ", ".join(
-        "{" + ", ".join(json.dumps(t) for t in c) + "}" for c in CONVERSATIONS
-    ) + "}"
+    lua_conversations = (
+        "{"
+        + ", ".join("{" + ", ".join(json.dumps(t) for t in c) + "}" for c in CONVERSATIONS)
+        + "}"
+    )
     script.write_text(WRK_SCRIPT % {"conversations": lua_conversations, "path": WEBHOOK})
     threads = 1 if concurrency < 100 else 2
     command = [
-        "wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s",
-        "--timeout", "10s", "-s", str(script), url + WEBHOOK,
+        "wrk",
+        f"-t{threads}",
+        f"-c{concurrency}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url + WEBHOOK,
     ]
-    env = {**os.environ, "BENCH_MODE": mode, "BENCH_PREFIX": prefix,
-           "BENCH_UNIQUE": "1" if unique else "0"}
+    env = {
+        **os.environ,
+        "BENCH_MODE": mode,
+        "BENCH_PREFIX": prefix,
+        "BENCH_UNIQUE": "1" if unique else "0",
+    }
     output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     line = next(x for x in output.splitlines() if x.startswith("BENCH_JSON "))
     raw = json.loads(line.removeprefix("BENCH_JSON "))
@@ -555,7 +599,11 @@ class Load:
         self.runs = 0
 
     def __call__(
-        self, server: Server, mode: str, concurrency: int, unique: bool = False,
+        self,
+        server: Server,
+        mode: str,
+        concurrency: int,
+        unique: bool = False,
         count_services: bool = False,
     ) -> dict[str, Any]:
         self.runs += 1
@@ -591,8 +639,15 @@ class Load:
 
 
 def measure_target(
-    load: Load, factory: str, env: dict[str, str], mode: str, concurrencies: list[int],
-    workdir: Path, name: str, workers: int = 1, unique: bool = False,
+    load: Load,
+    factory: str,
+    env: dict[str, str],
+    mode: str,
+    concurrencies: list[int],
+    workdir: Path,
+    name: str,
+    workers: int = 1,
+    unique: bool = False,
     count_services: bool = False,
 ) -> dict[str, Any]:
     with serve(factory, env, workers, workdir, name) as server:
@@ -636,19 +691,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,10,50,200")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--stores", default="sqlite,sqlite-unique,postgres",
-                        help="sqlite, postgres; a '-unique' suffix sends every message text "
-                        "once (no text repeats, so no cache keyed by it helps)")
+    parser.add_argument(
+        "--stores",
+        default="sqlite,sqlite-unique,postgres",
+        help="sqlite, postgres; a '-unique' suffix sends every message text "
+        "once (no text repeats, so no cache keyed by it helps)",
+    )
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--no-workers", action="store_true", help="skip the 1 vs 2 workers run")
-    parser.add_argument("--workers-only", action="store_true",
-                        help="only the 1 vs 2 workers run (no per-store targets)")
+    parser.add_argument(
+        "--workers-only",
+        action="store_true",
+        help="only the 1 vs 2 workers run (no per-store targets)",
+    )
     parser.add_argument("--workers-concurrency", type=int, default=50)
-    parser.add_argument("--workers-repeat", type=int, default=1,
-                        help="alternate 1 and 2 workers this many times (medians)")
+    parser.add_argument(
+        "--workers-repeat",
+        type=int,
+        default=1,
+        help="alternate 1 and 2 workers this many times (medians)",
+    )
     parser.add_argument("--model", help="a moodbot archive (default: train one)")
-    parser.add_argument("--pipeline", choices=("moodbot", "sparse"), default="moodbot",
-                        help="train moodbot's own pipeline or a sparse one")
+    parser.add_argument(
+        "--pipeline",
+        choices=("moodbot", "sparse"),
+        default="moodbot",
+        help="train moodbot's own pipeline or a sparse one",
+    )
     parser.add_argument("--out", default=str(BENCH / "results" / "http_turns.json"))
     args = parser.parse_args(argv)
 
@@ -685,25 +754,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"client: {client}; {report['machine']['nproc']} cores, {report['machine']['cpu']}")
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
         workdir = Path(tmp)
-        model = (
-            Path(args.model) if args.model else train_moodbot(workdir / "models", args.pipeline)
-        )
+        model = Path(args.model) if args.model else train_moodbot(workdir / "models", args.pipeline)
         load = Load(client, args.duration, args.warmup, workdir)
         targets: dict[str, Any] = {}
         if args.workers_only:
             stores = []
         else:
-            targets["bare"] = measure_target(load, "bare_app", {}, "bare", concurrencies,
-                                             workdir, "bare")
+            targets["bare"] = measure_target(
+                load, "bare_app", {}, "bare", concurrencies, workdir, "bare"
+            )
         for store in stores:
             backend = store.removesuffix("-unique")
             if backend == "postgres":
                 reset_postgres()
-            env = {"BENCH_MODEL": str(model),
-                   "BENCH_ENDPOINTS": json.dumps(endpoints_for(backend, workdir))}
-            targets[store] = measure_target(load, "server_app", env, "bot", concurrencies,
-                                            workdir, f"server {store}",
-                                            unique=store != backend)
+            env = {
+                "BENCH_MODEL": str(model),
+                "BENCH_ENDPOINTS": json.dumps(endpoints_for(backend, workdir)),
+            }
+            targets[store] = measure_target(
+                load,
+                "server_app",
+                env,
+                "bot",
+                concurrencies,
+                workdir,
+                f"server {store}",
+                unique=store != backend,
+            )
         report["targets"] = targets
         if not args.no_workers:
             report["workers"] = measure_workers(
@@ -727,17 +804,36 @@ def measure_workers(
     runs: dict[str, list[dict[str, Any]]] = {}
     for round_number in range(repeat):
         for workers in (1, 2):
-            runs.setdefault(f"bare_w{workers}", []).append(measure_target(
-                load, "bare_app", {}, "bare", [concurrency], workdir,
-                f"bare {workers}w #{round_number + 1}", workers,
-            )["points"][str(concurrency)])
+            runs.setdefault(f"bare_w{workers}", []).append(
+                measure_target(
+                    load,
+                    "bare_app",
+                    {},
+                    "bare",
+                    [concurrency],
+                    workdir,
+                    f"bare {workers}w #{round_number + 1}",
+                    workers,
+                )["points"][str(concurrency)]
+            )
             reset_postgres()
-            env = {"BENCH_MODEL": str(model),
-                   "BENCH_ENDPOINTS": json.dumps(endpoints_for("postgres+redis", workdir))}
-            runs.setdefault(f"server_w{workers}", []).append(measure_target(
-                load, "server_app", env, "bot", [concurrency], workdir,
-                f"pg+redis {workers}w #{round_number + 1}", workers, count_services=True,
-            )["points"][str(concurrency)])
+            env = {
+                "BENCH_MODEL": str(model),
+                "BENCH_ENDPOINTS": json.dumps(endpoints_for("postgres+redis", workdir)),
+            }
+            runs.setdefault(f"server_w{workers}", []).append(
+                measure_target(
+                    load,
+                    "server_app",
+                    env,
+                    "bot",
+                    [concurrency],
+                    workdir,
+                    f"pg+redis {workers}w #{round_number + 1}",
+                    workers,
+                    count_services=True,
+                )["points"][str(concurrency)]
+            )
     for key, points in runs.items():
         by_rps = sorted(points, key=lambda p: p["rps"])
         out[key] = by_rps[(len(by_rps) - 1) // 2]  # the median run (lower middle when even)
@@ -771,8 +867,11 @@ def cpu_bound_scaling(splits: dict[str, dict[str, float]], cores: int = 2) -> di
         out[f"{key}_per_s"] = round(min(threads, cores * 1000 / max(ours, 1e-9)), 1)
     bare = out["bare_w2_per_s"] / max(out["bare_w1_per_s"], 1e-9)
     server = out["server_w2_per_s"] / max(out["server_w1_per_s"], 1e-9)
-    out.update(bare_scaling=round(bare, 3), server_scaling=round(server, 3),
-               relative_scaling=round(server / bare, 3))
+    out.update(
+        bare_scaling=round(bare, 3),
+        server_scaling=round(server, 3),
+        relative_scaling=round(server / bare, 3),
+    )
     return out
 
 
@@ -823,42 +922,56 @@ def print_table(report: dict[str, Any]) -> None:
     targets = report["targets"]
     bare = targets.get("bare", {}).get("points", {})
     print()
-    print(f"{'target':<13} {'c':>4} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-          f"{'errors':>7} {'x bare':>7} {'p99 x bare':>10}")
+    print(
+        f"{'target':<13} {'c':>4} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>7} {'x bare':>7} {'p99 x bare':>10}"
+    )
     for name, target in targets.items():
         for c, point in target["points"].items():
             base = bare.get(c) or point
-            print(f"{name:<13} {c:>4} {point['rps']:>9.1f} {point['p50_ms']:>8.2f} "
-                  f"{point['p95_ms']:>8.2f} {point['p99_ms']:>8.2f} {point['errors']:>7} "
-                  f"{point['rps'] / max(base['rps'], 1e-9):>7.2f} "
-                  f"{point['p99_ms'] / max(base['p99_ms'], 1e-9):>10.2f}")
+            print(
+                f"{name:<13} {c:>4} {point['rps']:>9.1f} {point['p50_ms']:>8.2f} "
+                f"{point['p95_ms']:>8.2f} {point['p99_ms']:>8.2f} {point['errors']:>7} "
+                f"{point['rps'] / max(base['rps'], 1e-9):>7.2f} "
+                f"{point['p99_ms'] / max(base['p99_ms'], 1e-9):>10.2f}"
+            )
     print()
     for name, target in targets.items():
-        print(f"RSS {name:<13} startup {target['rss_startup_mb']:7.1f} MB   "
-              f"after load {target['rss_after_mb']:7.1f} MB")
+        print(
+            f"RSS {name:<13} startup {target['rss_startup_mb']:7.1f} MB   "
+            f"after load {target['rss_after_mb']:7.1f} MB"
+        )
     if "workers" in report:
         w = report["workers"]
-        print(f"\nworkers at c={w['concurrency']}: bare {w['bare_w1']['rps']:.0f} -> "
-              f"{w['bare_w2']['rps']:.0f}/s (x{w['bare_scaling']}), pg+redis "
-              f"{w['server_w1']['rps']:.0f} -> {w['server_w2']['rps']:.0f}/s "
-              f"(x{w['server_scaling']}); relative {w['relative_scaling']}")
+        print(
+            f"\nworkers at c={w['concurrency']}: bare {w['bare_w1']['rps']:.0f} -> "
+            f"{w['bare_w2']['rps']:.0f}/s (x{w['bare_scaling']}), pg+redis "
+            f"{w['server_w1']['rps']:.0f} -> {w['server_w2']['rps']:.0f}/s "
+            f"(x{w['server_scaling']}); relative {w['relative_scaling']}"
+        )
         if w.get("repeat", 1) > 1:
-            print(f"  runs (turns or req/s): bare 1w {w['bare_w1_rps_runs']}, "
-                  f"2w {w['bare_w2_rps_runs']}; pg+redis 1w {w['server_w1_rps_runs']}, "
-                  f"2w {w['server_w2_rps_runs']}")
+            print(
+                f"  runs (turns or req/s): bare 1w {w['bare_w1_rps_runs']}, "
+                f"2w {w['bare_w2_rps_runs']}; pg+redis 1w {w['server_w1_rps_runs']}, "
+                f"2w {w['server_w2_rps_runs']}"
+            )
         print("  median CPU ms per request (turn) by process group over the measured runs:")
         for key, split in w["cpu_ms_per_request_median"].items():
             print(f"    {key:<10} " + _fmt_split({"cpu_ms_per_request": split}))
         bound = w["cpu_bound"]
-        print(f"  on idle cores the CPU split allows: bare {bound['bare_w1_per_s']:.0f} -> "
-              f"{bound['bare_w2_per_s']:.0f}/s (x{bound['bare_scaling']}), pg+redis "
-              f"{bound['server_w1_per_s']:.0f} -> {bound['server_w2_per_s']:.0f}/s "
-              f"(x{bound['server_scaling']}); relative {bound['relative_scaling']}")
+        print(
+            f"  on idle cores the CPU split allows: bare {bound['bare_w1_per_s']:.0f} -> "
+            f"{bound['bare_w2_per_s']:.0f}/s (x{bound['bare_scaling']}), pg+redis "
+            f"{bound['server_w1_per_s']:.0f} -> {bound['server_w2_per_s']:.0f}/s "
+            f"(x{bound['server_scaling']}); relative {bound['relative_scaling']}"
+        )
         for key in ("server_w1", "server_w2"):
             counts = w[key].get("per_request")
             if counts:
-                print(f"    {key} (median run): {counts['pg_statements']} PostgreSQL "
-                      f"statements and {counts['redis_commands']} Redis commands per turn")
+                print(
+                    f"    {key} (median run): {counts['pg_statements']} PostgreSQL "
+                    f"statements and {counts['redis_commands']} Redis commands per turn"
+                )
     print()
     for check, ok in report["summary"]["checks"].items():
         print(f"{'PASS' if ok else 'MISS'}  {check}")

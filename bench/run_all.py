@@ -27,31 +27,80 @@ def steps(smoke: bool, results: Path, archive: Path) -> dict[str, list[str]]:
     py = sys.executable
     if smoke:
         return {
-            "http_turns": [py, str(BENCH / "http_turns.py"), "--smoke", "--model", str(archive),
-                           "--out", str(results / "http_turns.json")],
-            "train_bots": [py, str(BENCH / "train_bots.py"), "--smoke",
-                           "--out", str(results / "train_bots.json")],
-            "model_load": [py, str(BENCH / "model_load.py"), str(archive), "--repeat", "1",
-                           "--json", str(results / "model_load.json")],
-            "long_conversation": [py, str(BENCH / "long_conversation.py"), "--stores",
-                                  "memory,sqlite", "--messages", "100",
-                                  "--out", str(results / "long_conversation.json")],
-            "concurrency": [py, str(BENCH / "concurrency.py"), "--smoke",
-                            "--out", str(results / "concurrency.json")],
+            "http_turns": [
+                py,
+                str(BENCH / "http_turns.py"),
+                "--smoke",
+                "--model",
+                str(archive),
+                "--out",
+                str(results / "http_turns.json"),
+            ],
+            "train_bots": [
+                py,
+                str(BENCH / "train_bots.py"),
+                "--smoke",
+                "--out",
+                str(results / "train_bots.json"),
+            ],
+            "model_load": [
+                py,
+                str(BENCH / "model_load.py"),
+                str(archive),
+                "--repeat",
+                "1",
+                "--json",
+                str(results / "model_load.json"),
+            ],
+            "long_conversation": [
+                py,
+                str(BENCH / "long_conversation.py"),
+                "--stores",
+                "memory,sqlite",
+                "--messages",
+                "100",
+                "--out",
+                str(results / "long_conversation.json"),
+            ],
+            "concurrency": [
+                py,
+                str(BENCH / "concurrency.py"),
+                "--smoke",
+                "--out",
+                str(results / "concurrency.json"),
+            ],
             # nlu.py has no smoke mode (it trains on SNIPS, BANKING77, HWU64); tests/nlu
             # covers its code.
         }
     return {
-        "http_turns": [py, str(BENCH / "http_turns.py"), "--model", str(archive),
-                       "--out", str(results / "http_turns.json")],
-        "train_bots": [py, str(BENCH / "train_bots.py"), "--out",
-                       str(results / "train_bots.json")],
-        "model_load": [py, str(BENCH / "model_load.py"), str(archive),
-                       "--json", str(results / "model_load.json")],
-        "long_conversation": [py, str(BENCH / "long_conversation.py"),
-                              "--out", str(results / "long_conversation.json")],
-        "concurrency": [py, str(BENCH / "concurrency.py"),
-                        "--out", str(results / "concurrency.json")],
+        "http_turns": [
+            py,
+            str(BENCH / "http_turns.py"),
+            "--model",
+            str(archive),
+            "--out",
+            str(results / "http_turns.json"),
+        ],
+        "train_bots": [py, str(BENCH / "train_bots.py"), "--out", str(results / "train_bots.json")],
+        "model_load": [
+            py,
+            str(BENCH / "model_load.py"),
+            str(archive),
+            "--json",
+            str(results / "model_load.json"),
+        ],
+        "long_conversation": [
+            py,
+            str(BENCH / "long_conversation.py"),
+            "--out",
+            str(results / "long_conversation.json"),
+        ],
+        "concurrency": [
+            py,
+            str(BENCH / "concurrency.py"),
+            "--out",
+            str(results / "concurrency.json"),
+        ],
         "nlu": [py, str(BENCH / "nlu.py"), "--out", str(results / "nlu.json")],
     }
 
@@ -92,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             started = time.perf_counter()
             try:
-                done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                                      cwd=ROOT)
+                done = subprocess.run(
+                    command, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+                )
                 status = "ok" if done.returncode == 0 else f"failed ({done.returncode})"
                 tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
             except subprocess.TimeoutExpired:
@@ -107,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         total = time.perf_counter() - suite_started
         print(f"{'suite':<18} {'':<14} {total:7.1f} s")
         (results / "run_all.json").write_text(
-            json.dumps({"smoke": args.smoke, "seconds": round(total, 1), "steps": summary},
-                       indent=2) + "\n"
+            json.dumps(
+                {"smoke": args.smoke, "seconds": round(total, 1), "steps": summary}, indent=2
+            )
+            + "\n"
         )
     failed = [n for n, s in summary.items() if s["status"] not in ("ok", "missing")]
     return 1 if failed else 0

@@ -309,9 +309,7 @@ def _timed_prediction(predict: F, histogram: HistogramValue) -> F:
     return timed  # type: ignore[return-value]
 
 
-def _timed_async(
-    fn: Callable[..., Awaitable[Any]], histogram: HistogramValue, loads: bool
-) -> Any:
+def _timed_async(fn: Callable[..., Awaitable[Any]], histogram: HistogramValue, loads: bool) -> Any:
     """A store operation, observed inline on the event loop's thread. The wrapper takes the
     operation's own arguments (`sender_id`, and `events` unless it `loads`): no tuple and
     dict of `*args, **kwargs` on each of a turn's two store calls."""

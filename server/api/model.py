@@ -137,17 +137,16 @@ def _write_project(document: dict[str, Any], directory: Path) -> tuple[Path | No
     return config_path, domain_path, data_dir
 
 
-def _train_sync(
-    document: dict[str, Any], out_dir: Path, force: bool, signing_key: Any
-) -> Path:
+def _train_sync(document: dict[str, Any], out_dir: Path, force: bool, signing_key: Any) -> Path:
     from server.training.train import train
 
     with tempfile.TemporaryDirectory(prefix="botserver-train-request-") as tmp:
         directory = Path(tmp)
         config_path, domain_path, data_dir = _write_project(document, directory)
         try:
-            result = train(config_path, domain_path, [data_dir], out_dir, force=force,
-                           signing_key=signing_key)
+            result = train(
+                config_path, domain_path, [data_dir], out_dir, force=force, signing_key=signing_key
+            )
         except InvalidProjectFile as exc:
             raise _project_error(exc, directory) from None
     return result.path
@@ -156,8 +155,9 @@ def _train_sync(
 async def _post_callback(url: str, content: bytes, content_type: str) -> None:
     try:
         async with httpx.AsyncClient(timeout=60.0) as client:
-            response = await client.post(url, content=content,
-                                         headers={"Content-Type": content_type})
+            response = await client.post(
+                url, content=content, headers={"Content-Type": content_type}
+            )
             response.raise_for_status()
     except Exception as exc:  # a bad callback must never disturb the server
         logger.error("Could not deliver a result to the callback URL: %s", _first_line(exc))
@@ -170,8 +170,12 @@ async def _run_for_callback(url: str, work: Any) -> None:
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # every failure is reported to the callback, never raised
-        error = exc if isinstance(exc, (ApiError, BotServerError)) else ApiError(
-            500, "UnexpectedError", "An unexpected error occurred; the server log has details."
+        error = (
+            exc
+            if isinstance(exc, (ApiError, BotServerError))
+            else ApiError(
+                500, "UnexpectedError", "An unexpected error occurred; the server log has details."
+            )
         )
         if error is not exc:
             logger.error("Background request failed", exc_info=exc)
@@ -333,7 +337,9 @@ def _evaluate_intents_sync(
                     "confidence": confidence,
                 }
                 for example, predicted, confidence in zip(
-                    predictions.examples, predictions.intents, predictions.confidences,
+                    predictions.examples,
+                    predictions.intents,
+                    predictions.confidences,
                     strict=True,
                 )
             ]
@@ -356,9 +362,7 @@ def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict
     if isinstance(document, list):
         document = {"stories": document}
     if not isinstance(document, dict) or not ("stories" in document or "rules" in document):
-        raise bad_request(
-            "The body must be YAML test stories (a 'stories' list).", "body", "body"
-        )
+        raise bad_request("The body must be YAML test stories (a 'stories' list).", "body", "body")
     slot_types = {s.name: s.type for s in model.domain.slots}
     try:
         steps = read_story_data(document, "request body", slot_types, [])
@@ -377,9 +381,7 @@ def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict
         "precision": weighted.get("precision", 0.0),
         "f1": weighted.get("f1-score", 0.0),
         "accuracy": hits / len(gold) if gold else 0.0,
-        "actions": [
-            {"action": g, "predicted": p} for g, p in zip(gold, predicted, strict=True)
-        ],
+        "actions": [{"action": g, "predicted": p} for g, p in zip(gold, predicted, strict=True)],
         "is_end_to_end_evaluation": e2e,
     }
 
@@ -442,8 +444,10 @@ def model_router() -> APIRouter:
         force = bool_arg(force_training)
 
         async def run() -> Response:
-            out_dir = services.models_dir if in_default_dir else Path(
-                await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-trained-")
+            out_dir = (
+                services.models_dir
+                if in_default_dir
+                else Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-trained-"))
             )
             with services.holder.training_job():
                 try:
@@ -562,9 +566,7 @@ def model_router() -> APIRouter:
             if folds is None:
                 if model:
                     try:
-                        evaluated = await asyncio.to_thread(
-                            _load_model_file, Path(model), services
-                        )
+                        evaluated = await asyncio.to_thread(_load_model_file, Path(model), services)
                     except ModelNotFound as exc:
                         raise bad_request(str(exc), "model", "query") from None
                 else:

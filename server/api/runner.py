@@ -130,8 +130,7 @@ def _announce_on_startup(app: FastAPI, listen_url: str, options: ServerOptions) 
             if info is not None and listen_url:
                 print(f"Model loaded: {info.model_file} (model_id {info.model_id})", flush=True)
             elif info is not None:
-                logger.info("Model loaded: %s (model_id %s)%s", info.model_file, info.model_id,
-                            pid)
+                logger.info("Model loaded: %s (model_id %s)%s", info.model_file, info.model_id, pid)
             else:
                 logger.warning(
                     "No model is loaded%s: /health/ready answers 503 and conversations fail "
@@ -139,9 +138,11 @@ def _announce_on_startup(app: FastAPI, listen_url: str, options: ServerOptions) 
                     pid,
                 )
             if listen_url:
-                print(f"botserver {__version__} is up on {listen_url}"
-                      + (f" (inspector: {listen_url}/inspect)" if options.enable_api else ""),
-                      flush=True)
+                print(
+                    f"botserver {__version__} is up on {listen_url}"
+                    + (f" (inspector: {listen_url}/inspect)" if options.enable_api else ""),
+                    flush=True,
+                )
             yield state
 
     app.router.lifespan_context = lifespan
@@ -174,7 +175,8 @@ def _check_model(args: argparse.Namespace, endpoints: dict[str, Any]) -> None:
     except BotServerError as exc:
         logger.warning(
             "%s The server starts without a model: /health/ready stays 503 until one is "
-            "loaded (PUT /model with --enable-api, or restart with -m).", exc,
+            "loaded (PUT /model with --enable-api, or restart with -m).",
+            exc,
         )
 
 
@@ -262,11 +264,14 @@ def run_server(args: argparse.Namespace) -> int:
         # Fail here, once, rather than in every worker.
         build_app(spec.options())
         os.environ[SPEC_ENV] = json.dumps(asdict(spec), default=str)
-        print(f"botserver {__version__} is starting {args.workers} workers on {spec.listen_url}"
-              + (f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""),
-              flush=True)
-        uvicorn.run("server.api.runner:app_from_environment", factory=True,
-                    workers=args.workers, **common)
+        print(
+            f"botserver {__version__} is starting {args.workers} workers on {spec.listen_url}"
+            + (f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""),
+            flush=True,
+        )
+        uvicorn.run(
+            "server.api.runner:app_from_environment", factory=True, workers=args.workers, **common
+        )
         return 0
     app = server_app(spec.options(), spec.metrics, spec.listen_url)
     server = uvicorn.Server(uvicorn.Config(app, **common))

@@ -206,9 +206,7 @@ class InDoubtEvents:
             )
 
 
-async def _committed(
-    store: TrackerStore, sender_id: str, batches: list[_Batch]
-) -> list[bool]:
+async def _committed(store: TrackerStore, sender_id: str, batches: list[_Batch]) -> list[bool]:
     """Whether each batch is in the store: the current session first, else every session."""
     events: Sequence[dict[str, Any]] = await store.load(sender_id) or []
     found = [_contains(events, b.events) for b in batches]

@@ -96,7 +96,9 @@ async def run_shell(
                 file=sys.stderr,
             )
             return 1
-        print(f"Bot loaded. Type a message and press enter (use '{STOP_COMMAND}' to exit).",
-              flush=True)
+        print(
+            f"Bot loaded. Type a message and press enter (use '{STOP_COMMAND}' to exit).",
+            flush=True,
+        )
         await converse(agent, sender or uuid.uuid4().hex)
     return 0

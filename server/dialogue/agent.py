@@ -45,8 +45,10 @@ class Agent:
         """The current model, taken once per request so a swap never splits a turn."""
         model = self.model_provider()
         if model is None:
-            raise NoModelLoaded("No model loaded. Train a model with `botserver train`, "
-                                "then load it with PUT /model or `botserver run -m`.")
+            raise NoModelLoaded(
+                "No model loaded. Train a model with `botserver train`, "
+                "then load it with PUT /model or `botserver run -m`."
+            )
         return model
 
     @property
@@ -137,7 +139,10 @@ class Agent:
             return tracker
 
     async def add_message(
-        self, sender_id: str, text: str, parse_data: dict[str, Any] | None = None,
+        self,
+        sender_id: str,
+        text: str,
+        parse_data: dict[str, Any] | None = None,
         message_id: str | None = None,
     ) -> Tracker:
         """Appends a user message with its NLU parse, without predicting (POST .../messages)."""
@@ -167,8 +172,12 @@ class Agent:
         return _prediction_body(model, processor.predict_next(tracker, model), tracker)
 
     async def execute_action(
-        self, sender_id: str, name: str, policy: str | None = None,
-        confidence: float | None = None, output_channel: str | None = None,
+        self,
+        sender_id: str,
+        name: str,
+        policy: str | None = None,
+        confidence: float | None = None,
+        output_channel: str | None = None,
     ) -> tuple[Tracker, list[dict[str, Any]]]:
         model = self.model()
         if not model.domain.is_known_action(name):
@@ -179,7 +188,10 @@ class Agent:
         )
 
     async def trigger_intent(
-        self, sender_id: str, intent: str, entities: Any = None,
+        self,
+        sender_id: str,
+        intent: str,
+        entities: Any = None,
         output_channel: str | None = None,
     ) -> tuple[Tracker, list[dict[str, Any]]]:
         model = self.model()

@@ -477,7 +477,11 @@ class Processor:
             ):
                 return ctx
             ctx = output.context = ActionContext(
-                tracker, model.domain, output.name, self.action_server, self.nlg_endpoint,
+                tracker,
+                model.domain,
+                output.name,
+                self.action_server,
+                self.nlg_endpoint,
                 model.metadata,
             )
             return ctx

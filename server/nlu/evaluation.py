@@ -133,9 +133,7 @@ def entity_report(predictions: Predictions, extractor: str) -> dict[str, Any]:
     for example, entities in zip(predictions.examples, predictions.entities, strict=True):
         gold = {(a.start, a.end, a.entity) for a in example.entities}
         found = {
-            (e["start"], e["end"], e["entity"])
-            for e in entities
-            if e.get("extractor") == extractor
+            (e["start"], e["end"], e["entity"]) for e in entities if e.get("extractor") == extractor
         }
         for span in found & gold:
             tp[span[2]] += 1

@@ -31,8 +31,10 @@ def test_core(model: DialogueModel, stories_path: Path, out: Path) -> dict:
     results = evaluate_stories(stories, model)
     report = write_story_reports(results, out)
     acc = report["conversation_accuracy"]
-    print(f"Test stories: {acc['correct']}/{acc['total']} correct "
-          f"(conversation accuracy {acc['accuracy']:.1%}); reports in {out}/")
+    print(
+        f"Test stories: {acc['correct']}/{acc['total']} correct "
+        f"(conversation accuracy {acc['accuracy']:.1%}); reports in {out}/"
+    )
     return report
 
 

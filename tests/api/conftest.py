@@ -41,9 +41,7 @@ AppFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def make_client(
-    moodbot_model: Path, tmp_path: Path
-) -> AsyncIterator[Callable[..., Any]]:
+async def make_client(moodbot_model: Path, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """`await make_client(**options)`: an httpx client on a started app (lifespan run)."""
     async with AsyncExitStack() as stack:
 

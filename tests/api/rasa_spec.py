@@ -30,11 +30,14 @@ def _apply_errata(spec: dict[str, Any]) -> None:
     tracker["slots"] = {"type": "object", "additionalProperties": _ANY}
     tracker["sender_id"] = {"type": "string"}
     # null in every recorded tracker of a conversation without them (and events for NONE).
-    for name in ("followup_action", "latest_input_channel", "latest_action_name",
-                 "latest_event_time"):
+    for name in (
+        "followup_action",
+        "latest_input_channel",
+        "latest_action_name",
+        "latest_event_time",
+    ):
         _nullable(tracker[name])
-    tracker["events"] = {"allOf": [{"$ref": "#/components/schemas/EventList"}],
-                         "nullable": True}
+    tracker["events"] = {"allOf": [{"$ref": "#/components/schemas/EventList"}], "nullable": True}
     # Event timestamps are float epoch seconds (every recorded event), not integers.
     schemas["BasicEvent"]["properties"]["timestamp"] = {"type": "number"}
     # An empty tracker's latest_message is {"intent": {}, "text": null, ...}, and
@@ -52,11 +55,14 @@ def _apply_errata(spec: dict[str, Any]) -> None:
     # GET /domain); each response is a list of variations, which may have no text;
     # Rasa 3 slots have no auto_fill.
     domain = schemas["Domain"]["properties"]
-    domain["intents"]["items"] = {"oneOf": [{"type": "string"},
-                                            {"$ref": "#/components/schemas/IntentDescription"}]}
+    domain["intents"]["items"] = {
+        "oneOf": [{"type": "string"}, {"$ref": "#/components/schemas/IntentDescription"}]
+    }
     domain["entities"]["items"] = {"oneOf": [{"type": "string"}, {"type": "object"}]}
     domain["responses"]["additionalProperties"] = {
-        "type": "array", "items": {"$ref": "#/components/schemas/TemplateDescription"}}
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/TemplateDescription"},
+    }
     schemas["SlotDescription"]["required"] = ["type"]
     schemas["TemplateDescription"].pop("required", None)
     # The three error shapes share no required key, so `oneOf` can never match one.

@@ -26,14 +26,21 @@ GOODBYE_EVENTS = [
     {"event": "action", "name": "utter_goodbye", "timestamp": 4102444801.0},
 ]
 TRACKER_KEYS = [
-    "sender_id", "slots", "latest_message", "latest_event_time", "followup_action", "paused",
-    "events", "latest_input_channel", "active_loop", "latest_action", "latest_action_name",
+    "sender_id",
+    "slots",
+    "latest_message",
+    "latest_event_time",
+    "followup_action",
+    "paused",
+    "events",
+    "latest_input_channel",
+    "active_loop",
+    "latest_action",
+    "latest_action_name",
 ]
 
 
-def check(
-    spec: RasaSpec, response: httpx.Response, path: str, method: str, status: int
-) -> Any:
+def check(spec: RasaSpec, response: httpx.Response, path: str, method: str, status: int) -> Any:
     assert response.status_code == status, response.text
     body = response.json()
     spec.validate(body, path, method, status)
@@ -54,10 +61,20 @@ async def test_tracker_include_events_and_until(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:
     await client.post("/conversations/u1/tracker/events", json=GOODBYE_EVENTS)
-    full = check(rasa_spec, await client.get("/conversations/u1/tracker?include_events=ALL"),
-                 TRACKER, "get", 200)
-    none = check(rasa_spec, await client.get("/conversations/u1/tracker?include_events=none"),
-                 TRACKER, "get", 200)
+    full = check(
+        rasa_spec,
+        await client.get("/conversations/u1/tracker?include_events=ALL"),
+        TRACKER,
+        "get",
+        200,
+    )
+    none = check(
+        rasa_spec,
+        await client.get("/conversations/u1/tracker?include_events=none"),
+        TRACKER,
+        "get",
+        200,
+    )
     assert none["events"] is None and none["latest_action_name"] == "utter_goodbye"
     applied = (await client.get("/conversations/u1/tracker?include_events=APPLIED")).json()
     assert [e["event"] for e in applied["events"]] == ["action", "user", "action"]
@@ -72,8 +89,13 @@ async def test_tracker_include_events_and_until(
 async def test_tracker_bad_include_events_is_rasas_400(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:
-    body = check(rasa_spec, await client.get("/conversations/u1/tracker?include_events=BAD"),
-                 TRACKER, "get", 400)
+    body = check(
+        rasa_spec,
+        await client.get("/conversations/u1/tracker?include_events=BAD"),
+        TRACKER,
+        "get",
+        400,
+    )
     assert body["message"] == (
         "Invalid parameter value for 'include_events'. Should be one of NONE, APPLIED, "
         "AFTER_RESTART, ALL"
@@ -172,8 +194,9 @@ async def test_execute_runs_the_action(client: httpx.AsyncClient, rasa_spec: Ras
 
 async def test_execute_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     await client.post("/conversations/u6/tracker/events", json=GOODBYE_EVENTS)
-    missing = check(rasa_spec, await client.post("/conversations/u6/execute", json={}),
-                    EXECUTE, "post", 400)
+    missing = check(
+        rasa_spec, await client.post("/conversations/u6/execute", json={}), EXECUTE, "post", 400
+    )
     assert missing["message"] == "Name of the action not provided in request body."
     assert missing["details"] == {"parameter": "name", "in": "body"}
     unknown = await client.post("/conversations/u6/execute", json={"name": "action_nope"})

@@ -40,8 +40,9 @@ async def serve():
         app = server_app(opts, metrics=metrics)
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                   base_url="http://botserver")
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://botserver"
+        )
         stack.append((lifespan, client))
         client.app = app  # type: ignore[attr-defined]
         return client
@@ -86,17 +87,20 @@ async def test_ready_is_503_when_the_tracker_store_is_down(serve, moodbot_archiv
 
 
 async def test_metrics_move_under_a_short_load(serve, moodbot_archive: Path) -> None:
-    client = await serve(options(
-        model_path=moodbot_archive,
-        endpoints={"action_endpoint": {"url": "http://127.0.0.1:1/webhook"}},
-    ))
+    client = await serve(
+        options(
+            model_path=moodbot_archive,
+            endpoints={"action_endpoint": {"url": "http://127.0.0.1:1/webhook"}},
+        )
+    )
     start = (await client.get("/metrics")).text
     assert metric(start, "botserver_turns_total") == 0
     assert metric(start, 'botserver_model_loads_total{result="success"}') == 1
 
     for i in range(20):
-        reply = await client.post("/webhooks/rest/webhook",
-                                  json={"sender": f"user-{i % 4}", "message": "hello"})
+        reply = await client.post(
+            "/webhooks/rest/webhook", json={"sender": f"user-{i % 4}", "message": "hello"}
+        )
         assert reply.status_code == 200
     # A custom action whose server is down: counted as a call and an error.
     processor = client.app.state.processor  # type: ignore[attr-defined]

@@ -26,8 +26,12 @@ from tests.shared_data import MOODBOT
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "inspect-secret"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -43,12 +47,15 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import uvicorn
 
     models = tmp_path_factory.mktemp("models")
-    archive = train(MOODBOT / "config.yml", MOODBOT / "domain.yml", [MOODBOT / "data"],
-                    models).path
-    app = server_app(ServerOptions(
-        model_path=archive, enable_api=True, auth=AuthConfig(token=TOKEN),
-        default_tracker_store={"type": "in_memory"},
-    ))
+    archive = train(MOODBOT / "config.yml", MOODBOT / "domain.yml", [MOODBOT / "data"], models).path
+    app = server_app(
+        ServerOptions(
+            model_path=archive,
+            enable_api=True,
+            auth=AuthConfig(token=TOKEN),
+            default_tracker_store={"type": "in_memory"},
+        )
+    )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -74,8 +81,10 @@ def test_inspect_needs_the_token(server_url: str) -> None:
 
 
 def test_chat_and_live_tracker_in_chromium(server_url: str, tmp_path: Path) -> None:
-    _require(Path(CHROMIUM).exists() or bool(shutil.which("chromium")),
-             f"the browser test needs chromium at {CHROMIUM} (apt-get install -y chromium)")
+    _require(
+        Path(CHROMIUM).exists() or bool(shutil.which("chromium")),
+        f"the browser test needs chromium at {CHROMIUM} (apt-get install -y chromium)",
+    )
     try:
         from playwright.sync_api import expect, sync_playwright
     except ImportError:
@@ -93,22 +102,27 @@ def test_chat_and_live_tracker_in_chromium(server_url: str, tmp_path: Path) -> N
             page.fill("#chat-input", "hello")
             page.click("#chat-send")
             expect(page.locator(".msg.user").first).to_have_text("hello")
-            expect(page.locator(".msg.bot").first).to_contain_text("Hey! How are you?",
-                                                                  timeout=10_000)
+            expect(page.locator(".msg.bot").first).to_contain_text(
+                "Hey! How are you?", timeout=10_000
+            )
             events = page.locator("#tracker-events")
             expect(events).to_contain_text("utter_greet", timeout=10_000)
             expect(page.locator("#intent-ranking")).to_contain_text("greet")
 
             # A button of the bot's message sends its payload.
             page.locator(".msg.bot button", has_text="great").first.click()
-            expect(page.locator(".msg.bot").nth(1)).to_contain_text("Great, carry on!",
-                                                                   timeout=10_000)
+            expect(page.locator(".msg.bot").nth(1)).to_contain_text(
+                "Great, carry on!", timeout=10_000
+            )
             expect(events).to_contain_text("utter_happy", timeout=10_000)
             expect(page.locator("#intent-ranking")).to_contain_text("mood_great")
 
             # The tracker view follows turns made elsewhere too (polled every second).
-            httpx.post(server_url + "/webhooks/rest/webhook",
-                       json={"sender": "browser-1", "message": "goodbye"}, timeout=10)
+            httpx.post(
+                server_url + "/webhooks/rest/webhook",
+                json={"sender": "browser-1", "message": "goodbye"},
+                timeout=10,
+            )
             expect(events).to_contain_text("utter_goodbye", timeout=10_000)
 
             shot = tmp_path / "inspect.png"

@@ -26,8 +26,17 @@ STARTUP_SECONDS = 90
 def live_server(moodbot_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`botserver run -m <model> --enable-api --auth-token thisismysecret` on a free port."""
     workdir = tmp_path_factory.mktemp("live")
-    args = ["-m", str(moodbot_model.parent), "--enable-api", "--log-file", "out.log",
-            "--auth-token", TOKEN, "--jwt-secret", JWT_SECRET]
+    args = [
+        "-m",
+        str(moodbot_model.parent),
+        "--enable-api",
+        "--log-file",
+        "out.log",
+        "--auth-token",
+        TOKEN,
+        "--jwt-secret",
+        JWT_SECRET,
+    ]
     server = start_botserver(args, workdir, workdir)
     try:
         server.wait_until(f"/status?token={TOKEN}", timeout=STARTUP_SECONDS)

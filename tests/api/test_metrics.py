@@ -105,7 +105,9 @@ def test_an_instrumented_processor_still_calls_its_own_turn_callback_and_calls()
     metrics.instrument(processor)
     processor.on_turn({"seconds": 0.02, "actions": ["utter_greet", "action_listen"]})
     assert processor.parse("model", "hi", metadata={"a": 1}) == {
-        "text": "hi", "message_id": None, "metadata": {"a": 1}
+        "text": "hi",
+        "message_id": None,
+        "metadata": {"a": 1},
     }
     assert processor.predict_next("tracker", "model") == ("tracker", "model")
 

@@ -52,7 +52,12 @@ async def test_a_failed_save_that_committed_is_published_before_the_next_turn(
 
         assert await broker.flush(timeout=10)
         assert await published_texts(broker) == [
-            "message 1", "reply 1", "message 2", "reply 2", "message 3", "reply 3"
+            "message 1",
+            "reply 1",
+            "message 2",
+            "reply 2",
+            "message 3",
+            "reply 3",
         ]
     finally:
         await broker.close()

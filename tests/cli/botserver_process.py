@@ -69,7 +69,9 @@ def start_botserver(
     with output.open("wb") as sink:
         process = subprocess.Popen(
             [*botserver_command(), "run", *args, "-p", str(port), "-i", "127.0.0.1"],
-            cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
+            cwd=cwd,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)},
         )
     return ServerProcess(process, f"http://127.0.0.1:{port}", output)

@@ -11,8 +11,14 @@ import pytest
 from server import __version__
 
 COMMANDS = [
-    ["init"], ["train"], ["train", "nlu"], ["run"], ["shell"], ["test"],
-    ["data", "validate"], ["prune"],
+    ["init"],
+    ["train"],
+    ["train", "nlu"],
+    ["run"],
+    ["shell"],
+    ["test"],
+    ["data", "validate"],
+    ["prune"],
 ]
 
 
@@ -56,8 +62,16 @@ def test_init_writes_a_project_and_trains_it(run_cli, tmp_path: Path) -> None:
     result = run_cli("init", "--no-prompt", "--init-dir", "mybot", cwd=tmp_path)
     assert result.code == 0, result.err
     project = tmp_path / "mybot"
-    for name in ("config.yml", "domain.yml", "endpoints.yml", "credentials.yml",
-                 "data/nlu.yml", "data/stories.yml", "data/rules.yml", "tests/test_stories.yml"):
+    for name in (
+        "config.yml",
+        "domain.yml",
+        "endpoints.yml",
+        "credentials.yml",
+        "data/nlu.yml",
+        "data/stories.yml",
+        "data/rules.yml",
+        "tests/test_stories.yml",
+    ):
         assert (project / name).is_file(), name
     assert len(list((project / "models").glob("*.tar.gz"))) == 1
     assert "botserver run --enable-api" in result.out
@@ -140,10 +154,10 @@ def test_prune_deletes_old_conversations(run_cli, tmp_path: Path) -> None:
     async def seed() -> None:
         store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(db)})
         old = time.time() - 10 * 86400
-        await store.append("old", [{"event": "action", "name": "action_listen",
-                                    "timestamp": old}])
-        await store.append("new", [{"event": "action", "name": "action_listen",
-                                    "timestamp": time.time()}])
+        await store.append("old", [{"event": "action", "name": "action_listen", "timestamp": old}])
+        await store.append(
+            "new", [{"event": "action", "name": "action_listen", "timestamp": time.time()}]
+        )
         await store.close()
 
     asyncio.run(seed())

@@ -36,15 +36,17 @@ def test_port_in_use_is_a_clear_error(run_cli, moodbot_model: Path, tmp_path: Pa
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run_cli("run", "-m", str(moodbot_model), "-i", "127.0.0.1", "-p", str(port),
-                         cwd=tmp_path)
+        result = run_cli(
+            "run", "-m", str(moodbot_model), "-i", "127.0.0.1", "-p", str(port), cwd=tmp_path
+        )
     assert result.code == 1
     assert f"port {port} on 127.0.0.1 is already in use" in result.err
     assert "-p" in result.err
 
 
-def test_several_workers_need_a_shared_lock_store(run_cli, moodbot_model: Path,
-                                                  tmp_path: Path) -> None:
+def test_several_workers_need_a_shared_lock_store(
+    run_cli, moodbot_model: Path, tmp_path: Path
+) -> None:
     result = run_cli("run", "-m", str(moodbot_model), "--workers", "2", cwd=tmp_path)
     assert result.code == 1
     assert "--workers 2 needs a lock store shared by the processes" in result.err
@@ -52,8 +54,7 @@ def test_several_workers_need_a_shared_lock_store(run_cli, moodbot_model: Path,
 
 
 def test_missing_tls_certificate(run_cli, moodbot_model: Path, tmp_path: Path) -> None:
-    result = run_cli("run", "-m", str(moodbot_model), "--ssl-certificate", "nope.pem",
-                     cwd=tmp_path)
+    result = run_cli("run", "-m", str(moodbot_model), "--ssl-certificate", "nope.pem", cwd=tmp_path)
     assert result.code == 1
     assert "--ssl-certificate nope.pem: no such file" in result.err
 
@@ -76,8 +77,11 @@ def test_missing_model_starts_not_ready_then_a_loaded_model_makes_it_ready(
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
 
-    reply = httpx.post(server.url + "/webhooks/rest/webhook",
-                       json={"sender": "ana", "message": "hello"}, timeout=30)
+    reply = httpx.post(
+        server.url + "/webhooks/rest/webhook",
+        json={"sender": "ana", "message": "hello"},
+        timeout=30,
+    )
     assert reply.json()[0]["text"] == "Hey! How are you?"
     assert server.stop() == 0
     # -vv shows one debug line per turn.
@@ -88,11 +92,21 @@ def test_starter_project_served_with_json_logs_and_no_secret_in_them(
     start_server, starter_copy: Path
 ) -> None:
     token = "s3cr3t-Token-Value"
-    server = start_server("--enable-api", "--auth-token", token, "-vv", "--log-format", "json",
-                          "--log-file", "out.log", cwd=starter_copy)
+    server = start_server(
+        "--enable-api",
+        "--auth-token",
+        token,
+        "-vv",
+        "--log-format",
+        "json",
+        "--log-file",
+        "out.log",
+        cwd=starter_copy,
+    )
     server.wait_until("/health/ready")
-    reply = httpx.post(server.url + "/webhooks/rest/webhook",
-                       json={"sender": "bo", "message": "hello"}, timeout=30)
+    reply = httpx.post(
+        server.url + "/webhooks/rest/webhook", json={"sender": "bo", "message": "hello"}, timeout=30
+    )
     assert reply.status_code == 200
     assert reply.json(), "the starter bot answers a greeting"
     denied = httpx.get(server.url + "/conversations/bo/tracker")
@@ -128,13 +142,18 @@ def test_readme_main_command_works_as_written(tmp_path: Path) -> None:
             pytest.fail("port 5005 is busy; the README command needs it")
         pytest.skip("port 5005 is busy; the README command needs it")
     bindir = str(Path(botserver_command()[0]).parent)
-    command = ("botserver init --no-prompt --init-dir mybot && cd mybot && "
-               "botserver run -m models --enable-api --log-file out.log")
+    command = (
+        "botserver init --no-prompt --init-dir mybot && cd mybot && "
+        "botserver run -m models --enable-api --log-file out.log"
+    )
     output = tmp_path / "readme.out"
     with output.open("wb") as sink:
         process = subprocess.Popen(
-            ["bash", "-c", command], cwd=tmp_path,
-            stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+            ["bash", "-c", command],
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             env={**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "PYTHONUNBUFFERED": "1"},
         )
     try:
@@ -149,8 +168,11 @@ def test_readme_main_command_works_as_written(tmp_path: Path) -> None:
             time.sleep(0.3)
         else:
             raise AssertionError(output.read_text())
-        reply = httpx.post("http://127.0.0.1:5005/webhooks/rest/webhook",
-                           json={"sender": "readme", "message": "hi"}, timeout=30)
+        reply = httpx.post(
+            "http://127.0.0.1:5005/webhooks/rest/webhook",
+            json={"sender": "readme", "message": "hi"},
+            timeout=30,
+        )
         assert reply.status_code == 200 and reply.json()
         status = httpx.get("http://127.0.0.1:5005/status").json()
         assert status["model_file"].endswith(".tar.gz")

@@ -54,10 +54,11 @@ def test_sigterm_lets_the_turn_in_flight_finish(start_server, tmp_path: Path) ->
     (tmp_path / "data" / "nlu.yml").write_text(NLU)
     (tmp_path / "data" / "rules.yml").write_text(RULES)
     (tmp_path / "config.yml").write_text(
-        'recipe: default.v1\nlanguage: en\npipeline: []\npolicies:\n- name: RulePolicy\n'
+        "recipe: default.v1\nlanguage: en\npipeline: []\npolicies:\n- name: RulePolicy\n"
     )
-    train(tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data"],
-          tmp_path / "models")
+    train(
+        tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data"], tmp_path / "models"
+    )
 
     actions = ThreadingHTTPServer(("127.0.0.1", 0), SlowActionServer)
     threading.Thread(target=actions.serve_forever, daemon=True).start()
@@ -69,10 +70,15 @@ def test_sigterm_lets_the_turn_in_flight_finish(start_server, tmp_path: Path) ->
         server = start_server("-m", "models", cwd=tmp_path)
         server.wait_until("/health/ready")
         replies: list[httpx.Response] = []
-        turn = threading.Thread(target=lambda: replies.append(httpx.post(
-            server.url + "/webhooks/rest/webhook",
-            json={"sender": "slow", "message": "/greet"}, timeout=30,
-        )))
+        turn = threading.Thread(
+            target=lambda: replies.append(
+                httpx.post(
+                    server.url + "/webhooks/rest/webhook",
+                    json={"sender": "slow", "message": "/greet"},
+                    timeout=30,
+                )
+            )
+        )
         turn.start()
         time.sleep(0.8)  # the turn is waiting for the action server
         server.process.terminate()

@@ -13,8 +13,13 @@ PROMPT = "Your input -> "
 
 def spawn_shell(model: Path, cwd: Path) -> pexpect.spawn:
     command, *prefix = botserver_command()
-    return pexpect.spawn(command, [*prefix, "shell", "-m", str(model), "--quiet"],
-                         cwd=str(cwd), encoding="utf-8", timeout=60)
+    return pexpect.spawn(
+        command,
+        [*prefix, "shell", "-m", str(model), "--quiet"],
+        cwd=str(cwd),
+        encoding="utf-8",
+        timeout=60,
+    )
 
 
 def test_a_short_conversation_with_buttons_then_stop(moodbot_model: Path, tmp_path: Path) -> None:

@@ -176,12 +176,16 @@ def test_buttons_without_placeholders_are_said_as_written_in_new_lists_and_objec
     said["buttons"][0]["title"] = "changed"
     said["buttons"].append({})
     assert render_response(domain, "utter_buttons", {}) == {
-        "text": "How are you?", "buttons": buttons, "custom": None
+        "text": "How are you?",
+        "buttons": buttons,
+        "custom": None,
     }
     assert domain.responses["utter_buttons"][0]["buttons"][0]["title"] == "great"
     assert render_response(domain, "utter_tuple", {}) == {
-        "text": "t", "custom": {"pair": ("a", "b")}
+        "text": "t",
+        "custom": {"pair": ("a", "b")},
     }
     assert render_response(domain, "utter_big", {}) == {
-        "text": "b", "custom": {"n": 2**70, "keys": {1: "one"}}
+        "text": "b",
+        "custom": {"n": 2**70, "keys": {1: "one"}},
     }

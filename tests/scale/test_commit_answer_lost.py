@@ -84,7 +84,9 @@ async def test_a_commit_whose_answer_is_lost_is_published_once_in_order(
 
             stored = await store.load_all("alice") or []
             assert [e.get("text") for e in stored if e["event"] == "user"] == [
-                "hello", LOST, "I am feeling great"
+                "hello",
+                LOST,
+                "I am feeling great",
             ]
             rows = await published(broker)
             assert rows == [{"sender_id": "alice", **e} for e in stored]  # once, in order

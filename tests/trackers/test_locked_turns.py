@@ -32,8 +32,15 @@ async def test_turns_alternating_between_two_processes_see_all_earlier_events() 
         processes = [
             (
                 create_tracker_store(config),
-                create_lock_store({"type": "redis", "url": REDIS[0], "port": REDIS[1],
-                                   "db": 1, "key_prefix": prefix}),
+                create_lock_store(
+                    {
+                        "type": "redis",
+                        "url": REDIS[0],
+                        "port": REDIS[1],
+                        "db": 1,
+                        "key_prefix": prefix,
+                    }
+                ),
             )
             for _ in range(2)
         ]
@@ -48,8 +55,9 @@ async def test_turns_alternating_between_two_processes_see_all_earlier_events() 
             async with locks.lock("conv", wait_timeout=30):
                 events = list(await store.load("conv") or [])
                 done = len(events) // EVENTS_PER_TURN
-                assert events == [event(t, i) for t in range(done) for i in
-                                  range(EVENTS_PER_TURN)], f"turn {number} saw a stale history"
+                assert events == [
+                    event(t, i) for t in range(done) for i in range(EVENTS_PER_TURN)
+                ], f"turn {number} saw a stale history"
                 turns_seen.append(done)
                 await asyncio.sleep(rng.random() / 500)
                 await store.append("conv", [event(done, i) for i in range(EVENTS_PER_TURN)])

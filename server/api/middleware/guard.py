@@ -128,7 +128,9 @@ class RequestGuardMiddleware:
             declared = _declared_length(scope)
             if declared is not None and declared > limit:
                 response = error_response(
-                    413, "PayloadTooLarge", _too_large_message(limit),
+                    413,
+                    "PayloadTooLarge",
+                    _too_large_message(limit),
                     headers={"Connection": "close"},
                 )
                 await response(scope, receive, send)
@@ -160,7 +162,9 @@ class RequestGuardMiddleware:
                 raise
             logger.warning(
                 "%s %s took longer than the response timeout of %s s and was cancelled",
-                scope.get("method"), scope.get("path"), self.timeout,
+                scope.get("method"),
+                scope.get("path"),
+                self.timeout,
             )
             if started:
                 return  # part of the response is out; the server closes the connection

@@ -124,9 +124,7 @@ class MLPolicy(Policy):
         self._labels: list[int] = []  # the classifier's classes, as ints
         # Scores are a pure function of the window of states: remembered by the states'
         # texts, cleared whenever the learned state changes.
-        self._scores: Memo[tuple[str, ...], tuple[float, ...]] = Memo(
-            SCORE_CACHE_SIZE
-        )
+        self._scores: Memo[tuple[str, ...], tuple[float, ...]] = Memo(SCORE_CACHE_SIZE)
 
     @property
     def max_history(self) -> int:
@@ -209,9 +207,7 @@ class MLPolicy(Policy):
                 probabilities[label] = score
         return probabilities
 
-    def _scores_of(
-        self, window: tuple[str, ...], states: Sequence[State]
-    ) -> tuple[float, ...]:
+    def _scores_of(self, window: tuple[str, ...], states: Sequence[State]) -> tuple[float, ...]:
         """The probability of each of `classes_`, from the cache when the window was seen."""
         cached = self._scores.get(window)
         if cached is not None:
