@@ -18,6 +18,7 @@ from server.trackers.events import (
     EntitiesAdded,
     LoopInterrupted,
     Restarted,
+    SessionStarted,
     SlotSet,
     UserUtteranceReverted,
     UserUttered,
@@ -104,6 +105,41 @@ def test_window_identities_asked_after_every_event_equal_those_of_a_full_recompu
                 wanted = expected[-last:] if last else expected
                 assert identities == tuple(map(state_identity, wanted))
     assert answered > 200  # nearly every time without ConversationStates
+
+
+def test_restarts_and_session_starts_fold_on_without_a_recompute() -> None:
+    # A new conversation's first turn (session start, then the user) and later restarts or
+    # new sessions: the fold starts afresh after them, equal to a full recompute, and the
+    # ensemble's memory key comes without ConversationStates.
+    session_start = [
+        ActionExecuted(action_name="action_session_start"),
+        SessionStarted(),
+        SlotSet(key="mood", value="carried"),
+        ActionExecuted(action_name="action_listen"),
+    ]
+    tracker = Tracker("t", DOMAIN.slot_defaults())
+    for n in range(9):
+        events = turn(n)
+        if n == 0 or n == 5:
+            events = [*session_start, *events]
+        if n == 3:
+            events = [Restarted(), ActionExecuted(action_name="action_listen"), *events]
+        if n == 7:  # a rewind after the restart: only a recompute knows what it undid
+            events = [Restarted(), *events[:3], UserUtteranceReverted(), *events[3:]]
+        middle = len(events) // 2
+        for added in (events[:middle], events[middle:]):  # a prediction in between
+            tracker.update_many(added)
+            expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
+            identities = window_identities(tracker, DOMAIN, 5)
+            rewound = any(isinstance(e, UserUtteranceReverted) for e in added)
+            assert (identities is None) == rewound
+            if identities is None:
+                identities = ConversationStates(tracker, DOMAIN).identities(5)
+            assert identities == tuple(map(state_identity, expected[-5:]))
+            conversation = ConversationStates(tracker, DOMAIN)
+            assert conversation.states == expected
+            assert conversation.events == tracker.applied_events()
+            assert list(conversation.texts(None)) == [state_text(s) for s in expected]
 
 
 def test_current_state_texts_equal_json_dumps_for_text_orjson_writes_differently() -> None:

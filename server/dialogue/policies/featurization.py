@@ -450,6 +450,8 @@ def _kept(
 # Events after which the applied events are no longer the old ones plus the new ones.
 _HISTORY_REWRITES = (Restarted, SessionStarted, ActionReverted, UserUtteranceReverted)
 _RECOMPUTE = (*_HISTORY_REWRITES, ActiveLoop)
+# Of those, the ones after which the applied events start afresh (`Tracker.applied_events`).
+_STARTS_OVER = (Restarted, SessionStarted)
 # Events the fold does not read: the state before and after them is the same.
 _UNFOLDED = (BotUttered, LoopInterrupted)
 
@@ -515,7 +517,11 @@ class _IncrementalStates:
         new = events[seen:]
         for event in new:
             if isinstance(event, _RECOMPUTE):
-                return False
+                rest = self._start_over(new)
+                if rest is None:
+                    return False
+                new = rest
+                break
         current = self.current
         for event in new:
             if isinstance(event, ActionExecuted):
@@ -537,6 +543,25 @@ class _IncrementalStates:
             self.current = self.fold.state()
             self.current_text = self.current_identity = None
         return True
+
+    def _start_over(self, new: list[Event]) -> list[Event] | None:
+        """When the last event of `new` that rewrites history is a restart or a session
+        start (every new conversation's first turn) and nothing after it does: the applied
+        events begin after it, so the fold starts afresh there (what `_recompute` would
+        compute, without the whole history); returns the events to fold. Else None."""
+        for index in range(len(new) - 1, -1, -1):
+            event = new[index]
+            if isinstance(event, _STARTS_OVER):
+                break
+            if isinstance(event, _RECOMPUTE):
+                return None
+        else:
+            return None
+        # New lists: views and events handed out before stay as they were.
+        self.events, self.body, self.body_texts, self.body_identities = [], [], [], []
+        self.fold = _Fold(self.domain, False)
+        self.current = self.current_text = self.current_identity = None
+        return new[index + 1 :]
 
     def window_identities(self, last: int) -> tuple[bytes | str, ...]:
         """`ConversationStates.identities(last)` (`last` > 0) after `advance` returned
