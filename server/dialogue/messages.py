@@ -63,9 +63,10 @@ def new_message_id() -> str:
     """A random id in `uuid.uuid4().hex`'s format (version 4, RFC 4122 variant).
 
     From the `random` module (reseeded after a fork): os.urandom, behind uuid4, releases the
-    GIL, and the event loop then waits for the store thread to hand it back.
+    GIL, and the event loop then waits for the store thread to hand it back. `bytes.hex`
+    writes the 32 digits in half the time of a `:032x` format.
     """
-    return f"{random.getrandbits(128) & _UUID4_KEPT | _UUID4_SET:032x}"
+    return (random.getrandbits(128) & _UUID4_KEPT | _UUID4_SET).to_bytes(16).hex()
 
 
 # uuid4's version (4) and variant (RFC 4122) bits: the bits kept from the random number and

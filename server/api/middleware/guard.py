@@ -150,7 +150,13 @@ class RequestGuardMiddleware:
                 started = True
             return send(message)
 
-        deadline = self._start_deadline()
+        # The deadline, started inline (a frame less per request than a method).
+        deadline: _Deadline | None = None
+        if self.timeout is not None:
+            deadlines = self._deadlines
+            if deadlines is None or deadlines.loop is not asyncio.get_running_loop():
+                deadlines = self._new_deadlines()
+            deadline = deadlines.start(self.timeout)
         try:
             await app(scope, receive, tracking_send)
         except asyncio.CancelledError:
@@ -183,15 +189,10 @@ class RequestGuardMiddleware:
             if deadline is not None:
                 deadline.owner.entries.discard(deadline)
 
-    def _start_deadline(self) -> _Deadline | None:
-        if self.timeout is None:
-            return None
-        loop = asyncio.get_running_loop()
-        deadlines = self._deadlines
-        if deadlines is None or deadlines.loop is not loop:
-            # Another loop (tests run one per client): the old one keeps its own timer.
-            deadlines = self._deadlines = _Deadlines(loop, self._tick)
-        return deadlines.start(self.timeout)
+    def _new_deadlines(self) -> _Deadlines:
+        # Another loop (tests run one per client): the old one keeps its own timer.
+        deadlines = self._deadlines = _Deadlines(asyncio.get_running_loop(), self._tick)
+        return deadlines
 
     def _learn(self, key: tuple[str, str], scope: Scope) -> None:
         endpoint = scope.get("endpoint")
