@@ -1,12 +1,12 @@
 """The SQL tracker store's PostgreSQL access: asyncpg's own pool, one round trip per call.
 
-Appends and a turn's reads (of newer rows, or of a whole session) are grouped: those made
-while the previous group of their kind ran (or in the same event loop iteration) go out as
-one statement (for appends one transaction, each append still all or nothing); every
-statement is prepared once per connection. There is no ping per checkout: a connection the
-server closed is replaced when the pool hands it out, and a statement that finds its
-connection gone is retried once where that cannot write twice (reads, or a write that never
-reached the server).
+Appends and a turn's reads (of newer rows or of a whole session, in the same groups) are
+grouped: those made while the previous group of their kind ran (or in the same event loop
+iteration) go out as one statement (for appends one transaction, each append still all or
+nothing); every statement is prepared once per connection. There is no ping per checkout: a
+connection the server closed is replaced when the pool hands it out, and a statement that
+finds its connection gone is retried once where that cannot write twice (reads, or a write
+that never reached the server).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Generic, TypeVar
 
 import asyncpg
@@ -55,14 +54,6 @@ _GROUP_INSERT = (
 )
 _INSERT_ONLY = f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM ({_ROWS}) AS r ORDER BY n"
 _ROWS_FROM = "SELECT id, data FROM events WHERE sender_id = $1 AND id >= $2 ORDER BY id"
-# A group's reads: (k, id, data), k the read's place (from 1) in the arrays.
-_GROUP_ROWS_FROM = (
-    "SELECT q.k, e.id, e.data"
-    " FROM unnest($1::varchar[], $2::bigint[]) WITH ORDINALITY AS q(sender_id, first_id, k)"
-    " CROSS JOIN LATERAL (SELECT id, data FROM events"
-    "  WHERE sender_id = q.sender_id AND id >= q.first_id ORDER BY id) AS e"
-    " ORDER BY q.k, e.id"
-)
 # The current session's rows in one statement: it starts at the last action_session_start,
 # or at a later session_started (at the row before it when that is action_session_start).
 # The first two seek the partial indexes, which a generic plan uses only with the literals.
@@ -78,22 +69,26 @@ _SESSION_ROWS = (
     " SELECT id, data FROM events WHERE sender_id = $1 AND id >= (SELECT id FROM start)"
     " ORDER BY id"
 )
-
-# A group's session reads: (k, id, data), k the read's place (from 1) in the array.
-_GROUP_SESSION_ROWS = (
-    "SELECT q.k, e.id, e.data FROM unnest($1::varchar[]) WITH ORDINALITY AS q(sender_id, k)"
-    " CROSS JOIN LATERAL (SELECT"
-    "  (SELECT max(id) FROM events"
-    f"   WHERE sender_id = q.sender_id AND {SESSION_ACTION_WHERE}) AS action,"
-    "  (SELECT max(id) FROM events"
-    f"   WHERE sender_id = q.sender_id AND {SESSION_STARTED_WHERE}) AS started) AS m"
-    " CROSS JOIN LATERAL (SELECT CASE"
-    "  WHEN m.started IS NOT NULL AND (m.action IS NULL OR m.action < m.started)"
+# Where the current session of `q.sender_id` starts (as in _SESSION_ROWS), for one read of a
+# group; evaluated only for the reads that need it (COALESCE stops at the first non-null).
+_SESSION_START_OF_Q = (
+    "(SELECT CASE WHEN m.started IS NOT NULL AND (m.action IS NULL OR m.action < m.started)"
     "  THEN coalesce((SELECT CASE WHEN type_name = 'action'"
     f"   AND action_name = '{ACTION_SESSION_START}' THEN id END"
     "   FROM events WHERE sender_id = q.sender_id AND id < m.started ORDER BY id DESC LIMIT 1),"
     "   m.started)"
-    "  ELSE coalesce(m.action, 0) END AS id) AS start"
+    "  ELSE coalesce(m.action, 0) END"
+    " FROM (SELECT (SELECT max(id) FROM events"
+    f"   WHERE sender_id = q.sender_id AND {SESSION_ACTION_WHERE}) AS action,"
+    "  (SELECT max(id) FROM events"
+    f"   WHERE sender_id = q.sender_id AND {SESSION_STARTED_WHERE}) AS started OFFSET 0) AS m)"
+)
+# A group's reads, of newer rows (first_id given) and of whole sessions (first_id null)
+# alike: (k, id, data), k the read's place (from 1) in the arrays.
+_GROUP_READS = (
+    "SELECT q.k, e.id, e.data"
+    " FROM unnest($1::varchar[], $2::bigint[]) WITH ORDINALITY AS q(sender_id, first_id, k)"
+    f" CROSS JOIN LATERAL (SELECT coalesce(q.first_id, {_SESSION_START_OF_Q}) AS id) AS start"
     " CROSS JOIN LATERAL (SELECT id, data FROM events"
     "  WHERE sender_id = q.sender_id AND id >= start.id ORDER BY id) AS e"
     " ORDER BY q.k, e.id"
@@ -209,8 +204,9 @@ class PostgresDatabase:
         self._server_settings = {"search_path": schema} if schema else None
         self._pool: asyncpg.Pool | None = None
         self._appends = _Groups(self._write)
-        self._reads = _Groups(partial(self._read, _ROWS_FROM, _GROUP_ROWS_FROM, 2))
-        self._session_reads = _Groups(partial(self._read, _SESSION_ROWS, _GROUP_SESSION_ROWS, 1))
+        # Reads of newer rows and of whole sessions share their groups: with two workers
+        # each process's groups are smaller, and one kind fewer is one statement fewer.
+        self._reads = _Groups(self._read)
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -252,7 +248,6 @@ class PostgresDatabase:
     async def close(self) -> None:
         await self._appends.drain()  # the appends already made are written first
         await self._reads.drain()
-        await self._session_reads.drain()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -332,21 +327,20 @@ class PostgresDatabase:
         made together go out as one statement."""
         return await self._reads((sender_id, first_id))
 
-    async def _read(
-        self,
-        single: str,
-        grouped: str,
-        arrays: int,
-        group: list[_Call[tuple[str, Any], list[IdData]]],
-    ) -> None:
-        """Settles a group of reads: `single` takes one read's item as its arguments,
-        `grouped` the first `arrays` parts of every item, as arrays."""
+    async def session_rows(self, sender_id: str) -> list[IdData]:
+        """(id, data) of the current session's rows, in order (one round trip); the reads
+        made together go out as one statement."""
+        return await self._reads((sender_id, None))
+
+    async def _read(self, group: list[_Call[tuple[str, int | None], list[IdData]]]) -> None:
+        """Settles a group of reads (first_id None: the whole current session)."""
         if len(group) == 1:
-            await self._read_one(single, group[0])
+            await self._read_one(group[0])
             return
-        columns = [list(column) for column in zip(*(call.item for call in group), strict=True)]
+        senders = [call.item[0] for call in group]
+        first_ids = [call.item[1] for call in group]
         try:
-            records = await self._run(lambda conn: conn.fetch(grouped, *columns[:arrays]))
+            records = await self._run(lambda conn: conn.fetch(_GROUP_READS, senders, first_ids))
         except UNAVAILABLE_ERRORS as exc:  # already retried once
             for call in group:
                 _fail(call, exc)
@@ -354,7 +348,7 @@ class PostgresDatabase:
         except Exception:  # each alone, so that only a read the database refuses fails
             for call in group:
                 if not call.outcome.done():
-                    await self._read_one(single, call)
+                    await self._read_one(call)
             return
         found: list[list[IdData]] = [[] for _ in group]
         for record in records:
@@ -362,18 +356,19 @@ class PostgresDatabase:
         for call, rows in zip(group, found, strict=True):
             _settle(call, rows)
 
-    async def _read_one(self, single: str, call: _Call[tuple[str, Any], list[IdData]]) -> None:
+    async def _read_one(self, call: _Call[tuple[str, int | None], list[IdData]]) -> None:
+        sender_id, first_id = call.item
+        args: tuple[str, str | int]
+        if first_id is None:
+            sql, args = _SESSION_ROWS, (sender_id, ACTION_SESSION_START)
+        else:
+            sql, args = _ROWS_FROM, (sender_id, first_id)
         try:
-            records = await self._run(lambda conn: conn.fetch(single, *call.item))
+            records = await self._run(lambda conn: conn.fetch(sql, *args))
         except Exception as exc:
             _fail(call, exc)
             return
         _settle(call, [(record[0], record[1]) for record in records])
-
-    async def session_rows(self, sender_id: str) -> list[IdData]:
-        """(id, data) of the current session's rows, in order (one round trip); the reads
-        made together go out as one statement."""
-        return await self._session_reads((sender_id, ACTION_SESSION_START))
 
     async def all_data(self, sender_id: str) -> list[str]:
         sql = "SELECT data FROM events WHERE sender_id = $1 ORDER BY id"

@@ -136,3 +136,37 @@ async def test_an_append_cancelled_before_its_group_goes_out_is_not_written() ->
         finally:
             await store.close()
         assert await transactions_that_wrote(config["db"]) == 2
+
+
+async def test_reads_of_known_and_new_conversations_made_together_each_get_their_rows() -> None:
+    known = [f"known{n}" for n in range(4)]
+    new = {
+        "new plain": [turn("a", 1.0)[0]],
+        "new with a later session": [
+            {"event": "action", "timestamp": 1.0, "name": "action_session_start"},
+            {"event": "session_started", "timestamp": 1.1},
+            *turn("old session", 1.2),
+            {"event": "action", "timestamp": 2.0, "name": "action_session_start"},
+            {"event": "session_started", "timestamp": 2.1},
+            *turn("this session", 2.2),
+        ],
+    }
+    async with postgres_database() as config:
+        reader, writer = create_tracker_store(config), create_tracker_store(config)
+        try:
+            for sender in known:
+                await reader.append(sender, turn(sender, 1.0))
+                assert await reader.load(sender) == turn(sender, 1.0)  # cached
+                await writer.append(sender, turn(f"{sender} later", 2.0))
+            for sender, events in new.items():
+                await writer.append(sender, events)
+            # Newer-row reads and whole-session reads, interleaved, in one group.
+            senders = [known[0], "new plain", known[1], "new with a later session", *known[2:]]
+            loaded = await asyncio.gather(*(reader.load(sender) for sender in senders))
+            expected = {s: turn(s, 1.0) + turn(f"{s} later", 2.0) for s in known}
+            expected["new plain"] = new["new plain"]
+            expected["new with a later session"] = new["new with a later session"][4:]
+            assert dict(zip(senders, loaded, strict=True)) == expected
+        finally:
+            await reader.close()
+            await writer.close()
