@@ -191,6 +191,9 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+# Below this share of the workers' CPU, a worker of a 2-worker run served next to nothing.
+LOPSIDED = 0.2
+
 # Processes outside the server that a turn also costs, by the name the kernel gives them.
 SERVICE_COMMANDS = {"postgres": "postgres", "redis": "redis-server"}
 
@@ -235,6 +238,7 @@ class CpuWindow:
         self.services = service_cpu()
         self.load = _own_and_children_cpu()
         self.busy = machine_busy_seconds()
+        self.workers = {pid: _process_cpu(pid) for pid in uvicorn_workers(server_pid)}
 
     def split(self, requests: int) -> dict[str, float]:
         """CPU milliseconds per request of each part, and the busy cores over the window."""
@@ -251,6 +255,32 @@ class CpuWindow:
         per_request["total"] = round(busy * 1000 / max(requests, 1), 3)
         per_request["busy_cores"] = round(busy / max(elapsed, 1e-9), 2)
         return per_request
+
+    def worker_shares(self) -> list[float]:
+        """Each uvicorn worker's share of the workers' CPU over the window, largest first
+        (empty with one worker). Workers share one listening socket, so one of them can end
+        up with nearly every connection, and the run then measures one worker."""
+        spent = [_process_cpu(pid) - before for pid, before in self.workers.items()]
+        total = sum(spent)
+        if len(spent) < 2 or total <= 0:
+            return []
+        return sorted((round(s / total, 2) for s in spent), reverse=True)
+
+
+def uvicorn_workers(pid: int) -> list[int]:
+    """The worker processes uvicorn `--workers N` spawned (not multiprocessing's resource
+    tracker, its other child)."""
+    workers = []
+    for child in process_tree(pid)[1:]:
+        with contextlib.suppress(OSError):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.append(child)
+    return workers
+
+
+def _process_cpu(pid: int) -> float:
+    found = _stat_cpu(Path(f"/proc/{pid}/stat"))
+    return found[1] if found else 0.0
 
 
 def _own_and_children_cpu() -> float:
@@ -618,6 +648,9 @@ class Load:
         split = window.split(point["requests"])
         point["server_cpu_ms_per_request"] = split["server"]
         point["cpu_ms_per_request"] = split
+        shares = window.worker_shares()
+        if shares:
+            point["worker_cpu_shares"] = shares
         if count_services:
             after = service_counters()
             point["per_request"] = {
@@ -682,6 +715,9 @@ def _fmt_split(point: dict[str, Any]) -> str:
     counts = point.get("per_request")
     if counts:
         text += f"; {counts['pg_statements']} pg stmts, {counts['redis_commands']} redis cmds"
+    shares = point.get("worker_cpu_shares")
+    if shares:
+        text += "; workers' CPU " + " / ".join(f"{share:.2f}" for share in shares)
     return text
 
 
@@ -834,6 +870,12 @@ def measure_workers(
                     count_services=True,
                 )["points"][str(concurrency)]
             )
+    # A 2-worker run where one worker had (nearly) every connection measured one worker.
+    out["one_worker_runs"] = {
+        key: sum(1 for p in points if min(p.get("worker_cpu_shares") or [1.0]) < LOPSIDED)
+        for key, points in runs.items()
+        if key.endswith("_w2")
+    }
     for key, points in runs.items():
         by_rps = sorted(points, key=lambda p: p["rps"])
         out[key] = by_rps[(len(by_rps) - 1) // 2]  # the median run (lower middle when even)
@@ -958,6 +1000,12 @@ def print_table(report: dict[str, Any]) -> None:
         print("  median CPU ms per request (turn) by process group over the measured runs:")
         for key, split in w["cpu_ms_per_request_median"].items():
             print(f"    {key:<10} " + _fmt_split({"cpu_ms_per_request": split}))
+        lopsided = {key: n for key, n in w.get("one_worker_runs", {}).items() if n}
+        if lopsided:
+            print(
+                f"  note: runs where one worker did under {LOPSIDED:.0%} of the workers' CPU "
+                f"(one worker had nearly every connection): {lopsided}"
+            )
         bound = w["cpu_bound"]
         print(
             f"  on idle cores the CPU split allows: bare {bound['bare_w1_per_s']:.0f} -> "

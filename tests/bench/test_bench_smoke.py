@@ -49,3 +49,16 @@ def test_the_python_load_generator_measures_a_live_server(tmp_path: Path) -> Non
         point = http_turns.run_python(server.url, "bare", 4, 0.5, "smoke")
     assert point["requests"] > 0 and point["errors"] == 0
     assert 0 < point["p50_ms"] <= point["p99_ms"]
+
+
+def test_the_cpu_window_tells_each_workers_share_of_a_two_worker_run(tmp_path: Path) -> None:
+    """A run where one worker got every connection measures one worker: the shares show it."""
+    from bench import http_turns
+
+    with http_turns.serve("bare_app", {}, 2, tmp_path, "bare") as server:
+        assert len(http_turns.uvicorn_workers(server.process.pid)) == 2
+        window = http_turns.CpuWindow(server.process.pid)
+        http_turns.run_python(server.url, "bare", 8, 1.0, "shares")
+        shares = window.worker_shares()
+    assert len(shares) == 2 and shares[0] >= shares[1] >= 0
+    assert abs(sum(shares) - 1) <= 0.02
