@@ -4,6 +4,8 @@ still all or nothing: one the database refuses fails alone."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -11,6 +13,7 @@ import pytest
 
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_store import SqlTrackerStore
+from server.trackers.store import TrackerStore
 from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
 
 
@@ -30,6 +33,22 @@ async def transactions_that_wrote(database: str) -> int:
         return int(await conn.fetchval("SELECT count(DISTINCT xmin::text) FROM events"))
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def reader_and_writer(
+    config: dict[str, Any],
+) -> AsyncIterator[tuple[TrackerStore, TrackerStore]]:
+    """Two stores over one database: the reader caches what it loads, the writer stands for
+    another process appending to the same conversations."""
+    reader, writer = create_tracker_store(config), create_tracker_store(config)
+    try:
+        yield reader, writer
+    finally:
+        try:
+            await reader.close()
+        finally:
+            await writer.close()
 
 
 async def test_appends_made_together_commit_in_one_transaction() -> None:
@@ -99,24 +118,17 @@ async def test_two_appends_of_one_conversation_in_a_group_keep_their_order(cache
 
 async def test_loads_made_together_each_see_their_own_newer_rows() -> None:
     senders = [f"user{n}" for n in range(10)]
-    async with postgres_database() as config:
-        reader, writer = create_tracker_store(config), create_tracker_store(config)
-        try:
-            for sender in senders:
-                await reader.append(sender, turn(sender, 1.0))
-                assert await reader.load(sender) == turn(sender, 1.0)  # cached
-            for number, sender in enumerate(senders):  # another process's turns
-                for later in range(number % 3):
-                    await writer.append(sender, turn(f"{sender} {later}", 2.0 + later))
-            loaded = await asyncio.gather(*(reader.load(sender) for sender in senders))
-            for number, (sender, events) in enumerate(zip(senders, loaded, strict=True)):
-                later_turns = [
-                    turn(f"{sender} {later}", 2.0 + later) for later in range(number % 3)
-                ]
-                assert events == turn(sender, 1.0) + [e for t in later_turns for e in t]
-        finally:
-            await reader.close()
-            await writer.close()
+    async with postgres_database() as config, reader_and_writer(config) as (reader, writer):
+        for sender in senders:
+            await reader.append(sender, turn(sender, 1.0))
+            assert await reader.load(sender) == turn(sender, 1.0)  # cached
+        for number, sender in enumerate(senders):  # another process's turns
+            for later in range(number % 3):
+                await writer.append(sender, turn(f"{sender} {later}", 2.0 + later))
+        loaded = await asyncio.gather(*(reader.load(sender) for sender in senders))
+        for number, (sender, events) in enumerate(zip(senders, loaded, strict=True)):
+            later_turns = [turn(f"{sender} {later}", 2.0 + later) for later in range(number % 3)]
+            assert events == turn(sender, 1.0) + [e for t in later_turns for e in t]
 
 
 async def test_an_append_cancelled_before_its_group_goes_out_is_not_written() -> None:
@@ -151,22 +163,17 @@ async def test_reads_of_known_and_new_conversations_made_together_each_get_their
             *turn("this session", 2.2),
         ],
     }
-    async with postgres_database() as config:
-        reader, writer = create_tracker_store(config), create_tracker_store(config)
-        try:
-            for sender in known:
-                await reader.append(sender, turn(sender, 1.0))
-                assert await reader.load(sender) == turn(sender, 1.0)  # cached
-                await writer.append(sender, turn(f"{sender} later", 2.0))
-            for sender, events in new.items():
-                await writer.append(sender, events)
-            # Newer-row reads and whole-session reads, interleaved, in one group.
-            senders = [known[0], "new plain", known[1], "new with a later session", *known[2:]]
-            loaded = await asyncio.gather(*(reader.load(sender) for sender in senders))
-            expected = {s: turn(s, 1.0) + turn(f"{s} later", 2.0) for s in known}
-            expected["new plain"] = new["new plain"]
-            expected["new with a later session"] = new["new with a later session"][4:]
-            assert dict(zip(senders, loaded, strict=True)) == expected
-        finally:
-            await reader.close()
-            await writer.close()
+    async with postgres_database() as config, reader_and_writer(config) as (reader, writer):
+        for sender in known:
+            await reader.append(sender, turn(sender, 1.0))
+            assert await reader.load(sender) == turn(sender, 1.0)  # cached
+            await writer.append(sender, turn(f"{sender} later", 2.0))
+        for sender, events in new.items():
+            await writer.append(sender, events)
+        # Newer-row reads and whole-session reads, interleaved, in one group.
+        senders = [known[0], "new plain", known[1], "new with a later session", *known[2:]]
+        loaded = await asyncio.gather(*(reader.load(sender) for sender in senders))
+        expected = {s: turn(s, 1.0) + turn(f"{s} later", 2.0) for s in known}
+        expected["new plain"] = new["new plain"]
+        expected["new with a later session"] = new["new with a later session"][4:]
+        assert dict(zip(senders, loaded, strict=True)) == expected
