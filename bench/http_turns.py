@@ -183,12 +183,7 @@ def rss_mb(pid: int) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its children (uvicorn's workers), in seconds."""
-    total = 0
-    for p in process_tree(pid):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / os.sysconf("SC_CLK_TCK")
+    return sum(_process_cpu(p) for p in process_tree(pid))
 
 
 # Below this share of the workers' CPU, a worker of a 2-worker run served next to nothing.
