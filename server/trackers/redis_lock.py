@@ -2,6 +2,7 @@
 
 Acquire is atomic (SET NX PX with a random owner token), the lease is renewed while the
 turn runs, and release deletes the key only if it still holds our token (a Lua script).
+Acquires and releases of one event loop pass share a pipeline (redis_batch.CommandBatch).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from redis import exceptions as redis_errors
 
 from server.errors import LockTimeout
 from server.trackers.memory_lock import DEFAULT_WAIT_TIMEOUT, InMemoryLockStore, timeout_message
+from server.trackers.redis_batch import CommandBatch
 from server.trackers.redis_client import create_client, key_prefix, unavailable_as
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,9 @@ class RedisLockStore:
         self._local = InMemoryLockStore(self.wait_timeout)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
+        self._batch = CommandBatch(self._redis)
+        # Releases of leases whose acquiring turn was cancelled while its SET was out.
+        self._returns: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
     async def lock(
@@ -96,13 +101,34 @@ class RedisLockStore:
         pause = _FIRST_POLL
         while True:
             with unavailable_as("lock store", self._redis):
-                if await self._redis.set(key, token, nx=True, px=lifetime_ms):
+                if await self._take(key, token, lifetime_ms, conversation_id):
                     return
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise LockTimeout(timeout_message(conversation_id, timeout))
             await asyncio.sleep(min(pause, remaining))
             pause = min(pause * 2, _MAX_POLL)
+
+    async def _take(self, key: str, token: str, lifetime_ms: int, conversation_id: str) -> bool:
+        """SET NX PX. A turn cancelled meanwhile (a client gone, shutdown) gives back the
+        lease its command may still take, so the next turn does not wait out the lease."""
+        reply = self._batch.call("SET", key, token, "NX", "PX", lifetime_ms)
+        try:
+            return bool(await asyncio.shield(reply))
+        except asyncio.CancelledError:
+            reply.add_done_callback(
+                lambda taken: self._give_back_taken(taken, key, token, conversation_id)
+            )
+            raise
+
+    def _give_back_taken(
+        self, reply: asyncio.Future[Any], key: str, token: str, conversation_id: str
+    ) -> None:
+        if reply.cancelled() or reply.exception() is not None or not reply.result():
+            return
+        task = asyncio.ensure_future(self._give_back(key, token, conversation_id))
+        self._returns.add(task)
+        task.add_done_callback(self._returns.discard)
 
     async def _keep_alive(
         self, key: str, token: str, conversation_id: str, now: bool = False
@@ -128,10 +154,17 @@ class RedisLockStore:
 
     async def _give_back(self, key: str, token: str, conversation_id: str) -> None:
         try:
-            await self._release(keys=[key], args=[token])
+            try:
+                # Shielded: a cancelled turn still gives its lease back.
+                await asyncio.shield(self._batch.call("EVALSHA", self._release.sha, 1, key, token))
+            except redis_errors.NoScriptError:  # Redis restarted or flushed its scripts
+                await self._release(keys=[key], args=[token])  # loads it, then runs it
         except (redis_errors.RedisError, OSError) as exc:
             # The lease runs out by itself; the next turn waits at most lock_lifetime.
             logger.warning("Could not release the lock of '%s': %s", conversation_id, exc)
 
     async def close(self) -> None:
+        await self._batch.close()
+        if self._returns:
+            await asyncio.wait(self._returns)
         await self._redis.aclose()
