@@ -143,6 +143,15 @@ async def run_store(
 async def bench(kind: str, messages: int, workdir: Path) -> dict[str, Any]:
     if kind == "memory":
         return await run_store(create_tracker_store({"type": "in_memory"}), messages, None)
+    if kind == "redis":
+        prefix = "bslong" + uuid.uuid4().hex[:8]
+        # Its own key prefix in db 2; the lists expire an hour after the run.
+        redis_config = {"type": "redis", "url": "127.0.0.1", "port": 6379, "db": 2}
+        store = create_tracker_store({**redis_config, "key_prefix": prefix, "record_exp": 3600})
+        try:
+            return await run_store(store, messages, None)
+        finally:
+            await store.close()
     if kind == "sqlite":
         config: dict[str, Any] = {
             "type": "sql",

@@ -1,6 +1,6 @@
 """In-process turn driver: the server's ASGI app called directly, no sockets, no HTTP client.
 
-    python bench/turn_profile.py [--store sqlite|memory] [--lock memory|redis] [--turns 20000]
+    python bench/turn_profile.py [--store sqlite|memory|redis] [--lock memory|redis] [--turns 20000]
         [--concurrency 50] [--warmup 2000] [--unique] [--model ARCHIVE] [--no-uvloop]
         [--cprofile OUT.prof] [--store-stats] [--json]
 
@@ -55,6 +55,16 @@ def endpoints(store: str, lock: str, workdir: Path) -> dict[str, Any]:
             "type": "sql",
             "dialect": "sqlite",
             "db": str(workdir / "turns.db"),
+        }
+    elif store == "redis":
+        # Its own key prefix (db 2): the run's lists are left to expire after an hour.
+        config["tracker_store"] = {
+            "type": "redis",
+            "url": REDIS[0],
+            "port": REDIS[1],
+            "db": 2,
+            "key_prefix": f"turnprofile{os.getpid()}",
+            "record_exp": 3600,
         }
     else:
         config["tracker_store"] = {"type": "in_memory"}
@@ -303,7 +313,7 @@ async def measure(args: argparse.Namespace, model: Path, workdir: Path) -> dict[
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--store", choices=("sqlite", "memory"), default="sqlite")
+    parser.add_argument("--store", choices=("sqlite", "memory", "redis"), default="sqlite")
     parser.add_argument("--lock", choices=("memory", "redis"), default="memory")
     parser.add_argument("--turns", type=int, default=20_000, help="measured turns")
     parser.add_argument("--warmup", type=int, default=2_000, help="turns before measuring")

@@ -154,11 +154,8 @@ class RedisLockStore:
 
     async def _give_back(self, key: str, token: str, conversation_id: str) -> None:
         try:
-            try:
-                # Shielded: a cancelled turn still gives its lease back.
-                await asyncio.shield(self._batch.call("EVALSHA", self._release.sha, 1, key, token))
-            except redis_errors.NoScriptError:  # Redis restarted or flushed its scripts
-                await self._release(keys=[key], args=[token])  # loads it, then runs it
+            # Shielded: a cancelled turn still gives its lease back.
+            await asyncio.shield(self._batch.run_script(self._release, [key], [token]))
         except (redis_errors.RedisError, OSError) as exc:
             # The lease runs out by itself; the next turn waits at most lock_lifetime.
             logger.warning("Could not release the lock of '%s': %s", conversation_id, exc)

@@ -1,19 +1,24 @@
 """The Redis tracker store: one list per conversation (RPUSH appends in O(1)).
 
 Beside each list, `<prefix>:tracker_session:<id>` holds the list index where the current
-session starts, so a load reads that session only. Rasa's one-JSON-string layout is
-converted on first touch.
+session starts, so a load reads that session only; a process keeps the sessions it read and
+then reads only the items pushed since. Rasa's one-JSON-string layout is converted on first
+touch.
 """
 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis import exceptions as redis_errors
 
 from server.trackers.redis_client import create_client, key_prefix, unavailable_as
 from server.trackers.session_start import latest_session_start
+from server.trackers.snapshot import Snapshot
 from server.trackers.store import cache_events_setting
 
 # KEYS: list, session index. ARGV: ttl (0 = none), start offset in batch (-1 = none),
@@ -40,10 +45,28 @@ end
 return before
 """
 
+# KEYS: list, session index. ARGV: the session start and list length this process read last
+# and the raw last item it read (-1, 0, "" for none). Returns {0, start, items pushed since}
+# while the session is the same and what was read is still there (no replace, delete or
+# expiry since), else {1, start, the whole current session}.
 _LOAD = """
 local start = tonumber(redis.call('GET', KEYS[2]) or '0')
-return redis.call('LRANGE', KEYS[1], start, -1)
+local known_start, known_length = tonumber(ARGV[1]), tonumber(ARGV[2])
+if start == known_start and known_length > start
+    and redis.call('LINDEX', KEYS[1], known_length - 1) == ARGV[3] then
+  return {0, start, redis.call('LRANGE', KEYS[1], known_length, -1)}
+end
+return {1, start, redis.call('LRANGE', KEYS[1], start, -1)}
 """
+
+
+@dataclass
+class _Session:
+    """A current session as this process read it last."""
+
+    start: int  # its first item's index in the list
+    events: list[dict[str, Any]]  # parsed; only ever grows at its end (see Snapshot)
+    last: str  # the raw JSON of its last item
 
 
 class RedisTrackerStore:
@@ -60,6 +83,9 @@ class RedisTrackerStore:
         self._ttl = int(record_exp) if record_exp else 0
         self._append_script = self._redis.register_script(_APPEND)
         self._load_script = self._redis.register_script(_LOAD)
+        # The sessions this process read, least recently used first, bounded in events.
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._session_events = 0
 
     def _keys(self, sender_id: str) -> list[str]:
         return [self._prefix + sender_id, self._session_prefix + sender_id]
@@ -79,12 +105,51 @@ class RedisTrackerStore:
                 sender_id, lambda: self._append_script(keys=self._keys(sender_id), args=args)
             )
 
-    async def load(self, sender_id: str) -> list[dict[str, Any]] | None:
+    async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
+        """The current session; for one this process read before, only the items pushed
+        since are read and parsed, so a load costs the same at message 10 and 10,000."""
+        cached = self._sessions.get(sender_id)
+        known_start, known_length, known_last = -1, 0, ""
+        if cached is not None:
+            known_start, known_length = cached.start, cached.start + len(cached.events)
+            known_last = cached.last
+        args: list[str | int] = [known_start, known_length, known_last]
         with self._unavailable():
-            raw = await self._with_rasa_layout(
-                sender_id, lambda: self._load_script(keys=self._keys(sender_id))
+            whole, start, items = await self._with_rasa_layout(
+                sender_id, lambda: self._load_script(keys=self._keys(sender_id), args=args)
             )
-        return [json.loads(item) for item in raw] or None
+        if not whole and (
+            cached is not self._sessions.get(sender_id)
+            or cached is None
+            or cached.start + len(cached.events) != known_length
+        ):
+            return await self.load(sender_id)  # another load of it moved on meanwhile
+        if whole:
+            self._forget(sender_id)
+            if not items:
+                return None
+            cached = _Session(int(start), [json.loads(item) for item in items], items[-1])
+            self._remember(sender_id, cached, len(cached.events))
+        else:
+            assert cached is not None
+            if items:
+                cached.events.extend(json.loads(item) for item in items)
+                cached.last = items[-1]
+            self._remember(sender_id, cached, len(items))
+        return Snapshot(cached.events)
+
+    def _remember(self, sender_id: str, session: _Session, added: int) -> None:
+        self._sessions[sender_id] = session
+        self._sessions.move_to_end(sender_id)
+        self._session_events += added
+        while self._session_events > self.cache_events and len(self._sessions) > 1:
+            _, evicted = self._sessions.popitem(last=False)
+            self._session_events -= len(evicted.events)
+
+    def _forget(self, sender_id: str) -> None:
+        session = self._sessions.pop(sender_id, None)
+        if session is not None:
+            self._session_events -= len(session.events)
 
     async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
         key = self._prefix + sender_id
@@ -93,6 +158,7 @@ class RedisTrackerStore:
         return [json.loads(item) for item in raw] or None
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+        self._forget(sender_id)
         with self._unavailable():
             await self._write_all(sender_id, events)
 
@@ -128,6 +194,7 @@ class RedisTrackerStore:
         return found
 
     async def delete(self, sender_id: str) -> None:
+        self._forget(sender_id)
         with self._unavailable():
             await self._redis.delete(*self._keys(sender_id))
 

@@ -1,0 +1,107 @@
+"""The Redis tracker store reads a session it read before incrementally (only the items pushed
+since), and still sees what other processes did: appends, a new session, replace, delete."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from server.trackers.factory import create_tracker_store
+from server.trackers.redis_store import RedisTrackerStore
+from tests.trackers.persistence_fixtures import (
+    REDIS,
+    delete_redis_keys,
+    require_service,
+    unique_name,
+)
+from tests.trackers.test_tracker_stores import bot, session_start, user
+
+
+@pytest.fixture
+async def config() -> AsyncIterator[dict[str, Any]]:
+    require_service("Redis", REDIS)
+    prefix = unique_name("bsrcache")
+    yield {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    await delete_redis_keys(prefix)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Redis]:
+    redis = Redis(host=REDIS[0], port=REDIS[1], db=0, decode_responses=True)
+    yield redis
+    await redis.aclose()
+
+
+def redis_store(config: dict[str, Any]) -> RedisTrackerStore:
+    store = create_tracker_store(config)
+    assert isinstance(store, RedisTrackerStore)
+    return store
+
+
+async def test_a_second_load_reads_only_the_items_pushed_since(
+    config: dict[str, Any], client: Redis
+) -> None:
+    store = redis_store(config)
+    key = f"{config['key_prefix']}:tracker:alice"
+    try:
+        await store.append("alice", [*session_start(0.0), user("hi", 1.0), bot("hey", 2.0)])
+        assert len(await store.load("alice") or []) == 5
+        # Change an item the store already read, behind its back (no store does this): a
+        # whole read would show it, an incremental one does not.
+        await client.lset(key, 3, json.dumps(user("changed", 1.0)))
+        await store.append("alice", [user("again", 3.0)])
+
+        events = list(await store.load("alice") or [])
+        assert [e.get("text") for e in events[3:]] == ["hi", "hey", "again"]
+        # A fresh store (another process) reads the whole session.
+        fresh = redis_store(config)
+        try:
+            assert (await fresh.load("alice") or [])[3]["text"] == "changed"
+        finally:
+            await fresh.close()
+    finally:
+        await store.close()
+
+
+async def test_what_another_process_did_is_seen(config: dict[str, Any]) -> None:
+    mine, other = redis_store(config), redis_store(config)
+    try:
+        await mine.append("bob", [*session_start(0.0), user("one", 1.0)])
+        assert len(await mine.load("bob") or []) == 4
+
+        await other.append("bob", [bot("two", 2.0)])  # an append
+        assert [e.get("text") for e in await mine.load("bob") or []][-2:] == ["one", "two"]
+
+        await other.append("bob", [*session_start(3.0), user("new session", 4.0)])
+        assert [e["event"] for e in await mine.load("bob") or []] == [
+            "action",
+            "session_started",
+            "action",
+            "user",
+        ]
+
+        await other.replace("bob", [*session_start(5.0), user("replaced", 6.0)])
+        assert (await mine.load("bob") or [])[-1]["text"] == "replaced"
+
+        await other.delete("bob")
+        assert await mine.load("bob") is None
+    finally:
+        await mine.close()
+        await other.close()
+
+
+async def test_the_sessions_kept_stay_within_cache_events(config: dict[str, Any]) -> None:
+    store = redis_store({**config, "cache_events": 20})
+    try:
+        for n in range(10):
+            await store.append(f"c{n}", [*session_start(0.0), user(f"m{n}", 1.0)])
+            assert len(await store.load(f"c{n}") or []) == 4
+        assert store._session_events <= 20
+        assert len(store._sessions) == 5  # the five most recent conversations
+        assert (await store.load("c0") or [])[-1]["text"] == "m0"  # evicted: read whole
+    finally:
+        await store.close()
