@@ -212,9 +212,9 @@ class StoreStats:
                 start_wal(conn)
                 found[0] = 1
 
-            def counted(conn: Any) -> int:
+            def counted(conn: Any, **kwargs: Any) -> int:
                 before, found[0] = found[0], -1
-                frames: int = checkpoint(conn)
+                frames: int = checkpoint(conn, **kwargs)
                 self.wal_pages += max(0, frames - before)
                 if found[0] == -1:  # not restarted
                     found[0] = frames

@@ -370,3 +370,32 @@ async def test_a_session_read_while_this_store_appended_to_it_is_read_again_next
         assert await store.load("alice") == session_start(1.0) + [user("meanwhile", 2.0)]
     finally:
         await store.close()
+
+
+async def test_a_checkpoint_that_restarts_the_wal_does_not_make_cached_sessions_read_again(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "k.db"
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(path)})
+    try:
+        senders = [f"c{n}" for n in range(5)]
+        for sender in senders:
+            await store.append(sender, session_start(1.0))
+            await store.load(sender)
+        database = store._db  # type: ignore[attr-defined]
+        database.checkpoint_after = 1
+        await store.append("c0", [user("starts a checkpoint", 2.0)])
+        assert database._checkpointing is not None
+        await database._checkpointing
+        assert database.checkpoints == 1
+        reads = counting_reads(store)
+
+        for sender in senders:
+            assert len(await store.load(sender) or []) == (4 if sender == "c0" else 3)
+        # The WAL restart is this store's own commit of nothing: no session reads again.
+        assert reads[0] == 0
+
+        await append_from_another_process(path, "c1")  # while another writer still counts
+        assert (await store.load("c1") or [])[-1] == bot("from another process", 9.0)
+    finally:
+        await store.close()
