@@ -48,6 +48,26 @@ Send = Callable[[Message], Awaitable[None]]
 App = Callable[[dict[str, Any], Receive, Send], Coroutine[Any, Any, None]]
 
 
+REDIS_DB = 2
+
+
+def redis_prefix() -> str:
+    return f"turnprofile{os.getpid()}"
+
+
+def delete_redis_keys() -> None:
+    """The run's conversations, from the Redis tracker store (~1 KB each)."""
+    from redis import Redis
+
+    client = Redis(host=REDIS[0], port=REDIS[1], db=REDIS_DB)
+    try:
+        keys = list(client.scan_iter(match=redis_prefix() + ":*", count=5000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+    finally:
+        client.close()
+
+
 def endpoints(store: str, lock: str, workdir: Path) -> dict[str, Any]:
     config: dict[str, Any] = {}
     if store == "sqlite":
@@ -57,13 +77,13 @@ def endpoints(store: str, lock: str, workdir: Path) -> dict[str, Any]:
             "db": str(workdir / "turns.db"),
         }
     elif store == "redis":
-        # Its own key prefix (db 2): the run's lists are left to expire after an hour.
+        # Its own key prefix (db 2), deleted after the run (they would expire in an hour).
         config["tracker_store"] = {
             "type": "redis",
             "url": REDIS[0],
             "port": REDIS[1],
-            "db": 2,
-            "key_prefix": f"turnprofile{os.getpid()}",
+            "db": REDIS_DB,
+            "key_prefix": redis_prefix(),
             "record_exp": 3600,
         }
     else:
@@ -334,12 +354,16 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         model = Path(args.model) if args.model else train_moodbot(workdir / "models")
         run = measure(args, model, workdir)
-        if args.no_uvloop:
-            result = asyncio.run(run)
-        else:
-            import uvloop
+        try:
+            if args.no_uvloop:
+                result = asyncio.run(run)
+            else:
+                import uvloop
 
-            result = uvloop.run(run)
+                result = uvloop.run(run)
+        finally:
+            if args.store == "redis":
+                delete_redis_keys()
     if args.json:
         print(json.dumps(result))
     else:
