@@ -341,10 +341,11 @@ class SqliteDatabase:
         self,
         conn: sqlite3.Connection,
         wal_index: _WalIndex,
-        started: bytes,
+        started: bytes | None,
         group: Sequence[_Append],
     ) -> int | None:
-        """After an inline commit: the epoch goes on (its header becomes this commit's) when
+        """After an inline commit (or the WAL restart made through the inline connection,
+        with no appends): the epoch goes on (its header becomes this commit's) when
         this commit is the only one since the epoch's header was read, and every append of
         it has a caller waiting to bring its cache up to date (one cancelled meanwhile would
         leave its conversation's cache behind). The header read after COMMIT may include
@@ -396,7 +397,8 @@ class SqliteDatabase:
         try:
             frames = await self.run(functools.partial(_checkpoint, restart_with=inline))
             if inline is not None and wal_index is not None:
-                self._carry_epoch_over_restart(inline, wal_index, before)
+                # The restart commit writes no rows: an inline commit with no appends.
+                self._carry_epoch(inline, wal_index, before, ())
             self.checkpoints += 1
             self.checkpoint_seconds += time.perf_counter() - started
             low, high = _CHECKPOINT_AFTER_LIMITS
@@ -413,21 +415,6 @@ class SqliteDatabase:
                 if not self._inline_group:
                     asyncio.get_running_loop().call_soon(self._commit_inline)
                 self._inline_group[:0] = held
-
-    def _carry_epoch_over_restart(
-        self, inline: sqlite3.Connection, wal_index: _WalIndex, before: bytes | None
-    ) -> None:
-        """The epoch goes on past the WAL restart when it was current before it and the
-        inline connection made the restart commit with no other commit since (it writes no
-        rows: what the epoch's reads saw is still what the file holds)."""
-        (version,) = inline.execute("PRAGMA data_version").fetchone()
-        previous_version, self._data_version = self._data_version, version
-        header = wal_index.header()
-        if before is None or before != self._epoch_header or version != previous_version:
-            return
-        if header is not None:
-            self._epoch_header = header
-            self._carried += 1
 
     async def _flush(self) -> None:
         """Commits the pending appends, a group at a time, until none is left."""
