@@ -209,6 +209,7 @@ class StoreStats:
         "busy_fallbacks",
         "checkpoints",
         "checkpoint_seconds",
+        "held_seconds",
     )
 
     def __init__(self, app: Any) -> None:

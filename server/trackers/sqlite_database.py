@@ -23,6 +23,7 @@ import mmap
 import os
 import pathlib
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -53,6 +54,12 @@ _ROWS_PER_INSERT = 150
 # for the checkpoint on the thread: 4,000 pages made that wait 4x longer (wrk p99 at c=50
 # 113-146 ms against 53 ms).
 CHECKPOINT_FRAMES = 1000
+# A checkpoint copies the WAL beside the appends (see SqliteDatabase._checkpoint); if the WAL
+# grows past this many times checkpoint_frames meanwhile (a slow disk), appends wait for it.
+_WAL_GROWTH_LIMIT = 2
+# Passes copying beside the appends; each leaves what was appended during it to the next.
+_COPY_PASSES = 2
+_SMALL_REMAINDER = 64  # frames: copied with appends held rather than in one more pass
 _FIRST_CHECKPOINT_AFTER = 50  # commits
 _CHECKPOINT_AFTER_LIMITS = (8, 10_000)  # commits
 # What commits without an fsync in WAL mode; FULL and EXTRA sync the WAL at every commit.
@@ -91,17 +98,23 @@ class SqliteDatabase:
         self._inline_group: list[_Append] = []  # appends of this loop iteration
         self._sequential_ids = False  # see _insert
         self._checkpointing: asyncio.Task[None] | None = None
-        # While a checkpoint runs, appends wait here (not on the thread: see _checkpoint).
+        # While a checkpoint restarts the WAL, appends wait here (not on the thread: see
+        # _checkpoint); while it copies the WAL beside them, _copying is true.
         self._held: list[_Append] | None = None
+        self._copying = False
+        # Connections of the store's thread whose read transactions keep the WAL from being
+        # restarted by an inline commit while a checkpoint copies it (see _copy_pinned).
+        self._pins: list[sqlite3.Connection] = []
         self._commits_since_checkpoint = 0
         # For tests and stats: transactions that committed appends (either way), those of
         # them committed inline, groups handed to the thread because SQLite was busy,
-        # checkpoints run and the seconds they took (appends went to the thread meanwhile).
+        # checkpoints run, the seconds they took and the seconds appends were held by them.
         self.group_commits = 0
         self.inline_commits = 0
         self.busy_fallbacks = 0
         self.checkpoints = 0
         self.checkpoint_seconds = 0.0
+        self.held_seconds = 0.0
         # What epoch() reads: the WAL-index header as of the current epoch, and the inline
         # connection's data_version after its last commit.
         self._wal_index: _WalIndex | None = None
@@ -152,6 +165,8 @@ class SqliteDatabase:
         def close() -> None:
             if inline is not None:  # before the thread's, which checkpoints when last
                 inline.close()
+            for pin in self._pins:
+                pin.close()
             conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
             if conn is not None:
                 conn.close()
@@ -296,6 +311,8 @@ class SqliteDatabase:
         """Commits this iteration's appends on the loop's thread; busy: hands them over."""
         group, self._inline_group = self._inline_group, []
         conn = self._inline
+        if self._copying and self._wal_outgrown():
+            self._held = []  # the checkpoint copies the rest with the appends held
         if self._held is not None:  # a checkpoint started since these were grouped
             self._held.extend(group)
             return
@@ -374,33 +391,43 @@ class SqliteDatabase:
             and self._inline is not None
             and self._checkpointing is None
         ):
-            self._checkpointing = asyncio.get_running_loop().create_task(
-                self._checkpoint(self._commits_since_checkpoint)
-            )
-            self._commits_since_checkpoint = 0
+            self._checkpointing = asyncio.get_running_loop().create_task(self._checkpoint())
 
-    async def _checkpoint(self, commits: int) -> None:
-        """Appends wait while it runs: with no writer of this process meanwhile, it copies all
-        of the WAL, and the thread starts the WAL afresh (an inline commit into a wholly copied
-        WAL would restart it itself, and fsync it). Then they commit inline, as one group: on
-        the thread they held SQLite's write lock, so the next inline groups found it busy and
-        followed them there, one hop each (680 of 1,094 commits, quiet machine, c=50).
+    async def _checkpoint(self) -> None:
+        """Copies the WAL into the database file and starts the WAL afresh, in two steps.
+
+        First, beside the appends: a read transaction pins the WAL (no inline commit restarts
+        it, which would fsync its header on the loop) and a PASSIVE checkpoint copies it up
+        to the pinned frame, then once more what was appended meanwhile. Then, appends held
+        (an inline commit into a wholly copied WAL would restart it itself): the thread copies
+        the rest, a few frames, and starts the WAL afresh; the held appends then commit
+        inline, as one group (on the thread they would hold SQLite's write lock, so the next
+        inline groups would find it busy and follow them there, one hop each). Holding the
+        appends for the whole copy made every turn in flight wait for it: 13 ms per
+        checkpoint at c=50 (1,000 frames), now 1-2 ms.
 
         The thread starts the WAL afresh through the inline connection (unused while appends
         are held): a commit by another connection would make it drop its page cache, and
         start a new epoch, after which every cached session reads again; that made the turns
         of the 20 ms after each checkpoint ~20 % slower (c=50)."""
-        self._held = []
         started = time.perf_counter()
         inline, wal_index = self._inline, self._wal_index
-        before = wal_index.header() if wal_index is not None else None
         try:
-            frames = await self.run(functools.partial(_checkpoint, restart_with=inline))
+            if inline is not None and wal_index is not None:
+                await self._copy_beside_appends(wal_index)
+            if self._held is None:
+                self._held = []
+            held_at = time.perf_counter()
+            # The commits whose frames the WAL holds (those of the first step included).
+            commits, self._commits_since_checkpoint = self._commits_since_checkpoint, 0
+            before = wal_index.header() if wal_index is not None else None
+            frames = await self.run(functools.partial(self._finish_checkpoint, inline))
             if inline is not None and wal_index is not None:
                 # The restart commit writes no rows: an inline commit with no appends.
                 self._carry_epoch(inline, wal_index, before, ())
             self.checkpoints += 1
             self.checkpoint_seconds += time.perf_counter() - started
+            self.held_seconds += time.perf_counter() - held_at
             low, high = _CHECKPOINT_AFTER_LIMITS
             if frames > 0:
                 self.checkpoint_after = max(
@@ -409,12 +436,71 @@ class SqliteDatabase:
         except sqlite3.Error as error:  # the next one will try again
             logger.warning("SQLite checkpoint of %s failed: %s", self.path, error)
         finally:
+            self._copying = False
             held, self._held = self._held, None
             self._checkpointing = None
+            if any(pin.in_transaction for pin in self._pins):  # the finish did not run
+                self._executor.submit(self._unpin)
             if held:  # before the appends grouped since, if any (their commit is scheduled)
                 if not self._inline_group:
                     asyncio.get_running_loop().call_soon(self._commit_inline)
                 self._inline_group[:0] = held
+
+    async def _copy_beside_appends(self, wal_index: _WalIndex) -> None:
+        """The checkpoint's first step: up to _COPY_PASSES pinned copies while appends go
+        on; stops early when what is left is small or the WAL outgrew its limit."""
+        self._copying = True
+        try:
+            for step in range(_COPY_PASSES):
+                copied = await self.run(functools.partial(self._copy_pinned, step % 2))
+                header = wal_index.header()
+                if (
+                    self._held is not None
+                    or header is None
+                    or _WalIndex.frames(header) - copied <= _SMALL_REMAINDER
+                ):
+                    break
+        except sqlite3.Error as error:  # the held step copies it all
+            logger.debug(
+                "SQLite checkpoint of %s: copying beside appends failed: %s", self.path, error
+            )
+        finally:
+            self._copying = False
+
+    def _copy_pinned(self, pin_index: int, conn: sqlite3.Connection) -> int:
+        """Starts a read transaction on pin `pin_index` (the WAL's frames up to now are
+        then in use, so no writer restarts the WAL), ends the other pin's, and copies the WAL
+        up to the pinned frame. Returns the frames copied so far (nBackfill).
+
+        A read transaction that starts while the WAL is wholly copied would not pin it (it
+        reads the database file alone): the caller pins again only when frames are left."""
+        while len(self._pins) <= pin_index:
+            self._pins.append(sqlite3.connect(self.path, timeout=0, isolation_level=None))
+        pin = self._pins[pin_index]
+        pin.execute("BEGIN")
+        pin.execute("PRAGMA schema_version").fetchone()  # the read transaction starts here
+        self._unpin(keep=pin)
+        _busy, _frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return max(0, int(copied))
+
+    def _unpin(self, keep: sqlite3.Connection | None = None) -> None:
+        for pin in self._pins:
+            if pin is not keep and pin.in_transaction:
+                pin.execute("COMMIT")
+
+    def _finish_checkpoint(
+        self, inline: sqlite3.Connection | None, conn: sqlite3.Connection
+    ) -> int:
+        """The held step: unpins, copies the rest and starts the WAL afresh (_checkpoint)."""
+        self._unpin()
+        return _checkpoint(conn, restart_with=inline)
+
+    def _wal_outgrown(self) -> bool:
+        wal_index = self._wal_index
+        header = wal_index.header() if wal_index is not None else None
+        return header is not None and (
+            _WalIndex.frames(header) > _WAL_GROWTH_LIMIT * self.checkpoint_frames
+        )
 
     async def _flush(self) -> None:
         """Commits the pending appends, a group at a time, until none is left."""
@@ -701,6 +787,11 @@ class _WalIndex:
         if first != self._map[48:96] or first[12] != 1:
             return None
         return first
+
+    @staticmethod
+    def frames(header: bytes) -> int:
+        """mxFrame: the WAL's frames (valid ones) as of this header, in native byte order."""
+        return int.from_bytes(header[16:20], sys.byteorder)
 
     def close(self) -> None:
         self._map.close()

@@ -342,23 +342,25 @@ async def test_checkpoints_run_and_the_wal_file_is_reused_instead_of_growing(
 
 
 async def test_appends_waiting_for_a_checkpoint_commit_inline_after_it_in_one_group(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "h.db"
     store = sqlite_store(path)
+    paused, go_on = pause_checkpoint(monkeypatch, "held")
     try:
-        await store.append("warm", session_start(0.0))
-        database = database_of(store)
-        database.checkpoint_after = 1
-        await store.append("warm", [user("starts a checkpoint", 1.0)])
-        assert database._checkpointing is not None
+        database, checkpoint = await start_checkpoint(store, paused)
         inline, on_thread = (
             database.inline_commits,
             database.group_commits - database.inline_commits,
         )
 
-        await asyncio.gather(*(store.append(f"c{n}", [user(f"m{n}", 2.0)]) for n in range(20)))
+        appends = asyncio.gather(*(store.append(f"c{n}", [user(f"m{n}", 2.0)]) for n in range(20)))
+        await asyncio.sleep(0.05)
+        assert not appends.done()  # held: the store's thread is restarting the WAL
+        go_on.set()
+        await asyncio.wait_for(appends, timeout=5)
 
+        assert checkpoint.done()
         assert database.checkpoints == 1
         # On the thread they would have held the write lock while the next inline groups
         # tried to start, and sent those to the thread too.
@@ -369,6 +371,117 @@ async def test_appends_waiting_for_a_checkpoint_commit_inline_after_it_in_one_gr
         for n in range(20):
             assert await store.load(f"c{n}") == [user(f"m{n}", 2.0)]
     finally:
+        go_on.set()
+        await store.close()
+
+
+def wal_index_frames(database: SqliteDatabase) -> int:
+    """The WAL's frames as the store's WAL index says (no checkpoint, unlike wal_frames)."""
+    assert database._wal_index is not None
+    header = database._wal_index.header()
+    assert header is not None
+    return sqlite_database._WalIndex.frames(header)
+
+
+def pause_checkpoint(
+    monkeypatch: pytest.MonkeyPatch, step: str
+) -> tuple[threading.Event, threading.Event]:
+    """Makes a checkpoint wait on the store's thread until told to go on, (paused, go on):
+    step "copied" once the copy beside the appends has pinned and copied the WAL, step
+    "held" as the held step starts (appends are held by then)."""
+    paused, go_on = threading.Event(), threading.Event()
+    name = "_copy_pinned" if step == "copied" else "_finish_checkpoint"
+    original = getattr(SqliteDatabase, name)
+
+    def pausing(self: SqliteDatabase, argument: Any, conn: sqlite3.Connection) -> int:
+        if step == "held":
+            paused.set()
+            go_on.wait(10)
+        result: int = original(self, argument, conn)
+        if step == "copied":
+            paused.set()
+            go_on.wait(10)
+        return result
+
+    monkeypatch.setattr(SqliteDatabase, name, pausing)
+    return paused, go_on
+
+
+async def start_checkpoint(
+    store: SqlTrackerStore, paused: threading.Event
+) -> tuple[SqliteDatabase, asyncio.Task[None]]:
+    """Starts a checkpoint after a few appends; returns once it paused (pause_checkpoint)."""
+    await store.append("warm", session_start(0.0))
+    database = database_of(store)
+    database.checkpoint_after = 1
+    await store.append("warm", [user("starts a checkpoint", 1.0)])
+    checkpoint = database._checkpointing
+    assert checkpoint is not None
+    await asyncio.get_running_loop().run_in_executor(None, paused.wait, 10)
+    return database, checkpoint
+
+
+async def test_appends_commit_inline_while_a_checkpoint_copies_the_wal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = sqlite_store(tmp_path / "b.db")
+    paused, go_on = pause_checkpoint(monkeypatch, "copied")
+    try:
+        database, checkpoint = await start_checkpoint(store, paused)
+        frames = wal_index_frames(database)
+        inline = database.inline_commits
+
+        # The whole WAL is copied and the checkpoint not over: the appends commit inline
+        # meanwhile, without waiting for it ...
+        await asyncio.wait_for(
+            asyncio.gather(*(store.append(f"c{n}", [user(f"m{n}", 2.0)]) for n in range(10))),
+            timeout=5,
+        )
+        assert not checkpoint.done()
+        assert database.inline_commits == inline + 1
+        # ... after the copied frames: the pinned WAL was not restarted by an inline commit
+        # (that would fsync its header on the event loop).
+        assert wal_index_frames(database) > frames
+
+        go_on.set()
+        await checkpoint
+        assert database.checkpoints == 1
+        assert wal_index_frames(database) == 1  # restarted by the store's thread
+        for n in range(10):
+            assert await store.load(f"c{n}") == [user(f"m{n}", 2.0)]
+    finally:
+        go_on.set()
+        await store.close()
+
+
+async def test_appends_wait_for_a_checkpoint_once_the_wal_outgrows_its_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = sqlite_store(tmp_path / "g.db")
+    paused, go_on = pause_checkpoint(monkeypatch, "copied")
+    try:
+        database, checkpoint = await start_checkpoint(store, paused)
+        database.checkpoint_frames = 10
+        limit = sqlite_database._WAL_GROWTH_LIMIT * database.checkpoint_frames
+
+        turn = 0
+        while wal_index_frames(database) <= limit:
+            await asyncio.wait_for(store.append("c", [user(f"m{turn}", 2.0)]), timeout=5)
+            turn += 1
+        assert turn > 1
+        waiting = asyncio.ensure_future(store.append("c", [user("waits", 3.0)]))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # held until the WAL is copied and restarted
+
+        go_on.set()
+        await checkpoint
+        await asyncio.wait_for(waiting, timeout=5)
+        assert database.checkpoints == 1
+        assert wal_index_frames(database) < limit
+        loaded = await store.load("c") or []
+        assert [event["text"] for event in loaded] == [f"m{n}" for n in range(turn)] + ["waits"]
+    finally:
+        go_on.set()
         await store.close()
 
 
