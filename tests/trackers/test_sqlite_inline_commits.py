@@ -485,6 +485,43 @@ async def test_appends_wait_for_a_checkpoint_once_the_wal_outgrows_its_limit(
         await store.close()
 
 
+async def test_a_failed_checkpoint_unpins_the_wal_and_the_next_one_restarts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = sqlite_store(tmp_path / "e.db")
+    checkpoint = sqlite_database._checkpoint
+    failures = [sqlite3.OperationalError("disk I/O error")]
+
+    def failing_once(conn: sqlite3.Connection, **kwargs: Any) -> int:
+        if failures:
+            raise failures.pop()
+        return checkpoint(conn, **kwargs)
+
+    monkeypatch.setattr(sqlite_database, "_checkpoint", failing_once)
+    try:
+        await store.append("warm", session_start(0.0))
+        database = database_of(store)
+        database.checkpoint_after = 1
+        await store.append("warm", [user("starts a checkpoint", 1.0)])
+        assert database._checkpointing is not None
+        await database._checkpointing  # logs the failure
+        assert not failures and database.checkpoints == 0
+        await database.run(lambda conn: None)  # after anything queued on the thread
+        assert not any(pin.in_transaction for pin in database._pins)
+
+        await store.append("warm", [user("starts another", 2.0)])
+        assert database._checkpointing is not None
+        await database._checkpointing
+        assert database.checkpoints == 1
+        assert wal_index_frames(database) == 1  # nothing pinned it: restarted
+        assert [event.get("text") for event in await store.load("warm") or []][-2:] == [
+            "starts a checkpoint",
+            "starts another",
+        ]
+    finally:
+        await store.close()
+
+
 async def test_synchronous_full_commits_on_the_store_thread(tmp_path: Path) -> None:
     path = tmp_path / "f.db"
     store = sqlite_store(path)
