@@ -102,10 +102,15 @@ class SqliteDatabase:
         # _checkpoint); while it copies the WAL beside them, _copying is true.
         self._held: list[_Append] | None = None
         self._copying = False
+        # The store's thread starts the hold: under this lock, against _commit_inline's look
+        # at _held; _inline_busy tells it an inline transaction is under way (SQLite releases
+        # the GIL inside it), which it lets finish before the held step.
+        self._hold_lock = threading.Lock()
+        self._inline_busy = False
         # Connections of the store's thread whose read transactions keep the WAL from being
         # restarted by an inline commit while a checkpoint copies it (see _copy_pinned).
         self._pins: list[sqlite3.Connection] = []
-        self._commits_since_checkpoint = 0
+        self._commits_at_restart = 0  # group_commits when the WAL last started afresh
         # For tests and stats: transactions that committed appends (either way), those of
         # them committed inline, groups handed to the thread because SQLite was busy,
         # checkpoints run, the seconds they took and the seconds appends were held by them.
@@ -310,12 +315,20 @@ class SqliteDatabase:
     def _commit_inline(self) -> None:
         """Commits this iteration's appends on the loop's thread; busy: hands them over."""
         group, self._inline_group = self._inline_group, []
+        with self._hold_lock:
+            if self._copying and self._held is None and self._wal_outgrown():
+                self._held = []  # the checkpoint copies the rest with the appends held
+            if self._held is not None:  # a checkpoint started since these were grouped
+                self._held.extend(group)
+                return
+            self._inline_busy = True
+        try:
+            self._commit_group_inline(group)
+        finally:
+            self._inline_busy = False
+
+    def _commit_group_inline(self, group: list[_Append]) -> None:
         conn = self._inline
-        if self._copying and self._wal_outgrown():
-            self._held = []  # the checkpoint copies the rest with the appends held
-        if self._held is not None:  # a checkpoint started since these were grouped
-            self._held.extend(group)
-            return
         if conn is None:
             self._to_thread(group)
             return
@@ -385,9 +398,8 @@ class SqliteDatabase:
     def _committed(self) -> None:
         """Counts a commit; after `checkpoint_after` of them, checkpoints on the thread."""
         self.group_commits += 1
-        self._commits_since_checkpoint += 1
         if (
-            self._commits_since_checkpoint >= self.checkpoint_after
+            self.group_commits - self._commits_at_restart >= self.checkpoint_after
             and self._inline is not None
             and self._checkpointing is None
         ):
@@ -404,7 +416,8 @@ class SqliteDatabase:
         inline, as one group (on the thread they would hold SQLite's write lock, so the next
         inline groups would find it busy and follow them there, one hop each). Holding the
         appends for the whole copy made every turn in flight wait for it: 13 ms per
-        checkpoint at c=50 (1,000 frames), now 1-2 ms.
+        checkpoint at c=50 (1,000 frames), now about 5 ms in process. Both steps run in one
+        call on the thread (_checkpoint_steps), which starts the hold itself.
 
         The thread starts the WAL afresh through the inline connection (unused while appends
         are held): a commit by another connection would make it drop its page cache, and
@@ -412,16 +425,13 @@ class SqliteDatabase:
         of the 20 ms after each checkpoint ~20 % slower (c=50)."""
         started = time.perf_counter()
         inline, wal_index = self._inline, self._wal_index
+        self._copying = inline is not None and wal_index is not None
         try:
-            if inline is not None and wal_index is not None:
-                await self._copy_beside_appends(wal_index)
-            if self._held is None:
-                self._held = []
-            held_at = time.perf_counter()
-            # The commits whose frames the WAL holds (those of the first step included).
-            commits, self._commits_since_checkpoint = self._commits_since_checkpoint, 0
-            before = wal_index.header() if wal_index is not None else None
-            frames = await self.run(functools.partial(self._finish_checkpoint, inline))
+            frames, before, held_at, commits_at = await self.run(
+                functools.partial(self._checkpoint_steps, inline)
+            )
+            # The commits whose frames the WAL held (those of the first step included).
+            commits, self._commits_at_restart = commits_at - self._commits_at_restart, commits_at
             if inline is not None and wal_index is not None:
                 # The restart commit writes no rows: an inline commit with no appends.
                 self._carry_epoch(inline, wal_index, before, ())
@@ -435,6 +445,7 @@ class SqliteDatabase:
                 )
         except sqlite3.Error as error:  # the next one will try again
             logger.warning("SQLite checkpoint of %s failed: %s", self.path, error)
+            self._commits_at_restart = self.group_commits  # not at the next commit
         finally:
             self._copying = False
             held, self._held = self._held, None
@@ -446,26 +457,37 @@ class SqliteDatabase:
                     asyncio.get_running_loop().call_soon(self._commit_inline)
                 self._inline_group[:0] = held
 
-    async def _copy_beside_appends(self, wal_index: _WalIndex) -> None:
-        """The checkpoint's first step: up to _COPY_PASSES pinned copies while appends go
-        on; stops early when what is left is small or the WAL outgrew its limit."""
-        self._copying = True
-        try:
-            for step in range(_COPY_PASSES):
-                copied = await self.run(functools.partial(self._copy_pinned, step % 2))
-                header = wal_index.header()
-                if (
-                    self._held is not None
-                    or header is None
-                    or _WalIndex.frames(header) - copied <= _SMALL_REMAINDER
-                ):
-                    break
-        except sqlite3.Error as error:  # the held step copies it all
-            logger.debug(
-                "SQLite checkpoint of %s: copying beside appends failed: %s", self.path, error
-            )
-        finally:
+    def _checkpoint_steps(
+        self, inline: sqlite3.Connection | None, conn: sqlite3.Connection
+    ) -> tuple[int, bytes | None, float, int]:
+        """Both steps, on the store's thread, with no trip through the loop between them
+        (under load each trip waits for a loop iteration's worth of turns: 7-25 ms with
+        unique texts at c=50). Returns the WAL's frames, the WAL-index header as the hold
+        began, when it began and group_commits then."""
+        wal_index = self._wal_index
+        if self._copying and wal_index is not None:
+            try:
+                for step in range(_COPY_PASSES):
+                    copied = self._copy_pinned(step % 2, conn)
+                    header = wal_index.header()
+                    if (
+                        self._held is not None  # the WAL outgrew its limit meanwhile
+                        or header is None
+                        or _WalIndex.frames(header) - copied <= _SMALL_REMAINDER
+                    ):
+                        break
+            except sqlite3.Error as error:  # the held step copies it all
+                logger.debug("SQLite checkpoint of %s: copy beside appends: %s", self.path, error)
+        with self._hold_lock:
             self._copying = False
+            if self._held is None:
+                self._held = []
+        while self._inline_busy:  # an inline commit already under way ends first
+            time.sleep(0.0001)
+        held_at = time.perf_counter()
+        commits_at = self.group_commits
+        before = wal_index.header() if wal_index is not None else None
+        return self._finish_checkpoint(inline, conn), before, held_at, commits_at
 
     def _copy_pinned(self, pin_index: int, conn: sqlite3.Connection) -> int:
         """Starts a read transaction on pin `pin_index` (the WAL's frames up to now are

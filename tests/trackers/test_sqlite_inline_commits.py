@@ -485,6 +485,32 @@ async def test_appends_wait_for_a_checkpoint_once_the_wal_outgrows_its_limit(
         await store.close()
 
 
+async def test_the_held_step_waits_for_an_inline_commit_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's thread starts the hold itself; an inline transaction already past its
+    look at the hold (SQLite releases the GIL inside it) ends before the WAL is copied."""
+    store = sqlite_store(tmp_path / "u.db")
+    paused, go_on = pause_checkpoint(monkeypatch, "copied")
+    try:
+        database, checkpoint = await start_checkpoint(store, paused)
+        database._inline_busy = True  # as while an inline commit is inside SQLite
+        go_on.set()
+        for _ in range(2000):  # the store's thread starts the hold
+            if database._held is not None or checkpoint.done():
+                break
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.05)
+        assert not checkpoint.done()  # the held step waits for the commit under way
+        assert database._held is not None
+        database._inline_busy = False
+        await asyncio.wait_for(checkpoint, timeout=5)
+        assert database.checkpoints == 1
+    finally:
+        go_on.set()
+        await store.close()
+
+
 async def test_a_failed_checkpoint_unpins_the_wal_and_the_next_one_restarts_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
