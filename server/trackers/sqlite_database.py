@@ -107,6 +107,7 @@ class SqliteDatabase:
         # the GIL inside it), which it lets finish before the held step.
         self._hold_lock = threading.Lock()
         self._inline_busy = False
+        self._checkpoint_token: object | None = None  # the checkpoint the loop waits for
         # Connections of the store's thread whose read transactions keep the WAL from being
         # restarted by an inline commit while a checkpoint copies it (see _copy_pinned).
         self._pins: list[sqlite3.Connection] = []
@@ -426,9 +427,10 @@ class SqliteDatabase:
         started = time.perf_counter()
         inline, wal_index = self._inline, self._wal_index
         self._copying = inline is not None and wal_index is not None
+        token = self._checkpoint_token = object()
         try:
             frames, before, held_at, commits_at = await self.run(
-                functools.partial(self._checkpoint_steps, inline)
+                functools.partial(self._checkpoint_steps, token, inline)
             )
             # The commits whose frames the WAL held (those of the first step included).
             commits, self._commits_at_restart = commits_at - self._commits_at_restart, commits_at
@@ -447,8 +449,10 @@ class SqliteDatabase:
             logger.warning("SQLite checkpoint of %s failed: %s", self.path, error)
             self._commits_at_restart = self.group_commits  # not at the next commit
         finally:
-            self._copying = False
-            held, self._held = self._held, None
+            with self._hold_lock:  # a thread still under way (cancelled) holds nothing now
+                self._checkpoint_token = None
+                self._copying = False
+                held, self._held = self._held, None
             self._checkpointing = None
             if any(pin.in_transaction for pin in self._pins):  # the finish did not run
                 self._executor.submit(self._unpin)
@@ -458,7 +462,7 @@ class SqliteDatabase:
                 self._inline_group[:0] = held
 
     def _checkpoint_steps(
-        self, inline: sqlite3.Connection | None, conn: sqlite3.Connection
+        self, token: object, inline: sqlite3.Connection | None, conn: sqlite3.Connection
     ) -> tuple[int, bytes | None, float, int]:
         """Both steps, on the store's thread, with no trip through the loop between them
         (under load each trip waits for a loop iteration's worth of turns: 7-25 ms with
@@ -479,9 +483,14 @@ class SqliteDatabase:
             except sqlite3.Error as error:  # the held step copies it all
                 logger.debug("SQLite checkpoint of %s: copy beside appends: %s", self.path, error)
         with self._hold_lock:
-            self._copying = False
-            if self._held is None:
-                self._held = []
+            abandoned = self._checkpoint_token is not token  # the loop stopped waiting
+            if not abandoned:
+                self._copying = False
+                if self._held is None:
+                    self._held = []
+        if abandoned:
+            self._unpin()
+            raise sqlite3.OperationalError("checkpoint abandoned")
         while self._inline_busy:  # an inline commit already under way ends first
             time.sleep(0.0001)
         held_at = time.perf_counter()

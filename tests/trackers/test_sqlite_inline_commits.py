@@ -5,6 +5,7 @@ nothing per append, a refused append fails alone, a writer in another process is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import sys
@@ -582,4 +583,28 @@ async def test_a_new_conversation_loads_without_waiting_for_the_store_thread(
         assert await store.load("warm") == session_start(0.0)
     finally:
         busy.set()
+        await store.close()
+
+
+async def test_a_cancelled_checkpoint_leaves_no_hold_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint task cancelled while its thread still copies (the loop shutting down):
+    the thread, going on afterwards, holds no appends and leaves no pin."""
+    store = sqlite_store(tmp_path / "x.db")
+    paused, go_on = pause_checkpoint(monkeypatch, "copied")
+    try:
+        database, checkpoint = await start_checkpoint(store, paused)
+        checkpoint.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await checkpoint
+        go_on.set()
+        await database.run(lambda conn: None)  # the thread's checkpoint call has ended
+        await database.run(lambda conn: None)  # and anything it queued
+        assert database._held is None
+        assert not any(pin.in_transaction for pin in database._pins)
+        await asyncio.wait_for(store.append("c", [user("after", 1.0)]), timeout=5)
+        assert await store.load("c") == [user("after", 1.0)]
+    finally:
+        go_on.set()
         await store.close()
