@@ -51,8 +51,8 @@ _ROWS_PER_INSERT = 150
 # Pages the WAL file may hold before a checkpoint (SQLite's own default, about 4 MB). A
 # commit's pages vary with its group (one moodbot append: 5, a group of 40: about 300), so the
 # commits between two checkpoints follow from what the last checkpoint found. Appends wait
-# for the checkpoint on the thread: 4,000 pages made that wait 4x longer (wrk p99 at c=50
-# 113-146 ms against 53 ms).
+# only for its last step; 4,000 and 10,000 pages made those waits rarer but longer, and the
+# p99 at c=50 no better (docs/benchmarks.md, eleventh round).
 CHECKPOINT_FRAMES = 1000
 # A checkpoint copies the WAL beside the appends (see SqliteDatabase._checkpoint); if the WAL
 # grows past this many times checkpoint_frames meanwhile (a slow disk), appends wait for it.
