@@ -99,9 +99,9 @@ class SqliteDatabase:
         self._sequential_ids = False  # see _insert
         self._checkpointing: asyncio.Task[None] | None = None
         # While a checkpoint restarts the WAL, appends wait here (not on the thread: see
-        # _checkpoint); while it copies the WAL beside them, _copying is true.
+        # _checkpoint); while it copies the WAL beside them, _held is None and
+        # _checkpoint_token is set.
         self._held: list[_Append] | None = None
-        self._copying = False
         # The store's thread starts the hold: under this lock, against _commit_inline's look
         # at _held; _inline_busy tells it an inline transaction is under way (SQLite releases
         # the GIL inside it), which it lets finish before the held step.
@@ -317,7 +317,8 @@ class SqliteDatabase:
         """Commits this iteration's appends on the loop's thread; busy: hands them over."""
         group, self._inline_group = self._inline_group, []
         with self._hold_lock:
-            if self._copying and self._held is None and self._wal_outgrown():
+            copying = self._checkpoint_token is not None and self._held is None
+            if copying and self._wal_outgrown():
                 self._held = []  # the checkpoint copies the rest with the appends held
             if self._held is not None:  # a checkpoint started since these were grouped
                 self._held.extend(group)
@@ -426,7 +427,6 @@ class SqliteDatabase:
         of the 20 ms after each checkpoint ~20 % slower (c=50)."""
         started = time.perf_counter()
         inline, wal_index = self._inline, self._wal_index
-        self._copying = inline is not None and wal_index is not None
         token = self._checkpoint_token = object()
         try:
             frames, before, held_at, commits_at = await self.run(
@@ -451,7 +451,6 @@ class SqliteDatabase:
         finally:
             with self._hold_lock:  # a thread still under way (cancelled) holds nothing now
                 self._checkpoint_token = None
-                self._copying = False
                 held, self._held = self._held, None
             self._checkpointing = None
             if any(pin.in_transaction for pin in self._pins):  # the finish did not run
@@ -469,7 +468,7 @@ class SqliteDatabase:
         unique texts at c=50). Returns the WAL's frames, the WAL-index header as the hold
         began, when it began and group_commits then."""
         wal_index = self._wal_index
-        if self._copying and wal_index is not None:
+        if inline is not None and wal_index is not None:
             try:
                 for step in range(_COPY_PASSES):
                     copied = self._copy_pinned(step % 2, conn)
@@ -484,10 +483,8 @@ class SqliteDatabase:
                 logger.debug("SQLite checkpoint of %s: copy beside appends: %s", self.path, error)
         with self._hold_lock:
             abandoned = self._checkpoint_token is not token  # the loop stopped waiting
-            if not abandoned:
-                self._copying = False
-                if self._held is None:
-                    self._held = []
+            if not abandoned and self._held is None:
+                self._held = []
         if abandoned:
             self._unpin()
             raise sqlite3.OperationalError("checkpoint abandoned")
