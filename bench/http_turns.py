@@ -949,7 +949,7 @@ def cpu_bound_scaling(splits: dict[str, dict[str, float]], cores: int = 2) -> di
 
 def _median_split(splits: list[dict[str, float]]) -> dict[str, float]:
     """The median of each part over the runs."""
-    return {part: round(statistics.median(s[part] for s in splits), 3) for part in splits[0]}
+    return {part: _median([s[part] for s in splits], 3) for part in splits[0]}
 
 
 def summarise(report: dict[str, Any]) -> dict[str, Any]:
