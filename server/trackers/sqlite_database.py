@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from server.trackers.session_start import ACTION_SESSION_START
 from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
@@ -124,6 +124,8 @@ class SqliteDatabase:
         # What epoch() reads: the WAL-index header as of the current epoch, and the inline
         # connection's data_version after its last commit.
         self._wal_index: _WalIndex | None = None
+        # Every -shm file opened (see _WalIndex), released once the connections are closed.
+        self._shm_files: list[_WalIndex] = []
         self._epoch = 0
         self._epoch_header: bytes | None = None
         self._carried = 0  # inline commits carried into an epoch, ever
@@ -190,9 +192,7 @@ class SqliteDatabase:
                 break
             await asyncio.gather(*busy, return_exceptions=True)
         self._closed = True
-        wal_index, self._wal_index = self._wal_index, None
-        if wal_index is not None:  # before the connections (see _WalIndex)
-            wal_index.close()
+        self._wal_index = None
         inline, self._inline = self._inline, None
         for reader in self._reader_connections:
             # sqlite3 refuses to close another thread's connection; those end with the process.
@@ -203,6 +203,11 @@ class SqliteDatabase:
             await loop.run_in_executor(self._executor, close)
         finally:
             self._executor.shutdown(wait=False)
+            # After the connections (see _WalIndex); other threads' readers end with the
+            # process, unused.
+            for shm_file in self._shm_files:
+                shm_file.release()
+            self._shm_files.clear()
 
     # -- operations (each one hop to the thread, or none) -----------------------------------
 
@@ -284,6 +289,10 @@ class SqliteDatabase:
         if str(mode).lower() != "wal":
             return None
         wal_index = _WalIndex.open(self.path)
+        if wal_index is not None:
+            self._shm_files.append(wal_index)  # kept open while the connections are
+            if not wal_index.mapped:
+                wal_index = None
         inline = sqlite3.connect(
             self.path,
             timeout=0,
@@ -302,12 +311,9 @@ class SqliteDatabase:
             # The mapped header must be the one SQLite rewrites (the same file, not a copy).
             if wal_index is not None and (before is None or wal_index.header() in (None, before)):
                 logger.debug("%s: WAL index not usable, every turn reads", self.path)
-                wal_index.close()
                 wal_index = None
         except BaseException:
             inline.close()
-            if wal_index is not None:
-                wal_index.close()
             conn.execute("PRAGMA wal_autocheckpoint=1000")
             raise
         self._wal_index = wal_index
@@ -788,29 +794,57 @@ class _WalIndex:
     checksum change), the second copy first (https://www.sqlite.org/walformat.html). Read
     through a read-only map, it tells without a statement whether anyone committed.
 
-    The map is opened after this store's connections opened the file and closed before they
-    are: SQLite shrinks the -shm file only when no connection has it open (a read past the
-    end of a map would kill the process)."""
+    SQLite locks the -shm file with POSIX record locks, and closing any descriptor of a file
+    drops every such lock the process holds on it: SQLite's "in use" lock, without which
+    another process opening the database takes the -shm as abandoned and rebuilds it under
+    this one's connections, and its WAL read locks, without which another process may start
+    the WAL afresh under a reader. So the file is opened once per process (one descriptor,
+    one map, shared by the stores of that file) and closed only by the last store to
+    release it, after its connections closed. A read past the end of the map cannot happen:
+    SQLite truncates the file to 3 bytes at the least, within the map's page, and only once
+    no connection has it open."""
 
     SIZE = 136  # the header's two copies and the checkpoint information after them
+    # (st_dev, st_ino) of a -shm file -> [map or None, descriptor, stores using it]
+    _files: ClassVar[dict[tuple[int, int], list[Any]]] = {}
+    _files_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, mapped: mmap.mmap) -> None:
+    def __init__(self, key: tuple[int, int], mapped: mmap.mmap | None) -> None:
+        self._key = key
         self._map = mapped
+        self._released = False
 
     @classmethod
     def open(cls, database: str) -> _WalIndex | None:
-        """The map of the database's -shm file (SQLite names it after the resolved path)."""
-        try:
-            with open(os.path.realpath(database) + "-shm", "rb") as file:
-                if os.fstat(file.fileno()).st_size < cls.SIZE:
-                    return None
-                return cls(mmap.mmap(file.fileno(), cls.SIZE, access=mmap.ACCESS_READ))
-        except (OSError, ValueError):
-            return None
+        """The database's -shm file (SQLite names it after the resolved path), mapped when it
+        holds a header; None when it cannot be opened. Release it with release()."""
+        path = os.path.realpath(database) + "-shm"
+        with cls._files_lock:
+            try:
+                info = os.stat(path)  # no descriptor to close if this store is not the first
+                key = (info.st_dev, info.st_ino)
+                entry = cls._files.get(key)
+                if entry is None:
+                    entry = cls._files[key] = [None, os.open(path, os.O_RDONLY), 0]
+            except OSError:
+                return None
+            if entry[0] is None:
+                with contextlib.suppress(OSError, ValueError):
+                    if os.fstat(entry[1]).st_size >= cls.SIZE:
+                        entry[0] = mmap.mmap(entry[1], cls.SIZE, access=mmap.ACCESS_READ)
+            entry[2] += 1
+            return cls(key, entry[0])
+
+    @property
+    def mapped(self) -> bool:
+        return self._map is not None
 
     def header(self) -> bytes | None:
         """The header; None while a commit is rewriting it (the copies differ, read in the
-        order SQLite's readers read them) or before it was first written (isInit)."""
+        order SQLite's readers read them), before it was first written (isInit), or when the
+        file could not be mapped."""
+        if self._map is None:
+            return None
         first = self._map[0:48]
         if first != self._map[48:96] or first[12] != 1:
             return None
@@ -821,8 +855,24 @@ class _WalIndex:
         """mxFrame: the WAL's frames (valid ones) as of this header, in native byte order."""
         return int.from_bytes(header[16:20], sys.byteorder)
 
-    def close(self) -> None:
-        self._map.close()
+    def release(self) -> None:
+        """This store is done with the file (its connections are closed); the last store of
+        the process to release it closes it."""
+        with self._files_lock:
+            if self._released:
+                return
+            self._released = True
+            self._map = None
+            entry = self._files.get(self._key)
+            if entry is None:
+                return
+            entry[2] -= 1
+            if entry[2] > 0:
+                return
+            del self._files[self._key]
+        if entry[0] is not None:
+            entry[0].close()
+        os.close(entry[1])
 
 
 def _has_autoincrement(conn: sqlite3.Connection) -> bool:
