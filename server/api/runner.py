@@ -32,6 +32,7 @@ from server.config import read_credentials, read_endpoints
 from server.errors import BotServerError, InvalidConfig
 from server.models.local import resolve_local_model
 from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
+from server.trackers.sql_store import SqlTrackerStore
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +199,14 @@ def _check_workers(workers: int, endpoints: dict[str, Any]) -> None:
             f"--workers {workers} needs a tracker store shared by the processes; the in-memory "
             "store keeps each worker's conversations to itself. Use sql or redis in "
             "endpoints.yml, or --workers 1."
+        )
+    if isinstance(store, SqlTrackerStore) and store.url.get_backend_name() == "sqlite":
+        logger.warning(
+            "--workers %d with the SQLite tracker store works, but the workers take turns at "
+            "SQLite's single write lock: expect no more turns per second than one worker gives "
+            "and a longer tail (docs/persistence.md). For more than one worker use PostgreSQL "
+            "(tracker_store: {type: sql, dialect: postgresql, ...}).",
+            workers,
         )
 
 

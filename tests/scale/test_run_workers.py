@@ -12,6 +12,7 @@ import pytest
 
 from bench.concurrency import Scenario, format_report, free_port, run
 from cli import main
+from server.api.runner import _check_workers
 from tests.scale.scale_services import require
 
 pytestmark = pytest.mark.timeout(120)
@@ -56,3 +57,22 @@ def test_two_workers_with_redis_locks_and_postgresql(tmp_path: Path) -> None:
     checks = report["checks"]
     assert checks["lost"] == checks["duplicated"] == checks["interleaved"] == 0
     assert checks["reply_mismatch"] == checks["out_of_order"] == 0
+
+
+def test_workers_on_sqlite_start_with_a_warning_to_use_postgresql(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two workers on one SQLite file are correct but no faster than one (docs/persistence.md):
+    the check says so and lets them start; on PostgreSQL it says nothing."""
+    redis_lock = {"type": "redis", "url": "127.0.0.1", "port": 6379}
+    sqlite = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")}
+    with caplog.at_level("WARNING", logger="server.api.runner"):
+        _check_workers(2, {"lock_store": redis_lock, "tracker_store": sqlite})
+    assert "--workers 2 with the SQLite tracker store" in caplog.text
+    assert "use PostgreSQL" in caplog.text
+
+    caplog.clear()
+    postgres = {"type": "sql", "dialect": "postgresql", "url": "127.0.0.1", "db": "test"}
+    with caplog.at_level("WARNING", logger="server.api.runner"):
+        _check_workers(2, {"lock_store": redis_lock, "tracker_store": postgres})
+    assert caplog.text == ""
