@@ -843,10 +843,11 @@ class _WalIndex:
         """The header; None while a commit is rewriting it (the copies differ, read in the
         order SQLite's readers read them), before it was first written (isInit), or when the
         file could not be mapped."""
-        if self._map is None:
+        mapped = self._map
+        if mapped is None:
             return None
-        first = self._map[0:48]
-        if first != self._map[48:96] or first[12] != 1:
+        first = mapped[0:48]
+        if first != mapped[48:96] or first[12] != 1:
             return None
         return first
 
