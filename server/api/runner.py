@@ -32,7 +32,6 @@ from server.config import read_credentials, read_endpoints
 from server.errors import BotServerError, InvalidConfig
 from server.models.local import resolve_local_model
 from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
-from server.trackers.sql_store import SqlTrackerStore
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +199,8 @@ def _check_workers(workers: int, endpoints: dict[str, Any]) -> None:
             "store keeps each worker's conversations to itself. Use sql or redis in "
             "endpoints.yml, or --workers 1."
         )
+    from server.trackers.sql_store import SqlTrackerStore  # loaded by now if the store is sql
+
     if isinstance(store, SqlTrackerStore) and store.url.get_backend_name() == "sqlite":
         logger.warning(
             "--workers %d with the SQLite tracker store works, but the workers take turns at "
