@@ -805,8 +805,8 @@ class _WalIndex:
     no connection has it open."""
 
     SIZE = 136  # the header's two copies and the checkpoint information after them
-    # (st_dev, st_ino) of a -shm file -> [map or None, descriptor, stores using it]
-    _files: ClassVar[dict[tuple[int, int], list[Any]]] = {}
+    # (st_dev, st_ino) of a -shm file -> its descriptor and map, and the stores using them
+    _files: ClassVar[dict[tuple[int, int], _ShmFile]] = {}
     _files_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, key: tuple[int, int], mapped: mmap.mmap | None) -> None:
@@ -823,17 +823,17 @@ class _WalIndex:
             try:
                 info = os.stat(path)  # no descriptor to close if this store is not the first
                 key = (info.st_dev, info.st_ino)
-                entry = cls._files.get(key)
-                if entry is None:
-                    entry = cls._files[key] = [None, os.open(path, os.O_RDONLY), 0]
+                shm = cls._files.get(key)
+                if shm is None:
+                    shm = cls._files[key] = _ShmFile(os.open(path, os.O_RDONLY))
             except OSError:
                 return None
-            if entry[0] is None:
+            if shm.map is None:
                 with contextlib.suppress(OSError, ValueError):
-                    if os.fstat(entry[1]).st_size >= cls.SIZE:
-                        entry[0] = mmap.mmap(entry[1], cls.SIZE, access=mmap.ACCESS_READ)
-            entry[2] += 1
-            return cls(key, entry[0])
+                    if os.fstat(shm.descriptor).st_size >= cls.SIZE:
+                        shm.map = mmap.mmap(shm.descriptor, cls.SIZE, access=mmap.ACCESS_READ)
+            shm.users += 1
+            return cls(key, shm.map)
 
     @property
     def mapped(self) -> bool:
@@ -864,16 +864,27 @@ class _WalIndex:
                 return
             self._released = True
             self._map = None
-            entry = self._files.get(self._key)
-            if entry is None:
+            shm = self._files.get(self._key)
+            if shm is None:
                 return
-            entry[2] -= 1
-            if entry[2] > 0:
+            shm.users -= 1
+            if shm.users > 0:
                 return
             del self._files[self._key]
-        if entry[0] is not None:
-            entry[0].close()
-        os.close(entry[1])
+        if shm.map is not None:
+            shm.map.close()
+        os.close(shm.descriptor)
+
+
+class _ShmFile:
+    """A -shm file's descriptor and map in this process, and how many stores use them."""
+
+    __slots__ = ("descriptor", "map", "users")
+
+    def __init__(self, descriptor: int) -> None:
+        self.descriptor = descriptor
+        self.map: mmap.mmap | None = None
+        self.users = 0
 
 
 def _has_autoincrement(conn: sqlite3.Connection) -> bool:
