@@ -50,18 +50,22 @@ PG: dict[str, Any] = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "lo
 PG_DB = "botserver_bench"
 REDIS = ("127.0.0.1", 6379)
 # Same for the bare endpoint and the server: the settings `botserver run` uses.
+UVICORN_SETTINGS: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "access_log": False,
+    "log_level": "warning",
+    "timeout_keep_alive": 30,
+    "backlog": 4096,
+}
 UVICORN_FLAGS = [
-    "--loop",
-    "uvloop",
-    "--http",
-    "httptools",
-    "--no-access-log",
-    "--log-level",
-    "warning",
-    "--timeout-keep-alive",
-    "30",
-    "--backlog",
-    "4096",
+    flag
+    for key, value in UVICORN_SETTINGS.items()
+    for flag in (
+        [f"--no-{key.replace('_', '-')}"]
+        if value is False
+        else [f"--{key.replace('_', '-')}", str(value)]
+    )
 ]
 
 # One conversation each; a client that finishes one starts the next with a new sender.
@@ -430,22 +434,19 @@ def serve(
 ) -> Iterator[Server]:
     port = free_port()
     log = workdir / f"{name}.log"
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "--app-dir",
-        str(BENCH),
-        f"http_apps:{factory}",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        *UVICORN_FLAGS,
-    ]
+    if workers == 1:
+        command = [
+            *(sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(BENCH)),
+            *(f"http_apps:{factory}", "--host", "127.0.0.1", "--port", str(port)),
+            *UVICORN_FLAGS,
+        ]
+    else:
+        # As `botserver run --workers N` runs them: a listening socket per worker.
+        command = [
+            *(sys.executable, str(BENCH / "serve_workers.py"), f"http_apps:{factory}"),
+            *("--port", str(port), "--workers", str(workers)),
+            *("--settings", json.dumps(UVICORN_SETTINGS)),
+        ]
     # A PYTHONPATH given to the bench comes first, so `PYTHONPATH=<other tree>` serves that
     # tree's `server` under this harness (A/B runs); this checkout is the fallback.
     python_path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)

@@ -271,6 +271,8 @@ def run_server(args: argparse.Namespace) -> int:
         **tls,
     }
     if args.workers > 1:
+        from server.api.workers import serve_workers
+
         # Fail here, once, rather than in every worker.
         build_app(spec.options())
         os.environ[SPEC_ENV] = json.dumps(asdict(spec), default=str)
@@ -279,9 +281,15 @@ def run_server(args: argparse.Namespace) -> int:
             + (f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""),
             flush=True,
         )
-        uvicorn.run(
-            "server.api.runner:app_from_environment", factory=True, workers=args.workers, **common
+        config = uvicorn.Config(
+            "server.api.runner:app_from_environment",
+            factory=True,
+            workers=args.workers,
+            **common,
         )
+        if serve_workers(config) != 0:
+            print("error: a worker did not start; see the log above", file=sys.stderr)
+            return 1
         return 0
     app = server_app(spec.options(), spec.metrics, spec.listen_url)
     server = uvicorn.Server(uvicorn.Config(app, **common))
