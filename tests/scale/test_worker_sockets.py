@@ -102,6 +102,13 @@ def open_burst(port: int) -> list[socket.socket]:
     return [socket.create_connection(("127.0.0.1", port)) for _ in range(CONNECTIONS)]
 
 
+def read_to_end(client: socket.socket) -> bytes:
+    chunks = []
+    while chunk := client.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def test_a_burst_of_connections_is_spread_over_the_workers(two_workers: ServerProcess) -> None:
     workers = workers_of(two_workers)
     clients = open_burst(two_workers.port)
@@ -142,7 +149,7 @@ def test_a_worker_that_dies_is_replaced_and_its_waiting_connections_are_served(
         os.kill(first, signal.SIGKILL)
         for client in clients:
             client.settimeout(30)
-            reply = b"".join(iter(lambda c=client: c.recv(65536), b""))
+            reply = read_to_end(client)
             assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
     finally:
         for client in clients:
