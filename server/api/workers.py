@@ -14,6 +14,7 @@ socket as with uvicorn.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -35,6 +36,12 @@ logger = logging.getLogger(__name__)
 
 # Beyond the graceful shutdown, how long a stopping worker gets before it is killed.
 KILL_AFTER_SECONDS = 5.0
+# The parent stops its workers gracefully on these (SIGHUP too: by default it would end the
+# parent alone and leave the workers serving).
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+_PR_SET_PDEATHSIG = 1
 SPREADS_CONNECTIONS = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
 
 
@@ -52,6 +59,7 @@ def listening_sockets(host: str, port: int, count: int, backlog: int) -> list[so
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
             sock.listen(backlog)
+            port = sock.getsockname()[1]  # port 0: the others join the one the first got
     except OSError:
         for sock in sockets:
             sock.close()
@@ -59,9 +67,22 @@ def listening_sockets(host: str, port: int, count: int, backlog: int) -> list[so
     return sockets if SPREADS_CONNECTIONS else sockets * count
 
 
-def _serve(config: uvicorn.Config, sock: socket.socket, ready: Event) -> None:
+def _die_with(parent: int) -> None:
+    """Ask Linux for a SIGTERM (a graceful stop) when the parent dies, even by SIGKILL: a
+    worker left behind would keep serving an address nobody supervises."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        logger.warning("could not tie the worker to its parent: errno %d", ctypes.get_errno())
+    elif os.getppid() != parent:  # it died before the request
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _serve(config: uvicorn.Config, sock: socket.socket, ready: Event, parent: int) -> None:
     """A worker process: uvicorn serving on the socket it was given; `ready` is set once it
     serves."""
+    _die_with(parent)
     config.configure_logging()
     server = uvicorn.Server(config)
 
@@ -79,7 +100,8 @@ def _serve(config: uvicorn.Config, sock: socket.socket, ready: Event) -> None:
 
 
 class Supervisor:
-    """Starts the workers, replaces one that dies, and stops them all on SIGINT or SIGTERM."""
+    """Starts the workers, replaces one that dies, and stops them all on SIGINT, SIGTERM or
+    SIGHUP."""
 
     def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
         self.config = config
@@ -93,7 +115,7 @@ class Supervisor:
         ready = self.context.Event()
         process = self.context.Process(
             target=_serve,
-            args=(self.config, self.sockets[slot], ready),
+            args=(self.config, self.sockets[slot], ready, os.getpid()),
             name=f"botserver-worker-{slot}",
         )
         process.start()
@@ -104,10 +126,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Serve until a signal (0) or a worker that fails to start (1)."""
-        previous = {
-            signum: signal.signal(signum, self._on_signal)
-            for signum in (signal.SIGINT, signal.SIGTERM)
-        }
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in STOP_SIGNALS}
         code = 0
         try:
             for slot in range(len(self.sockets)):

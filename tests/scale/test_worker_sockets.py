@@ -36,10 +36,8 @@ def moodbot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_moodbot(tmp_path_factory.mktemp("moodbot"))
 
 
-@pytest.fixture
-def two_workers(moodbot: Path, tmp_path: Path) -> Iterator[ServerProcess]:
-    """`botserver run --workers 2` on SQLite with Redis locks; stopped with SIGTERM after the
-    test, which must end it with 0 and leave no worker behind."""
+def start_two_workers(moodbot: Path, tmp_path: Path) -> ServerProcess:
+    """`botserver run --workers 2` on SQLite with Redis locks, both workers serving."""
     require("Redis")
     endpoints = tmp_path / "endpoints.yml"
     endpoints.write_text(
@@ -54,13 +52,58 @@ def two_workers(moodbot: Path, tmp_path: Path) -> Iterator[ServerProcess]:
     server.start()
     try:
         asyncio.run(server.wait_for("/", 200, timeout=60))
-        assert len(workers_of(server)) == 2
+        deadline = time.monotonic() + 30
+        while len(workers_of(server)) < 2:
+            assert time.monotonic() < deadline, server.log.read_text()[-3000:]
+            time.sleep(0.1)
+    except BaseException:
+        asyncio.run(server.stop())
+        raise
+    return server
+
+
+def stop_with(server: ServerProcess, signum: int) -> None:
+    """The signal ends the server with 0 and leaves no worker behind."""
+    workers = workers_of(server)
+    assert server.process is not None
+    server.process.send_signal(signum)
+    assert server.process.wait(30) == 0, server.log.read_text()[-3000:]
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+@pytest.fixture
+def two_workers(moodbot: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    """Two workers, stopped with SIGTERM after the test."""
+    server = start_two_workers(moodbot, tmp_path)
+    try:
         yield server
+        stop_with(server, signal.SIGTERM)
+    finally:
+        asyncio.run(server.stop())
+
+
+def test_sighup_stops_the_workers_too(moodbot: Path, tmp_path: Path) -> None:
+    """By default SIGHUP would end the parent alone, its workers serving on."""
+    server = start_two_workers(moodbot, tmp_path)
+    try:
+        stop_with(server, signal.SIGHUP)
+    finally:
+        asyncio.run(server.stop())
+
+
+def test_workers_stop_when_the_parent_is_killed(moodbot: Path, tmp_path: Path) -> None:
+    server = start_two_workers(moodbot, tmp_path)
+    try:
         workers = workers_of(server)
         assert server.process is not None
-        server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(30) == 0, server.log.read_text()[-3000:]
-        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+        server.process.kill()
+        server.process.wait(10)
+        deadline = time.monotonic() + 40
+        while alive := [pid for pid in workers if Path(f"/proc/{pid}").exists()]:
+            assert time.monotonic() < deadline, f"workers {alive} outlived their parent"
+            time.sleep(0.1)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
     finally:
         asyncio.run(server.stop())
 
