@@ -5,6 +5,7 @@ cannot start stops the server with an error."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -71,29 +72,31 @@ def stop_with(server: ServerProcess, signum: int) -> None:
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
-@pytest.fixture
-def two_workers(moodbot: Path, tmp_path: Path) -> Iterator[ServerProcess]:
-    """Two workers, stopped with SIGTERM after the test."""
+@contextlib.contextmanager
+def serving(moodbot: Path, tmp_path: Path) -> Iterator[ServerProcess]:
     server = start_two_workers(moodbot, tmp_path)
     try:
         yield server
-        stop_with(server, signal.SIGTERM)
     finally:
         asyncio.run(server.stop())
+
+
+@pytest.fixture
+def two_workers(moodbot: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    """Two workers, stopped with SIGTERM after the test."""
+    with serving(moodbot, tmp_path) as server:
+        yield server
+        stop_with(server, signal.SIGTERM)
 
 
 def test_sighup_stops_the_workers_too(moodbot: Path, tmp_path: Path) -> None:
     """By default SIGHUP would end the parent alone, its workers serving on."""
-    server = start_two_workers(moodbot, tmp_path)
-    try:
+    with serving(moodbot, tmp_path) as server:
         stop_with(server, signal.SIGHUP)
-    finally:
-        asyncio.run(server.stop())
 
 
 def test_workers_stop_when_the_parent_is_killed(moodbot: Path, tmp_path: Path) -> None:
-    server = start_two_workers(moodbot, tmp_path)
-    try:
+    with serving(moodbot, tmp_path) as server:
         workers = workers_of(server)
         assert server.process is not None
         server.process.kill()
@@ -104,8 +107,6 @@ def test_workers_stop_when_the_parent_is_killed(moodbot: Path, tmp_path: Path) -
             time.sleep(0.1)
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
-    finally:
-        asyncio.run(server.stop())
 
 
 def workers_of(server: ServerProcess) -> list[int]:
