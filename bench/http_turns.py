@@ -57,6 +57,8 @@ UVICORN_SETTINGS: dict[str, Any] = {
     "log_level": "warning",
     "timeout_keep_alive": 30,
     "backlog": 4096,
+    "proxy_headers": False,
+    "server_header": False,
 }
 UVICORN_FLAGS = [
     flag
