@@ -11,7 +11,7 @@ import functools
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import prometheus_client.metrics
@@ -84,21 +84,38 @@ class _Family:
         self.name, self.documentation, self.kind, self.label = name, documentation, kind, label
         self.series: dict[str, Any] = {}  # label value -> CounterValue | HistogramValue
 
-    def collect(self) -> Metric:
+    def snapshot(self) -> dict[str, Any]:
+        """Each series' numbers as JSON values: a counter's value, a histogram's bucket
+        counts followed by its sum."""
+        return {
+            label: series.value if self.kind == "counter" else [*series.counts, series.sum]
+            for label, series in self.series.items()
+        }
+
+    def collect(self, peers: Sequence[dict[str, Any]] = ()) -> Metric:
+        """The family's samples, with the other workers' snapshots (`peers`) added in."""
         metric = Metric(self.name, self.documentation, self.kind)
         created = prometheus_client.metrics._use_created
+        others = [other for peer in peers if isinstance(other := peer.get(self.name), dict)]
         for label_value, series in self.series.items():
             labels = {} if self.label is None else {self.label: label_value}
             if self.kind == "counter":
-                metric.add_sample(f"{self.name}_total", labels, series.value)
+                value = series.value + sum(_number(other.get(label_value)) for other in others)
+                metric.add_sample(f"{self.name}_total", labels, value)
             else:
+                counts, total_sum = list(series.counts), series.sum
+                for other in others:
+                    numbers = other.get(label_value)
+                    if isinstance(numbers, list) and len(numbers) == len(counts) + 1:
+                        counts = [c + _number(n) for c, n in zip(counts, numbers, strict=False)]
+                        total_sum += _number(numbers[-1])
                 total = 0.0
-                for bound, count in zip(series.bounds, series.counts, strict=True):
+                for bound, count in zip(series.bounds, counts, strict=True):
                     total += count
                     bucket = {**labels, "le": floatToGoString(bound)}
                     metric.add_sample(f"{self.name}_bucket", bucket, total)
                 metric.add_sample(f"{self.name}_count", labels, total)
-                metric.add_sample(f"{self.name}_sum", labels, series.sum)
+                metric.add_sample(f"{self.name}_sum", labels, total_sum)
             if created:
                 metric.add_sample(f"{self.name}_created", labels, series.created)
         return metric
@@ -109,10 +126,11 @@ class _Collector:
 
     def __init__(self, families: list[_Family]) -> None:
         self.families = families
+        self.peers: Sequence[dict[str, Any]] = ()  # set for one scrape, read synchronously
 
     def collect(self) -> Iterator[Metric]:
         for family in self.families:
-            yield family.collect()
+            yield family.collect(self.peers)
 
 
 class ServerMetrics:
@@ -157,7 +175,11 @@ class ServerMetrics:
         self.model_loads = self._counters(
             "botserver_model_loads", "Model loads, by result", ("result", ("success", "failure"))
         )
-        self.registry.register(_Collector(self._families))  # type: ignore[arg-type]
+        self._collector = _Collector(self._families)
+        self.registry.register(self._collector)  # type: ignore[arg-type]
+        # With `--workers N`: how a scrape reads the other workers' snapshots (set by
+        # server.api.metrics_sharing).
+        self.peers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
 
     def _counters(
         self, name: str, documentation: str, labels: tuple[str, tuple[str, ...]] | None = None
@@ -252,8 +274,17 @@ class ServerMetrics:
         return load_archive
 
     # -- exposition ---------------------------------------------------------------------------
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """This process's numbers, by family and label value (JSON-able)."""
+        return {family.name: family.snapshot() for family in self._families}
+
+    def render(self, peers: Sequence[dict[str, Any]] = ()) -> bytes:
+        """The text exposition, with other workers' snapshots added to this one's numbers."""
+        self._collector.peers = list(peers)
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self._collector.peers = ()
 
     def router(self) -> APIRouter:
         """GET /metrics, open like Rasa's health routes (scrape it on a private network)."""
@@ -266,9 +297,15 @@ class ServerMetrics:
             response_class=Response,
         )
         async def metrics() -> Response:
-            return Response(self.render(), media_type=CONTENT_TYPE_LATEST)
+            peers = await self.peers() if self.peers is not None else []
+            return Response(self.render(peers), media_type=CONTENT_TYPE_LATEST)
 
         return router
+
+
+def _number(value: Any) -> float:
+    """A number from another worker's snapshot; anything else counts as 0."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def _values(labels: tuple[str, tuple[str, ...]] | None) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,7 @@ from server import __version__
 from server.api.health import health_router
 from server.api.inspect import inspect_router
 from server.api.metrics import ServerMetrics
+from server.api.metrics_sharing import METRICS_DIR_ENV, share_between_workers
 from server.api.middleware import DEFAULT_MAX_BODY_BYTES
 from server.api.server import ServerOptions, build_app
 from server.api.tls import ssl_options
@@ -99,6 +101,7 @@ def server_app(options: ServerOptions, metrics: bool = True, listen_url: str = "
         server_metrics.instrument(state.processor, state.holder)
         state.metrics = server_metrics
         app.include_router(server_metrics.router())
+        share_between_workers(app, server_metrics)
     if options.enable_api:
         app.include_router(inspect_router())
     _announce_on_startup(app, listen_url, options)
@@ -287,7 +290,13 @@ def run_server(args: argparse.Namespace) -> int:
             workers=args.workers,
             **common,
         )
-        if serve_workers(config) != 0:
+        with tempfile.TemporaryDirectory(prefix="botserver-metrics-") as metrics_dir:
+            os.environ[METRICS_DIR_ENV] = metrics_dir  # the workers' /metrics count them all
+            try:
+                code = serve_workers(config)
+            finally:
+                del os.environ[METRICS_DIR_ENV]
+        if code != 0:
             print("error: a worker did not start; see the log above", file=sys.stderr)
             return 1
         return 0

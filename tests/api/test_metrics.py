@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -121,3 +122,47 @@ def test_an_instrumented_processor_still_calls_its_own_turn_callback_and_calls()
     assert samples[("botserver_actions_total", ())] == 2
     assert samples[("botserver_nlu_seconds_count", ())] == 1
     assert samples[("botserver_policy_seconds_count", ())] == 1
+
+
+def samples(text: bytes) -> dict[tuple[str, str], float]:
+    """Every sample but the creation times, by name and labels."""
+    return {
+        (sample.name, str(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text.decode())
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
+
+
+def test_a_scrape_adds_the_other_workers_snapshots_as_one_process_would_count() -> None:
+    """With `--workers N` each worker counts its own turns; a scrape of any of them shows
+    what one process that saw every observation would show."""
+    workers = [ServerMetrics() for _ in range(3)]
+    alone = ServerMetrics()
+    for n, seconds in enumerate(SECONDS):
+        for metrics in (workers[n % 3], alone):
+            metrics.turns.inc()
+            metrics.policy_seconds.observe(seconds)
+            metrics.tracker_store_seconds["append"].observe(seconds)
+    workers[1].model_loads["failure"].inc()
+    alone.model_loads["failure"].inc()
+    # Through JSON, as they travel between processes.
+    snapshots = [json.loads(json.dumps(metrics.snapshot())) for metrics in workers]
+    for k, metrics in enumerate(workers):
+        others = snapshots[:k] + snapshots[k + 1 :]
+        assert samples(metrics.render(others)) == pytest.approx(samples(alone.render()))
+    # The snapshot was added for that scrape only.
+    assert "botserver_turns_total 4.0" in workers[0].render().decode()
+
+
+def test_a_damaged_snapshot_of_another_worker_counts_as_nothing() -> None:
+    metrics = ServerMetrics()
+    metrics.turns.inc(2)
+    metrics.policy_seconds.observe(0.003)
+    damaged = {
+        "botserver_turns": {"": "many"},
+        "botserver_policy_seconds": {"": [1, 2]},
+        "botserver_actions": [1],
+        "botserver_tracker_store_seconds": {"append": None},
+    }
+    assert samples(metrics.render([damaged])) == samples(metrics.render())

@@ -18,9 +18,11 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bench.concurrency import ServerProcess, free_port, train_moodbot
+from server.api.metrics_sharing import PUBLISH_SECONDS
 from server.api.workers import SPREADS_CONNECTIONS
 from tests.scale.scale_services import require
 
@@ -202,6 +204,23 @@ def test_a_worker_that_dies_is_replaced_and_its_waiting_connections_are_served(
     assert len(now) == 2 and second in now and first not in now
     log = two_workers.log.read_text()
     assert re.search(rf"worker \d \(pid {first}\) exited with code -9; starting another", log)
+
+
+def test_metrics_count_the_turns_of_every_worker(two_workers: ServerProcess) -> None:
+    """A scrape reaches one worker; it shows the turns both served."""
+    for n in range(20):  # a connection each: both workers serve some
+        with httpx.Client(base_url=two_workers.url, timeout=10) as client:
+            message = {"sender": f"m{n}", "message": "hi"}
+            assert client.post("/webhooks/rest/webhook", json=message).status_code == 200
+    time.sleep(PUBLISH_SECONDS + 0.5)
+    seen = set()
+    for _ in range(8):
+        with httpx.Client(base_url=two_workers.url, timeout=10) as client:
+            text = client.get("/metrics").text
+        found = re.search(r"(?m)^botserver_turns_total (\S+)$", text)
+        assert found is not None, text
+        seen.add(found.group(1))
+    assert seen == {"20.0"}
 
 
 def test_a_worker_that_cannot_start_stops_the_server_with_an_error(tmp_path: Path) -> None:
