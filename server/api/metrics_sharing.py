@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -37,7 +38,8 @@ class SharedMetrics:
     def __init__(self, metrics: ServerMetrics, directory: Path) -> None:
         self.metrics = metrics
         self.directory = directory
-        self.own = directory / f"{os.getpid()}.json"
+        # A new worker never takes over a dead one's file, even if it gets the same pid.
+        self.own = directory / f"{os.getpid()}-{time.time_ns()}.json"
         metrics.peers = self.peers
 
     def _write(self, snapshot: dict[str, Any]) -> None:
