@@ -386,6 +386,68 @@ def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict
     }
 
 
+async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
+    """Load the model a PUT /model body names (ApiError 400 when it cannot)."""
+    model_file = body.get("model_file")
+    model_server = body.get("model_server")
+    remote_storage = body.get("remote_storage")
+    if model_file is not None and not isinstance(model_file, str):
+        raise bad_request("'model_file' must be a path.", "model_file", "body")
+    if model_server is not None and not isinstance(model_server, dict):
+        raise bad_request(
+            "'model_server' must be an endpoint configuration object.",
+            "model_server",
+            "body",
+        )
+    if remote_storage is not None and remote_storage not in REMOTE_STORAGES:
+        raise bad_request(
+            f"'remote_storage' must be one of {', '.join(REMOTE_STORAGES)}.",
+            "remote_storage",
+            "body",
+        )
+    name = model_file or (model_server or {}).get("url") or "models"
+
+    def not_loaded(reason: str | None = None) -> ApiError:
+        message = f"Agent with name '{name}' could not be loaded."
+        if reason:
+            message += f" {reason}"
+        return bad_request(message, "model", "query")
+
+    source = services.source
+    server_config = services.models_endpoint or model_server
+    if server_config:
+        url = server_config.get("url")
+        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+            raise bad_request(
+                "'model_server' needs an http or https 'url'.", "model_server", "body"
+            )
+        info = await source.load_initial(None, server_config)
+        error = source.poller.last_error if source.poller is not None else None
+        if info is None or error:
+            raise not_loaded(error)
+    elif remote_storage:
+        try:
+            await source.load_from_remote_storage(remote_storage, model_file or "models")
+        except ModelNotFound as exc:
+            raise not_loaded(str(exc)) from None
+    elif model_file:
+        try:
+            await source.load_local(Path(model_file))
+        except ModelNotFound:
+            raise not_loaded() from None
+    else:
+        raise bad_request(
+            "Give a 'model_file', a 'model_server' or a 'remote_storage' to load.",
+            "model_file",
+            "body",
+        )
+
+
+def model_request_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The part of a PUT /model body that says which model to load."""
+    return {k: body[k] for k in ("model_file", "model_server", "remote_storage") if k in body}
+
+
 # ------------------------------------------------------------------------------- router
 
 _CALLBACK_DOC = {"description": "Accepted: the result will be POSTed to `callback_url`."}
@@ -662,59 +724,10 @@ def model_router() -> APIRouter:
     )
     async def load(request: Request, services: Services = Depends(services_of)) -> Response:
         body = await read_json_object(request, "No path to model file defined in request_body.")
-        model_file = body.get("model_file")
-        model_server = body.get("model_server")
-        remote_storage = body.get("remote_storage")
-        if model_file is not None and not isinstance(model_file, str):
-            raise bad_request("'model_file' must be a path.", "model_file", "body")
-        if model_server is not None and not isinstance(model_server, dict):
-            raise bad_request(
-                "'model_server' must be an endpoint configuration object.",
-                "model_server",
-                "body",
-            )
-        if remote_storage is not None and remote_storage not in REMOTE_STORAGES:
-            raise bad_request(
-                f"'remote_storage' must be one of {', '.join(REMOTE_STORAGES)}.",
-                "remote_storage",
-                "body",
-            )
-        name = model_file or (model_server or {}).get("url") or "models"
-
-        def not_loaded(reason: str | None = None) -> ApiError:
-            message = f"Agent with name '{name}' could not be loaded."
-            if reason:
-                message += f" {reason}"
-            return bad_request(message, "model", "query")
-
-        source = services.source
-        server_config = services.models_endpoint or model_server
-        if server_config:
-            url = server_config.get("url")
-            if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
-                raise bad_request(
-                    "'model_server' needs an http or https 'url'.", "model_server", "body"
-                )
-            info = await source.load_initial(None, server_config)
-            error = source.poller.last_error if source.poller is not None else None
-            if info is None or error:
-                raise not_loaded(error)
-        elif remote_storage:
-            try:
-                await source.load_from_remote_storage(remote_storage, model_file or "models")
-            except ModelNotFound as exc:
-                raise not_loaded(str(exc)) from None
-        elif model_file:
-            try:
-                await source.load_local(Path(model_file))
-            except ModelNotFound:
-                raise not_loaded() from None
-        else:
-            raise bad_request(
-                "Give a 'model_file', a 'model_server' or a 'remote_storage' to load.",
-                "model_file",
-                "body",
-            )
+        await apply_model_request(services, body)
+        sync = getattr(request.app.state, "model_sync", None)
+        if sync is not None:  # the other workers of `--workers N` load it too
+            await sync.publish(model_request_of(body))
         return Response(status_code=204)
 
     @router.delete(
@@ -725,8 +738,11 @@ def model_router() -> APIRouter:
         response_class=Response,
         responses={204: {"description": "No model is loaded any more."}},
     )
-    async def unload(services: Services = Depends(services_of)) -> Response:
+    async def unload(request: Request, services: Services = Depends(services_of)) -> Response:
         await services.holder.unload()
+        sync = getattr(request.app.state, "model_sync", None)
+        if sync is not None:
+            await sync.publish(None)
         return Response(status_code=204)
 
     return router

@@ -25,8 +25,9 @@ from server import __version__
 from server.api.health import health_router
 from server.api.inspect import inspect_router
 from server.api.metrics import ServerMetrics
-from server.api.metrics_sharing import METRICS_DIR_ENV, share_between_workers
+from server.api.metrics_sharing import share_between_workers
 from server.api.middleware import DEFAULT_MAX_BODY_BYTES
+from server.api.model_sync import follow_other_workers
 from server.api.server import ServerOptions, build_app
 from server.api.tls import ssl_options
 from server.auth import AuthConfig, install_log_redaction
@@ -95,6 +96,7 @@ def server_app(options: ServerOptions, metrics: bool = True, listen_url: str = "
     """`build_app` plus the operations routes: health probes, /metrics, and /inspect."""
     app = build_app(options)
     state = app.state
+    follow_other_workers(app, state.services)
     app.include_router(health_router(lambda: state.holder.is_ready, state.tracker_store.ping))
     if metrics:
         server_metrics = ServerMetrics()
@@ -274,6 +276,7 @@ def run_server(args: argparse.Namespace) -> int:
         **tls,
     }
     if args.workers > 1:
+        from server.api.worker_files import WORKERS_DIR_ENV
         from server.api.workers import serve_workers
 
         # Fail here, once, rather than in every worker.
@@ -290,12 +293,12 @@ def run_server(args: argparse.Namespace) -> int:
             workers=args.workers,
             **common,
         )
-        with tempfile.TemporaryDirectory(prefix="botserver-metrics-") as metrics_dir:
-            os.environ[METRICS_DIR_ENV] = metrics_dir  # the workers' /metrics count them all
+        with tempfile.TemporaryDirectory(prefix="botserver-workers-") as shared_dir:
+            os.environ[WORKERS_DIR_ENV] = shared_dir
             try:
                 code = serve_workers(config)
             finally:
-                del os.environ[METRICS_DIR_ENV]
+                del os.environ[WORKERS_DIR_ENV]
         if code != 0:
             print("error: a worker did not start; see the log above", file=sys.stderr)
             return 1

@@ -27,10 +27,12 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from types import FrameType
-
-import uvicorn
+from typing import TYPE_CHECKING
 
 from server.errors import InvalidConfig
+
+if TYPE_CHECKING:
+    import uvicorn
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +84,8 @@ def _die_with(parent: int) -> None:
 def _serve(config: uvicorn.Config, sock: socket.socket, ready: Event, parent: int) -> None:
     """A worker process: uvicorn serving on the socket it was given; `ready` is set once it
     serves."""
+    import uvicorn
+
     _die_with(parent)
     config.configure_logging()
     server = uvicorn.Server(config)

@@ -1,6 +1,7 @@
-"""`botserver run --workers N` gives each worker a listening socket of its own: a burst of
-connections is spread over the workers, a worker that dies is replaced, and a worker that
-cannot start stops the server with an error."""
+"""`botserver run --workers N`: each worker has a listening socket of its own (a burst of
+connections is spread over the workers), a worker that dies is replaced, a worker that cannot
+start stops the server with an error, and the workers act as one server for /metrics and for
+PUT and DELETE /model."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import pytest
 
 from bench.concurrency import ServerProcess, free_port, train_moodbot
 from server.api.metrics_sharing import PUBLISH_SECONDS
+from server.api.model_sync import FOLLOW_SECONDS
 from server.api.workers import SPREADS_CONNECTIONS
 from tests.scale.scale_services import require
 
@@ -133,7 +135,11 @@ def owners(port: int, pids: list[int], client_ports: set[int] | None = None) -> 
             inodes.add(fields[9])
     held: Counter[int] = Counter()
     for pid in pids:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:  # gone, or a zombie not yet reaped
+            continue
+        for fd in fds:
             try:
                 target = os.readlink(fd)
             except OSError:
@@ -221,6 +227,45 @@ def test_metrics_count_the_turns_of_every_worker(two_workers: ServerProcess) -> 
         assert found is not None, text
         seen.add(found.group(1))
     assert seen == {"20.0"}
+
+
+def statuses(server: ServerProcess, times: int = 8) -> set[str | None]:
+    """The model_id GET /status gives, over `times` new connections (both workers answer)."""
+    found = set()
+    for _ in range(times):
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            found.add(client.get("/status").json().get("model_id"))
+    return found
+
+
+def test_a_model_put_on_one_worker_is_loaded_by_every_worker(
+    two_workers: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    (first,) = statuses(two_workers)
+    second = train_moodbot(tmp_path_factory.mktemp("second"))
+    with httpx.Client(base_url=two_workers.url, timeout=30) as client:
+        assert client.put("/model", json={"model_file": str(second)}).status_code == 204
+        (loaded,) = {client.get("/status").json()["model_id"]}
+    assert loaded != first
+    time.sleep(FOLLOW_SECONDS + 1)
+    assert statuses(two_workers) == {loaded}
+
+    # A worker started afterwards (a replacement) loads it too, not its startup model.
+    dead = workers_of(two_workers)[0]
+    os.kill(dead, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while len(now := workers_of(two_workers)) < 2 or dead in now:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1)
+    assert statuses(two_workers) == {loaded}
+
+    with httpx.Client(base_url=two_workers.url, timeout=30) as client:
+        assert client.delete("/model").status_code == 204
+    time.sleep(FOLLOW_SECONDS + 1)
+    for _ in range(8):
+        with httpx.Client(base_url=two_workers.url, timeout=10) as client:
+            assert client.get("/health/ready").status_code == 503
 
 
 def test_a_worker_that_cannot_start_stops_the_server_with_an_error(tmp_path: Path) -> None:

@@ -1,0 +1,97 @@
+"""PUT /model and DELETE /model across `botserver run --workers N`: every worker follows.
+
+Such a request reaches one worker. That worker loads (or unloads) the model as it would alone,
+then writes the request to `model.json` in the directory the workers share; every other worker
+checks the file each FOLLOW_SECONDS and makes the same request of its own model source. A
+worker that starts later (a replacement) makes the latest request once it has loaded its
+startup model, so it does not serve an older model than its siblings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from server.api.errors import ApiError
+from server.api.model import apply_model_request
+from server.api.services import Services
+from server.api.worker_files import read_json, run_beside, workers_dir, write_json
+
+logger = logging.getLogger(__name__)
+
+FOLLOW_SECONDS = 1.0
+
+
+class ModelSync:
+    """One worker's side: publishes the model requests it served, follows the others'."""
+
+    def __init__(self, path: Path, services: Services) -> None:
+        self.path = path
+        self.services = services
+        self.origin = f"{os.getpid()}-{time.time_ns()}"
+        self.seen: int | None = None  # the serial of the last request made here
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            record = read_json(self.path)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            logger.warning("Cannot read %s: %s", self.path, exc)
+            return None
+        return record if isinstance(record, dict) else None
+
+    async def publish(self, request: dict[str, Any] | None) -> None:
+        """Tell the other workers to load the model of `request` (None: unload)."""
+        serial = time.time_ns()
+        record = {"serial": serial, "origin": self.origin, "request": request}
+        await asyncio.to_thread(write_json, self.path, record)
+        self.seen = serial
+
+    async def follow_once(self, *, own_too: bool = False) -> None:
+        """Make the latest request if it is new here (and another worker's, unless `own_too`)."""
+        record = await asyncio.to_thread(self._read)
+        if record is None or record.get("serial") == self.seen:
+            return
+        self.seen = record.get("serial")
+        if record.get("origin") == self.origin and not own_too:
+            return
+        request = record.get("request")
+        try:
+            if request is None:
+                await self.services.holder.unload()
+                logger.info("Model unloaded, as another worker was asked")
+            elif isinstance(request, dict):
+                await apply_model_request(self.services, request)
+                logger.info("Model loaded as another worker was asked: %s", request)
+        except ApiError as exc:
+            logger.error("Could not load the model another worker loaded (%s): %s", request, exc)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(FOLLOW_SECONDS)
+            try:
+                await self.follow_once()
+            except Exception:  # the follower must outlive a failed load
+                logger.exception("Following the other workers' model failed")
+
+
+def follow_other_workers(app: FastAPI, services: Services) -> None:
+    """In a worker of `--workers N`, make model requests served by the other workers too;
+    PUT and DELETE /model find the sync in `app.state.model_sync`."""
+    shared = workers_dir()
+    if shared is None:
+        return
+    sync = ModelSync(shared / "model.json", services)
+    app.state.model_sync = sync
+
+    async def catch_up() -> None:  # a replacement serves the latest model from the start
+        await sync.follow_once(own_too=True)
+
+    run_beside(app, sync.run, first=catch_up)

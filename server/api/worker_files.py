@@ -1,0 +1,65 @@
+"""The directory the workers of `botserver run --workers N` share, and how they use it: whole
+JSON files written atomically, read back, and tasks that run beside a worker's app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+# Set for the workers: a directory they share for the whole run (their metrics snapshots, the
+# model a PUT /model asked for), removed when the server stops.
+WORKERS_DIR_ENV = "BOTSERVER_WORKERS_DIR"
+
+
+def workers_dir() -> Path | None:
+    """The shared directory, in a worker of `--workers N`; None in a server of one process."""
+    found = os.environ.get(WORKERS_DIR_ENV)
+    return Path(found) if found else None
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Replace `path` with `value` as JSON: readers see the old file or the new one, whole."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value))
+    os.replace(partial, path)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON in `path` (OSError, ValueError when it cannot be read)."""
+    return json.loads(path.read_text())
+
+
+def run_beside(
+    app: FastAPI,
+    task: Callable[[], Coroutine[Any, Any, None]],
+    first: Callable[[], Awaitable[None]] | None = None,
+    last: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run `task` while the app serves: `first` once after its startup, `task` in the
+    background, `last` once when it stops."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
+        async with inner(app) as state:
+            if first is not None:
+                await first()
+            running = asyncio.create_task(task(), name=getattr(task, "__qualname__", "task"))
+            try:
+                yield state
+            finally:
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+                if last is not None:
+                    await last()
+
+    app.router.lifespan_context = lifespan
