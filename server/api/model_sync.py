@@ -72,6 +72,8 @@ class ModelSync:
                 logger.info("Model loaded as another worker was asked: %s", request)
         except ApiError as exc:
             logger.error("Could not load the model another worker loaded (%s): %s", request, exc)
+        except Exception:  # a broken archive, a store: this worker keeps its model and serves
+            logger.exception("Could not load the model another worker loaded (%s)", request)
 
     async def run(self) -> None:
         while True:
