@@ -724,10 +724,11 @@ def model_router() -> APIRouter:
     )
     async def load(request: Request, services: Services = Depends(services_of)) -> Response:
         body = await read_json_object(request, "No path to model file defined in request_body.")
-        await apply_model_request(services, body)
         sync = getattr(request.app.state, "model_sync", None)
-        if sync is not None:  # the other workers of `--workers N` load it too
-            await sync.publish(model_request_of(body))
+        if sync is None:
+            await apply_model_request(services, body)
+        else:  # `--workers N`: the other workers load it too (server/api/model_sync.py)
+            await sync.change(lambda: apply_model_request(services, body), model_request_of(body))
         return Response(status_code=204)
 
     @router.delete(
@@ -739,10 +740,11 @@ def model_router() -> APIRouter:
         responses={204: {"description": "No model is loaded any more."}},
     )
     async def unload(request: Request, services: Services = Depends(services_of)) -> Response:
-        await services.holder.unload()
         sync = getattr(request.app.state, "model_sync", None)
-        if sync is not None:
-            await sync.publish(None)
+        if sync is None:
+            await services.holder.unload()
+        else:
+            await sync.change(services.holder.unload, None)
         return Response(status_code=204)
 
     return router

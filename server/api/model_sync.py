@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ class ModelSync:
         self.services = services
         self.origin = f"{os.getpid()}-{time.time_ns()}"
         self.seen: int | None = None  # the serial of the last request made here
+        # Held while this worker changes its model (a request it serves, or one it follows),
+        # so a follower never applies an older request after this worker's newer one.
+        self.changing = asyncio.Lock()
 
     def _read(self) -> dict[str, Any] | None:
         try:
@@ -54,8 +58,21 @@ class ModelSync:
         await asyncio.to_thread(write_json, self.path, record)
         self.seen = serial
 
+    async def change(
+        self, change: Callable[[], Awaitable[None]], request: dict[str, Any] | None
+    ) -> None:
+        """Change this worker's model (a PUT or DELETE /model it serves), then tell the
+        others to make `request` too."""
+        async with self.changing:
+            await change()
+            await self.publish(request)
+
     async def follow_once(self, *, own_too: bool = False) -> None:
         """Make the latest request if it is new here (and another worker's, unless `own_too`)."""
+        async with self.changing:
+            await self._follow(own_too)
+
+    async def _follow(self, own_too: bool) -> None:
         record = await asyncio.to_thread(self._read)
         if record is None or record.get("serial") == self.seen:
             return

@@ -1,0 +1,118 @@
+"""PUT and DELETE /model across workers (server/api/model_sync.py), two workers' syncs on one
+shared file, each with a model source that records what it loads."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from server.api.model import apply_model_request
+from server.api.model_sync import ModelSync
+
+
+class Source:
+    """Loads by name, taking `delay` seconds; `loaded` is the model now served."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.loaded: str | None = "startup"
+        self.poller = None
+
+    async def load_local(self, path: Path) -> None:
+        await asyncio.sleep(self.delay)
+        self.loaded = str(path)
+
+
+class Holder:
+    def __init__(self, source: Source) -> None:
+        self.source = source
+
+    async def unload(self) -> None:
+        self.source.loaded = None
+
+
+class Services:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.source = Source(delay)
+        self.holder = Holder(self.source)
+        self.models_endpoint = None
+
+
+def worker(path: Path, delay: float = 0.0) -> tuple[ModelSync, Services]:
+    services = Services(delay)
+    return ModelSync(path, services), services  # type: ignore[arg-type]
+
+
+async def put(sync: ModelSync, services: Services, model: str) -> None:
+    """What PUT /model does in a worker."""
+    request = {"model_file": model}
+    await sync.change(lambda: apply_model_request(services, request), request)  # type: ignore[arg-type]
+
+
+def test_the_other_worker_follows_a_put_and_a_delete(tmp_path: Path) -> None:
+    async def run() -> None:
+        a, a_services = worker(tmp_path / "model.json")
+        b, b_services = worker(tmp_path / "model.json")
+        await put(a, a_services, "m1")
+        await b.follow_once()
+        assert b_services.source.loaded == a_services.source.loaded == "m1"
+        await b.follow_once()  # nothing new: nothing loaded again
+        b_services.source.loaded = "untouched"
+        await b.follow_once()
+        assert b_services.source.loaded == "untouched"
+        await a.change(a_services.holder.unload, None)
+        await b.follow_once()
+        assert b_services.source.loaded is None
+
+    asyncio.run(run())
+
+
+def test_a_new_worker_catches_up_with_the_latest_request(tmp_path: Path) -> None:
+    async def run() -> None:
+        a, a_services = worker(tmp_path / "model.json")
+        await put(a, a_services, "m1")
+        await put(a, a_services, "m2")
+        late, late_services = worker(tmp_path / "model.json")
+        await late.follow_once(own_too=True)
+        assert late_services.source.loaded == "m2"
+        nothing, nothing_services = worker(tmp_path / "other.json")
+        await nothing.follow_once(own_too=True)  # no request yet: the startup model stays
+        assert nothing_services.source.loaded == "startup"
+
+    asyncio.run(run())
+
+
+def test_a_follower_never_applies_an_older_request_over_its_own_newer_one(
+    tmp_path: Path,
+) -> None:
+    """Worker A starts following B's request (a slow load) when its own PUT arrives: A ends
+    on its own model, and so does B."""
+
+    async def run() -> None:
+        a, a_services = worker(tmp_path / "model.json", delay=0.2)
+        b, b_services = worker(tmp_path / "model.json")
+        await put(b, b_services, "older")
+        following = asyncio.create_task(a.follow_once())
+        await asyncio.sleep(0.05)  # A is loading "older"
+        a_services.source.delay = 0.0
+        await put(a, a_services, "newer")
+        await following
+        assert a_services.source.loaded == "newer"
+        await b.follow_once()
+        assert b_services.source.loaded == "newer"
+
+    asyncio.run(run())
+
+
+def test_an_unreadable_request_file_changes_nothing(tmp_path: Path) -> None:
+    async def run() -> None:
+        (tmp_path / "model.json").write_text("{not json")
+        sync, services = worker(tmp_path / "model.json")
+        await sync.follow_once(own_too=True)
+        assert services.source.loaded == "startup"
+
+    asyncio.run(run())
+
+
+def _unused(_: Any) -> None: ...
