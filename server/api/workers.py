@@ -44,6 +44,9 @@ STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
 _PR_SET_PDEATHSIG = 1
+# A worker that dies this soon after its start counts as a quick death (restart_delay).
+STABLE_SECONDS = 10.0
+MAX_RESTART_DELAY = 30.0
 SPREADS_CONNECTIONS = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
 
 
@@ -113,9 +116,12 @@ class Supervisor:
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[BaseProcess] = []
         self.ready: list[Event] = []
+        self.started_at: list[float] = []
+        self.quick_deaths: list[int] = []  # in a row, each within STABLE_SECONDS of its start
+        self.restart_at: list[float | None] = []  # a replacement waiting out its back-off
         self.stopping = threading.Event()
 
-    def _start(self, slot: int) -> tuple[BaseProcess, Event]:
+    def _start(self, slot: int) -> None:
         ready = self.context.Event()
         process = self.context.Process(
             target=_serve,
@@ -123,7 +129,15 @@ class Supervisor:
             name=f"botserver-worker-{slot}",
         )
         process.start()
-        return process, ready
+        if slot == len(self.workers):
+            self.workers.append(process)
+            self.ready.append(ready)
+            self.started_at.append(time.monotonic())
+            self.quick_deaths.append(0)
+            self.restart_at.append(None)
+        else:
+            self.workers[slot], self.ready[slot] = process, ready
+            self.started_at[slot], self.restart_at[slot] = time.monotonic(), None
 
     def _on_signal(self, _signum: int, _frame: FrameType | None) -> None:
         self.stopping.set()
@@ -134,11 +148,9 @@ class Supervisor:
         code = 0
         try:
             for slot in range(len(self.sockets)):
-                worker, ready = self._start(slot)
-                self.workers.append(worker)
-                self.ready.append(ready)
+                self._start(slot)
             while not self.stopping.is_set():
-                wait([worker.sentinel for worker in self.workers], timeout=0.5)
+                self._wait()
                 if self.stopping.is_set():
                     break
                 if self._replace_dead():
@@ -152,10 +164,24 @@ class Supervisor:
                 signal.signal(signum, handler)
         return code
 
+    def _wait(self) -> None:
+        """Until a serving worker exits, a back-off ends, or half a second has passed."""
+        now = time.monotonic()
+        timeout = min([0.5, *(at - now for at in self.restart_at if at is not None)])
+        pairs = zip(self.workers, self.restart_at, strict=True)
+        wait([worker.sentinel for worker, at in pairs if at is None], timeout=max(0.0, timeout))
+
     def _replace_dead(self) -> bool:
-        """Start a worker in place of each one that died; True when one exited before it
-        served (a new one would fail the same way)."""
+        """Start a worker in place of each one that died (after a back-off when it keeps
+        dying soon after its start); True when one exited before it served (a new one would
+        fail the same way)."""
+        now = time.monotonic()
         for slot, worker in enumerate(self.workers):
+            due = self.restart_at[slot]
+            if due is not None:
+                if now >= due:
+                    self._start(slot)
+                continue
             if worker.is_alive():
                 continue
             worker.join()
@@ -169,13 +195,23 @@ class Supervisor:
                     worker.exitcode,
                 )
                 return True
+            quick = now - self.started_at[slot] < STABLE_SECONDS
+            self.quick_deaths[slot] = self.quick_deaths[slot] + 1 if quick else 0
+            delay = restart_delay(self.quick_deaths[slot])
             logger.warning(
-                "worker %d (pid %s) exited with code %s; starting another on its socket",
+                "worker %d (pid %s) exited with code %s; starting another on its socket%s",
                 slot,
                 worker.pid,
                 worker.exitcode,
+                f" in {delay:g} s ({self.quick_deaths[slot]} deaths in a row, each within "
+                f"{STABLE_SECONDS:g} s of its start)"
+                if delay
+                else "",
             )
-            self.workers[slot], self.ready[slot] = self._start(slot)
+            if delay:
+                self.restart_at[slot] = now + delay
+            else:
+                self._start(slot)
         return False
 
     def _stop_all(self) -> None:
@@ -190,6 +226,15 @@ class Supervisor:
                 logger.warning("worker pid %s did not stop in time; killing it", worker.pid)
                 worker.kill()
                 worker.join()
+
+
+def restart_delay(quick_deaths: int) -> float:
+    """Seconds before replacing a worker: none after one quick death, then 0.5, 1, 2...
+    up to MAX_RESTART_DELAY, so a worker killed at every start (out of memory while it
+    loads the model, say) does not make the machine spawn processes without pause."""
+    if quick_deaths <= 1:
+        return 0.0
+    return min(MAX_RESTART_DELAY, 0.5 * 2 ** (quick_deaths - 2))
 
 
 def serve_workers(config: uvicorn.Config) -> int:

@@ -284,3 +284,34 @@ def test_a_worker_that_cannot_start_stops_the_server_with_an_error(tmp_path: Pat
     assert done.returncode == 1, done.stderr
     assert "before it served; stopping" in done.stderr
     assert time.monotonic() - started < 30
+
+
+def test_a_worker_killed_at_every_start_is_restarted_with_a_back_off(tmp_path: Path) -> None:
+    """A worker the kernel kills as it starts (out of memory while loading, say) is not
+    respawned without pause: 0 s, then 0.5, 1, 2... s between starts."""
+    (tmp_path / "killed_app.py").write_text(
+        "import os, signal\n"
+        "def app():\n"
+        "    with open('starts', 'a') as out:\n"
+        "        out.write('x')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    script = (
+        "import sys, uvicorn\n"
+        "from server.api.workers import serve_workers\n"
+        "config = uvicorn.Config('killed_app:app', factory=True, workers=2,"
+        f" host='127.0.0.1', port={free_port()})\n"
+        "sys.exit(serve_workers(config))\n"
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(6)
+    server.send_signal(signal.SIGTERM)
+    _, stderr = server.communicate(timeout=15)
+    assert server.returncode == 0, stderr
+    starts = len((tmp_path / "starts").read_text())
+    # Back-off: per worker 0, 0, 0.5, 1, 2 s: 5 starts in 6 s (plus start-up time), 10 for
+    # two. Without it, a start every few tenths of a second: 30 or more.
+    assert 4 <= starts <= 12, starts
+    assert "starting another on its socket in 0.5 s (2 deaths in a row" in stderr
