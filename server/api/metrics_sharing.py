@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from server.api.metrics import ServerMetrics
-from server.api.worker_files import read_json, run_beside, workers_dir, write_json
+from server.api.worker_files import read_object, run_beside, workers_dir, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -38,18 +38,8 @@ class SharedMetrics:
         metrics.peers = self.peers
 
     def _read_others(self) -> list[dict[str, Any]]:
-        snapshots = []
-        for path in self.directory.glob("*.json"):
-            if path == self.own:
-                continue
-            try:
-                snapshot = read_json(path)
-            except (OSError, ValueError) as exc:
-                logger.warning("Skipping the metrics snapshot %s: %s", path, exc)
-                continue
-            if isinstance(snapshot, dict):
-                snapshots.append(snapshot)
-        return snapshots
+        paths = (path for path in self.directory.glob("*.json") if path != self.own)
+        return [snapshot for path in paths if (snapshot := read_object(path)) is not None]
 
     async def publish(self) -> None:
         """Write this worker's numbers (taken on the loop, written in a thread)."""

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from server.api.errors import ApiError
 from server.api.model import apply_model_request
 from server.api.services import Services
-from server.api.worker_files import read_json, run_beside, workers_dir, write_json
+from server.api.worker_files import read_object, run_beside, workers_dir, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +40,6 @@ class ModelSync:
         # Held while this worker changes its model (a request it serves, or one it follows),
         # so a follower never applies an older request after this worker's newer one.
         self.changing = asyncio.Lock()
-
-    def _read(self) -> dict[str, Any] | None:
-        try:
-            record = read_json(self.path)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            logger.warning("Cannot read %s: %s", self.path, exc)
-            return None
-        return record if isinstance(record, dict) else None
 
     async def publish(self, request: dict[str, Any] | None) -> None:
         """Tell the other workers to load the model of `request` (None: unload)."""
@@ -73,7 +63,7 @@ class ModelSync:
             await self._follow(own_too)
 
     async def _follow(self, own_too: bool) -> None:
-        record = await asyncio.to_thread(self._read)
+        record = await asyncio.to_thread(read_object, self.path)
         if record is None or record.get("serial") == self.seen:
             return
         self.seen = record.get("serial")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+
+logger = logging.getLogger(__name__)
 
 # Set for the workers: a directory they share for the whole run (their metrics snapshots, the
 # model a PUT /model asked for), removed when the server stops.
@@ -32,9 +35,17 @@ def write_json(path: Path, value: Any) -> None:
     os.replace(partial, path)
 
 
-def read_json(path: Path) -> Any:
-    """The JSON in `path` (OSError, ValueError when it cannot be read)."""
-    return json.loads(path.read_text())
+def read_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`; None when there is none (no file yet, or a file that cannot
+    be read or holds something else: logged)."""
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        logger.warning("Skipping %s, which the workers share: %s", path, exc)
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def run_beside(
