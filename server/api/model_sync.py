@@ -4,7 +4,10 @@ Such a request reaches one worker. That worker loads (or unloads) the model as i
 then writes the request to `model.json` in the directory the workers share; every other worker
 checks the file each FOLLOW_SECONDS and makes the same request of its own model source. A
 worker that starts later (a replacement) makes the latest request once it has loaded its
-startup model, so it does not serve an older model than its siblings.
+startup model, so it does not serve an older model than its siblings. A worker that cannot
+make a request (the model server or the storage failed it just then) keeps its model and
+tries again after RETRY_SECONDS, doubling up to RETRY_MAX_SECONDS, until it succeeds or a
+newer request comes.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from server.api.worker_files import read_object, run_beside, workers_dir, write_
 logger = logging.getLogger(__name__)
 
 FOLLOW_SECONDS = 1.0
+RETRY_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
 
 
 class ModelSync:
@@ -40,6 +45,10 @@ class ModelSync:
         # Held while this worker changes its model (a request it serves, or one it follows),
         # so a follower never applies an older request after this worker's newer one.
         self.changing = asyncio.Lock()
+        # The request that failed here last, and when to try it again.
+        self.failed: int | None = None
+        self.retry_delay = RETRY_SECONDS
+        self.retry_at = 0.0
 
     async def publish(self, request: dict[str, Any] | None) -> None:
         """Tell the other workers to load the model of `request` (None: unload)."""
@@ -66,10 +75,25 @@ class ModelSync:
         record = await asyncio.to_thread(read_object, self.path)
         if record is None or record.get("serial") == self.seen:
             return
-        self.seen = record.get("serial")
+        serial = record.get("serial")
         if record.get("origin") == self.origin and not own_too:
+            self.seen = serial
+            return
+        if serial == self.failed and time.monotonic() < self.retry_at:
             return
         request = record.get("request")
+        if await self._make(request):
+            self.seen, self.failed, self.retry_delay = serial, None, RETRY_SECONDS
+            return
+        if serial == self.failed:
+            self.retry_delay = min(self.retry_delay * 2, RETRY_MAX_SECONDS)
+        else:
+            self.failed, self.retry_delay = serial, RETRY_SECONDS
+        self.retry_at = time.monotonic() + self.retry_delay
+        logger.error("This worker keeps its model and tries again in %g s", self.retry_delay)
+
+    async def _make(self, request: Any) -> bool:
+        """Make another worker's request here; False (logged) when it fails."""
         try:
             if request is None:
                 await self.services.holder.unload()
@@ -77,10 +101,14 @@ class ModelSync:
             elif isinstance(request, dict):
                 await apply_model_request(self.services, request)
                 logger.info("Model loaded as another worker was asked: %s", request)
+            else:
+                logger.error("Ignoring a model request that is not an object: %r", request)
+            return True
         except ApiError as exc:
             logger.error("Could not load the model another worker loaded (%s): %s", request, exc)
         except Exception:  # a broken archive, a store: this worker keeps its model and serves
             logger.exception("Could not load the model another worker loaded (%s)", request)
+        return False
 
     async def run(self) -> None:
         while True:

@@ -7,8 +7,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from server.api import model_sync
 from server.api.model import apply_model_request
 from server.api.model_sync import ModelSync
+from server.errors import ModelNotFound
 
 
 class Source:
@@ -18,9 +20,15 @@ class Source:
         self.delay = delay
         self.loaded: str | None = "startup"
         self.poller = None
+        self.failures = 0  # loads to fail before one succeeds
+        self.attempts = 0
 
     async def load_local(self, path: Path) -> None:
+        self.attempts += 1
         await asyncio.sleep(self.delay)
+        if self.failures:
+            self.failures -= 1
+            raise ModelNotFound(f"{path}: not there yet")
         self.loaded = str(path)
 
 
@@ -115,4 +123,29 @@ def test_an_unreadable_request_file_changes_nothing(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
-def _unused(_: Any) -> None: ...
+def test_a_follower_that_failed_to_load_tries_again_until_it_serves_the_same_model(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Before, a worker that could not load what another worker loaded kept its old model
+    until the next PUT: the workers answered with different models."""
+    monkeypatch.setattr(model_sync, "RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(model_sync, "RETRY_MAX_SECONDS", 0.1)
+
+    async def run() -> None:
+        a, a_services = worker(tmp_path / "model.json")
+        b, b_services = worker(tmp_path / "model.json")
+        b_services.source.failures = 3
+        await put(a, a_services, "m1")
+        await b.follow_once()
+        assert b_services.source.loaded == "startup"  # failed: keeps serving its model
+        await b.follow_once()  # too soon: no new attempt
+        assert b_services.source.attempts == 1
+        for _ in range(40):
+            await asyncio.sleep(0.03)
+            await b.follow_once()
+        assert b_services.source.loaded == "m1"
+        assert b_services.source.attempts == 4
+        await b.follow_once()
+        assert b_services.source.attempts == 4  # done: no more attempts
+
+    asyncio.run(run())
