@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.background import BackgroundTask
 
+from server.api.conversations import check_events
 from server.api.errors import ApiError, bad_request, response_for
 from server.api.openapi import (
     error_responses,
@@ -666,6 +667,7 @@ def model_router() -> APIRouter:
             raise _invalid_events("send a list of events.")
         try:
             events = events_from_list(body)
+            check_events(events)
             tracker = Tracker("default", model.domain.slot_defaults(), events)
         except InvalidEvent as exc:
             raise _invalid_events(str(exc)) from None

@@ -55,8 +55,8 @@ class Error(_Open):
 class Intent(_Open):
     """An intent with the classifier's confidence (absent for an injected intent)."""
 
-    name: str | None = _may_be_absent("The intent's name.")
-    confidence: float | None = _may_be_absent("The classifier's confidence, 0 to 1.")
+    name: str | None = _may_be_absent("The intent's name; null when no classifier ran.")
+    confidence: float = _may_be_absent("The classifier's confidence, 0 to 1.")
 
 
 class Entity(_Open):
@@ -66,7 +66,7 @@ class Entity(_Open):
     value: Any = Field(description="The extracted value; any JSON value.")
     start: int = _may_be_absent("Offset of the first character in the text.")
     end: int = _may_be_absent("Offset after the last character in the text.")
-    confidence: float | None = _may_be_absent("The extractor's confidence.")
+    confidence: float = _may_be_absent("The extractor's confidence.")
     extractor: str | None = _may_be_absent("The component that found the entity.")
     role: str | None = _may_be_absent("The entity's role, when the domain defines roles.")
     group: str | None = _may_be_absent("The entity's group, when the domain defines groups.")

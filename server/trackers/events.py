@@ -144,6 +144,8 @@ class UserUttered(Event):
             raise InvalidEvent("'parse_data' of a 'user' event must be an object")
         parse_data = dict(parse_data)
         message_id = d.get("message_id", parse_data.get("message_id"))
+        if message_id is not None and not isinstance(message_id, str):
+            raise InvalidEvent("'message_id' of a 'user' event must be a string or null")
         if "entities" in parse_data and not isinstance(parse_data["entities"], list):
             raise InvalidEvent("'entities' in 'parse_data' must be a list")
         return {
@@ -385,7 +387,8 @@ class ActionExecutionRejected(Event):
 
     type_name: ClassVar[str] = "action_execution_rejected"
 
-    action_name: str = ""
+    # None when the sender did not say which action (Rasa and its spec allow that).
+    action_name: str | None = None
     policy: str | None = None
     confidence: float | None = None
 
@@ -394,11 +397,8 @@ class ActionExecutionRejected(Event):
 
     @classmethod
     def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
-        name = _str_or_none(d, "name")
-        if name is None:
-            raise InvalidEvent("an 'action_execution_rejected' event needs a 'name'")
         return {
-            "action_name": name,
+            "action_name": _str_or_none(d, "name"),
             "policy": _str_or_none(d, "policy"),
             "confidence": d.get("confidence"),
         }

@@ -43,6 +43,8 @@ def _apply_errata(spec: dict[str, Any]) -> None:
     # An empty tracker's latest_message is {"intent": {}, "text": null, ...}, and
     # trigger_intent stores {"intent": {"name": ...}} without a confidence (recorded).
     schemas["Intent"].pop("required", None)
+    # Rasa's parse of a message no classifier ran on has {"name": null, "confidence": 0.0}.
+    schemas["Intent"]["properties"]["name"]["nullable"] = True
     schemas["ParseResult"]["properties"]["text"]["nullable"] = True
     schemas["ParseResult"].pop("required", None)
     # Entity values may be any JSON value; trigger_intent entities carry no offsets.

@@ -145,6 +145,92 @@ async def test_append_bad_events_is_400(
     assert body["reason"] == "BadRequest"
 
 
+BAD_NLU_EVENTS = {
+    "entity-without-value": {"event": "entities", "entities": [{"entity": "city", "start": 0}]},
+    "entity-offset-not-integer": {
+        "event": "entities",
+        "entities": [{"entity": "city", "value": "Paris", "start": "0", "end": 5}],
+    },
+    "parse-text-not-string": {
+        "event": "user",
+        "text": "hi",
+        "parse_data": {"intent": {"name": "greet", "confidence": 1.0}, "text": {}},
+    },
+    "entity-group-not-string": {
+        "event": "entities",
+        "entities": [{"entity": "city", "value": "Paris", "group": {}}],
+    },
+    "ranked-intent-name-not-string": {
+        "event": "user",
+        "text": "hi",
+        "parse_data": {"intent": {"name": "greet"}, "intent_ranking": [{"name": 3}]},
+    },
+    "ranked-intent-confidence-null": {
+        "event": "user",
+        "text": "hi",
+        "parse_data": {"intent_ranking": [{"name": "greet", "confidence": None}]},
+    },
+    "message-id-not-string": {"event": "user", "text": "hi", "message_id": {}},
+    "ranking-null": {"event": "user", "text": "hi", "parse_data": {"intent_ranking": None}},
+    "ranking-not-intents": {
+        "event": "user",
+        "text": "hi",
+        "parse_data": {"intent": {"name": "greet"}, "intent_ranking": ["greet"]},
+    },
+    "user-entity-without-name": {
+        "event": "user",
+        "text": "hi",
+        "parse_data": {"intent": {"name": "greet"}, "entities": [{"value": "x"}]},
+    },
+}
+
+
+@pytest.mark.parametrize("event", BAD_NLU_EVENTS.values(), ids=BAD_NLU_EVENTS.keys())
+async def test_events_with_malformed_nlu_data_are_400_and_not_stored(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, event: dict[str, Any]
+) -> None:
+    """Before, these were stored, and every later answer about the conversation broke the
+    API's schema (found by schemathesis with more examples)."""
+    listen = {"event": "action", "name": "action_listen"}
+    await client.post("/conversations/nlu-bad/tracker/events", json=[listen])
+    before = (await client.get("/conversations/nlu-bad/tracker")).json()["events"]
+    for method in ("post", "put"):
+        response = await client.request(
+            method, "/conversations/nlu-bad/tracker/events", json=[event]
+        )
+        check(rasa_spec, response, EVENTS, method, 400)
+    after = await client.get("/conversations/nlu-bad/tracker")
+    assert after.json()["events"] == before
+    predicted = await client.post("/model/predict", json=[event])
+    assert predicted.status_code == 400
+
+
+async def test_a_rejection_without_the_actions_name_is_accepted_as_rasa_does(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """Rasa's spec gives the event no 'name', and Rasa stores it with a null one."""
+    rejected = {"event": "action_execution_rejected", "timestamp": 1.0}
+    response = await client.post("/conversations/rejected/tracker/events", json=[rejected])
+    body = check(rasa_spec, response, EVENTS, "post", 200)
+    stored = body["events"][-1]
+    assert stored["event"] == "action_execution_rejected"
+    assert (stored["name"], stored["policy"], stored["confidence"]) == (None, None, None)
+    assert (await client.post("/conversations/rejected/predict")).status_code == 200
+
+
+async def test_entities_as_rasa_writes_them_are_accepted(client: httpx.AsyncClient) -> None:
+    entities = [
+        {"entity": "city", "value": "Paris", "start": 0, "end": 5, "confidence_entity": 0.9},
+        {"entity": "city", "value": {"any": "json"}, "role": None, "group": None},
+    ]
+    response = await client.post(
+        "/conversations/nlu-good/tracker/events",
+        json=[{"event": "entities", "entities": entities}],
+    )
+    assert response.status_code == 200
+    assert response.json()["events"][-1]["entities"] == entities
+
+
 async def test_replace_events(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     await client.post("/conversations/u3/tracker/events", json=GOODBYE_EVENTS)
     replaced = await client.put("/conversations/u3/tracker/events", json=GOODBYE_EVENTS[:1])
@@ -252,8 +338,13 @@ async def test_messages_adds_a_user_message_without_predicting(
 
 @pytest.mark.parametrize(
     ("payload", "parameter"),
-    [({"text": "hi", "sender": "bot"}, "sender"), ({"sender": "user"}, "text"), (None, None)],
-    ids=["not-user", "no-text", "empty"],
+    [
+        ({"text": "hi", "sender": "bot"}, "sender"),
+        ({"sender": "user"}, "text"),
+        (None, None),
+        ({"text": "hi", "sender": "user", "parse_data": {"text": {}}}, "parse_data"),
+    ],
+    ids=["not-user", "no-text", "empty", "parse-text-not-string"],
 )
 async def test_messages_errors(
     client: httpx.AsyncClient, rasa_spec: RasaSpec, payload: Any, parameter: str | None

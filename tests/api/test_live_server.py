@@ -90,19 +90,37 @@ def schemathesis_command(spec: Path, url: str, admin_jwt: str) -> list[str]:
     ]
 
 
+def run_schemathesis(command: list[str], cwd: Path) -> None:
+    if shutil.which("schemathesis") is None:
+        pytest.skip("schemathesis is not installed (pip install -e '.[test]')")
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=170)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def admin_jwt() -> str:
+    return jwt.encode({"user": {"username": "admin", "role": "admin"}}, JWT_SECRET)
+
+
 @pytest.mark.timeout(180)
 def test_schemathesis_finds_no_server_errors_and_no_schema_breaks(
     live_server: str, tmp_path: Path
 ) -> None:
-    if shutil.which("schemathesis") is None:
-        pytest.skip("schemathesis is not installed (pip install -e '.[test]')")
     spec = write_spec(tmp_path / "rasa-openapi.yml")
-    admin = jwt.encode({"user": {"username": "admin", "role": "admin"}}, JWT_SECRET)
-    result = subprocess.run(
-        schemathesis_command(spec, live_server, admin),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=170,
-    )
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    run_schemathesis(schemathesis_command(spec, live_server, admin_jwt()), tmp_path)
+
+
+@pytest.mark.timeout(180)
+def test_malformed_events_never_make_later_answers_break_the_schema(
+    live_server: str, tmp_path: Path
+) -> None:
+    """The conversation routes and /model/predict with many more examples, the coverage
+    phase's edge values included (null where an object belongs, a wrong type in an entity),
+    all on one conversation: whatever a request stored, every later answer about the
+    conversation still fits the schema. Before, an entity without a 'value' or a
+    `parse_data.text` that was an object was stored, and every later answer broke it."""
+    spec = write_spec(tmp_path / "rasa-openapi.yml")
+    command = schemathesis_command(spec, live_server, admin_jwt())
+    command[command.index("--max-examples") + 1] = "60"
+    command[command.index("--phases") + 1] = "examples,coverage,fuzzing"
+    command += ["--include-path-regex", "^/conversations/|^/model/predict$"]
+    run_schemathesis(command, tmp_path)
