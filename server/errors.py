@@ -36,6 +36,10 @@ class InvalidEvent(BotServerError):
     """An event dict does not describe a known, well-formed Rasa event."""
 
 
+class InvalidConversationId(BotServerError):
+    """A conversation id no tracker store can hold (too long, or a NUL character)."""
+
+
 class ModelError(BotServerError):
     """Base of model archive and model loading errors."""
 

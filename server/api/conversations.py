@@ -30,8 +30,9 @@ from server.api.services import Services, services_of
 from server.auth import require_auth
 from server.dialogue.agent import Agent
 from server.dialogue.story_export import conversation_story
-from server.errors import InvalidEvent
+from server.errors import InvalidConversationId, InvalidEvent
 from server.trackers.events import EntitiesAdded, Event, UserUttered, events_from_list
+from server.trackers.store import check_conversation_id
 from server.trackers.tracker import EventVerbosity
 
 PREFIX = "/conversations/{conversation_id:path}"
@@ -157,12 +158,10 @@ def _is_number(value: Any) -> bool:
 
 
 def _check_conversation_id(conversation_id: str) -> None:
-    if len(conversation_id) > MAX_NAME_LENGTH:
-        raise bad_request(
-            f"The conversation id is longer than {MAX_NAME_LENGTH} characters.",
-            "conversation_id",
-            "path",
-        )
+    try:
+        check_conversation_id(conversation_id)
+    except InvalidConversationId as exc:
+        raise bad_request(str(exc), "conversation_id", "path") from None
 
 
 def _conversation_not_found() -> ApiError:

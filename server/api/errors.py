@@ -128,6 +128,7 @@ ERROR_STATUSES: dict[type[BaseException], ErrorStatus] = {
         HELP_HTTP_API,
     ),
     e.InvalidEvent: ErrorStatus(400, "BadRequest", help_url=HELP_EVENTS),
+    e.InvalidConversationId: ErrorStatus(400, "BadRequest"),
     e.InvalidProjectFile: ErrorStatus(400, "BadRequest"),
     e.InvalidConfig: ErrorStatus(400, "BadRequest"),
     e.ModelNotFound: ErrorStatus(400, "BadRequest"),

@@ -13,7 +13,8 @@ from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.channels.rest import message_from_rest_body, read_json_object
 from server.dialogue.http_endpoint import HttpEndpoint
 from server.dialogue.messages import split_message
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, LockTimeout, StoreUnavailable
+from server.trackers.store import check_conversation_id
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +72,13 @@ class CallbackInput(InputChannel):
             message = message_from_rest_body(
                 await read_json_object(request), self.name, read_input_channel=False
             )
+            check_conversation_id(message.sender_id)
             if message.text is not None:
                 message.output_channel = self.output
                 try:
                     await on_new_message(message)
+                except (StoreUnavailable, LockTimeout):
+                    raise  # a 503, as the REST channel answers: "success" would lose it
                 except Exception as e:
                     logger.error(
                         "callback: message from %s failed: %s: %s",

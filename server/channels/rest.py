@@ -21,6 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.dialogue.messages import CollectingOutputChannel, UserMessage, split_message
 from server.errors import LockTimeout, StoreUnavailable
+from server.trackers.store import check_conversation_id
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class RestWebhook:
         else:  # the whole body in one message: no coroutine to read the rest
             body = first.get("body", b"")
         message = message_from_rest_body(_json_object(body), self.channel_name)
+        check_conversation_id(message.sender_id)  # a 400 before a stream's 200 is sent
         if message.text is None:
             # Rasa answers an empty list when there is no message to handle.
             start, end = _json_response([])

@@ -58,6 +58,7 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.repository import TrackerRepository
+from server.trackers.store import check_conversation_id
 from server.trackers.tracker import Tracker
 
 logger = logging.getLogger(__name__)
@@ -278,6 +279,7 @@ class Processor:
         self, message: UserMessage, model: DialogueModel
     ) -> list[dict[str, Any]]:
         """Runs one user turn; returns the bot messages it produced."""
+        check_conversation_id(message.sender_id)
         async with self.lock_store.lock(message.sender_id):
             started = time.perf_counter()
             tracker = await self.tracker_for(message.sender_id, model)

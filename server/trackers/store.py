@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from server.errors import InvalidConversationId
+
 # Events of current sessions a process keeps hot by default (`cache_events`).
 DEFAULT_CACHE_EVENTS = 10_000
 
@@ -16,6 +18,22 @@ DEFAULT_CACHE_EVENTS = 10_000
 def cache_events_setting(config: dict[str, Any]) -> int:
     """`cache_events` of a `tracker_store:` section (`cache_size` is its former name)."""
     return int(config.get("cache_events") or config.get("cache_size") or DEFAULT_CACHE_EVENTS)
+
+
+# Rasa's `sender_id` column holds 255 characters (PostgreSQL and MySQL enforce it).
+MAX_CONVERSATION_ID_LENGTH = 255
+
+
+def check_conversation_id(sender_id: str) -> None:
+    """Refuses an id some store cannot hold, whichever store this server uses, so that a
+    conversation never works on one store and fails on another: longer than the column, or
+    with a NUL character (PostgreSQL's text types cannot hold one)."""
+    if len(sender_id) > MAX_CONVERSATION_ID_LENGTH:
+        raise InvalidConversationId(
+            f"The conversation id is longer than {MAX_CONVERSATION_ID_LENGTH} characters."
+        )
+    if "\x00" in sender_id:
+        raise InvalidConversationId("The conversation id holds a NUL character.")
 
 
 class TrackerStore(Protocol):

@@ -1,0 +1,96 @@
+"""Conversation ids a tracker store cannot hold are a 400 on every route that takes one, on
+PostgreSQL (which refuses them) as on SQLite (which would have kept them); and a channel that
+could not record a message says so instead of answering as if it had."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from server.api.runner import server_app
+from server.api.server import ServerOptions
+from server.training.train import train
+from tests.shared_data import MOODBOT
+from tests.trackers.persistence_fixtures import postgres_database
+
+NUL_SENDER = "a\x00b"
+LONG_SENDER = "x" * 256
+
+
+@pytest.fixture(scope="module")
+def moodbot_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models")
+    return train(MOODBOT / "config.yml", MOODBOT / "domain.yml", [MOODBOT / "data"], out).path
+
+
+@pytest.fixture
+async def serve(moodbot_archive: Path) -> AsyncIterator[Callable[..., Any]]:
+    """`await serve(tracker_store, credentials)`: a client on a started server app."""
+    async with AsyncExitStack() as stack:
+
+        async def start(
+            tracker_store: dict[str, Any], credentials: dict[str, Any] | None = None
+        ) -> httpx.AsyncClient:
+            options = ServerOptions(
+                model_path=moodbot_archive,
+                enable_api=True,
+                endpoints={"tracker_store": tracker_store},
+                credentials=credentials,
+            )
+            app = server_app(options, metrics=False)
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            return await stack.enter_async_context(
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bot")
+            )
+
+        yield start
+
+
+async def refused_everywhere(client: httpx.AsyncClient, sender: str) -> None:
+    for query in ("", "?stream=true"):
+        answer = await client.post(
+            f"/webhooks/rest/webhook{query}", json={"sender": sender, "message": "hi"}
+        )
+        assert answer.status_code == 400, answer.text
+        assert "conversation id" in answer.json()["message"]
+    tracker = await client.get(f"/conversations/{quote(sender)}/tracker")
+    assert tracker.status_code == 400
+
+
+async def test_ids_postgresql_cannot_hold_are_a_400_not_a_lost_message(serve: Any) -> None:
+    """Before, on PostgreSQL the REST webhook answered 200 with no reply (the turn failed on
+    the store and the message was lost) and GET /tracker answered 500."""
+    async with postgres_database() as store:
+        client = await serve(store)
+        await refused_everywhere(client, NUL_SENDER)
+        await refused_everywhere(client, LONG_SENDER)
+        answer = await client.post("/webhooks/rest/webhook", json={"sender": "ok", "message": "hi"})
+        assert answer.status_code == 200 and answer.json()[0]["recipient_id"] == "ok"
+
+
+async def test_the_same_ids_are_refused_on_sqlite(serve: Any, tmp_path: Path) -> None:
+    """The same rule on every store: a conversation must not work on SQLite and break after
+    moving to PostgreSQL."""
+    client = await serve({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
+    await refused_everywhere(client, NUL_SENDER)
+    await refused_everywhere(client, LONG_SENDER)
+
+
+async def test_the_callback_channel_answers_503_when_the_message_could_not_be_recorded(
+    serve: Any,
+) -> None:
+    """Before, it answered "success" and the message was lost."""
+    down = {"type": "redis", "url": "127.0.0.1", "port": 1}  # nothing listens on port 1
+    client = await serve(down, credentials={"callback": {"url": "http://127.0.0.1:1/bot"}})
+    answer = await client.post("/webhooks/callback/webhook", json={"sender": "u", "message": "hi"})
+    assert answer.status_code == 503
+    bad = await client.post(
+        "/webhooks/callback/webhook", json={"sender": NUL_SENDER, "message": "hi"}
+    )
+    assert bad.status_code == 400
