@@ -520,10 +520,22 @@ def _row(sender_id: str, event: dict[str, Any]) -> Row:
         sender_id,
         type_name,
         event.get("timestamp"),
-        intent_name,
-        name if isinstance(name, str) else None,
+        _fit(intent_name) if isinstance(intent_name, str) else None,
+        _fit(name) if isinstance(name, str) else None,
         _event_json(event),
     )
+
+
+# Rasa's name columns are VARCHAR(255), and PostgreSQL's text types cannot hold a NUL.
+NAME_COLUMN_LENGTH = 255
+
+
+def _fit(name: str) -> str:
+    """A name as its column can hold it, on every dialect. The columns only index the rows
+    (the session start is found by them); the event's JSON keeps the name as it was."""
+    if "\x00" in name:
+        name = name.replace("\x00", "")
+    return name[:NAME_COLUMN_LENGTH]  # the same object when it fits
 
 
 def _event_json(event: dict[str, Any]) -> str:

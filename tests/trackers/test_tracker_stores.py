@@ -118,6 +118,21 @@ async def test_a_loaded_session_stays_as_it_was_while_the_conversation_goes_on(
     assert await store.load("alice") == session_start(100.0)
 
 
+async def test_names_no_sql_column_holds_are_kept_whole(store: TrackerStore) -> None:
+    """Before, on PostgreSQL (NUL) and MariaDB (over 255 characters) such an append failed,
+    and a client posting the event got a 500: names come from clients and action servers."""
+    long_name = "slot_" + "x" * 300
+    odd = [
+        {"event": "slot", "timestamp": 1.0, "name": long_name, "value": 1},
+        {"event": "action", "timestamp": 2.0, "name": "act\x00ion"},
+        {**user("hi", 3.0), "parse_data": {"intent": {"name": "gr\x00eet"}, "entities": []}},
+    ]
+    events = session_start(0.5) + odd
+    await store.append("odd", events)
+    assert await store.load("odd") == events
+    assert await store.load_all("odd") == events
+
+
 async def test_session_start_split_across_two_appends(store: TrackerStore) -> None:
     await store.append("bob", [user("hi", 1.0), session_start(50.0)[0]])
     await store.append("bob", session_start(50.0)[1:] + [user("again", 51.0)])
