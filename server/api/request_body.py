@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from server.api.errors import ApiError, bad_request
+from server.json_values import loads_exact
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -27,8 +28,8 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 def parse_json(raw: bytes) -> Any:
     """Parse `raw` as JSON or raise ApiError 400 (never a 500, never FastAPI's 422)."""
     try:
-        value = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        value = loads_exact(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(
             400,
             "BadRequest",

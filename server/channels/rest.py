@@ -21,6 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.dialogue.messages import CollectingOutputChannel, UserMessage, split_message
 from server.errors import LockTimeout, StoreUnavailable
+from server.json_values import loads_exact
 from server.trackers.store import check_conversation_id
 
 logger = logging.getLogger(__name__)
@@ -166,13 +167,9 @@ async def _read_rest_of_body(message: Message, receive: Receive) -> bytes:
 
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        # What orjson refuses and json accepts (NaN, integers over 64 bits) stays readable.
-        try:
-            parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise HTTPException(400, "The request body is not valid JSON.") from None
+        parsed = loads_exact(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise HTTPException(400, "The request body is not valid JSON.") from None
     if not isinstance(parsed, dict):
         raise HTTPException(400, "The request body must be a JSON object.")
     return parsed

@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.errors import InvalidConfig, StoreUnavailable
+from server.json_values import loads_exact
 from server.trackers.session_start import ACTION_SESSION_START, latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.sql_engine import (
@@ -555,10 +556,7 @@ def _event_json(event: dict[str, Any]) -> str:
 
 
 def _load_json(data: str) -> Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:  # what json accepts and orjson not (NaN, huge integers)
-        return json.loads(data)
+    return loads_exact(data, constants=True)
 
 
 async def _parse(data: Sequence[str]) -> list[dict[str, Any]]:

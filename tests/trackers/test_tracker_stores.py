@@ -133,6 +133,21 @@ async def test_names_no_sql_column_holds_are_kept_whole(store: TrackerStore) -> 
     assert await store.load_all("odd") == events
 
 
+async def test_numbers_load_back_exactly(store: TrackerStore) -> None:
+    """Before, the SQL stores read integers beyond 64 bits back as floats."""
+    values = [2**64, -(2**70), 123456789012345678901234567890, 2**63 - 1, 0.1, 1e300]
+    events = session_start(0.5) + [
+        {"event": "slot", "timestamp": 1.0 + i, "name": f"n{i}", "value": value}
+        for i, value in enumerate(values)
+    ]
+    await store.append("numbers", events)
+    for loaded in (await store.load("numbers"), await store.load_all("numbers")):
+        assert loaded is not None
+        got = [event["value"] for event in loaded if event["event"] == "slot"]
+        assert got == values
+        assert [type(v) for v in got] == [type(v) for v in values]
+
+
 async def test_session_start_split_across_two_appends(store: TrackerStore) -> None:
     await store.append("bob", [user("hi", 1.0), session_start(50.0)[0]])
     await store.append("bob", session_start(50.0)[1:] + [user("again", 51.0)])

@@ -1,6 +1,8 @@
-"""Conversation ids a tracker store cannot hold are a 400 on every route that takes one, on
-PostgreSQL (which refuses them) as on SQLite (which would have kept them); and a channel that
-could not record a message says so instead of answering as if it had."""
+"""What a client sends is kept exactly as sent, or refused with a 400, whatever the store:
+conversation ids a tracker store cannot hold are a 400 on every route that takes one, on
+PostgreSQL (which refuses them) as on SQLite (which would have kept them); numbers come back
+as sent; and a channel that could not record a message says so instead of answering as if it
+had."""
 
 from __future__ import annotations
 
@@ -94,3 +96,45 @@ async def test_the_callback_channel_answers_503_when_the_message_could_not_be_re
         "/webhooks/callback/webhook", json={"sender": NUL_SENDER, "message": "hi"}
     )
     assert bad.status_code == 400
+
+
+BIG = 123456789012345678901234567890  # beyond 64 bits
+
+
+async def test_integers_beyond_64_bits_come_back_as_sent(serve: Any, tmp_path: Path) -> None:
+    """Before, the SQL store read them back as floats (1.2345678901234568e+29), and the REST
+    channel read them as floats already."""
+    client = await serve({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
+    await client.post(
+        "/webhooks/rest/webhook", json={"sender": "big", "message": "hi", "metadata": {"n": BIG}}
+    )
+    slot = {"event": "slot", "name": "n", "value": BIG}
+    await client.post("/conversations/big/tracker/events", json=[slot])
+    client_of_another_process = await serve(
+        {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")}
+    )
+    events = (await client_of_another_process.get("/conversations/big/tracker")).json()["events"]
+    user = next(e for e in events if e["event"] == "user")
+    assert user["metadata"]["n"] == BIG and isinstance(user["metadata"]["n"], int)
+    assert events[-1]["value"] == BIG and isinstance(events[-1]["value"], int)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/webhooks/rest/webhook", b'{"sender": "nan", "message": "hi", "metadata": {"a": NaN}}'),
+        ("/conversations/nan/tracker/events", b'[{"event": "slot", "name": "x", "value": NaN}]'),
+        ("/model/parse", b'{"text": "hi", "x": Infinity}'),
+    ],
+)
+async def test_nan_and_infinity_are_a_400_and_nothing_is_stored(
+    serve: Any, tmp_path: Path, path: str, body: bytes
+) -> None:
+    """They are not JSON. Before, the slot event was stored (its value as null) and the
+    client got a 500; the REST channel stored the metadata with null in place of NaN."""
+    client = await serve({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
+    answer = await client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400
+    assert answer.json()["reason"] == "BadRequest"
+    tracker = (await client.get("/conversations/nan/tracker")).json()
+    assert not [e for e in tracker["events"] if e["event"] in ("user", "slot")]
