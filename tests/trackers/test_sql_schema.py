@@ -181,3 +181,24 @@ async def test_the_last_session_start_is_found_in_its_partial_index(
                 await conn.execute(text("SET LOCAL enable_seqscan = off"))
                 plan = (await conn.execute(text(f"EXPLAIN {query}"))).fetchall()
     assert index in " ".join(str(row) for row in plan)
+
+
+async def test_a_rasa_table_in_latin1_on_mariadb_holds_any_text_and_exact_ids(
+    tmp_path: Path,
+) -> None:
+    """Rasa creates its table in the database's character set, latin1 on an older MySQL.
+    Before, an emoji failed the append, and "Alice" and "alice" shared one conversation."""
+    async with sql_config("mariadb", tmp_path) as config:
+        async with connect(config) as conn:
+            await conn.execute(text("ALTER DATABASE CHARACTER SET latin1"))
+        await create_old_table(config, made_by="rasa")
+        await load_every_shape(config)  # the rows Rasa wrote are still there
+        store = create_tracker_store(config)
+        try:
+            emoji = [{"event": "user", "timestamp": 1.0, "text": "hi 😀", "parse_data": {}}]
+            await store.append("Alice", emoji)
+            assert await store.load("Alice") == emoji
+            assert await store.load("alice") is None
+            assert await store.load("Alice ") is None
+        finally:
+            await store.close()

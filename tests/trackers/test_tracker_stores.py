@@ -148,6 +148,22 @@ async def test_numbers_load_back_exactly(store: TrackerStore) -> None:
         assert [type(v) for v in got] == [type(v) for v in values]
 
 
+async def test_ids_differing_only_in_case_or_trailing_spaces_are_other_conversations(
+    store: TrackerStore,
+) -> None:
+    """Before, MariaDB's default collation made them one conversation: each loaded the
+    others' events, and retention deleted them together."""
+    names = ["Alice", "alice", "Alice ", "ALICE"]
+    for i, name in enumerate(names):
+        await store.append(name, [bot(name, 10.0 * (i + 1))])
+    for name in names:
+        loaded = await store.load(name)
+        assert loaded is not None and [e["text"] for e in loaded] == [name]
+    assert sorted(await store.keys()) == sorted(names)
+    assert await store.delete_older_than(15.0) == 1  # only "Alice" is older
+    assert sorted(await store.keys()) == sorted(names[1:])
+
+
 async def test_session_start_split_across_two_appends(store: TrackerStore) -> None:
     await store.append("bob", [user("hi", 1.0), session_start(50.0)[0]])
     await store.append("bob", session_start(50.0)[1:] + [user("again", 51.0)])
