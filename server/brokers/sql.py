@@ -15,7 +15,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert
 from sqlalchemy.dialects import mysql
 
 from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
-from server.trackers.sql_engine import async_url, create_engine
+from server.trackers.sql_engine import async_url, create_engine, ensure_mysql_utf8mb4
 
 DEFAULT_TABLE = "broker_events"
 BATCH_SIZE = 500
@@ -34,6 +34,7 @@ class SqlEventBroker(QueuedBroker):
             Column("id", Integer, primary_key=True, autoincrement=True),
             Column("sender_id", String(255), nullable=False, index=True),
             Column("data", Text().with_variant(mysql.LONGTEXT(), "mysql")),
+            mysql_charset="utf8mb4",
         )
         self._metadata = metadata
         self._table_ready = False
@@ -47,6 +48,9 @@ class SqlEventBroker(QueuedBroker):
         if not self._table_ready:
             async with self._engine.begin() as conn:
                 await conn.run_sync(self._metadata.create_all)
+                # A table of an earlier version, in a latin1 database: one event with an
+                # emoji in its sender id held up every later event.
+                await conn.run_sync(ensure_mysql_utf8mb4, self.table.name)
             self._table_ready = True
         while pending:
             batch = list(islice(pending, BATCH_SIZE))

@@ -151,3 +151,29 @@ async def ensure_postgres_database(url: URL, login_db: str) -> None:
                 await conn.execute(text(f"CREATE DATABASE {quoted}"))
     finally:
         await login_engine.dispose()
+
+
+def mysql_column_charsets(sync_connection: Any, table: str) -> dict[str, tuple[Any, Any]]:
+    """MySQL/MariaDB: each column of `table` -> (character set, collation); None for
+    columns without text."""
+    rows = sync_connection.execute(
+        text(
+            "SELECT COLUMN_NAME, CHARACTER_SET_NAME, COLLATION_NAME "
+            "FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :table"
+        ),
+        {"table": table},
+    )
+    return {str(row[0]).lower(): (row[1], row[2]) for row in rows}
+
+
+def ensure_mysql_utf8mb4(sync_connection: Any, table: str) -> None:
+    """MySQL/MariaDB: convert `table` to utf8mb4 if a text column is in another character set
+    (latin1, an older server's default, cannot hold most of Unicode: an emoji fails the
+    insert). Rebuilds the table once; nothing on other dialects."""
+    if sync_connection.dialect.name != "mysql":
+        return
+    charsets = mysql_column_charsets(sync_connection, table)
+    if any(charset not in (None, "utf8mb4") for charset, _ in charsets.values()):
+        quoted = sync_connection.dialect.identifier_preparer.quote(table)
+        sync_connection.execute(text(f"ALTER TABLE {quoted} CONVERT TO CHARACTER SET utf8mb4"))

@@ -8,13 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.tcp_proxy import TcpProxy
 from server.brokers.factory import create_event_broker
 from server.brokers.sql import SqlEventBroker
 from server.trackers.factory import create_tracker_store
-from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
+from server.trackers.sql_engine import async_url
+from tests.trackers.persistence_fixtures import POSTGRES, mariadb_database, postgres_database
 
 
 def events(count: int) -> list[dict[str, Any]]:
@@ -68,3 +70,27 @@ async def test_sql_broker_retries_until_the_database_is_back() -> None:
         finally:
             await broker.close()
             await proxy.cut()
+
+
+async def test_a_latin1_broker_table_on_mariadb_takes_any_sender_id() -> None:
+    """A table of an earlier version in a latin1 database (an older MySQL's default): before,
+    one event whose sender id held an emoji failed its insert for ever, and every later event
+    waited behind it."""
+    async with mariadb_database() as config:
+        engine = create_async_engine(async_url(config, default_db="x"))
+        async with engine.begin() as conn:
+            await conn.execute(text("ALTER DATABASE CHARACTER SET latin1"))
+            await conn.execute(
+                text(
+                    "CREATE TABLE broker_events (id INTEGER NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+                    " sender_id VARCHAR(255) NOT NULL, data LONGTEXT)"
+                )
+            )
+        await engine.dispose()
+        broker = SqlEventBroker({**config, "retry_delay_in_seconds": 0.1})
+        await broker.publish("émoji 😀", events(1))
+        await broker.publish("bob", events(1))
+        await asyncio.wait_for(broker.close(), 10)
+        rows = await stored_rows(broker)
+        await broker._engine.dispose()  # stored_rows connected again
+        assert [row["sender_id"] for row in rows] == ["émoji 😀", "bob"]

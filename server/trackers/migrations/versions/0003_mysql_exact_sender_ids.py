@@ -19,6 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
+from server.trackers.sql_engine import ensure_mysql_utf8mb4, mysql_column_charsets
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -33,25 +35,13 @@ def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name != "mysql":
         return
-    if any(charset not in (None, "utf8mb4") for charset, _ in _columns(bind).values()):
-        op.execute("ALTER TABLE events CONVERT TO CHARACTER SET utf8mb4")
+    ensure_mysql_utf8mb4(bind, "events")
     exact = exact_collation(bind)
-    if _columns(bind)["sender_id"][1] != exact:
+    if mysql_column_charsets(bind, "events")["sender_id"][1] != exact:
         op.execute(
             "ALTER TABLE events MODIFY sender_id VARCHAR(255) "
             f"CHARACTER SET utf8mb4 COLLATE {exact} NOT NULL"
         )
-
-
-def _columns(bind: Any) -> dict[str, tuple[str | None, str | None]]:
-    rows = bind.execute(
-        sa.text(
-            "SELECT COLUMN_NAME, CHARACTER_SET_NAME, COLLATION_NAME "
-            "FROM information_schema.COLUMNS "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'events'"
-        )
-    )
-    return {str(row[0]).lower(): (row[1], row[2]) for row in rows}
 
 
 def exact_collation(bind: Any) -> str:
