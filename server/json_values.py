@@ -17,14 +17,8 @@ import orjson
 # Found by mapping every digit to 0 and searching for twenty zeros, at C speed: reading costs
 # 0.4 us more than orjson alone for a REST body, 0.9 us more for a stored user event, where a
 # regular expression took 7 us.
-_RUN = 20
+_LONG_DIGIT_RUN = b"0" * 20
 _BYTES_DIGITS = bytes.maketrans(b"123456789", b"000000000")
-
-
-def _has_long_digit_run(data: str | bytes) -> bool:
-    if isinstance(data, str):  # str.translate is 7 times slower than encoding first
-        data = data.encode("utf-8", "surrogatepass")
-    return b"0" * _RUN in data.translate(_BYTES_DIGITS)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -35,7 +29,9 @@ def loads_exact(data: str | bytes, *, constants: bool = False) -> Any:
     """JSON `data` as Python values, integers of any size exact. NaN and Infinity are refused
     unless `constants` (for text we wrote ourselves, which older versions may hold). Raises
     ValueError (json.JSONDecodeError included) on anything that is not JSON."""
-    if not _has_long_digit_run(data):
+    # str.translate is 7 times slower than encoding first.
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if _LONG_DIGIT_RUN not in raw.translate(_BYTES_DIGITS):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:

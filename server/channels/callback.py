@@ -13,8 +13,7 @@ from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.channels.rest import message_from_rest_body, read_json_object
 from server.dialogue.http_endpoint import HttpEndpoint
 from server.dialogue.messages import split_message
-from server.errors import InvalidConfig, LockTimeout, StoreUnavailable
-from server.trackers.store import check_conversation_id
+from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -72,13 +71,12 @@ class CallbackInput(InputChannel):
             message = message_from_rest_body(
                 await read_json_object(request), self.name, read_input_channel=False
             )
-            check_conversation_id(message.sender_id)
             if message.text is not None:
                 message.output_channel = self.output
                 try:
                     await on_new_message(message)
-                except (StoreUnavailable, LockTimeout):
-                    raise  # a 503, as the REST channel answers: "success" would lose it
+                except (StoreUnavailable, LockTimeout, InvalidConversationId):
+                    raise  # a 503 or 400, as the REST channel answers: not a lost message
                 except Exception as e:
                     logger.error(
                         "callback: message from %s failed: %s: %s",

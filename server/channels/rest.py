@@ -20,7 +20,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.dialogue.messages import CollectingOutputChannel, UserMessage, split_message
-from server.errors import LockTimeout, StoreUnavailable
+from server.errors import InvalidConversationId, LockTimeout, StoreUnavailable
 from server.json_values import loads_exact
 from server.trackers.store import check_conversation_id
 
@@ -107,7 +107,6 @@ class RestWebhook:
         else:  # the whole body in one message: no coroutine to read the rest
             body = first.get("body", b"")
         message = message_from_rest_body(_json_object(body), self.channel_name)
-        check_conversation_id(message.sender_id)  # a 400 before a stream's 200 is sent
         if message.text is None:
             # Rasa answers an empty list when there is no message to handle.
             start, end = _json_response([])
@@ -115,6 +114,7 @@ class RestWebhook:
             await send(end)
             return
         if stream:
+            check_conversation_id(message.sender_id)  # a 400 before the stream's 200
             response = StreamingResponse(
                 _stream(message, self.on_new_message), media_type="text/event-stream"
             )
@@ -124,7 +124,7 @@ class RestWebhook:
         message.output_channel = collector
         try:
             await self.on_new_message(message)
-        except (StoreUnavailable, LockTimeout):
+        except (StoreUnavailable, LockTimeout, InvalidConversationId):
             raise
         except Exception as e:  # the user gets what was collected, as in Rasa
             logger.error(

@@ -516,15 +516,16 @@ def _row(sender_id: str, event: dict[str, Any]) -> Row:
     if type_name == "user":
         intent = (event.get("parse_data") or {}).get("intent") or {}
         intent_name = intent.get("name")
+    if not isinstance(intent_name, str):
+        intent_name = None
+    elif len(intent_name) > NAME_COLUMN_LENGTH or "\x00" in intent_name:
+        intent_name = _fit(intent_name)
     name = event.get("name")
-    return (
-        sender_id,
-        type_name,
-        event.get("timestamp"),
-        _fit(intent_name) if isinstance(intent_name, str) else None,
-        _fit(name) if isinstance(name, str) else None,
-        _event_json(event),
-    )
+    if not isinstance(name, str):
+        name = None
+    elif len(name) > NAME_COLUMN_LENGTH or "\x00" in name:
+        name = _fit(name)
+    return (sender_id, type_name, event.get("timestamp"), intent_name, name, _event_json(event))
 
 
 # Rasa's name columns are VARCHAR(255), and PostgreSQL's text types cannot hold a NUL.
@@ -534,9 +535,7 @@ NAME_COLUMN_LENGTH = 255
 def _fit(name: str) -> str:
     """A name as its column can hold it, on every dialect. The columns only index the rows
     (the session start is found by them); the event's JSON keeps the name as it was."""
-    if "\x00" in name:
-        name = name.replace("\x00", "")
-    return name[:NAME_COLUMN_LENGTH]  # the same object when it fits
+    return name.replace("\x00", "")[:NAME_COLUMN_LENGTH]
 
 
 def _event_json(event: dict[str, Any]) -> str:
