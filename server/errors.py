@@ -36,6 +36,15 @@ class InvalidEvent(BotServerError):
     """An event dict does not describe a known, well-formed Rasa event."""
 
 
+class InvalidNluData(InvalidEvent):
+    """NLU data (intent, entities, parse data) that breaks Rasa's schema; `parameter` names
+    the part of the request it came in."""
+
+    def __init__(self, message: str, parameter: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
 class InvalidConversationId(BotServerError):
     """A conversation id no tracker store can hold (too long, or a NUL character)."""
 

@@ -30,8 +30,10 @@ from server.api.services import Services, services_of
 from server.auth import require_auth
 from server.dialogue.agent import Agent
 from server.dialogue.story_export import conversation_story
-from server.errors import InvalidConversationId, InvalidEvent
-from server.trackers.events import EntitiesAdded, Event, UserUttered, events_from_list
+from server.errors import InvalidConversationId, InvalidEvent, InvalidNluData
+from server.trackers.events import Event, events_from_list
+from server.trackers.nlu_data import check_events_nlu
+from server.trackers.nlu_data import check_parse_data as check_nlu_parse_data
 from server.trackers.store import check_conversation_id
 from server.trackers.tracker import EventVerbosity
 
@@ -64,97 +66,19 @@ def parse_events(body: Any, allow_single: bool = True) -> list[Event]:
 
 
 def check_events(events: list[Event]) -> None:
-    """The NLU data in events sent by a client: see check_parse_data."""
-    for event in events:
-        if isinstance(event, UserUttered):
-            check_parse_data(event.parse_data)
-        elif isinstance(event, EntitiesAdded):
-            check_entities(event.entities, "entities", "entities")
+    """The NLU data in events sent by a client (see server/trackers/nlu_data.py): a 400."""
+    try:
+        check_events_nlu(events)
+    except InvalidNluData as exc:
+        raise bad_request(str(exc), exc.parameter, "body") from None
 
 
-# Stores keep intent names and conversation ids in 255-character columns, as Rasa does.
-MAX_NAME_LENGTH = 255
-
-
-def check_parse_data(parse_data: Any, where: str = "parse_data") -> None:
-    """Refuses NLU data a store or a policy cannot use, or that would make every later answer
-    about the conversation break the API's schema: 400 instead of a failure later."""
-    if parse_data is None:
-        return
-    if not isinstance(parse_data, dict):
-        raise bad_request(f"'{where}' must be a JSON object.", where, "body")
-    text = parse_data.get("text")
-    if text is not None and not isinstance(text, str):
-        raise bad_request(f"'{where}.text' must be a string or null.", where, "body")
-    intent = parse_data.get("intent")
-    if intent is not None and not _is_intent(intent):
-        raise bad_request(
-            f"'{where}.intent' must be an object with a 'name' (a string of at most "
-            f"{MAX_NAME_LENGTH} characters) and a numeric 'confidence'.",
-            where,
-            "body",
-        )
-    ranking = parse_data.get("intent_ranking", [])
-    if not (isinstance(ranking, list) and all(_is_intent(item) for item in ranking)):
-        raise bad_request(
-            f"'{where}.intent_ranking' must be a list of intents, each an object with a "
-            "'name' and a numeric 'confidence'.",
-            where,
-            "body",
-        )
-    check_entities(parse_data.get("entities"), f"{where}.entities", where)
-
-
-def _is_intent(intent: Any) -> bool:
-    """A name (null only for "no intent", as Rasa parses an empty message) and, where the
-    key is present, a numeric confidence."""
-    if not isinstance(intent, dict):
-        return False
-    name = intent.get("name")
-    if "confidence" in intent and not _is_number(intent["confidence"]):
-        return False
-    return name is None or (isinstance(name, str) and len(name) <= MAX_NAME_LENGTH)
-
-
-def check_entities(entities: Any, where: str, parameter: str) -> None:
-    """Entities as Rasa writes them: objects naming their 'entity' and giving its 'value',
-    with integer offsets and a numeric confidence where they have them."""
-    if entities is None:
-        return
-    if isinstance(entities, list) and all(_is_entity(e) for e in entities):
-        return
-    raise bad_request(
-        f"'{where}' must be a list of objects, each with an 'entity' name and a 'value' "
-        "('start' and 'end', if given, integers; 'confidence', a number; 'extractor', "
-        "'role' and 'group', strings or null).",
-        parameter,
-        "body",
-    )
-
-
-def _is_entity(entity: Any) -> bool:
-    if not isinstance(entity, dict) or not isinstance(entity.get("entity"), str):
-        return False
-    if "value" not in entity:
-        return False
-    # Rasa's schema: integer offsets and a numeric confidence where the keys are present.
-    for offset in ("start", "end"):
-        if offset in entity and not (
-            isinstance(entity[offset], int) and not isinstance(entity[offset], bool)
-        ):
-            return False
-    if "confidence" in entity and not _is_number(entity["confidence"]):
-        return False
-    return (
-        entity.get("confidence_entity") is None or _is_number(entity["confidence_entity"])
-    ) and all(
-        entity.get(key) is None or isinstance(entity[key], str)
-        for key in ("extractor", "role", "group")
-    )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def check_parse_data(parse_data: Any) -> None:
+    """A message's `parse_data` as a client sent it: a 400 when it breaks Rasa's schema."""
+    try:
+        check_nlu_parse_data(parse_data)
+    except InvalidNluData as exc:
+        raise bad_request(str(exc), exc.parameter, "body") from None
 
 
 def _check_conversation_id(conversation_id: str) -> None:

@@ -120,7 +120,8 @@ def action_servers() -> Iterator[ActionServers]:
 
 
 class _Broken(BaseHTTPRequestHandler):
-    """Answers by path: /slow sleeps, /garbage sends HTML, /shape sends the wrong JSON."""
+    """Answers by path: /slow sleeps, /garbage sends HTML, /shape sends the wrong JSON,
+    /entity an event breaking Rasa's schema."""
 
     server: BrokenActionServer
 
@@ -134,6 +135,9 @@ class _Broken(BaseHTTPRequestHandler):
             self._send(200, b"<html>oops</html>", "text/html")
         elif self.path.startswith("/shape"):
             self._send(200, b'{"events": [{"no": "event key"}], "responses": []}')
+        elif self.path.startswith("/entity"):  # an entity without its value
+            entities = b'[{"entity": "city"}]'
+            self._send(200, b'{"events": [{"event": "entities", "entities": ' + entities + b"}]}")
         elif self.path.startswith("/list"):
             self._send(200, b"[1, 2, 3]")
         elif self.path.startswith("/crash"):

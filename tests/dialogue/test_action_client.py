@@ -210,6 +210,7 @@ async def test_a_slow_server_times_out(broken_server: BrokenActionServer) -> Non
     [
         ("/garbage", "not JSON"),
         ("/shape", "event 0 is invalid"),
+        ("/entity", "event 0 is invalid: 'entities' must be a list of objects"),
         ("/list", "not a JSON object"),
         ("/crash", "HTTP 500: division by zero"),
         ("/bare400", "HTTP 400"),

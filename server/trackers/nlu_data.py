@@ -1,0 +1,104 @@
+"""NLU data arriving from outside (an HTTP client's events or message, an action server's
+events): the checks that keep a conversation within Rasa's schema.
+
+Without them, an entity without a `value` or a `parse_data.text` that is an object was
+stored, and every later answer about the conversation broke the schema. They run where the
+data arrives, never on stored events: a conversation already stored must stay loadable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.errors import InvalidNluData
+from server.trackers.events import EntitiesAdded, Event, UserUttered
+
+# Stores keep intent names and conversation ids in 255-character columns, as Rasa does.
+MAX_NAME_LENGTH = 255
+
+
+def check_events_nlu(events: list[Event]) -> None:
+    """The NLU data of these events (user messages, added entities)."""
+    for event in events:
+        if isinstance(event, UserUttered):
+            check_parse_data(event.parse_data)
+        elif isinstance(event, EntitiesAdded):
+            check_entities(event.entities, "entities", "entities")
+
+
+def check_parse_data(parse_data: Any, where: str = "parse_data") -> None:
+    """Refuses NLU data a store or a policy cannot use, or that would make every later answer
+    about the conversation break the API's schema."""
+    if parse_data is None:
+        return
+    if not isinstance(parse_data, dict):
+        raise InvalidNluData(f"'{where}' must be a JSON object.", where)
+    text = parse_data.get("text")
+    if text is not None and not isinstance(text, str):
+        raise InvalidNluData(f"'{where}.text' must be a string or null.", where)
+    intent = parse_data.get("intent")
+    if intent is not None and not _is_intent(intent):
+        raise InvalidNluData(
+            f"'{where}.intent' must be an object with a 'name' (a string of at most "
+            f"{MAX_NAME_LENGTH} characters) and a numeric 'confidence'.",
+            where,
+        )
+    ranking = parse_data.get("intent_ranking", [])
+    if not (isinstance(ranking, list) and all(_is_intent(item) for item in ranking)):
+        raise InvalidNluData(
+            f"'{where}.intent_ranking' must be a list of intents, each an object with a "
+            "'name' and a numeric 'confidence'.",
+            where,
+        )
+    check_entities(parse_data.get("entities"), f"{where}.entities", where)
+
+
+def _is_intent(intent: Any) -> bool:
+    """A name (null only for "no intent", as Rasa parses an empty message) and, where the
+    key is present, a numeric confidence."""
+    if not isinstance(intent, dict):
+        return False
+    name = intent.get("name")
+    if "confidence" in intent and not _is_number(intent["confidence"]):
+        return False
+    return name is None or (isinstance(name, str) and len(name) <= MAX_NAME_LENGTH)
+
+
+def check_entities(entities: Any, where: str, parameter: str) -> None:
+    """Entities as Rasa writes them: objects naming their 'entity' and giving its 'value',
+    with integer offsets and a numeric confidence where they have them."""
+    if entities is None:
+        return
+    if isinstance(entities, list) and all(_is_entity(e) for e in entities):
+        return
+    raise InvalidNluData(
+        f"'{where}' must be a list of objects, each with an 'entity' name and a 'value' "
+        "('start' and 'end', if given, integers; 'confidence', a number; 'extractor', "
+        "'role' and 'group', strings or null).",
+        parameter,
+    )
+
+
+def _is_entity(entity: Any) -> bool:
+    if not isinstance(entity, dict) or not isinstance(entity.get("entity"), str):
+        return False
+    if "value" not in entity:
+        return False
+    # Rasa's schema: integer offsets and a numeric confidence where the keys are present.
+    for offset in ("start", "end"):
+        if offset in entity and not (
+            isinstance(entity[offset], int) and not isinstance(entity[offset], bool)
+        ):
+            return False
+    if "confidence" in entity and not _is_number(entity["confidence"]):
+        return False
+    return (
+        entity.get("confidence_entity") is None or _is_number(entity["confidence_entity"])
+    ) and all(
+        entity.get(key) is None or isinstance(entity[key], str)
+        for key in ("extractor", "role", "group")
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
