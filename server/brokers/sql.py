@@ -7,15 +7,19 @@ defaults to `broker_events` (`table_name` changes it) so both can share a databa
 from __future__ import annotations
 
 import json
+import logging
 from collections import deque
 from itertools import islice
 from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert
 from sqlalchemy.dialects import mysql
+from sqlalchemy.exc import DataError, DBAPIError
 
 from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
 from server.trackers.sql_engine import async_url, create_engine, ensure_mysql_utf8mb4
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TABLE = "broker_events"
 BATCH_SIZE = 500
@@ -54,14 +58,55 @@ class SqlEventBroker(QueuedBroker):
             self._table_ready = True
         while pending:
             batch = list(islice(pending, BATCH_SIZE))
-            rows = [
-                {"sender_id": item.sender_id, "data": json.dumps(item.body())} for item in batch
-            ]
-            async with self._engine.begin() as conn:
-                await conn.execute(insert(self.table), rows)
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.execute(insert(self.table), [_row(item) for item in batch])
+            except DBAPIError as exc:
+                if not _refused_data(exc):
+                    raise
+                await self._send_one_by_one(pending, len(batch))
+                continue
             for _ in batch:
                 pending.popleft()
+
+    async def _send_one_by_one(self, pending: deque[Outgoing], count: int) -> None:
+        """A batch the database refused for its data: each event alone, and one the database
+        refuses (a value its column cannot hold) is dropped with an error in the log, as
+        Rasa's broker loses it, rather than retried for ever ahead of every later event. A
+        connection failure still raises: the rest is retried."""
+        for _ in range(count):
+            item = pending[0]
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.execute(insert(self.table), [_row(item)])
+            except DBAPIError as exc:
+                if not _refused_data(exc):
+                    raise
+                logger.error(
+                    "SQL event broker: dropped a '%s' event of conversation %r: the database "
+                    "refuses it: %s",
+                    item.event.get("event"),
+                    item.sender_id[:100],
+                    str(exc.orig or exc).splitlines()[0][:300],
+                )
+            pending.popleft()
 
     async def close(self) -> None:
         await self._close_delivery()
         await self._engine.dispose()
+
+
+def _row(item: Outgoing) -> dict[str, Any]:
+    return {"sender_id": item.sender_id, "data": json.dumps(item.body())}
+
+
+def _refused_data(exc: DBAPIError) -> bool:
+    """The database refuses the values themselves (SQLSTATE class 22, "data exception": too
+    long for the column, a character it cannot hold), not the connection."""
+    if isinstance(exc, DataError):
+        return True
+    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        state = getattr(error, "sqlstate", None)
+        if isinstance(state, str) and state.startswith("22"):
+            return True
+    return False
