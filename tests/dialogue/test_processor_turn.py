@@ -18,7 +18,7 @@ from server.dialogue.agent import Agent
 from server.dialogue.domain import Domain
 from server.dialogue.messages import CollectingOutputChannel, UserMessage
 from server.dialogue.policies.prediction import PolicyPrediction
-from server.dialogue.processor import DialogueModel
+from server.dialogue.processor import INLINE_PARSE_CHARS, DialogueModel
 from server.trackers.events import (
     ActionExecuted,
     Event,
@@ -173,6 +173,19 @@ async def test_a_pipeline_that_never_blocks_parses_on_the_loop_without_a_thread_
     turn = await Conversation(agent, "quick-nlu").say("hello")
     assert turn.texts == ["Hello!"]
     assert nlu.threads == [threading.current_thread().name]
+
+
+async def test_a_long_message_is_parsed_off_the_loop_even_by_a_pipeline_that_never_blocks() -> None:
+    """Before, a 900 KB message held the loop for about 0.34 s (a health check waited that
+    long) while the sparse pipeline parsed it on the loop's thread."""
+    nlu = QuickNLU()
+    agent = agent_for(Scripted("utter_greet"), nlu=nlu)
+    conversation = Conversation(agent, "long-message")
+    await conversation.say("x" * INLINE_PARSE_CHARS)
+    await conversation.say("x" * (INLINE_PARSE_CHARS + 1))
+    loop_thread = threading.current_thread().name
+    assert nlu.threads[0] == loop_thread
+    assert nlu.threads[1] != loop_thread
 
 
 class Recording:
