@@ -7,6 +7,7 @@ actions other than `action_listen` and session starts, slots that were set, and 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -90,9 +91,26 @@ def _scalar(value: Any) -> str:
     return dumped[: -len("\n...")] if dumped.endswith("\n...") else dumped
 
 
-def _literal(text: str, indent: str) -> list[str]:
+def _text(key: str, text: str, first: str) -> list[str]:
+    """`key: |-` with the text as a literal block, as Rasa writes it, when the block reads
+    back as the same text; otherwise a quoted scalar with escapes (a NUL or another
+    non-printable character would make the file invalid YAML, a carriage return would read
+    back as a newline, a leading space would be taken for indentation, a final newline
+    would be chomped)."""
     lines = text.split("\n")
-    return [f"{indent}{line}" if line else "" for line in lines]
+    indented = next((line for line in lines if line), "").startswith((" ", "\t"))
+    if _BLOCK_UNSAFE.search(text) is None and not indented and lines[-1]:
+        block = [f"      {line}" if line else "" for line in lines]
+        return [f"{first}{key}: |-", *block]
+    return [f"{first}{key}: {_scalar(text)}"]
+
+
+# What a literal block cannot hold as it is: YAML's non-printable characters (NUL and the
+# other C0 controls but tab and newline, DEL, C1, surrogates, U+FFFE/U+FFFF), its line breaks
+# other than newline (CR, NEL, LS, PS) and the byte order mark.
+_BLOCK_UNSAFE = re.compile(
+    "[^\x09\x0a\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]|[\u2028\u2029\ufeff]"
+)
 
 
 def _step_lines(event: Event) -> list[str]:
@@ -103,8 +121,7 @@ def _step_lines(event: Event) -> list[str]:
             lines.append(f"{first}intent: {_scalar(event.intent_name)}")
             first = "    "
         if event.text:
-            lines.append(f"{first}user: |-")
-            lines.extend(_literal(annotate_entities(event.text, event.entities), "      "))
+            lines.extend(_text("user", annotate_entities(event.text, event.entities), first))
         return lines
     if isinstance(event, ActionExecuted):
         if event.action_name:
@@ -112,7 +129,7 @@ def _step_lines(event: Event) -> list[str]:
                 return []
             return [f"  - action: {_scalar(event.action_name)}"]
         if event.action_text:
-            return ["  - bot: |-", *_literal(event.action_text, "      ")]
+            return _text("bot", event.action_text, "  - ")
         return []
     if isinstance(event, SlotSet):
         return ["  - slot_was_set:", f"    - {_scalar(event.key)}: {_scalar(event.value)}"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import yaml
+
 from server.dialogue.story_export import annotate_entities, conversation_story
 from server.trackers.events import ActionExecuted, SessionStarted, SlotSet, UserUttered
 from server.trackers.tracker import Tracker
@@ -38,3 +40,36 @@ def test_last_session_or_one_story_per_session() -> None:
     assert "- story: u1, story 1\n" in every and "- story: u1, story 2\n" in every
     early = conversation_story(tracker, all_sessions=True, until=150.0)
     assert "story 2" not in early
+
+
+TRICKY_TEXTS = [
+    "plain",
+    "two\nlines",
+    "hi\n  - action: utter_evil\n# not a comment",
+    '"quoted": [1, {a: b}] & *ref !tag',
+    "nul \x00 inside",
+    "bell \x07, delete \x7f, next line \x85",
+    "carriage\rreturn",
+    "line\u2028separator",
+    "\ufeffbyte order mark",
+    "  leading spaces",
+    "\tleading tab",
+    "\n  indented after a blank line",
+    "trailing newline\n",
+    "trailing spaces   ",
+    "emoji 😀 and é",
+]
+
+
+def test_every_text_reads_back_exactly_from_the_story() -> None:
+    """Before, a NUL made the file invalid YAML, and a carriage return, a leading space or a
+    final newline read back as another text."""
+    events: list = [ActionExecuted(action_name="action_session_start", timestamp=1.0)]
+    for i, text in enumerate(TRICKY_TEXTS):
+        events.append(UserUttered(text=text, parse_data={}, timestamp=2.0 + i))
+        events.append(ActionExecuted(action_name=None, action_text=text, timestamp=2.5 + i))
+    story = yaml.safe_load(conversation_story(Tracker("u1", {}, events)))
+    steps = story["stories"][0]["steps"]
+    assert [step["user"] for step in steps if "user" in step] == TRICKY_TEXTS
+    assert [step["bot"] for step in steps if "bot" in step] == TRICKY_TEXTS
+    assert "|-" in conversation_story(Tracker("u1", {}, events[:3]))  # Rasa's block style kept
