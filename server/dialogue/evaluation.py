@@ -14,6 +14,7 @@ from typing import Any
 
 from server.dialogue.processor import DialogueModel, predict_next_action
 from server.dialogue.slot_extraction import extract_slots
+from server.dialogue.story_export import yaml_scalar
 from server.dialogue.story_steps import StoryStep
 from server.trackers.events import (
     ACTION_LISTEN,
@@ -132,7 +133,7 @@ def _write_failed_stories(failed: list[StoryResult], out_dir: Path) -> None:
         return
     lines = ['version: "3.1"', "stories:"]
     for result in failed:
-        lines.append(f"- story: {result.story.name}")
+        lines.append(f"- story: {yaml_scalar(result.story.name)}")
         if result.story.filename:
             lines.append(f"  # {result.story.filename}:{result.story.line}")
         lines.append("  steps:")

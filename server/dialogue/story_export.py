@@ -84,7 +84,8 @@ def annotate_entities(text: str, entities: Iterable[dict[str, Any]]) -> str:
     return "".join(out)
 
 
-def _scalar(value: Any) -> str:
+def yaml_scalar(value: Any) -> str:
+    """`value` as one line of YAML (flow style): plain when that reads back the same."""
     dumped = yaml.safe_dump(
         value, default_flow_style=True, allow_unicode=True, width=1_000_000
     ).rstrip("\n")
@@ -102,7 +103,7 @@ def _text(key: str, text: str, first: str) -> list[str]:
     if _BLOCK_UNSAFE.search(text) is None and not indented and lines[-1]:
         block = [f"      {line}" if line else "" for line in lines]
         return [f"{first}{key}: |-", *block]
-    return [f"{first}{key}: {_scalar(text)}"]
+    return [f"{first}{key}: {yaml_scalar(text)}"]
 
 
 # What a literal block cannot hold as it is: YAML's non-printable characters (NUL and the
@@ -118,7 +119,7 @@ def _step_lines(event: Event) -> list[str]:
         lines: list[str] = []
         first = "  - "
         if event.intent_name:
-            lines.append(f"{first}intent: {_scalar(event.intent_name)}")
+            lines.append(f"{first}intent: {yaml_scalar(event.intent_name)}")
             first = "    "
         if event.text:
             lines.extend(_text("user", annotate_entities(event.text, event.entities), first))
@@ -127,14 +128,14 @@ def _step_lines(event: Event) -> list[str]:
         if event.action_name:
             if event.action_name in _SKIPPED_ACTIONS:
                 return []
-            return [f"  - action: {_scalar(event.action_name)}"]
+            return [f"  - action: {yaml_scalar(event.action_name)}"]
         if event.action_text:
             return _text("bot", event.action_text, "  - ")
         return []
     if isinstance(event, SlotSet):
-        return ["  - slot_was_set:", f"    - {_scalar(event.key)}: {_scalar(event.value)}"]
+        return ["  - slot_was_set:", f"    - {yaml_scalar(event.key)}: {yaml_scalar(event.value)}"]
     if isinstance(event, ActiveLoop):
-        return [f"  - active_loop: {_scalar(event.name)}"]
+        return [f"  - active_loop: {yaml_scalar(event.name)}"]
     return []
 
 
@@ -144,7 +145,7 @@ def stories_yaml(stories: Iterable[tuple[str, Sequence[Event]]]) -> str:
     body: list[str] = []
     for name, events in stories:
         steps = [line for event in events for line in _step_lines(event)]
-        body.append(f"- story: {_scalar(name)}")
+        body.append(f"- story: {yaml_scalar(name)}")
         if steps:
             body.append("  steps:")
             body.extend(steps)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from server.training.evaluate import test_core as evaluate_core
 from tests.dialogue.conversation_fixtures import BOTS, BotModels
@@ -23,3 +24,20 @@ def test_shipped_test_stories_all_pass(
     written = json.loads((tmp_path / "story_report.json").read_text())
     assert written["conversation_accuracy"]["correct"] == total
     assert "None of the test stories failed" in (tmp_path / "failed_test_stories.yml").read_text()
+
+
+def test_failed_stories_read_back_as_yaml_whatever_their_names(
+    bot_models: BotModels, tmp_path: Path
+) -> None:
+    """Before, a story named "sad: path # 2" (quoted in its test file) was written unquoted,
+    and failed_test_stories.yml was not valid YAML."""
+    stories = tmp_path / "stories.yml"
+    stories.write_text(
+        'version: "3.1"\nstories:\n- story: "sad: path # 2"\n  steps:\n'
+        "  - intent: greet\n  - action: utter_goodbye\n",
+        encoding="utf-8",
+    )
+    report = evaluate_core(bot_models["initial-project-3.6.21"], stories, tmp_path / "out")
+    assert report["conversation_accuracy"]["correct"] == 0
+    written = yaml.safe_load((tmp_path / "out" / "failed_test_stories.yml").read_text())
+    assert written["stories"][0]["story"] == "sad: path # 2"
