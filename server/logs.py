@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -29,7 +30,34 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value if isinstance(value, (str, int, float, bool)) else str(value)
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        # U+2028/U+2029 are line breaks to some readers (JavaScript, Python's splitlines).
+        line = json.dumps(out, ensure_ascii=False)
+        return line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+# Characters that would let a client-controlled string (a sender id, a message text) forge
+# log lines or hide text in a terminal: C0 controls but tab, DEL, C1, the Unicode line and
+# paragraph separators.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code == 0x0A:
+        return "\\n"
+    if code == 0x0D:
+        return "\\r"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class TextFormatter(logging.Formatter):
+    """The human-readable line; control characters in the message are escaped (`\\n`,
+    `\\x00`), so one record is one line whatever a client put in it. A traceback keeps its
+    lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = _CONTROL.sub(_escaped, record.message)
+        return super().formatMessage(record)
 
 
 def configure_logging(verbosity: int = 0, log_file: str | None = None, fmt: str = "text") -> None:
@@ -38,7 +66,7 @@ def configure_logging(verbosity: int = 0, log_file: str | None = None, fmt: str 
     if fmt == "json":
         formatter: logging.Formatter = JsonFormatter()
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s - %(message)s")
+        formatter = TextFormatter("%(asctime)s %(levelname)-7s %(name)s - %(message)s")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
