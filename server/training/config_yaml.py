@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from server.errors import InvalidProjectFile
-from server.training.yaml_io import line_of, parse_yaml, read_yaml_file
+from server.training.yaml_io import brief, line_of, parse_yaml, read_yaml_file
 
 DEFAULT_RECIPE = "default.v1"
 
@@ -90,7 +90,7 @@ def config_from_dict(data: Any, filename: str | None = None) -> ProjectConfig:
         defaulted.append("language")
     elif not isinstance(language, str):
         raise InvalidProjectFile(
-            f"'language' must be a language code such as 'en', not {language!r}",
+            f"'language' must be a language code such as 'en', not {brief(language)}",
             filename,
             line_of(data, "language"),
         )
@@ -137,7 +137,7 @@ def _components(
         item_line = line_of(value, index, line)
         if not isinstance(item, dict):
             raise InvalidProjectFile(
-                f"each {what} in '{section}' must be a mapping with a 'name', not {item!r}",
+                f"each {what} in '{section}' must be a mapping with a 'name', not {brief(item)}",
                 filename,
                 item_line,
             )

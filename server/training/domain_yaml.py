@@ -11,7 +11,7 @@ from typing import Any
 from server.dialogue.domain import Domain
 from server.dialogue.slots import MAPPING_TYPES, SLOT_TYPES
 from server.errors import InvalidProjectFile
-from server.training.yaml_io import check_version, is_yaml_file, line_of, read_yaml_file
+from server.training.yaml_io import brief, check_version, is_yaml_file, line_of, read_yaml_file
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class DomainReader:
             if key == "e2e_actions" or not isinstance(item, dict) or len(item) != 1:
                 raise InvalidProjectFile(
                     f"each item of '{key}' must be a name or a mapping of one name to its "
-                    f"properties, not {item!r}",
+                    f"properties, not {brief(item)}",
                     filename,
                     line,
                 )
@@ -395,7 +395,7 @@ def check_response(name: str, variations: Any, filename: str, line: int | None) 
         if not isinstance(variation, dict):
             raise InvalidProjectFile(
                 f"each variation of response '{name}' must be a mapping such as "
-                f"'- text: ...', not {variation!r}",
+                f"'- text: ...', not {brief(variation)}",
                 filename,
                 variation_line,
             )

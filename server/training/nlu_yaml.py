@@ -13,6 +13,7 @@ import yaml
 
 from server.errors import InvalidProjectFile
 from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData
+from server.training.yaml_io import brief
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData) -> 
                     re.compile(raw)
                 except re.error as e:
                     raise InvalidProjectFile(
-                        f"regex '{name}' has an invalid pattern {raw!r}: {e}", filename, line
+                        f"regex '{name}' has an invalid pattern {brief(raw)}: {e}", filename, line
                     ) from e
                 data.regexes.append((name, raw))
         else:
@@ -206,11 +207,11 @@ def parse_annotated_text(
                 spec = json.loads(match.group("json"))
             except json.JSONDecodeError as e:
                 raise InvalidProjectFile(
-                    f"invalid entity JSON {match.group('json')!r}: {e.msg}", filename, line
+                    f"invalid entity JSON {brief(match.group('json'))}: {e.msg}", filename, line
                 ) from e
             if not isinstance(spec, dict) or not isinstance(spec.get("entity"), str):
                 raise InvalidProjectFile(
-                    f"entity JSON {match.group('json')!r} needs an 'entity' string",
+                    f"entity JSON {brief(match.group('json'))} needs an 'entity' string",
                     filename,
                     line,
                 )

@@ -30,7 +30,7 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.training.nlu_yaml import parse_annotated_text
-from server.training.yaml_io import LineDict, check_version, line_of, read_yaml_file
+from server.training.yaml_io import LineDict, brief, check_version, line_of, read_yaml_file
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,9 @@ class _Reader:
     def read_flag(self, item: dict, key: str, default: bool) -> bool:
         value = item.get(key, default)
         if not isinstance(value, bool):
-            raise self.error(f"'{key}' must be true or false, not {value!r}", line_of(item, key))
+            raise self.error(
+                f"'{key}' must be true or false, not {brief(value)}", line_of(item, key)
+            )
         return value
 
     def read_condition(self, value: Any, name: str, line: int | None) -> list[Event]:
@@ -298,7 +300,7 @@ class _Reader:
         if not isinstance(step, dict):
             raise self.error(
                 f"a {item_kind} step must be a mapping such as '- intent: greet' or "
-                f"'- action: utter_greet', not {step!r}",
+                f"'- action: utter_greet', not {brief(step)}",
                 line,
             )
         line = line_of(step, default=line)
@@ -371,7 +373,7 @@ class _Reader:
 
     def active_loop(self, value: Any, line: int | None) -> ActiveLoop:
         if value is not None and not isinstance(value, str):
-            raise self.error(f"'active_loop' must be a form name or null, not {value!r}", line)
+            raise self.error(f"'active_loop' must be a form name or null, not {brief(value)}", line)
         name = value.strip() if isinstance(value, str) else None
         return ActiveLoop(name=name or None, timestamp=0.0)
 
@@ -418,7 +420,8 @@ class _Reader:
                 events.append(SlotSet(key=name, value=_copy(default), timestamp=0.0))
             else:
                 raise self.error(
-                    f"a 'slot_was_set' entry must be '- slot: value' or '- slot', not {entry!r}",
+                    "a 'slot_was_set' entry must be '- slot: value' or '- slot', "
+                    f"not {brief(entry)}",
                     entry_line,
                 )
         return events
@@ -534,7 +537,7 @@ class _Reader:
                 entities.append(entity)
             else:
                 raise self.error(
-                    f"an entity entry must be '- entity: value' or '- entity', not {entry!r}",
+                    f"an entity entry must be '- entity: value' or '- entity', not {brief(entry)}",
                     entry_line,
                 )
         return entities

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,19 @@ class LineList(list):
     item_lines: list[int]
 
 
+# Error messages quote the offending value in brief: YAML aliases let a 1 KB file hold a list
+# of millions of items (a "billion laughs"), whose full repr made a 312 MB error in 6 s.
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxtuple, _BRIEF.maxdict = 3, 6, 6, 6
+_BRIEF.maxset, _BRIEF.maxfrozenset, _BRIEF.maxstring, _BRIEF.maxother = 6, 6, 120, 120
+_BRIEF.maxlong = 40
+
+
+def brief(value: Any) -> str:
+    """`repr(value)`, cut to a few hundred characters whatever the value's size."""
+    return _BRIEF.repr(value)
+
+
 def line_of(obj: Any, key: Any = None, default: int | None = None) -> int | None:
     """The line of `obj` (or of `obj[key]`) when it was read from YAML."""
     if key is not None:
@@ -48,7 +62,7 @@ def check_version(data: dict[Any, Any], filename: str) -> None:
     version = data.get("version")
     if version is not None and not isinstance(version, str):
         raise InvalidProjectFile(
-            f"'version' must be a quoted string such as \"3.1\", not {version!r}",
+            f"'version' must be a quoted string such as \"3.1\", not {brief(version)}",
             filename,
             line_of(data, "version"),
         )
@@ -116,11 +130,27 @@ def expand_env(value: str, filename: str | None = None, line: int | None = None)
     return _ENV_PATTERN.sub(substitute, value)
 
 
+# Values a document may hold once its aliases are expanded. An alias shares the anchored
+# value, so reading is cheap, but every reader that walks it (validation, training, JSON)
+# walks each copy: nine anchors of nine aliases each are 387 million values in a 1 KB file,
+# which held `POST /model/train` for minutes. Real projects hold far fewer (BANKING77's
+# 10,003 examples are about 1,000 values: an intent's examples are one block).
+MAX_EXPANDED_VALUES = 1_000_000
+
+
 def parse_yaml(text: str, filename: str | None = None, env: bool = False) -> Any:
-    """Parses YAML text; syntax errors become InvalidProjectFile with the line."""
+    """Parses YAML text; syntax errors become InvalidProjectFile with the line, and so does a
+    document whose aliases expand it beyond MAX_EXPANDED_VALUES values."""
     loader_cls = _EnvLineLoader if env else _LineLoader
     try:
-        return yaml.load(text, Loader=loader_cls)  # noqa: S506 - a safe loader subclass
+        data = yaml.load(text, Loader=loader_cls)  # noqa: S506 - a safe loader subclass
+        if _expanded_size(data) > MAX_EXPANDED_VALUES:
+            raise InvalidProjectFile(
+                f"the document expands to more than {MAX_EXPANDED_VALUES:,} values through "
+                "YAML aliases (an anchor referenced many times over)",
+                filename,
+            )
+        return data
     except MissingEnvironmentVariable as exc:
         if filename and filename not in str(exc):
             raise MissingEnvironmentVariable(f"{filename}: {exc}") from None
@@ -134,6 +164,28 @@ def parse_yaml(text: str, filename: str | None = None, env: bool = False) -> Any
         raise InvalidProjectFile(f"invalid YAML: {problem}", filename, line) from None
     except yaml.YAMLError as exc:
         raise InvalidProjectFile(f"invalid YAML: {exc}", filename) from None
+
+
+def _expanded_size(root: Any) -> int:
+    """How many values `root` holds with every shared (aliased) list or mapping counted each
+    time it appears, computed once per distinct one; stops counting past the limit."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = list(node.values()) if isinstance(node, dict) else node
+        if children_done:
+            total = 1
+            for child in children:
+                total += sizes.get(id(child), 1) if isinstance(child, dict | list) else 1
+            sizes[id(node)] = min(total, MAX_EXPANDED_VALUES + 1)
+            continue
+        if not isinstance(node, dict | list) or id(node) in sizes:
+            continue
+        sizes[id(node)] = 1  # in progress: a recursive alias counts once
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if isinstance(child, dict | list))
+    return sizes.get(id(root), 1)
 
 
 def read_yaml_file(path: str | Path, env: bool = False) -> Any:
