@@ -7,6 +7,7 @@ message 10 and message 10,000.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from typing import Any
 
@@ -63,11 +64,16 @@ class TrackerRepository:
     async def save(self, tracker: Tracker, new_events: list[Event]) -> None:
         """Appends `new_events` (already applied to `tracker`) in one transaction."""
         if new_events:
-            await self.store.append(tracker.sender_id, [e.as_dict() for e in new_events])
+            if len(new_events) > DICTS_OFF_LOOP_ABOVE:  # a bulk append: not on the event loop
+                dicts = await asyncio.to_thread(_dicts, new_events)
+            else:
+                dicts = [e.as_dict() for e in new_events]
+            await self.store.append(tracker.sender_id, dicts)
         self._remember(tracker.sender_id, tracker, len(tracker.events))
 
     async def replace(self, tracker: Tracker) -> None:
-        await self.store.replace(tracker.sender_id, [e.as_dict() for e in tracker.events])
+        dicts = await asyncio.to_thread(_dicts, tracker.events)
+        await self.store.replace(tracker.sender_id, dicts)
         self.forget(tracker.sender_id)
 
     def forget(self, sender_id: str) -> None:
@@ -85,6 +91,15 @@ class TrackerRepository:
         while self._events > self.max_events and len(self._hot) > 1:
             _, (_, evicted) = self._hot.popitem(last=False)
             self._events -= evicted
+
+
+# Longer lists of new events become dicts in a thread (a bulk POST of tracker events), so
+# the event loop is not held; a turn's few events stay inline. A replace always uses one.
+DICTS_OFF_LOOP_ABOVE = 500
+
+
+def _dicts(events: list[Event]) -> list[dict[str, Any]]:
+    return [e.as_dict() for e in events]
 
 
 def _same_event(event: Event, d: dict[str, Any]) -> bool:

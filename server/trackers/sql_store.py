@@ -238,6 +238,8 @@ class SqlTrackerStore:
     async def append(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         if not events:
             return
+        # Converted here even for a bulk append: an await before the insert would let a later
+        # append of the conversation overtake this one.
         rows = [_row(sender_id, event) for event in events]
         await self._ensure_ready()
         cached = self._cache.get(sender_id)
@@ -262,7 +264,7 @@ class SqlTrackerStore:
         self._cache.appended(sender_id, events, written, alone)
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
-        rows = [_row(sender_id, event) for event in events]
+        rows = await asyncio.to_thread(_rows, sender_id, events)
         self._cache.pop(sender_id)
         await self._ensure_ready()
         with self._map_errors():
@@ -507,6 +509,10 @@ async def _session_start_id(conn: AsyncConnection, sender_id: str) -> int | None
     if previous is not None and previous[1] == "action" and previous[2] == ACTION_SESSION_START:
         return int(previous[0])
     return int(last_started)
+
+
+def _rows(sender_id: str, events: list[dict[str, Any]]) -> list[Row]:
+    return [_row(sender_id, event) for event in events]
 
 
 def _row(sender_id: str, event: dict[str, Any]) -> Row:

@@ -329,3 +329,22 @@ async def test_event_json_of_every_kind_of_key_and_number_is_stored_as_before(
         ]
     finally:
         await store.close()
+
+
+async def test_sqlite_a_bulk_append_is_overtaken_by_no_later_append(tmp_path: Path) -> None:
+    """A bulk append (over 500 rows) commits on the store's thread, not on the event loop;
+    an append of the same conversation made while it runs must still land after it."""
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "b.db")})
+    try:
+        bulk = [bot(f"bulk {i}", float(i)) for i in range(1_200)]
+        after = [bot("after", 5_000.0)]
+        await asyncio.gather(store.append("bulk", bulk), store.append("bulk", after))
+        reader = create_tracker_store(
+            {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "b.db")}
+        )
+        try:
+            assert await reader.load("bulk") == bulk + after
+        finally:
+            await reader.close()
+    finally:
+        await store.close()

@@ -164,6 +164,19 @@ async def test_ids_differing_only_in_case_or_trailing_spaces_are_other_conversat
     assert sorted(await store.keys()) == sorted(names[1:])
 
 
+async def test_a_bulk_append_and_replace_keep_every_event_in_order(store: TrackerStore) -> None:
+    """A bulk append or replace (over 500 events) is converted and, on SQLite, committed off
+    the event loop."""
+    bulk = [bot(f"bulk {i}", float(i)) for i in range(1_200)]
+    after = [bot("after", 5_000.0)]
+    await store.append("bulk", bulk)
+    await store.append("bulk", after)
+    loaded = await store.load("bulk")
+    assert loaded is not None and list(loaded) == bulk + after
+    await store.replace("bulk", bulk[:700])
+    assert await store.load_all("bulk") == bulk[:700]
+
+
 async def test_session_start_split_across_two_appends(store: TrackerStore) -> None:
     await store.append("bob", [user("hi", 1.0), session_start(50.0)[0]])
     await store.append("bob", session_start(50.0)[1:] + [user("again", 51.0)])
