@@ -37,8 +37,8 @@ class InvalidEvent(BotServerError):
 
 
 class InvalidNluData(InvalidEvent):
-    """NLU data (intent, entities, parse data) that breaks Rasa's schema; `parameter` names
-    the part of the request it came in."""
+    """NLU data (intent, entities, parse data) or a reminder's date that breaks Rasa's schema;
+    `parameter` names the part of the request it came in."""
 
     def __init__(self, message: str, parameter: str) -> None:
         super().__init__(message)

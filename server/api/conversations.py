@@ -33,8 +33,8 @@ from server.dialogue.agent import Agent
 from server.dialogue.story_export import conversation_story
 from server.errors import InvalidConversationId, InvalidEvent, InvalidNluData
 from server.trackers.events import Event, events_from_list
-from server.trackers.nlu_data import check_events_nlu
-from server.trackers.nlu_data import check_parse_data as check_nlu_parse_data
+from server.trackers.incoming import check_incoming_events
+from server.trackers.incoming import check_parse_data as check_nlu_parse_data
 from server.trackers.store import check_conversation_id
 from server.trackers.tracker import EventVerbosity
 
@@ -79,9 +79,9 @@ async def read_events(body: Any, allow_single: bool = True) -> list[Event]:
 
 
 def check_events(events: list[Event]) -> None:
-    """The NLU data in events sent by a client (see server/trackers/nlu_data.py): a 400."""
+    """The checks of events sent by a client (server/trackers/incoming.py): a 400."""
     try:
-        check_events_nlu(events)
+        check_incoming_events(events)
     except InvalidNluData as exc:
         raise bad_request(str(exc), exc.parameter, "body") from None
 

@@ -17,7 +17,7 @@ import httpx
 from server.dialogue.http_endpoint import HttpEndpoint
 from server.errors import ActionError, ActionRejected, InvalidEvent
 from server.trackers.events import event_from_dict
-from server.trackers.nlu_data import check_events_nlu
+from server.trackers.incoming import check_incoming_events
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict
         try:
             # Its NLU data too: an entity without a value would be stored, and every later
             # answer about the conversation would break Rasa's schema.
-            check_events_nlu([event_from_dict(event)])
+            check_incoming_events([event_from_dict(event)])
         except InvalidEvent as e:
             raise ActionError(
                 f"Custom action '{action_name}': event {index} is invalid: {e}"

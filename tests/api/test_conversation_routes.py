@@ -171,6 +171,7 @@ BAD_NLU_EVENTS = {
         "parse_data": {"intent_ranking": [{"name": "greet", "confidence": None}]},
     },
     "message-id-not-string": {"event": "user", "text": "hi", "message_id": {}},
+    "reminder-date-not-a-date": {"event": "reminder", "intent": "greet", "date_time": "soon"},
     "ranking-null": {"event": "user", "text": "hi", "parse_data": {"intent_ranking": None}},
     "ranking-not-intents": {
         "event": "user",

@@ -1,29 +1,40 @@
-"""NLU data arriving from outside (an HTTP client's events or message, an action server's
-events): the checks that keep a conversation within Rasa's schema.
+"""Events arriving from outside (an HTTP client's events or message, an action server's
+events): the checks beyond `event_from_dict` that keep a conversation within Rasa's schema.
 
 Without them, an entity without a `value` or a `parse_data.text` that is an object was
-stored, and every later answer about the conversation broke the schema. They run where the
-data arrives, never on stored events: a conversation already stored must stay loadable.
+stored, and every later answer about the conversation broke the schema; a reminder with a
+`date_time` that is not a date was stored and never fired. They run where the data arrives,
+never on stored events: a conversation already stored must stay loadable.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from server.errors import InvalidNluData
-from server.trackers.events import EntitiesAdded, Event, UserUttered
+from server.trackers.events import EntitiesAdded, Event, ReminderScheduled, UserUttered
 
 # Stores keep intent names and conversation ids in 255-character columns, as Rasa does.
 MAX_NAME_LENGTH = 255
 
 
-def check_events_nlu(events: list[Event]) -> None:
-    """The NLU data of these events (user messages, added entities)."""
+def check_incoming_events(events: list[Event]) -> None:
+    """The NLU data of these events (user messages, added entities) and reminders' dates."""
     for event in events:
         if isinstance(event, UserUttered):
             check_parse_data(event.parse_data)
         elif isinstance(event, EntitiesAdded):
             check_entities(event.entities, "entities", "entities")
+        elif isinstance(event, ReminderScheduled):
+            try:
+                datetime.fromisoformat(event.trigger_date_time)
+            except ValueError:
+                raise InvalidNluData(
+                    f"a reminder's 'date_time' must be an ISO 8601 date and time, not "
+                    f"{event.trigger_date_time[:60]!r}",
+                    "date_time",
+                ) from None
 
 
 def check_parse_data(parse_data: Any, where: str = "parse_data") -> None:
