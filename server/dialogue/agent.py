@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -23,6 +24,11 @@ from server.trackers.events import (
 from server.trackers.tracker import Tracker
 
 OutputFactory = Callable[[], OutputChannel | None]
+
+
+# Event lists longer than this (a bulk PUT of tracker events) are folded into their new
+# tracker in a thread: 100,000 events are tens of milliseconds of Python.
+FOLD_OFF_LOOP_ABOVE = 1_000
 
 
 class Agent:
@@ -124,6 +130,8 @@ class Agent:
             )
             if not starts_session:
                 await processor.update_session(tracker, model, None, only_if_empty=True)
+            # On the loop even for a bulk POST: the tracker may be the hot one other requests
+            # read meanwhile.
             tracker.update_many(events)
             await processor.save(tracker, start, model)
             if execute_side_effects:
@@ -134,7 +142,11 @@ class Agent:
     async def replace_events(self, sender_id: str, events: list[Event]) -> Tracker:
         model = self.model()
         async with self.processor.lock_store.lock(sender_id):
-            tracker = Tracker(sender_id, model.domain.slot_defaults(), events)
+            defaults = model.domain.slot_defaults()
+            if len(events) > FOLD_OFF_LOOP_ABOVE:  # a bulk PUT: folded off the event loop
+                tracker = await asyncio.to_thread(Tracker, sender_id, defaults, events)
+            else:
+                tracker = Tracker(sender_id, defaults, events)
             await self.processor.trackers.replace(tracker)
             return tracker
 
