@@ -89,7 +89,8 @@ class RestWebhook:
 
     A turn that could not be recorded (store or lock unavailable) raises, and the API
     answers 503: a 200 would acknowledge a lost message (Rasa answers 200 with an empty
-    list there). Any other failure answers what the bot said before it, as Rasa does.
+    list there); so does a sender id no store can hold, answered 400. Any other failure
+    answers what the bot said before it, as Rasa does.
     It needs nothing from the router, so the API may call it directly (`direct_route`).
     """
 
