@@ -58,7 +58,7 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.repository import TrackerRepository
-from server.trackers.store import MAX_CONVERSATION_ID_LENGTH, check_conversation_id
+from server.trackers.store import NAME_COLUMN_LENGTH, check_conversation_id
 from server.trackers.tracker import Tracker
 
 logger = logging.getLogger(__name__)
@@ -280,7 +280,7 @@ class Processor:
     ) -> list[dict[str, Any]]:
         """Runs one user turn; returns the bot messages it produced."""
         sender_id = message.sender_id
-        if len(sender_id) > MAX_CONVERSATION_ID_LENGTH or "\x00" in sender_id:
+        if len(sender_id) > NAME_COLUMN_LENGTH or "\x00" in sender_id:
             check_conversation_id(sender_id)  # raises, saying why
         async with self.lock_store.lock(sender_id):
             started = time.perf_counter()

@@ -14,9 +14,7 @@ from typing import Any
 
 from server.errors import InvalidNluData
 from server.trackers.events import EntitiesAdded, Event, ReminderScheduled, UserUttered
-
-# Stores keep intent names and conversation ids in 255-character columns, as Rasa does.
-MAX_NAME_LENGTH = 255
+from server.trackers.store import NAME_COLUMN_LENGTH
 
 
 def check_incoming_events(events: list[Event]) -> None:
@@ -51,7 +49,7 @@ def check_parse_data(parse_data: Any, where: str = "parse_data") -> None:
     if intent is not None and not _is_intent(intent):
         raise InvalidNluData(
             f"'{where}.intent' must be an object with a 'name' (a string of at most "
-            f"{MAX_NAME_LENGTH} characters) and a numeric 'confidence'.",
+            f"{NAME_COLUMN_LENGTH} characters) and a numeric 'confidence'.",
             where,
         )
     ranking = parse_data.get("intent_ranking", [])
@@ -72,7 +70,7 @@ def _is_intent(intent: Any) -> bool:
     name = intent.get("name")
     if "confidence" in intent and not _is_number(intent["confidence"]):
         return False
-    return name is None or (isinstance(name, str) and len(name) <= MAX_NAME_LENGTH)
+    return name is None or (isinstance(name, str) and len(name) <= NAME_COLUMN_LENGTH)
 
 
 def check_entities(entities: Any, where: str, parameter: str) -> None:

@@ -67,7 +67,7 @@ class TrackerRepository:
             if len(new_events) > DICTS_OFF_LOOP_ABOVE:  # a bulk append: not on the event loop
                 dicts = await asyncio.to_thread(_dicts, new_events)
             else:
-                dicts = [e.as_dict() for e in new_events]
+                dicts = _dicts(new_events)
             await self.store.append(tracker.sender_id, dicts)
         self._remember(tracker.sender_id, tracker, len(tracker.events))
 

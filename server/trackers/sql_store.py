@@ -40,7 +40,7 @@ from server.trackers.sql_schema import (
     migrate,
 )
 from server.trackers.sqlite_database import SqliteDatabase
-from server.trackers.store import DEFAULT_CACHE_EVENTS, cache_events_setting
+from server.trackers.store import DEFAULT_CACHE_EVENTS, NAME_COLUMN_LENGTH, cache_events_setting
 
 logger = logging.getLogger(__name__)
 
@@ -534,13 +534,10 @@ def _row(sender_id: str, event: dict[str, Any]) -> Row:
     return (sender_id, type_name, event.get("timestamp"), intent_name, name, _event_json(event))
 
 
-# Rasa's name columns are VARCHAR(255), and PostgreSQL's text types cannot hold a NUL.
-NAME_COLUMN_LENGTH = 255
-
-
 def _fit(name: str) -> str:
-    """A name as its column can hold it, on every dialect. The columns only index the rows
-    (the session start is found by them); the event's JSON keeps the name as it was."""
+    """A name as its column can hold it, on every dialect (PostgreSQL's text types cannot
+    hold a NUL). The columns only index the rows (the session start is found by them); the
+    event's JSON keeps the name as it was."""
     return name.replace("\x00", "")[:NAME_COLUMN_LENGTH]
 
 

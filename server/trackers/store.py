@@ -20,17 +20,18 @@ def cache_events_setting(config: dict[str, Any]) -> int:
     return int(config.get("cache_events") or config.get("cache_size") or DEFAULT_CACHE_EVENTS)
 
 
-# Rasa's `sender_id` column holds 255 characters (PostgreSQL and MySQL enforce it).
-MAX_CONVERSATION_ID_LENGTH = 255
+# Rasa's `sender_id`, `intent_name` and `action_name` columns hold 255 characters
+# (PostgreSQL and MySQL enforce it).
+NAME_COLUMN_LENGTH = 255
 
 
 def check_conversation_id(sender_id: str) -> None:
     """Refuses an id some store cannot hold, whichever store this server uses, so that a
     conversation never works on one store and fails on another: longer than the column, or
     with a NUL character (PostgreSQL's text types cannot hold one)."""
-    if len(sender_id) > MAX_CONVERSATION_ID_LENGTH:
+    if len(sender_id) > NAME_COLUMN_LENGTH:
         raise InvalidConversationId(
-            f"The conversation id is longer than {MAX_CONVERSATION_ID_LENGTH} characters."
+            f"The conversation id is longer than {NAME_COLUMN_LENGTH} characters."
         )
     if "\x00" in sender_id:
         raise InvalidConversationId("The conversation id holds a NUL character.")

@@ -169,22 +169,22 @@ def parse_yaml(text: str, filename: str | None = None, env: bool = False) -> Any
 def _expanded_size(root: Any) -> int:
     """How many values `root` holds with every shared (aliased) list or mapping counted each
     time it appears, computed once per distinct one; stops counting past the limit."""
+    if not isinstance(root, dict | list):
+        return 1
     sizes: dict[int, int] = {}
     stack: list[tuple[Any, bool]] = [(root, False)]
     while stack:
         node, children_done = stack.pop()
-        children = list(node.values()) if isinstance(node, dict) else node
+        children = node.values() if isinstance(node, dict) else node
         if children_done:
             total = 1
             for child in children:
                 total += sizes.get(id(child), 1) if isinstance(child, dict | list) else 1
             sizes[id(node)] = min(total, MAX_EXPANDED_VALUES + 1)
-            continue
-        if not isinstance(node, dict | list) or id(node) in sizes:
-            continue
-        sizes[id(node)] = 1  # in progress: a recursive alias counts once
-        stack.append((node, True))
-        stack.extend((child, False) for child in children if isinstance(child, dict | list))
+        elif id(node) not in sizes:
+            sizes[id(node)] = 1  # in progress: a recursive alias counts once
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if isinstance(child, dict | list))
     return sizes.get(id(root), 1)
 
 
