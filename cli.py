@@ -6,13 +6,15 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from server import __version__
-from server.errors import BotServerError
+from server.errors import BotServerError, InvalidConfig
 
 logger = logging.getLogger("botserver")
 
@@ -25,6 +27,44 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 
 def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, not {value}")
+        return value
+
+    return parse
+
+
+def _positive_number(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, not {text}")
+    return value
+
+
+def _check_output_dir(path: Path, flag: str) -> None:
+    """Fails before any work if `path` cannot become a directory we write in."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InvalidConfig(f"{flag} {path}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidConfig(f"{flag} {path}: {existing} is not writable")
 
 
 def _add_log_flags(p: argparse.ArgumentParser) -> None:
@@ -125,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model archive, or a directory whose newest archive is used",
     )
     p.add_argument("--enable-api", action="store_true", help="serve Rasa's HTTP API")
-    p.add_argument("-p", "--port", type=int, default=5005)
+    p.add_argument("-p", "--port", type=_int_at_least(1, 65535), default=5005)
     p.add_argument("-i", "--interface", default="0.0.0.0")
     p.add_argument("--cors", nargs="*", default=None, help="allowed origin(s), or '*'")
     p.add_argument("--auth-token", help="require ?token=<this> on API routes")
@@ -143,7 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds before a request is answered with a timeout error",
     )
     p.add_argument(
-        "--request-max-size", type=int, default=None, help="largest request body accepted, in bytes"
+        "--request-max-size",
+        type=_int_at_least(0),
+        default=None,
+        help="largest request body accepted, in bytes (0: no limit)",
     )
     p.add_argument("--ssl-certificate")
     p.add_argument("--ssl-keyfile")
@@ -190,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", default="config.yml")
     p.add_argument("--endpoints", default="endpoints.yml")
     p.add_argument("--cross-validation", action="store_true")
-    p.add_argument("-f", "--folds", type=int, default=5)
+    p.add_argument("-f", "--folds", type=_int_at_least(2), default=5)
     _add_log_flags(p)
 
     # data validate
@@ -218,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         epilog=_examples("botserver prune --older-than-days 90"),
     )
-    p.add_argument("--older-than-days", type=float, required=True)
+    p.add_argument("--older-than-days", type=_positive_number, required=True)
     p.add_argument("--endpoints", default="endpoints.yml")
     _add_log_flags(p)
     return parser
@@ -255,6 +298,7 @@ def _progress() -> Iterator[Callable[[str], None]]:
 def cmd_train(args: argparse.Namespace) -> int:
     from server.training.train import train, train_nlu
 
+    _check_output_dir(Path(args.out), "--out")
     with _progress() as say:
         if getattr(args, "train_what", None) == "nlu":
             result = train_nlu(
@@ -297,6 +341,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from server.training.starter import write_starter_project
 
     target = Path(args.init_dir)
+    _check_output_dir(target, "--init-dir")
     if not args.no_prompt and sys.stdin.isatty():
         answer = input(f"Create a new project in '{target.resolve()}'? [Y/n] ").strip().lower()
         if answer not in ("", "y", "yes"):
@@ -336,6 +381,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     from server.training.evaluate import run_test
 
+    _check_output_dir(Path(args.out), "--out")
     return run_test(args)
 
 
@@ -397,11 +443,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from server.logs import configure_logging
 
-    configure_logging(
-        verbosity=-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0),
-        log_file=getattr(args, "log_file", None),
-        fmt=getattr(args, "log_format", "text"),
-    )
+    log_file = getattr(args, "log_file", None)
+    try:
+        configure_logging(
+            verbosity=-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0),
+            log_file=log_file,
+            fmt=getattr(args, "log_format", "text"),
+        )
+    except OSError as exc:
+        print(f"error: --log-file {log_file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     if args.command == "data":
         if args.data_command != "validate":
             parser.parse_args(["data", "--help"])
@@ -412,6 +463,12 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except BotServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # A file the command reads or writes, failing after the checks above (a full disk,
+        # a permission changed meanwhile): the file and the reason, not a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -34,6 +34,7 @@ from server.auth import AuthConfig, install_log_redaction
 from server.config import read_credentials, read_endpoints
 from server.errors import BotServerError, InvalidConfig
 from server.models.local import resolve_local_model
+from server.models.remote_storage import STORAGES
 from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 GRACEFUL_SHUTDOWN_SECONDS = float(os.environ.get("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "30"))
 # How the parent hands the run settings to worker processes (`--workers N`).
 SPEC_ENV = "BOTSERVER_RUN_SPEC"
+# Interfaces only this machine reaches: an open API there is not warned about.
+LOOPBACK_INTERFACES = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 @dataclass
@@ -172,7 +175,36 @@ def check_port_free(interface: str, port: int) -> None:
         sock.close()
 
 
+def _check_secrets(args: argparse.Namespace) -> None:
+    # An empty value, typically an unset variable (`--auth-token "$TOKEN"`), would otherwise
+    # switch authentication off without a word.
+    for flag, value in (("--auth-token", args.auth_token), ("--jwt-secret", args.jwt_secret)):
+        if value is not None and not value.strip():
+            raise InvalidConfig(
+                f"{flag} is empty (an unset environment variable?): give it a value, or leave "
+                "the flag out to run without it"
+            )
+
+
+def _warn_if_open(args: argparse.Namespace) -> None:
+    if not args.enable_api or args.auth_token or args.jwt_secret:
+        return
+    if args.interface in LOOPBACK_INTERFACES:
+        return
+    logger.warning(
+        "The HTTP API is open: anyone who can reach port %d can read and change conversations "
+        "and replace the model. Use --auth-token or --jwt-secret, or -i 127.0.0.1 "
+        "(docs/security.md).",
+        args.port,
+    )
+
+
 def _check_model(args: argparse.Namespace, endpoints: dict[str, Any]) -> None:
+    if args.remote_storage and args.remote_storage not in STORAGES:
+        raise InvalidConfig(
+            f"--remote-storage {args.remote_storage!r} is not supported: use one of "
+            f"{', '.join(STORAGES)}"
+        )
     if endpoints.get("models") or args.remote_storage:
         return
     try:
@@ -227,6 +259,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         raise InvalidConfig(f"--verify-key {args.verify_key}: no such file")
     if args.response_timeout is not None and args.response_timeout < 0:
         raise InvalidConfig("--response-timeout must be 0 (none) or more seconds")
+    _check_secrets(args)
     _check_model(args, endpoints)
     _check_workers(args.workers, endpoints)
     host = "localhost" if args.interface in ("0.0.0.0", "::") else args.interface
@@ -262,6 +295,7 @@ def run_server(args: argparse.Namespace) -> int:
     import uvicorn
 
     spec = spec_from_args(args)
+    _warn_if_open(args)
     tls = ssl_options(args.ssl_certificate, args.ssl_keyfile, args.ssl_ca_file, args.ssl_password)
     check_port_free(args.interface, args.port)
     install_log_redaction()

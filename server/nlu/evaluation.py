@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from server.errors import TrainingError
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.training_data import Example, NLUTrainingData
 
@@ -218,6 +219,11 @@ def cross_validate(
     from sklearn.model_selection import StratifiedKFold
 
     examples = data.examples
+    if len(examples) < folds:
+        raise TrainingError(
+            f"cannot cross-validate in {folds} folds: the NLU data has {len(examples)} "
+            "examples, fewer than the folds"
+        )
     labels = [e.base_intent or "" for e in examples]
     counts = Counter(labels)
     # Classes rarer than `folds` cannot be stratified; give them a shared bucket.

@@ -58,6 +58,65 @@ def test_bad_flag_value_is_explained(run_cli) -> None:
     assert "argument -p/--port: invalid int value: 'fivethousand'" in result.err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "-p", "70000"], "argument -p/--port: must be from 1 to 65535, not 70000"),
+        (["run", "-p", "0"], "argument -p/--port: must be from 1 to 65535, not 0"),
+        (["run", "--request-max-size", "-1"], "--request-max-size: must be 0 or more, not -1"),
+        (["test", "nlu", "--cross-validation", "-f", "1"], "-f/--folds: must be 2 or more"),
+        (["prune", "--older-than-days", "-1"], "must be a number above 0, not -1"),
+        (["prune", "--older-than-days", "nan"], "must be a number above 0, not nan"),
+    ],
+    ids=["port-too-high", "port-zero", "negative-body-size", "one-fold", "negative-age", "nan-age"],
+)
+def test_a_flag_value_out_of_range_is_refused(
+    run_cli, tmp_path: Path, argv: list[str], message: str
+) -> None:
+    # Were the value accepted, the command would stop at this file (exit 1), not serve.
+    (tmp_path / "endpoints.yml").write_text("tracker_store: [\n")
+    result = run_cli(*argv, cwd=tmp_path)
+    assert result.code == 2
+    assert message in result.err
+    assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["train", "--out", "{file}"], "--out"),
+        (["train", "nlu", "--out", "{file}/models"], "--out"),
+        (["test", "--out", "{file}"], "--out"),
+        (["init", "--no-prompt", "--init-dir", "{file}"], "--init-dir"),
+    ],
+    ids=["train", "train-nlu", "test", "init"],
+)
+def test_an_output_path_under_a_file_fails_before_any_work(
+    run_cli, starter_copy: Path, argv: list[str], flag: str
+) -> None:
+    file = starter_copy / "notes.txt"
+    file.write_text("not a directory")
+    result = run_cli(*(a.replace("{file}", str(file)) for a in argv), cwd=starter_copy)
+    assert result.code == 1
+    assert f"{flag} {file}" in result.err and "is a file, not a directory" in result.err
+    assert "training" not in result.err  # refused before training, not after
+    assert file.read_text() == "not a directory"
+
+
+def test_a_log_file_that_cannot_be_opened_is_a_clear_error(run_cli, tmp_path: Path) -> None:
+    (tmp_path / "logs").write_text("")
+    result = run_cli("train", "--log-file", str(tmp_path / "logs" / "out.log"), cwd=tmp_path)
+    assert result.code == 1
+    assert f"error: --log-file {tmp_path / 'logs' / 'out.log'}: Not a directory" in result.err
+
+
+def test_more_folds_than_examples_is_a_clear_error(run_cli, starter_copy: Path) -> None:
+    result = run_cli("test", "nlu", "--cross-validation", "--folds", "1000", cwd=starter_copy)
+    assert result.code == 1
+    assert "cannot cross-validate in 1000 folds: the NLU data has" in result.err
+    assert "Traceback" not in result.err
+
+
 def test_init_writes_a_project_and_trains_it(run_cli, tmp_path: Path) -> None:
     result = run_cli("init", "--no-prompt", "--init-dir", "mybot", cwd=tmp_path)
     assert result.code == 0, result.err

@@ -53,6 +53,50 @@ def test_several_workers_need_a_shared_lock_store(
     assert "lock_store" in result.err
 
 
+def _run_on_a_busy_port(run_cli, tmp_path: Path, *args: str):
+    """Runs `botserver run ARGS` on a port in use: every check runs, nothing is served."""
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        return run_cli("run", *args, "-p", str(busy.getsockname()[1]), cwd=tmp_path)
+
+
+@pytest.mark.parametrize("flag", ["--auth-token", "--jwt-secret"])
+def test_an_empty_secret_is_refused_rather_than_turning_auth_off(
+    run_cli, moodbot_model: Path, tmp_path: Path, flag: str
+) -> None:
+    # `--auth-token "$TOKEN"` with TOKEN unset must not serve an open API.
+    result = _run_on_a_busy_port(
+        run_cli, tmp_path, "-m", str(moodbot_model), "--enable-api", flag, ""
+    )
+    assert result.code == 1
+    assert f"{flag} is empty (an unset environment variable?)" in result.err
+
+
+@pytest.mark.parametrize(
+    ("args", "warned"),
+    [
+        (["--enable-api"], True),
+        (["--enable-api", "-i", "127.0.0.1"], False),
+        (["--enable-api", "--auth-token", "s3cret"], False),
+        ([], False),
+    ],
+    ids=["open-on-every-interface", "loopback", "token", "no-api"],
+)
+def test_an_open_api_reachable_from_other_machines_is_warned_about(
+    run_cli, moodbot_model: Path, tmp_path: Path, args: list[str], warned: bool
+) -> None:
+    result = _run_on_a_busy_port(run_cli, tmp_path, "-m", str(moodbot_model), *args)
+    assert "is already in use" in result.err
+    assert ("The HTTP API is open" in result.err) is warned
+
+
+def test_an_unknown_remote_storage_is_refused_at_start(run_cli, tmp_path: Path) -> None:
+    result = _run_on_a_busy_port(run_cli, tmp_path, "--remote-storage", "s4", "-m", "bot.tar.gz")
+    assert result.code == 1
+    assert "--remote-storage 's4' is not supported: use one of aws, gcs, azure" in result.err
+
+
 def test_missing_tls_certificate(run_cli, moodbot_model: Path, tmp_path: Path) -> None:
     result = run_cli("run", "-m", str(moodbot_model), "--ssl-certificate", "nope.pem", cwd=tmp_path)
     assert result.code == 1
