@@ -177,3 +177,25 @@ def ensure_mysql_utf8mb4(sync_connection: Any, table: str) -> None:
     if any(charset not in (None, "utf8mb4") for charset, _ in charsets.values()):
         quoted = sync_connection.dialect.identifier_preparer.quote(table)
         sync_connection.execute(text(f"ALTER TABLE {quoted} CONVERT TO CHARACTER SET utf8mb4"))
+
+
+# Room in a MySQL statement for all but an event's JSON: the other columns (up to 255
+# characters each, escaped), the SQL around them.
+_MYSQL_STATEMENT_ROOM = 16 * 1024
+# Characters the MySQL driver escapes with a backslash: each takes two bytes.
+_MYSQL_ESCAPED = ("\\", "\x00", "\n", "\r", "\x1a", "'", '"')
+
+
+async def mysql_max_packet(connection: Any) -> int:
+    """MySQL/MariaDB: the largest statement the server takes (`max_allowed_packet`); one
+    larger makes it drop the connection, which reads as an outage however often retried."""
+    return int(await connection.scalar(text("SELECT @@max_allowed_packet")))
+
+
+def mysql_oversize(value: str, max_packet: int) -> int | None:
+    """The bytes a statement holding `value` takes, if more than `max_packet`; else None."""
+    if len(value) * 8 + _MYSQL_STATEMENT_ROOM <= max_packet:  # 4 bytes a character, escaped
+        return None
+    size = len(value.encode("utf-8", "surrogatepass")) + _MYSQL_STATEMENT_ROOM
+    size += sum(value.count(char) for char in _MYSQL_ESCAPED)
+    return size if size > max_packet else None

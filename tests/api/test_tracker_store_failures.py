@@ -1,0 +1,56 @@
+"""How a client hears of a tracker store that refuses a statement: 500 for the server's own
+problem, 400 for values the database cannot hold; never 503 "retry later" when no retry can
+help, and never a webhook's 200 for a message that was not stored."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.trackers.test_sql_store_errors import execute
+from tests.trackers.test_sql_tracker_store import sql_config
+
+
+@pytest.mark.parametrize("kind", ["mariadb", "sqlite"])
+async def test_a_broken_table_is_a_500_not_a_retry_later_503(
+    kind: str, make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    async with sql_config(kind, tmp_path) as config:
+        client = await make_client(endpoints={"tracker_store": config})
+        hello = {"sender": "alice", "message": "hello"}
+        assert (await client.post("/webhooks/rest/webhook", json=hello)).status_code == 200
+        await execute(config, "ALTER TABLE events DROP COLUMN intent_name")
+
+        for response in (
+            await client.post("/webhooks/rest/webhook", json={"sender": "bob", "message": "hi"}),
+            await client.post(
+                "/conversations/bob/tracker/events", json={"event": "bot", "text": "x"}
+            ),
+        ):
+            assert response.status_code == 500
+            assert "retry-after" not in response.headers
+            assert response.json()["message"] == (
+                "The tracker store failed; the server log has the details."
+            )
+
+
+async def test_an_event_larger_than_mysql_takes_is_a_400(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    async with sql_config("mariadb", tmp_path) as config:
+        # A server that takes larger bodies than the default 10 MB.
+        client = await make_client(
+            endpoints={"tracker_store": config}, max_body_bytes=64 * 1024 * 1024
+        )
+        event = {"event": "bot", "text": "é" * (9 * 1024 * 1024)}
+        response = await client.post("/conversations/alice/tracker/events", json=event)
+        assert response.status_code == 400
+        assert "max_allowed_packet" in response.json()["message"]
+        assert "127.0.0.1" not in response.text
+        response = await client.post(
+            "/conversations/alice/tracker/events", json={"event": "bot", "text": "ok"}
+        )
+        assert response.status_code == 200
