@@ -17,6 +17,7 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aiormq.exceptions import ChannelPreconditionFailed
 from yarl import URL
 
 from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
@@ -90,19 +91,40 @@ class RabbitMQEventBroker(QueuedBroker):
         await self._disconnect()
         connection = await aio_pika.connect(self.url, timeout=CONNECT_TIMEOUT_SECONDS)
         try:
-            channel = await connection.channel(publisher_confirms=True)
-            exchange = await channel.declare_exchange(
-                self.exchange_name, aio_pika.ExchangeType.FANOUT, durable=True
-            )
-            for name in self.queues:
-                queue = await channel.declare_queue(name, durable=True)
-                await queue.bind(exchange, routing_key="")
+            channel, exchange = await self._declare(connection)
         except Exception:
             await connection.close()
             raise
         self._connection, self._channel, self._exchange = connection, channel, exchange
         logger.info("RabbitMQ event broker connected to %s", _safe(self.url))
         return exchange
+
+    async def _declare(
+        self, connection: AbstractConnection
+    ) -> tuple[AbstractChannel, AbstractExchange]:
+        """The exchange and the queues bound to it. One that already exists with other
+        settings (a queue a consumer declared with a TTL, a dead-letter exchange, a length
+        limit, or as a quorum queue) is used as it is: declaring it again is refused, and
+        every event waited for ever."""
+        channel = await connection.channel(publisher_confirms=True)
+        try:
+            exchange = await channel.declare_exchange(
+                self.exchange_name, aio_pika.ExchangeType.FANOUT, durable=True
+            )
+        except ChannelPreconditionFailed as exc:
+            _warn_existing("exchange", self.exchange_name, exc)
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(self.exchange_name)
+        for name in self.queues:
+            try:
+                queue = await channel.declare_queue(name, durable=True)
+            except ChannelPreconditionFailed as exc:
+                _warn_existing("queue", name, exc)
+                channel = await connection.channel(publisher_confirms=True)
+                exchange = await channel.get_exchange(self.exchange_name)
+                queue = await channel.declare_queue(name, passive=True)
+            await queue.bind(exchange, routing_key="")
+        return channel, exchange
 
     async def _disconnect(self) -> None:
         connection, self._connection = self._connection, None
@@ -150,6 +172,16 @@ def _queues(config: dict[str, Any]) -> list[str]:
     if isinstance(queues, str):
         return [queues]
     return [str(q) for q in queues]
+
+
+def _warn_existing(kind: str, name: str, refusal: ChannelPreconditionFailed) -> None:
+    logger.warning(
+        "RabbitMQ event broker: the %s '%s' exists with other settings than botserver "
+        "declares (%s); publishing through it as it is",
+        kind,
+        name,
+        refusal,
+    )
 
 
 def _safe(url: str) -> str:
