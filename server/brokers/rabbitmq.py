@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import os
+import re
 from collections import deque
 from typing import Any
 
@@ -31,6 +32,8 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
 # How many messages may await RabbitMQ's confirm at once (one round trip per window).
 CONFIRM_WINDOW = 256
+# How RabbitMQ closes a channel on a message larger than its max_message_size.
+_TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
 
 
 class RabbitMQEventBroker(QueuedBroker):
@@ -44,6 +47,8 @@ class RabbitMQEventBroker(QueuedBroker):
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        # RabbitMQ's max_message_size (128 MiB by default), once it refused a message.
+        self._max_message_size: int | None = None
         self._delivery = BackgroundDelivery(
             "RabbitMQ event broker",
             self._send,
@@ -59,19 +64,23 @@ class RabbitMQEventBroker(QueuedBroker):
                 # popped only once RabbitMQ confirmed the whole window. A failure re-sends the
                 # window: consumers drop the repeats by message_id (ConversationOrderer).
                 window = list(itertools.islice(pending, CONFIRM_WINDOW))
+                messages = [self._message(outgoing) for outgoing in window]
+                limit = self._max_message_size
+                if limit is not None and any(len(m.body) > limit for m in messages):
+                    _drop_oversize(pending, messages, limit)
+                    continue
                 await asyncio.gather(
                     *(
-                        exchange.publish(
-                            self._message(outgoing),
-                            routing_key="",
-                            timeout=PUBLISH_TIMEOUT_SECONDS,
-                        )
-                        for outgoing in window
+                        exchange.publish(message, routing_key="", timeout=PUBLISH_TIMEOUT_SECONDS)
+                        for message in messages
                     )
                 )
                 for _ in window:
                     pending.popleft()
-        except Exception:
+        except Exception as exc:
+            too_large = _TOO_LARGE.search(str(exc))
+            if too_large:  # the next attempt drops what RabbitMQ will never take
+                self._max_message_size = int(too_large.group(2))
             await self._disconnect()
             raise
 
@@ -172,6 +181,27 @@ def _queues(config: dict[str, Any]) -> list[str]:
     if isinstance(queues, str):
         return [queues]
     return [str(q) for q in queues]
+
+
+def _drop_oversize(pending: deque[Outgoing], messages: list[aio_pika.Message], limit: int) -> None:
+    """Drops, with an error log, the events at the front of `pending` (one per message)
+    whose message is larger than RabbitMQ takes: before, RabbitMQ closed the channel on each
+    attempt, and that event and every later one waited for ever."""
+    kept = []
+    for message in messages:
+        outgoing = pending.popleft()
+        if len(message.body) <= limit:
+            kept.append(outgoing)
+            continue
+        logger.error(
+            "RabbitMQ event broker: dropped a '%s' event of conversation %r: its message "
+            "takes %s bytes, more than RabbitMQ's max_message_size (%s)",
+            outgoing.event.get("event"),
+            outgoing.sender_id[:100],
+            f"{len(message.body):,}",
+            f"{limit:,}",
+        )
+    pending.extendleft(reversed(kept))
 
 
 def _warn_existing(kind: str, name: str, refusal: ChannelPreconditionFailed) -> None:

@@ -178,3 +178,29 @@ async def test_a_queue_and_exchange_declared_with_other_settings_are_used_as_the
     assert by_conversation(await consume(names["queue"], expected=3)) == {"alice": events}
     assert "the queue" in caplog.text and "exists with other settings" in caplog.text
     assert "the exchange" in caplog.text
+
+
+async def test_an_event_larger_than_rabbitmq_takes_is_dropped_not_retried_for_ever(
+    names: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """RabbitMQ closes the channel on a message over its max_message_size (128 MiB by
+    default): before, the broker took that for an outage and re-sent the event for ever,
+    and no later event of any conversation was published."""
+    broker = RabbitMQEventBroker(broker_config(names))
+    huge = {"event": "bot", "timestamp": 1.0, "text": "a" * (128 * 1024 * 1024)}
+    before, after = conversation("alice", 1), conversation("bob", 2)
+    await broker.publish("alice", before)
+    await broker.publish("alice", [huge])
+    del huge
+    await broker.publish("bob", after)
+    try:
+        assert await broker.flush(timeout=10)
+    finally:
+        await broker.close()
+
+    messages = await consume(names["queue"], expected=3)
+    # The window the refusal closed is re-sent: its repeats carry the same message_id.
+    unique = list({m.message_id: m for m in messages}.values())
+    assert by_conversation(unique) == {"alice": before, "bob": after}
+    assert "dropped a 'bot' event of conversation 'alice'" in caplog.text
+    assert "max_message_size (134,217,728)" in caplog.text
