@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.errors import (
     BotServerError,
-    InvalidConfig,
     StoreFailed,
     StoreRefusedData,
     StoreUnavailable,
@@ -225,8 +224,8 @@ class SqlTrackerStore:
                     if self._login_db:
                         await ensure_postgres_database(self.url, self._login_db)
                     await migrate(self._engine)
-                except RuntimeError as exc:
-                    raise InvalidConfig(f"{describe(self.url)}: {exc}") from exc
+                except RuntimeError as exc:  # the database holds another `events` table
+                    raise StoreFailed(f"{describe(self.url)}: {exc}") from exc
                 if self._migrations_only:
                     await self._engine.dispose()
             self._ready = True

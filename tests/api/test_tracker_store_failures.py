@@ -54,3 +54,22 @@ async def test_an_event_larger_than_mysql_takes_is_a_400(
             "/conversations/alice/tracker/events", json={"event": "bot", "text": "ok"}
         )
         assert response.status_code == 200
+
+
+async def test_a_database_holding_another_events_table_is_a_500_not_a_200_or_400(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A tracker store pointed at an event broker's database (its table is also `events`):
+    before, the REST webhook answered 200 with no reply for a message it did not store, and
+    the events API a 400 blaming the client's request."""
+    async with sql_config("sqlite", tmp_path) as config:
+        await execute(config, "CREATE TABLE events (id INTEGER PRIMARY KEY, sender_id TEXT)")
+        client = await make_client(endpoints={"tracker_store": config})
+        for response in (
+            await client.post("/webhooks/rest/webhook", json={"sender": "bob", "message": "hi"}),
+            await client.post(
+                "/conversations/bob/tracker/events", json={"event": "bot", "text": "x"}
+            ),
+        ):
+            assert response.status_code == 500
+            assert response.json()["reason"] == "ServerError"
