@@ -42,6 +42,8 @@ return 0
 
 _FIRST_POLL = 0.002
 _MAX_POLL = 0.05
+_FIRST_RELEASE_RETRY = 0.1
+_MAX_RELEASE_RETRY = 2.0
 
 
 class RedisLockStore:
@@ -62,6 +64,8 @@ class RedisLockStore:
         self._batch = CommandBatch(self._redis)
         # Releases of leases whose acquiring turn was cancelled while its SET was out.
         self._returns: set[asyncio.Task[None]] = set()
+        # Releases retried after Redis could not be reached (cancelled on close).
+        self._retries: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
     async def lock(
@@ -157,11 +161,35 @@ class RedisLockStore:
             # Shielded: a cancelled turn still gives its lease back.
             await asyncio.shield(self._batch.run_script(self._release, [key], [token]))
         except (redis_errors.RedisError, OSError) as exc:
-            # The lease runs out by itself; the next turn waits at most lock_lifetime.
-            logger.warning("Could not release the lock of '%s': %s", conversation_id, exc)
+            logger.warning(
+                "Could not release the lock of '%s' (retrying until its lease ends): %s",
+                conversation_id,
+                exc,
+            )
+            task = asyncio.ensure_future(self._release_later(key, token))
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+
+    async def _release_later(self, key: str, token: str) -> None:
+        """Retries a release that failed (Redis unreachable as the turn ended) until the
+        lease would have run out: the conversation's next turn then waits for Redis to be
+        back, not for the whole lease. Safe to repeat: it deletes only our own token."""
+        loop = asyncio.get_running_loop()
+        expires = loop.time() + self.lock_lifetime
+        pause = _FIRST_RELEASE_RETRY
+        while loop.time() + pause < expires:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _MAX_RELEASE_RETRY)
+            with suppress(redis_errors.RedisError, OSError):
+                await self._release(keys=[key], args=[token])
+                return
 
     async def close(self) -> None:
         await self._batch.close()
         if self._returns:
             await asyncio.wait(self._returns)
+        for task in list(self._retries):  # their leases run out by themselves
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
         await self._redis.aclose()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bench.tcp_proxy import free_port
+from bench.tcp_proxy import TcpProxy, free_port
 from server.errors import LockTimeout, StoreUnavailable
 from server.trackers.factory import create_lock_store
 from server.trackers.lock import LockStore
@@ -201,3 +201,26 @@ async def test_unreachable_redis_raises_store_unavailable() -> None:
                 pass
     finally:
         await store.close()
+
+
+async def test_a_release_lost_in_a_redis_outage_is_retried_when_redis_is_back(
+    redis_config: dict[str, Any],
+) -> None:
+    """Redis unreachable as a turn ends: its release fails and the lease stays in Redis.
+    Before, the conversation's next turns waited out the whole lease (60 s by default, as
+    long as the default wait: 503s) although Redis was back within a second."""
+    proxy = TcpProxy(REDIS)
+    await proxy.restore()
+    store = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 30})
+    other = RedisLockStore(redis_config)  # another process, with its own way to Redis
+    try:
+        async with store.lock("conv"):
+            await proxy.cut()
+        await asyncio.sleep(0.2)
+        await proxy.restore()
+        async with other.lock("conv", wait_timeout=3):
+            pass
+    finally:
+        await store.close()
+        await other.close()
+        await proxy.cut()
