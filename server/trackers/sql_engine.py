@@ -116,6 +116,9 @@ def create_engine(url: URL) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_recycle=3600,
+        # Every connection in use: wait as long as for a connect, then 503 (SQLAlchemy's
+        # default waited 30 s, then an unexplained 500).
+        pool_timeout=CONNECT_TIMEOUT_SECONDS,
         connect_args=connect_args,
     )
 

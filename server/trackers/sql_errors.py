@@ -8,6 +8,7 @@ import sqlite3
 from enum import Enum
 
 from sqlalchemy.exc import DBAPIError, InterfaceError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 
 class SqlErrorKind(Enum):
@@ -56,7 +57,7 @@ def sql_error_kind(exc: BaseException) -> SqlErrorKind | None:
             if kind is not None:
                 return kind
         return UNAVAILABLE if isinstance(exc.orig, OSError) else FAILED
-    if isinstance(exc, OSError | TimeoutError):
+    if isinstance(exc, OSError | TimeoutError | PoolTimeout):  # PoolTimeout: all in use
         return UNAVAILABLE
     return _driver_error_kind(exc)
 

@@ -4,6 +4,8 @@ problem (StoreFailed, 500); and values it stores instead of refusing."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,4 +87,34 @@ async def test_an_event_larger_than_mysql_takes_is_refused_not_an_outage(tmp_pat
                 "still here",
             ]
         finally:
+            await store.close()
+
+
+async def test_every_pooled_connection_in_use_is_a_503_within_seconds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The pool's one connection held by an append waiting on a table lock: before, the
+    next request waited 30 s for a connection, then got an unexplained 500."""
+    import aiomysql
+
+    monkeypatch.setenv("SQL_POOL_SIZE", "1")
+    monkeypatch.setenv("SQL_MAX_OVERFLOW", "0")
+    async with sql_config("mariadb", tmp_path) as config:
+        store = create_tracker_store(config)
+        await store.append("alice", [bot("hi", 1.0)])
+        admin = await aiomysql.connect(host=config["url"], user="root", db=config["db"])
+        try:
+            async with admin.cursor() as cursor:
+                await cursor.execute("LOCK TABLES events WRITE")
+            held = asyncio.ensure_future(store.append("alice", [bot("waits", 2.0)]))
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await store.load("bob")
+            assert time.monotonic() - started < 10
+            async with admin.cursor() as cursor:
+                await cursor.execute("UNLOCK TABLES")
+            await held
+        finally:
+            admin.close()
             await store.close()
