@@ -78,6 +78,8 @@ class RabbitMQEventBroker(QueuedBroker):
                 for _ in window:
                     pending.popleft()
         except Exception as exc:
+            # A message no queue took (RabbitMQ returns it: the queues were deleted) raises
+            # too; the next attempt declares them again and re-sends it.
             too_large = _TOO_LARGE.search(str(exc))
             if too_large:  # the next attempt drops what RabbitMQ will never take
                 self._max_message_size = int(too_large.group(2))
@@ -115,21 +117,21 @@ class RabbitMQEventBroker(QueuedBroker):
         settings (a queue a consumer declared with a TTL, a dead-letter exchange, a length
         limit, or as a quorum queue) is used as it is: declaring it again is refused, and
         every event waited for ever."""
-        channel = await connection.channel(publisher_confirms=True)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         try:
             exchange = await channel.declare_exchange(
                 self.exchange_name, aio_pika.ExchangeType.FANOUT, durable=True
             )
         except ChannelPreconditionFailed as exc:
             _warn_existing("exchange", self.exchange_name, exc)
-            channel = await connection.channel(publisher_confirms=True)
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             exchange = await channel.get_exchange(self.exchange_name)
         for name in self.queues:
             try:
                 queue = await channel.declare_queue(name, durable=True)
             except ChannelPreconditionFailed as exc:
                 _warn_existing("queue", name, exc)
-                channel = await connection.channel(publisher_confirms=True)
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
                 exchange = await channel.get_exchange(self.exchange_name)
                 queue = await channel.declare_queue(name, passive=True)
             await queue.bind(exchange, routing_key="")

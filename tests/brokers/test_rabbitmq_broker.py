@@ -204,3 +204,28 @@ async def test_an_event_larger_than_rabbitmq_takes_is_dropped_not_retried_for_ev
     assert by_conversation(unique) == {"alice": before, "bob": after}
     assert "dropped a 'bot' event of conversation 'alice'" in caplog.text
     assert "max_message_size (134,217,728)" in caplog.text
+
+
+async def test_events_published_after_the_queue_was_deleted_are_not_lost(
+    names: dict[str, str],
+) -> None:
+    """An operator deletes the queue while the broker is connected (to purge it, or by
+    mistake): the fanout exchange then routes to no queue and RabbitMQ confirms the
+    messages all the same. Before, every event published until the next reconnect was lost;
+    now an unroutable message is sent again after declaring the queues again."""
+    broker = RabbitMQEventBroker(broker_config(names))
+    try:
+        await broker.publish("alice", conversation("alice", 1))
+        assert await broker.flush(timeout=5)
+        connection = await aio_pika.connect(AMQP_URL)
+        channel = await connection.channel()
+        await channel.queue_delete(names["queue"])
+        await connection.close()
+
+        later = conversation("bob", 3)
+        await broker.publish("bob", later)
+        assert await broker.flush(timeout=5)
+    finally:
+        await broker.close()
+
+    assert by_conversation(await consume(names["queue"], expected=3)) == {"bob": later}
