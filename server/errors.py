@@ -91,8 +91,8 @@ class StoreRefusedData(StoreError):
 
 
 class StoreFailed(StoreError):
-    """The tracker store's database refused a statement for a reason of its own (a table
-    changed underneath it, a missing privilege): the server's problem, logged."""
+    """A store's database refused a statement for a reason of its own (a table changed
+    underneath it, a missing privilege): the server's problem, logged."""
 
 
 class LockTimeout(BotServerError):

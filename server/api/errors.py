@@ -143,7 +143,7 @@ ERROR_STATUSES: dict[type[BaseException], ErrorStatus] = {
     ),
     e.StoreRefusedData: ErrorStatus(400, "BadRequest"),
     e.StoreFailed: ErrorStatus(
-        500, "ServerError", "The tracker store failed; the server log has the details."
+        500, "ServerError", "A storage backend failed; the server log has the details."
     ),
     e.LockTimeout: ErrorStatus(503, "ServiceUnavailable", "The conversation is busy; retry later."),
     e.ActionError: ErrorStatus(500, "ConversationError"),

@@ -20,7 +20,7 @@ from redis import exceptions as redis_errors
 from server.errors import LockTimeout
 from server.trackers.memory_lock import DEFAULT_WAIT_TIMEOUT, InMemoryLockStore, timeout_message
 from server.trackers.redis_batch import CommandBatch
-from server.trackers.redis_client import create_client, key_prefix, unavailable_as
+from server.trackers.redis_client import create_client, key_prefix, store_errors_as
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class RedisLockStore:
         lifetime_ms = int(self.lock_lifetime * 1000)
         pause = _FIRST_POLL
         while True:
-            with unavailable_as("lock store", self._redis):
+            with store_errors_as("lock store", self._redis):
                 if await self._take(key, token, lifetime_ms, conversation_id):
                     return
             remaining = deadline - loop.time()

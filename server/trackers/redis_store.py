@@ -16,7 +16,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from server.trackers.redis_client import create_client, key_prefix, unavailable_as
+from server.trackers.redis_client import create_client, key_prefix, store_errors_as
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import cache_events_setting
@@ -90,8 +90,8 @@ class RedisTrackerStore:
     def _keys(self, sender_id: str) -> list[str]:
         return [self._prefix + sender_id, self._session_prefix + sender_id]
 
-    def _unavailable(self) -> Any:
-        return unavailable_as("tracker store", self._redis)
+    def _errors(self) -> Any:
+        return store_errors_as("tracker store", self._redis)
 
     async def append(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         if not events:
@@ -100,7 +100,7 @@ class RedisTrackerStore:
         check_previous = start == 0 and events[0].get("event") == "session_started"
         args = [self._ttl, -1 if start is None else start, "1" if check_previous else "0"]
         args += [json.dumps(event) for event in events]
-        with self._unavailable():
+        with self._errors():
             await self._with_rasa_layout(
                 sender_id, lambda: self._append_script(keys=self._keys(sender_id), args=args)
             )
@@ -114,7 +114,7 @@ class RedisTrackerStore:
             known_start, known_length = cached.start, cached.start + len(cached.events)
             known_last = cached.last
         args: list[str | int] = [known_start, known_length, known_last]
-        with self._unavailable():
+        with self._errors():
             whole, start, items = await self._with_rasa_layout(
                 sender_id, lambda: self._load_script(keys=self._keys(sender_id), args=args)
             )
@@ -153,13 +153,13 @@ class RedisTrackerStore:
 
     async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
         key = self._prefix + sender_id
-        with self._unavailable():
+        with self._errors():
             raw = await self._with_rasa_layout(sender_id, lambda: self._redis.lrange(key, 0, -1))
         return [json.loads(item) for item in raw] or None
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         self._forget(sender_id)
-        with self._unavailable():
+        with self._errors():
             await self._write_all(sender_id, events)
 
     async def _write_all(self, sender_id: str, events: list[dict[str, Any]]) -> None:
@@ -188,21 +188,21 @@ class RedisTrackerStore:
 
     async def keys(self) -> list[str]:
         found = []
-        with self._unavailable():
+        with self._errors():
             async for key in self._redis.scan_iter(match=self._prefix + "*", count=500):
                 found.append(key[len(self._prefix) :])
         return found
 
     async def delete(self, sender_id: str) -> None:
         self._forget(sender_id)
-        with self._unavailable():
+        with self._errors():
             await self._redis.delete(*self._keys(sender_id))
 
     async def delete_older_than(self, cutoff_timestamp: float) -> int:
         deleted = 0
         for sender_id in await self.keys():
             key = self._prefix + sender_id
-            with self._unavailable():
+            with self._errors():
                 last = await self._with_rasa_layout(
                     sender_id, lambda k=key: self._redis.lindex(k, -1)
                 )
@@ -213,7 +213,7 @@ class RedisTrackerStore:
         return deleted
 
     async def ping(self) -> None:
-        with self._unavailable():
+        with self._errors():
             await self._redis.ping()
 
     async def close(self) -> None:

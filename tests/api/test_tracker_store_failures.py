@@ -1,4 +1,4 @@
-"""How a client hears of a tracker store that refuses a statement: 500 for the server's own
+"""How a client hears of a store that refuses a statement: 500 for the server's own
 problem, 400 for values the database cannot hold; never 503 "retry later" when no retry can
 help, and never a webhook's 200 for a message that was not stored."""
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.trackers.test_redis_refusals import full_redis  # noqa: F401  (a fixture)
 from tests.trackers.test_sql_store_errors import execute
 from tests.trackers.test_sql_tracker_store import sql_config
 
@@ -33,7 +34,7 @@ async def test_a_broken_table_is_a_500_not_a_retry_later_503(
             assert response.status_code == 500
             assert "retry-after" not in response.headers
             assert response.json()["message"] == (
-                "The tracker store failed; the server log has the details."
+                "A storage backend failed; the server log has the details."
             )
 
 
@@ -73,3 +74,20 @@ async def test_a_database_holding_another_events_table_is_a_500_not_a_200_or_400
         ):
             assert response.status_code == 500
             assert response.json()["reason"] == "ServerError"
+
+
+async def test_a_message_is_not_answered_200_when_the_lock_store_is_full(
+    full_redis: dict[str, Any],  # noqa: F811
+    make_client: Callable[..., Any],
+) -> None:
+    """Redis out of memory refuses the lock: before, the webhook answered 200 with no reply
+    for a message it had neither handled nor stored."""
+    client = await make_client(
+        endpoints={
+            "tracker_store": {"type": "in_memory"},
+            "lock_store": {"type": "redis", **full_redis},
+        }
+    )
+    response = await client.post("/webhooks/rest/webhook", json={"sender": "a", "message": "hi"})
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
