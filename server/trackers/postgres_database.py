@@ -22,6 +22,7 @@ import asyncpg
 from sqlalchemy.engine import URL
 
 from server.trackers.session_start import ACTION_SESSION_START
+from server.trackers.sql_engine import postgres_settings
 from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
 
 T = TypeVar("T")
@@ -200,8 +201,7 @@ class PostgresDatabase:
         self._max_size = int(os.environ.get("SQL_POOL_SIZE", "10")) + int(
             os.environ.get("SQL_MAX_OVERFLOW", "20")
         )
-        schema = os.environ.get("POSTGRESQL_SCHEMA")
-        self._server_settings = {"search_path": schema} if schema else None
+        self._server_settings = postgres_settings()
         self._pool: asyncpg.Pool | None = None
         self._appends = _Groups(self._write)
         # Reads of newer rows and of whole sessions share their groups: with two workers

@@ -87,6 +87,29 @@ def sqlite_synchronous() -> str:
     return SQLITE_SYNCHRONOUS
 
 
+def lock_timeout_seconds() -> float:
+    """How long a statement waits for a table or row lock another session holds (a DBA's
+    ALTER TABLE, LOCK TABLES, VACUUM FULL) before it fails and the request is answered 503:
+    `SQL_LOCK_TIMEOUT` seconds, 10 by default, as long as SQLite waits for its write lock.
+    Before, every turn hung for as long as the lock was held."""
+    try:
+        seconds = float(os.environ.get("SQL_LOCK_TIMEOUT", SQLITE_BUSY_TIMEOUT_MS / 1000))
+    except ValueError:
+        raise InvalidConfig("SQL_LOCK_TIMEOUT must be a number of seconds") from None
+    if not seconds > 0:
+        raise InvalidConfig("SQL_LOCK_TIMEOUT must be more than 0 seconds")
+    return seconds
+
+
+def postgres_settings() -> dict[str, str]:
+    """Session settings of every PostgreSQL connection of a store or broker."""
+    settings = {"lock_timeout": str(max(1, round(lock_timeout_seconds() * 1000)))}
+    schema = os.environ.get("POSTGRESQL_SCHEMA")
+    if schema:
+        settings["search_path"] = schema
+    return settings
+
+
 def create_engine(url: URL) -> AsyncEngine:
     """An async engine with pre-ping (so it recovers after a database restart)."""
     backend = url.get_backend_name()
@@ -104,12 +127,15 @@ def create_engine(url: URL) -> AsyncEngine:
     max_overflow = int(os.environ.get("SQL_MAX_OVERFLOW", "20"))
     connect_args: dict[str, Any]
     if backend == "postgresql":
-        connect_args = {"timeout": CONNECT_TIMEOUT_SECONDS}
-        schema = os.environ.get("POSTGRESQL_SCHEMA")
-        if schema:
-            connect_args["server_settings"] = {"search_path": schema}
+        connect_args = {"timeout": CONNECT_TIMEOUT_SECONDS, "server_settings": postgres_settings()}
     else:
-        connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        # MySQL waits a year for a metadata lock and 50 s for a row lock by default.
+        wait = max(1, round(lock_timeout_seconds()))
+        connect_args = {
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "init_command": f"SET SESSION lock_wait_timeout = {wait},"
+            f" innodb_lock_wait_timeout = {wait}",
+        }
     return create_async_engine(
         url,
         pool_pre_ping=True,

@@ -5,7 +5,9 @@ problem (StoreFailed, 500); and values it stores instead of refusing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,7 @@ async def test_every_pooled_connection_in_use_is_a_503_within_seconds(
 
     monkeypatch.setenv("SQL_POOL_SIZE", "1")
     monkeypatch.setenv("SQL_MAX_OVERFLOW", "0")
+    monkeypatch.setenv("SQL_LOCK_TIMEOUT", "60")  # the held append waits out the test
     async with sql_config("mariadb", tmp_path) as config:
         store = create_tracker_store(config)
         await store.append("alice", [bot("hi", 1.0)])
@@ -118,3 +121,45 @@ async def test_every_pooled_connection_in_use_is_a_503_within_seconds(
         finally:
             admin.close()
             await store.close()
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+async def test_a_table_locked_by_another_session_is_a_503_not_a_hang(
+    kind: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A DBA's ALTER TABLE or LOCK TABLE holds the table: before, every turn hung for as long
+    as the lock was held (MySQL waits a year for a metadata lock)."""
+    monkeypatch.setenv("SQL_LOCK_TIMEOUT", "1")
+    async with sql_config(kind, tmp_path) as config:
+        store = create_tracker_store(config)
+        await store.append("alice", [bot("hi", 1.0)])
+        async with table_locked(config):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await asyncio.wait_for(store.append("alice", [bot("waits", 2.0)]), 20)
+            assert time.monotonic() - started < 5
+        try:
+            await store.append("alice", [bot("after", 3.0)])
+            assert [e["text"] for e in await store.load_all("alice") or []] == ["hi", "after"]
+        finally:
+            await store.close()
+
+
+@contextlib.asynccontextmanager
+async def table_locked(config: dict[str, Any]) -> AsyncIterator[None]:
+    """The events table locked by an administrator's session."""
+    engine = create_async_engine(async_url(config, default_db="x"))
+    try:
+        async with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                async with conn.begin():
+                    await conn.execute(text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
+                    yield
+            else:
+                await conn.execute(text("LOCK TABLES events WRITE"))
+                try:
+                    yield
+                finally:
+                    await conn.execute(text("UNLOCK TABLES"))
+    finally:
+        await engine.dispose()
