@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.tcp_proxy import TcpProxy
+from bench.tcp_proxy import TcpProxy, free_port
 from server.brokers.factory import create_event_broker
 from server.brokers.sql import SqlEventBroker
 from server.trackers.factory import create_tracker_store
@@ -132,3 +132,25 @@ async def test_an_event_larger_than_mysql_takes_is_dropped_not_retried_for_ever(
         assert written == ["alice", "bob", "bob"]
         assert "dropped a 'bot' event of conversation 'alice'" in caplog.text
         assert "max_allowed_packet" in caplog.text
+
+
+async def test_a_retry_delay_of_zero_does_not_spin_while_the_database_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`retry_delay_in_seconds: 0`: before, the broker retried thousands of times a second,
+    a log line each, at full CPU, for as long as the database was down."""
+    broker = SqlEventBroker(
+        {
+            "dialect": "postgresql",
+            "url": "127.0.0.1",
+            "port": free_port(),
+            "retry_delay_in_seconds": 0,
+        }
+    )
+    try:
+        await broker.publish("alice", events(1))
+        await asyncio.sleep(1.0)
+    finally:
+        await broker.close()
+    attempts = [r for r in caplog.records if "delivery failed" in r.getMessage()]
+    assert 1 <= len(attempts) <= 10
