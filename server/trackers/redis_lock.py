@@ -17,7 +17,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from server.errors import LockTimeout
+from server.errors import InvalidConfig, LockTimeout
 from server.trackers.memory_lock import DEFAULT_WAIT_TIMEOUT, InMemoryLockStore, timeout_message
 from server.trackers.redis_batch import CommandBatch
 from server.trackers.redis_client import create_client, key_prefix, store_errors_as
@@ -57,6 +57,11 @@ class RedisLockStore:
         default_lifetime = os.environ.get("TICKET_LOCK_LIFETIME") or DEFAULT_LOCK_LIFETIME
         self.lock_lifetime = float(config.get("lock_lifetime") or default_lifetime)
         self.wait_timeout = float(config.get("wait_timeout") or DEFAULT_WAIT_TIMEOUT)
+        if not self.lock_lifetime >= 0.001:  # Redis refuses a lease under 1 ms: every turn
+            raise InvalidConfig(
+                f"lock_store.lock_lifetime (or TICKET_LOCK_LIFETIME) must be at least 0.001 "
+                f"seconds, not {self.lock_lifetime:g}"
+            )
         # Tasks of this process queue here first, so only one of them polls Redis.
         self._local = InMemoryLockStore(self.wait_timeout)
         self._renew = self._redis.register_script(_RENEW)

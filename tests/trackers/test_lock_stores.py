@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bench.tcp_proxy import TcpProxy, free_port
-from server.errors import LockTimeout, StoreUnavailable
+from server.errors import InvalidConfig, LockTimeout, StoreUnavailable
 from server.trackers.factory import create_lock_store
 from server.trackers.lock import LockStore
 from server.trackers.memory_lock import InMemoryLockStore
@@ -224,3 +224,11 @@ async def test_a_release_lost_in_a_redis_outage_is_retried_when_redis_is_back(
         await store.close()
         await other.close()
         await proxy.cut()
+
+
+@pytest.mark.parametrize("lifetime", [-1, 0.0001])
+def test_a_lease_redis_refuses_is_refused_at_start_up(lifetime: float) -> None:
+    """Before, the server started and Redis refused every turn's SET ... PX (as a 500, and
+    before that as a REST webhook's 200 for a message neither handled nor stored)."""
+    with pytest.raises(InvalidConfig, match="lock_lifetime"):
+        create_lock_store({"type": "redis", "url": REDIS[0], "lock_lifetime": lifetime})
