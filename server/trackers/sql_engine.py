@@ -101,13 +101,10 @@ def lock_timeout_seconds() -> float:
     return seconds
 
 
-def postgres_settings() -> dict[str, str]:
-    """Session settings of every PostgreSQL connection of a store or broker."""
-    settings = {"lock_timeout": str(max(1, round(lock_timeout_seconds() * 1000)))}
-    schema = os.environ.get("POSTGRESQL_SCHEMA")
-    if schema:
-        settings["search_path"] = schema
-    return settings
+def postgres_lock_timeout() -> str:
+    """The statement that bounds lock waits on a new PostgreSQL connection. Sent after the
+    connection opens rather than as a startup parameter, which PgBouncer refuses."""
+    return f"SET lock_timeout = {max(1, round(lock_timeout_seconds() * 1000))}"
 
 
 def create_engine(url: URL) -> AsyncEngine:
@@ -127,7 +124,10 @@ def create_engine(url: URL) -> AsyncEngine:
     max_overflow = int(os.environ.get("SQL_MAX_OVERFLOW", "20"))
     connect_args: dict[str, Any]
     if backend == "postgresql":
-        connect_args = {"timeout": CONNECT_TIMEOUT_SECONDS, "server_settings": postgres_settings()}
+        connect_args = {"timeout": CONNECT_TIMEOUT_SECONDS}
+        schema = os.environ.get("POSTGRESQL_SCHEMA")
+        if schema:
+            connect_args["server_settings"] = {"search_path": schema}
     else:
         # MySQL waits a year for a metadata lock and 50 s for a row lock by default.
         wait = max(1, round(lock_timeout_seconds()))
@@ -136,7 +136,7 @@ def create_engine(url: URL) -> AsyncEngine:
             "init_command": f"SET SESSION lock_wait_timeout = {wait},"
             f" innodb_lock_wait_timeout = {wait}",
         }
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_pre_ping=True,
         pool_size=pool_size,
@@ -147,6 +147,17 @@ def create_engine(url: URL) -> AsyncEngine:
         pool_timeout=CONNECT_TIMEOUT_SECONDS,
         connect_args=connect_args,
     )
+    if backend == "postgresql":
+        _run_on_connect(engine, postgres_lock_timeout())
+    return engine
+
+
+def _run_on_connect(engine: AsyncEngine, statement: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(statement)
+        cursor.close()
 
 
 def _set_sqlite_pragmas(engine: AsyncEngine) -> None:
