@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.tcp_proxy import free_port
 from tests.cli.botserver_process import botserver_command
 
 
@@ -47,7 +48,7 @@ def test_an_endpoints_setting_of_the_wrong_type_is_a_clear_error(
 ) -> None:
     """Before, the server stopped with a traceback (ValueError, TypeError) at start-up."""
     (tmp_path / "endpoints.yml").write_text(f"{section}:\n  {settings}\n")
-    result = run_cli("run", cwd=tmp_path)
+    result = run_cli("run", "-p", str(free_port()), cwd=tmp_path)
     assert result.code == 1
     assert f"section '{section}': a setting has the wrong type" in result.err
     assert "Traceback" not in result.err
