@@ -17,7 +17,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from server.errors import InvalidConfig, LockTimeout
+from server.errors import InvalidConfig, LockTimeout, StoreUnavailable
 from server.trackers.memory_lock import DEFAULT_WAIT_TIMEOUT, InMemoryLockStore, timeout_message
 from server.trackers.redis_batch import CommandBatch
 from server.trackers.redis_client import create_client, key_prefix, store_errors_as
@@ -109,11 +109,19 @@ class RedisLockStore:
         lifetime_ms = int(self.lock_lifetime * 1000)
         pause = _FIRST_POLL
         while True:
-            with store_errors_as("lock store", self._redis):
-                if await self._take(key, token, lifetime_ms, conversation_id):
-                    return
+            try:
+                with store_errors_as("lock store", self._redis):
+                    if await self._take(key, token, lifetime_ms, conversation_id):
+                        return
+            except StoreUnavailable:
+                # The connection may have broken after Redis ran the SET: a lease nobody
+                # would give back, which held the conversation for the whole lifetime.
+                self._release_in_background(key, token)
+                raise
             remaining = deadline - loop.time()
             if remaining <= 0:
+                # Likewise if redis-py re-sent a SET whose reply was lost: ours then failed.
+                self._release_in_background(key, token)
                 raise LockTimeout(timeout_message(conversation_id, timeout))
             await asyncio.sleep(min(pause, remaining))
             pause = min(pause * 2, _MAX_POLL)
@@ -171,14 +179,18 @@ class RedisLockStore:
                 conversation_id,
                 exc,
             )
-            task = asyncio.ensure_future(self._release_later(key, token))
-            self._retries.add(task)
-            task.add_done_callback(self._retries.discard)
+            self._release_in_background(key, token)
+
+    def _release_in_background(self, key: str, token: str) -> None:
+        task = asyncio.ensure_future(self._release_later(key, token))
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
 
     async def _release_later(self, key: str, token: str) -> None:
-        """Retries a release that failed (Redis unreachable as the turn ended) until the
-        lease would have run out: the conversation's next turn then waits for Redis to be
-        back, not for the whole lease. Safe to repeat: it deletes only our own token."""
+        """Retries a release that failed (Redis unreachable as the turn ended) or a lease
+        an acquire may have left, until the lease would have run out: the conversation's
+        next turn then waits for Redis to be back, not for the whole lease. Safe to repeat:
+        it deletes only our own token."""
         loop = asyncio.get_running_loop()
         expires = loop.time() + self.lock_lifetime
         pause = _FIRST_RELEASE_RETRY

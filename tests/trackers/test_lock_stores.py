@@ -232,3 +232,28 @@ def test_a_lease_redis_refuses_is_refused_at_start_up(lifetime: float) -> None:
     before that as a REST webhook's 200 for a message neither handled nor stored)."""
     with pytest.raises(InvalidConfig, match="lock_lifetime"):
         create_lock_store({"type": "redis", "url": REDIS[0], "lock_lifetime": lifetime})
+
+
+async def test_a_lease_whose_acquire_reply_was_lost_is_given_back(
+    redis_config: dict[str, Any],
+) -> None:
+    """The connection breaks after Redis ran the SET but before its reply came back: the
+    turn fails (503), and the lease it may hold is given back. Before, that lease blocked
+    the conversation for the whole lock_lifetime."""
+    from tests.scale.test_commit_answer_lost import AnswerLosingProxy
+
+    proxy = AnswerLosingProxy(REDIS)
+    await proxy.restore()
+    store = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 30})
+    other = RedisLockStore(redis_config)
+    try:
+        proxy.lose_answer_to = f"{redis_config['key_prefix']}:lock:conv".encode()
+        with pytest.raises((StoreUnavailable, LockTimeout)):
+            async with store.lock("conv", wait_timeout=2):
+                pass
+        async with other.lock("conv", wait_timeout=3):
+            pass
+    finally:
+        await store.close()
+        await other.close()
+        await proxy.cut()
