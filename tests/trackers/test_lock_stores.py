@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -209,17 +210,26 @@ async def test_a_release_lost_in_a_redis_outage_is_retried_when_redis_is_back(
     """Redis unreachable as a turn ends: its release fails and the lease stays in Redis.
     Before, the conversation's next turns waited out the whole lease (60 s by default, as
     long as the default wait: 503s) although Redis was back within a second."""
-    proxy = TcpProxy(REDIS)
-    await proxy.restore()
-    store = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 30})
-    other = RedisLockStore(redis_config)  # another process, with its own way to Redis
-    try:
+    async with through_proxy(redis_config, TcpProxy(REDIS)) as (store, other, proxy):
         async with store.lock("conv"):
             await proxy.cut()
         await asyncio.sleep(0.2)
         await proxy.restore()
         async with other.lock("conv", wait_timeout=3):
             pass
+
+
+@contextlib.asynccontextmanager
+async def through_proxy(
+    redis_config: dict[str, Any], proxy: TcpProxy
+) -> AsyncIterator[tuple[RedisLockStore, RedisLockStore, TcpProxy]]:
+    """A lock store reaching Redis through `proxy` (30 s leases), and another process's
+    lock store with its own way to Redis."""
+    await proxy.restore()
+    store = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 30})
+    other = RedisLockStore(redis_config)
+    try:
+        yield store, other, proxy
     finally:
         await store.close()
         await other.close()
@@ -243,17 +253,10 @@ async def test_a_lease_whose_acquire_reply_was_lost_is_given_back(
     from tests.scale.test_commit_answer_lost import AnswerLosingProxy
 
     proxy = AnswerLosingProxy(REDIS)
-    await proxy.restore()
-    store = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 30})
-    other = RedisLockStore(redis_config)
-    try:
+    async with through_proxy(redis_config, proxy) as (store, other, _):
         proxy.lose_answer_to = f"{redis_config['key_prefix']}:lock:conv".encode()
         with pytest.raises((StoreUnavailable, LockTimeout)):
             async with store.lock("conv", wait_timeout=2):
                 pass
         async with other.lock("conv", wait_timeout=3):
             pass
-    finally:
-        await store.close()
-        await other.close()
-        await proxy.cut()
