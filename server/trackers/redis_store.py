@@ -9,6 +9,7 @@ touch.
 from __future__ import annotations
 
 import json
+import secrets
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,11 +22,14 @@ from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import cache_events_setting
 
-# KEYS: list, session index. ARGV: ttl (0 = none), start offset in batch (-1 = none),
-# 1 when the batch starts with `session_started` (look at the stored event before it), events.
+# KEYS: list, session index, last append's id. ARGV: ttl (0 = none), start offset in batch
+# (-1 = none), 1 when the batch starts with `session_started` (look at the stored event before
+# it), this append's id, events. An append whose id is the last one's is one redis-py sent
+# again after the connection broke on its reply: it was pushed already.
 _APPEND = """
+if redis.call('GET', KEYS[3]) == ARGV[4] then return -1 end
 local before = redis.call('LLEN', KEYS[1])
-for i = 4, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+for i = 5, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
 local offset = tonumber(ARGV[2])
 if offset >= 0 then
   local start = before + offset
@@ -42,6 +46,7 @@ if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
 end
+redis.call('SET', KEYS[3], ARGV[4], 'PX', 300000)
 return before
 """
 
@@ -79,6 +84,7 @@ class RedisTrackerStore:
         self.cache_events = cache_events_setting(config)  # hot trackers over this store
         self._prefix = key_prefix(config, "tracker")
         self._session_prefix = key_prefix(config, "tracker_session")
+        self._append_prefix = key_prefix(config, "tracker_append")
         record_exp = config.get("record_exp")
         self._ttl = int(record_exp) if record_exp else 0
         self._append_script = self._redis.register_script(_APPEND)
@@ -99,10 +105,12 @@ class RedisTrackerStore:
         start = latest_session_start(events)
         check_previous = start == 0 and events[0].get("event") == "session_started"
         args = [self._ttl, -1 if start is None else start, "1" if check_previous else "0"]
+        args.append(secrets.token_hex(8))
         args += [json.dumps(event) for event in events]
+        keys = [*self._keys(sender_id), self._append_prefix + sender_id]
         with self._errors():
             await self._with_rasa_layout(
-                sender_id, lambda: self._append_script(keys=self._keys(sender_id), args=args)
+                sender_id, lambda: self._append_script(keys=keys, args=args)
             )
 
     async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
