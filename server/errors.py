@@ -77,8 +77,22 @@ class TrainingError(BotServerError):
     """Training could not finish (bad data, bad configuration)."""
 
 
-class StoreUnavailable(BotServerError):
+class StoreError(BotServerError):
+    """A storage backend failed a request: a turn that meets one is not answered as handled."""
+
+
+class StoreUnavailable(StoreError):
     """The tracker store, lock store or event broker cannot be reached."""
+
+
+class StoreRefusedData(StoreError):
+    """The tracker store's database refuses the values themselves (an event larger than it
+    takes, a value out of its column's range): sending them again cannot help."""
+
+
+class StoreFailed(StoreError):
+    """A store's database refused a statement for a reason of its own (a table changed
+    underneath it, a missing privilege): the server's problem, logged."""
 
 
 class LockTimeout(BotServerError):

@@ -141,6 +141,10 @@ ERROR_STATUSES: dict[type[BaseException], ErrorStatus] = {
     e.StoreUnavailable: ErrorStatus(
         503, "ServiceUnavailable", "A storage backend is unavailable; retry later."
     ),
+    e.StoreRefusedData: ErrorStatus(400, "BadRequest"),
+    e.StoreFailed: ErrorStatus(
+        500, "ServerError", "A storage backend failed; the server log has the details."
+    ),
     e.LockTimeout: ErrorStatus(503, "ServiceUnavailable", "The conversation is busy; retry later."),
     e.ActionError: ErrorStatus(500, "ConversationError"),
     e.BotServerError: ErrorStatus(500, "ServerError"),

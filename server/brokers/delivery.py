@@ -18,6 +18,7 @@ from server.trackers.store import TrackerStore
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PENDING = 100_000
+MIN_RETRY_DELAY = 0.05
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,9 @@ class BackgroundDelivery:
     ) -> None:
         self.name = name
         self._send = send
-        self._retry_delay = retry_delay
+        # `retry_delay_in_seconds: 0` (or less) retried a broker that is down thousands of
+        # times a second, a log line each, at full CPU.
+        self._retry_delay = max(retry_delay, MIN_RETRY_DELAY)
         self._max_retry_delay = max(max_retry_delay, retry_delay)
         self._warn_after = warn_after_attempts
         self._max_pending = max_pending

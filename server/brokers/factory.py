@@ -6,6 +6,7 @@ from typing import Any
 
 from server.brokers.broker import EventBroker
 from server.errors import InvalidConfig
+from server.trackers.factory import reading_section
 
 _RABBITMQ_TYPES = {None, "", "pika", "rabbitmq", "rabbit", "amqp"}
 
@@ -17,6 +18,11 @@ def create_event_broker(config: dict[str, Any] | None) -> EventBroker | None:
     """
     if not config:
         return None
+    with reading_section("event_broker"):
+        return _create_event_broker(config)
+
+
+def _create_event_broker(config: dict[str, Any]) -> EventBroker:
     kind = config.get("type")
     kind = None if kind is None else str(kind).strip().lower()
     if kind in _RABBITMQ_TYPES:

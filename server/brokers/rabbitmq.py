@@ -12,11 +12,13 @@ import itertools
 import json
 import logging
 import os
+import re
 from collections import deque
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aiormq.exceptions import ChannelPreconditionFailed
 from yarl import URL
 
 from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
@@ -30,6 +32,8 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
 # How many messages may await RabbitMQ's confirm at once (one round trip per window).
 CONFIRM_WINDOW = 256
+# How RabbitMQ closes a channel on a message larger than its max_message_size.
+_TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
 
 
 class RabbitMQEventBroker(QueuedBroker):
@@ -43,6 +47,8 @@ class RabbitMQEventBroker(QueuedBroker):
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        # RabbitMQ's max_message_size (128 MiB by default), once it refused a message.
+        self._max_message_size: int | None = None
         self._delivery = BackgroundDelivery(
             "RabbitMQ event broker",
             self._send,
@@ -58,19 +64,25 @@ class RabbitMQEventBroker(QueuedBroker):
                 # popped only once RabbitMQ confirmed the whole window. A failure re-sends the
                 # window: consumers drop the repeats by message_id (ConversationOrderer).
                 window = list(itertools.islice(pending, CONFIRM_WINDOW))
+                messages = [self._message(outgoing) for outgoing in window]
+                limit = self._max_message_size
+                if limit is not None and any(len(m.body) > limit for m in messages):
+                    _drop_oversize(pending, messages, limit)
+                    continue
                 await asyncio.gather(
                     *(
-                        exchange.publish(
-                            self._message(outgoing),
-                            routing_key="",
-                            timeout=PUBLISH_TIMEOUT_SECONDS,
-                        )
-                        for outgoing in window
+                        exchange.publish(message, routing_key="", timeout=PUBLISH_TIMEOUT_SECONDS)
+                        for message in messages
                     )
                 )
                 for _ in window:
                     pending.popleft()
-        except Exception:
+        except Exception as exc:
+            # A message no queue took (RabbitMQ returns it: the queues were deleted) raises
+            # too; the next attempt declares them again and re-sends it.
+            too_large = _TOO_LARGE.search(str(exc))
+            if too_large:  # the next attempt drops what RabbitMQ will never take
+                self._max_message_size = int(too_large.group(2))
             await self._disconnect()
             raise
 
@@ -90,19 +102,40 @@ class RabbitMQEventBroker(QueuedBroker):
         await self._disconnect()
         connection = await aio_pika.connect(self.url, timeout=CONNECT_TIMEOUT_SECONDS)
         try:
-            channel = await connection.channel(publisher_confirms=True)
-            exchange = await channel.declare_exchange(
-                self.exchange_name, aio_pika.ExchangeType.FANOUT, durable=True
-            )
-            for name in self.queues:
-                queue = await channel.declare_queue(name, durable=True)
-                await queue.bind(exchange, routing_key="")
+            channel, exchange = await self._declare(connection)
         except Exception:
             await connection.close()
             raise
         self._connection, self._channel, self._exchange = connection, channel, exchange
         logger.info("RabbitMQ event broker connected to %s", _safe(self.url))
         return exchange
+
+    async def _declare(
+        self, connection: AbstractConnection
+    ) -> tuple[AbstractChannel, AbstractExchange]:
+        """The exchange and the queues bound to it. One that already exists with other
+        settings (a queue a consumer declared with a TTL, a dead-letter exchange, a length
+        limit, or as a quorum queue) is used as it is: declaring it again is refused, and
+        every event waited for ever."""
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        try:
+            exchange = await channel.declare_exchange(
+                self.exchange_name, aio_pika.ExchangeType.FANOUT, durable=True
+            )
+        except ChannelPreconditionFailed as exc:
+            _warn_existing("exchange", self.exchange_name, exc)
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            exchange = await channel.get_exchange(self.exchange_name)
+        for name in self.queues:
+            try:
+                queue = await channel.declare_queue(name, durable=True)
+            except ChannelPreconditionFailed as exc:
+                _warn_existing("queue", name, exc)
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                exchange = await channel.get_exchange(self.exchange_name)
+                queue = await channel.declare_queue(name, passive=True)
+            await queue.bind(exchange, routing_key="")
+        return channel, exchange
 
     async def _disconnect(self) -> None:
         connection, self._connection = self._connection, None
@@ -150,6 +183,37 @@ def _queues(config: dict[str, Any]) -> list[str]:
     if isinstance(queues, str):
         return [queues]
     return [str(q) for q in queues]
+
+
+def _drop_oversize(pending: deque[Outgoing], messages: list[aio_pika.Message], limit: int) -> None:
+    """Drops, with an error log, the events at the front of `pending` (one per message)
+    whose message is larger than RabbitMQ takes: before, RabbitMQ closed the channel on each
+    attempt, and that event and every later one waited for ever."""
+    kept = []
+    for message in messages:
+        outgoing = pending.popleft()
+        if len(message.body) <= limit:
+            kept.append(outgoing)
+            continue
+        logger.error(
+            "RabbitMQ event broker: dropped a '%s' event of conversation %r: its message "
+            "takes %s bytes, more than RabbitMQ's max_message_size (%s)",
+            outgoing.event.get("event"),
+            outgoing.sender_id[:100],
+            f"{len(message.body):,}",
+            f"{limit:,}",
+        )
+    pending.extendleft(reversed(kept))
+
+
+def _warn_existing(kind: str, name: str, refusal: ChannelPreconditionFailed) -> None:
+    logger.warning(
+        "RabbitMQ event broker: the %s '%s' exists with other settings than botserver "
+        "declares (%s); publishing through it as it is",
+        kind,
+        name,
+        refusal,
+    )
 
 
 def _safe(url: str) -> str:

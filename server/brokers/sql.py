@@ -14,10 +14,17 @@ from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert
 from sqlalchemy.dialects import mysql
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import DBAPIError
 
 from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
-from server.trackers.sql_engine import async_url, create_engine, ensure_mysql_utf8mb4
+from server.trackers.sql_engine import (
+    async_url,
+    create_engine,
+    ensure_mysql_utf8mb4,
+    mysql_max_packet,
+    mysql_oversize,
+)
+from server.trackers.sql_errors import REFUSED_DATA, sql_error_kind
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +49,7 @@ class SqlEventBroker(QueuedBroker):
         )
         self._metadata = metadata
         self._table_ready = False
+        self._max_packet: int | None = None  # MySQL's max_allowed_packet
         self._delivery = BackgroundDelivery(
             "SQL event broker",
             self._send,
@@ -55,14 +63,20 @@ class SqlEventBroker(QueuedBroker):
                 # A table of an earlier version, in a latin1 database: one event with an
                 # emoji in its sender id held up every later event.
                 await conn.run_sync(ensure_mysql_utf8mb4, self.table.name)
+                if conn.dialect.name == "mysql":
+                    self._max_packet = await mysql_max_packet(conn)
             self._table_ready = True
         while pending:
             batch = list(islice(pending, BATCH_SIZE))
+            rows = [_row(item) for item in batch]
+            if any(self._oversize(row) for row in rows):
+                await self._send_one_by_one(pending, len(batch))
+                continue
             try:
                 async with self._engine.begin() as conn:
-                    await conn.execute(insert(self.table), [_row(item) for item in batch])
+                    await conn.execute(insert(self.table), rows)
             except DBAPIError as exc:
-                if not _refused_data(exc):
+                if sql_error_kind(exc) is not REFUSED_DATA:
                     raise
                 await self._send_one_by_one(pending, len(batch))
                 continue
@@ -71,25 +85,41 @@ class SqlEventBroker(QueuedBroker):
 
     async def _send_one_by_one(self, pending: deque[Outgoing], count: int) -> None:
         """A batch the database refused for its data: each event alone, and one the database
-        refuses (a value its column cannot hold) is dropped with an error in the log, as
-        Rasa's broker loses it, rather than retried for ever ahead of every later event. A
-        connection failure still raises: the rest is retried."""
+        refuses (a value its column cannot hold, larger than it takes in a statement) is
+        dropped with an error in the log, as Rasa's broker loses it, rather than retried for
+        ever ahead of every later event. A connection failure still raises: the rest is
+        retried."""
         for _ in range(count):
             item = pending[0]
-            try:
-                async with self._engine.begin() as conn:
-                    await conn.execute(insert(self.table), [_row(item)])
-            except DBAPIError as exc:
-                if not _refused_data(exc):
-                    raise
+            row = _row(item)
+            refusal = self._oversize(row)
+            if refusal is None:
+                try:
+                    async with self._engine.begin() as conn:
+                        await conn.execute(insert(self.table), [row])
+                except DBAPIError as exc:
+                    if sql_error_kind(exc) is not REFUSED_DATA:
+                        raise
+                    refusal = str(exc.orig or exc).splitlines()[0][:300]
+            if refusal is not None:
                 logger.error(
                     "SQL event broker: dropped a '%s' event of conversation %r: the database "
                     "refuses it: %s",
                     item.event.get("event"),
                     item.sender_id[:100],
-                    str(exc.orig or exc).splitlines()[0][:300],
+                    refusal,
                 )
             pending.popleft()
+
+    def _oversize(self, row: dict[str, Any]) -> str | None:
+        """Why MySQL would not take this row: larger than a statement may be (it would drop
+        the connection, which reads as an outage however often retried)."""
+        if self._max_packet is None:
+            return None
+        size = mysql_oversize(row["data"], self._max_packet)
+        if size is None:
+            return None
+        return f"it takes {size:,} bytes, more than max_allowed_packet ({self._max_packet:,})"
 
     async def close(self) -> None:
         await self._close_delivery()
@@ -98,15 +128,3 @@ class SqlEventBroker(QueuedBroker):
 
 def _row(item: Outgoing) -> dict[str, Any]:
     return {"sender_id": item.sender_id, "data": json.dumps(item.body())}
-
-
-def _refused_data(exc: DBAPIError) -> bool:
-    """The database refuses the values themselves (SQLSTATE class 22, "data exception": too
-    long for the column, a character it cannot hold), not the connection."""
-    if isinstance(exc, DataError):
-        return True
-    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
-        state = getattr(error, "sqlstate", None)
-        if isinstance(state, str) and state.startswith("22"):
-            return True
-    return False

@@ -13,7 +13,7 @@ from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.channels.rest import message_from_rest_body, read_json_object
 from server.dialogue.http_endpoint import HttpEndpoint
 from server.dialogue.messages import split_message
-from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreUnavailable
+from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +75,8 @@ class CallbackInput(InputChannel):
                 message.output_channel = self.output
                 try:
                     await on_new_message(message)
-                except (StoreUnavailable, LockTimeout, InvalidConversationId):
-                    raise  # a 503 or 400, as the REST channel answers: not a lost message
+                except (StoreError, LockTimeout, InvalidConversationId):
+                    raise  # a 503, 500 or 400, as the REST channel answers: not a lost message
                 except Exception as e:
                     logger.error(
                         "callback: message from %s failed: %s: %s",

@@ -20,7 +20,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.dialogue.messages import CollectingOutputChannel, UserMessage, split_message
-from server.errors import InvalidConversationId, LockTimeout, StoreUnavailable
+from server.errors import InvalidConversationId, LockTimeout, StoreError
 from server.json_values import loads_exact
 from server.trackers.store import check_conversation_id
 
@@ -125,7 +125,7 @@ class RestWebhook:
         message.output_channel = collector
         try:
             await self.on_new_message(message)
-        except (StoreUnavailable, LockTimeout, InvalidConversationId):
+        except (StoreError, LockTimeout, InvalidConversationId):
             raise
         except Exception as e:  # the user gets what was collected, as in Rasa
             logger.error(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from server.errors import InvalidConfig
@@ -17,9 +19,26 @@ _MEMORY_TYPES = {None, "", "in_memory", "inmemory", "memory"}
 _UNSUPPORTED_TRACKER_TYPES = {"mongod", "mongo", "dynamo"}
 
 
+@contextmanager
+def reading_section(section: str) -> Iterator[None]:
+    """A setting of the wrong type in an endpoints.yml section (a word where a number goes,
+    a number where a list goes) as InvalidConfig naming the section: before, the server
+    stopped at start-up with a traceback."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        raise InvalidConfig(
+            f"endpoints.yml, section '{section}': a setting has the wrong type: {exc}"
+        ) from exc
+
+
 def create_tracker_store(config: dict[str, Any] | None) -> TrackerStore:
     """The tracker store for a `tracker_store:` section (None or no type: in memory)."""
-    config = dict(config or {})
+    with reading_section("tracker_store"):
+        return _create_tracker_store(dict(config or {}))
+
+
+def _create_tracker_store(config: dict[str, Any]) -> TrackerStore:
     kind = _kind(config)
     if kind in _MEMORY_TYPES:
         return InMemoryTrackerStore(cache_events_setting(config))
@@ -44,7 +63,11 @@ def create_tracker_store(config: dict[str, Any] | None) -> TrackerStore:
 
 def create_lock_store(config: dict[str, Any] | None) -> LockStore:
     """The lock store for a `lock_store:` section (None or no type: in memory)."""
-    config = dict(config or {})
+    with reading_section("lock_store"):
+        return _create_lock_store(dict(config or {}))
+
+
+def _create_lock_store(config: dict[str, Any]) -> LockStore:
     kind = _kind(config)
     if kind in _MEMORY_TYPES:
         return InMemoryLockStore(float(config.get("wait_timeout") or DEFAULT_WAIT_TIMEOUT))

@@ -22,6 +22,7 @@ import asyncpg
 from sqlalchemy.engine import URL
 
 from server.trackers.session_start import ACTION_SESSION_START
+from server.trackers.sql_engine import postgres_lock_timeout
 from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
 
 T = TypeVar("T")
@@ -118,7 +119,8 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """What a connection needs before it goes back to the pool: nothing more than asyncpg's
     own rollback of a transaction left open. Its default reset (advisory unlock, CLOSE ALL,
     UNLISTEN, RESET ALL) is one more round trip per statement, and none of it applies: the
-    store sets no session state, holds no cursor, listens to nothing."""
+    store holds no cursor, listens to nothing, and its one session setting (`lock_timeout`,
+    set when the connection opens) must stay, where RESET ALL would undo it."""
 
 
 def _columns(rows: Sequence[Row]) -> list[list[Any]]:
@@ -202,6 +204,7 @@ class PostgresDatabase:
         )
         schema = os.environ.get("POSTGRESQL_SCHEMA")
         self._server_settings = {"search_path": schema} if schema else None
+        self._on_connect = postgres_lock_timeout()
         self._pool: asyncpg.Pool | None = None
         self._appends = _Groups(self._write)
         # Reads of newer rows and of whole sessions share their groups: with two workers
@@ -216,6 +219,7 @@ class PostgresDatabase:
                 max_size=self._max_size,
                 timeout=CONNECT_TIMEOUT_SECONDS,
                 server_settings=self._server_settings,
+                init=self._init_connection,
                 max_inactive_connection_lifetime=3600,
                 reset=_keep_session,
             )
@@ -224,6 +228,9 @@ class PostgresDatabase:
             else:  # another task made one meanwhile
                 await pool.close()
         return self._pool
+
+    async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        await conn.execute(self._on_connect)
 
     async def _run(
         self, operation: Callable[[asyncpg.Connection], Awaitable[T]], writes: bool = False

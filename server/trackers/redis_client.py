@@ -11,7 +11,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from server.errors import StoreUnavailable
+from server.errors import StoreFailed, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +68,26 @@ def describe(client: Redis) -> str:
     return f"redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
 
+# Redis answers these while it cannot take writes for a while: out of memory (maxmemory
+# with noeviction), a read-only replica (a failover under way), snapshots failing (MISCONF),
+# a long script running (BUSY), a cluster not ready.
+_UNAVAILABLE_REPLIES = (redis_errors.OutOfMemoryError, redis_errors.ReadOnlyError)
+_UNAVAILABLE_PREFIXES = ("MISCONF", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
 @contextmanager
-def unavailable_as(what: str, client: Redis) -> Iterator[None]:
-    """Raise StoreUnavailable when Redis cannot be reached."""
+def store_errors_as(what: str, client: Redis) -> Iterator[None]:
+    """Redis's errors as ours: StoreUnavailable (503) when Redis cannot be reached or cannot
+    take the command for a while, StoreFailed (500, logged) for any other refusal (a key of
+    another type, a missing ACL permission). Before, a refusal escaped as an unexplained 500,
+    and the REST webhook answered 200 for a message it had neither handled nor stored."""
     try:
         yield
     except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
         raise StoreUnavailable(f"The {what} ({describe(client)}) is unavailable: {exc}") from exc
+    except redis_errors.RedisError as exc:
+        if isinstance(exc, _UNAVAILABLE_REPLIES) or str(exc).startswith(_UNAVAILABLE_PREFIXES):
+            raise StoreUnavailable(
+                f"The {what} ({describe(client)}) cannot take commands now: {exc}"
+            ) from exc
+        raise StoreFailed(f"The {what} ({describe(client)}) failed: {exc}") from exc

@@ -17,10 +17,10 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from server.errors import LockTimeout
+from server.errors import InvalidConfig, LockTimeout, StoreUnavailable
 from server.trackers.memory_lock import DEFAULT_WAIT_TIMEOUT, InMemoryLockStore, timeout_message
 from server.trackers.redis_batch import CommandBatch
-from server.trackers.redis_client import create_client, key_prefix, unavailable_as
+from server.trackers.redis_client import create_client, key_prefix, store_errors_as
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,21 @@ end
 return 0
 """
 
+# SET NX PX, except that a lease already holding our token counts as taken: redis-py sends
+# a command again when the connection breaks, also after Redis ran it and only its reply
+# was lost, and a plain SET NX then failed against our own lease until the wait timed out.
+_TAKE = """
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return 1 end
+if held then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
 _FIRST_POLL = 0.002
 _MAX_POLL = 0.05
+_FIRST_RELEASE_RETRY = 0.1
+_MAX_RELEASE_RETRY = 2.0
 
 
 class RedisLockStore:
@@ -55,13 +68,21 @@ class RedisLockStore:
         default_lifetime = os.environ.get("TICKET_LOCK_LIFETIME") or DEFAULT_LOCK_LIFETIME
         self.lock_lifetime = float(config.get("lock_lifetime") or default_lifetime)
         self.wait_timeout = float(config.get("wait_timeout") or DEFAULT_WAIT_TIMEOUT)
+        if not self.lock_lifetime >= 0.001:  # Redis refuses a lease under 1 ms: every turn
+            raise InvalidConfig(
+                f"lock_store.lock_lifetime (or TICKET_LOCK_LIFETIME) must be at least 0.001 "
+                f"seconds, not {self.lock_lifetime:g}"
+            )
         # Tasks of this process queue here first, so only one of them polls Redis.
         self._local = InMemoryLockStore(self.wait_timeout)
+        self._take_script = self._redis.register_script(_TAKE)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
         self._batch = CommandBatch(self._redis)
         # Releases of leases whose acquiring turn was cancelled while its SET was out.
         self._returns: set[asyncio.Task[None]] = set()
+        # Releases retried after Redis could not be reached (cancelled on close).
+        self._retries: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
     async def lock(
@@ -100,9 +121,15 @@ class RedisLockStore:
         lifetime_ms = int(self.lock_lifetime * 1000)
         pause = _FIRST_POLL
         while True:
-            with unavailable_as("lock store", self._redis):
-                if await self._take(key, token, lifetime_ms, conversation_id):
-                    return
+            try:
+                with store_errors_as("lock store", self._redis):
+                    if await self._take(key, token, lifetime_ms, conversation_id):
+                        return
+            except StoreUnavailable:
+                # The connection may have broken after Redis ran the SET: a lease nobody
+                # would give back, which held the conversation for the whole lifetime.
+                self._release_in_background(key, token)
+                raise
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise LockTimeout(timeout_message(conversation_id, timeout))
@@ -110,9 +137,12 @@ class RedisLockStore:
             pause = min(pause * 2, _MAX_POLL)
 
     async def _take(self, key: str, token: str, lifetime_ms: int, conversation_id: str) -> bool:
-        """SET NX PX. A turn cancelled meanwhile (a client gone, shutdown) gives back the
-        lease its command may still take, so the next turn does not wait out the lease."""
-        reply = self._batch.call("SET", key, token, "NX", "PX", lifetime_ms)
+        """SET NX PX (the _TAKE script). A turn cancelled meanwhile (a client gone,
+        shutdown) gives back the lease its command may still take, so the next turn does not
+        wait out the lease."""
+        reply = asyncio.ensure_future(
+            self._batch.run_script(self._take_script, [key], [token, lifetime_ms])
+        )
         try:
             return bool(await asyncio.shield(reply))
         except asyncio.CancelledError:
@@ -157,11 +187,39 @@ class RedisLockStore:
             # Shielded: a cancelled turn still gives its lease back.
             await asyncio.shield(self._batch.run_script(self._release, [key], [token]))
         except (redis_errors.RedisError, OSError) as exc:
-            # The lease runs out by itself; the next turn waits at most lock_lifetime.
-            logger.warning("Could not release the lock of '%s': %s", conversation_id, exc)
+            logger.warning(
+                "Could not release the lock of '%s' (retrying until its lease ends): %s",
+                conversation_id,
+                exc,
+            )
+            self._release_in_background(key, token)
+
+    def _release_in_background(self, key: str, token: str) -> None:
+        task = asyncio.ensure_future(self._release_later(key, token))
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    async def _release_later(self, key: str, token: str) -> None:
+        """Retries a release that failed (Redis unreachable as the turn ended) or a lease
+        an acquire may have left, until the lease would have run out: the conversation's
+        next turn then waits for Redis to be back, not for the whole lease. Safe to repeat:
+        it deletes only our own token."""
+        loop = asyncio.get_running_loop()
+        expires = loop.time() + self.lock_lifetime
+        pause = _FIRST_RELEASE_RETRY
+        while loop.time() + pause < expires:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _MAX_RELEASE_RETRY)
+            with suppress(redis_errors.RedisError, OSError):
+                await self._release(keys=[key], args=[token])
+                return
 
     async def close(self) -> None:
         await self._batch.close()
         if self._returns:
             await asyncio.wait(self._returns)
+        for task in list(self._retries):  # their leases run out by themselves
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
         await self._redis.aclose()

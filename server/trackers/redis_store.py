@@ -9,6 +9,7 @@ touch.
 from __future__ import annotations
 
 import json
+import secrets
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,16 +17,19 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from server.trackers.redis_client import create_client, key_prefix, unavailable_as
+from server.trackers.redis_client import create_client, key_prefix, store_errors_as
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import cache_events_setting
 
-# KEYS: list, session index. ARGV: ttl (0 = none), start offset in batch (-1 = none),
-# 1 when the batch starts with `session_started` (look at the stored event before it), events.
+# KEYS: list, session index, last append's id. ARGV: ttl (0 = none), start offset in batch
+# (-1 = none), 1 when the batch starts with `session_started` (look at the stored event before
+# it), this append's id, events. An append whose id is the last one's is one redis-py sent
+# again after the connection broke on its reply: it was pushed already.
 _APPEND = """
+if redis.call('GET', KEYS[3]) == ARGV[4] then return -1 end
 local before = redis.call('LLEN', KEYS[1])
-for i = 4, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+for i = 5, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
 local offset = tonumber(ARGV[2])
 if offset >= 0 then
   local start = before + offset
@@ -42,6 +46,7 @@ if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
 end
+redis.call('SET', KEYS[3], ARGV[4], 'PX', 300000)
 return before
 """
 
@@ -79,6 +84,7 @@ class RedisTrackerStore:
         self.cache_events = cache_events_setting(config)  # hot trackers over this store
         self._prefix = key_prefix(config, "tracker")
         self._session_prefix = key_prefix(config, "tracker_session")
+        self._append_prefix = key_prefix(config, "tracker_append")
         record_exp = config.get("record_exp")
         self._ttl = int(record_exp) if record_exp else 0
         self._append_script = self._redis.register_script(_APPEND)
@@ -90,8 +96,8 @@ class RedisTrackerStore:
     def _keys(self, sender_id: str) -> list[str]:
         return [self._prefix + sender_id, self._session_prefix + sender_id]
 
-    def _unavailable(self) -> Any:
-        return unavailable_as("tracker store", self._redis)
+    def _errors(self) -> Any:
+        return store_errors_as("tracker store", self._redis)
 
     async def append(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         if not events:
@@ -99,10 +105,12 @@ class RedisTrackerStore:
         start = latest_session_start(events)
         check_previous = start == 0 and events[0].get("event") == "session_started"
         args = [self._ttl, -1 if start is None else start, "1" if check_previous else "0"]
+        args.append(secrets.token_hex(8))
         args += [json.dumps(event) for event in events]
-        with self._unavailable():
+        keys = [*self._keys(sender_id), self._append_prefix + sender_id]
+        with self._errors():
             await self._with_rasa_layout(
-                sender_id, lambda: self._append_script(keys=self._keys(sender_id), args=args)
+                sender_id, lambda: self._append_script(keys=keys, args=args)
             )
 
     async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
@@ -114,7 +122,7 @@ class RedisTrackerStore:
             known_start, known_length = cached.start, cached.start + len(cached.events)
             known_last = cached.last
         args: list[str | int] = [known_start, known_length, known_last]
-        with self._unavailable():
+        with self._errors():
             whole, start, items = await self._with_rasa_layout(
                 sender_id, lambda: self._load_script(keys=self._keys(sender_id), args=args)
             )
@@ -153,13 +161,13 @@ class RedisTrackerStore:
 
     async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
         key = self._prefix + sender_id
-        with self._unavailable():
+        with self._errors():
             raw = await self._with_rasa_layout(sender_id, lambda: self._redis.lrange(key, 0, -1))
         return [json.loads(item) for item in raw] or None
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         self._forget(sender_id)
-        with self._unavailable():
+        with self._errors():
             await self._write_all(sender_id, events)
 
     async def _write_all(self, sender_id: str, events: list[dict[str, Any]]) -> None:
@@ -188,21 +196,21 @@ class RedisTrackerStore:
 
     async def keys(self) -> list[str]:
         found = []
-        with self._unavailable():
+        with self._errors():
             async for key in self._redis.scan_iter(match=self._prefix + "*", count=500):
                 found.append(key[len(self._prefix) :])
         return found
 
     async def delete(self, sender_id: str) -> None:
         self._forget(sender_id)
-        with self._unavailable():
+        with self._errors():
             await self._redis.delete(*self._keys(sender_id))
 
     async def delete_older_than(self, cutoff_timestamp: float) -> int:
         deleted = 0
         for sender_id in await self.keys():
             key = self._prefix + sender_id
-            with self._unavailable():
+            with self._errors():
                 last = await self._with_rasa_layout(
                     sender_id, lambda k=key: self._redis.lindex(k, -1)
                 )
@@ -213,7 +221,7 @@ class RedisTrackerStore:
         return deleted
 
     async def ping(self) -> None:
-        with self._unavailable():
+        with self._errors():
             await self._redis.ping()
 
     async def close(self) -> None:

@@ -87,6 +87,26 @@ def sqlite_synchronous() -> str:
     return SQLITE_SYNCHRONOUS
 
 
+def lock_timeout_seconds() -> float:
+    """How long a statement waits for a table or row lock another session holds (a DBA's
+    ALTER TABLE, LOCK TABLES, VACUUM FULL) before it fails and the request is answered 503:
+    `SQL_LOCK_TIMEOUT` seconds, 10 by default, as long as SQLite waits for its write lock.
+    Before, every turn hung for as long as the lock was held."""
+    try:
+        seconds = float(os.environ.get("SQL_LOCK_TIMEOUT", SQLITE_BUSY_TIMEOUT_MS / 1000))
+    except ValueError:
+        raise InvalidConfig("SQL_LOCK_TIMEOUT must be a number of seconds") from None
+    if not seconds > 0:
+        raise InvalidConfig("SQL_LOCK_TIMEOUT must be more than 0 seconds")
+    return seconds
+
+
+def postgres_lock_timeout() -> str:
+    """The statement that bounds lock waits on a new PostgreSQL connection. Sent after the
+    connection opens rather than as a startup parameter, which PgBouncer refuses."""
+    return f"SET lock_timeout = {max(1, round(lock_timeout_seconds() * 1000))}"
+
+
 def create_engine(url: URL) -> AsyncEngine:
     """An async engine with pre-ping (so it recovers after a database restart)."""
     backend = url.get_backend_name()
@@ -109,15 +129,35 @@ def create_engine(url: URL) -> AsyncEngine:
         if schema:
             connect_args["server_settings"] = {"search_path": schema}
     else:
-        connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
-    return create_async_engine(
+        # MySQL waits a year for a metadata lock and 50 s for a row lock by default.
+        wait = max(1, round(lock_timeout_seconds()))
+        connect_args = {
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "init_command": f"SET SESSION lock_wait_timeout = {wait},"
+            f" innodb_lock_wait_timeout = {wait}",
+        }
+    engine = create_async_engine(
         url,
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_recycle=3600,
+        # Every connection in use: wait as long as for a connect, then 503 (SQLAlchemy's
+        # default waited 30 s, then an unexplained 500).
+        pool_timeout=CONNECT_TIMEOUT_SECONDS,
         connect_args=connect_args,
     )
+    if backend == "postgresql":
+        _run_on_connect(engine, postgres_lock_timeout())
+    return engine
+
+
+def _run_on_connect(engine: AsyncEngine, statement: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(statement)
+        cursor.close()
 
 
 def _set_sqlite_pragmas(engine: AsyncEngine) -> None:
@@ -177,3 +217,25 @@ def ensure_mysql_utf8mb4(sync_connection: Any, table: str) -> None:
     if any(charset not in (None, "utf8mb4") for charset, _ in charsets.values()):
         quoted = sync_connection.dialect.identifier_preparer.quote(table)
         sync_connection.execute(text(f"ALTER TABLE {quoted} CONVERT TO CHARACTER SET utf8mb4"))
+
+
+# Room in a MySQL statement for all but an event's JSON: the other columns (up to 255
+# characters each, escaped), the SQL around them.
+_MYSQL_STATEMENT_ROOM = 16 * 1024
+# Characters the MySQL driver escapes with a backslash: each takes two bytes.
+_MYSQL_ESCAPED = ("\\", "\x00", "\n", "\r", "\x1a", "'", '"')
+
+
+async def mysql_max_packet(connection: Any) -> int:
+    """MySQL/MariaDB: the largest statement the server takes (`max_allowed_packet`); one
+    larger makes it drop the connection, which reads as an outage however often retried."""
+    return int(await connection.scalar(text("SELECT @@max_allowed_packet")))
+
+
+def mysql_oversize(value: str, max_packet: int) -> int | None:
+    """The bytes a statement holding `value` takes, if more than `max_packet`; else None."""
+    if len(value) * 8 + _MYSQL_STATEMENT_ROOM <= max_packet:  # 4 bytes a character, escaped
+        return None
+    size = len(value.encode("utf-8", "surrogatepass")) + _MYSQL_STATEMENT_ROOM
+    size += sum(value.count(char) for char in _MYSQL_ESCAPED)
+    return size if size > max_packet else None

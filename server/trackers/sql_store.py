@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,10 +17,14 @@ from typing import Any, Protocol
 import orjson
 from sqlalchemy import bindparam, delete, func, insert, select, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from server.errors import InvalidConfig, StoreUnavailable
+from server.errors import (
+    BotServerError,
+    StoreFailed,
+    StoreRefusedData,
+    StoreUnavailable,
+)
 from server.json_values import loads_exact
 from server.trackers.session_start import ACTION_SESSION_START, latest_session_start
 from server.trackers.snapshot import Snapshot
@@ -31,8 +34,11 @@ from server.trackers.sql_engine import (
     create_engine,
     describe,
     ensure_postgres_database,
+    mysql_max_packet,
+    mysql_oversize,
     sqlite_synchronous,
 )
+from server.trackers.sql_errors import REFUSED_DATA, UNAVAILABLE, SqlErrorKind, sql_error_kind
 from server.trackers.sql_schema import (
     SESSION_ACTION_WHERE,
     SESSION_STARTED_WHERE,
@@ -218,8 +224,8 @@ class SqlTrackerStore:
                     if self._login_db:
                         await ensure_postgres_database(self.url, self._login_db)
                     await migrate(self._engine)
-                except RuntimeError as exc:
-                    raise InvalidConfig(f"{describe(self.url)}: {exc}") from exc
+                except RuntimeError as exc:  # the database holds another `events` table
+                    raise StoreFailed(f"{describe(self.url)}: {exc}") from exc
                 if self._migrations_only:
                     await self._engine.dispose()
             self._ready = True
@@ -365,7 +371,9 @@ class SqlTrackerStore:
 
 
 class _ErrorMapper:
-    """Turns "the database cannot be reached" errors into StoreUnavailable."""
+    """Maps the database's errors to ours, at the one place the store meets them: the
+    database cannot be reached (StoreUnavailable, 503), it refuses the values themselves
+    (StoreRefusedData, 400), or it failed on its own (StoreFailed, 500, logged)."""
 
     def __init__(self, url: URL, driver_errors: tuple[type[BaseException], ...]) -> None:
         self._url = url
@@ -375,19 +383,22 @@ class _ErrorMapper:
         return None
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is None:
+        if exc is None or isinstance(exc, BotServerError):
             return
-        unreachable = isinstance(
-            exc,
-            OperationalError | InterfaceError | OSError | TimeoutError | sqlite3.OperationalError,
-        ) or isinstance(exc, self._driver_errors)
-        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-            unreachable = True
-        if unreachable:
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-            raise StoreUnavailable(
-                f"The tracker store ({describe(self._url)}) is unavailable: {reason}"
-            ) from exc
+        if isinstance(exc, self._driver_errors):
+            kind: SqlErrorKind | None = UNAVAILABLE
+        else:
+            kind = sql_error_kind(exc)
+        if kind is None:
+            return
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        where = f"The tracker store ({describe(self._url)})"
+        if kind is UNAVAILABLE:
+            raise StoreUnavailable(f"{where} is unavailable: {reason}") from exc
+        if kind is REFUSED_DATA:
+            # The client's own values: the answer names the database's reason, not where it is.
+            raise StoreRefusedData(f"The tracker store cannot hold these events: {reason}") from exc
+        raise StoreFailed(f"{where} failed: {reason}") from exc
 
 
 class _AsyncDatabase:
@@ -397,6 +408,8 @@ class _AsyncDatabase:
         self._engine = engine
         dialect = engine.dialect
         self._returning = bool(dialect.insert_returning and dialect.use_insertmanyvalues)
+        self._mysql = dialect.name == "mysql"
+        self._max_packet: int | None = None  # MySQL's, read on the first write
 
     async def ping(self) -> None:
         async with self._engine.connect() as conn:
@@ -413,6 +426,8 @@ class _AsyncDatabase:
     ) -> tuple[int | None, list[IdData] | None, int | None]:
         params = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
         async with self._engine.begin() as conn:
+            if self._mysql:
+                await self._check_sizes(conn, rows)
             if not self._returning:
                 await conn.execute(_INSERT, params)
                 return None, None, None
@@ -422,8 +437,24 @@ class _AsyncDatabase:
         rows_written = [(row_id, row[5]) for row_id, row in zip(ids, rows, strict=True)]
         return previous, rows_written, None
 
+    async def _check_sizes(self, conn: AsyncConnection, rows: Sequence[Row]) -> None:
+        """Refuses an event larger than MySQL takes: it would drop the connection (503 for
+        ever) instead of refusing the statement."""
+        if self._max_packet is None:
+            self._max_packet = await mysql_max_packet(conn)
+        for row in rows:
+            size = mysql_oversize(row[5], self._max_packet)
+            if size is not None:
+                raise StoreRefusedData(
+                    f"The tracker store cannot hold these events: a '{row[1]}' event takes "
+                    f"{size:,} bytes, more than the database takes in one statement "
+                    f"({self._max_packet:,} bytes, its max_allowed_packet)."
+                )
+
     async def replace(self, sender_id: str, rows: Sequence[Row]) -> None:
         async with self._engine.begin() as conn:
+            if self._mysql:
+                await self._check_sizes(conn, rows)
             await conn.execute(delete(events_table).where(events_table.c.sender_id == sender_id))
             if rows:
                 await conn.execute(_INSERT, [dict(zip(_COLUMNS, row, strict=True)) for row in rows])
@@ -531,7 +562,22 @@ def _row(sender_id: str, event: dict[str, Any]) -> Row:
         name = None
     elif len(name) > NAME_COLUMN_LENGTH or "\x00" in name:
         name = _fit(name)
-    return (sender_id, type_name, event.get("timestamp"), intent_name, name, _event_json(event))
+    timestamp = event.get("timestamp")
+    if type(timestamp) is not float:
+        timestamp = _column_timestamp(timestamp)
+    return (sender_id, type_name, timestamp, intent_name, name, _event_json(event))
+
+
+def _column_timestamp(timestamp: Any) -> float | None:
+    """The `timestamp` column's value (a double; it only serves retention): an integer
+    beyond a double's range (the event's JSON keeps it exactly) is not in the column, where
+    SQLite and PostgreSQL refused the whole append."""
+    if isinstance(timestamp, int) and not isinstance(timestamp, bool):
+        try:
+            return float(timestamp)
+        except OverflowError:
+            return None
+    return None
 
 
 def _fit(name: str) -> str:

@@ -58,7 +58,7 @@ async def consume(queue_name: str, expected: int, timeout: float = 10.0) -> list
     received: list[Any] = []
     try:
         channel = await connection.channel()
-        queue = await channel.declare_queue(queue_name, durable=True)
+        queue = await channel.get_queue(queue_name)  # as declared, whatever its arguments
         deadline = time.monotonic() + timeout
         while len(received) < expected and time.monotonic() < deadline:
             message = await queue.get(fail=False)
@@ -153,3 +153,79 @@ async def test_a_broker_outage_during_load_loses_nothing_and_keeps_order(
     # A message whose confirm was lost in the outage is re-sent with the same message_id.
     unique = list({m.message_id: m for m in messages}.values())
     assert by_conversation(unique) == expected
+
+
+async def test_a_queue_and_exchange_declared_with_other_settings_are_used_as_they_are(
+    names: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A consumer that declared the queue first, with a TTL (or a dead-letter exchange, a
+    length limit, as a quorum queue), and the exchange as `direct`: RabbitMQ refuses our
+    declaration of each. Before, the broker retried that for ever and published nothing."""
+    connection = await aio_pika.connect(AMQP_URL)
+    channel = await connection.channel()
+    await channel.declare_exchange(names["exchange"], aio_pika.ExchangeType.DIRECT)
+    await channel.declare_queue(names["queue"], durable=True, arguments={"x-message-ttl": 60_000})
+    await connection.close()
+
+    broker = RabbitMQEventBroker(broker_config(names))
+    events = conversation("alice", 3)
+    await broker.publish("alice", events)
+    try:
+        assert await broker.flush(timeout=5)
+    finally:
+        await broker.close()
+
+    assert by_conversation(await consume(names["queue"], expected=3)) == {"alice": events}
+    assert "the queue" in caplog.text and "exists with other settings" in caplog.text
+    assert "the exchange" in caplog.text
+
+
+async def test_an_event_larger_than_rabbitmq_takes_is_dropped_not_retried_for_ever(
+    names: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """RabbitMQ closes the channel on a message over its max_message_size (128 MiB by
+    default): before, the broker took that for an outage and re-sent the event for ever,
+    and no later event of any conversation was published."""
+    broker = RabbitMQEventBroker(broker_config(names))
+    huge = {"event": "bot", "timestamp": 1.0, "text": "a" * (128 * 1024 * 1024)}
+    before, after = conversation("alice", 1), conversation("bob", 2)
+    await broker.publish("alice", before)
+    await broker.publish("alice", [huge])
+    del huge
+    await broker.publish("bob", after)
+    try:
+        assert await broker.flush(timeout=10)
+    finally:
+        await broker.close()
+
+    messages = await consume(names["queue"], expected=3)
+    # The window the refusal closed is re-sent: its repeats carry the same message_id.
+    unique = list({m.message_id: m for m in messages}.values())
+    assert by_conversation(unique) == {"alice": before, "bob": after}
+    assert "dropped a 'bot' event of conversation 'alice'" in caplog.text
+    assert "max_message_size (134,217,728)" in caplog.text
+
+
+async def test_events_published_after_the_queue_was_deleted_are_not_lost(
+    names: dict[str, str],
+) -> None:
+    """An operator deletes the queue while the broker is connected (to purge it, or by
+    mistake): the fanout exchange then routes to no queue and RabbitMQ confirms the
+    messages all the same. Before, every event published until the next reconnect was lost;
+    now an unroutable message is sent again after declaring the queues again."""
+    broker = RabbitMQEventBroker(broker_config(names))
+    try:
+        await broker.publish("alice", conversation("alice", 1))
+        assert await broker.flush(timeout=5)
+        connection = await aio_pika.connect(AMQP_URL)
+        channel = await connection.channel()
+        await channel.queue_delete(names["queue"])
+        await connection.close()
+
+        later = conversation("bob", 3)
+        await broker.publish("bob", later)
+        assert await broker.flush(timeout=5)
+    finally:
+        await broker.close()
+
+    assert by_conversation(await consume(names["queue"], expected=3)) == {"bob": later}

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.tcp_proxy import TcpProxy
+from bench.tcp_proxy import TcpProxy, free_port
 from server.brokers.factory import create_event_broker
 from server.brokers.sql import SqlEventBroker
 from server.trackers.factory import create_tracker_store
@@ -104,12 +104,53 @@ async def test_an_event_the_database_refuses_is_dropped_not_retried_ahead_of_the
     """A sender id longer than the column (the API refuses such ids; a custom channel or an
     older version may not): before, its insert failed for ever and every later event waited."""
     async with database() as config:
-        broker = SqlEventBroker({**config, "retry_delay_in_seconds": 0.1})
-        await broker.publish("alice", events(1))
-        await broker.publish("x" * 300, events(1))
-        await broker.publish("bob", events(2))
-        await asyncio.wait_for(broker.close(), 10)
-        rows = await stored_rows(broker)
-        await broker._engine.dispose()  # stored_rows connected again
-        assert [row["sender_id"] for row in rows] == ["alice", "bob", "bob"]
+        written = await senders_written(config, ("alice", events(1)), ("x" * 300, events(1)))
+        assert written == ["alice", "bob", "bob"]
         assert "dropped a 'bot' event" in caplog.text
+
+
+async def senders_written(config: dict[str, Any], *published: tuple[str, Any]) -> list[str]:
+    """The sender ids of the rows a broker wrote for these publishes, then two of 'bob'."""
+    broker = SqlEventBroker({**config, "retry_delay_in_seconds": 0.1})
+    for sender_id, sent in (*published, ("bob", events(2))):
+        await broker.publish(sender_id, sent)
+    await asyncio.wait_for(broker.close(), 10)
+    rows = await stored_rows(broker)
+    await broker._engine.dispose()  # stored_rows connected again
+    return [row["sender_id"] for row in rows]
+
+
+async def test_an_event_larger_than_mysql_takes_is_dropped_not_retried_for_ever(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """MariaDB drops the connection on a statement over its max_allowed_packet (16 MiB):
+    before, the broker read that as an outage and retried the event for ever, and no later
+    event of any conversation was written."""
+    async with mariadb_database() as config:
+        huge = {"event": "bot", "timestamp": 1.0, "text": "a" * (17 * 1024 * 1024)}
+        written = await senders_written(config, ("alice", events(1)), ("alice", [huge]))
+        assert written == ["alice", "bob", "bob"]
+        assert "dropped a 'bot' event of conversation 'alice'" in caplog.text
+        assert "max_allowed_packet" in caplog.text
+
+
+async def test_a_retry_delay_of_zero_does_not_spin_while_the_database_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`retry_delay_in_seconds: 0`: before, the broker retried thousands of times a second,
+    a log line each, at full CPU, for as long as the database was down."""
+    broker = SqlEventBroker(
+        {
+            "dialect": "postgresql",
+            "url": "127.0.0.1",
+            "port": free_port(),
+            "retry_delay_in_seconds": 0,
+        }
+    )
+    try:
+        await broker.publish("alice", events(1))
+        await asyncio.sleep(1.0)
+    finally:
+        await broker.close()
+    attempts = [r for r in caplog.records if "delivery failed" in r.getMessage()]
+    assert 1 <= len(attempts) <= 10

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.tcp_proxy import free_port
 from tests.cli.botserver_process import botserver_command
 
 
@@ -29,6 +30,28 @@ def test_endpoints_section_that_is_not_a_mapping(run_cli, tmp_path: Path) -> Non
     result = run_cli("run", cwd=tmp_path)
     assert result.code == 1
     assert "section 'tracker_store' must be a mapping" in result.err
+
+
+@pytest.mark.parametrize(
+    ("section", "settings"),
+    [
+        ("tracker_store", "type: sql\n  cache_events: lots"),
+        ("tracker_store", "type: redis\n  port: six"),
+        ("lock_store", "type: redis\n  lock_lifetime: long"),
+        ("lock_store", "type: in_memory\n  wait_timeout: [1]"),
+        ("event_broker", "type: pika\n  queues: 5"),
+        ("event_broker", "type: sql\n  retry_delay_in_seconds: soon"),
+    ],
+)
+def test_an_endpoints_setting_of_the_wrong_type_is_a_clear_error(
+    run_cli, tmp_path: Path, section: str, settings: str
+) -> None:
+    """Before, the server stopped with a traceback (ValueError, TypeError) at start-up."""
+    (tmp_path / "endpoints.yml").write_text(f"{section}:\n  {settings}\n")
+    result = run_cli("run", "-p", str(free_port()), cwd=tmp_path)
+    assert result.code == 1
+    assert f"section '{section}': a setting has the wrong type" in result.err
+    assert "Traceback" not in result.err
 
 
 def test_port_in_use_is_a_clear_error(run_cli, moodbot_model: Path, tmp_path: Path) -> None:

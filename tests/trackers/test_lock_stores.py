@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from bench.tcp_proxy import free_port
-from server.errors import LockTimeout, StoreUnavailable
+from bench.tcp_proxy import TcpProxy, free_port
+from server.errors import InvalidConfig, LockTimeout, StoreUnavailable
 from server.trackers.factory import create_lock_store
 from server.trackers.lock import LockStore
 from server.trackers.memory_lock import InMemoryLockStore
@@ -201,3 +202,61 @@ async def test_unreachable_redis_raises_store_unavailable() -> None:
                 pass
     finally:
         await store.close()
+
+
+async def test_a_release_lost_in_a_redis_outage_is_retried_when_redis_is_back(
+    redis_config: dict[str, Any],
+) -> None:
+    """Redis unreachable as a turn ends: its release fails and the lease stays in Redis.
+    Before, the conversation's next turns waited out the whole lease (60 s by default, as
+    long as the default wait: 503s) although Redis was back within a second."""
+    async with through_proxy(redis_config, TcpProxy(REDIS)) as (store, other, proxy):
+        async with store.lock("conv"):
+            await proxy.cut()
+        await asyncio.sleep(0.2)
+        await proxy.restore()
+        async with other.lock("conv", wait_timeout=3):
+            pass
+
+
+@contextlib.asynccontextmanager
+async def through_proxy(
+    redis_config: dict[str, Any], proxy: TcpProxy
+) -> AsyncIterator[tuple[RedisLockStore, RedisLockStore, TcpProxy]]:
+    """A lock store reaching Redis through `proxy` (30 s leases), and another process's
+    lock store with its own way to Redis."""
+    await proxy.restore()
+    store = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 30})
+    other = RedisLockStore(redis_config)
+    try:
+        yield store, other, proxy
+    finally:
+        await store.close()
+        await other.close()
+        await proxy.cut()
+
+
+@pytest.mark.parametrize("lifetime", [-1, 0.0001])
+def test_a_lease_redis_refuses_is_refused_at_start_up(lifetime: float) -> None:
+    """Before, the server started and Redis refused every turn's SET ... PX (as a 500, and
+    before that as a REST webhook's 200 for a message neither handled nor stored)."""
+    with pytest.raises(InvalidConfig, match="lock_lifetime"):
+        create_lock_store({"type": "redis", "url": REDIS[0], "lock_lifetime": lifetime})
+
+
+async def test_a_lease_whose_acquire_reply_was_lost_is_given_back(
+    redis_config: dict[str, Any],
+) -> None:
+    """The connection breaks after Redis ran the SET but before its reply came back: the
+    re-sent acquire finds its own lease (or, if it fails, the lease is given back). Before,
+    the re-sent SET NX failed against that lease until the wait timed out (503), and the
+    lease then blocked the conversation for the whole lock_lifetime."""
+    from tests.scale.test_commit_answer_lost import AnswerLosingProxy
+
+    proxy = AnswerLosingProxy(REDIS)
+    async with through_proxy(redis_config, proxy) as (store, other, _):
+        proxy.lose_answer_to = f"{redis_config['key_prefix']}:lock:conv".encode()
+        async with store.lock("conv", wait_timeout=2):
+            pass
+        async with other.lock("conv", wait_timeout=3):
+            pass

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from server.errors import StoreRefusedData
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_store import SqlTrackerStore
 from server.trackers.store import TrackerStore
@@ -84,7 +85,8 @@ async def test_an_append_the_database_refuses_fails_alone() -> None:
                 return_exceptions=True,
             )
             assert results[0] is None and results[2] is None
-            assert isinstance(results[1], asyncpg.StringDataRightTruncationError)
+            assert isinstance(results[1], StoreRefusedData)  # a 400: the client's sender id
+            assert isinstance(results[1].__cause__, asyncpg.StringDataRightTruncationError)
             assert await store.load("alice") == turn("a", 2.0)
             assert await store.load("bob") == turn("c", 2.0)
             assert sorted(await store.keys()) == ["alice", "bob", "warm-up"]

@@ -1,0 +1,165 @@
+"""What the SQL tracker store raises when its database refuses a statement: an outage
+(StoreUnavailable, 503), the client's own values (StoreRefusedData, 400), or the server's
+problem (StoreFailed, 500); and values it stores instead of refusing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from server.errors import StoreFailed, StoreRefusedData, StoreUnavailable
+from server.trackers.factory import create_tracker_store
+from server.trackers.sql_engine import async_url
+from tests.trackers.test_sql_tracker_store import sql_config
+from tests.trackers.test_tracker_stores import bot
+
+
+async def execute(config: dict[str, Any], statement: str) -> None:
+    """A statement on the store's database, as its administrator would run it."""
+    engine = create_async_engine(async_url(config, default_db="x"))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+async def test_a_column_dropped_underneath_is_the_servers_failure_not_an_outage(
+    kind: str, tmp_path: Path
+) -> None:
+    """Before, MySQL/MariaDB answered every such error 503 "unavailable; retry later" (no
+    retry could help) and PostgreSQL and SQLite an unexplained 500."""
+    async with sql_config(kind, tmp_path) as config:
+        store = create_tracker_store(config)
+        try:
+            await store.append("alice", [bot("hi", 1.0)])
+            await store.close()
+            await execute(config, "ALTER TABLE events DROP COLUMN intent_name")
+            store = create_tracker_store(config)
+            with pytest.raises(StoreFailed, match="intent_name") as raised:
+                await store.append("bob", [bot("hello", 2.0)])
+            assert not isinstance(raised.value, StoreUnavailable)
+        finally:
+            await store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+async def test_a_timestamp_beyond_a_double_is_stored_exactly(kind: str, tmp_path: Path) -> None:
+    """JSON allows any integer, and the API kept such a timestamp in memory; SQLite
+    (beyond 64 bits) and PostgreSQL (beyond a double) refused the append with a 500."""
+    events = [
+        {"event": "bot", "timestamp": 2**64, "text": "a"},
+        {"event": "bot", "timestamp": 10**400, "text": "b"},
+    ]
+    async with sql_config(kind, tmp_path) as config:
+        store = create_tracker_store(config)
+        try:
+            await store.append("alice", events)
+            assert await store.load_all("alice") == events
+            assert await store.delete_older_than(1.0) == 0
+        finally:
+            await store.close()
+
+
+async def test_an_event_larger_than_mysql_takes_is_refused_not_an_outage(tmp_path: Path) -> None:
+    """Before, MariaDB dropped the connection on a statement over its max_allowed_packet
+    (16 MiB), which the store answered 503 "retry later" for ever; the store now refuses it
+    up front and the conversation goes on."""
+    async with sql_config("mariadb", tmp_path) as config:
+        store = create_tracker_store(config)
+        try:
+            await store.append("alice", [bot("hi", 1.0)])
+            huge = bot("é" * (9 * 1024 * 1024), 2.0)
+            with pytest.raises(StoreRefusedData, match=r"max_allowed_packet"):
+                await store.append("alice", [huge])
+            with pytest.raises(StoreRefusedData):
+                await store.replace("alice", [huge])
+            await store.append("alice", [bot("still here", 3.0)])
+            assert [e["text"] for e in await store.load_all("alice") or []] == [
+                "hi",
+                "still here",
+            ]
+        finally:
+            await store.close()
+
+
+async def test_every_pooled_connection_in_use_is_a_503_within_seconds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The pool's one connection held by an append waiting on a table lock: before, the
+    next request waited 30 s for a connection, then got an unexplained 500."""
+    import aiomysql
+
+    monkeypatch.setenv("SQL_POOL_SIZE", "1")
+    monkeypatch.setenv("SQL_MAX_OVERFLOW", "0")
+    monkeypatch.setenv("SQL_LOCK_TIMEOUT", "60")  # the held append waits out the test
+    async with sql_config("mariadb", tmp_path) as config:
+        store = create_tracker_store(config)
+        await store.append("alice", [bot("hi", 1.0)])
+        admin = await aiomysql.connect(host=config["url"], user="root", db=config["db"])
+        try:
+            async with admin.cursor() as cursor:
+                await cursor.execute("LOCK TABLES events WRITE")
+            held = asyncio.ensure_future(store.append("alice", [bot("waits", 2.0)]))
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await store.load("bob")
+            assert time.monotonic() - started < 10
+            async with admin.cursor() as cursor:
+                await cursor.execute("UNLOCK TABLES")
+            await held
+        finally:
+            admin.close()
+            await store.close()
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+async def test_a_table_locked_by_another_session_is_a_503_not_a_hang(
+    kind: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A DBA's ALTER TABLE or LOCK TABLE holds the table: before, every turn hung for as long
+    as the lock was held (MySQL waits a year for a metadata lock)."""
+    monkeypatch.setenv("SQL_LOCK_TIMEOUT", "1")
+    async with sql_config(kind, tmp_path) as config:
+        store = create_tracker_store(config)
+        await store.append("alice", [bot("hi", 1.0)])
+        async with table_locked(config):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await asyncio.wait_for(store.append("alice", [bot("waits", 2.0)]), 20)
+            assert time.monotonic() - started < 5
+        try:
+            await store.append("alice", [bot("after", 3.0)])
+            assert [e["text"] for e in await store.load_all("alice") or []] == ["hi", "after"]
+        finally:
+            await store.close()
+
+
+@contextlib.asynccontextmanager
+async def table_locked(config: dict[str, Any]) -> AsyncIterator[None]:
+    """The events table locked by an administrator's session."""
+    engine = create_async_engine(async_url(config, default_db="x"))
+    try:
+        async with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                async with conn.begin():
+                    await conn.execute(text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
+                    yield
+            else:
+                await conn.execute(text("LOCK TABLES events WRITE"))
+                try:
+                    yield
+                finally:
+                    await conn.execute(text("UNLOCK TABLES"))
+    finally:
+        await engine.dispose()
