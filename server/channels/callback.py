@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
+from server.channels import settings
 from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.channels.rest import message_from_rest_body, read_json_object
 from server.dialogue.http_endpoint import HttpEndpoint
@@ -59,9 +61,13 @@ class CallbackInput(InputChannel):
     def from_credentials(cls, credentials: dict[str, Any] | None) -> CallbackInput:
         if not credentials or not credentials.get("url"):
             raise InvalidConfig(
-                "The callback channel needs the URL to post replies to: "
-                "`callback: {url: http://host:port/bot}` in credentials.yml"
+                "needs the URL to post replies to: `callback: {url: http://host:port/bot}`"
             )
+        settings.http_url(credentials, "url")
+        cafile = settings.text(credentials, "cafile")
+        if cafile is not None and not Path(cafile).is_file():
+            # Found out at the first reply otherwise, and every reply would fail.
+            raise InvalidConfig(f"'cafile' {cafile}: no such file")
         return cls(HttpEndpoint.from_config(credentials))
 
     def router(self, on_new_message: OnNewMessage) -> APIRouter:

@@ -72,11 +72,14 @@ def channel_class(name: str) -> type[InputChannel]:
 
 
 def load_channels(
-    credentials: dict[str, Any] | None, connector: str | None = None
+    credentials: dict[str, Any] | None,
+    connector: str | None = None,
+    source: str = "credentials.yml",
 ) -> list[InputChannel]:
     """The channels to serve: `connector` alone when given, else every credentials key.
 
     With neither a connector nor a credentials file, falls back to the REST channel as Rasa.
+    A setting a channel cannot take is an InvalidConfig naming `source` and the channel.
     """
     if connector:
         names = [connector]
@@ -92,6 +95,20 @@ def load_channels(
             continue
         settings = (credentials or {}).get(name)
         if settings is not None and not isinstance(settings, dict):
-            raise InvalidConfig(f"credentials.yml: '{name}' must hold a mapping of settings")
-        channels.append(channel_class(name).from_credentials(settings))
+            raise InvalidConfig(f"{source}: '{name}' must hold a mapping of settings")
+        channels.append(_build(channel_class(name), name, settings, source))
     return channels
+
+
+def _build(
+    cls: type[InputChannel], name: str, settings: dict[str, Any] | None, source: str
+) -> InputChannel:
+    try:
+        return cls.from_credentials(settings)
+    except InvalidConfig as e:
+        raise InvalidConfig(f"{source}: channel '{name}': {e}") from None
+    except Exception as e:  # a setting of the wrong type reaching a custom channel's code
+        logger.debug("channel '%s' could not be built", name, exc_info=True)
+        raise InvalidConfig(
+            f"{source}: channel '{name}' cannot be built from its settings: {type(e).__name__}: {e}"
+        ) from None

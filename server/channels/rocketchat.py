@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
+from server.channels import settings
 from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.channels.rocketchat_api import RocketChatAPI, RocketChatError
 from server.dialogue.messages import UserMessage, split_message
@@ -102,17 +103,15 @@ class RocketChatInput(InputChannel):
         missing = [key for key in ("user", "password", "server_url") if not c.get(key)]
         if missing:
             raise InvalidConfig(
-                "The rocketchat channel needs the bot user's credentials in credentials.yml: "
-                f"missing {', '.join(missing)}"
+                f"needs the bot user's Rocket.Chat login: missing {', '.join(missing)}"
             )
         api = RocketChatAPI(
-            str(c["server_url"]),
-            str(c["user"]),
-            str(c["password"]),
-            timeout=float(c.get("timeout", 10.0)),
+            settings.http_url(c, "server_url"),
+            settings.text(c, "user") or "",
+            settings.text(c, "password") or "",
+            timeout=settings.seconds(c, "timeout", 10.0),
         )
-        token = c.get("webhook_token")
-        return cls(api, str(token) if token else None)
+        return cls(api, settings.text(c, "webhook_token"))
 
     def get_output_channel(self) -> RocketChatOutput:
         return RocketChatOutput(self.api)

@@ -16,8 +16,11 @@ import socketio
 from fastapi import APIRouter
 from starlette.types import ASGIApp
 
+from server.auth.config import SUPPORTED_JWT_METHODS
+from server.channels import settings
 from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.dialogue.messages import UserMessage, split_message
+from server.errors import InvalidConfig
 
 logger = logging.getLogger(__name__)
 
@@ -126,16 +129,28 @@ class SocketIOInput(InputChannel):
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> SocketIOInput:
         c = credentials or {}
+        jwt_method = settings.text(c, "jwt_method", "HS256") or "HS256"
+        if jwt_method not in SUPPORTED_JWT_METHODS:
+            raise InvalidConfig(
+                f"'jwt_method' must be one of {', '.join(sorted(SUPPORTED_JWT_METHODS))}, "
+                f"not '{jwt_method}'"
+            )
+        path = settings.text(c, "socketio_path", "/socket.io") or ""
+        if not path.strip("/"):
+            raise InvalidConfig(f"'socketio_path' must be a path such as /socket.io, not '{path}'")
+        namespace = settings.text(c, "namespace")
+        if namespace is not None and not namespace.startswith("/"):
+            namespace = "/" + namespace  # socket.io clients always send the leading slash
         return cls(
-            user_message_evt=c.get("user_message_evt") or "user_uttered",
-            bot_message_evt=c.get("bot_message_evt") or "bot_uttered",
-            namespace=c.get("namespace"),
-            session_persistence=bool(c.get("session_persistence", False)),
-            socketio_path=c.get("socketio_path") or "/socket.io",
-            jwt_key=c.get("jwt_key"),
-            jwt_method=c.get("jwt_method") or "HS256",
-            metadata_key=c.get("metadata_key") or "metadata",
-            cors_allowed_origins=c.get("cors_allowed_origins"),
+            user_message_evt=settings.text(c, "user_message_evt", "user_uttered") or "",
+            bot_message_evt=settings.text(c, "bot_message_evt", "bot_uttered") or "",
+            namespace=namespace,
+            session_persistence=settings.flag(c, "session_persistence"),
+            socketio_path=path,
+            jwt_key=settings.text(c, "jwt_key"),
+            jwt_method=jwt_method,
+            metadata_key=settings.text(c, "metadata_key", "metadata") or "",
+            cors_allowed_origins=_origins(c.get("cors_allowed_origins")),
         )
 
     def router(self, on_new_message: OnNewMessage) -> APIRouter:
@@ -221,3 +236,17 @@ class SocketIOInput(InputChannel):
             except ValueError:
                 return None
         return metadata if isinstance(metadata, dict) else None
+
+
+def _origins(value: Any) -> str | list[str] | None:
+    """`cors_allowed_origins`: "*", one origin, or a list of origins."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(origin, str) for origin in value):
+        return value
+    raise InvalidConfig(
+        "'cors_allowed_origins' must be \"*\", an origin or a list of origins, "
+        f"not {settings.kind(value)}"
+    )
