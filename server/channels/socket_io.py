@@ -20,7 +20,8 @@ from server.auth.config import SUPPORTED_JWT_METHODS
 from server.channels import settings
 from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.dialogue.messages import UserMessage, split_message
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, InvalidConversationId
+from server.trackers.store import check_conversation_id
 
 logger = logging.getLogger(__name__)
 
@@ -189,8 +190,13 @@ class SocketIOInput(InputChannel):
             return None
 
         async def session_request(sid: str, data: Any = None) -> None:
-            session_id = data.get("session_id") if isinstance(data, dict) else None
-            if not session_id:
+            session_id = _session_id(data.get("session_id")) if isinstance(data, dict) else None
+            if session_id is not None and not _can_be_stored(session_id):
+                # Confirming it would leave the client with a session none of whose messages
+                # can be recorded; clients adopt the id they are confirmed.
+                logger.warning("socketio: a session_id no store can hold was replaced")
+                session_id = None
+            if session_id is None:
                 session_id = uuid.uuid4().hex
             if self.session_persistence:
                 await sio.enter_room(sid, session_id, namespace=ns)
@@ -199,8 +205,8 @@ class SocketIOInput(InputChannel):
         async def user_message(sid: str, data: Any = None) -> None:
             data = data if isinstance(data, dict) else {}
             if self.session_persistence:
-                sender = data.get("session_id")
-                if not sender:
+                sender = _session_id(data.get("session_id"))
+                if sender is None:
                     logger.warning(
                         "socketio: a message without a session_id was dropped; the client "
                         "must send session_request first when session_persistence is on"
@@ -209,9 +215,12 @@ class SocketIOInput(InputChannel):
             else:
                 sender = sid
             text = data.get("message")
+            if not isinstance(text, str):
+                logger.warning("socketio: a message whose 'message' is not a string was dropped")
+                return
             message = UserMessage(
-                text=text.strip() if isinstance(text, str) else None,
-                sender_id=str(sender),
+                text=text.strip(),
+                sender_id=sender,
                 input_channel=self.name,
                 metadata=self._metadata(data),
                 output_channel=self.get_output_channel(),
@@ -235,7 +244,45 @@ class SocketIOInput(InputChannel):
                 metadata = json.loads(metadata)
             except ValueError:
                 return None
-        return metadata if isinstance(metadata, dict) else None
+        if not isinstance(metadata, dict):
+            return None
+        if _holds_bytes(metadata):
+            # A binary attachment: events are JSON, and the turn could not be stored.
+            logger.warning("socketio: metadata with binary data was dropped")
+            return None
+        return metadata
+
+
+def _session_id(value: Any) -> str | None:
+    """A client's session id as a conversation id: a string, or a number as its digits.
+
+    A number must become the same string everywhere: the socket joins the room of the
+    confirmed id and the replies go to the room of the conversation id.
+    """
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _can_be_stored(conversation_id: str) -> bool:
+    try:
+        check_conversation_id(conversation_id)
+    except InvalidConversationId:
+        return False
+    return True
+
+
+def _holds_bytes(value: Any) -> bool:
+    """Whether socket.io decoded binary data somewhere in `value`."""
+    if isinstance(value, (bytes, bytearray)):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_bytes(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_bytes(item) for item in value)
+    return False
 
 
 def _origins(value: Any) -> str | list[str] | None:

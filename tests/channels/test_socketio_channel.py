@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 import socketio
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
-from tests.channels.conftest import echo
+from tests.channels.conftest import concertbot_server, echo
 from tests.serving import serving
 
 
@@ -162,3 +164,65 @@ def _get(url: str) -> Any:
     import httpx
 
     return httpx.get(url).json()
+
+
+async def test_a_numeric_session_id_gets_its_replies() -> None:
+    async with bot({"session_persistence": True}) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        await client.sio.emit("session_request", {"session_id": 42})
+        confirmed = await client.next()
+        await client.sio.emit("user_uttered", {"message": "hi", "session_id": 42})
+        # Before: the socket joined room 42 and the replies went to room "42": none came.
+        replies = await client.next(2)
+        await client.sio.disconnect()
+    assert confirmed == [("session_confirm", "42")]
+    assert replies[1] == ("bot_uttered", {"text": "from 42 via socketio"})
+
+
+@pytest.mark.parametrize(
+    "requested",
+    [{"id": 1}, ["s"], "x" * 256, "a\x00b", True],
+    ids=["object", "list", "too-long", "nul", "bool"],
+)
+async def test_a_session_id_no_conversation_can_have_is_replaced(requested: Any) -> None:
+    async with bot({"session_persistence": True}) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        # Before: an object or list failed in the server (no session_confirm ever came);
+        # an id too long or with NUL was confirmed, then every message was dropped.
+        await client.sio.emit("session_request", {"session_id": requested})
+        ((_, session_id),) = await client.next()
+        await client.sio.emit("user_uttered", {"message": "hi", "session_id": session_id})
+        replies = await client.next(2)
+        await client.sio.disconnect()
+    assert isinstance(session_id, str) and len(session_id) == 32
+    assert replies[1] == ("bot_uttered", {"text": f"from {session_id} via socketio"})
+
+
+async def test_binary_metadata_does_not_lose_the_turn_and_odd_messages_are_not_turns(
+    concertbot_model: Path,
+    action_servers,  # noqa: ANN001
+) -> None:
+    credentials = {"socketio": {"session_persistence": True}}
+    url = action_servers["concertbot"].url
+    async with concertbot_server(concertbot_model, url, credentials) as bot_url:
+        client = Client()
+        await client.sio.connect(bot_url, transports=["websocket"])
+        await client.sio.emit("session_request", {"session_id": "bin-1"})
+        await client.next()
+        for odd in (5, None, {"text": "hi"}, b"hi"):
+            await client.sio.emit("user_uttered", {"message": odd, "session_id": "bin-1"})
+        await client.sio.emit(
+            "user_uttered",
+            {"message": "hi", "session_id": "bin-1", "metadata": {"file": b"\x00\x01png"}},
+        )
+        replies = await client.next()
+        await client.sio.disconnect()
+        async with httpx.AsyncClient(base_url=bot_url) as http:
+            events = (await http.get("/conversations/bin-1/tracker")).json()["events"]
+    assert replies == [("bot_uttered", {"text": "Hey there!"})]
+    # Before: the bot answered, then the turn could not be stored (bytes are not JSON), and
+    # each odd message was recorded as a user message without text and answered.
+    said = [(e["event"], e.get("text")) for e in events if e["event"] in ("user", "bot")]
+    assert said == [("user", "hi"), ("bot", "Hey there!")]
