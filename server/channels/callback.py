@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
@@ -33,16 +32,17 @@ class CallbackOutput:
             body = {"recipient_id": recipient_id, **part}
             try:
                 answer = await self.endpoint.post_json(body)
-            except httpx.HTTPError as e:
+            except Exception as e:  # any failure: a raise would fail the turn, left unstored
                 logger.error(
                     "callback: could not deliver a message to %s: %s",
                     self.endpoint.safe_url,
                     type(e).__name__,
                 )
                 continue
-            if answer.status_code >= 400:
+            if answer.status_code >= 300:
+                # A redirect is not followed (it could lead anywhere): the message is lost too.
                 logger.error(
-                    "callback: %s answered HTTP %s to a bot message",
+                    "callback: %s answered HTTP %s to a bot message, which was not delivered",
                     self.endpoint.safe_url,
                     answer.status_code,
                 )

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from server.channels import settings
-from server.channels.channel import InputChannel, OnNewMessage, health_router
+from server.channels.channel import InputChannel, OnNewMessage, health_router, reply_choices
 from server.channels.rocketchat_api import RocketChatAPI, RocketChatError
 from server.dialogue.messages import UserMessage, split_message
 from server.errors import InvalidConfig
@@ -38,7 +38,7 @@ def rocketchat_messages(room_id: str, message: dict[str, Any]) -> list[dict[str,
     """One bot message as `chat.postMessage` bodies, as Rasa's Rocket.Chat channel sends them."""
     bodies: list[dict[str, Any]] = []
     for part in split_message(message):
-        choices = part.get("buttons") or part.get("quick_replies")
+        choices = reply_choices(part)
         if choices is not None:
             actions = [
                 {
@@ -81,11 +81,18 @@ class RocketChatOutput:
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
         room_id = self.room_id or room_of(recipient_id)
-        for body in rocketchat_messages(room_id, message):
+        try:
+            bodies = rocketchat_messages(room_id, message)
+        except Exception as e:  # a failed reply must not fail the turn: it would not be stored
+            logger.error("rocketchat: a bot message to room %s was lost: %r", room_id, e)
+            return
+        for body in bodies:
             try:
                 await self.api.post_message(body)
             except RocketChatError as e:
                 logger.error("rocketchat: a bot message to room %s was lost: %s", room_id, e)
+            except Exception as e:  # as above
+                logger.error("rocketchat: a bot message to room %s was lost: %r", room_id, e)
 
 
 class RocketChatInput(InputChannel):

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp
 
 from server.auth.config import SUPPORTED_JWT_METHODS
 from server.channels import settings
-from server.channels.channel import InputChannel, OnNewMessage, health_router
+from server.channels.channel import InputChannel, OnNewMessage, health_router, reply_choices
 from server.dialogue.messages import UserMessage, split_message
 from server.errors import InvalidConfig, InvalidConversationId
 from server.trackers.store import check_conversation_id
@@ -30,7 +30,7 @@ def socketio_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
     """One bot message as the payloads Rasa's socket.io channel emits, in order."""
     payloads: list[dict[str, Any]] = []
     for part in split_message(message):
-        choices = part.get("buttons") or part.get("quick_replies")
+        choices = reply_choices(part)
         if choices is not None:
             payloads.append(
                 {
@@ -78,6 +78,14 @@ class SocketIOOutput:
         self.namespace = namespace
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        try:
+            await self._emit(recipient_id, message)
+        except Exception as e:  # a failed reply must not fail the turn: it would not be stored
+            logger.error(
+                "socketio: a bot message to %s was lost: %s: %s", recipient_id, type(e).__name__, e
+            )
+
+    async def _emit(self, recipient_id: str, message: dict[str, Any]) -> None:
         for payload in socketio_payloads(message):
             custom = payload.get("custom")
             if isinstance(custom, dict) and "data" in custom:

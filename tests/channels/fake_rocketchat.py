@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 NOT_LOGGED_IN = {"status": "error", "message": "You must be logged in to do this."}
 
@@ -29,6 +29,8 @@ class FakeRocketChat:
         self.logins = 0
         self.unauthorized = 0
         self.posted: list[dict[str, Any]] = []
+        # When set, chat.postMessage answers this (status, HTML body), as a proxy in trouble.
+        self.failure: tuple[int, str] | None = None
         self.app = FastAPI()
         self.app.add_api_route("/api/v1/login", self.login, methods=["POST"])
         self.app.add_api_route("/api/v1/chat.postMessage", self.post_message, methods=["POST"])
@@ -54,7 +56,10 @@ class FakeRocketChat:
             }
         )
 
-    async def post_message(self, request: Request) -> JSONResponse:
+    async def post_message(self, request: Request) -> Response:
+        if self.failure is not None:
+            status, body = self.failure
+            return HTMLResponse(body, status)
         token = request.headers.get("X-Auth-Token")
         if token not in self.tokens or request.headers.get("X-User-Id") != self.bot_id:
             self.unauthorized += 1
