@@ -98,6 +98,19 @@ async def test_the_callback_channel_answers_503_when_the_message_could_not_be_re
     assert bad.status_code == 400
 
 
+async def test_the_rocketchat_webhook_answers_503_when_the_message_could_not_be_recorded(
+    serve: Any,
+) -> None:
+    """Before, it answered 200, so Rocket.Chat did not retry, and the message was lost."""
+    down = {"type": "redis", "url": "127.0.0.1", "port": 1}  # nothing listens on port 1
+    rocket = {"user": "bot", "password": "pw", "server_url": "http://127.0.0.1:1"}
+    client = await serve(down, credentials={"rocketchat": rocket})
+    outgoing = {"channel_id": "GENERAL", "user_id": "U1", "user_name": "u1", "text": "hi"}
+    answer = await client.post("/webhooks/rocketchat/webhook", json=outgoing)
+    assert answer.status_code == 503
+    assert answer.json()["status"] == "failure"
+
+
 BIG = 123456789012345678901234567890  # beyond 64 bits
 
 
