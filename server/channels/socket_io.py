@@ -197,7 +197,9 @@ class SocketIOInput(InputChannel):
         async def disconnect(sid: str, *args: Any) -> None:
             return None
 
-        async def session_request(sid: str, data: Any = None) -> None:
+        # `*_`: arguments after the first, which some clients send, are ignored rather than
+        # failing the handler (and losing the message).
+        async def session_request(sid: str, data: Any = None, *_: Any) -> None:
             session_id = _session_id(data.get("session_id")) if isinstance(data, dict) else None
             if session_id is not None and not _can_be_stored(session_id):
                 # Confirming it would leave the client with a session none of whose messages
@@ -210,7 +212,7 @@ class SocketIOInput(InputChannel):
                 await sio.enter_room(sid, session_id, namespace=ns)
             await sio.emit("session_confirm", session_id, room=sid, namespace=ns)
 
-        async def user_message(sid: str, data: Any = None) -> None:
+        async def user_message(sid: str, data: Any = None, *_: Any) -> None:
             data = data if isinstance(data, dict) else {}
             if self.session_persistence:
                 sender = _session_id(data.get("session_id"))

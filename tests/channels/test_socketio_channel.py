@@ -226,3 +226,17 @@ async def test_binary_metadata_does_not_lose_the_turn_and_odd_messages_are_not_t
     # each odd message was recorded as a user message without text and answered.
     said = [(e["event"], e.get("text")) for e in events if e["event"] in ("user", "bot")]
     assert said == [("user", "hi"), ("bot", "Hey there!")]
+
+
+async def test_arguments_after_the_message_are_ignored() -> None:
+    async with bot({"session_persistence": True}) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        await client.sio.emit("session_request", ({"session_id": "s-9"}, "extra"))
+        confirmed = await client.next()
+        # Before: the handler took one argument, failed, and the message was lost.
+        await client.sio.emit("user_uttered", ({"message": "hi", "session_id": "s-9"}, 1, 2))
+        replies = await client.next(2)
+        await client.sio.disconnect()
+    assert confirmed == [("session_confirm", "s-9")]
+    assert replies[0] == ("bot_uttered", {"text": "echo: hi"})
