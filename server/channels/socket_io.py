@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import uuid
 from typing import Any
 
 import jwt
 import socketio
 from fastapi import APIRouter
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.auth.config import SUPPORTED_JWT_METHODS
 from server.channels import settings
@@ -133,6 +134,7 @@ class SocketIOInput(InputChannel):
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             cors_allowed_origins=cors_allowed_origins if cors_allowed_origins else [],
+            engineio_logger=_PeerErrorLog(logging.getLogger("engineio.server"), {}),
         )
 
     @classmethod
@@ -171,7 +173,9 @@ class SocketIOInput(InputChannel):
     def asgi_mount(self, on_new_message: OnNewMessage) -> tuple[str, ASGIApp]:
         self._register_handlers(on_new_message)
         # socketio_path=None: the mount point, not engine.io, decides which paths are ours.
-        return self.socketio_path, socketio.ASGIApp(self.sio, socketio_path=None)
+        return self.socketio_path, _ignoring_malformed_frames(
+            socketio.ASGIApp(self.sio, socketio_path=None)
+        )
 
     def _authorized(self, auth: Any) -> bool:
         if not self.jwt_key:
@@ -261,6 +265,46 @@ class SocketIOInput(InputChannel):
             logger.warning("socketio: metadata with binary data was dropped")
             return None
         return metadata
+
+
+class _PeerErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """engine.io's logger. What it logs with a traceback is a packet a client got wrong
+    (JSON that does not parse, an unknown packet type): one warning line each, so that no
+    client can fill the log with tracebacks."""
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        error = sys.exc_info()[1]
+        name = type(error).__name__
+        self.warning("socketio: a malformed packet was ignored (%s: %s)", name, error)
+
+
+# The first character of an Engine.IO text packet: its type (open ... noop), or `b` (base64).
+_EIO_PACKET_TYPES = frozenset("0123456b")
+
+
+def _ignoring_malformed_frames(app: ASGIApp) -> ASGIApp:
+    """Drops WebSocket text frames that are no Engine.IO packet (empty, an unknown type):
+    engine.io's reader fails on them outside its error handling, which closes the socket
+    with a traceback in the log."""
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await app(scope, receive, send)
+            return
+
+        async def receive_packet() -> Message:
+            while True:
+                message = await receive()
+                text = message.get("text")
+                if message["type"] != "websocket.receive" or text is None:
+                    return message
+                if text[:1] in _EIO_PACKET_TYPES:
+                    return message
+                logger.warning("socketio: a frame that is not an Engine.IO packet was ignored")
+
+        await app(scope, receive_packet, send)
+
+    return guarded
 
 
 def _session_id(value: Any) -> str | None:

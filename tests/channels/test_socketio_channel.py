@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -240,3 +241,26 @@ async def test_arguments_after_the_message_are_ignored() -> None:
         await client.sio.disconnect()
     assert confirmed == [("session_confirm", "s-9")]
     assert replies[0] == ("bot_uttered", {"text": "echo: hi"})
+
+
+async def test_malformed_packets_are_ignored_in_one_log_line_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import websockets
+
+    malformed = ["", "9", "4{", "42[", '42["user_uttered"', "42" + "[" * 3000 + "]" * 3000]
+    async with bot(None) as url:
+        ws_url = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+        async with websockets.connect(ws_url) as ws:
+            await ws.recv()  # Engine.IO open
+            await ws.send("40")
+            await ws.recv()  # Socket.IO connect
+            for frame in malformed:
+                await ws.send(frame)
+            await ws.send('42["user_uttered",{"message":"hi"}]')
+            reply = await asyncio.wait_for(ws.recv(), 5)
+    # Before: the empty frame closed the socket (no reply), and each bad packet logged a
+    # traceback (twice: engine.io's own handler too).
+    assert reply == '42["bot_uttered",{"text":"echo: hi"}]'
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert len([r for r in caplog.records if "ignored" in r.getMessage()]) == len(malformed)
