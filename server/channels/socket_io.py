@@ -256,7 +256,7 @@ class SocketIOInput(InputChannel):
         if isinstance(metadata, str):
             try:
                 metadata = json.loads(metadata)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deep
                 return None
         if not isinstance(metadata, dict):
             return None
@@ -329,13 +329,17 @@ def _can_be_stored(conversation_id: str) -> bool:
 
 
 def _holds_bytes(value: Any) -> bool:
-    """Whether socket.io decoded binary data somewhere in `value`."""
-    if isinstance(value, (bytes, bytearray)):
-        return True
-    if isinstance(value, dict):
-        return any(_holds_bytes(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_holds_bytes(item) for item in value)
+    """Whether socket.io decoded binary data somewhere in `value` (without recursion: the
+    JSON may be nested as deep as the decoder allows)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, (bytes, bytearray)):
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return False
 
 

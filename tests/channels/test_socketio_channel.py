@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -264,3 +265,23 @@ async def test_malformed_packets_are_ignored_in_one_log_line_each(
     assert reply == '42["bot_uttered",{"text":"echo: hi"}]'
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert len([r for r in caplog.records if "ignored" in r.getMessage()]) == len(malformed)
+
+
+async def test_deeply_nested_metadata_does_not_lose_the_message() -> None:
+    import websockets
+
+    nested = '{"a":' * 900 + "1" + "}" * 900  # as deep as the REST webhook takes
+    too_deep = json.dumps("[" * 5000 + "]" * 5000)  # a JSON string no decoder reads
+    async with bot(None) as url:
+        ws_url = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+        async with websockets.connect(ws_url) as ws:
+            await ws.recv()
+            await ws.send("40")
+            await ws.recv()
+            replies = []
+            for metadata in (nested, too_deep):
+                await ws.send(f'42["user_uttered",{{"message":"hi","metadata":{metadata}}}]')
+                replies.append(await asyncio.wait_for(ws.recv(), 5))
+                await asyncio.wait_for(ws.recv(), 5)  # the second paragraph
+    # Before: the handler failed with a RecursionError and the message was lost.
+    assert replies == ['42["bot_uttered",{"text":"echo: hi"}]'] * 2
