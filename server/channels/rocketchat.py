@@ -132,7 +132,7 @@ class RocketChatInput(InputChannel):
         async def receive(request: Request) -> Response:
             try:
                 payload = json.loads(await request.body() or b"null")
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested too deep to read
                 payload = None
             if not isinstance(payload, dict):
                 return Response(status_code=200, media_type="text/plain")
