@@ -48,7 +48,7 @@ def channel_class(name: str) -> type[InputChannel]:
         return builtin
     if "." not in name:
         raise InvalidConfig(
-            f"Unknown channel '{name}' in credentials.yml. Built-in channels: "
+            f"Unknown channel '{name}'. Built-in channels: "
             f"{', '.join(sorted(CHANNELS))}; a custom channel is a dotted class path."
         )
     module_name, _, class_name = name.rpartition(".")
@@ -88,15 +88,26 @@ def load_channels(
         names = ["rest"]
     else:
         names = list(credentials)
+    # Where a channel name came from, for errors about it.
+    origin = f"--connector {connector}" if connector else source
     channels: list[InputChannel] = []
     for name in names:
         if name in RASA_CHANNELS_NOT_SUPPORTED:
-            logger.warning("Channel '%s' from credentials.yml is not supported; skipped", name)
+            if connector:  # asked for by name: serving no channel at all would hide it
+                raise InvalidConfig(
+                    f"{origin}: Rasa's '{name}' channel is not supported by botserver. "
+                    f"Built-in channels: {', '.join(sorted(CHANNELS))}."
+                )
+            logger.warning("Channel '%s' from %s is not supported; skipped", name, source)
             continue
         settings = (credentials or {}).get(name)
         if settings is not None and not isinstance(settings, dict):
             raise InvalidConfig(f"{source}: '{name}' must hold a mapping of settings")
-        channels.append(_build(channel_class(name), name, settings, source))
+        try:
+            cls = channel_class(name)
+        except InvalidConfig as e:
+            raise InvalidConfig(f"{origin}: {e}") from None
+        channels.append(_build(cls, name, settings, source))
     return channels
 
 

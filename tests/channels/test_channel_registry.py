@@ -78,6 +78,17 @@ def test_connector_picks_one_channel_and_no_config_means_rest() -> None:
     assert [c.name for c in load_channels({}, "socketio")] == ["socketio"]
 
 
+def test_a_connector_that_is_not_served_stops_startup_saying_so() -> None:
+    # Before: `--connector slack` started a server with no channel at all (a warning only),
+    # and `--connector foo` said the channel was unknown "in credentials.yml".
+    with pytest.raises(InvalidConfig, match="^--connector slack: Rasa's 'slack' channel is not"):
+        load_channels({"rest": None}, "slack")
+    with pytest.raises(InvalidConfig, match="^--connector foo: Unknown channel 'foo'"):
+        load_channels(None, "foo")
+    with pytest.raises(InvalidConfig, match="^my/creds.yml: Unknown channel 'foo'"):
+        load_channels({"foo": None}, source="my/creds.yml")
+
+
 def test_rasa_channels_we_do_not_serve_are_skipped_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
