@@ -173,9 +173,7 @@ class SocketIOInput(InputChannel):
     def asgi_mount(self, on_new_message: OnNewMessage) -> tuple[str, ASGIApp]:
         self._register_handlers(on_new_message)
         # socketio_path=None: the mount point, not engine.io, decides which paths are ours.
-        return self.socketio_path, _ignoring_malformed_frames(
-            socketio.ASGIApp(self.sio, socketio_path=None)
-        )
+        return self.socketio_path, _asgi_compliant(socketio.ASGIApp(self.sio, socketio_path=None))
 
     def _authorized(self, auth: Any) -> bool:
         if not self.jwt_key:
@@ -282,12 +280,29 @@ class _PeerErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 _EIO_PACKET_TYPES = frozenset("0123456b")
 
 
-def _ignoring_malformed_frames(app: ASGIApp) -> ASGIApp:
-    """Drops WebSocket text frames that are no Engine.IO packet (empty, an unknown type):
+def _asgi_compliant(app: ASGIApp) -> ASGIApp:
+    """engine.io's ASGI app with two fixes.
+
+    Response header names are lowercased, as ASGI requires: engine.io writes
+    `Access-Control-Allow-Origin`, which the server's CORS middleware (`--cors`) does not
+    recognise as its own and adds a second one; browsers refuse an answer with two, so
+    polling failed with both `--cors` and `cors_allowed_origins` set.
+    WebSocket text frames that are no Engine.IO packet (empty, an unknown type) are dropped:
     engine.io's reader fails on them outside its error handling, which closes the socket
-    with a traceback in the log."""
+    with a traceback in the log.
+    """
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+
+            async def send_lowercased(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    headers = message.get("headers") or []
+                    message["headers"] = [(name.lower(), value) for name, value in headers]
+                await send(message)
+
+            await app(scope, receive, send_lowercased)
+            return
         if scope["type"] != "websocket":
             await app(scope, receive, send)
             return

@@ -285,3 +285,19 @@ async def test_deeply_nested_metadata_does_not_lose_the_message() -> None:
                 await asyncio.wait_for(ws.recv(), 5)  # the second paragraph
     # Before: the handler failed with a RecursionError and the message was lost.
     assert replies == ['42["bot_uttered",{"text":"echo: hi"}]'] * 2
+
+
+async def test_origins_are_checked_and_cors_headers_not_doubled_by_the_cors_flag() -> None:
+    from server.api.settings import ApiSettings
+
+    app = create_app(ApiSettings(cors_origins=("*",)))  # `botserver run --cors "*"`
+    settings = {"cors_allowed_origins": ["https://good.example"]}
+    attach_channels(app, load_channels({"socketio": settings}), echo)
+    handshake = "/socket.io/?EIO=4&transport=polling"
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+        good = await client.get(handshake, headers={"Origin": "https://good.example"})
+        evil = await client.get(handshake, headers={"Origin": "https://evil.example"})
+    # Before: two Access-Control-Allow-Origin headers, which browsers refuse.
+    assert good.status_code == 200
+    assert good.headers.get_list("access-control-allow-origin") == ["https://good.example"]
+    assert evil.status_code == 400
