@@ -118,7 +118,14 @@ class RocketChatInput(InputChannel):
             settings.text(c, "password") or "",
             timeout=settings.seconds(c, "timeout", 10.0),
         )
-        return cls(api, settings.text(c, "webhook_token"))
+        token = settings.text(c, "webhook_token")
+        if token is None:
+            logger.warning(
+                "rocketchat: no webhook_token in credentials.yml, so the webhook takes calls "
+                "from anyone who can reach it: they can speak as any Rocket.Chat user and have "
+                "the bot post in any room it can. Set it to the outgoing webhook's token."
+            )
+        return cls(api, token)
 
     def get_output_channel(self) -> RocketChatOutput:
         return RocketChatOutput(self.api)

@@ -194,3 +194,15 @@ async def test_a_custom_channel_is_loaded_by_dotted_path(custom_module: str) -> 
         answer = await client.get("/webhooks/hello/webhook", params={"text": "yo"})
     assert answer.json()["greeting"] == "hey"
     assert answer.json()["messages"][0] == {"recipient_id": "h1", "text": "echo: yo"}
+
+
+def test_a_rocketchat_webhook_without_a_token_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        load_channels({"rocketchat": {**ROCKET, "webhook_token": "s3cret"}})
+    assert "webhook_token" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        load_channels({"rocketchat": ROCKET})
+    # Before: nothing said that the webhook was open to anyone.
+    assert "no webhook_token" in caplog.text
