@@ -34,8 +34,18 @@ def room_of(conversation: str) -> str:
     return conversation.partition(":")[0]
 
 
-def rocketchat_messages(room_id: str, message: dict[str, Any]) -> list[dict[str, Any]]:
-    """One bot message as `chat.postMessage` bodies, as Rasa's Rocket.Chat channel sends them."""
+# Rocket.Chat's default Message_MaxAllowedSize, in JavaScript string length (UTF-16 units).
+MAX_MESSAGE_LENGTH = 5000
+
+
+def rocketchat_messages(
+    room_id: str, message: dict[str, Any], max_length: int = MAX_MESSAGE_LENGTH
+) -> list[dict[str, Any]]:
+    """One bot message as `chat.postMessage` bodies, as Rasa's Rocket.Chat channel sends them.
+
+    A text longer than `max_length` is sent in pieces (cut at a line break or a space where
+    there is one): Rocket.Chat refuses a longer message, and the whole reply would be lost.
+    """
     bodies: list[dict[str, Any]] = []
     for part in split_message(message):
         choices = reply_choices(part)
@@ -49,11 +59,14 @@ def rocketchat_messages(room_id: str, message: dict[str, Any]) -> list[dict[str,
                 }
                 for choice in choices
             ]
-            bodies.append(
-                {"roomId": room_id, "text": part.get("text"), "attachments": [{"actions": actions}]}
-            )
+            text = part.get("text")
+            *before, last = text_pieces(text, max_length) if isinstance(text, str) else [text]
+            bodies.extend({"roomId": room_id, "text": piece} for piece in before)
+            bodies.append({"roomId": room_id, "text": last, "attachments": [{"actions": actions}]})
         elif "text" in part:
-            bodies.append({"roomId": room_id, "text": part["text"]})
+            text = part["text"]
+            pieces = text_pieces(text, max_length) if isinstance(text, str) else [text]
+            bodies.extend({"roomId": room_id, "text": piece} for piece in pieces)
         elif "image" in part:
             attachment = {"image_url": part["image"], "collapsed": False}
             bodies.append({"roomId": room_id, "attachments": [attachment]})
@@ -70,6 +83,35 @@ def rocketchat_messages(room_id: str, message: dict[str, Any]) -> list[dict[str,
     return bodies
 
 
+def text_pieces(text: str, max_length: int) -> list[str]:
+    """`text` in pieces of at most `max_length` UTF-16 units, cut after a line break or a
+    space when the piece has one (the whitespace at a cut is dropped)."""
+    pieces: list[str] = []
+    while _utf16_length(text) > max_length:
+        end = _fitting_prefix(text, max_length)
+        cut = max(text.rfind("\n", 0, end), text.rfind(" ", 0, end))
+        if cut <= 0:
+            cut = end
+        pieces.append(text[:cut])
+        text = text[cut:].lstrip(" \n")
+    pieces.append(text)
+    return pieces
+
+
+def _utf16_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _fitting_prefix(text: str, max_length: int) -> int:
+    """The length of the longest prefix of `text` within `max_length` UTF-16 units."""
+    units = 0
+    for index, char in enumerate(text):
+        units += 2 if ord(char) > 0xFFFF else 1
+        if units > max_length:
+            return index
+    return len(text)
+
+
 class RocketChatOutput:
     """Posts the bot's messages to the conversation's room as the bot user."""
 
@@ -82,7 +124,7 @@ class RocketChatOutput:
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
         room_id = self.room_id or room_of(recipient_id)
         try:
-            bodies = rocketchat_messages(room_id, message)
+            bodies = rocketchat_messages(room_id, message, self.api.max_message_length)
         except Exception as e:  # a failed reply must not fail the turn: it would not be stored
             logger.error("rocketchat: a bot message to room %s was lost: %r", room_id, e)
             return
@@ -118,6 +160,7 @@ class RocketChatInput(InputChannel):
             settings.text(c, "password") or "",
             timeout=settings.seconds(c, "timeout", 10.0),
         )
+        api.max_message_length = _max_message_length(c)
         token = settings.text(c, "webhook_token")
         if token is None:
             logger.warning(
@@ -219,3 +262,14 @@ class RocketChatInput(InputChannel):
 
 def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _max_message_length(settings: dict[str, Any]) -> int:
+    value = settings.get("max_message_length", MAX_MESSAGE_LENGTH)
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 100:
+        raise InvalidConfig(
+            f"'max_message_length' must be a whole number of 100 or more, not {value!r}"
+        )
+    return value

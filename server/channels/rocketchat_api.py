@@ -42,6 +42,8 @@ class RocketChatAPI:
         self._auth: dict[str, str] | None = None
         self._login_lock = asyncio.Lock()
         self.user_id: str | None = None
+        # Rocket.Chat's Message_MaxAllowedSize; longer bot texts are sent in pieces.
+        self.max_message_length = 5000
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

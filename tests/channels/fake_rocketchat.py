@@ -31,6 +31,7 @@ class FakeRocketChat:
         self.posted: list[dict[str, Any]] = []
         # When set, chat.postMessage answers this (status, HTML body), as a proxy in trouble.
         self.failure: tuple[int, str] | None = None
+        self.max_message_size = 5000  # Rocket.Chat's Message_MaxAllowedSize default
         self.app = FastAPI()
         self.app.add_api_route("/api/v1/login", self.login, methods=["POST"])
         self.app.add_api_route("/api/v1/chat.postMessage", self.post_message, methods=["POST"])
@@ -70,6 +71,8 @@ class FakeRocketChat:
                 {"success": False, "error": "[invalid-channel]", "errorType": "invalid-channel"},
                 400,
             )
+        if len(str(body.get("text") or "").encode("utf-16-le")) // 2 > self.max_message_size:
+            return JSONResponse({"success": False, "error": "error-message-size-exceeded"}, 400)
         self.posted.append(body)
         message = {
             "_id": secrets.token_hex(8),

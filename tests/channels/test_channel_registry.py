@@ -124,6 +124,7 @@ ROCKET = {"user": "bot", "password": "pw", "server_url": "http://rc"}
         ("rocketchat", {**ROCKET, "server_url": "chat.example.com"}, "'server_url' must be an"),
         ("rocketchat", {**ROCKET, "server_url": "http://[::1"}, "'server_url' must be an"),
         ("rocketchat", {**ROCKET, "password": ["pw"]}, "'password' must be a string, not a list"),
+        ("rocketchat", {**ROCKET, "max_message_length": "big"}, "'max_message_length' must be"),
         ("socketio", {"socketio_path": 5.5j}, "'socketio_path' must be a string"),
         ("socketio", {"socketio_path": "/"}, "'socketio_path' must be a path"),
         ("socketio", {"session_persistence": "maybe"}, "'session_persistence' must be true or"),

@@ -129,3 +129,23 @@ async def test_a_callback_client_that_cannot_start_keeps_the_turn(
     assert answer.text == "success"
     # Before: the TLS setup failed at the first reply (not an HTTP error), and the turn failed.
     assert texts == ["hi"]
+
+
+async def test_a_reply_longer_than_rocketchat_takes_arrives_in_pieces(
+    concertbot_model: Path,
+) -> None:
+    paragraph = "The band plays " + "loud " * 400 + "music.\n"  # 2,021 characters
+    long_text = (paragraph * 6).strip() + " \U0001f3b8" * 1000  # and 1,000 guitars (2 units)
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    async with serving(rocket.app) as rocket_url, action_server({"text": long_text}) as url:
+        credentials = {"rocketchat": {"user": BOT, "password": PASSWORD, "server_url": rocket_url}}
+        async with concertbot_server(concertbot_model, url, credentials) as bot_url:
+            payload = rocket.outgoing_payload(
+                token="", user_id="AliceId", user_name="alice", text="search concerts"
+            )
+            await rocket.send(f"{bot_url}/webhooks/rocketchat/webhook", payload)
+    # Before: Rocket.Chat refused the message (over 5,000 characters) and nothing arrived.
+    texts = [str(text) for text in rocket.texts_in("GENERAL")]
+    assert len(texts) == 4
+    assert all(len(text.encode("utf-16-le")) // 2 <= 5000 for text in texts)
+    assert " ".join(texts).split() == long_text.split()

@@ -212,3 +212,16 @@ def test_rich_messages_become_rocketchat_attachments() -> None:
     assert rocketchat_messages("R1", {"custom": {"channel": "#alerts", "text": "x"}}) == [
         {"channel": "#alerts", "text": "x"}
     ]
+
+
+def test_long_texts_are_cut_at_line_breaks_or_spaces() -> None:
+    lines = "\n".join(["a" * 60] * 5)  # 304 characters
+    assert rocketchat_messages("R1", {"text": lines}, max_length=130) == [
+        {"roomId": "R1", "text": "\n".join(["a" * 60] * 2)},
+        {"roomId": "R1", "text": "\n".join(["a" * 60] * 2)},
+        {"roomId": "R1", "text": "a" * 60},
+    ]
+    buttons = [{"title": "Yes", "payload": "/affirm"}]
+    parts = rocketchat_messages("R1", {"text": "b" * 250, "buttons": buttons}, max_length=100)
+    assert [p["text"] for p in parts] == ["b" * 100, "b" * 100, "b" * 50]
+    assert "attachments" not in parts[0] and parts[2]["attachments"][0]["actions"]
