@@ -271,6 +271,9 @@ class _PeerErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     client can fill the log with tracebacks."""
 
     def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        if msg == "service task exception":  # engine.io's own housekeeping failed
+            super().exception(msg, *args, **kwargs)
+            return
         error = sys.exc_info()[1]
         name = type(error).__name__
         self.warning("socketio: a malformed packet was ignored (%s: %s)", name, error)
