@@ -6,6 +6,7 @@ ignored; the outgoing webhook's token is checked when `webhook_token` is configu
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -187,6 +188,11 @@ class RocketChatInput(InputChannel):
             if not isinstance(payload, dict):
                 return Response(status_code=200, media_type="text/plain")
             self._check_token(request, payload)
+            if self.api.user_id is None:
+                # The bot's own id tells its own messages apart, whatever name or e-mail it
+                # logs in with; another worker process may have posted one already.
+                with contextlib.suppress(RocketChatError):
+                    await self.api.ensure_login()
             for message in self._user_messages(payload):
                 try:
                     await on_new_message(message)

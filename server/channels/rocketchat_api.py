@@ -72,6 +72,10 @@ class RocketChatAPI:
         self.user_id = str(data["userId"])
         logger.info("rocketchat: logged in as %s", self.user)
 
+    async def ensure_login(self) -> None:
+        """Logs in unless logged in already; raises RocketChatError when Rocket.Chat refuses."""
+        await self._ensure_login()
+
     async def _ensure_login(self, stale: dict[str, str] | None = None) -> dict[str, str]:
         async with self._login_lock:
             # Another task may have logged in while this one waited.

@@ -24,6 +24,7 @@ class FakeRocketChat:
         self.bot_user = bot_user
         self.bot_password = bot_password
         self.bot_id = "BotUserId0000001"
+        self.bot_email = f"{bot_user}@example.test"
         self.site_url = site_url
         self.tokens: set[str] = set()
         self.logins = 0
@@ -39,7 +40,10 @@ class FakeRocketChat:
     # -- Rocket.Chat's REST API ----------------------------------------------------------------
     async def login(self, request: Request) -> JSONResponse:
         body = await request.json()
-        if body.get("user") != self.bot_user or body.get("password") != self.bot_password:
+        # Rocket.Chat takes the user name or the e-mail address.
+        if body.get("user") not in (self.bot_user, self.bot_email) or (
+            body.get("password") != self.bot_password
+        ):
             return JSONResponse(
                 {"status": "error", "error": "Unauthorized", "message": "Unauthorized"}, 401
             )
