@@ -10,6 +10,7 @@ import contextlib
 import hmac
 import json
 import logging
+import time
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -146,6 +147,7 @@ class RocketChatInput(InputChannel):
     def __init__(self, api: RocketChatAPI, webhook_token: str | None = None) -> None:
         self.api = api
         self.webhook_token = webhook_token
+        self._next_identity_login = 0.0  # time.monotonic() of the next login to learn our id
 
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> RocketChatInput:
@@ -188,9 +190,11 @@ class RocketChatInput(InputChannel):
             if not isinstance(payload, dict):
                 return Response(status_code=200, media_type="text/plain")
             self._check_token(request, payload)
-            if self.api.user_id is None:
+            if self.api.user_id is None and time.monotonic() >= self._next_identity_login:
                 # The bot's own id tells its own messages apart, whatever name or e-mail it
-                # logs in with; another worker process may have posted one already.
+                # logs in with; another worker process may have posted one already. A refused
+                # login is not tried again here for a minute (Rocket.Chat limits logins).
+                self._next_identity_login = time.monotonic() + 60
                 with contextlib.suppress(RocketChatError):
                     await self.api.ensure_login()
             for message in self._user_messages(payload):
