@@ -56,6 +56,7 @@ class RunSpec:
     endpoints: dict[str, Any]
     credentials: dict[str, Any] | None
     connector: str | None = None
+    credentials_file: str | None = None
     token: str | None = None
     jwt_secret: str | None = None
     jwt_method: str = "HS256"
@@ -77,6 +78,7 @@ class RunSpec:
             model_path=self.model_path,
             endpoints=self.endpoints,
             credentials=self.credentials,
+            credentials_file=self.credentials_file,
             connector=self.connector,
             auth=AuthConfig(
                 token=self.token,
@@ -268,6 +270,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         model_path=args.model,
         endpoints=endpoints,
         credentials=credentials,
+        credentials_file=credentials_path,
         connector=args.connector,
         token=args.auth_token,
         jwt_secret=args.jwt_secret,

@@ -64,6 +64,7 @@ class ServerOptions:
     model_path: str | Path | None = "models"
     endpoints: dict[str, Any] = field(default_factory=dict)
     credentials: dict[str, Any] | None = None
+    credentials_file: str | None = None  # named in errors about its settings
     connector: str | None = None
     auth: AuthConfig = field(default_factory=AuthConfig)
     cors: Sequence[str] = ()
@@ -98,7 +99,8 @@ def _load_channels(options: ServerOptions) -> list[InputChannel]:
     if not credentials and not connector:
         # As `rasa run`: with no channel configured, the REST channel is on.
         connector = "rest"
-    return list(load_channels(credentials or {}, connector))
+    source = options.credentials_file or "credentials.yml"
+    return list(load_channels(credentials or {}, connector, source))
 
 
 async def _close(what: str, close: Callable[[], Awaitable[Any]] | None) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
+from server.channels import settings
 from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.channels.rest import message_from_rest_body, read_json_object
 from server.dialogue.http_endpoint import HttpEndpoint
@@ -31,16 +32,17 @@ class CallbackOutput:
             body = {"recipient_id": recipient_id, **part}
             try:
                 answer = await self.endpoint.post_json(body)
-            except httpx.HTTPError as e:
+            except Exception as e:  # any failure: a raise would fail the turn, left unstored
                 logger.error(
                     "callback: could not deliver a message to %s: %s",
                     self.endpoint.safe_url,
                     type(e).__name__,
                 )
                 continue
-            if answer.status_code >= 400:
+            if answer.status_code >= 300:
+                # A redirect is not followed (it could lead anywhere): the message is lost too.
                 logger.error(
-                    "callback: %s answered HTTP %s to a bot message",
+                    "callback: %s answered HTTP %s to a bot message, which was not delivered",
                     self.endpoint.safe_url,
                     answer.status_code,
                 )
@@ -59,9 +61,13 @@ class CallbackInput(InputChannel):
     def from_credentials(cls, credentials: dict[str, Any] | None) -> CallbackInput:
         if not credentials or not credentials.get("url"):
             raise InvalidConfig(
-                "The callback channel needs the URL to post replies to: "
-                "`callback: {url: http://host:port/bot}` in credentials.yml"
+                "needs the URL to post replies to: `callback: {url: http://host:port/bot}`"
             )
+        settings.http_url(credentials, "url")
+        cafile = settings.text(credentials, "cafile")
+        if cafile is not None and not Path(cafile).is_file():
+            # Found out at the first reply otherwise, and every reply would fail.
+            raise InvalidConfig(f"'cafile' {cafile}: no such file")
         return cls(HttpEndpoint.from_config(credentials))
 
     def router(self, on_new_message: OnNewMessage) -> APIRouter:

@@ -50,6 +50,21 @@ class InputChannel:
         return None
 
 
+def reply_choices(part: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A message part's buttons or quick replies as objects with `title` and `payload`, or
+    None when it has none. An action server may send bare strings (or anything else): each
+    becomes a choice whose title and payload are its text, so no reply is lost to its shape."""
+    choices = part.get("buttons") or part.get("quick_replies")
+    if choices is None:
+        return None
+    if not isinstance(choices, list):
+        choices = [choices]
+    return [
+        choice if isinstance(choice, dict) else {"title": str(choice), "payload": str(choice)}
+        for choice in choices
+    ]
+
+
 def health_router(prefix: str) -> APIRouter:
     """A router with Rasa's `GET <prefix>/` health answer, for a channel to add routes to."""
     router = APIRouter(prefix=prefix)

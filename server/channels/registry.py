@@ -48,7 +48,7 @@ def channel_class(name: str) -> type[InputChannel]:
         return builtin
     if "." not in name:
         raise InvalidConfig(
-            f"Unknown channel '{name}' in credentials.yml. Built-in channels: "
+            f"Unknown channel '{name}'. Built-in channels: "
             f"{', '.join(sorted(CHANNELS))}; a custom channel is a dotted class path."
         )
     module_name, _, class_name = name.rpartition(".")
@@ -72,11 +72,14 @@ def channel_class(name: str) -> type[InputChannel]:
 
 
 def load_channels(
-    credentials: dict[str, Any] | None, connector: str | None = None
+    credentials: dict[str, Any] | None,
+    connector: str | None = None,
+    source: str = "credentials.yml",
 ) -> list[InputChannel]:
     """The channels to serve: `connector` alone when given, else every credentials key.
 
     With neither a connector nor a credentials file, falls back to the REST channel as Rasa.
+    A setting a channel cannot take is an InvalidConfig naming `source` and the channel.
     """
     if connector:
         names = [connector]
@@ -85,13 +88,38 @@ def load_channels(
         names = ["rest"]
     else:
         names = list(credentials)
+    # Where a channel name came from, for errors about it.
+    origin = f"--connector {connector}" if connector else source
     channels: list[InputChannel] = []
     for name in names:
         if name in RASA_CHANNELS_NOT_SUPPORTED:
-            logger.warning("Channel '%s' from credentials.yml is not supported; skipped", name)
+            if connector:  # asked for by name: serving no channel at all would hide it
+                raise InvalidConfig(
+                    f"{origin}: Rasa's '{name}' channel is not supported by botserver. "
+                    f"Built-in channels: {', '.join(sorted(CHANNELS))}."
+                )
+            logger.warning("Channel '%s' from %s is not supported; skipped", name, source)
             continue
         settings = (credentials or {}).get(name)
         if settings is not None and not isinstance(settings, dict):
-            raise InvalidConfig(f"credentials.yml: '{name}' must hold a mapping of settings")
-        channels.append(channel_class(name).from_credentials(settings))
+            raise InvalidConfig(f"{source}: '{name}' must hold a mapping of settings")
+        try:
+            cls = channel_class(name)
+        except InvalidConfig as e:
+            raise InvalidConfig(f"{origin}: {e}") from None
+        channels.append(_build(cls, name, settings, source))
     return channels
+
+
+def _build(
+    cls: type[InputChannel], name: str, settings: dict[str, Any] | None, source: str
+) -> InputChannel:
+    try:
+        return cls.from_credentials(settings)
+    except InvalidConfig as e:
+        raise InvalidConfig(f"{source}: channel '{name}': {e}") from None
+    except Exception as e:  # a setting of the wrong type reaching a custom channel's code
+        logger.debug("channel '%s' could not be built", name, exc_info=True)
+        raise InvalidConfig(
+            f"{source}: channel '{name}' cannot be built from its settings: {type(e).__name__}: {e}"
+        ) from None

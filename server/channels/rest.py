@@ -28,14 +28,9 @@ logger = logging.getLogger(__name__)
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, or Rasa's 400 error body."""
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise HTTPException(400, "The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise HTTPException(400, "The request body must be a JSON object.")
-    return body
+    """The request body as a JSON object, read as the REST webhook reads it, or Rasa's 400
+    error body (NaN, nesting too deep for the decoder, anything that is not a JSON object)."""
+    return _json_object(await request.body())
 
 
 def message_from_rest_body(

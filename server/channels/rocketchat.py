@@ -6,17 +6,20 @@ ignored; the outgoing webhook's token is checked when `webhook_token` is configu
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
+import time
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
-from server.channels.channel import InputChannel, OnNewMessage, health_router
+from server.channels import settings
+from server.channels.channel import InputChannel, OnNewMessage, health_router, reply_choices
 from server.channels.rocketchat_api import RocketChatAPI, RocketChatError
 from server.dialogue.messages import UserMessage, split_message
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +36,21 @@ def room_of(conversation: str) -> str:
     return conversation.partition(":")[0]
 
 
-def rocketchat_messages(room_id: str, message: dict[str, Any]) -> list[dict[str, Any]]:
-    """One bot message as `chat.postMessage` bodies, as Rasa's Rocket.Chat channel sends them."""
+# Rocket.Chat's default Message_MaxAllowedSize, in JavaScript string length (UTF-16 units).
+MAX_MESSAGE_LENGTH = 5000
+
+
+def rocketchat_messages(
+    room_id: str, message: dict[str, Any], max_length: int = MAX_MESSAGE_LENGTH
+) -> list[dict[str, Any]]:
+    """One bot message as `chat.postMessage` bodies, as Rasa's Rocket.Chat channel sends them.
+
+    A text longer than `max_length` is sent in pieces (cut at a line break or a space where
+    there is one): Rocket.Chat refuses a longer message, and the whole reply would be lost.
+    """
     bodies: list[dict[str, Any]] = []
     for part in split_message(message):
-        choices = part.get("buttons") or part.get("quick_replies")
+        choices = reply_choices(part)
         if choices is not None:
             actions = [
                 {
@@ -48,11 +61,14 @@ def rocketchat_messages(room_id: str, message: dict[str, Any]) -> list[dict[str,
                 }
                 for choice in choices
             ]
-            bodies.append(
-                {"roomId": room_id, "text": part.get("text"), "attachments": [{"actions": actions}]}
-            )
+            text = part.get("text")
+            *before, last = text_pieces(text, max_length) if isinstance(text, str) else [text]
+            bodies.extend({"roomId": room_id, "text": piece} for piece in before)
+            bodies.append({"roomId": room_id, "text": last, "attachments": [{"actions": actions}]})
         elif "text" in part:
-            bodies.append({"roomId": room_id, "text": part["text"]})
+            text = part["text"]
+            pieces = text_pieces(text, max_length) if isinstance(text, str) else [text]
+            bodies.extend({"roomId": room_id, "text": piece} for piece in pieces)
         elif "image" in part:
             attachment = {"image_url": part["image"], "collapsed": False}
             bodies.append({"roomId": room_id, "attachments": [attachment]})
@@ -69,6 +85,35 @@ def rocketchat_messages(room_id: str, message: dict[str, Any]) -> list[dict[str,
     return bodies
 
 
+def text_pieces(text: str, max_length: int) -> list[str]:
+    """`text` in pieces of at most `max_length` UTF-16 units, cut after a line break or a
+    space when the piece has one (the whitespace at a cut is dropped)."""
+    pieces: list[str] = []
+    while _utf16_length(text) > max_length:
+        end = _fitting_prefix(text, max_length)
+        cut = max(text.rfind("\n", 0, end), text.rfind(" ", 0, end))
+        if cut <= 0:
+            cut = end
+        pieces.append(text[:cut])
+        text = text[cut:].lstrip(" \n")
+    pieces.append(text)
+    return pieces
+
+
+def _utf16_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _fitting_prefix(text: str, max_length: int) -> int:
+    """The length of the longest prefix of `text` within `max_length` UTF-16 units."""
+    units = 0
+    for index, char in enumerate(text):
+        units += 2 if ord(char) > 0xFFFF else 1
+        if units > max_length:
+            return index
+    return len(text)
+
+
 class RocketChatOutput:
     """Posts the bot's messages to the conversation's room as the bot user."""
 
@@ -80,11 +125,18 @@ class RocketChatOutput:
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
         room_id = self.room_id or room_of(recipient_id)
-        for body in rocketchat_messages(room_id, message):
+        try:
+            bodies = rocketchat_messages(room_id, message, self.api.max_message_length)
+        except Exception as e:  # a failed reply must not fail the turn: it would not be stored
+            logger.error("rocketchat: a bot message to room %s was lost: %r", room_id, e)
+            return
+        for body in bodies:
             try:
                 await self.api.post_message(body)
             except RocketChatError as e:
                 logger.error("rocketchat: a bot message to room %s was lost: %s", room_id, e)
+            except Exception as e:  # as above
+                logger.error("rocketchat: a bot message to room %s was lost: %r", room_id, e)
 
 
 class RocketChatInput(InputChannel):
@@ -95,6 +147,7 @@ class RocketChatInput(InputChannel):
     def __init__(self, api: RocketChatAPI, webhook_token: str | None = None) -> None:
         self.api = api
         self.webhook_token = webhook_token
+        self._next_identity_login = 0.0  # time.monotonic() of the next login to learn our id
 
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> RocketChatInput:
@@ -102,17 +155,23 @@ class RocketChatInput(InputChannel):
         missing = [key for key in ("user", "password", "server_url") if not c.get(key)]
         if missing:
             raise InvalidConfig(
-                "The rocketchat channel needs the bot user's credentials in credentials.yml: "
-                f"missing {', '.join(missing)}"
+                f"needs the bot user's Rocket.Chat login: missing {', '.join(missing)}"
             )
         api = RocketChatAPI(
-            str(c["server_url"]),
-            str(c["user"]),
-            str(c["password"]),
-            timeout=float(c.get("timeout", 10.0)),
+            settings.http_url(c, "server_url"),
+            settings.text(c, "user") or "",
+            settings.text(c, "password") or "",
+            timeout=settings.seconds(c, "timeout", 10.0),
         )
-        token = c.get("webhook_token")
-        return cls(api, str(token) if token else None)
+        api.max_message_length = _max_message_length(c)
+        token = settings.text(c, "webhook_token")
+        if token is None:
+            logger.warning(
+                "rocketchat: no webhook_token in credentials.yml, so the webhook takes calls "
+                "from anyone who can reach it: they can speak as any Rocket.Chat user and have "
+                "the bot post in any room it can. Set it to the outgoing webhook's token."
+            )
+        return cls(api, token)
 
     def get_output_channel(self) -> RocketChatOutput:
         return RocketChatOutput(self.api)
@@ -126,14 +185,25 @@ class RocketChatInput(InputChannel):
         async def receive(request: Request) -> Response:
             try:
                 payload = json.loads(await request.body() or b"null")
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested too deep to read
                 payload = None
             if not isinstance(payload, dict):
                 return Response(status_code=200, media_type="text/plain")
             self._check_token(request, payload)
+            if self.api.user_id is None and time.monotonic() >= self._next_identity_login:
+                # The bot's own id tells its own messages apart, whatever name or e-mail it
+                # logs in with; another worker process may have posted one already. A refused
+                # login is not tried again here for a minute (Rocket.Chat limits logins).
+                self._next_identity_login = time.monotonic() + 60
+                with contextlib.suppress(RocketChatError):
+                    await self.api.ensure_login()
             for message in self._user_messages(payload):
                 try:
                     await on_new_message(message)
+                except (StoreUnavailable, LockTimeout, InvalidConversationId):
+                    # A 503 (or 400), as the REST channel answers: Rocket.Chat retries a
+                    # failed call, and a 200 would acknowledge a message that was lost.
+                    raise
                 except Exception as e:
                     logger.error(
                         "rocketchat: message from %s failed: %s: %s",
@@ -202,3 +272,14 @@ class RocketChatInput(InputChannel):
 
 def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _max_message_length(settings: dict[str, Any]) -> int:
+    value = settings.get("max_message_length", MAX_MESSAGE_LENGTH)
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 100:
+        raise InvalidConfig(
+            f"'max_message_length' must be a whole number of 100 or more, not {value!r}"
+        )
+    return value

@@ -42,6 +42,8 @@ class RocketChatAPI:
         self._auth: dict[str, str] | None = None
         self._login_lock = asyncio.Lock()
         self.user_id: str | None = None
+        # Rocket.Chat's Message_MaxAllowedSize; longer bot texts are sent in pieces.
+        self.max_message_length = 5000
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -69,6 +71,10 @@ class RocketChatAPI:
         self._auth = {"X-Auth-Token": str(data["authToken"]), "X-User-Id": str(data["userId"])}
         self.user_id = str(data["userId"])
         logger.info("rocketchat: logged in as %s", self.user)
+
+    async def ensure_login(self) -> None:
+        """Logs in unless logged in already; raises RocketChatError when Rocket.Chat refuses."""
+        await self._ensure_login()
 
     async def _ensure_login(self, stale: dict[str, str] | None = None) -> dict[str, str]:
         async with self._login_lock:

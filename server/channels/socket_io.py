@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import uuid
 from typing import Any
 
 import jwt
 import socketio
 from fastapi import APIRouter
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.channels.channel import InputChannel, OnNewMessage, health_router
+from server.auth.config import SUPPORTED_JWT_METHODS
+from server.channels import settings
+from server.channels.channel import InputChannel, OnNewMessage, health_router, reply_choices
 from server.dialogue.messages import UserMessage, split_message
+from server.errors import InvalidConfig, InvalidConversationId
+from server.trackers.store import check_conversation_id
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +31,7 @@ def socketio_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
     """One bot message as the payloads Rasa's socket.io channel emits, in order."""
     payloads: list[dict[str, Any]] = []
     for part in split_message(message):
-        choices = part.get("buttons") or part.get("quick_replies")
+        choices = reply_choices(part)
         if choices is not None:
             payloads.append(
                 {
@@ -74,6 +79,14 @@ class SocketIOOutput:
         self.namespace = namespace
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        try:
+            await self._emit(recipient_id, message)
+        except Exception as e:  # a failed reply must not fail the turn: it would not be stored
+            logger.error(
+                "socketio: a bot message to %s was lost: %s: %s", recipient_id, type(e).__name__, e
+            )
+
+    async def _emit(self, recipient_id: str, message: dict[str, Any]) -> None:
         for payload in socketio_payloads(message):
             custom = payload.get("custom")
             if isinstance(custom, dict) and "data" in custom:
@@ -121,21 +134,34 @@ class SocketIOInput(InputChannel):
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             cors_allowed_origins=cors_allowed_origins if cors_allowed_origins else [],
+            engineio_logger=_PeerErrorLog(logging.getLogger("engineio.server"), {}),
         )
 
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> SocketIOInput:
         c = credentials or {}
+        jwt_method = settings.text(c, "jwt_method", "HS256") or "HS256"
+        if jwt_method not in SUPPORTED_JWT_METHODS:
+            raise InvalidConfig(
+                f"'jwt_method' must be one of {', '.join(sorted(SUPPORTED_JWT_METHODS))}, "
+                f"not '{jwt_method}'"
+            )
+        path = settings.text(c, "socketio_path", "/socket.io") or ""
+        if not path.strip("/"):
+            raise InvalidConfig(f"'socketio_path' must be a path such as /socket.io, not '{path}'")
+        namespace = settings.text(c, "namespace")
+        if namespace is not None and not namespace.startswith("/"):
+            namespace = "/" + namespace  # socket.io clients always send the leading slash
         return cls(
-            user_message_evt=c.get("user_message_evt") or "user_uttered",
-            bot_message_evt=c.get("bot_message_evt") or "bot_uttered",
-            namespace=c.get("namespace"),
-            session_persistence=bool(c.get("session_persistence", False)),
-            socketio_path=c.get("socketio_path") or "/socket.io",
-            jwt_key=c.get("jwt_key"),
-            jwt_method=c.get("jwt_method") or "HS256",
-            metadata_key=c.get("metadata_key") or "metadata",
-            cors_allowed_origins=c.get("cors_allowed_origins"),
+            user_message_evt=settings.text(c, "user_message_evt", "user_uttered") or "",
+            bot_message_evt=settings.text(c, "bot_message_evt", "bot_uttered") or "",
+            namespace=namespace,
+            session_persistence=settings.flag(c, "session_persistence"),
+            socketio_path=path,
+            jwt_key=settings.text(c, "jwt_key"),
+            jwt_method=jwt_method,
+            metadata_key=settings.text(c, "metadata_key", "metadata") or "",
+            cors_allowed_origins=_origins(c.get("cors_allowed_origins")),
         )
 
     def router(self, on_new_message: OnNewMessage) -> APIRouter:
@@ -147,7 +173,7 @@ class SocketIOInput(InputChannel):
     def asgi_mount(self, on_new_message: OnNewMessage) -> tuple[str, ASGIApp]:
         self._register_handlers(on_new_message)
         # socketio_path=None: the mount point, not engine.io, decides which paths are ours.
-        return self.socketio_path, socketio.ASGIApp(self.sio, socketio_path=None)
+        return self.socketio_path, _asgi_compliant(socketio.ASGIApp(self.sio, socketio_path=None))
 
     def _authorized(self, auth: Any) -> bool:
         if not self.jwt_key:
@@ -173,19 +199,26 @@ class SocketIOInput(InputChannel):
         async def disconnect(sid: str, *args: Any) -> None:
             return None
 
-        async def session_request(sid: str, data: Any = None) -> None:
-            session_id = data.get("session_id") if isinstance(data, dict) else None
-            if not session_id:
+        # `*_`: arguments after the first, which some clients send, are ignored rather than
+        # failing the handler (and losing the message).
+        async def session_request(sid: str, data: Any = None, *_: Any) -> None:
+            session_id = _session_id(data.get("session_id")) if isinstance(data, dict) else None
+            if session_id is not None and not _can_be_stored(session_id):
+                # Confirming it would leave the client with a session none of whose messages
+                # can be recorded; clients adopt the id they are confirmed.
+                logger.warning("socketio: a session_id no store can hold was replaced")
+                session_id = None
+            if session_id is None:
                 session_id = uuid.uuid4().hex
             if self.session_persistence:
                 await sio.enter_room(sid, session_id, namespace=ns)
             await sio.emit("session_confirm", session_id, room=sid, namespace=ns)
 
-        async def user_message(sid: str, data: Any = None) -> None:
+        async def user_message(sid: str, data: Any = None, *_: Any) -> None:
             data = data if isinstance(data, dict) else {}
             if self.session_persistence:
-                sender = data.get("session_id")
-                if not sender:
+                sender = _session_id(data.get("session_id"))
+                if sender is None:
                     logger.warning(
                         "socketio: a message without a session_id was dropped; the client "
                         "must send session_request first when session_persistence is on"
@@ -194,9 +227,12 @@ class SocketIOInput(InputChannel):
             else:
                 sender = sid
             text = data.get("message")
+            if not isinstance(text, str):
+                logger.warning("socketio: a message whose 'message' is not a string was dropped")
+                return
             message = UserMessage(
-                text=text.strip() if isinstance(text, str) else None,
-                sender_id=str(sender),
+                text=text.strip(),
+                sender_id=sender,
                 input_channel=self.name,
                 metadata=self._metadata(data),
                 output_channel=self.get_output_channel(),
@@ -218,6 +254,122 @@ class SocketIOInput(InputChannel):
         if isinstance(metadata, str):
             try:
                 metadata = json.loads(metadata)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deep
                 return None
-        return metadata if isinstance(metadata, dict) else None
+        if not isinstance(metadata, dict):
+            return None
+        if _holds_bytes(metadata):
+            # A binary attachment: events are JSON, and the turn could not be stored.
+            logger.warning("socketio: metadata with binary data was dropped")
+            return None
+        return metadata
+
+
+class _PeerErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """engine.io's logger. What it logs with a traceback is a packet a client got wrong
+    (JSON that does not parse, an unknown packet type): one warning line each, so that no
+    client can fill the log with tracebacks."""
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        if msg == "service task exception":  # engine.io's own housekeeping failed
+            super().exception(msg, *args, **kwargs)
+            return
+        error = sys.exc_info()[1]
+        name = type(error).__name__
+        self.warning("socketio: a malformed packet was ignored (%s: %s)", name, error)
+
+
+# The first character of an Engine.IO text packet: its type (open ... noop), or `b` (base64).
+_EIO_PACKET_TYPES = frozenset("0123456b")
+
+
+def _asgi_compliant(app: ASGIApp) -> ASGIApp:
+    """engine.io's ASGI app with two fixes.
+
+    Response header names are lowercased, as ASGI requires: engine.io writes
+    `Access-Control-Allow-Origin`, which the server's CORS middleware (`--cors`) does not
+    recognise as its own and adds a second one; browsers refuse an answer with two, so
+    polling failed with both `--cors` and `cors_allowed_origins` set.
+    WebSocket text frames that are no Engine.IO packet (empty, an unknown type) are dropped:
+    engine.io's reader fails on them outside its error handling, which closes the socket
+    with a traceback in the log.
+    """
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+
+            async def send_lowercased(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    headers = message.get("headers") or []
+                    message["headers"] = [(name.lower(), value) for name, value in headers]
+                await send(message)
+
+            await app(scope, receive, send_lowercased)
+            return
+        if scope["type"] != "websocket":
+            await app(scope, receive, send)
+            return
+
+        async def receive_packet() -> Message:
+            while True:
+                message = await receive()
+                text = message.get("text")
+                if message["type"] != "websocket.receive" or text is None:
+                    return message
+                if text[:1] in _EIO_PACKET_TYPES:
+                    return message
+                logger.warning("socketio: a frame that is not an Engine.IO packet was ignored")
+
+        await app(scope, receive_packet, send)
+
+    return guarded
+
+
+def _session_id(value: Any) -> str | None:
+    """A client's session id as a conversation id: a string, or a number as its digits.
+
+    A number must become the same string everywhere: the socket joins the room of the
+    confirmed id and the replies go to the room of the conversation id.
+    """
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _can_be_stored(conversation_id: str) -> bool:
+    try:
+        check_conversation_id(conversation_id)
+    except InvalidConversationId:
+        return False
+    return True
+
+
+def _holds_bytes(value: Any) -> bool:
+    """Whether socket.io decoded binary data somewhere in `value` (without recursion: the
+    JSON may be nested as deep as the decoder allows)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, (bytes, bytearray)):
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def _origins(value: Any) -> str | list[str] | None:
+    """`cors_allowed_origins`: "*", one origin, or a list of origins."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(origin, str) for origin in value):
+        return value
+    raise InvalidConfig(
+        "'cors_allowed_origins' must be \"*\", an origin or a list of origins, "
+        f"not {settings.kind(value)}"
+    )

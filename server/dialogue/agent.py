@@ -78,13 +78,16 @@ class Agent:
         channel = factory() if factory is not None else None
         return channel if channel is not None else CollectingOutputChannel()
 
-    def _reminder_output(self, sender_id: str) -> OutputChannel | None:
-        for name in ("callback", "socketio", "rocketchat"):
+    def _reminder_output(self, sender_id: str, channel: str | None) -> OutputChannel | None:
+        """The conversation's own channel, as Rasa sends a reminder to the channel of the turn
+        that set it. A conversation on a channel that cannot push (REST) falls back to the
+        callback or socket.io channel; never to Rocket.Chat, whose room is read from the
+        conversation id, which a REST client chooses."""
+        for name in (channel or "", "callback", "socketio"):
             factory = self.output_channels.get(name)
-            if factory is not None:
-                channel = factory()
-                if channel is not None:
-                    return channel
+            output = factory() if factory is not None else None
+            if output is not None:
+                return output
         return None
 
     # -- NLU --------------------------------------------------------------------------------

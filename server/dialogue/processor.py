@@ -164,7 +164,8 @@ class Processor:
         self.on_turn: Callable[[dict[str, Any]], None] | None = None
         # Set by the agent: where a firing reminder finds the model and the user's channel.
         self.model_provider: Callable[[], DialogueModel | None] | None = None
-        self.output_for_reminders: Callable[[str], OutputChannel | None] | None = None
+        # (sender id, the conversation's latest input channel) -> where a reminder's messages go
+        self.output_for_reminders: Callable[[str, str | None], OutputChannel | None] | None = None
         # `action_for`'s actions by name, for one domain.
         self._actions: dict[str, Action] = {}
         self._actions_domain: Domain | None = None
@@ -609,7 +610,10 @@ class Processor:
         if model is None:
             logger.warning("reminder '%s' for %s dropped: no model", reminder.name, sender_id)
             return
-        output = self.output_for_reminders(sender_id) if self.output_for_reminders else None
+        output = None
+        if self.output_for_reminders is not None:
+            channel = (await self.tracker_for(sender_id, model)).latest_input_channel()
+            output = self.output_for_reminders(sender_id, channel)
         entities = reminder.entities or []
         if isinstance(entities, dict):
             entities = [{"entity": k, "value": v} for k, v in entities.items()]

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 NOT_LOGGED_IN = {"status": "error", "message": "You must be logged in to do this."}
 
@@ -24,11 +24,15 @@ class FakeRocketChat:
         self.bot_user = bot_user
         self.bot_password = bot_password
         self.bot_id = "BotUserId0000001"
+        self.bot_email = f"{bot_user}@example.test"
         self.site_url = site_url
         self.tokens: set[str] = set()
         self.logins = 0
         self.unauthorized = 0
         self.posted: list[dict[str, Any]] = []
+        # When set, chat.postMessage answers this (status, HTML body), as a proxy in trouble.
+        self.failure: tuple[int, str] | None = None
+        self.max_message_size = 5000  # Rocket.Chat's Message_MaxAllowedSize default
         self.app = FastAPI()
         self.app.add_api_route("/api/v1/login", self.login, methods=["POST"])
         self.app.add_api_route("/api/v1/chat.postMessage", self.post_message, methods=["POST"])
@@ -36,7 +40,10 @@ class FakeRocketChat:
     # -- Rocket.Chat's REST API ----------------------------------------------------------------
     async def login(self, request: Request) -> JSONResponse:
         body = await request.json()
-        if body.get("user") != self.bot_user or body.get("password") != self.bot_password:
+        # Rocket.Chat takes the user name or the e-mail address.
+        if body.get("user") not in (self.bot_user, self.bot_email) or (
+            body.get("password") != self.bot_password
+        ):
             return JSONResponse(
                 {"status": "error", "error": "Unauthorized", "message": "Unauthorized"}, 401
             )
@@ -54,7 +61,10 @@ class FakeRocketChat:
             }
         )
 
-    async def post_message(self, request: Request) -> JSONResponse:
+    async def post_message(self, request: Request) -> Response:
+        if self.failure is not None:
+            status, body = self.failure
+            return HTMLResponse(body, status)
         token = request.headers.get("X-Auth-Token")
         if token not in self.tokens or request.headers.get("X-User-Id") != self.bot_id:
             self.unauthorized += 1
@@ -65,6 +75,8 @@ class FakeRocketChat:
                 {"success": False, "error": "[invalid-channel]", "errorType": "invalid-channel"},
                 400,
             )
+        if len(str(body.get("text") or "").encode("utf-16-le")) // 2 > self.max_message_size:
+            return JSONResponse({"success": False, "error": "error-message-size-exceeded"}, 400)
         self.posted.append(body)
         message = {
             "_id": secrets.token_hex(8),

@@ -44,6 +44,17 @@ async def _bot(credentials: dict[str, Any]) -> tuple[httpx.AsyncClient, Any]:
     return client, channel
 
 
+async def _say_hello(credentials: dict[str, Any], sender: str) -> httpx.Response:
+    client, channel = await _bot(credentials)
+    try:
+        return await client.post(
+            "/webhooks/callback/webhook", json={"sender": sender, "message": "hello"}
+        )
+    finally:
+        await client.aclose()
+        await channel.aclose()
+
+
 async def test_replies_are_posted_to_the_callback_url(receiver: tuple[Receiver, str]) -> None:
     r, url = receiver
     client, channel = await _bot({"url": url, "headers": {"X-Bot": "b1"}, "token": "tk"})
@@ -72,14 +83,7 @@ async def test_a_failing_receiver_does_not_fail_the_webhook(
 ) -> None:
     r, url = receiver
     r.status = 500
-    client, channel = await _bot({"url": url})
-    try:
-        answer = await client.post(
-            "/webhooks/callback/webhook", json={"sender": "c2", "message": "hello"}
-        )
-    finally:
-        await client.aclose()
-        await channel.aclose()
+    answer = await _say_hello({"url": url}, "c2")
     assert answer.text == "success"
     assert len(r.received) == 2
 
@@ -87,14 +91,7 @@ async def test_a_failing_receiver_does_not_fail_the_webhook(
 async def test_a_receiver_that_is_down_does_not_fail_the_webhook() -> None:
     from bench.tcp_proxy import free_port
 
-    client, channel = await _bot({"url": f"http://127.0.0.1:{free_port()}/bot"})
-    try:
-        answer = await client.post(
-            "/webhooks/callback/webhook", json={"sender": "c3", "message": "hello"}
-        )
-    finally:
-        await client.aclose()
-        await channel.aclose()
+    answer = await _say_hello({"url": f"http://127.0.0.1:{free_port()}/bot"}, "c3")
     assert answer.text == "success"
 
 
@@ -106,3 +103,14 @@ async def test_pushed_messages_use_the_same_output(receiver: tuple[Receiver, str
     await output.send_response("c4", {"text": "Remember to call John!"})
     await channel.aclose()
     assert r.received[0][0] == {"recipient_id": "c4", "text": "Remember to call John!"}
+
+
+async def test_a_redirect_is_not_followed_and_is_logged_as_not_delivered(
+    receiver: tuple[Receiver, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    r, url = receiver
+    r.status = 307
+    answer = await _say_hello({"url": url}, "c5")
+    assert answer.text == "success"
+    # Before: a 3xx answer was taken as delivered, without a word.
+    assert "answered HTTP 307 to a bot message, which was not delivered" in caplog.text

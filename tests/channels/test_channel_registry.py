@@ -78,6 +78,17 @@ def test_connector_picks_one_channel_and_no_config_means_rest() -> None:
     assert [c.name for c in load_channels({}, "socketio")] == ["socketio"]
 
 
+def test_a_connector_that_is_not_served_stops_startup_saying_so() -> None:
+    # Before: `--connector slack` started a server with no channel at all (a warning only),
+    # and `--connector foo` said the channel was unknown "in credentials.yml".
+    with pytest.raises(InvalidConfig, match="^--connector slack: Rasa's 'slack' channel is not"):
+        load_channels({"rest": None}, "slack")
+    with pytest.raises(InvalidConfig, match="^--connector foo: Unknown channel 'foo'"):
+        load_channels(None, "foo")
+    with pytest.raises(InvalidConfig, match="^my/creds.yml: Unknown channel 'foo'"):
+        load_channels({"foo": None}, source="my/creds.yml")
+
+
 def test_rasa_channels_we_do_not_serve_are_skipped_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -102,6 +113,71 @@ def test_bad_credentials_say_what_is_wrong(credentials: dict, message: str) -> N
         load_channels(credentials)
 
 
+ROCKET = {"user": "bot", "password": "pw", "server_url": "http://rc"}
+
+
+@pytest.mark.parametrize(
+    ("channel", "settings", "message"),
+    [
+        ("rocketchat", {**ROCKET, "timeout": "abc"}, "'timeout' must be a positive number"),
+        ("rocketchat", {**ROCKET, "timeout": 0}, "'timeout' must be a positive number"),
+        ("rocketchat", {**ROCKET, "server_url": "chat.example.com"}, "'server_url' must be an"),
+        ("rocketchat", {**ROCKET, "server_url": "http://[::1"}, "'server_url' must be an"),
+        ("rocketchat", {**ROCKET, "password": ["pw"]}, "'password' must be a string, not a list"),
+        ("rocketchat", {**ROCKET, "max_message_length": "big"}, "'max_message_length' must be"),
+        ("socketio", {"socketio_path": 5.5j}, "'socketio_path' must be a string"),
+        ("socketio", {"socketio_path": "/"}, "'socketio_path' must be a path"),
+        ("socketio", {"session_persistence": "maybe"}, "'session_persistence' must be true or"),
+        ("socketio", {"cors_allowed_origins": 5}, "'cors_allowed_origins' must be"),
+        ("socketio", {"jwt_key": "k", "jwt_method": "FOO"}, "'jwt_method' must be one of"),
+        ("socketio", {"user_message_evt": {"a": 1}}, "'user_message_evt' must be a string"),
+        ("callback", {"url": "ftp://host/bot"}, "'url' must be an http:// or https:// URL"),
+        ("callback", {"url": "localhost:5034/bot"}, "'url' must be an http:// or https:// URL"),
+        ("callback", {"url": "http://h/bot", "cafile": "/no/such.pem"}, "'cafile' /no/such.pem"),
+        ("callback", {"url": "http://h/bot", "headers": 5}, "cannot be built from its settings"),
+    ],
+)
+def test_a_setting_of_the_wrong_kind_stops_startup_naming_file_channel_and_key(
+    channel: str, settings: dict, message: str
+) -> None:
+    # Before: a traceback (timeout, socketio_path, headers), or a server that started and
+    # failed every reply or connection (URLs without http, an unknown jwt_method, cafile).
+    with pytest.raises(InvalidConfig, match=message) as raised:
+        load_channels({channel: settings}, source="bot/credentials.yml")
+    assert str(raised.value).startswith(f"bot/credentials.yml: channel '{channel}'")
+
+
+def test_flags_from_environment_variables_are_read_as_booleans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.config import read_credentials
+
+    monkeypatch.setenv("PERSIST", "false")
+    monkeypatch.setenv("NAMESPACE", "chat")
+    path = tmp_path / "credentials.yml"
+    path.write_text("socketio:\n  session_persistence: ${PERSIST}\n  namespace: ${NAMESPACE}\n")
+    (off,) = load_channels(read_credentials(path))
+    monkeypatch.setenv("PERSIST", "True")
+    (on,) = load_channels(read_credentials(path))
+    assert isinstance(off, SocketIOInput) and isinstance(on, SocketIOInput)
+    # Before: the string "false" was true, so the conversation was the session id.
+    assert off.session_persistence is False
+    assert on.session_persistence is True
+    assert off.namespace == "/chat"  # as socket.io clients name it
+
+
+def test_the_server_names_the_credentials_file_it_was_given(tmp_path: Path) -> None:
+    from server.api.server import ServerOptions, build_app
+
+    options = ServerOptions(
+        model_path=None,
+        credentials={"rocketchat": {**ROCKET, "timeout": "soon"}},
+        credentials_file="deploy/creds.yml",
+    )
+    with pytest.raises(InvalidConfig, match="^deploy/creds.yml: channel 'rocketchat': 'timeout'"):
+        build_app(options)
+
+
 def test_a_class_that_is_not_a_channel_is_refused(custom_module: str) -> None:
     with pytest.raises(InvalidConfig, match="not a botserver channel"):
         load_channels({f"{custom_module}.NotAChannel": None})
@@ -119,3 +195,15 @@ async def test_a_custom_channel_is_loaded_by_dotted_path(custom_module: str) -> 
         answer = await client.get("/webhooks/hello/webhook", params={"text": "yo"})
     assert answer.json()["greeting"] == "hey"
     assert answer.json()["messages"][0] == {"recipient_id": "h1", "text": "echo: yo"}
+
+
+def test_a_rocketchat_webhook_without_a_token_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        load_channels({"rocketchat": {**ROCKET, "webhook_token": "s3cret"}})
+    assert "webhook_token" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        load_channels({"rocketchat": ROCKET})
+    # Before: nothing said that the webhook was open to anyone.
+    assert "no webhook_token" in caplog.text

@@ -98,6 +98,42 @@ async def test_the_callback_channel_answers_503_when_the_message_could_not_be_re
     assert bad.status_code == 400
 
 
+async def test_the_rocketchat_webhook_answers_503_when_the_message_could_not_be_recorded(
+    serve: Any,
+) -> None:
+    """Before, it answered 200, so Rocket.Chat did not retry, and the message was lost."""
+    down = {"type": "redis", "url": "127.0.0.1", "port": 1}  # nothing listens on port 1
+    rocket = {"user": "bot", "password": "pw", "server_url": "http://127.0.0.1:1"}
+    client = await serve(down, credentials={"rocketchat": rocket})
+    outgoing = {"channel_id": "GENERAL", "user_id": "U1", "user_name": "u1", "text": "hi"}
+    answer = await client.post("/webhooks/rocketchat/webhook", json=outgoing)
+    assert answer.status_code == 503
+    assert answer.json()["status"] == "failure"
+
+
+async def test_callback_and_rocketchat_bodies_are_read_as_the_rest_webhook_reads_them(
+    serve: Any, tmp_path: Path
+) -> None:
+    """Before, a body nested too deep for the decoder was a 500 on both, and the callback
+    channel stored NaN metadata as null where the REST webhook answers 400."""
+    store = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")}
+    rocket = {"user": "bot", "password": "pw", "server_url": "http://127.0.0.1:1"}
+    credentials = {"callback": {"url": "http://127.0.0.1:1/bot"}, "rocketchat": rocket}
+    client = await serve(store, credentials=credentials)
+    deep = b'{"sender": "deep", "message": "hi", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    nan = b'{"sender": "nan", "message": "hi", "metadata": {"a": NaN}}'
+    headers = {"Content-Type": "application/json"}
+    for body in (deep, nan):
+        answer = await client.post("/webhooks/callback/webhook", content=body, headers=headers)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["reason"] == "BadRequest"
+    ignored = await client.post("/webhooks/rocketchat/webhook", content=deep, headers=headers)
+    assert ignored.status_code == 200  # as any body that is not a JSON object
+    for sender in ("deep", "nan"):
+        tracker = (await client.get(f"/conversations/{sender}/tracker")).json()
+        assert not [e for e in tracker["events"] if e["event"] == "user"]
+
+
 BIG = 123456789012345678901234567890  # beyond 64 bits
 
 

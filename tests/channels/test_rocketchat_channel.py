@@ -92,6 +92,27 @@ async def test_the_bots_own_messages_are_ignored(wired) -> None:  # noqa: ANN001
         assert [e for e in events if e["event"] == "user"] == []
 
 
+async def test_own_messages_are_ignored_when_the_bot_logs_in_by_email(
+    concertbot_model: Path,
+    action_servers,  # noqa: ANN001
+) -> None:
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    url = action_servers["concertbot"].url
+    async with serving(rocket.app) as rocket_url:
+        login = {"user": rocket.bot_email, "password": PASSWORD, "server_url": rocket_url}
+        async with concertbot_server(concertbot_model, url, {"rocketchat": login}) as bot_url:
+            # The first call this process gets is the bot's own reply (another worker, or
+            # before a restart, posted it): its user_name is not the e-mail it logs in with.
+            own = rocket.outgoing_payload(
+                token="", user_id=rocket.bot_id, user_name=BOT, text="Hey there!"
+            )
+            assert (await rocket.send(f"{bot_url}/webhooks/rocketchat/webhook", own)).is_success
+            events = (await _tracker(bot_url, f"GENERAL:{rocket.bot_id}"))["events"]
+    # Before: it was taken for a user's message and answered, a loop with itself.
+    assert rocket.posted == []
+    assert [e for e in events if e["event"] == "user"] == []
+
+
 async def test_two_users_in_one_room_are_two_conversations(wired) -> None:  # noqa: ANN001
     rocket, webhook, bot_url = wired
     for user_id, name, text in [
@@ -212,3 +233,16 @@ def test_rich_messages_become_rocketchat_attachments() -> None:
     assert rocketchat_messages("R1", {"custom": {"channel": "#alerts", "text": "x"}}) == [
         {"channel": "#alerts", "text": "x"}
     ]
+
+
+def test_long_texts_are_cut_at_line_breaks_or_spaces() -> None:
+    lines = "\n".join(["a" * 60] * 5)  # 304 characters
+    assert rocketchat_messages("R1", {"text": lines}, max_length=130) == [
+        {"roomId": "R1", "text": "\n".join(["a" * 60] * 2)},
+        {"roomId": "R1", "text": "\n".join(["a" * 60] * 2)},
+        {"roomId": "R1", "text": "a" * 60},
+    ]
+    buttons = [{"title": "Yes", "payload": "/affirm"}]
+    parts = rocketchat_messages("R1", {"text": "b" * 250, "buttons": buttons}, max_length=100)
+    assert [p["text"] for p in parts] == ["b" * 100, "b" * 100, "b" * 50]
+    assert "attachments" not in parts[0] and parts[2]["attachments"][0]["actions"]

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 import socketio
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
-from tests.channels.conftest import echo
+from tests.channels.conftest import concertbot_server, echo
 from tests.serving import serving
 
 
@@ -162,3 +166,138 @@ def _get(url: str) -> Any:
     import httpx
 
     return httpx.get(url).json()
+
+
+async def test_a_numeric_session_id_gets_its_replies() -> None:
+    async with bot({"session_persistence": True}) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        await client.sio.emit("session_request", {"session_id": 42})
+        confirmed = await client.next()
+        await client.sio.emit("user_uttered", {"message": "hi", "session_id": 42})
+        # Before: the socket joined room 42 and the replies went to room "42": none came.
+        replies = await client.next(2)
+        await client.sio.disconnect()
+    assert confirmed == [("session_confirm", "42")]
+    assert replies[1] == ("bot_uttered", {"text": "from 42 via socketio"})
+
+
+@pytest.mark.parametrize(
+    "requested",
+    [{"id": 1}, ["s"], "x" * 256, "a\x00b", True],
+    ids=["object", "list", "too-long", "nul", "bool"],
+)
+async def test_a_session_id_no_conversation_can_have_is_replaced(requested: Any) -> None:
+    async with bot({"session_persistence": True}) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        # Before: an object or list failed in the server (no session_confirm ever came);
+        # an id too long or with NUL was confirmed, then every message was dropped.
+        await client.sio.emit("session_request", {"session_id": requested})
+        ((_, session_id),) = await client.next()
+        await client.sio.emit("user_uttered", {"message": "hi", "session_id": session_id})
+        replies = await client.next(2)
+        await client.sio.disconnect()
+    assert isinstance(session_id, str) and len(session_id) == 32
+    assert replies[1] == ("bot_uttered", {"text": f"from {session_id} via socketio"})
+
+
+async def test_binary_metadata_does_not_lose_the_turn_and_odd_messages_are_not_turns(
+    concertbot_model: Path,
+    action_servers,  # noqa: ANN001
+) -> None:
+    credentials = {"socketio": {"session_persistence": True}}
+    url = action_servers["concertbot"].url
+    async with concertbot_server(concertbot_model, url, credentials) as bot_url:
+        client = Client()
+        await client.sio.connect(bot_url, transports=["websocket"])
+        await client.sio.emit("session_request", {"session_id": "bin-1"})
+        await client.next()
+        for odd in (5, None, {"text": "hi"}, b"hi"):
+            await client.sio.emit("user_uttered", {"message": odd, "session_id": "bin-1"})
+        await client.sio.emit(
+            "user_uttered",
+            {"message": "hi", "session_id": "bin-1", "metadata": {"file": b"\x00\x01png"}},
+        )
+        replies = await client.next()
+        await client.sio.disconnect()
+        async with httpx.AsyncClient(base_url=bot_url) as http:
+            events = (await http.get("/conversations/bin-1/tracker")).json()["events"]
+    assert replies == [("bot_uttered", {"text": "Hey there!"})]
+    # Before: the bot answered, then the turn could not be stored (bytes are not JSON), and
+    # each odd message was recorded as a user message without text and answered.
+    said = [(e["event"], e.get("text")) for e in events if e["event"] in ("user", "bot")]
+    assert said == [("user", "hi"), ("bot", "Hey there!")]
+
+
+async def test_arguments_after_the_message_are_ignored() -> None:
+    async with bot({"session_persistence": True}) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        await client.sio.emit("session_request", ({"session_id": "s-9"}, "extra"))
+        confirmed = await client.next()
+        # Before: the handler took one argument, failed, and the message was lost.
+        await client.sio.emit("user_uttered", ({"message": "hi", "session_id": "s-9"}, 1, 2))
+        replies = await client.next(2)
+        await client.sio.disconnect()
+    assert confirmed == [("session_confirm", "s-9")]
+    assert replies[0] == ("bot_uttered", {"text": "echo: hi"})
+
+
+async def test_malformed_packets_are_ignored_in_one_log_line_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import websockets
+
+    malformed = ["", "9", "4{", "42[", '42["user_uttered"', "42" + "[" * 3000 + "]" * 3000]
+    async with bot(None) as url:
+        ws_url = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+        async with websockets.connect(ws_url) as ws:
+            await ws.recv()  # Engine.IO open
+            await ws.send("40")
+            await ws.recv()  # Socket.IO connect
+            for frame in malformed:
+                await ws.send(frame)
+            await ws.send('42["user_uttered",{"message":"hi"}]')
+            reply = await asyncio.wait_for(ws.recv(), 5)
+    # Before: the empty frame closed the socket (no reply), and each bad packet logged a
+    # traceback (twice: engine.io's own handler too).
+    assert reply == '42["bot_uttered",{"text":"echo: hi"}]'
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert len([r for r in caplog.records if "ignored" in r.getMessage()]) == len(malformed)
+
+
+async def test_deeply_nested_metadata_does_not_lose_the_message() -> None:
+    import websockets
+
+    nested = '{"a":' * 900 + "1" + "}" * 900  # as deep as the REST webhook takes
+    too_deep = json.dumps("[" * 5000 + "]" * 5000)  # a JSON string no decoder reads
+    async with bot(None) as url:
+        ws_url = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+        async with websockets.connect(ws_url) as ws:
+            await ws.recv()
+            await ws.send("40")
+            await ws.recv()
+            replies = []
+            for metadata in (nested, too_deep):
+                await ws.send(f'42["user_uttered",{{"message":"hi","metadata":{metadata}}}]')
+                replies.append(await asyncio.wait_for(ws.recv(), 5))
+                await asyncio.wait_for(ws.recv(), 5)  # the second paragraph
+    # Before: the handler failed with a RecursionError and the message was lost.
+    assert replies == ['42["bot_uttered",{"text":"echo: hi"}]'] * 2
+
+
+async def test_origins_are_checked_and_cors_headers_not_doubled_by_the_cors_flag() -> None:
+    from server.api.settings import ApiSettings
+
+    app = create_app(ApiSettings(cors_origins=("*",)))  # `botserver run --cors "*"`
+    settings = {"cors_allowed_origins": ["https://good.example"]}
+    attach_channels(app, load_channels({"socketio": settings}), echo)
+    handshake = "/socket.io/?EIO=4&transport=polling"
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+        good = await client.get(handshake, headers={"Origin": "https://good.example"})
+        evil = await client.get(handshake, headers={"Origin": "https://evil.example"})
+    # Before: two Access-Control-Allow-Origin headers, which browsers refuse.
+    assert good.status_code == 200
+    assert good.headers.get_list("access-control-allow-origin") == ["https://good.example"]
+    assert evil.status_code == 400

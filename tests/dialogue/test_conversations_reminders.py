@@ -17,7 +17,7 @@ from rasa_sdk.events import ReminderScheduled
 from rasa_sdk.executor import CollectingDispatcher
 
 from server.dialogue.agent import Agent
-from server.dialogue.messages import CollectingOutputChannel
+from server.dialogue.messages import CollectingOutputChannel, UserMessage
 from server.trackers.events import UserUttered
 from tests.action_servers.reminderbot.actions import ActionReactToReminder, ForgetReminders
 from tests.dialogue.conversation_fixtures import BotModels, Conversation, make_agent
@@ -132,3 +132,45 @@ async def test_a_user_message_kills_a_kill_on_user_msg_reminder(bot_models: BotM
     await conversation.say("/greet")
     assert agent.processor.reminders.pending("killed") == []
     assert await callback.texts_within(DELAY + 0.5) == []
+
+
+class RocketChatChannel(CallbackChannel):
+    name = "rocketchat"
+
+
+def quick_reminderbot(bot_models: BotModels, outputs: dict[str, Any]) -> Agent:
+    """reminderbot with QuickReminder, and these output channels by name."""
+    transport = SdkTransport(QuickReminder, ActionReactToReminder, ForgetReminders)
+    factories: dict[str, Any] = {name: (lambda o=o: o) for name, o in outputs.items()}
+    return make_agent(bot_models["reminderbot"], transport=transport, output_channels=factories)
+
+
+async def test_a_reminder_reaches_the_channel_its_conversation_is_on(
+    bot_models: BotModels,
+) -> None:
+    callback, rocket = CallbackChannel(), RocketChatChannel()
+    agent = quick_reminderbot(bot_models, {"callback": callback, "rocketchat": rocket})
+    ask = '/ask_remind_call{"PERSON": "Ada"}'
+    await agent.handle_message(
+        UserMessage(ask, "GENERAL:AliceId", input_channel="rocketchat", output_channel=rocket)
+    )
+    rocket.messages.clear()
+    rocket.arrived.clear()
+    # Before: every reminder went to the first of callback, socketio, rocketchat configured,
+    # so a Rocket.Chat user's reminder was POSTed to the callback URL.
+    assert await rocket.texts_within(5) == ["Remember to call Ada!"]
+    assert callback.messages == []
+
+
+async def test_a_rest_conversation_cannot_send_its_reminders_into_a_rocketchat_room(
+    bot_models: BotModels,
+) -> None:
+    rocket = RocketChatChannel()
+    agent = quick_reminderbot(bot_models, {"rest": None, "rocketchat": rocket})
+    ask = '/ask_remind_call{"PERSON": "Ada"}'
+    rest = CollectingOutputChannel()
+    await agent.handle_message(
+        UserMessage(ask, "GENERAL:anyone", input_channel="rest", output_channel=rest)
+    )
+    # Before: the reminder was posted to the Rocket.Chat room the REST sender id named.
+    assert await rocket.texts_within(DELAY + 0.7) == []

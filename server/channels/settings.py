@@ -1,0 +1,83 @@
+"""Reading one channel's credentials.yml settings: typed keys, errors that name the key.
+
+`${VAR}` substitution makes every substituted value a string, so flags and numbers are
+read from strings too (`session_persistence: ${PERSIST}` with PERSIST=false is off).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from server.errors import InvalidConfig
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0", ""})
+
+
+def text(settings: dict[str, Any], key: str, default: str | None = None) -> str | None:
+    """A string setting (a number is taken as its string); `default` when missing or empty."""
+    value = settings.get(key)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        # The type only: the value may be a password.
+        raise InvalidConfig(f"'{key}' must be a string, not {kind(value)}")
+    return str(value)
+
+
+def flag(settings: dict[str, Any], key: str, default: bool = False) -> bool:
+    """A true/false setting: a YAML boolean, or true/false/yes/no/on/off/1/0 as a string."""
+    value = settings.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise InvalidConfig(f"'{key}' must be true or false, not {_shown(value)}")
+
+
+def seconds(settings: dict[str, Any], key: str, default: float) -> float:
+    """A positive number of seconds."""
+    value = settings.get(key)
+    if value is None:
+        return default
+    try:
+        number = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number > 0 or number == float("inf"):
+        raise InvalidConfig(f"'{key}' must be a positive number of seconds, not {_shown(value)}")
+    return number
+
+
+def http_url(settings: dict[str, Any], key: str) -> str:
+    """A required http:// or https:// URL with a host."""
+    value = text(settings, key)
+    if value is None:
+        raise InvalidConfig(f"'{key}' is required")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number
+        host = None
+    if not host or parts.scheme.lower() not in ("http", "https"):
+        raise InvalidConfig(
+            f"'{key}' must be an http:// or https:// URL with a host, not {_shown(value)}"
+        )
+    return value
+
+
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def kind(value: Any) -> str:
+    """What a YAML value is, in a user's words."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__

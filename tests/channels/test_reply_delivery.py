@@ -1,0 +1,151 @@
+"""A reply a channel cannot shape or deliver never costs the user's turn: the message and
+what the bot did are stored, the failure is logged, and the webhook still answers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import socketio
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from tests.channels.conftest import concertbot_server
+from tests.channels.fake_rocketchat import FakeRocketChat
+from tests.serving import serving
+
+BOT, PASSWORD = "concertbot", "bot-password"
+ODD_BUTTONS = {"text": "pick one", "buttons": ["Yes", "No"]}
+
+
+@contextlib.asynccontextmanager
+async def action_server(response: dict[str, Any]) -> AsyncIterator[str]:
+    """An action server whose every action answers `response` (rasa-sdk's wire format)."""
+    app = FastAPI()
+
+    async def webhook(request: Request) -> JSONResponse:
+        return JSONResponse({"events": [], "responses": [response]})
+
+    app.add_api_route("/webhook", webhook, methods=["POST"])
+    async with serving(app) as url:
+        yield f"{url}/webhook"
+
+
+async def _user_texts(bot_url: str, conversation: str) -> list[str]:
+    async with httpx.AsyncClient(base_url=bot_url) as client:
+        events = (await client.get(f"/conversations/{conversation}/tracker")).json()["events"]
+    return [e["text"] for e in events if e["event"] == "user"]
+
+
+async def test_buttons_that_are_not_objects_do_not_lose_a_socketio_turn(
+    concertbot_model: Path,
+) -> None:
+    async with (
+        action_server(ODD_BUTTONS) as action_url,
+        concertbot_server(concertbot_model, action_url, {"socketio": {}}) as bot_url,
+    ):
+        client = socketio.AsyncClient(reconnection=False)
+        inbox: list[Any] = []
+        client.on("bot_uttered", inbox.append)
+        await client.connect(bot_url, transports=["websocket"])
+        sid = client.get_sid()
+        assert sid is not None
+        await client.emit("user_uttered", {"message": "search concerts"})
+        await client.emit("user_uttered", {"message": "hi"})
+        for _ in range(100):
+            if inbox and inbox[-1] == {"text": "Hey there!"}:
+                break
+            await client.sleep(0.05)
+        await client.disconnect()
+        texts = await _user_texts(bot_url, sid)
+    # Before: shaping the buttons failed, and the turn was never stored.
+    assert texts == ["search concerts", "hi"]
+    assert inbox[0] == {
+        "text": "pick one",
+        "quick_replies": [
+            {"content_type": "text", "title": "Yes", "payload": "Yes"},
+            {"content_type": "text", "title": "No", "payload": "No"},
+        ],
+    }
+
+
+async def test_buttons_that_are_not_objects_do_not_lose_a_rocketchat_turn(
+    concertbot_model: Path,
+) -> None:
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    async with serving(rocket.app) as rocket_url, action_server(ODD_BUTTONS) as action_url:
+        credentials = {"rocketchat": {"user": BOT, "password": PASSWORD, "server_url": rocket_url}}
+        async with concertbot_server(concertbot_model, action_url, credentials) as bot_url:
+            webhook = f"{bot_url}/webhooks/rocketchat/webhook"
+            payload = rocket.outgoing_payload(
+                token="", user_id="AliceId", user_name="alice", text="search concerts"
+            )
+            answer = await rocket.send(webhook, payload)
+            texts = await _user_texts(bot_url, "GENERAL:AliceId")
+    assert answer.status_code == 200
+    assert texts == ["search concerts"]
+    (posted,) = rocket.posted
+    assert posted["attachments"][0]["actions"][1] == {
+        "type": "button",
+        "text": "No",
+        "msg": "No",
+        "msg_in_chat_window": True,
+    }
+
+
+async def test_a_rocketchat_that_fails_replies_keeps_the_turn(concertbot_model: Path) -> None:
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    rocket.failure = (502, "<html>502 Bad Gateway</html>")
+    async with serving(rocket.app) as rocket_url, action_server({"text": "x"}) as action_url:
+        credentials = {"rocketchat": {"user": BOT, "password": PASSWORD, "server_url": rocket_url}}
+        async with concertbot_server(concertbot_model, action_url, credentials) as bot_url:
+            payload = rocket.outgoing_payload(
+                token="", user_id="AliceId", user_name="alice", text="hi"
+            )
+            answer = await rocket.send(f"{bot_url}/webhooks/rocketchat/webhook", payload)
+            texts = await _user_texts(bot_url, "GENERAL:AliceId")
+    assert answer.status_code == 200
+    assert texts == ["hi"]
+
+
+async def test_a_callback_client_that_cannot_start_keeps_the_turn(
+    concertbot_model: Path, tmp_path: Path
+) -> None:
+    bad_ca = tmp_path / "ca.pem"
+    bad_ca.write_text("not a certificate")
+    credentials = {"callback": {"url": "http://127.0.0.1:9/bot", "cafile": str(bad_ca)}}
+    async with (
+        action_server({"text": "x"}) as action_url,
+        concertbot_server(concertbot_model, action_url, credentials) as bot_url,
+        httpx.AsyncClient(base_url=bot_url) as client,
+    ):
+        answer = await client.post(
+            "/webhooks/callback/webhook", json={"sender": "cb-1", "message": "hi"}
+        )
+        texts = await _user_texts(bot_url, "cb-1")
+    assert answer.text == "success"
+    # Before: the TLS setup failed at the first reply (not an HTTP error), and the turn failed.
+    assert texts == ["hi"]
+
+
+async def test_a_reply_longer_than_rocketchat_takes_arrives_in_pieces(
+    concertbot_model: Path,
+) -> None:
+    paragraph = "The band plays " + "loud " * 400 + "music.\n"  # 2,021 characters
+    long_text = (paragraph * 6).strip() + " \U0001f3b8" * 1000  # and 1,000 guitars (2 units)
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    async with serving(rocket.app) as rocket_url, action_server({"text": long_text}) as url:
+        credentials = {"rocketchat": {"user": BOT, "password": PASSWORD, "server_url": rocket_url}}
+        async with concertbot_server(concertbot_model, url, credentials) as bot_url:
+            payload = rocket.outgoing_payload(
+                token="", user_id="AliceId", user_name="alice", text="search concerts"
+            )
+            await rocket.send(f"{bot_url}/webhooks/rocketchat/webhook", payload)
+    # Before: Rocket.Chat refused the message (over 5,000 characters) and nothing arrived.
+    texts = [str(text) for text in rocket.texts_in("GENERAL")]
+    assert len(texts) == 4
+    assert all(len(text.encode("utf-16-le")) // 2 <= 5000 for text in texts)
+    assert " ".join(texts).split() == long_text.split()
