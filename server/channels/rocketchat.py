@@ -19,7 +19,7 @@ from server.channels import settings
 from server.channels.channel import InputChannel, OnNewMessage, health_router, reply_choices
 from server.channels.rocketchat_api import RocketChatAPI, RocketChatError
 from server.dialogue.messages import UserMessage, split_message
-from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreUnavailable
+from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class RocketChatInput(InputChannel):
             for message in self._user_messages(payload):
                 try:
                     await on_new_message(message)
-                except (StoreUnavailable, LockTimeout, InvalidConversationId):
+                except (StoreError, LockTimeout, InvalidConversationId):
                     # A 503 (or 400), as the REST channel answers: Rocket.Chat retries a
                     # failed call, and a 200 would acknowledge a message that was lost.
                     raise
