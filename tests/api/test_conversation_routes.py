@@ -314,6 +314,47 @@ async def test_trigger_intent_errors(client: httpx.AsyncClient, rasa_spec: RasaS
     assert check(rasa_spec, unnamed, TRIGGER, "post", 400)["details"]["parameter"] == "name"
 
 
+@pytest.mark.parametrize(
+    "entities",
+    [
+        [{"value": "ok"}],  # no entity name
+        [{"entity": "mood"}],  # no value
+        [{"entity": 5, "value": "ok"}],  # a name that is no string: it was a 500
+        [{"entity": "mood", "value": "ok", "start": "0"}],
+    ],
+)
+async def test_trigger_intent_refuses_entities_that_break_rasas_schema(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, entities: list[dict[str, Any]]
+) -> None:
+    """Before, they became the user message's entities as sent: stored, and every later
+    answer about the conversation broke Rasa's schema (an entity name that is a number was
+    a 500 and the turn was lost)."""
+    response = await client.post(
+        "/conversations/u7e/trigger_intent", json={"name": "greet", "entities": entities}
+    )
+    body = check(rasa_spec, response, TRIGGER, "post", 400)
+    assert body["details"] == {"parameter": "entities", "in": "body"}
+    assert "'entities' must be a list of objects" in body["message"]
+    tracker = (await client.get("/conversations/u7e/tracker")).json()
+    assert [e for e in tracker["events"] if e["event"] == "user"] == []
+
+
+async def test_a_number_too_large_for_a_double_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """`1e400` is valid JSON that reads as infinity. Before, `execute` stored it as the
+    action's confidence and every later GET of the tracker was a 500."""
+    await client.post("/conversations/u6i/tracker/events", json=GOODBYE_EVENTS)
+    response = await client.post(
+        "/conversations/u6i/execute",
+        content=b'{"name": "utter_greet", "confidence": 1e400}',
+        headers={"Content-Type": "application/json"},
+    )
+    body = check(rasa_spec, response, EXECUTE, "post", 400)
+    assert "the number 1e400 is too large for a double" in body["message"]
+    assert (await client.get("/conversations/u6i/tracker")).status_code == 200
+
+
 async def test_predict(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     await client.post("/conversations/u8/messages", json={"text": "I am sad", "sender": "user"})
     body = check(rasa_spec, await client.post("/conversations/u8/predict"), PREDICT, "post", 200)
