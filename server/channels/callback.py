@@ -13,7 +13,13 @@ from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.channels.rest import message_from_rest_body, read_json_object
 from server.dialogue.http_endpoint import HttpEndpoint
 from server.dialogue.messages import split_message
-from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreUnavailable
+from server.errors import (
+    InvalidConfig,
+    InvalidConversationId,
+    LockTimeout,
+    ResponseTooLarge,
+    StoreUnavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +37,7 @@ class CallbackOutput:
             body = {"recipient_id": recipient_id, **part}
             try:
                 answer = await self.endpoint.post_json(body)
-            except httpx.HTTPError as e:
+            except (httpx.HTTPError, ResponseTooLarge) as e:
                 logger.error(
                     "callback: could not deliver a message to %s: %s",
                     self.endpoint.safe_url,

@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 
-from server.dialogue.http_endpoint import HttpEndpoint
-from server.errors import ActionError, ActionRejected, InvalidEvent
-from server.trackers.events import event_from_dict
+from server.dialogue.http_endpoint import Answer, HttpEndpoint
+from server.dialogue.nlg import message_problem
+from server.errors import ActionError, ActionRejected, InvalidEvent, ResponseTooLarge
+from server.trackers.events import BotUttered, event_from_dict
 from server.trackers.incoming import check_incoming_events
 
 logger = logging.getLogger(__name__)
@@ -34,11 +35,17 @@ def domain_digest(domain: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _error_detail(response: httpx.Response) -> str:
+async def _json_or_none(answer: Answer) -> Any:
     try:
-        body = response.json()
+        return await answer.json()
     except ValueError:
-        return response.text[:200].strip()
+        return None
+
+
+async def _error_detail(answer: Answer) -> str:
+    body = await _json_or_none(answer)
+    if body is None:
+        return answer.text[:200].strip()
     if isinstance(body, dict) and body.get("error"):
         return str(body["error"])[:200]
     return json.dumps(body)[:200]
@@ -59,17 +66,35 @@ def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict
         try:
             # Its NLU data too: an entity without a value would be stored, and every later
             # answer about the conversation would break Rasa's schema.
-            check_incoming_events([event_from_dict(event)])
+            parsed = event_from_dict(event)
+            check_incoming_events([parsed])
         except InvalidEvent as e:
             raise ActionError(
                 f"Custom action '{action_name}': event {index} is invalid: {e}"
             ) from None
-    for index, response in enumerate(responses):
-        if not isinstance(response, dict):
+        problem = message_problem(parsed.message()) if isinstance(parsed, BotUttered) else None
+        if problem is not None:
             raise ActionError(
-                f"Custom action '{action_name}': response {index} is not a JSON object"
+                f"Custom action '{action_name}': event {index} is a bot message whose {problem}"
             )
+    for index, response in enumerate(responses):
+        problem = _response_problem(response)
+        if problem is not None:
+            raise ActionError(f"Custom action '{action_name}': response {index} is {problem}")
     return {"events": events, "responses": responses}
+
+
+def _response_problem(response: Any) -> str | None:
+    """Why a `responses` entry is no bot message (a message, or a domain response's name
+    with its template arguments), or None."""
+    if not isinstance(response, dict):
+        return "not a JSON object"
+    for key in ("response", "template"):
+        name = response.get(key)
+        if name is not None and not isinstance(name, str):
+            return f"invalid: '{key}' must be the name of a response, not {type(name).__name__}"
+    problem = message_problem(response)
+    return None if problem is None else f"invalid: {problem}"
 
 
 class ActionServerClient:
@@ -130,9 +155,9 @@ class ActionServerClient:
         if response.status_code == DOMAIN_MISSING and domain is not None and "domain" not in body:
             # A newer rasa-sdk without the domain in its cache: it asks once for the domain.
             response = await self._post(action_name, {**body, "domain": domain})
-        return self._read(action_name, response)
+        return await self._read(action_name, response)
 
-    async def _post(self, action_name: str, body: dict[str, Any]) -> httpx.Response:
+    async def _post(self, action_name: str, body: dict[str, Any]) -> Answer:
         where = self.endpoint.safe_url
         timeout = self.endpoint.timeout
         try:
@@ -153,33 +178,34 @@ class ActionServerClient:
                 f"Custom action '{action_name}': request to the action server at {where} "
                 f"failed ({_reason(e)})"
             ) from None
+        except ResponseTooLarge as e:
+            raise ActionError(
+                f"Custom action '{action_name}': the action server at {where}: {e}"
+            ) from None
         return response
 
-    def _read(self, action_name: str, response: httpx.Response) -> dict[str, list[dict[str, Any]]]:
+    async def _read(self, action_name: str, response: Answer) -> dict[str, list[dict[str, Any]]]:
         where = self.endpoint.safe_url
         if response.status_code == 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
+            body = await _json_or_none(response)
             if isinstance(body, dict) and body.get("action_name"):
                 raise ActionRejected(str(body["action_name"]), body.get("error") or None)
         if response.status_code == 404:
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} has no such "
-                f"action (HTTP 404: {_error_detail(response)})"
+                f"action (HTTP 404: {await _error_detail(response)})"
             )
         if response.status_code >= 300:
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} answered "
-                f"HTTP {response.status_code}: {_error_detail(response)}"
+                f"HTTP {response.status_code}: {await _error_detail(response)}"
             )
         try:
-            result = response.json()
-        except ValueError:
+            result = await response.json()
+        except ValueError as e:
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} answered "
-                f"something that is not JSON"
+                f"something that is not JSON ({_reason(e)})"
             ) from None
         return validate_action_result(action_name, result)
 

@@ -50,7 +50,7 @@ class ResponseEndpoint(Protocol):
     """An external NLG server."""
 
     async def generate(
-        self, response: str, tracker_state: dict, output_channel: str, **kwargs: Any
+        self, response: str, tracker_state: dict, output_channel: str, /, **kwargs: Any
     ) -> dict | None: ...
 
 
@@ -65,7 +65,8 @@ class ActionContext:
     nlg_endpoint: ResponseEndpoint | None = None
     model_metadata: dict[str, Any] = field(default_factory=dict)
 
-    async def generate(self, response: str, **kwargs: Any) -> BotUttered | None:
+    # Positional-only: an action server's template arguments may have any name ("self" too).
+    async def generate(self, response: str, /, **kwargs: Any) -> BotUttered | None:
         """A BotUttered for a domain response (or from the NLG endpoint), or None."""
         if self.nlg_endpoint is None:
             return self.render(response, **kwargs)
@@ -77,14 +78,14 @@ class ActionContext:
         )
         return _uttered(response, message)
 
-    def render(self, response: str, **kwargs: Any) -> BotUttered | None:
+    def render(self, response: str, /, **kwargs: Any) -> BotUttered | None:
         """`generate` from the domain's responses (no NLG endpoint): without a coroutine."""
         message = render_response(
             self.domain, response, self.tracker.slots, self.output_channel, **kwargs
         )
         return _uttered(response, message)
 
-    async def utter(self, response: str, **kwargs: Any) -> list[Event]:
+    async def utter(self, response: str, /, **kwargs: Any) -> list[Event]:
         bot = await self.generate(response, **kwargs)
         return [bot] if bot is not None else []
 

@@ -214,6 +214,17 @@ async def test_a_slow_server_times_out(broken_server: BrokenActionServer) -> Non
         ("/list", "not a JSON object"),
         ("/crash", "HTTP 500: division by zero"),
         ("/bare400", "HTTP 400"),
+        # Before, these were stored, and every later answer about the conversation was a 500.
+        ("/raw/nan", r"not JSON \(NaN is not a JSON value\)"),
+        ("/raw/huge-number", r"not JSON \(the number 1e400 is too large for a double\)"),
+        ("/raw/surrogate", r"not JSON \(it holds an unpaired UTF-16 surrogate escape\)"),
+        # Before, these escaped as a RecursionError or TypeError and the user's message was lost.
+        ("/raw/deep", r"not JSON \(it is nested too deeply\)"),
+        ("/raw/text-number", r"response 0 is invalid: 'text' has the wrong type \(int\)"),
+        ("/raw/response-list", "response 0 is invalid: 'response' must be the name of a resp"),
+        ("/raw/bot-event-text", "event 0 is a bot message whose 'text' has the wrong type"),
+        # Before, stored; the reminder then failed when it fired.
+        ("/raw/reminder-entities", "event 0 is invalid: 'entities' must be a list of objects"),
     ],
 )
 async def test_garbage_is_an_action_error(
@@ -223,6 +234,36 @@ async def test_garbage_is_an_action_error(
     with pytest.raises(ActionError, match=message) as raised:
         await client.run("action_x", "u1", {}, None)
     assert not isinstance(raised.value, ActionRejected)
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/bomb", "its answer is more than 10485760 bytes"),  # 30 KB of gzip, 30 MB inflated
+        ("/huge", "its answer is 11534367 bytes, more than 10485760"),  # said up front
+        ("/endless", "its answer is more than 10485760 bytes"),  # chunked, never ends
+    ],
+)
+async def test_an_answer_over_the_size_limit_is_refused_as_it_arrives(
+    broken_server: BrokenActionServer, path: str, message: str
+) -> None:
+    """Before, the whole answer was read into memory (1 MB of gzip grew to gigabytes, held
+    the event loop while it inflated and ran into the timeout; an endless body ran until
+    the timeout). Now the reading stops at `max_response_bytes` (10 MB), counted inflated."""
+    client = ActionServerClient({"url": _url(broken_server, path), "timeout": 5})
+    started = time.monotonic()
+    with pytest.raises(ActionError, match=message):
+        await client.run("action_x", "u1", {}, None)
+    assert time.monotonic() - started < 2
+    await client.aclose()
+
+
+async def test_the_size_limit_is_configurable(broken_server: BrokenActionServer) -> None:
+    client = ActionServerClient(
+        {"url": _url(broken_server, "/huge"), "max_response_bytes": 12 * 1024 * 1024}
+    )
+    assert await client.run("action_x", "u1", {}, None) == {"events": [], "responses": []}
     await client.aclose()
 
 
