@@ -27,6 +27,9 @@ RASA_PROTOCOL_VERSION = "3.6.21"
 DEFAULT_ACTION_TIMEOUT = 10.0
 # rasa-sdk's "domain missing" status: the action needs a domain it has not cached.
 DOMAIN_MISSING = 449
+# The most events, and the most responses, one answer may hold: each is checked, applied and
+# sent on the event loop (100,000 held every other conversation up for about a second).
+MAX_ANSWER_ITEMS = 1_000
 
 
 def domain_digest(domain: dict[str, Any]) -> str:
@@ -62,6 +65,12 @@ def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict
     responses = result.get("responses") or []
     if not isinstance(events, list) or not isinstance(responses, list):
         raise ActionError(f"Custom action '{action_name}': 'events' and 'responses' must be lists")
+    if len(events) > MAX_ANSWER_ITEMS or len(responses) > MAX_ANSWER_ITEMS:
+        raise ActionError(
+            f"Custom action '{action_name}': the action server answered {len(events)} events "
+            f"and {len(responses)} responses, more than the {MAX_ANSWER_ITEMS} of each a turn "
+            f"takes"
+        )
     for index, event in enumerate(events):
         try:
             # Its NLU data too: an entity without a value would be stored, and every later

@@ -136,6 +136,7 @@ RAW_ANSWERS = {
     # Template arguments named as our own parameters: a valid answer.
     "template-arguments": b'{"responses": [{"response": "utter_greet", "self": 1, '
     b'"domain": 2, "slots": 3, "channel": 4}]}',
+    "many-responses": b'{"responses": [' + b",".join([b'{"text": "hi"}'] * 1001) + b"]}",
     "reminder-entities": b'{"events": [{"event": "reminder", "intent": "greet", '
     b'"date_time": "2030-01-01T00:00:00", "entities": "Berlin"}]}',
 }
