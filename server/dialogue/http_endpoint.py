@@ -76,17 +76,19 @@ class HttpEndpoint:
         self.safe_url = safe_url(url)
         self.timeout = float(timeout)
         self.max_response_bytes = max_response_bytes
-        self._params = {k: str(v) for k, v in (params or {}).items()}
+        self._params = {k: str(v) for k, v in _mapping(params, "params").items()}
         if token is not None:
             self._params[token_name or "token"] = str(token)
-        self._headers = {str(k): str(v) for k, v in (headers or {}).items()}
+        self._headers = {str(k): str(v) for k, v in _mapping(headers, "headers").items()}
         self._auth: httpx.BasicAuth | None = None
         if basic_auth:
             try:
                 self._auth = httpx.BasicAuth(basic_auth["username"], basic_auth["password"])
             except (KeyError, TypeError) as e:
                 raise InvalidConfig("basic_auth needs 'username' and 'password'") from e
-        self._cafile = cafile
+        # Read now: a CA file that is missing or holds no certificate fails at startup, not
+        # on every call (where it used to escape as an OSError and lose the user's message).
+        self._verify = _verification(cafile)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
 
@@ -121,11 +123,6 @@ class HttpEndpoint:
             transport=transport,
         )
 
-    def _verify(self) -> ssl.SSLContext | bool:
-        if self._cafile:
-            return ssl.create_default_context(cafile=self._cafile)
-        return True
-
     def client(self) -> httpx.AsyncClient:
         """The endpoint's pooled client, created on first use."""
         if self._client is None:
@@ -133,7 +130,7 @@ class HttpEndpoint:
                 params=self._params,
                 headers=self._headers,
                 auth=self._auth,
-                verify=self._verify(),
+                verify=self._verify,
                 timeout=httpx.Timeout(self.timeout),
                 transport=self._transport,
                 follow_redirects=False,
@@ -165,3 +162,20 @@ class HttpEndpoint:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+
+def _mapping(value: Any, key: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidConfig(f"'{key}' must be a mapping of names to values")
+    return value
+
+
+def _verification(cafile: str | None) -> ssl.SSLContext | bool:
+    if not cafile:
+        return True
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as e:  # FileNotFoundError, no certificate in the file
+        raise InvalidConfig(f"'cafile' {cafile!r} cannot be read as a CA bundle: {e}") from None

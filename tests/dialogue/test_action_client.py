@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,8 @@ import yaml
 
 from server.dialogue.action_client import ActionServerClient
 from server.dialogue.domain import Domain
-from server.errors import ActionError, ActionRejected
+from server.dialogue.nlg_client import NLGClient
+from server.errors import ActionError, ActionRejected, InvalidConfig
 from server.trackers.events import (
     ActionExecuted,
     ActiveLoop,
@@ -324,3 +326,25 @@ async def test_one_pooled_client_serves_concurrent_calls(
     await client.run("action_x", "u1", {}, None)
     assert client.endpoint.client() is first
     await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"cafile": "missing.pem"}, "'cafile' .*missing.pem.* cannot be read as a CA bundle"),
+        ({"cafile": "not-a-cert.pem"}, "'cafile' .*not-a-cert.pem.* cannot be read as a CA"),
+        ({"headers": "X-Api-Key: abc"}, "'headers' must be a mapping"),
+        ({"params": ["team=a"]}, "'params' must be a mapping"),
+    ],
+)
+@pytest.mark.parametrize("client_class", [ActionServerClient, NLGClient])
+def test_an_unusable_endpoint_fails_at_startup(
+    tmp_path: Path, config: dict[str, Any], message: str, client_class: type
+) -> None:
+    """Before, a missing or empty CA file raised an OSError out of every turn (no answer,
+    the user's message lost), and headers given as text an AttributeError at startup."""
+    (tmp_path / "not-a-cert.pem").write_text("hello")
+    if "cafile" in config:
+        config = {"cafile": str(tmp_path / config["cafile"])}
+    with pytest.raises(InvalidConfig, match=message):
+        client_class({"url": "https://actions.example/webhook", **config})
