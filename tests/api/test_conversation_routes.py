@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request, Response
 
 from tests.api.rasa_spec import RasaSpec
+from tests.serving import serving
 
 TRACKER = "/conversations/{conversation_id}/tracker"
 EVENTS = "/conversations/{conversation_id}/tracker/events"
@@ -419,3 +422,42 @@ async def test_every_conversation_route_is_409_without_a_model(
     body = response.json()
     rasa_spec.validate(body, TRACKER, "get", 409)
     assert body["reason"] == "Conflict"
+
+
+class _CallbackReceiver:
+    """The user's callback endpoint: keeps what the bot POSTs."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.app = FastAPI()
+        self.app.add_api_route("/bot", self.receive, methods=["POST"])
+
+    async def receive(self, request: Request) -> Response:
+        self.received.append(await request.json())
+        return Response(status_code=200)
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [("trigger_intent", {"name": "greet"}), ("execute", {"name": "utter_greet"})],
+)
+async def test_output_channel_latest_reaches_the_users_channel(
+    make_client: Callable[..., Any], route: str, body: dict[str, Any]
+) -> None:
+    """`?output_channel=latest` is the channel of the conversation's last user message, as in
+    Rasa. Before, execute and trigger_intent never resolved it: the bot's message came back
+    in the answer and the user, on the callback channel, never saw it."""
+    receiver = _CallbackReceiver()
+    async with serving(receiver.app) as url:
+        client = await make_client(credentials={"callback": {"url": f"{url}/bot"}, "rest": None})
+        spoken = await client.post(
+            "/webhooks/callback/webhook", json={"sender": "cb1", "message": "hello"}
+        )
+        assert spoken.status_code == 200
+        before = len(receiver.received)
+
+        response = await client.post(f"/conversations/cb1/{route}?output_channel=latest", json=body)
+
+    assert response.status_code == 200
+    assert [m["text"] for m in receiver.received[before:]] == ["Hey! How are you?"]
+    assert receiver.received[before]["recipient_id"] == "cb1"
