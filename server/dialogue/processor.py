@@ -53,6 +53,7 @@ from server.trackers.events import (
     Event,
     ReminderCancelled,
     ReminderScheduled,
+    Restarted,
     SlotSet,
     UserUtteranceReverted,
     UserUttered,
@@ -234,7 +235,10 @@ class Processor:
         return new_events
 
     def session_expired(self, tracker: Tracker, domain: Domain) -> bool:
-        if not tracker.events:  # (not applied_events(): that walks the whole session)
+        events = tracker.events
+        # No events applied, as in Rasa: none at all, or a restart last (posted by a client, or
+        # run by `execute`). Not applied_events(): that walks the whole session.
+        if not events or type(events[-1]) is Restarted:
             return True
         if not domain.session_config.are_sessions_enabled():
             return False

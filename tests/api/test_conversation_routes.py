@@ -461,3 +461,26 @@ async def test_output_channel_latest_reaches_the_users_channel(
     assert response.status_code == 200
     assert [m["text"] for m in receiver.received[before:]] == ["Hey! How are you?"]
     assert receiver.received[before]["recipient_id"] == "cb1"
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [("tracker/events", {"event": "restart"}), ("execute", {"name": "action_restart"})],
+)
+async def test_after_a_restart_from_the_api_the_next_message_starts_a_session(
+    client: httpx.AsyncClient, route: str, body: dict[str, Any]
+) -> None:
+    """As in Rasa, a tracker with no events applied starts a new session before the next
+    message. Before, a restart posted by a client (or executed) left the conversation without
+    one, and the next "hello" got no answer (or the fallback) instead of the greeting."""
+    said = {"sender": "restarted", "message": "hello"}
+    assert (await client.post("/webhooks/rest/webhook", json=said)).json()[0]["text"] == (
+        "Hey! How are you?"
+    )
+    assert (await client.post(f"/conversations/restarted/{route}", json=body)).status_code == 200
+
+    answer = await client.post("/webhooks/rest/webhook", json=said)
+
+    assert [m["text"] for m in answer.json()] == ["Hey! How are you?"]
+    events = (await client.get("/conversations/restarted/tracker")).json()["events"]
+    assert [e["event"] for e in events][:3] == ["action", "session_started", "action"]
