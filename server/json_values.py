@@ -67,7 +67,7 @@ def loads_untrusted(raw: bytes) -> Any:
         value = loads_exact(raw)
     except RecursionError:
         raise TooDeep("it is nested too deeply") from None
-    if _SURROGATE_ESCAPE.search(raw):
+    if b"\\u" in raw and _SURROGATE_ESCAPE.search(raw):  # (the `in`: a turn's fast path)
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
