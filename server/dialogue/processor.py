@@ -116,7 +116,9 @@ def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:
     """The followup action if one is pending, else what the policies predict."""
     followup = tracker.followup_action
     if followup and model.domain.is_known_action(followup):
-        return Prediction(followup, 1.0, None)
+        # As Rasa's `for_action_name`: the followup scores 1, every other action 0.
+        names = model.domain.action_names_or_texts
+        return Prediction(followup, 1.0, None, [float(name == followup) for name in names])
     if followup:
         logger.error("followup action '%s' is not in the domain; predicting instead", followup)
     policies = model.policies

@@ -484,3 +484,17 @@ async def test_after_a_restart_from_the_api_the_next_message_starts_a_session(
     assert [m["text"] for m in answer.json()] == ["Hey! How are you?"]
     events = (await client.get("/conversations/restarted/tracker")).json()["events"]
     assert [e["event"] for e in events][:3] == ["action", "session_started", "action"]
+
+
+async def test_predict_scores_a_pending_followup_action_first(client: httpx.AsyncClient) -> None:
+    """As Rasa's `for_action_name`: the followup scores 1. Before, every action scored 0
+    (with confidence 1 and no policy): the first score was `...`, not the next action."""
+    await client.post("/conversations/follow/messages", json={"text": "hi", "sender": "user"})
+    followup = {"event": "followup", "name": "utter_cheer_up"}
+    assert (await client.post("/conversations/follow/tracker/events", json=followup)).is_success
+
+    body = (await client.post("/conversations/follow/predict")).json()
+
+    assert body["scores"][0] == {"action": "utter_cheer_up", "score": 1.0}
+    assert all(s["score"] == 0.0 for s in body["scores"][1:])
+    assert body["confidence"] == 1.0
