@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from server.dialogue.domain import Domain
-from server.dialogue.nlg import bot_data, render_response
+from server.dialogue.nlg import bot_data, message_problem, render_response
 from server.dialogue.slots import REQUESTED_SLOT, SESSION_STARTED_METADATA
 from server.errors import ActionError
 from server.trackers.events import (
@@ -265,21 +265,30 @@ class RetrievalAction(Action):
         self.name = name
 
     async def run(self, ctx: ActionContext) -> list[Event]:
-        retrieval_intent = self.name[len("utter_") :]
-        selector = ctx.tracker.latest_message.parse_data.get("response_selector") or {}
-        chosen = selector.get(retrieval_intent) or selector.get("default") or {}
-        response = chosen.get("response") or {}
+        response = _selected_response(ctx.tracker.latest_message.parse_data, self.name)
         key = response.get("intent_response_key") or response.get("template_name")
-        if key:
+        if isinstance(key, str):
             name = key if key.startswith("utter_") else f"utter_{key}"
             bot = await ctx.generate(name)
             if bot is not None:
                 return [bot]
-        variations = response.get("responses") or []
-        if variations:
+        variations = response.get("responses")
+        if isinstance(variations, list) and variations and message_problem(variations[0]) is None:
             text, data, metadata = bot_data(dict(variations[0]))
             return [BotUttered(text=text, data=data, metadata={"utter_action": self.name})]
         return []
+
+
+def _selected_response(parse_data: dict[str, Any], action_name: str) -> dict[str, Any]:
+    """What the response selector chose for the action's retrieval intent, or {}: also when
+    the parse data (a client's, given to /messages or /tracker/events) is not in Rasa's shape,
+    which used to make `execute` a 500."""
+    selector = parse_data.get("response_selector")
+    if not isinstance(selector, dict):
+        return {}
+    chosen = selector.get(action_name[len("utter_") :]) or selector.get("default")
+    response = chosen.get("response") if isinstance(chosen, dict) else None
+    return response if isinstance(response, dict) else {}
 
 
 class EndToEndAction(Action):
