@@ -46,12 +46,15 @@ async def _json_or_none(answer: Answer) -> Any:
 
 
 async def _error_detail(answer: Answer) -> str:
+    """The server's error text, on one line (it goes into a log line) and at most 200 long."""
     body = await _json_or_none(answer)
     if body is None:
-        return answer.text[:200].strip()
-    if isinstance(body, dict) and body.get("error"):
-        return str(body["error"])[:200]
-    return json.dumps(body)[:200]
+        text = answer.text[:1000]
+    elif isinstance(body, dict) and body.get("error"):
+        text = str(body["error"])[:1000]
+    else:
+        text = json.dumps(body)[:1000]
+    return " ".join(text.split())[:200]
 
 
 def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict[str, Any]]]:

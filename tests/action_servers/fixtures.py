@@ -171,6 +171,8 @@ class _Broken(BaseHTTPRequestHandler):
             self._send(200, b'{"events": [{"event": "entities", "entities": ' + entities + b"}]}")
         elif self.path.startswith("/list"):
             self._send(200, b"[1, 2, 3]")
+        elif self.path.startswith("/crash-lines"):  # a log line of its own making
+            self._send(500, b'{"error": "boom\\nERROR forged line\\r\\n"}')
         elif self.path.startswith("/crash"):
             self._send(500, b'{"error": "division by zero"}')
         elif self.path.startswith("/bare400"):

@@ -215,6 +215,8 @@ async def test_a_slow_server_times_out(broken_server: BrokenActionServer) -> Non
         ("/entity", "event 0 is invalid: 'entities' must be a list of objects"),
         ("/list", "not a JSON object"),
         ("/crash", "HTTP 500: division by zero"),
+        # Before, the error text went into the log with its line breaks: a forged log line.
+        ("/crash-lines", "HTTP 500: boom ERROR forged line$"),
         ("/bare400", "HTTP 400"),
         # Before, these were stored, and every later answer about the conversation was a 500.
         ("/raw/nan", r"not JSON \(NaN is not a JSON value\)"),
