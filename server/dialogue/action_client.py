@@ -49,12 +49,14 @@ async def _error_detail(answer: Answer) -> str:
     """The server's error text, on one line (it goes into a log line) and at most 200 long."""
     body = await _json_or_none(answer)
     if body is None:
-        text = answer.text[:1000]
-    elif isinstance(body, dict) and body.get("error"):
-        text = str(body["error"])[:1000]
-    else:
-        text = json.dumps(body)[:1000]
-    return " ".join(text.split())[:200]
+        return _one_line(answer.text)
+    if isinstance(body, dict) and body.get("error"):
+        return _one_line(str(body["error"]))
+    return _one_line(json.dumps(body))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text[:1000].split())[:200]
 
 
 def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict[str, Any]]]:
@@ -201,7 +203,10 @@ class ActionServerClient:
         if response.status_code == 400:
             body = await _json_or_none(response)
             if isinstance(body, dict) and body.get("action_name"):
-                raise ActionRejected(str(body["action_name"]), body.get("error") or None)
+                error = body.get("error")
+                raise ActionRejected(
+                    _one_line(str(body["action_name"])), _one_line(str(error)) if error else None
+                )
         if response.status_code == 404:
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} has no such "
