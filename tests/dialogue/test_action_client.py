@@ -330,6 +330,15 @@ async def test_one_pooled_client_serves_concurrent_calls(
     await client.aclose()
 
 
+async def test_a_rejection_is_logged_on_one_line(broken_server: BrokenActionServer) -> None:
+    """Before, the rejection's error text went into the log with its line breaks."""
+    client = ActionServerClient({"url": _url(broken_server, "/reject-lines")})
+    with pytest.raises(ActionRejected) as raised:
+        await client.run("action_x", "u1", {}, None)
+    assert str(raised.value) == "no ERROR forged line"
+    await client.aclose()
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [
