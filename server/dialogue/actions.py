@@ -6,7 +6,9 @@ events, which the processor delivers to the output channel.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +33,10 @@ from server.trackers.events import (
 from server.trackers.tracker import EventVerbosity, Tracker
 
 logger = logging.getLogger(__name__)
+
+# A conversation longer than this is written out for an action or NLG server in a thread:
+# 100,000 events are about 0.3 s of Python that would hold every other conversation up.
+STATE_OFF_LOOP_EVENTS = 1_000
 
 
 class ActionServer(Protocol):
@@ -72,7 +78,7 @@ class ActionContext:
             return self.render(response, **kwargs)
         message = await self.nlg_endpoint.generate(
             response,
-            self.tracker.current_state(EventVerbosity.ALL),
+            await written_out(self.tracker, _full_state),
             self.output_channel or "collector",
             **kwargs,
         )
@@ -88,6 +94,28 @@ class ActionContext:
     async def utter(self, response: str, /, **kwargs: Any) -> list[Event]:
         bot = await self.generate(response, **kwargs)
         return [bot] if bot is not None else []
+
+
+async def written_out(
+    tracker: Tracker, write: Callable[[Tracker], dict[str, Any]]
+) -> dict[str, Any]:
+    """`write(tracker)`, in a thread for a long conversation. The turn holds the conversation's
+    lock, so nothing changes the tracker meanwhile."""
+    if len(tracker.events) > STATE_OFF_LOOP_EVENTS:
+        return await asyncio.to_thread(write, tracker)
+    return write(tracker)
+
+
+def _full_state(tracker: Tracker) -> dict[str, Any]:
+    """The tracker an NLG server gets, as Rasa sends it: every event held."""
+    return tracker.current_state(EventVerbosity.ALL)
+
+
+def _action_state(tracker: Tracker) -> dict[str, Any]:
+    """The tracker an action server gets: the current session's events, not the lifetime's."""
+    state = tracker.current_state(EventVerbosity.NONE)
+    state["events"] = [e.as_dict() for e in tracker.current_session_events()]
+    return state
 
 
 def _uttered(response: str, message: dict[str, Any] | None) -> BotUttered | None:
@@ -315,13 +343,10 @@ class RemoteAction(Action):
         # The client drops the domain itself when selective domain is on and the action
         # did not ask for it (`send_domain: true`).
         props = ctx.domain.action_properties.get(self.name)
-        # The action server gets the current session only, not the conversation's lifetime.
-        state = ctx.tracker.current_state(EventVerbosity.NONE)
-        state["events"] = [e.as_dict() for e in ctx.tracker.current_session_events()]
         return await ctx.action_server.run(
             self.name,
             ctx.tracker.sender_id,
-            state,
+            await written_out(ctx.tracker, _action_state),
             ctx.domain.as_dict(),
             action_properties=props,
         )
