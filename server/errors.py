@@ -111,6 +111,11 @@ class ActionRejected(ActionError):
         super().__init__(message or f"Custom action '{action_name}' rejected to run")
 
 
+class ResponseTooLarge(BotServerError):
+    """An outbound HTTP endpoint (action server, NLG server, callback) answered with a body
+    larger than `max_response_bytes`, counted after decompression."""
+
+
 class AuthError(BotServerError):
     """Credentials are missing or invalid (HTTP 401)."""
 

@@ -8,6 +8,8 @@ orjson then writes as null. A value a client sent must come back as it was sent,
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 import orjson
@@ -25,6 +27,14 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _finite_float(text: str) -> float:
+    # `1e400` is a JSON number the stdlib reads as infinity, which no JSON answer can hold.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is too large for a double")
+    return value
+
+
 def loads_exact(data: str | bytes, *, constants: bool = False) -> Any:
     """JSON `data` as Python values, integers of any size exact. NaN and Infinity are refused
     unless `constants` (for text we wrote ourselves, which older versions may hold). Raises
@@ -38,4 +48,28 @@ def loads_exact(data: str | bytes, *, constants: bool = False) -> Any:
             pass  # the stdlib gives the error (or reads what orjson refuses, e.g. deep nesting)
     if constants:
         return json.loads(data)
-    return json.loads(data, parse_constant=_refuse_constant)
+    return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+# A `\uD800`-`\uDFFF` escape: only valid as half of a pair, so such text gets a full check.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+class TooDeep(ValueError):
+    """JSON nested more deeply than Python can read."""
+
+
+def loads_untrusted(raw: bytes) -> Any:
+    """`loads_exact` for bytes from outside (a client, an action server): also refuses
+    nesting too deep to read (`TooDeep`) and unpaired UTF-16 surrogate escapes, which no
+    store, channel or later answer could encode as UTF-8. Raises ValueError."""
+    try:
+        value = loads_exact(raw)
+    except RecursionError:
+        raise TooDeep("it is nested too deeply") from None
+    if b"\\u" in raw and _SURROGATE_ESCAPE.search(raw):  # (the `in`: a turn's fast path)
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("it holds an unpaired UTF-16 surrogate escape") from None
+    return value

@@ -33,7 +33,7 @@ from server.dialogue.agent import Agent
 from server.dialogue.story_export import conversation_story
 from server.errors import InvalidConversationId, InvalidEvent, InvalidNluData
 from server.trackers.events import Event, events_from_list
-from server.trackers.incoming import check_incoming_events
+from server.trackers.incoming import check_entities, check_incoming_events
 from server.trackers.incoming import check_parse_data as check_nlu_parse_data
 from server.trackers.store import check_conversation_id
 from server.trackers.tracker import EventVerbosity
@@ -290,8 +290,13 @@ def conversations_router() -> APIRouter:
                 "entities",
                 "body",
             )
-        if isinstance(entities, list) and not all(isinstance(e, dict) for e in entities):
-            raise bad_request("Each entity must be a JSON object.", "entities", "body")
+        if isinstance(entities, list):
+            # They become the user message's entities: Rasa's schema, or every later answer
+            # about the conversation breaks it (and slot filling fails on them).
+            try:
+                check_entities(entities, "entities", "entities")
+            except InvalidNluData as exc:
+                raise bad_request(str(exc), "entities", "body") from None
         tracker, messages = await agent.trigger_intent(
             conversation_id, name, entities, output_channel=output_channel
         )

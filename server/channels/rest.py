@@ -21,7 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.dialogue.messages import CollectingOutputChannel, UserMessage, split_message
 from server.errors import InvalidConversationId, LockTimeout, StoreError
-from server.json_values import loads_exact
+from server.json_values import loads_untrusted
 from server.trackers.store import check_conversation_id
 
 logger = logging.getLogger(__name__)
@@ -163,8 +163,10 @@ async def _read_rest_of_body(message: Message, receive: Receive) -> bytes:
 
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
-        parsed = loads_exact(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        # Unpaired surrogates refused too: a message holding one was stored, and every later
+        # answer about the conversation (and every action server call) failed to encode it.
+        parsed = loads_untrusted(body)
+    except ValueError:  # UnicodeDecodeError and nesting too deep included
         raise HTTPException(400, "The request body is not valid JSON.") from None
     if not isinstance(parsed, dict):
         raise HTTPException(400, "The request body must be a JSON object.")

@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 
-from server.dialogue.http_endpoint import HttpEndpoint
-from server.errors import ActionError, ActionRejected, InvalidEvent
-from server.trackers.events import event_from_dict
+from server.dialogue.http_endpoint import Answer, HttpEndpoint
+from server.dialogue.nlg import message_problem
+from server.errors import ActionError, ActionRejected, InvalidEvent, ResponseTooLarge
+from server.trackers.events import BotUttered, event_from_dict
 from server.trackers.incoming import check_incoming_events
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ RASA_PROTOCOL_VERSION = "3.6.21"
 DEFAULT_ACTION_TIMEOUT = 10.0
 # rasa-sdk's "domain missing" status: the action needs a domain it has not cached.
 DOMAIN_MISSING = 449
+# The most events, and the most responses, one answer may hold: each is checked, applied and
+# sent on the event loop (100,000 held every other conversation up for about a second).
+MAX_ANSWER_ITEMS = 1_000
 
 
 def domain_digest(domain: dict[str, Any]) -> str:
@@ -34,14 +38,25 @@ def domain_digest(domain: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _error_detail(response: httpx.Response) -> str:
+async def _json_or_none(answer: Answer) -> Any:
     try:
-        body = response.json()
+        return await answer.json()
     except ValueError:
-        return response.text[:200].strip()
+        return None
+
+
+async def _error_detail(answer: Answer) -> str:
+    """The server's error text, on one line (it goes into a log line) and at most 200 long."""
+    body = await _json_or_none(answer)
+    if body is None:
+        return _one_line(answer.text)
     if isinstance(body, dict) and body.get("error"):
-        return str(body["error"])[:200]
-    return json.dumps(body)[:200]
+        return _one_line(str(body["error"]))
+    return _one_line(json.dumps(body))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text[:1000].split())[:200]
 
 
 def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict[str, Any]]]:
@@ -55,21 +70,45 @@ def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict
     responses = result.get("responses") or []
     if not isinstance(events, list) or not isinstance(responses, list):
         raise ActionError(f"Custom action '{action_name}': 'events' and 'responses' must be lists")
+    if len(events) > MAX_ANSWER_ITEMS or len(responses) > MAX_ANSWER_ITEMS:
+        raise ActionError(
+            f"Custom action '{action_name}': the action server answered {len(events)} events "
+            f"and {len(responses)} responses, more than the {MAX_ANSWER_ITEMS} of each a turn "
+            f"takes"
+        )
     for index, event in enumerate(events):
         try:
             # Its NLU data too: an entity without a value would be stored, and every later
             # answer about the conversation would break Rasa's schema.
-            check_incoming_events([event_from_dict(event)])
+            parsed = event_from_dict(event)
+            check_incoming_events([parsed])
         except InvalidEvent as e:
             raise ActionError(
                 f"Custom action '{action_name}': event {index} is invalid: {e}"
             ) from None
-    for index, response in enumerate(responses):
-        if not isinstance(response, dict):
+        problem = message_problem(parsed.message()) if isinstance(parsed, BotUttered) else None
+        if problem is not None:
             raise ActionError(
-                f"Custom action '{action_name}': response {index} is not a JSON object"
+                f"Custom action '{action_name}': event {index} is a bot message whose {problem}"
             )
+    for index, response in enumerate(responses):
+        problem = _response_problem(response)
+        if problem is not None:
+            raise ActionError(f"Custom action '{action_name}': response {index} is {problem}")
     return {"events": events, "responses": responses}
+
+
+def _response_problem(response: Any) -> str | None:
+    """Why a `responses` entry is no bot message (a message, or a domain response's name
+    with its template arguments), or None."""
+    if not isinstance(response, dict):
+        return "not a JSON object"
+    for key in ("response", "template"):
+        name = response.get(key)
+        if name is not None and not isinstance(name, str):
+            return f"invalid: '{key}' must be the name of a response, not {type(name).__name__}"
+    problem = message_problem(response)
+    return None if problem is None else f"invalid: {problem}"
 
 
 class ActionServerClient:
@@ -130,9 +169,9 @@ class ActionServerClient:
         if response.status_code == DOMAIN_MISSING and domain is not None and "domain" not in body:
             # A newer rasa-sdk without the domain in its cache: it asks once for the domain.
             response = await self._post(action_name, {**body, "domain": domain})
-        return self._read(action_name, response)
+        return await self._read(action_name, response)
 
-    async def _post(self, action_name: str, body: dict[str, Any]) -> httpx.Response:
+    async def _post(self, action_name: str, body: dict[str, Any]) -> Answer:
         where = self.endpoint.safe_url
         timeout = self.endpoint.timeout
         try:
@@ -153,33 +192,37 @@ class ActionServerClient:
                 f"Custom action '{action_name}': request to the action server at {where} "
                 f"failed ({_reason(e)})"
             ) from None
+        except ResponseTooLarge as e:
+            raise ActionError(
+                f"Custom action '{action_name}': the action server at {where}: {e}"
+            ) from None
         return response
 
-    def _read(self, action_name: str, response: httpx.Response) -> dict[str, list[dict[str, Any]]]:
+    async def _read(self, action_name: str, response: Answer) -> dict[str, list[dict[str, Any]]]:
         where = self.endpoint.safe_url
         if response.status_code == 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
+            body = await _json_or_none(response)
             if isinstance(body, dict) and body.get("action_name"):
-                raise ActionRejected(str(body["action_name"]), body.get("error") or None)
+                error = body.get("error")
+                raise ActionRejected(
+                    _one_line(str(body["action_name"])), _one_line(str(error)) if error else None
+                )
         if response.status_code == 404:
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} has no such "
-                f"action (HTTP 404: {_error_detail(response)})"
+                f"action (HTTP 404: {await _error_detail(response)})"
             )
         if response.status_code >= 300:
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} answered "
-                f"HTTP {response.status_code}: {_error_detail(response)}"
+                f"HTTP {response.status_code}: {await _error_detail(response)}"
             )
         try:
-            result = response.json()
-        except ValueError:
+            result = await response.json()
+        except ValueError as e:
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} answered "
-                f"something that is not JSON"
+                f"something that is not JSON ({_reason(e)})"
             ) from None
         return validate_action_result(action_name, result)
 

@@ -6,12 +6,14 @@ events, which the processor delivers to the output channel.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from server.dialogue.domain import Domain
-from server.dialogue.nlg import bot_data, render_response
+from server.dialogue.nlg import bot_data, message_problem, render_response
 from server.dialogue.slots import REQUESTED_SLOT, SESSION_STARTED_METADATA
 from server.errors import ActionError
 from server.trackers.events import (
@@ -32,6 +34,10 @@ from server.trackers.tracker import EventVerbosity, Tracker
 
 logger = logging.getLogger(__name__)
 
+# A conversation longer than this is written out for an action or NLG server in a thread:
+# 100,000 events are about 0.3 s of Python that would hold every other conversation up.
+STATE_OFF_LOOP_EVENTS = 1_000
+
 
 class ActionServer(Protocol):
     """What the actions need from an action server client."""
@@ -50,7 +56,7 @@ class ResponseEndpoint(Protocol):
     """An external NLG server."""
 
     async def generate(
-        self, response: str, tracker_state: dict, output_channel: str, **kwargs: Any
+        self, response: str, tracker_state: dict, output_channel: str, /, **kwargs: Any
     ) -> dict | None: ...
 
 
@@ -65,28 +71,51 @@ class ActionContext:
     nlg_endpoint: ResponseEndpoint | None = None
     model_metadata: dict[str, Any] = field(default_factory=dict)
 
-    async def generate(self, response: str, **kwargs: Any) -> BotUttered | None:
+    # Positional-only: an action server's template arguments may have any name ("self" too).
+    async def generate(self, response: str, /, **kwargs: Any) -> BotUttered | None:
         """A BotUttered for a domain response (or from the NLG endpoint), or None."""
         if self.nlg_endpoint is None:
             return self.render(response, **kwargs)
         message = await self.nlg_endpoint.generate(
             response,
-            self.tracker.current_state(EventVerbosity.ALL),
+            await written_out(self.tracker, _full_state),
             self.output_channel or "collector",
             **kwargs,
         )
         return _uttered(response, message)
 
-    def render(self, response: str, **kwargs: Any) -> BotUttered | None:
+    def render(self, response: str, /, **kwargs: Any) -> BotUttered | None:
         """`generate` from the domain's responses (no NLG endpoint): without a coroutine."""
         message = render_response(
             self.domain, response, self.tracker.slots, self.output_channel, **kwargs
         )
         return _uttered(response, message)
 
-    async def utter(self, response: str, **kwargs: Any) -> list[Event]:
+    async def utter(self, response: str, /, **kwargs: Any) -> list[Event]:
         bot = await self.generate(response, **kwargs)
         return [bot] if bot is not None else []
+
+
+async def written_out(
+    tracker: Tracker, write: Callable[[Tracker], dict[str, Any]]
+) -> dict[str, Any]:
+    """`write(tracker)`, in a thread for a long conversation. The turn holds the conversation's
+    lock, so nothing changes the tracker meanwhile."""
+    if len(tracker.events) > STATE_OFF_LOOP_EVENTS:
+        return await asyncio.to_thread(write, tracker)
+    return write(tracker)
+
+
+def _full_state(tracker: Tracker) -> dict[str, Any]:
+    """The tracker an NLG server gets, as Rasa sends it: every event held."""
+    return tracker.current_state(EventVerbosity.ALL)
+
+
+def _action_state(tracker: Tracker) -> dict[str, Any]:
+    """The tracker an action server gets: the current session's events, not the lifetime's."""
+    state = tracker.current_state(EventVerbosity.NONE)
+    state["events"] = [e.as_dict() for e in tracker.current_session_events()]
+    return state
 
 
 def _uttered(response: str, message: dict[str, Any] | None) -> BotUttered | None:
@@ -264,21 +293,30 @@ class RetrievalAction(Action):
         self.name = name
 
     async def run(self, ctx: ActionContext) -> list[Event]:
-        retrieval_intent = self.name[len("utter_") :]
-        selector = ctx.tracker.latest_message.parse_data.get("response_selector") or {}
-        chosen = selector.get(retrieval_intent) or selector.get("default") or {}
-        response = chosen.get("response") or {}
+        response = _selected_response(ctx.tracker.latest_message.parse_data, self.name)
         key = response.get("intent_response_key") or response.get("template_name")
-        if key:
+        if isinstance(key, str):
             name = key if key.startswith("utter_") else f"utter_{key}"
             bot = await ctx.generate(name)
             if bot is not None:
                 return [bot]
-        variations = response.get("responses") or []
-        if variations:
+        variations = response.get("responses")
+        if isinstance(variations, list) and variations and message_problem(variations[0]) is None:
             text, data, metadata = bot_data(dict(variations[0]))
             return [BotUttered(text=text, data=data, metadata={"utter_action": self.name})]
         return []
+
+
+def _selected_response(parse_data: dict[str, Any], action_name: str) -> dict[str, Any]:
+    """What the response selector chose for the action's retrieval intent, or {}: also when
+    the parse data (a client's, given to /messages or /tracker/events) is not in Rasa's shape,
+    which used to make `execute` a 500."""
+    selector = parse_data.get("response_selector")
+    if not isinstance(selector, dict):
+        return {}
+    chosen = selector.get(action_name[len("utter_") :]) or selector.get("default")
+    response = chosen.get("response") if isinstance(chosen, dict) else None
+    return response if isinstance(response, dict) else {}
 
 
 class EndToEndAction(Action):
@@ -305,13 +343,10 @@ class RemoteAction(Action):
         # The client drops the domain itself when selective domain is on and the action
         # did not ask for it (`send_domain: true`).
         props = ctx.domain.action_properties.get(self.name)
-        # The action server gets the current session only, not the conversation's lifetime.
-        state = ctx.tracker.current_state(EventVerbosity.NONE)
-        state["events"] = [e.as_dict() for e in ctx.tracker.current_session_events()]
         return await ctx.action_server.run(
             self.name,
             ctx.tracker.sender_id,
-            state,
+            await written_out(ctx.tracker, _action_state),
             ctx.domain.as_dict(),
             action_properties=props,
         )

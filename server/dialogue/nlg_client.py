@@ -11,22 +11,12 @@ from typing import Any
 import httpx
 
 from server.dialogue.http_endpoint import DEFAULT_TIMEOUT, HttpEndpoint
-from server.errors import ActionError
-
-# Keys Rasa's NLG response schema allows, with the JSON types it accepts for each.
-_MESSAGE_TYPES: dict[str, tuple[type, ...]] = {
-    "text": (str,),
-    "buttons": (list,),
-    "elements": (list,),
-    "attachment": (dict, list, str),
-    "image": (str,),
-    "custom": (dict,),
-    "quick_replies": (list,),
-}
+from server.dialogue.nlg import message_problem
+from server.errors import ActionError, ResponseTooLarge
 
 
 def nlg_request_body(
-    response: str, tracker_state: dict[str, Any], output_channel: str, **kwargs: Any
+    response: str, tracker_state: dict[str, Any], output_channel: str, /, **kwargs: Any
 ) -> dict[str, Any]:
     """The JSON Rasa POSTs to an NLG server; a `response_id` keyword becomes `id`."""
     response_id = kwargs.pop("response_id", None)
@@ -51,7 +41,7 @@ class NLGClient:
         )
 
     async def generate(
-        self, response: str, tracker_state: dict[str, Any], output_channel: str, **kwargs: Any
+        self, response: str, tracker_state: dict[str, Any], output_channel: str, /, **kwargs: Any
     ) -> dict[str, Any] | None:
         """The message for `response`, or None when the server answers with an empty body."""
         body = nlg_request_body(response, tracker_state, output_channel, **kwargs)
@@ -68,6 +58,8 @@ class NLGClient:
             raise ActionError(
                 f"NLG for '{response}': cannot reach the NLG server at {where} ({reason})"
             ) from None
+        except ResponseTooLarge as e:
+            raise ActionError(f"NLG for '{response}': the NLG server at {where}: {e}") from None
         if answer.status_code >= 300:
             raise ActionError(
                 f"NLG for '{response}': the NLG server at {where} answered HTTP "
@@ -76,11 +68,11 @@ class NLGClient:
         if not answer.content.strip():
             return None
         try:
-            message = answer.json()
-        except ValueError:
+            message = await answer.json()
+        except ValueError as e:
             raise ActionError(
                 f"NLG for '{response}': the NLG server at {where} answered something that is "
-                f"not JSON"
+                f"not JSON ({e})"
             ) from None
         if message is None:
             return None
@@ -93,15 +85,6 @@ class NLGClient:
 
 
 def _check_message(response: str, message: Any) -> None:
-    if not isinstance(message, dict):
-        raise ActionError(
-            f"NLG for '{response}': the NLG server answered {type(message).__name__}, "
-            f"not a message object"
-        )
-    for key, types in _MESSAGE_TYPES.items():
-        value = message.get(key)
-        if value is not None and not isinstance(value, types):
-            raise ActionError(
-                f"NLG for '{response}': the NLG server's '{key}' has the wrong type "
-                f"({type(value).__name__})"
-            )
+    problem = message_problem(message)
+    if problem is not None:
+        raise ActionError(f"NLG for '{response}': the NLG server answered {problem}")

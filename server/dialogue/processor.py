@@ -53,6 +53,7 @@ from server.trackers.events import (
     Event,
     ReminderCancelled,
     ReminderScheduled,
+    Restarted,
     SlotSet,
     UserUtteranceReverted,
     UserUttered,
@@ -115,7 +116,9 @@ def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:
     """The followup action if one is pending, else what the policies predict."""
     followup = tracker.followup_action
     if followup and model.domain.is_known_action(followup):
-        return Prediction(followup, 1.0, None)
+        # As Rasa's `for_action_name`: the followup scores 1, every other action 0.
+        names = model.domain.action_names_or_texts
+        return Prediction(followup, 1.0, None, [float(name == followup) for name in names])
     if followup:
         logger.error("followup action '%s' is not in the domain; predicting instead", followup)
     policies = model.policies
@@ -235,7 +238,10 @@ class Processor:
         return new_events
 
     def session_expired(self, tracker: Tracker, domain: Domain) -> bool:
-        if not tracker.events:  # (not applied_events(): that walks the whole session)
+        events = tracker.events
+        # No events applied, as in Rasa: none at all, or a restart last (posted by a client, or
+        # run by `execute`). Not applied_events(): that walks the whole session.
+        if not events or type(events[-1]) is Restarted:
             return True
         if not domain.session_config.are_sessions_enabled():
             return False
@@ -338,10 +344,20 @@ class Processor:
         entities: list[dict[str, Any]],
         model: DialogueModel,
         output: OutputChannel | None,
+        reminder: ReminderScheduled | None = None,
     ) -> tuple[Tracker, list[dict[str, Any]]]:
-        """Appends an external user message with `intent` and runs the turn it starts."""
+        """Appends an external user message with `intent` and runs the turn it starts; for a
+        `reminder`, only while the conversation still holds it (see `_reminder_holds`)."""
         async with self.lock_store.lock(sender_id):
             tracker = await self.tracker_for(sender_id, model)
+            if reminder is not None and not _reminder_holds(tracker, reminder):
+                logger.info(
+                    "reminder '%s' for %s dropped: the conversation restarted or started a new "
+                    "session since, or (kill_on_user_msg) the user spoke",
+                    reminder.name,
+                    sender_id,
+                )
+                return tracker, []
             start = len(tracker.events)
             sent: list[dict[str, Any]] = []
             tee = _Tee(output, sent)
@@ -617,7 +633,21 @@ class Processor:
         entities = reminder.entities or []
         if isinstance(entities, dict):
             entities = [{"entity": k, "value": v} for k, v in entities.items()]
-        await self.trigger_intent(sender_id, reminder.intent, entities, model, output)
+        await self.trigger_intent(sender_id, reminder.intent, entities, model, output, reminder)
+
+
+def _reminder_holds(tracker: Tracker, reminder: ReminderScheduled) -> bool:
+    """Whether `reminder` may fire, as Rasa decides: it is among the applied events (no
+    restart or new session since), and, if killed by a user message, none came after it.
+    The tracker decides, not this process's timers: the user may have spoken to another."""
+    applied = tracker.applied_events()
+    for index in range(len(applied) - 1, -1, -1):
+        event = applied[index]
+        if isinstance(event, ReminderScheduled) and event.name == reminder.name:
+            return not reminder.kill_on_user_message or not any(
+                isinstance(later, UserUttered) for later in applied[index + 1 :]
+            )
+    return False
 
 
 # The longest message parsed on the event loop's thread (a sparse pipeline only).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,9 +145,11 @@ class Slot:
                 return False
         if self.type == "float" and isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 return value
+            # "nan" and "1e999" read as numbers no JSON answer can hold: kept as text.
+            return number if math.isfinite(number) else value
         return value
 
     def feature(self, value: Any) -> str | None:
@@ -172,7 +175,9 @@ class Slot:
                 return None
             try:
                 x = float(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # an integer beyond a double
+                return None
+            if not math.isfinite(x):
                 return None
             span = self.max_value - self.min_value or 1.0
             return f"{max(0.0, min(1.0, (x - self.min_value) / span)):.1f}"

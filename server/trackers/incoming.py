@@ -18,7 +18,8 @@ from server.trackers.store import NAME_COLUMN_LENGTH
 
 
 def check_incoming_events(events: list[Event]) -> None:
-    """The NLU data of these events (user messages, added entities) and reminders' dates."""
+    """The NLU data of these events (user messages, added entities) and reminders' dates
+    and entities."""
     for event in events:
         if isinstance(event, UserUttered):
             check_parse_data(event.parse_data)
@@ -33,6 +34,9 @@ def check_incoming_events(events: list[Event]) -> None:
                     f"{event.trigger_date_time[:60]!r}",
                     "date_time",
                 ) from None
+            # They become the entities of the user message the reminder triggers.
+            if not isinstance(event.entities, dict):
+                check_entities(event.entities, "entities", "entities")
 
 
 def check_parse_data(parse_data: Any, where: str = "parse_data") -> None:

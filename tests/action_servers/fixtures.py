@@ -6,6 +6,8 @@ Import `action_servers` (a session fixture) in a test module, or call `start_act
 from __future__ import annotations
 
 import contextlib
+import functools
+import gzip
 import json
 import os
 import signal
@@ -119,11 +121,40 @@ def action_servers() -> Iterator[ActionServers]:
 # -- action servers that misbehave ----------------------------------------------------------
 
 
+# Answers of 200, most of them JSON (or text) no conversation can keep: /raw/<name> sends one.
+RAW_ANSWERS = {
+    "nan": b'{"events": [{"event": "slot", "name": "concerts", "value": NaN}]}',
+    "huge-number": b'{"events": [{"event": "slot", "name": "concerts", "value": 1e400}]}',
+    "surrogate": b'{"responses": [{"text": "half a pair: \\ud83d"}]}',
+    "deep": b'{"events": [{"event": "slot", "name": "concerts", "value": '
+    + b"[" * 100_000
+    + b"]" * 100_000
+    + b"}]}",
+    "text-number": b'{"responses": [{"text": 42}]}',
+    "response-list": b'{"responses": [{"response": ["utter_greet"]}]}',
+    "bot-event-text": b'{"events": [{"event": "bot", "text": "hi", "metadata": {"text": {}}}]}',
+    # Template arguments named as our own parameters: a valid answer.
+    "template-arguments": b'{"responses": [{"response": "utter_greet", "self": 1, '
+    b'"domain": 2, "slots": 3, "channel": 4}]}',
+    "many-responses": b'{"responses": [' + b",".join([b'{"text": "hi"}'] * 1001) + b"]}",
+    "reminder-entities": b'{"events": [{"event": "reminder", "intent": "greet", '
+    b'"date_time": "2030-01-01T00:00:00", "entities": "Berlin"}]}',
+}
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """About 30 KB of gzip that inflates to 30 MB of spaces."""
+    return gzip.compress(b" " * (30 * 1024 * 1024), compresslevel=9)
+
+
 class _Broken(BaseHTTPRequestHandler):
     """Answers by path: /slow sleeps, /garbage sends HTML, /shape sends the wrong JSON,
-    /entity an event breaking Rasa's schema."""
+    /entity an event breaking Rasa's schema, /raw/<name> one of `RAW_ANSWERS`; /bomb a gzip
+    bomb, /endless a body that never ends, /huge 11 MB of JSON."""
 
     server: BrokenActionServer
+    protocol_version = "HTTP/1.1"  # chunked answers
 
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length") or 0)
@@ -140,21 +171,54 @@ class _Broken(BaseHTTPRequestHandler):
             self._send(200, b'{"events": [{"event": "entities", "entities": ' + entities + b"}]}")
         elif self.path.startswith("/list"):
             self._send(200, b"[1, 2, 3]")
+        elif self.path.startswith("/crash-lines"):  # a log line of its own making
+            self._send(500, b'{"error": "boom\\nERROR forged line\\r\\n"}')
         elif self.path.startswith("/crash"):
             self._send(500, b'{"error": "division by zero"}')
+        elif self.path.startswith("/reject-lines"):
+            self._send(400, b'{"action_name": "action_x", "error": "no\\nERROR forged line"}')
         elif self.path.startswith("/bare400"):
             self._send(400, b'{"error": "bad"}')
+        elif self.path.startswith("/raw/"):
+            self._send(200, RAW_ANSWERS[self.path[len("/raw/") :]])
+        elif self.path.startswith("/bomb"):
+            self._send(200, gzip_bomb(), headers={"Content-Encoding": "gzip"})
+        elif self.path.startswith("/huge"):
+            self._send(200, b'{"events": [], "responses": []}' + b" " * (11 * 1024 * 1024))
+        elif self.path.startswith("/endless"):
+            self._endless()
         else:
             self._send(200, b'{"events": [], "responses": [{"text": "ok"}]}')
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         try:
             self.wfile.write(body)
-        except BrokenPipeError:
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped reading, as it should
+
+    def _endless(self) -> None:
+        """Spaces, as fast as the client reads them, until it hangs up."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        chunk = b" " * 65536
+        try:
+            while True:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except (BrokenPipeError, ConnectionResetError):
             pass
 
     def log_message(self, *args: Any) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request, Response
 
 from tests.api.rasa_spec import RasaSpec
+from tests.serving import serving
 
 TRACKER = "/conversations/{conversation_id}/tracker"
 EVENTS = "/conversations/{conversation_id}/tracker/events"
@@ -314,6 +317,47 @@ async def test_trigger_intent_errors(client: httpx.AsyncClient, rasa_spec: RasaS
     assert check(rasa_spec, unnamed, TRIGGER, "post", 400)["details"]["parameter"] == "name"
 
 
+@pytest.mark.parametrize(
+    "entities",
+    [
+        [{"value": "ok"}],  # no entity name
+        [{"entity": "mood"}],  # no value
+        [{"entity": 5, "value": "ok"}],  # a name that is no string: it was a 500
+        [{"entity": "mood", "value": "ok", "start": "0"}],
+    ],
+)
+async def test_trigger_intent_refuses_entities_that_break_rasas_schema(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, entities: list[dict[str, Any]]
+) -> None:
+    """Before, they became the user message's entities as sent: stored, and every later
+    answer about the conversation broke Rasa's schema (an entity name that is a number was
+    a 500 and the turn was lost)."""
+    response = await client.post(
+        "/conversations/u7e/trigger_intent", json={"name": "greet", "entities": entities}
+    )
+    body = check(rasa_spec, response, TRIGGER, "post", 400)
+    assert body["details"] == {"parameter": "entities", "in": "body"}
+    assert "'entities' must be a list of objects" in body["message"]
+    tracker = (await client.get("/conversations/u7e/tracker")).json()
+    assert [e for e in tracker["events"] if e["event"] == "user"] == []
+
+
+async def test_a_number_too_large_for_a_double_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """`1e400` is valid JSON that reads as infinity. Before, `execute` stored it as the
+    action's confidence and every later GET of the tracker was a 500."""
+    await client.post("/conversations/u6i/tracker/events", json=GOODBYE_EVENTS)
+    response = await client.post(
+        "/conversations/u6i/execute",
+        content=b'{"name": "utter_greet", "confidence": 1e400}',
+        headers={"Content-Type": "application/json"},
+    )
+    body = check(rasa_spec, response, EXECUTE, "post", 400)
+    assert "the number 1e400 is too large for a double" in body["message"]
+    assert (await client.get("/conversations/u6i/tracker")).status_code == 200
+
+
 async def test_predict(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     await client.post("/conversations/u8/messages", json={"text": "I am sad", "sender": "user"})
     body = check(rasa_spec, await client.post("/conversations/u8/predict"), PREDICT, "post", 200)
@@ -378,3 +422,79 @@ async def test_every_conversation_route_is_409_without_a_model(
     body = response.json()
     rasa_spec.validate(body, TRACKER, "get", 409)
     assert body["reason"] == "Conflict"
+
+
+class _CallbackReceiver:
+    """The user's callback endpoint: keeps what the bot POSTs."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.app = FastAPI()
+        self.app.add_api_route("/bot", self.receive, methods=["POST"])
+
+    async def receive(self, request: Request) -> Response:
+        self.received.append(await request.json())
+        return Response(status_code=200)
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [("trigger_intent", {"name": "greet"}), ("execute", {"name": "utter_greet"})],
+)
+async def test_output_channel_latest_reaches_the_users_channel(
+    make_client: Callable[..., Any], route: str, body: dict[str, Any]
+) -> None:
+    """`?output_channel=latest` is the channel of the conversation's last user message, as in
+    Rasa. Before, execute and trigger_intent never resolved it: the bot's message came back
+    in the answer and the user, on the callback channel, never saw it."""
+    receiver = _CallbackReceiver()
+    async with serving(receiver.app) as url:
+        client = await make_client(credentials={"callback": {"url": f"{url}/bot"}, "rest": None})
+        spoken = await client.post(
+            "/webhooks/callback/webhook", json={"sender": "cb1", "message": "hello"}
+        )
+        assert spoken.status_code == 200
+        before = len(receiver.received)
+
+        response = await client.post(f"/conversations/cb1/{route}?output_channel=latest", json=body)
+
+    assert response.status_code == 200
+    assert [m["text"] for m in receiver.received[before:]] == ["Hey! How are you?"]
+    assert receiver.received[before]["recipient_id"] == "cb1"
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [("tracker/events", {"event": "restart"}), ("execute", {"name": "action_restart"})],
+)
+async def test_after_a_restart_from_the_api_the_next_message_starts_a_session(
+    client: httpx.AsyncClient, route: str, body: dict[str, Any]
+) -> None:
+    """As in Rasa, a tracker with no events applied starts a new session before the next
+    message. Before, a restart posted by a client (or executed) left the conversation without
+    one, and the next "hello" got no answer (or the fallback) instead of the greeting."""
+    said = {"sender": "restarted", "message": "hello"}
+    assert (await client.post("/webhooks/rest/webhook", json=said)).json()[0]["text"] == (
+        "Hey! How are you?"
+    )
+    assert (await client.post(f"/conversations/restarted/{route}", json=body)).status_code == 200
+
+    answer = await client.post("/webhooks/rest/webhook", json=said)
+
+    assert [m["text"] for m in answer.json()] == ["Hey! How are you?"]
+    events = (await client.get("/conversations/restarted/tracker")).json()["events"]
+    assert [e["event"] for e in events][:3] == ["action", "session_started", "action"]
+
+
+async def test_predict_scores_a_pending_followup_action_first(client: httpx.AsyncClient) -> None:
+    """As Rasa's `for_action_name`: the followup scores 1. Before, every action scored 0
+    (with confidence 1 and no policy): the first score was `...`, not the next action."""
+    await client.post("/conversations/follow/messages", json={"text": "hi", "sender": "user"})
+    followup = {"event": "followup", "name": "utter_cheer_up"}
+    assert (await client.post("/conversations/follow/tracker/events", json=followup)).is_success
+
+    body = (await client.post("/conversations/follow/predict")).json()
+
+    assert body["scores"][0] == {"action": "utter_cheer_up", "score": 1.0}
+    assert all(s["score"] == 0.0 for s in body["scores"][1:])
+    assert body["confidence"] == 1.0

@@ -161,13 +161,19 @@ async def test_integers_beyond_64_bits_come_back_as_sent(serve: Any, tmp_path: P
         ("/webhooks/rest/webhook", b'{"sender": "nan", "message": "hi", "metadata": {"a": NaN}}'),
         ("/conversations/nan/tracker/events", b'[{"event": "slot", "name": "x", "value": NaN}]'),
         ("/model/parse", b'{"text": "hi", "x": Infinity}'),
+        # Valid JSON that reads as infinity, and half a surrogate pair: before, stored, and
+        # every later GET of the tracker was a 500.
+        ("/conversations/nan/tracker/events", b'[{"event": "slot", "name": "x", "value": 1e400}]'),
+        ("/webhooks/rest/webhook", b'{"sender": "nan", "message": "hi", "metadata": {"a": 1e400}}'),
+        ("/webhooks/rest/webhook", b'{"sender": "nan", "message": "hi \\ud83d"}'),
     ],
 )
 async def test_nan_and_infinity_are_a_400_and_nothing_is_stored(
     serve: Any, tmp_path: Path, path: str, body: bytes
 ) -> None:
-    """They are not JSON. Before, the slot event was stored (its value as null) and the
-    client got a 500; the REST channel stored the metadata with null in place of NaN."""
+    """They are not JSON (or not JSON an answer could hold again). Before, the slot event was
+    stored (its value as null) and the client got a 500; the REST channel stored the metadata
+    with null in place of NaN."""
     client = await serve({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
     answer = await client.post(path, content=body, headers={"Content-Type": "application/json"})
     assert answer.status_code == 400

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,8 @@ import yaml
 
 from server.dialogue.action_client import ActionServerClient
 from server.dialogue.domain import Domain
-from server.errors import ActionError, ActionRejected
+from server.dialogue.nlg_client import NLGClient
+from server.errors import ActionError, ActionRejected, InvalidConfig
 from server.trackers.events import (
     ActionExecuted,
     ActiveLoop,
@@ -213,7 +215,22 @@ async def test_a_slow_server_times_out(broken_server: BrokenActionServer) -> Non
         ("/entity", "event 0 is invalid: 'entities' must be a list of objects"),
         ("/list", "not a JSON object"),
         ("/crash", "HTTP 500: division by zero"),
+        # Before, the error text went into the log with its line breaks: a forged log line.
+        ("/crash-lines", "HTTP 500: boom ERROR forged line$"),
         ("/bare400", "HTTP 400"),
+        # Before, these were stored, and every later answer about the conversation was a 500.
+        ("/raw/nan", r"not JSON \(NaN is not a JSON value\)"),
+        ("/raw/huge-number", r"not JSON \(the number 1e400 is too large for a double\)"),
+        ("/raw/surrogate", r"not JSON \(it holds an unpaired UTF-16 surrogate escape\)"),
+        # Before, these escaped as a RecursionError or TypeError and the user's message was lost.
+        ("/raw/deep", r"not JSON \(it is nested too deeply\)"),
+        ("/raw/text-number", r"response 0 is invalid: 'text' has the wrong type \(int\)"),
+        ("/raw/response-list", "response 0 is invalid: 'response' must be the name of a resp"),
+        ("/raw/bot-event-text", "event 0 is a bot message whose 'text' has the wrong type"),
+        # Before, taken: 100,000 of them held the event loop for over a second.
+        ("/raw/many-responses", "0 events and 1001 responses, more than the 1000 of each"),
+        # Before, stored; the reminder then failed when it fired.
+        ("/raw/reminder-entities", "event 0 is invalid: 'entities' must be a list of objects"),
     ],
 )
 async def test_garbage_is_an_action_error(
@@ -223,6 +240,36 @@ async def test_garbage_is_an_action_error(
     with pytest.raises(ActionError, match=message) as raised:
         await client.run("action_x", "u1", {}, None)
     assert not isinstance(raised.value, ActionRejected)
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/bomb", "its answer is more than 10485760 bytes"),  # 30 KB of gzip, 30 MB inflated
+        ("/huge", "its answer is 11534367 bytes, more than 10485760"),  # said up front
+        ("/endless", "its answer is more than 10485760 bytes"),  # chunked, never ends
+    ],
+)
+async def test_an_answer_over_the_size_limit_is_refused_as_it_arrives(
+    broken_server: BrokenActionServer, path: str, message: str
+) -> None:
+    """Before, the whole answer was read into memory (1 MB of gzip grew to gigabytes, held
+    the event loop while it inflated and ran into the timeout; an endless body ran until
+    the timeout). Now the reading stops at `max_response_bytes` (10 MB), counted inflated."""
+    client = ActionServerClient({"url": _url(broken_server, path), "timeout": 5})
+    started = time.monotonic()
+    with pytest.raises(ActionError, match=message):
+        await client.run("action_x", "u1", {}, None)
+    assert time.monotonic() - started < 2
+    await client.aclose()
+
+
+async def test_the_size_limit_is_configurable(broken_server: BrokenActionServer) -> None:
+    client = ActionServerClient(
+        {"url": _url(broken_server, "/huge"), "max_response_bytes": 12 * 1024 * 1024}
+    )
+    assert await client.run("action_x", "u1", {}, None) == {"events": [], "responses": []}
     await client.aclose()
 
 
@@ -281,3 +328,34 @@ async def test_one_pooled_client_serves_concurrent_calls(
     await client.run("action_x", "u1", {}, None)
     assert client.endpoint.client() is first
     await client.aclose()
+
+
+async def test_a_rejection_is_logged_on_one_line(broken_server: BrokenActionServer) -> None:
+    """Before, the rejection's error text went into the log with its line breaks."""
+    client = ActionServerClient({"url": _url(broken_server, "/reject-lines")})
+    with pytest.raises(ActionRejected) as raised:
+        await client.run("action_x", "u1", {}, None)
+    assert str(raised.value) == "no ERROR forged line"
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"cafile": "missing.pem"}, "'cafile' .*missing.pem.* cannot be read as a CA bundle"),
+        ({"cafile": "not-a-cert.pem"}, "'cafile' .*not-a-cert.pem.* cannot be read as a CA"),
+        ({"headers": "X-Api-Key: abc"}, "'headers' must be a mapping"),
+        ({"params": ["team=a"]}, "'params' must be a mapping"),
+    ],
+)
+@pytest.mark.parametrize("client_class", [ActionServerClient, NLGClient])
+def test_an_unusable_endpoint_fails_at_startup(
+    tmp_path: Path, config: dict[str, Any], message: str, client_class: type
+) -> None:
+    """Before, a missing or empty CA file raised an OSError out of every turn (no answer,
+    the user's message lost), and headers given as text an AttributeError at startup."""
+    (tmp_path / "not-a-cert.pem").write_text("hello")
+    if "cafile" in config:
+        config = {"cafile": str(tmp_path / config["cafile"])}
+    with pytest.raises(InvalidConfig, match=message):
+        client_class({"url": "https://actions.example/webhook", **config})

@@ -14,7 +14,9 @@ import pytest
 
 from bench.tcp_proxy import free_port
 from server.dialogue.processor import DialogueModel
-from server.trackers.events import ActionExecuted
+from server.trackers.events import ActionExecuted, UserUttered
+from server.trackers.tracker import EventVerbosity
+from tests.action_servers.fixtures import broken_action_server
 from tests.dialogue.conversation_fixtures import (
     BotModels,
     Conversation,
@@ -76,6 +78,61 @@ def failure_urls(broken: str) -> dict[str, str]:
         "not an object": f"{broken}/not-an-object",
         "HTTP 500": f"{broken}/error",
     }
+
+
+@pytest.fixture(scope="module")
+def hostile_server() -> Iterator[str]:
+    with broken_action_server() as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/raw/nan",
+        "/raw/huge-number",
+        "/raw/surrogate",
+        "/raw/deep",
+        "/raw/text-number",
+        "/raw/response-list",
+        "/raw/bot-event-text",
+        "/bomb",
+    ],
+)
+async def test_an_answer_no_conversation_can_keep_gives_the_fallback(
+    path: str, bot_models: BotModels, hostile_server: str
+) -> None:
+    """Before: a NaN, a number too large for a double or half a surrogate pair was stored,
+    and every later GET of the tracker was a 500; deep nesting, a `text` that is a number or
+    a `response` that is a list raised out of the turn, and the user's message was lost
+    with no answer; a gzip bomb inflated into gigabytes. Now each is a failed action: the
+    message is kept, the fallback answers, and the conversation goes on."""
+    agent = make_agent(bot_models["concertbot"], f"{hostile_server}{path}")
+    conversation = Conversation(agent, f"hostile-{path}")
+
+    turn = await conversation.say("/search_concerts")
+
+    assert turn.actions == ["action_search_concerts", "action_default_fallback"]
+    assert turn.texts == ["Sorry, I didn't get that, can you rephrase?"]
+    tracker = await agent.tracker(conversation.sender_id)
+    assert [e.text for e in tracker.events if isinstance(e, UserUttered)] == ["/search_concerts"]
+    state = tracker.current_state(EventVerbosity.ALL)
+    json.dumps(state, allow_nan=False, ensure_ascii=False).encode()  # what the API will send
+    assert (await conversation.say("/greet")).actions == ["utter_greet"]
+
+
+async def test_template_arguments_may_have_any_name(
+    bot_models: BotModels, hostile_server: str
+) -> None:
+    """Before, a response argument named `self`, `domain`, `slots` or `channel` raised a
+    TypeError out of the turn: no answer, and the user's message was lost."""
+    agent = make_agent(bot_models["concertbot"], f"{hostile_server}/raw/template-arguments")
+    conversation = Conversation(agent, "template-arguments")
+
+    turn = await conversation.say("/search_concerts")
+
+    assert turn.actions == ["action_search_concerts"]
+    assert turn.texts == ["Hey there!"]
 
 
 @pytest.mark.parametrize(

@@ -3,11 +3,18 @@ action server checks each slot, chitchat interrupts the form, and "stop" can end
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from rasa_sdk import Action
+from rasa_sdk import Tracker as SdkTracker
+from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
 
 from server.dialogue.agent import Agent
 from tests.action_servers.fixtures import ActionServers
 from tests.dialogue.conversation_fixtures import BotModels, Conversation, make_agent
+from tests.dialogue.sdk_transport import SdkTransport
 
 
 @pytest.fixture
@@ -120,3 +127,40 @@ async def test_no_to_do_you_want_to_continue_is_not_an_answer_to_the_form(agent:
     assert turn.actions == ["action_deactivate_loop"]
     # "no" answered "Do you want to continue?", not "Do you want to sit outside?".
     assert (await conversation.tracker()).get_slot("outdoor_seating") is None
+
+
+class _ValidatorNamingNoSlot(Action):
+    """Fills every slot of the form and sets `requested_slot` to an object, not a name."""
+
+    def name(self) -> str:
+        return "validate_restaurant_form"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: SdkTracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        filled = {
+            "cuisine": "greek",
+            "num_people": 2,
+            "outdoor_seating": True,
+            "preferences": "none",
+            "feedback": "good",
+        }
+        return [SlotSet(slot, value) for slot, value in filled.items()] + [
+            SlotSet("requested_slot", {"slot": "cuisine"})
+        ]
+
+
+async def test_a_requested_slot_that_is_no_slot_name_is_ignored(bot_models: BotModels) -> None:
+    """Before, a validation action setting `requested_slot` to an object raised a TypeError
+    out of the turn: no answer, and the user's message was lost. Now the form, its slots
+    all filled, completes."""
+    agent = make_agent(bot_models["formbot"], transport=SdkTransport(_ValidatorNamingNoSlot))
+    conversation = Conversation(agent, "requested-object")
+
+    turn = await conversation.say("im looking for a restaurant")
+
+    assert turn.actions[0] == "restaurant_form"
+    assert turn.texts  # the form's submission answered
+    tracker = await conversation.tracker()
+    assert tracker.active_loop_name is None
+    assert tracker.get_slot("cuisine") == "greek"

@@ -18,7 +18,8 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from server.dialogue.agent import Agent
 from server.dialogue.messages import CollectingOutputChannel, UserMessage
-from server.trackers.events import UserUttered
+from server.dialogue.processor import Processor
+from server.trackers.events import Restarted, UserUttered
 from tests.action_servers.reminderbot.actions import ActionReactToReminder, ForgetReminders
 from tests.dialogue.conversation_fixtures import BotModels, Conversation, make_agent
 from tests.dialogue.sdk_transport import SdkTransport
@@ -174,3 +175,37 @@ async def test_a_rest_conversation_cannot_send_its_reminders_into_a_rocketchat_r
     )
     # Before: the reminder was posted to the Rocket.Chat room the REST sender id named.
     assert await rocket.texts_within(DELAY + 0.7) == []
+
+
+async def test_a_restart_since_the_reminder_was_set_drops_it(bot_models: BotModels) -> None:
+    """As Rasa: a reminder fires only while its conversation still holds it. Before, a
+    conversation restarted by a client (POST .../tracker/events) still got "Remember to call
+    Ada!" from its old life."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    conversation = Conversation(agent, "restarted")
+    await conversation.say('/ask_remind_call{"PERSON": "Ada"}')
+
+    await agent.append_events("restarted", [Restarted()])
+
+    assert await callback.texts_within(DELAY + 0.5) == []
+    tracker = await agent.tracker("restarted", all_sessions=True)
+    texts = [e.text for e in tracker.events if isinstance(e, UserUttered)]
+    assert texts == ['/ask_remind_call{"PERSON": "Ada"}']
+
+
+async def test_a_message_to_another_process_kills_a_kill_on_user_msg_reminder(
+    bot_models: BotModels,
+) -> None:
+    """Two processes share the tracker store; the user's next message reaches the other one.
+    Before, the timer of the process that scheduled the reminder knew nothing of it and fired;
+    now the tracker decides, as in Rasa."""
+    agent, callback = reminderbot(bot_models, KillableQuickReminder)
+    other = Agent(
+        Processor(agent.processor.trackers, agent.processor.lock_store),
+        agent.model_provider,
+    )
+    await Conversation(agent, "two-workers").say('/ask_remind_call{"PERSON": "Ada"}')
+
+    await Conversation(other, "two-workers").say("/greet")
+
+    assert await callback.texts_within(DELAY + 0.5) == []

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from bench.tcp_proxy import free_port
 from server.dialogue.nlg_client import NLGClient
 from server.errors import ActionError
+from tests.action_servers.fixtures import broken_action_server
 from tests.serving import serving
 
 
@@ -99,3 +100,23 @@ async def test_a_server_that_is_down_is_an_action_error() -> None:
     with pytest.raises(ActionError, match="cannot reach the NLG server"):
         await client.generate("utter_greet", {"sender_id": "u"}, "rest")
     await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        # Before: read whole (30 MB inflated; an endless body until the timeout; 11 MB of
+        # spaces was "no message").
+        ("/bomb", "its answer is more than 10485760 bytes"),
+        ("/endless", "its answer is more than 10485760 bytes"),
+        ("/huge", "its answer is 11534367 bytes, more than 10485760"),
+        # Before: a message holding half a surrogate pair broke the turn's answer (a 500).
+        ("/raw/surrogate", "not JSON \\(it holds an unpaired UTF-16 surrogate escape\\)"),
+    ],
+)
+async def test_an_answer_no_channel_could_send_is_an_action_error(path: str, message: str) -> None:
+    with broken_action_server() as server:
+        client = NLGClient({"url": f"http://127.0.0.1:{server.server_address[1]}{path}"})
+        with pytest.raises(ActionError, match=message):
+            await client.generate("utter_greet", {"sender_id": "u"}, "rest")
+        await client.aclose()

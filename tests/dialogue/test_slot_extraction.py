@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from server.dialogue.domain import Domain
+from server.dialogue.processor import DialogueModel
 from server.dialogue.slot_extraction import extract_slots
 from server.trackers.events import ActionExecuted, UserUttered
 from server.trackers.tracker import Tracker
+from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_project
 
 
 def _domain(mappings: list[dict], slot_type: str = "any") -> Domain:
@@ -55,3 +61,52 @@ def test_from_text_respects_not_intent() -> None:
     domain = _domain([{"type": "from_text", "not_intent": "deny"}], "text")
     assert _filled(domain, _said(domain, "inform", text="a window seat")) == {"s": "a window seat"}
     assert _filled(domain, _said(domain, "deny", text="no")) == {}
+
+
+FLOAT_BOT = {
+    "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
+    "domain.yml": """
+version: "3.1"
+intents: [greet, inform]
+entities: [amount]
+slots:
+  amount:
+    type: float
+    mappings: [{type: from_entity, entity: amount}]
+responses:
+  utter_greet: [{text: "Hi"}]
+  utter_default: [{text: "default"}]
+""",
+    "data/rules.yml": """
+version: "3.1"
+rules:
+- {rule: greet, steps: [{intent: greet}, {action: utter_greet}]}
+- {rule: inform, steps: [{intent: inform}, {action: utter_greet}]}
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def float_bot(tmp_path_factory: pytest.TempPathFactory) -> DialogueModel:
+    folder = tmp_path_factory.mktemp("float-bot")
+    for name, text in FLOAT_BOT.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+    return train_project(folder, folder / "models")
+
+
+@pytest.mark.parametrize("value", ['"nan"', '"inf"', '"-1e999"', "9" * 400])
+async def test_a_float_slot_never_holds_what_json_cannot(
+    float_bot: DialogueModel, value: str
+) -> None:
+    """Before, `"nan"` or `"1e999"` typed by a user became a float slot's NaN or infinity,
+    and every later GET of the tracker was a 500; an integer beyond a double raised an
+    OverflowError out of the turn (no answer, the message lost)."""
+    conversation = Conversation(make_agent(float_bot), f"float-{value[:5]}")
+
+    turn = await conversation.say(f'/inform{{"amount": {value}}}')
+
+    assert turn.texts == ["Hi"]
+    tracker = await conversation.tracker()
+    json.dumps(tracker.current_state(), allow_nan=False)  # what the API will send
+    assert (await conversation.say("/greet")).texts == ["Hi"]
