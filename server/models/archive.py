@@ -41,6 +41,7 @@ from server.models.safety import (
     check_file_head,
     check_file_name,
     check_member_type,
+    checked_tarinfo_class,
     safe_member_name,
 )
 
@@ -257,7 +258,9 @@ def _open_tar(path: Path, limits: ArchiveLimits) -> Iterator[tarfile.TarFile]:
     try:
         with raw, gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
             counted = _CountingReader(unzipped, budget)
-            with tarfile.open(fileobj=counted, mode="r|") as tar:  # type: ignore[call-overload]
+            with tarfile.open(  # type: ignore[call-overload]
+                fileobj=counted, mode="r|", tarinfo=checked_tarinfo_class(limits)
+            ) as tar:
                 yield tar
     except (tarfile.ReadError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise ModelError(

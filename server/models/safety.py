@@ -38,9 +38,76 @@ class ArchiveLimits:
     max_metadata_bytes: int = 64 * MiB
     max_name_length: int = 512
     max_depth: int = 16
+    # Extended headers (pax records, GNU long names) in front of members: each, and all.
+    max_extended_header_bytes: int = 4096
+    max_total_extended_header_bytes: int = 1 * MiB
 
 
 DEFAULT_LIMITS = ArchiveLimits()
+
+
+# How many extended headers may stand in front of one member (pax, global pax, long name...).
+_MAX_EXTENDED_HEADERS_IN_A_ROW = 8
+_EXTENDED_TYPES = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+_SPARSE_REFUSED = "Archive holds a sparse file; only files are allowed"
+
+
+def checked_tarinfo_class(limits: ArchiveLimits) -> type[tarfile.TarInfo]:
+    """A `tarinfo=` class for reading one archive that checks headers before tarfile reads on.
+
+    tarfile reads an extended header whole into memory, and (before Python 3.11.10 and
+    3.12.6, CVE-2024-6232) parses pax records in time that grows with the square of their
+    size: a 4 KB gzip of a 4 GB pax header would hold gigabytes of RAM or a CPU for hours.
+    Here each extended header is checked against the limits before a byte of it is read,
+    and sparse files are refused before tarfile reads their maps (which a hostile archive
+    can make as long as the stream).
+    """
+    total = 0
+    in_a_row = 0
+
+    class CheckedTarInfo(tarfile.TarInfo):
+        def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+            nonlocal total, in_a_row
+            if self.type == tarfile.GNUTYPE_SPARSE:
+                raise UnsafeArchive(f"{_SPARSE_REFUSED} ('{self.name}')")
+            if self.type not in _EXTENDED_TYPES:
+                return super()._proc_member(tar)  # type: ignore[misc]
+            if self.size > limits.max_extended_header_bytes:
+                raise UnsafeArchive(
+                    f"Archive has an extended tar header of {self.size} bytes; "
+                    f"limit {limits.max_extended_header_bytes}"
+                )
+            total += self.size
+            if total > limits.max_total_extended_header_bytes:
+                raise UnsafeArchive(
+                    "Archive has more than "
+                    f"{limits.max_total_extended_header_bytes} bytes of extended tar headers"
+                )
+            in_a_row += 1
+            if in_a_row > _MAX_EXTENDED_HEADERS_IN_A_ROW:
+                raise UnsafeArchive("Archive has a chain of extended tar headers")
+            try:
+                return super()._proc_member(tar)  # type: ignore[misc]
+            finally:
+                in_a_row -= 1
+
+        # GNU sparse files described by pax records (formats 0.0, 0.1 and 1.0).
+        def _proc_gnusparse_00(self, *args: object) -> None:
+            raise UnsafeArchive(_SPARSE_REFUSED)
+
+        def _proc_gnusparse_01(self, *args: object) -> None:
+            raise UnsafeArchive(_SPARSE_REFUSED)
+
+        def _proc_gnusparse_10(self, *args: object) -> None:
+            raise UnsafeArchive(_SPARSE_REFUSED)
+
+    return CheckedTarInfo
 
 
 def safe_member_name(name: str, limits: ArchiveLimits) -> tuple[str, ...]:
