@@ -116,6 +116,17 @@ class ModelServerPoller:
         return True
 
     async def _download(self) -> tuple[Path, str, str]:
+        # httpx's timeout bounds each read; a body dripping a byte at a time would never end.
+        try:
+            return await asyncio.wait_for(self._fetch(), self.config.timeout)
+        except asyncio.TimeoutError as exc:
+            raise self._timed_out() from exc
+
+    def _timed_out(self) -> _PullFailed:
+        config = self.config
+        return _PullFailed(f"model server {config.url} timed out after {config.timeout:g} s")
+
+    async def _fetch(self) -> tuple[Path, str, str]:
         config = self.config
         current = self.holder.info
         headers = dict(config.headers)
@@ -134,6 +145,11 @@ class ModelServerPoller:
                 auth=config.basic_auth,
                 timeout=config.timeout,
             ) as response:
+                if response.status_code == 304 and current is None:
+                    raise _PullFailed(
+                        f"model server {config.url} answered 304 (not modified), but no model "
+                        "is loaded: it should send one"
+                    )
                 if response.status_code in (204, 304):
                     logger.debug("No new model at %s (%s)", config.url, response.status_code)
                     raise _NoChange()
@@ -150,9 +166,7 @@ class ModelServerPoller:
                 filename = _safe_filename(response.headers.get("filename"))
                 path, digest = await _save_body(response, filename, max_bytes)
         except httpx.TimeoutException as exc:
-            raise _PullFailed(
-                f"model server {config.url} timed out after {config.timeout:g} s"
-            ) from exc
+            raise self._timed_out() from exc
         except httpx.HTTPError as exc:
             raise _PullFailed(f"cannot reach model server {config.url}: {exc!r}") from exc
         if etag is None and current is not None and current.fingerprint == digest:

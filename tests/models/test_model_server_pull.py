@@ -27,7 +27,7 @@ from server.models.model_server import ModelServerConfig, ModelServerPoller
 class Behaviour:
     """What the model server does next; tests change it between pulls."""
 
-    mode: str = "serve"  # serve | no-etag | 204 | 404 | 500 | slow | corrupt
+    mode: str = "serve"  # serve | no-etag | 204 | 304 | 404 | 500 | slow | drip | corrupt
     body: bytes = b""
     etag: str = '"v1"'
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -47,7 +47,7 @@ class ModelServer:
                 mode = behaviour.mode
                 if mode == "slow":
                     time.sleep(2)
-                if mode in ("204", "404", "500"):
+                if mode in ("204", "304", "404", "500"):
                     self.send_response(int(mode))
                     self.send_header("Content-Length", "0")
                     self.end_headers()
@@ -64,6 +64,11 @@ class ModelServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 try:
+                    if mode == "drip":  # a byte every 0.1 s: no single read ever times out
+                        for index in range(len(body)):
+                            self.wfile.write(body[index : index + 1])
+                            self.wfile.flush()
+                            time.sleep(0.1)
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
@@ -170,6 +175,33 @@ async def test_timeout_keeps_the_model(model_server, holder, client, archive_fac
 
     assert "timed out" in poller.last_error
     assert holder.current.answer() == "one"
+
+
+async def test_a_body_that_drips_times_out_as_a_whole(
+    model_server, holder, client, archive_factory
+):
+    poller = await poller_with_model(model_server, holder, client, archive_factory, timeout=0.5)
+    model_server.behaviour.mode = "drip"
+    model_server.behaviour.etag = '"v2"'
+    started = time.monotonic()
+
+    assert await poller.pull_once() is False
+
+    assert time.monotonic() - started < 3
+    assert "timed out after 0.5 s" in poller.last_error
+    assert holder.current.answer() == "one"
+
+
+async def test_304_without_a_model_is_reported(model_server, holder, client, caplog):
+    model_server.behaviour.mode = "304"
+    poller = ModelServerPoller(holder, ModelServerConfig(url=model_server.url), client)
+
+    assert await poller.pull_once() is False
+
+    assert holder.current is None
+    error = poller.last_error or ""
+    assert "304" in error and "no model is loaded" in error
+    assert [r.levelname for r in caplog.records if "304" in r.getMessage()] == ["WARNING"]
 
 
 async def test_server_gone_keeps_the_model(model_server, holder, client, archive_factory):
