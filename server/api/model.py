@@ -49,6 +49,7 @@ from server.dialogue.processor import DialogueModel
 from server.dialogue.story_export import annotate_entities
 from server.errors import (
     BotServerError,
+    InvalidConfig,
     InvalidEvent,
     InvalidProjectFile,
     ModelNotFound,
@@ -422,7 +423,10 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
             raise bad_request(
                 "'model_server' needs an http or https 'url'.", "model_server", "body"
             )
-        info = await source.load_initial(None, server_config)
+        try:
+            info = await source.load_from_model_server(server_config)
+        except InvalidConfig as exc:
+            raise bad_request(str(exc), "model_server", "body") from None
         error = source.poller.last_error if source.poller is not None else None
         if info is None or error:
             raise not_loaded(error)

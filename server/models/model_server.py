@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import re
 import shutil
 import tempfile
@@ -45,34 +46,53 @@ class ModelServerConfig:
 
     @classmethod
     def from_endpoint(cls, config: dict[str, Any]) -> ModelServerConfig:
+        """The config of a `models:` section (or a PUT /model body); InvalidConfig if unusable."""
         url = config.get("url")
         if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
             raise InvalidConfig(f"models.url must be an http(s) URL, got {url!r}")
+        try:
+            httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise InvalidConfig(f"models.url is not a valid URL ({exc}): {url!r}") from None
         auth = config.get("basic_auth")
         basic_auth = None
         if auth:
             if not isinstance(auth, dict) or "username" not in auth or "password" not in auth:
                 raise InvalidConfig("models.basic_auth needs 'username' and 'password'")
             basic_auth = (str(auth["username"]), str(auth["password"]))
-        wait = config.get("wait_time_between_pulls", DEFAULT_WAIT_TIME_BETWEEN_PULLS)
-        try:
-            wait = float(wait) if wait not in (None, "", "null", "None") else None
-        except (TypeError, ValueError):
-            raise InvalidConfig(
-                f"models.wait_time_between_pulls must be seconds, got {wait!r}"
-            ) from None
-        if wait is not None and wait < 0:
-            raise InvalidConfig(f"models.wait_time_between_pulls must be seconds, got {wait!r}")
+        wait = _seconds(config, "wait_time_between_pulls", DEFAULT_WAIT_TIME_BETWEEN_PULLS)
         return cls(
             url=url,
             token=str(config["token"]) if config.get("token") else None,
             token_name=str(config.get("token_name") or "token"),
-            params=dict(config.get("params") or {}),
-            headers={str(k): str(v) for k, v in (config.get("headers") or {}).items()},
+            params=_mapping(config, "params"),
+            headers={str(k): str(v) for k, v in _mapping(config, "headers").items()},
             basic_auth=basic_auth,
             wait_time_between_pulls=wait or None,
-            timeout=float(config.get("timeout") or DEFAULT_TIMEOUT),
+            timeout=_seconds(config, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT,
         )
+
+
+def _seconds(config: dict[str, Any], key: str, default: float) -> float | None:
+    """A duration setting: None when unset or null, else a finite number of seconds >= 0."""
+    value = config.get(key, default)
+    if value in (None, "", "null", "None"):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
+        raise InvalidConfig(f"models.{key} must be seconds, got {value!r}")
+    return seconds
+
+
+def _mapping(config: dict[str, Any], key: str) -> dict[str, Any]:
+    value = config.get(key) or {}
+    if not isinstance(value, dict):
+        # The value is not quoted: it may hold a token.
+        raise InvalidConfig(f"models.{key} must be a mapping of names to values")
+    return dict(value)
 
 
 class ModelServerPoller:

@@ -217,6 +217,40 @@ async def test_put_model_missing_file_is_rasas_400(
         check(rasa_spec, await client.put("/model", json=bad), "/model", "put", 400)
 
 
+@pytest.mark.parametrize(
+    ("model_server", "says"),
+    [
+        ({"url": "http://127.0.0.1:9/m", "timeout": "soon"}, "models.timeout must be seconds"),
+        ({"url": "http://127.0.0.1:9/m", "timeout": -5}, "models.timeout must be seconds"),
+        ({"url": "http://127.0.0.1:9/m", "params": "a=b"}, "models.params must be a mapping"),
+        ({"url": "http://127.0.0.1:9/m", "headers": ["x"]}, "models.headers must be a mapping"),
+        (
+            {"url": "http://127.0.0.1:9/m", "wait_time_between_pulls": -1},
+            "models.wait_time_between_pulls must be seconds",
+        ),
+        ({"url": "http://[::1/m"}, "models.url is not a valid URL"),
+    ],
+    ids=["timeout-text", "timeout-negative", "params", "headers", "wait-negative", "url"],
+)
+async def test_put_model_with_an_unusable_model_server_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, model_server: dict[str, Any], says: str
+) -> None:
+    before = (await client.get("/status")).json()["model_id"]
+    response = await client.put("/model", json={"model_server": model_server})
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert says in body["message"]
+    assert body["details"] == {"parameter": "model_server", "in": "body"}
+    assert (await client.get("/status")).json()["model_id"] == before
+
+
+async def test_put_model_with_a_file_name_too_long_for_the_disk_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    response = await client.put("/model", json={"model_file": "m" * 5000 + ".tar.gz"})
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert body["message"].startswith("Agent with name 'mmm")
+
+
 async def test_unload_and_reload(
     client: httpx.AsyncClient, rasa_spec: RasaSpec, moodbot_model: Path
 ) -> None:
