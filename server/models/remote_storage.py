@@ -25,17 +25,23 @@ def object_name(model_name: str) -> str:
     return model_name if model_name.endswith(ARCHIVE_SUFFIX) else model_name + ARCHIVE_SUFFIX
 
 
+def model_file_name(model_name: str) -> str:
+    """What /status calls a model downloaded for `-m NAME`: the last part of its key."""
+    return object_name(model_name).rsplit("/", 1)[-1]
+
+
 async def download_model(
     storage: str, model_name: str, max_bytes: int = DEFAULT_LIMITS.max_total_bytes
 ) -> Path:
     """Download `model_name` from `storage` into a new temp dir; return the file's path.
 
-    The caller removes `path.parent` when done.
+    The caller removes `path.parent` when done. The file has a fixed name: an object key
+    may hold what no file name can (more than 255 bytes in a part, a NUL).
     """
     downloader = _downloader(storage)
     key = object_name(model_name)
     directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-remote-"))
-    target = directory / Path(key).name
+    target = directory / "model.tar.gz"
     try:
         await asyncio.to_thread(downloader, key, target, max_bytes)
     except BaseException:
