@@ -317,7 +317,7 @@ def _looks_like_rasa(path: Path, limits: ArchiveLimits) -> bool:
                     raw = _read_small(tar, member, limits.max_metadata_bytes)
                     metadata = json.loads(raw)
                     return isinstance(metadata, dict) and is_rasa_metadata(metadata)
-    except (ModelError, ValueError, OSError):
+    except (ModelError, ValueError, OSError, RecursionError):
         return False
     return False
 

@@ -347,6 +347,12 @@ CASES: dict[str, tuple[list[Member] | Callable[[Path], Path], type, str, Archive
     "older-format": ([metadata(format_version=0)], UnsupportedModel, "Retrain it", None),
     "newer-format": ([metadata(format_version=99)], UnsupportedModel, "Upgrade botserver", None),
     "no-metadata": ([regular("components/a.json", b"{}")], UnsupportedModel, "no metadata", None),
+    "metadata-deeply-nested": (
+        [regular("metadata.json", b'{"format_version": 1, "x": %s}' % (b"[" * 5000 + b"]" * 5000))],
+        UnsafeArchive,
+        "nested too deeply",
+        None,
+    ),
     "metadata-not-json": (
         [regular("metadata.json", b"\x00garbage")],
         UnsupportedModel,
@@ -380,6 +386,13 @@ def test_hostile_archive_is_refused_and_nothing_is_written(tmp_path: Path, case:
     assert snapshot(tmp_path, dest) == before
     assert not OUTSIDE.exists()
     assert not (tmp_path / "evil.json").exists()
+
+
+def test_read_metadata_refuses_deeply_nested_metadata(tmp_path: Path):
+    members = CASES["metadata-deeply-nested"][0]
+    assert isinstance(members, list)
+    with pytest.raises(UnsafeArchive, match="nested too deeply"):
+        read_metadata(tar_gz(tmp_path / "deep.tar.gz", members))
 
 
 def test_rasa_archives_are_named_by_read_metadata_too(tmp_path: Path):
