@@ -182,9 +182,15 @@ class ModelServerPoller:
                     raise _PullFailed(
                         f"model server {config.url} answered HTTP {response.status_code}"
                     )
+                too_large = _PullFailed(
+                    f"the model from {config.url} is larger than {max_bytes} bytes"
+                )
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise too_large
                 etag = response.headers.get("ETag")
                 filename = _safe_filename(response.headers.get("filename"))
-                path, digest = await _save_body(response, filename, max_bytes)
+                path, digest = await _save_body(response, filename, max_bytes, too_large)
         except httpx.TimeoutException as exc:
             raise self._timed_out() from exc
         except httpx.HTTPError as exc:
@@ -251,8 +257,14 @@ def _safe_filename(header: str | None) -> str:
     return name if name and not name.startswith(".") else "model.tar.gz"
 
 
-async def _save_body(response: httpx.Response, filename: str, max_bytes: int) -> tuple[Path, str]:
-    """Stream the body into a private temp dir, size-limited; return its path and sha256."""
+async def _save_body(
+    response: httpx.Response, filename: str, max_bytes: int, too_large: Exception
+) -> tuple[Path, str]:
+    """Stream the body into a private temp dir, size-limited; return its path and sha256.
+
+    `too_large` is raised past `max_bytes` (it names the configured URL: the request's URL
+    carries the token).
+    """
     directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-pull-"))
     path = directory / filename
     digest = hashlib.sha256()
@@ -264,7 +276,7 @@ async def _save_body(response: httpx.Response, filename: str, max_bytes: int) ->
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise _PullFailed(f"model from {response.url} is larger than {max_bytes} bytes")
+                    raise too_large
                 digest.update(chunk)
                 batch += chunk
                 if len(batch) >= _WRITE_BATCH:

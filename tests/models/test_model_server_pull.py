@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
-from server.models import ModelHolder, ModelSource
+from server.models import ArchiveLimits, ModelHolder, ModelSource
 from server.models.model_server import ModelServerConfig, ModelServerPoller
 
 
@@ -27,7 +27,9 @@ from server.models.model_server import ModelServerConfig, ModelServerPoller
 class Behaviour:
     """What the model server does next; tests change it between pulls."""
 
-    mode: str = "serve"  # serve | no-etag | 204 | 304 | 404 | 500 | slow | drip | corrupt
+    # serve | no-etag | 204 | 304 | 404 | 500 | slow | drip | corrupt | huge (Content-Length
+    # far beyond the body, which then stalls) | unsized (no Content-Length)
+    mode: str = "serve"
     body: bytes = b""
     etag: str = '"v1"'
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -61,9 +63,15 @@ class ModelServer:
                 if mode != "no-etag":
                     self.send_header("ETag", behaviour.etag)
                 self.send_header("filename", "served-model.tar.gz")
-                self.send_header("Content-Length", str(len(body)))
+                declared = 10**12 if mode == "huge" else len(body)
+                if mode != "unsized":
+                    self.send_header("Content-Length", str(declared))
                 self.end_headers()
                 try:
+                    if mode == "huge":
+                        self.wfile.write(body)
+                        self.wfile.flush()
+                        time.sleep(3)
                     if mode == "drip":  # a byte every 0.1 s: no single read ever times out
                         for index in range(len(body)):
                             self.wfile.write(body[index : index + 1])
@@ -190,6 +198,32 @@ async def test_a_body_that_drips_times_out_as_a_whole(
     assert time.monotonic() - started < 3
     assert "timed out after 0.5 s" in poller.last_error
     assert holder.current.answer() == "one"
+
+
+@pytest.mark.parametrize("mode", ["huge", "unsized"])
+async def test_a_body_too_large_is_refused_early_without_the_token(
+    model_server, client, loader, archive_factory, mode
+):
+    """Declared too large: refused before the body is read. Streamed too large: refused at
+    the limit. Either way the error (logged, and the answer to PUT /model) holds no token."""
+    holder = ModelHolder(loader, limits=ArchiveLimits(max_total_bytes=100))
+    model_server.behaviour.mode = mode
+    model_server.behaviour.body = archive_factory("one").read_bytes()
+    poller = ModelServerPoller(
+        holder,
+        ModelServerConfig.from_endpoint(
+            {"url": model_server.url, "token": "s3cret", "token_name": "key", "timeout": 2}
+        ),
+        client,
+    )
+    started = time.monotonic()
+
+    assert await poller.pull_once() is False
+
+    assert time.monotonic() - started < 1
+    error = poller.last_error or ""
+    assert "larger than 100 bytes" in error
+    assert "s3cret" not in error
 
 
 async def test_304_without_a_model_is_reported(model_server, holder, client, caplog):
