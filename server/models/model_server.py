@@ -124,7 +124,6 @@ class ModelServerPoller:
         except _PullFailed as exc:
             self._note_error(str(exc))
             return False
-        self._clear_error()
         path, fingerprint, filename = download
         try:
             await self.holder.load_archive(path, fingerprint, model_file=filename, source="server")
@@ -133,6 +132,7 @@ class ModelServerPoller:
             return False
         finally:
             await asyncio.to_thread(shutil.rmtree, path.parent, True)
+        self._clear_error()
         return True
 
     async def _download(self) -> tuple[Path, str, str]:
@@ -211,7 +211,7 @@ class ModelServerPoller:
 
     def _clear_error(self) -> None:
         if self.last_error is not None:
-            logger.info("Model server %s answers again", self.config.url)
+            logger.info("Model pulls from %s work again", self.config.url)
         self.last_error = None
 
     # ---------------------------------------------------------------------------- schedule

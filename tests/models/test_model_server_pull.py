@@ -7,6 +7,7 @@ model answering.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -412,3 +413,37 @@ async def test_startup_local_path_and_missing_model(holder, archive_factory, tmp
     archive = archive_factory("local")
     info = await source.load_initial(archive.parent)
     assert info is not None and holder.current.answer() == "local"
+
+
+def model_log_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    return [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if r.name.startswith("server.models") and r.levelno >= logging.INFO
+    ]
+
+
+async def test_a_model_server_serving_a_broken_model_is_reported_once(
+    model_server, holder, client, caplog
+):
+    model_server.behaviour.mode = "corrupt"
+    poller = ModelServerPoller(holder, ModelServerConfig(url=model_server.url), client)
+
+    for _ in range(3):
+        assert await poller.pull_once() is False
+
+    lines = model_log_lines(caplog)
+    assert [level for level, _ in lines] == ["WARNING"]
+    assert "failed to load" in lines[0][1] and "corrupt" in lines[0][1]
+    assert "keeping no model" in lines[0][1]
+
+
+async def test_a_broken_startup_model_is_reported_once(holder, tmp_path: Path, caplog):
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(b"not a model")
+
+    assert await ModelSource(holder).load_initial(broken) is None
+
+    lines = model_log_lines(caplog)
+    assert [level for level, _ in lines] == ["ERROR"]
+    assert "Could not load a model at startup" in lines[0][1] and "corrupt" in lines[0][1]
