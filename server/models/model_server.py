@@ -165,23 +165,7 @@ class ModelServerPoller:
                 auth=config.basic_auth,
                 timeout=config.timeout,
             ) as response:
-                if response.status_code == 304 and current is None:
-                    raise _PullFailed(
-                        f"model server {config.url} answered 304 (not modified), but no model "
-                        "is loaded: it should send one"
-                    )
-                if response.status_code in (204, 304):
-                    logger.debug("No new model at %s (%s)", config.url, response.status_code)
-                    raise _NoChange()
-                if response.status_code == 404:
-                    raise _PullFailed(
-                        f"model server {config.url} has no model (404): nothing trained or "
-                        "tag not assigned yet"
-                    )
-                if response.status_code != 200:
-                    raise _PullFailed(
-                        f"model server {config.url} answered HTTP {response.status_code}"
-                    )
+                _check_status(response, config.url, has_model=current is not None)
                 too_large = _PullFailed(
                     f"the model from {config.url} is larger than {max_bytes} bytes"
                 )
@@ -241,6 +225,34 @@ class ModelServerPoller:
                 pass
         if self._owns_client:
             await self._client.aclose()
+
+
+def _check_status(response: httpx.Response, url: str, has_model: bool) -> None:
+    """Raise _NoChange or _PullFailed unless the model server answered 200."""
+    status = response.status_code
+    if status == 304 and not has_model:
+        raise _PullFailed(
+            f"model server {url} answered 304 (not modified), but no model is loaded: it "
+            "should send one"
+        )
+    if status in (204, 304):
+        logger.debug("No new model at %s (%s)", url, status)
+        raise _NoChange()
+    if status == 404:
+        raise _PullFailed(
+            f"model server {url} has no model (404): nothing trained or tag not assigned yet"
+        )
+    if response.is_redirect:
+        # Not followed: the request's headers and token would go wherever it points. Only
+        # the host is named; the rest of a redirect (a signed URL) can be a credential.
+        # (httpx has checked Location already: an invalid one is an httpx.HTTPError.)
+        target = httpx.URL(url).join(response.headers["Location"]).host or "?"
+        raise _PullFailed(
+            f"model server {url} answered HTTP {status}, a redirect to {target}; redirects "
+            "are not followed: set models.url to the address that serves the model"
+        )
+    if status != 200:
+        raise _PullFailed(f"model server {url} answered HTTP {status}")
 
 
 class _NoChange(Exception):

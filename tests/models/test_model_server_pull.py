@@ -29,7 +29,7 @@ class Behaviour:
     """What the model server does next; tests change it between pulls."""
 
     # serve | no-etag | 204 | 304 | 404 | 500 | slow | drip | corrupt | huge (Content-Length
-    # far beyond the body, which then stalls) | unsized (no Content-Length)
+    # far beyond the body, which then stalls) | unsized (no Content-Length) | redirect
     mode: str = "serve"
     body: bytes = b""
     etag: str = '"v1"'
@@ -50,6 +50,12 @@ class ModelServer:
                 mode = behaviour.mode
                 if mode == "slow":
                     time.sleep(2)
+                if mode == "redirect":
+                    self.send_response(302)
+                    self.send_header("Location", "http://cdn.example:8080/m.tar.gz?sig=SIGNED")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if mode in ("204", "304", "404", "500"):
                     self.send_response(int(mode))
                     self.send_header("Content-Length", "0")
@@ -225,6 +231,20 @@ async def test_a_body_too_large_is_refused_early_without_the_token(
     error = poller.last_error or ""
     assert "larger than 100 bytes" in error
     assert "s3cret" not in error
+
+
+async def test_a_redirect_is_reported_as_such_and_not_followed(
+    model_server, holder, client, archive_factory
+):
+    poller = await poller_with_model(model_server, holder, client, archive_factory)
+    model_server.behaviour.mode = "redirect"
+
+    assert await poller.pull_once() is False
+
+    error = poller.last_error or ""
+    assert "HTTP 302, a redirect to cdn.example" in error and "not followed" in error
+    assert "SIGNED" not in error
+    assert holder.current.answer() == "one"
 
 
 async def test_304_without_a_model_is_reported(model_server, holder, client, caplog):
