@@ -23,7 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from server.errors import ModelError, ModelNotFound, SignatureError, UnsafeArchive, UnsupportedModel
+from server.errors import (
+    CorruptArchive,
+    ModelError,
+    ModelNotFound,
+    SignatureError,
+    UnsafeArchive,
+    UnsupportedModel,
+)
 from server.models import signing
 from server.models.metadata import (
     FORMAT_VERSION,
@@ -263,12 +270,12 @@ def _open_tar(path: Path, limits: ArchiveLimits) -> Iterator[tarfile.TarFile]:
             ) as tar:
                 yield tar
     except (tarfile.ReadError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise ModelError(
+        raise CorruptArchive(
             f"Model archive '{path.name}' is corrupt or not a gzip-compressed tar file ({exc}). "
             "Check the download or retrain with `botserver train`."
         ) from exc
     except tarfile.TarError as exc:
-        raise ModelError(f"Model archive '{path.name}' cannot be read: {exc}") from exc
+        raise CorruptArchive(f"Model archive '{path.name}' cannot be read: {exc}") from exc
 
 
 class _CountingReader:

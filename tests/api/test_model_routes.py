@@ -251,6 +251,23 @@ async def test_put_model_with_a_file_name_too_long_for_the_disk_is_a_400(
     assert body["message"].startswith("Agent with name 'mmm")
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b"not a gzip file at all", b"\x1f\x8b\x08\x00 truncated gzip"],
+    ids=["not-gzip", "truncated"],
+)
+async def test_put_model_with_a_file_that_is_no_archive_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, tmp_path: Path, content: bytes
+) -> None:
+    before = (await client.get("/status")).json()["model_id"]
+    bad = tmp_path / "model.tar.gz"
+    bad.write_bytes(content)
+    response = await client.put("/model", json={"model_file": str(bad)})
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert "corrupt or not a gzip-compressed tar file" in body["message"]
+    assert (await client.get("/status")).json()["model_id"] == before
+
+
 async def test_unload_and_reload(
     client: httpx.AsyncClient, rasa_spec: RasaSpec, moodbot_model: Path
 ) -> None:
