@@ -168,7 +168,7 @@ def _content_entries(content_dir: Path) -> Iterator[tuple[str, Path]]:
             relative = path.relative_to(content_dir).as_posix()
             check_file_name(tuple(f"{COMPONENTS_DIR}/{relative}".split("/")))
             with path.open("rb") as handle:
-                check_file_head(relative, handle.read(SNIFF_BYTES))
+                check_file_head(relative, handle.read(SNIFF_BYTES), path.lstat().st_size)
             yield relative, path
 
 
@@ -406,7 +406,7 @@ class _Extractor:
         if source is None:
             raise UnsafeArchive(f"Archive member '{name}' is not a regular file")
         head = source.read(SNIFF_BYTES)
-        check_file_head(name, head)
+        check_file_head(name, head, member.size)
         digest = hashlib.sha256()
         fd = self._create_file(parts)
         with os.fdopen(fd, "wb") as out:

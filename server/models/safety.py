@@ -7,6 +7,7 @@ Names, member types, size and count limits, allowed file types, and content snif
 from __future__ import annotations
 
 import io
+import math
 import re
 import tarfile
 from dataclasses import dataclass
@@ -159,25 +160,26 @@ def check_file_name(parts: tuple[str, ...]) -> None:
         raise UnsafeArchive(f"Archive member '{name}' is not an allowed data file ({allowed})")
 
 
-def check_file_head(name: str, head: bytes) -> None:
-    """Sniff the first bytes of a file: no pickle stream, no object-dtype `.npy`."""
+def check_file_head(name: str, head: bytes, size: int) -> None:
+    """Sniff the first bytes of a file of `size` bytes: no pickle stream, no object-dtype
+    `.npy`, and a `.npy` holds exactly the data its header declares."""
     # Pickle protocol 2+ opens with the PROTO opcode 0x80 and the protocol number.
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         raise UnsafeArchive(f"Archive member '{name}' holds pickle data; pickles are never loaded")
     if name.lower().endswith(".npy"):
-        _check_npy_header(name, head)
+        _check_npy_header(name, head, size)
 
 
-def _check_npy_header(name: str, head: bytes) -> None:
+def _check_npy_header(name: str, head: bytes, size: int) -> None:
     if not head.startswith(_NPY_MAGIC):
         raise UnsafeArchive(f"Archive member '{name}' is not a NumPy .npy file")
     stream = io.BytesIO(head)
     try:
         major, _minor = npy_format.read_magic(stream)
         if major == 1:
-            _shape, _order, dtype = npy_format.read_array_header_1_0(stream)
+            shape, _order, dtype = npy_format.read_array_header_1_0(stream)
         elif major in (2, 3):
-            _shape, _order, dtype = npy_format.read_array_header_2_0(stream)
+            shape, _order, dtype = npy_format.read_array_header_2_0(stream)
         else:
             raise ValueError(f"unknown .npy version {major}")
     except (ValueError, SyntaxError, EOFError) as exc:
@@ -185,4 +187,12 @@ def _check_npy_header(name: str, head: bytes) -> None:
     if np.dtype(dtype).hasobject:
         raise UnsafeArchive(
             f"Archive member '{name}' is an object-dtype array, which needs pickle to load"
+        )
+    # Python integers: a shape of absurd dimensions cannot overflow here.
+    declared = math.prod(shape) * np.dtype(dtype).itemsize
+    held = size - stream.tell()
+    if declared != held:
+        raise UnsafeArchive(
+            f"Archive member '{name}' declares a {shape} array of {np.dtype(dtype)} "
+            f"({declared} bytes) but holds {held} bytes of data"
         )

@@ -50,6 +50,14 @@ def npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def npy_claiming(shape: tuple[int, ...], data: bytes) -> bytes:
+    """A .npy file whose header declares `shape` of uint8, followed by `data`."""
+    buffer = io.BytesIO()
+    header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + data
+
+
 def tar_gz(path: Path, members: list[Member]) -> Path:
     with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tar:
         for info, data in members:
@@ -265,6 +273,18 @@ CASES: dict[str, tuple[list[Member] | Callable[[Path], Path], type, str, Archive
         [metadata(), regular("components/state.json", pickle.dumps({"a": 1}, protocol=4))],
         UnsafeArchive,
         "pickle data",
+        None,
+    ),
+    "npy-declaring-more-than-it-holds": (
+        [metadata(), regular("components/w.npy", npy_claiming((2**33,), b"\0" * 64))],
+        UnsafeArchive,
+        "declares a (8589934592,) array of uint8 (8589934592 bytes) but holds 64 bytes",
+        None,
+    ),
+    "npy-holding-more-than-it-declares": (
+        [metadata(), regular("components/w.npy", npy_claiming((2, 3), b"\0" * 64))],
+        UnsafeArchive,
+        "(6 bytes) but holds 64 bytes",
         None,
     ),
     "object-dtype-npy": (
