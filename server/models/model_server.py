@@ -173,6 +173,10 @@ class ModelServerPoller:
                 if declared.isdigit() and int(declared) > max_bytes:
                     raise too_large
                 etag = response.headers.get("ETag")
+                if etag is not None and current is not None and etag == current.fingerprint:
+                    # A server that ignores If-None-Match: its ETag says the model is ours.
+                    logger.debug("Model server %s sent the loaded model again", config.url)
+                    raise _NoChange()
                 filename = _safe_filename(response.headers.get("filename"))
                 path, digest = await _save_body(response, filename, max_bytes, too_large)
         except httpx.TimeoutException as exc:

@@ -29,7 +29,8 @@ class Behaviour:
     """What the model server does next; tests change it between pulls."""
 
     # serve | no-etag | 204 | 304 | 404 | 500 | slow | drip | corrupt | huge (Content-Length
-    # far beyond the body, which then stalls) | unsized (no Content-Length) | redirect
+    # far beyond the body, which then stalls) | unsized (no Content-Length) | redirect |
+    # ignore-inm (200 whatever If-None-Match says)
     mode: str = "serve"
     body: bytes = b""
     etag: str = '"v1"'
@@ -282,6 +283,21 @@ async def test_200_without_etag_loads_with_content_hash_once(
     # The same bytes again: recognised by their hash, not reloaded.
     assert await poller.pull_once() is False
     assert holder.info.fingerprint == fingerprint
+
+
+async def test_200_with_the_loaded_models_etag_is_not_loaded_again(
+    model_server, holder, client, archive_factory, caplog
+):
+    poller = await poller_with_model(model_server, holder, client, archive_factory)
+    model_server.behaviour.mode = "ignore-inm"
+    before = holder.current
+
+    assert await poller.pull_once() is False
+    assert await poller.pull_once() is False
+
+    assert holder.current is before
+    assert model_server.behaviour.requests[-1]["headers"]["If-None-Match"] == '"v1"'
+    assert [r for r in caplog.records if r.getMessage().startswith("Loaded model")] == []
 
 
 async def test_token_params_headers_and_basic_auth_are_sent(
