@@ -66,7 +66,7 @@ class ModelServerConfig:
             token=str(config["token"]) if config.get("token") else None,
             token_name=str(config.get("token_name") or "token"),
             params=_mapping(config, "params"),
-            headers={str(k): str(v) for k, v in _mapping(config, "headers").items()},
+            headers=_headers(config),
             basic_auth=basic_auth,
             wait_time_between_pulls=wait or None,
             timeout=_seconds(config, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT,
@@ -85,6 +85,14 @@ def _seconds(config: dict[str, Any], key: str, default: float) -> float | None:
     if isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
         raise InvalidConfig(f"models.{key} must be seconds, got {value!r}")
     return seconds
+
+
+def _headers(config: dict[str, Any]) -> dict[str, str]:
+    headers = {str(k): str(v) for k, v in _mapping(config, "headers").items()}
+    for name, value in headers.items():
+        if not (name + value).isascii():
+            raise InvalidConfig(f"models.headers: '{name}' must be an ASCII name and value")
+    return headers
 
 
 def _mapping(config: dict[str, Any], key: str) -> dict[str, Any]:
@@ -149,9 +157,10 @@ class ModelServerPoller:
     async def _fetch(self) -> tuple[Path, str, str]:
         config = self.config
         current = self.holder.info
-        headers = dict(config.headers)
+        headers = {name.encode(): value.encode() for name, value in config.headers.items()}
         if current is not None:
-            headers["If-None-Match"] = current.fingerprint
+            # An ETag is opaque bytes (RFC 9110 allows 0x80-0xFF): sent back as it came.
+            headers[b"If-None-Match"] = current.fingerprint.encode("latin-1", "replace")
         params = dict(config.params)
         if config.token:
             params[config.token_name] = config.token
@@ -172,7 +181,7 @@ class ModelServerPoller:
                 declared = response.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > max_bytes:
                     raise too_large
-                etag = response.headers.get("ETag")
+                etag = _etag(response)
                 if etag is not None and current is not None and etag == current.fingerprint:
                     # A server that ignores If-None-Match: its ETag says the model is ours.
                     logger.debug("Model server %s sent the loaded model again", config.url)
@@ -229,6 +238,15 @@ class ModelServerPoller:
                 pass
         if self._owns_client:
             await self._client.aclose()
+
+
+def _etag(response: httpx.Response) -> str | None:
+    """The ETag as its bytes, one character per byte (httpx would decode UTF-8, which does
+    not go back into a header)."""
+    for name, value in response.headers.raw:
+        if name.lower() == b"etag":
+            return value.decode("latin-1")
+    return None
 
 
 def _check_status(response: httpx.Response, url: str, has_model: bool) -> None:

@@ -229,8 +229,17 @@ async def test_put_model_missing_file_is_rasas_400(
             "models.wait_time_between_pulls must be seconds",
         ),
         ({"url": "http://[::1/m"}, "models.url is not a valid URL"),
+        ({"url": "http://127.0.0.1:9/m", "headers": {"X-Key": "clé"}}, "must be an ASCII"),
     ],
-    ids=["timeout-text", "timeout-negative", "params", "headers", "wait-negative", "url"],
+    ids=[
+        "timeout-text",
+        "timeout-negative",
+        "params",
+        "headers",
+        "wait-negative",
+        "url",
+        "header-not-ascii",
+    ],
 )
 async def test_put_model_with_an_unusable_model_server_is_a_400(
     client: httpx.AsyncClient, rasa_spec: RasaSpec, model_server: dict[str, Any], says: str

@@ -300,6 +300,18 @@ async def test_200_with_the_loaded_models_etag_is_not_loaded_again(
     assert [r for r in caplog.records if r.getMessage().startswith("Loaded model")] == []
 
 
+async def test_a_non_ascii_etag_goes_back_as_it_came(model_server, holder, client, archive_factory):
+    # The bytes of '"vü"' in UTF-8; http.server writes header text as Latin-1.
+    model_server.behaviour.etag = '"v\xc3\xbc"'
+    poller = await poller_with_model(model_server, holder, client, archive_factory)
+
+    assert await poller.pull_once() is False  # 304: the server saw its own ETag
+
+    assert poller.last_error is None
+    assert model_server.behaviour.requests[-1]["headers"]["If-None-Match"] == '"v\xc3\xbc"'
+    assert holder.current.answer() == "one"
+
+
 async def test_token_params_headers_and_basic_auth_are_sent(
     model_server, holder, client, archive_factory
 ):
