@@ -139,16 +139,16 @@ def _write_project(document: dict[str, Any], directory: Path) -> tuple[Path | No
     return config_path, domain_path, data_dir
 
 
-def _train_sync(document: dict[str, Any], out_dir: Path, force: bool, signing_key: Any) -> Path:
+def _train_sync(document: dict[str, Any], out_dir: Path, force: bool) -> Path:
+    """Train the request's project into `out_dir`. The archive is unsigned: a server holds at
+    most the public key that verifies archives (`--verify-key`), never one that signs."""
     from server.training.train import train
 
     with tempfile.TemporaryDirectory(prefix="botserver-train-request-") as tmp:
         directory = Path(tmp)
         config_path, domain_path, data_dir = _write_project(document, directory)
         try:
-            result = train(
-                config_path, domain_path, [data_dir], out_dir, force=force, signing_key=signing_key
-            )
+            result = train(config_path, domain_path, [data_dir], out_dir, force=force)
         except InvalidProjectFile as exc:
             raise _project_error(exc, directory) from None
     return result.path
@@ -518,9 +518,7 @@ def model_router() -> APIRouter:
             )
             with services.holder.training_job():
                 try:
-                    path = await asyncio.to_thread(
-                        _train_sync, document, out_dir, force, services.holder.verify_key
-                    )
+                    path = await asyncio.to_thread(_train_sync, document, out_dir, force)
                 except TrainingError as exc:
                     # Training stops on data or configuration that cannot give a model: the
                     # client's mistake, so a 400 (Rasa answers 500).

@@ -117,6 +117,32 @@ async def test_train_yaml_returns_the_archive(
     assert status["num_active_training_jobs"] == 0
 
 
+async def test_train_on_a_server_that_verifies_signatures(
+    make_client: Any, moodbot_model: Path, tmp_path: Path
+) -> None:
+    """The server holds only the public key: it trains an unsigned archive, which it would
+    refuse to load; it does not try to sign with the public key."""
+    from server.models.signing import generate_keypair
+
+    private, public = generate_keypair()
+    verify_key = tmp_path / "verify.pem"
+    verify_key.write_bytes(public)
+    client = await make_client(model_path=None, verify_key=verify_key)
+
+    response = await client.post(
+        "/model/train?save_to_default_model_directory=false",
+        content=TRAINING_YAML,
+        headers={"Content-Type": "application/yaml"},
+    )
+
+    assert response.status_code == 200, response.text
+    archive = tmp_path / response.headers["filename"]
+    archive.write_bytes(response.content)
+    load = await client.put("/model", json={"model_file": str(archive)})
+    assert load.status_code == 400
+    assert "not signed" in load.json()["message"]
+
+
 @pytest.mark.parametrize(
     "content",
     ["", "- just\n- a list\n", "intents: [greet\n", "nlu: 3\n"],
