@@ -44,7 +44,7 @@ from server.api.schemas import (
     ref,
 )
 from server.api.services import Services, services_of
-from server.auth import require_auth
+from server.auth import redact_also, require_auth
 from server.dialogue.processor import DialogueModel
 from server.dialogue.story_export import annotate_entities
 from server.errors import (
@@ -388,6 +388,14 @@ def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict
     }
 
 
+def keep_token_out_of_logs(model_server: dict[str, Any] | None) -> None:
+    """The model server's token travels as `?<token_name>=`, which the log redaction
+    recognises only under usual names; have it redact the value itself."""
+    token = (model_server or {}).get("token")
+    if token:
+        redact_also(str(token))
+
+
 async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
     """Load the model a PUT /model body names (ApiError 400 when it cannot)."""
     model_file = body.get("model_file")
@@ -418,6 +426,7 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
     source = services.source
     server_config = services.models_endpoint or model_server
     if server_config:
+        keep_token_out_of_logs(server_config)
         url = server_config.get("url")
         if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
             raise bad_request(
