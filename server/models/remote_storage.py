@@ -82,7 +82,11 @@ def _download_aws(key: str, target: Path, max_bytes: int) -> None:
             "Remote storage 'aws' needs boto3: pip install 'botserver[aws]'"
         ) from exc
     bucket = _env("BUCKET_NAME", "aws")
-    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint)
+    except ValueError as exc:  # botocore's "Invalid endpoint"
+        raise InvalidConfig(f"AWS_ENDPOINT_URL {endpoint!r} is not usable: {exc}") from None
     try:
         head = client.head_object(Bucket=bucket, Key=key)
         _too_large(key, head.get("ContentLength"), max_bytes)

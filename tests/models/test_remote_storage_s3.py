@@ -109,6 +109,12 @@ async def test_too_large_object_is_refused(s3_env):
         await download_model("aws", "big", max_bytes=1024)
 
 
+async def test_an_unusable_endpoint_url_is_a_configuration_error(s3_env, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "not a url")
+    with pytest.raises(InvalidConfig, match="AWS_ENDPOINT_URL 'not a url' is not usable"):
+        await download_model("aws", "m")
+
+
 async def test_unknown_storage_and_missing_bucket_env(monkeypatch: pytest.MonkeyPatch):
     with pytest.raises(InvalidConfig, match="never import code"):
         await download_model("my_company.persistor.Custom", "m")
