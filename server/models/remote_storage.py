@@ -104,6 +104,7 @@ def _download_aws(key: str, target: Path, max_bytes: int) -> None:
 def _download_gcs(key: str, target: Path, max_bytes: int) -> None:
     try:
         from google.api_core import exceptions as gexc
+        from google.auth.exceptions import GoogleAuthError
         from google.cloud import storage
     except ImportError as exc:
         raise InvalidConfig(
@@ -120,6 +121,8 @@ def _download_gcs(key: str, target: Path, max_bytes: int) -> None:
         raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'") from exc
     except gexc.GoogleAPIError as exc:
         raise ModelError(f"Cannot download '{key}' from GCS '{bucket_name}': {exc}") from exc
+    except GoogleAuthError as exc:  # no credentials, or unusable ones
+        raise InvalidConfig(f"Remote storage 'gcs' cannot authenticate: {exc}") from None
 
 
 def _download_azure(key: str, target: Path, max_bytes: int) -> None:
