@@ -61,6 +61,10 @@ class UnsafeArchive(ModelError):
     """An archive member is hostile: traversal, link, device, too large, pickle..."""
 
 
+class CorruptArchive(ModelError):
+    """A file that is not a readable .tar.gz: not gzip, not tar, truncated."""
+
+
 class UnsupportedModel(ModelError):
     """An archive in another format (a Rasa model, an older botserver format)."""
 

@@ -133,6 +133,7 @@ ERROR_STATUSES: dict[type[BaseException], ErrorStatus] = {
     e.InvalidConfig: ErrorStatus(400, "BadRequest"),
     e.ModelNotFound: ErrorStatus(400, "BadRequest"),
     e.UnsafeArchive: ErrorStatus(400, "BadRequest"),
+    e.CorruptArchive: ErrorStatus(400, "BadRequest"),
     e.UnsupportedModel: ErrorStatus(400, "BadRequest"),
     e.SignatureError: ErrorStatus(400, "BadRequest"),
     e.ModelError: ErrorStatus(500, "LoadingError"),

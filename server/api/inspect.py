@@ -14,8 +14,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from server.auth.dependency import authenticator_of
-from server.auth.static_token import TOKEN_QUERY_PARAMETER
+from server.auth.dependency import authenticate_request, authenticator_of
 
 PAGE = Path(__file__).with_name("static") / "inspect.html"
 
@@ -51,11 +50,7 @@ def inspect_router() -> APIRouter:
     async def inspect(request: Request) -> HTMLResponse:
         authenticator = authenticator_of(request)
         if authenticator.config.uses_token:
-            authenticator.authenticate(
-                request.query_params.get(TOKEN_QUERY_PARAMETER),
-                request.headers.get("authorization"),
-                None,
-            )
+            authenticate_request(request)
         return HTMLResponse(_page(), headers=_HEADERS)
 
     return router

@@ -44,11 +44,12 @@ from server.api.schemas import (
     ref,
 )
 from server.api.services import Services, services_of
-from server.auth import require_auth
+from server.auth import redact_also, require_auth
 from server.dialogue.processor import DialogueModel
 from server.dialogue.story_export import annotate_entities
 from server.errors import (
     BotServerError,
+    InvalidConfig,
     InvalidEvent,
     InvalidProjectFile,
     ModelNotFound,
@@ -138,16 +139,16 @@ def _write_project(document: dict[str, Any], directory: Path) -> tuple[Path | No
     return config_path, domain_path, data_dir
 
 
-def _train_sync(document: dict[str, Any], out_dir: Path, force: bool, signing_key: Any) -> Path:
+def _train_sync(document: dict[str, Any], out_dir: Path, force: bool) -> Path:
+    """Train the request's project into `out_dir`. The archive is unsigned: a server holds at
+    most the public key that verifies archives (`--verify-key`), never one that signs."""
     from server.training.train import train
 
     with tempfile.TemporaryDirectory(prefix="botserver-train-request-") as tmp:
         directory = Path(tmp)
         config_path, domain_path, data_dir = _write_project(document, directory)
         try:
-            result = train(
-                config_path, domain_path, [data_dir], out_dir, force=force, signing_key=signing_key
-            )
+            result = train(config_path, domain_path, [data_dir], out_dir, force=force)
         except InvalidProjectFile as exc:
             raise _project_error(exc, directory) from None
     return result.path
@@ -387,6 +388,14 @@ def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict
     }
 
 
+def keep_token_out_of_logs(model_server: dict[str, Any] | None) -> None:
+    """The model server's token travels as `?<token_name>=`, which the log redaction
+    recognises only under usual names; have it redact the value itself."""
+    token = (model_server or {}).get("token")
+    if token:
+        redact_also(str(token))
+
+
 async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
     """Load the model a PUT /model body names (ApiError 400 when it cannot)."""
     model_file = body.get("model_file")
@@ -417,12 +426,16 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
     source = services.source
     server_config = services.models_endpoint or model_server
     if server_config:
+        keep_token_out_of_logs(server_config)
         url = server_config.get("url")
         if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
             raise bad_request(
                 "'model_server' needs an http or https 'url'.", "model_server", "body"
             )
-        info = await source.load_initial(None, server_config)
+        try:
+            info = await source.load_from_model_server(server_config)
+        except InvalidConfig as exc:
+            raise bad_request(str(exc), "model_server", "body") from None
         error = source.poller.last_error if source.poller is not None else None
         if info is None or error:
             raise not_loaded(error)
@@ -514,9 +527,7 @@ def model_router() -> APIRouter:
             )
             with services.holder.training_job():
                 try:
-                    path = await asyncio.to_thread(
-                        _train_sync, document, out_dir, force, services.holder.verify_key
-                    )
+                    path = await asyncio.to_thread(_train_sync, document, out_dir, force)
                 except TrainingError as exc:
                     # Training stops on data or configuration that cannot give a model: the
                     # client's mistake, so a 400 (Rasa answers 500).

@@ -22,7 +22,7 @@ from server.api.app import create_app
 from server.api.conversations import conversations_router
 from server.api.domain import domain_router
 from server.api.middleware import DEFAULT_MAX_BODY_BYTES, DEFAULT_RESPONSE_TIMEOUT_SECONDS
-from server.api.model import model_router
+from server.api.model import keep_token_out_of_logs, model_router
 from server.api.services import APP_STATE_KEY, Services
 from server.api.settings import ApiSettings
 from server.api.status import info_router, status_router
@@ -144,6 +144,8 @@ def build_app(options: ServerOptions) -> FastAPI:
         models_dir=Path(options.models_dir),
         models_endpoint=endpoints.get("models") or None,
     )
+
+    keep_token_out_of_logs(services.models_endpoint)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -3,7 +3,12 @@
 from server.auth.authenticator import Authenticator
 from server.auth.config import AuthConfig
 from server.auth.dependency import require_auth
-from server.auth.log_redaction import RedactSecretsFilter, install_log_redaction, redact
+from server.auth.log_redaction import (
+    RedactSecretsFilter,
+    install_log_redaction,
+    redact,
+    redact_also,
+)
 from server.auth.roles import Principal, may_access
 
 __all__ = [
@@ -14,5 +19,6 @@ __all__ = [
     "install_log_redaction",
     "may_access",
     "redact",
+    "redact_also",
     "require_auth",
 ]

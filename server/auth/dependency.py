@@ -42,6 +42,24 @@ def authenticator_of(request: Request) -> Authenticator:
     return authenticator
 
 
+def query_token(request: Request) -> str | None:
+    """The `token` query parameter; the first when it is repeated, as Rasa (Sanic) reads it."""
+    values = request.query_params.getlist(TOKEN_QUERY_PARAMETER)
+    return values[0] if values else None
+
+
+def authenticate_request(request: Request, conversation_param: str | None = None) -> Principal:
+    """The principal `request` acts as on a route whose conversation id is the path parameter
+    `conversation_param` (None: no conversation); raises AuthError or Forbidden."""
+    conversation_id = None
+    if conversation_param is not None:
+        value = request.path_params.get(conversation_param)
+        conversation_id = value if isinstance(value, str) else None
+    return authenticator_of(request).authenticate(
+        query_token(request), request.headers.get("authorization"), conversation_id
+    )
+
+
 def require_auth(
     conversation_param: str | None = None,
 ) -> Callable[..., Awaitable[Principal]]:
@@ -58,15 +76,7 @@ def require_auth(
         _token: str | None = Depends(_token_scheme),
         _jwt: object = Depends(_jwt_scheme),
     ) -> Principal:
-        conversation_id = None
-        if conversation_param is not None:
-            value = request.path_params.get(conversation_param)
-            conversation_id = value if isinstance(value, str) else None
-        principal = authenticator_of(request).authenticate(
-            request.query_params.get(TOKEN_QUERY_PARAMETER),
-            request.headers.get("authorization"),
-            conversation_id,
-        )
+        principal = authenticate_request(request, conversation_param)
         request.state.principal = principal
         return principal
 
@@ -92,12 +102,4 @@ def authorize_matched_route(request: Request) -> None:
     """
     route = request.scope.get("route")
     for guard in _guards(getattr(route, "dependant", None)):
-        conversation_id = None
-        if guard.conversation_param is not None:
-            value = request.path_params.get(guard.conversation_param)
-            conversation_id = value if isinstance(value, str) else None
-        authenticator_of(request).authenticate(
-            request.query_params.get(TOKEN_QUERY_PARAMETER),
-            request.headers.get("authorization"),
-            conversation_id,
-        )
+        authenticate_request(request, guard.conversation_param)

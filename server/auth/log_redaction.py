@@ -1,5 +1,6 @@
-"""A logging filter that keeps secrets out of logs: `token=` query values, secret-named keys
-(token, password, secret...), Bearer/Basic credentials, JWTs and URL passwords become `***`.
+"""A logging filter that keeps secrets out of logs: `token=` and `key=` query values,
+secret-named keys (token, password, secret, api-key, authorization...), Bearer/Basic
+credentials, JWTs, URL passwords and secrets registered with `redact_also` become `***`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,27 @@ from typing import Any
 REDACTED = "***"
 
 _PATTERNS = (
-    # ?token=... / &access_token=... in URLs and query strings.
-    (re.compile(r"((?:^|[?&;\s\"'(])(?:access_)?token=)[^&\s\"';#)]*", re.IGNORECASE), r"\1"),
+    # ?token=... / &access_token=... / ?key=... / &sig=... in URLs and query strings.
+    (
+        re.compile(
+            r"((?:^|[?&;\s\"'(])(?:access_token|token|key|api[-_]?key|sig|signature)=)"
+            r"[^&\s\"';#)]*",
+            re.IGNORECASE,
+        ),
+        r"\1",
+    ),
+    # An Authorization header's value, whatever its scheme (kept: "Token ***").
+    (
+        re.compile(
+            r"""(\bauthorization["']?\s*[:=]\s*["']?(?:[A-Za-z][\w-]*\s+)?)[^\s"',}]+""",
+            re.IGNORECASE,
+        ),
+        r"\1",
+    ),
     # Secret-named keys in dumped config or dicts: "token": "x", 'password': 'y', secret=z.
     (
         re.compile(
-            r"""(["']?\b[\w-]*(?:token|password|passwd|secret|api_key|apikey)["']?\s*[:=]\s*)"""
+            r"""(["']?\b[\w-]*(?:token|password|passwd|secret|api[-_]?key)["']?\s*[:=]\s*)"""
             r"""(?:"[^"]*"|'[^']*'|[^\s,&}]+)""",
             re.IGNORECASE,
         ),
@@ -35,8 +51,23 @@ _PATTERNS = (
 DEFAULT_LOGGERS = ("uvicorn", "uvicorn.access", "uvicorn.error", "server", "httpx")
 
 
+# Secrets configured under names no pattern can know (a model server's `token_name`).
+_literals: set[str] = set()
+# Shorter values are not registered: replacing them everywhere would garble the logs.
+MIN_LITERAL_LENGTH = 6
+
+
+def redact_also(secret: str | None) -> None:
+    """Redact `secret` itself wherever it appears in a log record from now on."""
+    if secret and len(secret) >= MIN_LITERAL_LENGTH:
+        _literals.add(secret)
+
+
 def redact(text: str) -> str:
     """`text` with every secret-looking value replaced by `***`."""
+    for literal in _literals:
+        if literal in text:
+            text = text.replace(literal, REDACTED)
     for pattern, keep in _PATTERNS:
         replacement = keep + REDACTED if keep else REDACTED
         text = pattern.sub(replacement, text)

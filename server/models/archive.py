@@ -23,7 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from server.errors import ModelError, ModelNotFound, SignatureError, UnsafeArchive, UnsupportedModel
+from server.errors import (
+    CorruptArchive,
+    ModelError,
+    ModelNotFound,
+    SignatureError,
+    UnsafeArchive,
+    UnsupportedModel,
+)
 from server.models import signing
 from server.models.metadata import (
     FORMAT_VERSION,
@@ -41,6 +48,7 @@ from server.models.safety import (
     check_file_head,
     check_file_name,
     check_member_type,
+    checked_tarinfo_class,
     safe_member_name,
 )
 
@@ -160,7 +168,7 @@ def _content_entries(content_dir: Path) -> Iterator[tuple[str, Path]]:
             relative = path.relative_to(content_dir).as_posix()
             check_file_name(tuple(f"{COMPONENTS_DIR}/{relative}".split("/")))
             with path.open("rb") as handle:
-                check_file_head(relative, handle.read(SNIFF_BYTES))
+                check_file_head(relative, handle.read(SNIFF_BYTES), path.lstat().st_size)
             yield relative, path
 
 
@@ -257,15 +265,17 @@ def _open_tar(path: Path, limits: ArchiveLimits) -> Iterator[tarfile.TarFile]:
     try:
         with raw, gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
             counted = _CountingReader(unzipped, budget)
-            with tarfile.open(fileobj=counted, mode="r|") as tar:  # type: ignore[call-overload]
+            with tarfile.open(  # type: ignore[call-overload]
+                fileobj=counted, mode="r|", tarinfo=checked_tarinfo_class(limits)
+            ) as tar:
                 yield tar
     except (tarfile.ReadError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise ModelError(
+        raise CorruptArchive(
             f"Model archive '{path.name}' is corrupt or not a gzip-compressed tar file ({exc}). "
             "Check the download or retrain with `botserver train`."
         ) from exc
     except tarfile.TarError as exc:
-        raise ModelError(f"Model archive '{path.name}' cannot be read: {exc}") from exc
+        raise CorruptArchive(f"Model archive '{path.name}' cannot be read: {exc}") from exc
 
 
 class _CountingReader:
@@ -314,7 +324,7 @@ def _looks_like_rasa(path: Path, limits: ArchiveLimits) -> bool:
                     raw = _read_small(tar, member, limits.max_metadata_bytes)
                     metadata = json.loads(raw)
                     return isinstance(metadata, dict) and is_rasa_metadata(metadata)
-    except (ModelError, ValueError, OSError):
+    except (ModelError, ValueError, OSError, RecursionError):
         return False
     return False
 
@@ -396,7 +406,7 @@ class _Extractor:
         if source is None:
             raise UnsafeArchive(f"Archive member '{name}' is not a regular file")
         head = source.read(SNIFF_BYTES)
-        check_file_head(name, head)
+        check_file_head(name, head, member.size)
         digest = hashlib.sha256()
         fd = self._create_file(parts)
         with os.fdopen(fd, "wb") as out:

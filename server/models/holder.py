@@ -115,7 +115,8 @@ class ModelHolder(Generic[T]):
         """Extract and build a model off the loop, then make it current.
 
         `fingerprint` is the model server's ETag; without one, the archive's sha256 is used.
-        On failure the previous model stays, `last_error` records why, and the error raises.
+        On failure the previous model stays, `last_error` records why, and the error raises
+        (for the caller to report: it is not logged here).
         """
         path = Path(path)
         async with self._load_lock:
@@ -186,10 +187,10 @@ class ModelHolder(Generic[T]):
         return LoadedModel(model=model, info=info, directory=directory)
 
     def _record_error(self, name: str, exc: BaseException) -> None:
+        # Not logged here: the caller reports it once, as what it was doing (startup, a
+        # pull it may have reported already, a PUT /model answered with the error).
         self.last_error = f"{name}: {exc}"
         self.last_error_at = datetime.now(timezone.utc)
-        kept = self.info.model_file if self.info else "no model"
-        logger.error("Failed to load model %s: %s. Keeping %s.", name, exc, kept)
 
     # ---------------------------------------------------------------------------- training
 

@@ -72,13 +72,18 @@ def parse_metadata(raw: bytes) -> dict[str, Any]:
         metadata = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise UnsupportedModel(f"{METADATA_FILE} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise UnsafeArchive(f"{METADATA_FILE} is nested too deeply") from None
     if not isinstance(metadata, dict):
         raise UnsupportedModel(f"{METADATA_FILE} must hold a JSON object")
     if is_rasa_metadata(metadata):
         version = metadata.get("rasa_open_source_version", "3.x")
         raise UnsupportedModel(f"{RASA_MESSAGE} (trained with Rasa {version}).")
     check_format_version(metadata)
-    check_names_no_code(metadata)
+    try:
+        check_names_no_code(metadata)
+    except RecursionError:
+        raise UnsafeArchive(f"{METADATA_FILE} is nested too deeply") from None
     return metadata
 
 

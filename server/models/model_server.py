@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import re
 import shutil
 import tempfile
@@ -45,34 +46,61 @@ class ModelServerConfig:
 
     @classmethod
     def from_endpoint(cls, config: dict[str, Any]) -> ModelServerConfig:
+        """The config of a `models:` section (or a PUT /model body); InvalidConfig if unusable."""
         url = config.get("url")
         if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
             raise InvalidConfig(f"models.url must be an http(s) URL, got {url!r}")
+        try:
+            httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise InvalidConfig(f"models.url is not a valid URL ({exc}): {url!r}") from None
         auth = config.get("basic_auth")
         basic_auth = None
         if auth:
             if not isinstance(auth, dict) or "username" not in auth or "password" not in auth:
                 raise InvalidConfig("models.basic_auth needs 'username' and 'password'")
             basic_auth = (str(auth["username"]), str(auth["password"]))
-        wait = config.get("wait_time_between_pulls", DEFAULT_WAIT_TIME_BETWEEN_PULLS)
-        try:
-            wait = float(wait) if wait not in (None, "", "null", "None") else None
-        except (TypeError, ValueError):
-            raise InvalidConfig(
-                f"models.wait_time_between_pulls must be seconds, got {wait!r}"
-            ) from None
-        if wait is not None and wait < 0:
-            raise InvalidConfig(f"models.wait_time_between_pulls must be seconds, got {wait!r}")
+        wait = _seconds(config, "wait_time_between_pulls", DEFAULT_WAIT_TIME_BETWEEN_PULLS)
         return cls(
             url=url,
             token=str(config["token"]) if config.get("token") else None,
             token_name=str(config.get("token_name") or "token"),
-            params=dict(config.get("params") or {}),
-            headers={str(k): str(v) for k, v in (config.get("headers") or {}).items()},
+            params=_mapping(config, "params"),
+            headers=_headers(config),
             basic_auth=basic_auth,
             wait_time_between_pulls=wait or None,
-            timeout=float(config.get("timeout") or DEFAULT_TIMEOUT),
+            timeout=_seconds(config, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT,
         )
+
+
+def _seconds(config: dict[str, Any], key: str, default: float) -> float | None:
+    """A duration setting: None when unset or null, else a finite number of seconds >= 0."""
+    value = config.get(key, default)
+    if value in (None, "", "null", "None"):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
+        raise InvalidConfig(f"models.{key} must be seconds, got {value!r}")
+    return seconds
+
+
+def _headers(config: dict[str, Any]) -> dict[str, str]:
+    headers = {str(k): str(v) for k, v in _mapping(config, "headers").items()}
+    for name, value in headers.items():
+        if not (name + value).isascii():
+            raise InvalidConfig(f"models.headers: '{name}' must be an ASCII name and value")
+    return headers
+
+
+def _mapping(config: dict[str, Any], key: str) -> dict[str, Any]:
+    value = config.get(key) or {}
+    if not isinstance(value, dict):
+        # The value is not quoted: it may hold a token.
+        raise InvalidConfig(f"models.{key} must be a mapping of names to values")
+    return dict(value)
 
 
 class ModelServerPoller:
@@ -104,7 +132,6 @@ class ModelServerPoller:
         except _PullFailed as exc:
             self._note_error(str(exc))
             return False
-        self._clear_error()
         path, fingerprint, filename = download
         try:
             await self.holder.load_archive(path, fingerprint, model_file=filename, source="server")
@@ -113,14 +140,27 @@ class ModelServerPoller:
             return False
         finally:
             await asyncio.to_thread(shutil.rmtree, path.parent, True)
+        self._clear_error()
         return True
 
     async def _download(self) -> tuple[Path, str, str]:
+        # httpx's timeout bounds each read; a body dripping a byte at a time would never end.
+        try:
+            return await asyncio.wait_for(self._fetch(), self.config.timeout)
+        except asyncio.TimeoutError as exc:
+            raise self._timed_out() from exc
+
+    def _timed_out(self) -> _PullFailed:
+        config = self.config
+        return _PullFailed(f"model server {config.url} timed out after {config.timeout:g} s")
+
+    async def _fetch(self) -> tuple[Path, str, str]:
         config = self.config
         current = self.holder.info
-        headers = dict(config.headers)
+        headers = {name.encode(): value.encode() for name, value in config.headers.items()}
         if current is not None:
-            headers["If-None-Match"] = current.fingerprint
+            # An ETag is opaque bytes (RFC 9110 allows 0x80-0xFF): sent back as it came.
+            headers[b"If-None-Match"] = current.fingerprint.encode("latin-1", "replace")
         params = dict(config.params)
         if config.token:
             params[config.token_name] = config.token
@@ -134,25 +174,22 @@ class ModelServerPoller:
                 auth=config.basic_auth,
                 timeout=config.timeout,
             ) as response:
-                if response.status_code in (204, 304):
-                    logger.debug("No new model at %s (%s)", config.url, response.status_code)
+                _check_status(response, config.url, has_model=current is not None)
+                too_large = _PullFailed(
+                    f"the model from {config.url} is larger than {max_bytes} bytes"
+                )
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise too_large
+                etag = _etag(response)
+                if etag is not None and current is not None and etag == current.fingerprint:
+                    # A server that ignores If-None-Match: its ETag says the model is ours.
+                    logger.debug("Model server %s sent the loaded model again", config.url)
                     raise _NoChange()
-                if response.status_code == 404:
-                    raise _PullFailed(
-                        f"model server {config.url} has no model (404): nothing trained or "
-                        "tag not assigned yet"
-                    )
-                if response.status_code != 200:
-                    raise _PullFailed(
-                        f"model server {config.url} answered HTTP {response.status_code}"
-                    )
-                etag = response.headers.get("ETag")
                 filename = _safe_filename(response.headers.get("filename"))
-                path, digest = await _save_body(response, filename, max_bytes)
+                path, digest = await _save_body(response, filename, max_bytes, too_large)
         except httpx.TimeoutException as exc:
-            raise _PullFailed(
-                f"model server {config.url} timed out after {config.timeout:g} s"
-            ) from exc
+            raise self._timed_out() from exc
         except httpx.HTTPError as exc:
             raise _PullFailed(f"cannot reach model server {config.url}: {exc!r}") from exc
         if etag is None and current is not None and current.fingerprint == digest:
@@ -171,7 +208,7 @@ class ModelServerPoller:
 
     def _clear_error(self) -> None:
         if self.last_error is not None:
-            logger.info("Model server %s answers again", self.config.url)
+            logger.info("Model pulls from %s work again", self.config.url)
         self.last_error = None
 
     # ---------------------------------------------------------------------------- schedule
@@ -203,6 +240,43 @@ class ModelServerPoller:
             await self._client.aclose()
 
 
+def _etag(response: httpx.Response) -> str | None:
+    """The ETag as its bytes, one character per byte (httpx would decode UTF-8, which does
+    not go back into a header)."""
+    for name, value in response.headers.raw:
+        if name.lower() == b"etag":
+            return value.decode("latin-1")
+    return None
+
+
+def _check_status(response: httpx.Response, url: str, has_model: bool) -> None:
+    """Raise _NoChange or _PullFailed unless the model server answered 200."""
+    status = response.status_code
+    if status == 304 and not has_model:
+        raise _PullFailed(
+            f"model server {url} answered 304 (not modified), but no model is loaded: it "
+            "should send one"
+        )
+    if status in (204, 304):
+        logger.debug("No new model at %s (%s)", url, status)
+        raise _NoChange()
+    if status == 404:
+        raise _PullFailed(
+            f"model server {url} has no model (404): nothing trained or tag not assigned yet"
+        )
+    if response.is_redirect:
+        # Not followed: the request's headers and token would go wherever it points. Only
+        # the host is named; the rest of a redirect (a signed URL) can be a credential.
+        # (httpx has checked Location already: an invalid one is an httpx.HTTPError.)
+        target = httpx.URL(url).join(response.headers["Location"]).host or "?"
+        raise _PullFailed(
+            f"model server {url} answered HTTP {status}, a redirect to {target}; redirects "
+            "are not followed: set models.url to the address that serves the model"
+        )
+    if status != 200:
+        raise _PullFailed(f"model server {url} answered HTTP {status}")
+
+
 class _NoChange(Exception):
     pass
 
@@ -217,8 +291,14 @@ def _safe_filename(header: str | None) -> str:
     return name if name and not name.startswith(".") else "model.tar.gz"
 
 
-async def _save_body(response: httpx.Response, filename: str, max_bytes: int) -> tuple[Path, str]:
-    """Stream the body into a private temp dir, size-limited; return its path and sha256."""
+async def _save_body(
+    response: httpx.Response, filename: str, max_bytes: int, too_large: Exception
+) -> tuple[Path, str]:
+    """Stream the body into a private temp dir, size-limited; return its path and sha256.
+
+    `too_large` is raised past `max_bytes` (it names the configured URL: the request's URL
+    carries the token).
+    """
     directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-pull-"))
     path = directory / filename
     digest = hashlib.sha256()
@@ -230,7 +310,7 @@ async def _save_body(response: httpx.Response, filename: str, max_bytes: int) ->
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise _PullFailed(f"model from {response.url} is larger than {max_bytes} bytes")
+                    raise too_large
                 digest.update(chunk)
                 batch += chunk
                 if len(batch) >= _WRITE_BATCH:

@@ -25,17 +25,23 @@ def object_name(model_name: str) -> str:
     return model_name if model_name.endswith(ARCHIVE_SUFFIX) else model_name + ARCHIVE_SUFFIX
 
 
+def model_file_name(model_name: str) -> str:
+    """What /status calls a model downloaded for `-m NAME`: the last part of its key."""
+    return object_name(model_name).rsplit("/", 1)[-1]
+
+
 async def download_model(
     storage: str, model_name: str, max_bytes: int = DEFAULT_LIMITS.max_total_bytes
 ) -> Path:
     """Download `model_name` from `storage` into a new temp dir; return the file's path.
 
-    The caller removes `path.parent` when done.
+    The caller removes `path.parent` when done. The file has a fixed name: an object key
+    may hold what no file name can (more than 255 bytes in a part, a NUL).
     """
     downloader = _downloader(storage)
     key = object_name(model_name)
     directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-remote-"))
-    target = directory / Path(key).name
+    target = directory / "model.tar.gz"
     try:
         await asyncio.to_thread(downloader, key, target, max_bytes)
     except BaseException:
@@ -76,7 +82,11 @@ def _download_aws(key: str, target: Path, max_bytes: int) -> None:
             "Remote storage 'aws' needs boto3: pip install 'botserver[aws]'"
         ) from exc
     bucket = _env("BUCKET_NAME", "aws")
-    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint)
+    except ValueError as exc:  # botocore's "Invalid endpoint"
+        raise InvalidConfig(f"AWS_ENDPOINT_URL {endpoint!r} is not usable: {exc}") from None
     try:
         head = client.head_object(Bucket=bucket, Key=key)
         _too_large(key, head.get("ContentLength"), max_bytes)
@@ -94,6 +104,7 @@ def _download_aws(key: str, target: Path, max_bytes: int) -> None:
 def _download_gcs(key: str, target: Path, max_bytes: int) -> None:
     try:
         from google.api_core import exceptions as gexc
+        from google.auth.exceptions import GoogleAuthError
         from google.cloud import storage
     except ImportError as exc:
         raise InvalidConfig(
@@ -110,6 +121,8 @@ def _download_gcs(key: str, target: Path, max_bytes: int) -> None:
         raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'") from exc
     except gexc.GoogleAPIError as exc:
         raise ModelError(f"Cannot download '{key}' from GCS '{bucket_name}': {exc}") from exc
+    except GoogleAuthError as exc:  # no credentials, or unusable ones
+        raise InvalidConfig(f"Remote storage 'gcs' cannot authenticate: {exc}") from None
 
 
 def _download_azure(key: str, target: Path, max_bytes: int) -> None:

@@ -7,6 +7,7 @@ Names, member types, size and count limits, allowed file types, and content snif
 from __future__ import annotations
 
 import io
+import math
 import re
 import tarfile
 from dataclasses import dataclass
@@ -38,9 +39,76 @@ class ArchiveLimits:
     max_metadata_bytes: int = 64 * MiB
     max_name_length: int = 512
     max_depth: int = 16
+    # Extended headers (pax records, GNU long names) in front of members: each, and all.
+    max_extended_header_bytes: int = 4096
+    max_total_extended_header_bytes: int = 1 * MiB
 
 
 DEFAULT_LIMITS = ArchiveLimits()
+
+
+# How many extended headers may stand in front of one member (pax, global pax, long name...).
+_MAX_EXTENDED_HEADERS_IN_A_ROW = 8
+_EXTENDED_TYPES = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+_SPARSE_REFUSED = "Archive holds a sparse file; only files are allowed"
+
+
+def checked_tarinfo_class(limits: ArchiveLimits) -> type[tarfile.TarInfo]:
+    """A `tarinfo=` class for reading one archive that checks headers before tarfile reads on.
+
+    tarfile reads an extended header whole into memory, and (before Python 3.11.10 and
+    3.12.6, CVE-2024-6232) parses pax records in time that grows with the square of their
+    size: a 4 KB gzip of a 4 GB pax header would hold gigabytes of RAM or a CPU for hours.
+    Here each extended header is checked against the limits before a byte of it is read,
+    and sparse files are refused before tarfile reads their maps (which a hostile archive
+    can make as long as the stream).
+    """
+    total = 0
+    in_a_row = 0
+
+    class CheckedTarInfo(tarfile.TarInfo):
+        def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+            nonlocal total, in_a_row
+            if self.type == tarfile.GNUTYPE_SPARSE:
+                raise UnsafeArchive(f"{_SPARSE_REFUSED} ('{self.name}')")
+            if self.type not in _EXTENDED_TYPES:
+                return super()._proc_member(tar)  # type: ignore[misc]
+            if self.size > limits.max_extended_header_bytes:
+                raise UnsafeArchive(
+                    f"Archive has an extended tar header of {self.size} bytes; "
+                    f"limit {limits.max_extended_header_bytes}"
+                )
+            total += self.size
+            if total > limits.max_total_extended_header_bytes:
+                raise UnsafeArchive(
+                    "Archive has more than "
+                    f"{limits.max_total_extended_header_bytes} bytes of extended tar headers"
+                )
+            in_a_row += 1
+            if in_a_row > _MAX_EXTENDED_HEADERS_IN_A_ROW:
+                raise UnsafeArchive("Archive has a chain of extended tar headers")
+            try:
+                return super()._proc_member(tar)  # type: ignore[misc]
+            finally:
+                in_a_row -= 1
+
+        # GNU sparse files described by pax records (formats 0.0, 0.1 and 1.0).
+        def _proc_gnusparse_00(self, *args: object) -> None:
+            raise UnsafeArchive(_SPARSE_REFUSED)
+
+        def _proc_gnusparse_01(self, *args: object) -> None:
+            raise UnsafeArchive(_SPARSE_REFUSED)
+
+        def _proc_gnusparse_10(self, *args: object) -> None:
+            raise UnsafeArchive(_SPARSE_REFUSED)
+
+    return CheckedTarInfo
 
 
 def safe_member_name(name: str, limits: ArchiveLimits) -> tuple[str, ...]:
@@ -92,25 +160,26 @@ def check_file_name(parts: tuple[str, ...]) -> None:
         raise UnsafeArchive(f"Archive member '{name}' is not an allowed data file ({allowed})")
 
 
-def check_file_head(name: str, head: bytes) -> None:
-    """Sniff the first bytes of a file: no pickle stream, no object-dtype `.npy`."""
+def check_file_head(name: str, head: bytes, size: int) -> None:
+    """Sniff the first bytes of a file of `size` bytes: no pickle stream, no object-dtype
+    `.npy`, and a `.npy` holds exactly the data its header declares."""
     # Pickle protocol 2+ opens with the PROTO opcode 0x80 and the protocol number.
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         raise UnsafeArchive(f"Archive member '{name}' holds pickle data; pickles are never loaded")
     if name.lower().endswith(".npy"):
-        _check_npy_header(name, head)
+        _check_npy_header(name, head, size)
 
 
-def _check_npy_header(name: str, head: bytes) -> None:
+def _check_npy_header(name: str, head: bytes, size: int) -> None:
     if not head.startswith(_NPY_MAGIC):
         raise UnsafeArchive(f"Archive member '{name}' is not a NumPy .npy file")
     stream = io.BytesIO(head)
     try:
         major, _minor = npy_format.read_magic(stream)
         if major == 1:
-            _shape, _order, dtype = npy_format.read_array_header_1_0(stream)
+            shape, _order, dtype = npy_format.read_array_header_1_0(stream)
         elif major in (2, 3):
-            _shape, _order, dtype = npy_format.read_array_header_2_0(stream)
+            shape, _order, dtype = npy_format.read_array_header_2_0(stream)
         else:
             raise ValueError(f"unknown .npy version {major}")
     except (ValueError, SyntaxError, EOFError) as exc:
@@ -118,4 +187,12 @@ def _check_npy_header(name: str, head: bytes) -> None:
     if np.dtype(dtype).hasobject:
         raise UnsafeArchive(
             f"Archive member '{name}' is an object-dtype array, which needs pickle to load"
+        )
+    # Python integers: a shape of absurd dimensions cannot overflow here.
+    declared = math.prod(shape) * np.dtype(dtype).itemsize
+    held = size - stream.tell()
+    if declared != held:
+        raise UnsafeArchive(
+            f"Archive member '{name}' declares a {shape} array of {np.dtype(dtype)} "
+            f"({declared} bytes) but holds {held} bytes of data"
         )

@@ -114,7 +114,7 @@ def verify_signature_document(raw: bytes, verify_key: Ed25519PublicKey) -> dict[
         files = document["files"]
         format_version = document["format_version"]
         signature = base64.b64decode(document["signature"], validate=True)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise SignatureError(f"{SIGNATURE_FILE} is malformed: {exc}") from exc
     if algorithm != ALGORITHM:
         raise SignatureError(f"Unsupported signature algorithm {algorithm!r}")

@@ -18,7 +18,7 @@ from server.errors import BotServerError
 from server.models.holder import ModelHolder, ModelInfo
 from server.models.local import resolve_local_model
 from server.models.model_server import ModelServerConfig, ModelServerPoller
-from server.models.remote_storage import download_model
+from server.models.remote_storage import download_model, model_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,9 @@ class ModelSource:
     async def load_from_remote_storage(self, storage: str, model_name: str) -> ModelInfo:
         path = await download_model(storage, model_name, self.holder.limits.max_total_bytes)
         try:
-            return await self.holder.load_archive(path, source=f"remote:{storage}")
+            return await self.holder.load_archive(
+                path, model_file=model_file_name(model_name), source=f"remote:{storage}"
+            )
         finally:
             await asyncio.to_thread(shutil.rmtree, path.parent, True)
 

@@ -117,6 +117,32 @@ async def test_train_yaml_returns_the_archive(
     assert status["num_active_training_jobs"] == 0
 
 
+async def test_train_on_a_server_that_verifies_signatures(
+    make_client: Any, moodbot_model: Path, tmp_path: Path
+) -> None:
+    """The server holds only the public key: it trains an unsigned archive, which it would
+    refuse to load; it does not try to sign with the public key."""
+    from server.models.signing import generate_keypair
+
+    private, public = generate_keypair()
+    verify_key = tmp_path / "verify.pem"
+    verify_key.write_bytes(public)
+    client = await make_client(model_path=None, verify_key=verify_key)
+
+    response = await client.post(
+        "/model/train?save_to_default_model_directory=false",
+        content=TRAINING_YAML,
+        headers={"Content-Type": "application/yaml"},
+    )
+
+    assert response.status_code == 200, response.text
+    archive = tmp_path / response.headers["filename"]
+    archive.write_bytes(response.content)
+    load = await client.put("/model", json={"model_file": str(archive)})
+    assert load.status_code == 400
+    assert "not signed" in load.json()["message"]
+
+
 @pytest.mark.parametrize(
     "content",
     ["", "- just\n- a list\n", "intents: [greet\n", "nlu: 3\n"],
@@ -215,6 +241,66 @@ async def test_put_model_missing_file_is_rasas_400(
     assert body["details"] == {"parameter": "model", "in": "query"}
     for bad in ({"model_server": "http://x"}, {"remote_storage": "ftp"}, {}):
         check(rasa_spec, await client.put("/model", json=bad), "/model", "put", 400)
+
+
+@pytest.mark.parametrize(
+    ("model_server", "says"),
+    [
+        ({"url": "http://127.0.0.1:9/m", "timeout": "soon"}, "models.timeout must be seconds"),
+        ({"url": "http://127.0.0.1:9/m", "timeout": -5}, "models.timeout must be seconds"),
+        ({"url": "http://127.0.0.1:9/m", "params": "a=b"}, "models.params must be a mapping"),
+        ({"url": "http://127.0.0.1:9/m", "headers": ["x"]}, "models.headers must be a mapping"),
+        (
+            {"url": "http://127.0.0.1:9/m", "wait_time_between_pulls": -1},
+            "models.wait_time_between_pulls must be seconds",
+        ),
+        ({"url": "http://[::1/m"}, "models.url is not a valid URL"),
+        ({"url": "http://127.0.0.1:9/m", "headers": {"X-Key": "clé"}}, "must be an ASCII"),
+    ],
+    ids=[
+        "timeout-text",
+        "timeout-negative",
+        "params",
+        "headers",
+        "wait-negative",
+        "url",
+        "header-not-ascii",
+    ],
+)
+async def test_put_model_with_an_unusable_model_server_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, model_server: dict[str, Any], says: str
+) -> None:
+    before = (await client.get("/status")).json()["model_id"]
+    response = await client.put("/model", json={"model_server": model_server})
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert says in body["message"]
+    assert body["details"] == {"parameter": "model_server", "in": "body"}
+    assert (await client.get("/status")).json()["model_id"] == before
+
+
+async def test_put_model_with_a_file_name_too_long_for_the_disk_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    response = await client.put("/model", json={"model_file": "m" * 5000 + ".tar.gz"})
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert body["message"].startswith("Agent with name 'mmm")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"not a gzip file at all", b"\x1f\x8b\x08\x00 truncated gzip"],
+    ids=["not-gzip", "truncated"],
+)
+async def test_put_model_with_a_file_that_is_no_archive_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, tmp_path: Path, content: bytes
+) -> None:
+    before = (await client.get("/status")).json()["model_id"]
+    bad = tmp_path / "model.tar.gz"
+    bad.write_bytes(content)
+    response = await client.put("/model", json={"model_file": str(bad)})
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert "corrupt or not a gzip-compressed tar file" in body["message"]
+    assert (await client.get("/status")).json()["model_id"] == before
 
 
 async def test_unload_and_reload(

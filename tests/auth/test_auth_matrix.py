@@ -132,6 +132,15 @@ async def test_static_token(query: dict, headers: dict, path: str, status: int) 
         assert response.json() == NOT_AUTHENTICATED
 
 
+async def test_a_repeated_token_counts_by_its_first_value_as_in_rasa() -> None:
+    async with client_for(AuthConfig(token=SECRET)) as client:
+        first_right = await client.get(f"/status?token={SECRET}&token=wrong")
+        first_wrong = await client.get(f"/status?token=wrong&token={SECRET}")
+    assert first_right.status_code == 200
+    assert first_wrong.status_code == 401
+    assert first_wrong.json() == NOT_AUTHENTICATED
+
+
 async def test_documented_token_usage() -> None:
     async with client_for(AuthConfig(token=SECRET)) as client:
         response = await client.get(f"/conversations/default/tracker?token={SECRET}")

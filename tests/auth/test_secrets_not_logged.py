@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import httpx
 import jwt
 import pytest
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, FastAPI, Response
 
 from server.api.app import create_app
+from server.api.server import ServerOptions, build_app
 from server.api.settings import ApiSettings
 from server.auth import AuthConfig, install_log_redaction, redact, require_auth
 from tests.serving import serving
 
 TOKEN = "thisismysecret-token-value"
+SERVER_TOKEN = "model-server-token-4f2a"
 JWT_SECRET = "a-jwt-secret-that-is-long-enough-for-hs256"
 
 
@@ -53,6 +56,38 @@ async def test_token_and_bearer_are_redacted_from_logs(caplog: pytest.LogCapture
     assert admin.split(".")[2] not in caplog.text
 
 
+async def test_a_model_server_token_stays_out_of_the_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under any token_name, at debug level (httpx logs each request's URL), and in the
+    record of the PUT /model body another worker follows."""
+    install_log_redaction()
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")
+    model_server = FastAPI()
+
+    @model_server.get("/model")
+    async def no_model() -> Response:
+        return Response(status_code=404)
+
+    options = ServerOptions(
+        enable_api=True, endpoints={"tracker_store": {"type": "in_memory"}}, models_dir=tmp_path
+    )
+    app = build_app(options)
+    async with (
+        serving(model_server) as url,
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        body = {"model_server": {"url": f"{url}/model", "token": SERVER_TOKEN, "token_name": "t"}}
+        response = await client.put("/model", json=body)
+        logging.getLogger("server.api.model_sync").info("Following %s", body)
+
+    assert response.status_code == 400
+    assert any("HTTP Request: GET" in r.getMessage() for r in caplog.records)
+    assert SERVER_TOKEN not in caplog.text
+
+
 def test_redact_covers_the_usual_places() -> None:
     assert redact("GET /x?token=abc&y=1") == "GET /x?token=***&y=1"
     assert redact("Authorization: Bearer abc.def") == "Authorization: Bearer ***"
@@ -61,3 +96,8 @@ def test_redact_covers_the_usual_places() -> None:
     assert redact("{'token': 'abc', 'url': 'http://a'}") == "{'token': ***, 'url': 'http://a'}"
     assert redact("nothing secret here") == "nothing secret here"
     assert redact("tokenizer: WhitespaceTokenizer") == "tokenizer: WhitespaceTokenizer"
+    assert redact("GET http://h/m?key=abc&x=1") == "GET http://h/m?key=***&x=1"
+    assert redact("Authorization: Token abc") == "Authorization: Token ***"
+    assert redact("{'Authorization': 'ApiKey abc'}") == "{'Authorization': 'ApiKey ***'}"
+    assert redact("{'X-Api-Key': 'abc'}") == "{'X-Api-Key': ***}"
+    assert redact("keyboard: qwerty, monkey=banana") == "keyboard: qwerty, monkey=banana"

@@ -129,3 +129,22 @@ async def test_holder_with_verify_key_refuses_unsigned_uploads(archive_factory, 
 
     assert holder.current is not None and holder.current.answer() == "signed"
     assert holder.last_error is not None and "not signed" in holder.last_error
+
+
+@pytest.mark.parametrize(
+    "document",
+    [b"[" * 5000 + b"]" * 5000, b'{"algorithm": "Ed25519", "files": [], "signature": 1}', b"[]"],
+    ids=["nested-too-deeply", "wrong-types", "a-list"],
+)
+def test_a_malformed_signature_document_is_refused(
+    tmp_path: Path, archive_factory, keys, document: bytes
+):
+    archive = archive_factory(signing_key=keys[0])
+    forged = rewrite(
+        archive,
+        tmp_path / "forged.tar.gz",
+        lambda name, data: document if name == "signature.json" else data,
+    )
+    with pytest.raises(SignatureError, match="malformed"):
+        read_archive(forged, tmp_path / "dest", verify_key=keys[1])
+    assert list((tmp_path / "dest").iterdir()) == []

@@ -50,6 +50,14 @@ def npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def npy_claiming(shape: tuple[int, ...], data: bytes) -> bytes:
+    """A .npy file whose header declares `shape` of uint8, followed by `data`."""
+    buffer = io.BytesIO()
+    header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + data
+
+
 def tar_gz(path: Path, members: list[Member]) -> Path:
     with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tar:
         for info, data in members:
@@ -77,6 +85,91 @@ def pax_bomb_archive(path: Path) -> Path:
     info.pax_headers = {"comment": "A" * (8 * 1024 * 1024)}
     with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tar:
         tar.addfile(info, io.BytesIO(b"{}"))
+    return path
+
+
+def raw_header(name: str, kind: bytes, size: int) -> bytes:
+    """A bare ustar header block, for header types tarfile would not write by itself."""
+    info = tarfile.TarInfo(name)
+    info.type, info.size = kind, size
+    return info.tobuf(tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape")
+
+
+def padded(data: bytes) -> bytes:
+    return data + b"\0" * (-len(data) % 512)
+
+
+def metadata_blocks() -> bytes:
+    info, data = metadata()
+    assert data is not None
+    return info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape") + padded(data)
+
+
+def with_extended_header(path: Path, kind: bytes, data: bytes) -> Path:
+    """One extended header holding `data`, then a good metadata.json, written in a stream."""
+    with gzip.open(path, "wb", compresslevel=1) as out:
+        out.write(raw_header("././@PaxHeader", kind, len(data)))
+        out.write(padded(data))
+        out.write(metadata_blocks() + b"\0" * 1024)
+    return path
+
+
+def pax_header_of_zeros(path: Path) -> Path:
+    """A 64 MiB pax header (64 KB gzipped): tarfile read it whole, three times over in RAM."""
+    return with_extended_header(path, tarfile.XHDTYPE, b"\0" * (64 * 1024 * 1024))
+
+
+def pax_header_of_digits(path: Path) -> Path:
+    """64 KiB of digits: tarfile's pax regex (CVE-2024-6232) spends seconds on it."""
+    return with_extended_header(path, tarfile.XHDTYPE, b"1" * (64 * 1024))
+
+
+def long_name_header(path: Path) -> Path:
+    """A GNU long-name header of 16 MiB, read whole into memory as a name."""
+    return with_extended_header(path, tarfile.GNUTYPE_LONGNAME, b"a" * (16 * 1024 * 1024))
+
+
+def extended_header_chain(path: Path) -> Path:
+    """Thousands of long-name headers in a row: tarfile recurses once per header."""
+    long_name = raw_header("././@LongLink", tarfile.GNUTYPE_LONGNAME, 11) + padded(b"metadata.j\0")
+    path.write_bytes(gzip.compress(long_name * 3000 + metadata_blocks() + b"\0" * 1024))
+    return path
+
+
+def many_extended_headers(path: Path) -> Path:
+    """Members whose pax headers are each within the limit, but not all together."""
+    members = [metadata()]
+    for index in range(300):
+        info, data = regular(f"components/f{index}.json", b"{}")
+        info.pax_headers = {"comment": "c" * 3900}
+        members.append((info, data))
+    return tar_gz(path, members)
+
+
+def gnu_sparse_map(path: Path) -> Path:
+    """A pax-described GNU sparse 1.0 file whose map claims 10**12 entries: tarfile reads
+    the stream line by line into a list until it ends."""
+    info = tarfile.TarInfo("components/a.json")
+    info.size = 2 * 1024 * 1024
+    info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0"}
+    with gzip.open(path, "wb", compresslevel=1) as out:
+        out.write(metadata_blocks())
+        out.write(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        out.write(b"999999999999\n" + b"0\n" * (1024 * 1024) + b"\0" * 1024)
+    return path
+
+
+def gnu_sparse_member(path: Path) -> Path:
+    """An old GNU sparse member with a long run of extension blocks."""
+    info = tarfile.TarInfo("components/a.json")
+    info.type = tarfile.GNUTYPE_SPARSE
+    header = bytearray(info.tobuf(tarfile.GNU_FORMAT, tarfile.ENCODING, "surrogateescape"))
+    header[482] = 1  # isextended
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    extension = b"%011o\0" % 512 * 42 + b"\1" + b"\0" * 7
+    with gzip.open(path, "wb", compresslevel=1) as out:
+        out.write(metadata_blocks() + bytes(header) + extension * 4096 + b"\0" * 1024)
     return path
 
 
@@ -145,7 +238,19 @@ CASES: dict[str, tuple[list[Member] | Callable[[Path], Path], type, str, Archive
         "in total",
         SMALL,
     ),
-    "pax-header-bomb": (pax_bomb_archive, UnsafeArchive, "gzip bomb", SMALL),
+    "pax-header-bomb": (pax_bomb_archive, UnsafeArchive, "extended tar header", SMALL),
+    "pax-header-of-zeros": (pax_header_of_zeros, UnsafeArchive, "extended tar header", None),
+    "pax-header-of-digits": (pax_header_of_digits, UnsafeArchive, "extended tar header", None),
+    "gnu-long-name-header": (long_name_header, UnsafeArchive, "extended tar header", None),
+    "extended-header-chain": (extended_header_chain, UnsafeArchive, "chain", None),
+    "extended-headers-in-total": (
+        many_extended_headers,
+        UnsafeArchive,
+        "bytes of extended tar headers",
+        None,
+    ),
+    "gnu-sparse-map": (gnu_sparse_map, UnsafeArchive, "sparse file", None),
+    "gnu-sparse-member": (gnu_sparse_member, UnsafeArchive, "sparse file", None),
     "too-many-members": (
         [metadata()] + [regular(f"components/f{i}.json", b"{}") for i in range(30)],
         UnsafeArchive,
@@ -168,6 +273,18 @@ CASES: dict[str, tuple[list[Member] | Callable[[Path], Path], type, str, Archive
         [metadata(), regular("components/state.json", pickle.dumps({"a": 1}, protocol=4))],
         UnsafeArchive,
         "pickle data",
+        None,
+    ),
+    "npy-declaring-more-than-it-holds": (
+        [metadata(), regular("components/w.npy", npy_claiming((2**33,), b"\0" * 64))],
+        UnsafeArchive,
+        "declares a (8589934592,) array of uint8 (8589934592 bytes) but holds 64 bytes",
+        None,
+    ),
+    "npy-holding-more-than-it-declares": (
+        [metadata(), regular("components/w.npy", npy_claiming((2, 3), b"\0" * 64))],
+        UnsafeArchive,
+        "(6 bytes) but holds 64 bytes",
         None,
     ),
     "object-dtype-npy": (
@@ -250,6 +367,12 @@ CASES: dict[str, tuple[list[Member] | Callable[[Path], Path], type, str, Archive
     "older-format": ([metadata(format_version=0)], UnsupportedModel, "Retrain it", None),
     "newer-format": ([metadata(format_version=99)], UnsupportedModel, "Upgrade botserver", None),
     "no-metadata": ([regular("components/a.json", b"{}")], UnsupportedModel, "no metadata", None),
+    "metadata-deeply-nested": (
+        [regular("metadata.json", b'{"format_version": 1, "x": %s}' % (b"[" * 5000 + b"]" * 5000))],
+        UnsafeArchive,
+        "nested too deeply",
+        None,
+    ),
     "metadata-not-json": (
         [regular("metadata.json", b"\x00garbage")],
         UnsupportedModel,
@@ -283,6 +406,13 @@ def test_hostile_archive_is_refused_and_nothing_is_written(tmp_path: Path, case:
     assert snapshot(tmp_path, dest) == before
     assert not OUTSIDE.exists()
     assert not (tmp_path / "evil.json").exists()
+
+
+def test_read_metadata_refuses_deeply_nested_metadata(tmp_path: Path):
+    members = CASES["metadata-deeply-nested"][0]
+    assert isinstance(members, list)
+    with pytest.raises(UnsafeArchive, match="nested too deeply"):
+        read_metadata(tar_gz(tmp_path / "deep.tar.gz", members))
 
 
 def test_rasa_archives_are_named_by_read_metadata_too(tmp_path: Path):

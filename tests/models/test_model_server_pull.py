@@ -7,6 +7,7 @@ model answering.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
-from server.models import ModelHolder, ModelSource
+from server.models import ArchiveLimits, ModelHolder, ModelSource
 from server.models.model_server import ModelServerConfig, ModelServerPoller
 
 
@@ -27,7 +28,10 @@ from server.models.model_server import ModelServerConfig, ModelServerPoller
 class Behaviour:
     """What the model server does next; tests change it between pulls."""
 
-    mode: str = "serve"  # serve | no-etag | 204 | 404 | 500 | slow | corrupt
+    # serve | no-etag | 204 | 304 | 404 | 500 | slow | drip | corrupt | huge (Content-Length
+    # far beyond the body, which then stalls) | unsized (no Content-Length) | redirect |
+    # ignore-inm (200 whatever If-None-Match says)
+    mode: str = "serve"
     body: bytes = b""
     etag: str = '"v1"'
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -47,7 +51,13 @@ class ModelServer:
                 mode = behaviour.mode
                 if mode == "slow":
                     time.sleep(2)
-                if mode in ("204", "404", "500"):
+                if mode == "redirect":
+                    self.send_response(302)
+                    self.send_header("Location", "http://cdn.example:8080/m.tar.gz?sig=SIGNED")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if mode in ("204", "304", "404", "500"):
                     self.send_response(int(mode))
                     self.send_header("Content-Length", "0")
                     self.end_headers()
@@ -61,9 +71,20 @@ class ModelServer:
                 if mode != "no-etag":
                     self.send_header("ETag", behaviour.etag)
                 self.send_header("filename", "served-model.tar.gz")
-                self.send_header("Content-Length", str(len(body)))
+                declared = 10**12 if mode == "huge" else len(body)
+                if mode != "unsized":
+                    self.send_header("Content-Length", str(declared))
                 self.end_headers()
                 try:
+                    if mode == "huge":
+                        self.wfile.write(body)
+                        self.wfile.flush()
+                        time.sleep(3)
+                    if mode == "drip":  # a byte every 0.1 s: no single read ever times out
+                        for index in range(len(body)):
+                            self.wfile.write(body[index : index + 1])
+                            self.wfile.flush()
+                            time.sleep(0.1)
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
@@ -172,6 +193,73 @@ async def test_timeout_keeps_the_model(model_server, holder, client, archive_fac
     assert holder.current.answer() == "one"
 
 
+async def test_a_body_that_drips_times_out_as_a_whole(
+    model_server, holder, client, archive_factory
+):
+    poller = await poller_with_model(model_server, holder, client, archive_factory, timeout=0.5)
+    model_server.behaviour.mode = "drip"
+    model_server.behaviour.etag = '"v2"'
+    started = time.monotonic()
+
+    assert await poller.pull_once() is False
+
+    assert time.monotonic() - started < 3
+    assert "timed out after 0.5 s" in poller.last_error
+    assert holder.current.answer() == "one"
+
+
+@pytest.mark.parametrize("mode", ["huge", "unsized"])
+async def test_a_body_too_large_is_refused_early_without_the_token(
+    model_server, client, loader, archive_factory, mode
+):
+    """Declared too large: refused before the body is read. Streamed too large: refused at
+    the limit. Either way the error (logged, and the answer to PUT /model) holds no token."""
+    holder = ModelHolder(loader, limits=ArchiveLimits(max_total_bytes=100))
+    model_server.behaviour.mode = mode
+    model_server.behaviour.body = archive_factory("one").read_bytes()
+    poller = ModelServerPoller(
+        holder,
+        ModelServerConfig.from_endpoint(
+            {"url": model_server.url, "token": "s3cret", "token_name": "key", "timeout": 2}
+        ),
+        client,
+    )
+    started = time.monotonic()
+
+    assert await poller.pull_once() is False
+
+    assert time.monotonic() - started < 1
+    error = poller.last_error or ""
+    assert "larger than 100 bytes" in error
+    assert "s3cret" not in error
+
+
+async def test_a_redirect_is_reported_as_such_and_not_followed(
+    model_server, holder, client, archive_factory
+):
+    poller = await poller_with_model(model_server, holder, client, archive_factory)
+    model_server.behaviour.mode = "redirect"
+
+    assert await poller.pull_once() is False
+
+    error = poller.last_error or ""
+    assert "HTTP 302, a redirect to cdn.example" in error and "not followed" in error
+    assert "SIGNED" not in error
+    assert holder.current.answer() == "one"
+
+
+async def test_304_without_a_model_is_reported(model_server, holder, client, caplog):
+    model_server.behaviour.mode = "304"
+    poller = ModelServerPoller(holder, ModelServerConfig(url=model_server.url), client)
+
+    assert await poller.pull_once() is False
+
+    assert holder.current is None
+    error = poller.last_error or ""
+    assert "304" in error and "no model is loaded" in error
+    assert [r.levelname for r in caplog.records if "304" in r.getMessage()] == ["WARNING"]
+
+
 async def test_server_gone_keeps_the_model(model_server, holder, client, archive_factory):
     poller = await poller_with_model(model_server, holder, client, archive_factory)
     model_server.stop()
@@ -195,6 +283,33 @@ async def test_200_without_etag_loads_with_content_hash_once(
     # The same bytes again: recognised by their hash, not reloaded.
     assert await poller.pull_once() is False
     assert holder.info.fingerprint == fingerprint
+
+
+async def test_200_with_the_loaded_models_etag_is_not_loaded_again(
+    model_server, holder, client, archive_factory, caplog
+):
+    poller = await poller_with_model(model_server, holder, client, archive_factory)
+    model_server.behaviour.mode = "ignore-inm"
+    before = holder.current
+
+    assert await poller.pull_once() is False
+    assert await poller.pull_once() is False
+
+    assert holder.current is before
+    assert model_server.behaviour.requests[-1]["headers"]["If-None-Match"] == '"v1"'
+    assert [r for r in caplog.records if r.getMessage().startswith("Loaded model")] == []
+
+
+async def test_a_non_ascii_etag_goes_back_as_it_came(model_server, holder, client, archive_factory):
+    # The bytes of '"vü"' in UTF-8; http.server writes header text as Latin-1.
+    model_server.behaviour.etag = '"v\xc3\xbc"'
+    poller = await poller_with_model(model_server, holder, client, archive_factory)
+
+    assert await poller.pull_once() is False  # 304: the server saw its own ETag
+
+    assert poller.last_error is None
+    assert model_server.behaviour.requests[-1]["headers"]["If-None-Match"] == '"v\xc3\xbc"'
+    assert holder.current.answer() == "one"
 
 
 async def test_token_params_headers_and_basic_auth_are_sent(
@@ -346,3 +461,37 @@ async def test_startup_local_path_and_missing_model(holder, archive_factory, tmp
     archive = archive_factory("local")
     info = await source.load_initial(archive.parent)
     assert info is not None and holder.current.answer() == "local"
+
+
+def model_log_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    return [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if r.name.startswith("server.models") and r.levelno >= logging.INFO
+    ]
+
+
+async def test_a_model_server_serving_a_broken_model_is_reported_once(
+    model_server, holder, client, caplog
+):
+    model_server.behaviour.mode = "corrupt"
+    poller = ModelServerPoller(holder, ModelServerConfig(url=model_server.url), client)
+
+    for _ in range(3):
+        assert await poller.pull_once() is False
+
+    lines = model_log_lines(caplog)
+    assert [level for level, _ in lines] == ["WARNING"]
+    assert "failed to load" in lines[0][1] and "corrupt" in lines[0][1]
+    assert "keeping no model" in lines[0][1]
+
+
+async def test_a_broken_startup_model_is_reported_once(holder, tmp_path: Path, caplog):
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(b"not a model")
+
+    assert await ModelSource(holder).load_initial(broken) is None
+
+    lines = model_log_lines(caplog)
+    assert [level for level, _ in lines] == ["ERROR"]
+    assert "Could not load a model at startup" in lines[0][1] and "corrupt" in lines[0][1]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import ModelNotFound
+from server.errors import InvalidConfig, ModelNotFound
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import download_model
 
@@ -53,3 +53,16 @@ async def test_too_large_blob_is_refused(bucket):
     bucket.blob("big.tar.gz").upload_from_string(b"x" * 2048)
     with pytest.raises(Exception, match="more than 1024"):
         await download_model("gcs", "big", max_bytes=1024)
+
+
+async def test_missing_credentials_are_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    for name in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud login either
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # nor a metadata server to ask
+
+    with pytest.raises(InvalidConfig, match="'gcs' cannot authenticate"):
+        await download_model("gcs", "prod")

@@ -63,6 +63,29 @@ async def test_startup_loads_from_s3_without_touching_the_cwd(
     assert list(workdir.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("name", "model_file"),
+    [
+        ("dir/" + "m" * 300, "m" * 300 + ".tar.gz"),  # a key part no file name can hold
+        ("odd\x00key", "odd\x00key.tar.gz"),
+        ("../up/over", "over.tar.gz"),
+    ],
+    ids=["long-part", "nul", "dot-dot"],
+)
+async def test_odd_object_keys_load(
+    s3_env, archive_factory, loader, name: str, model_file: str
+) -> None:
+    s3_env.put_object(
+        Bucket="models-bucket", Key=name + ".tar.gz", Body=archive_factory("odd").read_bytes()
+    )
+    holder = ModelHolder(loader)
+
+    info = await ModelSource(holder).load_from_remote_storage("aws", name)
+
+    assert info.model_file == model_file
+    assert holder.current is not None and holder.current.answer() == "odd"
+
+
 async def test_missing_object_is_model_not_found(s3_env):
     with pytest.raises(ModelNotFound, match="nothing.tar.gz"):
         await download_model("aws", "nothing")
@@ -84,6 +107,12 @@ async def test_too_large_object_is_refused(s3_env):
     s3_env.put_object(Bucket="models-bucket", Key="big.tar.gz", Body=b"x" * 2048)
     with pytest.raises(Exception, match="more than 1024"):
         await download_model("aws", "big", max_bytes=1024)
+
+
+async def test_an_unusable_endpoint_url_is_a_configuration_error(s3_env, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "not a url")
+    with pytest.raises(InvalidConfig, match="AWS_ENDPOINT_URL 'not a url' is not usable"):
+        await download_model("aws", "m")
 
 
 async def test_unknown_storage_and_missing_bucket_env(monkeypatch: pytest.MonkeyPatch):
