@@ -134,7 +134,8 @@ ROCKET = {"user": "bot", "password": "pw", "server_url": "http://rc"}
         ("callback", {"url": "ftp://host/bot"}, "'url' must be an http:// or https:// URL"),
         ("callback", {"url": "localhost:5034/bot"}, "'url' must be an http:// or https:// URL"),
         ("callback", {"url": "http://h/bot", "cafile": "/no/such.pem"}, "'cafile' /no/such.pem"),
-        ("callback", {"url": "http://h/bot", "headers": 5}, "cannot be built from its settings"),
+        ("callback", {"url": "http://h/bot", "cafile": __file__}, "cannot be read as a CA bundle"),
+        ("callback", {"url": "http://h/bot", "headers": 5}, "'headers' must be a mapping"),
     ],
 )
 def test_a_setting_of_the_wrong_kind_stops_startup_naming_file_channel_and_key(

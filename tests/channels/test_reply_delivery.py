@@ -111,26 +111,6 @@ async def test_a_rocketchat_that_fails_replies_keeps_the_turn(concertbot_model: 
     assert texts == ["hi"]
 
 
-async def test_a_callback_client_that_cannot_start_keeps_the_turn(
-    concertbot_model: Path, tmp_path: Path
-) -> None:
-    bad_ca = tmp_path / "ca.pem"
-    bad_ca.write_text("not a certificate")
-    credentials = {"callback": {"url": "http://127.0.0.1:9/bot", "cafile": str(bad_ca)}}
-    async with (
-        action_server({"text": "x"}) as action_url,
-        concertbot_server(concertbot_model, action_url, credentials) as bot_url,
-        httpx.AsyncClient(base_url=bot_url) as client,
-    ):
-        answer = await client.post(
-            "/webhooks/callback/webhook", json={"sender": "cb-1", "message": "hi"}
-        )
-        texts = await _user_texts(bot_url, "cb-1")
-    assert answer.text == "success"
-    # Before: the TLS setup failed at the first reply (not an HTTP error), and the turn failed.
-    assert texts == ["hi"]
-
-
 async def test_a_reply_longer_than_rocketchat_takes_arrives_in_pieces(
     concertbot_model: Path,
 ) -> None:
