@@ -369,7 +369,9 @@ async def test_swap_while_turns_run(model_server, holder, client, archive_factor
         while not stop.is_set():
             model = holder.current  # a turn grabs the model once...
             assert model is not None
-            await asyncio.sleep(0)  # ...awaits I/O while a swap may happen...
+            # ...awaits I/O while a swap may happen (a real wait: with sleep(0) the 50 loops
+            # keep the loop thread busy and the pull's threads wait for the GIL, 1-2 minutes)...
+            await asyncio.sleep(0.001)
             answers.append(model.answer())  # ...and finishes on the model it grabbed.
 
     turns = [asyncio.create_task(turn_loop()) for _ in range(50)]
