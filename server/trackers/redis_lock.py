@@ -40,17 +40,6 @@ end
 return 0
 """
 
-# SET NX PX, except that a lease already holding our token counts as taken: redis-py sends
-# a command again when the connection breaks, also after Redis ran it and only its reply
-# was lost, and a plain SET NX then failed against our own lease until the wait timed out.
-_TAKE = """
-local held = redis.call('GET', KEYS[1])
-if held == ARGV[1] then return 1 end
-if held then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-
 _FIRST_POLL = 0.002
 _MAX_POLL = 0.05
 _FIRST_RELEASE_RETRY = 0.1
@@ -75,7 +64,6 @@ class RedisLockStore:
             )
         # Tasks of this process queue here first, so only one of them polls Redis.
         self._local = InMemoryLockStore(self.wait_timeout)
-        self._take_script = self._redis.register_script(_TAKE)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
         self._batch = CommandBatch(self._redis)
@@ -137,19 +125,26 @@ class RedisLockStore:
             pause = min(pause * 2, _MAX_POLL)
 
     async def _take(self, key: str, token: str, lifetime_ms: int, conversation_id: str) -> bool:
-        """SET NX PX (the _TAKE script). A turn cancelled meanwhile (a client gone,
-        shutdown) gives back the lease its command may still take, so the next turn does not
-        wait out the lease."""
-        reply = asyncio.ensure_future(
-            self._batch.run_script(self._take_script, [key], [token, lifetime_ms])
-        )
+        """SET NX PX. A turn cancelled meanwhile (a client gone, shutdown) gives back the
+        lease its command may still take, so the next turn does not wait out the lease."""
+        reply = self._batch.call("SET", key, token, "NX", "PX", lifetime_ms)
         try:
-            return bool(await asyncio.shield(reply))
+            if await asyncio.shield(reply):
+                return True
         except asyncio.CancelledError:
             reply.add_done_callback(
                 lambda taken: self._give_back_taken(taken, key, token, conversation_id)
             )
             raise
+        # Refused, perhaps by our own lease: redis-py sends a command again when the
+        # connection breaks, also after Redis ran it and only its reply was lost. Asked only
+        # when the SET fails (another turn holds the lock), so a turn pays nothing for it.
+        try:
+            held = await self._batch.call("GET", key)
+        except asyncio.CancelledError:
+            self._release_in_background(key, token)
+            raise
+        return bool(held == token)
 
     def _give_back_taken(
         self, reply: asyncio.Future[Any], key: str, token: str, conversation_id: str
