@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -55,6 +54,7 @@ from server.errors import (
     ModelNotFound,
     TrainingError,
 )
+from server.http_clients import async_client
 from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
@@ -156,7 +156,7 @@ def _train_sync(document: dict[str, Any], out_dir: Path, force: bool) -> Path:
 
 async def _post_callback(url: str, content: bytes, content_type: str) -> None:
     try:
-        async with httpx.AsyncClient(timeout=60.0) as client:
+        async with async_client(timeout=60.0) as client:
             response = await client.post(
                 url, content=content, headers={"Content-Type": content_type}
             )
