@@ -73,18 +73,37 @@ class _LineLoader(_BaseLoader):  # type: ignore[misc, valid-type]
 
 
 def _construct_mapping(loader: Any, node: yaml.MappingNode) -> LineDict:
+    own = node.value
     loader.flatten_mapping(node)
+    # flatten_mapping puts the pairs of `<<:` merges before the mapping's own pairs, which
+    # may override them; only a key given twice among its own pairs is a mistake.
+    own_start = len(node.value) - len(own)
+    own_keys: set[Any] = set()
     result = LineDict()
     result.line = node.start_mark.line + 1
     result.key_lines = {}
-    for key_node, value_node in node.value:
+    for index, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=True)
         try:
-            hash(key)
+            duplicate = key in result
         except TypeError:
             raise InvalidProjectFile(
                 "a mapping key must be a plain value", None, key_node.start_mark.line + 1
             ) from None
+        if own_start:
+            if index < own_start:
+                duplicate = False
+            else:
+                duplicate = key in own_keys
+                own_keys.add(key)
+        if duplicate:
+            # As Rasa's YAML reader: a second value silently replaced the first.
+            raise InvalidProjectFile(
+                f"the key {brief(key)} is given twice in one mapping (first on line "
+                f"{result.key_lines[key]})",
+                None,
+                key_node.start_mark.line + 1,
+            )
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = key_node.start_mark.line + 1
     return result
