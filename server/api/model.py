@@ -60,6 +60,7 @@ from server.models.loading import load_model
 from server.models.local import resolve_local_model
 from server.trackers.events import events_from_list
 from server.trackers.tracker import EventVerbosity, Tracker
+from server.training.yaml_io import load_plain_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,11 @@ def _content_type(request: Request) -> str:
 
 def _yaml_document(raw: bytes, what: str) -> Any:
     try:
-        return yaml.safe_load(raw.decode("utf-8"))
+        return load_plain_yaml(raw.decode("utf-8"))
+    except InvalidProjectFile as exc:  # a key given twice
+        raise ApiError(
+            400, "BadRequest", f"request body:{exc.line}: {exc.reason}", {"in": "body"}
+        ) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ApiError(
             400,

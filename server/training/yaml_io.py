@@ -120,6 +120,25 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
+class _PlainLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """Safe loader of plain dicts and lists that refuses a key given twice, as `_LineLoader`."""
+
+
+def _construct_plain_mapping(loader: Any, node: yaml.MappingNode) -> dict[Any, Any]:
+    return dict(_construct_mapping(loader, node))
+
+
+_PlainLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_plain_mapping
+)
+
+
+def load_plain_yaml(text: str) -> Any:
+    """YAML as plain Python values (`yaml.safe_load`), a key given twice in one mapping an
+    InvalidProjectFile with its line; other errors are PyYAML's."""
+    return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a safe loader subclass
+
+
 class _EnvLineLoader(_LineLoader):
     """Line-aware loader that also expands `${VAR}` in plain (unquoted) scalars, as Rasa does."""
 
