@@ -73,3 +73,14 @@ def loads_untrusted(raw: bytes) -> Any:
         except UnicodeEncodeError:
             raise ValueError("it holds an unpaired UTF-16 surrogate escape") from None
     return value
+
+
+def json_can_hold(value: Any) -> bool:
+    """Whether `value`, decoded by a reader more lenient than ours (the stdlib's, as
+    python-socketio uses), is what `loads_untrusted` would have accepted: no NaN or
+    infinity, no unpaired surrogate, nothing but JSON types."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return False
+    return True

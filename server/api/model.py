@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -55,11 +54,13 @@ from server.errors import (
     ModelNotFound,
     TrainingError,
 )
+from server.http_clients import async_client
 from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
 from server.trackers.events import events_from_list
 from server.trackers.tracker import EventVerbosity, Tracker
+from server.training.yaml_io import load_plain_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,11 @@ def _content_type(request: Request) -> str:
 
 def _yaml_document(raw: bytes, what: str) -> Any:
     try:
-        return yaml.safe_load(raw.decode("utf-8"))
+        return load_plain_yaml(raw.decode("utf-8"))
+    except InvalidProjectFile as exc:  # a key given twice
+        raise ApiError(
+            400, "BadRequest", f"request body:{exc.line}: {exc.reason}", {"in": "body"}
+        ) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ApiError(
             400,
@@ -156,7 +161,7 @@ def _train_sync(document: dict[str, Any], out_dir: Path, force: bool) -> Path:
 
 async def _post_callback(url: str, content: bytes, content_type: str) -> None:
     try:
-        async with httpx.AsyncClient(timeout=60.0) as client:
+        async with async_client(timeout=60.0) as client:
             response = await client.post(
                 url, content=content, headers={"Content-Type": content_type}
             )

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -20,6 +20,7 @@ from server.channels.channel import InputChannel, OnNewMessage, health_router, r
 from server.channels.rocketchat_api import RocketChatAPI, RocketChatError
 from server.dialogue.messages import UserMessage, split_message
 from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreError
+from server.json_values import loads_untrusted
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +140,28 @@ class RocketChatOutput:
                 logger.error("rocketchat: a bot message to room %s was lost: %r", room_id, e)
 
 
+class RecentMessageIds:
+    """The ids of the last `size` messages this process took, to ignore Rocket.Chat's retries
+    of a webhook call it timed out on while the first call went on."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, message_id: str) -> bool:
+        """Remembers `message_id`; False when it was already remembered."""
+        if message_id in self._ids:
+            return False
+        self._ids[message_id] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+        return True
+
+    def forget(self, message_id: str) -> None:
+        """For a message that was not recorded: its retry is to be taken."""
+        self._ids.pop(message_id, None)
+
+
 class RocketChatInput(InputChannel):
     """Rasa's `rocketchat` channel, keyed `user`, `password`, `server_url`, `webhook_token`."""
 
@@ -148,6 +171,7 @@ class RocketChatInput(InputChannel):
         self.api = api
         self.webhook_token = webhook_token
         self._next_identity_login = 0.0  # time.monotonic() of the next login to learn our id
+        self._recent = RecentMessageIds()
 
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> RocketChatInput:
@@ -184,8 +208,10 @@ class RocketChatInput(InputChannel):
 
         async def receive(request: Request) -> Response:
             try:
-                payload = json.loads(await request.body() or b"null")
-            except (ValueError, RecursionError):  # not JSON, or nested too deep to read
+                # loads_untrusted: NaN or an unpaired surrogate escape in a text would be
+                # stored, and every later answer about the conversation fail to encode it.
+                payload = loads_untrusted(await request.body() or b"null")
+            except ValueError:  # not such JSON, or nested too deep to read
                 payload = None
             if not isinstance(payload, dict):
                 return Response(status_code=200, media_type="text/plain")
@@ -197,12 +223,17 @@ class RocketChatInput(InputChannel):
                 self._next_identity_login = time.monotonic() + 60
                 with contextlib.suppress(RocketChatError):
                     await self.api.ensure_login()
-            for message in self._user_messages(payload):
+            for message_id, message in self._user_messages(payload):
+                if message_id is not None and not self._recent.add(message_id):
+                    logger.info("rocketchat: message %s came again (a retry), ignored", message_id)
+                    continue
                 try:
                     await on_new_message(message)
                 except (StoreError, LockTimeout, InvalidConversationId):
                     # A 503 (or 400), as the REST channel answers: Rocket.Chat retries a
                     # failed call, and a 200 would acknowledge a message that was lost.
+                    if message_id is not None:
+                        self._recent.forget(message_id)
                     raise
                 except Exception as e:
                     logger.error(
@@ -229,7 +260,8 @@ class RocketChatInput(InputChannel):
             self.api.user_id is not None and user_id == self.api.user_id
         )
 
-    def _user_messages(self, payload: dict[str, Any]) -> list[UserMessage]:
+    def _user_messages(self, payload: dict[str, Any]) -> list[tuple[str | None, UserMessage]]:
+        """The user messages of a webhook body, each with its Rocket.Chat message id."""
         if "visitor" in payload:
             return self._livechat_messages(payload)
         if payload.get("bot") or self._is_own(payload.get("user_name"), payload.get("user_id")):
@@ -238,9 +270,10 @@ class RocketChatInput(InputChannel):
         user_id = payload.get("user_id") or payload.get("user_name")
         if not room_id or not user_id or not isinstance(text, str):
             return []
-        return [self._message(str(room_id), str(user_id), text)]
+        message = self._message(str(room_id), str(user_id), text)
+        return [(_message_id(payload.get("message_id")), message)]
 
-    def _livechat_messages(self, payload: dict[str, Any]) -> list[UserMessage]:
+    def _livechat_messages(self, payload: dict[str, Any]) -> list[tuple[str | None, UserMessage]]:
         room_id = payload.get("_id")
         visitor = _as_dict(payload.get("visitor"))
         messages = payload.get("messages")
@@ -258,7 +291,8 @@ class RocketChatInput(InputChannel):
             if self._is_own(user_name, author.get("_id")) or not isinstance(item.get("msg"), str):
                 continue
             if user_id:
-                found.append(self._message(str(room_id), str(user_id), item["msg"]))
+                message = self._message(str(room_id), str(user_id), item["msg"])
+                found.append((_message_id(item.get("_id")), message))
         return found
 
     def _message(self, room_id: str, user_id: str, text: str) -> UserMessage:
@@ -268,6 +302,10 @@ class RocketChatInput(InputChannel):
             input_channel=self.name,
             output_channel=RocketChatOutput(self.api, room_id),
         )
+
+
+def _message_id(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

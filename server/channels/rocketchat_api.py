@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from server.dialogue.http_endpoint import safe_url
+from server.http_clients import async_client
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class RocketChatAPI:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(
+            self._client = async_client(
                 base_url=self.server_url, timeout=self._timeout, transport=self._transport
             )
         return self._client

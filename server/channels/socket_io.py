@@ -6,7 +6,6 @@ conversation is the client's session id, otherwise the socket id.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import uuid
@@ -22,6 +21,7 @@ from server.channels import settings
 from server.channels.channel import InputChannel, OnNewMessage, health_router, reply_choices
 from server.dialogue.messages import UserMessage, split_message
 from server.errors import InvalidConfig, InvalidConversationId
+from server.json_values import json_can_hold, loads_untrusted
 from server.trackers.store import check_conversation_id
 
 logger = logging.getLogger(__name__)
@@ -230,11 +230,21 @@ class SocketIOInput(InputChannel):
             if not isinstance(text, str):
                 logger.warning("socketio: a message whose 'message' is not a string was dropped")
                 return
+            metadata = self._metadata(data)
+            if not json_can_hold([text, metadata]):
+                # python-socketio reads packets with the stdlib's json, which takes NaN,
+                # 1e400 and unpaired surrogate escapes: stored, they would fail every later
+                # read of the conversation. The REST channel answers 400 to such a body.
+                logger.warning(
+                    "socketio: a message holding a value JSON cannot carry (NaN, infinity, "
+                    "an unpaired surrogate) was dropped"
+                )
+                return
             message = UserMessage(
                 text=text.strip(),
                 sender_id=sender,
                 input_channel=self.name,
-                metadata=self._metadata(data),
+                metadata=metadata,
                 output_channel=self.get_output_channel(),
             )
             try:
@@ -253,8 +263,8 @@ class SocketIOInput(InputChannel):
         metadata = data.get(self.metadata_key)
         if isinstance(metadata, str):
             try:
-                metadata = json.loads(metadata)
-            except (ValueError, RecursionError):  # RecursionError: nested too deep
+                metadata = loads_untrusted(metadata.encode("utf-8", "surrogatepass"))
+            except ValueError:  # TooDeep included
                 return None
         if not isinstance(metadata, dict):
             return None

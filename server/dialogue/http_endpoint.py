@@ -17,6 +17,7 @@ import httpx
 import orjson
 
 from server.errors import InvalidConfig, ResponseTooLarge
+from server.http_clients import async_client
 from server.json_values import loads_untrusted
 
 DEFAULT_TIMEOUT = 10.0
@@ -128,7 +129,7 @@ class HttpEndpoint:
     def client(self) -> httpx.AsyncClient:
         """The endpoint's pooled client, created on first use."""
         if self._client is None:
-            self._client = httpx.AsyncClient(
+            self._client = async_client(
                 params=self._params,
                 headers=self._headers,
                 auth=self._auth,

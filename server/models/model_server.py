@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from server.errors import InvalidConfig, ModelError
+from server.http_clients import async_client
 from server.models.holder import ModelHolder
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class ModelServerPoller:
     ):
         self.holder = holder
         self.config = config
-        self._client = client or httpx.AsyncClient()
+        self._client = client or async_client()
         self._owns_client = client is None
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from server.http_clients import sync_client
 from server.nlu.message import Message
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class DucklingEntityExtractor:
 
     def _http(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client(timeout=self.timeout)
+            self._client = sync_client(timeout=self.timeout)
         return self._client
 
     def train(self, messages: list[Message], data: Any) -> None:

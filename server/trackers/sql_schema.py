@@ -41,10 +41,15 @@ SESSION_ACTION_WHERE = f"type_name = 'action' AND action_name = '{ACTION_SESSION
 SESSION_STARTED_WHERE = "type_name = 'session_started'"
 
 
+# How long a MySQL/MariaDB migration waits for another process's (GET_LOCK) before failing.
+MYSQL_MIGRATION_LOCK_SECONDS = 60
+
+
 def _upgrade(sync_connection: Any) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = sync_connection
+    config.attributes["mysql_lock_seconds"] = MYSQL_MIGRATION_LOCK_SECONDS
     command.upgrade(config, "head")
 
 

@@ -50,6 +50,7 @@ def read_nlu_yaml(text: str, filename: str = "<string>") -> NLUTrainingData:
         return data
     if not isinstance(root, yaml.MappingNode):
         raise InvalidProjectFile("expected a mapping at the top level", filename, _line(root))
+    _check_unique_keys(root, filename)
     for key_node, value_node in root.value:
         key = key_node.value
         if key == "nlu":
@@ -61,6 +62,23 @@ def read_nlu_yaml(text: str, filename: str = "<string>") -> NLUTrainingData:
 
 def _line(node: yaml.Node) -> int:
     return node.start_mark.line + 1
+
+
+def _check_unique_keys(node: yaml.MappingNode, filename: str) -> None:
+    """A key given twice in `node` is an error, as in Rasa's YAML reader (a second value
+    silently replaced the first, or a second `nlu:` section was read as well)."""
+    first: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+        if key is None or key == "<<":
+            continue
+        if key in first:
+            raise InvalidProjectFile(
+                f"the key {brief(key)} is given twice in one mapping (first on line {first[key]})",
+                filename,
+                _line(key_node),
+            )
+        first[key] = _line(key_node)
 
 
 def _to_python(node: yaml.Node) -> Any:
@@ -84,6 +102,7 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData) -> 
                 filename,
                 _line(item),
             )
+        _check_unique_keys(item, filename)
         fields = {k.value: v for k, v in item.value}
         kinds = [k for k in _ITEM_KINDS if k in fields]
         if len(kinds) != 1:

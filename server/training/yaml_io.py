@@ -73,18 +73,37 @@ class _LineLoader(_BaseLoader):  # type: ignore[misc, valid-type]
 
 
 def _construct_mapping(loader: Any, node: yaml.MappingNode) -> LineDict:
+    own = node.value
     loader.flatten_mapping(node)
+    # flatten_mapping puts the pairs of `<<:` merges before the mapping's own pairs, which
+    # may override them; only a key given twice among its own pairs is a mistake.
+    own_start = len(node.value) - len(own)
+    own_keys: set[Any] = set()
     result = LineDict()
     result.line = node.start_mark.line + 1
     result.key_lines = {}
-    for key_node, value_node in node.value:
+    for index, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=True)
         try:
-            hash(key)
+            duplicate = key in result
         except TypeError:
             raise InvalidProjectFile(
                 "a mapping key must be a plain value", None, key_node.start_mark.line + 1
             ) from None
+        if own_start:
+            if index < own_start:
+                duplicate = False
+            else:
+                duplicate = key in own_keys
+                own_keys.add(key)
+        if duplicate:
+            # As Rasa's YAML reader: a second value silently replaced the first.
+            raise InvalidProjectFile(
+                f"the key {brief(key)} is given twice in one mapping (first on line "
+                f"{result.key_lines[key]})",
+                None,
+                key_node.start_mark.line + 1,
+            )
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = key_node.start_mark.line + 1
     return result
@@ -99,6 +118,25 @@ def _construct_sequence(loader: Any, node: yaml.SequenceNode) -> LineList:
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+class _PlainLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """Safe loader of plain dicts and lists that refuses a key given twice, as `_LineLoader`."""
+
+
+def _construct_plain_mapping(loader: Any, node: yaml.MappingNode) -> dict[Any, Any]:
+    return dict(_construct_mapping(loader, node))
+
+
+_PlainLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_plain_mapping
+)
+
+
+def load_plain_yaml(text: str) -> Any:
+    """YAML as plain Python values (`yaml.safe_load`), a key given twice in one mapping an
+    InvalidProjectFile with its line; other errors are PyYAML's."""
+    return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a safe loader subclass
 
 
 class _EnvLineLoader(_LineLoader):

@@ -169,13 +169,13 @@ async def test_train_with_callback_answers_204_then_posts_the_model(
     client = await make_client()
     import server.api.model as model_routes
 
-    real_client = httpx.AsyncClient
+    real_client = model_routes.async_client
 
     def to_receiver(**kwargs: Any) -> httpx.AsyncClient:
         return real_client(transport=httpx.ASGITransport(app=receiver), **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(model_routes.httpx, "AsyncClient", to_receiver)
+        patch.setattr(model_routes, "async_client", to_receiver)
         response = await client.post(
             "/model/train?callback_url=http://receiver/done", content=TRAINING_YAML
         )
@@ -327,3 +327,20 @@ async def test_domain_by_accept_header(client: httpx.AsyncClient, rasa_spec: Ras
     assert yaml.safe_load(as_yaml.text) == json.loads((await client.get("/domain")).text)
     refused = await client.get("/domain", headers={"Accept": "text/html"})
     assert check(rasa_spec, refused, "/domain", "get", 406)["reason"] == "NotAcceptable"
+
+
+async def test_a_key_given_twice_in_a_yaml_body_is_a_400_naming_its_line(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    twice = TRAINING_YAML + "language: de\n"
+    train = await client.post("/model/train", content=twice)
+    stories = "stories:\n- story: a\n  steps:\n  - intent: greet\n  steps: []\n"
+    test = await client.post("/model/test/stories", content=stories)
+    # Before: the second value silently replaced the first, and the model trained on it.
+    body = check(rasa_spec, train, "/model/train", "post", 400)
+    line = TRAINING_YAML.count("\n") + 1
+    assert body["message"] == (
+        f"request body:{line}: the key 'language' is given twice in one mapping (first on line 2)"
+    )
+    assert test.status_code == 400
+    assert "request body:5: the key 'steps' is given twice" in test.json()["message"]

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.channels.rocketchat import rocketchat_messages
+from server.channels.rocketchat import RecentMessageIds, rocketchat_messages
 from tests.channels.conftest import concertbot_server
 from tests.channels.fake_rocketchat import FakeRocketChat
 from tests.serving import serving
@@ -246,3 +246,56 @@ def test_long_texts_are_cut_at_line_breaks_or_spaces() -> None:
     parts = rocketchat_messages("R1", {"text": "b" * 250, "buttons": buttons}, max_length=100)
     assert [p["text"] for p in parts] == ["b" * 100, "b" * 100, "b" * 50]
     assert "attachments" not in parts[0] and parts[2]["attachments"][0]["actions"]
+
+
+async def test_a_retried_webhook_call_is_not_recorded_twice(wired) -> None:  # noqa: ANN001
+    import asyncio
+
+    rocket, webhook, bot_url = wired
+    payload = rocket.outgoing_payload(
+        token=HOOK_TOKEN, user_id="RetryId", user_name="retry", text="hi", room_id="R1"
+    )
+    # Rocket.Chat retries a call it timed out on, the first one maybe still running.
+    answers = await asyncio.gather(rocket.send(webhook, payload), rocket.send(webhook, payload))
+    later = await rocket.send(webhook, payload)
+    live = rocket.livechat_payload(
+        room_id="LiveRoom2",
+        visitor_id="VisitorId2",
+        visitor_name="guest-2",
+        messages=[{"_id": "lm1", "u": {"_id": "VisitorId2"}, "username": "guest-2", "msg": "hi"}],
+    )
+    for _ in range(2):
+        await rocket.send(webhook, live, **{"X-RocketChat-Livechat-Token": HOOK_TOKEN})
+    tracker = await _tracker(bot_url, "R1:RetryId")
+    live_tracker = await _tracker(bot_url, "LiveRoom2:VisitorId2")
+    assert [a.status_code for a in (*answers, later)] == [200, 200, 200]
+    # Before: each call was a turn, recorded and answered.
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == ["hi"]
+    assert rocket.texts_in("R1") == ["Hey there!"]
+    assert [e["text"] for e in live_tracker["events"] if e["event"] == "user"] == ["hi"]
+    assert rocket.texts_in("LiveRoom2") == ["Hey there!"]
+
+
+async def test_json_no_answer_could_hold_is_not_recorded(wired) -> None:  # noqa: ANN001
+    rocket, webhook, bot_url = wired
+    good = rocket.outgoing_payload(
+        token=HOOK_TOKEN, user_id="OddId", user_name="odd", text="hi", room_id="R2"
+    )
+    async with httpx.AsyncClient() as client:
+        for text in ('"hi \\ud83d"', "NaN", "1e400"):
+            body = httpx.Response(200, json=good).text.replace('"hi"', text)
+            assert (await client.post(webhook, content=body)).status_code == 200
+    await rocket.send(webhook, good)
+    async with httpx.AsyncClient(base_url=bot_url) as client:
+        answer = await client.get("/conversations/R2:OddId/tracker")
+    # Before: the surrogate was stored, and every later read of the conversation failed (500).
+    assert answer.status_code == 200
+    assert [e["text"] for e in answer.json()["events"] if e["event"] == "user"] == ["hi"]
+
+
+def test_the_memory_of_message_ids_is_bounded() -> None:
+    recent = RecentMessageIds(size=2)
+    assert [recent.add(i) for i in ("a", "b", "a", "c")] == [True, True, False, True]
+    assert recent.add("a")  # the oldest was forgotten when "c" came
+    recent.forget("a")  # a message that could not be recorded: its retry is taken
+    assert recent.add("a")

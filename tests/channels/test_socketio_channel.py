@@ -301,3 +301,57 @@ async def test_origins_are_checked_and_cors_headers_not_doubled_by_the_cors_flag
     assert good.status_code == 200
     assert good.headers.get_list("access-control-allow-origin") == ["https://good.example"]
     assert evil.status_code == 400
+
+
+async def test_a_message_no_json_answer_could_hold_is_dropped(
+    concertbot_model: Path,
+    action_servers,  # noqa: ANN001
+) -> None:
+    import websockets
+
+    # What Python's json reads but no JSON answer can hold: an unpaired surrogate escape, NaN,
+    # Infinity, a number beyond a double; in the message or the metadata. Metadata given as a
+    # JSON string holding them is no JSON, and ignored as such.
+    odd = [
+        '{"message":"hi \\ud83d","session_id":"odd-1"}',
+        '{"message":"hi","session_id":"odd-1","metadata":{"x":"\\udc00"}}',
+        '{"message":"hi","session_id":"odd-1","metadata":{"x":NaN}}',
+        '{"message":"hi","session_id":"odd-1","metadata":{"x":-Infinity}}',
+        '{"message":"hi","session_id":"odd-1","metadata":{"x":1e400}}',
+    ]
+    odd_strings = [
+        '{"message":"hey","session_id":"odd-1","metadata":"{\\"x\\":\\"\\\\ud83d\\"}"}',
+        '{"message":"hey","session_id":"odd-1","metadata":"{\\"x\\":NaN}"}',
+    ]
+    credentials = {"socketio": {"session_persistence": True}}
+    url = action_servers["concertbot"].url
+    async with concertbot_server(concertbot_model, url, credentials) as bot_url:
+        ws_url = bot_url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+        async with websockets.connect(ws_url) as ws:
+            await ws.recv()
+            await ws.send("40")
+            await ws.recv()
+            await ws.send('42["session_request",{"session_id":"odd-1"}]')
+            await ws.recv()
+            for data in odd:
+                await ws.send(f'42["user_uttered",{data}]')
+            big = "9" * 100  # an integer beyond 64 bits is JSON, and kept exactly
+            await ws.send(
+                f'42["user_uttered",{{"message":"hi","session_id":"odd-1","metadata":{{"n":{big}}}}}]'
+            )
+            reply = await asyncio.wait_for(ws.recv(), 5)
+            for data in odd_strings:
+                await ws.send(f'42["user_uttered",{data}]')
+                await asyncio.wait_for(ws.recv(), 5)
+        async with httpx.AsyncClient(base_url=bot_url) as http:
+            answer = await http.get("/conversations/odd-1/tracker")
+    # Before: the odd messages were recorded, and every later read of the conversation
+    # (and every action-server call for it) failed with a 500.
+    assert reply == '42["bot_uttered",{"text":"Hey there!"}]'
+    assert answer.status_code == 200
+    users = [e for e in answer.json()["events"] if e["event"] == "user"]
+    assert [(e["text"], e["metadata"].get("n"), "x" in e["metadata"]) for e in users] == [
+        ("hi", int(big), False),
+        ("hey", None, False),
+        ("hey", None, False),
+    ]

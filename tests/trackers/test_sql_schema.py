@@ -202,3 +202,33 @@ async def test_a_rasa_table_in_latin1_on_mariadb_holds_any_text_and_exact_ids(
             assert await store.load("Alice ") is None
         finally:
             await store.close()
+
+
+async def test_a_mysql_migration_that_cannot_get_the_lock_fails_instead_of_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aiomysql
+
+    from server.errors import StoreUnavailable
+    from server.trackers import sql_schema
+    from tests.trackers.persistence_fixtures import MARIADB
+
+    monkeypatch.setattr(sql_schema, "MYSQL_MIGRATION_LOCK_SECONDS", 1)
+    async with sql_config("mariadb", tmp_path) as config:
+        holder = await aiomysql.connect(host=MARIADB[0], port=MARIADB[1], user="root")
+        store = create_tracker_store(config)
+        try:
+            async with holder.cursor() as cursor:
+                # Another process migrating (the lock is the server's, so wait for others').
+                await cursor.execute("SELECT GET_LOCK('botserver_migrations', 30)")
+                assert (await cursor.fetchone()) == (1,)
+                # Before: after the wait, the migration ran without the lock.
+                with pytest.raises(StoreUnavailable, match="migration lock"):
+                    await store.ping()
+                await cursor.execute("SELECT RELEASE_LOCK('botserver_migrations')")
+            await store.ping()  # the next request migrates
+            await store.append("s", [{"event": "user", "timestamp": 1.0, "text": "hi"}])
+            assert [e["text"] for e in await store.load("s") or []] == ["hi"]
+        finally:
+            holder.close()
+            await store.close()

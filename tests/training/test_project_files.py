@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,8 @@ EXPECTED_INVALID = {
     # a user step with an empty intent and no text (Rasa warns and reads an empty intent)
     "test_yaml_stories/rules_missing_intent.yml": "needs an 'intent'",
     "test_yaml_stories/stories_missing_intent.yml": "needs an 'intent'",
+    # a response given twice (Rasa's YAML reader refuses duplicate keys too)
+    "test_domains/duplicate_responses.yml": "'utter_greet' is given twice",
 }
 # Not Rasa 3 project files: endpoints / credentials (read by server/config.py) and the
 # other formats under examples/ and test/ (Rasa NLU JSON, LUIS, Wit, Dialogflow, txt),
@@ -140,6 +143,14 @@ def test_reference_file_loads_or_fails_with_file_and_line(rel: str) -> None:
 
 @pytest.mark.parametrize("rel", DOMAIN_DIRS)
 def test_reference_domain_directories_merge(rel: str) -> None:
+    if rel == "test_domains/test_domain_from_directory":
+        # Its domain_invalid.yml gives `version` twice: Rasa skips the file with a warning,
+        # botserver names it and the line (as for any other broken file of the domain).
+        with pytest.raises(InvalidProjectFile, match="'version' is given twice") as info:
+            read_domain(TESTDATA / rel, warnings=[])
+        assert info.value.filename == str(TESTDATA / rel / "domain_invalid.yml")
+        assert info.value.line == 4
+        return
     domain = read_domain(TESTDATA / rel, warnings=[])
     assert domain.intents
 
@@ -266,3 +277,45 @@ def test_an_error_quotes_a_large_value_in_brief(tmp_path: Path) -> None:
     with pytest.raises(InvalidProjectFile, match="must be a name") as raised:
         read_domain(domain)
     assert len(str(raised.value)) < 600
+
+
+DUPLICATED = [
+    ("credentials.yml", "rest:\nsocketio:\n  namespace: chat\nrest:\n", 4, 1),
+    ("endpoints.yml", "tracker_store:\n  type: sql\n  db: a\n  db: b\n", 4, 3),
+    ("domain.yml", 'version: "3.1"\nintents: [greet]\nresponses: {}\nintents: [bye]\n', 4, 2),
+    ("config.yml", "language: en\npipeline:\n- name: WhitespaceTokenizer\nlanguage: de\n", 4, 1),
+    ("data/nlu.yml", "nlu:\n- intent: greet\n  examples: '- hi'\n  examples: '- ho'\n", 4, 3),
+    ("data/nlu.yml", "nlu:\n- intent: greet\n  examples: '- hi'\nnlu:\n- intent: bye\n", 4, 1),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "line", "first"), DUPLICATED)
+def test_a_key_given_twice_is_an_error_naming_file_and_line(
+    tmp_path: Path, name: str, text: str, line: int, first: int
+) -> None:
+    from server.config import read_credentials, read_endpoints
+
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    readers: dict[str, Callable[[Path], object]] = {
+        "credentials.yml": read_credentials,
+        "endpoints.yml": read_endpoints,
+        "domain.yml": read_domain,
+        "config.yml": read_config,
+        "nlu.yml": read_nlu_file,
+    }
+    # Before: the last value silently replaced the first (a whole credentials.yml section,
+    # an intent's examples), or a second `nlu:` section was read as well.
+    with pytest.raises(InvalidProjectFile, match="given twice") as raised:
+        readers[path.name](path)
+    assert (raised.value.filename, raised.value.line) == (str(path), line)
+    assert f"first on line {first}" in str(raised.value)
+
+
+def test_a_merge_key_may_still_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "endpoints.yml"
+    path.write_text(
+        "base: &base {type: sql, db: a}\ntracker_store:\n  <<: *base\n  db: b\n", encoding="utf-8"
+    )
+    assert read_yaml_file(path)["tracker_store"] == {"type": "sql", "db": "b"}

@@ -5,9 +5,12 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
+from server.errors import StoreUnavailable
+
 VERSION_TABLE = "botserver_alembic_version"
 
 connection = context.config.attributes["connection"]
+lock_seconds = context.config.attributes.get("mysql_lock_seconds", 60)
 context.configure(connection=connection, version_table=VERSION_TABLE)
 
 with context.begin_transaction():
@@ -15,7 +18,16 @@ with context.begin_transaction():
         # Two processes starting together must not both create the table.
         connection.execute(text("SELECT pg_advisory_xact_lock(7314206)"))
     if connection.dialect.name == "mysql":
-        connection.execute(text("SELECT GET_LOCK('botserver_migrations', 60)"))
+        got = connection.execute(
+            text("SELECT GET_LOCK('botserver_migrations', :seconds)"), {"seconds": lock_seconds}
+        ).scalar()
+        if got != 1:  # 0: another session held it all along; NULL: an error
+            # Migrating without it could create the table twice or change it under another
+            # process's migration. The store is not ready; the next request tries again.
+            raise StoreUnavailable(
+                f"another process held the schema migration lock ('botserver_migrations') "
+                f"for {lock_seconds} s; release it or wait for that migration to end"
+            )
     try:
         context.run_migrations()
     finally:

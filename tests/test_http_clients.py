@@ -1,0 +1,97 @@
+"""Outgoing HTTP clients take no proxy from the environment, and only this module builds them."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from server.dialogue.http_endpoint import HttpEndpoint
+from server.http_clients import async_client, sync_client
+from tests.api.test_tls_options import PASSWORD, self_signed
+from tests.serving import serving
+
+SERVER = Path(__file__).resolve().parent.parent / "server"
+
+
+async def _answer(request: Request) -> JSONResponse:
+    return JSONResponse({"token": request.query_params.get("token")})
+
+
+@pytest.fixture
+async def proxy(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[bytes]]:
+    """A "proxy" set in the environment that records what reaches it and answers 502."""
+    reached: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reached.append(await reader.read(1000))
+        writer.write(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, url)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with server:
+        yield reached
+
+
+async def test_an_action_server_call_does_not_go_through_an_environment_proxy(
+    proxy: list[bytes],
+) -> None:
+    async with serving(Starlette(routes=[Route("/", _answer, methods=["POST"])])) as url:
+        endpoint = HttpEndpoint(url + "/", token="s3cret")
+        answer = await endpoint.post_json({"next_action": "x"})
+        await endpoint.client().aclose()
+    # Before: the proxy got the request, the token in its URL included, and answered 502.
+    assert proxy == []
+    assert (answer.status_code, await answer.json()) == (200, {"token": "s3cret"})
+
+
+async def test_async_and_sync_clients_do_not_go_through_an_environment_proxy(
+    proxy: list[bytes],
+) -> None:
+    async with serving(Starlette(routes=[Route("/", _answer)])) as url:
+        async with async_client() as client:
+            first = await client.get(url + "/?token=a")
+
+        def get() -> int:
+            with sync_client() as client:
+                return client.get(url + "/?token=b").status_code
+
+        second = await asyncio.to_thread(get)
+    assert proxy == []
+    assert (first.status_code, second) == (200, 200)
+
+
+async def test_the_ca_bundle_named_by_ssl_cert_file_is_still_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert_file, key_file = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+    app = Starlette(routes=[Route("/", _answer)])
+    tls = {"ssl_certfile": str(cert_file), "ssl_keyfile": str(key_file)}
+    async with serving(app, ssl_keyfile_password=PASSWORD, **tls) as url:
+        async with async_client() as client:
+            answer = await client.get(url + "/")
+    assert answer.status_code == 200
+
+
+def test_every_outgoing_client_is_built_by_http_clients() -> None:
+    built_elsewhere = [
+        str(path.relative_to(SERVER))
+        for path in SERVER.rglob("*.py")
+        if path.name != "http_clients.py"
+        and re.search(r"httpx\.(Async)?Client\(", path.read_text(encoding="utf-8"))
+    ]
+    assert built_elsewhere == []
