@@ -71,10 +71,14 @@ class AuthConfig:
 
 
 def load_key(value: str) -> str:
-    """Return the contents of the file `value` names, or `value` itself if no such file."""
+    """Return the contents of the file `value` names, or `value` itself if no such file.
+
+    The line ends closing a file are dropped: `echo secret > file` writes "secret\n", and the
+    tokens were signed with "secret". A PEM key verifies the same with or without them.
+    """
     if "\n" not in value and len(value) < 4096 and os.path.isfile(value):
         with open(value, encoding="utf-8") as f:
-            return f.read()
+            return f.read().rstrip("\r\n")
     return value
 
 

@@ -347,3 +347,16 @@ async def test_auth_runs_before_body_parsing() -> None:
     assert anonymous.status_code == 401
     assert other_user.status_code == 403
     assert own_user.status_code == 400
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
+async def test_a_secret_file_written_by_echo_verifies_tokens_signed_without_its_newline(
+    tmp_path: Any, ending: str
+) -> None:
+    # `echo thisismysecret > k; botserver run --jwt-secret k`, then a token signed with the secret.
+    key_file = tmp_path / "k"
+    key_file.write_bytes((SECRET + ending).encode())
+    async with client_for(AuthConfig(jwt_secret=str(key_file))) as client:
+        ok = await client.get("/status", headers=bearer(hs256(user("boss", "admin"))))
+        other = await client.get("/status", headers=bearer(hs256(user("boss", "admin"), "x")))
+    assert (ok.status_code, other.status_code) == (200, 401)
