@@ -53,6 +53,10 @@ class ModelError(BotServerError):
     """Base of model archive and model loading errors."""
 
 
+class ModelSuperseded(ModelError):
+    """A model that loaded after a newer request for a model had already been served."""
+
+
 class ModelNotFound(ModelError):
     """No model archive exists where one was asked for."""
 

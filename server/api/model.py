@@ -53,6 +53,7 @@ from server.errors import (
     InvalidEvent,
     InvalidProjectFile,
     ModelNotFound,
+    ModelSuperseded,
     TrainingError,
 )
 from server.models.archive import read_archive
@@ -444,17 +445,26 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
             await source.load_from_remote_storage(remote_storage, model_file or "models")
         except ModelNotFound as exc:
             raise not_loaded(str(exc)) from None
+        except ModelSuperseded as exc:
+            _superseded(exc)
     elif model_file:
         try:
             await source.load_local(Path(model_file))
         except ModelNotFound:
             raise not_loaded() from None
+        except ModelSuperseded as exc:
+            _superseded(exc)
     else:
         raise bad_request(
             "Give a 'model_file', a 'model_server' or a 'remote_storage' to load.",
             "model_file",
             "body",
         )
+
+
+def _superseded(exc: ModelSuperseded) -> None:
+    # As if it had loaded and the newer request had replaced it at once: answered 204.
+    logger.info("Model %s; it was not loaded", exc)
 
 
 def model_request_of(body: dict[str, Any]) -> dict[str, Any]:

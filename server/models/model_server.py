@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from server.errors import InvalidConfig, ModelError
+from server.errors import InvalidConfig, ModelError, ModelSuperseded
 from server.models.holder import ModelHolder
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,10 @@ def _mapping(config: dict[str, Any], key: str) -> dict[str, Any]:
 class ModelServerPoller:
     """Pulls from a model server into a ModelHolder, once or on a schedule.
 
-    Uses the given shared `httpx.AsyncClient` (or creates and owns one).
+    Uses the given shared `httpx.AsyncClient` (or creates and owns one). Its pulls answer the
+    request that made it (`ticket`, see ModelHolder.ticket): once a newer request for a model
+    (a PUT or DELETE /model) has been served, a pull finishing later is discarded and the
+    pulls stop.
     """
 
     def __init__(
@@ -114,8 +117,11 @@ class ModelServerPoller:
         holder: ModelHolder[Any],
         config: ModelServerConfig,
         client: httpx.AsyncClient | None = None,
+        ticket: int | None = None,
     ):
         self.holder = holder
+        self.ticket = holder.ticket() if ticket is None else ticket
+        self.superseded = False
         self.config = config
         self._client = client or httpx.AsyncClient()
         self._owns_client = client is None
@@ -124,6 +130,9 @@ class ModelServerPoller:
 
     async def pull_once(self) -> bool:
         """One exchange with the model server; True when a new model was loaded."""
+        if self.holder.superseded(self.ticket):
+            self._give_way()
+            return False
         try:
             download = await self._download()
         except _NoChange:
@@ -134,7 +143,12 @@ class ModelServerPoller:
             return False
         path, fingerprint, filename = download
         try:
-            await self.holder.load_archive(path, fingerprint, model_file=filename, source="server")
+            await self.holder.load_archive(
+                path, fingerprint, model_file=filename, source="server", ticket=self.ticket
+            )
+        except ModelSuperseded:
+            self._give_way()
+            return False
         except ModelError as exc:
             self._note_error(f"the model from {self.config.url} failed to load: {exc}")
             return False
@@ -198,6 +212,14 @@ class ModelServerPoller:
             raise _NoChange()
         return path, etag if etag is not None else digest, filename
 
+    def _give_way(self) -> None:
+        if not self.superseded:
+            logger.info(
+                "No more pulls from %s: a newer PUT or DELETE /model chose the model",
+                self.config.url,
+            )
+        self.superseded = True
+
     def _note_error(self, message: str) -> None:
         kept = self.holder.info.model_file if self.holder.info else "no model"
         if message != self.last_error:
@@ -221,7 +243,7 @@ class ModelServerPoller:
 
     async def _run(self) -> None:
         wait = self.config.wait_time_between_pulls or DEFAULT_WAIT_TIME_BETWEEN_PULLS
-        while True:
+        while not self.superseded:
             await asyncio.sleep(wait)
             try:
                 await self.pull_once()

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
+from server.errors import ModelSuperseded
 from server.models import ArchiveLimits, ModelHolder, ModelSource
 from server.models.model_server import ModelServerConfig, ModelServerPoller
 
@@ -498,3 +499,59 @@ async def test_a_broken_startup_model_is_reported_once(holder, tmp_path: Path, c
     lines = model_log_lines(caplog)
     assert [level for level, _ in lines] == ["ERROR"]
     assert "Could not load a model at startup" in lines[0][1] and "corrupt" in lines[0][1]
+
+
+async def wait_for_requests(model_server: ModelServer, count: int) -> None:
+    for _ in range(200):
+        if len(model_server.behaviour.requests) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the model server got {len(model_server.behaviour.requests)} requests")
+
+
+async def test_a_pull_finishing_after_a_put_does_not_replace_the_put_model(
+    model_server, holder, client, archive_factory
+):
+    source = ModelSource(holder, client)
+    model_server.behaviour.body = archive_factory("one").read_bytes()
+    await source.load_from_model_server({"url": model_server.url, "wait_time_between_pulls": 0})
+    model_server.behaviour.body = archive_factory("two").read_bytes()
+    model_server.behaviour.etag = '"v2"'
+    model_server.behaviour.mode = "slow"  # this pull is still downloading...
+    poller = source.poller
+    assert poller is not None
+    pull = asyncio.create_task(poller.pull_once())
+    await wait_for_requests(model_server, 2)
+
+    await source.load_local(archive_factory("put"))  # ...when PUT /model loads another model
+
+    assert await pull is False
+    assert holder.current.answer() == "put"
+    assert poller.superseded
+    await source.stop()
+
+
+async def test_an_unloaded_model_is_not_pulled_back(model_server, holder, client, archive_factory):
+    poller = await poller_with_model(
+        model_server, holder, client, archive_factory, wait_time_between_pulls=0.05
+    )
+    poller.start()
+    try:
+        await holder.unload()  # DELETE /model
+        await asyncio.sleep(0.5)
+        assert holder.current is None
+        assert len(model_server.behaviour.requests) <= 2
+    finally:
+        await poller.stop()
+
+
+async def test_of_two_overlapping_loads_the_later_request_wins(holder, archive_factory):
+    slow_archive, fast_archive = archive_factory("earlier"), archive_factory("later")
+    earlier = holder.ticket()  # e.g. a remote-storage download starts...
+    later = await holder.load_archive(fast_archive)  # ...and a PUT started after it is served
+
+    with pytest.raises(ModelSuperseded):
+        await holder.load_archive(slow_archive, ticket=earlier)
+
+    assert holder.current.answer() == "later" and holder.info == later
+    assert holder.last_error is None
