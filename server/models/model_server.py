@@ -14,6 +14,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,11 @@ class ModelServerPoller:
         self._client = client or httpx.AsyncClient()
         self._owns_client = client is None
         self._task: asyncio.Task[None] | None = None
+        # The failure of the latest pull (None once one works), when it happened and since
+        # when pulls fail: what GET /status shows as `last_pull_error`.
         self.last_error: str | None = None
+        self.last_error_at: datetime | None = None
+        self.failing_since: datetime | None = None
 
     async def pull_once(self) -> bool:
         """One exchange with the model server; True when a new model was loaded."""
@@ -227,11 +232,23 @@ class ModelServerPoller:
         else:
             logger.debug("Model pull failed again: %s", message)
         self.last_error = message
+        self.last_error_at = datetime.now(timezone.utc)
+        self.failing_since = self.failing_since or self.last_error_at
 
     def _clear_error(self) -> None:
         if self.last_error is not None:
             logger.info("Model pulls from %s work again", self.config.url)
-        self.last_error = None
+        self.last_error = self.last_error_at = self.failing_since = None
+
+    def error_status(self) -> dict[str, str] | None:
+        """Why the latest pull failed, for GET /status; None when it worked or pulls ended."""
+        if self.last_error is None or self.superseded:
+            return None
+        return {
+            "message": self.last_error,
+            "at": _iso(self.last_error_at),
+            "failing_since": _iso(self.failing_since),
+        }
 
     # ---------------------------------------------------------------------------- schedule
 
@@ -260,6 +277,10 @@ class ModelServerPoller:
                 pass
         if self._owns_client:
             await self._client.aclose()
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment is not None else ""
 
 
 def _etag(response: httpx.Response) -> str | None:

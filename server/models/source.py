@@ -84,6 +84,11 @@ class ModelSource:
             poller.start()
         return self.holder.info
 
+    @property
+    def last_pull_error(self) -> dict[str, str] | None:
+        """Why the latest model-server pull failed (message, at, failing_since), or None."""
+        return self.poller.error_status() if self.poller is not None else None
+
     async def stop(self) -> None:
         """Stop pulling (server shutdown)."""
         poller, self.poller = self.poller, None

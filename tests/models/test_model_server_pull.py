@@ -20,6 +20,9 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
+from server.api.app import create_app
+from server.api.settings import ApiSettings
+from server.api.status import status_router
 from server.errors import ModelSuperseded
 from server.models import ArchiveLimits, ModelHolder, ModelSource
 from server.models.model_server import ModelServerConfig, ModelServerPoller
@@ -555,3 +558,40 @@ async def test_of_two_overlapping_loads_the_later_request_wins(holder, archive_f
 
     assert holder.current.answer() == "later" and holder.info == later
     assert holder.last_error is None
+
+
+async def test_status_shows_why_pulls_fail_until_one_works(
+    model_server, holder, client, archive_factory
+):
+    source = ModelSource(holder, client)
+    app = create_app(ApiSettings(), [status_router(holder, source)])
+    model_server.behaviour.mode = "404"
+    await source.load_initial(None, {"url": model_server.url, "wait_time_between_pulls": 0})
+    poller = source.poller
+    assert poller is not None
+    api = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    async with api:
+        nothing = await api.get("/status")
+        model_server.behaviour.mode = "serve"
+        model_server.behaviour.body = archive_factory("one").read_bytes()
+        await poller.pull_once()
+        model_server.behaviour.mode = "500"
+        await poller.pull_once()
+        first = (await api.get("/status")).json()
+        model_server.behaviour.mode = "slow"
+        poller.config = ModelServerConfig(url=model_server.url, timeout=0.2)
+        await poller.pull_once()
+        second = (await api.get("/status")).json()
+        model_server.behaviour.mode = "serve"
+        recovered = (await poller.pull_once(), (await api.get("/status")).json())
+
+    assert nothing.status_code == 409
+    assert "has no model (404)" in nothing.json()["details"]["last_pull_error"]["message"]
+    assert first["model_file"] == "served-model.tar.gz"
+    assert first["last_pull_error"]["message"].endswith("answered HTTP 500")
+    assert "timed out" in second["last_pull_error"]["message"]
+    assert second["last_pull_error"]["failing_since"] == first["last_pull_error"]["at"]
+    assert second["last_pull_error"]["at"] > first["last_pull_error"]["at"]
+    assert recovered[0] is False and "last_pull_error" not in recovered[1]  # a 304: pulls work
+    assert "last_load_error" not in recovered[1]
+    await source.stop()
