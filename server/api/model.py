@@ -743,7 +743,10 @@ def model_router() -> APIRouter:
         status_code=204,
         response_class=Response,
         openapi_extra=json_request(ModelRequest),
-        responses={204: {"description": "The model is loaded."}, **error_responses(400)},
+        responses={
+            204: {"description": "The model is loaded."},
+            **error_responses(400, 500, 507),
+        },
     )
     async def load(request: Request, services: Services = Depends(services_of)) -> Response:
         body = await read_json_object(request, "No path to model file defined in request_body.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 import shutil
@@ -19,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from server.errors import ModelError, ModelSuperseded
+from server.errors import ModelError, ModelStorageFull, ModelSuperseded
 from server.models.archive import file_sha256, read_archive
 from server.models.safety import DEFAULT_LIMITS, ArchiveLimits
 
@@ -148,9 +149,14 @@ class ModelHolder(Generic[T]):
                     self._build, path, fingerprint, model_file or path.name, source
                 )
             except Exception as exc:
+                if is_disk_full(exc):  # the server's problem, whatever was writing
+                    full = ModelStorageFull(f"no space left on the server to extract {path.name}")
+                    self._record_error(path.name, full)
+                    raise full from exc
                 self._record_error(path.name, exc)
-                if isinstance(exc, ModelError):
-                    raise
+                if isinstance(exc, ModelError) and type(exc) is not ModelError:
+                    raise  # a kind of its own (unsafe, corrupt, unsupported...), named already
+                # A component that cannot load its state: say which model it was.
                 raise ModelError(f"Could not load model '{path.name}': {exc}") from exc
             if self.superseded(ticket):
                 await asyncio.to_thread(shutil.rmtree, loaded.directory, True)
@@ -233,6 +239,18 @@ class ModelHolder(Generic[T]):
             yield
         finally:
             self.num_active_training_jobs -= 1
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from, says the disk or a quota is full."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # a chain is short; never loop on a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _write_temp_archive(data: bytes) -> Path:
