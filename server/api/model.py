@@ -53,6 +53,7 @@ from server.errors import (
     InvalidEvent,
     InvalidProjectFile,
     ModelNotFound,
+    ModelStorageFull,
     ModelSuperseded,
     TrainingError,
 )
@@ -437,7 +438,10 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
             info = await source.load_from_model_server(server_config)
         except InvalidConfig as exc:
             raise bad_request(str(exc), "model_server", "body") from None
-        error = source.poller.last_error if source.poller is not None else None
+        poller = source.poller
+        error = poller.last_error if poller is not None else None
+        if error and poller is not None and poller.disk_full:
+            raise ModelStorageFull(error)  # the server's problem: a 507, not a 400
         if info is None or error:
             raise not_loaded(error)
     elif remote_storage:

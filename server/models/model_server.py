@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
-from server.errors import InvalidConfig, ModelError, ModelSuperseded
-from server.models.holder import ModelHolder
+from server.errors import InvalidConfig, ModelError, ModelStorageFull, ModelSuperseded
+from server.models.holder import ModelHolder, is_disk_full
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ class ModelServerPoller:
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
         self.failing_since: datetime | None = None
+        self.disk_full = False  # the latest pull failed for want of disk space (the server's)
 
     async def pull_once(self) -> bool:
         """One exchange with the model server; True when a new model was loaded."""
@@ -145,6 +146,7 @@ class ModelServerPoller:
             return False
         except _PullFailed as exc:
             self._note_error(str(exc))
+            self.disk_full = exc.disk_full
             return False
         path, fingerprint, filename = download
         try:
@@ -156,6 +158,7 @@ class ModelServerPoller:
             return False
         except ModelError as exc:
             self._note_error(f"the model from {self.config.url} failed to load: {exc}")
+            self.disk_full = isinstance(exc, ModelStorageFull)
             return False
         finally:
             await asyncio.to_thread(shutil.rmtree, path.parent, True)
@@ -211,6 +214,13 @@ class ModelServerPoller:
             raise self._timed_out() from exc
         except httpx.HTTPError as exc:
             raise _PullFailed(f"cannot reach model server {config.url}: {exc!r}") from exc
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise _PullFailed(
+                f"no space left on the server's disk for the model from {config.url}",
+                disk_full=True,
+            ) from exc
         if etag is None and current is not None and current.fingerprint == digest:
             # A server that ignores If-None-Match and sends no ETag: same bytes, no reload.
             await asyncio.to_thread(shutil.rmtree, path.parent, True)
@@ -239,6 +249,7 @@ class ModelServerPoller:
         if self.last_error is not None:
             logger.info("Model pulls from %s work again", self.config.url)
         self.last_error = self.last_error_at = self.failing_since = None
+        self.disk_full = False
 
     def error_status(self) -> dict[str, str] | None:
         """Why the latest pull failed, for GET /status; None when it worked or pulls ended."""
@@ -325,7 +336,9 @@ class _NoChange(Exception):
 
 
 class _PullFailed(Exception):
-    pass
+    def __init__(self, message: str, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
 
 
 def _safe_filename(header: str | None) -> str:

@@ -13,8 +13,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from server.errors import InvalidConfig, ModelError, ModelNotFound
+from server.errors import InvalidConfig, ModelError, ModelNotFound, ModelStorageFull
 from server.models.archive import ARCHIVE_SUFFIX
+from server.models.holder import is_disk_full
 from server.models.safety import DEFAULT_LIMITS
 
 STORAGES = ("aws", "gcs", "azure")
@@ -44,8 +45,10 @@ async def download_model(
     target = directory / "model.tar.gz"
     try:
         await asyncio.to_thread(downloader, key, target, max_bytes)
-    except BaseException:
+    except BaseException as exc:
         await asyncio.to_thread(shutil.rmtree, directory, True)
+        if is_disk_full(exc):  # the server's problem, not the model's
+            raise ModelStorageFull(f"no space left on the server to download '{key}'") from exc
         raise
     return target
 

@@ -6,8 +6,6 @@ import asyncio
 import json
 import logging
 import os
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from fastapi import FastAPI, Request
 from server.models.archive import read_archive, write_archive
 from tests.api.rasa_spec import RasaSpec
 from tests.shared_data import MOODBOT
+from tests.small_disk import temp_files_on_a_small_disk
 
 TRAINING_YAML = """
 language: en
@@ -337,16 +336,8 @@ async def test_domain_by_accept_header(client: httpx.AsyncClient, rasa_spec: Ras
 @pytest.fixture
 def full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Temporary files (model extraction) go to a 64 KiB tmpfs, too small for a model."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mounted.stderr!r}")
-    monkeypatch.setattr(tempfile, "tempdir", str(mount))
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    with temp_files_on_a_small_disk(tmp_path, monkeypatch) as mount:
+        yield mount
 
 
 async def test_put_model_on_a_full_disk_is_a_507_and_the_model_keeps_serving(

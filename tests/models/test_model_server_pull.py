@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -21,11 +23,13 @@ import httpx
 import pytest
 
 from server.api.app import create_app
+from server.api.model import apply_model_request
 from server.api.settings import ApiSettings
 from server.api.status import status_router
-from server.errors import ModelSuperseded
+from server.errors import ModelStorageFull, ModelSuperseded
 from server.models import ArchiveLimits, ModelHolder, ModelSource
 from server.models.model_server import ModelServerConfig, ModelServerPoller
+from tests.small_disk import temp_files_on_a_small_disk
 
 
 @dataclass
@@ -594,4 +598,23 @@ async def test_status_shows_why_pulls_fail_until_one_works(
     assert second["last_pull_error"]["at"] > first["last_pull_error"]["at"]
     assert recovered[0] is False and "last_pull_error" not in recovered[1]  # a 304: pulls work
     assert "last_load_error" not in recovered[1]
+    await source.stop()
+
+
+async def test_a_pull_on_a_full_disk_is_the_servers_problem_and_keeps_the_model(
+    model_server, holder, client, archive_factory, tmp_path: Path, monkeypatch, caplog
+):
+    source = ModelSource(holder, client)
+    await source.load_local(archive_factory("one"))
+    model_server.behaviour.body = archive_factory("two").read_bytes() + bytes(128 * 1024)
+    services = SimpleNamespace(source=source, holder=holder, models_endpoint=None)
+    request = {"model_server": {"url": model_server.url, "wait_time_between_pulls": 0}}
+
+    with temp_files_on_a_small_disk(tmp_path, monkeypatch) as disk:
+        with pytest.raises(ModelStorageFull, match="no space left on the server's disk"):
+            await apply_model_request(services, request)  # type: ignore[arg-type]  # PUT: 507
+        leftovers = await asyncio.to_thread(os.listdir, disk)
+
+    assert holder.current.answer() == "one" and leftovers == []
+    assert [level for level, _ in model_log_lines(caplog)].count("WARNING") == 1
     await source.stop()
