@@ -172,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jwt-secret", help="JWT secret (HS*) or public key (RS*/ES*)")
     p.add_argument("--jwt-method", default="HS256", help="JWT algorithm")
     p.add_argument("--jwt-private-key", help="accepted for compatibility with Rasa")
+    p.add_argument(
+        "--jwt-audience",
+        action="append",
+        help="accept JWTs whose 'aud' claim names this audience, and only those (repeatable; "
+        "env BOTSERVER_JWT_AUDIENCE, comma-separated); without it a JWT with 'aud' is refused",
+    )
     p.add_argument("--endpoints", default="endpoints.yml", help="endpoints configuration")
     p.add_argument("--credentials", default=None, help="channel credentials")
     p.add_argument("--connector", help="serve only this channel")

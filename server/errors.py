@@ -53,6 +53,15 @@ class ModelError(BotServerError):
     """Base of model archive and model loading errors."""
 
 
+class ModelSuperseded(ModelError):
+    """A model that loaded after a newer request for a model had already been served."""
+
+
+class ModelStorageFull(ModelError):
+    """The server's disk has no room for a model (ENOSPC, a quota): its problem, not the
+    archive's."""
+
+
 class ModelNotFound(ModelError):
     """No model archive exists where one was asked for."""
 

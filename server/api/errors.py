@@ -136,6 +136,11 @@ ERROR_STATUSES: dict[type[BaseException], ErrorStatus] = {
     e.CorruptArchive: ErrorStatus(400, "BadRequest"),
     e.UnsupportedModel: ErrorStatus(400, "BadRequest"),
     e.SignatureError: ErrorStatus(400, "BadRequest"),
+    e.ModelStorageFull: ErrorStatus(
+        507,
+        "InsufficientStorage",
+        "The server has no disk space left for the model; the current model keeps serving.",
+    ),
     e.ModelError: ErrorStatus(500, "LoadingError"),
     e.TrainingError: ErrorStatus(500, "TrainingError"),
     # Fixed texts: these errors may carry connection details that are not the client's business.

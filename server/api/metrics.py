@@ -21,6 +21,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
+from server.errors import ModelSuperseded
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Turn latencies: a few ms for a rule-based turn up to seconds with slow action servers.
@@ -265,6 +267,8 @@ class ServerMetrics:
         async def load_archive(*args: Any, **kwargs: Any) -> Any:
             try:
                 info = await load(*args, **kwargs)
+            except ModelSuperseded:  # discarded unread, neither success nor failure
+                raise
             except Exception:
                 self.model_loads["failure"].inc()
                 raise

@@ -52,6 +52,8 @@ from server.errors import (
     InvalidEvent,
     InvalidProjectFile,
     ModelNotFound,
+    ModelStorageFull,
+    ModelSuperseded,
     TrainingError,
 )
 from server.http_clients import async_client
@@ -441,7 +443,10 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
             info = await source.load_from_model_server(server_config)
         except InvalidConfig as exc:
             raise bad_request(str(exc), "model_server", "body") from None
-        error = source.poller.last_error if source.poller is not None else None
+        poller = source.poller
+        error = poller.last_error if poller is not None else None
+        if error and poller is not None and poller.disk_full:
+            raise ModelStorageFull(error)  # the server's problem: a 507, not a 400
         if info is None or error:
             raise not_loaded(error)
     elif remote_storage:
@@ -449,17 +454,26 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
             await source.load_from_remote_storage(remote_storage, model_file or "models")
         except ModelNotFound as exc:
             raise not_loaded(str(exc)) from None
+        except ModelSuperseded as exc:
+            _superseded(exc)
     elif model_file:
         try:
             await source.load_local(Path(model_file))
         except ModelNotFound:
             raise not_loaded() from None
+        except ModelSuperseded as exc:
+            _superseded(exc)
     else:
         raise bad_request(
             "Give a 'model_file', a 'model_server' or a 'remote_storage' to load.",
             "model_file",
             "body",
         )
+
+
+def _superseded(exc: ModelSuperseded) -> None:
+    # As if it had loaded and the newer request had replaced it at once: answered 204.
+    logger.info("Model %s; it was not loaded", exc)
 
 
 def model_request_of(body: dict[str, Any]) -> dict[str, Any]:
@@ -738,7 +752,10 @@ def model_router() -> APIRouter:
         status_code=204,
         response_class=Response,
         openapi_extra=json_request(ModelRequest),
-        responses={204: {"description": "The model is loaded."}, **error_responses(400)},
+        responses={
+            204: {"description": "The model is loaded."},
+            **error_responses(400, 500, 507),
+        },
     )
     async def load(request: Request, services: Services = Depends(services_of)) -> Response:
         body = await read_json_object(request, "No path to model file defined in request_body.")

@@ -2,7 +2,9 @@
 
 Such a request reaches one worker. That worker loads (or unloads) the model as it would alone,
 then writes the request to `model.json` in the directory the workers share; every other worker
-checks the file each FOLLOW_SECONDS and makes the same request of its own model source. A
+checks the file each FOLLOW_SECONDS and makes the same request of its own model source. Of two
+requests served by two workers at once, the one that came later wins, whichever load ends
+last: a request is numbered when it arrives and never overwrites a newer one in the file. A
 worker that starts later (a replacement) makes the latest request once it has loaded its
 startup model, so it does not serve an older model than its siblings. A worker that cannot
 make a request (the model server or the storage failed it just then) keeps its model and
@@ -25,7 +27,7 @@ from fastapi import FastAPI
 from server.api.errors import ApiError
 from server.api.model import apply_model_request
 from server.api.services import Services
-from server.api.worker_files import read_object, run_beside, workers_dir, write_json
+from server.api.worker_files import read_object, run_beside, workers_dir, write_json_if_newer
 
 logger = logging.getLogger(__name__)
 
@@ -50,21 +52,24 @@ class ModelSync:
         self.retry_delay = RETRY_SECONDS
         self.retry_at = 0.0
 
-    async def publish(self, request: dict[str, Any] | None) -> None:
-        """Tell the other workers to load the model of `request` (None: unload)."""
-        serial = time.time_ns()
+    async def publish(self, request: dict[str, Any] | None, serial: int) -> None:
+        """Tell the other workers to load the model of `request` (None: unload), unless a
+        request that came after `serial` (when this one came) is there already."""
         record = {"serial": serial, "origin": self.origin, "request": request}
-        await asyncio.to_thread(write_json, self.path, record)
-        self.seen = serial
+        if await asyncio.to_thread(write_json_if_newer, self.path, record, "serial"):
+            self.seen = serial
+        else:  # this worker follows the newer request on its next check
+            logger.info("A newer model request came to another worker: %s is replaced", request)
 
     async def change(
         self, change: Callable[[], Awaitable[None]], request: dict[str, Any] | None
     ) -> None:
         """Change this worker's model (a PUT or DELETE /model it serves), then tell the
         others to make `request` too."""
+        serial = time.time_ns()
         async with self.changing:
             await change()
-            await self.publish(request)
+            await self.publish(request, serial)
 
     async def follow_once(self, *, own_too: bool = False) -> None:
         """Make the latest request if it is new here (and another worker's, unless `own_too`)."""

@@ -29,6 +29,7 @@ _STATUS_DESCRIPTIONS = {
     413: "The request body is larger than the server's limit.",
     500: "An unexpected failure; the server log has the details.",
     503: "The answer took longer than the response timeout.",
+    507: "The server has no disk space left for the model; the current one keeps serving.",
 }
 _METHODS = {"get", "put", "post", "delete", "patch", "options", "head"}
 

@@ -31,6 +31,7 @@ from server.api.model_sync import follow_other_workers
 from server.api.server import ServerOptions, build_app
 from server.api.tls import ssl_options
 from server.auth import AuthConfig, install_log_redaction
+from server.auth.config import jwt_audience
 from server.config import read_credentials, read_endpoints
 from server.errors import BotServerError, InvalidConfig
 from server.models.local import resolve_local_model
@@ -61,6 +62,7 @@ class RunSpec:
     jwt_secret: str | None = None
     jwt_method: str = "HS256"
     jwt_private_key: str | None = None
+    jwt_audience: list[str] = field(default_factory=list)
     cors: list[str] = field(default_factory=list)
     response_timeout: float | None = None
     enable_api: bool = False
@@ -85,6 +87,7 @@ class RunSpec:
                 jwt_secret=self.jwt_secret,
                 jwt_method=self.jwt_method,
                 jwt_private_key=self.jwt_private_key,
+                jwt_audience=tuple(self.jwt_audience),
             ),
             cors=tuple(self.cors),
             response_timeout=self.response_timeout,
@@ -276,6 +279,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         jwt_secret=args.jwt_secret,
         jwt_method=args.jwt_method,
         jwt_private_key=args.jwt_private_key,
+        jwt_audience=jwt_audience(args.jwt_audience),
         cors=list(args.cors or ()),
         response_timeout=args.response_timeout,
         enable_api=args.enable_api,

@@ -181,6 +181,12 @@ class LoadError(BaseModel):
     at: str | None = Field(description="When it failed (ISO 8601).")
 
 
+class PullError(BaseModel):
+    message: str = Field(description="Why the latest model-server pull failed.")
+    at: str = Field(description="When it failed (ISO 8601).")
+    failing_since: str = Field(description="When the pulls began to fail (ISO 8601).")
+
+
 class Status(_Open):
     """The loaded model and the training jobs in progress."""
 
@@ -189,6 +195,9 @@ class Status(_Open):
     num_active_training_jobs: int = Field(description="Trainings running right now.")
     fingerprint: Any = _may_be_absent("Fingerprint of the model's training inputs.")
     last_load_error: LoadError = _may_be_absent("The last failed model load, if any.")
+    last_pull_error: PullError = _may_be_absent(
+        "While model-server pulls fail: why the latest one did (none once one works)."
+    )
 
 
 # --------------------------------------------------------------------------- domain

@@ -179,7 +179,7 @@ def build_app(options: ServerOptions) -> FastAPI:
     routers: list[APIRouter] = [info_router()]
     if options.enable_api:
         routers += [
-            status_router(holder),
+            status_router(holder, source),
             conversations_router(),
             model_router(),
             domain_router(),

@@ -17,6 +17,7 @@ from server.api.errors import ERROR_STATUSES, ApiError
 from server.api.openapi import error_responses, json_response
 from server.api.schemas import Status, Version
 from server.auth import require_auth
+from server.auth.log_redaction import redact
 from server.errors import NoModelLoaded
 
 # Rasa's text, kept verbatim: health checks grep for it and clients parse the version after
@@ -77,16 +78,39 @@ def info_router() -> APIRouter:
     return router
 
 
+class PullStatusSource(Protocol):
+    """Why model-server pulls fail; `server.models.source.ModelSource` provides it."""
+
+    @property
+    def last_pull_error(self) -> dict[str, str] | None: ...
+
+
 def _last_load_error(source: object) -> dict[str, Any] | None:
     message = getattr(source, "last_error", None)
     if not message:
         return None
     at = getattr(source, "last_error_at", None)
-    return {"message": str(message), "at": at.isoformat() if isinstance(at, datetime) else None}
+    return {
+        "message": redact(str(message)),
+        "at": at.isoformat() if isinstance(at, datetime) else None,
+    }
 
 
-def status_router(source: ModelStatusSource) -> APIRouter:
-    """GET /status about `source`: 409 when no model is loaded, as in Rasa."""
+def _problems(source: ModelStatusSource, pulls: PullStatusSource | None) -> dict[str, Any]:
+    """Why the model is not what it should be: a failed load, failing model-server pulls."""
+    problems: dict[str, Any] = {}
+    load_error = _last_load_error(source)
+    if load_error:
+        problems["last_load_error"] = load_error
+    pull_error = pulls.last_pull_error if pulls is not None else None
+    if pull_error:
+        problems["last_pull_error"] = {**pull_error, "message": redact(pull_error["message"])}
+    return problems
+
+
+def status_router(source: ModelStatusSource, pulls: PullStatusSource | None = None) -> APIRouter:
+    """GET /status about `source` (and the model-server pulls of `pulls`): 409 when no model
+    is loaded, as in Rasa."""
     router = APIRouter(tags=["Server Information"])
 
     @router.get(
@@ -102,14 +126,14 @@ def status_router(source: ModelStatusSource) -> APIRouter:
     )
     async def status() -> dict[str, Any]:
         info = source.info
-        load_error = _last_load_error(source)
+        problems = _problems(source, pulls)
         if info is None:
             conflict = ERROR_STATUSES[NoModelLoaded]
             raise ApiError(
                 conflict.status,
                 conflict.reason,
                 conflict.message or "No model loaded.",
-                {"last_load_error": load_error} if load_error else None,
+                problems or None,
                 conflict.help_url,
             )
         body: dict[str, Any] = {
@@ -119,8 +143,6 @@ def status_router(source: ModelStatusSource) -> APIRouter:
             "num_active_training_jobs": source.num_active_training_jobs,
             "fingerprint": info.fingerprint,
         }
-        if load_error:
-            body["last_load_error"] = load_error
-        return body
+        return {**body, **problems}
 
     return router

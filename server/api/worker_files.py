@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -30,9 +31,25 @@ def workers_dir() -> Path | None:
 
 def write_json(path: Path, value: Any) -> None:
     """Replace `path` with `value` as JSON: readers see the old file or the new one, whole."""
-    partial = path.with_name(path.name + ".partial")
+    # One partial file per process: two workers writing at once must not rename each other's.
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     partial.write_text(json.dumps(value))
     os.replace(partial, path)
+
+
+def write_json_if_newer(path: Path, value: dict[str, Any], key: str) -> bool:
+    """Replace `path` with `value` unless the object there has a larger `key`; True if written.
+
+    A lock file beside `path` makes the compare-and-replace whole across the workers.
+    """
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = read_object(path)
+        present = current.get(key) if current is not None else None
+        if isinstance(present, int) and present > value[key]:
+            return False
+        write_json(path, value)
+        return True
 
 
 def read_object(path: Path) -> dict[str, Any] | None:

@@ -37,6 +37,7 @@ class JwtVerifier:
         self._method = config.jwt_method
         self._key = verification_key(config)
         self._leeway = config.jwt_leeway
+        self._audience = list(config.jwt_audience) or None
 
     def verify(self, token: str) -> dict[str, Any] | None:
         """The payload of a valid token; None for a bad signature, algorithm or time claim."""
@@ -46,8 +47,18 @@ class JwtVerifier:
                 self._key,
                 algorithms=[self._method],
                 leeway=self._leeway,
+                audience=self._audience,
                 options={"verify_signature": True, "verify_exp": True, "verify_nbf": True},
             )
+        except jwt.InvalidAudienceError as exc:
+            if self._audience is None:
+                logger.info(
+                    "Rejected a JWT: it names an audience ('aud'), and none is accepted; "
+                    "set --jwt-audience (or BOTSERVER_JWT_AUDIENCE) to the audience it names"
+                )
+            else:
+                logger.info("Rejected a JWT: %s (its 'aud' is not an accepted audience)", exc)
+            return None
         except jwt.PyJWTError as exc:
             # The class name says why (expired, bad signature...); the token is never logged.
             logger.info("Rejected a JWT: %s", type(exc).__name__)

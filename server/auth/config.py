@@ -46,6 +46,8 @@ class AuthConfig:
     jwt_method: str = "HS256"
     jwt_private_key: str | None = None
     jwt_leeway: float = DEFAULT_LEEWAY_SECONDS
+    # Our addition: the `aud` values accepted. Empty (Rasa's way): a JWT with `aud` is refused.
+    jwt_audience: tuple[str, ...] = ()
 
     @property
     def uses_token(self) -> bool:
@@ -66,15 +68,28 @@ class AuthConfig:
             f"AuthConfig(token={'***' if self.token else None}, "
             f"jwt_secret={'***' if self.jwt_secret else None}, jwt_method={self.jwt_method!r}, "
             f"jwt_private_key={'***' if self.jwt_private_key else None}, "
-            f"jwt_leeway={self.jwt_leeway})"
+            f"jwt_leeway={self.jwt_leeway}, jwt_audience={self.jwt_audience!r})"
         )
 
 
+JWT_AUDIENCE_ENV = "BOTSERVER_JWT_AUDIENCE"
+
+
+def jwt_audience(flags: list[str] | None) -> list[str]:
+    """The audiences of `--jwt-audience` flags, else of BOTSERVER_JWT_AUDIENCE (comma-separated)."""
+    values = flags if flags else os.environ.get(JWT_AUDIENCE_ENV, "").split(",")
+    return [value.strip() for value in values if value.strip()]
+
+
 def load_key(value: str) -> str:
-    """Return the contents of the file `value` names, or `value` itself if no such file."""
+    """Return the contents of the file `value` names, or `value` itself if no such file.
+
+    The line ends closing a file are dropped: `echo secret > file` writes "secret\n", and the
+    tokens were signed with "secret". A PEM key verifies the same with or without them.
+    """
     if "\n" not in value and len(value) < 4096 and os.path.isfile(value):
         with open(value, encoding="utf-8") as f:
-            return f.read()
+            return f.read().rstrip("\r\n")
     return value
 
 

@@ -2,12 +2,15 @@
 
 A turn reads `holder.current` once and uses that object to its end, so turns in flight
 finish on the old model while a new one takes over. A failed load keeps the old model.
+Of requests for a model that overlap, the one made last wins, whichever finishes last.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import itertools
 import logging
 import shutil
 import tempfile
@@ -17,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from server.errors import ModelError
+from server.errors import ModelError, ModelStorageFull, ModelSuperseded
 from server.models.archive import file_sha256, read_archive
 from server.models.safety import DEFAULT_LIMITS, ArchiveLimits
 
@@ -70,6 +73,8 @@ class ModelHolder(Generic[T]):
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
         self.num_active_training_jobs = 0
+        self._tickets = itertools.count(1)
+        self._served_ticket = 0  # the ticket of the request the current model answers
 
     # ---------------------------------------------------------------------------- reading
 
@@ -105,31 +110,59 @@ class ModelHolder(Generic[T]):
 
     # ---------------------------------------------------------------------------- loading
 
+    def ticket(self) -> int:
+        """Number a request for a model (a PUT, a DELETE, a pull) when it starts.
+
+        A load whose ticket is older than the one of the model already served is discarded
+        (ModelSuperseded): a pull that was downloading when a PUT /model came must not
+        replace the PUT's model when it finishes after it.
+        """
+        return next(self._tickets)
+
+    def superseded(self, ticket: int) -> bool:
+        """True once a request newer than `ticket` has been served."""
+        return ticket < self._served_ticket
+
     async def load_archive(
         self,
         path: Path,
         fingerprint: str | None = None,
         model_file: str | None = None,
         source: str = "local",
+        ticket: int | None = None,
     ) -> ModelInfo:
         """Extract and build a model off the loop, then make it current.
 
         `fingerprint` is the model server's ETag; without one, the archive's sha256 is used.
         On failure the previous model stays, `last_error` records why, and the error raises
-        (for the caller to report: it is not logged here).
+        (for the caller to report: it is not logged here). `ticket` is the request's, taken
+        when it started (see `ticket()`); without one the request starts now.
         """
         path = Path(path)
+        if ticket is None:
+            ticket = self.ticket()
         async with self._load_lock:
+            if self.superseded(ticket):
+                raise ModelSuperseded(f"'{path.name}': a newer model request was served first")
             try:
                 loaded = await asyncio.to_thread(
                     self._build, path, fingerprint, model_file or path.name, source
                 )
             except Exception as exc:
+                if is_disk_full(exc):  # the server's problem, whatever was writing
+                    full = ModelStorageFull(f"no space left on the server to extract {path.name}")
+                    self._record_error(path.name, full)
+                    raise full from exc
                 self._record_error(path.name, exc)
-                if isinstance(exc, ModelError):
-                    raise
+                if isinstance(exc, ModelError) and type(exc) is not ModelError:
+                    raise  # a kind of its own (unsafe, corrupt, unsupported...), named already
+                # A component that cannot load its state: say which model it was.
                 raise ModelError(f"Could not load model '{path.name}': {exc}") from exc
+            if self.superseded(ticket):
+                await asyncio.to_thread(shutil.rmtree, loaded.directory, True)
+                raise ModelSuperseded(f"'{path.name}': a newer model request was served first")
             previous, self._loaded = self._loaded, loaded
+            self._served_ticket = ticket
             self.last_error = None
         logger.info(
             "Loaded model %s (model_id %s, fingerprint %s)",
@@ -149,16 +182,20 @@ class ModelHolder(Generic[T]):
         source: str = "upload",
     ) -> ModelInfo:
         """Load an archive held in memory (an upload), via a private temporary file."""
+        ticket = self.ticket()
         spool = await asyncio.to_thread(_write_temp_archive, data)
         try:
-            return await self.load_archive(spool, fingerprint, model_file, source)
+            return await self.load_archive(spool, fingerprint, model_file, source, ticket)
         finally:
             await asyncio.to_thread(shutil.rmtree, spool.parent, True)
 
     async def unload(self) -> None:
-        """Forget the current model (DELETE /model). Turns in flight keep their reference."""
+        """Forget the current model (DELETE /model). Turns in flight keep their reference;
+        a load that started before is discarded when it finishes."""
+        ticket = self.ticket()
         async with self._load_lock:
             previous, self._loaded = self._loaded, None
+            self._served_ticket = ticket
         if previous is not None:
             logger.info("Unloaded model %s", previous.info.model_file)
             await asyncio.to_thread(shutil.rmtree, previous.directory, True)
@@ -202,6 +239,18 @@ class ModelHolder(Generic[T]):
             yield
         finally:
             self.num_active_training_jobs -= 1
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from, says the disk or a quota is full."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # a chain is short; never loop on a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _write_temp_archive(data: bytes) -> Path:

@@ -14,14 +14,15 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from server.errors import InvalidConfig, ModelError
+from server.errors import InvalidConfig, ModelError, ModelStorageFull, ModelSuperseded
 from server.http_clients import async_client
-from server.models.holder import ModelHolder
+from server.models.holder import ModelHolder, is_disk_full
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,10 @@ def _mapping(config: dict[str, Any], key: str) -> dict[str, Any]:
 class ModelServerPoller:
     """Pulls from a model server into a ModelHolder, once or on a schedule.
 
-    Uses the given shared `httpx.AsyncClient` (or creates and owns one).
+    Uses the given shared `httpx.AsyncClient` (or creates and owns one). Its pulls answer the
+    request that made it (`ticket`, see ModelHolder.ticket): once a newer request for a model
+    (a PUT or DELETE /model) has been served, a pull finishing later is discarded and the
+    pulls stop.
     """
 
     def __init__(
@@ -115,16 +119,27 @@ class ModelServerPoller:
         holder: ModelHolder[Any],
         config: ModelServerConfig,
         client: httpx.AsyncClient | None = None,
+        ticket: int | None = None,
     ):
         self.holder = holder
+        self.ticket = holder.ticket() if ticket is None else ticket
+        self.superseded = False
         self.config = config
         self._client = client or async_client()
         self._owns_client = client is None
         self._task: asyncio.Task[None] | None = None
+        # The failure of the latest pull (None once one works), when it happened and since
+        # when pulls fail: what GET /status shows as `last_pull_error`.
         self.last_error: str | None = None
+        self.last_error_at: datetime | None = None
+        self.failing_since: datetime | None = None
+        self.disk_full = False  # the latest pull failed for want of disk space (the server's)
 
     async def pull_once(self) -> bool:
         """One exchange with the model server; True when a new model was loaded."""
+        if self.holder.superseded(self.ticket):
+            self._give_way()
+            return False
         try:
             download = await self._download()
         except _NoChange:
@@ -132,12 +147,19 @@ class ModelServerPoller:
             return False
         except _PullFailed as exc:
             self._note_error(str(exc))
+            self.disk_full = exc.disk_full
             return False
         path, fingerprint, filename = download
         try:
-            await self.holder.load_archive(path, fingerprint, model_file=filename, source="server")
+            await self.holder.load_archive(
+                path, fingerprint, model_file=filename, source="server", ticket=self.ticket
+            )
+        except ModelSuperseded:
+            self._give_way()
+            return False
         except ModelError as exc:
             self._note_error(f"the model from {self.config.url} failed to load: {exc}")
+            self.disk_full = isinstance(exc, ModelStorageFull)
             return False
         finally:
             await asyncio.to_thread(shutil.rmtree, path.parent, True)
@@ -193,11 +215,26 @@ class ModelServerPoller:
             raise self._timed_out() from exc
         except httpx.HTTPError as exc:
             raise _PullFailed(f"cannot reach model server {config.url}: {exc!r}") from exc
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise _PullFailed(
+                f"no space left on the server's disk for the model from {config.url}",
+                disk_full=True,
+            ) from exc
         if etag is None and current is not None and current.fingerprint == digest:
             # A server that ignores If-None-Match and sends no ETag: same bytes, no reload.
             await asyncio.to_thread(shutil.rmtree, path.parent, True)
             raise _NoChange()
         return path, etag if etag is not None else digest, filename
+
+    def _give_way(self) -> None:
+        if not self.superseded:
+            logger.info(
+                "No more pulls from %s: a newer PUT or DELETE /model chose the model",
+                self.config.url,
+            )
+        self.superseded = True
 
     def _note_error(self, message: str) -> None:
         kept = self.holder.info.model_file if self.holder.info else "no model"
@@ -206,11 +243,24 @@ class ModelServerPoller:
         else:
             logger.debug("Model pull failed again: %s", message)
         self.last_error = message
+        self.last_error_at = datetime.now(timezone.utc)
+        self.failing_since = self.failing_since or self.last_error_at
 
     def _clear_error(self) -> None:
         if self.last_error is not None:
             logger.info("Model pulls from %s work again", self.config.url)
-        self.last_error = None
+        self.last_error = self.last_error_at = self.failing_since = None
+        self.disk_full = False
+
+    def error_status(self) -> dict[str, str] | None:
+        """Why the latest pull failed, for GET /status; None when it worked or pulls ended."""
+        if self.last_error is None or self.superseded:
+            return None
+        return {
+            "message": self.last_error,
+            "at": _iso(self.last_error_at),
+            "failing_since": _iso(self.failing_since),
+        }
 
     # ---------------------------------------------------------------------------- schedule
 
@@ -222,7 +272,7 @@ class ModelServerPoller:
 
     async def _run(self) -> None:
         wait = self.config.wait_time_between_pulls or DEFAULT_WAIT_TIME_BETWEEN_PULLS
-        while True:
+        while not self.superseded:
             await asyncio.sleep(wait)
             try:
                 await self.pull_once()
@@ -239,6 +289,10 @@ class ModelServerPoller:
                 pass
         if self._owns_client:
             await self._client.aclose()
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment is not None else ""
 
 
 def _etag(response: httpx.Response) -> str | None:
@@ -283,7 +337,9 @@ class _NoChange(Exception):
 
 
 class _PullFailed(Exception):
-    pass
+    def __init__(self, message: str, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
 
 
 def _safe_filename(header: str | None) -> str:

@@ -13,8 +13,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from server.errors import InvalidConfig, ModelError, ModelNotFound
+from server.errors import InvalidConfig, ModelError, ModelNotFound, ModelStorageFull
 from server.models.archive import ARCHIVE_SUFFIX
+from server.models.holder import is_disk_full
 from server.models.safety import DEFAULT_LIMITS
 
 STORAGES = ("aws", "gcs", "azure")
@@ -44,8 +45,10 @@ async def download_model(
     target = directory / "model.tar.gz"
     try:
         await asyncio.to_thread(downloader, key, target, max_bytes)
-    except BaseException:
+    except BaseException as exc:
         await asyncio.to_thread(shutil.rmtree, directory, True)
+        if is_disk_full(exc):  # the server's problem, not the model's
+            raise ModelStorageFull(f"no space left on the server to download '{key}'") from exc
         raise
     return target
 
@@ -73,6 +76,41 @@ def _too_large(key: str, size: int | None, max_bytes: int) -> None:
         raise ModelError(f"Remote model '{key}' is {size} bytes, more than {max_bytes}")
 
 
+class _CappedFile:
+    """A file open for writing that refuses to grow past `max_bytes`.
+
+    The size checked before a download is a promise the storage may break: the object can be
+    replaced by a larger one just then, or a server can lie. Writes are sequential.
+    """
+
+    def __init__(self, path: Path, key: str, max_bytes: int) -> None:
+        self._handle = path.open("wb")
+        self._key = key
+        self._max_bytes = max_bytes
+        self._size = 0
+
+    def write(self, data: bytes) -> int:
+        self._size += len(data)
+        if self._size > self._max_bytes:
+            raise ModelError(
+                f"Remote model '{self._key}' grew past {self._max_bytes} bytes while it was "
+                "downloaded (replaced by a larger one, or the storage's size was wrong)"
+            )
+        return self._handle.write(data)
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> _CappedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_CHUNK_BYTES = 1024 * 1024
+
+
 def _download_aws(key: str, target: Path, max_bytes: int) -> None:
     try:
         import boto3
@@ -90,8 +128,11 @@ def _download_aws(key: str, target: Path, max_bytes: int) -> None:
     try:
         head = client.head_object(Bucket=bucket, Key=key)
         _too_large(key, head.get("ContentLength"), max_bytes)
-        with target.open("wb") as handle:
-            client.download_fileobj(bucket, key, handle)
+        pinned = {"IfMatch": head["ETag"]} if head.get("ETag") else {}  # the object sized
+        body = client.get_object(Bucket=bucket, Key=key, **pinned)["Body"]
+        with body, _CappedFile(target, key, max_bytes) as handle:
+            for chunk in body.iter_chunks(_CHUNK_BYTES):
+                handle.write(chunk)
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
@@ -116,7 +157,8 @@ def _download_gcs(key: str, target: Path, max_bytes: int) -> None:
         if blob is None:
             raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'")
         _too_large(key, blob.size, max_bytes)
-        blob.download_to_filename(str(target))
+        with _CappedFile(target, key, max_bytes) as handle:
+            blob.download_to_file(handle, if_generation_match=blob.generation)
     except gexc.NotFound as exc:
         raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'") from exc
     except gexc.GoogleAPIError as exc:
@@ -127,6 +169,7 @@ def _download_gcs(key: str, target: Path, max_bytes: int) -> None:
 
 def _download_azure(key: str, target: Path, max_bytes: int) -> None:
     try:
+        from azure.core import MatchConditions
         from azure.core.exceptions import AzureError, ResourceNotFoundError
         from azure.storage.blob import BlobServiceClient
     except ImportError as exc:
@@ -143,9 +186,14 @@ def _download_azure(key: str, target: Path, max_bytes: int) -> None:
     )
     try:
         blob = service.get_blob_client(container=container, blob=key)
-        _too_large(key, blob.get_blob_properties().size, max_bytes)
-        with target.open("wb") as handle:
-            blob.download_blob().readinto(handle)
+        properties = blob.get_blob_properties()
+        _too_large(key, properties.size, max_bytes)
+        download = blob.download_blob(  # the blob that was sized, or an error
+            etag=properties.etag, match_condition=MatchConditions.IfNotModified
+        )
+        with _CappedFile(target, key, max_bytes) as handle:
+            for chunk in download.chunks():
+                handle.write(chunk)
     except ResourceNotFoundError as exc:
         raise ModelNotFound(f"No model '{key}' in Azure container '{container}'") from exc
     except AzureError as exc:

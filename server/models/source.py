@@ -52,14 +52,19 @@ class ModelSource:
         return None
 
     async def load_local(self, path: Path) -> ModelInfo:
+        ticket = self.holder.ticket()
         archive = await asyncio.to_thread(resolve_local_model, path)
-        return await self.holder.load_archive(archive, source="local")
+        return await self.holder.load_archive(archive, source="local", ticket=ticket)
 
     async def load_from_remote_storage(self, storage: str, model_name: str) -> ModelInfo:
+        ticket = self.holder.ticket()
         path = await download_model(storage, model_name, self.holder.limits.max_total_bytes)
         try:
             return await self.holder.load_archive(
-                path, model_file=model_file_name(model_name), source=f"remote:{storage}"
+                path,
+                model_file=model_file_name(model_name),
+                source=f"remote:{storage}",
+                ticket=ticket,
             )
         finally:
             await asyncio.to_thread(shutil.rmtree, path.parent, True)
@@ -71,11 +76,18 @@ class ModelSource:
         `self.poller.last_error`). Raises InvalidConfig for a bad `models:` section.
         """
         config = ModelServerConfig.from_endpoint(cfg)
+        ticket = self.holder.ticket()
         await self.stop()
-        self.poller = ModelServerPoller(self.holder, config, self._client)
-        await self.poller.pull_once()
-        self.poller.start()
+        poller = self.poller = ModelServerPoller(self.holder, config, self._client, ticket)
+        await poller.pull_once()
+        if not poller.superseded:
+            poller.start()
         return self.holder.info
+
+    @property
+    def last_pull_error(self) -> dict[str, str] | None:
+        """Why the latest model-server pull failed (message, at, failing_since), or None."""
+        return self.poller.error_status() if self.poller is not None else None
 
     async def stop(self) -> None:
         """Stop pulling (server shutdown)."""

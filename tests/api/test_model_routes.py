@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,10 @@ import pytest
 import yaml
 from fastapi import FastAPI, Request
 
+from server.models.archive import read_archive, write_archive
 from tests.api.rasa_spec import RasaSpec
 from tests.shared_data import MOODBOT
+from tests.small_disk import temp_files_on_a_small_disk
 
 TRAINING_YAML = """
 language: en
@@ -344,3 +348,55 @@ async def test_a_key_given_twice_in_a_yaml_body_is_a_400_naming_its_line(
     )
     assert test.status_code == 400
     assert "request body:5: the key 'steps' is given twice" in test.json()["message"]
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Temporary files (model extraction) go to a 64 KiB tmpfs, too small for a model."""
+    with temp_files_on_a_small_disk(tmp_path, monkeypatch) as mount:
+        yield mount
+
+
+async def test_put_model_on_a_full_disk_is_a_507_and_the_model_keeps_serving(
+    client: httpx.AsyncClient,
+    moodbot_model: Path,
+    full_disk: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    before = (await client.get("/status")).json()["model_id"]
+    caplog.clear()
+
+    response = await client.put("/model", json={"model_file": str(moodbot_model)})
+
+    assert response.status_code == 507
+    assert response.json()["reason"] == "InsufficientStorage"
+    assert "no disk space left" in response.json()["message"]
+    assert (await client.get("/status")).json()["model_id"] == before
+    assert (await client.post("/model/parse", json={"text": "hello"})).status_code == 200
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "no space left" in errors[0].getMessage()
+    assert await asyncio.to_thread(os.listdir, full_disk) == []  # no partial extraction left
+
+
+async def test_put_model_whose_component_state_is_broken_is_a_500_logged_once(
+    client: httpx.AsyncClient,
+    rasa_spec: RasaSpec,
+    moodbot_model: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An archive that passes every archive check, but one component cannot load its state:
+    a broken model (Rasa's 500 LoadingError), not a client mistake the checks could name."""
+    metadata = read_archive(moodbot_model, tmp_path / "x")
+    (tmp_path / "x" / "components" / "nlu" / "c1_vocabulary.json").write_text('{"not": "a list"}')
+    broken = write_archive(tmp_path / "x" / "components", metadata, tmp_path, "broken")
+    before = (await client.get("/status")).json()["model_id"]
+    caplog.clear()
+
+    response = await client.put("/model", json={"model_file": str(broken)})
+
+    body = check(rasa_spec, response, "/model", "put", 500)
+    assert body["reason"] == "LoadingError" and "broken.tar.gz" in body["message"]
+    assert (await client.get("/status")).json()["model_id"] == before
+    assert (await client.post("/model/parse", json={"text": "hello"})).status_code == 200
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1

@@ -113,6 +113,26 @@ def test_a_follower_never_applies_an_older_request_over_its_own_newer_one(
     asyncio.run(run())
 
 
+def test_of_two_puts_to_two_workers_the_later_one_wins_though_it_loads_first(
+    tmp_path: Path,
+) -> None:
+    """Before, the request whose load ended last won: a PUT that came later but loaded faster
+    was replaced everywhere by the earlier one."""
+
+    async def run() -> None:
+        a, a_services = worker(tmp_path / "model.json", delay=0.3)
+        b, b_services = worker(tmp_path / "model.json")
+        earlier = asyncio.create_task(put(a, a_services, "earlier"))
+        await asyncio.sleep(0.05)
+        await put(b, b_services, "later")
+        await earlier
+        await a.follow_once()
+        await b.follow_once()
+        assert (a_services.source.loaded, b_services.source.loaded) == ("later", "later")
+
+    asyncio.run(run())
+
+
 def test_an_unreadable_request_file_changes_nothing(tmp_path: Path) -> None:
     async def run() -> None:
         (tmp_path / "model.json").write_text("{not json")

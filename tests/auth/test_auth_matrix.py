@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Request
 from server.api.app import create_app
 from server.api.settings import ApiSettings
 from server.auth import AuthConfig, Principal, require_auth
+from server.auth.config import JWT_AUDIENCE_ENV, jwt_audience
 from server.errors import InvalidConfig, NoModelLoaded
 
 # The short secrets below are Rasa's documented examples; PyJWT's length warning is noise here.
@@ -347,3 +348,53 @@ async def test_auth_runs_before_body_parsing() -> None:
     assert anonymous.status_code == 401
     assert other_user.status_code == 403
     assert own_user.status_code == 400
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
+async def test_a_secret_file_written_by_echo_verifies_tokens_signed_without_its_newline(
+    tmp_path: Any, ending: str
+) -> None:
+    # `echo thisismysecret > k; botserver run --jwt-secret k`, then a token signed with the secret.
+    key_file = tmp_path / "k"
+    key_file.write_bytes((SECRET + ending).encode())
+    async with client_for(AuthConfig(jwt_secret=str(key_file))) as client:
+        ok = await client.get("/status", headers=bearer(hs256(user("boss", "admin"))))
+        other = await client.get("/status", headers=bearer(hs256(user("boss", "admin"), "x")))
+    assert (ok.status_code, other.status_code) == (200, 401)
+
+
+# ------------------------------------------------------------------------ audience (our addition)
+
+
+async def test_a_jwt_naming_an_audience_is_refused_with_a_hint_unless_one_is_accepted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keycloak_like = hs256(user("boss", "admin", aud="account"))
+    async with client_for(AuthConfig(jwt_secret=SECRET)) as client:
+        with caplog.at_level("INFO", logger="server.auth.bearer_jwt"):
+            response = await client.get("/status", headers=bearer(keycloak_like))
+    assert response.status_code == 401 and response.json() == NOT_AUTHENTICATED
+    assert "set --jwt-audience" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("aud", "status"),
+    [("botserver", 200), (["account", "botserver"], 200), ("other", 401), (None, 401)],
+    ids=["accepted", "one-of-a-list", "another-audience", "no-aud-claim"],
+)
+async def test_jwt_audience_accepts_only_tokens_for_it(aud: Any, status: int) -> None:
+    claims = {"aud": aud} if aud is not None else {}
+    token = hs256(user("boss", "admin", **claims))
+    config = AuthConfig(jwt_secret=SECRET, jwt_audience=("botserver",))
+    async with client_for(config) as client:
+        assert (await client.get("/status", headers=bearer(token))).status_code == status
+
+
+def test_jwt_audience_comes_from_the_flags_else_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(JWT_AUDIENCE_ENV, "account, botserver,")
+    assert jwt_audience(None) == ["account", "botserver"]
+    assert jwt_audience(["cli"]) == ["cli"]
+    monkeypatch.delenv(JWT_AUDIENCE_ENV)
+    assert jwt_audience(None) == []

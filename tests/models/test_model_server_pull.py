@@ -8,20 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
 
+from server.api.app import create_app
+from server.api.model import apply_model_request
+from server.api.settings import ApiSettings
+from server.api.status import status_router
+from server.errors import ModelStorageFull, ModelSuperseded
 from server.models import ArchiveLimits, ModelHolder, ModelSource
 from server.models.model_server import ModelServerConfig, ModelServerPoller
+from tests.small_disk import temp_files_on_a_small_disk
 
 
 @dataclass
@@ -498,3 +506,115 @@ async def test_a_broken_startup_model_is_reported_once(holder, tmp_path: Path, c
     lines = model_log_lines(caplog)
     assert [level for level, _ in lines] == ["ERROR"]
     assert "Could not load a model at startup" in lines[0][1] and "corrupt" in lines[0][1]
+
+
+async def wait_for_requests(model_server: ModelServer, count: int) -> None:
+    for _ in range(200):
+        if len(model_server.behaviour.requests) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the model server got {len(model_server.behaviour.requests)} requests")
+
+
+async def test_a_pull_finishing_after_a_put_does_not_replace_the_put_model(
+    model_server, holder, client, archive_factory
+):
+    source = ModelSource(holder, client)
+    model_server.behaviour.body = archive_factory("one").read_bytes()
+    await source.load_from_model_server({"url": model_server.url, "wait_time_between_pulls": 0})
+    model_server.behaviour.body = archive_factory("two").read_bytes()
+    model_server.behaviour.etag = '"v2"'
+    model_server.behaviour.mode = "slow"  # this pull is still downloading...
+    poller = source.poller
+    assert poller is not None
+    pull = asyncio.create_task(poller.pull_once())
+    await wait_for_requests(model_server, 2)
+
+    await source.load_local(archive_factory("put"))  # ...when PUT /model loads another model
+
+    assert await pull is False
+    assert holder.current.answer() == "put"
+    assert poller.superseded
+    await source.stop()
+
+
+async def test_an_unloaded_model_is_not_pulled_back(model_server, holder, client, archive_factory):
+    poller = await poller_with_model(
+        model_server, holder, client, archive_factory, wait_time_between_pulls=0.05
+    )
+    poller.start()
+    try:
+        await holder.unload()  # DELETE /model
+        await asyncio.sleep(0.5)
+        assert holder.current is None
+        assert len(model_server.behaviour.requests) <= 2
+    finally:
+        await poller.stop()
+
+
+async def test_of_two_overlapping_loads_the_later_request_wins(holder, archive_factory):
+    slow_archive, fast_archive = archive_factory("earlier"), archive_factory("later")
+    earlier = holder.ticket()  # e.g. a remote-storage download starts...
+    later = await holder.load_archive(fast_archive)  # ...and a PUT started after it is served
+
+    with pytest.raises(ModelSuperseded):
+        await holder.load_archive(slow_archive, ticket=earlier)
+
+    assert holder.current.answer() == "later" and holder.info == later
+    assert holder.last_error is None
+
+
+async def test_status_shows_why_pulls_fail_until_one_works(
+    model_server, holder, client, archive_factory
+):
+    source = ModelSource(holder, client)
+    app = create_app(ApiSettings(), [status_router(holder, source)])
+    model_server.behaviour.mode = "404"
+    await source.load_initial(None, {"url": model_server.url, "wait_time_between_pulls": 0})
+    poller = source.poller
+    assert poller is not None
+    api = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    async with api:
+        nothing = await api.get("/status")
+        model_server.behaviour.mode = "serve"
+        model_server.behaviour.body = archive_factory("one").read_bytes()
+        await poller.pull_once()
+        model_server.behaviour.mode = "500"
+        await poller.pull_once()
+        first = (await api.get("/status")).json()
+        model_server.behaviour.mode = "slow"
+        poller.config = ModelServerConfig(url=model_server.url, timeout=0.2)
+        await poller.pull_once()
+        second = (await api.get("/status")).json()
+        model_server.behaviour.mode = "serve"
+        recovered = (await poller.pull_once(), (await api.get("/status")).json())
+
+    assert nothing.status_code == 409
+    assert "has no model (404)" in nothing.json()["details"]["last_pull_error"]["message"]
+    assert first["model_file"] == "served-model.tar.gz"
+    assert first["last_pull_error"]["message"].endswith("answered HTTP 500")
+    assert "timed out" in second["last_pull_error"]["message"]
+    assert second["last_pull_error"]["failing_since"] == first["last_pull_error"]["at"]
+    assert second["last_pull_error"]["at"] > first["last_pull_error"]["at"]
+    assert recovered[0] is False and "last_pull_error" not in recovered[1]  # a 304: pulls work
+    assert "last_load_error" not in recovered[1]
+    await source.stop()
+
+
+async def test_a_pull_on_a_full_disk_is_the_servers_problem_and_keeps_the_model(
+    model_server, holder, client, archive_factory, tmp_path: Path, monkeypatch, caplog
+):
+    source = ModelSource(holder, client)
+    await source.load_local(archive_factory("one"))
+    model_server.behaviour.body = archive_factory("two").read_bytes() + bytes(128 * 1024)
+    services = SimpleNamespace(source=source, holder=holder, models_endpoint=None)
+    request = {"model_server": {"url": model_server.url, "wait_time_between_pulls": 0}}
+
+    with temp_files_on_a_small_disk(tmp_path, monkeypatch) as disk:
+        with pytest.raises(ModelStorageFull, match="no space left on the server's disk"):
+            await apply_model_request(services, request)  # type: ignore[arg-type]  # PUT: 507
+        leftovers = await asyncio.to_thread(os.listdir, disk)
+
+    assert holder.current.answer() == "one" and leftovers == []
+    assert [level for level, _ in model_log_lines(caplog)].count("WARNING") == 1
+    await source.stop()

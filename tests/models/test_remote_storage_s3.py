@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from bench.tcp_proxy import free_port
-from server.errors import InvalidConfig, ModelNotFound
+from server.errors import InvalidConfig, ModelNotFound, ModelStorageFull
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import download_model, object_name
+from tests.small_disk import temp_files_on_a_small_disk
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
@@ -121,3 +122,13 @@ async def test_unknown_storage_and_missing_bucket_env(monkeypatch: pytest.Monkey
     monkeypatch.delenv("BUCKET_NAME", raising=False)
     with pytest.raises(InvalidConfig, match="BUCKET_NAME"):
         await download_model("aws", "m")
+
+
+async def test_a_download_on_a_full_disk_is_the_servers_problem(
+    s3_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_env.put_object(Bucket="models-bucket", Key="big.tar.gz", Body=os.urandom(256 * 1024))
+    with temp_files_on_a_small_disk(tmp_path, monkeypatch) as disk:
+        with pytest.raises(ModelStorageFull, match="no space left on the server"):
+            await download_model("aws", "big")
+        assert os.listdir(disk) == []
