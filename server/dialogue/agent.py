@@ -12,7 +12,7 @@ from server.dialogue.messages import (
     UserMessage,
     new_message_id,
 )
-from server.dialogue.processor import DialogueModel, Processor
+from server.dialogue.processor import DialogueModel, Processor, fold_states_off_loop
 from server.errors import InvalidEvent, NoModelLoaded
 from server.trackers.events import (
     ACTION_SESSION_START,
@@ -193,6 +193,8 @@ class Agent:
             start = len(tracker.events)
             await processor.update_session(tracker, model, None)
             await processor.save(tracker, start, model)
+            if len(tracker.events) > FOLD_OFF_LOOP_ABOVE:
+                await fold_states_off_loop(tracker, model)
         return _prediction_body(model, processor.predict_next(tracker, model), tracker)
 
     async def execute_action(
