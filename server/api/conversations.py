@@ -331,7 +331,10 @@ def conversations_router() -> APIRouter:
         agent = services.agent
         agent.model()
         await _ensure_exists(agent, conversation_id)
-        return JSONResponse(await agent.predict(conversation_id))
+        body, tracker = await agent.scores(conversation_id)
+        return await tracker_response(
+            tracker, EventVerbosity.AFTER_RESTART, lambda state: {**body, "tracker": state}
+        )
 
     @router.post(
         "/messages",
