@@ -28,6 +28,7 @@ from server.api.schemas import (
     Tracker,
 )
 from server.api.services import Services, services_of
+from server.api.tracker_response import STATE_OFF_LOOP_EVENTS, tracker_response
 from server.auth import require_auth
 from server.dialogue.agent import Agent
 from server.dialogue.story_export import conversation_story
@@ -150,9 +151,12 @@ def conversations_router() -> APIRouter:
             EventVerbosity.AFTER_RESTART,
         )
         tracker = await services.agent.tracker(conversation_id, all_sessions=needs_history)
-        if until_time is not None:
-            tracker = tracker.until(until_time)
-        return JSONResponse(tracker.current_state(verbosity))
+        if until_time is not None:  # a tracker of this request's own (all sessions)
+            if len(tracker.events) > STATE_OFF_LOOP_EVENTS:
+                tracker = await asyncio.to_thread(tracker.until, until_time)
+            else:
+                tracker = tracker.until(until_time)
+        return await tracker_response(tracker, verbosity)
 
     @router.post(
         "/tracker/events",
@@ -178,7 +182,7 @@ def conversations_router() -> APIRouter:
             execute_side_effects=bool_arg(execute_side_effects),
             output_channel=output_channel,
         )
-        return JSONResponse(tracker.current_state(verbosity))
+        return await tracker_response(tracker, verbosity)
 
     @router.put(
         "/tracker/events",
@@ -197,7 +201,7 @@ def conversations_router() -> APIRouter:
         services.agent.model()
         events = await read_events(await read_json_body(request), allow_single=False)
         tracker = await services.agent.replace_events(conversation_id, events)
-        return JSONResponse(tracker.current_state(verbosity))
+        return await tracker_response(tracker, verbosity)
 
     @router.get(
         "/story",
@@ -223,7 +227,13 @@ def conversations_router() -> APIRouter:
         await _ensure_exists(agent, conversation_id)
         every_session = bool_arg(all_sessions)
         tracker = await agent.tracker(conversation_id, all_sessions=True)
-        story = conversation_story(tracker, every_session, float_arg(until))
+        until_time = float_arg(until)
+        # Written in a thread when long: 100,000 events held the loop 2.5 s. The tracker
+        # (all sessions) is this request's own.
+        if len(tracker.events) > STATE_OFF_LOOP_EVENTS:
+            story = await asyncio.to_thread(conversation_story, tracker, every_session, until_time)
+        else:
+            story = conversation_story(tracker, every_session, until_time)
         return PlainTextResponse(story)
 
     @router.post(
@@ -260,7 +270,9 @@ def conversations_router() -> APIRouter:
             else None,
             output_channel=output_channel,
         )
-        return JSONResponse({"tracker": tracker.current_state(verbosity), "messages": messages})
+        return await tracker_response(
+            tracker, verbosity, lambda state: {"tracker": state, "messages": messages}
+        )
 
     @router.post(
         "/trigger_intent",
@@ -300,7 +312,9 @@ def conversations_router() -> APIRouter:
         tracker, messages = await agent.trigger_intent(
             conversation_id, name, entities, output_channel=output_channel
         )
-        return JSONResponse({"tracker": tracker.current_state(verbosity), "messages": messages})
+        return await tracker_response(
+            tracker, verbosity, lambda state: {"tracker": state, "messages": messages}
+        )
 
     @router.post(
         "/predict",
@@ -317,7 +331,10 @@ def conversations_router() -> APIRouter:
         agent = services.agent
         agent.model()
         await _ensure_exists(agent, conversation_id)
-        return JSONResponse(await agent.predict(conversation_id))
+        body, tracker = await agent.scores(conversation_id)
+        return await tracker_response(
+            tracker, EventVerbosity.AFTER_RESTART, lambda state: {**body, "tracker": state}
+        )
 
     @router.post(
         "/messages",
@@ -360,6 +377,6 @@ def conversations_router() -> APIRouter:
             parse_data,
             message_id=message_id if isinstance(message_id, str) else None,
         )
-        return JSONResponse(tracker.current_state(verbosity))
+        return await tracker_response(tracker, verbosity)
 
     return router

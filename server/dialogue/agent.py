@@ -12,7 +12,7 @@ from server.dialogue.messages import (
     UserMessage,
     new_message_id,
 )
-from server.dialogue.processor import DialogueModel, Processor
+from server.dialogue.processor import DialogueModel, Processor, fold_states_off_loop
 from server.errors import InvalidEvent, NoModelLoaded
 from server.trackers.events import (
     ACTION_SESSION_START,
@@ -186,6 +186,13 @@ class Agent:
 
     async def predict(self, sender_id: str) -> dict[str, Any]:
         """Scores of every action for the next step, without running any (POST .../predict)."""
+        body, tracker = await self.scores(sender_id)
+        body["tracker"] = tracker.current_state()
+        return body
+
+    async def scores(self, sender_id: str) -> tuple[dict[str, Any], Tracker]:
+        """`predict`'s body without its tracker, and the tracker, for the caller to write out
+        (off the loop when it is long)."""
         model = self.model()
         processor = self.processor
         async with processor.lock_store.lock(sender_id):
@@ -193,7 +200,9 @@ class Agent:
             start = len(tracker.events)
             await processor.update_session(tracker, model, None)
             await processor.save(tracker, start, model)
-        return _prediction_body(model, processor.predict_next(tracker, model), tracker)
+            if len(tracker.events) > FOLD_OFF_LOOP_ABOVE:
+                await fold_states_off_loop(tracker, model)
+        return _scores(model, processor.predict_next(tracker, model)), tracker
 
     async def execute_action(
         self,
@@ -243,6 +252,13 @@ def _stamp(events: list[Event], model: DialogueModel) -> None:
 
 def _prediction_body(model: DialogueModel, prediction: Any, tracker: Tracker) -> dict[str, Any]:
     """Rasa's predict response: every action's score, best first, ties by name."""
+    body = _scores(model, prediction)
+    body["tracker"] = tracker.current_state()
+    return body
+
+
+def _scores(model: DialogueModel, prediction: Any) -> dict[str, Any]:
+    """Rasa's predict response without its tracker."""
     names = model.domain.action_names_or_texts
     probabilities = prediction.probabilities or [0.0] * len(names)
     pairs = sorted(
@@ -254,5 +270,4 @@ def _prediction_body(model: DialogueModel, prediction: Any, tracker: Tracker) ->
         "scores": scores,
         "policy": prediction.policy_name,
         "confidence": prediction.confidence,
-        "tracker": tracker.current_state(),
     }

@@ -39,6 +39,7 @@ from server.dialogue.messages import (
     UserMessage,
     split_message,
 )
+from server.dialogue.policies.featurization import fold_states, states_behind
 from server.dialogue.policies.prediction import PolicyPrediction
 from server.dialogue.reminders import ReminderScheduler
 from server.dialogue.slot_extraction import extract_slots, has_custom_mappings
@@ -58,7 +59,7 @@ from server.trackers.events import (
     UserUtteranceReverted,
     UserUttered,
 )
-from server.trackers.repository import TrackerRepository
+from server.trackers.repository import FOLD_OFF_LOOP_ABOVE, TrackerRepository
 from server.trackers.store import NAME_COLUMN_LENGTH, check_conversation_id
 from server.trackers.tracker import Tracker
 
@@ -110,6 +111,14 @@ class Prediction:
     policy_name: str | None = None
     probabilities: list[float] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+
+
+async def fold_states_off_loop(tracker: Tracker, model: DialogueModel) -> None:
+    """The first prediction on a long conversation (after a PUT, a restart of the process)
+    folds every event into the policies' state cache: 100,000 events held the event loop
+    about 0.4 s. That fold runs in a thread; the caller holds the conversation's lock."""
+    if states_behind(tracker, model.domain) > FOLD_OFF_LOOP_ABOVE:
+        await asyncio.to_thread(fold_states, tracker, model.domain)
 
 
 def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:
@@ -402,6 +411,8 @@ class Processor:
     ) -> list[str]:
         if self._fill_slots(tracker, model):
             await self._validate_slot_mappings(tracker, model, output)
+        if len(tracker.events) > FOLD_OFF_LOOP_ABOVE:
+            await fold_states_off_loop(tracker, model)
         ran: list[str] = []
         for _ in range(self.max_predictions):
             prediction = self.predict_next(tracker, model)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from server.trackers.events import Event, event_from_dict
@@ -43,6 +44,7 @@ class TrackerRepository:
                 tracker.slot_defaults == slot_defaults
                 and stored == len(tracker.events)
                 and count >= stored
+                and count - stored <= FOLD_OFF_LOOP_ABOVE  # else rebuilt below, in a thread
                 and (stored == 0 or _same_event(tracker.events[stored - 1], dicts[stored - 1]))
             ):
                 if count > stored:  # rows another process appended
@@ -51,7 +53,7 @@ class TrackerRepository:
                 else:
                     self._hot.move_to_end(sender_id)
                 return tracker
-        tracker = Tracker.from_dicts(sender_id, dicts, slot_defaults)
+        tracker = await _fold(sender_id, dicts, slot_defaults)
         self._remember(sender_id, tracker, len(tracker.events))
         return tracker
 
@@ -59,7 +61,7 @@ class TrackerRepository:
         dicts = await self.store.load_all(sender_id)
         if dicts is None:
             return None
-        return Tracker.from_dicts(sender_id, dicts, slot_defaults)
+        return await _fold(sender_id, dicts, slot_defaults)
 
     async def save(self, tracker: Tracker, new_events: list[Event]) -> None:
         """Appends `new_events` (already applied to `tracker`) in one transaction."""
@@ -91,6 +93,23 @@ class TrackerRepository:
         while self._events > self.max_events and len(self._hot) > 1:
             _, (_, evicted) = self._hot.popitem(last=False)
             self._events -= evicted
+
+
+# A conversation loaded with more events than this is folded into a Tracker in a thread (the
+# first load of a long conversation after a PUT or a start: about 1-2 s for 100,000 events,
+# which held every other conversation and /health); a short one stays inline. The tracker is
+# a new object until it is remembered, so no other request sees it half-built. A hot tracker
+# that more rows than this were appended to elsewhere is rebuilt the same way rather than
+# caught up on the loop, as other requests may be reading it.
+FOLD_OFF_LOOP_ABOVE = 1_000
+
+
+async def _fold(
+    sender_id: str, dicts: Sequence[dict[str, Any]], slot_defaults: dict[str, Any]
+) -> Tracker:
+    if len(dicts) > FOLD_OFF_LOOP_ABOVE:
+        return await asyncio.to_thread(Tracker.from_dicts, sender_id, dicts, slot_defaults)
+    return Tracker.from_dicts(sender_id, dicts, slot_defaults)
 
 
 # Longer lists of new events become dicts in a thread (a bulk POST of tracker events), so

@@ -194,24 +194,10 @@ class Tracker:
     # -- views ------------------------------------------------------------------------------
     def applied_events(self) -> list[Event]:
         """Events since the last restart or session start, minus rewound and undone ones."""
-        applied: list[Event] = []
-        for event in self.events:
-            if isinstance(event, (Restarted, SessionStarted)):
-                applied = []
-            elif isinstance(event, ActionReverted):
-                _undo_till_previous(ActionExecuted, applied)
-            elif isinstance(event, UserUtteranceReverted):
-                _undo_till_previous(UserUttered, applied)
-                _undo_till_previous(ActionExecuted, applied)
-            else:
-                applied.append(event)
-        return applied
+        return applied_events(self.events)
 
     def events_after_latest_restart(self) -> list[Event]:
-        for i in range(len(self.events) - 1, -1, -1):
-            if isinstance(self.events[i], Restarted):
-                return self.events[i + 1 :]
-        return list(self.events)
+        return events_after_latest_restart(self.events)
 
     def latest_input_channel(self) -> str | None:
         for event in reversed(self.events):
@@ -241,14 +227,7 @@ class Tracker:
         self, verbosity: EventVerbosity = EventVerbosity.AFTER_RESTART
     ) -> dict[str, Any]:
         """The tracker JSON Rasa serves, with events chosen by `verbosity`."""
-        if verbosity is EventVerbosity.NONE:
-            events: list[dict[str, Any]] | None = None
-        elif verbosity is EventVerbosity.ALL:
-            events = [e.as_dict() for e in self.events]
-        elif verbosity is EventVerbosity.APPLIED:
-            events = [e.as_dict() for e in self.applied_events()]
-        else:
-            events = [e.as_dict() for e in self.events_after_latest_restart()]
+        events = None if verbosity is EventVerbosity.NONE else event_dicts(self.events, verbosity)
         return {
             "sender_id": self.sender_id,
             "slots": dict(self.slots),
@@ -273,6 +252,40 @@ class Tracker:
 
     def copy(self) -> Tracker:
         return Tracker(self.sender_id, self.slot_defaults, list(self.events))
+
+
+def applied_events(events: list[Event]) -> list[Event]:
+    """Events since the last restart or session start, minus rewound and undone ones."""
+    applied: list[Event] = []
+    for event in events:
+        if isinstance(event, (Restarted, SessionStarted)):
+            applied = []
+        elif isinstance(event, ActionReverted):
+            _undo_till_previous(ActionExecuted, applied)
+        elif isinstance(event, UserUtteranceReverted):
+            _undo_till_previous(UserUttered, applied)
+            _undo_till_previous(ActionExecuted, applied)
+        else:
+            applied.append(event)
+    return applied
+
+
+def events_after_latest_restart(events: list[Event]) -> list[Event]:
+    for i in range(len(events) - 1, -1, -1):
+        if isinstance(events[i], Restarted):
+            return events[i + 1 :]
+    return list(events)
+
+
+def event_dicts(events: list[Event], verbosity: EventVerbosity) -> list[dict[str, Any]]:
+    """The JSON of the events `verbosity` (not NONE) chooses, as `current_state` serves them."""
+    if verbosity is EventVerbosity.ALL:
+        chosen = events
+    elif verbosity is EventVerbosity.APPLIED:
+        chosen = applied_events(events)
+    else:
+        chosen = events_after_latest_restart(events)
+    return [e.as_dict() for e in chosen]
 
 
 # Values a slot shares safely between trackers: nothing in them can change.

@@ -456,6 +456,20 @@ _STARTS_OVER = (Restarted, SessionStarted)
 _UNFOLDED = (BotUttered, LoopInterrupted)
 
 
+def states_behind(tracker: Tracker, domain: Domain) -> int:
+    """How many of the tracker's events its state cache has not folded yet."""
+    cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
+    if not isinstance(cache, _IncrementalStates) or cache.domain is not domain:
+        return len(tracker.events)
+    return len(tracker.events) - cache.seen
+
+
+def fold_states(tracker: Tracker, domain: Domain) -> None:
+    """Folds the tracker's events into its state cache now: the first prediction on a long
+    conversation does it in a thread, not on the event loop."""
+    _IncrementalStates.of(tracker, domain).advance(tracker)
+
+
 class _IncrementalStates:
     """A tracker's applied events and states, kept on the tracker and extended with only
     its new events, so a prediction costs the same at message 10 and 10,000.
