@@ -1,4 +1,4 @@
-"""The HTTP protocol `botserver run` serves with: a request head has a size limit."""
+"""The HTTP protocol `botserver run` serves with: a request head has a size limit and a timeout."""
 
 from __future__ import annotations
 
@@ -63,3 +63,50 @@ async def test_ordinary_and_pipelined_requests_still_work() -> None:
             received += chunk
         writer.close()
     assert received.count(b"HTTP/1.1 200 OK") == 20
+
+
+class QuickHeadTimeout(BoundedHttpToolsProtocol):
+    head_timeout = 0.5
+
+
+async def test_a_head_sent_a_byte_at_a_time_times_out_with_408() -> None:
+    async with serving(hello, http=QuickHeadTimeout) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+
+        async def dribble() -> None:
+            writer.write(b"GET / HTTP/1.1\r\n")
+            while True:
+                writer.write(b"X")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+
+        dribbling = asyncio.create_task(dribble())
+        try:
+            answer = await asyncio.wait_for(reader.read(4096), 4)
+        finally:
+            dribbling.cancel()
+            await asyncio.gather(dribbling, return_exceptions=True)
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+
+
+async def test_a_connection_that_sends_nothing_is_closed() -> None:
+    async with serving(hello, http=QuickHeadTimeout) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        answer = await asyncio.wait_for(reader.read(4096), 3)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+
+
+async def test_a_kept_alive_connection_serves_a_request_after_the_head_timeout() -> None:
+    async with serving(hello, http=QuickHeadTimeout, timeout_keep_alive=5) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        for _ in range(2):
+            writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(4096), 3)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+            await asyncio.sleep(1)
+        writer.close()
