@@ -301,6 +301,8 @@ def run_server(args: argparse.Namespace) -> int:
     """Check everything, then serve until SIGINT/SIGTERM; returns the exit code."""
     import uvicorn
 
+    from server.api.http_protocol import BoundedHttpToolsProtocol
+
     spec = spec_from_args(args)
     _warn_if_open(args)
     tls = ssl_options(args.ssl_certificate, args.ssl_keyfile, args.ssl_ca_file, args.ssl_password)
@@ -314,6 +316,7 @@ def run_server(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
         "server_header": False,
         "proxy_headers": False,
+        "http": BoundedHttpToolsProtocol,
         **tls,
     }
     if args.workers > 1:

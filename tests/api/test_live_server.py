@@ -124,3 +124,11 @@ def test_malformed_events_never_make_later_answers_break_the_schema(
     command[command.index("--phases") + 1] = "examples,coverage,fuzzing"
     command += ["--include-path-regex", "^/conversations/|^/model/predict$"]
     run_schemathesis(command, tmp_path)
+
+
+async def test_an_endless_request_head_is_refused(live_server: str) -> None:
+    """`botserver run` bounds a request head (uvicorn's httptools protocol alone does not)."""
+    from tests.api.test_http_protocol import send_endless_head
+
+    answer = await send_endless_head(live_server, b"X-Filler: " + b"a" * 1000 + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 "), answer

@@ -81,21 +81,30 @@ class _Deadlines:
 
 
 def _declared_length(scope: Scope) -> int | None:
+    """The Content-Length the body is framed by, or None when the bytes must be counted.
+
+    With Transfer-Encoding as well, h11 (uvicorn's `--http h11`, and its fallback without
+    httptools) frames the body by the chunks and ignores the length, so it is not trusted.
+    """
+    length = None
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
-                return int(value)
+                length = int(value)
             except ValueError:
                 return None
-    return None
+        elif name == b"transfer-encoding":
+            return None
+    return length
 
 
 class RequestGuardMiddleware:
     """Body limit, response timeout and catch-all, in that order from the outside.
 
     The body limit trusts no header: a declared Content-Length over the limit is refused at
-    once; without one (chunked uploads) the streamed bytes are counted. A declared length is
-    enforced by the HTTP server's framing, so its bytes need no counting.
+    once; without one (chunked uploads), or beside a Transfer-Encoding, the streamed bytes are
+    counted. A lone declared length is enforced by the HTTP server's framing, so its bytes
+    need no counting.
 
     Direct routes: once the router has answered a method and path with an endpoint that
     opts in (`direct_route = True`: an exact path, no dependencies, its errors answered by

@@ -1,0 +1,112 @@
+"""The HTTP protocol `botserver run` serves with: a request head has a size limit and a timeout."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.types import Receive, Scope, Send
+
+from server.api.http_protocol import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
+from tests.serving import serving
+
+
+async def hello(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+async def send_endless_head(url: str, header: bytes) -> bytes:
+    """Header lines until the server answers; what it answered (b"" if it never did)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+
+    async def write() -> None:
+        writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n")
+        for _ in range(40 * MAX_HEAD_BYTES // len(header)):
+            writer.write(header)
+            await writer.drain()
+
+    writing = asyncio.create_task(write())
+    try:
+        return await asyncio.wait_for(reader.read(4096), 10)
+    except (ConnectionError, TimeoutError):
+        return b""
+    finally:
+        writing.cancel()
+        await asyncio.gather(writing, return_exceptions=True)
+        writer.close()
+
+
+async def test_endless_header_lines_are_refused_with_431() -> None:
+    async with serving(hello, http=BoundedHttpToolsProtocol) as url:
+        answer = await send_endless_head(url, b"X-Filler: " + b"a" * 1000 + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 "), answer
+
+
+async def test_one_endless_header_value_is_refused_with_431() -> None:
+    async with serving(hello, http=BoundedHttpToolsProtocol) as url:
+        answer = await send_endless_head(url, b"X-Filler: " + b"a" * 1000)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer
+
+
+async def test_ordinary_and_pipelined_requests_still_work() -> None:
+    request = b"GET / HTTP/1.1\r\nHost: t\r\nCookie: " + b"c" * 8000 + b"\r\n\r\n"
+    async with serving(hello, http=BoundedHttpToolsProtocol) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(request * 20)
+        await writer.drain()
+        received = b""
+        while received.count(b"hello") < 20:
+            chunk = await asyncio.wait_for(reader.read(65536), 5)
+            assert chunk, received
+            received += chunk
+        writer.close()
+    assert received.count(b"HTTP/1.1 200 OK") == 20
+
+
+class QuickHeadTimeout(BoundedHttpToolsProtocol):
+    head_timeout = 0.5
+
+
+async def test_a_head_sent_a_byte_at_a_time_times_out_with_408() -> None:
+    async with serving(hello, http=QuickHeadTimeout) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+
+        async def dribble() -> None:
+            writer.write(b"GET / HTTP/1.1\r\n")
+            while True:
+                writer.write(b"X")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+
+        dribbling = asyncio.create_task(dribble())
+        try:
+            answer = await asyncio.wait_for(reader.read(4096), 4)
+        finally:
+            dribbling.cancel()
+            await asyncio.gather(dribbling, return_exceptions=True)
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+
+
+async def test_a_connection_that_sends_nothing_is_closed() -> None:
+    async with serving(hello, http=QuickHeadTimeout) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        answer = await asyncio.wait_for(reader.read(4096), 3)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+
+
+async def test_a_kept_alive_connection_serves_a_request_after_the_head_timeout() -> None:
+    async with serving(hello, http=QuickHeadTimeout, timeout_keep_alive=5) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        for _ in range(2):
+            writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(4096), 3)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+            await asyncio.sleep(1)
+        writer.close()
