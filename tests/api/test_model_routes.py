@@ -400,3 +400,17 @@ async def test_put_model_whose_component_state_is_broken_is_a_500_logged_once(
     assert (await client.get("/status")).json()["model_id"] == before
     assert (await client.post("/model/parse", json={"text": "hello"})).status_code == 200
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+async def test_a_bad_component_parameter_in_a_training_body_is_a_400_naming_it(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    content = TRAINING_YAML.replace(
+        "pipeline: []",
+        "pipeline:\n- name: WhitespaceTokenizer\n- name: CountVectorsFeaturizer\n"
+        "- name: FallbackClassifier\n  threshold: high",
+    )
+    response = await client.post("/model/train", content=content)
+    # Before: a 500 "Training failed unexpectedly" and a ValueError traceback in the log.
+    body = check(rasa_spec, response, "/model/train", "post", 400)
+    assert body["message"] == "FallbackClassifier: 'threshold' must be a number, not 'high'"
