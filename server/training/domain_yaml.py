@@ -299,6 +299,26 @@ class DomainReader:
             raise InvalidProjectFile(
                 f"a from_entity mapping of slot '{slot}' needs an 'entity'", filename, line
             )
+        for key in ("intent", "not_intent"):
+            names = mapping.get(key)
+            if names is not None and not (
+                isinstance(names, str)
+                or (isinstance(names, list) and all(isinstance(n, str) for n in names))
+            ):
+                raise InvalidProjectFile(
+                    f"'{key}' of a mapping of slot '{slot}' must be an intent name or a list of "
+                    f"them, not {brief(names)}",
+                    filename,
+                    line_of(mapping, key, line),
+                )
+        for key in ("entity", "role", "group", "action"):
+            value = mapping.get(key)
+            if value is not None and not isinstance(value, str):
+                raise InvalidProjectFile(
+                    f"'{key}' of a mapping of slot '{slot}' must be a name, not {brief(value)}",
+                    filename,
+                    line_of(mapping, key, line),
+                )
         conditions = mapping.get("conditions")
         if conditions is not None:
             if not isinstance(conditions, list) or not all(isinstance(c, dict) for c in conditions):

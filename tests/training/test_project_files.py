@@ -203,6 +203,29 @@ def test_domain_semantic_error_points_at_the_slot(tmp_path: Path) -> None:
     assert "values" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("mapping", "fragment"),
+    [
+        ("{type: from_text, intent: 3}", "'intent' of a mapping of slot 's' must be an intent"),
+        ("{type: from_text, not_intent: [greet, [x]]}", "'not_intent' of a mapping"),
+        ("{type: from_entity, entity: e, role: 3}", "'role' of a mapping of slot 's' must be"),
+    ],
+)
+def test_a_slot_mapping_key_of_the_wrong_type_names_it(
+    tmp_path: Path, mapping: str, fragment: str
+) -> None:
+    # Before: a TypeError traceback ('int' object is not iterable), or a role 3 that no
+    # extracted entity ever matched.
+    path = tmp_path / "domain.yml"
+    path.write_text(
+        f"version: '3.1'\nslots:\n  s:\n    type: text\n    mappings:\n    - {mapping}\n"
+    )
+    with pytest.raises(InvalidProjectFile) as info:
+        read_domain(path)
+    assert (info.value.filename, info.value.line) == (str(path), 6), str(info.value)
+    assert fragment in str(info.value)
+
+
 def test_form_requiring_an_undefined_slot_loads_as_in_rasa(tmp_path: Path) -> None:
     path = tmp_path / "domain.yml"
     path.write_text("version: '3.1'\nforms:\n  f:\n    required_slots:\n    - nowhere\n")
