@@ -245,10 +245,19 @@ class DomainReader:
                 line_of(spec, "influence_conversation", line),
             )
         for key in ("min_value", "max_value"):
-            if key in spec and not isinstance(spec[key], (int, float)):
+            value = spec.get(key, 0.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise InvalidProjectFile(
                     f"'{key}' of slot '{name}' must be a number", filename, line_of(spec, key)
                 )
+        if spec.get("min_value", 0.0) > spec.get("max_value", 1.0):
+            # Rasa refuses this too; the slot's features would otherwise run backwards.
+            raise InvalidProjectFile(
+                f"'min_value' of slot '{name}' ({spec.get('min_value', 0.0)}) is above its "
+                f"'max_value' ({spec.get('max_value', 1.0)})",
+                filename,
+                line_of(spec, "min_value", line),
+            )
         if normalized == "categorical" and not isinstance(spec.get("values"), list):
             raise InvalidProjectFile(
                 f"categorical slot '{name}' needs a list of 'values'", filename, line

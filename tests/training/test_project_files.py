@@ -226,6 +226,33 @@ def test_a_slot_mapping_key_of_the_wrong_type_names_it(
     assert fragment in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("bounds", "fragment"),
+    [
+        (
+            "min_value: 5\n    max_value: 1",
+            "'min_value' of slot 's' (5) is above its 'max_value' (1)",
+        ),
+        ("min_value: 2", "'min_value' of slot 's' (2) is above its 'max_value' (1.0)"),
+        ("min_value: true", "'min_value' of slot 's' must be a number"),
+        ("max_value: .nan", "'max_value' of slot 's' must be a number"),
+    ],
+)
+def test_a_float_slot_range_that_runs_backwards_is_an_error(
+    tmp_path: Path, bounds: str, fragment: str
+) -> None:
+    # Before: it loaded, and the slot's features ran backwards (a higher value featurized
+    # as a lower one) or were always 0.
+    path = tmp_path / "domain.yml"
+    path.write_text(
+        f"version: '3.1'\nslots:\n  s:\n    type: float\n    {bounds}\n    mappings: []\n"
+    )
+    with pytest.raises(InvalidProjectFile) as info:
+        read_domain(path)
+    assert (info.value.filename, info.value.line) == (str(path), 5), str(info.value)
+    assert fragment in str(info.value)
+
+
 def test_form_requiring_an_undefined_slot_loads_as_in_rasa(tmp_path: Path) -> None:
     path = tmp_path / "domain.yml"
     path.write_text("version: '3.1'\nforms:\n  f:\n    required_slots:\n    - nowhere\n")
