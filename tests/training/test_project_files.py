@@ -203,53 +203,33 @@ def test_domain_semantic_error_points_at_the_slot(tmp_path: Path) -> None:
     assert "values" in str(info.value)
 
 
-@pytest.mark.parametrize(
-    ("mapping", "fragment"),
-    [
-        ("{type: from_text, intent: 3}", "'intent' of a mapping of slot 's' must be an intent"),
-        ("{type: from_text, not_intent: [greet, [x]]}", "'not_intent' of a mapping"),
-        ("{type: from_entity, entity: e, role: 3}", "'role' of a mapping of slot 's' must be"),
-    ],
-)
-def test_a_slot_mapping_key_of_the_wrong_type_names_it(
-    tmp_path: Path, mapping: str, fragment: str
-) -> None:
-    # Before: a TypeError traceback ('int' object is not iterable), or a role 3 that no
-    # extracted entity ever matched.
-    path = tmp_path / "domain.yml"
-    path.write_text(
-        f"version: '3.1'\nslots:\n  s:\n    type: text\n    mappings:\n    - {mapping}\n"
-    )
-    with pytest.raises(InvalidProjectFile) as info:
-        read_domain(path)
-    assert (info.value.filename, info.value.line) == (str(path), 6), str(info.value)
-    assert fragment in str(info.value)
+MAPPING = "type: text\n    mappings:\n    - "
+FLOAT = "type: float\n    mappings: []\n    "
 
 
 @pytest.mark.parametrize(
-    ("bounds", "fragment"),
+    ("slot", "line", "fragment"),
     [
-        (
-            "min_value: 5\n    max_value: 1",
-            "'min_value' of slot 's' (5) is above its 'max_value' (1)",
-        ),
-        ("min_value: 2", "'min_value' of slot 's' (2) is above its 'max_value' (1.0)"),
-        ("min_value: true", "'min_value' of slot 's' must be a number"),
-        ("max_value: .nan", "'max_value' of slot 's' must be a number"),
+        # Before: a TypeError traceback ('int' object is not iterable).
+        (MAPPING + "{type: from_text, intent: 3}", 6, "'intent' of a mapping of slot 's' must"),
+        (MAPPING + "{type: from_text, not_intent: [greet, [x]]}", 6, "'not_intent' of a mapping"),
+        # Before: a role 3 that no extracted entity ever matched.
+        (MAPPING + "{type: from_entity, entity: e, role: 3}", 6, "'role' of a mapping of slot"),
+        # Before: it loaded, and the slot featurized backwards (higher values as lower ones).
+        (FLOAT + "min_value: 5\n    max_value: 1", 6, "'min_value' of slot 's' (5) is above its"),
+        (FLOAT + "min_value: 2", 6, "'min_value' of slot 's' (2) is above its 'max_value' (1.0)"),
+        (FLOAT + "min_value: true", 6, "'min_value' of slot 's' must be a number"),
+        (FLOAT + "max_value: .nan", 6, "'max_value' of slot 's' must be a number"),
     ],
 )
-def test_a_float_slot_range_that_runs_backwards_is_an_error(
-    tmp_path: Path, bounds: str, fragment: str
+def test_a_slot_key_of_the_wrong_type_or_range_names_file_and_line(
+    tmp_path: Path, slot: str, line: int, fragment: str
 ) -> None:
-    # Before: it loaded, and the slot's features ran backwards (a higher value featurized
-    # as a lower one) or were always 0.
     path = tmp_path / "domain.yml"
-    path.write_text(
-        f"version: '3.1'\nslots:\n  s:\n    type: float\n    {bounds}\n    mappings: []\n"
-    )
+    path.write_text(f"version: '3.1'\nslots:\n  s:\n    {slot}\n")
     with pytest.raises(InvalidProjectFile) as info:
         read_domain(path)
-    assert (info.value.filename, info.value.line) == (str(path), 5), str(info.value)
+    assert (info.value.filename, info.value.line) == (str(path), line), str(info.value)
     assert fragment in str(info.value)
 
 
