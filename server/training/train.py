@@ -52,12 +52,15 @@ def train(
     force: bool = False,
     signing_key: bytes | Path | None = None,
     progress: Progress | None = None,
+    env: bool = True,
 ) -> TrainResult:
-    """Trains a full model; skips when an archive with the same inputs already exists."""
+    """Trains a full model; skips when an archive with the same inputs already exists.
+    `env=False` for a project a client sent: its `${VAR}` stays text, the server's
+    environment (secrets) never reaches the model it gets back."""
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     say("reading the project")
-    project = load_project(config, domain, data)
+    project = load_project(config, domain, data, env)
     fingerprint = _fingerprint(project)
     out = Path(out)
     if not force:

@@ -414,3 +414,21 @@ async def test_a_bad_component_parameter_in_a_training_body_is_a_400_naming_it(
     # Before: a 500 "Training failed unexpectedly" and a ValueError traceback in the log.
     body = check(rasa_spec, response, "/model/train", "post", 400)
     assert body["message"] == "FallbackClassifier: 'threshold' must be a number, not 'high'"
+
+
+async def test_a_training_body_cannot_read_the_servers_environment(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BOTSERVER_TEST_SECRET", "hunter2")
+    content = TRAINING_YAML + "assistant_id: ${BOTSERVER_TEST_SECRET}\n"
+    response = await client.post(
+        "/model/train?save_to_default_model_directory=false", content=content
+    )
+    assert response.status_code == 200, response.text
+    archive = tmp_path / "model.tar.gz"
+    archive.write_bytes(response.content)
+    metadata = read_archive(archive, tmp_path / "model")
+    # Before: config.yml's ${VAR} substitution ran on the client's body, and the archive the
+    # client got back carried the server's secret as its assistant_id.
+    assert metadata["assistant_id"] == "${BOTSERVER_TEST_SECRET}"
+    assert "hunter2" not in json.dumps(metadata)
