@@ -130,8 +130,9 @@ def _components(
 ) -> list[dict[str, Any]]:
     what = "component" if section == "pipeline" else "policy"
     if not isinstance(value, list):
+        plural = "components" if section == "pipeline" else "policies"
         raise InvalidProjectFile(
-            f"'{section}' must be a list of {what}s, each with a 'name'", filename, line
+            f"'{section}' must be a list of {plural}, each with a 'name'", filename, line
         )
     components = []
     for index, item in enumerate(value):

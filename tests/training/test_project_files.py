@@ -276,6 +276,17 @@ def test_broken_config_names_file_and_line(tmp_path: Path) -> None:
     assert (info.value.filename, info.value.line) == (str(path), 4)
 
 
+def test_policies_given_as_a_mapping_name_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("language: en\npolicies:\n  name: RulePolicy\n")
+    with pytest.raises(InvalidProjectFile) as info:
+        read_config(path)
+    # Before: "... must be a list of policys, ..."
+    assert str(info.value) == (
+        f"{path}:2: 'policies' must be a list of policies, each with a 'name'"
+    )
+
+
 BILLION_LAUGHS = "".join(
     f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
     for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
