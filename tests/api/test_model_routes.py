@@ -413,7 +413,9 @@ async def test_a_bad_component_parameter_in_a_training_body_is_a_400_naming_it(
     response = await client.post("/model/train", content=content)
     # Before: a 500 "Training failed unexpectedly" and a ValueError traceback in the log.
     body = check(rasa_spec, response, "/model/train", "post", 400)
-    assert body["message"] == "FallbackClassifier: 'threshold' must be a number, not 'high'"
+    assert body["message"] == (
+        "request body: config.yml: FallbackClassifier: 'threshold' must be a number, not 'high'"
+    )
 
 
 async def test_a_training_body_cannot_read_the_servers_environment(

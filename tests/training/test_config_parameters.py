@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.errors import InvalidConfig
+from server.errors import InvalidProjectFile
 from server.training.train import train
 
 DOMAIN = """
@@ -76,9 +76,10 @@ def test_a_bad_component_parameter_names_component_and_key(
 ) -> None:
     # Before: a ValueError traceback from float()/int() (a 500 from POST /model/train), or,
     # for threshold: 2, a model that answered nlu_fallback to every message.
-    with pytest.raises(InvalidConfig) as error:
+    with pytest.raises(InvalidProjectFile) as error:
         _train(tmp_path, [*TOKENS, component], [{"name": "RulePolicy"}])
-    assert str(error.value).startswith(f"{component['name']}: ")
+    assert error.value.filename == str(tmp_path / "config.yml")
+    assert error.value.reason.startswith(f"{component['name']}: ")
     assert expected in str(error.value)
     assert not (tmp_path / "models").exists()
 
@@ -102,9 +103,10 @@ def test_a_bad_policy_parameter_names_policy_and_key(
     # Before: core_fallback_threshold null or "x" trained, then every turn that reached the
     # fallback failed with a TypeError; a string priority was a ValueError traceback;
     # max_history 1.5 quietly became 1.
-    with pytest.raises(InvalidConfig) as error:
+    with pytest.raises(InvalidProjectFile) as error:
         _train(tmp_path, TOKENS, [policy])
-    assert str(error.value).startswith(f"{policy['name']}: ")
+    assert error.value.filename == str(tmp_path / "config.yml")
+    assert error.value.reason.startswith(f"{policy['name']}: ")
     assert expected in str(error.value)
 
 
