@@ -155,7 +155,7 @@ def _train_sync(document: dict[str, Any], out_dir: Path, force: bool) -> Path:
         directory = Path(tmp)
         config_path, domain_path, data_dir = _write_project(document, directory)
         try:
-            result = train(config_path, domain_path, [data_dir], out_dir, force=force)
+            result = train(config_path, domain_path, [data_dir], out_dir, force=force, env=False)
         except InvalidProjectFile as exc:
             raise _project_error(exc, directory) from None
     return result.path

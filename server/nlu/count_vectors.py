@@ -14,6 +14,7 @@ import numpy as np
 
 from server.errors import InvalidConfig, ModelError
 from server.nlu.message import Message
+from server.nlu.params import flag, number
 from server.nlu.state_files import expect, read_array, read_json, write_array, write_json
 
 _ANALYZERS = ("word", "char", "char_wb")
@@ -32,13 +33,13 @@ class CountVectorsFeaturizer:
             raise InvalidConfig(
                 f"{name}: analyzer must be one of {', '.join(_ANALYZERS)}, not {self.analyzer!r}"
             )
-        self.min_ngram = int(config.get("min_ngram", 1))
-        self.max_ngram = int(config.get("max_ngram", 1))
+        self.min_ngram = number(config, "min_ngram", 1, name, whole=True, minimum=1)
+        self.max_ngram = number(config, "max_ngram", 1, name, whole=True, minimum=1)
         if not 1 <= self.min_ngram <= self.max_ngram:
             raise InvalidConfig(f"{name}: need 1 <= min_ngram <= max_ngram")
-        self.lowercase = bool(config.get("lowercase", True))
+        self.lowercase = flag(config, "lowercase", True, name)
         self.min_df = config.get("min_df", 1)
-        self.use_tfidf = bool(config.get("use_tfidf", True))
+        self.use_tfidf = flag(config, "use_tfidf", True, name)
         self.vocabulary_: dict[str, int] = {}
         self.idf_: np.ndarray = np.zeros(0, dtype=np.float32)
         self._idf: list[float] = []

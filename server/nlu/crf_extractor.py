@@ -13,6 +13,7 @@ import pycrfsuite
 
 from server.errors import ModelError
 from server.nlu.message import Message, Token
+from server.nlu.params import number
 from server.nlu.training_data import EntityAnnotation, NLUTrainingData
 
 _ROLE = "|role="
@@ -103,9 +104,9 @@ class CRFEntityExtractor:
     def __init__(self, config: dict[str, Any], name: str = "CRFEntityExtractor"):
         self.config = config
         self.name = name
-        self.c1 = float(config.get("L1_c", 0.1))
-        self.c2 = float(config.get("L2_c", 0.01))
-        self.max_iterations = int(config.get("max_iterations", 50))
+        self.c1 = number(config, "L1_c", 0.1, name, minimum=0)
+        self.c2 = number(config, "L2_c", 0.01, name, minimum=0)
+        self.max_iterations = number(config, "max_iterations", 50, name, whole=True, minimum=1)
         self.model_: bytes | None = None
         self._tagger: pycrfsuite.Tagger | None = None
         self._lock = threading.Lock()

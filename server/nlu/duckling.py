@@ -12,6 +12,7 @@ import httpx
 
 from server.http_clients import sync_client
 from server.nlu.message import Message
+from server.nlu.params import number
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class DucklingEntityExtractor:
         self.dimensions: set[str] | None = set(dimensions) if dimensions else None
         self.timezone = config.get("timezone")
         self.locale = config.get("locale") or f"{language}_{language.upper()}"
-        self.timeout = float(config.get("timeout", 3))
+        self.timeout = number(config, "timeout", 3, name, minimum=0)
         self._client: httpx.Client | None = None
         self._last_warning = 0.0
         self._skip_until = 0.0

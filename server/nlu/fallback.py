@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from server.nlu.message import Message
+from server.nlu.params import number
 
 FALLBACK_INTENT = "nlu_fallback"
 
@@ -14,8 +15,10 @@ class FallbackClassifier:
     def __init__(self, config: dict[str, Any], name: str = "FallbackClassifier"):
         self.config = config
         self.name = name
-        self.threshold = float(config.get("threshold", 0.3))
-        self.ambiguity_threshold = float(config.get("ambiguity_threshold", 0.1))
+        self.threshold = number(config, "threshold", 0.3, name, minimum=0, maximum=1)
+        self.ambiguity_threshold = number(
+            config, "ambiguity_threshold", 0.1, name, minimum=0, maximum=1
+        )
 
     def train(self, messages: list[Message], data: Any) -> None:
         """Nothing to learn."""

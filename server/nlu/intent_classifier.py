@@ -11,6 +11,7 @@ from server.errors import InvalidConfig
 from server.nlu.class_spread import ClassSpread
 from server.nlu.linear_model import LinearModel, feature_matrix
 from server.nlu.message import Message
+from server.nlu.params import number
 from server.nlu.training_data import NLUTrainingData
 
 RANKING_LENGTH = 10
@@ -22,9 +23,17 @@ class IntentClassifier:
     def __init__(self, config: dict[str, Any], name: str = "IntentClassifier"):
         self.config = config
         self.name = name
-        self.c = float(config.get("C", 1.0)) if not isinstance(config.get("C"), list) else 1.0
-        self.temperature = float(config.get("temperature", 5.0))
-        self.ranking_length = int(config.get("ranking_length", RANKING_LENGTH) or 0)
+        self.c = (
+            number(config, "C", 1.0, name, positive=True)
+            if not isinstance(config.get("C"), list)
+            else 1.0
+        )
+        self.temperature = number(config, "temperature", 5.0, name, positive=True)
+        self.ranking_length = (
+            number(config, "ranking_length", RANKING_LENGTH, name, whole=True, minimum=0)
+            if config.get("ranking_length", RANKING_LENGTH) is not None
+            else 0
+        )
         self.weighting = str(config.get("feature_weighting", "class_spread"))
         if self.weighting not in _WEIGHTINGS:
             raise InvalidConfig(

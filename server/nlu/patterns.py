@@ -3,11 +3,22 @@ against message text (shared by RegexFeaturizer and RegexEntityExtractor)."""
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from re import _parser as sre_parse  # type: ignore[attr-defined]
+from typing import Any
+
+import regex as regex_engine  # type: ignore[import-untyped]
 
 from server.nlu.message import Token
 from server.nlu.training_data import NLUTrainingData
+
+logger = logging.getLogger(__name__)
+
+# How long one risky pattern may search one message (see `_Bounded`).
+MATCH_TIMEOUT_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -41,19 +52,91 @@ def patterns_from_data(
 
 def compile_patterns(
     patterns: list[Pattern], case_sensitive: bool, use_word_boundaries: bool
-) -> list[tuple[Pattern, re.Pattern[str]]]:
+) -> list[tuple[Pattern, Matcher]]:
     flags = 0 if case_sensitive else re.IGNORECASE
-    compiled = []
+    compiled: list[tuple[Pattern, Matcher]] = []
     for p in patterns:
         source = p.pattern
         if use_word_boundaries and p.kind == "lookup":
             source = rf"\b{source}\b"
-        compiled.append((p, re.compile(source, flags)))
+        if p.kind == "regex" and _may_backtrack(source):
+            compiled.append((p, _Bounded(p.name, source, flags)))
+        else:
+            compiled.append((p, re.compile(source, flags)))
     return compiled
 
 
+class _Bounded:
+    """A pattern that can take exponential time on a crafted message, such as `(a+)+$`: it is
+    searched with a time limit (the `regex` engine; `re` has none), and a search over the limit
+    counts as no match. One user message must not hold a parse thread for hours."""
+
+    def __init__(self, name: str, source: str, flags: int) -> None:
+        self.name = name
+        self._regex = regex_engine.compile(
+            source, regex_engine.IGNORECASE if flags & re.IGNORECASE else 0
+        )
+        self._warned = False
+
+    def finditer(self, text: str) -> Iterator[Any]:
+        try:
+            return iter(list(self._regex.finditer(text, timeout=MATCH_TIMEOUT_SECONDS)))
+        except TimeoutError:
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "The regex '%s' of the training data took longer than %.2f s on a message "
+                    "and was skipped; it can backtrack exponentially (a repeated group that "
+                    "repeats or alternates inside), rewrite it.",
+                    self.name,
+                    MATCH_TIMEOUT_SECONDS,
+                )
+            return iter(())
+
+
+Matcher = re.Pattern[str] | _Bounded
+
+
+def _may_backtrack(source: str) -> bool:
+    """Whether a repeat holds another repeat or an alternation: the shapes (`(a+)+`,
+    `(a|a)*`) that backtrack exponentially. Plain patterns keep the faster `re` engine."""
+    try:
+        return _nested_repeat(sre_parse.parse(source), False)
+    except Exception:  # a pattern `re` cannot parse fails in re.compile with its message
+        return False
+
+
+_REPEATS = {sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, sre_parse.POSSESSIVE_REPEAT}
+
+
+def _nested_repeat(items: Any, inside_repeat: bool) -> bool:
+    for op, av in items:
+        if op in _REPEATS:
+            _low, high, sub = av
+            repeats = high > 1
+            if repeats and inside_repeat:
+                return True
+            if _nested_repeat(sub, inside_repeat or repeats):
+                return True
+        elif op is sre_parse.BRANCH:
+            if inside_repeat:
+                return True
+            if any(_nested_repeat(sub, inside_repeat) for sub in av[1]):
+                return True
+        elif op is sre_parse.SUBPATTERN:
+            if _nested_repeat(av[-1], inside_repeat):
+                return True
+        elif op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT):
+            if _nested_repeat(av[1], inside_repeat):
+                return True
+        elif op is sre_parse.GROUPREF_EXISTS:
+            if any(sub is not None and _nested_repeat(sub, inside_repeat) for sub in av[1:]):
+                return True
+    return False
+
+
 def token_matches(
-    compiled: list[tuple[Pattern, re.Pattern[str]]], text: str, tokens: list[Token]
+    compiled: list[tuple[Pattern, Matcher]], text: str, tokens: list[Token]
 ) -> tuple[list[int], list[set[str]]]:
     """Which patterns match the text at all, and which patterns cover each token."""
     matched: list[int] = []

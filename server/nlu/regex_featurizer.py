@@ -8,6 +8,7 @@ from typing import Any
 
 from server.errors import ModelError
 from server.nlu.message import Message
+from server.nlu.params import flag
 from server.nlu.patterns import Pattern, compile_patterns, patterns_from_data, token_matches
 from server.nlu.training_data import NLUTrainingData
 
@@ -16,10 +17,10 @@ class RegexFeaturizer:
     def __init__(self, config: dict[str, Any], name: str = "RegexFeaturizer"):
         self.config = config
         self.name = name
-        self.case_sensitive = bool(config.get("case_sensitive", True))
-        self.use_word_boundaries = bool(config.get("use_word_boundaries", True))
-        self.use_regexes = bool(config.get("use_regexes", True))
-        self.use_lookup_tables = bool(config.get("use_lookup_tables", True))
+        self.case_sensitive = flag(config, "case_sensitive", True, name)
+        self.use_word_boundaries = flag(config, "use_word_boundaries", True, name)
+        self.use_regexes = flag(config, "use_regexes", True, name)
+        self.use_lookup_tables = flag(config, "use_lookup_tables", True, name)
         self.patterns_: list[Pattern] = []
         self._compiled: list = []
 

@@ -10,6 +10,7 @@ from typing import Any
 from server.errors import ModelError
 from server.nlu.linear_model import LinearModel, feature_matrix
 from server.nlu.message import Message
+from server.nlu.params import number
 from server.nlu.training_data import NLUTrainingData
 
 DEFAULT_SELECTOR = "default"
@@ -38,9 +39,13 @@ class ResponseSelector:
         self.config = config
         self.name = name
         self.retrieval_intent: str | None = config.get("retrieval_intent")
-        self.ranking_length = int(config.get("ranking_length", 10) or 0)
+        self.ranking_length = (
+            number(config, "ranking_length", 10, name, whole=True, minimum=0)
+            if config.get("ranking_length", 10) is not None
+            else 0
+        )
         self.c = 1.0
-        self.temperature = float(config.get("temperature", 5.0))
+        self.temperature = number(config, "temperature", 5.0, name, positive=True)
         self.model_: LinearModel | None = None
         self.responses_: dict[str, list[dict]] = {}
         self.all_retrieval_intents_: list[str] = []

@@ -60,11 +60,12 @@ def default_config() -> dict[str, Any]:
     return copy.deepcopy(_default_config_dict())
 
 
-def read_config(path: str | Path | None) -> ProjectConfig:
-    """Reads config.yml; no path (or an empty file) gives Rasa's default configuration."""
+def read_config(path: str | Path | None, env: bool = True) -> ProjectConfig:
+    """Reads config.yml; no path (or an empty file) gives Rasa's default configuration.
+    `env`: `${VAR}` takes the server's environment (not for a config a client sent)."""
     if path is None:
         return config_from_dict({}, None)
-    data = read_yaml_file(path, env=True)
+    data = read_yaml_file(path, env=env)
     return config_from_dict(data, str(path))
 
 
@@ -129,8 +130,9 @@ def _components(
 ) -> list[dict[str, Any]]:
     what = "component" if section == "pipeline" else "policy"
     if not isinstance(value, list):
+        plural = "components" if section == "pipeline" else "policies"
         raise InvalidProjectFile(
-            f"'{section}' must be a list of {what}s, each with a 'name'", filename, line
+            f"'{section}' must be a list of {plural}, each with a 'name'", filename, line
         )
     components = []
     for index, item in enumerate(value):

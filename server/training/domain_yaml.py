@@ -245,10 +245,19 @@ class DomainReader:
                 line_of(spec, "influence_conversation", line),
             )
         for key in ("min_value", "max_value"):
-            if key in spec and not isinstance(spec[key], (int, float)):
+            value = spec.get(key, 0.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise InvalidProjectFile(
                     f"'{key}' of slot '{name}' must be a number", filename, line_of(spec, key)
                 )
+        if spec.get("min_value", 0.0) > spec.get("max_value", 1.0):
+            # Rasa refuses this too; the slot's features would otherwise run backwards.
+            raise InvalidProjectFile(
+                f"'min_value' of slot '{name}' ({spec.get('min_value', 0.0)}) is above its "
+                f"'max_value' ({spec.get('max_value', 1.0)})",
+                filename,
+                line_of(spec, "min_value", line),
+            )
         if normalized == "categorical" and not isinstance(spec.get("values"), list):
             raise InvalidProjectFile(
                 f"categorical slot '{name}' needs a list of 'values'", filename, line
@@ -299,6 +308,26 @@ class DomainReader:
             raise InvalidProjectFile(
                 f"a from_entity mapping of slot '{slot}' needs an 'entity'", filename, line
             )
+        for key in ("intent", "not_intent"):
+            names = mapping.get(key)
+            if names is not None and not (
+                isinstance(names, str)
+                or (isinstance(names, list) and all(isinstance(n, str) for n in names))
+            ):
+                raise InvalidProjectFile(
+                    f"'{key}' of a mapping of slot '{slot}' must be an intent name or a list of "
+                    f"them, not {brief(names)}",
+                    filename,
+                    line_of(mapping, key, line),
+                )
+        for key in ("entity", "role", "group", "action"):
+            value = mapping.get(key)
+            if value is not None and not isinstance(value, str):
+                raise InvalidProjectFile(
+                    f"'{key}' of a mapping of slot '{slot}' must be a name, not {brief(value)}",
+                    filename,
+                    line_of(mapping, key, line),
+                )
         conditions = mapping.get("conditions")
         if conditions is not None:
             if not isinstance(conditions, list) or not all(isinstance(c, dict) for c in conditions):

@@ -57,10 +57,11 @@ def load_project(
     config: str | Path | None,
     domain: str | Path,
     data: Iterable[str | Path],
+    env: bool = True,
 ) -> Project:
     """Reads and checks every project file; the first mistake raises InvalidProjectFile."""
     warnings: list[str] = []
-    project_config = read_config(config)
+    project_config = read_config(config, env)
     domain_reader = DomainReader(warnings)
     domain_dict = domain_reader.read(domain)
     slot_types = _slot_types(domain_dict)

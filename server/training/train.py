@@ -6,12 +6,14 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.story_steps import generate_training_stories
+from server.errors import InvalidConfig, InvalidProjectFile
 from server.models.archive import write_archive
 from server.models.fingerprint import find_archive_with_fingerprint, fingerprint_inputs
 from server.models.loading import DOMAIN_FILE, NLU_DIR, POLICIES_DIR
@@ -43,6 +45,17 @@ def _fingerprint(project: Project) -> str:
     return fingerprint_inputs(sorted(set(project.files)), config)
 
 
+@contextmanager
+def _naming_config(filename: str | None) -> Iterator[None]:
+    """A component or policy refusing its parameters names config.yml too."""
+    try:
+        yield
+    except InvalidConfig as exc:
+        if filename is None:
+            raise
+        raise InvalidProjectFile(str(exc), filename) from None
+
+
 def train(
     config: Path | None,
     domain: Path,
@@ -52,12 +65,15 @@ def train(
     force: bool = False,
     signing_key: bytes | Path | None = None,
     progress: Progress | None = None,
+    env: bool = True,
 ) -> TrainResult:
-    """Trains a full model; skips when an archive with the same inputs already exists."""
+    """Trains a full model; skips when an archive with the same inputs already exists.
+    `env=False` for a project a client sent: its `${VAR}` stays text, the server's
+    environment (secrets) never reaches the model it gets back."""
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     say("reading the project")
-    project = load_project(config, domain, data)
+    project = load_project(config, domain, data, env)
     fingerprint = _fingerprint(project)
     out = Path(out)
     if not force:
@@ -74,12 +90,16 @@ def train(
         )
         if project.nlu.examples:
             say(f"training NLU on {len(project.nlu.examples)} examples")
-            nlu = NLUPipeline.train(project.nlu, project.config.pipeline, project.config.language)
+            with _naming_config(project.config.filename):
+                nlu = NLUPipeline.train(
+                    project.nlu, project.config.pipeline, project.config.language
+                )
             nlu.persist(content / NLU_DIR)
             warnings += nlu.warnings
         say(f"training dialogue on {len(project.stories)} stories and rules")
         stories = generate_training_stories(project.stories)
-        ensemble = PolicyEnsemble.train(project.config.policies, stories, project.domain)
+        with _naming_config(project.config.filename):
+            ensemble = PolicyEnsemble.train(project.config.policies, stories, project.domain)
         ensemble.persist(content / POLICIES_DIR)
         warnings += ensemble.warnings
         say("writing the model archive")

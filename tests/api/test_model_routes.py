@@ -400,3 +400,37 @@ async def test_put_model_whose_component_state_is_broken_is_a_500_logged_once(
     assert (await client.get("/status")).json()["model_id"] == before
     assert (await client.post("/model/parse", json={"text": "hello"})).status_code == 200
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+async def test_a_bad_component_parameter_in_a_training_body_is_a_400_naming_it(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    content = TRAINING_YAML.replace(
+        "pipeline: []",
+        "pipeline:\n- name: WhitespaceTokenizer\n- name: CountVectorsFeaturizer\n"
+        "- name: FallbackClassifier\n  threshold: high",
+    )
+    response = await client.post("/model/train", content=content)
+    # Before: a 500 "Training failed unexpectedly" and a ValueError traceback in the log.
+    body = check(rasa_spec, response, "/model/train", "post", 400)
+    assert body["message"] == (
+        "request body: config.yml: FallbackClassifier: 'threshold' must be a number, not 'high'"
+    )
+
+
+async def test_a_training_body_cannot_read_the_servers_environment(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BOTSERVER_TEST_SECRET", "hunter2")
+    content = TRAINING_YAML + "assistant_id: ${BOTSERVER_TEST_SECRET}\n"
+    response = await client.post(
+        "/model/train?save_to_default_model_directory=false", content=content
+    )
+    assert response.status_code == 200, response.text
+    archive = tmp_path / "model.tar.gz"
+    archive.write_bytes(response.content)
+    metadata = read_archive(archive, tmp_path / "model")
+    # Before: config.yml's ${VAR} substitution ran on the client's body, and the archive the
+    # client got back carried the server's secret as its assistant_id.
+    assert metadata["assistant_id"] == "${BOTSERVER_TEST_SECRET}"
+    assert "hunter2" not in json.dumps(metadata)

@@ -203,6 +203,36 @@ def test_domain_semantic_error_points_at_the_slot(tmp_path: Path) -> None:
     assert "values" in str(info.value)
 
 
+MAPPING = "type: text\n    mappings:\n    - "
+FLOAT = "type: float\n    mappings: []\n    "
+
+
+@pytest.mark.parametrize(
+    ("slot", "line", "fragment"),
+    [
+        # Before: a TypeError traceback ('int' object is not iterable).
+        (MAPPING + "{type: from_text, intent: 3}", 6, "'intent' of a mapping of slot 's' must"),
+        (MAPPING + "{type: from_text, not_intent: [greet, [x]]}", 6, "'not_intent' of a mapping"),
+        # Before: a role 3 that no extracted entity ever matched.
+        (MAPPING + "{type: from_entity, entity: e, role: 3}", 6, "'role' of a mapping of slot"),
+        # Before: it loaded, and the slot featurized backwards (higher values as lower ones).
+        (FLOAT + "min_value: 5\n    max_value: 1", 6, "'min_value' of slot 's' (5) is above its"),
+        (FLOAT + "min_value: 2", 6, "'min_value' of slot 's' (2) is above its 'max_value' (1.0)"),
+        (FLOAT + "min_value: true", 6, "'min_value' of slot 's' must be a number"),
+        (FLOAT + "max_value: .nan", 6, "'max_value' of slot 's' must be a number"),
+    ],
+)
+def test_a_slot_key_of_the_wrong_type_or_range_names_file_and_line(
+    tmp_path: Path, slot: str, line: int, fragment: str
+) -> None:
+    path = tmp_path / "domain.yml"
+    path.write_text(f"version: '3.1'\nslots:\n  s:\n    {slot}\n")
+    with pytest.raises(InvalidProjectFile) as info:
+        read_domain(path)
+    assert (info.value.filename, info.value.line) == (str(path), line), str(info.value)
+    assert fragment in str(info.value)
+
+
 def test_form_requiring_an_undefined_slot_loads_as_in_rasa(tmp_path: Path) -> None:
     path = tmp_path / "domain.yml"
     path.write_text("version: '3.1'\nforms:\n  f:\n    required_slots:\n    - nowhere\n")
@@ -244,6 +274,17 @@ def test_broken_config_names_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(InvalidProjectFile) as info:
         read_config(path)
     assert (info.value.filename, info.value.line) == (str(path), 4)
+
+
+def test_policies_given_as_a_mapping_name_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("language: en\npolicies:\n  name: RulePolicy\n")
+    with pytest.raises(InvalidProjectFile) as info:
+        read_config(path)
+    # Before: "... must be a list of policys, ..."
+    assert str(info.value) == (
+        f"{path}:2: 'policies' must be a list of policies, each with a 'name'"
+    )
 
 
 BILLION_LAUGHS = "".join(

@@ -33,6 +33,7 @@ from server.dialogue.policies.featurization import (
 from server.dialogue.policies.policy import Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
 from server.dialogue.story_steps import TrainingStory
+from server.nlu.params import number
 from server.trackers.events import ACTION_LISTEN, ActionExecuted, Event
 
 ML_PRIORITY = 1
@@ -163,7 +164,8 @@ class MLPolicy(Policy):
         from sklearn.linear_model import LogisticRegression
 
         classifier = LogisticRegression(
-            C=float(self.option("C")), max_iter=int(self.option("max_iter"))
+            C=number(self.options, "C", 10.0, self.name, positive=True),
+            max_iter=number(self.options, "max_iter", 300, self.name, whole=True, minimum=1),
         )
         classifier.fit(matrix, np.array(labels))
         self.classifier_ = classifier

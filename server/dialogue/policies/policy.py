@@ -10,9 +10,11 @@ from server.dialogue.domain import Domain
 from server.dialogue.policies.featurization import ConversationStates
 from server.dialogue.policies.prediction import PolicyPrediction
 from server.dialogue.story_steps import TrainingStory
-from server.errors import InvalidConfig
+from server.nlu.params import number
 
 STATE_FILE = "policy.json"
+
+_WHOLE_NUMBER_OPTIONS = frozenset({"max_history", "augmentation_factor"})
 
 
 class Policy:
@@ -24,11 +26,18 @@ class Policy:
 
     def __init__(self, name: str, priority: int | None = None, **options: Any) -> None:
         self.name = name
-        self.priority = self.default_priority if priority is None else int(priority)
+        self.priority = (
+            self.default_priority
+            if priority is None
+            else number({"priority": priority}, "priority", 0, name, whole=True)
+        )
         self.options = {**self.defaults}
         for key, value in options.items():
             if key in self.defaults:
                 self.options[key] = value
+        for key in _WHOLE_NUMBER_OPTIONS & self.options.keys():
+            if self.options[key] is not None:  # checked once here: read on every turn
+                self.options[key] = number(self.options, key, 0, name, whole=True, minimum=0)
         self.warnings: list[str] = []
 
     def option(self, key: str) -> Any:
@@ -38,8 +47,6 @@ class Policy:
         value = self.options[key]
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise InvalidConfig(f"{self.name}: '{key}' must be a non-negative number")
         return int(value)
 
     # -- the contract ------------------------------------------------------------------------

@@ -30,7 +30,8 @@ from server.dialogue.policies.featurization import (
 from server.dialogue.policies.policy import Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
 from server.dialogue.story_steps import TrainingStory
-from server.errors import TrainingError
+from server.errors import InvalidConfig, TrainingError
+from server.nlu.params import flag, number
 from server.trackers.events import (
     ACTION_LISTEN,
     ActionExecuted,
@@ -177,6 +178,18 @@ class RulePolicy(Policy):
 
     def __init__(self, name: str, priority: int | None = None, **options: Any) -> None:
         super().__init__(name, priority, **options)
+        # Checked here, not where they are read: a wrong type would otherwise train and
+        # then fail (or quietly mean something else) on every turn.
+        for key in ("enable_fallback_prediction", "restrict_rules", "check_for_contradictions"):
+            self.options[key] = flag(self.options, key, True, name)
+        self.options["core_fallback_threshold"] = number(
+            self.options, "core_fallback_threshold", 0.3, name, minimum=0, maximum=1
+        )
+        if not isinstance(self.options["core_fallback_action_name"], str):
+            raise InvalidConfig(
+                f"{name}: 'core_fallback_action_name' must be an action name, "
+                f"not {self.options['core_fallback_action_name']!r}"
+            )
         self.rules_ = _Lookup({})
         self.unhappy_ = _Lookup({})
         self.rule_sources_: dict[str, list[str]] = {}

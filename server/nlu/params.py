@@ -1,0 +1,62 @@
+"""Typed reading of component and policy parameters from config.yml: a wrong type or an
+out-of-range value is an InvalidConfig naming the component and the key, never a ValueError
+from deep inside training or a silently different model."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from server.errors import InvalidConfig
+
+_TRUE = frozenset({"true", "yes", "on"})
+_FALSE = frozenset({"false", "no", "off"})
+
+
+def number(
+    config: dict[str, Any],
+    key: str,
+    default: float,
+    component: str,
+    *,
+    whole: bool = False,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    positive: bool = False,
+) -> Any:
+    """`config[key]` as an int (`whole`) or a float within [minimum, maximum] (above 0 when
+    `positive`). A numeric string (what `${VAR}` substitution gives) is read as its number."""
+    value = config.get(key, default)
+    parsed: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        parsed = float(value)
+    elif isinstance(value, str):
+        try:
+            parsed = float(value.strip())
+        except ValueError:
+            parsed = None
+    kind = "a whole number" if whole else "a number"
+    if parsed is None or not math.isfinite(parsed) or (whole and not parsed.is_integer()):
+        raise InvalidConfig(f"{component}: '{key}' must be {kind}, not {value!r}")
+    if (minimum is not None and parsed < minimum) or (maximum is not None and parsed > maximum):
+        bounds = (
+            f"between {minimum:g} and {maximum:g}"
+            if minimum is not None and maximum is not None
+            else f"at least {minimum:g}"
+            if minimum is not None
+            else f"at most {maximum:g}"
+        )
+        raise InvalidConfig(f"{component}: '{key}' must be {bounds}, not {value!r}")
+    if positive and parsed <= 0:
+        raise InvalidConfig(f"{component}: '{key}' must be above 0, not {value!r}")
+    return int(parsed) if whole else parsed
+
+
+def flag(config: dict[str, Any], key: str, default: bool, component: str) -> bool:
+    """`config[key]` as true or false; a string such as "false" means false, not true."""
+    value = config.get(key, default)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise InvalidConfig(f"{component}: '{key}' must be true or false, not {value!r}")

@@ -1,0 +1,67 @@
+"""Training-data regexes that can backtrack exponentially are searched with a time limit: a
+crafted message cannot hold a parse thread, and the regex still matches what it should."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from server.nlu.patterns import Pattern, compile_patterns
+from server.nlu.pipeline import NLUPipeline
+from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData
+
+PIPELINE = [
+    {"name": "WhitespaceTokenizer"},
+    {"name": "RegexFeaturizer"},
+    {"name": "RegexEntityExtractor"},
+    {"name": "CountVectorsFeaturizer"},
+    {"name": "LogisticRegressionClassifier"},
+]
+
+
+def _pipeline() -> NLUPipeline:
+    data = NLUTrainingData(
+        examples=[
+            Example("hello", "greet"),
+            Example("bye", "bye"),
+            Example("my code is aaa", "inform", [EntityAnnotation(11, 14, "aaa", "code")]),
+        ],
+        regexes=[("code", "^(a+)+$"), ("code", r"\baa+\b")],
+    )
+    return NLUPipeline.train(data, PIPELINE)
+
+
+def test_a_message_crafted_against_a_backtracking_regex_parses_at_once() -> None:
+    pipeline = _pipeline()
+    started = time.perf_counter()
+    for _ in range(3):
+        result = pipeline.parse("a" * 27 + "!")
+    # Before: `re` tried every split of the a's, about 12 s for 27 of them, twice as long for
+    # each one more (a few hundred characters: longer than the universe has existed).
+    assert time.perf_counter() - started < 2
+    assert result["intent"]["name"]
+
+
+def test_a_search_over_the_time_limit_counts_as_no_match_and_warns_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    [(_, bounded)] = compile_patterns(
+        [Pattern("code", "^(a|aa)+$", "regex")], case_sensitive=False, use_word_boundaries=True
+    )
+    with caplog.at_level(logging.WARNING):
+        found = [list(bounded.finditer("a" * 60 + "!")) for _ in range(3)]
+        matched = [m.group() for m in bounded.finditer("AAAA")]
+    assert found == [[], [], []]
+    assert matched == ["AAAA"]
+    assert [r.message for r in caplog.records] == [
+        "The regex 'code' of the training data took longer than 0.05 s on a message and was "
+        "skipped; it can backtrack exponentially (a repeated group that repeats or alternates "
+        "inside), rewrite it."
+    ]
+
+
+def test_a_backtracking_regex_still_matches_what_it_should() -> None:
+    entities = _pipeline().parse("aaaa")["entities"]
+    assert [(e["entity"], e["value"]) for e in entities] == [("code", "aaaa")]

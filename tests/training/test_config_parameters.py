@@ -1,0 +1,130 @@
+"""config.yml component and policy parameters of the wrong type or out of range: training
+stops with one error naming the component and the key, before any model is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from server.errors import InvalidProjectFile
+from server.training.train import train
+
+DOMAIN = """
+version: "3.1"
+intents: [greet, bye]
+responses:
+  utter_greet: [{text: hi}]
+  utter_bye: [{text: bye}]
+"""
+
+DATA = """
+version: "3.1"
+nlu:
+- intent: greet
+  examples: |
+    - hello
+    - hi there
+- intent: bye
+  examples: |
+    - goodbye
+    - see you
+rules:
+- rule: greet back
+  steps:
+  - intent: greet
+  - action: utter_greet
+"""
+
+TOKENS = [{"name": "WhitespaceTokenizer"}, {"name": "CountVectorsFeaturizer"}]
+
+
+def _train(tmp_path: Path, pipeline: list[dict], policies: list[dict]) -> Path:
+    config = {"language": "en", "pipeline": pipeline, "policies": policies}
+    (tmp_path / "config.yml").write_text(yaml.safe_dump(config))
+    (tmp_path / "domain.yml").write_text(DOMAIN)
+    (tmp_path / "data.yml").write_text(DATA)
+    result = train(
+        tmp_path / "config.yml",
+        tmp_path / "domain.yml",
+        [tmp_path / "data.yml"],
+        tmp_path / "models",
+        force=True,
+    )
+    return result.path
+
+
+NLU_CASES = [
+    ({"name": "FallbackClassifier", "ambiguity_threshold": "x"}, "'ambiguity_threshold'"),
+    ({"name": "FallbackClassifier", "threshold": 2}, "'threshold' must be between 0 and 1"),
+    ({"name": "CountVectorsFeaturizer", "min_ngram": "x"}, "'min_ngram' must be a whole"),
+    ({"name": "CountVectorsFeaturizer", "lowercase": "maybe"}, "'lowercase' must be true"),
+    ({"name": "DIETClassifier", "ranking_length": "x"}, "'ranking_length'"),
+    ({"name": "CRFEntityExtractor", "max_iterations": "x"}, "'max_iterations'"),
+    ({"name": "CRFEntityExtractor", "L1_c": "x"}, "'L1_c' must be a number"),
+    ({"name": "LogisticRegressionClassifier", "C": -1}, "'C' must be above 0"),
+    ({"name": "SklearnIntentClassifier", "C": "x"}, "'C' must be a number"),
+    ({"name": "RegexFeaturizer", "case_sensitive": "x"}, "'case_sensitive' must be true"),
+    ({"name": "DucklingEntityExtractor", "timeout": "x"}, "'timeout' must be a number"),
+]
+
+
+@pytest.mark.parametrize(("component", "expected"), NLU_CASES, ids=lambda c: str(c)[:40])
+def test_a_bad_component_parameter_names_component_and_key(
+    tmp_path: Path, component: dict, expected: str
+) -> None:
+    # Before: a ValueError traceback from float()/int() (a 500 from POST /model/train), or,
+    # for threshold: 2, a model that answered nlu_fallback to every message.
+    with pytest.raises(InvalidProjectFile) as error:
+        _train(tmp_path, [*TOKENS, component], [{"name": "RulePolicy"}])
+    assert error.value.filename == str(tmp_path / "config.yml")
+    assert error.value.reason.startswith(f"{component['name']}: ")
+    assert expected in str(error.value)
+    assert not (tmp_path / "models").exists()
+
+
+POLICY_CASES = [
+    ({"name": "MemoizationPolicy", "priority": "high"}, "'priority' must be a whole number"),
+    ({"name": "MemoizationPolicy", "max_history": 1.5}, "'max_history' must be a whole"),
+    ({"name": "RulePolicy", "core_fallback_threshold": None}, "'core_fallback_threshold'"),
+    ({"name": "RulePolicy", "core_fallback_threshold": "x"}, "'core_fallback_threshold'"),
+    ({"name": "RulePolicy", "core_fallback_threshold": 2}, "between 0 and 1"),
+    ({"name": "RulePolicy", "enable_fallback_prediction": "x"}, "must be true or false"),
+    ({"name": "RulePolicy", "core_fallback_action_name": 3}, "must be an action name"),
+    ({"name": "TEDPolicy", "max_history": True}, "'max_history' must be a whole number"),
+]
+
+
+@pytest.mark.parametrize(("policy", "expected"), POLICY_CASES, ids=lambda c: str(c)[:40])
+def test_a_bad_policy_parameter_names_policy_and_key(
+    tmp_path: Path, policy: dict, expected: str
+) -> None:
+    # Before: core_fallback_threshold null or "x" trained, then every turn that reached the
+    # fallback failed with a TypeError; a string priority was a ValueError traceback;
+    # max_history 1.5 quietly became 1.
+    with pytest.raises(InvalidProjectFile) as error:
+        _train(tmp_path, TOKENS, [policy])
+    assert error.value.filename == str(tmp_path / "config.yml")
+    assert error.value.reason.startswith(f"{policy['name']}: ")
+    assert expected in str(error.value)
+
+
+def test_numbers_and_flags_from_environment_variables_still_train(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FALLBACK", "0.4")
+    monkeypatch.setenv("CASE", "false")
+    (tmp_path / "config.yml").write_text(
+        "language: en\npipeline:\n- name: WhitespaceTokenizer\n"
+        "- name: RegexFeaturizer\n  case_sensitive: ${CASE}\n"
+        "- name: CountVectorsFeaturizer\n- name: LogisticRegressionClassifier\n"
+        "- name: FallbackClassifier\n  threshold: ${FALLBACK}\n"
+        "policies:\n- name: RulePolicy\n  core_fallback_threshold: ${FALLBACK}\n"
+    )
+    (tmp_path / "domain.yml").write_text(DOMAIN)
+    (tmp_path / "data.yml").write_text(DATA)
+    result = train(
+        tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data.yml"], tmp_path / "m"
+    )
+    assert result.path.exists()
