@@ -52,6 +52,7 @@ def requests(first_round: bool, body: bytes) -> list[tuple[str, str, str, dict[s
         ("POST messages", "POST", "messages", {"json": {"text": "hi", "sender": "user"}}),
         ("POST predict", "POST", "predict", {}),
         ("POST webhook (a turn)", "POST", "/webhooks/rest/webhook", {"json": {"message": "hi"}}),
+        ("POST /model/predict (the events)", "POST", "/model/predict", json_body),
     ]
 
 
@@ -78,6 +79,8 @@ async def main(store: str, events: int) -> None:
                 for name, method, path, extra in requests(round_ == 1, body):
                     if path.startswith("/webhooks"):
                         url, extra = path, {"json": {**extra["json"], "sender": "long"}}
+                    elif path.startswith("/model"):
+                        url = path
                     else:
                         url = f"/conversations/long/{path}"
                     async with loop_hold() as hold:

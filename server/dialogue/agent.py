@@ -235,11 +235,11 @@ class Agent:
         output = await self._output_for(sender_id, output_channel, model)
         return await self.processor.trigger_intent(sender_id, intent, entities, model, output)
 
-    def predict_for_events(self, events: list[Event]) -> dict[str, Any]:
-        """Scores for a conversation given as events, stored nowhere (POST /model/predict)."""
+    def scores_for(self, tracker: Tracker) -> dict[str, Any]:
+        """`predict`'s body without its tracker, for a conversation stored nowhere (POST
+        /model/predict)."""
         model = self.model()
-        tracker = Tracker("default", model.domain.slot_defaults(), events)
-        return _prediction_body(model, self.processor.predict_next(tracker, model), tracker)
+        return _scores(model, self.processor.predict_next(tracker, model))
 
 
 def _stamp(events: list[Event], model: DialogueModel) -> None:
@@ -248,13 +248,6 @@ def _stamp(events: list[Event], model: DialogueModel) -> None:
     for event in events:
         event.metadata.setdefault("model_id", model.model_id)
         event.metadata.setdefault("assistant_id", model.assistant_id)
-
-
-def _prediction_body(model: DialogueModel, prediction: Any, tracker: Tracker) -> dict[str, Any]:
-    """Rasa's predict response: every action's score, best first, ties by name."""
-    body = _scores(model, prediction)
-    body["tracker"] = tracker.current_state()
-    return body
 
 
 def _scores(model: DialogueModel, prediction: Any) -> dict[str, Any]:

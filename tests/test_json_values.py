@@ -1,0 +1,43 @@
+"""Reading JSON exactly, and a long list of events without holding the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from server.json_values import loads_exact, loads_untrusted
+from tests.api.test_long_conversations import greetings
+from tests.loop_lag import loop_hold
+
+
+async def test_200000_events_are_read_in_a_thread_without_holding_the_loop() -> None:
+    """Before, orjson read a 20 MB body of 200,000 events in one call, which holds the GIL:
+    0.15-0.2 s in which no other conversation nor /health was answered, though the parse ran
+    in a thread. Now a list of events is read about 512 KB at a time."""
+    body = greetings(50_000)
+    async with loop_hold() as hold:
+        events = await asyncio.to_thread(loads_untrusted, body)
+    assert hold.longest < 0.08
+    assert events == json.loads(body)
+
+
+def test_a_list_read_in_pieces_is_the_list_sent() -> None:
+    """Places that look like the end of an event, inside a text or a nested list of events,
+    are not cut at."""
+    looks_like_a_cut = '}, {"event": "bot"}'
+    body = json.dumps(
+        [{"event": "bot", "text": "x" * 600_000 + looks_like_a_cut}]
+        + [{"event": "slot", "value": [{"event": "user"}, {"event": "bot"}]}] * 40_000
+        + [{"event": "bot", "text": looks_like_a_cut}, {"event": "action"}] * 40_000
+    ).encode()
+    assert loads_exact(body) == json.loads(body)
+
+
+def test_a_long_list_that_is_not_json_is_refused_as_before() -> None:
+    body = greetings(10_000)[:-1]
+    try:
+        loads_untrusted(body)
+    except ValueError as exc:
+        assert "Expecting" in str(exc)
+    else:
+        raise AssertionError("an unclosed list was read")
