@@ -178,6 +178,10 @@ def test_domain_directory_merges_files_and_reports_duplicates() -> None:
         ),
         ("slots:\n  a:\n    type: text\n   mappings: []\n", 4, "invalid YAML"),
         ("responses:\n  utter_a:\n  - txt: hi\n", 3, "unknown key 'txt'"),
+        # Before: these trained, and the first turn uttering the response failed.
+        ("responses:\n  utter_a:\n  - text: 3\n", 3, "'text' in a variation of response"),
+        ("responses:\n  utter_a:\n  - text: a\n    buttons: x\n", 4, "'buttons' in a"),
+        ("responses:\n  utter_a:\n  - text: a\n    condition: x\n", 4, "must be a list of"),
         ("session_config:\n  session_expiration_time: -1\n", 2, "0 or more"),
         ("forms:\n  f:\n    required_slots: name\n", 3, "list of slot names"),
         ("intents:\n- greet: {use_entities: maybe}\n", 2, "use_entities"),
@@ -220,6 +224,8 @@ FLOAT = "type: float\n    mappings: []\n    "
         (FLOAT + "min_value: 2", 6, "'min_value' of slot 's' (2) is above its 'max_value' (1.0)"),
         (FLOAT + "min_value: true", 6, "'min_value' of slot 's' must be a number"),
         (FLOAT + "max_value: .nan", 6, "'max_value' of slot 's' must be a number"),
+        # Before: it trained, and the slot counted as 0.0 on every turn.
+        (FLOAT + "initial_value: x", 6, "'initial_value' of float slot 's' must be a number"),
     ],
 )
 def test_a_slot_key_of_the_wrong_type_or_range_names_file_and_line(
