@@ -58,6 +58,14 @@ def _train(tmp_path: Path, pipeline: list[dict], policies: list[dict]) -> Path:
 NLU_CASES = [
     ({"name": "FallbackClassifier", "ambiguity_threshold": "x"}, "'ambiguity_threshold'"),
     ({"name": "FallbackClassifier", "threshold": 2}, "'threshold' must be between 0 and 1"),
+    # Before: min_df "x" was a TypeError traceback; min_df -1, max_df 0 and max_features "x"
+    # trained a model as if they were not there.
+    ({"name": "CountVectorsFeaturizer", "min_df": "x"}, "'min_df' must be a whole number"),
+    ({"name": "CountVectorsFeaturizer", "min_df": -1}, "'min_df' must be at least 0"),
+    ({"name": "CountVectorsFeaturizer", "min_df": 1.5}, "'min_df' must be between 0 and 1"),
+    ({"name": "CountVectorsFeaturizer", "max_df": 0}, "'max_df' (0) keeps fewer documents"),
+    ({"name": "CountVectorsFeaturizer", "max_features": "x"}, "'max_features' must be a whole"),
+    ({"name": "CountVectorsFeaturizer", "max_features": 0}, "'max_features' must be at least"),
     ({"name": "CountVectorsFeaturizer", "min_ngram": "x"}, "'min_ngram' must be a whole"),
     ({"name": "CountVectorsFeaturizer", "lowercase": "maybe"}, "'lowercase' must be true"),
     ({"name": "DIETClassifier", "ranking_length": "x"}, "'ranking_length'"),
