@@ -136,3 +136,16 @@ def test_numbers_and_flags_from_environment_variables_still_train(
         tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data.yml"], tmp_path / "m"
     )
     assert result.path.exists()
+
+
+@pytest.mark.parametrize("recipe", ["graph.v1", "defualt.v1"])
+def test_a_recipe_other_than_default_names_config_and_line(tmp_path: Path, recipe: str) -> None:
+    # Before: graph.v1 (or a typo) trained the pipeline and policies as if default.v1, and
+    # with graph.v1's train_schema instead of them, a model with no NLU and no policies.
+    (tmp_path / "config.yml").write_text(f"recipe: {recipe}\nlanguage: en\n")
+    (tmp_path / "domain.yml").write_text(DOMAIN)
+    (tmp_path / "data.yml").write_text(DATA)
+    with pytest.raises(InvalidProjectFile) as error:
+        train(tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data.yml"], tmp_path)
+    assert (error.value.filename, error.value.line) == (str(tmp_path / "config.yml"), 1)
+    assert f"recipe '{recipe}' is not supported" in str(error.value)

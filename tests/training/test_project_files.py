@@ -52,6 +52,9 @@ EXPECTED_INVALID = {
     "test_yaml_stories/stories_missing_intent.yml": "needs an 'intent'",
     # a response given twice (Rasa's YAML reader refuses duplicate keys too)
     "test_domains/duplicate_responses.yml": "'utter_greet' is given twice",
+    # the graph.v1 recipe (a graph of Rasa's Python classes): it trained an empty model
+    "test_config/graph_config.yml": "recipe 'graph.v1' is not supported",
+    "test_config/graph_config_short.yml": "recipe 'graph.v1' is not supported",
 }
 # Not Rasa 3 project files: endpoints / credentials (read by server/config.py) and the
 # other formats under examples/ and test/ (Rasa NLU JSON, LUIS, Wit, Dialogflow, txt),
