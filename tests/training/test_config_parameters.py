@@ -60,6 +60,9 @@ NLU_CASES = [
     ({"name": "FallbackClassifier", "threshold": 2}, "'threshold' must be between 0 and 1"),
     # Before: min_df "x" was a TypeError traceback; min_df -1, max_df 0 and max_features "x"
     # trained a model as if they were not there.
+    # Before: trained as if 'features' were not there (Rasa refuses it).
+    ({"name": "LexicalSyntacticFeaturizer", "features": [["bogus"]]}, "unknown feature 'bogus'"),
+    ({"name": "LexicalSyntacticFeaturizer", "features": ["low"]}, "must be a list of lists"),
     ({"name": "CountVectorsFeaturizer", "min_df": "x"}, "'min_df' must be a whole number"),
     ({"name": "CountVectorsFeaturizer", "min_df": -1}, "'min_df' must be at least 0"),
     ({"name": "CountVectorsFeaturizer", "min_df": 1.5}, "'min_df' must be between 0 and 1"),
