@@ -152,3 +152,28 @@ def test_a_recipe_other_than_default_names_config_and_line(tmp_path: Path, recip
         train(tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data.yml"], tmp_path)
     assert (error.value.filename, error.value.line) == (str(tmp_path / "config.yml"), 1)
     assert f"recipe '{recipe}' is not supported" in str(error.value)
+
+
+def test_a_repeated_classifier_and_a_token_pattern_are_reported(tmp_path: Path) -> None:
+    # Before: both trained without a word; the first DIETClassifier was trained for nothing.
+    (tmp_path / "config.yml").write_text(
+        "language: en\npipeline:\n- name: WhitespaceTokenizer\n  token_pattern: (?u)\\b\\w+\\b\n"
+        "- name: CountVectorsFeaturizer\n- name: DIETClassifier\n- name: DIETClassifier\n"
+        "policies:\n- name: RulePolicy\n"
+    )
+    (tmp_path / "domain.yml").write_text(DOMAIN)
+    (tmp_path / "data.yml").write_text(DATA)
+    result = train(
+        tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data.yml"], tmp_path / "m"
+    )
+    assert any("DIETClassifier is listed 2 times" in w for w in result.warnings)
+    assert any("'token_pattern' is not applied" in w for w in result.warnings)
+
+
+def test_a_token_pattern_that_is_no_regex_names_tokenizer_and_key(tmp_path: Path) -> None:
+    # Before: it trained (Rasa fails with a re.error traceback).
+    tokenizer = {"name": "WhitespaceTokenizer", "token_pattern": "(("}
+    with pytest.raises(InvalidProjectFile) as error:
+        _train(tmp_path, [tokenizer, TOKENS[1]], [{"name": "RulePolicy"}])
+    assert error.value.filename == str(tmp_path / "config.yml")
+    assert "WhitespaceTokenizer: 'token_pattern' '((' is not a valid regex" in str(error.value)
