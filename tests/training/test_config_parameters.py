@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from server.errors import InvalidProjectFile
-from server.training.train import train
+from server.training.train import TrainResult, train
 
 DOMAIN = """
 version: "3.1"
@@ -40,19 +40,23 @@ rules:
 TOKENS = [{"name": "WhitespaceTokenizer"}, {"name": "CountVectorsFeaturizer"}]
 
 
-def _train(tmp_path: Path, pipeline: list[dict], policies: list[dict]) -> Path:
-    config = {"language": "en", "pipeline": pipeline, "policies": policies}
-    (tmp_path / "config.yml").write_text(yaml.safe_dump(config))
+def _train_config(tmp_path: Path, config: str) -> TrainResult:
+    """Trains the small project with `config` as config.yml's text."""
+    (tmp_path / "config.yml").write_text(config)
     (tmp_path / "domain.yml").write_text(DOMAIN)
     (tmp_path / "data.yml").write_text(DATA)
-    result = train(
+    return train(
         tmp_path / "config.yml",
         tmp_path / "domain.yml",
         [tmp_path / "data.yml"],
         tmp_path / "models",
         force=True,
     )
-    return result.path
+
+
+def _train(tmp_path: Path, pipeline: list[dict], policies: list[dict]) -> Path:
+    config = {"language": "en", "pipeline": pipeline, "policies": policies}
+    return _train_config(tmp_path, yaml.safe_dump(config)).path
 
 
 NLU_CASES = [
@@ -126,17 +130,13 @@ def test_numbers_and_flags_from_environment_variables_still_train(
 ) -> None:
     monkeypatch.setenv("FALLBACK", "0.4")
     monkeypatch.setenv("CASE", "false")
-    (tmp_path / "config.yml").write_text(
+    result = _train_config(
+        tmp_path,
         "language: en\npipeline:\n- name: WhitespaceTokenizer\n"
         "- name: RegexFeaturizer\n  case_sensitive: ${CASE}\n"
         "- name: CountVectorsFeaturizer\n- name: LogisticRegressionClassifier\n"
         "- name: FallbackClassifier\n  threshold: ${FALLBACK}\n"
-        "policies:\n- name: RulePolicy\n  core_fallback_threshold: ${FALLBACK}\n"
-    )
-    (tmp_path / "domain.yml").write_text(DOMAIN)
-    (tmp_path / "data.yml").write_text(DATA)
-    result = train(
-        tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data.yml"], tmp_path / "m"
+        "policies:\n- name: RulePolicy\n  core_fallback_threshold: ${FALLBACK}\n",
     )
     assert result.path.exists()
 
@@ -145,26 +145,19 @@ def test_numbers_and_flags_from_environment_variables_still_train(
 def test_a_recipe_other_than_default_names_config_and_line(tmp_path: Path, recipe: str) -> None:
     # Before: graph.v1 (or a typo) trained the pipeline and policies as if default.v1, and
     # with graph.v1's train_schema instead of them, a model with no NLU and no policies.
-    (tmp_path / "config.yml").write_text(f"recipe: {recipe}\nlanguage: en\n")
-    (tmp_path / "domain.yml").write_text(DOMAIN)
-    (tmp_path / "data.yml").write_text(DATA)
     with pytest.raises(InvalidProjectFile) as error:
-        train(tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data.yml"], tmp_path)
+        _train_config(tmp_path, f"recipe: {recipe}\nlanguage: en\n")
     assert (error.value.filename, error.value.line) == (str(tmp_path / "config.yml"), 1)
     assert f"recipe '{recipe}' is not supported" in str(error.value)
 
 
 def test_a_repeated_classifier_and_a_token_pattern_are_reported(tmp_path: Path) -> None:
     # Before: both trained without a word; the first DIETClassifier was trained for nothing.
-    (tmp_path / "config.yml").write_text(
+    result = _train_config(
+        tmp_path,
         "language: en\npipeline:\n- name: WhitespaceTokenizer\n  token_pattern: (?u)\\b\\w+\\b\n"
         "- name: CountVectorsFeaturizer\n- name: DIETClassifier\n- name: DIETClassifier\n"
-        "policies:\n- name: RulePolicy\n"
-    )
-    (tmp_path / "domain.yml").write_text(DOMAIN)
-    (tmp_path / "data.yml").write_text(DATA)
-    result = train(
-        tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data.yml"], tmp_path / "m"
+        "policies:\n- name: RulePolicy\n",
     )
     assert any("DIETClassifier is listed 2 times" in w for w in result.warnings)
     assert any("'token_pattern' is not applied" in w for w in result.warnings)
