@@ -17,7 +17,7 @@ from server.training.config_yaml import ProjectConfig, read_config
 from server.training.domain_yaml import DomainReader
 from server.training.nlu_yaml import read_nlu_file
 from server.training.stories_yaml import read_story_data
-from server.training.yaml_io import is_yaml_file, read_yaml_file
+from server.training.yaml_io import check_version, is_yaml_file, read_yaml_file
 
 
 @dataclass
@@ -80,6 +80,7 @@ def load_project(
                     getattr(content, "line", None),
                 )
             continue
+        check_version(content, str(file))
         if "nlu" in content or "responses" in content:
             nlu_parts.append(read_nlu_file(file))
         if "stories" in content or "rules" in content:

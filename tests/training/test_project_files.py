@@ -188,6 +188,9 @@ def test_domain_directory_merges_files_and_reports_duplicates() -> None:
         ("session_config:\n  session_expiration_time: -1\n", 2, "0 or more"),
         ("forms:\n  f:\n    required_slots: name\n", 3, "list of slot names"),
         ("intents:\n- greet: {use_entities: maybe}\n", 2, "use_entities"),
+        # Before: it trained; Rasa skips the file with a warning and trains an empty domain.
+        ('version: "9"\nintents: [greet]\n', 1, "'version' '9' is not a format this server"),
+        ('version: "3.x"\nintents: [greet]\n', 1, "'version' '3.x' is not a format"),
     ],
 )
 def test_broken_domain_names_file_and_line(
@@ -369,3 +372,15 @@ def test_a_merge_key_may_still_be_overridden(tmp_path: Path) -> None:
         "base: &base {type: sql, db: a}\ntracker_store:\n  <<: *base\n  db: b\n", encoding="utf-8"
     )
     assert read_yaml_file(path)["tracker_store"] == {"type": "sql", "db": "b"}
+
+
+def test_an_nlu_file_of_a_newer_format_names_file_and_line(tmp_path: Path) -> None:
+    # Before: it trained; Rasa skips the file with a warning (no NLU examples at all).
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet]\n')
+    (tmp_path / "nlu.yml").write_text(
+        'version: "4.0"\nnlu:\n- intent: greet\n  examples: |\n    - hi\n'
+    )
+    with pytest.raises(InvalidProjectFile) as info:
+        load_project(None, tmp_path / "domain.yml", [tmp_path / "nlu.yml"])
+    assert (info.value.filename, info.value.line) == (str(tmp_path / "nlu.yml"), 1)
+    assert "'version' '4.0' is not a format" in str(info.value)
