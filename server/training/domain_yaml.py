@@ -99,14 +99,22 @@ class DomainReader:
                 continue
             if key in _LIST_SECTIONS:
                 existing = list(out.get(key) or [])
-                names = {_item_name(v) for v in existing}
+                names = {_item_name(v): _item_properties(v) for v in existing}
                 for index, item in enumerate(value):
                     name = _item_name(item)
                     line = line_of(value, index)
                     if name in names:
+                        if names[name] != _item_properties(item):
+                            # Which one would win is a guess; Rasa refuses any repeated intent.
+                            raise InvalidProjectFile(
+                                f"{key[:-1]} '{name}' is defined more than once, with different "
+                                "properties; keep one definition",
+                                filename,
+                                line,
+                            )
                         self.warn(f"{key[:-1]} '{name}' is defined more than once", filename, line)
                         continue
-                    names.add(name)
+                    names[name] = _item_properties(item)
                     existing.append(item)
                     self.origins.setdefault(f"{key}:{name}", (filename, line))
                 out[key] = existing
@@ -517,6 +525,11 @@ def read_domain(
             responses.setdefault(name, variations)
         merged["responses"] = responses
     return reader.build(merged, str(path))
+
+
+def _item_properties(item: Any) -> Any:
+    """What an intent or entity entry says beyond its name (`greet` is `{greet: {}}`)."""
+    return (item.get(_item_name(item)) or {}) if isinstance(item, dict) else {}
 
 
 def _item_name(item: Any) -> str:

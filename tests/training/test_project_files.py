@@ -188,6 +188,9 @@ def test_domain_directory_merges_files_and_reports_duplicates() -> None:
         ("session_config:\n  session_expiration_time: -1\n", 2, "0 or more"),
         ("forms:\n  f:\n    required_slots: name\n", 3, "list of slot names"),
         ("intents:\n- greet: {use_entities: maybe}\n", 2, "use_entities"),
+        # Before: a warning, and the first definition won (entities the second excluded
+        # were used); Rasa refuses a repeated intent.
+        ("intents:\n- greet\n- greet: {use_entities: []}\n", 3, "with different properties"),
         # Before: it trained; Rasa skips the file with a warning and trains an empty domain.
         ('version: "9"\nintents: [greet]\n', 1, "'version' '9' is not a format this server"),
         ('version: "3.x"\nintents: [greet]\n', 1, "'version' '3.x' is not a format"),
