@@ -58,6 +58,14 @@ class CountVectorsFeaturizer:
             else number(config, "max_features", 0, name, whole=True, minimum=1)
         )
         self.use_tfidf = flag(config, "use_tfidf", True, name)
+        oov_words = config.get("OOV_words")
+        if oov_words is not None and not (
+            isinstance(oov_words, list) and all(isinstance(w, str) for w in oov_words)
+        ):
+            # Rasa would test each word against the string's letters (`"a" in "abc"`).
+            raise InvalidConfig(
+                f"{name}: 'OOV_words' must be a list of words such as [hmm, ehm], not {oov_words!r}"
+            )
         self.vocabulary_: dict[str, int] = {}
         self.idf_: np.ndarray = np.zeros(0, dtype=np.float32)
         self._idf: list[float] = []

@@ -178,6 +178,11 @@ def _warn_about_ignored_options(pipeline: list[dict[str, Any]], plan: Plan) -> N
             "trained, and the last one's intent ranking is the one used."
         )
     for entry in pipeline:
+        if entry.get("OOV_token") not in (None, "") or entry.get("OOV_words"):
+            plan.warnings.append(
+                f"{entry['name']}: 'OOV_token' and 'OOV_words' are not applied; words "
+                "outside the vocabulary are left out of the features."
+            )
         if entry.get("token_pattern") not in (None, ""):
             plan.warnings.append(
                 f"{entry['name']}: 'token_pattern' is not applied; words are split on "

@@ -73,6 +73,7 @@ NLU_CASES = [
     ({"name": "CountVectorsFeaturizer", "max_df": 0}, "'max_df' (0) keeps fewer documents"),
     ({"name": "CountVectorsFeaturizer", "max_features": "x"}, "'max_features' must be a whole"),
     ({"name": "CountVectorsFeaturizer", "max_features": 0}, "'max_features' must be at least"),
+    ({"name": "CountVectorsFeaturizer", "OOV_words": "abc"}, "'OOV_words' must be a list of"),
     ({"name": "CountVectorsFeaturizer", "min_ngram": "x"}, "'min_ngram' must be a whole"),
     ({"name": "CountVectorsFeaturizer", "lowercase": "maybe"}, "'lowercase' must be true"),
     ({"name": "DIETClassifier", "ranking_length": "x"}, "'ranking_length'"),
@@ -151,16 +152,18 @@ def test_a_recipe_other_than_default_names_config_and_line(tmp_path: Path, recip
     assert f"recipe '{recipe}' is not supported" in str(error.value)
 
 
-def test_a_repeated_classifier_and_a_token_pattern_are_reported(tmp_path: Path) -> None:
+def test_options_we_do_not_apply_and_a_repeated_classifier_are_warned_about(tmp_path: Path) -> None:
     # Before: both trained without a word; the first DIETClassifier was trained for nothing.
     result = _train_config(
         tmp_path,
         "language: en\npipeline:\n- name: WhitespaceTokenizer\n  token_pattern: (?u)\\b\\w+\\b\n"
-        "- name: CountVectorsFeaturizer\n- name: DIETClassifier\n- name: DIETClassifier\n"
+        "- name: CountVectorsFeaturizer\n  OOV_token: oov\n"
+        "- name: DIETClassifier\n- name: DIETClassifier\n"
         "policies:\n- name: RulePolicy\n",
     )
     assert any("DIETClassifier is listed 2 times" in w for w in result.warnings)
     assert any("'token_pattern' is not applied" in w for w in result.warnings)
+    assert any("'OOV_token' and 'OOV_words' are not applied" in w for w in result.warnings)
 
 
 def test_a_token_pattern_that_is_no_regex_names_tokenizer_and_key(tmp_path: Path) -> None:
