@@ -94,6 +94,16 @@ def load_project(
         responses.setdefault(name, variations)
     if responses:
         domain_dict["responses"] = responses
+    # A retrieval intent's answer missing from the responses: the bot would say nothing (and
+    # with no response at all, `utter_<intent>` would be called as a custom action).
+    full_intents = {e.intent for e in nlu.examples if e.intent and "/" in e.intent}
+    missing = sorted(name for name in full_intents if f"utter_{name}" not in responses)
+    if missing:
+        raise InvalidProjectFile(
+            f"retrieval intent {missing[0]!r} has no response 'utter_{missing[0]}' in the "
+            f"domain or the training data (missing: {', '.join(missing)})",
+            str(domain),
+        )
     # Each retrieval intent gets its `utter_<intent>` action, and is an intent of the domain.
     for intent in nlu.retrieval_intents:
         _add_named(domain_dict, "intents", intent)

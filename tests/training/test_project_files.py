@@ -387,3 +387,19 @@ def test_an_nlu_file_of_a_newer_format_names_file_and_line(tmp_path: Path) -> No
         load_project(None, tmp_path / "domain.yml", [tmp_path / "nlu.yml"])
     assert (info.value.filename, info.value.line) == (str(tmp_path / "nlu.yml"), 1)
     assert "'version' '4.0' is not a format" in str(info.value)
+
+
+def test_a_retrieval_intent_without_its_responses_names_the_domain(tmp_path: Path) -> None:
+    # Before: it trained; 'utter_faq' then ran as a custom action that failed (no action
+    # server), or, with some of the responses, the bot said nothing for the others.
+    (tmp_path / "domain.yml").write_text(
+        'version: "3.1"\nintents: [faq]\nresponses:\n  utter_faq/ask_name: [{text: Sara}]\n'
+    )
+    (tmp_path / "nlu.yml").write_text(
+        'version: "3.1"\nnlu:\n- intent: faq/ask_name\n  examples: |\n    - your name?\n'
+        "- intent: faq/ask_age\n  examples: |\n    - how old are you?\n"
+    )
+    with pytest.raises(InvalidProjectFile) as info:
+        load_project(None, tmp_path / "domain.yml", [tmp_path / "nlu.yml"])
+    assert info.value.filename == str(tmp_path / "domain.yml")
+    assert "retrieval intent 'faq/ask_age' has no response 'utter_faq/ask_age'" in str(info.value)
