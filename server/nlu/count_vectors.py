@@ -22,6 +22,18 @@ _ANALYZERS = ("word", "char", "char_wb")
 WORD_CACHE_SIZE = 512
 
 
+def _document_frequency(config: dict[str, Any], key: str, default: float, name: str) -> Any:
+    """`min_df`/`max_df` as scikit-learn reads them: a whole number counts examples, a
+    fraction (`0.5`, `1.0`) is their share."""
+    value = config.get(key, default)
+    share = isinstance(value, float) or (
+        isinstance(value, str) and any(mark in value for mark in ".eE")
+    )
+    if share:
+        return number(config, key, default, name, minimum=0, maximum=1)
+    return number(config, key, default, name, whole=True, minimum=0)
+
+
 class CountVectorsFeaturizer:
     """Learns an n-gram vocabulary and its IDF weights; featurizes one message in µs."""
 
@@ -38,8 +50,22 @@ class CountVectorsFeaturizer:
         if not 1 <= self.min_ngram <= self.max_ngram:
             raise InvalidConfig(f"{name}: need 1 <= min_ngram <= max_ngram")
         self.lowercase = flag(config, "lowercase", True, name)
-        self.min_df = config.get("min_df", 1)
+        self.min_df = _document_frequency(config, "min_df", 1, name)
+        self.max_df = _document_frequency(config, "max_df", 1.0, name)
+        self.max_features: int | None = (
+            None
+            if config.get("max_features") is None
+            else number(config, "max_features", 0, name, whole=True, minimum=1)
+        )
         self.use_tfidf = flag(config, "use_tfidf", True, name)
+        oov_words = config.get("OOV_words")
+        if oov_words is not None and not (
+            isinstance(oov_words, list) and all(isinstance(w, str) for w in oov_words)
+        ):
+            # Rasa would test each word against the string's letters (`"a" in "abc"`).
+            raise InvalidConfig(
+                f"{name}: 'OOV_words' must be a list of words such as [hmm, ehm], not {oov_words!r}"
+            )
         self.vocabulary_: dict[str, int] = {}
         self.idf_: np.ndarray = np.zeros(0, dtype=np.float32)
         self._idf: list[float] = []
@@ -98,7 +124,22 @@ class CountVectorsFeaturizer:
         min_count = (
             math.ceil(self.min_df * n_docs) if isinstance(self.min_df, float) else self.min_df
         )
-        kept = sorted(g for g, c in doc_freq.items() if c >= min_count)
+        max_count = (
+            math.floor(self.max_df * n_docs) if isinstance(self.max_df, float) else self.max_df
+        )
+        if max_count < min_count:
+            raise InvalidConfig(
+                f"{self.name}: 'max_df' ({self.max_df!r}) keeps fewer documents than "
+                f"'min_df' ({self.min_df!r}) on these {n_docs} examples"
+            )
+        kept = sorted(g for g, c in doc_freq.items() if min_count <= c <= max_count)
+        if self.max_features is not None and len(kept) > self.max_features:
+            # As scikit-learn: the most frequent n-grams over all examples, ties by name.
+            total: Counter[str] = Counter()
+            for grams in all_grams:
+                total.update(grams)
+            ranked = sorted(kept, key=lambda g: -total[g])
+            kept = sorted(ranked[: self.max_features])
         self.vocabulary_ = {g: i for i, g in enumerate(kept)}
         self._word_columns.cache_clear()
         df = np.array([doc_freq[g] for g in kept], dtype=np.float64)

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from server.errors import ModelError
+from server.errors import InvalidConfig, ModelError
 from server.nlu.message import Message, Token
 from server.nlu.state_files import expect, read_json, write_json
 
@@ -38,8 +38,36 @@ def sentence_features(tokens: list[Token]) -> list[str]:
     return features
 
 
+# The feature names Rasa's LexicalSyntacticFeaturizer knows (its `features` windows).
+RASA_FEATURES = frozenset(
+    {"BOS", "EOS", "low", "upper", "title", "digit", "prefix5", "prefix2", "suffix5"}
+    | {"suffix3", "suffix2", "suffix1", "pos", "pos2"}
+)
+
+
+def check_features(config: dict[str, Any], name: str) -> None:
+    """Rasa refuses a `features` value that is not a list of windows of known names; so do
+    we, though the features we compute are a fixed set (see docs/differences-from-rasa.md)."""
+    windows = config.get("features")
+    if windows is None:
+        return
+    if not isinstance(windows, list) or not all(isinstance(w, list) for w in windows):
+        raise InvalidConfig(
+            f"{name}: 'features' must be a list of lists of feature names, such as "
+            f"[[low, title], [BOS, EOS, low, prefix5], [low, title]], not {windows!r}"
+        )
+    for window in windows:
+        for feature in window:
+            if not isinstance(feature, str) or feature not in RASA_FEATURES:
+                raise InvalidConfig(
+                    f"{name}: unknown feature {feature!r} in 'features'; use some of "
+                    + ", ".join(sorted(RASA_FEATURES))
+                )
+
+
 class LexicalSyntacticFeaturizer:
     def __init__(self, config: dict[str, Any], name: str = "LexicalSyntacticFeaturizer"):
+        check_features(config, name)
         self.config = config
         self.name = name
         self.vocabulary_: dict[str, int] = {}

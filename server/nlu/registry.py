@@ -158,6 +158,7 @@ def plan_pipeline(pipeline: list[dict[str, Any]]) -> Plan:
                 f"Unknown NLU component '{name}' in the pipeline (item {position + 1}). "
                 f"Known components: {', '.join(sorted(known_names()))}"
             )
+    _warn_about_ignored_options(pipeline, plan)
     _dedupe_tokenizers(plan)
     _ensure_features(plan)
     if mappings:
@@ -166,6 +167,27 @@ def plan_pipeline(pipeline: list[dict[str, Any]]) -> Plan:
             "Some pipeline components run as botserver equivalents: " + "; ".join(mappings),
         )
     return plan
+
+
+def _warn_about_ignored_options(pipeline: list[dict[str, Any]], plan: Plan) -> None:
+    """Say so where a config.yml option would change Rasa's model but not ours."""
+    classifiers = [e["name"] for e in pipeline if e["name"] in _INTENT_CLASSIFIERS]
+    for name in sorted({n for n in classifiers if classifiers.count(n) > 1}):
+        plan.warnings.append(
+            f"{name} is listed {classifiers.count(name)} times in the pipeline: each one is "
+            "trained, and the last one's intent ranking is the one used."
+        )
+    for entry in pipeline:
+        if entry.get("OOV_token") not in (None, "") or entry.get("OOV_words"):
+            plan.warnings.append(
+                f"{entry['name']}: 'OOV_token' and 'OOV_words' are not applied; words "
+                "outside the vocabulary are left out of the features."
+            )
+        if entry.get("token_pattern") not in (None, ""):
+            plan.warnings.append(
+                f"{entry['name']}: 'token_pattern' is not applied; words are split on "
+                "whitespace and punctuation."
+            )
 
 
 def known_names() -> set[str]:

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from server.errors import InvalidConfig
 from server.nlu.message import Message, Token
 
 _WORD = re.compile(r"\S+")
@@ -36,6 +37,15 @@ class WhitespaceTokenizer:
     def __init__(self, config: dict[str, Any], name: str = "WhitespaceTokenizer"):
         self.config = config
         self.name = name
+        pattern = config.get("token_pattern")
+        if pattern is not None:
+            # Not applied (the pipeline warns), but one Rasa cannot compile is a mistake.
+            try:
+                re.compile(str(pattern))
+            except re.error as e:
+                raise InvalidConfig(
+                    f"{name}: 'token_pattern' {pattern!r} is not a valid regex: {e}"
+                ) from None
 
     def train(self, messages: list[Message], data: Any) -> None:
         for message in messages:

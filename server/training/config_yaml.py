@@ -82,8 +82,16 @@ def config_from_dict(data: Any, filename: str | None = None) -> ProjectConfig:
     defaulted: list[str] = []
 
     recipe = data.get("recipe") or DEFAULT_RECIPE
-    if not isinstance(recipe, str):
-        raise InvalidProjectFile("'recipe' must be a name", filename, line_of(data, "recipe"))
+    if recipe != DEFAULT_RECIPE:
+        # A graph.v1 config describes its graph in train_schema/predict_schema, which we do
+        # not run; training its (empty) pipeline and policies gave a model that knew nothing.
+        raise InvalidProjectFile(
+            f"recipe {brief(recipe)} is not supported: botserver trains the '{DEFAULT_RECIPE}' "
+            "recipe (a 'pipeline' and 'policies'); remove the 'recipe' key or use "
+            f"'recipe: {DEFAULT_RECIPE}'",
+            filename,
+            line_of(data, "recipe"),
+        )
 
     language = data.get("language")
     if language is None or language == "":
@@ -106,10 +114,8 @@ def config_from_dict(data: Any, filename: str | None = None) -> ProjectConfig:
     for section in ("pipeline", "policies"):
         value = data.get(section)
         if value in (None, [], ""):
-            # A graph recipe describes its own graph; only the default recipe is filled in.
-            sections[section] = copy.deepcopy(defaults[section]) if recipe == DEFAULT_RECIPE else []
-            if recipe == DEFAULT_RECIPE:
-                defaulted.append(section)
+            sections[section] = copy.deepcopy(defaults[section])
+            defaulted.append(section)
             continue
         sections[section] = _components(value, section, filename, line_of(data, section))
 

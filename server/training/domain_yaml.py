@@ -4,6 +4,7 @@ against Rasa's domain schema, naming the file and line of every mistake."""
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,10 @@ _RESPONSE_KEYS = frozenset(
         "condition",
     }
 )
+# Rasa's response schema: the type of each key's value (None, Rasa's schema allows it, too).
+_RESPONSE_STRINGS = frozenset({"id", "text", "image", "button_type", "channel"})
+_RESPONSE_MAPS = frozenset({"custom", "attachment"})
+_RESPONSE_LISTS = frozenset({"buttons", "quick_replies", "elements", "condition"})
 _MAPPING_KEYS = frozenset(
     {"type", "intent", "not_intent", "entity", "role", "group", "value", "action", "conditions"}
 )
@@ -94,14 +99,22 @@ class DomainReader:
                 continue
             if key in _LIST_SECTIONS:
                 existing = list(out.get(key) or [])
-                names = {_item_name(v) for v in existing}
+                names = {_item_name(v): _item_properties(v) for v in existing}
                 for index, item in enumerate(value):
                     name = _item_name(item)
                     line = line_of(value, index)
                     if name in names:
+                        if names[name] != _item_properties(item):
+                            # Which one would win is a guess; Rasa refuses any repeated intent.
+                            raise InvalidProjectFile(
+                                f"{key[:-1]} '{name}' is defined more than once, with different "
+                                "properties; keep one definition",
+                                filename,
+                                line,
+                            )
                         self.warn(f"{key[:-1]} '{name}' is defined more than once", filename, line)
                         continue
-                    names.add(name)
+                    names[name] = _item_properties(item)
                     existing.append(item)
                     self.origins.setdefault(f"{key}:{name}", (filename, line))
                 out[key] = existing
@@ -257,6 +270,14 @@ class DomainReader:
                 f"'max_value' ({spec.get('max_value', 1.0)})",
                 filename,
                 line_of(spec, "min_value", line),
+            )
+        if normalized == "float" and not _is_number(spec.get("initial_value")):
+            # Rasa featurizes such a slot as 0.0 on every turn, without a word.
+            raise InvalidProjectFile(
+                f"'initial_value' of float slot '{name}' must be a number, "
+                f"not {brief(spec['initial_value'])}",
+                filename,
+                line_of(spec, "initial_value", line),
             )
         if normalized == "categorical" and not isinstance(spec.get("values"), list):
             raise InvalidProjectFile(
@@ -435,12 +456,50 @@ def check_response(name: str, variations: Any, filename: str, line: int | None) 
                     filename,
                     line_of(variation, key, variation_line),
                 )
+        _check_variation_values(name, variation, filename, variation_line)
         if variation.get("text") is None and not variation.get("custom"):
             raise InvalidProjectFile(
                 f"a variation of response '{name}' needs a 'text' or a 'custom' payload",
                 filename,
                 variation_line,
             )
+
+
+def _check_variation_values(
+    name: str, variation: dict[Any, Any], filename: str, line: int | None
+) -> None:
+    """`text: 3` or `buttons: x` would fail (or send garbage) on the first turn that utters
+    the response: refuse it here, as Rasa's schema does."""
+    for key, value in variation.items():
+        if value is None:
+            continue
+        if key in _RESPONSE_STRINGS and not isinstance(value, str):
+            expected = "text"
+        elif key in _RESPONSE_MAPS and not isinstance(value, dict):
+            expected = "a mapping"
+        elif key in _RESPONSE_LISTS and not (
+            isinstance(value, list) and all(isinstance(item, dict) for item in value)
+        ):
+            expected = "a list of mappings"
+        else:
+            continue
+        raise InvalidProjectFile(
+            f"'{key}' in a variation of response '{name}' must be {expected}, not {brief(value)}",
+            filename,
+            line_of(variation, key, line),
+        )
+
+
+def _is_number(value: Any) -> bool:
+    """None (no initial value), a finite number, or a string holding one."""
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return False
 
 
 def is_domain_data(data: Any) -> bool:
@@ -466,6 +525,11 @@ def read_domain(
             responses.setdefault(name, variations)
         merged["responses"] = responses
     return reader.build(merged, str(path))
+
+
+def _item_properties(item: Any) -> Any:
+    """What an intent or entity entry says beyond its name (`greet` is `{greet: {}}`)."""
+    return (item.get(_item_name(item)) or {}) if isinstance(item, dict) else {}
 
 
 def _item_name(item: Any) -> str:

@@ -25,6 +25,8 @@ _ANNOTATION = re.compile(
     r"(?:\((?P<entity>[^:)]+)(?::(?P<value>[^)]*))?\)|(?P<json>\{[^}]*\}))"
 )
 _ITEM_KINDS = ("intent", "synonym", "regex", "lookup")
+_STR_TAG = "tag:yaml.org,2002:str"
+_NULL_TAG = "tag:yaml.org,2002:null"
 
 
 def read_nlu_file(path: str | Path) -> NLUTrainingData:
@@ -116,6 +118,14 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData) -> 
         name = str(name_node.value).strip() if isinstance(name_node, yaml.ScalarNode) else ""
         if not name:
             raise InvalidProjectFile(f"'{kind}' needs a name", filename, _line(name_node))
+        if not _is_text(name_node):
+            # `intent: 3` (or `yes`): Rasa's schema refuses a name that is no string.
+            raise InvalidProjectFile(
+                f"'{kind}' must be a name such as '{kind}: my_{kind}', not {name_node.value}; "
+                "quote it if it is meant as text",
+                filename,
+                _line(name_node),
+            )
         examples_node = fields.get("examples")
         if examples_node is None:
             if kind == "intent":
@@ -124,6 +134,20 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData) -> 
         metadata_node = fields.get("metadata")
         item_metadata = _to_python(metadata_node) if metadata_node is not None else None
         lines = _example_lines(examples_node, filename)
+        if (
+            not lines
+            and _holds_text(examples_node)
+            and (kind == "lookup" or not _is_text(examples_node))
+        ):
+            # A lookup file path (Rasa 2) or `examples: 3`: the item would train as empty.
+            # (An intent's lines without '- ' are skipped with a warning, as in Rasa.)
+            hint = "; Rasa 3 no longer reads lookup tables from files" if kind == "lookup" else ""
+            raise InvalidProjectFile(
+                f"the 'examples' of {kind} '{name}' hold no '- ' lines, "
+                f"only {brief(examples_node.value)}{hint}",
+                filename,
+                _line(examples_node),
+            )
         if kind == "intent":
             for raw, line, metadata in lines:
                 text, entities = parse_annotated_text(raw, filename, line)
@@ -144,6 +168,14 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData) -> 
         else:
             bucket = data.lookups.setdefault(name, [])
             bucket.extend(raw for raw, _, _ in lines if raw not in bucket)
+
+
+def _holds_text(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag != _NULL_TAG and bool(node.value.strip())
+
+
+def _is_text(node: yaml.Node) -> bool:
+    return node.tag == _STR_TAG
 
 
 def _merge_metadata(item: Any, example: Any) -> dict | None:

@@ -17,7 +17,7 @@ from server.training.config_yaml import ProjectConfig, read_config
 from server.training.domain_yaml import DomainReader
 from server.training.nlu_yaml import read_nlu_file
 from server.training.stories_yaml import read_story_data
-from server.training.yaml_io import is_yaml_file, read_yaml_file
+from server.training.yaml_io import check_version, is_yaml_file, read_yaml_file
 
 
 @dataclass
@@ -80,6 +80,7 @@ def load_project(
                     getattr(content, "line", None),
                 )
             continue
+        check_version(content, str(file))
         if "nlu" in content or "responses" in content:
             nlu_parts.append(read_nlu_file(file))
         if "stories" in content or "rules" in content:
@@ -93,6 +94,16 @@ def load_project(
         responses.setdefault(name, variations)
     if responses:
         domain_dict["responses"] = responses
+    # A retrieval intent's answer missing from the responses: the bot would say nothing (and
+    # with no response at all, `utter_<intent>` would be called as a custom action).
+    full_intents = {e.intent for e in nlu.examples if e.intent and "/" in e.intent}
+    missing = sorted(name for name in full_intents if f"utter_{name}" not in responses)
+    if missing:
+        raise InvalidProjectFile(
+            f"retrieval intent {missing[0]!r} has no response 'utter_{missing[0]}' in the "
+            f"domain or the training data (missing: {', '.join(missing)})",
+            str(domain),
+        )
     # Each retrieval intent gets its `utter_<intent>` action, and is an intent of the domain.
     for intent in nlu.retrieval_intents:
         _add_named(domain_dict, "intents", intent)

@@ -57,12 +57,28 @@ def line_of(obj: Any, key: Any = None, default: int | None = None) -> int | None
     return getattr(obj, "line", default) or default
 
 
+# The newest training data format Rasa 3 (and so botserver) reads.
+LATEST_FORMAT = (3, 1)
+_VERSION = re.compile(r"(\d+)(?:\.(\d+))?(?:\.\d+)*")
+
+
 def check_version(data: dict[Any, Any], filename: str) -> None:
-    """A project file's optional `version:` must be a string (`3.1` unquoted is a float)."""
+    """A project file's optional `version:` must be a string (`3.1` unquoted is a float)
+    naming a format no newer than 3.1. Rasa skips a newer file with a warning (a domain
+    then trains as empty); we refuse it."""
     version = data.get("version")
-    if version is not None and not isinstance(version, str):
+    if version is None:
+        return
+    if not isinstance(version, str):
         raise InvalidProjectFile(
             f"'version' must be a quoted string such as \"3.1\", not {brief(version)}",
+            filename,
+            line_of(data, "version"),
+        )
+    parsed = _VERSION.fullmatch(version.strip())
+    if parsed is None or (int(parsed[1]), int(parsed[2] or 0)) > LATEST_FORMAT:
+        raise InvalidProjectFile(
+            f"'version' {brief(version)} is not a format this server reads; use version: \"3.1\"",
             filename,
             line_of(data, "version"),
         )

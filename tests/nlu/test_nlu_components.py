@@ -62,6 +62,30 @@ def test_count_vectors_weigh_like_sublinear_tfidf() -> None:
             assert values == pytest.approx(row.data.tolist(), rel=1e-6)
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"max_df": 0.5},
+        {"max_df": 2, "min_df": 2},
+        {"min_df": 0.4},
+        {"max_features": 3},
+        {"max_features": 4, "max_df": 0.7},
+    ],
+)
+def test_count_vectors_keep_the_vocabulary_scikit_learn_keeps(limits: dict) -> None:
+    # Before: max_df and max_features were ignored, so the vocabulary kept every n-gram.
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    train = ["hi there", "hi hi there friend", "good morning there", "very very sad", "hi sad"]
+    featurizer = CountVectorsFeaturizer(limits)
+    featurizer.train([Message(t, tokenize(t)) for t in train], None)
+    reference = CountVectorizer(
+        analyzer=lambda text: featurizer.ngrams(Message(text, tokenize(text))), **limits
+    )
+    reference.fit(train)
+    assert featurizer.vocabulary_ == reference.vocabulary_
+
+
 def test_evaluate_writes_rasa_report_files(tmp_path: Path, load_bot):
     data = load_bot("formbot")
     pipeline = NLUPipeline.train(data, [{"name": "DIETClassifier"}])

@@ -87,6 +87,25 @@ def test_missing_item_key_is_an_error():
     assert info.value.line == 2
 
 
+@pytest.mark.parametrize(
+    ("item", "line", "fragment"),
+    [
+        # Before: each trained as an empty lookup (a warning in the log), so no entity it
+        # listed was ever found.
+        ("- lookup: city\n  examples: data/cities.txt\n", 3, "no longer reads lookup tables"),
+        ("- lookup: city\n  examples: 3\n", 3, "of lookup 'city' hold no '- ' lines, only '3'"),
+        ("- intent: a\n  examples: 3\n", 3, "of intent 'a' hold no '- ' lines, only '3'"),
+        # Before: the intent trained as '3'.
+        ("- intent: 3\n  examples: |\n    - hi\n", 2, "'intent' must be a name"),
+    ],
+)
+def test_an_item_of_the_wrong_kind_names_file_and_line(item: str, line: int, fragment: str):
+    with pytest.raises(InvalidProjectFile) as info:
+        read_nlu_yaml("nlu:\n" + item, "data/nlu.yml")
+    assert (info.value.filename, info.value.line) == ("data/nlu.yml", line), str(info.value)
+    assert fragment in str(info.value)
+
+
 @pytest.mark.skipif(not REFERENCE.exists(), reason="reference data not present")
 def test_rasa_reference_nlu_files_load():
     files = [p for p in REFERENCE.rglob("*.yml") if "\nnlu:" in "\n" + p.read_text()]

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from server.errors import InvalidProjectFile
-from server.training.train import train
+from server.training.train import TrainResult, train
 
 DOMAIN = """
 version: "3.1"
@@ -40,24 +40,40 @@ rules:
 TOKENS = [{"name": "WhitespaceTokenizer"}, {"name": "CountVectorsFeaturizer"}]
 
 
-def _train(tmp_path: Path, pipeline: list[dict], policies: list[dict]) -> Path:
-    config = {"language": "en", "pipeline": pipeline, "policies": policies}
-    (tmp_path / "config.yml").write_text(yaml.safe_dump(config))
+def _train_config(tmp_path: Path, config: str) -> TrainResult:
+    """Trains the small project with `config` as config.yml's text."""
+    (tmp_path / "config.yml").write_text(config)
     (tmp_path / "domain.yml").write_text(DOMAIN)
     (tmp_path / "data.yml").write_text(DATA)
-    result = train(
+    return train(
         tmp_path / "config.yml",
         tmp_path / "domain.yml",
         [tmp_path / "data.yml"],
         tmp_path / "models",
         force=True,
     )
-    return result.path
+
+
+def _train(tmp_path: Path, pipeline: list[dict], policies: list[dict]) -> Path:
+    config = {"language": "en", "pipeline": pipeline, "policies": policies}
+    return _train_config(tmp_path, yaml.safe_dump(config)).path
 
 
 NLU_CASES = [
     ({"name": "FallbackClassifier", "ambiguity_threshold": "x"}, "'ambiguity_threshold'"),
     ({"name": "FallbackClassifier", "threshold": 2}, "'threshold' must be between 0 and 1"),
+    # Before: min_df "x" was a TypeError traceback; min_df -1, max_df 0 and max_features "x"
+    # trained a model as if they were not there.
+    # Before: trained as if 'features' were not there (Rasa refuses it).
+    ({"name": "LexicalSyntacticFeaturizer", "features": [["bogus"]]}, "unknown feature 'bogus'"),
+    ({"name": "LexicalSyntacticFeaturizer", "features": ["low"]}, "must be a list of lists"),
+    ({"name": "CountVectorsFeaturizer", "min_df": "x"}, "'min_df' must be a whole number"),
+    ({"name": "CountVectorsFeaturizer", "min_df": -1}, "'min_df' must be at least 0"),
+    ({"name": "CountVectorsFeaturizer", "min_df": 1.5}, "'min_df' must be between 0 and 1"),
+    ({"name": "CountVectorsFeaturizer", "max_df": 0}, "'max_df' (0) keeps fewer documents"),
+    ({"name": "CountVectorsFeaturizer", "max_features": "x"}, "'max_features' must be a whole"),
+    ({"name": "CountVectorsFeaturizer", "max_features": 0}, "'max_features' must be at least"),
+    ({"name": "CountVectorsFeaturizer", "OOV_words": "abc"}, "'OOV_words' must be a list of"),
     ({"name": "CountVectorsFeaturizer", "min_ngram": "x"}, "'min_ngram' must be a whole"),
     ({"name": "CountVectorsFeaturizer", "lowercase": "maybe"}, "'lowercase' must be true"),
     ({"name": "DIETClassifier", "ranking_length": "x"}, "'ranking_length'"),
@@ -115,16 +131,45 @@ def test_numbers_and_flags_from_environment_variables_still_train(
 ) -> None:
     monkeypatch.setenv("FALLBACK", "0.4")
     monkeypatch.setenv("CASE", "false")
-    (tmp_path / "config.yml").write_text(
+    result = _train_config(
+        tmp_path,
         "language: en\npipeline:\n- name: WhitespaceTokenizer\n"
         "- name: RegexFeaturizer\n  case_sensitive: ${CASE}\n"
         "- name: CountVectorsFeaturizer\n- name: LogisticRegressionClassifier\n"
         "- name: FallbackClassifier\n  threshold: ${FALLBACK}\n"
-        "policies:\n- name: RulePolicy\n  core_fallback_threshold: ${FALLBACK}\n"
-    )
-    (tmp_path / "domain.yml").write_text(DOMAIN)
-    (tmp_path / "data.yml").write_text(DATA)
-    result = train(
-        tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data.yml"], tmp_path / "m"
+        "policies:\n- name: RulePolicy\n  core_fallback_threshold: ${FALLBACK}\n",
     )
     assert result.path.exists()
+
+
+@pytest.mark.parametrize("recipe", ["graph.v1", "defualt.v1"])
+def test_a_recipe_other_than_default_names_config_and_line(tmp_path: Path, recipe: str) -> None:
+    # Before: graph.v1 (or a typo) trained the pipeline and policies as if default.v1, and
+    # with graph.v1's train_schema instead of them, a model with no NLU and no policies.
+    with pytest.raises(InvalidProjectFile) as error:
+        _train_config(tmp_path, f"recipe: {recipe}\nlanguage: en\n")
+    assert (error.value.filename, error.value.line) == (str(tmp_path / "config.yml"), 1)
+    assert f"recipe '{recipe}' is not supported" in str(error.value)
+
+
+def test_options_we_do_not_apply_and_a_repeated_classifier_are_warned_about(tmp_path: Path) -> None:
+    # Before: both trained without a word; the first DIETClassifier was trained for nothing.
+    result = _train_config(
+        tmp_path,
+        "language: en\npipeline:\n- name: WhitespaceTokenizer\n  token_pattern: (?u)\\b\\w+\\b\n"
+        "- name: CountVectorsFeaturizer\n  OOV_token: oov\n"
+        "- name: DIETClassifier\n- name: DIETClassifier\n"
+        "policies:\n- name: RulePolicy\n",
+    )
+    assert any("DIETClassifier is listed 2 times" in w for w in result.warnings)
+    assert any("'token_pattern' is not applied" in w for w in result.warnings)
+    assert any("'OOV_token' and 'OOV_words' are not applied" in w for w in result.warnings)
+
+
+def test_a_token_pattern_that_is_no_regex_names_tokenizer_and_key(tmp_path: Path) -> None:
+    # Before: it trained (Rasa fails with a re.error traceback).
+    tokenizer = {"name": "WhitespaceTokenizer", "token_pattern": "(("}
+    with pytest.raises(InvalidProjectFile) as error:
+        _train(tmp_path, [tokenizer, TOKENS[1]], [{"name": "RulePolicy"}])
+    assert error.value.filename == str(tmp_path / "config.yml")
+    assert "WhitespaceTokenizer: 'token_pattern' '((' is not a valid regex" in str(error.value)

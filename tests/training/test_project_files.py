@@ -52,6 +52,9 @@ EXPECTED_INVALID = {
     "test_yaml_stories/stories_missing_intent.yml": "needs an 'intent'",
     # a response given twice (Rasa's YAML reader refuses duplicate keys too)
     "test_domains/duplicate_responses.yml": "'utter_greet' is given twice",
+    # the graph.v1 recipe (a graph of Rasa's Python classes): it trained an empty model
+    "test_config/graph_config.yml": "recipe 'graph.v1' is not supported",
+    "test_config/graph_config_short.yml": "recipe 'graph.v1' is not supported",
 }
 # Not Rasa 3 project files: endpoints / credentials (read by server/config.py) and the
 # other formats under examples/ and test/ (Rasa NLU JSON, LUIS, Wit, Dialogflow, txt),
@@ -178,9 +181,19 @@ def test_domain_directory_merges_files_and_reports_duplicates() -> None:
         ),
         ("slots:\n  a:\n    type: text\n   mappings: []\n", 4, "invalid YAML"),
         ("responses:\n  utter_a:\n  - txt: hi\n", 3, "unknown key 'txt'"),
+        # Before: these trained, and the first turn uttering the response failed.
+        ("responses:\n  utter_a:\n  - text: 3\n", 3, "'text' in a variation of response"),
+        ("responses:\n  utter_a:\n  - text: a\n    buttons: x\n", 4, "'buttons' in a"),
+        ("responses:\n  utter_a:\n  - text: a\n    condition: x\n", 4, "must be a list of"),
         ("session_config:\n  session_expiration_time: -1\n", 2, "0 or more"),
         ("forms:\n  f:\n    required_slots: name\n", 3, "list of slot names"),
         ("intents:\n- greet: {use_entities: maybe}\n", 2, "use_entities"),
+        # Before: a warning, and the first definition won (entities the second excluded
+        # were used); Rasa refuses a repeated intent.
+        ("intents:\n- greet\n- greet: {use_entities: []}\n", 3, "with different properties"),
+        # Before: it trained; Rasa skips the file with a warning and trains an empty domain.
+        ('version: "9"\nintents: [greet]\n', 1, "'version' '9' is not a format this server"),
+        ('version: "3.x"\nintents: [greet]\n', 1, "'version' '3.x' is not a format"),
     ],
 )
 def test_broken_domain_names_file_and_line(
@@ -220,6 +233,8 @@ FLOAT = "type: float\n    mappings: []\n    "
         (FLOAT + "min_value: 2", 6, "'min_value' of slot 's' (2) is above its 'max_value' (1.0)"),
         (FLOAT + "min_value: true", 6, "'min_value' of slot 's' must be a number"),
         (FLOAT + "max_value: .nan", 6, "'max_value' of slot 's' must be a number"),
+        # Before: it trained, and the slot counted as 0.0 on every turn.
+        (FLOAT + "initial_value: x", 6, "'initial_value' of float slot 's' must be a number"),
     ],
 )
 def test_a_slot_key_of_the_wrong_type_or_range_names_file_and_line(
@@ -360,3 +375,31 @@ def test_a_merge_key_may_still_be_overridden(tmp_path: Path) -> None:
         "base: &base {type: sql, db: a}\ntracker_store:\n  <<: *base\n  db: b\n", encoding="utf-8"
     )
     assert read_yaml_file(path)["tracker_store"] == {"type": "sql", "db": "b"}
+
+
+def test_an_nlu_file_of_a_newer_format_names_file_and_line(tmp_path: Path) -> None:
+    # Before: it trained; Rasa skips the file with a warning (no NLU examples at all).
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet]\n')
+    (tmp_path / "nlu.yml").write_text(
+        'version: "4.0"\nnlu:\n- intent: greet\n  examples: |\n    - hi\n'
+    )
+    with pytest.raises(InvalidProjectFile) as info:
+        load_project(None, tmp_path / "domain.yml", [tmp_path / "nlu.yml"])
+    assert (info.value.filename, info.value.line) == (str(tmp_path / "nlu.yml"), 1)
+    assert "'version' '4.0' is not a format" in str(info.value)
+
+
+def test_a_retrieval_intent_without_its_responses_names_the_domain(tmp_path: Path) -> None:
+    # Before: it trained; 'utter_faq' then ran as a custom action that failed (no action
+    # server), or, with some of the responses, the bot said nothing for the others.
+    (tmp_path / "domain.yml").write_text(
+        'version: "3.1"\nintents: [faq]\nresponses:\n  utter_faq/ask_name: [{text: Sara}]\n'
+    )
+    (tmp_path / "nlu.yml").write_text(
+        'version: "3.1"\nnlu:\n- intent: faq/ask_name\n  examples: |\n    - your name?\n'
+        "- intent: faq/ask_age\n  examples: |\n    - how old are you?\n"
+    )
+    with pytest.raises(InvalidProjectFile) as info:
+        load_project(None, tmp_path / "domain.yml", [tmp_path / "nlu.yml"])
+    assert info.value.filename == str(tmp_path / "domain.yml")
+    assert "retrieval intent 'faq/ask_age' has no response 'utter_faq/ask_age'" in str(info.value)
