@@ -63,6 +63,11 @@ def _orjson_in_pieces(raw: bytes) -> Any:
     return items
 
 
+# A JSON text larger than this (a request body, an action server's answer) is parsed in a
+# thread: parsing it takes long enough to hold up other requests.
+OFF_LOOP_JSON_BYTES = 256 * 1024
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 

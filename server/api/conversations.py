@@ -28,12 +28,12 @@ from server.api.schemas import (
     Tracker,
 )
 from server.api.services import Services, services_of
-from server.api.tracker_response import STATE_OFF_LOOP_EVENTS, tracker_response
+from server.api.tracker_response import tracker_response
 from server.auth import require_auth
 from server.dialogue.agent import Agent
 from server.dialogue.story_export import conversation_story
 from server.errors import InvalidConversationId, InvalidEvent, InvalidNluData
-from server.trackers.events import Event, events_from_list
+from server.trackers.events import OFF_LOOP_EVENTS, Event, events_from_list
 from server.trackers.incoming import check_entities, check_incoming_events
 from server.trackers.incoming import check_parse_data as check_nlu_parse_data
 from server.trackers.store import check_conversation_id
@@ -67,14 +67,9 @@ def parse_events(body: Any, allow_single: bool = True) -> list[Event]:
     return events
 
 
-# Event lists longer than this are read and checked in a thread: 100,000 events are about
-# 0.2 s of Python that would otherwise hold the event loop.
-EVENTS_OFF_LOOP_ABOVE = 1_000
-
-
 async def read_events(body: Any, allow_single: bool = True) -> list[Event]:
     """`parse_events`, in a thread for a long list."""
-    if isinstance(body, list) and len(body) > EVENTS_OFF_LOOP_ABOVE:
+    if isinstance(body, list) and len(body) > OFF_LOOP_EVENTS:
         return await asyncio.to_thread(parse_events, body, allow_single)
     return parse_events(body, allow_single)
 
@@ -152,7 +147,7 @@ def conversations_router() -> APIRouter:
         )
         tracker = await services.agent.tracker(conversation_id, all_sessions=needs_history)
         if until_time is not None:  # a tracker of this request's own (all sessions)
-            if len(tracker.events) > STATE_OFF_LOOP_EVENTS:
+            if len(tracker.events) > OFF_LOOP_EVENTS:
                 tracker = await asyncio.to_thread(tracker.until, until_time)
             else:
                 tracker = tracker.until(until_time)
@@ -230,7 +225,7 @@ def conversations_router() -> APIRouter:
         until_time = float_arg(until)
         # Written in a thread when long: 100,000 events held the loop 2.5 s. The tracker
         # (all sessions) is this request's own.
-        if len(tracker.events) > STATE_OFF_LOOP_EVENTS:
+        if len(tracker.events) > OFF_LOOP_EVENTS:
             story = await asyncio.to_thread(conversation_story, tracker, every_session, until_time)
         else:
             story = conversation_story(tracker, every_session, until_time)

@@ -43,7 +43,7 @@ from server.api.schemas import (
     ref,
 )
 from server.api.services import Services, services_of
-from server.api.tracker_response import STATE_OFF_LOOP_EVENTS, tracker_response
+from server.api.tracker_response import tracker_response
 from server.auth import redact_also, require_auth
 from server.dialogue.processor import DialogueModel
 from server.dialogue.story_export import annotate_entities
@@ -61,7 +61,7 @@ from server.http_clients import async_client
 from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
-from server.trackers.events import events_from_list
+from server.trackers.events import OFF_LOOP_EVENTS, events_from_list
 from server.trackers.tracker import Tracker
 from server.training.yaml_io import load_plain_yaml
 
@@ -711,7 +711,7 @@ def model_router() -> APIRouter:
 
         # A long list is read and folded in a thread, and its tracker written out in one:
         # 100,000 events held the event loop 0.5-0.6 s.
-        tracker = await asyncio.to_thread(read) if len(body) > STATE_OFF_LOOP_EVENTS else read()
+        tracker = await asyncio.to_thread(read) if len(body) > OFF_LOOP_EVENTS else read()
         scores = await asyncio.to_thread(services.agent.scores_for, tracker)
         return await tracker_response(
             tracker, verbosity, lambda state: {**scores, "tracker": state}

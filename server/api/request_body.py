@@ -13,12 +13,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from server.api.errors import ApiError, bad_request
-from server.json_values import TooDeep, loads_untrusted
+from server.json_values import OFF_LOOP_JSON_BYTES, TooDeep, loads_untrusted
 
 M = TypeVar("M", bound=BaseModel)
-
-# Parsing a body this large takes long enough to hold up other requests.
-_PARSE_OFF_LOOP_BYTES = 256 * 1024
 
 
 def parse_json(raw: bytes) -> Any:
@@ -47,7 +44,7 @@ async def read_json_body(request: Request, empty_message: str | None = None) -> 
         if empty_message is not None:
             raise ApiError(400, "BadRequest", empty_message)
         return None
-    if len(raw) > _PARSE_OFF_LOOP_BYTES:
+    if len(raw) > OFF_LOOP_JSON_BYTES:
         return await asyncio.to_thread(parse_json, raw)
     return parse_json(raw)
 

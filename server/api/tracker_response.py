@@ -10,11 +10,9 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.tracker import EventVerbosity, Tracker, event_dicts
 
-# A tracker with more events than this is written out (event JSON, then the body's bytes) in
-# a thread: 100,000 events are about 0.5 s of Python that held every other conversation.
-STATE_OFF_LOOP_EVENTS = 1_000
 # Events encoded per call of the C encoder, which holds the GIL (so the event loop) until it
 # returns: 15 MB of events in one call held the loop 0.4 s even from a thread.
 _EVENTS_PER_DUMP = 500
@@ -29,7 +27,7 @@ async def tracker_response(
 
     The tracker may be a hot one that other requests change on the loop meanwhile: the
     thread gets the state without events and a copy of the event list taken on the loop."""
-    if verbosity is EventVerbosity.NONE or len(tracker.events) <= STATE_OFF_LOOP_EVENTS:
+    if verbosity is EventVerbosity.NONE or len(tracker.events) <= OFF_LOOP_EVENTS:
         state = tracker.current_state(verbosity)
         return JSONResponse(state if around is None else around(state))
     state = tracker.current_state(EventVerbosity.NONE)

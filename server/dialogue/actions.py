@@ -19,6 +19,7 @@ from server.errors import ActionError
 from server.trackers.events import (
     ACTION_LISTEN,
     ACTION_SESSION_START,
+    OFF_LOOP_EVENTS,
     ActionExecuted,
     ActiveLoop,
     BotUttered,
@@ -33,10 +34,6 @@ from server.trackers.events import (
 from server.trackers.tracker import EventVerbosity, Tracker
 
 logger = logging.getLogger(__name__)
-
-# A conversation longer than this is written out for an action or NLG server in a thread:
-# 100,000 events are about 0.3 s of Python that would hold every other conversation up.
-STATE_OFF_LOOP_EVENTS = 1_000
 
 
 class ActionServer(Protocol):
@@ -101,7 +98,7 @@ async def written_out(
 ) -> dict[str, Any]:
     """`write(tracker)`, in a thread for a long conversation. The turn holds the conversation's
     lock, so nothing changes the tracker meanwhile."""
-    if len(tracker.events) > STATE_OFF_LOOP_EVENTS:
+    if len(tracker.events) > OFF_LOOP_EVENTS:
         return await asyncio.to_thread(write, tracker)
     return write(tracker)
 

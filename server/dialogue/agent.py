@@ -16,6 +16,7 @@ from server.dialogue.processor import DialogueModel, Processor, fold_states_off_
 from server.errors import InvalidEvent, NoModelLoaded
 from server.trackers.events import (
     ACTION_SESSION_START,
+    OFF_LOOP_EVENTS,
     ActionExecuted,
     Event,
     SessionStarted,
@@ -24,11 +25,6 @@ from server.trackers.events import (
 from server.trackers.tracker import Tracker
 
 OutputFactory = Callable[[], OutputChannel | None]
-
-
-# Event lists longer than this (a bulk PUT of tracker events) are folded into their new
-# tracker in a thread: 100,000 events are tens of milliseconds of Python.
-FOLD_OFF_LOOP_ABOVE = 1_000
 
 
 class Agent:
@@ -155,7 +151,7 @@ class Agent:
         model = self.model()
         async with self.processor.lock_store.lock(sender_id):
             defaults = model.domain.slot_defaults()
-            if len(events) > FOLD_OFF_LOOP_ABOVE:  # a bulk PUT: folded off the event loop
+            if len(events) > OFF_LOOP_EVENTS:  # a bulk PUT: folded off the event loop
                 tracker = await asyncio.to_thread(Tracker, sender_id, defaults, events)
             else:
                 tracker = Tracker(sender_id, defaults, events)
@@ -200,7 +196,7 @@ class Agent:
             start = len(tracker.events)
             await processor.update_session(tracker, model, None)
             await processor.save(tracker, start, model)
-            if len(tracker.events) > FOLD_OFF_LOOP_ABOVE:
+            if len(tracker.events) > OFF_LOOP_EVENTS:
                 await fold_states_off_loop(tracker, model)
         return _scores(model, processor.predict_next(tracker, model)), tracker
 

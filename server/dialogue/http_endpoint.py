@@ -18,14 +18,12 @@ import orjson
 
 from server.errors import InvalidConfig, ResponseTooLarge
 from server.http_clients import async_client
-from server.json_values import loads_untrusted
+from server.json_values import OFF_LOOP_JSON_BYTES, loads_untrusted
 
 DEFAULT_TIMEOUT = 10.0
 # The largest answer read, decompressed: an action server's events and messages are far
 # smaller; a bigger (or endless, or gzip-bomb) body would only exhaust memory.
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
-# An answer this large is parsed in a thread: reading it would hold up other conversations.
-_PARSE_OFF_LOOP_BYTES = 256 * 1024
 
 
 def safe_url(url: str) -> str:
@@ -51,7 +49,7 @@ class Answer:
     async def json(self) -> Any:
         """The body as JSON (`loads_untrusted`: NaN, infinities, unpaired surrogates and
         nesting too deep are refused); raises ValueError. A large body is read in a thread."""
-        if len(self.content) > _PARSE_OFF_LOOP_BYTES:
+        if len(self.content) > OFF_LOOP_JSON_BYTES:
             return await asyncio.to_thread(loads_untrusted, self.content)
         return loads_untrusted(self.content)
 

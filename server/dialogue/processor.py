@@ -48,6 +48,7 @@ from server.errors import ActionError, ActionRejected, BotServerError
 from server.trackers.events import (
     ACTION_LISTEN,
     ACTION_SESSION_START,
+    OFF_LOOP_EVENTS,
     ActionExecuted,
     ActionExecutionRejected,
     BotUttered,
@@ -59,7 +60,7 @@ from server.trackers.events import (
     UserUtteranceReverted,
     UserUttered,
 )
-from server.trackers.repository import FOLD_OFF_LOOP_ABOVE, TrackerRepository
+from server.trackers.repository import TrackerRepository
 from server.trackers.store import NAME_COLUMN_LENGTH, check_conversation_id
 from server.trackers.tracker import Tracker
 
@@ -117,7 +118,7 @@ async def fold_states_off_loop(tracker: Tracker, model: DialogueModel) -> None:
     """The first prediction on a long conversation (after a PUT, a restart of the process)
     folds every event into the policies' state cache: 100,000 events held the event loop
     about 0.4 s. That fold runs in a thread; the caller holds the conversation's lock."""
-    if states_behind(tracker, model.domain) > FOLD_OFF_LOOP_ABOVE:
+    if states_behind(tracker, model.domain) > OFF_LOOP_EVENTS:
         await asyncio.to_thread(fold_states, tracker, model.domain)
 
 
@@ -411,7 +412,7 @@ class Processor:
     ) -> list[str]:
         if self._fill_slots(tracker, model):
             await self._validate_slot_mappings(tracker, model, output)
-        if len(tracker.events) > FOLD_OFF_LOOP_ABOVE:
+        if len(tracker.events) > OFF_LOOP_EVENTS:
             await fold_states_off_loop(tracker, model)
         ran: list[str] = []
         for _ in range(self.max_predictions):

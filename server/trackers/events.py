@@ -13,6 +13,11 @@ from typing import Any, ClassVar
 
 from server.errors import InvalidEvent
 
+# A list of more events than this (a long conversation, a bulk PUT or POST of events) is
+# converted, folded, written out or read in a thread, wherever that happens: 100,000 events
+# are 0.2-1 s of Python that would hold every other conversation and /health.
+OFF_LOOP_EVENTS = 1_000
+
 ACTION_LISTEN = "action_listen"
 ACTION_SESSION_START = "action_session_start"
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
 
+from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.redis_client import create_client, key_prefix, store_errors_as
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
@@ -232,15 +233,11 @@ class RedisTrackerStore:
         await self._redis.aclose()
 
 
-# Lists of more events than this are written to or read from JSON in a thread: 100,000
-# events held the event loop about 1 s on a PUT and 0.5 s on a load.
-EVENTS_OFF_LOOP_ABOVE = 1_000
-
 T = TypeVar("T")
 
 
 async def _off_loop_if_long(convert: Callable[[Sequence[Any]], T], items: Sequence[Any]) -> T:
-    if len(items) > EVENTS_OFF_LOOP_ABOVE:
+    if len(items) > OFF_LOOP_EVENTS:
         return await asyncio.to_thread(convert, items)
     return convert(items)
 

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from server.trackers.events import Event, event_from_dict
+from server.trackers.events import OFF_LOOP_EVENTS, Event, event_from_dict
 from server.trackers.store import TrackerStore
 from server.trackers.tracker import Tracker
 
@@ -44,7 +44,7 @@ class TrackerRepository:
                 tracker.slot_defaults == slot_defaults
                 and stored == len(tracker.events)
                 and count >= stored
-                and count - stored <= FOLD_OFF_LOOP_ABOVE  # else rebuilt below, in a thread
+                and count - stored <= OFF_LOOP_EVENTS  # else rebuilt below, in a thread
                 and (stored == 0 or _same_event(tracker.events[stored - 1], dicts[stored - 1]))
             ):
                 if count > stored:  # rows another process appended
@@ -95,19 +95,16 @@ class TrackerRepository:
             self._events -= evicted
 
 
-# A conversation loaded with more events than this is folded into a Tracker in a thread (the
-# first load of a long conversation after a PUT or a start: about 1-2 s for 100,000 events,
-# which held every other conversation and /health); a short one stays inline. The tracker is
-# a new object until it is remembered, so no other request sees it half-built. A hot tracker
-# that more rows than this were appended to elsewhere is rebuilt the same way rather than
-# caught up on the loop, as other requests may be reading it.
-FOLD_OFF_LOOP_ABOVE = 1_000
-
-
+# A conversation loaded with more than OFF_LOOP_EVENTS events is folded into a Tracker in a
+# thread (the first load of a long conversation after a PUT or a start: about 1-2 s for
+# 100,000 events); a short one stays inline. The tracker is a new object until it is
+# remembered, so no other request sees it half-built. A hot tracker that more rows than that
+# were appended to elsewhere is rebuilt the same way rather than caught up on the loop, as
+# other requests may be reading it.
 async def _fold(
     sender_id: str, dicts: Sequence[dict[str, Any]], slot_defaults: dict[str, Any]
 ) -> Tracker:
-    if len(dicts) > FOLD_OFF_LOOP_ABOVE:
+    if len(dicts) > OFF_LOOP_EVENTS:
         return await asyncio.to_thread(Tracker.from_dicts, sender_id, dicts, slot_defaults)
     return Tracker.from_dicts(sender_id, dicts, slot_defaults)
 
