@@ -11,16 +11,15 @@ from server.trackers.tracker import Tracker
 
 
 def _entity_values(mapping: SlotMapping, entities: list[dict[str, Any]]) -> list[Any]:
-    values = []
-    for entity in entities:
-        if entity.get("entity") != mapping.entity:
-            continue
-        if mapping.role is not None and entity.get("role") != mapping.role:
-            continue
-        if mapping.group is not None and entity.get("group") != mapping.group:
-            continue
-        values.append(entity.get("value"))
-    return values
+    """The values of the entities the mapping names, in the message's order. As in Rasa 3, a
+    mapping without a `role` (`group`) takes only entities without one: `city` with the role
+    `departure` fills the slot mapped to `city` with that role, not a slot mapped to `city`."""
+    wanted = (mapping.entity, mapping.role, mapping.group)
+    return [
+        entity.get("value")
+        for entity in entities
+        if (entity.get("entity"), entity.get("role"), entity.get("group")) == wanted
+    ]
 
 
 def mapping_value(
@@ -45,7 +44,8 @@ def mapping_value(
             return False, None
         if slot.type == "list":
             return True, values
-        return True, values[0]
+        # Several values for one slot: the last one said wins, as in Rasa.
+        return True, values[-1]
     if mapping.type == "from_text":
         if message.text is None:
             return False, None
@@ -96,9 +96,9 @@ def extract_slots(tracker: Tracker, domain: Domain) -> list[SlotSet]:
             if _skip_for_active_form(slot, mapping, tracker, domain):
                 continue
             value = slot.coerce(value)
-            if tracker.get_slot(slot.name) != value or value is not None:
+            if value is not None or tracker.get_slot(slot.name) is not None:
                 events.append(SlotSet(key=slot.name, value=value))
-            break
+                break
     return events
 
 

@@ -52,9 +52,41 @@ def test_from_intent_with_intent_list_matches_only_those() -> None:
 def test_from_entity_takes_the_entity_value_and_lists_take_all() -> None:
     entities = [{"entity": "city", "value": "Paris"}, {"entity": "city", "value": "Rome"}]
     one = _domain([{"type": "from_entity", "entity": "city"}], "text")
-    assert _filled(one, _said(one, "inform", entities=entities)) == {"s": "Paris"}
+    # As in Rasa: the last value said fills a slot that holds one.
+    assert _filled(one, _said(one, "inform", entities=entities)) == {"s": "Rome"}
     many = _domain([{"type": "from_entity", "entity": "city"}], "list")
     assert _filled(many, _said(many, "inform", entities=entities)) == {"s": ["Paris", "Rome"]}
+
+
+def test_from_entity_with_a_role_or_group_takes_only_entities_with_that_role_or_group() -> None:
+    entities = [
+        {"entity": "city", "value": "Berlin", "role": "departure"},
+        {"entity": "city", "value": "Paris", "role": "destination", "group": "1"},
+    ]
+    departure = _domain([{"type": "from_entity", "entity": "city", "role": "departure"}], "text")
+    assert _filled(departure, _said(departure, "inform", entities=entities)) == {"s": "Berlin"}
+    grouped = _domain([{"type": "from_entity", "entity": "city", "group": "1"}], "text")
+    assert _filled(grouped, _said(grouped, "inform", entities=entities)) == {}
+    both = _domain(
+        [{"type": "from_entity", "entity": "city", "role": "destination", "group": "1"}], "text"
+    )
+    assert _filled(both, _said(both, "inform", entities=entities)) == {"s": "Paris"}
+    # As in Rasa 3: a mapping without a role is not filled by an entity that has one.
+    plain = _domain([{"type": "from_entity", "entity": "city"}], "text")
+    assert _filled(plain, _said(plain, "inform", entities=entities)) == {}
+    said = [*entities, {"entity": "city", "value": "Rome"}]
+    assert _filled(plain, _said(plain, "inform", entities=said)) == {"s": "Rome"}
+
+
+def test_a_mapping_that_finds_nothing_to_change_lets_the_next_mapping_fill_the_slot() -> None:
+    domain = _domain(
+        [
+            {"type": "from_intent", "intent": "inform", "value": None},
+            {"type": "from_text", "intent": "inform"},
+        ],
+        "text",
+    )
+    assert _filled(domain, _said(domain, "inform", text="aisle")) == {"s": "aisle"}
 
 
 def test_from_text_respects_not_intent() -> None:
