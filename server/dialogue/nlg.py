@@ -88,28 +88,28 @@ def _json_copy(message: dict[str, Any]) -> bytes | None:
 
 
 def _condition_met(variation: dict[str, Any], slots: dict[str, Any]) -> bool:
+    """Whether the slots hold every value the variation's condition names; text is compared
+    without regard to case (`Gold` meets `gold`), as in Rasa."""
     for condition in variation.get("condition") or []:
         if condition.get("type", "slot") != "slot":
             continue
-        if slots.get(condition.get("name")) != condition.get("value"):
+        value, wanted = slots.get(condition.get("name")), condition.get("value")
+        if isinstance(value, str) and isinstance(wanted, str):
+            if value.casefold() != wanted.casefold():
+                return False
+        elif value != wanted:
             return False
     return True
-
-
-def _for_channel(pool: list[dict[str, Any]], channel: str | None) -> list[dict[str, Any]]:
-    """The variations for `channel` if any, else those for no channel, else all."""
-    for_channel = [v for v in pool if v.get("channel") == channel] if channel else []
-    if for_channel:
-        return for_channel
-    return [v for v in pool if not v.get("channel")] or pool
 
 
 class ResponseVariations:
     """A response's variations, sorted once by what picks among them (conditions, channel).
 
-    `choose` picks as Rasa does: a variation whose conditions the slots meet first, then
-    the channel's own, then those for no channel, at random; without filtering the list on
-    every utterance.
+    `choose` picks at random as Rasa does, from the first of: the channel's own variations
+    whose conditions the slots meet, the channel's own without a condition, those for no
+    channel whose conditions the slots meet, those for no channel without a condition; and
+    (unlike Rasa, which says nothing) the unconditional ones of other channels. The
+    unconditional ones are sorted once, not filtered on every utterance.
     """
 
     __slots__ = (
@@ -126,7 +126,10 @@ class ResponseVariations:
         self.source = variations
         self.conditional = [v for v in variations if v.get("condition")]
         self.unconditional = [v for v in variations if not v.get("condition")]
-        self.default = _for_channel(self.unconditional, None)
+        # For a channel without variations of its own: those for no channel, else any.
+        self.default = [v for v in self.unconditional if not v.get("channel")] or list(
+            self.unconditional
+        )
         # None when a channel is not a string (then filtered per call, as always).
         self.by_channel: dict[str, list[dict[str, Any]]] | None = {}
         for variation in self.unconditional:
@@ -153,16 +156,24 @@ class ResponseVariations:
                     self.copied[id(variation)] = encoded
 
     def choose(self, slots: dict[str, Any], channel: str | None) -> dict[str, Any] | None:
-        if self.conditional:
-            met = [v for v in self.conditional if _condition_met(v, slots)]
-            if met:
-                return random.choice(_for_channel(met, channel))
-        if not self.unconditional:
-            return None
+        met = [v for v in self.conditional if _condition_met(v, slots)] if self.conditional else []
+        if channel:
+            own_met = [v for v in met if v.get("channel") == channel]
+            if own_met:
+                return random.choice(own_met)
+            own = self._own(channel)
+            if own:
+                return random.choice(own)
+        met_for_any = [v for v in met if not v.get("channel")]
+        if met_for_any:
+            return random.choice(met_for_any)
+        return random.choice(self.default) if self.default else None
+
+    def _own(self, channel: str) -> list[dict[str, Any]]:
+        """The channel's own unconditional variations."""
         if self.by_channel is None:
-            return random.choice(_for_channel(self.unconditional, channel))
-        pool = self.by_channel.get(channel, self.default) if channel else self.default
-        return random.choice(pool)
+            return [v for v in self.unconditional if v.get("channel") == channel]
+        return self.by_channel.get(channel, [])
 
 
 def response_variations(domain: Domain, name: str) -> ResponseVariations | None:
