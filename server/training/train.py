@@ -82,7 +82,8 @@ def train(
             fixed_model_name is None or existing.name == f"{fixed_model_name}.tar.gz"
         ):
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
-    warnings: list[str] = []
+    # What Rasa warns about in the domain and stories, then the components' own warnings.
+    warnings: list[str] = list(project.warnings)
     with tempfile.TemporaryDirectory(prefix="botserver-train-") as tmp:
         content = Path(tmp)
         (content / DOMAIN_FILE).write_text(
