@@ -11,7 +11,9 @@ import orjson
 from server.dialogue.domain import Domain
 
 _MESSAGE_KEYS = ("text", "image", "buttons", "attachment", "elements", "quick_replies", "custom")
-_PLACEHOLDER = re.compile(r"\{([^{}\s]+)\}")
+# `{slot}`, and `{{` / `}}` for a brace (Rasa's `str.format` escapes, as in a button payload
+# `/inform{{"city": "Paris"}}`).
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}\s]+)\}")
 _IGNORED_KEYS = ("condition", "channel", "id")
 _NOT_SAID = (*_IGNORED_KEYS, "response_ids")
 # Keys that are not a bot message's metadata.
@@ -40,13 +42,20 @@ def message_problem(message: Any) -> str | None:
     return None
 
 
+def _no_braces(text: str) -> bool:
+    """Whether filling in leaves `text` as it is."""
+    return "{" not in text and "}" not in text
+
+
 def _fill(value: Any, values: dict[str, Any]) -> Any:
     if isinstance(value, str):
-        if "{" not in value:
+        if _no_braces(value):
             return value
 
         def replace(match: re.Match[str]) -> str:
             key = match.group(1)
+            if key is None:
+                return match.group(0)[0]
             if key in values:
                 v = values[key]
                 return "None" if v is None else str(v)
@@ -62,14 +71,14 @@ def _fill(value: Any, values: dict[str, Any]) -> Any:
 
 def _is_literal(value: Any) -> bool:
     if isinstance(value, str):
-        return "{" not in value
+        return _no_braces(value)
     return value is None or isinstance(value, (bool, int, float))
 
 
 def _fills_nothing(value: Any) -> bool:
     """Whether `_fill` gives `value` back unchanged, but for new lists and objects."""
     if isinstance(value, str):
-        return "{" not in value
+        return _no_braces(value)
     if isinstance(value, list):
         return all(_fills_nothing(v) for v in value)
     if isinstance(value, dict):

@@ -217,3 +217,32 @@ def test_buttons_without_placeholders_are_said_as_written_in_new_lists_and_objec
         "text": "b",
         "custom": {"n": 2**70, "keys": {1: "one"}},
     }
+
+
+def test_double_braces_are_said_as_one_as_in_rasas_button_payloads() -> None:
+    # Before: a button written as Rasa's docs show (`/inform{{"insurance":"motor"}}`) sent
+    # its payload with the doubled braces, which no client turns back into the intent.
+    domain = Domain.from_dict(
+        {
+            "slots": {"name": {"type": "text", "mappings": [{"type": "custom"}]}},
+            "responses": {
+                "utter_insurance": [
+                    {
+                        "text": "Motor or home, {name}? Say {{motor}} }}or{{ home",
+                        "buttons": [
+                            {"title": "Motor", "payload": '/inform{{"insurance":"motor"}}'},
+                            {"title": "{name}", "payload": '/inform{{"who":"{name}"}}'},
+                        ],
+                    }
+                ],
+            },
+        }
+    )
+    said = render_response(domain, "utter_insurance", {"name": "Ann"})
+    assert said == {
+        "text": "Motor or home, Ann? Say {motor} }or{ home",
+        "buttons": [
+            {"title": "Motor", "payload": '/inform{"insurance":"motor"}'},
+            {"title": "Ann", "payload": '/inform{"who":"Ann"}'},
+        ],
+    }
