@@ -1,0 +1,63 @@
+"""What the domain's declarations change in a conversation, as Rasa 3 documents them."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.dialogue.domain import Domain
+from server.dialogue.processor import DialogueModel
+from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_files
+
+ENTITY_BOT = {
+    "config.yml": "language: en\npolicies:\n  - name: MemoizationPolicy\n",
+    "domain.yml": """
+version: "3.1"
+intents: [inform, greet]
+entities:
+  - name:
+      influence_conversation: false
+  - city
+responses:
+  utter_noted: [{text: "Noted."}]
+""",
+    "data/stories.yml": """
+version: "3.1"
+stories:
+- story: inform
+  steps: [{intent: inform}, {action: utter_noted}]
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def entity_bot(tmp_path_factory: pytest.TempPathFactory) -> DialogueModel:
+    return train_files(ENTITY_BOT, tmp_path_factory.mktemp("entity-bot"))
+
+
+async def test_an_entity_that_does_not_influence_the_conversation_is_not_seen_by_policies(
+    entity_bot: DialogueModel,
+) -> None:
+    # Before: `influence_conversation: false` on an entity was ignored, so a message with a
+    # name no longer matched the story and the bot said nothing.
+    conversation = Conversation(make_agent(entity_bot), "u1")
+    assert (await conversation.say('/inform{"name": "Ann"}')).texts == ["Noted."]
+    # An entity that influences the conversation still does (the story has none).
+    assert (await conversation.say('/inform{"city": "Paris"}')).texts == []
+
+
+def test_an_intents_own_entity_lists_decide_over_the_entitys_setting() -> None:
+    entities = [{"name": {"influence_conversation": False}}, "city", "day"]
+    domain = Domain.from_dict(
+        {
+            "intents": [
+                "greet",
+                {"inform": {"use_entities": ["name", "city"]}},
+                {"book": {"ignore_entities": ["day"]}},
+            ],
+            "entities": entities,
+        }
+    )
+    assert domain.wanted_entities("greet") == ["city", "day"]
+    # As in Rasa: a listed entity is still ignored unless the intent says what it ignores.
+    assert domain.wanted_entities("inform") == ["city"]
+    assert domain.wanted_entities("book") == ["city"]
