@@ -165,18 +165,20 @@ class ResponseVariations:
                     self.copied[id(variation)] = encoded
 
     def choose(self, slots: dict[str, Any], channel: str | None) -> dict[str, Any] | None:
+        pool = self.eligible(slots, channel)
+        return random.choice(pool) if pool else None
+
+    def eligible(self, slots: dict[str, Any], channel: str | None) -> list[dict[str, Any]]:
+        """The variations `choose` picks among (do not modify the list)."""
         met = [v for v in self.conditional if _condition_met(v, slots)] if self.conditional else []
         if channel:
             own_met = [v for v in met if v.get("channel") == channel]
             if own_met:
-                return random.choice(own_met)
+                return own_met
             own = self._own(channel)
             if own:
-                return random.choice(own)
-        met_for_any = [v for v in met if not v.get("channel")]
-        if met_for_any:
-            return random.choice(met_for_any)
-        return random.choice(self.default) if self.default else None
+                return own
+        return [v for v in met if not v.get("channel")] or self.default
 
     def _own(self, channel: str) -> list[dict[str, Any]]:
         """The channel's own unconditional variations."""
@@ -195,6 +197,19 @@ def response_variations(domain: Domain, name: str) -> ResponseVariations | None:
     if sorted_variations is None or sorted_variations.source is not variations:
         sorted_variations = domain.response_variations[name] = ResponseVariations(variations)
     return sorted_variations
+
+
+def response_id(
+    domain: Domain, name: str, slots: dict[str, Any], channel: str | None
+) -> str | None:
+    """The `id` Rasa sends an NLG server for response `name`: that of the first variation the
+    slots and channel allow (None when ids repeat among those)."""
+    variations = response_variations(domain, name)
+    pool = variations.eligible(slots, channel) if variations is not None else []
+    ids = [v["id"] for v in pool if v.get("id")]
+    if not pool or len(ids) != len(set(ids)):
+        return None
+    return pool[0].get("id")
 
 
 def render_response(
