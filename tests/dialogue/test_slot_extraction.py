@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from server.dialogue.domain import Domain
 from server.dialogue.processor import DialogueModel
 from server.dialogue.slot_extraction import extract_slots
-from server.trackers.events import ActionExecuted, UserUttered
+from server.trackers.events import ActionExecuted, SlotSet, UserUttered
 from server.trackers.tracker import Tracker
-from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_files
+from tests.dialogue.conversation_fixtures import (
+    Conversation,
+    make_agent,
+    train_files,
+    train_project,
+)
+from tests.shared_data import TESTDATA
 
 
 def _domain(mappings: list[dict], slot_type: str = "any") -> Domain:
@@ -138,3 +145,74 @@ async def test_a_float_slot_never_holds_what_json_cannot(
     tracker = await conversation.tracker()
     json.dumps(tracker.current_state(), allow_nan=False)  # what the API will send
     assert (await conversation.say("/greet")).texts == ["Hi"]
+
+
+@pytest.fixture(scope="module")
+def trigger_bot(tmp_path_factory: pytest.TempPathFactory) -> DialogueModel:
+    # Rasa's own test project: `test_trigger` (from_trigger_intent, intent mood_great) is no
+    # required slot of test_form, which mood_great activates.
+    folder = TESTDATA / "test_from_trigger_intent_with_no_mapping_conditions"
+    return train_project(
+        folder,
+        tmp_path_factory.mktemp("trigger-bot"),
+        [folder / "stories.yml", folder / "nlu.yml"],
+    )
+
+
+async def test_from_trigger_intent_fills_only_when_the_message_activates_a_form(
+    trigger_bot: DialogueModel,
+) -> None:
+    # Before: mood_great filled the slot in any conversation, form or not.
+    agent = make_agent(trigger_bot)
+    no_form = Conversation(agent, "no-form")
+    await no_form.say("/greet")
+    turn = await no_form.say("/mood_great")
+    assert turn.texts == ["Great, carry on!", "The value of test_trigger slot is: None"]
+    assert (await no_form.tracker()).get_slot("test_trigger") is None
+
+    form = Conversation(agent, "form")
+    turn = await form.say("/mood_great")
+    assert turn.actions == ["test_form"]
+    assert [(e.key, e.value) for e in turn.events if isinstance(e, SlotSet)][0] == (
+        "test_trigger",
+        "testing123",
+    )
+
+
+ORDER_BOT = {
+    "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
+    "domain.yml": """
+version: "3.1"
+intents: [order, inform]
+entities: [size]
+slots:
+  kind:
+    type: text
+    mappings: [{type: from_trigger_intent, intent: order, value: pizza}]
+  size:
+    type: text
+    mappings: [{type: from_entity, entity: size}]
+forms:
+  order_form:
+    required_slots: [kind, size]
+responses:
+  utter_ask_kind: [{text: "What kind?"}]
+  utter_ask_size: [{text: "What size?"}]
+""",
+    "data/rules.yml": """
+version: "3.1"
+rules:
+- rule: order
+  steps: [{intent: order}, {action: order_form}, {active_loop: order_form}]
+""",
+}
+
+
+async def test_a_trigger_intent_fills_the_forms_slot_as_the_form_starts(
+    tmp_path: Path,
+) -> None:
+    conversation = Conversation(make_agent(train_files(ORDER_BOT, tmp_path)), "u1")
+    turn = await conversation.say("/order")
+    assert turn.texts == ["What size?"]
+    tracker = await conversation.tracker()
+    assert (tracker.get_slot("kind"), tracker.active_loop_name) == ("pizza", "order_form")
