@@ -199,12 +199,8 @@ responses:
   utter_ask_kind: [{text: "What kind?"}]
   utter_ask_size: [{text: "What size?"}]
 """,
-    "data/rules.yml": """
-version: "3.1"
-rules:
-- rule: order
-  steps: [{intent: order}, {action: order_form}, {active_loop: order_form}]
-""",
+    "data/rules.yml": 'version: "3.1"\nrules:\n- rule: order\n  steps: [{intent: order}, '
+    "{action: order_form}, {active_loop: order_form}]\n",
 }
 
 
