@@ -96,6 +96,14 @@ def test_a_mapping_that_finds_nothing_to_change_lets_the_next_mapping_fill_the_s
     assert _filled(domain, _said(domain, "inform", text="aisle")) == {"s": "aisle"}
 
 
+def test_a_list_slot_filled_from_text_or_intent_holds_a_list() -> None:
+    # Before: the text itself, so an action iterating over the slot got its letters.
+    from_text = _domain([{"type": "from_text"}], "list")
+    assert _filled(from_text, _said(from_text, "inform", text="tea")) == {"s": ["tea"]}
+    from_intent = _domain([{"type": "from_intent", "intent": "greet", "value": "hi"}], "list")
+    assert _filled(from_intent, _said(from_intent, "greet")) == {"s": ["hi"]}
+
+
 def test_from_text_respects_not_intent() -> None:
     domain = _domain([{"type": "from_text", "not_intent": "deny"}], "text")
     assert _filled(domain, _said(domain, "inform", text="a window seat")) == {"s": "a window seat"}
