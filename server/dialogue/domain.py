@@ -180,9 +180,10 @@ class Domain:
         intents: dict[str, IntentProperties] = {}
         for item in d.get("intents") or []:
             name, props = _name_and_props(item, "intent")
+            # Absent: every entity; `use_entities: null` (like `[]` or false): none, as in Rasa.
             use = props.get("use_entities", True)
             if use is None:
-                use = True
+                use = False
             intents[name] = IntentProperties(
                 use_entities=use if isinstance(use, bool) else list(use),
                 ignore_entities=(

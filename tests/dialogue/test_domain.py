@@ -6,7 +6,9 @@ import pytest
 
 from server.dialogue.domain import Domain
 from server.dialogue.processor import DialogueModel
+from server.training.domain_yaml import read_domain
 from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_files
+from tests.shared_data import TESTDATA
 
 ENTITY_BOT = {
     "config.yml": "language: en\npolicies:\n  - name: MemoizationPolicy\n",
@@ -61,3 +63,18 @@ def test_an_intents_own_entity_lists_decide_over_the_entitys_setting() -> None:
     # As in Rasa: a listed entity is still ignored unless the intent says what it ignores.
     assert domain.wanted_entities("inform") == ["city"]
     assert domain.wanted_entities("book") == ["city"]
+
+
+def test_rasas_entity_settings_per_intent_give_the_entities_rasa_features() -> None:
+    # Rasa's default_unfeaturized_entities.yml and the entities its featurizer keeps.
+    domain = read_domain(TESTDATA / "test_domains/default_unfeaturized_entities.yml", warnings=[])
+    everything_used = ["name", "other", "unrelated_recognized_entity", "used_entity"]
+    assert {intent: sorted(domain.wanted_entities(intent)) for intent in domain.user_intents} == {
+        "greet": ["name", "used_entity"],
+        "default": ["name", "other", "used_entity"],
+        "goodbye": [],  # `use_entities: null`; before: every entity
+        "thank": [],
+        "ask": everything_used,
+        "why": [],
+        "pure_intent": everything_used,
+    }
