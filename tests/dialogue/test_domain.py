@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from server.dialogue.domain import Domain
@@ -78,3 +80,22 @@ def test_rasas_entity_settings_per_intent_give_the_entities_rasa_features() -> N
         "why": [],
         "pure_intent": everything_used,
     }
+
+
+DATA_RESPONSES_BOT = {
+    "config.yml": "policies:\n  - name: RulePolicy\n",
+    "domain.yml": 'version: "3.1"\nintents: [greet, bye]\nresponses:\n  utter_bye: [{text: Bye}]\n',
+    "data/responses.yml": 'version: "3.1"\nresponses:\n  utter_hi: [{text: "Hi there"}]\n'
+    "  utter_bye: [{text: See you}]\n",
+    "data/rules.yml": 'version: "3.1"\nrules:\n- rule: hi\n  steps: [{intent: greet}, '
+    "{action: utter_hi}]\n- rule: bye\n  steps: [{intent: bye}, {action: utter_bye}]\n",
+}
+
+
+async def test_responses_in_a_data_file_are_the_domains(tmp_path: Path) -> None:
+    # Before: data/responses.yml was read for retrieval responses only; the bot ran its
+    # fallback where Rasa says "Hi there".
+    conversation = Conversation(make_agent(train_files(DATA_RESPONSES_BOT, tmp_path)), "u1")
+    assert (await conversation.say("/greet")).texts == ["Hi there"]
+    # As in Rasa, the data file's response wins over the domain's (with a warning).
+    assert (await conversation.say("/bye")).texts == ["See you"]
