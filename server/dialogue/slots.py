@@ -161,9 +161,10 @@ class Slot:
         if self.type == "list":
             return "set" if value else None
         if self.type == "bool":
-            if value is None:
+            truth = _truth(value)
+            if truth is None:
                 return None
-            return "true" if bool(value) else "false"
+            return "true" if truth else "false"
         if self.type == "categorical":
             if value is None:
                 return None
@@ -182,3 +183,21 @@ class Slot:
             span = self.max_value - self.min_value or 1.0
             return f"{max(0.0, min(1.0, (x - self.min_value) / span)):.1f}"
         return None
+
+
+def _truth(value: Any) -> bool | None:
+    """A bool slot's value as Rasa reads it: true/false, 1/0 (any other number is false),
+    "true"/"false" and numeric text; anything else (`"yes"`, a list) counts as no value."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return value == 1.0
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "false"):
+            return text == "true"
+        try:
+            return float(text) == 1.0
+        except ValueError:
+            return None
+    return None

@@ -99,3 +99,17 @@ async def test_responses_in_a_data_file_are_the_domains(tmp_path: Path) -> None:
     assert (await conversation.say("/greet")).texts == ["Hi there"]
     # As in Rasa, the data file's response wins over the domain's (with a warning).
     assert (await conversation.say("/bye")).texts == ["See you"]
+
+
+@pytest.mark.parametrize(
+    ("value", "seen_as"),
+    [(True, "true"), ("false", "false"), ("False ", "false"), ("1", "true"), (0, "false")]
+    + [(2, "false"), ("yes", None), ([True], None), (None, None)],
+)
+def test_a_bool_slot_set_by_an_action_is_seen_by_policies_as_rasa_reads_it(
+    value: object, seen_as: str | None
+) -> None:
+    # Before: any non-empty value was true, so an action's SlotSet("confirmed", "false")
+    # made policies predict as if the user had confirmed.
+    slot = Domain.from_dict({"slots": {"confirmed": {"type": "bool", "mappings": []}}})
+    assert slot.slots_by_name["confirmed"].feature(value) == seen_as
