@@ -120,12 +120,14 @@ class Slot:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "type": self.type if self.type != "any" else "any",
-            "initial_value": self.initial_value,
-            "influence_conversation": self.influence_conversation,
-            "mappings": [m.raw for m in self.mappings],
-        }
+        """Rasa's slot in a domain dump: without `initial_value: null` and without
+        `influence_conversation: true`, the defaults."""
+        d: dict[str, Any] = {"type": self.type}
+        if self.initial_value is not None:
+            d["initial_value"] = self.initial_value
+        if not self.influence_conversation:
+            d["influence_conversation"] = False
+        d["mappings"] = [m.raw for m in self.mappings]
         if self.type == "categorical":
             d["values"] = self.values
         if self.type == "float":

@@ -113,3 +113,22 @@ def test_a_bool_slot_set_by_an_action_is_seen_by_policies_as_rasa_reads_it(
     # made policies predict as if the user had confirmed.
     slot = Domain.from_dict({"slots": {"confirmed": {"type": "bool", "mappings": []}}})
     assert slot.slots_by_name["confirmed"].feature(value) == seen_as
+
+
+def test_the_domain_dump_leaves_out_slot_defaults_as_rasa_does() -> None:
+    # GET /domain and the domain an action server gets: before, every slot carried
+    # `initial_value: null` and `influence_conversation: true`.
+    domain = Domain.from_dict(
+        {
+            "slots": {
+                "tier": {"type": "categorical", "values": ["gold"], "mappings": []},
+                "name": {"type": "text", "initial_value": "you", "mappings": []},
+                "note": {"type": "any", "mappings": [{"type": "custom"}]},
+            }
+        }
+    )
+    assert domain.as_dict()["slots"] == {
+        "tier": {"type": "categorical", "mappings": [], "values": ["gold"]},
+        "name": {"type": "text", "initial_value": "you", "mappings": []},
+        "note": {"type": "any", "influence_conversation": False, "mappings": [{"type": "custom"}]},
+    }
