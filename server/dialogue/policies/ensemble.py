@@ -8,6 +8,7 @@ only a window of the last states, the winner is remembered by that window.
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +38,8 @@ POLICY_CLASSES: dict[str, type[Policy]] = {
 # Rasa policies we train as one of ours.
 MAPPED_POLICIES = {"TEDPolicy": "MLPolicy"}
 IGNORED_POLICIES = ("UnexpecTEDIntentPolicy",)
+# Options Rasa's own policies accept that change nothing in ours: taken without a word.
+RASA_ONLY_OPTIONS = frozenset({"enable_feature_string_compression", "use_nlu_confidence_as_score"})
 # Rasa's default_config.yml policies, used when config.yml lists none.
 DEFAULT_POLICIES: list[dict[str, Any]] = [
     {"name": "MemoizationPolicy"},
@@ -107,6 +110,7 @@ class PolicyEnsemble:
                 )
             if target != name:
                 mapped.append(f"{name} -> {target}")
+            warnings.extend(_unknown_options(name, options, policy_cls, mapped=target != name))
             built.append(policy_cls(name, priority, **options))
         if mapped:
             warnings.append(
@@ -285,3 +289,24 @@ def _pick_best(predictions: list[PolicyPrediction]) -> PolicyPrediction:
             best_score, best = score, prediction
     assert best is not None
     return best.with_events(events)
+
+
+def _unknown_options(
+    name: str, options: dict[str, Any], policy_cls: type[Policy], *, mapped: bool
+) -> list[str]:
+    """Warnings for config.yml options a policy does not know, so that a typo such as
+    `max_histroy` does not silently train with the default. A policy trained as one of ours
+    (TEDPolicy) has many Rasa options ours ignore: only near-misses of ours are named."""
+    warnings = []
+    for key in options:
+        if key in policy_cls.defaults or key in RASA_ONLY_OPTIONS:
+            continue
+        close = difflib.get_close_matches(str(key), list(policy_cls.defaults), n=1, cutoff=0.8)
+        if close:
+            warnings.append(
+                f"{name}: the option '{key}' is unknown and ignored; did you mean '{close[0]}'?"
+            )
+        elif not mapped:
+            known = ", ".join(["priority", *policy_cls.defaults])
+            warnings.append(f"{name}: the option '{key}' is unknown and ignored (known: {known}).")
+    return warnings
