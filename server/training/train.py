@@ -83,6 +83,7 @@ def train(
         ):
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
     warnings: list[str] = []
+    logged = 0  # the NLU pipeline logs its own warnings as it trains
     with tempfile.TemporaryDirectory(prefix="botserver-train-") as tmp:
         content = Path(tmp)
         (content / DOMAIN_FILE).write_text(
@@ -96,6 +97,7 @@ def train(
                 )
             nlu.persist(content / NLU_DIR)
             warnings += nlu.warnings
+            logged = len(warnings)
         say(f"training dialogue on {len(project.stories)} stories and rules")
         stories = generate_training_stories(project.stories)
         with _naming_config(project.config.filename):
@@ -115,7 +117,7 @@ def train(
         }
         out.mkdir(parents=True, exist_ok=True)
         path = write_archive(content, metadata, out, fixed_model_name, signing_key)
-    for warning in warnings:
+    for warning in warnings[logged:]:
         logger.warning(warning)
     return TrainResult(path, seconds=time.perf_counter() - started, warnings=warnings)
 

@@ -8,7 +8,6 @@ only a window of the last states, the winner is remembered by that window.
 
 from __future__ import annotations
 
-import difflib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from server.dialogue.story_steps import TrainingStory
 from server.errors import InvalidConfig, ModelError
 from server.trackers.events import ActionExecuted, ActionExecutionRejected, Event
 from server.trackers.tracker import Tracker
+from server.training.unknown_options import unknown_option_warning
 
 __all__ = ["PolicyEnsemble", "PolicyPrediction", "POLICY_CLASSES", "DEFAULT_POLICIES"]
 
@@ -294,19 +294,12 @@ def _pick_best(predictions: list[PolicyPrediction]) -> PolicyPrediction:
 def _unknown_options(
     name: str, options: dict[str, Any], policy_cls: type[Policy], *, mapped: bool
 ) -> list[str]:
-    """Warnings for config.yml options a policy does not know, so that a typo such as
-    `max_histroy` does not silently train with the default. A policy trained as one of ours
+    """Warnings for config.yml options a policy does not know. A policy trained as one of ours
     (TEDPolicy) has many Rasa options ours ignore: only near-misses of ours are named."""
-    warnings = []
-    for key in options:
-        if key in policy_cls.defaults or key in RASA_ONLY_OPTIONS:
-            continue
-        close = difflib.get_close_matches(str(key), list(policy_cls.defaults), n=1, cutoff=0.8)
-        if close:
-            warnings.append(
-                f"{name}: the option '{key}' is unknown and ignored; did you mean '{close[0]}'?"
-            )
-        elif not mapped:
-            known = ", ".join(["priority", *policy_cls.defaults])
-            warnings.append(f"{name}: the option '{key}' is unknown and ignored (known: {known}).")
-    return warnings
+    known = ["priority", *policy_cls.defaults]
+    found = (
+        unknown_option_warning(name, key, known, list_known=not mapped)
+        for key in options
+        if key not in known and key not in RASA_ONLY_OPTIONS
+    )
+    return [w for w in found if w]
