@@ -105,6 +105,9 @@ class Slot:
         if kind == "any" and influence:
             raise InvalidProjectFile(f"slot '{name}' of type any cannot influence the conversation")
         values = list(d.get("values") or [])
+        if kind == "categorical":
+            # As Rasa keeps them: as lower-case text, without `null` (the unset slot's value).
+            values = [str(v).lower() for v in values if v is not None]
         if kind == "categorical" and not values:
             raise InvalidProjectFile(f"categorical slot '{name}' needs 'values'")
         return cls(

@@ -117,18 +117,19 @@ def test_a_bool_slot_set_by_an_action_is_seen_by_policies_as_rasa_reads_it(
 
 def test_the_domain_dump_leaves_out_slot_defaults_as_rasa_does() -> None:
     # GET /domain and the domain an action server gets: before, every slot carried
-    # `initial_value: null` and `influence_conversation: true`.
+    # `initial_value: null` and `influence_conversation: true`, and categorical values were
+    # as written (Rasa: lower-case text, without null).
     domain = Domain.from_dict(
         {
             "slots": {
-                "tier": {"type": "categorical", "values": ["gold"], "mappings": []},
+                "tier": {"type": "categorical", "values": ["Gold", None, 2], "mappings": []},
                 "name": {"type": "text", "initial_value": "you", "mappings": []},
                 "note": {"type": "any", "mappings": [{"type": "custom"}]},
             }
         }
     )
     assert domain.as_dict()["slots"] == {
-        "tier": {"type": "categorical", "mappings": [], "values": ["gold"]},
+        "tier": {"type": "categorical", "mappings": [], "values": ["gold", "2"]},
         "name": {"type": "text", "initial_value": "you", "mappings": []},
         "note": {"type": "any", "influence_conversation": False, "mappings": [{"type": "custom"}]},
     }
