@@ -11,6 +11,7 @@ from server.dialogue.actions import (
     RemoteAction,
     events_from_action_result,
 )
+from server.dialogue.slot_extraction import trigger_intent_slots
 from server.dialogue.slots import REQUESTED_SLOT
 from server.errors import ActionRejected
 from server.trackers.events import (
@@ -52,10 +53,15 @@ class FormAction(Action):
         events: list[Event] = []
         if tracker.active_loop_name != self.name:
             events.append(ActiveLoop(name=self.name))
+            # As in Rasa, `from_trigger_intent` mappings fill once the form is active.
+            activated = tracker.copy()
+            activated.update_many(events)
+            events += trigger_intent_slots(activated, domain)
+            activated.update_many(events[1:])
             prefilled = [
-                SlotSet(key=s, value=tracker.get_slot(s))
+                SlotSet(key=s, value=activated.get_slot(s))
                 for s in required
-                if tracker.get_slot(s) is not None
+                if activated.get_slot(s) is not None
             ]
             events += await self._validate(ctx, prefilled, events)
         elif tracker.latest_action_name == ACTION_LISTEN and not tracker.is_active_loop_interrupted:

@@ -11,16 +11,15 @@ from server.trackers.tracker import Tracker
 
 
 def _entity_values(mapping: SlotMapping, entities: list[dict[str, Any]]) -> list[Any]:
-    values = []
-    for entity in entities:
-        if entity.get("entity") != mapping.entity:
-            continue
-        if mapping.role is not None and entity.get("role") != mapping.role:
-            continue
-        if mapping.group is not None and entity.get("group") != mapping.group:
-            continue
-        values.append(entity.get("value"))
-    return values
+    """The values of the entities the mapping names, in the message's order. As in Rasa 3, a
+    mapping without a `role` (`group`) takes only entities without one: `city` with the role
+    `departure` fills the slot mapped to `city` with that role, not a slot mapped to `city`."""
+    wanted = (mapping.entity, mapping.role, mapping.group)
+    return [
+        entity.get("value")
+        for entity in entities
+        if (entity.get("entity"), entity.get("role"), entity.get("group")) == wanted
+    ]
 
 
 def mapping_value(
@@ -33,6 +32,13 @@ def mapping_value(
     requested = tracker.get_slot(REQUESTED_SLOT)
     if not _intent_desired(mapping, intent, tracker, domain):
         return False, None
+    if mapping.type == "from_trigger_intent":
+        # As in Rasa: only while a loop is active (the form this message activates, see
+        # `trigger_intent_slots`), and one of those its conditions name, if any.
+        loops = [condition.get("active_loop") for condition in mapping.conditions]
+        if active_loop is None or (loops and active_loop not in loops):
+            return False, None
+        return True, mapping.value
     if mapping.conditions and tracker.is_active_loop_rejected and requested == slot.name:
         # The form just failed to fill its requested slot: the next message answers whatever
         # the bot asked meanwhile ("Do you want to continue?"), not that slot.
@@ -45,21 +51,14 @@ def mapping_value(
             return False, None
         if slot.type == "list":
             return True, values
-        return True, values[0]
+        # Several values for one slot: the last one said wins, as in Rasa.
+        return True, values[-1]
     if mapping.type == "from_text":
         if message.text is None:
             return False, None
         return True, message.text
     if mapping.type == "from_intent":
         # As in Rasa 3, a mapping without an intent list matches any intent not excluded.
-        return True, mapping.value
-    if mapping.type == "from_trigger_intent":
-        # Only fills while the form it triggers is being activated by this message.
-        target_forms = [f for f, form in domain.forms.items() if slot.name in form.required_slots]
-        if active_loop in target_forms:
-            return False, None
-        if not mapping.intent:
-            return False, None
         return True, mapping.value
     return False, None
 
@@ -85,20 +84,34 @@ def extract_slots(tracker: Tracker, domain: Domain) -> list[SlotSet]:
     conditions still applies, as in Rasa 3; slots of the form other than the requested one are
     only filled from entities.
     """
+    return _extract(tracker, domain, trigger_only=False)
+
+
+def trigger_intent_slots(tracker: Tracker, domain: Domain) -> list[SlotSet]:
+    """SlotSet events of the `from_trigger_intent` mappings, for a form being activated by
+    the latest user message (`tracker` holds the form's ActiveLoop already)."""
+    return _extract(tracker, domain, trigger_only=True)
+
+
+def _extract(tracker: Tracker, domain: Domain, trigger_only: bool) -> list[SlotSet]:
     events: list[SlotSet] = []
     for slot in domain.slots:
         for mapping in slot.mappings:
             if mapping.type == "custom":
                 continue
+            if trigger_only and mapping.type != "from_trigger_intent":
+                continue
             matched, value = mapping_value(mapping, slot, tracker, domain)
             if not matched:
                 continue
-            if _skip_for_active_form(slot, mapping, tracker, domain):
+            if not trigger_only and _skip_for_active_form(slot, mapping, tracker, domain):
                 continue
+            if slot.type == "list" and mapping.type != "from_entity" and value is not None:
+                value = [value]  # a list slot holds a list, as in Rasa (`from_text`: [text])
             value = slot.coerce(value)
-            if tracker.get_slot(slot.name) != value or value is not None:
+            if value is not None or tracker.get_slot(slot.name) is not None:
                 events.append(SlotSet(key=slot.name, value=value))
-            break
+                break
     return events
 
 

@@ -82,8 +82,12 @@ def train(
             fixed_model_name is None or existing.name == f"{fixed_model_name}.tar.gz"
         ):
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
-    warnings: list[str] = []
-    logged = 0  # the NLU pipeline logs its own warnings as it trains
+    # What Rasa warns about in the domain and stories, said before the training starts;
+    # then the components' own warnings (the NLU pipeline logs its own as it trains).
+    warnings: list[str] = list(project.warnings)
+    for warning in warnings:
+        logger.warning(warning)
+    logged = len(warnings)
     with tempfile.TemporaryDirectory(prefix="botserver-train-") as tmp:
         content = Path(tmp)
         (content / DOMAIN_FILE).write_text(
