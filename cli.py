@@ -229,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
             "botserver test core --stories tests/ -m models --out results/",
             "botserver test nlu --nlu data/nlu.yml -m models --out results/",
             "botserver test nlu --nlu data/ --cross-validation --folds 5",
+            "botserver test core --fail-on-prediction-errors",
         ),
     )
     p.add_argument("what", nargs="?", choices=("core", "nlu"), default=None)
@@ -240,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoints", default="endpoints.yml")
     p.add_argument("--cross-validation", action="store_true")
     p.add_argument("-f", "--folds", type=_int_at_least(2), default=5)
+    p.add_argument(
+        "--fail-on-prediction-errors",
+        action="store_true",
+        help="exit 1 when a test story fails (after writing the reports), for CI",
+    )
     _add_log_flags(p)
 
     # data validate

@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import tempfile
 from pathlib import Path
 
-from server.dialogue.evaluation import evaluate_stories, write_story_reports
+from server.dialogue.evaluation import (
+    FAILED_STORIES_FILE,
+    evaluate_stories,
+    write_story_reports,
+)
 from server.dialogue.processor import DialogueModel
 from server.models.archive import read_archive
 from server.models.loading import load_model
@@ -67,8 +72,17 @@ def run_test(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2)[:2000])
         return 0
     model = load_model_file(Path(args.model))
+    failed = 0
     if args.what in (None, "core"):
-        test_core(model, Path(args.stories), out)
+        accuracy = test_core(model, Path(args.stories), out)["conversation_accuracy"]
+        failed = accuracy["total"] - accuracy["correct"]
     if args.what in (None, "nlu"):
         test_nlu(model, Path(args.nlu), out)
+    if failed and args.fail_on_prediction_errors:
+        print(
+            f"error: {failed} test stor{'y' if failed == 1 else 'ies'} failed "
+            f"(--fail-on-prediction-errors); see {out / FAILED_STORIES_FILE}",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -193,6 +193,43 @@ def test_test_writes_story_report(run_cli, starter_copy: Path) -> None:
     assert "correct" in result.out
 
 
+def test_test_writes_every_result_file_rasa_writes(run_cli, starter_copy: Path) -> None:
+    result = run_cli("test", "core", cwd=starter_copy)
+    assert result.code == 0, result.err
+    results = starter_copy / "results"
+    report = json.loads((results / "story_report.json").read_text())
+    accuracy = report["conversation_accuracy"]
+    assert accuracy["with_warnings"] == 0
+    assert accuracy["correct"] == accuracy["total"] > 0
+    # CI scripts `cat` both files after `rasa test`
+    warnings = (results / "stories_with_warnings.yml").read_text()
+    assert warnings.startswith("# None of the test stories have warnings")
+    assert (results / "failed_test_stories.yml").read_text().startswith("# None")
+
+
+def _add_failing_test_story(project: Path) -> None:
+    (project / "tests" / "test_wrong.yml").write_text(
+        'version: "3.1"\nstories:\n- story: wrong answer\n  steps:\n'
+        "  - intent: greet\n  - action: utter_goodbye\n"
+    )
+
+
+def test_fail_on_prediction_errors_exits_1_after_writing_reports(
+    run_cli, starter_copy: Path
+) -> None:
+    _add_failing_test_story(starter_copy)
+    relaxed = run_cli("test", "core", cwd=starter_copy)
+    assert relaxed.code == 0, relaxed.err
+
+    strict = run_cli("test", "core", "--fail-on-prediction-errors", cwd=starter_copy)
+    assert strict.code == 1
+    assert "1 test story failed" in strict.err
+    assert "Traceback" not in strict.err
+    failed = (starter_copy / "results" / "failed_test_stories.yml").read_text()
+    assert "wrong answer" in failed
+    assert "# predicted: utter_greet" in failed
+
+
 def test_test_with_a_missing_model_fails_clearly(run_cli, tmp_path: Path) -> None:
     result = run_cli("test", "core", "-m", "nowhere", cwd=tmp_path)
     assert result.code == 1
