@@ -95,6 +95,12 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=DEFAULT_MODELS, help="directory for the model archive")
     p.add_argument("--fixed-model-name", help="name the archive <name>.tar.gz")
     p.add_argument("--force", action="store_true", help="train even if nothing changed")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="train nothing; exit 0 if the newest model is up to date, 1 if the project "
+        "needs training, 8 with --force",
+    )
     p.add_argument("--signing-key", help="Ed25519 private key (PEM) to sign the archive with")
 
 
@@ -307,9 +313,32 @@ def _progress() -> Iterator[Callable[[str], None]]:
             progress.update(current[-1], total=1, completed=1)
 
 
+def _train_dry_run(args: argparse.Namespace) -> int:
+    from server.training.project import load_project
+    from server.training.train import DRY_RUN_FORCED, DRY_RUN_UP_TO_DATE, dry_run
+
+    project = load_project(*_train_inputs(args))
+    code, existing = dry_run(project, Path(args.out), args.fixed_model_name, args.force)
+    if code == DRY_RUN_UP_TO_DATE:
+        print(f"No training required: {existing} was trained from these files.")
+    elif code == DRY_RUN_FORCED:
+        print("The training was forced (--force).")
+    else:
+        print("The model needs to be retrained.")
+    return code
+
+
+def _train_inputs(args: argparse.Namespace) -> tuple[Path | None, Path, list[Path]]:
+    """config (None: Rasa's defaults), domain and data, from the flags."""
+    config = Path(args.config) if Path(args.config).exists() else None
+    return config, Path(args.domain), [Path(p) for p in args.data]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from server.training.train import train, train_nlu
 
+    if getattr(args, "train_what", None) != "nlu" and args.dry_run:
+        return _train_dry_run(args)
     _check_output_dir(Path(args.out), "--out")
     with _progress() as say:
         if getattr(args, "train_what", None) == "nlu":
@@ -322,11 +351,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 progress=say,
             )
         else:
-            config = Path(args.config) if Path(args.config).exists() else None
             result = train(
-                config,
-                Path(args.domain),
-                [Path(p) for p in args.data],
+                *_train_inputs(args),
                 Path(args.out),
                 args.fixed_model_name,
                 args.force,

@@ -45,6 +45,33 @@ def _fingerprint(project: Project) -> str:
     return fingerprint_inputs(sorted(set(project.files)), config)
 
 
+def _up_to_date_archive(project: Project, out: Path, fixed_model_name: str | None) -> Path | None:
+    """The archive in `out` trained from these very inputs (under that name, if one is fixed)."""
+    existing = find_archive_with_fingerprint(out, _fingerprint(project))
+    if existing is None or (
+        fixed_model_name is not None and existing.name != f"{fixed_model_name}.tar.gz"
+    ):
+        return None
+    return existing
+
+
+# `botserver train --dry-run` exit codes, as Rasa 3's bitmask.
+DRY_RUN_UP_TO_DATE = 0
+DRY_RUN_NEEDS_TRAINING = 1
+DRY_RUN_FORCED = 8
+
+
+def dry_run(
+    project: Project, out: Path, fixed_model_name: str | None = None, force: bool = False
+) -> tuple[int, Path | None]:
+    """Trains nothing: Rasa's dry-run code for a loaded project, and the archive that is up to
+    date (if any)."""
+    existing = _up_to_date_archive(project, Path(out), fixed_model_name)
+    if force:
+        return DRY_RUN_FORCED, existing
+    return (DRY_RUN_UP_TO_DATE if existing else DRY_RUN_NEEDS_TRAINING), existing
+
+
 @contextmanager
 def _naming_config(filename: str | None) -> Iterator[None]:
     """A component or policy refusing its parameters names config.yml too."""
@@ -77,10 +104,8 @@ def train(
     fingerprint = _fingerprint(project)
     out = Path(out)
     if not force:
-        existing = find_archive_with_fingerprint(out, fingerprint)
-        if existing is not None and (
-            fixed_model_name is None or existing.name == f"{fixed_model_name}.tar.gz"
-        ):
+        existing = _up_to_date_archive(project, out, fixed_model_name)
+        if existing is not None:
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
     warnings: list[str] = []
     with tempfile.TemporaryDirectory(prefix="botserver-train-") as tmp:

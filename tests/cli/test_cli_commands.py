@@ -151,6 +151,22 @@ def test_train_skips_unchanged_project_and_force_retrains(run_cli, starter_copy:
     assert len(list((starter_copy / "models").glob("*.tar.gz"))) == len(before) + 1
 
 
+def test_train_dry_run_exit_codes_say_whether_to_train(run_cli, starter_copy: Path) -> None:
+    models = sorted((starter_copy / "models").glob("*.tar.gz"))
+    up_to_date = run_cli("train", "--dry-run", cwd=starter_copy)
+    assert (up_to_date.code, up_to_date.err) == (0, "")
+    assert "No training required" in up_to_date.out
+
+    assert run_cli("train", "--dry-run", "--force", cwd=starter_copy).code == 8
+
+    nlu = starter_copy / "data" / "nlu.yml"
+    nlu.write_text(nlu.read_text() + "    - good evening\n")
+    changed = run_cli("train", "--dry-run", cwd=starter_copy)
+    assert changed.code == 1
+    assert "needs to be retrained" in changed.out
+    assert sorted((starter_copy / "models").glob("*.tar.gz")) == models  # nothing trained
+
+
 def test_train_on_a_broken_file_names_file_and_line(run_cli, starter_copy: Path) -> None:
     (starter_copy / "data" / "nlu.yml").write_text(
         'version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n    - hi\n  - [oops\n'
