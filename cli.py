@@ -263,13 +263,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a project for errors and inconsistencies",
         formatter_class=_Formatter,
         epilog=_examples(
-            "botserver data validate", "botserver data validate -d domain.yml --data data/"
+            "botserver data validate",
+            "botserver data validate -d domain.yml --data data/",
+            "botserver data validate --max-history 5 --fail-on-warnings",
         ),
     )
     pv.add_argument("-d", "--domain", default="domain.yml")
     pv.add_argument("--data", nargs="+", default=["data"])
     pv.add_argument("-c", "--config", default="config.yml")
-    pv.add_argument("--fail-on-warnings", action="store_true")
+    pv.add_argument("--fail-on-warnings", action="store_true", help="exit 1 on warnings too")
+    pv.add_argument(
+        "--max-history",
+        type=_int_at_least(1),
+        default=None,
+        help="turns to compare stories over for conflicts (the smallest max_history of your "
+        "policies); default: whole stories",
+    )
     _add_log_flags(pv)
 
     # tracker retention

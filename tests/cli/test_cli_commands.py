@@ -195,6 +195,37 @@ def test_data_validate_broken_project(run_cli, starter_copy: Path) -> None:
     assert "Validation failed" in result.out
 
 
+def _add_stories(project: Path, text: str) -> None:
+    stories = project / "data" / "stories.yml"
+    stories.write_text(stories.read_text() + text)
+
+
+def test_a_story_conflict_is_a_warning_as_in_rasa(run_cli, starter_copy: Path) -> None:
+    _add_stories(
+        starter_copy,
+        "\n- story: deny after greet\n  steps:\n  - intent: greet\n  - action: utter_greet\n"
+        "  - intent: deny\n  - action: utter_goodbye\n"
+        "\n- story: deny after thanks\n  steps:\n  - intent: thanks\n"
+        "  - action: utter_youre_welcome\n  - intent: deny\n  - action: utter_greet\n",
+    )
+    # Whole stories (Rasa's default) differ from their first turn: no conflict.
+    whole = run_cli("data", "validate", cwd=starter_copy)
+    assert whole.code == 0, whole.out
+    assert "conflict" not in whole.out
+
+    # With the last turn only, `deny` leads to two actions: a warning, exit 0 as in Rasa's CI.
+    short = run_cli("data", "validate", "--max-history", "1", cwd=starter_copy)
+    assert short.code == 0, short.out
+    assert "warning: story structure conflict after intent 'deny'" in short.out
+    assert "'utter_greet' in story 'deny after thanks'" in short.out
+
+    strict = run_cli(
+        "data", "validate", "--max-history", "1", "--fail-on-warnings", cwd=starter_copy
+    )
+    assert strict.code == 1
+    assert "Validation failed" in strict.out
+
+
 def test_data_without_action_shows_its_help(run_cli) -> None:
     result = run_cli("data")
     assert result.code == 0
