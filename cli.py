@@ -56,6 +56,25 @@ def _positive_number(text: str) -> float:
     return value
 
 
+DEFAULT_CONFIG = "config.yml"
+CONFIG_HELP = f"pipeline and policies (default: {DEFAULT_CONFIG}, or Rasa's defaults without it)"
+
+
+def _config_file(text: str) -> str:
+    """An argparse type: a config file the user named must exist (a typo must not train
+    with the default pipeline and policies)."""
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    return text
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    """--config, else config.yml when there is one; None: Rasa's default configuration."""
+    if args.config is not None:
+        return Path(args.config)
+    return Path(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).is_file() else None
+
+
 def _check_output_dir(path: Path, flag: str) -> None:
     """Fails before any work if `path` cannot become a directory we write in."""
     existing = path
@@ -89,7 +108,7 @@ def _add_log_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", default="config.yml", help="the pipeline and policies")
+    p.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
     p.add_argument("-d", "--domain", default="domain.yml", help="domain file or directory")
     p.add_argument("--data", nargs="+", default=["data"], help="training data files or dirs")
     p.add_argument("--out", default=DEFAULT_MODELS, help="directory for the model archive")
@@ -145,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_flags(p)
     tsub = p.add_subparsers(dest="train_what", metavar="WHAT")
     pn = tsub.add_parser("nlu", help="train the NLU pipeline only", formatter_class=_Formatter)
-    pn.add_argument("-c", "--config", default="config.yml")
+    pn.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
     pn.add_argument("-u", "--nlu", nargs="+", default=["data"], help="NLU data files or dirs")
     pn.add_argument("--out", default=DEFAULT_MODELS)
     pn.add_argument("--fixed-model-name")
@@ -243,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-s", "--stories", default="tests", help="test stories file or directory")
     p.add_argument("-u", "--nlu", default="data", help="NLU test data")
     p.add_argument("--out", default="results")
-    p.add_argument("-c", "--config", default="config.yml")
+    p.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
     p.add_argument("--endpoints", default="endpoints.yml")
     p.add_argument("--cross-validation", action="store_true")
     p.add_argument("-f", "--folds", type=_int_at_least(2), default=5)
@@ -270,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pv.add_argument("-d", "--domain", default="domain.yml")
     pv.add_argument("--data", nargs="+", default=["data"])
-    pv.add_argument("-c", "--config", default="config.yml")
+    pv.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
     pv.add_argument("--fail-on-warnings", action="store_true", help="exit 1 on warnings too")
     pv.add_argument(
         "--max-history",
@@ -339,8 +358,7 @@ def _train_dry_run(args: argparse.Namespace) -> int:
 
 def _train_inputs(args: argparse.Namespace) -> tuple[Path | None, Path, list[Path]]:
     """config (None: Rasa's defaults), domain and data, from the flags."""
-    config = Path(args.config) if Path(args.config).exists() else None
-    return config, Path(args.domain), [Path(p) for p in args.data]
+    return _config_path(args), Path(args.domain), [Path(p) for p in args.data]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -352,7 +370,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with _progress() as say:
         if getattr(args, "train_what", None) == "nlu":
             result = train_nlu(
-                Path(args.config),
+                _config_path(args),
                 [Path(p) for p in args.nlu],
                 Path(args.out),
                 args.fixed_model_name,
@@ -381,6 +399,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from server.training.validation import run_validate
 
+    args.config = _config_path(args)
     return run_validate(args)
 
 
@@ -429,6 +448,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from server.training.evaluate import run_test
 
     _check_output_dir(Path(args.out), "--out")
+    args.config = _config_path(args)
     return run_test(args)
 
 

@@ -66,7 +66,7 @@ def run_test(args: argparse.Namespace) -> int:
         from server.training.config_yaml import read_config
         from server.training.nlu_yaml import read_nlu_file
 
-        config = read_config(Path(args.config) if Path(args.config).exists() else None)
+        config = read_config(args.config)
         data = NLUTrainingData.merge([read_nlu_file(f) for f in data_files([Path(args.nlu)])])
         report = cross_validate(data, config.pipeline, args.folds, out)
         print(json.dumps(report, indent=2)[:2000])

@@ -146,7 +146,7 @@ def train(
 
 
 def train_nlu(
-    config: Path,
+    config: Path | None,
     nlu_data: list[Path],
     out: Path,
     fixed_model_name: str | None = None,
@@ -163,7 +163,7 @@ def train_nlu(
 
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
-    project_config = read_config(config if Path(config).exists() else None)
+    project_config = read_config(config)
     files: list[Path] = []
     for path in nlu_data:
         path = Path(path)

@@ -167,6 +167,28 @@ def test_train_dry_run_exit_codes_say_whether_to_train(run_cli, starter_copy: Pa
     assert sorted((starter_copy / "models").glob("*.tar.gz")) == models  # nothing trained
 
 
+@pytest.mark.parametrize(
+    "command", [["train"], ["train", "nlu"], ["test", "nlu", "--cross-validation"]]
+)
+def test_a_config_named_but_missing_is_refused(
+    run_cli, starter_copy: Path, command: list[str]
+) -> None:
+    models = sorted((starter_copy / "models").glob("*.tar.gz"))
+    result = run_cli(*command, "--config", "confg.yml", cwd=starter_copy)
+    assert result.code == 2  # it used to train with Rasa's default pipeline and policies
+    assert "--config: no such file: 'confg.yml'" in result.err
+    assert sorted((starter_copy / "models").glob("*.tar.gz")) == models
+
+
+def test_without_config_yml_validate_and_train_use_rasas_defaults(
+    run_cli, starter_copy: Path
+) -> None:
+    (starter_copy / "config.yml").unlink()
+    validated = run_cli("data", "validate", cwd=starter_copy)
+    assert validated.code == 0, validated.out
+    assert run_cli("train", "--dry-run", cwd=starter_copy).code == 1
+
+
 def test_train_on_a_broken_file_names_file_and_line(run_cli, starter_copy: Path) -> None:
     (starter_copy / "data" / "nlu.yml").write_text(
         'version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n    - hi\n  - [oops\n'
