@@ -36,20 +36,52 @@ WARNINGS_FILE = "stories_with_warnings.yml"
 
 @dataclass
 class StoryResult:
-    """How one test story went: the gold and predicted labels at each step."""
+    """How one test story went: the gold and predicted labels (intents and actions, in order),
+    the steps that went wrong, and the `action_listen` missed before event i (i = the number
+    of events: at the story's end)."""
 
     story: StoryStep
     gold: list[str] = field(default_factory=list)
     predicted: list[str] = field(default_factory=list)
     failures: list[tuple[int, str, str]] = field(default_factory=list)  # (event index, gold, got)
+    missed_listens: dict[int, str] = field(default_factory=dict)
 
     @property
     def correct(self) -> bool:
-        return not self.failures
+        return not self.failures and not self.missed_listens
 
 
 def _action_label(event: ActionExecuted) -> str:
     return event.action_name or event.action_text or ""
+
+
+def _predict(tracker: Tracker, model: DialogueModel, gold: str, story: str) -> str:
+    """The action the model picks next (the active form, where the story says otherwise,
+    counts as rejected, as Rasa's evaluation assumes)."""
+    try:
+        got = predict_next_action(tracker, model).action_name
+        if got != gold and _form_might_reject(tracker, model, got):
+            tracker.update(ActionExecutionRejected(action_name=got))
+            got = predict_next_action(tracker, model).action_name
+    except Exception as exc:  # a policy error is a failed step, not a crashed test run
+        logger.error("prediction failed in story '%s': %s", story, exc)
+        got = "None"
+    return got
+
+
+def _expect_listen(result: StoryResult, tracker: Tracker, model: DialogueModel, at: int) -> None:
+    """As Rasa, the bot must stop (predict `action_listen`) before each user message but the
+    story's first, and at the story's end."""
+    if tracker.latest_action_name == ACTION_LISTEN and isinstance(
+        tracker.events[-1], ActionExecuted
+    ):
+        return
+    got = _predict(tracker, model, ACTION_LISTEN, result.story.name)
+    result.gold.append(ACTION_LISTEN)
+    result.predicted.append(got)
+    if got != ACTION_LISTEN:
+        result.missed_listens[at] = got
+    tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
 
 
 def evaluate_story(story: StoryStep, model: DialogueModel) -> StoryResult:
@@ -59,37 +91,30 @@ def evaluate_story(story: StoryStep, model: DialogueModel) -> StoryResult:
     tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
     for index, event in enumerate(story.events):
         if isinstance(event, UserUttered):
+            if index > 0:
+                _expect_listen(result, tracker, model, index)
             gold_intent = event.intent_name
             parse_data = dict(event.parse_data)
+            got_intent = gold_intent
             if event.text and model.nlu is not None:
                 parsed = model.nlu.parse(event.text)
-                got = (parsed.get("intent") or {}).get("name")
-                if gold_intent is not None and got != gold_intent:
-                    result.failures.append((index, gold_intent, str(got)))
+                got_intent = (parsed.get("intent") or {}).get("name")
+                if gold_intent is not None and got_intent != gold_intent:
+                    result.failures.append((index, gold_intent, str(got_intent)))
                 if gold_intent is None:
                     parse_data = parsed
                 else:
                     parse_data = {**parsed, "intent": {"name": gold_intent, "confidence": 1.0}}
-            if not isinstance(tracker.events[-1], ActionExecuted) or (
-                tracker.latest_action_name != ACTION_LISTEN
-            ):
-                tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
+            if gold_intent is not None:
+                result.gold.append(gold_intent)
+                result.predicted.append(str(got_intent))
             tracker.update(
                 UserUttered(text=event.text, parse_data=parse_data, message_id=event.message_id)
             )
             tracker.update_many(extract_slots(tracker, model.domain))
         elif isinstance(event, ActionExecuted):
             gold = _action_label(event)
-            try:
-                got = predict_next_action(tracker, model).action_name
-                if got != gold and _form_might_reject(tracker, model, got):
-                    # The story says the form did not run: as Rasa's evaluation does, assume
-                    # it rejected (nothing to extract) and let the other policies choose.
-                    tracker.update(ActionExecutionRejected(action_name=got))
-                    got = predict_next_action(tracker, model).action_name
-            except Exception as exc:  # a policy error is a failed step, not a crashed test run
-                logger.error("prediction failed in story '%s': %s", story.name, exc)
-                got = "None"
+            got = _predict(tracker, model, gold, story.name)
             result.gold.append(gold)
             result.predicted.append(got)
             if got != gold:
@@ -97,6 +122,8 @@ def evaluate_story(story: StoryStep, model: DialogueModel) -> StoryResult:
             tracker.update(event)
         else:
             tracker.update(event)
+    if not story.end_checkpoints:
+        _expect_listen(result, tracker, model, len(story.events))
     return result
 
 
@@ -149,8 +176,14 @@ def _write_failed_stories(failed: list[StoryResult], out_dir: Path) -> None:
             lines.append(f"  # {result.story.filename}:{result.story.line}")
         lines.append("  steps:")
         wrong = {index: (g, p) for index, g, p in result.failures}
+        listen = ActionExecuted(action_name=ACTION_LISTEN)
         for index, event in enumerate(result.story.events):
+            if index in result.missed_listens:
+                lines.extend(_step_lines(listen, ("", result.missed_listens[index])))
             lines.extend(_step_lines(event, wrong.get(index)))
+        end = len(result.story.events)
+        if end in result.missed_listens:
+            lines.extend(_step_lines(listen, ("", result.missed_listens[end])))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

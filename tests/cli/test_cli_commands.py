@@ -299,6 +299,24 @@ def test_fail_on_prediction_errors_exits_1_after_writing_reports(
     assert "# predicted: utter_greet" in failed
 
 
+def test_a_story_missing_a_bot_action_fails_as_in_rasa(run_cli, starter_copy: Path) -> None:
+    # The bot goes on with utter_anything_else; the story stops listening before it does.
+    (starter_copy / "tests" / "test_short.yml").write_text(
+        'version: "3.1"\nstories:\n- story: stops too early\n  steps:\n'
+        "  - intent: greet\n  - action: utter_greet\n"
+        "  - intent: ask_opening_hours\n  - action: utter_opening_hours\n"
+    )
+    result = run_cli("test", "core", cwd=starter_copy)
+    assert result.code == 0, result.err
+    failed = (starter_copy / "results" / "failed_test_stories.yml").read_text()
+    assert "stops too early" in failed
+    assert "- action: action_listen  # predicted: utter_anything_else" in failed
+    report = json.loads((starter_copy / "results" / "story_report.json").read_text())
+    # As Rasa's report: action_listen and the stories' intents are labels too
+    assert report["action_listen"]["support"] > 0
+    assert report["greet"]["support"] > 0
+
+
 def test_test_with_a_missing_model_fails_clearly(run_cli, tmp_path: Path) -> None:
     result = run_cli("test", "core", "-m", "nowhere", cwd=tmp_path)
     assert result.code == 1
