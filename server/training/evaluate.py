@@ -15,6 +15,7 @@ from server.dialogue.evaluation import (
     write_story_reports,
 )
 from server.dialogue.processor import DialogueModel
+from server.errors import InvalidConfig
 from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
@@ -31,7 +32,14 @@ def load_model_file(path: Path) -> DialogueModel:
         return load_model(Path(tmp), metadata)
 
 
+def _existing(path: Path, what: str, flag: str) -> Path:
+    if not path.exists():
+        raise InvalidConfig(f"{what} not found at '{path}' (give them with {flag})")
+    return path
+
+
 def test_core(model: DialogueModel, stories_path: Path, out: Path) -> dict:
+    stories_path = _existing(stories_path, "test stories", "--stories")
     stories = load_test_stories(data_files([stories_path]), model.domain)
     results = evaluate_stories(stories, model)
     report = write_story_reports(results, out)
@@ -51,6 +59,7 @@ def test_nlu(model: DialogueModel, nlu_path: Path, out: Path) -> dict | None:
     if model.nlu is None:
         print("The model has no NLU pipeline: nothing to test.")
         return None
+    nlu_path = _existing(nlu_path, "NLU test data", "--nlu")
     data = NLUTrainingData.merge([read_nlu_file(f) for f in data_files([nlu_path])])
     report = evaluate(model.nlu, data, out)  # type: ignore[arg-type]
     accuracy = (report.get("intent_evaluation") or {}).get("accuracy")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -315,6 +316,14 @@ def test_a_story_missing_a_bot_action_fails_as_in_rasa(run_cli, starter_copy: Pa
     # As Rasa's report: action_listen and the stories' intents are labels too
     assert report["action_listen"]["support"] > 0
     assert report["greet"]["support"] > 0
+
+
+def test_test_without_test_stories_says_which_flag_to_give(run_cli, starter_copy: Path) -> None:
+    shutil.rmtree(starter_copy / "tests")
+    result = run_cli("test", "core", cwd=starter_copy)
+    assert result.code == 1
+    # it said "training data not found", of files that are not training data
+    assert "test stories not found at 'tests' (give them with --stories)" in result.err
 
 
 def test_test_with_a_missing_model_fails_clearly(run_cli, tmp_path: Path) -> None:
