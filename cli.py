@@ -75,6 +75,17 @@ def _config_path(args: argparse.Namespace) -> Path | None:
     return Path(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).is_file() else None
 
 
+def _fraction(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and below 1, not {text}")
+    return value
+
+
 def _check_output_dir(path: Path, flag: str) -> None:
     """Fails before any work if `path` cannot become a directory we write in."""
     existing = path
@@ -121,6 +132,21 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         "needs training, 8 with --force",
     )
     p.add_argument("--signing-key", help="Ed25519 private key (PEM) to sign the archive with")
+
+
+def _command(sub: Any, name: str, summary: str, *examples: str) -> argparse.ArgumentParser:
+    """A (sub)command's parser with its one-line help and usage examples."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, formatter_class=_Formatter, epilog=_examples(*examples)
+    )
+    return parser
+
+
+def _group(sub: Any, name: str, summary: str, dest: str, metavar: str) -> Any:
+    """A command made of subcommands (`data`, `data split`): its subparsers."""
+    parser = sub.add_parser(name, help=summary, formatter_class=_Formatter)
+    parser.set_defaults(command_parser=parser)
+    return parser.add_subparsers(dest=dest, metavar=metavar)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,18 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_flags(p)
 
     # data validate
-    p = sub.add_parser("data", help="work with training data", formatter_class=_Formatter)
-    p.set_defaults(command_parser=p)
-    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
-    pv = dsub.add_parser(
+    dsub = _group(sub, "data", "work with training data", "data_command", "ACTION")
+    pv = _command(
+        dsub,
         "validate",
-        help="check a project for errors and inconsistencies",
-        formatter_class=_Formatter,
-        epilog=_examples(
-            "botserver data validate",
-            "botserver data validate -d domain.yml --data data/",
-            "botserver data validate --max-history 5 --fail-on-warnings",
-        ),
+        "check a project for errors and inconsistencies",
+        "botserver data validate",
+        "botserver data validate -d domain.yml --data data/",
+        "botserver data validate --max-history 5 --fail-on-warnings",
     )
     pv.add_argument("-d", "--domain", default="domain.yml")
     pv.add_argument("--data", nargs="+", default=["data"])
@@ -299,6 +321,27 @@ def build_parser() -> argparse.ArgumentParser:
         "policies); default: whole stories",
     )
     _add_log_flags(pv)
+    pss = _group(dsub, "split", "split training data", "split_what", "WHAT")
+    psn = _command(
+        pss,
+        "nlu",
+        "split NLU data into training and test files, per intent",
+        "botserver data split nlu",
+        "botserver data split nlu -u data/nlu.yml --training-fraction 0.8 --random-seed 1",
+        "botserver test nlu -u train_test_split/test_data.yml",
+    )
+    psn.add_argument("-u", "--nlu", nargs="+", default=["data"], help="NLU data files or dirs")
+    psn.add_argument(
+        "--training-fraction",
+        type=_fraction,
+        default=0.8,
+        help="share of each intent's examples for training",
+    )
+    psn.add_argument("--random-seed", type=int, default=None, help="the same split every time")
+    psn.add_argument(
+        "--out", default="train_test_split", help="directory for training_data.yml, test_data.yml"
+    )
+    _add_log_flags(psn)
 
     # tracker retention
     p = sub.add_parser(
@@ -401,6 +444,30 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     args.config = _config_path(args)
     return run_validate(args)
+
+
+def cmd_split_nlu(args: argparse.Namespace) -> int:
+    from server.nlu.training_data import NLUTrainingData
+    from server.training.nlu_split import write_split
+    from server.training.nlu_yaml import read_nlu_file
+    from server.training.project import data_files
+
+    out = Path(args.out)
+    _check_output_dir(out, "--out")
+    files = [f for f in data_files(args.nlu) if _holds_nlu(f)]
+    data = NLUTrainingData.merge([read_nlu_file(f) for f in files])
+    if not data.examples:
+        raise InvalidConfig(f"no NLU examples in {', '.join(args.nlu)}")
+    train, test = write_split(data, out, args.training_fraction, args.random_seed)
+    print(f"Wrote {train} and {test}.")
+    return 0
+
+
+def _holds_nlu(path: Path) -> bool:
+    from server.training.yaml_io import read_yaml_file
+
+    content = read_yaml_file(path)
+    return isinstance(content, dict) and "nlu" in content
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -521,9 +588,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --log-file {log_file}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     if args.command == "data":
-        if args.data_command != "validate":
-            parser.parse_args(["data", "--help"])
-        handler = cmd_validate
+        if args.data_command == "split" and args.split_what == "nlu":
+            handler = cmd_split_nlu
+        elif args.data_command == "validate":
+            handler = cmd_validate
+        else:
+            parser.parse_args(["data", *([args.data_command] if args.data_command else []), "-h"])
+            return 1  # not reached: -h exits
     else:
         handler = COMMANDS[args.command]
     try:

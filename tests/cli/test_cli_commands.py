@@ -19,6 +19,7 @@ COMMANDS = [
     ["shell"],
     ["test"],
     ["data", "validate"],
+    ["data", "split", "nlu"],
     ["prune"],
 ]
 
@@ -247,6 +248,16 @@ def test_a_story_conflict_is_a_warning_as_in_rasa(run_cli, starter_copy: Path) -
     )
     assert strict.code == 1
     assert "Validation failed" in strict.out
+
+
+def test_data_split_nlu_then_test_on_the_held_out_part(run_cli, starter_copy: Path) -> None:
+    split = run_cli("data", "split", "nlu", "--random-seed", "1", cwd=starter_copy)
+    assert split.code == 0, split.err  # it was "invalid choice: 'split'"
+    held_out = starter_copy / "train_test_split" / "test_data.yml"
+    assert (starter_copy / "train_test_split" / "training_data.yml").is_file()
+    tested = run_cli("test", "nlu", "-u", str(held_out), cwd=starter_copy)
+    assert tested.code == 0, tested.err
+    assert (starter_copy / "results" / "intent_report.json").is_file()
 
 
 def test_data_without_action_shows_its_help(run_cli) -> None:
