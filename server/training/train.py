@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server import __version__
 from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.story_steps import generate_training_stories
 from server.errors import InvalidConfig, InvalidProjectFile
@@ -36,11 +37,15 @@ class TrainResult:
 
 
 def _fingerprint(project: Project) -> str:
+    # The domain as read (a response's new text must retrain, a comment need not), and our
+    # version: a newer botserver may train the same files differently.
     config = {
         "language": project.config.language,
         "pipeline": project.config.pipeline,
         "policies": project.config.policies,
         "assistant_id": project.config.assistant_id,
+        "domain": project.domain.as_dict(full=True),
+        "botserver": __version__,
     }
     return fingerprint_inputs(sorted(set(project.files)), config)
 
@@ -169,7 +174,9 @@ def train_nlu(
         path = Path(path)
         files += sorted(p for p in path.rglob("*") if is_yaml_file(p)) if path.is_dir() else [path]
     data = NLUTrainingData.merge([read_nlu_file(f) for f in files])
-    fingerprint = fingerprint_inputs(files, {"pipeline": project_config.pipeline, "nlu": True})
+    fingerprint = fingerprint_inputs(
+        files, {"pipeline": project_config.pipeline, "nlu": True, "botserver": __version__}
+    )
     out = Path(out)
     if not force:
         existing = find_archive_with_fingerprint(out, fingerprint)

@@ -191,6 +191,20 @@ def test_without_config_yml_validate_and_train_use_rasas_defaults(
     assert run_cli("train", "--dry-run", cwd=starter_copy).code == 1
 
 
+def test_a_changed_response_in_the_domain_retrains(run_cli, starter_copy: Path) -> None:
+    domain = starter_copy / "domain.yml"
+    text = domain.read_text()
+    assert "Hello! I'm the starter bot." in text
+    domain.write_text(text.replace("Hello! I'm the starter bot.", "Hi, what can I do?"))
+    # it said "Nothing changed since the last training" and kept serving the old text
+    assert run_cli("train", "--dry-run", cwd=starter_copy).code == 1
+    trained = run_cli("train", cwd=starter_copy)
+    assert "Your model is trained" in trained.out, trained.out
+
+    domain.write_text(domain.read_text() + "# a comment changes nothing the model holds\n")
+    assert run_cli("train", "--dry-run", cwd=starter_copy).code == 0
+
+
 def test_train_on_a_broken_file_names_file_and_line(run_cli, starter_copy: Path) -> None:
     (starter_copy / "data" / "nlu.yml").write_text(
         'version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n    - hi\n  - [oops\n'
