@@ -16,6 +16,7 @@ from server.dialogue.processor import DialogueModel, predict_next_action
 from server.dialogue.slot_extraction import extract_slots
 from server.dialogue.story_export import yaml_scalar
 from server.dialogue.story_steps import StoryStep
+from server.nlu.training_data import EntityAnnotation, Example, annotated_text
 from server.trackers.events import (
     ACTION_LISTEN,
     ActionExecuted,
@@ -99,8 +100,15 @@ def evaluate_story(story: StoryStep, model: DialogueModel) -> StoryResult:
             if event.text and model.nlu is not None:
                 parsed = model.nlu.parse(event.text)
                 got_intent = (parsed.get("intent") or {}).get("name")
-                if gold_intent is not None and got_intent != gold_intent:
-                    result.failures.append((index, gold_intent, str(got_intent)))
+                wrong_intent = gold_intent is not None and got_intent != gold_intent
+                if wrong_intent or _entity_spans(event.entities) != _entity_spans(
+                    parsed.get("entities") or []
+                ):
+                    # As Rasa, a user step fails on its intent or its entities, and the
+                    # comment shows what was understood: `predicted: intent: [text](entity)`.
+                    result.failures.append(
+                        (index, str(gold_intent), f"{got_intent}: {_understood(parsed)}")
+                    )
                 if gold_intent is None:
                     parse_data = parsed
                 else:
@@ -125,6 +133,25 @@ def evaluate_story(story: StoryStep, model: DialogueModel) -> StoryResult:
     if not story.end_checkpoints:
         _expect_listen(result, tracker, model, len(story.events))
     return result
+
+
+def _entity_spans(entities: list[dict[str, Any]]) -> set[tuple[str, Any, Any, str]]:
+    """Entities as Rasa's evaluation compares them: type, span and value (as text)."""
+    return {
+        (str(e.get("entity")), e.get("start"), e.get("end"), str(e.get("value"))) for e in entities
+    }
+
+
+def _understood(parsed: dict[str, Any]) -> str:
+    """The parsed text with the entities found marked up, as Rasa's test stories write it."""
+    entities = [
+        EntityAnnotation(
+            e["start"], e["end"], e.get("value"), str(e["entity"]), e.get("role"), e.get("group")
+        )
+        for e in parsed.get("entities") or []
+        if isinstance(e.get("start"), int) and isinstance(e.get("end"), int)
+    ]
+    return annotated_text(Example(str(parsed.get("text") or ""), None, entities))
 
 
 def _form_might_reject(tracker: Tracker, model: DialogueModel, predicted: str) -> bool:

@@ -3,7 +3,6 @@ that every intent with two examples or more is in both), written back as Rasa 3 
 
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData
+from server.nlu.training_data import Example, NLUTrainingData, annotated_text
 
 TRAINING_FILE = "training_data.yml"
 TEST_FILE = "test_data.yml"
@@ -60,33 +59,6 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(
     _Block, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, "|")
 )
-
-
-def annotated_text(example: Example) -> str:
-    """The example in Rasa's markup: `[text](entity)`, or `[text]{"entity": ...}` when the
-    value, role or group says more than the text."""
-    parts: list[str] = []
-    position = 0
-    for entity in sorted(example.entities, key=lambda e: e.start):
-        span = example.text[entity.start : entity.end]
-        parts.append(example.text[position : entity.start])
-        parts.append(f"[{span}]{_entity_markup(entity, span)}")
-        position = entity.end
-    parts.append(example.text[position:])
-    return "".join(parts)
-
-
-def _entity_markup(entity: EntityAnnotation, span: str) -> str:
-    if entity.value == span and entity.role is None and entity.group is None:
-        return f"({entity.entity})"
-    fields: dict[str, Any] = {"entity": entity.entity}
-    if entity.value != span:
-        fields["value"] = entity.value
-    if entity.role is not None:
-        fields["role"] = entity.role
-    if entity.group is not None:
-        fields["group"] = entity.group
-    return json.dumps(fields, ensure_ascii=False)
 
 
 def _examples(texts: list[str]) -> _Block:

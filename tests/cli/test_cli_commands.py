@@ -325,16 +325,23 @@ def test_fail_on_prediction_errors_exits_1_after_writing_reports(
     assert "# predicted: utter_greet" in failed
 
 
+def _failed_stories(run_cli, project: Path, name: str, steps: str) -> str:
+    """failed_test_stories.yml after `botserver test core` with one more test story."""
+    (project / "tests" / "test_more.yml").write_text(
+        f'version: "3.1"\nstories:\n- story: {name}\n  steps:\n{steps}'
+    )
+    result = run_cli("test", "core", cwd=project)
+    assert result.code == 0, result.err
+    return (project / "results" / "failed_test_stories.yml").read_text()
+
+
 def test_a_story_missing_a_bot_action_fails_as_in_rasa(run_cli, starter_copy: Path) -> None:
     # The bot goes on with utter_anything_else; the story stops listening before it does.
-    (starter_copy / "tests" / "test_short.yml").write_text(
-        'version: "3.1"\nstories:\n- story: stops too early\n  steps:\n'
+    steps = (
         "  - intent: greet\n  - action: utter_greet\n"
         "  - intent: ask_opening_hours\n  - action: utter_opening_hours\n"
     )
-    result = run_cli("test", "core", cwd=starter_copy)
-    assert result.code == 0, result.err
-    failed = (starter_copy / "results" / "failed_test_stories.yml").read_text()
+    failed = _failed_stories(run_cli, starter_copy, "stops too early", steps)
     assert "stops too early" in failed
     assert "- action: action_listen  # predicted: utter_anything_else" in failed
     report = json.loads((starter_copy / "results" / "story_report.json").read_text())
@@ -349,6 +356,18 @@ def test_test_without_test_stories_says_which_flag_to_give(run_cli, starter_copy
     assert result.code == 1
     # it said "training data not found", of files that are not training data
     assert "test stories not found at 'tests' (give them with --stories)" in result.err
+
+
+def test_an_e2e_step_whose_entity_is_not_found_fails_as_in_rasa(
+    run_cli, starter_copy: Path
+) -> None:
+    steps = (
+        "  - user: |\n      hello [friend](person)\n    intent: greet\n  - action: utter_greet\n"
+    )
+    failed = _failed_stories(run_cli, starter_copy, "an entity the model does not find", steps)
+    # it passed: only the intent was compared
+    assert "an entity the model does not find" in failed
+    assert "intent: greet  # predicted: greet: hello friend" in failed
 
 
 def test_test_with_a_missing_model_fails_clearly(run_cli, tmp_path: Path) -> None:
