@@ -20,6 +20,7 @@ from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
 from server.training.project import data_files, load_test_stories
+from server.training.validation import story_reference_problems
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ def _existing(path: Path, what: str, flag: str) -> Path:
 def test_core(model: DialogueModel, stories_path: Path, out: Path) -> dict:
     stories_path = _existing(stories_path, "test stories", "--stories")
     stories = load_test_stories(data_files([stories_path]), model.domain)
+    for problem in story_reference_problems(stories, model.domain):
+        # As Rasa warns: such a step cannot be predicted, its story will fail.
+        print(f"warning: {problem}", file=sys.stderr)
     results = evaluate_stories(stories, model)
     report = write_story_reports(results, out)
     acc = report["conversation_accuracy"]

@@ -114,6 +114,14 @@ def _check_entities(project: Project, report: ValidationReport) -> None:
         )
 
 
+def story_reference_problems(steps: list[StoryStep], domain: Domain) -> list[str]:
+    """What stories name (intents, entities, actions, slots) that `domain` does not have,
+    each with its file and line."""
+    report = ValidationReport()
+    _check_story_references(steps, domain, report)
+    return report.errors + report.warnings
+
+
 def _check_story_references(
     steps: list[StoryStep], domain: Domain, report: ValidationReport
 ) -> None:

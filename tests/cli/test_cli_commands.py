@@ -370,6 +370,21 @@ def test_an_e2e_step_whose_entity_is_not_found_fails_as_in_rasa(
     assert "intent: greet  # predicted: greet: hello friend" in failed
 
 
+def test_a_test_story_naming_what_the_domain_lacks_is_warned_about(
+    run_cli, starter_copy: Path
+) -> None:
+    (starter_copy / "tests" / "test_more.yml").write_text(
+        'version: "3.1"\nstories:\n- story: typo\n  steps:\n'
+        "  - intent: greet\n  - action: utter_greeet\n"
+    )
+    result = run_cli("test", "core", cwd=starter_copy)
+    assert result.code == 0
+    assert (
+        "warning: tests/test_more.yml:6: action 'utter_greeet' is used in story 'typo' "
+        "but is not listed in the domain"
+    ) in result.err
+
+
 def test_test_with_a_missing_model_fails_clearly(run_cli, tmp_path: Path) -> None:
     result = run_cli("test", "core", "-m", "nowhere", cwd=tmp_path)
     assert result.code == 1
