@@ -65,6 +65,9 @@ def test_nlu(model: DialogueModel, nlu_path: Path, out: Path) -> dict | None:
         return None
     nlu_path = _existing(nlu_path, "NLU test data", "--nlu")
     data = NLUTrainingData.merge([read_nlu_file(f) for f in data_files([nlu_path])])
+    if not data.examples:
+        print(f"NLU: no examples in {nlu_path}: nothing to test (give them with --nlu).")
+        return None
     report = evaluate(model.nlu, data, out)  # type: ignore[arg-type]
     accuracy = (report.get("intent_evaluation") or {}).get("accuracy")
     print(f"NLU: intent accuracy {accuracy}; reports in {out}/")

@@ -385,6 +385,14 @@ def test_a_test_story_naming_what_the_domain_lacks_is_warned_about(
     ) in result.err
 
 
+def test_test_nlu_on_a_file_without_examples_says_so(run_cli, starter_copy: Path) -> None:
+    result = run_cli("test", "nlu", "-u", "tests", cwd=starter_copy)
+    assert result.code == 0, result.err
+    # it said "intent accuracy None" and wrote empty reports
+    assert "NLU: no examples in tests: nothing to test (give them with --nlu)." in result.out
+    assert not (starter_copy / "results" / "intent_report.json").exists()
+
+
 def test_test_with_a_missing_model_fails_clearly(run_cli, tmp_path: Path) -> None:
     result = run_cli("test", "core", "-m", "nowhere", cwd=tmp_path)
     assert result.code == 1
