@@ -29,7 +29,6 @@ from server.trackers.events import (
 )
 from server.training.project import Project, load_project
 
-DEFAULT_MAX_HISTORY = 5
 # Responses Rasa runs by itself (default actions), so they need not appear in stories.
 _IMPLICIT_RESPONSES = frozenset(
     {"utter_default", "utter_ask_rephrase", "utter_ask_affirmation", "utter_restart", "utter_back"}
@@ -50,9 +49,10 @@ def validate_project(
     config: str | Path | None,
     domain: str | Path,
     data: Iterable[str | Path],
-    max_history: int = DEFAULT_MAX_HISTORY,
+    max_history: int | None = None,
 ) -> ValidationReport:
-    """Loads the project and checks it; a file that cannot be read is one error."""
+    """Loads the project and checks it; a file that cannot be read is one error.
+    `max_history`: the turns story conflicts are looked for in (None: whole stories)."""
     report = ValidationReport()
     try:
         project = load_project(config, domain, list(data))
@@ -65,7 +65,7 @@ def validate_project(
 
 
 def check_project(
-    project: Project, report: ValidationReport, max_history: int = DEFAULT_MAX_HISTORY
+    project: Project, report: ValidationReport, max_history: int | None = None
 ) -> None:
     domain = project.domain
     _check_intents(project, report)
@@ -79,7 +79,8 @@ def check_project(
     for name in sorted(starts):
         report.warnings.append(f"checkpoint '{name}' starts a story but no story ends with it")
     stories = [s for s in generate_training_stories(project.stories) if not s.is_rule]
-    report.errors.extend(story_conflicts(stories, domain, max_history))
+    # A warning, as in Rasa: the policies learn one of the two; --fail-on-warnings fails on it.
+    report.warnings.extend(story_conflicts(stories, domain, max_history))
 
 
 def _where(step: StoryStep, index: int | None = None) -> str:
@@ -111,6 +112,14 @@ def _check_entities(project: Project, report: ValidationReport) -> None:
         report.warnings.append(
             f"entity '{entity}' is annotated in the NLU data but is not listed in the domain"
         )
+
+
+def story_reference_problems(steps: list[StoryStep], domain: Domain) -> list[str]:
+    """What stories name (intents, entities, actions, slots) that `domain` does not have,
+    each with its file and line."""
+    report = ValidationReport()
+    _check_story_references(steps, domain, report)
+    return report.errors + report.warnings
 
 
 def _check_story_references(
@@ -246,14 +255,16 @@ def _states(story: TrainingStory, domain: Domain) -> list[tuple[tuple[Any, ...],
 
 
 def story_conflicts(
-    stories: list[TrainingStory], domain: Domain, max_history: int = DEFAULT_MAX_HISTORY
+    stories: list[TrainingStory], domain: Domain, max_history: int | None = None
 ) -> list[str]:
-    """Two stories with the same last `max_history` states that go on with different actions."""
+    """Two stories with the same last `max_history` states (None: the same states from the
+    start, as Rasa without --max-history) that go on with different actions."""
     seen: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
     for story in stories:
         pairs = _states(story, domain)
         for index, (_, action) in enumerate(pairs):
-            history = tuple(s for s, _ in pairs[max(0, index - max_history + 1) : index + 1])
+            first = 0 if max_history is None else max(0, index - max_history + 1)
+            history = tuple(s for s, _ in pairs[first : index + 1])
             seen[history].setdefault(action, story.name)
     conflicts = []
     for history, actions in seen.items():
@@ -284,7 +295,7 @@ def run_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
         getattr(args, "config", None),
         args.domain,
         data,
-        getattr(args, "max_history", None) or DEFAULT_MAX_HISTORY,
+        getattr(args, "max_history", None),
     )
     for warning in report.warnings:
         print(f"warning: {warning}", file=out)
