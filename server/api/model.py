@@ -758,8 +758,10 @@ def model_router() -> APIRouter:
                 "body",
             )
         message_id = body.get("message_id")
+        # Rasa parses a UserMessage, which strips the text, as every channel does here too:
+        # offsets and `text` then agree with the tracker's copy of the same message.
         result = await asyncio.to_thread(
-            services.agent.parse, text, message_id if isinstance(message_id, str) else None
+            services.agent.parse, text.strip(), message_id if isinstance(message_id, str) else None
         )
         return JSONResponse(result)
 

@@ -71,6 +71,16 @@ async def test_parse(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     assert emulated.json()["intent"]["name"] == "greet"
 
 
+async def test_parse_strips_the_text_as_rasa_and_the_channels_do(
+    client: httpx.AsyncClient,
+) -> None:
+    """Before, "  hello \n" came back unstripped with token offsets into the padding; Rasa
+    (and a conversation through any channel) parses "hello", tokens from 0."""
+    body = (await client.post("/model/parse", json={"text": "  hello \n"})).json()
+    assert body["text"] == "hello"
+    assert body["text_tokens"] == [[0, 5]]
+
+
 @pytest.mark.parametrize(
     ("content", "query"),
     [(b"{not json", ""), (b"{}", ""), (b"", ""), (b'{"text": "hi"}', "?emulation_mode=nope")],
