@@ -12,6 +12,7 @@ from server.errors import InvalidConfig, ModelError
 from server.nlu.message import Message
 from server.nlu.regex_message import parse_regex_message
 from server.nlu.registry import COMPONENTS, plan_pipeline
+from server.nlu.response_selector import DEFAULT_SELECTOR
 from server.nlu.training_data import NLUTrainingData
 from server.training.unknown_options import ReadKeys
 
@@ -121,6 +122,7 @@ class NLUPipeline:
             result["intent_ranking"] = message.intent_ranking
         if self._has_selector and message.response_selector is not None:
             result["response_selector"] = message.response_selector
+            _name_full_retrieval_intent(result["intent"], message.response_selector)
         return result
 
     def persist(self, directory: Path) -> None:
@@ -187,6 +189,22 @@ class NLUPipeline:
                 component.locale = state.get("locale", component.locale)
             components.append((key, component))
         return cls(components, language, [str(w) for w in warnings], [str(e) for e in entities])
+
+
+def _name_full_retrieval_intent(intent: dict[str, Any], selector: dict[str, Any]) -> None:
+    """Adds Rasa's `full_retrieval_intent_name` (`chitchat/ask_name`) to a predicted retrieval
+    intent (`chitchat`): the response its own selector chose, or the default selector's when
+    that response belongs to this intent (Rasa reads only a selector named after the intent,
+    so with the usual default selector it gives null)."""
+    name = intent.get("name")
+    if not name or name not in selector.get("all_retrieval_intents", []):
+        return
+    own = selector.get(name)
+    if own is None:
+        own = selector.get(DEFAULT_SELECTOR)
+    key = ((own or {}).get("response") or {}).get("intent_response_key")
+    in_intent = isinstance(key, str) and key.startswith(f"{name}/")
+    intent["full_retrieval_intent_name"] = key if in_intent else None
 
 
 def _name_entity_sources(components: list[tuple[str, Any]], names: list[str]) -> None:

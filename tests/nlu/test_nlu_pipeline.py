@@ -71,6 +71,16 @@ def test_response_selector_output(full_pipeline):
     assert set(selector["default"]["ranking"][0]) == {"id", "confidence", "intent_response_key"}
 
 
+def test_a_retrieval_intent_names_its_full_retrieval_intent(full_pipeline):
+    """Before, `intent` was only {"name": "chitchat", ...}: a client (and a story's
+    `chitchat/ask_name`) could not see which response the selector chose; Rasa adds
+    `full_retrieval_intent_name`."""
+    result = full_pipeline.parse("what is your name")
+    assert result["intent"]["name"] == "chitchat"
+    assert result["intent"]["full_retrieval_intent_name"] == "chitchat/ask_name"
+    assert "full_retrieval_intent_name" not in full_pipeline.parse("hello")["intent"]
+
+
 def test_fallback_classifier_predicts_nlu_fallback(mixed_data):
     pipeline = NLUPipeline.train(
         mixed_data, [{"name": "DIETClassifier"}, {"name": "FallbackClassifier", "threshold": 0.99}]
