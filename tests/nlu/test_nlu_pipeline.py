@@ -61,6 +61,30 @@ def test_entities_roles_regex_and_synonyms(full_pipeline):
     )
 
 
+def test_a_synonym_in_another_case_is_mapped_and_marked_as_in_rasa() -> None:
+    """`[new york](city:New York)` makes "new york" a synonym: an extracted "NEW YORK" and
+    "New York" both map to "New York" with `processors: ["EntitySynonymMapper"]` (the
+    canonical spelling was left unmarked before, where Rasa marks it)."""
+    from server.nlu.message import Message
+    from server.nlu.synonyms import EntitySynonymMapper
+    from server.training.nlu_yaml import read_nlu_yaml
+
+    data = read_nlu_yaml(
+        "nlu:\n- intent: go\n  examples: |\n    - to [new york](city:New York)\n", "n.yml"
+    )
+    mapper = EntitySynonymMapper({})
+    mapper.train([], data)
+    message = Message("NEW YORK or New York")
+    message.entities = [
+        {"entity": "city", "start": 0, "end": 8, "value": "NEW YORK"},
+        {"entity": "city", "start": 12, "end": 20, "value": "New York"},
+    ]
+    mapper.process(message)
+    for entity in message.entities:
+        assert entity["value"] == "New York"
+        assert entity["processors"] == ["EntitySynonymMapper"]
+
+
 def test_response_selector_output(full_pipeline):
     selector = full_pipeline.parse("what is your name")["response_selector"]
     assert selector["all_retrieval_intents"] == ["chitchat"]
