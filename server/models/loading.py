@@ -38,6 +38,8 @@ def load_model(directory: Path, metadata: dict[str, Any]) -> DialogueModel:
         )
     domain = Domain.from_dict(json.loads(domain_path.read_text(encoding="utf-8")))
     nlu = NLUPipeline.load(root / NLU_DIR) if (root / NLU_DIR).is_dir() else None
+    if nlu is not None:
+        nlu.use_domain(domain.intents, domain.entities)
     policies = PolicyEnsemble.load(root / POLICIES_DIR, domain)
     return DialogueModel(
         domain=domain,

@@ -59,6 +59,10 @@ class NLUPipeline:
         self._has_classifier = any(k == "IntentClassifier" for k, _ in components)
         self._has_selector = any(k == "ResponseSelector" for k, _ in components)
         self._blocking = any(k in _BLOCKING_COMPONENTS for k, _ in components)
+        # The domain's intents and entities, which `/intent{...}` messages must name (set by
+        # `use_domain` once the model's domain is known; None accepts any, as in training).
+        self._domain_intents: set[str] | None = None
+        self._domain_entities: set[str] | None = None
 
     @classmethod
     def train(
@@ -101,12 +105,18 @@ class NLUPipeline:
     def entities(self) -> list[str]:
         return list(self._entities)
 
+    def use_domain(self, intents: list[str], entities: list[str]) -> None:
+        """The domain `/intent{"entity": ...}` messages are checked against, as Rasa's
+        RegexMessageHandler checks them."""
+        self._domain_intents = set(intents)
+        self._domain_entities = set(entities)
+
     def parse(
         self, text: str, message_id: str | None = None, metadata: dict | None = None
     ) -> dict[str, Any]:
         """Rasa's parse result for `text` (message_id and metadata are the caller's to
         attach: Rasa's /model/parse does not echo them)."""
-        shortcut = parse_regex_message(text)
+        shortcut = parse_regex_message(text, self._domain_intents, self._domain_entities)
         if shortcut is not None:
             return shortcut
         message = Message(text)

@@ -81,6 +81,18 @@ async def test_parse_strips_the_text_as_rasa_and_the_channels_do(
     assert body["text_tokens"] == [[0, 5]]
 
 
+async def test_parse_of_an_intent_message_checks_the_models_domain(
+    client: httpx.AsyncClient,
+) -> None:
+    """`/greet` is moodbot's intent, with Rasa's `extractor` on its entities; `/order_pizza`
+    is no intent of the domain, so (as in Rasa) the text is parsed by the NLU instead."""
+    body = (await client.post("/model/parse", json={"text": '/greet{"name": "Ann"}'})).json()
+    assert body["intent"] == {"name": "greet", "confidence": 1.0}
+    assert body["entities"] == []  # moodbot's domain has no entity `name`
+    unknown = (await client.post("/model/parse", json={"text": "/order_pizza"})).json()
+    assert unknown["intent"]["name"] != "order_pizza"
+
+
 @pytest.mark.parametrize(
     ("content", "query"),
     [(b"{not json", ""), (b"{}", ""), (b"", ""), (b'{"text": "hi"}', "?emulation_mode=nope")],

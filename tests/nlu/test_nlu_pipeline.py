@@ -5,6 +5,7 @@ import pytest
 
 from server.errors import InvalidConfig, ModelError
 from server.nlu.pipeline import NLUPipeline
+from server.nlu.regex_message import EXTRACTOR
 from server.nlu.training_data import NLUTrainingData
 
 RECORDED_PARSE_KEYS = [
@@ -120,12 +121,29 @@ def test_intent_message_syntax(full_pipeline):
         "text": '/book_flight{"city": ["Rome", "Oslo"]}',
         "intent": {"name": "book_flight", "confidence": 1.0},
         "entities": [
-            {"entity": "city", "value": "Rome", "start": 12, "end": 38},
-            {"entity": "city", "value": "Oslo", "start": 12, "end": 38},
+            {"entity": "city", "value": "Rome", "start": 12, "end": 38, "extractor": EXTRACTOR},
+            {"entity": "city", "value": "Oslo", "start": 12, "end": 38, "extractor": EXTRACTOR},
         ],
         "intent_ranking": [{"name": "book_flight", "confidence": 1.0}],
     }
     assert full_pipeline.parse("/greet@0.5")["intent"] == {"name": "greet", "confidence": 0.5}
+
+
+def test_intent_messages_are_checked_against_the_domain_as_rasa_does(
+    mixed_data: NLUTrainingData, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, `/anything` was taken as the intent `anything` (a policy then met an intent no
+    domain has) and entities of any type were kept; Rasa's RegexMessageHandler parses an
+    unknown intent as text and leaves out entity types the domain lacks, with warnings."""
+    pipeline = NLUPipeline.train(mixed_data, [{"name": "DIETClassifier"}])
+    pipeline.use_domain(["greet", "book_flight"], ["city"])
+    unknown = pipeline.parse("/buy_ticket")
+    assert unknown["intent"]["name"] != "buy_ticket"
+    assert "text_tokens" in unknown  # the pipeline parsed it as text
+    known = pipeline.parse('/book_flight{"city": "Rome", "price": "cheap"}')
+    assert known["intent"] == {"name": "book_flight", "confidence": 1.0}
+    assert [e["entity"] for e in known["entities"]] == ["city"]
+    assert "'buy_ticket'" in caplog.text and "'price'" in caplog.text
 
 
 def test_persistence_round_trip_gives_identical_parses(full_pipeline, tmp_path: Path):
