@@ -39,6 +39,11 @@ def patterns_from_data(
         for name, regex in data.regexes:
             grouped.setdefault(name, []).append(regex)
         for name, regexes in grouped.items():
+            if len(regexes) > 1 and any(_GROUP_REFERENCES.search(r) for r in regexes):
+                # Joined, `(?P<x>...)` twice would not compile and `\1` would name another
+                # regex's group: such regexes are matched one by one, as Rasa matches them.
+                patterns.extend(Pattern(name, _scoped_flags(r), "regex") for r in regexes)
+                continue
             joined = "|".join(f"(?:{_scoped_flags(r)})" for r in regexes)
             patterns.append(Pattern(name, joined, "regex"))
     if use_lookup_tables:
@@ -51,6 +56,8 @@ def patterns_from_data(
     return patterns
 
 
+# A named group or a reference to a group, which joining regexes would break.
+_GROUP_REFERENCES = re.compile(r"\(\?P[<=]|\\[1-9]|\\g<")
 _LEADING_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
 
 

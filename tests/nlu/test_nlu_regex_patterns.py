@@ -84,3 +84,19 @@ def test_a_regex_with_inline_flags_trains_and_matches_as_in_rasa() -> None:
         for e in pipeline.parse("is XY-555 or #123456 here")["entities"]
     ]
     assert found == [("XY-555", "RegexEntityExtractor"), ("#123456", "RegexEntityExtractor")]
+
+
+def test_regexes_with_groups_of_the_same_name_each_match_as_in_rasa() -> None:
+    """Before, two regexes of one name that both define `(?P<n>...)` stopped training with
+    "redefinition of group name", and a `\\1` in the second referred to the first's group
+    (so `xx` was not found). Rasa matches each regex alone; now these too."""
+    data = NLUTrainingData(
+        examples=[
+            Example("hello", "greet"),
+            Example("code aa", "inform", [EntityAnnotation(5, 7, "aa", "code")]),
+        ],
+        regexes=[("code", r"(?P<n>\d)-(?P=n)"), ("code", r"\b(?P<n>[a-z])\1\b")],
+    )
+    pipeline = NLUPipeline.train(data, PIPELINE[:3])
+    found = [e["value"] for e in pipeline.parse("try 7-7 or xx")["entities"]]
+    assert found == ["7-7", "xx"]
