@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from tests.api.conftest import MEMORY_STORE
+from tests.fake_http import serve_json
 
 REMOTE_PARSE = {
     "text": "bonjour",
@@ -27,28 +26,12 @@ def fake_nlu_server(status: int = 200) -> Iterator[tuple[str, list[dict[str, Any
     """Yields (base URL, the requests it got: path and JSON body)."""
     seen: list[dict[str, Any]] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-            length = int(self.headers.get("Content-Length") or 0)
-            seen.append({"path": self.path, "body": json.loads(self.rfile.read(length))})
-            answer = json.dumps(REMOTE_PARSE).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+    def respond(path: str, body: bytes) -> tuple[int, Any]:
+        seen.append({"path": path, "body": json.loads(body)})
+        return status, REMOTE_PARSE
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_json(respond) as url:
+        yield url, seen
 
 
 async def test_messages_are_parsed_by_the_nlu_server_of_endpoints_yml(

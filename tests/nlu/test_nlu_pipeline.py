@@ -1,5 +1,6 @@
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,3 +201,40 @@ def test_duckling_unreachable_yields_no_entities(caplog):
     )
     assert pipeline.parse("tomorrow at 5pm")["entities"] == []
     assert "Duckling" in caplog.text
+
+
+def test_duckling_is_asked_for_the_configured_dimensions_only() -> None:
+    """Before, Duckling was asked for every dimension and the answer filtered here: in
+    "table at 5" its time "at 5" hid the number 5, so `dimensions: [number]` found nothing.
+    As Rasa, the request names the dimensions (`dims`), and Duckling finds the number."""
+    from tests.dialogue.fake_duckling import serve_form
+
+    def duckling(form: dict[str, list[str]]) -> list[dict[str, Any]]:
+        if json.loads(form.get("dims", ["[]"])[0]) == ["number"]:
+            return [
+                {
+                    "body": "5",
+                    "start": 9,
+                    "end": 10,
+                    "dim": "number",
+                    "value": {"type": "value", "value": 5},
+                }
+            ]
+        return [
+            {
+                "body": "at 5",
+                "start": 6,
+                "end": 10,
+                "dim": "time",
+                "value": {"type": "value", "value": "2026-12-05T05:00:00.000-08:00"},
+            }
+        ]
+
+    with serve_form(duckling) as url:
+        data = NLUTrainingData(examples=[])
+        config = {"name": "DucklingEntityExtractor", "url": url, "dimensions": ["number"]}
+        pipeline = NLUPipeline.train(data, [{"name": "WhitespaceTokenizer"}, config])
+        entities = pipeline.parse("table at 5")["entities"]
+    assert [(e["entity"], e["value"], e["start"], e["end"]) for e in entities] == [
+        ("number", 5, 9, 10)
+    ]
