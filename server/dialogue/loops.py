@@ -16,6 +16,7 @@ from server.errors import ActionRejected
 from server.trackers.events import (
     ACTION_LISTEN,
     ActionExecuted,
+    ActionExecutionRejected,
     ActiveLoop,
     BotUttered,
     Event,
@@ -59,13 +60,15 @@ class FormAction(Action):
             ]
             events += await self._validate(ctx, prefilled, events)
         elif tracker.latest_action_name == ACTION_LISTEN and not tracker.is_active_loop_interrupted:
-            candidates = [e for e in _slot_sets_since_last_user(tracker) if e.key in required]
-            validated = await self._validate(ctx, candidates, events)
             requested = tracker.get_slot(REQUESTED_SLOT)
-            if not candidates and not any(
-                isinstance(e, SlotSet) and e.key in required for e in validated
-            ):
-                if requested is not None:
+            # A slot the validation action asks for beyond the domain's list (rasa-sdk's
+            # `required_slots`) is answered like the domain's own.
+            wanted = {*required, requested} if isinstance(requested, str) else set(required)
+            candidates = [e for e in _slot_sets_since_last_user(tracker) if e.key in wanted]
+            validated = await self._validate(ctx, candidates, events)
+            filled_any = any(isinstance(e, SlotSet) and e.key != REQUESTED_SLOT for e in validated)
+            if requested is not None and not candidates and not filled_any:
+                if not _rejected(validated):
                     raise ActionRejected(
                         self.name, f"Failed to extract slot {requested} with action {self.name}"
                     )
@@ -74,6 +77,9 @@ class FormAction(Action):
             # Back from an unhappy path (or run again in the same turn): nothing to validate,
             # but the validation action may still choose the slot to ask for, as in Rasa.
             events += await self._validate(ctx, [], events)
+        if _rejected(events):
+            # The validation action rejected the form's turn: other policies choose.
+            return events
         return events + await self._next_step(ctx, required, events)
 
     async def _validate(
@@ -93,21 +99,29 @@ class FormAction(Action):
     async def _next_step(
         self, ctx: ActionContext, required: list[str], events: list[Event]
     ) -> list[Event]:
+        """Asks for the next slot, or ends the form.
+
+        As in Rasa, the validation action decides first: `requested_slot` set to a slot name
+        asks for that slot, set to null (or `ActiveLoop(null)`) ends the form; otherwise the
+        form asks for the first empty slot of the domain's list."""
         probe = ctx.tracker.copy()
         probe.update_many(events)
-        if probe.active_loop_name is None and any(
-            isinstance(e, ActiveLoop) and e.name is None for e in events
-        ):
-            return []  # the validation action deactivated the form
-        dynamic = probe.get_slot(REQUESTED_SLOT)
-        for slot in required:
-            if probe.get_slot(slot) is None:
-                return [SlotSet(key=REQUESTED_SLOT, value=slot), *await self._ask(ctx, probe, slot)]
-        # A validation action may name the next slot to ask for; anything but a name (an
-        # object, a list) names none.
-        if isinstance(dynamic, str) and dynamic not in required and probe.get_slot(dynamic) is None:
-            return await self._ask(ctx, probe, dynamic)
-        return [ActiveLoop(name=None), SlotSet(key=REQUESTED_SLOT, value=None)]
+        chosen = _last_requested(events)
+        if chosen is _UNSET:
+            chosen = next((s for s in required if probe.get_slot(s) is None), None)
+            if chosen is not None:
+                return [
+                    SlotSet(key=REQUESTED_SLOT, value=chosen),
+                    *await self._ask(ctx, probe, chosen),
+                ]
+        elif isinstance(chosen, str) and probe.active_loop_name == self.name:
+            return await self._ask(ctx, probe, chosen)
+        done: list[Event] = []
+        if probe.get_slot(REQUESTED_SLOT) is not None:
+            done.append(SlotSet(key=REQUESTED_SLOT, value=None))
+        if probe.active_loop_name is not None:
+            done.append(ActiveLoop(name=None))
+        return done
 
     async def _ask(self, ctx: ActionContext, probe: Tracker, slot: str) -> list[Event]:
         sub = ActionContext(
@@ -120,6 +134,27 @@ class FormAction(Action):
             if name in ctx.domain.responses:
                 return await sub.utter(name)
         return []
+
+
+_UNSET = object()
+
+
+def _last_requested(events: list[Event]) -> Any:
+    """The slot the validation action asked for: the value of its last `requested_slot`, None
+    when it ended the form (so does `ActiveLoop(null)`), `_UNSET` when it chose nothing. A
+    value that is no slot name (an object, a list) chooses nothing."""
+    for event in reversed(events):
+        if isinstance(event, ActiveLoop) and event.name is None:
+            return None
+        if isinstance(event, SlotSet) and event.key == REQUESTED_SLOT:
+            if event.value is None or isinstance(event.value, str):
+                return event.value
+            return _UNSET
+    return _UNSET
+
+
+def _rejected(events: list[Event]) -> bool:
+    return any(isinstance(e, ActionExecutionRejected) for e in events)
 
 
 class TwoStageFallbackAction(Action):

@@ -43,6 +43,14 @@ def train_project(folder: Path, out: Path, data: list[Path] | None = None) -> Di
     return load_model_file(result.path)
 
 
+def train_files(files: dict[str, str], folder: Path) -> DialogueModel:
+    """Writes a small project (file name -> text) into `folder` and trains it."""
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+    return train_project(folder, folder / "models")
+
+
 def copy_bot(name: str, dest: Path, duckling_url: str | None = None) -> Path:
     """A copy of a shared bot; with `duckling_url`, its config points Duckling there (the only
     edit)."""

@@ -11,7 +11,7 @@ from server.dialogue.processor import DialogueModel
 from server.dialogue.slot_extraction import extract_slots
 from server.trackers.events import ActionExecuted, UserUttered
 from server.trackers.tracker import Tracker
-from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_project
+from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_files
 
 
 def _domain(mappings: list[dict], slot_type: str = "any") -> Domain:
@@ -88,11 +88,7 @@ rules:
 
 @pytest.fixture(scope="module")
 def float_bot(tmp_path_factory: pytest.TempPathFactory) -> DialogueModel:
-    folder = tmp_path_factory.mktemp("float-bot")
-    for name, text in FLOAT_BOT.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text, encoding="utf-8")
-    return train_project(folder, folder / "models")
+    return train_files(FLOAT_BOT, tmp_path_factory.mktemp("float-bot"))
 
 
 @pytest.mark.parametrize("value", ['"nan"', '"inf"', '"-1e999"', "9" * 400])

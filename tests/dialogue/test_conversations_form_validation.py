@@ -1,0 +1,234 @@
+"""A form's validation action steers the form as in Rasa 3: it may change the slots the form
+asks for (rasa-sdk's `required_slots`), fill slots of its own (`extract_<slot>`), end the form
+early, or reject the form's turn."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rasa_sdk import Action, FormValidationAction
+from rasa_sdk import Tracker as SdkTracker
+from rasa_sdk.events import ActionExecutionRejected
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from server.dialogue.processor import DialogueModel
+from server.trackers.events import ActionExecuted, ActiveLoop, Event
+from server.trackers.events import ActionExecutionRejected as BotRejected
+from server.trackers.events import SlotSet as BotSlotSet
+from tests.dialogue.conversation_fixtures import Conversation, Turn, make_agent, train_files
+from tests.dialogue.sdk_transport import SdkTransport
+
+BOOKING_BOT = {
+    "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
+    "domain.yml": """
+version: "3.1"
+intents: [book, inform, greet]
+entities: [number, city, name]
+slots:
+  guests:
+    type: float
+    mappings: [{type: from_entity, entity: number}]
+  city:
+    type: text
+    mappings: [{type: from_entity, entity: city}]
+  origin:
+    type: text
+    mappings: [{type: from_entity, entity: city, role: from}]
+  destination:
+    type: text
+    mappings: [{type: from_entity, entity: city, role: to}]
+  guest_name:
+    type: text
+    mappings: [{type: custom}]
+responses:
+  utter_ask_guests: [{text: "How many guests?"}]
+  utter_ask_city: [{text: "Which city?"}]
+  utter_ask_guest_name: [{text: "Your name?"}]
+  utter_done: [{text: "Booked."}]
+  utter_greet: [{text: "Hi"}]
+  utter_default: [{text: "Sorry?"}]
+actions: [validate_booking_form]
+forms:
+  booking_form:
+    required_slots: [guests, city]
+""",
+    "data/rules.yml": """
+version: "3.1"
+rules:
+- rule: greet
+  steps: [{intent: greet}, {action: utter_greet}]
+- rule: activate
+  steps: [{intent: book}, {action: booking_form}, {active_loop: booking_form}]
+- rule: submit
+  condition: [{active_loop: booking_form}]
+  steps: [{action: booking_form}, {active_loop: null}, {action: utter_done}]
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def booking_bot(tmp_path_factory: pytest.TempPathFactory) -> DialogueModel:
+    return train_files(BOOKING_BOT, tmp_path_factory.mktemp("booking-bot"))
+
+
+def _conversation(model: DialogueModel, sender: str, *actions: type[Action]) -> Conversation:
+    return Conversation(make_agent(model, transport=SdkTransport(*actions)), sender)
+
+
+class _AsksFor(FormValidationAction):
+    """A validation action whose `required_slots` are `slots` (None: the domain's, then
+    `extra`)."""
+
+    slots: list[str] | None = None
+    extra: list[str] = []
+
+    def name(self) -> str:
+        return "validate_booking_form"
+
+    async def required_slots(
+        self,
+        domain_slots: list[str],
+        dispatcher: CollectingDispatcher,
+        tracker: SdkTracker,
+        domain: DomainDict,
+    ) -> list[str]:
+        return list(self.slots) if self.slots is not None else [*domain_slots, *self.extra]
+
+
+class _OnlyGuests(_AsksFor):
+    slots = ["guests"]
+
+
+async def test_a_validation_action_that_needs_fewer_slots_ends_the_form(
+    booking_bot: DialogueModel,
+) -> None:
+    """Before, the form asked for every slot of the domain's list although the validation
+    action had said (requested_slot: null) that it needed no more: "Which city?"."""
+    conversation = _conversation(booking_bot, "fewer", _OnlyGuests)
+    assert (await conversation.say("/book")).texts == ["How many guests?"]
+
+    turn = await conversation.say('/inform{"number": 2}')
+
+    assert turn.actions == ["booking_form", "utter_done"]
+    assert turn.texts == ["Booked."]
+    tracker = await conversation.tracker()
+    assert tracker.active_loop_name is None
+    assert tracker.get_slot("city") is None
+
+
+class _CityFirst(_AsksFor):
+    slots = ["city", "guests"]
+
+
+async def test_the_validation_action_chooses_the_order_of_the_questions(
+    booking_bot: DialogueModel,
+) -> None:
+    """Before, the domain's order won over the slot the validation action asked for."""
+    conversation = _conversation(booking_bot, "order", _CityFirst)
+
+    turn = await conversation.say("/book")
+
+    assert turn.texts == ["Which city?"]
+    assert (await conversation.tracker()).get_slot("requested_slot") == "city"
+    assert (await conversation.say('/inform{"city": "Rome"}')).texts == ["How many guests?"]
+    assert (await conversation.say('/inform{"number": 3}')).texts == ["Booked."]
+
+
+class _WithGuestName(_AsksFor):
+    """Adds `guest_name`, filled from the message text by `extract_guest_name`."""
+
+    extra = ["guest_name"]
+
+    async def extract_guest_name(
+        self, dispatcher: CollectingDispatcher, tracker: SdkTracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        if tracker.get_slot("requested_slot") != "guest_name":
+            return {}
+        return {"guest_name": tracker.latest_message.get("text")}
+
+
+async def test_a_slot_the_validation_action_extracts_is_an_answer(
+    booking_bot: DialogueModel,
+) -> None:
+    """Before, a slot filled by the validation action's `extract_<slot>` but not in the
+    domain's list counted as no answer: the form was rejected and the bot said "Sorry?"."""
+    conversation = _conversation(booking_bot, "extract", _WithGuestName)
+    await conversation.say("/book")
+    await conversation.say('/inform{"number": 2}')
+    assert (await conversation.say('/inform{"city": "Oslo"}')).texts == ["Your name?"]
+
+    turn = await conversation.say("/inform")
+
+    assert turn.actions == ["booking_form", "utter_done"]
+    assert turn.texts == ["Booked."]
+    assert (await conversation.tracker()).get_slot("guest_name") == "/inform"
+
+
+class _RejectsGreetings(Action):
+    """Rejects the form's turn when the user greets instead of answering."""
+
+    def name(self) -> str:
+        return "validate_booking_form"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: SdkTracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        answering = tracker.latest_action_name == "action_listen"
+        if answering and tracker.latest_message["intent"].get("name") == "greet":
+            return [ActionExecutionRejected("booking_form")]
+        return []
+
+
+def _events_of(turn: Turn, action: str) -> list[Event]:
+    """The events the first run of `action` in `turn` logged after itself."""
+    start = next(
+        i
+        for i, e in enumerate(turn.events)
+        if isinstance(e, ActionExecuted) and e.action_name == action
+    )
+    end = next(
+        (
+            i
+            for i in range(start + 1, len(turn.events))
+            if isinstance(turn.events[i], ActionExecuted)
+        ),
+        len(turn.events),
+    )
+    return turn.events[start + 1 : end]
+
+
+async def test_a_validation_action_that_rejects_stops_the_form_from_asking(
+    booking_bot: DialogueModel,
+) -> None:
+    """Before, the form went on as if its validation action had accepted the message: it
+    asked its question again (or completed) in the run the action had rejected."""
+    conversation = _conversation(booking_bot, "rejects", _RejectsGreetings)
+    assert (await conversation.say("/book")).texts == ["How many guests?"]
+
+    turn = await conversation.say("/greet")
+
+    assert [type(e) for e in _events_of(turn, "booking_form")] == [BotRejected]
+    tracker = await conversation.tracker()
+    assert tracker.active_loop_name == "booking_form"
+    assert tracker.get_slot("requested_slot") == "guests"
+
+
+async def test_a_completed_form_clears_requested_slot_then_deactivates(
+    booking_bot: DialogueModel,
+) -> None:
+    """The form's last events are Rasa's, in Rasa's order: requested_slot null, then
+    active_loop null (before, the other way round)."""
+    conversation = Conversation(make_agent(booking_bot), "order-of-events")
+    await conversation.say("/book")
+    await conversation.say('/inform{"number": 2}')
+
+    turn = await conversation.say('/inform{"city": "Rome"}')
+
+    assert turn.actions == ["booking_form", "utter_done"]
+    form_events = _events_of(turn, "booking_form")
+    assert [type(e) for e in form_events[:2]] == [BotSlotSet, ActiveLoop]
+    assert form_events[0].as_dict()["name"] == "requested_slot"
+    assert form_events[0].as_dict()["value"] is None
+    assert form_events[1].as_dict()["name"] is None
