@@ -11,16 +11,16 @@ from server.trackers.tracker import Tracker
 
 
 def _entity_values(mapping: SlotMapping, entities: list[dict[str, Any]]) -> list[Any]:
-    values = []
-    for entity in entities:
-        if entity.get("entity") != mapping.entity:
-            continue
-        if mapping.role is not None and entity.get("role") != mapping.role:
-            continue
-        if mapping.group is not None and entity.get("group") != mapping.group:
-            continue
-        values.append(entity.get("value"))
-    return values
+    """Values of the entities the mapping names. As in Rasa, role and group must be the
+    mapping's exactly: a mapping without a role takes no entity that has one ("from Berlin
+    to Rome" fills `origin` and `destination`, not a plain `city` slot)."""
+    return [
+        entity.get("value")
+        for entity in entities
+        if entity.get("entity") == mapping.entity
+        and entity.get("role") == mapping.role
+        and entity.get("group") == mapping.group
+    ]
 
 
 def mapping_value(
@@ -45,7 +45,7 @@ def mapping_value(
             return False, None
         if slot.type == "list":
             return True, values
-        return True, values[0]
+        return True, values[-1]  # Rasa's choice when one message names several
     if mapping.type == "from_text":
         if message.text is None:
             return False, None

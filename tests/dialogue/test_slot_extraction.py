@@ -49,12 +49,30 @@ def test_from_intent_with_intent_list_matches_only_those() -> None:
     assert _filled(domain, _said(domain, "greet")) == {}
 
 
-def test_from_entity_takes_the_entity_value_and_lists_take_all() -> None:
+def test_from_entity_takes_the_last_entity_value_and_lists_take_all() -> None:
+    """Before, the first value won; Rasa keeps the last one the message names."""
     entities = [{"entity": "city", "value": "Paris"}, {"entity": "city", "value": "Rome"}]
     one = _domain([{"type": "from_entity", "entity": "city"}], "text")
-    assert _filled(one, _said(one, "inform", entities=entities)) == {"s": "Paris"}
+    assert _filled(one, _said(one, "inform", entities=entities)) == {"s": "Rome"}
     many = _domain([{"type": "from_entity", "entity": "city"}], "list")
     assert _filled(many, _said(many, "inform", entities=entities)) == {"s": ["Paris", "Rome"]}
+
+
+def test_from_entity_takes_only_entities_of_the_mapping_role_and_group() -> None:
+    """Before, a mapping without a role or group took any entity of its type: "from Berlin to
+    Rome" set a plain `city` slot too. As in Rasa, role and group must match exactly."""
+    entities = [
+        {"entity": "city", "value": "Berlin", "role": "from"},
+        {"entity": "city", "value": "Rome", "role": "to", "group": "1"},
+    ]
+    plain = _domain([{"type": "from_entity", "entity": "city"}], "text")
+    assert _filled(plain, _said(plain, "inform", entities=entities)) == {}
+    origin = _domain([{"type": "from_entity", "entity": "city", "role": "from"}], "text")
+    assert _filled(origin, _said(origin, "inform", entities=entities)) == {"s": "Berlin"}
+    to = _domain([{"type": "from_entity", "entity": "city", "role": "to"}], "text")
+    assert _filled(to, _said(to, "inform", entities=entities)) == {}
+    grouped = _domain([{"type": "from_entity", "entity": "city", "role": "to", "group": "1"}])
+    assert _filled(grouped, _said(grouped, "inform", entities=entities)) == {"s": "Rome"}
 
 
 def test_from_text_respects_not_intent() -> None:
