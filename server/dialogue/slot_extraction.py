@@ -138,5 +138,10 @@ def _entity_mapping_unique(mapping: SlotMapping, form_slots: list[str], domain: 
     return same <= 1
 
 
-def has_custom_mappings(domain: Domain) -> bool:
-    return any(m.type == "custom" for s in domain.slots for m in s.mappings)
+VALIDATE_SLOT_MAPPINGS = "action_validate_slot_mappings"
+
+
+def custom_mapping_actions(domain: Domain) -> list[str]:
+    """The actions named by custom mappings (`type: custom`, `action: ...`), each once."""
+    names = (m.action for s in domain.slots for m in s.mappings if m.type == "custom")
+    return list(dict.fromkeys(n for n in names if n and n != VALIDATE_SLOT_MAPPINGS))
