@@ -116,9 +116,7 @@ class FormAction(Action):
                 ]
         elif isinstance(chosen, str) and probe.active_loop_name == self.name:
             return await self._ask(ctx, probe, chosen)
-        done: list[Event] = []
-        if probe.get_slot(REQUESTED_SLOT) is not None:
-            done.append(SlotSet(key=REQUESTED_SLOT, value=None))
+        done: list[Event] = [SlotSet(key=REQUESTED_SLOT, value=None)]
         if probe.active_loop_name is not None:
             done.append(ActiveLoop(name=None))
         return done

@@ -232,3 +232,21 @@ async def test_a_completed_form_clears_requested_slot_then_deactivates(
     assert form_events[0].as_dict()["name"] == "requested_slot"
     assert form_events[0].as_dict()["value"] is None
     assert form_events[1].as_dict()["name"] is None
+
+
+async def test_a_form_given_every_slot_at_once_completes_as_it_activates(
+    booking_bot: DialogueModel,
+) -> None:
+    """As Rasa logs it: the form activates, takes the slots, clears requested_slot and
+    deactivates (before, requested_slot was not cleared in the tracker's events)."""
+    conversation = Conversation(make_agent(booking_bot), "all-at-once")
+
+    turn = await conversation.say('/book{"number": 2, "city": "Rome"}')
+
+    assert turn.actions == ["booking_form", "utter_done"]
+    form_events = [e.as_dict() for e in _events_of(turn, "booking_form")]
+    assert form_events[0]["event"] == "active_loop"
+    assert [(e["event"], e["name"]) for e in form_events[-2:]] == [
+        ("slot", "requested_slot"),
+        ("active_loop", None),
+    ]
