@@ -125,12 +125,13 @@ class FormAction(Action):
         sub = ActionContext(
             probe, ctx.domain, ctx.output_channel, ctx.action_server, ctx.nlg_endpoint
         )
-        for name in (f"action_ask_{self.name}_{slot}", f"action_ask_{slot}"):
-            if name in ctx.domain.user_actions:
-                return await RemoteAction(name).run(sub)
-        for name in (f"utter_ask_{self.name}_{slot}", f"utter_ask_{slot}"):
-            if name in ctx.domain.responses:
-                return await sub.utter(name)
+        # Rasa's search order: the form's own question before the slot's, each an action
+        # before a response.
+        for form_or_slot in (f"{self.name}_{slot}", slot):
+            if f"action_ask_{form_or_slot}" in ctx.domain.user_actions:
+                return await RemoteAction(f"action_ask_{form_or_slot}").run(sub)
+            if f"utter_ask_{form_or_slot}" in ctx.domain.responses:
+                return await sub.utter(f"utter_ask_{form_or_slot}")
         return []
 
 

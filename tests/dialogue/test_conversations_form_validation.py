@@ -250,3 +250,24 @@ async def test_a_form_given_every_slot_at_once_completes_as_it_activates(
         ("slot", "requested_slot"),
         ("active_loop", None),
     ]
+
+
+async def test_the_form_asks_with_its_own_question_before_the_slot_action(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Before, `action_ask_<slot>` won over `utter_ask_<form>_<slot>`; Rasa looks for the
+    form's own question first."""
+    domain = BOOKING_BOT["domain.yml"].replace(
+        "  utter_ask_city:",
+        '  utter_ask_booking_form_city: [{text: "Where to?"}]\n  utter_ask_city:',
+    )
+    domain = domain.replace("actions: [validate_booking_form]", "actions: [action_ask_city]")
+    model = train_files({**BOOKING_BOT, "domain.yml": domain}, tmp_path_factory.mktemp("ask"))
+    transport = SdkTransport()
+    conversation = Conversation(make_agent(model, transport=transport), "ask")
+    await conversation.say("/book")
+
+    turn = await conversation.say('/inform{"number": 2}')
+
+    assert turn.texts == ["Where to?"]
+    assert transport.calls == []
