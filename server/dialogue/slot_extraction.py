@@ -126,15 +126,15 @@ def _skip_for_active_form(
 
 
 def _entity_mapping_unique(mapping: SlotMapping, form_slots: list[str], domain: Domain) -> bool:
-    same = 0
-    for slot in domain.slots:
-        if slot.name not in form_slots:
-            continue
-        same += any(
-            m.type == "from_entity"
-            and (m.entity, m.role, m.group) == (mapping.entity, mapping.role, mapping.group)
-            for m in slot.mappings
-        )
+    """Whether no other mapping of the form's slots is the same as `mapping`: as in Rasa, the
+    whole mapping counts (two slots taking `city` for different intents are both unique)."""
+    same = sum(
+        m.raw == mapping.raw
+        for slot in domain.slots
+        if slot.name in form_slots
+        for m in slot.mappings
+        if m.type == "from_entity"
+    )
     return same <= 1
 
 

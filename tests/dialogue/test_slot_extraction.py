@@ -9,7 +9,7 @@ import pytest
 from server.dialogue.domain import Domain
 from server.dialogue.processor import DialogueModel
 from server.dialogue.slot_extraction import extract_slots
-from server.trackers.events import ActionExecuted, UserUttered
+from server.trackers.events import ActionExecuted, ActiveLoop, SlotSet, UserUttered
 from server.trackers.tracker import Tracker
 from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_files
 
@@ -73,6 +73,40 @@ def test_from_entity_takes_only_entities_of_the_mapping_role_and_group() -> None
     assert _filled(to, _said(to, "inform", entities=entities)) == {}
     grouped = _domain([{"type": "from_entity", "entity": "city", "role": "to", "group": "1"}])
     assert _filled(grouped, _said(grouped, "inform", entities=entities)) == {"s": "Rome"}
+
+
+def test_an_entity_fills_a_slot_the_form_did_not_ask_for_when_its_mapping_is_unique() -> None:
+    """Before, two slots of a form taking `city` for different intents both counted as the
+    same mapping: "I leave from Berlin" while the form asked for the destination filled
+    nothing, and the form was rejected. As in Rasa, the whole mapping decides."""
+    city = {"type": "from_entity", "entity": "city"}
+    domain = Domain.from_dict(
+        {
+            "intents": ["depart", "arrive", "inform"],
+            "entities": ["city"],
+            "slots": {
+                "origin": {"type": "text", "mappings": [{**city, "intent": "depart"}]},
+                "destination": {"type": "text", "mappings": [{**city, "intent": "arrive"}]},
+                "stopover": {"type": "text", "mappings": [city]},
+                "hotel_city": {"type": "text", "mappings": [city]},
+            },
+            "forms": {
+                "trip": {"required_slots": ["origin", "destination", "stopover", "hotel_city"]}
+            },
+        }
+    )
+    berlin = [{"entity": "city", "value": "Berlin"}]
+
+    def said_in_form(intent: str) -> Tracker:
+        tracker = _said(domain, intent, entities=berlin)
+        tracker.update_many(
+            [ActiveLoop(name="trip"), SlotSet(key="requested_slot", value="destination")]
+        )
+        return tracker
+
+    assert _filled(domain, said_in_form("depart")) == {"origin": "Berlin"}
+    # stopover and hotel_city share one mapping: neither is filled unasked.
+    assert _filled(domain, said_in_form("inform")) == {}
 
 
 def test_from_text_respects_not_intent() -> None:
