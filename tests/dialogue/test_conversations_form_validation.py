@@ -24,7 +24,7 @@ BOOKING_BOT = {
     "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
     "domain.yml": """
 version: "3.1"
-intents: [book, inform, greet]
+intents: [book, inform, greet, plan]
 entities: [number, city, name]
 slots:
   guests:
@@ -42,17 +42,25 @@ slots:
   guest_name:
     type: text
     mappings: [{type: custom}]
+  note:
+    type: text
+    mappings:
+    - type: from_text
+      conditions: [{active_loop: plan_form, requested_slot: note}]
 responses:
   utter_ask_guests: [{text: "How many guests?"}]
   utter_ask_city: [{text: "Which city?"}]
   utter_ask_guest_name: [{text: "Your name?"}]
+  utter_ask_note: [{text: "Any note?"}]
   utter_done: [{text: "Booked."}]
   utter_greet: [{text: "Hi"}]
   utter_default: [{text: "Sorry?"}]
-actions: [validate_booking_form]
+actions: [validate_booking_form, validate_plan_form]
 forms:
   booking_form:
     required_slots: [guests, city]
+  plan_form:
+    required_slots: []
 """,
     "data/rules.yml": """
 version: "3.1"
@@ -64,6 +72,11 @@ rules:
 - rule: submit
   condition: [{active_loop: booking_form}]
   steps: [{action: booking_form}, {active_loop: null}, {action: utter_done}]
+- rule: plan
+  steps: [{intent: plan}, {action: plan_form}, {active_loop: plan_form}]
+- rule: planned
+  condition: [{active_loop: plan_form}]
+  steps: [{action: plan_form}, {active_loop: null}, {action: utter_done}]
 """,
 }
 
@@ -261,7 +274,7 @@ async def test_the_form_asks_with_its_own_question_before_the_slot_action(
         "  utter_ask_city:",
         '  utter_ask_booking_form_city: [{text: "Where to?"}]\n  utter_ask_city:',
     )
-    domain = domain.replace("actions: [validate_booking_form]", "actions: [action_ask_city]")
+    domain = domain.replace("actions: [validate_booking_form,", "actions: [action_ask_city,")
     model = train_files({**BOOKING_BOT, "domain.yml": domain}, tmp_path_factory.mktemp("ask"))
     transport = SdkTransport()
     conversation = Conversation(make_agent(model, transport=transport), "ask")
@@ -271,3 +284,26 @@ async def test_the_form_asks_with_its_own_question_before_the_slot_action(
 
     assert turn.texts == ["Where to?"]
     assert transport.calls == []
+
+
+class _PlanForm(_AsksFor):
+    """A form whose slots only its validation action knows (the domain lists none)."""
+
+    slots = ["note"]
+
+    def name(self) -> str:
+        return "validate_plan_form"
+
+
+async def test_a_form_whose_slots_the_validation_action_names_takes_the_answers(
+    booking_bot: DialogueModel,
+) -> None:
+    """Before, a form with `required_slots: []` and the slots named by its validation action
+    (Rasa 3's dynamic form) rejected every answer: the user got the fallback."""
+    conversation = _conversation(booking_bot, "dynamic", _PlanForm)
+    assert (await conversation.say("/plan")).texts == ["Any note?"]
+
+    turn = await conversation.say("/inform")
+
+    assert turn.actions == ["plan_form", "utter_done"]
+    assert (await conversation.tracker()).get_slot("note") == "/inform"
