@@ -11,6 +11,7 @@ from server.dialogue.actions import (
     RemoteAction,
     events_from_action_result,
 )
+from server.dialogue.slot_extraction import trigger_intent_slots
 from server.dialogue.slots import REQUESTED_SLOT
 from server.errors import ActionRejected
 from server.trackers.events import (
@@ -53,11 +54,16 @@ class FormAction(Action):
         events: list[Event] = []
         if tracker.active_loop_name != self.name:
             events.append(ActiveLoop(name=self.name))
+            activated = tracker.copy()
+            activated.update_many(events)
+            triggered = trigger_intent_slots(activated, domain, self.name)
+            activated.update_many(triggered)
             prefilled = [
-                SlotSet(key=s, value=tracker.get_slot(s))
+                SlotSet(key=s, value=activated.get_slot(s))
                 for s in required
-                if tracker.get_slot(s) is not None
+                if activated.get_slot(s) is not None
             ]
+            events += triggered
             events += await self._validate(ctx, prefilled, events)
         elif tracker.latest_action_name == ACTION_LISTEN and not tracker.is_active_loop_interrupted:
             requested = tracker.get_slot(REQUESTED_SLOT)

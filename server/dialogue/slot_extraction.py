@@ -53,15 +53,31 @@ def mapping_value(
     if mapping.type == "from_intent":
         # As in Rasa 3, a mapping without an intent list matches any intent not excluded.
         return True, mapping.value
-    if mapping.type == "from_trigger_intent":
-        # Only fills while the form it triggers is being activated by this message.
-        target_forms = [f for f, form in domain.forms.items() if slot.name in form.required_slots]
-        if active_loop in target_forms:
-            return False, None
-        if not mapping.intent:
-            return False, None
-        return True, mapping.value
+    # from_trigger_intent fills only as a form activates (`trigger_intent_slots`).
     return False, None
+
+
+def trigger_intent_slots(tracker: Tracker, domain: Domain, form: str) -> list[SlotSet]:
+    """The slots `from_trigger_intent` mappings fill as `form` activates on the latest
+    message: the mapping's intent matches, and its conditions, if any, name this form. As
+    in Rasa, a message that activates no form fills none."""
+    intent = tracker.latest_message.intent_name
+    events: list[SlotSet] = []
+    for slot in domain.slots:
+        for mapping in slot.mappings:
+            if mapping.type != "from_trigger_intent":
+                continue
+            if mapping.conditions and not any(
+                c.get("active_loop") == form for c in mapping.conditions
+            ):
+                continue
+            if not _intent_desired(mapping, intent, tracker, domain):
+                continue
+            value = slot.coerce(mapping.value)
+            if value is not None or tracker.get_slot(slot.name) is not None:
+                events.append(SlotSet(key=slot.name, value=value))
+            break
+    return events
 
 
 def _intent_desired(
@@ -119,10 +135,7 @@ def _skip_for_active_form(
         # of the form maps the same entity.
         return not _entity_mapping_unique(mapping, form.required_slots, domain)
     # from_text / from_intent without conditions would fill every slot of the form at once.
-    return (
-        mapping.type in ("from_text", "from_intent", "from_trigger_intent")
-        and not mapping.conditions
-    )
+    return mapping.type in ("from_text", "from_intent") and not mapping.conditions
 
 
 def _entity_mapping_unique(mapping: SlotMapping, form_slots: list[str], domain: Domain) -> bool:

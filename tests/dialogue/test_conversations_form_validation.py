@@ -24,7 +24,7 @@ BOOKING_BOT = {
     "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
     "domain.yml": """
 version: "3.1"
-intents: [book, inform, greet, plan]
+intents: [book, inform, greet, plan, book_vip]
 entities: [number, city, name]
 slots:
   guests:
@@ -42,6 +42,16 @@ slots:
   guest_name:
     type: text
     mappings: [{type: custom}]
+  vip:
+    type: bool
+    mappings:
+    - type: from_trigger_intent
+      intent: book_vip
+      value: true
+      conditions: [{active_loop: booking_form}]
+  greeted:
+    type: bool
+    mappings: [{type: from_trigger_intent, intent: greet, value: true}]
   note:
     type: text
     mappings:
@@ -72,6 +82,8 @@ rules:
 - rule: submit
   condition: [{active_loop: booking_form}]
   steps: [{action: booking_form}, {active_loop: null}, {action: utter_done}]
+- rule: activate for a VIP
+  steps: [{intent: book_vip}, {action: booking_form}, {active_loop: booking_form}]
 - rule: plan
   steps: [{intent: plan}, {action: plan_form}, {active_loop: plan_form}]
 - rule: planned
@@ -307,3 +319,18 @@ async def test_a_form_whose_slots_the_validation_action_names_takes_the_answers(
 
     assert turn.actions == ["plan_form", "utter_done"]
     assert (await conversation.tracker()).get_slot("note") == "/inform"
+
+
+async def test_a_trigger_intent_fills_its_slot_as_it_activates_the_form(
+    booking_bot: DialogueModel,
+) -> None:
+    """Before, a `from_trigger_intent` mapping with `conditions` (as `rasa data migrate`
+    writes them) never filled its slot, and one without filled it on any message of its
+    intent, form or no form. As in Rasa, it fills as the form activates on that intent."""
+    conversation = Conversation(make_agent(booking_bot), "trigger")
+
+    assert (await conversation.say("/greet")).texts == ["Hi"]
+    assert (await conversation.tracker()).get_slot("greeted") is None
+
+    assert (await conversation.say("/book_vip")).texts == ["How many guests?"]
+    assert (await conversation.tracker()).get_slot("vip") is True
