@@ -109,6 +109,22 @@ def test_an_entity_fills_a_slot_the_form_did_not_ask_for_when_its_mapping_is_uni
     assert _filled(domain, said_in_form("inform")) == {}
 
 
+def test_a_form_ignores_the_intent_its_ignored_intents_names_as_one_string() -> None:
+    """Before, `ignored_intents: chitchat` (one name, not a list) was read letter by letter:
+    chitchat during the form filled the requested slot with its text."""
+    domain = Domain.from_dict(
+        {
+            "intents": ["chitchat", "inform"],
+            "slots": {"s": {"type": "text", "mappings": [{"type": "from_text"}]}},
+            "forms": {"f": {"required_slots": ["s"], "ignored_intents": "chitchat"}},
+        }
+    )
+    tracker = _said(domain, "chitchat", text="tell me a joke")
+    tracker.update_many([ActiveLoop(name="f"), SlotSet(key="requested_slot", value="s")])
+
+    assert _filled(domain, tracker) == {}
+
+
 def test_from_text_respects_not_intent() -> None:
     domain = _domain([{"type": "from_text", "not_intent": "deny"}], "text")
     assert _filled(domain, _said(domain, "inform", text="a window seat")) == {"s": "a window seat"}
