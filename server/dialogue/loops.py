@@ -93,7 +93,7 @@ class FormAction(Action):
     ) -> list[Event]:
         validator = f"validate_{self.name}"
         if validator not in ctx.domain.user_actions or ctx.action_server is None:
-            return list(candidates) if so_far else []
+            return list(candidates)  # as Rasa: the form logs the slots it takes
         probe = ctx.tracker.copy()
         probe.update_many([*so_far, *candidates])
         sub = ActionContext(

@@ -252,8 +252,8 @@ async def test_a_completed_form_clears_requested_slot_then_deactivates(
     turn = await conversation.say('/inform{"city": "Rome"}')
 
     assert turn.actions == ["booking_form", "utter_done"]
-    form_events = _events_of(turn, "booking_form")
-    assert [type(e) for e in form_events[:2]] == [BotSlotSet, ActiveLoop]
+    form_events = _events_of(turn, "booking_form")[-2:]
+    assert [type(e) for e in form_events] == [BotSlotSet, ActiveLoop]
     assert form_events[0].as_dict()["name"] == "requested_slot"
     assert form_events[0].as_dict()["value"] is None
     assert form_events[1].as_dict()["name"] is None
@@ -334,3 +334,20 @@ async def test_a_trigger_intent_fills_its_slot_as_it_activates_the_form(
 
     assert (await conversation.say("/book_vip")).texts == ["How many guests?"]
     assert (await conversation.tracker()).get_slot("vip") is True
+
+
+async def test_the_form_logs_the_slots_it_takes_without_a_validation_action(
+    booking_bot: DialogueModel,
+) -> None:
+    """As Rasa logs it, with or without a validation action: the form's run repeats the slot
+    it took (before, only a validation action's answer did)."""
+    conversation = Conversation(make_agent(booking_bot), "logs-slots")
+    await conversation.say("/book")
+
+    turn = await conversation.say('/inform{"number": 2}')
+
+    taken = _events_of(turn, "booking_form")[:2]
+    assert [(e.as_dict()["name"], e.as_dict()["value"]) for e in taken] == [
+        ("guests", 2.0),
+        ("requested_slot", "city"),
+    ]
