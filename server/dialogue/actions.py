@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from server.dialogue.domain import Domain
-from server.dialogue.nlg import bot_data, message_problem, render_response
+from server.dialogue.nlg import bot_data, message_problem, render_response, response_id
 from server.dialogue.slots import REQUESTED_SLOT, SESSION_STARTED_METADATA
 from server.errors import ActionError
 from server.trackers.events import (
@@ -73,11 +73,10 @@ class ActionContext:
         """A BotUttered for a domain response (or from the NLG endpoint), or None."""
         if self.nlg_endpoint is None:
             return self.render(response, **kwargs)
+        channel = self.output_channel or "collector"
+        kwargs["response_id"] = response_id(self.domain, response, self.tracker.slots, channel)
         message = await self.nlg_endpoint.generate(
-            response,
-            await written_out(self.tracker, _full_state),
-            self.output_channel or "collector",
-            **kwargs,
+            response, await written_out(self.tracker, _full_state), channel, **kwargs
         )
         return _uttered(response, message)
 

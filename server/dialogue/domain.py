@@ -44,18 +44,23 @@ class IntentProperties:
     """How an intent uses entities, and the action it may trigger."""
 
     use_entities: bool | list[str] = True
-    ignore_entities: list[str] = field(default_factory=list)
+    # None when the intent does not say: then the entities that do not influence the
+    # conversation (`influence_conversation: false` on the entity), as in Rasa.
+    ignore_entities: list[str] | None = None
     triggers: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
-    def wanted_entities(self, all_entities: list[str]) -> list[str]:
+    def wanted_entities(
+        self, all_entities: list[str], not_influencing: frozenset[str] = frozenset()
+    ) -> list[str]:
         if self.use_entities is True:
-            base = list(all_entities)
+            base = [e for e in all_entities if e not in not_influencing]
         elif self.use_entities is False or self.use_entities is None:
             base = []
         else:
             base = list(self.use_entities)
-        return [e for e in base if e not in self.ignore_entities]
+        ignored = not_influencing if self.ignore_entities is None else self.ignore_entities
+        return [e for e in base if e not in ignored]
 
 
 # What an intent the domain does not list has (read only).
@@ -123,6 +128,11 @@ class Domain:
         self.entity_roles = entity_roles or {}
         self.entity_groups = entity_groups or {}
         self.entity_properties = entity_properties or {}
+        self.entities_not_influencing = frozenset(
+            name
+            for name, props in self.entity_properties.items()
+            if not props.get("influence_conversation", True)
+        )
         self.slots = list(slots)
         names = {s.name for s in self.slots}
         if forms and REQUESTED_SLOT not in names:
@@ -170,12 +180,15 @@ class Domain:
         intents: dict[str, IntentProperties] = {}
         for item in d.get("intents") or []:
             name, props = _name_and_props(item, "intent")
+            # Absent: every entity; `use_entities: null` (like `[]` or false): none, as in Rasa.
             use = props.get("use_entities", True)
             if use is None:
-                use = True
+                use = False
             intents[name] = IntentProperties(
                 use_entities=use if isinstance(use, bool) else list(use),
-                ignore_entities=list(props.get("ignore_entities") or []),
+                ignore_entities=(
+                    None if props.get("ignore_entities") is None else list(props["ignore_entities"])
+                ),
                 triggers=props.get("triggers"),
                 raw=props,
             )
@@ -275,7 +288,9 @@ class Domain:
 
     def wanted_entities(self, intent: str | None) -> list[str]:
         props = self.intent_properties.get(intent or "")
-        return (props or _NO_PROPERTIES).wanted_entities(self.entities)
+        return (props or _NO_PROPERTIES).wanted_entities(
+            self.entities, self.entities_not_influencing
+        )
 
     def required_slots_for_form(self, form: str) -> list[str]:
         f = self.forms.get(form)

@@ -54,16 +54,16 @@ class FormAction(Action):
         events: list[Event] = []
         if tracker.active_loop_name != self.name:
             events.append(ActiveLoop(name=self.name))
+            # As in Rasa, `from_trigger_intent` mappings fill once the form is active.
             activated = tracker.copy()
             activated.update_many(events)
-            triggered = trigger_intent_slots(activated, domain, self.name)
-            activated.update_many(triggered)
+            events += trigger_intent_slots(activated, domain)
+            activated.update_many(events[1:])
             prefilled = [
                 SlotSet(key=s, value=activated.get_slot(s))
                 for s in required
                 if activated.get_slot(s) is not None
             ]
-            events += triggered
             events += await self._validate(ctx, prefilled, events)
         elif tracker.latest_action_name == ACTION_LISTEN and not tracker.is_active_loop_interrupted:
             requested = tracker.get_slot(REQUESTED_SLOT)

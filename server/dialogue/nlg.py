@@ -11,7 +11,9 @@ import orjson
 from server.dialogue.domain import Domain
 
 _MESSAGE_KEYS = ("text", "image", "buttons", "attachment", "elements", "quick_replies", "custom")
-_PLACEHOLDER = re.compile(r"\{([^{}\s]+)\}")
+# `{slot}`, and `{{` / `}}` for a brace (Rasa's `str.format` escapes, as in a button payload
+# `/inform{{"city": "Paris"}}`).
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}\s]+)\}")
 _IGNORED_KEYS = ("condition", "channel", "id")
 _NOT_SAID = (*_IGNORED_KEYS, "response_ids")
 # Keys that are not a bot message's metadata.
@@ -40,13 +42,20 @@ def message_problem(message: Any) -> str | None:
     return None
 
 
+def _no_braces(text: str) -> bool:
+    """Whether filling in leaves `text` as it is."""
+    return "{" not in text and "}" not in text
+
+
 def _fill(value: Any, values: dict[str, Any]) -> Any:
     if isinstance(value, str):
-        if "{" not in value:
+        if _no_braces(value):
             return value
 
         def replace(match: re.Match[str]) -> str:
             key = match.group(1)
+            if key is None:
+                return match.group(0)[0]
             if key in values:
                 v = values[key]
                 return "None" if v is None else str(v)
@@ -62,14 +71,14 @@ def _fill(value: Any, values: dict[str, Any]) -> Any:
 
 def _is_literal(value: Any) -> bool:
     if isinstance(value, str):
-        return "{" not in value
+        return _no_braces(value)
     return value is None or isinstance(value, (bool, int, float))
 
 
 def _fills_nothing(value: Any) -> bool:
     """Whether `_fill` gives `value` back unchanged, but for new lists and objects."""
     if isinstance(value, str):
-        return "{" not in value
+        return _no_braces(value)
     if isinstance(value, list):
         return all(_fills_nothing(v) for v in value)
     if isinstance(value, dict):
@@ -88,28 +97,28 @@ def _json_copy(message: dict[str, Any]) -> bytes | None:
 
 
 def _condition_met(variation: dict[str, Any], slots: dict[str, Any]) -> bool:
+    """Whether the slots hold every value the variation's condition names; text is compared
+    without regard to case (`Gold` meets `gold`), as in Rasa."""
     for condition in variation.get("condition") or []:
         if condition.get("type", "slot") != "slot":
             continue
-        if slots.get(condition.get("name")) != condition.get("value"):
+        value, wanted = slots.get(condition.get("name")), condition.get("value")
+        if isinstance(value, str) and isinstance(wanted, str):
+            if value.casefold() != wanted.casefold():
+                return False
+        elif value != wanted:
             return False
     return True
-
-
-def _for_channel(pool: list[dict[str, Any]], channel: str | None) -> list[dict[str, Any]]:
-    """The variations for `channel` if any, else those for no channel, else all."""
-    for_channel = [v for v in pool if v.get("channel") == channel] if channel else []
-    if for_channel:
-        return for_channel
-    return [v for v in pool if not v.get("channel")] or pool
 
 
 class ResponseVariations:
     """A response's variations, sorted once by what picks among them (conditions, channel).
 
-    `choose` picks as Rasa does: a variation whose conditions the slots meet first, then
-    the channel's own, then those for no channel, at random; without filtering the list on
-    every utterance.
+    `choose` picks at random as Rasa does, from the first of: the channel's own variations
+    whose conditions the slots meet, the channel's own without a condition, those for no
+    channel whose conditions the slots meet, those for no channel without a condition; and
+    (unlike Rasa, which says nothing) the unconditional ones of other channels. The
+    unconditional ones are sorted once, not filtered on every utterance.
     """
 
     __slots__ = (
@@ -126,7 +135,10 @@ class ResponseVariations:
         self.source = variations
         self.conditional = [v for v in variations if v.get("condition")]
         self.unconditional = [v for v in variations if not v.get("condition")]
-        self.default = _for_channel(self.unconditional, None)
+        # For a channel without variations of its own: those for no channel, else any.
+        self.default = [v for v in self.unconditional if not v.get("channel")] or list(
+            self.unconditional
+        )
         # None when a channel is not a string (then filtered per call, as always).
         self.by_channel: dict[str, list[dict[str, Any]]] | None = {}
         for variation in self.unconditional:
@@ -153,16 +165,26 @@ class ResponseVariations:
                     self.copied[id(variation)] = encoded
 
     def choose(self, slots: dict[str, Any], channel: str | None) -> dict[str, Any] | None:
-        if self.conditional:
-            met = [v for v in self.conditional if _condition_met(v, slots)]
-            if met:
-                return random.choice(_for_channel(met, channel))
-        if not self.unconditional:
-            return None
+        pool = self.eligible(slots, channel)
+        return random.choice(pool) if pool else None
+
+    def eligible(self, slots: dict[str, Any], channel: str | None) -> list[dict[str, Any]]:
+        """The variations `choose` picks among (do not modify the list)."""
+        met = [v for v in self.conditional if _condition_met(v, slots)] if self.conditional else []
+        if channel:
+            own_met = [v for v in met if v.get("channel") == channel]
+            if own_met:
+                return own_met
+            own = self._own(channel)
+            if own:
+                return own
+        return [v for v in met if not v.get("channel")] or self.default
+
+    def _own(self, channel: str) -> list[dict[str, Any]]:
+        """The channel's own unconditional variations."""
         if self.by_channel is None:
-            return random.choice(_for_channel(self.unconditional, channel))
-        pool = self.by_channel.get(channel, self.default) if channel else self.default
-        return random.choice(pool)
+            return [v for v in self.unconditional if v.get("channel") == channel]
+        return self.by_channel.get(channel, [])
 
 
 def response_variations(domain: Domain, name: str) -> ResponseVariations | None:
@@ -175,6 +197,19 @@ def response_variations(domain: Domain, name: str) -> ResponseVariations | None:
     if sorted_variations is None or sorted_variations.source is not variations:
         sorted_variations = domain.response_variations[name] = ResponseVariations(variations)
     return sorted_variations
+
+
+def response_id(
+    domain: Domain, name: str, slots: dict[str, Any], channel: str | None
+) -> str | None:
+    """The `id` Rasa sends an NLG server for response `name`: that of the first variation the
+    slots and channel allow (None when ids repeat among those)."""
+    variations = response_variations(domain, name)
+    pool = variations.eligible(slots, channel) if variations is not None else []
+    ids = [v["id"] for v in pool if v.get("id")]
+    if not pool or len(ids) != len(set(ids)):
+        return None
+    return pool[0].get("id")
 
 
 def render_response(

@@ -11,15 +11,14 @@ from server.trackers.tracker import Tracker
 
 
 def _entity_values(mapping: SlotMapping, entities: list[dict[str, Any]]) -> list[Any]:
-    """Values of the entities the mapping names. As in Rasa, role and group must be the
-    mapping's exactly: a mapping without a role takes no entity that has one ("from Berlin
-    to Rome" fills `origin` and `destination`, not a plain `city` slot)."""
+    """The values of the entities the mapping names, in the message's order. As in Rasa 3, a
+    mapping without a `role` (`group`) takes only entities without one: `city` with the role
+    `departure` fills the slot mapped to `city` with that role, not a slot mapped to `city`."""
+    wanted = (mapping.entity, mapping.role, mapping.group)
     return [
         entity.get("value")
         for entity in entities
-        if entity.get("entity") == mapping.entity
-        and entity.get("role") == mapping.role
-        and entity.get("group") == mapping.group
+        if (entity.get("entity"), entity.get("role"), entity.get("group")) == wanted
     ]
 
 
@@ -33,6 +32,13 @@ def mapping_value(
     requested = tracker.get_slot(REQUESTED_SLOT)
     if not _intent_desired(mapping, intent, tracker, domain):
         return False, None
+    if mapping.type == "from_trigger_intent":
+        # As in Rasa: only while a loop is active (the form this message activates, see
+        # `trigger_intent_slots`), and one of those its conditions name, if any.
+        loops = [condition.get("active_loop") for condition in mapping.conditions]
+        if active_loop is None or (loops and active_loop not in loops):
+            return False, None
+        return True, mapping.value
     if mapping.conditions and tracker.is_active_loop_rejected and requested == slot.name:
         # The form just failed to fill its requested slot: the next message answers whatever
         # the bot asked meanwhile ("Do you want to continue?"), not that slot.
@@ -45,7 +51,8 @@ def mapping_value(
             return False, None
         if slot.type == "list":
             return True, values
-        return True, values[-1]  # Rasa's choice when one message names several
+        # Several values for one slot: the last one said wins, as in Rasa.
+        return True, values[-1]
     if mapping.type == "from_text":
         if message.text is None:
             return False, None
@@ -53,31 +60,7 @@ def mapping_value(
     if mapping.type == "from_intent":
         # As in Rasa 3, a mapping without an intent list matches any intent not excluded.
         return True, mapping.value
-    # from_trigger_intent fills only as a form activates (`trigger_intent_slots`).
     return False, None
-
-
-def trigger_intent_slots(tracker: Tracker, domain: Domain, form: str) -> list[SlotSet]:
-    """The slots `from_trigger_intent` mappings fill as `form` activates on the latest
-    message: the mapping's intent matches, and its conditions, if any, name this form. As
-    in Rasa, a message that activates no form fills none."""
-    intent = tracker.latest_message.intent_name
-    events: list[SlotSet] = []
-    for slot in domain.slots:
-        for mapping in slot.mappings:
-            if mapping.type != "from_trigger_intent":
-                continue
-            if mapping.conditions and not any(
-                c.get("active_loop") == form for c in mapping.conditions
-            ):
-                continue
-            if not _intent_desired(mapping, intent, tracker, domain):
-                continue
-            value = slot.coerce(mapping.value)
-            if value is not None or tracker.get_slot(slot.name) is not None:
-                events.append(SlotSet(key=slot.name, value=value))
-            break
-    return events
 
 
 def _intent_desired(
@@ -101,20 +84,34 @@ def extract_slots(tracker: Tracker, domain: Domain) -> list[SlotSet]:
     conditions still applies, as in Rasa 3; slots of the form other than the requested one are
     only filled from entities.
     """
+    return _extract(tracker, domain, trigger_only=False)
+
+
+def trigger_intent_slots(tracker: Tracker, domain: Domain) -> list[SlotSet]:
+    """SlotSet events of the `from_trigger_intent` mappings, for a form being activated by
+    the latest user message (`tracker` holds the form's ActiveLoop already)."""
+    return _extract(tracker, domain, trigger_only=True)
+
+
+def _extract(tracker: Tracker, domain: Domain, trigger_only: bool) -> list[SlotSet]:
     events: list[SlotSet] = []
     for slot in domain.slots:
         for mapping in slot.mappings:
             if mapping.type == "custom":
                 continue
+            if trigger_only and mapping.type != "from_trigger_intent":
+                continue
             matched, value = mapping_value(mapping, slot, tracker, domain)
             if not matched:
                 continue
-            if _skip_for_active_form(slot, mapping, tracker, domain):
+            if not trigger_only and _skip_for_active_form(slot, mapping, tracker, domain):
                 continue
+            if slot.type == "list" and mapping.type != "from_entity" and value is not None:
+                value = [value]  # a list slot holds a list, as in Rasa (`from_text`: [text])
             value = slot.coerce(value)
-            if tracker.get_slot(slot.name) != value or value is not None:
+            if value is not None or tracker.get_slot(slot.name) is not None:
                 events.append(SlotSet(key=slot.name, value=value))
-            break
+                break
     return events
 
 
@@ -132,10 +129,13 @@ def _skip_for_active_form(
         return False
     if mapping.type == "from_entity":
         # As in Rasa, an entity fills a slot the form did not ask for only when no other slot
-        # of the form maps the same entity.
+        # of the form has the same mapping.
         return not _entity_mapping_unique(mapping, form.required_slots, domain)
     # from_text / from_intent without conditions would fill every slot of the form at once.
-    return mapping.type in ("from_text", "from_intent") and not mapping.conditions
+    return (
+        mapping.type in ("from_text", "from_intent", "from_trigger_intent")
+        and not mapping.conditions
+    )
 
 
 def _entity_mapping_unique(mapping: SlotMapping, form_slots: list[str], domain: Domain) -> bool:

@@ -106,6 +106,9 @@ class Slot:
         if kind == "any" and influence:
             raise InvalidProjectFile(f"slot '{name}' of type any cannot influence the conversation")
         values = list(d.get("values") or [])
+        if kind == "categorical":
+            # As Rasa keeps them: as lower-case text, without `null` (the unset slot's value).
+            values = [str(v).lower() for v in values if v is not None]
         if kind == "categorical" and not values:
             raise InvalidProjectFile(f"categorical slot '{name}' needs 'values'")
         return cls(
@@ -121,12 +124,14 @@ class Slot:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "type": self.type if self.type != "any" else "any",
-            "initial_value": self.initial_value,
-            "influence_conversation": self.influence_conversation,
-            "mappings": [m.raw for m in self.mappings],
-        }
+        """Rasa's slot in a domain dump: without `initial_value: null` and without
+        `influence_conversation: true`, the defaults."""
+        d: dict[str, Any] = {"type": self.type}
+        if self.initial_value is not None:
+            d["initial_value"] = self.initial_value
+        if not self.influence_conversation:
+            d["influence_conversation"] = False
+        d["mappings"] = [m.raw for m in self.mappings]
         if self.type == "categorical":
             d["values"] = self.values
         if self.type == "float":
@@ -162,9 +167,10 @@ class Slot:
         if self.type == "list":
             return "set" if value else None
         if self.type == "bool":
-            if value is None:
+            truth = _truth(value)
+            if truth is None:
                 return None
-            return "true" if bool(value) else "false"
+            return "true" if truth else "false"
         if self.type == "categorical":
             if value is None:
                 return None
@@ -183,3 +189,21 @@ class Slot:
             span = self.max_value - self.min_value or 1.0
             return f"{max(0.0, min(1.0, (x - self.min_value) / span)):.1f}"
         return None
+
+
+def _truth(value: Any) -> bool | None:
+    """A bool slot's value as Rasa reads it: true/false, 1/0 (any other number is false),
+    "true"/"false" and numeric text; anything else (`"yes"`, a list) counts as no value."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return value == 1.0
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "false"):
+            return text == "true"
+        try:
+            return float(text) == 1.0
+        except ValueError:
+            return None
+    return None

@@ -13,6 +13,7 @@ from server.nlu.message import Message
 from server.nlu.regex_message import parse_regex_message
 from server.nlu.registry import COMPONENTS, plan_pipeline
 from server.nlu.training_data import NLUTrainingData
+from server.training.unknown_options import ReadKeys
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ DEFAULT_PIPELINE: list[dict[str, Any]] = [
     {"name": "FallbackClassifier", "threshold": 0.3, "ambiguity_threshold": 0.1},
 ]
 
+
+# Options read when the pipeline is planned, not by a component.
+_PLANNER_OPTIONS = ("intent_classification", "entity_recognition")
 
 # Components whose processing waits on a server or runs a neural network.
 _BLOCKING_COMPONENTS = frozenset({"DucklingEntityExtractor", "DenseFeaturizer"})
@@ -62,11 +66,19 @@ class NLUPipeline:
         plan = plan_pipeline(pipeline or DEFAULT_PIPELINE)
         for warning in plan.warnings:
             logger.warning(warning)
-        components = [(s.key, _build(s.key, s.config, s.name, language)) for s in plan.steps]
+        options = [ReadKeys(s.config) for s in plan.steps]
+        components = [
+            (s.key, _build(s.key, o, s.name, language))
+            for s, o in zip(plan.steps, options, strict=True)
+        ]
         _name_entity_sources(components, [s.name for s in plan.steps])
         messages = [Message(e.text) for e in data.examples]
         for _, component in components:
             component.train(messages, data)
+        for step, asked in zip(plan.steps, options, strict=True):
+            for warning in asked.unasked_warnings(step.name, _PLANNER_OPTIONS):
+                logger.warning(warning)
+                plan.warnings.append(warning)
         entities = sorted(set(data.entities) | set(data.lookups) | {n for n, _ in data.regexes})
         return cls(components, language, plan.warnings, entities)
 

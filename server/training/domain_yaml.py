@@ -58,9 +58,11 @@ _RENAMED = {"templates": "responses", "utter_templates": "responses"}
 
 
 class DomainReader:
-    """Reads and merges domain files; warnings (Rasa accepts these) are collected."""
+    """Reads and merges domain files; warnings (what Rasa accepts with a warning) go to
+    `warnings` when given (the caller reports them), else to the log."""
 
     def __init__(self, warnings: list[str] | None = None) -> None:
+        self._collected = warnings is not None
         self.warnings = warnings if warnings is not None else []
         # Where each slot / form / response / intent was defined, for semantic errors.
         self.origins: dict[str, tuple[str, int | None]] = {}
@@ -68,7 +70,8 @@ class DomainReader:
     def warn(self, message: str, filename: str, line: int | None) -> None:
         text = f"{filename}:{line}: {message}" if line else f"{filename}: {message}"
         self.warnings.append(text)
-        logger.debug("%s", text)
+        if not self._collected:
+            logger.warning("%s", text)
 
     def read(self, path: str | Path) -> dict[str, Any]:
         """The merged, structurally checked domain dict of a file or directory."""

@@ -14,10 +14,10 @@ from server.errors import InvalidProjectFile
 from server.nlu.training_data import NLUTrainingData
 from server.trackers.events import ActionExecuted
 from server.training.config_yaml import ProjectConfig, read_config
-from server.training.domain_yaml import DomainReader
+from server.training.domain_yaml import DomainReader, check_response
 from server.training.nlu_yaml import read_nlu_file
 from server.training.stories_yaml import read_story_data
-from server.training.yaml_io import check_version, is_yaml_file, read_yaml_file
+from server.training.yaml_io import check_version, is_yaml_file, line_of, read_yaml_file
 
 
 @dataclass
@@ -83,6 +83,8 @@ def load_project(
         check_version(content, str(file))
         if "nlu" in content or "responses" in content:
             nlu_parts.append(read_nlu_file(file))
+        if isinstance(content.get("responses"), dict):
+            _add_data_responses(domain_dict, content["responses"], str(file), domain_reader)
         if "stories" in content or "rules" in content:
             stories.extend(read_story_data(content, str(file), slot_types, warnings))
     nlu = NLUTrainingData.merge(nlu_parts)
@@ -115,6 +117,27 @@ def load_project(
     project_domain = domain_reader.build(domain_dict, str(domain))
 
     return Project(project_config, project_domain, nlu, stories, files, warnings)
+
+
+def _add_data_responses(
+    domain_dict: dict[str, Any],
+    section: dict[str, Any],
+    filename: str,
+    reader: DomainReader,
+) -> None:
+    """As Rasa's importer does, a data file's responses (`data/responses.yml`) become part of
+    the domain, and win over the domain's own (retrieval ones: see `read_nlu_file`)."""
+    responses = dict(domain_dict.get("responses") or {})
+    for name, variations in section.items():
+        name = str(name)
+        if "/" in name:
+            continue
+        line = line_of(section, name)
+        check_response(name, variations, filename, line)
+        if name in responses and responses[name] != variations:
+            reader.warn(f"response '{name}' is also in the domain; this one wins", filename, line)
+        responses[name] = variations
+    domain_dict["responses"] = responses
 
 
 def load_test_stories(

@@ -44,7 +44,7 @@ def train_project(folder: Path, out: Path, data: list[Path] | None = None) -> Di
 
 
 def train_files(files: dict[str, str], folder: Path) -> DialogueModel:
-    """Writes a small project (file name -> text) into `folder` and trains it."""
+    """Writes a project given as {relative path: text} into `folder`, trains and loads it."""
     for name, text in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text, encoding="utf-8")

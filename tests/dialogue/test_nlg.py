@@ -1,5 +1,6 @@
-"""Which variation of a domain response is said: conditions on slots first, then the
-output channel's own, then those for no channel, at random (as Rasa)."""
+"""Which variation of a domain response is said, at random among the first of (as Rasa):
+the output channel's own whose conditions the slots meet, the channel's own without a
+condition, those for no channel whose conditions the slots meet, those for no channel."""
 
 from __future__ import annotations
 
@@ -36,6 +37,11 @@ RESPONSES: dict[str, list[dict[str, Any]]] = {
             ],
         },
         {"text": "silver", "condition": [{"type": "slot", "name": "tier", "value": "silver"}]},
+    ],
+    "utter_channel_before_condition": [
+        {"text": "gold", "condition": [{"type": "slot", "name": "tier", "value": "gold"}]},
+        {"text": "hi on slack", "channel": "slack"},
+        {"text": "hi"},
     ],
     "utter_only_conditions": [
         {"text": "gold only", "condition": [{"type": "slot", "name": "tier", "value": "gold"}]}
@@ -90,17 +96,39 @@ def test_variations_whose_conditions_the_slots_meet_come_first(domain: Domain) -
     assert texts(domain, "utter_only_conditions", {"tier": "silver"}, None) == {None}
 
 
+def test_the_channels_own_variation_comes_before_a_condition_for_any_channel(
+    domain: Domain,
+) -> None:
+    assert texts(domain, "utter_channel_before_condition", {"tier": "gold"}, "slack") == {
+        "hi on slack"
+    }
+    assert texts(domain, "utter_channel_before_condition", {"tier": "gold"}, "rest") == {"gold"}
+    assert texts(domain, "utter_channel_before_condition", {"tier": None}, "rest") == {"hi"}
+
+
+def test_a_text_condition_is_met_whatever_the_case(domain: Domain) -> None:
+    assert texts(domain, "utter_conditions", {"tier": "Gold"}, None) == {"gold"}
+    assert texts(domain, "utter_conditions", {"tier": "SILVER"}, "slack") == {"silver"}
+    # Other types compare as they are.
+    assert texts(domain, "utter_conditions", {"tier": "gold", "happy": "true"}, None) == {"gold"}
+
+
 def test_a_seeded_random_picks_what_filtering_every_call_would(domain: Domain) -> None:
     def filtered(variations: list[dict[str, Any]], slots: dict[str, Any], channel: str | None):
         def met(v: dict[str, Any]) -> bool:
             return all(slots.get(c.get("name")) == c.get("value") for c in v["condition"])
 
-        pool = [v for v in variations if v.get("condition") and met(v)]
-        pool = pool or [v for v in variations if not v.get("condition")]
-        if not pool:
-            return None
-        own = [v for v in pool if v.get("channel") == channel] if channel else []
-        return random.choice(own or [v for v in pool if not v.get("channel")] or pool)
+        conditional = [v for v in variations if v.get("condition") and met(v)]
+        default = [v for v in variations if not v.get("condition")]
+        pools = [
+            [v for v in conditional if channel and v.get("channel") == channel],
+            [v for v in default if channel and v.get("channel") == channel],
+            [v for v in conditional if not v.get("channel")],
+            [v for v in default if not v.get("channel")],
+            default,
+        ]
+        pool = next((p for p in pools if p), None)
+        return None if pool is None else random.choice(pool)
 
     for name, variations in RESPONSES.items():
         for slots in ({}, {"tier": "gold"}, {"tier": "gold", "happy": True}, {"tier": "silver"}):
@@ -188,4 +216,33 @@ def test_buttons_without_placeholders_are_said_as_written_in_new_lists_and_objec
     assert render_response(domain, "utter_big", {}) == {
         "text": "b",
         "custom": {"n": 2**70, "keys": {1: "one"}},
+    }
+
+
+def test_double_braces_are_said_as_one_as_in_rasas_button_payloads() -> None:
+    # Before: a button written as Rasa's docs show (`/inform{{"insurance":"motor"}}`) sent
+    # its payload with the doubled braces, which no client turns back into the intent.
+    domain = Domain.from_dict(
+        {
+            "slots": {"name": {"type": "text", "mappings": [{"type": "custom"}]}},
+            "responses": {
+                "utter_insurance": [
+                    {
+                        "text": "Motor or home, {name}? Say {{motor}} }}or{{ home",
+                        "buttons": [
+                            {"title": "Motor", "payload": '/inform{{"insurance":"motor"}}'},
+                            {"title": "{name}", "payload": '/inform{{"who":"{name}"}}'},
+                        ],
+                    }
+                ],
+            },
+        }
+    )
+    said = render_response(domain, "utter_insurance", {"name": "Ann"})
+    assert said == {
+        "text": "Motor or home, Ann? Say {motor} }or{ home",
+        "buttons": [
+            {"title": "Motor", "payload": '/inform{"insurance":"motor"}'},
+            {"title": "Ann", "payload": '/inform{"who":"Ann"}'},
+        ],
     }

@@ -11,8 +11,12 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from bench.tcp_proxy import free_port
+from server.dialogue.actions import ActionContext
+from server.dialogue.domain import Domain
 from server.dialogue.nlg_client import NLGClient
 from server.errors import ActionError
+from server.trackers.events import SlotSet
+from server.trackers.tracker import Tracker
 from tests.action_servers.fixtures import broken_action_server
 from tests.serving import serving
 
@@ -65,6 +69,52 @@ async def test_the_request_is_rasas_and_the_message_comes_back(nlg_url) -> None:
         "channel": {"name": "socketio"},
     }
     assert query == {"token": "nlg-token"}
+
+
+async def test_the_server_gets_the_id_of_the_variation_the_slots_and_channel_allow(
+    nlg_url,  # noqa: ANN001
+) -> None:
+    # Before: `id` was always null, though Rasa sends the variation's id (what NLG servers
+    # that keep their texts by id look up).
+    server, url = nlg_url
+    logged_in = [{"type": "slot", "name": "logged_in", "value": True}]
+    domain = Domain.from_dict(
+        {
+            "slots": {"logged_in": {"type": "bool", "mappings": [{"type": "custom"}]}},
+            "responses": {
+                "utter_greet": [
+                    {"id": "hi", "text": "Hi"},
+                    {"id": "hi_back", "text": "Welcome back", "condition": logged_in},
+                    {"id": "hi_slack", "text": "Hi there", "channel": "slack"},
+                ],
+                "utter_twice": [{"id": "same", "text": "a"}, {"id": "same", "text": "b"}],
+            },
+        }
+    )
+    tracker = Tracker("u1", domain.slot_defaults())
+    client = NLGClient({"url": url})
+    said = []
+    for channel, name, slots in [
+        ("rest", "utter_greet", []),
+        ("slack", "utter_greet", []),
+        ("rest", "utter_greet", [SlotSet(key="logged_in", value=True)]),
+        ("rest", "utter_twice", []),
+        ("rest", "utter_unknown", []),
+    ]:
+        tracker.update_many(slots)
+        ctx = ActionContext(tracker, domain, output_channel=channel, nlg_endpoint=client)
+        await ctx.generate(name, day="Monday")
+        body = server.requests[-1][0]
+        said.append((body["id"], body["arguments"]))
+    await client.aclose()
+    monday = {"day": "Monday"}
+    assert said == [
+        ("hi", monday),
+        ("hi_slack", monday),
+        ("hi_back", monday),
+        (None, monday),  # ids that repeat name no variation, as in Rasa
+        (None, monday),
+    ]
 
 
 async def test_an_empty_answer_is_no_message(nlg_url) -> None:  # noqa: ANN001

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,13 @@ from server.dialogue.processor import DialogueModel
 from server.dialogue.slot_extraction import extract_slots
 from server.trackers.events import ActionExecuted, ActiveLoop, SlotSet, UserUttered
 from server.trackers.tracker import Tracker
-from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_files
+from tests.dialogue.conversation_fixtures import (
+    Conversation,
+    make_agent,
+    train_files,
+    train_project,
+)
+from tests.shared_data import TESTDATA
 
 
 def _domain(mappings: list[dict], slot_type: str = "any") -> Domain:
@@ -49,30 +56,52 @@ def test_from_intent_with_intent_list_matches_only_those() -> None:
     assert _filled(domain, _said(domain, "greet")) == {}
 
 
-def test_from_entity_takes_the_last_entity_value_and_lists_take_all() -> None:
-    """Before, the first value won; Rasa keeps the last one the message names."""
+def test_from_entity_takes_the_entity_value_and_lists_take_all() -> None:
     entities = [{"entity": "city", "value": "Paris"}, {"entity": "city", "value": "Rome"}]
     one = _domain([{"type": "from_entity", "entity": "city"}], "text")
+    # As in Rasa: the last value said fills a slot that holds one.
     assert _filled(one, _said(one, "inform", entities=entities)) == {"s": "Rome"}
     many = _domain([{"type": "from_entity", "entity": "city"}], "list")
     assert _filled(many, _said(many, "inform", entities=entities)) == {"s": ["Paris", "Rome"]}
 
 
-def test_from_entity_takes_only_entities_of_the_mapping_role_and_group() -> None:
-    """Before, a mapping without a role or group took any entity of its type: "from Berlin to
-    Rome" set a plain `city` slot too. As in Rasa, role and group must match exactly."""
+def test_from_entity_with_a_role_or_group_takes_only_entities_with_that_role_or_group() -> None:
     entities = [
-        {"entity": "city", "value": "Berlin", "role": "from"},
-        {"entity": "city", "value": "Rome", "role": "to", "group": "1"},
+        {"entity": "city", "value": "Berlin", "role": "departure"},
+        {"entity": "city", "value": "Paris", "role": "destination", "group": "1"},
     ]
+    departure = _domain([{"type": "from_entity", "entity": "city", "role": "departure"}], "text")
+    assert _filled(departure, _said(departure, "inform", entities=entities)) == {"s": "Berlin"}
+    grouped = _domain([{"type": "from_entity", "entity": "city", "group": "1"}], "text")
+    assert _filled(grouped, _said(grouped, "inform", entities=entities)) == {}
+    both = _domain(
+        [{"type": "from_entity", "entity": "city", "role": "destination", "group": "1"}], "text"
+    )
+    assert _filled(both, _said(both, "inform", entities=entities)) == {"s": "Paris"}
+    # As in Rasa 3: a mapping without a role is not filled by an entity that has one.
     plain = _domain([{"type": "from_entity", "entity": "city"}], "text")
     assert _filled(plain, _said(plain, "inform", entities=entities)) == {}
-    origin = _domain([{"type": "from_entity", "entity": "city", "role": "from"}], "text")
-    assert _filled(origin, _said(origin, "inform", entities=entities)) == {"s": "Berlin"}
-    to = _domain([{"type": "from_entity", "entity": "city", "role": "to"}], "text")
-    assert _filled(to, _said(to, "inform", entities=entities)) == {}
-    grouped = _domain([{"type": "from_entity", "entity": "city", "role": "to", "group": "1"}])
-    assert _filled(grouped, _said(grouped, "inform", entities=entities)) == {"s": "Rome"}
+    said = [*entities, {"entity": "city", "value": "Rome"}]
+    assert _filled(plain, _said(plain, "inform", entities=said)) == {"s": "Rome"}
+
+
+def test_a_mapping_that_finds_nothing_to_change_lets_the_next_mapping_fill_the_slot() -> None:
+    domain = _domain(
+        [
+            {"type": "from_intent", "intent": "inform", "value": None},
+            {"type": "from_text", "intent": "inform"},
+        ],
+        "text",
+    )
+    assert _filled(domain, _said(domain, "inform", text="aisle")) == {"s": "aisle"}
+
+
+def test_a_list_slot_filled_from_text_or_intent_holds_a_list() -> None:
+    # Before: the text itself, so an action iterating over the slot got its letters.
+    from_text = _domain([{"type": "from_text"}], "list")
+    assert _filled(from_text, _said(from_text, "inform", text="tea")) == {"s": ["tea"]}
+    from_intent = _domain([{"type": "from_intent", "intent": "greet", "value": "hi"}], "list")
+    assert _filled(from_intent, _said(from_intent, "greet")) == {"s": ["hi"]}
 
 
 def test_an_entity_fills_a_slot_the_form_did_not_ask_for_when_its_mapping_is_unique() -> None:
@@ -174,3 +203,70 @@ async def test_a_float_slot_never_holds_what_json_cannot(
     tracker = await conversation.tracker()
     json.dumps(tracker.current_state(), allow_nan=False)  # what the API will send
     assert (await conversation.say("/greet")).texts == ["Hi"]
+
+
+@pytest.fixture(scope="module")
+def trigger_bot(tmp_path_factory: pytest.TempPathFactory) -> DialogueModel:
+    # Rasa's own test project: `test_trigger` (from_trigger_intent, intent mood_great) is no
+    # required slot of test_form, which mood_great activates.
+    folder = TESTDATA / "test_from_trigger_intent_with_no_mapping_conditions"
+    return train_project(
+        folder,
+        tmp_path_factory.mktemp("trigger-bot"),
+        [folder / "stories.yml", folder / "nlu.yml"],
+    )
+
+
+async def test_from_trigger_intent_fills_only_when_the_message_activates_a_form(
+    trigger_bot: DialogueModel,
+) -> None:
+    # Before: mood_great filled the slot in any conversation, form or not.
+    agent = make_agent(trigger_bot)
+    no_form = Conversation(agent, "no-form")
+    await no_form.say("/greet")
+    turn = await no_form.say("/mood_great")
+    assert turn.texts == ["Great, carry on!", "The value of test_trigger slot is: None"]
+    assert (await no_form.tracker()).get_slot("test_trigger") is None
+
+    form = Conversation(agent, "form")
+    turn = await form.say("/mood_great")
+    assert turn.actions == ["test_form"]
+    assert [(e.key, e.value) for e in turn.events if isinstance(e, SlotSet)][0] == (
+        "test_trigger",
+        "testing123",
+    )
+
+
+ORDER_BOT = {
+    "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
+    "domain.yml": """
+version: "3.1"
+intents: [order, inform]
+entities: [size]
+slots:
+  kind:
+    type: text
+    mappings: [{type: from_trigger_intent, intent: order, value: pizza}]
+  size:
+    type: text
+    mappings: [{type: from_entity, entity: size}]
+forms:
+  order_form:
+    required_slots: [kind, size]
+responses:
+  utter_ask_kind: [{text: "What kind?"}]
+  utter_ask_size: [{text: "What size?"}]
+""",
+    "data/rules.yml": 'version: "3.1"\nrules:\n- rule: order\n  steps: [{intent: order}, '
+    "{action: order_form}, {active_loop: order_form}]\n",
+}
+
+
+async def test_a_trigger_intent_fills_the_forms_slot_as_the_form_starts(
+    tmp_path: Path,
+) -> None:
+    conversation = Conversation(make_agent(train_files(ORDER_BOT, tmp_path)), "u1")
+    turn = await conversation.say("/order")
+    assert turn.texts == ["What size?"]
+    tracker = await conversation.tracker()
+    assert (tracker.get_slot("kind"), tracker.active_loop_name) == ("pizza", "order_form")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from server.training.domain_yaml import is_domain_data, read_domain
 from server.training.nlu_yaml import read_nlu_file
 from server.training.project import load_project, load_test_stories
 from server.training.stories_yaml import read_story_data
+from server.training.train import train
 from server.training.validation import run_validate, validate_project
 from server.training.yaml_io import read_yaml_file
 from tests.shared_data import BOTS, TESTDATA
@@ -403,3 +405,28 @@ def test_a_retrieval_intent_without_its_responses_names_the_domain(tmp_path: Pat
         load_project(None, tmp_path / "domain.yml", [tmp_path / "nlu.yml"])
     assert info.value.filename == str(tmp_path / "domain.yml")
     assert "retrieval intent 'faq/ask_age' has no response 'utter_faq/ask_age'" in str(info.value)
+
+
+def test_training_shows_the_domains_warnings_with_file_and_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: a domain directory's duplicates and a slot without mappings were logged at debug
+    # level only, so `botserver train` trained without a word (Rasa warns at training time).
+    (tmp_path / "domain").mkdir()
+    (tmp_path / "domain" / "a.yml").write_text(
+        'version: "3.1"\nintents: [greet]\nresponses:\n  utter_hi: [{text: hi}]\n'
+    )
+    (tmp_path / "domain" / "b.yml").write_text(
+        'version: "3.1"\nintents:\n- greet\nslots:\n  mood: {type: text}\n'
+    )
+    (tmp_path / "rules.yml").write_text(
+        'version: "3.1"\nrules:\n- rule: hi\n  steps: [{intent: greet}, {action: utter_hi}]\n'
+    )
+    with caplog.at_level(logging.WARNING, logger="server.training"):
+        result = train(None, tmp_path / "domain", [tmp_path / "rules.yml"], tmp_path / "models")
+    duplicate = f"{tmp_path / 'domain' / 'b.yml'}:3: intent 'greet' is defined more than once"
+    no_mappings = f"{tmp_path / 'domain' / 'b.yml'}:5: slot 'mood' has no 'mappings'"
+    for expected in (duplicate, no_mappings):
+        assert any(w.startswith(expected) for w in result.warnings), result.warnings
+        logged = [r for r in caplog.records if r.getMessage().startswith(expected)]
+        assert [r.levelno for r in logged] == [logging.WARNING]  # once

@@ -25,6 +25,7 @@ from server.dialogue.story_steps import TrainingStory
 from server.errors import InvalidConfig, ModelError
 from server.trackers.events import ActionExecuted, ActionExecutionRejected, Event
 from server.trackers.tracker import Tracker
+from server.training.unknown_options import unknown_option_warning
 
 __all__ = ["PolicyEnsemble", "PolicyPrediction", "POLICY_CLASSES", "DEFAULT_POLICIES"]
 
@@ -37,6 +38,8 @@ POLICY_CLASSES: dict[str, type[Policy]] = {
 # Rasa policies we train as one of ours.
 MAPPED_POLICIES = {"TEDPolicy": "MLPolicy"}
 IGNORED_POLICIES = ("UnexpecTEDIntentPolicy",)
+# Options Rasa's own policies accept that change nothing in ours: taken without a word.
+RASA_ONLY_OPTIONS = frozenset({"enable_feature_string_compression", "use_nlu_confidence_as_score"})
 # Rasa's default_config.yml policies, used when config.yml lists none.
 DEFAULT_POLICIES: list[dict[str, Any]] = [
     {"name": "MemoizationPolicy"},
@@ -107,6 +110,7 @@ class PolicyEnsemble:
                 )
             if target != name:
                 mapped.append(f"{name} -> {target}")
+            warnings.extend(_unknown_options(name, options, policy_cls, mapped=target != name))
             built.append(policy_cls(name, priority, **options))
         if mapped:
             warnings.append(
@@ -285,3 +289,17 @@ def _pick_best(predictions: list[PolicyPrediction]) -> PolicyPrediction:
             best_score, best = score, prediction
     assert best is not None
     return best.with_events(events)
+
+
+def _unknown_options(
+    name: str, options: dict[str, Any], policy_cls: type[Policy], *, mapped: bool
+) -> list[str]:
+    """Warnings for config.yml options a policy does not know. A policy trained as one of ours
+    (TEDPolicy) has many Rasa options ours ignore: only near-misses of ours are named."""
+    known = ["priority", *policy_cls.defaults]
+    found = (
+        unknown_option_warning(name, key, known, list_known=not mapped)
+        for key in options
+        if key not in known and key not in RASA_ONLY_OPTIONS
+    )
+    return [w for w in found if w]
