@@ -42,7 +42,11 @@ from server.dialogue.messages import (
 from server.dialogue.policies.featurization import fold_states, states_behind
 from server.dialogue.policies.prediction import PolicyPrediction
 from server.dialogue.reminders import ReminderScheduler
-from server.dialogue.slot_extraction import extract_slots, has_custom_mappings
+from server.dialogue.slot_extraction import (
+    VALIDATE_SLOT_MAPPINGS,
+    custom_mapping_actions,
+    extract_slots,
+)
 from server.dialogue.slots import SESSION_STARTED_METADATA
 from server.errors import ActionError, ActionRejected, BotServerError
 from server.trackers.events import (
@@ -473,28 +477,38 @@ class Processor:
             await self._validate_slot_mappings(tracker, model, output)
 
     def _fill_slots(self, tracker: Tracker, model: DialogueModel) -> bool:
-        """Applies the slots the domain's mappings fill from the latest message; True when
-        the action server is to validate them (`action_validate_slot_mappings`)."""
+        """Applies the slots the domain's mappings fill from the latest message; True when the
+        action server has a part in it too (custom mappings' actions,
+        `action_validate_slot_mappings`): as in Rasa, after every user message, in a form or
+        not."""
         domain = model.domain
         tracker.update_many(extract_slots(tracker, domain))
-        return (
-            "action_validate_slot_mappings" in domain.user_actions
-            and self.action_server is not None
-            and has_custom_mappings(domain)
-            and tracker.active_loop_name is None
+        return self.action_server is not None and (
+            VALIDATE_SLOT_MAPPINGS in domain.user_actions or bool(custom_mapping_actions(domain))
         )
 
     async def _validate_slot_mappings(
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
     ) -> None:
-        action = RemoteAction("action_validate_slot_mappings")
-        ctx = self._context(tracker, model, output)
-        try:
-            result_events = await action.run(ctx)
-        except ActionError as exc:
-            logger.error("action_validate_slot_mappings failed: %s", exc)
-            result_events = []
-        await self._apply_action_events(tracker, result_events, output)
+        """Runs the actions of custom slot mappings (each once), then
+        `action_validate_slot_mappings` on the slots filled so far. Only their `SlotSet` and
+        `BotUttered` events count, as in Rasa; a failure is logged and changes nothing."""
+        names = custom_mapping_actions(model.domain)
+        if VALIDATE_SLOT_MAPPINGS in model.domain.user_actions:
+            names.append(VALIDATE_SLOT_MAPPINGS)
+        for name in names:
+            ctx = self._context(tracker, model, output)
+            try:
+                result_events = await RemoteAction(name).run(ctx)
+            except ActionError as exc:
+                logger.error("%s failed, no slot filled by it: %s", name, exc)
+                continue
+            kept: list[Event] = [e for e in result_events if isinstance(e, SlotSet | BotUttered)]
+            if len(kept) < len(result_events):
+                logger.warning(
+                    "%s returned events other than slot and bot events; they are ignored", name
+                )
+            await self._apply_action_events(tracker, kept, output)
 
     def _context(
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
