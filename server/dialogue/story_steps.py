@@ -152,6 +152,30 @@ def unused_checkpoints(steps: list[StoryStep]) -> tuple[set[str], set[str]]:
     return ends - starts, starts - ends - {STORY_START}
 
 
+def checkpoint_warnings(steps: list[StoryStep]) -> list[str]:
+    """Rasa's warnings about checkpoints that join nothing (given at training and validation),
+    each naming the story and where it is."""
+    ends, starts = unused_checkpoints(steps)
+    warnings: list[str] = []
+    for step in steps:
+        if step.is_rule:
+            continue
+        where = f"{step.filename}:{step.line}: " if step.filename and step.line else ""
+        for name in step.end_checkpoints:
+            if name in ends:
+                warnings.append(
+                    f"{where}story '{step.name}' ends with checkpoint '{name}' "
+                    "but no story starts from it"
+                )
+        for name in step.start_checkpoints:
+            if name in starts:
+                warnings.append(
+                    f"{where}story '{step.name}' starts from checkpoint '{name}' "
+                    "but no story ends with it"
+                )
+    return list(dict.fromkeys(warnings))
+
+
 def _slot_values(events: list[Event]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for event in events:

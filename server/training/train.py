@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server.dialogue.policies.ensemble import PolicyEnsemble
-from server.dialogue.story_steps import generate_training_stories
+from server.dialogue.story_steps import checkpoint_warnings, generate_training_stories
 from server.errors import InvalidConfig, InvalidProjectFile
 from server.models.archive import write_archive
 from server.models.fingerprint import find_archive_with_fingerprint, fingerprint_inputs
@@ -82,7 +82,8 @@ def train(
             fixed_model_name is None or existing.name == f"{fixed_model_name}.tar.gz"
         ):
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
-    warnings: list[str] = []
+    # What Rasa warns about while reading the files, shown at training as Rasa does.
+    warnings = project.warnings + checkpoint_warnings(project.stories)
     with tempfile.TemporaryDirectory(prefix="botserver-train-") as tmp:
         content = Path(tmp)
         (content / DOMAIN_FILE).write_text(

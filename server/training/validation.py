@@ -15,8 +15,8 @@ from server.dialogue.domain import DEFAULT_INTENTS, Domain
 from server.dialogue.story_steps import (
     StoryStep,
     TrainingStory,
+    checkpoint_warnings,
     generate_training_stories,
-    unused_checkpoints,
 )
 from server.errors import BotServerError
 from server.trackers.events import (
@@ -73,11 +73,7 @@ def check_project(
     _check_story_references(project.stories, domain, report)
     _check_forms(domain, report)
     _check_unused_responses(project, report)
-    ends, starts = unused_checkpoints(project.stories)
-    for name in sorted(ends):
-        report.warnings.append(f"checkpoint '{name}' ends a story but no story starts from it")
-    for name in sorted(starts):
-        report.warnings.append(f"checkpoint '{name}' starts a story but no story ends with it")
+    report.warnings.extend(checkpoint_warnings(project.stories))
     stories = [s for s in generate_training_stories(project.stories) if not s.is_rule]
     report.errors.extend(story_conflicts(stories, domain, max_history))
 

@@ -290,3 +290,39 @@ rules:
     )
     [rule] = read_story_file(path)
     assert rule.name == "greet" and rule.kind == "rule"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        (
+            "rules:\n- rule: r\n  steps:\n  - action: a\n- story: s\n  steps:\n  - action: b\n",
+            5,
+            "unknown key 'story' in an item under 'rules'",
+        ),
+        (
+            "stories:\n- rule: r\n  steps:\n  - action: a\n",
+            2,
+            "unknown key 'rule' in an item under 'stories'",
+        ),
+        ("rules:\n- rul: r\n  steps:\n  - action: a\n", 2, "unknown key 'rul'"),
+    ],
+)
+def test_an_item_of_the_wrong_section_names_file_and_line(
+    tmp_path: Path, text: str, line: int, fragment: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(InvalidProjectFile) as info:
+        read_story_file(path)
+    assert f"{path}:{line}:" in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_a_nameless_item_is_ignored_with_a_warning(tmp_path: Path) -> None:
+    path = write(tmp_path, "rules:\n- steps:\n  - intent: greet\n  - action: utter_greet\n")
+    warnings: list[str] = []
+    assert read_story_file(path, warnings=warnings) == []
+    assert warnings == [
+        f"{path}:2: an item under 'rules' has no 'rule' name; it is ignored "
+        "(give it a 'rule:' key to train it)"
+    ]
