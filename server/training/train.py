@@ -19,6 +19,7 @@ from server.models.fingerprint import find_archive_with_fingerprint, fingerprint
 from server.models.loading import DOMAIN_FILE, NLU_DIR, POLICIES_DIR
 from server.nlu.pipeline import NLUPipeline
 from server.training.project import Project, load_project
+from server.training.validation import story_reference_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,11 @@ def train(
         ):
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
     # What Rasa warns about while reading the files, shown at training as Rasa does.
-    warnings = project.warnings + checkpoint_warnings(project.stories)
+    warnings = (
+        project.warnings
+        + checkpoint_warnings(project.stories)
+        + story_reference_warnings(project)
+    )
     with tempfile.TemporaryDirectory(prefix="botserver-train-") as tmp:
         content = Path(tmp)
         (content / DOMAIN_FILE).write_text(

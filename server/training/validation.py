@@ -88,6 +88,14 @@ def _where(step: StoryStep, index: int | None = None) -> str:
     return ""
 
 
+def story_reference_warnings(project: Project) -> list[str]:
+    """Names that stories and rules use but the domain lacks, as training warnings: the bot
+    never follows the steps that use them (`data validate` reports most as errors)."""
+    report = ValidationReport()
+    _check_story_references(project.stories, project.domain, report)
+    return report.errors + report.warnings
+
+
 def _check_intents(project: Project, report: ValidationReport) -> None:
     domain_intents = set(project.domain.intents)
     nlu_intents = set(project.nlu.intents)

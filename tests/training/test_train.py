@@ -57,3 +57,21 @@ def test_training_shows_what_rasa_warns_about_in_the_files(
     for warning in expected:
         assert warning in result.warnings
         assert warning in caplog.text
+
+
+def test_training_warns_of_story_steps_naming_what_the_domain_lacks(tmp_path: Path) -> None:
+    (tmp_path / "domain.yml").write_text(DOMAIN)
+    stories = tmp_path / "stories.yml"
+    stories.write_text(
+        'version: "3.1"\nstories:\n- story: typo\n  steps:\n  - intent: greet\n'
+        "  - action: utter_gret\n  - intent: thanks\n  - action: utter_bye\n"
+    )
+    result = train(None, tmp_path / "domain.yml", [stories], tmp_path / "m")
+    assert (
+        f"{stories}:6: action 'utter_gret' is used in story 'typo' but is not listed in "
+        "the domain (as a response, action or form)" in result.warnings
+    )
+    assert (
+        f"{stories}:7: intent 'thanks' is used in story 'typo' but is not listed in the "
+        "domain" in result.warnings
+    )
