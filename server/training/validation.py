@@ -9,9 +9,16 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from server.dialogue.domain import DEFAULT_INTENTS, Domain
+from server.dialogue.policies.featurization import (
+    PREV_ACTION,
+    USER,
+    State,
+    state_key,
+    training_examples,
+)
 from server.dialogue.story_steps import (
     StoryStep,
     TrainingStory,
@@ -23,7 +30,6 @@ from server.trackers.events import (
     ACTION_LISTEN,
     ActionExecuted,
     ActiveLoop,
-    Event,
     SlotSet,
     UserUttered,
 )
@@ -217,62 +223,41 @@ def _check_unused_responses(project: Project, report: ValidationReport) -> None:
 
 
 # -- story structure -------------------------------------------------------------------------
-def _states(story: TrainingStory, domain: Domain) -> list[tuple[tuple[Any, ...], str]]:
-    """(state before each action, the action): the dialogue state policies learn from."""
-    pairs: list[tuple[tuple[Any, ...], str]] = []
-    user: tuple[Any, ...] = ()
-    previous_action = ""
-    slot_values: dict[str, Any] = {}
-    loop: str | None = None
-    events: list[Event] = story.events
-    for event in events:
-        if isinstance(event, UserUttered):
-            intent = event.intent_name or event.text or ""
-            wanted = set(domain.wanted_entities(event.intent_name))
-            names = sorted({e.get("entity", "") for e in event.entities} & wanted)
-            user = (intent, tuple(names))
-        elif isinstance(event, SlotSet):
-            slot_values[event.key] = event.value
-        elif isinstance(event, ActiveLoop):
-            loop = event.name
-        elif isinstance(event, ActionExecuted):
-            name = event.action_name or event.action_text or ""
-            slots = []
-            for slot_name, value in sorted(slot_values.items()):
-                slot = domain.slots_by_name.get(slot_name)
-                feature = slot.feature(value) if slot else None
-                if feature is not None:
-                    slots.append((slot_name, feature))
-            state = (user if previous_action == ACTION_LISTEN else (), previous_action)
-            pairs.append(((state, tuple(slots), loop), name))
-            previous_action = name
-    return pairs
-
-
 def story_conflicts(
     stories: list[TrainingStory], domain: Domain, max_history: int = DEFAULT_MAX_HISTORY
 ) -> list[str]:
-    """Two stories with the same last `max_history` states that go on with different actions."""
-    seen: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
+    """Two stories with the same last `max_history` states that go on with different actions.
+
+    The states are the ones the policies learn from (as Rasa's check uses its trackers'
+    states): the latest user input stays in the states after the bot's first action.
+    """
+    seen: dict[str, dict[str, str]] = defaultdict(dict)
+    last_states: dict[str, State] = {}
     for story in stories:
-        pairs = _states(story, domain)
-        for index, (_, action) in enumerate(pairs):
-            history = tuple(s for s, _ in pairs[max(0, index - max_history + 1) : index + 1])
-            seen[history].setdefault(action, story.name)
+        for states, action in training_examples(story.events, domain):
+            key = state_key(states[-max_history:])
+            seen[key].setdefault(action, story.name)
+            last_states[key] = states[-1]
     conflicts = []
-    for history, actions in seen.items():
+    for key, actions in seen.items():
         if len(actions) < 2:
             continue
         described = ", ".join(f"'{a}' in story '{s}'" for a, s in sorted(actions.items()))
-        (user, previous_action) = history[-1][0]
-        if user:
-            after = f"intent '{user[0]}'"
-        else:
-            after = f"action '{previous_action}'" if previous_action else "the conversation start"
         conflicts.append(
-            f"story structure conflict after {after}: the same history leads to {described}"
+            f"story structure conflict after {_after(last_states[key])}: the same history "
+            f"leads to {described}"
         )
     return sorted(conflicts)
+
+
+def _after(state: State) -> str:
+    """What a conflicting history ends with, in words."""
+    previous = state.get(PREV_ACTION, {})
+    user = state.get(USER, {})
+    if previous.get("action_name") == ACTION_LISTEN and user:
+        return f"intent '{user.get('intent') or user.get('text')}'"
+    name = previous.get("action_name") or previous.get("action_text")
+    return f"action '{name}'" if name else "the conversation start"
 
 
 # -- command line ----------------------------------------------------------------------------
