@@ -115,7 +115,8 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
         events = prefix + step.events
         path_names = names if names and names[-1] == step.name else names + [step.name]
         path_visits = {**visits, index: visits.get(index, 0) + 1}
-        if not step.end_checkpoints:
+        # A story ending at a checkpoint nothing starts from is a whole story (as in Rasa).
+        if not step.end_checkpoints or any(c not in starting for c in step.end_checkpoints):
             key = _fingerprint(events)
             if key not in seen:
                 seen.add(key)
@@ -132,7 +133,8 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
                         MAX_TRAINING_STORIES,
                     )
                     return stories
-            continue
+            if not step.end_checkpoints:
+                continue
         slots = _slot_values(events)
         for checkpoint in step.end_checkpoints:
             for following in reversed(starting.get(checkpoint, [])):
@@ -171,7 +173,7 @@ def checkpoint_warnings(steps: list[StoryStep]) -> list[str]:
             if name in starts:
                 warnings.append(
                     f"{where}story '{step.name}' starts from checkpoint '{name}' "
-                    "but no story ends with it"
+                    "but no story ends with it (it is never reached, so not trained)"
                 )
     return list(dict.fromkeys(warnings))
 

@@ -326,3 +326,20 @@ def test_a_nameless_item_is_ignored_with_a_warning(tmp_path: Path) -> None:
         f"{path}:2: an item under 'rules' has no 'rule' name; it is ignored "
         "(give it a 'rule:' key to train it)"
     ]
+
+
+def test_a_story_ending_at_an_unused_checkpoint_is_trained() -> None:
+    # Rasa's own count: two stories end at checkpoints nothing starts from (trained), one
+    # starts from a checkpoint nothing ends at (never reached).
+    steps = read_story_file(YAML_STORIES / "stories_unused_checkpoints.yml", warnings=[])
+    stories = generate_training_stories(steps)
+    assert [(s.name, names(s.events)) for s in stories] == [
+        (
+            "simple_story_with_end_checkpoint_1",
+            ["action_listen", "user:simple", "utter_default", "utter_greet", "action_listen"],
+        ),
+        (
+            "simple_story_with_end_checkpoint_2",
+            ["action_listen", "user:hello", "utter_greet", "slot:name=peter", "action_listen"],
+        ),
+    ]
