@@ -85,9 +85,7 @@ def train(
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
     # What Rasa warns about while reading the files, shown at training as Rasa does.
     warnings = (
-        project.warnings
-        + checkpoint_warnings(project.stories)
-        + story_reference_warnings(project)
+        project.warnings + checkpoint_warnings(project.stories) + story_reference_warnings(project)
     )
     with tempfile.TemporaryDirectory(prefix="botserver-train-") as tmp:
         content = Path(tmp)
