@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server.dialogue.policies.ensemble import PolicyEnsemble
-from server.dialogue.story_steps import checkpoint_warnings, generate_training_stories
+from server.dialogue.story_steps import checkpoint_warnings
 from server.errors import InvalidConfig, InvalidProjectFile
 from server.models.archive import write_archive
 from server.models.fingerprint import find_archive_with_fingerprint, fingerprint_inputs
@@ -101,7 +101,7 @@ def train(
             nlu.persist(content / NLU_DIR)
             warnings += nlu.warnings
         say(f"training dialogue on {len(project.stories)} stories and rules")
-        stories = generate_training_stories(project.stories)
+        stories = project.training_stories()
         with _naming_config(project.config.filename):
             ensemble = PolicyEnsemble.train(project.config.policies, stories, project.domain)
         ensemble.persist(content / POLICIES_DIR)

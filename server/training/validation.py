@@ -80,7 +80,7 @@ def check_project(
     _check_forms(domain, report)
     _check_unused_responses(project, report)
     report.warnings.extend(checkpoint_warnings(project.stories))
-    stories = [s for s in generate_training_stories(project.stories) if not s.is_rule]
+    stories = [s for s in generate_training_stories(project.stories, domain) if not s.is_rule]
     report.errors.extend(story_conflicts(stories, domain, max_history))
 
 

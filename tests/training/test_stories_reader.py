@@ -15,6 +15,7 @@ from server.trackers.events import (
     SlotSet,
     UserUttered,
 )
+from server.training.domain_yaml import read_domain
 from server.training.stories_yaml import read_story_file
 from tests.shared_data import TESTDATA
 
@@ -191,6 +192,23 @@ def test_checkpoint_after_or_joins_each_alternative() -> None:
 def test_cycles_terminate() -> None:
     stories = generate_training_stories(read_story_file(YAML_STORIES / "stories_with_cycle.yml"))
     assert isinstance(stories, list)
+
+
+def test_checkpoint_conditions_see_the_slots_a_user_steps_entities_set() -> None:
+    # `name: "Josh"` in a user step fills the `name` slot (from_entity), so the checkpoint
+    # conditioned on it is reached: Rasa counts 3 or 4 such stories, all ending in goodbye.
+    domain = read_domain(TESTDATA / "test_domains" / "default_with_slots.yml", warnings=[])
+    steps = read_story_file(YAML_STORIES / "stories_with_cycle.yml", warnings=[])
+    stories = generate_training_stories(steps, domain)
+    assert len(stories) == 3
+    for story in stories:
+        assert names(story.events)[-5:] == [
+            "user:default",
+            "slot:name=Josh",
+            "utter_goodbye",
+            "action_restart",
+            "action_listen",
+        ]
 
 
 def test_rules_condition_start_and_wait_for_user_input() -> None:
