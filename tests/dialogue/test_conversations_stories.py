@@ -11,11 +11,7 @@ version: "3.1"
 intents: [ask, affirm]
 entities: [name]
 slots:
-  name:
-    type: text
-    mappings:
-    - type: from_entity
-      entity: name
+  name: {type: text, mappings: [{type: from_entity, entity: name}]}
 responses:
   utter_name: [{text: "hi {name}"}]
   utter_noname: [{text: who are you?}]
