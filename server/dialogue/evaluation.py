@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.dialogue.processor import DialogueModel, predict_next_action
+from server.dialogue.processor import DialogueModel, note_text_featurization, predict_next_action
 from server.dialogue.slot_extraction import extract_slots
 from server.dialogue.story_export import yaml_scalar
 from server.dialogue.story_steps import StoryStep
@@ -75,7 +75,9 @@ def evaluate_story(story: StoryStep, model: DialogueModel) -> StoryResult:
         elif isinstance(event, ActionExecuted):
             gold = _action_label(event)
             try:
-                got = predict_next_action(tracker, model).action_name
+                prediction = predict_next_action(tracker, model)
+                got = prediction.action_name
+                note_text_featurization(tracker, prediction)
                 if got != gold and _form_might_reject(tracker, model, got):
                     # The story says the form did not run: as Rasa's evaluation does, assume
                     # it rejected (nothing to extract) and let the other policies choose.

@@ -325,31 +325,32 @@ class RulePolicy(Policy):
 
     def _check_prediction(self, running: Tracker, domain: Domain) -> tuple[str | None, str]:
         conversation = ConversationStates(running, domain)
-        action, source, _ = self._find_action(conversation)
+        action, source, _, _ = self._find_action(conversation)
         loop = _active_loop(running)
         if loop and action == loop:
             # inside a loop the rules speak only once the loop has rejected the input
             running.update(ActionExecutionRejected(action_name=loop, timestamp=0.0))
-            action, source, _ = self._find_action(ConversationStates(running, domain))
+            action, source, _, _ = self._find_action(ConversationStates(running, domain))
         return action, source
 
     # -- prediction --------------------------------------------------------------------------
-    def _find_action(self, conversation: ConversationStates) -> tuple[str | None, str, bool]:
-        """(action or None, prediction source, whether a loop returns from an unhappy path)."""
+    def _find_action(self, conversation: ConversationStates) -> tuple[str | None, str, bool, bool]:
+        """(action or None, prediction source, whether a loop returns from an unhappy path,
+        whether a rule naming the message's text was found)."""
         tracker = conversation.tracker
         intent = tracker.latest_message.intent_name
         if tracker.latest_action_name == ACTION_LISTEN and intent in DEFAULT_ACTION_MAPPINGS:
-            return DEFAULT_ACTION_MAPPINGS[intent], SOURCE_DEFAULT, False
+            return DEFAULT_ACTION_MAPPINGS[intent], SOURCE_DEFAULT, False, False
         loop = _active_loop(tracker)
         if loop and not tracker.is_active_loop_rejected and tracker.latest_action:
             if tracker.latest_action_name != loop:
-                return loop, SOURCE_LOOP, False
-            return ACTION_LISTEN, SOURCE_LOOP, False
+                return loop, SOURCE_LOOP, False, False
+            return ACTION_LISTEN, SOURCE_LOOP, False, False
         if conversation.text_states() is not None:
             found = self._find_action_from_rules(conversation, True, loop)
             if found[0] is not None:
-                return found
-        return self._find_action_from_rules(conversation, False, loop)
+                return (*found, True)
+        return (*self._find_action_from_rules(conversation, False, loop), False)
 
     def _find_action_from_rules(
         self, conversation: ConversationStates, by_text: bool, loop: str | None
@@ -377,7 +378,7 @@ class RulePolicy(Policy):
         return action, best, returning_from_unhappy_path
 
     def predict(self, conversation: ConversationStates, domain: Domain) -> PolicyPrediction:
-        action, source, returning = self._find_action(conversation)
+        action, source, returning, by_text = self._find_action(conversation)
         names = domain.action_names_or_texts
         probabilities = zeros(len(names))
         index = domain.index_of_action(action) if action is not None else None
@@ -394,6 +395,7 @@ class RulePolicy(Policy):
             self.priority,
             events=[LoopInterrupted(is_interrupted=True)] if returning else [],
             is_no_user_prediction=source == SOURCE_LOOP,
+            is_end_to_end_prediction=by_text and index is not None,
         )
 
     def prediction_window(self) -> int:
