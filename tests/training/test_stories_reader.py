@@ -361,3 +361,12 @@ def test_a_story_ending_at_an_unused_checkpoint_is_trained() -> None:
             ["action_listen", "user:hello", "utter_greet", "slot:name=peter", "action_listen"],
         ),
     ]
+
+
+def test_a_story_with_an_empty_list_of_steps_is_ignored_with_a_warning(tmp_path: Path) -> None:
+    # GET /conversations/{id}/story writes `steps: []` for a session without a turn yet;
+    # `botserver test` on that file used to stop with an error.
+    path = write(tmp_path, "stories:\n- story: fresh\n  steps: []\n")
+    warnings: list[str] = []
+    assert read_story_file(path, warnings=warnings) == []
+    assert warnings == [f"{path}:3: story 'fresh' has no steps; it is ignored"]
