@@ -56,6 +56,7 @@ from server.trackers.events import (
     ActionExecuted,
     ActionExecutionRejected,
     BotUttered,
+    DefinePrevUserUtteredFeaturization,
     Event,
     ReminderCancelled,
     ReminderScheduled,
@@ -116,6 +117,8 @@ class Prediction:
     policy_name: str | None = None
     probabilities: list[float] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    # Chosen from the message's text (an end-to-end story or rule), not its intent.
+    is_end_to_end_prediction: bool = False
 
 
 async def fold_states_off_loop(tracker: Tracker, model: DialogueModel) -> None:
@@ -145,7 +148,16 @@ def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:
         result.policy_name,
         list(result.probabilities),
         list(getattr(result, "events", []) or []),
+        bool(getattr(result, "is_end_to_end_prediction", False)),
     )
+
+
+def note_text_featurization(tracker: Tracker, prediction: Prediction | PolicyPrediction) -> None:
+    """After a user message answered from its text (an end-to-end story or rule), logs that
+    later states read the message by its text, as the story that answered it does (Rasa
+    logs this event too)."""
+    if prediction.is_end_to_end_prediction and tracker.latest_action_name == ACTION_LISTEN:
+        tracker.update(DefinePrevUserUtteredFeaturization(use_text_for_featurization=True))
 
 
 def predict_for_turn(tracker: Tracker, model: DialogueModel) -> Prediction | PolicyPrediction:
@@ -422,6 +434,7 @@ class Processor:
         for _ in range(self.max_predictions):
             prediction = self.predict_next(tracker, model)
             action = self.action_for(prediction.action_name, model.domain)
+            note_text_featurization(tracker, prediction)
             keep_going = await self.run_action(action, tracker, model, output, prediction)
             ran.append(action.name)
             if not keep_going:
@@ -578,7 +591,7 @@ class Processor:
         except ActionError as exc:
             logger.error("action '%s' failed, its events are lost: %s", action.name, exc)
             tracker.update_many(prediction.events)
-            tracker.update(self._executed(action.name, prediction))
+            tracker.update(self._executed(action, prediction))
             return await self._after_failed_action(tracker, model, output, action.name)
         except BotServerError as exc:
             logger.error("action '%s' failed: %s", action.name, exc)
@@ -586,7 +599,7 @@ class Processor:
         if prediction.events:
             tracker.update_many(prediction.events)
         name = action.name
-        tracker.update(self._executed(name, prediction))
+        tracker.update(self._executed(action, prediction))
         if not events:
             return name not in (ACTION_LISTEN, ACTION_SESSION_START)
         await self._apply_action_events(tracker, events, output)
@@ -614,9 +627,19 @@ class Processor:
         return False
 
     @staticmethod
-    def _executed(name: str, prediction: Prediction | PolicyPrediction) -> ActionExecuted:
+    def _executed(action: Action, prediction: Prediction | PolicyPrediction) -> ActionExecuted:
+        if isinstance(action, EndToEndAction):
+            # An end-to-end bot text is logged by its text, as the story step was read.
+            return ActionExecuted(
+                action_name=None,
+                action_text=action.name,
+                policy=prediction.policy_name,
+                confidence=prediction.confidence,
+            )
         return ActionExecuted(
-            action_name=name, policy=prediction.policy_name, confidence=prediction.confidence
+            action_name=action.name,
+            policy=prediction.policy_name,
+            confidence=prediction.confidence,
         )
 
     async def _apply_action_events(

@@ -13,13 +13,14 @@ from pathlib import Path
 
 from server import __version__
 from server.dialogue.policies.ensemble import PolicyEnsemble
-from server.dialogue.story_steps import generate_training_stories
+from server.dialogue.story_steps import checkpoint_warnings
 from server.errors import InvalidConfig, InvalidProjectFile
 from server.models.archive import write_archive
 from server.models.fingerprint import find_archive_with_fingerprint, fingerprint_inputs
 from server.models.loading import DOMAIN_FILE, NLU_DIR, POLICIES_DIR
 from server.nlu.pipeline import NLUPipeline
 from server.training.project import Project, load_project
+from server.training.validation import story_reference_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +113,13 @@ def train(
         existing = _up_to_date_archive(project, out, fixed_model_name)
         if existing is not None:
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
-    # What Rasa warns about in the domain and stories, said before the training starts;
+    # What Rasa warns about in the domain and the files, said before the training starts;
     # then the components' own warnings (the NLU pipeline logs its own as it trains).
-    warnings: list[str] = list(project.warnings)
+    warnings: list[str] = [
+        *project.warnings,
+        *checkpoint_warnings(project.stories),
+        *story_reference_warnings(project),
+    ]
     for warning in warnings:
         logger.warning(warning)
     logged = len(warnings)
@@ -133,7 +138,7 @@ def train(
             warnings += nlu.warnings
             logged = len(warnings)
         say(f"training dialogue on {len(project.stories)} stories and rules")
-        stories = generate_training_stories(project.stories)
+        stories = project.training_stories()
         with _naming_config(project.config.filename):
             ensemble = PolicyEnsemble.train(project.config.policies, stories, project.domain)
         ensemble.persist(content / POLICIES_DIR)
