@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
@@ -563,14 +563,14 @@ class Processor:
             return True
         except ActionError as exc:
             logger.error("action '%s' failed, its events are lost: %s", action.name, exc)
-            tracker.update_many(prediction.events)
+            tracker.update_many(_stamped_now(prediction.events))
             tracker.update(self._executed(action.name, prediction))
             return await self._after_failed_action(tracker, model, output, action.name)
         except BotServerError as exc:
             logger.error("action '%s' failed: %s", action.name, exc)
             events = []
         if prediction.events:
-            tracker.update_many(prediction.events)
+            tracker.update_many(_stamped_now(prediction.events))
         name = action.name
         tracker.update(self._executed(name, prediction))
         if not events:
@@ -609,6 +609,10 @@ class Processor:
         self, tracker: Tracker, events: list[Event], output: OutputChannel | None
     ) -> None:
         for event in events:
+            # Stamped when logged, after the action's own event, as Rasa does: a conversation
+            # read in timestamp order (a dashboard, `?until=`) is then in event order, whatever
+            # time an action (or its server's clock) gave its events.
+            event.timestamp = time.time()
             tracker.update(event)
             if isinstance(event, BotUttered) and output is not None:
                 message = event.message()
@@ -646,6 +650,14 @@ class Processor:
         if isinstance(entities, dict):
             entities = [{"entity": k, "value": v} for k, v in entities.items()]
         await self.trigger_intent(sender_id, reminder.intent, entities, model, output, reminder)
+
+
+def _stamped_now(events: list[Event]) -> list[Event]:
+    """Copies of a prediction's events stamped now (a policy may hand out the same list
+    again, and the tracker already holds the first ones)."""
+    return [
+        replace(event, timestamp=time.time(), metadata=dict(event.metadata)) for event in events
+    ]
 
 
 def _reminder_holds(tracker: Tracker, reminder: ReminderScheduled) -> bool:

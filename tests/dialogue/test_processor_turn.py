@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 from rasa_sdk import Action, ActionExecutionRejection, Tracker
-from rasa_sdk.events import FollowupAction
+from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from server.dialogue.actions import Action as ServerAction
@@ -35,7 +35,7 @@ from tests.loop_lag import loop_hold
 DOMAIN = Domain.from_dict(
     {
         "intents": ["greet", "go"],
-        "actions": ["action_reject", "action_then_greet"],
+        "actions": ["action_reject", "action_then_greet", "action_sets_old_slot"],
         "responses": {
             "utter_greet": [{"text": "Hello!"}],
             "utter_default": [{"text": "Sorry?"}],
@@ -81,9 +81,22 @@ class ThenGreet(Action):
         return [FollowupAction("utter_greet")]
 
 
+class SetsAnOldSlot(Action):
+    """Says something and returns an event stamped long ago, as an action server may."""
+
+    def name(self) -> str:
+        return "action_sets_old_slot"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        dispatcher.utter_message(text="done")
+        return [SlotSet("x", 1, timestamp=1_000_000_000.0)]
+
+
 def agent_for(policies: Any, nlu: Any = None) -> Agent:
     model = DialogueModel(DOMAIN, policies, nlu=nlu)
-    return make_agent(model, transport=SdkTransport(Reject, ThenGreet))
+    return make_agent(model, transport=SdkTransport(Reject, ThenGreet, SetsAnOldSlot))
 
 
 async def test_a_rejected_action_is_logged_as_rejected_without_its_prediction_events() -> None:
@@ -105,6 +118,22 @@ async def test_a_rejected_action_is_logged_as_rejected_without_its_prediction_ev
         "BotUttered",
         "ActionExecuted",
     ]
+
+
+async def test_event_timestamps_follow_the_order_of_the_events() -> None:
+    # Rasa stamps an action's events when it logs them, after the action's own event: a
+    # consumer ordering a conversation by timestamp (a dashboard, `?until=`) sees it as it
+    # happened. Before, session_started and every bot message were older than the action that
+    # produced them, and an action server's stamp was kept as sent.
+    interrupted: list[Event] = [LoopInterrupted(is_interrupted=True)]
+    agent = agent_for(Scripted("utter_greet", ("action_sets_old_slot", interrupted)))
+    conversation = Conversation(agent, "in-order")
+    turn = await conversation.say("/go")
+    assert turn.actions == ["utter_greet", "action_sets_old_slot"]
+    events = (await conversation.tracker()).events
+    assert [type(e).__name__ for e in events[:2]] == ["ActionExecuted", "SessionStarted"]
+    stamps = [e.timestamp for e in events]
+    assert stamps == sorted(stamps), [(type(e).__name__, e.timestamp) for e in events]
 
 
 async def test_a_turn_stops_after_the_prediction_limit() -> None:
