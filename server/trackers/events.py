@@ -85,6 +85,13 @@ class UserUttered(Event):
     input_channel: str | None = None
     message_id: str | None = None
 
+    def __post_init__(self) -> None:
+        # As in Rasa, the NLU data holds the message's metadata as it was when the event was
+        # made: the model_id and assistant_id stamped on the event later stay out of it (and
+        # so out of `latest_message`).
+        if "metadata" not in self.parse_data:
+            self.parse_data = {**self.parse_data, "metadata": dict(self.metadata)}
+
     @property
     def intent(self) -> dict[str, Any]:
         return self.parse_data.get("intent") or {}

@@ -307,6 +307,27 @@ async def test_trigger_intent(client: httpx.AsyncClient, rasa_spec: RasaSpec) ->
     assert body["messages"][0]["text"] == "Hey! How are you?"
 
 
+async def test_the_nlu_metadata_of_a_user_event_is_the_messages_not_the_models(
+    client: httpx.AsyncClient,
+) -> None:
+    # Rasa adds model_id and assistant_id to the event's metadata only: `parse_data.metadata`
+    # and `latest_message.metadata` stay what the message carried (recorded: trigger_intent's
+    # `{"is_external": true}`).
+    triggered = await client.post(TRIGGER.format(conversation_id="nm1"), json={"name": "greet"})
+    tracker = triggered.json()["tracker"]
+    user = [e for e in tracker["events"] if e["event"] == "user"][-1]
+    assert "model_id" in user["metadata"]
+    assert user["parse_data"]["metadata"] == {"is_external": True}
+    assert tracker["latest_message"]["metadata"] == {"is_external": True}
+
+    posted = {"event": "user", "text": "hi", "metadata": {"page": "home"}, "parse_data": {}}
+    response = await client.post(EVENTS.format(conversation_id="nm2"), json=posted)
+    assert response.json()["latest_message"]["metadata"] == {"page": "home"}
+    user = response.json()["events"][-1]
+    assert user["metadata"]["page"] == "home" and "model_id" in user["metadata"]
+    assert user["parse_data"]["metadata"] == {"page": "home"}
+
+
 async def test_trigger_intent_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     unknown = await client.post("/conversations/u7/trigger_intent", json={"name": "no_such"})
     assert unknown.status_code == 404
