@@ -221,10 +221,7 @@ class Processor:
 
     async def save(self, tracker: Tracker, start: int, model: DialogueModel) -> list[Event]:
         new_events = tracker.events[start:]
-        if model.model_id is not None:
-            for event in new_events:
-                event.metadata.setdefault("model_id", model.model_id)
-                event.metadata.setdefault("assistant_id", model.assistant_id)
+        stamp_model_ids(new_events, model)
         if self.broker is None or not new_events:
             await self.trackers.save(tracker, new_events)
             return new_events
@@ -650,6 +647,17 @@ class Processor:
         if isinstance(entities, dict):
             entities = [{"entity": k, "value": v} for k, v in entities.items()]
         await self.trigger_intent(sender_id, reminder.intent, entities, model, output, reminder)
+
+
+def stamp_model_ids(events: list[Event], model: DialogueModel) -> None:
+    """The model's `model_id` and `assistant_id` into each event's metadata where it has
+    none, as Rasa does; an identifier the model lacks is left out, not written as null."""
+    if model.model_id:
+        for event in events:
+            event.metadata.setdefault("model_id", model.model_id)
+    if model.assistant_id:
+        for event in events:
+            event.metadata.setdefault("assistant_id", model.assistant_id)
 
 
 def _stamped_now(events: list[Event]) -> list[Event]:

@@ -328,6 +328,18 @@ async def test_the_nlu_metadata_of_a_user_event_is_the_messages_not_the_models(
     assert user["parse_data"]["metadata"] == {"page": "home"}
 
 
+async def test_a_model_without_assistant_id_stamps_no_assistant_id(
+    client: httpx.AsyncClient,
+) -> None:
+    # Moodbot's config.yml has no assistant_id. Rasa stamps only the identifiers it has
+    # ("dialogue events without identifier metadata"); before, every event carried
+    # `"assistant_id": null` to the tracker and the broker.
+    await client.post("/webhooks/rest/webhook", json={"sender": "noid", "message": "hi"})
+    events = (await client.get(TRACKER.format(conversation_id="noid"))).json()["events"]
+    assert events and all("model_id" in e["metadata"] for e in events)
+    assert not any("assistant_id" in e["metadata"] for e in events)
+
+
 async def test_trigger_intent_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     unknown = await client.post("/conversations/u7/trigger_intent", json={"name": "no_such"})
     assert unknown.status_code == 404
