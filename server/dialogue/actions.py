@@ -364,7 +364,9 @@ async def events_from_action_result(ctx: ActionContext, result: dict[str, Any]) 
             if bot is not None:
                 events.append(bot)
             continue
-        text, data, metadata = bot_data(response)
+        # Only the parts with a value, as Rasa: rasa-sdk sends `buttons: []`, `custom: {}`...
+        # with every text, and a bot event reads `null` for a part it does not have.
+        text, data, metadata = bot_data({k: v for k, v in response.items() if v})
         events.append(BotUttered(text=text, data=data, metadata=metadata))
     for d in result.get("events") or []:
         events.append(event_from_dict(d))

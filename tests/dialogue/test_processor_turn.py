@@ -136,6 +136,19 @@ async def test_event_timestamps_follow_the_order_of_the_events() -> None:
     assert stamps == sorted(stamps), [(type(e).__name__, e.timestamp) for e in events]
 
 
+async def test_a_text_from_an_action_server_is_a_bot_event_without_empty_parts() -> None:
+    # rasa-sdk sends `buttons: [], elements: [], custom: {}` with every text; Rasa keeps only
+    # the parts with a value, so its bot event reads `custom: null` (a consumer that shows a
+    # custom payload whenever there is one). Before, ours kept the empty list and object.
+    agent = agent_for(Scripted("action_sets_old_slot"))
+    turn = await Conversation(agent, "parts").say("/go")
+    bot = next(e for e in turn.events if isinstance(e, BotUttered))
+    assert bot.as_dict()["data"] == dict.fromkeys(
+        ("elements", "quick_replies", "buttons", "attachment", "image", "custom")
+    )
+    assert bot.as_dict()["metadata"] == {}
+
+
 async def test_a_turn_stops_after_the_prediction_limit() -> None:
     agent = agent_for(Forever())
     conversation = Conversation(agent, "chatty")
