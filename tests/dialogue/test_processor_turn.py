@@ -35,7 +35,12 @@ from tests.loop_lag import loop_hold
 DOMAIN = Domain.from_dict(
     {
         "intents": ["greet", "go"],
-        "actions": ["action_reject", "action_then_greet", "action_sets_old_slot"],
+        "actions": [
+            "action_reject",
+            "action_then_greet",
+            "action_sets_old_slot",
+            "action_greets_with_buttons",
+        ],
         "responses": {
             "utter_greet": [{"text": "Hello!"}],
             "utter_default": [{"text": "Sorry?"}],
@@ -94,9 +99,26 @@ class SetsAnOldSlot(Action):
         return [SlotSet("x", 1, timestamp=1_000_000_000.0)]
 
 
+class GreetsWithButtons(Action):
+    """Names a domain response and adds parts of its own, as rasa-sdk allows."""
+
+    def name(self) -> str:
+        return "action_greets_with_buttons"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        dispatcher.utter_message(
+            response="utter_greet", buttons=[{"title": "Go", "payload": "/go"}], image="i.png"
+        )
+        return []
+
+
 def agent_for(policies: Any, nlu: Any = None) -> Agent:
     model = DialogueModel(DOMAIN, policies, nlu=nlu)
-    return make_agent(model, transport=SdkTransport(Reject, ThenGreet, SetsAnOldSlot))
+    return make_agent(
+        model, transport=SdkTransport(Reject, ThenGreet, SetsAnOldSlot, GreetsWithButtons)
+    )
 
 
 async def test_a_rejected_action_is_logged_as_rejected_without_its_prediction_events() -> None:
@@ -147,6 +169,21 @@ async def test_a_text_from_an_action_server_is_a_bot_event_without_empty_parts()
         ("elements", "quick_replies", "buttons", "attachment", "image", "custom")
     )
     assert bot.as_dict()["metadata"] == {}
+
+
+async def test_parts_an_action_adds_to_a_named_response_reach_the_user() -> None:
+    # Rasa renders the response, then adds the action's buttons to its own and lets the
+    # action's other parts (an image) override it. Before, they were dropped.
+    agent = agent_for(Scripted("action_greets_with_buttons"))
+    turn = await Conversation(agent, "named").say("/go")
+    assert [{k: v for k, v in m.items() if k != "recipient_id"} for m in turn.messages] == [
+        {"text": "Hello!", "buttons": [{"title": "Go", "payload": "/go"}]},
+        {"image": "i.png"},
+    ]
+    bot = next(e for e in turn.events if isinstance(e, BotUttered))
+    assert bot.data["buttons"] == [{"title": "Go", "payload": "/go"}]
+    assert bot.data["image"] == bot.data["attachment"] == "i.png"
+    assert bot.metadata["utter_action"] == "utter_greet"
 
 
 async def test_a_turn_stops_after_the_prediction_limit() -> None:
