@@ -235,6 +235,18 @@ async def test_entities_as_rasa_writes_them_are_accepted(client: httpx.AsyncClie
     assert response.json()["events"][-1]["entities"] == entities
 
 
+async def test_added_entities_join_the_latest_message_once(client: httpx.AsyncClient) -> None:
+    # Rasa adds an entity the message does not hold already; before, a repeat was added again.
+    paris = {"entity": "city", "value": "Paris"}
+    rome = {"entity": "city", "value": "Rome"}
+    user = {"event": "user", "text": "Paris", "parse_data": {"entities": [paris]}}
+    response = await client.post(
+        EVENTS.format(conversation_id="ents"),
+        json=[user, {"event": "entities", "entities": [paris, rome, rome]}],
+    )
+    assert response.json()["latest_message"]["entities"] == [paris, rome]
+
+
 async def test_replace_events(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     await client.post("/conversations/u3/tracker/events", json=GOODBYE_EVENTS)
     replaced = await client.put("/conversations/u3/tracker/events", json=GOODBYE_EVENTS[:1])
