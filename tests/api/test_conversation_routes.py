@@ -247,6 +247,18 @@ async def test_added_entities_join_the_latest_message_once(client: httpx.AsyncCl
     assert response.json()["latest_message"]["entities"] == [paris, rome]
 
 
+async def test_a_reminders_date_time_is_written_as_rasa_writes_it(
+    client: httpx.AsyncClient,
+) -> None:
+    # Rasa parses `date_time` and writes it back with isoformat(); before, a consumer got the
+    # text as posted ("2030-01-01 10:00", a "Z" suffix).
+    sent = ["2030-01-01 10:00", "2030-01-01T10:00:00Z", "2030-01-01"]
+    reminders = [{"event": "reminder", "intent": "greet", "date_time": d} for d in sent]
+    response = await client.post(EVENTS.format(conversation_id="when"), json=reminders)
+    written = [e["date_time"] for e in response.json()["events"] if e["event"] == "reminder"]
+    assert written == ["2030-01-01T10:00:00", "2030-01-01T10:00:00+00:00", "2030-01-01T00:00:00"]
+
+
 async def test_replace_events(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     await client.post("/conversations/u3/tracker/events", json=GOODBYE_EVENTS)
     replaced = await client.put("/conversations/u3/tracker/events", json=GOODBYE_EVENTS[:1])
