@@ -12,7 +12,12 @@ from server.dialogue.messages import (
     UserMessage,
     new_message_id,
 )
-from server.dialogue.processor import DialogueModel, Processor, fold_states_off_loop
+from server.dialogue.processor import (
+    DialogueModel,
+    Processor,
+    fold_states_off_loop,
+    stamp_model_ids,
+)
 from server.errors import InvalidEvent, NoModelLoaded
 from server.trackers.events import (
     ACTION_SESSION_START,
@@ -112,7 +117,7 @@ class Agent:
             tracker = Tracker(sender_id, defaults)
         if not tracker.events:
             await self.processor.update_session(tracker, model, None, only_if_empty=True)
-            _stamp(tracker.events, model)
+            stamp_model_ids(tracker.events, model)
         return tracker
 
     async def exists(self, sender_id: str) -> bool:
@@ -236,14 +241,6 @@ class Agent:
         /model/predict)."""
         model = self.model()
         return _scores(model, self.processor.predict_next(tracker, model))
-
-
-def _stamp(events: list[Event], model: DialogueModel) -> None:
-    if model.model_id is None:
-        return
-    for event in events:
-        event.metadata.setdefault("model_id", model.model_id)
-        event.metadata.setdefault("assistant_id", model.assistant_id)
 
 
 def _scores(model: DialogueModel, prediction: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
@@ -237,10 +237,7 @@ class Processor:
 
     async def save(self, tracker: Tracker, start: int, model: DialogueModel) -> list[Event]:
         new_events = tracker.events[start:]
-        if model.model_id is not None:
-            for event in new_events:
-                event.metadata.setdefault("model_id", model.model_id)
-                event.metadata.setdefault("assistant_id", model.assistant_id)
+        stamp_model_ids(new_events, model)
         if self.broker is None or not new_events:
             await self.trackers.save(tracker, new_events)
             return new_events
@@ -590,14 +587,14 @@ class Processor:
             return True
         except ActionError as exc:
             logger.error("action '%s' failed, its events are lost: %s", action.name, exc)
-            tracker.update_many(prediction.events)
+            tracker.update_many(_stamped_now(prediction.events))
             tracker.update(self._executed(action, prediction))
             return await self._after_failed_action(tracker, model, output, action.name)
         except BotServerError as exc:
             logger.error("action '%s' failed: %s", action.name, exc)
             events = []
         if prediction.events:
-            tracker.update_many(prediction.events)
+            tracker.update_many(_stamped_now(prediction.events))
         name = action.name
         tracker.update(self._executed(action, prediction))
         if not events:
@@ -646,6 +643,10 @@ class Processor:
         self, tracker: Tracker, events: list[Event], output: OutputChannel | None
     ) -> None:
         for event in events:
+            # Stamped when logged, after the action's own event, as Rasa does: a conversation
+            # read in timestamp order (a dashboard, `?until=`) is then in event order, whatever
+            # time an action (or its server's clock) gave its events.
+            event.timestamp = time.time()
             tracker.update(event)
             if isinstance(event, BotUttered) and output is not None:
                 message = event.message()
@@ -683,6 +684,25 @@ class Processor:
         if isinstance(entities, dict):
             entities = [{"entity": k, "value": v} for k, v in entities.items()]
         await self.trigger_intent(sender_id, reminder.intent, entities, model, output, reminder)
+
+
+def stamp_model_ids(events: list[Event], model: DialogueModel) -> None:
+    """The model's `model_id` and `assistant_id` into each event's metadata where it has
+    none, as Rasa does; an identifier the model lacks is left out, not written as null."""
+    if model.model_id:
+        for event in events:
+            event.metadata.setdefault("model_id", model.model_id)
+    if model.assistant_id:
+        for event in events:
+            event.metadata.setdefault("assistant_id", model.assistant_id)
+
+
+def _stamped_now(events: list[Event]) -> list[Event]:
+    """Copies of a prediction's events stamped now (a policy may hand out the same list
+    again, and the tracker already holds the first ones)."""
+    return [
+        replace(event, timestamp=time.time(), metadata=dict(event.metadata)) for event in events
+    ]
 
 
 def _reminder_holds(tracker: Tracker, reminder: ReminderScheduled) -> bool:

@@ -235,6 +235,30 @@ async def test_entities_as_rasa_writes_them_are_accepted(client: httpx.AsyncClie
     assert response.json()["events"][-1]["entities"] == entities
 
 
+async def test_added_entities_join_the_latest_message_once(client: httpx.AsyncClient) -> None:
+    # Rasa adds an entity the message does not hold already; before, a repeat was added again.
+    paris = {"entity": "city", "value": "Paris"}
+    rome = {"entity": "city", "value": "Rome"}
+    user = {"event": "user", "text": "Paris", "parse_data": {"entities": [paris]}}
+    response = await client.post(
+        EVENTS.format(conversation_id="ents"),
+        json=[user, {"event": "entities", "entities": [paris, rome, rome]}],
+    )
+    assert response.json()["latest_message"]["entities"] == [paris, rome]
+
+
+async def test_a_reminders_date_time_is_written_as_rasa_writes_it(
+    client: httpx.AsyncClient,
+) -> None:
+    # Rasa parses `date_time` and writes it back with isoformat(); before, a consumer got the
+    # text as posted ("2030-01-01 10:00", a "Z" suffix).
+    sent = ["2030-01-01 10:00", "2030-01-01T10:00:00Z", "2030-01-01"]
+    reminders = [{"event": "reminder", "intent": "greet", "date_time": d} for d in sent]
+    response = await client.post(EVENTS.format(conversation_id="when"), json=reminders)
+    written = [e["date_time"] for e in response.json()["events"] if e["event"] == "reminder"]
+    assert written == ["2030-01-01T10:00:00", "2030-01-01T10:00:00+00:00", "2030-01-01T00:00:00"]
+
+
 async def test_replace_events(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     await client.post("/conversations/u3/tracker/events", json=GOODBYE_EVENTS)
     replaced = await client.put("/conversations/u3/tracker/events", json=GOODBYE_EVENTS[:1])
@@ -305,6 +329,39 @@ async def test_trigger_intent(client: httpx.AsyncClient, rasa_spec: RasaSpec) ->
     assert user["text"] == "EXTERNAL: greet"
     assert user["metadata"]["is_external"] is True
     assert body["messages"][0]["text"] == "Hey! How are you?"
+
+
+async def test_the_nlu_metadata_of_a_user_event_is_the_messages_not_the_models(
+    client: httpx.AsyncClient,
+) -> None:
+    # Rasa adds model_id and assistant_id to the event's metadata only: `parse_data.metadata`
+    # and `latest_message.metadata` stay what the message carried (recorded: trigger_intent's
+    # `{"is_external": true}`).
+    triggered = await client.post(TRIGGER.format(conversation_id="nm1"), json={"name": "greet"})
+    tracker = triggered.json()["tracker"]
+    user = [e for e in tracker["events"] if e["event"] == "user"][-1]
+    assert "model_id" in user["metadata"]
+    assert user["parse_data"]["metadata"] == {"is_external": True}
+    assert tracker["latest_message"]["metadata"] == {"is_external": True}
+
+    posted = {"event": "user", "text": "hi", "metadata": {"page": "home"}, "parse_data": {}}
+    response = await client.post(EVENTS.format(conversation_id="nm2"), json=posted)
+    assert response.json()["latest_message"]["metadata"] == {"page": "home"}
+    user = response.json()["events"][-1]
+    assert user["metadata"]["page"] == "home" and "model_id" in user["metadata"]
+    assert user["parse_data"]["metadata"] == {"page": "home"}
+
+
+async def test_a_model_without_assistant_id_stamps_no_assistant_id(
+    client: httpx.AsyncClient,
+) -> None:
+    # Moodbot's config.yml has no assistant_id. Rasa stamps only the identifiers it has
+    # ("dialogue events without identifier metadata"); before, every event carried
+    # `"assistant_id": null` to the tracker and the broker.
+    await client.post("/webhooks/rest/webhook", json={"sender": "noid", "message": "hi"})
+    events = (await client.get(TRACKER.format(conversation_id="noid"))).json()["events"]
+    assert events and all("model_id" in e["metadata"] for e in events)
+    assert not any("assistant_id" in e["metadata"] for e in events)
 
 
 async def test_trigger_intent_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
