@@ -588,6 +588,24 @@ class SqliteDatabase:
         sql = f"DELETE FROM events WHERE sender_id IN ({marks})"
         await self.run(lambda conn: _write(conn, lambda: conn.execute(sql, tuple(sender_ids))))
 
+    async def delete_stale(self, sender_ids: Sequence[str], cutoff_timestamp: float) -> int:
+        """Deletes those of `sender_ids` whose newest event is still older than the cutoff;
+        the look and the delete are one write transaction, which no append can enter."""
+        marks = ", ".join("?" * len(sender_ids))
+        look = (
+            f"SELECT sender_id FROM events WHERE sender_id IN ({marks}) "
+            "GROUP BY sender_id HAVING max(timestamp) < ?"
+        )
+
+        def delete_stale(conn: sqlite3.Connection) -> int:
+            stale = [row[0] for row in conn.execute(look, (*sender_ids, cutoff_timestamp))]
+            if stale:
+                sql = f"DELETE FROM events WHERE sender_id IN ({', '.join('?' * len(stale))})"
+                conn.execute(sql, stale)
+            return len(stale)
+
+        return await self.run(lambda conn: _write(conn, lambda: delete_stale(conn)))
+
     async def rows_from(self, sender_id: str, first_id: int) -> list[tuple[int, str]]:
         """(id, data) of the conversation's rows with id >= first_id, in order.
 
