@@ -54,6 +54,15 @@ _GROUP_INSERT = (
     " (SELECT array_agg(id ORDER BY id) FROM new)"
 )
 _INSERT_ONLY = f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM ({_ROWS}) AS r ORDER BY n"
+# Retention: a batch of stale conversations, in sender id order, from the first or after $3.
+_STALE_FIRST = (
+    "SELECT sender_id FROM events GROUP BY sender_id "
+    "HAVING max(timestamp) < $1 ORDER BY sender_id LIMIT $2"
+)
+_STALE_AFTER = (
+    "SELECT sender_id FROM events WHERE sender_id > $3 GROUP BY sender_id "
+    "HAVING max(timestamp) < $1 ORDER BY sender_id LIMIT $2"
+)
 # Retention: the conversations of $1 whose newest event is older than $2, deleted.
 _DELETE_STALE = (
     "WITH stale AS (SELECT sender_id FROM events WHERE sender_id = ANY($1::varchar[]) "
@@ -403,9 +412,13 @@ class PostgresDatabase:
         records = await self._run(lambda conn: conn.fetch("SELECT DISTINCT sender_id FROM events"))
         return [record[0] for record in records]
 
-    async def senders_older_than(self, cutoff_timestamp: float) -> list[str]:
-        sql = "SELECT sender_id FROM events GROUP BY sender_id HAVING max(timestamp) < $1"
-        records = await self._run(lambda conn: conn.fetch(sql, cutoff_timestamp))
+    async def senders_older_than(
+        self, cutoff_timestamp: float, after: str | None, limit: int
+    ) -> list[str]:
+        """Up to `limit` stale senders above `after` (None: from the first), in order
+        (through ix_events_sender_id_id)."""
+        sql, args = (_STALE_FIRST, []) if after is None else (_STALE_AFTER, [after])
+        records = await self._run(lambda conn: conn.fetch(sql, cutoff_timestamp, limit, *args))
         return [record[0] for record in records]
 
 

@@ -73,7 +73,9 @@ class _Database(Protocol):
     async def session_rows(self, sender_id: str) -> list[IdData]: ...
     async def all_data(self, sender_id: str) -> list[str]: ...
     async def senders(self) -> list[str]: ...
-    async def senders_older_than(self, cutoff_timestamp: float) -> list[str]: ...
+    async def senders_older_than(
+        self, cutoff_timestamp: float, after: str | None, limit: int
+    ) -> list[str]: ...
     async def close(self) -> None: ...
 
 
@@ -287,16 +289,19 @@ class SqlTrackerStore:
 
     async def delete_older_than(self, cutoff_timestamp: float) -> int:
         await self._ensure_ready()
-        with self._map_errors():
-            stale = await self._db.senders_older_than(cutoff_timestamp)
-        deleted = 0
-        for start in range(0, len(stale), DELETE_BATCH):
-            batch = stale[start : start + DELETE_BATCH]
+        deleted, after = 0, None  # not "": an empty sender id sorts first
+        while True:
+            # One batch at a time, in sender id order: memory stays bounded however many.
+            with self._map_errors():
+                batch = await self._db.senders_older_than(cutoff_timestamp, after, DELETE_BATCH)
+            if not batch:
+                break
             # Looked at again as they are deleted: a turn may have come since the listing.
             with self._map_errors():
                 deleted += await self._db.delete_stale(batch, cutoff_timestamp)
             for sender_id in batch:
                 self._cache.pop(sender_id)
+            after = batch[-1]
         return deleted
 
     # -- reads -----------------------------------------------------------------------------
@@ -512,13 +517,19 @@ class _AsyncDatabase:
             result = await conn.execute(select(events_table.c.sender_id).distinct())
             return [row[0] for row in result]
 
-    async def senders_older_than(self, cutoff_timestamp: float) -> list[str]:
+    async def senders_older_than(
+        self, cutoff_timestamp: float, after: str | None, limit: int
+    ) -> list[str]:
         latest = func.max(events_table.c.timestamp)
+        query = select(_C.sender_id)
+        if after is not None:
+            query = query.where(_C.sender_id > after)
         async with self._engine.connect() as conn:
             result = await conn.execute(
-                select(events_table.c.sender_id)
-                .group_by(events_table.c.sender_id)
+                query.group_by(_C.sender_id)
                 .having(latest < cutoff_timestamp)
+                .order_by(_C.sender_id)
+                .limit(limit)
             )
             return [row[0] for row in result]
 

@@ -648,9 +648,18 @@ class SqliteDatabase:
         )
         return [row[0] for row in rows]
 
-    async def senders_older_than(self, cutoff_timestamp: float) -> list[str]:
-        sql = "SELECT sender_id FROM events GROUP BY sender_id HAVING max(timestamp) < ?"
-        rows = await self.run(lambda conn: conn.execute(sql, (cutoff_timestamp,)).fetchall())
+    async def senders_older_than(
+        self, cutoff_timestamp: float, after: str | None, limit: int
+    ) -> list[str]:
+        """Up to `limit` stale senders above `after` (None: from the first), in order
+        (through ix_events_sender_id_id)."""
+        above = "" if after is None else "WHERE sender_id > ? "
+        sql = (
+            f"SELECT sender_id FROM events {above}GROUP BY sender_id "
+            "HAVING max(timestamp) < ? ORDER BY sender_id LIMIT ?"
+        )
+        args = (cutoff_timestamp, limit) if after is None else (after, cutoff_timestamp, limit)
+        rows = await self.run(lambda conn: conn.execute(sql, args).fetchall())
         return [row[0] for row in rows]
 
 

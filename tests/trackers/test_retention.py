@@ -3,6 +3,7 @@ life while the prune runs keeps its new turn."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,9 +32,12 @@ def run_after_listing(
     owner, name = (db, "senders_older_than") if db is not None else (store, "keys")
     listing = getattr(owner, name)
 
+    steps = [step]
+
     async def listed(*args: Any) -> Any:
         found = await listing(*args)
-        await step()
+        while steps:  # once, after the first listing
+            await steps.pop()()
         return found
 
     monkeypatch.setattr(owner, name, listed)
@@ -91,4 +95,30 @@ async def test_redis_prune_reads_conversations_rasa_wrote(tmp_path: Path) -> Non
             assert await store.load_all("new") == [bot("hi", now)]
         finally:
             await client.aclose()
+            await store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb", "redis"])
+async def test_prune_goes_through_every_batch(kind: str, tmp_path: Path) -> None:
+    """More stale conversations than one batch, fresh ones between them in sender id order
+    (and an empty sender id, which sorts first)."""
+    now = time.time()
+    async with tracker_store_config(kind, tmp_path) as config:
+        store = create_tracker_store(config)
+        try:
+            names = [""] + [f"user-{n:04d}" for n in range(1_200)]
+            fresh = set(names[::7])
+            for start in range(0, len(names), 100):
+                await asyncio.gather(
+                    *(
+                        store.append(name, [bot("hi", now if name in fresh else now - 200 * DAY)])
+                        for name in names[start : start + 100]
+                    )
+                )
+
+            deleted = await delete_conversations_older_than(store, 90 * DAY)
+
+            assert deleted == len(names) - len(fresh)
+            assert sorted(await store.keys()) == sorted(fresh)
+        finally:
             await store.close()
