@@ -20,14 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from server.errors import (
-    InvalidConfig,
-    MissingEnvironmentVariable,
-    ModelError,
-    ModelStorageFull,
-    ModelSuperseded,
-    UnsupportedModel,
-)
+from server.errors import ModelError, ModelStorageFull, ModelSuperseded, OutdatedModel
 from server.models.archive import file_sha256, read_archive
 from server.models.safety import DEFAULT_LIMITS, ArchiveLimits
 
@@ -160,15 +153,10 @@ class ModelHolder(Generic[T]):
                     full = ModelStorageFull(f"no space left on the server to extract {path.name}")
                     self._record_error(path.name, full)
                     raise full from exc
-                refused = _refused_setting(exc)
-                if refused is not None:
-                    unsupported = UnsupportedModel(
-                        f"Could not load model '{path.name}': it was trained with a config.yml "
-                        f"setting this botserver refuses ({refused}); an older botserver "
-                        "accepted it. Correct config.yml and retrain with `botserver train`."
-                    )
-                    self._record_error(path.name, unsupported)
-                    raise unsupported from exc
+                if isinstance(exc, OutdatedModel):  # say which model it was
+                    outdated = OutdatedModel(f"Could not load model '{path.name}': {exc}")
+                    self._record_error(path.name, outdated)
+                    raise outdated from exc
                 self._record_error(path.name, exc)
                 if isinstance(exc, ModelError) and type(exc) is not ModelError:
                     raise  # a kind of its own (unsafe, corrupt, unsupported...), named already
@@ -255,17 +243,6 @@ class ModelHolder(Generic[T]):
             yield
         finally:
             self.num_active_training_jobs -= 1
-
-
-def _refused_setting(exc: BaseException) -> InvalidConfig | None:
-    """The component or policy setting whose check refused the archive's stored config, if
-    that is why it failed: checks made stricter since the model was trained refuse it now."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, InvalidConfig) and not isinstance(seen, MissingEnvironmentVariable):
-            return seen
-        seen = seen.__cause__
-    return None
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -473,3 +473,9 @@ async def test_put_model_trained_with_a_setting_now_refused_says_to_retrain(
     assert "'core_fallback_threshold' must be between 0 and 1, not 2" in body["message"]
     assert "retrain with `botserver train`" in body["message"]
     assert (await client.get("/status")).json()["model_id"] == before
+    tested = await client.post(
+        f"/model/test/intents?model={older}",
+        content="nlu:\n- intent: greet\n  examples: |\n    - hello\n",
+        headers={"Content-Type": "application/x-yaml"},
+    )
+    assert tested.status_code == 400 and "retrain with `botserver train`" in tested.text
