@@ -231,17 +231,34 @@ class RedisTrackerStore:
             await self._redis.delete(*self._keys(sender_id))
 
     async def delete_older_than(self, cutoff_timestamp: float) -> int:
+        # A SCAN page at a time: memory stays bounded however many conversations there are.
+        deleted, cursor = 0, 0
+        while True:
+            cursor, sender_ids = await self._scan_page(cursor)
+            if sender_ids:
+                deleted += await self._prune(sender_ids, cutoff_timestamp)
+            if cursor == 0:
+                return deleted
+
+    async def _scan_page(self, cursor: int) -> tuple[int, list[str]]:
+        """One SCAN step over the conversations: the next cursor (0: done) and their ids."""
+        with self._errors():
+            cursor, keys = await self._redis.scan(
+                cursor, match=self._prefix + "*", count=_PRUNE_BATCH
+            )
+        names = [key.decode() if isinstance(key, bytes) else key for key in keys]
+        return int(cursor), [name[len(self._prefix) :] for name in names]
+
+    async def _prune(self, batch: list[str], cutoff_timestamp: float) -> int:
+        """Deletes those of `batch` whose newest event is older than the cutoff; how many."""
         deleted = 0
-        sender_ids = await self.keys()
-        for start in range(0, len(sender_ids), _PRUNE_BATCH):
-            batch = sender_ids[start : start + _PRUNE_BATCH]
-            with self._errors():
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for sender_id in batch:
-                        await self._prune_script(
-                            keys=self._keys(sender_id), args=[cutoff_timestamp], client=pipe
-                        )
-                    outcomes = await pipe.execute(raise_on_error=False)
+        with self._errors():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for sender_id in batch:
+                    await self._prune_script(
+                        keys=self._keys(sender_id), args=[cutoff_timestamp], client=pipe
+                    )
+                outcomes = await pipe.execute(raise_on_error=False)
             for sender_id, outcome in zip(batch, outcomes, strict=True):
                 if isinstance(outcome, redis_errors.ResponseError) and "WRONGTYPE" in str(outcome):
                     keys = self._keys(sender_id)

@@ -29,7 +29,7 @@ def run_after_listing(
     """Runs `step` right after the prune has listed its candidates: the moment a serving
     process's turn can land between the prune's look and its delete."""
     db = getattr(store, "_db", None)
-    owner, name = (db, "senders_older_than") if db is not None else (store, "keys")
+    owner, name = (db, "senders_older_than") if db is not None else (store, "_scan_page")
     listing = getattr(owner, name)
 
     steps = [step]
