@@ -478,16 +478,21 @@ class _AsyncDatabase:
 
         The locking read holds (InnoDB next-key locks) every row of these conversations and
         the gap after each one's last row, so a turn appending meanwhile waits for the delete
-        instead of having its rows deleted under it."""
+        instead of having its rows deleted under it; and only rows up to the last id read are
+        deleted, which keeps a row appended meanwhile under READ COMMITTED (no gap locks)."""
         async with self._engine.begin() as conn:
             result = await conn.execute(
-                select(_C.sender_id, _C.timestamp)
+                select(_C.sender_id, _C.timestamp, _C.id)
                 .where(_C.sender_id.in_(list(sender_ids)))
                 .with_for_update()
             )
-            stale = _stale_senders(result, cutoff_timestamp)
+            rows = result.all()
+            stale = _stale_senders([(row[0], row[1]) for row in rows], cutoff_timestamp)
             if stale:
-                await conn.execute(delete(events_table).where(_C.sender_id.in_(stale)))
+                last_read = max(row[2] for row in rows)
+                await conn.execute(
+                    delete(events_table).where(_C.sender_id.in_(stale), _C.id <= last_read)
+                )
             return len(stale)
 
     async def rows_from(self, sender_id: str, first_id: int) -> list[IdData]:
