@@ -187,7 +187,7 @@ async def measure(cfg: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-async def drop(store: str) -> None:
+async def drop(store: str, recreate: bool = False) -> None:
     if store == "postgresql":
         import asyncpg
 
@@ -200,7 +200,8 @@ async def drop(store: str) -> None:
         conn = await aiomysql.connect(host="127.0.0.1", user="root", password="")
         async with conn.cursor() as cursor:
             await cursor.execute(f"DROP DATABASE IF EXISTS {NAME}")
-            await cursor.execute(f"CREATE DATABASE {NAME}")
+            if recreate:
+                await cursor.execute(f"CREATE DATABASE {NAME}")
         conn.close()
     elif store == "redis":
         from redis.asyncio import Redis
@@ -222,7 +223,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="bs-scale-") as tmp:
         cfg = config(args.store, os.path.join(tmp, "retention.db"))
-        asyncio.run(drop(args.store))
+        asyncio.run(drop(args.store, recreate=True))
         started = time.perf_counter()
         asyncio.run(fill(args.store, cfg, args.conversations))
         print(f"filled {args.conversations} in {time.perf_counter() - started:.1f} s")
