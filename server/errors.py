@@ -78,6 +78,10 @@ class UnsupportedModel(ModelError):
     """An archive in another format (a Rasa model, an older botserver format)."""
 
 
+class OutdatedModel(UnsupportedModel):
+    """A model an older botserver trained with a setting this version refuses: retrain it."""
+
+
 class SignatureError(ModelError):
     """An archive is unsigned or its signature does not verify."""
 

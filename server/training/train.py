@@ -112,6 +112,11 @@ def train(
     if not force:
         existing = _up_to_date_archive(project, out, fixed_model_name)
         if existing is not None:
+            # An older botserver may have trained it from settings this one refuses.
+            with _naming_config(project.config.filename):
+                if project.nlu.examples:
+                    NLUPipeline.check(project.config.pipeline, project.config.language)
+                PolicyEnsemble.from_config(project.config.policies)
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
     # What Rasa warns about in the domain and the files, said before the training starts;
     # then the components' own warnings (the NLU pipeline logs its own as it trains).
@@ -192,6 +197,7 @@ def train_nlu(
     if not force:
         existing = find_archive_with_fingerprint(out, fingerprint)
         if existing is not None:
+            NLUPipeline.check(project_config.pipeline, project_config.language)
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
     intents = sorted({e.intent for e in data.examples if e.intent})
     entities = sorted({a.entity for e in data.examples for a in e.entities})
