@@ -10,12 +10,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
 
 from server import __version__
 from server.api.errors import install_error_handlers
 from server.api.middleware import RequestGuardMiddleware
+from server.api.middleware.cors import ApiCorsMiddleware
 from server.api.openapi import install_openapi
 from server.api.settings import ApiSettings
 from server.auth import Authenticator
@@ -119,13 +119,5 @@ def create_app(
         timeout=settings.response_timeout,
     )
     if settings.cors_origins:
-        origins = list(settings.cors_origins)
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=["*"] if "*" in origins else origins,
-            allow_credentials=True,
-            allow_methods=["*"],
-            allow_headers=["*"],
-            expose_headers=["filename"],
-        )
+        app.add_middleware(ApiCorsMiddleware, origins=tuple(settings.cors_origins))
     return app

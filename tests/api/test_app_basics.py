@@ -156,10 +156,38 @@ async def test_cors_for_one_origin() -> None:
     assert "access-control-allow-origin" not in other.headers
 
 
-async def test_cors_for_any_origin() -> None:
+async def test_cors_for_any_origin_allows_no_credentials() -> None:
+    # Reflecting every origin with credentials allowed would let any site make credentialed
+    # requests (client certificates, a proxy's cookies) and read the answers.
     async with client_for(app_with(Holder(), cors_origins=["*"])) as client:
-        response = await client.get("/version", headers={"Origin": ORIGIN})
-    assert response.headers["access-control-allow-origin"] in ("*", ORIGIN)
+        simple = await client.get("/version", headers={"Origin": ORIGIN, "Cookie": "s=1"})
+        preflight = await client.options(
+            "/status",
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+    for response in (simple, preflight):
+        assert response.headers["access-control-allow-origin"] == "*"
+        assert "access-control-allow-credentials" not in response.headers
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-headers"] == "authorization"
+
+
+async def test_a_refused_preflight_answers_rasas_error_body() -> None:
+    async with client_for(app_with(Holder(), cors_origins=[ORIGIN])) as client:
+        response = await client.options(
+            "/status",
+            headers={"Origin": "http://evil.test", "Access-Control-Request-Method": "GET"},
+        )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert (body["status"], body["reason"], body["code"]) == ("failure", "CorsRefused", 400)
+    assert body["details"] == {"refused": ["origin"]}
+    assert "access-control-allow-origin" not in response.headers
 
 
 async def test_no_cors_by_default() -> None:
