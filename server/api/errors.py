@@ -129,6 +129,7 @@ ERROR_STATUSES: dict[type[BaseException], ErrorStatus] = {
     ),
     e.InvalidEvent: ErrorStatus(400, "BadRequest", help_url=HELP_EVENTS),
     e.InvalidConversationId: ErrorStatus(400, "BadRequest"),
+    e.MessageTooLong: ErrorStatus(400, "BadRequest"),
     e.InvalidProjectFile: ErrorStatus(400, "BadRequest"),
     e.InvalidConfig: ErrorStatus(400, "BadRequest"),
     e.ModelNotFound: ErrorStatus(400, "BadRequest"),

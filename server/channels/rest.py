@@ -19,8 +19,13 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from server.channels.channel import InputChannel, OnNewMessage, health_router
-from server.dialogue.messages import CollectingOutputChannel, UserMessage, split_message
-from server.errors import InvalidConversationId, LockTimeout, StoreError
+from server.dialogue.messages import (
+    CollectingOutputChannel,
+    UserMessage,
+    check_text_length,
+    split_message,
+)
+from server.errors import InvalidConversationId, LockTimeout, MessageTooLong, StoreError
 from server.json_values import loads_untrusted
 from server.trackers.store import check_conversation_id
 
@@ -109,6 +114,7 @@ class RestWebhook:
             await send(start)
             await send(end)
             return
+        check_text_length(message.text)  # a 400 before the turn, and before a stream's 200
         if stream:
             check_conversation_id(message.sender_id)  # a 400 before the stream's 200
             response = StreamingResponse(
@@ -120,7 +126,7 @@ class RestWebhook:
         message.output_channel = collector
         try:
             await self.on_new_message(message)
-        except (StoreError, LockTimeout, InvalidConversationId):
+        except (StoreError, LockTimeout, InvalidConversationId, MessageTooLong):
             raise
         except Exception as e:  # the user gets what was collected, as in Rasa
             logger.error(

@@ -400,6 +400,35 @@ async def test_messages_errors(
         assert body["details"] == {"parameter": parameter, "in": "body"}
 
 
+async def test_a_message_over_100_000_characters_is_refused_and_nothing_stored(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """Before, the REST webhook and POST .../messages parsed and stored a 1.2 MB text (while
+    POST /model/parse refused it); now all three refuse a text over 100,000 characters."""
+    long_text = ("hello " * 200_000).strip()
+    refused = [
+        await client.post("/webhooks/rest/webhook", json={"sender": "big", "message": long_text}),
+        await client.post(
+            "/webhooks/rest/webhook?stream=true", json={"sender": "big", "message": long_text}
+        ),
+    ]
+    messages = await client.post(
+        "/conversations/big/messages", json={"text": long_text, "sender": "user"}
+    )
+    check(rasa_spec, messages, MESSAGES, "post", 400)
+    for response in [*refused, messages]:
+        assert response.status_code == 400
+        assert response.json()["reason"] == "BadRequest"
+        assert "1,199,999 characters long; at most 100,000" in response.json()["message"]
+    tracker = (await client.get("/conversations/big/tracker")).json()
+    assert [e["event"] for e in tracker["events"]] == ["action", "session_started", "action"]
+    # At the limit, a message is a turn as before.
+    at_limit = await client.post(
+        "/webhooks/rest/webhook", json={"sender": "big", "message": long_text[:100_000]}
+    )
+    assert at_limit.status_code == 200
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
