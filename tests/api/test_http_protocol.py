@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
+import pytest
 from starlette.types import Receive, Scope, Send
 
+from server.api import http_protocol
 from server.api.http_protocol import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
 from tests.serving import serving
 
@@ -110,3 +113,80 @@ async def test_a_kept_alive_connection_serves_a_request_after_the_head_timeout()
             assert answer.startswith(b"HTTP/1.1 200 "), answer
             await asyncio.sleep(1)
         writer.close()
+
+
+async def read_body(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers how many body bytes it read (as a route reading a JSON body does)."""
+    size, more = 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"read %d" % size})
+
+
+class QuickBodyTimeout(BoundedHttpToolsProtocol):
+    body_timeout = 0.5
+    body_min_rate = 100_000
+
+
+async def post_slowly(url: str, chunks: list[bytes], pause: float) -> bytes:
+    """A POST whose body arrives `chunks` apart by `pause`; what the server answered."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    size = sum(len(c) for c in chunks)
+
+    async def dribble() -> None:
+        writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
+        for chunk in chunks:
+            writer.write(chunk)
+            await writer.drain()
+            await asyncio.sleep(pause)
+
+    dribbling = asyncio.create_task(dribble())
+    try:
+        return await asyncio.wait_for(reader.read(4096), 4)
+    finally:
+        dribbling.cancel()
+        await asyncio.gather(dribbling, return_exceptions=True)
+        writer.close()
+
+
+async def test_a_body_sent_a_byte_at_a_time_times_out_with_408() -> None:
+    """Before, the request (and the route reading its body) was held until the response
+    timeout, an hour by default."""
+    async with serving(read_body, http=QuickBodyTimeout) as url:
+        answer = await post_slowly(url, [b"x"] * 100, 0.05)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    body = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert (body["status"], body["reason"], body["code"]) == ("failure", "RequestTimeout", 408)
+
+
+async def test_a_body_arriving_at_a_fair_rate_may_take_longer_than_the_timeout() -> None:
+    # 0.5 s allowed plus a second per 100,000 bytes: 10 chunks of 20 kB over 1 s pass.
+    async with serving(read_body, http=QuickBodyTimeout) as url:
+        answer = await post_slowly(url, [b"x" * 20_000] * 10, 0.1)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert b"read 200000" in answer
+
+
+async def echo_socket(scope: Scope, receive: Receive, send: Send) -> None:
+    assert scope["type"] == "websocket"
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while (message := await receive())["type"] == "websocket.receive":
+        await send({"type": "websocket.send", "text": message.get("text")})
+
+
+async def test_a_websocket_outlives_the_body_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from websockets.asyncio.client import connect
+
+    monkeypatch.setattr(http_protocol, "LINGER_SECONDS", 0.0)  # a refusal would close at once
+    async with serving(echo_socket, http=QuickBodyTimeout) as url:
+        async with connect(url.replace("http://", "ws://")) as socket:
+            await asyncio.sleep(0.8)
+            await socket.send("still here")
+            assert await asyncio.wait_for(socket.recv(), 2) == "still here"
