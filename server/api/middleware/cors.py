@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Send
 
 from server.api.errors import error_response
 
@@ -33,6 +33,16 @@ class ApiCorsMiddleware(CORSMiddleware):
             allow_headers=["*"],
             expose_headers=["filename"],
         )
+
+    async def send(self, message: Message, send: Send, request_headers: Headers) -> None:
+        # An answer that made its own CORS decision (the socket.io channel's
+        # `cors_allowed_origins`) keeps it: a second or overwritten Allow-Origin breaks it.
+        if message["type"] == "http.response.start" and any(
+            name == b"access-control-allow-origin" for name, _ in message.get("headers", ())
+        ):
+            await send(message)
+            return
+        await super().send(message, send, request_headers)
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)
