@@ -77,6 +77,31 @@ def _find_guard(stack: Any) -> RequestGuardMiddleware | None:
     return None
 
 
+def _serve_either_slash(router: APIRouter) -> None:
+    """A path with or without a trailing slash reaches the same route, as in Rasa (Sanic's
+    routes are not strict about slashes), instead of Starlette's 307 redirect: clients that
+    do not follow it saw an empty answer, and behind a TLS proxy it pointed at `http://`."""
+    router.redirect_slashes = False
+    not_found = router.default
+
+    async def other_slash(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if scope["type"] != "http" or path == "/" or scope.get(_SLASH_TOGGLED):
+            await not_found(scope, receive, send)
+            return
+        other = path[:-1] if path.endswith("/") else path + "/"
+        raw = scope.get("raw_path") or path.encode()
+        raw = raw[:-1] if raw.endswith(b"/") else raw + b"/"
+        await router.app(
+            {**scope, "path": other, "raw_path": raw, _SLASH_TOGGLED: True}, receive, send
+        )
+
+    router.default = other_slash
+
+
+_SLASH_TOGGLED = "botserver.slash_toggled"
+
+
 def create_app(
     settings: ApiSettings | None = None,
     routers: Iterable[APIRouter] = (),
@@ -110,6 +135,7 @@ def create_app(
     install_openapi(app)
     for router in routers:
         app.include_router(router)
+    _serve_either_slash(app.router)
 
     # Added innermost first. CORS is outermost so that every answer, 413, 503 and 500
     # included, carries its headers.

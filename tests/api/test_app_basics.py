@@ -222,3 +222,27 @@ async def test_no_406_whatever_the_accept_header(accept: str) -> None:
     async with client_for(app_with(Holder(Info("m.tar.gz", "1", "f")))) as client:
         for path in ("/", "/version", "/status"):
             assert (await client.get(path, headers={"Accept": accept})).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/status/", 200), ("GET", "/version/", 200), ("POST", "/status/", 405)],
+)
+async def test_a_trailing_slash_reaches_the_route_as_in_rasa(
+    method: str, path: str, status: int
+) -> None:
+    """Before, a 307 redirect to the path without the slash (an empty answer to clients that
+    do not follow redirects, and an http:// Location behind a TLS proxy)."""
+    holder = Holder(info=Info("m.tar.gz", "id", "fp"))
+    async with client_for(app_with(holder)) as client:
+        response = await client.request(method, path)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert "location" not in response.headers
+
+
+async def test_an_unknown_path_with_a_slash_is_still_404() -> None:
+    async with client_for(app_with(Holder())) as client:
+        response = await client.get("/nosuch/")
+    assert response.status_code == 404
+    assert response.json()["reason"] == "NotFound"

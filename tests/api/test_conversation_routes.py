@@ -527,3 +527,15 @@ async def test_predict_scores_a_pending_followup_action_first(client: httpx.Asyn
     assert body["scores"][0] == {"action": "utter_cheer_up", "score": 1.0}
     assert all(s["score"] == 0.0 for s in body["scores"][1:])
     assert body["confidence"] == 1.0
+
+
+async def test_the_webhook_and_conversation_routes_take_a_trailing_slash(
+    client: httpx.AsyncClient,
+) -> None:
+    """Before, a 307 redirect, which `curl -XPOST` and many webhook clients do not follow."""
+    reply = await client.post("/webhooks/rest/webhook/", json={"sender": "sl", "message": "hi"})
+    assert reply.status_code == 200
+    assert reply.json()[0]["text"] == "Hey! How are you?"
+    tracker = await client.get("/conversations/sl/tracker/")
+    assert tracker.status_code == 200
+    assert tracker.json()["latest_message"]["intent"]["name"] == "greet"
