@@ -33,32 +33,28 @@ HEAD_TIMEOUT_SECONDS = 30.0
 BODY_TIMEOUT_SECONDS = 30.0
 BODY_MIN_RATE = 1000
 
-_TIMEOUT = (
-    b"HTTP/1.1 408 Request Timeout\r\n"
-    b"content-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 30\r\n"
-    b"connection: close\r\n\r\n"
-    b"The request head took too long"
-)
-_TOO_LARGE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-    b"content-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 35\r\n"
-    b"connection: close\r\n\r\n"
-    b"Request header fields are too large"
-)
 
-
-def _body_timeout_answer() -> bytes:
-    body = json.dumps(
-        error_body(408, "RequestTimeout", "The request body arrived too slowly.")
-    ).encode()
+def _raw_error(status: int, phrase: bytes, reason: str, message: str) -> bytes:
+    """A whole HTTP answer with Rasa's error body, written before (or instead of) the app."""
+    body = json.dumps(error_body(status, reason, message)).encode()
     return (
-        b"HTTP/1.1 408 Request Timeout\r\n"
+        b"HTTP/1.1 %d %s\r\n"
         b"content-type: application/json\r\n"
         b"content-length: %d\r\n"
-        b"connection: close\r\n\r\n%s" % (len(body), body)
+        b"connection: close\r\n\r\n%s" % (status, phrase, len(body), body)
     )
+
+
+_TIMEOUT = _raw_error(408, b"Request Timeout", "RequestTimeout", "The request head took too long.")
+_TOO_LARGE = _raw_error(
+    431,
+    b"Request Header Fields Too Large",
+    "RequestHeaderFieldsTooLarge",
+    "The request line and headers are too large.",
+)
+_BODY_TIMEOUT = _raw_error(
+    408, b"Request Timeout", "RequestTimeout", "The request body arrived too slowly."
+)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -124,6 +120,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's answer to a request its parser refuses (a URL over 64 KiB, a malformed
+        # request line) is text/plain; every other error of the API is Rasa's JSON body.
+        self.transport.write(_raw_error(400, b"Bad Request", "BadRequest", msg))
+        self.transport.close()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_pending = True
@@ -169,7 +171,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         )
         cycle = self.cycle
         if cycle is not None and not cycle.response_started:
-            self.transport.write(_body_timeout_answer())
+            self.transport.write(_BODY_TIMEOUT)
         if cycle is not None:
             # The route waiting for the body gets a disconnect now, and its answer goes nowhere.
             cycle.disconnected = True

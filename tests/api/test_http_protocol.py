@@ -40,10 +40,34 @@ async def send_endless_head(url: str, header: bytes) -> bytes:
         writer.close()
 
 
+def error_of(answer: bytes) -> tuple[int, str]:
+    """The status and reason of a raw answer carrying Rasa's error body."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head, head
+    error = json.loads(body)
+    assert error["status"] == "failure"
+    return error["code"], error["reason"]
+
+
 async def test_endless_header_lines_are_refused_with_431() -> None:
     async with serving(hello, http=BoundedHttpToolsProtocol) as url:
         answer = await send_endless_head(url, b"X-Filler: " + b"a" * 1000 + b"\r\n")
     assert answer.startswith(b"HTTP/1.1 431 "), answer
+    assert error_of(answer) == (431, "RequestHeaderFieldsTooLarge")
+
+
+async def test_a_request_the_parser_refuses_gets_rasas_error_body() -> None:
+    """Before, uvicorn's text/plain "Invalid HTTP request received." (a URL over 64 KiB)."""
+    async with serving(hello, http=BoundedHttpToolsProtocol) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"GET /conversations/" + b"x" * 70_000 + b"/tracker HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+        answer = await asyncio.wait_for(reader.read(4096), 3)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert error_of(answer) == (400, "BadRequest")
 
 
 async def test_one_endless_header_value_is_refused_with_431() -> None:
@@ -92,6 +116,7 @@ async def test_a_head_sent_a_byte_at_a_time_times_out_with_408() -> None:
             await asyncio.gather(dribbling, return_exceptions=True)
             writer.close()
     assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert error_of(answer) == (408, "RequestTimeout")
 
 
 async def test_a_connection_that_sends_nothing_is_closed() -> None:
@@ -161,8 +186,7 @@ async def test_a_body_sent_a_byte_at_a_time_times_out_with_408() -> None:
     async with serving(read_body, http=QuickBodyTimeout) as url:
         answer = await post_slowly(url, [b"x"] * 100, 0.05)
     assert answer.startswith(b"HTTP/1.1 408 "), answer
-    body = json.loads(answer.partition(b"\r\n\r\n")[2])
-    assert (body["status"], body["reason"], body["code"]) == ("failure", "RequestTimeout", 408)
+    assert error_of(answer) == (408, "RequestTimeout")
 
 
 async def test_a_body_arriving_at_a_fair_rate_may_take_longer_than_the_timeout() -> None:
