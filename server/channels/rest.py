@@ -41,13 +41,24 @@ async def read_json_object(request: Request) -> dict[str, Any]:
 def message_from_rest_body(
     body: dict[str, Any], input_channel: str, read_input_channel: bool = True
 ) -> UserMessage:
-    """Rasa's reading of a REST body: sender (default "default"), stripped message, metadata."""
+    """Rasa's reading of a REST body: sender (default "default"), stripped message, metadata.
+
+    A `message` that is not a string, or a `sender` that is neither a string nor a number,
+    is a 400: before, such a message was dropped with a 200 `[]`, and an object as sender
+    became a conversation named after its Python text (`{'a': 1}`).
+    """
     sender = body.get("sender")
     text = body.get("message")
+    if text is not None and not isinstance(text, str):
+        raise HTTPException(400, "The 'message' must be a string.")
+    if sender is not None and (
+        isinstance(sender, bool) or not isinstance(sender, (str, int, float))
+    ):
+        raise HTTPException(400, "The 'sender' must be a string or a number.")
     metadata = body.get("metadata")
     channel = body.get("input_channel") if read_input_channel else None
     return UserMessage(
-        text=text.strip() if isinstance(text, str) else None,
+        text=None if text is None else text.strip(),
         sender_id="default" if sender is None else str(sender),
         input_channel=channel if isinstance(channel, str) and channel else input_channel,
         metadata=metadata if isinstance(metadata, dict) else None,
