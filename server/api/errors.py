@@ -253,12 +253,26 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     status = exc.status_code
     if status < 400 or status in (204, 304):
         return Response(status_code=status, headers=exc.headers)
+    headers = dict(exc.headers) if exc.headers else None
+    if status == 405 and headers and "Allow" in headers:
+        headers["Allow"] = _allowed(headers["Allow"])
+        if request.method == "OPTIONS":
+            # OPTIONS on a route names its methods, without credentials, as Rasa's automatic
+            # OPTIONS answers do (HAProxy's default health check is `OPTIONS /`).
+            return Response(status_code=200, headers=headers)
     return error_response(
-        status,
-        _reason_for(status),
-        _http_exception_message(request, exc),
-        headers=dict(exc.headers) if exc.headers else None,
+        status, _reason_for(status), _http_exception_message(request, exc), headers=headers
     )
+
+
+def _allowed(allow: str) -> str:
+    """A route's `Allow` header with the methods every route answers: HEAD (with GET), OPTIONS."""
+    methods = [m.strip() for m in allow.split(",") if m.strip()]
+    if "GET" in methods and "HEAD" not in methods:
+        methods.append("HEAD")
+    if "OPTIONS" not in methods:
+        methods.append("OPTIONS")
+    return ", ".join(methods)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:

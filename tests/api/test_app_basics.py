@@ -246,3 +246,35 @@ async def test_an_unknown_path_with_a_slash_is_still_404() -> None:
         response = await client.get("/nosuch/")
     assert response.status_code == 404
     assert response.json()["reason"] == "NotFound"
+
+
+async def test_head_is_answered_as_get_without_the_body() -> None:
+    """Before, 405 for every route (`curl -I`, HEAD health checks)."""
+    app = app_with(Holder(info=Info("m.tar.gz", "id", "fp")), auth=AuthConfig(token="s3cret"))
+    async with client_for(app) as client:
+        get = await client.get("/")
+        head = await client.head("/")
+        denied = await client.head("/status")
+        allowed = await client.head("/status?token=s3cret")
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == get.headers["content-length"]
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert denied.status_code == 401  # credentials are checked as for GET
+    assert allowed.status_code == 200 and allowed.content == b""
+
+
+async def test_options_names_the_methods_of_a_route_without_credentials() -> None:
+    """Before, 405 (HAProxy's default health check is `OPTIONS /`); Rasa answers 200."""
+    app = app_with(Holder(), auth=AuthConfig(token="s3cret"))
+    async with client_for(app) as client:
+        status = await client.options("/status")
+        root = await client.options("/")
+        unknown = await client.options("/nosuch")
+        wrong = await client.post("/status")
+    assert status.status_code == 200 and status.content == b""
+    assert status.headers["allow"] == "GET, HEAD, OPTIONS"
+    assert root.status_code == 200
+    assert unknown.status_code == 404
+    assert wrong.status_code == 405
+    assert wrong.headers["allow"] == "GET, HEAD, OPTIONS"
