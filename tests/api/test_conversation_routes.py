@@ -539,3 +539,24 @@ async def test_the_webhook_and_conversation_routes_take_a_trailing_slash(
     tracker = await client.get("/conversations/sl/tracker/")
     assert tracker.status_code == 200
     assert tracker.json()["latest_message"]["intent"]["name"] == "greet"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/conversations//tracker"),
+        ("post", "/conversations//messages"),
+        ("post", "/conversations//tracker/events"),
+    ],
+)
+async def test_an_empty_conversation_id_is_404_as_an_unknown_route(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    """Before, a conversation named "" was read or written (an unset variable in a client's
+    URL); in Rasa no route matches."""
+    body = {"text": "hi", "sender": "user"} if path.endswith("messages") else GOODBYE_EVENTS
+    response = await client.request(method, path, json=body)
+    assert response.status_code == 404
+    assert response.json()["message"] == f"Requested URL {path} not found"
+    tracker = await client.get("/conversations/%20/tracker")  # " " is an id like any other
+    assert tracker.status_code == 200
