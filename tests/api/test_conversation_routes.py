@@ -560,3 +560,17 @@ async def test_an_empty_conversation_id_is_404_as_an_unknown_route(
     assert response.json()["message"] == f"Requested URL {path} not found"
     tracker = await client.get("/conversations/%20/tracker")  # " " is an id like any other
     assert tracker.status_code == 200
+
+
+async def test_the_callback_channel_refuses_a_message_over_100_000_characters(
+    make_client: Callable[..., Any],
+) -> None:
+    """Before, it answered "success" (the turn failed in the log) like a handled message."""
+    client = await make_client(credentials={"callback": {"url": "http://127.0.0.1:9/bot"}})
+    response = await client.post(
+        "/webhooks/callback/webhook", json={"sender": "cb-long", "message": "hi " * 40_000}
+    )
+    assert response.status_code == 400
+    assert "at most 100,000 are read" in response.json()["message"]
+    tracker = (await client.get("/conversations/cb-long/tracker")).json()
+    assert not [e for e in tracker["events"] if e["event"] == "user"]
