@@ -75,6 +75,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._body_pending = False
         self._body_bytes = 0
         self._body_started = 0.0
+        self._body_waited = False
         self._body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -139,6 +140,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._body_pending = True  # until the message completes (an upgrade's does at once)
         self._body_bytes = 0
         self._body_started = self.loop.time()
+        self._body_waited = False
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -158,6 +160,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _body_check(self) -> None:
         self._body_timer = None
         if not self._body_pending or self.transport.is_closing() or self._refused:
+            return
+        if self.flow.read_paused or self.pipeline:
+            # We are not reading (the app has not asked for more yet, or the request waits
+            # behind a pipelined one): the slowness is ours. A full window once we read again.
+            self._body_waited = True
+            self._body_timer = self.loop.call_later(self.body_timeout, self._body_check)
+            return
+        if self._body_waited:
+            self._body_waited = False
+            self._body_started = self.loop.time()
+            self._body_timer = self.loop.call_later(self.body_timeout, self._body_check)
             return
         allowed = self._body_started + self.body_timeout + self._body_bytes / self.body_min_rate
         left = allowed - self.loop.time()

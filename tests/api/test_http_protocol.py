@@ -214,3 +214,38 @@ async def test_a_websocket_outlives_the_body_timeout(monkeypatch: pytest.MonkeyP
             await asyncio.sleep(0.8)
             await socket.send("still here")
             assert await asyncio.wait_for(socket.recv(), 2) == "still here"
+
+
+async def slow_or_read(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["path"] == "/slow":
+        await asyncio.sleep(1.2)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"slow done"})
+        return
+    await read_body(scope, receive, send)
+
+
+async def test_a_body_waiting_behind_a_pipelined_request_is_not_timed_out() -> None:
+    """While the server does not read (a request ahead still running), the body cannot come;
+    before, that wait counted as the client's and the 408 was written amid the first answer."""
+    async with serving(slow_or_read, http=QuickBodyTimeout) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n12345"
+        )
+        received = b""
+        while b"slow done" not in received and b" 408 " not in received:
+            chunk = await asyncio.wait_for(reader.read(4096), 3)
+            assert chunk, received
+            received += chunk
+        await asyncio.sleep(0.2)
+        writer.write(b"67890")
+        while b"read 10" not in received and b" 408 " not in received:
+            chunk = await asyncio.wait_for(reader.read(4096), 3)
+            assert chunk, received
+            received += chunk
+        writer.close()
+    assert b" 408 " not in received, received
+    assert received.count(b"HTTP/1.1 200 OK") == 2
