@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 from server import RASA_COMPAT_VERSION
 from server import errors as e
@@ -255,7 +256,7 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
         return Response(status_code=status, headers=exc.headers)
     headers = dict(exc.headers) if exc.headers else None
     if status == 405 and headers and "Allow" in headers:
-        headers["Allow"] = _allowed(headers["Allow"])
+        headers["Allow"] = _allowed(request, headers["Allow"])
         if request.method == "OPTIONS":
             # OPTIONS on a route names its methods, without credentials, as Rasa's automatic
             # OPTIONS answers do (HAProxy's default health check is `OPTIONS /`).
@@ -265,9 +266,19 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     )
 
 
-def _allowed(allow: str) -> str:
-    """A route's `Allow` header with the methods every route answers: HEAD (with GET), OPTIONS."""
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed(request: Request, allow: str) -> str:
+    """The `Allow` header of a path: every method some route of the path answers (the router
+    names only its first route's: `PUT` for /model, which answers `DELETE` too), HEAD (with
+    GET) and OPTIONS."""
+    routes = request.app.router.routes
     methods = [m.strip() for m in allow.split(",") if m.strip()]
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if method not in methods and any(r.matches(scope)[0] is Match.FULL for r in routes):
+            methods.append(method)
     if "GET" in methods and "HEAD" not in methods:
         methods.append("HEAD")
     if "OPTIONS" not in methods:

@@ -574,3 +574,13 @@ async def test_the_callback_channel_refuses_a_message_over_100_000_characters(
     assert "at most 100,000 are read" in response.json()["message"]
     tracker = (await client.get("/conversations/cb-long/tracker")).json()
     assert not [e for e in tracker["events"] if e["event"] == "user"]
+
+
+async def test_allow_names_every_method_of_a_path(client: httpx.AsyncClient) -> None:
+    """Before, only the first route's: `PUT` for /model (which answers `DELETE` too)."""
+    model = await client.patch("/model")
+    events = await client.options("/conversations/u1/tracker/events")
+    assert model.status_code == 405
+    assert model.headers["allow"] == "PUT, DELETE, OPTIONS"
+    assert events.status_code == 200
+    assert events.headers["allow"] == "POST, PUT, OPTIONS"
