@@ -128,6 +128,10 @@ class ActionRejected(ActionError):
         super().__init__(message or f"Custom action '{action_name}' rejected to run")
 
 
+class MessageTooLong(BotServerError):
+    """A user message longer than botserver reads (`MAX_TEXT_CHARS`); nothing is stored."""
+
+
 class ResponseTooLarge(BotServerError):
     """An outbound HTTP endpoint (action server, NLG server, callback) answered with a body
     larger than `max_response_bytes`, counted after decompression."""

@@ -10,6 +10,7 @@ from server.dialogue.messages import (
     CollectingOutputChannel,
     OutputChannel,
     UserMessage,
+    check_text_length,
     new_message_id,
 )
 from server.dialogue.processor import (
@@ -172,6 +173,7 @@ class Agent:
     ) -> Tracker:
         """Appends a user message with its NLU parse, without predicting (POST .../messages)."""
         model = self.model()
+        check_text_length(text)
         processor = self.processor
         async with processor.lock_store.lock(sender_id):
             tracker = await processor.tracker_for(sender_id, model)

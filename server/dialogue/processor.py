@@ -37,6 +37,7 @@ from server.dialogue.messages import (
     CollectingOutputChannel,
     OutputChannel,
     UserMessage,
+    check_text_length,
     split_message,
 )
 from server.dialogue.policies.featurization import fold_states, states_behind
@@ -312,6 +313,7 @@ class Processor:
         sender_id = message.sender_id
         if len(sender_id) > NAME_COLUMN_LENGTH or "\x00" in sender_id:
             check_conversation_id(sender_id)  # raises, saying why
+        check_text_length(message.text)
         async with self.lock_store.lock(sender_id):
             started = time.perf_counter()
             tracker = await self.tracker_for(message.sender_id, model)

@@ -457,6 +457,35 @@ async def test_messages_errors(
         assert body["details"] == {"parameter": parameter, "in": "body"}
 
 
+async def test_a_message_over_100_000_characters_is_refused_and_nothing_stored(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """Before, the REST webhook and POST .../messages parsed and stored a 1.2 MB text (while
+    POST /model/parse refused it); now all three refuse a text over 100,000 characters."""
+    long_text = ("hello " * 200_000).strip()
+    refused = [
+        await client.post("/webhooks/rest/webhook", json={"sender": "big", "message": long_text}),
+        await client.post(
+            "/webhooks/rest/webhook?stream=true", json={"sender": "big", "message": long_text}
+        ),
+    ]
+    messages = await client.post(
+        "/conversations/big/messages", json={"text": long_text, "sender": "user"}
+    )
+    check(rasa_spec, messages, MESSAGES, "post", 400)
+    for response in [*refused, messages]:
+        assert response.status_code == 400
+        assert response.json()["reason"] == "BadRequest"
+        assert "1,199,999 characters long; at most 100,000" in response.json()["message"]
+    tracker = (await client.get("/conversations/big/tracker")).json()
+    assert [e["event"] for e in tracker["events"]] == ["action", "session_started", "action"]
+    # At the limit, a message is a turn as before.
+    at_limit = await client.post(
+        "/webhooks/rest/webhook", json={"sender": "big", "message": long_text[:100_000]}
+    )
+    assert at_limit.status_code == 200
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
@@ -555,3 +584,60 @@ async def test_predict_scores_a_pending_followup_action_first(client: httpx.Asyn
     assert body["scores"][0] == {"action": "utter_cheer_up", "score": 1.0}
     assert all(s["score"] == 0.0 for s in body["scores"][1:])
     assert body["confidence"] == 1.0
+
+
+async def test_the_webhook_and_conversation_routes_take_a_trailing_slash(
+    client: httpx.AsyncClient,
+) -> None:
+    """Before, a 307 redirect, which `curl -XPOST` and many webhook clients do not follow."""
+    reply = await client.post("/webhooks/rest/webhook/", json={"sender": "sl", "message": "hi"})
+    assert reply.status_code == 200
+    assert reply.json()[0]["text"] == "Hey! How are you?"
+    tracker = await client.get("/conversations/sl/tracker/")
+    assert tracker.status_code == 200
+    assert tracker.json()["latest_message"]["intent"]["name"] == "greet"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/conversations//tracker"),
+        ("post", "/conversations//messages"),
+        ("post", "/conversations//tracker/events"),
+    ],
+)
+async def test_an_empty_conversation_id_is_404_as_an_unknown_route(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    """Before, a conversation named "" was read or written (an unset variable in a client's
+    URL); in Rasa no route matches."""
+    body = {"text": "hi", "sender": "user"} if path.endswith("messages") else GOODBYE_EVENTS
+    response = await client.request(method, path, json=body)
+    assert response.status_code == 404
+    assert response.json()["message"] == f"Requested URL {path} not found"
+    tracker = await client.get("/conversations/%20/tracker")  # " " is an id like any other
+    assert tracker.status_code == 200
+
+
+async def test_the_callback_channel_refuses_a_message_over_100_000_characters(
+    make_client: Callable[..., Any],
+) -> None:
+    """Before, it answered "success" (the turn failed in the log) like a handled message."""
+    client = await make_client(credentials={"callback": {"url": "http://127.0.0.1:9/bot"}})
+    response = await client.post(
+        "/webhooks/callback/webhook", json={"sender": "cb-long", "message": "hi " * 40_000}
+    )
+    assert response.status_code == 400
+    assert "at most 100,000 are read" in response.json()["message"]
+    tracker = (await client.get("/conversations/cb-long/tracker")).json()
+    assert not [e for e in tracker["events"] if e["event"] == "user"]
+
+
+async def test_allow_names_every_method_of_a_path(client: httpx.AsyncClient) -> None:
+    """Before, only the first route's: `PUT` for /model (which answers `DELETE` too)."""
+    model = await client.patch("/model")
+    events = await client.options("/conversations/u1/tracker/events")
+    assert model.status_code == 405
+    assert model.headers["allow"] == "PUT, DELETE, OPTIONS"
+    assert events.status_code == 200
+    assert events.headers["allow"] == "POST, PUT, OPTIONS"

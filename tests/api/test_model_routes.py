@@ -351,6 +351,33 @@ async def test_domain_by_accept_header(client: httpx.AsyncClient, rasa_spec: Ras
     assert check(rasa_spec, refused, "/domain", "get", 406)["reason"] == "NotAcceptable"
 
 
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        # Before, the first type listed won whatever its quality: YAML, then JSON.
+        ("application/x-yaml;q=0.1, application/json", "application/json"),
+        ("application/json;q=0.5, application/x-yaml", "application/x-yaml"),
+        ("application/json;q=0, */*", "application/x-yaml"),
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "application/json"),
+        ("application/json, application/x-yaml", "application/json"),
+    ],
+)
+async def test_domain_honours_the_quality_of_each_accepted_type(
+    client: httpx.AsyncClient, accept: str, content_type: str
+) -> None:
+    response = await client.get("/domain", headers={"Accept": accept})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == content_type
+
+
+async def test_domain_refuses_an_accept_header_that_rules_out_both_formats(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    for accept in ("application/json;q=0", "*/*;q=0", "text/html"):
+        response = await client.get("/domain", headers={"Accept": accept})
+        assert check(rasa_spec, response, "/domain", "get", 406)["reason"] == "NotAcceptable"
+
+
 async def test_a_key_given_twice_in_a_yaml_body_is_a_400_naming_its_line(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:
