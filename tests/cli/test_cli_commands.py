@@ -105,6 +105,25 @@ def test_an_output_path_under_a_file_fails_before_any_work(
     assert file.read_text() == "not a directory"
 
 
+@pytest.mark.parametrize("command", [["train"], ["train", "nlu"]], ids=["train", "train-nlu"])
+def test_a_fixed_model_name_that_cannot_be_written_fails_before_training(
+    run_cli, starter_copy: Path, command: list[str]
+) -> None:
+    """Before, `--fixed-model-name ../x` (or a name a directory holds) trained the whole model,
+    then failed on the name; now it is refused before any training."""
+    path_like = run_cli(*command, "--fixed-model-name", "../x", "--force", cwd=starter_copy)
+    assert path_like.code == 1
+    assert "Invalid fixed model name '../x': use a plain file name" in path_like.err
+    assert "training" not in path_like.err
+
+    (starter_copy / "models" / "taken.tar.gz").mkdir()
+    taken = run_cli(*command, "--fixed-model-name", "taken", "--force", cwd=starter_copy)
+    assert taken.code == 1
+    assert "Cannot write the model to models/taken.tar.gz: it is a directory" in taken.err
+    assert "training" not in taken.err
+    assert not (starter_copy / "x.tar.gz").exists()
+
+
 def test_a_log_file_that_cannot_be_opened_is_a_clear_error(run_cli, tmp_path: Path) -> None:
     (tmp_path / "logs").write_text("")
     result = run_cli("train", "--log-file", str(tmp_path / "logs" / "out.log"), cwd=tmp_path)
