@@ -252,6 +252,25 @@ def test_data_validate_broken_project(run_cli, starter_copy: Path) -> None:
     assert "Validation failed" in result.out
 
 
+def test_an_nlu_intent_missing_from_the_domain_fails_validation_as_in_rasa(
+    run_cli, starter_copy: Path
+) -> None:
+    """Before, it was a warning in our words and `data validate` exited 0; Rasa 3.6 prints
+    its warning and fails the validation, with or without --fail-on-warnings."""
+    nlu = starter_copy / "data" / "nlu.yml"
+    nlu.write_text(nlu.read_text() + "\n- intent: order_pizza\n  examples: |\n    - a pizza\n")
+
+    result = run_cli("data", "validate", cwd=starter_copy)
+
+    assert result.code == 1
+    assert (
+        "warning: There is a message in the training data labeled with intent 'order_pizza'. "
+        "This intent is not listed in your domain. You should need to add that intent to your "
+        "domain file!"
+    ) in result.out
+    assert "Validation failed: 0 error(s), 1 warning(s)." in result.out
+
+
 def _add_stories(project: Path, text: str) -> None:
     stories = project / "data" / "stories.yml"
     stories.write_text(stories.read_text() + text)
