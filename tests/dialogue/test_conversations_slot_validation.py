@@ -149,3 +149,16 @@ async def test_executing_action_extract_slots_fills_and_validates_from_the_lates
     assert tracker.get_slot("city") == "Paris"
     assert tracker.latest_action_name == "action_extract_slots"
     assert [e.as_dict()["event"] for e in tracker.events[-3:]] == ["action", "slot", "slot"]
+
+
+async def test_a_message_posted_without_a_turn_fills_its_slots_as_in_rasa(
+    trip_bot: DialogueModel,
+) -> None:
+    """`POST .../messages` runs Rasa's `action_extract_slots` after logging the message (and
+    predicts nothing): the `user` event, then the `slot` events."""
+    agent = make_agent(trip_bot, transport=SdkTransport(_KnownCities))
+
+    tracker = await agent.add_message("posted", '/inform{"city": "paris"}')
+
+    assert [e.as_dict()["event"] for e in tracker.events[-3:]] == ["user", "slot", "slot"]
+    assert tracker.get_slot("city") == "Paris"
