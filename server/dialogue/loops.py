@@ -94,8 +94,20 @@ class FormAction(Action):
         validator = f"validate_{self.name}"
         if validator not in ctx.domain.user_actions or ctx.action_server is None:
             return list(candidates)  # as Rasa: the form logs the slots it takes
-        probe = ctx.tracker.copy()
-        probe.update_many([*so_far, *candidates])
+        # As Rasa's form, the action sees the slot the form asked for and the form's own
+        # execution before the candidates: rasa-sdk validates only the slots set after the
+        # last other event, so a slot a custom action set on an unhappy path is not one.
+        tracker = ctx.tracker
+        asked = tracker.get_slot(REQUESTED_SLOT) if tracker.active_loop_name == self.name else None
+        probe = tracker.copy()
+        probe.update_many(
+            [
+                *so_far,
+                SlotSet(key=REQUESTED_SLOT, value=asked),
+                ActionExecuted(action_name=self.name),
+                *candidates,
+            ]
+        )
         sub = ActionContext(
             probe, ctx.domain, ctx.output_channel, ctx.action_server, ctx.nlg_endpoint
         )

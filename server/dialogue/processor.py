@@ -29,6 +29,7 @@ from server.dialogue.actions import (
     ResponseEndpoint,
     RetrievalAction,
     default_action,
+    run_slot_mapping_actions,
 )
 from server.dialogue.domain import Domain
 from server.dialogue.loops import TWO_STAGE_FALLBACK, FormAction, TwoStageFallbackAction
@@ -502,25 +503,13 @@ class Processor:
     async def _validate_slot_mappings(
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
     ) -> None:
-        """Runs the actions of custom slot mappings (each once), then
-        `action_validate_slot_mappings` on the slots filled so far. Only their `SlotSet` and
-        `BotUttered` events count, as in Rasa; a failure is logged and changes nothing."""
-        names = custom_mapping_actions(model.domain)
-        if VALIDATE_SLOT_MAPPINGS in model.domain.user_actions:
-            names.append(VALIDATE_SLOT_MAPPINGS)
-        for name in names:
-            ctx = self._context(tracker, model, output)
-            try:
-                result_events = await RemoteAction(name).run(ctx)
-            except ActionError as exc:
-                logger.error("%s failed, no slot filled by it: %s", name, exc)
-                continue
-            kept: list[Event] = [e for e in result_events if isinstance(e, SlotSet | BotUttered)]
-            if len(kept) < len(result_events):
-                logger.warning(
-                    "%s returned events other than slot and bot events; they are ignored", name
-                )
-            await self._apply_action_events(tracker, kept, output)
+        """Runs the custom mappings' actions and `action_validate_slot_mappings` on the
+        conversation (see `run_slot_mapping_actions`)."""
+
+        async def apply(events: list[Event]) -> None:
+            await self._apply_action_events(tracker, events, output)
+
+        await run_slot_mapping_actions(self._context(tracker, model, output), apply)
 
     def _context(
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None

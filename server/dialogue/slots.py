@@ -56,11 +56,19 @@ class SlotMapping:
         if not self.conditions:
             return True
         for condition in self.conditions:
-            if condition.get("active_loop") != active_loop:
+            loop = condition.get("active_loop")
+            if loop is None:
+                # As in Rasa 3.6: no active loop (null or left out) only asks that no form be
+                # active; a `requested_slot` beside it is not looked at.
+                if active_loop is None:
+                    return True
                 continue
-            if "requested_slot" in condition and condition["requested_slot"] != requested_slot:
+            if loop != active_loop:
                 continue
-            return True
+            # As in Rasa, a missing or null `requested_slot` holds whatever the form asks.
+            wanted = condition.get("requested_slot")
+            if not wanted or wanted == requested_slot:
+                return True
         return False
 
 

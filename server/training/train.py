@@ -15,7 +15,7 @@ from server import __version__
 from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.story_steps import checkpoint_warnings
 from server.errors import InvalidConfig, InvalidProjectFile
-from server.models.archive import write_archive
+from server.models.archive import check_archive_target, write_archive
 from server.models.fingerprint import find_archive_with_fingerprint, fingerprint_inputs
 from server.models.loading import DOMAIN_FILE, NLU_DIR, POLICIES_DIR
 from server.nlu.pipeline import NLUPipeline
@@ -103,6 +103,7 @@ def train(
     """Trains a full model; skips when an archive with the same inputs already exists.
     `env=False` for a project a client sent: its `${VAR}` stays text, the server's
     environment (secrets) never reaches the model it gets back."""
+    check_archive_target(out, fixed_model_name)
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     say("reading the project")
@@ -182,6 +183,7 @@ def train_nlu(
     from server.training.nlu_yaml import read_nlu_file
     from server.training.yaml_io import is_yaml_file
 
+    check_archive_target(out, fixed_model_name)
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     project_config = read_config(config)

@@ -45,6 +45,8 @@ _IMPLICIT_RESPONSES = frozenset(
 class ValidationReport:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Warnings that fail the validation all the same, as Rasa's validator has them.
+    failing_warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -110,10 +112,15 @@ def _check_intents(project: Project, report: ValidationReport) -> None:
         report.warnings.append(
             f"intent '{intent}' is in the domain but has no examples in the NLU data"
         )
-    for intent in sorted(nlu_intents - domain_intents):
-        report.warnings.append(
-            f"intent '{intent}' has NLU examples but is not listed in the domain"
+    for intent in sorted(nlu_intents - domain_intents - set(DEFAULT_INTENTS)):
+        # Rasa's words, and as in Rasa a warning that fails the validation.
+        warning = (
+            f"There is a message in the training data labeled with intent '{intent}'. "
+            "This intent is not listed in your domain. You should need to add that intent "
+            "to your domain file!"
         )
+        report.warnings.append(warning)
+        report.failing_warnings.append(warning)
 
 
 def _check_entities(project: Project, report: ValidationReport) -> None:
@@ -291,7 +298,7 @@ def run_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     for error in report.errors:
         print(f"error: {error}", file=out)
     fail_on_warnings = bool(getattr(args, "fail_on_warnings", False))
-    if report.errors or (fail_on_warnings and report.warnings):
+    if report.errors or report.failing_warnings or (fail_on_warnings and report.warnings):
         print(
             f"Validation failed: {len(report.errors)} error(s), {len(report.warnings)} warning(s).",
             file=out,

@@ -200,7 +200,10 @@ class _RejectsGreetings(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: SdkTracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        answering = tracker.latest_action_name == "action_listen"
+        # As in Rasa, the form's own execution is the latest action: the one before it tells
+        # whether the user answers the form.
+        executed = [e.get("name") for e in tracker.events if e.get("event") == "action"]
+        answering = executed[-2:] == ["action_listen", "booking_form"]
         if answering and tracker.latest_message["intent"].get("name") == "greet":
             return [ActionExecutionRejected("booking_form")]
         return []

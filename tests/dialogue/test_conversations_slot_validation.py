@@ -12,6 +12,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from server.dialogue.processor import DialogueModel
+from server.trackers.events import UserUttered
 from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_files
 from tests.dialogue.sdk_transport import SdkTransport
 
@@ -127,3 +128,37 @@ async def test_the_action_of_a_custom_mapping_fills_its_slot(weekday_bot: Dialog
     assert turn.actions == ["utter_greet"]
     assert (await conversation.tracker()).get_slot("weekday") == "Monday"
     assert transport.calls == ["action_weekday"]
+
+
+async def test_executing_action_extract_slots_fills_and_validates_from_the_latest_message(
+    trip_bot: DialogueModel,
+) -> None:
+    """Before, `POST .../execute {"name": "action_extract_slots"}` logged the action and did
+    nothing; as in Rasa, it now fills the slots the domain maps from the latest message (here
+    one posted as an event, which fills nothing) and runs `action_validate_slot_mappings`."""
+    agent = make_agent(trip_bot, transport=SdkTransport(_KnownCities))
+    parse_data = {
+        "intent": {"name": "inform", "confidence": 1.0},
+        "entities": [{"entity": "city", "value": "paris", "start": 0, "end": 5}],
+    }
+    await agent.append_events("execute", [UserUttered(text="paris", parse_data=parse_data)])
+    assert (await agent.tracker("execute")).get_slot("city") is None
+
+    tracker, _ = await agent.execute_action("execute", "action_extract_slots")
+
+    assert tracker.get_slot("city") == "Paris"
+    assert tracker.latest_action_name == "action_extract_slots"
+    assert [e.as_dict()["event"] for e in tracker.events[-3:]] == ["action", "slot", "slot"]
+
+
+async def test_a_message_posted_without_a_turn_fills_its_slots_as_in_rasa(
+    trip_bot: DialogueModel,
+) -> None:
+    """`POST .../messages` runs Rasa's `action_extract_slots` after logging the message (and
+    predicts nothing): the `user` event, then the `slot` events."""
+    agent = make_agent(trip_bot, transport=SdkTransport(_KnownCities))
+
+    tracker = await agent.add_message("posted", '/inform{"city": "paris"}')
+
+    assert [e.as_dict()["event"] for e in tracker.events[-3:]] == ["user", "slot", "slot"]
+    assert tracker.get_slot("city") == "Paris"

@@ -270,3 +270,52 @@ async def test_a_trigger_intent_fills_the_forms_slot_as_the_form_starts(
     assert turn.texts == ["What size?"]
     tracker = await conversation.tracker()
     assert (tracker.get_slot("kind"), tracker.active_loop_name) == ("pizza", "order_form")
+
+
+def _in_form(domain: Domain, requested: str) -> Tracker:
+    tracker = Tracker("u", domain.slot_defaults())
+    tracker.update_many(
+        [
+            ActionExecuted(action_name="trip_form"),
+            ActiveLoop(name="trip_form"),
+            SlotSet(key="requested_slot", value=requested),
+            ActionExecuted(action_name="action_listen"),
+            UserUttered(text="x", parse_data={"intent": {"name": "inform"}, "entities": []}),
+        ]
+    )
+    return tracker
+
+
+def _form_domain(conditions: list[dict]) -> Domain:
+    return Domain.from_dict(
+        {
+            "intents": ["inform"],
+            "slots": {
+                "s": {"type": "any", "mappings": [{"type": "from_text", "conditions": conditions}]},
+                "t": {"type": "any", "mappings": [{"type": "from_text"}]},
+            },
+            "forms": {"trip_form": {"required_slots": ["t", "s"]}},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "condition", [{"active_loop": None, "requested_slot": "s"}, {"requested_slot": "s"}]
+)
+def test_a_condition_without_active_loop_holds_outside_forms_whatever_its_requested_slot(
+    condition: dict,
+) -> None:
+    """Before, `requested_slot` was checked too, so the slot was never filled outside a form;
+    as Rasa 3.6, a condition with no active loop (null or left out) only asks that no form be
+    active."""
+    domain = _form_domain([condition])
+    assert _filled(domain, _said(domain, "inform"))["s"] == "x"
+    assert "s" not in _filled(domain, _in_form(domain, "s"))
+
+
+def test_a_condition_with_requested_slot_null_holds_whatever_the_form_asks() -> None:
+    """Before, `requested_slot: null` held only when the form asked for nothing; as in Rasa,
+    a missing or null `requested_slot` holds for any slot the form asks for."""
+    domain = _form_domain([{"active_loop": "trip_form", "requested_slot": None}])
+    assert _filled(domain, _in_form(domain, "t"))["s"] == "x"
+    assert "s" not in _filled(domain, _said(domain, "inform"))
