@@ -198,6 +198,15 @@ class DomainReader:
                     filename,
                     line_of(item, name, line),
                 )
+            if key == "intents" and not props:
+                # `- greet:` is a slip for `- greet` (or for properties left out): Rasa
+                # refuses it (InvalidDomain), so a project that trains here trains there too.
+                raise InvalidProjectFile(
+                    f"intent '{name}' has a ':' but no properties; write '- {name}' (without "
+                    "the ':') or give it properties such as 'use_entities'",
+                    filename,
+                    line_of(item, name, line),
+                )
             props = props or {}
             if key == "entities":
                 for sub in ("roles", "groups"):

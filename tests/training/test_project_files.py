@@ -190,6 +190,9 @@ def test_domain_directory_merges_files_and_reports_duplicates() -> None:
         ("session_config:\n  session_expiration_time: -1\n", 2, "0 or more"),
         ("forms:\n  f:\n    required_slots: name\n", 3, "list of slot names"),
         ("intents:\n- greet: {use_entities: maybe}\n", 2, "use_entities"),
+        # Before: accepted; Rasa refuses an intent with a ':' and nothing after it.
+        ("version: '3.1'\nintents:\n- bye\n- greet:\n", 4, "intent 'greet' has a ':' but no"),
+        ("intents:\n- greet: {}\n", 2, "intent 'greet' has a ':' but no properties"),
         # Before: a warning, and the first definition won (entities the second excluded
         # were used); Rasa refuses a repeated intent.
         ("intents:\n- greet\n- greet: {use_entities: []}\n", 3, "with different properties"),
