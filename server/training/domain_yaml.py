@@ -54,6 +54,8 @@ _RESPONSE_LISTS = frozenset({"buttons", "quick_replies", "elements", "condition"
 _MAPPING_KEYS = frozenset(
     {"type", "intent", "not_intent", "entity", "role", "group", "value", "action", "conditions"}
 )
+# Sections of a training data file, which may share a file with domain sections.
+_TRAINING_DATA_KEYS = frozenset({"nlu", "stories", "rules"})
 _RENAMED = {"templates": "responses", "utter_templates": "responses"}
 
 
@@ -144,7 +146,7 @@ class DomainReader:
                 line_of(data),
             )
         for key in data:
-            if key not in DOMAIN_KEYS:
+            if key not in DOMAIN_KEYS and key not in _TRAINING_DATA_KEYS:
                 # Rasa's schema lets unknown sections through and ignores them; we warn.
                 hint = f" (did you mean '{_RENAMED[key]}'?)" if key in _RENAMED else ""
                 self.warn(
@@ -515,12 +517,9 @@ def _is_number(value: Any) -> bool:
 
 
 def is_domain_data(data: Any) -> bool:
-    """Whether parsed YAML is a domain file: a domain section and no training data."""
-    return (
-        isinstance(data, dict)
-        and any(key in data for key in DOMAIN_KEYS - {"version"})
-        and not any(key in data for key in ("nlu", "stories", "rules"))
-    )
+    """Whether parsed YAML is a domain file: Rasa's rule, any domain section (a file with
+    `nlu:` and `responses:` is both training data and part of the domain)."""
+    return isinstance(data, dict) and any(key in data for key in DOMAIN_KEYS - {"version"})
 
 
 def read_domain(

@@ -433,3 +433,18 @@ def test_training_shows_the_domains_warnings_with_file_and_line(
         assert any(w.startswith(expected) for w in result.warnings), result.warnings
         logged = [r for r in caplog.records if r.getMessage().startswith(expected)]
         assert [r.levelno for r in logged] == [logging.WARNING]  # once
+
+
+def test_a_domain_directory_file_with_nlu_and_responses_is_part_of_the_domain(
+    tmp_path: Path,
+) -> None:
+    # Before: skipped, because it also held `nlu:`; the bot had no 'utter_bye' to say.
+    (tmp_path / "domain.yml").write_text("version: '3.1'\nintents: [greet, bye]\n")
+    (tmp_path / "bye.yml").write_text(
+        "version: '3.1'\nnlu:\n- intent: bye\n  examples: |\n    - ciao\n"
+        "responses:\n  utter_bye:\n  - text: Bye!\n"
+    )
+    warnings: list[str] = []
+    domain = read_domain(tmp_path, warnings=warnings)
+    assert domain.responses["utter_bye"] == [{"text": "Bye!"}]
+    assert warnings == []
