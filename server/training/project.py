@@ -106,9 +106,11 @@ def load_project(
             f"domain or the training data (missing: {', '.join(missing)})",
             str(domain),
         )
-    # Each retrieval intent gets its `utter_<intent>` action, and is an intent of the domain.
+    # Each retrieval intent gets its `utter_<intent>` action, and is an intent of the domain
+    # marked `is_retrieval_intent: true`, as Rasa's importer marks it (GET /domain shows it).
     for intent in nlu.retrieval_intents:
         _add_named(domain_dict, "intents", intent)
+        _mark_retrieval_intent(domain_dict, intent)
         _add_named(domain_dict, "actions", f"utter_{intent}")
     action_texts = _action_texts(stories)
     if action_texts:
@@ -178,3 +180,13 @@ def _add_named(domain_dict: dict[str, Any], section: str, name: str) -> None:
     if name not in names:
         items.append(name)
     domain_dict[section] = items
+
+
+def _mark_retrieval_intent(domain_dict: dict[str, Any], name: str) -> None:
+    items = []
+    for item in domain_dict["intents"]:
+        if (item if isinstance(item, str) else next(iter(item))) == name:
+            props = {} if isinstance(item, str) else dict(item[name] or {})
+            item = {name: {**props, "is_retrieval_intent": True}}
+        items.append(item)
+    domain_dict["intents"] = items
