@@ -68,6 +68,8 @@ class DomainReader:
         self.warnings = warnings if warnings is not None else []
         # Where each slot / form / response / intent was defined, for semantic errors.
         self.origins: dict[str, tuple[str, int | None]] = {}
+        # The files read, in order (what a model's fingerprint covers).
+        self.files: list[Path] = []
 
     def warn(self, message: str, filename: str, line: int | None) -> None:
         text = f"{filename}:{line}: {message}" if line else f"{filename}: {message}"
@@ -85,11 +87,13 @@ class DomainReader:
                 data = read_yaml_file(file)
                 if not is_domain_data(data):
                     continue
+                self.files.append(file)
                 self.check(data, str(file))
                 merged = self.merge(merged, data, str(file))
             return merged
         if not path.exists():
             raise InvalidProjectFile("domain file not found", str(path))
+        self.files.append(path)
         data = read_yaml_file(path)
         if data is None:
             return {}

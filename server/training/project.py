@@ -28,7 +28,7 @@ class Project:
     domain: Domain
     nlu: NLUTrainingData
     stories: list[StoryStep]
-    files: list[Path]
+    files: list[Path]  # every file read: data and domain (config.yml aside)
     warnings: list[str] = field(default_factory=list)
 
     def training_stories(self) -> list[TrainingStory]:
@@ -118,7 +118,9 @@ def load_project(
         domain_dict["e2e_actions"] = existing + [t for t in action_texts if t not in existing]
     project_domain = domain_reader.build(domain_dict, str(domain))
 
-    return Project(project_config, project_domain, nlu, stories, files, warnings)
+    # The domain's files too: a model trained before a response was edited is not current.
+    inputs = files + [f for f in domain_reader.files if f not in files]
+    return Project(project_config, project_domain, nlu, stories, inputs, warnings)
 
 
 def _add_data_responses(

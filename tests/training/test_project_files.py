@@ -448,3 +448,24 @@ def test_a_domain_directory_file_with_nlu_and_responses_is_part_of_the_domain(
     domain = read_domain(tmp_path, warnings=warnings)
     assert domain.responses["utter_bye"] == [{"text": "Bye!"}]
     assert warnings == []
+
+
+TINY_BOT = {
+    "config.yml": "pipeline:\n- name: KeywordIntentClassifier\npolicies:\n- name: RulePolicy\n",
+    "domain.yml": "version: '3.1'\nintents: [greet]\nresponses:\n  utter_greet: [{text: Hi}]\n",
+    "data/rules.yml": "version: '3.1'\nrules:\n- rule: r\n  steps: [{intent: greet}, "
+    "{action: utter_greet}]\n",
+}
+
+
+def test_editing_only_the_domain_trains_a_new_model(tmp_path: Path) -> None:
+    # Before: the fingerprint covered the data files, not the domain; `botserver train`
+    # said "Nothing changed since the last training" and the old response stayed.
+    for name, text in TINY_BOT.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    args = (tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data"])
+    assert not train(*args, tmp_path / "models").skipped
+    assert train(*args, tmp_path / "models").skipped
+    (tmp_path / "domain.yml").write_text(TINY_BOT["domain.yml"].replace("Hi", "Hello"))
+    assert not train(*args, tmp_path / "models").skipped
