@@ -55,7 +55,7 @@ _MAPPING_KEYS = frozenset(
     {"type", "intent", "not_intent", "entity", "role", "group", "value", "action", "conditions"}
 )
 # Sections of a training data file, which may share a file with domain sections.
-_TRAINING_DATA_KEYS = frozenset({"nlu", "stories", "rules"})
+TRAINING_DATA_KEYS = frozenset({"nlu", "stories", "rules"})
 _RENAMED = {"templates": "responses", "utter_templates": "responses"}
 
 
@@ -85,11 +85,8 @@ class DomainReader:
             merged: dict[str, Any] = {}
             for file in files:
                 data = read_yaml_file(file)
-                if not is_domain_data(data):
-                    continue
-                self.files.append(file)
-                self.check(data, str(file))
-                merged = self.merge(merged, data, str(file))
+                if is_domain_data(data):
+                    merged = self.add(merged, file, data)
             return merged
         if not path.exists():
             raise InvalidProjectFile("domain file not found", str(path))
@@ -100,8 +97,21 @@ class DomainReader:
         self.check(data, str(path))
         return self.merge({}, data, str(path))
 
+    def add(
+        self, merged: dict[str, Any], file: Path, data: Any = None, shared: bool = False
+    ) -> dict[str, Any]:
+        """`merged` with the domain file `file` (its parsed `data` when read already).
+        `shared`: a sub-project's domain, which may repeat an item as it is without a word."""
+        self.files.append(file)
+        if data is None:
+            data = read_yaml_file(file)
+        self.check(data, str(file))
+        return self.merge(merged, data, str(file), shared)
+
     # -- merging ----------------------------------------------------------------------------
-    def merge(self, base: dict[str, Any], data: dict[str, Any], filename: str) -> dict[str, Any]:
+    def merge(
+        self, base: dict[str, Any], data: dict[str, Any], filename: str, shared: bool = False
+    ) -> dict[str, Any]:
         out = dict(base)
         for key, value in data.items():
             if value is None or key not in DOMAIN_KEYS or key == "version":
@@ -121,7 +131,10 @@ class DomainReader:
                                 filename,
                                 line,
                             )
-                        self.warn(f"{key[:-1]} '{name}' is defined more than once", filename, line)
+                        if not shared:
+                            self.warn(
+                                f"{key[:-1]} '{name}' is defined more than once", filename, line
+                            )
                         continue
                     names[name] = _item_properties(item)
                     existing.append(item)
@@ -131,7 +144,7 @@ class DomainReader:
                 existing_map = dict(out.get(key) or {})
                 for name, spec in value.items():
                     line = line_of(value, name)
-                    if name in existing_map:
+                    if name in existing_map and not (shared and existing_map[name] == spec):
                         self.warn(f"{key[:-1]} '{name}' is defined more than once", filename, line)
                     existing_map[name] = spec
                     self.origins[f"{key}:{name}"] = (filename, line)
@@ -150,7 +163,7 @@ class DomainReader:
                 line_of(data),
             )
         for key in data:
-            if key not in DOMAIN_KEYS and key not in _TRAINING_DATA_KEYS:
+            if key not in DOMAIN_KEYS and key not in TRAINING_DATA_KEYS:
                 # Rasa's schema lets unknown sections through and ignores them; we warn.
                 hint = f" (did you mean '{_RENAMED[key]}'?)" if key in _RENAMED else ""
                 self.warn(
