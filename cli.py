@@ -56,6 +56,36 @@ def _positive_number(text: str) -> float:
     return value
 
 
+DEFAULT_CONFIG = "config.yml"
+CONFIG_HELP = f"pipeline and policies (default: {DEFAULT_CONFIG}, or Rasa's defaults without it)"
+
+
+def _config_file(text: str) -> str:
+    """An argparse type: a config file the user named must exist (a typo must not train
+    with the default pipeline and policies)."""
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    return text
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    """--config, else config.yml when there is one; None: Rasa's default configuration."""
+    if args.config is not None:
+        return Path(args.config)
+    return Path(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).is_file() else None
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and below 1, not {text}")
+    return value
+
+
 def _check_output_dir(path: Path, flag: str) -> None:
     """Fails before any work if `path` cannot become a directory we write in."""
     existing = path
@@ -89,13 +119,34 @@ def _add_log_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", default="config.yml", help="the pipeline and policies")
+    p.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
     p.add_argument("-d", "--domain", default="domain.yml", help="domain file or directory")
     p.add_argument("--data", nargs="+", default=["data"], help="training data files or dirs")
     p.add_argument("--out", default=DEFAULT_MODELS, help="directory for the model archive")
     p.add_argument("--fixed-model-name", help="name the archive <name>.tar.gz")
     p.add_argument("--force", action="store_true", help="train even if nothing changed")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="train nothing; exit 0 if the newest model is up to date, 1 if the project "
+        "needs training, 8 with --force",
+    )
     p.add_argument("--signing-key", help="Ed25519 private key (PEM) to sign the archive with")
+
+
+def _command(sub: Any, name: str, summary: str, *examples: str) -> argparse.ArgumentParser:
+    """A (sub)command's parser with its one-line help and usage examples."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, formatter_class=_Formatter, epilog=_examples(*examples)
+    )
+    return parser
+
+
+def _group(sub: Any, name: str, summary: str, dest: str, metavar: str) -> Any:
+    """A command made of subcommands (`data`, `data split`): its subparsers."""
+    parser = sub.add_parser(name, help=summary, formatter_class=_Formatter)
+    parser.set_defaults(command_parser=parser)
+    return parser.add_subparsers(dest=dest, metavar=metavar)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_flags(p)
     tsub = p.add_subparsers(dest="train_what", metavar="WHAT")
     pn = tsub.add_parser("nlu", help="train the NLU pipeline only", formatter_class=_Formatter)
-    pn.add_argument("-c", "--config", default="config.yml")
+    pn.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
     pn.add_argument("-u", "--nlu", nargs="+", default=["data"], help="NLU data files or dirs")
     pn.add_argument("--out", default=DEFAULT_MODELS)
     pn.add_argument("--fixed-model-name")
@@ -229,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
             "botserver test core --stories tests/ -m models --out results/",
             "botserver test nlu --nlu data/nlu.yml -m models --out results/",
             "botserver test nlu --nlu data/ --cross-validation --folds 5",
+            "botserver test core --fail-on-prediction-errors",
         ),
     )
     p.add_argument("what", nargs="?", choices=("core", "nlu"), default=None)
@@ -236,29 +288,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-s", "--stories", default="tests", help="test stories file or directory")
     p.add_argument("-u", "--nlu", default="data", help="NLU test data")
     p.add_argument("--out", default="results")
-    p.add_argument("-c", "--config", default="config.yml")
+    p.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
     p.add_argument("--endpoints", default="endpoints.yml")
     p.add_argument("--cross-validation", action="store_true")
     p.add_argument("-f", "--folds", type=_int_at_least(2), default=5)
+    p.add_argument(
+        "--fail-on-prediction-errors",
+        action="store_true",
+        help="exit 1 when a test story fails (after writing the reports), for CI",
+    )
     _add_log_flags(p)
 
     # data validate
-    p = sub.add_parser("data", help="work with training data", formatter_class=_Formatter)
-    p.set_defaults(command_parser=p)
-    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
-    pv = dsub.add_parser(
+    dsub = _group(sub, "data", "work with training data", "data_command", "ACTION")
+    pv = _command(
+        dsub,
         "validate",
-        help="check a project for errors and inconsistencies",
-        formatter_class=_Formatter,
-        epilog=_examples(
-            "botserver data validate", "botserver data validate -d domain.yml --data data/"
-        ),
+        "check a project for errors and inconsistencies",
+        "botserver data validate",
+        "botserver data validate -d domain.yml --data data/",
+        "botserver data validate --max-history 5 --fail-on-warnings",
     )
     pv.add_argument("-d", "--domain", default="domain.yml")
     pv.add_argument("--data", nargs="+", default=["data"])
-    pv.add_argument("-c", "--config", default="config.yml")
-    pv.add_argument("--fail-on-warnings", action="store_true")
+    pv.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
+    pv.add_argument("--fail-on-warnings", action="store_true", help="exit 1 on warnings too")
+    pv.add_argument(
+        "--max-history",
+        type=_int_at_least(1),
+        default=None,
+        help="turns to compare stories over for conflicts (the smallest max_history of your "
+        "policies); default: whole stories",
+    )
     _add_log_flags(pv)
+    pss = _group(dsub, "split", "split training data", "split_what", "WHAT")
+    psn = _command(
+        pss,
+        "nlu",
+        "split NLU data into training and test files, per intent",
+        "botserver data split nlu",
+        "botserver data split nlu -u data/nlu.yml --training-fraction 0.8 --random-seed 1",
+        "botserver test nlu -u train_test_split/test_data.yml",
+    )
+    psn.add_argument("-u", "--nlu", nargs="+", default=["data"], help="NLU data files or dirs")
+    psn.add_argument(
+        "--training-fraction",
+        type=_fraction,
+        default=0.8,
+        help="share of each intent's examples for training",
+    )
+    psn.add_argument("--random-seed", type=int, default=None, help="the same split every time")
+    psn.add_argument(
+        "--out", default="train_test_split", help="directory for training_data.yml, test_data.yml"
+    )
+    _add_log_flags(psn)
 
     # tracker retention
     p = sub.add_parser(
@@ -301,14 +384,36 @@ def _progress() -> Iterator[Callable[[str], None]]:
             progress.update(current[-1], total=1, completed=1)
 
 
+def _train_dry_run(args: argparse.Namespace) -> int:
+    from server.training.project import load_project
+    from server.training.train import DRY_RUN_FORCED, DRY_RUN_UP_TO_DATE, dry_run
+
+    project = load_project(*_train_inputs(args))
+    code, existing = dry_run(project, Path(args.out), args.fixed_model_name, args.force)
+    if code == DRY_RUN_UP_TO_DATE:
+        print(f"No training required: {existing} was trained from these files.")
+    elif code == DRY_RUN_FORCED:
+        print("The training was forced (--force).")
+    else:
+        print("The model needs to be retrained.")
+    return code
+
+
+def _train_inputs(args: argparse.Namespace) -> tuple[Path | None, Path, list[Path]]:
+    """config (None: Rasa's defaults), domain and data, from the flags."""
+    return _config_path(args), Path(args.domain), [Path(p) for p in args.data]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from server.training.train import train, train_nlu
 
+    if getattr(args, "train_what", None) != "nlu" and args.dry_run:
+        return _train_dry_run(args)
     _check_output_dir(Path(args.out), "--out")
     with _progress() as say:
         if getattr(args, "train_what", None) == "nlu":
             result = train_nlu(
-                Path(args.config),
+                _config_path(args),
                 [Path(p) for p in args.nlu],
                 Path(args.out),
                 args.fixed_model_name,
@@ -316,11 +421,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 progress=say,
             )
         else:
-            config = Path(args.config) if Path(args.config).exists() else None
             result = train(
-                config,
-                Path(args.domain),
-                [Path(p) for p in args.data],
+                *_train_inputs(args),
                 Path(args.out),
                 args.fixed_model_name,
                 args.force,
@@ -340,7 +442,32 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from server.training.validation import run_validate
 
+    args.config = _config_path(args)
     return run_validate(args)
+
+
+def cmd_split_nlu(args: argparse.Namespace) -> int:
+    from server.nlu.training_data import NLUTrainingData
+    from server.training.nlu_split import write_split
+    from server.training.nlu_yaml import read_nlu_file
+    from server.training.project import data_files
+
+    out = Path(args.out)
+    _check_output_dir(out, "--out")
+    files = [f for f in data_files(args.nlu) if _holds_nlu(f)]
+    data = NLUTrainingData.merge([read_nlu_file(f) for f in files])
+    if not data.examples:
+        raise InvalidConfig(f"no NLU examples in {', '.join(args.nlu)}")
+    train, test = write_split(data, out, args.training_fraction, args.random_seed)
+    print(f"Wrote {train} and {test}.")
+    return 0
+
+
+def _holds_nlu(path: Path) -> bool:
+    from server.training.yaml_io import read_yaml_file
+
+    content = read_yaml_file(path)
+    return isinstance(content, dict) and "nlu" in content
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -388,6 +515,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from server.training.evaluate import run_test
 
     _check_output_dir(Path(args.out), "--out")
+    args.config = _config_path(args)
     return run_test(args)
 
 
@@ -460,9 +588,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --log-file {log_file}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     if args.command == "data":
-        if args.data_command != "validate":
-            parser.parse_args(["data", "--help"])
-        handler = cmd_validate
+        if args.data_command == "split" and args.split_what == "nlu":
+            handler = cmd_split_nlu
+        elif args.data_command == "validate":
+            handler = cmd_validate
+        else:
+            parser.parse_args(["data", *([args.data_command] if args.data_command else []), "-h"])
+            return 1  # not reached: -h exits
     else:
         handler = COMMANDS[args.command]
     try:

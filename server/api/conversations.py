@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException
 
 from server.api.errors import HELP_EVENTS, ApiError, bad_request
 from server.api.openapi import error_responses, json_request, json_response
@@ -91,6 +92,10 @@ def check_parse_data(parse_data: Any) -> None:
 
 
 def _check_conversation_id(conversation_id: str) -> None:
+    if not conversation_id:
+        # `/conversations//tracker` (an unset variable in a client's URL): no route, as in
+        # Rasa, rather than a conversation named "".
+        raise HTTPException(404)
     try:
         check_conversation_id(conversation_id)
     except InvalidConversationId as exc:

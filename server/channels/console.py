@@ -1,15 +1,18 @@
 """`botserver shell`: talk to the bot in the terminal, in process, with the server's own
 assembly (same stores, action server and model loading as `botserver run`).
 
-Bot messages are printed as they come; buttons are numbered and picked by number. `/stop` or
-Ctrl-D ends the session.
+Bot messages are printed as they come; buttons are numbered and picked by number. `/stop`,
+Ctrl-D or Ctrl-C ends the session.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Any, TextIO
@@ -17,6 +20,9 @@ from typing import Any, TextIO
 from server.config import read_endpoints
 from server.dialogue.agent import Agent
 from server.dialogue.messages import UserMessage
+from server.errors import BotServerError
+
+logger = logging.getLogger(__name__)
 
 INPUT_CHANNEL = "cmdline"
 STOP_COMMAND = "/stop"
@@ -49,12 +55,45 @@ def choose(text: str, buttons: list[dict[str, Any]]) -> str:
     return text
 
 
-async def converse(agent: Agent, sender_id: str, out: TextIO = sys.stdout) -> None:
-    """Read lines until /stop or end of input, printing the bot's answers to each."""
+def _read_line(prompt: str) -> asyncio.Future[str]:
+    """`input(prompt)` in a daemon thread: on Ctrl-C the shell ends at once, where a worker
+    thread of the loop's executor would keep the process alive until enter is pressed."""
+    loop = asyncio.get_running_loop()
+    line: asyncio.Future[str] = loop.create_future()
+
+    def settle(result: str | None, error: BaseException | None) -> None:
+        if line.done():
+            return
+        if error is not None:
+            line.set_exception(error)
+        else:
+            line.set_result(result or "")
+
+    def read() -> None:
+        try:
+            loop.call_soon_threadsafe(settle, input(prompt), None)
+        except Exception as exc:  # EOFError, and a terminal that went away
+            loop.call_soon_threadsafe(settle, None, exc)
+
+    threading.Thread(target=read, name="shell-input", daemon=True).start()
+    return line
+
+
+def _replace_undecodable_input() -> None:
+    """Bytes that are not valid in the terminal's encoding become U+FFFD, not a crash
+    (strict decoding) or lone surrogates that no later JSON answer could hold."""
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="replace")
+
+
+async def converse(agent: Agent, sender_id: str, out: TextIO | None = None) -> None:
+    """Read lines until /stop or end of input, printing the bot's answers to each (to `out`,
+    standard output by default)."""
+    out = out or sys.stdout
     buttons: list[dict[str, Any]] = []
     while True:
         try:
-            line = await asyncio.to_thread(input, PROMPT)
+            line = await _read_line(PROMPT)
         except EOFError:
             print(file=out)
             return
@@ -64,9 +103,15 @@ async def converse(agent: Agent, sender_id: str, out: TextIO = sys.stdout) -> No
         if text == STOP_COMMAND:
             return
         text = choose(text, buttons)
-        replies = await agent.handle_message(
-            UserMessage(text, sender_id=sender_id, input_channel=INPUT_CHANNEL)
-        )
+        try:
+            replies = await agent.handle_message(
+                UserMessage(text, sender_id=sender_id, input_channel=INPUT_CHANNEL)
+            )
+        except BotServerError as exc:
+            # The turn failed (a store down, a lock held too long): say so and keep the
+            # session, as a client of `botserver run` gets an error and may send again.
+            print(f"error: this message was not handled: {exc}", file=sys.stderr, flush=True)
+            continue
         buttons = []
         for message in replies:
             buttons = format_message(message, out) or buttons
@@ -79,6 +124,7 @@ async def run_shell(
     """The `botserver shell` command; returns the exit code."""
     from server.api.server import ServerOptions, build_app
 
+    _replace_undecodable_input()
     endpoints = read_endpoints(endpoints_path)
     options = ServerOptions(
         model_path=model_path,

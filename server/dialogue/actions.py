@@ -358,16 +358,35 @@ async def events_from_action_result(ctx: ActionContext, result: dict[str, Any]) 
     for response in result.get("responses") or []:
         response = dict(response)
         template = response.pop("response", None) or response.pop("template", None)
-        if template:
-            bot = await ctx.generate(template, **response)
-            if bot is not None:
-                events.append(bot)
+        # Only the parts with a value, as Rasa: rasa-sdk sends `buttons: []`, `custom: {}`...
+        # with every message, and a bot event reads `null` for a part it does not have.
+        parts = {k: v for k, v in response.items() if v}
+        if not template:
+            text, data, metadata = bot_data(parts)
+            events.append(BotUttered(text=text, data=data, metadata=metadata))
             continue
-        text, data, metadata = bot_data(response)
-        events.append(BotUttered(text=text, data=data, metadata=metadata))
+        bot = await ctx.generate(template, **response)
+        if bot is not None:
+            events.append(_with_parts(bot, parts) if parts else bot)
     for d in result.get("events") or []:
         events.append(event_from_dict(d))
     return events
+
+
+def _with_parts(bot: BotUttered, parts: dict[str, Any]) -> BotUttered:
+    """A rendered response with the action's own parts, as Rasa merges them: its buttons
+    after the response's, every other part in place of the response's."""
+    message = {k: v for k, v in bot.data.items() if v is not None}
+    if "image" in parts and "attachment" in message and message["attachment"] == bot.data["image"]:
+        del message["attachment"]  # bot_data's copy of the response's image, not its own
+    message["text"] = bot.text
+    message.update(bot.metadata)
+    buttons = parts.pop("buttons", None)
+    if buttons:
+        message["buttons"] = [*(message.get("buttons") or []), *buttons]
+    message.update(parts)
+    text, data, metadata = bot_data(message)
+    return BotUttered(text=text, data=data, metadata=metadata)
 
 
 _DEFAULTS: dict[str, type[Action]] = {

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.dialogue.processor import DialogueModel, predict_next_action
+from server.dialogue.processor import DialogueModel, note_text_featurization, predict_next_action
 from server.dialogue.slot_extraction import extract_slots
 from server.dialogue.story_export import yaml_scalar
 from server.dialogue.story_steps import StoryStep
+from server.nlu.training_data import EntityAnnotation, Example, annotated_text
 from server.trackers.events import (
     ACTION_LISTEN,
     ActionExecuted,
@@ -27,23 +28,63 @@ from server.trackers.tracker import Tracker
 
 logger = logging.getLogger(__name__)
 
+REPORT_FILE = "story_report.json"
+FAILED_STORIES_FILE = "failed_test_stories.yml"
+# Rasa lists there the stories that passed with `action_unlikely_intent` predicted; we have no
+# UnexpecTEDIntentPolicy, so it is always the "no warnings" file, as Rasa writes it then.
+WARNINGS_FILE = "stories_with_warnings.yml"
+
 
 @dataclass
 class StoryResult:
-    """How one test story went: the gold and predicted labels at each step."""
+    """How one test story went: the gold and predicted labels (intents and actions, in order),
+    the steps that went wrong, and the `action_listen` missed before event i (i = the number
+    of events: at the story's end)."""
 
     story: StoryStep
     gold: list[str] = field(default_factory=list)
     predicted: list[str] = field(default_factory=list)
     failures: list[tuple[int, str, str]] = field(default_factory=list)  # (event index, gold, got)
+    missed_listens: dict[int, str] = field(default_factory=dict)
 
     @property
     def correct(self) -> bool:
-        return not self.failures
+        return not self.failures and not self.missed_listens
 
 
 def _action_label(event: ActionExecuted) -> str:
     return event.action_name or event.action_text or ""
+
+
+def _predict(tracker: Tracker, model: DialogueModel, gold: str, story: str) -> str:
+    """The action the model picks next (the active form, where the story says otherwise,
+    counts as rejected, as Rasa's evaluation assumes)."""
+    try:
+        prediction = predict_next_action(tracker, model)
+        got = prediction.action_name
+        note_text_featurization(tracker, prediction)
+        if got != gold and _form_might_reject(tracker, model, got):
+            tracker.update(ActionExecutionRejected(action_name=got))
+            got = predict_next_action(tracker, model).action_name
+    except Exception as exc:  # a policy error is a failed step, not a crashed test run
+        logger.error("prediction failed in story '%s': %s", story, exc)
+        got = "None"
+    return got
+
+
+def _expect_listen(result: StoryResult, tracker: Tracker, model: DialogueModel, at: int) -> None:
+    """As Rasa, the bot must stop (predict `action_listen`) before each user message but the
+    story's first, and at the story's end."""
+    if tracker.latest_action_name == ACTION_LISTEN and isinstance(
+        tracker.events[-1], ActionExecuted
+    ):
+        return
+    got = _predict(tracker, model, ACTION_LISTEN, result.story.name)
+    result.gold.append(ACTION_LISTEN)
+    result.predicted.append(got)
+    if got != ACTION_LISTEN:
+        result.missed_listens[at] = got
+    tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
 
 
 def evaluate_story(story: StoryStep, model: DialogueModel) -> StoryResult:
@@ -53,37 +94,37 @@ def evaluate_story(story: StoryStep, model: DialogueModel) -> StoryResult:
     tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
     for index, event in enumerate(story.events):
         if isinstance(event, UserUttered):
+            if index > 0:
+                _expect_listen(result, tracker, model, index)
             gold_intent = event.intent_name
             parse_data = dict(event.parse_data)
+            got_intent = gold_intent
             if event.text and model.nlu is not None:
                 parsed = model.nlu.parse(event.text)
-                got = (parsed.get("intent") or {}).get("name")
-                if gold_intent is not None and got != gold_intent:
-                    result.failures.append((index, gold_intent, str(got)))
+                got_intent = (parsed.get("intent") or {}).get("name")
+                wrong_intent = gold_intent is not None and got_intent != gold_intent
+                if wrong_intent or _entity_spans(event.entities) != _entity_spans(
+                    parsed.get("entities") or []
+                ):
+                    # As Rasa, a user step fails on its intent or its entities, and the
+                    # comment shows what was understood: `predicted: intent: [text](entity)`.
+                    result.failures.append(
+                        (index, str(gold_intent), f"{got_intent}: {_understood(parsed)}")
+                    )
                 if gold_intent is None:
                     parse_data = parsed
                 else:
                     parse_data = {**parsed, "intent": {"name": gold_intent, "confidence": 1.0}}
-            if not isinstance(tracker.events[-1], ActionExecuted) or (
-                tracker.latest_action_name != ACTION_LISTEN
-            ):
-                tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
+            if gold_intent is not None:
+                result.gold.append(gold_intent)
+                result.predicted.append(str(got_intent))
             tracker.update(
                 UserUttered(text=event.text, parse_data=parse_data, message_id=event.message_id)
             )
             tracker.update_many(extract_slots(tracker, model.domain))
         elif isinstance(event, ActionExecuted):
             gold = _action_label(event)
-            try:
-                got = predict_next_action(tracker, model).action_name
-                if got != gold and _form_might_reject(tracker, model, got):
-                    # The story says the form did not run: as Rasa's evaluation does, assume
-                    # it rejected (nothing to extract) and let the other policies choose.
-                    tracker.update(ActionExecutionRejected(action_name=got))
-                    got = predict_next_action(tracker, model).action_name
-            except Exception as exc:  # a policy error is a failed step, not a crashed test run
-                logger.error("prediction failed in story '%s': %s", story.name, exc)
-                got = "None"
+            got = _predict(tracker, model, gold, story.name)
             result.gold.append(gold)
             result.predicted.append(got)
             if got != gold:
@@ -91,7 +132,28 @@ def evaluate_story(story: StoryStep, model: DialogueModel) -> StoryResult:
             tracker.update(event)
         else:
             tracker.update(event)
+    if not story.end_checkpoints:
+        _expect_listen(result, tracker, model, len(story.events))
     return result
+
+
+def _entity_spans(entities: list[dict[str, Any]]) -> set[tuple[str, Any, Any, str]]:
+    """Entities as Rasa's evaluation compares them: type, span and value (as text)."""
+    return {
+        (str(e.get("entity")), e.get("start"), e.get("end"), str(e.get("value"))) for e in entities
+    }
+
+
+def _understood(parsed: dict[str, Any]) -> str:
+    """The parsed text with the entities found marked up, as Rasa's test stories write it."""
+    entities = [
+        EntityAnnotation(
+            e["start"], e["end"], e.get("value"), str(e["entity"]), e.get("role"), e.get("group")
+        )
+        for e in parsed.get("entities") or []
+        if isinstance(e.get("start"), int) and isinstance(e.get("end"), int)
+    ]
+    return annotated_text(Example(str(parsed.get("text") or ""), None, entities))
 
 
 def _form_might_reject(tracker: Tracker, model: DialogueModel, predicted: str) -> bool:
@@ -103,7 +165,8 @@ def evaluate_stories(stories: list[StoryStep], model: DialogueModel) -> list[Sto
 
 
 def write_story_reports(results: list[StoryResult], out_dir: Path) -> dict[str, Any]:
-    """Writes story_report.json, failed_test_stories.yml and the confusion matrix."""
+    """Writes story_report.json, failed_test_stories.yml, stories_with_warnings.yml and the
+    confusion matrix."""
     from sklearn.metrics import classification_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,17 +180,21 @@ def write_story_reports(results: list[StoryResult], out_dir: Path) -> dict[str, 
     report["conversation_accuracy"] = {
         "accuracy": correct / total if total else 0.0,
         "correct": correct,
+        "with_warnings": 0,
         "total": total,
     }
-    (out_dir / "story_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
     _write_failed_stories([r for r in results if not r.correct], out_dir)
+    (out_dir / WARNINGS_FILE).write_text(
+        "# None of the test stories have warnings.\n", encoding="utf-8"
+    )
     if gold:
         _confusion_matrix(gold, predicted, out_dir / "story_confusion_matrix.png")
     return report
 
 
 def _write_failed_stories(failed: list[StoryResult], out_dir: Path) -> None:
-    path = out_dir / "failed_test_stories.yml"
+    path = out_dir / FAILED_STORIES_FILE
     if not failed:
         path.write_text("# None of the test stories failed - all good!\n", encoding="utf-8")
         return
@@ -138,8 +205,14 @@ def _write_failed_stories(failed: list[StoryResult], out_dir: Path) -> None:
             lines.append(f"  # {result.story.filename}:{result.story.line}")
         lines.append("  steps:")
         wrong = {index: (g, p) for index, g, p in result.failures}
+        listen = ActionExecuted(action_name=ACTION_LISTEN)
         for index, event in enumerate(result.story.events):
+            if index in result.missed_listens:
+                lines.extend(_step_lines(listen, ("", result.missed_listens[index])))
             lines.extend(_step_lines(event, wrong.get(index)))
+        end = len(result.story.events)
+        if end in result.missed_listens:
+            lines.extend(_step_lines(listen, ("", result.missed_listens[end])))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -44,8 +44,8 @@ class SlotMapping:
             entity=d.get("entity"),
             role=d.get("role"),
             group=d.get("group"),
-            intent=_as_list(d.get("intent")),
-            not_intent=_as_list(d.get("not_intent")),
+            intent=names_list(d.get("intent")),
+            not_intent=names_list(d.get("not_intent")),
             value=d.get("value"),
             action=d.get("action"),
             conditions=list(d.get("conditions") or []),
@@ -64,7 +64,8 @@ class SlotMapping:
         return False
 
 
-def _as_list(value: Any) -> list[str]:
+def names_list(value: Any) -> list[str]:
+    """A name or a list of names (`intent: greet` or `intent: [greet, hi]`), as a list."""
     if value is None:
         return []
     if isinstance(value, str):

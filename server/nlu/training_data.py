@@ -3,6 +3,7 @@ lookup tables and retrieval-intent responses."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,3 +81,30 @@ class NLUTrainingData:
     def retrieval_intents(self) -> list[str]:
         names = {e.intent for e in self.examples if e.intent and "/" in e.intent}
         return sorted({name.split("/", 1)[0] for name in names})
+
+
+def annotated_text(example: Example) -> str:
+    """The example in Rasa's markup: `[text](entity)`, or `[text]{"entity": ...}` when the
+    value, role or group says more than the text."""
+    parts: list[str] = []
+    position = 0
+    for entity in sorted(example.entities, key=lambda e: e.start):
+        span = example.text[entity.start : entity.end]
+        parts.append(example.text[position : entity.start])
+        parts.append(f"[{span}]{_entity_markup(entity, span)}")
+        position = entity.end
+    parts.append(example.text[position:])
+    return "".join(parts)
+
+
+def _entity_markup(entity: EntityAnnotation, span: str) -> str:
+    if entity.value == span and entity.role is None and entity.group is None:
+        return f"({entity.entity})"
+    fields: dict[str, Any] = {"entity": entity.entity}
+    if entity.value != span:
+        fields["value"] = entity.value
+    if entity.role is not None:
+        fields["role"] = entity.role
+    if entity.group is not None:
+        fields["group"] = entity.group
+    return json.dumps(fields, ensure_ascii=False)

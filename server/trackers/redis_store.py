@@ -67,6 +67,24 @@ return {1, start, redis.call('LRANGE', KEYS[1], start, -1)}
 """
 
 
+# KEYS: list, session index. ARGV: the cutoff. Deletes the conversation when its newest
+# event is older than the cutoff (an event without a timestamp counts as oldest), looked at
+# and deleted in one step, so a turn appended meanwhile is never deleted. 1 if deleted.
+_PRUNE = """
+local last = redis.call('LINDEX', KEYS[1], -1)
+if not last then return 0 end
+local ok, event = pcall(cjson.decode, last)
+local at = ok and type(event) == 'table' and tonumber(event['timestamp']) or 0
+if at < tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 1
+end
+return 0
+"""
+# Conversations looked at per round trip by delete_older_than.
+_PRUNE_BATCH = 500
+
+
 @dataclass
 class _Session:
     """A current session as this process read it last."""
@@ -91,6 +109,7 @@ class RedisTrackerStore:
         self._ttl = int(record_exp) if record_exp else 0
         self._append_script = self._redis.register_script(_APPEND)
         self._load_script = self._redis.register_script(_LOAD)
+        self._prune_script = self._redis.register_script(_PRUNE)
         # The sessions this process read, least recently used first, bounded in events.
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._session_events = 0
@@ -212,17 +231,48 @@ class RedisTrackerStore:
             await self._redis.delete(*self._keys(sender_id))
 
     async def delete_older_than(self, cutoff_timestamp: float) -> int:
+        # A SCAN page at a time: memory stays bounded however many conversations there are.
+        deleted, cursor = 0, 0
+        while True:
+            cursor, sender_ids = await self._scan_page(cursor)
+            if sender_ids:
+                deleted += await self._prune(sender_ids, cutoff_timestamp)
+            if cursor == 0:
+                return deleted
+
+    async def _scan_page(self, cursor: int) -> tuple[int, list[str]]:
+        """One SCAN step over the conversations: the next cursor (0: done) and their ids."""
+        with self._errors():
+            cursor, keys = await self._redis.scan(
+                cursor, match=self._prefix + "*", count=_PRUNE_BATCH
+            )
+        names = [key.decode() if isinstance(key, bytes) else key for key in keys]
+        return int(cursor), [name[len(self._prefix) :] for name in names]
+
+    async def _prune(self, batch: list[str], cutoff_timestamp: float) -> int:
+        """Deletes those of `batch` whose newest event is older than the cutoff; how many."""
         deleted = 0
-        for sender_id in await self.keys():
-            key = self._prefix + sender_id
-            with self._errors():
-                last = await self._with_rasa_layout(
-                    sender_id, lambda k=key: self._redis.lindex(k, -1)
-                )
-            latest = float(json.loads(last).get("timestamp") or 0.0) if last else 0.0
-            if latest < cutoff_timestamp:
-                await self.delete(sender_id)
-                deleted += 1
+        with self._errors():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for sender_id in batch:
+                    await self._prune_script(
+                        keys=self._keys(sender_id), args=[cutoff_timestamp], client=pipe
+                    )
+                outcomes = await pipe.execute(raise_on_error=False)
+            for sender_id, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, redis_errors.ResponseError) and "WRONGTYPE" in str(outcome):
+                    keys = self._keys(sender_id)
+                    with self._errors():
+                        outcome = await self._with_rasa_layout(
+                            sender_id,
+                            lambda k=keys: self._prune_script(keys=k, args=[cutoff_timestamp]),
+                        )
+                if isinstance(outcome, Exception):
+                    with self._errors():
+                        raise outcome
+                if outcome == 1:
+                    self._forget(sender_id)
+                    deleted += 1
         return deleted
 
     async def ping(self) -> None:

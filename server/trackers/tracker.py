@@ -161,7 +161,11 @@ class Tracker:
             self.paused = False
         elif isinstance(event, EntitiesAdded):
             if self.latest_action_name == ACTION_LISTEN or not self.latest_action:
-                entities = list(self.latest_message.entities) + list(event.entities)
+                # As Rasa: an entity the message holds already is not added again.
+                entities = list(self.latest_message.entities)
+                for entity in event.entities:
+                    if entity not in entities:
+                        entities.append(entity)
                 self.latest_message.parse_data = {**self.latest_message.parse_data}
                 self.latest_message.parse_data["entities"] = entities
 

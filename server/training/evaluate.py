@@ -5,15 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import tempfile
 from pathlib import Path
 
-from server.dialogue.evaluation import evaluate_stories, write_story_reports
+from server.dialogue.evaluation import (
+    FAILED_STORIES_FILE,
+    evaluate_stories,
+    write_story_reports,
+)
 from server.dialogue.processor import DialogueModel
+from server.errors import InvalidConfig
 from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
 from server.training.project import data_files, load_test_stories
+from server.training.validation import story_reference_problems
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +33,18 @@ def load_model_file(path: Path) -> DialogueModel:
         return load_model(Path(tmp), metadata)
 
 
+def _existing(path: Path, what: str, flag: str) -> Path:
+    if not path.exists():
+        raise InvalidConfig(f"{what} not found at '{path}' (give them with {flag})")
+    return path
+
+
 def test_core(model: DialogueModel, stories_path: Path, out: Path) -> dict:
+    stories_path = _existing(stories_path, "test stories", "--stories")
     stories = load_test_stories(data_files([stories_path]), model.domain)
+    for problem in story_reference_problems(stories, model.domain):
+        # As Rasa warns: such a step cannot be predicted, its story will fail.
+        print(f"warning: {problem}", file=sys.stderr)
     results = evaluate_stories(stories, model)
     report = write_story_reports(results, out)
     acc = report["conversation_accuracy"]
@@ -46,7 +63,11 @@ def test_nlu(model: DialogueModel, nlu_path: Path, out: Path) -> dict | None:
     if model.nlu is None:
         print("The model has no NLU pipeline: nothing to test.")
         return None
+    nlu_path = _existing(nlu_path, "NLU test data", "--nlu")
     data = NLUTrainingData.merge([read_nlu_file(f) for f in data_files([nlu_path])])
+    if not data.examples:
+        print(f"NLU: no examples in {nlu_path}: nothing to test (give them with --nlu).")
+        return None
     report = evaluate(model.nlu, data, out)  # type: ignore[arg-type]
     accuracy = (report.get("intent_evaluation") or {}).get("accuracy")
     print(f"NLU: intent accuracy {accuracy}; reports in {out}/")
@@ -61,14 +82,23 @@ def run_test(args: argparse.Namespace) -> int:
         from server.training.config_yaml import read_config
         from server.training.nlu_yaml import read_nlu_file
 
-        config = read_config(Path(args.config) if Path(args.config).exists() else None)
+        config = read_config(args.config)
         data = NLUTrainingData.merge([read_nlu_file(f) for f in data_files([Path(args.nlu)])])
         report = cross_validate(data, config.pipeline, args.folds, out)
         print(json.dumps(report, indent=2)[:2000])
         return 0
     model = load_model_file(Path(args.model))
+    failed = 0
     if args.what in (None, "core"):
-        test_core(model, Path(args.stories), out)
+        accuracy = test_core(model, Path(args.stories), out)["conversation_accuracy"]
+        failed = accuracy["total"] - accuracy["correct"]
     if args.what in (None, "nlu"):
         test_nlu(model, Path(args.nlu), out)
+    if failed and args.fail_on_prediction_errors:
+        print(
+            f"error: {failed} test stor{'y' if failed == 1 else 'ies'} failed "
+            f"(--fail-on-prediction-errors); see {out / FAILED_STORIES_FILE}",
+            file=sys.stderr,
+        )
+        return 1
     return 0

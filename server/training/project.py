@@ -33,7 +33,7 @@ class Project:
     warnings: list[str] = field(default_factory=list)
 
     def training_stories(self) -> list[TrainingStory]:
-        return generate_training_stories(self.stories)
+        return generate_training_stories(self.stories, self.domain)
 
 
 def data_files(paths: Iterable[str | Path]) -> list[Path]:

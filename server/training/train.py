@@ -11,14 +11,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server import __version__
 from server.dialogue.policies.ensemble import PolicyEnsemble
-from server.dialogue.story_steps import generate_training_stories
+from server.dialogue.story_steps import checkpoint_warnings
 from server.errors import InvalidConfig, InvalidProjectFile
 from server.models.archive import write_archive
 from server.models.fingerprint import find_archive_with_fingerprint, fingerprint_inputs
 from server.models.loading import DOMAIN_FILE, NLU_DIR, POLICIES_DIR
 from server.nlu.pipeline import NLUPipeline
 from server.training.project import Project, load_project
+from server.training.validation import story_reference_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +38,44 @@ class TrainResult:
 
 
 def _fingerprint(project: Project) -> str:
+    # The domain as read (a response's new text must retrain, a comment need not), and our
+    # version: a newer botserver may train the same files differently.
     config = {
         "language": project.config.language,
         "pipeline": project.config.pipeline,
         "policies": project.config.policies,
         "assistant_id": project.config.assistant_id,
+        "domain": project.domain.as_dict(full=True),
+        "botserver": __version__,
     }
     return fingerprint_inputs(sorted(set(project.files)), config)
+
+
+def _up_to_date_archive(project: Project, out: Path, fixed_model_name: str | None) -> Path | None:
+    """The archive in `out` trained from these very inputs (under that name, if one is fixed)."""
+    existing = find_archive_with_fingerprint(out, _fingerprint(project))
+    if existing is None or (
+        fixed_model_name is not None and existing.name != f"{fixed_model_name}.tar.gz"
+    ):
+        return None
+    return existing
+
+
+# `botserver train --dry-run` exit codes, as Rasa 3's bitmask.
+DRY_RUN_UP_TO_DATE = 0
+DRY_RUN_NEEDS_TRAINING = 1
+DRY_RUN_FORCED = 8
+
+
+def dry_run(
+    project: Project, out: Path, fixed_model_name: str | None = None, force: bool = False
+) -> tuple[int, Path | None]:
+    """Trains nothing: Rasa's dry-run code for a loaded project, and the archive that is up to
+    date (if any)."""
+    existing = _up_to_date_archive(project, Path(out), fixed_model_name)
+    if force:
+        return DRY_RUN_FORCED, existing
+    return (DRY_RUN_UP_TO_DATE if existing else DRY_RUN_NEEDS_TRAINING), existing
 
 
 @contextmanager
@@ -77,14 +110,21 @@ def train(
     fingerprint = _fingerprint(project)
     out = Path(out)
     if not force:
-        existing = find_archive_with_fingerprint(out, fingerprint)
-        if existing is not None and (
-            fixed_model_name is None or existing.name == f"{fixed_model_name}.tar.gz"
-        ):
+        existing = _up_to_date_archive(project, out, fixed_model_name)
+        if existing is not None:
+            # An older botserver may have trained it from settings this one refuses.
+            with _naming_config(project.config.filename):
+                if project.nlu.examples:
+                    NLUPipeline.check(project.config.pipeline, project.config.language)
+                PolicyEnsemble.from_config(project.config.policies)
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
-    # What Rasa warns about in the domain and stories, said before the training starts;
+    # What Rasa warns about in the domain and the files, said before the training starts;
     # then the components' own warnings (the NLU pipeline logs its own as it trains).
-    warnings: list[str] = list(project.warnings)
+    warnings: list[str] = [
+        *project.warnings,
+        *checkpoint_warnings(project.stories),
+        *story_reference_warnings(project),
+    ]
     for warning in warnings:
         logger.warning(warning)
     logged = len(warnings)
@@ -103,7 +143,7 @@ def train(
             warnings += nlu.warnings
             logged = len(warnings)
         say(f"training dialogue on {len(project.stories)} stories and rules")
-        stories = generate_training_stories(project.stories)
+        stories = project.training_stories()
         with _naming_config(project.config.filename):
             ensemble = PolicyEnsemble.train(project.config.policies, stories, project.domain)
         ensemble.persist(content / POLICIES_DIR)
@@ -127,7 +167,7 @@ def train(
 
 
 def train_nlu(
-    config: Path,
+    config: Path | None,
     nlu_data: list[Path],
     out: Path,
     fixed_model_name: str | None = None,
@@ -144,17 +184,20 @@ def train_nlu(
 
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
-    project_config = read_config(config if Path(config).exists() else None)
+    project_config = read_config(config)
     files: list[Path] = []
     for path in nlu_data:
         path = Path(path)
         files += sorted(p for p in path.rglob("*") if is_yaml_file(p)) if path.is_dir() else [path]
     data = NLUTrainingData.merge([read_nlu_file(f) for f in files])
-    fingerprint = fingerprint_inputs(files, {"pipeline": project_config.pipeline, "nlu": True})
+    fingerprint = fingerprint_inputs(
+        files, {"pipeline": project_config.pipeline, "nlu": True, "botserver": __version__}
+    )
     out = Path(out)
     if not force:
         existing = find_archive_with_fingerprint(out, fingerprint)
         if existing is not None:
+            NLUPipeline.check(project_config.pipeline, project_config.language)
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
     intents = sorted({e.intent for e in data.examples if e.intent})
     entities = sorted({a.entity for e in data.examples for a in e.entities})

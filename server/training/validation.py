@@ -9,27 +9,32 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from server.dialogue.domain import DEFAULT_INTENTS, Domain
+from server.dialogue.policies.featurization import (
+    PREV_ACTION,
+    USER,
+    State,
+    state_key,
+    training_examples,
+)
 from server.dialogue.story_steps import (
     StoryStep,
     TrainingStory,
+    checkpoint_warnings,
     generate_training_stories,
-    unused_checkpoints,
 )
 from server.errors import BotServerError
 from server.trackers.events import (
     ACTION_LISTEN,
     ActionExecuted,
     ActiveLoop,
-    Event,
     SlotSet,
     UserUttered,
 )
 from server.training.project import Project, load_project
 
-DEFAULT_MAX_HISTORY = 5
 # Responses Rasa runs by itself (default actions), so they need not appear in stories.
 _IMPLICIT_RESPONSES = frozenset(
     {"utter_default", "utter_ask_rephrase", "utter_ask_affirmation", "utter_restart", "utter_back"}
@@ -50,9 +55,10 @@ def validate_project(
     config: str | Path | None,
     domain: str | Path,
     data: Iterable[str | Path],
-    max_history: int = DEFAULT_MAX_HISTORY,
+    max_history: int | None = None,
 ) -> ValidationReport:
-    """Loads the project and checks it; a file that cannot be read is one error."""
+    """Loads the project and checks it; a file that cannot be read is one error.
+    `max_history`: the turns story conflicts are looked for in (None: whole stories)."""
     report = ValidationReport()
     try:
         project = load_project(config, domain, list(data))
@@ -65,7 +71,7 @@ def validate_project(
 
 
 def check_project(
-    project: Project, report: ValidationReport, max_history: int = DEFAULT_MAX_HISTORY
+    project: Project, report: ValidationReport, max_history: int | None = None
 ) -> None:
     domain = project.domain
     _check_intents(project, report)
@@ -73,13 +79,10 @@ def check_project(
     _check_story_references(project.stories, domain, report)
     _check_forms(domain, report)
     _check_unused_responses(project, report)
-    ends, starts = unused_checkpoints(project.stories)
-    for name in sorted(ends):
-        report.warnings.append(f"checkpoint '{name}' ends a story but no story starts from it")
-    for name in sorted(starts):
-        report.warnings.append(f"checkpoint '{name}' starts a story but no story ends with it")
-    stories = [s for s in generate_training_stories(project.stories) if not s.is_rule]
-    report.errors.extend(story_conflicts(stories, domain, max_history))
+    report.warnings.extend(checkpoint_warnings(project.stories))
+    stories = [s for s in generate_training_stories(project.stories, domain) if not s.is_rule]
+    # A warning, as in Rasa: the policies learn one of the two; --fail-on-warnings fails on it.
+    report.warnings.extend(story_conflicts(stories, domain, max_history))
 
 
 def _where(step: StoryStep, index: int | None = None) -> str:
@@ -90,6 +93,14 @@ def _where(step: StoryStep, index: int | None = None) -> str:
     if step.filename:
         return f"{step.filename}:{line}: " if line else f"{step.filename}: "
     return ""
+
+
+def story_reference_warnings(project: Project) -> list[str]:
+    """Names that stories and rules use but the domain lacks, as training warnings: the bot
+    never follows the steps that use them (`data validate` reports most as errors)."""
+    report = ValidationReport()
+    _check_story_references(project.stories, project.domain, report)
+    return report.errors + report.warnings
 
 
 def _check_intents(project: Project, report: ValidationReport) -> None:
@@ -111,6 +122,14 @@ def _check_entities(project: Project, report: ValidationReport) -> None:
         report.warnings.append(
             f"entity '{entity}' is annotated in the NLU data but is not listed in the domain"
         )
+
+
+def story_reference_problems(steps: list[StoryStep], domain: Domain) -> list[str]:
+    """What stories name (intents, entities, actions, slots) that `domain` does not have,
+    each with its file and line."""
+    report = ValidationReport()
+    _check_story_references(steps, domain, report)
+    return report.errors + report.warnings
 
 
 def _check_story_references(
@@ -213,62 +232,43 @@ def _check_unused_responses(project: Project, report: ValidationReport) -> None:
 
 
 # -- story structure -------------------------------------------------------------------------
-def _states(story: TrainingStory, domain: Domain) -> list[tuple[tuple[Any, ...], str]]:
-    """(state before each action, the action): the dialogue state policies learn from."""
-    pairs: list[tuple[tuple[Any, ...], str]] = []
-    user: tuple[Any, ...] = ()
-    previous_action = ""
-    slot_values: dict[str, Any] = {}
-    loop: str | None = None
-    events: list[Event] = story.events
-    for event in events:
-        if isinstance(event, UserUttered):
-            intent = event.intent_name or event.text or ""
-            wanted = set(domain.wanted_entities(event.intent_name))
-            names = sorted({e.get("entity", "") for e in event.entities} & wanted)
-            user = (intent, tuple(names))
-        elif isinstance(event, SlotSet):
-            slot_values[event.key] = event.value
-        elif isinstance(event, ActiveLoop):
-            loop = event.name
-        elif isinstance(event, ActionExecuted):
-            name = event.action_name or event.action_text or ""
-            slots = []
-            for slot_name, value in sorted(slot_values.items()):
-                slot = domain.slots_by_name.get(slot_name)
-                feature = slot.feature(value) if slot else None
-                if feature is not None:
-                    slots.append((slot_name, feature))
-            state = (user if previous_action == ACTION_LISTEN else (), previous_action)
-            pairs.append(((state, tuple(slots), loop), name))
-            previous_action = name
-    return pairs
-
-
 def story_conflicts(
-    stories: list[TrainingStory], domain: Domain, max_history: int = DEFAULT_MAX_HISTORY
+    stories: list[TrainingStory], domain: Domain, max_history: int | None = None
 ) -> list[str]:
-    """Two stories with the same last `max_history` states that go on with different actions."""
-    seen: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
+    """Two stories with the same last `max_history` states (None: the same states from the
+    start, as Rasa without --max-history) that go on with different actions.
+
+    The states are the ones the policies learn from (as Rasa's check uses its trackers'
+    states): the latest user input stays in the states after the bot's first action.
+    """
+    seen: dict[str, dict[str, str]] = defaultdict(dict)
+    last_states: dict[str, State] = {}
     for story in stories:
-        pairs = _states(story, domain)
-        for index, (_, action) in enumerate(pairs):
-            history = tuple(s for s, _ in pairs[max(0, index - max_history + 1) : index + 1])
-            seen[history].setdefault(action, story.name)
+        for states, action in training_examples(story.events, domain):
+            window = states if max_history is None else states[-max_history:]
+            key = state_key(window)
+            seen[key].setdefault(action, story.name)
+            last_states[key] = states[-1]
     conflicts = []
-    for history, actions in seen.items():
+    for key, actions in seen.items():
         if len(actions) < 2:
             continue
         described = ", ".join(f"'{a}' in story '{s}'" for a, s in sorted(actions.items()))
-        (user, previous_action) = history[-1][0]
-        if user:
-            after = f"intent '{user[0]}'"
-        else:
-            after = f"action '{previous_action}'" if previous_action else "the conversation start"
         conflicts.append(
-            f"story structure conflict after {after}: the same history leads to {described}"
+            f"story structure conflict after {_after(last_states[key])}: the same history "
+            f"leads to {described}"
         )
     return sorted(conflicts)
+
+
+def _after(state: State) -> str:
+    """What a conflicting history ends with, in words."""
+    previous = state.get(PREV_ACTION, {})
+    user = state.get(USER, {})
+    if previous.get("action_name") == ACTION_LISTEN and user:
+        return f"intent '{user.get('intent') or user.get('text')}'"
+    name = previous.get("action_name") or previous.get("action_text")
+    return f"action '{name}'" if name else "the conversation start"
 
 
 # -- command line ----------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def run_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
         getattr(args, "config", None),
         args.domain,
         data,
-        getattr(args, "max_history", None) or DEFAULT_MAX_HISTORY,
+        getattr(args, "max_history", None),
     )
     for warning in report.warnings:
         print(f"warning: {warning}", file=out)

@@ -115,6 +115,38 @@ async def test_a_body_sent_in_several_chunks_is_read_whole(client: httpx.AsyncCl
     assert answer.json()[0] == {"recipient_id": "chunks", "text": "echo: in three parts"}
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"sender": "u1", "message": 5},
+        {"sender": "u1", "message": ["hi"]},
+        {"sender": {"a": 1}, "message": "hi"},
+        {"sender": True, "message": "hi"},
+    ],
+    ids=["number-message", "list-message", "object-sender", "bool-sender"],
+)
+async def test_a_message_or_sender_of_the_wrong_type_is_a_400(
+    client: httpx.AsyncClient, body: dict[str, object]
+) -> None:
+    """Before, a 200: `[]` for a message that is no string (the message silently dropped), and
+    a conversation named `{'a': 1}` for an object as sender."""
+    for stream in ("", "?stream=true"):
+        answer = await client.post("/webhooks/rest/webhook" + stream, json=body)
+        assert answer.status_code == 400
+        error = answer.json()
+        assert error["reason"] == "BadRequest"
+        assert error["message"] in (
+            "The 'message' must be a string.",
+            "The 'sender' must be a string or a number.",
+        )
+
+
+async def test_a_number_as_sender_is_its_text(client: httpx.AsyncClient) -> None:
+    answer = await client.post("/webhooks/rest/webhook", json={"sender": 42, "message": "hi"})
+    assert answer.status_code == 200
+    assert answer.json()[0]["recipient_id"] == "42"
+
+
 STREAM_BOT = {
     "config.yml": """recipe: default.v1
 language: en

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ COMMANDS = [
     ["shell"],
     ["test"],
     ["data", "validate"],
+    ["data", "split", "nlu"],
     ["prune"],
 ]
 
@@ -151,6 +153,58 @@ def test_train_skips_unchanged_project_and_force_retrains(run_cli, starter_copy:
     assert len(list((starter_copy / "models").glob("*.tar.gz"))) == len(before) + 1
 
 
+def test_train_dry_run_exit_codes_say_whether_to_train(run_cli, starter_copy: Path) -> None:
+    models = sorted((starter_copy / "models").glob("*.tar.gz"))
+    up_to_date = run_cli("train", "--dry-run", cwd=starter_copy)
+    assert (up_to_date.code, up_to_date.err) == (0, "")
+    assert "No training required" in up_to_date.out
+
+    assert run_cli("train", "--dry-run", "--force", cwd=starter_copy).code == 8
+
+    nlu = starter_copy / "data" / "nlu.yml"
+    nlu.write_text(nlu.read_text() + "    - good evening\n")
+    changed = run_cli("train", "--dry-run", cwd=starter_copy)
+    assert changed.code == 1
+    assert "needs to be retrained" in changed.out
+    assert sorted((starter_copy / "models").glob("*.tar.gz")) == models  # nothing trained
+
+
+@pytest.mark.parametrize(
+    "command", [["train"], ["train", "nlu"], ["test", "nlu", "--cross-validation"]]
+)
+def test_a_config_named_but_missing_is_refused(
+    run_cli, starter_copy: Path, command: list[str]
+) -> None:
+    models = sorted((starter_copy / "models").glob("*.tar.gz"))
+    result = run_cli(*command, "--config", "confg.yml", cwd=starter_copy)
+    assert result.code == 2  # it used to train with Rasa's default pipeline and policies
+    assert "--config: no such file: 'confg.yml'" in result.err
+    assert sorted((starter_copy / "models").glob("*.tar.gz")) == models
+
+
+def test_without_config_yml_validate_and_train_use_rasas_defaults(
+    run_cli, starter_copy: Path
+) -> None:
+    (starter_copy / "config.yml").unlink()
+    validated = run_cli("data", "validate", cwd=starter_copy)
+    assert validated.code == 0, validated.out
+    assert run_cli("train", "--dry-run", cwd=starter_copy).code == 1
+
+
+def test_a_changed_response_in_the_domain_retrains(run_cli, starter_copy: Path) -> None:
+    domain = starter_copy / "domain.yml"
+    text = domain.read_text()
+    assert "Hello! I'm the starter bot." in text
+    domain.write_text(text.replace("Hello! I'm the starter bot.", "Hi, what can I do?"))
+    # it said "Nothing changed since the last training" and kept serving the old text
+    assert run_cli("train", "--dry-run", cwd=starter_copy).code == 1
+    trained = run_cli("train", cwd=starter_copy)
+    assert "Your model is trained" in trained.out, trained.out
+
+    domain.write_text(domain.read_text() + "# a comment changes nothing the model holds\n")
+    assert run_cli("train", "--dry-run", cwd=starter_copy).code == 0
+
+
 def test_train_on_a_broken_file_names_file_and_line(run_cli, starter_copy: Path) -> None:
     (starter_copy / "data" / "nlu.yml").write_text(
         'version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n    - hi\n  - [oops\n'
@@ -179,6 +233,47 @@ def test_data_validate_broken_project(run_cli, starter_copy: Path) -> None:
     assert "Validation failed" in result.out
 
 
+def _add_stories(project: Path, text: str) -> None:
+    stories = project / "data" / "stories.yml"
+    stories.write_text(stories.read_text() + text)
+
+
+def test_a_story_conflict_is_a_warning_as_in_rasa(run_cli, starter_copy: Path) -> None:
+    _add_stories(
+        starter_copy,
+        "\n- story: deny after greet\n  steps:\n  - intent: greet\n  - action: utter_greet\n"
+        "  - intent: deny\n  - action: utter_goodbye\n"
+        "\n- story: deny after thanks\n  steps:\n  - intent: thanks\n"
+        "  - action: utter_youre_welcome\n  - intent: deny\n  - action: utter_greet\n",
+    )
+    # Whole stories (Rasa's default) differ from their first turn: no conflict.
+    whole = run_cli("data", "validate", cwd=starter_copy)
+    assert whole.code == 0, whole.out
+    assert "conflict" not in whole.out
+
+    # With the last turn only, `deny` leads to two actions: a warning, exit 0 as in Rasa's CI.
+    short = run_cli("data", "validate", "--max-history", "1", cwd=starter_copy)
+    assert short.code == 0, short.out
+    assert "warning: story structure conflict after intent 'deny'" in short.out
+    assert "'utter_greet' in story 'deny after thanks'" in short.out
+
+    strict = run_cli(
+        "data", "validate", "--max-history", "1", "--fail-on-warnings", cwd=starter_copy
+    )
+    assert strict.code == 1
+    assert "Validation failed" in strict.out
+
+
+def test_data_split_nlu_then_test_on_the_held_out_part(run_cli, starter_copy: Path) -> None:
+    split = run_cli("data", "split", "nlu", "--random-seed", "1", cwd=starter_copy)
+    assert split.code == 0, split.err  # it was "invalid choice: 'split'"
+    held_out = starter_copy / "train_test_split" / "test_data.yml"
+    assert (starter_copy / "train_test_split" / "training_data.yml").is_file()
+    tested = run_cli("test", "nlu", "-u", str(held_out), cwd=starter_copy)
+    assert tested.code == 0, tested.err
+    assert (starter_copy / "results" / "intent_report.json").is_file()
+
+
 def test_data_without_action_shows_its_help(run_cli) -> None:
     result = run_cli("data")
     assert result.code == 0
@@ -191,6 +286,111 @@ def test_test_writes_story_report(run_cli, starter_copy: Path) -> None:
     report = json.loads((starter_copy / "results" / "story_report.json").read_text())
     assert report  # per-action precision/recall, as Rasa's story_report.json
     assert "correct" in result.out
+
+
+def test_test_writes_every_result_file_rasa_writes(run_cli, starter_copy: Path) -> None:
+    result = run_cli("test", "core", cwd=starter_copy)
+    assert result.code == 0, result.err
+    results = starter_copy / "results"
+    report = json.loads((results / "story_report.json").read_text())
+    accuracy = report["conversation_accuracy"]
+    assert accuracy["with_warnings"] == 0
+    assert accuracy["correct"] == accuracy["total"] > 0
+    # CI scripts `cat` both files after `rasa test`
+    warnings = (results / "stories_with_warnings.yml").read_text()
+    assert warnings.startswith("# None of the test stories have warnings")
+    assert (results / "failed_test_stories.yml").read_text().startswith("# None")
+
+
+def _add_failing_test_story(project: Path) -> None:
+    (project / "tests" / "test_wrong.yml").write_text(
+        'version: "3.1"\nstories:\n- story: wrong answer\n  steps:\n'
+        "  - intent: greet\n  - action: utter_goodbye\n"
+    )
+
+
+def test_fail_on_prediction_errors_exits_1_after_writing_reports(
+    run_cli, starter_copy: Path
+) -> None:
+    _add_failing_test_story(starter_copy)
+    relaxed = run_cli("test", "core", cwd=starter_copy)
+    assert relaxed.code == 0, relaxed.err
+
+    strict = run_cli("test", "core", "--fail-on-prediction-errors", cwd=starter_copy)
+    assert strict.code == 1
+    assert "1 test story failed" in strict.err
+    assert "Traceback" not in strict.err
+    failed = (starter_copy / "results" / "failed_test_stories.yml").read_text()
+    assert "wrong answer" in failed
+    assert "# predicted: utter_greet" in failed
+
+
+def _failed_stories(run_cli, project: Path, name: str, steps: str) -> str:
+    """failed_test_stories.yml after `botserver test core` with one more test story."""
+    (project / "tests" / "test_more.yml").write_text(
+        f'version: "3.1"\nstories:\n- story: {name}\n  steps:\n{steps}'
+    )
+    result = run_cli("test", "core", cwd=project)
+    assert result.code == 0, result.err
+    return (project / "results" / "failed_test_stories.yml").read_text()
+
+
+def test_a_story_missing_a_bot_action_fails_as_in_rasa(run_cli, starter_copy: Path) -> None:
+    # The bot goes on with utter_anything_else; the story stops listening before it does.
+    steps = (
+        "  - intent: greet\n  - action: utter_greet\n"
+        "  - intent: ask_opening_hours\n  - action: utter_opening_hours\n"
+    )
+    failed = _failed_stories(run_cli, starter_copy, "stops too early", steps)
+    assert "stops too early" in failed
+    assert "- action: action_listen  # predicted: utter_anything_else" in failed
+    report = json.loads((starter_copy / "results" / "story_report.json").read_text())
+    # As Rasa's report: action_listen and the stories' intents are labels too
+    assert report["action_listen"]["support"] > 0
+    assert report["greet"]["support"] > 0
+
+
+def test_test_without_test_stories_says_which_flag_to_give(run_cli, starter_copy: Path) -> None:
+    shutil.rmtree(starter_copy / "tests")
+    result = run_cli("test", "core", cwd=starter_copy)
+    assert result.code == 1
+    # it said "training data not found", of files that are not training data
+    assert "test stories not found at 'tests' (give them with --stories)" in result.err
+
+
+def test_an_e2e_step_whose_entity_is_not_found_fails_as_in_rasa(
+    run_cli, starter_copy: Path
+) -> None:
+    steps = (
+        "  - user: |\n      hello [friend](person)\n    intent: greet\n  - action: utter_greet\n"
+    )
+    failed = _failed_stories(run_cli, starter_copy, "an entity the model does not find", steps)
+    # it passed: only the intent was compared
+    assert "an entity the model does not find" in failed
+    assert "intent: greet  # predicted: greet: hello friend" in failed
+
+
+def test_a_test_story_naming_what_the_domain_lacks_is_warned_about(
+    run_cli, starter_copy: Path
+) -> None:
+    (starter_copy / "tests" / "test_more.yml").write_text(
+        'version: "3.1"\nstories:\n- story: typo\n  steps:\n'
+        "  - intent: greet\n  - action: utter_greeet\n"
+    )
+    result = run_cli("test", "core", cwd=starter_copy)
+    assert result.code == 0
+    assert (
+        "warning: tests/test_more.yml:6: action 'utter_greeet' is used in story 'typo' "
+        "but is not listed in the domain"
+    ) in result.err
+
+
+def test_test_nlu_on_a_file_without_examples_says_so(run_cli, starter_copy: Path) -> None:
+    result = run_cli("test", "nlu", "-u", "tests", cwd=starter_copy)
+    assert result.code == 0, result.err
+    # it said "intent accuracy None" and wrote empty reports
+    assert "NLU: no examples in tests: nothing to test (give them with --nlu)." in result.out
+    assert not (starter_copy / "results" / "intent_report.json").exists()
 
 
 def test_test_with_a_missing_model_fails_clearly(run_cli, tmp_path: Path) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
+import subprocess
 from pathlib import Path
 
 import pexpect
@@ -57,3 +61,37 @@ def test_shell_without_a_model_says_what_to_do(tmp_path: Path) -> None:
     shell.expect(pexpect.EOF)
     shell.close()
     assert shell.exitstatus == 1
+
+
+def test_ctrl_c_ends_the_session_at_once(moodbot_model: Path, tmp_path: Path) -> None:
+    shell = spawn_shell(moodbot_model, tmp_path)
+    shell.expect_exact(PROMPT)
+    shell.sendline("hello there")
+    shell.expect_exact("Hey! How are you?")
+    shell.expect_exact(PROMPT)
+    shell.sendintr()
+    shell.expect(pexpect.EOF, timeout=10)  # it used to wait for enter, forever
+    shell.close()
+    assert shell.exitstatus == 130
+
+
+def test_undecodable_input_is_replaced_and_the_session_goes_on(
+    moodbot_model: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {tmp_path / 'shell.db'}\n"
+    )
+    command = botserver_command()
+    shell = subprocess.run(
+        [*command, "shell", "-m", str(moodbot_model), "--quiet", "--sender", "ana"],
+        input=b"hello\n\xff\xfe sad\nhello\n/stop\n",
+        capture_output=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},  # strict, as in a UTF-8 terminal
+        timeout=60,
+    )
+    assert shell.returncode == 0, shell.stderr.decode()
+    assert shell.stdout.decode().count("Hey! How are you?") == 2
+    with sqlite3.connect(tmp_path / "shell.db") as db:
+        texts = [json.loads(row[0]).get("text") for row in db.execute("SELECT data FROM events")]
+    assert "\ufffd\ufffd sad" in texts  # not lone surrogates, which no JSON answer can hold

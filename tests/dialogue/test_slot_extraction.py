@@ -10,7 +10,7 @@ import pytest
 from server.dialogue.domain import Domain
 from server.dialogue.processor import DialogueModel
 from server.dialogue.slot_extraction import extract_slots
-from server.trackers.events import ActionExecuted, SlotSet, UserUttered
+from server.trackers.events import ActionExecuted, ActiveLoop, SlotSet, UserUttered
 from server.trackers.tracker import Tracker
 from tests.dialogue.conversation_fixtures import (
     Conversation,
@@ -102,6 +102,56 @@ def test_a_list_slot_filled_from_text_or_intent_holds_a_list() -> None:
     assert _filled(from_text, _said(from_text, "inform", text="tea")) == {"s": ["tea"]}
     from_intent = _domain([{"type": "from_intent", "intent": "greet", "value": "hi"}], "list")
     assert _filled(from_intent, _said(from_intent, "greet")) == {"s": ["hi"]}
+
+
+def test_an_entity_fills_a_slot_the_form_did_not_ask_for_when_its_mapping_is_unique() -> None:
+    """Before, two slots of a form taking `city` for different intents both counted as the
+    same mapping: "I leave from Berlin" while the form asked for the destination filled
+    nothing, and the form was rejected. As in Rasa, the whole mapping decides."""
+    city = {"type": "from_entity", "entity": "city"}
+    domain = Domain.from_dict(
+        {
+            "intents": ["depart", "arrive", "inform"],
+            "entities": ["city"],
+            "slots": {
+                "origin": {"type": "text", "mappings": [{**city, "intent": "depart"}]},
+                "destination": {"type": "text", "mappings": [{**city, "intent": "arrive"}]},
+                "stopover": {"type": "text", "mappings": [city]},
+                "hotel_city": {"type": "text", "mappings": [city]},
+            },
+            "forms": {
+                "trip": {"required_slots": ["origin", "destination", "stopover", "hotel_city"]}
+            },
+        }
+    )
+    berlin = [{"entity": "city", "value": "Berlin"}]
+
+    def said_in_form(intent: str) -> Tracker:
+        tracker = _said(domain, intent, entities=berlin)
+        tracker.update_many(
+            [ActiveLoop(name="trip"), SlotSet(key="requested_slot", value="destination")]
+        )
+        return tracker
+
+    assert _filled(domain, said_in_form("depart")) == {"origin": "Berlin"}
+    # stopover and hotel_city share one mapping: neither is filled unasked.
+    assert _filled(domain, said_in_form("inform")) == {}
+
+
+def test_a_form_ignores_the_intent_its_ignored_intents_names_as_one_string() -> None:
+    """Before, `ignored_intents: chitchat` (one name, not a list) was read letter by letter:
+    chitchat during the form filled the requested slot with its text."""
+    domain = Domain.from_dict(
+        {
+            "intents": ["chitchat", "inform"],
+            "slots": {"s": {"type": "text", "mappings": [{"type": "from_text"}]}},
+            "forms": {"f": {"required_slots": ["s"], "ignored_intents": "chitchat"}},
+        }
+    )
+    tracker = _said(domain, "chitchat", text="tell me a joke")
+    tracker.update_many([ActiveLoop(name="f"), SlotSet(key="requested_slot", value="s")])
+
+    assert _filled(domain, tracker) == {}
 
 
 def test_from_text_respects_not_intent() -> None:

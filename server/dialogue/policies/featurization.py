@@ -134,12 +134,18 @@ class _Fold:
         self.slot_values: dict[str, Any] = domain.slot_defaults()
         self.slots_set: set[str] = set()
         self.user: dict[str, Any] = {}
+        self.user_text: str | None = None
         self.prev_action: dict[str, str] = {}
         self.loop: str | None = None
 
     def apply(self, event: Event) -> None:
         if isinstance(event, UserUttered):
             self.user = self._user_sub_state(event.intent_name, event.text, event.entities)
+            self.user_text = event.text
+        elif isinstance(event, DefinePrevUserUtteredFeaturization):
+            # The message was answered from its text (end to end): so it reads from now on.
+            if event.use_text_for_featurization and self.user_text:
+                self.user = {"text": self.user_text}
         elif isinstance(event, ActionExecuted):
             if event.action_name is not None:
                 self.prev_action = {"action_name": event.action_name}

@@ -1,0 +1,43 @@
+"""`botserver data split nlu`: per-intent splits, written as NLU files that read back."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from server.nlu.training_data import Example, NLUTrainingData
+from server.training.nlu_split import write_split
+from server.training.nlu_yaml import read_nlu_file
+from server.training.project import data_files
+from tests.shared_data import BOTS
+
+FORMBOT_NLU = BOTS / "formbot" / "data" / "nlu.yml"
+
+
+def _key(example: Example) -> tuple:
+    entities = sorted((e.start, e.end, e.entity, str(e.value), e.role) for e in example.entities)
+    return example.text, example.intent, tuple(entities)
+
+
+def test_a_split_reads_back_as_the_same_examples_with_every_intent_in_both(
+    tmp_path: Path,
+) -> None:
+    data = read_nlu_file(FORMBOT_NLU)
+    train_path, test_path = write_split(data, tmp_path, 0.8, seed=1)
+    train, test = read_nlu_file(train_path), read_nlu_file(test_path)
+
+    assert Counter(map(_key, train.examples + test.examples)) == Counter(map(_key, data.examples))
+    assert sum(len(e.entities) for e in train.examples + test.examples) == 132
+    counts = Counter(e.intent for e in data.examples)
+    for intent, count in counts.items():
+        in_train = sum(e.intent == intent for e in train.examples)
+        assert in_train == min(max(round(count * 0.8), 1), max(count - 1, 1))
+        assert count - in_train == sum(e.intent == intent for e in test.examples)
+    assert train.synonyms == test.synonyms == data.synonyms
+
+
+def test_the_same_seed_gives_the_same_split(tmp_path: Path) -> None:
+    data = NLUTrainingData.merge(read_nlu_file(f) for f in data_files([FORMBOT_NLU]))
+    first = write_split(data, tmp_path / "a", 0.5, seed=7)
+    second = write_split(data, tmp_path / "b", 0.5, seed=7)
+    assert [p.read_text() for p in first] == [p.read_text() for p in second]
