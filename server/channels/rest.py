@@ -66,9 +66,10 @@ def message_from_rest_body(
 
 
 class QueueOutputChannel:
-    """Hands each bot message part to a queue as soon as it is sent (for `?stream=true`)."""
+    """Hands each bot message part to a queue as soon as it is sent (for `?stream=true`).
+    Named `queue` as in Rasa: the name response variations' `channel` is matched against."""
 
-    name = "rest"
+    name = "queue"
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()

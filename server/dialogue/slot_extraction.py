@@ -108,7 +108,6 @@ def _extract(tracker: Tracker, domain: Domain, trigger_only: bool) -> list[SlotS
                 continue
             if slot.type == "list" and mapping.type != "from_entity" and value is not None:
                 value = [value]  # a list slot holds a list, as in Rasa (`from_text`: [text])
-            value = slot.coerce(value)
             if value is not None or tracker.get_slot(slot.name) is not None:
                 events.append(SlotSet(key=slot.name, value=value))
                 break

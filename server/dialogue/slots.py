@@ -147,25 +147,6 @@ class Slot:
             d["min_value"] = self.min_value
         return d
 
-    def coerce(self, value: Any) -> Any:
-        """The value as this slot stores it (bools and floats from text, as Rasa does)."""
-        if value is None:
-            return None
-        if self.type == "bool" and isinstance(value, str):
-            lowered = value.strip().lower()
-            if lowered in ("true", "1", "yes"):
-                return True
-            if lowered in ("false", "0", "no"):
-                return False
-        if self.type == "float" and isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                return value
-            # "nan" and "1e999" read as numbers no JSON answer can hold: kept as text.
-            return number if math.isfinite(number) else value
-        return value
-
     def feature(self, value: Any) -> str | None:
         """A hashable summary of the value for dialogue state, or None if it has no influence."""
         if not self.influence_conversation:

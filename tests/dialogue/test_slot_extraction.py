@@ -164,7 +164,7 @@ FLOAT_BOT = {
     "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
     "domain.yml": """
 version: "3.1"
-intents: [greet, inform]
+intents: [greet, inform, tell]
 entities: [amount]
 slots:
   amount:
@@ -173,12 +173,14 @@ slots:
 responses:
   utter_greet: [{text: "Hi"}]
   utter_default: [{text: "default"}]
+  utter_amount: [{text: "You said {amount}."}]
 """,
     "data/rules.yml": """
 version: "3.1"
 rules:
 - {rule: greet, steps: [{intent: greet}, {action: utter_greet}]}
 - {rule: inform, steps: [{intent: inform}, {action: utter_greet}]}
+- {rule: tell, steps: [{intent: tell}, {action: utter_amount}]}
 """,
 }
 
@@ -203,6 +205,23 @@ async def test_a_float_slot_never_holds_what_json_cannot(
     tracker = await conversation.tracker()
     json.dumps(tracker.current_state(), allow_nan=False)  # what the API will send
     assert (await conversation.say("/greet")).texts == ["Hi"]
+
+
+async def test_a_float_slot_keeps_the_entity_text_as_rasa_does(float_bot: DialogueModel) -> None:
+    # Before: "12" was stored as 12.0, so the reply read "You said 12.0." and an action got
+    # a number; Rasa 3.6 stores the value as extracted (its policies read it as a number).
+    conversation = Conversation(make_agent(float_bot), "float-text")
+    assert (await conversation.say('/tell{"amount": "12"}')).texts == ["You said 12."]
+    assert (await conversation.tracker()).get_slot("amount") == "12"
+
+
+def test_a_bool_slot_keeps_the_entity_text_as_rasa_does() -> None:
+    # Before: "yes" was stored as True, so policies saw a confirmation where Rasa sees no
+    # value (only true/false and 1/0 are truth values to Rasa).
+    domain = _domain([{"type": "from_entity", "entity": "city"}], "bool")
+    said = _said(domain, "inform", entities=[{"entity": "city", "value": "yes"}])
+    assert _filled(domain, said) == {"s": "yes"}
+    assert domain.slots_by_name["s"].feature("yes") is None
 
 
 @pytest.fixture(scope="module")
