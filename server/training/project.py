@@ -130,10 +130,9 @@ def load_project(
         domain_dict["e2e_actions"] = existing + [t for t in action_texts if t not in existing]
     project_domain = domain_reader.build(domain_dict, str(domain))
 
-    # The domain's files too: a model trained before a response was edited is not current.
-    read = {f.resolve() for f in files}
-    inputs = files + [f for f in domain_reader.files if f.resolve() not in read]
-    return Project(project_config, project_domain, nlu, stories, inputs, warnings)
+    # The domain counts in the training fingerprint as read (see train._fingerprint), not
+    # by its files' bytes: an edited response retrains, a comment does not.
+    return Project(project_config, project_domain, nlu, stories, files, warnings)
 
 
 def _add_data_responses(
