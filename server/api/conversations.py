@@ -28,7 +28,7 @@ from server.api.schemas import (
     Tracker,
 )
 from server.api.services import Services, services_of
-from server.api.tracker_response import tracker_response
+from server.api.tracker_response import freed_after_sending, tracker_response
 from server.auth import require_auth
 from server.dialogue.agent import Agent
 from server.dialogue.story_export import conversation_story
@@ -194,9 +194,11 @@ def conversations_router() -> APIRouter:
     ) -> JSONResponse:
         verbosity = event_verbosity(include_events)
         services.agent.model()
-        events = await read_events(await read_json_body(request), allow_single=False)
+        body = await read_json_body(request)
+        events = await read_events(body, allow_single=False)
         tracker = await services.agent.replace_events(conversation_id, events)
-        return await tracker_response(tracker, verbosity)
+        response = await tracker_response(tracker, verbosity)
+        return freed_after_sending(response, [tracker], [body, events])
 
     @router.get(
         "/story",

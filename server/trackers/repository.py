@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from server.trackers.events import OFF_LOOP_EVENTS, Event, event_from_dict
+from server.trackers.freeing import free_off_loop
 from server.trackers.store import TrackerStore
 from server.trackers.tracker import Tracker
 
@@ -77,6 +78,7 @@ class TrackerRepository:
         dicts = await asyncio.to_thread(_dicts, tracker.events)
         await self.store.replace(tracker.sender_id, dicts)
         self.forget(tracker.sender_id)
+        await free_off_loop(dicts)
 
     def forget(self, sender_id: str) -> None:
         entry = self._hot.pop(sender_id, None)

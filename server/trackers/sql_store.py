@@ -26,6 +26,7 @@ from server.errors import (
     StoreUnavailable,
 )
 from server.json_values import loads_exact
+from server.trackers.freeing import free_off_loop
 from server.trackers.session_start import ACTION_SESSION_START, latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.sql_engine import (
@@ -276,6 +277,7 @@ class SqlTrackerStore:
         with self._map_errors():
             await self._db.replace(sender_id, rows)
         self._cache.pop(sender_id)
+        await free_off_loop(rows)
 
     async def delete(self, sender_id: str) -> None:
         self._cache.pop(sender_id)

@@ -464,6 +464,15 @@ def states_behind(tracker: Tracker, domain: Domain) -> int:
     return len(tracker.events) - cache.seen
 
 
+def cached_lists(tracker: Tracker) -> list[list[Any]]:
+    """The long lists the tracker's state cache holds (its applied events and states), for
+    a caller to free once the tracker is garbage (`server/trackers/freeing.py`)."""
+    cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
+    if not isinstance(cache, _IncrementalStates):
+        return []
+    return [cache.events, cache.body, cache.body_texts, cache.body_identities]
+
+
 def fold_states(tracker: Tracker, domain: Domain) -> None:
     """Folds the tracker's events into its state cache now: the first prediction on a long
     conversation does it in a thread, not on the event loop."""
