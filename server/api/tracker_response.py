@@ -12,13 +12,12 @@ from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
 from server.dialogue.policies.featurization import cached_lists
-from server.trackers.events import OFF_LOOP_EVENTS
+from server.trackers.events import EVENTS_PER_PIECE, OFF_LOOP_EVENTS
 from server.trackers.freeing import empty_in_pieces
 from server.trackers.tracker import EventVerbosity, Tracker, chosen_events
 
-# Events encoded per call of the C encoder, which holds the GIL (so the event loop) until it
-# returns: 15 MB of events in one call held the loop 0.4 s even from a thread.
-_EVENTS_PER_DUMP = 500
+# (Events are encoded EVENTS_PER_PIECE per call of the C encoder, which holds the GIL until
+# it returns: 15 MB of events in one call held the loop 0.4 s even from a thread.)
 
 R = TypeVar("R", bound=Response)
 
@@ -50,10 +49,10 @@ async def tracker_response(
             _dumps(placeholder), 1
         )
         pieces = [head.encode("utf-8"), b"["]
-        for start in range(0, len(chosen), _EVENTS_PER_DUMP):
+        for start in range(0, len(chosen), EVENTS_PER_PIECE):
             if start:
                 pieces.append(b",")
-            dicts = [e.as_dict() for e in chosen[start : start + _EVENTS_PER_DUMP]]
+            dicts = [e.as_dict() for e in chosen[start : start + EVENTS_PER_PIECE]]
             pieces.append(_dumps(dicts)[1:-1].encode("utf-8"))
         pieces += [b"]", tail.encode("utf-8")]
         return _Written(b"".join(pieces))

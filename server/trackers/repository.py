@@ -67,7 +67,7 @@ class TrackerRepository:
     async def save(self, tracker: Tracker, new_events: list[Event]) -> None:
         """Appends `new_events` (already applied to `tracker`) in one transaction."""
         if new_events:
-            if len(new_events) > DICTS_OFF_LOOP_ABOVE:  # a bulk append: not on the event loop
+            if len(new_events) > OFF_LOOP_EVENTS:  # a bulk append: not on the event loop
                 dicts = await asyncio.to_thread(_dicts, new_events)
             else:
                 dicts = _dicts(new_events)
@@ -109,11 +109,6 @@ async def _fold(
     if len(dicts) > OFF_LOOP_EVENTS:
         return await asyncio.to_thread(Tracker.from_dicts, sender_id, dicts, slot_defaults)
     return Tracker.from_dicts(sender_id, dicts, slot_defaults)
-
-
-# Longer lists of new events become dicts in a thread (a bulk POST of tracker events), so
-# the event loop is not held; a turn's few events stay inline. A replace always uses one.
-DICTS_OFF_LOOP_ABOVE = 500
 
 
 def _dicts(events: list[Event]) -> list[dict[str, Any]]:
