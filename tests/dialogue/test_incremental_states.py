@@ -3,6 +3,8 @@ states computed from scratch (restarts and rewinds included)."""
 
 from __future__ import annotations
 
+import time
+
 from server.dialogue.domain import Domain
 from server.dialogue.policies.featurization import (
     ConversationStates,
@@ -13,6 +15,7 @@ from server.dialogue.policies.featurization import (
 )
 from server.trackers.events import (
     ActionExecuted,
+    ActiveLoop,
     AllSlotsReset,
     BotUttered,
     EntitiesAdded,
@@ -183,3 +186,24 @@ def test_current_state_texts_equal_json_dumps_for_text_orjson_writes_differently
         conversation = ConversationStates(tracker, domain)
         expected, _ = states_and_labels(tracker.applied_events(), domain)
         assert conversation.texts(None)[-1] == state_text(expected[-1]), event
+
+
+def test_a_long_form_conversation_predicts_in_time_linear_in_its_length() -> None:
+    """Before, every run of a form copied the whole history to undo its happy path, so a
+    prediction on 100,000 events of a form asking again and again took 0.76 s of CPU, on the
+    event loop (25,000 events: 0.08-0.11 s); now 0.07 s, the same states."""
+    tracker = Tracker("form", DOMAIN.slot_defaults())
+    said = {"intent": {"name": "greet", "confidence": 1.0}}
+    asks = [
+        UserUttered(text="m", parse_data=said),
+        ActionExecuted(action_name="restaurant_form"),
+        ActiveLoop(name="restaurant_form"),
+        BotUttered(text="what cuisine?"),
+        ActionExecuted(action_name="action_listen"),
+    ]
+    tracker.update_many(asks * 20_000)
+    started = time.process_time()
+    conversation = ConversationStates(tracker, DOMAIN)
+    assert time.process_time() - started < 0.25  # 0.76 s before
+    expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
+    assert conversation.states == expected and len(expected) == 20_002

@@ -239,14 +239,14 @@ def _first_run_or_unhappy_path(loop: str, applied: list[Event]) -> bool:
 
 
 def _undo_till_previous_loop_run(loop: str, applied: list[Event]) -> None:
-    offset = 0
-    for event in reversed(applied[:]):
+    # Walked by index, not over a copy: a copy of the whole history at every run of the loop
+    # made a long form conversation's prediction quadratic (25,000 events: 0.1 s).
+    for index in range(len(applied) - 1, -1, -1):
+        event = applied[index]
         if isinstance(event, ActionExecuted) and event.action_name == loop:
             break
         if isinstance(event, (ActionExecuted, UserUttered, DefinePrevUserUtteredFeaturization)):
-            del applied[-1 - offset]
-        else:
-            offset += 1
+            del applied[index]
 
 
 def states_and_labels(
