@@ -578,34 +578,39 @@ class _IncrementalStates:
         """Appends `new` (no history rewrites among them) to the events and their states;
         False when only `_recompute` can give the states (then always: `batch`)."""
         current = self.current
+        body, texts, identities = self.body, self.body_texts, self.body_identities
         for event in new:
-            if self.loop is not None or isinstance(event, ActiveLoop):
+            if self.loop is not None or type(event) is ActiveLoop:
                 changed = self._loop_step(event)
                 if changed is None:
                     self.batch = True
                     return False
                 if changed:
                     current = None
+                body, texts, identities = self.body, self.body_texts, self.body_identities
             if isinstance(event, ActionExecuted):
                 if current is not None:
-                    self.body.append(current)
-                    self.body_texts.append(self.current_text)
-                    self.body_identities.append(self.current_identity)
+                    body.append(current)
+                    texts.append(self.current_text)
+                    identities.append(self.current_identity)
                 else:
-                    self.body.append(self.fold.state())
-                    self.body_texts.append(None)
-                    self.body_identities.append(None)
+                    body.append(self.fold.state())
+                    texts.append(None)
+                    identities.append(None)
             if not isinstance(event, _UNFOLDED):  # the fold does not read the others
                 current = None
                 self.fold.apply(event)
             self.events.append(event)
-            if self.collapsed is not self.events:
-                self.collapsed.append(event)
-                if isinstance(event, ActionExecuted) and event.action_name == self.loop:
-                    self.loop_run = (len(self.collapsed), len(self.body), self.fold.copy())
+            if self.loop is not None:
+                self._collapsed_append(event)
         if current is None:
             self.current = None
         return True
+
+    def _collapsed_append(self, event: Event) -> None:
+        self.collapsed.append(event)
+        if isinstance(event, ActionExecuted) and event.action_name == self.loop:
+            self.loop_run = (len(self.collapsed), len(self.body), self.fold.copy())
 
     def _loop_step(self, event: Event) -> bool | None:
         """Before `event` is folded: the loop it activates, or the happy path its loop's run
