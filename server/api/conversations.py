@@ -146,12 +146,14 @@ def conversations_router() -> APIRouter:
             EventVerbosity.AFTER_RESTART,
         )
         tracker = await services.agent.tracker(conversation_id, all_sessions=needs_history)
-        if until_time is not None:  # a tracker of this request's own (all sessions)
+        own = [tracker] if needs_history else []  # (all sessions: a tracker of its own)
+        if until_time is not None:
             if len(tracker.events) > OFF_LOOP_EVENTS:
                 tracker = await asyncio.to_thread(tracker.until, until_time)
             else:
                 tracker = tracker.until(until_time)
-        return await tracker_response(tracker, verbosity)
+            own.append(tracker)
+        return freed_after_sending(await tracker_response(tracker, verbosity), own)
 
     @router.post(
         "/tracker/events",
@@ -231,7 +233,7 @@ def conversations_router() -> APIRouter:
             story = await asyncio.to_thread(conversation_story, tracker, every_session, until_time)
         else:
             story = conversation_story(tracker, every_session, until_time)
-        return PlainTextResponse(story)
+        return freed_after_sending(PlainTextResponse(story), [tracker])
 
     @router.post(
         "/execute",

@@ -55,6 +55,10 @@ async def tracker_response(
             dicts = [e.as_dict() for e in chosen[start : start + EVENTS_PER_PIECE]]
             pieces.append(_dumps(dicts)[1:-1].encode("utf-8"))
         pieces += [b"]", tail.encode("utf-8")]
+        # The copy taken on the loop may hold the last references to the events (a tracker
+        # of the request's own, whose list `freed_after_sending` empties): emptied here, they
+        # are not all freed at once on the loop when the request ends (33 ms).
+        empty_in_pieces(events)
         return _Written(b"".join(pieces))
 
     return await asyncio.to_thread(write)

@@ -170,7 +170,9 @@ class RedisTrackerStore:
         key = self._prefix + sender_id
         with self._errors():
             raw = await self._with_rasa_layout(sender_id, lambda: self._redis.lrange(key, 0, -1))
-        return await _off_loop_if_long(_decoded, raw) or None
+        events = await _off_loop_if_long(_decoded, raw)
+        await free_off_loop(raw)
+        return events or None
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         self._forget(sender_id)

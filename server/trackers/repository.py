@@ -62,7 +62,9 @@ class TrackerRepository:
         dicts = await self.store.load_all(sender_id)
         if dicts is None:
             return None
-        return await _fold(sender_id, dicts, slot_defaults)
+        tracker = await _fold(sender_id, dicts, slot_defaults)
+        await free_off_loop(dicts)  # a list of this call's own (no store keeps it)
+        return tracker
 
     async def save(self, tracker: Tracker, new_events: list[Event]) -> None:
         """Appends `new_events` (already applied to `tracker`) in one transaction."""

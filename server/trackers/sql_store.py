@@ -311,7 +311,9 @@ class SqlTrackerStore:
             data = await self._db.all_data(sender_id)
         if not data:
             return None
-        return await _parse(data)
+        events = await _parse(data)
+        await free_off_loop(data)
+        return events
 
     async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
         await self._ensure_ready()
