@@ -18,6 +18,9 @@ from server.errors import InvalidEvent
 # converted, folded, written out or read in a thread, wherever that happens: 100,000 events
 # are 0.2-1 s of Python that would hold every other conversation and /health.
 OFF_LOOP_EVENTS = 1_000
+# Off the loop, such a list's work that runs in C and holds the GIL for a whole call (JSON
+# writing, freeing) is done this many events per call, so the loop gets the GIL in between.
+EVENTS_PER_PIECE = 500
 
 ACTION_LISTEN = "action_listen"
 ACTION_SESSION_START = "action_session_start"

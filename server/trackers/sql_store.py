@@ -26,6 +26,8 @@ from server.errors import (
     StoreUnavailable,
 )
 from server.json_values import loads_exact
+from server.trackers.events import OFF_LOOP_EVENTS
+from server.trackers.freeing import free_off_loop
 from server.trackers.session_start import ACTION_SESSION_START, latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.sql_engine import (
@@ -50,9 +52,8 @@ from server.trackers.store import DEFAULT_CACHE_EVENTS, NAME_COLUMN_LENGTH, cach
 
 logger = logging.getLogger(__name__)
 
+# Conversations deleted per statement by `delete_older_than` (a bound on bound parameters).
 DELETE_BATCH = 500
-# Parsing more rows than this at once moves off the event loop.
-PARSE_IN_THREAD_ABOVE = 500
 
 Row = tuple[str, str | None, float | None, str | None, str | None, str]
 IdData = tuple[int, str]
@@ -279,6 +280,7 @@ class SqlTrackerStore:
         with self._map_errors():
             await self._db.replace(sender_id, rows)
         self._cache.pop(sender_id)
+        await free_off_loop(rows)
 
     async def delete(self, sender_id: str) -> None:
         self._cache.pop(sender_id)
@@ -317,7 +319,9 @@ class SqlTrackerStore:
             data = await self._db.all_data(sender_id)
         if not data:
             return None
-        return await _parse(data)
+        events = await _parse(data)
+        await free_off_loop(data)
+        return events
 
     async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
         await self._ensure_ready()
@@ -661,6 +665,6 @@ def _load_json(data: str) -> Any:
 
 
 async def _parse(data: Sequence[str]) -> list[dict[str, Any]]:
-    if len(data) > PARSE_IN_THREAD_ABOVE:
+    if len(data) > OFF_LOOP_EVENTS:  # rows parsed off the event loop
         return await asyncio.to_thread(lambda: [_load_json(d) for d in data])
     return [_load_json(d) for d in data]

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
+from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.session_start import ACTION_SESSION_START
 from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
 
@@ -62,9 +63,6 @@ _COPY_PASSES = 2
 _SMALL_REMAINDER = 64  # frames: copied with appends held rather than in one more pass
 _FIRST_CHECKPOINT_AFTER = 50  # commits
 _CHECKPOINT_AFTER_LIMITS = (8, 10_000)  # commits
-# An append of more rows (a bulk POST of tracker events) goes to the store's thread: 100,000
-# rows are about 0.17 s of inserts that would hold the event loop.
-_INLINE_MAX_ROWS = 500
 # What commits without an fsync in WAL mode; FULL and EXTRA sync the WAL at every commit.
 _INLINE_SYNCHRONOUS = ("NORMAL", "OFF")
 
@@ -260,7 +258,9 @@ class SqliteDatabase:
             await asyncio.shield(self._inline_opening)
         loop = asyncio.get_running_loop()
         append = _Append(sender_id, rows, loop.create_future(), known)
-        if self._inline is None or sender_id in self._on_thread or len(rows) > _INLINE_MAX_ROWS:
+        # An append of more rows (a bulk POST of tracker events) goes to the store's thread:
+        # 100,000 rows are about 0.17 s of inserts that would hold the event loop.
+        if self._inline is None or sender_id in self._on_thread or len(rows) > OFF_LOOP_EVENTS:
             self._to_thread([append])
         elif self._held is not None:
             self._held.append(append)
