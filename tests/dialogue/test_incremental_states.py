@@ -203,9 +203,10 @@ def test_a_long_form_conversation_predicts_in_time_linear_in_its_length() -> Non
         ActionExecuted(action_name="action_listen"),
     ]
     tracker.update_many(asks * 20_000)
-    started = time.process_time()
+    # This thread's CPU only: other threads of the test run (stores, freeing) do not count.
+    started = time.thread_time()
     conversation = ConversationStates(tracker, DOMAIN)
-    assert time.process_time() - started < 0.4  # 0.76 s before
+    assert time.thread_time() - started < 0.4  # 0.76 s before
     expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
     assert conversation.states == expected and len(expected) == 20_002
 
@@ -279,11 +280,11 @@ def test_a_turn_of_a_long_form_conversation_costs_what_a_short_ones_does() -> No
     for _ in range(5_000):
         tracker.update_many(asks())
     ConversationStates(tracker, DOMAIN)
-    started = time.process_time()
+    started = time.thread_time()
     for _ in range(10):
         tracker.update_many(asks())
         conversation = ConversationStates(tracker, DOMAIN)
-    assert (time.process_time() - started) / 10 < 0.005  # 25 ms before
+    assert (time.thread_time() - started) / 10 < 0.005  # 25 ms before
     expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
     assert conversation.states == expected
     # A second loop in the session: recomputed at every prediction, as before.
