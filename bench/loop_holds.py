@@ -89,7 +89,8 @@ async def main(store: str, events: int) -> None:
                     took = time.perf_counter() - started
                     print(
                         f"round {round_}  {name:36s} {response.status_code}  "
-                        f"took {took:6.3f} s  loop held {hold.longest * 1000:6.0f} ms",
+                        f"took {took:6.3f} s  loop held {hold.longest * 1000:6.0f} ms"
+                        f" (CPU {hold.busiest * 1000:4.0f} ms)",
                         flush=True,
                     )
         if store == "redis":

@@ -78,6 +78,10 @@ class UnsupportedModel(ModelError):
     """An archive in another format (a Rasa model, an older botserver format)."""
 
 
+class OutdatedModel(UnsupportedModel):
+    """A model an older botserver trained with a setting this version refuses: retrain it."""
+
+
 class SignatureError(ModelError):
     """An archive is unsigned or its signature does not verify."""
 
@@ -122,6 +126,10 @@ class ActionRejected(ActionError):
     def __init__(self, action_name: str, message: str | None = None):
         self.action_name = action_name
         super().__init__(message or f"Custom action '{action_name}' rejected to run")
+
+
+class MessageTooLong(BotServerError):
+    """A user message longer than botserver reads (`MAX_TEXT_CHARS`); nothing is stored."""
 
 
 class ResponseTooLarge(BotServerError):

@@ -15,8 +15,9 @@ from starlette.routing import Route
 
 from server.dialogue.http_endpoint import HttpEndpoint
 from server.http_clients import async_client, sync_client
-from tests.api.test_tls_options import PASSWORD, self_signed
+from tests.api.test_tls_options import PASSWORD
 from tests.serving import serving
+from tests.tls_certificates import self_signed
 
 SERVER = Path(__file__).resolve().parent.parent / "server"
 
@@ -77,7 +78,7 @@ async def test_async_and_sync_clients_do_not_go_through_an_environment_proxy(
 async def test_the_ca_bundle_named_by_ssl_cert_file_is_still_trusted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cert_file, key_file = self_signed(tmp_path)
+    cert_file, key_file = self_signed(tmp_path, PASSWORD)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
     app = Starlette(routes=[Route("/", _answer)])
     tls = {"ssl_certfile": str(cert_file), "ssl_keyfile": str(key_file)}

@@ -10,12 +10,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
 
 from server import __version__
 from server.api.errors import install_error_handlers
 from server.api.middleware import RequestGuardMiddleware
+from server.api.middleware.cors import ApiCorsMiddleware
 from server.api.openapi import install_openapi
 from server.api.settings import ApiSettings
 from server.auth import Authenticator
@@ -77,6 +77,31 @@ def _find_guard(stack: Any) -> RequestGuardMiddleware | None:
     return None
 
 
+def _serve_either_slash(router: APIRouter) -> None:
+    """A path with or without a trailing slash reaches the same route, as in Rasa (Sanic's
+    routes are not strict about slashes), instead of Starlette's 307 redirect: clients that
+    do not follow it saw an empty answer, and behind a TLS proxy it pointed at `http://`."""
+    router.redirect_slashes = False
+    not_found = router.default
+
+    async def other_slash(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if scope["type"] != "http" or path == "/" or scope.get(_SLASH_TOGGLED):
+            await not_found(scope, receive, send)
+            return
+        other = path[:-1] if path.endswith("/") else path + "/"
+        raw = scope.get("raw_path") or path.encode()
+        raw = raw[:-1] if raw.endswith(b"/") else raw + b"/"
+        await router.app(
+            {**scope, "path": other, "raw_path": raw, _SLASH_TOGGLED: True}, receive, send
+        )
+
+    router.default = other_slash
+
+
+_SLASH_TOGGLED = "botserver.slash_toggled"
+
+
 def create_app(
     settings: ApiSettings | None = None,
     routers: Iterable[APIRouter] = (),
@@ -110,6 +135,7 @@ def create_app(
     install_openapi(app)
     for router in routers:
         app.include_router(router)
+    _serve_either_slash(app.router)
 
     # Added innermost first. CORS is outermost so that every answer, 413, 503 and 500
     # included, carries its headers.
@@ -119,13 +145,5 @@ def create_app(
         timeout=settings.response_timeout,
     )
     if settings.cors_origins:
-        origins = list(settings.cors_origins)
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=["*"] if "*" in origins else origins,
-            allow_credentials=True,
-            allow_methods=["*"],
-            allow_headers=["*"],
-            expose_headers=["filename"],
-        )
+        app.add_middleware(ApiCorsMiddleware, origins=tuple(settings.cors_origins))
     return app

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException
 
 from server.api.errors import HELP_EVENTS, ApiError, bad_request
 from server.api.openapi import error_responses, json_request, json_response
@@ -28,7 +29,7 @@ from server.api.schemas import (
     Tracker,
 )
 from server.api.services import Services, services_of
-from server.api.tracker_response import tracker_response
+from server.api.tracker_response import freed_after_sending, tracker_response
 from server.auth import require_auth
 from server.dialogue.agent import Agent
 from server.dialogue.story_export import conversation_story
@@ -91,6 +92,10 @@ def check_parse_data(parse_data: Any) -> None:
 
 
 def _check_conversation_id(conversation_id: str) -> None:
+    if not conversation_id:
+        # `/conversations//tracker` (an unset variable in a client's URL): no route, as in
+        # Rasa, rather than a conversation named "".
+        raise HTTPException(404)
     try:
         check_conversation_id(conversation_id)
     except InvalidConversationId as exc:
@@ -146,12 +151,14 @@ def conversations_router() -> APIRouter:
             EventVerbosity.AFTER_RESTART,
         )
         tracker = await services.agent.tracker(conversation_id, all_sessions=needs_history)
-        if until_time is not None:  # a tracker of this request's own (all sessions)
+        own = [tracker] if needs_history else []  # (all sessions: a tracker of its own)
+        if until_time is not None:
             if len(tracker.events) > OFF_LOOP_EVENTS:
                 tracker = await asyncio.to_thread(tracker.until, until_time)
             else:
                 tracker = tracker.until(until_time)
-        return await tracker_response(tracker, verbosity)
+            own.append(tracker)
+        return freed_after_sending(await tracker_response(tracker, verbosity), own)
 
     @router.post(
         "/tracker/events",
@@ -194,9 +201,11 @@ def conversations_router() -> APIRouter:
     ) -> JSONResponse:
         verbosity = event_verbosity(include_events)
         services.agent.model()
-        events = await read_events(await read_json_body(request), allow_single=False)
+        body = await read_json_body(request)
+        events = await read_events(body, allow_single=False)
         tracker = await services.agent.replace_events(conversation_id, events)
-        return await tracker_response(tracker, verbosity)
+        response = await tracker_response(tracker, verbosity)
+        return freed_after_sending(response, [tracker], [body, events])
 
     @router.get(
         "/story",
@@ -229,7 +238,7 @@ def conversations_router() -> APIRouter:
             story = await asyncio.to_thread(conversation_story, tracker, every_session, until_time)
         else:
             story = conversation_story(tracker, every_session, until_time)
-        return PlainTextResponse(story)
+        return freed_after_sending(PlainTextResponse(story), [tracker])
 
     @router.post(
         "/execute",

@@ -25,18 +25,48 @@ _NOT_ACCEPTABLE = (
 
 
 def preferred_format(accept: str | None) -> str | None:
-    """`json`, `yaml`, or None when the Accept header allows neither."""
+    """`json`, `yaml`, or None when the Accept header allows neither.
+
+    Each format takes the quality (`q=`) of the most specific range naming it: its own type
+    (`…json`; `…yaml` or `…yml`), else `*/*` or `application/*` (both) or `text/*` (YAML).
+    The higher quality wins; on a tie, the format listed first (JSON for a wildcard).
+    """
     if accept is None or not accept.strip():
         return "json"
-    for item in accept.split(","):
-        media = item.split(";")[0].strip().lower()
-        if media.endswith("json") or media in ("*/*", "application/*"):
-            return "json"
-        if media.endswith("yaml") or media.endswith("yml"):
-            return "yaml"
-        if media == "text/*":
-            return "yaml"
-    return None
+    # format -> (specificity, quality, position); specificity 1 = named, 0 = wildcard.
+    best: dict[str, tuple[int, float, int]] = {}
+    for position, item in enumerate(accept.split(",")):
+        media, *params = (part.strip().lower() for part in item.split(";"))
+        quality = _quality(params)
+        if media.endswith("json"):
+            ranges = [("json", 1)]
+        elif media.endswith("yaml") or media.endswith("yml"):
+            ranges = [("yaml", 1)]
+        elif media in ("*/*", "application/*"):
+            ranges = [("json", 0), ("yaml", 0)]
+        elif media == "text/*":
+            ranges = [("yaml", 0)]
+        else:
+            continue
+        for name, specificity in ranges:
+            known = best.get(name)
+            if known is None or (specificity, quality) > known[:2]:
+                best[name] = (specificity, quality, position)
+    choices = [(q, -position, name == "json", name) for name, (_, q, position) in best.items()]
+    if not choices or max(choices)[0] <= 0:
+        return None
+    return max(choices)[3]
+
+
+def _quality(params: list[str]) -> float:
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip() == "q":
+            try:
+                return min(max(float(value), 0.0), 1.0)
+            except ValueError:
+                return 1.0
+    return 1.0
 
 
 def domain_router() -> APIRouter:

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 from server import RASA_COMPAT_VERSION
 from server import errors as e
@@ -129,6 +130,7 @@ ERROR_STATUSES: dict[type[BaseException], ErrorStatus] = {
     ),
     e.InvalidEvent: ErrorStatus(400, "BadRequest", help_url=HELP_EVENTS),
     e.InvalidConversationId: ErrorStatus(400, "BadRequest"),
+    e.MessageTooLong: ErrorStatus(400, "BadRequest"),
     e.InvalidProjectFile: ErrorStatus(400, "BadRequest"),
     e.InvalidConfig: ErrorStatus(400, "BadRequest"),
     e.ModelNotFound: ErrorStatus(400, "BadRequest"),
@@ -252,12 +254,36 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     status = exc.status_code
     if status < 400 or status in (204, 304):
         return Response(status_code=status, headers=exc.headers)
+    headers = dict(exc.headers) if exc.headers else None
+    if status == 405 and headers and "Allow" in headers:
+        headers["Allow"] = _allowed(request, headers["Allow"])
+        if request.method == "OPTIONS":
+            # OPTIONS on a route names its methods, without credentials, as Rasa's automatic
+            # OPTIONS answers do (HAProxy's default health check is `OPTIONS /`).
+            return Response(status_code=200, headers=headers)
     return error_response(
-        status,
-        _reason_for(status),
-        _http_exception_message(request, exc),
-        headers=dict(exc.headers) if exc.headers else None,
+        status, _reason_for(status), _http_exception_message(request, exc), headers=headers
     )
+
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed(request: Request, allow: str) -> str:
+    """The `Allow` header of a path: every method some route of the path answers (the router
+    names only its first route's: `PUT` for /model, which answers `DELETE` too), HEAD (with
+    GET) and OPTIONS."""
+    routes = request.app.router.routes
+    methods = [m.strip() for m in allow.split(",") if m.strip()]
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if method not in methods and any(r.matches(scope)[0] is Match.FULL for r in routes):
+            methods.append(method)
+    if "GET" in methods and "HEAD" not in methods:
+        methods.append("HEAD")
+    if "OPTIONS" not in methods:
+        methods.append("OPTIONS")
+    return ", ".join(methods)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:

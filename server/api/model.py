@@ -43,8 +43,9 @@ from server.api.schemas import (
     ref,
 )
 from server.api.services import Services, services_of
-from server.api.tracker_response import tracker_response
+from server.api.tracker_response import freed_after_sending, tracker_response
 from server.auth import redact_also, require_auth
+from server.dialogue.messages import MAX_TEXT_CHARS
 from server.dialogue.processor import DialogueModel
 from server.dialogue.story_export import annotate_entities
 from server.errors import (
@@ -71,10 +72,6 @@ HELP_TRAINING_DATA = "https://rasa.com/docs/rasa/training-data-format"
 EMULATION_MODES = ("WIT", "LUIS", "DIALOGFLOW")
 REMOTE_STORAGES = ("aws", "gcs", "azure")
 
-# The longest text POST /model/parse reads. Tokenizing and featurizing hold the GIL in C
-# calls, so the event loop, even from a thread: a 1.2 MB text held every other conversation
-# 0.26 s, then its 4.8 MB answer 0.1 s more. 100,000 characters hold it about 0.03 s.
-PARSE_TEXT_CHARS = 100_000
 _CONFIG_KEYS = ("recipe", "language", "pipeline", "policies", "assistant_id")
 _DATA_KEYS = ("nlu", "stories", "rules")
 # Deprecated body fields of Rasa's spec, not part of any project file.
@@ -718,9 +715,10 @@ def model_router() -> APIRouter:
         # 100,000 events held the event loop 0.5-0.6 s.
         tracker = await asyncio.to_thread(read) if len(body) > OFF_LOOP_EVENTS else read()
         scores = await asyncio.to_thread(services.agent.scores_for, tracker)
-        return await tracker_response(
+        response = await tracker_response(
             tracker, verbosity, lambda state: {**scores, "tracker": state}
         )
+        return freed_after_sending(response, [tracker], [body])
 
     @router.post(
         "/parse",
@@ -755,9 +753,9 @@ def model_router() -> APIRouter:
             text = text[0]
         if not isinstance(text, str):
             raise bad_request("The request body needs a 'text' string to parse.", "text", "body")
-        if len(text) > PARSE_TEXT_CHARS:
+        if len(text) > MAX_TEXT_CHARS:
             raise bad_request(
-                f"The text is {len(text):,} characters long; at most {PARSE_TEXT_CHARS:,} are "
+                f"The text is {len(text):,} characters long; at most {MAX_TEXT_CHARS:,} are "
                 "parsed.",
                 "text",
                 "body",

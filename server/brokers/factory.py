@@ -33,6 +33,11 @@ def _create_event_broker(config: dict[str, Any]) -> EventBroker:
         from server.brokers.sql import SqlEventBroker
 
         return SqlEventBroker(config)
+    if kind == "file":
+        from server.brokers.file import FileEventBroker
+
+        return FileEventBroker(config)
     raise InvalidConfig(
-        f"event_broker type '{config.get('type')}' is not supported; use pika (RabbitMQ) or sql"
+        f"event_broker type '{config.get('type')}' is not supported; use pika (RabbitMQ), sql "
+        "or file"
     )

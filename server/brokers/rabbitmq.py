@@ -152,7 +152,8 @@ class RabbitMQEventBroker(QueuedBroker):
 
 
 def amqp_url(config: dict[str, Any]) -> str:
-    """Rasa's `url` (a host or an amqp(s) URL), `port`, `username`, `password` as one URL."""
+    """Rasa's `url` (a host or an amqp(s) URL), `port`, `username`, `password` as one URL,
+    with Rasa's TLS settings (`_with_rasas_tls`)."""
     host = str(config.get("url") or config.get("host") or "localhost")
     username = config.get("username")
     password = config.get("password")
@@ -162,17 +163,33 @@ def amqp_url(config: dict[str, Any]) -> str:
             url = url.with_user(str(username))
             if password is not None:
                 url = url.with_password(str(password))
-        return str(url)
-    return str(
-        URL.build(
-            scheme="amqp",
-            host=host,
-            port=int(config.get("port", 5672)),
-            user=str(username) if username else None,
-            password=str(password) if username and password is not None else None,
-            path="/",
-        )
+        return str(_with_rasas_tls(url, scheme_given=True))
+    url = URL.build(
+        scheme="amqp",
+        host=host,
+        port=int(config.get("port", 5672)),
+        user=str(username) if username else None,
+        password=str(password) if username and password is not None else None,
+        path="/",
     )
+    return str(_with_rasas_tls(url, scheme_given=False))
+
+
+def _with_rasas_tls(url: URL, scheme_given: bool) -> URL:
+    """The client certificate and key of RABBITMQ_SSL_CLIENT_CERTIFICATE and
+    RABBITMQ_SSL_CLIENT_KEY (over TLS when the config names a host), and the CA of the URL's
+    `cacertfile`, as Rasa documents them, in the query keys aio-pika reads."""
+    query = dict(url.query)
+    if "cacertfile" in query:
+        query.setdefault("cafile", query.pop("cacertfile"))
+    certificate = os.environ.get("RABBITMQ_SSL_CLIENT_CERTIFICATE")
+    key = os.environ.get("RABBITMQ_SSL_CLIENT_KEY")
+    if certificate and key:
+        query.setdefault("certfile", certificate)
+        query.setdefault("keyfile", key)
+        if not scheme_given:
+            url = url.with_scheme("amqps")
+    return url.with_query(query) if query != dict(url.query) else url
 
 
 def _queues(config: dict[str, Any]) -> list[str]:

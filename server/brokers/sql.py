@@ -1,7 +1,8 @@
-"""The SQL event broker: one row per event in its own table (`broker_events` by default).
+"""The SQL event broker: one row per event, `(id, sender_id, data)`, in Rasa's `events` table.
 
-Rasa's SQL broker names its table `events`, the same name as the tracker store's; ours
-defaults to `broker_events` (`table_name` changes it) so both can share a database.
+Rasa's broker table has the name of the tracker store's; where that database holds a tracker
+store's `events` (or the `broker_events` of an earlier botserver), the broker writes to
+`broker_events` instead, so both can share a database. `table_name` names it outright.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections import deque
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert
+from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, Text, insert, inspect
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError
 
@@ -28,7 +29,10 @@ from server.trackers.sql_errors import REFUSED_DATA, sql_error_kind
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TABLE = "broker_events"
+RASA_TABLE = "events"
+# Beside a tracker store's `events` in the same database (and the name before 0.x took Rasa's).
+SHARED_DATABASE_TABLE = "broker_events"
+_BROKER_COLUMNS = {"id", "sender_id", "data"}
 BATCH_SIZE = 500
 
 
@@ -38,16 +42,8 @@ class SqlEventBroker(QueuedBroker):
     def __init__(self, config: dict[str, Any]) -> None:
         self.url = async_url(config, default_db="events.db")
         self._engine = create_engine(self.url)
-        metadata = MetaData()
-        self.table = Table(
-            str(config.get("table_name") or DEFAULT_TABLE),
-            metadata,
-            Column("id", Integer, primary_key=True, autoincrement=True),
-            Column("sender_id", String(255), nullable=False, index=True),
-            Column("data", Text().with_variant(mysql.LONGTEXT(), "mysql")),
-            mysql_charset="utf8mb4",
-        )
-        self._metadata = metadata
+        self._table_name = str(config["table_name"]) if config.get("table_name") else None
+        self.table = _broker_table(self._table_name or RASA_TABLE)
         self._table_ready = False
         self._max_packet: int | None = None  # MySQL's max_allowed_packet
         self._delivery = BackgroundDelivery(
@@ -59,7 +55,9 @@ class SqlEventBroker(QueuedBroker):
     async def _send(self, pending: deque[Outgoing]) -> None:
         if not self._table_ready:
             async with self._engine.begin() as conn:
-                await conn.run_sync(self._metadata.create_all)
+                if self._table_name is None:
+                    self.table = _broker_table(await conn.run_sync(_default_table))
+                await conn.run_sync(self.table.metadata.create_all)
                 # A table of an earlier version, in a latin1 database: one event with an
                 # emoji in its sender id held up every later event.
                 await conn.run_sync(ensure_mysql_utf8mb4, self.table.name)
@@ -124,6 +122,39 @@ class SqlEventBroker(QueuedBroker):
     async def close(self) -> None:
         await self._close_delivery()
         await self._engine.dispose()
+
+
+def _broker_table(name: str) -> Table:
+    return Table(
+        name,
+        MetaData(),
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("sender_id", String(255), nullable=False, index=True),
+        Column("data", Text().with_variant(mysql.LONGTEXT(), "mysql")),
+        mysql_charset="utf8mb4",
+    )
+
+
+def _default_table(conn: Connection) -> str:
+    """Rasa's `events`, unless this database's `events` is a tracker store's or an earlier
+    botserver wrote `broker_events` here (its consumers read that)."""
+    inspector = inspect(conn)
+    if inspector.has_table(RASA_TABLE):
+        columns = {column["name"] for column in inspector.get_columns(RASA_TABLE)}
+        if columns == _BROKER_COLUMNS:
+            return RASA_TABLE
+        name = SHARED_DATABASE_TABLE
+    elif inspector.has_table(SHARED_DATABASE_TABLE):
+        name = SHARED_DATABASE_TABLE
+    else:
+        return RASA_TABLE
+    logger.info(
+        "SQL event broker: writing to table '%s' (this database's 'events' is a tracker "
+        "store's, or botserver wrote '%s' before); set table_name to choose",
+        name,
+        name,
+    )
+    return name
 
 
 def _row(item: Outgoing) -> dict[str, Any]:

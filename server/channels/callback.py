@@ -13,7 +13,7 @@ from server.channels import settings
 from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.channels.rest import message_from_rest_body, read_json_object
 from server.dialogue.http_endpoint import HttpEndpoint
-from server.dialogue.messages import split_message
+from server.dialogue.messages import check_text_length, split_message
 from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreError
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class CallbackInput(InputChannel):
                 await read_json_object(request), self.name, read_input_channel=False
             )
             if message.text is not None:
+                check_text_length(message.text)  # a 400, as the REST channel answers
                 message.output_channel = self.output
                 try:
                     await on_new_message(message)

@@ -19,8 +19,13 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from server.channels.channel import InputChannel, OnNewMessage, health_router
-from server.dialogue.messages import CollectingOutputChannel, UserMessage, split_message
-from server.errors import InvalidConversationId, LockTimeout, StoreError
+from server.dialogue.messages import (
+    CollectingOutputChannel,
+    UserMessage,
+    check_text_length,
+    split_message,
+)
+from server.errors import InvalidConversationId, LockTimeout, MessageTooLong, StoreError
 from server.json_values import loads_untrusted
 from server.trackers.store import check_conversation_id
 
@@ -36,13 +41,24 @@ async def read_json_object(request: Request) -> dict[str, Any]:
 def message_from_rest_body(
     body: dict[str, Any], input_channel: str, read_input_channel: bool = True
 ) -> UserMessage:
-    """Rasa's reading of a REST body: sender (default "default"), stripped message, metadata."""
+    """Rasa's reading of a REST body: sender (default "default"), stripped message, metadata.
+
+    A `message` that is not a string, or a `sender` that is neither a string nor a number,
+    is a 400: before, such a message was dropped with a 200 `[]`, and an object as sender
+    became a conversation named after its Python text (`{'a': 1}`).
+    """
     sender = body.get("sender")
     text = body.get("message")
+    if text is not None and not isinstance(text, str):
+        raise HTTPException(400, "The 'message' must be a string.")
+    if sender is not None and (
+        isinstance(sender, bool) or not isinstance(sender, (str, int, float))
+    ):
+        raise HTTPException(400, "The 'sender' must be a string or a number.")
     metadata = body.get("metadata")
     channel = body.get("input_channel") if read_input_channel else None
     return UserMessage(
-        text=text.strip() if isinstance(text, str) else None,
+        text=None if text is None else text.strip(),
         sender_id="default" if sender is None else str(sender),
         input_channel=channel if isinstance(channel, str) and channel else input_channel,
         metadata=metadata if isinstance(metadata, dict) else None,
@@ -50,9 +66,10 @@ def message_from_rest_body(
 
 
 class QueueOutputChannel:
-    """Hands each bot message part to a queue as soon as it is sent (for `?stream=true`)."""
+    """Hands each bot message part to a queue as soon as it is sent (for `?stream=true`).
+    Named `queue` as in Rasa: the name response variations' `channel` is matched against."""
 
-    name = "rest"
+    name = "queue"
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -109,6 +126,7 @@ class RestWebhook:
             await send(start)
             await send(end)
             return
+        check_text_length(message.text)  # a 400 before the turn, and before a stream's 200
         if stream:
             check_conversation_id(message.sender_id)  # a 400 before the stream's 200
             response = StreamingResponse(
@@ -120,7 +138,7 @@ class RestWebhook:
         message.output_channel = collector
         try:
             await self.on_new_message(message)
-        except (StoreError, LockTimeout, InvalidConversationId):
+        except (StoreError, LockTimeout, InvalidConversationId, MessageTooLong):
             raise
         except Exception as e:  # the user gets what was collected, as in Rasa
             logger.error(

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from server.dialogue.domain import Domain
 from server.dialogue.nlg import bot_data, message_problem, render_response, response_id
+from server.dialogue.slot_extraction import (
+    VALIDATE_SLOT_MAPPINGS,
+    custom_mapping_actions,
+    extract_slots,
+)
 from server.dialogue.slots import REQUESTED_SLOT, SESSION_STARTED_METADATA
 from server.errors import ActionError
 from server.trackers.events import (
@@ -256,13 +261,49 @@ class ActionUnlikelyIntent(Action):
         return []
 
 
-class ActionExtractSlotsPlaceholder(Action):
-    """Slot extraction runs in the processor; predicting it by name is a no-op."""
+class ActionExtractSlots(Action):
+    """Fills slots from the latest user message by the domain's mappings, then runs the
+    custom mappings' actions and `action_validate_slot_mappings`. Each turn does this in the
+    processor; run by name (the execute API), it returns the same events, as in Rasa."""
 
     name = "action_extract_slots"
 
     async def run(self, ctx: ActionContext) -> list[Event]:
-        return []
+        probe = ctx.tracker.copy()
+        events: list[Event] = list(extract_slots(probe, ctx.domain))
+        probe.update_many(events)
+
+        async def collect(more: list[Event]) -> None:
+            events.extend(more)
+            probe.update_many(more)
+
+        if ctx.action_server is not None:
+            await run_slot_mapping_actions(replace(ctx, tracker=probe), collect)
+        return events
+
+
+async def run_slot_mapping_actions(
+    ctx: ActionContext, apply: Callable[[list[Event]], Awaitable[None]]
+) -> None:
+    """Runs the actions of custom slot mappings (each once), then
+    `action_validate_slot_mappings` on the slots filled so far, giving each one's `SlotSet`
+    and `BotUttered` events to `apply` (which must add them to `ctx.tracker`). Only these
+    events count, as in Rasa; a failure is logged and changes nothing."""
+    names = custom_mapping_actions(ctx.domain)
+    if VALIDATE_SLOT_MAPPINGS in ctx.domain.user_actions:
+        names.append(VALIDATE_SLOT_MAPPINGS)
+    for name in names:
+        try:
+            result_events = await RemoteAction(name).run(ctx)
+        except ActionError as exc:
+            logger.error("%s failed, no slot filled by it: %s", name, exc)
+            continue
+        kept: list[Event] = [e for e in result_events if isinstance(e, SlotSet | BotUttered)]
+        if len(kept) < len(result_events):
+            logger.warning(
+                "%s returned events other than slot and bot events; they are ignored", name
+            )
+        await apply(kept)
 
 
 class ResponseAction(Action):
@@ -358,16 +399,35 @@ async def events_from_action_result(ctx: ActionContext, result: dict[str, Any]) 
     for response in result.get("responses") or []:
         response = dict(response)
         template = response.pop("response", None) or response.pop("template", None)
-        if template:
-            bot = await ctx.generate(template, **response)
-            if bot is not None:
-                events.append(bot)
+        # Only the parts with a value, as Rasa: rasa-sdk sends `buttons: []`, `custom: {}`...
+        # with every message, and a bot event reads `null` for a part it does not have.
+        parts = {k: v for k, v in response.items() if v}
+        if not template:
+            text, data, metadata = bot_data(parts)
+            events.append(BotUttered(text=text, data=data, metadata=metadata))
             continue
-        text, data, metadata = bot_data(response)
-        events.append(BotUttered(text=text, data=data, metadata=metadata))
+        bot = await ctx.generate(template, **response)
+        if bot is not None:
+            events.append(_with_parts(bot, parts) if parts else bot)
     for d in result.get("events") or []:
         events.append(event_from_dict(d))
     return events
+
+
+def _with_parts(bot: BotUttered, parts: dict[str, Any]) -> BotUttered:
+    """A rendered response with the action's own parts, as Rasa merges them: its buttons
+    after the response's, every other part in place of the response's."""
+    message = {k: v for k, v in bot.data.items() if v is not None}
+    if "image" in parts and "attachment" in message and message["attachment"] == bot.data["image"]:
+        del message["attachment"]  # bot_data's copy of the response's image, not its own
+    message["text"] = bot.text
+    message.update(bot.metadata)
+    buttons = parts.pop("buttons", None)
+    if buttons:
+        message["buttons"] = [*(message.get("buttons") or []), *buttons]
+    message.update(parts)
+    text, data, metadata = bot_data(message)
+    return BotUttered(text=text, data=data, metadata=metadata)
 
 
 _DEFAULTS: dict[str, type[Action]] = {
@@ -383,7 +443,7 @@ _DEFAULTS: dict[str, type[Action]] = {
         ActionDefaultAskAffirmation,
         ActionDefaultAskRephrase,
         ActionUnlikelyIntent,
-        ActionExtractSlotsPlaceholder,
+        ActionExtractSlots,
     )
 }
 

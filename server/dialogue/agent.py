@@ -10,9 +10,15 @@ from server.dialogue.messages import (
     CollectingOutputChannel,
     OutputChannel,
     UserMessage,
+    check_text_length,
     new_message_id,
 )
-from server.dialogue.processor import DialogueModel, Processor, fold_states_off_loop
+from server.dialogue.processor import (
+    DialogueModel,
+    Processor,
+    fold_states_off_loop,
+    stamp_model_ids,
+)
 from server.errors import InvalidEvent, NoModelLoaded
 from server.trackers.events import (
     ACTION_SESSION_START,
@@ -112,7 +118,7 @@ class Agent:
             tracker = Tracker(sender_id, defaults)
         if not tracker.events:
             await self.processor.update_session(tracker, model, None, only_if_empty=True)
-            _stamp(tracker.events, model)
+            stamp_model_ids(tracker.events, model)
         return tracker
 
     async def exists(self, sender_id: str) -> bool:
@@ -167,6 +173,7 @@ class Agent:
     ) -> Tracker:
         """Appends a user message with its NLU parse, without predicting (POST .../messages)."""
         model = self.model()
+        check_text_length(text)
         processor = self.processor
         async with processor.lock_store.lock(sender_id):
             tracker = await processor.tracker_for(sender_id, model)
@@ -236,14 +243,6 @@ class Agent:
         /model/predict)."""
         model = self.model()
         return _scores(model, self.processor.predict_next(tracker, model))
-
-
-def _stamp(events: list[Event], model: DialogueModel) -> None:
-    if model.model_id is None:
-        return
-    for event in events:
-        event.metadata.setdefault("model_id", model.model_id)
-        event.metadata.setdefault("assistant_id", model.assistant_id)
 
 
 def _scores(model: DialogueModel, prediction: Any) -> dict[str, Any]:

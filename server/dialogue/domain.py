@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.dialogue.slots import REQUESTED_SLOT, SESSION_STARTED_METADATA, Slot
+from server.dialogue.slots import REQUESTED_SLOT, SESSION_STARTED_METADATA, Slot, names_list
 from server.errors import InvalidProjectFile
 
 RULE_SNIPPET_ACTION = "..."
@@ -232,7 +232,7 @@ class Domain:
             forms[str(name)] = Form(
                 str(name),
                 [str(s) for s in required],
-                list(spec.get("ignored_intents") or []),
+                names_list(spec.get("ignored_intents")),  # one name or a list, as in Rasa
                 raw=dict(spec),
             )
         actions: list[str] = []

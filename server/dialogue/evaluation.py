@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.dialogue.processor import DialogueModel, predict_next_action
+from server.dialogue.processor import DialogueModel, note_text_featurization, predict_next_action
 from server.dialogue.slot_extraction import extract_slots
 from server.dialogue.story_export import yaml_scalar
 from server.dialogue.story_steps import StoryStep
@@ -60,7 +60,9 @@ def _predict(tracker: Tracker, model: DialogueModel, gold: str, story: str) -> s
     """The action the model picks next (the active form, where the story says otherwise,
     counts as rejected, as Rasa's evaluation assumes)."""
     try:
-        got = predict_next_action(tracker, model).action_name
+        prediction = predict_next_action(tracker, model)
+        got = prediction.action_name
+        note_text_featurization(tracker, prediction)
         if got != gold and _form_might_reject(tracker, model, got):
             tracker.update(ActionExecutionRejected(action_name=got))
             got = predict_next_action(tracker, model).action_name

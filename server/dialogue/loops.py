@@ -17,6 +17,7 @@ from server.errors import ActionRejected
 from server.trackers.events import (
     ACTION_LISTEN,
     ActionExecuted,
+    ActionExecutionRejected,
     ActiveLoop,
     BotUttered,
     Event,
@@ -65,13 +66,15 @@ class FormAction(Action):
             ]
             events += await self._validate(ctx, prefilled, events)
         elif tracker.latest_action_name == ACTION_LISTEN and not tracker.is_active_loop_interrupted:
-            candidates = [e for e in _slot_sets_since_last_user(tracker) if e.key in required]
-            validated = await self._validate(ctx, candidates, events)
             requested = tracker.get_slot(REQUESTED_SLOT)
-            if not candidates and not any(
-                isinstance(e, SlotSet) and e.key in required for e in validated
-            ):
-                if requested is not None:
+            # A slot the validation action asks for beyond the domain's list (rasa-sdk's
+            # `required_slots`) is answered like the domain's own.
+            wanted = {*required, requested} if isinstance(requested, str) else set(required)
+            candidates = [e for e in _slot_sets_since_last_user(tracker) if e.key in wanted]
+            validated = await self._validate(ctx, candidates, events)
+            filled_any = any(isinstance(e, SlotSet) and e.key != REQUESTED_SLOT for e in validated)
+            if requested is not None and not candidates and not filled_any:
+                if not _rejected(validated):
                     raise ActionRejected(
                         self.name, f"Failed to extract slot {requested} with action {self.name}"
                     )
@@ -80,6 +83,9 @@ class FormAction(Action):
             # Back from an unhappy path (or run again in the same turn): nothing to validate,
             # but the validation action may still choose the slot to ask for, as in Rasa.
             events += await self._validate(ctx, [], events)
+        if _rejected(events):
+            # The validation action rejected the form's turn: other policies choose.
+            return events
         return events + await self._next_step(ctx, required, events)
 
     async def _validate(
@@ -87,9 +93,21 @@ class FormAction(Action):
     ) -> list[Event]:
         validator = f"validate_{self.name}"
         if validator not in ctx.domain.user_actions or ctx.action_server is None:
-            return list(candidates) if so_far else []
-        probe = ctx.tracker.copy()
-        probe.update_many([*so_far, *candidates])
+            return list(candidates)  # as Rasa: the form logs the slots it takes
+        # As Rasa's form, the action sees the slot the form asked for and the form's own
+        # execution before the candidates: rasa-sdk validates only the slots set after the
+        # last other event, so a slot a custom action set on an unhappy path is not one.
+        tracker = ctx.tracker
+        asked = tracker.get_slot(REQUESTED_SLOT) if tracker.active_loop_name == self.name else None
+        probe = tracker.copy()
+        probe.update_many(
+            [
+                *so_far,
+                SlotSet(key=REQUESTED_SLOT, value=asked),
+                ActionExecuted(action_name=self.name),
+                *candidates,
+            ]
+        )
         sub = ActionContext(
             probe, ctx.domain, ctx.output_channel, ctx.action_server, ctx.nlg_endpoint
         )
@@ -99,33 +117,61 @@ class FormAction(Action):
     async def _next_step(
         self, ctx: ActionContext, required: list[str], events: list[Event]
     ) -> list[Event]:
+        """Asks for the next slot, or ends the form.
+
+        As in Rasa, the validation action decides first: `requested_slot` set to a slot name
+        asks for that slot, set to null (or `ActiveLoop(null)`) ends the form; otherwise the
+        form asks for the first empty slot of the domain's list."""
         probe = ctx.tracker.copy()
         probe.update_many(events)
-        if probe.active_loop_name is None and any(
-            isinstance(e, ActiveLoop) and e.name is None for e in events
-        ):
-            return []  # the validation action deactivated the form
-        dynamic = probe.get_slot(REQUESTED_SLOT)
-        for slot in required:
-            if probe.get_slot(slot) is None:
-                return [SlotSet(key=REQUESTED_SLOT, value=slot), *await self._ask(ctx, probe, slot)]
-        # A validation action may name the next slot to ask for; anything but a name (an
-        # object, a list) names none.
-        if isinstance(dynamic, str) and dynamic not in required and probe.get_slot(dynamic) is None:
-            return await self._ask(ctx, probe, dynamic)
-        return [ActiveLoop(name=None), SlotSet(key=REQUESTED_SLOT, value=None)]
+        chosen = _last_requested(events)
+        if chosen is _UNSET:
+            chosen = next((s for s in required if probe.get_slot(s) is None), None)
+            if chosen is not None:
+                return [
+                    SlotSet(key=REQUESTED_SLOT, value=chosen),
+                    *await self._ask(ctx, probe, chosen),
+                ]
+        elif isinstance(chosen, str) and probe.active_loop_name == self.name:
+            return await self._ask(ctx, probe, chosen)
+        done: list[Event] = [SlotSet(key=REQUESTED_SLOT, value=None)]
+        if probe.active_loop_name is not None:
+            done.append(ActiveLoop(name=None))
+        return done
 
     async def _ask(self, ctx: ActionContext, probe: Tracker, slot: str) -> list[Event]:
         sub = ActionContext(
             probe, ctx.domain, ctx.output_channel, ctx.action_server, ctx.nlg_endpoint
         )
-        for name in (f"action_ask_{self.name}_{slot}", f"action_ask_{slot}"):
-            if name in ctx.domain.user_actions:
-                return await RemoteAction(name).run(sub)
-        for name in (f"utter_ask_{self.name}_{slot}", f"utter_ask_{slot}"):
-            if name in ctx.domain.responses:
-                return await sub.utter(name)
+        # Rasa's search order: the form's own question before the slot's, each an action
+        # before a response.
+        for form_or_slot in (f"{self.name}_{slot}", slot):
+            if f"action_ask_{form_or_slot}" in ctx.domain.user_actions:
+                return await RemoteAction(f"action_ask_{form_or_slot}").run(sub)
+            if f"utter_ask_{form_or_slot}" in ctx.domain.responses:
+                return await sub.utter(f"utter_ask_{form_or_slot}")
         return []
+
+
+_UNSET = object()
+
+
+def _last_requested(events: list[Event]) -> Any:
+    """The slot the validation action asked for: the value of its last `requested_slot`, None
+    when it ended the form (so does `ActiveLoop(null)`), `_UNSET` when it chose nothing. A
+    value that is no slot name (an object, a list) chooses nothing."""
+    for event in reversed(events):
+        if isinstance(event, ActiveLoop) and event.name is None:
+            return None
+        if isinstance(event, SlotSet) and event.key == REQUESTED_SLOT:
+            if event.value is None or isinstance(event.value, str):
+                return event.value
+            return _UNSET
+    return _UNSET
+
+
+def _rejected(events: list[Event]) -> bool:
+    return any(isinstance(e, ActionExecutionRejected) for e in events)
 
 
 class TwoStageFallbackAction(Action):

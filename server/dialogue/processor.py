@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
@@ -29,6 +29,7 @@ from server.dialogue.actions import (
     ResponseEndpoint,
     RetrievalAction,
     default_action,
+    run_slot_mapping_actions,
 )
 from server.dialogue.domain import Domain
 from server.dialogue.loops import TWO_STAGE_FALLBACK, FormAction, TwoStageFallbackAction
@@ -37,12 +38,17 @@ from server.dialogue.messages import (
     CollectingOutputChannel,
     OutputChannel,
     UserMessage,
+    check_text_length,
     split_message,
 )
 from server.dialogue.policies.featurization import fold_states, states_behind
 from server.dialogue.policies.prediction import PolicyPrediction
 from server.dialogue.reminders import ReminderScheduler
-from server.dialogue.slot_extraction import extract_slots, has_custom_mappings
+from server.dialogue.slot_extraction import (
+    VALIDATE_SLOT_MAPPINGS,
+    custom_mapping_actions,
+    extract_slots,
+)
 from server.dialogue.slots import SESSION_STARTED_METADATA
 from server.errors import ActionError, ActionRejected, BotServerError
 from server.trackers.events import (
@@ -52,6 +58,7 @@ from server.trackers.events import (
     ActionExecuted,
     ActionExecutionRejected,
     BotUttered,
+    DefinePrevUserUtteredFeaturization,
     Event,
     ReminderCancelled,
     ReminderScheduled,
@@ -112,6 +119,8 @@ class Prediction:
     policy_name: str | None = None
     probabilities: list[float] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    # Chosen from the message's text (an end-to-end story or rule), not its intent.
+    is_end_to_end_prediction: bool = False
 
 
 async def fold_states_off_loop(tracker: Tracker, model: DialogueModel) -> None:
@@ -141,7 +150,16 @@ def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:
         result.policy_name,
         list(result.probabilities),
         list(getattr(result, "events", []) or []),
+        bool(getattr(result, "is_end_to_end_prediction", False)),
     )
+
+
+def note_text_featurization(tracker: Tracker, prediction: Prediction | PolicyPrediction) -> None:
+    """After a user message answered from its text (an end-to-end story or rule), logs that
+    later states read the message by its text, as the story that answered it does (Rasa
+    logs this event too)."""
+    if prediction.is_end_to_end_prediction and tracker.latest_action_name == ACTION_LISTEN:
+        tracker.update(DefinePrevUserUtteredFeaturization(use_text_for_featurization=True))
 
 
 def predict_for_turn(tracker: Tracker, model: DialogueModel) -> Prediction | PolicyPrediction:
@@ -221,10 +239,7 @@ class Processor:
 
     async def save(self, tracker: Tracker, start: int, model: DialogueModel) -> list[Event]:
         new_events = tracker.events[start:]
-        if model.model_id is not None:
-            for event in new_events:
-                event.metadata.setdefault("model_id", model.model_id)
-                event.metadata.setdefault("assistant_id", model.assistant_id)
+        stamp_model_ids(new_events, model)
         if self.broker is None or not new_events:
             await self.trackers.save(tracker, new_events)
             return new_events
@@ -299,6 +314,7 @@ class Processor:
         sender_id = message.sender_id
         if len(sender_id) > NAME_COLUMN_LENGTH or "\x00" in sender_id:
             check_conversation_id(sender_id)  # raises, saying why
+        check_text_length(message.text)
         async with self.lock_store.lock(sender_id):
             started = time.perf_counter()
             tracker = await self.tracker_for(message.sender_id, model)
@@ -418,6 +434,7 @@ class Processor:
         for _ in range(self.max_predictions):
             prediction = self.predict_next(tracker, model)
             action = self.action_for(prediction.action_name, model.domain)
+            note_text_featurization(tracker, prediction)
             keep_going = await self.run_action(action, tracker, model, output, prediction)
             ran.append(action.name)
             if not keep_going:
@@ -473,28 +490,26 @@ class Processor:
             await self._validate_slot_mappings(tracker, model, output)
 
     def _fill_slots(self, tracker: Tracker, model: DialogueModel) -> bool:
-        """Applies the slots the domain's mappings fill from the latest message; True when
-        the action server is to validate them (`action_validate_slot_mappings`)."""
+        """Applies the slots the domain's mappings fill from the latest message; True when the
+        action server has a part in it too (custom mappings' actions,
+        `action_validate_slot_mappings`): as in Rasa, after every user message, in a form or
+        not."""
         domain = model.domain
         tracker.update_many(extract_slots(tracker, domain))
-        return (
-            "action_validate_slot_mappings" in domain.user_actions
-            and self.action_server is not None
-            and has_custom_mappings(domain)
-            and tracker.active_loop_name is None
+        return self.action_server is not None and (
+            VALIDATE_SLOT_MAPPINGS in domain.user_actions or bool(custom_mapping_actions(domain))
         )
 
     async def _validate_slot_mappings(
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
     ) -> None:
-        action = RemoteAction("action_validate_slot_mappings")
-        ctx = self._context(tracker, model, output)
-        try:
-            result_events = await action.run(ctx)
-        except ActionError as exc:
-            logger.error("action_validate_slot_mappings failed: %s", exc)
-            result_events = []
-        await self._apply_action_events(tracker, result_events, output)
+        """Runs the custom mappings' actions and `action_validate_slot_mappings` on the
+        conversation (see `run_slot_mapping_actions`)."""
+
+        async def apply(events: list[Event]) -> None:
+            await self._apply_action_events(tracker, events, output)
+
+        await run_slot_mapping_actions(self._context(tracker, model, output), apply)
 
     def _context(
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
@@ -563,16 +578,16 @@ class Processor:
             return True
         except ActionError as exc:
             logger.error("action '%s' failed, its events are lost: %s", action.name, exc)
-            tracker.update_many(prediction.events)
-            tracker.update(self._executed(action.name, prediction))
+            tracker.update_many(_stamped_now(prediction.events))
+            tracker.update(self._executed(action, prediction))
             return await self._after_failed_action(tracker, model, output, action.name)
         except BotServerError as exc:
             logger.error("action '%s' failed: %s", action.name, exc)
             events = []
         if prediction.events:
-            tracker.update_many(prediction.events)
+            tracker.update_many(_stamped_now(prediction.events))
         name = action.name
-        tracker.update(self._executed(name, prediction))
+        tracker.update(self._executed(action, prediction))
         if not events:
             return name not in (ACTION_LISTEN, ACTION_SESSION_START)
         await self._apply_action_events(tracker, events, output)
@@ -600,15 +615,29 @@ class Processor:
         return False
 
     @staticmethod
-    def _executed(name: str, prediction: Prediction | PolicyPrediction) -> ActionExecuted:
+    def _executed(action: Action, prediction: Prediction | PolicyPrediction) -> ActionExecuted:
+        if isinstance(action, EndToEndAction):
+            # An end-to-end bot text is logged by its text, as the story step was read.
+            return ActionExecuted(
+                action_name=None,
+                action_text=action.name,
+                policy=prediction.policy_name,
+                confidence=prediction.confidence,
+            )
         return ActionExecuted(
-            action_name=name, policy=prediction.policy_name, confidence=prediction.confidence
+            action_name=action.name,
+            policy=prediction.policy_name,
+            confidence=prediction.confidence,
         )
 
     async def _apply_action_events(
         self, tracker: Tracker, events: list[Event], output: OutputChannel | None
     ) -> None:
         for event in events:
+            # Stamped when logged, after the action's own event, as Rasa does: a conversation
+            # read in timestamp order (a dashboard, `?until=`) is then in event order, whatever
+            # time an action (or its server's clock) gave its events.
+            event.timestamp = time.time()
             tracker.update(event)
             if isinstance(event, BotUttered) and output is not None:
                 message = event.message()
@@ -646,6 +675,25 @@ class Processor:
         if isinstance(entities, dict):
             entities = [{"entity": k, "value": v} for k, v in entities.items()]
         await self.trigger_intent(sender_id, reminder.intent, entities, model, output, reminder)
+
+
+def stamp_model_ids(events: list[Event], model: DialogueModel) -> None:
+    """The model's `model_id` and `assistant_id` into each event's metadata where it has
+    none, as Rasa does; an identifier the model lacks is left out, not written as null."""
+    if model.model_id:
+        for event in events:
+            event.metadata.setdefault("model_id", model.model_id)
+    if model.assistant_id:
+        for event in events:
+            event.metadata.setdefault("assistant_id", model.assistant_id)
+
+
+def _stamped_now(events: list[Event]) -> list[Event]:
+    """Copies of a prediction's events stamped now (a policy may hand out the same list
+    again, and the tracker already holds the first ones)."""
+    return [
+        replace(event, timestamp=time.time(), metadata=dict(event.metadata)) for event in events
+    ]
 
 
 def _reminder_holds(tracker: Tracker, reminder: ReminderScheduled) -> bool:

@@ -108,7 +108,6 @@ def _extract(tracker: Tracker, domain: Domain, trigger_only: bool) -> list[SlotS
                 continue
             if slot.type == "list" and mapping.type != "from_entity" and value is not None:
                 value = [value]  # a list slot holds a list, as in Rasa (`from_text`: [text])
-            value = slot.coerce(value)
             if value is not None or tracker.get_slot(slot.name) is not None:
                 events.append(SlotSet(key=slot.name, value=value))
                 break
@@ -129,7 +128,7 @@ def _skip_for_active_form(
         return False
     if mapping.type == "from_entity":
         # As in Rasa, an entity fills a slot the form did not ask for only when no other slot
-        # of the form maps the same entity.
+        # of the form has the same mapping.
         return not _entity_mapping_unique(mapping, form.required_slots, domain)
     # from_text / from_intent without conditions would fill every slot of the form at once.
     return (
@@ -139,17 +138,22 @@ def _skip_for_active_form(
 
 
 def _entity_mapping_unique(mapping: SlotMapping, form_slots: list[str], domain: Domain) -> bool:
-    same = 0
-    for slot in domain.slots:
-        if slot.name not in form_slots:
-            continue
-        same += any(
-            m.type == "from_entity"
-            and (m.entity, m.role, m.group) == (mapping.entity, mapping.role, mapping.group)
-            for m in slot.mappings
-        )
+    """Whether no other mapping of the form's slots is the same as `mapping`: as in Rasa, the
+    whole mapping counts (two slots taking `city` for different intents are both unique)."""
+    same = sum(
+        m.raw == mapping.raw
+        for slot in domain.slots
+        if slot.name in form_slots
+        for m in slot.mappings
+        if m.type == "from_entity"
+    )
     return same <= 1
 
 
-def has_custom_mappings(domain: Domain) -> bool:
-    return any(m.type == "custom" for s in domain.slots for m in s.mappings)
+VALIDATE_SLOT_MAPPINGS = "action_validate_slot_mappings"
+
+
+def custom_mapping_actions(domain: Domain) -> list[str]:
+    """The actions named by custom mappings (`type: custom`, `action: ...`), each once."""
+    names = (m.action for s in domain.slots for m in s.mappings if m.type == "custom")
+    return list(dict.fromkeys(n for n in names if n and n != VALIDATE_SLOT_MAPPINGS))

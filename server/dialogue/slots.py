@@ -44,8 +44,8 @@ class SlotMapping:
             entity=d.get("entity"),
             role=d.get("role"),
             group=d.get("group"),
-            intent=_as_list(d.get("intent")),
-            not_intent=_as_list(d.get("not_intent")),
+            intent=names_list(d.get("intent")),
+            not_intent=names_list(d.get("not_intent")),
             value=d.get("value"),
             action=d.get("action"),
             conditions=list(d.get("conditions") or []),
@@ -56,15 +56,24 @@ class SlotMapping:
         if not self.conditions:
             return True
         for condition in self.conditions:
-            if condition.get("active_loop") != active_loop:
+            loop = condition.get("active_loop")
+            if loop is None:
+                # As in Rasa 3.6: no active loop (null or left out) only asks that no form be
+                # active; a `requested_slot` beside it is not looked at.
+                if active_loop is None:
+                    return True
                 continue
-            if "requested_slot" in condition and condition["requested_slot"] != requested_slot:
+            if loop != active_loop:
                 continue
-            return True
+            # As in Rasa, a missing or null `requested_slot` holds whatever the form asks.
+            wanted = condition.get("requested_slot")
+            if not wanted or wanted == requested_slot:
+                return True
         return False
 
 
-def _as_list(value: Any) -> list[str]:
+def names_list(value: Any) -> list[str]:
+    """A name or a list of names (`intent: greet` or `intent: [greet, hi]`), as a list."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -137,25 +146,6 @@ class Slot:
             d["max_value"] = self.max_value
             d["min_value"] = self.min_value
         return d
-
-    def coerce(self, value: Any) -> Any:
-        """The value as this slot stores it (bools and floats from text, as Rasa does)."""
-        if value is None:
-            return None
-        if self.type == "bool" and isinstance(value, str):
-            lowered = value.strip().lower()
-            if lowered in ("true", "1", "yes"):
-                return True
-            if lowered in ("false", "0", "no"):
-                return False
-        if self.type == "float" and isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                return value
-            # "nan" and "1e999" read as numbers no JSON answer can hold: kept as text.
-            return number if math.isfinite(number) else value
-        return value
 
     def feature(self, value: Any) -> str | None:
         """A hashable summary of the value for dialogue state, or None if it has no influence."""

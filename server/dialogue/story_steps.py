@@ -6,9 +6,10 @@ from __future__ import annotations
 import copy
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from server.dialogue.domain import Domain
 from server.trackers.events import (
     ACTION_LISTEN,
     ActionExecuted,
@@ -72,8 +73,17 @@ class TrainingStory:
     condition: list[Event] = field(default_factory=list)
 
 
-def generate_training_stories(steps: list[StoryStep]) -> list[TrainingStory]:
-    """Joins story steps at their checkpoints into full conversations; rules pass through."""
+def generate_training_stories(
+    steps: list[StoryStep], domain: Domain | None = None
+) -> list[TrainingStory]:
+    """Joins story steps at their checkpoints into full conversations; rules pass through.
+
+    With the `domain`, a user step's entities set the slots they fill (from_entity
+    mappings outside forms) right after it, as Rasa does: a story need not repeat them in
+    `slot_was_set`, and checkpoint conditions see them.
+    """
+    if domain is not None and domain.store_entities_as_slots:
+        steps = [_with_entity_slots(step, domain) for step in steps]
     result: list[TrainingStory] = []
     story_steps: list[StoryStep] = []
     for step in steps:
@@ -83,6 +93,39 @@ def generate_training_stories(steps: list[StoryStep]) -> list[TrainingStory]:
             story_steps.append(step)
     result.extend(_join_stories(story_steps))
     return result
+
+
+def _with_entity_slots(step: StoryStep, domain: Domain) -> StoryStep:
+    if not any(isinstance(e, UserUttered) and e.entities for e in step.events):
+        return step
+    events: list[Event] = []
+    for event in step.events:
+        events.append(event)
+        if isinstance(event, UserUttered) and event.entities:
+            events.extend(entity_slots(event.entities, domain))
+    return replace(step, events=events)
+
+
+def entity_slots(entities: list[dict[str, Any]], domain: Domain) -> list[SlotSet]:
+    """The slots a story's user entities set: each slot with a from_entity mapping (not
+    conditioned on a form) of a matching entity, role and group; a list slot takes every
+    value, another slot the last."""
+    events: list[SlotSet] = []
+    for slot in domain.slots:
+        values = [
+            entity.get("value")
+            for mapping in slot.mappings
+            if mapping.type == "from_entity"
+            and not (mapping.conditions and mapping.conditions[0].get("active_loop"))
+            for entity in entities
+            if entity.get("entity") == mapping.entity
+            and entity.get("role") == mapping.role
+            and entity.get("group") == mapping.group
+        ]
+        if values:
+            value = values if slot.type == "list" else values[-1]
+            events.append(SlotSet(key=slot.name, value=value, timestamp=0.0))
+    return events
 
 
 def _rule_story(step: StoryStep) -> TrainingStory:
@@ -115,7 +158,8 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
         events = prefix + step.events
         path_names = names if names and names[-1] == step.name else names + [step.name]
         path_visits = {**visits, index: visits.get(index, 0) + 1}
-        if not step.end_checkpoints:
+        # A story ending at a checkpoint nothing starts from is a whole story (as in Rasa).
+        if not step.end_checkpoints or any(c not in starting for c in step.end_checkpoints):
             key = _fingerprint(events)
             if key not in seen:
                 seen.add(key)
@@ -132,7 +176,8 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
                         MAX_TRAINING_STORIES,
                     )
                     return stories
-            continue
+            if not step.end_checkpoints:
+                continue
         slots = _slot_values(events)
         for checkpoint in step.end_checkpoints:
             for following in reversed(starting.get(checkpoint, [])):
@@ -150,6 +195,30 @@ def unused_checkpoints(steps: list[StoryStep]) -> tuple[set[str], set[str]]:
     starts = {c for s in steps if not s.is_rule for c in s.start_checkpoints}
     ends = {c for s in steps if not s.is_rule for c in s.end_checkpoints}
     return ends - starts, starts - ends - {STORY_START}
+
+
+def checkpoint_warnings(steps: list[StoryStep]) -> list[str]:
+    """Rasa's warnings about checkpoints that join nothing (given at training and validation),
+    each naming the story and where it is."""
+    ends, starts = unused_checkpoints(steps)
+    warnings: list[str] = []
+    for step in steps:
+        if step.is_rule:
+            continue
+        where = f"{step.filename}:{step.line}: " if step.filename and step.line else ""
+        for name in step.end_checkpoints:
+            if name in ends:
+                warnings.append(
+                    f"{where}story '{step.name}' ends with checkpoint '{name}' "
+                    "but no story starts from it"
+                )
+        for name in step.start_checkpoints:
+            if name in starts:
+                warnings.append(
+                    f"{where}story '{step.name}' starts from checkpoint '{name}' "
+                    "but no story ends with it (it is never reached, so not trained)"
+                )
+    return list(dict.fromkeys(warnings))
 
 
 def _slot_values(events: list[Event]) -> dict[str, Any]:

@@ -139,6 +139,16 @@ def write_archive(
     return final
 
 
+def check_archive_target(out_dir: Path, fixed_name: str | None) -> None:
+    """Fails before a training whose archive could not be written under `fixed_name`: a
+    name that is not a plain file name, or one a directory in `out_dir` already holds."""
+    if not fixed_name:
+        return
+    final = Path(out_dir) / _archive_name(fixed_name)
+    if final.is_dir():
+        raise ModelError(f"Cannot write the model to {final}: it is a directory")
+
+
 def _archive_name(fixed_name: str | None) -> str:
     if fixed_name:
         if "/" in fixed_name or "\\" in fixed_name or fixed_name.startswith("."):

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from server.errors import ModelError, ModelStorageFull, ModelSuperseded
+from server.errors import ModelError, ModelStorageFull, ModelSuperseded, OutdatedModel
 from server.models.archive import file_sha256, read_archive
 from server.models.safety import DEFAULT_LIMITS, ArchiveLimits
 
@@ -153,6 +153,10 @@ class ModelHolder(Generic[T]):
                     full = ModelStorageFull(f"no space left on the server to extract {path.name}")
                     self._record_error(path.name, full)
                     raise full from exc
+                if isinstance(exc, OutdatedModel):  # say which model it was
+                    outdated = OutdatedModel(f"Could not load model '{path.name}': {exc}")
+                    self._record_error(path.name, outdated)
+                    raise outdated from exc
                 self._record_error(path.name, exc)
                 if isinstance(exc, ModelError) and type(exc) is not ModelError:
                     raise  # a kind of its own (unsafe, corrupt, unsupported...), named already

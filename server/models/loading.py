@@ -10,7 +10,12 @@ from typing import Any
 from server.dialogue.domain import Domain
 from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.processor import DialogueModel
-from server.errors import UnsupportedModel
+from server.errors import (
+    InvalidConfig,
+    MissingEnvironmentVariable,
+    OutdatedModel,
+    UnsupportedModel,
+)
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.remote import RemoteNLU
 
@@ -28,7 +33,33 @@ def load_model(directory: Path, metadata: dict[str, Any]) -> DialogueModel:
     """The model a turn runs on: domain, NLU pipeline (if trained) and policies.
 
     Runs in a worker thread. Reads only data files; nothing named by the archive is imported.
+    An archive whose stored settings fail today's parameter checks is an OutdatedModel.
     """
+    try:
+        return _load_model(directory, metadata)
+    except Exception as exc:
+        refused = _refused_setting(exc)
+        if refused is None:
+            raise
+        raise OutdatedModel(
+            f"the model was trained with a config.yml setting this botserver refuses ({refused}); "
+            "an older botserver accepted it. Correct config.yml and retrain with "
+            "`botserver train`."
+        ) from exc
+
+
+def _refused_setting(exc: BaseException) -> InvalidConfig | None:
+    """The component or policy setting whose check refused the stored config, if that is
+    why loading failed: checks made stricter since the model was trained refuse it now."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, InvalidConfig) and not isinstance(seen, MissingEnvironmentVariable):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+def _load_model(directory: Path, metadata: dict[str, Any]) -> DialogueModel:
     root = _components(Path(directory))
     domain_path = root / DOMAIN_FILE
     if not domain_path.is_file():

@@ -87,6 +87,12 @@ class NLUPipeline:
         entities = sorted(set(data.entities) | set(data.lookups) | {n for n, _ in data.regexes})
         return cls(components, language, plan.warnings, entities)
 
+    @staticmethod
+    def check(pipeline: list[dict], language: str = "en") -> None:
+        """The parameter checks of `train` without training: InvalidConfig if refused."""
+        for step in plan_pipeline(pipeline or DEFAULT_PIPELINE).steps:
+            _build(step.key, ReadKeys(step.config), step.name, language)
+
     @property
     def intents(self) -> list[str]:
         for key, component in self._components:

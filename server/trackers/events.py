@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 from server.errors import InvalidEvent
@@ -17,6 +18,9 @@ from server.errors import InvalidEvent
 # converted, folded, written out or read in a thread, wherever that happens: 100,000 events
 # are 0.2-1 s of Python that would hold every other conversation and /health.
 OFF_LOOP_EVENTS = 1_000
+# Off the loop, such a list's work that runs in C and holds the GIL for a whole call (JSON
+# writing, freeing) is done this many events per call, so the loop gets the GIL in between.
+EVENTS_PER_PIECE = 500
 
 ACTION_LISTEN = "action_listen"
 ACTION_SESSION_START = "action_session_start"
@@ -84,6 +88,13 @@ class UserUttered(Event):
     parse_data: dict[str, Any] = field(default_factory=dict)
     input_channel: str | None = None
     message_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # As in Rasa, the NLU data holds the message's metadata as it was when the event was
+        # made: the model_id and assistant_id stamped on the event later stay out of it (and
+        # so out of `latest_message`).
+        if "metadata" not in self.parse_data:
+            self.parse_data = {**self.parse_data, "metadata": dict(self.metadata)}
 
     @property
     def intent(self) -> dict[str, Any]:
@@ -488,11 +499,21 @@ class ReminderScheduled(Event):
             raise InvalidEvent("a 'reminder' event needs an 'intent' and an ISO 'date_time'")
         return {
             "intent": intent,
-            "trigger_date_time": date_time,
+            "trigger_date_time": _isoformat(date_time),
             "entities": d.get("entities"),
             "name": d.get("name") or str(uuid.uuid1()),
             "kill_on_user_message": bool(d.get("kill_on_user_msg", True)),
         }
+
+
+def _isoformat(date_time: str) -> str:
+    """An ISO 8601 date and time as Rasa writes it back (`datetime.isoformat()`: a `T`, seconds,
+    `+00:00` for `Z`); any other text as it is (the API refuses it on arrival, and a stored
+    event stays loadable)."""
+    try:
+        return datetime.fromisoformat(date_time).isoformat()
+    except ValueError:
+        return date_time
 
 
 @dataclass(eq=False)

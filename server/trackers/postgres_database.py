@@ -54,6 +54,22 @@ _GROUP_INSERT = (
     " (SELECT array_agg(id ORDER BY id) FROM new)"
 )
 _INSERT_ONLY = f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM ({_ROWS}) AS r ORDER BY n"
+# Retention: a batch of stale conversations, in sender id order, from the first or after $3.
+_STALE_FIRST = (
+    "SELECT sender_id FROM events GROUP BY sender_id "
+    "HAVING max(timestamp) < $1 ORDER BY sender_id LIMIT $2"
+)
+_STALE_AFTER = (
+    "SELECT sender_id FROM events WHERE sender_id > $3 GROUP BY sender_id "
+    "HAVING max(timestamp) < $1 ORDER BY sender_id LIMIT $2"
+)
+# Retention: the conversations of $1 whose newest event is older than $2, deleted.
+_DELETE_STALE = (
+    "WITH stale AS (SELECT sender_id FROM events WHERE sender_id = ANY($1::varchar[]) "
+    "GROUP BY sender_id HAVING max(timestamp) < $2), "
+    "gone AS (DELETE FROM events WHERE sender_id = ANY(ARRAY(SELECT sender_id FROM stale)) "
+    "RETURNING sender_id) SELECT count(DISTINCT sender_id) FROM gone"
+)
 _ROWS_FROM = "SELECT id, data FROM events WHERE sender_id = $1 AND id >= $2 ORDER BY id"
 # The current session's rows in one statement: it starts at the last action_session_start,
 # or at a later session_started (at the row before it when that is action_session_start).
@@ -329,6 +345,16 @@ class PostgresDatabase:
         sql = "DELETE FROM events WHERE sender_id = ANY($1::varchar[])"
         await self._run(lambda conn: conn.execute(sql, list(sender_ids)), writes=True)
 
+    async def delete_stale(self, sender_ids: Sequence[str], cutoff_timestamp: float) -> int:
+        """Deletes those of `sender_ids` whose newest event is still older than the cutoff,
+        in one statement: a row committed before it started makes its conversation recent,
+        one committed after is not in its snapshot and is not deleted."""
+        value = await self._run(
+            lambda conn: conn.fetchval(_DELETE_STALE, list(sender_ids), cutoff_timestamp),
+            writes=True,
+        )
+        return int(value)
+
     async def rows_from(self, sender_id: str, first_id: int) -> list[IdData]:
         """(id, data) of the conversation's rows from `first_id` on, in order; the reads
         made together go out as one statement."""
@@ -386,9 +412,13 @@ class PostgresDatabase:
         records = await self._run(lambda conn: conn.fetch("SELECT DISTINCT sender_id FROM events"))
         return [record[0] for record in records]
 
-    async def senders_older_than(self, cutoff_timestamp: float) -> list[str]:
-        sql = "SELECT sender_id FROM events GROUP BY sender_id HAVING max(timestamp) < $1"
-        records = await self._run(lambda conn: conn.fetch(sql, cutoff_timestamp))
+    async def senders_older_than(
+        self, cutoff_timestamp: float, after: str | None, limit: int
+    ) -> list[str]:
+        """Up to `limit` stale senders above `after` (None: from the first), in order
+        (through ix_events_sender_id_id)."""
+        sql, args = (_STALE_FIRST, []) if after is None else (_STALE_AFTER, [after])
+        records = await self._run(lambda conn: conn.fetch(sql, cutoff_timestamp, limit, *args))
         return [record[0] for record in records]
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from server.trackers.events import OFF_LOOP_EVENTS, Event, event_from_dict
+from server.trackers.freeing import free_off_loop
 from server.trackers.store import TrackerStore
 from server.trackers.tracker import Tracker
 
@@ -61,12 +62,14 @@ class TrackerRepository:
         dicts = await self.store.load_all(sender_id)
         if dicts is None:
             return None
-        return await _fold(sender_id, dicts, slot_defaults)
+        tracker = await _fold(sender_id, dicts, slot_defaults)
+        await free_off_loop(dicts)  # a list of this call's own (no store keeps it)
+        return tracker
 
     async def save(self, tracker: Tracker, new_events: list[Event]) -> None:
         """Appends `new_events` (already applied to `tracker`) in one transaction."""
         if new_events:
-            if len(new_events) > DICTS_OFF_LOOP_ABOVE:  # a bulk append: not on the event loop
+            if len(new_events) > OFF_LOOP_EVENTS:  # a bulk append: not on the event loop
                 dicts = await asyncio.to_thread(_dicts, new_events)
             else:
                 dicts = _dicts(new_events)
@@ -77,6 +80,7 @@ class TrackerRepository:
         dicts = await asyncio.to_thread(_dicts, tracker.events)
         await self.store.replace(tracker.sender_id, dicts)
         self.forget(tracker.sender_id)
+        await free_off_loop(dicts)
 
     def forget(self, sender_id: str) -> None:
         entry = self._hot.pop(sender_id, None)
@@ -107,11 +111,6 @@ async def _fold(
     if len(dicts) > OFF_LOOP_EVENTS:
         return await asyncio.to_thread(Tracker.from_dicts, sender_id, dicts, slot_defaults)
     return Tracker.from_dicts(sender_id, dicts, slot_defaults)
-
-
-# Longer lists of new events become dicts in a thread (a bulk POST of tracker events), so
-# the event loop is not held; a turn's few events stay inline. A replace always uses one.
-DICTS_OFF_LOOP_ABOVE = 500
 
 
 def _dicts(events: list[Event]) -> list[dict[str, Any]]:

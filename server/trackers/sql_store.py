@@ -26,6 +26,8 @@ from server.errors import (
     StoreUnavailable,
 )
 from server.json_values import loads_exact
+from server.trackers.events import OFF_LOOP_EVENTS
+from server.trackers.freeing import free_off_loop
 from server.trackers.session_start import ACTION_SESSION_START, latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.sql_engine import (
@@ -50,9 +52,8 @@ from server.trackers.store import DEFAULT_CACHE_EVENTS, NAME_COLUMN_LENGTH, cach
 
 logger = logging.getLogger(__name__)
 
+# Conversations deleted per statement by `delete_older_than` (a bound on bound parameters).
 DELETE_BATCH = 500
-# Parsing more rows than this at once moves off the event loop.
-PARSE_IN_THREAD_ABOVE = 500
 
 Row = tuple[str, str | None, float | None, str | None, str | None, str]
 IdData = tuple[int, str]
@@ -68,11 +69,14 @@ class _Database(Protocol):
     ) -> tuple[int | None, list[IdData] | None, int | None]: ...
     async def replace(self, sender_id: str, rows: Sequence[Row]) -> None: ...
     async def delete_senders(self, sender_ids: Sequence[str]) -> None: ...
+    async def delete_stale(self, sender_ids: Sequence[str], cutoff_timestamp: float) -> int: ...
     async def rows_from(self, sender_id: str, first_id: int) -> list[IdData]: ...
     async def session_rows(self, sender_id: str) -> list[IdData]: ...
     async def all_data(self, sender_id: str) -> list[str]: ...
     async def senders(self) -> list[str]: ...
-    async def senders_older_than(self, cutoff_timestamp: float) -> list[str]: ...
+    async def senders_older_than(
+        self, cutoff_timestamp: float, after: str | None, limit: int
+    ) -> list[str]: ...
     async def close(self) -> None: ...
 
 
@@ -276,6 +280,7 @@ class SqlTrackerStore:
         with self._map_errors():
             await self._db.replace(sender_id, rows)
         self._cache.pop(sender_id)
+        await free_off_loop(rows)
 
     async def delete(self, sender_id: str) -> None:
         self._cache.pop(sender_id)
@@ -286,15 +291,20 @@ class SqlTrackerStore:
 
     async def delete_older_than(self, cutoff_timestamp: float) -> int:
         await self._ensure_ready()
-        with self._map_errors():
-            stale = await self._db.senders_older_than(cutoff_timestamp)
-        for start in range(0, len(stale), DELETE_BATCH):
-            batch = stale[start : start + DELETE_BATCH]
+        deleted, after = 0, None  # not "": an empty sender id sorts first
+        while True:
+            # One batch at a time, in sender id order: memory stays bounded however many.
             with self._map_errors():
-                await self._db.delete_senders(batch)
+                batch = await self._db.senders_older_than(cutoff_timestamp, after, DELETE_BATCH)
+            if not batch:
+                break
+            # Looked at again as they are deleted: a turn may have come since the listing.
+            with self._map_errors():
+                deleted += await self._db.delete_stale(batch, cutoff_timestamp)
             for sender_id in batch:
                 self._cache.pop(sender_id)
-        return len(stale)
+            after = batch[-1]
+        return deleted
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -309,7 +319,9 @@ class SqlTrackerStore:
             data = await self._db.all_data(sender_id)
         if not data:
             return None
-        return await _parse(data)
+        events = await _parse(data)
+        await free_off_loop(data)
+        return events
 
     async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
         await self._ensure_ready()
@@ -465,6 +477,28 @@ class _AsyncDatabase:
                 delete(events_table).where(events_table.c.sender_id.in_(list(sender_ids)))
             )
 
+    async def delete_stale(self, sender_ids: Sequence[str], cutoff_timestamp: float) -> int:
+        """Deletes those of `sender_ids` whose newest event is still older than the cutoff.
+
+        The locking read holds (InnoDB next-key locks) every row of these conversations and
+        the gap after each one's last row, so a turn appending meanwhile waits for the delete
+        instead of having its rows deleted under it; and only rows up to the last id read are
+        deleted, which keeps a row appended meanwhile under READ COMMITTED (no gap locks)."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                select(_C.sender_id, _C.timestamp, _C.id)
+                .where(_C.sender_id.in_(list(sender_ids)))
+                .with_for_update()
+            )
+            rows = result.all()
+            stale = _stale_senders([(row[0], row[1]) for row in rows], cutoff_timestamp)
+            if stale:
+                last_read = max(row[2] for row in rows)
+                await conn.execute(
+                    delete(events_table).where(_C.sender_id.in_(stale), _C.id <= last_read)
+                )
+            return len(stale)
+
     async def rows_from(self, sender_id: str, first_id: int) -> list[IdData]:
         async with self._engine.connect() as conn:
             result = await conn.execute(_ROWS_FROM, {"sender_id": sender_id, "first_id": first_id})
@@ -492,13 +526,19 @@ class _AsyncDatabase:
             result = await conn.execute(select(events_table.c.sender_id).distinct())
             return [row[0] for row in result]
 
-    async def senders_older_than(self, cutoff_timestamp: float) -> list[str]:
+    async def senders_older_than(
+        self, cutoff_timestamp: float, after: str | None, limit: int
+    ) -> list[str]:
         latest = func.max(events_table.c.timestamp)
+        query = select(_C.sender_id)
+        if after is not None:
+            query = query.where(_C.sender_id > after)
         async with self._engine.connect() as conn:
             result = await conn.execute(
-                select(events_table.c.sender_id)
-                .group_by(events_table.c.sender_id)
+                query.group_by(_C.sender_id)
                 .having(latest < cutoff_timestamp)
+                .order_by(_C.sender_id)
+                .limit(limit)
             )
             return [row[0] for row in result]
 
@@ -540,6 +580,23 @@ async def _session_start_id(conn: AsyncConnection, sender_id: str) -> int | None
     if previous is not None and previous[1] == "action" and previous[2] == ACTION_SESSION_START:
         return int(previous[0])
     return int(last_started)
+
+
+def _stale_senders(rows: Any, cutoff_timestamp: float) -> list[str]:
+    """The senders among (sender_id, timestamp) rows whose newest timestamp is older than
+    the cutoff (NULL timestamps aside, as in max())."""
+    newest: dict[str, float | None] = {}
+    for sender_id, timestamp in rows:
+        known = newest.get(sender_id)
+        if timestamp is not None and (known is None or timestamp > known):
+            newest[sender_id] = timestamp
+        elif sender_id not in newest:
+            newest[sender_id] = None
+    return [
+        sender_id
+        for sender_id, latest in newest.items()
+        if latest is not None and latest < cutoff_timestamp
+    ]
 
 
 def _rows(sender_id: str, events: list[dict[str, Any]]) -> list[Row]:
@@ -608,6 +665,6 @@ def _load_json(data: str) -> Any:
 
 
 async def _parse(data: Sequence[str]) -> list[dict[str, Any]]:
-    if len(data) > PARSE_IN_THREAD_ABOVE:
+    if len(data) > OFF_LOOP_EVENTS:  # rows parsed off the event loop
         return await asyncio.to_thread(lambda: [_load_json(d) for d in data])
     return [_load_json(d) for d in data]

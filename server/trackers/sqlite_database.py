@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
+from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.session_start import ACTION_SESSION_START
 from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
 
@@ -62,9 +63,6 @@ _COPY_PASSES = 2
 _SMALL_REMAINDER = 64  # frames: copied with appends held rather than in one more pass
 _FIRST_CHECKPOINT_AFTER = 50  # commits
 _CHECKPOINT_AFTER_LIMITS = (8, 10_000)  # commits
-# An append of more rows (a bulk POST of tracker events) goes to the store's thread: 100,000
-# rows are about 0.17 s of inserts that would hold the event loop.
-_INLINE_MAX_ROWS = 500
 # What commits without an fsync in WAL mode; FULL and EXTRA sync the WAL at every commit.
 _INLINE_SYNCHRONOUS = ("NORMAL", "OFF")
 
@@ -260,7 +258,9 @@ class SqliteDatabase:
             await asyncio.shield(self._inline_opening)
         loop = asyncio.get_running_loop()
         append = _Append(sender_id, rows, loop.create_future(), known)
-        if self._inline is None or sender_id in self._on_thread or len(rows) > _INLINE_MAX_ROWS:
+        # An append of more rows (a bulk POST of tracker events) goes to the store's thread:
+        # 100,000 rows are about 0.17 s of inserts that would hold the event loop.
+        if self._inline is None or sender_id in self._on_thread or len(rows) > OFF_LOOP_EVENTS:
             self._to_thread([append])
         elif self._held is not None:
             self._held.append(append)
@@ -588,6 +588,24 @@ class SqliteDatabase:
         sql = f"DELETE FROM events WHERE sender_id IN ({marks})"
         await self.run(lambda conn: _write(conn, lambda: conn.execute(sql, tuple(sender_ids))))
 
+    async def delete_stale(self, sender_ids: Sequence[str], cutoff_timestamp: float) -> int:
+        """Deletes those of `sender_ids` whose newest event is still older than the cutoff;
+        the look and the delete are one write transaction, which no append can enter."""
+        marks = ", ".join("?" * len(sender_ids))
+        look = (
+            f"SELECT sender_id FROM events WHERE sender_id IN ({marks}) "
+            "GROUP BY sender_id HAVING max(timestamp) < ?"
+        )
+
+        def delete_stale(conn: sqlite3.Connection) -> int:
+            stale = [row[0] for row in conn.execute(look, (*sender_ids, cutoff_timestamp))]
+            if stale:
+                sql = f"DELETE FROM events WHERE sender_id IN ({', '.join('?' * len(stale))})"
+                conn.execute(sql, stale)
+            return len(stale)
+
+        return await self.run(lambda conn: _write(conn, lambda: delete_stale(conn)))
+
     async def rows_from(self, sender_id: str, first_id: int) -> list[tuple[int, str]]:
         """(id, data) of the conversation's rows with id >= first_id, in order.
 
@@ -630,9 +648,18 @@ class SqliteDatabase:
         )
         return [row[0] for row in rows]
 
-    async def senders_older_than(self, cutoff_timestamp: float) -> list[str]:
-        sql = "SELECT sender_id FROM events GROUP BY sender_id HAVING max(timestamp) < ?"
-        rows = await self.run(lambda conn: conn.execute(sql, (cutoff_timestamp,)).fetchall())
+    async def senders_older_than(
+        self, cutoff_timestamp: float, after: str | None, limit: int
+    ) -> list[str]:
+        """Up to `limit` stale senders above `after` (None: from the first), in order
+        (through ix_events_sender_id_id)."""
+        above = "" if after is None else "WHERE sender_id > ? "
+        sql = (
+            f"SELECT sender_id FROM events {above}GROUP BY sender_id "
+            "HAVING max(timestamp) < ? ORDER BY sender_id LIMIT ?"
+        )
+        args = (cutoff_timestamp, limit) if after is None else (after, cutoff_timestamp, limit)
+        rows = await self.run(lambda conn: conn.execute(sql, args).fetchall())
         return [row[0] for row in rows]
 
 

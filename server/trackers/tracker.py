@@ -161,7 +161,11 @@ class Tracker:
             self.paused = False
         elif isinstance(event, EntitiesAdded):
             if self.latest_action_name == ACTION_LISTEN or not self.latest_action:
-                entities = list(self.latest_message.entities) + list(event.entities)
+                # As Rasa: an entity the message holds already is not added again.
+                entities = list(self.latest_message.entities)
+                for entity in event.entities:
+                    if entity not in entities:
+                        entities.append(entity)
                 self.latest_message.parse_data = {**self.latest_message.parse_data}
                 self.latest_message.parse_data["entities"] = entities
 
@@ -279,13 +283,16 @@ def events_after_latest_restart(events: list[Event]) -> list[Event]:
 
 def event_dicts(events: list[Event], verbosity: EventVerbosity) -> list[dict[str, Any]]:
     """The JSON of the events `verbosity` (not NONE) chooses, as `current_state` serves them."""
+    return [e.as_dict() for e in chosen_events(events, verbosity)]
+
+
+def chosen_events(events: list[Event], verbosity: EventVerbosity) -> list[Event]:
+    """The events `verbosity` (not NONE) chooses, as `current_state` serves them."""
     if verbosity is EventVerbosity.ALL:
-        chosen = events
-    elif verbosity is EventVerbosity.APPLIED:
-        chosen = applied_events(events)
-    else:
-        chosen = events_after_latest_restart(events)
-    return [e.as_dict() for e in chosen]
+        return events
+    if verbosity is EventVerbosity.APPLIED:
+        return applied_events(events)
+    return events_after_latest_restart(events)
 
 
 # Values a slot shares safely between trackers: nothing in them can change.

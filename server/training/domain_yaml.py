@@ -54,6 +54,8 @@ _RESPONSE_LISTS = frozenset({"buttons", "quick_replies", "elements", "condition"
 _MAPPING_KEYS = frozenset(
     {"type", "intent", "not_intent", "entity", "role", "group", "value", "action", "conditions"}
 )
+# Sections of a training data file, which may share a file with domain sections.
+TRAINING_DATA_KEYS = frozenset({"nlu", "stories", "rules"})
 _RENAMED = {"templates": "responses", "utter_templates": "responses"}
 
 
@@ -66,6 +68,8 @@ class DomainReader:
         self.warnings = warnings if warnings is not None else []
         # Where each slot / form / response / intent was defined, for semantic errors.
         self.origins: dict[str, tuple[str, int | None]] = {}
+        # The files read, in order (what a model's fingerprint covers).
+        self.files: list[Path] = []
 
     def warn(self, message: str, filename: str, line: int | None) -> None:
         text = f"{filename}:{line}: {message}" if line else f"{filename}: {message}"
@@ -81,21 +85,33 @@ class DomainReader:
             merged: dict[str, Any] = {}
             for file in files:
                 data = read_yaml_file(file)
-                if not is_domain_data(data):
-                    continue
-                self.check(data, str(file))
-                merged = self.merge(merged, data, str(file))
+                if is_domain_data(data):
+                    merged = self.add(merged, file, data)
             return merged
         if not path.exists():
             raise InvalidProjectFile("domain file not found", str(path))
+        self.files.append(path)
         data = read_yaml_file(path)
         if data is None:
             return {}
         self.check(data, str(path))
         return self.merge({}, data, str(path))
 
+    def add(
+        self, merged: dict[str, Any], file: Path, data: Any = None, shared: bool = False
+    ) -> dict[str, Any]:
+        """`merged` with the domain file `file` (its parsed `data` when read already).
+        `shared`: a sub-project's domain, which may repeat an item as it is without a word."""
+        self.files.append(file)
+        if data is None:
+            data = read_yaml_file(file)
+        self.check(data, str(file))
+        return self.merge(merged, data, str(file), shared)
+
     # -- merging ----------------------------------------------------------------------------
-    def merge(self, base: dict[str, Any], data: dict[str, Any], filename: str) -> dict[str, Any]:
+    def merge(
+        self, base: dict[str, Any], data: dict[str, Any], filename: str, shared: bool = False
+    ) -> dict[str, Any]:
         out = dict(base)
         for key, value in data.items():
             if value is None or key not in DOMAIN_KEYS or key == "version":
@@ -115,7 +131,10 @@ class DomainReader:
                                 filename,
                                 line,
                             )
-                        self.warn(f"{key[:-1]} '{name}' is defined more than once", filename, line)
+                        if not shared:
+                            self.warn(
+                                f"{key[:-1]} '{name}' is defined more than once", filename, line
+                            )
                         continue
                     names[name] = _item_properties(item)
                     existing.append(item)
@@ -125,7 +144,7 @@ class DomainReader:
                 existing_map = dict(out.get(key) or {})
                 for name, spec in value.items():
                     line = line_of(value, name)
-                    if name in existing_map:
+                    if name in existing_map and not (shared and existing_map[name] == spec):
                         self.warn(f"{key[:-1]} '{name}' is defined more than once", filename, line)
                     existing_map[name] = spec
                     self.origins[f"{key}:{name}"] = (filename, line)
@@ -144,7 +163,7 @@ class DomainReader:
                 line_of(data),
             )
         for key in data:
-            if key not in DOMAIN_KEYS:
+            if key not in DOMAIN_KEYS and key not in TRAINING_DATA_KEYS:
                 # Rasa's schema lets unknown sections through and ignores them; we warn.
                 hint = f" (did you mean '{_RENAMED[key]}'?)" if key in _RENAMED else ""
                 self.warn(
@@ -195,6 +214,15 @@ class DomainReader:
             if props is not None and not isinstance(props, dict):
                 raise InvalidProjectFile(
                     f"the properties of '{name}' in '{key}' must be a mapping",
+                    filename,
+                    line_of(item, name, line),
+                )
+            if key == "intents" and not props:
+                # `- greet:` is a slip for `- greet` (or for properties left out): Rasa
+                # refuses it (InvalidDomain), so a project that trains here trains there too.
+                raise InvalidProjectFile(
+                    f"intent '{name}' has a ':' but no properties; write '- {name}' (without "
+                    "the ':') or give it properties such as 'use_entities'",
                     filename,
                     line_of(item, name, line),
                 )
@@ -506,12 +534,9 @@ def _is_number(value: Any) -> bool:
 
 
 def is_domain_data(data: Any) -> bool:
-    """Whether parsed YAML is a domain file: a domain section and no training data."""
-    return (
-        isinstance(data, dict)
-        and any(key in data for key in DOMAIN_KEYS - {"version"})
-        and not any(key in data for key in ("nlu", "stories", "rules"))
-    )
+    """Whether parsed YAML is a domain file: Rasa's rule, any domain section (a file with
+    `nlu:` and `responses:` is both training data and part of the domain)."""
+    return isinstance(data, dict) and any(key in data for key in DOMAIN_KEYS - {"version"})
 
 
 def read_domain(

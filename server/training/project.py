@@ -15,6 +15,7 @@ from server.nlu.training_data import NLUTrainingData
 from server.trackers.events import ActionExecuted
 from server.training.config_yaml import ProjectConfig, read_config
 from server.training.domain_yaml import DomainReader, check_response
+from server.training.imports import imported_files
 from server.training.nlu_yaml import read_nlu_file
 from server.training.stories_yaml import read_story_data
 from server.training.yaml_io import check_version, is_yaml_file, line_of, read_yaml_file
@@ -28,11 +29,11 @@ class Project:
     domain: Domain
     nlu: NLUTrainingData
     stories: list[StoryStep]
-    files: list[Path]
+    files: list[Path]  # every file read: data and domain (config.yml aside)
     warnings: list[str] = field(default_factory=list)
 
     def training_stories(self) -> list[TrainingStory]:
-        return generate_training_stories(self.stories)
+        return generate_training_stories(self.stories, self.domain)
 
 
 def data_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -47,10 +48,10 @@ def data_files(paths: Iterable[str | Path]) -> list[Path]:
                 files.append(path)
         else:
             raise InvalidProjectFile("training data not found", str(path))
-    seen: dict[Path, None] = {}
+    seen: dict[Path, Path] = {}  # the same file by two paths (data/x.yml, /abs/data/x.yml)
     for file in files:
-        seen.setdefault(file, None)
-    return list(seen)
+        seen.setdefault(file.resolve(), file)
+    return list(seen.values())
 
 
 def load_project(
@@ -62,11 +63,22 @@ def load_project(
     """Reads and checks every project file; the first mistake raises InvalidProjectFile."""
     warnings: list[str] = []
     project_config = read_config(config, env)
+    imported = imported_files(config, env)
     domain_reader = DomainReader(warnings)
-    domain_dict = domain_reader.read(domain)
+    if imported.domain and not Path(domain).exists():
+        domain_dict: dict[str, Any] = {}  # the sub-projects' domains are the whole domain
+    else:
+        domain_dict = domain_reader.read(domain)
+    for file in imported.domain:
+        domain_dict = domain_reader.add(domain_dict, file, shared=True)
     slot_types = _slot_types(domain_dict)
 
-    files = data_files(data)
+    data = list(data)
+    if imported.data:  # a root project of sub-projects may hold no data of its own
+        for absent in [d for d in data if not Path(d).exists()]:
+            warnings.append(f"{absent}: training data not found; the imported projects' is used")
+            data.remove(absent)
+    files = data_files([*data, *imported.data])
     nlu_parts: list[NLUTrainingData] = []
     stories: list[StoryStep] = []
     for file in files:
@@ -110,9 +122,11 @@ def load_project(
     # the domain too), as Rasa's importer syncs them into the NLU data.
     for name in full_intents:
         nlu.responses[f"utter_{name}"] = responses[f"utter_{name}"]
-    # Each retrieval intent gets its `utter_<intent>` action, and is an intent of the domain.
+    # Each retrieval intent gets its `utter_<intent>` action, and is an intent of the domain
+    # marked `is_retrieval_intent: true`, as Rasa's importer marks it (GET /domain shows it).
     for intent in nlu.retrieval_intents:
         _add_named(domain_dict, "intents", intent)
+        _mark_retrieval_intent(domain_dict, intent)
         _add_named(domain_dict, "actions", f"utter_{intent}")
     action_texts = _action_texts(stories)
     if action_texts:
@@ -120,6 +134,8 @@ def load_project(
         domain_dict["e2e_actions"] = existing + [t for t in action_texts if t not in existing]
     project_domain = domain_reader.build(domain_dict, str(domain))
 
+    # The domain counts in the training fingerprint as read (see train._fingerprint), not
+    # by its files' bytes: an edited response retrains, a comment does not.
     return Project(project_config, project_domain, nlu, stories, files, warnings)
 
 
@@ -182,3 +198,13 @@ def _add_named(domain_dict: dict[str, Any], section: str, name: str) -> None:
     if name not in names:
         items.append(name)
     domain_dict[section] = items
+
+
+def _mark_retrieval_intent(domain_dict: dict[str, Any], name: str) -> None:
+    items = []
+    for item in domain_dict["intents"]:
+        if (item if isinstance(item, str) else next(iter(item))) == name:
+            props = {} if isinstance(item, str) else dict(item[name] or {})
+            item = {name: {**props, "is_retrieval_intent": True}}
+        items.append(item)
+    domain_dict["intents"] = items

@@ -152,26 +152,32 @@ class _Reader:
         if not isinstance(item, dict):
             raise self.error(f"each item under '{section}' must be a mapping with a '{kind}'", line)
         line = line_of(item, default=line)
-        if kind not in item:
-            # Rasa skips such items (a `rule:` under `stories:`, say) without a word; we warn.
-            self.warn(
-                f"an item under '{section}' has no '{kind}' key "
-                f"(found: {', '.join(map(str, item))}); it is skipped",
-                line,
-            )
-            return []
         allowed = _STORY_KEYS if kind == "story" else _RULE_KEYS
         for key in item:
             if key not in allowed:
+                # Rasa's schema refuses these too (a `story:` under `rules:`, a typo).
                 raise self.error(
-                    f"unknown key '{key}' in a {kind}; allowed: {', '.join(sorted(allowed))}",
+                    f"unknown key '{key}' in an item under '{section}' (a {kind}); "
+                    f"allowed: {', '.join(sorted(allowed))}",
                     line_of(item, key),
                 )
+        if kind not in item:
+            # Only `steps` (and `metadata`): Rasa ignores the nameless item with a warning.
+            self.warn(
+                f"an item under '{section}' has no '{kind}' name; it is ignored "
+                f"(give it a '{kind}:' key to train it)",
+                line,
+            )
+            return []
         name = item[kind]
         if not isinstance(name, (str, int, float)) or not str(name).strip():
             raise self.error(f"a {kind} needs a non-empty name", line_of(item, kind))
         name = str(name).strip()
         steps = item.get("steps")
+        if steps == [] and kind == "story":
+            # What GET /conversations/{id}/story writes for a session without a turn yet.
+            self.warn(f"story '{name}' has no steps; it is ignored", line_of(item, "steps", line))
+            return []
         if not steps:
             raise self.error(f"{kind} '{name}' has no steps", line_of(item, "steps", line))
         if not isinstance(steps, list):

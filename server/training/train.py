@@ -13,13 +13,14 @@ from pathlib import Path
 
 from server import __version__
 from server.dialogue.policies.ensemble import PolicyEnsemble
-from server.dialogue.story_steps import generate_training_stories
+from server.dialogue.story_steps import checkpoint_warnings
 from server.errors import InvalidConfig, InvalidProjectFile
-from server.models.archive import write_archive
+from server.models.archive import check_archive_target, write_archive
 from server.models.fingerprint import find_archive_with_fingerprint, fingerprint_inputs
 from server.models.loading import DOMAIN_FILE, NLU_DIR, POLICIES_DIR
 from server.nlu.pipeline import NLUPipeline
 from server.training.project import Project, load_project
+from server.training.validation import story_reference_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def train(
     """Trains a full model; skips when an archive with the same inputs already exists.
     `env=False` for a project a client sent: its `${VAR}` stays text, the server's
     environment (secrets) never reaches the model it gets back."""
+    check_archive_target(out, fixed_model_name)
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     say("reading the project")
@@ -111,10 +113,19 @@ def train(
     if not force:
         existing = _up_to_date_archive(project, out, fixed_model_name)
         if existing is not None:
+            # An older botserver may have trained it from settings this one refuses.
+            with _naming_config(project.config.filename):
+                if project.nlu.examples:
+                    NLUPipeline.check(project.config.pipeline, project.config.language)
+                PolicyEnsemble.from_config(project.config.policies)
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
-    # What Rasa warns about in the domain and stories, said before the training starts;
+    # What Rasa warns about in the domain and the files, said before the training starts;
     # then the components' own warnings (the NLU pipeline logs its own as it trains).
-    warnings: list[str] = list(project.warnings)
+    warnings: list[str] = [
+        *project.warnings,
+        *checkpoint_warnings(project.stories),
+        *story_reference_warnings(project),
+    ]
     for warning in warnings:
         logger.warning(warning)
     logged = len(warnings)
@@ -133,7 +144,7 @@ def train(
             warnings += nlu.warnings
             logged = len(warnings)
         say(f"training dialogue on {len(project.stories)} stories and rules")
-        stories = generate_training_stories(project.stories)
+        stories = project.training_stories()
         with _naming_config(project.config.filename):
             ensemble = PolicyEnsemble.train(project.config.policies, stories, project.domain)
         ensemble.persist(content / POLICIES_DIR)
@@ -172,6 +183,7 @@ def train_nlu(
     from server.training.nlu_yaml import read_nlu_file
     from server.training.yaml_io import is_yaml_file
 
+    check_archive_target(out, fixed_model_name)
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     project_config = read_config(config)
@@ -187,6 +199,7 @@ def train_nlu(
     if not force:
         existing = find_archive_with_fingerprint(out, fingerprint)
         if existing is not None:
+            NLUPipeline.check(project_config.pipeline, project_config.language)
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
     intents = sorted({e.intent for e in data.examples if e.intent})
     entities = sorted({a.entity for e in data.examples for a in e.entities})

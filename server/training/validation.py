@@ -9,21 +9,27 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from server.dialogue.domain import DEFAULT_INTENTS, Domain
+from server.dialogue.policies.featurization import (
+    PREV_ACTION,
+    USER,
+    State,
+    state_key,
+    training_examples,
+)
 from server.dialogue.story_steps import (
     StoryStep,
     TrainingStory,
+    checkpoint_warnings,
     generate_training_stories,
-    unused_checkpoints,
 )
 from server.errors import BotServerError
 from server.trackers.events import (
     ACTION_LISTEN,
     ActionExecuted,
     ActiveLoop,
-    Event,
     SlotSet,
     UserUttered,
 )
@@ -39,6 +45,8 @@ _IMPLICIT_RESPONSES = frozenset(
 class ValidationReport:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Warnings that fail the validation all the same, as Rasa's validator has them.
+    failing_warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -73,12 +81,8 @@ def check_project(
     _check_story_references(project.stories, domain, report)
     _check_forms(domain, report)
     _check_unused_responses(project, report)
-    ends, starts = unused_checkpoints(project.stories)
-    for name in sorted(ends):
-        report.warnings.append(f"checkpoint '{name}' ends a story but no story starts from it")
-    for name in sorted(starts):
-        report.warnings.append(f"checkpoint '{name}' starts a story but no story ends with it")
-    stories = [s for s in generate_training_stories(project.stories) if not s.is_rule]
+    report.warnings.extend(checkpoint_warnings(project.stories))
+    stories = [s for s in generate_training_stories(project.stories, domain) if not s.is_rule]
     # A warning, as in Rasa: the policies learn one of the two; --fail-on-warnings fails on it.
     report.warnings.extend(story_conflicts(stories, domain, max_history))
 
@@ -93,6 +97,14 @@ def _where(step: StoryStep, index: int | None = None) -> str:
     return ""
 
 
+def story_reference_warnings(project: Project) -> list[str]:
+    """Names that stories and rules use but the domain lacks, as training warnings: the bot
+    never follows the steps that use them (`data validate` reports most as errors)."""
+    report = ValidationReport()
+    _check_story_references(project.stories, project.domain, report)
+    return report.errors + report.warnings
+
+
 def _check_intents(project: Project, report: ValidationReport) -> None:
     domain_intents = set(project.domain.intents)
     nlu_intents = set(project.nlu.intents)
@@ -100,10 +112,15 @@ def _check_intents(project: Project, report: ValidationReport) -> None:
         report.warnings.append(
             f"intent '{intent}' is in the domain but has no examples in the NLU data"
         )
-    for intent in sorted(nlu_intents - domain_intents):
-        report.warnings.append(
-            f"intent '{intent}' has NLU examples but is not listed in the domain"
+    for intent in sorted(nlu_intents - domain_intents - set(DEFAULT_INTENTS)):
+        # Rasa's words, and as in Rasa a warning that fails the validation.
+        warning = (
+            f"There is a message in the training data labeled with intent '{intent}'. "
+            "This intent is not listed in your domain. You should need to add that intent "
+            "to your domain file!"
         )
+        report.warnings.append(warning)
+        report.failing_warnings.append(warning)
 
 
 def _check_entities(project: Project, report: ValidationReport) -> None:
@@ -222,64 +239,43 @@ def _check_unused_responses(project: Project, report: ValidationReport) -> None:
 
 
 # -- story structure -------------------------------------------------------------------------
-def _states(story: TrainingStory, domain: Domain) -> list[tuple[tuple[Any, ...], str]]:
-    """(state before each action, the action): the dialogue state policies learn from."""
-    pairs: list[tuple[tuple[Any, ...], str]] = []
-    user: tuple[Any, ...] = ()
-    previous_action = ""
-    slot_values: dict[str, Any] = {}
-    loop: str | None = None
-    events: list[Event] = story.events
-    for event in events:
-        if isinstance(event, UserUttered):
-            intent = event.intent_name or event.text or ""
-            wanted = set(domain.wanted_entities(event.intent_name))
-            names = sorted({e.get("entity", "") for e in event.entities} & wanted)
-            user = (intent, tuple(names))
-        elif isinstance(event, SlotSet):
-            slot_values[event.key] = event.value
-        elif isinstance(event, ActiveLoop):
-            loop = event.name
-        elif isinstance(event, ActionExecuted):
-            name = event.action_name or event.action_text or ""
-            slots = []
-            for slot_name, value in sorted(slot_values.items()):
-                slot = domain.slots_by_name.get(slot_name)
-                feature = slot.feature(value) if slot else None
-                if feature is not None:
-                    slots.append((slot_name, feature))
-            state = (user if previous_action == ACTION_LISTEN else (), previous_action)
-            pairs.append(((state, tuple(slots), loop), name))
-            previous_action = name
-    return pairs
-
-
 def story_conflicts(
     stories: list[TrainingStory], domain: Domain, max_history: int | None = None
 ) -> list[str]:
     """Two stories with the same last `max_history` states (None: the same states from the
-    start, as Rasa without --max-history) that go on with different actions."""
-    seen: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
+    start, as Rasa without --max-history) that go on with different actions.
+
+    The states are the ones the policies learn from (as Rasa's check uses its trackers'
+    states): the latest user input stays in the states after the bot's first action.
+    """
+    seen: dict[str, dict[str, str]] = defaultdict(dict)
+    last_states: dict[str, State] = {}
     for story in stories:
-        pairs = _states(story, domain)
-        for index, (_, action) in enumerate(pairs):
-            first = 0 if max_history is None else max(0, index - max_history + 1)
-            history = tuple(s for s, _ in pairs[first : index + 1])
-            seen[history].setdefault(action, story.name)
+        for states, action in training_examples(story.events, domain):
+            window = states if max_history is None else states[-max_history:]
+            key = state_key(window)
+            seen[key].setdefault(action, story.name)
+            last_states[key] = states[-1]
     conflicts = []
-    for history, actions in seen.items():
+    for key, actions in seen.items():
         if len(actions) < 2:
             continue
         described = ", ".join(f"'{a}' in story '{s}'" for a, s in sorted(actions.items()))
-        (user, previous_action) = history[-1][0]
-        if user:
-            after = f"intent '{user[0]}'"
-        else:
-            after = f"action '{previous_action}'" if previous_action else "the conversation start"
         conflicts.append(
-            f"story structure conflict after {after}: the same history leads to {described}"
+            f"story structure conflict after {_after(last_states[key])}: the same history "
+            f"leads to {described}"
         )
     return sorted(conflicts)
+
+
+def _after(state: State) -> str:
+    """What a conflicting history ends with, in words."""
+    previous = state.get(PREV_ACTION, {})
+    user = state.get(USER, {})
+    if previous.get("action_name") == ACTION_LISTEN and user:
+        return f"intent '{user.get('intent') or user.get('text')}'"
+    name = previous.get("action_name") or previous.get("action_text")
+    return f"action '{name}'" if name else "the conversation start"
 
 
 # -- command line ----------------------------------------------------------------------------
@@ -302,7 +298,7 @@ def run_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     for error in report.errors:
         print(f"error: {error}", file=out)
     fail_on_warnings = bool(getattr(args, "fail_on_warnings", False))
-    if report.errors or (fail_on_warnings and report.warnings):
+    if report.errors or report.failing_warnings or (fail_on_warnings and report.warnings):
         print(
             f"Validation failed: {len(report.errors)} error(s), {len(report.warnings)} warning(s).",
             file=out,

@@ -156,10 +156,38 @@ async def test_cors_for_one_origin() -> None:
     assert "access-control-allow-origin" not in other.headers
 
 
-async def test_cors_for_any_origin() -> None:
+async def test_cors_for_any_origin_allows_no_credentials() -> None:
+    # Reflecting every origin with credentials allowed would let any site make credentialed
+    # requests (client certificates, a proxy's cookies) and read the answers.
     async with client_for(app_with(Holder(), cors_origins=["*"])) as client:
-        response = await client.get("/version", headers={"Origin": ORIGIN})
-    assert response.headers["access-control-allow-origin"] in ("*", ORIGIN)
+        simple = await client.get("/version", headers={"Origin": ORIGIN, "Cookie": "s=1"})
+        preflight = await client.options(
+            "/status",
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+    for response in (simple, preflight):
+        assert response.headers["access-control-allow-origin"] == "*"
+        assert "access-control-allow-credentials" not in response.headers
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-headers"] == "authorization"
+
+
+async def test_a_refused_preflight_answers_rasas_error_body() -> None:
+    async with client_for(app_with(Holder(), cors_origins=[ORIGIN])) as client:
+        response = await client.options(
+            "/status",
+            headers={"Origin": "http://evil.test", "Access-Control-Request-Method": "GET"},
+        )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert (body["status"], body["reason"], body["code"]) == ("failure", "CorsRefused", 400)
+    assert body["details"] == {"refused": ["origin"]}
+    assert "access-control-allow-origin" not in response.headers
 
 
 async def test_no_cors_by_default() -> None:
@@ -194,3 +222,59 @@ async def test_no_406_whatever_the_accept_header(accept: str) -> None:
     async with client_for(app_with(Holder(Info("m.tar.gz", "1", "f")))) as client:
         for path in ("/", "/version", "/status"):
             assert (await client.get(path, headers={"Accept": accept})).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/status/", 200), ("GET", "/version/", 200), ("POST", "/status/", 405)],
+)
+async def test_a_trailing_slash_reaches_the_route_as_in_rasa(
+    method: str, path: str, status: int
+) -> None:
+    """Before, a 307 redirect to the path without the slash (an empty answer to clients that
+    do not follow redirects, and an http:// Location behind a TLS proxy)."""
+    holder = Holder(info=Info("m.tar.gz", "id", "fp"))
+    async with client_for(app_with(holder)) as client:
+        response = await client.request(method, path)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert "location" not in response.headers
+
+
+async def test_an_unknown_path_with_a_slash_is_still_404() -> None:
+    async with client_for(app_with(Holder())) as client:
+        response = await client.get("/nosuch/")
+    assert response.status_code == 404
+    assert response.json()["reason"] == "NotFound"
+
+
+async def test_head_is_answered_as_get_without_the_body() -> None:
+    """Before, 405 for every route (`curl -I`, HEAD health checks)."""
+    app = app_with(Holder(info=Info("m.tar.gz", "id", "fp")), auth=AuthConfig(token="s3cret"))
+    async with client_for(app) as client:
+        get = await client.get("/")
+        head = await client.head("/")
+        denied = await client.head("/status")
+        allowed = await client.head("/status?token=s3cret")
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == get.headers["content-length"]
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert denied.status_code == 401  # credentials are checked as for GET
+    assert allowed.status_code == 200 and allowed.content == b""
+
+
+async def test_options_names_the_methods_of_a_route_without_credentials() -> None:
+    """Before, 405 (HAProxy's default health check is `OPTIONS /`); Rasa answers 200."""
+    app = app_with(Holder(), auth=AuthConfig(token="s3cret"))
+    async with client_for(app) as client:
+        status = await client.options("/status")
+        root = await client.options("/")
+        unknown = await client.options("/nosuch")
+        wrong = await client.post("/status")
+    assert status.status_code == 200 and status.content == b""
+    assert status.headers["allow"] == "GET, HEAD, OPTIONS"
+    assert root.status_code == 200
+    assert unknown.status_code == 404
+    assert wrong.status_code == 405
+    assert wrong.headers["allow"] == "GET, HEAD, OPTIONS"

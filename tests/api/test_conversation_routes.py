@@ -235,6 +235,30 @@ async def test_entities_as_rasa_writes_them_are_accepted(client: httpx.AsyncClie
     assert response.json()["events"][-1]["entities"] == entities
 
 
+async def test_added_entities_join_the_latest_message_once(client: httpx.AsyncClient) -> None:
+    # Rasa adds an entity the message does not hold already; before, a repeat was added again.
+    paris = {"entity": "city", "value": "Paris"}
+    rome = {"entity": "city", "value": "Rome"}
+    user = {"event": "user", "text": "Paris", "parse_data": {"entities": [paris]}}
+    response = await client.post(
+        EVENTS.format(conversation_id="ents"),
+        json=[user, {"event": "entities", "entities": [paris, rome, rome]}],
+    )
+    assert response.json()["latest_message"]["entities"] == [paris, rome]
+
+
+async def test_a_reminders_date_time_is_written_as_rasa_writes_it(
+    client: httpx.AsyncClient,
+) -> None:
+    # Rasa parses `date_time` and writes it back with isoformat(); before, a consumer got the
+    # text as posted ("2030-01-01 10:00", a "Z" suffix).
+    sent = ["2030-01-01 10:00", "2030-01-01T10:00:00Z", "2030-01-01"]
+    reminders = [{"event": "reminder", "intent": "greet", "date_time": d} for d in sent]
+    response = await client.post(EVENTS.format(conversation_id="when"), json=reminders)
+    written = [e["date_time"] for e in response.json()["events"] if e["event"] == "reminder"]
+    assert written == ["2030-01-01T10:00:00", "2030-01-01T10:00:00+00:00", "2030-01-01T00:00:00"]
+
+
 async def test_replace_events(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     await client.post("/conversations/u3/tracker/events", json=GOODBYE_EVENTS)
     replaced = await client.put("/conversations/u3/tracker/events", json=GOODBYE_EVENTS[:1])
@@ -305,6 +329,39 @@ async def test_trigger_intent(client: httpx.AsyncClient, rasa_spec: RasaSpec) ->
     assert user["text"] == "EXTERNAL: greet"
     assert user["metadata"]["is_external"] is True
     assert body["messages"][0]["text"] == "Hey! How are you?"
+
+
+async def test_the_nlu_metadata_of_a_user_event_is_the_messages_not_the_models(
+    client: httpx.AsyncClient,
+) -> None:
+    # Rasa adds model_id and assistant_id to the event's metadata only: `parse_data.metadata`
+    # and `latest_message.metadata` stay what the message carried (recorded: trigger_intent's
+    # `{"is_external": true}`).
+    triggered = await client.post(TRIGGER.format(conversation_id="nm1"), json={"name": "greet"})
+    tracker = triggered.json()["tracker"]
+    user = [e for e in tracker["events"] if e["event"] == "user"][-1]
+    assert "model_id" in user["metadata"]
+    assert user["parse_data"]["metadata"] == {"is_external": True}
+    assert tracker["latest_message"]["metadata"] == {"is_external": True}
+
+    posted = {"event": "user", "text": "hi", "metadata": {"page": "home"}, "parse_data": {}}
+    response = await client.post(EVENTS.format(conversation_id="nm2"), json=posted)
+    assert response.json()["latest_message"]["metadata"] == {"page": "home"}
+    user = response.json()["events"][-1]
+    assert user["metadata"]["page"] == "home" and "model_id" in user["metadata"]
+    assert user["parse_data"]["metadata"] == {"page": "home"}
+
+
+async def test_a_model_without_assistant_id_stamps_no_assistant_id(
+    client: httpx.AsyncClient,
+) -> None:
+    # Moodbot's config.yml has no assistant_id. Rasa stamps only the identifiers it has
+    # ("dialogue events without identifier metadata"); before, every event carried
+    # `"assistant_id": null` to the tracker and the broker.
+    await client.post("/webhooks/rest/webhook", json={"sender": "noid", "message": "hi"})
+    events = (await client.get(TRACKER.format(conversation_id="noid"))).json()["events"]
+    assert events and all("model_id" in e["metadata"] for e in events)
+    assert not any("assistant_id" in e["metadata"] for e in events)
 
 
 async def test_trigger_intent_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
@@ -413,6 +470,35 @@ async def test_messages_errors(
         assert body["details"] == {"parameter": parameter, "in": "body"}
 
 
+async def test_a_message_over_100_000_characters_is_refused_and_nothing_stored(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """Before, the REST webhook and POST .../messages parsed and stored a 1.2 MB text (while
+    POST /model/parse refused it); now all three refuse a text over 100,000 characters."""
+    long_text = ("hello " * 200_000).strip()
+    refused = [
+        await client.post("/webhooks/rest/webhook", json={"sender": "big", "message": long_text}),
+        await client.post(
+            "/webhooks/rest/webhook?stream=true", json={"sender": "big", "message": long_text}
+        ),
+    ]
+    messages = await client.post(
+        "/conversations/big/messages", json={"text": long_text, "sender": "user"}
+    )
+    check(rasa_spec, messages, MESSAGES, "post", 400)
+    for response in [*refused, messages]:
+        assert response.status_code == 400
+        assert response.json()["reason"] == "BadRequest"
+        assert "1,199,999 characters long; at most 100,000" in response.json()["message"]
+    tracker = (await client.get("/conversations/big/tracker")).json()
+    assert [e["event"] for e in tracker["events"]] == ["action", "session_started", "action"]
+    # At the limit, a message is a turn as before.
+    at_limit = await client.post(
+        "/webhooks/rest/webhook", json={"sender": "big", "message": long_text[:100_000]}
+    )
+    assert at_limit.status_code == 200
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
@@ -511,3 +597,60 @@ async def test_predict_scores_a_pending_followup_action_first(client: httpx.Asyn
     assert body["scores"][0] == {"action": "utter_cheer_up", "score": 1.0}
     assert all(s["score"] == 0.0 for s in body["scores"][1:])
     assert body["confidence"] == 1.0
+
+
+async def test_the_webhook_and_conversation_routes_take_a_trailing_slash(
+    client: httpx.AsyncClient,
+) -> None:
+    """Before, a 307 redirect, which `curl -XPOST` and many webhook clients do not follow."""
+    reply = await client.post("/webhooks/rest/webhook/", json={"sender": "sl", "message": "hi"})
+    assert reply.status_code == 200
+    assert reply.json()[0]["text"] == "Hey! How are you?"
+    tracker = await client.get("/conversations/sl/tracker/")
+    assert tracker.status_code == 200
+    assert tracker.json()["latest_message"]["intent"]["name"] == "greet"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/conversations//tracker"),
+        ("post", "/conversations//messages"),
+        ("post", "/conversations//tracker/events"),
+    ],
+)
+async def test_an_empty_conversation_id_is_404_as_an_unknown_route(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    """Before, a conversation named "" was read or written (an unset variable in a client's
+    URL); in Rasa no route matches."""
+    body = {"text": "hi", "sender": "user"} if path.endswith("messages") else GOODBYE_EVENTS
+    response = await client.request(method, path, json=body)
+    assert response.status_code == 404
+    assert response.json()["message"] == f"Requested URL {path} not found"
+    tracker = await client.get("/conversations/%20/tracker")  # " " is an id like any other
+    assert tracker.status_code == 200
+
+
+async def test_the_callback_channel_refuses_a_message_over_100_000_characters(
+    make_client: Callable[..., Any],
+) -> None:
+    """Before, it answered "success" (the turn failed in the log) like a handled message."""
+    client = await make_client(credentials={"callback": {"url": "http://127.0.0.1:9/bot"}})
+    response = await client.post(
+        "/webhooks/callback/webhook", json={"sender": "cb-long", "message": "hi " * 40_000}
+    )
+    assert response.status_code == 400
+    assert "at most 100,000 are read" in response.json()["message"]
+    tracker = (await client.get("/conversations/cb-long/tracker")).json()
+    assert not [e for e in tracker["events"] if e["event"] == "user"]
+
+
+async def test_allow_names_every_method_of_a_path(client: httpx.AsyncClient) -> None:
+    """Before, only the first route's: `PUT` for /model (which answers `DELETE` too)."""
+    model = await client.patch("/model")
+    events = await client.options("/conversations/u1/tracker/events")
+    assert model.status_code == 405
+    assert model.headers["allow"] == "PUT, DELETE, OPTIONS"
+    assert events.status_code == 200
+    assert events.headers["allow"] == "POST, PUT, OPTIONS"

@@ -106,7 +106,7 @@ async def test_wrong_method_is_405_with_allow(client: httpx.AsyncClient) -> None
     response = await client.get("/model/parse")
     body = assert_rasa_error(response, 405, "MethodNotAllowed")
     assert body["message"] == "Method GET not allowed for URL /model/parse"
-    assert response.headers["allow"] == "POST"
+    assert response.headers["allow"] == "POST, OPTIONS"
 
 
 @pytest.mark.parametrize("path", ["/model/parse", "/raw"])

@@ -374,6 +374,33 @@ async def test_domain_by_accept_header(client: httpx.AsyncClient, rasa_spec: Ras
     assert check(rasa_spec, refused, "/domain", "get", 406)["reason"] == "NotAcceptable"
 
 
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        # Before, the first type listed won whatever its quality: YAML, then JSON.
+        ("application/x-yaml;q=0.1, application/json", "application/json"),
+        ("application/json;q=0.5, application/x-yaml", "application/x-yaml"),
+        ("application/json;q=0, */*", "application/x-yaml"),
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "application/json"),
+        ("application/json, application/x-yaml", "application/json"),
+    ],
+)
+async def test_domain_honours_the_quality_of_each_accepted_type(
+    client: httpx.AsyncClient, accept: str, content_type: str
+) -> None:
+    response = await client.get("/domain", headers={"Accept": accept})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == content_type
+
+
+async def test_domain_refuses_an_accept_header_that_rules_out_both_formats(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    for accept in ("application/json;q=0", "*/*;q=0", "text/html"):
+        response = await client.get("/domain", headers={"Accept": accept})
+        assert check(rasa_spec, response, "/domain", "get", 406)["reason"] == "NotAcceptable"
+
+
 async def test_a_key_given_twice_in_a_yaml_body_is_a_400_naming_its_line(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:
@@ -475,3 +502,30 @@ async def test_a_training_body_cannot_read_the_servers_environment(
     # client got back carried the server's secret as its assistant_id.
     assert metadata["assistant_id"] == "${BOTSERVER_TEST_SECRET}"
     assert "hunter2" not in json.dumps(metadata)
+
+
+async def test_put_model_trained_with_a_setting_now_refused_says_to_retrain(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, moodbot_model: Path, tmp_path: Path
+) -> None:
+    """An archive an older botserver trained, with a value its checks let through then
+    (RulePolicy core_fallback_threshold: 2): a 400 that says what to do, not a 500."""
+    metadata = read_archive(moodbot_model, tmp_path / "x")
+    (policy,) = (tmp_path / "x" / "components" / "policies").glob("*_RulePolicy/policy.json")
+    stored = json.loads(policy.read_text())
+    stored["options"]["core_fallback_threshold"] = 2
+    policy.write_text(json.dumps(stored))
+    older = write_archive(tmp_path / "x" / "components", metadata, tmp_path, "older")
+    before = (await client.get("/status")).json()["model_id"]
+
+    response = await client.put("/model", json={"model_file": str(older)})
+
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert "'core_fallback_threshold' must be between 0 and 1, not 2" in body["message"]
+    assert "retrain with `botserver train`" in body["message"]
+    assert (await client.get("/status")).json()["model_id"] == before
+    tested = await client.post(
+        f"/model/test/intents?model={older}",
+        content="nlu:\n- intent: greet\n  examples: |\n    - hello\n",
+        headers={"Content-Type": "application/x-yaml"},
+    )
+    assert tested.status_code == 400 and "retrain with `botserver train`" in tested.text

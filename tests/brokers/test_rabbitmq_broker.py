@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aio_pika
 import pytest
+from aiormq.exceptions import AMQPConnectionError
+from yarl import URL
 
 from bench.tcp_proxy import TcpProxy
 from server.brokers.factory import create_event_broker
 from server.brokers.rabbitmq import RabbitMQEventBroker
+from tests.tls_certificates import self_signed
 from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
 
 AMQP_URL = f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/"
@@ -229,3 +234,49 @@ async def test_events_published_after_the_queue_was_deleted_are_not_lost(
         await broker.close()
 
     assert by_conversation(await consume(names["queue"], expected=3)) == {"bob": later}
+
+
+async def test_rasas_tls_settings_present_the_client_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rasa's TLS settings: the client certificate and key in RABBITMQ_SSL_CLIENT_CERTIFICATE
+    and RABBITMQ_SSL_CLIENT_KEY, the CA as `cacertfile` in the URL. Before, all three were
+    ignored: a RabbitMQ that requires client certificates refused the broker, and no event
+    reached a consumer."""
+    cert_file, key_file = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(cert_file))
+    context.load_cert_chain(cert_file, key_file)
+    context.verify_mode = ssl.CERT_REQUIRED
+    presented: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def rabbitmq(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not presented.done():
+            presented.set_result(writer.get_extra_info("peercert"))
+        writer.close()
+
+    server = await asyncio.start_server(rabbitmq, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("RABBITMQ_SSL_CLIENT_CERTIFICATE", str(cert_file))
+    monkeypatch.setenv("RABBITMQ_SSL_CLIENT_KEY", str(key_file))
+    broker = RabbitMQEventBroker(
+        {"url": f"amqps://guest:guest@localhost:{port}/?cacertfile={cert_file}", "queues": ["q"]}
+    )
+    try:
+        with pytest.raises(AMQPConnectionError):  # the fake hangs up after the handshake
+            await broker._open()
+        peer = await asyncio.wait_for(presented, 5)
+        assert dict(item[0] for item in peer["subject"])["commonName"] == "localhost"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_a_host_with_rasas_client_certificate_variables_connects_over_tls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RABBITMQ_SSL_CLIENT_CERTIFICATE", "/certs/client.pem")
+    monkeypatch.setenv("RABBITMQ_SSL_CLIENT_KEY", "/certs/client.key")
+    url = URL(RabbitMQEventBroker({"url": "rabbit", "port": 5671, "queues": ["q"]}).url)
+    assert (url.scheme, url.host, url.port) == ("amqps", "rabbit", 5671)
+    assert url.query["certfile"] == "/certs/client.pem"
+    assert url.query["keyfile"] == "/certs/client.key"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.tcp_proxy import TcpProxy, free_port
@@ -50,6 +51,48 @@ async def test_sql_broker_shares_a_database_with_the_tracker_store(tmp_path: Pat
         assert await trackers.load("alice") == events(3)
     finally:
         await trackers.close()
+
+
+async def test_without_table_name_a_new_database_gets_rasas_events_table(tmp_path: Path) -> None:
+    # A consumer of Rasa's SQL broker reads `events` (id, sender_id, data). Before, an
+    # unchanged endpoints.yml made botserver write to `broker_events`, and the consumer saw
+    # nothing new.
+    db = tmp_path / "broker.db"
+    broker = create_event_broker({"type": "sql", "dialect": "sqlite", "db": str(db)})
+    assert broker is not None
+    await broker.publish("alice", events(2))
+    await broker.close()
+    with sqlite3.connect(db) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
+        rows = conn.execute("SELECT sender_id, data FROM events ORDER BY id").fetchall()
+    assert columns == ["id", "sender_id", "data"]
+    assert [(sender, json.loads(data)) for sender, data in rows] == [
+        ("alice", {"sender_id": "alice", **e}) for e in events(2)
+    ]
+
+
+@pytest.mark.parametrize("database", [postgres_database, mariadb_database])
+async def test_without_table_name_events_go_on_where_a_rasa_broker_wrote_them(
+    database: Any,
+) -> None:
+    async with database() as config:
+        # Rasa's SQLEventBroker table, as its model declares it, with a row it wrote.
+        metadata = MetaData()
+        rasas = Table(
+            "events",
+            metadata,
+            Column("id", Integer, primary_key=True),
+            Column("sender_id", String(255)),
+            Column("data", Text),
+        )
+        engine = create_async_engine(async_url(config, default_db="x"))
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            old = {"sender_id": "old", "data": json.dumps({"sender_id": "old"})}
+            await conn.execute(insert(rasas), [old])
+        await engine.dispose()
+        written = await senders_written(config, ("alice", events(1)))
+        assert written == ["old", "alice", "bob", "bob"]
 
 
 async def test_sql_broker_retries_until_the_database_is_back() -> None:

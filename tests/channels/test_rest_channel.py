@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from server.api.app import create_app
+from server.api.server import ServerOptions, build_app
 from server.channels import attach_channels, load_channels
 from tests.channels.conftest import echo
+from tests.dialogue.conversation_fixtures import train_archive, write_files
+from tests.serving import serving
 
 
 @pytest.fixture
@@ -109,3 +113,89 @@ async def test_a_body_sent_in_several_chunks_is_read_whole(client: httpx.AsyncCl
     answer = await client.post("/webhooks/rest/webhook", content=pieces())
     assert answer.status_code == 200
     assert answer.json()[0] == {"recipient_id": "chunks", "text": "echo: in three parts"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"sender": "u1", "message": 5},
+        {"sender": "u1", "message": ["hi"]},
+        {"sender": {"a": 1}, "message": "hi"},
+        {"sender": True, "message": "hi"},
+    ],
+    ids=["number-message", "list-message", "object-sender", "bool-sender"],
+)
+async def test_a_message_or_sender_of_the_wrong_type_is_a_400(
+    client: httpx.AsyncClient, body: dict[str, object]
+) -> None:
+    """Before, a 200: `[]` for a message that is no string (the message silently dropped), and
+    a conversation named `{'a': 1}` for an object as sender."""
+    for stream in ("", "?stream=true"):
+        answer = await client.post("/webhooks/rest/webhook" + stream, json=body)
+        assert answer.status_code == 400
+        error = answer.json()
+        assert error["reason"] == "BadRequest"
+        assert error["message"] in (
+            "The 'message' must be a string.",
+            "The 'sender' must be a string or a number.",
+        )
+
+
+async def test_a_number_as_sender_is_its_text(client: httpx.AsyncClient) -> None:
+    answer = await client.post("/webhooks/rest/webhook", json={"sender": 42, "message": "hi"})
+    assert answer.status_code == 200
+    assert answer.json()[0]["recipient_id"] == "42"
+
+
+STREAM_BOT = {
+    "config.yml": """recipe: default.v1
+language: en
+pipeline:
+- name: KeywordIntentClassifier
+policies:
+- name: RulePolicy
+""",
+    "domain.yml": """version: "3.1"
+intents: [greet]
+responses:
+  utter_greet:
+  - text: any channel
+  - text: streamed
+    channel: queue
+  - text: collected
+    channel: collector
+""",
+    "data/rules.yml": """version: "3.1"
+rules:
+- rule: greet
+  steps:
+  - intent: greet
+  - action: utter_greet
+""",
+    "data/nlu.yml": """version: "3.1"
+nlu:
+- intent: greet
+  examples: |
+    - hi
+    - hello
+""",
+}
+
+
+async def test_response_variations_are_picked_by_rasas_output_channel_names(
+    tmp_path: Path,
+) -> None:
+    # Before: a streamed turn went by the name 'rest', so a Rasa project's `channel: queue`
+    # variation was never said. Rasa names the streaming output 'queue' and the plain one
+    # 'collector'; the stored input_channel is 'rest' for both.
+    model = train_archive(write_files(STREAM_BOT, tmp_path), tmp_path / "models")
+    options = ServerOptions(model_path=model, enable_api=True, models_dir=model.parent)
+    async with serving(build_app(options)) as url, httpx.AsyncClient(base_url=url) as bot:
+        streamed = await bot.post(
+            "/webhooks/rest/webhook?stream=true", json={"sender": "s", "message": "hi"}
+        )
+        collected = await bot.post("/webhooks/rest/webhook", json={"sender": "c", "message": "hi"})
+        tracker = (await bot.get("/conversations/s/tracker")).json()
+    assert [json.loads(line)["text"] for line in streamed.text.splitlines()] == ["streamed"]
+    assert [m["text"] for m in collected.json()] == ["collected"]
+    assert tracker["latest_input_channel"] == "rest"

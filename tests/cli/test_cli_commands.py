@@ -105,6 +105,25 @@ def test_an_output_path_under_a_file_fails_before_any_work(
     assert file.read_text() == "not a directory"
 
 
+@pytest.mark.parametrize("command", [["train"], ["train", "nlu"]], ids=["train", "train-nlu"])
+def test_a_fixed_model_name_that_cannot_be_written_fails_before_training(
+    run_cli, starter_copy: Path, command: list[str]
+) -> None:
+    """Before, `--fixed-model-name ../x` (or a name a directory holds) trained the whole model,
+    then failed on the name; now it is refused before any training."""
+    path_like = run_cli(*command, "--fixed-model-name", "../x", "--force", cwd=starter_copy)
+    assert path_like.code == 1
+    assert "Invalid fixed model name '../x': use a plain file name" in path_like.err
+    assert "training" not in path_like.err
+
+    (starter_copy / "models" / "taken.tar.gz").mkdir()
+    taken = run_cli(*command, "--fixed-model-name", "taken", "--force", cwd=starter_copy)
+    assert taken.code == 1
+    assert "Cannot write the model to models/taken.tar.gz: it is a directory" in taken.err
+    assert "training" not in taken.err
+    assert not (starter_copy / "x.tar.gz").exists()
+
+
 def test_a_log_file_that_cannot_be_opened_is_a_clear_error(run_cli, tmp_path: Path) -> None:
     (tmp_path / "logs").write_text("")
     result = run_cli("train", "--log-file", str(tmp_path / "logs" / "out.log"), cwd=tmp_path)
@@ -231,6 +250,25 @@ def test_data_validate_broken_project(run_cli, starter_copy: Path) -> None:
     assert result.code == 1
     assert "no_such_intent" in result.out
     assert "Validation failed" in result.out
+
+
+def test_an_nlu_intent_missing_from_the_domain_fails_validation_as_in_rasa(
+    run_cli, starter_copy: Path
+) -> None:
+    """Before, it was a warning in our words and `data validate` exited 0; Rasa 3.6 prints
+    its warning and fails the validation, with or without --fail-on-warnings."""
+    nlu = starter_copy / "data" / "nlu.yml"
+    nlu.write_text(nlu.read_text() + "\n- intent: order_pizza\n  examples: |\n    - a pizza\n")
+
+    result = run_cli("data", "validate", cwd=starter_copy)
+
+    assert result.code == 1
+    assert (
+        "warning: There is a message in the training data labeled with intent 'order_pizza'. "
+        "This intent is not listed in your domain. You should need to add that intent to your "
+        "domain file!"
+    ) in result.out
+    assert "Validation failed: 0 error(s), 1 warning(s)." in result.out
 
 
 def _add_stories(project: Path, text: str) -> None:

@@ -30,8 +30,8 @@ from server.training.train import train
 from tests.shared_data import BOTS
 
 
-def train_project(folder: Path, out: Path, data: list[Path] | None = None) -> DialogueModel:
-    """Trains `folder` (config.yml, domain.yml, data/) with `train()` and loads the archive."""
+def train_archive(folder: Path, out: Path, data: list[Path] | None = None) -> Path:
+    """Trains `folder` (config.yml, domain.yml, data/) with `train()`; the archive's path."""
     config = folder / "config.yml"
     result = train(
         config if config.exists() else None,
@@ -40,15 +40,25 @@ def train_project(folder: Path, out: Path, data: list[Path] | None = None) -> Di
         out,
         force=True,
     )
-    return load_model_file(result.path)
+    return Path(result.path)
+
+
+def train_project(folder: Path, out: Path, data: list[Path] | None = None) -> DialogueModel:
+    """Trains `folder` (config.yml, domain.yml, data/) with `train()` and loads the archive."""
+    return load_model_file(train_archive(folder, out, data))
+
+
+def write_files(files: dict[str, str], folder: Path) -> Path:
+    """Writes a project given as {relative path: text} into `folder`; returns `folder`."""
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
 
 
 def train_files(files: dict[str, str], folder: Path) -> DialogueModel:
     """Writes a project given as {relative path: text} into `folder`, trains and loads it."""
-    for name, text in files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text, encoding="utf-8")
-    return train_project(folder, folder / "models")
+    return train_project(write_files(files, folder), folder / "models")
 
 
 def copy_bot(name: str, dest: Path, duckling_url: str | None = None) -> Path:

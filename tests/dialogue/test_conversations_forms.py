@@ -12,6 +12,8 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from server.dialogue.agent import Agent
+from server.trackers.events import ActionExecuted
+from server.trackers.events import SlotSet as SlotSetEvent
 from tests.action_servers.fixtures import ActionServers
 from tests.dialogue.conversation_fixtures import BotModels, Conversation, make_agent
 from tests.dialogue.sdk_transport import SdkTransport
@@ -164,3 +166,26 @@ async def test_a_requested_slot_that_is_no_slot_name_is_ignored(bot_models: BotM
     tracker = await conversation.tracker()
     assert tracker.active_loop_name is None
     assert tracker.get_slot("cuisine") == "greek"
+
+
+async def test_a_slot_set_on_an_unhappy_path_is_not_validated_as_the_form_resumes(
+    agent: Agent,
+) -> None:
+    """Before, the validation action got a tracker ending in the custom action's `SlotSet`,
+    so rasa-sdk validated that slot (cuisine 'afghan' rejected, asked again); as in Rasa, it
+    now sees `requested_slot` and the form's own execution after it, validates nothing, and the
+    form goes on to the next slot."""
+    await start_form(agent, "unhappy-custom-slot")
+    await agent.append_events(
+        "unhappy-custom-slot",
+        [
+            ActionExecuted(action_name="action_pick_cuisine"),
+            SlotSetEvent(key="cuisine", value="afghan"),
+        ],
+    )
+
+    tracker, sent = await agent.execute_action("unhappy-custom-slot", "restaurant_form")
+
+    assert [m.get("text") for m in sent] == ["How many people?"]
+    assert tracker.get_slot("cuisine") == "afghan"
+    assert tracker.get_slot("requested_slot") == "num_people"

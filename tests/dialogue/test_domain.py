@@ -9,8 +9,9 @@ import pytest
 from server.dialogue.domain import Domain
 from server.dialogue.processor import DialogueModel
 from server.training.domain_yaml import read_domain
+from server.training.project import load_project
 from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_files
-from tests.shared_data import TESTDATA
+from tests.shared_data import BOTS, TESTDATA
 
 ENTITY_BOT = {
     "config.yml": "language: en\npolicies:\n  - name: MemoizationPolicy\n",
@@ -133,3 +134,14 @@ def test_the_domain_dump_leaves_out_slot_defaults_as_rasa_does() -> None:
         "name": {"type": "text", "initial_value": "you", "mappings": []},
         "note": {"type": "any", "influence_conversation": False, "mappings": [{"type": "custom"}]},
     }
+
+
+def test_the_domain_dump_marks_retrieval_intents_as_rasa_does() -> None:
+    # Before: GET /domain (and an action server's domain) listed `chitchat` as a plain
+    # intent; Rasa's importer marks a retrieval intent `is_retrieval_intent: true`, keeping
+    # the properties the domain gives it.
+    bot = BOTS / "responseselectorbot"
+    project = load_project(bot / "config.yml", bot / "domain.yml", [bot / "data"])
+    intents = project.domain.as_dict()["intents"]
+    assert {"chitchat": {"is_retrieval_intent": True}} in intents
+    assert "greet" in intents

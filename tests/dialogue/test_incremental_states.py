@@ -3,6 +3,8 @@ states computed from scratch (restarts and rewinds included)."""
 
 from __future__ import annotations
 
+import time
+
 from server.dialogue.domain import Domain
 from server.dialogue.policies.featurization import (
     ConversationStates,
@@ -13,6 +15,8 @@ from server.dialogue.policies.featurization import (
 )
 from server.trackers.events import (
     ActionExecuted,
+    ActionExecutionRejected,
+    ActiveLoop,
     AllSlotsReset,
     BotUttered,
     EntitiesAdded,
@@ -183,3 +187,114 @@ def test_current_state_texts_equal_json_dumps_for_text_orjson_writes_differently
         conversation = ConversationStates(tracker, domain)
         expected, _ = states_and_labels(tracker.applied_events(), domain)
         assert conversation.texts(None)[-1] == state_text(expected[-1]), event
+
+
+def test_a_long_form_conversation_predicts_in_time_linear_in_its_length() -> None:
+    """Before, every run of a form copied the whole history to undo its happy path, so the
+    first prediction on 100,000 events of a form asking again and again took 0.76 s of CPU
+    (25,000 events: 0.08-0.11 s); now 0.07-0.13 s, the same states."""
+    tracker = Tracker("form", DOMAIN.slot_defaults())
+    said = {"intent": {"name": "greet", "confidence": 1.0}}
+    asks = [
+        UserUttered(text="m", parse_data=said),
+        ActionExecuted(action_name="restaurant_form"),
+        ActiveLoop(name="restaurant_form"),
+        BotUttered(text="what cuisine?"),
+        ActionExecuted(action_name="action_listen"),
+    ]
+    tracker.update_many(asks * 20_000)
+    # This thread's CPU only: other threads of the test run (stores, freeing) do not count.
+    started = time.thread_time()
+    conversation = ConversationStates(tracker, DOMAIN)
+    assert time.thread_time() - started < 0.4  # 0.76 s before
+    expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
+    assert conversation.states == expected and len(expected) == 20_002
+
+
+def form_turns(n: int) -> list:
+    """A form asking (its happy path), chitchat inside it, rejections, its end, a rewind and
+    a restart: what the collapse of its happy paths must follow event by event."""
+    said = {"intent": {"name": "greet", "confidence": 1.0}}
+    events: list = [UserUttered(text=f"m{n}", parse_data=said)]
+    kind = n % 7
+    if kind == 3:  # chitchat inside the form, then the form again
+        events += [ActionExecuted(action_name="utter_greet"), BotUttered(text="hi")]
+    if kind == 4:
+        events += [
+            ActionExecuted(action_name="restaurant_form"),
+            ActionExecutionRejected(action_name="restaurant_form"),
+            ActionExecuted(action_name="utter_greet"),
+        ]
+    events += [ActionExecuted(action_name="restaurant_form")]
+    if n % 10 == 0 or n % 7 == 6 or n == 41:  # activated (again, after its end or a restart)
+        events += [ActiveLoop(name="restaurant_form")]
+    events += [SlotSet(key="mood", value=f"v{n % 4}"), BotUttered(text="what cuisine?")]
+    if kind == 5:
+        events += [ActiveLoop(name=None), ActionExecuted(action_name="utter_greet")]
+    if n == 23:
+        events += [UserUtteranceReverted()]
+    if n == 41:
+        events = [Restarted(), ActionExecuted(action_name="action_listen"), *events]
+    return [*events, ActionExecuted(action_name="action_listen")]
+
+
+def test_states_with_a_form_equal_a_full_recompute_and_fold_on_incrementally() -> None:
+    """Before, a session in which a form ran recomputed all its states at every prediction
+    (a cost growing with the conversation, on the event loop); now the form's happy paths
+    collapse as they run, with the same states after every event."""
+    tracker = Tracker("form", DOMAIN.slot_defaults(), [ActionExecuted(action_name="action_listen")])
+    for n in range(60):
+        for event in form_turns(n):
+            tracker.update(event)
+            conversation = ConversationStates(tracker, DOMAIN)
+            expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
+            assert conversation.states == expected, (n, event)
+            assert conversation.events == tracker.applied_events()
+            assert list(conversation.texts(None)) == [state_text(s) for s in expected]
+    cache = tracker._featurization_cache  # type: ignore[attr-defined]
+    assert not cache.batch and cache.loop == "restaurant_form"
+
+
+def test_a_turn_of_a_long_form_conversation_costs_what_a_short_ones_does() -> None:
+    """Before, each prediction of a session holding a form recomputed all its states: 25 ms
+    of CPU on the event loop at 25,000 events (114 ms at 100,000); now about 0.02 ms."""
+    said = {"intent": {"name": "greet", "confidence": 1.0}}
+    start = [
+        ActionExecuted(action_name="action_listen"),
+        UserUttered(text="m", parse_data=said),
+        ActionExecuted(action_name="restaurant_form"),
+        ActiveLoop(name="restaurant_form"),
+        ActionExecuted(action_name="action_listen"),
+    ]
+
+    def asks() -> list:
+        return [
+            UserUttered(text="m", parse_data=said),
+            ActionExecuted(action_name="restaurant_form"),
+            SlotSet(key="mood", value="x"),
+            BotUttered(text="what cuisine?"),
+            ActionExecuted(action_name="action_listen"),
+        ]
+
+    tracker = Tracker("form", DOMAIN.slot_defaults(), start)
+    for _ in range(5_000):
+        tracker.update_many(asks())
+    ConversationStates(tracker, DOMAIN)
+    started = time.thread_time()
+    for _ in range(10):
+        tracker.update_many(asks())
+        conversation = ConversationStates(tracker, DOMAIN)
+    assert (time.thread_time() - started) / 10 < 0.005  # 25 ms before
+    expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
+    assert conversation.states == expected
+    # A second loop in the session: recomputed at every prediction, as before.
+    tracker.update_many(
+        [
+            UserUttered(text="m", parse_data=said),
+            ActionExecuted(action_name="other_form"),
+            ActiveLoop(name="other_form"),
+            ActionExecuted(action_name="action_listen"),
+        ]
+    )
+    expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
+    assert ConversationStates(tracker, DOMAIN).states == expected

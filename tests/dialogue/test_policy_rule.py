@@ -276,3 +276,38 @@ def test_condition_with_null_slot_requires_it_unset() -> None:
     assert predict(policy, SIMPLE, listen(), user("greet")).action_name == "utter_greet"
     vip = [SlotSet(key="vip", value=True), listen(), user("greet")]
     assert predict(policy, SIMPLE, *vip).action_name == "utter_vip"
+
+
+def check_then_other(*events: Event) -> Any:
+    """A rule going on after `action_check_vip` with `events` in between."""
+    return story(
+        "check then other",
+        user("inform"),
+        action("action_check_vip"),
+        *events,
+        action("utter_other"),
+        is_rule=True,
+    )
+
+
+def test_a_rule_leaving_out_the_slots_its_action_sets_elsewhere_fails_training() -> None:
+    # `action_check_vip` sets `vip` in one rule; another rule goes on after it without
+    # saying what `vip` is: Rasa refuses to train such incomplete rules, naming them.
+    sets_vip = story(
+        "check sets vip",
+        user("ask"),
+        action("action_check_vip"),
+        SlotSet(key="vip", value=True),
+        action("utter_vip"),
+        is_rule=True,
+    )
+    domain = Domain.from_dict({**SIMPLE.as_dict(), "actions": ["action_check_vip"]})
+    with pytest.raises(TrainingError) as info:
+        RulePolicy("RulePolicy").train([sets_vip, check_then_other()], domain)
+    assert (
+        "- the action 'action_check_vip' in rule 'check then other' does not set some of the "
+        "slots that it sets in other rules. Slots not set in rule 'check then other': 'vip'."
+    ) in str(info.value)
+    # Naming the slot, `null` included, completes the rule.
+    complete = check_then_other(SlotSet(key="vip", value=None))
+    RulePolicy("RulePolicy").train([sets_vip, complete], domain)

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 from rasa_sdk import Action, ActionExecutionRejection, Tracker
-from rasa_sdk.events import FollowupAction
+from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from server.dialogue.actions import Action as ServerAction
@@ -35,7 +35,12 @@ from tests.loop_lag import loop_hold
 DOMAIN = Domain.from_dict(
     {
         "intents": ["greet", "go"],
-        "actions": ["action_reject", "action_then_greet"],
+        "actions": [
+            "action_reject",
+            "action_then_greet",
+            "action_sets_old_slot",
+            "action_greets_with_buttons",
+        ],
         "responses": {
             "utter_greet": [{"text": "Hello!"}],
             "utter_default": [{"text": "Sorry?"}],
@@ -81,9 +86,39 @@ class ThenGreet(Action):
         return [FollowupAction("utter_greet")]
 
 
+class SetsAnOldSlot(Action):
+    """Says something and returns an event stamped long ago, as an action server may."""
+
+    def name(self) -> str:
+        return "action_sets_old_slot"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        dispatcher.utter_message(text="done")
+        return [SlotSet("x", 1, timestamp=1_000_000_000.0)]
+
+
+class GreetsWithButtons(Action):
+    """Names a domain response and adds parts of its own, as rasa-sdk allows."""
+
+    def name(self) -> str:
+        return "action_greets_with_buttons"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        dispatcher.utter_message(
+            response="utter_greet", buttons=[{"title": "Go", "payload": "/go"}], image="i.png"
+        )
+        return []
+
+
 def agent_for(policies: Any, nlu: Any = None) -> Agent:
     model = DialogueModel(DOMAIN, policies, nlu=nlu)
-    return make_agent(model, transport=SdkTransport(Reject, ThenGreet))
+    return make_agent(
+        model, transport=SdkTransport(Reject, ThenGreet, SetsAnOldSlot, GreetsWithButtons)
+    )
 
 
 async def test_a_rejected_action_is_logged_as_rejected_without_its_prediction_events() -> None:
@@ -105,6 +140,50 @@ async def test_a_rejected_action_is_logged_as_rejected_without_its_prediction_ev
         "BotUttered",
         "ActionExecuted",
     ]
+
+
+async def test_event_timestamps_follow_the_order_of_the_events() -> None:
+    # Rasa stamps an action's events when it logs them, after the action's own event: a
+    # consumer ordering a conversation by timestamp (a dashboard, `?until=`) sees it as it
+    # happened. Before, session_started and every bot message were older than the action that
+    # produced them, and an action server's stamp was kept as sent.
+    interrupted: list[Event] = [LoopInterrupted(is_interrupted=True)]
+    agent = agent_for(Scripted("utter_greet", ("action_sets_old_slot", interrupted)))
+    conversation = Conversation(agent, "in-order")
+    turn = await conversation.say("/go")
+    assert turn.actions == ["utter_greet", "action_sets_old_slot"]
+    events = (await conversation.tracker()).events
+    assert [type(e).__name__ for e in events[:2]] == ["ActionExecuted", "SessionStarted"]
+    stamps = [e.timestamp for e in events]
+    assert stamps == sorted(stamps), [(type(e).__name__, e.timestamp) for e in events]
+
+
+async def test_a_text_from_an_action_server_is_a_bot_event_without_empty_parts() -> None:
+    # rasa-sdk sends `buttons: [], elements: [], custom: {}` with every text; Rasa keeps only
+    # the parts with a value, so its bot event reads `custom: null` (a consumer that shows a
+    # custom payload whenever there is one). Before, ours kept the empty list and object.
+    agent = agent_for(Scripted("action_sets_old_slot"))
+    turn = await Conversation(agent, "parts").say("/go")
+    bot = next(e for e in turn.events if isinstance(e, BotUttered))
+    assert bot.as_dict()["data"] == dict.fromkeys(
+        ("elements", "quick_replies", "buttons", "attachment", "image", "custom")
+    )
+    assert bot.as_dict()["metadata"] == {}
+
+
+async def test_parts_an_action_adds_to_a_named_response_reach_the_user() -> None:
+    # Rasa renders the response, then adds the action's buttons to its own and lets the
+    # action's other parts (an image) override it. Before, they were dropped.
+    agent = agent_for(Scripted("action_greets_with_buttons"))
+    turn = await Conversation(agent, "named").say("/go")
+    assert [{k: v for k, v in m.items() if k != "recipient_id"} for m in turn.messages] == [
+        {"text": "Hello!", "buttons": [{"title": "Go", "payload": "/go"}]},
+        {"image": "i.png"},
+    ]
+    bot = next(e for e in turn.events if isinstance(e, BotUttered))
+    assert bot.data["buttons"] == [{"title": "Go", "payload": "/go"}]
+    assert bot.data["image"] == bot.data["attachment"] == "i.png"
+    assert bot.metadata["utter_action"] == "utter_greet"
 
 
 async def test_a_turn_stops_after_the_prediction_limit() -> None:

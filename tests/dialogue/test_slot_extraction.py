@@ -10,7 +10,7 @@ import pytest
 from server.dialogue.domain import Domain
 from server.dialogue.processor import DialogueModel
 from server.dialogue.slot_extraction import extract_slots
-from server.trackers.events import ActionExecuted, SlotSet, UserUttered
+from server.trackers.events import ActionExecuted, ActiveLoop, SlotSet, UserUttered
 from server.trackers.tracker import Tracker
 from tests.dialogue.conversation_fixtures import (
     Conversation,
@@ -104,6 +104,56 @@ def test_a_list_slot_filled_from_text_or_intent_holds_a_list() -> None:
     assert _filled(from_intent, _said(from_intent, "greet")) == {"s": ["hi"]}
 
 
+def test_an_entity_fills_a_slot_the_form_did_not_ask_for_when_its_mapping_is_unique() -> None:
+    """Before, two slots of a form taking `city` for different intents both counted as the
+    same mapping: "I leave from Berlin" while the form asked for the destination filled
+    nothing, and the form was rejected. As in Rasa, the whole mapping decides."""
+    city = {"type": "from_entity", "entity": "city"}
+    domain = Domain.from_dict(
+        {
+            "intents": ["depart", "arrive", "inform"],
+            "entities": ["city"],
+            "slots": {
+                "origin": {"type": "text", "mappings": [{**city, "intent": "depart"}]},
+                "destination": {"type": "text", "mappings": [{**city, "intent": "arrive"}]},
+                "stopover": {"type": "text", "mappings": [city]},
+                "hotel_city": {"type": "text", "mappings": [city]},
+            },
+            "forms": {
+                "trip": {"required_slots": ["origin", "destination", "stopover", "hotel_city"]}
+            },
+        }
+    )
+    berlin = [{"entity": "city", "value": "Berlin"}]
+
+    def said_in_form(intent: str) -> Tracker:
+        tracker = _said(domain, intent, entities=berlin)
+        tracker.update_many(
+            [ActiveLoop(name="trip"), SlotSet(key="requested_slot", value="destination")]
+        )
+        return tracker
+
+    assert _filled(domain, said_in_form("depart")) == {"origin": "Berlin"}
+    # stopover and hotel_city share one mapping: neither is filled unasked.
+    assert _filled(domain, said_in_form("inform")) == {}
+
+
+def test_a_form_ignores_the_intent_its_ignored_intents_names_as_one_string() -> None:
+    """Before, `ignored_intents: chitchat` (one name, not a list) was read letter by letter:
+    chitchat during the form filled the requested slot with its text."""
+    domain = Domain.from_dict(
+        {
+            "intents": ["chitchat", "inform"],
+            "slots": {"s": {"type": "text", "mappings": [{"type": "from_text"}]}},
+            "forms": {"f": {"required_slots": ["s"], "ignored_intents": "chitchat"}},
+        }
+    )
+    tracker = _said(domain, "chitchat", text="tell me a joke")
+    tracker.update_many([ActiveLoop(name="f"), SlotSet(key="requested_slot", value="s")])
+
+    assert _filled(domain, tracker) == {}
+
+
 def test_from_text_respects_not_intent() -> None:
     domain = _domain([{"type": "from_text", "not_intent": "deny"}], "text")
     assert _filled(domain, _said(domain, "inform", text="a window seat")) == {"s": "a window seat"}
@@ -114,7 +164,7 @@ FLOAT_BOT = {
     "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
     "domain.yml": """
 version: "3.1"
-intents: [greet, inform]
+intents: [greet, inform, tell]
 entities: [amount]
 slots:
   amount:
@@ -123,12 +173,14 @@ slots:
 responses:
   utter_greet: [{text: "Hi"}]
   utter_default: [{text: "default"}]
+  utter_amount: [{text: "You said {amount}."}]
 """,
     "data/rules.yml": """
 version: "3.1"
 rules:
 - {rule: greet, steps: [{intent: greet}, {action: utter_greet}]}
 - {rule: inform, steps: [{intent: inform}, {action: utter_greet}]}
+- {rule: tell, steps: [{intent: tell}, {action: utter_amount}]}
 """,
 }
 
@@ -153,6 +205,23 @@ async def test_a_float_slot_never_holds_what_json_cannot(
     tracker = await conversation.tracker()
     json.dumps(tracker.current_state(), allow_nan=False)  # what the API will send
     assert (await conversation.say("/greet")).texts == ["Hi"]
+
+
+async def test_a_float_slot_keeps_the_entity_text_as_rasa_does(float_bot: DialogueModel) -> None:
+    # Before: "12" was stored as 12.0, so the reply read "You said 12.0." and an action got
+    # a number; Rasa 3.6 stores the value as extracted (its policies read it as a number).
+    conversation = Conversation(make_agent(float_bot), "float-text")
+    assert (await conversation.say('/tell{"amount": "12"}')).texts == ["You said 12."]
+    assert (await conversation.tracker()).get_slot("amount") == "12"
+
+
+def test_a_bool_slot_keeps_the_entity_text_as_rasa_does() -> None:
+    # Before: "yes" was stored as True, so policies saw a confirmation where Rasa sees no
+    # value (only true/false and 1/0 are truth values to Rasa).
+    domain = _domain([{"type": "from_entity", "entity": "city"}], "bool")
+    said = _said(domain, "inform", entities=[{"entity": "city", "value": "yes"}])
+    assert _filled(domain, said) == {"s": "yes"}
+    assert domain.slots_by_name["s"].feature("yes") is None
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +289,52 @@ async def test_a_trigger_intent_fills_the_forms_slot_as_the_form_starts(
     assert turn.texts == ["What size?"]
     tracker = await conversation.tracker()
     assert (tracker.get_slot("kind"), tracker.active_loop_name) == ("pizza", "order_form")
+
+
+def _in_form(domain: Domain, requested: str) -> Tracker:
+    tracker = Tracker("u", domain.slot_defaults())
+    tracker.update_many(
+        [
+            ActionExecuted(action_name="trip_form"),
+            ActiveLoop(name="trip_form"),
+            SlotSet(key="requested_slot", value=requested),
+            ActionExecuted(action_name="action_listen"),
+            UserUttered(text="x", parse_data={"intent": {"name": "inform"}, "entities": []}),
+        ]
+    )
+    return tracker
+
+
+def _form_domain(conditions: list[dict]) -> Domain:
+    return Domain.from_dict(
+        {
+            "intents": ["inform"],
+            "slots": {
+                "s": {"type": "any", "mappings": [{"type": "from_text", "conditions": conditions}]},
+                "t": {"type": "any", "mappings": [{"type": "from_text"}]},
+            },
+            "forms": {"trip_form": {"required_slots": ["t", "s"]}},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "condition", [{"active_loop": None, "requested_slot": "s"}, {"requested_slot": "s"}]
+)
+def test_a_condition_without_active_loop_holds_outside_forms_whatever_its_requested_slot(
+    condition: dict,
+) -> None:
+    """Before, `requested_slot` was checked too, so the slot was never filled outside a form;
+    as Rasa 3.6, a condition with no active loop (null or left out) only asks that no form be
+    active."""
+    domain = _form_domain([condition])
+    assert _filled(domain, _said(domain, "inform"))["s"] == "x"
+    assert "s" not in _filled(domain, _in_form(domain, "s"))
+
+
+def test_a_condition_with_requested_slot_null_holds_whatever_the_form_asks() -> None:
+    """Before, `requested_slot: null` held only when the form asked for nothing; as in Rasa,
+    a missing or null `requested_slot` holds for any slot the form asks for."""
+    domain = _form_domain([{"active_loop": "trip_form", "requested_slot": None}])
+    assert _filled(domain, _in_form(domain, "t"))["s"] == "x"
+    assert "s" not in _filled(domain, _said(domain, "inform"))

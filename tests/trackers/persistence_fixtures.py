@@ -11,6 +11,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,3 +98,22 @@ async def delete_redis_keys(prefix: str, db: int = 0) -> None:
             await client.delete(key)
     finally:
         await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def tracker_store_config(kind: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    """A `tracker_store:` config of a fresh store: memory, sqlite, postgres, mariadb, redis."""
+    async with contextlib.AsyncExitStack() as stack:
+        if kind == "memory":
+            yield {"type": "in_memory"}
+        elif kind == "sqlite":
+            yield {"type": "SQL", "dialect": "sqlite", "db": str(tmp_path / "trackers.db")}
+        elif kind == "postgres":
+            yield await stack.enter_async_context(postgres_database())
+        elif kind == "mariadb":
+            yield await stack.enter_async_context(mariadb_database())
+        else:
+            require_service("Redis", REDIS)
+            prefix = unique_name("bstest")
+            stack.push_async_callback(delete_redis_keys, prefix)
+            yield {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}

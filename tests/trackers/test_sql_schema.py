@@ -3,8 +3,11 @@ botserver or Rasa database is brought to, and that the session lookups seek them
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -232,3 +235,62 @@ async def test_a_mysql_migration_that_cannot_get_the_lock_fails_instead_of_runni
         finally:
             holder.close()
             await store.close()
+
+
+# A serving process: opens the store at the agreed moment, then lists its conversations.
+# With a pause, it waits that long after alembic has read the schema's revision (the
+# moment another process's migration can slip in).
+_OPEN_AT = """
+import asyncio, json, sys, time
+from alembic.runtime.migration import MigrationContext
+from server.trackers.factory import create_tracker_store
+
+pause = float(sys.argv[3])
+read_heads = MigrationContext.get_current_heads
+
+def slow_heads(self):
+    heads = read_heads(self)
+    time.sleep(pause)
+    return heads
+
+MigrationContext.get_current_heads = slow_heads
+
+async def main() -> None:
+    store = create_tracker_store(json.loads(sys.argv[1]))
+    time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+    try:
+        print(len(await store.keys()))
+    finally:
+        await store.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_processes_starting_together_on_an_earlier_sqlite_table_all_serve(
+    tmp_path: Path,
+) -> None:
+    """`botserver run --workers 2` after an upgrade: the second worker's migration starts
+    after the first has read the old revision and before it has written the new one."""
+    async with sql_config("sqlite", tmp_path) as config:
+        await create_old_table(config, made_by="botserver")
+        start_at = time.time() + 1.5  # after every process's imports
+        processes = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                _OPEN_AT,
+                json.dumps(config),
+                str(at),
+                str(pause),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            for at, pause in ((start_at, 1.0), (start_at + 0.3, 0.0))
+        ]
+        outputs = [await process.communicate() for process in processes]
+
+        for process, (out, err) in zip(processes, outputs, strict=True):
+            assert process.returncode == 0, err.decode()[-800:]
+            assert int(out) == len(SESSION_SHAPES)
+        await load_every_shape(config)

@@ -13,38 +13,19 @@ import pytest
 from server.trackers.factory import create_tracker_store
 from server.trackers.retention import delete_conversations_older_than
 from server.trackers.store import TrackerStore
-from tests.trackers.persistence_fixtures import (
-    REDIS,
-    delete_redis_keys,
-    mariadb_database,
-    postgres_database,
-    require_service,
-    unique_name,
-)
+from tests.trackers.persistence_fixtures import tracker_store_config
 
 STORES = ["memory", "sqlite", "postgres", "mariadb", "redis"]
 
 
 @contextlib.asynccontextmanager
 async def open_store(kind: str, tmp_path: Path) -> AsyncIterator[TrackerStore]:
-    config: dict[str, Any]
-    async with contextlib.AsyncExitStack() as stack:
-        if kind == "memory":
-            config = {"type": "in_memory"}
-        elif kind == "sqlite":
-            config = {"type": "SQL", "dialect": "sqlite", "db": str(tmp_path / "trackers.db")}
-        elif kind == "postgres":
-            config = await stack.enter_async_context(postgres_database())
-        elif kind == "mariadb":
-            config = await stack.enter_async_context(mariadb_database())
-        else:
-            require_service("Redis", REDIS)
-            prefix = unique_name("bstest")
-            stack.push_async_callback(delete_redis_keys, prefix)
-            config = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    async with tracker_store_config(kind, tmp_path) as config:
         store = create_tracker_store(config)
-        stack.push_async_callback(store.close)
-        yield store
+        try:
+            yield store
+        finally:
+            await store.close()
 
 
 @pytest.fixture(params=STORES)

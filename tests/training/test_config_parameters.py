@@ -9,7 +9,10 @@ import pytest
 import yaml
 
 from server.errors import InvalidProjectFile
-from server.training.train import TrainResult, train
+from server.models.archive import read_archive, write_archive
+from server.models.metadata import TRAINING_FINGERPRINT_KEY
+from server.training.project import load_project
+from server.training.train import TrainResult, _fingerprint, train
 
 DOMAIN = """
 version: "3.1"
@@ -173,3 +176,29 @@ def test_a_token_pattern_that_is_no_regex_names_tokenizer_and_key(tmp_path: Path
         _train(tmp_path, [tokenizer, TOKENS[1]], [{"name": "RulePolicy"}])
     assert error.value.filename == str(tmp_path / "config.yml")
     assert "WhitespaceTokenizer: 'token_pattern' '((' is not a valid regex" in str(error.value)
+
+
+def test_an_archive_trained_from_a_setting_now_refused_is_not_reused(tmp_path: Path) -> None:
+    """After an upgrade the server refuses such an archive and says to retrain; `botserver
+    train` then refuses the setting instead of answering that nothing changed."""
+    rule = {"name": "RulePolicy", "core_fallback_threshold": 2}
+    refused = {"language": "en", "pipeline": TOKENS, "policies": [rule]}
+    accepted = {**refused, "policies": [{**rule, "core_fallback_threshold": 0.3}]}
+    trained = _train_config(tmp_path, yaml.safe_dump(accepted)).path
+    # What an older botserver, whose checks let the value through, wrote for this config.
+    (tmp_path / "config.yml").write_text(yaml.safe_dump(refused))
+    project = load_project(
+        tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data.yml"]
+    )
+    metadata = read_archive(trained, tmp_path / "x")
+    metadata[TRAINING_FINGERPRINT_KEY] = _fingerprint(project)
+    trained.unlink()
+    write_archive(tmp_path / "x" / "components", metadata, tmp_path / "models", "older")
+
+    with pytest.raises(InvalidProjectFile, match="'core_fallback_threshold' must be between"):
+        train(
+            tmp_path / "config.yml",
+            tmp_path / "domain.yml",
+            [tmp_path / "data.yml"],
+            tmp_path / "models",
+        )

@@ -52,6 +52,9 @@ EXPECTED_INVALID = {
     # a user step with an empty intent and no text (Rasa warns and reads an empty intent)
     "test_yaml_stories/rules_missing_intent.yml": "needs an 'intent'",
     "test_yaml_stories/stories_missing_intent.yml": "needs an 'intent'",
+    # a `rule:` under `stories:` (Rasa's schema refuses it when training; its reader test
+    # skips the schema)
+    "test_mixed_yaml_training_data/training_data.yml": "unknown key 'rule' in an item under",
     # a response given twice (Rasa's YAML reader refuses duplicate keys too)
     "test_domains/duplicate_responses.yml": "'utter_greet' is given twice",
     # the graph.v1 recipe (a graph of Rasa's Python classes): it trained an empty model
@@ -190,6 +193,9 @@ def test_domain_directory_merges_files_and_reports_duplicates() -> None:
         ("session_config:\n  session_expiration_time: -1\n", 2, "0 or more"),
         ("forms:\n  f:\n    required_slots: name\n", 3, "list of slot names"),
         ("intents:\n- greet: {use_entities: maybe}\n", 2, "use_entities"),
+        # Before: accepted; Rasa refuses an intent with a ':' and nothing after it.
+        ("version: '3.1'\nintents:\n- bye\n- greet:\n", 4, "intent 'greet' has a ':' but no"),
+        ("intents:\n- greet: {}\n", 2, "intent 'greet' has a ':' but no properties"),
         # Before: a warning, and the first definition won (entities the second excluded
         # were used); Rasa refuses a repeated intent.
         ("intents:\n- greet\n- greet: {use_entities: []}\n", 3, "with different properties"),
@@ -448,3 +454,39 @@ def test_training_shows_the_domains_warnings_with_file_and_line(
         assert any(w.startswith(expected) for w in result.warnings), result.warnings
         logged = [r for r in caplog.records if r.getMessage().startswith(expected)]
         assert [r.levelno for r in logged] == [logging.WARNING]  # once
+
+
+def test_a_domain_directory_file_with_nlu_and_responses_is_part_of_the_domain(
+    tmp_path: Path,
+) -> None:
+    # Before: skipped, because it also held `nlu:`; the bot had no 'utter_bye' to say.
+    (tmp_path / "domain.yml").write_text("version: '3.1'\nintents: [greet, bye]\n")
+    (tmp_path / "bye.yml").write_text(
+        "version: '3.1'\nnlu:\n- intent: bye\n  examples: |\n    - ciao\n"
+        "responses:\n  utter_bye:\n  - text: Bye!\n"
+    )
+    warnings: list[str] = []
+    domain = read_domain(tmp_path, warnings=warnings)
+    assert domain.responses["utter_bye"] == [{"text": "Bye!"}]
+    assert warnings == []
+
+
+TINY_BOT = {
+    "config.yml": "pipeline:\n- name: KeywordIntentClassifier\npolicies:\n- name: RulePolicy\n",
+    "domain.yml": "version: '3.1'\nintents: [greet]\nresponses:\n  utter_greet: [{text: Hi}]\n",
+    "data/rules.yml": "version: '3.1'\nrules:\n- rule: r\n  steps: [{intent: greet}, "
+    "{action: utter_greet}]\n",
+}
+
+
+def test_editing_only_the_domain_trains_a_new_model(tmp_path: Path) -> None:
+    # Before: the fingerprint covered the data files, not the domain; `botserver train`
+    # said "Nothing changed since the last training" and the old response stayed.
+    for name, text in TINY_BOT.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    args = (tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data"])
+    assert not train(*args, tmp_path / "models").skipped
+    assert train(*args, tmp_path / "models").skipped
+    (tmp_path / "domain.yml").write_text(TINY_BOT["domain.yml"].replace("Hi", "Hello"))
+    assert not train(*args, tmp_path / "models").skipped

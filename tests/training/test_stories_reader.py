@@ -15,6 +15,7 @@ from server.trackers.events import (
     SlotSet,
     UserUttered,
 )
+from server.training.domain_yaml import read_domain
 from server.training.stories_yaml import read_story_file
 from tests.shared_data import TESTDATA
 
@@ -193,6 +194,23 @@ def test_cycles_terminate() -> None:
     assert isinstance(stories, list)
 
 
+def test_checkpoint_conditions_see_the_slots_a_user_steps_entities_set() -> None:
+    # `name: "Josh"` in a user step fills the `name` slot (from_entity), so the checkpoint
+    # conditioned on it is reached: Rasa counts 3 or 4 such stories, all ending in goodbye.
+    domain = read_domain(TESTDATA / "test_domains" / "default_with_slots.yml", warnings=[])
+    steps = read_story_file(YAML_STORIES / "stories_with_cycle.yml", warnings=[])
+    stories = generate_training_stories(steps, domain)
+    assert len(stories) == 3
+    for story in stories:
+        assert names(story.events)[-5:] == [
+            "user:default",
+            "slot:name=Josh",
+            "utter_goodbye",
+            "action_restart",
+            "action_listen",
+        ]
+
+
 def test_rules_condition_start_and_wait_for_user_input() -> None:
     steps = read_story_file(YAML_STORIES / "rules_without_stories.yml")
     by_name = {s.name: s for s in steps}
@@ -290,3 +308,65 @@ rules:
     )
     [rule] = read_story_file(path)
     assert rule.name == "greet" and rule.kind == "rule"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        (
+            "rules:\n- rule: r\n  steps:\n  - action: a\n- story: s\n  steps:\n  - action: b\n",
+            5,
+            "unknown key 'story' in an item under 'rules'",
+        ),
+        (
+            "stories:\n- rule: r\n  steps:\n  - action: a\n",
+            2,
+            "unknown key 'rule' in an item under 'stories'",
+        ),
+        ("rules:\n- rul: r\n  steps:\n  - action: a\n", 2, "unknown key 'rul'"),
+    ],
+)
+def test_an_item_of_the_wrong_section_names_file_and_line(
+    tmp_path: Path, text: str, line: int, fragment: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(InvalidProjectFile) as info:
+        read_story_file(path)
+    assert f"{path}:{line}:" in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_a_nameless_item_is_ignored_with_a_warning(tmp_path: Path) -> None:
+    path = write(tmp_path, "rules:\n- steps:\n  - intent: greet\n  - action: utter_greet\n")
+    warnings: list[str] = []
+    assert read_story_file(path, warnings=warnings) == []
+    assert warnings == [
+        f"{path}:2: an item under 'rules' has no 'rule' name; it is ignored "
+        "(give it a 'rule:' key to train it)"
+    ]
+
+
+def test_a_story_ending_at_an_unused_checkpoint_is_trained() -> None:
+    # Rasa's own count: two stories end at checkpoints nothing starts from (trained), one
+    # starts from a checkpoint nothing ends at (never reached).
+    steps = read_story_file(YAML_STORIES / "stories_unused_checkpoints.yml", warnings=[])
+    stories = generate_training_stories(steps)
+    assert [(s.name, names(s.events)) for s in stories] == [
+        (
+            "simple_story_with_end_checkpoint_1",
+            ["action_listen", "user:simple", "utter_default", "utter_greet", "action_listen"],
+        ),
+        (
+            "simple_story_with_end_checkpoint_2",
+            ["action_listen", "user:hello", "utter_greet", "slot:name=peter", "action_listen"],
+        ),
+    ]
+
+
+def test_a_story_with_an_empty_list_of_steps_is_ignored_with_a_warning(tmp_path: Path) -> None:
+    # GET /conversations/{id}/story writes `steps: []` for a session without a turn yet;
+    # `botserver test` on that file used to stop with an error.
+    path = write(tmp_path, "stories:\n- story: fresh\n  steps: []\n")
+    warnings: list[str] = []
+    assert read_story_file(path, warnings=warnings) == []
+    assert warnings == [f"{path}:3: story 'fresh' has no steps; it is ignored"]

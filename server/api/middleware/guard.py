@@ -132,6 +132,9 @@ class RequestGuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["method"] == "HEAD":
+            await self._head(scope, receive, send)
+            return
         limit = self.max_body_bytes
         if limit > 0:
             declared = _declared_length(scope)
@@ -197,6 +200,19 @@ class RequestGuardMiddleware:
         finally:
             if deadline is not None:
                 deadline.owner.entries.discard(deadline)
+
+    async def _head(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """HEAD is answered as GET without the body (RFC 9110: every resource that answers
+        GET answers HEAD), so `curl -I` and HEAD health checks get 200, not 405."""
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        await self(dict(scope, method="GET"), receive, headers_only)
 
     def _new_deadlines(self) -> _Deadlines:
         # Another loop (tests run one per client): the old one keeps its own timer.

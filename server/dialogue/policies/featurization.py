@@ -134,12 +134,25 @@ class _Fold:
         self.slot_values: dict[str, Any] = domain.slot_defaults()
         self.slots_set: set[str] = set()
         self.user: dict[str, Any] = {}
+        self.user_text: str | None = None
         self.prev_action: dict[str, str] = {}
         self.loop: str | None = None
+
+    def copy(self) -> _Fold:
+        twin = _Fold.__new__(_Fold)
+        twin.domain, twin.omit_unset_slots = self.domain, self.omit_unset_slots
+        twin.slot_values, twin.slots_set = dict(self.slot_values), set(self.slots_set)
+        twin.user, twin.prev_action, twin.loop = dict(self.user), self.prev_action, self.loop
+        return twin
 
     def apply(self, event: Event) -> None:
         if isinstance(event, UserUttered):
             self.user = self._user_sub_state(event.intent_name, event.text, event.entities)
+            self.user_text = event.text
+        elif isinstance(event, DefinePrevUserUtteredFeaturization):
+            # The message was answered from its text (end to end): so it reads from now on.
+            if event.use_text_for_featurization and self.user_text:
+                self.user = {"text": self.user_text}
         elif isinstance(event, ActionExecuted):
             if event.action_name is not None:
                 self.prev_action = {"action_name": event.action_name}
@@ -238,15 +251,19 @@ def _first_run_or_unhappy_path(loop: str, applied: list[Event]) -> bool:
     return True
 
 
+# What a loop's next happy-path run undoes back to its previous run.
+_UNDONE = (ActionExecuted, UserUttered, DefinePrevUserUtteredFeaturization)
+
+
 def _undo_till_previous_loop_run(loop: str, applied: list[Event]) -> None:
-    offset = 0
-    for event in reversed(applied[:]):
+    # Walked by index, not over a copy: a copy of the whole history at every run of the loop
+    # made a long form conversation's prediction quadratic (25,000 events: 0.1 s).
+    for index in range(len(applied) - 1, -1, -1):
+        event = applied[index]
         if isinstance(event, ActionExecuted) and event.action_name == loop:
             break
-        if isinstance(event, (ActionExecuted, UserUttered, DefinePrevUserUtteredFeaturization)):
-            del applied[-1 - offset]
-        else:
-            offset += 1
+        if isinstance(event, _UNDONE):
+            del applied[index]
 
 
 def states_and_labels(
@@ -449,7 +466,7 @@ def _kept(
 
 # Events after which the applied events are no longer the old ones plus the new ones.
 _HISTORY_REWRITES = (Restarted, SessionStarted, ActionReverted, UserUtteranceReverted)
-_RECOMPUTE = (*_HISTORY_REWRITES, ActiveLoop)
+_RECOMPUTE = _HISTORY_REWRITES
 # Of those, the ones after which the applied events start afresh (`Tracker.applied_events`).
 _STARTS_OVER = (Restarted, SessionStarted)
 # Events the fold does not read: the state before and after them is the same.
@@ -464,6 +481,15 @@ def states_behind(tracker: Tracker, domain: Domain) -> int:
     return len(tracker.events) - cache.seen
 
 
+def cached_lists(tracker: Tracker) -> list[list[Any]]:
+    """The long lists the tracker's state cache holds (its applied events and states), for
+    a caller to free once the tracker is garbage (`server/trackers/freeing.py`)."""
+    cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
+    if not isinstance(cache, _IncrementalStates):
+        return []
+    return [cache.events, cache.body, cache.body_texts, cache.body_identities]
+
+
 def fold_states(tracker: Tracker, domain: Domain) -> None:
     """Folds the tracker's events into its state cache now: the first prediction on a long
     conversation does it in a thread, not on the event loop."""
@@ -474,8 +500,11 @@ class _IncrementalStates:
     """A tracker's applied events and states, kept on the tracker and extended with only
     its new events, so a prediction costs the same at message 10 and 10,000.
 
-    Anything that rewrites history (a restart, a rewind, a new session, a loop whose happy
-    path collapses, another domain, a replaced event list) recomputes from scratch.
+    Anything that rewrites history (a restart, a rewind, a new session, another domain, a
+    replaced event list) recomputes from scratch. A loop's happy path collapses as it runs
+    (`collapse_loop_happy_paths`, event by event): back to the fold kept at its previous run.
+    A session with two loops, or a loop run as an action before it was activated, is
+    recomputed at every prediction.
     """
 
     ATTRIBUTE = "_featurization_cache"
@@ -496,6 +525,16 @@ class _IncrementalStates:
         self.current: State | None = None
         self.current_text: str | None = None
         self.current_identity: bytes | str | None = None
+        self._no_loop()
+        self.batch = False  # only `_recompute` gives the states (see the class docstring)
+
+    def _no_loop(self) -> None:
+        # The applied events with the loop's happy paths collapsed (the same list as
+        # `events` until a loop is activated), the loop, and at its last run: the length of
+        # `collapsed` and `body` and a copy of the fold, just after its action.
+        self.collapsed: list[Event] = self.events
+        self.loop: str | None = None
+        self.loop_run: tuple[int, int, _Fold] | None = None
 
     @classmethod
     def of(cls, tracker: Tracker, domain: Domain) -> _IncrementalStates:
@@ -522,11 +561,7 @@ class _IncrementalStates:
         active (then only `_recompute` gives the states)."""
         events = tracker.events
         seen = self.seen
-        if (
-            len(events) < seen
-            or (seen and events[seen - 1] is not self.last_event)
-            or self.fold.loop is not None
-        ):
+        if self.batch or len(events) < seen or (seen and events[seen - 1] is not self.last_event):
             return False
         new = events[seen:]
         for event in new:
@@ -536,27 +571,94 @@ class _IncrementalStates:
                     return False
                 new = rest
                 break
-        current = self.current
-        for event in new:
-            if isinstance(event, ActionExecuted):
-                if current is not None:
-                    self.body.append(current)
-                    self.body_texts.append(self.current_text)
-                    self.body_identities.append(self.current_identity)
-                else:
-                    self.body.append(self.fold.state())
-                    self.body_texts.append(None)
-                    self.body_identities.append(None)
-            if not isinstance(event, _UNFOLDED):  # the fold does not read the others
-                current = None
-                self.fold.apply(event)
-        self.events.extend(new)
+        if not self._fold_events(new):
+            return False
         self.seen = len(events)
         self.last_event = events[-1] if events else None
-        if current is None:
+        if self.current is None:
             self.current = self.fold.state()
             self.current_text = self.current_identity = None
         return True
+
+    def _fold_events(self, new: Sequence[Event]) -> bool:
+        """Appends `new` (no history rewrites among them) to the events and their states;
+        False when only `_recompute` can give the states (then always: `batch`)."""
+        current = self.current
+        body, texts, identities = self.body, self.body_texts, self.body_identities
+        for event in new:
+            if self.loop is not None or type(event) is ActiveLoop:
+                changed = self._loop_step(event)
+                if changed is None:
+                    self.batch = True
+                    return False
+                if changed:
+                    current = None
+                body, texts, identities = self.body, self.body_texts, self.body_identities
+            if isinstance(event, ActionExecuted):
+                if current is not None:
+                    body.append(current)
+                    texts.append(self.current_text)
+                    identities.append(self.current_identity)
+                else:
+                    body.append(self.fold.state())
+                    texts.append(None)
+                    identities.append(None)
+            if not isinstance(event, _UNFOLDED):  # the fold does not read the others
+                current = None
+                self.fold.apply(event)
+            self.events.append(event)
+            if self.loop is not None:
+                self._collapsed_append(event)
+        if current is None:
+            self.current = None
+        return True
+
+    def _collapsed_append(self, event: Event) -> None:
+        self.collapsed.append(event)
+        if isinstance(event, ActionExecuted) and event.action_name == self.loop:
+            self.loop_run = (len(self.collapsed), len(self.body), self.fold.copy())
+
+    def _loop_step(self, event: Event) -> bool | None:
+        """Before `event` is folded: the loop it activates, or the happy path its loop's run
+        collapses (True: the fold went back). None: a case `_recompute` handles."""
+        if isinstance(event, ActiveLoop):
+            name = event.name
+            if name and name != self.loop:
+                runs = [
+                    index
+                    for index, earlier in enumerate(self.collapsed)
+                    if isinstance(earlier, ActionExecuted) and earlier.action_name == name
+                ]
+                if self.loop is not None or len(runs) > 1:
+                    return None
+                if runs and runs[0] != len(self.collapsed) - 1:
+                    return None  # other events since its run: no copy of the fold there
+                self.loop, self.collapsed = name, list(self.events)
+                if runs:
+                    self.loop_run = (len(self.collapsed), len(self.body), self.fold.copy())
+            return False
+        loop = self.loop
+        if (
+            loop is not None
+            and isinstance(event, ActionExecuted)
+            and event.action_name == loop
+            and self.loop_run is not None
+            and not _first_run_or_unhappy_path(loop, self.collapsed)
+        ):
+            # `_undo_till_previous_loop_run` on the collapsed events, and the fold and
+            # states back to just after that run, then the events it keeps folded again.
+            position, body_size, fold = self.loop_run
+            kept = [e for e in self.collapsed[position:] if not isinstance(e, _UNDONE)]
+            del self.collapsed[position:]
+            self.collapsed.extend(kept)
+            del self.body[body_size:], self.body_texts[body_size:]
+            del self.body_identities[body_size:]
+            self.fold = fold.copy()
+            for kept_event in kept:
+                if not isinstance(kept_event, _UNFOLDED):
+                    self.fold.apply(kept_event)
+            return True
+        return False
 
     def _start_over(self, new: list[Event]) -> list[Event] | None:
         """When the last event of `new` that rewrites history is a restart or a session
@@ -575,6 +677,7 @@ class _IncrementalStates:
         self.events, self.body, self.body_texts, self.body_identities = [], [], [], []
         self.fold = _Fold(self.domain, False)
         self.current = self.current_text = self.current_identity = None
+        self._no_loop()
         return new[index + 1 :]
 
     def window_identities(self, last: int) -> tuple[bytes | str, ...]:
@@ -609,21 +712,20 @@ class _IncrementalStates:
         self, tracker: Tracker
     ) -> tuple[list[Event], Sequence[State], list[str | None] | None]:
         applied = tracker.applied_events()
+        if not self.batch:
+            # New lists: views and events handed out before stay as they were.
+            self.events, self.body, self.body_texts, self.body_identities = [], [], [], []
+            self.fold = _Fold(self.domain, False)
+            self.current = self.current_text = self.current_identity = None
+            self._no_loop()
+            if self._fold_events(applied):
+                self.current = self.fold.state()
+                self._remember(tracker)
+                return self.events, [*self.body, self.current], self.body_texts
+        # Two loops in the session, or a loop run before it was activated: from scratch.
         states, _ = states_and_labels(applied, self.domain)
-        # Only a history without loops folds forward event by event (see collapse above).
-        if any(isinstance(e, ActiveLoop) for e in applied):
-            self.seen, self.last_event, self.current = 0, None, None
-            return applied, states, None
-        self.events = list(applied)
-        self.body = states[:-1]
-        self.body_texts = [None] * len(self.body)
-        self.body_identities = [None] * len(self.body)
-        self.fold = _Fold(self.domain, False)
-        for event in applied:
-            self.fold.apply(event)
-        self.current, self.current_text, self.current_identity = states[-1], None, None
-        self._remember(tracker)
-        return applied, states, self.body_texts
+        self.seen, self.last_event, self.current = 0, None, None
+        return applied, states, None
 
     def _remember(self, tracker: Tracker) -> None:
         self.seen = len(tracker.events)

@@ -66,24 +66,29 @@ class MemoizationPolicy(Policy):
     def recall(self, states: Sequence[State]) -> str | None:
         return self.lookup_.get(state_key(self._window(states)))
 
-    def _recall_conversation(self, conversation: ConversationStates) -> str | None:
+    def _recall_conversation(self, conversation: ConversationStates) -> tuple[str | None, bool]:
+        """(the remembered action or None, whether it was found by the message's text)."""
         # `recall` on the text states, then on the states, by their texts written once.
         if conversation.text_states() is not None:
             texts = conversation.texts(self.max_history, by_text=True)
             action = self.lookup_.get(key_of(texts))
             if action is not None:
-                return action
-        return self.lookup_.get(key_of(conversation.texts(self.max_history)))
+                return action, True
+        return self.lookup_.get(key_of(conversation.texts(self.max_history))), False
 
     def predict(self, conversation: ConversationStates, domain: Domain) -> PolicyPrediction:
         probabilities = zeros(len(domain.action_names_or_texts))
-        action = self._recall_conversation(conversation) if self.lookup_ else None
+        action, by_text = self._recall_conversation(conversation) if self.lookup_ else (None, False)
         if action is not None:
             index = domain.index_of_action(action)
             if index is not None:
                 probabilities[index] = 1.0
         return prediction_from(
-            probabilities, domain.action_names_or_texts, self.name, self.priority
+            probabilities,
+            domain.action_names_or_texts,
+            self.name,
+            self.priority,
+            is_end_to_end_prediction=by_text and action is not None,
         )
 
     def prediction_window(self) -> int | None:
@@ -113,10 +118,10 @@ class AugmentedMemoizationPolicy(MemoizationPolicy):
         # in the window's states but not in theirs.
         return None
 
-    def _recall_conversation(self, conversation: ConversationStates) -> str | None:
-        action = super()._recall_conversation(conversation)
+    def _recall_conversation(self, conversation: ConversationStates) -> tuple[str | None, bool]:
+        action, by_text = super()._recall_conversation(conversation)
         if action is not None:
-            return action
+            return action, by_text
         domain, message = conversation.domain, conversation.tracker.latest_message
         events = _trim_to_max_history(conversation.events, self.max_history)
         previous = conversation.states
@@ -124,17 +129,18 @@ class AugmentedMemoizationPolicy(MemoizationPolicy):
         while True:
             cut = _from_action(events, second=again)
             if cut is None:
-                return None
+                return None, False
             events, again = cut, True
             states, _ = states_and_labels(events, domain)
             if states == previous:
                 continue
             previous = states
-            for candidate in (with_text_for_last_user(states, message.text), states):
+            with_text = with_text_for_last_user(states, message.text)
+            for candidate, by_text in ((with_text, True), (states, False)):
                 if candidate is not None:
                     action = self.recall(candidate)
                     if action is not None:
-                        return action
+                        return action, by_text
 
 
 def _trim_to_max_history(events: list[Event], max_history: int | None) -> list[Event]:

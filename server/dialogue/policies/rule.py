@@ -200,6 +200,7 @@ class RulePolicy(Policy):
         plain = [s for s in stories if not s.is_rule]
         if self.option("restrict_rules"):
             _check_rule_restriction(rules)
+        _check_incomplete_rules(rules, domain)
         fallback = self.option("core_fallback_action_name")
         if self.option("enable_fallback_prediction") and not domain.is_known_action(fallback):
             raise TrainingError(
@@ -325,31 +326,32 @@ class RulePolicy(Policy):
 
     def _check_prediction(self, running: Tracker, domain: Domain) -> tuple[str | None, str]:
         conversation = ConversationStates(running, domain)
-        action, source, _ = self._find_action(conversation)
+        action, source, _, _ = self._find_action(conversation)
         loop = _active_loop(running)
         if loop and action == loop:
             # inside a loop the rules speak only once the loop has rejected the input
             running.update(ActionExecutionRejected(action_name=loop, timestamp=0.0))
-            action, source, _ = self._find_action(ConversationStates(running, domain))
+            action, source, _, _ = self._find_action(ConversationStates(running, domain))
         return action, source
 
     # -- prediction --------------------------------------------------------------------------
-    def _find_action(self, conversation: ConversationStates) -> tuple[str | None, str, bool]:
-        """(action or None, prediction source, whether a loop returns from an unhappy path)."""
+    def _find_action(self, conversation: ConversationStates) -> tuple[str | None, str, bool, bool]:
+        """(action or None, prediction source, whether a loop returns from an unhappy path,
+        whether a rule naming the message's text was found)."""
         tracker = conversation.tracker
         intent = tracker.latest_message.intent_name
         if tracker.latest_action_name == ACTION_LISTEN and intent in DEFAULT_ACTION_MAPPINGS:
-            return DEFAULT_ACTION_MAPPINGS[intent], SOURCE_DEFAULT, False
+            return DEFAULT_ACTION_MAPPINGS[intent], SOURCE_DEFAULT, False, False
         loop = _active_loop(tracker)
         if loop and not tracker.is_active_loop_rejected and tracker.latest_action:
             if tracker.latest_action_name != loop:
-                return loop, SOURCE_LOOP, False
-            return ACTION_LISTEN, SOURCE_LOOP, False
+                return loop, SOURCE_LOOP, False, False
+            return ACTION_LISTEN, SOURCE_LOOP, False, False
         if conversation.text_states() is not None:
             found = self._find_action_from_rules(conversation, True, loop)
             if found[0] is not None:
-                return found
-        return self._find_action_from_rules(conversation, False, loop)
+                return (*found, True)
+        return (*self._find_action_from_rules(conversation, False, loop), False)
 
     def _find_action_from_rules(
         self, conversation: ConversationStates, by_text: bool, loop: str | None
@@ -377,7 +379,7 @@ class RulePolicy(Policy):
         return action, best, returning_from_unhappy_path
 
     def predict(self, conversation: ConversationStates, domain: Domain) -> PolicyPrediction:
-        action, source, returning = self._find_action(conversation)
+        action, source, returning, by_text = self._find_action(conversation)
         names = domain.action_names_or_texts
         probabilities = zeros(len(names))
         index = domain.index_of_action(action) if action is not None else None
@@ -394,6 +396,7 @@ class RulePolicy(Policy):
             self.priority,
             events=[LoopInterrupted(is_interrupted=True)] if returning else [],
             is_no_user_prediction=source == SOURCE_LOOP,
+            is_end_to_end_prediction=by_text and index is not None,
         )
 
     def prediction_window(self) -> int:
@@ -437,6 +440,56 @@ def _check_rule_restriction(rules: Iterable[TrainingStory]) -> None:
             "Rules are not meant to hardcode a state machine. Please use stories for these "
             "cases, or set `restrict_rules: false` for the RulePolicy."
         )
+
+
+def _check_incomplete_rules(rules: list[TrainingStory], domain: Domain) -> None:
+    """Rasa's incomplete-rule check: an action that sets slots in one rule must set them (or
+    the rule name them, `null` included) in every rule that goes on after it; otherwise
+    which rule applies after that action depends on slots the rules do not say."""
+    featurized = {slot.name for slot in domain.slots if slot.influence_conversation}
+    sets: dict[str, set[str]] = {}
+    for rule in rules:
+        for action, slots in _slots_after_actions(rule_events(rule)):
+            sets.setdefault(action, set()).update(slots & featurized)
+    errors: list[str] = []
+    for rule in rules:
+        mentioned: set[str] = set()
+        previous: str | None = None
+        for event in rule_events(rule):
+            if isinstance(event, SlotSet):
+                mentioned.add(event.key)
+            elif isinstance(event, ActionExecuted):
+                name = label_of(event)
+                missing = sets.get(previous or "", set()) - mentioned
+                if missing and RULE_SNIPPET_ACTION not in (previous, name):
+                    errors.append(
+                        f"- the action '{previous}' in rule '{rule.name}' does not set some "
+                        "of the slots that it sets in other rules. Slots not set in rule "
+                        f"'{rule.name}': '{', '.join(sorted(missing))}'. Please update the "
+                        "rule with an appropriate slot or if it is the last action add "
+                        "'action_listen' after this action."
+                    )
+                previous = name
+    if errors:
+        raise TrainingError(
+            "Incomplete rules found:\n"
+            + "\n".join(dict.fromkeys(errors))
+            + "\nPlease note that if some slots should not be set during prediction you need "
+            "to explicitly set them to 'null' in the rules."
+        )
+
+
+def _slots_after_actions(events: list[Event]) -> list[tuple[str, set[str]]]:
+    """(action, the slots set right after it, before the next action or user message)."""
+    found: list[tuple[str, set[str]]] = []
+    for event in events:
+        if isinstance(event, ActionExecuted):
+            found.append((label_of(event), set()))
+        elif isinstance(event, UserUttered):
+            found.append(("", set()))  # slots set by a message's entities are not the action's
+        elif isinstance(event, SlotSet) and found:
+            found[-1][1].add(event.key)
+    return [(action, slots) for action, slots in found if action]
 
 
 __all__ = ["RulePolicy", "rule_events", "states_and_labels"]

@@ -14,6 +14,11 @@ lock_seconds = context.config.attributes.get("mysql_lock_seconds", 60)
 context.configure(connection=connection, version_table=VERSION_TABLE)
 
 with context.begin_transaction():
+    if connection.dialect.name == "sqlite":
+        # Two processes starting together on a database an older botserver made: the second
+        # waits here (busy timeout) for the first's migration, then finds nothing to do.
+        # Before, both read the old revision and the second failed to record the new one.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
     if connection.dialect.name == "postgresql":
         # Two processes starting together must not both create the table.
         connection.execute(text("SELECT pg_advisory_xact_lock(7314206)"))

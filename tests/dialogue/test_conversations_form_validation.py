@@ -1,0 +1,356 @@
+"""A form's validation action steers the form as in Rasa 3: it may change the slots the form
+asks for (rasa-sdk's `required_slots`), fill slots of its own (`extract_<slot>`), end the form
+early, or reject the form's turn."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rasa_sdk import Action, FormValidationAction
+from rasa_sdk import Tracker as SdkTracker
+from rasa_sdk.events import ActionExecutionRejected
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from server.dialogue.processor import DialogueModel
+from server.trackers.events import ActionExecuted, ActiveLoop, Event
+from server.trackers.events import ActionExecutionRejected as BotRejected
+from server.trackers.events import SlotSet as BotSlotSet
+from tests.dialogue.conversation_fixtures import Conversation, Turn, make_agent, train_files
+from tests.dialogue.sdk_transport import SdkTransport
+
+BOOKING_BOT = {
+    "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
+    "domain.yml": """
+version: "3.1"
+intents: [book, inform, greet, plan, book_vip]
+entities: [number, city, name]
+slots:
+  guests:
+    type: float
+    mappings: [{type: from_entity, entity: number}]
+  city:
+    type: text
+    mappings: [{type: from_entity, entity: city}]
+  origin:
+    type: text
+    mappings: [{type: from_entity, entity: city, role: from}]
+  destination:
+    type: text
+    mappings: [{type: from_entity, entity: city, role: to}]
+  guest_name:
+    type: text
+    mappings: [{type: custom}]
+  vip:
+    type: bool
+    mappings:
+    - type: from_trigger_intent
+      intent: book_vip
+      value: true
+      conditions: [{active_loop: booking_form}]
+  greeted:
+    type: bool
+    mappings: [{type: from_trigger_intent, intent: greet, value: true}]
+  note:
+    type: text
+    mappings:
+    - type: from_text
+      conditions: [{active_loop: plan_form, requested_slot: note}]
+responses:
+  utter_ask_guests: [{text: "How many guests?"}]
+  utter_ask_city: [{text: "Which city?"}]
+  utter_ask_guest_name: [{text: "Your name?"}]
+  utter_ask_note: [{text: "Any note?"}]
+  utter_done: [{text: "Booked."}]
+  utter_greet: [{text: "Hi"}]
+  utter_default: [{text: "Sorry?"}]
+actions: [validate_booking_form, validate_plan_form]
+forms:
+  booking_form:
+    required_slots: [guests, city]
+  plan_form:
+    required_slots: []
+""",
+    "data/rules.yml": """
+version: "3.1"
+rules:
+- rule: greet
+  steps: [{intent: greet}, {action: utter_greet}]
+- rule: activate
+  steps: [{intent: book}, {action: booking_form}, {active_loop: booking_form}]
+- rule: submit
+  condition: [{active_loop: booking_form}]
+  steps: [{action: booking_form}, {active_loop: null}, {action: utter_done}]
+- rule: activate for a VIP
+  steps: [{intent: book_vip}, {action: booking_form}, {active_loop: booking_form}]
+- rule: plan
+  steps: [{intent: plan}, {action: plan_form}, {active_loop: plan_form}]
+- rule: planned
+  condition: [{active_loop: plan_form}]
+  steps: [{action: plan_form}, {active_loop: null}, {action: utter_done}]
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def booking_bot(tmp_path_factory: pytest.TempPathFactory) -> DialogueModel:
+    return train_files(BOOKING_BOT, tmp_path_factory.mktemp("booking-bot"))
+
+
+def _conversation(model: DialogueModel, sender: str, *actions: type[Action]) -> Conversation:
+    return Conversation(make_agent(model, transport=SdkTransport(*actions)), sender)
+
+
+class _AsksFor(FormValidationAction):
+    """A validation action whose `required_slots` are `slots` (None: the domain's, then
+    `extra`)."""
+
+    slots: list[str] | None = None
+    extra: list[str] = []
+
+    def name(self) -> str:
+        return "validate_booking_form"
+
+    async def required_slots(
+        self,
+        domain_slots: list[str],
+        dispatcher: CollectingDispatcher,
+        tracker: SdkTracker,
+        domain: DomainDict,
+    ) -> list[str]:
+        return list(self.slots) if self.slots is not None else [*domain_slots, *self.extra]
+
+
+class _OnlyGuests(_AsksFor):
+    slots = ["guests"]
+
+
+async def test_a_validation_action_that_needs_fewer_slots_ends_the_form(
+    booking_bot: DialogueModel,
+) -> None:
+    """Before, the form asked for every slot of the domain's list although the validation
+    action had said (requested_slot: null) that it needed no more: "Which city?"."""
+    conversation = _conversation(booking_bot, "fewer", _OnlyGuests)
+    assert (await conversation.say("/book")).texts == ["How many guests?"]
+
+    turn = await conversation.say('/inform{"number": 2}')
+
+    assert turn.actions == ["booking_form", "utter_done"]
+    assert turn.texts == ["Booked."]
+    tracker = await conversation.tracker()
+    assert tracker.active_loop_name is None
+    assert tracker.get_slot("city") is None
+
+
+class _CityFirst(_AsksFor):
+    slots = ["city", "guests"]
+
+
+async def test_the_validation_action_chooses_the_order_of_the_questions(
+    booking_bot: DialogueModel,
+) -> None:
+    """Before, the domain's order won over the slot the validation action asked for."""
+    conversation = _conversation(booking_bot, "order", _CityFirst)
+
+    turn = await conversation.say("/book")
+
+    assert turn.texts == ["Which city?"]
+    assert (await conversation.tracker()).get_slot("requested_slot") == "city"
+    assert (await conversation.say('/inform{"city": "Rome"}')).texts == ["How many guests?"]
+    assert (await conversation.say('/inform{"number": 3}')).texts == ["Booked."]
+
+
+class _WithGuestName(_AsksFor):
+    """Adds `guest_name`, filled from the message text by `extract_guest_name`."""
+
+    extra = ["guest_name"]
+
+    async def extract_guest_name(
+        self, dispatcher: CollectingDispatcher, tracker: SdkTracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        if tracker.get_slot("requested_slot") != "guest_name":
+            return {}
+        return {"guest_name": tracker.latest_message.get("text")}
+
+
+async def test_a_slot_the_validation_action_extracts_is_an_answer(
+    booking_bot: DialogueModel,
+) -> None:
+    """Before, a slot filled by the validation action's `extract_<slot>` but not in the
+    domain's list counted as no answer: the form was rejected and the bot said "Sorry?"."""
+    conversation = _conversation(booking_bot, "extract", _WithGuestName)
+    await conversation.say("/book")
+    await conversation.say('/inform{"number": 2}')
+    assert (await conversation.say('/inform{"city": "Oslo"}')).texts == ["Your name?"]
+
+    turn = await conversation.say("/inform")
+
+    assert turn.actions == ["booking_form", "utter_done"]
+    assert turn.texts == ["Booked."]
+    assert (await conversation.tracker()).get_slot("guest_name") == "/inform"
+
+
+class _RejectsGreetings(Action):
+    """Rejects the form's turn when the user greets instead of answering."""
+
+    def name(self) -> str:
+        return "validate_booking_form"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: SdkTracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        # As in Rasa, the form's own execution is the latest action: the one before it tells
+        # whether the user answers the form.
+        executed = [e.get("name") for e in tracker.events if e.get("event") == "action"]
+        answering = executed[-2:] == ["action_listen", "booking_form"]
+        if answering and tracker.latest_message["intent"].get("name") == "greet":
+            return [ActionExecutionRejected("booking_form")]
+        return []
+
+
+def _events_of(turn: Turn, action: str) -> list[Event]:
+    """The events the first run of `action` in `turn` logged after itself."""
+    start = next(
+        i
+        for i, e in enumerate(turn.events)
+        if isinstance(e, ActionExecuted) and e.action_name == action
+    )
+    end = next(
+        (
+            i
+            for i in range(start + 1, len(turn.events))
+            if isinstance(turn.events[i], ActionExecuted)
+        ),
+        len(turn.events),
+    )
+    return turn.events[start + 1 : end]
+
+
+async def test_a_validation_action_that_rejects_stops_the_form_from_asking(
+    booking_bot: DialogueModel,
+) -> None:
+    """Before, the form went on as if its validation action had accepted the message: it
+    asked its question again (or completed) in the run the action had rejected."""
+    conversation = _conversation(booking_bot, "rejects", _RejectsGreetings)
+    assert (await conversation.say("/book")).texts == ["How many guests?"]
+
+    turn = await conversation.say("/greet")
+
+    assert [type(e) for e in _events_of(turn, "booking_form")] == [BotRejected]
+    tracker = await conversation.tracker()
+    assert tracker.active_loop_name == "booking_form"
+    assert tracker.get_slot("requested_slot") == "guests"
+
+
+async def test_a_completed_form_clears_requested_slot_then_deactivates(
+    booking_bot: DialogueModel,
+) -> None:
+    """The form's last events are Rasa's, in Rasa's order: requested_slot null, then
+    active_loop null (before, the other way round)."""
+    conversation = Conversation(make_agent(booking_bot), "order-of-events")
+    await conversation.say("/book")
+    await conversation.say('/inform{"number": 2}')
+
+    turn = await conversation.say('/inform{"city": "Rome"}')
+
+    assert turn.actions == ["booking_form", "utter_done"]
+    form_events = _events_of(turn, "booking_form")[-2:]
+    assert [type(e) for e in form_events] == [BotSlotSet, ActiveLoop]
+    assert form_events[0].as_dict()["name"] == "requested_slot"
+    assert form_events[0].as_dict()["value"] is None
+    assert form_events[1].as_dict()["name"] is None
+
+
+async def test_a_form_given_every_slot_at_once_completes_as_it_activates(
+    booking_bot: DialogueModel,
+) -> None:
+    """As Rasa logs it: the form activates, takes the slots, clears requested_slot and
+    deactivates (before, requested_slot was not cleared in the tracker's events)."""
+    conversation = Conversation(make_agent(booking_bot), "all-at-once")
+
+    turn = await conversation.say('/book{"number": 2, "city": "Rome"}')
+
+    assert turn.actions == ["booking_form", "utter_done"]
+    form_events = [e.as_dict() for e in _events_of(turn, "booking_form")]
+    assert form_events[0]["event"] == "active_loop"
+    assert [(e["event"], e["name"]) for e in form_events[-2:]] == [
+        ("slot", "requested_slot"),
+        ("active_loop", None),
+    ]
+
+
+async def test_the_form_asks_with_its_own_question_before_the_slot_action(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Before, `action_ask_<slot>` won over `utter_ask_<form>_<slot>`; Rasa looks for the
+    form's own question first."""
+    domain = BOOKING_BOT["domain.yml"].replace(
+        "  utter_ask_city:",
+        '  utter_ask_booking_form_city: [{text: "Where to?"}]\n  utter_ask_city:',
+    )
+    domain = domain.replace("actions: [validate_booking_form,", "actions: [action_ask_city,")
+    model = train_files({**BOOKING_BOT, "domain.yml": domain}, tmp_path_factory.mktemp("ask"))
+    transport = SdkTransport()
+    conversation = Conversation(make_agent(model, transport=transport), "ask")
+    await conversation.say("/book")
+
+    turn = await conversation.say('/inform{"number": 2}')
+
+    assert turn.texts == ["Where to?"]
+    assert transport.calls == []
+
+
+class _PlanForm(_AsksFor):
+    """A form whose slots only its validation action knows (the domain lists none)."""
+
+    slots = ["note"]
+
+    def name(self) -> str:
+        return "validate_plan_form"
+
+
+async def test_a_form_whose_slots_the_validation_action_names_takes_the_answers(
+    booking_bot: DialogueModel,
+) -> None:
+    """Before, a form with `required_slots: []` and the slots named by its validation action
+    (Rasa 3's dynamic form) rejected every answer: the user got the fallback."""
+    conversation = _conversation(booking_bot, "dynamic", _PlanForm)
+    assert (await conversation.say("/plan")).texts == ["Any note?"]
+
+    turn = await conversation.say("/inform")
+
+    assert turn.actions == ["plan_form", "utter_done"]
+    assert (await conversation.tracker()).get_slot("note") == "/inform"
+
+
+async def test_a_trigger_intent_fills_its_slot_as_it_activates_the_form(
+    booking_bot: DialogueModel,
+) -> None:
+    """Before, a `from_trigger_intent` mapping with `conditions` (as `rasa data migrate`
+    writes them) never filled its slot, and one without filled it on any message of its
+    intent, form or no form. As in Rasa, it fills as the form activates on that intent."""
+    conversation = Conversation(make_agent(booking_bot), "trigger")
+
+    assert (await conversation.say("/greet")).texts == ["Hi"]
+    assert (await conversation.tracker()).get_slot("greeted") is None
+
+    assert (await conversation.say("/book_vip")).texts == ["How many guests?"]
+    assert (await conversation.tracker()).get_slot("vip") is True
+
+
+async def test_the_form_logs_the_slots_it_takes_without_a_validation_action(
+    booking_bot: DialogueModel,
+) -> None:
+    """As Rasa logs it, with or without a validation action: the form's run repeats the slot
+    it took (before, only a validation action's answer did)."""
+    conversation = Conversation(make_agent(booking_bot), "logs-slots")
+    await conversation.say("/book")
+
+    turn = await conversation.say('/inform{"number": 2}')
+
+    taken = _events_of(turn, "booking_form")[:2]
+    assert [(e.as_dict()["name"], e.as_dict()["value"]) for e in taken] == [
+        ("guests", 2.0),
+        ("requested_slot", "city"),
+    ]

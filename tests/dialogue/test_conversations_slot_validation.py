@@ -1,0 +1,164 @@
+"""Slots filled outside a form's own validation, as in Rasa 3: after every user message the
+actions of custom mappings run, then `action_validate_slot_mappings` checks the slots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rasa_sdk import Action, Tracker, ValidationAction
+from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from server.dialogue.processor import DialogueModel
+from server.trackers.events import UserUttered
+from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_files
+from tests.dialogue.sdk_transport import SdkTransport
+
+DOMAIN = """
+version: "3.1"
+intents: [inform, greet, trip]
+entities: [city]
+slots:
+  city:
+    type: text
+    mappings: [{type: from_entity, entity: city}]
+  {extra_slot}
+responses:
+  utter_ask_city: [{text: "Which city?"}]
+  utter_greet: [{text: "Hi"}]
+  utter_done: [{text: "Off to {city}."}]
+  utter_default: [{text: "Sorry?"}]
+actions: [{actions}]
+forms:
+  trip_form:
+    required_slots: [city]
+"""
+RULES = """
+version: "3.1"
+rules:
+- rule: greet
+  steps: [{intent: greet}, {action: utter_greet}]
+- rule: inform
+  steps: [{intent: inform}, {action: utter_greet}]
+- rule: activate
+  steps: [{intent: trip}, {action: trip_form}, {active_loop: trip_form}]
+- rule: submit
+  condition: [{active_loop: trip_form}]
+  steps: [{action: trip_form}, {active_loop: null}, {action: utter_done}]
+"""
+CONFIG = "language: en\npolicies:\n  - name: RulePolicy\n"
+
+
+def _bot(folder: Any, extra_slot: str, actions: str) -> DialogueModel:
+    domain = DOMAIN.replace("{extra_slot}", extra_slot).replace("{actions}", actions)
+    files = {"config.yml": CONFIG, "domain.yml": domain, "data/rules.yml": RULES}
+    return train_files(files, folder)
+
+
+@pytest.fixture(scope="module")
+def trip_bot(tmp_path_factory: pytest.TempPathFactory) -> DialogueModel:
+    return _bot(tmp_path_factory.mktemp("trip-bot"), "", "action_validate_slot_mappings")
+
+
+@pytest.fixture(scope="module")
+def weekday_bot(tmp_path_factory: pytest.TempPathFactory) -> DialogueModel:
+    weekday = "weekday: {type: text, mappings: [{type: custom, action: action_weekday}]}"
+    return _bot(tmp_path_factory.mktemp("weekday-bot"), weekday, "action_weekday")
+
+
+class _KnownCities(ValidationAction):
+    """Capitalises a known city and refuses the others."""
+
+    async def validate_city(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        if str(value).lower() in ("paris", "rome"):
+            return {"city": str(value).capitalize()}
+        dispatcher.utter_message(text="No such city.")
+        return {"city": None}
+
+
+async def test_action_validate_slot_mappings_checks_slots_of_predefined_mappings(
+    trip_bot: DialogueModel,
+) -> None:
+    """Before, `action_validate_slot_mappings` ran only when some slot had a custom mapping:
+    a bot whose mappings are all predefined kept "paris" unchecked."""
+    conversation = Conversation(make_agent(trip_bot, transport=SdkTransport(_KnownCities)), "v")
+
+    turn = await conversation.say('/inform{"city": "paris"}')
+
+    assert turn.texts == ["Hi"]
+    assert (await conversation.tracker()).get_slot("city") == "Paris"
+
+
+async def test_action_validate_slot_mappings_runs_while_a_form_is_active(
+    trip_bot: DialogueModel,
+) -> None:
+    """Before, a form took the slot unchecked: "atlantis" ended the trip form."""
+    conversation = Conversation(make_agent(trip_bot, transport=SdkTransport(_KnownCities)), "f")
+    assert (await conversation.say("/trip")).texts == ["Which city?"]
+
+    turn = await conversation.say('/inform{"city": "atlantis"}')
+
+    assert turn.texts == ["No such city.", "Which city?"]
+    assert (await conversation.tracker()).active_loop_name == "trip_form"
+    assert (await conversation.say('/inform{"city": "rome"}')).texts == ["Off to Rome."]
+
+
+class _Weekday(Action):
+    def name(self) -> str:
+        return "action_weekday"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        return [SlotSet("weekday", "Monday"), {"event": "followup", "name": "utter_done"}]
+
+
+async def test_the_action_of_a_custom_mapping_fills_its_slot(weekday_bot: DialogueModel) -> None:
+    """Before, a custom mapping's `action` never ran: the slot stayed empty. Its events other
+    than slots and bot messages are ignored, as in Rasa."""
+    transport = SdkTransport(_Weekday)
+    conversation = Conversation(make_agent(weekday_bot, transport=transport), "w")
+
+    turn = await conversation.say("/greet")
+
+    assert turn.actions == ["utter_greet"]
+    assert (await conversation.tracker()).get_slot("weekday") == "Monday"
+    assert transport.calls == ["action_weekday"]
+
+
+async def test_executing_action_extract_slots_fills_and_validates_from_the_latest_message(
+    trip_bot: DialogueModel,
+) -> None:
+    """Before, `POST .../execute {"name": "action_extract_slots"}` logged the action and did
+    nothing; as in Rasa, it now fills the slots the domain maps from the latest message (here
+    one posted as an event, which fills nothing) and runs `action_validate_slot_mappings`."""
+    agent = make_agent(trip_bot, transport=SdkTransport(_KnownCities))
+    parse_data = {
+        "intent": {"name": "inform", "confidence": 1.0},
+        "entities": [{"entity": "city", "value": "paris", "start": 0, "end": 5}],
+    }
+    await agent.append_events("execute", [UserUttered(text="paris", parse_data=parse_data)])
+    assert (await agent.tracker("execute")).get_slot("city") is None
+
+    tracker, _ = await agent.execute_action("execute", "action_extract_slots")
+
+    assert tracker.get_slot("city") == "Paris"
+    assert tracker.latest_action_name == "action_extract_slots"
+    assert [e.as_dict()["event"] for e in tracker.events[-3:]] == ["action", "slot", "slot"]
+
+
+async def test_a_message_posted_without_a_turn_fills_its_slots_as_in_rasa(
+    trip_bot: DialogueModel,
+) -> None:
+    """`POST .../messages` runs Rasa's `action_extract_slots` after logging the message (and
+    predicts nothing): the `user` event, then the `slot` events."""
+    agent = make_agent(trip_bot, transport=SdkTransport(_KnownCities))
+
+    tracker = await agent.add_message("posted", '/inform{"city": "paris"}')
+
+    assert [e.as_dict()["event"] for e in tracker.events[-3:]] == ["user", "slot", "slot"]
+    assert tracker.get_slot("city") == "Paris"

@@ -1,0 +1,124 @@
+"""Retention (`botserver prune`) beside a serving process: a conversation that comes back to
+life while the prune runs keeps its new turn."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.trackers.factory import create_tracker_store
+from server.trackers.retention import delete_conversations_older_than
+from server.trackers.store import TrackerStore
+from tests.trackers.persistence_fixtures import REDIS, tracker_store_config
+
+DAY = 86400.0
+
+
+def bot(text: str, timestamp: float) -> dict[str, Any]:
+    return {"event": "bot", "timestamp": timestamp, "text": text, "data": {}, "metadata": {}}
+
+
+def run_after_listing(
+    store: TrackerStore, step: Callable[[], Awaitable[None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs `step` right after the prune has listed its candidates: the moment a serving
+    process's turn can land between the prune's look and its delete."""
+    db = getattr(store, "_db", None)
+    owner, name = (db, "senders_older_than") if db is not None else (store, "_scan_page")
+    listing = getattr(owner, name)
+
+    steps = [step]
+
+    async def listed(*args: Any) -> Any:
+        found = await listing(*args)
+        while steps:  # once, after the first listing
+            await steps.pop()()
+        return found
+
+    monkeypatch.setattr(owner, name, listed)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb", "redis"])
+async def test_a_turn_stored_while_prune_runs_is_not_deleted(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = time.time()
+    async with tracker_store_config(kind, tmp_path) as config:
+        pruning, serving = create_tracker_store(config), create_tracker_store(config)
+        try:
+            await serving.append("returning", [bot("long ago", now - 200 * DAY)])
+            await serving.append("gone", [bot("long ago", now - 200 * DAY)])
+            await serving.append("recent", [bot("yesterday", now - DAY)])
+
+            async def user_comes_back() -> None:
+                await serving.append("returning", [bot("welcome back", now)])
+
+            run_after_listing(pruning, user_comes_back, monkeypatch)
+            deleted = await delete_conversations_older_than(pruning, 90 * DAY)
+
+            assert deleted == 1
+            assert sorted(await serving.keys()) == ["recent", "returning"]
+            assert await pruning.load_all("returning") == [
+                bot("long ago", now - 200 * DAY),
+                bot("welcome back", now),
+            ]
+        finally:
+            await pruning.close()
+            await serving.close()
+
+
+async def test_redis_prune_reads_conversations_rasa_wrote(tmp_path: Path) -> None:
+    """Rasa's Redis store keeps a conversation as one JSON string."""
+    import json
+
+    from redis.asyncio import Redis
+
+    now = time.time()
+    async with tracker_store_config("redis", tmp_path) as config:
+        store = create_tracker_store(config)
+        client = Redis(host=REDIS[0], port=REDIS[1])
+        try:
+            for sender_id, at in (("old", now - 200 * DAY), ("new", now)):
+                document = {"sender_id": sender_id, "events": [bot("hi", at)]}
+                await client.set(
+                    f"{config['key_prefix']}:tracker:{sender_id}", json.dumps(document)
+                )
+            await store.append("ours", [bot("hi", now - 200 * DAY)])
+
+            assert await delete_conversations_older_than(store, 90 * DAY) == 2
+            assert await store.keys() == ["new"]
+            assert await store.load_all("new") == [bot("hi", now)]
+        finally:
+            await client.aclose()
+            await store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb", "redis"])
+async def test_prune_goes_through_every_batch(kind: str, tmp_path: Path) -> None:
+    """More stale conversations than one batch, fresh ones between them in sender id order
+    (and an empty sender id, which sorts first)."""
+    now = time.time()
+    async with tracker_store_config(kind, tmp_path) as config:
+        store = create_tracker_store(config)
+        try:
+            names = [""] + [f"user-{n:04d}" for n in range(1_200)]
+            fresh = set(names[::7])
+            for start in range(0, len(names), 100):
+                await asyncio.gather(
+                    *(
+                        store.append(name, [bot("hi", now if name in fresh else now - 200 * DAY)])
+                        for name in names[start : start + 100]
+                    )
+                )
+
+            deleted = await delete_conversations_older_than(store, 90 * DAY)
+
+            assert deleted == len(names) - len(fresh)
+            assert sorted(await store.keys()) == sorted(fresh)
+        finally:
+            await store.close()

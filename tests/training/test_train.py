@@ -1,0 +1,77 @@
+"""Training a project: what the user is told along the way."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from server.training.train import train
+
+DOMAIN = """
+version: "3.1"
+intents: [greet, bye]
+responses:
+  utter_greet:
+  - text: hello
+  utter_bye:
+  - text: bye
+"""
+STORIES = """
+version: "3.1"
+stories:
+- story: greet
+  steps:
+  - intent: greet
+  - action: utter_greet
+- story: after nothing
+  steps:
+  - checkpoint: never_reached
+  - intent: bye
+  - action: utter_bye
+rules:
+- steps:
+  - intent: bye
+  - action: utter_bye
+"""
+
+
+def test_training_shows_what_rasa_warns_about_in_the_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "domain.yml").write_text(DOMAIN)
+    (tmp_path / "config.yml").write_text(
+        "policies:\n- name: RulePolicy\n- name: MemoizationPolicy\n"
+    )
+    stories = tmp_path / "stories.yml"
+    stories.write_text(STORIES)
+    with caplog.at_level(logging.WARNING):
+        result = train(tmp_path / "config.yml", tmp_path / "domain.yml", [stories], tmp_path / "m")
+    expected = [
+        f"{stories}:11: story 'after nothing' starts from checkpoint 'never_reached' "
+        "but no story ends with it (it is never reached, so not trained)",
+        f"{stories}:14: an item under 'rules' has no 'rule' name; it is ignored "
+        "(give it a 'rule:' key to train it)",
+    ]
+    for warning in expected:
+        assert warning in result.warnings
+        assert warning in caplog.text
+
+
+def test_training_warns_of_story_steps_naming_what_the_domain_lacks(tmp_path: Path) -> None:
+    (tmp_path / "domain.yml").write_text(DOMAIN)
+    stories = tmp_path / "stories.yml"
+    stories.write_text(
+        'version: "3.1"\nstories:\n- story: typo\n  steps:\n  - intent: greet\n'
+        "  - action: utter_gret\n  - intent: thanks\n  - action: utter_bye\n"
+    )
+    result = train(None, tmp_path / "domain.yml", [stories], tmp_path / "m")
+    assert (
+        f"{stories}:6: action 'utter_gret' is used in story 'typo' but is not listed in "
+        "the domain (as a response, action or form)" in result.warnings
+    )
+    assert (
+        f"{stories}:7: intent 'thanks' is used in story 'typo' but is not listed in the "
+        "domain" in result.warnings
+    )
