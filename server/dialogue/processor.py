@@ -734,7 +734,7 @@ def _parse(
     if model.nlu is None:
         from server.nlu.regex_message import parse_regex_message
 
-        parsed = parse_regex_message(text, set(model.domain.intents))
+        parsed = parse_regex_message(text, set(model.domain.intents), set(model.domain.entities))
         if parsed is None:
             return {"intent": {"name": None, "confidence": 0.0}, "entities": [], "text": text}
         return parsed

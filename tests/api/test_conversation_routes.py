@@ -438,6 +438,19 @@ async def test_messages_adds_a_user_message_without_predicting(
     assert not [e for e in body["events"] if e["event"] == "bot"]
 
 
+async def test_messages_stores_the_stripped_text_as_rasa_does(client: httpx.AsyncClient) -> None:
+    """Before, " I am sad\n" was stored and parsed as sent (token offsets into the padding);
+    Rasa's UserMessage strips it, as every channel does."""
+    body = (
+        await client.post(
+            "/conversations/u10/messages", json={"text": " I am sad\n", "sender": "user"}
+        )
+    ).json()
+    user = [e for e in body["events"] if e["event"] == "user"][-1]
+    assert user["text"] == user["parse_data"]["text"] == "I am sad"
+    assert user["parse_data"]["text_tokens"][0] == [0, 1]
+
+
 @pytest.mark.parametrize(
     ("payload", "parameter"),
     [
