@@ -3,8 +3,8 @@
 Rasa's broker table has the name of the tracker store's; where that database holds a tracker
 store's `events` (or the `broker_events` of an earlier botserver), the broker writes to
 `broker_events` instead, so both can share a database. `table_name` names it outright. An extra
-nullable, unique `event_key` column (the event's content-derived id) makes a retried insert
-whose commit did happen write nothing twice.
+nullable, unique `event_key` column (an id given to each event when it is queued) makes a
+retried insert whose commit did happen write nothing twice.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ RASA_TABLE = "events"
 # Beside a tracker store's `events` in the same database (and the name before 0.x took Rasa's).
 SHARED_DATABASE_TABLE = "broker_events"
 _BROKER_COLUMNS = {"id", "sender_id", "data"}
-# The event's message_id (`server.brokers.ordering`): NULL in rows another writer (Rasa) made.
+# Outgoing.delivery_id, unique to one publish of one event: NULL in rows another writer
+# (Rasa) made.
 KEY_COLUMN = "event_key"
 BATCH_SIZE = 500
 
@@ -212,5 +213,5 @@ def _row(item: Outgoing) -> dict[str, Any]:
     return {
         "sender_id": item.sender_id,
         "data": json.dumps(item.body()),
-        KEY_COLUMN: item.message_id,
+        KEY_COLUMN: item.delivery_id,
     }

@@ -165,6 +165,19 @@ async def test_a_lost_reply_to_commit_does_not_publish_the_events_twice(
         assert [row["text"] for row in rows] == ["0", "0", "1", "2"]
 
 
+async def test_byte_identical_events_one_after_the_other_are_all_written(
+    tmp_path: Path,
+) -> None:
+    """Posted through the events API with one timestamp: none is taken for a retry."""
+    broker = SqlEventBroker({"dialect": "sqlite", "db": str(tmp_path / "b.db")})
+    same = {"event": "bot", "timestamp": 1.0, "text": "again"}
+    await broker.publish("alice", [same, same])
+    await broker.publish("alice", [same], previous_event=same)
+    await broker.close()
+    assert await stored_rows(broker) == [{"sender_id": "alice", **same}] * 3
+    await broker._engine.dispose()
+
+
 async def test_a_latin1_broker_table_on_mariadb_takes_any_sender_id() -> None:
     """A table of an earlier version in a latin1 database (an older MySQL's default): before,
     one event whose sender id held an emoji failed its insert for ever, and every later event
