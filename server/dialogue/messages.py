@@ -102,3 +102,7 @@ class UserMessage:
     message_id: str = field(default_factory=new_message_id)
     output_channel: OutputChannel | None = None
     parse_data: dict[str, Any] | None = None
+    # True when `message_id` is the channel's own id of the message (the same on a retry of
+    # its delivery): a conversation already holding it does not take it again, whichever
+    # process the retry reaches.
+    once: bool = False

@@ -318,6 +318,13 @@ class Processor:
         async with self.lock_store.lock(sender_id):
             started = time.perf_counter()
             tracker = await self.tracker_for(message.sender_id, model)
+            if message.once and holds_message(tracker, message.message_id):
+                logger.info(
+                    "message %s of conversation %s came again (a retry), ignored",
+                    message.message_id,
+                    sender_id,
+                )
+                return []
             start = len(tracker.events)
             sent: list[dict[str, Any]] = []
             output = _Tee(message.output_channel, sent)
@@ -725,6 +732,24 @@ def _remembered_parse(model: DialogueModel, text: str) -> dict[str, Any] | None:
     if nlu is None or getattr(nlu, "blocking", True):
         return None
     return model.parses.get(text)
+
+
+# How many of the conversation's latest user messages a retried delivery is looked for in.
+RETRY_WINDOW_MESSAGES = 100
+
+
+def holds_message(tracker: Tracker, message_id: str) -> bool:
+    """Whether one of the conversation's last `RETRY_WINDOW_MESSAGES` user messages (of its
+    loaded session) has this id; bounded, so a long conversation's turn costs no more."""
+    seen = 0
+    for event in reversed(tracker.events):
+        if isinstance(event, UserUttered):
+            if event.message_id == message_id:
+                return True
+            seen += 1
+            if seen >= RETRY_WINDOW_MESSAGES:
+                return False
+    return False
 
 
 def _parse(
