@@ -197,12 +197,14 @@ class _Fold:
         if self.loop:
             state[ACTIVE_LOOP] = {"name": self.loop}
         slots: dict[str, Any] = {}
-        for name, value in self.slot_values.items():
-            if self.omit_unset_slots and name not in self.slots_set:
+        slot_values = self.slot_values
+        # Only the domain's slots that influence the conversation (a value set for another
+        # name is never shown): the others are not looked at on every state.
+        for slot in self.domain.featurized_slots:
+            name = slot.name
+            if name not in slot_values or (self.omit_unset_slots and name not in self.slots_set):
                 continue
-            slot = self.domain.slots_by_name.get(name)
-            if slot is None or not slot.influence_conversation:
-                continue
+            value = slot_values[name]
             if value == SHOULD_NOT_BE_SET:
                 slots[name] = SHOULD_NOT_BE_SET
                 continue
