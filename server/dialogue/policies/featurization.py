@@ -587,8 +587,11 @@ class _IncrementalStates:
         False when only `_recompute` can give the states (then always: `batch`)."""
         current = self.current
         body, texts, identities = self.body, self.body_texts, self.body_identities
+        # The usual turn has no loop, active or activated here: no step and no collapsed list
+        # for it (a loop step on an event before the activation changes nothing).
+        looping = self.loop is not None or ActiveLoop in map(type, new)
         for event in new:
-            if self.loop is not None or type(event) is ActiveLoop:
+            if looping:
                 changed = self._loop_step(event)
                 if changed is None:
                     self.batch = True
@@ -608,9 +611,12 @@ class _IncrementalStates:
             if not isinstance(event, _UNFOLDED):  # the fold does not read the others
                 current = None
                 self.fold.apply(event)
-            self.events.append(event)
-            if self.loop is not None:
-                self._collapsed_append(event)
+            if looping:
+                self.events.append(event)
+                if self.loop is not None:
+                    self._collapsed_append(event)
+        if not looping:
+            self.events.extend(new)
         if current is None:
             self.current = None
         return True
