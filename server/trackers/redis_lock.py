@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -101,6 +101,34 @@ class RedisLockStore:
                     with suppress(asyncio.CancelledError):
                         await task
                 await self._give_back(key, token, conversation_id)
+
+    @asynccontextmanager
+    async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[list[str]]:
+        """One pipeline of SET NX PX (one token for them all), one of compare-and-deletes."""
+        async with self._local.hold_idle(conversation_ids) as free_here:
+            token = secrets.token_hex(16)
+            lifetime_ms = int(self.lock_lifetime * 1000)
+            with store_errors_as("lock store", self._redis):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for conversation_id in free_here:
+                        pipe.set(self._prefix + conversation_id, token, nx=True, px=lifetime_ms)
+                    taken = await pipe.execute()
+            held = [c for c, ok in zip(free_here, taken, strict=True) if ok]
+            try:
+                yield held
+            finally:
+                await self._give_back_all([self._prefix + c for c in held], token)
+
+    async def _give_back_all(self, keys: list[str], token: str) -> None:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    await self._release(keys=[key], args=[token], client=pipe)
+                await pipe.execute()
+        except (redis_errors.RedisError, OSError) as exc:
+            logger.warning("Could not release %d conversation locks: %s", len(keys), exc)
+            for key in keys:
+                self._release_in_background(key, token)
 
     async def _acquire(
         self, key: str, token: str, deadline: float, conversation_id: str, timeout: float
