@@ -40,6 +40,25 @@ end
 return 0
 """
 
+# The prune's batches: every free key taken (SET NX PX) in one call, and given back.
+# ARGV: token, lease in ms. Returns 1/0 per key.
+_TAKE_FREE = """
+local taken = {}
+for i, key in ipairs(KEYS) do
+  taken[i] = redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+end
+return taken
+"""
+
+_RELEASE_ALL = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('DEL', key)
+  end
+end
+return 0
+"""
+
 _FIRST_POLL = 0.002
 _MAX_POLL = 0.05
 _FIRST_RELEASE_RETRY = 0.1
@@ -66,6 +85,8 @@ class RedisLockStore:
         self._local = InMemoryLockStore(self.wait_timeout)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
+        self._take_free = self._redis.register_script(_TAKE_FREE)
+        self._release_all = self._redis.register_script(_RELEASE_ALL)
         self._batch = CommandBatch(self._redis)
         # Releases of leases whose acquiring turn was cancelled while its SET was out.
         self._returns: set[asyncio.Task[None]] = set()
@@ -104,15 +125,14 @@ class RedisLockStore:
 
     @asynccontextmanager
     async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[list[str]]:
-        """One pipeline of SET NX PX (one token for them all), one of compare-and-deletes."""
+        """Two scripts a batch: one takes every free key (one token for them all), one
+        gives them back (compare-and-delete)."""
         async with self._local.hold_idle(conversation_ids) as free_here:
             token = secrets.token_hex(16)
             lifetime_ms = int(self.lock_lifetime * 1000)
+            keys = [self._prefix + conversation_id for conversation_id in free_here]
             with store_errors_as("lock store", self._redis):
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for conversation_id in free_here:
-                        pipe.set(self._prefix + conversation_id, token, nx=True, px=lifetime_ms)
-                    taken = await pipe.execute()
+                taken = await self._take_free(keys=keys, args=[token, lifetime_ms]) if keys else []
             held = [c for c, ok in zip(free_here, taken, strict=True) if ok]
             try:
                 yield held
@@ -120,11 +140,10 @@ class RedisLockStore:
                 await self._give_back_all([self._prefix + c for c in held], token)
 
     async def _give_back_all(self, keys: list[str], token: str) -> None:
+        if not keys:
+            return
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    await self._release(keys=[key], args=[token], client=pipe)
-                await pipe.execute()
+            await self._release_all(keys=keys, args=[token])
         except (redis_errors.RedisError, OSError) as exc:
             logger.warning("Could not release %d conversation locks: %s", len(keys), exc)
             for key in keys:
