@@ -136,6 +136,9 @@ class RestWebhook:
             return
         collector = CollectingOutputChannel()
         message.output_channel = collector
+        # The body is read: the next receive() answers when the client disconnects (or
+        # once the response is sent).
+        message.client_gone = gone = asyncio.ensure_future(receive())
         try:
             await self.on_new_message(message)
         except (StoreError, LockTimeout, InvalidConversationId, MessageTooLong):
@@ -144,6 +147,8 @@ class RestWebhook:
             logger.error(
                 "rest: message from %s failed: %s: %s", message.sender_id, type(e).__name__, e
             )
+        finally:
+            gone.cancel()
         start, end = _json_response(collector.messages)
         await send(start)
         await send(end)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -106,3 +107,6 @@ class UserMessage:
     # its delivery): a conversation already holding it does not take it again, whichever
     # process the retry reaches.
     once: bool = False
+    # Done when the client that sent it has gone (the REST webhook): a message still waiting
+    # for its conversation's lock then is not handled (as Rasa, whose Sanic cancels it).
+    client_gone: asyncio.Future[Any] | None = None

@@ -316,6 +316,13 @@ class Processor:
             check_conversation_id(sender_id)  # raises, saying why
         check_text_length(message.text)
         async with self.lock_store.lock(sender_id):
+            if message.client_gone is not None and message.client_gone.done():
+                logger.info(
+                    "The client of a message to '%s' went away while it waited for the "
+                    "conversation's earlier messages: not handled.",
+                    sender_id,
+                )
+                return []
             started = time.perf_counter()
             tracker = await self.tracker_for(message.sender_id, model)
             if message.once and holds_message(tracker, message.message_id):

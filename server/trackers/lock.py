@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -20,6 +21,12 @@ class LockStore(Protocol):
         Waits at most `wait_timeout` seconds (None: the store's configured wait), then
         raises `LockTimeout`. Raises `StoreUnavailable` when the store cannot be reached.
         """
+        ...
+
+    def hold_idle(self, conversation_ids: Sequence[str]) -> AbstractAsyncContextManager[list[str]]:
+        """Takes, without waiting, the locks of those conversations no turn holds or waits
+        for, and yields their ids; the locks are released after the block (the prune).
+        Raises `StoreUnavailable` when the store cannot be reached."""
         ...
 
     async def close(self) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from server.errors import LockTimeout
@@ -31,6 +33,20 @@ class InMemoryLockStore:
     def lock(self, conversation_id: str, wait_timeout: float | None = None) -> _Held:
         """Held for an `async with` block: waits in line (at most the timeout) for its turn."""
         return _Held(self, conversation_id, wait_timeout)
+
+    @asynccontextmanager
+    async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[list[str]]:
+        held = []
+        for conversation_id in dict.fromkeys(conversation_ids):
+            if conversation_id not in self._queues:
+                turn = _Held(self, conversation_id, None)
+                await turn.__aenter__()  # free: taken at once
+                held.append(turn)
+        try:
+            yield [turn._id for turn in held]
+        finally:
+            for turn in held:
+                await turn.__aexit__(None, None, None)
 
     async def close(self) -> None:
         return None
