@@ -20,6 +20,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.dialogue.messages import (
+    ClientWatch,
     CollectingOutputChannel,
     UserMessage,
     check_text_length,
@@ -136,9 +137,7 @@ class RestWebhook:
             return
         collector = CollectingOutputChannel()
         message.output_channel = collector
-        # The body is read: the next receive() answers when the client disconnects (or
-        # once the response is sent).
-        message.client_gone = gone = asyncio.ensure_future(receive())
+        message.client = client = ClientWatch(receive)
         try:
             await self.on_new_message(message)
         except (StoreError, LockTimeout, InvalidConversationId, MessageTooLong):
@@ -148,7 +147,7 @@ class RestWebhook:
                 "rest: message from %s failed: %s: %s", message.sender_id, type(e).__name__, e
             )
         finally:
-            gone.cancel()
+            client.stop()
         start, end = _json_response(collector.messages)
         await send(start)
         await send(end)

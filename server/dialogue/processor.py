@@ -315,8 +315,9 @@ class Processor:
         if len(sender_id) > NAME_COLUMN_LENGTH or "\x00" in sender_id:
             check_conversation_id(sender_id)  # raises, saying why
         check_text_length(message.text)
-        async with self.lock_store.lock(sender_id):
-            if message.client_gone is not None and message.client_gone.done():
+        client = message.client
+        async with self.lock_store.lock(sender_id, None, client.start if client else None):
+            if client is not None and client.gone:
                 logger.info(
                     "The client of a message to '%s' went away while it waited for the "
                     "conversation's earlier messages: not handled.",

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -95,15 +95,18 @@ class RedisLockStore:
 
     @asynccontextmanager
     async def lock(
-        self, conversation_id: str, wait_timeout: float | None = None
+        self,
+        conversation_id: str,
+        wait_timeout: float | None = None,
+        on_wait: Callable[[], None] | None = None,
     ) -> AsyncIterator[None]:
         timeout = self.wait_timeout if wait_timeout is None else wait_timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        async with self._local.lock(conversation_id, timeout):
+        async with self._local.lock(conversation_id, timeout, on_wait):
             key = self._prefix + conversation_id
             token = secrets.token_hex(16)
-            await self._acquire(key, token, deadline, conversation_id, timeout)
+            await self._acquire(key, token, deadline, conversation_id, timeout, on_wait)
             # Most turns end long before a third of the lease: the renewal task only starts
             # for those that do not (no task per turn).
             renewal: list[asyncio.Task[None]] = []
@@ -150,7 +153,13 @@ class RedisLockStore:
                 self._release_in_background(key, token)
 
     async def _acquire(
-        self, key: str, token: str, deadline: float, conversation_id: str, timeout: float
+        self,
+        key: str,
+        token: str,
+        deadline: float,
+        conversation_id: str,
+        timeout: float,
+        on_wait: Callable[[], None] | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         lifetime_ms = int(self.lock_lifetime * 1000)
@@ -168,6 +177,8 @@ class RedisLockStore:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise LockTimeout(timeout_message(conversation_id, timeout))
+            if on_wait is not None:
+                on_wait()
             await asyncio.sleep(min(pause, remaining))
             pause = min(pause * 2, _MAX_POLL)
 
