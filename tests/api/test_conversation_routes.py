@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI, Request, Response
 
 from tests.api.rasa_spec import RasaSpec
+from tests.api.recorded_examples import recorded_examples
 from tests.serving import serving
 
 TRACKER = "/conversations/{conversation_id}/tracker"
@@ -641,3 +642,36 @@ async def test_allow_names_every_method_of_a_path(client: httpx.AsyncClient) -> 
     assert model.headers["allow"] == "PUT, DELETE, OPTIONS"
     assert events.status_code == 200
     assert events.headers["allow"] == "POST, PUT, OPTIONS"
+
+
+def _event_steps(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """What a client reading events in order sees: type, action name, featurization flag."""
+    return [
+        (e["event"], e.get("name"), e.get("use_text_for_featurization"), e.get("hide_rule_turn"))
+        for e in events
+    ]
+
+
+async def test_the_recorded_rasa_conversation_logs_the_same_events_in_the_same_order(
+    client: httpx.AsyncClient,
+) -> None:
+    # Rasa logs `user_featurization` (false: read by intent) after each user message whose
+    # next action the policies predicted; before, it was logged only for end-to-end answers,
+    # so the recorded moodbot conversation had one event less per turn.
+    recorded = {e.title: e.body for e in recorded_examples()}
+    await client.post("/webhooks/rest/webhook", json={"sender": "u1", "message": "hi"})
+    tracker = (await client.get(TRACKER.format(conversation_id="u1"))).json()
+    expected = recorded["GET /conversations/u1/tracker"]["events"]
+    assert _event_steps(tracker["events"]) == _event_steps(expected)
+
+    # /messages adds no prediction (so no featurization); /execute then runs an action the
+    # policies did not predict, and the intent triggered after it follows no action_listen.
+    await client.post(
+        MESSAGES.format(conversation_id="u1"), json={"text": "I am sad", "sender": "user"}
+    )
+    await client.post(EXECUTE.format(conversation_id="u1"), json={"name": "utter_cheer_up"})
+    await client.post(TRIGGER.format(conversation_id="u1"), json={"name": "affirm"})
+    await client.post(EVENTS.format(conversation_id="u1"), json={"event": "bot", "text": "hello"})
+    tracker = (await client.get(TRACKER.format(conversation_id="u1"))).json()
+    expected = recorded["POST /conversations/u1/tracker/events (append one event)"]["events"]
+    assert _event_steps(tracker["events"]) == _event_steps(expected)
