@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -9,6 +10,9 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 
+from server.dialogue.domain import Domain
+from server.dialogue.processor import DialogueModel, stamp_model_ids
+from server.trackers.events import BotUttered, Event
 from tests.api.rasa_spec import RasaSpec
 from tests.api.recorded_examples import recorded_examples
 from tests.serving import serving
@@ -353,16 +357,25 @@ async def test_the_nlu_metadata_of_a_user_event_is_the_messages_not_the_models(
     assert user["parse_data"]["metadata"] == {"page": "home"}
 
 
-async def test_a_model_without_assistant_id_stamps_no_assistant_id(
+async def test_a_model_trained_without_assistant_id_stamps_the_random_one_it_got(
     client: httpx.AsyncClient,
 ) -> None:
-    # Moodbot's config.yml has no assistant_id. Rasa stamps only the identifiers it has
-    # ("dialogue events without identifier metadata"); before, every event carried
-    # `"assistant_id": null` to the tracker and the broker.
+    # Moodbot's config.yml has no assistant_id: as Rasa 3.5+, training made one up, and every
+    # event carries it beside the model_id (before: no assistant_id at all).
     await client.post("/webhooks/rest/webhook", json={"sender": "noid", "message": "hi"})
     events = (await client.get(TRACKER.format(conversation_id="noid"))).json()["events"]
     assert events and all("model_id" in e["metadata"] for e in events)
-    assert not any("assistant_id" in e["metadata"] for e in events)
+    assistant_ids = {e["metadata"]["assistant_id"] for e in events}
+    assert len(assistant_ids) == 1 and re.fullmatch(r"[a-z]+-[a-z]+", assistant_ids.pop())
+
+
+def test_a_model_archive_without_assistant_id_stamps_none_rather_than_null() -> None:
+    # An archive from before (or a model without the key) stamps what it has, as Rasa's
+    # "dialogue events without identifier metadata"; not `"assistant_id": null`.
+    events: list[Event] = [BotUttered(text="hi")]
+    model = DialogueModel(Domain.from_dict({}), policies=None, model_id="m1")  # type: ignore[arg-type]
+    stamp_model_ids(events, model)
+    assert events[0].as_dict()["metadata"] == {"model_id": "m1"}
 
 
 async def test_trigger_intent_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
