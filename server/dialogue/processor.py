@@ -121,6 +121,8 @@ class Prediction:
     events: list[Event] = field(default_factory=list)
     # Chosen from the message's text (an end-to-end story or rule), not its intent.
     is_end_to_end_prediction: bool = False
+    # A rule's turn that no story has (Rasa's `hide_rule_turn`).
+    hide_rule_turn: bool = False
 
 
 async def fold_states_off_loop(tracker: Tracker, model: DialogueModel) -> None:
@@ -151,6 +153,7 @@ def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:
         list(result.probabilities),
         list(getattr(result, "events", []) or []),
         bool(getattr(result, "is_end_to_end_prediction", False)),
+        bool(getattr(result, "hide_rule_turn", False)),
     )
 
 
@@ -649,11 +652,13 @@ class Processor:
                 action_text=action.name,
                 policy=prediction.policy_name,
                 confidence=prediction.confidence,
+                hide_rule_turn=prediction.hide_rule_turn,
             )
         return ActionExecuted(
             action_name=action.name,
             policy=prediction.policy_name,
             confidence=prediction.confidence,
+            hide_rule_turn=prediction.hide_rule_turn,
         )
 
     async def _apply_action_events(

@@ -688,3 +688,18 @@ async def test_the_recorded_rasa_conversation_logs_the_same_events_in_the_same_o
     tracker = (await client.get(TRACKER.format(conversation_id="u1"))).json()
     expected = recorded["POST /conversations/u1/tracker/events (append one event)"]["events"]
     assert _event_steps(tracker["events"]) == _event_steps(expected)
+
+
+async def test_a_rules_own_turn_is_logged_with_hide_rule_turn(client: httpx.AsyncClient) -> None:
+    # Moodbot's bot_challenge rule is in no story: Rasa logs its action (and the listen the
+    # rule adds) with hide_rule_turn true; the story turns keep false. Before, always false.
+    for message in ("/greet", "/bot_challenge"):
+        await client.post("/webhooks/rest/webhook", json={"sender": "hide", "message": message})
+    events = (await client.get(TRACKER.format(conversation_id="hide"))).json()["events"]
+    actions = [(e["name"], e["hide_rule_turn"]) for e in events if e["event"] == "action"]
+    assert actions[-4:] == [
+        ("utter_greet", False),
+        ("action_listen", False),
+        ("utter_iamabot", True),
+        ("action_listen", True),
+    ]
