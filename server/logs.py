@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import re
 import sys
 import time
@@ -69,7 +70,8 @@ def configure_logging(verbosity: int = 0, log_file: str | None = None, fmt: str 
         formatter = TextFormatter("%(asctime)s %(levelname)-7s %(name)s - %(message)s")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        # Reopened when logrotate (or anyone) moves it away: lines go on at the path.
+        handlers.append(logging.handlers.WatchedFileHandler(log_file, encoding="utf-8"))
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
