@@ -74,6 +74,7 @@ class RunSpec:
     verbosity: int = 0
     log_file: str | None = None
     log_format: str = "text"
+    logging_config_file: str | None = None
 
     def options(self) -> ServerOptions:
         return ServerOptions(
@@ -126,7 +127,7 @@ def app_from_environment() -> FastAPI:
     spec = RunSpec(**json.loads(raw))
     from server.logs import configure_logging
 
-    configure_logging(spec.verbosity, spec.log_file, spec.log_format)
+    configure_logging(spec.verbosity, spec.log_file, spec.log_format, spec.logging_config_file)
     install_log_redaction()
     return server_app(spec.options(), spec.metrics, "")
 
@@ -293,6 +294,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         verbosity=-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0),
         log_file=getattr(args, "log_file", None),
         log_format=getattr(args, "log_format", "text"),
+        logging_config_file=getattr(args, "logging_config_file", None),
     )
 
 
