@@ -1,12 +1,13 @@
 """Probes for orchestrators: GET /health/live (the process answers) and GET /health/ready
-(a model is loaded and the tracker store answers), both open like Rasa's `GET /`.
+(a model is loaded and the stores a turn needs answer: tracker store, shared lock store), both
+open like Rasa's `GET /`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter
@@ -20,10 +21,11 @@ PING_TIMEOUT_SECONDS = 2.0
 
 def health_router(
     model_loaded: Callable[[], bool],
-    ping: Callable[[], Awaitable[None]],
+    pings: Mapping[str, Callable[[], Awaitable[None]]],
     ping_timeout: float = PING_TIMEOUT_SECONDS,
 ) -> APIRouter:
-    """Probe routes. `ping` raises (or hangs past `ping_timeout`) when the store is down."""
+    """Probe routes. Each of `pings` (by check name: `tracker_store`, `lock_store`) raises, or
+    hangs past `ping_timeout`, when its store is down; they are asked at once."""
     router = APIRouter(tags=["Server Information"])
 
     @router.get("/health/live", operation_id="getLiveness", summary="The process is running")
@@ -33,24 +35,32 @@ def health_router(
     @router.get(
         "/health/ready",
         operation_id="getReadiness",
-        summary="Ready for traffic: a model is loaded and the tracker store answers",
+        summary="Ready for traffic: a model is loaded and the stores answer",
         responses={503: {"description": "Not ready; `reasons` says why"}},
     )
     async def ready() -> JSONResponse:
         reasons: list[str] = []
-        checks: dict[str, Any] = {"model": "ok", "tracker_store": "ok"}
+        checks: dict[str, Any] = {"model": "ok"}
         if not model_loaded():
             checks["model"] = "not loaded"
             reasons.append("no model is loaded")
-        try:
-            await asyncio.wait_for(ping(), ping_timeout)
-        except asyncio.TimeoutError:
-            checks["tracker_store"] = "timeout"
-            reasons.append(f"the tracker store did not answer within {ping_timeout:g} s")
-        except Exception as exc:  # any failure of the store means "not ready", with its reason
-            checks["tracker_store"] = "unavailable"
-            reasons.append(f"the tracker store is unavailable: {exc}")
-            logger.debug("readiness: tracker store ping failed: %s", exc)
+        names = list(pings)
+        outcomes = await asyncio.gather(
+            *(asyncio.wait_for(pings[name](), ping_timeout) for name in names),
+            return_exceptions=True,
+        )
+        for name, outcome in zip(names, outcomes, strict=True):
+            what = name.replace("_", " ")
+            checks[name] = "ok"
+            if isinstance(outcome, asyncio.TimeoutError):
+                checks[name] = "timeout"
+                reasons.append(f"the {what} did not answer within {ping_timeout:g} s")
+            elif isinstance(outcome, Exception):  # any failure means "not ready", with why
+                checks[name] = "unavailable"
+                reasons.append(f"the {what} is unavailable: {outcome}")
+                logger.debug("readiness: %s ping failed: %s", what, outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
         if reasons:
             return JSONResponse(
                 {"status": "not ready", "checks": checks, "reasons": reasons}, status_code=503

@@ -106,7 +106,11 @@ def server_app(options: ServerOptions, metrics: bool = True, listen_url: str = "
     app = build_app(options)
     state = app.state
     follow_other_workers(app, state.services)
-    app.include_router(health_router(lambda: state.holder.is_ready, state.tracker_store.ping))
+    pings = {"tracker_store": state.tracker_store.ping}
+    lock_ping = getattr(state.lock_store, "ping", None)
+    if lock_ping is not None:  # a shared lock store: a turn cannot start without it
+        pings["lock_store"] = lock_ping
+    app.include_router(health_router(lambda: state.holder.is_ready, pings))
     if metrics:
         server_metrics = ServerMetrics()
         server_metrics.instrument(state.processor, state.holder)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from server.api.runner import server_app
 from server.api.server import ServerOptions
@@ -84,6 +88,64 @@ async def test_ready_is_503_when_the_tracker_store_is_down(serve, moodbot_archiv
     assert response.json()["checks"]["model"] == "ok"
     assert response.json()["checks"]["tracker_store"] in ("unavailable", "timeout")
     assert "tracker store" in response.json()["reasons"][0]
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to a real service until `cut` (an outage, as a network
+    failure makes it: open connections dropped, new ones refused)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await self.server.wait_closed()
+
+
+async def test_ready_is_503_while_the_redis_lock_store_is_down(
+    serve, moodbot_archive: Path
+) -> None:
+    """Before, a pod whose lock store was unreachable stayed ready while every turn failed."""
+    try:
+        redis = Redis(socket_connect_timeout=1)
+        await redis.ping()
+        await redis.aclose()
+    except (OSError, RedisError):
+        pytest.skip("Redis is not reachable")
+    proxy = TcpProxy(6379)
+    port = await proxy.start()
+    lock_store = {"type": "redis", "url": "127.0.0.1", "port": port, "key_prefix": "observe"}
+    client = await serve(options(model_path=moodbot_archive, endpoints={"lock_store": lock_store}))
+    up = await client.get("/health/ready")
+    assert up.status_code == 200
+    assert up.json()["checks"] == {"model": "ok", "tracker_store": "ok", "lock_store": "ok"}
+    await proxy.cut()
+    down = await client.get("/health/ready")
+    assert down.status_code == 503
+    assert down.json()["checks"]["lock_store"] in ("unavailable", "timeout")
+    assert down.json()["reasons"][0].startswith("the lock store ")
 
 
 async def test_metrics_move_under_a_short_load(serve, moodbot_archive: Path) -> None:
