@@ -72,14 +72,23 @@ def _escaped(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+# Control characters but the line feed, in a traceback (whose lines are kept).
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 class TextFormatter(logging.Formatter):
     """The human-readable line; control characters in the message are escaped (`\\n`,
     `\\x00`), so one record is one line whatever a client put in it. A traceback keeps its
-    lines."""
+    lines, each indented: a line that starts at the margin is always a record's first (an
+    exception's message may hold a client's text, newlines and all)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
         record.message = _CONTROL.sub(_escaped, record.message)
         return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        text = _CONTROL_BUT_NEWLINE.sub(_escaped, super().formatException(ei))
+        return "\n".join("  " + line for line in text.split("\n"))
 
 
 class OneLineFilter(logging.Filter):

@@ -168,3 +168,23 @@ def test_a_logging_config_file_that_cannot_be_used_is_named(
         configure_logging(config_file=str(config))
     with pytest.raises(InvalidConfig, match="No such file"):
         configure_logging(config_file=str(tmp_path / "missing.yml"))
+
+
+def test_a_client_string_in_an_exception_cannot_forge_a_log_line(
+    tmp_path: Path, restore_logging: None
+) -> None:
+    """Before, a traceback's last line (`KeyError: <text>`) carried a client's newlines and
+    escapes as they were: a forged record at the margin, a cleared terminal."""
+    log_file = tmp_path / "out.log"
+    configure_logging(log_file=str(log_file))
+    try:
+        raise ValueError(f"no conversation {HOSTILE}")
+    except ValueError:
+        logging.getLogger("server.api.errors").exception("Unhandled error in GET /x")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    text = log_file.read_text()
+    heads = [line for line in text.splitlines() if not line.startswith(" ")]
+    assert len(heads) == 1 and heads[0].endswith("server.api.errors - Unhandled error in GET /x")
+    assert "\x1b" not in text and "\x00" not in text and "\u2028" not in text
+    assert "  ValueError: no conversation a\n  2026-12-04 00:00:00,000 ERROR" in text
