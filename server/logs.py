@@ -33,7 +33,12 @@ LIBRARY_LOGGERS = (
 )
 RABBITMQ_LOGGERS = ("aio_pika", "aiormq")
 
-_STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+# Record attributes that are not extra fields; uvicorn's `color_message` is its message
+# template with terminal colours, for its own formatter.
+_STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):

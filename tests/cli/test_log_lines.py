@@ -21,7 +21,11 @@ HOSTILE = "a\n2026-12-04 00:00:00,000 ERROR   server.forged - admin logged in\x0
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    loggers = logging.Logger.manager.loggerDict
+    enabled = [x for x in loggers.values() if isinstance(x, logging.Logger) and not x.disabled]
     yield
+    for logger in enabled:  # a config file's `disable_existing_loggers: true`
+        logger.disabled = False
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
@@ -188,3 +192,21 @@ def test_a_client_string_in_an_exception_cannot_forge_a_log_line(
     assert len(heads) == 1 and heads[0].endswith("server.api.errors - Unhandled error in GET /x")
     assert "\x1b" not in text and "\x00" not in text and "\u2028" not in text
     assert "  ValueError: no conversation a\n  2026-12-04 00:00:00,000 ERROR" in text
+
+
+def test_json_lines_of_uvicorn_carry_no_colour_template(
+    tmp_path: Path, restore_logging: None
+) -> None:
+    """Before, every uvicorn line in `--log-format json` had a `color_message` field: the
+    unformatted template with terminal escapes."""
+    log_file = tmp_path / "out.log"
+    configure_logging(verbosity=1, log_file=str(log_file), fmt="json")
+    colour = {"color_message": "Uvicorn running on \x1b[1m%s\x1b[0m"}
+    logging.getLogger("uvicorn.error").info("Uvicorn running on %s", "http://h", extra=colour)
+    logging.getLogger("server.x").info("turn", extra={"sender_id": "me"})
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    uvicorn, ours = (json.loads(line) for line in log_file.read_text().splitlines())
+    assert set(uvicorn) == {"time", "level", "logger", "message"}
+    assert uvicorn["message"] == "Uvicorn running on http://h"
+    assert ours["sender_id"] == "me"  # other extra fields stay
