@@ -108,6 +108,9 @@ def _add_log_flags(p: argparse.ArgumentParser) -> None:
         default=0,
         help="more logs (-v info, -vv debug, with one line per turn)",
     )
+    group.add_argument(
+        "--debug", action="store_const", dest="verbose", const=2, help="debug logs (as -vv)"
+    )
     group.add_argument("--quiet", action="store_true", help="only warnings and errors")
     group.add_argument("--log-file", help="also write logs to this file")
     group.add_argument(

@@ -210,3 +210,10 @@ def test_json_lines_of_uvicorn_carry_no_colour_template(
     assert set(uvicorn) == {"time", "level", "logger", "message"}
     assert uvicorn["message"] == "Uvicorn running on http://h"
     assert ours["sender_id"] == "me"  # other extra fields stay
+
+
+@pytest.mark.parametrize("command", [["run"], ["train"], ["data", "validate"], ["shell"]])
+def test_rasas_debug_flag_is_vv(command: list[str]) -> None:
+    """Before, `botserver run --debug` (Rasa's spelling of -vv) was refused."""
+    args, unknown = build_parser().parse_known_args([*command, "--debug"])
+    assert not unknown and args.verbose == 2
