@@ -27,6 +27,7 @@ def health_router(
     """Probe routes. Each of `pings` (by check name: `tracker_store`, `lock_store`) raises, or
     hangs past `ping_timeout`, when its store is down; they are asked at once."""
     router = APIRouter(tags=["Server Information"])
+    failing: set[str] = set()  # the checks failing at the last probe
 
     @router.get("/health/live", operation_id="getLiveness", summary="The process is running")
     async def live() -> dict[str, str]:
@@ -55,12 +56,13 @@ def health_router(
             if isinstance(outcome, asyncio.TimeoutError):
                 checks[name] = "timeout"
                 reasons.append(f"the {what} did not answer within {ping_timeout:g} s")
-            elif isinstance(outcome, Exception):  # any failure means "not ready", with why
+            elif isinstance(outcome, Exception):  # any failure means "not ready"
+                # The probe is open: hosts, ports and database names stay in the log.
                 checks[name] = "unavailable"
-                reasons.append(f"the {what} is unavailable: {outcome}")
-                logger.debug("readiness: %s ping failed: %s", what, outcome)
+                reasons.append(f"the {what} is unavailable (the server log says why)")
             elif isinstance(outcome, BaseException):
                 raise outcome
+            _log_change(failing, name, what, checks[name], outcome)
         if reasons:
             return JSONResponse(
                 {"status": "not ready", "checks": checks, "reasons": reasons}, status_code=503
@@ -68,3 +70,14 @@ def health_router(
         return JSONResponse({"status": "ready", "checks": checks})
 
     return router
+
+
+def _log_change(failing: set[str], name: str, what: str, state: str, outcome: object) -> None:
+    """A check that starts failing is logged once, with why; one that recovers, once."""
+    if state != "ok" and name not in failing:
+        failing.add(name)
+        why = "no answer" if state == "timeout" else outcome
+        logger.warning("readiness: the %s is %s: %s", what, state, why)
+    elif state == "ok" and name in failing:
+        failing.discard(name)
+        logger.warning("readiness: the %s answers again", what)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from pathlib import Path
 
@@ -207,3 +208,27 @@ async def test_probes_and_metrics_are_open_when_the_api_needs_a_token(serve) -> 
     assert (await client.get("/health/ready")).status_code == 503
     assert (await client.get("/metrics")).status_code == 200
     assert (await client.get("/status")).status_code == 401
+
+
+async def test_ready_keeps_the_stores_address_in_the_log(
+    serve, moodbot_archive: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The probe is open to anyone: before, its body named the database's host, port and
+    name; and with default logging the log said nothing of why the pod was not ready."""
+    store = {
+        "type": "sql",
+        "dialect": "postgresql",
+        "url": "127.0.0.1",
+        "port": 1,
+        "db": "observe_secret_db",
+    }
+    client = await serve(options(model_path=moodbot_archive, endpoints={"tracker_store": store}))
+    caplog.set_level(logging.WARNING, logger="server.api.health")
+    for _ in range(2):
+        response = await client.get("/health/ready")
+        assert response.status_code == 503
+        assert response.json()["checks"]["tracker_store"] == "unavailable"
+        assert "observe_secret_db" not in response.text and "127.0.0.1" not in response.text
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "server.api.health"]
+    assert logged.startswith("readiness: the tracker store is unavailable: ")
+    assert "observe_secret_db" in logged  # once, with why, for the operator
