@@ -108,8 +108,16 @@ def _add_log_flags(p: argparse.ArgumentParser) -> None:
         default=0,
         help="more logs (-v info, -vv debug, with one line per turn)",
     )
+    group.add_argument(
+        "--debug", action="store_const", dest="verbose", const=2, help="debug logs (as -vv)"
+    )
     group.add_argument("--quiet", action="store_true", help="only warnings and errors")
     group.add_argument("--log-file", help="also write logs to this file")
+    group.add_argument(
+        "--logging-config-file",
+        help="YAML logging configuration (Python's dictConfig schema, as Rasa's); what it "
+        "says of the `rasa` logger applies to botserver's",
+    )
     group.add_argument(
         "--log-format",
         choices=("text", "json"),
@@ -589,9 +597,13 @@ def main(argv: list[str] | None = None) -> int:
             verbosity=-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0),
             log_file=log_file,
             fmt=getattr(args, "log_format", "text"),
+            config_file=getattr(args, "logging_config_file", None),
         )
     except OSError as exc:
         print(f"error: --log-file {log_file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except BotServerError as exc:  # a LOG_LEVEL or --logging-config-file we cannot use
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.command == "data":
         if args.data_command == "split" and args.split_what == "nlu":

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from server.channels import settings
-from server.channels.channel import InputChannel, OnNewMessage, health_router
+from server.channels.channel import InputChannel, OnNewMessage, health_router, log_failed_turn
 from server.channels.rest import message_from_rest_body, read_json_object
 from server.dialogue.http_endpoint import HttpEndpoint
 from server.dialogue.messages import check_text_length, split_message
@@ -85,12 +85,7 @@ class CallbackInput(InputChannel):
                 except (StoreError, LockTimeout, InvalidConversationId):
                     raise  # a 503, 500 or 400, as the REST channel answers: not a lost message
                 except Exception as e:
-                    logger.error(
-                        "callback: message from %s failed: %s: %s",
-                        message.sender_id,
-                        type(e).__name__,
-                        e,
-                    )
+                    log_failed_turn(logger, "callback", message.sender_id, e)
             return PlainTextResponse("success")
 
         router.add_api_route("/webhook", receive, methods=["POST"], include_in_schema=False)

@@ -6,6 +6,7 @@ A channel turns its platform's payloads into `UserMessage`s and hands them to
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -13,6 +14,7 @@ from fastapi import APIRouter
 from starlette.types import ASGIApp
 
 from server.dialogue.messages import OutputChannel, UserMessage
+from server.errors import BotServerError
 
 OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
 
@@ -74,3 +76,16 @@ def health_router(prefix: str) -> APIRouter:
 
     router.add_api_route("/", health, methods=["GET"], include_in_schema=False)
     return router
+
+
+def log_failed_turn(logger: logging.Logger, channel: str, sender_id: Any, error: Exception) -> None:
+    """A turn a channel could not finish: one line for a failure of ours that says it all,
+    with the traceback for a bug (which nobody could mend from its message alone)."""
+    logger.error(
+        "%s: message from %s failed: %s: %s",
+        channel,
+        sender_id,
+        type(error).__name__,
+        error,
+        exc_info=None if isinstance(error, BotServerError) else error,
+    )

@@ -18,7 +18,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from server.channels.channel import InputChannel, OnNewMessage, health_router
+from server.channels.channel import InputChannel, OnNewMessage, health_router, log_failed_turn
 from server.dialogue.messages import (
     ClientWatch,
     CollectingOutputChannel,
@@ -143,9 +143,7 @@ class RestWebhook:
         except (StoreError, LockTimeout, InvalidConversationId, MessageTooLong):
             raise
         except Exception as e:  # the user gets what was collected, as in Rasa
-            logger.error(
-                "rest: message from %s failed: %s: %s", message.sender_id, type(e).__name__, e
-            )
+            log_failed_turn(logger, "rest", message.sender_id, e)
         finally:
             client.stop()
         start, end = _json_response(collector.messages)
@@ -225,9 +223,7 @@ async def _stream(message: UserMessage, on_new_message: OnNewMessage) -> AsyncIt
         try:
             await on_new_message(message)
         except Exception as e:
-            logger.error(
-                "rest: message from %s failed: %s: %s", message.sender_id, type(e).__name__, e
-            )
+            log_failed_turn(logger, "rest", message.sender_id, e)
         finally:
             await output.queue.put(None)
 

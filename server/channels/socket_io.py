@@ -18,7 +18,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.auth.config import SUPPORTED_JWT_METHODS
 from server.channels import settings
-from server.channels.channel import InputChannel, OnNewMessage, health_router, reply_choices
+from server.channels.channel import (
+    InputChannel,
+    OnNewMessage,
+    health_router,
+    log_failed_turn,
+    reply_choices,
+)
 from server.dialogue.messages import UserMessage, split_message
 from server.errors import InvalidConfig, InvalidConversationId
 from server.json_values import json_can_hold, loads_untrusted
@@ -250,9 +256,7 @@ class SocketIOInput(InputChannel):
             try:
                 await on_new_message(message)
             except Exception as e:
-                logger.error(
-                    "socketio: message from %s failed: %s: %s", sender, type(e).__name__, e
-                )
+                log_failed_turn(logger, "socketio", sender, e)
 
         sio.on("connect", connect, namespace=ns)
         sio.on("disconnect", disconnect, namespace=ns)

@@ -93,6 +93,11 @@ class RedisLockStore:
         # Releases retried after Redis could not be reached (cancelled on close).
         self._retries: set[asyncio.Task[None]] = set()
 
+    async def ping(self) -> None:
+        """Raises StoreUnavailable when Redis cannot be reached (for /health/ready)."""
+        with store_errors_as("lock store", self._redis):
+            await self._redis.ping()
+
     @asynccontextmanager
     async def lock(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -89,6 +90,20 @@ async def test_a_failing_turn_returns_what_was_collected(client: httpx.AsyncClie
     answer = await client.post("/webhooks/rest/webhook", json={"sender": "u", "message": "boom"})
     assert answer.status_code == 200
     assert answer.json() == [{"recipient_id": "u", "text": "before"}]
+
+
+@pytest.mark.parametrize("stream", ["false", "true"])
+async def test_a_turn_failing_on_a_bug_logs_its_traceback_once(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, stream: str
+) -> None:
+    """Before, the log had one line (`RuntimeError: the turn failed`) and no traceback: the
+    bug could not be found from the log."""
+    caplog.set_level(logging.ERROR)
+    body = {"sender": "u", "message": "boom"}
+    await client.post(f"/webhooks/rest/webhook?stream={stream}", json=body)
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.getMessage() == "rest: message from u failed: RuntimeError: the turn failed"
+    assert record.exc_info is not None and record.exc_info[0] is RuntimeError
 
 
 async def test_stream_sends_one_json_message_per_line(client: httpx.AsyncClient) -> None:

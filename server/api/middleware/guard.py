@@ -235,7 +235,7 @@ class RequestGuardMiddleware:
                 413, "PayloadTooLarge", str(exc.detail), headers={"Connection": "close"}
             )
         else:
-            response = response_for(exc)
+            response = response_for(exc, scope)
         await response(scope, receive, send)
 
 
