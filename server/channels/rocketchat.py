@@ -16,7 +16,13 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from server.channels import settings
-from server.channels.channel import InputChannel, OnNewMessage, health_router, reply_choices
+from server.channels.channel import (
+    InputChannel,
+    OnNewMessage,
+    health_router,
+    refused_as_too_long,
+    reply_choices,
+)
 from server.channels.rocketchat_api import RocketChatAPI, RocketChatError
 from server.dialogue.messages import UserMessage, split_message
 from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreError
@@ -226,6 +232,8 @@ class RocketChatInput(InputChannel):
             for message_id, message in self._user_messages(payload):
                 if message_id is not None and not self._recent.add(message_id):
                     logger.info("rocketchat: message %s came again (a retry), ignored", message_id)
+                    continue
+                if await refused_as_too_long(message):
                     continue
                 try:
                     await on_new_message(message)

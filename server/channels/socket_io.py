@@ -18,7 +18,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.auth.config import SUPPORTED_JWT_METHODS
 from server.channels import settings
-from server.channels.channel import InputChannel, OnNewMessage, health_router, reply_choices
+from server.channels.channel import (
+    InputChannel,
+    OnNewMessage,
+    health_router,
+    refused_as_too_long,
+    reply_choices,
+)
 from server.dialogue.messages import UserMessage, split_message
 from server.errors import InvalidConfig, InvalidConversationId
 from server.json_values import json_can_hold, loads_untrusted
@@ -247,6 +253,8 @@ class SocketIOInput(InputChannel):
                 metadata=metadata,
                 output_channel=self.get_output_channel(),
             )
+            if await refused_as_too_long(message):
+                return
             try:
                 await on_new_message(message)
             except Exception as e:
