@@ -181,7 +181,7 @@ def conversations_router() -> APIRouter:
         tracker = await services.agent.append_events(
             conversation_id,
             events,
-            execute_side_effects=bool_arg(execute_side_effects),
+            execute_side_effects=bool_arg("execute_side_effects", execute_side_effects),
             output_channel=output_channel,
         )
         return await tracker_response(tracker, verbosity)
@@ -229,7 +229,7 @@ def conversations_router() -> APIRouter:
         agent = services.agent
         agent.model()
         await _ensure_exists(agent, conversation_id)
-        every_session = bool_arg(all_sessions)
+        every_session = bool_arg("all_sessions", all_sessions)
         tracker = await agent.tracker(conversation_id, all_sessions=True)
         until_time = float_arg(until)
         # Written in a thread when long: 100,000 events held the loop 2.5 s. The tracker

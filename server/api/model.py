@@ -537,8 +537,10 @@ def model_router() -> APIRouter:
                 HELP_TRAINING_DATA,
             )
         callback = _callback_url(callback_url)
-        in_default_dir = bool_arg(save_to_default_model_directory, default=True)
-        force = bool_arg(force_training)
+        in_default_dir = bool_arg(
+            "save_to_default_model_directory", save_to_default_model_directory, default=True
+        )
+        force = bool_arg("force_training", force_training)
 
         async def run() -> Response:
             out_dir = (
@@ -595,7 +597,7 @@ def model_router() -> APIRouter:
         raw = await request.body()
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No test stories given in the request body.")
-        result = await asyncio.to_thread(_evaluate_stories_sync, raw, model, bool_arg(e2e))
+        result = await asyncio.to_thread(_evaluate_stories_sync, raw, model, bool_arg("e2e", e2e))
         return JSONResponse(result)
 
     @router.post(

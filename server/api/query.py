@@ -1,7 +1,8 @@
 """Rasa's query-parameter conventions: `include_events`, booleans and numbers.
 
-Only `true` (any case) is true, as in Rasa; an unparsable number falls back to the default
-rather than failing the request; a bad `include_events` is Rasa's 400 with details.
+Only `true` (any case) is true, as in Rasa, and a value neither true nor false is a 400; an
+unparsable number falls back to the default rather than failing the request; a bad
+`include_events` is Rasa's 400 with details.
 """
 
 from __future__ import annotations
@@ -28,10 +29,28 @@ def event_verbosity(
         ) from None
 
 
-def bool_arg(value: str | None, default: bool = False) -> bool:
+# What Rasa reads as false and a client may mean so; Rasa reads anything but `true` as false.
+_FALSE_WORDS = frozenset({"false", "0", "no", "off", ""})
+
+
+def bool_arg(name: str, value: str | None, default: bool = False) -> bool:
+    """A boolean query parameter as Rasa reads it: `true` (any case) is true, `false`, `0`,
+    `no`, `off` and an empty value are false.
+
+    Rasa reads every other value as false too; here it is a 400 naming the parameter: a
+    client sending `?all_sessions=1` or `?stream=yes` means true, and silently reading false
+    would answer something else (one session, no stream, no side effects, no training).
+    """
     if value is None:
         return default
-    return value.strip().lower() == "true"
+    word = value.strip().lower()
+    if word == "true":
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise bad_request(
+        f"Invalid parameter value for '{name}'. Should be true or false.", name, "query"
+    )
 
 
 def float_arg(value: str | None, default: float | None = None) -> float | None:

@@ -18,6 +18,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
+from server.api.query import bool_arg
 from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.dialogue.messages import (
     CollectingOutputChannel,
@@ -149,24 +150,14 @@ class RestWebhook:
         await send(end)
 
 
-_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
-_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
-
-
 def _stream_flag(query_string: bytes) -> bool:
-    """`?stream=` read as FastAPI reads a bool query parameter (last value wins)."""
+    """`?stream=` read as every boolean query parameter is (`bool_arg`; last value wins)."""
     if not query_string:
         return False
     flag = False
     for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
-        if key != "stream":
-            continue
-        if value.lower() in _TRUE:
-            flag = True
-        elif value.lower() in _FALSE:
-            flag = False
-        else:
-            raise HTTPException(400, "Query parameter 'stream' must be a boolean.")
+        if key == "stream":
+            flag = bool_arg("stream", value)
     return flag
 
 

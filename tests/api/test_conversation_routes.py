@@ -287,6 +287,29 @@ async def test_story_is_a_yaml_test_story(client: httpx.AsyncClient) -> None:
     assert "- story: u4, story 1\n" in sessions
 
 
+async def test_boolean_query_parameters_are_true_false_or_a_400(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.post("/conversations/u5/tracker/events", json=GOODBYE_EVENTS)
+    sessions = await client.get("/conversations/u5/story?all_sessions=True")
+    one = await client.get("/conversations/u5/story?all_sessions=0")
+    # Before: 1 and yes were read as false, as Rasa reads them: one session, no side effects.
+    wrong = await client.get("/conversations/u5/story?all_sessions=1")
+    side_effects = await client.post(
+        "/conversations/u5/tracker/events?execute_side_effects=yes", json=GOODBYE_EVENTS
+    )
+    after = (await client.get("/conversations/u5/tracker")).json()
+    assert "- story: u5, story 1\n" in sessions.text
+    assert "story 1" not in one.text
+    for refused, name in ((wrong, "all_sessions"), (side_effects, "execute_side_effects")):
+        assert refused.status_code == 400
+        assert refused.json()["message"] == (
+            f"Invalid parameter value for '{name}'. Should be true or false."
+        )
+        assert refused.json()["details"] == {"parameter": name, "in": "query"}
+    assert len(after["events"]) == len(GOODBYE_EVENTS) + 3  # nothing appended by the 400
+
+
 async def test_story_of_unknown_conversation_is_404(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:

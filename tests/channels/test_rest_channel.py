@@ -199,3 +199,19 @@ async def test_response_variations_are_picked_by_rasas_output_channel_names(
     assert [json.loads(line)["text"] for line in streamed.text.splitlines()] == ["streamed"]
     assert [m["text"] for m in collected.json()] == ["collected"]
     assert tracker["latest_input_channel"] == "rest"
+
+
+async def test_stream_is_read_as_rasa_reads_a_boolean(client: httpx.AsyncClient) -> None:
+    body = {"sender": "flags", "message": "hi"}
+    answers = {
+        flag: await client.post(f"/webhooks/rest/webhook?stream={flag}", json=body)
+        for flag in ("True", "false", "0", "", "1", "yes", "maybe")
+    }
+    assert answers["True"].headers["content-type"].startswith("text/event-stream")
+    for plain in ("false", "0", ""):
+        assert answers[plain].json()[0] == {"recipient_id": "flags", "text": "echo: hi"}
+    # Rasa reads these as false; a client sending them means true (before: 1 and yes
+    # streamed, as no Rasa server does).
+    for wrong in ("1", "yes", "maybe"):
+        assert answers[wrong].status_code == 400
+        assert answers[wrong].json()["details"] == {"parameter": "stream", "in": "query"}
