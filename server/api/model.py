@@ -625,7 +625,7 @@ def model_router() -> APIRouter:
         raw = await request.body()
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No NLU test data given in the request body.")
-        folds = int_arg(cross_validation_folds)
+        folds = int_arg("cross_validation_folds", cross_validation_folds)
         is_yaml = _content_type(request) in _YAML_TYPES
         if folds is not None and not is_yaml:
             raise ApiError(

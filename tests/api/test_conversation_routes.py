@@ -85,8 +85,23 @@ async def test_tracker_include_events_and_until(
     early = (await client.get(f"/conversations/u1/tracker?until={user_time}")).json()
     assert early["events"][-1]["event"] == "user"
     assert len(early["events"]) == len(full["events"]) - 1
-    ignored = (await client.get("/conversations/u1/tracker?until=soon")).json()
-    assert len(ignored["events"]) == len(full["events"])
+    empty = (await client.get("/conversations/u1/tracker?until=")).json()
+    assert len(empty["events"]) == len(full["events"])
+
+
+@pytest.mark.parametrize("until", ["soon", "2026-12-05T01:00:00", "NaN"])
+async def test_an_until_that_is_no_timestamp_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, until: str
+) -> None:
+    # Before (and in Rasa, with a warning in its log): today's whole tracker, as if the
+    # client had not asked for an earlier one; NaN gave an empty conversation.
+    await client.post("/conversations/u6/tracker/events", json=GOODBYE_EVENTS)
+    tracker = await client.get(f"/conversations/u6/tracker?until={until}")
+    story = await client.get(f"/conversations/u6/story?until={until}")
+    body = check(rasa_spec, tracker, TRACKER, "get", 400)
+    assert body["details"] == {"parameter": "until", "in": "query"}
+    assert "Should be a Unix timestamp" in body["message"]
+    assert story.status_code == 400
 
 
 async def test_tracker_bad_include_events_is_rasas_400(
