@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +14,8 @@ import pytest
 from server.api.app import create_app
 from server.api.server import ServerOptions, build_app
 from server.channels import attach_channels, load_channels
+from server.dialogue.messages import UserMessage
+from server.errors import LockTimeout
 from tests.channels.conftest import echo
 from tests.dialogue.conversation_fixtures import train_archive, write_files
 from tests.serving import serving
@@ -215,3 +219,48 @@ async def test_stream_is_read_as_rasa_reads_a_boolean(client: httpx.AsyncClient)
     for wrong in ("1", "yes", "maybe"):
         assert answers[wrong].status_code == 400
         assert answers[wrong].json()["details"] == {"parameter": "stream", "in": "query"}
+
+
+async def test_a_client_leaving_a_stream_does_not_cut_the_turn_short() -> None:
+    # Before: the turn was cancelled when the client went away, between two of its messages:
+    # whatever the actions had done, the turn was not stored.
+    release, cancelled, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow_turn(message: UserMessage) -> None:
+        assert message.output_channel is not None
+        await message.output_channel.send_response(message.sender_id, {"text": "first"})
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        await message.output_channel.send_response(message.sender_id, {"text": "second"})
+        finished.set()
+
+    app = create_app()
+    attach_channels(app, load_channels({"rest": None}), slow_turn)
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as bot:
+        body = {"sender": "leaver", "message": "hi"}
+        async with bot.stream("POST", "/webhooks/rest/webhook?stream=true", json=body) as answer:
+            first = await anext(answer.aiter_lines())
+        with contextlib.suppress(TimeoutError):  # the server notices the client left
+            await asyncio.wait_for(cancelled.wait(), 0.3)
+        release.set()
+        await asyncio.wait_for(finished.wait(), 2)
+    assert json.loads(first) == {"recipient_id": "leaver", "text": "first"}
+    assert not cancelled.is_set()
+
+
+async def test_a_streamed_turn_that_could_not_be_recorded_is_a_503() -> None:
+    async def busy(message: UserMessage) -> None:
+        raise LockTimeout("conversation 'busy' is locked")
+
+    app = create_app()
+    attach_channels(app, load_channels({"rest": None}), busy)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        answer = await c.post(
+            "/webhooks/rest/webhook?stream=true", json={"sender": "busy", "message": "hi"}
+        )
+    # Before: 200 with an empty stream, as if the bot had nothing to say; the message was lost.
+    assert answer.status_code == 503
+    assert answer.json()["reason"] == "ServiceUnavailable"
