@@ -108,6 +108,20 @@ async def test_stream_sends_one_json_message_per_line(client: httpx.AsyncClient)
     ]
 
 
+async def test_a_stream_whose_turn_fails_ends_with_what_was_said(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer = await client.post(
+        "/webhooks/rest/webhook?stream=true", json={"sender": "s", "message": "boom"}
+    )
+    await asyncio.sleep(0)  # the turn's end is logged as it ends
+    assert answer.status_code == 200
+    assert [json.loads(line) for line in answer.text.splitlines()] == [
+        {"recipient_id": "s", "text": "before"}
+    ]
+    assert "rest: message from s failed: RuntimeError: the turn failed" in caplog.text
+
+
 async def test_a_body_sent_in_several_chunks_is_read_whole(client: httpx.AsyncClient) -> None:
     async def pieces() -> AsyncIterator[bytes]:
         body = json.dumps({"sender": "chunks", "message": "in three parts"}).encode()
