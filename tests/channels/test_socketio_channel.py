@@ -17,6 +17,8 @@ import socketio
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
+from server.dialogue.messages import UserMessage
+from server.errors import LockTimeout
 from tests.channels.conftest import concertbot_server, echo
 from tests.serving import serving
 
@@ -389,3 +391,24 @@ async def test_a_message_too_long_to_read_is_answered_and_not_stored(
     )
     assert greeting == ("bot_uttered", {"text": "Hey there!"})
     assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == ["hi"]
+
+
+async def test_a_message_that_could_not_be_recorded_is_answered_send_it_again() -> None:
+    async def busy(message: UserMessage) -> None:
+        raise LockTimeout("conversation is locked")
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": None}), busy)
+    async with serving(app) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        try:
+            await client.sio.emit("user_uttered", {"message": "hi"})
+            (reply,) = await client.next()
+        finally:
+            await client.sio.disconnect()
+    # Before: only the log knew; the user waited for a reply to a message that was lost.
+    assert reply == (
+        "bot_uttered",
+        {"text": "Your message could not be handled just now. Please send it again."},
+    )
