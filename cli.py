@@ -521,7 +521,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from server.config import read_endpoints
-    from server.trackers.factory import create_tracker_store
+    from server.trackers.factory import create_lock_store, create_tracker_store
     from server.trackers.retention import delete_conversations_older_than
 
     endpoints = read_endpoints(args.endpoints)
@@ -532,11 +532,17 @@ def cmd_prune(args: argparse.Namespace) -> int:
     }
 
     async def prune() -> int:
+        # The serving processes' locks, when they are shared (an in-memory lock is not).
+        locks = create_lock_store(endpoints.get("lock_store"))
+        shared = None if locks.process_local else locks
         store = create_tracker_store(config)
         try:
-            return await delete_conversations_older_than(store, args.older_than_days * 86400)
+            return await delete_conversations_older_than(
+                store, args.older_than_days * 86400, shared
+            )
         finally:
             await store.close()
+            await locks.close()
 
     print(f"Deleted {asyncio.run(prune())} conversations.")
     return 0

@@ -377,7 +377,7 @@ def conversations_router() -> APIRouter:
         message_id = body.get("message_id")
         tracker = await agent.add_message(
             conversation_id,
-            text,
+            text.strip(),  # as Rasa's UserMessage, and our channels
             parse_data,
             message_id=message_id if isinstance(message_id, str) else None,
         )

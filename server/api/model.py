@@ -313,6 +313,11 @@ def _nlu_results(out_dir: Path) -> dict[str, Any]:
     return result
 
 
+def own_nlu(model: DialogueModel) -> Any:
+    """The model's own NLU pipeline, also when an NLU server (`nlu:`) parses messages."""
+    return getattr(model.nlu, "own", model.nlu)
+
+
 def _evaluate_intents_sync(
     model: DialogueModel | None,
     data: Any,
@@ -335,8 +340,8 @@ def _evaluate_intents_sync(
             if "fold_accuracies" in summary:
                 result["intent_evaluation"]["fold_accuracies"] = summary["fold_accuracies"]
             return result
-        assert model is not None and model.nlu is not None
-        predictions = evaluation.predict(model.nlu, data)  # type: ignore[arg-type]
+        assert model is not None and own_nlu(model) is not None
+        predictions = evaluation.predict(own_nlu(model), data)  # type: ignore[arg-type]
         evaluation.write_reports(predictions, out_dir)
         result = _nlu_results(out_dir)
         if result["intent_evaluation"]:
@@ -668,7 +673,7 @@ def model_router() -> APIRouter:
                         raise bad_request(str(exc), "model", "query") from None
                 else:
                     evaluated = _model_of(services)
-                if evaluated.nlu is None:
+                if own_nlu(evaluated) is None:
                     raise bad_request("The model has no NLU pipeline to evaluate.")
             result = await asyncio.to_thread(
                 _evaluate_intents_sync, evaluated, data, folds, document
@@ -758,8 +763,10 @@ def model_router() -> APIRouter:
                 "body",
             )
         message_id = body.get("message_id")
+        # Rasa parses a UserMessage, which strips the text, as every channel does here too:
+        # offsets and `text` then agree with the tracker's copy of the same message.
         result = await asyncio.to_thread(
-            services.agent.parse, text, message_id if isinstance(message_id, str) else None
+            services.agent.parse, text.strip(), message_id if isinstance(message_id, str) else None
         )
         return JSONResponse(result)
 

@@ -4,7 +4,8 @@ Such a request reaches one worker. That worker loads (or unloads) the model as i
 then writes the request to `model.json` in the directory the workers share; every other worker
 checks the file each FOLLOW_SECONDS and makes the same request of its own model source. Of two
 requests served by two workers at once, the one that came later wins, whichever load ends
-last: a request is numbered when it arrives and never overwrites a newer one in the file. A
+last: a request is numbered when it arrives, from a counter the workers share (never from the
+wall clock, which NTP may step back), and never overwrites a newer one in the file. A
 worker that starts later (a replacement) makes the latest request once it has loaded its
 startup model, so it does not serve an older model than its siblings. A worker that cannot
 make a request (the model server or the storage failed it just then) keeps its model and
@@ -27,7 +28,13 @@ from fastapi import FastAPI
 from server.api.errors import ApiError
 from server.api.model import apply_model_request
 from server.api.services import Services
-from server.api.worker_files import read_object, run_beside, workers_dir, write_json_if_newer
+from server.api.worker_files import (
+    next_serial,
+    read_object,
+    run_beside,
+    workers_dir,
+    write_json_if_newer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +73,7 @@ class ModelSync:
     ) -> None:
         """Change this worker's model (a PUT or DELETE /model it serves), then tell the
         others to make `request` too."""
-        serial = time.time_ns()
+        serial = await asyncio.to_thread(next_serial, self.path)
         async with self.changing:
             await change()
             await self.publish(request, serial)

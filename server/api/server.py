@@ -32,8 +32,9 @@ from server.channels import InputChannel, load_channels
 from server.dialogue.agent import Agent, OutputFactory
 from server.dialogue.processor import DialogueModel, Processor
 from server.models.holder import ModelHolder
-from server.models.loading import load_model
+from server.models.loading import load_model, with_remote_nlu
 from server.models.source import ModelSource
+from server.nlu.remote import RemoteNLU
 from server.trackers.factory import (
     DEFAULT_TRACKER_STORE,
     create_lock_store,
@@ -123,7 +124,10 @@ def build_app(options: ServerOptions) -> FastAPI:
     action_client = _optional_client(endpoints.get("action_endpoint"), "action")
     nlg_client = _optional_client(endpoints.get("nlg"), "nlg")
 
-    holder: ModelHolder[DialogueModel] = ModelHolder(load_model, verify_key=options.verify_key)
+    loader: Callable[[Path, dict[str, Any]], DialogueModel] = load_model
+    if endpoints.get("nlu"):
+        loader = with_remote_nlu(load_model, RemoteNLU(endpoints["nlu"]))
+    holder: ModelHolder[DialogueModel] = ModelHolder(loader, verify_key=options.verify_key)
     source = ModelSource(holder)
     processor = Processor(
         TrackerRepository(tracker_store),

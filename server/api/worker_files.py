@@ -9,7 +9,7 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -37,13 +37,43 @@ def write_json(path: Path, value: Any) -> None:
     os.replace(partial, path)
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Held by one worker at a time: the lock file beside `path`."""
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def next_serial(path: Path) -> int:
+    """The next number of a counter the workers share, kept beside `path` under its lock: each
+    call gets a larger one than every call before it, in any worker, whatever the wall clock
+    does (an NTP step backwards made a later request's `time.time_ns()` the smaller)."""
+    counter = path.with_name(path.name + ".serial")
+    with _locked(path):
+        try:
+            current = int(counter.read_text() or 0)
+        except FileNotFoundError:
+            current = 0
+        except (OSError, ValueError) as exc:  # unreadable: start above anything it could hold
+            logger.warning("Skipping %s, which the workers share: %s", counter, exc)
+            current = _largest_serial(path)
+        write_json(counter, current + 1)
+        return current + 1
+
+
+def _largest_serial(path: Path) -> int:
+    record = read_object(path)
+    serial = record.get("serial") if record is not None else None
+    return serial if isinstance(serial, int) else 0
+
+
 def write_json_if_newer(path: Path, value: dict[str, Any], key: str) -> bool:
     """Replace `path` with `value` unless the object there has a larger `key`; True if written.
 
     A lock file beside `path` makes the compare-and-replace whole across the workers.
     """
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(path):
         current = read_object(path)
         present = current.get(key) if current is not None else None
         if isinstance(present, int) and present > value[key]:

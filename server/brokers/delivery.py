@@ -30,6 +30,9 @@ class Outgoing:
     event: dict[str, Any]
     message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     previous_id: str | None = None
+    # Unique to this one publish of this event, kept across its retries (the SQL broker's
+    # `event_key`): a retry finds what a commit whose reply was lost wrote.
+    delivery_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def body(self) -> dict[str, Any]:
         return {"sender_id": self.sender_id, **self.event}

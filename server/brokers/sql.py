@@ -2,7 +2,9 @@
 
 Rasa's broker table has the name of the tracker store's; where that database holds a tracker
 store's `events` (or the `broker_events` of an earlier botserver), the broker writes to
-`broker_events` instead, so both can share a database. `table_name` names it outright.
+`broker_events` instead, so both can share a database. `table_name` names it outright. An extra
+nullable, unique `event_key` column (an id given to each event when it is queued) makes a
+retried insert whose commit did happen write nothing twice.
 """
 
 from __future__ import annotations
@@ -13,8 +15,21 @@ from collections import deque
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, Text, insert, inspect
-from sqlalchemy.dialects import mysql
+from sqlalchemy import (
+    Column,
+    Connection,
+    Index,
+    Insert,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    inspect,
+    text,
+)
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
@@ -33,6 +48,9 @@ RASA_TABLE = "events"
 # Beside a tracker store's `events` in the same database (and the name before 0.x took Rasa's).
 SHARED_DATABASE_TABLE = "broker_events"
 _BROKER_COLUMNS = {"id", "sender_id", "data"}
+# Outgoing.delivery_id, unique to one publish of one event: NULL in rows another writer
+# (Rasa) made.
+KEY_COLUMN = "event_key"
 BATCH_SIZE = 500
 
 
@@ -58,6 +76,7 @@ class SqlEventBroker(QueuedBroker):
                 if self._table_name is None:
                     self.table = _broker_table(await conn.run_sync(_default_table))
                 await conn.run_sync(self.table.metadata.create_all)
+                await conn.run_sync(_add_key_column, self.table)
                 # A table of an earlier version, in a latin1 database: one event with an
                 # emoji in its sender id held up every later event.
                 await conn.run_sync(ensure_mysql_utf8mb4, self.table.name)
@@ -72,7 +91,7 @@ class SqlEventBroker(QueuedBroker):
                 continue
             try:
                 async with self._engine.begin() as conn:
-                    await conn.execute(insert(self.table), rows)
+                    await conn.execute(_insert_new(self.table, conn), rows)
             except DBAPIError as exc:
                 if sql_error_kind(exc) is not REFUSED_DATA:
                     raise
@@ -94,7 +113,7 @@ class SqlEventBroker(QueuedBroker):
             if refusal is None:
                 try:
                     async with self._engine.begin() as conn:
-                        await conn.execute(insert(self.table), [row])
+                        await conn.execute(_insert_new(self.table, conn), [row])
                 except DBAPIError as exc:
                     if sql_error_kind(exc) is not REFUSED_DATA:
                         raise
@@ -131,8 +150,41 @@ def _broker_table(name: str) -> Table:
         Column("id", Integer, primary_key=True, autoincrement=True),
         Column("sender_id", String(255), nullable=False, index=True),
         Column("data", Text().with_variant(mysql.LONGTEXT(), "mysql")),
+        Column(KEY_COLUMN, String(32), nullable=True),
+        Index(f"uq_{name[:40]}_{KEY_COLUMN}", KEY_COLUMN, unique=True),  # MySQL: 64 at most
         mysql_charset="utf8mb4",
     )
+
+
+def _add_key_column(conn: Connection, table: Table) -> None:
+    """A table made by Rasa or an earlier botserver gets the nullable `event_key` column and
+    its unique index; its rows, and Rasa's readers and writers, are untouched. Two workers
+    starting at once may race: the loser's attempt fails, and its retry finds the column."""
+    columns = {column["name"] for column in inspect(conn).get_columns(table.name)}
+    if KEY_COLUMN in columns:
+        return
+    quoted = conn.dialect.identifier_preparer.quote
+    conn.execute(
+        text(f"ALTER TABLE {quoted(table.name)} ADD COLUMN {quoted(KEY_COLUMN)} VARCHAR(32)")
+    )
+    for index in table.indexes:
+        if index.unique:
+            index.create(conn)
+    logger.info("SQL event broker: added column '%s' to table '%s'", KEY_COLUMN, table.name)
+
+
+def _insert_new(table: Table, conn: Any) -> Insert:
+    """An insert that skips rows whose `event_key` is there already: a retry after a lost
+    reply to COMMIT (the rows were committed) writes nothing twice."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=[KEY_COLUMN])
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=[KEY_COLUMN])
+    if dialect == "mysql":
+        statement = mysql.insert(table)
+        return statement.on_duplicate_key_update({KEY_COLUMN: statement.inserted[KEY_COLUMN]})
+    return insert(table)
 
 
 def _default_table(conn: Connection) -> str:
@@ -141,7 +193,7 @@ def _default_table(conn: Connection) -> str:
     inspector = inspect(conn)
     if inspector.has_table(RASA_TABLE):
         columns = {column["name"] for column in inspector.get_columns(RASA_TABLE)}
-        if columns == _BROKER_COLUMNS:
+        if columns - {KEY_COLUMN} == _BROKER_COLUMNS:
             return RASA_TABLE
         name = SHARED_DATABASE_TABLE
     elif inspector.has_table(SHARED_DATABASE_TABLE):
@@ -158,4 +210,8 @@ def _default_table(conn: Connection) -> str:
 
 
 def _row(item: Outgoing) -> dict[str, Any]:
-    return {"sender_id": item.sender_id, "data": json.dumps(item.body())}
+    return {
+        "sender_id": item.sender_id,
+        "data": json.dumps(item.body()),
+        KEY_COLUMN: item.delivery_id,
+    }

@@ -21,6 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 from server.api.query import bool_arg
 from server.channels.channel import InputChannel, OnNewMessage, health_router
 from server.dialogue.messages import (
+    ClientWatch,
     CollectingOutputChannel,
     UserMessage,
     check_text_length,
@@ -134,12 +135,15 @@ class RestWebhook:
             return
         collector = CollectingOutputChannel()
         message.output_channel = collector
+        message.client = client = ClientWatch(receive)
         try:
             await self.on_new_message(message)
         except _NOT_RECORDED:
             raise
         except Exception as e:  # the user gets what was collected, as in Rasa
             _log_failure(message, e)
+        finally:
+            client.stop()
         start, end = _json_response(collector.messages)
         await send(start)
         await send(end)

@@ -148,7 +148,8 @@ class RocketChatOutput:
 
 class RecentMessageIds:
     """The ids of the last `size` messages this process took, to ignore Rocket.Chat's retries
-    of a webhook call it timed out on while the first call went on."""
+    of a webhook call it timed out on while the first call went on without waiting for the
+    conversation's lock (a retry another process takes is found in the tracker store)."""
 
     def __init__(self, size: int = 10_000) -> None:
         self.size = size
@@ -278,8 +279,8 @@ class RocketChatInput(InputChannel):
         user_id = payload.get("user_id") or payload.get("user_name")
         if not room_id or not user_id or not isinstance(text, str):
             return []
-        message = self._message(str(room_id), str(user_id), text)
-        return [(_message_id(payload.get("message_id")), message)]
+        message_id = _message_id(payload.get("message_id"))
+        return [(message_id, self._message(str(room_id), str(user_id), text, message_id))]
 
     def _livechat_messages(self, payload: dict[str, Any]) -> list[tuple[str | None, UserMessage]]:
         room_id = payload.get("_id")
@@ -299,17 +300,25 @@ class RocketChatInput(InputChannel):
             if self._is_own(user_name, author.get("_id")) or not isinstance(item.get("msg"), str):
                 continue
             if user_id:
-                message = self._message(str(room_id), str(user_id), item["msg"])
-                found.append((_message_id(item.get("_id")), message))
+                message_id = _message_id(item.get("_id"))
+                message = self._message(str(room_id), str(user_id), item["msg"], message_id)
+                found.append((message_id, message))
         return found
 
-    def _message(self, room_id: str, user_id: str, text: str) -> UserMessage:
-        return UserMessage(
+    def _message(
+        self, room_id: str, user_id: str, text: str, message_id: str | None
+    ) -> UserMessage:
+        message = UserMessage(
             text=text.strip(),
             sender_id=conversation_id(room_id, user_id),
             input_channel=self.name,
             output_channel=RocketChatOutput(self.api, room_id),
         )
+        if message_id is not None:
+            # Stored as the user event's message_id: a retry that another worker (or this
+            # one after a restart) receives finds it in the conversation and is ignored.
+            message.message_id, message.once = message_id, True
+        return message
 
 
 def _message_id(value: Any) -> str | None:

@@ -121,6 +121,8 @@ class Prediction:
     events: list[Event] = field(default_factory=list)
     # Chosen from the message's text (an end-to-end story or rule), not its intent.
     is_end_to_end_prediction: bool = False
+    # A rule's turn that no story has (Rasa's `hide_rule_turn`).
+    hide_rule_turn: bool = False
 
 
 async def fold_states_off_loop(tracker: Tracker, model: DialogueModel) -> None:
@@ -151,15 +153,33 @@ def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:
         list(result.probabilities),
         list(getattr(result, "events", []) or []),
         bool(getattr(result, "is_end_to_end_prediction", False)),
+        bool(getattr(result, "hide_rule_turn", False)),
     )
 
 
-def note_text_featurization(tracker: Tracker, prediction: Prediction | PolicyPrediction) -> None:
-    """After a user message answered from its text (an end-to-end story or rule), logs that
-    later states read the message by its text, as the story that answered it does (Rasa
-    logs this event too)."""
-    if prediction.is_end_to_end_prediction and tracker.latest_action_name == ACTION_LISTEN:
-        tracker.update(DefinePrevUserUtteredFeaturization(use_text_for_featurization=True))
+def featurization_of(
+    tracker: Tracker, model: DialogueModel, prediction: Prediction | PolicyPrediction
+) -> DefinePrevUserUtteredFeaturization | None:
+    """As Rasa logs it before the first action the policies predict after a user message: how
+    they read that message, by its text (an end-to-end story or rule: later states read it so
+    too) or by its intent. None elsewhere, and for a followup action (no policy chose it)."""
+    if tracker.latest_action_name != ACTION_LISTEN:
+        return None
+    followup = tracker.followup_action
+    if followup and model.domain.is_known_action(followup):
+        return None
+    return DefinePrevUserUtteredFeaturization(
+        use_text_for_featurization=prediction.is_end_to_end_prediction
+    )
+
+
+def note_text_featurization(
+    tracker: Tracker, model: DialogueModel, prediction: Prediction | PolicyPrediction
+) -> None:
+    """Logs `featurization_of` the prediction, if any."""
+    featurization = featurization_of(tracker, model, prediction)
+    if featurization is not None:
+        tracker.update(featurization)
 
 
 def predict_for_turn(tracker: Tracker, model: DialogueModel) -> Prediction | PolicyPrediction:
@@ -315,9 +335,24 @@ class Processor:
         if len(sender_id) > NAME_COLUMN_LENGTH or "\x00" in sender_id:
             check_conversation_id(sender_id)  # raises, saying why
         check_text_length(message.text)
-        async with self.lock_store.lock(sender_id):
+        client = message.client
+        async with self.lock_store.lock(sender_id, None, client.start if client else None):
+            if client is not None and client.gone:
+                logger.info(
+                    "The client of a message to '%s' went away while it waited for the "
+                    "conversation's earlier messages: not handled.",
+                    sender_id,
+                )
+                return []
             started = time.perf_counter()
             tracker = await self.tracker_for(message.sender_id, model)
+            if message.once and holds_message(tracker, message.message_id):
+                logger.info(
+                    "message %s of conversation %s came again (a retry), ignored",
+                    message.message_id,
+                    sender_id,
+                )
+                return []
             start = len(tracker.events)
             sent: list[dict[str, Any]] = []
             output = _Tee(message.output_channel, sent)
@@ -433,9 +468,11 @@ class Processor:
         ran: list[str] = []
         for _ in range(self.max_predictions):
             prediction = self.predict_next(tracker, model)
+            featurization = featurization_of(tracker, model, prediction)
             action = self.action_for(prediction.action_name, model.domain)
-            note_text_featurization(tracker, prediction)
-            keep_going = await self.run_action(action, tracker, model, output, prediction)
+            keep_going = await self.run_action(
+                action, tracker, model, output, prediction, featurization
+            )
             ran.append(action.name)
             if not keep_going:
                 return ran
@@ -552,12 +589,14 @@ class Processor:
         model: DialogueModel,
         output: OutputChannel | None,
         prediction: Prediction | PolicyPrediction,
+        featurization: DefinePrevUserUtteredFeaturization | None = None,
     ) -> bool:
         """Runs one action and logs it; returns whether to predict another action (it only
         reads `prediction`: it may be the ensemble's remembered winner).
 
         The prediction's events (say `LoopInterrupted`) are visible to the action while it runs
-        and are logged before it only when it does not reject, as in Rasa.
+        and are logged before it only when it does not reject, as in Rasa; so is
+        `featurization` (see `featurization_of`), logged first.
         """
         running = tracker
         if prediction.events:
@@ -578,12 +617,17 @@ class Processor:
             return True
         except ActionError as exc:
             logger.error("action '%s' failed, its events are lost: %s", action.name, exc)
+            if featurization is not None:
+                tracker.update(featurization)
             tracker.update_many(_stamped_now(prediction.events))
             tracker.update(self._executed(action, prediction))
             return await self._after_failed_action(tracker, model, output, action.name)
         except BotServerError as exc:
             logger.error("action '%s' failed: %s", action.name, exc)
             events = []
+        if featurization is not None:
+            featurization.timestamp = time.time()
+            tracker.update(featurization)
         if prediction.events:
             tracker.update_many(_stamped_now(prediction.events))
         name = action.name
@@ -623,11 +667,13 @@ class Processor:
                 action_text=action.name,
                 policy=prediction.policy_name,
                 confidence=prediction.confidence,
+                hide_rule_turn=prediction.hide_rule_turn,
             )
         return ActionExecuted(
             action_name=action.name,
             policy=prediction.policy_name,
             confidence=prediction.confidence,
+            hide_rule_turn=prediction.hide_rule_turn,
         )
 
     async def _apply_action_events(
@@ -727,6 +773,24 @@ def _remembered_parse(model: DialogueModel, text: str) -> dict[str, Any] | None:
     return model.parses.get(text)
 
 
+# How many of the conversation's latest user messages a retried delivery is looked for in.
+RETRY_WINDOW_MESSAGES = 100
+
+
+def holds_message(tracker: Tracker, message_id: str) -> bool:
+    """Whether one of the conversation's last `RETRY_WINDOW_MESSAGES` user messages (of its
+    loaded session) has this id; bounded, so a long conversation's turn costs no more."""
+    seen = 0
+    for event in reversed(tracker.events):
+        if isinstance(event, UserUttered):
+            if event.message_id == message_id:
+                return True
+            seen += 1
+            if seen >= RETRY_WINDOW_MESSAGES:
+                return False
+    return False
+
+
 def _parse(
     model: DialogueModel, text: str, message_id: str | None, metadata: dict | None
 ) -> dict[str, Any]:
@@ -734,7 +798,7 @@ def _parse(
     if model.nlu is None:
         from server.nlu.regex_message import parse_regex_message
 
-        parsed = parse_regex_message(text, set(model.domain.intents))
+        parsed = parse_regex_message(text, set(model.domain.intents), set(model.domain.entities))
         if parsed is None:
             return {"intent": {"name": None, "confidence": 0.0}, "entities": [], "text": text}
         return parsed

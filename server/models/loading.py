@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from server.errors import (
     UnsupportedModel,
 )
 from server.nlu.pipeline import NLUPipeline
+from server.nlu.remote import RemoteNLU
 
 DOMAIN_FILE = "domain.json"
 NLU_DIR = "nlu"
@@ -67,6 +69,8 @@ def _load_model(directory: Path, metadata: dict[str, Any]) -> DialogueModel:
         )
     domain = Domain.from_dict(json.loads(domain_path.read_text(encoding="utf-8")))
     nlu = NLUPipeline.load(root / NLU_DIR) if (root / NLU_DIR).is_dir() else None
+    if nlu is not None:
+        nlu.use_domain(domain.intents, domain.entities)
     policies = PolicyEnsemble.load(root / POLICIES_DIR, domain)
     return DialogueModel(
         domain=domain,
@@ -76,3 +80,17 @@ def _load_model(directory: Path, metadata: dict[str, Any]) -> DialogueModel:
         assistant_id=metadata.get("assistant_id"),
         metadata=metadata,
     )
+
+
+def with_remote_nlu(
+    load: Callable[[Path, dict[str, Any]], DialogueModel], nlu: RemoteNLU
+) -> Callable[[Path, dict[str, Any]], DialogueModel]:
+    """A loader whose models parse with the NLU server of endpoints.yml (`nlu:`), as Rasa
+    parses every message there once it is configured, whatever NLU the model holds."""
+
+    def load_with_remote_nlu(directory: Path, metadata: dict[str, Any]) -> DialogueModel:
+        model = load(directory, metadata)
+        model.nlu = nlu.for_model(model.nlu)
+        return model
+
+    return load_with_remote_nlu

@@ -39,7 +39,13 @@ def patterns_from_data(
         for name, regex in data.regexes:
             grouped.setdefault(name, []).append(regex)
         for name, regexes in grouped.items():
-            patterns.append(Pattern(name, "|".join(f"(?:{r})" for r in regexes), "regex"))
+            if len(regexes) > 1 and any(_GROUP_REFERENCES.search(r) for r in regexes):
+                # Joined, `(?P<x>...)` twice would not compile and `\1` would name another
+                # regex's group: such regexes are matched one by one, as Rasa matches them.
+                patterns.extend(Pattern(name, _scoped_flags(r), "regex") for r in regexes)
+                continue
+            joined = "|".join(f"(?:{_scoped_flags(r)})" for r in regexes)
+            patterns.append(Pattern(name, joined, "regex"))
     if use_lookup_tables:
         for name, elements in data.lookups.items():
             # Longest first so that "new york city" wins over "new york".
@@ -48,6 +54,22 @@ def patterns_from_data(
                 alternatives = "|".join(re.escape(e) for e in ordered)
                 patterns.append(Pattern(name, f"(?:{alternatives})", "lookup"))
     return patterns
+
+
+# A named group or a reference to a group, which joining regexes would break.
+_GROUP_REFERENCES = re.compile(r"\(\?P[<=]|\\[1-9]|\\g<")
+_LEADING_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
+
+
+def _scoped_flags(regex: str) -> str:
+    """`(?i)[a-z]{2}` as `(?i:[a-z]{2})`: inline flags, which Python accepts only at the start
+    of a whole pattern, scoped to this regex so that it can join the others of its name (it
+    is matched as Rasa matches it alone)."""
+    flags = ""
+    while match := _LEADING_FLAGS.match(regex):
+        flags += match.group(1)
+        regex = regex[match.end() :]
+    return f"(?{flags}:{regex})" if flags else regex
 
 
 def compile_patterns(

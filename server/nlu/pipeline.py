@@ -12,6 +12,7 @@ from server.errors import InvalidConfig, ModelError
 from server.nlu.message import Message
 from server.nlu.regex_message import parse_regex_message
 from server.nlu.registry import COMPONENTS, plan_pipeline
+from server.nlu.response_selector import DEFAULT_SELECTOR
 from server.nlu.training_data import NLUTrainingData
 from server.training.unknown_options import ReadKeys
 
@@ -58,6 +59,10 @@ class NLUPipeline:
         self._has_classifier = any(k == "IntentClassifier" for k, _ in components)
         self._has_selector = any(k == "ResponseSelector" for k, _ in components)
         self._blocking = any(k in _BLOCKING_COMPONENTS for k, _ in components)
+        # The domain's intents and entities, which `/intent{...}` messages must name (set by
+        # `use_domain` once the model's domain is known; None accepts any, as in training).
+        self._domain_intents: set[str] | None = None
+        self._domain_entities: set[str] | None = None
 
     @classmethod
     def train(
@@ -106,12 +111,18 @@ class NLUPipeline:
     def entities(self) -> list[str]:
         return list(self._entities)
 
+    def use_domain(self, intents: list[str], entities: list[str]) -> None:
+        """The domain `/intent{"entity": ...}` messages are checked against, as Rasa's
+        RegexMessageHandler checks them."""
+        self._domain_intents = set(intents)
+        self._domain_entities = set(entities)
+
     def parse(
         self, text: str, message_id: str | None = None, metadata: dict | None = None
     ) -> dict[str, Any]:
         """Rasa's parse result for `text` (message_id and metadata are the caller's to
         attach: Rasa's /model/parse does not echo them)."""
-        shortcut = parse_regex_message(text)
+        shortcut = parse_regex_message(text, self._domain_intents, self._domain_entities)
         if shortcut is not None:
             return shortcut
         message = Message(text)
@@ -127,6 +138,7 @@ class NLUPipeline:
             result["intent_ranking"] = message.intent_ranking
         if self._has_selector and message.response_selector is not None:
             result["response_selector"] = message.response_selector
+            _name_full_retrieval_intent(result["intent"], message.response_selector)
         return result
 
     def persist(self, directory: Path) -> None:
@@ -193,6 +205,22 @@ class NLUPipeline:
                 component.locale = state.get("locale", component.locale)
             components.append((key, component))
         return cls(components, language, [str(w) for w in warnings], [str(e) for e in entities])
+
+
+def _name_full_retrieval_intent(intent: dict[str, Any], selector: dict[str, Any]) -> None:
+    """Adds Rasa's `full_retrieval_intent_name` (`chitchat/ask_name`) to a predicted retrieval
+    intent (`chitchat`): the response its own selector chose, or the default selector's when
+    that response belongs to this intent (Rasa reads only a selector named after the intent,
+    so with the usual default selector it gives null)."""
+    name = intent.get("name")
+    if not name or name not in selector.get("all_retrieval_intents", []):
+        return
+    own = selector.get(name)
+    if own is None:
+        own = selector.get(DEFAULT_SELECTOR)
+    key = ((own or {}).get("response") or {}).get("intent_response_key")
+    in_intent = isinstance(key, str) and key.startswith(f"{name}/")
+    intent["full_retrieval_intent_name"] = key if in_intent else None
 
 
 def _name_entity_sources(components: list[tuple[str, Any]], names: list[str]) -> None:

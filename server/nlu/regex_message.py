@@ -14,8 +14,16 @@ _PATTERN = re.compile(
 )
 
 
-def parse_regex_message(text: str, known_intents: set[str] | None = None) -> dict[str, Any] | None:
-    """Rasa's parse result for a `/intent...` message, or None for ordinary text."""
+# The `extractor` Rasa names on the entities of such a message.
+EXTRACTOR = "RegexMessageHandler"
+
+
+def parse_regex_message(
+    text: str, known_intents: set[str] | None = None, known_entities: set[str] | None = None
+) -> dict[str, Any] | None:
+    """Rasa's parse result for a `/intent...` message, or None for ordinary text. With the
+    domain's intents and entities known, as in Rasa, an unknown intent makes the message
+    ordinary text and entities of unknown types are left out (each with a warning)."""
     stripped = text.strip()
     if not stripped.startswith("/"):
         return None
@@ -23,12 +31,28 @@ def parse_regex_message(text: str, known_intents: set[str] | None = None) -> dic
     if not match:
         return None
     name = match.group("name").strip()
-    if not name or (known_intents is not None and name not in known_intents):
+    if not name:
+        return None
+    if known_intents is not None and name not in known_intents:
+        logger.warning(
+            "The intent '%s' of the message %r is not in the domain; the message is parsed as text",
+            name[:100],
+            stripped[:200],
+        )
         return None
     if match.group("rest"):
         logger.warning("Ignoring %r after the entities of %r", match.group("rest"), stripped)
     confidence = _confidence(match.group("confidence"))
     entities = _entities(match)
+    if known_entities is not None:
+        unknown = sorted({e["entity"] for e in entities} - known_entities)
+        if unknown:
+            logger.warning(
+                "Leaving out the entities %s of the message %r: not in the domain",
+                ", ".join(repr(u[:100]) for u in unknown),
+                stripped[:200],
+            )
+            entities = [e for e in entities if e["entity"] in known_entities]
     intent = {"name": name, "confidence": confidence}
     return {
         "text": stripped,
@@ -63,5 +87,13 @@ def _entities(match: re.Match[str]) -> list[dict[str, Any]]:
     entities = []
     for entity, values in parsed.items():
         for value in values if isinstance(values, list) else [values]:
-            entities.append({"entity": entity, "value": value, "start": start, "end": end})
+            entities.append(
+                {
+                    "entity": entity,
+                    "value": value,
+                    "start": start,
+                    "end": end,
+                    "extractor": EXTRACTOR,
+                }
+            )
     return entities

@@ -30,7 +30,9 @@ class EntitySynonymMapper:
         for entity in message.entities:
             key = str(entity.get("value")).lower()
             canonical = self.synonyms_.get(key)
-            if canonical is not None and canonical != entity.get("value"):
+            if canonical is not None:
+                # Marked even when the value was already canonical ("New York" for the
+                # synonym "new york"), as Rasa marks every entity the mapper looked up.
                 entity["value"] = canonical
                 entity.setdefault("processors", []).append(self.name)
 

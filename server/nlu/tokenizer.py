@@ -28,6 +28,12 @@ def tokenize(text: str) -> list[Token]:
         if cut_end <= cut_start:
             continue
         tokens.append(Token(word[cut_start:cut_end], start + cut_start, start + cut_end))
+    if not tokens and text.strip():
+        # Only emoji or punctuation ("👍", ":)"): the text is one token, as in Rasa, so such
+        # a message has features to classify rather than none.
+        stripped = text.strip()
+        start = text.index(stripped)
+        tokens.append(Token(stripped, start, start + len(stripped)))
     return tokens
 
 

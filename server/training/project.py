@@ -118,6 +118,10 @@ def load_project(
             f"domain or the training data (missing: {', '.join(missing)})",
             str(domain),
         )
+    # The ResponseSelector shows a retrieval intent's responses wherever they are written (in
+    # the domain too), as Rasa's importer syncs them into the NLU data.
+    for name in full_intents:
+        nlu.responses[f"utter_{name}"] = responses[f"utter_{name}"]
     # Each retrieval intent gets its `utter_<intent>` action, and is an intent of the domain
     # marked `is_retrieval_intent: true`, as Rasa's importer marks it (GET /domain shows it).
     for intent in nlu.retrieval_intents:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +10,11 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 
+from server.dialogue.domain import Domain
+from server.dialogue.processor import DialogueModel, stamp_model_ids
+from server.trackers.events import BotUttered, Event
 from tests.api.rasa_spec import RasaSpec
+from tests.api.recorded_examples import recorded_examples
 from tests.serving import serving
 
 TRACKER = "/conversations/{conversation_id}/tracker"
@@ -390,16 +395,25 @@ async def test_the_nlu_metadata_of_a_user_event_is_the_messages_not_the_models(
     assert user["parse_data"]["metadata"] == {"page": "home"}
 
 
-async def test_a_model_without_assistant_id_stamps_no_assistant_id(
+async def test_a_model_trained_without_assistant_id_stamps_the_random_one_it_got(
     client: httpx.AsyncClient,
 ) -> None:
-    # Moodbot's config.yml has no assistant_id. Rasa stamps only the identifiers it has
-    # ("dialogue events without identifier metadata"); before, every event carried
-    # `"assistant_id": null` to the tracker and the broker.
+    # Moodbot's config.yml has no assistant_id: as Rasa 3.5+, training made one up, and every
+    # event carries it beside the model_id (before: no assistant_id at all).
     await client.post("/webhooks/rest/webhook", json={"sender": "noid", "message": "hi"})
     events = (await client.get(TRACKER.format(conversation_id="noid"))).json()["events"]
     assert events and all("model_id" in e["metadata"] for e in events)
-    assert not any("assistant_id" in e["metadata"] for e in events)
+    assistant_ids = {e["metadata"]["assistant_id"] for e in events}
+    assert len(assistant_ids) == 1 and re.fullmatch(r"[a-z]+-[a-z]+", assistant_ids.pop())
+
+
+def test_a_model_archive_without_assistant_id_stamps_none_rather_than_null() -> None:
+    # An archive from before (or a model without the key) stamps what it has, as Rasa's
+    # "dialogue events without identifier metadata"; not `"assistant_id": null`.
+    events: list[Event] = [BotUttered(text="hi")]
+    model = DialogueModel(Domain.from_dict({}), policies=None, model_id="m1")  # type: ignore[arg-type]
+    stamp_model_ids(events, model)
+    assert events[0].as_dict()["metadata"] == {"model_id": "m1"}
 
 
 async def test_trigger_intent_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
@@ -474,6 +488,19 @@ async def test_messages_adds_a_user_message_without_predicting(
     assert body["events"][-1]["event"] in ("user", "slot")
     assert body["latest_message"]["intent"]["name"] == "mood_unhappy"
     assert not [e for e in body["events"] if e["event"] == "bot"]
+
+
+async def test_messages_stores_the_stripped_text_as_rasa_does(client: httpx.AsyncClient) -> None:
+    """Before, " I am sad\n" was stored and parsed as sent (token offsets into the padding);
+    Rasa's UserMessage strips it, as every channel does."""
+    body = (
+        await client.post(
+            "/conversations/u10/messages", json={"text": " I am sad\n", "sender": "user"}
+        )
+    ).json()
+    user = [e for e in body["events"] if e["event"] == "user"][-1]
+    assert user["text"] == user["parse_data"]["text"] == "I am sad"
+    assert user["parse_data"]["text_tokens"][0] == [0, 1]
 
 
 @pytest.mark.parametrize(
@@ -679,3 +706,51 @@ async def test_allow_names_every_method_of_a_path(client: httpx.AsyncClient) -> 
     assert model.headers["allow"] == "PUT, DELETE, OPTIONS"
     assert events.status_code == 200
     assert events.headers["allow"] == "POST, PUT, OPTIONS"
+
+
+def _event_steps(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """What a client reading events in order sees: type, action name, featurization flag."""
+    return [
+        (e["event"], e.get("name"), e.get("use_text_for_featurization"), e.get("hide_rule_turn"))
+        for e in events
+    ]
+
+
+async def test_the_recorded_rasa_conversation_logs_the_same_events_in_the_same_order(
+    client: httpx.AsyncClient,
+) -> None:
+    # Rasa logs `user_featurization` (false: read by intent) after each user message whose
+    # next action the policies predicted; before, it was logged only for end-to-end answers,
+    # so the recorded moodbot conversation had one event less per turn.
+    recorded = {e.title: e.body for e in recorded_examples()}
+    await client.post("/webhooks/rest/webhook", json={"sender": "u1", "message": "hi"})
+    tracker = (await client.get(TRACKER.format(conversation_id="u1"))).json()
+    expected = recorded["GET /conversations/u1/tracker"]["events"]
+    assert _event_steps(tracker["events"]) == _event_steps(expected)
+
+    # /messages adds no prediction (so no featurization); /execute then runs an action the
+    # policies did not predict, and the intent triggered after it follows no action_listen.
+    await client.post(
+        MESSAGES.format(conversation_id="u1"), json={"text": "I am sad", "sender": "user"}
+    )
+    await client.post(EXECUTE.format(conversation_id="u1"), json={"name": "utter_cheer_up"})
+    await client.post(TRIGGER.format(conversation_id="u1"), json={"name": "affirm"})
+    await client.post(EVENTS.format(conversation_id="u1"), json={"event": "bot", "text": "hello"})
+    tracker = (await client.get(TRACKER.format(conversation_id="u1"))).json()
+    expected = recorded["POST /conversations/u1/tracker/events (append one event)"]["events"]
+    assert _event_steps(tracker["events"]) == _event_steps(expected)
+
+
+async def test_a_rules_own_turn_is_logged_with_hide_rule_turn(client: httpx.AsyncClient) -> None:
+    # Moodbot's bot_challenge rule is in no story: Rasa logs its action (and the listen the
+    # rule adds) with hide_rule_turn true; the story turns keep false. Before, always false.
+    for message in ("/greet", "/bot_challenge"):
+        await client.post("/webhooks/rest/webhook", json={"sender": "hide", "message": message})
+    events = (await client.get(TRACKER.format(conversation_id="hide"))).json()["events"]
+    actions = [(e["name"], e["hide_rule_turn"]) for e in events if e["event"] == "action"]
+    assert actions[-4:] == [
+        ("utter_greet", False),
+        ("action_listen", False),
+        ("utter_iamabot", True),
+        ("action_listen", True),
+    ]

@@ -71,6 +71,28 @@ async def test_parse(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     assert emulated.json()["intent"]["name"] == "greet"
 
 
+async def test_parse_strips_the_text_as_rasa_and_the_channels_do(
+    client: httpx.AsyncClient,
+) -> None:
+    """Before, "  hello \n" came back unstripped with token offsets into the padding; Rasa
+    (and a conversation through any channel) parses "hello", tokens from 0."""
+    body = (await client.post("/model/parse", json={"text": "  hello \n"})).json()
+    assert body["text"] == "hello"
+    assert body["text_tokens"] == [[0, 5]]
+
+
+async def test_parse_of_an_intent_message_checks_the_models_domain(
+    client: httpx.AsyncClient,
+) -> None:
+    """`/greet` is moodbot's intent, with Rasa's `extractor` on its entities; `/order_pizza`
+    is no intent of the domain, so (as in Rasa) the text is parsed by the NLU instead."""
+    body = (await client.post("/model/parse", json={"text": '/greet{"name": "Ann"}'})).json()
+    assert body["intent"] == {"name": "greet", "confidence": 1.0}
+    assert body["entities"] == []  # moodbot's domain has no entity `name`
+    unknown = (await client.post("/model/parse", json={"text": "/order_pizza"})).json()
+    assert unknown["intent"]["name"] != "order_pizza"
+
+
 @pytest.mark.parametrize(
     ("content", "query"),
     [(b"{not json", ""), (b"{}", ""), (b"", ""), (b'{"text": "hi"}', "?emulation_mode=nope")],
@@ -98,7 +120,8 @@ async def test_a_text_too_long_to_be_a_message_is_refused_without_holding_the_lo
     check(rasa_spec, response, "/model/parse", "post", 400)
     assert "1,199,999 characters long; at most 100,000" in response.json()["message"]
     assert response.json()["details"] == {"parameter": "text", "in": "body"}
-    parsed = await client.post("/model/parse", json={"text": words[:100_000]})
+    at_limit = words[:99_999] + "y"  # no trailing space, which the parse would strip
+    parsed = await client.post("/model/parse", json={"text": at_limit})
     assert parsed.status_code == 200 and len(parsed.json()["text"]) == 100_000
 
 

@@ -4,12 +4,16 @@ shared file, each with a model source that records what it loads."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from server.api import model_sync
 from server.api.model import apply_model_request
 from server.api.model_sync import ModelSync
+from server.api.worker_files import next_serial, write_json
 from server.errors import ModelNotFound
 
 
@@ -113,24 +117,51 @@ def test_a_follower_never_applies_an_older_request_over_its_own_newer_one(
     asyncio.run(run())
 
 
+async def two_puts(tmp_path: Path) -> tuple[str | None, str | None]:
+    """A slow PUT to worker A, then a fast one to worker B; the models both end on."""
+    a, a_services = worker(tmp_path / "model.json", delay=0.3)
+    b, b_services = worker(tmp_path / "model.json")
+    earlier = asyncio.create_task(put(a, a_services, "earlier"))
+    await asyncio.sleep(0.05)
+    await put(b, b_services, "later")
+    await earlier
+    await a.follow_once()
+    await b.follow_once()
+    return a_services.source.loaded, b_services.source.loaded
+
+
 def test_of_two_puts_to_two_workers_the_later_one_wins_though_it_loads_first(
     tmp_path: Path,
 ) -> None:
     """Before, the request whose load ended last won: a PUT that came later but loaded faster
     was replaced everywhere by the earlier one."""
+    assert asyncio.run(two_puts(tmp_path)) == ("later", "later")
 
-    async def run() -> None:
-        a, a_services = worker(tmp_path / "model.json", delay=0.3)
-        b, b_services = worker(tmp_path / "model.json")
-        earlier = asyncio.create_task(put(a, a_services, "earlier"))
-        await asyncio.sleep(0.05)
-        await put(b, b_services, "later")
-        await earlier
-        await a.follow_once()
-        await b.follow_once()
-        assert (a_services.source.loaded, b_services.source.loaded) == ("later", "later")
 
-    asyncio.run(run())
+def test_a_wall_clock_stepped_back_does_not_make_the_earlier_put_win(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NTP stepped the wall clock back between two PUTs to two workers: before, the later
+    PUT got the smaller number (`time.time_ns()`), and the earlier one, loading slower,
+    replaced it on every worker."""
+    now = [1_800_000_000 * 10**9]
+
+    def stepping_back() -> int:  # every reading a second before the last
+        now[0] -= 10**9
+        return now[0]
+
+    monkeypatch.setattr(time, "time_ns", stepping_back)
+    assert asyncio.run(two_puts(tmp_path)) == ("later", "later")
+
+
+def test_the_request_counter_goes_on_from_the_file_when_its_own_is_unreadable(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "model.json"
+    assert [next_serial(path), next_serial(path)] == [1, 2]
+    write_json(path, {"serial": 7, "origin": "x", "request": None})
+    (tmp_path / "model.json.serial").write_text("garbage")
+    assert next_serial(path) == 8
 
 
 def test_an_unreadable_request_file_changes_nothing(tmp_path: Path) -> None:

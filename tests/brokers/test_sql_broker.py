@@ -18,7 +18,12 @@ from server.brokers.factory import create_event_broker
 from server.brokers.sql import SqlEventBroker
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_engine import async_url
-from tests.trackers.persistence_fixtures import POSTGRES, mariadb_database, postgres_database
+from tests.trackers.persistence_fixtures import (
+    MARIADB,
+    POSTGRES,
+    mariadb_database,
+    postgres_database,
+)
 
 
 def events(count: int) -> list[dict[str, Any]]:
@@ -65,7 +70,7 @@ async def test_without_table_name_a_new_database_gets_rasas_events_table(tmp_pat
     with sqlite3.connect(db) as conn:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
         rows = conn.execute("SELECT sender_id, data FROM events ORDER BY id").fetchall()
-    assert columns == ["id", "sender_id", "data"]
+    assert columns == ["id", "sender_id", "data", "event_key"]
     assert [(sender, json.loads(data)) for sender, data in rows] == [
         ("alice", {"sender_id": "alice", **e}) for e in events(2)
     ]
@@ -114,6 +119,63 @@ async def test_sql_broker_retries_until_the_database_is_back() -> None:
         finally:
             await broker.close()
             await proxy.cut()
+
+
+class LostCommitReply(TcpProxy):
+    """Once armed: passes the next COMMIT on to the database, swallows its reply and drops
+    the client's connection, as a network failure right after the commit does."""
+
+    armed = False
+
+    async def forward(self, data: bytes, writer: asyncio.StreamWriter, upstream: bool) -> bool:
+        if upstream and self.armed and b"COMMIT" in data.upper():
+            self.armed = False
+            self.committing = True
+        elif not upstream and getattr(self, "committing", False):
+            self.committing = False  # the database answered: it committed
+            writer.transport.abort()
+            return False
+        return await super().forward(data, writer, upstream)
+
+
+@pytest.mark.parametrize(
+    ("database", "address"), [(postgres_database, POSTGRES), (mariadb_database, MARIADB)]
+)
+async def test_a_lost_reply_to_commit_does_not_publish_the_events_twice(
+    database: Any, address: tuple[str, int]
+) -> None:
+    """The connection dropped after the database committed the broker's insert: before, the
+    broker retried it and a consumer of the table read every event of the batch twice."""
+    async with database() as config:
+        proxy = LostCommitReply(address)
+        await proxy.restore()
+        broker = SqlEventBroker({**config, "port": proxy.port, "retry_delay_in_seconds": 0.05})
+        try:
+            await broker.publish("alice", events(1))
+            assert await broker.flush(timeout=10)
+            proxy.armed = True
+            await broker.publish("bob", events(3))
+            assert await broker.flush(timeout=10)
+            assert not proxy.armed
+            rows = await stored_rows(broker)
+        finally:
+            await broker.close()
+            await proxy.cut()
+        assert [row["sender_id"] for row in rows] == ["alice", "bob", "bob", "bob"]
+        assert [row["text"] for row in rows] == ["0", "0", "1", "2"]
+
+
+async def test_byte_identical_events_one_after_the_other_are_all_written(
+    tmp_path: Path,
+) -> None:
+    """Posted through the events API with one timestamp: none is taken for a retry."""
+    broker = SqlEventBroker({"dialect": "sqlite", "db": str(tmp_path / "b.db")})
+    same = {"event": "bot", "timestamp": 1.0, "text": "again"}
+    await broker.publish("alice", [same, same])
+    await broker.publish("alice", [same], previous_event=same)
+    await broker.close()
+    assert await stored_rows(broker) == [{"sender_id": "alice", **same}] * 3
+    await broker._engine.dispose()
 
 
 async def test_a_latin1_broker_table_on_mariadb_takes_any_sender_id() -> None:

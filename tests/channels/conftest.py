@@ -63,8 +63,10 @@ async def concertbot_server(
     action_url: str,
     credentials: dict[str, Any] | None = None,
     action_timeout: float = 10.0,
+    stores: dict[str, Any] | None = None,
 ) -> AsyncIterator[str]:
-    """The whole server (`botserver run --enable-api`) on a model, with an action server."""
+    """The whole server (`botserver run --enable-api`) on a model, with an action server;
+    `stores` sets `tracker_store` (in memory by default) and `lock_store`."""
     from server.api.server import ServerOptions, build_app
 
     options = ServerOptions(
@@ -72,6 +74,7 @@ async def concertbot_server(
         endpoints={
             "action_endpoint": {"url": action_url, "timeout": action_timeout},
             "tracker_store": {"type": "in_memory"},
+            **(stores or {}),
         },
         credentials=credentials,
         enable_api=True,

@@ -3,6 +3,7 @@ and its rasa-sdk action server) and receives the bot's replies through its REST 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,25 +16,40 @@ from server.channels.rocketchat import RecentMessageIds, rocketchat_messages
 from tests.channels.conftest import concertbot_server
 from tests.channels.fake_rocketchat import FakeRocketChat
 from tests.serving import serving
+from tests.trackers.persistence_fixtures import (
+    REDIS,
+    delete_redis_keys,
+    require_service,
+    unique_name,
+)
 
 BOT, PASSWORD, HOOK_TOKEN = "concertbot", "bot-password", "outgoing-hook-token"
 
 
 @contextlib.asynccontextmanager
 async def rocketchat_bot(
-    model: Path, action_url: str, webhook_token: str | None = HOOK_TOKEN
+    model: Path,
+    action_url: str,
+    webhook_token: str | None = HOOK_TOKEN,
+    stores: dict[str, Any] | None = None,
 ) -> AsyncIterator[tuple[FakeRocketChat, str, str]]:
     """A fake Rocket.Chat and the bot wired to it; yields (rocket, webhook URL, bot URL)."""
     rocket = FakeRocketChat(BOT, PASSWORD)
     async with serving(rocket.app) as rocket_url:
         rocket.site_url = rocket_url
-        credentials: dict[str, Any] = {
-            "rocketchat": {"user": BOT, "password": PASSWORD, "server_url": rocket_url}
-        }
-        if webhook_token:
-            credentials["rocketchat"]["webhook_token"] = webhook_token
-        async with concertbot_server(model, action_url, credentials) as bot_url:
+        async with concertbot_server(
+            model, action_url, _credentials(rocket_url, webhook_token), stores=stores
+        ) as bot_url:
             yield rocket, f"{bot_url}/webhooks/rocketchat/webhook", bot_url
+
+
+def _credentials(rocket_url: str, webhook_token: str | None) -> dict[str, Any]:
+    credentials: dict[str, Any] = {
+        "rocketchat": {"user": BOT, "password": PASSWORD, "server_url": rocket_url}
+    }
+    if webhook_token:
+        credentials["rocketchat"]["webhook_token"] = webhook_token
+    return credentials
 
 
 @pytest.fixture
@@ -274,6 +290,44 @@ async def test_a_retried_webhook_call_is_not_recorded_twice(wired) -> None:  # n
     assert rocket.texts_in("R1") == ["Hey there!"]
     assert [e["text"] for e in live_tracker["events"] if e["event"] == "user"] == ["hi"]
     assert rocket.texts_in("LiveRoom2") == ["Hey there!"]
+
+
+async def test_a_retry_that_another_worker_receives_is_not_answered_twice(
+    concertbot_model: Path,
+    action_servers,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    """Two workers on one tracker store and one lock store, Rocket.Chat retrying a call (the
+    first one still running, or done) on the other: before, each worker took the message,
+    and the user read the bot's answer twice."""
+    require_service("Redis", REDIS)
+    prefix = unique_name("infra2_rc")
+    stores = {
+        "tracker_store": {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "bot.db")},
+        "lock_store": {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix},
+    }
+    url = action_servers["concertbot"].url
+    try:
+        async with (
+            rocketchat_bot(concertbot_model, url, stores=stores) as (rocket, first, _),
+            concertbot_server(
+                concertbot_model, url, _credentials(rocket.site_url, HOOK_TOKEN), stores=stores
+            ) as second_url,
+        ):
+            second = f"{second_url}/webhooks/rocketchat/webhook"
+            payload = rocket.outgoing_payload(
+                token=HOOK_TOKEN, user_id="TwoId", user_name="two", text="hi", room_id="R9"
+            )
+            answers = await asyncio.gather(
+                rocket.send(first, payload), rocket.send(second, payload)
+            )
+            later = await rocket.send(second, payload)
+            tracker = await _tracker(second_url, "R9:TwoId")
+    finally:
+        await delete_redis_keys(prefix)
+    assert [a.status_code for a in (*answers, later)] == [200, 200, 200]
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == ["hi"]
+    assert rocket.texts_in("R9") == ["Hey there!"]
 
 
 async def test_json_no_answer_could_hold_is_not_recorded(wired) -> None:  # noqa: ANN001

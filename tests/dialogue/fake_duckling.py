@@ -3,13 +3,13 @@ and English number words, in Duckling's JSON shape. Runs in a thread on a free p
 
 from __future__ import annotations
 
-import json
 import re
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs
+
+from tests.fake_http import serve_json
 
 WORDS = {
     "one": 1,
@@ -45,29 +45,26 @@ def number_matches(text: str) -> list[dict[str, object]]:
     return matches
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        length = int(self.headers.get("Content-Length") or 0)
-        form = parse_qs(self.rfile.read(length).decode())
-        body = json.dumps(number_matches((form.get("text") or [""])[0])).encode()
-        self.send_response(200 if self.path == "/parse" else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+Answer = Callable[[dict[str, list[str]]], list[dict[str, Any]]]
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+
+def _number_answer(form: dict[str, list[str]]) -> list[dict[str, Any]]:
+    return number_matches((form.get("text") or [""])[0])
+
+
+@contextmanager
+def serve_form(answer: Answer) -> Iterator[str]:
+    """Yields the base URL of a fake Duckling whose POST /parse answers `answer(form)`."""
+
+    def respond(path: str, body: bytes) -> tuple[int, Any]:
+        return (200 if path == "/parse" else 404), answer(parse_qs(body.decode()))
+
+    with serve_json(respond) as url:
+        yield url
 
 
 @contextmanager
 def fake_duckling() -> Iterator[str]:
-    """Yields the base URL of a running fake Duckling."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    """Yields the base URL of a running fake Duckling that finds numbers."""
+    with serve_form(_number_answer) as url:
+        yield url

@@ -8,6 +8,7 @@ from server.nlu.evaluation import cross_validate, evaluate
 from server.nlu.message import Message
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.tokenizer import tokenize
+from server.training.nlu_yaml import read_nlu_yaml
 
 
 def test_whitespace_tokenizer_trims_punctuation():
@@ -18,6 +19,23 @@ def test_whitespace_tokenizer_trims_punctuation():
         ("I'm", 14, 17),
         ("ok", 18, 20),
     ]
+
+
+def test_a_message_of_only_emoji_or_punctuation_is_one_token() -> None:
+    """Before, "👍" or ":)" had no token (`text_tokens: []`, no word features); as in Rasa,
+    such a text is one token of its own."""
+    data = read_nlu_yaml(
+        "nlu:\n- intent: affirm\n  examples: |\n    - yes\n    - 👍\n    - 👍👍\n"
+        "- intent: deny\n  examples: |\n    - no\n    - never\n    - not at all\n"
+        "    - no way\n    - nope\n",
+        "nlu.yml",
+    )
+    pipeline = NLUPipeline.train(data, [{"name": "DIETClassifier"}])
+    parsed = pipeline.parse("👍")
+    assert parsed["text_tokens"] == [[0, 1]]
+    assert parsed["intent"]["name"] == "affirm"
+    assert [(t.text, t.start, t.end) for t in tokenize(" :) ")] == [(":)", 1, 3)]
+    assert tokenize("  ") == []
 
 
 def test_count_vectors_char_wb_ngrams():

@@ -1,10 +1,12 @@
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from server.errors import InvalidConfig, ModelError
 from server.nlu.pipeline import NLUPipeline
+from server.nlu.regex_message import EXTRACTOR
 from server.nlu.training_data import NLUTrainingData
 
 RECORDED_PARSE_KEYS = [
@@ -61,6 +63,30 @@ def test_entities_roles_regex_and_synonyms(full_pipeline):
     )
 
 
+def test_a_synonym_in_another_case_is_mapped_and_marked_as_in_rasa() -> None:
+    """`[new york](city:New York)` makes "new york" a synonym: an extracted "NEW YORK" and
+    "New York" both map to "New York" with `processors: ["EntitySynonymMapper"]` (the
+    canonical spelling was left unmarked before, where Rasa marks it)."""
+    from server.nlu.message import Message
+    from server.nlu.synonyms import EntitySynonymMapper
+    from server.training.nlu_yaml import read_nlu_yaml
+
+    data = read_nlu_yaml(
+        "nlu:\n- intent: go\n  examples: |\n    - to [new york](city:New York)\n", "n.yml"
+    )
+    mapper = EntitySynonymMapper({})
+    mapper.train([], data)
+    message = Message("NEW YORK or New York")
+    message.entities = [
+        {"entity": "city", "start": 0, "end": 8, "value": "NEW YORK"},
+        {"entity": "city", "start": 12, "end": 20, "value": "New York"},
+    ]
+    mapper.process(message)
+    for entity in message.entities:
+        assert entity["value"] == "New York"
+        assert entity["processors"] == ["EntitySynonymMapper"]
+
+
 def test_response_selector_output(full_pipeline):
     selector = full_pipeline.parse("what is your name")["response_selector"]
     assert selector["all_retrieval_intents"] == ["chitchat"]
@@ -69,6 +95,16 @@ def test_response_selector_output(full_pipeline):
     assert response["utter_action"] == "utter_chitchat/ask_name"
     assert response["responses"] == [{"text": "I am a bot."}]
     assert set(selector["default"]["ranking"][0]) == {"id", "confidence", "intent_response_key"}
+
+
+def test_a_retrieval_intent_names_its_full_retrieval_intent(full_pipeline):
+    """Before, `intent` was only {"name": "chitchat", ...}: a client (and a story's
+    `chitchat/ask_name`) could not see which response the selector chose; Rasa adds
+    `full_retrieval_intent_name`."""
+    result = full_pipeline.parse("what is your name")
+    assert result["intent"]["name"] == "chitchat"
+    assert result["intent"]["full_retrieval_intent_name"] == "chitchat/ask_name"
+    assert "full_retrieval_intent_name" not in full_pipeline.parse("hello")["intent"]
 
 
 def test_fallback_classifier_predicts_nlu_fallback(mixed_data):
@@ -86,12 +122,29 @@ def test_intent_message_syntax(full_pipeline):
         "text": '/book_flight{"city": ["Rome", "Oslo"]}',
         "intent": {"name": "book_flight", "confidence": 1.0},
         "entities": [
-            {"entity": "city", "value": "Rome", "start": 12, "end": 38},
-            {"entity": "city", "value": "Oslo", "start": 12, "end": 38},
+            {"entity": "city", "value": "Rome", "start": 12, "end": 38, "extractor": EXTRACTOR},
+            {"entity": "city", "value": "Oslo", "start": 12, "end": 38, "extractor": EXTRACTOR},
         ],
         "intent_ranking": [{"name": "book_flight", "confidence": 1.0}],
     }
     assert full_pipeline.parse("/greet@0.5")["intent"] == {"name": "greet", "confidence": 0.5}
+
+
+def test_intent_messages_are_checked_against_the_domain_as_rasa_does(
+    mixed_data: NLUTrainingData, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, `/anything` was taken as the intent `anything` (a policy then met an intent no
+    domain has) and entities of any type were kept; Rasa's RegexMessageHandler parses an
+    unknown intent as text and leaves out entity types the domain lacks, with warnings."""
+    pipeline = NLUPipeline.train(mixed_data, [{"name": "DIETClassifier"}])
+    pipeline.use_domain(["greet", "book_flight"], ["city"])
+    unknown = pipeline.parse("/buy_ticket")
+    assert unknown["intent"]["name"] != "buy_ticket"
+    assert "text_tokens" in unknown  # the pipeline parsed it as text
+    known = pipeline.parse('/book_flight{"city": "Rome", "price": "cheap"}')
+    assert known["intent"] == {"name": "book_flight", "confidence": 1.0}
+    assert [e["entity"] for e in known["entities"]] == ["city"]
+    assert "'buy_ticket'" in caplog.text and "'price'" in caplog.text
 
 
 def test_persistence_round_trip_gives_identical_parses(full_pipeline, tmp_path: Path):
@@ -148,3 +201,40 @@ def test_duckling_unreachable_yields_no_entities(caplog):
     )
     assert pipeline.parse("tomorrow at 5pm")["entities"] == []
     assert "Duckling" in caplog.text
+
+
+def test_duckling_is_asked_for_the_configured_dimensions_only() -> None:
+    """Before, Duckling was asked for every dimension and the answer filtered here: in
+    "table at 5" its time "at 5" hid the number 5, so `dimensions: [number]` found nothing.
+    As Rasa, the request names the dimensions (`dims`), and Duckling finds the number."""
+    from tests.dialogue.fake_duckling import serve_form
+
+    def duckling(form: dict[str, list[str]]) -> list[dict[str, Any]]:
+        if json.loads(form.get("dims", ["[]"])[0]) == ["number"]:
+            return [
+                {
+                    "body": "5",
+                    "start": 9,
+                    "end": 10,
+                    "dim": "number",
+                    "value": {"type": "value", "value": 5},
+                }
+            ]
+        return [
+            {
+                "body": "at 5",
+                "start": 6,
+                "end": 10,
+                "dim": "time",
+                "value": {"type": "value", "value": "2026-12-05T05:00:00.000-08:00"},
+            }
+        ]
+
+    with serve_form(duckling) as url:
+        data = NLUTrainingData(examples=[])
+        config = {"name": "DucklingEntityExtractor", "url": url, "dimensions": ["number"]}
+        pipeline = NLUPipeline.train(data, [{"name": "WhitespaceTokenizer"}, config])
+        entities = pipeline.parse("table at 5")["entities"]
+    assert [(e["entity"], e["value"], e["start"], e["end"]) for e in entities] == [
+        ("number", 5, 9, 10)
+    ]

@@ -65,3 +65,38 @@ def test_a_search_over_the_time_limit_counts_as_no_match_and_warns_once(
 def test_a_backtracking_regex_still_matches_what_it_should() -> None:
     entities = _pipeline().parse("aaaa")["entities"]
     assert [(e["entity"], e["value"]) for e in entities] == [("code", "aaaa")]
+
+
+def test_a_regex_with_inline_flags_trains_and_matches_as_in_rasa() -> None:
+    """Before, `(?i)[a-z]{2}-\\d{3}` (with another regex of the name, or alone) stopped
+    training with a traceback ("global flags not at the start of the expression"); Rasa
+    compiles each regex alone, where the flag applies. Now it is scoped to its own regex."""
+    data = NLUTrainingData(
+        examples=[
+            Example("hello", "greet"),
+            Example("order ab-123", "order", [EntityAnnotation(6, 12, "ab-123", "order_id")]),
+        ],
+        regexes=[("order_id", r"(?i)[a-z]{2}-\d{3}"), ("order_id", r"#\d{6}")],
+    )
+    pipeline = NLUPipeline.train(data, [*PIPELINE[:2], {**PIPELINE[2], "case_sensitive": True}])
+    found = [
+        (e["value"], e["extractor"])
+        for e in pipeline.parse("is XY-555 or #123456 here")["entities"]
+    ]
+    assert found == [("XY-555", "RegexEntityExtractor"), ("#123456", "RegexEntityExtractor")]
+
+
+def test_regexes_with_groups_of_the_same_name_each_match_as_in_rasa() -> None:
+    """Before, two regexes of one name that both define `(?P<n>...)` stopped training with
+    "redefinition of group name", and a `\\1` in the second referred to the first's group
+    (so `xx` was not found). Rasa matches each regex alone; now these too."""
+    data = NLUTrainingData(
+        examples=[
+            Example("hello", "greet"),
+            Example("code aa", "inform", [EntityAnnotation(5, 7, "aa", "code")]),
+        ],
+        regexes=[("code", r"(?P<n>\d)-(?P=n)"), ("code", r"\b(?P<n>[a-z])\1\b")],
+    )
+    pipeline = NLUPipeline.train(data, PIPELINE[:3])
+    found = [e["value"] for e in pipeline.parse("try 7-7 or xx")["entities"]]
+    assert found == ["7-7", "xx"]

@@ -413,6 +413,24 @@ def test_a_retrieval_intent_without_its_responses_names_the_domain(tmp_path: Pat
     assert "retrieval intent 'faq/ask_age' has no response 'utter_faq/ask_age'" in str(info.value)
 
 
+def test_retrieval_responses_in_the_domain_reach_the_response_selector(tmp_path: Path) -> None:
+    """Before, with `utter_faq/ask_name` in domain.yml (not in an NLU file), the parse said
+    `"responses": null` for it; Rasa syncs domain responses into the NLU data."""
+    from server.nlu.pipeline import NLUPipeline
+
+    (tmp_path / "domain.yml").write_text(
+        'version: "3.1"\nintents: [faq]\nresponses:\n  utter_faq/ask_name: [{text: Sara}]\n'
+    )
+    (tmp_path / "nlu.yml").write_text(
+        'version: "3.1"\nnlu:\n- intent: faq/ask_name\n  examples: |\n    - your name?\n'
+        "    - who are you\n"
+    )
+    project = load_project(None, tmp_path / "domain.yml", [tmp_path / "nlu.yml"])
+    pipeline = NLUPipeline.train(project.nlu, [{"name": "ResponseSelector"}])
+    selected = pipeline.parse("your name?")["response_selector"]["default"]["response"]
+    assert selected["responses"] == [{"text": "Sara"}]
+
+
 def test_training_shows_the_domains_warnings_with_file_and_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

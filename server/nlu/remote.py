@@ -1,0 +1,95 @@
+"""RemoteNLU: messages parsed by another server's `POST /model/parse` (`nlu:` in
+endpoints.yml), as Rasa's HTTP interpreter does; the model's own pipeline is then unused."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from typing import Any
+
+import httpx
+
+from server.dialogue.http_endpoint import safe_url
+from server.errors import InvalidConfig
+from server.http_clients import sync_client
+from server.json_values import loads_untrusted
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_SECONDS = 10.0
+_WARN_EVERY_SECONDS = 60.0
+
+
+class RemoteNLU:
+    """Parses with a remote Rasa-compatible NLU server. A failure logs an error and gives an
+    unparsed message (no intent), never a failed turn."""
+
+    # The HTTP call waits on the network: the processor runs it off the event loop.
+    blocking = True
+    # The model's own pipeline: what `POST /model/test/intents` evaluates, as in Rasa.
+    own: Any = None
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        url = config.get("url")
+        if not isinstance(url, str) or not url.strip():
+            raise InvalidConfig("endpoints 'nlu' needs a 'url'")
+        self.url = url.rstrip("/") + "/model/parse"
+        self.safe_url = safe_url(self.url)
+        token = config.get("token")
+        self.token = None if token is None else str(token)
+        headers = config.get("headers") or {}
+        if not isinstance(headers, dict):
+            raise InvalidConfig("endpoints 'nlu': 'headers' must be a mapping")
+        try:
+            timeout = float(config.get("timeout", DEFAULT_TIMEOUT_SECONDS))
+        except (TypeError, ValueError) as e:
+            raise InvalidConfig(f"endpoints 'nlu': 'timeout' must be a number: {e}") from e
+        self._client = sync_client(
+            timeout=timeout, headers={str(k): str(v) for k, v in headers.items()}
+        )
+        self._last_warning = 0.0
+
+    def for_model(self, own: Any) -> RemoteNLU:
+        """This client (sharing its connections) in place of a model's own pipeline."""
+        bound = copy.copy(self)
+        bound.own = own
+        return bound
+
+    def parse(
+        self, text: str, message_id: str | None = None, metadata: dict | None = None
+    ) -> dict[str, Any]:
+        # Rasa puts the token in the body only, which a server run with --auth-token refuses:
+        # the query carries it too.
+        body = {"token": self.token, "text": text, "message_id": message_id}
+        params = {"token": self.token} if self.token is not None else None
+        try:
+            response = self._client.post(self.url, json=body, params=params)
+            if response.status_code != 200:
+                raise ValueError(f"HTTP {response.status_code}")
+            parsed = loads_untrusted(response.content)
+            if not isinstance(parsed, dict) or not isinstance(parsed.get("intent"), dict):
+                raise ValueError("the answer is no parse result (no 'intent' object)")
+        except httpx.HTTPError as e:  # its text may hold the URL, token and all
+            self._warn(type(e).__name__)
+            return _unparsed(text)
+        except ValueError as e:
+            self._warn(str(e)[:200])
+            return _unparsed(text)
+        parsed.setdefault("entities", [])
+        return parsed
+
+    def _warn(self, reason: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > _WARN_EVERY_SECONDS:
+            self._last_warning = now
+            logger.error(
+                "The NLU server at %s failed (%s); the message is left without an intent",
+                self.safe_url,
+                reason,
+            )
+
+
+def _unparsed(text: str) -> dict[str, Any]:
+    """A message no NLU could parse (Rasa stores an intent named "" instead)."""
+    return {"text": text, "intent": {"name": None, "confidence": 0.0}, "entities": []}

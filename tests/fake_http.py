@@ -1,0 +1,42 @@
+"""A tiny JSON HTTP server for tests that face a third party (Duckling, an NLU server):
+each POST is answered by a function of its path and body. Runs in a thread on a free port."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+# (path with query, raw body) -> (status, JSON answer)
+Respond = Callable[[str, bytes], tuple[int, Any]]
+
+
+@contextmanager
+def serve_json(respond: Respond) -> Iterator[str]:
+    """Yields the base URL of a server whose POSTs are answered by `respond`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            length = int(self.headers.get("Content-Length") or 0)
+            status, answer = respond(self.path, self.rfile.read(length))
+            body = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
