@@ -224,10 +224,14 @@ async def _answer_streamed(
     The 200 waits for the turn's first message: a turn that could not be recorded before it
     said anything (the conversation busy, the store down) is answered 503 as without
     `stream`, where Rasa answers an empty 200. The turn runs in a task of its own: a client
-    that leaves mid-stream does not cut it short (it is stored as without `stream`).
+    that leaves mid-stream does not cut it short (it is stored as without `stream`); one
+    that left while the message waited for the conversation's lock has it not handled.
     """
     output = QueueOutputChannel()
     message.output_channel = output
+    # Until the turn has the conversation's lock (and so before its first message): a
+    # client gone meanwhile means the message is not handled, as without `stream`.
+    message.client = client = ClientWatch(receive)
     turn: asyncio.Future[Any] = asyncio.ensure_future(on_new_message(message))
     _STREAMED_TURNS.add(turn)
     turn.add_done_callback(_STREAMED_TURNS.discard)
@@ -237,6 +241,8 @@ async def _answer_streamed(
     except asyncio.CancelledError:  # the response timeout: the turn goes on, as below
         turn.add_done_callback(lambda ended: _log_outcome(message, ended))
         raise
+    finally:
+        client.stop()  # the response watches the client from here on
     if first is None:
         error = None if turn.cancelled() else turn.exception()
         if isinstance(error, _NOT_RECORDED):
