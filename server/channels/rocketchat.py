@@ -21,6 +21,7 @@ from server.channels.channel import (
     OnNewMessage,
     health_router,
     log_failed_turn,
+    refused_as_too_long,
     reply_choices,
 )
 from server.channels.rocketchat_api import RocketChatAPI, RocketChatError
@@ -233,6 +234,8 @@ class RocketChatInput(InputChannel):
             for message_id, message in self._user_messages(payload):
                 if message_id is not None and not self._recent.add(message_id):
                     logger.info("rocketchat: message %s came again (a retry), ignored", message_id)
+                    continue
+                if await refused_as_too_long(message):
                     continue
                 try:
                     await on_new_message(message)

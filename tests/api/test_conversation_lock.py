@@ -21,8 +21,9 @@ from tests.trackers.persistence_fixtures import (
 WEBHOOK = "/webhooks/rest/webhook"
 
 
+@pytest.mark.parametrize("stream", ["", "?stream=true"])
 async def test_a_message_whose_client_left_while_it_waited_is_not_handled(
-    moodbot_model: Path, tmp_path: Path
+    moodbot_model: Path, tmp_path: Path, stream: str
 ) -> None:
     """Before, it was handled when its turn came, after the client had given up (and had
     perhaps sent it again): a turn nobody saw, and the conversation's next message waited
@@ -38,7 +39,9 @@ async def test_a_message_whose_client_left_while_it_waited_is_not_handled(
     async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
         async with app.state.lock_store.lock("u1"):  # an earlier turn of u1, still running
             with pytest.raises(httpx.ReadTimeout):
-                await client.post(WEBHOOK, json={"sender": "u1", "message": "hello"}, timeout=0.3)
+                await client.post(
+                    WEBHOOK + stream, json={"sender": "u1", "message": "hello"}, timeout=0.3
+                )
             await asyncio.sleep(0.05)  # the server sees the connection close
 
         answer = await client.post(WEBHOOK, json={"sender": "u1", "message": "bye"}, timeout=5)

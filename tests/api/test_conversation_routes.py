@@ -90,8 +90,23 @@ async def test_tracker_include_events_and_until(
     early = (await client.get(f"/conversations/u1/tracker?until={user_time}")).json()
     assert early["events"][-1]["event"] == "user"
     assert len(early["events"]) == len(full["events"]) - 1
-    ignored = (await client.get("/conversations/u1/tracker?until=soon")).json()
-    assert len(ignored["events"]) == len(full["events"])
+    empty = (await client.get("/conversations/u1/tracker?until=")).json()
+    assert len(empty["events"]) == len(full["events"])
+
+
+@pytest.mark.parametrize("until", ["soon", "2026-12-05T01:00:00", "NaN"])
+async def test_an_until_that_is_no_timestamp_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, until: str
+) -> None:
+    # Before (and in Rasa, with a warning in its log): today's whole tracker, as if the
+    # client had not asked for an earlier one; NaN gave an empty conversation.
+    await client.post("/conversations/u6/tracker/events", json=GOODBYE_EVENTS)
+    tracker = await client.get(f"/conversations/u6/tracker?until={until}")
+    story = await client.get(f"/conversations/u6/story?until={until}")
+    body = check(rasa_spec, tracker, TRACKER, "get", 400)
+    assert body["details"] == {"parameter": "until", "in": "query"}
+    assert "Should be a Unix timestamp" in body["message"]
+    assert story.status_code == 400
 
 
 async def test_tracker_bad_include_events_is_rasas_400(
@@ -290,6 +305,29 @@ async def test_story_is_a_yaml_test_story(client: httpx.AsyncClient) -> None:
     )
     sessions = (await client.get("/conversations/u4/story?all_sessions=true")).text
     assert "- story: u4, story 1\n" in sessions
+
+
+async def test_boolean_query_parameters_are_true_false_or_a_400(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.post("/conversations/u5/tracker/events", json=GOODBYE_EVENTS)
+    sessions = await client.get("/conversations/u5/story?all_sessions=True")
+    one = await client.get("/conversations/u5/story?all_sessions=0")
+    # Before: 1 and yes were read as false, as Rasa reads them: one session, no side effects.
+    wrong = await client.get("/conversations/u5/story?all_sessions=1")
+    side_effects = await client.post(
+        "/conversations/u5/tracker/events?execute_side_effects=yes", json=GOODBYE_EVENTS
+    )
+    after = (await client.get("/conversations/u5/tracker")).json()
+    assert "- story: u5, story 1\n" in sessions.text
+    assert "story 1" not in one.text
+    for refused, name in ((wrong, "all_sessions"), (side_effects, "execute_side_effects")):
+        assert refused.status_code == 400
+        assert refused.json()["message"] == (
+            f"Invalid parameter value for '{name}'. Should be true or false."
+        )
+        assert refused.json()["details"] == {"parameter": name, "in": "query"}
+    assert len(after["events"]) == len(GOODBYE_EVENTS) + 3  # nothing appended by the 400
 
 
 async def test_story_of_unknown_conversation_is_404(
