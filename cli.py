@@ -108,8 +108,16 @@ def _add_log_flags(p: argparse.ArgumentParser) -> None:
         default=0,
         help="more logs (-v info, -vv debug, with one line per turn)",
     )
+    group.add_argument(
+        "--debug", action="store_const", dest="verbose", const=2, help="debug logs (as -vv)"
+    )
     group.add_argument("--quiet", action="store_true", help="only warnings and errors")
     group.add_argument("--log-file", help="also write logs to this file")
+    group.add_argument(
+        "--logging-config-file",
+        help="YAML logging configuration (Python's dictConfig schema, as Rasa's); what it "
+        "says of the `rasa` logger applies to botserver's",
+    )
     group.add_argument(
         "--log-format",
         choices=("text", "json"),
@@ -521,7 +529,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from server.config import read_endpoints
-    from server.trackers.factory import create_tracker_store
+    from server.trackers.factory import create_lock_store, create_tracker_store
     from server.trackers.retention import delete_conversations_older_than
 
     endpoints = read_endpoints(args.endpoints)
@@ -532,11 +540,17 @@ def cmd_prune(args: argparse.Namespace) -> int:
     }
 
     async def prune() -> int:
+        # The serving processes' locks, when they are shared (an in-memory lock is not).
+        locks = create_lock_store(endpoints.get("lock_store"))
+        shared = None if locks.process_local else locks
         store = create_tracker_store(config)
         try:
-            return await delete_conversations_older_than(store, args.older_than_days * 86400)
+            return await delete_conversations_older_than(
+                store, args.older_than_days * 86400, shared
+            )
         finally:
             await store.close()
+            await locks.close()
 
     print(f"Deleted {asyncio.run(prune())} conversations.")
     return 0
@@ -583,9 +597,13 @@ def main(argv: list[str] | None = None) -> int:
             verbosity=-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0),
             log_file=log_file,
             fmt=getattr(args, "log_format", "text"),
+            config_file=getattr(args, "logging_config_file", None),
         )
     except OSError as exc:
         print(f"error: --log-file {log_file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except BotServerError as exc:  # a LOG_LEVEL or --logging-config-file we cannot use
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.command == "data":
         if args.data_command == "split" and args.split_what == "nlu":

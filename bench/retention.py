@@ -7,6 +7,10 @@ migrations run), loads one conversation, lists the keys and prunes what is older
 days while a task runs a turn (load + append) every 10 ms on a conversation of its own.
 
     python bench/retention.py --store sqlite|postgresql|mysql|redis [--conversations 100000]
+        [--redis-locks]
+
+With --redis-locks the turns hold their conversation's Redis lock, as a server's do, and the
+prune's endpoints.yml names that lock store (the prune then takes each batch's locks).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.trackers.factory import create_tracker_store  # noqa: E402
+from server.trackers.factory import create_lock_store, create_tracker_store  # noqa: E402
 from server.trackers.sql_store import _rows  # noqa: E402
 
 DAY = 86400.0
@@ -131,8 +135,12 @@ async def insert_rows(store: str, cfg: dict[str, Any], rows: list[tuple[Any, ...
         conn.close()
 
 
-async def measure(cfg: dict[str, Any]) -> dict[str, Any]:
+LOCKS = {"type": "redis", "url": "127.0.0.1", "port": 6379, "key_prefix": f"{NAME}_locks"}
+
+
+async def measure(cfg: dict[str, Any], locks_cfg: dict[str, Any] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {}
+    locks = create_lock_store(locks_cfg)
     started = time.perf_counter()
     store = create_tracker_store(cfg)
     await store.ping()
@@ -154,8 +162,9 @@ async def measure(cfg: dict[str, Any]) -> dict[str, Any]:
         n = 0
         while not done.is_set():
             began = time.perf_counter()
-            await store.load("bench-live")
-            await store.append("bench-live", conversation(0)[2:4])
+            async with locks.lock("bench-live"):
+                await store.load("bench-live")
+                await store.append("bench-live", conversation(0)[2:4])
             latencies.append(time.perf_counter() - began)
             n += 1
             await asyncio.sleep(0.01)
@@ -163,7 +172,10 @@ async def measure(cfg: dict[str, Any]) -> dict[str, Any]:
     task = asyncio.create_task(turns())
     # `botserver prune` in its own process, as a user runs it (cron) beside the server.
     with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as endpoints:
-        json.dump({"tracker_store": cfg}, endpoints)  # JSON is YAML
+        endpoints_cfg = {"tracker_store": cfg}
+        if locks_cfg:
+            endpoints_cfg["lock_store"] = locks_cfg
+        json.dump(endpoints_cfg, endpoints)  # JSON is YAML
     started = time.perf_counter()
     prune = await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "cli.py"), "prune", "--older-than-days", "90",
@@ -184,6 +196,7 @@ async def measure(cfg: dict[str, Any]) -> dict[str, Any]:
     result["maxrss_mb_end"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     await store.delete("bench-live")
     await store.close()
+    await locks.close()
     return result
 
 
@@ -216,10 +229,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--store", default="sqlite")
     parser.add_argument("--conversations", type=int, default=100_000)
+    parser.add_argument("--redis-locks", action="store_true")
     parser.add_argument("--measure-only", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    locks_cfg = LOCKS if args.redis_locks else None
     if args.measure_only:
-        print(json.dumps(asyncio.run(measure(json.loads(args.measure_only)))))
+        print(json.dumps(asyncio.run(measure(json.loads(args.measure_only), locks_cfg))))
         return
     with tempfile.TemporaryDirectory(prefix="bs-scale-") as tmp:
         cfg = config(args.store, os.path.join(tmp, "retention.db"))
@@ -229,7 +244,13 @@ def main() -> None:
         print(f"filled {args.conversations} in {time.perf_counter() - started:.1f} s")
         # A fresh process, so its memory is the serving process's, not the filler's.
         out = subprocess.run(
-            [sys.executable, __file__, "--measure-only", json.dumps(cfg)],
+            [
+                sys.executable,
+                __file__,
+                "--measure-only",
+                json.dumps(cfg),
+                *(["--redis-locks"] if args.redis_locks else []),
+            ],
             capture_output=True,
             text=True,
             check=False,

@@ -1,17 +1,44 @@
-"""Log setup: human-readable or JSON lines, to stderr and optionally a file, secrets redacted."""
+"""Log setup: human-readable or JSON lines, to stderr and optionally a file, secrets redacted;
+Rasa's `LOG_LEVEL*` variables and `--logging-config-file`."""
 
 from __future__ import annotations
 
 import json
 import logging
+import logging.config
+import logging.handlers
+import os
 import re
 import sys
 import time
 from typing import Any
 
-from server.auth.log_redaction import RedactSecretsFilter
+import yaml
 
-_STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+from server.auth.log_redaction import RedactSecretsFilter
+from server.errors import InvalidConfig
+
+# Our own loggers: what Rasa's `rasa` logger is to Rasa.
+OWN_LOGGERS = ("server", "botserver", "cli")
+# Libraries whose info lines are noise (LOG_LEVEL_LIBRARIES; -vv shows their debug lines).
+LIBRARY_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "sqlalchemy.engine",
+    "alembic",
+    "asyncio",
+    "uvicorn.error",
+    "socketio",
+    "engineio",
+)
+RABBITMQ_LOGGERS = ("aio_pika", "aiormq")
+
+# Record attributes that are not extra fields; uvicorn's `color_message` is its message
+# template with terminal colours, for its own formatter.
+_STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -50,18 +77,101 @@ def _escaped(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+# Control characters but the line feed, in a traceback (whose lines are kept).
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 class TextFormatter(logging.Formatter):
     """The human-readable line; control characters in the message are escaped (`\\n`,
     `\\x00`), so one record is one line whatever a client put in it. A traceback keeps its
-    lines."""
+    lines, each indented: a line that starts at the margin is always a record's first (an
+    exception's message may hold a client's text, newlines and all)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
         record.message = _CONTROL.sub(_escaped, record.message)
         return super().formatMessage(record)
 
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        text = _CONTROL_BUT_NEWLINE.sub(_escaped, super().formatException(ei))
+        return "\n".join("  " + line for line in text.split("\n"))
 
-def configure_logging(verbosity: int = 0, log_file: str | None = None, fmt: str = "text") -> None:
-    """-1 quiet (warnings), 0 default (warnings + our info), 1 info, 2 debug."""
+
+class OneLineFilter(logging.Filter):
+    """The escaping of `TextFormatter`, for handlers with formatters of their own (a
+    `--logging-config-file`): the message is formatted and escaped once, here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        escaped = _CONTROL.sub(_escaped, message)
+        if escaped != message or record.args:
+            record.msg, record.args = escaped, None
+        return True
+
+
+def _env_level(name: str) -> int | None:
+    """The level an environment variable names (`DEBUG`, `info`, `20`); None when unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    level = int(raw) if raw.isdigit() else logging.getLevelName(raw.upper())
+    if not isinstance(level, int):
+        raise InvalidConfig(
+            f"{name}={raw!r} is not a log level (DEBUG, INFO, WARNING, ERROR or CRITICAL)"
+        )
+    return level
+
+
+def _apply_config_file(path: str) -> set[str]:
+    """Rasa's `--logging-config-file`: a YAML `logging.config.dictConfig` schema. What it says
+    of the `rasa` logger applies to ours. Returns the loggers it gives a level."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            config = yaml.safe_load(file)
+    except OSError as exc:
+        raise InvalidConfig(f"--logging-config-file {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise InvalidConfig(f"--logging-config-file {path}: not YAML: {exc}") from exc
+    if not isinstance(config, dict):
+        raise InvalidConfig(f"--logging-config-file {path}: not a mapping of logging settings")
+    config.setdefault("version", 1)
+    config.setdefault("disable_existing_loggers", False)
+    try:
+        logging.config.dictConfig(config)
+    except (ValueError, TypeError, AttributeError, ImportError) as exc:
+        raise InvalidConfig(f"--logging-config-file {path}: {exc}") from exc
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        # `disable_existing_loggers: true` would silence every module of ours.
+        if isinstance(logger, logging.Logger) and name.split(".")[0] in OWN_LOGGERS:
+            logger.disabled = False
+    loggers = config.get("loggers") or {}
+    leveled = {name for name, spec in loggers.items() if isinstance(spec, dict) and "level" in spec}
+    rasa = loggers.get("rasa")
+    if isinstance(rasa, dict):
+        source = logging.getLogger("rasa")
+        for name in OWN_LOGGERS:
+            if name in loggers:
+                continue
+            ours = logging.getLogger(name)
+            ours.handlers, ours.propagate = list(source.handlers), source.propagate
+            if "level" in rasa:
+                leveled.add(name)
+    return leveled
+
+
+def configure_logging(
+    verbosity: int = 0,
+    log_file: str | None = None,
+    fmt: str = "text",
+    config_file: str | None = None,
+) -> None:
+    """-1 quiet (warnings), 0 default (warnings + our info), 1 info, 2 debug.
+
+    At 0, `LOG_LEVEL` sets our loggers' level, else a `config_file` naming them (or `rasa`);
+    `LOG_LEVEL_LIBRARIES` and `LOG_LEVEL_RABBITMQ` set the libraries' (as in Rasa). Raises
+    InvalidConfig for a level or config file that cannot be used.
+    """
+    own_env, libraries_env = _env_level("LOG_LEVEL"), _env_level("LOG_LEVEL_LIBRARIES")
+    rabbitmq_env = _env_level("LOG_LEVEL_RABBITMQ")
     level = {-1: logging.WARNING, 0: logging.INFO, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     if fmt == "json":
         formatter: logging.Formatter = JsonFormatter()
@@ -69,7 +179,8 @@ def configure_logging(verbosity: int = 0, log_file: str | None = None, fmt: str 
         formatter = TextFormatter("%(asctime)s %(levelname)-7s %(name)s - %(message)s")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        # Reopened when logrotate (or anyone) moves it away: lines go on at the path.
+        handlers.append(logging.handlers.WatchedFileHandler(log_file, encoding="utf-8"))
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -79,8 +190,27 @@ def configure_logging(verbosity: int = 0, log_file: str | None = None, fmt: str 
         handler.addFilter(redact)
         root.addHandler(handler)
     root.setLevel(level if verbosity > 0 else logging.WARNING)
-    for name in ("server", "botserver", "cli"):
-        logging.getLogger(name).setLevel(level)
+    for name in OWN_LOGGERS:
+        ours = logging.getLogger(name)
+        ours.handlers, ours.propagate = [], True
+        ours.setLevel(own_env if verbosity == 0 and own_env is not None else level)
     noisy = logging.DEBUG if verbosity >= 2 else logging.WARNING
-    for name in ("httpx", "httpcore", "aio_pika", "aiormq", "sqlalchemy.engine"):
-        logging.getLogger(name).setLevel(noisy)
+    libraries = noisy if libraries_env is None else libraries_env
+    for name in LIBRARY_LOGGERS:
+        # Unset, uvicorn and alembic follow the root (their info lines with -v).
+        default = logging.NOTSET if name in ("uvicorn.error", "alembic", "asyncio") else noisy
+        logging.getLogger(name).setLevel(default if libraries_env is None else libraries)
+    for name in RABBITMQ_LOGGERS:
+        logging.getLogger(name).setLevel(libraries if rabbitmq_env is None else rabbitmq_env)
+    if config_file:
+        leveled = _apply_config_file(config_file)
+        for name in OWN_LOGGERS:  # -v, --quiet and LOG_LEVEL say more than the file
+            if name not in leveled or verbosity != 0 or own_env is not None:
+                ours = logging.getLogger(name)
+                ours.setLevel(own_env if verbosity == 0 and own_env is not None else level)
+        one_line = OneLineFilter()
+        for logger in (root, *map(logging.getLogger, OWN_LOGGERS)):
+            for handler in logger.handlers:
+                if handler not in handlers:
+                    handler.addFilter(one_line)
+                    handler.addFilter(redact)

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 
 from server.api.errors import HELP_EVENTS, ApiError, bad_request
 from server.api.openapi import error_responses, json_request, json_response
-from server.api.query import bool_arg, event_verbosity, float_arg
+from server.api.query import bool_arg, event_verbosity, time_arg
 from server.api.request_body import read_json_body, read_json_object
 from server.api.schemas import (
     EVENT_LIST,
@@ -143,7 +143,7 @@ def conversations_router() -> APIRouter:
         services: Services = Depends(services_of),
     ) -> JSONResponse:
         verbosity = event_verbosity(include_events)
-        until_time = float_arg(until)
+        until_time = time_arg("until", until)
         # The state and the NONE/APPLIED events depend only on the current session; reading
         # the whole history is needed only for older events or time travel.
         needs_history = until_time is not None or verbosity in (
@@ -181,7 +181,7 @@ def conversations_router() -> APIRouter:
         tracker = await services.agent.append_events(
             conversation_id,
             events,
-            execute_side_effects=bool_arg(execute_side_effects),
+            execute_side_effects=bool_arg("execute_side_effects", execute_side_effects),
             output_channel=output_channel,
         )
         return await tracker_response(tracker, verbosity)
@@ -229,9 +229,9 @@ def conversations_router() -> APIRouter:
         agent = services.agent
         agent.model()
         await _ensure_exists(agent, conversation_id)
-        every_session = bool_arg(all_sessions)
+        every_session = bool_arg("all_sessions", all_sessions)
+        until_time = time_arg("until", until)
         tracker = await agent.tracker(conversation_id, all_sessions=True)
-        until_time = float_arg(until)
         # Written in a thread when long: 100,000 events held the loop 2.5 s. The tracker
         # (all sessions) is this request's own.
         if len(tracker.events) > OFF_LOOP_EVENTS:

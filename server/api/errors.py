@@ -8,6 +8,8 @@ routes that need a specific body raise `ApiError`.
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -18,6 +20,7 @@ from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
+from starlette.types import Scope
 
 from server import RASA_COMPAT_VERSION
 from server import errors as e
@@ -170,8 +173,32 @@ def status_of(exc: BaseException) -> ErrorStatus | None:
     return None
 
 
-def response_for(exc: BaseException) -> JSONResponse:
-    """The error response for any exception; unknown ones are a generic, logged 500."""
+# An `X-Request-ID` a proxy set is kept if it is a plain token (it goes into the log).
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+def request_id(scope: Scope | None) -> str:
+    """The request's `X-Request-ID` when a proxy set a plain one, else a new id."""
+    for name, value in (scope or {}).get("headers", ()):
+        if name == b"x-request-id":
+            given = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(given):
+                return given
+    return uuid.uuid4().hex
+
+
+def _request_line(scope: Scope | None) -> str:
+    if not scope or "method" not in scope:
+        return "a request"
+    return f"{scope['method']} {scope.get('path', '')}"
+
+
+def response_for(exc: BaseException, scope: Scope | None = None) -> JSONResponse:
+    """The error response for any exception; unknown ones are a generic 500, logged once with
+    their traceback. A 500 names a request id, in the log line, the `X-Request-ID` header and
+    the body's `details`, so a client's report finds its traceback (which the client never
+    sees)."""
     if isinstance(exc, ApiError):
         return exc.response()
     if isinstance(exc, StarletteHTTPException) and exc.status_code >= 400:
@@ -179,20 +206,31 @@ def response_for(exc: BaseException) -> JSONResponse:
             exc.status_code, _reason_for(exc.status_code), str(exc.detail), headers=exc.headers
         )
     mapped = status_of(exc)
-    if mapped is None:
-        logger.error("Unhandled error while serving a request", exc_info=exc)
-        return error_response(500, "ServerError", GENERIC_500_MESSAGE)
-    if mapped.status >= 500:
-        logger.error("%s: %s", type(exc).__name__, exc)
+    if mapped is None or mapped.status >= 500:
+        ident = request_id(scope)
+        where = _request_line(scope)
+        if mapped is None:
+            logger.error("Unhandled error in %s (request id %s)", where, ident, exc_info=exc)
+        else:
+            logger.error("%s in %s (request id %s): %s", type(exc).__name__, where, ident, exc)
+        headers = {REQUEST_ID_HEADER: ident}
+        if mapped is None:
+            return error_response(
+                500, "ServerError", GENERIC_500_MESSAGE, {"request_id": ident}, headers=headers
+            )
     else:
+        headers = {}
         logger.info("%s: %s", type(exc).__name__, exc)
     retry = _RETRY_AFTER_SECONDS.get(mapped.status)
+    if retry:
+        headers["Retry-After"] = retry
     return error_response(
         mapped.status,
         mapped.reason,
         mapped.message or redact(str(exc)) or HTTPStatus(mapped.status).phrase,
+        {"request_id": headers[REQUEST_ID_HEADER]} if REQUEST_ID_HEADER in headers else None,
         help_url=mapped.help_url,
-        headers={"Retry-After": retry} if retry else None,
+        headers=headers or None,
     )
 
 
@@ -246,7 +284,7 @@ def _first_validation_error(exc: RequestValidationError) -> tuple[str, dict[str,
 
 
 async def _on_api_error(request: Request, exc: Exception) -> Response:
-    return response_for(exc)
+    return response_for(exc, request.scope)
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> Response:

@@ -94,18 +94,21 @@ class _Family:
             for label, series in self.series.items()
         }
 
-    def collect(self, peers: Sequence[dict[str, Any]] = ()) -> Metric:
-        """The family's samples, with the other workers' snapshots (`peers`) added in."""
+    def collect(self, peers: Sequence[dict[str, Any]] = (), own: bool = True) -> Metric:
+        """The family's samples, with the other workers' snapshots (`peers`) added in; with
+        `own` False, the peers' numbers alone (this worker's snapshot is among them)."""
         metric = Metric(self.name, self.documentation, self.kind)
         created = prometheus_client.metrics._use_created
         others = [other for peer in peers if isinstance(other := peer.get(self.name), dict)]
         for label_value, series in self.series.items():
             labels = {} if self.label is None else {self.label: label_value}
             if self.kind == "counter":
-                value = series.value + sum(_number(other.get(label_value)) for other in others)
+                value = series.value if own else 0.0
+                value += sum(_number(other.get(label_value)) for other in others)
                 metric.add_sample(f"{self.name}_total", labels, value)
             else:
-                counts, total_sum = list(series.counts), series.sum
+                counts = list(series.counts) if own else [0] * len(series.counts)
+                total_sum = series.sum if own else 0.0
                 for other in others:
                     numbers = other.get(label_value)
                     if isinstance(numbers, list) and len(numbers) == len(counts) + 1:
@@ -128,11 +131,13 @@ class _Collector:
 
     def __init__(self, families: list[_Family]) -> None:
         self.families = families
-        self.peers: Sequence[dict[str, Any]] = ()  # set for one scrape, read synchronously
+        # Set for one scrape, read synchronously.
+        self.peers: Sequence[dict[str, Any]] = ()
+        self.own = True
 
     def collect(self) -> Iterator[Metric]:
         for family in self.families:
-            yield family.collect(self.peers)
+            yield family.collect(self.peers, self.own)
 
 
 class ServerMetrics:
@@ -179,9 +184,9 @@ class ServerMetrics:
         )
         self._collector = _Collector(self._families)
         self.registry.register(self._collector)  # type: ignore[arg-type]
-        # With `--workers N`: how a scrape reads the other workers' snapshots (set by
-        # server.api.metrics_sharing).
-        self.peers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
+        # With `--workers N`: what a scrape answers, all the workers' numbers (set by
+        # server.api.metrics_sharing); by default this process's own.
+        self.exposition: Callable[[], Awaitable[bytes]] = self._own_exposition
 
     def _counters(
         self, name: str, documentation: str, labels: tuple[str, tuple[str, ...]] | None = None
@@ -282,13 +287,17 @@ class ServerMetrics:
         """This process's numbers, by family and label value (JSON-able)."""
         return {family.name: family.snapshot() for family in self._families}
 
-    def render(self, peers: Sequence[dict[str, Any]] = ()) -> bytes:
-        """The text exposition, with other workers' snapshots added to this one's numbers."""
-        self._collector.peers = list(peers)
+    def render(self, peers: Sequence[dict[str, Any]] = (), own: bool = True) -> bytes:
+        """The text exposition, with other workers' snapshots added to this one's numbers
+        (with `own` False, the snapshots' numbers alone)."""
+        self._collector.peers, self._collector.own = list(peers), own
         try:
             return generate_latest(self.registry)
         finally:
-            self._collector.peers = ()
+            self._collector.peers, self._collector.own = (), True
+
+    async def _own_exposition(self) -> bytes:
+        return self.render()
 
     def router(self) -> APIRouter:
         """GET /metrics, open like Rasa's health routes (scrape it on a private network)."""
@@ -301,8 +310,7 @@ class ServerMetrics:
             response_class=Response,
         )
         async def metrics() -> Response:
-            peers = await self.peers() if self.peers is not None else []
-            return Response(self.render(peers), media_type=CONTENT_TYPE_LATEST)
+            return Response(await self.exposition(), media_type=CONTENT_TYPE_LATEST)
 
         return router
 

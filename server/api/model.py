@@ -542,8 +542,10 @@ def model_router() -> APIRouter:
                 HELP_TRAINING_DATA,
             )
         callback = _callback_url(callback_url)
-        in_default_dir = bool_arg(save_to_default_model_directory, default=True)
-        force = bool_arg(force_training)
+        in_default_dir = bool_arg(
+            "save_to_default_model_directory", save_to_default_model_directory, default=True
+        )
+        force = bool_arg("force_training", force_training)
 
         async def run() -> Response:
             out_dir = (
@@ -600,7 +602,7 @@ def model_router() -> APIRouter:
         raw = await request.body()
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No test stories given in the request body.")
-        result = await asyncio.to_thread(_evaluate_stories_sync, raw, model, bool_arg(e2e))
+        result = await asyncio.to_thread(_evaluate_stories_sync, raw, model, bool_arg("e2e", e2e))
         return JSONResponse(result)
 
     @router.post(
@@ -628,7 +630,7 @@ def model_router() -> APIRouter:
         raw = await request.body()
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No NLU test data given in the request body.")
-        folds = int_arg(cross_validation_folds)
+        folds = int_arg("cross_validation_folds", cross_validation_folds)
         is_yaml = _content_type(request) in _YAML_TYPES
         if folds is not None and not is_yaml:
             raise ApiError(

@@ -1,13 +1,18 @@
 """Rasa's query-parameter conventions: `include_events`, booleans and numbers.
 
-Only `true` (any case) is true, as in Rasa; an unparsable number falls back to the default
-rather than failing the request; a bad `include_events` is Rasa's 400 with details.
+Only `true` (any case) is true, as in Rasa, and a value neither true nor false is a 400; so
+is an `until` that is no number; an unparsable count falls back to the default with a warning,
+as in Rasa; a bad `include_events` is Rasa's 400 with details.
 """
 
 from __future__ import annotations
 
+import logging
+
 from server.api.errors import bad_request
 from server.trackers.tracker import EventVerbosity
+
+logger = logging.getLogger(__name__)
 
 _VERBOSITIES = ", ".join(v.value for v in EventVerbosity)
 
@@ -28,27 +33,66 @@ def event_verbosity(
         ) from None
 
 
-def bool_arg(value: str | None, default: bool = False) -> bool:
-    if value is None:
-        return default
-    return value.strip().lower() == "true"
+# What Rasa reads as false and a client may mean so; Rasa reads anything but `true` as false.
+_FALSE_WORDS = frozenset({"false", "0", "no", "off", ""})
 
 
-def float_arg(value: str | None, default: float | None = None) -> float | None:
+def bool_arg(name: str, value: str | None, default: bool = False) -> bool:
+    """A boolean query parameter as Rasa reads it: `true` (any case) is true, `false`, `0`,
+    `no`, `off` and an empty value are false.
+
+    Rasa reads every other value as false too; here it is a 400 naming the parameter: a
+    client sending `?all_sessions=1` or `?stream=yes` means true, and silently reading false
+    would answer something else (one session, no stream, no side effects, no training).
+    """
     if value is None:
         return default
+    word = value.strip().lower()
+    if word == "true":
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise bad_request(
+        f"Invalid parameter value for '{name}'. Should be true or false.", name, "query"
+    )
+
+
+def time_arg(name: str, value: str | None) -> float | None:
+    """A Unix timestamp query parameter (`until`); absent or empty is None.
+
+    Rasa logs a warning for a value that is no number and answers as if it were absent: for
+    `until`, today's tracker instead of the one asked for, which a client cannot tell apart.
+    Here it is a 400 naming the parameter (NaN too: no event is before it, so it would answer
+    an empty conversation). An infinity is a number, as in Rasa.
+    """
+    if value is None or not value.strip():
+        return None
     try:
         number = float(value)
     except ValueError:
-        return default
-    # NaN and infinities are not times or sizes; treat them as absent.
-    return number if number == number and abs(number) != float("inf") else default
+        number = float("nan")
+    if number != number:
+        raise bad_request(
+            f"Invalid parameter value for '{name}'. Should be a Unix timestamp in seconds, "
+            "such as 1700000000.5.",
+            name,
+            "query",
+        )
+    return number
 
 
-def int_arg(value: str | None, default: int | None = None) -> int | None:
+def int_arg(name: str, value: str | None, default: int | None = None) -> int | None:
+    """An integer query parameter; a value that is no integer falls back to `default` with
+    a warning in the log, as in Rasa."""
     if value is None:
         return default
     try:
         return int(value)
     except ValueError:
+        logger.warning(
+            "Query parameter '%s': %r is not an integer; using the default (%s) instead.",
+            name,
+            value[:100],
+            default,
+        )
         return default

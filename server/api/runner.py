@@ -74,6 +74,7 @@ class RunSpec:
     verbosity: int = 0
     log_file: str | None = None
     log_format: str = "text"
+    logging_config_file: str | None = None
 
     def options(self) -> ServerOptions:
         return ServerOptions(
@@ -105,7 +106,11 @@ def server_app(options: ServerOptions, metrics: bool = True, listen_url: str = "
     app = build_app(options)
     state = app.state
     follow_other_workers(app, state.services)
-    app.include_router(health_router(lambda: state.holder.is_ready, state.tracker_store.ping))
+    pings = {"tracker_store": state.tracker_store.ping}
+    lock_ping = getattr(state.lock_store, "ping", None)
+    if lock_ping is not None:  # a shared lock store: a turn cannot start without it
+        pings["lock_store"] = lock_ping
+    app.include_router(health_router(lambda: state.holder.is_ready, pings))
     if metrics:
         server_metrics = ServerMetrics()
         server_metrics.instrument(state.processor, state.holder)
@@ -126,7 +131,7 @@ def app_from_environment() -> FastAPI:
     spec = RunSpec(**json.loads(raw))
     from server.logs import configure_logging
 
-    configure_logging(spec.verbosity, spec.log_file, spec.log_format)
+    configure_logging(spec.verbosity, spec.log_file, spec.log_format, spec.logging_config_file)
     install_log_redaction()
     return server_app(spec.options(), spec.metrics, "")
 
@@ -293,6 +298,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         verbosity=-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0),
         log_file=getattr(args, "log_file", None),
         log_format=getattr(args, "log_format", "text"),
+        logging_config_file=getattr(args, "logging_config_file", None),
     )
 
 

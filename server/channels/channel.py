@@ -6,13 +6,17 @@ A channel turns its platform's payloads into `UserMessage`s and hands them to
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from fastapi import APIRouter
 from starlette.types import ASGIApp
 
-from server.dialogue.messages import OutputChannel, UserMessage
+from server.dialogue.messages import OutputChannel, UserMessage, check_text_length
+from server.errors import BotServerError, MessageTooLong
+
+logger = logging.getLogger(__name__)
 
 OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
 
@@ -74,3 +78,35 @@ def health_router(prefix: str) -> APIRouter:
 
     router.add_api_route("/", health, methods=["GET"], include_in_schema=False)
     return router
+
+
+def log_failed_turn(logger: logging.Logger, channel: str, sender_id: Any, error: Exception) -> None:
+    """A turn a channel could not finish: one line for a failure of ours that says it all,
+    with the traceback for a bug (which nobody could mend from its message alone)."""
+    logger.error(
+        "%s: message from %s failed: %s: %s",
+        channel,
+        sender_id,
+        type(error).__name__,
+        error,
+        exc_info=None if isinstance(error, BotServerError) else error,
+    )
+
+
+async def refused_as_too_long(message: UserMessage) -> bool:
+    """Whether `message` is too long to read; if so the user is told so through its output
+    channel, as a bot message (the only thing chat widgets show), and nothing is stored.
+
+    For channels whose webhook cannot answer the user itself (socket.io, Rocket.Chat): the
+    turn would refuse the text and the user, left without any reply, would wait.
+    """
+    try:
+        check_text_length(message.text)
+    except MessageTooLong as e:
+        logger.warning(
+            "%s: a message from %s was refused: %s", message.input_channel, message.sender_id, e
+        )
+        if message.output_channel is not None:
+            await message.output_channel.send_response(message.sender_id, {"text": str(e)})
+        return True
+    return False

@@ -18,9 +18,11 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from server.channels.channel import InputChannel, OnNewMessage, health_router
+from server.api.query import bool_arg
+from server.channels.channel import InputChannel, OnNewMessage, health_router, log_failed_turn
 from server.dialogue.messages import (
     MAX_TEXT_CHARS,
+    ClientWatch,
     CollectingOutputChannel,
     UserMessage,
     check_text_length,
@@ -134,44 +136,32 @@ class RestWebhook:
             check_text_length(message.text)
         if stream:
             check_conversation_id(message.sender_id)  # a 400 before the stream's 200
-            response = StreamingResponse(
-                _stream(message, self.on_new_message), media_type="text/event-stream"
-            )
-            await response(scope, receive, send)
+            await _answer_streamed(message, self.on_new_message, scope, receive, send)
             return
         collector = CollectingOutputChannel()
         message.output_channel = collector
+        message.client = client = ClientWatch(receive)
         try:
             await self.on_new_message(message)
-        except (StoreError, LockTimeout, InvalidConversationId, MessageTooLong):
+        except _NOT_RECORDED:
             raise
         except Exception as e:  # the user gets what was collected, as in Rasa
-            logger.error(
-                "rest: message from %s failed: %s: %s", message.sender_id, type(e).__name__, e
-            )
+            _log_failure(message, e)
+        finally:
+            client.stop()
         start, end = _json_response(collector.messages)
         await send(start)
         await send(end)
 
 
-_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
-_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
-
-
 def _stream_flag(query_string: bytes) -> bool:
-    """`?stream=` read as FastAPI reads a bool query parameter (last value wins)."""
+    """`?stream=` read as every boolean query parameter is (`bool_arg`; last value wins)."""
     if not query_string:
         return False
     flag = False
     for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
-        if key != "stream":
-            continue
-        if value.lower() in _TRUE:
-            flag = True
-        elif value.lower() in _FALSE:
-            flag = False
-        else:
-            raise HTTPException(400, "Query parameter 'stream' must be a boolean.")
+        if key == "stream":
+            flag = bool_arg("stream", value)
     return flag
 
 
@@ -217,25 +207,78 @@ def _json_response(content: Any) -> tuple[Message, Message]:
     return start, {"type": "http.response.body", "body": body}
 
 
-async def _stream(message: UserMessage, on_new_message: OnNewMessage) -> AsyncIterator[bytes]:
-    """Rasa's `stream=true` body: one JSON message per line (NDJSON) as the turn runs."""
+# A turn that raises one of these was not recorded: answered with its status (503, 400), not
+# as a 200 acknowledging a lost message.
+_NOT_RECORDED = (StoreError, LockTimeout, InvalidConversationId, MessageTooLong)
+
+# Streamed turns still running, held so that none is collected before it ends.
+_STREAMED_TURNS: set[asyncio.Future[Any]] = set()
+
+
+def _log_failure(message: UserMessage, error: BaseException) -> None:
+    if isinstance(error, Exception):
+        log_failed_turn(logger, "rest", message.sender_id, error)
+    else:  # the turn's task cancelled (shutdown)
+        logger.error("rest: message from %s failed: %s", message.sender_id, type(error).__name__)
+
+
+async def _answer_streamed(
+    message: UserMessage, on_new_message: OnNewMessage, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Rasa's `stream=true` answer: one JSON message per line (NDJSON) as the turn runs.
+
+    The 200 waits for the turn's first message: a turn that could not be recorded before it
+    said anything (the conversation busy, the store down) is answered 503 as without
+    `stream`, where Rasa answers an empty 200. The turn runs in a task of its own: a client
+    that leaves mid-stream does not cut it short (it is stored as without `stream`); one
+    that left while the message waited for the conversation's lock has it not handled.
+    """
     output = QueueOutputChannel()
     message.output_channel = output
-
-    async def run() -> None:
-        try:
-            await on_new_message(message)
-        except Exception as e:
-            logger.error(
-                "rest: message from %s failed: %s: %s", message.sender_id, type(e).__name__, e
-            )
-        finally:
-            await output.queue.put(None)
-
-    task = asyncio.create_task(run())
+    # Until the turn has the conversation's lock (and so before its first message): a
+    # client gone meanwhile means the message is not handled, as without `stream`.
+    message.client = client = ClientWatch(receive)
+    turn: asyncio.Future[Any] = asyncio.ensure_future(on_new_message(message))
+    _STREAMED_TURNS.add(turn)
+    turn.add_done_callback(_STREAMED_TURNS.discard)
+    turn.add_done_callback(lambda _: output.queue.put_nowait(None))
     try:
-        while (part := await output.queue.get()) is not None:
-            yield (json.dumps(part) + "\n").encode()  # Rasa's own NDJSON spacing
+        first = await output.queue.get()
+    except asyncio.CancelledError:  # the response timeout: the turn goes on, as below
+        turn.add_done_callback(lambda ended: _log_outcome(message, ended))
+        raise
     finally:
-        if not task.done():
-            task.cancel()
+        client.stop()  # the response watches the client from here on
+    if first is None:
+        error = None if turn.cancelled() else turn.exception()
+        if isinstance(error, _NOT_RECORDED):
+            raise error
+        if error is not None:
+            _log_failure(message, error)
+    response = StreamingResponse(
+        _lines(first, output, message, turn), media_type="text/event-stream"
+    )
+    await response(scope, receive, send)
+
+
+def _log_outcome(message: UserMessage, turn: asyncio.Future[Any]) -> None:
+    if not turn.cancelled() and (error := turn.exception()) is not None:
+        _log_failure(message, error)
+
+
+async def _lines(
+    first: dict[str, Any] | None,
+    output: QueueOutputChannel,
+    message: UserMessage,
+    turn: asyncio.Future[Any],
+) -> AsyncIterator[bytes]:
+    part = first
+    try:
+        while part is not None:
+            yield (json.dumps(part) + "\n").encode()  # Rasa's own NDJSON spacing
+            part = await output.queue.get()
+    finally:
+        # Ended, or the client left: the turn goes on and is stored; a failure is logged
+        # when it ends. (Without a first message its outcome was dealt with already.)
+        if first is not None:
+            turn.add_done_callback(lambda ended: _log_outcome(message, ended))

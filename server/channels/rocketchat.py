@@ -16,7 +16,14 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from server.channels import settings
-from server.channels.channel import InputChannel, OnNewMessage, health_router, reply_choices
+from server.channels.channel import (
+    InputChannel,
+    OnNewMessage,
+    health_router,
+    log_failed_turn,
+    refused_as_too_long,
+    reply_choices,
+)
 from server.channels.rocketchat_api import RocketChatAPI, RocketChatError
 from server.dialogue.messages import UserMessage, split_message
 from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreError
@@ -228,6 +235,8 @@ class RocketChatInput(InputChannel):
                 if message_id is not None and not self._recent.add(message_id):
                     logger.info("rocketchat: message %s came again (a retry), ignored", message_id)
                     continue
+                if await refused_as_too_long(message):
+                    continue
                 try:
                     await on_new_message(message)
                 except (StoreError, LockTimeout, InvalidConversationId):
@@ -237,12 +246,7 @@ class RocketChatInput(InputChannel):
                         self._recent.forget(message_id)
                     raise
                 except Exception as e:
-                    logger.error(
-                        "rocketchat: message from %s failed: %s: %s",
-                        message.sender_id,
-                        type(e).__name__,
-                        e,
-                    )
+                    log_failed_turn(logger, "rocketchat", message.sender_id, e)
             return Response(status_code=200, media_type="text/plain")
 
         router.add_api_route("/webhook", receive, methods=["GET", "POST"], include_in_schema=False)

@@ -18,13 +18,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.auth.config import SUPPORTED_JWT_METHODS
 from server.channels import settings
-from server.channels.channel import InputChannel, OnNewMessage, health_router, reply_choices
+from server.channels.channel import (
+    InputChannel,
+    OnNewMessage,
+    health_router,
+    log_failed_turn,
+    refused_as_too_long,
+    reply_choices,
+)
 from server.dialogue.messages import UserMessage, split_message
-from server.errors import InvalidConfig, InvalidConversationId
+from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreError
 from server.json_values import json_can_hold, loads_untrusted
 from server.trackers.store import check_conversation_id
 
 logger = logging.getLogger(__name__)
+
+# What the user is told when their message could not be recorded (conversation busy, store
+# down): the message is lost unless sent again.
+SEND_AGAIN = "Your message could not be handled just now. Please send it again."
 
 
 def socketio_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -240,19 +251,30 @@ class SocketIOInput(InputChannel):
                     "an unpaired surrogate) was dropped"
                 )
                 return
+            output = self.get_output_channel()
             message = UserMessage(
                 text=text.strip(),
                 sender_id=sender,
                 input_channel=self.name,
                 metadata=metadata,
-                output_channel=self.get_output_channel(),
+                output_channel=output,
             )
+            if await refused_as_too_long(message):
+                return
             try:
                 await on_new_message(message)
-            except Exception as e:
+            except (StoreError, LockTimeout) as e:
+                # Not recorded (the REST channel answers 503): the client has no status to
+                # read, so the user is asked to send it again rather than left waiting.
                 logger.error(
-                    "socketio: message from %s failed: %s: %s", sender, type(e).__name__, e
+                    "socketio: message from %s was not recorded: %s: %s",
+                    sender,
+                    type(e).__name__,
+                    e,
                 )
+                await output.send_response(sender, {"text": SEND_AGAIN})
+            except Exception as e:
+                log_failed_turn(logger, "socketio", sender, e)
 
         sio.on("connect", connect, namespace=ns)
         sio.on("disconnect", disconnect, namespace=ns)

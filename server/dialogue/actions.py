@@ -395,23 +395,48 @@ class RemoteAction(Action):
 
 async def events_from_action_result(ctx: ActionContext, result: dict[str, Any]) -> list[Event]:
     """Bot messages first (rendered when they name a response), then the action's events."""
-    events: list[Event] = []
+    messages: list[tuple[str | None, dict[str, Any], dict[str, Any]]] = []
     for response in result.get("responses") or []:
         response = dict(response)
         template = response.pop("response", None) or response.pop("template", None)
         # Only the parts with a value, as Rasa: rasa-sdk sends `buttons: []`, `custom: {}`...
         # with every message, and a bot event reads `null` for a part it does not have.
-        parts = {k: v for k, v in response.items() if v}
-        if not template:
+        messages.append((template or None, response, {k: v for k, v in response.items() if v}))
+    generated = iter(
+        await _generate_all(ctx, [(t, response) for t, response, _ in messages if t is not None])
+    )
+    events: list[Event] = []
+    for template, _, parts in messages:
+        if template is None:
             text, data, metadata = bot_data(parts)
             events.append(BotUttered(text=text, data=data, metadata=metadata))
             continue
-        bot = await ctx.generate(template, **response)
+        bot = next(generated)
         if bot is not None:
             events.append(_with_parts(bot, parts) if parts else bot)
     for d in result.get("events") or []:
         events.append(event_from_dict(d))
     return events
+
+
+async def _generate_all(
+    ctx: ActionContext, requests: list[tuple[str, dict[str, Any]]]
+) -> list[BotUttered | None]:
+    """The messages for an action's named responses, in order. An NLG server is asked for all
+    of them at once (Rasa asks one after the other: a round trip each, the conversation
+    waiting); the first failure in order is raised, as one after the other would."""
+    if ctx.nlg_endpoint is None or len(requests) < 2:
+        return [await ctx.generate(template, **kwargs) for template, kwargs in requests]
+    results = await asyncio.gather(
+        *(ctx.generate(template, **kwargs) for template, kwargs in requests),
+        return_exceptions=True,
+    )
+    messages: list[BotUttered | None] = []
+    for outcome in results:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        messages.append(outcome)
+    return messages
 
 
 def _with_parts(bot: BotUttered, parts: dict[str, Any]) -> BotUttered:

@@ -62,7 +62,7 @@ def _predict(tracker: Tracker, model: DialogueModel, gold: str, story: str) -> s
     try:
         prediction = predict_next_action(tracker, model)
         got = prediction.action_name
-        note_text_featurization(tracker, prediction)
+        note_text_featurization(tracker, model, prediction)
         if got != gold and _form_might_reject(tracker, model, got):
             tracker.update(ActionExecutionRejected(action_name=got))
             got = predict_next_action(tracker, model).action_name

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,6 +23,32 @@ def check_text_length(text: str | None) -> None:
         raise MessageTooLong(
             f"The message is {len(text):,} characters long; at most {MAX_TEXT_CHARS:,} are read."
         )
+
+
+class ClientWatch:
+    """Whether the client of a request has gone, watched only from the moment its message has
+    to wait for the conversation's lock: a message that takes the lock at once, the usual
+    case, starts no task. With the body read, the request's next `receive()` answers when the
+    client disconnects (or once the response is sent)."""
+
+    __slots__ = ("_receive", "_task")
+
+    def __init__(self, receive: Callable[[], Awaitable[Any]]) -> None:
+        self._receive = receive
+        self._task: asyncio.Future[Any] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._receive())
+
+    @property
+    def gone(self) -> bool:
+        task = self._task
+        return task is not None and task.done() and not task.cancelled()
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
 
 class OutputChannel(Protocol):
@@ -106,3 +134,7 @@ class UserMessage:
     # its delivery): a conversation already holding it does not take it again, whichever
     # process the retry reaches.
     once: bool = False
+    # Watches the client that sent it while it waits for its conversation's lock (the REST
+    # webhook): a message whose client has gone then is not handled (as Rasa, whose Sanic
+    # cancels it).
+    client: ClientWatch | None = None

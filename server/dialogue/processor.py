@@ -122,6 +122,8 @@ class Prediction:
     events: list[Event] = field(default_factory=list)
     # Chosen from the message's text (an end-to-end story or rule), not its intent.
     is_end_to_end_prediction: bool = False
+    # A rule's turn that no story has (Rasa's `hide_rule_turn`).
+    hide_rule_turn: bool = False
 
 
 async def fold_states_off_loop(tracker: Tracker, model: DialogueModel) -> None:
@@ -152,15 +154,33 @@ def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:
         list(result.probabilities),
         list(getattr(result, "events", []) or []),
         bool(getattr(result, "is_end_to_end_prediction", False)),
+        bool(getattr(result, "hide_rule_turn", False)),
     )
 
 
-def note_text_featurization(tracker: Tracker, prediction: Prediction | PolicyPrediction) -> None:
-    """After a user message answered from its text (an end-to-end story or rule), logs that
-    later states read the message by its text, as the story that answered it does (Rasa
-    logs this event too)."""
-    if prediction.is_end_to_end_prediction and tracker.latest_action_name == ACTION_LISTEN:
-        tracker.update(DefinePrevUserUtteredFeaturization(use_text_for_featurization=True))
+def featurization_of(
+    tracker: Tracker, model: DialogueModel, prediction: Prediction | PolicyPrediction
+) -> DefinePrevUserUtteredFeaturization | None:
+    """As Rasa logs it before the first action the policies predict after a user message: how
+    they read that message, by its text (an end-to-end story or rule: later states read it so
+    too) or by its intent. None elsewhere, and for a followup action (no policy chose it)."""
+    if tracker.latest_action_name != ACTION_LISTEN:
+        return None
+    followup = tracker.followup_action
+    if followup and model.domain.is_known_action(followup):
+        return None
+    return DefinePrevUserUtteredFeaturization(
+        use_text_for_featurization=prediction.is_end_to_end_prediction
+    )
+
+
+def note_text_featurization(
+    tracker: Tracker, model: DialogueModel, prediction: Prediction | PolicyPrediction
+) -> None:
+    """Logs `featurization_of` the prediction, if any."""
+    featurization = featurization_of(tracker, model, prediction)
+    if featurization is not None:
+        tracker.update(featurization)
 
 
 def predict_for_turn(tracker: Tracker, model: DialogueModel) -> Prediction | PolicyPrediction:
@@ -318,7 +338,15 @@ class Processor:
         text = message.text
         if text is not None and len(text) > MAX_TEXT_CHARS:  # (no call for the usual text)
             check_text_length(text)
-        async with self.lock_store.lock(sender_id):
+        client = message.client
+        async with self.lock_store.lock(sender_id, None, client.start if client else None):
+            if client is not None and client.gone:
+                logger.info(
+                    "The client of a message to '%s' went away while it waited for the "
+                    "conversation's earlier messages: not handled.",
+                    sender_id,
+                )
+                return []
             started = time.perf_counter()
             tracker = await self.tracker_for(message.sender_id, model)
             if message.once and holds_message(tracker, message.message_id):
@@ -443,9 +471,11 @@ class Processor:
         ran: list[str] = []
         for _ in range(self.max_predictions):
             prediction = self.predict_next(tracker, model)
+            featurization = featurization_of(tracker, model, prediction)
             action = self.action_for(prediction.action_name, model.domain)
-            note_text_featurization(tracker, prediction)
-            keep_going = await self.run_action(action, tracker, model, output, prediction)
+            keep_going = await self.run_action(
+                action, tracker, model, output, prediction, featurization
+            )
             ran.append(action.name)
             if not keep_going:
                 return ran
@@ -564,12 +594,14 @@ class Processor:
         model: DialogueModel,
         output: OutputChannel | None,
         prediction: Prediction | PolicyPrediction,
+        featurization: DefinePrevUserUtteredFeaturization | None = None,
     ) -> bool:
         """Runs one action and logs it; returns whether to predict another action (it only
         reads `prediction`: it may be the ensemble's remembered winner).
 
         The prediction's events (say `LoopInterrupted`) are visible to the action while it runs
-        and are logged before it only when it does not reject, as in Rasa.
+        and are logged before it only when it does not reject, as in Rasa; so is
+        `featurization` (see `featurization_of`), logged first.
         """
         running = tracker
         if prediction.events:
@@ -590,12 +622,17 @@ class Processor:
             return True
         except ActionError as exc:
             logger.error("action '%s' failed, its events are lost: %s", action.name, exc)
+            if featurization is not None:
+                tracker.update(featurization)
             tracker.update_many(_stamped_now(prediction.events))
             tracker.update(self._executed(action, prediction))
             return await self._after_failed_action(tracker, model, output, action.name)
         except BotServerError as exc:
             logger.error("action '%s' failed: %s", action.name, exc)
             events = []
+        if featurization is not None:
+            featurization.timestamp = time.time()
+            tracker.update(featurization)
         if prediction.events:
             tracker.update_many(_stamped_now(prediction.events))
         name = action.name
@@ -633,11 +670,13 @@ class Processor:
                 action_text=action.name,
                 policy=prediction.policy_name,
                 confidence=prediction.confidence,
+                hide_rule_turn=prediction.hide_rule_turn,
             )
         return ActionExecuted(
             action_name=action.name,
             policy=prediction.policy_name,
             confidence=prediction.confidence,
+            hide_rule_turn=prediction.hide_rule_turn,
         )
 
     async def _apply_action_events(

@@ -1,6 +1,7 @@
 """A conversation as Rasa's YAML test story (GET /conversations/{id}/story).
 
-Only the applied events of each session are written: user turns (intent and annotated text),
+Only the applied events of each session are written: user turns (intent and annotated text;
+the text alone for a message answered from its text, as Rasa),
 actions other than `action_listen` and session starts, slots that were set, and active loops.
 """
 
@@ -18,6 +19,7 @@ from server.trackers.events import (
     ACTION_SESSION_START,
     ActionExecuted,
     ActiveLoop,
+    DefinePrevUserUtteredFeaturization,
     Event,
     SessionStarted,
     SlotSet,
@@ -114,11 +116,25 @@ _BLOCK_UNSAFE = re.compile(
 )
 
 
-def _step_lines(event: Event) -> list[str]:
+def _read_by_text(events: Iterable[Event]) -> set[int]:
+    """The ids of the user messages a `user_featurization: true` marks as answered from their
+    text: Rasa writes such a step by its text alone (`user:`, no `intent:`)."""
+    by_text: set[int] = set()
+    last_user: UserUttered | None = None
+    for event in events:
+        if isinstance(event, UserUttered):
+            last_user = event
+        elif isinstance(event, DefinePrevUserUtteredFeaturization) and last_user is not None:
+            if event.use_text_for_featurization:
+                by_text.add(id(last_user))
+    return by_text
+
+
+def _step_lines(event: Event, by_text: set[int]) -> list[str]:
     if isinstance(event, UserUttered):
         lines: list[str] = []
         first = "  - "
-        if event.intent_name:
+        if event.intent_name and (id(event) not in by_text or not event.text):
             lines.append(f"{first}intent: {yaml_scalar(event.intent_name)}")
             first = "    "
         if event.text:
@@ -144,7 +160,8 @@ def stories_yaml(stories: Iterable[tuple[str, Sequence[Event]]]) -> str:
     lines = [f'version: "{STORY_FORMAT_VERSION}"']
     body: list[str] = []
     for name, events in stories:
-        steps = [line for event in events for line in _step_lines(event)]
+        by_text = _read_by_text(events)
+        steps = [line for event in events for line in _step_lines(event, by_text)]
         body.append(f"- story: {yaml_scalar(name)}")
         if steps:
             body.append("  steps:")

@@ -59,6 +59,7 @@ __all__ = [
     "FORMAT_VERSION",
     "ArchiveLimits",
     "read_archive",
+    "random_name",
     "read_metadata",
     "file_sha256",
     "write_archive",
@@ -154,8 +155,12 @@ def _archive_name(fixed_name: str | None) -> str:
         if "/" in fixed_name or "\\" in fixed_name or fixed_name.startswith("."):
             raise ModelError(f"Invalid fixed model name {fixed_name!r}: use a plain file name")
         return fixed_name if fixed_name.endswith(ARCHIVE_SUFFIX) else fixed_name + ARCHIVE_SUFFIX
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}{ARCHIVE_SUFFIX}"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{random_name()}{ARCHIVE_SUFFIX}"
+
+
+def random_name() -> str:
+    """`<adjective>-<noun>`: a model's file name, or an assistant_id made up at training."""
+    return f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}"
 
 
 def _content_entries(content_dir: Path) -> Iterator[tuple[str, Path]]:

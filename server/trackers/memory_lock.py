@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from server.errors import LockTimeout
@@ -28,9 +30,28 @@ class InMemoryLockStore:
         self.wait_timeout = wait_timeout
         self._queues: dict[str, _Queue] = {}
 
-    def lock(self, conversation_id: str, wait_timeout: float | None = None) -> _Held:
+    def lock(
+        self,
+        conversation_id: str,
+        wait_timeout: float | None = None,
+        on_wait: Callable[[], None] | None = None,
+    ) -> _Held:
         """Held for an `async with` block: waits in line (at most the timeout) for its turn."""
-        return _Held(self, conversation_id, wait_timeout)
+        return _Held(self, conversation_id, wait_timeout, on_wait)
+
+    @asynccontextmanager
+    async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[list[str]]:
+        held = []
+        for conversation_id in dict.fromkeys(conversation_ids):
+            if conversation_id not in self._queues:
+                turn = _Held(self, conversation_id, None, None)
+                await turn.__aenter__()  # free: taken at once
+                held.append(turn)
+        try:
+            yield [turn._id for turn in held]
+        finally:
+            for turn in held:
+                await turn.__aexit__(None, None, None)
 
     async def close(self) -> None:
         return None
@@ -39,14 +60,19 @@ class InMemoryLockStore:
 class _Held:
     """One `async with` of a conversation's lock (a class: no generator per turn)."""
 
-    __slots__ = ("_store", "_id", "_timeout", "_queue")
+    __slots__ = ("_store", "_id", "_timeout", "_queue", "_on_wait")
 
     def __init__(
-        self, store: InMemoryLockStore, conversation_id: str, wait_timeout: float | None
+        self,
+        store: InMemoryLockStore,
+        conversation_id: str,
+        wait_timeout: float | None,
+        on_wait: Callable[[], None] | None,
     ) -> None:
         self._store = store
         self._id = conversation_id
         self._timeout = store.wait_timeout if wait_timeout is None else wait_timeout
+        self._on_wait = on_wait
 
     async def __aenter__(self) -> None:
         queues = self._store._queues
@@ -62,6 +88,8 @@ class _Held:
             await lock.acquire()
         timeout = self._timeout
         try:
+            if self._on_wait is not None:
+                self._on_wait()
             # someone holds it or waits: wait in line, for so long
             try:
                 async with asyncio.timeout(timeout):

@@ -10,7 +10,7 @@ from typing import Any
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
-from server.trackers.store import DEFAULT_CACHE_EVENTS
+from server.trackers.store import DEFAULT_CACHE_EVENTS, Hold, holding
 
 
 @dataclass
@@ -62,15 +62,20 @@ class InMemoryTrackerStore:
     async def delete(self, sender_id: str) -> None:
         self._conversations.pop(sender_id, None)
 
-    async def delete_older_than(self, cutoff_timestamp: float) -> int:
+    async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
         stale = [
             sender_id
             for sender_id, conversation in self._conversations.items()
             if _latest_timestamp(conversation.events) < cutoff_timestamp
         ]
-        for sender_id in stale:
-            del self._conversations[sender_id]
-        return len(stale)
+        deleted = 0
+        async with holding(hold, stale) as idle:
+            for sender_id in idle:  # looked at again: a turn may have come meanwhile
+                conversation = self._conversations.get(sender_id)
+                if conversation and _latest_timestamp(conversation.events) < cutoff_timestamp:
+                    del self._conversations[sender_id]
+                    deleted += 1
+        return deleted
 
     async def ping(self) -> None:
         return None

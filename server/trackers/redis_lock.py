@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -36,6 +36,25 @@ return 0
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# The prune's batches: every free key taken (SET NX PX) in one call, and given back.
+# ARGV: token, lease in ms. Returns 1/0 per key.
+_TAKE_FREE = """
+local taken = {}
+for i, key in ipairs(KEYS) do
+  taken[i] = redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+end
+return taken
+"""
+
+_RELEASE_ALL = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('DEL', key)
+  end
 end
 return 0
 """
@@ -66,23 +85,33 @@ class RedisLockStore:
         self._local = InMemoryLockStore(self.wait_timeout)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
+        self._take_free = self._redis.register_script(_TAKE_FREE)
+        self._release_all = self._redis.register_script(_RELEASE_ALL)
         self._batch = CommandBatch(self._redis)
         # Releases of leases whose acquiring turn was cancelled while its SET was out.
         self._returns: set[asyncio.Task[None]] = set()
         # Releases retried after Redis could not be reached (cancelled on close).
         self._retries: set[asyncio.Task[None]] = set()
 
+    async def ping(self) -> None:
+        """Raises StoreUnavailable when Redis cannot be reached (for /health/ready)."""
+        with store_errors_as("lock store", self._redis):
+            await self._redis.ping()
+
     @asynccontextmanager
     async def lock(
-        self, conversation_id: str, wait_timeout: float | None = None
+        self,
+        conversation_id: str,
+        wait_timeout: float | None = None,
+        on_wait: Callable[[], None] | None = None,
     ) -> AsyncIterator[None]:
         timeout = self.wait_timeout if wait_timeout is None else wait_timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        async with self._local.lock(conversation_id, timeout):
+        async with self._local.lock(conversation_id, timeout, on_wait):
             key = self._prefix + conversation_id
             token = secrets.token_hex(16)
-            await self._acquire(key, token, deadline, conversation_id, timeout)
+            await self._acquire(key, token, deadline, conversation_id, timeout, on_wait)
             # Most turns end long before a third of the lease: the renewal task only starts
             # for those that do not (no task per turn).
             renewal: list[asyncio.Task[None]] = []
@@ -102,8 +131,40 @@ class RedisLockStore:
                         await task
                 await self._give_back(key, token, conversation_id)
 
+    @asynccontextmanager
+    async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[list[str]]:
+        """Two scripts a batch: one takes every free key (one token for them all), one
+        gives them back (compare-and-delete)."""
+        async with self._local.hold_idle(conversation_ids) as free_here:
+            token = secrets.token_hex(16)
+            lifetime_ms = int(self.lock_lifetime * 1000)
+            keys = [self._prefix + conversation_id for conversation_id in free_here]
+            with store_errors_as("lock store", self._redis):
+                taken = await self._take_free(keys=keys, args=[token, lifetime_ms]) if keys else []
+            held = [c for c, ok in zip(free_here, taken, strict=True) if ok]
+            try:
+                yield held
+            finally:
+                await self._give_back_all([self._prefix + c for c in held], token)
+
+    async def _give_back_all(self, keys: list[str], token: str) -> None:
+        if not keys:
+            return
+        try:
+            await self._release_all(keys=keys, args=[token])
+        except (redis_errors.RedisError, OSError) as exc:
+            logger.warning("Could not release %d conversation locks: %s", len(keys), exc)
+            for key in keys:
+                self._release_in_background(key, token)
+
     async def _acquire(
-        self, key: str, token: str, deadline: float, conversation_id: str, timeout: float
+        self,
+        key: str,
+        token: str,
+        deadline: float,
+        conversation_id: str,
+        timeout: float,
+        on_wait: Callable[[], None] | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         lifetime_ms = int(self.lock_lifetime * 1000)
@@ -121,6 +182,8 @@ class RedisLockStore:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise LockTimeout(timeout_message(conversation_id, timeout))
+            if on_wait is not None:
+                on_wait()
             await asyncio.sleep(min(pause, remaining))
             pause = min(pause * 2, _MAX_POLL)
 

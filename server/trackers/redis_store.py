@@ -24,7 +24,7 @@ from server.trackers.freeing import free_off_loop
 from server.trackers.redis_client import create_client, key_prefix, store_errors_as
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
-from server.trackers.store import cache_events_setting
+from server.trackers.store import Hold, cache_events_setting, holding
 
 # KEYS: list, session index, last append's id. ARGV: ttl (0 = none), start offset in batch
 # (-1 = none), 1 when the batch starts with `session_started` (look at the stored event before
@@ -256,13 +256,15 @@ class RedisTrackerStore:
         with self._errors():
             await self._redis.delete(*self._keys(sender_id))
 
-    async def delete_older_than(self, cutoff_timestamp: float) -> int:
+    async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
         # A SCAN page at a time: memory stays bounded however many conversations there are.
         deleted, cursor = 0, 0
         while True:
             cursor, sender_ids = await self._scan_page(cursor)
             if sender_ids:
-                deleted += await self._prune(sender_ids, cutoff_timestamp)
+                async with holding(hold, sender_ids) as idle:
+                    if idle:
+                        deleted += await self._prune(idle, cutoff_timestamp)
             if cursor == 0:
                 return deleted
 

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import time
 
+from server.trackers.lock import LockStore
 from server.trackers.store import TrackerStore
 
 
-async def delete_conversations_older_than(store: TrackerStore, max_age_seconds: float) -> int:
-    """Delete conversations whose latest event is older than `max_age_seconds`; how many."""
+async def delete_conversations_older_than(
+    store: TrackerStore, max_age_seconds: float, locks: LockStore | None = None
+) -> int:
+    """Delete conversations whose latest event is older than `max_age_seconds`; how many.
+
+    With the serving processes' lock store, each conversation is deleted under its lock and
+    one in the middle of a turn is skipped (the turn makes it recent). Without it, a turn
+    that loaded a stale conversation before the prune deleted it appends to an empty one.
+    """
     if max_age_seconds <= 0:
         raise ValueError("max_age_seconds must be positive")
-    return await store.delete_older_than(time.time() - max_age_seconds)
+    hold = None if locks is None else locks.hold_idle
+    return await store.delete_older_than(time.time() - max_age_seconds, hold)

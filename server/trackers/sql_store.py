@@ -48,7 +48,13 @@ from server.trackers.sql_schema import (
     migrate,
 )
 from server.trackers.sqlite_database import SqliteDatabase
-from server.trackers.store import DEFAULT_CACHE_EVENTS, NAME_COLUMN_LENGTH, cache_events_setting
+from server.trackers.store import (
+    DEFAULT_CACHE_EVENTS,
+    NAME_COLUMN_LENGTH,
+    Hold,
+    cache_events_setting,
+    holding,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +295,7 @@ class SqlTrackerStore:
             await self._db.delete_senders([sender_id])
         self._cache.pop(sender_id)
 
-    async def delete_older_than(self, cutoff_timestamp: float) -> int:
+    async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
         await self._ensure_ready()
         deleted, after = 0, None  # not "": an empty sender id sorts first
         while True:
@@ -299,8 +305,10 @@ class SqlTrackerStore:
             if not batch:
                 break
             # Looked at again as they are deleted: a turn may have come since the listing.
-            with self._map_errors():
-                deleted += await self._db.delete_stale(batch, cutoff_timestamp)
+            async with holding(hold, batch) as idle:
+                if idle:
+                    with self._map_errors():
+                        deleted += await self._db.delete_stale(idle, cutoff_timestamp)
             for sender_id in batch:
                 self._cache.pop(sender_id)
             after = batch[-1]

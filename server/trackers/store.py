@@ -6,7 +6,8 @@ read-only. `load` may return a `Snapshot` of the cache instead of a copy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Protocol
 
 from server.errors import InvalidConversationId
@@ -18,6 +19,16 @@ DEFAULT_CACHE_EVENTS = 10_000
 def cache_events_setting(config: dict[str, Any]) -> int:
     """`cache_events` of a `tracker_store:` section (`cache_size` is its former name)."""
     return int(config.get("cache_events") or config.get("cache_size") or DEFAULT_CACHE_EVENTS)
+
+
+# Takes, without waiting, the locks of those conversations no turn holds; yields their ids
+# and releases the locks after the block (`LockStore.hold_idle`).
+Hold = Callable[[list[str]], AbstractAsyncContextManager[list[str]]]
+
+
+def holding(hold: Hold | None, sender_ids: list[str]) -> AbstractAsyncContextManager[list[str]]:
+    """The conversations of `sender_ids` a prune may delete now: with no lock store, all."""
+    return nullcontext(sender_ids) if hold is None else hold(sender_ids)
 
 
 # Rasa's `sender_id`, `intent_name` and `action_name` columns hold 255 characters
@@ -65,8 +76,12 @@ class TrackerStore(Protocol):
     async def delete(self, sender_id: str) -> None:
         """Delete the conversation (no error if it does not exist)."""
 
-    async def delete_older_than(self, cutoff_timestamp: float) -> int:
-        """Delete conversations whose latest event is older than the cutoff; how many."""
+    async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
+        """Delete conversations whose latest event is older than the cutoff; how many.
+
+        With `hold`, each batch is deleted under the conversations' locks, and those whose
+        lock a turn holds are skipped (their turn makes them recent).
+        """
 
     async def ping(self) -> None:
         """Raise `StoreUnavailable` when the store cannot be reached."""

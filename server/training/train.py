@@ -15,10 +15,11 @@ from server import __version__
 from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.story_steps import checkpoint_warnings
 from server.errors import InvalidConfig, InvalidProjectFile
-from server.models.archive import check_archive_target, write_archive
+from server.models.archive import check_archive_target, random_name, write_archive
 from server.models.fingerprint import find_archive_with_fingerprint, fingerprint_inputs
 from server.models.loading import DOMAIN_FILE, NLU_DIR, POLICIES_DIR
 from server.nlu.pipeline import NLUPipeline
+from server.training.config_yaml import ProjectConfig
 from server.training.project import Project, load_project
 from server.training.validation import story_reference_warnings
 
@@ -35,6 +36,20 @@ class TrainResult:
     skipped: bool = False
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+
+
+def assistant_id_for(config: ProjectConfig) -> tuple[str, list[str]]:
+    """The model's assistant_id and the warning to give: as Rasa 3.5+, a config.yml without
+    one gets a random name at each training (every event then carries it). Rasa's
+    placeholder (`rasa init`'s `placeholder_default`) is kept, as Rasa 3.6 keeps it."""
+    if config.assistant_id:
+        return config.assistant_id, []
+    made_up = random_name()
+    return made_up, [
+        f"{config.filename or 'config.yml'}: the 'assistant_id' key is missing; this model "
+        f"gets the random assistant_id '{made_up}', a new one at each training. Add a unique "
+        "'assistant_id' to config.yml to identify this assistant's events."
+    ]
 
 
 def _fingerprint(project: Project) -> str:
@@ -121,8 +136,10 @@ def train(
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
     # What Rasa warns about in the domain and the files, said before the training starts;
     # then the components' own warnings (the NLU pipeline logs its own as it trains).
+    assistant_id, assistant_warning = assistant_id_for(project.config)
     warnings: list[str] = [
         *project.warnings,
+        *assistant_warning,
         *checkpoint_warnings(project.stories),
         *story_reference_warnings(project),
     ]
@@ -152,7 +169,7 @@ def train(
         say("writing the model archive")
         metadata = {
             "fingerprint": fingerprint,
-            "assistant_id": project.config.assistant_id,
+            "assistant_id": assistant_id,
             "language": project.config.language,
             "pipeline": project.config.pipeline,
             "policies": project.config.policies,
@@ -201,6 +218,9 @@ def train_nlu(
         if existing is not None:
             NLUPipeline.check(project_config.pipeline, project_config.language)
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
+    assistant_id, assistant_warning = assistant_id_for(project_config)
+    for warning in assistant_warning:
+        logger.warning(warning)
     intents = sorted({e.intent for e in data.examples if e.intent})
     entities = sorted({a.entity for e in data.examples for a in e.entities})
     domain = Domain.from_dict({"intents": intents, "entities": entities})
@@ -214,7 +234,7 @@ def train_nlu(
         ensemble.persist(content / POLICIES_DIR)
         metadata = {
             "fingerprint": fingerprint,
-            "assistant_id": project_config.assistant_id,
+            "assistant_id": assistant_id,
             "language": project_config.language,
             "pipeline": project_config.pipeline,
             "policies": [],

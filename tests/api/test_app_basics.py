@@ -176,6 +176,22 @@ async def test_cors_for_any_origin_allows_no_credentials() -> None:
     assert preflight.headers["access-control-allow-headers"] == "authorization"
 
 
+async def test_a_preflight_to_an_unknown_path_lets_the_browser_read_the_404() -> None:
+    # A preflight is answered for any path (a 404 to it would fail in the browser as a CORS
+    # error); the request itself then gets the 404 with the CORS headers, readable by the page.
+    async with client_for(app_with(Holder(), cors_origins=[ORIGIN])) as client:
+        preflight = await client.options(
+            "/nosuch", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"}
+        )
+        plain = await client.options("/nosuch")
+        request = await client.get("/nosuch", headers={"Origin": ORIGIN})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == ORIGIN
+    assert plain.status_code == 404  # not a preflight: the path is unknown, as for GET
+    assert request.status_code == 404
+    assert request.headers["access-control-allow-origin"] == ORIGIN
+
+
 async def test_a_refused_preflight_answers_rasas_error_body() -> None:
     async with client_for(app_with(Holder(), cors_origins=[ORIGIN])) as client:
         response = await client.options(

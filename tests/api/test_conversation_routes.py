@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +10,11 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 
+from server.dialogue.domain import Domain
+from server.dialogue.processor import DialogueModel, stamp_model_ids
+from server.trackers.events import BotUttered, Event
 from tests.api.rasa_spec import RasaSpec
+from tests.api.recorded_examples import recorded_examples
 from tests.serving import serving
 
 TRACKER = "/conversations/{conversation_id}/tracker"
@@ -85,8 +90,23 @@ async def test_tracker_include_events_and_until(
     early = (await client.get(f"/conversations/u1/tracker?until={user_time}")).json()
     assert early["events"][-1]["event"] == "user"
     assert len(early["events"]) == len(full["events"]) - 1
-    ignored = (await client.get("/conversations/u1/tracker?until=soon")).json()
-    assert len(ignored["events"]) == len(full["events"])
+    empty = (await client.get("/conversations/u1/tracker?until=")).json()
+    assert len(empty["events"]) == len(full["events"])
+
+
+@pytest.mark.parametrize("until", ["soon", "2026-12-05T01:00:00", "NaN"])
+async def test_an_until_that_is_no_timestamp_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, until: str
+) -> None:
+    # Before (and in Rasa, with a warning in its log): today's whole tracker, as if the
+    # client had not asked for an earlier one; NaN gave an empty conversation.
+    await client.post("/conversations/u6/tracker/events", json=GOODBYE_EVENTS)
+    tracker = await client.get(f"/conversations/u6/tracker?until={until}")
+    story = await client.get(f"/conversations/u6/story?until={until}")
+    body = check(rasa_spec, tracker, TRACKER, "get", 400)
+    assert body["details"] == {"parameter": "until", "in": "query"}
+    assert "Should be a Unix timestamp" in body["message"]
+    assert story.status_code == 400
 
 
 async def test_tracker_bad_include_events_is_rasas_400(
@@ -287,6 +307,29 @@ async def test_story_is_a_yaml_test_story(client: httpx.AsyncClient) -> None:
     assert "- story: u4, story 1\n" in sessions
 
 
+async def test_boolean_query_parameters_are_true_false_or_a_400(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.post("/conversations/u5/tracker/events", json=GOODBYE_EVENTS)
+    sessions = await client.get("/conversations/u5/story?all_sessions=True")
+    one = await client.get("/conversations/u5/story?all_sessions=0")
+    # Before: 1 and yes were read as false, as Rasa reads them: one session, no side effects.
+    wrong = await client.get("/conversations/u5/story?all_sessions=1")
+    side_effects = await client.post(
+        "/conversations/u5/tracker/events?execute_side_effects=yes", json=GOODBYE_EVENTS
+    )
+    after = (await client.get("/conversations/u5/tracker")).json()
+    assert "- story: u5, story 1\n" in sessions.text
+    assert "story 1" not in one.text
+    for refused, name in ((wrong, "all_sessions"), (side_effects, "execute_side_effects")):
+        assert refused.status_code == 400
+        assert refused.json()["message"] == (
+            f"Invalid parameter value for '{name}'. Should be true or false."
+        )
+        assert refused.json()["details"] == {"parameter": name, "in": "query"}
+    assert len(after["events"]) == len(GOODBYE_EVENTS) + 3  # nothing appended by the 400
+
+
 async def test_story_of_unknown_conversation_is_404(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:
@@ -352,16 +395,25 @@ async def test_the_nlu_metadata_of_a_user_event_is_the_messages_not_the_models(
     assert user["parse_data"]["metadata"] == {"page": "home"}
 
 
-async def test_a_model_without_assistant_id_stamps_no_assistant_id(
+async def test_a_model_trained_without_assistant_id_stamps_the_random_one_it_got(
     client: httpx.AsyncClient,
 ) -> None:
-    # Moodbot's config.yml has no assistant_id. Rasa stamps only the identifiers it has
-    # ("dialogue events without identifier metadata"); before, every event carried
-    # `"assistant_id": null` to the tracker and the broker.
+    # Moodbot's config.yml has no assistant_id: as Rasa 3.5+, training made one up, and every
+    # event carries it beside the model_id (before: no assistant_id at all).
     await client.post("/webhooks/rest/webhook", json={"sender": "noid", "message": "hi"})
     events = (await client.get(TRACKER.format(conversation_id="noid"))).json()["events"]
     assert events and all("model_id" in e["metadata"] for e in events)
-    assert not any("assistant_id" in e["metadata"] for e in events)
+    assistant_ids = {e["metadata"]["assistant_id"] for e in events}
+    assert len(assistant_ids) == 1 and re.fullmatch(r"[a-z]+-[a-z]+", assistant_ids.pop())
+
+
+def test_a_model_archive_without_assistant_id_stamps_none_rather_than_null() -> None:
+    # An archive from before (or a model without the key) stamps what it has, as Rasa's
+    # "dialogue events without identifier metadata"; not `"assistant_id": null`.
+    events: list[Event] = [BotUttered(text="hi")]
+    model = DialogueModel(Domain.from_dict({}), policies=None, model_id="m1")  # type: ignore[arg-type]
+    stamp_model_ids(events, model)
+    assert events[0].as_dict()["metadata"] == {"model_id": "m1"}
 
 
 async def test_trigger_intent_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
@@ -654,3 +706,51 @@ async def test_allow_names_every_method_of_a_path(client: httpx.AsyncClient) -> 
     assert model.headers["allow"] == "PUT, DELETE, OPTIONS"
     assert events.status_code == 200
     assert events.headers["allow"] == "POST, PUT, OPTIONS"
+
+
+def _event_steps(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """What a client reading events in order sees: type, action name, featurization flag."""
+    return [
+        (e["event"], e.get("name"), e.get("use_text_for_featurization"), e.get("hide_rule_turn"))
+        for e in events
+    ]
+
+
+async def test_the_recorded_rasa_conversation_logs_the_same_events_in_the_same_order(
+    client: httpx.AsyncClient,
+) -> None:
+    # Rasa logs `user_featurization` (false: read by intent) after each user message whose
+    # next action the policies predicted; before, it was logged only for end-to-end answers,
+    # so the recorded moodbot conversation had one event less per turn.
+    recorded = {e.title: e.body for e in recorded_examples()}
+    await client.post("/webhooks/rest/webhook", json={"sender": "u1", "message": "hi"})
+    tracker = (await client.get(TRACKER.format(conversation_id="u1"))).json()
+    expected = recorded["GET /conversations/u1/tracker"]["events"]
+    assert _event_steps(tracker["events"]) == _event_steps(expected)
+
+    # /messages adds no prediction (so no featurization); /execute then runs an action the
+    # policies did not predict, and the intent triggered after it follows no action_listen.
+    await client.post(
+        MESSAGES.format(conversation_id="u1"), json={"text": "I am sad", "sender": "user"}
+    )
+    await client.post(EXECUTE.format(conversation_id="u1"), json={"name": "utter_cheer_up"})
+    await client.post(TRIGGER.format(conversation_id="u1"), json={"name": "affirm"})
+    await client.post(EVENTS.format(conversation_id="u1"), json={"event": "bot", "text": "hello"})
+    tracker = (await client.get(TRACKER.format(conversation_id="u1"))).json()
+    expected = recorded["POST /conversations/u1/tracker/events (append one event)"]["events"]
+    assert _event_steps(tracker["events"]) == _event_steps(expected)
+
+
+async def test_a_rules_own_turn_is_logged_with_hide_rule_turn(client: httpx.AsyncClient) -> None:
+    # Moodbot's bot_challenge rule is in no story: Rasa logs its action (and the listen the
+    # rule adds) with hide_rule_turn true; the story turns keep false. Before, always false.
+    for message in ("/greet", "/bot_challenge"):
+        await client.post("/webhooks/rest/webhook", json={"sender": "hide", "message": message})
+    events = (await client.get(TRACKER.format(conversation_id="hide"))).json()["events"]
+    actions = [(e["name"], e["hide_rule_turn"]) for e in events if e["event"] == "action"]
+    assert actions[-4:] == [
+        ("utter_greet", False),
+        ("action_listen", False),
+        ("utter_iamabot", True),
+        ("action_listen", True),
+    ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -234,3 +236,31 @@ async def test_response_timeout_is_503(client: httpx.AsyncClient) -> None:
 def test_error_body_keeps_rasas_key_order() -> None:
     body = error_body(400, "BadRequest", "m", {"parameter": "p", "in": "query"})
     assert list(body) == ERROR_KEYS
+
+
+async def test_a_500_names_a_request_id_that_finds_its_one_traceback_in_the_log(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the log said "Unhandled error while serving a request", with no route and
+    nothing a client's report could be matched with."""
+    caplog.set_level(logging.ERROR)
+    for sent, kept in (("proxy-7f3a", True), ("x\x1b[2J forged line", False), (None, False)):
+        caplog.clear()
+        headers = {"X-Request-ID": sent} if sent else {}
+        response = await client.get("/raise/bug", headers=headers)
+        body = assert_rasa_error(response, 500, "ServerError")
+        ident = response.headers["x-request-id"]
+        assert body["details"] == {"request_id": ident}
+        assert (ident == sent) is kept and re.fullmatch(r"[\w.:+/=-]+", ident)
+        [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert f"GET /raise/bug (request id {ident})" in record.getMessage()
+        assert record.exc_info is not None and "Traceback" not in response.text
+
+
+async def test_a_store_failure_names_its_request_id_too(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = await client.get("/raise/store")
+    ident = response.headers["x-request-id"]
+    assert response.json()["details"] == {"request_id": ident}
+    assert f"GET /raise/store (request id {ident})" in caplog.text

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
 from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from server.api.runner import server_app
 from server.api.server import ServerOptions
@@ -86,6 +91,64 @@ async def test_ready_is_503_when_the_tracker_store_is_down(serve, moodbot_archiv
     assert "tracker store" in response.json()["reasons"][0]
 
 
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to a real service until `cut` (an outage, as a network
+    failure makes it: open connections dropped, new ones refused)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await self.server.wait_closed()
+
+
+async def test_ready_is_503_while_the_redis_lock_store_is_down(
+    serve, moodbot_archive: Path
+) -> None:
+    """Before, a pod whose lock store was unreachable stayed ready while every turn failed."""
+    try:
+        redis = Redis(socket_connect_timeout=1)
+        await redis.ping()
+        await redis.aclose()
+    except (OSError, RedisError):
+        pytest.skip("Redis is not reachable")
+    proxy = TcpProxy(6379)
+    port = await proxy.start()
+    lock_store = {"type": "redis", "url": "127.0.0.1", "port": port, "key_prefix": "observe"}
+    client = await serve(options(model_path=moodbot_archive, endpoints={"lock_store": lock_store}))
+    up = await client.get("/health/ready")
+    assert up.status_code == 200
+    assert up.json()["checks"] == {"model": "ok", "tracker_store": "ok", "lock_store": "ok"}
+    await proxy.cut()
+    down = await client.get("/health/ready")
+    assert down.status_code == 503
+    assert down.json()["checks"]["lock_store"] in ("unavailable", "timeout")
+    assert down.json()["reasons"][0].startswith("the lock store ")
+
+
 async def test_metrics_move_under_a_short_load(serve, moodbot_archive: Path) -> None:
     client = await serve(
         options(
@@ -145,3 +208,27 @@ async def test_probes_and_metrics_are_open_when_the_api_needs_a_token(serve) -> 
     assert (await client.get("/health/ready")).status_code == 503
     assert (await client.get("/metrics")).status_code == 200
     assert (await client.get("/status")).status_code == 401
+
+
+async def test_ready_keeps_the_stores_address_in_the_log(
+    serve, moodbot_archive: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The probe is open to anyone: before, its body named the database's host, port and
+    name; and with default logging the log said nothing of why the pod was not ready."""
+    store = {
+        "type": "sql",
+        "dialect": "postgresql",
+        "url": "127.0.0.1",
+        "port": 1,
+        "db": "observe_secret_db",
+    }
+    client = await serve(options(model_path=moodbot_archive, endpoints={"tracker_store": store}))
+    caplog.set_level(logging.WARNING, logger="server.api.health")
+    for _ in range(2):
+        response = await client.get("/health/ready")
+        assert response.status_code == 503
+        assert response.json()["checks"]["tracker_store"] == "unavailable"
+        assert "observe_secret_db" not in response.text and "127.0.0.1" not in response.text
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "server.api.health"]
+    assert logged.startswith("readiness: the tracker store is unavailable: ")
+    assert "observe_secret_db" in logged  # once, with why, for the operator

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.api.metrics import _FAST_BUCKETS, _STORE_OPERATIONS, ServerMetrics
+from server.api.metrics_sharing import SharedMetrics
 
 # On the bounds, between them, beyond the last one: `le` buckets hold values <= their bound.
 SECONDS = [0.0, 0.0005, 0.0004999, 0.0005001, 0.001, 0.003, 0.05, 5.0, 5.0001, 42.0, 1e-9]
@@ -166,3 +171,22 @@ def test_a_damaged_snapshot_of_another_worker_counts_as_nothing() -> None:
         "botserver_tracker_store_seconds": {"append": None},
     }
     assert samples(metrics.render([damaged])) == samples(metrics.render())
+
+
+def test_counters_never_go_down_between_scrapes_of_different_workers(tmp_path: Path) -> None:
+    """Scrapes of `--workers N` reach any worker: a number one scrape showed is never less in
+    the next scrape, whichever worker answers it (Prometheus would read a counter reset)."""
+    workers = [ServerMetrics() for _ in range(2)]
+    clients = []
+    for metrics in workers:
+        SharedMetrics(metrics, tmp_path)
+        app = FastAPI()
+        app.include_router(metrics.router())
+        clients.append(TestClient(app))
+    shown = []
+    for turns_since, scraped in ((5, 1), (3, 0), (2, 1), (4, 0)):
+        workers[1].turns.inc(turns_since)  # between timed publications: on no disk yet
+        response = clients[scraped].get("/metrics")
+        assert response.headers["content-type"] == CONTENT_TYPE_LATEST
+        shown.append(samples(response.content)[("botserver_turns_total", "[]")])
+    assert shown == [5.0, 5.0, 10.0, 10.0]  # worker 1 shows what worker 0 then reads

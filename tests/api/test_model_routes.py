@@ -277,6 +277,25 @@ async def test_test_intents_errors(client: httpx.AsyncClient, rasa_spec: RasaSpe
     check(rasa_spec, missing_model, path, "post", 400)
 
 
+async def test_folds_that_are_no_number_are_ignored_with_a_warning_as_in_rasa(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    examples = [
+        {"text": "hello there", "intent": "greet", "entities": []},
+        {"text": "bye bye", "intent": "goodbye", "entities": []},
+    ]
+    response = await client.post(
+        "/model/test/intents?cross_validation_folds=three",
+        json={"rasa_nlu_data": {"common_examples": examples}},
+    )
+    # The loaded model is evaluated, as in Rasa; before, without a word in the log.
+    assert response.status_code == 200
+    assert (
+        "Query parameter 'cross_validation_folds': 'three' is not an integer; using the "
+        "default (None) instead." in caplog.messages
+    )
+
+
 async def test_put_model_missing_file_is_rasas_400(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:

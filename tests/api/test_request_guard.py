@@ -71,6 +71,18 @@ async def test_other_methods_still_go_through_the_router() -> None:
     assert response.json()["code"] == 405
 
 
+async def test_a_method_the_route_refuses_is_never_learned_as_direct() -> None:
+    # Before: the router names a route that matches the path only (its 405) as the endpoint,
+    # so the first GET or OPTIONS was learned and the second ran the endpoint: the REST
+    # webhook answered a browser's second preflight (or a GET with a JSON body) as a message.
+    echo = Echo()
+    async with client_for(echo) as client:
+        answers = [await client.request(m, "/echo") for m in ("GET", "GET", "OPTIONS", "OPTIONS")]
+    assert [a.status_code for a in answers] == [405, 405, 200, 200]
+    assert answers[3].headers["allow"] == "POST, OPTIONS"
+    assert echo.calls == 0
+
+
 async def test_body_limit_applies_to_a_direct_route() -> None:
     async with client_for(Echo(), max_body_bytes=10) as client:
         await client.post("/echo", content=b"short")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import yaml
 
 from server.dialogue.story_export import annotate_entities, conversation_story
-from server.trackers.events import ActionExecuted, SessionStarted, SlotSet, UserUttered
+from server.trackers.events import (
+    ActionExecuted,
+    DefinePrevUserUtteredFeaturization,
+    SessionStarted,
+    SlotSet,
+    UserUttered,
+)
 from server.trackers.tracker import Tracker
 
 
@@ -73,3 +79,24 @@ def test_every_text_reads_back_exactly_from_the_story() -> None:
     assert [step["user"] for step in steps if "user" in step] == TRICKY_TEXTS
     assert [step["bot"] for step in steps if "bot" in step] == TRICKY_TEXTS
     assert "|-" in conversation_story(Tracker("u1", {}, events[:3]))  # Rasa's block style kept
+
+
+def test_a_message_answered_from_its_text_is_written_by_its_text_alone() -> None:
+    # Before, every message was written as `intent:` plus `user:`; Rasa writes a message
+    # whose next action was predicted from its text (use_text_for_featurization: true) as
+    # `user:` only, and one read by its intent as both.
+    events = [
+        ActionExecuted(action_name="action_listen"),
+        UserUttered(text="I love pizza", parse_data={"intent": {"name": "ask"}}),
+        DefinePrevUserUtteredFeaturization(use_text_for_featurization=True),
+        ActionExecuted(action_name="utter_ok"),
+        ActionExecuted(action_name="action_listen"),
+        UserUttered(text="yes", parse_data={"intent": {"name": "affirm"}}),
+        DefinePrevUserUtteredFeaturization(use_text_for_featurization=False),
+        ActionExecuted(action_name="utter_happy"),
+    ]
+    assert conversation_story(Tracker("e2e", {}, events)) == (
+        'version: "3.1"\nstories:\n- story: e2e\n  steps:\n'
+        "  - user: |-\n      I love pizza\n  - action: utter_ok\n"
+        "  - intent: affirm\n    user: |-\n      yes\n  - action: utter_happy\n"
+    )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
+from starlette.types import Receive, Scope, Send
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
@@ -114,3 +117,44 @@ async def test_a_redirect_is_not_followed_and_is_logged_as_not_delivered(
     assert answer.text == "success"
     # Before: a 3xx answer was taken as delivered, without a word.
     assert "answered HTTP 307 to a bot message, which was not delivered" in caplog.text
+
+
+async def test_a_callback_that_trickles_its_answer_is_cut_at_the_timeout() -> None:
+    async def trickle(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(30):  # a byte every 0.1 s: httpx's per-read timeout never fires
+            await send({"type": "http.response.body", "body": b".", "more_body": True})
+            await asyncio.sleep(0.1)
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(trickle) as url:
+        started = time.monotonic()
+        answer = await _say_hello({"url": f"{url}/bot", "timeout": 0.3}, "c6")
+        took = time.monotonic() - started
+    # Before: each of the turn's two messages held the conversation 3 s.
+    assert answer.text == "success"
+    assert took < 1.5
+
+
+async def test_after_a_timeout_the_rest_of_the_turn_is_not_sent_to_wait_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    arrived: list[float] = []
+
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        arrived.append(time.monotonic())
+        await asyncio.sleep(1.5)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(slow) as url:
+        answer = await _say_hello({"url": f"{url}/bot", "timeout": 0.3}, "c7")
+    # Before: each message of the turn waited the timeout in turn, the conversation's lock
+    # held all along (timeout x messages; 10 s x 2 by default).
+    assert answer.text == "success"
+    assert len(arrived) == 1
+    assert "1 more bot message to c7 not sent: the callback URL" in caplog.text

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +15,8 @@ import pytest
 from server.api.app import create_app
 from server.api.server import ServerOptions, build_app
 from server.channels import attach_channels, load_channels
+from server.dialogue.messages import UserMessage
+from server.errors import LockTimeout
 from tests.channels.conftest import echo
 from tests.dialogue.conversation_fixtures import train_archive, write_files
 from tests.serving import serving
@@ -91,6 +96,20 @@ async def test_a_failing_turn_returns_what_was_collected(client: httpx.AsyncClie
     assert answer.json() == [{"recipient_id": "u", "text": "before"}]
 
 
+@pytest.mark.parametrize("stream", ["false", "true"])
+async def test_a_turn_failing_on_a_bug_logs_its_traceback_once(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, stream: str
+) -> None:
+    """Before, the log had one line (`RuntimeError: the turn failed`) and no traceback: the
+    bug could not be found from the log."""
+    caplog.set_level(logging.ERROR)
+    body = {"sender": "u", "message": "boom"}
+    await client.post(f"/webhooks/rest/webhook?stream={stream}", json=body)
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.getMessage() == "rest: message from u failed: RuntimeError: the turn failed"
+    assert record.exc_info is not None and record.exc_info[0] is RuntimeError
+
+
 async def test_stream_sends_one_json_message_per_line(client: httpx.AsyncClient) -> None:
     answer = await client.post(
         "/webhooks/rest/webhook?stream=true", json={"sender": "s", "message": "hi"}
@@ -102,6 +121,20 @@ async def test_stream_sends_one_json_message_per_line(client: httpx.AsyncClient)
         {"recipient_id": "s", "text": "echo: hi"},
         {"recipient_id": "s", "text": "from s via rest"},
     ]
+
+
+async def test_a_stream_whose_turn_fails_ends_with_what_was_said(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer = await client.post(
+        "/webhooks/rest/webhook?stream=true", json={"sender": "s", "message": "boom"}
+    )
+    await asyncio.sleep(0)  # the turn's end is logged as it ends
+    assert answer.status_code == 200
+    assert [json.loads(line) for line in answer.text.splitlines()] == [
+        {"recipient_id": "s", "text": "before"}
+    ]
+    assert "rest: message from s failed: RuntimeError: the turn failed" in caplog.text
 
 
 async def test_a_body_sent_in_several_chunks_is_read_whole(client: httpx.AsyncClient) -> None:
@@ -199,3 +232,64 @@ async def test_response_variations_are_picked_by_rasas_output_channel_names(
     assert [json.loads(line)["text"] for line in streamed.text.splitlines()] == ["streamed"]
     assert [m["text"] for m in collected.json()] == ["collected"]
     assert tracker["latest_input_channel"] == "rest"
+
+
+async def test_stream_is_read_as_rasa_reads_a_boolean(client: httpx.AsyncClient) -> None:
+    body = {"sender": "flags", "message": "hi"}
+    answers = {
+        flag: await client.post(f"/webhooks/rest/webhook?stream={flag}", json=body)
+        for flag in ("True", "false", "0", "", "1", "yes", "maybe")
+    }
+    assert answers["True"].headers["content-type"].startswith("text/event-stream")
+    for plain in ("false", "0", ""):
+        assert answers[plain].json()[0] == {"recipient_id": "flags", "text": "echo: hi"}
+    # Rasa reads these as false; a client sending them means true (before: 1 and yes
+    # streamed, as no Rasa server does).
+    for wrong in ("1", "yes", "maybe"):
+        assert answers[wrong].status_code == 400
+        assert answers[wrong].json()["details"] == {"parameter": "stream", "in": "query"}
+
+
+async def test_a_client_leaving_a_stream_does_not_cut_the_turn_short() -> None:
+    # Before: the turn was cancelled when the client went away, between two of its messages:
+    # whatever the actions had done, the turn was not stored.
+    release, cancelled, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow_turn(message: UserMessage) -> None:
+        assert message.output_channel is not None
+        await message.output_channel.send_response(message.sender_id, {"text": "first"})
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        await message.output_channel.send_response(message.sender_id, {"text": "second"})
+        finished.set()
+
+    app = create_app()
+    attach_channels(app, load_channels({"rest": None}), slow_turn)
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as bot:
+        body = {"sender": "leaver", "message": "hi"}
+        async with bot.stream("POST", "/webhooks/rest/webhook?stream=true", json=body) as answer:
+            first = await anext(answer.aiter_lines())
+        with contextlib.suppress(TimeoutError):  # the server notices the client left
+            await asyncio.wait_for(cancelled.wait(), 0.3)
+        release.set()
+        await asyncio.wait_for(finished.wait(), 2)
+    assert json.loads(first) == {"recipient_id": "leaver", "text": "first"}
+    assert not cancelled.is_set()
+
+
+async def test_a_streamed_turn_that_could_not_be_recorded_is_a_503() -> None:
+    async def busy(message: UserMessage) -> None:
+        raise LockTimeout("conversation 'busy' is locked")
+
+    app = create_app()
+    attach_channels(app, load_channels({"rest": None}), busy)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        answer = await c.post(
+            "/webhooks/rest/webhook?stream=true", json={"sender": "busy", "message": "hi"}
+        )
+    # Before: 200 with an empty stream, as if the bot had nothing to say; the message was lost.
+    assert answer.status_code == 503
+    assert answer.json()["reason"] == "ServiceUnavailable"

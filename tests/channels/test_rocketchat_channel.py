@@ -353,3 +353,18 @@ def test_the_memory_of_message_ids_is_bounded() -> None:
     assert recent.add("a")  # the oldest was forgotten when "c" came
     recent.forget("a")  # a message that could not be recorded: its retry is taken
     assert recent.add("a")
+
+
+async def test_a_message_too_long_to_read_is_answered_in_the_room(wired) -> None:  # noqa: ANN001
+    rocket, webhook, bot_url = wired
+    payload = rocket.outgoing_payload(
+        token=HOOK_TOKEN, user_id="LongId", user_name="long", text="a" * 100_001, room_id="R3"
+    )
+    answer = await rocket.send(webhook, payload)
+    # Before: refused in the log only; the room heard nothing.
+    assert answer.status_code == 200
+    assert rocket.texts_in("R3") == [
+        "The message is 100,001 characters long; at most 100,000 are read."
+    ]
+    tracker = await _tracker(bot_url, "R3:LongId")
+    assert [e for e in tracker["events"] if e["event"] == "user"] == []

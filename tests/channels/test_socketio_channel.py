@@ -17,6 +17,8 @@ import socketio
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
+from server.dialogue.messages import UserMessage
+from server.errors import LockTimeout
 from tests.channels.conftest import concertbot_server, echo
 from tests.serving import serving
 
@@ -47,6 +49,24 @@ class Client:
 
     async def next(self, n: int = 1) -> list[tuple[str, Any]]:
         return [await asyncio.wait_for(self.inbox.get(), 5) for _ in range(n)]
+
+
+@contextlib.asynccontextmanager
+async def session_on_concertbot(
+    model: Path, action_url: str, session_id: str
+) -> AsyncIterator[tuple[Client, str]]:
+    """A client in session `session_id` (session_persistence on) of the whole server on
+    concertbot; yields the client and the server's URL."""
+    credentials = {"socketio": {"session_persistence": True}}
+    async with concertbot_server(model, action_url, credentials) as bot_url:
+        client = Client()
+        await client.sio.connect(bot_url, transports=["websocket"])
+        try:
+            await client.sio.emit("session_request", {"session_id": session_id})
+            await client.next()
+            yield client, bot_url
+        finally:
+            await client.sio.disconnect()
 
 
 async def test_user_uttered_gets_bot_uttered_for_the_socket() -> None:
@@ -206,13 +226,8 @@ async def test_binary_metadata_does_not_lose_the_turn_and_odd_messages_are_not_t
     concertbot_model: Path,
     action_servers,  # noqa: ANN001
 ) -> None:
-    credentials = {"socketio": {"session_persistence": True}}
     url = action_servers["concertbot"].url
-    async with concertbot_server(concertbot_model, url, credentials) as bot_url:
-        client = Client()
-        await client.sio.connect(bot_url, transports=["websocket"])
-        await client.sio.emit("session_request", {"session_id": "bin-1"})
-        await client.next()
+    async with session_on_concertbot(concertbot_model, url, "bin-1") as (client, bot_url):
         for odd in (5, None, {"text": "hi"}, b"hi"):
             await client.sio.emit("user_uttered", {"message": odd, "session_id": "bin-1"})
         await client.sio.emit(
@@ -220,7 +235,6 @@ async def test_binary_metadata_does_not_lose_the_turn_and_odd_messages_are_not_t
             {"message": "hi", "session_id": "bin-1", "metadata": {"file": b"\x00\x01png"}},
         )
         replies = await client.next()
-        await client.sio.disconnect()
         async with httpx.AsyncClient(base_url=bot_url) as http:
             events = (await http.get("/conversations/bin-1/tracker")).json()["events"]
     assert replies == [("bot_uttered", {"text": "Hey there!"})]
@@ -355,3 +369,46 @@ async def test_a_message_no_json_answer_could_hold_is_dropped(
         ("hey", None, False),
         ("hey", None, False),
     ]
+
+
+async def test_a_message_too_long_to_read_is_answered_and_not_stored(
+    concertbot_model: Path,
+    action_servers,  # noqa: ANN001
+) -> None:
+    url = action_servers["concertbot"].url
+    async with session_on_concertbot(concertbot_model, url, "long-1") as (client, bot_url):
+        long_text = "a" * 100_001
+        await client.sio.emit("user_uttered", {"message": long_text, "session_id": "long-1"})
+        (refusal,) = await client.next()
+        await client.sio.emit("user_uttered", {"message": "hi", "session_id": "long-1"})
+        (greeting,) = await client.next()
+        async with httpx.AsyncClient(base_url=bot_url) as http:
+            tracker = (await http.get("/conversations/long-1/tracker")).json()
+    # Before: the turn refused the text in the log only, and the user waited for a reply.
+    assert refusal == (
+        "bot_uttered",
+        {"text": "The message is 100,001 characters long; at most 100,000 are read."},
+    )
+    assert greeting == ("bot_uttered", {"text": "Hey there!"})
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == ["hi"]
+
+
+async def test_a_message_that_could_not_be_recorded_is_answered_send_it_again() -> None:
+    async def busy(message: UserMessage) -> None:
+        raise LockTimeout("conversation is locked")
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": None}), busy)
+    async with serving(app) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        try:
+            await client.sio.emit("user_uttered", {"message": "hi"})
+            (reply,) = await client.next()
+        finally:
+            await client.sio.disconnect()
+    # Before: only the log knew; the user waited for a reply to a message that was lost.
+    assert reply == (
+        "bot_uttered",
+        {"text": "Your message could not be handled just now. Please send it again."},
+    )

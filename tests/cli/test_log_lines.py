@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cli import build_parser, main
+from server.errors import InvalidConfig
 from server.logs import configure_logging
 
 HOSTILE = "a\n2026-12-04 00:00:00,000 ERROR   server.forged - admin logged in\x00\x1b[2J\u2028"
@@ -19,7 +21,11 @@ HOSTILE = "a\n2026-12-04 00:00:00,000 ERROR   server.forged - admin logged in\x0
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    loggers = logging.Logger.manager.loggerDict
+    enabled = [x for x in loggers.values() if isinstance(x, logging.Logger) and not x.disabled]
     yield
+    for logger in enabled:  # a config file's `disable_existing_loggers: true`
+        logger.disabled = False
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
@@ -44,3 +50,170 @@ def test_a_client_string_cannot_forge_a_log_line(
         assert json.loads(lines[0])["message"] == f"rest: message from {HOSTILE} failed"
     else:
         assert "\\n2026-12-04" in lines[0] and "\\x00\\x1b[2J\\u2028" in lines[0]
+
+
+def test_the_log_file_goes_on_at_its_path_after_logrotate_moves_it(
+    tmp_path: Path, restore_logging: None
+) -> None:
+    """logrotate's default (rename, then a new file) and `copytruncate` both keep the lines
+    coming at the path; before, the moved file got every later line and the path none."""
+    log_file = tmp_path / "out.log"
+    configure_logging(log_file=str(log_file))
+    logger = logging.getLogger("server.rotation")
+    logger.warning("before the rotation")
+    log_file.rename(tmp_path / "out.log.1")
+    logger.warning("after the rotation")
+    assert "after the rotation" not in (tmp_path / "out.log.1").read_text()
+    assert log_file.read_text().rstrip().endswith("server.rotation - after the rotation")
+    (tmp_path / "out.log.2").write_bytes(log_file.read_bytes())  # copytruncate: copy...
+    log_file.write_bytes(b"")  # ... and truncate in place
+    logger.warning("after the truncation")
+    lines = log_file.read_bytes().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(b"server.rotation - after the truncation")
+
+
+@pytest.mark.parametrize(
+    ("env", "shown"),
+    [
+        ({}, {"info"}),
+        ({"LOG_LEVEL": "WARNING"}, set()),
+        ({"LOG_LEVEL": "debug"}, {"debug", "info"}),
+    ],
+)
+def test_log_level_sets_our_level_as_in_rasa(
+    env: dict[str, str],
+    shown: set[str],
+    tmp_path: Path,
+    restore_logging: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before, LOG_LEVEL (which Rasa deployments set) was ignored."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    log_file = tmp_path / "out.log"
+    configure_logging(log_file=str(log_file))
+    logger = logging.getLogger("server.levels")
+    logger.debug("a debug line")
+    logger.info("an info line")
+    logger.warning("a warning line")
+    text = log_file.read_text()
+    assert ("a debug line" in text, "an info line" in text) == ("debug" in shown, "info" in shown)
+    assert "a warning line" in text
+
+
+def test_log_level_libraries_quiets_or_opens_the_libraries(
+    tmp_path: Path, restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOG_LEVEL_LIBRARIES", "ERROR")
+    configure_logging(verbosity=2)
+    assert not logging.getLogger("httpx").isEnabledFor(logging.WARNING)
+    assert logging.getLogger("server.x").isEnabledFor(logging.DEBUG)
+    monkeypatch.setenv("LOG_LEVEL_LIBRARIES", "DEBUG")
+    monkeypatch.setenv("LOG_LEVEL_RABBITMQ", "INFO")
+    configure_logging()
+    assert logging.getLogger("httpx").isEnabledFor(logging.DEBUG)
+    assert not logging.getLogger("aio_pika").isEnabledFor(logging.DEBUG)
+
+
+def test_a_log_level_that_is_none_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    monkeypatch.setenv("LOG_LEVEL", "loud")
+    assert main(["data", "validate"]) == 1
+    assert "error: LOG_LEVEL='loud' is not a log level" in capsys.readouterr().err
+
+
+RASA_LOGGING_CONFIG = """\
+version: 1
+disable_existing_loggers: true
+formatters:
+  customFormatter:
+    format: '{"time": "%(asctime)s", "name": "[%(name)s]", "message": "%(message)s"}'
+handlers:
+  file:
+    class: logging.FileHandler
+    formatter: customFormatter
+    filename: {path}
+loggers:
+  rasa:
+    level: INFO
+    handlers: [file]
+    propagate: 0
+"""
+
+
+def test_a_rasa_logging_config_file_sends_our_lines_where_it_sends_rasas(
+    tmp_path: Path, restore_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rasa's documented example, as a Rasa deployment has it. Before, `botserver run
+    --logging-config-file` was refused as an unknown flag."""
+    args, unknown = build_parser().parse_known_args(["run", "--logging-config-file", "x.yml"])
+    assert not unknown and args.logging_config_file == "x.yml"
+    config = tmp_path / "logging.yml"
+    config.write_text(RASA_LOGGING_CONFIG.replace("{path}", str(tmp_path / "rasa.log")))
+    configure_logging(config_file=str(config))
+    logging.getLogger("server.channels.rest").info("from %s, token=s3cr3t-value", HOSTILE)
+    logging.getLogger("server.channels.rest").debug("not at INFO")
+    for handler in logging.getLogger("server").handlers:
+        handler.flush()
+    lines = (tmp_path / "rasa.log").read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert '"name": "[server.channels.rest]"' in lines[0]  # its own format
+    assert "s3cr3t" not in lines[0] and "token=***" in lines[0]
+    assert "server.channels.rest" not in capsys.readouterr().err  # propagate: 0, as asked
+
+
+def test_a_logging_config_file_that_cannot_be_used_is_named(
+    tmp_path: Path, restore_logging: None
+) -> None:
+    config = tmp_path / "logging.yml"
+    config.write_text("version: 1\nhandlers:\n  h:\n    class: no.such.Handler\n")
+    with pytest.raises(InvalidConfig, match=r"--logging-config-file .*logging.yml: "):
+        configure_logging(config_file=str(config))
+    with pytest.raises(InvalidConfig, match="No such file"):
+        configure_logging(config_file=str(tmp_path / "missing.yml"))
+
+
+def test_a_client_string_in_an_exception_cannot_forge_a_log_line(
+    tmp_path: Path, restore_logging: None
+) -> None:
+    """Before, a traceback's last line (`KeyError: <text>`) carried a client's newlines and
+    escapes as they were: a forged record at the margin, a cleared terminal."""
+    log_file = tmp_path / "out.log"
+    configure_logging(log_file=str(log_file))
+    try:
+        raise ValueError(f"no conversation {HOSTILE}")
+    except ValueError:
+        logging.getLogger("server.api.errors").exception("Unhandled error in GET /x")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    text = log_file.read_text()
+    heads = [line for line in text.splitlines() if not line.startswith(" ")]
+    assert len(heads) == 1 and heads[0].endswith("server.api.errors - Unhandled error in GET /x")
+    assert "\x1b" not in text and "\x00" not in text and "\u2028" not in text
+    assert "  ValueError: no conversation a\n  2026-12-04 00:00:00,000 ERROR" in text
+
+
+def test_json_lines_of_uvicorn_carry_no_colour_template(
+    tmp_path: Path, restore_logging: None
+) -> None:
+    """Before, every uvicorn line in `--log-format json` had a `color_message` field: the
+    unformatted template with terminal escapes."""
+    log_file = tmp_path / "out.log"
+    configure_logging(verbosity=1, log_file=str(log_file), fmt="json")
+    colour = {"color_message": "Uvicorn running on \x1b[1m%s\x1b[0m"}
+    logging.getLogger("uvicorn.error").info("Uvicorn running on %s", "http://h", extra=colour)
+    logging.getLogger("server.x").info("turn", extra={"sender_id": "me"})
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    uvicorn, ours = (json.loads(line) for line in log_file.read_text().splitlines())
+    assert set(uvicorn) == {"time", "level", "logger", "message"}
+    assert uvicorn["message"] == "Uvicorn running on http://h"
+    assert ours["sender_id"] == "me"  # other extra fields stay
+
+
+@pytest.mark.parametrize("command", [["run"], ["train"], ["data", "validate"], ["shell"]])
+def test_rasas_debug_flag_is_vv(command: list[str]) -> None:
+    """Before, `botserver run --debug` (Rasa's spelling of -vv) was refused."""
+    args, unknown = build_parser().parse_known_args([*command, "--debug"])
+    assert not unknown and args.verbose == 2

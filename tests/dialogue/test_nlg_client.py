@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from bench.tcp_proxy import free_port
-from server.dialogue.actions import ActionContext
+from server.dialogue.actions import ActionContext, events_from_action_result
 from server.dialogue.domain import Domain
 from server.dialogue.nlg_client import NLGClient
 from server.errors import ActionError
@@ -24,6 +24,7 @@ from tests.serving import serving
 class NLGServer:
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, Any], dict[str, str]]] = []
+        self.in_flight = self.most_in_flight = 0
         self.app = FastAPI()
         self.app.add_api_route("/nlg", self.nlg, methods=["POST"])
 
@@ -33,6 +34,11 @@ class NLGServer:
         name = body["response"]
         if name == "utter_slow":
             await asyncio.sleep(2)
+        if name.startswith("utter_paced"):
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            await asyncio.sleep(0.2)
+            self.in_flight -= 1
         if name == "utter_nothing":
             return Response(status_code=200)
         if name == "utter_broken":
@@ -170,3 +176,21 @@ async def test_an_answer_no_channel_could_send_is_an_action_error(path: str, mes
         with pytest.raises(ActionError, match=message):
             await client.generate("utter_greet", {"sender_id": "u"}, "rest")
         await client.aclose()
+
+
+async def test_the_responses_of_one_action_are_asked_for_at_once_and_kept_in_order(
+    nlg_url,  # noqa: ANN001
+) -> None:
+    server, url = nlg_url
+    domain = Domain.from_dict({})
+    client = NLGClient({"url": url})
+    ctx = ActionContext(Tracker("u9", domain.slot_defaults()), domain, nlg_endpoint=client)
+    names = [f"utter_paced_{i}" for i in range(4)]
+    result = {"responses": [{"response": name} for name in names]}
+    try:
+        events = await events_from_action_result(ctx, result)
+    finally:
+        await client.aclose()
+    # Before: one request after the other, four round trips of the NLG server in the turn.
+    assert server.most_in_flight == 4
+    assert [e.as_dict()["text"] for e in events] == [f"{name} for u9" for name in names]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -311,3 +312,26 @@ def test_a_rule_leaving_out_the_slots_its_action_sets_elsewhere_fails_training()
     # Naming the slot, `null` included, completes the rule.
     complete = check_then_other(SlotSet(key="vip", value=None))
     RulePolicy("RulePolicy").train([sets_vip, complete], domain)
+
+
+def test_a_rules_turn_no_story_has_is_marked_hide_rule_turn() -> None:
+    # As Rasa's RULES_NOT_IN_STORIES: before, every RulePolicy prediction had
+    # hide_rule_turn false, so a tracker's readers could not tell a rule's own turns.
+    rules = [
+        story("greet", user("greet"), action("utter_greet"), is_rule=True),
+        story("goodbye", user("goodbye"), action("utter_bye"), is_rule=True),
+    ]
+    stories = [story("hello", user("greet"), action("utter_greet"))]
+    policy = RulePolicy("RulePolicy")
+    policy.train([*rules, *stories], SIMPLE)
+    loaded = RulePolicy("RulePolicy")
+    loaded.restore(policy.learned_state(), Path("."), SIMPLE)
+    for trained_policy in (policy, loaded):
+        greet = predict(trained_policy, SIMPLE, listen(), user("greet"))
+        bye = predict(trained_policy, SIMPLE, listen(), user("goodbye"))
+        assert (greet.action_name, greet.hide_rule_turn) == ("utter_greet", False)
+        assert (bye.action_name, bye.hide_rule_turn) == ("utter_bye", True)
+        restart = predict(trained_policy, SIMPLE, listen(), user("restart"))
+        assert (restart.action_name, restart.hide_rule_turn) == ("action_restart", True)
+        nothing = predict(trained_policy, SIMPLE, listen(), user("inform"))
+        assert not nothing.hide_rule_turn  # the fallback is no rule's turn

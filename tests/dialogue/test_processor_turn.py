@@ -131,10 +131,11 @@ async def test_a_rejected_action_is_logged_as_rejected_without_its_prediction_ev
     kinds = [type(e).__name__ for e in turn.events]
     rejected = kinds.index("ActionExecutionRejected")
     # Rejected: neither its LoopInterrupted nor an ActionExecuted is logged; the next
-    # prediction's events come right before its action.
+    # prediction's events (how it read the user message first) come right before its action.
     assert "LoopInterrupted" not in kinds[:rejected]
     assert kinds[rejected:] == [
         "ActionExecutionRejected",
+        "DefinePrevUserUtteredFeaturization",
         "LoopInterrupted",
         "ActionExecuted",
         "BotUttered",
@@ -400,7 +401,7 @@ async def test_the_first_load_of_a_long_conversation_is_folded_off_the_loop() ->
     assert hold.longest < 0.15  # 0.29 s before, with the collector off
     assert [m["text"] for m in said_back] == ["Hello!"]
     stored = await agent.processor.trackers.store.load("long")
-    assert stored is not None and len(stored) == 100_000 + 4
+    assert stored is not None and len(stored) == 100_000 + 5  # with its user_featurization
 
 
 def greetings(turns: int) -> list[Event]:

@@ -14,7 +14,13 @@ import pytest
 from server.trackers.factory import create_tracker_store
 from server.trackers.retention import delete_conversations_older_than
 from server.trackers.store import TrackerStore
-from tests.trackers.persistence_fixtures import REDIS, tracker_store_config
+from tests.trackers.persistence_fixtures import (
+    REDIS,
+    delete_redis_keys,
+    require_service,
+    tracker_store_config,
+    unique_name,
+)
 
 DAY = 86400.0
 
@@ -122,3 +128,48 @@ async def test_prune_goes_through_every_batch(kind: str, tmp_path: Path) -> None
             assert sorted(await store.keys()) == sorted(fresh)
         finally:
             await store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "redis"])
+async def test_prune_leaves_a_conversation_in_the_middle_of_a_turn(
+    kind: str, tmp_path: Path
+) -> None:
+    """`botserver prune` with the servers' Redis lock in endpoints.yml: a stale conversation
+    whose turn is running (lock held, history loaded, events not yet appended) keeps its
+    history; before, it was deleted and the turn appended to an empty conversation."""
+    import yaml
+
+    import cli
+    from server.trackers.factory import create_lock_store
+
+    now = time.time()
+    async with tracker_store_config(kind, tmp_path) as config:
+        locks_config = await _redis_lock_config()
+        endpoints = tmp_path / "endpoints.yml"
+        endpoints.write_text(yaml.safe_dump({"tracker_store": config, "lock_store": locks_config}))
+        serving, locks = create_tracker_store(config), create_lock_store(locks_config)
+        try:
+            await serving.append("mid-turn", [bot("long ago", now - 200 * DAY)])
+            await serving.append("gone", [bot("long ago", now - 200 * DAY)])
+
+            async with locks.lock("mid-turn"):
+                history = await serving.load_all("mid-turn")
+                prune = ["prune", "--older-than-days", "90", "--endpoints", str(endpoints)]
+                assert await asyncio.to_thread(cli.main, prune) == 0
+                await serving.append("mid-turn", [bot("welcome back", now)])
+
+            assert history == [bot("long ago", now - 200 * DAY)]
+            assert await serving.keys() == ["mid-turn"]
+            assert await serving.load_all("mid-turn") == [*history, bot("welcome back", now)]
+            async with locks.lock("gone", wait_timeout=0.5):  # the prune gave its locks back
+                pass
+        finally:
+            await serving.close()
+            await locks.close()
+            await delete_redis_keys(locks_config["key_prefix"], db=1)
+
+
+async def _redis_lock_config() -> dict[str, Any]:
+    require_service("Redis", REDIS)
+    prefix = unique_name("bstest_locks")
+    return {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}

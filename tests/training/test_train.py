@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
 
+from server.models.archive import read_metadata
 from server.training.train import train
 
 DOMAIN = """
@@ -75,3 +77,25 @@ def test_training_warns_of_story_steps_naming_what_the_domain_lacks(tmp_path: Pa
         f"{stories}:7: intent 'thanks' is used in story 'typo' but is not listed in the "
         "domain" in result.warnings
     )
+
+
+def test_a_config_without_assistant_id_trains_a_model_with_a_random_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As Rasa 3.5+: before, the model had no assistant_id, so its events carried none (Rasa's
+    # carry the random name it makes up at training, with a warning to add the key).
+    (tmp_path / "domain.yml").write_text(DOMAIN)
+    (tmp_path / "config.yml").write_text("policies:\n- name: RulePolicy\n")
+    stories = tmp_path / "stories.yml"
+    stories.write_text(STORIES)
+    with caplog.at_level(logging.WARNING):
+        result = train(tmp_path / "config.yml", tmp_path / "domain.yml", [stories], tmp_path / "m")
+    made_up = read_metadata(result.path)["assistant_id"]
+    assert re.fullmatch(r"[a-z]+-[a-z]+", made_up)
+    warning = next(w for w in result.warnings if "'assistant_id' key is missing" in w)
+    assert f"random assistant_id '{made_up}'" in warning and warning in caplog.text
+
+    (tmp_path / "config.yml").write_text("assistant_id: shop-bot\npolicies:\n- name: RulePolicy\n")
+    named = train(tmp_path / "config.yml", tmp_path / "domain.yml", [stories], tmp_path / "n")
+    assert read_metadata(named.path)["assistant_id"] == "shop-bot"
+    assert not any("assistant_id" in w for w in named.warnings)

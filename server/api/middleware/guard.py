@@ -154,12 +154,15 @@ class RequestGuardMiddleware:
         if app is None:
             app = self.app
         started = False
+        allow_header = False
 
         def tracking_send(message: Message) -> Awaitable[None]:
             # Not a coroutine of its own: the server's send is awaited directly.
-            nonlocal started
+            nonlocal started, allow_header
             if message["type"] == "http.response.start":
                 started = True
+                if app is self.app:  # the router's answer, not a direct one
+                    allow_header = any(name == b"allow" for name, _ in message.get("headers", ()))
             return send(message)
 
         # The deadline, started inline (a frame less per request than a method).
@@ -196,7 +199,10 @@ class RequestGuardMiddleware:
             await self._answer_error(exc, started, scope, receive, send)
         else:
             if app is self.app:
-                self._learn(key, scope)
+                # The router names the endpoint of a route that matched the path but not the
+                # method too; it answers that (405, or OPTIONS) with `Allow`: such a method
+                # must keep going through the router, never to the endpoint.
+                self._learn(key, scope, answered_by_endpoint=not allow_header)
         finally:
             if deadline is not None:
                 deadline.owner.entries.discard(deadline)
@@ -219,10 +225,13 @@ class RequestGuardMiddleware:
         deadlines = self._deadlines = _Deadlines(asyncio.get_running_loop(), self._tick)
         return deadlines
 
-    def _learn(self, key: tuple[str, str], scope: Scope) -> None:
+    def _learn(self, key: tuple[str, str], scope: Scope, answered_by_endpoint: bool) -> None:
         endpoint = scope.get("endpoint")
-        if endpoint is not None and getattr(endpoint, DIRECT_ROUTE_ATTRIBUTE, False) is True:
-            self.direct_routes[key] = endpoint
+        if endpoint is None or getattr(endpoint, DIRECT_ROUTE_ATTRIBUTE, False) is not True:
+            return
+        if not answered_by_endpoint:
+            return
+        self.direct_routes[key] = endpoint
 
     @staticmethod
     async def _answer_error(
@@ -235,7 +244,7 @@ class RequestGuardMiddleware:
                 413, "PayloadTooLarge", str(exc.detail), headers={"Connection": "close"}
             )
         else:
-            response = response_for(exc)
+            response = response_for(exc, scope)
         await response(scope, receive, send)
 
 

@@ -54,9 +54,11 @@ DEFAULT_ACTION_MAPPINGS = {
 # Values of the loop unhappy-path lookup.
 DO_NOT_VALIDATE_LOOP = "do_not_validate_loop"
 DO_NOT_PREDICT_LOOP_ACTION = "do_not_predict_loop_action"
-# Prediction sources that are not rule keys.
-SOURCE_DEFAULT = "default"
-SOURCE_LOOP = "loop"
+# Prediction sources that are not rule keys (rule keys are JSON lists): + the intent, + the
+# loop's name (then + LOOP_LISTEN for the listen after it).
+SOURCE_DEFAULT = "default:"
+SOURCE_LOOP = "loop:"
+LOOP_LISTEN = "|action_listen"
 # Distinct windows of states whose applicable rules a loaded lookup remembers.
 APPLICABLE_CACHE_SIZE = 4096
 
@@ -193,6 +195,8 @@ class RulePolicy(Policy):
         self.rules_ = _Lookup({})
         self.unhappy_ = _Lookup({})
         self.rule_sources_: dict[str, list[str]] = {}
+        # Sources whose predictions no story follows: their turns are `hide_rule_turn`.
+        self.not_in_stories_: frozenset[str] = frozenset()
 
     # -- training ----------------------------------------------------------------------------
     def train(self, stories: list[TrainingStory], domain: Domain) -> None:
@@ -253,7 +257,15 @@ class RulePolicy(Policy):
         self.unhappy_ = _Lookup(unhappy)
         self.rule_sources_ = sources
         if self.option("check_for_contradictions"):
-            errors.extend(self._contradictions(rule_event_lists, plain, domain))
+            in_stories: set[str] = set()
+            errors.extend(self._contradictions(rule_event_lists, plain, domain, in_stories))
+            every = {
+                *self.rules_.entries,
+                *(SOURCE_DEFAULT + intent for intent in DEFAULT_ACTION_MAPPINGS),
+                *(SOURCE_LOOP + form for form in domain.forms),
+                *(SOURCE_LOOP + form + LOOP_LISTEN for form in domain.forms),
+            }
+            self.not_in_stories_ = frozenset(every - in_stories)
         if errors:
             raise TrainingError(
                 "Contradicting rules or stories found:\n"
@@ -267,7 +279,10 @@ class RulePolicy(Policy):
         rules: list[tuple[TrainingStory, list[Event]]],
         stories: list[TrainingStory],
         domain: Domain,
+        in_stories: set[str],
     ) -> list[str]:
+        """The contradictions between rules and stories; adds to `in_stories` the sources of
+        the rule predictions the stories follow."""
         errors: list[str] = []
         used: set[str] = set()
         trackers: list[tuple[str, str, list[Event]]] = [
@@ -288,6 +303,8 @@ class RulePolicy(Policy):
                 predicted, source = self._check_prediction(running, domain)
                 if source in self.rules_.entries:
                     used.add(source)
+                if kind == "story" and predicted == gold:
+                    in_stories.add(source)
                 if predicted is not None and predicted != gold and source in self.rules_.entries:
                     if (
                         kind == "story"
@@ -341,12 +358,12 @@ class RulePolicy(Policy):
         tracker = conversation.tracker
         intent = tracker.latest_message.intent_name
         if tracker.latest_action_name == ACTION_LISTEN and intent in DEFAULT_ACTION_MAPPINGS:
-            return DEFAULT_ACTION_MAPPINGS[intent], SOURCE_DEFAULT, False, False
+            return DEFAULT_ACTION_MAPPINGS[intent], SOURCE_DEFAULT + intent, False, False
         loop = _active_loop(tracker)
         if loop and not tracker.is_active_loop_rejected and tracker.latest_action:
             if tracker.latest_action_name != loop:
-                return loop, SOURCE_LOOP, False, False
-            return ACTION_LISTEN, SOURCE_LOOP, False, False
+                return loop, SOURCE_LOOP + loop, False, False
+            return ACTION_LISTEN, SOURCE_LOOP + loop + LOOP_LISTEN, False, False
         if conversation.text_states() is not None:
             found = self._find_action_from_rules(conversation, True, loop)
             if found[0] is not None:
@@ -395,8 +412,10 @@ class RulePolicy(Policy):
             self.name,
             self.priority,
             events=[LoopInterrupted(is_interrupted=True)] if returning else [],
-            is_no_user_prediction=source == SOURCE_LOOP,
+            is_no_user_prediction=source.startswith(SOURCE_LOOP),
             is_end_to_end_prediction=by_text and index is not None,
+            # As Rasa: a turn no story has (a rule's own) is marked for the tracker's readers.
+            hide_rule_turn=index is not None and source in self.not_in_stories_,
         )
 
     def prediction_window(self) -> int:
@@ -413,6 +432,7 @@ class RulePolicy(Policy):
             "rules": self.rules_.entries,
             "loop_unhappy_paths": self.unhappy_.entries,
             "rule_sources": self.rule_sources_,
+            "rules_not_in_stories": sorted(self.not_in_stories_),
         }
 
     def restore(self, state: dict[str, Any], directory: Path, domain: Domain) -> None:
@@ -423,6 +443,7 @@ class RulePolicy(Policy):
         self.rule_sources_ = {
             str(k): [str(n) for n in v] for k, v in state.get("rule_sources", {}).items()
         }
+        self.not_in_stories_ = frozenset(str(k) for k in state.get("rules_not_in_stories", []))
 
 
 def _active_loop(tracker: Tracker) -> str | None:
