@@ -145,14 +145,17 @@ class _Fold:
         twin.user, twin.prev_action, twin.loop = dict(self.user), self.prev_action, self.loop
         return twin
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: Event) -> bool:
+        """Folds `event` in; False when it left the state as it was (the user_featurization
+        logged after most messages, which keeps reading the message by its intent)."""
         if isinstance(event, UserUttered):
             self.user = self._user_sub_state(event.intent_name, event.text, event.entities)
             self.user_text = event.text
         elif isinstance(event, DefinePrevUserUtteredFeaturization):
             # The message was answered from its text (end to end): so it reads from now on.
-            if event.use_text_for_featurization and self.user_text:
-                self.user = {"text": self.user_text}
+            if not (event.use_text_for_featurization and self.user_text):
+                return False
+            self.user = {"text": self.user_text}
         elif isinstance(event, ActionExecuted):
             if event.action_name is not None:
                 self.prev_action = {"action_name": event.action_name}
@@ -172,6 +175,7 @@ class _Fold:
             names.update(featurized_entities(self.domain, intent, event.entities))
             if names:
                 self.user["entities"] = sorted(names)
+        return True
 
     def _user_sub_state(
         self, intent: str | None, text: str | None, entities: list[dict]
@@ -608,9 +612,10 @@ class _IncrementalStates:
                     body.append(self.fold.state())
                     texts.append(None)
                     identities.append(None)
-            if not isinstance(event, _UNFOLDED):  # the fold does not read the others
+            # The fold does not read the `_UNFOLDED` events; the current state holds while
+            # the others leave it as it was.
+            if not isinstance(event, _UNFOLDED) and self.fold.apply(event):
                 current = None
-                self.fold.apply(event)
             if looping:
                 self.events.append(event)
                 if self.loop is not None:
