@@ -730,14 +730,12 @@ def stamp_model_ids(events: list[Event], model: DialogueModel) -> None:
     """The model's `model_id` and `assistant_id` into each event's metadata where it has
     none, as Rasa does; an identifier the model lacks is left out, not written as null."""
     model_id, assistant_id = model.model_id, model.assistant_id
-    if not (model_id or assistant_id):
-        return
-    for event in events:  # one pass; each metadata gets model_id first, as Rasa writes it
-        metadata = event.metadata
-        if model_id:
-            metadata.setdefault("model_id", model_id)
-        if assistant_id:
-            metadata.setdefault("assistant_id", assistant_id)
+    if model_id:
+        for event in events:
+            event.metadata.setdefault("model_id", model_id)
+    if assistant_id:
+        for event in events:
+            event.metadata.setdefault("assistant_id", assistant_id)
 
 
 def _reverts(events: list[Event]) -> bool:
