@@ -28,7 +28,7 @@ from server.errors import (
 )
 from server.json_values import loads_exact
 from server.trackers.events import OFF_LOOP_EVENTS
-from server.trackers.freeing import free_off_loop
+from server.trackers.freeing import free_off_loop, release_off_loop
 from server.trackers.session_start import (
     ACTION_SESSION_START,
     latest_session_start,
@@ -127,6 +127,7 @@ class _SessionCache:
         if session is not None and (only is None or session is only):
             del self._sessions[sender_id]
             self.events -= len(session.events)
+            _let_go(session)
 
     def touch(self, sender_id: str) -> None:
         if sender_id in self._sessions:
@@ -149,7 +150,11 @@ class _SessionCache:
         else:
             start = session_start_after(session.events, before, found)
         if start:  # a new list: snapshots of the old one stay as they were
-            session.events = session.events[start:]
+            old = session.events
+            session.events = old[start:]
+            if len(old) > OFF_LOOP_EVENTS:
+                release_off_loop(old)
+            del old
         session.last_id, session.last_data = last
         if self._sessions.get(sender_id) is session:
             self.events += len(session.events) - before
@@ -186,6 +191,14 @@ class _SessionCache:
         while self.events > self.max_events and len(self._sessions) > 1:
             _, session = self._sessions.popitem(last=False)
             self.events -= len(session.events)
+            _let_go(session)
+
+
+def _let_go(session: _CachedSession) -> None:
+    """A long session the cache no longer holds is freed off the loop (100,000 event dicts
+    held it 14 ms), unless a snapshot of it is still being read."""
+    if len(session.events) > OFF_LOOP_EVENTS:
+        release_off_loop(session)
 
 
 class SqlTrackerStore:
