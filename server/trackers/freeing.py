@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from server.trackers.events import EVENTS_PER_PIECE, OFF_LOOP_EVENTS
@@ -45,9 +47,14 @@ def release_off_loop(owner: Any) -> None:
     loop.call_soon(_to_thread, loop, box)
 
 
+# One thread frees what the caches let go of, whatever the number of loops: each thread busy
+# with Python is one more for the loop to wait behind for the GIL.
+_RELEASER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")
+
+
 def _to_thread(loop: asyncio.AbstractEventLoop, box: list[Any]) -> None:
     try:
-        loop.run_in_executor(None, _empty_if_unshared, box)
+        loop.run_in_executor(_RELEASER, _empty_if_unshared, box)
     except RuntimeError:  # the executor is shut down: freed here
         box.clear()
 
@@ -63,7 +70,7 @@ def _empty_if_unshared(box: list[Any]) -> None:
     owner = box[0]
     if type(owner) is list:
         del owner
-        empty_in_pieces(box[0])
+        _empty_yielding(box[0])
         box.clear()
         return
     parts = [owner]
@@ -88,9 +95,16 @@ def _empty_if_unshared(box: list[Any]) -> None:
             continue  # a list kept under two names: looked at once, with both
         holders = ids.count(list_id)
         if _attribute_references(part, name) - holders + 1 == _ALONE_AS_ATTRIBUTE:
-            empty_in_pieces(getattr(part, name))
+            _empty_yielding(getattr(part, name))
     del parts, pairs
     box.clear()
+
+
+def _empty_yielding(items: list[Any]) -> None:
+    """`empty_in_pieces`, offering the GIL after each piece: nothing waits for this."""
+    while items:
+        del items[-EVENTS_PER_PIECE:]
+        time.sleep(0)
 
 
 def _box_references(box: list[Any]) -> int:

@@ -30,14 +30,15 @@ def _long_tracker() -> Tracker:
 @pytest.fixture
 def emptied(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The lengths of the lists emptied (the lists themselves are not kept)."""
+    freeing._RELEASER.submit(lambda: None).result()  # what earlier tests let go of
     lengths: list[int] = []
-    empty = freeing.empty_in_pieces
+    empty = freeing._empty_yielding
 
-    def recording(*lists: list[Any]) -> None:
-        lengths.extend(len(items) for items in lists)
-        empty(*lists)
+    def recording(items: list[Any]) -> None:
+        lengths.append(len(items))
+        empty(items)
 
-    monkeypatch.setattr(freeing, "empty_in_pieces", recording)
+    monkeypatch.setattr(freeing, "_empty_yielding", recording)
     return lengths
 
 
