@@ -9,6 +9,7 @@ between pieces.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +51,16 @@ def release_off_loop(owner: Any) -> None:
 # One thread frees what the caches let go of, whatever the number of loops: each thread busy
 # with Python is one more for the loop to wait behind for the GIL.
 _RELEASER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")
+
+
+def _new_releaser() -> None:
+    """A forked child has none of its parent's threads: a new executor, or what it lets go
+    of would wait for ever."""
+    global _RELEASER
+    _RELEASER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")
+
+
+os.register_at_fork(after_in_child=_new_releaser)
 
 
 def _to_thread(loop: asyncio.AbstractEventLoop, box: list[Any]) -> None:
