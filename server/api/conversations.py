@@ -177,14 +177,17 @@ def conversations_router() -> APIRouter:
     ) -> JSONResponse:
         verbosity = event_verbosity(include_events)
         services.agent.model()
-        events = await read_events(await read_json_body(request))
+        body = await read_json_body(request)
+        events = await read_events(body)
         tracker = await services.agent.append_events(
             conversation_id,
             events,
             execute_side_effects=bool_arg("execute_side_effects", execute_side_effects),
             output_channel=output_channel,
         )
-        return await tracker_response(tracker, verbosity)
+        # The tracker is the hot one: only the parsed body is this request's own.
+        own = [body] if isinstance(body, list) else []
+        return freed_after_sending(await tracker_response(tracker, verbosity), lists=own)
 
     @router.put(
         "/tracker/events",
