@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 
 from server.api.errors import HELP_EVENTS, ApiError, bad_request
 from server.api.openapi import error_responses, json_request, json_response
-from server.api.query import bool_arg, event_verbosity, time_arg
+from server.api.query import FirstValueRoute, bool_arg, event_verbosity, time_arg
 from server.api.request_body import read_json_body, read_json_object
 from server.api.schemas import (
     EVENT_LIST,
@@ -125,6 +125,7 @@ async def _checked_id(conversation_id: str) -> None:
 def conversations_router() -> APIRouter:
     """The conversation routes; services come from `app.state.services` per request."""
     router = APIRouter(
+        route_class=FirstValueRoute,
         prefix=PREFIX,
         tags=["Tracker"],
         dependencies=[Depends(require_auth("conversation_id")), Depends(_checked_id)],
