@@ -183,7 +183,7 @@ async def test_the_whole_history_of_100000_events_is_freed_off_the_loop(
         async with loop_hold() as hold:
             response = await client.get(f"/conversations/long/{path}", timeout=60)
         assert response.status_code == 200
-        assert hold.busiest < 0.027, path  # 29-36 ms before
+        assert hold.loop_busiest < 0.027, path  # 29-36 ms before (the loop thread's own CPU)
 
 
 async def test_a_post_of_100000_events_folds_and_stores_them_off_the_loop(
