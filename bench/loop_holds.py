@@ -3,7 +3,8 @@
 A task sleeps 5 ms at a time and records the longest gap between its wake-ups while each
 request runs (the garbage collector is off meanwhile, as in the tests). Moodbot is trained,
 served in-process (no network) on the chosen store; round 2 is a new app on the same store,
-as after a restart of the process.
+as after a restart of the process, and ends with a POST of as many events again and a turn
+of another conversation (which evicts the long one from the caches).
 
     python bench/loop_holds.py [--store memory|sqlite|redis] [--events 100000]
 """
@@ -40,8 +41,18 @@ def store_config(kind: str, folder: Path) -> dict[str, Any]:
 
 
 def requests(first_round: bool, body: bytes) -> list[tuple[str, str, str, dict[str, Any]]]:
-    json_body = {"content": body, "headers": {"content-type": "application/json"}}
+    json_body: dict[str, Any] = {"content": body, "headers": {"content-type": "application/json"}}
     put = ("PUT tracker/events", "PUT", "tracker/events?include_events=NONE", json_body)
+    other_turn = {"json": {"message": "hi", "sender": "other"}}
+    last = [
+        (
+            "POST tracker/events (as many more)",
+            "POST",
+            "tracker/events?include_events=NONE",
+            json_body,
+        ),
+        ("POST webhook, another conversation", "POST", "/webhooks/rest/webhook", other_turn),
+    ]
     return [
         *([put] if first_round else []),
         ("GET tracker (first load)", "GET", "tracker", {}),
@@ -53,6 +64,7 @@ def requests(first_round: bool, body: bytes) -> list[tuple[str, str, str, dict[s
         ("POST predict", "POST", "predict", {}),
         ("POST webhook (a turn)", "POST", "/webhooks/rest/webhook", {"json": {"message": "hi"}}),
         ("POST /model/predict (the events)", "POST", "/model/predict", json_body),
+        *([] if first_round else last),
     ]
 
 
@@ -78,7 +90,7 @@ async def main(store: str, events: int) -> None:
             ):
                 for name, method, path, extra in requests(round_ == 1, body):
                     if path.startswith("/webhooks"):
-                        url, extra = path, {"json": {**extra["json"], "sender": "long"}}
+                        url, extra = path, {"json": {"sender": "long", **extra["json"]}}
                     elif path.startswith("/model"):
                         url = path
                     else:

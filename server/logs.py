@@ -108,6 +108,24 @@ class OneLineFilter(logging.Filter):
         return True
 
 
+# Set on a start-up line `announce` has already printed on stdout.
+_PRINTED = "_printed_on_stdout"
+
+
+def announce(logger: logging.Logger, message: str) -> None:
+    """A start-up line for people and for the logs: printed on stdout, and logged so that
+    the log file and a log stream carry it too (a terminal shows it once)."""
+    print(message, flush=True)
+    logger.info(message, extra={_PRINTED: True})
+
+
+class _PrintedAlready(logging.Filter):
+    """Keeps the stderr handler from showing on a terminal what `announce` printed there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, _PRINTED, False)
+
+
 def _env_level(name: str) -> int | None:
     """The level an environment variable names (`DEBUG`, `info`, `20`); None when unset."""
     raw = os.environ.get(name, "").strip()
@@ -178,6 +196,8 @@ def configure_logging(
     else:
         formatter = TextFormatter("%(asctime)s %(levelname)-7s %(name)s - %(message)s")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if sys.stderr.isatty():
+        handlers[0].addFilter(_PrintedAlready())
     if log_file:
         # Reopened when logrotate (or anyone) moves it away: lines go on at the path.
         handlers.append(logging.handlers.WatchedFileHandler(log_file, encoding="utf-8"))

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 
 from server.api.errors import HELP_EVENTS, ApiError, bad_request
 from server.api.openapi import error_responses, json_request, json_response
-from server.api.query import bool_arg, event_verbosity, time_arg
+from server.api.query import FirstValueRoute, bool_arg, event_verbosity, time_arg
 from server.api.request_body import read_json_body, read_json_object
 from server.api.schemas import (
     EVENT_LIST,
@@ -125,6 +125,7 @@ async def _checked_id(conversation_id: str) -> None:
 def conversations_router() -> APIRouter:
     """The conversation routes; services come from `app.state.services` per request."""
     router = APIRouter(
+        route_class=FirstValueRoute,
         prefix=PREFIX,
         tags=["Tracker"],
         dependencies=[Depends(require_auth("conversation_id")), Depends(_checked_id)],
@@ -177,14 +178,17 @@ def conversations_router() -> APIRouter:
     ) -> JSONResponse:
         verbosity = event_verbosity(include_events)
         services.agent.model()
-        events = await read_events(await read_json_body(request))
+        body = await read_json_body(request)
+        events = await read_events(body)
         tracker = await services.agent.append_events(
             conversation_id,
             events,
             execute_side_effects=bool_arg("execute_side_effects", execute_side_effects),
             output_channel=output_channel,
         )
-        return await tracker_response(tracker, verbosity)
+        # The tracker is the hot one: only the parsed body is this request's own.
+        own = [body] if isinstance(body, list) else []
+        return freed_after_sending(await tracker_response(tracker, verbosity), lists=own)
 
     @router.put(
         "/tracker/events",

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from server.api.errors import ApiError
 from server.api.openapi import error_responses
+from server.api.query import FirstValueRoute
 from server.api.schemas import Domain, ref
 from server.api.services import Services, services_of
 from server.auth import require_auth
@@ -70,7 +71,9 @@ def _quality(params: list[str]) -> float:
 
 
 def domain_router() -> APIRouter:
-    router = APIRouter(tags=["Domain"], dependencies=[Depends(require_auth())])
+    router = APIRouter(
+        route_class=FirstValueRoute, tags=["Domain"], dependencies=[Depends(require_auth())]
+    )
 
     @router.get(
         "/domain",

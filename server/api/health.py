@@ -13,6 +13,8 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from server.api.query import FirstValueRoute
+
 logger = logging.getLogger(__name__)
 
 # A store slower than this is as good as down for a readiness probe.
@@ -26,7 +28,7 @@ def health_router(
 ) -> APIRouter:
     """Probe routes. Each of `pings` (by check name: `tracker_store`, `lock_store`) raises, or
     hangs past `ping_timeout`, when its store is down; they are asked at once."""
-    router = APIRouter(tags=["Server Information"])
+    router = APIRouter(route_class=FirstValueRoute, tags=["Server Information"])
     failing: set[str] = set()  # the checks failing at the last probe
 
     @router.get("/health/live", operation_id="getLiveness", summary="The process is running")

@@ -17,6 +17,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from server.api.query import FirstValueRoute
 from server.auth.dependency import authenticate_request, authenticator_of
 
 PAGE = Path(__file__).with_name("static") / "inspect.html"
@@ -55,7 +56,7 @@ def _page() -> tuple[str, dict[str, str]]:
 
 
 def inspect_router() -> APIRouter:
-    router = APIRouter(tags=["Inspector"])
+    router = APIRouter(route_class=FirstValueRoute, tags=["Inspector"])
 
     @router.get(
         "/inspect",

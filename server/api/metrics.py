@@ -21,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
+from server.api.query import FirstValueRoute
 from server.errors import ModelSuperseded
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -301,7 +302,7 @@ class ServerMetrics:
 
     def router(self) -> APIRouter:
         """GET /metrics, open like Rasa's health routes (scrape it on a private network)."""
-        router = APIRouter(tags=["Server Information"])
+        router = APIRouter(route_class=FirstValueRoute, tags=["Server Information"])
 
         @router.get(
             "/metrics",

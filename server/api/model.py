@@ -28,7 +28,7 @@ from server.api.openapi import (
     json_response,
     request_body,
 )
-from server.api.query import bool_arg, event_verbosity, int_arg
+from server.api.query import FirstValueRoute, bool_arg, event_verbosity, int_arg
 from server.api.request_body import parse_json, read_json_body, read_json_object
 from server.api.schemas import (
     EVENT_LIST,
@@ -495,7 +495,12 @@ _CALLBACK_DOC = {"description": "Accepted: the result will be POSTed to `callbac
 
 def model_router() -> APIRouter:
     """The /model routes; services come from `app.state.services` per request."""
-    router = APIRouter(prefix="/model", tags=["Model"], dependencies=[Depends(require_auth())])
+    router = APIRouter(
+        prefix="/model",
+        route_class=FirstValueRoute,
+        tags=["Model"],
+        dependencies=[Depends(require_auth())],
+    )
 
     @router.post(
         "/train",

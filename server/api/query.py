@@ -1,4 +1,5 @@
-"""Rasa's query-parameter conventions: `include_events`, booleans and numbers.
+"""Rasa's query-parameter conventions: the first of repeated values, `include_events`,
+booleans and numbers.
 
 Only `true` (any case) is true, as in Rasa, and a value neither true nor false is a 400; so
 is an `until` that is no number; an unparsable count falls back to the default with a warning,
@@ -8,6 +9,12 @@ as in Rasa; a bad `include_events` is Rasa's 400 with details.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from starlette.datastructures import QueryParams
 
 from server.api.errors import bad_request
 from server.trackers.tracker import EventVerbosity
@@ -15,6 +22,40 @@ from server.trackers.tracker import EventVerbosity
 logger = logging.getLogger(__name__)
 
 _VERBOSITIES = ", ".join(v.value for v in EventVerbosity)
+
+
+class _FirstValues(QueryParams):
+    """Query parameters whose single value is the first given, as Rasa (Sanic's
+    `request.args.get`) reads them; Starlette's is the last. `getlist` still has them all."""
+
+    def __init__(self, query_string: bytes) -> None:
+        super().__init__(query_string)
+        first: dict[str, str] = {}
+        for key, value in self.multi_items():
+            first.setdefault(key, value)
+        self._dict = first
+
+
+class _FirstValuesRequest(Request):
+    @property
+    def query_params(self) -> QueryParams:
+        if not hasattr(self, "_first_values"):
+            self._first_values = _FirstValues(self.scope["query_string"])
+        return self._first_values
+
+
+class FirstValueRoute(APIRoute):
+    """The route class of every router: `?all_sessions=true&all_sessions=false` is true and
+    `?include_events=ALL&include_events=NONE` is ALL, in the parameters FastAPI passes and
+    in `request.query_params`, as in Rasa."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def first_values(request: Request) -> Response:
+            return await handler(_FirstValuesRequest(request.scope, request.receive))
+
+        return first_values
 
 
 def event_verbosity(

@@ -34,6 +34,7 @@ from server.auth import AuthConfig, install_log_redaction
 from server.auth.config import jwt_audience
 from server.config import read_credentials, read_endpoints
 from server.errors import BotServerError, InvalidConfig
+from server.logs import announce, configure_logging
 from server.models.local import resolve_local_model
 from server.models.remote_storage import STORAGES
 from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
@@ -129,7 +130,6 @@ def app_from_environment() -> FastAPI:
     if not raw:
         raise RuntimeError(f"{SPEC_ENV} is not set: start workers with `botserver run`")
     spec = RunSpec(**json.loads(raw))
-    from server.logs import configure_logging
 
     configure_logging(spec.verbosity, spec.log_file, spec.log_format, spec.logging_config_file)
     install_log_redaction()
@@ -146,7 +146,7 @@ def _announce_on_startup(app: FastAPI, listen_url: str, options: ServerOptions) 
             info = app.state.holder.info
             pid = f" [pid {os.getpid()}]" if not listen_url else ""
             if info is not None and listen_url:
-                print(f"Model loaded: {info.model_file} (model_id {info.model_id})", flush=True)
+                announce(logger, f"Model loaded: {info.model_file} (model_id {info.model_id})")
             elif info is not None:
                 logger.info("Model loaded: %s (model_id %s)%s", info.model_file, info.model_id, pid)
             else:
@@ -156,10 +156,10 @@ def _announce_on_startup(app: FastAPI, listen_url: str, options: ServerOptions) 
                     pid,
                 )
             if listen_url:
-                print(
+                announce(
+                    logger,
                     f"botserver {__version__} is up on {listen_url}"
                     + (f" (inspector: {listen_url}/inspect)" if options.enable_api else ""),
-                    flush=True,
                 )
             yield state
 
@@ -332,10 +332,10 @@ def run_server(args: argparse.Namespace) -> int:
         # Fail here, once, rather than in every worker.
         build_app(spec.options())
         os.environ[SPEC_ENV] = json.dumps(asdict(spec), default=str)
-        print(
+        announce(
+            logger,
             f"botserver {__version__} is starting {args.workers} workers on {spec.listen_url}"
             + (f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""),
-            flush=True,
         )
         config = uvicorn.Config(
             "server.api.runner:app_from_environment",

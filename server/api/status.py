@@ -15,6 +15,7 @@ from fastapi.responses import PlainTextResponse
 from server import RASA_COMPAT_VERSION, __version__
 from server.api.errors import ERROR_STATUSES, ApiError
 from server.api.openapi import error_responses, json_response
+from server.api.query import FirstValueRoute
 from server.api.schemas import Status, Version
 from server.auth import require_auth
 from server.auth.log_redaction import redact
@@ -50,7 +51,7 @@ class ModelStatusSource(Protocol):
 
 def info_router() -> APIRouter:
     """GET / and GET /version: open, and present even without `--enable-api`."""
-    router = APIRouter(tags=["Server Information"])
+    router = APIRouter(route_class=FirstValueRoute, tags=["Server Information"])
 
     @router.get(
         "/",
@@ -111,7 +112,7 @@ def _problems(source: ModelStatusSource, pulls: PullStatusSource | None) -> dict
 def status_router(source: ModelStatusSource, pulls: PullStatusSource | None = None) -> APIRouter:
     """GET /status about `source` (and the model-server pulls of `pulls`): 409 when no model
     is loaded, as in Rasa."""
-    router = APIRouter(tags=["Server Information"])
+    router = APIRouter(route_class=FirstValueRoute, tags=["Server Information"])
 
     @router.get(
         "/status",

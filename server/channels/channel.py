@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from fastapi import APIRouter
 from starlette.types import ASGIApp
 
+from server.api.query import FirstValueRoute
 from server.dialogue.messages import OutputChannel, UserMessage, check_text_length
 from server.errors import BotServerError, MessageTooLong
 
@@ -71,7 +72,7 @@ def reply_choices(part: dict[str, Any]) -> list[dict[str, Any]] | None:
 
 def health_router(prefix: str) -> APIRouter:
     """A router with Rasa's `GET <prefix>/` health answer, for a channel to add routes to."""
-    router = APIRouter(prefix=prefix)
+    router = APIRouter(prefix=prefix, route_class=FirstValueRoute)
 
     async def health() -> dict[str, str]:
         return {"status": "ok"}

@@ -155,14 +155,13 @@ class RestWebhook:
 
 
 def _stream_flag(query_string: bytes) -> bool:
-    """`?stream=` read as every boolean query parameter is (`bool_arg`; last value wins)."""
+    """`?stream=` read as every boolean query parameter is (`bool_arg`; the first value)."""
     if not query_string:
         return False
-    flag = False
     for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if key == "stream":
-            flag = bool_arg("stream", value)
-    return flag
+            return bool_arg("stream", value)
+    return False
 
 
 async def _read_rest_of_body(message: Message, receive: Receive) -> bytes:

@@ -144,9 +144,13 @@ class Agent:
             )
             if not starts_session:
                 await processor.update_session(tracker, model, None, only_if_empty=True)
-            # On the loop even for a bulk POST: the tracker may be the hot one other requests
-            # read meanwhile.
-            tracker.update_many(events)
+            if len(events) > OFF_LOOP_EVENTS:
+                # A bulk POST: folded onto a copy in a thread (100,000 events held the loop
+                # 30-40 ms), as the tracker may be the hot one other requests read meanwhile;
+                # the copy becomes the hot tracker when saved.
+                tracker = await asyncio.to_thread(tracker.extended, events)
+            else:
+                tracker.update_many(events)
             await processor.save(tracker, start, model)
             if execute_side_effects:
                 output = self.output_channel(output_channel, tracker)

@@ -260,7 +260,10 @@ class Processor:
 
     async def save(self, tracker: Tracker, start: int, model: DialogueModel) -> list[Event]:
         new_events = tracker.events[start:]
-        stamp_model_ids(new_events, model)
+        if len(new_events) > OFF_LOOP_EVENTS:  # a bulk append: not on the event loop
+            await asyncio.to_thread(stamp_model_ids, new_events, model)
+        else:
+            stamp_model_ids(new_events, model)
         if self.broker is None or not new_events:
             await self.trackers.save(tracker, new_events)
             return new_events

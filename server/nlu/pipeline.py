@@ -69,6 +69,13 @@ class NLUPipeline:
         cls, data: NLUTrainingData, pipeline: list[dict], language: str = "en"
     ) -> NLUPipeline:
         plan = plan_pipeline(pipeline or DEFAULT_PIPELINE)
+        if data.synonyms and not any(s.key == "EntitySynonymMapper" for s in plan.steps):
+            # As Rasa warns: else the synonyms are read and silently never applied.
+            plan.warnings.append(
+                "You have defined synonyms in your training data, but your NLU configuration "
+                "does not include an 'EntitySynonymMapper'. To map synonyms, add an "
+                "'EntitySynonymMapper' to your configuration."
+            )
         for warning in plan.warnings:
             logger.warning(warning)
         options = [ReadKeys(s.config) for s in plan.steps]

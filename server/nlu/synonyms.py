@@ -18,12 +18,14 @@ class EntitySynonymMapper:
 
     def train(self, messages: list[Message], data: NLUTrainingData) -> None:
         synonyms = {k.lower(): str(v) for k, v in data.synonyms.items()}
-        # An annotation like [NYC](city:New York) makes "nyc" a synonym too.
+        # An annotation like [NYC](city:New York) makes "nyc" a synonym too. The YAML reader
+        # has put those in `data.synonyms` already, where the last one read wins; this only
+        # adds the ones of examples made otherwise.
         for example in data.examples:
             for a in example.entities:
                 surface = example.text[a.start : a.end]
                 if str(a.value) != surface:
-                    synonyms[surface.lower()] = str(a.value)
+                    synonyms.setdefault(surface.lower(), str(a.value))
         self.synonyms_ = synonyms
 
     def process(self, message: Message) -> None:

@@ -4,9 +4,12 @@ lookup tables and retrieval-intent responses."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,6 +47,8 @@ class NLUTrainingData:
 
     examples: list[Example] = field(default_factory=list)
     synonyms: dict[str, str] = field(default_factory=dict)
+    # Where each synonym was read ("data/nlu.yml:12"), to name both places of a conflict.
+    synonym_sources: dict[str, str] = field(default_factory=dict, compare=False)
     regexes: list[tuple[str, str]] = field(default_factory=list)
     lookups: dict[str, list[str]] = field(default_factory=dict)
     responses: dict[str, list[dict]] = field(default_factory=dict)
@@ -54,7 +59,8 @@ class NLUTrainingData:
         merged = cls()
         for part in parts:
             merged.examples.extend(part.examples)
-            merged.synonyms.update(part.synonyms)
+            for text, value in part.synonyms.items():
+                merged.add_synonym(text, value, part.synonym_sources.get(text, "training data"))
             for regex in part.regexes:
                 if regex not in merged.regexes:
                     merged.regexes.append(regex)
@@ -63,6 +69,28 @@ class NLUTrainingData:
                 bucket.extend(e for e in elements if e not in bucket)
             merged.responses.update(part.responses)
         return merged
+
+    def add_synonym(self, text: str, value: str, source: str) -> None:
+        """Map `text` (case-insensitively) to `value`. As in Rasa, a text spelled exactly as
+        its value maps nothing, and of two values for one text the last one read wins, with
+        a warning naming both places."""
+        if text == value:
+            return
+        key = text.lower()
+        previous = self.synonyms.get(key)
+        if previous is not None and previous != value:
+            logger.warning(
+                "%s: found inconsistent entity synonyms: %r maps to %r (%s) and to %r; "
+                "using %r, the last one read",
+                source,
+                text,
+                previous,
+                self.synonym_sources.get(key, "training data"),
+                value,
+                value,
+            )
+        self.synonyms[key] = value
+        self.synonym_sources[key] = source
 
     @property
     def intent_examples(self) -> list[Example]:

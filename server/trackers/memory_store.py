@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.trackers.events import OFF_LOOP_EVENTS
+from server.trackers.freeing import release_off_loop
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import DEFAULT_CACHE_EVENTS, Hold, holding
@@ -53,14 +54,14 @@ class InMemoryTrackerStore:
         return None if conversation is None else list(conversation.events)
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
-        self._conversations.pop(sender_id, None)
+        _let_go(self._conversations.pop(sender_id, None))
         await self.append(sender_id, list(events))
 
     async def keys(self) -> list[str]:
         return list(self._conversations)
 
     async def delete(self, sender_id: str) -> None:
-        self._conversations.pop(sender_id, None)
+        _let_go(self._conversations.pop(sender_id, None))
 
     async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
         stale = [
@@ -73,7 +74,7 @@ class InMemoryTrackerStore:
             for sender_id in idle:  # looked at again: a turn may have come meanwhile
                 conversation = self._conversations.get(sender_id)
                 if conversation and _latest_timestamp(conversation.events) < cutoff_timestamp:
-                    del self._conversations[sender_id]
+                    _let_go(self._conversations.pop(sender_id))
                     deleted += 1
         return deleted
 
@@ -82,6 +83,13 @@ class InMemoryTrackerStore:
 
     async def close(self) -> None:
         return None
+
+
+def _let_go(conversation: _Conversation | None) -> None:
+    """A long conversation is freed off the loop (100,000 event dicts held it 14 ms), unless
+    a snapshot of it is still being read."""
+    if conversation is not None and len(conversation.events) > OFF_LOOP_EVENTS:
+        release_off_loop(conversation)
 
 
 def _latest_timestamp(events: list[dict[str, Any]]) -> float:

@@ -10,6 +10,8 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from server.errors import StoreFailed, StoreUnavailable
 
@@ -27,6 +29,10 @@ def create_client(config: dict[str, Any], default_db: int) -> Redis:
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": min(socket_timeout, 5.0),
         "health_check_interval": 30,
+        # One retry, at once: a command whose reply a broken connection lost is sent again
+        # on a new one. redis-py's default (3 retries, backing off 1 to 4 s) made every
+        # turn wait ~3.5 s for its 503 while Redis was down, and /health/ready time out.
+        "retry": Retry(NoBackoff(), 1),
     }
     if "://" in host:
         return Redis.from_url(host, **common)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from server.trackers.events import OFF_LOOP_EVENTS, Event, event_from_dict
-from server.trackers.freeing import free_off_loop
+from server.trackers.freeing import free_off_loop, release_off_loop
 from server.trackers.store import TrackerStore
 from server.trackers.tracker import Tracker
 
@@ -86,6 +86,7 @@ class TrackerRepository:
         entry = self._hot.pop(sender_id, None)
         if entry is not None:
             self._events -= entry[1]
+            _let_go(entry)
 
     def _remember(self, sender_id: str, tracker: Tracker, stored: int) -> None:
         entry = self._hot.get(sender_id)
@@ -94,9 +95,20 @@ class TrackerRepository:
             self._hot.move_to_end(sender_id)
         self._hot[sender_id] = (tracker, stored)
         self._events += stored
+        if entry is not None and entry[0] is not tracker:
+            _let_go(entry)
+        del entry
         while self._events > self.max_events and len(self._hot) > 1:
-            _, (_, evicted) = self._hot.popitem(last=False)
-            self._events -= evicted
+            _, evicted = self._hot.popitem(last=False)
+            self._events -= evicted[1]
+            _let_go(evicted)
+
+
+def _let_go(entry: tuple[Tracker, int]) -> None:
+    """A hot tracker the cache no longer holds: a long one (and its state cache) is freed
+    off the loop, unless another request still holds it."""
+    if len(entry[0].events) > OFF_LOOP_EVENTS:
+        release_off_loop(entry[0])
 
 
 # A conversation loaded with more than OFF_LOOP_EVENTS events is folded into a Tracker in a

@@ -33,3 +33,20 @@ def latest_session_start(events: Sequence[dict[str, Any]], search_from: int = 0)
                 return i - 1
             return i
     return None
+
+
+def session_start_after(
+    events: Sequence[dict[str, Any]], before: int, found: int | None
+) -> int | None:
+    """`latest_session_start(events, before)`, given `found`: the same search over
+    `events[before:]` alone (made before, in a thread, on the new events only)."""
+    if found is None:
+        return None
+    if (
+        found == 0
+        and before > 0
+        and events[before].get("event") == "session_started"
+        and is_session_start_action(events[before - 1])
+    ):
+        return before - 1
+    return before + found

@@ -12,6 +12,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Protocol
 
 import orjson
@@ -27,8 +28,12 @@ from server.errors import (
 )
 from server.json_values import loads_exact
 from server.trackers.events import OFF_LOOP_EVENTS
-from server.trackers.freeing import free_off_loop
-from server.trackers.session_start import ACTION_SESSION_START, latest_session_start
+from server.trackers.freeing import free_off_loop, release_off_loop
+from server.trackers.session_start import (
+    ACTION_SESSION_START,
+    latest_session_start,
+    session_start_after,
+)
 from server.trackers.snapshot import Snapshot
 from server.trackers.sql_engine import (
     SQLITE_BUSY_TIMEOUT_MS,
@@ -86,6 +91,15 @@ class _Database(Protocol):
     async def close(self) -> None: ...
 
 
+class _Unknown(Enum):
+    """Not looked for yet (a session start)."""
+
+    UNKNOWN = "unknown"
+
+
+UNKNOWN = _Unknown.UNKNOWN
+
+
 @dataclass
 class _CachedSession:
     events: list[dict[str, Any]]
@@ -119,6 +133,7 @@ class _SessionCache:
         if session is not None and (only is None or session is only):
             del self._sessions[sender_id]
             self.events -= len(session.events)
+            _let_go(session)
 
     def touch(self, sender_id: str) -> None:
         if sender_id in self._sessions:
@@ -130,13 +145,22 @@ class _SessionCache:
         session: _CachedSession,
         events: list[dict[str, Any]],
         last: IdData,
+        found: int | None | _Unknown = UNKNOWN,
     ) -> None:
-        """Newer rows of a cached session (which may start a new session)."""
+        """Newer rows of a cached session (which may start a new session); `found`: where
+        a session starts among `events` alone, when it was looked for already."""
         before = len(session.events)
         session.events.extend(events)
-        start = latest_session_start(session.events, search_from=before)
+        if found is UNKNOWN:
+            start = latest_session_start(session.events, search_from=before)
+        else:
+            start = session_start_after(session.events, before, found)
         if start:  # a new list: snapshots of the old one stay as they were
-            session.events = session.events[start:]
+            old = session.events
+            session.events = old[start:]
+            if len(old) > OFF_LOOP_EVENTS:
+                release_off_loop(old)
+            del old
         session.last_id, session.last_data = last
         if self._sessions.get(sender_id) is session:
             self.events += len(session.events) - before
@@ -149,18 +173,20 @@ class _SessionCache:
         events: list[dict[str, Any]],
         written: tuple[int | None, list[IdData] | None, int | None],
         synced: bool,
+        found: int | None | _Unknown = UNKNOWN,
     ) -> None:
         """Rows this process just wrote: the cache follows when it was current. `synced`:
-        no other append of the conversation is under way, so the epoch of this one holds."""
+        no other append of the conversation is under way, so the epoch of this one holds.
+        `found`: where a session starts among `events`, when it was looked for already."""
         previous, rows, epoch = written
         if not rows:
             return
         session = self._sessions.get(sender_id)
         if session is not None and previous == session.last_id:
-            self.extend(sender_id, session, events, rows[-1])
+            self.extend(sender_id, session, events, rows[-1], found)
             session.synced = epoch if synced else None
         elif session is None and previous is None:
-            start = latest_session_start(events) or 0
+            start = (latest_session_start(events) if found is UNKNOWN else found) or 0
             last_id, last_data = rows[-1]
             self.put(
                 sender_id,
@@ -171,6 +197,14 @@ class _SessionCache:
         while self.events > self.max_events and len(self._sessions) > 1:
             _, session = self._sessions.popitem(last=False)
             self.events -= len(session.events)
+            _let_go(session)
+
+
+def _let_go(session: _CachedSession) -> None:
+    """A long session the cache no longer holds is freed off the loop (100,000 event dicts
+    held it 14 ms), unless a snapshot of it is still being read."""
+    if len(session.events) > OFF_LOOP_EVENTS:
+        release_off_loop(session)
 
 
 class SqlTrackerStore:
@@ -210,6 +244,9 @@ class SqlTrackerStore:
         self._cache = _SessionCache(cache_events)  # about 1 KB per event
         # Appends under way per conversation: a read meanwhile may miss their rows.
         self._appending: dict[str, int] = {}
+        # The last append of a conversation that is building its rows in a thread (or
+        # waits behind one): done once its insert is over.
+        self._queued: dict[str, asyncio.Future[None]] = {}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SqlTrackerStore:
@@ -254,9 +291,42 @@ class SqlTrackerStore:
     async def append(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         if not events:
             return
-        # Converted here even for a bulk append: an await before the insert would let a later
-        # append of the conversation overtake this one.
-        rows = [_row(sender_id, event) for event in events]
+        ahead = self._queued.get(sender_id)
+        if ahead is None and len(events) <= OFF_LOOP_EVENTS:
+            # Converted here, with no await before the insert: a later append of the
+            # conversation cannot overtake this one.
+            rows = [_row(sender_id, event) for event in events]
+            await self._insert(sender_id, events, rows, UNKNOWN)
+            return
+        # A bulk append builds its rows (and finds its session start) in a thread: 100,000
+        # held the loop 50-60 ms. It takes its place in the conversation's queue first, so
+        # that an append made meanwhile waits for its insert instead of overtaking it.
+        place = asyncio.get_running_loop().create_future()
+        self._queued[sender_id] = place
+        start: int | None | _Unknown = UNKNOWN
+        try:
+            if len(events) > OFF_LOOP_EVENTS:
+                rows, start = await asyncio.to_thread(_rows_and_start, sender_id, events)
+            else:
+                rows = [_row(sender_id, event) for event in events]
+            if ahead is not None:
+                await asyncio.wait([ahead])  # (its outcome is its own caller's)
+            await self._insert(sender_id, events, rows, start)
+        finally:
+            place.set_result(None)
+            if self._queued.get(sender_id) is place:
+                del self._queued[sender_id]
+        await free_off_loop(rows)
+
+    async def _insert(
+        self,
+        sender_id: str,
+        events: list[dict[str, Any]],
+        rows: list[Row],
+        start: int | None | _Unknown,
+    ) -> None:
+        """Inserts the rows of `events`; `start`: where a session starts among them, when
+        it was looked for already."""
         await self._ensure_ready()
         cached = self._cache.get(sender_id)
         known = None
@@ -277,7 +347,7 @@ class SqlTrackerStore:
                 del appending[sender_id]
             else:
                 appending[sender_id] = left
-        self._cache.appended(sender_id, events, written, alone)
+        self._cache.appended(sender_id, events, written, alone, start)
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         rows = await asyncio.to_thread(_rows, sender_id, events)
@@ -609,6 +679,10 @@ def _stale_senders(rows: Any, cutoff_timestamp: float) -> list[str]:
 
 def _rows(sender_id: str, events: list[dict[str, Any]]) -> list[Row]:
     return [_row(sender_id, event) for event in events]
+
+
+def _rows_and_start(sender_id: str, events: list[dict[str, Any]]) -> tuple[list[Row], int | None]:
+    return _rows(sender_id, events), latest_session_start(events)
 
 
 def _row(sender_id: str, event: dict[str, Any]) -> Row:

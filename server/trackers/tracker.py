@@ -257,6 +257,19 @@ class Tracker:
     def copy(self) -> Tracker:
         return Tracker(self.sender_id, self.slot_defaults, list(self.events))
 
+    def extended(self, events: Iterable[Event]) -> Tracker:
+        """A new tracker: this one's events and state, then `events` folded; this one is
+        left as it was (a bulk append folds in a thread while other requests may read the
+        hot tracker). Whatever else is kept on it (the policies' state cache) carries over:
+        the old events are the same objects, so the cache goes on from where it was."""
+        other = copy.copy(self)
+        other.events = list(self.events)
+        other.slots = dict(self.slots)
+        other.latest_action = dict(self.latest_action)
+        other.active_loop = dict(self.active_loop)
+        other.update_many(events)
+        return other
+
 
 def applied_events(events: list[Event]) -> list[Event]:
     """Events since the last restart or session start, minus rewound and undone ones."""

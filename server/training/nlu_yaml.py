@@ -153,9 +153,12 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData) -> 
                 text, entities = parse_annotated_text(raw, filename, line)
                 merged = _merge_metadata(item_metadata, metadata)
                 data.examples.append(Example(text, name, entities, merged))
+                # `[NYC](city:New York)` makes "NYC" a synonym of "New York", as in Rasa.
+                for a in entities:
+                    data.add_synonym(text[a.start : a.end], str(a.value), f"{filename}:{line}")
         elif kind == "synonym":
-            for raw, _, _ in lines:
-                data.synonyms[raw.lower()] = name
+            for raw, line, _ in lines:
+                data.add_synonym(raw, name, f"{filename}:{line}")
         elif kind == "regex":
             for raw, line, _ in lines:
                 try:

@@ -330,6 +330,19 @@ async def test_boolean_query_parameters_are_true_false_or_a_400(
     assert len(after["events"]) == len(GOODBYE_EVENTS) + 3  # nothing appended by the 400
 
 
+async def test_a_repeated_query_parameter_is_read_by_its_first_value(
+    client: httpx.AsyncClient,
+) -> None:
+    """As Rasa (Sanic's `request.args.get`) reads it; before, the last value was read."""
+    await client.post("/conversations/u8/tracker/events", json=GOODBYE_EVENTS)
+    story = await client.get("/conversations/u8/story?all_sessions=true&all_sessions=false")
+    assert "- story: u8, story 1\n" in story.text
+    tracker = await client.get("/conversations/u8/tracker?include_events=ALL&include_events=NONE")
+    assert len(tracker.json()["events"]) == len(GOODBYE_EVENTS) + 3
+    bad_first = await client.get("/conversations/u8/tracker?include_events=x&include_events=ALL")
+    assert bad_first.status_code == 400
+
+
 async def test_story_of_unknown_conversation_is_404(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:

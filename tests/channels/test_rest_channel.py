@@ -110,6 +110,16 @@ async def test_a_turn_failing_on_a_bug_logs_its_traceback_once(
     assert record.exc_info is not None and record.exc_info[0] is RuntimeError
 
 
+async def test_a_repeated_stream_parameter_is_read_by_its_first_value(
+    client: httpx.AsyncClient,
+) -> None:
+    """As Rasa reads `?stream=`; before, the last value was read (a JSON list here)."""
+    answer = await client.post(
+        "/webhooks/rest/webhook?stream=true&stream=false", json={"sender": "s", "message": "hi"}
+    )
+    assert answer.headers["content-type"].startswith("text/event-stream")
+
+
 async def test_stream_sends_one_json_message_per_line(client: httpx.AsyncClient) -> None:
     answer = await client.post(
         "/webhooks/rest/webhook?stream=true", json={"sender": "s", "message": "hi"}

@@ -3,14 +3,18 @@ in the strings it logs."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cli import build_parser, main
+from server.api.runner import server_app
+from server.api.server import ServerOptions
 from server.errors import InvalidConfig
 from server.logs import configure_logging
 
@@ -217,3 +221,33 @@ def test_rasas_debug_flag_is_vv(command: list[str]) -> None:
     """Before, `botserver run --debug` (Rasa's spelling of -vv) was refused."""
     args, unknown = build_parser().parse_known_args([*command, "--debug"])
     assert not unknown and args.verbose == 2
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("on_terminal", [False, True])
+async def test_the_log_file_says_the_server_is_up_and_where(
+    on_terminal: bool,
+    tmp_path: Path,
+    restore_logging: None,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before, "is up on" went to stdout only: the log file never said the server was up.
+    Now the log file and the log stream carry it; a terminal still shows it once."""
+    stderr = _Terminal() if on_terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    log_file = tmp_path / "out.log"
+    configure_logging(log_file=str(log_file))
+    options = ServerOptions(model_path=None, default_tracker_store={"type": "in_memory"})
+    app = server_app(options, metrics=False, listen_url="http://localhost:5123")
+    async with app.router.lifespan_context(app):
+        pass
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    assert "is up on http://localhost:5123" in log_file.read_text(encoding="utf-8")
+    assert capsys.readouterr().out.count("is up on http://localhost:5123") == 1
+    assert ("is up on" in stderr.getvalue()) is not on_terminal

@@ -238,3 +238,20 @@ def test_duckling_is_asked_for_the_configured_dimensions_only() -> None:
     assert [(e["entity"], e["value"], e["start"], e["end"]) for e in entities] == [
         ("number", 5, 9, 10)
     ]
+
+
+def test_synonyms_without_a_synonym_mapper_are_warned_about(caplog) -> None:
+    """Before, synonyms trained with a pipeline lacking EntitySynonymMapper were silently
+    never applied; Rasa warns at training, and so do we now."""
+    from server.training.nlu_yaml import read_nlu_yaml
+
+    data = read_nlu_yaml(
+        "nlu:\n- intent: go\n  examples: |\n    - to [NYC](city:New York)\n    - to [Rome](city)\n"
+    )
+    tokenizer = [{"name": "WhitespaceTokenizer"}, {"name": "RegexEntityExtractor"}]
+    with caplog.at_level("WARNING"):
+        without = NLUPipeline.train(data, tokenizer)
+    assert any("does not include an 'EntitySynonymMapper'" in w for w in without.warnings)
+    assert "add an 'EntitySynonymMapper' to your configuration" in caplog.text
+    with_mapper = NLUPipeline.train(data, [*tokenizer, {"name": "EntitySynonymMapper"}])
+    assert not any("EntitySynonymMapper" in w for w in with_mapper.warnings)

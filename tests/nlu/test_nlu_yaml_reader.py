@@ -117,3 +117,61 @@ def test_rasa_reference_nlu_files_load():
 def test_bots_load(mixed_data):
     assert "greet" in mixed_data.intents
     assert "chitchat" in mixed_data.retrieval_intents
+
+
+def _mapped(data, values: list[str]) -> list[dict]:
+    from server.nlu.message import Message
+    from server.nlu.synonyms import EntitySynonymMapper
+
+    mapper = EntitySynonymMapper({})
+    mapper.train([], data)
+    message = Message(" ".join(values))
+    message.entities = [{"entity": "city", "value": v} for v in values]
+    mapper.process(message)
+    return message.entities
+
+
+def test_conflicting_synonyms_warn_with_both_places_and_the_last_one_wins(caplog):
+    """Before, "NYC" listed under two values (or annotated with another value) trained
+    silently, and which value won depended on the component: a synonym block lost to an
+    inline annotation wherever it stood. Now the last one read wins, with a warning."""
+    from server.nlu.training_data import NLUTrainingData
+
+    text = """nlu:
+- synonym: New York
+  examples: |
+    - NYC
+- intent: go
+  examples: |
+    - to [nyc](city:New York City)
+"""
+    with caplog.at_level("WARNING"):
+        data = read_nlu_yaml(text, "data/nlu.yml")
+    assert [e["value"] for e in _mapped(data, ["NYC"])] == ["New York City"]
+    assert (
+        "data/nlu.yml:7: found inconsistent entity synonyms: 'nyc' maps to 'New York' "
+        "(data/nlu.yml:4) and to 'New York City'; using 'New York City', the last one read"
+    ) in caplog.text
+
+    caplog.clear()
+    other = read_nlu_yaml("nlu:\n- synonym: NY\n  examples: |\n    - Nyc\n", "data/more.yml")
+    with caplog.at_level("WARNING"):
+        merged = NLUTrainingData.merge([data, other])
+    assert merged.synonyms["nyc"] == "NY"
+    assert "data/more.yml:4" in caplog.text and "(data/nlu.yml:7)" in caplog.text
+
+
+def test_a_synonym_block_listing_its_own_value_maps_only_other_spellings():
+    """As in Rasa, `- New York` under `synonym: New York` maps nothing (before, it mapped
+    an extracted "new york" to "New York" and marked "New York" as processed, where Rasa
+    leaves both alone); `- NEW YORK` makes "new york" in any case map to "New York"."""
+    exact = read_nlu_yaml("nlu:\n- synonym: New York\n  examples: |\n    - New York\n")
+    assert exact.synonyms == {}
+    assert _mapped(exact, ["New York", "new york"]) == [
+        {"entity": "city", "value": "New York"},
+        {"entity": "city", "value": "new york"},
+    ]
+    other_case = read_nlu_yaml("nlu:\n- synonym: New York\n  examples: |\n    - NEW YORK\n")
+    for entity in _mapped(other_case, ["new york", "NEW YORK"]):
+        assert entity["value"] == "New York"
+        assert entity["processors"] == ["EntitySynonymMapper"]

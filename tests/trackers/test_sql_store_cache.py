@@ -399,3 +399,23 @@ async def test_a_checkpoint_that_restarts_the_wal_does_not_make_cached_sessions_
         assert (await store.load("c1") or [])[-1] == bot("from another process", 9.0)
     finally:
         await store.close()
+
+
+async def test_an_append_made_while_a_bulk_append_builds_its_rows_comes_after_it(
+    tmp_path: Path,
+) -> None:
+    """A bulk append builds its rows in a thread; an append of the same conversation made
+    meanwhile waits for it, so the events are stored in the order they were appended, and
+    a session started within the bulk is the cached current session."""
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "q.db")})
+    try:
+        await store.append("carol", session_start(1.0) + [user("first", 2.0)])
+        bulk = [user(f"bulk {i}", 3.0) for i in range(3_000)] + session_start(4.0)
+        later = [bot("after the bulk", 5.0)]
+        await asyncio.gather(store.append("carol", bulk), store.append("carol", later))
+        everything = await store.load_all("carol") or []
+        assert everything[-len(later) :] == later
+        assert len(everything) == 4 + len(bulk) + len(later)
+        assert list(await store.load("carol") or []) == session_start(4.0) + later
+    finally:
+        await store.close()

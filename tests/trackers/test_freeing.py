@@ -1,0 +1,87 @@
+"""Long lists a cache lets go of are freed in a thread only when nobody else holds them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from server.trackers import freeing
+from server.trackers.events import ActionExecuted
+from server.trackers.tracker import Tracker
+
+
+class _StateCache:
+    """Stands for what policies keep on a tracker."""
+
+    def __init__(self, events: list[Any]) -> None:
+        self.events = list(events)
+        self.collapsed = self.events  # one list under two names
+
+
+def _long_tracker() -> Tracker:
+    tracker = Tracker("long")
+    tracker.update_many(ActionExecuted(action_name="action_listen") for _ in range(5_000))
+    tracker._states = _StateCache(tracker.events)  # type: ignore[attr-defined]
+    return tracker
+
+
+@pytest.fixture
+def emptied(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The lengths of the lists emptied (the lists themselves are not kept)."""
+    freeing._RELEASER.submit(lambda: None).result()  # what earlier tests let go of
+    lengths: list[int] = []
+    empty = freeing._empty_yielding
+
+    def recording(items: list[Any]) -> None:
+        lengths.append(len(items))
+        empty(items)
+
+    monkeypatch.setattr(freeing, "_empty_yielding", recording)
+    return lengths
+
+
+async def _settled() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+
+
+async def test_a_tracker_nobody_else_holds_has_its_lists_and_its_caches_emptied(
+    emptied: list[int],
+) -> None:
+    freeing.release_off_loop(_long_tracker())
+    await _settled()
+    assert emptied == [5_000, 5_000]  # its events, its state cache's (under two names)
+
+
+async def test_a_tracker_or_a_list_still_held_elsewhere_is_not_emptied(
+    emptied: list[int],
+) -> None:
+    """A request still reading the tracker, its events or its cache sees them whole."""
+    read = _long_tracker()
+    freeing.release_off_loop(read)
+    await _settled()
+    assert emptied == [] and len(read.events) == 5_000
+
+    tracker = _long_tracker()
+    events, cache = tracker.events, tracker._states  # type: ignore[attr-defined]
+    freeing.release_off_loop(tracker)
+    del tracker
+    await _settled()
+    assert emptied == []
+    assert len(events) == 5_000 and len(cache.events) == 5_000
+
+    tracker = _long_tracker()
+    cache_events = tracker._states.events  # type: ignore[attr-defined]
+    freeing.release_off_loop(tracker)
+    del tracker
+    await _settled()
+    assert emptied == [5_000]  # the tracker's events only
+    assert len(cache_events) == 5_000
+
+
+async def test_a_list_nobody_else_holds_is_emptied(emptied: list[int]) -> None:
+    freeing.release_off_loop([{"event": "action"}] * 2_000)
+    await _settled()
+    assert emptied == [2_000]

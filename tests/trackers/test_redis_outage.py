@@ -1,0 +1,35 @@
+"""A Redis that cannot be reached fails at once: the turn gets its 503, and the readiness
+probe its answer, without waiting on redis-py's back-off."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bench.tcp_proxy import free_port
+from server.errors import StoreUnavailable
+from server.trackers.factory import create_lock_store
+from server.trackers.redis_store import RedisTrackerStore
+
+
+async def test_a_refused_redis_connection_fails_at_once() -> None:
+    """Before, the store and the lock store each took ~3.5 s (redis-py's default retries
+    backing off 1 to 4 s) to say that Redis was down."""
+    port = free_port()
+    store = RedisTrackerStore({"url": "127.0.0.1", "port": port, "key_prefix": "observe2"})
+    locks = create_lock_store({"type": "redis", "url": "127.0.0.1", "port": port})
+    try:
+        for attempt in (store.ping, lambda: store.append("a", [{"event": "restart"}])):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await attempt()
+            assert time.monotonic() - started < 0.5
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            async with locks.lock("a", wait_timeout=5):
+                pass
+        assert time.monotonic() - started < 0.5
+    finally:
+        await store.close()
+        await locks.close()
