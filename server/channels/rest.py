@@ -21,6 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 from server.api.query import bool_arg
 from server.channels.channel import InputChannel, OnNewMessage, health_router, log_failed_turn
 from server.dialogue.messages import (
+    MAX_TEXT_CHARS,
     ClientWatch,
     CollectingOutputChannel,
     UserMessage,
@@ -51,10 +52,13 @@ def message_from_rest_body(
     """
     sender = body.get("sender")
     text = body.get("message")
-    if text is not None and not isinstance(text, str):
+    # `type(...) is not str` first: the usual body is decided without an isinstance call.
+    if type(text) is not str and text is not None and not isinstance(text, str):
         raise HTTPException(400, "The 'message' must be a string.")
-    if sender is not None and (
-        isinstance(sender, bool) or not isinstance(sender, (str, int, float))
+    if (
+        type(sender) is not str
+        and sender is not None
+        and (isinstance(sender, bool) or not isinstance(sender, (str, int, float)))
     ):
         raise HTTPException(400, "The 'sender' must be a string or a number.")
     metadata = body.get("metadata")
@@ -128,7 +132,8 @@ class RestWebhook:
             await send(start)
             await send(end)
             return
-        check_text_length(message.text)  # a 400 before the turn, and before a stream's 200
+        if len(message.text) > MAX_TEXT_CHARS:  # a 400 before the turn, and a stream's 200
+            check_text_length(message.text)
         if stream:
             check_conversation_id(message.sender_id)  # a 400 before the stream's 200
             await _answer_streamed(message, self.on_new_message, scope, receive, send)

@@ -140,6 +140,8 @@ class Domain:
         if SESSION_STARTED_METADATA not in names:
             self.slots.append(Slot(SESSION_STARTED_METADATA, "any", influence_conversation=False))
         self.slots_by_name = {s.name: s for s in self.slots}
+        # The slots states show (`featurization._Fold.state`), in the order of `slot_defaults`.
+        self.featurized_slots = [s for s in self.slots_by_name.values() if s.influence_conversation]
         # `slot_defaults()` made once, for the turn's tracker (read only: never modify it).
         self.kept_slot_defaults = self.slot_defaults()
         self.responses = dict(responses)

@@ -165,8 +165,19 @@ class ResponseVariations:
                     self.copied[id(variation)] = encoded
 
     def choose(self, slots: dict[str, Any], channel: str | None) -> dict[str, Any] | None:
-        pool = self.eligible(slots, channel)
-        return random.choice(pool) if pool else None
+        by_channel = self.by_channel
+        if self.conditional or by_channel is None:
+            pool = self.eligible(slots, channel)
+        elif channel and by_channel:
+            # What `eligible` gives without conditions, without its lists: the channel's own
+            # variations (never an empty list), else the default ones.
+            pool = by_channel.get(channel) or self.default
+        else:
+            pool = self.default
+        if not pool:
+            return None
+        # One variation (the usual response) is the one `random.choice` would pick.
+        return pool[0] if len(pool) == 1 else random.choice(pool)
 
     def eligible(self, slots: dict[str, Any], channel: str | None) -> list[dict[str, Any]]:
         """The variations `choose` picks among (do not modify the list)."""

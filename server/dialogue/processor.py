@@ -35,6 +35,7 @@ from server.dialogue.domain import Domain
 from server.dialogue.loops import TWO_STAGE_FALLBACK, FormAction, TwoStageFallbackAction
 from server.dialogue.memo import Memo
 from server.dialogue.messages import (
+    MAX_TEXT_CHARS,
     CollectingOutputChannel,
     OutputChannel,
     UserMessage,
@@ -337,7 +338,9 @@ class Processor:
         sender_id = message.sender_id
         if len(sender_id) > NAME_COLUMN_LENGTH or "\x00" in sender_id:
             check_conversation_id(sender_id)  # raises, saying why
-        check_text_length(message.text)
+        text = message.text
+        if text is not None and len(text) > MAX_TEXT_CHARS:  # (no call for the usual text)
+            check_text_length(text)
         client = message.client
         async with self.lock_store.lock(sender_id, None, client.start if client else None):
             if client is not None and client.gone:
@@ -535,7 +538,9 @@ class Processor:
         `action_validate_slot_mappings`): as in Rasa, after every user message, in a form or
         not."""
         domain = model.domain
-        tracker.update_many(extract_slots(tracker, domain))
+        filled = extract_slots(tracker, domain)
+        if filled:
+            tracker.update_many(filled)
         return self.action_server is not None and (
             VALIDATE_SLOT_MAPPINGS in domain.user_actions or bool(custom_mapping_actions(domain))
         )
@@ -640,9 +645,7 @@ class Processor:
         await self._apply_action_events(tracker, events, output)
         if name in (ACTION_LISTEN, ACTION_SESSION_START):
             return False
-        if any(isinstance(e, UserUtteranceReverted) for e in events) and not isinstance(
-            tracker.events[-1], UserUttered
-        ):
+        if _reverts(events) and not isinstance(tracker.events[-1], UserUttered):
             # The turn was taken back (a fallback): wait for the user again.
             tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
             return False
@@ -729,12 +732,22 @@ class Processor:
 def stamp_model_ids(events: list[Event], model: DialogueModel) -> None:
     """The model's `model_id` and `assistant_id` into each event's metadata where it has
     none, as Rasa does; an identifier the model lacks is left out, not written as null."""
-    if model.model_id:
+    model_id, assistant_id = model.model_id, model.assistant_id
+    if model_id:
         for event in events:
-            event.metadata.setdefault("model_id", model.model_id)
-    if model.assistant_id:
+            event.metadata.setdefault("model_id", model_id)
+    if assistant_id:
         for event in events:
-            event.metadata.setdefault("assistant_id", model.assistant_id)
+            event.metadata.setdefault("assistant_id", assistant_id)
+
+
+def _reverts(events: list[Event]) -> bool:
+    """Whether the events take the user's turn back (a loop, not `any` over a generator:
+    once for most actions of a turn)."""
+    for event in events:
+        if isinstance(event, UserUtteranceReverted):
+            return True
+    return False
 
 
 def _stamped_now(events: list[Event]) -> list[Event]:

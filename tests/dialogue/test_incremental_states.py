@@ -19,6 +19,7 @@ from server.trackers.events import (
     ActiveLoop,
     AllSlotsReset,
     BotUttered,
+    DefinePrevUserUtteredFeaturization,
     EntitiesAdded,
     LoopInterrupted,
     Restarted,
@@ -83,6 +84,25 @@ def test_state_texts_asked_after_every_event_equal_those_of_a_full_recompute() -
             for last in windows:
                 wanted = expected[-last:] if last else expected
                 assert conversation.identities(last) == tuple(map(state_identity, wanted))
+
+
+def test_states_asked_around_user_featurization_events_equal_a_full_recompute() -> None:
+    # The user_featurization logged after a message: by intent (most turns: the state before
+    # the next action is the one kept), or by text (the state changes).
+    tracker = Tracker("t", DOMAIN.slot_defaults(), [ActionExecuted(action_name="action_listen")])
+    for n in range(9):
+        events = turn(n)
+        by_text = DefinePrevUserUtteredFeaturization(use_text_for_featurization=n % 3 == 2)
+        events.insert(2, by_text)
+        for event in events:
+            tracker.update(event)
+            conversation = ConversationStates(tracker, DOMAIN)
+            expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
+            assert conversation.states == expected
+            assert list(conversation.texts(None)) == [state_text(s) for s in expected]
+            for last in (1, 2, 5):
+                identities = window_identities(tracker, DOMAIN, last)
+                assert identities == tuple(map(state_identity, expected[-last:]))
 
 
 def test_window_identities_asked_after_every_event_equal_those_of_a_full_recompute() -> None:

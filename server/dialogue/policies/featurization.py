@@ -145,14 +145,17 @@ class _Fold:
         twin.user, twin.prev_action, twin.loop = dict(self.user), self.prev_action, self.loop
         return twin
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: Event) -> bool:
+        """Folds `event` in; False when it left the state as it was (the user_featurization
+        logged after most messages, which keeps reading the message by its intent)."""
         if isinstance(event, UserUttered):
             self.user = self._user_sub_state(event.intent_name, event.text, event.entities)
             self.user_text = event.text
         elif isinstance(event, DefinePrevUserUtteredFeaturization):
             # The message was answered from its text (end to end): so it reads from now on.
-            if event.use_text_for_featurization and self.user_text:
-                self.user = {"text": self.user_text}
+            if not (event.use_text_for_featurization and self.user_text):
+                return False
+            self.user = {"text": self.user_text}
         elif isinstance(event, ActionExecuted):
             if event.action_name is not None:
                 self.prev_action = {"action_name": event.action_name}
@@ -172,6 +175,7 @@ class _Fold:
             names.update(featurized_entities(self.domain, intent, event.entities))
             if names:
                 self.user["entities"] = sorted(names)
+        return True
 
     def _user_sub_state(
         self, intent: str | None, text: str | None, entities: list[dict]
@@ -197,12 +201,14 @@ class _Fold:
         if self.loop:
             state[ACTIVE_LOOP] = {"name": self.loop}
         slots: dict[str, Any] = {}
-        for name, value in self.slot_values.items():
-            if self.omit_unset_slots and name not in self.slots_set:
+        slot_values = self.slot_values
+        # Only the domain's slots that influence the conversation (a value set for another
+        # name is never shown): the others are not looked at on every state.
+        for slot in self.domain.featurized_slots:
+            name = slot.name
+            if name not in slot_values or (self.omit_unset_slots and name not in self.slots_set):
                 continue
-            slot = self.domain.slots_by_name.get(name)
-            if slot is None or not slot.influence_conversation:
-                continue
+            value = slot_values[name]
             if value == SHOULD_NOT_BE_SET:
                 slots[name] = SHOULD_NOT_BE_SET
                 continue
@@ -585,8 +591,11 @@ class _IncrementalStates:
         False when only `_recompute` can give the states (then always: `batch`)."""
         current = self.current
         body, texts, identities = self.body, self.body_texts, self.body_identities
+        # The usual turn has no loop, active or activated here: no step and no collapsed list
+        # for it (a loop step on an event before the activation changes nothing).
+        looping = self.loop is not None or ActiveLoop in map(type, new)
         for event in new:
-            if self.loop is not None or type(event) is ActiveLoop:
+            if looping:
                 changed = self._loop_step(event)
                 if changed is None:
                     self.batch = True
@@ -603,12 +612,16 @@ class _IncrementalStates:
                     body.append(self.fold.state())
                     texts.append(None)
                     identities.append(None)
-            if not isinstance(event, _UNFOLDED):  # the fold does not read the others
+            # The fold does not read the `_UNFOLDED` events; the current state holds while
+            # the others leave it as it was.
+            if not isinstance(event, _UNFOLDED) and self.fold.apply(event):
                 current = None
-                self.fold.apply(event)
-            self.events.append(event)
-            if self.loop is not None:
-                self._collapsed_append(event)
+            if looping:
+                self.events.append(event)
+                if self.loop is not None:
+                    self._collapsed_append(event)
+        if not looping:
+            self.events.extend(new)
         if current is None:
             self.current = None
         return True
