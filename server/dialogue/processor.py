@@ -194,6 +194,10 @@ def predict_for_turn(tracker: Tracker, model: DialogueModel) -> Prediction | Pol
     return shared(tracker, model.domain)  # type: ignore[no-any-return]
 
 
+def _as_dicts(events: list[Event]) -> list[dict[str, Any]]:
+    return [e.as_dict() for e in events]
+
+
 class Processor:
     """Runs turns for every conversation of one process."""
 
@@ -269,21 +273,18 @@ class Processor:
             return new_events
         # The event before links this turn to the last one.
         previous = tracker.events[start - 1].as_dict() if start > 0 else None
+        bulk = len(new_events) > OFF_LOOP_EVENTS
         try:
             await self.trackers.save(tracker, new_events)
         except BaseException:
             # The commit may have happened all the same (a connection cut after it): the
             # broker reads the store back and publishes them if so, before any later event.
             self.broker.publish_in_doubt(
-                tracker.sender_id,
-                [e.as_dict() for e in new_events],
-                previous,
-                self.trackers.store,
+                tracker.sender_id, _as_dicts(new_events), previous, self.trackers.store
             )
             raise
-        await self.broker.publish(  # after the commit only
-            tracker.sender_id, [e.as_dict() for e in new_events], previous_event=previous
-        )
+        dicts = await asyncio.to_thread(_as_dicts, new_events) if bulk else _as_dicts(new_events)
+        await self.broker.publish(tracker.sender_id, dicts, previous_event=previous)  # committed
         return new_events
 
     def session_expired(self, tracker: Tracker, domain: Domain) -> bool:
