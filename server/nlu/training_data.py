@@ -49,6 +49,8 @@ class NLUTrainingData:
     synonyms: dict[str, str] = field(default_factory=dict)
     # Where each synonym was read ("data/nlu.yml:12"), to name both places of a conflict.
     synonym_sources: dict[str, str] = field(default_factory=dict, compare=False)
+    # Each synonym's text as written ("NYC"): `synonyms` is keyed by its lower case.
+    synonym_texts: dict[str, str] = field(default_factory=dict, compare=False)
     regexes: list[tuple[str, str]] = field(default_factory=list)
     lookups: dict[str, list[str]] = field(default_factory=dict)
     responses: dict[str, list[dict]] = field(default_factory=dict)
@@ -59,8 +61,12 @@ class NLUTrainingData:
         merged = cls()
         for part in parts:
             merged.examples.extend(part.examples)
-            for text, value in part.synonyms.items():
-                merged.add_synonym(text, value, part.synonym_sources.get(text, "training data"))
+            for key, value in part.synonyms.items():
+                merged.add_synonym(
+                    part.synonym_texts.get(key, key),
+                    value,
+                    part.synonym_sources.get(key, "training data"),
+                )
             for regex in part.regexes:
                 if regex not in merged.regexes:
                     merged.regexes.append(regex)
@@ -91,6 +97,7 @@ class NLUTrainingData:
             )
         self.synonyms[key] = value
         self.synonym_sources[key] = source
+        self.synonym_texts[key] = text
 
     @property
     def intent_examples(self) -> list[Example]:

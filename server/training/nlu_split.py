@@ -40,6 +40,8 @@ def split_nlu(
         return NLUTrainingData(
             examples=examples,
             synonyms=dict(data.synonyms),
+            synonym_sources=dict(data.synonym_sources),
+            synonym_texts=dict(data.synonym_texts),
             regexes=list(data.regexes),
             lookups={name: list(items) for name, items in data.lookups.items()},
             responses=dict(data.responses),
@@ -74,8 +76,8 @@ def nlu_yaml(data: NLUTrainingData) -> str:
         {"intent": intent, "examples": _examples(texts)} for intent, texts in by_intent.items()
     ]
     synonyms: dict[str, list[str]] = defaultdict(list)
-    for text, value in data.synonyms.items():
-        synonyms[value].append(text)
+    for key, value in data.synonyms.items():
+        synonyms[value].append(data.synonym_texts.get(key, key))  # as written, not lower-cased
     nlu += [{"synonym": value, "examples": _examples(texts)} for value, texts in synonyms.items()]
     nlu += [{"regex": name, "examples": _examples([pattern])} for name, pattern in data.regexes]
     nlu += [

@@ -41,3 +41,20 @@ def test_the_same_seed_gives_the_same_split(tmp_path: Path) -> None:
     first = write_split(data, tmp_path / "a", 0.5, seed=7)
     second = write_split(data, tmp_path / "b", 0.5, seed=7)
     assert [p.read_text() for p in first] == [p.read_text() for p in second]
+
+
+def test_synonyms_are_written_as_spelled_and_keep_mapping_after_a_split(tmp_path: Path) -> None:
+    """Before, the split wrote `- nyc` for `- NYC`, and `- new york` under `synonym: new
+    york` for `- NEW YORK`: read back, that text equals its value and maps nothing."""
+    nlu = tmp_path / "nlu.yml"
+    nlu.write_text(
+        'version: "3.1"\n'
+        "nlu:\n"
+        "- intent: greet\n  examples: |\n    - hi\n    - hello\n    - hey\n"
+        "- synonym: new york\n  examples: |\n    - NEW YORK\n    - NYC\n"
+    )
+    data = NLUTrainingData.merge([read_nlu_file(nlu)])
+    train_path, _ = write_split(data, tmp_path / "out", 0.8, seed=1)
+    written = train_path.read_text()
+    assert "- NYC" in written and "- NEW YORK" in written
+    assert read_nlu_file(train_path).synonyms == {"new york": "new york", "nyc": "new york"}
