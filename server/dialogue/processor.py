@@ -264,7 +264,8 @@ class Processor:
 
     async def save(self, tracker: Tracker, start: int, model: DialogueModel) -> list[Event]:
         new_events = tracker.events[start:]
-        if len(new_events) > OFF_LOOP_EVENTS:  # a bulk append: not on the event loop
+        bulk = len(new_events) > OFF_LOOP_EVENTS  # a bulk append: not on the event loop
+        if bulk:
             await asyncio.to_thread(stamp_model_ids, new_events, model)
         else:
             stamp_model_ids(new_events, model)
@@ -273,7 +274,6 @@ class Processor:
             return new_events
         # The event before links this turn to the last one.
         previous = tracker.events[start - 1].as_dict() if start > 0 else None
-        bulk = len(new_events) > OFF_LOOP_EVENTS
         try:
             await self.trackers.save(tracker, new_events)
         except BaseException:

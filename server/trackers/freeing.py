@@ -19,11 +19,13 @@ from server.trackers.events import EVENTS_PER_PIECE, OFF_LOOP_EVENTS
 
 
 def empty_in_pieces(*lists: list[Any]) -> None:
-    """Empties each list in place, from its end, a piece at a time. The lists must be
-    garbage to everyone else: whoever still holds one sees it empty."""
+    """Empties each list in place, from its end, a piece at a time, offering the GIL after
+    each piece (nothing waits for this). The lists must be garbage to everyone else: whoever
+    still holds one sees it empty."""
     for items in lists:
         while items:
             del items[-EVENTS_PER_PIECE:]
+            time.sleep(0)
 
 
 async def free_off_loop(*lists: list[Any]) -> None:
@@ -81,7 +83,7 @@ def _empty_if_unshared(box: list[Any]) -> None:
     owner = box[0]
     if type(owner) is list:
         del owner
-        _empty_yielding(box[0])
+        empty_in_pieces(box[0])
         box.clear()
         return
     parts = [owner]
@@ -106,16 +108,9 @@ def _empty_if_unshared(box: list[Any]) -> None:
             continue  # a list kept under two names: looked at once, with both
         holders = ids.count(list_id)
         if _attribute_references(part, name) - holders + 1 == _ALONE_AS_ATTRIBUTE:
-            _empty_yielding(getattr(part, name))
+            empty_in_pieces(getattr(part, name))
     del parts, pairs
     box.clear()
-
-
-def _empty_yielding(items: list[Any]) -> None:
-    """`empty_in_pieces`, offering the GIL after each piece: nothing waits for this."""
-    while items:
-        del items[-EVENTS_PER_PIECE:]
-        time.sleep(0)
 
 
 def _box_references(box: list[Any]) -> int:

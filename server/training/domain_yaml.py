@@ -68,8 +68,6 @@ class DomainReader:
         self.warnings = warnings if warnings is not None else []
         # Where each slot / form / response / intent was defined, for semantic errors.
         self.origins: dict[str, tuple[str, int | None]] = {}
-        # The files read, in order (what a model's fingerprint covers).
-        self.files: list[Path] = []
 
     def warn(self, message: str, filename: str, line: int | None) -> None:
         text = f"{filename}:{line}: {message}" if line else f"{filename}: {message}"
@@ -90,7 +88,6 @@ class DomainReader:
             return merged
         if not path.exists():
             raise InvalidProjectFile("domain file not found", str(path))
-        self.files.append(path)
         data = read_yaml_file(path)
         if data is None:
             return {}
@@ -102,7 +99,6 @@ class DomainReader:
     ) -> dict[str, Any]:
         """`merged` with the domain file `file` (its parsed `data` when read already).
         `shared`: a sub-project's domain, which may repeat an item as it is without a word."""
-        self.files.append(file)
         if data is None:
             data = read_yaml_file(file)
         self.check(data, str(file))

@@ -66,9 +66,10 @@ def _fingerprint(project: Project) -> str:
     return fingerprint_inputs(sorted(set(project.files)), config)
 
 
-def _up_to_date_archive(project: Project, out: Path, fixed_model_name: str | None) -> Path | None:
-    """The archive in `out` trained from these very inputs (under that name, if one is fixed)."""
-    existing = find_archive_with_fingerprint(out, _fingerprint(project))
+def _up_to_date_archive(fingerprint: str, out: Path, fixed_model_name: str | None) -> Path | None:
+    """The archive in `out` trained from these very inputs, by their `_fingerprint` (under that
+    name, if one is fixed)."""
+    existing = find_archive_with_fingerprint(out, fingerprint)
     if existing is None or (
         fixed_model_name is not None and existing.name != f"{fixed_model_name}.tar.gz"
     ):
@@ -87,7 +88,7 @@ def dry_run(
 ) -> tuple[int, Path | None]:
     """Trains nothing: Rasa's dry-run code for a loaded project, and the archive that is up to
     date (if any)."""
-    existing = _up_to_date_archive(project, Path(out), fixed_model_name)
+    existing = _up_to_date_archive(_fingerprint(project), Path(out), fixed_model_name)
     if force:
         return DRY_RUN_FORCED, existing
     return (DRY_RUN_UP_TO_DATE if existing else DRY_RUN_NEEDS_TRAINING), existing
@@ -126,7 +127,7 @@ def train(
     fingerprint = _fingerprint(project)
     out = Path(out)
     if not force:
-        existing = _up_to_date_archive(project, out, fixed_model_name)
+        existing = _up_to_date_archive(fingerprint, out, fixed_model_name)
         if existing is not None:
             # An older botserver may have trained it from settings this one refuses.
             with _naming_config(project.config.filename):

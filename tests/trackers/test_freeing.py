@@ -32,13 +32,13 @@ def emptied(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The lengths of the lists emptied (the lists themselves are not kept)."""
     freeing._RELEASER.submit(lambda: None).result()  # what earlier tests let go of
     lengths: list[int] = []
-    empty = freeing._empty_yielding
+    empty = freeing.empty_in_pieces
 
-    def recording(items: list[Any]) -> None:
-        lengths.append(len(items))
-        empty(items)
+    def recording(*lists: list[Any]) -> None:
+        lengths.extend(len(items) for items in lists)
+        empty(*lists)
 
-    monkeypatch.setattr(freeing, "_empty_yielding", recording)
+    monkeypatch.setattr(freeing, "empty_in_pieces", recording)
     return lengths
 
 
