@@ -192,11 +192,27 @@ def build_parser() -> argparse.ArgumentParser:
             "botserver train --config config.yml --domain domain.yml --data data/",
             "botserver train --fixed-model-name mybot --force",
             "botserver train nlu --config config.yml --nlu data/nlu.yml",
+            "botserver train core -d domain.yml -s data/stories.yml data/rules.yml",
         ),
     )
     _add_train_flags(p)
     _add_log_flags(p)
     tsub = p.add_subparsers(dest="train_what", metavar="WHAT")
+    pc = _command(
+        tsub,
+        "core",
+        "train the dialogue policies only (no NLU: messages are /intent{...})",
+        "botserver train core",
+        "botserver train core -d domain.yml -s data/stories.yml data/rules.yml --out models",
+        "botserver train core --fixed-model-name dialogue --force",
+    )
+    pc.add_argument("-s", "--stories", nargs="+", default=["data"], help="stories and rules")
+    pc.add_argument("-d", "--domain", default="domain.yml", help="domain file or directory")
+    pc.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
+    pc.add_argument("--out", default=DEFAULT_MODELS, help="directory for the model archive")
+    pc.add_argument("--fixed-model-name", help="name the archive <name>.tar.gz")
+    pc.add_argument("--force", action="store_true", help="train even if nothing changed")
+    _add_log_flags(pc)
     pn = tsub.add_parser("nlu", help="train the NLU pipeline only", formatter_class=_Formatter)
     pn.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
     pn.add_argument("-u", "--nlu", nargs="+", default=["data"], help="NLU data files or dirs")
@@ -413,13 +429,24 @@ def _train_inputs(args: argparse.Namespace) -> tuple[Path | None, Path, list[Pat
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from server.training.train import train, train_nlu
+    from server.training.train import train, train_core, train_nlu
 
-    if getattr(args, "train_what", None) != "nlu" and args.dry_run:
+    what = getattr(args, "train_what", None)
+    if what is None and args.dry_run:
         return _train_dry_run(args)
     _check_output_dir(Path(args.out), "--out")
     with _progress() as say:
-        if getattr(args, "train_what", None) == "nlu":
+        if what == "core":
+            result = train_core(
+                _config_path(args),
+                Path(args.domain),
+                [Path(p) for p in args.stories],
+                Path(args.out),
+                args.fixed_model_name,
+                args.force,
+                progress=say,
+            )
+        elif what == "nlu":
             result = train_nlu(
                 _config_path(args),
                 [Path(p) for p in args.nlu],

@@ -15,6 +15,7 @@ COMMANDS = [
     ["init"],
     ["train"],
     ["train", "nlu"],
+    ["train", "core"],
     ["run"],
     ["shell"],
     ["test"],
