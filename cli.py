@@ -1,4 +1,5 @@
-"""The `botserver` command line: Rasa's verbs and flags (train, run, shell, test, data, init)."""
+"""The `botserver` command line: Rasa's verbs and flags (init, train, run, shell, test, data,
+export)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,17 @@ def _config_path(args: argparse.Namespace) -> Path | None:
     if args.config is not None:
         return Path(args.config)
     return Path(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).is_file() else None
+
+
+def _finite_number(text: str) -> float:
+    """An argparse type: a finite number (a Unix timestamp)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
 
 
 def _fraction(text: str) -> float:
@@ -377,6 +389,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than-days", type=_positive_number, required=True)
     p.add_argument("--endpoints", default="endpoints.yml")
     _add_log_flags(p)
+
+    # export
+    p = _command(
+        sub,
+        "export",
+        "publish the tracker store's events to the event broker",
+        "botserver export",
+        "botserver export --endpoints prod-endpoints.yml --minimum-timestamp 1700000000",
+        "botserver export --conversation-ids ana,bob --maximum-timestamp 1700086400.5",
+    )
+    p.add_argument(
+        "--endpoints",
+        default="endpoints.yml",
+        help="its tracker_store is read, its event_broker published to",
+    )
+    p.add_argument(
+        "--minimum-timestamp",
+        type=_finite_number,
+        help="publish events from this Unix time on (inclusive)",
+    )
+    p.add_argument(
+        "--maximum-timestamp",
+        type=_finite_number,
+        help="publish events before this Unix time (exclusive)",
+    )
+    p.add_argument(
+        "--conversation-ids", help="comma-separated conversation ids (default: every one)"
+    )
+    _add_log_flags(p)
     return parser
 
 
@@ -583,6 +624,82 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from server.brokers.export import publish_events, select_events
+    from server.brokers.factory import create_event_broker
+    from server.config import read_endpoints
+    from server.errors import ExportInterrupted
+    from server.trackers.factory import create_tracker_store
+
+    low, high = args.minimum_timestamp, args.maximum_timestamp
+    if low is not None and high is not None and high < low:
+        raise InvalidConfig(f"--maximum-timestamp {high} is smaller than --minimum-timestamp {low}")
+    if not Path(args.endpoints).is_file():
+        raise InvalidConfig(
+            f"--endpoints {args.endpoints}: no such file; it names the tracker store to "
+            "export from (tracker_store) and the event broker to publish to (event_broker)"
+        )
+    endpoints = read_endpoints(args.endpoints)
+    if not endpoints.get("tracker_store"):
+        raise InvalidConfig(
+            f"{args.endpoints}: no tracker_store section: there is nothing to export from "
+            "(botserver run keeps conversations in botserver.db without one: say `type: sql, "
+            "dialect: sqlite, db: botserver.db`)"
+        )
+    if not endpoints.get("event_broker"):
+        raise InvalidConfig(
+            f"{args.endpoints}: no event_broker section: there is nothing to publish to"
+        )
+    ids = None
+    if args.conversation_ids is not None:
+        ids = [i.strip() for i in args.conversation_ids.split(",") if i.strip()]
+
+    async def export() -> int:
+        store = create_tracker_store(endpoints["tracker_store"])
+        broker = create_event_broker(endpoints["event_broker"])
+        assert broker is not None  # the section is there
+        try:
+            selection = await select_events(store, ids, low, high)
+            if selection.missing:
+                logger.warning(
+                    "Not in the tracker store: conversations %s", ", ".join(selection.missing)
+                )
+            print(
+                f"Selected {len(selection.messages)} events of "
+                f"{len(selection.conversations)} conversations for publishing."
+            )
+            return await publish_events(broker, selection.messages)
+        finally:
+            await broker.close()
+            await store.close()
+
+    try:
+        published = asyncio.run(export())
+    except ExportInterrupted as exc:
+        if not exc.published:
+            raise
+        raise ExportInterrupted(
+            f"{exc}; to go on from there: {_export_resume_command(args, exc.resume_timestamp)}",
+            exc.published,
+            exc.resume_timestamp,
+        ) from None
+    print(f"Published {published} events.")
+    return 0
+
+
+def _export_resume_command(args: argparse.Namespace, timestamp: float) -> str:
+    """The `botserver export` that publishes what an interrupted one did not."""
+    import shlex
+
+    words = ["botserver", "export", "--endpoints", args.endpoints]
+    words += ["--minimum-timestamp", repr(timestamp)]
+    if args.maximum_timestamp is not None:
+        words += ["--maximum-timestamp", repr(args.maximum_timestamp)]
+    if args.conversation_ids is not None:
+        words += ["--conversation-ids", args.conversation_ids]
+    return shlex.join(words)
+
+
 COMMANDS = {
     "init": cmd_init,
     "train": cmd_train,
@@ -590,6 +707,7 @@ COMMANDS = {
     "shell": cmd_shell,
     "test": cmd_test,
     "prune": cmd_prune,
+    "export": cmd_export,
 }
 
 

@@ -22,6 +22,7 @@ COMMANDS = [
     ["data", "validate"],
     ["data", "split", "nlu"],
     ["prune"],
+    ["export"],
 ]
 
 
