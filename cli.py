@@ -154,6 +154,16 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--signing-key", help="Ed25519 private key (PEM) to sign the archive with")
 
 
+def _add_split_flags(
+    p: argparse.ArgumentParser, data_help: str, fraction_help: str, out_help: str
+) -> None:
+    """The flags of `data split nlu` and `data split stories`, as Rasa's."""
+    p.add_argument("-u", "--nlu", nargs="+", default=["data"], help=data_help)
+    p.add_argument("--training-fraction", type=_fraction, default=0.8, help=fraction_help)
+    p.add_argument("--random-seed", type=int, default=None, help="the same split every time")
+    p.add_argument("--out", default="train_test_split", help=out_help)
+
+
 def _command(sub: Any, name: str, summary: str, *examples: str) -> argparse.ArgumentParser:
     """A (sub)command's parser with its one-line help and usage examples."""
     parser: argparse.ArgumentParser = sub.add_parser(
@@ -366,18 +376,49 @@ def build_parser() -> argparse.ArgumentParser:
         "botserver data split nlu -u data/nlu.yml --training-fraction 0.8 --random-seed 1",
         "botserver test nlu -u train_test_split/test_data.yml",
     )
-    psn.add_argument("-u", "--nlu", nargs="+", default=["data"], help="NLU data files or dirs")
-    psn.add_argument(
-        "--training-fraction",
-        type=_fraction,
-        default=0.8,
-        help="share of each intent's examples for training",
-    )
-    psn.add_argument("--random-seed", type=int, default=None, help="the same split every time")
-    psn.add_argument(
-        "--out", default="train_test_split", help="directory for training_data.yml, test_data.yml"
+    _add_split_flags(
+        psn,
+        "NLU data files or dirs",
+        "share of each intent's examples for training",
+        "directory for training_data.yml, test_data.yml",
     )
     _add_log_flags(psn)
+    pst = _command(
+        pss,
+        "stories",
+        "split each stories file's stories into training and test files",
+        "botserver data split stories",
+        "botserver data split stories -u data/stories.yml --training-fraction 0.8 --random-seed 1",
+        "botserver test core -s train_test_split/test_stories.yml",
+    )
+    _add_split_flags(
+        pst,
+        "stories files or dirs",
+        "share of each file's stories for training",
+        "directory for train_<file>, test_<file>",
+    )
+    _add_log_flags(pst)
+    pcs = _group(dsub, "convert", "convert training data between formats", "convert_what", "WHAT")
+    pcn = _command(
+        pcs,
+        "nlu",
+        "convert NLU data between Rasa's JSON format and YAML",
+        "botserver data convert nlu --data demo-rasa.json --out data/nlu.yml -f yaml",
+        "botserver data convert nlu --data data/ --out converted_data -f json",
+    )
+    pcn.add_argument(
+        "-f", "--format", choices=("yaml", "json"), default="yaml", help="the format to write"
+    )
+    pcn.add_argument(
+        "--data", nargs="+", required=True, help="NLU data files or dirs (.json, .yml)"
+    )
+    pcn.add_argument(
+        "--out",
+        default="converted_data",
+        help="file to write (.yml, .yaml, .json), or a directory for <data name>.yml|.json",
+    )
+    pcn.add_argument("-l", "--language", default="en", help="accepted as Rasa's; not used")
+    _add_log_flags(pcn)
 
     # tracker retention
     p = sub.add_parser(
@@ -536,6 +577,32 @@ def cmd_split_nlu(args: argparse.Namespace) -> int:
         raise InvalidConfig(f"no NLU examples in {', '.join(args.nlu)}")
     train, test = write_split(data, out, args.training_fraction, args.random_seed)
     print(f"Wrote {train} and {test}.")
+    return 0
+
+
+def cmd_split_stories(args: argparse.Namespace) -> int:
+    from server.training.stories_split import plan_stories_split
+
+    out = Path(args.out)
+    _check_output_dir(out, "--out")
+    splits = plan_stories_split(args.nlu, out, args.training_fraction, args.random_seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for split in splits:
+        split.write()
+        print(
+            f"{split.source}: {len(split.train)} stories to {split.train_path}, "
+            f"{len(split.test)} to {split.test_path}."
+        )
+    return 0
+
+
+def cmd_convert_nlu(args: argparse.Namespace) -> int:
+    from server.training.nlu_convert import convert_nlu
+
+    out = Path(args.out)
+    _check_output_dir(out.parent if out.suffix else out, "--out")
+    converted = convert_nlu(args.data, out, args.format)
+    print(f"Wrote {converted.examples} examples to {converted.path}.")
     return 0
 
 
@@ -753,6 +820,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "data":
         if args.data_command == "split" and args.split_what == "nlu":
             handler = cmd_split_nlu
+        elif args.data_command == "split" and args.split_what == "stories":
+            handler = cmd_split_stories
+        elif args.data_command == "convert" and args.convert_what == "nlu":
+            handler = cmd_convert_nlu
         elif args.data_command == "validate":
             handler = cmd_validate
         else:

@@ -21,6 +21,8 @@ COMMANDS = [
     ["test"],
     ["data", "validate"],
     ["data", "split", "nlu"],
+    ["data", "split", "stories"],
+    ["data", "convert", "nlu"],
     ["prune"],
     ["export"],
 ]
