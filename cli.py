@@ -398,6 +398,22 @@ def build_parser() -> argparse.ArgumentParser:
         "directory for train_<file>, test_<file>",
     )
     _add_log_flags(pst)
+    pm = _command(
+        dsub,
+        "migrate",
+        "rewrite a Rasa 2 domain in Rasa 3's format (slot mappings)",
+        "botserver data migrate",
+        "botserver data migrate -d domain.yml --out new_domain.yml",
+        "botserver data migrate -d domain/ --out new_domain/",
+    )
+    pm.add_argument("-d", "--domain", default="domain.yml", help="domain file or directory")
+    pm.add_argument(
+        "--out",
+        default=None,
+        help="where to write it (default: new_domain.yml, or new_domain/ for a directory, "
+        "beside the domain)",
+    )
+    _add_log_flags(pm)
     pcs = _group(dsub, "convert", "convert training data between formats", "convert_what", "WHAT")
     pcn = _command(
         pcs,
@@ -603,6 +619,20 @@ def cmd_convert_nlu(args: argparse.Namespace) -> int:
     _check_output_dir(out.parent if out.suffix else out, "--out")
     converted = convert_nlu(args.data, out, args.format)
     print(f"Wrote {converted.examples} examples to {converted.path}.")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from server.training.domain_migration import plan_migration
+
+    migration = plan_migration(Path(args.domain), Path(args.out) if args.out else None)
+    for warning in migration.warnings:
+        logger.warning(warning)
+    migration.write()
+    print(
+        f"Migrated {migration.domain} to {migration.out}; the original is copied to "
+        f"{migration.backup}."
+    )
     return 0
 
 
@@ -824,6 +854,8 @@ def main(argv: list[str] | None = None) -> int:
             handler = cmd_split_stories
         elif args.data_command == "convert" and args.convert_what == "nlu":
             handler = cmd_convert_nlu
+        elif args.data_command == "migrate":
+            handler = cmd_migrate
         elif args.data_command == "validate":
             handler = cmd_validate
         else:

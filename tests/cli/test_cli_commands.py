@@ -23,6 +23,7 @@ COMMANDS = [
     ["data", "split", "nlu"],
     ["data", "split", "stories"],
     ["data", "convert", "nlu"],
+    ["data", "migrate"],
     ["prune"],
     ["export"],
 ]
