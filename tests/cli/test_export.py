@@ -260,3 +260,18 @@ def test_a_broker_failing_midway_says_how_to_go_on(
     second = _received(queue, 144)
     assert [b["timestamp"] for b in second] == [float(i) for i in range(256, 400)]
     assert {b["timestamp"] for b in first + second} == {e["timestamp"] for e in events}
+
+
+def test_an_unreachable_tracker_store_is_an_error_and_exit_1(run_cli, tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: sql\n  dialect: postgresql\n  url: 127.0.0.1\n  port: {port}\n"
+        f"  db: nowhere\n{SQL_BROKER}"
+    )
+    result = run_cli("export", cwd=tmp_path)
+    assert result.code == 1
+    assert result.err.startswith(
+        f"error: The tracker store (postgresql at 127.0.0.1:{port}/nowhere) is unavailable"
+    )
+    assert len(result.err.strip().splitlines()) == 1
+    assert not (tmp_path / "events.db").exists()
