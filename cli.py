@@ -613,10 +613,10 @@ def cmd_split_stories(args: argparse.Namespace) -> int:
 
 
 def cmd_convert_nlu(args: argparse.Namespace) -> int:
-    from server.training.nlu_convert import convert_nlu
+    from server.training.nlu_convert import convert_nlu, output_path
 
     out = Path(args.out)
-    _check_output_dir(out.parent if out.suffix else out, "--out")
+    _check_output_dir(output_path(out, Path(args.data[0]), args.format).parent, "--out")
     converted = convert_nlu(args.data, out, args.format)
     print(f"Wrote {converted.examples} examples to {converted.path}.")
     return 0

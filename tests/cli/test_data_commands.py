@@ -224,3 +224,13 @@ def test_convert_a_missing_file_or_no_data_flag(run_cli, tmp_path: Path) -> None
     no_flag = run_cli("data", "convert", "nlu", cwd=tmp_path)
     assert no_flag.code == 2
     assert "the following arguments are required: --data" in no_flag.err
+
+
+def test_convert_out_under_a_file_fails_before_reading(run_cli, tmp_path: Path) -> None:
+    (tmp_path / "notes").write_text("a file")
+    result = run_cli(
+        "data", "convert", "nlu", "--data", str(DEMO_JSON), "--out", "notes/nlu.yml",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.code == 1
+    assert "error: --out notes: notes is a file, not a directory" in result.err
