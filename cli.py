@@ -109,31 +109,40 @@ def _check_output_dir(path: Path, flag: str) -> None:
         raise InvalidConfig(f"{flag} {path}: {existing} is not writable")
 
 
-def _add_log_flags(p: argparse.ArgumentParser) -> None:
+def _add_log_flags(p: argparse.ArgumentParser, inherited: bool = False) -> None:
+    """The logging flags. `inherited`: a subcommand of a command that has them too (`train
+    core`): no defaults of its own, so `botserver train -v core` keeps the `-v`."""
     # Every command parser has these flags; remember it to report unknown flags in its terms.
     p.set_defaults(command_parser=p)
+    unset: dict[str, Any] = {"default": argparse.SUPPRESS} if inherited else {}
     group = p.add_argument_group("logging")
     group.add_argument(
         "-v",
         "--verbose",
         action="count",
-        default=0,
+        default=argparse.SUPPRESS if inherited else 0,
         help="more logs (-v info, -vv debug, with one line per turn)",
     )
     group.add_argument(
-        "--debug", action="store_const", dest="verbose", const=2, help="debug logs (as -vv)"
+        "--debug",
+        action="store_const",
+        dest="verbose",
+        const=2,
+        help="debug logs (as -vv)",
+        **unset,
     )
-    group.add_argument("--quiet", action="store_true", help="only warnings and errors")
-    group.add_argument("--log-file", help="also write logs to this file")
+    group.add_argument("--quiet", action="store_true", help="only warnings and errors", **unset)
+    group.add_argument("--log-file", help="also write logs to this file", **unset)
     group.add_argument(
         "--logging-config-file",
         help="YAML logging configuration (Python's dictConfig schema, as Rasa's); what it "
         "says of the `rasa` logger applies to botserver's",
+        **unset,
     )
     group.add_argument(
         "--log-format",
         choices=("text", "json"),
-        default="text",
+        default=argparse.SUPPRESS if inherited else "text",
         help="human-readable text or JSON lines",
     )
 
@@ -229,19 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
         "botserver train core --fixed-model-name dialogue --force",
     )
     pc.add_argument("-s", "--stories", nargs="+", default=["data"], help="stories and rules")
-    pc.add_argument("-d", "--domain", default="domain.yml", help="domain file or directory")
-    pc.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
-    pc.add_argument("--out", default=DEFAULT_MODELS, help="directory for the model archive")
-    pc.add_argument("--fixed-model-name", help="name the archive <name>.tar.gz")
-    pc.add_argument("--force", action="store_true", help="train even if nothing changed")
-    _add_log_flags(pc)
+    # Flags `train` has too: no defaults here, so a value given before `core` is kept.
+    unset = argparse.SUPPRESS
+    pc.add_argument("-d", "--domain", default=unset, help="domain file or dir (domain.yml)")
+    pc.add_argument("-c", "--config", type=_config_file, default=unset, help=CONFIG_HELP)
+    pc.add_argument("--out", default=unset, help=f"directory for the archive ({DEFAULT_MODELS})")
+    pc.add_argument("--fixed-model-name", default=unset, help="name the archive <name>.tar.gz")
+    pc.add_argument("--force", action="store_true", default=unset, help="train even if unchanged")
+    _add_log_flags(pc, inherited=True)
     pn = tsub.add_parser("nlu", help="train the NLU pipeline only", formatter_class=_Formatter)
-    pn.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
+    pn.add_argument("-c", "--config", type=_config_file, default=unset, help=CONFIG_HELP)
     pn.add_argument("-u", "--nlu", nargs="+", default=["data"], help="NLU data files or dirs")
-    pn.add_argument("--out", default=DEFAULT_MODELS)
-    pn.add_argument("--fixed-model-name")
-    pn.add_argument("--force", action="store_true")
-    _add_log_flags(pn)
+    pn.add_argument("--out", default=unset, help=f"directory for the archive ({DEFAULT_MODELS})")
+    pn.add_argument("--fixed-model-name", default=unset, help="name the archive <name>.tar.gz")
+    pn.add_argument("--force", action="store_true", default=unset, help="train even if unchanged")
+    _add_log_flags(pn, inherited=True)
 
     # run
     p = sub.add_parser(
@@ -526,12 +537,35 @@ def _train_inputs(args: argparse.Namespace) -> tuple[Path | None, Path, list[Pat
     return _config_path(args), Path(args.domain), [Path(p) for p in args.data]
 
 
+def _check_whole_model_flags(args: argparse.Namespace, what: str) -> None:
+    """`botserver train --dry-run core`: a flag of the whole training, given before the part
+    to train, which would ignore it."""
+    given = [
+        flag
+        for flag, value, default in (
+            ("--dry-run", args.dry_run, False),
+            ("--signing-key", args.signing_key, None),
+            ("--data", args.data, ["data"]),
+            ("-d/--domain", args.domain if what == "nlu" else None, "domain.yml"),
+        )
+        if value != default and value is not None
+    ]
+    if given:
+        reads = "-s/--stories" if what == "core" else "-u/--nlu"
+        raise InvalidConfig(
+            f"{', '.join(given)} applies to `botserver train` (the whole model), not to "
+            f"`botserver train {what}`, which reads {reads}"
+        )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from server.training.train import train, train_core, train_nlu
 
     what = getattr(args, "train_what", None)
     if what is None and args.dry_run:
         return _train_dry_run(args)
+    if what is not None:
+        _check_whole_model_flags(args, what)
     _check_output_dir(Path(args.out), "--out")
     with _progress() as say:
         if what == "core":

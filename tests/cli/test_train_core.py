@@ -128,3 +128,43 @@ def test_bad_input_is_one_error_line_and_exit_1(
     assert message in result.err
     assert "Traceback" not in result.err
     assert _archives(starter_copy) == before
+
+
+def test_flags_given_before_core_are_kept(run_cli, starter_copy: Path) -> None:
+    """Before, `core`'s own defaults replaced them: `train --out elsewhere core` wrote to
+    models/, and `train -d other.yml core` trained on domain.yml."""
+    (starter_copy / "other.yml").write_text((starter_copy / "domain.yml").read_text())
+    (starter_copy / "domain.yml").unlink()
+    result = run_cli(
+        "train", "-d", "other.yml", "--out", "elsewhere", "--fixed-model-name", "m", "core",
+        cwd=starter_copy,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert (starter_copy / "elsewhere" / "m.tar.gz").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["train", "--dry-run", "core"],
+            "--dry-run applies to `botserver train` (the whole "
+            "model), not to `botserver train core`, which reads -s/--stories",
+        ),
+        (["train", "--signing-key", "k.pem", "core"], "--signing-key applies to `botserver"),
+        (
+            ["train", "-d", "x.yml", "nlu"],
+            "-d/--domain applies to `botserver train` (the whole "
+            "model), not to `botserver train nlu`, which reads -u/--nlu",
+        ),
+    ],
+    ids=["dry-run", "signing-key", "nlu-domain"],
+)
+def test_whole_model_flags_before_a_part_are_refused(
+    run_cli, starter_copy: Path, argv: list[str], message: str
+) -> None:
+    before = _archives(starter_copy)
+    result = run_cli(*argv, cwd=starter_copy)
+    assert result.code == 1
+    assert message in result.err
+    assert _archives(starter_copy) == before
