@@ -163,6 +163,31 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--signing-key", help="Ed25519 private key (PEM) to sign the archive with")
 
 
+def _add_validate_flags(p: argparse.ArgumentParser, inherited: bool) -> None:
+    """The flags of `data validate` (and, `inherited`, of `data validate stories`: without
+    defaults of its own, so that flags given before `stories` are kept)."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if inherited else value
+
+    p.add_argument("-d", "--domain", default=default("domain.yml"), help="domain file or dir")
+    p.add_argument("--data", nargs="+", default=default(["data"]), help="data files or dirs")
+    p.add_argument("-c", "--config", type=_config_file, default=default(None), help=CONFIG_HELP)
+    p.add_argument(
+        "--fail-on-warnings",
+        action="store_true",
+        default=default(False),
+        help="exit 1 on warnings too",
+    )
+    p.add_argument(
+        "--max-history",
+        type=_int_at_least(1),
+        default=default(None),
+        help="turns to compare stories over for conflicts (the smallest max_history of your "
+        "policies); default: whole stories",
+    )
+
+
 def _add_split_flags(
     p: argparse.ArgumentParser, data_help: str, fraction_help: str, out_help: str
 ) -> None:
@@ -366,18 +391,17 @@ def build_parser() -> argparse.ArgumentParser:
         "botserver data validate -d domain.yml --data data/",
         "botserver data validate --max-history 5 --fail-on-warnings",
     )
-    pv.add_argument("-d", "--domain", default="domain.yml")
-    pv.add_argument("--data", nargs="+", default=["data"])
-    pv.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
-    pv.add_argument("--fail-on-warnings", action="store_true", help="exit 1 on warnings too")
-    pv.add_argument(
-        "--max-history",
-        type=_int_at_least(1),
-        default=None,
-        help="turns to compare stories over for conflicts (the smallest max_history of your "
-        "policies); default: whole stories",
-    )
+    _add_validate_flags(pv, inherited=False)
     _add_log_flags(pv)
+    pvs = pv.add_subparsers(dest="validate_what", metavar="WHAT")
+    pvst = _command(
+        pvs,
+        "stories",
+        "check only the stories' structure (conflicts), as rasa data validate stories",
+        "botserver data validate stories --max-history 5 --fail-on-warnings",
+    )
+    _add_validate_flags(pvst, inherited=True)
+    _add_log_flags(pvst, inherited=True)
     pss = _group(dsub, "split", "split training data", "split_what", "WHAT")
     psn = _command(
         pss,
@@ -610,7 +634,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from server.training.validation import run_validate
 
     args.config = _config_path(args)
-    return run_validate(args)
+    return run_validate(args, stories_only=getattr(args, "validate_what", None) == "stories")
 
 
 def cmd_split_nlu(args: argparse.Namespace) -> int:

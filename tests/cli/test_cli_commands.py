@@ -20,6 +20,7 @@ COMMANDS = [
     ["shell"],
     ["test"],
     ["data", "validate"],
+    ["data", "validate", "stories"],
     ["data", "split", "nlu"],
     ["data", "split", "stories"],
     ["data", "convert", "nlu"],

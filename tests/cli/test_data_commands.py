@@ -234,3 +234,44 @@ def test_convert_out_under_a_file_fails_before_reading(run_cli, tmp_path: Path) 
     )  # fmt: skip
     assert result.code == 1
     assert "error: --out notes: notes is a file, not a directory" in result.err
+
+
+# -- data validate stories -------------------------------------------------------------------
+CONFLICT = (
+    "\n- story: deny after greet\n  steps:\n  - intent: greet\n  - action: utter_greet\n"
+    "  - intent: deny\n  - action: utter_goodbye\n"
+    "\n- story: deny after thanks\n  steps:\n  - intent: thanks\n"
+    "  - action: utter_youre_welcome\n  - intent: deny\n  - action: utter_greet\n"
+)
+
+
+def test_validate_stories_checks_only_the_story_structure(run_cli, starter_copy: Path) -> None:
+    """Before, `data validate stories` was "unrecognized arguments: stories" (exit 2)."""
+    nlu = starter_copy / "data" / "nlu.yml"
+    # The whole validation fails on this (an intent the domain lacks); the stories' does not.
+    nlu.write_text(nlu.read_text() + "\n- intent: order_pizza\n  examples: |\n    - a pizza\n")
+    assert run_cli("data", "validate", cwd=starter_copy).code == 1
+    clean = run_cli("data", "validate", "stories", cwd=starter_copy)
+    assert clean.code == 0, clean.out
+    assert "The project is valid (0 warning(s))." in clean.out
+
+    stories = starter_copy / "data" / "stories.yml"
+    stories.write_text(stories.read_text() + CONFLICT)
+    relaxed = run_cli("data", "validate", "stories", "--max-history", "1", cwd=starter_copy)
+    assert relaxed.code == 0
+    assert "warning: story structure conflict after intent 'deny'" in relaxed.out
+    # flags before `stories` count too
+    strict = run_cli(
+        "data", "validate", "--max-history", "1", "--fail-on-warnings", "stories",
+        cwd=starter_copy,
+    )  # fmt: skip
+    assert strict.code == 1
+    assert "Validation failed: 0 error(s), 1 warning(s)." in strict.out
+
+
+def test_validate_stories_on_a_broken_file_names_file_and_line(run_cli, starter_copy: Path) -> None:
+    stories = starter_copy / "data" / "stories.yml"
+    stories.write_text(stories.read_text() + "\n- story: broken\n  steps:\n  - intent: [\n")
+    result = run_cli("data", "validate", "stories", cwd=starter_copy)
+    assert result.code == 1
+    assert "error: data/stories.yml:" in result.out and "invalid YAML" in result.out
