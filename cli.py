@@ -1,4 +1,5 @@
-"""The `botserver` command line: Rasa's verbs and flags (train, run, shell, test, data, init)."""
+"""The `botserver` command line: Rasa's verbs and flags (init, train, run, shell, test, data,
+export)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,17 @@ def _config_path(args: argparse.Namespace) -> Path | None:
     return Path(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).is_file() else None
 
 
+def _finite_number(text: str) -> float:
+    """An argparse type: a finite number (a Unix timestamp)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     """An argparse type: a number strictly between 0 and 1."""
     try:
@@ -97,31 +109,40 @@ def _check_output_dir(path: Path, flag: str) -> None:
         raise InvalidConfig(f"{flag} {path}: {existing} is not writable")
 
 
-def _add_log_flags(p: argparse.ArgumentParser) -> None:
+def _add_log_flags(p: argparse.ArgumentParser, inherited: bool = False) -> None:
+    """The logging flags. `inherited`: a subcommand of a command that has them too (`train
+    core`): no defaults of its own, so `botserver train -v core` keeps the `-v`."""
     # Every command parser has these flags; remember it to report unknown flags in its terms.
     p.set_defaults(command_parser=p)
+    unset: dict[str, Any] = {"default": argparse.SUPPRESS} if inherited else {}
     group = p.add_argument_group("logging")
     group.add_argument(
         "-v",
         "--verbose",
         action="count",
-        default=0,
+        default=argparse.SUPPRESS if inherited else 0,
         help="more logs (-v info, -vv debug, with one line per turn)",
     )
     group.add_argument(
-        "--debug", action="store_const", dest="verbose", const=2, help="debug logs (as -vv)"
+        "--debug",
+        action="store_const",
+        dest="verbose",
+        const=2,
+        help="debug logs (as -vv)",
+        **unset,
     )
-    group.add_argument("--quiet", action="store_true", help="only warnings and errors")
-    group.add_argument("--log-file", help="also write logs to this file")
+    group.add_argument("--quiet", action="store_true", help="only warnings and errors", **unset)
+    group.add_argument("--log-file", help="also write logs to this file", **unset)
     group.add_argument(
         "--logging-config-file",
         help="YAML logging configuration (Python's dictConfig schema, as Rasa's); what it "
         "says of the `rasa` logger applies to botserver's",
+        **unset,
     )
     group.add_argument(
         "--log-format",
         choices=("text", "json"),
-        default="text",
+        default=argparse.SUPPRESS if inherited else "text",
         help="human-readable text or JSON lines",
     )
 
@@ -140,6 +161,41 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         "needs training, 8 with --force",
     )
     p.add_argument("--signing-key", help="Ed25519 private key (PEM) to sign the archive with")
+
+
+def _add_validate_flags(p: argparse.ArgumentParser, inherited: bool) -> None:
+    """The flags of `data validate` (and, `inherited`, of `data validate stories`: without
+    defaults of its own, so that flags given before `stories` are kept)."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if inherited else value
+
+    p.add_argument("-d", "--domain", default=default("domain.yml"), help="domain file or dir")
+    p.add_argument("--data", nargs="+", default=default(["data"]), help="data files or dirs")
+    p.add_argument("-c", "--config", type=_config_file, default=default(None), help=CONFIG_HELP)
+    p.add_argument(
+        "--fail-on-warnings",
+        action="store_true",
+        default=default(False),
+        help="exit 1 on warnings too",
+    )
+    p.add_argument(
+        "--max-history",
+        type=_int_at_least(1),
+        default=default(None),
+        help="turns to compare stories over for conflicts (the smallest max_history of your "
+        "policies); default: whole stories",
+    )
+
+
+def _add_split_flags(
+    p: argparse.ArgumentParser, data_help: str, fraction_help: str, out_help: str
+) -> None:
+    """The flags of `data split nlu` and `data split stories`, as Rasa's."""
+    p.add_argument("-u", "--nlu", nargs="+", default=["data"], help=data_help)
+    p.add_argument("--training-fraction", type=_fraction, default=0.8, help=fraction_help)
+    p.add_argument("--random-seed", type=int, default=None, help="the same split every time")
+    p.add_argument("--out", default="train_test_split", help=out_help)
 
 
 def _command(sub: Any, name: str, summary: str, *examples: str) -> argparse.ArgumentParser:
@@ -192,18 +248,36 @@ def build_parser() -> argparse.ArgumentParser:
             "botserver train --config config.yml --domain domain.yml --data data/",
             "botserver train --fixed-model-name mybot --force",
             "botserver train nlu --config config.yml --nlu data/nlu.yml",
+            "botserver train core -d domain.yml -s data/stories.yml data/rules.yml",
         ),
     )
     _add_train_flags(p)
     _add_log_flags(p)
     tsub = p.add_subparsers(dest="train_what", metavar="WHAT")
+    pc = _command(
+        tsub,
+        "core",
+        "train the dialogue policies only (no NLU: messages are /intent{...})",
+        "botserver train core",
+        "botserver train core -d domain.yml -s data/stories.yml data/rules.yml --out models",
+        "botserver train core --fixed-model-name dialogue --force",
+    )
+    pc.add_argument("-s", "--stories", nargs="+", default=["data"], help="stories and rules")
+    # Flags `train` has too: no defaults here, so a value given before `core` is kept.
+    unset = argparse.SUPPRESS
+    pc.add_argument("-d", "--domain", default=unset, help="domain file or dir (domain.yml)")
+    pc.add_argument("-c", "--config", type=_config_file, default=unset, help=CONFIG_HELP)
+    pc.add_argument("--out", default=unset, help=f"directory for the archive ({DEFAULT_MODELS})")
+    pc.add_argument("--fixed-model-name", default=unset, help="name the archive <name>.tar.gz")
+    pc.add_argument("--force", action="store_true", default=unset, help="train even if unchanged")
+    _add_log_flags(pc, inherited=True)
     pn = tsub.add_parser("nlu", help="train the NLU pipeline only", formatter_class=_Formatter)
-    pn.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
+    pn.add_argument("-c", "--config", type=_config_file, default=unset, help=CONFIG_HELP)
     pn.add_argument("-u", "--nlu", nargs="+", default=["data"], help="NLU data files or dirs")
-    pn.add_argument("--out", default=DEFAULT_MODELS)
-    pn.add_argument("--fixed-model-name")
-    pn.add_argument("--force", action="store_true")
-    _add_log_flags(pn)
+    pn.add_argument("--out", default=unset, help=f"directory for the archive ({DEFAULT_MODELS})")
+    pn.add_argument("--fixed-model-name", default=unset, help="name the archive <name>.tar.gz")
+    pn.add_argument("--force", action="store_true", default=unset, help="train even if unchanged")
+    _add_log_flags(pn, inherited=True)
 
     # run
     p = sub.add_parser(
@@ -317,18 +391,17 @@ def build_parser() -> argparse.ArgumentParser:
         "botserver data validate -d domain.yml --data data/",
         "botserver data validate --max-history 5 --fail-on-warnings",
     )
-    pv.add_argument("-d", "--domain", default="domain.yml")
-    pv.add_argument("--data", nargs="+", default=["data"])
-    pv.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
-    pv.add_argument("--fail-on-warnings", action="store_true", help="exit 1 on warnings too")
-    pv.add_argument(
-        "--max-history",
-        type=_int_at_least(1),
-        default=None,
-        help="turns to compare stories over for conflicts (the smallest max_history of your "
-        "policies); default: whole stories",
-    )
+    _add_validate_flags(pv, inherited=False)
     _add_log_flags(pv)
+    pvs = pv.add_subparsers(dest="validate_what", metavar="WHAT")
+    pvst = _command(
+        pvs,
+        "stories",
+        "check only the stories' structure (conflicts), as rasa data validate stories",
+        "botserver data validate stories --max-history 5 --fail-on-warnings",
+    )
+    _add_validate_flags(pvst, inherited=True)
+    _add_log_flags(pvst, inherited=True)
     pss = _group(dsub, "split", "split training data", "split_what", "WHAT")
     psn = _command(
         pss,
@@ -338,18 +411,65 @@ def build_parser() -> argparse.ArgumentParser:
         "botserver data split nlu -u data/nlu.yml --training-fraction 0.8 --random-seed 1",
         "botserver test nlu -u train_test_split/test_data.yml",
     )
-    psn.add_argument("-u", "--nlu", nargs="+", default=["data"], help="NLU data files or dirs")
-    psn.add_argument(
-        "--training-fraction",
-        type=_fraction,
-        default=0.8,
-        help="share of each intent's examples for training",
-    )
-    psn.add_argument("--random-seed", type=int, default=None, help="the same split every time")
-    psn.add_argument(
-        "--out", default="train_test_split", help="directory for training_data.yml, test_data.yml"
+    _add_split_flags(
+        psn,
+        "NLU data files or dirs",
+        "share of each intent's examples for training",
+        "directory for training_data.yml, test_data.yml",
     )
     _add_log_flags(psn)
+    pst = _command(
+        pss,
+        "stories",
+        "split each stories file's stories into training and test files",
+        "botserver data split stories",
+        "botserver data split stories -u data/stories.yml --training-fraction 0.8 --random-seed 1",
+        "botserver test core -s train_test_split/test_stories.yml",
+    )
+    _add_split_flags(
+        pst,
+        "stories files or dirs",
+        "share of each file's stories for training",
+        "directory for train_<file>, test_<file>",
+    )
+    _add_log_flags(pst)
+    pm = _command(
+        dsub,
+        "migrate",
+        "rewrite a Rasa 2 domain in Rasa 3's format (slot mappings)",
+        "botserver data migrate",
+        "botserver data migrate -d domain.yml --out new_domain.yml",
+        "botserver data migrate -d domain/ --out new_domain/",
+    )
+    pm.add_argument("-d", "--domain", default="domain.yml", help="domain file or directory")
+    pm.add_argument(
+        "--out",
+        default=None,
+        help="where to write it (default: new_domain.yml, or new_domain/ for a directory, "
+        "beside the domain)",
+    )
+    _add_log_flags(pm)
+    pcs = _group(dsub, "convert", "convert training data between formats", "convert_what", "WHAT")
+    pcn = _command(
+        pcs,
+        "nlu",
+        "convert NLU data between Rasa's JSON format and YAML",
+        "botserver data convert nlu --data demo-rasa.json --out data/nlu.yml -f yaml",
+        "botserver data convert nlu --data data/ --out converted_data -f json",
+    )
+    pcn.add_argument(
+        "-f", "--format", choices=("yaml", "json"), default="yaml", help="the format to write"
+    )
+    pcn.add_argument(
+        "--data", nargs="+", required=True, help="NLU data files or dirs (.json, .yml)"
+    )
+    pcn.add_argument(
+        "--out",
+        default="converted_data",
+        help="file to write (.yml, .yaml, .json), or a directory for <data name>.yml|.json",
+    )
+    pcn.add_argument("-l", "--language", default="en", help="accepted as Rasa's; not used")
+    _add_log_flags(pcn)
 
     # tracker retention
     p = sub.add_parser(
@@ -360,6 +480,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--older-than-days", type=_positive_number, required=True)
     p.add_argument("--endpoints", default="endpoints.yml")
+    _add_log_flags(p)
+
+    # export
+    p = _command(
+        sub,
+        "export",
+        "publish the tracker store's events to the event broker",
+        "botserver export",
+        "botserver export --endpoints prod-endpoints.yml --minimum-timestamp 1700000000",
+        "botserver export --conversation-ids ana,bob --maximum-timestamp 1700086400.5",
+    )
+    p.add_argument(
+        "--endpoints",
+        default="endpoints.yml",
+        help="its tracker_store is read, its event_broker published to",
+    )
+    p.add_argument(
+        "--minimum-timestamp",
+        type=_finite_number,
+        help="publish events from this Unix time on (inclusive)",
+    )
+    p.add_argument(
+        "--maximum-timestamp",
+        type=_finite_number,
+        help="publish events before this Unix time (exclusive)",
+    )
+    p.add_argument(
+        "--conversation-ids", help="comma-separated conversation ids (default: every one)"
+    )
     _add_log_flags(p)
     return parser
 
@@ -412,14 +561,48 @@ def _train_inputs(args: argparse.Namespace) -> tuple[Path | None, Path, list[Pat
     return _config_path(args), Path(args.domain), [Path(p) for p in args.data]
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from server.training.train import train, train_nlu
+def _check_whole_model_flags(args: argparse.Namespace, what: str) -> None:
+    """`botserver train --dry-run core`: a flag of the whole training, given before the part
+    to train, which would ignore it."""
+    given = [
+        flag
+        for flag, value, default in (
+            ("--dry-run", args.dry_run, False),
+            ("--signing-key", args.signing_key, None),
+            ("--data", args.data, ["data"]),
+            ("-d/--domain", args.domain if what == "nlu" else None, "domain.yml"),
+        )
+        if value != default and value is not None
+    ]
+    if given:
+        reads = "-s/--stories" if what == "core" else "-u/--nlu"
+        raise InvalidConfig(
+            f"{', '.join(given)} applies to `botserver train` (the whole model), not to "
+            f"`botserver train {what}`, which reads {reads}"
+        )
 
-    if getattr(args, "train_what", None) != "nlu" and args.dry_run:
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from server.training.train import train, train_core, train_nlu
+
+    what = getattr(args, "train_what", None)
+    if what is None and args.dry_run:
         return _train_dry_run(args)
+    if what is not None:
+        _check_whole_model_flags(args, what)
     _check_output_dir(Path(args.out), "--out")
     with _progress() as say:
-        if getattr(args, "train_what", None) == "nlu":
+        if what == "core":
+            result = train_core(
+                _config_path(args),
+                Path(args.domain),
+                [Path(p) for p in args.stories],
+                Path(args.out),
+                args.fixed_model_name,
+                args.force,
+                progress=say,
+            )
+        elif what == "nlu":
             result = train_nlu(
                 _config_path(args),
                 [Path(p) for p in args.nlu],
@@ -451,7 +634,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from server.training.validation import run_validate
 
     args.config = _config_path(args)
-    return run_validate(args)
+    return run_validate(args, stories_only=getattr(args, "validate_what", None) == "stories")
 
 
 def cmd_split_nlu(args: argparse.Namespace) -> int:
@@ -468,6 +651,46 @@ def cmd_split_nlu(args: argparse.Namespace) -> int:
         raise InvalidConfig(f"no NLU examples in {', '.join(args.nlu)}")
     train, test = write_split(data, out, args.training_fraction, args.random_seed)
     print(f"Wrote {train} and {test}.")
+    return 0
+
+
+def cmd_split_stories(args: argparse.Namespace) -> int:
+    from server.training.stories_split import plan_stories_split
+
+    out = Path(args.out)
+    _check_output_dir(out, "--out")
+    splits = plan_stories_split(args.nlu, out, args.training_fraction, args.random_seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for split in splits:
+        split.write()
+        print(
+            f"{split.source}: {len(split.train)} stories to {split.train_path}, "
+            f"{len(split.test)} to {split.test_path}."
+        )
+    return 0
+
+
+def cmd_convert_nlu(args: argparse.Namespace) -> int:
+    from server.training.nlu_convert import convert_nlu, output_path
+
+    out = Path(args.out)
+    _check_output_dir(output_path(out, Path(args.data[0]), args.format).parent, "--out")
+    converted = convert_nlu(args.data, out, args.format)
+    print(f"Wrote {converted.examples} examples to {converted.path}.")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from server.training.domain_migration import plan_migration
+
+    migration = plan_migration(Path(args.domain), Path(args.out) if args.out else None)
+    for warning in migration.warnings:
+        logger.warning(warning)
+    migration.write()
+    print(
+        f"Migrated {migration.domain} to {migration.out}; the original is copied to "
+        f"{migration.backup}."
+    )
     return 0
 
 
@@ -556,6 +779,82 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from server.brokers.export import publish_events, select_events
+    from server.brokers.factory import create_event_broker
+    from server.config import read_endpoints
+    from server.errors import ExportInterrupted
+    from server.trackers.factory import create_tracker_store
+
+    low, high = args.minimum_timestamp, args.maximum_timestamp
+    if low is not None and high is not None and high < low:
+        raise InvalidConfig(f"--maximum-timestamp {high} is smaller than --minimum-timestamp {low}")
+    if not Path(args.endpoints).is_file():
+        raise InvalidConfig(
+            f"--endpoints {args.endpoints}: no such file; it names the tracker store to "
+            "export from (tracker_store) and the event broker to publish to (event_broker)"
+        )
+    endpoints = read_endpoints(args.endpoints)
+    if not endpoints.get("tracker_store"):
+        raise InvalidConfig(
+            f"{args.endpoints}: no tracker_store section: there is nothing to export from "
+            "(botserver run keeps conversations in botserver.db without one: say `type: sql, "
+            "dialect: sqlite, db: botserver.db`)"
+        )
+    if not endpoints.get("event_broker"):
+        raise InvalidConfig(
+            f"{args.endpoints}: no event_broker section: there is nothing to publish to"
+        )
+    ids = None
+    if args.conversation_ids is not None:
+        ids = [i.strip() for i in args.conversation_ids.split(",") if i.strip()]
+
+    async def export() -> int:
+        store = create_tracker_store(endpoints["tracker_store"])
+        broker = create_event_broker(endpoints["event_broker"])
+        assert broker is not None  # the section is there
+        try:
+            selection = await select_events(store, ids, low, high)
+            if selection.missing:
+                logger.warning(
+                    "Not in the tracker store: conversations %s", ", ".join(selection.missing)
+                )
+            print(
+                f"Selected {len(selection.messages)} events of "
+                f"{len(selection.conversations)} conversations for publishing."
+            )
+            return await publish_events(broker, selection.messages)
+        finally:
+            await broker.close()
+            await store.close()
+
+    try:
+        published = asyncio.run(export())
+    except ExportInterrupted as exc:
+        if not exc.published:
+            raise
+        raise ExportInterrupted(
+            f"{exc}; to go on from there: {_export_resume_command(args, exc.resume_timestamp)}",
+            exc.published,
+            exc.resume_timestamp,
+        ) from None
+    print(f"Published {published} events.")
+    return 0
+
+
+def _export_resume_command(args: argparse.Namespace, timestamp: float) -> str:
+    """The `botserver export` that publishes what an interrupted one did not."""
+    import shlex
+
+    words = ["botserver", "export", "--endpoints", args.endpoints]
+    words += ["--minimum-timestamp", repr(timestamp)]
+    if args.maximum_timestamp is not None:
+        words += ["--maximum-timestamp", repr(args.maximum_timestamp)]
+    if args.conversation_ids is not None:
+        words += ["--conversation-ids", args.conversation_ids]
+    return shlex.join(words)
+
+
 COMMANDS = {
     "init": cmd_init,
     "train": cmd_train,
@@ -563,6 +862,7 @@ COMMANDS = {
     "shell": cmd_shell,
     "test": cmd_test,
     "prune": cmd_prune,
+    "export": cmd_export,
 }
 
 
@@ -608,6 +908,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "data":
         if args.data_command == "split" and args.split_what == "nlu":
             handler = cmd_split_nlu
+        elif args.data_command == "split" and args.split_what == "stories":
+            handler = cmd_split_stories
+        elif args.data_command == "convert" and args.convert_what == "nlu":
+            handler = cmd_convert_nlu
+        elif args.data_command == "migrate":
+            handler = cmd_migrate
         elif args.data_command == "validate":
             handler = cmd_validate
         else:

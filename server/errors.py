@@ -112,6 +112,21 @@ class StoreFailed(StoreError):
     underneath it, a missing privilege): the server's problem, logged."""
 
 
+class NothingToExport(BotServerError):
+    """`botserver export` found no conversation, none of the requested ones, or no event in
+    the requested time range."""
+
+
+class ExportInterrupted(BotServerError):
+    """The event broker failed during `botserver export`: `published` events went out, and
+    `resume_timestamp` is the timestamp of the first one that did not."""
+
+    def __init__(self, message: str, published: int, resume_timestamp: float) -> None:
+        self.published = published
+        self.resume_timestamp = resume_timestamp
+        super().__init__(message)
+
+
 class LockTimeout(BotServerError):
     """A conversation lock could not be acquired within the configured wait."""
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections import deque
+from typing import TYPE_CHECKING, Any, Protocol
 
 from server.trackers.store import TrackerStore
+
+if TYPE_CHECKING:
+    from server.brokers.delivery import Outgoing
 
 
 class EventBroker(Protocol):
@@ -34,6 +38,10 @@ class EventBroker(Protocol):
         """Events whose save raised (the commit may have happened all the same): published,
         as `publish` would have, once `store` shows them committed, and dropped if it shows
         they were not. Until then the conversation's later events wait behind them."""
+
+    async def deliver(self, items: deque[Outgoing]) -> None:
+        """Delivers `items` now, in order, popping each once delivered; the first failure
+        raises (no retry), leaving the rest in `items` (`botserver export`)."""
 
     async def close(self) -> None:
         """Deliver what is still queued (for a few seconds), then disconnect."""

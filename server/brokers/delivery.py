@@ -142,6 +142,11 @@ class BackgroundDelivery:
                 )
                 await asyncio.sleep(delay)
 
+    async def send_now(self, items: deque[Outgoing]) -> None:
+        """Delivers `items` in this task, bypassing the queue: each is popped from the left
+        once delivered, and the first failure raises, with no retry."""
+        await self._send(items)
+
     async def flush(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds until everything queued is delivered; True if so."""
         try:
@@ -198,6 +203,11 @@ class QueuedBroker:
             self._delivery.enqueue(items)
         else:
             self._delivery.submit(sender_id, events, previous_event)
+
+    async def deliver(self, items: deque[Outgoing]) -> None:
+        """Delivers `items` now, in order, popping each once delivered; the first failure
+        raises (no retry), leaving the rest in `items`."""
+        await self._delivery.send_now(items)
 
     def publish_in_doubt(
         self,

@@ -92,11 +92,13 @@ def write_archive(
     out_dir: Path,
     fixed_name: str | None = None,
     signing_key: bytes | Path | None = None,
+    prefix: str = "",
 ) -> Path:
     """Pack `content_dir` as `components/` with `metadata.json`; return the archive path.
 
-    The name is `<YYYYmmdd-HHMMSS>-<adjective>-<noun>.tar.gz`, or `<fixed_name>.tar.gz`
-    (as Rasa's `--fixed-model-name`). With a signing key the archive carries an Ed25519
+    The name is `<prefix><YYYYmmdd-HHMMSS>-<adjective>-<noun>.tar.gz` (Rasa's prefixes:
+    `core-`, `nlu-` for partial trainings), or `<fixed_name>.tar.gz` (as Rasa's
+    `--fixed-model-name`). With a signing key the archive carries an Ed25519
     signature over the sha256 of every member.
     """
     content_dir = Path(content_dir)
@@ -116,7 +118,7 @@ def write_archive(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / _archive_name(fixed_name)
+    final = out_dir / _archive_name(fixed_name, prefix)
     partial = out_dir / f".{final.name}.{uuid.uuid4().hex}.partial"
     mtime = int(time.time())
     try:
@@ -150,12 +152,12 @@ def check_archive_target(out_dir: Path, fixed_name: str | None) -> None:
         raise ModelError(f"Cannot write the model to {final}: it is a directory")
 
 
-def _archive_name(fixed_name: str | None) -> str:
+def _archive_name(fixed_name: str | None, prefix: str = "") -> str:
     if fixed_name:
         if "/" in fixed_name or "\\" in fixed_name or fixed_name.startswith("."):
             raise ModelError(f"Invalid fixed model name {fixed_name!r}: use a plain file name")
         return fixed_name if fixed_name.endswith(ARCHIVE_SUFFIX) else fixed_name + ARCHIVE_SUFFIX
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{random_name()}{ARCHIVE_SUFFIX}"
+    return f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}-{random_name()}{ARCHIVE_SUFFIX}"
 
 
 def random_name() -> str:

@@ -23,6 +23,20 @@ class EntityAnnotation:
     role: str | None = None
     group: str | None = None
 
+    def as_dict(self) -> dict[str, Any]:
+        """Rasa's entity JSON: start, end, value, entity, and role and group when set."""
+        out: dict[str, Any] = {
+            "start": self.start,
+            "end": self.end,
+            "value": self.value,
+            "entity": self.entity,
+        }
+        if self.role is not None:
+            out["role"] = self.role
+        if self.group is not None:
+            out["group"] = self.group
+        return out
+
 
 @dataclass
 class Example:

@@ -319,7 +319,9 @@ class DomainReader:
         mappings = spec.get("mappings")
         if "mappings" not in spec:
             self.warn(
-                f"slot '{name}' has no 'mappings' (Rasa 3 wants them); it is only set by actions",
+                f"slot '{name}' has no 'mappings' (Rasa 3 wants them); it is only set by actions "
+                "(`botserver data migrate` turns a Rasa 2 domain's auto_fill and form mappings "
+                "into slot mappings)",
                 filename,
                 line,
             )
@@ -405,7 +407,8 @@ class DomainReader:
         if isinstance(required, dict):
             self.warn(
                 f"form '{name}' uses the Rasa 2 'required_slots' mapping; Rasa 3 wants a list "
-                "of slot names (with the mappings on the slots)",
+                "of slot names (with the mappings on the slots): `botserver data migrate` "
+                "rewrites the domain so",
                 filename,
                 line_of(spec, "required_slots", line),
             )

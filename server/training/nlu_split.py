@@ -6,11 +6,9 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from server.nlu.training_data import Example, NLUTrainingData, annotated_text
+from server.nlu.training_data import Example, NLUTrainingData
+from server.training.nlu_yaml import nlu_yaml
 
 TRAINING_FILE = "training_data.yml"
 TEST_FILE = "test_data.yml"
@@ -48,45 +46,6 @@ def split_nlu(
         )
 
     return with_examples(train), with_examples(test)
-
-
-class _Block(str):
-    """A string written as a YAML literal block (`|`), as Rasa writes examples."""
-
-
-class _Dumper(yaml.SafeDumper):
-    pass
-
-
-_Dumper.add_representer(
-    _Block, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, "|")
-)
-
-
-def _examples(texts: list[str]) -> _Block:
-    return _Block("".join(f"- {text}\n" for text in texts))
-
-
-def nlu_yaml(data: NLUTrainingData) -> str:
-    """The data as one Rasa 3 NLU file."""
-    by_intent: dict[str, list[str]] = defaultdict(list)
-    for example in data.examples:
-        by_intent[example.intent or ""].append(annotated_text(example))
-    nlu: list[dict[str, Any]] = [
-        {"intent": intent, "examples": _examples(texts)} for intent, texts in by_intent.items()
-    ]
-    synonyms: dict[str, list[str]] = defaultdict(list)
-    for key, value in data.synonyms.items():
-        synonyms[value].append(data.synonym_texts.get(key, key))  # as written, not lower-cased
-    nlu += [{"synonym": value, "examples": _examples(texts)} for value, texts in synonyms.items()]
-    nlu += [{"regex": name, "examples": _examples([pattern])} for name, pattern in data.regexes]
-    nlu += [
-        {"lookup": name, "examples": _examples(list(items))} for name, items in data.lookups.items()
-    ]
-    document: dict[str, Any] = {"version": "3.1", "nlu": nlu}
-    if data.responses:
-        document["responses"] = data.responses
-    return yaml.dump(document, Dumper=_Dumper, allow_unicode=True, sort_keys=False, width=1_000_000)
 
 
 def write_split(

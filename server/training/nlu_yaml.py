@@ -1,5 +1,5 @@
 """Read the `nlu:` and retrieval `responses:` sections of Rasa 3 YAML files into
-NLUTrainingData, with file and line in every error."""
+NLUTrainingData, with file and line in every error; and write NLUTrainingData as such a file."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 
 from server.errors import InvalidProjectFile
-from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData
-from server.training.yaml_io import brief
+from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData, annotated_text
+from server.training.yaml_io import brief, dump_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -305,3 +305,55 @@ def _read_responses(node: yaml.Node, filename: str, data: NLUTrainingData) -> No
                 f"response '{name}' must be a list of mappings", filename, _line(value_node)
             )
         data.responses[name] = variations
+
+
+# ------------------------------------------------------------------------------- writing
+
+
+def nlu_yaml(data: NLUTrainingData) -> str:
+    """The data as one Rasa 3 NLU file. An intent's examples are a block of `- ` lines, or,
+    where one has metadata or a line break, a list of `text:` items (with `metadata:`);
+    examples without an intent have no place in it and are left out."""
+    by_intent: dict[str, list[Example]] = {}
+    for example in data.examples:
+        if example.intent:
+            by_intent.setdefault(example.intent, []).append(example)
+    nlu: list[dict[str, Any]] = [
+        _intent_item(name, examples) for name, examples in by_intent.items()
+    ]
+    synonyms: dict[str, list[str]] = {}
+    for key, value in data.synonyms.items():
+        synonyms.setdefault(value, []).append(data.synonym_texts.get(key, key))  # as written
+    nlu += [{"synonym": value, "examples": _lines(texts)} for value, texts in synonyms.items()]
+    nlu += [{"regex": name, "examples": _lines([pattern])} for name, pattern in data.regexes]
+    nlu += [
+        {"lookup": name, "examples": _lines(list(items))} for name, items in data.lookups.items()
+    ]
+    document: dict[str, Any] = {"version": "3.1", "nlu": nlu}
+    if data.responses:
+        document["responses"] = data.responses
+    return dump_yaml(document)
+
+
+def _lines(texts: list[str]) -> str:
+    """A literal block of `- ` lines (`dump_yaml` writes text of several lines as one)."""
+    return "".join(f"- {text}\n" for text in texts)
+
+
+def _intent_item(name: str, examples: list[Example]) -> dict[str, Any]:
+    item: dict[str, Any] = {"intent": name}
+    intent_metadata = next(
+        (e.metadata["intent"] for e in examples if e.metadata and e.metadata.get("intent")), None
+    )
+    if intent_metadata:
+        item["metadata"] = intent_metadata
+    texts = [annotated_text(e) for e in examples]
+    own = [(e.metadata or {}).get("example") for e in examples]
+    if any(own) or any("\n" in t for t in texts):
+        listed: list[dict[str, Any]] = []
+        for text, metadata in zip(texts, own, strict=True):
+            listed.append({"text": text, "metadata": metadata} if metadata else {"text": text})
+        item["examples"] = listed
+    else:
+        item["examples"] = _lines(texts)
+    return item

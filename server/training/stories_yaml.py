@@ -471,19 +471,7 @@ class _Reader:
 
     def annotated_text(self, raw: str, line: int | None) -> tuple[str, list[dict[str, Any]]]:
         plain, annotations = parse_annotated_text(raw, self.filename, line)
-        entities: list[dict[str, Any]] = []
-        for a in annotations:
-            entity: dict[str, Any] = {
-                "start": a.start,
-                "end": a.end,
-                "value": a.value,
-                "entity": a.entity,
-            }
-            if a.role is not None:
-                entity["role"] = a.role
-            if a.group is not None:
-                entity["group"] = a.group
-            entities.append(entity)
+        entities = [a.as_dict() for a in annotations]
         match = _INTENT_MESSAGE.match(plain)
         if match and match.group("entities"):
             entities = self.intent_message_entities(match, line)

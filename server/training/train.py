@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server import __version__
+from server.dialogue.domain import Domain
 from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.story_steps import checkpoint_warnings
 from server.errors import InvalidConfig, InvalidProjectFile
@@ -19,6 +20,7 @@ from server.models.archive import check_archive_target, random_name, write_archi
 from server.models.fingerprint import find_archive_with_fingerprint, fingerprint_inputs
 from server.models.loading import DOMAIN_FILE, NLU_DIR, POLICIES_DIR
 from server.nlu.pipeline import NLUPipeline
+from server.trackers.events import ActionExecuted, UserUttered
 from server.training.config_yaml import ProjectConfig
 from server.training.project import Project, load_project
 from server.training.validation import story_reference_warnings
@@ -26,6 +28,10 @@ from server.training.validation import story_reference_warnings
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+
+# Rasa's file name prefixes of archives from `train core` and `train nlu`.
+CORE_PREFIX = "core-"
+NLU_PREFIX = "nlu-"
 
 
 @dataclass
@@ -52,10 +58,11 @@ def assistant_id_for(config: ProjectConfig) -> tuple[str, list[str]]:
     ]
 
 
-def _fingerprint(project: Project) -> str:
+def _fingerprint(project: Project, core_only: bool = False) -> str:
     # The domain as read (a response's new text must retrain, a comment need not), and our
-    # version: a newer botserver may train the same files differently.
-    config = {
+    # version: a newer botserver may train the same files differently. A dialogue-only model
+    # is another model: `botserver train` after `train core` must not take it for its own.
+    config: dict[str, object] = {
         "language": project.config.language,
         "pipeline": project.config.pipeline,
         "policies": project.config.policies,
@@ -63,6 +70,8 @@ def _fingerprint(project: Project) -> str:
         "domain": project.domain.as_dict(full=True),
         "botserver": __version__,
     }
+    if core_only:
+        config["training_type"] = "core"
     return fingerprint_inputs(sorted(set(project.files)), config)
 
 
@@ -124,14 +133,79 @@ def train(
     started = time.perf_counter()
     say("reading the project")
     project = load_project(config, domain, data, env)
-    fingerprint = _fingerprint(project)
-    out = Path(out)
+    return _train_project(
+        project, Path(out), fixed_model_name, force, signing_key, say, started, core_only=False
+    )
+
+
+def train_core(
+    config: Path | None,
+    domain: Path,
+    stories: list[Path],
+    out: Path,
+    fixed_model_name: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Trains the dialogue policies alone (`botserver train core`), into a `core-` archive
+    without NLU: a server with it parses only `/intent{...}` messages, as Rasa's does."""
+    check_archive_target(out, fixed_model_name)
+    say = progress or (lambda _msg: None)
+    started = time.perf_counter()
+    say("reading the domain and stories")
+    project = load_project(config, domain, stories)
+    _check_core_project(project, domain)
+    return _train_project(
+        project, Path(out), fixed_model_name, force, None, say, started, core_only=True
+    )
+
+
+def _check_core_project(project: Project, domain: Path) -> None:
+    """What Rasa refuses to train a dialogue model from (it says so, and trains nothing)."""
+    if project.domain.as_dict() == Domain.empty().as_dict():
+        raise InvalidProjectFile(
+            "the domain is empty: give a domain with --domain to train the dialogue",
+            str(domain),
+        )
+    for step in project.stories:
+        for index, event in enumerate(step.events):
+            user_text = isinstance(event, UserUttered) and event.text is not None
+            bot_text = isinstance(event, ActionExecuted) and event.action_text is not None
+            if user_text or bot_text:
+                lines = step.event_lines
+                at = len(step.condition) + index
+                raise InvalidProjectFile(
+                    f"{step.kind} '{step.name}' is end-to-end (it holds the text of a message); "
+                    "train it with `botserver train`, which trains the NLU too",
+                    step.filename,
+                    lines[at] if at < len(lines) else step.line,
+                )
+    if not any(step.events for step in project.stories):
+        raise InvalidProjectFile(
+            "no stories or rules: give them with --stories to train the dialogue",
+            ", ".join(sorted({str(f) for f in project.files})) or None,
+        )
+
+
+def _train_project(
+    project: Project,
+    out: Path,
+    fixed_model_name: str | None,
+    force: bool,
+    signing_key: bytes | Path | None,
+    say: Progress,
+    started: float,
+    core_only: bool,
+) -> TrainResult:
+    """Trains a loaded project (its NLU too unless `core_only`), or finds it trained."""
+    fingerprint = _fingerprint(project, core_only)
+    with_nlu = bool(project.nlu.examples) and not core_only
     if not force:
         existing = _up_to_date_archive(fingerprint, out, fixed_model_name)
         if existing is not None:
             # An older botserver may have trained it from settings this one refuses.
             with _naming_config(project.config.filename):
-                if project.nlu.examples:
+                if with_nlu:
                     NLUPipeline.check(project.config.pipeline, project.config.language)
                 PolicyEnsemble.from_config(project.config.policies)
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
@@ -152,7 +226,7 @@ def train(
         (content / DOMAIN_FILE).write_text(
             json.dumps(project.domain.as_dict(full=True), ensure_ascii=False), encoding="utf-8"
         )
-        if project.nlu.examples:
+        if with_nlu:
             say(f"training NLU on {len(project.nlu.examples)} examples")
             with _naming_config(project.config.filename):
                 nlu = NLUPipeline.train(
@@ -172,14 +246,21 @@ def train(
             "fingerprint": fingerprint,
             "assistant_id": assistant_id,
             "language": project.config.language,
-            "pipeline": project.config.pipeline,
+            "pipeline": [] if core_only else project.config.pipeline,
             "policies": project.config.policies,
             "domain": project.domain.as_dict(),
-            "training_type": "both" if project.nlu.examples else "core",
+            "training_type": "both" if with_nlu else "core",
             "warnings": warnings,
         }
         out.mkdir(parents=True, exist_ok=True)
-        path = write_archive(content, metadata, out, fixed_model_name, signing_key)
+        path = write_archive(
+            content,
+            metadata,
+            out,
+            fixed_model_name,
+            signing_key,
+            prefix=CORE_PREFIX if core_only else "",
+        )
     for warning in warnings[logged:]:
         logger.warning(warning)
     return TrainResult(path, seconds=time.perf_counter() - started, warnings=warnings)
@@ -195,7 +276,6 @@ def train_nlu(
 ) -> TrainResult:
     """Trains the NLU pipeline alone (`botserver train nlu`); the model parses but has no
     dialogue beyond the default rules."""
-    from server.dialogue.domain import Domain
     from server.nlu.training_data import NLUTrainingData
     from server.training.config_yaml import read_config
     from server.training.nlu_yaml import read_nlu_file
@@ -244,6 +324,5 @@ def train_nlu(
             "warnings": nlu.warnings,
         }
         out.mkdir(parents=True, exist_ok=True)
-        name = fixed_model_name
-        path = write_archive(content, metadata, out, name)
+        path = write_archive(content, metadata, out, fixed_model_name, prefix=NLU_PREFIX)
     return TrainResult(path, seconds=time.perf_counter() - started, warnings=nlu.warnings)

@@ -58,18 +58,32 @@ def validate_project(
     domain: str | Path,
     data: Iterable[str | Path],
     max_history: int | None = None,
+    stories_only: bool = False,
 ) -> ValidationReport:
     """Loads the project and checks it; a file that cannot be read is one error.
-    `max_history`: the turns story conflicts are looked for in (None: whole stories)."""
+    `max_history`: the turns story conflicts are looked for in (None: whole stories).
+    `stories_only`: the story structure alone (conflicts), as `rasa data validate stories`."""
     report = ValidationReport()
     try:
         project = load_project(config, domain, list(data))
     except BotServerError as exc:
         report.errors.append(str(exc))
         return report
+    if stories_only:
+        report.warnings.extend(_conflicts(project, max_history))
+        return report
     report.warnings.extend(project.warnings)
     check_project(project, report, max_history)
     return report
+
+
+def _conflicts(project: Project, max_history: int | None) -> list[str]:
+    """Stories that lead to different actions after the same turns. A warning, as in Rasa:
+    the policies learn one of the two; --fail-on-warnings fails on it."""
+    stories = [
+        s for s in generate_training_stories(project.stories, project.domain) if not s.is_rule
+    ]
+    return story_conflicts(stories, project.domain, max_history)
 
 
 def check_project(
@@ -82,9 +96,7 @@ def check_project(
     _check_forms(domain, report)
     _check_unused_responses(project, report)
     report.warnings.extend(checkpoint_warnings(project.stories))
-    stories = [s for s in generate_training_stories(project.stories, domain) if not s.is_rule]
-    # A warning, as in Rasa: the policies learn one of the two; --fail-on-warnings fails on it.
-    report.warnings.extend(story_conflicts(stories, domain, max_history))
+    report.warnings.extend(_conflicts(project, max_history))
 
 
 def _where(step: StoryStep, index: int | None = None) -> str:
@@ -279,7 +291,9 @@ def _after(state: State) -> str:
 
 
 # -- command line ----------------------------------------------------------------------------
-def run_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
+def run_validate(
+    args: argparse.Namespace, out: TextIO | None = None, stories_only: bool = False
+) -> int:
     """`botserver data validate`: prints errors and warnings, returns the exit code.
 
     Reads `args.domain`, `args.data` (a path or a list), `args.config` (optional),
@@ -292,6 +306,7 @@ def run_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
         args.domain,
         data,
         getattr(args, "max_history", None),
+        stories_only,
     )
     for warning in report.warnings:
         print(f"warning: {warning}", file=out)

@@ -254,5 +254,28 @@ def read_yaml_file(path: str | Path, env: bool = False) -> Any:
     return parse_yaml(text, str(path), env=env)
 
 
+class _Dumper(yaml.SafeDumper):
+    """Writes what the readers read: line-aware mappings and lists as plain ones, and text of
+    several lines as a literal block (`|`), as Rasa writes examples and story texts."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    style = "|" if "\n" in text else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+_Dumper.add_representer(LineDict, yaml.SafeDumper.represent_dict)
+_Dumper.add_representer(LineList, yaml.SafeDumper.represent_list)
+
+
+def dump_yaml(document: Any) -> str:
+    """`document` as YAML text, keys in their order, Unicode as is, lines never folded."""
+    text: str = yaml.dump(
+        document, Dumper=_Dumper, allow_unicode=True, sort_keys=False, width=1_000_000
+    )
+    return text
+
+
 def is_yaml_file(path: Path) -> bool:
     return path.suffix in (".yml", ".yaml")

@@ -15,12 +15,18 @@ COMMANDS = [
     ["init"],
     ["train"],
     ["train", "nlu"],
+    ["train", "core"],
     ["run"],
     ["shell"],
     ["test"],
     ["data", "validate"],
+    ["data", "validate", "stories"],
     ["data", "split", "nlu"],
+    ["data", "split", "stories"],
+    ["data", "convert", "nlu"],
+    ["data", "migrate"],
     ["prune"],
+    ["export"],
 ]
 
 

@@ -58,3 +58,23 @@ def test_synonyms_are_written_as_spelled_and_keep_mapping_after_a_split(tmp_path
     written = train_path.read_text()
     assert "- NYC" in written and "- NEW YORK" in written
     assert read_nlu_file(train_path).synonyms == {"new york": "new york", "nyc": "new york"}
+
+
+def test_example_and_intent_metadata_are_kept_by_a_split(tmp_path: Path) -> None:
+    """Before, the split wrote every intent as a block of `- ` lines: metadata was lost."""
+    nlu = tmp_path / "nlu.yml"
+    nlu.write_text(
+        'version: "3.1"\n'
+        "nlu:\n"
+        "- intent: greet\n  metadata:\n    source: web\n  examples:\n"
+        "  - text: hi\n    metadata:\n      sentiment: neutral\n"
+        "  - text: hello\n"
+    )
+    data = read_nlu_file(nlu)
+    train_path, test_path = write_split(data, tmp_path / "out", 0.5, seed=1)
+    back = read_nlu_file(train_path).examples + read_nlu_file(test_path).examples
+    by_text = {e.text: e.metadata for e in back}
+    assert by_text == {
+        "hi": {"intent": {"source": "web"}, "example": {"sentiment": "neutral"}},
+        "hello": {"intent": {"source": "web"}},
+    }

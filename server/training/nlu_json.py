@@ -1,0 +1,182 @@
+"""Rasa's JSON NLU format (`{"rasa_nlu_data": {"common_examples": ...}}`), read into
+NLUTrainingData and written from it, for `botserver data convert nlu`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from server.errors import InvalidProjectFile
+from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData
+from server.training.yaml_io import brief
+
+ROOT_KEY = "rasa_nlu_data"
+# What other tools' exports hold at their top level, to say what a file is when it is not ours.
+_OTHER_FORMATS = {
+    "luis_schema_version": "a LUIS export",
+    "entities": "a Wit export",
+    "data": "a Wit export",
+    "responses": "a Dialogflow intent file",
+}
+
+
+def read_nlu_json(path: Path) -> NLUTrainingData:
+    """Reads one Rasa NLU JSON file; a mistake is an InvalidProjectFile naming the file and
+    the line (of a syntax error) or the item (`common_examples[3]`)."""
+    filename = str(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidProjectFile("file not found", filename) from None
+    except json.JSONDecodeError as exc:
+        raise InvalidProjectFile(f"invalid JSON: {exc.msg}", filename, exc.lineno) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidProjectFile(f"cannot read file: {exc}", filename) from None
+    if not isinstance(document, dict) or not isinstance(document.get(ROOT_KEY), dict):
+        other = next(
+            (
+                what
+                for key, what in _OTHER_FORMATS.items()
+                if isinstance(document, dict) and key in document
+            ),
+            None,
+        )
+        found = f"; this looks like {other}, which is not converted" if other else ""
+        raise InvalidProjectFile(
+            f"Rasa's JSON NLU format needs a '{ROOT_KEY}' object at the top level{found}",
+            filename,
+        )
+    return _Reader(filename, path.parent).read(document[ROOT_KEY])
+
+
+class _Reader:
+    def __init__(self, filename: str, directory: Path) -> None:
+        self.filename = filename
+        self.directory = directory
+        self.data = NLUTrainingData()
+
+    def error(self, where: str, message: str) -> InvalidProjectFile:
+        return InvalidProjectFile(f"{ROOT_KEY}.{where}: {message}", self.filename)
+
+    def items(self, section: dict[str, Any], key: str) -> list[tuple[str, dict[str, Any]]]:
+        value = section.get(key) or []
+        if not isinstance(value, list):
+            raise self.error(key, f"must be a list, not {brief(value)}")
+        out = []
+        for index, item in enumerate(value):
+            where = f"{key}[{index}]"
+            if not isinstance(item, dict):
+                raise self.error(where, f"must be an object, not {brief(item)}")
+            out.append((where, item))
+        return out
+
+    def read(self, section: dict[str, Any]) -> NLUTrainingData:
+        for where, item in self.items(section, "common_examples"):
+            self.data.examples.append(self.example(where, item))
+        for where, item in self.items(section, "entity_synonyms"):
+            value, synonyms = item.get("value"), item.get("synonyms")
+            if not isinstance(value, str) or not isinstance(synonyms, list):
+                raise self.error(where, "needs a 'value' string and a list of 'synonyms'")
+            for synonym in synonyms:
+                self.data.add_synonym(str(synonym), value, f"{self.filename}:{where}")
+        for where, item in self.items(section, "regex_features"):
+            name, pattern = item.get("name"), item.get("pattern")
+            if not isinstance(name, str) or not isinstance(pattern, str):
+                raise self.error(where, "needs a 'name' and a 'pattern' string")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise self.error(where, f"invalid pattern {brief(pattern)}: {exc}") from None
+            self.data.regexes.append((name, pattern))
+        for where, item in self.items(section, "lookup_tables"):
+            name = item.get("name")
+            if not isinstance(name, str):
+                raise self.error(where, "needs a 'name' string")
+            bucket = self.data.lookups.setdefault(name, [])
+            bucket.extend(e for e in self.lookup_elements(where, item) if e not in bucket)
+        return self.data
+
+    def example(self, where: str, item: dict[str, Any]) -> Example:
+        text, intent = item.get("text"), item.get("intent")
+        if not isinstance(text, str) or not text.strip():
+            raise self.error(where, "needs a 'text' string")
+        if intent is not None and (not isinstance(intent, str) or not intent.strip()):
+            raise self.error(where, f"'intent' must be a name, not {brief(intent)}")
+        entities = item.get("entities") or []
+        if not isinstance(entities, list):
+            raise self.error(where, "'entities' must be a list")
+        annotations = [
+            self.entity(f"{where}.entities[{i}]", entity, text) for i, entity in enumerate(entities)
+        ]
+        metadata = item.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise self.error(where, "'metadata' must be an object")
+        if metadata and not set(metadata) <= {"intent", "example"}:
+            metadata = {"example": metadata}  # an example's own, as Rasa's YAML keeps it
+        return Example(text, intent.strip() if intent else None, annotations, metadata or None)
+
+    def entity(self, where: str, entity: Any, text: str) -> EntityAnnotation:
+        if not isinstance(entity, dict):
+            raise self.error(where, "must be an object")
+        start, end, name = entity.get("start"), entity.get("end"), entity.get("entity")
+        if not isinstance(name, str) or not name:
+            raise self.error(where, "needs an 'entity' name")
+        if (
+            not isinstance(start, int)
+            or not isinstance(end, int)
+            or not 0 <= start < end <= len(text)
+        ):
+            raise self.error(
+                where, f"'start' and 'end' must mark a part of the text ({len(text)} characters)"
+            )
+        value = entity.get("value", text[start:end])
+        role, group = entity.get("role"), entity.get("group")
+        return EntityAnnotation(
+            start,
+            end,
+            value,
+            name,
+            None if role is None else str(role),
+            None if group is None else str(group),
+        )
+
+    def lookup_elements(self, where: str, item: dict[str, Any]) -> list[str]:
+        elements = item.get("elements")
+        if isinstance(elements, list):
+            return [str(e) for e in elements]
+        if not isinstance(elements, str):
+            raise self.error(where, "needs 'elements': a list, or a file of one element a line")
+        # Rasa 2 reads a file (relative to the working directory); Rasa 3 YAML has no such
+        # thing, so its lines are written in.
+        for candidate in (Path(elements), self.directory / elements):
+            if candidate.is_file():
+                lines = candidate.read_text(encoding="utf-8").splitlines()
+                return [line.strip() for line in lines if line.strip()]
+        raise self.error(where, f"the lookup table file {elements!r} does not exist")
+
+
+def nlu_json(data: NLUTrainingData) -> str:
+    """The data in Rasa's JSON NLU format (examples, synonyms, regexes, lookup tables)."""
+    examples = []
+    for example in data.examples:
+        item: dict[str, Any] = {"text": example.text}
+        if example.intent:
+            item["intent"] = example.intent
+        item["entities"] = [e.as_dict() for e in example.entities]
+        if example.metadata:
+            item["metadata"] = example.metadata
+        examples.append(item)
+    synonyms: dict[str, list[str]] = {}
+    for key, value in data.synonyms.items():
+        synonyms.setdefault(value, []).append(data.synonym_texts.get(key, key))
+    document = {
+        ROOT_KEY: {
+            "common_examples": examples,
+            "regex_features": [{"name": n, "pattern": p} for n, p in data.regexes],
+            "lookup_tables": [{"name": n, "elements": e} for n, e in data.lookups.items()],
+            "entity_synonyms": [{"value": v, "synonyms": s} for v, s in synonyms.items()],
+        }
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,277 @@
+"""`botserver export`: the tracker store's events published to the event broker, as Rasa's
+`rasa export`, with the real SQL broker, SQLite tracker store and RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+
+from bench.tcp_proxy import free_port
+from server.trackers.factory import create_tracker_store
+from tests.brokers.test_rabbitmq_broker import AMQP_URL, consume
+from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
+
+TRACKERS = "trackers.db"
+
+
+def _user(text: str, at: float) -> dict[str, Any]:
+    return {
+        "event": "user",
+        "timestamp": at,
+        "text": text,
+        "parse_data": {"intent": {"name": "greet", "confidence": 1.0}, "entities": []},
+        "metadata": {},
+    }
+
+
+def _action(name: str, at: float) -> dict[str, Any]:
+    return {"event": "action", "name": name, "timestamp": at}
+
+
+CONVERSATIONS = {
+    "ana": [_user("hi", 10.0), _action("utter_greet", 12.0), _user("bye", 14.0)],
+    "bob": [_user("hello", 11.0), _action("utter_greet", 13.0)],
+    "carl": [_action("action_listen", 20.0)],
+}
+
+
+def _in_time_order(conversations: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    bodies = [{"sender_id": s, **e} for s, events in conversations.items() for e in events]
+    return sorted(bodies, key=lambda body: body["timestamp"])
+
+
+def _seed(project: Path, conversations: dict[str, list[dict[str, Any]]]) -> None:
+    async def seed() -> None:
+        store = create_tracker_store(
+            {"type": "sql", "dialect": "sqlite", "db": str(project / TRACKERS)}
+        )
+        for sender_id, events in conversations.items():
+            await store.append(sender_id, events)
+        await store.close()
+
+    asyncio.run(seed())
+
+
+def _endpoints(project: Path, broker: str) -> None:
+    (project / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {TRACKERS}\n{broker}"
+    )
+
+
+SQL_BROKER = "event_broker:\n  type: sql\n  dialect: sqlite\n  db: events.db\n"
+
+
+def _broker_rows(project: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(project / "events.db") as db:
+        rows = db.execute("SELECT sender_id, data FROM events ORDER BY id").fetchall()
+    bodies = [json.loads(data) for _, data in rows]
+    assert [sender for sender, _ in rows] == [body["sender_id"] for body in bodies]
+    return bodies
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    _seed(tmp_path, CONVERSATIONS)
+    _endpoints(tmp_path, SQL_BROKER)
+    return tmp_path
+
+
+def test_every_stored_event_is_published_in_time_order(run_cli, project: Path) -> None:
+    """Before, `botserver export` was "invalid choice: 'export'" (exit 2)."""
+    result = run_cli("export", cwd=project)
+    assert result.code == 0, result.err
+    assert "Selected 6 events of 3 conversations for publishing." in result.out
+    assert "Published 6 events." in result.out
+    assert _broker_rows(project) == _in_time_order(CONVERSATIONS)
+
+
+def test_time_range_and_conversation_ids_choose_the_events(run_cli, project: Path) -> None:
+    result = run_cli(
+        "export",
+        "--minimum-timestamp", "12",  # inclusive
+        "--maximum-timestamp", "14",  # exclusive
+        "--conversation-ids", "ana,zed",
+        cwd=project,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "Not in the tracker store: conversations zed" in result.err
+    assert _broker_rows(project) == [{"sender_id": "ana", **_action("utter_greet", 12.0)}]
+
+
+@pytest.mark.parametrize(
+    ("setup", "argv", "message"),
+    [
+        ("no-file", [], "error: --endpoints endpoints.yml: no such file"),
+        ("", [], "error: endpoints.yml: no tracker_store section"),
+        ("no-broker", [], "error: endpoints.yml: no event_broker section"),
+        ("yaml", [], "error: endpoints.yml:3: invalid YAML"),
+        (
+            SQL_BROKER,
+            ["--minimum-timestamp", "14", "--maximum-timestamp", "12"],
+            "error: --maximum-timestamp 12.0 is smaller than --minimum-timestamp 14.0",
+        ),
+        (
+            SQL_BROKER,
+            ["--minimum-timestamp", "100"],
+            "error: no event of these conversations is within the requested time range",
+        ),
+        (
+            SQL_BROKER,
+            ["--conversation-ids", "zed,yan"],
+            "error: none of the conversations of --conversation-ids is in the tracker store: "
+            "yan, zed",
+        ),
+        ("empty-store", [], "error: the tracker store holds no conversation: nothing to export"),
+    ],
+    ids=[
+        "no-endpoints",
+        "no-tracker-store",
+        "no-broker",
+        "invalid-yaml",
+        "max-below-min",
+        "nothing-in-range",
+        "unknown-ids",
+        "empty-store",
+    ],
+)
+def test_what_cannot_be_exported_is_one_error_line_and_exit_1(
+    run_cli, project: Path, setup: str, argv: list[str], message: str
+) -> None:
+    endpoints = project / "endpoints.yml"
+    if setup == "no-file":
+        endpoints.unlink()
+    elif setup == "no-broker":
+        _endpoints(project, "")
+    elif setup == "yaml":
+        endpoints.write_text("tracker_store:\n  type: [sql\n")
+    elif setup == "empty-store":
+        endpoints.write_text(endpoints.read_text().replace(TRACKERS, "empty.db"))
+    elif setup == "":
+        endpoints.write_text(SQL_BROKER)
+    result = run_cli("export", *argv, cwd=project)
+    assert result.code == 1
+    assert message in result.err
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert "Traceback" not in result.err
+    assert not (project / "events.db").exists()  # nothing published
+
+
+def test_a_timestamp_that_is_not_a_number_is_refused(run_cli, project: Path) -> None:
+    result = run_cli("export", "--minimum-timestamp", "yesterday", cwd=project)
+    assert result.code == 2
+    assert "argument --minimum-timestamp: invalid number: 'yesterday'" in result.err
+
+
+# -- RabbitMQ ---------------------------------------------------------------------------------
+@pytest.fixture
+def queue() -> Iterator[dict[str, str]]:
+    require_service("RabbitMQ", RABBITMQ)
+    names = {"queue": unique_name("bs_export_q"), "exchange": unique_name("bs_export_x")}
+    yield names
+
+    async def delete() -> None:
+        connection = await aio_pika.connect(AMQP_URL)
+        channel = await connection.channel()
+        await channel.queue_delete(names["queue"])
+        await channel.exchange_delete(names["exchange"])
+        await connection.close()
+
+    asyncio.run(delete())
+
+
+def _pika(names: dict[str, str], port: int = RABBITMQ[1]) -> str:
+    return (
+        f"event_broker:\n  type: pika\n  url: {RABBITMQ[0]}\n  port: {port}\n"
+        f"  username: guest\n  password: guest\n  queues: [{names['queue']}]\n"
+        f"  exchange_name: {names['exchange']}\n"
+    )
+
+
+def _received(names: dict[str, str], expected: int) -> list[dict[str, Any]]:
+    messages = asyncio.run(consume(names["queue"], expected=expected))
+    return [json.loads(message.body) for message in messages]
+
+
+def test_rabbitmq_receives_the_events_in_time_order(
+    run_cli, project: Path, queue: dict[str, str]
+) -> None:
+    _endpoints(project, _pika(queue))
+    result = run_cli("export", cwd=project)
+    assert result.code == 0, result.err
+    assert "Published 6 events." in result.out
+    assert _received(queue, 6) == _in_time_order(CONVERSATIONS)
+
+
+def test_an_unreachable_rabbitmq_is_an_error_and_exit_1(
+    run_cli, project: Path, queue: dict[str, str]
+) -> None:
+    _endpoints(project, _pika(queue, port=free_port()))
+    result = run_cli("export", cwd=project)
+    assert result.code == 1
+    errors = [line for line in result.err.splitlines() if line.startswith("error:")]
+    assert errors and "the event broker failed (nothing published)" in errors[0]
+    assert "Connect call failed" in errors[0]
+    assert "Traceback" not in result.err
+
+
+def test_a_broker_failing_midway_says_how_to_go_on(
+    run_cli, tmp_path: Path, queue: dict[str, str]
+) -> None:
+    """RabbitMQ refuses messages past a queue's length limit; the export stops there and names
+    the command that publishes the rest."""
+    events = [_action("action_listen", float(i)) for i in range(400)]
+    _seed(tmp_path, {"ana": events})
+    _endpoints(tmp_path, _pika(queue))
+
+    async def limited_queue() -> None:
+        connection = await aio_pika.connect(AMQP_URL)
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            queue["exchange"], aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        limited = await channel.declare_queue(
+            queue["queue"],
+            durable=True,
+            arguments={"x-max-length": 300, "x-overflow": "reject-publish"},
+        )
+        await limited.bind(exchange, routing_key="")
+        await connection.close()
+
+    asyncio.run(limited_queue())
+    stopped = run_cli("export", cwd=tmp_path)
+    assert stopped.code == 1
+    [error] = [line for line in stopped.err.splitlines() if line.startswith("error:")]
+    assert "the event broker failed (after 256 of 400 events)" in error
+    resume = error.split("to go on from there: ")[1]
+    assert resume == "botserver export --endpoints endpoints.yml --minimum-timestamp 256.0"
+    first = _received(queue, 300)  # what the queue took, emptying it
+
+    went_on = run_cli(*shlex.split(resume)[1:], cwd=tmp_path)
+    assert went_on.code == 0, went_on.err
+    assert "Published 144 events." in went_on.out
+    second = _received(queue, 144)
+    assert [b["timestamp"] for b in second] == [float(i) for i in range(256, 400)]
+    assert {b["timestamp"] for b in first + second} == {e["timestamp"] for e in events}
+
+
+def test_an_unreachable_tracker_store_is_an_error_and_exit_1(run_cli, tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: sql\n  dialect: postgresql\n  url: 127.0.0.1\n  port: {port}\n"
+        f"  db: nowhere\n{SQL_BROKER}"
+    )
+    result = run_cli("export", cwd=tmp_path)
+    assert result.code == 1
+    assert result.err.startswith(
+        f"error: The tracker store (postgresql at 127.0.0.1:{port}/nowhere) is unavailable"
+    )
+    assert len(result.err.strip().splitlines()) == 1
+    assert not (tmp_path / "events.db").exists()
