@@ -896,7 +896,7 @@ class _Tee:
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
         if self.collect(recipient_id, message):
             return
-        parts = split_message(message)
+        parts = split_message(message, collecting=True)
         self.sink.extend({"recipient_id": recipient_id, **part} for part in parts)
         if self.output is not None:
             await self.output.send_response(recipient_id, message)
@@ -909,7 +909,7 @@ class _Tee:
             return False
         # What its send_response does, without splitting again.
         sink, collected = self.sink, output.messages
-        for part in split_message(message):
+        for part in split_message(message, collecting=True):
             sink.append({"recipient_id": recipient_id, **part})
             collected.append({"recipient_id": recipient_id, **part})
         return True
