@@ -414,6 +414,15 @@ async def events_from_action_result(ctx: ActionContext, result: dict[str, Any]) 
         bot = next(generated)
         if bot is not None:
             events.append(_with_parts(bot, parts) if parts else bot)
+        elif ctx.nlg_endpoint is None:
+            # As in Rasa, nothing is said; unlike Rasa, the log says why.
+            logger.warning(
+                "an action server named the response '%s', which %s: nothing is said",
+                template,
+                "has no variation that fits this conversation"
+                if template in ctx.domain.responses
+                else "the domain does not have",
+            )
     for d in result.get("events") or []:
         events.append(event_from_dict(d))
     return events

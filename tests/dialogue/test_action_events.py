@@ -1,11 +1,13 @@
 """Events a rasa-sdk action returns, applied as Rasa applies them, and the turn going on as
 Rasa's would: a pause silences the bot, a rejection is not logged as a run, a user message
-fills slots."""
+fills slots, a response the domain lacks is named in the log."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import pytest
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import (
     ActionExecutionRejected,
@@ -29,7 +31,7 @@ DOMAIN = Domain.from_dict(
         "slots": {
             "mood": {"type": "text", "mappings": [{"type": "from_entity", "entity": "mood"}]}
         },
-        "actions": ["action_pause", "action_refuse", "action_relay"],
+        "actions": ["action_pause", "action_refuse", "action_relay", "action_misnamed"],
         "responses": {
             "utter_greet": [{"text": "Hello!"}],
             "utter_happy": [{"text": "Glad you are {mood}!"}],
@@ -78,6 +80,20 @@ class Relay(Action):
         return [UserUttered("I am happy", parse_data=parse_data)]
 
 
+class Misnamed(Action):
+    """Names a response the domain does not have (a typo), then says something itself."""
+
+    def name(self) -> str:
+        return "action_misnamed"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        dispatcher.utter_message(response="utter_gret")
+        dispatcher.utter_message(text="Anyway.")
+        return []
+
+
 class Scripted:
     """Predicts the given actions in turn, then listens; keeps what it was asked."""
 
@@ -93,7 +109,7 @@ class Scripted:
 
 def talk(policy: Scripted, sender: str) -> Conversation:
     model = DialogueModel(DOMAIN, policy)
-    transport = SdkTransport(Pause, Refuse, Relay)
+    transport = SdkTransport(Pause, Refuse, Relay, Misnamed)
     return Conversation(make_agent(model, transport=transport), sender)
 
 
@@ -156,3 +172,17 @@ async def test_a_user_message_an_action_logs_fills_slots_as_if_sent() -> None:
     tracker = await conversation.tracker()
     assert tracker.get_slot("mood") == "happy"
     assert tracker.latest_message.text == "I am happy"
+
+
+async def test_a_response_the_domain_lacks_is_logged_by_name(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # As in Rasa, nothing is said for it and the turn goes on; before, not a word in the log.
+    conversation = talk(Scripted("action_misnamed", "utter_greet"), "misnamed")
+    with caplog.at_level(logging.WARNING, logger="server.dialogue.actions"):
+        turn = await conversation.say("/go")
+    assert turn.texts == ["Anyway.", "Hello!"]
+    assert any(
+        "'utter_gret'" in r.getMessage() and "the domain does not have" in r.getMessage()
+        for r in caplog.records
+    )
