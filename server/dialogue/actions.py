@@ -72,6 +72,10 @@ class ActionContext:
     action_server: ActionServer | None = None
     nlg_endpoint: ResponseEndpoint | None = None
     model_metadata: dict[str, Any] = field(default_factory=dict)
+    # How the policies read the user's message, while the first action they predicted after
+    # it runs: logged before that action's own event, and in the tracker the action server
+    # gets, as Rasa sends it (its policy events are in that tracker).
+    featurization: Event | None = None
 
     # Positional-only: an action server's template arguments may have any name ("self" too).
     async def generate(self, response: str, /, **kwargs: Any) -> BotUttered | None:
@@ -380,10 +384,15 @@ class RemoteAction(Action):
         # The client drops the domain itself when selective domain is on and the action
         # did not ask for it (`send_domain: true`).
         props = ctx.domain.action_properties.get(self.name)
+        state = await written_out(ctx.tracker, _action_state)
+        featurization = ctx.featurization
+        if featurization is not None:
+            state["events"].append(featurization.as_dict())
+            state["latest_event_time"] = featurization.timestamp
         return await ctx.action_server.run(
             self.name,
             ctx.tracker.sender_id,
-            await written_out(ctx.tracker, _action_state),
+            state,
             ctx.domain.as_dict(),
             action_properties=props,
         )

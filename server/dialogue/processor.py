@@ -616,6 +616,7 @@ class Processor:
             running = tracker.copy()
             running.update_many(prediction.events)
         ctx = self._context(running, model, output)
+        ctx.featurization = featurization
         try:
             events = await action.run(ctx)
         except ActionRejected as exc:
@@ -638,6 +639,8 @@ class Processor:
         except BotServerError as exc:
             logger.error("action '%s' failed: %s", action.name, exc)
             events = []
+        finally:
+            ctx.featurization = None  # the context serves the turn's later actions too
         name = action.name
         rejects, said = _effects(events) if events else (False, None)
         if not rejects:

@@ -31,7 +31,13 @@ DOMAIN = Domain.from_dict(
         "slots": {
             "mood": {"type": "text", "mappings": [{"type": "from_entity", "entity": "mood"}]}
         },
-        "actions": ["action_pause", "action_refuse", "action_relay", "action_misnamed"],
+        "actions": [
+            "action_pause",
+            "action_refuse",
+            "action_relay",
+            "action_misnamed",
+            "action_last_event",
+        ],
         "responses": {
             "utter_greet": [{"text": "Hello!"}],
             "utter_happy": [{"text": "Glad you are {mood}!"}],
@@ -94,6 +100,20 @@ class Misnamed(Action):
         return []
 
 
+class LastEvent(Action):
+    """Says which event its tracker ends with."""
+
+    def name(self) -> str:
+        return "action_last_event"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        last = tracker.events[-1]
+        dispatcher.utter_message(text=f"{last['event']} at {last['timestamp'] > 0}")
+        return []
+
+
 class Scripted:
     """Predicts the given actions in turn, then listens; keeps what it was asked."""
 
@@ -109,7 +129,7 @@ class Scripted:
 
 def talk(policy: Scripted, sender: str) -> Conversation:
     model = DialogueModel(DOMAIN, policy)
-    transport = SdkTransport(Pause, Refuse, Relay, Misnamed)
+    transport = SdkTransport(Pause, Refuse, Relay, Misnamed, LastEvent)
     return Conversation(make_agent(model, transport=transport), sender)
 
 
@@ -186,3 +206,13 @@ async def test_a_response_the_domain_lacks_is_logged_by_name(
         "'utter_gret'" in r.getMessage() and "the domain does not have" in r.getMessage()
         for r in caplog.records
     )
+
+
+async def test_the_action_server_gets_the_tracker_as_rasa_sends_it() -> None:
+    # The first action the policies predict after a user message sees how they read that
+    # message (Rasa sends its prediction's events); before, its tracker ended with the user
+    # message. A later action of the turn sees the turn so far.
+    conversation = talk(Scripted("action_last_event", "utter_greet", "action_last_event"), "t")
+    turn = await conversation.say("/go")
+    assert turn.texts == ["user_featurization at True", "Hello!", "bot at True"]
+    assert kinds(turn.events).count("user_featurization") == 1
