@@ -609,7 +609,7 @@ class Processor:
 
         The prediction's events (say `LoopInterrupted`) are visible to the action while it runs
         and are logged before it only when it does not reject, as in Rasa; so is
-        `featurization` (see `featurization_of`), logged first.
+        `featurization` (see `featurization_of`), logged after them.
         """
         running = tracker
         if prediction.events:
@@ -631,9 +631,9 @@ class Processor:
             return True
         except ActionError as exc:
             logger.error("action '%s' failed, its events are lost: %s", action.name, exc)
+            tracker.update_many(_stamped_now(prediction.events))
             if featurization is not None:
                 tracker.update(featurization)
-            tracker.update_many(_stamped_now(prediction.events))
             tracker.update(self._executed(action, prediction))
             return await self._after_failed_action(tracker, model, output, action.name)
         except BotServerError as exc:
@@ -644,11 +644,13 @@ class Processor:
         name = action.name
         rejects, said = _effects(events) if events else (False, None)
         if not rejects:
+            # As Rasa: the policy's events, then how the policies read the user's message
+            # (Rasa's ensemble adds it last to the winning prediction's events).
+            if prediction.events:
+                tracker.update_many(_stamped_now(prediction.events))
             if featurization is not None:
                 featurization.timestamp = time.time()
                 tracker.update(featurization)
-            if prediction.events:
-                tracker.update_many(_stamped_now(prediction.events))
             tracker.update(self._executed(action, prediction))
         # else, as Rasa: an action whose events reject its run is not logged as run, and
         # neither are its prediction's events; its own events are, and prediction goes on.

@@ -131,12 +131,13 @@ async def test_a_rejected_action_is_logged_as_rejected_without_its_prediction_ev
     kinds = [type(e).__name__ for e in turn.events]
     rejected = kinds.index("ActionExecutionRejected")
     # Rejected: neither its LoopInterrupted nor an ActionExecuted is logged; the next
-    # prediction's events (how it read the user message first) come right before its action.
+    # prediction's events come right before its action, then how it read the user message,
+    # as Rasa orders them (before: the user_featurization first).
     assert "LoopInterrupted" not in kinds[:rejected]
     assert kinds[rejected:] == [
         "ActionExecutionRejected",
-        "DefinePrevUserUtteredFeaturization",
         "LoopInterrupted",
+        "DefinePrevUserUtteredFeaturization",
         "ActionExecuted",
         "BotUttered",
         "ActionExecuted",
