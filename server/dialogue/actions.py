@@ -84,9 +84,8 @@ class ActionContext:
             return self.render(response, **kwargs)
         channel = self.output_channel or "collector"
         kwargs["response_id"] = response_id(self.domain, response, self.tracker.slots, channel)
-        message = await self.nlg_endpoint.generate(
-            response, await written_out(self.tracker, _full_state), channel, **kwargs
-        )
+        state = self.pending(await written_out(self.tracker, _full_state))
+        message = await self.nlg_endpoint.generate(response, state, channel, **kwargs)
         return _uttered(response, message)
 
     def render(self, response: str, /, **kwargs: Any) -> BotUttered | None:
@@ -95,6 +94,15 @@ class ActionContext:
             self.domain, response, self.tracker.slots, self.output_channel, **kwargs
         )
         return _uttered(response, message)
+
+    def pending(self, state: dict[str, Any]) -> dict[str, Any]:
+        """`state` (the tracker's JSON) with `featurization` at its end, as Rasa sends the
+        tracker an action runs on to the action server and the NLG server."""
+        featurization = self.featurization
+        if featurization is not None:
+            state["events"].append(featurization.as_dict())
+            state["latest_event_time"] = featurization.timestamp
+        return state
 
     async def utter(self, response: str, /, **kwargs: Any) -> list[Event]:
         bot = await self.generate(response, **kwargs)
@@ -384,11 +392,7 @@ class RemoteAction(Action):
         # The client drops the domain itself when selective domain is on and the action
         # did not ask for it (`send_domain: true`).
         props = ctx.domain.action_properties.get(self.name)
-        state = await written_out(ctx.tracker, _action_state)
-        featurization = ctx.featurization
-        if featurization is not None:
-            state["events"].append(featurization.as_dict())
-            state["latest_event_time"] = featurization.timestamp
+        state = ctx.pending(await written_out(ctx.tracker, _action_state))
         return await ctx.action_server.run(
             self.name,
             ctx.tracker.sender_id,

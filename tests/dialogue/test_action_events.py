@@ -16,10 +16,13 @@ from rasa_sdk.events import (
 )
 from rasa_sdk.executor import CollectingDispatcher
 
+from server.dialogue.agent import Agent
 from server.dialogue.domain import Domain
 from server.dialogue.policies.prediction import PolicyPrediction
-from server.dialogue.processor import DialogueModel
+from server.dialogue.processor import DialogueModel, Processor
 from server.trackers.events import Event
+from server.trackers.factory import create_lock_store, create_tracker_store
+from server.trackers.repository import TrackerRepository
 from server.trackers.tracker import Tracker as BotTracker
 from tests.dialogue.conversation_fixtures import Conversation, make_agent
 from tests.dialogue.sdk_transport import SdkTransport
@@ -216,3 +219,30 @@ async def test_the_action_server_gets_the_tracker_as_rasa_sends_it() -> None:
     turn = await conversation.say("/go")
     assert turn.texts == ["user_featurization at True", "Hello!", "bot at True"]
     assert kinds(turn.events).count("user_featurization") == 1
+
+
+class RecordingNLG:
+    """An NLG server that keeps the tracker each request carried."""
+
+    def __init__(self) -> None:
+        self.trackers: list[dict[str, Any]] = []
+
+    async def generate(
+        self, response: str, tracker_state: dict[str, Any], output_channel: str, /, **kwargs: Any
+    ) -> dict[str, Any] | None:
+        self.trackers.append(tracker_state)
+        return {"text": f"{response} after {tracker_state['events'][-1]['event']}"}
+
+
+async def test_the_nlg_server_gets_the_tracker_as_rasa_sends_it() -> None:
+    nlg = RecordingNLG()
+    processor = Processor(
+        TrackerRepository(create_tracker_store({"type": "in_memory"})),
+        create_lock_store(None),
+        nlg_endpoint=nlg,
+    )
+    model = DialogueModel(DOMAIN, Scripted("utter_greet", "utter_greet"))
+    agent = Agent(processor, lambda: model)
+    turn = await Conversation(agent, "nlg").say("/go")
+    # The second runs after the first said its message; its own `action` is logged after.
+    assert turn.texts == ["utter_greet after user_featurization", "utter_greet after bot"]
