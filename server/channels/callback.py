@@ -38,7 +38,7 @@ class CallbackOutput:
         self._unreachable: str | None = None  # why the URL was given up on, once it was
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
-        parts = split_message(message)
+        parts = split_message(message, collecting=True)
         for index, part in enumerate(parts):
             if self._unreachable is not None:
                 logger.error(

@@ -81,7 +81,7 @@ class QueueOutputChannel:
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
-        for part in split_message(message):
+        for part in split_message(message, collecting=True):
             await self.queue.put({"recipient_id": recipient_id, **part})
 
 

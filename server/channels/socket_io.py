@@ -44,9 +44,13 @@ def socketio_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
     for part in split_message(message):
         choices = reply_choices(part)
         if choices is not None:
+            # As Rasa: the text's paragraphs one by one, the choices with the last of them.
+            text = part.get("text")
+            pieces = text.strip().split("\n\n") if isinstance(text, str) else [text]
+            payloads.extend({"text": piece, "quick_replies": []} for piece in pieces[:-1])
             payloads.append(
                 {
-                    "text": part.get("text"),
+                    "text": pieces[-1],
                     "quick_replies": [
                         {
                             "content_type": "text",

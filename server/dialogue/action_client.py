@@ -76,6 +76,14 @@ def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict
             f"and {len(responses)} responses, more than the {MAX_ANSWER_ITEMS} of each a turn "
             f"takes"
         )
+    if any(isinstance(event, dict) and event.get("event") == "topic" for event in events):
+        # Rasa 1's TopicSet: Rasa still reads it as nothing, with a warning.
+        logger.warning(
+            "Custom action '%s' returned a 'topic' event, a Rasa 1 event that no longer "
+            "means anything: ignored",
+            action_name,
+        )
+        events = [e for e in events if not (isinstance(e, dict) and e.get("event") == "topic")]
     for index, event in enumerate(events):
         try:
             # Its NLU data too: an entity without a value would be stored, and every later

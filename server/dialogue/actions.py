@@ -72,6 +72,10 @@ class ActionContext:
     action_server: ActionServer | None = None
     nlg_endpoint: ResponseEndpoint | None = None
     model_metadata: dict[str, Any] = field(default_factory=dict)
+    # How the policies read the user's message, while the first action they predicted after
+    # it runs: logged before that action's own event, and in the tracker the action server
+    # gets, as Rasa sends it (its policy events are in that tracker).
+    featurization: Event | None = None
 
     # Positional-only: an action server's template arguments may have any name ("self" too).
     async def generate(self, response: str, /, **kwargs: Any) -> BotUttered | None:
@@ -80,9 +84,8 @@ class ActionContext:
             return self.render(response, **kwargs)
         channel = self.output_channel or "collector"
         kwargs["response_id"] = response_id(self.domain, response, self.tracker.slots, channel)
-        message = await self.nlg_endpoint.generate(
-            response, await written_out(self.tracker, _full_state), channel, **kwargs
-        )
+        state = self.pending(await written_out(self.tracker, _full_state))
+        message = await self.nlg_endpoint.generate(response, state, channel, **kwargs)
         return _uttered(response, message)
 
     def render(self, response: str, /, **kwargs: Any) -> BotUttered | None:
@@ -91,6 +94,15 @@ class ActionContext:
             self.domain, response, self.tracker.slots, self.output_channel, **kwargs
         )
         return _uttered(response, message)
+
+    def pending(self, state: dict[str, Any]) -> dict[str, Any]:
+        """`state` (the tracker's JSON) with `featurization` at its end, as Rasa sends the
+        tracker an action runs on to the action server and the NLG server."""
+        featurization = self.featurization
+        if featurization is not None:
+            state["events"].append(featurization.as_dict())
+            state["latest_event_time"] = featurization.timestamp
+        return state
 
     async def utter(self, response: str, /, **kwargs: Any) -> list[Event]:
         bot = await self.generate(response, **kwargs)
@@ -380,10 +392,11 @@ class RemoteAction(Action):
         # The client drops the domain itself when selective domain is on and the action
         # did not ask for it (`send_domain: true`).
         props = ctx.domain.action_properties.get(self.name)
+        state = ctx.pending(await written_out(ctx.tracker, _action_state))
         return await ctx.action_server.run(
             self.name,
             ctx.tracker.sender_id,
-            await written_out(ctx.tracker, _action_state),
+            state,
             ctx.domain.as_dict(),
             action_properties=props,
         )
@@ -414,6 +427,15 @@ async def events_from_action_result(ctx: ActionContext, result: dict[str, Any]) 
         bot = next(generated)
         if bot is not None:
             events.append(_with_parts(bot, parts) if parts else bot)
+        elif ctx.nlg_endpoint is None:
+            # As in Rasa, nothing is said; unlike Rasa, the log says why.
+            logger.warning(
+                "an action server named the response '%s', which %s: nothing is said",
+                template,
+                "has no variation that fits this conversation"
+                if template in ctx.domain.responses
+                else "the domain does not have",
+            )
     for d in result.get("events") or []:
         events.append(event_from_dict(d))
     return events

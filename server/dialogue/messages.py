@@ -70,22 +70,30 @@ class CollectingOutputChannel:
         self.messages: list[dict[str, Any]] = []
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
-        for part in split_message(message):
+        for part in split_message(message, collecting=True):
             self.messages.append({"recipient_id": recipient_id, **part})
 
 
-def split_message(message: dict[str, Any]) -> list[dict[str, Any]]:
+def split_message(message: dict[str, Any], collecting: bool = False) -> list[dict[str, Any]]:
     """Splits one bot message into the parts Rasa's channels send one by one.
 
     Text (with its buttons or quick replies) comes first, split on blank lines when it has
     neither; then custom JSON, image, attachment and elements, each as its own part.
+    `collecting`: the parts of Rasa's collecting channel (the REST and callback channels'
+    messages), which has no quick replies or elements of its own: quick replies come as
+    `buttons`, and each element as a text `"<title> : <subtitle>"` with its buttons.
     """
     parts: list[dict[str, Any]] = []
     text = message.get("text")
-    if message.get("quick_replies"):
-        parts.append({"text": text, "quick_replies": message["quick_replies"]})
+    choices = message.get("quick_replies")
+    if choices:
+        key = "buttons" if collecting else "quick_replies"
+        parts.append({"text": text, key: choices} if text is not None else {key: choices})
     elif message.get("buttons"):
-        parts.append({"text": text, "buttons": message["buttons"]})
+        buttons = message["buttons"]
+        parts.append(
+            {"text": text, "buttons": buttons} if text is not None else {"buttons": buttons}
+        )
     elif text:
         text = text.strip()
         if "\n\n" in text:
@@ -98,9 +106,24 @@ def split_message(message: dict[str, Any]) -> list[dict[str, Any]]:
         parts.append({"image": message["image"]})
     if message.get("attachment"):
         parts.append({"attachment": message["attachment"]})
-    if message.get("elements"):
-        parts.append({"elements": message["elements"]})
+    elements = message.get("elements")
+    if elements:
+        if collecting:
+            parts.extend(_element_texts(elements))
+        else:
+            parts.append({"elements": elements})
     return parts
+
+
+def _element_texts(elements: Any) -> list[dict[str, Any]]:
+    """Elements as Rasa's collecting channel sends them: one text each, with its buttons."""
+    texts: list[dict[str, Any]] = []
+    for element in elements if isinstance(elements, list) else [elements]:
+        if not isinstance(element, dict):
+            element = {"title": element}
+        text = f"{element.get('title', '')} : {element.get('subtitle', '')}"
+        texts.append({"text": text, "buttons": element.get("buttons", [])})
+    return texts
 
 
 def new_message_id() -> str:

@@ -75,6 +75,8 @@ from server.trackers.tracker import Tracker
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PREDICTIONS = int(os.environ.get("MAX_NUMBER_OF_PREDICTIONS", "10"))
+# The policy name a followup action is logged with, as Rasa logs it.
+FOLLOWUP_POLICY = "followup_action"
 # Distinct message texts whose parse a model remembers (about 2.5 KB each, decoded).
 PARSE_MEMO_SIZE = 1024
 # Hashes of texts parsed once, kept until this many: a parse is remembered when its text
@@ -140,7 +142,8 @@ def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:
     if followup and model.domain.is_known_action(followup):
         # As Rasa's `for_action_name`: the followup scores 1, every other action 0.
         names = model.domain.action_names_or_texts
-        return Prediction(followup, 1.0, None, [float(name == followup) for name in names])
+        scores = [float(name == followup) for name in names]
+        return Prediction(followup, 1.0, FOLLOWUP_POLICY, scores)
     if followup:
         logger.error("followup action '%s' is not in the domain; predicting instead", followup)
     policies = model.policies
@@ -388,9 +391,6 @@ class Processor:
                 )
             )
             self.reminders.user_spoke(tracker.sender_id)
-            if tracker.paused and parse_data.get("intent", {}).get("name") != "restart":
-                await self.save(tracker, start, model)
-                return sent
             actions = await self.predict_and_run(tracker, model, output)
             await self.save(tracker, start, model)
             if logger.isEnabledFor(logging.DEBUG):
@@ -474,6 +474,10 @@ class Processor:
             await fold_states_off_loop(tracker, model)
         ran: list[str] = []
         for _ in range(self.max_predictions):
+            if tracker.paused and not _asks_restart(tracker):
+                # As Rasa: a paused conversation (say, handed to a human) logs the user's
+                # messages and fills slots, but the bot says nothing until resumed.
+                return ran
             prediction = self.predict_next(tracker, model)
             featurization = featurization_of(tracker, model, prediction)
             action = self.action_for(prediction.action_name, model.domain)
@@ -605,13 +609,14 @@ class Processor:
 
         The prediction's events (say `LoopInterrupted`) are visible to the action while it runs
         and are logged before it only when it does not reject, as in Rasa; so is
-        `featurization` (see `featurization_of`), logged first.
+        `featurization` (see `featurization_of`), logged after them.
         """
         running = tracker
         if prediction.events:
             running = tracker.copy()
             running.update_many(prediction.events)
         ctx = self._context(running, model, output)
+        ctx.featurization = featurization
         try:
             events = await action.run(ctx)
         except ActionRejected as exc:
@@ -626,30 +631,42 @@ class Processor:
             return True
         except ActionError as exc:
             logger.error("action '%s' failed, its events are lost: %s", action.name, exc)
+            tracker.update_many(_stamped_now(prediction.events))
             if featurization is not None:
                 tracker.update(featurization)
-            tracker.update_many(_stamped_now(prediction.events))
             tracker.update(self._executed(action, prediction))
             return await self._after_failed_action(tracker, model, output, action.name)
         except BotServerError as exc:
             logger.error("action '%s' failed: %s", action.name, exc)
             events = []
-        if featurization is not None:
-            featurization.timestamp = time.time()
-            tracker.update(featurization)
-        if prediction.events:
-            tracker.update_many(_stamped_now(prediction.events))
+        finally:
+            ctx.featurization = None  # the context serves the turn's later actions too
         name = action.name
-        tracker.update(self._executed(action, prediction))
+        rejects, said = _effects(events) if events else (False, None)
+        if not rejects:
+            # As Rasa: the policy's events, then how the policies read the user's message
+            # (Rasa's ensemble adds it last to the winning prediction's events).
+            if prediction.events:
+                tracker.update_many(_stamped_now(prediction.events))
+            if featurization is not None:
+                featurization.timestamp = time.time()
+                tracker.update(featurization)
+            tracker.update(self._executed(action, prediction))
+        # else, as Rasa: an action whose events reject its run is not logged as run, and
+        # neither are its prediction's events; its own events are, and prediction goes on.
         if not events:
             return name not in (ACTION_LISTEN, ACTION_SESSION_START)
         await self._apply_action_events(tracker, events, output)
         if name in (ACTION_LISTEN, ACTION_SESSION_START):
             return False
-        if _reverts(events) and not isinstance(tracker.events[-1], UserUttered):
+        if said is _REVERTED:
             # The turn was taken back (a fallback): wait for the user again.
             tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
             return False
+        if said is _UTTERED:
+            # As Rasa: a user message an action logs (say, from a button's payload, or a
+            # fallback's revert) fills slots as one the user sent, before the next prediction.
+            await self.extract_slots(tracker, model, output)
         return True
 
     async def _after_failed_action(
@@ -742,13 +759,33 @@ def stamp_model_ids(events: list[Event], model: DialogueModel) -> None:
             event.metadata.setdefault("assistant_id", assistant_id)
 
 
-def _reverts(events: list[Event]) -> bool:
-    """Whether the events take the user's turn back (a loop, not `any` over a generator:
-    once for most actions of a turn)."""
+_REVERTED = "reverted"
+_UTTERED = "uttered"
+
+
+def _effects(events: list[Event]) -> tuple[bool, str | None]:
+    """Whether an action's events reject its run (`action_execution_rejected`), and what
+    they do last to the user's side of the turn: take it back (`rewind`), add a user message
+    (`user`), or nothing (None). One pass comparing classes (no isinstance call per event):
+    it runs for most actions of a turn."""
+    rejects = False
+    said = None
     for event in events:
-        if isinstance(event, UserUtteranceReverted):
-            return True
-    return False
+        cls = event.__class__
+        if cls is UserUttered:
+            said = _UTTERED
+        elif cls is UserUtteranceReverted:
+            said = _REVERTED
+        elif cls is ActionExecutionRejected:
+            rejects = True
+    return rejects, said
+
+
+def _asks_restart(tracker: Tracker) -> bool:
+    """Whether the latest user message asks to restart: the one message a paused
+    conversation still answers, as in Rasa."""
+    intent = tracker.latest_message.parse_data.get("intent")
+    return isinstance(intent, dict) and intent.get("name") == "restart"
 
 
 def _stamped_now(events: list[Event]) -> list[Event]:
@@ -864,7 +901,7 @@ class _Tee:
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
         if self.collect(recipient_id, message):
             return
-        parts = split_message(message)
+        parts = split_message(message, collecting=True)
         self.sink.extend({"recipient_id": recipient_id, **part} for part in parts)
         if self.output is not None:
             await self.output.send_response(recipient_id, message)
@@ -877,7 +914,7 @@ class _Tee:
             return False
         # What its send_response does, without splitting again.
         sink, collected = self.sink, output.messages
-        for part in split_message(message):
+        for part in split_message(message, collecting=True):
             sink.append({"recipient_id": recipient_id, **part})
             collected.append({"recipient_id": recipient_id, **part})
         return True

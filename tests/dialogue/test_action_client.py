@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from server.dialogue.action_client import ActionServerClient
+from server.dialogue.action_client import ActionServerClient, validate_action_result
 from server.dialogue.domain import Domain
 from server.dialogue.nlg_client import NLGClient
 from server.errors import ActionError, ActionRejected, InvalidConfig
@@ -241,6 +241,15 @@ async def test_garbage_is_an_action_error(
         await client.run("action_x", "u1", {}, None)
     assert not isinstance(raised.value, ActionRejected)
     await client.aclose()
+
+
+def test_a_legacy_topic_event_is_ignored_as_in_rasa(caplog: pytest.LogCaptureFixture) -> None:
+    # Rasa reads Rasa 1's `topic` event as nothing, with a warning; before, the whole action
+    # failed and the user got the fallback.
+    slot = {"event": "slot", "name": "city", "value": "Rome"}
+    answer = {"events": [{"event": "topic", "topic": "travel"}, slot]}
+    assert validate_action_result("action_x", answer)["events"] == [slot]
+    assert "'topic' event" in caplog.text and "ignored" in caplog.text
 
 
 @pytest.mark.parametrize(

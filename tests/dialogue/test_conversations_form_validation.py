@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rasa_sdk import Action, FormValidationAction
+from rasa_sdk import Action, ActionExecutionRejection, FormValidationAction
 from rasa_sdk import Tracker as SdkTracker
 from rasa_sdk.events import ActionExecutionRejected
 from rasa_sdk.executor import CollectingDispatcher
@@ -209,6 +209,17 @@ class _RejectsGreetings(Action):
         return []
 
 
+class _RaisesOnGreetings(_RejectsGreetings):
+    """Rejects the form's turn as rasa-sdk's `ActionExecutionRejection` does: HTTP 400."""
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: SdkTracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        if await super().run(dispatcher, tracker, domain):
+            raise ActionExecutionRejection("validate_booking_form", "a greeting")
+        return []
+
+
 def _events_of(turn: Turn, action: str) -> list[Event]:
     """The events the first run of `action` in `turn` logged after itself."""
     start = next(
@@ -237,10 +248,30 @@ async def test_a_validation_action_that_rejects_stops_the_form_from_asking(
 
     turn = await conversation.say("/greet")
 
-    assert [type(e) for e in _events_of(turn, "booking_form")] == [BotRejected]
+    rejected = next(i for i, e in enumerate(turn.events) if isinstance(e, BotRejected))
+    # As Rasa logs a run rejected by its events: the rejection, without the form's own
+    # `action` event; the policies then choose, and the form asks after the greeting.
+    assert not any(isinstance(e, ActionExecuted) for e in turn.events[:rejected])
+    assert turn.actions == ["utter_greet", "booking_form"]
     tracker = await conversation.tracker()
     assert tracker.active_loop_name == "booking_form"
     assert tracker.get_slot("requested_slot") == "guests"
+
+
+async def test_a_validation_action_answering_400_rejects_the_forms_run_as_rasa(
+    booking_bot: DialogueModel,
+) -> None:
+    # As in Rasa, the rejection reaches the form: its run is logged as rejected, and the
+    # policies choose, as when the action returns the event.
+    conversation = _conversation(booking_bot, "raises", _RaisesOnGreetings)
+    assert (await conversation.say("/book")).texts == ["How many guests?"]
+    turn = await conversation.say("/greet")
+    kinds = [type(e) for e in turn.events]
+    rejected = kinds.index(BotRejected)
+    assert turn.events[rejected].as_dict()["name"] == "booking_form"
+    assert ActionExecuted not in kinds[:rejected]
+    assert turn.actions == ["utter_greet", "booking_form"]
+    assert (await conversation.tracker()).active_loop_name == "booking_form"
 
 
 async def test_a_completed_form_clears_requested_slot_then_deactivates(

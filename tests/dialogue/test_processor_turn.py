@@ -131,12 +131,13 @@ async def test_a_rejected_action_is_logged_as_rejected_without_its_prediction_ev
     kinds = [type(e).__name__ for e in turn.events]
     rejected = kinds.index("ActionExecutionRejected")
     # Rejected: neither its LoopInterrupted nor an ActionExecuted is logged; the next
-    # prediction's events (how it read the user message first) come right before its action.
+    # prediction's events come right before its action, then how it read the user message,
+    # as Rasa orders them (before: the user_featurization first).
     assert "LoopInterrupted" not in kinds[:rejected]
     assert kinds[rejected:] == [
         "ActionExecutionRejected",
-        "DefinePrevUserUtteredFeaturization",
         "LoopInterrupted",
+        "DefinePrevUserUtteredFeaturization",
         "ActionExecuted",
         "BotUttered",
         "ActionExecuted",
@@ -204,7 +205,9 @@ async def test_a_followup_action_runs_next_whatever_the_policies_say() -> None:
     turn = await conversation.say("/go")
     assert turn.actions == ["action_then_greet", "utter_greet"]
     executed = [e for e in turn.events if isinstance(e, ActionExecuted)]
-    assert executed[-2].action_name == "utter_greet" and executed[-2].policy is None
+    # Logged as Rasa logs it: chosen by `followup_action` (before: no policy).
+    assert executed[-2].action_name == "utter_greet"
+    assert (executed[-2].policy, executed[-2].confidence) == ("followup_action", 1.0)
 
 
 class SlowNLU:

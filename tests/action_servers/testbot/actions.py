@@ -34,3 +34,22 @@ class ActionEcho(Action):
         )
         dispatcher.utter_message(response="utter_greet", name=tracker.sender_id)
         return [SlotSet("echoed", tracker.latest_message.get("text"))]
+
+
+class ActionShowChoices(Action):
+    """Every kind of message rasa-sdk's dispatcher sends, for the channels' shapes."""
+
+    def name(self) -> str:
+        return "action_show_choices"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        dispatcher.utter_message(
+            text="Pick one", quick_replies=[{"title": "Yes", "payload": "/affirm"}]
+        )
+        hotel = {"title": "Hotel", "subtitle": "3 stars", "buttons": [{"title": "Book"}]}
+        dispatcher.utter_message(elements=[hotel, {"title": "Hostel"}])
+        dispatcher.utter_message(response="utter_where", city="Rome")
+        dispatcher.utter_message(json_message={"map": "Rome"}, image="https://x.test/r.png")
+        return []
