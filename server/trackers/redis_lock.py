@@ -29,8 +29,8 @@ from server.trackers.redis_client import create_client, key_prefix, store_errors
 logger = logging.getLogger(__name__)
 
 DEFAULT_LOCK_LIFETIME = 60.0
-# A waiter polls at least every _MAX_POLL s and each poll extends its ticket by this much: a
-# waiter whose process died (or whose loop stalled this long) loses its place after it.
+# Each poll of a waiter (at least every sixth of it) extends its ticket by this much: a waiter
+# whose process died (or whose loop stalled this long) loses its place after it.
 TICKET_LIFETIME = 3.0
 
 # KEYS: the lease, the queue (tokens in arrival order), the tickets (token -> expiry, ms of
@@ -88,17 +88,33 @@ end
 return 0
 """
 
-# KEYS and ARGV[1] as _ACQUIRE's. Deletes the lease if it is ours and returns the token
-# first in line (or 1 when nobody waits); else takes our ticket out of the line, if any.
+# KEYS and ARGV[1] as _ACQUIRE's; ARGV[2] the wake channels' prefix. Deletes the lease if it
+# is ours, else takes our ticket out of the line, if any. When that leaves the lease free for
+# a waiter, returns its token (else 1 or 0), after publishing it on its process's channel if
+# that is another process (a token starts with its process's id; pcall: a Redis user whose
+# ACL allows no channels still releases, its waiters take the lease at their polls).
 _RELEASE = """
+local released = 0
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  return redis.call('LINDEX', KEYS[2], 0) or 1
-end
-if redis.call('HDEL', KEYS[3], ARGV[1]) == 1 then
+  released = 1
+elseif redis.call('HDEL', KEYS[3], ARGV[1]) == 1 then
   redis.call('LREM', KEYS[2], 1, ARGV[1])
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    return 0
+  end
+else
+  return 0
 end
-return 0
+local head = redis.call('LINDEX', KEYS[2], 0)
+if not head then
+  return released
+end
+local process = string.sub(head, 1, 16)
+if process ~= string.sub(ARGV[1], 1, 16) then
+  redis.pcall('PUBLISH', ARGV[2] .. process, head)
+end
+return head
 """
 
 # The prune's batches: every free key nobody waits for taken (SET NX PX) in one call, and
@@ -125,9 +141,11 @@ return 0
 """
 
 _FIRST_POLL = 0.002
-_MAX_POLL = 0.05
 # The first in line polls more often: the lease may be free for it, no one else may take it.
+# (A release wakes it at once: the polls are for a wake-up that was lost.) The others poll
+# to keep their tickets; the release before their turn wakes them.
 _MAX_FIRST_POLL = 0.01
+_MAX_POLL_IN_LINE = TICKET_LIFETIME / 6
 _FIRST_RELEASE_RETRY = 0.1
 _MAX_RELEASE_RETRY = 2.0
 
@@ -142,6 +160,13 @@ class RedisLockStore:
         self._prefix = key_prefix(config, "lock")
         self._queue_prefix = key_prefix(config, "lock_queue")
         self._tickets_prefix = key_prefix(config, "lock_tickets")
+        # Tokens start with the process's id: a release publishes the next waiter's token on
+        # its process's channel, so a waiter of another process takes the lease at once.
+        self._process = secrets.token_hex(8)
+        wake_prefix = key_prefix(config, "lock_wake")
+        self._wake_channel = wake_prefix + self._process
+        self._wake_prefix = wake_prefix.encode()
+        self._listener: asyncio.Task[None] | None = None
         default_lifetime = os.environ.get("TICKET_LOCK_LIFETIME") or DEFAULT_LOCK_LIFETIME
         self.lock_lifetime = float(config.get("lock_lifetime") or default_lifetime)
         self.wait_timeout = float(config.get("wait_timeout") or DEFAULT_WAIT_TIMEOUT)
@@ -196,7 +221,7 @@ class RedisLockStore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         keys = self._keys(conversation_id)
-        token = secrets.token_hex(16)
+        token = self._process + secrets.token_hex(8)
         await self._acquire(keys, token, deadline, conversation_id, timeout, on_wait)
         # Most turns end long before a third of the lease: the renewal task only starts
         # for those that do not (no task per turn).
@@ -268,6 +293,8 @@ class RedisLockStore:
                 raise
             if place == 1:
                 return
+            if self._listener is None:  # the first wait of this process
+                self._listener = asyncio.ensure_future(self._listen())
             try:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -278,7 +305,7 @@ class RedisLockStore:
             except BaseException:  # timed out or cancelled: out of the line at once
                 self._give_back_soon(keys, token, conversation_id)
                 raise
-            pause = min(pause * 2, _MAX_FIRST_POLL if place == 0 else _MAX_POLL)
+            pause = min(pause * 2, _MAX_FIRST_POLL if place == 0 else _MAX_POLL_IN_LINE)
 
     async def _take(self, keys: tuple[str, str, str], token: str, conversation_id: str) -> int:
         """The acquire script: 1 taken, 0 first in line, -1 others ahead. A turn cancelled
@@ -369,9 +396,11 @@ class RedisLockStore:
 
     async def _release_batched(self, keys: tuple[str, str, str], token: str) -> Any:
         try:
-            return await self._batch.call("EVALSHA", *self._release_head, *keys, token)
+            return await self._batch.call(
+                "EVALSHA", *self._release_head, *keys, token, self._wake_prefix
+            )
         except redis_errors.NoScriptError:  # after a Redis restart or a SCRIPT FLUSH
-            return await self._release(keys=keys, args=[token])
+            return await self._release(keys=keys, args=[token, self._wake_prefix])
 
     def _release_in_background(self, keys: tuple[str, str, str], token: str) -> None:
         task = asyncio.ensure_future(self._release_later(keys, token))
@@ -390,10 +419,38 @@ class RedisLockStore:
             await asyncio.sleep(pause)
             pause = min(pause * 2, _MAX_RELEASE_RETRY)
             with suppress(redis_errors.RedisError, OSError):
-                await self._release(keys=keys, args=[token])
+                await self._release(keys=keys, args=[token, self._wake_prefix])
                 return
 
+    async def _listen(self) -> None:
+        """Wakes the waiters whose tokens other processes' releases publish on our channel.
+        Only speeds the hand-over up: a message lost (Redis unreachable, not yet subscribed)
+        leaves the waiter to its next poll."""
+        pubsub = self._redis.pubsub()
+        try:
+            while True:
+                try:
+                    if not pubsub.subscribed:
+                        await pubsub.subscribe(self._wake_channel)
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                except (redis_errors.RedisError, OSError) as exc:
+                    logger.debug("Lock wake-ups paused: %s", exc)
+                    with suppress(redis_errors.RedisError, OSError):
+                        await pubsub.aclose()
+                    pubsub = self._redis.pubsub()
+                    await asyncio.sleep(_MAX_RELEASE_RETRY)
+                    continue
+                if message is not None and (waker := self._waiters.get(message["data"])):
+                    _wake(waker)
+        finally:
+            with suppress(redis_errors.RedisError, OSError):
+                await pubsub.aclose()
+
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._listener
         await self._batch.close()
         if self._returns:
             await asyncio.wait(self._returns)

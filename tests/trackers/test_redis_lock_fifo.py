@@ -198,3 +198,35 @@ async def test_a_waiter_that_timed_out_leaves_the_line_at_once(
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_a_release_hands_the_lock_to_a_waiter_of_another_process_at_once(
+    configs: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    """Waiters behind others poll only every half second (to keep their tickets): a release
+    wakes the next one, in whichever process, so ten hand-overs between two processes take
+    milliseconds each, not a poll interval (about 2.5 s for ten)."""
+    lock_config, _ = configs
+    stores = [RedisLockStore(lock_config) for _ in range(2)]
+    loop = asyncio.get_running_loop()
+    finished: list[float] = []
+
+    async def waiter(store: RedisLockStore, waiting: asyncio.Event) -> None:
+        async with store.lock(CONVERSATION, wait_timeout=30, on_wait=waiting.set):
+            pass
+        finished.append(loop.time())
+
+    try:
+        async with stores[0].lock(CONVERSATION):
+            waiters = []
+            for number in range(10):
+                waiting = asyncio.Event()
+                waiters.append(asyncio.ensure_future(waiter(stores[1 - number % 2], waiting)))
+                await asyncio.wait_for(waiting.wait(), 10)
+            await asyncio.sleep(1.5)  # every waiter now polls at its slowest
+            released = loop.time()
+        await asyncio.gather(*waiters)
+        assert max(finished) - released < 1.0
+    finally:
+        for store in stores:
+            await store.close()
