@@ -5,8 +5,9 @@ The lease is a key holding the turn's random owner token (with a lifetime, renew
 turn runs, deleted only by its owner). A message that finds it taken, or others waiting,
 takes a ticket: its token in the conversation's queue in Redis, with an expiry each of its
 polls extends. The lease goes to the first live ticket of the queue, whichever process it
-is in. Both happen in one script; acquires and releases of one event loop pass share a
-pipeline (redis_batch.CommandBatch).
+is in; a release wakes that waiter (in another process through pub/sub). Acquires and
+releases are one script each; those of one event loop pass share a pipeline
+(redis_batch.CommandBatch).
 """
 
 from __future__ import annotations
