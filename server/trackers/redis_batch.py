@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
 
 class CommandBatch:
@@ -41,16 +38,6 @@ class CommandBatch:
             # Its first step runs after the callbacks already scheduled for this pass.
             self._sending = loop.create_task(self._send())
         return future
-
-    async def run_script(
-        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
-    ) -> Any:
-        """The script by its SHA (EVALSHA) in the batch; after a Redis restart or a SCRIPT
-        FLUSH (NOSCRIPT), the script object loads it and runs it."""
-        try:
-            return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
-        except redis_errors.NoScriptError:
-            return await script(keys=keys, args=args)
 
     async def _send(self) -> None:
         try:

@@ -1,8 +1,13 @@
-"""The Redis lock store: one turn at a time per conversation across processes and hosts.
+"""The Redis lock store: one turn at a time per conversation across processes and hosts,
+in arrival order.
 
-Acquire is atomic (SET NX PX with a random owner token), the lease is renewed while the
-turn runs, and release deletes the key only if it still holds our token (a Lua script).
-Acquires and releases of one event loop pass share a pipeline (redis_batch.CommandBatch).
+The lease is a key holding the turn's random owner token (with a lifetime, renewed while the
+turn runs, deleted only by its owner). A message that finds it taken, or others waiting,
+takes a ticket: its token in the conversation's queue in Redis, with an expiry each of its
+polls extends. The lease goes to the first live ticket of the queue, whichever process it
+is in; a release wakes that waiter (in another process through pub/sub). Acquires and
+releases are one script each; those of one event loop pass share a pipeline
+(redis_batch.CommandBatch).
 """
 
 from __future__ import annotations
@@ -18,13 +23,64 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from server.errors import InvalidConfig, LockTimeout, StoreUnavailable
-from server.trackers.memory_lock import DEFAULT_WAIT_TIMEOUT, InMemoryLockStore, timeout_message
+from server.trackers.memory_lock import DEFAULT_WAIT_TIMEOUT, timeout_message
 from server.trackers.redis_batch import CommandBatch
 from server.trackers.redis_client import create_client, key_prefix, store_errors_as
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_LOCK_LIFETIME = 60.0
+# Each poll of a waiter (at least every sixth of it) extends its ticket by this much: a waiter
+# whose process died (or whose loop stalled this long) loses its place after it.
+TICKET_LIFETIME = 3.0
+
+# KEYS: the lease, the queue (tokens in arrival order), the tickets (token -> expiry, ms of
+# Redis's clock). ARGV: token, lease ms, ticket ms. Returns 1 when the lease is ours (also
+# when a re-sent call finds the lease an earlier send took), 0 when this token is first in
+# line, -1 when others are ahead. A free lease with nobody in line costs an EXISTS more than
+# a plain SET NX.
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[2]) == 0
+    and redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  return 1
+end
+local head = redis.call('LINDEX', KEYS[2], 0)
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+while head and head ~= ARGV[1] do
+  local expires = tonumber(redis.call('HGET', KEYS[3], head))
+  if expires and expires > now then
+    break
+  end
+  redis.call('LPOP', KEYS[2])
+  redis.call('HDEL', KEYS[3], head)
+  head = redis.call('LINDEX', KEYS[2], 0)
+end
+if not holder and (not head or head == ARGV[1]) then
+  if head then
+    redis.call('LPOP', KEYS[2])
+    redis.call('HDEL', KEYS[3], ARGV[1])
+  end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if redis.call('HSET', KEYS[3], ARGV[1], now + tonumber(ARGV[3])) == 1 then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+if not head or head == ARGV[1] then
+  return 0
+end
+return -1
+"""
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -33,19 +89,45 @@ end
 return 0
 """
 
+# KEYS and ARGV[1] as _ACQUIRE's; ARGV[2] the wake channels' prefix. Deletes the lease if it
+# is ours, else takes our ticket out of the line, if any. When that leaves the lease free for
+# a waiter, returns its token (else 1 or 0), after publishing it on its process's channel if
+# that is another process (a token starts with its process's id; pcall: a Redis user whose
+# ACL allows no channels still releases, its waiters take the lease at their polls).
 _RELEASE = """
+local released = 0
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  released = 1
+elseif redis.call('HDEL', KEYS[3], ARGV[1]) == 1 then
+  redis.call('LREM', KEYS[2], 1, ARGV[1])
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    return 0
+  end
+else
+  return 0
 end
-return 0
+local head = redis.call('LINDEX', KEYS[2], 0)
+if not head then
+  return released
+end
+local process = string.sub(head, 1, 16)
+if process ~= string.sub(ARGV[1], 1, 16) then
+  redis.pcall('PUBLISH', ARGV[2] .. process, head)
+end
+return head
 """
 
-# The prune's batches: every free key taken (SET NX PX) in one call, and given back.
-# ARGV: token, lease in ms. Returns 1/0 per key.
+# The prune's batches: every free key nobody waits for taken (SET NX PX) in one call, and
+# given back. KEYS: the leases, then their queues. ARGV: token, lease in ms. 1/0 per lease.
 _TAKE_FREE = """
+local count = #KEYS / 2
 local taken = {}
-for i, key in ipairs(KEYS) do
-  taken[i] = redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+for i = 1, count do
+  taken[i] = 0
+  if redis.call('EXISTS', KEYS[count + i]) == 0 then
+    taken[i] = redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+  end
 end
 return taken
 """
@@ -60,19 +142,32 @@ return 0
 """
 
 _FIRST_POLL = 0.002
-_MAX_POLL = 0.05
+# The first in line polls more often: the lease may be free for it, no one else may take it.
+# (A release wakes it at once: the polls are for a wake-up that was lost.) The others poll
+# to keep their tickets; the release before their turn wakes them.
+_MAX_FIRST_POLL = 0.01
+_MAX_POLL_IN_LINE = TICKET_LIFETIME / 6
 _FIRST_RELEASE_RETRY = 0.1
 _MAX_RELEASE_RETRY = 2.0
 
 
 class RedisLockStore:
-    """Conversation locks in Redis, FIFO among the waiters of this process."""
+    """Conversation locks in Redis, served in arrival order across processes."""
 
     process_local = False
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._redis = create_client(config, default_db=1)
         self._prefix = key_prefix(config, "lock")
+        self._queue_prefix = key_prefix(config, "lock_queue")
+        self._tickets_prefix = key_prefix(config, "lock_tickets")
+        # Tokens start with the process's id: a release publishes the next waiter's token on
+        # its process's channel, so a waiter of another process takes the lease at once.
+        self._process = secrets.token_hex(8)
+        wake_prefix = key_prefix(config, "lock_wake")
+        self._wake_channel = wake_prefix + self._process
+        self._wake_prefix = wake_prefix.encode()
+        self._listener: asyncio.Task[None] | None = None
         default_lifetime = os.environ.get("TICKET_LOCK_LIFETIME") or DEFAULT_LOCK_LIFETIME
         self.lock_lifetime = float(config.get("lock_lifetime") or default_lifetime)
         self.wait_timeout = float(config.get("wait_timeout") or DEFAULT_WAIT_TIMEOUT)
@@ -81,14 +176,24 @@ class RedisLockStore:
                 f"lock_store.lock_lifetime (or TICKET_LOCK_LIFETIME) must be at least 0.001 "
                 f"seconds, not {self.lock_lifetime:g}"
             )
-        # Tasks of this process queue here first, so only one of them polls Redis.
-        self._local = InMemoryLockStore(self.wait_timeout)
+        self._acquire_script = self._redis.register_script(_ACQUIRE)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
         self._take_free = self._redis.register_script(_TAKE_FREE)
         self._release_all = self._redis.register_script(_RELEASE_ALL)
         self._batch = CommandBatch(self._redis)
-        # Releases of leases whose acquiring turn was cancelled while its SET was out.
+        # The scripts' constant arguments, packed once: redis-py encodes each str or int
+        # argument on every call, bytes not (this keeps the turn's client CPU as it was with
+        # a plain SET and a one-key release).
+        lifetime_ms = int(self.lock_lifetime * 1000)
+        ticket_ms = int(TICKET_LIFETIME * 1000)
+        self._acquire_head = (self._acquire_script.sha.encode(), b"3")
+        self._acquire_tail = (str(lifetime_ms).encode(), str(ticket_ms).encode())
+        self._release_head = (self._release.sha.encode(), b"3")
+        # Waiters of this process by token: a release that finds one first in line wakes it
+        # at once instead of at its next poll.
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        # Releases of leases (or tickets) whose turn was cancelled or gave up waiting.
         self._returns: set[asyncio.Task[None]] = set()
         # Releases retried after Redis could not be reached (cancelled on close).
         self._retries: set[asyncio.Task[None]] = set()
@@ -97,6 +202,14 @@ class RedisLockStore:
         """Raises StoreUnavailable when Redis cannot be reached (for /health/ready)."""
         with store_errors_as("lock store", self._redis):
             await self._redis.ping()
+
+    def _keys(self, conversation_id: str) -> tuple[str, str, str]:
+        """The lease, the queue and the tickets of a conversation."""
+        return (
+            self._prefix + conversation_id,
+            self._queue_prefix + conversation_id,
+            self._tickets_prefix + conversation_id,
+        )
 
     @asynccontextmanager
     async def lock(
@@ -108,58 +221,59 @@ class RedisLockStore:
         timeout = self.wait_timeout if wait_timeout is None else wait_timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        async with self._local.lock(conversation_id, timeout, on_wait):
-            key = self._prefix + conversation_id
-            token = secrets.token_hex(16)
-            await self._acquire(key, token, deadline, conversation_id, timeout, on_wait)
-            # Most turns end long before a third of the lease: the renewal task only starts
-            # for those that do not (no task per turn).
-            renewal: list[asyncio.Task[None]] = []
-            start_renewal = loop.call_later(
-                self.lock_lifetime / 3,
-                lambda: renewal.append(
-                    asyncio.ensure_future(self._keep_alive(key, token, conversation_id, now=True))
-                ),
-            )
-            try:
-                yield
-            finally:
-                start_renewal.cancel()
-                for task in renewal:
-                    task.cancel()
-                    with suppress(asyncio.CancelledError):
-                        await task
-                await self._give_back(key, token, conversation_id)
+        keys = self._keys(conversation_id)
+        token = self._process + secrets.token_hex(8)
+        await self._acquire(keys, token, deadline, conversation_id, timeout, on_wait)
+        # Most turns end long before a third of the lease: the renewal task only starts
+        # for those that do not (no task per turn).
+        renewal: list[asyncio.Task[None]] = []
+        start_renewal = loop.call_later(
+            self.lock_lifetime / 3,
+            lambda: renewal.append(
+                asyncio.ensure_future(self._keep_alive(keys[0], token, conversation_id, now=True))
+            ),
+        )
+        try:
+            yield
+        finally:
+            start_renewal.cancel()
+            for task in renewal:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+            await self._give_back(keys, token, conversation_id)
 
     @asynccontextmanager
     async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[list[str]]:
-        """Two scripts a batch: one takes every free key (one token for them all), one
-        gives them back (compare-and-delete)."""
-        async with self._local.hold_idle(conversation_ids) as free_here:
-            token = secrets.token_hex(16)
-            lifetime_ms = int(self.lock_lifetime * 1000)
-            keys = [self._prefix + conversation_id for conversation_id in free_here]
-            with store_errors_as("lock store", self._redis):
-                taken = await self._take_free(keys=keys, args=[token, lifetime_ms]) if keys else []
-            held = [c for c, ok in zip(free_here, taken, strict=True) if ok]
-            try:
-                yield held
-            finally:
-                await self._give_back_all([self._prefix + c for c in held], token)
+        """Two scripts a batch: one takes every free key nobody waits for (one token for
+        them all), one gives them back (compare-and-delete)."""
+        free_here = list(dict.fromkeys(conversation_ids))
+        token = secrets.token_hex(16)
+        lifetime_ms = int(self.lock_lifetime * 1000)
+        keys = [self._prefix + c for c in free_here] + [self._queue_prefix + c for c in free_here]
+        with store_errors_as("lock store", self._redis):
+            taken = await self._take_free(keys=keys, args=[token, lifetime_ms]) if keys else []
+        held = [c for c, ok in zip(free_here, taken, strict=True) if ok]
+        try:
+            yield held
+        finally:
+            await self._give_back_all(held, token)
 
-    async def _give_back_all(self, keys: list[str], token: str) -> None:
-        if not keys:
+    async def _give_back_all(self, conversation_ids: list[str], token: str) -> None:
+        if not conversation_ids:
             return
         try:
-            await self._release_all(keys=keys, args=[token])
+            await self._release_all(keys=[self._prefix + c for c in conversation_ids], args=[token])
         except (redis_errors.RedisError, OSError) as exc:
-            logger.warning("Could not release %d conversation locks: %s", len(keys), exc)
-            for key in keys:
-                self._release_in_background(key, token)
+            logger.warning(
+                "Could not release %d conversation locks: %s", len(conversation_ids), exc
+            )
+            for conversation_id in conversation_ids:
+                self._release_in_background(self._keys(conversation_id), token)
 
     async def _acquire(
         self,
-        key: str,
+        keys: tuple[str, str, str],
         token: str,
         deadline: float,
         conversation_id: str,
@@ -167,54 +281,77 @@ class RedisLockStore:
         on_wait: Callable[[], None] | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
-        lifetime_ms = int(self.lock_lifetime * 1000)
         pause = _FIRST_POLL
         while True:
             try:
                 with store_errors_as("lock store", self._redis):
-                    if await self._take(key, token, lifetime_ms, conversation_id):
-                        return
+                    place = await self._take(keys, token, conversation_id)
             except StoreUnavailable:
-                # The connection may have broken after Redis ran the SET: a lease nobody
-                # would give back, which held the conversation for the whole lifetime.
-                self._release_in_background(key, token)
+                # The connection may have broken after Redis ran the script: a lease nobody
+                # would give back, which held the conversation for the whole lifetime, or a
+                # ticket holding the line until it expires.
+                self._release_in_background(keys, token)
                 raise
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise LockTimeout(timeout_message(conversation_id, timeout))
-            if on_wait is not None:
-                on_wait()
-            await asyncio.sleep(min(pause, remaining))
-            pause = min(pause * 2, _MAX_POLL)
+            if place == 1:
+                return
+            if self._listener is None:  # the first wait of this process
+                self._listener = asyncio.ensure_future(self._listen())
+            try:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise LockTimeout(timeout_message(conversation_id, timeout))
+                if on_wait is not None:
+                    on_wait()
+                await self._nap(token, min(pause, remaining))
+            except BaseException:  # timed out or cancelled: out of the line at once
+                self._give_back_soon(keys, token, conversation_id)
+                raise
+            pause = min(pause * 2, _MAX_FIRST_POLL if place == 0 else _MAX_POLL_IN_LINE)
 
-    async def _take(self, key: str, token: str, lifetime_ms: int, conversation_id: str) -> bool:
-        """SET NX PX. A turn cancelled meanwhile (a client gone, shutdown) gives back the
-        lease its command may still take, so the next turn does not wait out the lease."""
-        reply = self._batch.call("SET", key, token, "NX", "PX", lifetime_ms)
+    async def _take(self, keys: tuple[str, str, str], token: str, conversation_id: str) -> int:
+        """The acquire script: 1 taken, 0 first in line, -1 others ahead. A turn cancelled
+        meanwhile (a client gone, shutdown) gives back the lease or ticket its call may still
+        take, so the next turn does not wait out the lease."""
+        reply = self._batch.call("EVALSHA", *self._acquire_head, *keys, token, *self._acquire_tail)
         try:
-            if await asyncio.shield(reply):
-                return True
+            return int(await asyncio.shield(reply))
         except asyncio.CancelledError:
             reply.add_done_callback(
-                lambda taken: self._give_back_taken(taken, key, token, conversation_id)
+                lambda taken: self._give_back_taken(taken, keys, token, conversation_id)
             )
             raise
-        # Refused, perhaps by our own lease: redis-py sends a command again when the
-        # connection breaks, also after Redis ran it and only its reply was lost. Asked only
-        # when the SET fails (another turn holds the lock), so a turn pays nothing for it.
+        except redis_errors.NoScriptError:  # after a Redis restart or a SCRIPT FLUSH
+            pass
         try:
-            held = await self._batch.call("GET", key)
+            return int(await self._acquire_script(keys=keys, args=[token, *self._acquire_tail]))
         except asyncio.CancelledError:
-            self._release_in_background(key, token)
+            self._release_in_background(keys, token)
             raise
-        return bool(held == token)
+
+    async def _nap(self, token: str, delay: float) -> None:
+        """Until the next poll, or until a release of this process finds us first in line."""
+        loop = asyncio.get_running_loop()
+        waker = self._waiters[token] = loop.create_future()
+        timer = loop.call_later(delay, _wake, waker)
+        try:
+            await waker
+        finally:
+            timer.cancel()
+            del self._waiters[token]
 
     def _give_back_taken(
-        self, reply: asyncio.Future[Any], key: str, token: str, conversation_id: str
+        self,
+        reply: asyncio.Future[Any],
+        keys: tuple[str, str, str],
+        token: str,
+        conversation_id: str,
     ) -> None:
-        if reply.cancelled() or reply.exception() is not None or not reply.result():
+        if reply.cancelled() or reply.exception() is not None:
             return
-        task = asyncio.ensure_future(self._give_back(key, token, conversation_id))
+        self._give_back_soon(keys, token, conversation_id)
+
+    def _give_back_soon(self, keys: tuple[str, str, str], token: str, conversation_id: str) -> None:
+        task = asyncio.ensure_future(self._give_back(keys, token, conversation_id))
         self._returns.add(task)
         task.add_done_callback(self._returns.discard)
 
@@ -240,39 +377,81 @@ class RedisLockStore:
                 )
                 return
 
-    async def _give_back(self, key: str, token: str, conversation_id: str) -> None:
+    async def _give_back(
+        self, keys: tuple[str, str, str], token: str, conversation_id: str
+    ) -> None:
+        """Releases our lease (or leaves the line) and wakes the next waiter if it is ours."""
         try:
             # Shielded: a cancelled turn still gives its lease back.
-            await asyncio.shield(self._batch.run_script(self._release, [key], [token]))
+            following = await asyncio.shield(self._release_batched(keys, token))
         except (redis_errors.RedisError, OSError) as exc:
             logger.warning(
                 "Could not release the lock of '%s' (retrying until its lease ends): %s",
                 conversation_id,
                 exc,
             )
-            self._release_in_background(key, token)
+            self._release_in_background(keys, token)
+            return
+        if following.__class__ is str and (waker := self._waiters.get(following)) is not None:
+            _wake(waker)
 
-    def _release_in_background(self, key: str, token: str) -> None:
-        task = asyncio.ensure_future(self._release_later(key, token))
+    async def _release_batched(self, keys: tuple[str, str, str], token: str) -> Any:
+        try:
+            return await self._batch.call(
+                "EVALSHA", *self._release_head, *keys, token, self._wake_prefix
+            )
+        except redis_errors.NoScriptError:  # after a Redis restart or a SCRIPT FLUSH
+            return await self._release(keys=keys, args=[token, self._wake_prefix])
+
+    def _release_in_background(self, keys: tuple[str, str, str], token: str) -> None:
+        task = asyncio.ensure_future(self._release_later(keys, token))
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
 
-    async def _release_later(self, key: str, token: str) -> None:
+    async def _release_later(self, keys: tuple[str, str, str], token: str) -> None:
         """Retries a release that failed (Redis unreachable as the turn ended) or a lease
         an acquire may have left, until the lease would have run out: the conversation's
         next turn then waits for Redis to be back, not for the whole lease. Safe to repeat:
         it deletes only our own token."""
         loop = asyncio.get_running_loop()
-        expires = loop.time() + self.lock_lifetime
+        expires = loop.time() + max(self.lock_lifetime, TICKET_LIFETIME)
         pause = _FIRST_RELEASE_RETRY
         while loop.time() + pause < expires:
             await asyncio.sleep(pause)
             pause = min(pause * 2, _MAX_RELEASE_RETRY)
             with suppress(redis_errors.RedisError, OSError):
-                await self._release(keys=[key], args=[token])
+                await self._release(keys=keys, args=[token, self._wake_prefix])
                 return
 
+    async def _listen(self) -> None:
+        """Wakes the waiters whose tokens other processes' releases publish on our channel.
+        Only speeds the hand-over up: a message lost (Redis unreachable, not yet subscribed)
+        leaves the waiter to its next poll."""
+        pubsub = self._redis.pubsub()
+        try:
+            while True:
+                try:
+                    if not pubsub.subscribed:
+                        await pubsub.subscribe(self._wake_channel)
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                except (redis_errors.RedisError, OSError) as exc:
+                    logger.debug("Lock wake-ups paused: %s", exc)
+                    with suppress(redis_errors.RedisError, OSError):
+                        await pubsub.aclose()
+                    pubsub = self._redis.pubsub()
+                    await asyncio.sleep(_MAX_RELEASE_RETRY)
+                    continue
+                if message is not None and (waker := self._waiters.get(message["data"])):
+                    _wake(waker)
+        finally:
+            with suppress(redis_errors.RedisError, OSError):
+                await pubsub.aclose()
+
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._listener
         await self._batch.close()
         if self._returns:
             await asyncio.wait(self._returns)
@@ -281,3 +460,8 @@ class RedisLockStore:
             with suppress(asyncio.CancelledError):
                 await task
         await self._redis.aclose()
+
+
+def _wake(waker: asyncio.Future[None]) -> None:
+    if not waker.done():
+        waker.set_result(None)
