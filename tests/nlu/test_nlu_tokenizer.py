@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -106,6 +107,17 @@ def test_an_entity_next_to_punctuation_is_the_annotated_words_only() -> None:
     for text, value in [("set the volume to 30%", "30"), ("what's Madrid's weather", "Madrid")]:
         entities = pipeline.parse(text)["entities"]
         assert [(e["value"], text[e["start"] : e["end"]]) for e in entities] == [(value, value)]
+
+
+def test_a_loaded_model_splits_words_as_it_was_trained_to(tmp_path: Path) -> None:
+    """The server parses with the persisted model: `punctuation: rasa` must survive it."""
+    data = read_nlu_yaml(
+        "nlu:\n- intent: greet\n  examples: |\n    - hello\n    - I'm here\n"
+        "- intent: bye\n  examples: |\n    - goodbye\n    - see you\n"
+    )
+    config = [{"name": "WhitespaceTokenizer", "punctuation": "rasa"}, {"name": "DIETClassifier"}]
+    NLUPipeline.train(data, config).persist(tmp_path)
+    assert NLUPipeline.load(tmp_path).parse("I'm ok")["text_tokens"] == [[0, 1], [2, 3], [4, 6]]
 
 
 def test_case_insensitive_tokens_give_the_same_parse_in_any_case() -> None:
