@@ -29,6 +29,7 @@ from server.api.metrics_sharing import share_between_workers
 from server.api.middleware import DEFAULT_MAX_BODY_BYTES
 from server.api.model_sync import follow_other_workers
 from server.api.server import ServerOptions, build_app
+from server.api.shutdown import GracefulServer, TurnsInFlight, seconds_left
 from server.api.tls import ssl_options
 from server.auth import AuthConfig, install_log_redaction
 from server.auth.config import jwt_audience
@@ -120,7 +121,7 @@ def server_app(options: ServerOptions, metrics: bool = True, listen_url: str = "
         share_between_workers(app, server_metrics)
     if options.enable_api:
         app.include_router(inspect_router())
-    _announce_on_startup(app, listen_url, options)
+    _serve_lifecycle(app, listen_url, options)
     return app
 
 
@@ -136,24 +137,21 @@ def app_from_environment() -> FastAPI:
     return server_app(spec.options(), spec.metrics, "")
 
 
-def _announce_on_startup(app: FastAPI, listen_url: str, options: ServerOptions) -> None:
-    """Say what was loaded once the lifespan has loaded the startup model."""
+def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> None:
+    """Say where the server is up once the lifespan has loaded the startup model (the model
+    holder logs which), and on shutdown let the turns in flight end before the stores close."""
     inner = app.router.lifespan_context
+    turns = TurnsInFlight()
+    turns.track(app.state.processor)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
         async with inner(app) as state:
-            info = app.state.holder.info
-            pid = f" [pid {os.getpid()}]" if not listen_url else ""
-            if info is not None and listen_url:
-                announce(logger, f"Model loaded: {info.model_file} (model_id {info.model_id})")
-            elif info is not None:
-                logger.info("Model loaded: %s (model_id %s)%s", info.model_file, info.model_id, pid)
-            else:
+            if app.state.holder.info is None:
                 logger.warning(
                     "No model is loaded%s: /health/ready answers 503 and conversations fail "
                     "with 409 until one is (PUT /model, a model server, or restart with -m).",
-                    pid,
+                    "" if listen_url else f" [pid {os.getpid()}]",
                 )
             if listen_url:
                 announce(
@@ -162,8 +160,28 @@ def _announce_on_startup(app: FastAPI, listen_url: str, options: ServerOptions) 
                     + (f" (inspector: {listen_url}/inspect)" if options.enable_api else ""),
                 )
             yield state
+            await _finish_turns(turns)
+        logger.info("Stopped: the channels, event broker and stores are closed.")
 
     app.router.lifespan_context = lifespan
+
+
+async def _finish_turns(turns: TurnsInFlight) -> None:
+    """Turns no request waits for (a streamed turn whose client left, a socket.io turn) get
+    what is left of the graceful period; the stores close after them."""
+    if not turns.count:
+        return
+    seconds = seconds_left(GRACEFUL_SHUTDOWN_SECONDS)
+    logger.info("Waiting up to %.0f s for %d turn(s) in flight to finish", seconds, turns.count)
+    left = await turns.drain(seconds)
+    if left:
+        logger.warning(
+            "%d turn(s) still running after the graceful shutdown period "
+            "(BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS=%g) are cut short: their messages are not "
+            "stored.",
+            left,
+            GRACEFUL_SHUTDOWN_SECONDS,
+        )
 
 
 # -- checks before anything starts -------------------------------------------------------------
@@ -354,7 +372,7 @@ def run_server(args: argparse.Namespace) -> int:
             return 1
         return 0
     app = server_app(spec.options(), spec.metrics, spec.listen_url)
-    server = uvicorn.Server(uvicorn.Config(app, **common))
+    server = GracefulServer(uvicorn.Config(app, **common))
     # uvicorn handles SIGTERM (finishing requests in flight), then raises it again with the
     # handler found at start: make that one a no-op so a graceful stop exits with 0.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)

@@ -87,11 +87,11 @@ def _die_with(parent: int) -> None:
 def _serve(config: uvicorn.Config, sock: socket.socket, ready: Event, parent: int) -> None:
     """A worker process: uvicorn serving on the socket it was given; `ready` is set once it
     serves."""
-    import uvicorn
+    from server.api.shutdown import GracefulServer
 
     _die_with(parent)
     config.configure_logging()
-    server = uvicorn.Server(config)
+    server = GracefulServer(config)
 
     def announce() -> None:
         while not (server.started or server.should_exit):

@@ -1,20 +1,31 @@
-"""SIGTERM during a turn: the turn finishes, its reply is delivered, the process exits 0."""
+"""SIGTERM during turns: each turn finishes and is stored, its reply goes where the client
+still listens, and the process exits 0, saying once that it is up and that it stops."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
+import socketio
 
 from server.training.train import train
+from tests.cli.botserver_process import ServerProcess
 
 DOMAIN = """version: "3.1"
 intents: [greet]
 actions: [action_slow]
+responses:
+  utter_greet:
+  - text: "hello there"
 """
 NLU = """version: "3.1"
 nlu:
@@ -26,11 +37,13 @@ nlu:
 """
 RULES = """version: "3.1"
 rules:
-- rule: greet slowly
+- rule: greet at once, then slowly
   steps:
   - intent: greet
+  - action: utter_greet
   - action: action_slow
 """
+CREDENTIALS = "rest:\nsocketio:\n  session_persistence: false\n"
 
 
 class SlowActionServer(BaseHTTPRequestHandler):
@@ -48,43 +61,130 @@ class SlowActionServer(BaseHTTPRequestHandler):
         pass
 
 
-def test_sigterm_lets_the_turn_in_flight_finish(start_server, tmp_path: Path) -> None:
-    (tmp_path / "domain.yml").write_text(DOMAIN)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "nlu.yml").write_text(NLU)
-    (tmp_path / "data" / "rules.yml").write_text(RULES)
-    (tmp_path / "config.yml").write_text(
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bot that greets at once, then runs a custom action that takes 2 s."""
+    root = tmp_path_factory.mktemp("slowbot")
+    (root / "domain.yml").write_text(DOMAIN)
+    (root / "data").mkdir()
+    (root / "data" / "nlu.yml").write_text(NLU)
+    (root / "data" / "rules.yml").write_text(RULES)
+    (root / "config.yml").write_text(
         "recipe: default.v1\nlanguage: en\npipeline: []\npolicies:\n- name: RulePolicy\n"
     )
-    train(
-        tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data"], tmp_path / "models"
-    )
+    return train(root / "config.yml", root / "domain.yml", [root / "data"], root / "models").path
 
+
+@pytest.fixture
+def slow_bot(
+    slow_model: Path, start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> Iterator[tuple[ServerProcess, Path]]:
+    """`botserver run` on the slow bot (REST and socket.io, SQLite trackers), ready; and the
+    tracker database."""
     actions = ThreadingHTTPServer(("127.0.0.1", 0), SlowActionServer)
     threading.Thread(target=actions.serve_forever, daemon=True).start()
-    (tmp_path / "endpoints.yml").write_text(
+    project = tmp_path / "bot"
+    (project / "models").mkdir(parents=True)
+    (project / "models" / slow_model.name).write_bytes(slow_model.read_bytes())
+    database = tmp_path / "trackers.db"
+    (project / "endpoints.yml").write_text(
         f"action_endpoint:\n  url: http://127.0.0.1:{actions.server_port}/webhook\n"
-        "tracker_store:\n  type: in_memory\n"
+        f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {database}\n"
     )
+    (project / "credentials.yml").write_text(CREDENTIALS)
     try:
-        server = start_server("-m", "models", cwd=tmp_path)
+        server = start_server("-m", "models", "--credentials", "credentials.yml", cwd=project)
         server.wait_until("/health/ready")
-        replies: list[httpx.Response] = []
-        turn = threading.Thread(
-            target=lambda: replies.append(
-                httpx.post(
-                    server.url + "/webhooks/rest/webhook",
-                    json={"sender": "slow", "message": "/greet"},
-                    timeout=30,
-                )
-            )
-        )
-        turn.start()
-        time.sleep(0.8)  # the turn is waiting for the action server
-        server.process.terminate()
-        turn.join(timeout=30)
-        assert server.process.wait(timeout=30) == 0, server.text()
+        yield server, database
     finally:
         actions.shutdown()
+
+
+def stored_actions(database: Path) -> list[str]:
+    """The actions stored in the tracker database (read once the server has exited)."""
+    with sqlite3.connect(database) as db:
+        rows = db.execute(
+            "SELECT action_name FROM events WHERE type_name = 'action' ORDER BY id"
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def test_sigterm_lets_the_turn_in_flight_finish(slow_bot: tuple[ServerProcess, Path]) -> None:
+    server, database = slow_bot
+    replies: list[httpx.Response] = []
+    turn = threading.Thread(
+        target=lambda: replies.append(
+            httpx.post(
+                server.url + "/webhooks/rest/webhook",
+                json={"sender": "slow", "message": "/greet"},
+                timeout=30,
+            )
+        )
+    )
+    turn.start()
+    time.sleep(0.8)  # the turn is waiting for the action server
+    server.process.terminate()
+    turn.join(timeout=30)
+    assert server.process.wait(timeout=30) == 0, server.text()
     assert replies and replies[0].status_code == 200, server.text()
-    assert replies[0].json() == [{"recipient_id": "slow", "text": "finished slowly"}]
+    assert [reply["text"] for reply in replies[0].json()] == ["hello there", "finished slowly"]
+    assert "action_slow" in stored_actions(database)
+
+
+def test_each_start_up_and_stop_line_appears_once_in_a_combined_output(
+    slow_bot: tuple[ServerProcess, Path],
+) -> None:
+    """stdout and stderr in one file, as in Docker's log or `> out.log 2>&1`. Before, "is up
+    on" and "Model loaded" came twice (printed, then logged), and the stop said nothing."""
+    server, _ = slow_bot
+    assert server.stop() == 0
+    lines = server.text().splitlines()
+    assert len([line for line in lines if "is up on http://127.0.0.1:" in line]) == 1, lines
+    assert len([line for line in lines if "model_id" in line]) == 1, lines  # which model
+    assert len([line for line in lines if "Stopping: new connections are refused" in line]) == 1
+    assert len([line for line in lines if "Stopped: " in line]) == 1, lines
+
+
+def test_sigterm_lets_a_streamed_turn_finish_after_its_client_left(
+    slow_bot: tuple[ServerProcess, Path],
+) -> None:
+    """Before, the turn ran on unattached to any request: uvicorn did not wait for it, the
+    stores closed under it, and its user message and actions were lost."""
+    server, database = slow_bot
+    with httpx.stream(
+        "POST",
+        server.url + "/webhooks/rest/webhook?stream=true",
+        json={"sender": "streamed", "message": "/greet"},
+        timeout=30,
+    ) as response:
+        first = next(response.iter_lines())
+    assert json.loads(first)["text"] == "hello there"  # the client leaves: the action runs on
+    server.process.terminate()
+    assert server.process.wait(timeout=30) == 0, server.text()
+    assert stored_actions(database)[-2:] == ["action_slow", "action_listen"], server.text()
+    assert "failed" not in server.text()
+
+
+def test_sigterm_lets_a_socketio_turn_finish(slow_bot: tuple[ServerProcess, Path]) -> None:
+    """Before, a socket.io turn was cut off by the closing stores ("cannot schedule new
+    futures after shutdown"): the message and its actions were lost."""
+    server, database = slow_bot
+
+    async def greet_then_stop() -> list[Any]:
+        client = socketio.AsyncClient(reconnection=False)
+        said: asyncio.Queue[Any] = asyncio.Queue()
+        client.on("bot_uttered", said.put)
+        await client.connect(server.url, transports=["websocket"])
+        try:
+            await client.emit("user_uttered", {"message": "/greet"})
+            first = await asyncio.wait_for(said.get(), 30)
+            server.process.terminate()  # while the custom action runs
+            await asyncio.to_thread(server.process.wait, 30)
+            return [first]
+        finally:
+            await client.disconnect()
+
+    said = asyncio.run(greet_then_stop())
+    assert said == [{"text": "hello there"}]
+    assert server.process.returncode == 0, server.text()
+    assert stored_actions(database)[-2:] == ["action_slow", "action_listen"], server.text()
