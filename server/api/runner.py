@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from server import __version__
+from server.api.errors import BUSY_CONVERSATIONS
 from server.api.health import health_router
 from server.api.inspect import inspect_router
 from server.api.metrics import ServerMetrics
@@ -161,6 +162,7 @@ def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> N
                 )
             yield state
             await _finish_turns(turns)
+            BUSY_CONVERSATIONS.flush()
         logger.info("Stopped: the channels, event broker and stores are closed.")
 
     app.router.lifespan_context = lifespan
