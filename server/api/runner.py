@@ -352,11 +352,8 @@ def run_server(args: argparse.Namespace) -> int:
         # Fail here, once, rather than in every worker.
         build_app(spec.options())
         os.environ[SPEC_ENV] = json.dumps(asdict(spec), default=str)
-        announce(
-            logger,
-            f"botserver {__version__} is starting {args.workers} workers on {spec.listen_url}"
-            + (f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""),
-        )
+        inspector = f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""
+        logger.info("botserver %s is starting %d workers", __version__, args.workers)
         config = uvicorn.Config(
             "server.api.runner:app_from_environment",
             factory=True,
@@ -366,7 +363,14 @@ def run_server(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="botserver-workers-") as shared_dir:
             os.environ[WORKERS_DIR_ENV] = shared_dir
             try:
-                code = serve_workers(config)
+                code = serve_workers(
+                    config,
+                    lambda: announce(
+                        logger,
+                        f"botserver {__version__} is up on {spec.listen_url} with "
+                        f"{args.workers} workers{inspector}",
+                    ),
+                )
             finally:
                 del os.environ[WORKERS_DIR_ENV]
         if code != 0:

@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
@@ -110,9 +111,15 @@ class Supervisor:
     """Starts the workers, replaces one that dies, and stops them all on SIGINT, SIGTERM or
     SIGHUP."""
 
-    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        sockets: list[socket.socket],
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
         self.sockets = sockets
+        self.on_ready = on_ready  # called once, when every worker first serves
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[BaseProcess] = []
         self.ready: list[Event] = []
@@ -153,6 +160,9 @@ class Supervisor:
                 self._wait()
                 if self.stopping.is_set():
                     break
+                if self.on_ready is not None and all(ready.is_set() for ready in self.ready):
+                    self.on_ready()
+                    self.on_ready = None
                 if self._replace_dead():
                     code = 1
                     break
@@ -237,11 +247,12 @@ def restart_delay(quick_deaths: int) -> float:
     return min(MAX_RESTART_DELAY, 0.5 * 2 ** (quick_deaths - 2))
 
 
-def serve_workers(config: uvicorn.Config) -> int:
-    """Serve `config.workers` processes on config.host:config.port; the exit code."""
+def serve_workers(config: uvicorn.Config, on_ready: Callable[[], None] | None = None) -> int:
+    """Serve `config.workers` processes on config.host:config.port; the exit code.
+    `on_ready` is called once every worker serves."""
     try:
         sockets = listening_sockets(config.host, config.port, config.workers, config.backlog)
     except OSError as exc:
         where = f"{config.host}:{config.port}"
         raise InvalidConfig(f"cannot listen on {where}: {exc.strerror}") from None
-    return Supervisor(config, sockets).run()
+    return Supervisor(config, sockets, on_ready).run()

@@ -19,6 +19,7 @@ import socketio
 
 from server.training.train import train
 from tests.cli.botserver_process import ServerProcess
+from tests.trackers.persistence_fixtures import REDIS, require_service, unique_name
 
 DOMAIN = """version: "3.1"
 intents: [greet]
@@ -75,25 +76,44 @@ def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train(root / "config.yml", root / "domain.yml", [root / "data"], root / "models").path
 
 
-@pytest.fixture
+@pytest.fixture(params=[1])
 def slow_bot(
-    slow_model: Path, start_server: Callable[..., ServerProcess], tmp_path: Path
+    request: pytest.FixtureRequest,
+    slow_model: Path,
+    start_server: Callable[..., ServerProcess],
+    tmp_path: Path,
 ) -> Iterator[tuple[ServerProcess, Path]]:
-    """`botserver run` on the slow bot (REST and socket.io, SQLite trackers), ready; and the
-    tracker database."""
+    """`botserver run` on the slow bot (REST and socket.io, SQLite trackers; with workers,
+    Redis locks), ready; and the tracker database."""
+    workers: int = request.param
     actions = ThreadingHTTPServer(("127.0.0.1", 0), SlowActionServer)
     threading.Thread(target=actions.serve_forever, daemon=True).start()
     project = tmp_path / "bot"
     (project / "models").mkdir(parents=True)
     (project / "models" / slow_model.name).write_bytes(slow_model.read_bytes())
     database = tmp_path / "trackers.db"
-    (project / "endpoints.yml").write_text(
+    endpoints = (
         f"action_endpoint:\n  url: http://127.0.0.1:{actions.server_port}/webhook\n"
         f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {database}\n"
     )
+    if workers > 1:
+        require_service("Redis", REDIS)
+        endpoints += (
+            f"lock_store:\n  type: redis\n  url: {REDIS[0]}\n  port: {REDIS[1]}\n"
+            f"  key_prefix: {unique_name('graceful')}\n"
+        )
+    (project / "endpoints.yml").write_text(endpoints)
     (project / "credentials.yml").write_text(CREDENTIALS)
     try:
-        server = start_server("-m", "models", "--credentials", "credentials.yml", cwd=project)
+        server = start_server(
+            "-m",
+            "models",
+            "--credentials",
+            "credentials.yml",
+            "--workers",
+            str(workers),
+            cwd=project,
+        )
         server.wait_until("/health/ready")
         yield server, database
     finally:
@@ -145,11 +165,13 @@ def test_each_start_up_and_stop_line_appears_once_in_a_combined_output(
     assert len([line for line in lines if "Stopped: " in line]) == 1, lines
 
 
+@pytest.mark.parametrize("slow_bot", [1, 2], indirect=True, ids=["1 worker", "2 workers"])
 def test_sigterm_lets_a_streamed_turn_finish_after_its_client_left(
     slow_bot: tuple[ServerProcess, Path],
 ) -> None:
     """Before, the turn ran on unattached to any request: uvicorn did not wait for it, the
-    stores closed under it, and its user message and actions were lost."""
+    stores closed under it, and its user message and actions were lost. With workers, the
+    log now says when they all serve (before: only that they were starting)."""
     server, database = slow_bot
     with httpx.stream(
         "POST",
@@ -163,6 +185,7 @@ def test_sigterm_lets_a_streamed_turn_finish_after_its_client_left(
     assert server.process.wait(timeout=30) == 0, server.text()
     assert stored_actions(database)[-2:] == ["action_slow", "action_listen"], server.text()
     assert "failed" not in server.text()
+    assert server.text().count("is up on http://127.0.0.1:") == 1, server.text()
 
 
 def test_sigterm_lets_a_socketio_turn_finish(slow_bot: tuple[ServerProcess, Path]) -> None:
