@@ -178,8 +178,8 @@ async def _finish_turns(turns: TurnsInFlight) -> None:
     left = await turns.drain(seconds)
     if left:
         logger.warning(
-            "%d turn(s) still running after the graceful shutdown period "
-            "(BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS=%g) are cut short: their messages are not "
+            "%d turn(s) still running at the end of the graceful shutdown period "
+            "(BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS=%g) were cancelled: their messages are not "
             "stored.",
             left,
             GRACEFUL_SHUTDOWN_SECONDS,

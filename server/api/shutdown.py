@@ -31,12 +31,10 @@ class GracefulServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         global _stop_began
         _stop_began = time.monotonic()
-        requests = len(self.server_state.tasks)
         logger.info(
-            "Stopping: new connections are refused; %d request%s and the turns in flight get "
-            "up to %g s to finish",
-            requests,
-            "" if requests == 1 else "s",
+            "Stopping: new connections are refused; requests in flight (%d) and running turns "
+            "get up to %g s to finish",
+            len(self.server_state.tasks),
             self.config.timeout_graceful_shutdown or 0,
         )
         await super().shutdown(sockets)
@@ -53,31 +51,38 @@ Turn = Callable[..., Coroutine[Any, Any, Any]]
 
 
 class TurnsInFlight:
-    """Counts the processor's turns in progress, so that the lifespan can wait for them."""
+    """The tasks running the processor's turns, so that the lifespan can wait for them."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self._tasks)
 
     def track(self, processor: Any) -> None:
         """Wrap `processor.handle_message` (every channel's turn goes through it)."""
         handle: Turn = processor.handle_message
+        tasks = self._tasks
 
         async def handle_message(message: Any, model: Any) -> Any:
-            self.count += 1
+            task = asyncio.current_task()
+            tasks.add(task)  # type: ignore[arg-type]  # (always in a task)
             try:
                 return await handle(message, model)
             finally:
-                self.count -= 1
-                if not self.count and self._idle is not None:
+                tasks.discard(task)  # type: ignore[arg-type]
+                if not tasks and self._idle is not None:
                     self._idle.set()
 
         processor.handle_message = handle_message
 
-    async def drain(self, timeout: float) -> int:
-        """Waits up to `timeout` seconds for the turns in progress to end; returns how many
-        are still running then."""
-        if self.count and timeout > 0:
+    async def drain(self, timeout: float, unwind: float = 1.0) -> int:
+        """Waits up to `timeout` seconds for the turns in progress to end, then cancels those
+        still running and gives them `unwind` seconds to let go of their locks; returns how
+        many were cancelled."""
+        if self._tasks and timeout > 0:
             self._idle = asyncio.Event()
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout)
@@ -85,4 +90,9 @@ class TurnsInFlight:
                 pass
             finally:
                 self._idle = None
-        return self.count
+        late = set(self._tasks)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=unwind)
+        return len(late)

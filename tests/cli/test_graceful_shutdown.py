@@ -62,6 +62,11 @@ class SlowActionServer(BaseHTTPRequestHandler):
         pass
 
 
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # the bot server went away mid-call (the test's point): no traceback
+
+
 @pytest.fixture(scope="module")
 def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bot that greets at once, then runs a custom action that takes 2 s."""
@@ -86,7 +91,7 @@ def slow_bot(
     """`botserver run` on the slow bot (REST and socket.io, SQLite trackers; with workers,
     Redis locks), ready; and the tracker database."""
     workers: int = request.param
-    actions = ThreadingHTTPServer(("127.0.0.1", 0), SlowActionServer)
+    actions = QuietServer(("127.0.0.1", 0), SlowActionServer)
     threading.Thread(target=actions.serve_forever, daemon=True).start()
     project = tmp_path / "bot"
     (project / "models").mkdir(parents=True)
@@ -115,6 +120,10 @@ def slow_bot(
             cwd=project,
         )
         server.wait_until("/health/ready")
+        for _ in range(300):  # with workers, until they all serve (one answers the probe)
+            if "is up on" in server.text():
+                break
+            time.sleep(0.1)
         yield server, database
     finally:
         actions.shutdown()
@@ -127,6 +136,17 @@ def stored_actions(database: Path) -> list[str]:
             "SELECT action_name FROM events WHERE type_name = 'action' ORDER BY id"
         ).fetchall()
     return [row[0] for row in rows]
+
+
+def first_streamed_line_then_leave(server: ServerProcess, sender: str) -> dict[str, Any]:
+    """Sends /greet with `?stream=true`, reads the first bot message and hangs up."""
+    with httpx.stream(
+        "POST",
+        server.url + "/webhooks/rest/webhook?stream=true",
+        json={"sender": sender, "message": "/greet"},
+        timeout=30,
+    ) as response:
+        return json.loads(next(response.iter_lines()))
 
 
 def test_sigterm_lets_the_turn_in_flight_finish(slow_bot: tuple[ServerProcess, Path]) -> None:
@@ -173,14 +193,8 @@ def test_sigterm_lets_a_streamed_turn_finish_after_its_client_left(
     stores closed under it, and its user message and actions were lost. With workers, the
     log now says when they all serve (before: only that they were starting)."""
     server, database = slow_bot
-    with httpx.stream(
-        "POST",
-        server.url + "/webhooks/rest/webhook?stream=true",
-        json={"sender": "streamed", "message": "/greet"},
-        timeout=30,
-    ) as response:
-        first = next(response.iter_lines())
-    assert json.loads(first)["text"] == "hello there"  # the client leaves: the action runs on
+    first = first_streamed_line_then_leave(server, "streamed")
+    assert first["text"] == "hello there"  # the client left: the action runs on
     server.process.terminate()
     assert server.process.wait(timeout=30) == 0, server.text()
     assert stored_actions(database)[-2:] == ["action_slow", "action_listen"], server.text()
@@ -211,3 +225,23 @@ def test_sigterm_lets_a_socketio_turn_finish(slow_bot: tuple[ServerProcess, Path
     assert said == [{"text": "hello there"}]
     assert server.process.returncode == 0, server.text()
     assert stored_actions(database)[-2:] == ["action_slow", "action_listen"], server.text()
+
+
+@pytest.fixture
+def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "0.5")
+
+
+def test_a_turn_longer_than_the_graceful_period_is_cancelled_with_one_warning(
+    short_grace: None, slow_bot: tuple[ServerProcess, Path]
+) -> None:
+    """The stop is bounded: a turn still running when the period ends is cancelled before
+    the stores close, and one warning says so. Before, the stores closed under it and it
+    failed later with a traceback ("cannot schedule new futures after shutdown")."""
+    server, _ = slow_bot
+    first_streamed_line_then_leave(server, "too-slow")
+    server.process.terminate()
+    assert server.process.wait(timeout=30) == 0, server.text()
+    text = server.text()
+    assert "1 turn(s) still running at the end of the graceful shutdown period" in text, text
+    assert "Traceback" not in text and "ERROR" not in text, text
