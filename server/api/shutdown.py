@@ -51,38 +51,35 @@ Turn = Callable[..., Coroutine[Any, Any, Any]]
 
 
 class TurnsInFlight:
-    """The tasks running the processor's turns, so that the lifespan can wait for them."""
+    """Counts the processor's turns in progress, so that the lifespan can wait for them."""
 
     def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.count = 0
         self._idle: asyncio.Event | None = None
-
-    @property
-    def count(self) -> int:
-        return len(self._tasks)
+        self._code: Any = None  # the wrapper's code, to find the tasks running turns
 
     def track(self, processor: Any) -> None:
-        """Wrap `processor.handle_message` (every channel's turn goes through it)."""
+        """Wrap `processor.handle_message` (every channel's turn goes through it). A turn pays
+        one coroutine for it; finding the tasks is left to the rare end of a drain."""
         handle: Turn = processor.handle_message
-        tasks = self._tasks
 
         async def handle_message(message: Any, model: Any) -> Any:
-            task = asyncio.current_task()
-            tasks.add(task)  # type: ignore[arg-type]  # (always in a task)
+            self.count += 1
             try:
                 return await handle(message, model)
             finally:
-                tasks.discard(task)  # type: ignore[arg-type]
-                if not tasks and self._idle is not None:
+                self.count -= 1
+                if not self.count and self._idle is not None:
                     self._idle.set()
 
+        self._code = handle_message.__code__
         processor.handle_message = handle_message
 
     async def drain(self, timeout: float, unwind: float = 1.0) -> int:
         """Waits up to `timeout` seconds for the turns in progress to end, then cancels those
         still running and gives them `unwind` seconds to let go of their locks; returns how
         many were cancelled."""
-        if self._tasks and timeout > 0:
+        if self.count and timeout > 0:
             self._idle = asyncio.Event()
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout)
@@ -90,9 +87,20 @@ class TurnsInFlight:
                 pass
             finally:
                 self._idle = None
-        late = set(self._tasks)
+        if not self.count:
+            return 0
+        late = [task for task in asyncio.all_tasks() if self._runs_a_turn(task)]
         for task in late:
             task.cancel()
         if late:
             await asyncio.wait(late, timeout=unwind)
         return len(late)
+
+    def _runs_a_turn(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the task's chain of awaited coroutines passes through a turn."""
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            if getattr(awaited, "cr_code", None) is self._code:
+                return True
+            awaited = getattr(awaited, "cr_await", None)
+        return False
