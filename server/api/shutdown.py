@@ -40,6 +40,11 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def stopping() -> bool:
+    """Whether this process has begun to stop."""
+    return _stop_began is not None
+
+
 def seconds_left(graceful_seconds: float) -> float:
     """What is left of the graceful period since the stop began (all of it if unknown)."""
     if _stop_began is None:

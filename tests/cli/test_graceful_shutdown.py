@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -138,6 +139,16 @@ def stored_actions(database: Path) -> list[str]:
     return [row[0] for row in rows]
 
 
+def post_in_background(server: ServerProcess, sender: str) -> tuple[threading.Thread, list[Any]]:
+    """Sends /greet to the REST webhook from a thread; the list gets its answer."""
+    replies: list[httpx.Response] = []
+    body = {"sender": sender, "message": "/greet"}
+    url = server.url + "/webhooks/rest/webhook"
+    thread = threading.Thread(target=lambda: replies.append(httpx.post(url, json=body, timeout=30)))
+    thread.start()
+    return thread, replies
+
+
 def first_streamed_line_then_leave(server: ServerProcess, sender: str) -> dict[str, Any]:
     """Sends /greet with `?stream=true`, reads the first bot message and hangs up."""
     with httpx.stream(
@@ -151,17 +162,7 @@ def first_streamed_line_then_leave(server: ServerProcess, sender: str) -> dict[s
 
 def test_sigterm_lets_the_turn_in_flight_finish(slow_bot: tuple[ServerProcess, Path]) -> None:
     server, database = slow_bot
-    replies: list[httpx.Response] = []
-    turn = threading.Thread(
-        target=lambda: replies.append(
-            httpx.post(
-                server.url + "/webhooks/rest/webhook",
-                json={"sender": "slow", "message": "/greet"},
-                timeout=30,
-            )
-        )
-    )
-    turn.start()
+    turn, replies = post_in_background(server, "slow")
     time.sleep(0.8)  # the turn is waiting for the action server
     server.process.terminate()
     turn.join(timeout=30)
@@ -235,13 +236,22 @@ def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_turn_longer_than_the_graceful_period_is_cancelled_with_one_warning(
     short_grace: None, slow_bot: tuple[ServerProcess, Path]
 ) -> None:
-    """The stop is bounded: a turn still running when the period ends is cancelled before
-    the stores close, and one warning says so. Before, the stores closed under it and it
-    failed later with a traceback ("cannot schedule new futures after shutdown")."""
+    """The stop is bounded: turns still running when the period ends are cancelled before
+    the stores close, one warning says so, and a client still waiting gets a 503 it may retry
+    (Rasa's error body). Before, a streamed turn failed after the stores closed with a
+    traceback ("cannot schedule new futures after shutdown"), and the waiting client got a
+    500 and the log the cancellation's traceback."""
     server, _ = slow_bot
     first_streamed_line_then_leave(server, "too-slow")
+    waiting, replies = post_in_background(server, "waiting")
+    time.sleep(0.5)  # its turn waits for the action server too
     server.process.terminate()
+    waiting.join(timeout=30)
     assert server.process.wait(timeout=30) == 0, server.text()
     text = server.text()
-    assert "1 turn(s) still running at the end of the graceful shutdown period" in text, text
-    assert "Traceback" not in text and "ERROR" not in text, text
+    cancelled = r"[12] turn\(s\) still running at the end of the graceful shutdown period"
+    assert re.search(cancelled, text), text
+    assert "Traceback" not in text, text
+    assert replies and replies[0].status_code == 503, text
+    assert replies[0].headers["Retry-After"] == "1"
+    assert replies[0].json()["reason"] == "ServiceUnavailable"
