@@ -167,9 +167,12 @@ class Supervisor:
                     code = 1
                     break
         finally:
-            self._stop_all()
+            # The workers close their copies as they stop; with the parent's closed too, a
+            # new connection is refused at once, rather than queued for nobody to accept
+            # while the workers finish their requests (and reset when they are done).
             for sock in set(self.sockets):
                 sock.close()
+            self._stop_all()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         return code

@@ -197,6 +197,14 @@ def test_sigterm_lets_a_streamed_turn_finish_after_its_client_left(
     first = first_streamed_line_then_leave(server, "streamed")
     assert first["text"] == "hello there"  # the client left: the action runs on
     server.process.terminate()
+    args = [str(arg) for arg in server.process.args]  # type: ignore[union-attr]
+    workers = int(args[args.index("--workers") + 1])
+    for _ in range(100):  # until every worker has begun to stop
+        if server.text().count("Stopping: new connections are refused") == workers:
+            break
+        time.sleep(0.05)
+    with pytest.raises(httpx.ConnectError):  # refused at once, not left hanging
+        httpx.get(server.url + "/health/live", timeout=5)
     assert server.process.wait(timeout=30) == 0, server.text()
     assert stored_actions(database)[-2:] == ["action_slow", "action_listen"], server.text()
     assert "failed" not in server.text()
