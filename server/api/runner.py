@@ -35,9 +35,8 @@ from server.api.tls import ssl_options
 from server.auth import AuthConfig, install_log_redaction
 from server.auth.config import jwt_audience
 from server.config import read_credentials, read_endpoints
-from server.errors import BotServerError, InvalidConfig
+from server.errors import InvalidConfig
 from server.logs import announce, configure_logging
-from server.models.local import resolve_local_model
 from server.models.remote_storage import STORAGES
 from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
 
@@ -150,8 +149,9 @@ def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> N
         async with inner(app) as state:
             if app.state.holder.info is None:
                 logger.warning(
-                    "No model is loaded%s: /health/ready answers 503 and conversations fail "
-                    "with 409 until one is (PUT /model, a model server, or restart with -m).",
+                    "The server starts without a model%s: /health/ready answers 503 and "
+                    "conversations fail with 409 until one is loaded (PUT /model with "
+                    "--enable-api, a model server, or restart with -m).",
                     "" if listen_url else f" [pid {os.getpid()}]",
                 )
             if listen_url:
@@ -229,21 +229,13 @@ def _warn_if_open(args: argparse.Namespace) -> None:
     )
 
 
-def _check_model(args: argparse.Namespace, endpoints: dict[str, Any]) -> None:
+def _check_remote_storage(args: argparse.Namespace) -> None:
+    # A missing or unreadable model is not checked before the start: the start-up load says
+    # why, and the server what follows (once each; a check here said it a second time).
     if args.remote_storage and args.remote_storage not in STORAGES:
         raise InvalidConfig(
             f"--remote-storage {args.remote_storage!r} is not supported: use one of "
             f"{', '.join(STORAGES)}"
-        )
-    if endpoints.get("models") or args.remote_storage:
-        return
-    try:
-        resolve_local_model(Path(args.model))
-    except BotServerError as exc:
-        logger.warning(
-            "%s The server starts without a model: /health/ready stays 503 until one is "
-            "loaded (PUT /model with --enable-api, or restart with -m).",
-            exc,
         )
 
 
@@ -290,7 +282,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     if args.response_timeout is not None and args.response_timeout < 0:
         raise InvalidConfig("--response-timeout must be 0 (none) or more seconds")
     _check_secrets(args)
-    _check_model(args, endpoints)
+    _check_remote_storage(args)
     _check_workers(args.workers, endpoints)
     host = "localhost" if args.interface in ("0.0.0.0", "::") else args.interface
     scheme = "https" if args.ssl_certificate else "http"
