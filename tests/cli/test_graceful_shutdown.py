@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import sqlite3
 import threading
 import time
@@ -169,6 +170,19 @@ def test_sigterm_lets_the_turn_in_flight_finish(slow_bot: tuple[ServerProcess, P
     assert server.process.wait(timeout=30) == 0, server.text()
     assert replies and replies[0].status_code == 200, server.text()
     assert [reply["text"] for reply in replies[0].json()] == ["hello there", "finished slowly"]
+    assert "action_slow" in stored_actions(database)
+
+
+def test_sighup_stops_as_gracefully_as_sigterm(slow_bot: tuple[ServerProcess, Path]) -> None:
+    """A closed terminal or `kill -HUP`. Before, SIGHUP ended the process at once: the turn
+    in flight was lost and its client got no answer."""
+    server, database = slow_bot
+    turn, replies = post_in_background(server, "hangup")
+    time.sleep(0.8)  # the turn is waiting for the action server
+    server.process.send_signal(signal.SIGHUP)
+    turn.join(timeout=30)
+    assert server.process.wait(timeout=30) == 0, server.text()
+    assert replies and replies[0].status_code == 200, server.text()
     assert "action_slow" in stored_actions(database)
 
 
