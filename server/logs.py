@@ -3,6 +3,7 @@ Rasa's `LOG_LEVEL*` variables and `--logging-config-file`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import logging.config
@@ -30,6 +31,8 @@ LIBRARY_LOGGERS = (
     "uvicorn.error",
     "socketio",
     "engineio",
+    # "setup plugin alembic.autogenerate.schemas" and six more at each start with -v.
+    "alembic.runtime.plugins",
 )
 RABBITMQ_LOGGERS = ("aio_pika", "aiormq")
 
@@ -113,17 +116,89 @@ _PRINTED = "_printed_on_stdout"
 
 
 def announce(logger: logging.Logger, message: str) -> None:
-    """A start-up line for people and for the logs: printed on stdout, and logged so that
-    the log file and a log stream carry it too (a terminal shows it once)."""
+    """A start-up line for people and for the logs, once wherever the output ends up.
+
+    Logged, so that the log stream on stderr, `--log-file` and a log shipper carry it. Printed
+    on stdout too when stdout is a terminal (where it reads best bare) or when our info lines
+    are not logged (`--quiet`, `LOG_LEVEL=WARNING`). Not printed otherwise: with stdout and
+    stderr in one file (`> out.log 2>&1`) or in one log (Docker, journald) it would appear
+    twice, the second time without a timestamp (and as a line that is not JSON among JSON).
+    """
+    logged = logger.isEnabledFor(logging.INFO)
+    if logged and not _isatty(sys.stdout):
+        logger.info(message)
+        return
     print(message, flush=True)
     logger.info(message, extra={_PRINTED: True})
 
 
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # replaced, or closed
+        return False
+
+
+def _same_destination(one: Any, other: Any) -> bool:
+    """Whether two streams write to the same file, pipe or terminal."""
+    if one is other:
+        return True
+    try:
+        a, b = os.fstat(one.fileno()), os.fstat(other.fileno())
+    except (AttributeError, ValueError, OSError):  # no file descriptor (io.StringIO), closed
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 class _PrintedAlready(logging.Filter):
-    """Keeps the stderr handler from showing on a terminal what `announce` printed there."""
+    """Keeps the stderr handler from writing what `announce` printed on stdout, when both
+    streams end in the same place (a terminal, one file)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not getattr(record, _PRINTED, False)
+
+
+class RepeatsCounted:
+    """A warning logged at its first occurrence; the same warning again (the same key) within
+    the next `window` seconds is only counted, and the count logged in one line when the
+    window ends. A burst of one cause (messages piling up on one busy conversation) is then
+    two lines, not one per message."""
+
+    def __init__(self, logger: logging.Logger, window: float, max_keys: int = 1000) -> None:
+        self.logger = logger
+        self.window = window
+        self.max_keys = max_keys  # a bound on memory; a key beyond it is logged every time
+        self._repeats: dict[str, int] = {}
+
+    def warning(self, key: str, message: str, *args: Any) -> None:
+        count = self._repeats.get(key)
+        if count is not None:
+            self._repeats[key] = count + 1
+            return
+        self.logger.warning(message, *args)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to end the window: each one is logged
+            return
+        if len(self._repeats) < self.max_keys:
+            self._repeats[key] = 0
+            loop.call_later(self.window, self._end_window, key)
+
+    def _end_window(self, key: str) -> None:
+        count = self._repeats.pop(key, 0)
+        if count:
+            self.logger.warning(
+                "%d more time%s in the last %g s: %s",
+                count,
+                "" if count == 1 else "s",
+                self.window,
+                key,
+            )
+
+    def flush(self) -> None:
+        """Log the counts of the windows still open (at shutdown)."""
+        for key in list(self._repeats):
+            self._end_window(key)
 
 
 def _env_level(name: str) -> int | None:
@@ -196,7 +271,7 @@ def configure_logging(
     else:
         formatter = TextFormatter("%(asctime)s %(levelname)-7s %(name)s - %(message)s")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if sys.stderr.isatty():
+    if _same_destination(sys.stdout, sys.stderr):
         handlers[0].addFilter(_PrintedAlready())
     if log_file:
         # Reopened when logrotate (or anyone) moves it away: lines go on at the path.

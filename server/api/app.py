@@ -6,6 +6,7 @@ and the app can be assembled with fakes in tests.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -13,11 +14,12 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
 
 from server import __version__
-from server.api.errors import install_error_handlers
+from server.api.errors import error_response, install_error_handlers
 from server.api.middleware import RequestGuardMiddleware
 from server.api.middleware.cors import ApiCorsMiddleware
 from server.api.openapi import install_openapi
 from server.api.settings import ApiSettings
+from server.api.shutdown import stopping
 from server.auth import Authenticator
 from server.auth.dependency import APP_STATE_KEY
 
@@ -40,19 +42,24 @@ class BotServerApp(FastAPI):
     _short_way: bool | None = None  # decided once, at the first direct request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        guard = self._guard
-        if (
-            guard is not None
-            and scope["type"] == "http"
-            and (scope["method"], scope["path"]) in guard.direct_routes
-        ):
-            if self._short_way is None:
-                self._short_way = self._may_skip_layers()
-            if self._short_way:
-                scope["app"] = self
-                await guard(scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
+        try:
+            guard = self._guard
+            if (
+                guard is not None
+                and scope["type"] == "http"
+                and (scope["method"], scope["path"]) in guard.direct_routes
+            ):
+                if self._short_way is None:
+                    self._short_way = self._may_skip_layers()
+                if self._short_way:
+                    scope["app"] = self
+                    await guard(scope, receive, send)
+                    return
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            if scope["type"] != "http" or not stopping():
+                raise
+            await _answer_shutting_down(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()
@@ -65,6 +72,22 @@ class BotServerApp(FastAPI):
             return False
         telemetry = getattr(self, "_native_telemetry", None)
         return telemetry is not None and not telemetry.enabled()
+
+
+async def _answer_shutting_down(scope: Scope, receive: Receive, send: Send) -> None:
+    """A request uvicorn cancels at the end of the graceful shutdown period: its turn was cut
+    short, unstored, so the client gets a 503 it may retry elsewhere (uvicorn would answer a
+    500 and log the cancellation's traceback)."""
+    response = error_response(
+        503,
+        "ServiceUnavailable",
+        "The server is shutting down; the request was not completed. Retry.",
+        headers={"Retry-After": "1"},
+    )
+    try:
+        await response(scope, receive, send)
+    except (RuntimeError, OSError):  # the answer had begun, or the client is gone
+        pass
 
 
 def _find_guard(stack: Any) -> RequestGuardMiddleware | None:

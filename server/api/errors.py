@@ -26,8 +26,14 @@ from server import RASA_COMPAT_VERSION
 from server import errors as e
 from server.auth.dependency import authorize_matched_route
 from server.auth.log_redaction import redact
+from server.logs import RepeatsCounted
 
 logger = logging.getLogger(__name__)
+
+# A conversation's lock timeouts: a busy conversation, not a fault of the server. Under a
+# burst every waiting message times out; one line per conversation and window says it.
+LOCK_TIMEOUT_WINDOW_SECONDS = 60.0
+BUSY_CONVERSATIONS = RepeatsCounted(logger, LOCK_TIMEOUT_WINDOW_SECONDS)
 
 DOCS_URL = "https://rasa.com/docs/rasa"
 HELP_HTTP_API = DOCS_URL + "/user-guide/configuring-http-api/"
@@ -211,6 +217,17 @@ def response_for(exc: BaseException, scope: Scope | None = None) -> JSONResponse
         where = _request_line(scope)
         if mapped is None:
             logger.error("Unhandled error in %s (request id %s)", where, ident, exc_info=exc)
+        elif isinstance(exc, e.LockTimeout):
+            BUSY_CONVERSATIONS.warning(
+                str(exc),
+                "%s in %s (request id %s): %s Answered 503; more of these within %g s are "
+                "counted in one line.",
+                type(exc).__name__,
+                where,
+                ident,
+                exc,
+                BUSY_CONVERSATIONS.window,
+            )
         else:
             logger.error("%s in %s (request id %s): %s", type(exc).__name__, where, ident, exc)
         headers = {REQUEST_ID_HEADER: ident}

@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from server import __version__
+from server.api.errors import BUSY_CONVERSATIONS
 from server.api.health import health_router
 from server.api.inspect import inspect_router
 from server.api.metrics import ServerMetrics
@@ -29,13 +30,13 @@ from server.api.metrics_sharing import share_between_workers
 from server.api.middleware import DEFAULT_MAX_BODY_BYTES
 from server.api.model_sync import follow_other_workers
 from server.api.server import ServerOptions, build_app
+from server.api.shutdown import GracefulServer, TurnsInFlight, seconds_left
 from server.api.tls import ssl_options
 from server.auth import AuthConfig, install_log_redaction
 from server.auth.config import jwt_audience
 from server.config import read_credentials, read_endpoints
-from server.errors import BotServerError, InvalidConfig
+from server.errors import InvalidConfig
 from server.logs import announce, configure_logging
-from server.models.local import resolve_local_model
 from server.models.remote_storage import STORAGES
 from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
 
@@ -120,7 +121,7 @@ def server_app(options: ServerOptions, metrics: bool = True, listen_url: str = "
         share_between_workers(app, server_metrics)
     if options.enable_api:
         app.include_router(inspect_router())
-    _announce_on_startup(app, listen_url, options)
+    _serve_lifecycle(app, listen_url, options)
     return app
 
 
@@ -136,24 +137,22 @@ def app_from_environment() -> FastAPI:
     return server_app(spec.options(), spec.metrics, "")
 
 
-def _announce_on_startup(app: FastAPI, listen_url: str, options: ServerOptions) -> None:
-    """Say what was loaded once the lifespan has loaded the startup model."""
+def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> None:
+    """Say where the server is up once the lifespan has loaded the startup model (the model
+    holder logs which), and on shutdown let the turns in flight end before the stores close."""
     inner = app.router.lifespan_context
+    turns = TurnsInFlight()
+    turns.track(app.state.processor)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
         async with inner(app) as state:
-            info = app.state.holder.info
-            pid = f" [pid {os.getpid()}]" if not listen_url else ""
-            if info is not None and listen_url:
-                announce(logger, f"Model loaded: {info.model_file} (model_id {info.model_id})")
-            elif info is not None:
-                logger.info("Model loaded: %s (model_id %s)%s", info.model_file, info.model_id, pid)
-            else:
+            if app.state.holder.info is None:
                 logger.warning(
-                    "No model is loaded%s: /health/ready answers 503 and conversations fail "
-                    "with 409 until one is (PUT /model, a model server, or restart with -m).",
-                    pid,
+                    "The server starts without a model%s: /health/ready answers 503 and "
+                    "conversations fail with 409 until one is loaded (PUT /model with "
+                    "--enable-api, a model server, or restart with -m).",
+                    "" if listen_url else f" [pid {os.getpid()}]",
                 )
             if listen_url:
                 announce(
@@ -162,8 +161,29 @@ def _announce_on_startup(app: FastAPI, listen_url: str, options: ServerOptions) 
                     + (f" (inspector: {listen_url}/inspect)" if options.enable_api else ""),
                 )
             yield state
+            await _finish_turns(turns)
+            BUSY_CONVERSATIONS.flush()
+        logger.info("Stopped: the channels, event broker and stores are closed.")
 
     app.router.lifespan_context = lifespan
+
+
+async def _finish_turns(turns: TurnsInFlight) -> None:
+    """Turns no request waits for (a streamed turn whose client left, a socket.io turn) get
+    what is left of the graceful period; the stores close after them."""
+    if not turns.count:
+        return
+    seconds = seconds_left(GRACEFUL_SHUTDOWN_SECONDS)
+    logger.info("Waiting up to %.0f s for %d turn(s) in flight to finish", seconds, turns.count)
+    left = await turns.drain(seconds)
+    if left:
+        logger.warning(
+            "%d turn(s) still running at the end of the graceful shutdown period "
+            "(BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS=%g) were cancelled: their messages are not "
+            "stored.",
+            left,
+            GRACEFUL_SHUTDOWN_SECONDS,
+        )
 
 
 # -- checks before anything starts -------------------------------------------------------------
@@ -209,21 +229,13 @@ def _warn_if_open(args: argparse.Namespace) -> None:
     )
 
 
-def _check_model(args: argparse.Namespace, endpoints: dict[str, Any]) -> None:
+def _check_remote_storage(args: argparse.Namespace) -> None:
+    # A missing or unreadable model is not checked before the start: the start-up load says
+    # why, and the server what follows (once each; a check here said it a second time).
     if args.remote_storage and args.remote_storage not in STORAGES:
         raise InvalidConfig(
             f"--remote-storage {args.remote_storage!r} is not supported: use one of "
             f"{', '.join(STORAGES)}"
-        )
-    if endpoints.get("models") or args.remote_storage:
-        return
-    try:
-        resolve_local_model(Path(args.model))
-    except BotServerError as exc:
-        logger.warning(
-            "%s The server starts without a model: /health/ready stays 503 until one is "
-            "loaded (PUT /model with --enable-api, or restart with -m).",
-            exc,
         )
 
 
@@ -270,7 +282,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     if args.response_timeout is not None and args.response_timeout < 0:
         raise InvalidConfig("--response-timeout must be 0 (none) or more seconds")
     _check_secrets(args)
-    _check_model(args, endpoints)
+    _check_remote_storage(args)
     _check_workers(args.workers, endpoints)
     host = "localhost" if args.interface in ("0.0.0.0", "::") else args.interface
     scheme = "https" if args.ssl_certificate else "http"
@@ -332,11 +344,8 @@ def run_server(args: argparse.Namespace) -> int:
         # Fail here, once, rather than in every worker.
         build_app(spec.options())
         os.environ[SPEC_ENV] = json.dumps(asdict(spec), default=str)
-        announce(
-            logger,
-            f"botserver {__version__} is starting {args.workers} workers on {spec.listen_url}"
-            + (f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""),
-        )
+        inspector = f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""
+        logger.info("botserver %s is starting %d workers", __version__, args.workers)
         config = uvicorn.Config(
             "server.api.runner:app_from_environment",
             factory=True,
@@ -346,7 +355,14 @@ def run_server(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="botserver-workers-") as shared_dir:
             os.environ[WORKERS_DIR_ENV] = shared_dir
             try:
-                code = serve_workers(config)
+                code = serve_workers(
+                    config,
+                    lambda: announce(
+                        logger,
+                        f"botserver {__version__} is up on {spec.listen_url} with "
+                        f"{args.workers} workers{inspector}",
+                    ),
+                )
             finally:
                 del os.environ[WORKERS_DIR_ENV]
         if code != 0:
@@ -354,7 +370,7 @@ def run_server(args: argparse.Namespace) -> int:
             return 1
         return 0
     app = server_app(spec.options(), spec.metrics, spec.listen_url)
-    server = uvicorn.Server(uvicorn.Config(app, **common))
+    server = GracefulServer(uvicorn.Config(app, **common))
     # uvicorn handles SIGTERM (finishing requests in flight), then raises it again with the
     # handler found at start: make that one a no-op so a graceful stop exits with 0.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)

@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
@@ -87,11 +88,11 @@ def _die_with(parent: int) -> None:
 def _serve(config: uvicorn.Config, sock: socket.socket, ready: Event, parent: int) -> None:
     """A worker process: uvicorn serving on the socket it was given; `ready` is set once it
     serves."""
-    import uvicorn
+    from server.api.shutdown import GracefulServer
 
     _die_with(parent)
     config.configure_logging()
-    server = uvicorn.Server(config)
+    server = GracefulServer(config)
 
     def announce() -> None:
         while not (server.started or server.should_exit):
@@ -110,9 +111,15 @@ class Supervisor:
     """Starts the workers, replaces one that dies, and stops them all on SIGINT, SIGTERM or
     SIGHUP."""
 
-    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        sockets: list[socket.socket],
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
         self.sockets = sockets
+        self.on_ready = on_ready  # called once, when every worker first serves
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[BaseProcess] = []
         self.ready: list[Event] = []
@@ -153,13 +160,19 @@ class Supervisor:
                 self._wait()
                 if self.stopping.is_set():
                     break
+                if self.on_ready is not None and all(ready.is_set() for ready in self.ready):
+                    self.on_ready()
+                    self.on_ready = None
                 if self._replace_dead():
                     code = 1
                     break
         finally:
-            self._stop_all()
+            # The workers close their copies as they stop; with the parent's closed too, a
+            # new connection is refused at once, rather than queued for nobody to accept
+            # while the workers finish their requests (and reset when they are done).
             for sock in set(self.sockets):
                 sock.close()
+            self._stop_all()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         return code
@@ -237,11 +250,12 @@ def restart_delay(quick_deaths: int) -> float:
     return min(MAX_RESTART_DELAY, 0.5 * 2 ** (quick_deaths - 2))
 
 
-def serve_workers(config: uvicorn.Config) -> int:
-    """Serve `config.workers` processes on config.host:config.port; the exit code."""
+def serve_workers(config: uvicorn.Config, on_ready: Callable[[], None] | None = None) -> int:
+    """Serve `config.workers` processes on config.host:config.port; the exit code.
+    `on_ready` is called once every worker serves."""
     try:
         sockets = listening_sockets(config.host, config.port, config.workers, config.backlog)
     except OSError as exc:
         where = f"{config.host}:{config.port}"
         raise InvalidConfig(f"cannot listen on {where}: {exc.strerror}") from None
-    return Supervisor(config, sockets).run()
+    return Supervisor(config, sockets, on_ready).run()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,38 +23,117 @@ from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, Sto
 logger = logging.getLogger(__name__)
 
 
+class Deliveries:
+    """The bot messages posted to the callback URL, per conversation in the order the turns
+    sent them: one conversation's POSTs run one after another, in tasks of their own, so a
+    slow callback URL does not hold the conversation's lock (its next message is handled
+    while the replies of the last one are still on their way)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, asyncio.Future[None]] = {}  # per conversation
+
+    def post_after_the_last(
+        self, recipient_id: str, post: Callable[[], Awaitable[None]]
+    ) -> asyncio.Future[None]:
+        previous = self._last.get(recipient_id)
+        delivery = asyncio.ensure_future(_after(previous, post))
+        self._last[recipient_id] = delivery
+
+        def forget(done: asyncio.Future[None]) -> None:
+            if self._last.get(recipient_id) is done:
+                del self._last[recipient_id]
+
+        delivery.add_done_callback(forget)
+        return delivery
+
+    async def finish(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the POSTs under way (at shutdown); cancel the
+        rest."""
+        pending = set(self._last.values())
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=timeout)
+        for delivery in late:
+            delivery.cancel()
+        if late:
+            logger.error(
+                "callback: the bot messages of %d conversation(s) were still being posted at "
+                "shutdown and are not delivered",
+                len(late),
+            )
+
+
+async def _after(
+    previous: asyncio.Future[None] | None, post: Callable[[], Awaitable[None]]
+) -> None:
+    if previous is not None:
+        await asyncio.wait((previous,))  # its outcome is its own
+    await post()
+
+
 class CallbackOutput:
     """POSTs every bot message part, as the REST channel would return it, to the callback URL.
 
-    The POSTs run inside the turn, under the conversation's lock, as in Rasa (the webhook's
-    `success` means they were made). Each is bounded as a whole by the endpoint's `timeout`
-    (httpx's is per read, which a trickling answer never reaches), and once one timed out or
-    could not connect, the rest of the output's messages are not tried: each would hold the
-    conversation the timeout again. An output serves one turn (or one pushed message).
+    The POSTs of one conversation go in order (`Deliveries`), outside the conversation's
+    lock: the turn goes on while they are under way, and the webhook answers `success` once
+    its turn's POSTs were made (as in Rasa, where they are made under the lock). Each is
+    bounded as a whole by the endpoint's `timeout` (httpx's is per read, which a trickling
+    answer never reaches), and once one timed out or could not connect, the rest of the
+    output's messages are not tried: each would wait the timeout again. An output serves one
+    turn (or one pushed message).
     """
 
     name = "callback"
 
-    def __init__(self, endpoint: HttpEndpoint) -> None:
+    def __init__(
+        self, endpoint: HttpEndpoint, deliveries: Deliveries, in_webhook: bool = False
+    ) -> None:
         self.endpoint = endpoint
+        self.deliveries = deliveries
+        # In the webhook, the webhook waits for the POSTs (`delivered`) after the turn;
+        # otherwise (a pushed message, a reminder) each send waits for its own.
+        self.in_webhook = in_webhook
         self._unreachable: str | None = None  # why the URL was given up on, once it was
+        self._sent: list[asyncio.Future[None]] = []
+        self._skipped = 0
+        self._recipient = ""
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
-        parts = split_message(message, collecting=True)
-        for index, part in enumerate(parts):
-            if self._unreachable is not None:
-                logger.error(
-                    "callback: %d more bot message%s to %s not sent: the callback URL %s %s",
-                    len(parts) - index,
-                    "" if len(parts) - index == 1 else "s",
-                    recipient_id,
-                    self.endpoint.safe_url,
-                    self._unreachable,
-                )
-                return
-            await self._post(recipient_id, part)
+        self._recipient = recipient_id
+        posts = [
+            self.deliveries.post_after_the_last(
+                recipient_id, functools.partial(self._post, recipient_id, part)
+            )
+            for part in split_message(message, collecting=True)
+        ]
+        if self.in_webhook:
+            self._sent += posts
+        else:
+            await self._wait(posts)
+
+    async def delivered(self) -> None:
+        """Wait until the POSTs of this output were made (or given up)."""
+        await self._wait(self._sent)
+        self._sent = []
+
+    async def _wait(self, posts: list[asyncio.Future[None]]) -> None:
+        if posts:
+            await asyncio.wait(posts)  # a cancelled wait leaves them to finish
+        if self._skipped:
+            logger.error(
+                "callback: %d more bot message%s to %s not sent: the callback URL %s %s",
+                self._skipped,
+                "" if self._skipped == 1 else "s",
+                self._recipient,
+                self.endpoint.safe_url,
+                self._unreachable,
+            )
+            self._skipped = 0
 
     async def _post(self, recipient_id: str, part: dict[str, Any]) -> None:
+        if self._unreachable is not None:
+            self._skipped += 1
+            return
         body = {"recipient_id": recipient_id, **part}
         timeout = self.endpoint.timeout
         try:
@@ -68,7 +149,7 @@ class CallbackOutput:
                 self._unreachable,
             )
             return
-        except Exception as e:  # any failure: a raise would fail the turn, left unstored
+        except Exception as e:  # any failure: the turn's other messages go on
             logger.error(
                 "callback: could not deliver a message to %s: %s",
                 self.endpoint.safe_url,
@@ -91,6 +172,7 @@ class CallbackInput(InputChannel):
 
     def __init__(self, endpoint: HttpEndpoint) -> None:
         self.endpoint = endpoint
+        self.deliveries = Deliveries()
 
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> CallbackInput:
@@ -114,20 +196,26 @@ class CallbackInput(InputChannel):
             )
             if message.text is not None:
                 check_text_length(message.text)  # a 400, as the REST channel answers
-                message.output_channel = CallbackOutput(self.endpoint)  # this turn's own
+                output = CallbackOutput(self.endpoint, self.deliveries, in_webhook=True)
+                message.output_channel = output  # this turn's own
                 try:
                     await on_new_message(message)
                 except (StoreError, LockTimeout, InvalidConversationId):
                     raise  # a 503, 500 or 400, as the REST channel answers: not a lost message
                 except Exception as e:
                     log_failed_turn(logger, "callback", message.sender_id, e)
+                finally:
+                    await output.delivered()  # what the turn sent before it failed, too
             return PlainTextResponse("success")
 
         router.add_api_route("/webhook", receive, methods=["POST"], include_in_schema=False)
         return router
 
     def get_output_channel(self) -> CallbackOutput:
-        return CallbackOutput(self.endpoint)
+        return CallbackOutput(self.endpoint, self.deliveries)
 
     async def aclose(self) -> None:
+        # POSTs whose webhook no longer waits (cut by the response timeout) or that a
+        # pushed message started: each is bounded by the endpoint's timeout.
+        await self.deliveries.finish(self.endpoint.timeout)
         await self.endpoint.aclose()

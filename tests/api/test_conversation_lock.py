@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import httpx
@@ -85,3 +86,46 @@ async def test_a_client_gone_while_another_process_held_the_redis_lock_is_not_ha
     finally:
         await other_process.close()
         await delete_redis_keys(prefix)
+
+
+async def test_a_burst_on_a_busy_conversation_is_two_warnings_not_one_error_per_message(
+    moodbot_model: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before, each message that timed out waiting for the lock was an ERROR line of its
+    own: a burst flooded the log. Now the first is a warning, the others are counted in one
+    line when the window ends; every client still gets the 503."""
+    from server.api.errors import BUSY_CONVERSATIONS
+
+    monkeypatch.setattr(BUSY_CONVERSATIONS, "window", 0.3)
+    app = build_app(
+        ServerOptions(
+            model_path=moodbot_model,
+            enable_api=True,
+            endpoints={
+                "tracker_store": {"type": "in_memory"},
+                "lock_store": {"type": "in_memory", "wait_timeout": 0.1},
+            },
+            models_dir=tmp_path,
+        )
+    )
+    caplog.set_level(logging.INFO)
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+        async with app.state.lock_store.lock("busy"):  # an earlier turn, still running
+            answers = await asyncio.gather(
+                *(
+                    client.post(WEBHOOK, json={"sender": "busy", "message": "hi"}, timeout=5)
+                    for _ in range(6)
+                )
+            )
+        await asyncio.sleep(0.6)  # the window ends
+
+    for answer in answers:
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+        assert answer.json()["message"] == "The conversation is busy; retry later."
+    lines = [r for r in caplog.records if "Could not lock conversation 'busy'" in r.getMessage()]
+    assert [r.levelname for r in lines] == ["WARNING", "WARNING"], [r.getMessage() for r in lines]
+    assert "Answered 503" in lines[0].getMessage()
+    assert lines[1].getMessage().startswith("5 more times in the last 0.3 s: Could not lock")

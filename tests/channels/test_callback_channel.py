@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
-from tests.channels.conftest import echo
+from tests.channels.conftest import concertbot_server, echo
 from tests.serving import serving
 
 
@@ -158,3 +160,54 @@ async def test_after_a_timeout_the_rest_of_the_turn_is_not_sent_to_wait_again(
     assert answer.text == "success"
     assert len(arrived) == 1
     assert "1 more bot message to c7 not sent: the callback URL" in caplog.text
+
+
+async def test_a_slow_callback_url_does_not_hold_the_conversations_next_message(
+    concertbot_model: Path,
+) -> None:
+    """The callback URL holds the reply to message 1 (slow, but within its timeout).
+    Before, the turn kept the conversation's lock while it posted: message 2 was not even
+    handled until the URL answered (and its lock wait could run out: a 503). Now message 2
+    is handled at once; its reply is posted after message 1's, in order, and each webhook
+    still answers `success` once its own replies were posted."""
+    received: list[str] = []
+    first_arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_receiver(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = json.loads((await receive())["body"])
+        if not received:
+            first_arrived.set()
+            await release.wait()
+        received.append(body["text"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(slow_receiver) as callback_url:
+        credentials = {"callback": {"url": f"{callback_url}/bot", "timeout": 30}}
+        async with (
+            concertbot_server(concertbot_model, "http://127.0.0.1:9/webhook", credentials) as url,
+            httpx.AsyncClient(base_url=url, timeout=30) as client,
+        ):
+
+            def say(text: str) -> Any:
+                body = {"sender": "slowcb", "message": text}
+                return asyncio.create_task(client.post("/webhooks/callback/webhook", json=body))
+
+            first = say("/greet")
+            await asyncio.wait_for(first_arrived.wait(), 10)
+            second = say("/goodbye")
+            handled: list[str] = []
+            for _ in range(100):  # up to 5 s
+                tracker = (await client.get("/conversations/slowcb/tracker")).json()
+                handled = [e["text"] for e in tracker["events"] if e["event"] == "user"]
+                if len(handled) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert handled == ["/greet", "/goodbye"]  # while message 1's reply is held
+            assert not first.done() and not second.done()
+            release.set()
+            answers = [await first, await second]
+    assert [answer.text for answer in answers] == ["success", "success"]
+    assert received == ["Hey there!", "Goodbye :("]

@@ -1,20 +1,34 @@
-"""SIGTERM during a turn: the turn finishes, its reply is delivered, the process exits 0."""
+"""SIGTERM during turns: each turn finishes and is stored, its reply goes where the client
+still listens, and the process exits 0, saying once that it is up and that it stops."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import signal
+import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
+import socketio
 
 from server.training.train import train
+from tests.cli.botserver_process import ServerProcess
+from tests.trackers.persistence_fixtures import REDIS, require_service, unique_name
 
 DOMAIN = """version: "3.1"
 intents: [greet]
 actions: [action_slow]
+responses:
+  utter_greet:
+  - text: "hello there"
 """
 NLU = """version: "3.1"
 nlu:
@@ -26,11 +40,13 @@ nlu:
 """
 RULES = """version: "3.1"
 rules:
-- rule: greet slowly
+- rule: greet at once, then slowly
   steps:
   - intent: greet
+  - action: utter_greet
   - action: action_slow
 """
+CREDENTIALS = "rest:\nsocketio:\n  session_persistence: false\n"
 
 
 class SlowActionServer(BaseHTTPRequestHandler):
@@ -48,43 +64,216 @@ class SlowActionServer(BaseHTTPRequestHandler):
         pass
 
 
-def test_sigterm_lets_the_turn_in_flight_finish(start_server, tmp_path: Path) -> None:
-    (tmp_path / "domain.yml").write_text(DOMAIN)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "nlu.yml").write_text(NLU)
-    (tmp_path / "data" / "rules.yml").write_text(RULES)
-    (tmp_path / "config.yml").write_text(
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # the bot server went away mid-call (the test's point): no traceback
+
+
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bot that greets at once, then runs a custom action that takes 2 s."""
+    root = tmp_path_factory.mktemp("slowbot")
+    (root / "domain.yml").write_text(DOMAIN)
+    (root / "data").mkdir()
+    (root / "data" / "nlu.yml").write_text(NLU)
+    (root / "data" / "rules.yml").write_text(RULES)
+    (root / "config.yml").write_text(
         "recipe: default.v1\nlanguage: en\npipeline: []\npolicies:\n- name: RulePolicy\n"
     )
-    train(
-        tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data"], tmp_path / "models"
-    )
+    return train(root / "config.yml", root / "domain.yml", [root / "data"], root / "models").path
 
-    actions = ThreadingHTTPServer(("127.0.0.1", 0), SlowActionServer)
+
+@pytest.fixture(params=[1])
+def slow_bot(
+    request: pytest.FixtureRequest,
+    slow_model: Path,
+    start_server: Callable[..., ServerProcess],
+    tmp_path: Path,
+) -> Iterator[tuple[ServerProcess, Path]]:
+    """`botserver run` on the slow bot (REST and socket.io, SQLite trackers; with workers,
+    Redis locks), ready; and the tracker database."""
+    workers: int = request.param
+    actions = QuietServer(("127.0.0.1", 0), SlowActionServer)
     threading.Thread(target=actions.serve_forever, daemon=True).start()
-    (tmp_path / "endpoints.yml").write_text(
+    project = tmp_path / "bot"
+    (project / "models").mkdir(parents=True)
+    (project / "models" / slow_model.name).write_bytes(slow_model.read_bytes())
+    database = tmp_path / "trackers.db"
+    endpoints = (
         f"action_endpoint:\n  url: http://127.0.0.1:{actions.server_port}/webhook\n"
-        "tracker_store:\n  type: in_memory\n"
+        f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {database}\n"
     )
-    try:
-        server = start_server("-m", "models", cwd=tmp_path)
-        server.wait_until("/health/ready")
-        replies: list[httpx.Response] = []
-        turn = threading.Thread(
-            target=lambda: replies.append(
-                httpx.post(
-                    server.url + "/webhooks/rest/webhook",
-                    json={"sender": "slow", "message": "/greet"},
-                    timeout=30,
-                )
-            )
+    if workers > 1:
+        require_service("Redis", REDIS)
+        endpoints += (
+            f"lock_store:\n  type: redis\n  url: {REDIS[0]}\n  port: {REDIS[1]}\n"
+            f"  key_prefix: {unique_name('graceful')}\n"
         )
-        turn.start()
-        time.sleep(0.8)  # the turn is waiting for the action server
-        server.process.terminate()
-        turn.join(timeout=30)
-        assert server.process.wait(timeout=30) == 0, server.text()
+    (project / "endpoints.yml").write_text(endpoints)
+    (project / "credentials.yml").write_text(CREDENTIALS)
+    try:
+        server = start_server(
+            "-m",
+            "models",
+            "--credentials",
+            "credentials.yml",
+            "--workers",
+            str(workers),
+            cwd=project,
+        )
+        server.wait_until("/health/ready")
+        for _ in range(300):  # with workers, until they all serve (one answers the probe)
+            if "is up on" in server.text():
+                break
+            time.sleep(0.1)
+        yield server, database
     finally:
         actions.shutdown()
+
+
+def stored_actions(database: Path) -> list[str]:
+    """The actions stored in the tracker database (read once the server has exited)."""
+    with sqlite3.connect(database) as db:
+        rows = db.execute(
+            "SELECT action_name FROM events WHERE type_name = 'action' ORDER BY id"
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def post_in_background(server: ServerProcess, sender: str) -> tuple[threading.Thread, list[Any]]:
+    """Sends /greet to the REST webhook from a thread; the list gets its answer."""
+    replies: list[httpx.Response] = []
+    body = {"sender": sender, "message": "/greet"}
+    url = server.url + "/webhooks/rest/webhook"
+    thread = threading.Thread(target=lambda: replies.append(httpx.post(url, json=body, timeout=30)))
+    thread.start()
+    return thread, replies
+
+
+def first_streamed_line_then_leave(server: ServerProcess, sender: str) -> dict[str, Any]:
+    """Sends /greet with `?stream=true`, reads the first bot message and hangs up."""
+    with httpx.stream(
+        "POST",
+        server.url + "/webhooks/rest/webhook?stream=true",
+        json={"sender": sender, "message": "/greet"},
+        timeout=30,
+    ) as response:
+        return json.loads(next(response.iter_lines()))
+
+
+def test_sigterm_lets_the_turn_in_flight_finish(slow_bot: tuple[ServerProcess, Path]) -> None:
+    server, database = slow_bot
+    turn, replies = post_in_background(server, "slow")
+    time.sleep(0.8)  # the turn is waiting for the action server
+    server.process.terminate()
+    turn.join(timeout=30)
+    assert server.process.wait(timeout=30) == 0, server.text()
     assert replies and replies[0].status_code == 200, server.text()
-    assert replies[0].json() == [{"recipient_id": "slow", "text": "finished slowly"}]
+    assert [reply["text"] for reply in replies[0].json()] == ["hello there", "finished slowly"]
+    assert "action_slow" in stored_actions(database)
+
+
+def test_sighup_stops_as_gracefully_as_sigterm(slow_bot: tuple[ServerProcess, Path]) -> None:
+    """A closed terminal or `kill -HUP`. Before, SIGHUP ended the process at once: the turn
+    in flight was lost and its client got no answer."""
+    server, database = slow_bot
+    turn, replies = post_in_background(server, "hangup")
+    time.sleep(0.8)  # the turn is waiting for the action server
+    server.process.send_signal(signal.SIGHUP)
+    turn.join(timeout=30)
+    assert server.process.wait(timeout=30) == 0, server.text()
+    assert replies and replies[0].status_code == 200, server.text()
+    assert "action_slow" in stored_actions(database)
+
+
+def test_each_start_up_and_stop_line_appears_once_in_a_combined_output(
+    slow_bot: tuple[ServerProcess, Path],
+) -> None:
+    """stdout and stderr in one file, as in Docker's log or `> out.log 2>&1`. Before, "is up
+    on" and "Model loaded" came twice (printed, then logged), and the stop said nothing."""
+    server, _ = slow_bot
+    assert server.stop() == 0
+    lines = server.text().splitlines()
+    assert len([line for line in lines if "is up on http://127.0.0.1:" in line]) == 1, lines
+    assert len([line for line in lines if "model_id" in line]) == 1, lines  # which model
+    assert len([line for line in lines if "Stopping: new connections are refused" in line]) == 1
+    assert len([line for line in lines if "Stopped: " in line]) == 1, lines
+
+
+@pytest.mark.parametrize("slow_bot", [1, 2], indirect=True, ids=["1 worker", "2 workers"])
+def test_sigterm_lets_a_streamed_turn_finish_after_its_client_left(
+    slow_bot: tuple[ServerProcess, Path],
+) -> None:
+    """Before, the turn ran on unattached to any request: uvicorn did not wait for it, the
+    stores closed under it, and its user message and actions were lost. With workers, the
+    log now says when they all serve (before: only that they were starting)."""
+    server, database = slow_bot
+    first = first_streamed_line_then_leave(server, "streamed")
+    assert first["text"] == "hello there"  # the client left: the action runs on
+    server.process.terminate()
+    args = [str(arg) for arg in server.process.args]  # type: ignore[union-attr]
+    workers = int(args[args.index("--workers") + 1])
+    for _ in range(100):  # until every worker has begun to stop
+        if server.text().count("Stopping: new connections are refused") == workers:
+            break
+        time.sleep(0.05)
+    with pytest.raises(httpx.ConnectError):  # refused at once, not left hanging
+        httpx.get(server.url + "/health/live", timeout=5)
+    assert server.process.wait(timeout=30) == 0, server.text()
+    assert stored_actions(database)[-2:] == ["action_slow", "action_listen"], server.text()
+    assert "failed" not in server.text()
+    assert server.text().count("is up on http://127.0.0.1:") == 1, server.text()
+
+
+def test_sigterm_lets_a_socketio_turn_finish(slow_bot: tuple[ServerProcess, Path]) -> None:
+    """Before, a socket.io turn was cut off by the closing stores ("cannot schedule new
+    futures after shutdown"): the message and its actions were lost."""
+    server, database = slow_bot
+
+    async def greet_then_stop() -> list[Any]:
+        client = socketio.AsyncClient(reconnection=False)
+        said: asyncio.Queue[Any] = asyncio.Queue()
+        client.on("bot_uttered", said.put)
+        await client.connect(server.url, transports=["websocket"])
+        try:
+            await client.emit("user_uttered", {"message": "/greet"})
+            first = await asyncio.wait_for(said.get(), 30)
+            server.process.terminate()  # while the custom action runs
+            await asyncio.to_thread(server.process.wait, 30)
+            return [first]
+        finally:
+            await client.disconnect()
+
+    said = asyncio.run(greet_then_stop())
+    assert said == [{"text": "hello there"}]
+    assert server.process.returncode == 0, server.text()
+    assert stored_actions(database)[-2:] == ["action_slow", "action_listen"], server.text()
+
+
+@pytest.fixture
+def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "0.5")
+
+
+def test_a_turn_longer_than_the_graceful_period_is_cancelled_with_one_warning(
+    short_grace: None, slow_bot: tuple[ServerProcess, Path]
+) -> None:
+    """The stop is bounded: turns still running when the period ends are cancelled before
+    the stores close, one warning says so, and a client still waiting gets a 503 it may retry
+    (Rasa's error body). Before, a streamed turn failed after the stores closed with a
+    traceback ("cannot schedule new futures after shutdown"), and the waiting client got a
+    500 and the log the cancellation's traceback."""
+    server, _ = slow_bot
+    first_streamed_line_then_leave(server, "too-slow")
+    waiting, replies = post_in_background(server, "waiting")
+    time.sleep(0.5)  # its turn waits for the action server too
+    server.process.terminate()
+    waiting.join(timeout=30)
+    assert server.process.wait(timeout=30) == 0, server.text()
+    text = server.text()
+    cancelled = r"[12] turn\(s\) still running at the end of the graceful shutdown period"
+    assert re.search(cancelled, text), text
+    assert "Traceback" not in text, text
+    assert replies and replies[0].status_code == 503, text
+    assert replies[0].headers["Retry-After"] == "1"
+    assert replies[0].json()["reason"] == "ServiceUnavailable"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cli import build_parser, main
+from server import __version__
 from server.api.runner import server_app
 from server.api.server import ServerOptions
 from server.errors import InvalidConfig
@@ -228,26 +229,44 @@ class _Terminal(io.StringIO):
         return True
 
 
-@pytest.mark.parametrize("on_terminal", [False, True])
-async def test_the_log_file_says_the_server_is_up_and_where(
-    on_terminal: bool,
+@pytest.mark.parametrize("layout", ["one terminal", "one file", "two pipes", "quiet"])
+async def test_the_server_says_once_that_it_is_up_and_where(
+    layout: str,
     tmp_path: Path,
     restore_logging: None,
-    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Before, "is up on" went to stdout only: the log file never said the server was up.
-    Now the log file and the log stream carry it; a terminal still shows it once."""
-    stderr = _Terminal() if on_terminal else io.StringIO()
+    """The log file says it, and so does the process's output, once wherever stdout and
+    stderr end up: a terminal, one file (`> out.log 2>&1`), or two pipes one log reads
+    (Docker). Before, it came twice in the last two, printed then logged."""
+    stdout = _Terminal() if layout == "one terminal" else io.StringIO()
+    stderr = stdout if layout in ("one terminal", "one file") else io.StringIO()
+    monkeypatch.setattr(sys, "stdout", stdout)
     monkeypatch.setattr(sys, "stderr", stderr)
     log_file = tmp_path / "out.log"
-    configure_logging(log_file=str(log_file))
+    configure_logging(-1 if layout == "quiet" else 0, log_file=str(log_file))
     options = ServerOptions(model_path=None, default_tracker_store={"type": "in_memory"})
     app = server_app(options, metrics=False, listen_url="http://localhost:5123")
     async with app.router.lifespan_context(app):
         pass
     for handler in logging.getLogger().handlers:
         handler.flush()
-    assert "is up on http://localhost:5123" in log_file.read_text(encoding="utf-8")
-    assert capsys.readouterr().out.count("is up on http://localhost:5123") == 1
-    assert ("is up on" in stderr.getvalue()) is not on_terminal
+    up = "is up on http://localhost:5123"
+    output = stdout.getvalue() + ("" if stderr is stdout else stderr.getvalue())
+    assert output.count(up) == 1, output
+    if layout == "one terminal":
+        assert f"botserver {__version__} {up}\n" in stdout.getvalue()  # bare, for people
+    elif layout == "quiet":
+        assert up in stdout.getvalue()  # printed: quiet hides our info lines
+    else:
+        assert f"INFO    server.api.runner - botserver {__version__} {up}" in output
+    assert (up in log_file.read_text(encoding="utf-8")) is (layout != "quiet")
+
+
+def test_v_shows_migrations_but_not_alembics_plugin_set_up(restore_logging: None) -> None:
+    """Before, every start with -v began with seven `setup plugin alembic...` lines."""
+    configure_logging(verbosity=1)
+    assert logging.getLogger("alembic.runtime.migration").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("alembic.runtime.plugins").isEnabledFor(logging.INFO)
+    configure_logging(verbosity=2)
+    assert logging.getLogger("alembic.runtime.plugins").isEnabledFor(logging.DEBUG)

@@ -1,0 +1,130 @@
+"""Graceful shutdown: the stop is announced, and turns that run outside any request (a streamed
+turn whose client left, a socket.io turn) finish before the stores close, within the period
+uvicorn gives requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import uvicorn
+
+logger = logging.getLogger(__name__)
+
+# When this process began to stop (time.monotonic()); None while it serves.
+_stop_began: float | None = None
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, saying when it stops and noting the time for `TurnsInFlight.drain`;
+    SIGHUP (a closed terminal, `kill -HUP`) stops it as gracefully as SIGTERM, where it
+    ended the process at once, turns in flight and all."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        hangup = getattr(signal, "SIGHUP", None)
+        if hangup is None or threading.current_thread() is not threading.main_thread():
+            with super().capture_signals():
+                yield
+            return
+        previous = signal.signal(hangup, lambda _s, frame: self.handle_exit(signal.SIGTERM, frame))
+        try:
+            with super().capture_signals():
+                yield
+        finally:
+            signal.signal(hangup, previous)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        global _stop_began
+        _stop_began = None
+        await super().startup(sockets)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        global _stop_began
+        _stop_began = time.monotonic()
+        logger.info(
+            "Stopping: new connections are refused; requests in flight (%d) and running turns "
+            "get up to %g s to finish",
+            len(self.server_state.tasks),
+            self.config.timeout_graceful_shutdown or 0,
+        )
+        await super().shutdown(sockets)
+
+
+def stopping() -> bool:
+    """Whether this process has begun to stop."""
+    return _stop_began is not None
+
+
+def seconds_left(graceful_seconds: float) -> float:
+    """What is left of the graceful period since the stop began (all of it if unknown)."""
+    if _stop_began is None:
+        return graceful_seconds
+    return max(0.0, graceful_seconds - (time.monotonic() - _stop_began))
+
+
+Turn = Callable[..., Coroutine[Any, Any, Any]]
+
+
+class TurnsInFlight:
+    """Counts the processor's turns in progress, so that the lifespan can wait for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle: asyncio.Event | None = None
+        self._code: Any = None  # the wrapper's code, to find the tasks running turns
+
+    def track(self, processor: Any) -> None:
+        """Wrap `processor.handle_message` (every channel's turn goes through it). A turn pays
+        one coroutine for it; finding the tasks is left to the rare end of a drain."""
+        handle: Turn = processor.handle_message
+
+        async def handle_message(message: Any, model: Any) -> Any:
+            self.count += 1
+            try:
+                return await handle(message, model)
+            finally:
+                self.count -= 1
+                if not self.count and self._idle is not None:
+                    self._idle.set()
+
+        self._code = handle_message.__code__
+        processor.handle_message = handle_message
+
+    async def drain(self, timeout: float, unwind: float = 1.0) -> int:
+        """Waits up to `timeout` seconds for the turns in progress to end, then cancels those
+        still running and gives them `unwind` seconds to let go of their locks; returns how
+        many were cancelled."""
+        if self.count and timeout > 0:
+            self._idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._idle = None
+        if not self.count:
+            return 0
+        late = [task for task in asyncio.all_tasks() if self._runs_a_turn(task)]
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=unwind)
+        return len(late)
+
+    def _runs_a_turn(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the task's chain of awaited coroutines passes through a turn."""
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            if getattr(awaited, "cr_code", None) is self._code:
+                return True
+            awaited = getattr(awaited, "cr_await", None)
+        return False
