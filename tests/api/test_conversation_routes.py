@@ -206,6 +206,23 @@ BAD_NLU_EVENTS = {
         "text": "hi",
         "parse_data": {"intent": {"name": "greet"}, "entities": [{"value": "x"}]},
     },
+    "parse-message-id-not-string": {
+        "event": "user",
+        "text": "hi",
+        "message_id": "m1",
+        "parse_data": {"message_id": 3},
+    },
+    "parse-metadata-not-object": {"event": "user", "text": "hi", "parse_data": {"metadata": "m"}},
+    "text-tokens-not-offsets": {
+        "event": "user",
+        "text": "hi",
+        "parse_data": {"text_tokens": ["x"]},
+    },
+    "response-selector-not-object": {
+        "event": "user",
+        "text": "hi",
+        "parse_data": {"response_selector": [None, None]},
+    },
 }
 
 
@@ -523,8 +540,20 @@ async def test_messages_stores_the_stripped_text_as_rasa_does(client: httpx.Asyn
         ({"sender": "user"}, "text"),
         (None, None),
         ({"text": "hi", "sender": "user", "parse_data": {"text": {}}}, "parse_data"),
+        # Before, stored: every later tracker broke GET /openapi.json's schema.
+        ({"text": "hi", "sender": "user", "parse_data": {"response_selector": []}}, "parse_data"),
+        ({"text": "hi", "sender": "user", "parse_data": {"metadata": "m"}}, "parse_data"),
+        ({"text": "hi", "sender": "user", "parse_data": {"message_id": 3}}, "parse_data"),
     ],
-    ids=["not-user", "no-text", "empty", "parse-text-not-string"],
+    ids=[
+        "not-user",
+        "no-text",
+        "empty",
+        "parse-text-not-string",
+        "selector-list",
+        "meta-str",
+        "message-id-int",
+    ],
 )
 async def test_messages_errors(
     client: httpx.AsyncClient, rasa_spec: RasaSpec, payload: Any, parameter: str | None
