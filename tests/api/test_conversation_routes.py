@@ -135,6 +135,21 @@ async def test_conversation_id_may_contain_slashes_and_is_url_decoded(
     assert body["latest_action_name"] == "utter_goodbye"
 
 
+async def test_a_conversation_id_with_a_line_break_reaches_its_routes(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """Before, 404 "Requested URL ... not found" on every conversation route, while the REST
+    webhook served such a sender (found by schemathesis)."""
+    await client.post("/webhooks/rest/webhook", json={"sender": "line\nbreak", "message": "hi"})
+    tracker = check(
+        rasa_spec, await client.get("/conversations/line%0Abreak/tracker"), TRACKER, "get", 200
+    )
+    assert tracker["sender_id"] == "line\nbreak"
+    assert tracker["latest_message"]["intent"]["name"] == "greet"
+    events = await client.put("/conversations/%0A/tracker/events", json=GOODBYE_EVENTS)
+    assert check(rasa_spec, events, EVENTS, "put", 200)["sender_id"] == "\n"
+
+
 async def test_append_one_event_or_a_list(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     one = await client.post(
         "/conversations/u2/tracker/events",
