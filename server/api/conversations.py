@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 
 from server.api.errors import HELP_EVENTS, ApiError, bad_request
@@ -40,7 +41,17 @@ from server.trackers.incoming import check_parse_data as check_nlu_parse_data
 from server.trackers.store import check_conversation_id
 from server.trackers.tracker import EventVerbosity
 
-PREFIX = "/conversations/{conversation_id:path}"
+
+class AnyTextConvertor(PathConvertor):
+    """Starlette's `path`, line breaks included: a conversation whose id holds a line feed
+    (the REST webhook serves such a sender) was a 404 on every conversation route, since
+    `path`'s `.*` stops at a line break."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("anytext", AnyTextConvertor())
+PREFIX = "/conversations/{conversation_id:anytext}"
 _EVENTS_FORMAT_ERROR = (
     "Failed to validate the events format. For more information about the format visit "
     "the docs. Error: "

@@ -64,6 +64,23 @@ def check_parse_data(parse_data: Any, where: str = "parse_data") -> None:
             where,
         )
     check_entities(parse_data.get("entities"), f"{where}.entities", where)
+    for key, kind, what in (("message_id", str, "a string"), ("metadata", dict, "an object")):
+        value = parse_data.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise InvalidNluData(f"'{where}.{key}' must be {what} or null.", where)
+    if "text_tokens" in parse_data and not _are_offsets(parse_data["text_tokens"]):
+        raise InvalidNluData(
+            f"'{where}.text_tokens' must be a list of [start, end] integer pairs.", where
+        )
+    if "response_selector" in parse_data and not isinstance(parse_data["response_selector"], dict):
+        raise InvalidNluData(f"'{where}.response_selector' must be an object.", where)
+
+
+def _are_offsets(tokens: Any) -> bool:
+    return isinstance(tokens, list) and all(
+        isinstance(pair, list) and len(pair) == 2 and all(_is_integer(n) for n in pair)
+        for pair in tokens
+    )
 
 
 def _is_intent(intent: Any) -> bool:
@@ -99,9 +116,7 @@ def _is_entity(entity: Any) -> bool:
         return False
     # Rasa's schema: integer offsets and a numeric confidence where the keys are present.
     for offset in ("start", "end"):
-        if offset in entity and not (
-            isinstance(entity[offset], int) and not isinstance(entity[offset], bool)
-        ):
+        if offset in entity and not _is_integer(entity[offset]):
             return False
     if "confidence" in entity and not _is_number(entity["confidence"]):
         return False
@@ -115,3 +130,7 @@ def _is_entity(entity: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -70,6 +70,32 @@ def _apply_errata(spec: dict[str, Any]) -> None:
     # The three error shapes share no required key, so `oneOf` can never match one.
     errors = schemas["EvaluationItem"]["properties"]["errors"]["items"]
     errors["anyOf"] = errors.pop("oneOf")
+    _apply_status_errata(spec)
+
+
+def _apply_status_errata(spec: dict[str, Any]) -> None:
+    """Statuses and media types Rasa sends (rasa-http-api.md, recorded) but leaves out."""
+    responses = spec["components"]["responses"]
+    responses["404NotFound"] = {
+        "description": "The conversation, or the intent to trigger, does not exist.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    paths = spec["paths"]
+    conversation = "/conversations/{conversation_id}"
+    # ensure_conversation_exists guards story, execute and predict; trigger_intent answers
+    # 404 for an intent the domain lacks.
+    for path in ("story", "execute", "trigger_intent", "predict"):
+        operation = paths[f"{conversation}/{path}"]
+        method = "get" if path == "story" else "post"
+        operation[method]["responses"][404] = {"$ref": "#/components/responses/404NotFound"}
+    # ensure_loaded_agent guards both: 409 without a model.
+    for path, method in (("/model/parse", "post"), ("/domain", "get")):
+        paths[path][method]["responses"][409] = {"$ref": "#/components/responses/409Conflict"}
+    # The story is sent as text/plain (Sanic's response.text), the domain as x-yaml.
+    story = responses["200Story"]["content"]
+    story["text/plain"] = story["text/yml"]
+    domain = paths["/domain"]["get"]["responses"][200]["content"]
+    domain["application/x-yaml"] = domain["application/yaml"]
 
 
 def load_spec(errata: bool = True) -> dict[str, Any]:

@@ -135,6 +135,21 @@ async def test_conversation_id_may_contain_slashes_and_is_url_decoded(
     assert body["latest_action_name"] == "utter_goodbye"
 
 
+async def test_a_conversation_id_with_a_line_break_reaches_its_routes(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """Before, 404 "Requested URL ... not found" on every conversation route, while the REST
+    webhook served such a sender (found by schemathesis)."""
+    await client.post("/webhooks/rest/webhook", json={"sender": "line\nbreak", "message": "hi"})
+    tracker = check(
+        rasa_spec, await client.get("/conversations/line%0Abreak/tracker"), TRACKER, "get", 200
+    )
+    assert tracker["sender_id"] == "line\nbreak"
+    assert tracker["latest_message"]["intent"]["name"] == "greet"
+    events = await client.put("/conversations/%0A/tracker/events", json=GOODBYE_EVENTS)
+    assert check(rasa_spec, events, EVENTS, "put", 200)["sender_id"] == "\n"
+
+
 async def test_append_one_event_or_a_list(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     one = await client.post(
         "/conversations/u2/tracker/events",
@@ -205,6 +220,23 @@ BAD_NLU_EVENTS = {
         "event": "user",
         "text": "hi",
         "parse_data": {"intent": {"name": "greet"}, "entities": [{"value": "x"}]},
+    },
+    "parse-message-id-not-string": {
+        "event": "user",
+        "text": "hi",
+        "message_id": "m1",
+        "parse_data": {"message_id": 3},
+    },
+    "parse-metadata-not-object": {"event": "user", "text": "hi", "parse_data": {"metadata": "m"}},
+    "text-tokens-not-offsets": {
+        "event": "user",
+        "text": "hi",
+        "parse_data": {"text_tokens": ["x"]},
+    },
+    "response-selector-not-object": {
+        "event": "user",
+        "text": "hi",
+        "parse_data": {"response_selector": [None, None]},
     },
 }
 
@@ -523,8 +555,20 @@ async def test_messages_stores_the_stripped_text_as_rasa_does(client: httpx.Asyn
         ({"sender": "user"}, "text"),
         (None, None),
         ({"text": "hi", "sender": "user", "parse_data": {"text": {}}}, "parse_data"),
+        # Before, stored: every later tracker broke GET /openapi.json's schema.
+        ({"text": "hi", "sender": "user", "parse_data": {"response_selector": []}}, "parse_data"),
+        ({"text": "hi", "sender": "user", "parse_data": {"metadata": "m"}}, "parse_data"),
+        ({"text": "hi", "sender": "user", "parse_data": {"message_id": 3}}, "parse_data"),
     ],
-    ids=["not-user", "no-text", "empty", "parse-text-not-string"],
+    ids=[
+        "not-user",
+        "no-text",
+        "empty",
+        "parse-text-not-string",
+        "selector-list",
+        "meta-str",
+        "message-id-int",
+    ],
 )
 async def test_messages_errors(
     client: httpx.AsyncClient, rasa_spec: RasaSpec, payload: Any, parameter: str | None
