@@ -10,9 +10,10 @@ from server.dialogue.domain import Domain
 from server.dialogue.policies.featurization import (
     ConversationStates,
     State,
+    StatesWindow,
     key_of,
     state_key,
-    states_and_labels,
+    story_states,
     training_examples,
     with_text_for_last_user,
 )
@@ -28,7 +29,8 @@ class MemoizationPolicy(Policy):
     """Predicts, with confidence 1, the action a story took after the same last turns.
 
     Trained on stories (not rules). Histories that lead to different actions in different
-    stories are ambiguous and forgotten.
+    stories are ambiguous and forgotten. Reads the conversation's `stories()` states, as
+    Rasa's: turns only rules know are left out.
     """
 
     default_priority = MEMOIZATION_PRIORITY
@@ -66,7 +68,7 @@ class MemoizationPolicy(Policy):
     def recall(self, states: Sequence[State]) -> str | None:
         return self.lookup_.get(state_key(self._window(states)))
 
-    def _recall_conversation(self, conversation: ConversationStates) -> tuple[str | None, bool]:
+    def _recall_conversation(self, conversation: StatesWindow) -> tuple[str | None, bool]:
         """(the remembered action or None, whether it was found by the message's text)."""
         # `recall` on the text states, then on the states, by their texts written once.
         if conversation.text_states() is not None:
@@ -78,7 +80,9 @@ class MemoizationPolicy(Policy):
 
     def predict(self, conversation: ConversationStates, domain: Domain) -> PolicyPrediction:
         probabilities = zeros(len(domain.action_names_or_texts))
-        action, by_text = self._recall_conversation(conversation) if self.lookup_ else (None, False)
+        action, by_text = (
+            self._recall_conversation(conversation.stories()) if self.lookup_ else (None, False)
+        )
         if action is not None:
             index = domain.index_of_action(action)
             if index is not None:
@@ -118,7 +122,7 @@ class AugmentedMemoizationPolicy(MemoizationPolicy):
         # in the window's states but not in theirs.
         return None
 
-    def _recall_conversation(self, conversation: ConversationStates) -> tuple[str | None, bool]:
+    def _recall_conversation(self, conversation: StatesWindow) -> tuple[str | None, bool]:
         action, by_text = super()._recall_conversation(conversation)
         if action is not None:
             return action, by_text
@@ -131,7 +135,7 @@ class AugmentedMemoizationPolicy(MemoizationPolicy):
             if cut is None:
                 return None, False
             events, again = cut, True
-            states, _ = states_and_labels(events, domain)
+            states = story_states(events, domain, conversation.rule_only)
             if states == previous:
                 continue
             previous = states

@@ -15,10 +15,13 @@ from server.dialogue.domain import RULE_SNIPPET_ACTION, Domain
 from server.dialogue.memo import Memo
 from server.dialogue.policies.featurization import (
     ACTIVE_LOOP,
+    NO_RULE_ONLY,
     PREV_ACTION,
     SHOULD_NOT_BE_SET,
+    SLOTS,
     USER,
     ConversationStates,
+    RuleOnly,
     State,
     label_of,
     state_key,
@@ -197,6 +200,7 @@ class RulePolicy(Policy):
         self.rule_sources_: dict[str, list[str]] = {}
         # Sources whose predictions no story follows: their turns are `hide_rule_turn`.
         self.not_in_stories_: frozenset[str] = frozenset()
+        self.rule_only_: RuleOnly = NO_RULE_ONLY
 
     # -- training ----------------------------------------------------------------------------
     def train(self, stories: list[TrainingStory], domain: Domain) -> None:
@@ -256,6 +260,10 @@ class RulePolicy(Policy):
         self.rules_ = _Lookup(entries)
         self.unhappy_ = _Lookup(unhappy)
         self.rule_sources_ = sources
+        self.rule_only_ = _rule_only(
+            [states_and_labels(events, domain, True)[0] for _, events in rule_event_lists],
+            [states_and_labels(story.events, domain)[0] for story in plain],
+        )
         if self.option("check_for_contradictions"):
             in_stories: set[str] = set()
             errors.extend(self._contradictions(rule_event_lists, plain, domain, in_stories))
@@ -433,6 +441,8 @@ class RulePolicy(Policy):
             "loop_unhappy_paths": self.unhappy_.entries,
             "rule_sources": self.rule_sources_,
             "rules_not_in_stories": sorted(self.not_in_stories_),
+            "rule_only_slots": sorted(self.rule_only_.slots),
+            "rule_only_loops": sorted(self.rule_only_.loops),
         }
 
     def restore(self, state: dict[str, Any], directory: Path, domain: Domain) -> None:
@@ -444,11 +454,34 @@ class RulePolicy(Policy):
             str(k): [str(n) for n in v] for k, v in state.get("rule_sources", {}).items()
         }
         self.not_in_stories_ = frozenset(str(k) for k in state.get("rules_not_in_stories", []))
+        slots = frozenset(str(n) for n in state.get("rule_only_slots", []))
+        loops = frozenset(str(n) for n in state.get("rule_only_loops", []))
+        self.rule_only_ = RuleOnly(slots, loops) if slots or loops else NO_RULE_ONLY
 
 
 def _active_loop(tracker: Tracker) -> str | None:
     name = tracker.active_loop_name
     return None if name == SHOULD_NOT_BE_SET else name
+
+
+def _rule_only(rules: list[list[State]], stories: list[list[State]]) -> RuleOnly:
+    """The slots and loops rules' states name and no story's (as Rasa finds them)."""
+
+    def named(conversations: list[list[State]]) -> tuple[set[str], set[str]]:
+        slots: set[str] = set()
+        loops: set[str] = set()
+        for states in conversations:
+            for state in states:
+                slots.update(state.get(SLOTS, ()))
+                loop = state.get(ACTIVE_LOOP, {}).get("name")
+                if loop and loop != SHOULD_NOT_BE_SET:
+                    loops.add(loop)
+        return slots, loops
+
+    rule_slots, rule_loops = named(rules)
+    story_slots, story_loops = named(stories)
+    slots, loops = frozenset(rule_slots - story_slots), frozenset(rule_loops - story_loops)
+    return RuleOnly(slots, loops) if slots or loops else NO_RULE_ONLY
 
 
 def _check_rule_restriction(rules: Iterable[TrainingStory]) -> None:
