@@ -407,13 +407,15 @@ class RulePolicy(Policy):
         action, source, returning, by_text = self._find_action(conversation)
         names = domain.action_names_or_texts
         probabilities = zeros(len(names))
-        index = domain.index_of_action(action) if action is not None else None
-        if index is not None:
-            probabilities[index] = 1.0
-        elif self.option("enable_fallback_prediction"):
+        # As Rasa, the fallback keeps its threshold beside a rule's action: it is what runs
+        # when that action is rejected, and `/predict` lists it.
+        if self.option("enable_fallback_prediction"):
             fallback = domain.index_of_action(self.option("core_fallback_action_name"))
             if fallback is not None:
                 probabilities[fallback] = float(self.option("core_fallback_threshold"))
+        index = domain.index_of_action(action) if action is not None else None
+        if index is not None:
+            probabilities[index] = 1.0
         return prediction_from(
             probabilities,
             names,
