@@ -84,6 +84,12 @@ class PolicyEnsemble:
         # What the RulePolicy learned only rules mention (taken with the window).
         self._rule_only: RuleOnly = NO_RULE_ONLY
 
+    @property
+    def rule_only(self) -> RuleOnly:
+        """What the RulePolicy learned only rules mention (nothing without one)."""
+        rules = [p for p in self.policies if isinstance(p, RulePolicy)]
+        return rules[0].rule_only_ if rules else NO_RULE_ONLY
+
     def forget_predictions(self) -> None:
         """Drops the remembered winners (after retraining or restoring a policy in place)."""
         self._winners.clear()
@@ -229,8 +235,7 @@ class PolicyEnsemble:
         windows = [policy.prediction_window() for policy in self.policies]
         self._memo_window = None if None in windows else max(windows)  # type: ignore[type-var]
         self._memo_reads_text = any(p.reads_message_text() for p in self.policies)
-        rules = [p for p in self.policies if isinstance(p, RulePolicy)]
-        self._rule_only = rules[0].rule_only_ if rules else NO_RULE_ONLY
+        self._rule_only = self.rule_only
         self._winners.clear()
         self._memo_domain = domain
         return self._memo_window

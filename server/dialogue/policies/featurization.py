@@ -379,7 +379,8 @@ class _StoryStates:
     the last one of a kept turn, and a state after an action other than action_listen
     carries the user input of the state kept before it. Slots and loops only rules mention
     are left out. Built from the full states and their flags, state by state; `marks` let
-    a loop's collapsed happy path take states back.
+    a loop's collapsed happy path take states back. Up to the first state that can differ
+    (`start_from`), they are the full states themselves.
     """
 
     def __init__(self, rule_only: RuleOnly) -> None:
@@ -391,8 +392,25 @@ class _StoryStates:
         self.done = 0  # full states read
         self.hidden = False  # the last turn read was left out
         self.last_action: dict[str, str] = {}  # the previous action of the last kept turn
-        # After each full state read: (len(states), hidden, last_action).
+        # After each full state read from `base` on: (len(states), hidden, last_action).
         self.marks: list[tuple[int, bool, dict[str, str]]] = []
+        self.base = 0
+
+    def start_from(
+        self,
+        body: list[State],
+        texts: list[str | None],
+        identities: list[bytes | str | None],
+        size: int,
+    ) -> None:
+        """Takes the full states `body[:size]` as they are (nothing hidden or followed among
+        them, no user input after an action but action_listen, nothing to leave out): a
+        conversation's first hidden turn costs no walk over its history."""
+        self.states, self.texts, self.identities = body[:size], texts[:size], identities[:size]
+        self.done = self.base = size
+        self.hidden = False
+        self.last_action = (body[size - 1].get(PREV_ACTION) or {}) if size else {}
+        self.marks = []
 
     def extend(self, body: Sequence[State], flags: dict[int, int], size: int) -> None:
         """Reads the full states `body[done:size]` (each before an action; `flags` by index,
@@ -406,12 +424,20 @@ class _StoryStates:
             self.marks.append((len(self.states), self.hidden, self.last_action))
         self.done = max(self.done, size)
 
-    def truncate(self, size: int) -> None:
-        """Forgets what the full states from `size` on gave (they were taken back)."""
+    def truncate(self, body: list[State], size: int) -> None:
+        """Forgets what the full states from `size` on gave (they were taken back; `body`
+        still holds those before)."""
         if self.done <= size:
             return
-        count, self.hidden, self.last_action = self.marks[size - 1] if size else (0, False, {})
-        del self.marks[size:], self.states[count:], self.texts[count:]
+        if size <= self.base:
+            del self.states[size:], self.texts[size:], self.identities[size:]
+            self.done = self.base = size
+            self.hidden = False
+            self.last_action = (body[size - 1].get(PREV_ACTION) or {}) if size else {}
+            self.marks = []
+            return
+        count, self.hidden, self.last_action = self.marks[size - 1 - self.base]
+        del self.marks[size - self.base :], self.states[count:], self.texts[count:]
         del self.identities[count:]
         self.done = size
 
@@ -743,10 +769,13 @@ def cached_lists(tracker: Tracker) -> list[list[Any]]:
     return lists
 
 
-def fold_states(tracker: Tracker, domain: Domain) -> None:
-    """Folds the tracker's events into its state cache now: the first prediction on a long
-    conversation does it in a thread, not on the event loop."""
-    _IncrementalStates.of(tracker, domain).advance(tracker)
+def fold_states(tracker: Tracker, domain: Domain, rule_only: RuleOnly | None = None) -> None:
+    """Folds the tracker's events into its state cache now, and with `rule_only` (the
+    model's) its story states: the first prediction on a long conversation does it in a
+    thread, not on the event loop."""
+    cache = _IncrementalStates.of(tracker, domain)
+    if cache.advance(tracker) and rule_only is not None and not cache.stories_equal(rule_only):
+        cache.story_states(rule_only)
 
 
 class _IncrementalStates:
@@ -776,6 +805,8 @@ class _IncrementalStates:
         # The states of the policies that learn from stories, read from `body` when first
         # asked; and the current one's, while `current` is the same (`story_current`).
         self.story: _StoryStates | None = None
+        # How many states before an action are surely their own story states (None: all).
+        self.differ_from: int | None = None
         self.story_current_of: State | None = None
         self.story_current: State | None = None
         self.story_current_identity: bytes | str | None = None
@@ -861,6 +892,8 @@ class _IncrementalStates:
                 if event.hide_rule_turn or self.fold.followup:
                     self.body_flags[len(body)] = turn_flags(event, self.fold.followup)
                     self.fold.stories_differ = True
+                    if self.differ_from is None:
+                        self.differ_from = len(body)
                 if current is not None:
                     body.append(current)
                     texts.append(self.current_text)
@@ -873,6 +906,8 @@ class _IncrementalStates:
             # the others leave it as it was.
             if not isinstance(event, _UNFOLDED) and self.fold.apply(event):
                 current = None
+                if self.differ_from is None and self.fold.stories_differ:
+                    self.differ_from = len(body)
             if looping:
                 self.events.append(event)
                 if self.loop is not None:
@@ -926,11 +961,13 @@ class _IncrementalStates:
             for index in [i for i in self.body_flags if i >= body_size]:
                 del self.body_flags[index]
             if self.story is not None:
-                self.story.truncate(body_size)
+                self.story.truncate(self.body, body_size)
             self.fold = fold.copy()
             for kept_event in kept:
                 if not isinstance(kept_event, _UNFOLDED):
                     self.fold.apply(kept_event)
+            if self.differ_from is not None or self.fold.stories_differ:
+                self.differ_from = min(body_size, self.differ_from or body_size)
             return True
         return False
 
@@ -958,6 +995,7 @@ class _IncrementalStates:
         self.events, self.body, self.body_texts, self.body_identities = [], [], [], []
         self.body_flags = {}
         self.story = None
+        self.differ_from = None
 
     def stories_equal(self, rule_only: RuleOnly) -> bool:
         """After `advance` returned True: whether `_StoryStates` would give the states
@@ -972,6 +1010,9 @@ class _IncrementalStates:
         if story is None or story.rule_only != rule_only:
             story = self.story = _StoryStates(rule_only)
             self.story_current_of = None
+            if not (rule_only.slots or rule_only.loops):
+                size = len(self.body) if self.differ_from is None else self.differ_from
+                story.start_from(self.body, self.body_texts, self.body_identities, size)
         if story.done < len(self.body):
             story.extend(self.body, self.body_flags, len(self.body))
             self.story_current_of = None

@@ -244,6 +244,9 @@ class MLPolicy(Policy):
         return scores
 
     def predict(self, conversation: ConversationStates, domain: Domain) -> PolicyPrediction:
+        if not self.classes_:  # no stories: no states to read
+            names = domain.action_names_or_texts
+            return prediction_from(zeros(len(names)), names, self.name, self.priority)
         stories = conversation.stories()  # as TED: rule-only turns left out
         text_states = stories.text_states()
         by_text = text_states is not None and self._knows_text(text_states[-1])
