@@ -177,3 +177,13 @@ def test_a_slot_only_rules_mention_does_not_hide_the_story_from_memoization() ->
     events = [SlotSet(key="name", value="ann"), listen(), user("greet")]
     prediction = ensemble.predict(tracker(DOMAIN, *events), DOMAIN)
     assert (prediction.action_name, prediction.policy_name) == ("utter_greet", "MemoizationPolicy")
+
+
+def test_augmented_memoization_keeps_the_message_that_led_into_its_window() -> None:
+    # As Rasa (2.8.22 on): the shorter histories start at the listen before the last
+    # max_history actions, so the greet behind "great" is still read while the slot set
+    # before it is forgotten; they used to start inside the window and lost the greet.
+    augmented = AugmentedMemoizationPolicy("AugmentedMemoizationPolicy", max_history=2)
+    augmented.train(STORIES, DOMAIN)
+    events = [SlotSet(key="name", value="x"), listen(), user("greet"), action("utter_greet")]
+    assert predicted(augmented, *events, listen(), user("mood_great")) == ("utter_happy", 1.0)

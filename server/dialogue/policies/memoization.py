@@ -20,7 +20,7 @@ from server.dialogue.policies.featurization import (
 from server.dialogue.policies.policy import Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
 from server.dialogue.story_steps import TrainingStory
-from server.trackers.events import ActionExecuted, Event
+from server.trackers.events import ACTION_LISTEN, ActionExecuted, Event
 
 MEMOIZATION_PRIORITY = 3
 
@@ -148,13 +148,17 @@ class AugmentedMemoizationPolicy(MemoizationPolicy):
 
 
 def _trim_to_max_history(events: list[Event], max_history: int | None) -> list[Event]:
+    """The events from the latest action_listen before the last `max_history` actions, as
+    Rasa trims: the user message that led into those actions is kept (all events when
+    there is no such listen)."""
     if not max_history:
         return events
     seen = 0
     for i in range(len(events) - 1, -1, -1):
-        if isinstance(events[i], ActionExecuted):
+        event = events[i]
+        if isinstance(event, ActionExecuted):
             seen += 1
-            if seen == max_history:
+            if seen > max_history and event.action_name == ACTION_LISTEN:
                 return events[i:]
     return events
 
