@@ -208,9 +208,12 @@ class RulePolicy(Policy):
         plain = [s for s in stories if not s.is_rule]
         if self.option("restrict_rules"):
             _check_rule_restriction(rules)
-        _check_incomplete_rules(rules, domain)
+        # As Rasa: the incomplete-rule check, like the one for contradictions and the
+        # search for what only rules mention, is part of `check_for_contradictions`.
+        if self.option("check_for_contradictions"):
+            _check_incomplete_rules(rules, domain)
         fallback = self.option("core_fallback_action_name")
-        if self.option("enable_fallback_prediction") and not domain.is_known_action(fallback):
+        if not domain.is_known_action(fallback):
             raise TrainingError(
                 f"RulePolicy: core_fallback_action_name '{fallback}' is not an action of the domain"
             )
@@ -260,10 +263,12 @@ class RulePolicy(Policy):
         self.rules_ = _Lookup(entries)
         self.unhappy_ = _Lookup(unhappy)
         self.rule_sources_ = sources
-        self.rule_only_ = _rule_only(
-            [states_and_labels(events, domain, True)[0] for _, events in rule_event_lists],
-            [states_and_labels(story.events, domain)[0] for story in plain],
-        )
+        self.rule_only_ = NO_RULE_ONLY
+        if self.option("check_for_contradictions"):
+            self.rule_only_ = _rule_only(
+                [states_and_labels(events, domain, True)[0] for _, events in rule_event_lists],
+                [states_and_labels(story.events, domain)[0] for story in plain],
+            )
         if self.option("check_for_contradictions"):
             in_stories: set[str] = set()
             errors.extend(self._contradictions(rule_event_lists, plain, domain, in_stories))
@@ -522,8 +527,8 @@ def _check_incomplete_rules(rules: list[TrainingStory], domain: Domain) -> None:
                         f"- the action '{previous}' in rule '{rule.name}' does not set some "
                         "of the slots that it sets in other rules. Slots not set in rule "
                         f"'{rule.name}': '{', '.join(sorted(missing))}'. Please update the "
-                        "rule with an appropriate slot or if it is the last action add "
-                        "'action_listen' after this action."
+                        "rule with an appropriate slot or, if it is the rule's last action, "
+                        "add 'wait_for_user_input: false' to the rule."
                     )
                 previous = name
     if errors:
