@@ -19,6 +19,7 @@ from server.trackers.events import (
     Event,
     LoopInterrupted,
     SlotSet,
+    UserUttered,
 )
 from tests.dialogue.policy_fixtures import (
     action,
@@ -371,3 +372,17 @@ def test_slots_only_rules_mention_are_found_with_check_for_contradictions_only()
     unchecked = RulePolicy("RulePolicy", check_for_contradictions=False)
     unchecked.train(rules, SIMPLE)
     assert not unchecked.rule_only_.slots
+
+
+def test_a_rule_naming_the_messages_text_overrules_a_default_intent() -> None:
+    # As Rasa: "start over" classified as `restart` follows the rule written for that
+    # text (before, action_restart overruled it, as it does the intent-only rules).
+    domain = Domain.from_dict({**SIMPLE.as_dict(), "intents": [*SIMPLE.intents, "restart"]})
+    said = UserUttered(text="start over", parse_data={})
+    rule = story("text", said, action("utter_other"), is_rule=True)
+    policy = RulePolicy("RulePolicy")
+    policy.train([rule], domain)
+    message = user("restart", text="start over")
+    assert predict(policy, domain, listen(), message).action_name == "utter_other"
+    other = user("restart", text="please restart")
+    assert predict(policy, domain, listen(), other).action_name == "action_restart"

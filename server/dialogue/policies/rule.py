@@ -369,19 +369,27 @@ class RulePolicy(Policy):
         """(action or None, prediction source, whether a loop returns from an unhappy path,
         whether a rule naming the message's text was found)."""
         tracker = conversation.tracker
-        intent = tracker.latest_message.intent_name
-        if tracker.latest_action_name == ACTION_LISTEN and intent in DEFAULT_ACTION_MAPPINGS:
-            return DEFAULT_ACTION_MAPPINGS[intent], SOURCE_DEFAULT + intent, False, False
         loop = _active_loop(tracker)
+        # As Rasa: a rule naming the message's text overrules a default action's intent;
+        # a loop's happy path overrules the rules.
+        by_text: tuple[str | None, str, bool] = (None, "", False)
+        if conversation.text_states() is not None:
+            by_text = self._find_action_from_rules(conversation, True, loop)
+        intent = tracker.latest_message.intent_name
+        if (
+            tracker.latest_action_name == ACTION_LISTEN
+            and intent in DEFAULT_ACTION_MAPPINGS
+            and by_text[0] is None
+        ):
+            return DEFAULT_ACTION_MAPPINGS[intent], SOURCE_DEFAULT + intent, False, False
         if loop and not tracker.is_active_loop_rejected and tracker.latest_action:
             if tracker.latest_action_name != loop:
                 return loop, SOURCE_LOOP + loop, False, False
             return ACTION_LISTEN, SOURCE_LOOP + loop + LOOP_LISTEN, False, False
-        if conversation.text_states() is not None:
-            found = self._find_action_from_rules(conversation, True, loop)
-            if found[0] is not None:
-                return (*found, True)
-        return (*self._find_action_from_rules(conversation, False, loop), False)
+        if by_text[0] is not None:
+            return (*by_text, True)
+        action, source, returning = self._find_action_from_rules(conversation, False, loop)
+        return action, source, returning or by_text[2], False
 
     def _find_action_from_rules(
         self, conversation: ConversationStates, by_text: bool, loop: str | None
