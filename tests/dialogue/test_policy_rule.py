@@ -386,3 +386,14 @@ def test_a_rule_naming_the_messages_text_overrules_a_default_intent() -> None:
     assert predict(policy, domain, listen(), message).action_name == "utter_other"
     other = user("restart", text="please restart")
     assert predict(policy, domain, listen(), other).action_name == "action_restart"
+
+
+def test_a_story_going_on_after_a_rules_own_listen_contradicts_it_as_in_rasa() -> None:
+    # A rule that only says "listen after utter_greet", and a story going on after
+    # utter_greet: Rasa refuses to train (before, the rule was quietly dropped).
+    after_greet = story("after greet", action("utter_greet"), is_rule=True)
+    going_on = story(
+        "greet then welcome", user("greet"), action("utter_greet"), action("utter_welcome")
+    )
+    with pytest.raises(TrainingError, match="'greet then welcome' is contradicting"):
+        RulePolicy("RulePolicy").train([after_greet, going_on], SIMPLE)

@@ -323,8 +323,10 @@ class RulePolicy(Policy):
                         kind == "story"
                         and predicted == ACTION_LISTEN
                         and source.count(PREV_ACTION) == 1
+                        and self._continued(source)
                     ):
-                        # a rule's implicit "listen after this action": stories may go on
+                        # a rule's implicit "listen after this action", where another
+                        # rule goes on from the same state: stories may go on
                         self._forget(source)
                     else:
                         message = (
@@ -347,6 +349,12 @@ class RulePolicy(Policy):
                 f"incomplete or shadowed by other rules: {', '.join(unused)}"
             )
         return errors
+
+    def _continued(self, key: str) -> bool:
+        """Whether another rule's states begin as `key`'s single state does (Rasa's test:
+        only then is a story going on after the rule's listen no contradiction)."""
+        start = key[:-2]
+        return any(other != key and other.startswith(start) for other in self.rules_.entries)
 
     def _forget(self, key: str) -> None:
         entries = dict(self.rules_.entries)
