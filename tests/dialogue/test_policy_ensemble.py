@@ -199,3 +199,30 @@ def test_prediction_is_fast() -> None:
         ensemble.predict(conversation, domain)
     # well under a millisecond alone; generous here because the test machine is shared
     assert (time.perf_counter() - started) / 100 < 0.005
+
+
+def test_use_nlu_confidence_as_score_gives_rules_and_memory_the_intents_confidence() -> None:
+    # As Rasa's option of the memoization and rule policies (it used to be ignored): the
+    # predicted action's confidence is the message's intent confidence, here 0.6 and 0.8.
+    stories = [
+        story("rule", user("greet"), action("utter_greet"), is_rule=True),
+        story("story", user("affirm"), action("utter_ok")),
+    ]
+    ensemble = PolicyEnsemble.train(
+        [
+            {"name": "MemoizationPolicy", "use_nlu_confidence_as_score": True},
+            {"name": "RulePolicy", "use_nlu_confidence_as_score": True},
+        ],
+        stories,
+        DOMAIN,
+    )
+
+    def said(intent: str, confidence: float) -> tuple[str, str | None, float]:
+        message = user(intent)
+        message.parse_data["intent"]["confidence"] = confidence
+        got = ensemble.predict(tracker(DOMAIN, listen(), message), DOMAIN)
+        return got.action_name, got.policy_name, got.confidence
+
+    assert said("greet", 0.6) == ("utter_greet", "RulePolicy", 0.6)
+    assert said("greet", 0.8) == ("utter_greet", "RulePolicy", 0.8)
+    assert said("affirm", 0.6) == ("utter_ok", "MemoizationPolicy", 0.6)

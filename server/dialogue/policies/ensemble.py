@@ -44,7 +44,7 @@ POLICY_CLASSES: dict[str, type[Policy]] = {
 MAPPED_POLICIES = {"TEDPolicy": "MLPolicy"}
 IGNORED_POLICIES = ("UnexpecTEDIntentPolicy",)
 # Options Rasa's own policies accept that change nothing in ours: taken without a word.
-RASA_ONLY_OPTIONS = frozenset({"enable_feature_string_compression", "use_nlu_confidence_as_score"})
+RASA_ONLY_OPTIONS = frozenset({"enable_feature_string_compression"})
 # Rasa's default_config.yml policies, used when config.yml lists none.
 DEFAULT_POLICIES: list[dict[str, Any]] = [
     {"name": "MemoizationPolicy"},

@@ -20,6 +20,7 @@ from server.dialogue.policies.featurization import (
 from server.dialogue.policies.policy import Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
 from server.dialogue.story_steps import TrainingStory
+from server.nlu.params import flag
 from server.trackers.events import ACTION_LISTEN, ActionExecuted, Event
 
 MEMOIZATION_PRIORITY = 3
@@ -34,10 +35,12 @@ class MemoizationPolicy(Policy):
     """
 
     default_priority = MEMOIZATION_PRIORITY
-    defaults = {"max_history": 5}
+    defaults = {"max_history": 5, "use_nlu_confidence_as_score": False}
 
     def __init__(self, name: str, priority: int | None = None, **options: Any) -> None:
         super().__init__(name, priority, **options)
+        key = "use_nlu_confidence_as_score"
+        self.options[key] = flag(self.options, key, False, name)
         self.lookup_: dict[str, str] = {}
 
     @property
@@ -86,7 +89,7 @@ class MemoizationPolicy(Policy):
         if action is not None:
             index = domain.index_of_action(action)
             if index is not None:
-                probabilities[index] = 1.0
+                probabilities[index] = self.action_score(conversation)
         return prediction_from(
             probabilities,
             domain.action_names_or_texts,
@@ -96,6 +99,8 @@ class MemoizationPolicy(Policy):
         )
 
     def prediction_window(self) -> int | None:
+        if self.option("use_nlu_confidence_as_score"):
+            return None  # the confidence is the message's, not the window's
         return self.max_history or None
 
     def reads_message_text(self) -> bool:

@@ -179,6 +179,7 @@ class RulePolicy(Policy):
         "enable_fallback_prediction": True,
         "restrict_rules": True,
         "check_for_contradictions": True,
+        "use_nlu_confidence_as_score": False,
     }
 
     def __init__(self, name: str, priority: int | None = None, **options: Any) -> None:
@@ -187,6 +188,8 @@ class RulePolicy(Policy):
         # then fail (or quietly mean something else) on every turn.
         for key in ("enable_fallback_prediction", "restrict_rules", "check_for_contradictions"):
             self.options[key] = flag(self.options, key, True, name)
+        key = "use_nlu_confidence_as_score"
+        self.options[key] = flag(self.options, key, False, name)
         self.options["core_fallback_threshold"] = number(
             self.options, "core_fallback_threshold", 0.3, name, minimum=0, maximum=1
         )
@@ -436,7 +439,7 @@ class RulePolicy(Policy):
                 probabilities[fallback] = float(self.option("core_fallback_threshold"))
         index = domain.index_of_action(action) if action is not None else None
         if index is not None:
-            probabilities[index] = 1.0
+            probabilities[index] = self.action_score(conversation)
         return prediction_from(
             probabilities,
             names,
@@ -449,7 +452,9 @@ class RulePolicy(Policy):
             hide_rule_turn=index is not None and source in self.not_in_stories_,
         )
 
-    def prediction_window(self) -> int:
+    def prediction_window(self) -> int | None:
+        if self.option("use_nlu_confidence_as_score"):
+            return None  # the confidence is the message's, not the window's
         # A rule matches the last states (as many as it has), and the default rules read
         # the latest intent and action; a loop's path reads more (the ensemble skips loops).
         return max(self.rules_.longest, self.unhappy_.longest, 1)
