@@ -133,7 +133,8 @@ async def fold_states_off_loop(tracker: Tracker, model: DialogueModel) -> None:
     folds every event into the policies' state cache: 100,000 events held the event loop
     about 0.4 s. That fold runs in a thread; the caller holds the conversation's lock."""
     if states_behind(tracker, model.domain) > OFF_LOOP_EVENTS:
-        await asyncio.to_thread(fold_states, tracker, model.domain)
+        rule_only = getattr(model.policies, "rule_only", None)  # the ensemble's
+        await asyncio.to_thread(fold_states, tracker, model.domain, rule_only)
 
 
 def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:

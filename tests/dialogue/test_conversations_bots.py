@@ -165,6 +165,29 @@ async def test_initial_project_holds_its_test_stories_from_real_text(
             assert turn.actions == expected, (story.name, user.text, turn.texts)
 
 
+async def test_moodbot_story_goes_on_with_memoization_after_a_rule_in_between(
+    bot_models: BotModels,
+) -> None:
+    # Before, the bot challenge answered by a rule stayed in the states memoization reads,
+    # so "great" was answered by the ML policy (TEDPolicy, 0.83); as in Rasa, the rule's
+    # turn is left out and the happy path goes on from memory.
+    agent = make_agent(bot_models["initial-project-3.6.21"])
+    conversation = Conversation(agent, "challenger")
+    await conversation.say("/greet")
+    challenged = await conversation.say("/bot_challenge")
+    assert [e.hide_rule_turn for e in challenged.events if isinstance(e, ActionExecuted)] == [
+        True,
+        True,
+    ]
+    turn = await conversation.say("/mood_great")
+    happy = [e for e in turn.events if isinstance(e, ActionExecuted)][0]
+    assert (happy.action_name, happy.policy, happy.confidence) == (
+        "utter_happy",
+        "MemoizationPolicy",
+        1.0,
+    )
+
+
 async def test_concertbot_custom_actions_set_the_slots_the_story_expects(
     bot_models: BotModels, action_servers: ActionServers
 ) -> None:

@@ -107,6 +107,26 @@ def test_a_rejected_action_is_not_predicted_again() -> None:
     assert ensemble.predict(tracker(DOMAIN, *events), DOMAIN).action_name != "utter_greet"
 
 
+def test_a_rules_prediction_keeps_the_fallback_at_its_threshold() -> None:
+    # As Rasa: the rule's action at 1.0 and the fallback at core_fallback_threshold in the
+    # scores `/predict` shows; so when the rule's action is rejected, the fallback runs
+    # (before, the rule policy then predicted nothing and memoization's 0 won: action_listen).
+    stories = [story("rule", user("greet"), action("utter_greet"), is_rule=True)]
+    ensemble = PolicyEnsemble.train(
+        [{"name": "MemoizationPolicy"}, {"name": "RulePolicy"}], stories, DOMAIN
+    )
+    prediction = ensemble.predict(tracker(DOMAIN, listen(), user("greet")), DOMAIN)
+    scores = dict(zip(DOMAIN.action_names_or_texts, prediction.probabilities, strict=True))
+    assert scores["utter_greet"] == 1.0
+    assert scores["action_default_fallback"] == pytest.approx(0.3)
+    rejected = [listen(), user("greet"), ActionExecutionRejected(action_name="utter_greet")]
+    prediction = ensemble.predict(tracker(DOMAIN, *rejected), DOMAIN)
+    assert (prediction.action_name, prediction.confidence) == (
+        "action_default_fallback",
+        pytest.approx(0.3),
+    )
+
+
 def test_empty_policies_use_rasas_defaults() -> None:
     ensemble = PolicyEnsemble.train([], [story("g", user("greet"), action("utter_greet"))], DOMAIN)
     assert [p.name for p in ensemble.policies] == ["MemoizationPolicy", "RulePolicy", "TEDPolicy"]
@@ -179,3 +199,30 @@ def test_prediction_is_fast() -> None:
         ensemble.predict(conversation, domain)
     # well under a millisecond alone; generous here because the test machine is shared
     assert (time.perf_counter() - started) / 100 < 0.005
+
+
+def test_use_nlu_confidence_as_score_gives_rules_and_memory_the_intents_confidence() -> None:
+    # As Rasa's option of the memoization and rule policies (it used to be ignored): the
+    # predicted action's confidence is the message's intent confidence, here 0.6 and 0.8.
+    stories = [
+        story("rule", user("greet"), action("utter_greet"), is_rule=True),
+        story("story", user("affirm"), action("utter_ok")),
+    ]
+    ensemble = PolicyEnsemble.train(
+        [
+            {"name": "MemoizationPolicy", "use_nlu_confidence_as_score": True},
+            {"name": "RulePolicy", "use_nlu_confidence_as_score": True},
+        ],
+        stories,
+        DOMAIN,
+    )
+
+    def said(intent: str, confidence: float) -> tuple[str, str | None, float]:
+        message = user(intent)
+        message.parse_data["intent"]["confidence"] = confidence
+        got = ensemble.predict(tracker(DOMAIN, listen(), message), DOMAIN)
+        return got.action_name, got.policy_name, got.confidence
+
+    assert said("greet", 0.6) == ("utter_greet", "RulePolicy", 0.6)
+    assert said("greet", 0.8) == ("utter_greet", "RulePolicy", 0.8)
+    assert said("affirm", 0.6) == ("utter_ok", "MemoizationPolicy", 0.6)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from server.dialogue.domain import Domain
+from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.policies.featurization import ConversationStates
 from server.dialogue.policies.memoization import AugmentedMemoizationPolicy, MemoizationPolicy
-from server.trackers.events import Event, SlotSet
+from server.trackers.events import ActionExecuted, Event, SlotSet
 from tests.dialogue.policy_fixtures import (
     action,
     bot,
@@ -111,3 +112,78 @@ def test_augmented_memoization_forgets_slots_set_before_the_cut() -> None:
     augmented.train(stories, DOMAIN)
     events = [SlotSet(key="name", value="x"), listen(), user("greet"), action("utter_greet")]
     assert predicted(augmented, *events, listen(), user("affirm"))[0] == "utter_ok"
+
+
+def hidden(name: str) -> ActionExecuted:
+    """An action RulePolicy chose from a rule no story has."""
+    return ActionExecuted(action_name=name, hide_rule_turn=True)
+
+
+@pytest.mark.parametrize("policy_class", [MemoizationPolicy, AugmentedMemoizationPolicy])
+def test_a_rule_only_turn_in_between_does_not_break_the_story(policy_class: type) -> None:
+    # As Rasa: a bot challenge answered by a rule between the story's turns is left out of
+    # the states memoization reads, so the story goes on with full confidence.
+    policy = policy_class(policy_class.__name__)
+    policy.train(STORIES, DOMAIN)
+    greeted = [listen(), user("greet"), action("utter_greet"), listen()]
+    challenge = [user("affirm"), hidden("utter_ok"), hidden("action_listen")]
+    assert predicted(policy, *greeted, *challenge, user("mood_great")) == ("utter_happy", 1.0)
+    assert predicted(policy, *greeted, *challenge * 3, user("mood_great")) == ("utter_happy", 1.0)
+
+
+def test_the_state_after_a_rule_only_action_reads_as_in_rasa() -> None:
+    # A rule that does not wait for the user: the state after its action has the previous
+    # action and the user input of the last kept state (here the listen of the story's
+    # turn before, and its greet).
+    events = [listen(), user("greet"), action("utter_greet"), listen(), user("affirm")]
+    states = ConversationStates(tracker(DOMAIN, *events, hidden("utter_ok")), DOMAIN).stories()
+    assert list(states.states)[-2:] == [
+        {"user": {"intent": "greet"}, "prev_action": {"action_name": "utter_greet"}},
+        {"user": {"intent": "greet"}, "prev_action": {"action_name": "action_listen"}},
+    ]
+
+
+def test_the_same_turn_not_hidden_counts_as_in_rasa() -> None:
+    policy = MemoizationPolicy("MemoizationPolicy", max_history=None)
+    policy.train(STORIES, DOMAIN)
+    greeted = [listen(), user("greet"), action("utter_greet")]
+    challenge = [listen(), user("affirm"), action("utter_ok"), listen()]
+    assert predicted(policy, *greeted, *challenge, user("mood_great"))[1] == 0.0
+
+
+def test_a_message_after_an_action_other_than_listen_reads_as_the_kept_user_input() -> None:
+    # An intent triggered (trigger_intent) right after an action other than action_listen:
+    # Rasa's memoization reads the state as carrying the user input of the state before.
+    policy = MemoizationPolicy("MemoizationPolicy")
+    policy.train(STORIES, DOMAIN)
+    events = [listen(), user("mood_unhappy"), action("utter_cheer_up"), user("greet")]
+    states = ConversationStates(tracker(DOMAIN, *events), DOMAIN).stories().states
+    assert states[-1]["user"] == {"intent": "mood_unhappy"}
+
+
+def test_a_slot_only_rules_mention_does_not_hide_the_story_from_memoization() -> None:
+    # As Rasa: `name` appears in a rule and in no story, so the policies that learn from
+    # stories do not read it; before, setting it made every story unknown.
+    rule = story(
+        "named",
+        SlotSet(key="name", value="bob"),
+        user("affirm"),
+        action("utter_ok"),
+        is_rule=True,
+    )
+    ensemble = PolicyEnsemble.train(
+        [{"name": "RulePolicy"}, {"name": "MemoizationPolicy"}], [*STORIES, rule], DOMAIN
+    )
+    events = [SlotSet(key="name", value="ann"), listen(), user("greet")]
+    prediction = ensemble.predict(tracker(DOMAIN, *events), DOMAIN)
+    assert (prediction.action_name, prediction.policy_name) == ("utter_greet", "MemoizationPolicy")
+
+
+def test_augmented_memoization_keeps_the_message_that_led_into_its_window() -> None:
+    # As Rasa (2.8.22 on): the shorter histories start at the listen before the last
+    # max_history actions, so the greet behind "great" is still read while the slot set
+    # before it is forgotten; they used to start inside the window and lost the greet.
+    augmented = AugmentedMemoizationPolicy("AugmentedMemoizationPolicy", max_history=2)
+    augmented.train(STORIES, DOMAIN)
+    events = [SlotSet(key="name", value="x"), listen(), user("greet"), action("utter_greet")]
+    assert predicted(augmented, *events, listen(), user("mood_great")) == ("utter_happy", 1.0)

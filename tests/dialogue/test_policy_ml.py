@@ -9,6 +9,7 @@ from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.policies.featurization import ConversationStates
 from server.dialogue.policies.memoization import MemoizationPolicy
 from server.dialogue.policies.ml import MLPolicy
+from server.trackers.events import ActionExecuted, Event
 from tests.dialogue.policy_fixtures import (
     action,
     bot,
@@ -98,3 +99,22 @@ def test_training_a_real_bot_is_fast() -> None:
     started = time.perf_counter()
     PolicyEnsemble.train(policies, stories, domain)
     assert time.perf_counter() - started < 2.0
+
+
+def test_a_rule_only_turn_in_between_is_left_out_as_by_ted() -> None:
+    # As Rasa's TED: the turn of a rule no story has (`hide_rule_turn`) is not read, so the
+    # prediction after it is the one without it.
+    policy = MLPolicy("TEDPolicy")
+    policy.train(STORIES, DOMAIN)
+    rule_turn = [
+        user("goodbye"),
+        ActionExecuted(action_name="utter_goodbye", hide_rule_turn=True),
+        ActionExecuted(action_name="action_listen", hide_rule_turn=True),
+    ]
+    start = [listen(), user("greet"), action("utter_greet"), listen()]
+
+    def probabilities(*events: Event) -> list[float]:
+        t = tracker(DOMAIN, *start, *events, user("mood_great"))
+        return policy.predict(ConversationStates(t, DOMAIN), DOMAIN).probabilities
+
+    assert probabilities(*rule_turn) == probabilities()

@@ -11,6 +11,7 @@ from server.dialogue.domain import Domain
 from server.dialogue.policies.featurization import ConversationStates
 from server.dialogue.policies.prediction import PolicyPrediction
 from server.dialogue.policies.rule import RulePolicy
+from server.dialogue.story_steps import TrainingStory
 from server.errors import TrainingError
 from server.trackers.events import (
     ActionExecutionRejected,
@@ -18,6 +19,7 @@ from server.trackers.events import (
     Event,
     LoopInterrupted,
     SlotSet,
+    UserUttered,
 )
 from tests.dialogue.policy_fixtures import (
     action,
@@ -291,9 +293,8 @@ def check_then_other(*events: Event) -> Any:
     )
 
 
-def test_a_rule_leaving_out_the_slots_its_action_sets_elsewhere_fails_training() -> None:
-    # `action_check_vip` sets `vip` in one rule; another rule goes on after it without
-    # saying what `vip` is: Rasa refuses to train such incomplete rules, naming them.
+def vip_check_rule() -> tuple[TrainingStory, Domain]:
+    """A rule in which `action_check_vip` sets `vip`, and its domain."""
     sets_vip = story(
         "check sets vip",
         user("ask"),
@@ -302,7 +303,13 @@ def test_a_rule_leaving_out_the_slots_its_action_sets_elsewhere_fails_training()
         action("utter_vip"),
         is_rule=True,
     )
-    domain = Domain.from_dict({**SIMPLE.as_dict(), "actions": ["action_check_vip"]})
+    return sets_vip, Domain.from_dict({**SIMPLE.as_dict(), "actions": ["action_check_vip"]})
+
+
+def test_a_rule_leaving_out_the_slots_its_action_sets_elsewhere_fails_training() -> None:
+    # `action_check_vip` sets `vip` in one rule; another rule goes on after it without
+    # saying what `vip` is: Rasa refuses to train such incomplete rules, naming them.
+    sets_vip, domain = vip_check_rule()
     with pytest.raises(TrainingError) as info:
         RulePolicy("RulePolicy").train([sets_vip, check_then_other()], domain)
     assert (
@@ -335,3 +342,58 @@ def test_a_rules_turn_no_story_has_is_marked_hide_rule_turn() -> None:
         assert (restart.action_name, restart.hide_rule_turn) == ("action_restart", True)
         nothing = predict(trained_policy, SIMPLE, listen(), user("inform"))
         assert not nothing.hide_rule_turn  # the fallback is no rule's turn
+
+
+def test_without_check_for_contradictions_incomplete_rules_train_as_in_rasa() -> None:
+    # Rasa checks rules for completeness only with `check_for_contradictions` (the
+    # default): turned off, the rules train (they used to fail training here).
+    sets_vip, domain = vip_check_rule()
+    policy = RulePolicy("RulePolicy", check_for_contradictions=False)
+    policy.train([sets_vip, check_then_other()], domain)
+    assert predict(policy, domain, listen(), user("ask")).action_name == "action_check_vip"
+
+
+def test_a_fallback_action_the_domain_lacks_fails_training_even_when_disabled() -> None:
+    # As Rasa: the name is checked against the domain whatever enable_fallback_prediction.
+    policy = RulePolicy(
+        "RulePolicy", core_fallback_action_name="action_nope", enable_fallback_prediction=False
+    )
+    with pytest.raises(TrainingError, match="action_nope"):
+        policy.train([], SIMPLE)
+
+
+def test_slots_only_rules_mention_are_found_with_check_for_contradictions_only() -> None:
+    rules = [
+        story("vip", SlotSet(key="vip", value=True), user("ask"), action("utter_vip"), is_rule=True)
+    ]
+    checked = RulePolicy("RulePolicy")
+    checked.train(rules, SIMPLE)
+    assert checked.rule_only_.slots == {"vip"}
+    unchecked = RulePolicy("RulePolicy", check_for_contradictions=False)
+    unchecked.train(rules, SIMPLE)
+    assert not unchecked.rule_only_.slots
+
+
+def test_a_rule_naming_the_messages_text_overrules_a_default_intent() -> None:
+    # As Rasa: "start over" classified as `restart` follows the rule written for that
+    # text (before, action_restart overruled it, as it does the intent-only rules).
+    domain = Domain.from_dict({**SIMPLE.as_dict(), "intents": [*SIMPLE.intents, "restart"]})
+    said = UserUttered(text="start over", parse_data={})
+    rule = story("text", said, action("utter_other"), is_rule=True)
+    policy = RulePolicy("RulePolicy")
+    policy.train([rule], domain)
+    message = user("restart", text="start over")
+    assert predict(policy, domain, listen(), message).action_name == "utter_other"
+    other = user("restart", text="please restart")
+    assert predict(policy, domain, listen(), other).action_name == "action_restart"
+
+
+def test_a_story_going_on_after_a_rules_own_listen_contradicts_it_as_in_rasa() -> None:
+    # A rule that only says "listen after utter_greet", and a story going on after
+    # utter_greet: Rasa refuses to train (before, the rule was quietly dropped).
+    after_greet = story("after greet", action("utter_greet"), is_rule=True)
+    going_on = story(
+        "greet then welcome", user("greet"), action("utter_greet"), action("utter_welcome")
+    )
+    with pytest.raises(TrainingError, match="'greet then welcome' is contradicting"):
+        RulePolicy("RulePolicy").train([after_greet, going_on], SIMPLE)

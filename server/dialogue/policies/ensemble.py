@@ -15,7 +15,12 @@ from typing import Any
 
 from server.dialogue.domain import Domain
 from server.dialogue.memo import Memo
-from server.dialogue.policies.featurization import ConversationStates, window_identities
+from server.dialogue.policies.featurization import (
+    NO_RULE_ONLY,
+    ConversationStates,
+    RuleOnly,
+    window_identities,
+)
 from server.dialogue.policies.memoization import AugmentedMemoizationPolicy, MemoizationPolicy
 from server.dialogue.policies.ml import MLPolicy
 from server.dialogue.policies.policy import Policy
@@ -39,7 +44,7 @@ POLICY_CLASSES: dict[str, type[Policy]] = {
 MAPPED_POLICIES = {"TEDPolicy": "MLPolicy"}
 IGNORED_POLICIES = ("UnexpecTEDIntentPolicy",)
 # Options Rasa's own policies accept that change nothing in ours: taken without a word.
-RASA_ONLY_OPTIONS = frozenset({"enable_feature_string_compression", "use_nlu_confidence_as_score"})
+RASA_ONLY_OPTIONS = frozenset({"enable_feature_string_compression"})
 # Rasa's default_config.yml policies, used when config.yml lists none.
 DEFAULT_POLICIES: list[dict[str, Any]] = [
     {"name": "MemoizationPolicy"},
@@ -76,6 +81,14 @@ class PolicyEnsemble:
         self._memo_domain: Domain | None = None
         self._memo_window: int | None = None
         self._memo_reads_text = True
+        # What the RulePolicy learned only rules mention (taken with the window).
+        self._rule_only: RuleOnly = NO_RULE_ONLY
+
+    @property
+    def rule_only(self) -> RuleOnly:
+        """What the RulePolicy learned only rules mention (nothing without one)."""
+        rules = [p for p in self.policies if isinstance(p, RulePolicy)]
+        return rules[0].rule_only_ if rules else NO_RULE_ONLY
 
     def forget_predictions(self) -> None:
         """Drops the remembered winners (after retraining or restoring a policy in place)."""
@@ -195,16 +208,19 @@ class PolicyEnsemble:
         key: tuple[Any, ...] | None = None
         if window is not None and tracker.active_loop.get("name") is None:
             # The window's identities without `ConversationStates` (made on a miss only).
-            identities = window_identities(tracker, domain, window)
+            identities = window_identities(tracker, domain, window, self._rule_only)
             if identities is None:
-                conversation = ConversationStates(tracker, domain)
-                identities = conversation.identities(window)
+                conversation = ConversationStates(tracker, domain, self._rule_only)
+                identities = (
+                    conversation.identities(window),
+                    conversation.stories().identities(window),
+                )
             key = self._memo_key(identities, tracker, rejected)
             known = self._winners.get(key)
             if known is not None:
                 return _copy(known) if copy else known
         if conversation is None:
-            conversation = ConversationStates(tracker, domain)
+            conversation = ConversationStates(tracker, domain, self._rule_only)
         predictions = [policy.predict(conversation, domain) for policy in self.policies]
         if rejected is not None:
             predictions = [_without(p, rejected, names) for p in predictions]
@@ -219,17 +235,21 @@ class PolicyEnsemble:
         windows = [policy.prediction_window() for policy in self.policies]
         self._memo_window = None if None in windows else max(windows)  # type: ignore[type-var]
         self._memo_reads_text = any(p.reads_message_text() for p in self.policies)
+        self._rule_only = self.rule_only
         self._winners.clear()
         self._memo_domain = domain
         return self._memo_window
 
     def _memo_key(
-        self, identities: tuple[bytes | str, ...], tracker: Tracker, rejected: str | None
+        self,
+        identities: tuple[tuple[bytes | str, ...], tuple[bytes | str, ...]],
+        tracker: Tracker,
+        rejected: str | None,
     ) -> tuple[Any, ...]:
         """Everything the winner depends on when every policy reads a window of states:
-        the window's states (by identity), the latest message's intent and text (only
-        whether there is one, when no policy can look a text up), the latest action, the
-        rejected action."""
+        the window's states and story states (by identity), the latest message's intent
+        and text (only whether there is one, when no policy can look a text up), the latest
+        action, the rejected action."""
         message = tracker.latest_message
         return (
             identities,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -25,6 +25,7 @@ from server.trackers.events import (
     DefinePrevUserUtteredFeaturization,
     EntitiesAdded,
     Event,
+    FollowupAction,
     LoopInterrupted,
     Restarted,
     SessionStarted,
@@ -137,12 +138,18 @@ class _Fold:
         self.user_text: str | None = None
         self.prev_action: dict[str, str] = {}
         self.loop: str | None = None
+        # A followup action is pending (not part of the state; `_StoryStates` reads it).
+        self.followup = False
+        # The states `_StoryStates` gives may differ from these (`ConversationStates.stories`):
+        # a turn was hidden or followed, or user input came after an action but action_listen.
+        self.stories_differ = False
 
     def copy(self) -> _Fold:
         twin = _Fold.__new__(_Fold)
         twin.domain, twin.omit_unset_slots = self.domain, self.omit_unset_slots
         twin.slot_values, twin.slots_set = dict(self.slot_values), set(self.slots_set)
         twin.user, twin.prev_action, twin.loop = dict(self.user), self.prev_action, self.loop
+        twin.followup, twin.stories_differ = self.followup, self.stories_differ
         return twin
 
     def apply(self, event: Event) -> bool:
@@ -151,16 +158,23 @@ class _Fold:
         if isinstance(event, UserUttered):
             self.user = self._user_sub_state(event.intent_name, event.text, event.entities)
             self.user_text = event.text
+            self.followup = False
+            self._input_arrived()
         elif isinstance(event, DefinePrevUserUtteredFeaturization):
             # The message was answered from its text (end to end): so it reads from now on.
             if not (event.use_text_for_featurization and self.user_text):
                 return False
             self.user = {"text": self.user_text}
+            self._input_arrived()
         elif isinstance(event, ActionExecuted):
             if event.action_name is not None:
                 self.prev_action = {"action_name": event.action_name}
             else:
                 self.prev_action = {"action_text": event.action_text or ""}
+            self.followup = False
+        elif isinstance(event, FollowupAction):
+            self.followup = True
+            return False
         elif isinstance(event, SlotSet):
             self.slot_values[event.key] = event.value
             self.slots_set.add(event.key)
@@ -175,7 +189,13 @@ class _Fold:
             names.update(featurized_entities(self.domain, intent, event.entities))
             if names:
                 self.user["entities"] = sorted(names)
+                self._input_arrived()
         return True
+
+    def _input_arrived(self) -> None:
+        prev = self.prev_action
+        if prev and prev.get("action_name") != "action_listen":
+            self.stories_differ = True
 
     def _user_sub_state(
         self, intent: str | None, text: str | None, entities: list[dict]
@@ -280,16 +300,175 @@ def states_and_labels(
     `states[i]` is the state before the i-th action, `labels[i]` that action's name;
     the last state (after every event) has no label.
     """
+    states, labels, _, _ = _walk(events, domain, omit_unset_slots)
+    return states, labels
+
+
+def _walk(
+    events: Iterable[Event], domain: Domain, omit_unset_slots: bool
+) -> tuple[list[State], list[str], dict[int, int], bool]:
+    """`states_and_labels`, the `_StoryStates` flags of the states before an action (by
+    index, where not 0), and whether a followup action is pending after the last event."""
     fold = _Fold(domain, omit_unset_slots)
     states: list[State] = []
     labels: list[str] = []
+    flags: dict[int, int] = {}
     for event in collapse_loop_happy_paths(list(events)):
         if isinstance(event, ActionExecuted):
             states.append(fold.state())
             labels.append(label_of(event))
+            flag = turn_flags(event, fold.followup)
+            if flag:
+                flags[len(states) - 1] = flag
         fold.apply(event)
     states.append(fold.state())
-    return states, labels
+    return states, labels, flags, fold.followup
+
+
+def story_states(events: Iterable[Event], domain: Domain, rule_only: RuleOnly) -> list[State]:
+    """The states policies that learn from stories read (`_StoryStates`), of `events`."""
+    states, _, flags, followup = _walk(events, domain, False)
+    story = _StoryStates(rule_only)
+    story.extend(states, flags, len(states) - 1)
+    current = story.next_state(states[-1], _FOLLOWUP if followup else 0, commit=False)
+    return story.states if current is None else [*story.states, current]
+
+
+# `_StoryStates` flags of a state before an action: the action is a rule's turn no story
+# has (`hide_rule_turn`); a followup action was pending.
+_HIDDEN, _FOLLOWUP = 1, 2
+
+
+def turn_flags(event: ActionExecuted, followup: bool) -> int:
+    return (_HIDDEN if event.hide_rule_turn else 0) | (_FOLLOWUP if followup else 0)
+
+
+class RuleOnly(NamedTuple):
+    """Slots and loops only rules mention (RulePolicy learns them): left out of the states
+    of the policies that learn from stories, which never saw them."""
+
+    slots: frozenset[str] = frozenset()
+    loops: frozenset[str] = frozenset()
+
+
+NO_RULE_ONLY = RuleOnly()
+
+
+def _without_rule_only(state: State, rule_only: RuleOnly) -> State:
+    changed: State | None = None
+    slots = state.get(SLOTS)
+    if slots and not rule_only.slots.isdisjoint(slots):
+        changed = dict(state)
+        kept = {name: value for name, value in slots.items() if name not in rule_only.slots}
+        if kept:
+            changed[SLOTS] = kept
+        else:
+            del changed[SLOTS]
+    if rule_only.loops and state.get(ACTIVE_LOOP, {}).get("name") in rule_only.loops:
+        changed = dict(changed or state)
+        del changed[ACTIVE_LOOP]
+    return state if changed is None else changed
+
+
+class _StoryStates:
+    """The states memoization and the ML policy read, as Rasa's policies that learn from
+    stories only (TED, memoization) read them.
+
+    A turn only rules know (its action has `hide_rule_turn`, and the action_listen after it)
+    is left out; the next state reads as if that turn never was: its previous action is
+    the last one of a kept turn, and a state after an action other than action_listen
+    carries the user input of the state kept before it. Slots and loops only rules mention
+    are left out. Built from the full states and their flags, state by state; `marks` let
+    a loop's collapsed happy path take states back. Up to the first state that can differ
+    (`start_from`), they are the full states themselves.
+    """
+
+    def __init__(self, rule_only: RuleOnly) -> None:
+        self.rule_only = rule_only
+        self._strips = bool(rule_only.slots or rule_only.loops)
+        self.states: list[State] = []
+        self.texts: list[str | None] = []
+        self.identities: list[bytes | str | None] = []
+        self.done = 0  # full states read
+        self.hidden = False  # the last turn read was left out
+        self.last_action: dict[str, str] = {}  # the previous action of the last kept turn
+        # After each full state read from `base` on: (len(states), hidden, last_action).
+        self.marks: list[tuple[int, bool, dict[str, str]]] = []
+        self.base = 0
+
+    def start_from(
+        self,
+        body: list[State],
+        texts: list[str | None],
+        identities: list[bytes | str | None],
+        size: int,
+    ) -> None:
+        """Takes the full states `body[:size]` as they are (nothing hidden or followed among
+        them, no user input after an action but action_listen, nothing to leave out): a
+        conversation's first hidden turn costs no walk over its history."""
+        self.states, self.texts, self.identities = body[:size], texts[:size], identities[:size]
+        self.done = self.base = size
+        self.hidden = False
+        self.last_action = (body[size - 1].get(PREV_ACTION) or {}) if size else {}
+        self.marks = []
+
+    def extend(self, body: Sequence[State], flags: dict[int, int], size: int) -> None:
+        """Reads the full states `body[done:size]` (each before an action; `flags` by index,
+        where not 0)."""
+        for index in range(self.done, size):
+            state = self.next_state(body[index], flags.get(index, 0), commit=True)
+            if state is not None:
+                self.states.append(state)
+                self.texts.append(None)
+                self.identities.append(None)
+            self.marks.append((len(self.states), self.hidden, self.last_action))
+        self.done = max(self.done, size)
+
+    def truncate(self, body: list[State], size: int) -> None:
+        """Forgets what the full states from `size` on gave (they were taken back; `body`
+        still holds those before)."""
+        if self.done <= size:
+            return
+        if size <= self.base:
+            del self.states[size:], self.texts[size:], self.identities[size:]
+            self.done = self.base = size
+            self.hidden = False
+            self.last_action = (body[size - 1].get(PREV_ACTION) or {}) if size else {}
+            self.marks = []
+            return
+        count, self.hidden, self.last_action = self.marks[size - 1 - self.base]
+        del self.marks[size - self.base :], self.states[count:], self.texts[count:]
+        del self.identities[count:]
+        self.done = size
+
+    def next_state(self, state: State, flags: int, commit: bool) -> State | None:
+        """The state `state` reads as, or None when its turn is left out; with `commit`,
+        the next state follows it."""
+        hidden, last_action = self.hidden, self.last_action
+        prev = state.get(PREV_ACTION) or {}
+        prev_name = prev.get("action_name")
+        if not hidden:
+            last_action = prev
+        # A followup action, and a loop's next step, belong to the turn before them.
+        if not flags & _FOLLOWUP and prev_name != state.get(ACTIVE_LOOP, {}).get("name"):
+            hidden = bool(flags & _HIDDEN)
+        if commit:
+            self.hidden, self.last_action = hidden, last_action
+        if hidden:
+            return None
+        derived = state
+        if self.states and prev_name != "action_listen":
+            user = self.states[-1].get(USER)
+            if user != state.get(USER):
+                derived = dict(state)
+                if user:
+                    derived[USER] = user
+                else:
+                    del derived[USER]
+        if last_action and last_action != prev:
+            derived = dict(derived)
+            derived[PREV_ACTION] = last_action
+        return _without_rule_only(derived, self.rule_only) if self._strips else derived
 
 
 def training_examples(
@@ -372,22 +551,25 @@ class StatesView(Sequence):
     __hash__ = None  # type: ignore[assignment]
 
 
-class ConversationStates:
-    """A tracker's states, computed once per prediction and shared by every policy.
+class StatesWindow:
+    """A conversation's states as policies read them: their JSON texts (`texts`) and
+    identities, a state before an earlier action written once per conversation."""
 
-    Policies look states up by their JSON text (`texts`): a state before an earlier action
-    is written once per conversation, the current state once per prediction.
-    """
-
-    def __init__(self, tracker: Tracker, domain: Domain) -> None:
+    def __init__(
+        self,
+        tracker: Tracker,
+        domain: Domain,
+        events: list[Event],
+        states: Sequence[State],
+        body_texts: list[str | None] | None,
+        body_identities: list[bytes | str | None] | None,
+        rule_only: RuleOnly,
+    ) -> None:
         self.tracker = tracker
         self.domain = domain
-        cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
-        if type(cache) is not _IncrementalStates or cache.domain is not domain:
-            cache = _IncrementalStates.of(tracker, domain)
-        self._cache = cache
-        self.events, self.states, self._body_texts = cache.update(tracker)
-        self._body_identities = cache.body_identities if self._body_texts is not None else None
+        self.rule_only = rule_only
+        self.events, self.states = events, states
+        self._body_texts, self._body_identities = body_texts, body_identities
         self._text_states: Sequence[State] | None | bool = False
         # Made when a policy first asks for texts (a remembered winner needs none).
         self._windows: dict[tuple[int | None, bool], tuple[str, ...]] | None = None
@@ -418,9 +600,7 @@ class ConversationStates:
         if count:
             current = currents.get(by_text)
             if current is None:
-                current = currents[by_text] = state_text(states[-1])
-                if not by_text:
-                    self._cache.current_text_is(states[-1], current)
+                current = currents[by_text] = self._current_text(states[-1], by_text)
             texts.append(current)
         window = windows[(last, by_text)] = tuple(texts)
         return window
@@ -429,6 +609,59 @@ class ConversationStates:
         """`state_identity` of the last `last` states (all when None or 0): what the
         ensemble remembers its winners by (a state's JSON text is written only when a
         policy asks for it)."""
+        states = self.states
+        count = len(states)
+        start = max(0, count - last) if last else 0
+        identities = _kept(states, start, count - 1, self._body_identities, state_identity)
+        if count:
+            identities.append(self._current_identity(states[-1]))
+        return tuple(identities)
+
+    def _current_text(self, state: State, by_text: bool) -> str:
+        return state_text(state)
+
+    def _current_identity(self, state: State) -> bytes | str:
+        return state_identity(state)
+
+
+class ConversationStates(StatesWindow):
+    """A tracker's states, computed once per prediction and shared by every policy.
+
+    RulePolicy reads them; the policies that learn from stories read `stories()`.
+    """
+
+    def __init__(
+        self, tracker: Tracker, domain: Domain, rule_only: RuleOnly = NO_RULE_ONLY
+    ) -> None:
+        cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
+        if type(cache) is not _IncrementalStates or cache.domain is not domain:
+            cache = _IncrementalStates.of(tracker, domain)
+        self._cache = cache
+        events, states, body_texts = cache.update(tracker)
+        body_identities = cache.body_identities if body_texts is not None else None
+        super().__init__(tracker, domain, events, states, body_texts, body_identities, rule_only)
+        self._stories: StatesWindow | None = None
+
+    def stories(self) -> StatesWindow:
+        """The states as memoization and the ML policy read them (`_StoryStates`): these
+        same states (self) while they are provably equal, as in most conversations."""
+        if self._stories is None:
+            if self._body_texts is not None and self._cache.stories_equal(self.rule_only):
+                self._stories = self
+            else:
+                self._stories = StoryStates(self)
+        return self._stories
+
+    def _current_text(self, state: State, by_text: bool) -> str:
+        text = state_text(state)
+        if not by_text:
+            self._cache.current_text_is(state, text)
+        return text
+
+    def _current_identity(self, state: State) -> bytes | str:
+        return self._cache.identity_of(state)
+
+    def identities(self, last: int | None) -> tuple[bytes | str, ...]:
         states = self.states
         kept = self._body_identities
         if kept is not None and last and type(states) is StatesView:
@@ -442,12 +675,48 @@ class ConversationStates:
             identity = cache.current_identity if state is cache.current else None
             window.append(identity if identity is not None else cache.identity_of(state))
             return tuple(window)  # type: ignore[arg-type]  # no None left: filled above
-        count = len(states)
-        start = max(0, count - last) if last else 0
-        identities = _kept(states, start, count - 1, kept, state_identity)
-        if count:
-            identities.append(self._cache.identity_of(states[-1]))
-        return tuple(identities)
+        return super().identities(last)
+
+
+class StoryStates(StatesWindow):
+    """A conversation's states as the policies that learn from stories read them: rule-only
+    turns and features left out (`_StoryStates`)."""
+
+    def __init__(self, conversation: ConversationStates) -> None:
+        cache = conversation._cache
+        self._cache: _IncrementalStates | None = None
+        texts: list[str | None] | None = None
+        identities: list[bytes | str | None] | None = None
+        if conversation._body_texts is not None:  # kept incrementally
+            self._cache = cache
+            story, current = cache.story_states(conversation.rule_only)
+            texts, identities = story.texts, story.identities
+            body = story.states
+            if current is not None:
+                states: Sequence[State] = StatesView(body, len(body), current)
+            elif body:
+                states = StatesView(body, len(body) - 1, body[-1])
+            else:
+                states = []
+        else:
+            states = story_states(conversation.events, conversation.domain, conversation.rule_only)
+        super().__init__(
+            conversation.tracker,
+            conversation.domain,
+            conversation.events,
+            states,
+            texts,
+            identities,
+            conversation.rule_only,
+        )
+
+    def _current_identity(self, state: State) -> bytes | str:
+        cache = self._cache
+        if cache is None or state is not cache.story_current:
+            return state_identity(state)
+        if cache.story_current_identity is None:
+            cache.story_current_identity = state_identity(state)
+        return cache.story_current_identity
 
 
 def _kept(
@@ -493,13 +762,20 @@ def cached_lists(tracker: Tracker) -> list[list[Any]]:
     cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
     if not isinstance(cache, _IncrementalStates):
         return []
-    return [cache.events, cache.body, cache.body_texts, cache.body_identities]
+    lists: list[list[Any]] = [cache.events, cache.body, cache.body_texts, cache.body_identities]
+    if cache.story is not None:
+        story = cache.story
+        lists.extend((story.states, story.texts, story.identities, story.marks))
+    return lists
 
 
-def fold_states(tracker: Tracker, domain: Domain) -> None:
-    """Folds the tracker's events into its state cache now: the first prediction on a long
-    conversation does it in a thread, not on the event loop."""
-    _IncrementalStates.of(tracker, domain).advance(tracker)
+def fold_states(tracker: Tracker, domain: Domain, rule_only: RuleOnly | None = None) -> None:
+    """Folds the tracker's events into its state cache now, and with `rule_only` (the
+    model's) its story states: the first prediction on a long conversation does it in a
+    thread, not on the event loop."""
+    cache = _IncrementalStates.of(tracker, domain)
+    if cache.advance(tracker) and rule_only is not None and not cache.stories_equal(rule_only):
+        cache.story_states(rule_only)
 
 
 class _IncrementalStates:
@@ -525,6 +801,15 @@ class _IncrementalStates:
         self.body: list[State] = []  # the state before each action
         self.body_texts: list[str | None] = []  # their `state_text`, written when first asked
         self.body_identities: list[bytes | str | None] = []  # their `state_identity`, likewise
+        self.body_flags: dict[int, int] = {}  # their `turn_flags`, where not 0
+        # The states of the policies that learn from stories, read from `body` when first
+        # asked; and the current one's, while `current` is the same (`story_current`).
+        self.story: _StoryStates | None = None
+        # How many states before an action are surely their own story states (None: all).
+        self.differ_from: int | None = None
+        self.story_current_of: State | None = None
+        self.story_current: State | None = None
+        self.story_current_identity: bytes | str | None = None
         self.fold = _Fold(domain, False)
         # The current state of the last update and its text (None: not asked), while no
         # event has changed it: the state before the next action, if that comes next.
@@ -604,6 +889,11 @@ class _IncrementalStates:
                     current = None
                 body, texts, identities = self.body, self.body_texts, self.body_identities
             if isinstance(event, ActionExecuted):
+                if event.hide_rule_turn or self.fold.followup:
+                    self.body_flags[len(body)] = turn_flags(event, self.fold.followup)
+                    self.fold.stories_differ = True
+                    if self.differ_from is None:
+                        self.differ_from = len(body)
                 if current is not None:
                     body.append(current)
                     texts.append(self.current_text)
@@ -616,6 +906,8 @@ class _IncrementalStates:
             # the others leave it as it was.
             if not isinstance(event, _UNFOLDED) and self.fold.apply(event):
                 current = None
+                if self.differ_from is None and self.fold.stories_differ:
+                    self.differ_from = len(body)
             if looping:
                 self.events.append(event)
                 if self.loop is not None:
@@ -666,10 +958,16 @@ class _IncrementalStates:
             self.collapsed.extend(kept)
             del self.body[body_size:], self.body_texts[body_size:]
             del self.body_identities[body_size:]
+            for index in [i for i in self.body_flags if i >= body_size]:
+                del self.body_flags[index]
+            if self.story is not None:
+                self.story.truncate(self.body, body_size)
             self.fold = fold.copy()
             for kept_event in kept:
                 if not isinstance(kept_event, _UNFOLDED):
                     self.fold.apply(kept_event)
+            if self.differ_from is not None or self.fold.stories_differ:
+                self.differ_from = min(body_size, self.differ_from or body_size)
             return True
         return False
 
@@ -686,12 +984,46 @@ class _IncrementalStates:
                 return None
         else:
             return None
-        # New lists: views and events handed out before stay as they were.
-        self.events, self.body, self.body_texts, self.body_identities = [], [], [], []
+        self._new_lists()
         self.fold = _Fold(self.domain, False)
         self.current = self.current_text = self.current_identity = None
         self._no_loop()
         return new[index + 1 :]
+
+    def _new_lists(self) -> None:
+        # New lists: views and events handed out before stay as they were.
+        self.events, self.body, self.body_texts, self.body_identities = [], [], [], []
+        self.body_flags = {}
+        self.story = None
+        self.differ_from = None
+
+    def stories_equal(self, rule_only: RuleOnly) -> bool:
+        """After `advance` returned True: whether `_StoryStates` would give the states
+        themselves (no turn hidden or followed, no user input after an action other than
+        action_listen, nothing only rules mention to leave out)."""
+        return not (self.fold.stories_differ or rule_only.slots or rule_only.loops)
+
+    def story_states(self, rule_only: RuleOnly) -> tuple[_StoryStates, State | None]:
+        """After `advance` returned True: the story states of the states before the current
+        one, and the current one's (None: its turn is left out)."""
+        story = self.story
+        if story is None or story.rule_only != rule_only:
+            story = self.story = _StoryStates(rule_only)
+            self.story_current_of = None
+            if not (rule_only.slots or rule_only.loops):
+                size = len(self.body) if self.differ_from is None else self.differ_from
+                story.start_from(self.body, self.body_texts, self.body_identities, size)
+        if story.done < len(self.body):
+            story.extend(self.body, self.body_flags, len(self.body))
+            self.story_current_of = None
+        current = self.current
+        if self.story_current_of is not current:
+            assert current is not None
+            flags = _FOLLOWUP if self.fold.followup else 0
+            self.story_current = story.next_state(current, flags, commit=False)
+            self.story_current_identity = None
+            self.story_current_of = current
+        return story, self.story_current
 
     def window_identities(self, last: int) -> tuple[bytes | str, ...]:
         """`ConversationStates.identities(last)` (`last` > 0) after `advance` returned
@@ -706,6 +1038,21 @@ class _IncrementalStates:
         if identity is None:
             identity = self.current_identity = state_identity(self.current)  # type: ignore[arg-type]
         window.append(identity)
+        return tuple(window)  # type: ignore[arg-type]  # no None left: filled above
+
+    def story_window_identities(self, last: int, rule_only: RuleOnly) -> tuple[bytes | str, ...]:
+        """`StoryStates.identities(last)` (`last` > 0) after `advance` returned True."""
+        story, current = self.story_states(rule_only)
+        body, kept = story.states, story.identities
+        stop = len(body)
+        start = max(0, stop + (current is not None) - last)
+        window = kept[start:stop]
+        if None in window:
+            window = _kept(body, start, stop, kept, state_identity)  # type: ignore[assignment]
+        if current is not None:
+            if self.story_current_identity is None:
+                self.story_current_identity = state_identity(current)
+            window.append(self.story_current_identity)
         return tuple(window)  # type: ignore[arg-type]  # no None left: filled above
 
     def identity_of(self, state: State) -> bytes | str:
@@ -726,8 +1073,7 @@ class _IncrementalStates:
     ) -> tuple[list[Event], Sequence[State], list[str | None] | None]:
         applied = tracker.applied_events()
         if not self.batch:
-            # New lists: views and events handed out before stay as they were.
-            self.events, self.body, self.body_texts, self.body_identities = [], [], [], []
+            self._new_lists()
             self.fold = _Fold(self.domain, False)
             self.current = self.current_text = self.current_identity = None
             self._no_loop()
@@ -746,10 +1092,11 @@ class _IncrementalStates:
 
 
 def window_identities(
-    tracker: Tracker, domain: Domain, last: int
-) -> tuple[bytes | str, ...] | None:
-    """`ConversationStates(tracker, domain).identities(last)` without making it, when the
-    tracker's states are kept incrementally (the usual case) and `last` > 0; else None."""
+    tracker: Tracker, domain: Domain, last: int, rule_only: RuleOnly = NO_RULE_ONLY
+) -> tuple[tuple[bytes | str, ...], tuple[bytes | str, ...]] | None:
+    """The identities of the last `last` states of `ConversationStates(tracker, domain,
+    rule_only)` and of its `stories()`, without making them, when the tracker's states are
+    kept incrementally (the usual case) and `last` > 0; else None."""
     if not last:
         return None
     cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
@@ -757,4 +1104,7 @@ def window_identities(
         cache = _IncrementalStates.of(tracker, domain)
     if not cache.advance(tracker):
         return None
-    return cache.window_identities(last)
+    identities = cache.window_identities(last)
+    if cache.stories_equal(rule_only):
+        return identities, identities
+    return identities, cache.story_window_identities(last, rule_only)

@@ -10,16 +10,18 @@ from server.dialogue.domain import Domain
 from server.dialogue.policies.featurization import (
     ConversationStates,
     State,
+    StatesWindow,
     key_of,
     state_key,
-    states_and_labels,
+    story_states,
     training_examples,
     with_text_for_last_user,
 )
 from server.dialogue.policies.policy import Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
 from server.dialogue.story_steps import TrainingStory
-from server.trackers.events import ActionExecuted, Event
+from server.nlu.params import flag
+from server.trackers.events import ACTION_LISTEN, ActionExecuted, Event
 
 MEMOIZATION_PRIORITY = 3
 
@@ -28,14 +30,17 @@ class MemoizationPolicy(Policy):
     """Predicts, with confidence 1, the action a story took after the same last turns.
 
     Trained on stories (not rules). Histories that lead to different actions in different
-    stories are ambiguous and forgotten.
+    stories are ambiguous and forgotten. Reads the conversation's `stories()` states, as
+    Rasa's: turns only rules know are left out.
     """
 
     default_priority = MEMOIZATION_PRIORITY
-    defaults = {"max_history": 5}
+    defaults = {"max_history": 5, "use_nlu_confidence_as_score": False}
 
     def __init__(self, name: str, priority: int | None = None, **options: Any) -> None:
         super().__init__(name, priority, **options)
+        key = "use_nlu_confidence_as_score"
+        self.options[key] = flag(self.options, key, False, name)
         self.lookup_: dict[str, str] = {}
 
     @property
@@ -66,7 +71,7 @@ class MemoizationPolicy(Policy):
     def recall(self, states: Sequence[State]) -> str | None:
         return self.lookup_.get(state_key(self._window(states)))
 
-    def _recall_conversation(self, conversation: ConversationStates) -> tuple[str | None, bool]:
+    def _recall_conversation(self, conversation: StatesWindow) -> tuple[str | None, bool]:
         """(the remembered action or None, whether it was found by the message's text)."""
         # `recall` on the text states, then on the states, by their texts written once.
         if conversation.text_states() is not None:
@@ -78,11 +83,13 @@ class MemoizationPolicy(Policy):
 
     def predict(self, conversation: ConversationStates, domain: Domain) -> PolicyPrediction:
         probabilities = zeros(len(domain.action_names_or_texts))
-        action, by_text = self._recall_conversation(conversation) if self.lookup_ else (None, False)
+        action, by_text = (
+            self._recall_conversation(conversation.stories()) if self.lookup_ else (None, False)
+        )
         if action is not None:
             index = domain.index_of_action(action)
             if index is not None:
-                probabilities[index] = 1.0
+                probabilities[index] = self.action_score(conversation)
         return prediction_from(
             probabilities,
             domain.action_names_or_texts,
@@ -92,6 +99,8 @@ class MemoizationPolicy(Policy):
         )
 
     def prediction_window(self) -> int | None:
+        if self.option("use_nlu_confidence_as_score"):
+            return None  # the confidence is the message's, not the window's
         return self.max_history or None
 
     def reads_message_text(self) -> bool:
@@ -118,7 +127,7 @@ class AugmentedMemoizationPolicy(MemoizationPolicy):
         # in the window's states but not in theirs.
         return None
 
-    def _recall_conversation(self, conversation: ConversationStates) -> tuple[str | None, bool]:
+    def _recall_conversation(self, conversation: StatesWindow) -> tuple[str | None, bool]:
         action, by_text = super()._recall_conversation(conversation)
         if action is not None:
             return action, by_text
@@ -131,7 +140,7 @@ class AugmentedMemoizationPolicy(MemoizationPolicy):
             if cut is None:
                 return None, False
             events, again = cut, True
-            states, _ = states_and_labels(events, domain)
+            states = story_states(events, domain, conversation.rule_only)
             if states == previous:
                 continue
             previous = states
@@ -144,13 +153,17 @@ class AugmentedMemoizationPolicy(MemoizationPolicy):
 
 
 def _trim_to_max_history(events: list[Event], max_history: int | None) -> list[Event]:
+    """The events from the latest action_listen before the last `max_history` actions, as
+    Rasa trims: the user message that led into those actions is kept (all events when
+    there is no such listen)."""
     if not max_history:
         return events
     seen = 0
     for i in range(len(events) - 1, -1, -1):
-        if isinstance(events[i], ActionExecuted):
+        event = events[i]
+        if isinstance(event, ActionExecuted):
             seen += 1
-            if seen == max_history:
+            if seen > max_history and event.action_name == ACTION_LISTEN:
                 return events[i:]
     return events
 

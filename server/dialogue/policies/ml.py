@@ -244,10 +244,14 @@ class MLPolicy(Policy):
         return scores
 
     def predict(self, conversation: ConversationStates, domain: Domain) -> PolicyPrediction:
-        text_states = conversation.text_states()
+        if not self.classes_:  # no stories: no states to read
+            names = domain.action_names_or_texts
+            return prediction_from(zeros(len(names)), names, self.name, self.priority)
+        stories = conversation.stories()  # as TED: rule-only turns left out
+        text_states = stories.text_states()
         by_text = text_states is not None and self._knows_text(text_states[-1])
-        states = text_states if by_text and text_states is not None else conversation.states
-        texts = conversation.texts(self.max_history, by_text)
+        states = text_states if by_text and text_states is not None else stories.states
+        texts = stories.texts(self.max_history, by_text)
         return prediction_from(
             self.probabilities(states, domain, texts),
             domain.action_names_or_texts,

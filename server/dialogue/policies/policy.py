@@ -40,6 +40,15 @@ class Policy:
                 self.options[key] = number(self.options, key, 0, name, whole=True, minimum=0)
         self.warnings: list[str] = []
 
+    def action_score(self, conversation: ConversationStates) -> float:
+        """The confidence of a predicted action: 1, or with `use_nlu_confidence_as_score`
+        (memoization and rules, as Rasa's) the latest message's intent confidence."""
+        if not self.options.get("use_nlu_confidence_as_score"):
+            return 1.0
+        intent = conversation.tracker.latest_message.parse_data.get("intent") or {}
+        confidence = intent.get("confidence", 1.0) if isinstance(intent, dict) else 1.0
+        return float(confidence) if isinstance(confidence, (int, float)) else 1.0
+
     def option(self, key: str) -> Any:
         return self.options[key]
 

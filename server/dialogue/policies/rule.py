@@ -15,10 +15,13 @@ from server.dialogue.domain import RULE_SNIPPET_ACTION, Domain
 from server.dialogue.memo import Memo
 from server.dialogue.policies.featurization import (
     ACTIVE_LOOP,
+    NO_RULE_ONLY,
     PREV_ACTION,
     SHOULD_NOT_BE_SET,
+    SLOTS,
     USER,
     ConversationStates,
+    RuleOnly,
     State,
     label_of,
     state_key,
@@ -176,6 +179,7 @@ class RulePolicy(Policy):
         "enable_fallback_prediction": True,
         "restrict_rules": True,
         "check_for_contradictions": True,
+        "use_nlu_confidence_as_score": False,
     }
 
     def __init__(self, name: str, priority: int | None = None, **options: Any) -> None:
@@ -184,6 +188,8 @@ class RulePolicy(Policy):
         # then fail (or quietly mean something else) on every turn.
         for key in ("enable_fallback_prediction", "restrict_rules", "check_for_contradictions"):
             self.options[key] = flag(self.options, key, True, name)
+        key = "use_nlu_confidence_as_score"
+        self.options[key] = flag(self.options, key, False, name)
         self.options["core_fallback_threshold"] = number(
             self.options, "core_fallback_threshold", 0.3, name, minimum=0, maximum=1
         )
@@ -197,6 +203,7 @@ class RulePolicy(Policy):
         self.rule_sources_: dict[str, list[str]] = {}
         # Sources whose predictions no story follows: their turns are `hide_rule_turn`.
         self.not_in_stories_: frozenset[str] = frozenset()
+        self.rule_only_: RuleOnly = NO_RULE_ONLY
 
     # -- training ----------------------------------------------------------------------------
     def train(self, stories: list[TrainingStory], domain: Domain) -> None:
@@ -204,9 +211,12 @@ class RulePolicy(Policy):
         plain = [s for s in stories if not s.is_rule]
         if self.option("restrict_rules"):
             _check_rule_restriction(rules)
-        _check_incomplete_rules(rules, domain)
+        # As Rasa: the incomplete-rule check, like the one for contradictions and the
+        # search for what only rules mention, is part of `check_for_contradictions`.
+        if self.option("check_for_contradictions"):
+            _check_incomplete_rules(rules, domain)
         fallback = self.option("core_fallback_action_name")
-        if self.option("enable_fallback_prediction") and not domain.is_known_action(fallback):
+        if not domain.is_known_action(fallback):
             raise TrainingError(
                 f"RulePolicy: core_fallback_action_name '{fallback}' is not an action of the domain"
             )
@@ -256,6 +266,12 @@ class RulePolicy(Policy):
         self.rules_ = _Lookup(entries)
         self.unhappy_ = _Lookup(unhappy)
         self.rule_sources_ = sources
+        self.rule_only_ = NO_RULE_ONLY
+        if self.option("check_for_contradictions"):
+            self.rule_only_ = _rule_only(
+                [states_and_labels(events, domain, True)[0] for _, events in rule_event_lists],
+                [states_and_labels(story.events, domain)[0] for story in plain],
+            )
         if self.option("check_for_contradictions"):
             in_stories: set[str] = set()
             errors.extend(self._contradictions(rule_event_lists, plain, domain, in_stories))
@@ -310,8 +326,10 @@ class RulePolicy(Policy):
                         kind == "story"
                         and predicted == ACTION_LISTEN
                         and source.count(PREV_ACTION) == 1
+                        and self._continued(source)
                     ):
-                        # a rule's implicit "listen after this action": stories may go on
+                        # a rule's implicit "listen after this action", where another
+                        # rule goes on from the same state: stories may go on
                         self._forget(source)
                     else:
                         message = (
@@ -335,6 +353,12 @@ class RulePolicy(Policy):
             )
         return errors
 
+    def _continued(self, key: str) -> bool:
+        """Whether another rule's states begin as `key`'s single state does (Rasa's test:
+        only then is a story going on after the rule's listen no contradiction)."""
+        start = key[:-2]
+        return any(other != key and other.startswith(start) for other in self.rules_.entries)
+
     def _forget(self, key: str) -> None:
         entries = dict(self.rules_.entries)
         entries.pop(key, None)
@@ -356,19 +380,27 @@ class RulePolicy(Policy):
         """(action or None, prediction source, whether a loop returns from an unhappy path,
         whether a rule naming the message's text was found)."""
         tracker = conversation.tracker
-        intent = tracker.latest_message.intent_name
-        if tracker.latest_action_name == ACTION_LISTEN and intent in DEFAULT_ACTION_MAPPINGS:
-            return DEFAULT_ACTION_MAPPINGS[intent], SOURCE_DEFAULT + intent, False, False
         loop = _active_loop(tracker)
+        # As Rasa: a rule naming the message's text overrules a default action's intent;
+        # a loop's happy path overrules the rules.
+        by_text: tuple[str | None, str, bool] = (None, "", False)
+        if conversation.text_states() is not None:
+            by_text = self._find_action_from_rules(conversation, True, loop)
+        intent = tracker.latest_message.intent_name
+        if (
+            tracker.latest_action_name == ACTION_LISTEN
+            and intent in DEFAULT_ACTION_MAPPINGS
+            and by_text[0] is None
+        ):
+            return DEFAULT_ACTION_MAPPINGS[intent], SOURCE_DEFAULT + intent, False, False
         if loop and not tracker.is_active_loop_rejected and tracker.latest_action:
             if tracker.latest_action_name != loop:
                 return loop, SOURCE_LOOP + loop, False, False
             return ACTION_LISTEN, SOURCE_LOOP + loop + LOOP_LISTEN, False, False
-        if conversation.text_states() is not None:
-            found = self._find_action_from_rules(conversation, True, loop)
-            if found[0] is not None:
-                return (*found, True)
-        return (*self._find_action_from_rules(conversation, False, loop), False)
+        if by_text[0] is not None:
+            return (*by_text, True)
+        action, source, returning = self._find_action_from_rules(conversation, False, loop)
+        return action, source, returning or by_text[2], False
 
     def _find_action_from_rules(
         self, conversation: ConversationStates, by_text: bool, loop: str | None
@@ -399,13 +431,15 @@ class RulePolicy(Policy):
         action, source, returning, by_text = self._find_action(conversation)
         names = domain.action_names_or_texts
         probabilities = zeros(len(names))
-        index = domain.index_of_action(action) if action is not None else None
-        if index is not None:
-            probabilities[index] = 1.0
-        elif self.option("enable_fallback_prediction"):
+        # As Rasa, the fallback keeps its threshold beside a rule's action: it is what runs
+        # when that action is rejected, and `/predict` lists it.
+        if self.option("enable_fallback_prediction"):
             fallback = domain.index_of_action(self.option("core_fallback_action_name"))
             if fallback is not None:
                 probabilities[fallback] = float(self.option("core_fallback_threshold"))
+        index = domain.index_of_action(action) if action is not None else None
+        if index is not None:
+            probabilities[index] = self.action_score(conversation)
         return prediction_from(
             probabilities,
             names,
@@ -418,7 +452,9 @@ class RulePolicy(Policy):
             hide_rule_turn=index is not None and source in self.not_in_stories_,
         )
 
-    def prediction_window(self) -> int:
+    def prediction_window(self) -> int | None:
+        if self.option("use_nlu_confidence_as_score"):
+            return None  # the confidence is the message's, not the window's
         # A rule matches the last states (as many as it has), and the default rules read
         # the latest intent and action; a loop's path reads more (the ensemble skips loops).
         return max(self.rules_.longest, self.unhappy_.longest, 1)
@@ -433,6 +469,8 @@ class RulePolicy(Policy):
             "loop_unhappy_paths": self.unhappy_.entries,
             "rule_sources": self.rule_sources_,
             "rules_not_in_stories": sorted(self.not_in_stories_),
+            "rule_only_slots": sorted(self.rule_only_.slots),
+            "rule_only_loops": sorted(self.rule_only_.loops),
         }
 
     def restore(self, state: dict[str, Any], directory: Path, domain: Domain) -> None:
@@ -444,11 +482,34 @@ class RulePolicy(Policy):
             str(k): [str(n) for n in v] for k, v in state.get("rule_sources", {}).items()
         }
         self.not_in_stories_ = frozenset(str(k) for k in state.get("rules_not_in_stories", []))
+        slots = frozenset(str(n) for n in state.get("rule_only_slots", []))
+        loops = frozenset(str(n) for n in state.get("rule_only_loops", []))
+        self.rule_only_ = RuleOnly(slots, loops) if slots or loops else NO_RULE_ONLY
 
 
 def _active_loop(tracker: Tracker) -> str | None:
     name = tracker.active_loop_name
     return None if name == SHOULD_NOT_BE_SET else name
+
+
+def _rule_only(rules: list[list[State]], stories: list[list[State]]) -> RuleOnly:
+    """The slots and loops rules' states name and no story's (as Rasa finds them)."""
+
+    def named(conversations: list[list[State]]) -> tuple[set[str], set[str]]:
+        slots: set[str] = set()
+        loops: set[str] = set()
+        for states in conversations:
+            for state in states:
+                slots.update(state.get(SLOTS, ()))
+                loop = state.get(ACTIVE_LOOP, {}).get("name")
+                if loop and loop != SHOULD_NOT_BE_SET:
+                    loops.add(loop)
+        return slots, loops
+
+    rule_slots, rule_loops = named(rules)
+    story_slots, story_loops = named(stories)
+    slots, loops = frozenset(rule_slots - story_slots), frozenset(rule_loops - story_loops)
+    return RuleOnly(slots, loops) if slots or loops else NO_RULE_ONLY
 
 
 def _check_rule_restriction(rules: Iterable[TrainingStory]) -> None:
@@ -487,8 +548,8 @@ def _check_incomplete_rules(rules: list[TrainingStory], domain: Domain) -> None:
                         f"- the action '{previous}' in rule '{rule.name}' does not set some "
                         "of the slots that it sets in other rules. Slots not set in rule "
                         f"'{rule.name}': '{', '.join(sorted(missing))}'. Please update the "
-                        "rule with an appropriate slot or if it is the last action add "
-                        "'action_listen' after this action."
+                        "rule with an appropriate slot or, if it is the rule's last action, "
+                        "add 'wait_for_user_input: false' to the rule."
                     )
                 previous = name
     if errors:
