@@ -1,0 +1,134 @@
+"""Archives whose members pass the archive checks but whose component state is broken or
+hostile (found by fuzzing: docs/security.md, "Fuzzing"): loading refuses each with a
+ModelError that says what is wrong, instead of a KeyError or TypeError traceback at load,
+or a model that loads and then fails every turn."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.errors import ModelError
+from server.training.evaluate import load_model_file
+from server.training.train import train
+from tests.shared_data import BOTS
+
+Edit = Callable[[Any], Any]
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("broken-state-models")
+    trained = {}
+    for bot in ("moodbot", "formbot"):
+        folder = BOTS / bot
+        result = train(folder / "config.yml", folder / "domain.yml", [folder / "data"], out / bot)
+        trained[bot] = Path(result.path)
+    return trained
+
+
+def rewritten(archive: Path, member: str, edit: Edit, out: Path) -> Path:
+    """A copy of `archive` whose JSON `member` is `edit(parsed)`, or `edit(bytes)`'s bytes."""
+    target = out / f"broken-{archive.name}"
+    with tarfile.open(archive) as source, tarfile.open(target, "w:gz") as copy:
+        for info in source.getmembers():
+            handle = source.extractfile(info)
+            data = handle.read() if handle is not None else None
+            if info.name == f"components/{member}":
+                assert data is not None
+                changed = edit(json.loads(data)) if member.endswith(".json") else edit(data)
+                data = changed if isinstance(changed, bytes) else json.dumps(changed).encode()
+                info.size = len(data)
+            copy.addfile(info, io.BytesIO(data) if data is not None else None)
+    return target
+
+
+def drop(key: str) -> Edit:
+    return lambda value: {k: v for k, v in value.items() if k != key}
+
+
+def setting(path: tuple[Any, ...], new: Any) -> Edit:
+    def edit(value: Any) -> Any:
+        inner = value
+        for part in path[:-1]:
+            inner = inner[part]
+        inner[path[-1]] = new
+        return value
+
+    return edit
+
+
+def first_vocabulary_column(new: Any) -> Edit:
+    def edit(vocabulary: dict[str, Any]) -> dict[str, Any]:
+        vocabulary[next(iter(vocabulary))] = new
+        return vocabulary
+
+    return edit
+
+
+CASES = [
+    # (bot, member, edit, what the error says)
+    ("moodbot", "policies/ensemble.json", lambda _: b"", "cannot read the policies' ensemble"),
+    ("moodbot", "policies/ensemble.json", setting(("policies",), 7), "ensemble.json is malformed"),
+    (
+        "moodbot",
+        "policies/0_MLPolicy/policy.json",
+        drop("learned"),
+        r"policy 0 \(MLPolicy\) cannot load: KeyError\('learned'\)",
+    ),
+    (
+        "moodbot",
+        "policies/0_MLPolicy/policy.json",
+        setting(("learned", "classes"), [0, "x"]),
+        "TEDPolicy classes holds an index out of range",
+    ),
+    (
+        "moodbot",
+        "policies/0_MLPolicy/vocabulary.json",
+        first_vocabulary_column("utter_greet"),
+        "TEDPolicy: its weights do not match its vocabulary",
+    ),
+    # Loaded before, then every turn's prediction failed with an IndexError.
+    (
+        "moodbot",
+        "policies/0_MLPolicy/vocabulary.json",
+        first_vocabulary_column(10**6),
+        "TEDPolicy: its weights do not match its vocabulary",
+    ),
+    (
+        "moodbot",
+        "policies/2_RulePolicy/policy.json",
+        setting(("learned", "loop_unhappy_paths"), "utter_greet"),
+        r"policy 2 \(RulePolicy\) cannot load: AttributeError",
+    ),
+    ("moodbot", "domain.json", lambda _: b"\xfd", "cannot read the archive's domain.json"),
+    ("moodbot", "domain.json", setting(("intents",), 1), "domain.json: 'intents' must be a list"),
+    # Loaded before, then the first turn that uttered it failed.
+    (
+        "formbot",
+        "domain.json",
+        setting(("responses", "utter_ask_cuisine", 0, "text"), 1),
+        "the archive's domain.json: 'text' in a variation of response 'utter_ask_cuisine'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("bot", "member", "edit", "message"), CASES)
+def test_broken_component_state_is_a_clear_model_error(
+    archives: dict[str, Path], tmp_path: Path, bot: str, member: str, edit: Edit, message: str
+) -> None:
+    broken = rewritten(archives[bot], member, edit, tmp_path)
+    with pytest.raises(ModelError, match=message):
+        load_model_file(broken)
+
+
+def test_the_untouched_archives_load(archives: dict[str, Path], tmp_path: Path) -> None:
+    for bot, archive in archives.items():
+        copy = rewritten(archive, "domain.json", lambda value: value, tmp_path)
+        assert load_model_file(copy).domain.intents, bot
