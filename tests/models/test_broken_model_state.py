@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import struct
+import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +22,9 @@ from server.errors import ModelError
 from server.training.evaluate import load_model_file
 from server.training.train import train
 from tests.shared_data import BOTS
+
+REPO = Path(__file__).resolve().parents[2]
+CRF_MODEL = "nlu/c5_model.crfsuite"  # formbot's CRFEntityExtractor
 
 Edit = Callable[[Any], Any]
 
@@ -132,3 +139,61 @@ def test_the_untouched_archives_load(archives: dict[str, Path], tmp_path: Path) 
     for bot, archive in archives.items():
         copy = rewritten(archive, "domain.json", lambda value: value, tmp_path)
         assert load_model_file(copy).domain.intents, bot
+
+
+def load_and_tag_in_a_subprocess(archive: Path) -> subprocess.CompletedProcess[str]:
+    """Loads `archive` and parses a message in a child process: a crash in C code is then a
+    failed test, not a dead test run. Prints the ModelError if loading refuses it."""
+    code = (
+        "import sys\n"
+        "from server.errors import ModelError\n"
+        "from server.training.evaluate import load_model_file\n"
+        "try:\n"
+        "    model = load_model_file(sys.argv[1])\n"
+        "except ModelError as exc:\n"
+        "    print(exc)\n"
+        "else:\n"
+        "    model.nlu.parse('a table for 4 people serving italian food')\n"
+        "    print('loaded')\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(archive)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def truncated(data: bytes) -> bytes:
+    return data[:2067]
+
+
+def labels_database_past_the_end(data: bytes) -> bytes:
+    """The size field of the labels' string database says it runs past the end of the
+    file: libcrfsuite then reads no labels, and tagging dereferenced a null label."""
+    off_labels = struct.unpack_from("<I", data, 32)[0]
+    changed = bytearray(data)
+    struct.pack_into("<I", changed, off_labels + 4, len(data))
+    return bytes(changed)
+
+
+@pytest.mark.parametrize("edit", [truncated, labels_database_past_the_end])
+def test_a_broken_crfsuite_model_is_refused_instead_of_crashing_the_process(
+    archives: dict[str, Path], tmp_path: Path, edit: Edit
+) -> None:
+    """Found by fuzzing: libcrfsuite trusts every offset in the file; before, loading (or
+    the first message tagged with) such a model killed the server with a segmentation
+    fault."""
+    broken = rewritten(archives["formbot"], CRF_MODEL, edit, tmp_path)
+    result = load_and_tag_in_a_subprocess(broken)
+    assert result.returncode == 0, result.stderr[-500:]
+    assert "DIETClassifier: invalid crfsuite model (" in result.stdout  # its entity part
+
+
+def test_the_untouched_crfsuite_model_loads_and_tags(
+    archives: dict[str, Path], tmp_path: Path
+) -> None:
+    copy = rewritten(archives["formbot"], CRF_MODEL, lambda data: data, tmp_path)
+    result = load_and_tag_in_a_subprocess(copy)
+    assert result.stdout == "loaded\n", result.stderr[-500:]
