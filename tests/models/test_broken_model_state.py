@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import struct
 import subprocess
 import sys
@@ -42,6 +43,7 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def rewritten(archive: Path, member: str, edit: Edit, out: Path) -> Path:
     """A copy of `archive` whose JSON `member` is `edit(parsed)`, or `edit(bytes)`'s bytes."""
+    out.mkdir(parents=True, exist_ok=True)
     target = out / f"broken-{archive.name}"
     with tarfile.open(archive) as source, tarfile.open(target, "w:gz") as copy:
         for info in source.getmembers():
@@ -197,3 +199,47 @@ def test_the_untouched_crfsuite_model_loads_and_tags(
     copy = rewritten(archives["formbot"], CRF_MODEL, lambda data: data, tmp_path)
     result = load_and_tag_in_a_subprocess(copy)
     assert result.stdout == "loaded\n", result.stderr[-500:]
+
+
+ODD_VALUES: list[Any] = [None, -1, 2**70, 1.5, True, "", "utter_greet", [], [None], {}, {"a": 1}]
+
+
+def odd_edit(rng: random.Random) -> Edit:
+    """Replaces one value found by a random walk into the JSON with one of another type."""
+
+    def edit(value: Any) -> Any:
+        parent, key, inner = None, None, value
+        while isinstance(inner, dict | list) and inner and (parent is None or rng.random() < 0.8):
+            keys = list(inner) if isinstance(inner, dict) else list(range(len(inner)))
+            parent, key = inner, rng.choice(keys)
+            inner = inner[key]
+        if parent is None:
+            return rng.choice(ODD_VALUES)
+        parent[key] = rng.choice([v for v in ODD_VALUES if type(v) is not type(inner)])
+        return value
+
+    return edit
+
+
+def test_random_edits_of_component_state_load_or_are_a_model_error(
+    archives: dict[str, Path], tmp_path: Path
+) -> None:
+    """A small, fixed sample of what the fuzzer tried (docs/security.md, "Fuzzing"): one
+    JSON value of a moodbot archive replaced by one of another type. The model loads and
+    parses, or loading says why it cannot; nothing else."""
+    rng = random.Random(20261205)
+    with tarfile.open(archives["moodbot"]) as archive:
+        members = sorted(
+            name.removeprefix("components/")
+            for name in archive.getnames()
+            if name.startswith("components/") and name.endswith(".json")
+        )
+    for attempt in range(40):
+        member = rng.choice(members)
+        broken = rewritten(archives["moodbot"], member, odd_edit(rng), tmp_path / str(attempt))
+        try:
+            model = load_model_file(broken)
+        except ModelError:
+            continue
+        assert model.nlu is not None
+        model.nlu.parse("I am very happy")
