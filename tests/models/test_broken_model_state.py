@@ -116,6 +116,12 @@ CASES = [
         setting(("learned", "loop_unhappy_paths"), "utter_greet"),
         r"policy 2 \(RulePolicy\) cannot load: AttributeError",
     ),
+    (
+        "moodbot",
+        "nlu/pipeline.json",
+        setting(("components", 0, "key"), []),
+        r"unknown NLU component \[\] in the model",
+    ),
     ("moodbot", "domain.json", lambda _: b"\xfd", "cannot read the archive's domain.json"),
     ("moodbot", "domain.json", setting(("intents",), 1), "domain.json: 'intents' must be a list"),
     # Loaded before, then the first turn that uttered it failed.
