@@ -214,7 +214,9 @@ def odd_edit(rng: random.Random) -> Edit:
     """Replaces one value found by a random walk into the JSON with one of another type."""
 
     def edit(value: Any) -> Any:
-        parent, key, inner = None, None, value
+        parent: Any = None
+        key: Any = None
+        inner = value
         while isinstance(inner, dict | list) and inner and (parent is None or rng.random() < 0.8):
             keys = list(inner) if isinstance(inner, dict) else list(range(len(inner)))
             parent, key = inner, rng.choice(keys)
