@@ -12,12 +12,15 @@ from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.processor import DialogueModel
 from server.errors import (
     InvalidConfig,
+    InvalidProjectFile,
     MissingEnvironmentVariable,
+    ModelError,
     OutdatedModel,
     UnsupportedModel,
 )
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.remote import RemoteNLU
+from server.training.domain_yaml import DomainReader
 
 DOMAIN_FILE = "domain.json"
 NLU_DIR = "nlu"
@@ -67,7 +70,7 @@ def _load_model(directory: Path, metadata: dict[str, Any]) -> DialogueModel:
             "the archive has no domain.json; it was not made by `botserver train`. "
             "Retrain it with `botserver train`."
         )
-    domain = Domain.from_dict(json.loads(domain_path.read_text(encoding="utf-8")))
+    domain = _read_domain(domain_path)
     nlu = NLUPipeline.load(root / NLU_DIR) if (root / NLU_DIR).is_dir() else None
     if nlu is not None:
         nlu.use_domain(domain.intents, domain.entities)
@@ -80,6 +83,23 @@ def _load_model(directory: Path, metadata: dict[str, Any]) -> DialogueModel:
         assistant_id=metadata.get("assistant_id"),
         metadata=metadata,
     )
+
+
+def _read_domain(path: Path) -> Domain:
+    """The archive's domain, checked as a domain file is at training: a broken or hostile
+    `domain.json` is a ModelError here, not a crash in the first turn."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # not UTF-8, not JSON
+        raise ModelError(f"cannot read the archive's {DOMAIN_FILE}: {exc}") from exc
+    except RecursionError:
+        raise ModelError(f"the archive's {DOMAIN_FILE} is nested too deeply") from None
+    reader = DomainReader(warnings=[])
+    try:
+        reader.check(data, DOMAIN_FILE)
+        return reader.build(data, DOMAIN_FILE)
+    except InvalidProjectFile as exc:
+        raise ModelError(f"the archive's {exc}") from exc
 
 
 def with_remote_nlu(

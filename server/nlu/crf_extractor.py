@@ -12,6 +12,7 @@ from typing import Any
 import pycrfsuite
 
 from server.errors import ModelError
+from server.nlu.crfsuite_file import check_crfsuite_model
 from server.nlu.message import Message, Token
 from server.nlu.params import number
 from server.nlu.training_data import EntityAnnotation, NLUTrainingData
@@ -207,5 +208,6 @@ class CRFEntityExtractor:
                 extractor.model_ = (directory / f"{prefix}model.crfsuite").read_bytes()
             except OSError as e:
                 raise ModelError(f"{name}: cannot read the crfsuite model: {e}") from e
+            check_crfsuite_model(extractor.model_, name)
             extractor._open()
         return extractor

@@ -197,7 +197,7 @@ class NLUPipeline:
                 raise ModelError(f"NLU component {index} is malformed")
             key, name = entry.get("key"), entry.get("name")
             config, state = entry.get("config"), entry.get("state")
-            if key not in COMPONENTS:
+            if not isinstance(key, str) or key not in COMPONENTS:
                 raise ModelError(f"unknown NLU component {key!r} in the model")
             if not (isinstance(name, str) and isinstance(config, dict) and isinstance(state, dict)):
                 raise ModelError(f"NLU component {index} ({key}) is malformed")

@@ -360,10 +360,7 @@ class DomainReader:
             )
         for key in ("intent", "not_intent"):
             names = mapping.get(key)
-            if names is not None and not (
-                isinstance(names, str)
-                or (isinstance(names, list) and all(isinstance(n, str) for n in names))
-            ):
+            if names is not None and not _is_names(names):
                 raise InvalidProjectFile(
                     f"'{key}' of a mapping of slot '{slot}' must be an intent name or a list of "
                     f"them, not {brief(names)}",
@@ -401,6 +398,14 @@ class DomainReader:
             return
         if not isinstance(spec, dict):
             raise InvalidProjectFile(f"form '{name}' must be a mapping", filename, line)
+        ignored = spec.get("ignored_intents")
+        if ignored is not None and not _is_names(ignored):
+            raise InvalidProjectFile(
+                f"'ignored_intents' of form '{name}' must be an intent name or a list of them, "
+                f"not {brief(ignored)}",
+                filename,
+                line_of(spec, "ignored_intents", line),
+            )
         required = spec.get("required_slots")
         if required is None:
             return
@@ -518,6 +523,13 @@ def _check_variation_values(
             filename,
             line_of(variation, key, line),
         )
+
+
+def _is_names(value: Any) -> bool:
+    """One name or a list of names (`intent: greet`, `intent: [greet, hi]`)."""
+    return isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(name, str) for name in value)
+    )
 
 
 def _is_number(value: Any) -> bool:

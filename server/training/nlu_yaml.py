@@ -13,7 +13,7 @@ import yaml
 
 from server.errors import InvalidProjectFile
 from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData, annotated_text
-from server.training.yaml_io import brief, dump_yaml
+from server.training.yaml_io import brief, check_depth, dump_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def read_nlu_file(path: str | Path) -> NLUTrainingData:
 def read_nlu_yaml(text: str, filename: str = "<string>") -> NLUTrainingData:
     """Parse YAML text holding NLU training data."""
     try:
+        check_depth(text, filename)
         root = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

@@ -150,8 +150,10 @@ _PlainLoader.add_constructor(
 
 
 def load_plain_yaml(text: str) -> Any:
-    """YAML as plain Python values (`yaml.safe_load`), a key given twice in one mapping an
-    InvalidProjectFile with its line; other errors are PyYAML's."""
+    """YAML as plain Python values (`yaml.safe_load`); a key given twice in one mapping, or
+    nesting deeper than MAX_DEPTH, is an InvalidProjectFile with its line; other errors are
+    PyYAML's."""
+    check_depth(text)
     return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a safe loader subclass
 
 
@@ -192,11 +194,45 @@ def expand_env(value: str, filename: str | None = None, line: int | None = None)
 MAX_EXPANDED_VALUES = 1_000_000
 
 
+# Deeper nesting is refused before a document is built. libyaml's composer recurses in C:
+# 40,000 `[` (a 40 KB request body) overflowed the stack and killed the server with a
+# segmentation fault, after minutes of CPU (libyaml's scanner slows with the square of the
+# depth); our constructors recurse in Python (a RecursionError from 300 levels). Project
+# files nest a dozen levels; a response's `custom` payload a few more.
+MAX_DEPTH = 100
+_OPENING_EVENTS = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_CLOSING_EVENTS = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+
+
+def check_depth(text: str, filename: str | None = None) -> None:
+    """InvalidProjectFile naming the line where `text` nests more than MAX_DEPTH levels.
+
+    Walks libyaml's event stream (a loop, no recursion) and stops at that line, before any
+    tree is built; a syntax error on the way is PyYAML's, for the caller to report."""
+    if len(text) <= MAX_DEPTH:  # each level takes a character at least
+        return
+    depth = 0
+    for event in yaml.parse(text, Loader=_BaseLoader):
+        if isinstance(event, _OPENING_EVENTS):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise InvalidProjectFile(
+                    f"the document nests more than {MAX_DEPTH} levels deep",
+                    filename,
+                    mark.line + 1 if mark is not None else None,
+                )
+        elif isinstance(event, _CLOSING_EVENTS):
+            depth -= 1
+
+
 def parse_yaml(text: str, filename: str | None = None, env: bool = False) -> Any:
     """Parses YAML text; syntax errors become InvalidProjectFile with the line, and so does a
-    document whose aliases expand it beyond MAX_EXPANDED_VALUES values."""
+    document nested more than MAX_DEPTH levels deep, or whose aliases expand it beyond
+    MAX_EXPANDED_VALUES values."""
     loader_cls = _EnvLineLoader if env else _LineLoader
     try:
+        check_depth(text, filename)
         data = yaml.load(text, Loader=loader_cls)  # noqa: S506 - a safe loader subclass
         if _expanded_size(data) > MAX_EXPANDED_VALUES:
             raise InvalidProjectFile(

@@ -242,6 +242,24 @@ async def test_test_stories(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> N
     check(rasa_spec, empty, "/model/test/stories", "post", 400)
 
 
+async def test_a_deeply_nested_yaml_body_is_a_400_naming_its_line(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """Found by fuzzing: before, 1,000 nested lists were a 500 (a RecursionError); 40,000
+    (a 40 KB body) killed the server with a segmentation fault (see tests/cli)."""
+    deep = "language: en\npipeline:\n- " + "[" * 1000 + "]" * 1000 + "\n"
+    train = await client.post("/model/train", content=deep)
+    body = check(rasa_spec, train, "/model/train", "post", 400)
+    assert body["message"] == "request body:3: the document nests more than 100 levels deep"
+    nlu = "nlu:\n- intent: greet\n  metadata: " + "[" * 1000 + "]" * 1000 + "\n  examples: x\n"
+    test = await client.post(
+        "/model/test/intents", content=nlu, headers={"Content-Type": "application/x-yaml"}
+    )
+    assert check(rasa_spec, test, "/model/test/intents", "post", 400)["message"].endswith(
+        "the document nests more than 100 levels deep"
+    )
+
+
 async def test_test_intents_yaml_and_json(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     nlu = (MOODBOT / "data" / "nlu.yml").read_text()
     response = await client.post(

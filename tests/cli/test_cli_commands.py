@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +31,8 @@ COMMANDS = [
     ["prune"],
     ["export"],
 ]
+
+REPO = Path(__file__).resolve().parents[2]  # the subprocess runs this checkout
 
 
 def test_version(run_cli) -> None:
@@ -244,6 +249,26 @@ def test_data_validate_good_project(run_cli, starter_copy: Path) -> None:
     result = run_cli("data", "validate", cwd=starter_copy)
     assert result.code == 0
     assert "The project is valid" in result.out
+
+
+def test_data_validate_reports_a_deeply_nested_file_instead_of_crashing(
+    starter_copy: Path,
+) -> None:
+    """Found by fuzzing: 50,000 nested lists (100 KB) overflowed libyaml's C stack, and the
+    process died of a segmentation fault after a minute of CPU (in the server too, for a
+    YAML request body). A subprocess, so that a crash is a failed test, not a dead run."""
+    nlu = starter_copy / "data" / "nlu.yml"
+    nlu.write_text('version: "3.1"\nnlu:\n- ' + "[" * 50_000 + "]" * 50_000 + "\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), "data", "validate"],
+        cwd=starter_copy,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr[-500:]
+    assert "data/nlu.yml:3: the document nests more than 100 levels deep" in result.stdout
 
 
 def test_data_validate_broken_project(run_cli, starter_copy: Path) -> None:

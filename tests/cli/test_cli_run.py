@@ -194,6 +194,26 @@ def test_starter_project_served_with_json_logs_and_no_secret_in_them(
     assert token not in server.text()
 
 
+def test_a_deeply_nested_yaml_body_is_a_400_and_the_server_lives_on(
+    start_server, starter_copy: Path
+) -> None:
+    """Found by fuzzing: 50,000 nested lists (a 100 KB body) overflowed libyaml's C stack,
+    and the server died of a segmentation fault after a minute of CPU."""
+    server = start_server("--enable-api", cwd=starter_copy)
+    server.wait_until("/health/ready")
+    deep = "nlu:\n- " + "[" * 50_000 + "]" * 50_000 + "\n"
+    reply = httpx.post(
+        server.url + "/model/test/intents",
+        content=deep,
+        headers={"Content-Type": "application/x-yaml"},
+        timeout=120,
+    )
+    assert reply.status_code == 400
+    assert reply.json()["message"] == "request body:2: the document nests more than 100 levels deep"
+    assert httpx.get(server.url + "/health/live").status_code == 200
+    assert server.stop() == 0
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -333,6 +333,34 @@ def test_a_yaml_bomb_is_refused_at_once_with_a_short_message(tmp_path: Path) -> 
     assert len(str(raised.value)) < 300
 
 
+def test_a_form_whose_ignored_intents_are_not_names_is_refused_naming_its_line(
+    tmp_path: Path,
+) -> None:
+    """Found by fuzzing: `ignored_intents: 5` was a TypeError traceback from training."""
+    domain = tmp_path / "domain.yml"
+    domain.write_text(
+        'version: "3.1"\nintents: [greet]\nslots:\n  s:\n    type: any\n'
+        "    mappings: [{type: custom}]\nforms:\n  f:\n    required_slots: [s]\n"
+        "    ignored_intents: 5\n"
+    )
+    with pytest.raises(InvalidProjectFile) as raised:
+        read_domain(domain)
+    assert (raised.value.filename, raised.value.line) == (str(domain), 10)
+    assert raised.value.reason == (
+        "'ignored_intents' of form 'f' must be an intent name or a list of them, not 5"
+    )
+
+
+def test_a_deeply_nested_file_is_refused_naming_its_file_and_line(tmp_path: Path) -> None:
+    """Found by fuzzing: 1,000 nested lists in a domain were a RecursionError traceback."""
+    domain = tmp_path / "domain.yml"
+    domain.write_text('version: "3.1"\nintents:\n- ' + "[" * 1000 + "]" * 1000 + "\n")
+    with pytest.raises(InvalidProjectFile) as raised:
+        read_domain(domain)
+    assert (raised.value.filename, raised.value.line) == (str(domain), 3)
+    assert raised.value.reason == "the document nests more than 100 levels deep"
+
+
 def test_an_error_quotes_a_large_value_in_brief(tmp_path: Path) -> None:
     domain = tmp_path / "domain.yml"
     domain.write_text(

@@ -27,7 +27,7 @@ from server.dialogue.policies.policy import Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
 from server.dialogue.policies.rule import RulePolicy
 from server.dialogue.story_steps import TrainingStory
-from server.errors import InvalidConfig, ModelError
+from server.errors import BotServerError, InvalidConfig, ModelError
 from server.trackers.events import ActionExecuted, ActionExecutionRejected, Event
 from server.trackers.tracker import Tracker
 from server.training.unknown_options import unknown_option_warning
@@ -172,19 +172,38 @@ class PolicyEnsemble:
 
     @classmethod
     def load(cls, directory: Path, domain: Domain) -> PolicyEnsemble:
-        data = json.loads((directory / ENSEMBLE_FILE).read_text(encoding="utf-8"))
+        """The policies an archive stores; state they cannot use is a ModelError naming the
+        policy, never another exception (a broken or hostile archive)."""
+        try:
+            data = json.loads((directory / ENSEMBLE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as e:  # missing, not UTF-8, not JSON
+            raise ModelError(f"cannot read the policies' {ENSEMBLE_FILE}: {e}") from e
+        entries = data.get("policies", []) if isinstance(data, dict) else None
+        warnings = data.get("warnings", []) if isinstance(data, dict) else None
+        if not isinstance(entries, list) or not isinstance(warnings, list):
+            raise ModelError(f"the policies' {ENSEMBLE_FILE} is malformed")
         policies: list[Policy] = []
-        for entry in data.get("policies", []):
-            policy_cls = POLICY_CLASSES.get(entry.get("class"))
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise ModelError(f"policy {index} of {ENSEMBLE_FILE} is malformed")
+            class_name = entry.get("class")
+            policy_cls = POLICY_CLASSES.get(class_name) if isinstance(class_name, str) else None
             subdirectory = str(entry.get("directory", ""))
             if policy_cls is None or "/" in subdirectory or subdirectory.startswith("."):
                 raise ModelError(f"the model names an unknown policy {entry!r}")
-            policies.append(
-                policy_cls.load(
-                    directory / subdirectory, str(entry["name"]), int(entry["priority"]), domain
+            try:
+                policies.append(
+                    policy_cls.load(
+                        directory / subdirectory, str(entry["name"]), int(entry["priority"]), domain
+                    )
                 )
-            )
-        return cls(policies, [str(w) for w in data.get("warnings", [])])
+            except BotServerError:
+                raise  # ours already (a refused setting is an OutdatedModel upstream)
+            except Exception as e:  # a corrupt state must fail loading, not crash later
+                raise ModelError(
+                    f"policy {index} ({policy_cls.__name__}) cannot load: {e!r}"
+                ) from e
+        return cls(policies, [str(w) for w in warnings])
 
     # -- prediction --------------------------------------------------------------------------
     def predict(self, tracker: Tracker, domain: Domain) -> PolicyPrediction:

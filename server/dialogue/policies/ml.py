@@ -33,7 +33,9 @@ from server.dialogue.policies.featurization import (
 from server.dialogue.policies.policy import Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
 from server.dialogue.story_steps import TrainingStory
+from server.errors import ModelError
 from server.nlu.params import number
+from server.nlu.state_files import expect, read_array, read_json
 from server.trackers.events import ACTION_LISTEN, ActionExecuted, Event
 
 ML_PRIORITY = 1
@@ -69,6 +71,15 @@ def state_features(states: Sequence[State], max_history: int) -> list[str]:
         for slot, value in state.get(SLOTS, {}).items():
             features.append(f"{tag}slot={slot}={value}")
     return features
+
+
+def _action_indices(values: Any, below: int, what: str) -> list[int]:
+    """`values` as a list of action indices (below `below`), or a ModelError."""
+    if not isinstance(values, list) or not all(
+        type(value) is int and 0 <= value < below for value in values
+    ):
+        raise ModelError(f"component state {what} holds an index out of range")
+    return values
 
 
 def _recency_weight(feature: str) -> float:
@@ -282,19 +293,27 @@ class MLPolicy(Policy):
                 np.save(directory / f"{name}.npy", getattr(self.classifier_, f"{name}_"))
 
     def restore(self, state: dict[str, Any], directory: Path, domain: Domain) -> None:
+        """The stored weights, checked against each other and the domain, so that a broken
+        or hostile archive fails here and not in every turn's prediction."""
         self._scores.clear()
-        self.classes_ = [int(c) for c in state.get("classes", [])]
-        self.vocabulary_ = {
-            str(k): int(v)
-            for k, v in json.loads(
-                (directory / VOCABULARY_FILE).read_text(encoding="utf-8")
-            ).items()
-        }
+        actions = len(domain.action_names_or_texts)
+        self.classes_ = _action_indices(state.get("classes", []), actions, f"{self.name} classes")
+        vocabulary = expect(read_json(directory, VOCABULARY_FILE), dict, f"{self.name} vocabulary")
+        self.vocabulary_ = {str(k): v for k, v in vocabulary.items()}
         self.classifier_ = None
-        if state.get("fitted"):
-            arrays = {
-                name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in ARRAY_FILES
-            }
-            classifier = _Weights(arrays["coef"], arrays["intercept"], arrays["classes"])
-            self.classifier_ = classifier
-            self._labels = [int(c) for c in classifier.classes_]
+        if not state.get("fitted"):
+            return
+        coef = read_array(directory, "coef.npy", np.float64, 2)
+        intercept = read_array(directory, "intercept.npy", np.float64, 1)
+        labels = read_array(directory, "classes.npy", np.int64, 1)
+        columns = coef.shape[1]
+        # One logistic score for two classes, else one score per class (as scikit-learn).
+        scored = 2 if intercept.shape[0] == 1 else intercept.shape[0]
+        if coef.shape[0] != intercept.shape[0] or not all(
+            type(column) is int and 0 <= column < columns for column in self.vocabulary_.values()
+        ):
+            raise ModelError(f"{self.name}: its weights do not match its vocabulary")
+        if labels.shape[0] != scored:
+            raise ModelError(f"{self.name}: its weights do not match its classes")
+        self._labels = _action_indices(labels.tolist(), actions, f"{self.name} classes")
+        self.classifier_ = _Weights(coef, intercept, labels)

@@ -1,0 +1,253 @@
+"""Archives whose members pass the archive checks but whose component state is broken or
+hostile (found by fuzzing: docs/security.md, "Fuzzing"): loading refuses each with a
+ModelError that says what is wrong, instead of a KeyError or TypeError traceback at load,
+or a model that loads and then fails every turn."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import struct
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.errors import ModelError
+from server.training.evaluate import load_model_file
+from server.training.train import train
+from tests.shared_data import BOTS
+
+REPO = Path(__file__).resolve().parents[2]
+CRF_MODEL = "nlu/c5_model.crfsuite"  # formbot's CRFEntityExtractor
+
+Edit = Callable[[Any], Any]
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("broken-state-models")
+    trained = {}
+    for bot in ("moodbot", "formbot"):
+        folder = BOTS / bot
+        result = train(folder / "config.yml", folder / "domain.yml", [folder / "data"], out / bot)
+        trained[bot] = Path(result.path)
+    return trained
+
+
+def rewritten(archive: Path, member: str, edit: Edit, out: Path) -> Path:
+    """A copy of `archive` whose JSON `member` is `edit(parsed)`, or `edit(bytes)`'s bytes."""
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"broken-{archive.name}"
+    with tarfile.open(archive) as source, tarfile.open(target, "w:gz") as copy:
+        for info in source.getmembers():
+            handle = source.extractfile(info)
+            data = handle.read() if handle is not None else None
+            if info.name == f"components/{member}":
+                assert data is not None
+                changed = edit(json.loads(data)) if member.endswith(".json") else edit(data)
+                data = changed if isinstance(changed, bytes) else json.dumps(changed).encode()
+                info.size = len(data)
+            copy.addfile(info, io.BytesIO(data) if data is not None else None)
+    return target
+
+
+def drop(key: str) -> Edit:
+    return lambda value: {k: v for k, v in value.items() if k != key}
+
+
+def setting(path: tuple[Any, ...], new: Any) -> Edit:
+    def edit(value: Any) -> Any:
+        inner = value
+        for part in path[:-1]:
+            inner = inner[part]
+        inner[path[-1]] = new
+        return value
+
+    return edit
+
+
+def first_vocabulary_column(new: Any) -> Edit:
+    def edit(vocabulary: dict[str, Any]) -> dict[str, Any]:
+        vocabulary[next(iter(vocabulary))] = new
+        return vocabulary
+
+    return edit
+
+
+CASES = [
+    # (bot, member, edit, what the error says)
+    ("moodbot", "policies/ensemble.json", lambda _: b"", "cannot read the policies' ensemble"),
+    ("moodbot", "policies/ensemble.json", setting(("policies",), 7), "ensemble.json is malformed"),
+    (
+        "moodbot",
+        "policies/0_MLPolicy/policy.json",
+        drop("learned"),
+        r"policy 0 \(MLPolicy\) cannot load: KeyError\('learned'\)",
+    ),
+    (
+        "moodbot",
+        "policies/0_MLPolicy/policy.json",
+        setting(("learned", "classes"), [0, "x"]),
+        "TEDPolicy classes holds an index out of range",
+    ),
+    (
+        "moodbot",
+        "policies/0_MLPolicy/vocabulary.json",
+        first_vocabulary_column("utter_greet"),
+        "TEDPolicy: its weights do not match its vocabulary",
+    ),
+    # Loaded before, then every turn's prediction failed with an IndexError.
+    (
+        "moodbot",
+        "policies/0_MLPolicy/vocabulary.json",
+        first_vocabulary_column(10**6),
+        "TEDPolicy: its weights do not match its vocabulary",
+    ),
+    (
+        "moodbot",
+        "policies/2_RulePolicy/policy.json",
+        setting(("learned", "loop_unhappy_paths"), "utter_greet"),
+        r"policy 2 \(RulePolicy\) cannot load: AttributeError",
+    ),
+    (
+        "moodbot",
+        "nlu/pipeline.json",
+        setting(("components", 0, "key"), []),
+        r"unknown NLU component \[\] in the model",
+    ),
+    ("moodbot", "domain.json", lambda _: b"\xfd", "cannot read the archive's domain.json"),
+    ("moodbot", "domain.json", setting(("intents",), 1), "domain.json: 'intents' must be a list"),
+    # Loaded before, then the first turn that uttered it failed.
+    (
+        "formbot",
+        "domain.json",
+        setting(("responses", "utter_ask_cuisine", 0, "text"), 1),
+        "the archive's domain.json: 'text' in a variation of response 'utter_ask_cuisine'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("bot", "member", "edit", "message"), CASES)
+def test_broken_component_state_is_a_clear_model_error(
+    archives: dict[str, Path], tmp_path: Path, bot: str, member: str, edit: Edit, message: str
+) -> None:
+    broken = rewritten(archives[bot], member, edit, tmp_path)
+    with pytest.raises(ModelError, match=message):
+        load_model_file(broken)
+
+
+def test_the_untouched_archives_load(archives: dict[str, Path], tmp_path: Path) -> None:
+    for bot, archive in archives.items():
+        copy = rewritten(archive, "domain.json", lambda value: value, tmp_path)
+        assert load_model_file(copy).domain.intents, bot
+
+
+def load_and_tag_in_a_subprocess(archive: Path) -> subprocess.CompletedProcess[str]:
+    """Loads `archive` and parses a message in a child process: a crash in C code is then a
+    failed test, not a dead test run. Prints the ModelError if loading refuses it."""
+    code = (
+        "import sys\n"
+        "from server.errors import ModelError\n"
+        "from server.training.evaluate import load_model_file\n"
+        "try:\n"
+        "    model = load_model_file(sys.argv[1])\n"
+        "except ModelError as exc:\n"
+        "    print(exc)\n"
+        "else:\n"
+        "    model.nlu.parse('a table for 4 people serving italian food')\n"
+        "    print('loaded')\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(archive)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def truncated(data: bytes) -> bytes:
+    return data[:2067]
+
+
+def labels_database_past_the_end(data: bytes) -> bytes:
+    """The size field of the labels' string database says it runs past the end of the
+    file: libcrfsuite then reads no labels, and tagging dereferenced a null label."""
+    off_labels = struct.unpack_from("<I", data, 32)[0]
+    changed = bytearray(data)
+    struct.pack_into("<I", changed, off_labels + 4, len(data))
+    return bytes(changed)
+
+
+@pytest.mark.parametrize("edit", [truncated, labels_database_past_the_end])
+def test_a_broken_crfsuite_model_is_refused_instead_of_crashing_the_process(
+    archives: dict[str, Path], tmp_path: Path, edit: Edit
+) -> None:
+    """Found by fuzzing: libcrfsuite trusts every offset in the file; before, loading (or
+    the first message tagged with) such a model killed the server with a segmentation
+    fault."""
+    broken = rewritten(archives["formbot"], CRF_MODEL, edit, tmp_path)
+    result = load_and_tag_in_a_subprocess(broken)
+    assert result.returncode == 0, result.stderr[-500:]
+    assert "DIETClassifier: invalid crfsuite model (" in result.stdout  # its entity part
+
+
+def test_the_untouched_crfsuite_model_loads_and_tags(
+    archives: dict[str, Path], tmp_path: Path
+) -> None:
+    copy = rewritten(archives["formbot"], CRF_MODEL, lambda data: data, tmp_path)
+    result = load_and_tag_in_a_subprocess(copy)
+    assert result.stdout == "loaded\n", result.stderr[-500:]
+
+
+ODD_VALUES: list[Any] = [None, -1, 2**70, 1.5, True, "", "utter_greet", [], [None], {}, {"a": 1}]
+
+
+def odd_edit(rng: random.Random) -> Edit:
+    """Replaces one value found by a random walk into the JSON with one of another type."""
+
+    def edit(value: Any) -> Any:
+        parent: Any = None
+        key: Any = None
+        inner = value
+        while isinstance(inner, dict | list) and inner and (parent is None or rng.random() < 0.8):
+            keys = list(inner) if isinstance(inner, dict) else list(range(len(inner)))
+            parent, key = inner, rng.choice(keys)
+            inner = inner[key]
+        if parent is None:
+            return rng.choice(ODD_VALUES)
+        parent[key] = rng.choice([v for v in ODD_VALUES if type(v) is not type(inner)])
+        return value
+
+    return edit
+
+
+def test_random_edits_of_component_state_load_or_are_a_model_error(
+    archives: dict[str, Path], tmp_path: Path
+) -> None:
+    """A small, fixed sample of what the fuzzer tried (docs/security.md, "Fuzzing"): one
+    JSON value of a moodbot archive replaced by one of another type. The model loads and
+    parses, or loading says why it cannot; nothing else."""
+    rng = random.Random(20261205)
+    with tarfile.open(archives["moodbot"]) as archive:
+        members = sorted(
+            name.removeprefix("components/")
+            for name in archive.getnames()
+            if name.startswith("components/") and name.endswith(".json")
+        )
+    for attempt in range(40):
+        member = rng.choice(members)
+        broken = rewritten(archives["moodbot"], member, odd_edit(rng), tmp_path / str(attempt))
+        try:
+            model = load_model_file(broken)
+        except ModelError:
+            continue
+        assert model.nlu is not None
+        model.nlu.parse("I am very happy")
