@@ -143,6 +143,15 @@ def test_webchat_chats_with_moodbot_and_keeps_the_session_across_a_reload(bot_ur
             box.press("Enter")
             expect(responses.nth(3)).to_have_text("Great, carry on!", timeout=10_000)
             assert page.evaluate(STORED_SESSION_ID) == session_id
+
+            # A message the server pushes (an external event) reaches the open page.
+            pushed = httpx.post(
+                f"{bot_url}/conversations/{session_id}/trigger_intent?output_channel=socketio",
+                json={"name": "goodbye"},
+                timeout=10,
+            )
+            assert pushed.status_code == 200
+            expect(responses.nth(4)).to_have_text("Bye", timeout=10_000)
         except Exception:
             print("\n".join(logs))
             raise
@@ -151,4 +160,4 @@ def test_webchat_chats_with_moodbot_and_keeps_the_session_across_a_reload(bot_ur
 
     events = tracker(bot_url, session_id)["events"]
     texts = [event["text"] for event in events if event["event"] == "user"]
-    assert texts == ["hello", "/mood_unhappy", "yes"]
+    assert texts == ["hello", "/mood_unhappy", "yes", "EXTERNAL: goodbye"]
