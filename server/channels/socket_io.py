@@ -242,6 +242,11 @@ class SocketIOInput(InputChannel):
             else:
                 sender = sid
             text = data.get("message")
+            if text is None:
+                # rasa-webchat sends its init payload when a session starts, without a
+                # `message` when none is configured: routine, not worth a warning.
+                logger.debug("socketio: a message without 'message' was ignored")
+                return
             if not isinstance(text, str):
                 logger.warning("socketio: a message whose 'message' is not a string was dropped")
                 return

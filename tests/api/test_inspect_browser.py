@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,31 +18,14 @@ from server.api.runner import server_app
 from server.api.server import ServerOptions
 from server.auth import AuthConfig
 from server.training.train import train
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, require_chromium, served_on_a_thread
 from tests.shared_data import MOODBOT
 
-CHROMIUM = "/usr/bin/chromium"
 TOKEN = "inspect-secret"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _require(what: bool, reason: str) -> None:
-    if not what:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import uvicorn
-
     models = tmp_path_factory.mktemp("models")
     archive = train(MOODBOT / "config.yml", MOODBOT / "domain.yml", [MOODBOT / "data"], models).path
     app = server_app(
@@ -56,20 +36,8 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             default_tracker_store={"type": "in_memory"},
         )
     )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not server.started:
-        time.sleep(0.05)
-    assert server.started, "the test server did not start"
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served_on_a_thread(app) as url:
+        yield url
 
 
 def test_inspect_needs_the_token(server_url: str) -> None:
@@ -81,15 +49,8 @@ def test_inspect_needs_the_token(server_url: str) -> None:
 
 
 def test_chat_and_live_tracker_in_chromium(server_url: str, tmp_path: Path) -> None:
-    _require(
-        Path(CHROMIUM).exists() or bool(shutil.which("chromium")),
-        f"the browser test needs chromium at {CHROMIUM} (apt-get install -y chromium)",
-    )
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        _require(False, "the browser test needs the playwright package (pip install playwright)")
-        raise
+    require_chromium()
+    from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -412,3 +412,27 @@ async def test_a_message_that_could_not_be_recorded_is_answered_send_it_again() 
         "bot_uttered",
         {"text": "Your message could not be handled just now. Please send it again."},
     )
+
+
+async def test_rasa_webchats_empty_init_payload_is_no_turn_and_no_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with bot({"session_persistence": True, "metadata_key": "customData"}) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        # rasa-webchat 1.0.1 without `initPayload`, as a new session starts: exactly these.
+        await client.sio.emit("session_request", {"session_id": None})
+        ((_, session_id),) = await client.next()
+        with caplog.at_level(logging.INFO, logger="server.channels.socket_io"):
+            await client.sio.emit(
+                "user_uttered", {"customData": {"language": "en"}, "session_id": session_id}
+            )
+            await client.sio.emit(
+                "user_uttered",
+                {"message": "hi", "customData": {"language": "en"}, "session_id": session_id},
+            )
+            replies = await client.next(2)
+        await client.sio.disconnect()
+    assert replies[0] == ("bot_uttered", {"text": "echo: hi"})
+    # Before: a warning that a message was dropped, for every visitor's new session.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []
