@@ -28,6 +28,7 @@ from server.api.openapi import (
     json_response,
     request_body,
 )
+from server.api.parse_emulation import EMULATORS
 from server.api.query import FirstValueRoute, bool_arg, event_verbosity, int_arg
 from server.api.request_body import parse_json, read_json_body, read_json_object
 from server.api.schemas import (
@@ -69,7 +70,6 @@ from server.training.yaml_io import load_plain_yaml
 logger = logging.getLogger(__name__)
 
 HELP_TRAINING_DATA = "https://rasa.com/docs/rasa/training-data-format"
-EMULATION_MODES = ("WIT", "LUIS", "DIALOGFLOW")
 REMOTE_STORAGES = ("aws", "gcs", "azure")
 
 _CONFIG_KEYS = ("recipe", "language", "pipeline", "policies", "assistant_id")
@@ -667,6 +667,13 @@ def model_router() -> APIRouter:
             raise bad_request("The NLU data has no examples.", "nlu", "body")
         if len(set(e.base_intent for e in data.examples)) < 2 and folds is not None:
             raise bad_request("Cross-validation needs at least two intents.", "nlu", "body")
+        if folds is not None and folds > len(data.examples):
+            raise bad_request(
+                f"cannot cross-validate in {folds} folds: the NLU data has "
+                f"{len(data.examples)} examples, fewer than the folds",
+                "cross_validation_folds",
+                "query",
+            )
 
         async def run() -> Response:
             evaluated: DialogueModel | None = None
@@ -742,7 +749,7 @@ def model_router() -> APIRouter:
         emulation_mode: str | None = None,
         services: Services = Depends(services_of),
     ) -> JSONResponse:
-        if emulation_mode is not None and emulation_mode.upper() not in EMULATION_MODES:
+        if emulation_mode is not None and emulation_mode.upper() not in EMULATORS:
             raise bad_request(
                 "Invalid parameter value for 'emulation_mode'. Should be one of 'WIT', "
                 "'LUIS', 'DIALOGFLOW'.",
@@ -773,6 +780,8 @@ def model_router() -> APIRouter:
         result = await asyncio.to_thread(
             services.agent.parse, text.strip(), message_id if isinstance(message_id, str) else None
         )
+        if emulation_mode is not None:
+            result = EMULATORS[emulation_mode.upper()](result)
         return JSONResponse(result)
 
     @router.put(

@@ -67,8 +67,6 @@ async def test_parse(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     )
     assert body["text"] == "hello"
     assert body["intent"]["name"] == "greet"
-    emulated = await client.post("/model/parse?emulation_mode=luis", json={"text": "hello"})
-    assert emulated.json()["intent"]["name"] == "greet"
 
 
 async def test_parse_strips_the_text_as_rasa_and_the_channels_do(
@@ -548,3 +546,57 @@ async def test_put_model_trained_with_a_setting_now_refused_says_to_retrain(
         headers={"Content-Type": "application/x-yaml"},
     )
     assert tested.status_code == 400 and "retrain with `botserver train`" in tested.text
+
+
+async def test_more_folds_than_examples_is_a_400_naming_the_counts(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """Before, the client's own mistake came back as a 500 `TrainingError`."""
+    nlu = (
+        "pipeline: []\nnlu:\n- intent: greet\n  examples: |\n    - hi\n"
+        "- intent: goodbye\n  examples: |\n    - bye\n"
+    )
+    response = await client.post(
+        "/model/test/intents?cross_validation_folds=5",
+        content=nlu,
+        headers={"Content-Type": "application/x-yaml"},
+    )
+    body = check(rasa_spec, response, "/model/test/intents", "post", 400)
+    assert "5 folds" in body["message"] and "2 examples" in body["message"]
+    assert body["details"] == {"parameter": "cross_validation_folds", "in": "query"}
+
+
+async def test_parse_answers_in_the_format_of_the_emulated_service(
+    client: httpx.AsyncClient,
+) -> None:
+    """Before, `?emulation_mode=` was checked and then ignored: Rasa's own format came back
+    whatever the client asked for. Rasa 3.6 answers in wit.ai, LUIS v3 and Dialogflow's."""
+    own = (await client.post("/model/parse", json={"text": "hello"})).json()
+    top = own["intent"]
+
+    wit = (await client.post("/model/parse?emulation_mode=wit", json={"text": "hello"})).json()
+    assert wit == {"text": "hello", "intents": [top], "entities": {}}
+
+    luis = (await client.post("/model/parse?emulation_mode=LUIS", json={"text": "hello"})).json()
+    assert luis["query"] == "hello"
+    assert luis["prediction"]["normalizedQuery"] == "hello"
+    assert luis["prediction"]["topIntent"] == "greet"
+    assert luis["prediction"]["intents"] == {
+        i["name"]: {"score": i["confidence"]} for i in own["intent_ranking"]
+    }
+    assert luis["prediction"]["entities"] == {"$instance": {}}
+
+    flow = (
+        await client.post("/model/parse?emulation_mode=dialogflow", json={"text": ["hello"]})
+    ).json()
+    assert flow["responseId"]
+    assert flow["queryResult"] == {
+        "queryText": "hello",
+        "action": "greet",
+        "parameters": {},
+        "fulfillmentText": "",
+        "fulfillmentMessages": [],
+        "outputContexts": [],
+        "intent": {"name": "greet", "displayName": "greet"},
+        "intentDetectionConfidence": top["confidence"],
+    }
