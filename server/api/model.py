@@ -30,7 +30,12 @@ from server.api.openapi import (
 )
 from server.api.parse_emulation import EMULATORS
 from server.api.query import FirstValueRoute, bool_arg, event_verbosity, int_arg
-from server.api.request_body import parse_json, read_json_body, read_json_object
+from server.api.request_body import (
+    parse_json,
+    parse_json_off_loop,
+    read_json_body,
+    read_json_object,
+)
 from server.api.schemas import (
     EVENT_LIST,
     ModelRequest,
@@ -115,7 +120,7 @@ async def _body_document(request: Request, empty_message: str, what: str) -> Any
     if not raw.strip():
         raise ApiError(400, "BadRequest", empty_message)
     if _content_type(request) == "application/json":
-        return parse_json(raw)
+        return await parse_json_off_loop(raw)
     return await asyncio.to_thread(_yaml_document, raw, what)
 
 
@@ -608,7 +613,7 @@ def model_router() -> APIRouter:
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No test stories given in the request body.")
         result = await asyncio.to_thread(_evaluate_stories_sync, raw, model, bool_arg("e2e", e2e))
-        return JSONResponse(result)
+        return await asyncio.to_thread(JSONResponse, result)
 
     @router.post(
         "/test/intents",
@@ -662,7 +667,7 @@ def model_router() -> APIRouter:
             except InvalidProjectFile as exc:
                 raise ApiError(400, "BadRequest", str(exc), {"in": "body"}) from None
         else:
-            data = _nlu_data_from_json(parse_json(raw))
+            data = await asyncio.to_thread(lambda: _nlu_data_from_json(parse_json(raw)))
         if not data.examples:
             raise bad_request("The NLU data has no examples.", "nlu", "body")
         if len(set(e.base_intent for e in data.examples)) < 2 and folds is not None:
@@ -690,7 +695,8 @@ def model_router() -> APIRouter:
             result = await asyncio.to_thread(
                 _evaluate_intents_sync, evaluated, data, folds, document
             )
-            return JSONResponse(result)
+            # One prediction per example: a large answer is rendered off the loop as well.
+            return await asyncio.to_thread(JSONResponse, result)
 
         return await _answer_or_call_back(callback, run, services)
 
