@@ -81,6 +81,16 @@ _CONFIG_KEYS = ("recipe", "language", "pipeline", "policies", "assistant_id")
 _DATA_KEYS = ("nlu", "stories", "rules")
 # Deprecated body fields of Rasa's spec, not part of any project file.
 _IGNORED_KEYS = ("force", "save_to_default_model_directory")
+# Rasa 2's JSON training request: each of these a YAML file as a string.
+_YAML_STRING_PARTS = ("config", "domain", "responses", "nlu", "stories", "rules")
+_YAML_STRING_EXAMPLE = {
+    "config": "'pipeline' and 'policies'",
+    "domain": "'intents' and 'responses'",
+    "responses": "'responses'",
+    "nlu": "'nlu'",
+    "stories": "'stories' and 'rules'",
+    "rules": "'rules'",
+}
 _YAML_TYPES = ("application/x-yaml", "application/yaml", "text/yaml", "text/yml", "text/x-yaml")
 
 
@@ -151,6 +161,49 @@ def _write_project(document: dict[str, Any], directory: Path) -> tuple[Path | No
     if data:
         _dump_yaml({"version": document.get("version", "3.1"), **data}, data_dir / "data.yml")
     return config_path, domain_path, data_dir
+
+
+def _is_of_yaml_strings(document: dict[str, Any]) -> bool:
+    return any(isinstance(document.get(key), str) for key in _YAML_STRING_PARTS)
+
+
+def _merge_yaml_strings(document: dict[str, Any]) -> dict[str, Any]:
+    """Rasa 2's JSON training request, each part a YAML file as a string, as one document."""
+    merged = {k: v for k, v in document.items() if k not in _YAML_STRING_PARTS}
+    for key in _YAML_STRING_PARTS:
+        text = document.get(key)
+        if text is None:
+            continue
+        part = _yaml_document(text.encode("utf-8"), key) if isinstance(text, str) else None
+        if part is None and isinstance(text, str) and not text.strip():
+            continue
+        if not isinstance(part, dict):
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"'{key}' must be a YAML file as a string, with keys such as "
+                f"{_YAML_STRING_EXAMPLE[key]}. Markdown training data (Rasa 1 and 2) is not "
+                "read: convert it with `rasa data convert` or send one YAML document.",
+                {"parameter": key, "in": "body"},
+                HELP_TRAINING_DATA,
+            )
+        for name, value in part.items():
+            before = merged.get(name)
+            if name not in merged:
+                merged[name] = value
+            elif name == "version":  # each file has its own; they all say "3.1"
+                continue
+            elif isinstance(before, list) and isinstance(value, list):
+                merged[name] = before + value
+            elif (
+                isinstance(before, dict)
+                and isinstance(value, dict)
+                and not set(before) & set(value)
+            ):
+                merged[name] = {**before, **value}
+            else:
+                raise bad_request(f"'{name}' is given twice, in '{key}' too.", key, "body")
+    return merged
 
 
 def _train_sync(document: dict[str, Any], out_dir: Path, force: bool) -> Path:
@@ -551,6 +604,8 @@ def model_router() -> APIRouter:
                 {"in": "body"},
                 HELP_TRAINING_DATA,
             )
+        if _is_of_yaml_strings(document):
+            document = await asyncio.to_thread(_merge_yaml_strings, document)
         callback = _callback_url(callback_url)
         in_default_dir = bool_arg(
             "save_to_default_model_directory", save_to_default_model_directory, default=True

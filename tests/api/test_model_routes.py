@@ -633,3 +633,36 @@ async def test_a_large_json_training_body_is_parsed_off_the_event_loop(
         )
     check(rasa_spec, response, "/model/train", "post", 400)
     assert hold.loop_busiest < 0.15, hold.loop_busiest
+
+
+async def test_train_takes_rasa_2s_json_of_yaml_strings(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, tmp_path: Path
+) -> None:
+    """Rasa 2's training request: JSON whose `config`, `domain`, `nlu`, `stories`/`rules` and
+    `responses` are each a YAML file as a string. Before, it was read as one domain with a
+    key `config`: a 400 "'config' must be a mapping" that did not say what was wrong."""
+    document = yaml.safe_load(TRAINING_YAML)
+    as_text = lambda **part: yaml.safe_dump(part)  # noqa: E731
+    body = {
+        "config": as_text(
+            language="en", pipeline=document["pipeline"], policies=document["policies"]
+        ),
+        "domain": as_text(intents=document["intents"]),
+        "responses": as_text(responses=document["responses"]),
+        "nlu": as_text(version="3.1", nlu=document["nlu"]),
+        "stories": as_text(version="3.1", rules=document["rules"]),
+        "force": False,
+    }
+    response = await client.post("/model/train?save_to_default_model_directory=false", json=body)
+    assert response.status_code == 200, response.text
+    archive = tmp_path / response.headers["filename"]
+    archive.write_bytes(response.content)
+    domain = read_archive(archive, tmp_path / "model")["domain"]
+    assert sorted(domain["intents"]) == ["goodbye", "greet"]
+    assert domain["responses"]["utter_goodbye"] == [{"text": "Bye"}]
+
+    markdown = {**body, "nlu": "## intent:greet\n- hey\n- hello\n"}
+    refused = await client.post("/model/train", json=markdown)
+    error = check(rasa_spec, refused, "/model/train", "post", 400)
+    assert "'nlu'" in error["message"] and "Markdown" in error["message"]
+    assert error["details"] == {"parameter": "nlu", "in": "body"}
