@@ -101,19 +101,20 @@ def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _yaml_document(raw: bytes, what: str) -> Any:
+def _yaml_document(raw: bytes, what: str, part: str | None = None) -> Any:
+    """`raw` read as YAML; errors name the body, or its `part` (a JSON field holding YAML)."""
+    where = "request body" if part is None else f"'{part}' of the request body"
+    details = {"in": "body"} if part is None else {"parameter": part, "in": "body"}
     try:
         return load_plain_yaml(raw.decode("utf-8"))
     except InvalidProjectFile as exc:  # a key given twice
-        raise ApiError(
-            400, "BadRequest", f"request body:{exc.line}: {exc.reason}", {"in": "body"}
-        ) from None
+        raise ApiError(400, "BadRequest", f"{where}:{exc.line}: {exc.reason}", details) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ApiError(
             400,
             "BadRequest",
-            f"The request body does not contain valid YAML. Error: {_first_line(exc)}",
-            {"in": "body"},
+            f"The {where} does not contain valid YAML. Error: {_first_line(exc)}",
+            details,
             HELP_TRAINING_DATA,
         ) from None
     except RecursionError:
@@ -170,11 +171,12 @@ def _is_of_yaml_strings(document: dict[str, Any]) -> bool:
 def _merge_yaml_strings(document: dict[str, Any]) -> dict[str, Any]:
     """Rasa 2's JSON training request, each part a YAML file as a string, as one document."""
     merged = {k: v for k, v in document.items() if k not in _YAML_STRING_PARTS}
+    origin: dict[str, str] = {}
     for key in _YAML_STRING_PARTS:
         text = document.get(key)
         if text is None:
             continue
-        part = _yaml_document(text.encode("utf-8"), key) if isinstance(text, str) else None
+        part = _yaml_document(text.encode("utf-8"), key, key) if isinstance(text, str) else None
         if part is None and isinstance(text, str) and not text.strip():
             continue
         if not isinstance(part, dict):
@@ -191,18 +193,19 @@ def _merge_yaml_strings(document: dict[str, Any]) -> dict[str, Any]:
             before = merged.get(name)
             if name not in merged:
                 merged[name] = value
-            elif name == "version":  # each file has its own; they all say "3.1"
-                continue
+                origin[name] = key
             elif isinstance(before, list) and isinstance(value, list):
                 merged[name] = before + value
-            elif (
-                isinstance(before, dict)
-                and isinstance(value, dict)
-                and not set(before) & set(value)
-            ):
+            elif isinstance(before, dict) and isinstance(value, dict):
+                if set(before) & set(value):
+                    raise bad_request(
+                        f"'{name}' is given in '{origin.get(name, 'the body')}' and again "
+                        f"in '{key}'.",
+                        key,
+                        "body",
+                    )
                 merged[name] = {**before, **value}
-            else:
-                raise bad_request(f"'{name}' is given twice, in '{key}' too.", key, "body")
+            # Anything else (each file's own `version`, all "3.1"): the first part's.
     return merged
 
 

@@ -666,3 +666,13 @@ async def test_train_takes_rasa_2s_json_of_yaml_strings(
     error = check(rasa_spec, refused, "/model/train", "post", 400)
     assert "'nlu'" in error["message"] and "Markdown" in error["message"]
     assert error["details"] == {"parameter": "nlu", "in": "body"}
+
+    broken = await client.post("/model/train", json={**body, "config": "pipeline: ["})
+    error = check(rasa_spec, broken, "/model/train", "post", 400)
+    assert error["message"].startswith(
+        "The 'config' of the request body does not contain valid YAML. Error:"
+    )
+    assert error["details"] == {"parameter": "config", "in": "body"}
+    twice = {**body, "domain": as_text(intents=["greet"], responses={"utter_greet": []})}
+    error = (await client.post("/model/train", json=twice)).json()
+    assert error["message"] == "'responses' is given in 'domain' and again in 'responses'."
