@@ -695,6 +695,13 @@ def model_router() -> APIRouter:
         services: Services = Depends(services_of),
     ) -> Response:
         callback = _callback_url(callback_url)
+        if model and "://" in model:
+            raise bad_request(
+                f"'model' must be the path of a model archive on this server, not a URL "
+                f"({model!r}): load it with PUT /model, or give its path.",
+                "model",
+                "query",
+            )
         raw = await request.body()
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No NLU test data given in the request body.")

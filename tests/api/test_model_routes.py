@@ -676,3 +676,22 @@ async def test_train_takes_rasa_2s_json_of_yaml_strings(
     twice = {**body, "domain": as_text(intents=["greet"], responses={"utter_greet": []})}
     error = (await client.post("/model/train", json=twice)).json()
     assert error["message"] == "'responses' is given in 'domain' and again in 'responses'."
+
+
+async def test_intent_test_of_a_model_url_says_it_takes_a_path(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """Rasa fetches `?model=<url>` from its model server; we evaluate archives on the
+    server's disk. Before, the URL was read as a path and the 400 named a mangled
+    'http:/host/m.tar.gz' that was not found; with `callback_url`, that came only later."""
+    examples = [{"text": "hi", "intent": "greet", "entities": []}]
+    response = await client.post(
+        "/model/test/intents?model=http://models.example/m.tar.gz&callback_url=http://x/",
+        json={"rasa_nlu_data": {"common_examples": examples}},
+    )
+    body = check(rasa_spec, response, "/model/test/intents", "post", 400)
+    assert body["message"] == (
+        "'model' must be the path of a model archive on this server, not a URL "
+        "('http://models.example/m.tar.gz'): load it with PUT /model, or give its path."
+    )
+    assert body["details"] == {"parameter": "model", "in": "query"}
