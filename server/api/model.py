@@ -458,7 +458,11 @@ def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict
         "precision": weighted.get("precision", 0.0),
         "f1": weighted.get("f1-score", 0.0),
         "accuracy": hits / len(gold) if gold else 0.0,
-        "actions": [{"action": g, "predicted": p} for g, p in zip(gold, predicted, strict=True)],
+        "actions": [
+            {"action": g, "predicted": p, "confidence": c, "policy": policy}
+            for r in results
+            for g, p, c, policy in r.actions
+        ],
         "is_end_to_end_evaluation": e2e,
     }
 

@@ -695,3 +695,20 @@ async def test_intent_test_of_a_model_url_says_it_takes_a_path(
         "('http://models.example/m.tar.gz'): load it with PUT /model, or give its path."
     )
     assert body["details"] == {"parameter": "model", "in": "query"}
+
+
+async def test_test_stories_lists_each_action_with_its_confidence_and_policy(
+    client: httpx.AsyncClient,
+) -> None:
+    """Rasa's `actions` holds the action predictions only, each with the `confidence` and
+    `policy` behind it. Before, it held the intents as well (`{"action": "greet", ...}`)
+    and neither field."""
+    stories = "stories:\n- story: greet\n  steps:\n  - intent: greet\n  - action: utter_greet\n"
+    body = (await client.post("/model/test/stories", content=stories)).json()
+    assert [(a["action"], a["predicted"]) for a in body["actions"]] == [
+        ("utter_greet", "utter_greet"),
+        ("action_listen", "action_listen"),
+    ]
+    for action in body["actions"]:
+        assert 0.0 < action["confidence"] <= 1.0
+        assert "Policy" in action["policy"]
