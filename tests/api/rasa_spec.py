@@ -67,8 +67,8 @@ def _apply_errata(spec: dict[str, Any]) -> None:
     }
     schemas["SlotDescription"]["required"] = ["type"]
     schemas["TemplateDescription"].pop("required", None)
-    # An action's confidence is the prediction's float (the spec says string); its policy
-    # is null when a followup action decided or the prediction failed.
+    # An action's confidence is the prediction's float (the spec says string); both are null
+    # when the prediction failed.
     action = schemas["EvaluationStoriesResult"]["properties"]["actions"]["items"]["properties"]
     action["confidence"] = {"type": "number", "nullable": True}
     _nullable(action["policy"])
