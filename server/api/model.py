@@ -77,7 +77,15 @@ logger = logging.getLogger(__name__)
 HELP_TRAINING_DATA = "https://rasa.com/docs/rasa/training-data-format"
 REMOTE_STORAGES = ("aws", "gcs", "azure")
 
-_CONFIG_KEYS = ("recipe", "language", "pipeline", "policies", "assistant_id")
+_CONFIG_KEYS = (
+    "recipe",
+    "language",
+    "pipeline",
+    "policies",
+    "assistant_id",
+    "importers",
+    "imports",
+)
 _DATA_KEYS = ("nlu", "stories", "rules")
 # Deprecated body fields of Rasa's spec, not part of any project file.
 _IGNORED_KEYS = ("force", "save_to_default_model_directory")

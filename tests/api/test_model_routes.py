@@ -712,3 +712,19 @@ async def test_test_stories_lists_each_action_with_its_confidence_and_policy(
     for action in body["actions"]:
         assert 0.0 < action["confidence"] <= 1.0
         assert "Policy" in action["policy"]
+
+
+async def test_a_training_body_that_imports_server_folders_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """`importers` and `imports` belong to config.yml. Before, a training body's were put in
+    the domain and ignored: a 200 with a model trained without the sub-projects the client
+    named. Now, as docs/configuration.md says, a 400: a sent project must hold its files."""
+    body = "importers:\n- name: MultiProjectImporter\nimports:\n- /etc\n" + TRAINING_YAML
+    response = await client.post("/model/train", content=body)
+    error = check(rasa_spec, response, "/model/train", "post", 400)
+    assert error["message"].startswith("request body: config.yml:")
+    assert "'imports' of the MultiProjectImporter name folders on the server" in error["message"]
+    unknown = "importers:\n- name: my.CustomImporter\n" + TRAINING_YAML
+    response = await client.post("/model/train", content=unknown)
+    assert "CustomImporter" in check(rasa_spec, response, "/model/train", "post", 400)["message"]
