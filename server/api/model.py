@@ -28,8 +28,14 @@ from server.api.openapi import (
     json_response,
     request_body,
 )
+from server.api.parse_emulation import EMULATORS
 from server.api.query import FirstValueRoute, bool_arg, event_verbosity, int_arg
-from server.api.request_body import parse_json, read_json_body, read_json_object
+from server.api.request_body import (
+    parse_json,
+    parse_json_off_loop,
+    read_json_body,
+    read_json_object,
+)
 from server.api.schemas import (
     EVENT_LIST,
     ModelRequest,
@@ -69,13 +75,30 @@ from server.training.yaml_io import load_plain_yaml
 logger = logging.getLogger(__name__)
 
 HELP_TRAINING_DATA = "https://rasa.com/docs/rasa/training-data-format"
-EMULATION_MODES = ("WIT", "LUIS", "DIALOGFLOW")
 REMOTE_STORAGES = ("aws", "gcs", "azure")
 
-_CONFIG_KEYS = ("recipe", "language", "pipeline", "policies", "assistant_id")
+_CONFIG_KEYS = (
+    "recipe",
+    "language",
+    "pipeline",
+    "policies",
+    "assistant_id",
+    "importers",
+    "imports",
+)
 _DATA_KEYS = ("nlu", "stories", "rules")
 # Deprecated body fields of Rasa's spec, not part of any project file.
 _IGNORED_KEYS = ("force", "save_to_default_model_directory")
+# Rasa 2's JSON training request: each of these a YAML file as a string.
+_YAML_STRING_PARTS = ("config", "domain", "responses", "nlu", "stories", "rules")
+_YAML_STRING_EXAMPLE = {
+    "config": "'pipeline' and 'policies'",
+    "domain": "'intents' and 'responses'",
+    "responses": "'responses'",
+    "nlu": "'nlu'",
+    "stories": "'stories' and 'rules'",
+    "rules": "'rules'",
+}
 _YAML_TYPES = ("application/x-yaml", "application/yaml", "text/yaml", "text/yml", "text/x-yaml")
 
 
@@ -86,19 +109,20 @@ def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _yaml_document(raw: bytes, what: str) -> Any:
+def _yaml_document(raw: bytes, what: str, part: str | None = None) -> Any:
+    """`raw` read as YAML; errors name the body, or its `part` (a JSON field holding YAML)."""
+    where = "request body" if part is None else f"'{part}' of the request body"
+    details = {"in": "body"} if part is None else {"parameter": part, "in": "body"}
     try:
         return load_plain_yaml(raw.decode("utf-8"))
     except InvalidProjectFile as exc:  # a key given twice
-        raise ApiError(
-            400, "BadRequest", f"request body:{exc.line}: {exc.reason}", {"in": "body"}
-        ) from None
+        raise ApiError(400, "BadRequest", f"{where}:{exc.line}: {exc.reason}", details) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ApiError(
             400,
             "BadRequest",
-            f"The request body does not contain valid YAML. Error: {_first_line(exc)}",
-            {"in": "body"},
+            f"The {where} does not contain valid YAML. Error: {_first_line(exc)}",
+            details,
             HELP_TRAINING_DATA,
         ) from None
     except RecursionError:
@@ -115,7 +139,7 @@ async def _body_document(request: Request, empty_message: str, what: str) -> Any
     if not raw.strip():
         raise ApiError(400, "BadRequest", empty_message)
     if _content_type(request) == "application/json":
-        return parse_json(raw)
+        return await parse_json_off_loop(raw)
     return await asyncio.to_thread(_yaml_document, raw, what)
 
 
@@ -146,6 +170,51 @@ def _write_project(document: dict[str, Any], directory: Path) -> tuple[Path | No
     if data:
         _dump_yaml({"version": document.get("version", "3.1"), **data}, data_dir / "data.yml")
     return config_path, domain_path, data_dir
+
+
+def _is_of_yaml_strings(document: dict[str, Any]) -> bool:
+    return any(isinstance(document.get(key), str) for key in _YAML_STRING_PARTS)
+
+
+def _merge_yaml_strings(document: dict[str, Any]) -> dict[str, Any]:
+    """Rasa 2's JSON training request, each part a YAML file as a string, as one document."""
+    merged = {k: v for k, v in document.items() if k not in _YAML_STRING_PARTS}
+    origin: dict[str, str] = {}
+    for key in _YAML_STRING_PARTS:
+        text = document.get(key)
+        if text is None:
+            continue
+        part = _yaml_document(text.encode("utf-8"), key, key) if isinstance(text, str) else None
+        if part is None and isinstance(text, str) and not text.strip():
+            continue
+        if not isinstance(part, dict):
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"'{key}' must be a YAML file as a string, with keys such as "
+                f"{_YAML_STRING_EXAMPLE[key]}. Markdown training data (Rasa 1 and 2) is not "
+                "read: convert it with `rasa data convert` or send one YAML document.",
+                {"parameter": key, "in": "body"},
+                HELP_TRAINING_DATA,
+            )
+        for name, value in part.items():
+            before = merged.get(name)
+            if name not in merged:
+                merged[name] = value
+                origin[name] = key
+            elif isinstance(before, list) and isinstance(value, list):
+                merged[name] = before + value
+            elif isinstance(before, dict) and isinstance(value, dict):
+                if set(before) & set(value):
+                    raise bad_request(
+                        f"'{name}' is given in '{origin.get(name, 'the body')}' and again "
+                        f"in '{key}'.",
+                        key,
+                        "body",
+                    )
+                merged[name] = {**before, **value}
+            # Anything else (each file's own `version`, all "3.1"): the first part's.
+    return merged
 
 
 def _train_sync(document: dict[str, Any], out_dir: Path, force: bool) -> Path:
@@ -397,7 +466,11 @@ def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict
         "precision": weighted.get("precision", 0.0),
         "f1": weighted.get("f1-score", 0.0),
         "accuracy": hits / len(gold) if gold else 0.0,
-        "actions": [{"action": g, "predicted": p} for g, p in zip(gold, predicted, strict=True)],
+        "actions": [
+            {"action": g, "predicted": p, "confidence": c, "policy": policy}
+            for r in results
+            for g, p, c, policy in r.actions
+        ],
         "is_end_to_end_evaluation": e2e,
     }
 
@@ -546,6 +619,8 @@ def model_router() -> APIRouter:
                 {"in": "body"},
                 HELP_TRAINING_DATA,
             )
+        if _is_of_yaml_strings(document):
+            document = await asyncio.to_thread(_merge_yaml_strings, document)
         callback = _callback_url(callback_url)
         in_default_dir = bool_arg(
             "save_to_default_model_directory", save_to_default_model_directory, default=True
@@ -608,7 +683,7 @@ def model_router() -> APIRouter:
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No test stories given in the request body.")
         result = await asyncio.to_thread(_evaluate_stories_sync, raw, model, bool_arg("e2e", e2e))
-        return JSONResponse(result)
+        return await asyncio.to_thread(JSONResponse, result)
 
     @router.post(
         "/test/intents",
@@ -632,6 +707,13 @@ def model_router() -> APIRouter:
         services: Services = Depends(services_of),
     ) -> Response:
         callback = _callback_url(callback_url)
+        if model and "://" in model:
+            raise bad_request(
+                f"'model' must be the path of a model archive on this server, not a URL "
+                f"({model!r}): load it with PUT /model, or give its path.",
+                "model",
+                "query",
+            )
         raw = await request.body()
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No NLU test data given in the request body.")
@@ -662,11 +744,18 @@ def model_router() -> APIRouter:
             except InvalidProjectFile as exc:
                 raise ApiError(400, "BadRequest", str(exc), {"in": "body"}) from None
         else:
-            data = _nlu_data_from_json(parse_json(raw))
+            data = await asyncio.to_thread(lambda: _nlu_data_from_json(parse_json(raw)))
         if not data.examples:
             raise bad_request("The NLU data has no examples.", "nlu", "body")
         if len(set(e.base_intent for e in data.examples)) < 2 and folds is not None:
             raise bad_request("Cross-validation needs at least two intents.", "nlu", "body")
+        if folds is not None and folds > len(data.examples):
+            raise bad_request(
+                f"cannot cross-validate in {folds} folds: the NLU data has "
+                f"{len(data.examples)} examples, fewer than the folds",
+                "cross_validation_folds",
+                "query",
+            )
 
         async def run() -> Response:
             evaluated: DialogueModel | None = None
@@ -683,7 +772,8 @@ def model_router() -> APIRouter:
             result = await asyncio.to_thread(
                 _evaluate_intents_sync, evaluated, data, folds, document
             )
-            return JSONResponse(result)
+            # One prediction per example: a large answer is rendered off the loop as well.
+            return await asyncio.to_thread(JSONResponse, result)
 
         return await _answer_or_call_back(callback, run, services)
 
@@ -742,7 +832,7 @@ def model_router() -> APIRouter:
         emulation_mode: str | None = None,
         services: Services = Depends(services_of),
     ) -> JSONResponse:
-        if emulation_mode is not None and emulation_mode.upper() not in EMULATION_MODES:
+        if emulation_mode is not None and emulation_mode.upper() not in EMULATORS:
             raise bad_request(
                 "Invalid parameter value for 'emulation_mode'. Should be one of 'WIT', "
                 "'LUIS', 'DIALOGFLOW'.",
@@ -773,6 +863,8 @@ def model_router() -> APIRouter:
         result = await asyncio.to_thread(
             services.agent.parse, text.strip(), message_id if isinstance(message_id, str) else None
         )
+        if emulation_mode is not None:
+            result = EMULATORS[emulation_mode.upper()](result)
         return JSONResponse(result)
 
     @router.put(

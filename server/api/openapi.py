@@ -92,7 +92,8 @@ _QUERY_PARAMETERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "integer", "minimum": 2},
     },
     "emulation_mode": {
-        "description": "Checked as in Rasa; the answer is always Rasa's own parse format.",
+        "description": "Answer in the response format of this service (wit.ai, LUIS v3, "
+        "Dialogflow ES) instead of Rasa's; case-insensitive.",
         "schema": {"type": "string", "enum": ["WIT", "LUIS", "DIALOGFLOW"]},
     },
 }

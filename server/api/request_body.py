@@ -44,6 +44,11 @@ async def read_json_body(request: Request, empty_message: str | None = None) -> 
         if empty_message is not None:
             raise ApiError(400, "BadRequest", empty_message)
         return None
+    return await parse_json_off_loop(raw)
+
+
+async def parse_json_off_loop(raw: bytes) -> Any:
+    """`parse_json`, in a worker thread when `raw` is large enough to hold up the loop."""
     if len(raw) > OFF_LOOP_JSON_BYTES:
         return await asyncio.to_thread(parse_json, raw)
     return parse_json(raw)

@@ -282,6 +282,8 @@ class NLUEvaluationResult(_Open):
 class StoryActionResult(_Open):
     action: str = Field(description="The action the story expects.")
     predicted: str = Field(description="The action the model predicted.")
+    confidence: float | None = Field(description="The confidence of the prediction.")
+    policy: str | None = Field(description="The policy that made the prediction.")
 
 
 class StoriesEvaluationResult(_Open):

@@ -45,6 +45,8 @@ class StoryResult:
     gold: list[str] = field(default_factory=list)
     predicted: list[str] = field(default_factory=list)
     failures: list[tuple[int, str, str]] = field(default_factory=list)  # (event index, gold, got)
+    # Each action step: (gold, predicted, confidence, policy), as Rasa's `actions` list.
+    actions: list[tuple[str, str, float | None, str | None]] = field(default_factory=list)
     missed_listens: dict[int, str] = field(default_factory=dict)
 
     @property
@@ -56,19 +58,30 @@ def _action_label(event: ActionExecuted) -> str:
     return event.action_name or event.action_text or ""
 
 
-def _predict(tracker: Tracker, model: DialogueModel, gold: str, story: str) -> str:
+def _predict(tracker: Tracker, model: DialogueModel, result: StoryResult, gold: str) -> str:
     """The action the model picks next (the active form, where the story says otherwise,
-    counts as rejected, as Rasa's evaluation assumes)."""
+    counts as rejected, as Rasa's evaluation assumes), noted in `result`."""
+    confidence: float | None = None
+    policy: str | None = None
     try:
         prediction = predict_next_action(tracker, model)
-        got = prediction.action_name
         note_text_featurization(tracker, model, prediction)
-        if got != gold and _form_might_reject(tracker, model, got):
-            tracker.update(ActionExecutionRejected(action_name=got))
-            got = predict_next_action(tracker, model).action_name
+        if prediction.action_name != gold and _form_might_reject(
+            tracker, model, prediction.action_name
+        ):
+            tracker.update(ActionExecutionRejected(action_name=prediction.action_name))
+            prediction = predict_next_action(tracker, model)
+        got, confidence, policy = (
+            prediction.action_name,
+            prediction.confidence,
+            prediction.policy_name,
+        )
     except Exception as exc:  # a policy error is a failed step, not a crashed test run
-        logger.error("prediction failed in story '%s': %s", story, exc)
+        logger.error("prediction failed in story '%s': %s", result.story.name, exc)
         got = "None"
+    result.gold.append(gold)
+    result.predicted.append(got)
+    result.actions.append((gold, got, confidence, policy))
     return got
 
 
@@ -79,9 +92,7 @@ def _expect_listen(result: StoryResult, tracker: Tracker, model: DialogueModel, 
         tracker.events[-1], ActionExecuted
     ):
         return
-    got = _predict(tracker, model, ACTION_LISTEN, result.story.name)
-    result.gold.append(ACTION_LISTEN)
-    result.predicted.append(got)
+    got = _predict(tracker, model, result, ACTION_LISTEN)
     if got != ACTION_LISTEN:
         result.missed_listens[at] = got
     tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
@@ -124,9 +135,7 @@ def evaluate_story(story: StoryStep, model: DialogueModel) -> StoryResult:
             tracker.update_many(extract_slots(tracker, model.domain))
         elif isinstance(event, ActionExecuted):
             gold = _action_label(event)
-            got = _predict(tracker, model, gold, story.name)
-            result.gold.append(gold)
-            result.predicted.append(got)
+            got = _predict(tracker, model, result, gold)
             if got != gold:
                 result.failures.append((index, gold, got))
             tracker.update(event)

@@ -118,8 +118,8 @@ def write_archive(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / _archive_name(fixed_name, prefix)
-    partial = out_dir / f".{final.name}.{uuid.uuid4().hex}.partial"
+    _archive_name(fixed_name, prefix)  # an invalid fixed name fails before any writing
+    partial = out_dir / f".{uuid.uuid4().hex}.partial"
     mtime = int(time.time())
     try:
         with tarfile.open(partial, "w:gz", compresslevel=6, format=tarfile.PAX_FORMAT) as tar:
@@ -136,10 +136,30 @@ def write_archive(
                     info = _file_info(name, source.stat().st_size, mtime)
                     with source.open("rb") as handle:
                         tar.addfile(info, handle)
-        os.replace(partial, final)
+        return _publish(partial, out_dir, fixed_name, prefix)
     finally:
         partial.unlink(missing_ok=True)
-    return final
+
+
+def _publish(partial: Path, out_dir: Path, fixed_name: str | None, prefix: str) -> Path:
+    """Gives the finished archive its name. A fixed name replaces the archive it names, as
+    Rasa's `--fixed-model-name` does; a generated one never replaces another training's
+    archive that drew the same second and the same words."""
+    if fixed_name:
+        final = out_dir / _archive_name(fixed_name, prefix)
+        os.replace(partial, final)
+        return final
+    while True:
+        final = out_dir / _archive_name(None, prefix)
+        try:
+            os.link(partial, final)  # fails if the name is taken, atomically
+        except FileExistsError:
+            continue
+        except OSError:  # a file system without hard links
+            if final.exists():
+                continue
+            os.replace(partial, final)
+        return final
 
 
 def check_archive_target(out_dir: Path, fixed_name: str | None) -> None:

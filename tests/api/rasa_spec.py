@@ -67,6 +67,11 @@ def _apply_errata(spec: dict[str, Any]) -> None:
     }
     schemas["SlotDescription"]["required"] = ["type"]
     schemas["TemplateDescription"].pop("required", None)
+    # An action's confidence is the prediction's float (the spec says string); both are null
+    # when the prediction failed.
+    action = schemas["EvaluationStoriesResult"]["properties"]["actions"]["items"]["properties"]
+    action["confidence"] = {"type": "number", "nullable": True}
+    _nullable(action["policy"])
     # The three error shapes share no required key, so `oneOf` can never match one.
     errors = schemas["EvaluationItem"]["properties"]["errors"]["items"]
     errors["anyOf"] = errors.pop("oneOf")

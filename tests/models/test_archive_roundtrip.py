@@ -56,6 +56,35 @@ def test_default_name_is_timestamp_and_words(tmp_path: Path):
     assert not [p for p in archive.parent.iterdir() if p.name.startswith(".")]
 
 
+def test_two_archives_never_take_the_same_generated_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Before, two trainings (two POST /model/train at once) finishing in the same second
+    with the same random words (1 in 1,088) wrote one file: the later archive replaced the
+    earlier, and both clients were given the one archive."""
+    import server.models.archive as archive_module
+
+    words = iter(["lucky-otter", "lucky-otter", "lucky-otter", "calm-fox"])
+    monkeypatch.setattr(archive_module, "random_name", lambda: next(words))
+    first_content, second_content = tmp_path / "one", tmp_path / "two"
+    for directory, text in ((first_content, "one"), (second_content, "two")):
+        directory.mkdir()
+        (directory / "a.json").write_text(json.dumps(text))
+    when = time.strftime("%Y%m%d-%H%M%S")
+    monkeypatch.setattr(archive_module.time, "strftime", lambda _format: when)
+
+    first = write_archive(first_content, {"fingerprint": "one"}, tmp_path / "models")
+    second = write_archive(second_content, {"fingerprint": "two"}, tmp_path / "models")
+
+    assert first.name == f"{when}-lucky-otter.tar.gz"
+    assert second.name == f"{when}-calm-fox.tar.gz"
+    assert read_metadata(first)["fingerprint"] == "one"
+    assert read_metadata(second)["fingerprint"] == "two"
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted(
+        [first.name, second.name]
+    )
+
+
 def test_fixed_name_gets_the_suffix_once(tmp_path: Path):
     content = tmp_path / "content"
     content.mkdir()
