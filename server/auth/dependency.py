@@ -15,6 +15,7 @@ from fastapi.security import APIKeyQuery, HTTPBearer
 from server.auth.authenticator import Authenticator
 from server.auth.roles import Principal
 from server.auth.static_token import TOKEN_QUERY_PARAMETER
+from server.errors import Forbidden, Refused
 
 APP_STATE_KEY = "authenticator"
 
@@ -55,9 +56,16 @@ def authenticate_request(request: Request, conversation_param: str | None = None
     if conversation_param is not None:
         value = request.path_params.get(conversation_param)
         conversation_id = value if isinstance(value, str) else None
-    return authenticator_of(request).authenticate(
-        query_token(request), request.headers.get("authorization"), conversation_id
-    )
+    authenticator = authenticator_of(request)
+    try:
+        return authenticator.authenticate(
+            query_token(request), request.headers.get("authorization"), conversation_id
+        )
+    except Refused as refused:
+        status = 403 if isinstance(refused, Forbidden) else 401
+        client = request.client.host if request.client else "an unknown client"
+        authenticator.refusals.record(status, request.method, request.url.path, client, refused.why)
+        raise
 
 
 def require_auth(

@@ -371,7 +371,7 @@ async def test_a_jwt_naming_an_audience_is_refused_with_a_hint_unless_one_is_acc
 ) -> None:
     keycloak_like = hs256(user("boss", "admin", aud="account"))
     async with client_for(AuthConfig(jwt_secret=SECRET)) as client:
-        with caplog.at_level("INFO", logger="server.auth.bearer_jwt"):
+        with caplog.at_level("INFO", logger="server.auth"):
             response = await client.get("/status", headers=bearer(keycloak_like))
     assert response.status_code == 401 and response.json() == NOT_AUTHENTICATED
     assert "set --jwt-audience" in caplog.text
