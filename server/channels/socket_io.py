@@ -16,7 +16,7 @@ import socketio
 from fastapi import APIRouter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.auth.config import SUPPORTED_JWT_METHODS
+from server.auth.config import SUPPORTED_JWT_METHODS, prepared_key
 from server.channels import settings
 from server.channels.channel import (
     InputChannel,
@@ -144,6 +144,8 @@ class SocketIOInput(InputChannel):
         self.socketio_path = "/" + (socketio_path or "/socket.io").strip("/")
         self.jwt_key = jwt_key
         self.jwt_method = jwt_method
+        # Checked now, so a key that cannot verify stops startup instead of every connection.
+        self._verification_key = prepared_key(jwt_key, jwt_method, "'jwt_key'") if jwt_key else None
         self.metadata_key = metadata_key
         # Rasa turns the origin check off ([]); a list or "*" here turns it on.
         self.sio = socketio.AsyncServer(
@@ -191,13 +193,15 @@ class SocketIOInput(InputChannel):
         return self.socketio_path, _asgi_compliant(socketio.ASGIApp(self.sio, socketio_path=None))
 
     def _authorized(self, auth: Any) -> bool:
-        if not self.jwt_key:
+        if self._verification_key is None:
             return True
         token = auth.get("token") if isinstance(auth, dict) else None
         if not isinstance(token, str):
             return False
         try:
-            jwt.decode(token.removeprefix("Bearer "), self.jwt_key, algorithms=[self.jwt_method])
+            jwt.decode(
+                token.removeprefix("Bearer "), self._verification_key, algorithms=[self.jwt_method]
+            )
         except jwt.PyJWTError:
             return False
         return True
