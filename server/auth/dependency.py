@@ -64,7 +64,8 @@ def authenticate_request(request: Request, conversation_param: str | None = None
     except Refused as refused:
         status = 403 if isinstance(refused, Forbidden) else 401
         client = request.client.host if request.client else "an unknown client"
-        authenticator.refusals.record(status, request.method, request.url.path, client, refused.why)
+        what = f"{request.method} {request.url.path} with {status}"
+        authenticator.refusals.record(what, client, refused.why)
         raise
 
 

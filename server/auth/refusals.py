@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 LINES_PER_WINDOW = 20
 WINDOW_SECONDS = 60.0
 # A URL may be 64 KiB long; the log line keeps its start.
-MAX_PATH_CHARS = 200
+MAX_WHAT_CHARS = 200
 
 
 class RefusalLog:
@@ -32,12 +32,13 @@ class RefusalLog:
         self._logged = 0
         self._unlogged = 0
 
-    def record(self, status: int, method: str, path: str, client: str, why: str) -> None:
+    def record(self, what: str, client: str, why: str) -> None:
+        """Log that `what` (`GET /status with 401`) from `client` was refused, and `why`."""
         now = self._clock()
         if self.window_started is None or now - self.window_started >= self.window_seconds:
             if self._unlogged:
                 logger.warning(
-                    "%d more requests were refused (401/403) in %g s without a line each",
+                    "%d more requests were refused in %g s without a line each",
                     self._unlogged,
                     now - (self.window_started or now),
                 )
@@ -46,9 +47,9 @@ class RefusalLog:
             self._unlogged += 1
             return
         self._logged += 1
-        if len(path) > MAX_PATH_CHARS:
-            path = path[:MAX_PATH_CHARS] + "..."
-        logger.info("Refused %s %s from %s with %d: %s", method, path, client, status, why)
+        if len(what) > MAX_WHAT_CHARS:
+            what = what[:MAX_WHAT_CHARS] + "..."
+        logger.info("Refused %s from %s: %s", what, client, why)
         if self._logged == self.lines_per_window:
             logger.warning(
                 "%d requests refused within %g s; the next ones until then are counted, "

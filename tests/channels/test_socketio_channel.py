@@ -194,6 +194,22 @@ async def test_rs256_jwt_key_verifies_with_the_public_key_given_either_half(key_
             await forged.sio.connect(url, transports=["websocket"], auth={"token": hs})
 
 
+async def test_a_refused_connection_is_logged_with_client_and_reason_and_bounded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key = "socket-secret-of-at-least-32-bytes!"
+    expired = jwt.encode({"user": "u1", "exp": 1}, key, algorithm="HS256")
+    caplog.set_level(logging.INFO)
+    async with bot({"jwt_key": key, "jwt_method": "HS256"}) as url:
+        for auth in [{"token": f"Bearer {expired}"}] + [None] * 40:
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await Client().sio.connect(url, transports=["websocket"], auth=auth)
+    lines = [r.getMessage() for r in caplog.records if "efused" in r.getMessage()]
+    assert "socket.io connection from 127.0.0.1: JWT rejected: ExpiredSignatureError" in lines[0]
+    assert "no token" in lines[1]
+    assert len(lines) <= 25, len(lines)
+
+
 async def test_pushed_messages_reach_the_session_room() -> None:
     (channel,) = load_channels({"socketio": {"session_persistence": True}})
     app = create_app()
