@@ -122,3 +122,20 @@ async def test_a_flood_of_refusals_logs_a_bounded_number_of_lines_then_a_count(
         assert (await c.get("/conversations/x/tracker")).status_code == 401
     unlogged = flood - LINES_PER_WINDOW
     assert any(f"{unlogged} more requests were refused" in line for line in server_lines(caplog))
+
+
+@pytest.mark.parametrize("admin_first", [True, False], ids=["admin-first", "admin-last"])
+async def test_two_authorization_headers_are_refused_whichever_comes_first(
+    caplog: pytest.LogCaptureFixture, admin_first: bool
+) -> None:
+    # A gateway that checks the last header and a server that reads the first would let the
+    # unchecked one in; the field holds one credential (RFC 9110), so two is a client error.
+    caplog.set_level(logging.INFO, logger="server")
+    admin = bearer({"user": {"username": "boss", "role": "admin"}})["Authorization"]
+    pair = [("Authorization", admin), ("Authorization", "Bearer not-a-jwt")]
+    async with client(make_app()) as c:
+        response = await c.get(
+            "/conversations/x/tracker", headers=pair if admin_first else pair[::-1]
+        )
+    assert response.status_code == 401
+    assert "2 Authorization headers" in caplog.text
