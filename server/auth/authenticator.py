@@ -11,7 +11,7 @@ from server.auth.bearer_jwt import NOT_AUTHENTICATED, JwtVerifier, bearer_token
 from server.auth.config import AuthConfig
 from server.auth.refusals import RefusalLog
 from server.auth.roles import USER, Principal, may_access
-from server.auth.static_token import token_matches
+from server.auth.static_token import token_matches, warn_if_short
 from server.errors import AuthError, Forbidden
 
 
@@ -21,6 +21,8 @@ class Authenticator:
     def __init__(self, config: AuthConfig | None = None):
         self.config = config or AuthConfig()
         self._jwt = JwtVerifier(self.config) if self.config.uses_jwt else None
+        if self.config.token:
+            warn_if_short(self.config.token)
         self.refusals = RefusalLog()
 
     @property
