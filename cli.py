@@ -301,8 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--port", type=_int_at_least(1, 65535), default=5005)
     p.add_argument("-i", "--interface", default="0.0.0.0")
     p.add_argument("--cors", nargs="*", default=None, help="allowed origin(s), or '*'")
-    p.add_argument("--auth-token", help="require ?token=<this> on API routes")
-    p.add_argument("--jwt-secret", help="JWT secret (HS*) or public key (RS*/ES*)")
+    p.add_argument(
+        "--auth-token", help="require ?token=<this> on API routes (env BOTSERVER_AUTH_TOKEN)"
+    )
+    p.add_argument(
+        "--jwt-secret",
+        help="JWT secret (HS*) or public key (RS*/ES*), or a file holding it "
+        "(env BOTSERVER_JWT_SECRET)",
+    )
     p.add_argument("--jwt-method", default="HS256", help="JWT algorithm")
     p.add_argument("--jwt-private-key", help="accepted for compatibility with Rasa")
     p.add_argument(

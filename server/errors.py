@@ -152,9 +152,17 @@ class ResponseTooLarge(BotServerError):
     larger than `max_response_bytes`, counted after decompression."""
 
 
-class AuthError(BotServerError):
+class Refused(BotServerError):
+    """A request the API's security refused; `why` is for the server log, never the client."""
+
+    def __init__(self, message: str, why: str = "") -> None:
+        super().__init__(message)
+        self.why = why
+
+
+class AuthError(Refused):
     """Credentials are missing or invalid (HTTP 401)."""
 
 
-class Forbidden(BotServerError):
+class Forbidden(Refused):
     """Credentials are valid but do not allow this request (HTTP 403)."""

@@ -237,7 +237,8 @@ def response_for(exc: BaseException, scope: Scope | None = None) -> JSONResponse
             )
     else:
         headers = {}
-        logger.info("%s: %s", type(exc).__name__, exc)
+        if not isinstance(exc, e.Refused):  # logged with its route and reason by server.auth
+            logger.info("%s: %s", type(exc).__name__, exc)
     retry = _RETRY_AFTER_SECONDS.get(mapped.status)
     if retry:
         headers["Retry-After"] = retry

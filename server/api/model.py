@@ -50,7 +50,7 @@ from server.api.schemas import (
 )
 from server.api.services import Services, services_of
 from server.api.tracker_response import freed_after_sending, tracker_response
-from server.auth import redact_also, require_auth
+from server.auth import redact, redact_also, require_auth
 from server.dialogue.messages import MAX_TEXT_CHARS
 from server.dialogue.processor import DialogueModel
 from server.dialogue.story_export import annotate_entities
@@ -508,7 +508,8 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
         message = f"Agent with name '{name}' could not be loaded."
         if reason:
             message += f" {reason}"
-        return bad_request(message, "model", "query")
+        # The URL's password and key (the client's, or endpoints.yml's) stay out of the body.
+        return bad_request(redact(message), "model", "query")
 
     source = services.source
     server_config = services.models_endpoint or model_server
@@ -522,7 +523,7 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
         try:
             info = await source.load_from_model_server(server_config)
         except InvalidConfig as exc:
-            raise bad_request(str(exc), "model_server", "body") from None
+            raise bad_request(redact(str(exc)), "model_server", "body") from None
         poller = source.poller
         error = poller.last_error if poller is not None else None
         if error and poller is not None and poller.disk_full:

@@ -205,7 +205,15 @@ def check_port_free(interface: str, port: int) -> None:
         sock.close()
 
 
+# Read when the flag is not given: a process's arguments are readable by every local user
+# (`ps`, /proc/<pid>/cmdline), its environment only by its owner.
+SECRET_VARIABLES = {"auth_token": "BOTSERVER_AUTH_TOKEN", "jwt_secret": "BOTSERVER_JWT_SECRET"}
+
+
 def _check_secrets(args: argparse.Namespace) -> None:
+    for dest, variable in SECRET_VARIABLES.items():
+        if getattr(args, dest, None) is None and variable in os.environ:
+            setattr(args, dest, os.environ[variable])
     # An empty value, typically an unset variable (`--auth-token "$TOKEN"`), would otherwise
     # switch authentication off without a word.
     for flag, value in (("--auth-token", args.auth_token), ("--jwt-secret", args.jwt_secret)):

@@ -1,15 +1,17 @@
 """Rasa's access decision for one request: static token, then JWT and role, else open or 401.
 
 Pure logic, no HTTP framework: the FastAPI dependency in `server.auth.dependency` feeds it
-the `token` query parameter, the Authorization header and the route's conversation id.
+the `token` query parameter, the Authorization header and the route's conversation id, and
+logs the reason of a refusal (`AuthError.why`, `Forbidden.why`) with `refusals`.
 """
 
 from __future__ import annotations
 
-from server.auth.bearer_jwt import JwtVerifier, bearer_token
+from server.auth.bearer_jwt import NOT_AUTHENTICATED, JwtVerifier, bearer_token
 from server.auth.config import AuthConfig
-from server.auth.roles import Principal, may_access
-from server.auth.static_token import token_matches
+from server.auth.refusals import RefusalLog
+from server.auth.roles import USER, Principal, may_access
+from server.auth.static_token import token_matches, warn_if_short
 from server.errors import AuthError, Forbidden
 
 
@@ -19,6 +21,9 @@ class Authenticator:
     def __init__(self, config: AuthConfig | None = None):
         self.config = config or AuthConfig()
         self._jwt = JwtVerifier(self.config) if self.config.uses_jwt else None
+        if self.config.token:
+            warn_if_short(self.config.token)
+        self.refusals = RefusalLog()
 
     @property
     def is_open(self) -> bool:
@@ -38,14 +43,40 @@ class Authenticator:
         """
         if self.config.token and token_matches(self.config.token, token):
             return Principal("token")
-        if self._jwt is not None:
-            raw = bearer_token(authorization)
-            payload = self._jwt.verify(raw) if raw is not None else None
-            if payload is not None:
-                principal = Principal.from_jwt_payload(payload)
-                if may_access(principal, conversation_id):
-                    return principal
-                raise Forbidden("User has insufficient permissions.")
         if self.config.is_open:
             return Principal("open")
-        raise AuthError("User is not authenticated.")
+        reasons = []
+        if token is not None:
+            reasons.append("wrong token" if self.config.token else "?token= but no --auth-token")
+        if authorization:
+            if self._jwt is None:
+                reasons.append("an Authorization header but no --jwt-secret")
+            else:
+                raw = bearer_token(authorization)
+                if raw is None:
+                    reasons.append("malformed Authorization header (not 'Bearer <jwt>')")
+                else:
+                    try:
+                        payload = self._jwt.verify(raw)
+                    except AuthError as rejected:
+                        reasons.append(rejected.why)
+                    else:
+                        return self._authorize(Principal.from_jwt_payload(payload), conversation_id)
+        raise AuthError(NOT_AUTHENTICATED, "; ".join(reasons) or "no credentials")
+
+    @staticmethod
+    def _authorize(principal: Principal, conversation_id: str | None) -> Principal:
+        if may_access(principal, conversation_id):
+            return principal
+        if principal.role is None:
+            why = "the JWT names no role (user.role)"
+        elif principal.role != USER:
+            why = f"the JWT's role {principal.role!r} is neither 'admin' nor 'user'"
+        elif conversation_id is None:
+            why = f"role 'user' of {principal.username!r} may reach only its own conversation"
+        else:
+            why = (
+                f"role 'user' of {principal.username!r} may not reach conversation "
+                f"{conversation_id!r}"
+            )
+        raise Forbidden("User has insufficient permissions.", why)

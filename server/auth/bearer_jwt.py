@@ -6,14 +6,14 @@ Only the configured algorithm is accepted, which refuses `alg: none` and HS/RS c
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import jwt
 
 from server.auth.config import AuthConfig, verification_key
+from server.errors import AuthError
 
-logger = logging.getLogger(__name__)
+NOT_AUTHENTICATED = "User is not authenticated."
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -39,8 +39,9 @@ class JwtVerifier:
         self._leeway = config.jwt_leeway
         self._audience = list(config.jwt_audience) or None
 
-    def verify(self, token: str) -> dict[str, Any] | None:
-        """The payload of a valid token; None for a bad signature, algorithm or time claim."""
+    def verify(self, token: str) -> dict[str, Any]:
+        """The payload of a valid token; raises AuthError saying why (expired, bad signature,
+        algorithm...) otherwise. The reason names the error's class, never the token."""
         try:
             payload = jwt.decode(
                 token,
@@ -52,17 +53,15 @@ class JwtVerifier:
             )
         except jwt.InvalidAudienceError as exc:
             if self._audience is None:
-                logger.info(
-                    "Rejected a JWT: it names an audience ('aud'), and none is accepted; "
-                    "set --jwt-audience (or BOTSERVER_JWT_AUDIENCE) to the audience it names"
+                why = (
+                    "the JWT names an audience ('aud'), and none is accepted; set "
+                    "--jwt-audience (or BOTSERVER_JWT_AUDIENCE) to the audience it names"
                 )
             else:
-                logger.info("Rejected a JWT: %s (its 'aud' is not an accepted audience)", exc)
-            return None
+                why = f"JWT rejected: {exc} (its 'aud' is not an accepted audience)"
+            raise AuthError(NOT_AUTHENTICATED, why) from None
         except jwt.PyJWTError as exc:
-            # The class name says why (expired, bad signature...); the token is never logged.
-            logger.info("Rejected a JWT: %s", type(exc).__name__)
-            return None
+            raise AuthError(NOT_AUTHENTICATED, f"JWT rejected: {type(exc).__name__}") from None
         if not isinstance(payload, dict):
-            return None
+            raise AuthError(NOT_AUTHENTICATED, "JWT rejected: its payload is not an object")
         return payload

@@ -103,17 +103,23 @@ def verification_key(config: AuthConfig) -> Any:
         )
     if not config.jwt_secret:
         raise InvalidConfig("--jwt-secret is required to verify JWTs")
+    return prepared_key(load_key(config.jwt_secret), method, "--jwt-secret")
+
+
+def prepared_key(raw: str, method: str, name: str) -> Any:
+    """`raw` made ready to verify `method` JWTs (the public half of a private key); raises
+    InvalidConfig naming the setting `name` when it is no key for `method`."""
     algorithm = jwt.get_algorithm_by_name(method)
-    raw = load_key(config.jwt_secret)
     try:
         key = algorithm.prepare_key(raw)
     except (InvalidKeyError, ValueError, TypeError) as exc:
         kind = "a shared secret" if method.startswith("HS") else "a public key in PEM format"
-        raise InvalidConfig(f"--jwt-secret must be {kind} for {method}: {exc}") from None
+        raise InvalidConfig(f"{name} must be {kind} for {method}: {exc}") from None
     if method.startswith("HS"):
         if len(raw.encode("utf-8")) < _MIN_HMAC_KEY_BYTES:
             logger.warning(
-                "The JWT secret is shorter than %d bytes; a longer random secret is safer.",
+                "The JWT secret %s is shorter than %d bytes; a longer random secret is safer.",
+                name,
                 _MIN_HMAC_KEY_BYTES,
             )
         # Warned once above; PyJWT would repeat it on every request.

@@ -13,8 +13,10 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyQuery, HTTPBearer
 
 from server.auth.authenticator import Authenticator
+from server.auth.bearer_jwt import NOT_AUTHENTICATED
 from server.auth.roles import Principal
 from server.auth.static_token import TOKEN_QUERY_PARAMETER
+from server.errors import AuthError, Forbidden, Refused
 
 APP_STATE_KEY = "authenticator"
 
@@ -55,9 +57,23 @@ def authenticate_request(request: Request, conversation_param: str | None = None
     if conversation_param is not None:
         value = request.path_params.get(conversation_param)
         conversation_id = value if isinstance(value, str) else None
-    return authenticator_of(request).authenticate(
-        query_token(request), request.headers.get("authorization"), conversation_id
-    )
+    authenticator = authenticator_of(request)
+    authorizations = request.headers.getlist("authorization")
+    try:
+        if len(authorizations) > 1 and not authenticator.is_open:
+            # The field holds one credential (RFC 9110); a gateway that checked another one
+            # than the first must not let the unchecked one in.
+            why = f"{len(authorizations)} Authorization headers (one is allowed)"
+            raise AuthError(NOT_AUTHENTICATED, why)
+        return authenticator.authenticate(
+            query_token(request), authorizations[0] if authorizations else None, conversation_id
+        )
+    except Refused as refused:
+        status = 403 if isinstance(refused, Forbidden) else 401
+        client = request.client.host if request.client else "an unknown client"
+        what = f"{request.method} {request.url.path} with {status}"
+        authenticator.refusals.record(what, client, refused.why)
+        raise
 
 
 def require_auth(

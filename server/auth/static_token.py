@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import hmac
+import logging
+
+logger = logging.getLogger(__name__)
 
 TOKEN_QUERY_PARAMETER = "token"
+# Each guess costs an attacker one request; 16 random characters are out of reach.
+MIN_TOKEN_CHARS = 16
+
+
+def warn_if_short(token: str) -> None:
+    if len(token) < MIN_TOKEN_CHARS:
+        logger.warning(
+            "--auth-token is shorter than %d characters; a longer random one is safer "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(32))').",
+            MIN_TOKEN_CHARS,
+        )
 
 
 def token_matches(expected: str, provided: str | None) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
+from server.auth.refusals import RefusalLog
 from server.channels import settings
 from server.channels.channel import (
     InputChannel,
@@ -178,6 +179,7 @@ class RocketChatInput(InputChannel):
     def __init__(self, api: RocketChatAPI, webhook_token: str | None = None) -> None:
         self.api = api
         self.webhook_token = webhook_token
+        self.refusals = RefusalLog()
         self._next_identity_login = 0.0  # time.monotonic() of the next login to learn our id
         self._recent = RecentMessageIds()
 
@@ -257,7 +259,9 @@ class RocketChatInput(InputChannel):
             return
         given = payload.get("token") or request.headers.get(LIVECHAT_TOKEN_HEADER) or ""
         if not hmac.compare_digest(str(given).encode(), self.webhook_token.encode()):
-            logger.warning("rocketchat: refused a webhook call with a wrong token")
+            client = request.client.host if request.client else "an unknown client"
+            why = "wrong webhook token" if given else "no webhook token"
+            self.refusals.record(f"{request.method} {request.url.path} with 401", client, why)
             raise HTTPException(401, "The Rocket.Chat webhook token is missing or wrong.")
 
     def _is_own(self, user_name: Any, user_id: Any) -> bool:

@@ -16,7 +16,8 @@ import socketio
 from fastapi import APIRouter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.auth.config import SUPPORTED_JWT_METHODS
+from server.auth.config import SUPPORTED_JWT_METHODS, prepared_key
+from server.auth.refusals import RefusalLog
 from server.channels import settings
 from server.channels.channel import (
     InputChannel,
@@ -144,6 +145,9 @@ class SocketIOInput(InputChannel):
         self.socketio_path = "/" + (socketio_path or "/socket.io").strip("/")
         self.jwt_key = jwt_key
         self.jwt_method = jwt_method
+        self.refusals = RefusalLog()
+        # Checked now, so a key that cannot verify stops startup instead of every connection.
+        self._verification_key = prepared_key(jwt_key, jwt_method, "'jwt_key'") if jwt_key else None
         self.metadata_key = metadata_key
         # Rasa turns the origin check off ([]); a list or "*" here turns it on.
         self.sio = socketio.AsyncServer(
@@ -190,26 +194,30 @@ class SocketIOInput(InputChannel):
         # socketio_path=None: the mount point, not engine.io, decides which paths are ours.
         return self.socketio_path, _asgi_compliant(socketio.ASGIApp(self.sio, socketio_path=None))
 
-    def _authorized(self, auth: Any) -> bool:
-        if not self.jwt_key:
-            return True
+    def _refusal(self, auth: Any) -> str | None:
+        """Why a connection with `auth` is refused; None when it may connect."""
+        if self._verification_key is None:
+            return None
         token = auth.get("token") if isinstance(auth, dict) else None
         if not isinstance(token, str):
-            return False
+            return "no token (auth: {token: 'Bearer <jwt>'})"
         try:
-            jwt.decode(token.removeprefix("Bearer "), self.jwt_key, algorithms=[self.jwt_method])
-        except jwt.PyJWTError:
-            return False
-        return True
+            jwt.decode(
+                token.removeprefix("Bearer "), self._verification_key, algorithms=[self.jwt_method]
+            )
+        except jwt.PyJWTError as exc:
+            return f"JWT rejected: {type(exc).__name__}"
+        return None
 
     def _register_handlers(self, on_new_message: OnNewMessage) -> None:
         sio, ns = self.sio, self.namespace
 
         async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
-            if not self._authorized(auth):
-                logger.info("socketio: refused a connection with a missing or invalid token")
-                return False
-            return True
+            why = self._refusal(auth)
+            if why is None:
+                return True
+            self.refusals.record("socket.io connection", _client_of(environ), why)
+            return False
 
         async def disconnect(sid: str, *args: Any) -> None:
             return None
@@ -364,6 +372,12 @@ def _asgi_compliant(app: ASGIApp) -> ASGIApp:
         await app(scope, receive_packet, send)
 
     return guarded
+
+
+def _client_of(environ: dict[str, Any]) -> str:
+    # engine.io's ASGI environ says REMOTE_ADDR 127.0.0.1 whoever connects; the scope knows.
+    client = (environ.get("asgi.scope") or {}).get("client")
+    return str(client[0]) if client else "an unknown client"
 
 
 def _session_id(value: Any) -> str | None:

@@ -249,3 +249,20 @@ async def test_a_body_waiting_behind_a_pipelined_request_is_not_timed_out() -> N
         writer.close()
     assert b" 408 " not in received, received
     assert received.count(b"HTTP/1.1 200 OK") == 2
+
+
+async def test_a_head_over_the_limit_in_one_read_is_refused_with_431() -> None:
+    """Before, a head arriving in the first read was not counted: a 100 KB Authorization
+    header reached the app (a 401) instead of a 431."""
+    async with serving(hello, http=BoundedHttpToolsProtocol) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+            + b"a" * (MAX_HEAD_BYTES + 40_000)
+            + b"\r\n\r\n"
+        )
+        answer = await asyncio.wait_for(reader.read(4096), 5)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert error_of(answer) == (431, "RequestHeaderFieldsTooLarge")

@@ -323,6 +323,18 @@ async def test_put_model_missing_file_is_rasas_400(
         check(rasa_spec, await client.put("/model", json=bad), "/model", "put", 400)
 
 
+async def test_put_model_does_not_echo_the_credentials_it_was_given(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    # Error bodies end up in client logs, proxies and tickets: they name the server, not
+    # the password or the key.
+    url = "http://bot:hunter2pass@127.0.0.1:9/model?api_key=k3y-9f8e7d"
+    response = await client.put("/model", json={"model_server": {"url": url}})
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert "127.0.0.1:9/model" in body["message"]
+    assert "hunter2pass" not in response.text and "k3y-9f8e7d" not in response.text
+
+
 @pytest.mark.parametrize(
     ("model_server", "says"),
     [

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 import warnings
 from typing import Any
@@ -371,7 +372,7 @@ async def test_a_jwt_naming_an_audience_is_refused_with_a_hint_unless_one_is_acc
 ) -> None:
     keycloak_like = hs256(user("boss", "admin", aud="account"))
     async with client_for(AuthConfig(jwt_secret=SECRET)) as client:
-        with caplog.at_level("INFO", logger="server.auth.bearer_jwt"):
+        with caplog.at_level("INFO", logger="server.auth"):
             response = await client.get("/status", headers=bearer(keycloak_like))
     assert response.status_code == 401 and response.json() == NOT_AUTHENTICATED
     assert "set --jwt-audience" in caplog.text
@@ -398,3 +399,14 @@ def test_jwt_audience_comes_from_the_flags_else_the_environment(
     assert jwt_audience(["cli"]) == ["cli"]
     monkeypatch.delenv(JWT_AUDIENCE_ENV)
     assert jwt_audience(None) == []
+
+
+@pytest.mark.parametrize(("token", "warned"), [("hunter2", True), ("x" * 24, False)])
+def test_a_short_static_token_is_warned_about_at_startup(
+    caplog: pytest.LogCaptureFixture, token: str, warned: bool
+) -> None:
+    # Every guess costs one request: a 6-letter token falls to a patient script.
+    caplog.set_level(logging.WARNING, logger="server")
+    create_app(ApiSettings(auth=AuthConfig(token=token)), [protected_router()])
+    assert ("--auth-token is shorter than" in caplog.text) is warned
+    assert token not in caplog.text

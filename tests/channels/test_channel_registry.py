@@ -8,6 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from server.api.app import create_app
 from server.channels import CHANNELS, attach_channels, load_channels
@@ -114,6 +116,12 @@ def test_bad_credentials_say_what_is_wrong(credentials: dict, message: str) -> N
 
 
 ROCKET = {"user": "bot", "password": "pw", "server_url": "http://rc"}
+RSA_PUBLIC_PEM = (
+    rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
 
 
 @pytest.mark.parametrize(
@@ -130,6 +138,12 @@ ROCKET = {"user": "bot", "password": "pw", "server_url": "http://rc"}
         ("socketio", {"session_persistence": "maybe"}, "'session_persistence' must be true or"),
         ("socketio", {"cors_allowed_origins": 5}, "'cors_allowed_origins' must be"),
         ("socketio", {"jwt_key": "k", "jwt_method": "FOO"}, "'jwt_method' must be one of"),
+        ("socketio", {"jwt_key": "k", "jwt_method": "RS256"}, "'jwt_key' must be a public key"),
+        (
+            "socketio",
+            {"jwt_key": RSA_PUBLIC_PEM, "jwt_method": "HS256"},
+            "'jwt_key' must be a shared secret for HS256",
+        ),
         ("socketio", {"user_message_evt": {"a": 1}}, "'user_message_evt' must be a string"),
         ("callback", {"url": "ftp://host/bot"}, "'url' must be an http:// or https:// URL"),
         ("callback", {"url": "localhost:5034/bot"}, "'url' must be an http:// or https:// URL"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,21 @@ async def test_a_wrong_or_missing_token_is_refused(wired) -> None:  # noqa: ANN0
     del missing["token"]
     assert (await rocket.send(webhook, missing)).status_code == 401
     assert rocket.posted == []
+
+
+async def test_a_flood_of_wrong_tokens_logs_a_bounded_number_of_lines(
+    wired,  # noqa: ANN001
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rocket, webhook, _ = wired
+    wrong = rocket.outgoing_payload(token="guess", user_id="AliceId", user_name="alice", text="hi")
+    caplog.set_level(logging.INFO)
+    for _ in range(60):
+        assert (await rocket.send(webhook, wrong)).status_code == 401
+    lines = [r.getMessage() for r in caplog.records if "efused" in r.getMessage()]
+    assert 1 <= len(lines) <= 25, len(lines)
+    assert "POST /webhooks/rocketchat/webhook" in lines[0] and "wrong webhook token" in lines[0]
+    assert "guess" not in caplog.text
 
 
 async def test_the_bots_own_messages_are_ignored(wired) -> None:  # noqa: ANN001

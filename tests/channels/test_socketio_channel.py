@@ -14,6 +14,8 @@ import httpx
 import jwt
 import pytest
 import socketio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
@@ -163,6 +165,49 @@ async def test_jwt_protects_the_connection() -> None:
         (reply,) = await allowed.next()
         await allowed.sio.disconnect()
     assert reply == ("bot_uttered", {"text": "echo: hi"})
+
+
+@pytest.mark.parametrize("key_kind", ["public", "private"])
+async def test_rs256_jwt_key_verifies_with_the_public_key_given_either_half(key_kind: str) -> None:
+    # Before, a private key PEM (what some guides put there) failed every connection with
+    # an AttributeError inside python-socketio, and the client was never told why.
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = (
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        if key_kind == "public"
+        else private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    ).decode()
+    async with bot({"jwt_key": pem, "jwt_method": "RS256"}) as url:
+        allowed = Client()
+        token = jwt.encode({"user": "u1"}, private, algorithm="RS256")
+        await allowed.sio.connect(url, transports=["websocket"], auth={"token": f"Bearer {token}"})
+        await allowed.sio.disconnect()
+        forged = Client()
+        hs = jwt.encode({"user": "u1"}, "a-guessed-secret-of-32-bytes-or-more!", algorithm="HS256")
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await forged.sio.connect(url, transports=["websocket"], auth={"token": hs})
+
+
+async def test_a_refused_connection_is_logged_with_client_and_reason_and_bounded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key = "socket-secret-of-at-least-32-bytes!"
+    expired = jwt.encode({"user": "u1", "exp": 1}, key, algorithm="HS256")
+    caplog.set_level(logging.INFO)
+    async with bot({"jwt_key": key, "jwt_method": "HS256"}) as url:
+        for auth in [{"token": f"Bearer {expired}"}] + [None] * 40:
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await Client().sio.connect(url, transports=["websocket"], auth=auth)
+    lines = [r.getMessage() for r in caplog.records if "efused" in r.getMessage()]
+    assert "socket.io connection from 127.0.0.1: JWT rejected: ExpiredSignatureError" in lines[0]
+    assert "no token" in lines[1]
+    assert len(lines) <= 25, len(lines)
 
 
 async def test_pushed_messages_reach_the_session_room() -> None:

@@ -269,3 +269,23 @@ def test_readme_main_command_works_as_written(tmp_path: Path) -> None:
         process.wait(timeout=30)
     assert (tmp_path / "mybot" / "out.log").exists()
     assert "is up on http://localhost:5005" in output.read_text()
+
+
+@pytest.mark.parametrize(
+    ("variable", "field"),
+    [("BOTSERVER_AUTH_TOKEN", "token"), ("BOTSERVER_JWT_SECRET", "jwt_secret")],
+)
+def test_secrets_can_come_from_the_environment_and_stay_out_of_ps(
+    moodbot_model: Path, monkeypatch: pytest.MonkeyPatch, variable: str, field: str
+) -> None:
+    # Every local user reads a process's arguments (`ps`, /proc/<pid>/cmdline); its
+    # environment only its owner does.
+    from cli import build_parser
+    from server.api.runner import spec_from_args
+
+    monkeypatch.setenv(variable, "a-secret-of-at-least-32-bytes-from-env")
+    args = build_parser().parse_args(["run", "-m", str(moodbot_model), "--enable-api"])
+    assert getattr(spec_from_args(args), field) == "a-secret-of-at-least-32-bytes-from-env"
+    flag = "--auth-token" if field == "token" else "--jwt-secret"
+    given = build_parser().parse_args(["run", "-m", str(moodbot_model), flag, "from-flag-x"])
+    assert getattr(spec_from_args(given), field) == "from-flag-x"  # the flag wins

@@ -1,0 +1,141 @@
+"""A refused request (401/403) is logged once, saying which route, which client and why; a
+flood of refusals logs a bounded number of lines and then how many were not logged."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from fastapi import APIRouter, Depends
+
+from server.api.app import create_app
+from server.api.settings import ApiSettings
+from server.auth import AuthConfig, require_auth
+
+TOKEN = "the-static-token-4e1d"
+SECRET = "a-jwt-secret-that-is-long-enough-for-hs256"
+
+
+def protected_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get(
+        "/conversations/{conversation_id:path}/tracker",
+        dependencies=[Depends(require_auth("conversation_id"))],
+    )
+    async def tracker(conversation_id: str) -> dict[str, str]:
+        return {"sender_id": conversation_id}
+
+    @router.post("/model/parse", dependencies=[Depends(require_auth())])
+    async def parse(body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+    return router
+
+
+def make_app() -> Any:
+    auth = AuthConfig(token=TOKEN, jwt_secret=SECRET)
+    return create_app(ApiSettings(auth=auth), [protected_router()])
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def bearer(payload: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": "Bearer " + jwt.encode(payload, SECRET, algorithm="HS256")}
+
+
+def server_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("server")]
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "status", "why"),
+    [
+        ({}, 401, "no credentials"),
+        ({"params": {"token": "not-it"}}, 401, "wrong token"),
+        (
+            {"headers": bearer({"user": {"username": "a", "role": "admin"}, "exp": 1})},
+            401,
+            "ExpiredSignatureError",
+        ),
+        ({"headers": {"Authorization": "Token abc"}}, 401, "malformed Authorization header"),
+        (
+            {"headers": bearer({"user": {"username": "mallory", "role": "user"}})},
+            403,
+            "role 'user' of 'mallory' may not reach conversation 'alice'",
+        ),
+        (
+            {"headers": bearer({"user": {"username": "alice"}})},
+            403,
+            "JWT names no role",
+        ),
+    ],
+    ids=["nothing", "wrong-token", "expired-jwt", "other-scheme", "other-user", "no-role"],
+)
+async def test_a_refusal_is_one_line_naming_route_client_and_reason(
+    caplog: pytest.LogCaptureFixture, request_kwargs: dict[str, Any], status: int, why: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="server")
+    async with client(make_app()) as c:
+        response = await c.get("/conversations/alice/tracker", **request_kwargs)
+    assert response.status_code == status
+    lines = server_lines(caplog)
+    assert len(lines) == 1, lines
+    assert "GET /conversations/alice/tracker" in lines[0]
+    assert "127.0.0.1" in lines[0] and str(status) in lines[0] and why in lines[0], lines[0]
+    assert "not-it" not in caplog.text
+
+
+async def test_a_refusal_before_the_body_is_read_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="server")
+    async with client(make_app()) as c:
+        response = await c.post("/model/parse", content=b"{not json")
+    assert response.status_code == 401
+    lines = server_lines(caplog)
+    assert len(lines) == 1 and "POST /model/parse" in lines[0] and "no credentials" in lines[0]
+
+
+async def test_a_flood_of_refusals_logs_a_bounded_number_of_lines_then_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from server.auth.refusals import LINES_PER_WINDOW, WINDOW_SECONDS
+
+    caplog.set_level(logging.INFO, logger="server")
+    app = make_app()
+    flood = 300
+    async with client(app) as c:
+        for _ in range(flood):
+            assert (await c.get("/conversations/x/tracker?token=guess")).status_code == 401
+        assert len(server_lines(caplog)) <= LINES_PER_WINDOW + 1, len(server_lines(caplog))
+
+        # The next refusal after the window says how many went unlogged.
+        app.state.authenticator.refusals.window_started = time.monotonic() - WINDOW_SECONDS - 1
+        caplog.clear()
+        assert (await c.get("/conversations/x/tracker")).status_code == 401
+    unlogged = flood - LINES_PER_WINDOW
+    assert any(f"{unlogged} more requests were refused" in line for line in server_lines(caplog))
+
+
+@pytest.mark.parametrize("admin_first", [True, False], ids=["admin-first", "admin-last"])
+async def test_two_authorization_headers_are_refused_whichever_comes_first(
+    caplog: pytest.LogCaptureFixture, admin_first: bool
+) -> None:
+    # A gateway that checks the last header and a server that reads the first would let the
+    # unchecked one in; the field holds one credential (RFC 9110), so two is a client error.
+    caplog.set_level(logging.INFO, logger="server")
+    admin = bearer({"user": {"username": "boss", "role": "admin"}})["Authorization"]
+    pair = [("Authorization", admin), ("Authorization", "Bearer not-a-jwt")]
+    async with client(make_app()) as c:
+        response = await c.get(
+            "/conversations/x/tracker", headers=pair if admin_first else pair[::-1]
+        )
+    assert response.status_code == 401
+    assert "2 Authorization headers" in caplog.text
