@@ -322,9 +322,7 @@ def nlu_yaml(data: NLUTrainingData) -> str:
     nlu: list[dict[str, Any]] = [
         _intent_item(name, examples) for name, examples in by_intent.items()
     ]
-    synonyms: dict[str, list[str]] = {}
-    for key, value in data.synonyms.items():
-        synonyms.setdefault(value, []).append(data.synonym_texts.get(key, key))  # as written
+    synonyms = data.synonyms_by_value()
     nlu += [{"synonym": value, "examples": _lines(texts)} for value, texts in synonyms.items()]
     nlu += [{"regex": name, "examples": _lines([pattern])} for name, pattern in data.regexes]
     nlu += [

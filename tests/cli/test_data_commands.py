@@ -151,6 +151,22 @@ def test_convert_rasas_json_demo_gives_rasas_yaml_demo(run_cli, tmp_path: Path) 
     )
 
 
+def test_convert_keeps_synonyms_that_differ_only_in_case(run_cli, tmp_path: Path) -> None:
+    """Before, demo-rasa.json's `"Chines"` and `"chines"` became one `- chines` in YAML."""
+    run_cli("data", "convert", "nlu", "--data", str(DEMO_JSON), "--out", "nlu.yml", cwd=tmp_path)
+    items = yaml.safe_load((tmp_path / "nlu.yml").read_text())["nlu"]
+    chinese = next(item for item in items if item.get("synonym") == "chinese")
+    assert chinese["examples"] == "- Chinese\n- Chines\n- chines\n"
+
+    run_cli("data", "convert", "nlu", "--data", "nlu.yml", "--out", "back.json", "-f", "json",
+            cwd=tmp_path)  # fmt: skip
+    synonyms = json.loads((tmp_path / "back.json").read_text())["rasa_nlu_data"]["entity_synonyms"]
+    original = json.loads(DEMO_JSON.read_text())["rasa_nlu_data"]["entity_synonyms"]
+    assert {s["value"]: sorted(s["synonyms"]) for s in synonyms} == {
+        s["value"]: sorted(s["synonyms"]) for s in original
+    }
+
+
 def test_convert_keeps_metadata_roles_and_lookups(run_cli, tmp_path: Path) -> None:
     source = {
         "rasa_nlu_data": {
