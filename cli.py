@@ -887,8 +887,44 @@ def _unknown_arguments(parser: argparse.ArgumentParser, unknown: list[str]) -> N
     parser.error(message)
 
 
+# A command's parts, as (command words, parts, the flag of each part that reads the data `--data`
+# reads for the whole command).
+_PARTS_AFTER_DATA = {
+    ("train",): {"core": "-s", "nlu": "-u"},
+    ("data", "validate"): {"stories": "--data"},
+}
+
+
+def _part_read_as_data(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """`botserver train --data x core`: `--data` takes one or more values, so argparse reads
+    the part to run as a data path (Rasa's parser does the same). When no file of that name
+    exists, exit 2 naming the command meant, rather than train or validate the whole project."""
+    for command, parts in _PARTS_AFTER_DATA.items():
+        if tuple(argv[: len(command)]) != command:
+            continue
+        values: list[str] | None = None  # the values of a --data being read
+        for index, token in enumerate(argv[len(command) :]):
+            if token.startswith("-"):
+                values = [] if token == "--data" else None
+            elif values is None:
+                if token in parts:
+                    return  # the part, where it belongs (or another flag's value)
+            elif token in parts and not Path(token).exists():
+                meant = f"botserver {' '.join(command)} {token} {parts[token]} "
+                meant += " ".join(values) or "data"
+                known, _ = parser.parse_known_args(argv[: len(command) + index])
+                (getattr(known, "command_parser", None) or parser).error(
+                    f"`{token}` after --data was read as a data path (--data takes one or "
+                    f"more), and there is no file {token}; to run `{' '.join(command)} "
+                    f"{token}`, name it first: {meant}"
+                )
+            else:
+                values.append(token)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    _part_read_as_data(parser, sys.argv[1:] if argv is None else argv)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         _unknown_arguments(getattr(args, "command_parser", None) or parser, unknown)

@@ -63,8 +63,9 @@ class NLUTrainingData:
     synonyms: dict[str, str] = field(default_factory=dict)
     # Where each synonym was read ("data/nlu.yml:12"), to name both places of a conflict.
     synonym_sources: dict[str, str] = field(default_factory=dict, compare=False)
-    # Each synonym's text as written ("NYC"): `synonyms` is keyed by its lower case.
-    synonym_texts: dict[str, str] = field(default_factory=dict, compare=False)
+    # Each synonym's texts as written ("NYC", "nyc"): `synonyms` is keyed by their lower case,
+    # and the data written back (convert, split) keeps every spelling.
+    synonym_texts: dict[str, list[str]] = field(default_factory=dict, compare=False)
     regexes: list[tuple[str, str]] = field(default_factory=list)
     lookups: dict[str, list[str]] = field(default_factory=dict)
     responses: dict[str, list[dict]] = field(default_factory=dict)
@@ -76,11 +77,9 @@ class NLUTrainingData:
         for part in parts:
             merged.examples.extend(part.examples)
             for key, value in part.synonyms.items():
-                merged.add_synonym(
-                    part.synonym_texts.get(key, key),
-                    value,
-                    part.synonym_sources.get(key, "training data"),
-                )
+                source = part.synonym_sources.get(key, "training data")
+                for text in part.synonym_texts.get(key, [key]):
+                    merged.add_synonym(text, value, source)
             for regex in part.regexes:
                 if regex not in merged.regexes:
                     merged.regexes.append(regex)
@@ -111,7 +110,16 @@ class NLUTrainingData:
             )
         self.synonyms[key] = value
         self.synonym_sources[key] = source
-        self.synonym_texts[key] = text
+        texts = self.synonym_texts.setdefault(key, [])
+        if text not in texts:
+            texts.append(text)
+
+    def synonyms_by_value(self) -> dict[str, list[str]]:
+        """Each synonym value with the texts mapped to it, as written, for writing the data."""
+        by_value: dict[str, list[str]] = {}
+        for key, value in self.synonyms.items():
+            by_value.setdefault(value, []).extend(self.synonym_texts.get(key, [key]))
+        return by_value
 
     @property
     def intent_examples(self) -> list[Example]:

@@ -168,9 +168,7 @@ def nlu_json(data: NLUTrainingData) -> str:
         if example.metadata:
             item["metadata"] = example.metadata
         examples.append(item)
-    synonyms: dict[str, list[str]] = {}
-    for key, value in data.synonyms.items():
-        synonyms.setdefault(value, []).append(data.synonym_texts.get(key, key))
+    synonyms = data.synonyms_by_value()
     document = {
         ROOT_KEY: {
             "common_examples": examples,

@@ -39,7 +39,7 @@ def split_nlu(
             examples=examples,
             synonyms=dict(data.synonyms),
             synonym_sources=dict(data.synonym_sources),
-            synonym_texts=dict(data.synonym_texts),
+            synonym_texts={key: list(texts) for key, texts in data.synonym_texts.items()},
             regexes=list(data.regexes),
             lookups={name: list(items) for name, items in data.lookups.items()},
             responses=dict(data.responses),

@@ -322,9 +322,7 @@ def nlu_yaml(data: NLUTrainingData) -> str:
     nlu: list[dict[str, Any]] = [
         _intent_item(name, examples) for name, examples in by_intent.items()
     ]
-    synonyms: dict[str, list[str]] = {}
-    for key, value in data.synonyms.items():
-        synonyms.setdefault(value, []).append(data.synonym_texts.get(key, key))  # as written
+    synonyms = data.synonyms_by_value()
     nlu += [{"synonym": value, "examples": _lines(texts)} for value, texts in synonyms.items()]
     nlu += [{"regex": name, "examples": _lines([pattern])} for name, pattern in data.regexes]
     nlu += [
@@ -348,7 +346,9 @@ def _intent_item(name: str, examples: list[Example]) -> dict[str, Any]:
     )
     if intent_metadata:
         item["metadata"] = intent_metadata
-    texts = [annotated_text(e) for e in examples]
+    # Reading YAML strips an example's edges (as Rasa's reader does), so a JSON text ending in
+    # a line break ("yes\n") is written as it reads back, `- yes`, not as a `text: |` block.
+    texts = [annotated_text(e).strip() for e in examples]
     own = [(e.metadata or {}).get("example") for e in examples]
     if any(own) or any("\n" in t for t in texts):
         listed: list[dict[str, Any]] = []

@@ -151,6 +151,48 @@ def test_convert_rasas_json_demo_gives_rasas_yaml_demo(run_cli, tmp_path: Path) 
     )
 
 
+def test_convert_keeps_synonyms_that_differ_only_in_case(run_cli, tmp_path: Path) -> None:
+    """Before, demo-rasa.json's `"Chines"` and `"chines"` became one `- chines` in YAML."""
+    run_cli("data", "convert", "nlu", "--data", str(DEMO_JSON), "--out", "nlu.yml", cwd=tmp_path)
+    items = yaml.safe_load((tmp_path / "nlu.yml").read_text())["nlu"]
+    chinese = next(item for item in items if item.get("synonym") == "chinese")
+    assert chinese["examples"] == "- Chinese\n- Chines\n- chines\n"
+
+    run_cli("data", "convert", "nlu", "--data", "nlu.yml", "--out", "back.json", "-f", "json",
+            cwd=tmp_path)  # fmt: skip
+    synonyms = json.loads((tmp_path / "back.json").read_text())["rasa_nlu_data"]["entity_synonyms"]
+    original = json.loads(DEMO_JSON.read_text())["rasa_nlu_data"]["entity_synonyms"]
+    assert {s["value"]: sorted(s["synonyms"]) for s in synonyms} == {
+        s["value"]: sorted(s["synonyms"]) for s in original
+    }
+
+
+def test_convert_writes_texts_ending_in_a_line_break_as_they_read_back(
+    run_cli, tmp_path: Path
+) -> None:
+    """Before, `"yes\\n"` turned its intent's examples into `- text: |` blocks, which read back
+    as "yes" all the same (YAML example texts are stripped, by Rasa's reader too)."""
+    examples = [
+        {"text": "yes\n", "intent": "affirm"},
+        {"text": "sure ", "intent": "affirm"},
+        {"text": " I want chinese\r\n", "intent": "order",
+         "entities": [{"start": 8, "end": 15, "value": "chinese", "entity": "cuisine"}]},
+    ]  # fmt: skip
+    (tmp_path / "in.json").write_text(json.dumps({"rasa_nlu_data": {"common_examples": examples}}))
+    result = run_cli("data", "convert", "nlu", "--data", "in.json", "--out", "out.yml",
+                     cwd=tmp_path)  # fmt: skip
+    assert result.code == 0, result.err
+    items = yaml.safe_load((tmp_path / "out.yml").read_text())["nlu"]
+    assert items[0] == {"intent": "affirm", "examples": "- yes\n- sure\n"}
+    assert items[1] == {"intent": "order", "examples": "- I want [chinese](cuisine)\n"}
+    back = read_nlu_file(tmp_path / "out.yml").examples
+    assert [(e.text, [(a.start, a.end, a.value) for a in e.entities]) for e in back] == [
+        ("yes", []),
+        ("sure", []),
+        ("I want chinese", [(7, 14, "chinese")]),
+    ]
+
+
 def test_convert_keeps_metadata_roles_and_lookups(run_cli, tmp_path: Path) -> None:
     source = {
         "rasa_nlu_data": {

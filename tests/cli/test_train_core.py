@@ -168,3 +168,35 @@ def test_whole_model_flags_before_a_part_are_refused(
     assert result.code == 1
     assert message in result.err
     assert _archives(starter_copy) == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "meant"),
+    [
+        (["train", "--data", "data", "core"], "botserver train core -s data"),
+        (["train", "--data", "a.yml", "b.yml", "nlu", "-v"], "botserver train nlu -u a.yml b.yml"),
+        (
+            ["data", "validate", "--data", "data", "stories", "--max-history", "3"],
+            "botserver data validate stories --data data",
+        ),
+    ],
+    ids=["train-core", "train-nlu", "validate-stories"],
+)
+def test_a_part_after_data_is_not_read_as_a_data_path(
+    run_cli, starter_copy: Path, argv: list[str], meant: str
+) -> None:
+    """Before, `--data` took the part as one more path: `train --data data core` trained the
+    whole model on `data` and `core` and failed with "core: training data not found"."""
+    before = _archives(starter_copy)
+    result = run_cli(*argv, cwd=starter_copy)
+    assert result.code == 2
+    assert "after --data was read as a data path (--data takes one or more)" in result.err
+    assert f"name it first: {meant}\n" in result.err
+    assert _archives(starter_copy) == before
+
+
+def test_a_data_path_named_like_a_part_is_still_data(run_cli, starter_copy: Path) -> None:
+    (starter_copy / "data").rename(starter_copy / "core")
+    result = run_cli("train", "--data", "core", "--fixed-model-name", "m", cwd=starter_copy)
+    assert result.code == 0, result.err
+    assert (starter_copy / "models" / "m.tar.gz").is_file()

@@ -51,12 +51,13 @@ def test_synonyms_are_written_as_spelled_and_keep_mapping_after_a_split(tmp_path
         'version: "3.1"\n'
         "nlu:\n"
         "- intent: greet\n  examples: |\n    - hi\n    - hello\n    - hey\n"
-        "- synonym: new york\n  examples: |\n    - NEW YORK\n    - NYC\n"
+        "- synonym: new york\n  examples: |\n    - NEW YORK\n    - NYC\n    - nyc\n"
     )
     data = NLUTrainingData.merge([read_nlu_file(nlu)])
     train_path, _ = write_split(data, tmp_path / "out", 0.8, seed=1)
     written = train_path.read_text()
-    assert "- NYC" in written and "- NEW YORK" in written
+    assert "- NYC\n" in written and "- NEW YORK\n" in written
+    assert "- nyc\n" in written  # a spelling differing only in case is kept too
     assert read_nlu_file(train_path).synonyms == {"new york": "new york", "nyc": "new york"}
 
 
