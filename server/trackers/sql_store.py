@@ -481,7 +481,10 @@ class _ErrorMapper:
             kind = sql_error_kind(exc)
         if kind is None:
             return
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        # A timeout has no message: its name then says what happened (before: an IndexError,
+        # answered 500, where the database did not answer).
+        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        reason = lines[0][:300] if lines else f"{type(exc).__name__} (no answer)"
         where = f"The tracker store ({describe(self._url)})"
         if kind is UNAVAILABLE:
             raise StoreUnavailable(f"{where} is unavailable: {reason}") from exc
