@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench.tcp_proxy import TcpProxy
+from bench.tcp_proxy import SilentProxy
 from server.errors import StoreUnavailable
 from server.trackers.factory import create_tracker_store
 from tests.trackers.persistence_fixtures import (
@@ -23,30 +23,6 @@ from tests.trackers.persistence_fixtures import (
 )
 
 DATABASES = {"postgresql": (POSTGRES, postgres_database), "mysql": (MARIADB, mariadb_database)}
-
-
-class SilentProxy(TcpProxy):
-    """Forwards while `silent` is False; while True, passes nothing on, either way."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        super().__init__(target)
-        self._answering = asyncio.Event()
-        self._answering.set()
-
-    @property
-    def silent(self) -> bool:
-        return not self._answering.is_set()
-
-    @silent.setter
-    def silent(self, value: bool) -> None:
-        if value:
-            self._answering.clear()
-        else:
-            self._answering.set()
-
-    async def forward(self, data: bytes, writer: asyncio.StreamWriter, upstream: bool) -> bool:
-        await self._answering.wait()
-        return await super().forward(data, writer, upstream)
 
 
 @contextlib.asynccontextmanager
