@@ -11,7 +11,12 @@ from bench.tcp_proxy import SilentProxy, free_port
 from server.errors import StoreUnavailable
 from server.trackers.factory import create_lock_store
 from server.trackers.redis_store import RedisTrackerStore
-from tests.trackers.persistence_fixtures import REDIS, require_service, unique_name
+from tests.trackers.persistence_fixtures import (
+    REDIS,
+    delete_redis_keys,
+    require_service,
+    unique_name,
+)
 
 
 async def test_a_refused_redis_connection_fails_at_once() -> None:
@@ -42,7 +47,8 @@ async def test_a_silent_redis_is_unavailable_after_one_socket_timeout() -> None:
     require_service("Redis", REDIS)
     proxy = SilentProxy(REDIS)
     await proxy.restore()
-    config = {"url": "127.0.0.1", "port": proxy.port, "key_prefix": unique_name("silent")}
+    prefix = unique_name("silent")
+    config = {"url": "127.0.0.1", "port": proxy.port, "key_prefix": prefix}
     store = RedisTrackerStore({**config, "socket_timeout": 2})
     try:
         await store.append("a", [{"event": "restart", "timestamp": 1.0}])
@@ -60,7 +66,7 @@ async def test_a_silent_redis_is_unavailable_after_one_socket_timeout() -> None:
         await proxy.cut()
         await proxy.restore()
         assert await store.load("a") is not None  # and back once it answers
-        await store.delete("a")
     finally:
         await store.close()
         await proxy.cut()
+        await delete_redis_keys(prefix)
