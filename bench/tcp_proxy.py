@@ -87,3 +87,29 @@ class TcpProxy:
         finally:
             self._writers.discard(writer)
             writer.close()
+
+
+class SilentProxy(TcpProxy):
+    """Forwards while `silent` is False; while True, passes nothing on, either way: a
+    service that took the connection and stopped answering (hung, a dead host behind a
+    load balancer, packets dropped)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        super().__init__(target)
+        self._answering = asyncio.Event()
+        self._answering.set()
+
+    @property
+    def silent(self) -> bool:
+        return not self._answering.is_set()
+
+    @silent.setter
+    def silent(self, value: bool) -> None:
+        if value:
+            self._answering.clear()
+        else:
+            self._answering.set()
+
+    async def forward(self, data: bytes, writer: asyncio.StreamWriter, upstream: bool) -> bool:
+        await self._answering.wait()
+        return await super().forward(data, writer, upstream)

@@ -6,7 +6,7 @@ from typing import Any
 
 from server.brokers.broker import EventBroker
 from server.errors import InvalidConfig
-from server.trackers.factory import reading_section
+from server.trackers.factory import reading_section, section_type
 
 _RABBITMQ_TYPES = {None, "", "pika", "rabbitmq", "rabbit", "amqp"}
 
@@ -19,12 +19,11 @@ def create_event_broker(config: dict[str, Any] | None) -> EventBroker | None:
     if not config:
         return None
     with reading_section("event_broker"):
-        return _create_event_broker(config)
+        return _create_event_broker(dict(config))
 
 
 def _create_event_broker(config: dict[str, Any]) -> EventBroker:
-    kind = config.get("type")
-    kind = None if kind is None else str(kind).strip().lower()
+    kind = section_type(config, "event_broker")
     if kind in _RABBITMQ_TYPES:
         from server.brokers.rabbitmq import RabbitMQEventBroker
 
@@ -38,6 +37,5 @@ def _create_event_broker(config: dict[str, Any]) -> EventBroker:
 
         return FileEventBroker(config)
     raise InvalidConfig(
-        f"event_broker type '{config.get('type')}' is not supported; use pika (RabbitMQ), sql "
-        "or file"
+        f"event_broker type '{config['type']}' is not supported; use pika (RabbitMQ), sql or file"
     )

@@ -39,7 +39,7 @@ def create_tracker_store(config: dict[str, Any] | None) -> TrackerStore:
 
 
 def _create_tracker_store(config: dict[str, Any]) -> TrackerStore:
-    kind = _kind(config)
+    kind = section_type(config, "tracker_store")
     if kind in _MEMORY_TYPES:
         return InMemoryTrackerStore(cache_events_setting(config))
     if kind == "sql":
@@ -52,11 +52,11 @@ def _create_tracker_store(config: dict[str, Any]) -> TrackerStore:
         return RedisTrackerStore(config)
     if kind in _UNSUPPORTED_TRACKER_TYPES:
         raise InvalidConfig(
-            f"tracker_store type '{config.get('type')}' is not supported; "
+            f"tracker_store type '{config['type']}' is not supported; "
             "use sql (SQLite, PostgreSQL, MySQL), redis or in_memory"
         )
     raise InvalidConfig(
-        f"tracker_store type '{config.get('type')}' is unknown (custom store classes are not "
+        f"tracker_store type '{config['type']}' is unknown (custom store classes are not "
         "loaded); use sql, redis or in_memory"
     )
 
@@ -68,7 +68,7 @@ def create_lock_store(config: dict[str, Any] | None) -> LockStore:
 
 
 def _create_lock_store(config: dict[str, Any]) -> LockStore:
-    kind = _kind(config)
+    kind = section_type(config, "lock_store")
     if kind in _MEMORY_TYPES:
         return InMemoryLockStore(float(config.get("wait_timeout") or DEFAULT_WAIT_TIMEOUT))
     if kind == "redis":
@@ -76,11 +76,22 @@ def _create_lock_store(config: dict[str, Any]) -> LockStore:
 
         return RedisLockStore(config)
     raise InvalidConfig(
-        f"lock_store type '{config.get('type')}' is unknown (custom lock classes are not "
+        f"lock_store type '{config['type']}' is unknown (custom lock classes are not "
         "loaded); use redis or in_memory"
     )
 
 
-def _kind(config: dict[str, Any]) -> str | None:
+def section_type(config: dict[str, Any], section: str) -> str | None:
+    """The section's `type`, lower-cased, also when written `store_type` (Rasa reads either;
+    old Rasa docs wrote `store_type`): before, `store_type: redis` silently gave an in-memory
+    store. The section then holds it as `type`; both, differing, are refused."""
+    if "store_type" in config:
+        store_type = config.pop("store_type")
+        if config.get("type") not in (None, store_type):
+            raise InvalidConfig(
+                f"endpoints.yml, section '{section}': 'type: {config['type']}' and "
+                f"'store_type: {store_type}' disagree; keep one of them"
+            )
+        config["type"] = store_type
     kind = config.get("type")
     return None if kind is None else str(kind).strip().lower()

@@ -22,7 +22,7 @@ import asyncpg
 from sqlalchemy.engine import URL
 
 from server.trackers.session_start import ACTION_SESSION_START
-from server.trackers.sql_engine import postgres_lock_timeout
+from server.trackers.sql_engine import postgres_lock_timeout, statement_timeout_seconds
 from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
 
 T = TypeVar("T")
@@ -221,6 +221,7 @@ class PostgresDatabase:
         schema = os.environ.get("POSTGRESQL_SCHEMA")
         self._server_settings = {"search_path": schema} if schema else None
         self._on_connect = postgres_lock_timeout()
+        self._statement_timeout = statement_timeout_seconds()
         self._pool: asyncpg.Pool | None = None
         self._appends = _Groups(self._write)
         # Reads of newer rows and of whole sessions share their groups: with two workers
@@ -249,10 +250,22 @@ class PostgresDatabase:
         await conn.execute(self._on_connect)
 
     async def _run(
-        self, operation: Callable[[asyncpg.Connection], Awaitable[T]], writes: bool = False
+        self,
+        operation: Callable[[asyncpg.Connection], Awaitable[T]],
+        writes: bool = False,
+        bounded: bool = True,
     ) -> T:
         """`operation(connection)`; retried once on a fresh connection when the first one
-        turned out to be gone (for a write only if the statement never went out)."""
+        turned out to be gone (for a write only if the statement never went out). `bounded`:
+        each attempt gives up after `SQL_STATEMENT_TIMEOUT` (TimeoutError)."""
+        if not bounded:
+            return await self._attempt_twice(operation, writes)
+        async with asyncio.timeout(self._statement_timeout):
+            return await self._attempt_twice(operation, writes)
+
+    async def _attempt_twice(
+        self, operation: Callable[[asyncpg.Connection], Awaitable[T]], writes: bool
+    ) -> T:
         retriable = _NOT_SENT_ERRORS if writes else UNAVAILABLE_ERRORS
         pool = await self._get_pool()
         try:
@@ -409,7 +422,9 @@ class PostgresDatabase:
         return [record[0] for record in records]
 
     async def senders(self) -> list[str]:
-        records = await self._run(lambda conn: conn.fetch("SELECT DISTINCT sender_id FROM events"))
+        records = await self._run(
+            lambda conn: conn.fetch("SELECT DISTINCT sender_id FROM events"), bounded=False
+        )
         return [record[0] for record in records]
 
     async def senders_older_than(
@@ -418,7 +433,9 @@ class PostgresDatabase:
         """Up to `limit` stale senders above `after` (None: from the first), in order
         (through ix_events_sender_id_id)."""
         sql, args = (_STALE_FIRST, []) if after is None else (_STALE_AFTER, [after])
-        records = await self._run(lambda conn: conn.fetch(sql, cutoff_timestamp, limit, *args))
+        records = await self._run(
+            lambda conn: conn.fetch(sql, cutoff_timestamp, limit, *args), bounded=False
+        )
         return [record[0] for record in records]
 
 

@@ -32,7 +32,9 @@ def create_client(config: dict[str, Any], default_db: int) -> Redis:
         # One retry, at once: a command whose reply a broken connection lost is sent again
         # on a new one. redis-py's default (3 retries, backing off 1 to 4 s) made every
         # turn wait ~3.5 s for its 503 while Redis was down, and /health/ready time out.
-        "retry": Retry(NoBackoff(), 1),
+        # Not after a timeout: a Redis that did not answer in socket_timeout will not answer
+        # the same command sooner; retrying it made a silent Redis a 503 after twice the time.
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
     }
     if "://" in host:
         return Redis.from_url(host, **common)

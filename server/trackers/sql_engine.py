@@ -6,7 +6,9 @@ Maps `dialect`/`url`/`host`/`port`/`db`/`username`/`password`/`query` to an asyn
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import event, text
@@ -101,6 +103,22 @@ def lock_timeout_seconds() -> float:
     return seconds
 
 
+def statement_timeout_seconds() -> float:
+    """How long a turn's statement (a load, an append, a replace, a delete) waits for the
+    database's answer before the request is answered 503: `SQL_STATEMENT_TIMEOUT` seconds, 30
+    by default. A database host that stops answering without closing its connections (hung,
+    powered off, packets dropped) held every such turn, and its conversation's lock, until
+    the kernel gave the connection up (about 15 minutes). Listing every conversation
+    (`keys()`, prune) and migrations are not bounded: on a large table they may take longer."""
+    try:
+        seconds = float(os.environ.get("SQL_STATEMENT_TIMEOUT", "30"))
+    except ValueError:
+        raise InvalidConfig("SQL_STATEMENT_TIMEOUT must be a number of seconds") from None
+    if not seconds > 0:
+        raise InvalidConfig("SQL_STATEMENT_TIMEOUT must be more than 0 seconds")
+    return seconds
+
+
 def postgres_lock_timeout() -> str:
     """The statement that bounds lock waits on a new PostgreSQL connection. Sent after the
     connection opens rather than as a startup parameter, which PgBouncer refuses."""
@@ -136,8 +154,12 @@ def create_engine(url: URL) -> AsyncEngine:
             "init_command": f"SET SESSION lock_wait_timeout = {wait},"
             f" innodb_lock_wait_timeout = {wait}",
         }
+    extra: dict[str, Any] = {}
+    if backend == "mysql":
+        extra["async_creator"] = _mysql_connector(url, connect_args)
     engine = create_async_engine(
         url,
+        **extra,
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=max_overflow,
@@ -150,6 +172,23 @@ def create_engine(url: URL) -> AsyncEngine:
     if backend == "postgresql":
         _run_on_connect(engine, postgres_lock_timeout())
     return engine
+
+
+def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
+    """Opens an aiomysql connection, handshake included, within the connect timeout:
+    aiomysql bounds only the TCP connect, so a server that took the connection and never
+    greeted (hung, or a proxy in front of a dead one) held the request for ever."""
+    from sqlalchemy.dialects.mysql.aiomysql import dialect
+
+    args, kwargs = dialect().create_connect_args(url)
+    kwargs.update(connect_args)
+
+    async def connect() -> Any:
+        import aiomysql
+
+        return await asyncio.wait_for(aiomysql.connect(*args, **kwargs), CONNECT_TIMEOUT_SECONDS)
+
+    return connect
 
 
 def _run_on_connect(engine: AsyncEngine, statement: str) -> None:

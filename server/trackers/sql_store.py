@@ -10,7 +10,8 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -44,6 +45,7 @@ from server.trackers.sql_engine import (
     mysql_max_packet,
     mysql_oversize,
     sqlite_synchronous,
+    statement_timeout_seconds,
 )
 from server.trackers.sql_errors import REFUSED_DATA, UNAVAILABLE, SqlErrorKind, sql_error_kind
 from server.trackers.sql_schema import (
@@ -481,7 +483,10 @@ class _ErrorMapper:
             kind = sql_error_kind(exc)
         if kind is None:
             return
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        # A timeout has no message: its name then says what happened (before: an IndexError,
+        # answered 500, where the database did not answer).
+        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        reason = lines[0][:300] if lines else f"{type(exc).__name__} (no answer)"
         where = f"The tracker store ({describe(self._url)})"
         if kind is UNAVAILABLE:
             raise StoreUnavailable(f"{where} is unavailable: {reason}") from exc
@@ -500,9 +505,18 @@ class _AsyncDatabase:
         self._returning = bool(dialect.insert_returning and dialect.use_insertmanyvalues)
         self._mysql = dialect.name == "mysql"
         self._max_packet: int | None = None  # MySQL's, read on the first write
+        self._statement_timeout = statement_timeout_seconds()
+
+    @asynccontextmanager
+    async def _connection(self, begin: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection (in a transaction with `begin`) whose block gives up after
+        `SQL_STATEMENT_TIMEOUT` (TimeoutError); SQLAlchemy then discards the connection."""
+        async with asyncio.timeout(self._statement_timeout):
+            async with self._engine.begin() if begin else self._engine.connect() as conn:
+                yield conn
 
     async def ping(self) -> None:
-        async with self._engine.connect() as conn:
+        async with self._connection() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
@@ -515,7 +529,7 @@ class _AsyncDatabase:
         self, sender_id: str, rows: Sequence[Row], known: tuple[int, int] | None = None
     ) -> tuple[int | None, list[IdData] | None, int | None]:
         params = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
-        async with self._engine.begin() as conn:
+        async with self._connection(begin=True) as conn:
             if self._mysql:
                 await self._check_sizes(conn, rows)
             if not self._returning:
@@ -542,7 +556,7 @@ class _AsyncDatabase:
                 )
 
     async def replace(self, sender_id: str, rows: Sequence[Row]) -> None:
-        async with self._engine.begin() as conn:
+        async with self._connection(begin=True) as conn:
             if self._mysql:
                 await self._check_sizes(conn, rows)
             await conn.execute(delete(events_table).where(events_table.c.sender_id == sender_id))
@@ -550,7 +564,7 @@ class _AsyncDatabase:
                 await conn.execute(_INSERT, [dict(zip(_COLUMNS, row, strict=True)) for row in rows])
 
     async def delete_senders(self, sender_ids: Sequence[str]) -> None:
-        async with self._engine.begin() as conn:
+        async with self._connection(begin=True) as conn:
             await conn.execute(
                 delete(events_table).where(events_table.c.sender_id.in_(list(sender_ids)))
             )
@@ -562,7 +576,7 @@ class _AsyncDatabase:
         the gap after each one's last row, so a turn appending meanwhile waits for the delete
         instead of having its rows deleted under it; and only rows up to the last id read are
         deleted, which keeps a row appended meanwhile under READ COMMITTED (no gap locks)."""
-        async with self._engine.begin() as conn:
+        async with self._connection(begin=True) as conn:
             result = await conn.execute(
                 select(_C.sender_id, _C.timestamp, _C.id)
                 .where(_C.sender_id.in_(list(sender_ids)))
@@ -578,12 +592,12 @@ class _AsyncDatabase:
             return len(stale)
 
     async def rows_from(self, sender_id: str, first_id: int) -> list[IdData]:
-        async with self._engine.connect() as conn:
+        async with self._connection() as conn:
             result = await conn.execute(_ROWS_FROM, {"sender_id": sender_id, "first_id": first_id})
             return [(row[0], row[1]) for row in result]
 
     async def session_rows(self, sender_id: str) -> list[IdData]:
-        async with self._engine.connect() as conn:
+        async with self._connection() as conn:
             start_id = await _session_start_id(conn, sender_id)
             result = await conn.execute(
                 _ROWS_FROM, {"sender_id": sender_id, "first_id": start_id or 0}
@@ -591,7 +605,7 @@ class _AsyncDatabase:
             return [(row[0], row[1]) for row in result]
 
     async def all_data(self, sender_id: str) -> list[str]:
-        async with self._engine.connect() as conn:
+        async with self._connection() as conn:
             result = await conn.execute(
                 select(events_table.c.data)
                 .where(events_table.c.sender_id == sender_id)

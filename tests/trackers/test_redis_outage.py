@@ -7,10 +7,16 @@ import time
 
 import pytest
 
-from bench.tcp_proxy import free_port
+from bench.tcp_proxy import SilentProxy, free_port
 from server.errors import StoreUnavailable
 from server.trackers.factory import create_lock_store
 from server.trackers.redis_store import RedisTrackerStore
+from tests.trackers.persistence_fixtures import (
+    REDIS,
+    delete_redis_keys,
+    require_service,
+    unique_name,
+)
 
 
 async def test_a_refused_redis_connection_fails_at_once() -> None:
@@ -33,3 +39,34 @@ async def test_a_refused_redis_connection_fails_at_once() -> None:
     finally:
         await store.close()
         await locks.close()
+
+
+async def test_a_silent_redis_is_unavailable_after_one_socket_timeout() -> None:
+    """A Redis that takes connections but stops answering: 503 after `socket_timeout`.
+    Before, the command was sent again after the timeout, and the 503 came after twice it."""
+    require_service("Redis", REDIS)
+    proxy = SilentProxy(REDIS)
+    await proxy.restore()
+    prefix = unique_name("silent")
+    config = {"url": "127.0.0.1", "port": proxy.port, "key_prefix": prefix}
+    store = RedisTrackerStore({**config, "socket_timeout": 2})
+    try:
+        await store.append("a", [{"event": "restart", "timestamp": 1.0}])
+        proxy.silent = True
+        for attempt in (
+            lambda: store.append("a", [{"event": "restart", "timestamp": 2.0}]),
+            lambda: store.load("a"),
+            store.ping,
+        ):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await attempt()
+            assert time.monotonic() - started < 3.5  # one timeout of 2 s; before, 4 s
+        proxy.silent = False
+        await proxy.cut()
+        await proxy.restore()
+        assert await store.load("a") is not None  # and back once it answers
+    finally:
+        await store.close()
+        await proxy.cut()
+        await delete_redis_keys(prefix)

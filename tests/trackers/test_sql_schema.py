@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from server.dialogue.messages import MAX_TEXT_CHARS
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_engine import async_url
 from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
@@ -205,6 +206,30 @@ async def test_a_rasa_table_in_latin1_on_mariadb_holds_any_text_and_exact_ids(
             assert await store.load("Alice ") is None
         finally:
             await store.close()
+
+
+async def test_a_rasa_table_on_mariadb_holds_the_longest_message_the_server_takes(
+    tmp_path: Path,
+) -> None:
+    """Rasa's `data TEXT` holds 65,535 bytes: a message of 33,000 characters (stored twice,
+    as `text` and `parse_data.text`) or 8,200 emoji was refused with a 400."""
+    async with sql_config("mariadb", tmp_path) as config:
+        await create_old_table(config, made_by="rasa")
+        store, reader = create_tracker_store(config), create_tracker_store(config)
+        try:
+            for sender_id, text_ in (("ascii", "a" * MAX_TEXT_CHARS), ("emoji", "😀" * 99_990)):
+                event = {
+                    "event": "user",
+                    "timestamp": 1.0,
+                    "text": text_,
+                    "parse_data": {"text": text_, "intent": {"name": "greet"}},
+                }
+                await store.append(sender_id, [event])
+                assert await reader.load_all(sender_id) == [event]
+        finally:
+            await store.close()
+            await reader.close()
+        await load_every_shape(config)
 
 
 async def test_a_mysql_migration_that_cannot_get_the_lock_fails_instead_of_running(

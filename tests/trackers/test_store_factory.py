@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from server.brokers.factory import create_event_broker
 from server.brokers.rabbitmq import RabbitMQEventBroker, amqp_url
 from server.brokers.sql import SqlEventBroker
+from server.config import read_endpoints
 from server.errors import InvalidConfig
 from server.trackers.factory import create_lock_store, create_tracker_store
 from server.trackers.memory_lock import InMemoryLockStore
@@ -81,3 +84,20 @@ def test_amqp_url_from_rasa_keys() -> None:
     assert amqp_url({"url": "amqps://rabbit/vhost", "username": "u", "password": "p"}) == (
         "amqps://u:p@rabbit/vhost"
     )
+
+
+async def test_store_type_is_read_as_type(tmp_path: Path) -> None:
+    """Old Rasa docs write `store_type:`; Rasa reads it as the type. It used to give an
+    in-memory store silently, losing every conversation at the next restart."""
+    endpoints = tmp_path / "endpoints.yml"
+    endpoints.write_text(
+        "tracker_store:\n  store_type: redis\n  url: localhost\n"
+        "lock_store:\n  store_type: redis\n"
+        "event_broker:\n  store_type: sql\n  db: " + str(tmp_path / "events.db") + "\n"
+    )
+    sections = read_endpoints(endpoints)
+    assert isinstance(create_tracker_store(sections["tracker_store"]), RedisTrackerStore)
+    assert isinstance(create_lock_store(sections["lock_store"]), RedisLockStore)
+    assert isinstance(create_event_broker(sections["event_broker"]), SqlEventBroker)
+    with pytest.raises(InvalidConfig, match="'type: sql' and 'store_type: redis' disagree"):
+        create_tracker_store({"type": "sql", "store_type": "redis"})

@@ -1,0 +1,87 @@
+"""A database host that takes connections but never answers (a hung server, a firewall
+dropping packets, a dead host behind a load balancer) is an outage: 503, never a 500 or a
+request that hangs, and the conversation goes on once the database answers again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from bench.tcp_proxy import SilentProxy
+from server.errors import StoreUnavailable
+from server.trackers.factory import create_tracker_store
+from tests.trackers.persistence_fixtures import (
+    MARIADB,
+    POSTGRES,
+    mariadb_database,
+    postgres_database,
+)
+
+DATABASES = {"postgresql": (POSTGRES, postgres_database), "mysql": (MARIADB, mariadb_database)}
+
+
+@contextlib.asynccontextmanager
+async def behind_proxy(dialect: str) -> AsyncIterator[tuple[dict[str, Any], SilentProxy]]:
+    address, database = DATABASES[dialect]
+    async with database() as config:
+        proxy = SilentProxy(address)
+        await proxy.restore()
+        try:
+            yield {**config, "url": "127.0.0.1", "port": proxy.port}, proxy
+        finally:
+            proxy.silent = False
+            await proxy.cut()
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"event": "user", "timestamp": time.time(), "text": text, "parse_data": {}}
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+async def test_a_database_that_never_answers_is_unavailable(dialect: str) -> None:
+    """Before: PostgreSQL's connect timeout surfaced as an IndexError, a 500 (and the
+    readiness probe failed with a traceback); MySQL waited for the server's greeting for
+    ever."""
+    async with behind_proxy(dialect) as (config, proxy):
+        proxy.silent = True
+        store = create_tracker_store(config)
+        try:
+            for attempt in (store.ping, lambda: store.load("someone")):
+                with pytest.raises(StoreUnavailable, match="is unavailable: TimeoutError"):
+                    await asyncio.wait_for(attempt(), 20)
+        finally:
+            await store.close()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+async def test_a_database_that_stops_answering_mid_conversation(
+    dialect: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the turn (and every later turn of the conversation, waiting for its lock)
+    hung until the kernel gave the connection up, about 15 minutes."""
+    monkeypatch.setenv("SQL_STATEMENT_TIMEOUT", "1")
+    async with behind_proxy(dialect) as (config, proxy):
+        store = create_tracker_store(config)
+        try:
+            await store.append("Bob", [user("before")])
+            assert await store.load("Bob") is not None
+            proxy.silent = True
+            for attempt in (
+                lambda: store.append("Bob", [user("during")]),
+                lambda: store.load("Bob"),
+            ):
+                with pytest.raises(StoreUnavailable):
+                    await asyncio.wait_for(attempt(), 20)
+            proxy.silent = False
+            await proxy.cut()  # the connections left hanging are gone; new ones get through
+            await proxy.restore()
+            await store.append("Bob", [user("after")])
+            texts = [event["text"] for event in await store.load_all("Bob") or []]
+            assert texts[0] == "before" and texts[-1] == "after"
+        finally:
+            await store.close()
