@@ -799,7 +799,13 @@ def cmd_visualize(args: argparse.Namespace) -> int:
             [read_nlu_file(f) for f in data_files(args.nlu) if _holds_nlu(f)]
         )
         messages = example_messages(nlu.examples)
-    graph = build_story_graph(project.training_stories(), args.max_history, messages)
+    stories = project.training_stories()
+    if not any(not story.is_rule for story in stories):
+        logger.warning(
+            "No stories in %s: the graph shows only START and END (rules are not drawn).",
+            ", ".join(args.stories),
+        )
+    graph = build_story_graph(stories, args.max_history, messages)
     drawn = graph_dot(graph) if out.suffix.lower() == ".dot" else graph_html(graph)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(drawn, encoding="utf-8")

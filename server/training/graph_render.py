@@ -15,6 +15,7 @@ LAYER_GAP = 60.0
 NODE_GAP = 24.0
 MARGIN = 20.0
 SWEEPS = 8
+BACK_BEND = 40.0  # px an edge going up bends aside
 
 
 @dataclass
@@ -175,6 +176,18 @@ def _ends(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return [first, *points[1:-1], last]
 
 
+def _path(points: list[tuple[float, float]]) -> str:
+    """SVG path data through the points. An edge going up (back to an earlier step) bends to
+    the right, so it does not lie on the edge going down between the same two nodes."""
+    (x0, y0), (x1, y1) = points[0], points[-1]
+    if y1 < y0 and len(points) == 2:
+        cx, cy = (x0 + x1) / 2 + BACK_BEND, (y0 + y1) / 2
+        return f"M{x0:.1f},{y0:.1f} Q{cx:.1f},{cy:.1f} {x1:.1f},{y1:.1f}"
+    if y1 < y0:
+        points = [points[0], *((px + BACK_BEND, py) for px, py in points[1:-1]), points[-1]]
+    return "M" + " L".join(f"{px:.1f},{py:.1f}" for px, py in points)
+
+
 def graph_html(graph: StoryGraph, title: str = "Story graph") -> str:
     """The page: one inline SVG, its style inline too; it needs no network and no script."""
     drawn = layout(graph)
@@ -191,7 +204,7 @@ def graph_html(graph: StoryGraph, title: str = "Story graph") -> str:
             cx, cy = drawn.x[src] + drawn.width[src] / 2, drawn.y[src]
             d = f"M{cx:.1f},{cy - 6:.1f} c30,-24 30,36 0,12"
         else:
-            d = "M" + " L".join(f"{px:.1f},{py:.1f}" for px, py in _ends(points))
+            d = _path(_ends(points))
         parts.append(
             f'<path class="edge" data-from="{src}" data-to="{dst}" d="{d}" '
             'marker-end="url(#arrow)"/>'

@@ -149,3 +149,32 @@ def test_page_renders_in_chromium_without_network(run_cli, tmp_path: Path) -> No
     assert box is not None and box["width"] > 20 and box["height"] > 10
     assert shot.startswith(b"\x89PNG") and shot != blank
     assert len(shot) > 3 * len(blank)  # drawn boxes and text, not an empty page
+
+
+def test_a_loop_in_the_stories_is_drawn_with_its_edge_back(tmp_path: Path) -> None:
+    from server.training.graph_render import graph_html
+
+    events: list[Event] = [
+        UserUttered(parse_data={"intent": {"name": "ask"}}),
+        ActionExecuted(action_name="utter_offer"),
+        UserUttered(parse_data={"intent": {"name": "deny"}}),
+        ActionExecuted(action_name="utter_offer"),
+        UserUttered(parse_data={"intent": {"name": "deny"}}),
+        ActionExecuted(action_name="utter_offer"),
+    ]
+    graph = build_story_graph([TrainingStory("loop", False, events)], 2)
+    page = graph_html(graph)
+    nodes = _nodes(page)
+    edges = _edges(page, nodes)
+    assert ("utter_offer", "deny") in edges and ("deny", "utter_offer") in edges
+    assert list(nodes.values()).count("utter_offer") == 2  # (ask, offer) and (deny, offer)
+    assert len(re.findall(r'd="M[\d.]+,[\d.]+ Q', page)) == 1  # the way back, bent aside
+
+
+def test_rules_alone_are_not_drawn_and_say_so(run_cli, tmp_path: Path) -> None:
+    bot = _moodbot(tmp_path)
+    (bot / "data" / "stories.yml").unlink()
+    result = run_cli("visualize", cwd=bot)
+    assert result.code == 0
+    assert "No stories in data" in result.err and "rules are not drawn" in result.err
+    assert list(_nodes((bot / "graph.html").read_text()).values()) == ["START", "END"]
