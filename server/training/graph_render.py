@@ -15,6 +15,7 @@ LAYER_GAP = 60.0
 NODE_GAP = 24.0
 MARGIN = 20.0
 SWEEPS = 8
+MAX_BENDS = 20_000
 BACK_BEND = 40.0  # px an edge going up bends aside
 
 
@@ -87,12 +88,25 @@ def layout(graph: StoryGraph) -> Layout:
     layer = _layers(n, directed)
     width = {node.id: len(node.label) * CHAR_WIDTH + 24 for node in graph.nodes}
 
-    # Long edges become chains through bend points (ids from n up), one per layer crossed.
+    # Long edges become chains through bend points (ids from n up), one per layer crossed;
+    # the shortest first, and within a budget, past which an edge is drawn straight (a big,
+    # deep graph would otherwise need a bend per edge and layer: millions).
+    spans = sorted(
+        range(len(directed)), key=lambda i: layer[directed[i][1]] - layer[directed[i][0]]
+    )
+    bent: set[int] = set()
+    budget = MAX_BENDS
+    for i in spans:
+        crossed = max(layer[directed[i][1]] - layer[directed[i][0]] - 1, 0)
+        if crossed > budget:
+            break
+        budget -= crossed
+        bent.add(i)
     chains: list[list[int]] = []
     next_id = n
-    for (a, b), (src, dst) in zip(directed, graph.edges, strict=True):
+    for i, ((a, b), (src, dst)) in enumerate(zip(directed, graph.edges, strict=True)):
         chain = [a]
-        for level in range(layer[a] + 1, layer[b]):
+        for level in range(layer[a] + 1, layer[b]) if i in bent else ():
             layer.append(level)
             width[next_id] = 0.0
             chain.append(next_id)

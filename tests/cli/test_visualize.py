@@ -178,3 +178,25 @@ def test_rules_alone_are_not_drawn_and_say_so(run_cli, tmp_path: Path) -> None:
     assert result.code == 0
     assert "No stories in data" in result.err and "rules are not drawn" in result.err
     assert list(_nodes((bot / "graph.html").read_text()).values()) == ["START", "END"]
+
+
+def test_a_big_deep_graph_is_laid_out_within_the_bend_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import random
+
+    from server.training import graph_render
+
+    rng = random.Random(1)
+    stories = []
+    for i in range(100):
+        events: list[Event] = []
+        for _ in range(rng.randint(2, 12)):
+            events.append(UserUttered(parse_data={"intent": {"name": f"i{rng.randint(0, 30)}"}}))
+            events.append(ActionExecuted(action_name=f"utter_{rng.randint(0, 40)}"))
+        stories.append(TrainingStory(str(i), False, events))
+    graph = build_story_graph(stories, 2)
+    monkeypatch.setattr(graph_render, "MAX_BENDS", 500, raising=False)
+    drawn = graph_render.layout(graph)
+    assert len(drawn.x) - len(graph.nodes) <= 500  # bends, past which edges go straight
+    assert len(drawn.paths) == len(graph.edges)
