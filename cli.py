@@ -393,7 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-d", "--domain", default="domain.yml", help="domain file or directory")
     p.add_argument("-s", "--stories", nargs="+", default=["data"], help="stories files or dirs")
-    p.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
+    p.add_argument(
+        "-c",
+        "--config",
+        type=_config_file,
+        help=f"read for its imports (default: {DEFAULT_CONFIG} when there is one)",
+    )
     p.add_argument(
         "--out",
         default="graph.html",
