@@ -97,9 +97,11 @@ def build_story_graph(
 
 def example_messages(examples: Iterable[Example]) -> dict[str, str]:
     """The first training message of each intent: what the graph shows instead of the
-    intent's name with `--nlu`."""
+    intent's name with `--nlu`. A retrieval intent's (`faq/ask_name`) stands for `faq` too,
+    the name stories use."""
     messages: dict[str, str] = {}
     for example in examples:
-        if example.intent and example.text:
+        if example.intent and example.base_intent and example.text:
             messages.setdefault(example.intent, example.text)
+            messages.setdefault(example.base_intent, example.text)
     return messages

@@ -200,3 +200,20 @@ def test_a_big_deep_graph_is_laid_out_within_the_bend_budget(
     drawn = graph_render.layout(graph)
     assert len(drawn.x) - len(graph.nodes) <= 500  # bends, past which edges go straight
     assert len(drawn.paths) == len(graph.edges)
+
+
+def test_retrieval_intents_and_markup_in_messages(tmp_path: Path) -> None:
+    from server.nlu.training_data import Example
+    from server.training.graph_render import graph_html
+    from server.training.story_graph import example_messages
+
+    messages = example_messages(
+        [Example("<b>what</b> is your <script>name</script>?", "faq/ask_name")]
+    )
+    events: list[Event] = [
+        UserUttered(parse_data={"intent": {"name": "faq"}}),
+        ActionExecuted(action_name="utter_faq"),
+    ]
+    page = graph_html(build_story_graph([TrainingStory("s", False, events)], 2, messages))
+    assert "<script" not in page and "<b>" not in page
+    assert "&lt;b&gt;what&lt;/b&gt; is your &lt;script&gt;name&lt;/script&gt;?" in page
