@@ -1,5 +1,5 @@
-"""The `botserver` command line: Rasa's verbs and flags (init, train, run, shell, test, data,
-export)."""
+"""The `botserver` command line: Rasa's verbs and flags (init, train, run, shell, test,
+visualize, data, export)."""
 
 from __future__ import annotations
 
@@ -387,6 +387,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_log_flags(p)
 
+    # visualize
+    p = _command(
+        sub,
+        "visualize",
+        "draw the stories as a graph of intents and actions (HTML or Graphviz DOT)",
+        "botserver visualize",
+        "botserver visualize -d domain.yml -s data/stories.yml --out stories.html",
+        "botserver visualize -u data/nlu.yml --max-history 3",
+        "botserver visualize --out graph.dot && dot -Tpng graph.dot -o graph.png",
+    )
+    p.add_argument("-d", "--domain", default="domain.yml", help="domain file or directory")
+    p.add_argument("-s", "--stories", nargs="+", default=["data"], help="stories files or dirs")
+    p.add_argument(
+        "-c",
+        "--config",
+        type=_config_file,
+        help=f"read for its imports (default: {DEFAULT_CONFIG} when there is one)",
+    )
+    p.add_argument(
+        "--out",
+        default="graph.html",
+        help="file to write: an HTML page, or Graphviz DOT when it ends in .dot",
+    )
+    p.add_argument(
+        "--max-history",
+        type=_int_at_least(1),
+        default=2,
+        help="steps that must match for two story steps to be drawn as one node",
+    )
+    p.add_argument(
+        "-u",
+        "--nlu",
+        nargs="+",
+        default=None,
+        help="NLU data files or dirs: show an example message instead of each intent's name",
+    )
+    _add_log_flags(p)
+
     # data validate
     dsub = _group(sub, "data", "work with training data", "data_command", "ACTION")
     pv = _command(
@@ -756,6 +794,36 @@ def cmd_test(args: argparse.Namespace) -> int:
     return run_test(args)
 
 
+def cmd_visualize(args: argparse.Namespace) -> int:
+    from server.nlu.training_data import NLUTrainingData
+    from server.training.graph_render import graph_dot, graph_html
+    from server.training.nlu_yaml import read_nlu_file
+    from server.training.project import data_files, load_project
+    from server.training.story_graph import build_story_graph, example_messages
+
+    out = Path(args.out)
+    _check_output_dir(out.parent, "--out")
+    project = load_project(_config_path(args), Path(args.domain), [Path(p) for p in args.stories])
+    messages = None
+    if args.nlu:
+        nlu = NLUTrainingData.merge(
+            [read_nlu_file(f) for f in data_files(args.nlu) if _holds_nlu(f)]
+        )
+        messages = example_messages(nlu.examples)
+    stories = project.training_stories()
+    if not any(not story.is_rule for story in stories):
+        logger.warning(
+            "No stories in %s: the graph shows only START and END (rules are not drawn).",
+            ", ".join(args.stories),
+        )
+    graph = build_story_graph(stories, args.max_history, messages)
+    drawn = graph_dot(graph) if out.suffix.lower() == ".dot" else graph_html(graph)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(drawn, encoding="utf-8")
+    print(f"Wrote the graph of {len(graph.nodes)} nodes and {len(graph.edges)} edges to {out}.")
+    return 0
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     from server.config import read_endpoints
     from server.trackers.factory import create_lock_store, create_tracker_store
@@ -867,6 +935,7 @@ COMMANDS = {
     "run": cmd_run,
     "shell": cmd_shell,
     "test": cmd_test,
+    "visualize": cmd_visualize,
     "prune": cmd_prune,
     "export": cmd_export,
 }

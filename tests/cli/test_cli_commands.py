@@ -22,6 +22,7 @@ COMMANDS = [
     ["run"],
     ["shell"],
     ["test"],
+    ["visualize"],
     ["data", "validate"],
     ["data", "validate", "stories"],
     ["data", "split", "nlu"],
