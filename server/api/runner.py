@@ -112,7 +112,11 @@ def server_app(options: ServerOptions, metrics: bool = True, listen_url: str = "
     lock_ping = getattr(state.lock_store, "ping", None)
     if lock_ping is not None:  # a shared lock store: a turn cannot start without it
         pings["lock_store"] = lock_ping
-    app.include_router(health_router(lambda: state.holder.is_ready, pings))
+    reports = {}
+    if hasattr(state.event_broker, "connected"):  # a broker with a connection (RabbitMQ)
+        broker = state.event_broker
+        reports["event_broker"] = lambda: bool(broker.connected)
+    app.include_router(health_router(lambda: state.holder.is_ready, pings, reports=reports))
     if metrics:
         server_metrics = ServerMetrics()
         server_metrics.instrument(state.processor, state.holder)
