@@ -270,3 +270,37 @@ def test_v_shows_migrations_but_not_alembics_plugin_set_up(restore_logging: None
     assert not logging.getLogger("alembic.runtime.plugins").isEnabledFor(logging.INFO)
     configure_logging(verbosity=2)
     assert logging.getLogger("alembic.runtime.plugins").isEnabledFor(logging.DEBUG)
+
+
+async def test_v_says_once_that_the_server_is_up(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, -v showed uvicorn's "Uvicorn running on ... (Press CTRL+C to quit)" beside
+    our "is up on" line."""
+    import asyncio
+
+    import uvicorn
+
+    from bench.tcp_proxy import free_port
+    from server.api.shutdown import GracefulServer
+
+    output = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", output)
+    monkeypatch.setattr(sys, "stderr", output)
+    configure_logging(verbosity=1)
+    port = free_port()
+    options = ServerOptions(model_path=None, default_tracker_store={"type": "in_memory"})
+    app = server_app(options, metrics=False, listen_url=f"http://127.0.0.1:{port}")
+    server = GracefulServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    serving = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.05)
+    server.should_exit = True
+    await serving
+
+    text = output.getvalue()
+    assert text.count(f"is up on http://127.0.0.1:{port}") == 1, text
+    assert "Application startup complete" in text  # uvicorn's own -v lines stay
+    assert "Uvicorn running on" not in text, text
