@@ -206,14 +206,14 @@ def test_json_lines_of_uvicorn_carry_no_colour_template(
     unformatted template with terminal escapes."""
     log_file = tmp_path / "out.log"
     configure_logging(verbosity=1, log_file=str(log_file), fmt="json")
-    colour = {"color_message": "Uvicorn running on \x1b[1m%s\x1b[0m"}
-    logging.getLogger("uvicorn.error").info("Uvicorn running on %s", "http://h", extra=colour)
+    colour = {"color_message": "Started server process [\x1b[36m%d\x1b[0m]"}
+    logging.getLogger("uvicorn.error").info("Started server process [%d]", 42, extra=colour)
     logging.getLogger("server.x").info("turn", extra={"sender_id": "me"})
     for handler in logging.getLogger().handlers:
         handler.flush()
     uvicorn, ours = (json.loads(line) for line in log_file.read_text().splitlines())
     assert set(uvicorn) == {"time", "level", "logger", "message"}
-    assert uvicorn["message"] == "Uvicorn running on http://h"
+    assert uvicorn["message"] == "Started server process [42]"
     assert ours["sender_id"] == "me"  # other extra fields stay
 
 
