@@ -201,6 +201,17 @@ class RepeatsCounted:
             self._end_window(key)
 
 
+class _SaidByUs(logging.Filter):
+    """uvicorn's lines that repeat one of ours: "Uvicorn running on ... (Press CTRL+C to
+    quit)" beside "botserver ... is up on ..." (at -v)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Uvicorn running on")
+
+
+_SAID_BY_US = _SaidByUs()
+
+
 def _env_level(name: str) -> int | None:
     """The level an environment variable names (`DEBUG`, `info`, `20`); None when unset."""
     raw = os.environ.get(name, "").strip()
@@ -297,6 +308,7 @@ def configure_logging(
         logging.getLogger(name).setLevel(default if libraries_env is None else libraries)
     for name in RABBITMQ_LOGGERS:
         logging.getLogger(name).setLevel(libraries if rabbitmq_env is None else rabbitmq_env)
+    logging.getLogger("uvicorn.error").addFilter(_SAID_BY_US)  # once: a set
     if config_file:
         leveled = _apply_config_file(config_file)
         for name in OWN_LOGGERS:  # -v, --quiet and LOG_LEVEL say more than the file

@@ -30,7 +30,12 @@ from server.api.metrics_sharing import share_between_workers
 from server.api.middleware import DEFAULT_MAX_BODY_BYTES
 from server.api.model_sync import follow_other_workers
 from server.api.server import ServerOptions, build_app
-from server.api.shutdown import GracefulServer, TurnsInFlight, seconds_left
+from server.api.shutdown import (
+    GracefulServer,
+    TurnsInFlight,
+    seconds_left,
+    take_cancelled_requests,
+)
 from server.api.tls import ssl_options
 from server.auth import AuthConfig, install_log_redaction
 from server.auth.config import jwt_audience
@@ -112,7 +117,11 @@ def server_app(options: ServerOptions, metrics: bool = True, listen_url: str = "
     lock_ping = getattr(state.lock_store, "ping", None)
     if lock_ping is not None:  # a shared lock store: a turn cannot start without it
         pings["lock_store"] = lock_ping
-    app.include_router(health_router(lambda: state.holder.is_ready, pings))
+    reports = {}
+    if hasattr(state.event_broker, "connected"):  # a broker with a connection (RabbitMQ)
+        broker = state.event_broker
+        reports["event_broker"] = lambda: bool(broker.connected)
+    app.include_router(health_router(lambda: state.holder.is_ready, pings, reports=reports))
     if metrics:
         server_metrics = ServerMetrics()
         server_metrics.instrument(state.processor, state.holder)
@@ -171,18 +180,22 @@ def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> N
 async def _finish_turns(turns: TurnsInFlight) -> None:
     """Turns no request waits for (a streamed turn whose client left, a socket.io turn) get
     what is left of the graceful period; the stores close after them."""
-    if not turns.count:
-        return
-    seconds = seconds_left(GRACEFUL_SHUTDOWN_SECONDS)
-    logger.info("Waiting up to %.0f s for %d turn(s) in flight to finish", seconds, turns.count)
-    left = await turns.drain(seconds)
-    if left:
+    left = 0
+    if turns.count:
+        seconds = seconds_left(GRACEFUL_SHUTDOWN_SECONDS)
+        logger.info("Waiting up to %.0f s for %d turn(s) in flight to finish", seconds, turns.count)
+        left = await turns.drain(seconds)
+    requests = take_cancelled_requests()  # said here in place of uvicorn's ERROR line
+    if left or requests:
         logger.warning(
-            "%d turn(s) still running at the end of the graceful shutdown period "
-            "(BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS=%g) were cancelled: their messages are not "
-            "stored.",
-            left,
+            "%s still running at the end of the graceful shutdown period "
+            "(BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS=%g) were cancelled%s",
+            " and ".join(
+                f"{count} {what}(s)" for count, what in ((left, "turn"), (requests, "request"))
+                if count
+            ),
             GRACEFUL_SHUTDOWN_SECONDS,
+            ": their messages are not stored." if left else ".",
         )
 
 

@@ -153,6 +153,9 @@ def build_app(options: ServerOptions) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        start_broker = getattr(broker, "start", None)
+        if start_broker is not None:  # says at once whether it is reachable; bounded
+            await start_broker()
         await source.load_initial(
             options.model_path, endpoints.get("models") or None, options.remote_storage
         )

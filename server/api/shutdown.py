@@ -22,6 +22,36 @@ logger = logging.getLogger(__name__)
 # When this process began to stop (time.monotonic()); None while it serves.
 _stop_began: float | None = None
 
+_UVICORN_CANCELS = "Cancel %s running task(s), timeout graceful shutdown exceeded"
+
+
+class _RequestsCancelled(logging.Filter):
+    """Counts the requests uvicorn cancels when the graceful period ends, in place of its
+    ERROR line: the stop's one warning says it (`take_cancelled_requests`), with the turns
+    cancelled, rather than two lines for one cause."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.msg != _UVICORN_CANCELS or not isinstance(args, tuple) or not args:
+            return True
+        count = args[0]
+        self.count += count if isinstance(count, int) else 1
+        return False
+
+
+_REQUESTS_CANCELLED = _RequestsCancelled()
+logging.getLogger("uvicorn.error").addFilter(_REQUESTS_CANCELLED)
+
+
+def take_cancelled_requests() -> int:
+    """How many requests uvicorn cancelled at the end of the graceful period (then 0)."""
+    count, _REQUESTS_CANCELLED.count = _REQUESTS_CANCELLED.count, 0
+    return count
+
 
 class GracefulServer(uvicorn.Server):
     """uvicorn's server, saying when it stops and noting the time for `TurnsInFlight.drain`;

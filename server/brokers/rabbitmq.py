@@ -8,6 +8,7 @@ back-off; each message is `{"sender_id": ..., **event}` JSON, persistent, with a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -21,14 +22,28 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from aiormq.exceptions import ChannelPreconditionFailed
 from yarl import URL
 
-from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
+from server.brokers.delivery import MIN_RETRY_DELAY, BackgroundDelivery, Outgoing, QueuedBroker
 from server.brokers.ordering import PREVIOUS_ID_HEADER
 
 logger = logging.getLogger(__name__)
 
+
+class _TransportErrorSaidByUs(logging.Filter):
+    """aiormq logs an ERROR of its own when it cannot reach RabbitMQ, then raises: our
+    warning (at start-up, at each retry) says the same with what is done about it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error when creating transport")
+
+
+logging.getLogger("aiormq.connection").addFilter(_TransportErrorSaidByUs())
+
 DEFAULT_QUEUE = "rasa_core_events"
 DEFAULT_EXCHANGE = "rasa-exchange"
 CONNECT_TIMEOUT_SECONDS = 5.0
+# How long `botserver run` waits for RabbitMQ while it starts; then it starts regardless.
+START_TIMEOUT_SECONDS = 3.0
+MAX_RETRY_DELAY = 30.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
 # How many messages may await RabbitMQ's confirm at once (one round trip per window).
 CONFIRM_WINDOW = 256
@@ -49,10 +64,13 @@ class RabbitMQEventBroker(QueuedBroker):
         self._exchange: AbstractExchange | None = None
         # RabbitMQ's max_message_size (128 MiB by default), once it refused a message.
         self._max_message_size: int | None = None
+        self._opening = asyncio.Lock()  # one connection, whoever opens it
+        self._retry_delay = max(float(config.get("retry_delay_in_seconds", 5)), MIN_RETRY_DELAY)
+        self._reconnect: asyncio.Task[None] | None = None
         self._delivery = BackgroundDelivery(
             "RabbitMQ event broker",
             self._send,
-            retry_delay=float(config.get("retry_delay_in_seconds", 5)),
+            retry_delay=self._retry_delay,
             warn_after_attempts=int(config.get("connection_attempts", 20)),
         )
 
@@ -96,18 +114,68 @@ class RabbitMQEventBroker(QueuedBroker):
             headers={PREVIOUS_ID_HEADER: outgoing.previous_id},
         )
 
+    @property
+    def connected(self) -> bool:
+        """Whether the connection, exchange and queues are up (as of the last use)."""
+        return (
+            self._exchange is not None
+            and self._connection is not None
+            and not self._connection.is_closed
+        )
+
+    async def start(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        """Connect while the server starts, for at most `timeout` seconds, so the log says
+        at once whether RabbitMQ is reachable; never raises. If it is not, events are queued
+        and connecting is retried in the background (the connected line says when)."""
+        try:
+            await asyncio.wait_for(self._open(), timeout)
+        except Exception as exc:
+            reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else exc
+            logger.warning(
+                "event broker: cannot reach %s (%s); events are queued and connecting is "
+                "retried in the background",
+                _safe(self.url),
+                reason or type(exc).__name__,
+            )
+            self._reconnect = asyncio.create_task(
+                self._connect_in_background(), name="RabbitMQ event broker connect"
+            )
+
+    async def _connect_in_background(self) -> None:
+        delay = self._retry_delay
+        while not self.connected:
+            await asyncio.sleep(delay)
+            try:
+                await self._open()
+            except Exception as exc:  # said once at start-up; each delivery failure says it
+                logger.debug("event broker: still cannot reach %s: %s", _safe(self.url), exc)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+
     async def _open(self) -> AbstractExchange:
-        if self._exchange is not None and self._connection and not self._connection.is_closed:
+        async with self._opening:
+            return await self._open_once()
+
+    async def _open_once(self) -> AbstractExchange:
+        if self._exchange is not None and self.connected:
             return self._exchange
         await self._disconnect()
-        connection = await aio_pika.connect(self.url, timeout=CONNECT_TIMEOUT_SECONDS)
+        # aio_pika.connect leaves a connection that failed to its garbage collector, which
+        # closes it off the loop: "RuntimeWarning: coroutine 'Connection.close' was never
+        # awaited" on stderr at each failed attempt. Closed here instead.
+        connection = aio_pika.Connection(URL(self.url))
         try:
+            await connection.connect(timeout=CONNECT_TIMEOUT_SECONDS)
             channel, exchange = await self._declare(connection)
-        except Exception:
+        except BaseException:  # a start-up attempt cut short (cancelled) too
             await connection.close()
             raise
         self._connection, self._channel, self._exchange = connection, channel, exchange
-        logger.info("RabbitMQ event broker connected to %s", _safe(self.url))
+        logger.info(
+            "event broker: connected to %s, queues %s (exchange '%s')",
+            _safe(self.url),
+            ", ".join(self.queues),
+            self.exchange_name,
+        )
         return exchange
 
     async def _declare(
@@ -147,6 +215,10 @@ class RabbitMQEventBroker(QueuedBroker):
                 logger.debug("Closing the RabbitMQ connection failed: %s", exc)
 
     async def close(self) -> None:
+        if self._reconnect is not None:
+            self._reconnect.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnect
         await self._close_delivery()
         await self._disconnect()
 

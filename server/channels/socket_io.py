@@ -16,6 +16,7 @@ import socketio
 from fastapi import APIRouter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.api.errors import BUSY_CONVERSATIONS
 from server.auth.config import SUPPORTED_JWT_METHODS, prepared_key
 from server.auth.refusals import RefusalLog
 from server.channels import settings
@@ -283,12 +284,23 @@ class SocketIOInput(InputChannel):
             except (StoreError, LockTimeout) as e:
                 # Not recorded (the REST channel answers 503): the client has no status to
                 # read, so the user is asked to send it again rather than left waiting.
-                logger.error(
-                    "socketio: message from %s was not recorded: %s: %s",
-                    sender,
-                    type(e).__name__,
-                    e,
-                )
+                if isinstance(e, LockTimeout):  # a busy conversation: counted as in REST
+                    BUSY_CONVERSATIONS.warning(
+                        str(e),
+                        "socketio: message from %s was not recorded: %s: %s Asked to send it "
+                        "again; more of these within %g s are counted in one line.",
+                        sender,
+                        type(e).__name__,
+                        e,
+                        BUSY_CONVERSATIONS.window,
+                    )
+                else:
+                    logger.error(
+                        "socketio: message from %s was not recorded: %s: %s",
+                        sender,
+                        type(e).__name__,
+                        e,
+                    )
                 await output.send_response(sender, {"text": SEND_AGAIN})
             except Exception as e:
                 log_failed_turn(logger, "socketio", sender, e)

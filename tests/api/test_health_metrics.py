@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aio_pika
 import httpx
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bench.tcp_proxy import TcpProxy as BenchTcpProxy
 from server.api.runner import server_app
 from server.api.server import ServerOptions
 from server.errors import BotServerError
 from server.training.train import train
 from tests.shared_data import MOODBOT
+from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +237,113 @@ async def test_ready_keeps_the_stores_address_in_the_log(
     [logged] = [r.getMessage() for r in caplog.records if r.name == "server.api.health"]
     assert logged.startswith("readiness: the tracker store is unavailable: ")
     assert "observe_secret_db" in logged  # once, with why, for the operator
+
+
+@pytest.fixture
+async def rabbitmq_names() -> AsyncIterator[dict[str, str]]:
+    """A queue and an exchange of this test's own on the shared RabbitMQ, deleted after."""
+    require_service("RabbitMQ", RABBITMQ)
+    chosen = {"queue": unique_name("bs_ready_q"), "exchange": unique_name("bs_ready_x")}
+    yield chosen
+    connection = await aio_pika.connect(f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/")
+    channel = await connection.channel()
+    await channel.queue_delete(chosen["queue"])
+    await channel.exchange_delete(chosen["exchange"])
+    await connection.close()
+
+
+async def serve_with_rabbitmq(
+    serve, archive: Path, names: dict[str, str], port: int, retry_delay: float = 5.0
+) -> httpx.AsyncClient:
+    """The started server, its event broker RabbitMQ at 127.0.0.1:`port`."""
+    broker = {
+        "type": "pika",
+        "url": RABBITMQ[0],
+        "port": port,
+        "username": "guest",
+        "password": "guest",
+        "queues": [names["queue"]],
+        "exchange_name": names["exchange"],
+        "retry_delay_in_seconds": retry_delay,
+    }
+    return await serve(options(model_path=archive, endpoints={"event_broker": broker}))
+
+
+async def test_start_up_says_the_event_broker_is_connected_and_ready_shows_it(
+    serve, moodbot_archive: Path, rabbitmq_names: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, nothing at start-up said whether RabbitMQ was reachable: the broker connected
+    at the first event (its line could come during shutdown)."""
+    caplog.set_level(logging.INFO)
+    client = await serve_with_rabbitmq(serve, moodbot_archive, rabbitmq_names, RABBITMQ[1])
+
+    lines = [r for r in caplog.records if r.getMessage().startswith("event broker:")]
+    assert [(r.levelname, r.getMessage()) for r in lines] == [
+        (
+            "INFO",
+            f"event broker: connected to amqp://guest:***@{RABBITMQ[0]}:{RABBITMQ[1]}/, "
+            f"queues {rabbitmq_names['queue']} (exchange '{rabbitmq_names['exchange']}')",
+        )
+    ]
+    response = await client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.json()["checks"]["event_broker"] == "ok"
+
+
+async def test_an_unreachable_event_broker_is_one_warning_and_does_not_make_it_unready(
+    serve, moodbot_archive: Path, rabbitmq_names: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Events wait in a queue while RabbitMQ is down (a turn never fails for it): the server
+    is ready, `checks` says the broker is unavailable, and the log says so once at start-up,
+    without aiormq's own ERROR line beside ours."""
+    caplog.set_level(logging.INFO)
+    proxy = BenchTcpProxy(RABBITMQ)  # never started: connections are refused
+    gc.disable()  # what the collector would find, left as it is
+    try:
+        client = await serve_with_rabbitmq(serve, moodbot_archive, rabbitmq_names, proxy.port)
+        # Before, aio-pika's failed connection was left open for its finalizer, which the
+        # collector may run off the loop: "coroutine 'Connection.close' was never awaited".
+        left_open = [
+            o for o in gc.get_objects() if isinstance(o, aio_pika.Connection) and not o.is_closed
+        ]
+    finally:
+        gc.enable()
+    assert left_open == []
+
+    said = [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if r.name.startswith(("aiormq", "aio_pika")) or "event broker" in r.getMessage()
+    ]
+    assert len(said) == 1, said
+    level, message = said[0]
+    assert level == "WARNING"
+    assert message.startswith(
+        f"event broker: cannot reach amqp://guest:***@127.0.0.1:{proxy.port}/ ("
+    )
+    response = await client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.json()["checks"]["event_broker"] == "unavailable"
+
+
+async def test_the_event_broker_connects_by_itself_once_rabbitmq_is_back(
+    serve, moodbot_archive: Path, rabbitmq_names: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Unreachable at start-up, then reachable: the broker connects in the background and
+    says so, with no event to deliver (before, it only tried when an event came)."""
+    caplog.set_level(logging.INFO)
+    proxy = BenchTcpProxy(RABBITMQ)
+    client = await serve_with_rabbitmq(serve, moodbot_archive, rabbitmq_names, proxy.port, 0.05)
+    assert (await client.get("/health/ready")).json()["checks"]["event_broker"] == "unavailable"
+    await proxy.restore()
+    try:
+        for _ in range(200):
+            checks = (await client.get("/health/ready")).json()["checks"]
+            if checks["event_broker"] == "ok":
+                break
+            await asyncio.sleep(0.05)
+        assert checks["event_broker"] == "ok"
+        connected = [r for r in caplog.records if "event broker: connected to" in r.getMessage()]
+        assert len(connected) == 1
+    finally:
+        await proxy.cut()

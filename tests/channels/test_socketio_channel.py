@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
+from server.channels.socket_io import SEND_AGAIN
 from server.dialogue.messages import UserMessage
 from server.errors import LockTimeout
 from tests.channels.conftest import concertbot_server, echo
@@ -457,6 +458,46 @@ async def test_a_message_that_could_not_be_recorded_is_answered_send_it_again() 
         "bot_uttered",
         {"text": "Your message could not be handled just now. Please send it again."},
     )
+
+
+async def test_a_burst_on_a_busy_conversation_is_two_warnings_not_one_error_per_message(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, each socket.io message that timed out waiting for its conversation's lock was
+    an ERROR line of its own; now, as in the REST channel, the first is a warning and the
+    rest of the burst one count. Each user is still asked to send the message again."""
+    from server.api.errors import BUSY_CONVERSATIONS
+    from server.trackers.memory_lock import InMemoryLockStore
+
+    monkeypatch.setattr(BUSY_CONVERSATIONS, "window", 0.3)
+    locks = InMemoryLockStore(wait_timeout=0.05)
+
+    async def turn(message: UserMessage) -> None:
+        async with locks.lock(message.sender_id):
+            await echo(message)
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": {"session_persistence": True}}), turn)
+    caplog.set_level(logging.INFO)
+    async with serving(app) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        try:
+            await client.sio.emit("session_request", {"session_id": "busy"})
+            await client.next()
+            async with locks.lock("busy"):  # an earlier turn, still running
+                for _ in range(5):
+                    await client.sio.emit("user_uttered", {"message": "hi", "session_id": "busy"})
+                replies = await client.next(5)
+            await asyncio.sleep(0.6)  # the window ends
+        finally:
+            await client.sio.disconnect()
+
+    assert replies == [("bot_uttered", {"text": SEND_AGAIN})] * 5
+    lines = [r for r in caplog.records if "conversation 'busy'" in r.getMessage()]
+    assert [r.levelname for r in lines] == ["WARNING", "WARNING"], [r.getMessage() for r in lines]
+    assert "socketio: message from busy was not recorded" in lines[0].getMessage()
+    assert lines[1].getMessage().startswith("4 more times in the last 0.3 s: ")
 
 
 async def test_rasa_webchats_empty_init_payload_is_no_turn_and_no_warning(

@@ -206,14 +206,14 @@ def test_json_lines_of_uvicorn_carry_no_colour_template(
     unformatted template with terminal escapes."""
     log_file = tmp_path / "out.log"
     configure_logging(verbosity=1, log_file=str(log_file), fmt="json")
-    colour = {"color_message": "Uvicorn running on \x1b[1m%s\x1b[0m"}
-    logging.getLogger("uvicorn.error").info("Uvicorn running on %s", "http://h", extra=colour)
+    colour = {"color_message": "Started server process [\x1b[36m%d\x1b[0m]"}
+    logging.getLogger("uvicorn.error").info("Started server process [%d]", 42, extra=colour)
     logging.getLogger("server.x").info("turn", extra={"sender_id": "me"})
     for handler in logging.getLogger().handlers:
         handler.flush()
     uvicorn, ours = (json.loads(line) for line in log_file.read_text().splitlines())
     assert set(uvicorn) == {"time", "level", "logger", "message"}
-    assert uvicorn["message"] == "Uvicorn running on http://h"
+    assert uvicorn["message"] == "Started server process [42]"
     assert ours["sender_id"] == "me"  # other extra fields stay
 
 
@@ -270,3 +270,37 @@ def test_v_shows_migrations_but_not_alembics_plugin_set_up(restore_logging: None
     assert not logging.getLogger("alembic.runtime.plugins").isEnabledFor(logging.INFO)
     configure_logging(verbosity=2)
     assert logging.getLogger("alembic.runtime.plugins").isEnabledFor(logging.DEBUG)
+
+
+async def test_v_says_once_that_the_server_is_up(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, -v showed uvicorn's "Uvicorn running on ... (Press CTRL+C to quit)" beside
+    our "is up on" line."""
+    import asyncio
+
+    import uvicorn
+
+    from bench.tcp_proxy import free_port
+    from server.api.shutdown import GracefulServer
+
+    output = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", output)
+    monkeypatch.setattr(sys, "stderr", output)
+    configure_logging(verbosity=1)
+    port = free_port()
+    options = ServerOptions(model_path=None, default_tracker_store={"type": "in_memory"})
+    app = server_app(options, metrics=False, listen_url=f"http://127.0.0.1:{port}")
+    server = GracefulServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    serving = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.05)
+    server.should_exit = True
+    await serving
+
+    text = output.getvalue()
+    assert text.count(f"is up on http://127.0.0.1:{port}") == 1, text
+    assert "Application startup complete" in text  # uvicorn's own -v lines stay
+    assert "Uvicorn running on" not in text, text
