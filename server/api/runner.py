@@ -191,7 +191,8 @@ async def _finish_turns(turns: TurnsInFlight) -> None:
             "%s still running at the end of the graceful shutdown period "
             "(BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS=%g) were cancelled%s",
             " and ".join(
-                f"{count} {what}(s)" for count, what in ((left, "turn"), (requests, "request"))
+                f"{count} {what}(s)"
+                for count, what in ((left, "turn"), (requests, "request"))
                 if count
             ),
             GRACEFUL_SHUTDOWN_SECONDS,
