@@ -369,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
             "botserver test nlu --nlu data/nlu.yml -m models --out results/",
             "botserver test nlu --nlu data/ --cross-validation --folds 5",
             "botserver test core --fail-on-prediction-errors",
+            "botserver test core --e2e",
         ),
     )
     p.add_argument("what", nargs="?", choices=("core", "nlu"), default=None)
@@ -384,6 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-on-prediction-errors",
         action="store_true",
         help="exit 1 when a test story fails (after writing the reports), for CI",
+    )
+    p.add_argument(
+        "--e2e",
+        "--end-to-end",
+        action="store_true",
+        help="also compare the intent and entities the NLU finds in each test story's user "
+        "text (by default only the actions are compared, as in Rasa)",
     )
     _add_log_flags(p)
 

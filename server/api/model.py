@@ -440,7 +440,11 @@ def _load_model_file(path: Path, services: Services) -> DialogueModel:
 
 
 def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict[str, Any]:
-    from server.dialogue.evaluation import evaluate_stories, write_story_reports
+    from server.dialogue.evaluation import (
+        evaluate_stories,
+        in_training_data_fraction,
+        write_story_reports,
+    )
     from server.training.stories_yaml import read_story_data
 
     document = _yaml_document(text, "stories")
@@ -453,7 +457,7 @@ def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict
         steps = read_story_data(document, "request body", slot_types, [])
     except InvalidProjectFile as exc:
         raise ApiError(400, "BadRequest", str(exc), {"in": "body"}, HELP_TRAINING_DATA) from None
-    results = evaluate_stories(steps, model)
+    results = evaluate_stories(steps, model, e2e)
     with tempfile.TemporaryDirectory(prefix="botserver-test-stories-") as tmp:
         report = write_story_reports(results, Path(tmp))
     gold = [g for r in results for g in r.gold]
@@ -471,6 +475,7 @@ def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict
             for r in results
             for g, p, c, policy in r.actions
         ],
+        "in_training_data_fraction": in_training_data_fraction(results),
         "is_end_to_end_evaluation": e2e,
     }
 

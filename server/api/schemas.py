@@ -289,11 +289,17 @@ class StoryActionResult(_Open):
 class StoriesEvaluationResult(_Open):
     """How well the dialogue model reproduces the test stories."""
 
-    report: dict[str, Any] = Field(description="Per-action precision, recall, f1-score.")
+    report: dict[str, Any] = Field(
+        description="Per-action (and, end to end, per-intent) precision, recall, f1-score."
+    )
     precision: float = Field(description="Weighted precision over actions.")
     f1: float = Field(description="Weighted f1-score over actions.")
     accuracy: float = Field(description="Share of correctly predicted actions.")
     actions: list[StoryActionResult] = Field(description="Every expected and predicted action.")
+    in_training_data_fraction: float = Field(
+        description="Share of the action predictions made by a policy that memorizes the "
+        "training data (RulePolicy, MemoizationPolicy, AugmentedMemoizationPolicy)."
+    )
     is_end_to_end_evaluation: bool = Field(description="Whether `e2e` was asked for.")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 
@@ -22,7 +23,15 @@ def warn_if_short(token: str) -> None:
 
 
 def token_matches(expected: str, provided: str | None) -> bool:
-    """Compare in constant time, so response timing does not reveal a prefix of the token."""
+    """Compare in constant time, so response timing reveals neither a prefix nor the length.
+
+    `hmac.compare_digest` returns early when its arguments differ in length, so both sides
+    are hashed first: the compared values always have the same length.
+    """
     if provided is None:
         return False
-    return hmac.compare_digest(expected.encode("utf-8"), provided.encode("utf-8"))
+    return hmac.compare_digest(_digest(expected), _digest(provided))
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()

@@ -42,6 +42,17 @@ def _slot_sets_since_last_user(tracker: Tracker) -> list[SlotSet]:
     return list(reversed(found))
 
 
+def _sub_context(ctx: ActionContext, events: list[Event]) -> ActionContext:
+    """The context of an action a loop runs (its validation, its question): the loop's
+    tracker, with how the policies read the message when they predicted the loop after it
+    (as Rasa's form passes its own tracker on), then `events`."""
+    probe = ctx.tracker.copy()
+    if ctx.featurization is not None:
+        probe.update(ctx.featurization)
+    probe.update_many(events)
+    return ActionContext(probe, ctx.domain, ctx.output_channel, ctx.action_server, ctx.nlg_endpoint)
+
+
 class FormAction(Action):
     """A form: activates, validates the slots the user gave, asks for the next one."""
 
@@ -99,17 +110,14 @@ class FormAction(Action):
         # last other event, so a slot a custom action set on an unhappy path is not one.
         tracker = ctx.tracker
         asked = tracker.get_slot(REQUESTED_SLOT) if tracker.active_loop_name == self.name else None
-        probe = tracker.copy()
-        probe.update_many(
+        sub = _sub_context(
+            ctx,
             [
                 *so_far,
                 SlotSet(key=REQUESTED_SLOT, value=asked),
                 ActionExecuted(action_name=self.name),
                 *candidates,
-            ]
-        )
-        sub = ActionContext(
-            probe, ctx.domain, ctx.output_channel, ctx.action_server, ctx.nlg_endpoint
+            ],
         )
         result = await RemoteAction(validator).call(sub)
         return await events_from_action_result(sub, result)
@@ -122,33 +130,31 @@ class FormAction(Action):
         As in Rasa, the validation action decides first: `requested_slot` set to a slot name
         asks for that slot, set to null (or `ActiveLoop(null)`) ends the form; otherwise the
         form asks for the first empty slot of the domain's list."""
-        probe = ctx.tracker.copy()
-        probe.update_many(events)
+        # As Rasa's form, the question sees the form's execution before the events so far.
+        sub = _sub_context(ctx, [ActionExecuted(action_name=self.name), *events])
+        probe = sub.tracker
         chosen = _last_requested(events)
         if chosen is _UNSET:
             chosen = next((s for s in required if probe.get_slot(s) is None), None)
             if chosen is not None:
                 return [
                     SlotSet(key=REQUESTED_SLOT, value=chosen),
-                    *await self._ask(ctx, probe, chosen),
+                    *await self._ask(sub, chosen),
                 ]
         elif isinstance(chosen, str) and probe.active_loop_name == self.name:
-            return await self._ask(ctx, probe, chosen)
+            return await self._ask(sub, chosen)
         done: list[Event] = [SlotSet(key=REQUESTED_SLOT, value=None)]
         if probe.active_loop_name is not None:
             done.append(ActiveLoop(name=None))
         return done
 
-    async def _ask(self, ctx: ActionContext, probe: Tracker, slot: str) -> list[Event]:
-        sub = ActionContext(
-            probe, ctx.domain, ctx.output_channel, ctx.action_server, ctx.nlg_endpoint
-        )
+    async def _ask(self, sub: ActionContext, slot: str) -> list[Event]:
         # Rasa's search order: the form's own question before the slot's, each an action
         # before a response.
         for form_or_slot in (f"{self.name}_{slot}", slot):
-            if f"action_ask_{form_or_slot}" in ctx.domain.user_actions:
+            if f"action_ask_{form_or_slot}" in sub.domain.user_actions:
                 return await RemoteAction(f"action_ask_{form_or_slot}").run(sub)
-            if f"utter_ask_{form_or_slot}" in ctx.domain.responses:
+            if f"utter_ask_{form_or_slot}" in sub.domain.responses:
                 return await sub.utter(f"utter_ask_{form_or_slot}")
         return []
 

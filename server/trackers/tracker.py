@@ -160,8 +160,9 @@ class Tracker:
         elif isinstance(event, ConversationResumed):
             self.paused = False
         elif isinstance(event, EntitiesAdded):
-            if self.latest_action_name == ACTION_LISTEN or not self.latest_action:
-                # As Rasa: an entity the message holds already is not added again.
+            # As Rasa: only right after the message (a custom action's entities, or ones before
+            # any action, change nothing); an entity the message holds is not added again.
+            if self.latest_action_name == ACTION_LISTEN:
                 entities = list(self.latest_message.entities)
                 for entity in event.entities:
                     if entity not in entities:

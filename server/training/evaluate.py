@@ -39,13 +39,13 @@ def _existing(path: Path, what: str, flag: str) -> Path:
     return path
 
 
-def test_core(model: DialogueModel, stories_path: Path, out: Path) -> dict:
+def test_core(model: DialogueModel, stories_path: Path, out: Path, e2e: bool = False) -> dict:
     stories_path = _existing(stories_path, "test stories", "--stories")
     stories = load_test_stories(data_files([stories_path]), model.domain)
     for problem in story_reference_problems(stories, model.domain):
         # As Rasa warns: such a step cannot be predicted, its story will fail.
         print(f"warning: {problem}", file=sys.stderr)
-    results = evaluate_stories(stories, model)
+    results = evaluate_stories(stories, model, e2e)
     report = write_story_reports(results, out)
     acc = report["conversation_accuracy"]
     print(
@@ -90,7 +90,8 @@ def run_test(args: argparse.Namespace) -> int:
     model = load_model_file(Path(args.model))
     failed = 0
     if args.what in (None, "core"):
-        accuracy = test_core(model, Path(args.stories), out)["conversation_accuracy"]
+        report = test_core(model, Path(args.stories), out, args.e2e)
+        accuracy = report["conversation_accuracy"]
         failed = accuracy["total"] - accuracy["correct"]
     if args.what in (None, "nlu"):
         test_nlu(model, Path(args.nlu), out)

@@ -299,6 +299,20 @@ async def test_added_entities_join_the_latest_message_once(client: httpx.AsyncCl
     assert response.json()["latest_message"]["entities"] == [paris, rome]
 
 
+async def test_entities_with_no_action_before_them_are_ignored_as_in_rasa(
+    client: httpx.AsyncClient,
+) -> None:
+    # Rasa adds entities only when the latest action is action_listen; none at all is not.
+    rome = {"entity": "city", "value": "Rome"}
+    user = {"event": "user", "text": "Paris", "parse_data": {"entities": []}}
+    response = await client.put(
+        EVENTS.format(conversation_id="ents-first"),
+        json=[user, {"event": "entities", "entities": [rome]}],
+    )
+    assert response.status_code == 200
+    assert response.json()["latest_message"]["entities"] == []
+
+
 async def test_a_reminders_date_time_is_written_as_rasa_writes_it(
     client: httpx.AsyncClient,
 ) -> None:

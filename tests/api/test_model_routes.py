@@ -240,6 +240,55 @@ async def test_test_stories(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> N
     check(rasa_spec, empty, "/model/test/stories", "post", 400)
 
 
+MISHEARD_STORY = """
+stories:
+- story: a greeting the NLU would not read as one
+  steps:
+  - user: I am very sad
+    intent: greet
+  - action: utter_greet
+"""
+
+
+async def test_test_stories_compare_actions_only_unless_e2e_as_in_rasa(
+    client: httpx.AsyncClient,
+) -> None:
+    """Before, every story's intents were labels too (the report had a row per intent and
+    `accuracy` counted them), and a user text the NLU reads otherwise failed the story."""
+    actions_only = (await client.post("/model/test/stories", content=MISHEARD_STORY)).json()
+    assert set(actions_only["report"]) - {"conversation_accuracy"} == {
+        "utter_greet",
+        "action_listen",
+        "macro avg",
+        "weighted avg",
+    }
+    assert actions_only["accuracy"] == 1.0
+    assert actions_only["report"]["conversation_accuracy"]["correct"] == 1
+
+    e2e = await client.post("/model/test/stories?e2e=true", content=MISHEARD_STORY)
+    body = e2e.json()
+    assert body["is_end_to_end_evaluation"] is True
+    assert "greet" in body["report"]
+    assert body["accuracy"] < 1.0
+    assert body["report"]["conversation_accuracy"]["correct"] == 0
+
+
+async def test_test_stories_tell_the_share_of_memorized_predictions(
+    client: httpx.AsyncClient,
+) -> None:
+    """Before, `in_training_data_fraction` was missing (Rasa 3.6 always sends 0.0)."""
+    stories = (MOODBOT / "data" / "stories.yml").read_text()
+    body = (await client.post("/model/test/stories", content=stories)).json()
+    policies = [a["policy"] for a in body["actions"]]
+    memorized = {"RulePolicy", "MemoizationPolicy", "AugmentedMemoizationPolicy"}
+    assert body["in_training_data_fraction"] == sum(p in memorized for p in policies) / len(
+        policies
+    )
+    assert body["in_training_data_fraction"] == 1.0  # the training stories themselves
+    empty = (await client.post("/model/test/stories", content="stories: []")).json()
+    assert empty["in_training_data_fraction"] == 0.0
+
+
 async def test_a_deeply_nested_yaml_body_is_a_400_naming_its_line(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:

@@ -8,6 +8,7 @@ from server.dialogue.story_export import annotate_entities, conversation_story
 from server.trackers.events import (
     ActionExecuted,
     DefinePrevUserUtteredFeaturization,
+    Restarted,
     SessionStarted,
     SlotSet,
     UserUttered,
@@ -65,6 +66,21 @@ TRICKY_TEXTS = [
     "trailing spaces   ",
     "emoji 😀 and é",
 ]
+
+
+def test_a_restart_starts_the_story_over_as_in_rasa() -> None:
+    # Rasa splits at each action_session_start and writes each session's events after its
+    # last restart: the session the restart ended is an empty story, numbered all the same.
+    restarted = [
+        *_session(100.0, "hi"),
+        ActionExecuted(action_name="action_restart", timestamp=104.0),
+        Restarted(timestamp=104.0),
+    ]
+    tracker = Tracker("u1", {}, restarted + _session(200.0, "hello"))
+    stories = yaml.safe_load(conversation_story(tracker, all_sessions=True))["stories"]
+    assert [s["story"] for s in stories] == ["u1, story 1", "u1, story 2"]
+    assert stories[0]["steps"] == []
+    assert stories[1]["steps"][0] == {"intent": "greet", "user": "hello"}
 
 
 def test_every_text_reads_back_exactly_from_the_story() -> None:

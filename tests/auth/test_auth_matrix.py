@@ -150,6 +150,25 @@ async def test_documented_token_usage() -> None:
     assert response.json() == {"sender_id": "default", "as": "token"}
 
 
+async def test_the_token_length_does_not_show_in_the_comparison(monkeypatch) -> None:
+    """compare_digest returns at once on a length mismatch: only equal-length digests reach it."""
+    compared: list[tuple[int, int]] = []
+    real_compare = hmac.compare_digest
+
+    def recording_compare(a: bytes, b: bytes) -> bool:
+        compared.append((len(a), len(b)))
+        return real_compare(a, b)
+
+    monkeypatch.setattr("server.auth.static_token.hmac.compare_digest", recording_compare)
+    async with client_for(AuthConfig(token=SECRET)) as client:
+        statuses = [
+            (await client.get("/status", params={"token": guess})).status_code
+            for guess in (SECRET[:3], SECRET + "x", SECRET * 2, SECRET)
+        ]
+    assert statuses == [401, 401, 401, 200]
+    assert compared == [(32, 32)] * 4
+
+
 # ------------------------------------------------------------------------ HS256 JWT
 
 now = int(time.time())

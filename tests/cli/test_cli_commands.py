@@ -395,12 +395,12 @@ def test_fail_on_prediction_errors_exits_1_after_writing_reports(
     assert "# predicted: utter_greet" in failed
 
 
-def _failed_stories(run_cli, project: Path, name: str, steps: str) -> str:
+def _failed_stories(run_cli, project: Path, name: str, steps: str, *flags: str) -> str:
     """failed_test_stories.yml after `botserver test core` with one more test story."""
     (project / "tests" / "test_more.yml").write_text(
         f'version: "3.1"\nstories:\n- story: {name}\n  steps:\n{steps}'
     )
-    result = run_cli("test", "core", cwd=project)
+    result = run_cli("test", "core", *flags, cwd=project)
     assert result.code == 0, result.err
     return (project / "results" / "failed_test_stories.yml").read_text()
 
@@ -415,8 +415,23 @@ def test_a_story_missing_a_bot_action_fails_as_in_rasa(run_cli, starter_copy: Pa
     assert "stops too early" in failed
     assert "- action: action_listen  # predicted: utter_anything_else" in failed
     report = json.loads((starter_copy / "results" / "story_report.json").read_text())
-    # As Rasa's report: action_listen and the stories' intents are labels too
+    # As Rasa's report: action_listen is a label too; intents only with --e2e
     assert report["action_listen"]["support"] > 0
+    assert "greet" not in report
+
+
+def test_intents_are_compared_with_e2e_only_as_in_rasa(run_cli, starter_copy: Path) -> None:
+    # Before, every user text was parsed and its intent compared: a story failed on an
+    # intent the NLU read otherwise, and each intent was a row of the report.
+    steps = (
+        "  - user: |\n      what time do you open?\n    intent: greet\n  - action: utter_greet\n"
+    )
+    assert "misheard" not in _failed_stories(run_cli, starter_copy, "misheard", steps)
+    report = json.loads((starter_copy / "results" / "story_report.json").read_text())
+    assert "greet" not in report
+    failed = _failed_stories(run_cli, starter_copy, "misheard", steps, "--e2e")
+    assert "intent: greet  # predicted: ask_opening_hours" in failed
+    report = json.loads((starter_copy / "results" / "story_report.json").read_text())
     assert report["greet"]["support"] > 0
 
 
@@ -434,7 +449,9 @@ def test_an_e2e_step_whose_entity_is_not_found_fails_as_in_rasa(
     steps = (
         "  - user: |\n      hello [friend](person)\n    intent: greet\n  - action: utter_greet\n"
     )
-    failed = _failed_stories(run_cli, starter_copy, "an entity the model does not find", steps)
+    failed = _failed_stories(
+        run_cli, starter_copy, "an entity the model does not find", steps, "--e2e"
+    )
     # it passed: only the intent was compared
     assert "an entity the model does not find" in failed
     assert "intent: greet  # predicted: greet: hello friend" in failed

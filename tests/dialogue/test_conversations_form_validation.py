@@ -385,3 +385,66 @@ async def test_the_form_logs_the_slots_it_takes_without_a_validation_action(
         ("guests", 2.0),
         ("requested_slot", "city"),
     ]
+
+
+class _RecordsItsTracker(Action):
+    """Keeps the kinds of the events in each tracker it gets, and accepts every slot."""
+
+    seen: list[list[str]] = []
+
+    def name(self) -> str:
+        return "validate_booking_form"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: SdkTracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        _RecordsItsTracker.seen.append([e["event"] for e in tracker.events])
+        return []
+
+
+async def test_the_validation_action_sees_how_the_policies_read_the_message(
+    booking_bot: DialogueModel,
+) -> None:
+    """As Rasa sends it: the form's tracker (ending with the message's `user_featurization`
+    when the policies predicted the form after it), then the form's own `action`. Before,
+    the validation action's tracker had no `user_featurization` in the turn."""
+    _RecordsItsTracker.seen = []
+    conversation = _conversation(booking_bot, "featurized", _RecordsItsTracker)
+    await conversation.say("/book")
+    await conversation.say('/inform{"number": 2}')
+
+    answer = _RecordsItsTracker.seen[-1]
+    turn = answer[len(answer) - answer[::-1].index("user") :]
+    assert turn.count("user_featurization") == 1
+    assert turn.index("user_featurization") < turn.index("action")
+
+
+class _RecordingNLG:
+    """An NLG server that keeps the event kinds of each tracker it gets, and says the name."""
+
+    def __init__(self) -> None:
+        self.seen: list[list[str]] = []
+
+    async def generate(
+        self, response: str, tracker_state: dict[str, Any], output_channel: str, /, **kwargs: Any
+    ) -> dict[str, Any] | None:
+        self.seen.append([e["event"] for e in tracker_state["events"]])
+        return {"text": response}
+
+
+async def test_the_forms_question_sees_the_form_run_after_how_the_message_was_read(
+    booking_bot: DialogueModel,
+) -> None:
+    """As Rasa asks: on the form's tracker, then the form's `action` and its events so far.
+    Before, the question's tracker had neither the `user_featurization` nor the form's run."""
+    nlg = _RecordingNLG()
+    agent = make_agent(booking_bot, transport=SdkTransport(_RecordsItsTracker))
+    agent.processor.nlg_endpoint = nlg
+    conversation = Conversation(agent, "asked")
+    await conversation.say("/book")
+    assert (await conversation.say('/inform{"number": 2}')).texts == ["utter_ask_city"]
+
+    asked = nlg.seen[-1]
+    turn = asked[len(asked) - asked[::-1].index("user") :]
+    assert turn.count("user_featurization") == 1
+    assert turn.index("user_featurization") < turn.index("action")

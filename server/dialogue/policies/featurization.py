@@ -16,6 +16,7 @@ import orjson
 
 from server.dialogue.domain import RULE_SNIPPET_ACTION, Domain
 from server.trackers.events import (
+    ACTION_LISTEN,
     ActionExecuted,
     ActionExecutionRejected,
     ActionReverted,
@@ -183,14 +184,17 @@ class _Fold:
             self.slots_set = set()
         elif isinstance(event, ActiveLoop):
             self.loop = event.name
-        elif isinstance(event, EntitiesAdded) and self.user:
+        elif isinstance(event, EntitiesAdded) and self.user and self._just_listened():
+            # As the tracker: entities count only right after the message they add to.
             intent = self.user.get("intent")
             names = set(self.user.get("entities", ()))
             names.update(featurized_entities(self.domain, intent, event.entities))
             if names:
                 self.user["entities"] = sorted(names)
-                self._input_arrived()
         return True
+
+    def _just_listened(self) -> bool:
+        return self.prev_action.get("action_name") == ACTION_LISTEN
 
     def _input_arrived(self) -> None:
         prev = self.prev_action
