@@ -126,6 +126,9 @@ def featurized_entities(domain: Domain, intent: str | None, entities: list[dict]
     return sorted(names)
 
 
+_AFTER_LISTEN = {"action_name": "action_listen"}
+
+
 class _Fold:
     """The slice of tracker state that featurization needs, updated event by event."""
 
@@ -193,8 +196,8 @@ class _Fold:
         return True
 
     def _input_arrived(self) -> None:
-        prev = self.prev_action
-        if prev and prev.get("action_name") != "action_listen":
+        prev = self.prev_action  # one key: an action's name or text
+        if prev and prev != _AFTER_LISTEN:
             self.stories_differ = True
 
     def _user_sub_state(
@@ -450,7 +453,8 @@ class _StoryStates:
         if not hidden:
             last_action = prev
         # A followup action, and a loop's next step, belong to the turn before them.
-        if not flags & _FOLLOWUP and prev_name != state.get(ACTIVE_LOOP, {}).get("name"):
+        loop = state.get(ACTIVE_LOOP)
+        if not flags & _FOLLOWUP and prev_name != (loop.get("name") if loop else None):
             hidden = bool(flags & _HIDDEN)
         if commit:
             self.hidden, self.last_action = hidden, last_action
@@ -902,9 +906,12 @@ class _IncrementalStates:
                     body.append(self.fold.state())
                     texts.append(None)
                     identities.append(None)
+                folded = True
+            else:
+                folded = not isinstance(event, _UNFOLDED)
             # The fold does not read the `_UNFOLDED` events; the current state holds while
             # the others leave it as it was.
-            if not isinstance(event, _UNFOLDED) and self.fold.apply(event):
+            if folded and self.fold.apply(event):
                 current = None
                 if self.differ_from is None and self.fold.stories_differ:
                     self.differ_from = len(body)
