@@ -158,7 +158,13 @@ class _Fold:
     def apply(self, event: Event) -> bool:
         """Folds `event` in; False when it left the state as it was (the user_featurization
         logged after most messages, which keeps reading the message by its intent)."""
-        if isinstance(event, UserUttered):
+        if isinstance(event, ActionExecuted):  # the most frequent first
+            if event.action_name is not None:
+                self.prev_action = {"action_name": event.action_name}
+            else:
+                self.prev_action = {"action_text": event.action_text or ""}
+            self.followup = False
+        elif isinstance(event, UserUttered):
             self.user = self._user_sub_state(event.intent_name, event.text, event.entities)
             self.user_text = event.text
             self.followup = False
@@ -169,12 +175,6 @@ class _Fold:
                 return False
             self.user = {"text": self.user_text}
             self._input_arrived()
-        elif isinstance(event, ActionExecuted):
-            if event.action_name is not None:
-                self.prev_action = {"action_name": event.action_name}
-            else:
-                self.prev_action = {"action_text": event.action_text or ""}
-            self.followup = False
         elif isinstance(event, FollowupAction):
             self.followup = True
             return False
