@@ -151,6 +151,10 @@ _FIRST_RELEASE_RETRY = 0.1
 _MAX_RELEASE_RETRY = 2.0
 
 
+# A conversation's lease, queue and tickets keys (`RedisLockStore._keys`).
+_Keys = tuple[bytes, bytes, bytes]
+
+
 class RedisLockStore:
     """Conversation locks in Redis, served in arrival order across processes."""
 
@@ -160,7 +164,9 @@ class RedisLockStore:
         self._redis = create_client(config, default_db=1)
         self._prefix = key_prefix(config, "lock")
         self._queue_prefix = key_prefix(config, "lock_queue")
-        self._tickets_prefix = key_prefix(config, "lock_tickets")
+        self._prefix_bytes = self._prefix.encode()
+        self._queue_bytes = self._queue_prefix.encode()
+        self._tickets_bytes = key_prefix(config, "lock_tickets").encode()
         # Tokens start with the process's id: a release publishes the next waiter's token on
         # its process's channel, so a waiter of another process takes the lease at once.
         self._process = secrets.token_hex(8)
@@ -203,13 +209,11 @@ class RedisLockStore:
         with store_errors_as("lock store", self._redis):
             await self._redis.ping()
 
-    def _keys(self, conversation_id: str) -> tuple[str, str, str]:
-        """The lease, the queue and the tickets of a conversation."""
-        return (
-            self._prefix + conversation_id,
-            self._queue_prefix + conversation_id,
-            self._tickets_prefix + conversation_id,
-        )
+    def _keys(self, conversation_id: str) -> _Keys:
+        """The lease, the queue and the tickets of a conversation, as bytes: redis-py sends
+        bytes as they are, a str it tests and encodes again on every call."""
+        name = conversation_id.encode()
+        return self._prefix_bytes + name, self._queue_bytes + name, self._tickets_bytes + name
 
     @asynccontextmanager
     async def lock(
@@ -273,7 +277,7 @@ class RedisLockStore:
 
     async def _acquire(
         self,
-        keys: tuple[str, str, str],
+        keys: _Keys,
         token: str,
         deadline: float,
         conversation_id: str,
@@ -308,11 +312,13 @@ class RedisLockStore:
                 raise
             pause = min(pause * 2, _MAX_FIRST_POLL if place == 0 else _MAX_POLL_IN_LINE)
 
-    async def _take(self, keys: tuple[str, str, str], token: str, conversation_id: str) -> int:
+    async def _take(self, keys: _Keys, token: str, conversation_id: str) -> int:
         """The acquire script: 1 taken, 0 first in line, -1 others ahead. A turn cancelled
         meanwhile (a client gone, shutdown) gives back the lease or ticket its call may still
         take, so the next turn does not wait out the lease."""
-        reply = self._batch.call("EVALSHA", *self._acquire_head, *keys, token, *self._acquire_tail)
+        reply = self._batch.call(
+            "EVALSHA", *self._acquire_head, *keys, token.encode(), *self._acquire_tail
+        )
         try:
             return int(await asyncio.shield(reply))
         except asyncio.CancelledError:
@@ -342,7 +348,7 @@ class RedisLockStore:
     def _give_back_taken(
         self,
         reply: asyncio.Future[Any],
-        keys: tuple[str, str, str],
+        keys: _Keys,
         token: str,
         conversation_id: str,
     ) -> None:
@@ -350,13 +356,13 @@ class RedisLockStore:
             return
         self._give_back_soon(keys, token, conversation_id)
 
-    def _give_back_soon(self, keys: tuple[str, str, str], token: str, conversation_id: str) -> None:
+    def _give_back_soon(self, keys: _Keys, token: str, conversation_id: str) -> None:
         task = asyncio.ensure_future(self._give_back(keys, token, conversation_id))
         self._returns.add(task)
         task.add_done_callback(self._returns.discard)
 
     async def _keep_alive(
-        self, key: str, token: str, conversation_id: str, now: bool = False
+        self, key: bytes, token: str, conversation_id: str, now: bool = False
     ) -> None:
         lifetime_ms = int(self.lock_lifetime * 1000)
         while True:
@@ -377,9 +383,7 @@ class RedisLockStore:
                 )
                 return
 
-    async def _give_back(
-        self, keys: tuple[str, str, str], token: str, conversation_id: str
-    ) -> None:
+    async def _give_back(self, keys: _Keys, token: str, conversation_id: str) -> None:
         """Releases our lease (or leaves the line) and wakes the next waiter if it is ours."""
         try:
             # Shielded: a cancelled turn still gives its lease back.
@@ -395,20 +399,20 @@ class RedisLockStore:
         if following.__class__ is str and (waker := self._waiters.get(following)) is not None:
             _wake(waker)
 
-    async def _release_batched(self, keys: tuple[str, str, str], token: str) -> Any:
+    async def _release_batched(self, keys: _Keys, token: str) -> Any:
         try:
             return await self._batch.call(
-                "EVALSHA", *self._release_head, *keys, token, self._wake_prefix
+                "EVALSHA", *self._release_head, *keys, token.encode(), self._wake_prefix
             )
         except redis_errors.NoScriptError:  # after a Redis restart or a SCRIPT FLUSH
             return await self._release(keys=keys, args=[token, self._wake_prefix])
 
-    def _release_in_background(self, keys: tuple[str, str, str], token: str) -> None:
+    def _release_in_background(self, keys: _Keys, token: str) -> None:
         task = asyncio.ensure_future(self._release_later(keys, token))
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
 
-    async def _release_later(self, keys: tuple[str, str, str], token: str) -> None:
+    async def _release_later(self, keys: _Keys, token: str) -> None:
         """Retries a release that failed (Redis unreachable as the turn ended) or a lease
         an acquire may have left, until the lease would have run out: the conversation's
         next turn then waits for Redis to be back, not for the whole lease. Safe to repeat:

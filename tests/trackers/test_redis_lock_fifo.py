@@ -230,3 +230,29 @@ async def test_a_release_hands_the_lock_to_a_waiter_of_another_process_at_once(
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_a_conversation_id_beyond_ascii_locks_its_own_utf8_key(
+    configs: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    """The lock's keys are sent as bytes (the turn's CPU): a conversation named in UTF-8
+    holds `<prefix>:lock:<name>` as Rasa and any other client name it, and gives it back."""
+    from redis.asyncio import Redis
+
+    lock_config, _ = configs
+    locks = RedisLockStore(lock_config)
+    raw = Redis(host=REDIS[0], port=REDIS[1], db=1, decode_responses=True)
+    name = "Zoë 🙂 会話"
+    key = f"{lock_config['key_prefix']}:lock:{name}"
+    try:
+        async with locks.lock(name):
+            assert await raw.exists(key) == 1
+            with pytest.raises(LockTimeout):
+                async with locks.lock(name, wait_timeout=0.05):
+                    pass
+        assert await raw.exists(key) == 0
+        async with locks.lock(name, wait_timeout=5):  # the line is empty again
+            pass
+    finally:
+        await raw.aclose()
+        await locks.close()

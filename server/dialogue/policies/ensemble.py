@@ -282,11 +282,12 @@ class PolicyEnsemble:
 def _rejected_action(events: list[Event]) -> str | None:
     """The action just rejected, if the last action event is a rejection."""
     for event in reversed(events):
-        if isinstance(event, ActionExecutionRejected):
-            return event.action_name
-        if isinstance(event, ActionExecuted):
-            return None
+        if isinstance(event, _ACTION_EVENTS):  # one test for each event after the action
+            return event.action_name if isinstance(event, ActionExecutionRejected) else None
     return None
+
+
+_ACTION_EVENTS = (ActionExecutionRejected, ActionExecuted)
 
 
 def _without(prediction: PolicyPrediction, action: str, names: list[str]) -> PolicyPrediction:

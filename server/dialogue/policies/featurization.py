@@ -127,6 +127,9 @@ def featurized_entities(domain: Domain, intent: str | None, entities: list[dict]
     return sorted(names)
 
 
+_AFTER_LISTEN = {"action_name": "action_listen"}
+
+
 class _Fold:
     """The slice of tracker state that featurization needs, updated event by event."""
 
@@ -156,7 +159,13 @@ class _Fold:
     def apply(self, event: Event) -> bool:
         """Folds `event` in; False when it left the state as it was (the user_featurization
         logged after most messages, which keeps reading the message by its intent)."""
-        if isinstance(event, UserUttered):
+        if isinstance(event, ActionExecuted):  # the most frequent first
+            if event.action_name is not None:
+                self.prev_action = {"action_name": event.action_name}
+            else:
+                self.prev_action = {"action_text": event.action_text or ""}
+            self.followup = False
+        elif isinstance(event, UserUttered):
             self.user = self._user_sub_state(event.intent_name, event.text, event.entities)
             self.user_text = event.text
             self.followup = False
@@ -167,12 +176,6 @@ class _Fold:
                 return False
             self.user = {"text": self.user_text}
             self._input_arrived()
-        elif isinstance(event, ActionExecuted):
-            if event.action_name is not None:
-                self.prev_action = {"action_name": event.action_name}
-            else:
-                self.prev_action = {"action_text": event.action_text or ""}
-            self.followup = False
         elif isinstance(event, FollowupAction):
             self.followup = True
             return False
@@ -197,8 +200,8 @@ class _Fold:
         return self.prev_action.get("action_name") == ACTION_LISTEN
 
     def _input_arrived(self) -> None:
-        prev = self.prev_action
-        if prev and prev.get("action_name") != "action_listen":
+        prev = self.prev_action  # one key: an action's name or text
+        if prev and prev != _AFTER_LISTEN:
             self.stories_differ = True
 
     def _user_sub_state(
@@ -454,7 +457,8 @@ class _StoryStates:
         if not hidden:
             last_action = prev
         # A followup action, and a loop's next step, belong to the turn before them.
-        if not flags & _FOLLOWUP and prev_name != state.get(ACTIVE_LOOP, {}).get("name"):
+        loop = state.get(ACTIVE_LOOP)
+        if not flags & _FOLLOWUP and prev_name != (loop.get("name") if loop else None):
             hidden = bool(flags & _HIDDEN)
         if commit:
             self.hidden, self.last_action = hidden, last_action
@@ -906,9 +910,12 @@ class _IncrementalStates:
                     body.append(self.fold.state())
                     texts.append(None)
                     identities.append(None)
+                folded = True
+            else:
+                folded = not isinstance(event, _UNFOLDED)
             # The fold does not read the `_UNFOLDED` events; the current state holds while
             # the others leave it as it was.
-            if not isinstance(event, _UNFOLDED) and self.fold.apply(event):
+            if folded and self.fold.apply(event):
                 current = None
                 if self.differ_from is None and self.fold.stories_differ:
                     self.differ_from = len(body)
