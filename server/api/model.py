@@ -38,11 +38,11 @@ from server.api.request_body import (
 )
 from server.api.schemas import (
     EVENT_LIST,
+    PARSE_FORMATS,
     ModelRequest,
     NLUEvaluationResult,
     NLUTestData,
     ParseRequest,
-    ParseResult,
     PredictResult,
     StoriesEvaluationResult,
     TrainingRequest,
@@ -829,7 +829,10 @@ def model_router() -> APIRouter:
         summary="Parse a message using the Rasa model",
         openapi_extra=json_request(ParseRequest),
         responses={
-            200: json_response(ParseResult, "The intents and entities found."),
+            200: json_response(
+                {"anyOf": [ref(model) for model in PARSE_FORMATS]},
+                "The intents and entities found; with `emulation_mode`, in that service's format.",
+            ),
             **error_responses(400, 409),
         },
     )

@@ -65,6 +65,7 @@ class RunSpec:
     credentials: dict[str, Any] | None
     connector: str | None = None
     credentials_file: str | None = None
+    endpoints_file: str = "endpoints.yml"
     token: str | None = None
     jwt_secret: str | None = None
     jwt_method: str = "HS256"
@@ -89,6 +90,7 @@ class RunSpec:
             endpoints=self.endpoints,
             credentials=self.credentials,
             credentials_file=self.credentials_file,
+            endpoints_file=self.endpoints_file,
             connector=self.connector,
             auth=AuthConfig(
                 token=self.token,
@@ -261,19 +263,19 @@ def _check_remote_storage(args: argparse.Namespace) -> None:
         )
 
 
-def _check_workers(workers: int, endpoints: dict[str, Any]) -> None:
+def _check_workers(workers: int, endpoints: dict[str, Any], source: str = "endpoints.yml") -> None:
     if workers < 1:
         raise InvalidConfig("--workers must be 1 or more")
     if workers == 1:
         return
-    lock_store = create_lock_store(endpoints.get("lock_store"))
+    lock_store = create_lock_store(endpoints.get("lock_store"), source)
     if lock_store.process_local:
         raise InvalidConfig(
             f"--workers {workers} needs a lock store shared by the processes: with the "
             "in-memory lock, two workers could run turns of one conversation at the same time. "
             "Add `lock_store: {type: redis, url: ...}` to endpoints.yml, or use --workers 1."
         )
-    store = create_tracker_store(endpoints.get("tracker_store") or DEFAULT_TRACKER_STORE)
+    store = create_tracker_store(endpoints.get("tracker_store") or DEFAULT_TRACKER_STORE, source)
     if store.process_local:
         raise InvalidConfig(
             f"--workers {workers} needs a tracker store shared by the processes; the in-memory "
@@ -321,7 +323,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         raise InvalidConfig("--response-timeout must be 0 (none) or more seconds")
     _check_secrets(args)
     _check_remote_storage(args)
-    _check_workers(args.workers, endpoints)
+    _check_workers(args.workers, endpoints, args.endpoints)
     _warn_socketio_workers(args.workers, credentials, args.connector)
     host = "localhost" if args.interface in ("0.0.0.0", "::") else args.interface
     scheme = "https" if args.ssl_certificate else "http"
@@ -330,6 +332,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         endpoints=endpoints,
         credentials=credentials,
         credentials_file=credentials_path,
+        endpoints_file=args.endpoints,
         connector=args.connector,
         token=args.auth_token,
         jwt_secret=args.jwt_secret,

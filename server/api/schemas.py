@@ -88,6 +88,32 @@ class ParseResult(_Open):
     response_selector: dict[str, Any] = _may_be_absent("Retrieval-intent results.")
 
 
+class WitParseResult(_Open):
+    """`POST /model/parse?emulation_mode=WIT`: wit.ai's `GET /message` answer."""
+
+    text: str = Field(description="The parsed text.")
+    intents: list[dict[str, Any]] = Field(description="The winning intent, if any.")
+    entities: dict[str, list[dict[str, Any]]] = Field(description="Entities keyed `<name>:<role>`.")
+
+
+class LuisParseResult(_Open):
+    """`POST /model/parse?emulation_mode=LUIS`: a LUIS v3 `predict` answer."""
+
+    query: str | None = Field(description="The parsed text.")
+    prediction: dict[str, Any] = Field(
+        description="`normalizedQuery`, `topIntent`, `intents` scored by name, `entities`."
+    )
+
+
+class DialogflowParseResult(_Open):
+    """`POST /model/parse?emulation_mode=DIALOGFLOW`: a Dialogflow ES `detectIntent` answer."""
+
+    responseId: str = Field(description="A new id for each answer.")
+    queryResult: dict[str, Any] = Field(
+        description="`queryText`, the intent as `action` and `intent`, entity `parameters`."
+    )
+
+
 # --------------------------------------------------------------------------- events, tracker
 
 
@@ -404,6 +430,14 @@ EVENT_LIST: dict[str, Any] = {
     "items": {"$ref": COMPONENTS_REF.format(model="Event")},
 }
 
+# The answers of POST /model/parse: Rasa's own, or that of an `emulation_mode`.
+PARSE_FORMATS: tuple[type[BaseModel], ...] = (
+    ParseResult,
+    WitParseResult,
+    LuisParseResult,
+    DialogflowParseResult,
+)
+
 DOCUMENTED_MODELS: tuple[type[BaseModel], ...] = (
     Error,
     Version,
@@ -411,6 +445,9 @@ DOCUMENTED_MODELS: tuple[type[BaseModel], ...] = (
     Tracker,
     Event,
     ParseResult,
+    WitParseResult,
+    LuisParseResult,
+    DialogflowParseResult,
     ConversationUpdate,
     PredictResult,
     Domain,

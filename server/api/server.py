@@ -39,6 +39,7 @@ from server.trackers.factory import (
     DEFAULT_TRACKER_STORE,
     create_lock_store,
     create_tracker_store,
+    reading_section,
 )
 from server.trackers.repository import TrackerRepository
 
@@ -66,6 +67,7 @@ class ServerOptions:
     endpoints: dict[str, Any] = field(default_factory=dict)
     credentials: dict[str, Any] | None = None
     credentials_file: str | None = None  # named in errors about its settings
+    endpoints_file: str = "endpoints.yml"  # named in errors about its settings
     connector: str | None = None
     auth: AuthConfig = field(default_factory=AuthConfig)
     cors: Sequence[str] = ()
@@ -116,13 +118,16 @@ async def _close(what: str, close: Callable[[], Awaitable[Any]] | None) -> None:
 def build_app(options: ServerOptions) -> FastAPI:
     """The server's ASGI app; run it with uvicorn. Raises InvalidConfig for bad settings."""
     endpoints = options.endpoints or {}
+    endpoints_file = options.endpoints_file
     tracker_store = create_tracker_store(
-        endpoints.get("tracker_store") or options.default_tracker_store
+        endpoints.get("tracker_store") or options.default_tracker_store, endpoints_file
     )
-    lock_store = create_lock_store(endpoints.get("lock_store"))
-    broker = create_event_broker(endpoints.get("event_broker"))
-    action_client = _optional_client(endpoints.get("action_endpoint"), "action")
-    nlg_client = _optional_client(endpoints.get("nlg"), "nlg")
+    lock_store = create_lock_store(endpoints.get("lock_store"), endpoints_file)
+    broker = create_event_broker(endpoints.get("event_broker"), endpoints_file)
+    with reading_section("action_endpoint", endpoints_file):
+        action_client = _optional_client(endpoints.get("action_endpoint"), "action")
+    with reading_section("nlg", endpoints_file):
+        nlg_client = _optional_client(endpoints.get("nlg"), "nlg")
 
     loader: Callable[[Path, dict[str, Any]], DialogueModel] = load_model
     if endpoints.get("nlu"):

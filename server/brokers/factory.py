@@ -11,14 +11,17 @@ from server.trackers.factory import reading_section, section_type
 _RABBITMQ_TYPES = {None, "", "pika", "rabbitmq", "rabbit", "amqp"}
 
 
-def create_event_broker(config: dict[str, Any] | None) -> EventBroker | None:
-    """The broker for an `event_broker:` section; None when there is no section.
+def create_event_broker(
+    config: dict[str, Any] | None, source: str = "endpoints.yml"
+) -> EventBroker | None:
+    """The broker for an `event_broker:` section of the endpoints file `source`; None when
+    there is no section.
 
     As in Rasa, a section without `type` is RabbitMQ (`pika`).
     """
     if not config:
         return None
-    with reading_section("event_broker"):
+    with reading_section("event_broker", source):
         return _create_event_broker(dict(config))
 
 

@@ -20,21 +20,27 @@ _UNSUPPORTED_TRACKER_TYPES = {"mongod", "mongo", "dynamo"}
 
 
 @contextmanager
-def reading_section(section: str) -> Iterator[None]:
-    """A setting of the wrong type in an endpoints.yml section (a word where a number goes,
-    a number where a list goes) as InvalidConfig naming the section: before, the server
-    stopped at start-up with a traceback."""
+def reading_section(section: str, source: str = "endpoints.yml") -> Iterator[None]:
+    """A setting of the wrong type in a section of the endpoints file `source` (a word where
+    a number goes, a number where a list goes), or one a backend refuses, as InvalidConfig
+    naming the file and the section: before, the server stopped at start-up with a
+    traceback, and the file was called endpoints.yml whatever --endpoints named."""
     try:
         yield
+    except InvalidConfig as exc:
+        raise InvalidConfig(f"{source}, section '{section}': {exc}") from exc
     except (ValueError, TypeError) as exc:
         raise InvalidConfig(
-            f"endpoints.yml, section '{section}': a setting has the wrong type: {exc}"
+            f"{source}, section '{section}': a setting has the wrong type: {exc}"
         ) from exc
 
 
-def create_tracker_store(config: dict[str, Any] | None) -> TrackerStore:
-    """The tracker store for a `tracker_store:` section (None or no type: in memory)."""
-    with reading_section("tracker_store"):
+def create_tracker_store(
+    config: dict[str, Any] | None, source: str = "endpoints.yml"
+) -> TrackerStore:
+    """The tracker store for a `tracker_store:` section (None or no type: in memory) of the
+    endpoints file `source`."""
+    with reading_section("tracker_store", source):
         return _create_tracker_store(dict(config or {}))
 
 
@@ -61,9 +67,10 @@ def _create_tracker_store(config: dict[str, Any]) -> TrackerStore:
     )
 
 
-def create_lock_store(config: dict[str, Any] | None) -> LockStore:
-    """The lock store for a `lock_store:` section (None or no type: in memory)."""
-    with reading_section("lock_store"):
+def create_lock_store(config: dict[str, Any] | None, source: str = "endpoints.yml") -> LockStore:
+    """The lock store for a `lock_store:` section (None or no type: in memory) of the
+    endpoints file `source`."""
+    with reading_section("lock_store", source):
         return _create_lock_store(dict(config or {}))
 
 

@@ -72,6 +72,25 @@ def _apply_errata(spec: dict[str, Any]) -> None:
     action = schemas["EvaluationStoriesResult"]["properties"]["actions"]["items"]["properties"]
     action["confidence"] = {"type": "number", "nullable": True}
     _nullable(action["policy"])
+    # `?emulation_mode=WIT` (a mode the spec offers) answers in wit.ai's format, whose
+    # `entities` is an object keyed by entity name, not ParseResult's list. (LUIS and
+    # Dialogflow answers share no key with ParseResult, which requires none.)
+    schemas["WitParseResult"] = {
+        "type": "object",
+        "required": ["text", "intents", "entities"],
+        "properties": {
+            "text": {"type": "string", "nullable": True},
+            "intents": {"type": "array", "items": {"type": "object"}},
+            "entities": {"type": "object"},
+        },
+    }
+    parse = spec["paths"]["/model/parse"]["post"]["responses"][200]["content"]
+    parse["application/json"]["schema"] = {
+        "anyOf": [
+            {"$ref": "#/components/schemas/ParseResult"},
+            {"$ref": "#/components/schemas/WitParseResult"},
+        ]
+    }
     # The three error shapes share no required key, so `oneOf` can never match one.
     errors = schemas["EvaluationItem"]["properties"]["errors"]["items"]
     errors["anyOf"] = errors.pop("oneOf")

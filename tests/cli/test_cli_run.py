@@ -54,6 +54,31 @@ def test_an_endpoints_setting_of_the_wrong_type_is_a_clear_error(
     assert "Traceback" not in result.err
 
 
+@pytest.mark.parametrize(
+    ("command", "section", "settings"),
+    [
+        ("run", "tracker_store", "type: redis\n  port: six"),
+        ("run", "lock_store", "type: redis\n  lock_lifetime: long"),
+        ("run", "event_broker", "type: pika\n  queues: 5"),
+        ("run", "action_endpoint", "url: http://localhost:5055/webhook\n  timeout: soon"),
+        ("run", "nlg", "url: http://localhost:5056/nlg\n  timeout: soon"),
+        ("prune", "tracker_store", "type: sql\n  cache_events: lots"),
+        ("prune", "lock_store", "type: redis\n  lock_lifetime: long"),
+    ],
+)
+def test_a_wrong_setting_names_the_endpoints_file_given_and_its_section(
+    run_cli, tmp_path: Path, command: str, section: str, settings: str
+) -> None:
+    """Before, the error said `endpoints.yml` whatever file --endpoints named, and an
+    action_endpoint or nlg setting named neither the file nor the section."""
+    (tmp_path / "prod-endpoints.yml").write_text(f"{section}:\n  {settings}\n")
+    extra = ["-p", str(free_port())] if command == "run" else ["--older-than-days", "30"]
+    result = run_cli(command, "--endpoints", "prod-endpoints.yml", *extra, cwd=tmp_path)
+    assert result.code == 1
+    assert f"error: prod-endpoints.yml, section '{section}': " in result.err
+    assert "Traceback" not in result.err
+
+
 def test_port_in_use_is_a_clear_error(run_cli, moodbot_model: Path, tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

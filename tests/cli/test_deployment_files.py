@@ -53,3 +53,11 @@ def test_dockerfile_serves_the_api_and_checks_readiness() -> None:
     assert cmd
     args = cli.build_parser().parse_args(yaml.safe_load(cmd.group(1)))
     assert args.command == "run" and args.enable_api
+
+
+def test_compose_passes_the_api_token_in_the_environment_not_the_command() -> None:
+    """docs/security.md: a secret on the command line shows in `ps` and `docker top` to every
+    user of the host. Before, compose passed `--auth-token ${BOTSERVER_AUTH_TOKEN}`."""
+    service = compose()["services"]["botserver"]
+    assert not {"--auth-token", "--jwt-secret"} & {str(arg) for arg in service["command"]}
+    assert "BOTSERVER_AUTH_TOKEN" in service["environment"]
