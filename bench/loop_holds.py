@@ -1,10 +1,12 @@
 """How long the event loop is held while the API serves a conversation of 100,000 events.
 
 A task sleeps 5 ms at a time and records the longest gap between its wake-ups while each
-request runs (the garbage collector is off meanwhile, as in the tests). Moodbot is trained,
-served in-process (no network) on the chosen store; round 2 is a new app on the same store,
-as after a restart of the process, and ends with a POST of as many events again and a turn
-of another conversation (which evicts the long one from the caches).
+request runs (the garbage collector is off meanwhile, as in the tests), the process's CPU
+in it and the loop thread's own CPU (`loop_busiest`: work done on the loop itself).
+Moodbot is trained, served in-process (no network) on the chosen store; round 2 is a new
+app on the same store, as after a restart of the process, and ends with a POST of as many
+events again and a turn of another conversation (which evicts the long one from the
+caches).
 
     python bench/loop_holds.py [--store memory|sqlite|redis] [--events 100000]
 """
@@ -102,7 +104,8 @@ async def main(store: str, events: int) -> None:
                     print(
                         f"round {round_}  {name:36s} {response.status_code}  "
                         f"took {took:6.3f} s  loop held {hold.longest * 1000:6.0f} ms"
-                        f" (CPU {hold.busiest * 1000:4.0f} ms)",
+                        f" (CPU {hold.busiest * 1000:4.0f} ms,"
+                        f" loop thread {hold.loop_busiest * 1000:4.1f} ms)",
                         flush=True,
                     )
         if store == "redis":

@@ -7,6 +7,7 @@ loads the startup model and, on shutdown, closes everything in reverse order.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -18,7 +19,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from server.api.app import create_app
+from server.api.app import create_app, prepare_routes
 from server.api.conversations import conversations_router
 from server.api.domain import domain_router
 from server.api.middleware import DEFAULT_MAX_BODY_BYTES, DEFAULT_RESPONSE_TIMEOUT_SECONDS
@@ -164,6 +165,7 @@ def build_app(options: ServerOptions) -> FastAPI:
         await source.load_initial(
             options.model_path, endpoints.get("models") or None, options.remote_storage
         )
+        await asyncio.to_thread(prepare_routes, app)
         if options.freeze_after_load:
             # Imports and the model live as long as the process: out of the collector's
             # sight, a full collection no longer walks them (110 ms per pass here, every few

@@ -47,6 +47,8 @@ MAX_RETRY_DELAY = 30.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
 # How many messages may await RabbitMQ's confirm at once (one round trip per window).
 CONFIRM_WINDOW = 256
+# How many of a window's publishes are started in one iteration of the event loop.
+_STARTED_AT_ONCE = 16
 # How RabbitMQ closes a channel on a message larger than its max_message_size.
 _TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
 
@@ -82,17 +84,15 @@ class RabbitMQEventBroker(QueuedBroker):
                 # popped only once RabbitMQ confirmed the whole window. A failure re-sends the
                 # window: consumers drop the repeats by message_id (ConversationOrderer).
                 window = list(itertools.islice(pending, CONFIRM_WINDOW))
-                messages = [self._message(outgoing) for outgoing in window]
+                if len(window) > _STARTED_AT_ONCE:  # 256 messages' JSON: 3 ms on the loop
+                    messages = await asyncio.to_thread(self._messages, window)
+                else:
+                    messages = self._messages(window)
                 limit = self._max_message_size
                 if limit is not None and any(len(m.body) > limit for m in messages):
                     _drop_oversize(pending, messages, limit)
                     continue
-                await asyncio.gather(
-                    *(
-                        exchange.publish(message, routing_key="", timeout=PUBLISH_TIMEOUT_SECONDS)
-                        for message in messages
-                    )
-                )
+                await _publish_in_steps(exchange, messages)
                 for _ in window:
                     pending.popleft()
         except Exception as exc:
@@ -103,6 +103,9 @@ class RabbitMQEventBroker(QueuedBroker):
                 self._max_message_size = int(too_large.group(2))
             await self._disconnect()
             raise
+
+    def _messages(self, window: list[Outgoing]) -> list[aio_pika.Message]:
+        return [self._message(outgoing) for outgoing in window]
 
     def _message(self, outgoing: Outgoing) -> aio_pika.Message:
         return aio_pika.Message(
@@ -272,6 +275,28 @@ def _queues(config: dict[str, Any]) -> list[str]:
     if isinstance(queues, str):
         return [queues]
     return [str(q) for q in queues]
+
+
+async def _publish_in_steps(exchange: AbstractExchange, messages: list[aio_pika.Message]) -> None:
+    """Publishes `messages` at once, in order, started a few per iteration of the event loop:
+    each publish's first step (its frames, up to the channel's lock) runs in the iteration it
+    is started in, and a window of 256 started at once held the loop 11-13 ms."""
+    publishes: list[asyncio.Future[Any]] = []
+    try:
+        for first in range(0, len(messages), _STARTED_AT_ONCE):
+            if first:
+                await asyncio.sleep(0)
+            publishes += [
+                asyncio.ensure_future(
+                    exchange.publish(message, routing_key="", timeout=PUBLISH_TIMEOUT_SECONDS)
+                )
+                for message in messages[first : first + _STARTED_AT_ONCE]
+            ]
+        await asyncio.gather(*publishes)
+    except BaseException:
+        for publish in publishes:  # none is left running unawaited
+            publish.cancel()
+        raise
 
 
 def _drop_oversize(pending: deque[Outgoing], messages: list[aio_pika.Message], limit: int) -> None:

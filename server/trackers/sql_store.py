@@ -430,9 +430,7 @@ class SqlTrackerStore:
         # Another load or append in this process may have advanced the cache meanwhile.
         new_rows = [row for row in rows if row[0] > cached.last_id]
         if new_rows:
-            self._cache.extend(
-                sender_id, cached, await _parse([row[1] for row in new_rows]), new_rows[-1]
-            )
+            self._cache.extend(sender_id, cached, await _parse_rows(new_rows), new_rows[-1])
         cached.synced = self._read_at(sender_id, mark)
         self._cache.touch(sender_id)
         return Snapshot(cached.events)
@@ -445,9 +443,13 @@ class SqlTrackerStore:
             self._cache.pop(sender_id)
             return None
         synced = self._read_at(sender_id, mark)
-        events = await _parse([row[1] for row in rows])
+        events = await _parse_rows(rows)
         last_id, last_data = rows[-1]
         self._cache.put(sender_id, _CachedSession(events, last_id, last_data, synced))
+        if len(rows) > OFF_LOOP_EVENTS:
+            # 200,000 rows (a tuple and a JSON string each) freed as this returned held the
+            # loop at a conversation's first turn after a restart.
+            release_off_loop(rows)
         return Snapshot(events)
 
     def _read_at(self, sender_id: str, mark: tuple[int, int] | None) -> int | None:
@@ -762,6 +764,13 @@ def _event_json(event: dict[str, Any]) -> str:
 
 def _load_json(data: str) -> Any:
     return loads_exact(data, constants=True)
+
+
+async def _parse_rows(rows: Sequence[IdData]) -> list[dict[str, Any]]:
+    """The events of `rows`; taken from the rows in the same thread as they are parsed."""
+    if len(rows) > OFF_LOOP_EVENTS:
+        return await asyncio.to_thread(lambda: [_load_json(row[1]) for row in rows])
+    return [_load_json(row[1]) for row in rows]
 
 
 async def _parse(data: Sequence[str]) -> list[dict[str, Any]]:

