@@ -106,6 +106,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return  # read and dropped until the connection closes
         pending = self._head_pending
         super().data_received(data)
+        if self._refused:
+            return  # refused by the parser's count of this read's header lines
         if self._head_pending and not self.transport.is_closing():
             if pending:
                 self._head_bytes += len(data)
