@@ -112,9 +112,10 @@ async def test_socketio_clients_get_quick_replies(
         await client.connect(url, transports=["websocket"])
         await client.emit("user_uttered", {"message": "show"})
         for _ in range(200):
-            if len(inbox) >= 7:
+            if sum("text" in m for m in inbox) >= 3:
                 break
             await client.sleep(0.05)
+        await client.sleep(0.5)  # a message too many would arrive meanwhile
         await client.disconnect()
     # Quick replies stay quick replies, and buttons become them, as in Rasa's socket.io; a
     # text with buttons comes paragraph by paragraph, the buttons with the last (before: one

@@ -14,6 +14,8 @@ import pytest
 
 from bench.tcp_proxy import SilentProxy
 from server.errors import StoreUnavailable
+from server.trackers import postgres_database as postgres_module
+from server.trackers import sql_engine
 from server.trackers.factory import create_tracker_store
 from tests.trackers.persistence_fixtures import (
     MARIADB,
@@ -43,10 +45,15 @@ def user(text: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
-async def test_a_database_that_never_answers_is_unavailable(dialect: str) -> None:
+async def test_a_database_that_never_answers_is_unavailable(
+    dialect: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Before: PostgreSQL's connect timeout surfaced as an IndexError, a 500 (and the
     readiness probe failed with a traceback); MySQL waited for the server's greeting for
     ever."""
+    # The 5 s connect timeout, shortened: what is tested is that it ends the wait.
+    monkeypatch.setattr(postgres_module, "CONNECT_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(sql_engine, "CONNECT_TIMEOUT_SECONDS", 1.0)
     async with behind_proxy(dialect) as (config, proxy):
         proxy.silent = True
         store = create_tracker_store(config)
@@ -65,6 +72,8 @@ async def test_a_database_that_stops_answering_mid_conversation(
     """Before, the turn (and every later turn of the conversation, waiting for its lock)
     hung until the kernel gave the connection up, about 15 minutes."""
     monkeypatch.setenv("SQL_STATEMENT_TIMEOUT", "1")
+    monkeypatch.setattr(postgres_module, "CONNECT_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(sql_engine, "CONNECT_TIMEOUT_SECONDS", 1.0)
     async with behind_proxy(dialect) as (config, proxy):
         store = create_tracker_store(config)
         try:
