@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,13 +329,29 @@ async def client_loop(
             await asyncio.sleep(scenario.think_time)
 
 
-async def outage(proxy: TcpProxy, at: float, duration: float, log: dict[str, float]) -> None:
-    await asyncio.sleep(at)
-    log["cut_at"] = at
+async def outage(
+    proxy: TcpProxy,
+    at: float,
+    duration: float,
+    log: dict[str, float],
+    t0: float,
+    after: Callable[[], bool] | None = None,
+) -> None:
+    """Cuts `proxy` `at` seconds after `t0` (not before `after()` holds) for `duration`.
+
+    The log holds the times the cut and the restore really happened, in seconds since t0:
+    on a loaded machine a sleep ends late, and nominal times would put answers in the wrong
+    outage.
+    """
+    await asyncio.sleep(max(0.0, at - (time.monotonic() - t0)))
+    # A predicate over the answers so far, which no event marks: polled.
+    while after is not None and not after():  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
     await proxy.cut()
+    log["cut_at"] = time.monotonic() - t0
     await asyncio.sleep(duration)
     await proxy.restore()
-    log["restored_at"] = at + duration
+    log["restored_at"] = time.monotonic() - t0
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -569,13 +585,21 @@ async def _load(
         if scenario.db_outage:
             outages["database"] = {}
             background.append(
-                asyncio.create_task(outage(db_proxy, *scenario.db_outage, outages["database"]))
+                asyncio.create_task(outage(db_proxy, *scenario.db_outage, outages["database"], t0))
             )
         if scenario.broker_outage and broker_proxy is not None:
             outages["broker"] = {}
             background.append(
                 asyncio.create_task(
-                    outage(broker_proxy, *scenario.broker_outage, outages["broker"])
+                    outage(
+                        broker_proxy,
+                        *scenario.broker_outage,
+                        outages["broker"],
+                        t0,
+                        # One outage at a time: the broker goes once the database is back
+                        # and a message sent after its return was answered.
+                        after=lambda: _answered_since(sent, outages.get("database")),
+                    )
                 )
             )
         await asyncio.gather(
@@ -618,8 +642,20 @@ async def _load(
     if "database" in outages:
         result["database_outage"] = _outage_effects(sent, outages["database"])
     if "broker" in outages:
-        result["broker_outage"] = _outage_effects(sent, outages["broker"])
+        # Answers to messages sent while the database was away belong to that outage.
+        since = outages.get("database", {}).get("restored_at", 0.0)
+        later = [s for s in sent if s.started >= since]
+        result["broker_outage"] = _outage_effects(later, outages["broker"])
     return result
+
+
+def _answered_since(sent: list[Sent], window: dict[str, float] | None) -> bool:
+    """True once no outage is running in `window`, or a message sent after it got a 200."""
+    if window is None:
+        return True
+    if "restored_at" not in window:
+        return False
+    return any(s.acknowledged and s.started >= window["restored_at"] for s in sent)
 
 
 def _outage_effects(sent: list[Sent], window: dict[str, float]) -> dict[str, Any]:
