@@ -1,0 +1,359 @@
+"""The DynamoDB tracker store, on Rasa 3's table layout: one item per conversation.
+
+An item holds `sender_id` (the partition key, no sort key), `name` and `events`: a list of
+the conversation's event maps, every session, numbers as DynamoDB numbers (Rasa's floats as
+Decimal). boto3 blocks: every request runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from functools import partial
+from typing import Any, TypeVar
+
+from server.errors import InvalidConfig, StoreFailed, StoreRefusedData, StoreUnavailable
+from server.trackers.retention import latest_timestamp
+from server.trackers.session_start import latest_session_start
+from server.trackers.snapshot import Snapshot
+from server.trackers.store import Hold, cache_events_setting, holding
+
+logger = logging.getLogger(__name__)
+
+# Rasa's defaults for `table_name` and `region`.
+DEFAULT_TABLE = "states"
+DEFAULT_REGION = "us-east-1"
+# DynamoDB's limit on one item (names and values), so on one conversation in this layout.
+ITEM_LIMIT_BYTES = 400 * 1024
+
+# Error codes after which the same request may succeed later: a 503, not a 500.
+_BUSY_CODES = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "LimitExceededException",
+    "TransactionConflictException",
+}
+# The attribute names, as placeholders: `name` is one of DynamoDB's reserved words.
+_NAMES = {"#events": "events", "#name": "name", "#append": "botserver_append"}
+
+T = TypeVar("T")
+
+
+class DynamoTrackerStore:
+    """Tracker store on a DynamoDB table (created, with on-demand billing, if missing)."""
+
+    process_local = False
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        try:
+            import boto3
+            from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+            from botocore.config import Config
+        except ImportError as exc:
+            raise InvalidConfig(
+                "tracker_store type 'dynamo' needs boto3: pip install 'botserver[aws]'"
+            ) from exc
+        self.cache_events = cache_events_setting(config)  # hot trackers over this store
+        self.table = str(config.get("table_name") or DEFAULT_TABLE)
+        self.region = str(config.get("region") or DEFAULT_REGION)
+        self.endpoint = (
+            config.get("endpoint_url")
+            or os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or None
+        )
+        timeout = float(config.get("socket_timeout", 10))
+        if timeout <= 0:
+            raise InvalidConfig(f"socket_timeout must be positive, not {timeout:g}")
+        client_config = Config(
+            connect_timeout=min(timeout, 5.0),
+            read_timeout=timeout,
+            # One retry: botocore's default (up to 5 attempts, backing off) kept a turn
+            # waiting for its 503 for tens of seconds while DynamoDB could not be reached.
+            retries={"total_max_attempts": 2, "mode": "standard"},
+            max_pool_connections=32,
+        )
+        try:
+            self._client = boto3.session.Session().client(
+                "dynamodb",
+                region_name=self.region,
+                endpoint_url=self.endpoint,
+                config=client_config,
+            )
+        except ValueError as exc:  # botocore's "Invalid endpoint"
+            raise InvalidConfig(f"endpoint_url {self.endpoint!r} is not usable: {exc}") from None
+        self._serializer = TypeSerializer()
+        self._deserializer = TypeDeserializer()
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+
+    def describe(self) -> str:
+        where = f" at {self.endpoint}" if self.endpoint else ""
+        return f"DynamoDB table '{self.table}' in {self.region}{where}"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        async with self._ready_lock:
+            if not self._ready:
+                await self._run(self._create_table_if_missing)
+                self._ready = True
+
+    def _create_table_if_missing(self) -> None:
+        errors = self._client.exceptions
+        try:
+            table = self._client.describe_table(TableName=self.table)["Table"]
+        except errors.ResourceNotFoundException:
+            logger.info("Creating the %s for the tracker store", self.describe())
+            try:
+                self._client.create_table(
+                    TableName=self.table,
+                    KeySchema=[{"AttributeName": "sender_id", "KeyType": "HASH"}],
+                    AttributeDefinitions=[{"AttributeName": "sender_id", "AttributeType": "S"}],
+                    # Each write is billed by the whole item: Rasa's 5 provisioned write
+                    # units throttled a bot with a few long conversations.
+                    BillingMode="PAY_PER_REQUEST",
+                )
+            except errors.ResourceInUseException:
+                pass  # another process creates it just now
+            self._client.get_waiter("table_exists").wait(
+                TableName=self.table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+            )
+            table = self._client.describe_table(TableName=self.table)["Table"]
+        keys = [(key["AttributeName"], key["KeyType"]) for key in table["KeySchema"]]
+        if keys != [("sender_id", "HASH")]:
+            raise StoreFailed(
+                f"The tracker store's {self.describe()} has the key schema {keys}; botserver "
+                "uses Rasa 3's layout: partition key 'sender_id' (string), no sort key. "
+                "Name another table_name (it is created) or migrate this one."
+            )
+
+    async def ping(self) -> None:
+        await self._ensure_ready()
+        await self._run(lambda: self._client.describe_table(TableName=self.table))
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._client.close)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
+        events = await self.load_all(sender_id)
+        if events is None:
+            return None
+        return Snapshot(events, latest_session_start(events) or 0)
+
+    async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
+        await self._ensure_ready()
+        return await self._run(lambda: self._read_events(sender_id))
+
+    def _read_events(self, sender_id: str) -> list[dict[str, Any]] | None:
+        item = self._client.get_item(
+            TableName=self.table,
+            Key=_key(sender_id),
+            ProjectionExpression="#events",
+            ExpressionAttributeNames={"#events": "events"},
+            ConsistentRead=True,
+        ).get("Item")
+        if item is None:
+            return None
+        events = [self._event(value) for value in item.get("events", {}).get("L", [])]
+        return events or None
+
+    def _event(self, value: dict[str, Any]) -> dict[str, Any]:
+        if "S" in value:  # an event with numbers DynamoDB cannot hold, kept as JSON text
+            return dict(json.loads(value["S"]))
+        return dict(_plain(self._deserializer.deserialize(value)))
+
+    async def keys(self) -> list[str]:
+        await self._ensure_ready()
+        return [item["sender_id"]["S"] for item in await self._run(self._scan_all)]
+
+    def _scan_all(self, projection: str = "sender_id") -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for page in self._pages(projection):
+            items += page
+        return items
+
+    def _pages(self, projection: str) -> Iterator[list[dict[str, Any]]]:
+        paginator = self._client.get_paginator("scan")
+        names = {"#events": "events"} if "#events" in projection else None
+        options: dict[str, Any] = {"TableName": self.table, "ProjectionExpression": projection}
+        if names:
+            options["ExpressionAttributeNames"] = names
+        for page in paginator.paginate(**options):
+            yield page.get("Items", [])
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def append(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        await self._ensure_ready()
+        await self._run(lambda: self._append(sender_id, events, secrets.token_hex(8)), sender_id)
+
+    def _append(self, sender_id: str, events: list[dict[str, Any]], token: str) -> None:
+        """Adds the events to the item's list in place. The token makes a request botocore
+        sends again (its reply lost) a no-op: the events were added already."""
+        try:
+            self._client.update_item(
+                TableName=self.table,
+                Key=_key(sender_id),
+                UpdateExpression=(
+                    "SET #events = list_append(if_not_exists(#events, :none), :new), "
+                    "#name = :name, #append = :token"
+                ),
+                ConditionExpression="attribute_not_exists(#append) OR #append <> :token",
+                ExpressionAttributeNames=_NAMES,
+                ExpressionAttributeValues={
+                    ":none": {"L": []},
+                    ":new": {"L": [self._attribute(event) for event in events]},
+                    ":name": {"S": sender_id},
+                    ":token": {"S": token},
+                },
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return
+
+    def _attribute(self, event: dict[str, Any]) -> dict[str, Any]:
+        # Floats as Decimal (DynamoDB takes no float), from their shortest repr: 0.1 stays 0.1.
+        try:
+            serialized: dict[str, Any] = self._serializer.serialize(
+                json.loads(json.dumps(event), parse_float=Decimal)
+            )
+        except ArithmeticError:  # a number beyond DynamoDB's (38 digits, 1e-130 to 1e126)
+            return {"S": json.dumps(event)}
+        return serialized
+
+    async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+        await self._ensure_ready()
+        if not events:
+            await self.delete(sender_id)
+            return
+        await self._run(lambda: self._put(sender_id, events), sender_id)
+
+    def _put(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+        self._client.put_item(
+            TableName=self.table,
+            Item={
+                **_key(sender_id),
+                "name": {"S": sender_id},
+                "events": {"L": [self._attribute(event) for event in events]},
+            },
+        )
+
+    async def delete(self, sender_id: str) -> None:
+        await self._ensure_ready()
+        await self._run(lambda: self._client.delete_item(TableName=self.table, Key=_key(sender_id)))
+
+    async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
+        await self._ensure_ready()
+        pages = self._pages("sender_id, #events")
+        deleted = 0
+        while True:
+            page = await self._run(lambda: next(pages, None))
+            if page is None:
+                return deleted
+            stale = {}
+            for item in page:
+                events = item.get("events", {}).get("L", [])
+                if latest_timestamp([self._event(value) for value in events]) < cutoff_timestamp:
+                    stale[item["sender_id"]["S"]] = len(events)
+            if stale:
+                async with holding(hold, list(stale)) as idle:
+                    for sender_id in idle:
+                        gone = partial(self._delete_if, sender_id, stale[sender_id])
+                        if await self._run(gone):
+                            deleted += 1
+
+    def _delete_if(self, sender_id: str, length: int) -> bool:
+        """Deletes the conversation unless events were added since it was read (a turn
+        made it recent)."""
+        try:
+            self._client.delete_item(
+                TableName=self.table,
+                Key=_key(sender_id),
+                ConditionExpression="size(#events) = :length",
+                ExpressionAttributeNames={"#events": "events"},
+                ExpressionAttributeValues={":length": {"N": str(length)}},
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    # -- errors ----------------------------------------------------------------------------
+
+    async def _run(self, request: Callable[[], T], sender_id: str | None = None) -> T:
+        """`request` in a worker thread, with DynamoDB's errors as ours."""
+        with self._errors(sender_id):
+            return await asyncio.to_thread(request)
+
+    @contextmanager
+    def _errors(self, sender_id: str | None) -> Iterator[None]:
+        """StoreUnavailable (503) when DynamoDB cannot be reached or throttles,
+        StoreRefusedData (400) when it refuses the events themselves (an item over 400 KB),
+        StoreFailed (500, logged) for anything else (credentials, permissions, the table)."""
+        from botocore import exceptions as boto
+
+        where = f"The tracker store ({self.describe()})"
+        try:
+            yield
+        except (boto.ConnectionError, boto.HTTPClientError) as exc:
+            raise StoreUnavailable(f"{where} is unavailable: {_first_line(exc)}") from exc
+        except (boto.NoCredentialsError, boto.PartialCredentialsError) as exc:
+            raise StoreFailed(
+                f"{where} has no AWS credentials ({_first_line(exc)}): set AWS_ACCESS_KEY_ID "
+                "and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or give the host a role"
+            ) from exc
+        except boto.ClientError as exc:
+            error = exc.response.get("Error", {})
+            code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+            if code in _BUSY_CODES:
+                raise StoreUnavailable(f"{where} cannot take requests now: {code}") from exc
+            if code == "ValidationException" and "size" in message and sender_id is not None:
+                raise StoreRefusedData(
+                    f"Conversation '{sender_id}' has grown past {ITEM_LIMIT_BYTES // 1024} KB, "
+                    "the most one DynamoDB item holds (Rasa's layout keeps a conversation "
+                    "in one item): these events were not stored. Delete the conversation, or "
+                    "replace its events with fewer (PUT /conversations/<id>/tracker/events)."
+                ) from exc
+            if code == "ValidationException" and sender_id is not None:
+                raise StoreRefusedData(
+                    f"The tracker store cannot hold these events: {message[:300]}"
+                ) from exc
+            raise StoreFailed(f"{where} failed: {code}: {message[:300]}") from exc
+        except boto.BotoCoreError as exc:
+            raise StoreFailed(f"{where} failed: {_first_line(exc)}") from exc
+
+
+def _key(sender_id: str) -> dict[str, Any]:
+    return {"sender_id": {"S": sender_id}}
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB's Decimals as the JSON numbers they were: an integer as int, else a float
+    (a number written `1.0` comes back as 1 from a store that drops trailing zeros)."""
+    if isinstance(value, Decimal):
+        exponent = value.as_tuple().exponent
+        return int(value) if isinstance(exponent, int) and exponent >= 0 else float(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
