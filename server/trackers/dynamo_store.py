@@ -18,7 +18,13 @@ from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
 
-from server.errors import InvalidConfig, StoreFailed, StoreRefusedData, StoreUnavailable
+from server.errors import (
+    InvalidConfig,
+    InvalidConversationId,
+    StoreFailed,
+    StoreRefusedData,
+    StoreUnavailable,
+)
 from server.trackers.retention import latest_timestamp
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
@@ -338,6 +344,8 @@ class DynamoTrackerStore:
 
 
 def _key(sender_id: str) -> dict[str, Any]:
+    if not sender_id:  # before, DynamoDB's ValidationException: a 500
+        raise InvalidConversationId("The conversation id is empty: DynamoDB cannot hold it.")
     return {"sender_id": {"S": sender_id}}
 
 

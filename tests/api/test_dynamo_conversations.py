@@ -90,3 +90,13 @@ async def test_events_past_the_item_limit_are_a_400_saying_what_to_do(
     assert "has grown past 400 KB" in reply.json()["message"]
     assert "Delete the conversation" in reply.json()["message"]
     assert (await client.get("/conversations/cy/tracker")).json()["events"] == before
+
+
+async def test_an_empty_sender_is_a_400_not_a_500(
+    make_client: Callable[..., Any], dynamo_store: dict[str, Any]
+) -> None:
+    """DynamoDB holds no empty key: the id is refused as the client's, before any request."""
+    client: httpx.AsyncClient = await make_client(endpoints={"tracker_store": dynamo_store})
+    reply = await client.post("/webhooks/rest/webhook", json={"sender": "", "message": "hi"})
+    assert reply.status_code == 400
+    assert "empty" in reply.json()["message"]
