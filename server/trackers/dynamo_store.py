@@ -8,13 +8,13 @@ Decimal). boto3 blocks: every request runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import decimal
 import json
 import logging
 import os
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
 
@@ -62,7 +62,6 @@ class DynamoTrackerStore:
     def __init__(self, config: dict[str, Any]) -> None:
         try:
             import boto3
-            from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
             from botocore.config import Config
         except ImportError as exc:
             raise InvalidConfig(
@@ -97,8 +96,6 @@ class DynamoTrackerStore:
             )
         except ValueError as exc:  # botocore's "Invalid endpoint"
             raise InvalidConfig(f"endpoint_url {self.endpoint!r} is not usable: {exc}") from None
-        self._serializer = TypeSerializer()
-        self._deserializer = TypeDeserializer()
         self._ready = False
         self._ready_lock = asyncio.Lock()
 
@@ -177,10 +174,11 @@ class DynamoTrackerStore:
         events = [self._event(value) for value in item.get("events", {}).get("L", [])]
         return events or None
 
-    def _event(self, value: dict[str, Any]) -> dict[str, Any]:
-        if "S" in value:  # an event with numbers DynamoDB cannot hold, kept as JSON text
+    @staticmethod
+    def _event(value: dict[str, Any]) -> dict[str, Any]:
+        if "S" in value:  # an event DynamoDB cannot hold as a map, kept as JSON text
             return dict(json.loads(value["S"]))
-        return dict(_plain(self._deserializer.deserialize(value)))
+        return dict(_plain(value))
 
     async def keys(self) -> list[str]:
         await self._ensure_ready()
@@ -232,15 +230,12 @@ class DynamoTrackerStore:
         except self._client.exceptions.ConditionalCheckFailedException:
             return
 
-    def _attribute(self, event: dict[str, Any]) -> dict[str, Any]:
-        # Floats as Decimal (DynamoDB takes no float), from their shortest repr: 0.1 stays 0.1.
+    @staticmethod
+    def _attribute(event: dict[str, Any]) -> dict[str, Any]:
         try:
-            serialized: dict[str, Any] = self._serializer.serialize(
-                json.loads(json.dumps(event), parse_float=Decimal)
-            )
-        except ArithmeticError:  # a number beyond DynamoDB's (38 digits, 1e-130 to 1e126)
+            return _dynamo_value(event, 0)
+        except _CannotHold:
             return {"S": json.dumps(event)}
-        return serialized
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         await self._ensure_ready()
@@ -349,17 +344,82 @@ def _key(sender_id: str) -> dict[str, Any]:
     return {"sender_id": {"S": sender_id}}
 
 
-def _plain(value: Any) -> Any:
-    """DynamoDB's Decimals as the JSON numbers they were: an integer as int, else a float
-    (a number written `1.0` comes back as 1 from a store that drops trailing zeros)."""
-    if isinstance(value, Decimal):
-        exponent = value.as_tuple().exponent
-        return int(value) if isinstance(exponent, int) and exponent >= 0 else float(value)
+class _CannotHold(Exception):
+    """A value DynamoDB holds in no map or list."""
+
+
+# How deep an event may nest: DynamoDB takes 32 levels in an item, the list and the
+# event's own map are two of them.
+_MAX_DEPTH = 30
+# DynamoDB's numbers (boto3's context, and no subnormals: DynamoDB's least is 1e-130).
+_NUMBERS = decimal.Context(
+    prec=38,
+    Emin=-128,
+    Emax=126,
+    traps=[
+        decimal.Clamped,
+        decimal.Overflow,
+        decimal.Inexact,
+        decimal.Rounded,
+        decimal.Underflow,
+        decimal.Subnormal,
+        decimal.InvalidOperation,
+    ],
+)
+
+
+def _dynamo_value(value: Any, depth: int) -> dict[str, Any]:
+    """A JSON value as a DynamoDB attribute value (numbers as text, floats from their
+    shortest repr: 0.1 stays 0.1); _CannotHold for a number beyond DynamoDB's (more than
+    38 digits, outside 1e-130 to 1e126), a map key that is empty, or deeper nesting."""
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | float):
+        try:
+            number = _NUMBERS.create_decimal(repr(value) if isinstance(value, float) else value)
+        except decimal.DecimalException as exc:
+            raise _CannotHold from exc
+        if not number.is_finite():
+            raise _CannotHold
+        return {"N": str(number)}
+    if value is None:
+        return {"NULL": True}
+    if depth >= _MAX_DEPTH:
+        raise _CannotHold
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
+        if "" in value:
+            raise _CannotHold
+        return {"M": {str(key): _dynamo_value(item, depth + 1) for key, item in value.items()}}
+    if isinstance(value, list | tuple):
+        return {"L": [_dynamo_value(item, depth + 1) for item in value]}
+    raise _CannotHold
+
+
+def _plain(value: dict[str, Any]) -> Any:
+    """A DynamoDB attribute value as JSON: a number as an int when it has no fraction or
+    exponent, else a float (a float written `1.0` comes back `1` from DynamoDB, which drops
+    trailing zeros)."""
+    kind, item = next(iter(value.items()))
+    if kind == "S":
+        return item
+    if kind == "N":
+        try:
+            return int(item)
+        except ValueError:
+            return float(item)
+    if kind == "M":
+        return {key: _plain(part) for key, part in item.items()}
+    if kind == "L":
+        return [_plain(part) for part in item]
+    if kind == "BOOL":
+        return bool(item)
+    if kind == "NULL":
+        return None
+    raise StoreFailed(
+        f"The tracker store read a {kind} value in an event, which no Rasa event holds"
+    )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -248,3 +248,22 @@ async def test_no_credentials_is_a_clear_error(endpoint: str) -> None:
                 await store.ping()
         finally:
             await store.close()
+
+
+async def test_values_no_dynamodb_map_holds_load_back_exactly(store: DynamoTrackerStore) -> None:
+    """A slot set to a map with an empty key (before: stored, then every load of the
+    conversation failed), nested deeper than DynamoDB's 32 levels, or a number beyond its
+    range: the event is kept as JSON text in the list."""
+    deep: Any = 1
+    for _ in range(40):
+        deep = {"a": deep}
+    odd = [
+        {"event": "slot", "timestamp": 1.5, "name": "empty_key", "value": {"": 1, "b": [2.5]}},
+        {"event": "slot", "timestamp": 2.5, "name": "deep", "value": deep},
+        {"event": "slot", "timestamp": 3.5, "name": "tiny", "value": 1e-150},
+        {"event": "slot", "timestamp": 4.0, "name": "plain", "value": {"x": 0.0, "y": 10**20}},
+    ]
+    await store.append("odd", odd)
+    loaded = await store.load_all("odd")
+    assert loaded == odd
+    assert loaded is not None and type(loaded[3]["value"]["x"]) is float
