@@ -124,8 +124,8 @@ class DynamoTrackerStore:
                     TableName=self.table,
                     KeySchema=[{"AttributeName": "sender_id", "KeyType": "HASH"}],
                     AttributeDefinitions=[{"AttributeName": "sender_id", "AttributeType": "S"}],
-                    # Each write is billed by the whole item: Rasa's 5 provisioned write
-                    # units throttled a bot with a few long conversations.
+                    # A write takes a unit per KB of the whole item: Rasa's 5 provisioned
+                    # write units are one append a second to a 5 KB conversation.
                     BillingMode="PAY_PER_REQUEST",
                 )
             except errors.ResourceInUseException:
@@ -263,20 +263,30 @@ class DynamoTrackerStore:
         pages = self._pages("sender_id, #events")
         deleted = 0
         while True:
-            page = await self._run(lambda: next(pages, None))
-            if page is None:
+            stale = await self._run(partial(self._next_stale, pages, cutoff_timestamp))
+            if stale is None:
                 return deleted
-            stale = {}
-            for item in page:
-                events = item.get("events", {}).get("L", [])
-                if latest_timestamp([self._event(value) for value in events]) < cutoff_timestamp:
-                    stale[item["sender_id"]["S"]] = len(events)
             if stale:
                 async with holding(hold, list(stale)) as idle:
                     for sender_id in idle:
                         gone = partial(self._delete_if, sender_id, stale[sender_id])
                         if await self._run(gone):
                             deleted += 1
+
+    def _next_stale(
+        self, pages: Iterator[list[dict[str, Any]]], cutoff_timestamp: float
+    ) -> dict[str, int] | None:
+        """Of the next scan page (None after the last), the conversations whose latest event
+        is older than the cutoff, with their number of events."""
+        page = next(pages, None)
+        if page is None:
+            return None
+        stale = {}
+        for item in page:
+            events = item.get("events", {}).get("L", [])
+            if latest_timestamp([self._event(value) for value in events]) < cutoff_timestamp:
+                stale[item["sender_id"]["S"]] = len(events)
+        return stale
 
     def _delete_if(self, sender_id: str, length: int) -> bool:
         """Deletes the conversation unless events were added since it was read (a turn
