@@ -13,8 +13,10 @@ import json
 import logging
 import os
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -98,6 +100,10 @@ class DynamoTrackerStore:
             raise InvalidConfig(f"endpoint_url {self.endpoint!r} is not usable: {exc}") from None
         self._ready = False
         self._ready_lock = asyncio.Lock()
+        # The conversations this process read or wrote last, least recently used first,
+        # bounded in events, each with the append token the item held then.
+        self._known: OrderedDict[str, _Known] = OrderedDict()
+        self._known_events = 0
 
     def describe(self) -> str:
         where = f" at {self.endpoint}" if self.endpoint else ""
@@ -152,27 +158,72 @@ class DynamoTrackerStore:
     # -- reads -----------------------------------------------------------------------------
 
     async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
-        events = await self.load_all(sender_id)
-        if events is None:
+        """The current session. A conversation this process knows is read again only when
+        the item's append token changed (another process, Rasa, a replace): otherwise the
+        request reads the token alone, so a turn does not read and parse the whole item."""
+        await self._ensure_ready()
+        known = self._known.get(sender_id)
+        expected = None if known is None else known.token
+        fresh = await self._run(lambda: self._read_if_changed(sender_id, expected))
+        if fresh is _UNCHANGED:
+            assert known is not None
+            self._keep(sender_id, known, 0)
+            events = known.events
+        elif fresh is None:
+            self._forget(sender_id)
             return None
+        else:
+            assert isinstance(fresh, _Known)
+            self._forget(sender_id)
+            if fresh.token is not None:
+                self._keep(sender_id, fresh, len(fresh.events))
+            events = fresh.events
         return Snapshot(events, latest_session_start(events) or 0)
 
     async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
         await self._ensure_ready()
-        return await self._run(lambda: self._read_events(sender_id))
+        fresh = await self._run(lambda: self._read_if_changed(sender_id, None))
+        return None if not isinstance(fresh, _Known) else list(fresh.events)
 
-    def _read_events(self, sender_id: str) -> list[dict[str, Any]] | None:
+    def _read_if_changed(self, sender_id: str, token: str | None) -> _Known | object | None:
+        """_UNCHANGED when the item still holds `token`; else the item's events and token
+        (None when there is no conversation)."""
+        if token is not None:
+            item = self._client.get_item(
+                TableName=self.table,
+                Key=_key(sender_id),
+                ProjectionExpression="#append",
+                ExpressionAttributeNames={"#append": _NAMES["#append"]},
+                ConsistentRead=True,
+            ).get("Item")
+            if item is not None and item.get(_NAMES["#append"], {}).get("S") == token:
+                return _UNCHANGED
         item = self._client.get_item(
             TableName=self.table,
             Key=_key(sender_id),
-            ProjectionExpression="#events",
-            ExpressionAttributeNames={"#events": "events"},
+            ProjectionExpression="#events, #append",
+            ExpressionAttributeNames={"#events": "events", "#append": _NAMES["#append"]},
             ConsistentRead=True,
         ).get("Item")
         if item is None:
             return None
         events = [self._event(value) for value in item.get("events", {}).get("L", [])]
-        return events or None
+        if not events:
+            return None
+        return _Known(item.get(_NAMES["#append"], {}).get("S"), events)
+
+    def _keep(self, sender_id: str, known: _Known, added: int) -> None:
+        self._known[sender_id] = known
+        self._known.move_to_end(sender_id)
+        self._known_events += added
+        while self._known_events > self.cache_events and len(self._known) > 1:
+            _, evicted = self._known.popitem(last=False)
+            self._known_events -= len(evicted.events)
+
+    def _forget(self, sender_id: str) -> None:
+        known = self._known.pop(sender_id, None)
+        if known is not None:
+            self._known_events -= len(known.events)
 
     @staticmethod
     def _event(value: dict[str, Any]) -> dict[str, Any]:
@@ -205,30 +256,60 @@ class DynamoTrackerStore:
         if not events:
             return
         await self._ensure_ready()
-        await self._run(lambda: self._append(sender_id, events, secrets.token_hex(8)), sender_id)
+        known = self._known.get(sender_id)
+        expected = None if known is None else known.token
+        token = secrets.token_hex(8)
+        extended = await self._run(
+            lambda: self._append(sender_id, events, token, expected), sender_id
+        )
+        if extended and known is not None and self._known.get(sender_id) is known:
+            if known.token == expected:  # no other append or load of it moved on meanwhile
+                known.events.extend(events)
+                known.token = token
+                self._keep(sender_id, known, len(events))
+                return
+        self._forget(sender_id)
 
-    def _append(self, sender_id: str, events: list[dict[str, Any]], token: str) -> None:
-        """Adds the events to the item's list in place. The token makes a request botocore
-        sends again (its reply lost) a no-op: the events were added already."""
+    def _append(
+        self, sender_id: str, events: list[dict[str, Any]], token: str, expected: str | None
+    ) -> bool:
+        """Adds the events to the item's list in place, with a new token; True when the
+        item held `expected` before (so it is what this process knew, and these events).
+        The token also makes a request botocore sends again (its reply lost) a no-op: the
+        events were added already."""
+        update: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": _key(sender_id),
+            "UpdateExpression": (
+                "SET #events = list_append(if_not_exists(#events, :none), :new), "
+                "#name = :name, #append = :token"
+            ),
+            "ExpressionAttributeNames": _NAMES,
+            "ExpressionAttributeValues": {
+                ":none": {"L": []},
+                ":new": {"L": [self._attribute(event) for event in events]},
+                ":name": {"S": sender_id},
+                ":token": {"S": token},
+            },
+        }
+        failed = self._client.exceptions.ConditionalCheckFailedException
+        if expected is not None:
+            values = {**update["ExpressionAttributeValues"], ":expected": {"S": expected}}
+            try:
+                self._client.update_item(
+                    **{**update, "ExpressionAttributeValues": values},
+                    ConditionExpression="#append = :expected",
+                )
+                return True
+            except failed:
+                pass  # written by someone else since, or this very update sent twice
         try:
             self._client.update_item(
-                TableName=self.table,
-                Key=_key(sender_id),
-                UpdateExpression=(
-                    "SET #events = list_append(if_not_exists(#events, :none), :new), "
-                    "#name = :name, #append = :token"
-                ),
-                ConditionExpression="attribute_not_exists(#append) OR #append <> :token",
-                ExpressionAttributeNames=_NAMES,
-                ExpressionAttributeValues={
-                    ":none": {"L": []},
-                    ":new": {"L": [self._attribute(event) for event in events]},
-                    ":name": {"S": sender_id},
-                    ":token": {"S": token},
-                },
+                **update, ConditionExpression="attribute_not_exists(#append) OR #append <> :token"
             )
-        except self._client.exceptions.ConditionalCheckFailedException:
-            return
+        except failed:
+            pass
+        return False
 
     @staticmethod
     def _attribute(event: dict[str, Any]) -> dict[str, Any]:
@@ -239,6 +320,7 @@ class DynamoTrackerStore:
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         await self._ensure_ready()
+        self._forget(sender_id)
         if not events:
             await self.delete(sender_id)
             return
@@ -256,6 +338,7 @@ class DynamoTrackerStore:
 
     async def delete(self, sender_id: str) -> None:
         await self._ensure_ready()
+        self._forget(sender_id)
         await self._run(lambda: self._client.delete_item(TableName=self.table, Key=_key(sender_id)))
 
     async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
@@ -271,6 +354,7 @@ class DynamoTrackerStore:
                     for sender_id in idle:
                         gone = partial(self._delete_if, sender_id, stale[sender_id])
                         if await self._run(gone):
+                            self._forget(sender_id)
                             deleted += 1
 
     def _next_stale(
@@ -352,6 +436,17 @@ def _key(sender_id: str) -> dict[str, Any]:
     if not sender_id:  # before, DynamoDB's ValidationException: a 500
         raise InvalidConversationId("The conversation id is empty: DynamoDB cannot hold it.")
     return {"sender_id": {"S": sender_id}}
+
+
+@dataclass
+class _Known:
+    """A conversation as this process read or wrote it last."""
+
+    token: str | None  # the item's append token then (None: written by Rasa, or replaced)
+    events: list[dict[str, Any]]  # only ever grows at its end (see Snapshot)
+
+
+_UNCHANGED = object()
 
 
 class _CannotHold(Exception):

@@ -185,10 +185,11 @@ async def test_an_append_botocore_sends_again_is_stored_once(store: DynamoTracke
     """A request whose reply was lost is sent again by botocore with the same token."""
     await store.ping()
     events = [user("hi", 1.5)]
-    store._append("frank", events, "token-1")
-    store._append("frank", events, "token-1")
+    assert store._append("frank", events, "token-1", None) is False  # nothing known before
+    store._append("frank", events, "token-1", None)
     assert await store.load_all("frank") == events
-    store._append("frank", events, "token-2")
+    assert store._append("frank", events, "token-2", "token-1") is True
+    assert store._append("frank", events, "token-2", "token-1") is False
     assert await store.load_all("frank") == events + events
 
 
@@ -267,3 +268,41 @@ async def test_values_no_dynamodb_map_holds_load_back_exactly(store: DynamoTrack
     loaded = await store.load_all("odd")
     assert loaded == odd
     assert loaded is not None and type(loaded[3]["value"]["x"]) is float
+
+
+async def test_a_known_conversation_is_read_again_only_when_another_writer_changed_it(
+    store: DynamoTrackerStore, endpoint: str, table: str
+) -> None:
+    """A turn of a conversation this process served reads the item's append token alone;
+    before, every load read and parsed the whole item (near 400 KB, 700 events: about 21 ms
+    of CPU to parse). Another process's append, Rasa's put and a delete are all seen."""
+    reads: list[str] = []
+    store._client.meta.events.register(
+        "provide-client-params.dynamodb.GetItem",
+        lambda params, **_: reads.append(params["ProjectionExpression"]),
+    )
+    first = [user("hi", 1.5)]
+    await store.append("hana", first)
+    assert await store.load("hana") == first  # unknown: the whole item
+    await store.append("hana", [user("again", 2.5)])
+    reads.clear()
+    assert await store.load("hana") == first + [user("again", 2.5)]
+    assert reads == ["#append"]  # the token alone: the process knows the rest
+
+    other = create_tracker_store({"type": "dynamo", "table_name": table, "endpoint_url": endpoint})
+    try:
+        await other.append("hana", [user("elsewhere", 3.5)])
+    finally:
+        await other.close()
+    reads.clear()
+    loaded = await store.load("hana")
+    assert loaded is not None and [e["text"] for e in loaded] == ["hi", "again", "elsewhere"]
+    assert reads == ["#append", "#events, #append"]
+
+    rasa = boto3.resource("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
+    rasa.Table(table).put_item(
+        Item={"sender_id": "hana", "name": "hana", "events": [{"event": "restart"}]}
+    )
+    assert await store.load("hana") == [{"event": "restart"}]
+    rasa.Table(table).delete_item(Key={"sender_id": "hana"})
+    assert await store.load("hana") is None
