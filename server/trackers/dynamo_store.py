@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import secrets
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from server.errors import (
     StoreRefusedData,
     StoreUnavailable,
 )
+from server.trackers.known_sessions import KnownSessions
 from server.trackers.retention import latest_timestamp
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
@@ -102,8 +102,7 @@ class DynamoTrackerStore:
         self._ready_lock = asyncio.Lock()
         # The conversations this process read or wrote last, least recently used first,
         # bounded in events, each with the append token the item held then.
-        self._known: OrderedDict[str, _Known] = OrderedDict()
-        self._known_events = 0
+        self._known: KnownSessions[_Known] = KnownSessions(self.cache_events)
 
     def describe(self) -> str:
         where = f" at {self.endpoint}" if self.endpoint else ""
@@ -167,16 +166,16 @@ class DynamoTrackerStore:
         fresh = await self._run(lambda: self._read_if_changed(sender_id, expected))
         if fresh is _UNCHANGED:
             assert known is not None
-            self._keep(sender_id, known, 0)
+            self._known.keep(sender_id, known, 0)
             events = known.events
         elif fresh is None:
-            self._forget(sender_id)
+            self._known.forget(sender_id)
             return None
         else:
             assert isinstance(fresh, _Known)
-            self._forget(sender_id)
+            self._known.forget(sender_id)
             if fresh.token is not None:
-                self._keep(sender_id, fresh, len(fresh.events))
+                self._known.keep(sender_id, fresh, len(fresh.events))
             events = fresh.events
         return Snapshot(events, latest_session_start(events) or 0)
 
@@ -211,19 +210,6 @@ class DynamoTrackerStore:
         if not events:
             return None
         return _Known(item.get(_NAMES["#append"], {}).get("S"), events)
-
-    def _keep(self, sender_id: str, known: _Known, added: int) -> None:
-        self._known[sender_id] = known
-        self._known.move_to_end(sender_id)
-        self._known_events += added
-        while self._known_events > self.cache_events and len(self._known) > 1:
-            _, evicted = self._known.popitem(last=False)
-            self._known_events -= len(evicted.events)
-
-    def _forget(self, sender_id: str) -> None:
-        known = self._known.pop(sender_id, None)
-        if known is not None:
-            self._known_events -= len(known.events)
 
     @staticmethod
     def _event(value: dict[str, Any]) -> dict[str, Any]:
@@ -266,9 +252,9 @@ class DynamoTrackerStore:
             if known.token == expected:  # no other append or load of it moved on meanwhile
                 known.events.extend(events)
                 known.token = token
-                self._keep(sender_id, known, len(events))
+                self._known.keep(sender_id, known, len(events))
                 return
-        self._forget(sender_id)
+        self._known.forget(sender_id)
 
     def _append(
         self, sender_id: str, events: list[dict[str, Any]], token: str, expected: str | None
@@ -320,7 +306,7 @@ class DynamoTrackerStore:
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         await self._ensure_ready()
-        self._forget(sender_id)
+        self._known.forget(sender_id)
         if not events:
             await self.delete(sender_id)
             return
@@ -338,7 +324,7 @@ class DynamoTrackerStore:
 
     async def delete(self, sender_id: str) -> None:
         await self._ensure_ready()
-        self._forget(sender_id)
+        self._known.forget(sender_id)
         await self._run(lambda: self._client.delete_item(TableName=self.table, Key=_key(sender_id)))
 
     async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
@@ -354,7 +340,7 @@ class DynamoTrackerStore:
                     for sender_id in idle:
                         gone = partial(self._delete_if, sender_id, stale[sender_id])
                         if await self._run(gone):
-                            self._forget(sender_id)
+                            self._known.forget(sender_id)
                             deleted += 1
 
     def _next_stale(
