@@ -166,7 +166,8 @@ class DynamoTrackerStore:
         fresh = await self._run(lambda: self._read_if_changed(sender_id, expected))
         if fresh is _UNCHANGED:
             assert known is not None
-            self._known.keep(sender_id, known, 0)
+            if self._known.get(sender_id) is known:  # (not let go of meanwhile)
+                self._known.keep(sender_id, known, 0)
             events = known.events
         elif fresh is None:
             self._known.forget(sender_id)
