@@ -407,8 +407,8 @@ class DynamoTrackerStore:
                 raise StoreRefusedData(
                     f"Conversation '{sender_id}' has grown past {ITEM_LIMIT_BYTES // 1024} KB, "
                     "the most one DynamoDB item holds (Rasa's layout keeps a conversation "
-                    "in one item): these events were not stored. Delete the conversation, or "
-                    "replace its events with fewer (PUT /conversations/<id>/tracker/events)."
+                    "in one item): these events were not stored. Replace its events with "
+                    "fewer (PUT /conversations/<id>/tracker/events; an empty list deletes it)."
                 ) from exc
             if code == "ValidationException" and sender_id is not None:
                 raise StoreRefusedData(

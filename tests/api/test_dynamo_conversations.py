@@ -88,8 +88,13 @@ async def test_events_past_the_item_limit_are_a_400_saying_what_to_do(
 
     assert reply.status_code == 400
     assert "has grown past 400 KB" in reply.json()["message"]
-    assert "Delete the conversation" in reply.json()["message"]
+    assert "an empty list deletes it" in reply.json()["message"]
     assert (await client.get("/conversations/cy/tracker")).json()["events"] == before
+
+    # What the message says to do: the conversation takes turns again.
+    assert (await client.put("/conversations/cy/tracker/events", json=[])).status_code == 200
+    again = await client.post("/webhooks/rest/webhook", json={"sender": "cy", "message": "hi"})
+    assert again.status_code == 200 and again.json()
 
 
 async def test_an_empty_sender_is_a_400_not_a_500(
