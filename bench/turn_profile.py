@@ -1,8 +1,8 @@
 """In-process turn driver: the server's ASGI app called directly, no sockets, no HTTP client.
 
-    python bench/turn_profile.py [--store sqlite|memory|redis] [--lock memory|redis] [--turns 20000]
-        [--concurrency 50] [--warmup 2000] [--unique] [--model ARCHIVE] [--no-uvloop]
-        [--cprofile OUT.prof] [--store-stats] [--json]
+    python bench/turn_profile.py [--store sqlite|memory|redis|dynamo] [--lock memory|redis]
+        [--turns 20000] [--concurrency 50] [--warmup 2000] [--unique] [--model ARCHIVE]
+        [--no-uvloop] [--cprofile OUT.prof] [--store-stats] [--json]
 
 N concurrent moodbot conversations (the scripts of `bench/http_turns.py`) post to the REST
 webhook of `bench/http_apps.py:server_app`, each waiting for its reply before its next turn.
@@ -13,7 +13,9 @@ A/B runs (`PYTHONPATH=<worktree>` for the old code), py-spy (`py-spy record -p <
 (`valgrind --tool=callgrind python bench/turn_profile.py --turns 300 --warmup 100`).
 `--store-stats` adds the SQLite store's counters (commits, inline commits, fallbacks to its
 thread, checkpoints) and the duration of its inline commits (p50/p99/max, the time the event
-loop spends in one).
+loop spends in one). `--store dynamo` runs moto's DynamoDB server in a subprocess (its CPU
+is not counted); keep `--turns`/`--concurrency` under about 100, as a moodbot conversation
+fills DynamoDB's 400 KB item after 121 turns.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import asyncio
 import cProfile
 import json
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -86,11 +90,42 @@ def endpoints(store: str, lock: str, workdir: Path) -> dict[str, Any]:
             "key_prefix": redis_prefix(),
             "record_exp": 3600,
         }
+    elif store == "dynamo":
+        config["tracker_store"] = {
+            "type": "dynamo",
+            "table_name": f"turnprofile{os.getpid()}",
+            "endpoint_url": os.environ["AWS_ENDPOINT_URL"],
+        }
     else:
         config["tracker_store"] = {"type": "in_memory"}
     if lock == "redis":
         config["lock_store"] = {"type": "redis", "url": REDIS[0], "port": REDIS[1]}
     return config
+
+
+def start_moto() -> subprocess.Popen[bytes]:
+    """moto's DynamoDB server on a free port, named to boto3 by the environment."""
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        ["moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    os.environ.update(
+        AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench"
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return server
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("moto_server did not start")
 
 
 class Lifespan:
@@ -334,7 +369,9 @@ async def measure(args: argparse.Namespace, model: Path, workdir: Path) -> dict[
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--store", choices=("sqlite", "memory", "redis"), default="sqlite")
+    parser.add_argument(
+        "--store", choices=("sqlite", "memory", "redis", "dynamo"), default="sqlite"
+    )
     parser.add_argument("--lock", choices=("memory", "redis"), default="memory")
     parser.add_argument("--turns", type=int, default=20_000, help="measured turns")
     parser.add_argument("--warmup", type=int, default=2_000, help="turns before measuring")
@@ -354,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="turn-profile-") as tmp:
         workdir = Path(tmp)
         model = Path(args.model) if args.model else train_moodbot(workdir / "models")
+        moto = start_moto() if args.store == "dynamo" else None
         run = measure(args, model, workdir)
         try:
             if args.no_uvloop:
@@ -365,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if args.store == "redis":
                 delete_redis_keys()
+            if moto is not None:
+                moto.terminate()
+                moto.wait()
     if args.json:
         print(json.dumps(result))
     else:

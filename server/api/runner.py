@@ -279,7 +279,7 @@ def _check_workers(workers: int, endpoints: dict[str, Any], source: str = "endpo
     if store.process_local:
         raise InvalidConfig(
             f"--workers {workers} needs a tracker store shared by the processes; the in-memory "
-            "store keeps each worker's conversations to itself. Use sql or redis in "
+            "store keeps each worker's conversations to itself. Use sql, redis or dynamo in "
             "endpoints.yml, or --workers 1."
         )
     from server.trackers.sql_store import SqlTrackerStore  # loaded by now if the store is sql

@@ -16,7 +16,7 @@ from server.trackers.store import TrackerStore, cache_events_setting
 DEFAULT_TRACKER_STORE: dict[str, Any] = {"type": "sql", "dialect": "sqlite", "db": "botserver.db"}
 
 _MEMORY_TYPES = {None, "", "in_memory", "inmemory", "memory"}
-_UNSUPPORTED_TRACKER_TYPES = {"mongod", "mongo", "dynamo"}
+_UNSUPPORTED_TRACKER_TYPES = {"mongod", "mongo"}
 
 
 @contextmanager
@@ -56,14 +56,18 @@ def _create_tracker_store(config: dict[str, Any]) -> TrackerStore:
         from server.trackers.redis_store import RedisTrackerStore
 
         return RedisTrackerStore(config)
+    if kind == "dynamo":
+        from server.trackers.dynamo_store import DynamoTrackerStore
+
+        return DynamoTrackerStore(config)
     if kind in _UNSUPPORTED_TRACKER_TYPES:
         raise InvalidConfig(
             f"tracker_store type '{config['type']}' is not supported; "
-            "use sql (SQLite, PostgreSQL, MySQL), redis or in_memory"
+            "use sql (SQLite, PostgreSQL, MySQL), redis, dynamo or in_memory"
         )
     raise InvalidConfig(
         f"tracker_store type '{config['type']}' is unknown (custom store classes are not "
-        "loaded); use sql, redis or in_memory"
+        "loaded); use sql, redis, dynamo or in_memory"
     )
 
 

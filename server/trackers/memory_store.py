@@ -9,6 +9,7 @@ from typing import Any
 
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.freeing import release_off_loop
+from server.trackers.retention import latest_timestamp
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import DEFAULT_CACHE_EVENTS, Hold, holding
@@ -67,13 +68,13 @@ class InMemoryTrackerStore:
         stale = [
             sender_id
             for sender_id, conversation in self._conversations.items()
-            if _latest_timestamp(conversation.events) < cutoff_timestamp
+            if latest_timestamp(conversation.events) < cutoff_timestamp
         ]
         deleted = 0
         async with holding(hold, stale) as idle:
             for sender_id in idle:  # looked at again: a turn may have come meanwhile
                 conversation = self._conversations.get(sender_id)
-                if conversation and _latest_timestamp(conversation.events) < cutoff_timestamp:
+                if conversation and latest_timestamp(conversation.events) < cutoff_timestamp:
                     _let_go(self._conversations.pop(sender_id))
                     deleted += 1
         return deleted
@@ -90,7 +91,3 @@ def _let_go(conversation: _Conversation | None) -> None:
     a snapshot of it is still being read."""
     if conversation is not None and len(conversation.events) > OFF_LOOP_EVENTS:
         release_off_loop(conversation)
-
-
-def _latest_timestamp(events: list[dict[str, Any]]) -> float:
-    return max((float(e.get("timestamp") or 0.0) for e in events), default=0.0)

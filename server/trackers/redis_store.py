@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,7 +19,8 @@ from typing import Any, TypeVar
 from redis import exceptions as redis_errors
 
 from server.trackers.events import OFF_LOOP_EVENTS
-from server.trackers.freeing import free_off_loop, release_off_loop
+from server.trackers.freeing import free_off_loop
+from server.trackers.known_sessions import KnownSessions
 from server.trackers.redis_client import create_client, key_prefix, store_errors_as
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
@@ -96,13 +96,6 @@ class _Session:
     last: str  # the raw JSON of its last item
 
 
-def _let_go(session: _Session) -> None:
-    """A long session the cache no longer holds is freed off the loop (100,000 parsed
-    event dicts freed at once held it 50 ms), unless a snapshot of it is still read."""
-    if len(session.events) > OFF_LOOP_EVENTS:
-        release_off_loop(session)
-
-
 class RedisTrackerStore:
     """Tracker store on Redis lists."""
 
@@ -121,8 +114,7 @@ class RedisTrackerStore:
         self._load_script = self._redis.register_script(_LOAD)
         self._prune_script = self._redis.register_script(_PRUNE)
         # The sessions this process read, least recently used first, bounded in events.
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
-        self._session_events = 0
+        self._sessions: KnownSessions[_Session] = KnownSessions(self.cache_events)
 
     def _keys(self, sender_id: str) -> list[str]:
         return [self._prefix + sender_id, self._session_prefix + sender_id]
@@ -166,33 +158,18 @@ class RedisTrackerStore:
         ):
             return await self.load(sender_id)  # another load of it moved on meanwhile
         if whole:
-            self._forget(sender_id)
+            self._sessions.forget(sender_id)
             if not items:
                 return None
             cached = _Session(int(start), events, items[-1])
-            self._remember(sender_id, cached, len(cached.events))
+            self._sessions.keep(sender_id, cached, len(cached.events))
         else:
             assert cached is not None
             if items:
                 cached.events.extend(events)
                 cached.last = items[-1]
-            self._remember(sender_id, cached, len(items))
+            self._sessions.keep(sender_id, cached, len(items))
         return Snapshot(cached.events)
-
-    def _remember(self, sender_id: str, session: _Session, added: int) -> None:
-        self._sessions[sender_id] = session
-        self._sessions.move_to_end(sender_id)
-        self._session_events += added
-        while self._session_events > self.cache_events and len(self._sessions) > 1:
-            _, evicted = self._sessions.popitem(last=False)
-            self._session_events -= len(evicted.events)
-            _let_go(evicted)
-
-    def _forget(self, sender_id: str) -> None:
-        session = self._sessions.pop(sender_id, None)
-        if session is not None:
-            self._session_events -= len(session.events)
-            _let_go(session)
 
     async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
         key = self._prefix + sender_id
@@ -203,7 +180,7 @@ class RedisTrackerStore:
         return events or None
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
-        self._forget(sender_id)
+        self._sessions.forget(sender_id)
         with self._errors():
             await self._write_all(sender_id, events)
 
@@ -261,7 +238,7 @@ class RedisTrackerStore:
         return found
 
     async def delete(self, sender_id: str) -> None:
-        self._forget(sender_id)
+        self._sessions.forget(sender_id)
         with self._errors():
             await self._redis.delete(*self._keys(sender_id))
 
@@ -308,7 +285,7 @@ class RedisTrackerStore:
                     with self._errors():
                         raise outcome
                 if outcome == 1:
-                    self._forget(sender_id)
+                    self._sessions.forget(sender_id)
                     deleted += 1
         return deleted
 

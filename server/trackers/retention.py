@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from server.trackers.lock import LockStore
 from server.trackers.store import TrackerStore
@@ -21,3 +23,9 @@ async def delete_conversations_older_than(
         raise ValueError("max_age_seconds must be positive")
     hold = None if locks is None else locks.hold_idle
     return await store.delete_older_than(time.time() - max_age_seconds, hold)
+
+
+def latest_timestamp(events: Sequence[dict[str, Any]]) -> float:
+    """When the conversation of these events last moved (an event without a timestamp counts
+    as oldest): what retention compares with its cutoff."""
+    return max((float(event.get("timestamp") or 0.0) for event in events), default=0.0)

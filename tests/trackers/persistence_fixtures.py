@@ -100,9 +100,60 @@ async def delete_redis_keys(prefix: str, db: int = 0) -> None:
         await client.aclose()
 
 
+_moto: dict[str, str] = {}
+
+# What boto3 reads in the tests: moto takes any credentials; nothing of the machine's own.
+MOTO_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+
+
+def moto_endpoint() -> str:
+    """The URL of moto's server (real DynamoDB wire protocol), started once per process on a
+    free port; it stops with the process."""
+    if "url" not in _moto:
+        moto_server = pytest.importorskip("moto.server")
+        from bench.tcp_proxy import free_port
+
+        port = free_port()
+        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        _moto["url"] = f"http://127.0.0.1:{port}"
+    return _moto["url"]
+
+
+@contextlib.contextmanager
+def moto_credentials() -> Any:
+    """MOTO_ENVIRONMENT in os.environ for the block (boto3 reads it on each new client)."""
+    saved = {name: os.environ.get(name) for name in MOTO_ENVIRONMENT}
+    os.environ.update(MOTO_ENVIRONMENT)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def delete_dynamo_table(endpoint: str, table: str) -> None:
+    import boto3
+
+    with moto_credentials():
+        client = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
+        with contextlib.suppress(client.exceptions.ResourceNotFoundException):
+            client.delete_table(TableName=table)
+
+
 @contextlib.asynccontextmanager
 async def tracker_store_config(kind: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
-    """A `tracker_store:` config of a fresh store: memory, sqlite, postgres, mariadb, redis."""
+    """A `tracker_store:` config of a fresh store: memory, sqlite, postgres, mariadb, redis,
+    dynamo (a new table on moto's server)."""
     async with contextlib.AsyncExitStack() as stack:
         if kind == "memory":
             yield {"type": "in_memory"}
@@ -112,6 +163,12 @@ async def tracker_store_config(kind: str, tmp_path: Path) -> AsyncIterator[dict[
             yield await stack.enter_async_context(postgres_database())
         elif kind == "mariadb":
             yield await stack.enter_async_context(mariadb_database())
+        elif kind == "dynamo":
+            pytest.importorskip("boto3")
+            endpoint, table = moto_endpoint(), unique_name("bstest")
+            stack.enter_context(moto_credentials())
+            stack.callback(delete_dynamo_table, endpoint, table)
+            yield {"type": "dynamo", "table_name": table, "endpoint_url": endpoint}
         else:
             require_service("Redis", REDIS)
             prefix = unique_name("bstest")

@@ -101,7 +101,7 @@ async def test_the_sessions_kept_stay_within_cache_events(config: dict[str, Any]
         for n in range(10):
             await store.append(f"c{n}", [*session_start(0.0), user(f"m{n}", 1.0)])
             assert len(await store.load(f"c{n}") or []) == 4
-        assert store._session_events <= 20
+        assert store._sessions.events <= 20
         assert len(store._sessions) == 5  # the five most recent conversations
         assert (await store.load("c0") or [])[-1]["text"] == "m0"  # evicted: read whole
     finally:

@@ -15,7 +15,7 @@ from server.trackers.retention import delete_conversations_older_than
 from server.trackers.store import TrackerStore
 from tests.trackers.persistence_fixtures import tracker_store_config
 
-STORES = ["memory", "sqlite", "postgres", "mariadb", "redis"]
+STORES = ["memory", "sqlite", "postgres", "mariadb", "redis", "dynamo"]
 
 
 @contextlib.asynccontextmanager

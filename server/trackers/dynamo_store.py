@@ -1,0 +1,519 @@
+"""The DynamoDB tracker store, on Rasa 3's table layout: one item per conversation.
+
+An item holds `sender_id` (the partition key, no sort key), `name` and `events`: a list of
+the conversation's event maps, every session, numbers as DynamoDB numbers (Rasa's floats as
+Decimal). boto3 blocks: every request runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import decimal
+import json
+import logging
+import os
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+from server.errors import (
+    InvalidConfig,
+    InvalidConversationId,
+    StoreFailed,
+    StoreRefusedData,
+    StoreUnavailable,
+)
+from server.trackers.known_sessions import KnownSessions
+from server.trackers.retention import latest_timestamp
+from server.trackers.session_start import latest_session_start
+from server.trackers.snapshot import Snapshot
+from server.trackers.store import Hold, cache_events_setting, holding
+
+logger = logging.getLogger(__name__)
+
+# Rasa's defaults for `table_name` and `region`.
+DEFAULT_TABLE = "states"
+DEFAULT_REGION = "us-east-1"
+# DynamoDB's limit on one item (names and values), so on one conversation in this layout.
+ITEM_LIMIT_BYTES = 400 * 1024
+
+# Error codes after which the same request may succeed later: a 503, not a 500.
+_BUSY_CODES = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "LimitExceededException",
+    "TransactionConflictException",
+}
+# The attribute names, as placeholders: `name` is one of DynamoDB's reserved words.
+_NAMES = {"#events": "events", "#name": "name", "#append": "botserver_append"}
+
+T = TypeVar("T")
+
+
+class DynamoTrackerStore:
+    """Tracker store on a DynamoDB table (created, with on-demand billing, if missing)."""
+
+    process_local = False
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as exc:
+            raise InvalidConfig(
+                "tracker_store type 'dynamo' needs boto3: pip install 'botserver[aws]'"
+            ) from exc
+        self.cache_events = cache_events_setting(config)  # hot trackers over this store
+        self.table = str(config.get("table_name") or DEFAULT_TABLE)
+        self.region = str(config.get("region") or DEFAULT_REGION)
+        self.endpoint = (
+            config.get("endpoint_url")
+            or os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or None
+        )
+        timeout = float(config.get("socket_timeout", 10))
+        if timeout <= 0:
+            raise InvalidConfig(f"socket_timeout must be positive, not {timeout:g}")
+        client_config = Config(
+            connect_timeout=min(timeout, 5.0),
+            read_timeout=timeout,
+            # One retry: botocore's default (up to 5 attempts, backing off) kept a turn
+            # waiting for its 503 for tens of seconds while DynamoDB could not be reached.
+            retries={"total_max_attempts": 2, "mode": "standard"},
+            max_pool_connections=32,
+        )
+        try:
+            self._client = boto3.session.Session().client(
+                "dynamodb",
+                region_name=self.region,
+                endpoint_url=self.endpoint,
+                config=client_config,
+            )
+        except ValueError as exc:  # botocore's "Invalid endpoint"
+            raise InvalidConfig(f"endpoint_url {self.endpoint!r} is not usable: {exc}") from None
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+        # The conversations this process read or wrote last, least recently used first,
+        # bounded in events, each with the append token the item held then.
+        self._known: KnownSessions[_Known] = KnownSessions(self.cache_events)
+
+    def describe(self) -> str:
+        where = f" at {self.endpoint}" if self.endpoint else ""
+        return f"DynamoDB table '{self.table}' in {self.region}{where}"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        async with self._ready_lock:
+            if not self._ready:
+                await self._run(self._create_table_if_missing)
+                self._ready = True
+
+    def _create_table_if_missing(self) -> None:
+        errors = self._client.exceptions
+        try:
+            table = self._client.describe_table(TableName=self.table)["Table"]
+        except errors.ResourceNotFoundException:
+            logger.info("Creating the %s for the tracker store", self.describe())
+            try:
+                self._client.create_table(
+                    TableName=self.table,
+                    KeySchema=[{"AttributeName": "sender_id", "KeyType": "HASH"}],
+                    AttributeDefinitions=[{"AttributeName": "sender_id", "AttributeType": "S"}],
+                    # A write takes a unit per KB of the whole item: Rasa's 5 provisioned
+                    # write units are one append a second to a 5 KB conversation.
+                    BillingMode="PAY_PER_REQUEST",
+                )
+            except errors.ResourceInUseException:
+                pass  # another process creates it just now
+            self._client.get_waiter("table_exists").wait(
+                TableName=self.table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+            )
+            table = self._client.describe_table(TableName=self.table)["Table"]
+        keys = [(key["AttributeName"], key["KeyType"]) for key in table["KeySchema"]]
+        if keys != [("sender_id", "HASH")]:
+            raise StoreFailed(
+                f"The tracker store's {self.describe()} has the key schema {keys}; botserver "
+                "uses Rasa 3's layout: partition key 'sender_id' (string), no sort key. "
+                "Name another table_name (it is created) or migrate this one."
+            )
+
+    async def ping(self) -> None:
+        await self._ensure_ready()
+        await self._run(lambda: self._client.describe_table(TableName=self.table))
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._client.close)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
+        """The current session. A conversation this process knows is read again only when
+        the item's append token changed (another process, Rasa, a replace): otherwise the
+        request reads the token alone, so a turn does not read and parse the whole item."""
+        await self._ensure_ready()
+        known = self._known.get(sender_id)
+        expected = None if known is None else known.token
+        fresh = await self._run(lambda: self._read_if_changed(sender_id, expected))
+        if fresh is _UNCHANGED:
+            assert known is not None
+            if self._known.get(sender_id) is known:  # (not let go of meanwhile)
+                self._known.keep(sender_id, known, 0)
+            events = known.events
+        elif fresh is None:
+            self._known.forget(sender_id)
+            return None
+        else:
+            assert isinstance(fresh, _Known)
+            self._known.forget(sender_id)
+            if fresh.token is not None:
+                self._known.keep(sender_id, fresh, len(fresh.events))
+            events = fresh.events
+        return Snapshot(events, latest_session_start(events) or 0)
+
+    async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
+        await self._ensure_ready()
+        fresh = await self._run(lambda: self._read_if_changed(sender_id, None))
+        return None if not isinstance(fresh, _Known) else list(fresh.events)
+
+    def _read_if_changed(self, sender_id: str, token: str | None) -> _Known | object | None:
+        """_UNCHANGED when the item still holds `token`; else the item's events and token
+        (None when there is no conversation)."""
+        if token is not None:
+            item = self._client.get_item(
+                TableName=self.table,
+                Key=_key(sender_id),
+                ProjectionExpression="#append",
+                ExpressionAttributeNames={"#append": _NAMES["#append"]},
+                ConsistentRead=True,
+            ).get("Item")
+            if item is not None and item.get(_NAMES["#append"], {}).get("S") == token:
+                return _UNCHANGED
+        item = self._client.get_item(
+            TableName=self.table,
+            Key=_key(sender_id),
+            ProjectionExpression="#events, #append",
+            ExpressionAttributeNames={"#events": "events", "#append": _NAMES["#append"]},
+            ConsistentRead=True,
+        ).get("Item")
+        if item is None:
+            return None
+        events = [self._event(value) for value in item.get("events", {}).get("L", [])]
+        if not events:
+            return None
+        return _Known(item.get(_NAMES["#append"], {}).get("S"), events)
+
+    @staticmethod
+    def _event(value: dict[str, Any]) -> dict[str, Any]:
+        if "S" in value:  # an event DynamoDB cannot hold as a map, kept as JSON text
+            return dict(json.loads(value["S"]))
+        return dict(_plain(value))
+
+    async def keys(self) -> list[str]:
+        await self._ensure_ready()
+        return [item["sender_id"]["S"] for item in await self._run(self._scan_all)]
+
+    def _scan_all(self, projection: str = "sender_id") -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for page in self._pages(projection):
+            items += page
+        return items
+
+    def _pages(self, projection: str) -> Iterator[list[dict[str, Any]]]:
+        paginator = self._client.get_paginator("scan")
+        names = {"#events": "events"} if "#events" in projection else None
+        options: dict[str, Any] = {"TableName": self.table, "ProjectionExpression": projection}
+        if names:
+            options["ExpressionAttributeNames"] = names
+        for page in paginator.paginate(**options):
+            yield page.get("Items", [])
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def append(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        await self._ensure_ready()
+        known = self._known.get(sender_id)
+        expected = None if known is None else known.token
+        token = secrets.token_hex(8)
+        extended = await self._run(
+            lambda: self._append(sender_id, events, token, expected), sender_id
+        )
+        if extended and known is not None and self._known.get(sender_id) is known:
+            if known.token == expected:  # no other append or load of it moved on meanwhile
+                known.events.extend(events)
+                known.token = token
+                self._known.keep(sender_id, known, len(events))
+                return
+        self._known.forget(sender_id)
+
+    def _append(
+        self, sender_id: str, events: list[dict[str, Any]], token: str, expected: str | None
+    ) -> bool:
+        """Adds the events to the item's list in place, with a new token; True when the
+        item held `expected` before (so it is what this process knew, and these events).
+        The token also makes a request botocore sends again (its reply lost) a no-op: the
+        events were added already."""
+        update: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": _key(sender_id),
+            "UpdateExpression": (
+                "SET #events = list_append(if_not_exists(#events, :none), :new), "
+                "#name = :name, #append = :token"
+            ),
+            "ExpressionAttributeNames": _NAMES,
+            "ExpressionAttributeValues": {
+                ":none": {"L": []},
+                ":new": {"L": [self._attribute(event) for event in events]},
+                ":name": {"S": sender_id},
+                ":token": {"S": token},
+            },
+        }
+        failed = self._client.exceptions.ConditionalCheckFailedException
+        if expected is not None:
+            values = {**update["ExpressionAttributeValues"], ":expected": {"S": expected}}
+            try:
+                self._client.update_item(
+                    **{**update, "ExpressionAttributeValues": values},
+                    ConditionExpression="#append = :expected",
+                )
+                return True
+            except failed:
+                pass  # written by someone else since, or this very update sent twice
+        try:
+            self._client.update_item(
+                **update, ConditionExpression="attribute_not_exists(#append) OR #append <> :token"
+            )
+        except failed:
+            pass
+        return False
+
+    @staticmethod
+    def _attribute(event: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return _dynamo_value(event, 0)
+        except _CannotHold:
+            return {"S": json.dumps(event)}
+
+    async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+        await self._ensure_ready()
+        self._known.forget(sender_id)
+        if not events:
+            await self.delete(sender_id)
+            return
+        await self._run(lambda: self._put(sender_id, events), sender_id)
+
+    def _put(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+        self._client.put_item(
+            TableName=self.table,
+            Item={
+                **_key(sender_id),
+                "name": {"S": sender_id},
+                "events": {"L": [self._attribute(event) for event in events]},
+            },
+        )
+
+    async def delete(self, sender_id: str) -> None:
+        await self._ensure_ready()
+        self._known.forget(sender_id)
+        await self._run(lambda: self._client.delete_item(TableName=self.table, Key=_key(sender_id)))
+
+    async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
+        await self._ensure_ready()
+        pages = self._pages("sender_id, #events")
+        deleted = 0
+        while True:
+            stale = await self._run(partial(self._next_stale, pages, cutoff_timestamp))
+            if stale is None:
+                return deleted
+            if stale:
+                async with holding(hold, list(stale)) as idle:
+                    for sender_id in idle:
+                        gone = partial(self._delete_if, sender_id, stale[sender_id])
+                        if await self._run(gone):
+                            self._known.forget(sender_id)
+                            deleted += 1
+
+    def _next_stale(
+        self, pages: Iterator[list[dict[str, Any]]], cutoff_timestamp: float
+    ) -> dict[str, int] | None:
+        """Of the next scan page (None after the last), the conversations whose latest event
+        is older than the cutoff, with their number of events."""
+        page = next(pages, None)
+        if page is None:
+            return None
+        stale = {}
+        for item in page:
+            events = item.get("events", {}).get("L", [])
+            if latest_timestamp([self._event(value) for value in events]) < cutoff_timestamp:
+                stale[item["sender_id"]["S"]] = len(events)
+        return stale
+
+    def _delete_if(self, sender_id: str, length: int) -> bool:
+        """Deletes the conversation unless events were added since it was read (a turn
+        made it recent)."""
+        try:
+            self._client.delete_item(
+                TableName=self.table,
+                Key=_key(sender_id),
+                ConditionExpression="size(#events) = :length",
+                ExpressionAttributeNames={"#events": "events"},
+                ExpressionAttributeValues={":length": {"N": str(length)}},
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    # -- errors ----------------------------------------------------------------------------
+
+    async def _run(self, request: Callable[[], T], sender_id: str | None = None) -> T:
+        """`request` in a worker thread, with DynamoDB's errors as ours."""
+        with self._errors(sender_id):
+            return await asyncio.to_thread(request)
+
+    @contextmanager
+    def _errors(self, sender_id: str | None) -> Iterator[None]:
+        """StoreUnavailable (503) when DynamoDB cannot be reached or throttles,
+        StoreRefusedData (400) when it refuses the events themselves (an item over 400 KB),
+        StoreFailed (500, logged) for anything else (credentials, permissions, the table)."""
+        from botocore import exceptions as boto
+
+        where = f"The tracker store ({self.describe()})"
+        try:
+            yield
+        except (boto.ConnectionError, boto.HTTPClientError) as exc:
+            raise StoreUnavailable(f"{where} is unavailable: {_first_line(exc)}") from exc
+        except (boto.NoCredentialsError, boto.PartialCredentialsError) as exc:
+            raise StoreFailed(
+                f"{where} has no AWS credentials ({_first_line(exc)}): set AWS_ACCESS_KEY_ID "
+                "and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or give the host a role"
+            ) from exc
+        except boto.ClientError as exc:
+            error = exc.response.get("Error", {})
+            code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+            if code in _BUSY_CODES:
+                raise StoreUnavailable(f"{where} cannot take requests now: {code}") from exc
+            if code == "ValidationException" and "size" in message and sender_id is not None:
+                raise StoreRefusedData(
+                    f"Conversation '{sender_id}' has grown past {ITEM_LIMIT_BYTES // 1024} KB, "
+                    "the most one DynamoDB item holds (Rasa's layout keeps a conversation "
+                    "in one item): these events were not stored. Replace its events with "
+                    "fewer (PUT /conversations/<id>/tracker/events; an empty list deletes it)."
+                ) from exc
+            if code == "ValidationException" and sender_id is not None:
+                raise StoreRefusedData(
+                    f"The tracker store cannot hold these events: {message[:300]}"
+                ) from exc
+            raise StoreFailed(f"{where} failed: {code}: {message[:300]}") from exc
+        except boto.BotoCoreError as exc:
+            raise StoreFailed(f"{where} failed: {_first_line(exc)}") from exc
+
+
+def _key(sender_id: str) -> dict[str, Any]:
+    if not sender_id:  # before, DynamoDB's ValidationException: a 500
+        raise InvalidConversationId("The conversation id is empty: DynamoDB cannot hold it.")
+    return {"sender_id": {"S": sender_id}}
+
+
+@dataclass
+class _Known:
+    """A conversation as this process read or wrote it last."""
+
+    token: str | None  # the item's append token then (None: written by Rasa, or replaced)
+    events: list[dict[str, Any]]  # only ever grows at its end (see Snapshot)
+
+
+_UNCHANGED = object()
+
+
+class _CannotHold(Exception):
+    """A value DynamoDB holds in no map or list."""
+
+
+# How deep an event may nest: DynamoDB takes 32 levels in an item, the list and the
+# event's own map are two of them.
+_MAX_DEPTH = 30
+# DynamoDB's numbers (boto3's context, and no subnormals: DynamoDB's least is 1e-130).
+_NUMBERS = decimal.Context(
+    prec=38,
+    Emin=-128,
+    Emax=126,
+    traps=[
+        decimal.Clamped,
+        decimal.Overflow,
+        decimal.Inexact,
+        decimal.Rounded,
+        decimal.Underflow,
+        decimal.Subnormal,
+        decimal.InvalidOperation,
+    ],
+)
+
+
+def _dynamo_value(value: Any, depth: int) -> dict[str, Any]:
+    """A JSON value as a DynamoDB attribute value (numbers as text, floats from their
+    shortest repr: 0.1 stays 0.1); _CannotHold for a number beyond DynamoDB's (more than
+    38 digits, outside 1e-130 to 1e126), a map key that is empty, or deeper nesting."""
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | float):
+        try:
+            number = _NUMBERS.create_decimal(repr(value) if isinstance(value, float) else value)
+        except decimal.DecimalException as exc:
+            raise _CannotHold from exc
+        if not number.is_finite():
+            raise _CannotHold
+        return {"N": str(number)}
+    if value is None:
+        return {"NULL": True}
+    if depth >= _MAX_DEPTH:
+        raise _CannotHold
+    if isinstance(value, dict):
+        if "" in value:
+            raise _CannotHold
+        return {"M": {str(key): _dynamo_value(item, depth + 1) for key, item in value.items()}}
+    if isinstance(value, list | tuple):
+        return {"L": [_dynamo_value(item, depth + 1) for item in value]}
+    raise _CannotHold
+
+
+def _plain(value: dict[str, Any]) -> Any:
+    """A DynamoDB attribute value as JSON: a number as an int when it has no fraction or
+    exponent, else a float (a float written `1.0` comes back `1` from DynamoDB, which drops
+    trailing zeros)."""
+    kind, item = next(iter(value.items()))
+    if kind == "S":
+        return item
+    if kind == "N":
+        try:
+            return int(item)
+        except ValueError:
+            return float(item)
+    if kind == "M":
+        return {key: _plain(part) for key, part in item.items()}
+    if kind == "L":
+        return [_plain(part) for part in item]
+    if kind == "BOOL":
+        return bool(item)
+    if kind == "NULL":
+        return None
+    raise StoreFailed(
+        f"The tracker store read a {kind} value in an event, which no Rasa event holds"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__

@@ -1,0 +1,60 @@
+"""The conversations a store's process read last, bounded in events, least recently used out
+first: what lets a store read only what changed since."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Generic, Protocol, TypeVar
+
+from server.trackers.events import OFF_LOOP_EVENTS
+from server.trackers.freeing import release_off_loop
+
+
+class _HoldsEvents(Protocol):
+    events: list[dict[str, Any]]
+
+
+K = TypeVar("K", bound=_HoldsEvents)
+
+
+class KnownSessions(Generic[K]):
+    """Entries by conversation id; their `events` lists only ever grow at their end."""
+
+    def __init__(self, max_events: int) -> None:
+        self.max_events = max_events
+        self.events = 0
+        self._entries: OrderedDict[str, K] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, sender_id: object) -> bool:
+        return sender_id in self._entries
+
+    def get(self, sender_id: str) -> K | None:
+        return self._entries.get(sender_id)
+
+    def keep(self, sender_id: str, entry: K, added: int) -> None:
+        """`entry` is the conversation's, most recently used, with `added` more events than
+        when it was kept before (all of them if new); the least recently used go while the
+        total passes `max_events`."""
+        self._entries[sender_id] = entry
+        self._entries.move_to_end(sender_id)
+        self.events += added
+        while self.events > self.max_events and len(self._entries) > 1:
+            _, evicted = self._entries.popitem(last=False)
+            self.events -= len(evicted.events)
+            _let_go(evicted)
+
+    def forget(self, sender_id: str) -> None:
+        entry = self._entries.pop(sender_id, None)
+        if entry is not None:
+            self.events -= len(entry.events)
+            _let_go(entry)
+
+
+def _let_go(entry: _HoldsEvents) -> None:
+    """A long session no longer kept is freed off the loop (100,000 parsed event dicts freed
+    at once held it 50 ms), unless a snapshot of it is still read."""
+    if len(entry.events) > OFF_LOOP_EVENTS:
+        release_off_loop(entry)

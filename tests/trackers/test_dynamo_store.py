@@ -1,0 +1,308 @@
+"""The DynamoDB tracker store against moto's server: Rasa 3's table layout, its settings,
+and what a user sees when DynamoDB cannot be reached or a conversation outgrows an item.
+
+The contract every store keeps runs in test_tracker_stores.py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from bench.tcp_proxy import SilentProxy, free_port
+from server.errors import StoreFailed, StoreRefusedData, StoreUnavailable
+from server.trackers.dynamo_store import DynamoTrackerStore
+from server.trackers.factory import create_tracker_store
+from tests.trackers.persistence_fixtures import (
+    delete_dynamo_table,
+    moto_credentials,
+    moto_endpoint,
+    unique_name,
+)
+
+boto3 = pytest.importorskip("boto3")
+
+
+@pytest.fixture
+def endpoint() -> Iterator[str]:
+    with moto_credentials():
+        yield moto_endpoint()
+
+
+@pytest.fixture
+def table(endpoint: str) -> Iterator[str]:
+    name = unique_name("bstest")
+    yield name
+    delete_dynamo_table(endpoint, name)
+
+
+@pytest.fixture
+async def store(endpoint: str, table: str) -> AsyncIterator[DynamoTrackerStore]:
+    opened = create_tracker_store({"type": "dynamo", "table_name": table, "endpoint_url": endpoint})
+    assert isinstance(opened, DynamoTrackerStore)
+    yield opened
+    await opened.close()
+
+
+def raw_client(endpoint: str, region: str = "us-east-1") -> Any:
+    return boto3.client("dynamodb", region_name=region, endpoint_url=endpoint)
+
+
+def user(text: str, timestamp: float) -> dict[str, Any]:
+    return {
+        "event": "user",
+        "timestamp": timestamp,
+        "text": text,
+        "parse_data": {"intent": {"name": "greet", "confidence": 0.93}, "entities": []},
+        "input_channel": "rest",
+        "message_id": None,
+        "metadata": {},
+    }
+
+
+async def test_the_table_is_created_on_first_use_with_rasas_key(
+    store: DynamoTrackerStore, endpoint: str, table: str
+) -> None:
+    client = raw_client(endpoint)
+    assert table not in client.list_tables()["TableNames"]  # nothing before the first use
+
+    await store.ping()
+
+    described = client.describe_table(TableName=table)["Table"]
+    assert described["KeySchema"] == [{"AttributeName": "sender_id", "KeyType": "HASH"}]
+    assert described["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
+async def test_an_item_is_rasas_dialogue_with_floats_as_numbers(
+    store: DynamoTrackerStore, endpoint: str, table: str
+) -> None:
+    await store.append("alice", [user("hi", 1700000000.25)])
+    await store.append("alice", [{"event": "bot", "timestamp": 1700000001.5, "text": "hey"}])
+
+    item = boto3.resource("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
+    stored = item.Table(table).get_item(Key={"sender_id": "alice"})["Item"]
+    assert stored["sender_id"] == "alice" and stored["name"] == "alice"
+    assert [event["event"] for event in stored["events"]] == ["user", "bot"]
+    assert stored["events"][0]["timestamp"] == Decimal("1700000000.25")
+    assert stored["events"][0]["parse_data"]["intent"]["confidence"] == Decimal("0.93")
+
+
+async def test_a_conversation_rasa_stored_loads(
+    store: DynamoTrackerStore, endpoint: str, table: str
+) -> None:
+    """An item as Rasa 3 puts it (the whole dialogue, floats as Decimal) in a table it made."""
+    await store.ping()
+    resource = boto3.resource("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
+    events = [
+        {"event": "action", "timestamp": Decimal("1.5"), "name": "action_session_start"},
+        {"event": "session_started", "timestamp": Decimal("1.75")},
+        {"event": "slot", "timestamp": Decimal("2.25"), "name": "n", "value": Decimal("3")},
+        {"event": "action", "timestamp": Decimal("100.5"), "name": "action_session_start"},
+        {"event": "session_started", "timestamp": Decimal("100.75")},
+    ]
+    resource.Table(table).put_item(Item={"sender_id": "bob", "name": "bob", "events": events})
+
+    loaded = await store.load_all("bob")
+    assert loaded is not None and loaded[2] == {
+        "event": "slot",
+        "timestamp": 2.25,
+        "name": "n",
+        "value": 3,
+    }
+    assert [e["timestamp"] for e in await store.load("bob") or []] == [100.5, 100.75]
+    assert await store.keys() == ["bob"]
+
+
+async def test_region_and_table_name_are_the_ones_configured(endpoint: str) -> None:
+    """The table goes where Rasa's `region` and `table_name` put it; AWS_ENDPOINT_URL points
+    at the server when endpoint_url is not set."""
+    name = unique_name("bstest")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ENDPOINT_URL", endpoint)
+        store = create_tracker_store({"type": "DYNAMO", "table_name": name, "region": "eu-west-1"})
+    try:
+        await store.append("carol", [user("hi", 1.5)])
+        assert name in raw_client(endpoint, "eu-west-1").list_tables()["TableNames"]
+        assert name not in raw_client(endpoint, "us-east-1").list_tables()["TableNames"]
+    finally:
+        await store.close()
+        client = raw_client(endpoint, "eu-west-1")
+        client.delete_table(TableName=name)
+
+
+def test_rasas_defaults_name_the_table_states_in_us_east_1(endpoint: str) -> None:
+    store = create_tracker_store({"type": "dynamo", "endpoint_url": endpoint})
+    assert isinstance(store, DynamoTrackerStore)
+    assert (store.table, store.region) == ("states", "us-east-1")
+
+
+async def test_a_table_with_another_key_is_refused_with_what_to_do(
+    endpoint: str, table: str
+) -> None:
+    raw_client(endpoint).create_table(
+        TableName=table,
+        KeySchema=[
+            {"AttributeName": "sender_id", "KeyType": "HASH"},
+            {"AttributeName": "session_date", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "sender_id", "AttributeType": "S"},
+            {"AttributeName": "session_date", "AttributeType": "N"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    store = create_tracker_store({"type": "dynamo", "table_name": table, "endpoint_url": endpoint})
+    try:
+        with pytest.raises(StoreFailed, match="partition key 'sender_id' .string., no sort key"):
+            await store.load("dave")
+    finally:
+        await store.close()
+
+
+async def test_a_conversation_past_400_kb_is_refused_and_keeps_what_it_had(
+    store: DynamoTrackerStore,
+) -> None:
+    """DynamoDB holds at most 400 KB in an item, so in a conversation of Rasa's layout: the
+    append that would pass it is refused with what to do, and nothing of it is stored."""
+    kept = [user("hi", 1.5)]
+    await store.append("erin", kept)
+    big = [{"event": "bot", "timestamp": 2.5 + i, "text": "x" * 50_000} for i in range(9)]
+
+    with pytest.raises(StoreRefusedData, match="grown past 400 KB") as refused:
+        await store.append("erin", big)
+
+    assert "an empty list deletes it" in str(refused.value)
+    assert await store.load_all("erin") == kept
+    with pytest.raises(StoreRefusedData, match="grown past 400 KB"):
+        await store.replace("erin", big)
+    assert await store.load_all("erin") == kept
+
+
+async def test_an_append_botocore_sends_again_is_stored_once(store: DynamoTrackerStore) -> None:
+    """A request whose reply was lost is sent again by botocore with the same token."""
+    await store.ping()
+    events = [user("hi", 1.5)]
+    assert store._append("frank", events, "token-1", None) is False  # nothing known before
+    store._append("frank", events, "token-1", None)
+    assert await store.load_all("frank") == events
+    assert store._append("frank", events, "token-2", "token-1") is True
+    assert store._append("frank", events, "token-2", "token-1") is False
+    assert await store.load_all("frank") == events + events
+
+
+async def test_an_unreachable_endpoint_is_unavailable_at_once(endpoint: str) -> None:
+    """Nothing listens at the endpoint: 503 at once, naming the table and region."""
+    store = create_tracker_store(
+        {"type": "dynamo", "endpoint_url": f"http://127.0.0.1:{free_port()}"}
+    )
+    try:
+        for attempt in (store.ping, lambda: store.append("a", [user("hi", 1.5)]), store.keys):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="DynamoDB table 'states' in us-east-1"):
+                await attempt()
+            assert time.monotonic() - started < 5
+    finally:
+        await store.close()
+
+
+async def test_a_silent_endpoint_is_unavailable_after_its_socket_timeout(
+    store: DynamoTrackerStore, endpoint: str, table: str
+) -> None:
+    """DynamoDB taking the connection and never answering: 503 within socket_timeout times
+    botserver's two attempts, not botocore's default of five 60 s reads."""
+    host, port = endpoint.removeprefix("http://").split(":")
+    proxy = SilentProxy((host, int(port)))
+    await proxy.restore()
+    silent = create_tracker_store(
+        {
+            "type": "dynamo",
+            "table_name": table,
+            "endpoint_url": f"http://127.0.0.1:{proxy.port}",
+            "socket_timeout": 1,
+        }
+    )
+    try:
+        await silent.append("gina", [user("hi", 1.5)])
+        proxy.silent = True
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="is unavailable"):
+            await silent.load("gina")
+        assert time.monotonic() - started < 6
+        proxy.silent = False
+        assert await silent.load("gina") is not None  # and back once it answers
+    finally:
+        await silent.close()
+        await proxy.cut()
+
+
+async def test_no_credentials_is_a_clear_error(endpoint: str) -> None:
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            env.delenv(name, raising=False)
+        env.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        store = create_tracker_store({"type": "dynamo", "endpoint_url": endpoint})
+        try:
+            with pytest.raises(StoreFailed, match="has no AWS credentials.*AWS_ACCESS_KEY_ID"):
+                await store.ping()
+        finally:
+            await store.close()
+
+
+async def test_values_no_dynamodb_map_holds_load_back_exactly(store: DynamoTrackerStore) -> None:
+    """A slot set to a map with an empty key (before: stored, then every load of the
+    conversation failed), nested deeper than DynamoDB's 32 levels, or a number beyond its
+    range: the event is kept as JSON text in the list."""
+    deep: Any = 1
+    for _ in range(40):
+        deep = {"a": deep}
+    odd = [
+        {"event": "slot", "timestamp": 1.5, "name": "empty_key", "value": {"": 1, "b": [2.5]}},
+        {"event": "slot", "timestamp": 2.5, "name": "deep", "value": deep},
+        {"event": "slot", "timestamp": 3.5, "name": "tiny", "value": 1e-150},
+        {"event": "slot", "timestamp": 4.0, "name": "plain", "value": {"x": 0.0, "y": 10**20}},
+    ]
+    await store.append("odd", odd)
+    loaded = await store.load_all("odd")
+    assert loaded == odd
+    assert loaded is not None and type(loaded[3]["value"]["x"]) is float
+
+
+async def test_a_known_conversation_is_read_again_only_when_another_writer_changed_it(
+    store: DynamoTrackerStore, endpoint: str, table: str
+) -> None:
+    """A turn of a conversation this process served reads the item's append token alone;
+    before, every load read and parsed the whole item (near 400 KB, 700 events: about 21 ms
+    of CPU to parse). Another process's append, Rasa's put and a delete are all seen."""
+    reads: list[str] = []
+    store._client.meta.events.register(
+        "provide-client-params.dynamodb.GetItem",
+        lambda params, **_: reads.append(params["ProjectionExpression"]),
+    )
+    first = [user("hi", 1.5)]
+    await store.append("hana", first)
+    assert await store.load("hana") == first  # unknown: the whole item
+    await store.append("hana", [user("again", 2.5)])
+    reads.clear()
+    assert await store.load("hana") == first + [user("again", 2.5)]
+    assert reads == ["#append"]  # the token alone: the process knows the rest
+
+    other = create_tracker_store({"type": "dynamo", "table_name": table, "endpoint_url": endpoint})
+    try:
+        await other.append("hana", [user("elsewhere", 3.5)])
+    finally:
+        await other.close()
+    reads.clear()
+    loaded = await store.load("hana")
+    assert loaded is not None and [e["text"] for e in loaded] == ["hi", "again", "elsewhere"]
+    assert reads == ["#append", "#events, #append"]
+
+    rasa = boto3.resource("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
+    rasa.Table(table).put_item(
+        Item={"sender_id": "hana", "name": "hana", "events": [{"event": "restart"}]}
+    )
+    assert await store.load("hana") == [{"event": "restart"}]
+    rasa.Table(table).delete_item(Key={"sender_id": "hana"})
+    assert await store.load("hana") is None
