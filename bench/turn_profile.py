@@ -268,12 +268,12 @@ class RoundTrips:
             if counts.enabled:
                 counts.redis_round_trips += 1
                 chunks = [command] if isinstance(command, bytes | str) else list(command)
-                counts.redis_commands += sum(
-                    bytes(c).count(b"\r\n*") + bytes(c).startswith(b"*") for c in chunks
-                )
+                for chunk in chunks:
+                    data = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+                    counts.redis_commands += data.count(b"\r\n*") + data.startswith(b"*")
             await send(conn, command, *args, **kwargs)
 
-        AbstractConnection.send_packed_command = send_packed_command  # type: ignore[method-assign]
+        AbstractConnection.send_packed_command = send_packed_command  # type: ignore[assignment]
         for name in ("fetch", "fetchrow", "fetchval", "execute", "executemany"):
             original = getattr(PgConnection, name)
             setattr(PgConnection, name, self._counted(original))

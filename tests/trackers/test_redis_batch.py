@@ -5,6 +5,9 @@ its scripts."""
 from __future__ import annotations
 
 import asyncio
+import cProfile
+import pstats
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +15,8 @@ import pytest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from bench.tcp_proxy import free_port
+from bench.tcp_proxy import SilentProxy, free_port
+from server.errors import StoreUnavailable
 from server.trackers.redis_batch import CommandBatch
 from server.trackers.redis_lock import RedisLockStore
 from tests.trackers.persistence_fixtures import (
@@ -154,3 +158,53 @@ async def test_release_works_after_redis_flushed_its_scripts(client: Redis, pref
         assert await client.exists(key) == 0
     finally:
         await store.close()
+
+
+async def test_a_turn_costs_the_lock_few_python_calls(prefix: str) -> None:
+    """50 conversations locking at once (the batches of a busy worker): Python calls per
+    lock and release. Through redis-py's pipeline (packing every argument, per-command
+    parse layers), a shield and a timer per turn it was ~520 calls, more than a whole
+    turn of the in-memory lock store's server (~580); now ~120."""
+    store = RedisLockStore(lock_config(prefix))
+
+    async def turns(conversation: int, rounds: int) -> None:
+        for _ in range(rounds):
+            async with store.lock(f"conv{conversation}"):
+                await asyncio.sleep(0)
+
+    try:
+        await asyncio.gather(*(turns(n, 2) for n in range(50)))  # connected, scripts loaded
+        profile = cProfile.Profile()
+        profile.enable()
+        await asyncio.gather(*(turns(n, 10) for n in range(50)))
+        profile.disable()
+        calls_per_lock = pstats.Stats(profile).total_calls / 500  # type: ignore[attr-defined]
+        assert calls_per_lock < 200, calls_per_lock
+    finally:
+        await store.close()
+
+
+async def test_a_silent_redis_fails_a_batch_after_one_socket_timeout(prefix: str) -> None:
+    """The batch's connection has no per-reply timeout: the client's socket timeout bounds
+    the whole batch, and the next batch reconnects once Redis answers again."""
+    proxy = SilentProxy(REDIS)
+    await proxy.restore()
+    store = RedisLockStore({**lock_config(prefix), "port": proxy.port, "socket_timeout": 1})
+    try:
+        async with store.lock("conv"):
+            pass
+        proxy.silent = True
+        started = time.monotonic()
+        async with asyncio.timeout(5):  # without a bound on the batch, it would hang
+            with pytest.raises(StoreUnavailable):
+                async with store.lock("conv", wait_timeout=5):
+                    pass
+        assert time.monotonic() - started < 2.5  # one timeout of 1 s
+        proxy.silent = False
+        await proxy.cut()
+        await proxy.restore()
+        async with store.lock("other", wait_timeout=5):
+            pass
+    finally:
+        await store.close()
+        await proxy.cut()
