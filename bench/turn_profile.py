@@ -437,6 +437,8 @@ async def measure(args: argparse.Namespace, model: Path, workdir: Path) -> dict[
             result["store_stats"] = stats.result(turns)
         if round_trips is not None:
             result["round_trips"] = round_trips.result(turns)
+        if args.store == "postgresql":
+            result["pg_database"] = pg_database()
     return result
 
 
