@@ -463,9 +463,9 @@ class RedisLockStore:
             self._listener.cancel()
             with suppress(asyncio.CancelledError):
                 await self._listener
-        await self._batch.close()
-        if self._returns:
+        if self._returns:  # their releases go through the batch: before it closes
             await asyncio.wait(self._returns)
+        await self._batch.close()
         for task in list(self._retries):  # their leases run out by themselves
             task.cancel()
             with suppress(asyncio.CancelledError):

@@ -36,6 +36,13 @@ async def client() -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
+async def batch(client: Redis) -> AsyncIterator[CommandBatch]:
+    commands = CommandBatch(client)
+    yield commands
+    await commands.close()  # its own connection
+
+
+@pytest.fixture
 async def prefix() -> AsyncIterator[str]:
     require_service("Redis", REDIS)
     name = unique_name("bsbatch")
@@ -43,8 +50,9 @@ async def prefix() -> AsyncIterator[str]:
     await delete_redis_keys(name, db=1)
 
 
-async def test_commands_of_one_loop_pass_go_in_one_round_trip(client: Redis, prefix: str) -> None:
-    batch = CommandBatch(client)
+async def test_commands_of_one_loop_pass_go_in_one_round_trip(
+    client: Redis, batch: CommandBatch, prefix: str
+) -> None:
     replies = [batch.call("SET", f"{prefix}:k{n}", f"v{n}") for n in range(20)]
 
     assert await asyncio.gather(*replies) == [True] * 20
@@ -52,8 +60,7 @@ async def test_commands_of_one_loop_pass_go_in_one_round_trip(client: Redis, pre
     assert await client.mget([f"{prefix}:k{n}" for n in range(20)]) == [f"v{n}" for n in range(20)]
 
 
-async def test_each_caller_gets_its_own_reply_or_error(client: Redis, prefix: str) -> None:
-    batch = CommandBatch(client)
+async def test_each_caller_gets_its_own_reply_or_error(batch: CommandBatch, prefix: str) -> None:
     key = f"{prefix}:text"
     written = batch.call("SET", key, "not a number")
     refused = batch.call("INCR", key)
@@ -67,9 +74,8 @@ async def test_each_caller_gets_its_own_reply_or_error(client: Redis, prefix: st
 
 
 async def test_commands_queued_while_a_round_trip_is_out_go_in_the_next(
-    client: Redis, prefix: str
+    batch: CommandBatch, prefix: str
 ) -> None:
-    batch = CommandBatch(client)
     first = batch.call("SET", f"{prefix}:first", "1")
     await asyncio.sleep(0)  # the first is on its way
     later = [batch.call("INCR", f"{prefix}:count") for _ in range(10)]
@@ -80,9 +86,8 @@ async def test_commands_queued_while_a_round_trip_is_out_go_in_the_next(
 
 
 async def test_a_caller_that_stopped_waiting_before_the_send_is_dropped(
-    client: Redis, prefix: str
+    client: Redis, batch: CommandBatch, prefix: str
 ) -> None:
-    batch = CommandBatch(client)
     dropped = batch.call("SET", f"{prefix}:dropped", "1")
     dropped.cancel()
     kept = batch.call("SET", f"{prefix}:kept", "1")
@@ -100,6 +105,7 @@ async def test_an_unreachable_redis_fails_every_caller() -> None:
         outcomes = await asyncio.gather(*replies, return_exceptions=True)
         assert all(isinstance(o, redis_errors.ConnectionError) for o in outcomes), outcomes
     finally:
+        await batch.close()
         await redis.aclose()
 
 
