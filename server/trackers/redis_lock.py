@@ -237,22 +237,26 @@ class RedisLockStore:
 
     def _hold(self, token: str, key: bytes, conversation_id: str, now: float) -> None:
         """Keeps the lease renewed while held: every lease held for a third of its lifetime
-        is renewed by one task (no timer or task per turn; most turns end long before)."""
+        is renewed by one task per process (no timer or task per turn; most turns end long
+        before)."""
         self._held[token] = (key, conversation_id, now + self.lock_lifetime / 3)
         if self._renewer is None:
             self._renewer = asyncio.ensure_future(self._renew_held())
 
     async def _renew_held(self) -> None:
-        """Every sixth of the lifetime, while leases are held, renews those due: a lease is
-        renewed a third to half of its lifetime after it was taken or last renewed."""
+        """While leases are held, sleeps until the first is due and renews those due: a
+        lease is renewed a third of its lifetime after it was taken or last renewed. (A
+        lease taken later is due later: the sleep never overshoots one.)"""
         loop = asyncio.get_running_loop()
         try:
             while self._held:
-                await asyncio.sleep(self.lock_lifetime / 6)
                 now = loop.time()
+                first = min(held[2] for held in self._held.values())
+                if first > now:
+                    await asyncio.sleep(first - now)
+                    continue
                 due = [token for token, held in self._held.items() if held[2] <= now]
-                if due:
-                    await asyncio.gather(*(self._renew_one(token, now) for token in due))
+                await asyncio.gather(*(self._renew_one(token, now) for token in due))
         finally:
             self._renewer = None
 
@@ -260,8 +264,10 @@ class RedisLockStore:
         key, conversation_id, _ = self._held[token]
         try:
             renewed = await self._renew(keys=[key], args=[token, int(self.lock_lifetime * 1000)])
-        except (redis_errors.RedisError, OSError) as exc:  # tried again at the next round
+        except (redis_errors.RedisError, OSError) as exc:
             logger.warning("Could not renew the lock of '%s': %s", conversation_id, exc)
+            if token in self._held:  # tried again a sixth of the lifetime later
+                self._held[token] = (key, conversation_id, now + self.lock_lifetime / 6)
             return
         if token not in self._held:  # released meanwhile: nothing to renew
             return
