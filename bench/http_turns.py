@@ -2,7 +2,8 @@
 
     python bench/http_turns.py [--smoke] [--concurrency 1,10,50,200] [--duration 5]
         [--stores sqlite,sqlite-unique,postgres] [--client auto|wrk|python] [--no-workers]
-        [--repeat N] [--workers-repeat N] [--workers-only] [--out bench/results/http_turns.json]
+        [--repeat N] [--workers-repeat N] [--workers-only] [--pg-db NAME]
+        [--out bench/results/http_turns.json]
 
 Moodbot conversations (greet, mood, answer, goodbye; then a new sender) go to
 `POST /webhooks/rest/webhook` at each concurrency, on SQLite and on PostgreSQL, and on SQLite
@@ -725,6 +726,7 @@ def _fmt_split(point: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global PG_DB
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="seconds, not minutes (CI)")
     parser.add_argument("--concurrency", default="1,10,50,200")
@@ -764,8 +766,15 @@ def main(argv: list[str] | None = None) -> int:
         default="moodbot",
         help="train moodbot's own pipeline or a sparse one",
     )
+    parser.add_argument(
+        "--pg-db",
+        default=PG_DB,
+        help="the PostgreSQL database the runs create and drop (one of your own on a shared "
+        "server)",
+    )
     parser.add_argument("--out", default=str(BENCH / "results" / "http_turns.json"))
     args = parser.parse_args(argv)
+    PG_DB = args.pg_db
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
 

@@ -1,8 +1,9 @@
 """In-process turn driver: the server's ASGI app called directly, no sockets, no HTTP client.
 
-    python bench/turn_profile.py [--store sqlite|memory|redis|dynamo] [--lock memory|redis]
-        [--turns 20000] [--concurrency 50] [--warmup 2000] [--unique] [--model ARCHIVE]
-        [--no-uvloop] [--cprofile OUT.prof] [--store-stats] [--json]
+    python bench/turn_profile.py [--store sqlite|memory|redis|postgresql|dynamo]
+        [--lock memory|redis] [--turns 20000] [--concurrency 50] [--warmup 2000] [--unique]
+        [--model ARCHIVE] [--no-uvloop] [--cprofile OUT.prof] [--store-stats] [--round-trips]
+        [--json] [--pg-url postgresql://postgres@127.0.0.1:5432/test]
 
 N concurrent moodbot conversations (the scripts of `bench/http_turns.py`) post to the REST
 webhook of `bench/http_apps.py:server_app`, each waiting for its reply before its next turn.
@@ -13,9 +14,13 @@ A/B runs (`PYTHONPATH=<worktree>` for the old code), py-spy (`py-spy record -p <
 (`valgrind --tool=callgrind python bench/turn_profile.py --turns 300 --warmup 100`).
 `--store-stats` adds the SQLite store's counters (commits, inline commits, fallbacks to its
 thread, checkpoints) and the duration of its inline commits (p50/p99/max, the time the event
-loop spends in one). `--store dynamo` runs moto's DynamoDB server in a subprocess (its CPU
-is not counted); keep `--turns`/`--concurrency` under about 100, as a moodbot conversation
-fills DynamoDB's 400 KB item after 121 turns.
+loop spends in one). `--store postgresql` (the workers' store of `bench/http_turns.py`)
+creates its own database through the `--pg-url` one and drops it after the run.
+`--store dynamo` runs moto's DynamoDB server in a subprocess (its CPU is not counted); keep
+`--turns`/`--concurrency` under about 100, as a moodbot conversation fills DynamoDB's 400 KB
+item after 121 turns. `--round-trips` counts, client side, the measured turns' Redis round
+trips (writes to a socket) and commands, and their PostgreSQL statements (asyncpg calls); its
+wrappers add a few Python calls, so leave it out of runs that count calls (`--cprofile`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -72,9 +78,51 @@ def delete_redis_keys() -> None:
         client.close()
 
 
-def endpoints(store: str, lock: str, workdir: Path) -> dict[str, Any]:
+def pg_database() -> str:
+    return f"turnprofile{os.getpid()}"
+
+
+def pg_login(url: str) -> dict[str, Any]:
+    """asyncpg's connect arguments for `--pg-url` (the database that creates ours)."""
+    parts = urlsplit(url)
+    return {
+        "host": parts.hostname or "127.0.0.1",
+        "port": parts.port or 5432,
+        "user": parts.username or "postgres",
+        "password": parts.password,
+        "database": parts.path.lstrip("/") or "test",
+    }
+
+
+def drop_pg_database(url: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(**pg_login(url))
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {pg_database()} WITH (FORCE)")
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def endpoints(store: str, lock: str, workdir: Path, pg_url: str) -> dict[str, Any]:
     config: dict[str, Any] = {}
-    if store == "sqlite":
+    if store == "postgresql":
+        # Its own database, created by the store through the login one, dropped after the run.
+        login = pg_login(pg_url)
+        config["tracker_store"] = {
+            "type": "sql",
+            "dialect": "postgresql",
+            "url": login["host"],
+            "port": login["port"],
+            "username": login["user"],
+            "password": login["password"],
+            "db": pg_database(),
+            "login_db": login["database"],
+        }
+    elif store == "sqlite":
         config["tracker_store"] = {
             "type": "sql",
             "dialect": "sqlite",
@@ -235,6 +283,57 @@ class Driver:
                     self.errors += 1
 
 
+class RoundTrips:
+    """Client-side counts while enabled: Redis round trips (writes of a packed command or
+    pipeline to a socket) and the commands they carried, PostgreSQL statements (asyncpg
+    calls: each one round trip, its own transaction unless inside one)."""
+
+    def __init__(self) -> None:
+        from asyncpg.connection import Connection as PgConnection
+        from redis.asyncio.connection import AbstractConnection
+
+        self.enabled = False
+        self.redis_round_trips = self.redis_commands = self.pg_statements = 0
+        self.pg_by_kind: dict[str, int] = {}
+        counts = self
+
+        send = AbstractConnection.send_packed_command
+
+        async def send_packed_command(conn: Any, command: Any, *args: Any, **kwargs: Any) -> None:
+            if counts.enabled:
+                counts.redis_round_trips += 1
+                chunks = [command] if isinstance(command, bytes | str) else list(command)
+                for chunk in chunks:
+                    data = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+                    counts.redis_commands += data.count(b"\r\n*") + data.startswith(b"*")
+            await send(conn, command, *args, **kwargs)
+
+        AbstractConnection.send_packed_command = send_packed_command  # type: ignore[assignment]
+        for name in ("fetch", "fetchrow", "fetchval", "execute", "executemany"):
+            original = getattr(PgConnection, name)
+            setattr(PgConnection, name, self._counted(original))
+
+    def _counted(self, original: Any) -> Any:
+        counts = self
+
+        async def counted(conn: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            if counts.enabled:
+                counts.pg_statements += 1
+                kind = " ".join(query.split()[:2])[:40]
+                counts.pg_by_kind[kind] = counts.pg_by_kind.get(kind, 0) + 1
+            return await original(conn, query, *args, **kwargs)
+
+        return counted
+
+    def result(self, turns: int) -> dict[str, Any]:
+        return {
+            "redis_round_trips_per_turn": round(self.redis_round_trips / turns, 3),
+            "redis_commands_per_turn": round(self.redis_commands / turns, 3),
+            "pg_statements_per_turn": round(self.pg_statements / turns, 3),
+            "pg_statements_by_kind": self.pg_by_kind,
+        }
+
+
 class StoreStats:
     """Counters of the SQLite store and the durations of its inline group commits."""
 
@@ -321,7 +420,10 @@ class StoreStats:
 
 async def measure(args: argparse.Namespace, model: Path, workdir: Path) -> dict[str, Any]:
     os.environ["BENCH_MODEL"] = str(model)
-    os.environ["BENCH_ENDPOINTS"] = json.dumps(endpoints(args.store, args.lock, workdir))
+    os.environ["BENCH_ENDPOINTS"] = json.dumps(
+        endpoints(args.store, args.lock, workdir, args.pg_url)
+    )
+    round_trips = RoundTrips() if args.round_trips else None
     from http_apps import server_app
 
     app = server_app()
@@ -337,7 +439,11 @@ async def measure(args: argparse.Namespace, model: Path, workdir: Path) -> dict[
         wall, cpu, loop_cpu = time.perf_counter(), time.process_time(), time.thread_time()
         if profiler is not None:
             profiler.enable()
+        if round_trips is not None:
+            round_trips.enabled = True
         await driver.run(args.turns)
+        if round_trips is not None:
+            round_trips.enabled = False
         print("measured", file=sys.stderr, flush=True)
         if profiler is not None:
             profiler.disable()
@@ -364,13 +470,19 @@ async def measure(args: argparse.Namespace, model: Path, workdir: Path) -> dict[
         }
         if stats is not None:
             result["store_stats"] = stats.result(turns)
+        if round_trips is not None:
+            result["round_trips"] = round_trips.result(turns)
+        if args.store == "postgresql":
+            result["pg_database"] = pg_database()
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--store", choices=("sqlite", "memory", "redis", "dynamo"), default="sqlite"
+        "--store",
+        choices=("sqlite", "memory", "redis", "postgresql", "dynamo"),
+        default="sqlite",
     )
     parser.add_argument("--lock", choices=("memory", "redis"), default="memory")
     parser.add_argument("--turns", type=int, default=20_000, help="measured turns")
@@ -384,6 +496,16 @@ def main(argv: list[str] | None = None) -> int:
         "--store-stats",
         action="store_true",
         help="the SQLite store's commit counters and inline commit durations",
+    )
+    parser.add_argument(
+        "--round-trips",
+        action="store_true",
+        help="Redis round trips and commands, PostgreSQL statements per measured turn",
+    )
+    parser.add_argument(
+        "--pg-url",
+        default="postgresql://postgres@127.0.0.1:5432/test",
+        help="the PostgreSQL database that creates the run's own (--store postgresql)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
@@ -403,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if args.store == "redis":
                 delete_redis_keys()
+            if args.store == "postgresql":
+                drop_pg_database(args.pg_url)
             if moto is not None:
                 moto.terminate()
                 moto.wait()
@@ -420,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if "store_stats" in result:
             print(f"store: {result['store_stats']}")
+        if "round_trips" in result:
+            print(f"round trips: {result['round_trips']}")
     return 1 if result["errors"] else 0
 
 

@@ -91,11 +91,18 @@ def store_errors_as(what: str, client: Redis) -> Iterator[None]:
     and the REST webhook answered 200 for a message it had neither handled nor stored."""
     try:
         yield
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-        raise StoreUnavailable(f"The {what} ({describe(client)}) is unavailable: {exc}") from exc
-    except redis_errors.RedisError as exc:
-        if isinstance(exc, _UNAVAILABLE_REPLIES) or str(exc).startswith(_UNAVAILABLE_PREFIXES):
-            raise StoreUnavailable(
-                f"The {what} ({describe(client)}) cannot take commands now: {exc}"
-            ) from exc
-        raise StoreFailed(f"The {what} ({describe(client)}) failed: {exc}") from exc
+    except REDIS_ERRORS as exc:
+        raise store_error(what, client, exc) from exc
+
+
+# What `store_error` maps (a hot path catches these itself instead of `store_errors_as`).
+REDIS_ERRORS = (redis_errors.RedisError, OSError)
+
+
+def store_error(what: str, client: Redis, exc: Exception) -> StoreUnavailable | StoreFailed:
+    """One of `REDIS_ERRORS` as ours (see `store_errors_as`)."""
+    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
+        return StoreUnavailable(f"The {what} ({describe(client)}) is unavailable: {exc}")
+    if isinstance(exc, _UNAVAILABLE_REPLIES) or str(exc).startswith(_UNAVAILABLE_PREFIXES):
+        return StoreUnavailable(f"The {what} ({describe(client)}) cannot take commands now: {exc}")
+    return StoreFailed(f"The {what} ({describe(client)}) failed: {exc}")

@@ -13,6 +13,7 @@ releases are one script each; those of one event loop pass share a pipeline
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import secrets
@@ -25,7 +26,13 @@ from redis import exceptions as redis_errors
 from server.errors import InvalidConfig, LockTimeout, StoreUnavailable
 from server.trackers.memory_lock import DEFAULT_WAIT_TIMEOUT, timeout_message
 from server.trackers.redis_batch import CommandBatch
-from server.trackers.redis_client import create_client, key_prefix, store_errors_as
+from server.trackers.redis_client import (
+    REDIS_ERRORS,
+    create_client,
+    key_prefix,
+    store_error,
+    store_errors_as,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +210,11 @@ class RedisLockStore:
         self._returns: set[asyncio.Task[None]] = set()
         # Releases retried after Redis could not be reached (cancelled on close).
         self._retries: set[asyncio.Task[None]] = set()
+        # Leases held by this process's turns: token -> (key, conversation, renewal due).
+        self._held: dict[str, tuple[bytes, str, float]] = {}
+        self._renewer: asyncio.Task[None] | None = None
+        # Tokens: this process's id and a serial number (unique, and no urandom per turn).
+        self._serial = itertools.count()
 
     async def ping(self) -> None:
         """Raises StoreUnavailable when Redis cannot be reached (for /health/ready)."""
@@ -215,37 +227,60 @@ class RedisLockStore:
         name = conversation_id.encode()
         return self._prefix_bytes + name, self._queue_bytes + name, self._tickets_bytes + name
 
-    @asynccontextmanager
-    async def lock(
+    def lock(
         self,
         conversation_id: str,
         wait_timeout: float | None = None,
         on_wait: Callable[[], None] | None = None,
-    ) -> AsyncIterator[None]:
-        timeout = self.wait_timeout if wait_timeout is None else wait_timeout
+    ) -> _Lease:
+        return _Lease(self, conversation_id, wait_timeout, on_wait)
+
+    def _hold(self, token: str, key: bytes, conversation_id: str, now: float) -> None:
+        """Keeps the lease renewed while held: every lease held for a third of its lifetime
+        is renewed by one task per process (no timer or task per turn; most turns end long
+        before)."""
+        self._held[token] = (key, conversation_id, now + self.lock_lifetime / 3)
+        if self._renewer is None:
+            self._renewer = asyncio.ensure_future(self._renew_held())
+
+    async def _renew_held(self) -> None:
+        """While leases are held, sleeps until the first is due and renews those due: a
+        lease is renewed a third of its lifetime after it was taken or last renewed. (A
+        lease taken later is due later: the sleep never overshoots one.)"""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        keys = self._keys(conversation_id)
-        token = self._process + secrets.token_hex(8)
-        await self._acquire(keys, token, deadline, conversation_id, timeout, on_wait)
-        # Most turns end long before a third of the lease: the renewal task only starts
-        # for those that do not (no task per turn).
-        renewal: list[asyncio.Task[None]] = []
-        start_renewal = loop.call_later(
-            self.lock_lifetime / 3,
-            lambda: renewal.append(
-                asyncio.ensure_future(self._keep_alive(keys[0], token, conversation_id, now=True))
-            ),
-        )
         try:
-            yield
+            while self._held:
+                now = loop.time()
+                first = min(held[2] for held in self._held.values())
+                if first > now:
+                    await asyncio.sleep(first - now)
+                    continue
+                due = [token for token, held in self._held.items() if held[2] <= now]
+                await asyncio.gather(*(self._renew_one(token, now) for token in due))
         finally:
-            start_renewal.cancel()
-            for task in renewal:
-                task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await task
-            await self._give_back(keys, token, conversation_id)
+            self._renewer = None
+
+    async def _renew_one(self, token: str, now: float) -> None:
+        key, conversation_id, _ = self._held[token]
+        try:
+            renewed = await self._renew(keys=[key], args=[token, int(self.lock_lifetime * 1000)])
+        except (redis_errors.RedisError, OSError) as exc:
+            logger.warning("Could not renew the lock of '%s': %s", conversation_id, exc)
+            if token in self._held:  # tried again a sixth of the lifetime later
+                self._held[token] = (key, conversation_id, now + self.lock_lifetime / 6)
+            return
+        if token not in self._held:  # released meanwhile: nothing to renew
+            return
+        if renewed:
+            self._held[token] = (key, conversation_id, now + self.lock_lifetime / 3)
+            return
+        del self._held[token]
+        logger.error(
+            "The lock of conversation '%s' expired while its turn was still running; "
+            "raise lock_lifetime if turns take longer than %g s.",
+            conversation_id,
+            self.lock_lifetime,
+        )
 
     @asynccontextmanager
     async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[list[str]]:
@@ -283,21 +318,24 @@ class RedisLockStore:
         conversation_id: str,
         timeout: float,
         on_wait: Callable[[], None] | None = None,
-    ) -> None:
+    ) -> bool:
+        """True when the lease was not free at once."""
         loop = asyncio.get_running_loop()
         pause = _FIRST_POLL
+        waited = False
         while True:
             try:
-                with store_errors_as("lock store", self._redis):
-                    place = await self._take(keys, token, conversation_id)
-            except StoreUnavailable:
-                # The connection may have broken after Redis ran the script: a lease nobody
-                # would give back, which held the conversation for the whole lifetime, or a
-                # ticket holding the line until it expires.
-                self._release_in_background(keys, token)
-                raise
+                place = await self._take(keys, token, conversation_id)
+            except REDIS_ERRORS as exc:
+                error = store_error("lock store", self._redis, exc)
+                if isinstance(error, StoreUnavailable):
+                    # The connection may have broken after Redis ran the script: a lease
+                    # nobody would give back, which held the conversation for the whole
+                    # lifetime, or a ticket holding the line until it expires.
+                    self._release_in_background(keys, token)
+                raise error from exc
             if place == 1:
-                return
+                return waited
             if self._listener is None:  # the first wait of this process
                 self._listener = asyncio.ensure_future(self._listen())
             try:
@@ -306,6 +344,7 @@ class RedisLockStore:
                     raise LockTimeout(timeout_message(conversation_id, timeout))
                 if on_wait is not None:
                     on_wait()
+                waited = True
                 await self._nap(token, min(pause, remaining))
             except BaseException:  # timed out or cancelled: out of the line at once
                 self._give_back_soon(keys, token, conversation_id)
@@ -317,14 +356,13 @@ class RedisLockStore:
         meanwhile (a client gone, shutdown) gives back the lease or ticket its call may still
         take, so the next turn does not wait out the lease."""
         reply = self._batch.call(
-            "EVALSHA", *self._acquire_head, *keys, token.encode(), *self._acquire_tail
+            "EVALSHA", *self._acquire_head, *keys, token.encode(), *self._acquire_tail, keep=True
         )
         try:
-            return int(await asyncio.shield(reply))
+            return int(await reply)
         except asyncio.CancelledError:
-            reply.add_done_callback(
-                lambda taken: self._give_back_taken(taken, keys, token, conversation_id)
-            )
+            # The call goes out all the same (kept): the release queued after it undoes it.
+            self._give_back_soon(keys, token, conversation_id)
             raise
         except redis_errors.NoScriptError:  # after a Redis restart or a SCRIPT FLUSH
             pass
@@ -345,49 +383,20 @@ class RedisLockStore:
             timer.cancel()
             del self._waiters[token]
 
-    def _give_back_taken(
-        self,
-        reply: asyncio.Future[Any],
-        keys: _Keys,
-        token: str,
-        conversation_id: str,
-    ) -> None:
-        if reply.cancelled() or reply.exception() is not None:
-            return
-        self._give_back_soon(keys, token, conversation_id)
-
     def _give_back_soon(self, keys: _Keys, token: str, conversation_id: str) -> None:
         task = asyncio.ensure_future(self._give_back(keys, token, conversation_id))
         self._returns.add(task)
         task.add_done_callback(self._returns.discard)
 
-    async def _keep_alive(
-        self, key: bytes, token: str, conversation_id: str, now: bool = False
-    ) -> None:
-        lifetime_ms = int(self.lock_lifetime * 1000)
-        while True:
-            if not now:
-                await asyncio.sleep(self.lock_lifetime / 3)
-            now = False
-            try:
-                renewed = await self._renew(keys=[key], args=[token, lifetime_ms])
-            except (redis_errors.RedisError, OSError) as exc:
-                logger.warning("Could not renew the lock of '%s': %s", conversation_id, exc)
-                continue
-            if not renewed:
-                logger.error(
-                    "The lock of conversation '%s' expired while its turn was still running; "
-                    "raise lock_lifetime if turns take longer than %g s.",
-                    conversation_id,
-                    self.lock_lifetime,
-                )
-                return
-
     async def _give_back(self, keys: _Keys, token: str, conversation_id: str) -> None:
         """Releases our lease (or leaves the line) and wakes the next waiter if it is ours."""
         try:
-            # Shielded: a cancelled turn still gives its lease back.
-            following = await asyncio.shield(self._release_batched(keys, token))
+            following = await self._release_batched(keys, token)
+        except asyncio.CancelledError:
+            # The release goes out all the same (kept); should it need its script loaded
+            # (after a SCRIPT FLUSH), the retry gives the lease back.
+            self._release_in_background(keys, token)
+            raise
         except (redis_errors.RedisError, OSError) as exc:
             logger.warning(
                 "Could not release the lock of '%s' (retrying until its lease ends): %s",
@@ -402,7 +411,7 @@ class RedisLockStore:
     async def _release_batched(self, keys: _Keys, token: str) -> Any:
         try:
             return await self._batch.call(
-                "EVALSHA", *self._release_head, *keys, token.encode(), self._wake_prefix
+                "EVALSHA", *self._release_head, *keys, token.encode(), self._wake_prefix, keep=True
             )
         except redis_errors.NoScriptError:  # after a Redis restart or a SCRIPT FLUSH
             return await self._release(keys=keys, args=[token, self._wake_prefix])
@@ -452,13 +461,17 @@ class RedisLockStore:
                 await pubsub.aclose()
 
     async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._renewer
         if self._listener is not None:
             self._listener.cancel()
             with suppress(asyncio.CancelledError):
                 await self._listener
-        await self._batch.close()
-        if self._returns:
+        if self._returns:  # their releases go through the batch: before it closes
             await asyncio.wait(self._returns)
+        await self._batch.close()
         for task in list(self._retries):  # their leases run out by themselves
             task.cancel()
             with suppress(asyncio.CancelledError):
@@ -469,3 +482,39 @@ class RedisLockStore:
 def _wake(waker: asyncio.Future[None]) -> None:
     if not waker.done():
         waker.set_result(None)
+
+
+class _Lease:
+    """`RedisLockStore.lock`: the conversation's lease held inside the `async with` block
+    (a class, not a generator: the turn's hot path)."""
+
+    __slots__ = ("_store", "_conversation_id", "_wait_timeout", "_on_wait", "_keys", "_token")
+
+    def __init__(
+        self,
+        store: RedisLockStore,
+        conversation_id: str,
+        wait_timeout: float | None,
+        on_wait: Callable[[], None] | None,
+    ) -> None:
+        self._store = store
+        self._conversation_id = conversation_id
+        self._wait_timeout = wait_timeout
+        self._on_wait = on_wait
+
+    async def __aenter__(self) -> None:
+        store = self._store
+        timeout = store.wait_timeout if self._wait_timeout is None else self._wait_timeout
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        keys = self._keys = store._keys(self._conversation_id)
+        token = self._token = f"{store._process}{next(store._serial):016x}"
+        waited = await store._acquire(
+            keys, token, now + timeout, self._conversation_id, timeout, self._on_wait
+        )
+        store._hold(token, keys[0], self._conversation_id, loop.time() if waited else now)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        store = self._store
+        store._held.pop(self._token, None)
+        await store._give_back(self._keys, self._token, self._conversation_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -62,3 +63,58 @@ def test_the_cpu_window_tells_each_workers_share_of_a_two_worker_run(tmp_path: P
         shares = window.worker_shares()
     assert len(shares) == 2 and shares[0] >= shares[1] >= 0
     assert abs(sum(shares) - 1) <= 0.02
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not MOODBOT.exists(), reason="the shared bots are not on this machine")
+def test_the_turn_profile_runs_the_workers_stores_in_process(tmp_path: Path) -> None:
+    """`--store postgresql --lock redis`: the configuration of the workers benchmark, with
+    its round trips counted; its own database is dropped after the run."""
+    import asyncpg
+
+    from tests.trackers.persistence_fixtures import POSTGRES, REDIS, require_service
+
+    require_service("PostgreSQL", POSTGRES)
+    require_service("Redis", REDIS)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench/turn_profile.py"),
+            "--store",
+            "postgresql",
+            "--lock",
+            "redis",
+            "--turns",
+            "60",
+            "--warmup",
+            "20",
+            "--concurrency",
+            "3",
+            "--round-trips",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (result["turns"], result["errors"]) == (60, 0)
+    counts = result["round_trips"]
+    # Each turn locks, reads and appends: a few conversations at a time share few batches.
+    assert 0 < counts["redis_round_trips_per_turn"] <= 2
+    assert counts["redis_commands_per_turn"] == 2  # an acquire and a release
+    assert 0 < counts["pg_statements_per_turn"] <= 2
+
+    async def databases() -> list[str]:
+        conn = await asyncpg.connect(
+            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database="test"
+        )
+        try:
+            rows = await conn.fetch("SELECT datname FROM pg_database")
+        finally:
+            await conn.close()
+        return [row[0] for row in rows]
+
+    assert result["pg_database"] not in asyncio.run(databases())

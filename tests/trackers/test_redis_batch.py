@@ -5,6 +5,9 @@ its scripts."""
 from __future__ import annotations
 
 import asyncio
+import cProfile
+import pstats
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +15,8 @@ import pytest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from bench.tcp_proxy import free_port
+from bench.tcp_proxy import SilentProxy, free_port
+from server.errors import StoreUnavailable
 from server.trackers.redis_batch import CommandBatch
 from server.trackers.redis_lock import RedisLockStore
 from tests.trackers.persistence_fixtures import (
@@ -32,6 +36,13 @@ async def client() -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
+async def batch(client: Redis) -> AsyncIterator[CommandBatch]:
+    commands = CommandBatch(client)
+    yield commands
+    await commands.close()  # its own connection
+
+
+@pytest.fixture
 async def prefix() -> AsyncIterator[str]:
     require_service("Redis", REDIS)
     name = unique_name("bsbatch")
@@ -39,8 +50,9 @@ async def prefix() -> AsyncIterator[str]:
     await delete_redis_keys(name, db=1)
 
 
-async def test_commands_of_one_loop_pass_go_in_one_round_trip(client: Redis, prefix: str) -> None:
-    batch = CommandBatch(client)
+async def test_commands_of_one_loop_pass_go_in_one_round_trip(
+    client: Redis, batch: CommandBatch, prefix: str
+) -> None:
     replies = [batch.call("SET", f"{prefix}:k{n}", f"v{n}") for n in range(20)]
 
     assert await asyncio.gather(*replies) == [True] * 20
@@ -48,8 +60,7 @@ async def test_commands_of_one_loop_pass_go_in_one_round_trip(client: Redis, pre
     assert await client.mget([f"{prefix}:k{n}" for n in range(20)]) == [f"v{n}" for n in range(20)]
 
 
-async def test_each_caller_gets_its_own_reply_or_error(client: Redis, prefix: str) -> None:
-    batch = CommandBatch(client)
+async def test_each_caller_gets_its_own_reply_or_error(batch: CommandBatch, prefix: str) -> None:
     key = f"{prefix}:text"
     written = batch.call("SET", key, "not a number")
     refused = batch.call("INCR", key)
@@ -63,9 +74,8 @@ async def test_each_caller_gets_its_own_reply_or_error(client: Redis, prefix: st
 
 
 async def test_commands_queued_while_a_round_trip_is_out_go_in_the_next(
-    client: Redis, prefix: str
+    batch: CommandBatch, prefix: str
 ) -> None:
-    batch = CommandBatch(client)
     first = batch.call("SET", f"{prefix}:first", "1")
     await asyncio.sleep(0)  # the first is on its way
     later = [batch.call("INCR", f"{prefix}:count") for _ in range(10)]
@@ -76,9 +86,8 @@ async def test_commands_queued_while_a_round_trip_is_out_go_in_the_next(
 
 
 async def test_a_caller_that_stopped_waiting_before_the_send_is_dropped(
-    client: Redis, prefix: str
+    client: Redis, batch: CommandBatch, prefix: str
 ) -> None:
-    batch = CommandBatch(client)
     dropped = batch.call("SET", f"{prefix}:dropped", "1")
     dropped.cancel()
     kept = batch.call("SET", f"{prefix}:kept", "1")
@@ -96,6 +105,7 @@ async def test_an_unreachable_redis_fails_every_caller() -> None:
         outcomes = await asyncio.gather(*replies, return_exceptions=True)
         assert all(isinstance(o, redis_errors.ConnectionError) for o in outcomes), outcomes
     finally:
+        await batch.close()
         await redis.aclose()
 
 
@@ -154,3 +164,53 @@ async def test_release_works_after_redis_flushed_its_scripts(client: Redis, pref
         assert await client.exists(key) == 0
     finally:
         await store.close()
+
+
+async def test_a_turn_costs_the_lock_few_python_calls(prefix: str) -> None:
+    """50 conversations locking at once (the batches of a busy worker): Python calls per
+    lock and release. Through redis-py's pipeline (packing every argument, per-command
+    parse layers), a shield and a timer per turn it was ~520 calls, more than a whole
+    turn of the in-memory lock store's server (~580); now ~120."""
+    store = RedisLockStore(lock_config(prefix))
+
+    async def turns(conversation: int, rounds: int) -> None:
+        for _ in range(rounds):
+            async with store.lock(f"conv{conversation}"):
+                await asyncio.sleep(0)
+
+    try:
+        await asyncio.gather(*(turns(n, 2) for n in range(50)))  # connected, scripts loaded
+        profile = cProfile.Profile()
+        profile.enable()
+        await asyncio.gather(*(turns(n, 10) for n in range(50)))
+        profile.disable()
+        calls_per_lock = pstats.Stats(profile).total_calls / 500  # type: ignore[attr-defined]
+        assert calls_per_lock < 200, calls_per_lock
+    finally:
+        await store.close()
+
+
+async def test_a_silent_redis_fails_a_batch_after_one_socket_timeout(prefix: str) -> None:
+    """The batch's connection has no per-reply timeout: the client's socket timeout bounds
+    the whole batch, and the next batch reconnects once Redis answers again."""
+    proxy = SilentProxy(REDIS)
+    await proxy.restore()
+    store = RedisLockStore({**lock_config(prefix), "port": proxy.port, "socket_timeout": 1})
+    try:
+        async with store.lock("conv"):
+            pass
+        proxy.silent = True
+        started = time.monotonic()
+        async with asyncio.timeout(5):  # without a bound on the batch, it would hang
+            with pytest.raises(StoreUnavailable):
+                async with store.lock("conv", wait_timeout=5):
+                    pass
+        assert time.monotonic() - started < 2.5  # one timeout of 1 s
+        proxy.silent = False
+        await proxy.cut()
+        await proxy.restore()
+        async with store.lock("other", wait_timeout=5):
+            pass
+    finally:
+        await store.close()
+        await proxy.cut()
