@@ -158,6 +158,37 @@ class _PrintedAlready(logging.Filter):
         return not getattr(record, _PRINTED, False)
 
 
+def _is_connection_error(exc: BaseException | None) -> bool:
+    """A refused, lost or timed-out connection, or a library's error raised from one."""
+    for _ in range(5):  # the chain of causes, a few links deep
+        if exc is None:
+            return False
+        if isinstance(exc, (OSError, EOFError)) or any(
+            "Connection" in cls.__name__ for cls in type(exc).__mro__
+        ):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class ConnectionErrorsInOneLine(logging.Filter):
+    """A library's line about a refused or lost connection (asyncpg's pool retrying, aiormq's
+    reader ending) with the error's one-line summary instead of the traceback through the
+    library's internals: an expected failure, which our own lines explain (one when the
+    dependency goes away, one when it is back). Not added at -vv, where tracebacks stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if (
+            exc is not None
+            and record.name.split(".")[0] not in OWN_LOGGERS
+            and _is_connection_error(exc)
+        ):
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+            record.args, record.exc_info, record.exc_text = None, None, None
+        return True
+
+
 class RepeatsCounted:
     """A warning logged at its first occurrence; the same warning again (the same key) within
     the next `window` seconds is only counted, and the count logged in one line when the
@@ -291,8 +322,11 @@ def configure_logging(
     for handler in list(root.handlers):
         root.removeHandler(handler)
     redact = RedactSecretsFilter()
+    one_line_errors = ConnectionErrorsInOneLine() if verbosity < 2 else None
     for handler in handlers:
         handler.setFormatter(formatter)
+        if one_line_errors is not None:
+            handler.addFilter(one_line_errors)
         handler.addFilter(redact)
         root.addHandler(handler)
     root.setLevel(level if verbosity > 0 else logging.WARNING)
@@ -319,5 +353,7 @@ def configure_logging(
         for logger in (root, *map(logging.getLogger, OWN_LOGGERS)):
             for handler in logger.handlers:
                 if handler not in handlers:
+                    if one_line_errors is not None:
+                        handler.addFilter(one_line_errors)
                     handler.addFilter(one_line)
                     handler.addFilter(redact)

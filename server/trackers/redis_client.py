@@ -14,6 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from server.errors import StoreFailed, StoreUnavailable
+from server.outages import OUTAGES
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,13 @@ def describe(client: Redis) -> str:
     return f"redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
 
+def dependency(client: Redis, what: str) -> str:
+    """ "Redis at 127.0.0.1:6379 (the lock store)", for the outage's lines in the log."""
+    kwargs = client.connection_pool.connection_kwargs
+    where = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+    return f"Redis at {where} (the {what})"
+
+
 # Redis answers these while it cannot take writes for a while: out of memory (maxmemory
 # with noeviction), a read-only replica (a failover under way), snapshots failing (MISCONF),
 # a long script running (BUSY), a cluster not ready.
@@ -92,10 +100,18 @@ def store_errors_as(what: str, client: Redis) -> Iterator[None]:
     try:
         yield
     except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-        raise StoreUnavailable(f"The {what} ({describe(client)}) is unavailable: {exc}") from exc
+        raise StoreUnavailable(
+            f"The {what} ({describe(client)}) is unavailable: {exc}",
+            dependency(client, what),
+            str(exc) or type(exc).__name__,
+        ) from exc
     except redis_errors.RedisError as exc:
         if isinstance(exc, _UNAVAILABLE_REPLIES) or str(exc).startswith(_UNAVAILABLE_PREFIXES):
             raise StoreUnavailable(
-                f"The {what} ({describe(client)}) cannot take commands now: {exc}"
+                f"The {what} ({describe(client)}) cannot take commands now: {exc}",
+                dependency(client, what),
+                f"it cannot take commands now: {exc}",
             ) from exc
         raise StoreFailed(f"The {what} ({describe(client)}) failed: {exc}") from exc
+    if OUTAGES.any_away():
+        OUTAGES.reached(dependency(client, what))
