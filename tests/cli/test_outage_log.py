@@ -56,9 +56,9 @@ async def wait_until_ready(server: ServerProcess, timeout: float = 30.0) -> None
 async def send_during(
     url: str,
     set_away: Callable[[bool], Awaitable[None]],
-    before: float = 0.5,
-    down: float = 1.5,
-    after: float = 1.0,
+    before: float = 0.3,
+    down: float = 1.2,
+    after: float = 0.5,
 ) -> collections.Counter[str]:
     """Messages at RATE a second, over ten conversations, while `set_away(True)` cuts the
     dependency `before` s in and `set_away(False)` restores it `down` s later; the answers'
