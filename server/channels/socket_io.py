@@ -23,6 +23,7 @@ from server.channels import settings
 from server.channels.channel import (
     InputChannel,
     OnNewMessage,
+    counted_in_outage,
     health_router,
     log_failed_turn,
     refused_as_too_long,
@@ -294,7 +295,9 @@ class SocketIOInput(InputChannel):
                         e,
                         BUSY_CONVERSATIONS.window,
                     )
-                else:
+                elif not counted_in_outage(
+                    logger, "socketio", sender, e, 'with the bot\'s "send it again"'
+                ):
                     logger.error(
                         "socketio: message from %s was not recorded: %s: %s",
                         sender,
