@@ -3,7 +3,6 @@ Rasa's `LOG_LEVEL*` variables and `--logging-config-file`."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import logging.config
@@ -18,6 +17,9 @@ import yaml
 
 from server.auth.log_redaction import RedactSecretsFilter
 from server.errors import InvalidConfig
+from server.outages import RepeatsCounted
+
+__all__ = ["RepeatsCounted", "announce", "configure_logging"]
 
 # Our own loggers: what Rasa's `rasa` logger is to Rasa.
 OWN_LOGGERS = ("server", "botserver", "cli")
@@ -187,49 +189,6 @@ class ConnectionErrorsInOneLine(logging.Filter):
             record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
             record.args, record.exc_info, record.exc_text = None, None, None
         return True
-
-
-class RepeatsCounted:
-    """A warning logged at its first occurrence; the same warning again (the same key) within
-    the next `window` seconds is only counted, and the count logged in one line when the
-    window ends. A burst of one cause (messages piling up on one busy conversation) is then
-    two lines, not one per message."""
-
-    def __init__(self, logger: logging.Logger, window: float, max_keys: int = 1000) -> None:
-        self.logger = logger
-        self.window = window
-        self.max_keys = max_keys  # a bound on memory; a key beyond it is logged every time
-        self._repeats: dict[str, int] = {}
-
-    def warning(self, key: str, message: str, *args: Any) -> None:
-        count = self._repeats.get(key)
-        if count is not None:
-            self._repeats[key] = count + 1
-            return
-        self.logger.warning(message, *args)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop to end the window: each one is logged
-            return
-        if len(self._repeats) < self.max_keys:
-            self._repeats[key] = 0
-            loop.call_later(self.window, self._end_window, key)
-
-    def _end_window(self, key: str) -> None:
-        count = self._repeats.pop(key, 0)
-        if count:
-            self.logger.warning(
-                "%d more time%s in the last %g s: %s",
-                count,
-                "" if count == 1 else "s",
-                self.window,
-                key,
-            )
-
-    def flush(self) -> None:
-        """Log the counts of the windows still open (at shutdown)."""
-        for key in list(self._repeats):
-            self._end_window(key)
 
 
 class _SaidByUs(logging.Filter):

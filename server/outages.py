@@ -1,13 +1,15 @@
-"""The log of a dependency's outage (a tracker store, a lock store): one line when it becomes
-unreachable, one line a window while it stays so with the requests refused meanwhile, and one
-line when it is reachable again; not one line per refused request."""
+"""Log lines bounded per window, for what may happen once per message: a dependency's outage
+(a tracker store, a lock store: one line when it becomes unreachable, one a window while it
+stays so, one when it is back) and the repeats of one warning (counted in one line)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -89,3 +91,54 @@ class Outages:
 
 # One per process: every store of a process reports to it, the API layer reads it.
 OUTAGES = Outages()
+
+
+class RepeatsCounted:
+    """A line (a warning unless `level` says otherwise) logged at its first occurrence; the same
+    line again (the same key) within the next `window` seconds is only counted, and the count
+    logged in one line when the window ends. A burst of one cause (messages piling up on one
+    busy conversation) is then two lines, not one per message."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        window: float,
+        max_keys: int = 1000,
+        level: int = logging.WARNING,
+    ) -> None:
+        self.logger = logger
+        self.window = window
+        self.level = level
+        self.max_keys = max_keys  # a bound on memory; a key beyond it is logged every time
+        self._repeats: dict[str, int] = {}
+
+    def log(self, key: str, message: str, *args: Any) -> None:
+        count = self._repeats.get(key)
+        if count is not None:
+            self._repeats[key] = count + 1
+            return
+        self.logger.log(self.level, message, *args)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to end the window: each one is logged
+            return
+        if len(self._repeats) < self.max_keys:
+            self._repeats[key] = 0
+            loop.call_later(self.window, self._end_window, key)
+
+    def _end_window(self, key: str) -> None:
+        count = self._repeats.pop(key, 0)
+        if count:
+            self.logger.log(
+                self.level,
+                "%d more time%s in the last %g s: %s",
+                count,
+                "" if count == 1 else "s",
+                self.window,
+                key,
+            )
+
+    def flush(self) -> None:
+        """Log the counts of the windows still open (at shutdown)."""
+        for key in list(self._repeats):
+            self._end_window(key)

@@ -219,7 +219,7 @@ def response_for(exc: BaseException, scope: Scope | None = None) -> JSONResponse
         if mapped is None:
             logger.error("Unhandled error in %s (request id %s)", where, ident, exc_info=exc)
         elif isinstance(exc, e.LockTimeout):
-            BUSY_CONVERSATIONS.warning(
+            BUSY_CONVERSATIONS.log(
                 str(exc),
                 "%s in %s (request id %s): %s Answered 503; more of these within %g s are "
                 "counted in one line.",

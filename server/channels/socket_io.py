@@ -286,7 +286,7 @@ class SocketIOInput(InputChannel):
                 # Not recorded (the REST channel answers 503): the client has no status to
                 # read, so the user is asked to send it again rather than left waiting.
                 if isinstance(e, LockTimeout):  # a busy conversation: counted as in REST
-                    BUSY_CONVERSATIONS.warning(
+                    BUSY_CONVERSATIONS.log(
                         str(e),
                         "socketio: message from %s was not recorded: %s: %s Asked to send it "
                         "again; more of these within %g s are counted in one line.",
