@@ -50,6 +50,13 @@ class TcpProxy:
         await asyncio.gather(*self._pipes, return_exceptions=True)
         self._writers.clear()
 
+    async def set_away(self, away: bool) -> None:
+        """The service goes away (`cut`) or comes back (`restore`)."""
+        if away:
+            await self.cut()
+        else:
+            await self.restore()
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
@@ -109,6 +116,10 @@ class SilentProxy(TcpProxy):
             self._answering.clear()
         else:
             self._answering.set()
+
+    async def set_away(self, away: bool) -> None:
+        """The service falls silent or answers again; connections stay open."""
+        self.silent = away
 
     async def forward(self, data: bytes, writer: asyncio.StreamWriter, upstream: bool) -> bool:
         await self._answering.wait()

@@ -99,7 +99,14 @@ class StoreError(BotServerError):
 
 
 class StoreUnavailable(StoreError):
-    """The tracker store, lock store or event broker cannot be reached."""
+    """The tracker store, lock store or event broker cannot be reached. `dependency` says what
+    and where ("PostgreSQL at 127.0.0.1:5432 (the tracker store)"), `reason` why, for the
+    outage's lines in the log (`server.outages`)."""
+
+    def __init__(self, message: str, dependency: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.dependency = dependency
+        self.reason = reason
 
 
 class StoreRefusedData(StoreError):

@@ -3,7 +3,6 @@ Rasa's `LOG_LEVEL*` variables and `--logging-config-file`."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import logging.config
@@ -18,6 +17,9 @@ import yaml
 
 from server.auth.log_redaction import RedactSecretsFilter
 from server.errors import InvalidConfig
+from server.outages import RepeatsCounted
+
+__all__ = ["RepeatsCounted", "announce", "configure_logging"]
 
 # Our own loggers: what Rasa's `rasa` logger is to Rasa.
 OWN_LOGGERS = ("server", "botserver", "cli")
@@ -158,47 +160,35 @@ class _PrintedAlready(logging.Filter):
         return not getattr(record, _PRINTED, False)
 
 
-class RepeatsCounted:
-    """A warning logged at its first occurrence; the same warning again (the same key) within
-    the next `window` seconds is only counted, and the count logged in one line when the
-    window ends. A burst of one cause (messages piling up on one busy conversation) is then
-    two lines, not one per message."""
+def _is_connection_error(exc: BaseException | None) -> bool:
+    """A refused, lost or timed-out connection, or a library's error raised from one."""
+    for _ in range(5):  # the chain of causes, a few links deep
+        if exc is None:
+            return False
+        if isinstance(exc, (OSError, EOFError)) or any(
+            "Connection" in cls.__name__ for cls in type(exc).__mro__
+        ):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
-    def __init__(self, logger: logging.Logger, window: float, max_keys: int = 1000) -> None:
-        self.logger = logger
-        self.window = window
-        self.max_keys = max_keys  # a bound on memory; a key beyond it is logged every time
-        self._repeats: dict[str, int] = {}
 
-    def warning(self, key: str, message: str, *args: Any) -> None:
-        count = self._repeats.get(key)
-        if count is not None:
-            self._repeats[key] = count + 1
-            return
-        self.logger.warning(message, *args)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop to end the window: each one is logged
-            return
-        if len(self._repeats) < self.max_keys:
-            self._repeats[key] = 0
-            loop.call_later(self.window, self._end_window, key)
+class ConnectionErrorsInOneLine(logging.Filter):
+    """A library's line about a refused or lost connection (asyncpg's pool retrying, aiormq's
+    reader ending) with the error's one-line summary instead of the traceback through the
+    library's internals: an expected failure, which our own lines explain (one when the
+    dependency goes away, one when it is back). Not added at -vv, where tracebacks stay."""
 
-    def _end_window(self, key: str) -> None:
-        count = self._repeats.pop(key, 0)
-        if count:
-            self.logger.warning(
-                "%d more time%s in the last %g s: %s",
-                count,
-                "" if count == 1 else "s",
-                self.window,
-                key,
-            )
-
-    def flush(self) -> None:
-        """Log the counts of the windows still open (at shutdown)."""
-        for key in list(self._repeats):
-            self._end_window(key)
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if (
+            exc is not None
+            and record.name.split(".")[0] not in OWN_LOGGERS
+            and _is_connection_error(exc)
+        ):
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+            record.args, record.exc_info, record.exc_text = None, None, None
+        return True
 
 
 class _SaidByUs(logging.Filter):
@@ -291,8 +281,11 @@ def configure_logging(
     for handler in list(root.handlers):
         root.removeHandler(handler)
     redact = RedactSecretsFilter()
+    one_line_errors = ConnectionErrorsInOneLine() if verbosity < 2 else None
     for handler in handlers:
         handler.setFormatter(formatter)
+        if one_line_errors is not None:
+            handler.addFilter(one_line_errors)
         handler.addFilter(redact)
         root.addHandler(handler)
     root.setLevel(level if verbosity > 0 else logging.WARNING)
@@ -319,5 +312,7 @@ def configure_logging(
         for logger in (root, *map(logging.getLogger, OWN_LOGGERS)):
             for handler in logger.handlers:
                 if handler not in handlers:
+                    if one_line_errors is not None:
+                        handler.addFilter(one_line_errors)
                     handler.addFilter(one_line)
                     handler.addFilter(redact)

@@ -27,6 +27,7 @@ from server import errors as e
 from server.auth.dependency import authorize_matched_route
 from server.auth.log_redaction import redact
 from server.logs import RepeatsCounted
+from server.outages import OUTAGES
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ def response_for(exc: BaseException, scope: Scope | None = None) -> JSONResponse
         if mapped is None:
             logger.error("Unhandled error in %s (request id %s)", where, ident, exc_info=exc)
         elif isinstance(exc, e.LockTimeout):
-            BUSY_CONVERSATIONS.warning(
+            BUSY_CONVERSATIONS.log(
                 str(exc),
                 "%s in %s (request id %s): %s Answered 503; more of these within %g s are "
                 "counted in one line.",
@@ -228,6 +229,10 @@ def response_for(exc: BaseException, scope: Scope | None = None) -> JSONResponse
                 exc,
                 BUSY_CONVERSATIONS.window,
             )
+        elif isinstance(exc, e.StoreUnavailable) and exc.dependency:
+            # One line when it goes away, one a window, one when it is back (server.outages).
+            OUTAGES.refused(exc.dependency, exc.reason, f"{mapped.status} {mapped.reason}")
+            logger.debug("%s in %s (request id %s): %s", type(exc).__name__, where, ident, exc)
         else:
             logger.error("%s in %s (request id %s): %s", type(exc).__name__, where, ident, exc)
         headers = {REQUEST_ID_HEADER: ident}

@@ -20,6 +20,14 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PENDING = 100_000
 MIN_RETRY_DELAY = 0.05
+# While deliveries fail, one line at the first failure and one a window after it.
+STILL_FAILING_WINDOW_SECONDS = 60.0
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error's own words, or its name when it has none (a timeout)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,7 @@ class BackgroundDelivery:
 
     async def _run(self) -> None:
         failures = 0
+        down_since = reported = 0.0
         while True:
             if not self._pending:
                 self._idle.set()
@@ -125,21 +134,57 @@ class BackgroundDelivery:
                 continue
             try:
                 await self._send(self._pending)
+                if failures:
+                    logger.warning(
+                        "%s: reachable again after %.1f s (%d attempts); the events that "
+                        "waited are delivered, in order",
+                        self.name,
+                        time.monotonic() - down_since,
+                        failures,
+                    )
                 failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 failures += 1
+                now = time.monotonic()
                 delay = min(self._retry_delay * 2 ** min(failures - 1, 16), self._max_retry_delay)
-                log = logger.error if failures >= self._warn_after else logger.warning
-                log(
-                    "%s: delivery failed (attempt %d, %d events queued), retrying in %.1f s: %s",
-                    self.name,
-                    failures,
-                    len(self._pending),
-                    delay,
-                    exc,
-                )
+                if failures == 1:
+                    down_since = reported = now
+                    logger.warning(
+                        "%s: delivery failed (attempt 1, %d events queued), retrying in %.1f s: "
+                        "%s. Clients are answered as usual; events wait in memory (%d at most) "
+                        "and go out when it is back; the log says how it goes every %g s.",
+                        self.name,
+                        len(self._pending),
+                        delay,
+                        _one_line(exc),
+                        self._max_pending,
+                        STILL_FAILING_WINDOW_SECONDS,
+                    )
+                elif now - reported >= STILL_FAILING_WINDOW_SECONDS:
+                    reported = now
+                    log = logger.error if failures >= self._warn_after else logger.warning
+                    log(
+                        "%s: delivery still failing after %.0f s (attempt %d, %d events "
+                        "queued), retrying in %.1f s: %s",
+                        self.name,
+                        now - down_since,
+                        failures,
+                        len(self._pending),
+                        delay,
+                        _one_line(exc),
+                    )
+                else:
+                    logger.debug(
+                        "%s: delivery failed (attempt %d, %d events queued), retrying in "
+                        "%.1f s: %s",
+                        self.name,
+                        failures,
+                        len(self._pending),
+                        delay,
+                        _one_line(exc),
+                    )
                 await asyncio.sleep(delay)
 
     async def send_now(self, items: deque[Outgoing]) -> None:

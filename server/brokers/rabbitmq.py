@@ -69,8 +69,9 @@ class RabbitMQEventBroker(QueuedBroker):
         self._opening = asyncio.Lock()  # one connection, whoever opens it
         self._retry_delay = max(float(config.get("retry_delay_in_seconds", 5)), MIN_RETRY_DELAY)
         self._reconnect: asyncio.Task[None] | None = None
+        where = URL(self.url)
         self._delivery = BackgroundDelivery(
-            "RabbitMQ event broker",
+            f"RabbitMQ event broker at {where.host}:{where.port}",
             self._send,
             retry_delay=self._retry_delay,
             warn_after_attempts=int(config.get("connection_attempts", 20)),

@@ -15,7 +15,8 @@ from starlette.types import ASGIApp
 
 from server.api.query import FirstValueRoute
 from server.dialogue.messages import OutputChannel, UserMessage, check_text_length
-from server.errors import BotServerError, MessageTooLong
+from server.errors import BotServerError, MessageTooLong, StoreUnavailable
+from server.outages import OUTAGES
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,10 @@ def health_router(prefix: str) -> APIRouter:
 
 def log_failed_turn(logger: logging.Logger, channel: str, sender_id: Any, error: Exception) -> None:
     """A turn a channel could not finish: one line for a failure of ours that says it all,
-    with the traceback for a bug (which nobody could mend from its message alone)."""
+    with the traceback for a bug (which nobody could mend from its message alone); a store
+    that cannot be reached is counted in its outage's lines (`server.outages`) instead."""
+    if counted_in_outage(logger, channel, sender_id, error, "as failed turns"):
+        return
     logger.error(
         "%s: message from %s failed: %s: %s",
         channel,
@@ -92,6 +96,19 @@ def log_failed_turn(logger: logging.Logger, channel: str, sender_id: Any, error:
         error,
         exc_info=None if isinstance(error, BotServerError) else error,
     )
+
+
+def counted_in_outage(
+    logger: logging.Logger, channel: str, sender_id: Any, error: Exception, answer: str
+) -> bool:
+    """Whether `error` is a store that cannot be reached, and so counted in its outage's log
+    lines (one when it goes away, one a minute, one when it is back), not one line per
+    message; the message's own line is at DEBUG. `answer`: what the users get."""
+    if not isinstance(error, StoreUnavailable) or not error.dependency:
+        return False
+    OUTAGES.refused(error.dependency, error.reason, f"{answer} ({channel})")
+    logger.debug("%s: message from %s failed: %s", channel, sender_id, error)
+    return True
 
 
 async def refused_as_too_long(message: UserMessage) -> bool:

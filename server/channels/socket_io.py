@@ -23,6 +23,7 @@ from server.channels import settings
 from server.channels.channel import (
     InputChannel,
     OnNewMessage,
+    counted_in_outage,
     health_router,
     log_failed_turn,
     refused_as_too_long,
@@ -285,7 +286,7 @@ class SocketIOInput(InputChannel):
                 # Not recorded (the REST channel answers 503): the client has no status to
                 # read, so the user is asked to send it again rather than left waiting.
                 if isinstance(e, LockTimeout):  # a busy conversation: counted as in REST
-                    BUSY_CONVERSATIONS.warning(
+                    BUSY_CONVERSATIONS.log(
                         str(e),
                         "socketio: message from %s was not recorded: %s: %s Asked to send it "
                         "again; more of these within %g s are counted in one line.",
@@ -294,7 +295,9 @@ class SocketIOInput(InputChannel):
                         e,
                         BUSY_CONVERSATIONS.window,
                     )
-                else:
+                elif not counted_in_outage(
+                    logger, "socketio", sender, e, 'with the bot\'s "send it again"'
+                ):
                     logger.error(
                         "socketio: message from %s was not recorded: %s: %s",
                         sender,

@@ -52,6 +52,7 @@ from server.dialogue.slot_extraction import (
 )
 from server.dialogue.slots import SESSION_STARTED_METADATA
 from server.errors import ActionError, ActionRejected, BotServerError
+from server.outages import RepeatsCounted
 from server.trackers.events import (
     ACTION_LISTEN,
     ACTION_SESSION_START,
@@ -73,6 +74,11 @@ from server.trackers.store import NAME_COLUMN_LENGTH, check_conversation_id
 from server.trackers.tracker import Tracker
 
 logger = logging.getLogger(__name__)
+
+# Clients that gave up while their messages waited: while a store is silent, every client of
+# a busy server times out; one line and a count, not one line per message.
+CLIENTS_GONE = RepeatsCounted(logger, 60.0, level=logging.INFO)
+CLIENT_GONE_KEY = "clients went away while their messages waited: not handled"
 
 DEFAULT_MAX_PREDICTIONS = int(os.environ.get("MAX_NUMBER_OF_PREDICTIONS", "10"))
 # The policy name a followup action is logged with, as Rasa logs it.
@@ -349,10 +355,13 @@ class Processor:
         client = message.client
         async with self.lock_store.lock(sender_id, None, client.start if client else None):
             if client is not None and client.gone:
-                logger.info(
+                CLIENTS_GONE.log(
+                    CLIENT_GONE_KEY,
                     "The client of a message to '%s' went away while it waited for the "
-                    "conversation's earlier messages: not handled.",
+                    "conversation's earlier messages: not handled. More of these within %g s "
+                    "are counted in one line.",
                     sender_id,
+                    CLIENTS_GONE.window,
                 )
                 return []
             started = time.perf_counter()

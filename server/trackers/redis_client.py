@@ -14,6 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from server.errors import StoreFailed, StoreUnavailable
+from server.outages import OUTAGES
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,13 @@ def describe(client: Redis) -> str:
     return f"redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
 
+def dependency(client: Redis, what: str) -> str:
+    """ "Redis at 127.0.0.1:6379 (the lock store)", for the outage's lines in the log."""
+    kwargs = client.connection_pool.connection_kwargs
+    where = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+    return f"Redis at {where} (the {what})"
+
+
 # Redis answers these while it cannot take writes for a while: out of memory (maxmemory
 # with noeviction), a read-only replica (a failover under way), snapshots failing (MISCONF),
 # a long script running (BUSY), a cluster not ready.
@@ -93,6 +101,8 @@ def store_errors_as(what: str, client: Redis) -> Iterator[None]:
         yield
     except REDIS_ERRORS as exc:
         raise store_error(what, client, exc) from exc
+    if OUTAGES.any_away():
+        OUTAGES.reached(dependency(client, what))
 
 
 # What `store_error` maps (a hot path catches these itself instead of `store_errors_as`).
@@ -102,7 +112,15 @@ REDIS_ERRORS = (redis_errors.RedisError, OSError)
 def store_error(what: str, client: Redis, exc: Exception) -> StoreUnavailable | StoreFailed:
     """One of `REDIS_ERRORS` as ours (see `store_errors_as`)."""
     if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
-        return StoreUnavailable(f"The {what} ({describe(client)}) is unavailable: {exc}")
+        return StoreUnavailable(
+            f"The {what} ({describe(client)}) is unavailable: {exc}",
+            dependency(client, what),
+            str(exc) or type(exc).__name__,
+        )
     if isinstance(exc, _UNAVAILABLE_REPLIES) or str(exc).startswith(_UNAVAILABLE_PREFIXES):
-        return StoreUnavailable(f"The {what} ({describe(client)}) cannot take commands now: {exc}")
+        return StoreUnavailable(
+            f"The {what} ({describe(client)}) cannot take commands now: {exc}",
+            dependency(client, what),
+            f"it cannot take commands now: {exc}",
+        )
     return StoreFailed(f"The {what} ({describe(client)}) failed: {exc}")

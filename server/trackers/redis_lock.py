@@ -24,11 +24,13 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from server.errors import InvalidConfig, LockTimeout, StoreUnavailable
+from server.outages import OUTAGES
 from server.trackers.memory_lock import DEFAULT_WAIT_TIMEOUT, timeout_message
 from server.trackers.redis_batch import CommandBatch
 from server.trackers.redis_client import (
     REDIS_ERRORS,
     create_client,
+    dependency,
     key_prefix,
     store_error,
     store_errors_as,
@@ -334,6 +336,8 @@ class RedisLockStore:
                     # lifetime, or a ticket holding the line until it expires.
                     self._release_in_background(keys, token)
                 raise error from exc
+            if OUTAGES.any_away():  # Redis answered: the end of its outage, if it had one
+                OUTAGES.reached(dependency(self._redis, "lock store"))
             if place == 1:
                 return waited
             if self._listener is None:  # the first wait of this process

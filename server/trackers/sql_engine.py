@@ -80,6 +80,19 @@ def describe(url: URL) -> str:
     return f"{url.get_backend_name()} at {url.host}:{url.port or 'default port'}/{url.database}"
 
 
+_ENGINE_NAMES = {"postgresql": "PostgreSQL", "mysql": "MySQL/MariaDB", "oracle": "Oracle"}
+
+
+def dependency(url: URL, role: str) -> str:
+    """What and where, without the database's name or credentials, for the outage's lines in
+    the log: "PostgreSQL at 127.0.0.1:5432 (the tracker store)"."""
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return f"SQLite database '{url.database}' ({role})"
+    name = _ENGINE_NAMES.get(backend, backend)
+    return f"{name} at {url.host}:{url.port or 'default port'} ({role})"
+
+
 def sqlite_synchronous() -> str:
     """SQLite's `synchronous` setting, from SQLITE_SYNCHRONOUS (NORMAL by default)."""
     if SQLITE_SYNCHRONOUS not in ("OFF", "NORMAL", "FULL", "EXTRA"):

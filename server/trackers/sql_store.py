@@ -28,6 +28,7 @@ from server.errors import (
     StoreUnavailable,
 )
 from server.json_values import loads_exact
+from server.outages import OUTAGES
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.freeing import free_off_loop, release_off_loop
 from server.trackers.session_start import (
@@ -40,6 +41,7 @@ from server.trackers.sql_engine import (
     SQLITE_BUSY_TIMEOUT_MS,
     async_url,
     create_engine,
+    dependency,
     describe,
     ensure_postgres_database,
     mysql_max_packet,
@@ -220,6 +222,7 @@ class SqlTrackerStore:
         self, url: URL, login_db: str | None = None, cache_events: int = DEFAULT_CACHE_EVENTS
     ) -> None:
         self.url = url
+        self._dependency = dependency(url, "the tracker store")
         self._login_db = login_db
         self._engine = create_engine(url)
         self._ready = False
@@ -461,7 +464,7 @@ class SqlTrackerStore:
         return mark[0]
 
     def _map_errors(self) -> _ErrorMapper:
-        return _ErrorMapper(self.url, self._unreachable_errors)
+        return _ErrorMapper(self.url, self._unreachable_errors, self._dependency)
 
 
 class _ErrorMapper:
@@ -469,15 +472,21 @@ class _ErrorMapper:
     database cannot be reached (StoreUnavailable, 503), it refuses the values themselves
     (StoreRefusedData, 400), or it failed on its own (StoreFailed, 500, logged)."""
 
-    def __init__(self, url: URL, driver_errors: tuple[type[BaseException], ...]) -> None:
+    def __init__(
+        self, url: URL, driver_errors: tuple[type[BaseException], ...], dependency: str
+    ) -> None:
         self._url = url
         self._driver_errors = driver_errors
+        self._dependency = dependency
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is None or isinstance(exc, BotServerError):
+        if exc is None:
+            OUTAGES.reached(self._dependency)
+            return
+        if isinstance(exc, BotServerError):
             return
         if isinstance(exc, self._driver_errors):
             kind: SqlErrorKind | None = UNAVAILABLE
@@ -491,7 +500,9 @@ class _ErrorMapper:
         reason = lines[0][:300] if lines else f"{type(exc).__name__} (no answer)"
         where = f"The tracker store ({describe(self._url)})"
         if kind is UNAVAILABLE:
-            raise StoreUnavailable(f"{where} is unavailable: {reason}") from exc
+            raise StoreUnavailable(
+                f"{where} is unavailable: {reason}", self._dependency, reason
+            ) from exc
         if kind is REFUSED_DATA:
             # The client's own values: the answer names the database's reason, not where it is.
             raise StoreRefusedData(f"The tracker store cannot hold these events: {reason}") from exc

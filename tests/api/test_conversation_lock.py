@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +23,18 @@ from tests.trackers.persistence_fixtures import (
 WEBHOOK = "/webhooks/rest/webhook"
 
 
+def in_memory_app(model: Path, models_dir: Path) -> Any:
+    """The server on `model` with an in-memory tracker store and lock store."""
+    return build_app(
+        ServerOptions(
+            model_path=model,
+            enable_api=True,
+            endpoints={"tracker_store": {"type": "in_memory"}},
+            models_dir=models_dir,
+        )
+    )
+
+
 @pytest.mark.parametrize("stream", ["", "?stream=true"])
 async def test_a_message_whose_client_left_while_it_waited_is_not_handled(
     moodbot_model: Path, tmp_path: Path, stream: str
@@ -29,14 +42,7 @@ async def test_a_message_whose_client_left_while_it_waited_is_not_handled(
     """Before, it was handled when its turn came, after the client had given up (and had
     perhaps sent it again): a turn nobody saw, and the conversation's next message waited
     for it."""
-    app = build_app(
-        ServerOptions(
-            model_path=moodbot_model,
-            enable_api=True,
-            endpoints={"tracker_store": {"type": "in_memory"}},
-            models_dir=tmp_path,
-        )
-    )
+    app = in_memory_app(moodbot_model, tmp_path)
     async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
         async with app.state.lock_store.lock("u1"):  # an earlier turn of u1, still running
             with pytest.raises(httpx.ReadTimeout):
@@ -129,3 +135,45 @@ async def test_a_burst_on_a_busy_conversation_is_two_warnings_not_one_error_per_
     assert [r.levelname for r in lines] == ["WARNING", "WARNING"], [r.getMessage() for r in lines]
     assert "Answered 503" in lines[0].getMessage()
     assert lines[1].getMessage().startswith("5 more times in the last 0.3 s: Could not lock")
+
+
+async def test_clients_that_left_while_their_messages_waited_are_two_lines_not_one_each(
+    moodbot_model: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a database is silent every client of a busy server gives up; before, each of
+    their messages was a line of its own when its turn came. Now the first is a line, the
+    others a count when the window ends."""
+    from server.dialogue.processor import CLIENTS_GONE
+
+    monkeypatch.setattr(CLIENTS_GONE, "window", 0.5)
+    monkeypatch.setattr(CLIENTS_GONE, "_repeats", {})  # a window an earlier test's loop left
+    app = in_memory_app(moodbot_model, tmp_path)
+    caplog.set_level(logging.INFO)
+    senders = [f"u{i}" for i in range(6)]
+    wait = httpx.Timeout(5.0, read=0.3)  # the clients give up waiting for the answer
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+        held = [app.state.lock_store.lock(sender) for sender in senders]
+        for lock in held:  # earlier turns, still running
+            await lock.__aenter__()
+        try:
+            for answer in await asyncio.gather(
+                *(
+                    client.post(WEBHOOK, json={"sender": sender, "message": "hi"}, timeout=wait)
+                    for sender in senders
+                ),
+                return_exceptions=True,
+            ):
+                assert isinstance(answer, httpx.ReadTimeout), answer
+            await asyncio.sleep(0.05)  # the server sees the connections close
+        finally:
+            for lock in held:
+                await lock.__aexit__(None, None, None)
+        await asyncio.sleep(0.8)  # the window ends
+
+    lines = [r.getMessage() for r in caplog.records if "went away" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("The client of a message to 'u")
+    assert lines[1].startswith("5 more times in the last 0.5 s: clients went away")

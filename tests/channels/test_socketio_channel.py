@@ -522,3 +522,61 @@ async def test_rasa_webchats_empty_init_payload_is_no_turn_and_no_warning(
     assert replies[0] == ("bot_uttered", {"text": "echo: hi"})
     # Before: a warning that a message was dropped, for every visitor's new session.
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []
+
+
+async def test_a_tracker_store_outage_is_counted_not_one_error_per_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, each socket.io message the unreachable store could not record was an ERROR line
+    of its own; now the outage is one line when Redis goes away and one when it is back, with
+    the number of messages it cost. Each user is still asked to send the message again."""
+    from bench.tcp_proxy import TcpProxy
+    from server.trackers.redis_store import RedisTrackerStore
+    from tests.trackers.persistence_fixtures import (
+        REDIS,
+        delete_redis_keys,
+        require_service,
+        unique_name,
+    )
+
+    require_service("Redis", REDIS)
+    proxy = TcpProxy(REDIS)
+    await proxy.restore()
+    prefix = unique_name("bssio")
+    store = RedisTrackerStore({"url": "127.0.0.1", "port": proxy.port, "key_prefix": prefix})
+
+    async def turn(message: UserMessage) -> None:
+        await store.append(message.sender_id, [{"event": "restart", "timestamp": 1.0}])
+        await echo(message)
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": None}), turn)
+    caplog.set_level(logging.INFO)
+    try:
+        async with serving(app) as url:
+            client = Client()
+            await client.sio.connect(url, transports=["websocket"])
+            try:
+                await proxy.cut()
+                for _ in range(5):
+                    await client.sio.emit("user_uttered", {"message": "hi"})
+                refused = await client.next(5)
+                await proxy.restore()
+                await client.sio.emit("user_uttered", {"message": "back"})
+                answered = await client.next()
+            finally:
+                await client.sio.disconnect()
+    finally:
+        await store.close()
+        await proxy.cut()
+        await delete_redis_keys(prefix)
+
+    assert refused == [("bot_uttered", {"text": SEND_AGAIN})] * 5
+    assert answered == [("bot_uttered", {"text": "echo: back"})]
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("server")]
+    dependency = f"Redis at 127.0.0.1:{proxy.port} (the tracker store)"
+    assert not [line for line in lines if "was not recorded" in line], lines
+    away = [line for line in lines if line.startswith(f"{dependency} is unreachable: ")]
+    assert len(away) == 1 and 'answered with the bot\'s "send it again" (socketio)' in away[0]
+    back = [line for line in lines if line.startswith(f"{dependency} reachable again")]
+    assert len(back) == 1 and back[0].endswith(", 5 requests refused meanwhile"), lines

@@ -90,3 +90,20 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    loggers = logging.Logger.manager.loggerDict
+    enabled = [x for x in loggers.values() if isinstance(x, logging.Logger) and not x.disabled]
+    yield
+    for logger in enabled:  # a config file's `disable_existing_loggers: true`
+        logger.disabled = False
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)

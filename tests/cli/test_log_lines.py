@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,23 +19,6 @@ from server.errors import InvalidConfig
 from server.logs import configure_logging
 
 HOSTILE = "a\n2026-12-04 00:00:00,000 ERROR   server.forged - admin logged in\x00\x1b[2J\u2028"
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    loggers = logging.Logger.manager.loggerDict
-    enabled = [x for x in loggers.values() if isinstance(x, logging.Logger) and not x.disabled]
-    yield
-    for logger in enabled:  # a config file's `disable_existing_loggers: true`
-        logger.disabled = False
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])

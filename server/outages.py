@@ -1,0 +1,144 @@
+"""Log lines bounded per window, for what may happen once per message: a dependency's outage
+(a tracker store, a lock store: one line when it becomes unreachable, one a window while it
+stays so, one when it is back) and the repeats of one warning (counted in one line)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 60.0
+
+
+@dataclass
+class _Outage:
+    started: float
+    reported: float  # when the last line about it was logged
+    refused: int = 0  # requests refused since it started
+    refused_unlogged: int = 0  # since the last line
+
+
+class Outages:
+    """Which dependencies are away, since when, and how many requests they cost.
+
+    `refused` is called where a request is answered for a dependency that cannot be reached,
+    `reached` where the dependency has just answered (cheap while nothing is away: one test of
+    an empty dict). A dependency is a name that says what and where, such as
+    "PostgreSQL at 127.0.0.1:5432 (the tracker store)"; never a password.
+    """
+
+    def __init__(
+        self, window: float = WINDOW_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.window = window
+        self._clock = clock
+        self._away: dict[str, _Outage] = {}
+
+    def refused(self, dependency: str, reason: str, answer: str) -> None:
+        """A request was answered `answer` ("503 ServiceUnavailable") because `dependency`
+        could not be reached, for `reason` (the driver's own words)."""
+        now = self._clock()
+        outage = self._away.get(dependency)
+        if outage is None:
+            self._away[dependency] = _Outage(now, now, refused=1)
+            logger.error(
+                "%s is unreachable: %s. Requests that need it are answered %s until it is "
+                "back; the log counts them, one line every %g s.",
+                dependency,
+                reason,
+                answer,
+                self.window,
+            )
+            return
+        outage.refused += 1
+        outage.refused_unlogged += 1
+        if now - outage.reported >= self.window:
+            logger.error(
+                "%s still unreachable after %.0f s: %d more requests answered %s (%d in all); "
+                "last reason: %s",
+                dependency,
+                now - outage.started,
+                outage.refused_unlogged,
+                answer,
+                outage.refused,
+                reason,
+            )
+            outage.reported, outage.refused_unlogged = now, 0
+
+    def reached(self, dependency: str) -> None:
+        """`dependency` answered: the end of its outage, if it had one."""
+        if not self._away:
+            return
+        outage = self._away.pop(dependency, None)
+        if outage is not None:
+            logger.warning(
+                "%s reachable again after %.1f s, %d request%s refused meanwhile",
+                dependency,
+                self._clock() - outage.started,
+                outage.refused,
+                "" if outage.refused == 1 else "s",
+            )
+
+    def any_away(self) -> bool:
+        return bool(self._away)
+
+
+# One per process: every store of a process reports to it, the API layer reads it.
+OUTAGES = Outages()
+
+
+class RepeatsCounted:
+    """A line (a warning unless `level` says otherwise) logged at its first occurrence; the same
+    line again (the same key) within the next `window` seconds is only counted, and the count
+    logged in one line when the window ends. A burst of one cause (messages piling up on one
+    busy conversation) is then two lines, not one per message."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        window: float,
+        max_keys: int = 1000,
+        level: int = logging.WARNING,
+    ) -> None:
+        self.logger = logger
+        self.window = window
+        self.level = level
+        self.max_keys = max_keys  # a bound on memory; a key beyond it is logged every time
+        self._repeats: dict[str, int] = {}
+
+    def log(self, key: str, message: str, *args: Any) -> None:
+        count = self._repeats.get(key)
+        if count is not None:
+            self._repeats[key] = count + 1
+            return
+        self.logger.log(self.level, message, *args)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to end the window: each one is logged
+            return
+        if len(self._repeats) < self.max_keys:
+            self._repeats[key] = 0
+            loop.call_later(self.window, self._end_window, key)
+
+    def _end_window(self, key: str) -> None:
+        count = self._repeats.pop(key, 0)
+        if count:
+            self.logger.log(
+                self.level,
+                "%d more time%s in the last %g s: %s",
+                count,
+                "" if count == 1 else "s",
+                self.window,
+                key,
+            )
+
+    def flush(self) -> None:
+        """Log the counts of the windows still open (at shutdown)."""
+        for key in list(self._repeats):
+            self._end_window(key)
