@@ -202,7 +202,9 @@ async def test_a_post_of_100000_events_folds_and_stores_them_off_the_loop(
     await client.post(url, json={"event": "slot", "name": "mood", "value": "great"})
     async with loop_hold() as hold:
         response = await send_json(client, "POST", url, body)
-    assert hold.busiest < 0.035  # 83-96 ms before
+    # The loop thread's own CPU: SQLite writes the rows in a thread without the GIL, whose
+    # CPU fell within one gap of a loaded machine's loop (67 ms, though 3 ms on the loop).
+    assert hold.loop_busiest < 0.035, hold.loop_busiest  # 83-96 ms before
     assert response.status_code == 200
     assert response.json()["latest_message"]["text"] == "/greet"
     response = await client.get("/conversations/long/tracker?include_events=ALL", timeout=60)
