@@ -19,7 +19,7 @@ async def test_200000_events_are_read_in_a_thread_without_holding_the_loop() -> 
     body = greetings(50_000)
     async with loop_hold() as hold:
         events = await asyncio.to_thread(loads_untrusted, body)
-    assert hold.longest < 0.08
+    assert hold.busiest < 0.08  # 0.15-0.2 s before
     assert events == json.loads(body)
 
 

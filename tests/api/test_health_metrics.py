@@ -142,7 +142,12 @@ async def test_ready_is_503_while_the_redis_lock_store_is_down(
         pytest.skip("Redis is not reachable")
     proxy = TcpProxy(6379)
     port = await proxy.start()
-    lock_store = {"type": "redis", "url": "127.0.0.1", "port": port, "key_prefix": "observe"}
+    lock_store = {
+        "type": "redis",
+        "url": "127.0.0.1",
+        "port": port,
+        "key_prefix": unique_name("observe"),
+    }
     client = await serve(options(model_path=moodbot_archive, endpoints={"lock_store": lock_store}))
     up = await client.get("/health/ready")
     assert up.status_code == 200

@@ -54,7 +54,7 @@ async def test_a_tracker_of_100000_events_is_written_out_off_the_loop(
     await put_long(client, "long")
     async with loop_hold() as hold:
         response = await client.get("/conversations/long/tracker?include_events=ALL", timeout=60)
-    assert hold.longest < 0.2
+    assert hold.busiest < 0.1
     assert response.status_code == 200
     state = response.json()
     assert len(state["events"]) == 100_000
@@ -69,7 +69,7 @@ async def test_the_story_of_100000_events_is_written_off_the_loop(
     await put_long(client, "long")
     async with loop_hold() as hold:
         response = await client.get("/conversations/long/story", timeout=60)
-    assert hold.longest < 0.2
+    assert hold.busiest < 0.1
     assert response.status_code == 200
     assert response.text.count("- intent: greet") == 25_000
 
@@ -87,7 +87,7 @@ async def test_the_first_turn_of_a_long_conversation_predicts_without_holding_th
             response = await client.post(
                 "/webhooks/rest/webhook", json={"sender": "long", "message": "hello"}, timeout=60
             )
-        assert hold.longest < 0.1  # 0.14-0.19 s before, with the collector off
+        assert hold.busiest < 0.1  # 0.14-0.19 s before, with the collector off
         assert response.status_code == 200 and response.json()
 
 
@@ -99,7 +99,7 @@ async def test_the_prediction_for_a_long_conversation_is_written_out_off_the_loo
     await put_long(client, "long")
     async with loop_hold() as hold:
         response = await client.post("/conversations/long/predict", timeout=60)
-    assert hold.longest < 0.2
+    assert hold.busiest < 0.1
     body = response.json()
     assert list(body) == ["scores", "policy", "confidence", "tracker"]
     assert body["scores"][0]["score"] >= body["scores"][-1]["score"]
@@ -120,7 +120,7 @@ async def test_a_prediction_for_100000_posted_events_is_made_off_the_loop(
             headers={"content-type": "application/json"},
             timeout=60,
         )
-    assert hold.longest < 0.3
+    assert hold.busiest < 0.1
     assert response.status_code == 200
     result = response.json()
     assert result["scores"][0]["action"]
@@ -202,7 +202,9 @@ async def test_a_post_of_100000_events_folds_and_stores_them_off_the_loop(
     await client.post(url, json={"event": "slot", "name": "mood", "value": "great"})
     async with loop_hold() as hold:
         response = await send_json(client, "POST", url, body)
-    assert hold.busiest < 0.035  # 83-96 ms before
+    # The loop thread's own CPU: SQLite writes the rows in a thread without the GIL, whose
+    # CPU fell within one gap of a loaded machine's loop (67 ms, though 3 ms on the loop).
+    assert hold.loop_busiest < 0.035, hold.loop_busiest  # 83-96 ms before
     assert response.status_code == 200
     assert response.json()["latest_message"]["text"] == "/greet"
     response = await client.get("/conversations/long/tracker?include_events=ALL", timeout=60)

@@ -144,17 +144,20 @@ async def test_after_a_timeout_the_rest_of_the_turn_is_not_sent_to_wait_again(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     arrived: list[float] = []
+    answered = asyncio.Event()
 
     async def slow(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         arrived.append(time.monotonic())
-        await asyncio.sleep(1.5)
+        await answered.wait()  # past the timeout, for as long as the turn runs
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
     async with serving(slow) as url:
-        answer = await _say_hello({"url": f"{url}/bot", "timeout": 0.3}, "c7")
+        # 1 s: with 0.3 s, on a loaded machine the first POST timed out before it arrived.
+        answer = await _say_hello({"url": f"{url}/bot", "timeout": 1.0}, "c7")
+        answered.set()
     # Before: each message of the turn waited the timeout in turn, the conversation's lock
     # held all along (timeout x messages; 10 s x 2 by default).
     assert answer.text == "success"

@@ -52,6 +52,7 @@ CREDENTIALS = "rest:\nsocketio:\n  session_persistence: false\n"
 class SlowActionServer(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.calls.release()  # type: ignore[attr-defined]
         time.sleep(2.0)
         body = json.dumps({"events": [], "responses": [{"text": "finished slowly"}]}).encode()
         self.send_response(200)
@@ -65,6 +66,8 @@ class SlowActionServer(BaseHTTPRequestHandler):
 
 
 class QuietServer(ThreadingHTTPServer):
+    calls = threading.Semaphore(0)  # one release per call received
+
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # the bot server went away mid-call (the test's point): no traceback
 
@@ -83,17 +86,21 @@ def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train(root / "config.yml", root / "domain.yml", [root / "data"], root / "models").path
 
 
+SlowBot = tuple[ServerProcess, Path, threading.Semaphore]
+
+
 @pytest.fixture(params=[1])
 def slow_bot(
     request: pytest.FixtureRequest,
     slow_model: Path,
     start_server: Callable[..., ServerProcess],
     tmp_path: Path,
-) -> Iterator[tuple[ServerProcess, Path]]:
+) -> Iterator[SlowBot]:
     """`botserver run` on the slow bot (REST and socket.io, SQLite trackers; with workers,
     Redis locks), ready; and the tracker database."""
     workers: int = request.param
     actions = QuietServer(("127.0.0.1", 0), SlowActionServer)
+    actions.calls = threading.Semaphore(0)
     threading.Thread(target=actions.serve_forever, daemon=True).start()
     project = tmp_path / "bot"
     (project / "models").mkdir(parents=True)
@@ -126,7 +133,7 @@ def slow_bot(
             if "is up on" in server.text():
                 break
             time.sleep(0.1)
-        yield server, database
+        yield server, database, actions.calls
     finally:
         actions.shutdown()
 
@@ -161,10 +168,12 @@ def first_streamed_line_then_leave(server: ServerProcess, sender: str) -> dict[s
         return json.loads(next(response.iter_lines()))
 
 
-def test_sigterm_lets_the_turn_in_flight_finish(slow_bot: tuple[ServerProcess, Path]) -> None:
-    server, database = slow_bot
+def test_sigterm_lets_the_turn_in_flight_finish(slow_bot: SlowBot) -> None:
+    server, database, action_calls = slow_bot
     turn, replies = post_in_background(server, "slow")
-    time.sleep(0.8)  # the turn is waiting for the action server
+    # The turn waits for the action server. Before, a fixed 0.8 s sleep: on a loaded machine
+    # the signal could come before the turn began.
+    assert action_calls.acquire(timeout=30), server.text()
     server.process.terminate()
     turn.join(timeout=30)
     assert server.process.wait(timeout=30) == 0, server.text()
@@ -173,12 +182,12 @@ def test_sigterm_lets_the_turn_in_flight_finish(slow_bot: tuple[ServerProcess, P
     assert "action_slow" in stored_actions(database)
 
 
-def test_sighup_stops_as_gracefully_as_sigterm(slow_bot: tuple[ServerProcess, Path]) -> None:
+def test_sighup_stops_as_gracefully_as_sigterm(slow_bot: SlowBot) -> None:
     """A closed terminal or `kill -HUP`. Before, SIGHUP ended the process at once: the turn
     in flight was lost and its client got no answer."""
-    server, database = slow_bot
+    server, database, action_calls = slow_bot
     turn, replies = post_in_background(server, "hangup")
-    time.sleep(0.8)  # the turn is waiting for the action server
+    assert action_calls.acquire(timeout=30), server.text()  # the turn waits for it
     server.process.send_signal(signal.SIGHUP)
     turn.join(timeout=30)
     assert server.process.wait(timeout=30) == 0, server.text()
@@ -187,11 +196,11 @@ def test_sighup_stops_as_gracefully_as_sigterm(slow_bot: tuple[ServerProcess, Pa
 
 
 def test_each_start_up_and_stop_line_appears_once_in_a_combined_output(
-    slow_bot: tuple[ServerProcess, Path],
+    slow_bot: SlowBot,
 ) -> None:
     """stdout and stderr in one file, as in Docker's log or `> out.log 2>&1`. Before, "is up
     on" and "Model loaded" came twice (printed, then logged), and the stop said nothing."""
-    server, _ = slow_bot
+    server, _, _ = slow_bot
     assert server.stop() == 0
     lines = server.text().splitlines()
     assert len([line for line in lines if "is up on http://127.0.0.1:" in line]) == 1, lines
@@ -202,12 +211,12 @@ def test_each_start_up_and_stop_line_appears_once_in_a_combined_output(
 
 @pytest.mark.parametrize("slow_bot", [1, 2], indirect=True, ids=["1 worker", "2 workers"])
 def test_sigterm_lets_a_streamed_turn_finish_after_its_client_left(
-    slow_bot: tuple[ServerProcess, Path],
+    slow_bot: SlowBot,
 ) -> None:
     """Before, the turn ran on unattached to any request: uvicorn did not wait for it, the
     stores closed under it, and its user message and actions were lost. With workers, the
     log now says when they all serve (before: only that they were starting)."""
-    server, database = slow_bot
+    server, database, _ = slow_bot
     first = first_streamed_line_then_leave(server, "streamed")
     assert first["text"] == "hello there"  # the client left: the action runs on
     server.process.terminate()
@@ -225,10 +234,10 @@ def test_sigterm_lets_a_streamed_turn_finish_after_its_client_left(
     assert server.text().count("is up on http://127.0.0.1:") == 1, server.text()
 
 
-def test_sigterm_lets_a_socketio_turn_finish(slow_bot: tuple[ServerProcess, Path]) -> None:
+def test_sigterm_lets_a_socketio_turn_finish(slow_bot: SlowBot) -> None:
     """Before, a socket.io turn was cut off by the closing stores ("cannot schedule new
     futures after shutdown"): the message and its actions were lost."""
-    server, database = slow_bot
+    server, database, _ = slow_bot
 
     async def greet_then_stop() -> list[Any]:
         client = socketio.AsyncClient(reconnection=False)
@@ -256,17 +265,18 @@ def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_turn_longer_than_the_graceful_period_is_cancelled_with_one_warning(
-    short_grace: None, slow_bot: tuple[ServerProcess, Path]
+    short_grace: None, slow_bot: SlowBot
 ) -> None:
     """The stop is bounded: turns still running when the period ends are cancelled before
     the stores close, one warning says so (uvicorn's own ERROR line is not added), and a
     client still waiting gets a 503 it may retry (Rasa's error body). Before, a streamed
     turn failed after the stores closed with a traceback ("cannot schedule new futures after
     shutdown"), and the waiting client got a 500 and the log the cancellation's traceback."""
-    server, _ = slow_bot
+    server, _, action_calls = slow_bot
     first_streamed_line_then_leave(server, "too-slow")
     waiting, replies = post_in_background(server, "waiting")
-    time.sleep(0.5)  # its turn waits for the action server too
+    for _ in range(2):  # both turns wait for the action server
+        assert action_calls.acquire(timeout=30), server.text()
     server.process.terminate()
     waiting.join(timeout=30)
     assert server.process.wait(timeout=30) == 0, server.text()

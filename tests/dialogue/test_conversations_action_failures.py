@@ -24,7 +24,7 @@ from tests.dialogue.conversation_fixtures import (
     train_project,
 )
 
-SLOW_SECONDS = 3.0
+SLOW_SECONDS = 6.0  # past the bound on a turn below, timeout ignored or not
 TIMEOUT = 0.5
 
 
@@ -147,7 +147,9 @@ async def test_a_failing_action_server_gives_the_fallback_and_the_turn_completes
 
     started = time.perf_counter()
     turn = await conversation.say("/search_concerts")
-    assert time.perf_counter() - started < TIMEOUT + 1.5
+    # Within the action timeout, not the slow server's 6 s; the margin is for a loaded host (the
+    # turn took 2.4 s there with TIMEOUT + 1.5 as the bound, and failed on correct code).
+    assert time.perf_counter() - started < TIMEOUT + 4
 
     assert turn.actions == ["action_search_concerts", "action_default_fallback"]
     assert turn.texts == ["Sorry, I didn't get that, can you rephrase?"]

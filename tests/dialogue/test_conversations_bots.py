@@ -203,9 +203,11 @@ async def test_concertbot_custom_actions_set_the_slots_the_story_expects(
 
 
 def test_moodbot_trains_end_to_end_in_under_five_seconds(tmp_path: Path) -> None:
-    started = time.perf_counter()
+    # CPU seconds (every thread of the process): wall-clock time also counts the other
+    # xdist worker and whatever else shares the host's cores.
+    started = time.process_time()
     model = train_project(BOTS / "moodbot", tmp_path)
-    seconds = time.perf_counter() - started
+    seconds = time.process_time() - started
     assert model.nlu is not None
     assert model.nlu.parse("I am feeling very good")["intent"]["name"] == "mood_great"
     assert seconds < 5.0, f"training moodbot took {seconds:.1f} s"

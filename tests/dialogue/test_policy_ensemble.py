@@ -194,11 +194,10 @@ def test_prediction_is_fast() -> None:
         domain, listen(), user("greet"), action("utter_greet"), listen(), user("mood_unhappy")
     )
     ensemble.predict(conversation, domain)
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU seconds: the host's other work does not count
     for _ in range(100):
         ensemble.predict(conversation, domain)
-    # well under a millisecond alone; generous here because the test machine is shared
-    assert (time.perf_counter() - started) / 100 < 0.005
+    assert (time.thread_time() - started) / 100 < 0.005  # well under a millisecond
 
 
 def test_use_nlu_confidence_as_score_gives_rules_and_memory_the_intents_confidence() -> None:

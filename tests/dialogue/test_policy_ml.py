@@ -96,9 +96,9 @@ def test_training_a_real_bot_is_fast() -> None:
     import time
 
     domain, stories, policies = bot("moodbot")
-    started = time.perf_counter()
+    started = time.process_time()  # CPU seconds: the host's other work does not count
     PolicyEnsemble.train(policies, stories, domain)
-    assert time.perf_counter() - started < 2.0
+    assert time.process_time() - started < 2.0
 
 
 def test_a_rule_only_turn_in_between_is_left_out_as_by_ted() -> None:

@@ -390,7 +390,9 @@ async def test_a_long_conversation_is_written_out_for_the_action_server_off_the_
     async with loop_hold() as hold:
         await agent.handle_message(UserMessage("go", "long"))
     assert policy.steps == []  # the action ran
-    assert hold.longest < 0.2
+    # 0.28 s of CPU with the stdlib's encoder; orjson still encodes on the loop, 40-80 ms
+    # (the bound does not see the tracker written on the loop: 0.08-0.12 s).
+    assert hold.busiest < 0.2
 
 
 async def test_the_first_load_of_a_long_conversation_is_folded_off_the_loop() -> None:
@@ -401,7 +403,7 @@ async def test_the_first_load_of_a_long_conversation_is_folded_off_the_loop() ->
     await agent.replace_events("long", greetings(25_000))  # forgets its hot tracker
     async with loop_hold() as hold:
         said_back = await agent.handle_message(UserMessage("hello", "long"))
-    assert hold.longest < 0.15  # 0.29 s before, with the collector off
+    assert hold.busiest < 0.1  # 0.29 s before, with the collector off
     assert [m["text"] for m in said_back] == ["Hello!"]
     stored = await agent.processor.trackers.store.load("long")
     assert stored is not None and len(stored) == 100_000 + 5  # with its user_featurization

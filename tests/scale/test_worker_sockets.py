@@ -27,6 +27,7 @@ from server.api.metrics_sharing import PUBLISH_SECONDS
 from server.api.model_sync import FOLLOW_SECONDS
 from server.api.workers import SPREADS_CONNECTIONS
 from tests.scale.scale_services import require
+from tests.trackers.persistence_fixtures import unique_name
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -49,7 +50,14 @@ def start_two_workers(moodbot: Path, tmp_path: Path) -> ServerProcess:
         json.dumps(
             {
                 "tracker_store": {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")},
-                "lock_store": {"type": "redis", "url": "127.0.0.1", "port": 6379},
+                # A prefix of its own: the senders (u0, m0...) are the same in every run,
+                # and other runs (another xdist worker, another checkout) share this Redis.
+                "lock_store": {
+                    "type": "redis",
+                    "url": "127.0.0.1",
+                    "port": 6379,
+                    "key_prefix": unique_name("workers"),
+                },
             }
         )
     )

@@ -125,12 +125,13 @@ async def test_a_conversation_of_100000_events_is_written_and_read_off_the_loop(
             await writer.replace("long", events)
         async with loop_hold() as read:
             loaded = await reader.load("long")
-        # Before: 0.44-0.51 s and 0.37 s with the collector off.
-        assert wrote.longest < 0.3 and read.longest < 0.2
+        # Before: 0.44-0.51 s and 0.37 s with the collector off; 0.25 s each with the
+        # thread's work on the loop; 5-15 ms now.
+        assert wrote.busiest < 0.1 and read.busiest < 0.1
         assert loaded is not None and len(loaded) == 100_000 and loaded[-1] == events[-1]
         async with loop_hold() as appended:
             await writer.append("long", events[:2_000])
-        assert appended.longest < 0.2
+        assert appended.busiest < 0.1
         loaded = await reader.load("long")
         assert loaded is not None and len(loaded) == 102_000
     finally:
