@@ -4,6 +4,7 @@ splits only.
     python bench/nlu_distill.py cache DATASET            # features + teacher, to --cache
     python bench/nlu_distill.py base DATASET [--tokenlearn DIR]
     python bench/nlu_distill.py distill DATASET [--ridge 0.3,1] [--weights 0.5,1]
+                                                [--sentences N]
 
 `cache` trains the static pipeline's featurizers on the train split (the DialoGLUE split
 for BANKING77 and HWU64, `train.yml` for SNIPS) and stores the feature blocks of the train
@@ -15,7 +16,9 @@ pipeline's intent classifier), prints the validation errors and confusions, and 
 as one more block. `distill` fits a ridge regression, in kernel form, from the classifier's
 features to the teacher's embeddings and adds its prediction (L2-normalised, times w) as
 one more block: the training rows' prediction cross-fitted over 5 folds (`crossfit`) or
-in-sample (`insample`), the validation rows' from the map fitted on all training rows.
+in-sample (`insample`), the validation rows' from the map fitted on all training rows;
+with `--sentences N` the map is fitted on N evenly spread training sentences only and
+applied to every row.
 """
 
 from __future__ import annotations
@@ -176,6 +179,38 @@ def base(name: str, out: Path, tokenlearn: Path | None) -> dict[str, int]:
     return result
 
 
+def distill_subset(
+    name: str, out: Path, ridges: list[float], weights: list[float], sentences: int
+) -> dict[str, int]:
+    """The map fitted on `sentences` evenly spread training sentences only (the teacher's
+    cost), applied to every training and validation row."""
+    d = load(name, out)
+    y_train, y_valid = d["ytr"], np.asarray(d["yva"])
+    rows = np.unique(np.linspace(0, len(y_train) - 1, sentences).astype(int))
+    support = d["wtr"][rows]
+    mean = d["etr"][rows].mean(axis=0)
+    gram = (support @ support.T).toarray()
+    to_train = (d["wtr"] @ support.T).toarray()
+    to_valid = (d["wva"] @ support.T).toarray()
+    result: dict[str, int] = {}
+    for ridge in ridges:
+        kernel = gram + ridge * np.eye(len(rows))
+        dual = sl.solve(kernel, d["etr"][rows] - mean, assume_a="pos")
+        train_rows, valid_rows = unit(to_train @ dual + mean), unit(to_valid @ dual + mean)
+        for weight in weights:
+            predicted = errors(
+                with_block(d["wtr"], train_rows, weight),
+                y_train,
+                with_block(d["wva"], valid_rows, weight),
+                d["yva"],
+            )
+            result[f"ridge {ridge} {len(rows)} sentences x {weight}"] = int(
+                (predicted != y_valid).sum()
+            )
+            print(result, flush=True)
+    return result
+
+
 def distill(name: str, out: Path, ridges: list[float], weights: list[float]) -> dict[str, int]:
     from sklearn.model_selection import StratifiedKFold
 
@@ -230,6 +265,7 @@ def main() -> None:
     parser.add_argument("--tokenlearn", default=None)
     parser.add_argument("--ridge", default="0.3,1")
     parser.add_argument("--weights", default="0.5,1")
+    parser.add_argument("--sentences", type=int, default=0, help="distill: teacher subset")
     args = parser.parse_args()
     out = Path(args.cache)
     out.mkdir(parents=True, exist_ok=True)
@@ -241,7 +277,10 @@ def main() -> None:
     else:
         ridges = [float(v) for v in args.ridge.split(",")]
         weights = [float(v) for v in args.weights.split(",")]
-        result = distill(args.dataset, out, ridges, weights)
+        if args.sentences:
+            result = distill_subset(args.dataset, out, ridges, weights, args.sentences)
+        else:
+            result = distill(args.dataset, out, ridges, weights)
     print("RESULT", args.dataset, json.dumps(result), flush=True)
 
 
