@@ -12,7 +12,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -72,10 +72,32 @@ class GracefulServer(uvicorn.Server):
         finally:
             signal.signal(hangup, previous)
 
+    def __init__(
+        self, config: uvicorn.Config, private_sockets: Sequence[socket.socket] = ()
+    ) -> None:
+        super().__init__(config)
+        # Served too, without TLS: a worker's Unix socket, for the other workers only.
+        self.private_sockets = list(private_sockets)
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         global _stop_began
         _stop_began = None
         await super().startup(sockets)
+        if self.should_exit or not self.private_sockets:
+            return
+        config, loop = self.config, asyncio.get_running_loop()
+
+        def create_protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                _loop=loop,
+            )
+
+        for sock in self.private_sockets:
+            server = await loop.create_server(create_protocol, sock=sock, backlog=config.backlog)
+            self.servers.append(server)  # closed with the others when the worker stops
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         global _stop_began

@@ -3,7 +3,9 @@ without them, or fail under CI=true."""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +22,14 @@ def require(*services: str) -> None:
             if os.environ.get("CI", "").lower() == "true":
                 pytest.fail(message)
             pytest.skip(message)
+
+
+def sqlite_and_redis_endpoints(directory: Path) -> Path:
+    """An endpoints.yml in `directory` for `--workers N` without PostgreSQL: SQLite trackers
+    (in `directory`) and Redis locks."""
+    require("Redis")
+    endpoints = directory / "endpoints.yml"
+    sqlite = {"type": "sql", "dialect": "sqlite", "db": str(directory / "t.db")}
+    redis = {"type": "redis", "url": "127.0.0.1", "port": 6379}
+    endpoints.write_text(json.dumps({"tracker_store": sqlite, "lock_store": redis}))
+    return endpoints
