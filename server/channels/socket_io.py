@@ -17,6 +17,7 @@ from fastapi import APIRouter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.errors import BUSY_CONVERSATIONS
+from server.api.shutdown import at_stop
 from server.api.worker_files import worker_route
 from server.auth.config import SUPPORTED_JWT_METHODS, prepared_key
 from server.auth.refusals import RefusalLog
@@ -207,7 +208,16 @@ class SocketIOInput(InputChannel):
             route, sockets = self._route
             long_poll = self.sio.eio.ping_interval + self.sio.eio.ping_timeout
             app = SessionRouter(app, route, sockets, long_poll)
+        at_stop(self.end_sessions)
         return self.socketio_path, app
+
+    async def end_sessions(self) -> None:
+        """Close every session, when the server stops: a long-poll in flight gets its answer
+        (engine.io's close) at once, rather than holding the stop up to the 25 s ping
+        interval; the client reconnects, to the restarted server or another one."""
+        eio = self.sio.eio
+        for session in list(eio.sockets.values()):
+            await session.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
 
     def _refusal(self, auth: Any) -> str | None:
         """Why a connection with `auth` is refused; None when it may connect."""
