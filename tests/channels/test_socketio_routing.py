@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from pathlib import Path
@@ -13,9 +14,13 @@ import socketio
 
 from server.channels.socketio_routing import SessionRouter, route_of, routed_server
 
+# Passed as loggers: without them python-engineio and python-socketio set the levels of their
+# own loggers for the whole process (ERROR), hiding the channel's warnings in later tests.
+QUIET = {"logger": logging.getLogger(__name__), "engineio_logger": logging.getLogger(__name__)}
+
 
 def test_session_ids_name_their_worker() -> None:
-    sid = routed_server("0123abcd", async_mode="asgi").eio.generate_id()
+    sid = routed_server("0123abcd", async_mode="asgi", **QUIET).eio.generate_id()
     assert sid.startswith("0123abcd.")
     assert route_of(f"EIO=4&transport=polling&sid={sid}".encode()) == "0123abcd"
 
@@ -41,7 +46,7 @@ async def test_a_session_of_a_worker_that_died_gets_engineio_s_400_at_once(
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(str(tmp_path / "deadbeef.sock"))
     stale.close()
-    sio = routed_server("0123abcd", async_mode="asgi")
+    sio = routed_server("0123abcd", async_mode="asgi", **QUIET)
     router = SessionRouter(socketio.ASGIApp(sio, socketio_path=None), "0123abcd", tmp_path, 45)
     transport = httpx.ASGITransport(app=router)
     async with httpx.AsyncClient(transport=transport, base_url="http://bot") as client:
