@@ -294,22 +294,6 @@ def _check_workers(workers: int, endpoints: dict[str, Any], source: str = "endpo
         )
 
 
-def _warn_socketio_workers(
-    workers: int, credentials: dict[str, Any] | None, connector: str | None
-) -> None:
-    """socket.io sessions live in one worker; polling clients reach several (docs/channels.md)."""
-    channels = {connector} if connector else set(credentials or {})
-    if workers > 1 and "socketio" in channels:
-        logger.warning(
-            "--workers %d with the socketio channel: a socket.io session lives in the worker "
-            "that opened it, and browser widgets that start with HTTP long-polling (rasa-webchat "
-            "does, and cannot be told otherwise) reach other workers, which refuse the session: "
-            "some visitors' widgets do not connect, or only after retries. Clients set to the "
-            "WebSocket transport work; else serve socket.io with --workers 1 (docs/channels.md).",
-            workers,
-        )
-
-
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
     """Read and check the files the flags name; raises BotServerError with file and line."""
     endpoints = read_endpoints(args.endpoints)
@@ -324,7 +308,6 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     _check_secrets(args)
     _check_remote_storage(args)
     _check_workers(args.workers, endpoints, args.endpoints)
-    _warn_socketio_workers(args.workers, credentials, args.connector)
     host = "localhost" if args.interface in ("0.0.0.0", "::") else args.interface
     scheme = "https" if args.ssl_certificate else "http"
     return RunSpec(

@@ -12,7 +12,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -47,6 +48,29 @@ _REQUESTS_CANCELLED = _RequestsCancelled()
 logging.getLogger("uvicorn.error").addFilter(_REQUESTS_CANCELLED)
 
 
+# Run when a server begins to stop, once it accepts no more connections: what holds requests
+# open for long (a socket.io long-poll, up to 25 s) lets them go, so the stop does not wait.
+_STOP_HOOKS: list[weakref.WeakMethod[Callable[[], Awaitable[None]]]] = []
+STOP_HOOK_SECONDS = 2.0
+
+
+def at_stop(hook: Callable[[], Awaitable[None]]) -> None:
+    """Have a bound method run when this process's server begins to stop (held weakly)."""
+    _STOP_HOOKS.append(weakref.WeakMethod(hook))  # type: ignore[arg-type]
+
+
+async def _run_stop_hooks() -> None:
+    for ref in list(_STOP_HOOKS):
+        hook = ref()
+        if hook is None:
+            _STOP_HOOKS.remove(ref)
+            continue
+        try:
+            await asyncio.wait_for(hook(), STOP_HOOK_SECONDS)
+        except Exception as exc:  # the stop goes on; uvicorn's timeout still bounds it
+            logger.warning("A stop step failed: %s: %s", type(exc).__name__, exc)
+
+
 def take_cancelled_requests() -> int:
     """How many requests uvicorn cancelled at the end of the graceful period (then 0)."""
     count, _REQUESTS_CANCELLED.count = _REQUESTS_CANCELLED.count, 0
@@ -72,10 +96,32 @@ class GracefulServer(uvicorn.Server):
         finally:
             signal.signal(hangup, previous)
 
+    def __init__(
+        self, config: uvicorn.Config, private_sockets: Sequence[socket.socket] = ()
+    ) -> None:
+        super().__init__(config)
+        # Served too, without TLS: a worker's Unix socket, for the other workers only.
+        self.private_sockets = list(private_sockets)
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         global _stop_began
         _stop_began = None
         await super().startup(sockets)
+        if self.should_exit or not self.private_sockets:
+            return
+        config, loop = self.config, asyncio.get_running_loop()
+
+        def create_protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                _loop=loop,
+            )
+
+        for sock in self.private_sockets:
+            server = await loop.create_server(create_protocol, sock=sock, backlog=config.backlog)
+            self.servers.append(server)  # closed with the others when the worker stops
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         global _stop_began
@@ -86,6 +132,9 @@ class GracefulServer(uvicorn.Server):
             len(self.server_state.tasks),
             self.config.timeout_graceful_shutdown or 0,
         )
+        for server in getattr(self, "servers", ()):
+            server.close()  # no new connections (uvicorn closes them again: harmless)
+        await _run_stop_hooks()
         await super().shutdown(sockets)
 
 

@@ -23,10 +23,28 @@ logger = logging.getLogger(__name__)
 WORKERS_DIR_ENV = "BOTSERVER_WORKERS_DIR"
 
 
+# Set in each worker that serves on a private Unix socket too: its route, the name of its
+# socket in `route_sockets()` (socket.io sessions are routed by it: channels/socketio_routing).
+WORKER_ROUTE_ENV = "BOTSERVER_WORKER_ROUTE"
+
+
 def workers_dir() -> Path | None:
     """The shared directory, in a worker of `--workers N`; None in a server of one process."""
     found = os.environ.get(WORKERS_DIR_ENV)
     return Path(found) if found else None
+
+
+def route_sockets(shared: Path) -> Path:
+    """Where the workers' private Unix sockets are, `<route>.sock` each."""
+    return shared / "routes"
+
+
+def worker_route() -> tuple[str, Path] | None:
+    """This worker's route and the directory of the workers' sockets; None in a server of
+    one process (or a worker without a private socket)."""
+    route = os.environ.get(WORKER_ROUTE_ENV)
+    shared = workers_dir()
+    return (route, route_sockets(shared)) if route and shared is not None else None
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -18,6 +18,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -92,7 +94,8 @@ def _serve(config: uvicorn.Config, sock: socket.socket, ready: Event, parent: in
 
     _die_with(parent)
     config.configure_logging()
-    server = GracefulServer(config)
+    private = _private_socket(config.backlog)
+    server = GracefulServer(config, private_sockets=[private[1]] if private else [])
 
     def announce() -> None:
         while not (server.started or server.should_exit):
@@ -105,6 +108,40 @@ def _serve(config: uvicorn.Config, sock: socket.socket, ready: Event, parent: in
         server.run(sockets=[sock])
     except KeyboardInterrupt:
         pass
+    finally:
+        if private is not None:
+            private[1].close()
+            private[0].unlink(missing_ok=True)
+
+
+def _private_socket(backlog: int) -> tuple[Path, socket.socket] | None:
+    """A Unix socket of this worker's own in the workers' directory, its route (its name)
+    in the environment: the other workers forward the requests of this worker's socket.io
+    sessions to it. None where there is none (no Unix sockets, a path too long for one)."""
+    from server.api.worker_files import WORKER_ROUTE_ENV, route_sockets, workers_dir
+
+    shared = workers_dir()
+    if shared is None or not hasattr(socket, "AF_UNIX"):
+        return None
+    route = secrets.token_hex(4)
+    directory = route_sockets(shared)
+    path = directory / f"{route}.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        directory.mkdir(exist_ok=True)
+        sock.bind(str(path))
+        sock.listen(backlog)
+    except (OSError, ValueError) as exc:  # ValueError: a path longer than sun_path holds
+        sock.close()
+        logger.warning(
+            "worker pid %d has no private socket (%s): socket.io clients on HTTP long-polling "
+            "may lose their sessions",
+            os.getpid(),
+            exc,
+        )
+        return None
+    os.environ[WORKER_ROUTE_ENV] = route
+    return path, sock
 
 
 class Supervisor:

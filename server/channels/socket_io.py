@@ -17,6 +17,8 @@ from fastapi import APIRouter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.errors import BUSY_CONVERSATIONS
+from server.api.shutdown import at_stop
+from server.api.worker_files import worker_route
 from server.auth.config import SUPPORTED_JWT_METHODS, prepared_key
 from server.auth.refusals import RefusalLog
 from server.channels import settings
@@ -29,6 +31,7 @@ from server.channels.channel import (
     refused_as_too_long,
     reply_choices,
 )
+from server.channels.socketio_routing import SessionRouter, routed_server
 from server.dialogue.messages import UserMessage, split_message
 from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreError
 from server.json_values import json_can_hold, loads_untrusted
@@ -152,10 +155,17 @@ class SocketIOInput(InputChannel):
         self._verification_key = prepared_key(jwt_key, jwt_method, "'jwt_key'") if jwt_key else None
         self.metadata_key = metadata_key
         # Rasa turns the origin check off ([]); a list or "*" here turns it on.
-        self.sio = socketio.AsyncServer(
-            async_mode="asgi",
-            cors_allowed_origins=cors_allowed_origins if cors_allowed_origins else [],
-            engineio_logger=_PeerErrorLog(logging.getLogger("engineio.server"), {}),
+        options: dict[str, Any] = {
+            "async_mode": "asgi",
+            "cors_allowed_origins": cors_allowed_origins if cors_allowed_origins else [],
+            "engineio_logger": _PeerErrorLog(logging.getLogger("engineio.server"), {}),
+        }
+        # In a worker of `--workers N`, session ids name the worker that holds the session.
+        self._route = worker_route()
+        self.sio = (
+            routed_server(self._route[0], **options)
+            if self._route is not None
+            else socketio.AsyncServer(**options)
         )
 
     @classmethod
@@ -194,7 +204,21 @@ class SocketIOInput(InputChannel):
     def asgi_mount(self, on_new_message: OnNewMessage) -> tuple[str, ASGIApp]:
         self._register_handlers(on_new_message)
         # socketio_path=None: the mount point, not engine.io, decides which paths are ours.
-        return self.socketio_path, _asgi_compliant(socketio.ASGIApp(self.sio, socketio_path=None))
+        app = _asgi_compliant(socketio.ASGIApp(self.sio, socketio_path=None))
+        if self._route is not None:
+            route, sockets = self._route
+            long_poll = self.sio.eio.ping_interval + self.sio.eio.ping_timeout
+            app = SessionRouter(app, route, sockets, long_poll)
+        at_stop(self.end_sessions)
+        return self.socketio_path, app
+
+    async def end_sessions(self) -> None:
+        """Close every session, when the server stops: a long-poll in flight gets its answer
+        (engine.io's close) at once, rather than holding the stop up to the 25 s ping
+        interval; the client reconnects, to the restarted server or another one."""
+        eio = self.sio.eio
+        for session in list(eio.sockets.values()):
+            await session.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
 
     def _refusal(self, auth: Any) -> str | None:
         """Why a connection with `auth` is refused; None when it may connect."""

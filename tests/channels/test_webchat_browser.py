@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from server.channels import attach_channels, load_channels
 from server.dialogue.messages import UserMessage
 from server.training.train import train
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, require, require_chromium, served_on_a_thread
+from tests.scale.socketio_workers import socketio_workers
 from tests.shared_data import MOODBOT
 
 if TYPE_CHECKING:
@@ -133,9 +134,9 @@ def site(bot_url: str) -> Starlette:
 
 
 @contextlib.contextmanager
-def widget_page(bot_url: str) -> Iterator[Page]:
-    """A browser page of a site holding the widget pointed at `bot_url`; on a failure the
-    page's console is printed."""
+def widget_visits(bot_url: str) -> Iterator[Callable[[], Page]]:
+    """Opens, on each call, a page of a site holding the widget pointed at `bot_url`, for a
+    new visitor (nothing stored); on a failure the pages' console is printed."""
     require_chromium()
     require(
         BUNDLE.exists(),
@@ -146,16 +147,27 @@ def widget_page(bot_url: str) -> Iterator[Page]:
     with served_on_a_thread(site(bot_url)) as site_url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         logs: list[str] = []
-        try:
+
+        def visit() -> Page:
             page = browser.new_page(viewport={"width": 1000, "height": 900})
             page.on("console", lambda m: logs.append(m.text))
             page.goto(f"{site_url}/")
-            yield page
+            return page
+
+        try:
+            yield visit
         except Exception:
             print("\n".join(logs))
             raise
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def widget_page(bot_url: str) -> Iterator[Page]:
+    """A browser page of a site holding the widget pointed at `bot_url`."""
+    with widget_visits(bot_url) as visit:
+        yield visit()
 
 
 def tracker(bot_url: str, conversation_id: str) -> dict[str, Any]:
@@ -244,3 +256,25 @@ def test_webchat_shows_paragraphs_a_carousel_and_a_video(rich_bot_url: str) -> N
         expect(page.locator(".rw-videoFrame")).to_have_attribute(
             "src", "https://example.test/tour.mp4", timeout=10_000
         )
+
+
+def test_webchat_visitors_get_their_replies_from_two_workers(moodbot: Path, tmp_path: Path) -> None:
+    """`--workers 2`: the widget starts on HTTP long-polling, whose requests the kernel
+    spreads over the workers; each visitor's session goes on whichever worker a request
+    reaches. Before, 2 of 8 visitors got no reply (engine.io's 400 "Invalid session" from the
+    worker that did not hold the session) and others only after retries."""
+    with socketio_workers(moodbot, tmp_path, SOCKETIO) as url, widget_visits(url) as visit:
+        from playwright.sync_api import expect
+
+        for _ in range(8):
+            page = visit()
+            box = page.locator(".rw-new-message")
+            box.fill("hello")
+            box.press("Enter")
+            expect(page.locator(".rw-response").first).to_have_text(
+                "Hey! How are you?", timeout=5_000
+            )
+            session_id = page.evaluate(STORED_SESSION_ID)
+            page.close()
+            said = [e["text"] for e in tracker(url, session_id)["events"] if e["event"] == "user"]
+            assert said == ["hello"]

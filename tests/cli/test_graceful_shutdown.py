@@ -259,6 +259,34 @@ def test_sigterm_lets_a_socketio_turn_finish(slow_bot: SlowBot) -> None:
     assert stored_actions(database)[-2:] == ["action_slow", "action_listen"], server.text()
 
 
+def test_a_long_polling_socketio_visitor_does_not_hold_the_stop(
+    slow_bot: tuple[ServerProcess, Path],
+) -> None:
+    """Before, the visitor's long-poll in flight held SIGTERM's stop until engine.io's ping
+    interval ended it: 26 s. Now the sessions are closed when the stop begins."""
+    server, _ = slow_bot
+
+    async def connect_then_stop() -> tuple[float, bool]:
+        client = socketio.AsyncClient(reconnection=False)
+        gone = asyncio.Event()
+        client.on("disconnect", lambda *_: gone.set())
+        await client.connect(server.url, transports=["polling"])
+        try:
+            await asyncio.sleep(0.3)  # the client's long-poll is in flight
+            started = time.monotonic()
+            server.process.terminate()
+            await asyncio.to_thread(server.process.wait, 30)
+            told = await asyncio.wait_for(gone.wait(), 5) if not gone.is_set() else True
+            return time.monotonic() - started, bool(told)
+        finally:
+            await client.eio.disconnect(abort=True)
+
+    seconds, told = asyncio.run(connect_then_stop())
+    assert server.process.returncode == 0, server.text()
+    assert seconds < 8, server.text()
+    assert told  # the client saw its session end
+
+
 @pytest.fixture
 def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "0.5")

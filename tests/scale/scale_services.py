@@ -3,11 +3,14 @@ without them, or fail under CI=true."""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 
 from bench.concurrency import POSTGRES, RABBITMQ, REDIS, reachable
+from tests.trackers.persistence_fixtures import unique_name
 
 
 def require(*services: str) -> None:
@@ -20,3 +23,17 @@ def require(*services: str) -> None:
             if os.environ.get("CI", "").lower() == "true":
                 pytest.fail(message)
             pytest.skip(message)
+
+
+def sqlite_and_redis_endpoints(directory: Path) -> Path:
+    """An endpoints.yml in `directory` for `--workers N` without PostgreSQL: SQLite trackers
+    (in `directory`) and Redis locks."""
+    require("Redis")
+    endpoints = directory / "endpoints.yml"
+    sqlite = {"type": "sql", "dialect": "sqlite", "db": str(directory / "t.db")}
+    # A key prefix of its own: the senders (u0, m0...) are the same in every run, and other
+    # runs (another xdist worker, another checkout) share this Redis.
+    prefix = unique_name("workers")
+    redis = {"type": "redis", "url": "127.0.0.1", "port": 6379, "key_prefix": prefix}
+    endpoints.write_text(json.dumps({"tracker_store": sqlite, "lock_store": redis}))
+    return endpoints

@@ -76,38 +76,3 @@ def test_workers_on_sqlite_start_with_a_warning_to_use_postgresql(
     with caplog.at_level("WARNING", logger="server.api.runner"):
         _check_workers(2, {"lock_store": redis_lock, "tracker_store": postgres})
     assert caplog.text == ""
-
-
-@pytest.mark.parametrize("socketio", [True, False], ids=["socketio", "rest-only"])
-def test_workers_with_socketio_start_with_a_warning_about_polling_clients(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, socketio: bool
-) -> None:
-    """A socket.io session lives in one worker; rasa-webchat starts with long-polling, whose
-    requests reach other workers (docs/channels.md): the operator is told at startup."""
-    from cli import build_parser
-    from server.api.runner import spec_from_args
-
-    endpoints = tmp_path / "endpoints.yml"
-    endpoints.write_text(
-        json.dumps(
-            {
-                "lock_store": {"type": "redis", "url": "127.0.0.1", "port": 6379},
-                "tracker_store": {"type": "sql", "dialect": "postgresql", "db": "test"},
-            }
-        )
-    )
-    credentials = tmp_path / "credentials.yml"
-    channels = {"rest": None, "socketio": {"session_persistence": True}}
-    if not socketio:
-        del channels["socketio"]
-    credentials.write_text(json.dumps(channels))
-    args = build_parser().parse_args(
-        ["run", "--workers", "2", "--endpoints", str(endpoints), "--credentials", str(credentials)]
-    )
-    args.model = str(tmp_path)  # no model: a warning of its own, not the one looked for
-    with caplog.at_level("WARNING", logger="server.api.runner"):
-        spec_from_args(args)
-    said = "--workers 2 with the socketio channel" in caplog.text
-    # Before: nothing; some visitors' widgets did not connect, and the log said only
-    # engine.io's "Invalid session".
-    assert said is socketio

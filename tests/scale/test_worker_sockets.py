@@ -26,8 +26,7 @@ from bench.concurrency import ServerProcess, free_port, train_moodbot
 from server.api.metrics_sharing import PUBLISH_SECONDS
 from server.api.model_sync import FOLLOW_SECONDS
 from server.api.workers import SPREADS_CONNECTIONS
-from tests.scale.scale_services import require
-from tests.trackers.persistence_fixtures import unique_name
+from tests.scale.scale_services import sqlite_and_redis_endpoints
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -44,23 +43,7 @@ def moodbot(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def start_two_workers(moodbot: Path, tmp_path: Path) -> ServerProcess:
     """`botserver run --workers 2` on SQLite with Redis locks, both workers serving."""
-    require("Redis")
-    endpoints = tmp_path / "endpoints.yml"
-    endpoints.write_text(
-        json.dumps(
-            {
-                "tracker_store": {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")},
-                # A prefix of its own: the senders (u0, m0...) are the same in every run,
-                # and other runs (another xdist worker, another checkout) share this Redis.
-                "lock_store": {
-                    "type": "redis",
-                    "url": "127.0.0.1",
-                    "port": 6379,
-                    "key_prefix": unique_name("workers"),
-                },
-            }
-        )
-    )
+    endpoints = sqlite_and_redis_endpoints(tmp_path)
     server = ServerProcess(moodbot, endpoints, tmp_path / "server.log", workers=2)
     server.start()
     try:

@@ -1,0 +1,172 @@
+"""socket.io sessions across `botserver run --workers N`: each engine.io session id names the
+worker that holds the session, and a request for another worker's session is relayed to it.
+
+A session lives in one worker's memory, but its HTTP long-polling requests (a GET held open,
+a POST per message, the WebSocket upgrade) come on several connections, which the kernel
+spreads over the workers. Each worker serves its app on a private Unix socket as well
+(`server.api.workers`), and puts its route (a short random name) in front of the session ids
+it makes: `<route>.<engine.io's id>`. A request whose `sid` names another worker is forwarded
+to that worker's socket and its answer relayed; the session's own worker answers as if the
+client had reached it. A WebSocket upgrade for another worker's session is refused: the
+client stays on long-polling, which keeps working. A worker that is gone leaves its sessions
+unknown, and the client gets engine.io's own 400 for an unknown session and opens a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import engineio
+import httpx
+import socketio
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
+
+# What `server.api.workers` names a worker by: 8 hex digits. A sid is the client's input:
+# only a route of this shape ever becomes a path.
+_ROUTE = re.compile(r"[0-9a-f]{8}")
+# Headers of one connection, not of the request: the relayed request has its own.
+_HOP_BY_HOP = frozenset(
+    (b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te", b"trailer")
+)
+# A forwarded connection is local: it opens at once, or the worker is gone.
+_CONNECT_SECONDS = 2.0
+# Beyond engine.io's longest wait for a long-poll (ping interval plus ping timeout).
+_READ_MARGIN_SECONDS = 10.0
+
+
+def routed_server(route: str, **options: Any) -> socketio.AsyncServer:
+    """A socket.io server whose engine.io session ids begin with `route`."""
+
+    class NamedSessions(engineio.AsyncServer):  # type: ignore[misc]
+        def generate_id(self) -> str:
+            return f"{route}.{super().generate_id()}"
+
+    class RoutedServer(socketio.AsyncServer):  # type: ignore[misc]
+        def _engineio_server_class(self) -> type[engineio.AsyncServer]:
+            return NamedSessions
+
+    return RoutedServer(**options)
+
+
+def route_of(query_string: bytes) -> str | None:
+    """The worker route a request's `sid` names; None without one."""
+    if b"sid=" not in query_string:
+        return None
+    for name, value in parse_qsl(query_string.decode("latin-1")):
+        if name == "sid":
+            route, dot, _ = value.partition(".")
+            return route if dot and _ROUTE.fullmatch(route) else None
+    return None
+
+
+class SessionRouter:
+    """In front of a worker's socket.io app: requests for its own sessions (and new ones) go
+    to the app, requests for another worker's sessions to that worker."""
+
+    def __init__(self, app: ASGIApp, route: str, sockets: Path, long_poll_seconds: float) -> None:
+        self.app = app
+        self.route = route
+        self.sockets = sockets  # the workers' Unix sockets, `<route>.sock` each
+        self.timeout = httpx.Timeout(
+            _CONNECT_SECONDS, read=long_poll_seconds + _READ_MARGIN_SECONDS
+        )
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = route_of(scope.get("query_string", b"")) if scope["type"] != "lifespan" else None
+        if target is None or target == self.route:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            # Refused before it is accepted (a 403): the client goes on with long-polling.
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})
+        else:
+            await self._forward(target, scope, receive, send)
+
+    def _client(self, target: str) -> httpx.AsyncClient | None:
+        client = self._clients.get(target)
+        if client is None:
+            path = self.sockets / f"{target}.sock"
+            if not path.exists():  # a worker of another run, or one that stopped
+                return None
+            client = httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(uds=str(path)),
+                timeout=self.timeout,
+                # One connection per long-poll in flight: as many as this worker has clients.
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
+            )
+            self._clients[target] = client
+        return client
+
+    async def _forward(self, target: str, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _body(receive)
+        client = self._client(target)
+        if client is None:
+            await self._answer_locally(scope, body, send)
+            return
+        path = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string", b"")
+        request = client.build_request(
+            scope["method"],
+            "http://worker" + path.decode("latin-1") + ("?" + query.decode("latin-1")),
+            headers=[(k, v) for k, v in scope["headers"] if k not in _HOP_BY_HOP],
+            content=body,
+        )
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            # The worker is gone (or stuck): its sessions are too. engine.io's answer for an
+            # unknown session makes the client open a new one here.
+            logger.info("socketio: worker %s did not answer (%s)", target, type(exc).__name__)
+            del self._clients[target]
+            await client.aclose()
+            await self._answer_locally(scope, body, send)
+            return
+        try:
+            headers = [
+                (name.lower(), value)
+                for name, value in response.headers.raw
+                if name.lower() not in _HOP_BY_HOP
+            ]
+            await send(
+                {"type": "http.response.start", "status": response.status_code, "headers": headers}
+            )
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except httpx.TransportError as exc:  # cut off midway: the client sees a broken answer
+            logger.info("socketio: worker %s's answer broke off (%s)", target, type(exc).__name__)
+        finally:
+            await response.aclose()
+
+    async def _answer_locally(self, scope: Scope, body: bytes, send: Send) -> None:
+        """engine.io's own answer here: for another worker's sid, a 400 for an unknown session."""
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _body(receive: Receive) -> bytes:
+    """The whole request body (engine.io reads it whole too, up to its 1 MB packet limit)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
