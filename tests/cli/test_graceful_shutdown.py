@@ -260,11 +260,11 @@ def test_sigterm_lets_a_socketio_turn_finish(slow_bot: SlowBot) -> None:
 
 
 def test_a_long_polling_socketio_visitor_does_not_hold_the_stop(
-    slow_bot: tuple[ServerProcess, Path],
+    slow_bot: SlowBot,
 ) -> None:
     """Before, the visitor's long-poll in flight held SIGTERM's stop until engine.io's ping
     interval ended it: 26 s. Now the sessions are closed when the stop begins."""
-    server, _ = slow_bot
+    server, _, _ = slow_bot
 
     async def connect_then_stop() -> tuple[float, bool]:
         client = socketio.AsyncClient(reconnection=False)
