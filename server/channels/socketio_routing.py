@@ -25,6 +25,8 @@ import httpx
 import socketio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.http_clients import async_client
+
 logger = logging.getLogger(__name__)
 
 # What `server.api.workers` names a worker by: 8 hex digits. A sid is the client's input:
@@ -95,7 +97,8 @@ class SessionRouter:
             path = self.sockets / f"{target}.sock"
             if not path.exists():  # a worker of another run, or one that stopped
                 return None
-            client = httpx.AsyncClient(
+            # Built by http_clients, as every outgoing client (no proxy of the environment).
+            client = async_client(
                 transport=httpx.AsyncHTTPTransport(uds=str(path)),
                 timeout=self.timeout,
                 # One connection per long-poll in flight: as many as this worker has clients.
