@@ -48,6 +48,12 @@ class ActionServer:
         return self.log_path.read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:
+        try:
+            self._stop_processes()
+        finally:  # its log goes too: one file per test session was left in /tmp
+            self.log_path.unlink(missing_ok=True)
+
+    def _stop_processes(self) -> None:
         # Sanic runs the server in a worker process: stop the whole process group.
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -67,7 +73,9 @@ class ActionServer:
 def start_action_server(bot: str) -> ActionServer:
     """Runs `python -m rasa_sdk --actions actions` in tests/action_servers/<bot>/."""
     port = free_port()
-    log_path = Path(tempfile.mkstemp(prefix=f"action-server-{bot}-", suffix=".log")[1])
+    fd, name = tempfile.mkstemp(prefix=f"action-server-{bot}-", suffix=".log")
+    os.close(fd)
+    log_path = Path(name)
     env = dict(os.environ, SANIC_HOST="127.0.0.1", ACTION_SERVER_SANIC_WORKERS="1")
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -82,15 +90,18 @@ def start_action_server(bot: str) -> ActionServer:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the {bot} action server exited at start:\n{server.log()}")
+            output = server.log()
+            server.stop()
+            raise RuntimeError(f"the {bot} action server exited at start:\n{output}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
+    output = server.log()
     server.stop()
-    raise RuntimeError(f"the {bot} action server did not answer /health:\n{server.log()}")
+    raise RuntimeError(f"the {bot} action server did not answer /health:\n{output}")
 
 
 class ActionServers:
