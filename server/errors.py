@@ -173,3 +173,13 @@ class AuthError(Refused):
 
 class Forbidden(Refused):
     """Credentials are valid but do not allow this request (HTTP 403)."""
+
+
+def first_line(exc: BaseException, limit: int | None = 300, default: str | None = None) -> str:
+    """An error's own words for one log line or message: the first line of its text, at most
+    `limit` characters, or `default` (its class name unless given) when it has no text, as
+    timeouts often do."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__ if default is None else default
+    return lines[0] if limit is None else lines[0][:limit]

@@ -13,6 +13,7 @@ from typing import Any
 
 from server.brokers.in_doubt import InDoubtEvents
 from server.brokers.ordering import chain_ids
+from server.errors import first_line
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.store import TrackerStore
 
@@ -22,12 +23,6 @@ DEFAULT_MAX_PENDING = 100_000
 MIN_RETRY_DELAY = 0.05
 # While deliveries fail, one line at the first failure and one a window after it.
 STILL_FAILING_WINDOW_SECONDS = 60.0
-
-
-def _one_line(exc: BaseException) -> str:
-    """The error's own words, or its name when it has none (a timeout)."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -158,7 +153,7 @@ class BackgroundDelivery:
                         self.name,
                         len(self._pending),
                         delay,
-                        _one_line(exc),
+                        first_line(exc, limit=None),
                         self._max_pending,
                         STILL_FAILING_WINDOW_SECONDS,
                     )
@@ -173,7 +168,7 @@ class BackgroundDelivery:
                         failures,
                         len(self._pending),
                         delay,
-                        _one_line(exc),
+                        first_line(exc, limit=None),
                     )
                 else:
                     logger.debug(
@@ -183,7 +178,7 @@ class BackgroundDelivery:
                         failures,
                         len(self._pending),
                         delay,
-                        _one_line(exc),
+                        first_line(exc, limit=None),
                     )
                 await asyncio.sleep(delay)
 

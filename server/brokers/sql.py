@@ -33,6 +33,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
+from server.errors import first_line
 from server.trackers.sql_engine import (
     async_url,
     create_engine,
@@ -117,7 +118,7 @@ class SqlEventBroker(QueuedBroker):
                 except DBAPIError as exc:
                     if sql_error_kind(exc) is not REFUSED_DATA:
                         raise
-                    refusal = str(exc.orig or exc).splitlines()[0][:300]
+                    refusal = first_line(exc.orig or exc)
             if refusal is not None:
                 logger.error(
                     "SQL event broker: dropped a '%s' event of conversation %r: the database "

@@ -12,7 +12,7 @@ import httpx
 
 from server.dialogue.http_endpoint import DEFAULT_TIMEOUT, HttpEndpoint
 from server.dialogue.nlg import message_problem
-from server.errors import ActionError, ResponseTooLarge
+from server.errors import ActionError, ResponseTooLarge, first_line
 
 
 def nlg_request_body(
@@ -54,7 +54,7 @@ class NLGClient:
                 f"{self.endpoint.timeout:g} s"
             ) from None
         except httpx.HTTPError as e:
-            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            reason = first_line(e, limit=200)
             raise ActionError(
                 f"NLG for '{response}': cannot reach the NLG server at {where} ({reason})"
             ) from None

@@ -25,6 +25,7 @@ from server.errors import (
     StoreFailed,
     StoreRefusedData,
     StoreUnavailable,
+    first_line,
 )
 from server.trackers.known_sessions import KnownSessions
 from server.trackers.retention import latest_timestamp
@@ -392,10 +393,10 @@ class DynamoTrackerStore:
         try:
             yield
         except (boto.ConnectionError, boto.HTTPClientError) as exc:
-            raise StoreUnavailable(f"{where} is unavailable: {_first_line(exc)}") from exc
+            raise StoreUnavailable(f"{where} is unavailable: {first_line(exc)}") from exc
         except (boto.NoCredentialsError, boto.PartialCredentialsError) as exc:
             raise StoreFailed(
-                f"{where} has no AWS credentials ({_first_line(exc)}): set AWS_ACCESS_KEY_ID "
+                f"{where} has no AWS credentials ({first_line(exc)}): set AWS_ACCESS_KEY_ID "
                 "and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or give the host a role"
             ) from exc
         except boto.ClientError as exc:
@@ -416,7 +417,7 @@ class DynamoTrackerStore:
                 ) from exc
             raise StoreFailed(f"{where} failed: {code}: {message[:300]}") from exc
         except boto.BotoCoreError as exc:
-            raise StoreFailed(f"{where} failed: {_first_line(exc)}") from exc
+            raise StoreFailed(f"{where} failed: {first_line(exc)}") from exc
 
 
 def _key(sender_id: str) -> dict[str, Any]:
@@ -512,8 +513,3 @@ def _plain(value: dict[str, Any]) -> Any:
     raise StoreFailed(
         f"The tracker store read a {kind} value in an event, which no Rasa event holds"
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__

@@ -26,6 +26,7 @@ from server.errors import (
     StoreFailed,
     StoreRefusedData,
     StoreUnavailable,
+    first_line,
 )
 from server.json_values import loads_exact
 from server.outages import OUTAGES
@@ -496,8 +497,9 @@ class _ErrorMapper:
             return
         # A timeout has no message: its name then says what happened (before: an IndexError,
         # answered 500, where the database did not answer).
-        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        reason = lines[0][:300] if lines else f"{type(exc).__name__} (no answer)"
+        reason = first_line(
+            getattr(exc, "orig", None) or exc, default=f"{type(exc).__name__} (no answer)"
+        )
         where = f"The tracker store ({describe(self._url)})"
         if kind is UNAVAILABLE:
             raise StoreUnavailable(
