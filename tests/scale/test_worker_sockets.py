@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -297,12 +298,30 @@ def test_a_worker_killed_at_every_start_is_restarted_with_a_back_off(tmp_path: P
     server = subprocess.Popen(
         [sys.executable, "-c", script], cwd=tmp_path, stderr=subprocess.PIPE, text=True
     )
-    time.sleep(6)
-    server.send_signal(signal.SIGTERM)
-    _, stderr = server.communicate(timeout=15)
-    assert server.returncode == 0, stderr
+    lines: list[str] = []
+    grown = threading.Event()  # the back-off has grown past its first step
+
+    def read_log() -> None:
+        assert server.stderr is not None
+        for line in server.stderr:
+            lines.append(line)
+            if "in 1 s (3 deaths in a row" in line:
+                grown.set()
+
+    reader = threading.Thread(target=read_log, daemon=True)
+    reader.start()
+    # Waited for, not slept for: on a loaded machine a start took long enough that only 3
+    # fitted in a fixed 6 s.
+    grown_in_time = grown.wait(60)
     starts = len((tmp_path / "starts").read_text())
-    # Back-off: per worker 0, 0, 0.5, 1, 2 s: 5 starts in 6 s (plus start-up time), 10 for
-    # two. Without it, a start every few tenths of a second: 30 or more.
-    assert 4 <= starts <= 12, starts
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=15)
+    reader.join(timeout=5)
+    stderr = "".join(lines)
+    assert server.returncode == 0, stderr
+    assert grown_in_time, stderr
+    # When a worker's third quick death is logged, each worker started at most four times
+    # (0, 0, then 0.5 s later; its next start waits 1 s). Without the back-off, a worker
+    # killed at every start is replaced every few tenths of a second, and never waits 1 s.
+    assert starts <= 10, starts
     assert "starting another on its socket in 0.5 s (2 deaths in a row" in stderr
