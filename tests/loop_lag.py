@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,49 @@ class LoopHold:
     # loop busy with small steps the whole time fits more of them in one 5 ms gap the busier
     # the machine, but not in one iteration.
     busiest_iteration = 0.0
+    # Where the CPU of the busiest gap went: seconds per thread (by name; "other" for threads
+    # Python does not know), shown when a bound on `busiest` fails.
+    busiest_threads: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        threads = ", ".join(
+            f"{name} {seconds * 1000:.1f} ms"
+            for name, seconds in sorted(self.busiest_threads.items(), key=lambda item: -item[1])
+        )
+        return (
+            f"LoopHold(busiest {self.busiest * 1000:.1f} ms: {threads or 'no thread seen'}; "
+            f"loop_busiest {self.loop_busiest * 1000:.1f} ms, longest {self.longest * 1000:.1f} ms)"
+        )
+
+
+def _thread_clocks() -> dict[int, tuple[str, int]]:
+    """Each Python thread's CPU clock reading (ns), by its identifier, with its name. No file
+    is read: a read would let other threads have the GIL and lengthen the gap measured."""
+    clocks = {}
+    for thread in threading.enumerate():
+        if thread.ident is None:
+            continue
+        try:
+            clock = time.pthread_getcpuclockid(thread.ident)
+            clocks[thread.ident] = (thread.name, time.clock_gettime_ns(clock))
+        except OSError:  # the thread ended meanwhile
+            continue
+    return clocks
+
+
+def _spent(
+    before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]], process: float
+) -> dict[str, float]:
+    """CPU seconds each thread spent between two readings; the rest of `process` is "other"."""
+    spent: dict[str, float] = {}
+    for ident, (name, reading) in after.items():
+        seconds = (reading - before.get(ident, (name, reading))[1]) / 1e9
+        if seconds > 0:
+            spent[name] = spent.get(name, 0.0) + seconds
+    rest = process - sum(spent.values())
+    if rest > 0.0005:
+        spent["other"] = rest
+    return spent
 
 
 @asynccontextmanager
@@ -41,11 +85,15 @@ async def loop_hold() -> AsyncIterator[LoopHold]:
 
     async def watch() -> None:
         while True:
+            threads_before = _thread_clocks()
             before, cpu_before = time.perf_counter(), time.process_time()
             loop_before = time.thread_time()
             await asyncio.sleep(0.005)
             hold.longest = max(hold.longest, time.perf_counter() - before)
-            hold.busiest = max(hold.busiest, time.process_time() - cpu_before)
+            cpu = time.process_time() - cpu_before
+            if cpu > hold.busiest:
+                hold.busiest = cpu
+                hold.busiest_threads = _spent(threads_before, _thread_clocks(), cpu)
             hold.loop_busiest = max(hold.loop_busiest, time.thread_time() - loop_before)
 
     loop = asyncio.get_running_loop()
@@ -67,6 +115,7 @@ async def loop_hold() -> AsyncIterator[LoopHold]:
     # From here: a collection the previous body's garbage set off while the watcher warmed
     # up (30-50 ms over 100,000 events) was counted as this body's hold.
     hold.longest = hold.busiest = hold.loop_busiest = 0.0
+    hold.busiest_threads = {}
     # Unmeasured, no bound on it can pass.
     hold.busiest_iteration = 0.0 if run_once is not None else float("nan")
     try:
