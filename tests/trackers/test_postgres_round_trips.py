@@ -3,6 +3,8 @@ goes back to the pool (asyncpg's default reset was a second round trip per state
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 
 from server.trackers.factory import create_tracker_store
@@ -37,3 +39,28 @@ async def test_the_last_statement_on_a_pooled_connection_is_the_stores_own() -> 
             assert (await last_statements(config["db"]))[0].startswith("SELECT id, data")
         finally:
             await store.close()
+
+
+async def test_small_groups_do_not_make_postgresql_plan_every_statement_anew() -> None:
+    """A connection whose first group statements carried two conversations each would
+    otherwise get a new plan for every statement after (PostgreSQL's custom plans), about
+    twice the CPU of the appends themselves."""
+    async with postgres_database() as config:
+        store = create_tracker_store(config)
+        try:
+            for number in range(12):
+                pair = [f"user{number}a", f"user{number}b"]
+                await asyncio.gather(*(store.append(sender, [EVENT]) for sender in pair))
+                await asyncio.gather(*(store.load(sender) for sender in pair))
+            pool = await store._db._get_pool()  # type: ignore[attr-defined]
+            async with pool.acquire() as conn:
+                plans = await conn.fetch(
+                    "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE statement LIKE 'WITH previous%' OR statement LIKE 'SELECT q.k%'"
+                )
+        finally:
+            await store.close()
+    assert len(plans) == 2, plans  # the group append and the group read
+    for plan in plans:
+        assert plan["custom_plans"] == 0, plan
+        assert plan["generic_plans"] == 12, plan
