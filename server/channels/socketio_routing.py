@@ -12,8 +12,9 @@ client stays on long-polling, which keeps working. A worker that is gone leaves 
 unknown, and the client gets engine.io's own 400 for an unknown session and opens a new one.
 
 A bot message the server pushes (trigger_intent, a reminder) may be sent by any worker: it is
-emitted here, and sent on to the worker a session id names, or to every other worker for a
-named room (a session_id), over the same sockets; each emits it to the sockets it holds.
+emitted here when this worker holds the room's sockets, else sent on to the worker a session
+id names, or to every other worker for a named room (a session_id), over the same sockets;
+each emits it to the sockets it holds.
 """
 
 from __future__ import annotations
@@ -135,16 +136,23 @@ class Workers:
         room: str,
         namespace: str | None,
     ) -> None:
-        """Emit to `room`'s sockets here, and on whichever other workers may hold some: the
-        one a session id names, or every other worker for a named room (a session_id, which
-        several tabs may share, on several workers)."""
-        await sio.emit(event, data, room=room, namespace=namespace)
+        """Emit to `room`'s sockets here, or on the workers that may hold them: the one a
+        session id names, or every other worker for a named room (a session_id) none of
+        whose sockets is here.
+
+        A named room with sockets here is not sent on: a reply to a visitor's own message
+        (the common case) costs nothing more, where a push is an HTTP request to each other
+        worker, costing more than a whole turn (docs/benchmarks.md).
+        """
         route, dot, _ = room.partition(".")
         if dot and _ROUTE.fullmatch(route):
             targets = [] if route == self.route else [route]
+        elif _holds(sio, room, namespace):
+            targets = []
         else:
             targets = self._listed()
         if not targets:
+            await sio.emit(event, data, room=room, namespace=namespace)
             return
         body = json.dumps({"event": event, "data": data, "room": room, "namespace": namespace})
         await asyncio.gather(*(self._push(target, body.encode(), room) for target in targets))
@@ -197,6 +205,11 @@ class Workers:
             why,
             _SKIP_SECONDS,
         )
+
+
+def _holds(sio: socketio.AsyncServer, room: str, namespace: str | None) -> bool:
+    """Whether a socket of this worker is in `room`."""
+    return any(True for _ in sio.manager.get_participants(namespace or "/", room))
 
 
 def push_receiver(sio: socketio.AsyncServer) -> ASGIApp:

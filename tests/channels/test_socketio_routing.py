@@ -153,17 +153,21 @@ async def test_a_push_for_a_session_of_a_worker_that_is_gone_logs_one_warning(
 
 async def test_a_push_to_a_named_room_goes_to_every_other_worker(this_worker: Path) -> None:
     """A session_id's room may have sockets on any worker: each other worker gets the message
-    (and emits it to the sockets it holds); a message to a socket of this worker stays here."""
+    (and emits it to the sockets it holds). A message to a socket of this worker, or to a room
+    with a socket here (a reply to the visitor's own message), stays here."""
     others = [FakeWorker(), FakeWorker()]
     servers = [
         await asyncio.start_unix_server(worker.handle, path=str(this_worker / f"{route}.sock"))
         for worker, route in zip(others, ("aaaa0000", "bbbb1111"), strict=True)
     ]
     channel = SocketIOInput()
+    sid = await channel.sio.manager.connect("0123abcd.engineio", "/")
+    await channel.sio.enter_room(sid, "held-here")
     output = channel.get_output_channel()
     try:
         await output.send_response("a-session-id", {"text": "hi"})
-        await output.send_response("0123abcd.mine", {"text": "mine"})
+        await output.send_response(sid, {"text": "mine"})
+        await output.send_response("held-here", {"text": "mine too"})
     finally:
         await channel.aclose()
         for server in servers:
