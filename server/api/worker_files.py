@@ -51,6 +51,9 @@ def worker_route() -> tuple[str, Path] | None:
 # What one worker asks of another, by path, served on the workers' private Unix sockets only
 # (`private_app`): no network client can reach it, whatever the main app's routes.
 _PRIVATE_APPS: dict[str, ASGIApp] = {}
+# Set on a request a worker relays from a client to another worker's private socket (a
+# socket.io session's long-poll): such a request gets the main app, never a private one.
+RELAYED_HEADER = b"botserver-relayed"
 
 
 def serve_privately(path: str, app: ASGIApp) -> None:
@@ -63,6 +66,8 @@ def private_app(app: ASGIApp) -> ASGIApp:
 
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
         private = _PRIVATE_APPS.get(scope["path"]) if scope["type"] == "http" else None
+        if private is not None and any(name == RELAYED_HEADER for name, _ in scope["headers"]):
+            private = None
         await (private or app)(scope, receive, send)
 
     return dispatch

@@ -33,6 +33,7 @@ import httpx
 import socketio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.api.worker_files import RELAYED_HEADER
 from server.http_clients import async_client
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ _ROUTE = re.compile(r"[0-9a-f]{8}")
 _HOP_BY_HOP = frozenset(
     (b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te", b"trailer")
 )
+# ...and the mark of a relayed request, which only the relay sets.
+_NOT_RELAYED = _HOP_BY_HOP | {RELAYED_HEADER}
 # A forwarded connection is local: it opens at once, or the worker is gone.
 _CONNECT_SECONDS = 2.0
 # Beyond engine.io's longest wait for a long-poll (ping interval plus ping timeout).
@@ -266,9 +269,17 @@ class SessionRouter:
         request = client.build_request(
             scope["method"],
             "http://worker" + path.decode("latin-1") + ("?" + query.decode("latin-1")),
-            headers=[(k, v) for k, v in scope["headers"] if k not in _HOP_BY_HOP],
+            headers=[
+                *((k, v) for k, v in scope["headers"] if k not in _NOT_RELAYED),
+                (RELAYED_HEADER, b"1"),
+            ],
             content=body,
         )
+        if request.url.raw_path.partition(b"?")[0] != path:
+            # httpx resolved a `..` (`/socket.io/../_push/socketio`): the request would reach
+            # another path of that worker than the socket.io one it came for.
+            await self._answer_locally(scope, body, send)
+            return
         try:
             response = await client.send(request, stream=True)
         except httpx.TransportError as exc:

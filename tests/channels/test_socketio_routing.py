@@ -14,8 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 import socketio
+from starlette.types import Message, Receive, Scope, Send
 
-from server.api.worker_files import WORKER_ROUTE_ENV, WORKERS_DIR_ENV, route_sockets
+from server.api.worker_files import (
+    RELAYED_HEADER,
+    WORKER_ROUTE_ENV,
+    WORKERS_DIR_ENV,
+    private_app,
+    route_sockets,
+    serve_privately,
+)
 from server.channels.socket_io import SocketIOInput
 from server.channels.socketio_routing import (
     PUSH_PATH,
@@ -181,3 +189,76 @@ async def test_a_push_to_a_named_room_goes_to_every_other_worker(this_worker: Pa
             "room": "a-session-id",
             "namespace": None,
         }
+
+
+async def test_a_client_cannot_reach_another_worker_s_private_paths_through_the_relay(
+    this_worker: Path,
+) -> None:
+    """`/socket.io/../_push/socketio?sid=<another worker>.x`, sent as is (`curl --path-as-is`):
+    not relayed (httpx would resolve the `..` and reach the path where workers take each
+    other's pushes, letting anyone send bot messages to any visitor); engine.io's 400 here."""
+    other = FakeWorker()
+    server = await asyncio.start_unix_server(other.handle, path=str(this_worker / "feedf00d.sock"))
+    async with server:
+        channel = SocketIOInput()
+
+        async def nothing(message: UserMessage) -> None:
+            return None
+
+        mounted = channel.asgi_mount(nothing)
+        assert mounted is not None
+        push = json.dumps({"event": "bot_uttered", "data": {}, "room": "x", "namespace": None})
+        sent: list[Message] = []
+        received = [{"type": "http.request", "body": push.encode(), "more_body": False}]
+
+        async def receive() -> Message:
+            return received.pop() if received else {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/../_push/socketio",
+            "raw_path": b"/../_push/socketio",
+            "root_path": "",
+            "query_string": b"EIO=4&transport=polling&sid=feedf00d.x",
+            "headers": [(b"host", b"bot"), (b"content-type", b"application/json")],
+            "client": ("127.0.0.1", 1234),
+            "server": ("127.0.0.1", 5005),
+        }
+        await mounted[1](scope, receive, send)
+        await channel.aclose()
+    assert other.requests == []
+    assert sent[0]["status"] == 400
+
+
+async def test_a_relayed_request_never_gets_a_private_path() -> None:
+    """Defence in depth: what a worker relays for a client carries a mark, and the private
+    socket serves such a request the main app, not the workers' own paths."""
+    served: list[str] = []
+
+    async def main_app(scope: Scope, receive: Receive, send: Send) -> None:
+        served.append("main")
+
+    async def private(scope: Scope, receive: Receive, send: Send) -> None:
+        served.append("private")
+
+    serve_privately("/_test/private", private)
+    app = private_app(main_app)
+    for headers in ([], [(RELAYED_HEADER, b"1")]):
+        scope = {"type": "http", "path": "/_test/private", "headers": headers}
+        await app(scope, _no_receive, _no_send)
+    assert served == ["private", "main"]
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+async def _no_send(message: Message) -> None:
+    return None
