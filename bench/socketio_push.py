@@ -33,7 +33,11 @@ async def unreachable(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def main(mode: str, count: int) -> None:
-    sockets = Path(tempfile.mkdtemp(prefix="socketio-push-"))
+    with tempfile.TemporaryDirectory(prefix="socketio-push-") as sockets:
+        await measure(mode, count, Path(sockets))
+
+
+async def measure(mode: str, count: int, sockets: Path) -> None:
     quiet = logging.getLogger("quiet")
     quiet.setLevel(logging.CRITICAL)
     other = socketio.AsyncServer(async_mode="asgi", logger=quiet, engineio_logger=quiet)
