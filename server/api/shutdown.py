@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import signal
 import socket
@@ -109,7 +110,12 @@ class GracefulServer(uvicorn.Server):
         await super().startup(sockets)
         if self.should_exit or not self.private_sockets:
             return
-        config, loop = self.config, asyncio.get_running_loop()
+        from server.api.worker_files import private_app
+
+        loop = asyncio.get_running_loop()
+        # The same server, and what only the other workers may ask (`serve_privately`).
+        config = copy.copy(self.config)
+        config.loaded_app = private_app(self.config.loaded_app)
 
         def create_protocol() -> asyncio.Protocol:
             return config.http_protocol_class(  # type: ignore[call-arg]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,31 @@ def worker_route() -> tuple[str, Path] | None:
     route = os.environ.get(WORKER_ROUTE_ENV)
     shared = workers_dir()
     return (route, route_sockets(shared)) if route and shared is not None else None
+
+
+# What one worker asks of another, by path, served on the workers' private Unix sockets only
+# (`private_app`): no network client can reach it, whatever the main app's routes.
+_PRIVATE_APPS: dict[str, ASGIApp] = {}
+# Set on a request a worker relays from a client to another worker's private socket (a
+# socket.io session's long-poll): such a request gets the main app, never a private one.
+RELAYED_HEADER = b"botserver-relayed"
+
+
+def serve_privately(path: str, app: ASGIApp) -> None:
+    """Serve `app` at `path` on this worker's private socket (to the other workers) only."""
+    _PRIVATE_APPS[path] = app
+
+
+def private_app(app: ASGIApp) -> ASGIApp:
+    """What a worker's private socket serves: the apps of `serve_privately`, then `app`."""
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        private = _PRIVATE_APPS.get(scope["path"]) if scope["type"] == "http" else None
+        if private is not None and any(name == RELAYED_HEADER for name, _ in scope["headers"]):
+            private = None
+        await (private or app)(scope, receive, send)
+
+    return dispatch
 
 
 def write_json(path: Path, value: Any) -> None:

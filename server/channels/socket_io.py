@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.errors import BUSY_CONVERSATIONS
 from server.api.shutdown import at_stop
-from server.api.worker_files import worker_route
+from server.api.worker_files import serve_privately, worker_route
 from server.auth.config import SUPPORTED_JWT_METHODS, prepared_key
 from server.auth.refusals import RefusalLog
 from server.channels import settings
@@ -31,7 +31,13 @@ from server.channels.channel import (
     refused_as_too_long,
     reply_choices,
 )
-from server.channels.socketio_routing import SessionRouter, routed_server
+from server.channels.socketio_routing import (
+    PUSH_PATH,
+    SessionRouter,
+    Workers,
+    push_receiver,
+    routed_server,
+)
 from server.dialogue.messages import UserMessage, split_message
 from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreError
 from server.json_values import json_can_hold, loads_untrusted
@@ -88,16 +94,22 @@ def socketio_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class SocketIOOutput:
-    """Emits bot messages to the socket.io room of the conversation."""
+    """Emits bot messages to the socket.io room of the conversation (with `--workers N`, on
+    whichever worker holds its sockets)."""
 
     name = "socketio"
 
     def __init__(
-        self, sio: socketio.AsyncServer, bot_message_evt: str, namespace: str | None = None
+        self,
+        sio: socketio.AsyncServer,
+        bot_message_evt: str,
+        namespace: str | None = None,
+        workers: Workers | None = None,
     ) -> None:
         self.sio = sio
         self.bot_message_evt = bot_message_evt
         self.namespace = namespace
+        self.workers = workers
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
         try:
@@ -112,18 +124,17 @@ class SocketIOOutput:
             custom = payload.get("custom")
             if isinstance(custom, dict) and "data" in custom:
                 # Rasa passes a custom message's keys to emit(): `data` and an optional `room`.
-                room = custom.get("room") or recipient_id
-                await self.sio.emit(
-                    self.bot_message_evt, custom["data"], room=room, namespace=self.namespace
-                )
+                await self._send(custom["data"], custom.get("room") or recipient_id)
             elif custom is not None:
-                await self.sio.emit(
-                    self.bot_message_evt, custom, room=recipient_id, namespace=self.namespace
-                )
+                await self._send(custom, recipient_id)
             else:
-                await self.sio.emit(
-                    self.bot_message_evt, payload, room=recipient_id, namespace=self.namespace
-                )
+                await self._send(payload, recipient_id)
+
+    async def _send(self, data: Any, room: str) -> None:
+        if self.workers is None:
+            await self.sio.emit(self.bot_message_evt, data, room=room, namespace=self.namespace)
+        else:
+            await self.workers.emit(self.sio, self.bot_message_evt, data, room, self.namespace)
 
 
 class SocketIOInput(InputChannel):
@@ -161,11 +172,17 @@ class SocketIOInput(InputChannel):
             "engineio_logger": _PeerErrorLog(logging.getLogger("engineio.server"), {}),
         }
         # In a worker of `--workers N`, session ids name the worker that holds the session.
-        self._route = worker_route()
+        route = worker_route()
         self.sio = (
-            routed_server(self._route[0], **options)
-            if self._route is not None
+            routed_server(route[0], **options)
+            if route is not None
             else socketio.AsyncServer(**options)
+        )
+        # The other workers: their sessions' requests and this worker's pushes go to them.
+        self.workers = (
+            Workers(route[0], route[1], self.sio.eio.ping_interval + self.sio.eio.ping_timeout)
+            if route is not None
+            else None
         )
 
     @classmethod
@@ -199,18 +216,22 @@ class SocketIOInput(InputChannel):
         return health_router(self.url_prefix())
 
     def get_output_channel(self) -> SocketIOOutput:
-        return SocketIOOutput(self.sio, self.bot_message_evt, self.namespace)
+        return SocketIOOutput(self.sio, self.bot_message_evt, self.namespace, self.workers)
 
     def asgi_mount(self, on_new_message: OnNewMessage) -> tuple[str, ASGIApp]:
         self._register_handlers(on_new_message)
         # socketio_path=None: the mount point, not engine.io, decides which paths are ours.
         app = _asgi_compliant(socketio.ASGIApp(self.sio, socketio_path=None))
-        if self._route is not None:
-            route, sockets = self._route
-            long_poll = self.sio.eio.ping_interval + self.sio.eio.ping_timeout
-            app = SessionRouter(app, route, sockets, long_poll)
+        if self.workers is not None:
+            app = SessionRouter(app, self.workers)
+            serve_privately(PUSH_PATH, push_receiver(self.sio))
         at_stop(self.end_sessions)
         return self.socketio_path, app
+
+    async def aclose(self) -> None:
+        """Close the clients of the other workers' sockets, when the server stops."""
+        if self.workers is not None:
+            await self.workers.aclose()
 
     async def end_sessions(self) -> None:
         """Close every session, when the server stops: a long-poll in flight gets its answer

@@ -10,12 +10,20 @@ to that worker's socket and its answer relayed; the session's own worker answers
 client had reached it. A WebSocket upgrade for another worker's session is refused: the
 client stays on long-polling, which keeps working. A worker that is gone leaves its sessions
 unknown, and the client gets engine.io's own 400 for an unknown session and opens a new one.
+
+A bot message the server pushes (trigger_intent, a reminder) may be sent by any worker: it is
+emitted here when this worker holds the room's sockets, else sent on to the worker a session
+id names, or to every other worker for a named room (a session_id), over the same sockets;
+each emits it to the sockets it holds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import re
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -25,6 +33,7 @@ import httpx
 import socketio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.api.worker_files import RELAYED_HEADER
 from server.http_clients import async_client
 
 logger = logging.getLogger(__name__)
@@ -36,10 +45,21 @@ _ROUTE = re.compile(r"[0-9a-f]{8}")
 _HOP_BY_HOP = frozenset(
     (b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te", b"trailer")
 )
+# ...and the mark of a relayed request, which only the relay sets.
+_NOT_RELAYED = _HOP_BY_HOP | {RELAYED_HEADER}
 # A forwarded connection is local: it opens at once, or the worker is gone.
 _CONNECT_SECONDS = 2.0
 # Beyond engine.io's longest wait for a long-poll (ping interval plus ping timeout).
 _READ_MARGIN_SECONDS = 10.0
+# A push is a local request whose answer comes once the message is queued for the sockets.
+_PUSH_TIMEOUT = httpx.Timeout(3.0, connect=_CONNECT_SECONDS)
+# A worker that did not take a push is skipped this long, with one warning, rather than
+# waited for at every bot message.
+_SKIP_SECONDS = 30.0
+# How long the list of the other workers is reused before their directory is read again.
+_LIST_SECONDS = 1.0
+# Where a worker takes the pushes of the others, on its private socket only.
+PUSH_PATH = "/_push/socketio"
 
 
 def routed_server(route: str, **options: Any) -> socketio.AsyncServer:
@@ -67,31 +87,23 @@ def route_of(query_string: bytes) -> str | None:
     return None
 
 
-class SessionRouter:
-    """In front of a worker's socket.io app: requests for its own sessions (and new ones) go
-    to the app, requests for another worker's sessions to that worker."""
+class Workers:
+    """The other workers, over their private sockets: one HTTP client each, made when first
+    needed and closed when this worker stops (`aclose`)."""
 
-    def __init__(self, app: ASGIApp, route: str, sockets: Path, long_poll_seconds: float) -> None:
-        self.app = app
+    def __init__(self, route: str, sockets: Path, long_poll_seconds: float) -> None:
         self.route = route
         self.sockets = sockets  # the workers' Unix sockets, `<route>.sock` each
         self.timeout = httpx.Timeout(
             _CONNECT_SECONDS, read=long_poll_seconds + _READ_MARGIN_SECONDS
         )
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self._others: list[str] = []
+        self._listed_at = -_LIST_SECONDS
+        self._skipped: dict[str, float] = {}  # route: until when (time.monotonic())
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        target = route_of(scope.get("query_string", b"")) if scope["type"] != "lifespan" else None
-        if target is None or target == self.route:
-            await self.app(scope, receive, send)
-        elif scope["type"] == "websocket":
-            # Refused before it is accepted (a 403): the client goes on with long-polling.
-            await receive()
-            await send({"type": "websocket.close", "code": 1008})
-        else:
-            await self._forward(target, scope, receive, send)
-
-    def _client(self, target: str) -> httpx.AsyncClient | None:
+    def client(self, target: str) -> httpx.AsyncClient | None:
+        """The client for worker `target`; None when its socket is gone."""
         client = self._clients.get(target)
         if client is None:
             path = self.sockets / f"{target}.sock"
@@ -107,9 +119,148 @@ class SessionRouter:
             self._clients[target] = client
         return client
 
+    async def drop(self, target: str, client: httpx.AsyncClient) -> None:
+        """Close worker `target`'s client (it did not answer): another is made when needed."""
+        if self._clients.get(target) is client:
+            del self._clients[target]
+        await client.aclose()
+
+    async def aclose(self) -> None:
+        """Close every client, when this worker stops."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+    async def emit(
+        self,
+        sio: socketio.AsyncServer,
+        event: str,
+        data: Any,
+        room: str,
+        namespace: str | None,
+    ) -> None:
+        """Emit to `room`'s sockets here, or on the workers that may hold them: the one a
+        session id names, or every other worker for a named room (a session_id) none of
+        whose sockets is here.
+
+        A named room with sockets here is not sent on: a reply to a visitor's own message
+        (the common case) costs nothing more, where a push is an HTTP request to each other
+        worker, costing more than a whole turn (docs/benchmarks.md).
+        """
+        route, dot, _ = room.partition(".")
+        if dot and _ROUTE.fullmatch(route):
+            targets = [] if route == self.route else [route]
+        elif _holds(sio, room, namespace):
+            targets = []
+        else:
+            targets = self._listed()
+        if not targets:
+            await sio.emit(event, data, room=room, namespace=namespace)
+            return
+        body = json.dumps({"event": event, "data": data, "room": room, "namespace": namespace})
+        await asyncio.gather(*(self._push(target, body.encode(), room) for target in targets))
+
+    def _listed(self) -> list[str]:
+        """The other workers' routes, read from their directory at most once a second."""
+        now = time.monotonic()
+        if now - self._listed_at >= _LIST_SECONDS:
+            self._listed_at = now
+            self._others = sorted(
+                path.stem
+                for path in self.sockets.glob("*.sock")
+                if path.stem != self.route and _ROUTE.fullmatch(path.stem)
+            )
+        return [route for route in self._others if self._skipped.get(route, 0.0) <= now]
+
+    async def _push(self, target: str, body: bytes, room: str) -> None:
+        if self._skipped.get(target, 0.0) > time.monotonic():
+            return
+        client = self.client(target)
+        if client is None:
+            self._skip(target, room, "it is gone")
+            return
+        try:
+            answer = await client.post(
+                "http://worker" + PUSH_PATH,
+                content=body,
+                headers={"content-type": "application/json"},
+                timeout=_PUSH_TIMEOUT,
+            )
+        except httpx.TransportError as exc:
+            await self.drop(target, client)
+            self._skip(target, room, f"it did not answer: {type(exc).__name__}")
+            return
+        if not answer.is_success:
+            logger.warning(
+                "socketio: worker %s refused a bot message for %s (%d)",
+                target,
+                room,
+                answer.status_code,
+            )
+
+    def _skip(self, target: str, room: str, why: str) -> None:
+        self._skipped[target] = time.monotonic() + _SKIP_SECONDS
+        logger.warning(
+            "socketio: a bot message for %s did not reach worker %s (%s); its sockets are "
+            "skipped for %g s",
+            room,
+            target,
+            why,
+            _SKIP_SECONDS,
+        )
+
+
+def _holds(sio: socketio.AsyncServer, room: str, namespace: str | None) -> bool:
+    """Whether a socket of this worker is in `room`."""
+    return any(True for _ in sio.manager.get_participants(namespace or "/", room))
+
+
+def push_receiver(sio: socketio.AsyncServer) -> ASGIApp:
+    """Takes another worker's push (`Workers.emit`) and emits it to the sockets held here."""
+
+    async def receive_push(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            push = json.loads(await _body(receive))
+            event, data, room, namespace = (
+                push["event"],
+                push["data"],
+                push["room"],
+                push["namespace"],
+            )
+        except (ValueError, KeyError, TypeError):
+            await send({"type": "http.response.start", "status": 400, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await sio.emit(event, data, room=room, namespace=namespace)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    return receive_push
+
+
+class SessionRouter:
+    """In front of a worker's socket.io app: requests for its own sessions (and new ones) go
+    to the app, requests for another worker's sessions to that worker."""
+
+    def __init__(self, app: ASGIApp, workers: Workers) -> None:
+        self.app = app
+        self.route = workers.route
+        self.workers = workers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = route_of(scope.get("query_string", b"")) if scope["type"] != "lifespan" else None
+        if target is None or target == self.route:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            # Refused before it is accepted (a 403): the client goes on with long-polling.
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})
+        else:
+            await self._forward(target, scope, receive, send)
+
     async def _forward(self, target: str, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _body(receive)
-        client = self._client(target)
+        client = self.workers.client(target)
         if client is None:
             await self._answer_locally(scope, body, send)
             return
@@ -118,17 +269,24 @@ class SessionRouter:
         request = client.build_request(
             scope["method"],
             "http://worker" + path.decode("latin-1") + ("?" + query.decode("latin-1")),
-            headers=[(k, v) for k, v in scope["headers"] if k not in _HOP_BY_HOP],
+            headers=[
+                *((k, v) for k, v in scope["headers"] if k not in _NOT_RELAYED),
+                (RELAYED_HEADER, b"1"),
+            ],
             content=body,
         )
+        if request.url.raw_path.partition(b"?")[0] != path:
+            # httpx resolved a `..` (`/socket.io/../_push/socketio`): the request would reach
+            # another path of that worker than the socket.io one it came for.
+            await self._answer_locally(scope, body, send)
+            return
         try:
             response = await client.send(request, stream=True)
         except httpx.TransportError as exc:
             # The worker is gone (or stuck): its sessions are too. engine.io's answer for an
             # unknown session makes the client open a new one here.
             logger.info("socketio: worker %s did not answer (%s)", target, type(exc).__name__)
-            del self._clients[target]
-            await client.aclose()
+            await self.workers.drop(target, client)
             await self._answer_locally(scope, body, send)
             return
         try:

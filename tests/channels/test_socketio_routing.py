@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import re
 import socket
 import time
 from pathlib import Path
@@ -11,8 +14,25 @@ from pathlib import Path
 import httpx
 import pytest
 import socketio
+from starlette.types import Message, Receive, Scope, Send
 
-from server.channels.socketio_routing import SessionRouter, route_of, routed_server
+from server.api.worker_files import (
+    RELAYED_HEADER,
+    WORKER_ROUTE_ENV,
+    WORKERS_DIR_ENV,
+    private_app,
+    route_sockets,
+    serve_privately,
+)
+from server.channels.socket_io import SocketIOInput
+from server.channels.socketio_routing import (
+    PUSH_PATH,
+    SessionRouter,
+    Workers,
+    route_of,
+    routed_server,
+)
+from server.dialogue.messages import UserMessage
 
 # Passed as loggers: without them python-engineio and python-socketio set the levels of their
 # own loggers for the whole process (ERROR), hiding the channel's warnings in later tests.
@@ -47,7 +67,8 @@ async def test_a_session_of_a_worker_that_died_gets_engineio_s_400_at_once(
     stale.bind(str(tmp_path / "deadbeef.sock"))
     stale.close()
     sio = routed_server("0123abcd", async_mode="asgi", **QUIET)
-    router = SessionRouter(socketio.ASGIApp(sio, socketio_path=None), "0123abcd", tmp_path, 45)
+    workers = Workers("0123abcd", tmp_path, 45)
+    router = SessionRouter(socketio.ASGIApp(sio, socketio_path=None), workers)
     transport = httpx.ASGITransport(app=router)
     async with httpx.AsyncClient(transport=transport, base_url="http://bot") as client:
         started = time.monotonic()
@@ -59,3 +80,185 @@ async def test_a_session_of_a_worker_that_died_gets_engineio_s_400_at_once(
                 assert answer.status_code == 400
                 assert answer.json() == f"Invalid session {sid}"
     assert time.monotonic() - started < 2
+
+
+class FakeWorker:
+    """Another worker's private socket: answers every HTTP request with a 200 and keeps the
+    connection open; `closed` is set when the connection is closed by the client."""
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+        self.closed = asyncio.Event()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                body = await reader.readexactly(int(length[1]) if length else 0)
+                self.requests.append(head + body)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.closed.set()
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+def this_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The process is worker `0123abcd` of a run whose sockets are in the returned directory."""
+    monkeypatch.setenv(WORKERS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(WORKER_ROUTE_ENV, "0123abcd")
+    sockets = route_sockets(tmp_path)
+    sockets.mkdir()
+    return sockets
+
+
+async def test_the_clients_of_the_other_workers_are_closed_when_the_server_stops(
+    this_worker: Path,
+) -> None:
+    """A request forwarded to another worker leaves a connection open to it, for the next
+    ones; when this worker stops, the channel closes it (before, it stayed open until the
+    process ended)."""
+    other = FakeWorker()
+    server = await asyncio.start_unix_server(other.handle, path=str(this_worker / "feedf00d.sock"))
+    async with server:
+        channel = SocketIOInput()
+
+        async def nothing(message: UserMessage) -> None:
+            return None
+
+        mounted = channel.asgi_mount(nothing)
+        assert mounted is not None
+        transport = httpx.ASGITransport(app=mounted[1])
+        async with httpx.AsyncClient(transport=transport, base_url="http://bot") as client:
+            answer = await client.get("/?EIO=4&transport=polling&sid=feedf00d.abc")
+        assert answer.text == "ok"
+        assert not other.closed.is_set()
+        await channel.aclose()
+        await asyncio.wait_for(other.closed.wait(), 5)
+
+
+async def test_a_push_for_a_session_of_a_worker_that_is_gone_logs_one_warning(
+    this_worker: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its socket removed (the worker stopped) or left behind (killed): one warning line,
+    at once, and the next message to that worker's sessions is skipped without another."""
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(this_worker / "deadbeef.sock"))
+    stale.close()
+    output = SocketIOInput().get_output_channel()
+    started = time.monotonic()
+    for sid in ("deadbeef.abc", "feedf00d.abc", "deadbeef.abc", "feedf00d.xyz"):
+        await output.send_response(sid, {"text": "hi"})
+    assert time.monotonic() - started < 2
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 2, lines
+    assert "did not reach worker deadbeef (it did not answer: ConnectError)" in lines[0]
+    assert "did not reach worker feedf00d (it is gone)" in lines[1]
+
+
+async def test_a_push_to_a_named_room_goes_to_every_other_worker(this_worker: Path) -> None:
+    """A session_id's room may have sockets on any worker: each other worker gets the message
+    (and emits it to the sockets it holds). A message to a socket of this worker, or to a room
+    with a socket here (a reply to the visitor's own message), stays here."""
+    others = [FakeWorker(), FakeWorker()]
+    servers = [
+        await asyncio.start_unix_server(worker.handle, path=str(this_worker / f"{route}.sock"))
+        for worker, route in zip(others, ("aaaa0000", "bbbb1111"), strict=True)
+    ]
+    channel = SocketIOInput()
+    sid = await channel.sio.manager.connect("0123abcd.engineio", "/")
+    await channel.sio.enter_room(sid, "held-here")
+    output = channel.get_output_channel()
+    try:
+        await output.send_response("a-session-id", {"text": "hi"})
+        await output.send_response(sid, {"text": "mine"})
+        await output.send_response("held-here", {"text": "mine too"})
+    finally:
+        await channel.aclose()
+        for server in servers:
+            server.close()
+    for worker in others:
+        (request,) = worker.requests
+        assert request.startswith(f"POST {PUSH_PATH} ".encode())
+        assert json.loads(request.partition(b"\r\n\r\n")[2]) == {
+            "event": "bot_uttered",
+            "data": {"text": "hi"},
+            "room": "a-session-id",
+            "namespace": None,
+        }
+
+
+async def test_a_client_cannot_reach_another_worker_s_private_paths_through_the_relay(
+    this_worker: Path,
+) -> None:
+    """`/socket.io/../_push/socketio?sid=<another worker>.x`, sent as is (`curl --path-as-is`):
+    not relayed (httpx would resolve the `..` and reach the path where workers take each
+    other's pushes, letting anyone send bot messages to any visitor); engine.io's 400 here."""
+    other = FakeWorker()
+    server = await asyncio.start_unix_server(other.handle, path=str(this_worker / "feedf00d.sock"))
+    async with server:
+        channel = SocketIOInput()
+
+        async def nothing(message: UserMessage) -> None:
+            return None
+
+        mounted = channel.asgi_mount(nothing)
+        assert mounted is not None
+        push = json.dumps({"event": "bot_uttered", "data": {}, "room": "x", "namespace": None})
+        sent: list[Message] = []
+        received = [{"type": "http.request", "body": push.encode(), "more_body": False}]
+
+        async def receive() -> Message:
+            return received.pop() if received else {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/../_push/socketio",
+            "raw_path": b"/../_push/socketio",
+            "root_path": "",
+            "query_string": b"EIO=4&transport=polling&sid=feedf00d.x",
+            "headers": [(b"host", b"bot"), (b"content-type", b"application/json")],
+            "client": ("127.0.0.1", 1234),
+            "server": ("127.0.0.1", 5005),
+        }
+        await mounted[1](scope, receive, send)
+        await channel.aclose()
+    assert other.requests == []
+    assert sent[0]["status"] == 400
+
+
+async def test_a_relayed_request_never_gets_a_private_path() -> None:
+    """Defence in depth: what a worker relays for a client carries a mark, and the private
+    socket serves such a request the main app, not the workers' own paths."""
+    served: list[str] = []
+
+    async def main_app(scope: Scope, receive: Receive, send: Send) -> None:
+        served.append("main")
+
+    async def private(scope: Scope, receive: Receive, send: Send) -> None:
+        served.append("private")
+
+    serve_privately("/_test/private", private)
+    app = private_app(main_app)
+    for headers in ([], [(RELAYED_HEADER, b"1")]):
+        scope = {"type": "http", "path": "/_test/private", "headers": headers}
+        await app(scope, _no_receive, _no_send)
+    assert served == ["private", "main"]
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+async def _no_send(message: Message) -> None:
+    return None

@@ -5,6 +5,7 @@ in tests/channels/test_webchat_browser.py)."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import socketio
 
 from bench.concurrency import train_moodbot
 from server.api.workers import SPREADS_CONNECTIONS
+from server.channels.socketio_routing import PUSH_PATH
 from tests.scale.socketio_workers import socketio_workers
 
 pytestmark = [
@@ -101,3 +103,60 @@ def test_a_request_for_an_unknown_worker_gets_engineio_s_answer_for_an_unknown_s
         answer = httpx.get(unknown, timeout=5)
         assert answer.status_code == 400
         assert "Invalid session" in answer.text
+
+
+def worker_sockets(session: str) -> tuple[Path, Path]:
+    """The private sockets of the worker that holds engine.io session `session`, and of the
+    other worker (`<route>.sock` in the run's directory, the route heading the session id)."""
+    route = session.partition(".")[0]
+    (held,) = Path(tempfile.gettempdir()).glob(f"botserver-workers-*/routes/{route}.sock")
+    (other,) = (path for path in held.parent.glob("*.sock") if path != held)
+    return held, other
+
+
+@pytest.mark.parametrize("to", ["session_id", "sid"])
+def test_a_push_from_either_worker_reaches_the_visitor(url: str, to: str) -> None:
+    """trigger_intent with output_channel=socketio, handled by the worker that holds the
+    visitor's socket and by the other one: the bot's message reaches the visitor both times,
+    for the conversation of its session_id (a room) and of its socket id."""
+
+    async def pushes() -> list[str]:
+        client = socketio.AsyncClient(reconnection=False)
+        confirmed: asyncio.Queue[str] = asyncio.Queue()
+        replies: asyncio.Queue[str] = asyncio.Queue()
+        client.on("session_confirm", confirmed.put_nowait)
+        client.on("bot_uttered", lambda data: replies.put_nowait(data.get("text", "")))
+        await client.connect(url, wait_timeout=5)
+        came = []
+        try:
+            await client.emit("session_request", {"session_id": None})
+            session_id = await asyncio.wait_for(confirmed.get(), REPLY_SECONDS)
+            conversation = session_id if to == "session_id" else client.get_sid()
+            assert client.eio.sid is not None
+            for worker in worker_sockets(client.eio.sid):
+                # A request on the worker's private socket: that worker, and no other, runs it.
+                transport = httpx.AsyncHTTPTransport(uds=str(worker))
+                async with httpx.AsyncClient(transport=transport, timeout=10) as api:
+                    answer = await api.post(
+                        f"http://worker/conversations/{conversation}/trigger_intent",
+                        params={"output_channel": "socketio"},
+                        json={"name": "greet"},
+                    )
+                assert answer.status_code == 200, answer.text
+                try:
+                    came.append(await asyncio.wait_for(replies.get(), REPLY_SECONDS))
+                except TimeoutError:
+                    came.append("(nothing came)")
+        finally:
+            await client.eio.disconnect(abort=True)
+        return came
+
+    # Before: the other worker emitted to sockets it did not hold, and nothing came.
+    assert asyncio.run(pushes()) == ["Hey! How are you?"] * 2
+
+
+def test_the_workers_push_path_is_not_served_over_the_network(url: str) -> None:
+    """Only the workers' private sockets take pushes: on the server's port the path is
+    unknown, and nothing is emitted."""
+    push = {"event": "bot_uttered", "data": {"text": "spoofed"}, "room": "x", "namespace": None}
+    assert httpx.post(f"{url}{PUSH_PATH}", json=push).status_code == 404
