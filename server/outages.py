@@ -20,6 +20,7 @@ WINDOW_SECONDS = 60.0
 class _Outage:
     started: float
     reported: float  # when the last line about it was logged
+    number: int  # the `Outages.opened` it was given: the how-manyth outage of the process
     refused: int = 0  # requests refused since it started
     refused_unlogged: int = 0  # since the last line
 
@@ -31,6 +32,12 @@ class Outages:
     `reached` where the dependency has just answered (cheap while nothing is away: one test of
     an empty dict). A dependency is a name that says what and where, such as
     "PostgreSQL at 127.0.0.1:5432 (the tracker store)"; never a password.
+
+    An answer is evidence only of the time its request was sent: a request sent before an
+    outage began (its answer already on its way when the connection was cut) says nothing
+    about the end of that outage. So a caller reads `opened` before it sends and passes it to
+    `reached`. Before, such an answer ended an outage 0.0 s after it began, and the next
+    refusal began another: four lines for one cut.
     """
 
     def __init__(
@@ -39,6 +46,7 @@ class Outages:
         self.window = window
         self._clock = clock
         self._away: dict[str, _Outage] = {}
+        self.opened = 0  # outages begun in this process: a mark of "now" for `reached`
 
     def refused(self, dependency: str, reason: str, answer: str) -> None:
         """A request was answered `answer` ("503 ServiceUnavailable") because `dependency`
@@ -46,7 +54,8 @@ class Outages:
         now = self._clock()
         outage = self._away.get(dependency)
         if outage is None:
-            self._away[dependency] = _Outage(now, now, refused=1)
+            self.opened += 1
+            self._away[dependency] = _Outage(now, now, self.opened, refused=1)
             logger.error(
                 "%s is unreachable: %s. Requests that need it are answered %s until it is "
                 "back; the log counts them, one line every %g s.",
@@ -71,12 +80,14 @@ class Outages:
             )
             outage.reported, outage.refused_unlogged = now, 0
 
-    def reached(self, dependency: str) -> None:
-        """`dependency` answered: the end of its outage, if it had one."""
+    def reached(self, dependency: str, sent: int) -> None:
+        """`dependency` answered a request sent when `opened` was `sent`: the end of its
+        outage, if it had one that began before the request was sent."""
         if not self._away:
             return
-        outage = self._away.pop(dependency, None)
-        if outage is not None:
+        outage = self._away.get(dependency)
+        if outage is not None and outage.number <= sent:
+            del self._away[dependency]
             logger.warning(
                 "%s reachable again after %.1f s, %d request%s refused meanwhile",
                 dependency,

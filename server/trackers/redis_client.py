@@ -97,12 +97,13 @@ def store_errors_as(what: str, client: Redis) -> Iterator[None]:
     take the command for a while, StoreFailed (500, logged) for any other refusal (a key of
     another type, a missing ACL permission). Before, a refusal escaped as an unexplained 500,
     and the REST webhook answered 200 for a message it had neither handled nor stored."""
+    sent = OUTAGES.opened
     try:
         yield
     except REDIS_ERRORS as exc:
         raise store_error(what, client, exc) from exc
     if OUTAGES.any_away():
-        OUTAGES.reached(dependency(client, what))
+        OUTAGES.reached(dependency(client, what), sent)
 
 
 # What `store_error` maps (a hot path catches these itself instead of `store_errors_as`).

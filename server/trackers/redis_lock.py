@@ -326,6 +326,7 @@ class RedisLockStore:
         pause = _FIRST_POLL
         waited = False
         while True:
+            sent = OUTAGES.opened
             try:
                 place = await self._take(keys, token, conversation_id)
             except REDIS_ERRORS as exc:
@@ -337,7 +338,7 @@ class RedisLockStore:
                     self._release_in_background(keys, token)
                 raise error from exc
             if OUTAGES.any_away():  # Redis answered: the end of its outage, if it had one
-                OUTAGES.reached(dependency(self._redis, "lock store"))
+                OUTAGES.reached(dependency(self._redis, "lock store"), sent)
             if place == 1:
                 return waited
             if self._listener is None:  # the first wait of this process

@@ -481,11 +481,12 @@ class _ErrorMapper:
         self._dependency = dependency
 
     def __enter__(self) -> None:
+        self._sent = OUTAGES.opened
         return None
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None:
-            OUTAGES.reached(self._dependency)
+            OUTAGES.reached(self._dependency, self._sent)
             return
         if isinstance(exc, BotServerError):
             return
