@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import socketio
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.worker_files import (
     RELAYED_HEADER,
@@ -115,6 +115,18 @@ def this_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return sockets
 
 
+def mounted_channel() -> tuple[SocketIOInput, ASGIApp]:
+    """A socket.io channel mounted as the server mounts it (messages go nowhere)."""
+    channel = SocketIOInput()
+
+    async def nothing(message: UserMessage) -> None:
+        return None
+
+    mounted = channel.asgi_mount(nothing)
+    assert mounted is not None
+    return channel, mounted[1]
+
+
 async def test_the_clients_of_the_other_workers_are_closed_when_the_server_stops(
     this_worker: Path,
 ) -> None:
@@ -124,14 +136,8 @@ async def test_the_clients_of_the_other_workers_are_closed_when_the_server_stops
     other = FakeWorker()
     server = await asyncio.start_unix_server(other.handle, path=str(this_worker / "feedf00d.sock"))
     async with server:
-        channel = SocketIOInput()
-
-        async def nothing(message: UserMessage) -> None:
-            return None
-
-        mounted = channel.asgi_mount(nothing)
-        assert mounted is not None
-        transport = httpx.ASGITransport(app=mounted[1])
+        channel, app = mounted_channel()
+        transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bot") as client:
             answer = await client.get("/?EIO=4&transport=polling&sid=feedf00d.abc")
         assert answer.text == "ok"
@@ -200,13 +206,7 @@ async def test_a_client_cannot_reach_another_worker_s_private_paths_through_the_
     other = FakeWorker()
     server = await asyncio.start_unix_server(other.handle, path=str(this_worker / "feedf00d.sock"))
     async with server:
-        channel = SocketIOInput()
-
-        async def nothing(message: UserMessage) -> None:
-            return None
-
-        mounted = channel.asgi_mount(nothing)
-        assert mounted is not None
+        channel, app = mounted_channel()
         push = json.dumps({"event": "bot_uttered", "data": {}, "room": "x", "namespace": None})
         sent: list[Message] = []
         received = [{"type": "http.request", "body": push.encode(), "more_body": False}]
@@ -231,7 +231,7 @@ async def test_a_client_cannot_reach_another_worker_s_private_paths_through_the_
             "client": ("127.0.0.1", 1234),
             "server": ("127.0.0.1", 5005),
         }
-        await mounted[1](scope, receive, send)
+        await app(scope, receive, send)
         await channel.aclose()
     assert other.requests == []
     assert sent[0]["status"] == 400
