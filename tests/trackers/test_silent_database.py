@@ -59,7 +59,10 @@ async def test_a_database_that_never_answers_is_unavailable(
         store = create_tracker_store(config)
         try:
             for attempt in (store.ping, lambda: store.load("someone")):
-                with pytest.raises(StoreUnavailable, match="is unavailable: TimeoutError"):
+                with pytest.raises(
+                    StoreUnavailable,
+                    match="is unavailable: (TimeoutError|no answer to a new connection in 1 s)",
+                ):
                     await asyncio.wait_for(attempt(), 20)
         finally:
             await store.close()
@@ -92,5 +95,86 @@ async def test_a_database_that_stops_answering_mid_conversation(
             await store.append("Bob", [user("after")])
             texts = [event["text"] for event in await store.load_all("Bob") or []]
             assert texts[0] == "before" and texts[-1] == "after"
+        finally:
+            await store.close()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+async def test_a_database_that_falls_silent_is_unavailable_within_seconds(dialect: str) -> None:
+    """With the default settings. Before, the turn waited the whole `SQL_STATEMENT_TIMEOUT`
+    (30 s), and its 503 said only `TimeoutError (no answer)`."""
+    async with behind_proxy(dialect) as (config, proxy):
+        store = create_tracker_store(config)
+        try:
+            await store.append("Bob", [user("before")])
+            proxy.silent = True
+            # 2 s without an answer, then 3 s for a new connection's: 5 s.
+            with pytest.raises(StoreUnavailable) as refused:
+                await asyncio.wait_for(store.append("Bob", [user("during")]), 12)
+            assert str(refused.value).endswith(
+                f":{proxy.port}/{config['db']}) is unavailable: it stopped answering (no "
+                "answer to a statement in 2 s, nor to a new connection in 3 s)"
+            )
+            # A turn that needs a new connection meanwhile: the same, or the connect's own
+            # 5 s timeout, whichever ends first.
+            with pytest.raises(StoreUnavailable, match="is unavailable: ") as refused:
+                await asyncio.wait_for(store.load("Bob"), 12)
+            assert refused.value.reason.startswith(
+                ("it stopped answering", "no answer to a new connection in 5 s")
+            ), refused.value.reason
+        finally:
+            await store.close()
+
+
+@contextlib.asynccontextmanager
+async def table_locked(dialect: str, config: dict[str, Any]) -> AsyncIterator[None]:
+    """Another session holds the events table's lock for the block: a turn's statements
+    wait for it (up to `SQL_LOCK_TIMEOUT`, 10 s), on a database that answers."""
+    if dialect == "postgresql":
+        import asyncpg
+
+        conn = await asyncpg.connect(
+            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database=config["db"]
+        )
+        try:
+            async with conn.transaction():
+                await conn.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+                yield
+        finally:
+            await conn.close()
+        return
+    import aiomysql
+
+    mysql = await aiomysql.connect(
+        host=MARIADB[0], port=MARIADB[1], user="root", password="", db=config["db"]
+    )
+    try:
+        async with mysql.cursor() as cursor:
+            await cursor.execute("LOCK TABLES events WRITE")
+            yield
+            await cursor.execute("UNLOCK TABLES")
+    finally:
+        mysql.close()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+async def test_a_slow_statement_on_a_database_that_answers_is_not_cut_short(
+    dialect: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check of a slow statement (a new connection) is answered: the statement keeps
+    waiting, here three times as long as a silent database would be given."""
+    monkeypatch.setenv("SQL_SILENCE_CHECK_AFTER", "0.3")
+    monkeypatch.setenv("SQL_SILENCE_CHECK_TIMEOUT", "0.4")
+    async with behind_proxy(dialect) as (config, proxy):
+        store = create_tracker_store(config)
+        try:
+            await store.append("Bob", [user("before")])
+            async with table_locked(dialect, config):
+                append = asyncio.create_task(store.append("Bob", [user("slow")]))
+                await asyncio.sleep(2.1)  # the lock held: the statement waits this long
+                assert not append.done()
+            await asyncio.wait_for(append, 10)
+            texts = [event["text"] for event in await store.load_all("Bob") or []]
+            assert texts == ["before", "slow"]
         finally:
             await store.close()
