@@ -23,7 +23,11 @@ from sqlalchemy.engine import URL
 
 from server.trackers.session_start import ACTION_SESSION_START
 from server.trackers.silence import SilenceWatch, Watched
-from server.trackers.sql_engine import postgres_lock_timeout, statement_timeout_seconds
+from server.trackers.sql_engine import (
+    postgres_lock_timeout,
+    statement_timeout_seconds,
+    statement_took_too_long,
+)
 from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
 
 T = TypeVar("T")
@@ -272,9 +276,15 @@ class PostgresDatabase:
         if not bounded:
             with self._silence() as watched:
                 return await self._attempt_twice(operation, writes, watched)
-        async with asyncio.timeout(self._statement_timeout):
-            with self._silence() as watched:
-                return await self._attempt_twice(operation, writes, watched)
+        deadline = asyncio.timeout(self._statement_timeout)
+        try:
+            async with deadline:
+                with self._silence() as watched:
+                    return await self._attempt_twice(operation, writes, watched)
+        except TimeoutError:
+            if deadline.expired():
+                raise statement_took_too_long(self._statement_timeout) from None
+            raise
 
     async def _attempt_twice(
         self,

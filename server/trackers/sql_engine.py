@@ -120,6 +120,13 @@ def statement_timeout_seconds() -> float:
     return env_seconds("SQL_STATEMENT_TIMEOUT", 30.0)
 
 
+def statement_took_too_long(seconds: float) -> TimeoutError:
+    """The error of a statement given up at `SQL_STATEMENT_TIMEOUT`, on a database that
+    answers (a silent one is given up sooner: see server.trackers.silence); before, its 503
+    said `TimeoutError (no answer)`."""
+    return TimeoutError(f"a statement took more than {seconds:g} s (SQL_STATEMENT_TIMEOUT)")
+
+
 def env_seconds(name: str, default: float) -> float:
     """A duration from the environment variable `name`: a number of seconds, more than 0."""
     try:

@@ -51,6 +51,7 @@ from server.trackers.sql_engine import (
     mysql_oversize,
     sqlite_synchronous,
     statement_timeout_seconds,
+    statement_took_too_long,
 )
 from server.trackers.sql_errors import REFUSED_DATA, UNAVAILABLE, SqlErrorKind, sql_error_kind
 from server.trackers.sql_schema import (
@@ -532,10 +533,16 @@ class _AsyncDatabase:
         """A connection (in a transaction with `begin`) whose block gives up after
         `SQL_STATEMENT_TIMEOUT` (TimeoutError) if `bounded`, and sooner (DatabaseSilent)
         when the database stops answering; SQLAlchemy then discards the connection."""
-        async with asyncio.timeout(self._statement_timeout if bounded else None):
-            with self._silence():
-                async with self._engine.begin() if begin else self._engine.connect() as conn:
-                    yield conn
+        deadline = asyncio.timeout(self._statement_timeout if bounded else None)
+        try:
+            async with deadline:
+                with self._silence():
+                    async with self._engine.begin() if begin else self._engine.connect() as conn:
+                        yield conn
+        except TimeoutError:
+            if deadline.expired():
+                raise statement_took_too_long(self._statement_timeout) from None
+            raise
 
     async def ping(self) -> None:
         async with self._connection() as conn:

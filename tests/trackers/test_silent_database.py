@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bench.tcp_proxy import SilentProxy
-from server.errors import StoreUnavailable
+from server.errors import InvalidConfig, StoreUnavailable
 from server.trackers import postgres_database as postgres_module
 from server.trackers import sql_engine
 from server.trackers.factory import create_tracker_store
@@ -38,6 +38,19 @@ async def behind_proxy(dialect: str) -> AsyncIterator[tuple[dict[str, Any], Sile
         finally:
             proxy.silent = False
             await proxy.cut()
+
+
+@contextlib.asynccontextmanager
+async def store_behind_proxy(
+    dialect: str,
+) -> AsyncIterator[tuple[Any, dict[str, Any], SilentProxy]]:
+    """A tracker store on a fresh database behind a SilentProxy, with its config and proxy."""
+    async with behind_proxy(dialect) as (config, proxy):
+        store = create_tracker_store(config)
+        try:
+            yield store, config, proxy
+        finally:
+            await store.close()
 
 
 def user(text: str) -> dict[str, Any]:
@@ -103,27 +116,23 @@ async def test_a_database_that_stops_answering_mid_conversation(
 async def test_a_database_that_falls_silent_is_unavailable_within_seconds(dialect: str) -> None:
     """With the default settings. Before, the turn waited the whole `SQL_STATEMENT_TIMEOUT`
     (30 s), and its 503 said only `TimeoutError (no answer)`."""
-    async with behind_proxy(dialect) as (config, proxy):
-        store = create_tracker_store(config)
-        try:
-            await store.append("Bob", [user("before")])
-            proxy.silent = True
-            # 2 s without an answer, then 3 s for a new connection's: 5 s.
-            with pytest.raises(StoreUnavailable) as refused:
-                await asyncio.wait_for(store.append("Bob", [user("during")]), 12)
-            assert str(refused.value).endswith(
-                f":{proxy.port}/{config['db']}) is unavailable: it stopped answering (no "
-                "answer to a statement in 2 s, nor to a new connection in 3 s)"
-            )
-            # A turn that needs a new connection meanwhile: the same, or the connect's own
-            # 5 s timeout, whichever ends first.
-            with pytest.raises(StoreUnavailable, match="is unavailable: ") as refused:
-                await asyncio.wait_for(store.load("Bob"), 12)
-            assert refused.value.reason.startswith(
-                ("it stopped answering", "no answer to a new connection in 5 s")
-            ), refused.value.reason
-        finally:
-            await store.close()
+    async with store_behind_proxy(dialect) as (store, config, proxy):
+        await store.append("Bob", [user("before")])
+        proxy.silent = True
+        # 2 s without an answer, then 3 s for a new connection's: 5 s.
+        with pytest.raises(StoreUnavailable) as refused:
+            await asyncio.wait_for(store.append("Bob", [user("during")]), 12)
+        assert str(refused.value).endswith(
+            f":{proxy.port}/{config['db']}) is unavailable: it stopped answering (no "
+            "answer to a statement in 2 s, nor to a new connection in 3 s)"
+        )
+        # A turn that needs a new connection meanwhile: the same, or the connect's own
+        # 5 s timeout, whichever ends first (asyncpg's says only TimeoutError).
+        with pytest.raises(StoreUnavailable, match="is unavailable: ") as refused:
+            await asyncio.wait_for(store.load("Bob"), 12)
+        assert refused.value.reason.startswith(
+            ("it stopped answering", "no answer to a new connection in 5 s", "TimeoutError")
+        ), refused.value.reason
 
 
 @contextlib.asynccontextmanager
@@ -165,16 +174,38 @@ async def test_a_slow_statement_on_a_database_that_answers_is_not_cut_short(
     waiting, here three times as long as a silent database would be given."""
     monkeypatch.setenv("SQL_SILENCE_CHECK_AFTER", "0.3")
     monkeypatch.setenv("SQL_SILENCE_CHECK_TIMEOUT", "0.4")
-    async with behind_proxy(dialect) as (config, proxy):
-        store = create_tracker_store(config)
-        try:
-            await store.append("Bob", [user("before")])
-            async with table_locked(dialect, config):
-                append = asyncio.create_task(store.append("Bob", [user("slow")]))
-                await asyncio.sleep(2.1)  # the lock held: the statement waits this long
-                assert not append.done()
-            await asyncio.wait_for(append, 10)
-            texts = [event["text"] for event in await store.load_all("Bob") or []]
-            assert texts == ["before", "slow"]
-        finally:
-            await store.close()
+    async with store_behind_proxy(dialect) as (store, config, _proxy):
+        await store.append("Bob", [user("before")])
+        async with table_locked(dialect, config):
+            append = asyncio.create_task(store.append("Bob", [user("slow")]))
+            await asyncio.sleep(2.1)  # the lock held: the statement waits this long
+            assert not append.done()
+        await asyncio.wait_for(append, 10)
+        texts = [event["text"] for event in await store.load_all("Bob") or []]
+        assert texts == ["before", "slow"]
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+async def test_a_statement_past_the_statement_timeout_says_so(
+    dialect: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a database that answers. Before, its 503 said `TimeoutError (no answer)`, as if
+    the database were silent."""
+    monkeypatch.setenv("SQL_STATEMENT_TIMEOUT", "1")
+    async with store_behind_proxy(dialect) as (store, config, _proxy):
+        await store.append("Bob", [user("before")])
+        async with table_locked(dialect, config):
+            with pytest.raises(StoreUnavailable) as refused:
+                await asyncio.wait_for(store.append("Bob", [user("slow")]), 10)
+        assert refused.value.reason == "a statement took more than 1 s (SQL_STATEMENT_TIMEOUT)"
+
+
+@pytest.mark.parametrize("value", ["soon", "0"])
+def test_a_wrong_silence_setting_is_a_clear_error(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Said when the store is made (at start), naming the variable."""
+    monkeypatch.setenv("SQL_SILENCE_CHECK_TIMEOUT", value)
+    config = {"type": "sql", "dialect": "postgresql", "url": "127.0.0.1", "db": "unused"}
+    with pytest.raises(InvalidConfig, match="'tracker_store': SQL_SILENCE_CHECK_TIMEOUT must be "):
+        create_tracker_store(config)
