@@ -27,7 +27,9 @@ class SilenceWatch:
     connection, outside the pool, and closes it: it returns once the server has answered
     (an error from the server, such as too many connections, is an answer too). One check
     runs at a time; every statement that has waited `after` seconds shares it, and one that
-    still waits after a check that was answered is looked at again `after` seconds later."""
+    still waits after a check that was answered is looked at again `after` seconds later.
+    Once a check went unanswered, statements are checked as they start, until one is
+    answered: during an outage a turn gives up after `timeout`, not `after` + `timeout`."""
 
     def __init__(self, check: Callable[[], Awaitable[object]] | None) -> None:
         self._check = check  # None: nothing to watch (a file)
@@ -35,11 +37,14 @@ class SilenceWatch:
         self.timeout = env_seconds("SQL_SILENCE_CHECK_TIMEOUT", DEFAULT_CHECK_TIMEOUT)
         self._checking: asyncio.Task[bool] | None = None
         self._closed = False
+        self.silent = False  # the last check went unanswered
 
     def __call__(self) -> Watched:
         return Watched(self)
 
-    def reason(self) -> str:
+    def reason(self, checked_at_start: bool) -> str:
+        if checked_at_start:  # (still silent)
+            return f"it stopped answering (no answer to a new connection in {self.timeout:g} s)"
         return (
             f"it stopped answering (no answer to a statement in {self.after:g} s, "
             f"nor to a new connection in {self.timeout:g} s)"
@@ -55,16 +60,18 @@ class SilenceWatch:
     async def _answers(self) -> bool:
         """Whether the database answers a new connection within `timeout` seconds."""
         assert self._check is not None
+        answered = True
         try:
             async with asyncio.timeout(self.timeout):
                 await self._check()
         except TimeoutError:
-            return False
+            answered = False
         except Exception:  # refused, or the server said no: it answered
-            return True
+            pass
         finally:
             self._checking = None
-        return True
+        self.silent = not answered
+        return answered
 
     def close(self) -> None:
         self._closed = True
@@ -76,7 +83,7 @@ class Watched:
     """One statement under watch: cancelled, then raising DatabaseSilent, when a check finds
     the database silent while it waits."""
 
-    __slots__ = ("_watch", "_task", "_timer", "_silenced", "_done")
+    __slots__ = ("_watch", "_task", "_timer", "_silenced", "_done", "_at_start")
 
     def __init__(self, watch: SilenceWatch) -> None:
         self._watch = watch
@@ -89,7 +96,9 @@ class Watched:
             return self
         self._task = asyncio.current_task()
         self._done = False
-        self._timer = asyncio.get_running_loop().call_later(watch.after, watch._slow, self)
+        self._at_start = watch.silent
+        delay = 0.0 if self._at_start else watch.after
+        self._timer = asyncio.get_running_loop().call_later(delay, watch._slow, self)
         return self
 
     @property
@@ -111,7 +120,7 @@ class Watched:
         if self._silenced and exc_type is asyncio.CancelledError:
             assert self._task is not None
             if self._task.uncancel() == 0:  # cancelled by the check alone
-                raise DatabaseSilent(self._watch.reason()) from exc
+                raise DatabaseSilent(self._watch.reason(self._at_start)) from exc
 
     def checked(self, check: asyncio.Task[bool]) -> None:
         if self._done or check.cancelled():
