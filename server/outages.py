@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +123,7 @@ class RepeatsCounted:
         self.level = level
         self.max_keys = max_keys  # a bound on memory; a key beyond it is logged every time
         self._repeats: dict[str, int] = {}
+        _OPEN_WINDOWS.add(self)
 
     def log(self, key: str, message: str, *args: Any) -> None:
         count = self._repeats.get(key)
@@ -153,3 +155,14 @@ class RepeatsCounted:
         """Log the counts of the windows still open (at shutdown)."""
         for key in list(self._repeats):
             self._end_window(key)
+
+
+# Every RepeatsCounted of the process, so that a stop flushes them all (before, only the one
+# the runner named: the count of CLIENTS_GONE's last window was lost).
+_OPEN_WINDOWS: weakref.WeakSet[RepeatsCounted] = weakref.WeakSet()
+
+
+def flush_repeats() -> None:
+    """Log the counts of every window still open, of every RepeatsCounted (at shutdown)."""
+    for repeats in list(_OPEN_WINDOWS):
+        repeats.flush()

@@ -22,7 +22,6 @@ from typing import Any
 from fastapi import FastAPI
 
 from server import __version__
-from server.api.errors import BUSY_CONVERSATIONS
 from server.api.health import health_router
 from server.api.inspect import inspect_router
 from server.api.metrics import ServerMetrics
@@ -43,6 +42,7 @@ from server.config import read_credentials, read_endpoints
 from server.errors import InvalidConfig
 from server.logs import announce, configure_logging
 from server.models.remote_storage import STORAGES
+from server.outages import flush_repeats
 from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> N
                 )
             yield state
             await _finish_turns(turns)
-            BUSY_CONVERSATIONS.flush()
+            flush_repeats()  # the last windows' counts (busy conversations, clients gone)
         logger.info("Stopped: the channels, event broker and stores are closed.")
 
     app.router.lifespan_context = lifespan

@@ -40,6 +40,11 @@ DEFAULT_TABLE = "states"
 DEFAULT_REGION = "us-east-1"
 # DynamoDB's limit on one item (names and values), so on one conversation in this layout.
 ITEM_LIMIT_BYTES = 400 * 1024
+# A conversation past this share of the limit is logged once per process: it will be refused.
+WARN_AT_SHARE = 0.75
+WARN_AT_BYTES = int(ITEM_LIMIT_BYTES * WARN_AT_SHARE)
+# Conversations warned of (a bound on memory; past it, each is warned of at every sighting).
+MAX_WARNED = 10_000
 
 # Error codes after which the same request may succeed later: a 503, not a 500.
 _BUSY_CODES = {
@@ -104,6 +109,7 @@ class DynamoTrackerStore:
         # The conversations this process read or wrote last, least recently used first,
         # bounded in events, each with the append token the item held then.
         self._known: KnownSessions[_Known] = KnownSessions(self.cache_events)
+        self._warned: set[str] = set()  # conversations near the item limit, warned of
 
     def describe(self) -> str:
         where = f" at {self.endpoint}" if self.endpoint else ""
@@ -178,8 +184,25 @@ class DynamoTrackerStore:
             self._known.forget(sender_id)
             if fresh.token is not None:
                 self._known.keep(sender_id, fresh, len(fresh.events))
+            if fresh.size is not None:
+                self._near_limit(sender_id, fresh.size)
             events = fresh.events
         return Snapshot(events, latest_session_start(events) or 0)
+
+    def _near_limit(self, sender_id: str, size: int) -> None:
+        """Warns, once per conversation, when its item passes WARN_AT_BYTES."""
+        if size < WARN_AT_BYTES or sender_id in self._warned:
+            return
+        if len(self._warned) < MAX_WARNED:
+            self._warned.add(sender_id)
+        logger.warning(
+            "Conversation '%s' takes about %d KB of the %d KB a DynamoDB item holds: past "
+            "that its messages are refused (400). Replace its events with fewer (PUT "
+            "/conversations/<id>/tracker/events) or use the sql or redis tracker store.",
+            sender_id,
+            size // 1024,
+            ITEM_LIMIT_BYTES // 1024,
+        )
 
     async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
         await self._ensure_ready()
@@ -199,19 +222,22 @@ class DynamoTrackerStore:
             ).get("Item")
             if item is not None and item.get(_NAMES["#append"], {}).get("S") == token:
                 return _UNCHANGED
-        item = self._client.get_item(
+        response = self._client.get_item(
             TableName=self.table,
             Key=_key(sender_id),
             ProjectionExpression="#events, #append",
             ExpressionAttributeNames={"#events": "events", "#append": _NAMES["#append"]},
             ConsistentRead=True,
-        ).get("Item")
+        )
+        item = response.get("Item")
         if item is None:
             return None
-        events = [self._event(value) for value in item.get("events", {}).get("L", [])]
+        values = item.get("events", {}).get("L", [])
+        events = [self._event(value) for value in values]
         if not events:
             return None
-        return _Known(item.get(_NAMES["#append"], {}).get("S"), events)
+        size, bound = _size(sender_id, response)
+        return _Known(item.get(_NAMES["#append"], {}).get("S"), events, size, bound)
 
     @staticmethod
     def _event(value: dict[str, Any]) -> dict[str, Any]:
@@ -247,7 +273,7 @@ class DynamoTrackerStore:
         known = self._known.get(sender_id)
         expected = None if known is None else known.token
         token = secrets.token_hex(8)
-        extended = await self._run(
+        extended, added = await self._run(
             lambda: self._append(sender_id, events, token, expected), sender_id
         )
         if extended and known is not None and self._known.get(sender_id) is known:
@@ -255,16 +281,27 @@ class DynamoTrackerStore:
                 known.events.extend(events)
                 known.token = token
                 self._known.keep(sender_id, known, len(events))
+                if known.size is not None:
+                    known.size += added
+                    self._near_limit(sender_id, known.size)
+                elif known.bound is not None and known.bound + added >= WARN_AT_BYTES:
+                    # It may be near the limit: measured when it is next read, whole.
+                    self._known.forget(sender_id)
+                elif known.bound is not None:
+                    known.bound += added
                 return
         self._known.forget(sender_id)
 
     def _append(
         self, sender_id: str, events: list[dict[str, Any]], token: str, expected: str | None
-    ) -> bool:
+    ) -> tuple[bool, int]:
         """Adds the events to the item's list in place, with a new token; True when the
-        item held `expected` before (so it is what this process knew, and these events).
-        The token also makes a request botocore sends again (its reply lost) a no-op: the
-        events were added already."""
+        item held `expected` before (so it is what this process knew, and these events),
+        and the bytes the events add to the item. The token also makes a request botocore
+        sends again (its reply lost) a no-op: the events were added already."""
+        new = [self._attribute(event) for event in events]
+        # (Only of use to extend what the process knows: about 20 us for a moodbot turn.)
+        added = sum(1 + _attribute_size(value) for value in new) if expected else 0
         update: dict[str, Any] = {
             "TableName": self.table,
             "Key": _key(sender_id),
@@ -275,7 +312,7 @@ class DynamoTrackerStore:
             "ExpressionAttributeNames": _NAMES,
             "ExpressionAttributeValues": {
                 ":none": {"L": []},
-                ":new": {"L": [self._attribute(event) for event in events]},
+                ":new": {"L": new},
                 ":name": {"S": sender_id},
                 ":token": {"S": token},
             },
@@ -288,7 +325,7 @@ class DynamoTrackerStore:
                     **{**update, "ExpressionAttributeValues": values},
                     ConditionExpression="#append = :expected",
                 )
-                return True
+                return True, added
             except failed:
                 pass  # written by someone else since, or this very update sent twice
         try:
@@ -297,7 +334,7 @@ class DynamoTrackerStore:
             )
         except failed:
             pass
-        return False
+        return False, added
 
     @staticmethod
     def _attribute(event: dict[str, Any]) -> dict[str, Any]:
@@ -432,6 +469,48 @@ class _Known:
 
     token: str | None  # the item's append token then (None: written by Rasa, or replaced)
     events: list[dict[str, Any]]  # only ever grows at its end (see Snapshot)
+    # The item's size in bytes, as DynamoDB counts it (None: not measured, and `bound`,
+    # the length of the reply that read it, is more than that).
+    size: int | None = None
+    bound: int | None = None
+
+
+def _size(sender_id: str, response: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(size, bound) of the item a GetItem `response` holds: its size as DynamoDB counts
+    it, measured only when the reply's length (in JSON, with type names: more than the size,
+    about twice) does not show it is well under WARN_AT_BYTES; or None and that length."""
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    length = headers.get("content-length")
+    if length is not None and int(length) < WARN_AT_BYTES:
+        return None, int(length)
+    item = response["Item"]
+    # The attributes not read: sender_id, name (the id again).
+    size = len("sender_id") + len("name") + 2 * _text_size(sender_id)
+    for name, value in item.items():
+        size += _text_size(name) + _attribute_size(value)
+    return size, None
+
+
+def _attribute_size(value: dict[str, Any]) -> int:
+    """The bytes DynamoDB counts for an attribute value: strings in UTF-8, numbers about
+    one byte per two digits, and 3 bytes for a list or map plus 1 per element (AWS's
+    "Item sizes and formats")."""
+    kind, item = next(iter(value.items()))
+    if kind == "S":
+        return _text_size(item)
+    if kind == "N":
+        return len(item) // 2 + 1
+    if kind == "M":
+        return 3 + sum(_text_size(key) + 1 + _attribute_size(part) for key, part in item.items())
+    if kind == "L":
+        return 3 + sum(1 + _attribute_size(part) for part in item)
+    if kind == "B":
+        return len(item)
+    return 1  # BOOL, NULL
+
+
+def _text_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 _UNCHANGED = object()

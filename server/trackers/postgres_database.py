@@ -22,7 +22,12 @@ import asyncpg
 from sqlalchemy.engine import URL
 
 from server.trackers.session_start import ACTION_SESSION_START
-from server.trackers.sql_engine import postgres_lock_timeout, statement_timeout_seconds
+from server.trackers.silence import SilenceWatch, Watched
+from server.trackers.sql_engine import (
+    postgres_lock_timeout,
+    statement_timeout_seconds,
+    statement_took_too_long,
+)
 from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
 
 T = TypeVar("T")
@@ -227,6 +232,7 @@ class PostgresDatabase:
         self._server_settings = {"search_path": schema} if schema else None
         self._on_connect = postgres_lock_timeout()
         self._statement_timeout = statement_timeout_seconds()
+        self._silence = SilenceWatch(self._connects)
         self._pool: asyncpg.Pool | None = None
         self._appends = _Groups(self._write)
         # Reads of newer rows and of whole sessions share their groups: with two workers
@@ -254,6 +260,14 @@ class PostgresDatabase:
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
         await conn.execute(f"{self._on_connect}; {_GENERIC_PLANS}")  # one round trip
 
+    async def _connects(self) -> None:
+        """A new connection, outside the pool, logs in (see SilenceWatch): the server answers.
+        No statement: one waiting behind a busy pooler (PgBouncer) would read as silence."""
+        conn = await asyncpg.connect(
+            self._dsn, timeout=CONNECT_TIMEOUT_SECONDS, server_settings=self._server_settings
+        )
+        await conn.close()  # (said goodbye: a dropped one is a line in the server's log)
+
     async def _run(
         self,
         operation: Callable[[asyncpg.Connection], Awaitable[T]],
@@ -262,26 +276,38 @@ class PostgresDatabase:
     ) -> T:
         """`operation(connection)`; retried once on a fresh connection when the first one
         turned out to be gone (for a write only if the statement never went out). `bounded`:
-        each attempt gives up after `SQL_STATEMENT_TIMEOUT` (TimeoutError)."""
+        each attempt gives up after `SQL_STATEMENT_TIMEOUT` (TimeoutError). Bounded or not,
+        it gives up sooner (DatabaseSilent) when the database stops answering."""
         if not bounded:
-            return await self._attempt_twice(operation, writes)
-        async with asyncio.timeout(self._statement_timeout):
-            return await self._attempt_twice(operation, writes)
+            with self._silence() as watched:
+                return await self._attempt_twice(operation, writes, watched)
+        deadline = asyncio.timeout(self._statement_timeout)
+        try:
+            async with deadline:
+                with self._silence() as watched:
+                    return await self._attempt_twice(operation, writes, watched)
+        except TimeoutError:
+            if deadline.expired():
+                raise statement_took_too_long(self._statement_timeout) from None
+            raise
 
     async def _attempt_twice(
-        self, operation: Callable[[asyncpg.Connection], Awaitable[T]], writes: bool
+        self,
+        operation: Callable[[asyncpg.Connection], Awaitable[T]],
+        writes: bool,
+        watched: Watched,
     ) -> T:
         retriable = _NOT_SENT_ERRORS if writes else UNAVAILABLE_ERRORS
         pool = await self._get_pool()
         try:
             async with pool.acquire(timeout=CONNECT_TIMEOUT_SECONDS) as conn:
-                return await operation(conn)
+                return await _unless_silent(operation(conn), conn, watched)
         except retriable:
             # The server dropped this connection, so likely every other idle one too (a
             # restart, pg_terminate_backend): the retry must not be handed another of them.
             await pool.expire_connections()
         async with pool.acquire(timeout=CONNECT_TIMEOUT_SECONDS) as conn:
-            return await operation(conn)
+            return await _unless_silent(operation(conn), conn, watched)
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.fetchval("SELECT 1"))
@@ -289,6 +315,7 @@ class PostgresDatabase:
     async def close(self) -> None:
         await self._appends.drain()  # the appends already made are written first
         await self._reads.drain()
+        self._silence.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -442,6 +469,18 @@ class PostgresDatabase:
             lambda conn: conn.fetch(sql, cutoff_timestamp, limit, *args), bounded=False
         )
         return [record[0] for record in records]
+
+
+async def _unless_silent(statement: Awaitable[T], conn: asyncpg.Connection, watched: Watched) -> T:
+    """`statement`, whose connection is dropped when it is cancelled for a silent database:
+    asyncpg would cancel it through a new connection to that server, and wait for it (5 s
+    more, then a TimeoutError in place of the reason)."""
+    try:
+        return await statement
+    except asyncio.CancelledError:
+        if watched.silenced:
+            conn.terminate()
+        raise
 
 
 def _written(previous: int | None, ids: Sequence[int], rows: Sequence[Row]) -> Written:

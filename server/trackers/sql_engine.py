@@ -107,13 +107,7 @@ def lock_timeout_seconds() -> float:
     ALTER TABLE, LOCK TABLES, VACUUM FULL) before it fails and the request is answered 503:
     `SQL_LOCK_TIMEOUT` seconds, 10 by default, as long as SQLite waits for its write lock.
     Before, every turn hung for as long as the lock was held."""
-    try:
-        seconds = float(os.environ.get("SQL_LOCK_TIMEOUT", SQLITE_BUSY_TIMEOUT_MS / 1000))
-    except ValueError:
-        raise InvalidConfig("SQL_LOCK_TIMEOUT must be a number of seconds") from None
-    if not seconds > 0:
-        raise InvalidConfig("SQL_LOCK_TIMEOUT must be more than 0 seconds")
-    return seconds
+    return env_seconds("SQL_LOCK_TIMEOUT", SQLITE_BUSY_TIMEOUT_MS / 1000)
 
 
 def statement_timeout_seconds() -> float:
@@ -123,12 +117,24 @@ def statement_timeout_seconds() -> float:
     powered off, packets dropped) held every such turn, and its conversation's lock, until
     the kernel gave the connection up (about 15 minutes). Listing every conversation
     (`keys()`, prune) and migrations are not bounded: on a large table they may take longer."""
+    return env_seconds("SQL_STATEMENT_TIMEOUT", 30.0)
+
+
+def statement_took_too_long(seconds: float) -> TimeoutError:
+    """The error of a statement given up at `SQL_STATEMENT_TIMEOUT`, on a database that
+    answers (a silent one is given up sooner: see server.trackers.silence); before, its 503
+    said `TimeoutError (no answer)`."""
+    return TimeoutError(f"a statement took more than {seconds:g} s (SQL_STATEMENT_TIMEOUT)")
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A duration from the environment variable `name`: a number of seconds, more than 0."""
     try:
-        seconds = float(os.environ.get("SQL_STATEMENT_TIMEOUT", "30"))
+        seconds = float(os.environ.get(name, default))
     except ValueError:
-        raise InvalidConfig("SQL_STATEMENT_TIMEOUT must be a number of seconds") from None
+        raise InvalidConfig(f"{name} must be a number of seconds") from None
     if not seconds > 0:
-        raise InvalidConfig("SQL_STATEMENT_TIMEOUT must be more than 0 seconds")
+        raise InvalidConfig(f"{name} must be more than 0 seconds")
     return seconds
 
 
@@ -199,9 +205,27 @@ def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awa
     async def connect() -> Any:
         import aiomysql
 
-        return await asyncio.wait_for(aiomysql.connect(*args, **kwargs), CONNECT_TIMEOUT_SECONDS)
+        try:
+            return await asyncio.wait_for(
+                aiomysql.connect(*args, **kwargs), CONNECT_TIMEOUT_SECONDS
+            )
+        except TimeoutError:  # (no text: the 503 said only "TimeoutError (no answer)")
+            raise TimeoutError(
+                f"no answer to a new connection in {CONNECT_TIMEOUT_SECONDS:g} s"
+            ) from None
 
     return connect
+
+
+def mysql_connects(url: URL) -> Callable[[], Awaitable[None]]:
+    """A new connection, outside the pool, logs in and is closed (see SilenceWatch)."""
+    connect = _mysql_connector(url, {"connect_timeout": CONNECT_TIMEOUT_SECONDS})
+
+    async def connects() -> None:
+        # COM_QUIT first: a connection dropped is an "Aborted connection" line in its log.
+        await (await connect()).ensure_closed()
+
+    return connects
 
 
 def _run_on_connect(engine: AsyncEngine, statement: str) -> None:

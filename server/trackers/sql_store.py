@@ -37,6 +37,7 @@ from server.trackers.session_start import (
     latest_session_start,
     session_start_after,
 )
+from server.trackers.silence import SilenceWatch
 from server.trackers.snapshot import Snapshot
 from server.trackers.sql_engine import (
     SQLITE_BUSY_TIMEOUT_MS,
@@ -45,10 +46,12 @@ from server.trackers.sql_engine import (
     dependency,
     describe,
     ensure_postgres_database,
+    mysql_connects,
     mysql_max_packet,
     mysql_oversize,
     sqlite_synchronous,
     statement_timeout_seconds,
+    statement_took_too_long,
 )
 from server.trackers.sql_errors import REFUSED_DATA, UNAVAILABLE, SqlErrorKind, sql_error_kind
 from server.trackers.sql_schema import (
@@ -522,21 +525,32 @@ class _AsyncDatabase:
         self._mysql = dialect.name == "mysql"
         self._max_packet: int | None = None  # MySQL's, read on the first write
         self._statement_timeout = statement_timeout_seconds()
+        self._silence = SilenceWatch(mysql_connects(engine.url) if self._mysql else None)
 
     @asynccontextmanager
-    async def _connection(self, begin: bool = False) -> AsyncIterator[AsyncConnection]:
+    async def _connection(
+        self, begin: bool = False, bounded: bool = True
+    ) -> AsyncIterator[AsyncConnection]:
         """A connection (in a transaction with `begin`) whose block gives up after
-        `SQL_STATEMENT_TIMEOUT` (TimeoutError); SQLAlchemy then discards the connection."""
-        async with asyncio.timeout(self._statement_timeout):
-            async with self._engine.begin() if begin else self._engine.connect() as conn:
-                yield conn
+        `SQL_STATEMENT_TIMEOUT` (TimeoutError) if `bounded`, and sooner (DatabaseSilent)
+        when the database stops answering; SQLAlchemy then discards the connection."""
+        deadline = asyncio.timeout(self._statement_timeout if bounded else None)
+        try:
+            async with deadline:
+                with self._silence():
+                    async with self._engine.begin() if begin else self._engine.connect() as conn:
+                        yield conn
+        except TimeoutError:
+            if deadline.expired():
+                raise statement_took_too_long(self._statement_timeout) from None
+            raise
 
     async def ping(self) -> None:
         async with self._connection() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
-        return None
+        self._silence.close()
 
     def read_mark(self) -> tuple[int, int] | None:
         return None  # every load reads
@@ -630,7 +644,7 @@ class _AsyncDatabase:
             return [row[0] for row in result]
 
     async def senders(self) -> list[str]:
-        async with self._engine.connect() as conn:
+        async with self._connection(bounded=False) as conn:
             result = await conn.execute(select(events_table.c.sender_id).distinct())
             return [row[0] for row in result]
 
@@ -641,7 +655,7 @@ class _AsyncDatabase:
         query = select(_C.sender_id)
         if after is not None:
             query = query.where(_C.sender_id > after)
-        async with self._engine.connect() as conn:
+        async with self._connection(bounded=False) as conn:
             result = await conn.execute(
                 query.group_by(_C.sender_id)
                 .having(latest < cutoff_timestamp)

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from server.api.server import ServerOptions, build_app
+from server.dialogue.processor import CLIENT_GONE_KEY
 from server.trackers.factory import create_lock_store
 from tests.serving import serving
 from tests.trackers.persistence_fixtures import (
@@ -33,6 +34,28 @@ def in_memory_app(model: Path, models_dir: Path) -> Any:
             models_dir=models_dir,
         )
     )
+
+
+async def clients_give_up(app: Any, client: httpx.AsyncClient, senders: list[str]) -> None:
+    """A message to each of `senders`, whose earlier turns still run; each client gives up
+    waiting for its answer."""
+    wait = httpx.Timeout(5.0, read=0.3)
+    held = [app.state.lock_store.lock(sender) for sender in senders]
+    for lock in held:  # earlier turns, still running
+        await lock.__aenter__()
+    try:
+        for answer in await asyncio.gather(
+            *(
+                client.post(WEBHOOK, json={"sender": sender, "message": "hi"}, timeout=wait)
+                for sender in senders
+            ),
+            return_exceptions=True,
+        ):
+            assert isinstance(answer, httpx.ReadTimeout), answer
+        await asyncio.sleep(0.05)  # the server sees the connections close
+    finally:
+        for lock in held:
+            await lock.__aexit__(None, None, None)
 
 
 @pytest.mark.parametrize("stream", ["", "?stream=true"])
@@ -153,27 +176,46 @@ async def test_clients_that_left_while_their_messages_waited_are_two_lines_not_o
     app = in_memory_app(moodbot_model, tmp_path)
     caplog.set_level(logging.INFO)
     senders = [f"u{i}" for i in range(6)]
-    wait = httpx.Timeout(5.0, read=0.3)  # the clients give up waiting for the answer
     async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
-        held = [app.state.lock_store.lock(sender) for sender in senders]
-        for lock in held:  # earlier turns, still running
-            await lock.__aenter__()
-        try:
-            for answer in await asyncio.gather(
-                *(
-                    client.post(WEBHOOK, json={"sender": sender, "message": "hi"}, timeout=wait)
-                    for sender in senders
-                ),
-                return_exceptions=True,
-            ):
-                assert isinstance(answer, httpx.ReadTimeout), answer
-            await asyncio.sleep(0.05)  # the server sees the connections close
-        finally:
-            for lock in held:
-                await lock.__aexit__(None, None, None)
+        await clients_give_up(app, client, senders)
         await asyncio.sleep(0.8)  # the window ends
 
     lines = [r.getMessage() for r in caplog.records if "went away" in r.getMessage()]
     assert len(lines) == 2, lines
     assert lines[0].startswith("The client of a message to 'u")
     assert lines[1].startswith("5 more times in the last 0.5 s: clients went away")
+
+
+async def test_the_count_of_clients_gone_is_logged_when_the_server_stops(
+    moodbot_model: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before, a stop within the window lost its count: the log said one client went away
+    where six had."""
+    from server.api.runner import server_app
+    from server.dialogue.processor import CLIENTS_GONE
+
+    monkeypatch.setattr(CLIENTS_GONE, "_repeats", {})  # a window an earlier test's loop left
+    app = server_app(
+        ServerOptions(
+            model_path=moodbot_model,
+            endpoints={"tracker_store": {"type": "in_memory"}},
+            models_dir=tmp_path,
+        ),
+        metrics=False,
+    )
+    caplog.set_level(logging.INFO)
+    senders = [f"u{i}" for i in range(6)]
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+        await clients_give_up(app, client, senders)
+        for _ in range(100):  # the six turns took the lock and saw their clients gone
+            if CLIENTS_GONE._repeats.get(CLIENT_GONE_KEY) == 5:
+                break
+            await asyncio.sleep(0.02)
+    # The server stopped well within the 60 s window.
+
+    lines = [r.getMessage() for r in caplog.records if "went away" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert lines[1].startswith("5 more times in the last 60 s: clients went away")

@@ -151,6 +151,64 @@ async def test_a_tracker_store_outage_is_two_lines_in_the_log(
     assert SECRET not in log
 
 
+@pytest.mark.parametrize("kind", ["postgres", "mariadb"])
+async def test_a_silent_database_is_one_line_within_seconds(
+    kind: str, moodbot_model: Path, tmp_path: Path
+) -> None:
+    """The database takes connections and stops answering, with the default settings.
+    Before, nothing was logged and every client waited `SQL_STATEMENT_TIMEOUT` (30 s) for a
+    503 that said `TimeoutError (no answer)`. Now: 503 within 2 s + 3 s (a statement's wait,
+    then a new connection's), and one line saying so."""
+    async with tracker_store_config(kind, tmp_path) as store:
+        proxy = SilentProxy((store["url"], store["port"]))
+        await proxy.restore()
+        if kind == "postgres":
+            store = {**store, "password": SECRET}
+        try:
+            async with (
+                serving(
+                    moodbot_model, tmp_path, {"tracker_store": {**store, "port": proxy.port}}
+                ) as server,
+                httpx.AsyncClient(base_url=server.url, timeout=20) as http,
+            ):
+
+                async def say(sender: str) -> httpx.Response:
+                    message = {"sender": sender, "message": "hi"}
+                    return await http.post("/webhooks/rest/webhook", json=message)
+
+                assert (await say("a")).status_code == 200
+                proxy.silent = True
+                started = time.monotonic()
+                answers = await asyncio.gather(*(say(sender) for sender in "abc"))
+                waited = time.monotonic() - started
+                proxy.silent = False
+                await proxy.cut()  # the connections left hanging go; new ones get through
+                await proxy.restore()
+                assert (await say("a")).status_code == 200
+        finally:
+            await proxy.cut()
+    assert [answer.status_code for answer in answers] == [503] * 3, [a.text for a in answers]
+    assert waited < 12, waited
+    name = {"postgres": "PostgreSQL", "mariadb": "MySQL/MariaDB"}[kind]
+    dependency = f"{name} at 127.0.0.1:{proxy.port} (the tracker store)"
+    for answer in answers:  # no host, port or database name: not the client's business
+        assert answer.json()["message"] == "A storage backend is unavailable; retry later."
+        assert answer.headers["Retry-After"] == "1"
+    log = server.text()
+    during = lines_after_start(log)
+    away = [line for line in during if f"{dependency} is unreachable: " in line]
+    assert len(away) == 1, log
+    assert re.search(  # (a new connection's own 5 s timeout may end first)
+        r"is unreachable: (it stopped answering \(no answer to a (statement in 2 s, nor to a )?new "
+        r"connection in 3 s\)|no answer to a new connection in 5 s|TimeoutError \(no answer\))\. "
+        r"Requests that need it are answered 503 ServiceUnavailable until it is back",
+        away[0],
+    ), away
+    assert [line for line in during if f"{dependency} reachable again after " in line], log
+    assert SECRET not in log
+    assert "Traceback" not in log, log
+
+
 @pytest.mark.parametrize("silent", [False, True], ids=["cut", "silent"])
 async def test_a_lock_store_outage_is_two_lines_in_the_log(
     silent: bool, moodbot_model: Path, tmp_path: Path

@@ -5,6 +5,7 @@ The contract every store keeps runs in test_tracker_stores.py."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -14,6 +15,7 @@ import pytest
 
 from bench.tcp_proxy import SilentProxy, free_port
 from server.errors import StoreFailed, StoreRefusedData, StoreUnavailable
+from server.trackers import dynamo_store
 from server.trackers.dynamo_store import DynamoTrackerStore
 from server.trackers.factory import create_tracker_store
 from tests.trackers.persistence_fixtures import (
@@ -181,15 +183,69 @@ async def test_a_conversation_past_400_kb_is_refused_and_keeps_what_it_had(
     assert await store.load_all("erin") == kept
 
 
+def size_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "a DynamoDB item holds" in r.getMessage()]
+
+
+def bot_texts(count: int, start: int = 0) -> list[dict[str, Any]]:
+    """`count` bot events of 20 KB of text each."""
+    return [{"event": "bot", "timestamp": start + i, "text": "x" * 20_000} for i in range(count)]
+
+
+async def test_a_conversation_nearing_400_kb_is_warned_of_once_per_process(
+    store: DynamoTrackerStore, endpoint: str, table: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, nothing told an operator until the append past the limit was refused (400)
+    and the conversation took no more turns. Now one warning when it passes 300 KB (75 %),
+    naming it and what to do, in each process that reads it."""
+    caplog.set_level(logging.WARNING, logger="server.trackers.dynamo_store")
+    await store.replace("ivy", bot_texts(14))  # 274 KB: no warning
+    await store.replace("jay", bot_texts(16))  # 312 KB
+    for _ in range(2):
+        assert await store.load("ivy") is not None
+        assert await store.load("jay") is not None
+    [line] = size_warnings(caplog)
+    assert line == (
+        "Conversation 'jay' takes about 312 KB of the 400 KB a DynamoDB item holds: past that "
+        "its messages are refused (400). Replace its events with fewer (PUT "
+        "/conversations/<id>/tracker/events) or use the sql or redis tracker store."
+    )
+
+    other = create_tracker_store({"type": "dynamo", "table_name": table, "endpoint_url": endpoint})
+    try:
+        await other.load("jay")
+        await other.load("jay")
+    finally:
+        await other.close()
+    assert size_warnings(caplog) == [line, line]
+
+
+async def test_a_conversation_growing_turn_by_turn_is_warned_of_once(
+    store: DynamoTrackerStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that knows the conversation counts what each append adds. The threshold is
+    lowered to 150,000 bytes: moto refuses an append past about 200 KB (it counts the old
+    list and the new one together; DynamoDB counts the item)."""
+    monkeypatch.setattr(dynamo_store, "WARN_AT_BYTES", 150_000)
+    caplog.set_level(logging.WARNING, logger="server.trackers.dynamo_store")
+    for turn in range(10):  # a turn: a load, then an append of 20 KB
+        await store.load("kim")
+        await store.append("kim", bot_texts(1, start=turn))
+    # Past 150,000 bytes with the 8th append; said at the next load (the item is then read
+    # whole and measured: the lengths of the replies that read it only bound its size).
+    [line] = size_warnings(caplog)
+    assert line.startswith("Conversation 'kim' takes about 156 KB of the 400 KB "), line
+
+
 async def test_an_append_botocore_sends_again_is_stored_once(store: DynamoTrackerStore) -> None:
     """A request whose reply was lost is sent again by botocore with the same token."""
     await store.ping()
     events = [user("hi", 1.5)]
-    assert store._append("frank", events, "token-1", None) is False  # nothing known before
+    assert store._append("frank", events, "token-1", None)[0] is False  # nothing known before
     store._append("frank", events, "token-1", None)
     assert await store.load_all("frank") == events
-    assert store._append("frank", events, "token-2", "token-1") is True
-    assert store._append("frank", events, "token-2", "token-1") is False
+    assert store._append("frank", events, "token-2", "token-1")[0] is True
+    assert store._append("frank", events, "token-2", "token-1")[0] is False
     assert await store.load_all("frank") == events + events
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bench.tcp_proxy import SilentProxy
-from server.errors import StoreUnavailable
+from server.errors import InvalidConfig, StoreUnavailable
 from server.trackers import postgres_database as postgres_module
 from server.trackers import sql_engine
 from server.trackers.factory import create_tracker_store
@@ -40,6 +40,19 @@ async def behind_proxy(dialect: str) -> AsyncIterator[tuple[dict[str, Any], Sile
             await proxy.cut()
 
 
+@contextlib.asynccontextmanager
+async def store_behind_proxy(
+    dialect: str,
+) -> AsyncIterator[tuple[Any, dict[str, Any], SilentProxy]]:
+    """A tracker store on a fresh database behind a SilentProxy, with its config and proxy."""
+    async with behind_proxy(dialect) as (config, proxy):
+        store = create_tracker_store(config)
+        try:
+            yield store, config, proxy
+        finally:
+            await store.close()
+
+
 def user(text: str) -> dict[str, Any]:
     return {"event": "user", "timestamp": time.time(), "text": text, "parse_data": {}}
 
@@ -59,7 +72,10 @@ async def test_a_database_that_never_answers_is_unavailable(
         store = create_tracker_store(config)
         try:
             for attempt in (store.ping, lambda: store.load("someone")):
-                with pytest.raises(StoreUnavailable, match="is unavailable: TimeoutError"):
+                with pytest.raises(
+                    StoreUnavailable,
+                    match="is unavailable: (TimeoutError|no answer to a new connection in 1 s)",
+                ):
                     await asyncio.wait_for(attempt(), 20)
         finally:
             await store.close()
@@ -94,3 +110,102 @@ async def test_a_database_that_stops_answering_mid_conversation(
             assert texts[0] == "before" and texts[-1] == "after"
         finally:
             await store.close()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+async def test_a_database_that_falls_silent_is_unavailable_within_seconds(dialect: str) -> None:
+    """With the default settings. Before, the turn waited the whole `SQL_STATEMENT_TIMEOUT`
+    (30 s), and its 503 said only `TimeoutError (no answer)`."""
+    async with store_behind_proxy(dialect) as (store, config, proxy):
+        await store.append("Bob", [user("before")])
+        proxy.silent = True
+        # 2 s without an answer, then 3 s for a new connection's: 5 s.
+        with pytest.raises(StoreUnavailable) as refused:
+            await asyncio.wait_for(store.append("Bob", [user("during")]), 12)
+        assert str(refused.value).endswith(
+            f":{proxy.port}/{config['db']}) is unavailable: it stopped answering (no "
+            "answer to a statement in 2 s, nor to a new connection in 3 s)"
+        )
+        # Known silent: the next turn is checked as it starts, and gives up after 3 s (not
+        # 2 + 3, nor its new connection's own 5 s).
+        with pytest.raises(StoreUnavailable) as refused:
+            await asyncio.wait_for(store.load("Bob"), 12)
+        assert refused.value.reason == (
+            "it stopped answering (no answer to a new connection in 3 s)"
+        ), refused.value.reason
+
+
+@contextlib.asynccontextmanager
+async def table_locked(dialect: str, config: dict[str, Any]) -> AsyncIterator[None]:
+    """Another session holds the events table's lock for the block: a turn's statements
+    wait for it (up to `SQL_LOCK_TIMEOUT`, 10 s), on a database that answers."""
+    if dialect == "postgresql":
+        import asyncpg
+
+        conn = await asyncpg.connect(
+            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database=config["db"]
+        )
+        try:
+            async with conn.transaction():
+                await conn.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+                yield
+        finally:
+            await conn.close()
+        return
+    import aiomysql
+
+    mysql = await aiomysql.connect(
+        host=MARIADB[0], port=MARIADB[1], user="root", password="", db=config["db"]
+    )
+    try:
+        async with mysql.cursor() as cursor:
+            await cursor.execute("LOCK TABLES events WRITE")
+            yield
+            await cursor.execute("UNLOCK TABLES")
+    finally:
+        mysql.close()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+async def test_a_slow_statement_on_a_database_that_answers_is_not_cut_short(
+    dialect: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check of a slow statement (a new connection) is answered: the statement keeps
+    waiting, here three times as long as a silent database would be given."""
+    monkeypatch.setenv("SQL_SILENCE_CHECK_AFTER", "0.3")
+    monkeypatch.setenv("SQL_SILENCE_CHECK_TIMEOUT", "0.4")
+    async with store_behind_proxy(dialect) as (store, config, _proxy):
+        await store.append("Bob", [user("before")])
+        async with table_locked(dialect, config):
+            append = asyncio.create_task(store.append("Bob", [user("slow")]))
+            await asyncio.sleep(2.1)  # the lock held: the statement waits this long
+            assert not append.done()
+        await asyncio.wait_for(append, 10)
+        texts = [event["text"] for event in await store.load_all("Bob") or []]
+        assert texts == ["before", "slow"]
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+async def test_a_statement_past_the_statement_timeout_says_so(
+    dialect: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a database that answers. Before, its 503 said `TimeoutError (no answer)`, as if
+    the database were silent."""
+    monkeypatch.setenv("SQL_STATEMENT_TIMEOUT", "1")
+    async with store_behind_proxy(dialect) as (store, config, _proxy):
+        await store.append("Bob", [user("before")])
+        async with table_locked(dialect, config):
+            with pytest.raises(StoreUnavailable) as refused:
+                await asyncio.wait_for(store.append("Bob", [user("slow")]), 10)
+        assert refused.value.reason == "a statement took more than 1 s (SQL_STATEMENT_TIMEOUT)"
+
+
+@pytest.mark.parametrize("value", ["soon", "0"])
+def test_a_wrong_silence_setting_is_a_clear_error(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Said when the store is made (at start), naming the variable."""
+    monkeypatch.setenv("SQL_SILENCE_CHECK_TIMEOUT", value)
+    config = {"type": "sql", "dialect": "postgresql", "url": "127.0.0.1", "db": "unused"}
+    with pytest.raises(InvalidConfig, match="'tracker_store': SQL_SILENCE_CHECK_TIMEOUT must be "):
+        create_tracker_store(config)
