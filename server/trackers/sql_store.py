@@ -253,6 +253,8 @@ class SqlTrackerStore:
         # The last append of a conversation that is building its rows in a thread (or
         # waits behind one): done once its insert is over.
         self._queued: dict[str, asyncio.Future[None]] = {}
+        # Holds nothing of one call (a turn's load and append each used to make one).
+        self._errors = _ErrorMapper(url, self._unreachable_errors, self._dependency)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SqlTrackerStore:
@@ -465,7 +467,7 @@ class SqlTrackerStore:
         return mark[0]
 
     def _map_errors(self) -> _ErrorMapper:
-        return _ErrorMapper(self.url, self._unreachable_errors, self._dependency)
+        return self._errors
 
 
 class _ErrorMapper:
