@@ -5,10 +5,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from server.errors import LockTimeout
 
 DEFAULT_WAIT_TIMEOUT = 60.0
+
+
+@dataclass
+class _Queue:
+    users: int = 0
+    # asyncio.Lock wakes its waiters in arrival order, which gives FIFO turns. Made by the
+    # first user that has to wait (acquired then for the holder): a conversation nobody
+    # waits for, the usual case, needs no lock.
+    lock: asyncio.Lock | None = None
 
 
 class InMemoryLockStore:
@@ -18,8 +28,7 @@ class InMemoryLockStore:
 
     def __init__(self, wait_timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:
         self.wait_timeout = wait_timeout
-        # A conversation's queue: the `_Held` of the user that found it free (see there).
-        self._queues: dict[str, _Held] = {}
+        self._queues: dict[str, _Queue] = {}
 
     def lock(
         self,
@@ -49,17 +58,9 @@ class InMemoryLockStore:
 
 
 class _Held:
-    """One `async with` of a conversation's lock (a class: no generator per turn).
+    """One `async with` of a conversation's lock (a class: no generator per turn)."""
 
-    The user that finds the conversation free keeps its queue as well (no object of its own
-    per turn): `users` counts who holds or waits, and `lock`, made by the first user that
-    has to wait (acquired then for the holder), wakes the waiters in arrival order, which
-    gives FIFO turns. A conversation nobody waits for, the usual case, needs no lock."""
-
-    __slots__ = ("_store", "_id", "_timeout", "_queue", "_on_wait", "users", "lock")
-    _queue: _Held | None  # None: this one's own (a reference to itself would be a cycle)
-    users: int
-    lock: asyncio.Lock | None
+    __slots__ = ("_store", "_id", "_timeout", "_queue", "_on_wait")
 
     def __init__(
         self,
@@ -77,8 +78,7 @@ class _Held:
         queues = self._store._queues
         queue = queues.get(self._id)
         if queue is None:  # free: taken at once, no lock, no timer
-            self.users, self.lock, self._queue = 1, None, None
-            queues[self._id] = self
+            self._queue = queues[self._id] = _Queue(users=1)
             return
         queue.users += 1
         self._queue = queue
@@ -101,8 +101,7 @@ class _Held:
             raise
 
     async def __aexit__(self, *exc_info: object) -> None:
-        queue = self if self._queue is None else self._queue
-        lock = queue.lock
+        lock = self._queue.lock
         try:
             if lock is not None:  # someone waited since (or while) this one held it
                 lock.release()
@@ -110,7 +109,7 @@ class _Held:
             self._leave()
 
     def _leave(self) -> None:
-        queue = self if self._queue is None else self._queue
+        queue = self._queue
         queue.users -= 1
         if queue.users == 0:
             del self._store._queues[self._id]
