@@ -244,7 +244,7 @@ class SqliteDatabase:
         return None if epoch is None else (epoch, self._carried)
 
     async def insert(
-        self, sender_id: str, rows: Sequence[Row], known: tuple[int, int] | None = None
+        self, sender_id: str, rows: Sequence[Row], known: tuple[int | None, int] | None = None
     ) -> _AppendResult:
         """Appends rows atomically (all or none): the conversation's last row id before, the
         (id, data) of each new row, in order, and the epoch (see epoch()) at which these are
@@ -715,7 +715,7 @@ class _Append:
         sender_id: str,
         rows: Sequence[Row],
         future: asyncio.Future[_AppendResult],
-        known: tuple[int, int] | None = None,
+        known: tuple[int | None, int] | None = None,
     ) -> None:
         self.sender_id, self.rows, self.future, self.known = sender_id, rows, future, known
 
