@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -156,33 +156,30 @@ def seconds_left(graceful_seconds: float) -> float:
     return max(0.0, graceful_seconds - (time.monotonic() - _stop_began))
 
 
-Turn = Callable[..., Coroutine[Any, Any, Any]]
-
-
 class TurnsInFlight:
-    """Counts the processor's turns in progress, so that the lifespan can wait for them."""
+    """The processor's turns in progress (`Processor.turns_in_flight`), so that the lifespan
+    can wait for them."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self._processor: Any = None
         self._idle: asyncio.Event | None = None
-        self._code: Any = None  # the wrapper's code, to find the tasks running turns
+        self._code: Any = None  # the turn's code, to find the tasks running turns
+
+    @property
+    def count(self) -> int:
+        return self._processor.turns_in_flight if self._processor is not None else 0
 
     def track(self, processor: Any) -> None:
-        """Wrap `processor.handle_message` (every channel's turn goes through it). A turn pays
-        one coroutine for it; finding the tasks is left to the rare end of a drain."""
-        handle: Turn = processor.handle_message
+        """Follow `processor`'s turns (every channel's turn goes through its `handle_message`,
+        which counts them: no coroutine of ours per turn); finding the tasks is left to the
+        rare end of a drain."""
+        self._processor = processor
+        self._code = type(processor).handle_message.__code__
+        processor.on_turns_idle = self._on_idle
 
-        async def handle_message(message: Any, model: Any) -> Any:
-            self.count += 1
-            try:
-                return await handle(message, model)
-            finally:
-                self.count -= 1
-                if not self.count and self._idle is not None:
-                    self._idle.set()
-
-        self._code = handle_message.__code__
-        processor.handle_message = handle_message
+    def _on_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.set()
 
     async def drain(self, timeout: float, unwind: float = 1.0) -> int:
         """Waits up to `timeout` seconds for the turns in progress to end, then cancels those

@@ -228,6 +228,9 @@ class Processor:
         self.max_predictions = max_predictions
         self.reminders = ReminderScheduler()
         self.on_turn: Callable[[dict[str, Any]], None] | None = None
+        # Turns in `handle_message` now, and who to tell when none is left (a shutdown's drain).
+        self.turns_in_flight = 0
+        self.on_turns_idle: Callable[[], None] | None = None
         # Set by the agent: where a firing reminder finds the model and the user's channel.
         self.model_provider: Callable[[], DialogueModel | None] | None = None
         # (sender id, the conversation's latest input channel) -> where a reminder's messages go
@@ -346,74 +349,83 @@ class Processor:
         self, message: UserMessage, model: DialogueModel
     ) -> list[dict[str, Any]]:
         """Runs one user turn; returns the bot messages it produced."""
-        sender_id = message.sender_id
-        if len(sender_id) > NAME_COLUMN_LENGTH or "\x00" in sender_id:
-            check_conversation_id(sender_id)  # raises, saying why
-        text = message.text
-        if text is not None and len(text) > MAX_TEXT_CHARS:  # (no call for the usual text)
-            check_text_length(text)
-        client = message.client
-        async with self.lock_store.lock(sender_id, None, client.start if client else None):
-            if client is not None and client.gone:
-                CLIENTS_GONE.log(
-                    CLIENT_GONE_KEY,
-                    "The client of a message to '%s' went away while it waited for the "
-                    "conversation's earlier messages: not handled. More of these within %g s "
-                    "are counted in one line.",
-                    sender_id,
-                    CLIENTS_GONE.window,
-                )
-                return []
-            started = time.perf_counter()
-            tracker = await self.tracker_for(message.sender_id, model)
-            if message.once and holds_message(tracker, message.message_id):
-                logger.info(
-                    "message %s of conversation %s came again (a retry), ignored",
-                    message.message_id,
-                    sender_id,
-                )
-                return []
-            start = len(tracker.events)
-            sent: list[dict[str, Any]] = []
-            output = _Tee(message.output_channel, sent)
-            if self.session_expired(tracker, model.domain):
-                await self.start_session(tracker, model, output, message.metadata)
-            parse_data = message.parse_data
-            if parse_data is None:
-                # A sparse parse of a message of ordinary length costs less than the thread
-                # hop; a long one (0.4 ms per 1,000 characters for moodbot) would stall the loop.
-                text = message.text
-                if _parses_inline(model) and (text is None or len(text) <= INLINE_PARSE_CHARS):
-                    parse_data = self.parse_for_turn(
-                        model, message.text or "", message.message_id, message.metadata
+        # Counted here, not by a coroutine around this one (a frame less per turn): a
+        # shutdown waits for the turns in flight (server/api/shutdown.py, TurnsInFlight).
+        self.turns_in_flight += 1
+        try:
+            sender_id = message.sender_id
+            if len(sender_id) > NAME_COLUMN_LENGTH or "\x00" in sender_id:
+                check_conversation_id(sender_id)  # raises, saying why
+            text = message.text
+            if text is not None and len(text) > MAX_TEXT_CHARS:  # (no call for the usual text)
+                check_text_length(text)
+            client = message.client
+            async with self.lock_store.lock(sender_id, None, client.start if client else None):
+                if client is not None and client.gone:
+                    CLIENTS_GONE.log(
+                        CLIENT_GONE_KEY,
+                        "The client of a message to '%s' went away while it waited for the "
+                        "conversation's earlier messages: not handled. More of these within %g s "
+                        "are counted in one line.",
+                        sender_id,
+                        CLIENTS_GONE.window,
                     )
-                else:
-                    parse_data = await self.parse_off_loop(model, message)
-            if "metadata" not in parse_data:
-                parse_data["metadata"] = dict(message.metadata or {})
-            tracker.update(
-                UserUttered(
-                    text=message.text,
-                    parse_data=parse_data,
-                    input_channel=message.input_channel,
-                    message_id=message.message_id,
-                    metadata=dict(message.metadata or {}),
+                    return []
+                started = time.perf_counter()
+                tracker = await self.tracker_for(message.sender_id, model)
+                if message.once and holds_message(tracker, message.message_id):
+                    logger.info(
+                        "message %s of conversation %s came again (a retry), ignored",
+                        message.message_id,
+                        sender_id,
+                    )
+                    return []
+                start = len(tracker.events)
+                sent: list[dict[str, Any]] = []
+                output = _Tee(message.output_channel, sent)
+                if self.session_expired(tracker, model.domain):
+                    await self.start_session(tracker, model, output, message.metadata)
+                parse_data = message.parse_data
+                if parse_data is None:
+                    # A sparse parse of a message of ordinary length costs less than the
+                    # thread hop; a long one (0.4 ms per 1,000 characters for moodbot) would
+                    # stall the loop.
+                    text = message.text
+                    if _parses_inline(model) and (text is None or len(text) <= INLINE_PARSE_CHARS):
+                        parse_data = self.parse_for_turn(
+                            model, message.text or "", message.message_id, message.metadata
+                        )
+                    else:
+                        parse_data = await self.parse_off_loop(model, message)
+                if "metadata" not in parse_data:
+                    parse_data["metadata"] = dict(message.metadata or {})
+                tracker.update(
+                    UserUttered(
+                        text=message.text,
+                        parse_data=parse_data,
+                        input_channel=message.input_channel,
+                        message_id=message.message_id,
+                        metadata=dict(message.metadata or {}),
+                    )
                 )
-            )
-            self.reminders.user_spoke(tracker.sender_id)
-            actions = await self.predict_and_run(tracker, model, output)
-            await self.save(tracker, start, model)
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "turn sender=%s intent=%s actions=%s took=%.1fms",
-                    message.sender_id,
-                    (parse_data.get("intent") or {}).get("name"),
-                    actions,
-                    (time.perf_counter() - started) * 1000,
-                )
-            if self.on_turn is not None:
-                self.on_turn({"seconds": time.perf_counter() - started, "actions": actions})
-            return sent
+                self.reminders.user_spoke(tracker.sender_id)
+                actions = await self.predict_and_run(tracker, model, output)
+                await self.save(tracker, start, model)
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug(
+                        "turn sender=%s intent=%s actions=%s took=%.1fms",
+                        message.sender_id,
+                        (parse_data.get("intent") or {}).get("name"),
+                        actions,
+                        (time.perf_counter() - started) * 1000,
+                    )
+                if self.on_turn is not None:
+                    self.on_turn({"seconds": time.perf_counter() - started, "actions": actions})
+                return sent
+        finally:
+            self.turns_in_flight -= 1
+            if not self.turns_in_flight and self.on_turns_idle is not None:
+                self.on_turns_idle()
 
     async def trigger_intent(
         self,

@@ -324,7 +324,7 @@ class PostgresDatabase:
         return None  # every load reads
 
     async def insert(
-        self, sender_id: str, rows: Sequence[Row], known: tuple[int, int] | None = None
+        self, sender_id: str, rows: Sequence[Row], known: tuple[int | None, int] | None = None
     ) -> Written:
         """Appends rows, all or nothing: the conversation's last row id before, and the
         (id, data) of each new row, in order (no epoch: see SqliteDatabase.epoch). The

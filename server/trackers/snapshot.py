@@ -32,6 +32,13 @@ class Snapshot(Sequence[T]):
     @overload
     def __getitem__(self, index: slice) -> list[T]: ...
     def __getitem__(self, index: int | slice) -> T | list[T]:
+        if type(index) is int:  # a load's look at one event: no isinstance, no len() call
+            size = self._stop - self._start
+            if index < 0:
+                index += size
+            if 0 <= index < size:
+                return self._items[self._start + index]
+            raise IndexError("snapshot index out of range")
         if isinstance(index, slice):
             start, stop, step = index.indices(len(self))
             if step != 1:

@@ -84,7 +84,7 @@ class _Database(Protocol):
     async def ping(self) -> None: ...
     def read_mark(self) -> tuple[int, int] | None: ...
     async def insert(
-        self, sender_id: str, rows: Sequence[Row], known: tuple[int, int] | None = None
+        self, sender_id: str, rows: Sequence[Row], known: tuple[int | None, int] | None = None
     ) -> tuple[int | None, list[IdData] | None, int | None]: ...
     async def replace(self, sender_id: str, rows: Sequence[Row]) -> None: ...
     async def delete_senders(self, sender_ids: Sequence[str]) -> None: ...
@@ -119,6 +119,10 @@ class _CachedSession:
     synced: int | None = None
 
 
+# How many conversations found without rows are kept for their first append.
+_EMPTY_KEPT = 1024
+
+
 class _SessionCache:
     """The current sessions this process saw last, bounded by their total number of events."""
 
@@ -126,6 +130,10 @@ class _SessionCache:
         self.max_events = max_events
         self.events = 0
         self._sessions: OrderedDict[str, _CachedSession] = OrderedDict()
+        # Conversations a load found without rows, and the epoch of that read: their first
+        # append needs no SELECT for its previous row id while the epoch holds (a new
+        # conversation's first turn). Taken by that append; dropped with any pop.
+        self._empty: dict[str, int] = {}
 
     def get(self, sender_id: str) -> _CachedSession | None:
         return self._sessions.get(sender_id)
@@ -137,11 +145,24 @@ class _SessionCache:
         self._evict()
 
     def pop(self, sender_id: str, only: _CachedSession | None = None) -> None:
+        if self._empty:
+            self._empty.pop(sender_id, None)
         session = self._sessions.get(sender_id)
         if session is not None and (only is None or session is only):
             del self._sessions[sender_id]
             self.events -= len(session.events)
             _let_go(session)
+
+    def found_empty(self, sender_id: str, epoch: int) -> None:
+        """A load found no rows of `sender_id`, by a read current at `epoch`."""
+        if len(self._empty) >= _EMPTY_KEPT:  # loads of conversations never appended to
+            self._empty.clear()
+        self._empty[sender_id] = epoch
+
+    def take_empty(self, sender_id: str) -> int | None:
+        """The epoch at which a load found no rows of `sender_id`, if it is still the last
+        thing known of it (an append of it takes this)."""
+        return self._empty.pop(sender_id, None) if self._empty else None
 
     def touch(self, sender_id: str) -> None:
         if sender_id in self._sessions:
@@ -338,12 +359,16 @@ class SqlTrackerStore:
         it was looked for already."""
         await self._ensure_ready()
         cached = self._cache.get(sender_id)
-        known = None
+        known: tuple[int | None, int] | None = None
         if cached is not None:
             synced = cached.synced
             if synced is not None and sender_id not in self._appending:
                 known = (cached.last_id, synced)  # the database checks the epoch still holds
             cached.synced = None  # until this append's outcome is known (it may be cancelled)
+        else:
+            empty = self._cache.take_empty(sender_id)
+            if empty is not None and sender_id not in self._appending:
+                known = (None, empty)  # no rows at that epoch: the same check
         appending = self._appending
         appending[sender_id] = appending.get(sender_id, 0) + 1
         try:
@@ -448,6 +473,9 @@ class SqlTrackerStore:
             rows = await self._db.session_rows(sender_id)
         if not rows:
             self._cache.pop(sender_id)
+            synced = self._read_at(sender_id, mark)
+            if synced is not None:
+                self._cache.found_empty(sender_id, synced)
             return None
         synced = self._read_at(sender_id, mark)
         events = await _parse_rows(rows)
@@ -468,6 +496,7 @@ class SqlTrackerStore:
         return mark[0]
 
     def _map_errors(self) -> _ErrorMapper:
+        # One per call, not one per store: it keeps the call's mark for the outage log.
         return _ErrorMapper(self.url, self._unreachable_errors, self._dependency)
 
 
@@ -556,7 +585,7 @@ class _AsyncDatabase:
         return None  # every load reads
 
     async def insert(
-        self, sender_id: str, rows: Sequence[Row], known: tuple[int, int] | None = None
+        self, sender_id: str, rows: Sequence[Row], known: tuple[int | None, int] | None = None
     ) -> tuple[int | None, list[IdData] | None, int | None]:
         params = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
         async with self._connection(begin=True) as conn:

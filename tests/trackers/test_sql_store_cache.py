@@ -478,3 +478,42 @@ async def test_reading_a_whole_conversation_of_100000_events_holds_the_loop_brie
         assert hold.loop_busiest < 0.0015, hold.loop_busiest  # 2.9-3.3 ms before; now 0.4 ms
     finally:
         await store.close()
+
+
+async def test_a_new_conversations_first_append_asks_no_previous_row_id_after_an_empty_load(
+    tmp_path: Path,
+) -> None:
+    # The load found no rows, at an epoch nobody has ended since: the append knows there is
+    # no previous row without asking again (one SELECT a new conversation's first turn).
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "n.db")})
+    try:
+        await store.append("warm", session_start(1.0))  # opens the inline connection
+        statements: list[str] = []
+        store._db._inline.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+
+        assert await store.load("new") is None
+        await store.append("new", session_start(2.0) + [user("hi", 3.0)])
+
+        assert not [sql for sql in statements if "max(id)" in sql]
+        assert await store.load("new") == session_start(2.0) + [user("hi", 3.0)]
+    finally:
+        await store.close()
+
+
+async def test_rows_another_process_appended_after_an_empty_load_come_before_this_append(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "o.db"
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(path)})
+    try:
+        await store.append("warm", session_start(1.0))
+        assert await store.load("carol") is None
+
+        await append_from_another_process(path, "carol")
+        await store.append("carol", [user("mine", 10.0)])
+
+        expected = [bot("from another process", 9.0), user("mine", 10.0)]
+        assert await store.load("carol") == expected
+        assert await store.load("carol") == expected
+    finally:
+        await store.close()

@@ -157,11 +157,12 @@ async def test_a_refused_append_fails_alone_in_its_inline_group(tmp_path: Path) 
         database = database_of(store)
         inline_before = database.inline_commits
         good_row = ("good", "user", 9.0, "greet", None, '{"event": "user"}')
+        bad_good_row = ("bad", *good_row[1:])
         bad_row = ("bad", None, 9.0, None, None, "{}")  # type_name is NOT NULL
 
         results = await asyncio.gather(
             database.insert("good", [good_row, good_row]),
-            database.insert("bad", [good_row, bad_row]),
+            database.insert("bad", [bad_good_row, bad_row]),
             return_exceptions=True,
         )
 
@@ -172,6 +173,30 @@ async def test_a_refused_append_fails_alone_in_its_inline_group(tmp_path: Path) 
         assert previous_id is not None and len(written) == 2
         assert count_rows(tmp_path / "r.db", "good") == len(session_start(0.0)) + 2
         assert count_rows(tmp_path / "r.db", "bad") == 0  # not even its good row
+    finally:
+        await store.close()
+
+
+async def test_an_append_of_rows_of_two_conversations_is_refused_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    # An append binds its conversation's id once for all its rows: a row of another
+    # conversation is refused, not stored under the first row's.
+    store = sqlite_store(tmp_path / "m.db")
+    try:
+        await store.append("a", session_start(0.0))
+        database = database_of(store)
+        row = ("a", "user", 9.0, "greet", None, '{"event": "user"}')
+        results = await asyncio.gather(
+            database.insert("a", [row]),
+            database.insert("a", [row, ("b", *row[1:])]),
+            return_exceptions=True,
+        )
+
+        assert not isinstance(results[0], BaseException)
+        assert isinstance(results[1], ValueError)
+        assert count_rows(tmp_path / "m.db", "a") == len(session_start(0.0)) + 1
+        assert count_rows(tmp_path / "m.db", "b") == 0
     finally:
         await store.close()
 
@@ -187,7 +212,7 @@ async def test_a_refused_long_append_fails_alone_in_its_inline_group(tmp_path: P
 
         results = await asyncio.gather(
             database.insert("good", long_good),
-            database.insert("bad", [good_row] * 300 + [bad_row]),
+            database.insert("bad", [("bad", *good_row[1:])] * 300 + [bad_row]),
             return_exceptions=True,
         )
 
