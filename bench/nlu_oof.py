@@ -14,6 +14,11 @@ scores, `pairs` trains a binary SVM for each pair of intents confused out of fol
 decide between the full SVM's top two when they are such a pair. `rff` adds random Fourier
 features of the static-table block (an RBF kernel on the sentence vector) as one more block;
 `augment` retrains the featurizers and adds word-dropout copies of the training sentences.
+`neighbours` blends each intent's nearest training sentences (cosine on the weighted
+features; the mean of the top 1 or 3 per intent) into the SVM's scores, z(svm) + λ z(nn), on
+the validation split; `neighbours_cv` does the same in a 4-fold CV of the training split
+(class spread and SVM refitted per fold), the measure that chose `neighbours: 1,
+neighbour_weight: 0.3` (server/nlu/neighbours.py).
 Each line prints the validation errors, their change, and the sentences fixed and broken.
 """
 
@@ -57,7 +62,7 @@ class Round:
         meta = json.loads((out / f"{name}_meta.json").read_text())
         x_train = sp.csr_matrix(sp.load_npz(out / f"{name}_xtr.npz"))
         x_valid = sp.csr_matrix(sp.load_npz(out / f"{name}_xva.npz"))
-        self.name, self.widths = name, meta["widths"]
+        self.name, self.widths, self.cache = name, meta["widths"], out
         self.spread = ClassSpread.fit(x_train, meta["ytr"], self.widths)
         self.xtr, self.xva = self.spread.matrix(x_train), self.spread.matrix(x_valid)
         self.ytr, self.yva = np.asarray(meta["ytr"]), np.asarray(meta["yva"])
@@ -229,8 +234,60 @@ class Round:
                 svm(x, y, weights).predict(self.xva),
             )
 
+    def neighbours(self) -> None:
+        for label, predicted in neighbour_blends(self.xtr, self.ytr, self.xva, self.scores):
+            self.report(f"neighbours: {label}", predicted)
 
-STEPS = ("clean", "upweight", "stack", "pairs", "rff", "augment")
+    def neighbours_cv(self) -> None:
+        from sklearn.model_selection import StratifiedKFold
+
+        raw = sp.csr_matrix(sp.load_npz(self.cache / f"{self.name}_xtr.npz"))
+        totals: collections.Counter[str] = collections.Counter()
+        folds = StratifiedKFold(4, shuffle=True, random_state=0)
+        for fit_rows, held_out in folds.split(raw, self.ytr):
+            spread = ClassSpread.fit(raw[fit_rows], list(self.ytr[fit_rows]), self.widths)
+            x_fit, x_out = spread.matrix(raw[fit_rows]), spread.matrix(raw[held_out])
+            scores = svm(x_fit, self.ytr[fit_rows]).decision_function(x_out)
+            classes = np.unique(self.ytr[fit_rows])
+            totals["svm"] += int((classes[scores.argmax(axis=1)] != self.ytr[held_out]).sum())
+            for label, predicted in neighbour_blends(x_fit, self.ytr[fit_rows], x_out, scores):
+                totals[label] += int((predicted != self.ytr[held_out]).sum())
+        for label, count in totals.items():
+            self.result[f"cv {label}"] = count
+            print(f"neighbours, 4-fold CV errors: {label:24s} {count:5d}", flush=True)
+
+
+def _unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1))).ravel()
+    return sp.csr_matrix(sp.diags(1 / np.maximum(norms, 1e-9)) @ x)
+
+
+def _z(rows: np.ndarray) -> np.ndarray:
+    spread = rows.std(axis=1, keepdims=True)
+    return (rows - rows.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
+
+
+def neighbour_blends(
+    x_train: sp.csr_matrix, y_train: np.ndarray, x_test: sp.csr_matrix, scores: np.ndarray
+) -> list[tuple[str, np.ndarray]]:
+    """Predictions of z(scores) + λ z(neighbour scores) for top 1 / 3 and λ 0.1-0.3."""
+    classes = np.unique(y_train)
+    gold = np.searchsorted(classes, y_train)
+    similarity = (_unit_rows(x_test) @ _unit_rows(x_train).T).toarray()
+    out = []
+    for k in (1, 3):
+        nearest = np.zeros((x_test.shape[0], len(classes)))
+        for c in range(len(classes)):
+            own = similarity[:, gold == c]
+            kk = min(k, own.shape[1])
+            nearest[:, c] = -np.partition(-own, kk - 1, axis=1)[:, :kk].mean(axis=1)
+        for weight in (0.1, 0.2, 0.3):
+            blend = _z(scores) + weight * _z(nearest)
+            out.append((f"top{k}, weight {weight}", classes[blend.argmax(axis=1)]))
+    return out
+
+
+STEPS = ("clean", "upweight", "stack", "pairs", "rff", "augment", "neighbours", "neighbours_cv")
 
 
 def main() -> None:
