@@ -95,6 +95,15 @@ ENTITY_TYPES_3FOLDS_PIPELINE = [
 DENSE_ENTITY_TYPES_PIPELINE = (
     PIPELINE[:4] + [{"name": "DenseFeaturizer"}] + ENTITY_TYPES_PIPELINE[4:]
 )
+# The intent classifier blends in each intent's nearest training sentence (tenth round).
+NEIGHBOURS = {"neighbours": 1, "neighbour_weight": 0.3}
+SPARSE_NEIGHBOURS_PIPELINE = [
+    {**step, **NEIGHBOURS} if step["name"] == "DIETClassifier" else step for step in PIPELINE
+]
+STATIC_NEIGHBOURS_PIPELINE = [
+    {**step, **NEIGHBOURS} if step["name"] == "DIETClassifier" else step for step in STATIC_PIPELINE
+]
+
 PIPELINES = {
     "sparse": PIPELINE,
     "dense": DENSE_PIPELINE,
@@ -104,6 +113,8 @@ PIPELINES = {
     "entity_types": ENTITY_TYPES_PIPELINE,
     "entity_types_3folds": ENTITY_TYPES_3FOLDS_PIPELINE,
     "dense_entity_types": DENSE_ENTITY_TYPES_PIPELINE,
+    "sparse_neighbours": SPARSE_NEIGHBOURS_PIPELINE,
+    "static_neighbours": STATIC_NEIGHBOURS_PIPELINE,
 }
 
 

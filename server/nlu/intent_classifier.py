@@ -7,10 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from server.errors import InvalidConfig
 from server.nlu.class_spread import ClassSpread
 from server.nlu.linear_model import LinearModel, feature_matrix
 from server.nlu.message import Message
+from server.nlu.neighbours import Neighbours
 from server.nlu.params import number
 from server.nlu.training_data import NLUTrainingData
 
@@ -40,8 +43,13 @@ class IntentClassifier:
                 f"{name}: feature_weighting must be one of {', '.join(_WEIGHTINGS)}, "
                 f"not {self.weighting!r}"
             )
+        # `neighbour_weight` above 0 blends in each intent's `neighbours` nearest training
+        # sentences (server/nlu/neighbours.py); 0, the default, is the linear model alone.
+        self.neighbour_weight = number(config, "neighbour_weight", 0.0, name, minimum=0)
+        self.neighbours = number(config, "neighbours", 1, name, whole=True, minimum=1)
         self.model_: LinearModel | None = None
         self.spread_: ClassSpread | None = None
+        self.neighbours_: Neighbours | None = None
 
     def train(self, messages: list[Message], data: NLUTrainingData) -> None:
         pairs = [
@@ -61,6 +69,13 @@ class IntentClassifier:
             self.spread_ = ClassSpread.fit(x, labels, widths)
             x = self.spread_.matrix(x)
         self.model_ = LinearModel.fit(x, labels, self.c, self.temperature)
+        self.neighbours_ = None
+        if self.neighbour_weight > 0 and len(self.model_.classes) > 1:
+            index = {name: i for i, name in enumerate(self.model_.classes)}
+            classes = np.asarray([index[label] for label in labels], np.int64)
+            self.neighbours_ = Neighbours.fit(
+                x, classes, len(index), self.neighbours, self.neighbour_weight
+            )
 
     def process(self, message: Message) -> None:
         if self.model_ is None:
@@ -69,7 +84,10 @@ class IntentClassifier:
         indices, values = message.sparse_vector()
         if self.spread_ is not None:
             values = self.spread_.row(indices, values)
-        confidences = model.confidences(model.scores(indices, values))
+        scores = model.scores(indices, values)
+        if self.neighbours_ is not None:
+            scores = self.neighbours_.blend(scores, indices, values)
+        confidences = model.confidences(scores)
         order = confidences.argsort()[::-1]
         if self.ranking_length > 0:
             order = order[: self.ranking_length]
@@ -88,6 +106,8 @@ class IntentClassifier:
         if self.spread_ is not None:
             self.spread_.write(directory, prefix)
             state["class_spread"] = True
+        if self.neighbours_ is not None:
+            state.update(self.neighbours_.write(directory, prefix))
         return state
 
     @classmethod
@@ -100,4 +120,13 @@ class IntentClassifier:
             if state.get("class_spread"):
                 width = classifier.model_.weights.shape[0]
                 classifier.spread_ = ClassSpread.read(directory, prefix, width)
+            if "neighbours" in state:
+                classifier.neighbours_ = Neighbours.read(
+                    directory,
+                    prefix,
+                    classifier.model_.weights.shape[0],
+                    len(classifier.model_.classes),
+                    state.get("neighbours"),
+                    state.get("neighbour_weight"),
+                )
         return classifier

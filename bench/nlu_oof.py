@@ -1,0 +1,308 @@
+"""Tenth NLU round (docs/benchmarks.md, NLU): classifier-side prototypes on the ninth round's
+cached features (`bench/nlu_distill.py cache`), validation splits only.
+
+    python bench/nlu_distill.py cache DATASET --cache DIR     # once per dataset
+    python bench/nlu_oof.py DATASET --cache DIR [--steps clean,upweight,stack,pairs,rff,augment]
+
+The baseline is the static pipeline's intent classifier (class spread + linear SVM, C 1) on
+the cached blocks. `clean`, `upweight`, `stack` and `pairs` use out-of-fold SVM scores of the
+training sentences (5 stratified folds, seed 0): `clean` refits without the training
+sentences the out-of-fold SVM gets wrong (or by more than a margin), `upweight` refits with
+those sentences weighted 2 or 3, `stack` fits a multinomial logistic regression on the
+out-of-fold score vectors and applies it (alone or blended) to the full SVM's validation
+scores, `pairs` trains a binary SVM for each pair of intents confused out of fold and lets it
+decide between the full SVM's top two when they are such a pair. `rff` adds random Fourier
+features of the static-table block (an RBF kernel on the sentence vector) as one more block;
+`augment` retrains the featurizers and adds word-dropout copies of the training sentences.
+`neighbours` blends each intent's nearest training sentences (cosine on the weighted
+features; the mean of the top 1 or 3 per intent) into the SVM's scores, z(svm) + λ z(nn), on
+the validation split; `neighbours_cv` does the same in a 4-fold CV of the training split
+(class spread and SVM refitted per fold), the measure that chose `neighbours: 1,
+neighbour_weight: 0.3` (server/nlu/neighbours.py).
+Each line prints the validation errors, their change, and the sentences fixed and broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.nlu import DATA, STATIC_PIPELINE, VALID_SPLITS  # noqa: E402
+from server.nlu.class_spread import ClassSpread  # noqa: E402
+from server.nlu.linear_model import feature_matrix  # noqa: E402
+from server.nlu.message import Message  # noqa: E402
+from server.nlu.pipeline import NLUPipeline  # noqa: E402
+from server.training.nlu_yaml import read_nlu_file  # noqa: E402
+
+
+def svm(x: Any, y: np.ndarray, weights: np.ndarray | None = None) -> Any:
+    from sklearn.svm import LinearSVC
+
+    return LinearSVC(C=1.0, max_iter=2000).fit(x, y, sample_weight=weights)
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-9)
+
+
+class Round:
+    def __init__(self, name: str, out: Path):
+        meta = json.loads((out / f"{name}_meta.json").read_text())
+        x_train = sp.csr_matrix(sp.load_npz(out / f"{name}_xtr.npz"))
+        x_valid = sp.csr_matrix(sp.load_npz(out / f"{name}_xva.npz"))
+        self.name, self.widths, self.cache = name, meta["widths"], out
+        self.spread = ClassSpread.fit(x_train, meta["ytr"], self.widths)
+        self.xtr, self.xva = self.spread.matrix(x_train), self.spread.matrix(x_valid)
+        self.ytr, self.yva = np.asarray(meta["ytr"]), np.asarray(meta["yva"])
+        self.texts = meta["ttr"]
+        started = time.process_time()
+        full = svm(self.xtr, self.ytr)
+        self.classes = full.classes_
+        self.scores = full.decision_function(self.xva)
+        self.base = self.classes[self.scores.argmax(axis=1)]
+        self.errors = int((self.base != self.yva).sum())
+        self.result: dict[str, int] = {"base": self.errors}
+        print(
+            f"{name}: baseline {self.errors} errors of {len(self.yva)} "
+            f"({time.process_time() - started:.1f} s CPU)",
+            flush=True,
+        )
+        index = {c: i for i, c in enumerate(self.classes)}
+        self.gold = np.asarray([index[c] for c in self.ytr])
+        self._oof: np.ndarray | None = None
+
+    def report(self, label: str, predicted: np.ndarray) -> None:
+        wrong = predicted != self.yva
+        before = self.base != self.yva
+        count = int(wrong.sum())
+        self.result[label] = count
+        print(
+            f"{label:44s} {count:4d} ({count - self.errors:+d}; fixed "
+            f"{int((before & ~wrong).sum())}, broke {int((~before & wrong).sum())})",
+            flush=True,
+        )
+
+    def oof(self) -> np.ndarray:
+        from sklearn.model_selection import StratifiedKFold
+
+        if self._oof is None:
+            started = time.process_time()
+            scores = np.zeros((len(self.ytr), len(self.classes)))
+            folds = StratifiedKFold(5, shuffle=True, random_state=0)
+            for fit_rows, held_out in folds.split(self.xtr, self.ytr):
+                scores[held_out] = svm(self.xtr[fit_rows], self.ytr[fit_rows]).decision_function(
+                    self.xtr[held_out]
+                )
+            self._oof = scores
+            accuracy = (scores.argmax(axis=1) == self.gold).mean() * 100
+            print(
+                f"out-of-fold scores: {time.process_time() - started:.1f} s CPU, "
+                f"accuracy {accuracy:.2f} %",
+                flush=True,
+            )
+        return self._oof
+
+    def margins(self) -> np.ndarray:
+        scores = self.oof()
+        return scores.max(axis=1) - scores[np.arange(len(self.gold)), self.gold]
+
+    def clean(self) -> None:
+        margin = self.margins()
+        for tau in (0.0, 0.25, 0.5, 1.0):
+            keep = margin <= tau if tau > 0 else self.oof().argmax(axis=1) == self.gold
+            predicted = svm(self.xtr[keep], self.ytr[keep]).predict(self.xva)
+            self.report(f"clean: margin > {tau} dropped ({int((~keep).sum())})", predicted)
+
+    def upweight(self) -> None:
+        margin = self.margins()
+        for tau, weight in ((0.0, 2.0), (0.0, 3.0)):
+            weights = np.where(margin > tau, weight, 1.0)
+            predicted = svm(self.xtr, self.ytr, weights).predict(self.xva)
+            self.report(
+                f"upweight: margin > {tau} x {weight} ({int((weights > 1).sum())})", predicted
+            )
+
+    def stack(self) -> None:
+        from sklearn.linear_model import LogisticRegression
+
+        z = (self.scores - self.scores.mean(1, keepdims=True)) / self.scores.std(1, keepdims=True)
+        for c in (0.1, 1.0):
+            model = LogisticRegression(C=c, max_iter=3000).fit(self.oof(), self.ytr)
+            self.report(f"stack: LR C {c}", model.predict(self.scores))
+            log_p = model.predict_log_proba(self.scores)
+            for blend in (0.1, 0.3):
+                self.report(
+                    f"stack: z-scores + {blend} x LR C {c} log p",
+                    self.classes[(z + blend * log_p).argmax(axis=1)],
+                )
+
+    def pairs(self) -> None:
+        from sklearn.svm import LinearSVC
+
+        guesses = self.oof().argmax(axis=1)
+        confused = collections.Counter(
+            (min(a, b), max(a, b)) for a, b in zip(self.gold, guesses, strict=True) if a != b
+        )
+        top2 = np.argsort(-self.scores, axis=1)[:, :2]
+        for least in (1, 2, 3):
+            models = {}
+            for a, b in (pair for pair, n in confused.items() if n >= least):
+                rows = (self.gold == a) | (self.gold == b)
+                models[(a, b)] = LinearSVC(C=1.0, max_iter=2000).fit(
+                    self.xtr[rows], self.gold[rows]
+                )
+            for delta in (0.25, 0.5, 10.0):
+                predicted = self.scores.argmax(axis=1)
+                for i, (p, q) in enumerate(top2):
+                    key = (min(p, q), max(p, q))
+                    if key in models and self.scores[i, p] - self.scores[i, q] < delta:
+                        predicted[i] = models[key].predict(self.xva[i])[0]
+                self.report(
+                    f"pairs: confused >= {least} ({len(models)}), margin < {delta}",
+                    self.classes[predicted],
+                )
+
+    def rff(self) -> None:
+        width = self.widths[-1]
+        static_train = unit(np.asarray(self.xtr[:, -width:].todense()))
+        static_valid = unit(np.asarray(self.xva[:, -width:].todense()))
+        rng = np.random.default_rng(0)
+        for gamma, dims, weight in ((1, 512, 0.5), (1, 512, 1), (4, 512, 0.5), (4, 512, 1)):
+            omega = rng.normal(0, np.sqrt(2 * gamma), (width, dims))
+            phase = rng.uniform(0, 2 * np.pi, dims)
+            blocks = [
+                unit(np.cos(e @ omega + phase)) * weight for e in (static_train, static_valid)
+            ]
+            x_train = sp.hstack([self.xtr, sp.csr_matrix(blocks[0])]).tocsr()
+            x_valid = sp.hstack([self.xva, sp.csr_matrix(blocks[1])]).tocsr()
+            self.report(
+                f"rff: gamma {gamma}, {dims} columns x {weight}",
+                svm(x_train, self.ytr).predict(x_valid),
+            )
+
+    def augment(self) -> None:
+        """Word-dropout copies through the featurizers trained on the original sentences."""
+        train = read_nlu_file(DATA / self.name / "rasa-yaml" / VALID_SPLITS[self.name][0])
+        components = [c for _, c in NLUPipeline.train(train, STATIC_PIPELINE[:5])._components]
+
+        def features(texts: list[str]) -> sp.csr_matrix:
+            messages = []
+            for text in texts:
+                message = Message(text)
+                for component in components:
+                    component.process(message)
+                messages.append(message)
+            return self.spread.matrix(feature_matrix(messages, sum(self.widths)))
+
+        for copies, drop, weight in (
+            (1, "one", 1.0),
+            (1, "one", 0.5),
+            (2, "one", 0.5),
+            (1, 0.2, 0.5),
+        ):
+            rng = random.Random(0)
+            texts, labels = [], []
+            for text, label in zip(self.texts, self.ytr, strict=True):
+                words = text.split()
+                if len(words) < 3:
+                    continue
+                for _ in range(copies):
+                    if drop == "one":
+                        j = rng.randrange(len(words))
+                        kept = words[:j] + words[j + 1 :]
+                    else:
+                        kept = [w for w in words if rng.random() > float(drop)] or words
+                    texts.append(" ".join(kept))
+                    labels.append(label)
+            x = sp.vstack([self.xtr, features(texts)]).tocsr()
+            y = np.concatenate([self.ytr, labels])
+            weights = np.concatenate([np.ones(len(self.ytr)), np.full(len(labels), weight)])
+            self.report(
+                f"augment: {copies} copies, drop {drop}, x {weight}",
+                svm(x, y, weights).predict(self.xva),
+            )
+
+    def neighbours(self) -> None:
+        for label, predicted in neighbour_blends(self.xtr, self.ytr, self.xva, self.scores):
+            self.report(f"neighbours: {label}", predicted)
+
+    def neighbours_cv(self) -> None:
+        from sklearn.model_selection import StratifiedKFold
+
+        raw = sp.csr_matrix(sp.load_npz(self.cache / f"{self.name}_xtr.npz"))
+        totals: collections.Counter[str] = collections.Counter()
+        folds = StratifiedKFold(4, shuffle=True, random_state=0)
+        for fit_rows, held_out in folds.split(raw, self.ytr):
+            spread = ClassSpread.fit(raw[fit_rows], list(self.ytr[fit_rows]), self.widths)
+            x_fit, x_out = spread.matrix(raw[fit_rows]), spread.matrix(raw[held_out])
+            scores = svm(x_fit, self.ytr[fit_rows]).decision_function(x_out)
+            classes = np.unique(self.ytr[fit_rows])
+            totals["svm"] += int((classes[scores.argmax(axis=1)] != self.ytr[held_out]).sum())
+            for label, predicted in neighbour_blends(x_fit, self.ytr[fit_rows], x_out, scores):
+                totals[label] += int((predicted != self.ytr[held_out]).sum())
+        for label, count in totals.items():
+            self.result[f"cv {label}"] = count
+            print(f"neighbours, 4-fold CV errors: {label:24s} {count:5d}", flush=True)
+
+
+def _unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1))).ravel()
+    return sp.csr_matrix(sp.diags(1 / np.maximum(norms, 1e-9)) @ x)
+
+
+def _z(rows: np.ndarray) -> np.ndarray:
+    spread = rows.std(axis=1, keepdims=True)
+    return (rows - rows.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
+
+
+def neighbour_blends(
+    x_train: sp.csr_matrix, y_train: np.ndarray, x_test: sp.csr_matrix, scores: np.ndarray
+) -> list[tuple[str, np.ndarray]]:
+    """Predictions of z(scores) + λ z(neighbour scores) for top 1 / 3 and λ 0.1-0.3."""
+    classes = np.unique(y_train)
+    gold = np.searchsorted(classes, y_train)
+    similarity = (_unit_rows(x_test) @ _unit_rows(x_train).T).toarray()
+    out = []
+    for k in (1, 3):
+        nearest = np.zeros((x_test.shape[0], len(classes)))
+        for c in range(len(classes)):
+            own = similarity[:, gold == c]
+            kk = min(k, own.shape[1])
+            nearest[:, c] = -np.partition(-own, kk - 1, axis=1)[:, :kk].mean(axis=1)
+        for weight in (0.1, 0.2, 0.3):
+            blend = _z(scores) + weight * _z(nearest)
+            out.append((f"top{k}, weight {weight}", classes[blend.argmax(axis=1)]))
+    return out
+
+
+STEPS = ("clean", "upweight", "stack", "pairs", "rff", "augment", "neighbours", "neighbours_cv")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", choices=sorted(VALID_SPLITS))
+    parser.add_argument("--cache", default="/tmp/nlu_distill")
+    parser.add_argument("--steps", default=",".join(STEPS))
+    args = parser.parse_args()
+    run = Round(args.dataset, Path(args.cache))
+    for step in args.steps.split(","):
+        if step not in STEPS:
+            parser.error(f"unknown step {step!r}: one of {', '.join(STEPS)}")
+        getattr(run, step)()
+    print("RESULT", args.dataset, json.dumps(run.result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

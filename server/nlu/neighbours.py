@@ -1,0 +1,157 @@
+"""Nearest training sentences of each intent, blended into the linear model's scores.
+
+For a message, the cosine similarity to every training sentence (on the intent classifier's
+weighted features) is computed; each intent's neighbour score is the mean of its `k` most
+similar training sentences. The neighbour scores, standardised over the intents, are added to
+the linear model's scores times `weight` × the standard deviation of those scores, so the
+ranking is that of z(svm) + weight × z(neighbours) while the scores keep the linear model's
+scale (the softmax confidences, and so a FallbackClassifier's thresholds, read as before).
+Learned state: the unit-length training rows, sparse columns as a CSR matrix of features ×
+sentences and dense blocks (sentence embeddings) as a sentences × columns array, in .npy
+files. Chosen in the tenth NLU round (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from server.errors import ModelError
+from server.nlu.state_files import read_array, write_array
+
+# A block whose training rows are mostly non-zero is stored dense (as in class_spread).
+DENSE_BLOCK = 0.5
+
+
+@dataclass
+class Neighbours:
+    # Sparse columns: features x sentences (CSR), sentences sorted by intent.
+    sparse: sp.csr_matrix
+    # Dense columns (their feature indices) and the sentences' values in them.
+    dense_columns: np.ndarray
+    dense: np.ndarray
+    # First sentence of every intent (intents in the linear model's order).
+    starts: np.ndarray
+    k: int
+    weight: float
+
+    def __post_init__(self) -> None:
+        counts = np.diff(np.append(self.starts, self.dense.shape[0]))
+        width = max(int(counts.max(initial=1)), 1)
+        self._k = min(self.k, width)
+        # Where each sentence goes in an intents x width table padded with -inf.
+        sentence_class = np.repeat(np.arange(len(counts)), counts)
+        slot = np.arange(self.dense.shape[0]) - self.starts.take(sentence_class)
+        self._slots = sentence_class * width + slot
+        self._shape = (len(counts), width)
+        self._taken = np.minimum(counts, self._k).astype(np.float64)
+        self._is_dense = np.zeros(self.sparse.shape[0], bool)
+        self._is_dense[self.dense_columns] = True
+        self._dense_position = np.zeros(self.sparse.shape[0], np.int64)
+        self._dense_position[self.dense_columns] = np.arange(len(self.dense_columns))
+
+    @classmethod
+    def fit(
+        cls, x: sp.csr_matrix, classes: np.ndarray, n_classes: int, k: int, weight: float
+    ) -> Neighbours:
+        """`x`: the weighted training rows; `classes`: each row's index in the model."""
+        order = np.argsort(classes, kind="stable")
+        rows = _unit_rows(sp.csr_matrix(x[order], dtype=np.float32))
+        starts = np.searchsorted(classes[order], np.arange(n_classes)).astype(np.int64)
+        nnz = np.diff(rows.tocsc().indptr)
+        dense_columns = np.flatnonzero(nnz > DENSE_BLOCK * max(rows.shape[0], 1))
+        dense = np.asarray(rows[:, dense_columns].todense(), np.float32)
+        keep = np.ones(rows.shape[1], np.float32)
+        keep[dense_columns] = 0.0
+        sparse = sp.csr_matrix(rows @ sp.diags(keep))
+        sparse.eliminate_zeros()
+        return cls(sp.csr_matrix(sparse.T), dense_columns, dense, starts, k, weight)
+
+    def class_scores(self, indices: np.ndarray, values: np.ndarray) -> np.ndarray | None:
+        """Each intent's mean similarity of its k nearest training sentences, or None for
+        a message without features."""
+        norm = float(np.sqrt(np.dot(values, values))) if len(values) else 0.0
+        if norm == 0.0:
+            return None
+        values = values / norm
+        dense = self._is_dense.take(indices)
+        similarity = np.zeros(self.dense.shape[0], np.float32)
+        if dense.any():
+            query = np.zeros(len(self.dense_columns), np.float32)
+            query[self._dense_position.take(indices[dense])] = values[dense]
+            similarity = self.dense @ query
+        sparse = ~dense
+        if sparse.any():
+            gathered = self.sparse[indices[sparse]]
+            similarity = similarity + gathered.T @ values[sparse].astype(np.float32)
+        table = np.full(self._shape[0] * self._shape[1], -np.inf)
+        table[self._slots] = similarity
+        table = table.reshape(self._shape)
+        top = np.partition(table, self._shape[1] - self._k, axis=1)[:, -self._k :]
+        top = np.sort(top, axis=1)[:, ::-1]
+        taken = np.arange(self._k) < self._taken[:, None]
+        return np.where(taken, top, 0.0).sum(axis=1) / np.maximum(self._taken, 1.0)
+
+    def blend(self, scores: np.ndarray, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
+        neighbour = self.class_scores(indices, values)
+        if neighbour is None:
+            return scores
+        spread, neighbour_spread = float(scores.std()), float(neighbour.std())
+        if spread == 0.0 or neighbour_spread == 0.0:
+            return scores
+        z = (neighbour - neighbour.mean()) / neighbour_spread
+        return scores + self.weight * spread * z
+
+    def write(self, directory: Path, prefix: str) -> dict:
+        write_array(directory, f"{prefix}nn_data.npy", self.sparse.data.astype(np.float32))
+        write_array(directory, f"{prefix}nn_indices.npy", self.sparse.indices.astype(np.int32))
+        write_array(directory, f"{prefix}nn_indptr.npy", self.sparse.indptr.astype(np.int64))
+        write_array(directory, f"{prefix}nn_dense_columns.npy", self.dense_columns)
+        write_array(directory, f"{prefix}nn_dense.npy", self.dense)
+        write_array(directory, f"{prefix}nn_starts.npy", self.starts)
+        return {"neighbours": self.k, "neighbour_weight": self.weight}
+
+    @classmethod
+    def read(
+        cls, directory: Path, prefix: str, width: int, n_classes: int, k: object, weight: object
+    ) -> Neighbours:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ModelError("intent neighbours must be a whole number above 0")
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool):
+            raise ModelError("intent neighbour weight must be a number")
+        data = read_array(directory, f"{prefix}nn_data.npy", np.float32, ndim=1)
+        indices = read_array(directory, f"{prefix}nn_indices.npy", np.int32, ndim=1)
+        indptr = read_array(directory, f"{prefix}nn_indptr.npy", np.int64, ndim=1)
+        columns = read_array(directory, f"{prefix}nn_dense_columns.npy", np.int64, ndim=1)
+        dense = read_array(directory, f"{prefix}nn_dense.npy", np.float32, ndim=2)
+        starts = read_array(directory, f"{prefix}nn_starts.npy", np.int64, ndim=1)
+        sentences = dense.shape[0]
+        if (
+            len(indptr) != width + 1
+            or indptr[0] != 0
+            or indptr[-1] != len(data)
+            or len(indices) != len(data)
+            or np.any(np.diff(indptr) < 0)
+            or (len(indices) and (indices.min() < 0 or indices.max() >= sentences))
+            or dense.shape[1] != len(columns)
+            or (len(columns) and (columns.min() < 0 or columns.max() >= width))
+            or len(starts) != n_classes
+            or (len(starts) and (starts[0] != 0 or starts[-1] > sentences))
+            or np.any(np.diff(starts) < 0)
+        ):
+            raise ModelError("intent neighbour state does not match the classifier")
+        # One index dtype for both arrays: scipy would otherwise copy them to a common one on
+        # every parse (milliseconds for a million stored values).
+        kind = np.int32 if len(data) < np.iinfo(np.int32).max else np.int64
+        sparse = sp.csr_matrix(
+            (data, indices.astype(kind), indptr.astype(kind)), shape=(width, sentences)
+        )
+        return cls(sparse, columns, dense, starts, k, float(weight))
+
+
+def _unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1), dtype=np.float64)).ravel()
+    scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    return sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ x, dtype=np.float32)

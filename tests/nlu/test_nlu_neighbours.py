@@ -1,0 +1,110 @@
+"""The intent classifier's nearest-training-sentence blend (`neighbour_weight`, `neighbours`)."""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from server.errors import InvalidConfig, ModelError
+from server.nlu.neighbours import Neighbours
+from server.nlu.pipeline import NLUPipeline
+from server.training.nlu_yaml import read_nlu_yaml
+
+DATA = """
+nlu:
+- intent: greet
+  examples: |
+    - hello there
+    - hi
+    - hey
+    - good morning
+    - hello
+    - hello friend
+- intent: goodbye
+  examples: |
+    - bye
+    - see you later
+    - good night
+    - goodbye
+    - hello and goodbye my dear old friend
+"""
+
+PIPELINE: list[dict[str, Any]] = [
+    {"name": "WhitespaceTokenizer"},
+    {"name": "CountVectorsFeaturizer"},
+    {"name": "CountVectorsFeaturizer", "analyzer": "char_wb", "min_ngram": 1, "max_ngram": 4},
+]
+
+
+def _train(**options: Any) -> NLUPipeline:
+    return NLUPipeline.train(
+        read_nlu_yaml(DATA), PIPELINE + [{"name": "DIETClassifier", **options}]
+    )
+
+
+def test_the_nearest_training_sentence_pulls_the_intent_towards_its_own():
+    # The linear model reads "hello" as greet; the one training sentence this message nearly
+    # repeats is a goodbye. Off (the default) the linear model decides; with a large weight
+    # the neighbour does.
+    text = "hello dear old friend"
+    assert _train().parse(text)["intent"]["name"] == "greet"
+    assert _train(neighbour_weight=0).parse(text)["intent"]["name"] == "greet"
+    assert _train(neighbour_weight=5).parse(text)["intent"]["name"] == "goodbye"
+
+
+def test_the_blend_survives_persistence_as_npy_files(tmp_path: Path):
+    trained = _train(neighbour_weight=0.3, neighbours=2)
+    trained.persist(tmp_path)
+    reloaded = NLUPipeline.load(tmp_path)
+    for text in ("hello dear old friend", "good night", "bye bye", "", "zzz"):
+        assert reloaded.parse(text) == trained.parse(text)
+    assert any(p.name.endswith("nn_dense.npy") for p in tmp_path.rglob("*"))
+
+
+def test_a_damaged_neighbour_state_fails_loading_with_a_clear_error(tmp_path: Path):
+    _train(neighbour_weight=0.3).persist(tmp_path)
+    (starts,) = [p for p in tmp_path.rglob("*nn_starts.npy")]
+    np.save(starts, np.array([0, 1, 2], np.int64), allow_pickle=False)
+    with pytest.raises(ModelError, match="neighbour"):
+        NLUPipeline.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [({"neighbour_weight": -1}, "neighbour_weight"), ({"neighbours": 0}, "neighbours")],
+)
+def test_bad_options_are_config_errors(options: dict[str, Any], key: str):
+    with pytest.raises(InvalidConfig, match=key):
+        _train(**options)
+
+
+def test_class_scores_are_the_mean_of_the_k_most_similar_sentences():
+    # Columns 0-1 sparse, 2-3 dense (every row has them): stored and scored apart.
+    x = sp.csr_matrix(
+        np.array(
+            [
+                [1.0, 0.0, 0.0, 1.0],  # class 0
+                [0.0, 1.0, 1.0, 0.2],  # class 1
+                [1.0, 0.0, 1.0, 0.0],  # class 0
+                [0.0, 1.0, 0.5, 0.5],  # class 1
+            ]
+        )
+    )
+    classes = np.array([0, 1, 0, 1])
+    query_indices = np.array([0, 3])
+    query_values = np.array([1.0, 1.0], np.float32)
+    unit = x.toarray() / np.linalg.norm(x.toarray(), axis=1, keepdims=True)
+    cosine = unit @ (np.array([1.0, 0.0, 0.0, 1.0]) / np.sqrt(2))
+    nearest = Neighbours.fit(x, classes, 2, k=1, weight=1.0)
+    assert len(nearest.dense_columns) == 2
+    scores = nearest.class_scores(query_indices, query_values)
+    assert scores == pytest.approx([cosine[[0, 2]].max(), cosine[[1, 3]].max()], rel=1e-6)
+    two = Neighbours.fit(x, classes, 2, k=2, weight=1.0)
+    scores = two.class_scores(query_indices, query_values)
+    assert scores == pytest.approx([cosine[[0, 2]].mean(), cosine[[1, 3]].mean()], rel=1e-6)
+    # No features: nothing to compare, the linear model's scores are kept.
+    assert two.class_scores(np.zeros(0, np.int64), np.zeros(0, np.float32)) is None
+    linear = np.array([0.2, -0.4])
+    assert two.blend(linear, np.zeros(0, np.int64), np.zeros(0, np.float32)) is linear
