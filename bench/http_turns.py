@@ -61,6 +61,9 @@ UVICORN_SETTINGS: dict[str, Any] = {
     "proxy_headers": False,
     "server_header": False,
 }
+# The HTTP protocol of both servers (--http-protocol): botserver's own, as `botserver run`
+# serves (bench/serve_workers.py), or uvicorn's httptools one (the uvicorn command line).
+HTTP_PROTOCOL = "botserver"
 UVICORN_FLAGS = [
     flag
     for key, value in UVICORN_SETTINGS.items()
@@ -437,18 +440,19 @@ def serve(
 ) -> Iterator[Server]:
     port = free_port()
     log = workdir / f"{name}.log"
-    if workers == 1:
+    if workers == 1 and HTTP_PROTOCOL == "httptools":
         command = [
             *(sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(BENCH)),
             *(f"http_apps:{factory}", "--host", "127.0.0.1", "--port", str(port)),
             *UVICORN_FLAGS,
         ]
     else:
-        # As `botserver run --workers N` runs them: a listening socket per worker.
+        # As `botserver run [--workers N]` runs them: a listening socket per worker, and the
+        # HTTP protocol it serves with (unless --http-protocol httptools).
         command = [
             *(sys.executable, str(BENCH / "serve_workers.py"), f"http_apps:{factory}"),
             *("--port", str(port), "--workers", str(workers)),
-            *("--settings", json.dumps(UVICORN_SETTINGS)),
+            *("--settings", json.dumps({**UVICORN_SETTINGS, "http": HTTP_PROTOCOL})),
         ]
     # A PYTHONPATH given to the bench comes first, so `PYTHONPATH=<other tree>` serves that
     # tree's `server` under this harness (A/B runs); this checkout is the fallback.
@@ -726,7 +730,7 @@ def _fmt_split(point: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global PG_DB
+    global PG_DB, HTTP_PROTOCOL
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="seconds, not minutes (CI)")
     parser.add_argument("--concurrency", default="1,10,50,200")
@@ -772,9 +776,18 @@ def main(argv: list[str] | None = None) -> int:
         help="the PostgreSQL database the runs create and drop (one of your own on a shared "
         "server)",
     )
+    parser.add_argument(
+        "--http-protocol",
+        choices=("botserver", "httptools"),
+        default="botserver",
+        help="the HTTP protocol both servers run: botserver's (server/api/http_protocol.py, "
+        "what `botserver run` serves with) or uvicorn's own httptools one (every round up to "
+        "the nineteenth)",
+    )
     parser.add_argument("--out", default=str(BENCH / "results" / "http_turns.json"))
     args = parser.parse_args(argv)
     PG_DB = args.pg_db
+    HTTP_PROTOCOL = args.http_protocol
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
 
@@ -804,6 +817,7 @@ def main(argv: list[str] | None = None) -> int:
         "client": client,
         "pipeline": "given archive" if args.model else args.pipeline,
         "uvicorn": UVICORN_FLAGS,
+        "http_protocol": HTTP_PROTOCOL,
         "duration_s": args.duration,
         "concurrency": concurrencies,
         "repeat": args.repeat,

@@ -4,7 +4,8 @@ endpoint and the server scale under the same supervisor.
 
     python bench/serve_workers.py http_apps:bare_app --port 8000 --workers 2 --settings '{}'
 
-`--settings` is a JSON object of uvicorn.Config keyword arguments.
+`--settings` is a JSON object of uvicorn.Config keyword arguments; `"http": "botserver"` is
+the HTTP protocol `botserver run` serves with (server/api/http_protocol.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 import uvicorn
 
 BENCH = Path(__file__).resolve().parent
+# `"http": "botserver"` in --settings: server/api/http_protocol.py's BoundedHttpToolsProtocol.
+BOTSERVER_PROTOCOL = "botserver"
 
 
 def main() -> int:
@@ -31,14 +34,22 @@ def main() -> int:
     sys.path.insert(0, str(BENCH))
     from server.api.workers import serve_workers
 
+    settings = json.loads(args.settings)
+    if settings.get("http") == BOTSERVER_PROTOCOL:
+        from server.api.http_protocol import BoundedHttpToolsProtocol
+
+        settings["http"] = BoundedHttpToolsProtocol
     config = uvicorn.Config(
         args.app,
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        **json.loads(args.settings),
+        **settings,
     )
+    if args.workers == 1:  # one process, as `botserver run` without --workers serves
+        uvicorn.Server(config).run()
+        return 0
     return serve_workers(config)
 
 
