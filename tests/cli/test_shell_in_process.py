@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from bench.tcp_proxy import TcpProxy
 from server.channels.console import run_shell
@@ -44,10 +45,11 @@ async def test_a_store_down_mid_session_is_one_error_line_and_the_session_goes_o
     def run(step: Coroutine[Any, Any, None]) -> None:  # on the input thread, wait for it
         asyncio.run_coroutine_threadsafe(step, loop).result(10)
 
+    prefix = f"cli2-shell-{uuid.uuid4().hex}"
     endpoints = tmp_path / "endpoints.yml"
     endpoints.write_text(
         "tracker_store:\n  type: redis\n  url: 127.0.0.1\n"
-        f"  port: {proxy.port}\n  key_prefix: cli2-shell-{uuid.uuid4().hex}\n"
+        f"  port: {proxy.port}\n  key_prefix: {prefix}\n"
     )
     typist = Typist(
         ["hello", "hello", "hello", "/stop"],
@@ -58,6 +60,10 @@ async def test_a_store_down_mid_session_is_one_error_line_and_the_session_goes_o
         code = await run_shell(moodbot_model, endpoints, sender="ana")
     finally:
         await proxy.cut()
+        redis = aioredis.Redis(host=REDIS[0], port=REDIS[1])
+        async for key in redis.scan_iter(f"{prefix}*"):  # the conversation it stored
+            await redis.delete(key)
+        await redis.aclose()
     out, err = capsys.readouterr()
     assert code == 0
     assert "error: this message was not handled" in err
