@@ -138,7 +138,7 @@ class CallbackOutput:
         timeout = self.endpoint.timeout
         try:
             answer = await asyncio.wait_for(self.endpoint.post_json(body), timeout)
-        except (asyncio.TimeoutError, httpx.TimeoutException, httpx.ConnectError) as e:
+        except (TimeoutError, httpx.TimeoutException, httpx.ConnectError) as e:
             timed_out = not isinstance(e, httpx.ConnectError)
             self._unreachable = (
                 f"did not answer within {timeout:g} s" if timed_out else "cannot be reached"

@@ -185,7 +185,7 @@ class ActionServerClient:
         try:
             # httpx's timeout is per phase; this bounds the whole call, trickling bodies included.
             response = await asyncio.wait_for(self.endpoint.post_json(body), timeout)
-        except (asyncio.TimeoutError, httpx.TimeoutException):
+        except (TimeoutError, httpx.TimeoutException):
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} "
                 f"did not answer within {timeout:g} s"

@@ -48,7 +48,7 @@ class NLGClient:
         where = self.endpoint.safe_url
         try:
             answer = await asyncio.wait_for(self.endpoint.post_json(body), self.endpoint.timeout)
-        except (asyncio.TimeoutError, httpx.TimeoutException):
+        except (TimeoutError, httpx.TimeoutException):
             raise ActionError(
                 f"NLG for '{response}': the NLG server at {where} did not answer within "
                 f"{self.endpoint.timeout:g} s"

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -221,7 +221,7 @@ class ModelHolder(Generic[T]):
             model_file=model_file,
             model_id=metadata.get("model_id"),
             fingerprint=fingerprint,
-            loaded_at=datetime.now(timezone.utc),
+            loaded_at=datetime.now(UTC),
             metadata=metadata,
             source=source,
         )
@@ -231,7 +231,7 @@ class ModelHolder(Generic[T]):
         # Not logged here: the caller reports it once, as what it was doing (startup, a
         # pull it may have reported already, a PUT /model answered with the error).
         self.last_error = f"{name}: {exc}"
-        self.last_error_at = datetime.now(timezone.utc)
+        self.last_error_at = datetime.now(UTC)
 
     # ---------------------------------------------------------------------------- training
 

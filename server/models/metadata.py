@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import server
@@ -61,7 +61,7 @@ def build_metadata(caller: dict[str, Any]) -> dict[str, Any]:
         format_version=FORMAT_VERSION,
         botserver_version=server.__version__,
         model_id=uuid.uuid4().hex,
-        trained_at=datetime.now(timezone.utc).isoformat(),
+        trained_at=datetime.now(UTC).isoformat(),
     )
     return metadata
 

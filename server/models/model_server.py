@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +170,7 @@ class ModelServerPoller:
         # httpx's timeout bounds each read; a body dripping a byte at a time would never end.
         try:
             return await asyncio.wait_for(self._fetch(), self.config.timeout)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise self._timed_out() from exc
 
     def _timed_out(self) -> _PullFailed:
@@ -243,7 +243,7 @@ class ModelServerPoller:
         else:
             logger.debug("Model pull failed again: %s", message)
         self.last_error = message
-        self.last_error_at = datetime.now(timezone.utc)
+        self.last_error_at = datetime.now(UTC)
         self.failing_since = self.failing_since or self.last_error_at
 
     def _clear_error(self) -> None:

@@ -71,7 +71,7 @@ class CallbackChannel(CollectingOutputChannel):
     async def texts_within(self, seconds: float) -> list[str | None]:
         try:
             await asyncio.wait_for(self.arrived.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return [m.get("text") for m in self.messages]
 
