@@ -100,6 +100,7 @@ class Workers:
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._others: list[str] = []
         self._listed_at = -_LIST_SECONDS
+        self._listing: asyncio.Future[list[str]] | None = None
         self._skipped: dict[str, float] = {}  # route: until when (time.monotonic())
 
     def client(self, target: str) -> httpx.AsyncClient | None:
@@ -153,24 +154,35 @@ class Workers:
         elif _holds(sio, room, namespace):
             targets = []
         else:
-            targets = self._listed()
+            targets = await self._listed()
         if not targets:
             await sio.emit(event, data, room=room, namespace=namespace)
             return
         body = json.dumps({"event": event, "data": data, "room": room, "namespace": namespace})
         await asyncio.gather(*(self._push(target, body.encode(), room) for target in targets))
 
-    def _listed(self) -> list[str]:
-        """The other workers' routes, read from their directory at most once a second."""
+    async def _listed(self) -> list[str]:
+        """The other workers' routes, read from their directory (in a thread: a directory
+        listing is a file-system call) at most once a second."""
         now = time.monotonic()
-        if now - self._listed_at >= _LIST_SECONDS:
+        if self._listing is None and now - self._listed_at >= _LIST_SECONDS:
             self._listed_at = now
-            self._others = sorted(
-                path.stem
-                for path in self.sockets.glob("*.sock")
-                if path.stem != self.route and _ROUTE.fullmatch(path.stem)
-            )
+            self._listing = asyncio.ensure_future(asyncio.to_thread(self._read_others))
+        if self._listing is not None:  # pushes meanwhile wait for the same listing
+            listing = self._listing
+            try:
+                self._others = await asyncio.shield(listing)
+            finally:
+                if self._listing is listing and listing.done():
+                    self._listing = None
         return [route for route in self._others if self._skipped.get(route, 0.0) <= now]
+
+    def _read_others(self) -> list[str]:
+        return sorted(
+            path.stem
+            for path in self.sockets.glob("*.sock")
+            if path.stem != self.route and _ROUTE.fullmatch(path.stem)
+        )
 
     async def _push(self, target: str, body: bytes, room: str) -> None:
         if self._skipped.get(target, 0.0) > time.monotonic():
