@@ -14,6 +14,7 @@ import cli
 from server.training.starter import write_starter_project
 from server.training.train import train
 from tests.cli.botserver_process import ServerProcess, start_botserver
+from tests.logging_state import logging_restored
 from tests.shared_data import MOODBOT
 
 
@@ -94,22 +95,5 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    loggers = logging.Logger.manager.loggerDict
-    enabled = [x for x in loggers.values() if isinstance(x, logging.Logger) and not x.disabled]
-    # configure_logging sets libraries' levels too (httpx at DEBUG with -vv): left so, they
-    # reached the caplog of later tests in the same process.
-    levels = {name: x.level for name, x in loggers.items() if isinstance(x, logging.Logger)}
-    yield
-    for logger in enabled:  # a config file's `disable_existing_loggers: true`
-        logger.disabled = False
-    for name, each in list(loggers.items()):
-        if isinstance(each, logging.Logger):
-            each.setLevel(levels.get(name, logging.NOTSET))
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
+    with logging_restored():
+        yield

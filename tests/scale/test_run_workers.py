@@ -13,6 +13,7 @@ import pytest
 from bench.concurrency import Scenario, format_report, free_port, run
 from cli import main
 from server.api.runner import _check_workers
+from tests.logging_state import logging_restored
 from tests.scale.scale_services import require
 
 pytestmark = pytest.mark.timeout(120)
@@ -25,7 +26,8 @@ def run_workers(
     path = tmp_path / "endpoints.yml"
     path.write_text(json.dumps(endpoints))
     args = ["run", "--workers", "2", "--endpoints", str(path), "-m", str(tmp_path / "none")]
-    code = main([*args, "-p", str(free_port()), "--quiet"])
+    with logging_restored():  # main() configures logging for the process
+        code = main([*args, "-p", str(free_port()), "--quiet"])
     return code, capsys.readouterr().err
 
 

@@ -1,0 +1,36 @@
+"""The logging configuration of the test process, put back after code that configures it
+(`configure_logging`, which `botserver run` calls: run in process by some tests)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def logging_restored() -> Iterator[None]:
+    """The root logger's handlers and level, every logger's level and `disabled` flag, as
+    they were. Left changed, they hid later tests' log records from caplog in the same
+    process (with `-n 2`, whichever tests xdist put after them)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    loggers = logging.Logger.manager.loggerDict
+    enabled = [x for x in loggers.values() if isinstance(x, logging.Logger) and not x.disabled]
+    # configure_logging sets libraries' levels too (httpx at DEBUG with -vv): left so, they
+    # reached the caplog of later tests in the same process.
+    levels = {name: x.level for name, x in loggers.items() if isinstance(x, logging.Logger)}
+    try:
+        yield
+    finally:
+        for logger in enabled:  # a config file's `disable_existing_loggers: true`
+            logger.disabled = False
+        for name, each in list(loggers.items()):
+            if isinstance(each, logging.Logger):
+                each.setLevel(levels.get(name, logging.NOTSET))
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
