@@ -26,6 +26,9 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        # Connections the network forgot (`forget_open_connections`): what is sent on them
+        # goes nowhere, either way, and nobody is told.
+        self._forgotten: set[asyncio.StreamWriter] = set()
 
     @property
     def is_up(self) -> bool:
@@ -57,6 +60,11 @@ class TcpProxy:
         else:
             await self.restore()
 
+    def forget_open_connections(self) -> None:
+        """The connections open now go dead without a word, as a NAT gateway or a load
+        balancer forgets an idle one; new connections are forwarded as before."""
+        self._forgotten.update(self._writers)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
@@ -87,12 +95,15 @@ class TcpProxy:
     ) -> None:
         try:
             while data := await reader.read(65536):
+                if writer in self._forgotten:
+                    continue
                 if not await self.forward(data, writer, upstream):
                     return
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
             self._writers.discard(writer)
+            self._forgotten.discard(writer)
             writer.close()
 
 

@@ -117,6 +117,11 @@ _GROUP_READS = (
 )
 
 CONNECT_TIMEOUT_SECONDS = 5.0
+# A pooled connection idle this long is closed, and none is kept as a floor: NAT gateways and
+# load balancers drop an idle TCP connection without a word (AWS's NAT gateway after 350 s,
+# Azure's load balancer after 240 s), and a statement sent on it then gets no answer until
+# the statement timeout, while a new connection (the silence check's) answers at once.
+IDLE_SECONDS = 180.0
 # Every statement here is prepared once per connection and planned once: left to choose,
 # PostgreSQL plans a group statement anew on every run when the connection's first runs
 # had small groups (its custom plans, sized to the arrays, then look cheaper than the
@@ -243,12 +248,12 @@ class PostgresDatabase:
         if self._pool is None:
             pool = await asyncpg.create_pool(
                 self._dsn,
-                min_size=1,
+                min_size=0,
                 max_size=self._max_size,
                 timeout=CONNECT_TIMEOUT_SECONDS,
                 server_settings=self._server_settings,
                 init=self._init_connection,
-                max_inactive_connection_lifetime=3600,
+                max_inactive_connection_lifetime=IDLE_SECONDS,
                 reset=_keep_session,
             )
             if self._pool is None:

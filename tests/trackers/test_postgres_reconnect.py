@@ -4,11 +4,15 @@ caller (no ping per checkout does it instead)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import asyncpg
+import pytest
 
+from server.trackers import postgres_database as postgres_module
 from server.trackers.factory import create_tracker_store
 from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
+from tests.trackers.test_silent_database import behind_proxy
 
 EVENT = {"event": "action", "timestamp": 1.0, "name": "action_listen"}
 
@@ -54,4 +58,28 @@ async def test_append_returns_rows_in_order_and_the_cache_follows() -> None:
             await store.append("bob", events[150:])
             assert await store.load("bob") == events
         finally:
+            await store.close()
+
+
+async def test_a_connection_left_idle_is_not_used_once_the_network_may_have_dropped_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """NAT gateways and load balancers drop an idle TCP connection without a word (AWS's NAT
+    gateway after 350 s, Azure's load balancer after 240 s). Before, the pool kept idle
+    connections an hour, and one for ever (its floor): the next statement on it got no answer
+    until SQL_STATEMENT_TIMEOUT (30 s), as the silence check's new connection answered. Now
+    a connection idle for IDLE_SECONDS (180 s) is closed, none kept as a floor."""
+    monkeypatch.setattr(postgres_module, "IDLE_SECONDS", 0.5)
+    async with behind_proxy("postgresql") as (config, proxy):
+        store = create_tracker_store(config)
+        try:
+            await store.append("idle", [EVENT])
+            proxy.forget_open_connections()  # the network drops them; new ones pass
+            await asyncio.sleep(1.5)  # idle long enough
+            started = time.monotonic()
+            await asyncio.wait_for(store.append("idle", [{**EVENT, "timestamp": 2.0}]), 10)
+            assert time.monotonic() - started < 5
+            assert [e["timestamp"] for e in await store.load_all("idle") or []] == [1.0, 2.0]
+        finally:
+            await proxy.cut()  # a dead connection left in the pool would hold its close up
             await store.close()
