@@ -31,11 +31,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from server.nlu.evaluation import Predictions, entity_report, predict  # noqa: E402
+from server.nlu.message import Message  # noqa: E402
 from server.nlu.pipeline import NLUPipeline  # noqa: E402
 from server.nlu.training_data import NLUTrainingData  # noqa: E402
 from server.training.nlu_yaml import read_nlu_file  # noqa: E402
@@ -116,6 +118,18 @@ PIPELINES = {
     "sparse_neighbours": SPARSE_NEIGHBOURS_PIPELINE,
     "static_neighbours": STATIC_NEIGHBOURS_PIPELINE,
 }
+
+
+def featurized(components: list[Any], texts: list[str]) -> list[Message]:
+    """Each text as a Message through `components` (a trained pipeline's featurizers), for
+    the experiment scripts that fit on the features themselves."""
+    messages = []
+    for text in texts:
+        message = Message(text)
+        for component in components:
+            component.process(message)
+        messages.append(message)
+    return messages
 
 
 def subset(data: NLUTrainingData, limit: int | None) -> NLUTrainingData:

@@ -39,10 +39,9 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.nlu import DATA, STATIC_PIPELINE, VALID_SPLITS  # noqa: E402
+from bench.nlu import DATA, STATIC_PIPELINE, VALID_SPLITS, featurized  # noqa: E402
 from server.nlu.class_spread import ClassSpread  # noqa: E402
 from server.nlu.linear_model import feature_matrix  # noqa: E402
-from server.nlu.message import Message  # noqa: E402
 from server.nlu.pipeline import NLUPipeline  # noqa: E402
 from server.training.nlu_yaml import read_nlu_file  # noqa: E402
 
@@ -198,12 +197,7 @@ class Round:
         components = [c for _, c in NLUPipeline.train(train, STATIC_PIPELINE[:5])._components]
 
         def features(texts: list[str]) -> sp.csr_matrix:
-            messages = []
-            for text in texts:
-                message = Message(text)
-                for component in components:
-                    component.process(message)
-                messages.append(message)
+            messages = featurized(components, texts)
             return self.spread.matrix(feature_matrix(messages, sum(self.widths)))
 
         for copies, drop, weight in (
