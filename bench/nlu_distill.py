@@ -108,6 +108,19 @@ def with_block(x: sp.csr_matrix, block: np.ndarray, weight: float) -> sp.csr_mat
     return sp.hstack([x, sp.csr_matrix(block * weight)]).tocsr()
 
 
+def blended_errors(
+    d: dict[str, Any], block_train: np.ndarray, block_valid: np.ndarray, weight: float
+) -> int:
+    """Validation errors of the static features with `weight` times a block beside them."""
+    predicted = errors(
+        with_block(d["wtr"], block_train, weight),
+        d["ytr"],
+        with_block(d["wva"], block_valid, weight),
+        d["yva"],
+    )
+    return int((predicted != np.asarray(d["yva"])).sum())
+
+
 def unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-9)
 
@@ -162,13 +175,9 @@ def base(name: str, out: Path, tokenlearn: Path | None) -> dict[str, int]:
         predicted = errors(block_train, y_train, block_valid, d["yva"])
         result[f"{label} alone"] = int((predicted != y_valid).sum())
         for weight in (0.5, 1.0):
-            predicted = errors(
-                with_block(d["wtr"], block_train, weight),
-                y_train,
-                with_block(d["wva"], block_valid, weight),
-                d["yva"],
+            result[f"static + {label} x {weight}"] = blended_errors(
+                d, block_train, block_valid, weight
             )
-            result[f"static + {label} x {weight}"] = int((predicted != y_valid).sum())
         print(result, flush=True)
     return result
 
@@ -179,7 +188,7 @@ def distill_subset(
     """The map fitted on `sentences` evenly spread training sentences only (the teacher's
     cost), applied to every training and validation row."""
     d = load(name, out)
-    y_train, y_valid = d["ytr"], np.asarray(d["yva"])
+    y_train = d["ytr"]
     rows = np.unique(np.linspace(0, len(y_train) - 1, sentences).astype(int))
     support = d["wtr"][rows]
     mean = d["etr"][rows].mean(axis=0)
@@ -192,14 +201,8 @@ def distill_subset(
         dual = sl.solve(kernel, d["etr"][rows] - mean, assume_a="pos")
         train_rows, valid_rows = unit(to_train @ dual + mean), unit(to_valid @ dual + mean)
         for weight in weights:
-            predicted = errors(
-                with_block(d["wtr"], train_rows, weight),
-                y_train,
-                with_block(d["wva"], valid_rows, weight),
-                d["yva"],
-            )
-            result[f"ridge {ridge} {len(rows)} sentences x {weight}"] = int(
-                (predicted != y_valid).sum()
+            result[f"ridge {ridge} {len(rows)} sentences x {weight}"] = blended_errors(
+                d, train_rows, valid_rows, weight
             )
             print(result, flush=True)
     return result
@@ -209,7 +212,7 @@ def distill(name: str, out: Path, ridges: list[float], weights: list[float]) -> 
     from sklearn.model_selection import StratifiedKFold
 
     d = load(name, out)
-    y_train, y_valid = d["ytr"], np.asarray(d["yva"])
+    y_train = d["ytr"]
     mean = d["etr"].mean(axis=0)
     targets = d["etr"] - mean
     gram = (d["wtr"] @ d["wtr"].T).toarray()
@@ -240,13 +243,9 @@ def distill(name: str, out: Path, ridges: list[float], weights: list[float]) -> 
         )
         for label, train_rows in (("crossfit", crossfit_rows), ("insample", insample_rows)):
             for weight in weights:
-                predicted = errors(
-                    with_block(d["wtr"], train_rows, weight),
-                    y_train,
-                    with_block(d["wva"], valid_rows, weight),
-                    d["yva"],
+                result[f"ridge {ridge} {label} x {weight}"] = blended_errors(
+                    d, train_rows, valid_rows, weight
                 )
-                result[f"ridge {ridge} {label} x {weight}"] = int((predicted != y_valid).sum())
                 print(result, flush=True)
     return result
 
