@@ -18,9 +18,11 @@ collector hardly runs (one young collection per ~20,000 requests at c=50), while
 a few collections per 1,000 turns move a count by up to ±0.5 %, as much as the changes it is
 meant to show.
 `--store-stats` adds the SQLite store's counters (commits, inline commits, fallbacks to its
-thread, checkpoints) and the duration of its inline commits (p50/p99/max, the time the event
-loop spends in one). `--store postgresql` (the workers' store of `bench/http_turns.py`)
-creates its own database through the `--pg-url` one and drops it after the run.
+thread, checkpoints), the duration of its inline commits (p50/p99/max, the time the event
+loop spends in one; wall and the loop thread's CPU), the inline commits that started the WAL
+afresh (each fsyncs on the loop: 0 expected) and how long each checkpoint held the appends.
+`--store postgresql` (the workers' store of `bench/http_turns.py`) creates its own database
+through the `--pg-url` one and drops it after the run.
 `--store dynamo` runs moto's DynamoDB server in a subprocess (its CPU is not counted); keep
 `--turns`/`--concurrency` under about 100, as a moodbot conversation fills DynamoDB's 400 KB
 item after 121 turns. `--round-trips` counts, client side, the measured turns' Redis round
@@ -383,15 +385,39 @@ class StoreStats:
 
             module._checkpoint = counted  # type: ignore[union-attr]
             module._start_wal = restarted  # type: ignore[union-attr]
+        # Inline commits that started the WAL afresh: its header's salts changed across one
+        # that committed (the first commit into a wholly copied WAL restarts it, and fsyncs).
+        self.inline_restarts = 0
+        self.holds: list[float] = []  # seconds appends were held, per checkpoint
+        checkpoint_task = getattr(self.db, "_checkpoint", None)
+        if checkpoint_task is not None:
+
+            async def held() -> None:
+                before = self.db.held_seconds  # type: ignore[union-attr]
+                await checkpoint_task()
+                self.holds.append(self.db.held_seconds - before)  # type: ignore[union-attr]
+
+            self.db._checkpoint = held  # type: ignore[union-attr]
         commit = getattr(self.db, "_commit_inline", None)
         if commit is not None:
 
             def timed() -> None:
-                self.sizes.append(len(self.db._inline_group))  # type: ignore[union-attr]
+                db: Any = self.db
+                self.sizes.append(len(db._inline_group))
+                wal_index, commits = db._wal_index, db.inline_commits
+                salts = wal_index.header() if wal_index is not None else None
                 started, cpu = time.perf_counter(), time.thread_time()
                 commit()
                 self.cpu.append(time.thread_time() - cpu)
                 self.durations.append(time.perf_counter() - started)
+                after = wal_index.header() if wal_index is not None else None
+                if (
+                    db.inline_commits != commits
+                    and salts is not None
+                    and after is not None
+                    and salts[32:40] != after[32:40]
+                ):
+                    self.inline_restarts += 1
 
             self.db._commit_inline = timed  # type: ignore[union-attr]
 
@@ -403,9 +429,11 @@ class StoreStats:
         stats: dict[str, Any] = {name: round(now[name] - self.before[name], 3) for name in now}
         stats["checkpoint_after"] = getattr(self.db, "checkpoint_after", None)
         stats["wal_pages_per_turn"] = round(self.wal_pages / turns, 2)
+        stats["inline_commits_restarting_wal"] = self.inline_restarts
         for name, values in (
             ("inline_commit_ms", self.durations),
             ("inline_commit_cpu_ms", self.cpu),
+            ("hold_per_checkpoint_ms", self.holds),
         ):
             if values:
                 stats[name] = {
