@@ -709,6 +709,14 @@ def _checkpoint(conn: sqlite3.Connection, restart_with: sqlite3.Connection | Non
     return max(0, int(wal_frames))
 
 
+def checkpoint(conn: sqlite3.Connection) -> int:
+    """A checkpoint by another writer of the file (the SQL event broker's connection of its
+    own): copies the WAL and, when all of it was, starts it afresh with a commit of its own,
+    so the fsync of the fresh WAL's header is not left to the next writer's commit (a
+    tracker store's on the event loop). Returns how many pages the WAL held."""
+    return _checkpoint(conn)
+
+
 def _start_wal(conn: sqlite3.Connection) -> None:
     """The first commit into an empty or fully checkpointed WAL rewrites its header and
     fsyncs it: this thread does that commit (a page-1 write that changes nothing), so that
