@@ -63,10 +63,13 @@ CHECKPOINT_FRAMES = 10_000
 _WAL_GROWTH_LIMIT = 2
 # Passes copying beside the appends, each copying what was appended during the one before,
 # until one ends with nothing appended since (the appends are then held for the WAL restart
-# alone), or the WAL has grown past _COPY_GROWTH_LIMIT times checkpoint_frames meanwhile (the
-# held step then copies what is left, a group commit's frames or so, with two fsyncs).
+# alone), or the WAL has grown past _COPY_GROWTH_LIMIT times checkpoint_frames meanwhile with
+# at most _SMALL_REMAINDER frames left (the held step then copies those, a group commit's
+# frames or so, with two fsyncs). Passes that cannot keep up (a slow disk) go on until the
+# WAL outgrows _WAL_GROWTH_LIMIT, when appends wait for the rest.
 _COPY_PASSES = 64
 _COPY_GROWTH_LIMIT = 1.5
+_SMALL_REMAINDER = 512  # frames, 2 MB
 _FIRST_CHECKPOINT_AFTER = 50  # commits
 _CHECKPOINT_AFTER_LIMITS = (8, 10_000)  # commits
 # What commits without an fsync in WAL mode; FULL and EXTRA sync the WAL at every commit.
@@ -504,7 +507,10 @@ class SqliteDatabase:
                     # and that commit would restart the WAL, fsyncing on the loop.
                     if clean or self._held is not None or frames is None or frames == copied:
                         break
-                    if frames > _COPY_GROWTH_LIMIT * self.checkpoint_frames:
+                    if (
+                        frames > _COPY_GROWTH_LIMIT * self.checkpoint_frames
+                        and frames - copied <= _SMALL_REMAINDER
+                    ):
                         break  # no quiet moment came: the held step copies the rest
             except sqlite3.Error as error:  # the held step copies it all
                 logger.debug("SQLite checkpoint of %s: copy beside appends: %s", self.path, error)
