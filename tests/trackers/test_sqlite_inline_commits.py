@@ -497,16 +497,7 @@ async def test_frames_appended_during_the_copy_are_copied_before_appends_are_hel
     (two more): the held step finds the whole WAL copied."""
     store = sqlite_store(tmp_path / "p.db")
     paused, go_on = pause_checkpoint(monkeypatch, "copied")
-    left_when_held: list[int] = []
-    finish = SqliteDatabase._finish_checkpoint
-
-    def finishing(
-        self: SqliteDatabase, inline: sqlite3.Connection | None, conn: sqlite3.Connection
-    ) -> int:
-        left_when_held.append(wal_index_frames(self) - copied_frames(self))
-        return finish(self, inline, conn)
-
-    monkeypatch.setattr(SqliteDatabase, "_finish_checkpoint", finishing)
+    left_when_held = record_left_when_held(monkeypatch)
     try:
         database, checkpoint = await start_checkpoint(store, paused)
         copied = wal_index_frames(database)
@@ -525,6 +516,52 @@ async def test_frames_appended_during_the_copy_are_copied_before_appends_are_hel
     finally:
         go_on.set()
         await store.close()
+
+
+async def test_a_large_rest_is_copied_beside_the_appends_not_while_they_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past 1.5 times its pages the WAL is copied with the appends held only once at most
+    512 frames are left: more (a disk slower than the appends) goes through one more pass
+    beside them, so they wait for a few frames rather than thousands."""
+    store = sqlite_store(tmp_path / "r.db")
+    paused, go_on = pause_checkpoint(monkeypatch, "copied")
+    left_when_held = record_left_when_held(monkeypatch)
+    try:
+        database, checkpoint = await start_checkpoint(store, paused)
+        database.checkpoint_frames = 1_000  # the appends wait once the WAL outgrows 2,000
+        copied = wal_index_frames(database)
+        text = "x" * 4_000  # a page or two a row
+        turn = 0
+        while wal_index_frames(database) <= 1_700:  # 1.5x, with about 1,700 frames left
+            events = [user(text, float(turn * 40 + n)) for n in range(20)]
+            await asyncio.wait_for(store.append("long", events), timeout=5)
+            turn += 1
+        assert wal_index_frames(database) - copied > sqlite_database._SMALL_REMAINDER
+
+        go_on.set()
+        await asyncio.wait_for(checkpoint, timeout=5)
+        assert database.checkpoints == 1
+        assert left_when_held == [0]  # the next pass copied them all, nothing came since
+        assert len(await store.load("long") or []) == turn * 20
+    finally:
+        go_on.set()
+        await store.close()
+
+
+def record_left_when_held(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The frames each checkpoint's held step finds left to copy, as they come."""
+    left_when_held: list[int] = []
+    finish = SqliteDatabase._finish_checkpoint
+
+    def finishing(
+        self: SqliteDatabase, inline: sqlite3.Connection | None, conn: sqlite3.Connection
+    ) -> int:
+        left_when_held.append(wal_index_frames(self) - copied_frames(self))
+        return finish(self, inline, conn)
+
+    monkeypatch.setattr(SqliteDatabase, "_finish_checkpoint", finishing)
+    return left_when_held
 
 
 def copied_frames(database: SqliteDatabase) -> int:
