@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import threading
 from collections import deque
 from itertools import islice
 from typing import Any
@@ -77,6 +78,7 @@ class SqlEventBroker(QueuedBroker):
             else None
         )
         self._checkpointer: sqlite3.Connection | None = None
+        self._checkpointer_lock = threading.Lock()  # a checkpoint under way ends before close
         self._events_since_checkpoint = 0
         self._table_name = str(config["table_name"]) if config.get("table_name") else None
         self.table = _broker_table(self._table_name or RASA_TABLE)
@@ -137,14 +139,21 @@ class SqlEventBroker(QueuedBroker):
         restarted WAL fsyncs its header: made here, not left to a tracker store's commit on
         the event loop when the two share the file). Off the event loop; not inside one of
         the broker's commits, as SQLite's automatic checkpoint is."""
-        if self._checkpointer is None:
-            self._checkpointer = sqlite3.connect(
-                str(self._sqlite_file),
-                timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        checkpoint(self._checkpointer)
+        with self._checkpointer_lock:
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(
+                    str(self._sqlite_file),
+                    timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            checkpoint(self._checkpointer)
+
+    def _close_checkpointer(self) -> None:
+        with self._checkpointer_lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
 
     async def _send_one_by_one(self, pending: deque[Outgoing], count: int) -> None:
         """A batch the database refused for its data: each event alone, and one the database
@@ -187,8 +196,7 @@ class SqlEventBroker(QueuedBroker):
     async def close(self) -> None:
         await self._close_delivery()
         if self._checkpointer is not None:
-            self._checkpointer.close()
-            self._checkpointer = None
+            await asyncio.to_thread(self._close_checkpointer)
         # The last connection to close checkpoints the WAL and removes it.
         await self._engine.dispose()
 

@@ -430,9 +430,10 @@ class SqliteDatabase:
 
         First, beside the appends: a read transaction pins the WAL (no inline commit restarts
         it, which would fsync its header on the loop) and a PASSIVE checkpoint copies it up
-        to the pinned frame, then once more what was appended meanwhile. Then, appends held
-        (an inline commit into a wholly copied WAL would restart it itself): the thread copies
-        the rest, a few frames, and starts the WAL afresh; the held appends then commit
+        to the pinned frame, then again what was appended meanwhile, until nothing was (or
+        little is left: see _COPY_PASSES). Then, appends held (an inline commit into a wholly
+        copied WAL would restart it itself): the thread copies the rest, if any, and starts
+        the WAL afresh; the held appends then commit
         inline, as one group (on the thread they would hold SQLite's write lock, so the next
         inline groups would find it busy and follow them there, one hop each). Holding the
         appends for the whole copy made every turn in flight wait for it: 13 ms per
