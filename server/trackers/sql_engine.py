@@ -144,8 +144,9 @@ def postgres_lock_timeout() -> str:
     return f"SET lock_timeout = {max(1, round(lock_timeout_seconds() * 1000))}"
 
 
-def create_engine(url: URL) -> AsyncEngine:
-    """An async engine with pre-ping (so it recovers after a database restart)."""
+def create_engine(url: URL, sqlite_autocheckpoint: bool = True) -> AsyncEngine:
+    """An async engine with pre-ping (so it recovers after a database restart).
+    `sqlite_autocheckpoint=False`: its SQLite commits never checkpoint (the caller does)."""
     backend = url.get_backend_name()
     if backend == "sqlite":
         sqlite_synchronous()
@@ -154,7 +155,7 @@ def create_engine(url: URL) -> AsyncEngine:
             url,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
-        _set_sqlite_pragmas(engine)
+        _set_sqlite_pragmas(engine, sqlite_autocheckpoint)
         return engine
 
     pool_size = int(os.environ.get("SQL_POOL_SIZE", "10"))
@@ -236,7 +237,7 @@ def _run_on_connect(engine: AsyncEngine, statement: str) -> None:
         cursor.close()
 
 
-def _set_sqlite_pragmas(engine: AsyncEngine) -> None:
+def _set_sqlite_pragmas(engine: AsyncEngine, autocheckpoint: bool = True) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
@@ -246,6 +247,11 @@ def _set_sqlite_pragmas(engine: AsyncEngine) -> None:
         # In WAL mode NORMAL never corrupts and survives a process crash; only an OS crash or
         # power loss can drop the last commits. It saves an fsync (4 ms here) per turn.
         cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+        if not autocheckpoint:
+            # SQLite's automatic checkpoint runs inside the commit that crosses 1,000 WAL
+            # pages, and leaves the first commit into the restarted WAL (which fsyncs the
+            # WAL's header) to whichever writer comes next.
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, s
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.tcp_proxy import TcpProxy, free_port
+from server.brokers import sql as sql_broker
 from server.brokers.factory import create_event_broker
 from server.brokers.sql import SqlEventBroker
 from server.trackers.factory import create_tracker_store
@@ -56,6 +58,49 @@ async def test_sql_broker_shares_a_database_with_the_tracker_store(tmp_path: Pat
         assert await trackers.load("alice") == events(3)
     finally:
         await trackers.close()
+
+
+def wal_frames_and_copied(db: Path) -> tuple[int, int]:
+    """The WAL's frames (mxFrame) and those copied into the database file (nBackfill), from
+    the WAL index in the -shm file (https://www.sqlite.org/walformat.html)."""
+    header = Path(f"{db}-shm").read_bytes()[:136]
+    return (
+        int.from_bytes(header[16:20], sys.byteorder),
+        int.from_bytes(header[96:100], sys.byteorder),
+    )
+
+
+def wal_file_exists(db: Path) -> bool:
+    return Path(f"{db}-wal").exists()
+
+
+async def test_sqlite_broker_commits_leave_no_wal_restart_to_another_writer(
+    tmp_path: Path,
+) -> None:
+    """The broker's commits never checkpoint (SQLite's automatic checkpoint copies the whole
+    WAL inside the commit crossing 1,000 pages, and the next writer's commit, a tracker
+    store's on the event loop when they share the file, restarts the WAL and fsyncs its
+    header). The broker checkpoints between its batches and restarts the WAL itself; the
+    WAL stays bounded, and nothing is lost at shutdown."""
+    db = tmp_path / "events.db"
+    broker = SqlEventBroker({"dialect": "sqlite", "db": str(db)})
+    text = "x" * 8_000  # two to three pages an event
+    largest = 0
+    try:
+        for batch in range(60):  # about 7,800 WAL pages in all
+            await broker.publish(f"c{batch % 7}", [{**event, "text": text} for event in events(50)])
+            assert await broker.flush(10)
+            frames, copied = wal_frames_and_copied(db)
+            assert not 0 < frames == copied, f"the WAL was left wholly copied after {batch}"
+            largest = max(largest, frames)
+    finally:
+        await broker.close()
+    # Pages: about 2,600 between two of the broker's checkpoints (every 1,000 events).
+    assert sql_broker.SQLITE_CHECKPOINT_EVENTS == 1_000
+    assert largest < 4_000
+    assert not wal_file_exists(db)  # checkpointed and removed at shutdown
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (3_000,)
 
 
 async def test_without_table_name_a_new_database_gets_rasas_events_table(tmp_path: Path) -> None:
