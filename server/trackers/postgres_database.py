@@ -29,6 +29,7 @@ from server.trackers.sql_engine import (
     statement_took_too_long,
 )
 from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
+from server.trackers.tcp_keepalive import guard_driver_connection
 
 T = TypeVar("T")
 
@@ -263,6 +264,8 @@ class PostgresDatabase:
         return self._pool
 
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        # A connection the network drops while in use is closed by the kernel, and replaced.
+        guard_driver_connection(conn)
         await conn.execute(f"{self._on_connect}; {_GENERIC_PLANS}")  # one round trip
 
     async def _connects(self) -> None:

@@ -27,6 +27,12 @@ _ASYNC_DRIVERS = {
 }
 
 CONNECT_TIMEOUT_SECONDS = 5.0
+# A pooled connection this old is replaced before it is used (the PostgreSQL store closes
+# its own idle this long): NAT gateways and load balancers drop an idle TCP connection
+# without a word (AWS's NAT gateway after 350 s, Azure's load balancer after 240 s), and a
+# statement on it got no answer until the statement timeout (the pre-ping, too), while a new
+# connection (the silence check's) answered at once. Before: 3600 s.
+POOL_RECYCLE_SECONDS = 180.0
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # FULL makes every commit survive a power loss too, at one fsync per turn.
 SQLITE_SYNCHRONOUS = os.environ.get("SQLITE_SYNCHRONOUS", "NORMAL").upper()
@@ -182,7 +188,7 @@ def create_engine(url: URL) -> AsyncEngine:
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_recycle=3600,
+        pool_recycle=POOL_RECYCLE_SECONDS,
         # Every connection in use: wait as long as for a connect, then 503 (SQLAlchemy's
         # default waited 30 s, then an unexplained 500).
         pool_timeout=CONNECT_TIMEOUT_SECONDS,
@@ -190,6 +196,7 @@ def create_engine(url: URL) -> AsyncEngine:
     )
     if backend == "postgresql":
         _run_on_connect(engine, postgres_lock_timeout())
+        _guard_sockets(engine)
     return engine
 
 
@@ -205,14 +212,19 @@ def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awa
     async def connect() -> Any:
         import aiomysql
 
+        from server.trackers.tcp_keepalive import guard_driver_connection
+
         try:
-            return await asyncio.wait_for(
+            connection = await asyncio.wait_for(
                 aiomysql.connect(*args, **kwargs), CONNECT_TIMEOUT_SECONDS
             )
         except TimeoutError:  # (no text: the 503 said only "TimeoutError (no answer)")
             raise TimeoutError(
                 f"no answer to a new connection in {CONNECT_TIMEOUT_SECONDS:g} s"
             ) from None
+        # A connection the network drops while in use is closed by the kernel, and replaced.
+        guard_driver_connection(connection)
+        return connection
 
     return connect
 
@@ -234,6 +246,15 @@ def _run_on_connect(engine: AsyncEngine, statement: str) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(statement)
         cursor.close()
+
+
+def _guard_sockets(engine: AsyncEngine) -> None:
+    """TCP keepalive and user timeout on each new connection (see server.trackers.tcp_keepalive)."""
+    from server.trackers.tcp_keepalive import guard_driver_connection
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        guard_driver_connection(dbapi_connection.driver_connection)
 
 
 def _set_sqlite_pragmas(engine: AsyncEngine) -> None:
