@@ -240,6 +240,34 @@ def mysql_connects(url: URL) -> Callable[[], Awaitable[None]]:
     return connects
 
 
+def postgres_connects(url: URL) -> Callable[[], Awaitable[None]]:
+    """A new asyncpg connection, outside any pool, logs in and is closed (see SilenceWatch)."""
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    schema = os.environ.get("POSTGRESQL_SCHEMA")
+
+    async def connects() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(
+            dsn,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            server_settings={"search_path": schema} if schema else None,
+        )
+        await conn.close()
+
+    return connects
+
+
+def connects(url: URL) -> Callable[[], Awaitable[None]] | None:
+    """The silence check's new connection for `url`'s database (None: SQLite, a file)."""
+    backend = url.get_backend_name()
+    if backend == "mysql":
+        return mysql_connects(url)
+    if backend == "postgresql":
+        return postgres_connects(url)
+    return None
+
+
 def _run_on_connect(engine: AsyncEngine, statement: str) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
