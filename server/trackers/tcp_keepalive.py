@@ -18,14 +18,16 @@ from server.trackers.sql_engine import env_seconds
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 10.0
+DEFAULT_TIMEOUT = 5.0
 # Probes before the kernel gives an idle connection up (with TCP_USER_TIMEOUT, Linux gives
 # it up at the first unanswered probe past the timeout).
 _PROBES = 3
+# Linux refuses a keepalive idle time or interval above this (EINVAL).
+_MAX_KEEPALIVE_SECONDS = 32767
 
 
 def dead_connection_timeout() -> float:
-    """`DB_TCP_TIMEOUT` seconds (10 by default): how long a database connection may go
+    """`DB_TCP_TIMEOUT` seconds (5 by default): how long a database connection may go
     without an acknowledgement from its peer before the kernel closes it."""
     return env_seconds("DB_TCP_TIMEOUT", DEFAULT_TIMEOUT)
 
@@ -37,12 +39,12 @@ def tcp_options(timeout: float | None = None) -> dict[int, int]:
     waiting for a slow statement, which the server's kernel keeps acknowledging), keepalive
     probes from half the timeout on, which also keep a NAT gateway's entry alive."""
     seconds = dead_connection_timeout() if timeout is None else timeout
-    idle = max(1, round(seconds / 2))
+    idle = min(max(1, round(seconds / 2)), _MAX_KEEPALIVE_SECONDS)
     options = {
         "TCP_KEEPIDLE": idle,
-        "TCP_KEEPINTVL": max(1, round((seconds - idle) / _PROBES)),
+        "TCP_KEEPINTVL": min(max(1, round((seconds - idle) / _PROBES)), _MAX_KEEPALIVE_SECONDS),
         "TCP_KEEPCNT": _PROBES,
-        "TCP_USER_TIMEOUT": max(1, round(seconds * 1000)),  # milliseconds
+        "TCP_USER_TIMEOUT": min(max(1, round(seconds * 1000)), 2**31 - 1),  # milliseconds
     }
     # Platforms without an option (TCP_USER_TIMEOUT is Linux's) go without it.
     return {
@@ -54,9 +56,12 @@ def guard_socket(sock: Any, options: dict[int, int] | None = None) -> None:
     """Keepalive and the user timeout on a TCP socket (nothing for a Unix socket)."""
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (tcp_options() if options is None else options).items():
-        sock.setsockopt(socket.IPPROTO_TCP, name, value)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (tcp_options() if options is None else options).items():
+            sock.setsockopt(socket.IPPROTO_TCP, name, value)
+    except OSError as exc:  # the connection still works, as it did without them
+        logger.warning("TCP keepalive options refused on a database connection: %s", exc)
 
 
 def guard_driver_connection(connection: Any) -> None:

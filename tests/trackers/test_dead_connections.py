@@ -119,3 +119,22 @@ async def test_redis_turns_go_on_when_the_network_drops_a_connection() -> None:
         await store.close()
         await locks.close()
         await delete_redis_keys(prefix)
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+async def test_a_long_dead_connection_timeout_is_taken_as_the_longest_linux_allows(
+    dialect: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DB_TCP_TIMEOUT=100000 (keepalive as good as off): Linux refuses a keepalive idle time
+    above 32767 s; unclamped, every connection failed with `[Errno 22] Invalid argument`
+    (the readiness probe said 503), and a refusal is now only a warning."""
+    monkeypatch.setenv("DB_TCP_TIMEOUT", "100000")
+    async with behind_proxy(dialect) as (config, proxy):
+        store = create_tracker_store(config)
+        try:
+            await store.append("long", [user("hi", 1.0)])
+            assert [e["text"] for e in await store.load_all("long") or []] == ["hi"]
+            assert "TCP keepalive options refused" not in caplog.text
+        finally:
+            await proxy.cut()
+            await store.close()
