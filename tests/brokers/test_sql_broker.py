@@ -303,3 +303,33 @@ async def test_a_silent_database_is_told_in_the_log_and_gets_the_events_once_it_
             await broker.close()
             await proxy.cut()
         assert [row["sender_id"] for row in rows] == ["alice", "bob", "bob"]
+
+
+@pytest.mark.parametrize(
+    ("database", "address"), [(postgres_database, POSTGRES), (mariadb_database, MARIADB)]
+)
+async def test_events_go_out_when_the_network_drops_the_brokers_connection(
+    database: Any, address: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker's pooled connection forgotten by a NAT gateway, the database still fine
+    (the silence check's new connection answers). Before, its insert waited with nothing in
+    the log until the kernel gave the connection up (about 15 minutes); now the kernel gives
+    it up after DB_TCP_TIMEOUT (1 s here, 5 by default) and the retry goes out on a new one."""
+    monkeypatch.setenv("DB_TCP_TIMEOUT", "1")
+    async with database() as config:
+        proxy = TcpProxy(address)
+        await proxy.restore()
+        broker = SqlEventBroker(
+            {**config, "url": "127.0.0.1", "port": proxy.port, "retry_delay_in_seconds": 0.1}
+        )
+        try:
+            await broker.publish("alice", events(1))
+            assert await broker.flush(timeout=10)
+            proxy.forget_open_connections()
+            await broker.publish("bob", events(2))
+            assert await broker.flush(timeout=6)
+            rows = await stored_rows(broker)
+        finally:
+            await broker.close()
+            await proxy.cut()
+        assert [row["sender_id"] for row in rows] == ["alice", "bob", "bob"]
