@@ -15,7 +15,8 @@ from redis.backoff import NoBackoff
 
 from server.errors import StoreFailed, StoreUnavailable
 from server.outages import OUTAGES
-from server.trackers.tcp_keepalive import dead_connection_timeout, tcp_options
+from server.trackers.sql_engine import dead_connection_timeout
+from server.trackers.tcp_keepalive import tcp_options
 
 logger = logging.getLogger(__name__)
 

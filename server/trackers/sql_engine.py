@@ -17,6 +17,8 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from server.errors import InvalidConfig
+from server.trackers.tcp_keepalive import guard_driver_connection
+from server.trackers.tcp_keepalive import tcp_options as _tcp_options
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -126,6 +128,19 @@ def statement_timeout_seconds() -> float:
     return env_seconds("SQL_STATEMENT_TIMEOUT", 30.0)
 
 
+def dead_connection_timeout() -> float:
+    """How long a PostgreSQL, MySQL/MariaDB or Redis connection may go without an
+    acknowledgement from its peer before the kernel closes it (TCP_USER_TIMEOUT, keepalive):
+    `DB_TCP_TIMEOUT` seconds, 5 by default. Before, a connection the network dropped without
+    a word held its statement until SQL_STATEMENT_TIMEOUT (30 s)."""
+    return env_seconds("DB_TCP_TIMEOUT", 5.0)
+
+
+def tcp_options() -> dict[int, int]:
+    """The socket options for `dead_connection_timeout()` (see server.trackers.tcp_keepalive)."""
+    return _tcp_options(dead_connection_timeout())
+
+
 def statement_took_too_long(seconds: float) -> TimeoutError:
     """The error of a statement given up at `SQL_STATEMENT_TIMEOUT`, on a database that
     answers (a silent one is given up sooner: see server.trackers.silence); before, its 503
@@ -196,7 +211,7 @@ def create_engine(url: URL) -> AsyncEngine:
     )
     if backend == "postgresql":
         _run_on_connect(engine, postgres_lock_timeout())
-        _guard_sockets(engine)
+        _guard_sockets(engine, tcp_options())
     return engine
 
 
@@ -208,11 +223,10 @@ def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awa
 
     args, kwargs = dialect().create_connect_args(url)
     kwargs.update(connect_args)
+    options = tcp_options()
 
     async def connect() -> Any:
         import aiomysql
-
-        from server.trackers.tcp_keepalive import guard_driver_connection
 
         try:
             connection = await asyncio.wait_for(
@@ -223,7 +237,7 @@ def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awa
                 f"no answer to a new connection in {CONNECT_TIMEOUT_SECONDS:g} s"
             ) from None
         # A connection the network drops while in use is closed by the kernel, and replaced.
-        guard_driver_connection(connection)
+        guard_driver_connection(connection, options)
         return connection
 
     return connect
@@ -276,13 +290,12 @@ def _run_on_connect(engine: AsyncEngine, statement: str) -> None:
         cursor.close()
 
 
-def _guard_sockets(engine: AsyncEngine) -> None:
+def _guard_sockets(engine: AsyncEngine, options: dict[int, int]) -> None:
     """TCP keepalive and user timeout on each new connection (see server.trackers.tcp_keepalive)."""
-    from server.trackers.tcp_keepalive import guard_driver_connection
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        guard_driver_connection(dbapi_connection.driver_connection)
+        guard_driver_connection(dbapi_connection.driver_connection, options)
 
 
 def _set_sqlite_pragmas(engine: AsyncEngine) -> None:

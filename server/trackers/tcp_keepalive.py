@@ -4,7 +4,7 @@ sockets of PostgreSQL, MySQL/MariaDB and Redis connections.
 A connection whose peer vanished without a word (a NAT gateway or load balancer forgot it, a
 failed-over host, packets dropped) otherwise waits for an answer until the statement timeout,
 while a new connection (the silence check's) answers at once; with these options the kernel
-gives it up after `DB_TCP_TIMEOUT` seconds, the driver sees it closed, and the pool opens a
+gives it up after `DB_TCP_TIMEOUT` seconds (5), the driver sees it closed, and the pool opens a
 new one.
 """
 
@@ -14,11 +14,8 @@ import logging
 import socket
 from typing import Any
 
-from server.trackers.sql_engine import env_seconds
-
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 5.0
 # Probes before the kernel gives an idle connection up (with TCP_USER_TIMEOUT, Linux gives
 # it up at the first unanswered probe past the timeout).
 _PROBES = 3
@@ -26,19 +23,12 @@ _PROBES = 3
 _MAX_KEEPALIVE_SECONDS = 32767
 
 
-def dead_connection_timeout() -> float:
-    """`DB_TCP_TIMEOUT` seconds (5 by default): how long a database connection may go
-    without an acknowledgement from its peer before the kernel closes it."""
-    return env_seconds("DB_TCP_TIMEOUT", DEFAULT_TIMEOUT)
-
-
-def tcp_options(timeout: float | None = None) -> dict[int, int]:
+def tcp_options(seconds: float) -> dict[int, int]:
     """The IPPROTO_TCP options (name -> value) that close a connection whose peer stopped
-    acknowledging for `timeout` seconds (default `dead_connection_timeout()`): data sent and
-    not acknowledged (TCP_USER_TIMEOUT), or, while nothing is in flight (idle in the pool, or
+    acknowledging for `seconds` (`DB_TCP_TIMEOUT`: server.trackers.sql_engine): data sent
+    and not acknowledged (TCP_USER_TIMEOUT), or, while nothing is in flight (idle in the pool, or
     waiting for a slow statement, which the server's kernel keeps acknowledging), keepalive
     probes from half the timeout on, which also keep a NAT gateway's entry alive."""
-    seconds = dead_connection_timeout() if timeout is None else timeout
     idle = min(max(1, round(seconds / 2)), _MAX_KEEPALIVE_SECONDS)
     options = {
         "TCP_KEEPIDLE": idle,
@@ -52,21 +42,22 @@ def tcp_options(timeout: float | None = None) -> dict[int, int]:
     }
 
 
-def guard_socket(sock: Any, options: dict[int, int] | None = None) -> None:
+def guard_socket(sock: Any, options: dict[int, int]) -> None:
     """Keepalive and the user timeout on a TCP socket (nothing for a Unix socket)."""
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in (tcp_options() if options is None else options).items():
+        for name, value in options.items():
             sock.setsockopt(socket.IPPROTO_TCP, name, value)
     except OSError as exc:  # the connection still works, as it did without them
         logger.warning("TCP keepalive options refused on a database connection: %s", exc)
 
 
-def guard_driver_connection(connection: Any) -> None:
-    """`guard_socket` on the socket of an asyncpg or aiomysql connection. Neither driver has
-    an option for it, nor hands its socket out: it is its asyncio transport's (asyncpg's
+def guard_driver_connection(connection: Any, options: dict[int, int]) -> None:
+    """`guard_socket` with `options` (made when the store is made: a wrong DB_TCP_TIMEOUT is
+    said at start) on the socket of an asyncpg or aiomysql connection. Neither driver has an
+    option for it, nor hands its socket out: it is its asyncio transport's (asyncpg's
     `_transport`, aiomysql's `_writer.transport`), whose `get_extra_info("socket")` is
     asyncio's public way to it. A driver that renamed them goes on without, with a warning."""
     transport = getattr(connection, "_transport", None)
@@ -80,4 +71,4 @@ def guard_driver_connection(connection: Any) -> None:
             type(connection).__name__,
         )
         return
-    guard_socket(transport.get_extra_info("socket"))
+    guard_socket(transport.get_extra_info("socket"), options)

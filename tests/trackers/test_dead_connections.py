@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bench.tcp_proxy import TcpProxy
+from server.errors import InvalidConfig
 from server.trackers import sql_engine
 from server.trackers.factory import create_lock_store, create_tracker_store
 from server.trackers.redis_store import RedisTrackerStore
@@ -138,3 +139,21 @@ async def test_a_long_dead_connection_timeout_is_taken_as_the_longest_linux_allo
         finally:
             await proxy.cut()
             await store.close()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"type": "sql", "dialect": "postgresql", "url": "127.0.0.1", "db": "unused"},
+        {"type": "sql", "dialect": "mysql", "url": "127.0.0.1", "db": "unused"},
+        {"type": "redis", "url": "127.0.0.1"},
+    ],
+    ids=["postgresql", "mysql", "redis"],
+)
+def test_a_wrong_dead_connection_timeout_is_a_clear_error_at_start(
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Said when the store is made, naming the variable, not at each connection."""
+    monkeypatch.setenv("DB_TCP_TIMEOUT", "soon")
+    with pytest.raises(InvalidConfig, match="'tracker_store': DB_TCP_TIMEOUT must be a number"):
+        create_tracker_store(config)
