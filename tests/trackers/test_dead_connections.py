@@ -10,6 +10,7 @@ import asyncio
 import time
 from typing import Any
 
+import asyncpg
 import pytest
 
 from bench.tcp_proxy import TcpProxy
@@ -18,6 +19,7 @@ from server.trackers import sql_engine
 from server.trackers.factory import create_lock_store, create_tracker_store
 from server.trackers.redis_store import RedisTrackerStore
 from tests.trackers.persistence_fixtures import (
+    POSTGRES,
     REDIS,
     delete_redis_keys,
     require_service,
@@ -157,3 +159,33 @@ def test_a_wrong_dead_connection_timeout_is_a_clear_error_at_start(
     monkeypatch.setenv("DB_TCP_TIMEOUT", "soon")
     with pytest.raises(InvalidConfig, match="'tracker_store': DB_TCP_TIMEOUT must be a number"):
         create_tracker_store(config)
+
+
+@pytest.mark.usefixtures("short_timeouts")
+async def test_a_read_whose_connection_is_dropped_while_the_server_works_on_it_goes_on() -> None:
+    """The statement reached the server (its bytes acknowledged), then the network dropped
+    the connection: nothing is left in flight for TCP_USER_TIMEOUT to time, and only
+    keepalive probes find the peer gone. Without them, the read waited for
+    SQL_STATEMENT_TIMEOUT."""
+    async with behind_proxy("postgresql") as (config, proxy):
+        store = create_tracker_store(config)
+        admin = await asyncpg.connect(
+            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database=config["db"]
+        )
+        try:
+            await store.append("slow", [user("hi", 1.0)])
+            holding = admin.transaction()
+            await holding.start()
+            await admin.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            load = asyncio.ensure_future(store.load("slow"))
+            await asyncio.sleep(0.5)  # the read waits for the lock, on the server
+            proxy.forget_open_connections()
+            await holding.rollback()  # its answer goes nowhere now
+            loaded = await asyncio.wait_for(load, 2 * STATEMENT_TIMEOUT)
+            assert [e["text"] for e in loaded or []] == ["hi"]
+            assert time.monotonic() - started < STATEMENT_TIMEOUT / 2
+        finally:
+            await admin.close()
+            await proxy.cut()
+            await store.close()
