@@ -1,9 +1,10 @@
 """What an operator reads in the log while a dependency is away: one `botserver run` behind TCP
 proxies (tracker store, Redis lock store, RabbitMQ broker), messages at a steady rate, one
-proxy cut (or made silent) and restored; prints the server's log and the answers' statuses.
+proxy cut (or made silent) and restored, or its open connections forgotten by the network
+(`--forget`: new ones pass); prints the server's log, the answers' statuses and the slowest.
 
     python bench/outage_log.py --store postgres|mariadb|redis --cut tracker|lock|broker
-        [--silent] [--rate 50] [--before 2] [--outage 4] [--after 3] [--model DIR]
+        [--silent | --forget] [--rate 50] [--before 2] [--outage 4] [--after 3] [--model DIR]
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ async def tracker_store(kind: str, port: int, workdir: Path) -> AsyncIterator[di
 
 
 async def send_at_rate(
-    url: str, rate: float, seconds: float, statuses: list[tuple[float, Any]]
+    url: str, rate: float, seconds: float, statuses: list[tuple[float, Any, float]]
 ) -> None:
     """POSTs one message every 1/`rate` s for `seconds`, over 20 conversations."""
     started = time.monotonic()
@@ -63,9 +64,10 @@ async def send_at_rate(
             sent = time.monotonic() - started
             try:
                 answer = await http.post(WEBHOOK, json={"sender": f"c{i % 20}", "message": "hi"})
-                statuses.append((sent, answer.status_code))
+                status: Any = answer.status_code
             except httpx.HTTPError as exc:
-                statuses.append((sent, type(exc).__name__))
+                status = type(exc).__name__
+            statuses.append((sent, status, time.monotonic() - started - sent))
 
         i = 0
         while time.monotonic() - started < seconds:
@@ -113,7 +115,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> str:
         (workdir / "endpoints.yml").write_text(json.dumps(endpoints))
         server = ServerProcess(model, workdir / "endpoints.yml", workdir / "server.log")
         server.start()
-        statuses: list[tuple[float, Any]] = []
+        statuses: list[tuple[float, Any, float]] = []
         try:
             await server.wait_for("/health/ready", 200, 90)
             load = asyncio.create_task(
@@ -123,11 +125,16 @@ async def run(args: argparse.Namespace, workdir: Path) -> str:
             )
             await asyncio.sleep(args.before)
             cut = proxies[args.cut]
-            await cut.set_away(True)
-            print(f"--- cut {args.cut} at {time.strftime('%H:%M:%S')}", flush=True)
-            await asyncio.sleep(args.outage)
-            await cut.set_away(False)
-            print(f"--- restored {args.cut} at {time.strftime('%H:%M:%S')}", flush=True)
+            if args.forget:
+                cut.forget_open_connections()
+                print(f"--- forgot {args.cut}'s connections at {time.strftime('%H:%M:%S')}")
+                await asyncio.sleep(args.outage)
+            else:
+                await cut.set_away(True)
+                print(f"--- cut {args.cut} at {time.strftime('%H:%M:%S')}", flush=True)
+                await asyncio.sleep(args.outage)
+                await cut.set_away(False)
+                print(f"--- restored {args.cut} at {time.strftime('%H:%M:%S')}", flush=True)
             await load
             await asyncio.sleep(1.5)
         finally:
@@ -143,9 +150,14 @@ async def run(args: argparse.Namespace, workdir: Path) -> str:
             await channel.queue_delete(queue)
             await channel.exchange_delete(exchange)
             await connection.close()
-    counts = collections.Counter(str(status) for _, status in statuses)
+    counts = collections.Counter(str(status) for _, status, _ in statuses)
     log = server.log.read_text()
     print(f"--- {len(statuses)} messages: {dict(counts)}; log: {len(log.splitlines())} lines")
+    slowest = sorted(statuses, key=lambda s: s[2])[-3:]
+    print(
+        "--- slowest (sent at s, status, took s): "
+        + ", ".join(f"({sent:.1f}, {status}, {took:.1f})" for sent, status, took in slowest)
+    )
     return log
 
 
@@ -153,7 +165,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--store", choices=("postgres", "mariadb", "redis"), default="postgres")
     parser.add_argument("--cut", choices=("tracker", "lock", "broker"), default="tracker")
-    parser.add_argument("--silent", action="store_true", help="accept but never answer")
+    away = parser.add_mutually_exclusive_group()
+    away.add_argument("--silent", action="store_true", help="accept but never answer")
+    away.add_argument(
+        "--forget", action="store_true", help="the network drops the open connections"
+    )
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--before", type=float, default=2.0)
     parser.add_argument("--outage", type=float, default=4.0)

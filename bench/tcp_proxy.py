@@ -8,13 +8,31 @@ as a restarting service does.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import socket
+import struct
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# SO_ATTACH_FILTER (Linux), and a classic BPF program of one instruction: "ret #0", keep
+# nothing of the packet.
+_SO_ATTACH_FILTER = 26
+_DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)
+
+
+def drop_arriving_packets(sock: socket.socket) -> None:
+    """The kernel drops every packet arriving for `sock` before TCP sees it: nothing is
+    acknowledged, as when the network between the two ends lost the connection. A socket
+    filter needs no privilege; the kernel copies the program."""
+    program = ctypes.create_string_buffer(_DROP_ALL)
+    sock.setsockopt(
+        socket.SOL_SOCKET, _SO_ATTACH_FILTER, struct.pack("HL", 1, ctypes.addressof(program))
+    )
 
 
 class TcpProxy:
@@ -62,7 +80,12 @@ class TcpProxy:
 
     def forget_open_connections(self) -> None:
         """The connections open now go dead without a word, as a NAT gateway or a load
-        balancer forgets an idle one; new connections are forwarded as before."""
+        balancer forgets an idle one; new connections are forwarded as before. What arrives
+        on them is dropped by this side's kernel too (no acknowledgement, keepalive probes
+        unanswered), so the client's TCP sees a peer that vanished, as it would."""
+        for writer in self._writers:
+            if writer not in self._forgotten:
+                drop_arriving_packets(writer.transport.get_extra_info("socket"))
         self._forgotten.update(self._writers)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

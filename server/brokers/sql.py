@@ -15,6 +15,8 @@ import logging
 import sqlite3
 import threading
 from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from itertools import islice
 from typing import Any
 
@@ -34,12 +36,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
 from server.errors import first_line
+from server.trackers.silence import SilenceWatch
 from server.trackers.sql_engine import (
     SQLITE_BUSY_TIMEOUT_MS,
     async_url,
+    connects,
     create_engine,
     ensure_mysql_utf8mb4,
     mysql_max_packet,
@@ -84,15 +89,26 @@ class SqlEventBroker(QueuedBroker):
         self.table = _broker_table(self._table_name or RASA_TABLE)
         self._table_ready = False
         self._max_packet: int | None = None  # MySQL's max_allowed_packet
+        # A database that stopped answering held the delivery, with nothing in the log, until
+        # the kernel gave the connection up (about 15 minutes): the tracker store's check.
+        self._silence = SilenceWatch(connects(self.url))
         self._delivery = BackgroundDelivery(
             "SQL event broker",
             self._send,
             retry_delay=float(config.get("retry_delay_in_seconds", 1)),
         )
 
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction given up (DatabaseSilent, then retried by the delivery) when the
+        database stops answering: see server.trackers.silence."""
+        with self._silence():
+            async with self._engine.begin() as conn:
+                yield conn
+
     async def _send(self, pending: deque[Outgoing]) -> None:
         if not self._table_ready:
-            async with self._engine.begin() as conn:
+            async with self._transaction() as conn:
                 if self._table_name is None:
                     self.table = _broker_table(await conn.run_sync(_default_table))
                 await conn.run_sync(self.table.metadata.create_all)
@@ -110,7 +126,7 @@ class SqlEventBroker(QueuedBroker):
                 await self._send_one_by_one(pending, len(batch))
                 continue
             try:
-                async with self._engine.begin() as conn:
+                async with self._transaction() as conn:
                     await conn.execute(_insert_new(self.table, conn), rows)
             except DBAPIError as exc:
                 if sql_error_kind(exc) is not REFUSED_DATA:
@@ -167,7 +183,7 @@ class SqlEventBroker(QueuedBroker):
             refusal = self._oversize(row)
             if refusal is None:
                 try:
-                    async with self._engine.begin() as conn:
+                    async with self._transaction() as conn:
                         await conn.execute(_insert_new(self.table, conn), [row])
                 except DBAPIError as exc:
                     if sql_error_kind(exc) is not REFUSED_DATA:
@@ -195,6 +211,7 @@ class SqlEventBroker(QueuedBroker):
 
     async def close(self) -> None:
         await self._close_delivery()
+        self._silence.close()
         if self._checkpointer is not None:
             await asyncio.to_thread(self._close_checkpointer)
         # The last connection to close checkpoints the WAL and removes it.

@@ -27,8 +27,10 @@ from server.trackers.sql_engine import (
     postgres_lock_timeout,
     statement_timeout_seconds,
     statement_took_too_long,
+    tcp_options,
 )
 from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
+from server.trackers.tcp_keepalive import guard_driver_connection
 
 T = TypeVar("T")
 
@@ -237,6 +239,7 @@ class PostgresDatabase:
         self._server_settings = {"search_path": schema} if schema else None
         self._on_connect = postgres_lock_timeout()
         self._statement_timeout = statement_timeout_seconds()
+        self._tcp_options = tcp_options()
         self._silence = SilenceWatch(self._connects)
         self._pool: asyncpg.Pool | None = None
         self._appends = _Groups(self._write)
@@ -263,6 +266,8 @@ class PostgresDatabase:
         return self._pool
 
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        # A connection the network drops while in use is closed by the kernel, and replaced.
+        guard_driver_connection(conn, self._tcp_options)
         await conn.execute(f"{self._on_connect}; {_GENERIC_PLANS}")  # one round trip
 
     async def _connects(self) -> None:

@@ -15,6 +15,8 @@ from redis.backoff import NoBackoff
 
 from server.errors import StoreFailed, StoreUnavailable
 from server.outages import OUTAGES
+from server.trackers.sql_engine import dead_connection_timeout
+from server.trackers.tcp_keepalive import tcp_options
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,13 @@ def create_client(config: dict[str, Any], default_db: int) -> Redis:
         # the same command sooner; retrying it made a silent Redis a 503 after twice the time.
         "retry": Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
     }
+    if not host.startswith("unix://"):
+        # A connection the network dropped without a word is closed by the kernel before a
+        # command on it times out: redis-py then sends it again on a new one (above).
+        common["socket_keepalive"] = True
+        common["socket_keepalive_options"] = tcp_options(
+            min(dead_connection_timeout(), socket_timeout / 2)
+        )
     if "://" in host:
         return Redis.from_url(host, **common)
     ssl_options = {

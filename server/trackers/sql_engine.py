@@ -17,6 +17,8 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from server.errors import InvalidConfig
+from server.trackers.tcp_keepalive import guard_driver_connection
+from server.trackers.tcp_keepalive import tcp_options as _tcp_options
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -27,6 +29,12 @@ _ASYNC_DRIVERS = {
 }
 
 CONNECT_TIMEOUT_SECONDS = 5.0
+# A pooled connection this old is replaced before it is used (the PostgreSQL store closes
+# its own idle this long): NAT gateways and load balancers drop an idle TCP connection
+# without a word (AWS's NAT gateway after 350 s, Azure's load balancer after 240 s), and a
+# statement on it got no answer until the statement timeout (the pre-ping, too), while a new
+# connection (the silence check's) answered at once. Before: 3600 s.
+POOL_RECYCLE_SECONDS = 180.0
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # FULL makes every commit survive a power loss too, at one fsync per turn.
 SQLITE_SYNCHRONOUS = os.environ.get("SQLITE_SYNCHRONOUS", "NORMAL").upper()
@@ -120,6 +128,19 @@ def statement_timeout_seconds() -> float:
     return env_seconds("SQL_STATEMENT_TIMEOUT", 30.0)
 
 
+def dead_connection_timeout() -> float:
+    """How long a PostgreSQL, MySQL/MariaDB or Redis connection may go without an
+    acknowledgement from its peer before the kernel closes it (TCP_USER_TIMEOUT, keepalive):
+    `DB_TCP_TIMEOUT` seconds, 5 by default. Before, a connection the network dropped without
+    a word held its statement until SQL_STATEMENT_TIMEOUT (30 s)."""
+    return env_seconds("DB_TCP_TIMEOUT", 5.0)
+
+
+def tcp_options() -> dict[int, int]:
+    """The socket options for `dead_connection_timeout()` (see server.trackers.tcp_keepalive)."""
+    return _tcp_options(dead_connection_timeout())
+
+
 def statement_took_too_long(seconds: float) -> TimeoutError:
     """The error of a statement given up at `SQL_STATEMENT_TIMEOUT`, on a database that
     answers (a silent one is given up sooner: see server.trackers.silence); before, its 503
@@ -183,7 +204,7 @@ def create_engine(url: URL, sqlite_autocheckpoint: bool = True) -> AsyncEngine:
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_recycle=3600,
+        pool_recycle=POOL_RECYCLE_SECONDS,
         # Every connection in use: wait as long as for a connect, then 503 (SQLAlchemy's
         # default waited 30 s, then an unexplained 500).
         pool_timeout=CONNECT_TIMEOUT_SECONDS,
@@ -191,6 +212,7 @@ def create_engine(url: URL, sqlite_autocheckpoint: bool = True) -> AsyncEngine:
     )
     if backend == "postgresql":
         _run_on_connect(engine, postgres_lock_timeout())
+        _guard_sockets(engine, tcp_options())
     return engine
 
 
@@ -202,18 +224,22 @@ def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awa
 
     args, kwargs = dialect().create_connect_args(url)
     kwargs.update(connect_args)
+    options = tcp_options()
 
     async def connect() -> Any:
         import aiomysql
 
         try:
-            return await asyncio.wait_for(
+            connection = await asyncio.wait_for(
                 aiomysql.connect(*args, **kwargs), CONNECT_TIMEOUT_SECONDS
             )
         except TimeoutError:  # (no text: the 503 said only "TimeoutError (no answer)")
             raise TimeoutError(
                 f"no answer to a new connection in {CONNECT_TIMEOUT_SECONDS:g} s"
             ) from None
+        # A connection the network drops while in use is closed by the kernel, and replaced.
+        guard_driver_connection(connection, options)
+        return connection
 
     return connect
 
@@ -229,12 +255,48 @@ def mysql_connects(url: URL) -> Callable[[], Awaitable[None]]:
     return connects
 
 
+def postgres_connects(url: URL) -> Callable[[], Awaitable[None]]:
+    """A new asyncpg connection, outside any pool, logs in and is closed (see SilenceWatch)."""
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    schema = os.environ.get("POSTGRESQL_SCHEMA")
+
+    async def connects() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(
+            dsn,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            server_settings={"search_path": schema} if schema else None,
+        )
+        await conn.close()
+
+    return connects
+
+
+def connects(url: URL) -> Callable[[], Awaitable[None]] | None:
+    """The silence check's new connection for `url`'s database (None: SQLite, a file)."""
+    backend = url.get_backend_name()
+    if backend == "mysql":
+        return mysql_connects(url)
+    if backend == "postgresql":
+        return postgres_connects(url)
+    return None
+
+
 def _run_on_connect(engine: AsyncEngine, statement: str) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(statement)
         cursor.close()
+
+
+def _guard_sockets(engine: AsyncEngine, options: dict[int, int]) -> None:
+    """TCP keepalive and user timeout on each new connection (see server.trackers.tcp_keepalive)."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        guard_driver_connection(dbapi_connection.driver_connection, options)
 
 
 def _set_sqlite_pragmas(engine: AsyncEngine, autocheckpoint: bool = True) -> None:

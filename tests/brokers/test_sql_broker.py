@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.tcp_proxy import TcpProxy, free_port
+from bench.tcp_proxy import SilentProxy, TcpProxy, free_port
 from server.brokers import sql as sql_broker
 from server.brokers.factory import create_event_broker
 from server.brokers.sql import SqlEventBroker
@@ -304,3 +304,77 @@ async def test_a_retry_delay_of_zero_does_not_spin_while_the_database_is_down(
         await broker.close()
     attempts = [r for r in caplog.records if "delivery failed" in r.getMessage()]
     assert 1 <= len(attempts) <= 10
+
+
+@pytest.mark.parametrize(
+    ("database", "address"), [(postgres_database, POSTGRES), (mariadb_database, MARIADB)]
+)
+async def test_a_silent_database_is_told_in_the_log_and_gets_the_events_once_it_answers(
+    database: Any,
+    address: tuple[str, int],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A database that takes connections but stops answering (hung, a dead host behind a
+    load balancer). Before, the delivery waited on its statement with nothing in the log
+    (until the kernel gave the connection up, about 15 minutes), and a stop meanwhile lost
+    the events. Now the tracker store's silence check gives it up after
+    SQL_SILENCE_CHECK_AFTER + SQL_SILENCE_CHECK_TIMEOUT (0.5 s + 0.5 s here; 2 + 3 s by
+    default), the log says why, and the delivery retries until the database answers."""
+    monkeypatch.setenv("SQL_SILENCE_CHECK_AFTER", "0.5")
+    monkeypatch.setenv("SQL_SILENCE_CHECK_TIMEOUT", "0.5")
+    async with database() as config:
+        proxy = SilentProxy(address)
+        await proxy.restore()
+        broker = SqlEventBroker(
+            {**config, "url": "127.0.0.1", "port": proxy.port, "retry_delay_in_seconds": 0.1}
+        )
+        try:
+            await broker.publish("alice", events(1))
+            assert await broker.flush(timeout=10)
+            proxy.silent = True
+            await broker.publish("bob", events(2))
+            for _ in range(50):  # 5 s at most
+                if "stopped answering" in caplog.text:
+                    break
+                await asyncio.sleep(0.1)
+            assert "SQL event broker: delivery failed (attempt 1, 2 events queued)" in caplog.text
+            assert "it stopped answering (no answer to a statement in 0.5 s" in caplog.text
+            proxy.silent = False
+            assert await broker.flush(timeout=10)
+            rows = await stored_rows(broker)
+        finally:
+            proxy.silent = False
+            await broker.close()
+            await proxy.cut()
+        assert [row["sender_id"] for row in rows] == ["alice", "bob", "bob"]
+
+
+@pytest.mark.parametrize(
+    ("database", "address"), [(postgres_database, POSTGRES), (mariadb_database, MARIADB)]
+)
+async def test_events_go_out_when_the_network_drops_the_brokers_connection(
+    database: Any, address: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker's pooled connection forgotten by a NAT gateway, the database still fine
+    (the silence check's new connection answers). Before, its insert waited with nothing in
+    the log until the kernel gave the connection up (about 15 minutes); now the kernel gives
+    it up after DB_TCP_TIMEOUT (1 s here, 5 by default) and the retry goes out on a new one."""
+    monkeypatch.setenv("DB_TCP_TIMEOUT", "1")
+    async with database() as config:
+        proxy = TcpProxy(address)
+        await proxy.restore()
+        broker = SqlEventBroker(
+            {**config, "url": "127.0.0.1", "port": proxy.port, "retry_delay_in_seconds": 0.1}
+        )
+        try:
+            await broker.publish("alice", events(1))
+            assert await broker.flush(timeout=10)
+            proxy.forget_open_connections()
+            await broker.publish("bob", events(2))
+            assert await broker.flush(timeout=6)
+            rows = await stored_rows(broker)
+        finally:
+            await broker.close()
+            await proxy.cut()
+        assert [row["sender_id"] for row in rows] == ["alice", "bob", "bob"]
