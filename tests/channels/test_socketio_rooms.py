@@ -1,5 +1,5 @@
 """The socket.io channel's rooms shared through Redis, when Redis stops answering (the tests
-across processes are in tests/scale/test_socketio_rooms.py)."""
+across processes are in tests/scale/test_socketio_rooms_across_hosts.py)."""
 
 from __future__ import annotations
 
