@@ -77,6 +77,21 @@ class RedisRooms(socketio.AsyncRedisManager):  # type: ignore[misc]
         self._publisher = create_client(config, default_db)
         self._skipped_until = 0.0
 
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str | None = None,
+        room: str | None = None,
+        **kw: Any,
+    ) -> Any:
+        room = kw.pop("to", None) or room
+        if room is not None and self.is_connected(room, namespace or "/"):
+            # A socket id held here (a reply without session_persistence): no other server
+            # can hold it, so it is not published (which costs about half a turn).
+            kw["ignore_queue"] = True
+        return await super().emit(event, data, namespace=namespace, room=room, **kw)
+
     def _redis_connect(self) -> None:
         # The subscriber's connection waits for messages as long as none come: no read
         # timeout (one would drop the subscription, and the messages meanwhile, every time

@@ -198,3 +198,20 @@ def test_a_push_reaches_the_session_s_tabs_on_every_worker(two_workers: str) -> 
 
     for replies in asyncio.run(pushes()):
         assert replies == [GREETING] * len(replies)
+
+
+def test_a_push_to_a_socket_id_reaches_it_from_the_other_host(two_hosts: list[str]) -> None:
+    """The conversation of a socket id (Rasa's default, without session_persistence), pushed
+    by the host that does not hold the socket: it comes (published, as the socket is not
+    there); pushed by its own host, it comes too (emitted there, not published)."""
+
+    async def pushes() -> list[str]:
+        async with tabs(1) as (tab,), httpx.AsyncClient(timeout=30) as api:
+            await tab.open(two_hosts[0], f"rooms-{time.time_ns()}")
+            came = []
+            for host in reversed(two_hosts):
+                await trigger_greet(api, host, tab.client.get_sid())
+                came.append(await tab.next_reply())
+            return came
+
+    assert asyncio.run(pushes()) == [GREETING, GREETING]
