@@ -143,6 +143,8 @@ def build_app(options: ServerOptions) -> FastAPI:
         nlg_endpoint=nlg_client,
     )
     channels = _load_channels(options)
+    for channel in channels:
+        channel.use_endpoints(endpoints)
     output_channels: dict[str, OutputFactory] = {
         channel.name: channel.get_output_channel for channel in channels
     }

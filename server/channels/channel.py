@@ -47,6 +47,11 @@ class InputChannel:
         """A path and an ASGI app to mount beside the routes (socket.io), or None."""
         return None
 
+    def use_endpoints(self, endpoints: dict[str, Any]) -> None:
+        """Takes what the channel shares with the stores from endpoints.yml's sections (the
+        socket.io channel: a Redis, for its rooms across workers and hosts); most need none."""
+        return None
+
     def get_output_channel(self) -> OutputChannel | None:
         """Where messages the user did not ask for (reminders, trigger_intent) go, if anywhere."""
         return None

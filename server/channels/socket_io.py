@@ -31,6 +31,7 @@ from server.channels.channel import (
     refused_as_too_long,
     reply_choices,
 )
+from server.channels.socketio_rooms import RedisRooms, endpoints_redis, rooms_redis_setting
 from server.channels.socketio_routing import (
     PUSH_PATH,
     SessionRouter,
@@ -153,6 +154,7 @@ class SocketIOInput(InputChannel):
         jwt_method: str = "HS256",
         metadata_key: str = "metadata",
         cors_allowed_origins: str | list[str] | None = None,
+        rooms_redis: dict[str, Any] | bool | None = None,
     ) -> None:
         self.user_message_evt = user_message_evt
         self.bot_message_evt = bot_message_evt
@@ -184,6 +186,12 @@ class SocketIOInput(InputChannel):
             if route is not None
             else None
         )
+        # Rooms shared through Redis (`rooms_redis`, else endpoints.yml's Redis): then every
+        # emit reaches the room's sockets on every worker and host, and needs no relay.
+        self.rooms_redis = rooms_redis
+        self.rooms: RedisRooms | None = None
+        if isinstance(rooms_redis, dict):
+            self._share_rooms(RedisRooms(rooms_redis, default_db=0), "rooms_redis")
 
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> SocketIOInput:
@@ -210,13 +218,35 @@ class SocketIOInput(InputChannel):
             jwt_method=jwt_method,
             metadata_key=settings.text(c, "metadata_key", "metadata") or "",
             cors_allowed_origins=_origins(c.get("cors_allowed_origins")),
+            rooms_redis=rooms_redis_setting(c.get("rooms_redis")),
+        )
+
+    def use_endpoints(self, endpoints: dict[str, Any]) -> None:
+        # Without `rooms_redis`, the Redis the deployment already has carries the rooms.
+        if self.rooms_redis is None and self.rooms is None:
+            found = endpoints_redis(endpoints)
+            if found is not None:
+                config, default_db = found
+                self._share_rooms(RedisRooms(config, default_db), "endpoints.yml's Redis")
+
+    def _share_rooms(self, rooms: RedisRooms, source: str) -> None:
+        """Put `rooms` in place of the server's own (before any socket connects)."""
+        self.rooms = rooms
+        self.sio.manager = rooms
+        rooms.set_server(self.sio)
+        logger.info(
+            "socketio: rooms are shared by every worker and host through %s (channel %s)",
+            source,
+            rooms.channel,
         )
 
     def router(self, on_new_message: OnNewMessage) -> APIRouter:
         return health_router(self.url_prefix())
 
     def get_output_channel(self) -> SocketIOOutput:
-        return SocketIOOutput(self.sio, self.bot_message_evt, self.namespace, self.workers)
+        # With shared rooms, python-socketio's manager sends each message to every server.
+        workers = self.workers if self.rooms is None else None
+        return SocketIOOutput(self.sio, self.bot_message_evt, self.namespace, workers)
 
     def asgi_mount(self, on_new_message: OnNewMessage) -> tuple[str, ASGIApp]:
         self._register_handlers(on_new_message)
@@ -229,9 +259,11 @@ class SocketIOInput(InputChannel):
         return self.socketio_path, app
 
     async def aclose(self) -> None:
-        """Close the clients of the other workers' sockets, when the server stops."""
+        """Close the clients of the other workers' sockets and of Redis, when the server stops."""
         if self.workers is not None:
             await self.workers.aclose()
+        if self.rooms is not None:
+            await self.rooms.aclose()
 
     async def end_sessions(self) -> None:
         """Close every session, when the server stops: a long-poll in flight gets its answer

@@ -103,13 +103,17 @@ class Workers:
         self._listing: asyncio.Future[list[str]] | None = None
         self._skipped: dict[str, float] = {}  # route: until when (time.monotonic())
 
-    def client(self, target: str) -> httpx.AsyncClient | None:
+    async def client(self, target: str) -> httpx.AsyncClient | None:
         """The client for worker `target`; None when its socket is gone."""
         client = self._clients.get(target)
         if client is None:
             path = self.sockets / f"{target}.sock"
-            if not path.exists():  # a worker of another run, or one that stopped
+            # A file-system call, in a thread: a slow disk would stall every session here.
+            if not await asyncio.to_thread(path.exists):  # another run's, or one that stopped
                 return None
+            client = self._clients.get(target)  # made by another request meanwhile
+            if client is not None:
+                return client
             # Built by http_clients, as every outgoing client (no proxy of the environment).
             client = async_client(
                 transport=httpx.AsyncHTTPTransport(uds=str(path)),
@@ -187,7 +191,7 @@ class Workers:
     async def _push(self, target: str, body: bytes, room: str) -> None:
         if self._skipped.get(target, 0.0) > time.monotonic():
             return
-        client = self.client(target)
+        client = await self.client(target)
         if client is None:
             self._skip(target, room, "it is gone")
             return
@@ -272,7 +276,7 @@ class SessionRouter:
 
     async def _forward(self, target: str, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _body(receive)
-        client = self.workers.client(target)
+        client = await self.workers.client(target)
         if client is None:
             await self._answer_locally(scope, body, send)
             return

@@ -23,13 +23,16 @@ logger = logging.getLogger(__name__)
 _PREFIX = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-def create_client(config: dict[str, Any], default_db: int) -> Redis:
-    """A client for `url`/`host`, `port`, `db`, `username`, `password`, `use_ssl`..."""
+def create_client(config: dict[str, Any], default_db: int, subscriber: bool = False) -> Redis:
+    """A client for `url`/`host`, `port`, `db`, `username`, `password`, `use_ssl`...
+
+    A `subscriber` (pub/sub) waits for messages without a read timeout, and reads bytes.
+    """
     host = str(config.get("url") or config.get("host") or "localhost")
     socket_timeout = float(config.get("socket_timeout", 10))
     common: dict[str, Any] = {
-        "decode_responses": True,
-        "socket_timeout": socket_timeout,
+        "decode_responses": not subscriber,
+        "socket_timeout": None if subscriber else socket_timeout,
         "socket_connect_timeout": min(socket_timeout, 5.0),
         "health_check_interval": 30,
         # One retry, at once: a command whose reply a broken connection lost is sent again

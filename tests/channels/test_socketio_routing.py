@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -262,3 +263,31 @@ async def _no_receive() -> Message:
 
 async def _no_send(message: Message) -> None:
     return None
+
+
+async def test_looking_for_another_worker_s_socket_does_not_hold_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket file is looked for in a thread: on a slow file system (the run's directory
+    on a network disk, a disk under load) the other sessions of this worker go on meanwhile.
+    Here the look-up waits until a task on the loop lets it go; on the loop, it could not."""
+    gate = threading.Event()
+    released: list[bool] = []
+    exists = Path.exists
+
+    def slow_exists(path: Path) -> bool:
+        if path.suffix == ".sock":
+            released.append(gate.wait(3))
+        return exists(path)
+
+    async def release() -> None:
+        await asyncio.sleep(0.05)
+        gate.set()
+
+    monkeypatch.setattr(Path, "exists", slow_exists)
+    workers = Workers("0123abcd", tmp_path, 45)
+    opened = asyncio.ensure_future(release())
+    assert await workers.client("feedf00d") is None  # no such worker
+    await opened
+    # Before: the look-up ran on the loop, the task could not run, and it waited its 3 s out.
+    assert released == [True]

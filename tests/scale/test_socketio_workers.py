@@ -36,7 +36,10 @@ def moodbot(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def url(moodbot: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with socketio_workers(
-        moodbot, tmp_path_factory.mktemp("socketio-workers"), {"session_persistence": True}
+        moodbot,
+        tmp_path_factory.mktemp("socketio-workers"),
+        # The relay between workers, without Redis rooms (test_socketio_rooms_across_hosts.py).
+        {"session_persistence": True, "rooms_redis": False},
     ) as url:
         yield url
 
