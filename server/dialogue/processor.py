@@ -773,6 +773,12 @@ def stamp_model_ids(events: list[Event], model: DialogueModel) -> None:
     """The model's `model_id` and `assistant_id` into each event's metadata where it has
     none, as Rasa does; an identifier the model lacks is left out, not written as null."""
     model_id, assistant_id = model.model_id, model.assistant_id
+    if model_id and assistant_id:  # a trained model has both: one pass
+        for event in events:
+            metadata = event.metadata
+            metadata.setdefault("model_id", model_id)
+            metadata.setdefault("assistant_id", assistant_id)
+        return
     if model_id:
         for event in events:
             event.metadata.setdefault("model_id", model_id)
