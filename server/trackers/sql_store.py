@@ -448,19 +448,20 @@ class SqlTrackerStore:
             await self._ensure_ready()
         cached = self._cache.get(sender_id)
         if cached is not None:
-            events = await self._load_newer(sender_id, cached)
+            mark = self._db.read_mark()
+            if mark is not None and cached.synced == mark[0]:  # nobody else wrote since
+                self._cache.touch(sender_id)  # no read, and no coroutine for one (most turns)
+                return Snapshot(cached.events)
+            events = await self._load_newer(sender_id, cached, mark)
             if events is not None:
                 return events
         return await self._load_session(sender_id)
 
     async def _load_newer(
-        self, sender_id: str, cached: _CachedSession
+        self, sender_id: str, cached: _CachedSession, mark: tuple[int, int] | None
     ) -> Sequence[dict[str, Any]] | None:
-        """The cached session plus newer rows; None if the cache no longer matches the DB."""
-        mark = self._db.read_mark()
-        if mark is not None and cached.synced == mark[0]:  # nobody else wrote since: no read
-            self._cache.touch(sender_id)
-            return Snapshot(cached.events)
+        """The cached session plus newer rows, read after `mark` (the database's read mark,
+        whose epoch is not the session's); None if the cache no longer matches the DB."""
         seen_id = cached.last_id
         with self._map_errors():
             rows = await self._db.rows_from(sender_id, seen_id)
@@ -796,7 +797,9 @@ def _rows_and_start(sender_id: str, events: list[dict[str, Any]]) -> tuple[list[
             elif type_name == "session_started":
                 start = index - 1 if starts_before else index
             starts_before = False
-        if not isinstance(name, str):
+        if name is None:  # most events: no call for the tests below
+            pass
+        elif not isinstance(name, str):
             name = None
         elif len(name) > NAME_COLUMN_LENGTH or "\x00" in name:
             name = _fit(name)
