@@ -372,7 +372,11 @@ class Processor:
                     )
                     return []
                 started = time.perf_counter()
-                tracker = await self.tracker_for(message.sender_id, model)
+                # `tracker_for` inline (a coroutine less per turn)
+                defaults = model.domain.kept_slot_defaults
+                tracker = await self.trackers.load(sender_id, defaults)
+                if tracker is None:
+                    tracker = Tracker(sender_id, defaults)
                 if message.once and holds_message(tracker, message.message_id):
                     logger.info(
                         "message %s of conversation %s came again (a retry), ignored",
@@ -773,6 +777,12 @@ def stamp_model_ids(events: list[Event], model: DialogueModel) -> None:
     """The model's `model_id` and `assistant_id` into each event's metadata where it has
     none, as Rasa does; an identifier the model lacks is left out, not written as null."""
     model_id, assistant_id = model.model_id, model.assistant_id
+    if model_id and assistant_id:  # a trained model has both: one pass
+        for event in events:
+            metadata = event.metadata
+            metadata.setdefault("model_id", model_id)
+            metadata.setdefault("assistant_id", assistant_id)
+        return
     if model_id:
         for event in events:
             event.metadata.setdefault("model_id", model_id)
@@ -937,6 +947,7 @@ class _Tee:
         # What its send_response does, without splitting again.
         sink, collected = self.sink, output.messages
         for part in split_message(message, collecting=True):
-            sink.append({"recipient_id": recipient_id, **part})
-            collected.append({"recipient_id": recipient_id, **part})
+            kept = {"recipient_id": recipient_id, **part}
+            sink.append(kept)
+            collected.append(kept.copy())  # (a copy of a small dict costs less than a new one)
         return True

@@ -368,16 +368,29 @@ class ActionExecuted(Event):
         }
 
     def as_dict(self) -> dict[str, Any]:
-        # Event.as_dict without the call and the dict of `_fields` (two or three a turn).
-        d: dict[str, Any] = {"event": "action", "timestamp": self.timestamp}
-        if self.metadata:
-            d["metadata"] = self.metadata
-        d["name"] = self.action_name
-        d["policy"] = self.policy
-        d["confidence"] = self.confidence
-        d["action_text"] = self.action_text
-        d["hide_rule_turn"] = self.hide_rule_turn
-        return d
+        # Event.as_dict without the call and the dict of `_fields` (two or three a turn),
+        # each case one literal: a dict made at its size, not grown key by key.
+        metadata = self.metadata
+        if metadata:
+            return {
+                "event": "action",
+                "timestamp": self.timestamp,
+                "metadata": metadata,
+                "name": self.action_name,
+                "policy": self.policy,
+                "confidence": self.confidence,
+                "action_text": self.action_text,
+                "hide_rule_turn": self.hide_rule_turn,
+            }
+        return {
+            "event": "action",
+            "timestamp": self.timestamp,
+            "name": self.action_name,
+            "policy": self.policy,
+            "confidence": self.confidence,
+            "action_text": self.action_text,
+            "hide_rule_turn": self.hide_rule_turn,
+        }
 
     @classmethod
     def _from_fields(cls, d: dict[str, Any]) -> dict[str, Any]:

@@ -194,7 +194,8 @@ class _SessionCache:
         if self._sessions.get(sender_id) is session:
             self.events += len(session.events) - before
             self._sessions.move_to_end(sender_id)
-            self._evict()
+            if self.events > self.max_events:  # (no call on most turns)
+                self._evict()
 
     def appended(
         self,
@@ -324,21 +325,21 @@ class SqlTrackerStore:
         ahead = self._queued.get(sender_id)
         if ahead is None and len(events) <= OFF_LOOP_EVENTS:
             # Converted here, with no await before the insert: a later append of the
-            # conversation cannot overtake this one.
-            rows = [_row(sender_id, event) for event in events]
-            await self._insert(sender_id, events, rows, UNKNOWN)
+            # conversation cannot overtake this one. The session start is found in the same
+            # pass (the cache needs it), not by a second scan of the events.
+            rows, start = _rows_and_start(sender_id, events)
+            await self._insert(sender_id, events, rows, start)
             return
         # A bulk append builds its rows (and finds its session start) in a thread: 100,000
         # held the loop 50-60 ms. It takes its place in the conversation's queue first, so
         # that an append made meanwhile waits for its insert instead of overtaking it.
         place = asyncio.get_running_loop().create_future()
         self._queued[sender_id] = place
-        start: int | None | _Unknown = UNKNOWN
         try:
             if len(events) > OFF_LOOP_EVENTS:
                 rows, start = await asyncio.to_thread(_rows_and_start, sender_id, events)
             else:
-                rows = [_row(sender_id, event) for event in events]
+                rows, start = _rows_and_start(sender_id, events)
             if ahead is not None:
                 await asyncio.wait([ahead])  # (its outcome is its own caller's)
             await self._insert(sender_id, events, rows, start)
@@ -357,7 +358,8 @@ class SqlTrackerStore:
     ) -> None:
         """Inserts the rows of `events`; `start`: where a session starts among them, when
         it was looked for already."""
-        await self._ensure_ready()
+        if not self._ready:  # (no coroutine once ready: two of these a turn)
+            await self._ensure_ready()
         cached = self._cache.get(sender_id)
         known: tuple[int | None, int] | None = None
         if cached is not None:
@@ -371,9 +373,15 @@ class SqlTrackerStore:
                 known = (None, empty)  # no rows at that epoch: the same check
         appending = self._appending
         appending[sender_id] = appending.get(sender_id, 0) + 1
+        # What `with self._map_errors()` does, without its object and two calls (every turn).
+        sent = OUTAGES.opened
         try:
-            with self._map_errors():
-                written = await self._db.insert(sender_id, rows, known)
+            written = await self._db.insert(sender_id, rows, known)
+        except BaseException as exc:
+            _raise_mapped(exc, self.url, self._unreachable_errors, self._dependency)
+            raise
+        else:
+            OUTAGES.reached(self._dependency, sent)
         finally:
             left = appending[sender_id] - 1
             alone = left == 0
@@ -436,22 +444,24 @@ class SqlTrackerStore:
         return events
 
     async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
-        await self._ensure_ready()
+        if not self._ready:
+            await self._ensure_ready()
         cached = self._cache.get(sender_id)
         if cached is not None:
-            events = await self._load_newer(sender_id, cached)
+            mark = self._db.read_mark()
+            if mark is not None and cached.synced == mark[0]:  # nobody else wrote since
+                self._cache.touch(sender_id)  # no read, and no coroutine for one (most turns)
+                return Snapshot(cached.events)
+            events = await self._load_newer(sender_id, cached, mark)
             if events is not None:
                 return events
         return await self._load_session(sender_id)
 
     async def _load_newer(
-        self, sender_id: str, cached: _CachedSession
+        self, sender_id: str, cached: _CachedSession, mark: tuple[int, int] | None
     ) -> Sequence[dict[str, Any]] | None:
-        """The cached session plus newer rows; None if the cache no longer matches the DB."""
-        mark = self._db.read_mark()
-        if mark is not None and cached.synced == mark[0]:  # nobody else wrote since: no read
-            self._cache.touch(sender_id)
-            return Snapshot(cached.events)
+        """The cached session plus newer rows, read after `mark` (the database's read mark,
+        whose epoch is not the session's); None if the cache no longer matches the DB."""
         seen_id = cached.last_id
         with self._map_errors():
             rows = await self._db.rows_from(sender_id, seen_id)
@@ -520,28 +530,33 @@ class _ErrorMapper:
         if exc is None:
             OUTAGES.reached(self._dependency, self._sent)
             return
-        if isinstance(exc, BotServerError):
-            return
-        if isinstance(exc, self._driver_errors):
-            kind: SqlErrorKind | None = UNAVAILABLE
-        else:
-            kind = sql_error_kind(exc)
-        if kind is None:
-            return
-        # A timeout has no message: its name then says what happened (before: an IndexError,
-        # answered 500, where the database did not answer).
-        reason = first_line(
-            getattr(exc, "orig", None) or exc, default=f"{type(exc).__name__} (no answer)"
-        )
-        where = f"The tracker store ({describe(self._url)})"
-        if kind is UNAVAILABLE:
-            raise StoreUnavailable(
-                f"{where} is unavailable: {reason}", self._dependency, reason
-            ) from exc
-        if kind is REFUSED_DATA:
-            # The client's own values: the answer names the database's reason, not where it is.
-            raise StoreRefusedData(f"The tracker store cannot hold these events: {reason}") from exc
-        raise StoreFailed(f"{where} failed: {reason}") from exc
+        _raise_mapped(exc, self._url, self._driver_errors, self._dependency)
+
+
+def _raise_mapped(
+    exc: BaseException, url: URL, driver_errors: tuple[type[BaseException], ...], dependency: str
+) -> None:
+    """Raises ours for a database error `exc` (from it); returns for any other exception."""
+    if isinstance(exc, BotServerError):
+        return
+    if isinstance(exc, driver_errors):
+        kind: SqlErrorKind | None = UNAVAILABLE
+    else:
+        kind = sql_error_kind(exc)
+    if kind is None:
+        return
+    # A timeout has no message: its name then says what happened (before: an IndexError,
+    # answered 500, where the database did not answer).
+    reason = first_line(
+        getattr(exc, "orig", None) or exc, default=f"{type(exc).__name__} (no answer)"
+    )
+    where = f"The tracker store ({describe(url)})"
+    if kind is UNAVAILABLE:
+        raise StoreUnavailable(f"{where} is unavailable: {reason}", dependency, reason) from exc
+    if kind is REFUSED_DATA:
+        # The client's own values: the answer names the database's reason, not where it is.
+        raise StoreRefusedData(f"The tracker store cannot hold these events: {reason}") from exc
+    raise StoreFailed(f"{where} failed: {reason}") from exc
 
 
 class _AsyncDatabase:
@@ -751,37 +766,52 @@ def _stale_senders(rows: Any, cutoff_timestamp: float) -> list[str]:
 
 
 def _rows(sender_id: str, events: list[dict[str, Any]]) -> list[Row]:
-    return [_row(sender_id, event) for event in events]
+    return _rows_and_start(sender_id, events)[0]
 
 
 def _rows_and_start(sender_id: str, events: list[dict[str, Any]]) -> tuple[list[Row], int | None]:
-    return _rows(sender_id, events), latest_session_start(events)
-
-
-def _row(sender_id: str, event: dict[str, Any]) -> Row:
-    """Rasa's row for an event: the columns it indexes, then the JSON."""
-    type_name = event.get("event")
-    intent_name = None
-    if type_name == "user":
-        intent = (event.get("parse_data") or {}).get("intent") or {}
-        intent_name = intent.get("name")
-        if not isinstance(intent_name, str):
-            intent_name = None
-        elif len(intent_name) > NAME_COLUMN_LENGTH or "\x00" in intent_name:
-            intent_name = _fit(intent_name)
-    name = event.get("name")
-    if not isinstance(name, str):
-        name = None
-    elif len(name) > NAME_COLUMN_LENGTH or "\x00" in name:
-        name = _fit(name)
-    timestamp = event.get("timestamp")
-    if type(timestamp) is not float:
-        timestamp = _column_timestamp(timestamp)
-    try:  # `_event_json`'s first try, without its call (five or so rows a turn)
-        data = orjson.dumps(event).decode()
-    except TypeError:
-        data = _event_json(event)
-    return (sender_id, type_name, timestamp, intent_name, name, data)
+    """Rasa's row of each event (the columns it indexes, then the JSON), and where the last
+    session start among `events` is (`latest_session_start(events)`), in one pass: every
+    turn's append converts its five or so events here."""
+    rows: list[Row] = []
+    start: int | None = None
+    starts_before = False  # whether the event before is an action_session_start
+    for index, event in enumerate(events):
+        type_name = event.get("event")
+        name = event.get("name")
+        intent_name = None
+        if type_name == "action":
+            if name == ACTION_SESSION_START:
+                start = index
+                starts_before = True
+            else:
+                starts_before = False
+        else:
+            if type_name == "user":
+                intent = (event.get("parse_data") or {}).get("intent") or {}
+                intent_name = intent.get("name")
+                if not isinstance(intent_name, str):
+                    intent_name = None
+                elif len(intent_name) > NAME_COLUMN_LENGTH or "\x00" in intent_name:
+                    intent_name = _fit(intent_name)
+            elif type_name == "session_started":
+                start = index - 1 if starts_before else index
+            starts_before = False
+        if name is None:  # most events: no call for the tests below
+            pass
+        elif not isinstance(name, str):
+            name = None
+        elif len(name) > NAME_COLUMN_LENGTH or "\x00" in name:
+            name = _fit(name)
+        timestamp = event.get("timestamp")
+        if type(timestamp) is not float:
+            timestamp = _column_timestamp(timestamp)
+        try:  # `_event_json`'s first try, without its call
+            data = orjson.dumps(event).decode()
+        except TypeError:
+            data = _event_json(event)
+        rows.append((sender_id, type_name, timestamp, intent_name, name, data))
+    return rows, start
 
 
 def _column_timestamp(timestamp: Any) -> float | None:

@@ -17,7 +17,7 @@ import pytest
 
 from server.trackers import sqlite_database
 from server.trackers.factory import create_tracker_store
-from server.trackers.sql_store import SqlTrackerStore, _row
+from server.trackers.sql_store import SqlTrackerStore, _rows
 from server.trackers.sqlite_database import SqliteDatabase
 from tests.trackers.test_sql_tracker_store import _create_rasa_sqlite_db
 from tests.trackers.test_tracker_stores import session_start, user
@@ -98,7 +98,7 @@ async def test_an_append_reports_the_ids_its_rows_were_given(made_by: str, tmp_p
         database = database_of(store)
         await store.delete("warm")  # the largest id is gone: AUTOINCREMENT does not reuse it
         appends = {
-            f"c{n}": [_row(f"c{n}", user(f"m{n}-{i}", float(i))) for i in range(n + 1)]
+            f"c{n}": _rows(f"c{n}", [user(f"m{n}-{i}", float(i)) for i in range(n + 1)])
             for n in range(5)
         }
         results = await asyncio.gather(
@@ -272,7 +272,7 @@ async def test_a_writer_in_another_process_sends_appends_to_the_thread_and_none_
             "-c",
             WRITER,
             str(path),
-            _row("other", other_event)[5],
+            _rows("other", [other_event])[0][5],
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )

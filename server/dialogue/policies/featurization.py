@@ -752,6 +752,15 @@ _HISTORY_REWRITES = (Restarted, SessionStarted, ActionReverted, UserUtteranceRev
 _RECOMPUTE = _HISTORY_REWRITES
 # Of those, the ones after which the applied events start afresh (`Tracker.applied_events`).
 _STARTS_OVER = (Restarted, SessionStarted)
+
+
+def _event_classes(cls: type[Event] = Event) -> list[type[Event]]:
+    """`cls` and every event class derived from it."""
+    return [cls, *(sub for child in cls.__subclasses__() for sub in _event_classes(child))]
+
+
+# The event classes that are no history rewrite (`_RECOMPUTE`), as defined with the events.
+_REWRITES_NOTHING = frozenset(c for c in _event_classes() if not issubclass(c, _RECOMPUTE))
 # Events the fold does not read: the state before and after them is the same.
 _UNFOLDED = (BotUttered, LoopInterrupted)
 
@@ -863,7 +872,9 @@ class _IncrementalStates:
         if self.batch or len(events) < seen or (seen and events[seen - 1] is not self.last_event):
             return False
         new = events[seen:]
-        for event in new:
+        # One C-level test for the usual new events, of classes that rewrite nothing; the
+        # loop (isinstance, subclasses included) only when another class is among them.
+        for event in () if _REWRITES_NOTHING.issuperset(map(type, new)) else new:
             if isinstance(event, _RECOMPUTE):
                 rest = self._start_over(new)
                 if rest is None:
