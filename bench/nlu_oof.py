@@ -250,6 +250,81 @@ class Round:
             self.result[f"cv {label}"] = count
             print(f"neighbours, 4-fold CV errors: {label:24s} {count:5d}", flush=True)
 
+    def neighbours_words_cv(self) -> None:
+        """Eleventh round: 4-fold CV of the blend on every block against the blend without
+        the character n-gram block (regex, word n-grams and, where present, the static
+        block), for the static pipeline (the cached blocks) and the sparse one (the static
+        block dropped)."""
+        from sklearn.model_selection import StratifiedKFold
+
+        raw = sp.csr_matrix(sp.load_npz(self.cache / f"{self.name}_xtr.npz"))
+        n_blocks = len(self.widths)
+        char = n_blocks - 2  # regex, word, char_wb, static
+        grid = tuple((1, w) for w in (0.1, 0.2, 0.3, 0.4, 0.5))
+        pipelines = {
+            "static": list(range(n_blocks)),
+            "sparse": list(range(n_blocks - 1)),
+        }
+        totals: collections.Counter[str] = collections.Counter()
+        folds = StratifiedKFold(4, shuffle=True, random_state=0)
+        for fold, (fit_rows, held_out) in enumerate(folds.split(raw, self.ytr)):
+            for pipeline, blocks in pipelines.items():
+                widths = [self.widths[b] for b in blocks]
+                x = raw[:, block_columns(self.widths, blocks)]
+                spread = ClassSpread.fit(x[fit_rows], list(self.ytr[fit_rows]), widths)
+                x_fit, x_out = spread.matrix(x[fit_rows]), spread.matrix(x[held_out])
+                scores = svm(x_fit, self.ytr[fit_rows]).decision_function(x_out)
+                classes = np.unique(self.ytr[fit_rows])
+                gold = self.ytr[held_out]
+                totals[f"{pipeline} svm"] += int((classes[scores.argmax(axis=1)] != gold).sum())
+                no_char = [i for i, b in enumerate(blocks) if b != char]
+                for features, mask in (
+                    ("all", None),
+                    ("no char", block_columns(widths, no_char)),
+                ):
+                    blends = neighbour_blends(x_fit, self.ytr[fit_rows], x_out, scores, grid, mask)
+                    for label, predicted in blends:
+                        totals[f"{pipeline} {features} {label}"] += int((predicted != gold).sum())
+            print(f"fold {fold}: {dict(totals)}", flush=True)
+        for label, count in totals.items():
+            self.result[f"cv {label}"] = count
+            print(f"4-fold CV errors: {label:36s} {count:5d}", flush=True)
+
+    def neighbours_cost(self) -> None:
+        """Eleventh round: what `Neighbours.class_scores` (the server's code) reads and costs
+        per validation sentence, on every block and without the character n-grams: stored
+        values read (postings + dense block) and thread CPU time per call, 3 passes."""
+        from server.nlu.neighbours import Neighbours
+
+        index = {c: i for i, c in enumerate(self.classes)}
+        labels = np.asarray([index[c] for c in self.ytr], np.int64)
+        offsets = np.cumsum(self.widths)
+        char = len(self.widths) - 2
+        no_char = np.asarray(
+            [(offsets[b] - w, offsets[b]) for b, w in enumerate(self.widths) if b != char],
+            np.int64,
+        )
+        rows = [(r.indices.astype(np.int64), r.data.astype(np.float32)) for r in self.xva[:500]]
+        for label, ranges in (("all blocks", None), ("no char n-grams", no_char)):
+            nearest = Neighbours.fit(self.xtr, labels, len(self.classes), 1, 0.3, ranges)
+            read = sorted(nearest.postings_read(i) for i, _ in rows)
+            times = []
+            for _ in range(3):
+                for i, v in rows:
+                    started = time.thread_time()
+                    nearest.class_scores(i, v)
+                    times.append((time.thread_time() - started) * 1e6)
+            times.sort()
+            stored = nearest.sparse.nnz + nearest.dense.size
+            print(
+                f"{label:16s} stored {stored:>9,d} values; read per parse p50 "
+                f"{read[len(read) // 2]:>9,d} (dense {nearest.dense.size:,d}); CPU per call "
+                f"p50 {times[len(times) // 2]:.0f} us, p99 {times[int(len(times) * 0.99)]:.0f} us",
+                flush=True,
+            )
+            self.result[f"cost {label} read p50"] = read[len(read) // 2]
+            self.result[f"cost {label} cpu us p50"] = int(times[len(times) // 2])
+
 
 def _unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:
     norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1))).ravel()
@@ -261,27 +336,59 @@ def _z(rows: np.ndarray) -> np.ndarray:
     return (rows - rows.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
 
 
+TENTH_ROUND_GRID = tuple((k, w) for k in (1, 3) for w in (0.1, 0.2, 0.3))
+
+
 def neighbour_blends(
-    x_train: sp.csr_matrix, y_train: np.ndarray, x_test: sp.csr_matrix, scores: np.ndarray
+    x_train: sp.csr_matrix,
+    y_train: np.ndarray,
+    x_test: sp.csr_matrix,
+    scores: np.ndarray,
+    grid: tuple[tuple[int, float], ...] = TENTH_ROUND_GRID,
+    columns: np.ndarray | None = None,
 ) -> list[tuple[str, np.ndarray]]:
-    """Predictions of z(scores) + λ z(neighbour scores) for top 1 / 3 and λ 0.1-0.3."""
+    """Predictions of z(scores) + λ z(neighbour scores) for each (top k, λ) of `grid`, the
+    similarity on the `columns` given (a boolean mask; all by default)."""
     classes = np.unique(y_train)
     gold = np.searchsorted(classes, y_train)
+    if columns is not None:
+        keep = sp.diags(columns.astype(np.float64))
+        x_train, x_test = sp.csr_matrix(x_train @ keep), sp.csr_matrix(x_test @ keep)
     similarity = (_unit_rows(x_test) @ _unit_rows(x_train).T).toarray()
     out = []
-    for k in (1, 3):
+    for k in sorted({k for k, _ in grid}):
         nearest = np.zeros((x_test.shape[0], len(classes)))
         for c in range(len(classes)):
             own = similarity[:, gold == c]
             kk = min(k, own.shape[1])
             nearest[:, c] = -np.partition(-own, kk - 1, axis=1)[:, :kk].mean(axis=1)
-        for weight in (0.1, 0.2, 0.3):
+        for weight in (w for kk, w in grid if kk == k):
             blend = _z(scores) + weight * _z(nearest)
             out.append((f"top{k}, weight {weight}", classes[blend.argmax(axis=1)]))
     return out
 
 
-STEPS = ("clean", "upweight", "stack", "pairs", "rff", "augment", "neighbours", "neighbours_cv")
+def block_columns(widths: list[int], blocks: list[int]) -> np.ndarray:
+    """A mask of the columns of the feature `blocks` (positions in `widths`)."""
+    offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
+    mask = np.zeros(int(offsets[-1]), bool)
+    for block in blocks:
+        mask[offsets[block] : offsets[block + 1]] = True
+    return mask
+
+
+STEPS = (
+    "clean",
+    "upweight",
+    "stack",
+    "pairs",
+    "rff",
+    "augment",
+    "neighbours",
+    "neighbours_cv",
+    "neighbours_words_cv",
+    "neighbours_cost",
+)
 
 
 def main() -> None:

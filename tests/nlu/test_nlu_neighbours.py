@@ -1,4 +1,5 @@
-"""The intent classifier's nearest-training-sentence blend (`neighbour_weight`, `neighbours`)."""
+"""The intent classifier's nearest-training-sentence blend (`neighbour_weight`, `neighbours`,
+`neighbour_char_ngrams`)."""
 
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,11 @@ def test_a_damaged_neighbour_state_fails_loading_with_a_clear_error(tmp_path: Pa
 
 @pytest.mark.parametrize(
     ("options", "key"),
-    [({"neighbour_weight": -1}, "neighbour_weight"), ({"neighbours": 0}, "neighbours")],
+    [
+        ({"neighbour_weight": -1}, "neighbour_weight"),
+        ({"neighbours": 0}, "neighbours"),
+        ({"neighbour_weight": 0.3, "neighbour_char_ngrams": "maybe"}, "neighbour_char_ngrams"),
+    ],
 )
 def test_bad_options_are_config_errors(options: dict[str, Any], key: str):
     with pytest.raises(InvalidConfig, match=key):
@@ -108,3 +113,74 @@ def test_class_scores_are_the_mean_of_the_k_most_similar_sentences():
     assert two.class_scores(np.zeros(0, np.int64), np.zeros(0, np.float32)) is None
     linear = np.array([0.2, -0.4])
     assert two.blend(linear, np.zeros(0, np.int64), np.zeros(0, np.float32)) is linear
+
+
+def test_without_char_ngrams_the_nearest_sentence_is_found_by_words_only():
+    # Misspelt, the message shares no word with any training sentence, only character
+    # n-grams with the long goodbye: with them the neighbour pulls it to goodbye; without
+    # them there is no neighbour to compare and the linear model decides.
+    text = "helo deer olde frend"
+    assert _train(neighbour_weight=5).parse(text)["intent"]["name"] == "goodbye"
+    words_only = _train(neighbour_weight=5, neighbour_char_ngrams=False)
+    assert words_only.parse(text)["intent"]["name"] == "greet"
+    # A word it knows is still compared: "dear old friend" is the goodbye's.
+    assert words_only.parse("hello dear old friend")["intent"]["name"] == "goodbye"
+
+
+def test_the_word_only_blend_survives_persistence_and_stores_fewer_values(tmp_path: Path):
+    every = _train(neighbour_weight=0.3)
+    words_only = _train(neighbour_weight=0.3, neighbour_char_ngrams=False)
+    words_only.persist(tmp_path / "words")
+    every.persist(tmp_path / "every")
+    reloaded = NLUPipeline.load(tmp_path / "words")
+    for text in ("hello dear old friend", "helo deer olde frend", "good night", "", "zzz"):
+        assert reloaded.parse(text) == words_only.parse(text)
+
+    def stored(folder: Path) -> int:
+        (data,) = folder.rglob("*nn_data.npy")
+        (dense,) = folder.rglob("*nn_dense.npy")
+        return np.load(data).size + np.load(dense).size
+
+    assert stored(tmp_path / "words") < stored(tmp_path / "every") / 3
+    assert list((tmp_path / "words").rglob("*nn_ranges.npy"))
+    assert not list((tmp_path / "every").rglob("*nn_ranges.npy"))
+
+
+@pytest.mark.parametrize(
+    "ranges",
+    [
+        np.array([[0, 10**9]], np.int64),  # beyond the features
+        np.array([[5, 2]], np.int64),  # ends before it starts
+        np.array([[0, 4, 8]], np.int64),  # not pairs
+        np.array([[0.5, 2.0]]),  # not whole numbers
+    ],
+)
+def test_damaged_neighbour_ranges_fail_loading_with_a_clear_error(
+    tmp_path: Path, ranges: np.ndarray
+):
+    _train(neighbour_weight=0.3, neighbour_char_ngrams=False).persist(tmp_path)
+    (path,) = tmp_path.rglob("*nn_ranges.npy")
+    np.save(path, ranges, allow_pickle=False)
+    with pytest.raises(ModelError, match="neighbour|nn_ranges"):
+        NLUPipeline.load(tmp_path)
+
+
+def test_a_pickled_neighbour_ranges_file_is_refused(tmp_path: Path):
+    _train(neighbour_weight=0.3, neighbour_char_ngrams=False).persist(tmp_path)
+    (path,) = tmp_path.rglob("*nn_ranges.npy")
+    np.save(path, np.array([[0, 1]], dtype=object), allow_pickle=True)
+    with pytest.raises(ModelError):
+        NLUPipeline.load(tmp_path)
+
+
+def test_class_scores_on_column_ranges_compare_only_those_columns():
+    # Sentences of classes 0, 1, 0, 1; column 2 is left out of the comparison.
+    rows = np.array([[1, 0, 3, 1], [0, 1, 0, 0.2], [1, 0, 0, 0], [0, 1, 2, 0.5]])
+    ranges = np.array([[0, 2], [3, 4]], np.int64)
+    kept = rows[:, [0, 1, 3]]
+    cosine = (kept / np.linalg.norm(kept, axis=1, keepdims=True)) @ (np.array([1, 0, 1]) / 2**0.5)
+    nearest = Neighbours.fit(sp.csr_matrix(rows), np.array([0, 1, 0, 1]), 2, 1, 1.0, ranges)
+    scores = nearest.class_scores(np.array([0, 2, 3]), np.array([1.0, 9.0, 1.0], np.float32))
+    assert scores == pytest.approx([cosine[[0, 2]].max(), cosine[[1, 3]].max()], rel=1e-6)
+    # Only the left-out column: no feature to compare.
+    assert nearest.class_scores(np.array([2]), np.array([1.0], np.float32)) is None
