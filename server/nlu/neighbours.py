@@ -114,7 +114,8 @@ class Neighbours:
             similarity = np.zeros(sentences)
         sparse = ~dense
         if sparse.any():
-            similarity += self._postings(indices[sparse], values[sparse], sentences)
+            gathered = self.sparse[indices[sparse]]
+            similarity += gathered.T @ values[sparse].astype(np.float32)
         if self._top1:
             return np.maximum.reduceat(similarity, self.starts)
         table = np.full(self._shape[0] * self._shape[1], -np.inf)
@@ -124,20 +125,6 @@ class Neighbours:
         top = np.sort(top, axis=1)[:, ::-1]
         taken = np.arange(self._k) < self._taken[:, None]
         return np.where(taken, top, 0.0).sum(axis=1) / np.maximum(self._taken, 1.0)
-
-    def _postings(self, features: np.ndarray, values: np.ndarray, sentences: int) -> np.ndarray:
-        """The dot products of the query's sparse part with every training sentence: the
-        postings of its features, read once each."""
-        indptr = self.sparse.indptr
-        first, counts = indptr.take(features), indptr.take(features + 1) - indptr.take(features)
-        total = int(counts.sum())
-        if total == 0:
-            return np.zeros(sentences)
-        # The positions of every posting: each feature's run [first, first + count).
-        ends = np.cumsum(counts)
-        positions = np.arange(total) + np.repeat(first - (ends - counts), counts)
-        weights = self.sparse.data.take(positions) * np.repeat(values, counts)
-        return np.bincount(self.sparse.indices.take(positions), weights, minlength=sentences)
 
     def postings_read(self, indices: np.ndarray) -> int:
         """How many stored values a parse of a message with these features reads (its
