@@ -4,7 +4,8 @@ intent accuracy, entity F1, training time and parse latency.
     python bench/nlu.py [--datasets snips,banking77,hwu64]
                         [--pipeline sparse|dense|static|static_no_context|
                                    static_sentences|entity_types|entity_types_3folds|
-                                   dense_entity_types]
+                                   dense_entity_types|sparse_neighbours|static_neighbours|
+                                   sparse_neighbours_words|static_neighbours_words]
                         [--split test|valid|cv] [--folds K] [--limit N]
                         [--out bench/results/nlu.json]
 
@@ -14,7 +15,9 @@ where one validation sentence is too coarse a step);
 `--pipeline dense` adds the DenseFeaturizer and `--pipeline static` the
 StaticEmbeddingFeaturizer (both need `pip install '.[dense]'`), `--pipeline entity_types`
 the EntityTypeFeaturizer (jackknifed CRF entity types for the classifier),
-`--pipeline dense_entity_types` both the DenseFeaturizer and it; `--limit N`
+`--pipeline dense_entity_types` both the DenseFeaturizer and it, the `*_neighbours`
+pipelines the nearest-training-sentence blend (`*_words`: without the character n-grams);
+`--limit N`
 keeps an evenly spread subset of at most N examples per split (quick checks only).
 """
 

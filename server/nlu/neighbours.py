@@ -25,6 +25,10 @@ from server.nlu.state_files import read_array, write_array
 
 # A block whose training rows are mostly non-zero is stored dense (as in class_spread).
 DENSE_BLOCK = 0.5
+# Up to this many postings a parse gathers them with numpy (a few numpy calls), above it with
+# scipy's sparse indexing (one C++ pass after index checks of about 0.1 ms): the crossing
+# measured on BANKING77 (7,500 postings: 42 against 69 us; 30-60k: 278 against 206 us).
+SMALL_GATHER = 20_000
 
 
 @dataclass
@@ -114,8 +118,7 @@ class Neighbours:
             similarity = np.zeros(sentences)
         sparse = ~dense
         if sparse.any():
-            gathered = self.sparse[indices[sparse]]
-            similarity += gathered.T @ values[sparse].astype(np.float32)
+            similarity += self._postings(indices[sparse], values[sparse], sentences)
         if self._top1:
             return np.maximum.reduceat(similarity, self.starts)
         table = np.full(self._shape[0] * self._shape[1], -np.inf)
@@ -125,6 +128,24 @@ class Neighbours:
         top = np.sort(top, axis=1)[:, ::-1]
         taken = np.arange(self._k) < self._taken[:, None]
         return np.where(taken, top, 0.0).sum(axis=1) / np.maximum(self._taken, 1.0)
+
+    def _postings(self, features: np.ndarray, values: np.ndarray, sentences: int) -> np.ndarray:
+        """The query's sparse part dotted with every training sentence, from the postings
+        of its features."""
+        indptr = self.sparse.indptr
+        first = indptr.take(features)
+        counts = indptr.take(features + 1) - first
+        total = int(counts.sum())
+        if total > SMALL_GATHER:
+            # One pass in scipy's C++: cheaper for many postings, but its index checks cost
+            # about 0.1 ms a call whatever the size.
+            gathered = self.sparse[features]
+            return gathered.T @ values.astype(np.float32)
+        # The positions of every posting: each feature's run [first, first + count).
+        ends = np.cumsum(counts)
+        positions = np.arange(total) + np.repeat(first - (ends - counts), counts)
+        weights = self.sparse.data.take(positions) * np.repeat(values, counts)
+        return np.bincount(self.sparse.indices.take(positions), weights, minlength=sentences)
 
     def postings_read(self, indices: np.ndarray) -> int:
         """How many stored values a parse of a message with these features reads (its

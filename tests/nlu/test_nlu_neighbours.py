@@ -184,3 +184,20 @@ def test_class_scores_on_column_ranges_compare_only_those_columns():
     assert scores == pytest.approx([cosine[[0, 2]].max(), cosine[[1, 3]].max()], rel=1e-6)
     # Only the left-out column: no feature to compare.
     assert nearest.class_scores(np.array([2]), np.array([1.0], np.float32)) is None
+
+
+def test_both_ways_of_gathering_postings_give_the_same_scores(monkeypatch: pytest.MonkeyPatch):
+    # Few postings are gathered with numpy, many with scipy's indexing: same similarities.
+    rng = np.random.default_rng(0)
+    x = sp.random(60, 40, density=0.2, format="csr", random_state=1)
+    classes = rng.integers(0, 5, 60)
+    classes[:5] = np.arange(5)
+    nearest = Neighbours.fit(x, classes, 5, k=1, weight=1.0)
+    query = np.array([1, 3, 8, 20, 39]), np.array([0.5, 1.0, 0.2, 0.7, 0.1], np.float32)
+    monkeypatch.setattr("server.nlu.neighbours.SMALL_GATHER", 0)
+    by_scipy = nearest.class_scores(*query)
+    monkeypatch.setattr("server.nlu.neighbours.SMALL_GATHER", 10**9)
+    by_numpy = nearest.class_scores(*query)
+    assert by_scipy is not None and by_numpy is not None
+    assert by_numpy == pytest.approx(by_scipy, rel=1e-6)
+    assert by_numpy.max() > 0
