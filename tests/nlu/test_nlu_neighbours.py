@@ -189,7 +189,7 @@ def test_class_scores_on_column_ranges_compare_only_those_columns():
 def test_both_ways_of_gathering_postings_give_the_same_scores(monkeypatch: pytest.MonkeyPatch):
     # Few postings are gathered with numpy, many with scipy's indexing: same similarities.
     rng = np.random.default_rng(0)
-    x = sp.random(60, 40, density=0.2, format="csr", random_state=1)
+    x = sp.csr_matrix(sp.random(60, 40, density=0.2, random_state=1))
     classes = rng.integers(0, 5, 60)
     classes[:5] = np.arange(5)
     nearest = Neighbours.fit(x, classes, 5, k=1, weight=1.0)
