@@ -325,6 +325,83 @@ class Round:
             self.result[f"cost {label} read p50"] = read[len(read) // 2]
             self.result[f"cost {label} cpu us p50"] = int(times[len(times) // 2])
 
+    def neighbours_projection_cv(self) -> None:
+        """Eleventh round: the word-only blend (static pipeline, top 1, λ 0.2) with the
+        static block of the stored rows projected on its d leading right singular vectors
+        (the dense read at a parse shrinks by 128 / d), 4-fold CV of the training split."""
+        from sklearn.model_selection import StratifiedKFold
+
+        raw = sp.csr_matrix(sp.load_npz(self.cache / f"{self.name}_xtr.npz"))
+        char = len(self.widths) - 2
+        mask = block_columns(self.widths, [b for b in range(len(self.widths)) if b != char])
+        static = block_columns(self.widths, [len(self.widths) - 1])
+        totals: collections.Counter[str] = collections.Counter()
+        folds = StratifiedKFold(4, shuffle=True, random_state=0)
+        for fit_rows, held_out in folds.split(raw, self.ytr):
+            spread = ClassSpread.fit(raw[fit_rows], list(self.ytr[fit_rows]), self.widths)
+            x_fit, x_out = spread.matrix(raw[fit_rows]), spread.matrix(raw[held_out])
+            scores = svm(x_fit, self.ytr[fit_rows]).decision_function(x_out)
+            classes = np.unique(self.ytr[fit_rows])
+            gold_fit = np.searchsorted(classes, self.ytr[fit_rows])
+            keep = sp.diags(mask.astype(np.float64))
+            a = _unit_rows(sp.csr_matrix(x_fit @ keep))
+            b = _unit_rows(sp.csr_matrix(x_out @ keep))
+            sparse_part = (b[:, ~static] @ a[:, ~static].T).toarray()
+            dense_a, dense_b = a[:, static].toarray(), b[:, static].toarray()
+            _, _, vt = np.linalg.svd(dense_a, full_matrices=False)
+            for d in (16, 32, 64, 128):
+                v = vt[:d].T
+                similarity = sparse_part + (dense_b @ v) @ (dense_a @ v).T
+                nearest = np.full((len(held_out), len(classes)), -np.inf)
+                for c in range(len(classes)):
+                    nearest[:, c] = similarity[:, gold_fit == c].max(axis=1)
+                predicted = classes[(_z(scores) + 0.2 * _z(nearest)).argmax(axis=1)]
+                totals[f"d {d}"] += int((predicted != self.ytr[held_out]).sum())
+            totals["svm"] += int((classes[scores.argmax(axis=1)] != self.ytr[held_out]).sum())
+            print(dict(totals), flush=True)
+        for label, count in totals.items():
+            self.result[f"cv projection {label}"] = count
+            print(f"4-fold CV errors, word-only blend, static block in {label:8s} {count:5d}")
+
+    def neighbours_component_cv(self) -> None:
+        """Eleventh round: the server's `Neighbours` (word-only, top 1, λ 0.2; the dense
+        columns as they are or as 16 / 32 singular directions) in the 4-fold CV of
+        `neighbours_words_cv`, scored sentence by sentence as a parse scores them."""
+        from sklearn.model_selection import StratifiedKFold
+
+        from server.nlu.neighbours import Neighbours
+
+        raw = sp.csr_matrix(sp.load_npz(self.cache / f"{self.name}_xtr.npz"))
+        offsets = np.cumsum(self.widths)
+        char = len(self.widths) - 2
+        ranges = np.asarray(
+            [(offsets[b] - w, offsets[b]) for b, w in enumerate(self.widths) if b != char],
+            np.int64,
+        )
+        totals: collections.Counter[str] = collections.Counter()
+        folds = StratifiedKFold(4, shuffle=True, random_state=0)
+        for fit_rows, held_out in folds.split(raw, self.ytr):
+            spread = ClassSpread.fit(raw[fit_rows], list(self.ytr[fit_rows]), self.widths)
+            x_fit, x_out = spread.matrix(raw[fit_rows]), spread.matrix(raw[held_out])
+            scores = svm(x_fit, self.ytr[fit_rows]).decision_function(x_out)
+            classes = np.unique(self.ytr[fit_rows])
+            gold = self.ytr[held_out]
+            totals["svm"] += int((classes[scores.argmax(axis=1)] != gold).sum())
+            labels = np.searchsorted(classes, self.ytr[fit_rows])
+            rows = [x_out[i] for i in range(x_out.shape[0])]
+            queries = [(r.indices.astype(np.int64), r.data) for r in rows]
+            for d in (None, 16, 32):
+                nearest = Neighbours.fit(x_fit, labels, len(classes), 1, 0.2, ranges, d)
+                blended = np.stack(
+                    [nearest.blend(sc, *q) for sc, q in zip(scores, queries, strict=True)]
+                )
+                label = f"dense as {d or 'is'}"
+                totals[label] += int((classes[blended.argmax(axis=1)] != gold).sum())
+            print(dict(totals), flush=True)
+        for label, count in totals.items():
+            self.result[f"cv component {label}"] = count
+            print(f"4-fold CV errors, word-only blend (component), {label:12s} {count:5d}")
+
 
 def _unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:
     norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1))).ravel()
@@ -388,6 +465,8 @@ STEPS = (
     "neighbours_cv",
     "neighbours_words_cv",
     "neighbours_cost",
+    "neighbours_projection_cv",
+    "neighbours_component_cv",
 )
 
 

@@ -50,6 +50,11 @@ class IntentClassifier:
         # false: the similarity leaves out character n-gram blocks (a tenth of the stored
         # values to read at a parse; eleventh NLU round, docs/benchmarks.md).
         self.neighbour_char_ngrams = flag(config, "neighbour_char_ngrams", True, name)
+        # Keep the dense columns of the training sentences (a sentence embedding) as this
+        # many singular directions; 0, the default, keeps them as they are.
+        self.neighbour_dimensions = number(
+            config, "neighbour_dimensions", 0, name, whole=True, minimum=0
+        )
         self.model_: LinearModel | None = None
         self.spread_: ClassSpread | None = None
         self.neighbours_: Neighbours | None = None
@@ -80,7 +85,13 @@ class IntentClassifier:
             if not self.neighbour_char_ngrams:
                 ranges = _ranges_without(pairs[0][0].char_blocks, widths_of(pairs[0][0]))
             self.neighbours_ = Neighbours.fit(
-                x, classes, len(index), self.neighbours, self.neighbour_weight, ranges
+                x,
+                classes,
+                len(index),
+                self.neighbours,
+                self.neighbour_weight,
+                ranges,
+                self.neighbour_dimensions or None,
             )
 
     def process(self, message: Message) -> None:
@@ -135,6 +146,7 @@ class IntentClassifier:
                     state.get("neighbours"),
                     state.get("neighbour_weight"),
                     state.get("neighbour_ranges", False),
+                    state.get("neighbour_projection", False),
                 )
         return classifier
 

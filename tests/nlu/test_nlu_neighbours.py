@@ -201,3 +201,34 @@ def test_both_ways_of_gathering_postings_give_the_same_scores(monkeypatch: pytes
     assert by_scipy is not None and by_numpy is not None
     assert by_numpy == pytest.approx(by_scipy, rel=1e-6)
     assert by_numpy.max() > 0
+
+
+def test_dense_columns_kept_as_singular_directions_score_as_before_when_nothing_is_lost():
+    # The dense columns 2-3 of every sentence are multiples of (1, 2): one direction holds
+    # them all, and the scores match those of the columns themselves.
+    rows = np.array([[1, 0, 1, 2], [0, 1, 0.5, 1], [1, 0, 2, 4], [0, 1, 1.5, 3]])
+    x, classes = sp.csr_matrix(rows), np.array([0, 1, 0, 1])
+    plain = Neighbours.fit(x, classes, 2, 1, 1.0)
+    projected = Neighbours.fit(x, classes, 2, 1, 1.0, dimensions=1)
+    assert plain.dense.shape == (4, 2) and projected.dense.shape == (4, 1)
+    query = np.array([0, 2, 3]), np.array([1.0, 0.3, 0.6], np.float32)
+    assert projected.class_scores(*query) == pytest.approx(plain.class_scores(*query), rel=1e-5)
+
+
+def test_the_projected_blend_survives_persistence_as_npy_files(tmp_path: Path):
+    trained = _train(neighbour_weight=0.3, neighbour_dimensions=1)
+    trained.persist(tmp_path)
+    reloaded = NLUPipeline.load(tmp_path)
+    for text in ("hello dear old friend", "good night", "bye bye", "", "zzz"):
+        assert reloaded.parse(text) == trained.parse(text)
+    (projection,) = tmp_path.rglob("*nn_projection.npy")
+    (dense,) = tmp_path.rglob("*nn_dense.npy")
+    assert np.load(dense).shape[1] == 1 == np.load(projection).shape[1]
+    np.save(projection, np.ones((1, 1), np.float32), allow_pickle=False)
+    with pytest.raises(ModelError, match="neighbour"):
+        NLUPipeline.load(tmp_path)
+
+
+def test_neighbour_dimensions_must_be_a_whole_number():
+    with pytest.raises(InvalidConfig, match="neighbour_dimensions"):
+        _train(neighbour_weight=0.3, neighbour_dimensions=-2)
