@@ -292,8 +292,9 @@ class Round:
 
     def neighbours_cost(self) -> None:
         """Eleventh round: what `Neighbours.class_scores` (the server's code) reads and costs
-        per validation sentence, on every block and without the character n-grams: stored
-        values read (postings + dense block) and thread CPU time per call, 3 passes."""
+        per validation sentence, on every block, without the character n-grams, and with
+        the dense block as 16 singular directions too: stored values read (postings + dense
+        block) and thread CPU time per call, 3 passes."""
         from server.nlu.neighbours import Neighbours
 
         index = {c: i for i, c in enumerate(self.classes)}
@@ -305,8 +306,13 @@ class Round:
             np.int64,
         )
         rows = [(r.indices.astype(np.int64), r.data.astype(np.float32)) for r in self.xva[:500]]
-        for label, ranges in (("all blocks", None), ("no char n-grams", no_char)):
-            nearest = Neighbours.fit(self.xtr, labels, len(self.classes), 1, 0.3, ranges)
+        variants = (
+            ("all blocks", None, None),
+            ("no char n-grams", no_char, None),
+            ("no char, dense 16", no_char, 16),
+        )
+        for label, ranges, d in variants:
+            nearest = Neighbours.fit(self.xtr, labels, len(self.classes), 1, 0.3, ranges, d)
             read = sorted(nearest.postings_read(i) for i, _ in rows)
             times = []
             for _ in range(3):
@@ -317,7 +323,7 @@ class Round:
             times.sort()
             stored = nearest.sparse.nnz + nearest.dense.size
             print(
-                f"{label:16s} stored {stored:>9,d} values; read per parse p50 "
+                f"{label:17s} stored {stored:>9,d} values; read per parse p50 "
                 f"{read[len(read) // 2]:>9,d} (dense {nearest.dense.size:,d}); CPU per call "
                 f"p50 {times[len(times) // 2]:.0f} us, p99 {times[int(len(times) * 0.99)]:.0f} us",
                 flush=True,
