@@ -228,3 +228,18 @@ def test_the_projected_blend_survives_persistence_as_npy_files(tmp_path: Path):
 def test_neighbour_dimensions_must_be_a_whole_number():
     with pytest.raises(InvalidConfig, match="neighbour_dimensions"):
         _train(neighbour_weight=0.3, neighbour_dimensions=-2)
+
+
+def test_a_blend_stored_before_the_word_only_options_still_loads(tmp_path: Path):
+    # The tenth round's archives have no neighbour_ranges / neighbour_projection keys.
+    trained = _train(neighbour_weight=0.3)
+    trained.persist(tmp_path)
+    index = tmp_path / "pipeline.json"
+    text = index.read_text()
+    for key in ("neighbour_ranges", "neighbour_projection"):
+        text = text.replace(f'"{key}": false, ', "").replace(f', "{key}": false', "")
+    assert "neighbour_ranges" not in text and "neighbour_weight" in text
+    index.write_text(text)
+    assert NLUPipeline.load(tmp_path).parse("helo deer olde frend") == trained.parse(
+        "helo deer olde frend"
+    )
