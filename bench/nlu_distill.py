@@ -2,6 +2,7 @@
 splits only.
 
     python bench/nlu_distill.py cache DATASET            # features + teacher, to --cache
+    python bench/nlu_distill.py cache DATASET --no-teacher   # features only (nlu_oof.py)
     python bench/nlu_distill.py base DATASET [--tokenlearn DIR]
     python bench/nlu_distill.py distill DATASET [--ridge 0.3,1] [--weights 0.5,1]
                                                 [--sentences N]
@@ -46,7 +47,7 @@ from server.nlu.pipeline import NLUPipeline  # noqa: E402
 from server.training.nlu_yaml import read_nlu_file  # noqa: E402
 
 
-def cache(name: str, out: Path) -> None:
+def cache(name: str, out: Path, teacher: bool = True) -> None:
     from server.nlu.dense_featurizer import SentenceEncoder
 
     train_file, valid_file = VALID_SPLITS[name]
@@ -76,6 +77,8 @@ def cache(name: str, out: Path) -> None:
         "tva": valid_texts,
     }
     (out / f"{name}_meta.json").write_text(json.dumps(meta))
+    if not teacher:
+        return
     encoder = SentenceEncoder(threads=2)
     started = time.process_time()
     np.save(out / f"{name}_etr.npy", encoder.embed(train_texts))
@@ -259,11 +262,14 @@ def main() -> None:
     parser.add_argument("--ridge", default="0.3,1")
     parser.add_argument("--weights", default="0.5,1")
     parser.add_argument("--sentences", type=int, default=0, help="distill: teacher subset")
+    parser.add_argument(
+        "--no-teacher", action="store_true", help="cache: the features only (bench/nlu_oof.py)"
+    )
     args = parser.parse_args()
     out = Path(args.cache)
     out.mkdir(parents=True, exist_ok=True)
     if args.step == "cache":
-        cache(args.dataset, out)
+        cache(args.dataset, out, teacher=not args.no_teacher)
         return
     if args.step == "base":
         result = base(args.dataset, out, Path(args.tokenlearn) if args.tokenlearn else None)

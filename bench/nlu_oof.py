@@ -250,6 +250,164 @@ class Round:
             self.result[f"cv {label}"] = count
             print(f"neighbours, 4-fold CV errors: {label:24s} {count:5d}", flush=True)
 
+    def neighbours_words_cv(self) -> None:
+        """Eleventh round: 4-fold CV of the blend on every block against the blend without
+        the character n-gram block (regex, word n-grams and, where present, the static
+        block), for the static pipeline (the cached blocks) and the sparse one (the static
+        block dropped)."""
+        from sklearn.model_selection import StratifiedKFold
+
+        raw = sp.csr_matrix(sp.load_npz(self.cache / f"{self.name}_xtr.npz"))
+        n_blocks = len(self.widths)
+        char = n_blocks - 2  # regex, word, char_wb, static
+        grid = tuple((1, w) for w in (0.1, 0.2, 0.3, 0.4, 0.5))
+        pipelines = {
+            "static": list(range(n_blocks)),
+            "sparse": list(range(n_blocks - 1)),
+        }
+        totals: collections.Counter[str] = collections.Counter()
+        folds = StratifiedKFold(4, shuffle=True, random_state=0)
+        for fold, (fit_rows, held_out) in enumerate(folds.split(raw, self.ytr)):
+            for pipeline, blocks in pipelines.items():
+                widths = [self.widths[b] for b in blocks]
+                x = raw[:, block_columns(self.widths, blocks)]
+                spread = ClassSpread.fit(x[fit_rows], list(self.ytr[fit_rows]), widths)
+                x_fit, x_out = spread.matrix(x[fit_rows]), spread.matrix(x[held_out])
+                scores = svm(x_fit, self.ytr[fit_rows]).decision_function(x_out)
+                classes = np.unique(self.ytr[fit_rows])
+                gold = self.ytr[held_out]
+                totals[f"{pipeline} svm"] += int((classes[scores.argmax(axis=1)] != gold).sum())
+                no_char = [i for i, b in enumerate(blocks) if b != char]
+                for features, mask in (
+                    ("all", None),
+                    ("no char", block_columns(widths, no_char)),
+                ):
+                    blends = neighbour_blends(x_fit, self.ytr[fit_rows], x_out, scores, grid, mask)
+                    for label, predicted in blends:
+                        totals[f"{pipeline} {features} {label}"] += int((predicted != gold).sum())
+            print(f"fold {fold}: {dict(totals)}", flush=True)
+        for label, count in totals.items():
+            self.result[f"cv {label}"] = count
+            print(f"4-fold CV errors: {label:36s} {count:5d}", flush=True)
+
+    def neighbours_cost(self) -> None:
+        """Eleventh round: what `Neighbours.class_scores` (the server's code) reads and costs
+        per validation sentence, on every block, without the character n-grams, and with
+        the dense block as 16 singular directions too: stored values read (postings + dense
+        block) and thread CPU time per call, 3 passes."""
+        from server.nlu.neighbours import Neighbours
+
+        index = {c: i for i, c in enumerate(self.classes)}
+        labels = np.asarray([index[c] for c in self.ytr], np.int64)
+        offsets = np.cumsum(self.widths)
+        char = len(self.widths) - 2
+        no_char = np.asarray(
+            [(offsets[b] - w, offsets[b]) for b, w in enumerate(self.widths) if b != char],
+            np.int64,
+        )
+        rows = [(r.indices.astype(np.int64), r.data.astype(np.float32)) for r in self.xva[:500]]
+        variants = (
+            ("all blocks", None, None),
+            ("no char n-grams", no_char, None),
+            ("no char, dense 16", no_char, 16),
+        )
+        for label, ranges, d in variants:
+            nearest = Neighbours.fit(self.xtr, labels, len(self.classes), 1, 0.3, ranges, d)
+            read = sorted(nearest.postings_read(i) for i, _ in rows)
+            times = []
+            for _ in range(3):
+                for i, v in rows:
+                    started = time.thread_time()
+                    nearest.class_scores(i, v)
+                    times.append((time.thread_time() - started) * 1e6)
+            times.sort()
+            stored = nearest.sparse.nnz + nearest.dense.size
+            print(
+                f"{label:17s} stored {stored:>9,d} values; read per parse p50 "
+                f"{read[len(read) // 2]:>9,d} (dense {nearest.dense.size:,d}); CPU per call "
+                f"p50 {times[len(times) // 2]:.0f} us, p99 {times[int(len(times) * 0.99)]:.0f} us",
+                flush=True,
+            )
+            self.result[f"cost {label} read p50"] = read[len(read) // 2]
+            self.result[f"cost {label} cpu us p50"] = int(times[len(times) // 2])
+
+    def neighbours_projection_cv(self) -> None:
+        """Eleventh round: the word-only blend (static pipeline, top 1, λ 0.2) with the
+        static block of the stored rows projected on its d leading right singular vectors
+        (the dense read at a parse shrinks by 128 / d), 4-fold CV of the training split."""
+        from sklearn.model_selection import StratifiedKFold
+
+        raw = sp.csr_matrix(sp.load_npz(self.cache / f"{self.name}_xtr.npz"))
+        char = len(self.widths) - 2
+        mask = block_columns(self.widths, [b for b in range(len(self.widths)) if b != char])
+        static = block_columns(self.widths, [len(self.widths) - 1])
+        totals: collections.Counter[str] = collections.Counter()
+        folds = StratifiedKFold(4, shuffle=True, random_state=0)
+        for fit_rows, held_out in folds.split(raw, self.ytr):
+            spread = ClassSpread.fit(raw[fit_rows], list(self.ytr[fit_rows]), self.widths)
+            x_fit, x_out = spread.matrix(raw[fit_rows]), spread.matrix(raw[held_out])
+            scores = svm(x_fit, self.ytr[fit_rows]).decision_function(x_out)
+            classes = np.unique(self.ytr[fit_rows])
+            gold_fit = np.searchsorted(classes, self.ytr[fit_rows])
+            keep = sp.diags(mask.astype(np.float64))
+            a = _unit_rows(sp.csr_matrix(x_fit @ keep))
+            b = _unit_rows(sp.csr_matrix(x_out @ keep))
+            sparse_part = (b[:, ~static] @ a[:, ~static].T).toarray()
+            dense_a, dense_b = a[:, static].toarray(), b[:, static].toarray()
+            _, _, vt = np.linalg.svd(dense_a, full_matrices=False)
+            for d in (16, 32, 64, 128):
+                v = vt[:d].T
+                similarity = sparse_part + (dense_b @ v) @ (dense_a @ v).T
+                nearest = np.full((len(held_out), len(classes)), -np.inf)
+                for c in range(len(classes)):
+                    nearest[:, c] = similarity[:, gold_fit == c].max(axis=1)
+                predicted = classes[(_z(scores) + 0.2 * _z(nearest)).argmax(axis=1)]
+                totals[f"d {d}"] += int((predicted != self.ytr[held_out]).sum())
+            totals["svm"] += int((classes[scores.argmax(axis=1)] != self.ytr[held_out]).sum())
+            print(dict(totals), flush=True)
+        for label, count in totals.items():
+            self.result[f"cv projection {label}"] = count
+            print(f"4-fold CV errors, word-only blend, static block in {label:8s} {count:5d}")
+
+    def neighbours_component_cv(self) -> None:
+        """Eleventh round: the server's `Neighbours` (word-only, top 1, λ 0.2; the dense
+        columns as they are or as 16 / 32 singular directions) in the 4-fold CV of
+        `neighbours_words_cv`, scored sentence by sentence as a parse scores them."""
+        from sklearn.model_selection import StratifiedKFold
+
+        from server.nlu.neighbours import Neighbours
+
+        raw = sp.csr_matrix(sp.load_npz(self.cache / f"{self.name}_xtr.npz"))
+        offsets = np.cumsum(self.widths)
+        char = len(self.widths) - 2
+        ranges = np.asarray(
+            [(offsets[b] - w, offsets[b]) for b, w in enumerate(self.widths) if b != char],
+            np.int64,
+        )
+        totals: collections.Counter[str] = collections.Counter()
+        folds = StratifiedKFold(4, shuffle=True, random_state=0)
+        for fit_rows, held_out in folds.split(raw, self.ytr):
+            spread = ClassSpread.fit(raw[fit_rows], list(self.ytr[fit_rows]), self.widths)
+            x_fit, x_out = spread.matrix(raw[fit_rows]), spread.matrix(raw[held_out])
+            scores = svm(x_fit, self.ytr[fit_rows]).decision_function(x_out)
+            classes = np.unique(self.ytr[fit_rows])
+            gold = self.ytr[held_out]
+            totals["svm"] += int((classes[scores.argmax(axis=1)] != gold).sum())
+            labels = np.searchsorted(classes, self.ytr[fit_rows])
+            rows = [x_out[i] for i in range(x_out.shape[0])]
+            queries = [(r.indices.astype(np.int64), r.data) for r in rows]
+            for d in (None, 16, 32):
+                nearest = Neighbours.fit(x_fit, labels, len(classes), 1, 0.2, ranges, d)
+                blended = np.stack(
+                    [nearest.blend(sc, *q) for sc, q in zip(scores, queries, strict=True)]
+                )
+                label = f"dense as {d or 'is'}"
+                totals[label] += int((classes[blended.argmax(axis=1)] != gold).sum())
+            print(dict(totals), flush=True)
+        for label, count in totals.items():
+            self.result[f"cv component {label}"] = count
+            print(f"4-fold CV errors, word-only blend (component), {label:12s} {count:5d}")
+
 
 def _unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:
     norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1))).ravel()
@@ -261,27 +419,61 @@ def _z(rows: np.ndarray) -> np.ndarray:
     return (rows - rows.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
 
 
+TENTH_ROUND_GRID = tuple((k, w) for k in (1, 3) for w in (0.1, 0.2, 0.3))
+
+
 def neighbour_blends(
-    x_train: sp.csr_matrix, y_train: np.ndarray, x_test: sp.csr_matrix, scores: np.ndarray
+    x_train: sp.csr_matrix,
+    y_train: np.ndarray,
+    x_test: sp.csr_matrix,
+    scores: np.ndarray,
+    grid: tuple[tuple[int, float], ...] = TENTH_ROUND_GRID,
+    columns: np.ndarray | None = None,
 ) -> list[tuple[str, np.ndarray]]:
-    """Predictions of z(scores) + λ z(neighbour scores) for top 1 / 3 and λ 0.1-0.3."""
+    """Predictions of z(scores) + λ z(neighbour scores) for each (top k, λ) of `grid`, the
+    similarity on the `columns` given (a boolean mask; all by default)."""
     classes = np.unique(y_train)
     gold = np.searchsorted(classes, y_train)
+    if columns is not None:
+        keep = sp.diags(columns.astype(np.float64))
+        x_train, x_test = sp.csr_matrix(x_train @ keep), sp.csr_matrix(x_test @ keep)
     similarity = (_unit_rows(x_test) @ _unit_rows(x_train).T).toarray()
     out = []
-    for k in (1, 3):
+    for k in sorted({k for k, _ in grid}):
         nearest = np.zeros((x_test.shape[0], len(classes)))
         for c in range(len(classes)):
             own = similarity[:, gold == c]
             kk = min(k, own.shape[1])
             nearest[:, c] = -np.partition(-own, kk - 1, axis=1)[:, :kk].mean(axis=1)
-        for weight in (0.1, 0.2, 0.3):
+        for weight in (w for kk, w in grid if kk == k):
             blend = _z(scores) + weight * _z(nearest)
             out.append((f"top{k}, weight {weight}", classes[blend.argmax(axis=1)]))
     return out
 
 
-STEPS = ("clean", "upweight", "stack", "pairs", "rff", "augment", "neighbours", "neighbours_cv")
+def block_columns(widths: list[int], blocks: list[int]) -> np.ndarray:
+    """A mask of the columns of the feature `blocks` (positions in `widths`)."""
+    offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
+    mask = np.zeros(int(offsets[-1]), bool)
+    for block in blocks:
+        mask[offsets[block] : offsets[block + 1]] = True
+    return mask
+
+
+STEPS = (
+    "clean",
+    "upweight",
+    "stack",
+    "pairs",
+    "rff",
+    "augment",
+    "neighbours",
+    "neighbours_cv",
+    "neighbours_words_cv",
+    "neighbours_cost",
+    "neighbours_projection_cv",
+    "neighbours_component_cv",
+)
 
 
 def main() -> None:

@@ -146,15 +146,21 @@ class CountVectorsFeaturizer:
         self.idf_ = (np.log((1.0 + n_docs) / (1.0 + df)) + 1.0).astype(np.float32)
         self._idf = self.idf_.tolist()
         for message, grams in zip(messages, all_grams, strict=True):
+            self._mark_char_block(message)
             message.blocks.append(self._weigh(grams))
 
     def process(self, message: Message) -> None:
+        self._mark_char_block(message)
         if self.analyzer == "char_wb":
             words = self._words(message)
             columns = itertools.chain.from_iterable(map(self._word_columns, words))
             message.blocks.append(self._weights(Counter(columns)))
             return
         message.blocks.append(self._weigh(self.ngrams(message)))
+
+    def _mark_char_block(self, message: Message) -> None:
+        if self.analyzer != "word":
+            message.char_blocks.append(len(message.blocks))
 
     def _weigh(self, grams: list[str]) -> tuple[list[int], list[float], int]:
         vocabulary = self.vocabulary_

@@ -14,7 +14,7 @@ from server.nlu.class_spread import ClassSpread
 from server.nlu.linear_model import LinearModel, feature_matrix
 from server.nlu.message import Message
 from server.nlu.neighbours import Neighbours
-from server.nlu.params import number
+from server.nlu.params import flag, number
 from server.nlu.training_data import NLUTrainingData
 
 RANKING_LENGTH = 10
@@ -47,6 +47,14 @@ class IntentClassifier:
         # sentences (server/nlu/neighbours.py); 0, the default, is the linear model alone.
         self.neighbour_weight = number(config, "neighbour_weight", 0.0, name, minimum=0)
         self.neighbours = number(config, "neighbours", 1, name, whole=True, minimum=1)
+        # false: the similarity leaves out character n-gram blocks (a tenth of the stored
+        # values to read at a parse; eleventh NLU round, docs/benchmarks.md).
+        self.neighbour_char_ngrams = flag(config, "neighbour_char_ngrams", True, name)
+        # Keep the dense columns of the training sentences (a sentence embedding) as this
+        # many singular directions; 0, the default, keeps them as they are.
+        self.neighbour_dimensions = number(
+            config, "neighbour_dimensions", 0, name, whole=True, minimum=0
+        )
         self.model_: LinearModel | None = None
         self.spread_: ClassSpread | None = None
         self.neighbours_: Neighbours | None = None
@@ -65,7 +73,7 @@ class IntentClassifier:
         labels = [label for _, label in pairs if label]
         self.spread_ = None
         if self.weighting == "class_spread":
-            widths = [block_width for _, _, block_width in pairs[0][0].blocks]
+            widths = widths_of(pairs[0][0])
             self.spread_ = ClassSpread.fit(x, labels, widths)
             x = self.spread_.matrix(x)
         self.model_ = LinearModel.fit(x, labels, self.c, self.temperature)
@@ -73,8 +81,17 @@ class IntentClassifier:
         if self.neighbour_weight > 0 and len(self.model_.classes) > 1:
             index = {name: i for i, name in enumerate(self.model_.classes)}
             classes = np.asarray([index[label] for label in labels], np.int64)
+            ranges = None
+            if not self.neighbour_char_ngrams:
+                ranges = _ranges_without(pairs[0][0].char_blocks, widths_of(pairs[0][0]))
             self.neighbours_ = Neighbours.fit(
-                x, classes, len(index), self.neighbours, self.neighbour_weight
+                x,
+                classes,
+                len(index),
+                self.neighbours,
+                self.neighbour_weight,
+                ranges,
+                self.neighbour_dimensions or None,
             )
 
     def process(self, message: Message) -> None:
@@ -128,5 +145,22 @@ class IntentClassifier:
                     len(classifier.model_.classes),
                     state.get("neighbours"),
                     state.get("neighbour_weight"),
+                    state.get("neighbour_ranges", False),
+                    state.get("neighbour_projection", False),
                 )
         return classifier
+
+
+def widths_of(message: Message) -> list[int]:
+    return [width for _, _, width in message.blocks]
+
+
+def _ranges_without(skipped: list[int], widths: list[int]) -> np.ndarray:
+    """The [start, end) column ranges of every block but the `skipped` ones."""
+    ends = np.cumsum(widths, dtype=np.int64)
+    kept = [
+        (int(end - width), int(end))
+        for block, (width, end) in enumerate(zip(widths, ends, strict=True))
+        if block not in skipped and width
+    ]
+    return np.asarray(kept, np.int64).reshape(-1, 2)

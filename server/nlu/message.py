@@ -26,6 +26,9 @@ class Message:
     tokens: list[Token] = field(default_factory=list)
     # Sentence-level sparse features, one block per featurizer: (indices, values, width).
     blocks: list[tuple[list[int], list[float], int]] = field(default_factory=list)
+    # Positions in `blocks` of character n-gram blocks (the intent classifier's nearest
+    # training sentences can be looked up without them: server/nlu/neighbours.py).
+    char_blocks: list[int] = field(default_factory=list)
     # For each token, the names of the regex / lookup patterns it is part of.
     token_patterns: list[set[str]] | None = None
     intent: dict[str, Any] | None = None

@@ -8,7 +8,9 @@ ranking is that of z(svm) + weight × z(neighbours) while the scores keep the li
 scale (the softmax confidences, and so a FallbackClassifier's thresholds, read as before).
 Learned state: the unit-length training rows, sparse columns as a CSR matrix of features ×
 sentences and dense blocks (sentence embeddings) as a sentences × columns array, in .npy
-files. Chosen in the tenth NLU round (docs/benchmarks.md)."""
+files. Chosen in the tenth NLU round (docs/benchmarks.md). `columns` limits the similarity to
+some feature columns (the intent classifier leaves out character n-grams: a tenth of the
+postings to read at a parse), stored as column ranges."""
 
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ from server.nlu.state_files import read_array, write_array
 
 # A block whose training rows are mostly non-zero is stored dense (as in class_spread).
 DENSE_BLOCK = 0.5
+# Up to this many postings a parse gathers them with numpy (a few numpy calls), above it with
+# scipy's sparse indexing (one C++ pass after index checks of about 0.1 ms): the crossing
+# measured on BANKING77 (7,500 postings: 42 against 69 us; 30-60k: 278 against 206 us).
+SMALL_GATHER = 20_000
 
 
 @dataclass
@@ -36,9 +42,20 @@ class Neighbours:
     starts: np.ndarray
     k: int
     weight: float
+    # The [start, end) column ranges the similarity is computed on; None: every column.
+    ranges: np.ndarray | None = None
+    # Dense columns x d: the leading right singular vectors of the training sentences'
+    # dense values; `dense` then holds their coordinates (sentences x d), and a parse
+    # reads 128 / d times less of it. None: `dense` holds the values themselves.
+    projection: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        self._used: np.ndarray | None = None
+        if self.ranges is not None:
+            self._used = _column_mask(self.ranges, self.sparse.shape[0])
         counts = np.diff(np.append(self.starts, self.dense.shape[0]))
+        # Top 1 of each intent (every intent has a sentence) is one maximum.reduceat.
+        self._top1 = self.k == 1 and bool(len(counts)) and bool(counts.min() > 0)
         width = max(int(counts.max(initial=1)), 1)
         self._k = min(self.k, width)
         # Where each sentence goes in an intents x width table padded with -inf.
@@ -54,11 +71,26 @@ class Neighbours:
 
     @classmethod
     def fit(
-        cls, x: sp.csr_matrix, classes: np.ndarray, n_classes: int, k: int, weight: float
+        cls,
+        x: sp.csr_matrix,
+        classes: np.ndarray,
+        n_classes: int,
+        k: int,
+        weight: float,
+        ranges: np.ndarray | None = None,
+        dimensions: int | None = None,
     ) -> Neighbours:
-        """`x`: the weighted training rows; `classes`: each row's index in the model."""
+        """`x`: the weighted training rows; `classes`: each row's index in the model;
+        `ranges`: the column ranges to compare sentences on (None: all); `dimensions`: the
+        dense columns kept as that many singular directions (None: as they are)."""
         order = np.argsort(classes, kind="stable")
-        rows = _unit_rows(sp.csr_matrix(x[order], dtype=np.float32))
+        rows = sp.csr_matrix(x[order], dtype=np.float32)
+        if ranges is not None:
+            rows = sp.csr_matrix(
+                rows @ sp.diags(_column_mask(ranges, rows.shape[1]).astype(np.float32))
+            )
+            rows.eliminate_zeros()
+        rows = _unit_rows(rows)
         starts = np.searchsorted(classes[order], np.arange(n_classes)).astype(np.int64)
         nnz = np.diff(rows.tocsc().indptr)
         dense_columns = np.flatnonzero(nnz > DENSE_BLOCK * max(rows.shape[0], 1))
@@ -67,25 +99,43 @@ class Neighbours:
         keep[dense_columns] = 0.0
         sparse = sp.csr_matrix(rows @ sp.diags(keep))
         sparse.eliminate_zeros()
-        return cls(sp.csr_matrix(sparse.T), dense_columns, dense, starts, k, weight)
+        projection = None
+        if dimensions is not None and dimensions < dense.shape[1]:
+            _, _, directions = np.linalg.svd(dense, full_matrices=False)
+            projection = np.ascontiguousarray(directions[:dimensions].T, np.float32)
+            dense = np.ascontiguousarray(dense @ projection, np.float32)
+        return cls(
+            sp.csr_matrix(sparse.T), dense_columns, dense, starts, k, weight, ranges, projection
+        )
 
     def class_scores(self, indices: np.ndarray, values: np.ndarray) -> np.ndarray | None:
         """Each intent's mean similarity of its k nearest training sentences, or None for
-        a message without features."""
+        a message without features (in the columns compared)."""
+        if self._used is not None:
+            used = self._used.take(indices)
+            indices, values = indices[used], values[used]
         norm = float(np.sqrt(np.dot(values, values))) if len(values) else 0.0
         if norm == 0.0:
             return None
         values = values / norm
         dense = self._is_dense.take(indices)
-        similarity = np.zeros(self.dense.shape[0], np.float32)
+        sentences = self.dense.shape[0]
         if dense.any():
             query = np.zeros(len(self.dense_columns), np.float32)
             query[self._dense_position.take(indices[dense])] = values[dense]
-            similarity = self.dense @ query
+            if self.projection is not None:
+                query = np.einsum("ij,i->j", self.projection, query)
+            # numpy's own loop, not BLAS: OpenBLAS runs a product this size on two threads,
+            # and when the other core is busy the caller spins waiting for its helper (1.8-4
+            # ms of CPU a parse against 0.17 ms here; eleventh NLU round).
+            similarity = np.einsum("ij,j->i", self.dense, query).astype(np.float64)
+        else:
+            similarity = np.zeros(sentences)
         sparse = ~dense
         if sparse.any():
-            gathered = self.sparse[indices[sparse]]
-            similarity = similarity + gathered.T @ values[sparse].astype(np.float32)
+            similarity += self._postings(indices[sparse], values[sparse], sentences)
+        if self._top1:
+            return np.maximum.reduceat(similarity, self.starts)
         table = np.full(self._shape[0] * self._shape[1], -np.inf)
         table[self._slots] = similarity
         table = table.reshape(self._shape)
@@ -93,6 +143,33 @@ class Neighbours:
         top = np.sort(top, axis=1)[:, ::-1]
         taken = np.arange(self._k) < self._taken[:, None]
         return np.where(taken, top, 0.0).sum(axis=1) / np.maximum(self._taken, 1.0)
+
+    def _postings(self, features: np.ndarray, values: np.ndarray, sentences: int) -> np.ndarray:
+        """The query's sparse part dotted with every training sentence, from the postings
+        of its features."""
+        indptr = self.sparse.indptr
+        first = indptr.take(features)
+        counts = indptr.take(features + 1) - first
+        total = int(counts.sum())
+        if total > SMALL_GATHER:
+            # One pass in scipy's C++: cheaper for many postings, but its index checks cost
+            # about 0.1 ms a call whatever the size.
+            gathered = self.sparse[features]
+            return gathered.T @ values.astype(np.float32)
+        # The positions of every posting: each feature's run [first, first + count).
+        ends = np.cumsum(counts)
+        positions = np.arange(total) + np.repeat(first - (ends - counts), counts)
+        weights = self.sparse.data.take(positions) * np.repeat(values, counts)
+        return np.bincount(self.sparse.indices.take(positions), weights, minlength=sentences)
+
+    def postings_read(self, indices: np.ndarray) -> int:
+        """How many stored values a parse of a message with these features reads (its
+        postings plus the dense block): the cost of `class_scores`, for the benchmarks."""
+        if self._used is not None:
+            indices = indices[self._used.take(indices)]
+        sparse = indices[~self._is_dense.take(indices)]
+        indptr = self.sparse.indptr
+        return int((indptr.take(sparse + 1) - indptr.take(sparse)).sum()) + self.dense.size
 
     def blend(self, scores: np.ndarray, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
         neighbour = self.class_scores(indices, values)
@@ -111,11 +188,28 @@ class Neighbours:
         write_array(directory, f"{prefix}nn_dense_columns.npy", self.dense_columns)
         write_array(directory, f"{prefix}nn_dense.npy", self.dense)
         write_array(directory, f"{prefix}nn_starts.npy", self.starts)
-        return {"neighbours": self.k, "neighbour_weight": self.weight}
+        if self.ranges is not None:
+            write_array(directory, f"{prefix}nn_ranges.npy", self.ranges.astype(np.int64))
+        if self.projection is not None:
+            write_array(directory, f"{prefix}nn_projection.npy", self.projection)
+        return {
+            "neighbours": self.k,
+            "neighbour_weight": self.weight,
+            "neighbour_ranges": self.ranges is not None,
+            "neighbour_projection": self.projection is not None,
+        }
 
     @classmethod
     def read(
-        cls, directory: Path, prefix: str, width: int, n_classes: int, k: object, weight: object
+        cls,
+        directory: Path,
+        prefix: str,
+        width: int,
+        n_classes: int,
+        k: object,
+        weight: object,
+        ranged: object = False,
+        projected: object = False,
     ) -> Neighbours:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ModelError("intent neighbours must be a whole number above 0")
@@ -127,6 +221,20 @@ class Neighbours:
         columns = read_array(directory, f"{prefix}nn_dense_columns.npy", np.int64, ndim=1)
         dense = read_array(directory, f"{prefix}nn_dense.npy", np.float32, ndim=2)
         starts = read_array(directory, f"{prefix}nn_starts.npy", np.int64, ndim=1)
+        if not isinstance(ranged, bool) or not isinstance(projected, bool):
+            raise ModelError("intent neighbour_ranges and neighbour_projection must be booleans")
+        projection = None
+        coordinates = len(columns)
+        if projected:
+            projection = read_array(directory, f"{prefix}nn_projection.npy", np.float32, ndim=2)
+            if projection.shape[0] != len(columns) or not np.all(np.isfinite(projection)):
+                raise ModelError("intent neighbour projection does not match the dense columns")
+            coordinates = projection.shape[1]
+        ranges = None
+        if ranged:
+            ranges = read_array(directory, f"{prefix}nn_ranges.npy", np.int64, ndim=2)
+            if not _valid_ranges(ranges, width):
+                raise ModelError("intent neighbour column ranges are malformed")
         sentences = dense.shape[0]
         if (
             len(indptr) != width + 1
@@ -135,7 +243,7 @@ class Neighbours:
             or len(indices) != len(data)
             or np.any(np.diff(indptr) < 0)
             or (len(indices) and (indices.min() < 0 or indices.max() >= sentences))
-            or dense.shape[1] != len(columns)
+            or dense.shape[1] != coordinates
             or (len(columns) and (columns.min() < 0 or columns.max() >= width))
             or len(starts) != n_classes
             or (len(starts) and (starts[0] != 0 or starts[-1] > sentences))
@@ -148,10 +256,29 @@ class Neighbours:
         sparse = sp.csr_matrix(
             (data, indices.astype(kind), indptr.astype(kind)), shape=(width, sentences)
         )
-        return cls(sparse, columns, dense, starts, k, float(weight))
+        return cls(sparse, columns, dense, starts, k, float(weight), ranges, projection)
 
 
 def _unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:
     norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1), dtype=np.float64)).ravel()
     scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
     return sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ x, dtype=np.float32)
+
+
+def _valid_ranges(ranges: np.ndarray, width: int) -> bool:
+    """Sorted, disjoint [start, end) pairs within the features."""
+    if ranges.ndim != 2 or ranges.shape[1] != 2:
+        return False
+    flat = ranges.ravel()
+    return bool(
+        (flat.size == 0 or (flat.min() >= 0 and flat.max() <= width))
+        and np.all(ranges[:, 0] <= ranges[:, 1])
+        and np.all(np.diff(flat) >= 0)
+    )
+
+
+def _column_mask(ranges: np.ndarray, width: int) -> np.ndarray:
+    mask = np.zeros(width, bool)
+    for start, end in ranges.tolist():
+        mask[start:end] = True
+    return mask

@@ -1,4 +1,5 @@
-"""The intent classifier's nearest-training-sentence blend (`neighbour_weight`, `neighbours`)."""
+"""The intent classifier's nearest-training-sentence blend (`neighbour_weight`, `neighbours`,
+`neighbour_char_ngrams`)."""
 
 from pathlib import Path
 from typing import Any
@@ -54,12 +55,15 @@ def test_the_nearest_training_sentence_pulls_the_intent_towards_its_own():
     assert _train(neighbour_weight=5).parse(text)["intent"]["name"] == "goodbye"
 
 
-def test_the_blend_survives_persistence_as_npy_files(tmp_path: Path):
-    trained = _train(neighbour_weight=0.3, neighbours=2)
-    trained.persist(tmp_path)
-    reloaded = NLUPipeline.load(tmp_path)
-    for text in ("hello dear old friend", "good night", "bye bye", "", "zzz"):
+def _parses_the_same_after_reloading(trained: NLUPipeline, folder: Path) -> None:
+    trained.persist(folder)
+    reloaded = NLUPipeline.load(folder)
+    for text in ("hello dear old friend", "helo deer olde frend", "good night", "", "zzz"):
         assert reloaded.parse(text) == trained.parse(text)
+
+
+def test_the_blend_survives_persistence_as_npy_files(tmp_path: Path):
+    _parses_the_same_after_reloading(_train(neighbour_weight=0.3, neighbours=2), tmp_path)
     assert any(p.name.endswith("nn_dense.npy") for p in tmp_path.rglob("*"))
 
 
@@ -73,7 +77,11 @@ def test_a_damaged_neighbour_state_fails_loading_with_a_clear_error(tmp_path: Pa
 
 @pytest.mark.parametrize(
     ("options", "key"),
-    [({"neighbour_weight": -1}, "neighbour_weight"), ({"neighbours": 0}, "neighbours")],
+    [
+        ({"neighbour_weight": -1}, "neighbour_weight"),
+        ({"neighbours": 0}, "neighbours"),
+        ({"neighbour_weight": 0.3, "neighbour_char_ngrams": "maybe"}, "neighbour_char_ngrams"),
+    ],
 )
 def test_bad_options_are_config_errors(options: dict[str, Any], key: str):
     with pytest.raises(InvalidConfig, match=key):
@@ -108,3 +116,130 @@ def test_class_scores_are_the_mean_of_the_k_most_similar_sentences():
     assert two.class_scores(np.zeros(0, np.int64), np.zeros(0, np.float32)) is None
     linear = np.array([0.2, -0.4])
     assert two.blend(linear, np.zeros(0, np.int64), np.zeros(0, np.float32)) is linear
+
+
+def test_without_char_ngrams_the_nearest_sentence_is_found_by_words_only():
+    # Misspelt, the message shares no word with any training sentence, only character
+    # n-grams with the long goodbye: with them the neighbour pulls it to goodbye; without
+    # them there is no neighbour to compare and the linear model decides.
+    text = "helo deer olde frend"
+    assert _train(neighbour_weight=5).parse(text)["intent"]["name"] == "goodbye"
+    words_only = _train(neighbour_weight=5, neighbour_char_ngrams=False)
+    assert words_only.parse(text)["intent"]["name"] == "greet"
+    # A word it knows is still compared: "dear old friend" is the goodbye's.
+    assert words_only.parse("hello dear old friend")["intent"]["name"] == "goodbye"
+
+
+def test_the_word_only_blend_survives_persistence_and_stores_fewer_values(tmp_path: Path):
+    every = _train(neighbour_weight=0.3)
+    words_only = _train(neighbour_weight=0.3, neighbour_char_ngrams=False)
+    _parses_the_same_after_reloading(words_only, tmp_path / "words")
+    every.persist(tmp_path / "every")
+
+    def stored(folder: Path) -> int:
+        (data,) = folder.rglob("*nn_data.npy")
+        (dense,) = folder.rglob("*nn_dense.npy")
+        return np.load(data).size + np.load(dense).size
+
+    assert stored(tmp_path / "words") < stored(tmp_path / "every") / 3
+    assert list((tmp_path / "words").rglob("*nn_ranges.npy"))
+    assert not list((tmp_path / "every").rglob("*nn_ranges.npy"))
+
+
+@pytest.mark.parametrize(
+    "ranges",
+    [
+        np.array([[0, 10**9]], np.int64),  # beyond the features
+        np.array([[5, 2]], np.int64),  # ends before it starts
+        np.array([[0, 4, 8]], np.int64),  # not pairs
+        np.array([[0.5, 2.0]]),  # not whole numbers
+    ],
+)
+def test_damaged_neighbour_ranges_fail_loading_with_a_clear_error(
+    tmp_path: Path, ranges: np.ndarray
+):
+    _train(neighbour_weight=0.3, neighbour_char_ngrams=False).persist(tmp_path)
+    (path,) = tmp_path.rglob("*nn_ranges.npy")
+    np.save(path, ranges, allow_pickle=False)
+    with pytest.raises(ModelError, match="neighbour|nn_ranges"):
+        NLUPipeline.load(tmp_path)
+
+
+def test_a_pickled_neighbour_ranges_file_is_refused(tmp_path: Path):
+    _train(neighbour_weight=0.3, neighbour_char_ngrams=False).persist(tmp_path)
+    (path,) = tmp_path.rglob("*nn_ranges.npy")
+    np.save(path, np.array([[0, 1]], dtype=object), allow_pickle=True)
+    with pytest.raises(ModelError):
+        NLUPipeline.load(tmp_path)
+
+
+def test_class_scores_on_column_ranges_compare_only_those_columns():
+    # Sentences of classes 0, 1, 0, 1; column 2 is left out of the comparison.
+    rows = np.array([[1, 0, 3, 1], [0, 1, 0, 0.2], [1, 0, 0, 0], [0, 1, 2, 0.5]])
+    ranges = np.array([[0, 2], [3, 4]], np.int64)
+    kept = rows[:, [0, 1, 3]]
+    cosine = (kept / np.linalg.norm(kept, axis=1, keepdims=True)) @ (np.array([1, 0, 1]) / 2**0.5)
+    nearest = Neighbours.fit(sp.csr_matrix(rows), np.array([0, 1, 0, 1]), 2, 1, 1.0, ranges)
+    scores = nearest.class_scores(np.array([0, 2, 3]), np.array([1.0, 9.0, 1.0], np.float32))
+    assert scores == pytest.approx([cosine[[0, 2]].max(), cosine[[1, 3]].max()], rel=1e-6)
+    # Only the left-out column: no feature to compare.
+    assert nearest.class_scores(np.array([2]), np.array([1.0], np.float32)) is None
+
+
+def test_both_ways_of_gathering_postings_give_the_same_scores(monkeypatch: pytest.MonkeyPatch):
+    # Few postings are gathered with numpy, many with scipy's indexing: same similarities.
+    rng = np.random.default_rng(0)
+    x = sp.csr_matrix(sp.random(60, 40, density=0.2, random_state=1))
+    classes = rng.integers(0, 5, 60)
+    classes[:5] = np.arange(5)
+    nearest = Neighbours.fit(x, classes, 5, k=1, weight=1.0)
+    query = np.array([1, 3, 8, 20, 39]), np.array([0.5, 1.0, 0.2, 0.7, 0.1], np.float32)
+    monkeypatch.setattr("server.nlu.neighbours.SMALL_GATHER", 0)
+    by_scipy = nearest.class_scores(*query)
+    monkeypatch.setattr("server.nlu.neighbours.SMALL_GATHER", 10**9)
+    by_numpy = nearest.class_scores(*query)
+    assert by_scipy is not None and by_numpy is not None
+    assert by_numpy == pytest.approx(by_scipy, rel=1e-6)
+    assert by_numpy.max() > 0
+
+
+def test_dense_columns_kept_as_singular_directions_score_as_before_when_nothing_is_lost():
+    # The dense columns 2-3 of every sentence are multiples of (1, 2): one direction holds
+    # them all, and the scores match those of the columns themselves.
+    rows = np.array([[1, 0, 1, 2], [0, 1, 0.5, 1], [1, 0, 2, 4], [0, 1, 1.5, 3]])
+    x, classes = sp.csr_matrix(rows), np.array([0, 1, 0, 1])
+    plain = Neighbours.fit(x, classes, 2, 1, 1.0)
+    projected = Neighbours.fit(x, classes, 2, 1, 1.0, dimensions=1)
+    assert plain.dense.shape == (4, 2) and projected.dense.shape == (4, 1)
+    query = np.array([0, 2, 3]), np.array([1.0, 0.3, 0.6], np.float32)
+    assert projected.class_scores(*query) == pytest.approx(plain.class_scores(*query), rel=1e-5)
+
+
+def test_the_projected_blend_survives_persistence_as_npy_files(tmp_path: Path):
+    _parses_the_same_after_reloading(_train(neighbour_weight=0.3, neighbour_dimensions=1), tmp_path)
+    (projection,) = tmp_path.rglob("*nn_projection.npy")
+    (dense,) = tmp_path.rglob("*nn_dense.npy")
+    assert np.load(dense).shape[1] == 1 == np.load(projection).shape[1]
+    np.save(projection, np.ones((1, 1), np.float32), allow_pickle=False)
+    with pytest.raises(ModelError, match="neighbour"):
+        NLUPipeline.load(tmp_path)
+
+
+def test_neighbour_dimensions_must_be_a_whole_number():
+    with pytest.raises(InvalidConfig, match="neighbour_dimensions"):
+        _train(neighbour_weight=0.3, neighbour_dimensions=-2)
+
+
+def test_a_blend_stored_before_the_word_only_options_still_loads(tmp_path: Path):
+    # The tenth round's archives have no neighbour_ranges / neighbour_projection keys.
+    trained = _train(neighbour_weight=0.3)
+    trained.persist(tmp_path)
+    index = tmp_path / "pipeline.json"
+    text = index.read_text()
+    for key in ("neighbour_ranges", "neighbour_projection"):
+        text = text.replace(f'"{key}": false, ', "").replace(f', "{key}": false', "")
+    assert "neighbour_ranges" not in text and "neighbour_weight" in text
+    index.write_text(text)
+    assert NLUPipeline.load(tmp_path).parse("helo deer olde frend") == trained.parse(
+        "helo deer olde frend"
+    )
