@@ -141,9 +141,8 @@ def _with_rasa_name(entry: Any, position: int) -> dict[str, Any]:
     name = entry["name"]
     if "." not in name:
         return entry
-    short = name.rsplit(".", 1)[-1]
-    if name.startswith("rasa.") and short in known_names():
-        return {**entry, "name": short}
+    if name.startswith("rasa."):
+        return {**entry, "name": name.rsplit(".", 1)[-1]}
     raise InvalidConfig(
         f"'{name}' (pipeline item {position + 1}) is a custom component: botserver never "
         "imports code named in config.yml. Remove it, or use one of: "
