@@ -6,6 +6,9 @@ The API layer maps these to Rasa's error body and an HTTP status in one place
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class BotServerError(Exception):
     """Base of every error botserver raises on purpose."""
@@ -26,6 +29,21 @@ class InvalidProjectFile(BotServerError):
 
 class InvalidConfig(BotServerError):
     """endpoints.yml, credentials.yml or config.yml holds a value we cannot use."""
+
+    # The config.yml item refused, as (section, index): ("pipeline", 2) is the third
+    # component. Training turns it into the item's line.
+    item: tuple[str, int] | None = None
+
+
+@contextmanager
+def about_config_item(section: str, index: int | None) -> Iterator[None]:
+    """An InvalidConfig raised inside names config.yml's `section[index]` (if none is named)."""
+    try:
+        yield
+    except InvalidConfig as exc:
+        if exc.item is None and index is not None:
+            exc.item = (section, index)
+        raise
 
 
 class MissingEnvironmentVariable(InvalidConfig):

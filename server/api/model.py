@@ -153,7 +153,11 @@ def _dump_yaml(data: Any, path: Path) -> Path:
 
 
 def _project_error(exc: InvalidProjectFile, directory: Path) -> ApiError:
-    message = str(exc).replace(str(directory) + "/", "request body: ")
+    """The error naming the part of the body (`config.yml`, `domain.yml`, `data/data.yml`).
+    Without a line: it would be one of the files `_write_project` wrote, not of the body."""
+    where = exc.filename.replace(str(directory) + "/", "") + ": " if exc.filename else ""
+    reason = exc.reason.replace(str(directory) + "/", "")
+    message = f"request body: {where}{reason}"
     return ApiError(400, "BadRequest", message, {"in": "body"}, HELP_TRAINING_DATA)
 
 

@@ -8,10 +8,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from server.errors import InvalidConfig, ModelError
+from server.errors import InvalidConfig, ModelError, about_config_item
 from server.nlu.message import Message
 from server.nlu.regex_message import parse_regex_message
-from server.nlu.registry import COMPONENTS, plan_pipeline
+from server.nlu.registry import COMPONENTS, Step, plan_pipeline
 from server.nlu.response_selector import DEFAULT_SELECTOR
 from server.nlu.training_data import NLUTrainingData
 from server.training.unknown_options import ReadKeys
@@ -80,8 +80,7 @@ class NLUPipeline:
             logger.warning(warning)
         options = [ReadKeys(s.config) for s in plan.steps]
         components = [
-            (s.key, _build(s.key, o, s.name, language))
-            for s, o in zip(plan.steps, options, strict=True)
+            (s.key, _build_step(s, o, language)) for s, o in zip(plan.steps, options, strict=True)
         ]
         _name_entity_sources(components, [s.name for s in plan.steps])
         messages = [Message(e.text) for e in data.examples]
@@ -98,7 +97,7 @@ class NLUPipeline:
     def check(pipeline: list[dict], language: str = "en") -> None:
         """The parameter checks of `train` without training: InvalidConfig if refused."""
         for step in plan_pipeline(pipeline or DEFAULT_PIPELINE).steps:
-            _build(step.key, ReadKeys(step.config), step.name, language)
+            _build_step(step, ReadKeys(step.config), language)
 
     @property
     def intents(self) -> list[str]:
@@ -246,8 +245,10 @@ def _name_entity_sources(components: list[tuple[str, Any]], names: list[str]) ->
             component.sources = list(crf_names)
 
 
-def _build(key: str, config: dict[str, Any], name: str, language: str) -> Any:
-    component_cls: Any = COMPONENTS[key]
-    if key == "DucklingEntityExtractor":
-        return component_cls(config, name, language)
-    return component_cls(config, name)
+def _build_step(step: Step, config: dict[str, Any], language: str) -> Any:
+    """The component of a planned step; a refused parameter names its config.yml item."""
+    component_cls: Any = COMPONENTS[step.key]
+    with about_config_item("pipeline", step.position):
+        if step.key == "DucklingEntityExtractor":
+            return component_cls(config, step.name, language)
+        return component_cls(config, step.name)

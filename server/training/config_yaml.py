@@ -28,6 +28,15 @@ class ProjectConfig:
     filename: str | None = None
     defaulted: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
+    # The line of each item of 'pipeline' and 'policies' in the file (none for defaults).
+    item_lines: dict[str, list[int | None]] = field(default_factory=dict)
+
+    def line_of_item(self, item: tuple[str, int] | None) -> int | None:
+        """The line of config.yml's `item` (section, index), if it was read from the file."""
+        if item is None:
+            return None
+        lines = self.item_lines.get(item[0], [])
+        return lines[item[1]] if 0 <= item[1] < len(lines) else None
 
     def as_dict(self) -> dict[str, Any]:
         """The effective configuration, defaults filled in (what a model archive records)."""
@@ -111,13 +120,16 @@ def config_from_dict(data: Any, filename: str | None = None) -> ProjectConfig:
         )
 
     sections: dict[str, list[dict[str, Any]]] = {}
+    item_lines: dict[str, list[int | None]] = {}
     for section in ("pipeline", "policies"):
         value = data.get(section)
         if value in (None, [], ""):
             sections[section] = copy.deepcopy(defaults[section])
             defaulted.append(section)
             continue
-        sections[section] = _components(value, section, filename, line_of(data, section))
+        line = line_of(data, section)
+        sections[section] = _components(value, section, filename, line)
+        item_lines[section] = [line_of(item, "name", line) for item in value]
 
     return ProjectConfig(
         language=language,
@@ -128,6 +140,7 @@ def config_from_dict(data: Any, filename: str | None = None) -> ProjectConfig:
         filename=filename,
         defaulted=defaulted,
         raw=_plain(data),
+        item_lines=item_lines,
     )
 
 

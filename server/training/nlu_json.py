@@ -10,7 +10,7 @@ from typing import Any
 
 from server.errors import InvalidProjectFile
 from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData
-from server.training.yaml_io import brief
+from server.training.yaml_io import brief, read_project_text
 
 ROOT_KEY = "rasa_nlu_data"
 # What other tools' exports hold at their top level, to say what a file is when it is not ours.
@@ -27,13 +27,9 @@ def read_nlu_json(path: Path) -> NLUTrainingData:
     the line (of a syntax error) or the item (`common_examples[3]`)."""
     filename = str(path)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InvalidProjectFile("file not found", filename) from None
+        document = json.loads(read_project_text(path))
     except json.JSONDecodeError as exc:
         raise InvalidProjectFile(f"invalid JSON: {exc.msg}", filename, exc.lineno) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidProjectFile(f"cannot read file: {exc}", filename) from None
     if not isinstance(document, dict) or not isinstance(document.get(ROOT_KEY), dict):
         other = next(
             (
@@ -152,7 +148,7 @@ class _Reader:
         # thing, so its lines are written in.
         for candidate in (Path(elements), self.directory / elements):
             if candidate.is_file():
-                lines = candidate.read_text(encoding="utf-8").splitlines()
+                lines = read_project_text(candidate).splitlines()
                 return [line.strip() for line in lines if line.strip()]
         raise self.error(where, f"the lookup table file {elements!r} does not exist")
 

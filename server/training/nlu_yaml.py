@@ -13,7 +13,7 @@ import yaml
 
 from server.errors import InvalidProjectFile
 from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData, annotated_text
-from server.training.yaml_io import brief, check_depth, dump_yaml
+from server.training.yaml_io import brief, check_depth, dump_yaml, read_project_text
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +31,7 @@ _NULL_TAG = "tag:yaml.org,2002:null"
 
 def read_nlu_file(path: str | Path) -> NLUTrainingData:
     """Read one YAML file; sections other than `nlu:` and `responses:` are ignored."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidProjectFile(f"cannot read file: {e}", str(path)) from e
-    return read_nlu_yaml(text, str(path))
+    return read_nlu_yaml(read_project_text(path), str(path))
 
 
 def read_nlu_yaml(text: str, filename: str = "<string>") -> NLUTrainingData:

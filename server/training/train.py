@@ -104,14 +104,15 @@ def dry_run(
 
 
 @contextmanager
-def _naming_config(filename: str | None) -> Iterator[None]:
-    """A component or policy refusing its parameters names config.yml too."""
+def _naming_config(config: ProjectConfig) -> Iterator[None]:
+    """A component or policy refusing its name or parameters names config.yml and the
+    item's line too."""
     try:
         yield
     except InvalidConfig as exc:
-        if filename is None:
+        if config.filename is None:
             raise
-        raise InvalidProjectFile(str(exc), filename) from None
+        raise InvalidProjectFile(str(exc), config.filename, config.line_of_item(exc.item)) from None
 
 
 def train(
@@ -204,7 +205,7 @@ def _train_project(
         existing = _up_to_date_archive(fingerprint, out, fixed_model_name)
         if existing is not None:
             # An older botserver may have trained it from settings this one refuses.
-            with _naming_config(project.config.filename):
+            with _naming_config(project.config):
                 if with_nlu:
                     NLUPipeline.check(project.config.pipeline, project.config.language)
                 PolicyEnsemble.from_config(project.config.policies)
@@ -228,7 +229,7 @@ def _train_project(
         )
         if with_nlu:
             say(f"training NLU on {len(project.nlu.examples)} examples")
-            with _naming_config(project.config.filename):
+            with _naming_config(project.config):
                 nlu = NLUPipeline.train(
                     project.nlu, project.config.pipeline, project.config.language
                 )
@@ -237,7 +238,7 @@ def _train_project(
             logged = len(warnings)
         say(f"training dialogue on {len(project.stories)} stories and rules")
         stories = project.training_stories()
-        with _naming_config(project.config.filename):
+        with _naming_config(project.config):
             ensemble = PolicyEnsemble.train(project.config.policies, stories, project.domain)
         ensemble.persist(content / POLICIES_DIR)
         warnings += ensemble.warnings

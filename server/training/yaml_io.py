@@ -278,16 +278,31 @@ def _expanded_size(root: Any) -> int:
     return sizes.get(id(root), 1)
 
 
-def read_yaml_file(path: str | Path, env: bool = False) -> Any:
-    """Reads a YAML file (UTF-8); a missing or unreadable file is an InvalidProjectFile."""
+def read_project_text(path: str | Path) -> str:
+    """A project file's UTF-8 text; a missing or unreadable file is an InvalidProjectFile, and
+    one that is not UTF-8 names the line of the first byte that is not."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise InvalidProjectFile("file not found", str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise InvalidProjectFile(f"cannot read file: {exc}", str(path)) from None
-    return parse_yaml(text, str(path), env=env)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InvalidProjectFile(
+            f"the file is not UTF-8 text (byte {data[exc.start]:#04x} cannot be read); save it "
+            "as UTF-8",
+            str(path),
+            line,
+        ) from None
+
+
+def read_yaml_file(path: str | Path, env: bool = False) -> Any:
+    """Reads a YAML file (UTF-8); a missing or unreadable file is an InvalidProjectFile."""
+    return parse_yaml(read_project_text(path), str(path), env=env)
 
 
 class _Dumper(yaml.SafeDumper):

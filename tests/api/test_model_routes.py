@@ -593,6 +593,18 @@ async def test_a_bad_component_parameter_in_a_training_body_is_a_400_naming_it(
     )
 
 
+async def test_a_training_body_error_gives_no_line_of_a_file_the_client_never_sent(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    # The body is split into config.yml, domain.yml and data.yml, written anew: their lines
+    # are not the body's. Before: "request body: domain.yml:1: 'intents' must be a list" for
+    # an 'intents' on the body's 5th line.
+    content = "\nlanguage: en\npipeline: []\npolicies: [{name: RulePolicy}]\nintents: greet\n"
+    response = await client.post("/model/train", content=content)
+    body = check(rasa_spec, response, "/model/train", "post", 400)
+    assert body["message"] == "request body: domain.yml: 'intents' must be a list"
+
+
 async def test_a_training_body_cannot_read_the_servers_environment(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -813,7 +825,7 @@ async def test_a_training_body_that_imports_server_folders_is_a_400(
     body = "importers:\n- name: MultiProjectImporter\nimports:\n- /etc\n" + TRAINING_YAML
     response = await client.post("/model/train", content=body)
     error = check(rasa_spec, response, "/model/train", "post", 400)
-    assert error["message"].startswith("request body: config.yml:")
+    assert error["message"].startswith("request body: config.yml: ")
     assert "'imports' of the MultiProjectImporter name folders on the server" in error["message"]
     unknown = "importers:\n- name: my.CustomImporter\n" + TRAINING_YAML
     response = await client.post("/model/train", content=unknown)

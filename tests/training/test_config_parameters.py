@@ -202,3 +202,48 @@ def test_an_archive_trained_from_a_setting_now_refused_is_not_reused(tmp_path: P
             [tmp_path / "data.yml"],
             tmp_path / "models",
         )
+
+
+CONFIG_LINE_CASES = [
+    # (the item written at line 6 of config.yml, the section, what the error says)
+    ("- name: FooBarComponent", "pipeline", "Unknown NLU component 'FooBarComponent'"),
+    ("- name: my_module.MyComponent", "pipeline", "is a custom component: botserver never"),
+    ("- name: FallbackClassifier\n  threshold: high", "pipeline", "'threshold' must be a"),
+    ("- name: DIETClassifier\n- name: CountVectorsFeaturizer", "pipeline", "comes before every"),
+    ("- name: FooPolicy", "policies", "the policy 'FooPolicy' is not provided by botserver"),
+    ("- name: my_module.MemoizationPolicy", "policies", "is a custom policy: botserver never"),
+    ("- name: MemoizationPolicy\n  max_history: -3", "policies", "'max_history' must be at"),
+]
+
+
+@pytest.mark.parametrize(("item", "section", "expected"), CONFIG_LINE_CASES)
+def test_a_refused_component_or_policy_names_its_line(
+    tmp_path: Path, item: str, section: str, expected: str
+) -> None:
+    # Before: "config.yml: Unknown NLU component ..." without a line (and "config.yml: config.yml
+    # names the policy ..."); a custom policy path such as my_module.MemoizationPolicy trained
+    # as our MemoizationPolicy without a word; DIETClassifier before the featurizers was a
+    # ValueError traceback.
+    other = "policies" if section == "pipeline" else "pipeline"
+    fillers = {"pipeline": "- name: WhitespaceTokenizer", "policies": "- name: RulePolicy"}
+    config = f"language: en\n{other}:\n{fillers[other]}\n{section}:\n{fillers[section]}\n{item}\n"
+    with pytest.raises(InvalidProjectFile) as error:
+        _train_config(tmp_path, config)
+    assert (error.value.filename, error.value.line) == (str(tmp_path / "config.yml"), 6)
+    assert expected in error.value.reason
+    assert not (tmp_path / "models").exists()
+
+
+def test_rasa_module_paths_of_rasa_components_train(tmp_path: Path) -> None:
+    # Rasa accepts a component or policy by its module path. Before: "Unknown NLU component
+    # 'rasa.nlu.tokenizers.whitespace_tokenizer.WhitespaceTokenizer'".
+    _train(
+        tmp_path,
+        [
+            {"name": "rasa.nlu.tokenizers.whitespace_tokenizer.WhitespaceTokenizer"},
+            {"name": "rasa.nlu.featurizers.sparse_featurizer.CountVectorsFeaturizer"},
+            {"name": "rasa.nlu.classifiers.diet_classifier.DIETClassifier"},
+        ],
+        [{"name": "rasa.core.policies.rule_policy.RulePolicy"}],
+    )
+    assert len(list((tmp_path / "models").glob("*.tar.gz"))) == 1

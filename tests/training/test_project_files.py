@@ -14,6 +14,7 @@ import pytest
 from server.errors import InvalidProjectFile
 from server.training.config_yaml import config_from_dict, read_config
 from server.training.domain_yaml import is_domain_data, read_domain
+from server.training.nlu_json import read_nlu_json
 from server.training.nlu_yaml import read_nlu_file
 from server.training.project import load_project, load_test_stories
 from server.training.stories_yaml import read_story_data
@@ -518,3 +519,26 @@ def test_editing_only_the_domain_trains_a_new_model(tmp_path: Path) -> None:
     assert train(*args, tmp_path / "models").skipped
     (tmp_path / "domain.yml").write_text(TINY_BOT["domain.yml"].replace("Hi", "Hello"))
     assert not train(*args, tmp_path / "models").skipped
+
+
+@pytest.mark.parametrize(
+    ("name", "reader"),
+    [
+        ("domain.yml", read_domain),
+        ("nlu.yml", read_nlu_file),
+        ("stories.yml", read_yaml_file),
+        ("config.yml", read_config),
+        ("nlu.json", read_nlu_json),
+    ],
+)
+def test_a_file_that_is_not_utf8_names_the_line_of_the_first_bad_byte(
+    tmp_path: Path, name: str, reader: Callable[[Path], object]
+) -> None:
+    # Before: "cannot read file: 'utf-8' codec can't decode byte 0xe9 in position 59: invalid
+    # continuation byte", with no line (a file saved as Latin-1 from an old editor).
+    path = tmp_path / name
+    path.write_bytes(b'version: "3.1"\n# comment\n# caf\xe9\n')
+    with pytest.raises(InvalidProjectFile) as error:
+        reader(path)
+    assert (error.value.filename, error.value.line) == (str(path), 3)
+    assert "not UTF-8 text (byte 0xe9" in error.value.reason

@@ -27,7 +27,7 @@ from server.dialogue.policies.policy import Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
 from server.dialogue.policies.rule import RulePolicy
 from server.dialogue.story_steps import TrainingStory
-from server.errors import BotServerError, InvalidConfig, ModelError
+from server.errors import BotServerError, InvalidConfig, ModelError, about_config_item
 from server.trackers.events import ActionExecuted, ActionExecutionRejected, Event
 from server.trackers.tracker import Tracker
 from server.training.unknown_options import unknown_option_warning
@@ -59,9 +59,45 @@ PREDICTION_MEMO_SIZE = 1024
 
 
 def _short_name(name: Any) -> str:
+    """A policy's name; Rasa's module path for one of Rasa's policies
+    (`rasa.core.policies.ted_policy.TEDPolicy`) is its name, a custom class is refused."""
     if not isinstance(name, str) or not name:
         raise InvalidConfig(f"each policy in config.yml needs a 'name', got {name!r}")
+    if "." in name and not name.startswith("rasa."):
+        raise InvalidConfig(
+            f"'{name}' is a custom policy: botserver never imports code named in config.yml. "
+            f"Remove it, or use one of {_known_policies()}"
+        )
     return name.rsplit(".", 1)[-1]
+
+
+def _policy_of(
+    spec: Any, mapped: list[str], ignored: list[str], warnings: list[str]
+) -> Policy | None:
+    """The untrained policy of one config.yml item (None for one we leave out)."""
+    if not isinstance(spec, dict):
+        raise InvalidConfig(f"each policy in config.yml must be a mapping, got {spec!r}")
+    options = dict(spec)
+    name = _short_name(options.pop("name", None))
+    priority = options.pop("priority", None)
+    if name in IGNORED_POLICIES:
+        ignored.append(name)
+        return None
+    target = MAPPED_POLICIES.get(name, name)
+    policy_cls = POLICY_CLASSES.get(target)
+    if policy_cls is None:
+        raise InvalidConfig(
+            f"the policy '{spec.get('name')}' is not provided by botserver; use one of "
+            f"{_known_policies()}"
+        )
+    if target != name:
+        mapped.append(f"{name} -> {target}")
+    warnings.extend(_unknown_options(name, options, policy_cls, mapped=target != name))
+    return policy_cls(name, priority, **options)
+
+
+def _known_policies() -> str:
+    return ", ".join([*POLICY_CLASSES, *MAPPED_POLICIES, *IGNORED_POLICIES])
 
 
 class PolicyEnsemble:
@@ -104,27 +140,11 @@ class PolicyEnsemble:
         warnings: list[str] = []
         mapped: list[str] = []
         ignored: list[str] = []
-        for spec in specs:
-            if not isinstance(spec, dict):
-                raise InvalidConfig(f"each policy in config.yml must be a mapping, got {spec!r}")
-            options = dict(spec)
-            name = _short_name(options.pop("name", None))
-            priority = options.pop("priority", None)
-            if name in IGNORED_POLICIES:
-                ignored.append(name)
-                continue
-            target = MAPPED_POLICIES.get(name, name)
-            policy_cls = POLICY_CLASSES.get(target)
-            if policy_cls is None:
-                known = ", ".join([*POLICY_CLASSES, *MAPPED_POLICIES, *IGNORED_POLICIES])
-                raise InvalidConfig(
-                    f"config.yml names the policy '{spec.get('name')}', which botserver does "
-                    f"not provide; use one of {known}"
-                )
-            if target != name:
-                mapped.append(f"{name} -> {target}")
-            warnings.extend(_unknown_options(name, options, policy_cls, mapped=target != name))
-            built.append(policy_cls(name, priority, **options))
+        for index, spec in enumerate(specs):
+            with about_config_item("policies", index):
+                policy = _policy_of(spec, mapped, ignored, warnings)
+            if policy is not None:
+                built.append(policy)
         if mapped:
             warnings.append(
                 "Policies trained as botserver equivalents: "
