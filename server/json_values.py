@@ -132,7 +132,26 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 class TooDeep(ValueError):
-    """JSON nested more deeply than Python can read."""
+    """JSON nested more than MAX_DEPTH levels deep."""
+
+
+# Levels of lists and objects a document from outside may nest (the YAML limit too). Values
+# nested hundreds deep were read, then broke whatever wrote them again recursively (the SQL
+# store's encoder, the story export's YAML): a 500 on every later read of the conversation.
+MAX_DEPTH = 100
+
+
+def nests_deeper_than(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether `value` nests more than `limit` lists and objects deep (without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
 
 
 def loads_untrusted(raw: bytes) -> Any:
@@ -143,6 +162,13 @@ def loads_untrusted(raw: bytes) -> Any:
         value = loads_exact(raw)
     except RecursionError:
         raise TooDeep("it is nested too deeply") from None
+    # Each level opens with a bracket: few brackets, no walk (a turn's body).
+    if (
+        isinstance(value, dict | list)
+        and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
+        and nests_deeper_than(value)
+    ):
+        raise TooDeep("it is nested too deeply")
     if _has_surrogate_escape(raw):
         for piece in _pieces(value):
             try:

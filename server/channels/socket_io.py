@@ -41,7 +41,7 @@ from server.channels.socketio_routing import (
 )
 from server.dialogue.messages import UserMessage, split_message
 from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreError
-from server.json_values import json_can_hold, loads_untrusted
+from server.json_values import json_can_hold, loads_untrusted, nests_deeper_than
 from server.trackers.store import check_conversation_id
 
 logger = logging.getLogger(__name__)
@@ -397,7 +397,7 @@ class SocketIOInput(InputChannel):
                 metadata = loads_untrusted(metadata.encode("utf-8", "surrogatepass"))
             except ValueError:  # TooDeep included
                 return None
-        if not isinstance(metadata, dict):
+        if not isinstance(metadata, dict) or nests_deeper_than(metadata):
             return None
         if _holds_bytes(metadata):
             # A binary attachment: events are JSON, and the turn could not be stored.

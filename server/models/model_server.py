@@ -348,6 +348,20 @@ def _safe_filename(header: str | None) -> str:
     return name if name and not name.startswith(".") else "model.tar.gz"
 
 
+# A model archive is gzip-compressed already: a Content-Encoding (gzip, deflate...) can shrink
+# it by a little, never by half. A body that its encoding expands more is a bomb (4 GiB of
+# zeros in 4 MB), refused before it fills the disk.
+_MAX_EXPANSION = 2
+
+
+def _expanding(response: httpx.Response) -> _PullFailed:
+    encoding = response.headers.get("Content-Encoding", "")[:40]
+    return _PullFailed(
+        f"the model server's Content-Encoding expands the body more than {_MAX_EXPANSION} "
+        f"times ({encoding!r}); a model archive is compressed already: serve it as it is"
+    )
+
+
 async def _save_body(
     response: httpx.Response, filename: str, max_bytes: int, too_large: Exception
 ) -> tuple[Path, str]:
@@ -368,6 +382,8 @@ async def _save_body(
                 size += len(chunk)
                 if size > max_bytes:
                     raise too_large
+                if size > _MAX_EXPANSION * response.num_bytes_downloaded + _WRITE_BATCH:
+                    raise _expanding(response)
                 digest.update(chunk)
                 batch += chunk
                 if len(batch) >= _WRITE_BATCH:

@@ -158,7 +158,9 @@ def _download_gcs(key: str, target: Path, max_bytes: int) -> None:
             raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'")
         _too_large(key, blob.size, max_bytes)
         with _CappedFile(target, key, max_bytes) as handle:
-            blob.download_to_file(handle, if_generation_match=blob.generation)
+            # The bytes as stored: an archive is compressed already, and an object stored
+            # with `contentEncoding: gzip` would be decompressed (a gzip bomb on the disk).
+            blob.download_to_file(handle, if_generation_match=blob.generation, raw_download=True)
     except gexc.NotFound as exc:
         raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'") from exc
     except gexc.GoogleAPIError as exc:
@@ -189,7 +191,9 @@ def _download_azure(key: str, target: Path, max_bytes: int) -> None:
         properties = blob.get_blob_properties()
         _too_large(key, properties.size, max_bytes)
         download = blob.download_blob(  # the blob that was sized, or an error
-            etag=properties.etag, match_condition=MatchConditions.IfNotModified
+            etag=properties.etag,
+            match_condition=MatchConditions.IfNotModified,
+            decompress=False,  # the bytes as stored, as for GCS
         )
         with _CappedFile(target, key, max_bytes) as handle:
             for chunk in download.chunks():

@@ -37,6 +37,10 @@ def read_array(
         raise ModelError(f"component state {name} has {array.ndim} dimensions, not {ndim}")
     if dtype is not None and not np.can_cast(array.dtype, dtype, casting="same_kind"):
         raise ModelError(f"component state {name} has dtype {array.dtype}, not {dtype}")
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        # Training never writes one; loaded, every answer computed from it held NaN, which
+        # JSON cannot carry (a 500 on every parse).
+        raise ModelError(f"component state {name} holds NaN or inf")
     return array if dtype is None else array.astype(dtype, copy=False)
 
 

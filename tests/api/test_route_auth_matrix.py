@@ -73,15 +73,21 @@ CREDENTIALS: dict[str, dict[str, Any]] = {
     "alg-none-jwt": _bearer(_alg_none(_user("admin", "admin"))),
     "user-own-id": _bearer(_hs256(_user(OWNER, "user"))),
     "user-other-id": _bearer(_hs256(_user("mallory", "user"))),
+    # Valid signatures over payloads that name no usable role: authenticated, never authorized.
+    "no-user-jwt": _bearer(_hs256({"exp": int(time.time()) + 3600})),
+    "no-role-jwt": _bearer(_hs256({"user": {"username": OWNER}})),
+    "role-not-a-name-jwt": _bearer(_hs256({"user": {"username": OWNER, "role": ["admin"]}})),
+    "user-is-a-name-jwt": _bearer(_hs256({"user": "admin"})),
     "admin": _bearer(_hs256(_user("admin", "admin"))),
 }
 ALLOWED = "allowed"
+NO_ROLE = ("no-user-jwt", "no-role-jwt", "role-not-a-name-jwt", "user-is-a-name-jwt")
 
 
 def expected(credential: str, path: str) -> int | str:
     if credential in ("none", "wrong-token", "expired-jwt", "wrong-key-jwt", "alg-none-jwt"):
         return 401
-    if credential == "user-other-id":
+    if credential in NO_ROLE or credential == "user-other-id":
         return 403
     if credential == "user-own-id":
         return ALLOWED if path.startswith("/conversations/") else 403

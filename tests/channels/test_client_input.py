@@ -180,3 +180,31 @@ async def test_nan_and_infinity_are_a_400_and_nothing_is_stored(
     assert answer.json()["reason"] == "BadRequest"
     tracker = (await client.get("/conversations/nan/tracker")).json()
     assert not [e for e in tracker["events"] if e["event"] in ("user", "slot")]
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+async def test_json_nested_more_than_100_levels_is_refused_before_it_is_stored(
+    serve: Any, tmp_path: Path
+) -> None:
+    """Before, only nesting too deep for the decoder (about 1,000 levels) was refused: a slot
+    value 900 levels deep was a 500 from the SQL store's encoder, one 600 deep was stored and
+    made every later GET /story of the conversation a 500, and the open REST webhook kept
+    metadata 900 deep."""
+    client = await serve({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
+    headers = {"Content-Type": "application/json"}
+    for depth in (101, 600, 900):
+        slot = b'[{"event": "slot", "name": "x", "value": ' + _nested(depth) + b"}]"
+        events = await client.post(f"/conversations/d{depth}/tracker/events", content=slot)
+        assert events.status_code == 400, (depth, events.text)
+        assert events.json()["message"] == "The JSON body is nested too deeply."
+        story = await client.get(f"/conversations/d{depth}/story")
+        assert story.status_code == 404, (depth, story.text)
+        message = b'{"sender": "m%d", "message": "hi", "metadata": %s}' % (depth, _nested(depth))
+        webhook = await client.post("/webhooks/rest/webhook", content=message, headers=headers)
+        assert webhook.status_code == 400, (depth, webhook.text)
+    slot = b'[{"event": "slot", "name": "x", "value": ' + _nested(98) + b"}]"
+    assert (await client.post("/conversations/ok/tracker/events", content=slot)).status_code == 200
+    assert (await client.get("/conversations/ok/story")).status_code == 200

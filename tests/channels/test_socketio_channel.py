@@ -363,11 +363,25 @@ async def test_origins_are_checked_and_cors_headers_not_doubled_by_the_cors_flag
     assert evil.status_code == 400
 
 
+@contextlib.asynccontextmanager
+async def raw_session(bot_url: str, session_id: str) -> AsyncIterator[Any]:
+    """A bare websocket in socket.io session `session_id`, to send packets no client would."""
+    import websockets
+
+    ws_url = bot_url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    async with websockets.connect(ws_url) as ws:
+        await ws.recv()
+        await ws.send("40")
+        await ws.recv()
+        await ws.send(f'42["session_request",{{"session_id":"{session_id}"}}]')
+        await ws.recv()
+        yield ws
+
+
 async def test_a_message_no_json_answer_could_hold_is_dropped(
     concertbot_model: Path,
     action_servers,  # noqa: ANN001
 ) -> None:
-    import websockets
 
     # What Python's json reads but no JSON answer can hold: an unpaired surrogate escape, NaN,
     # Infinity, a number beyond a double; in the message or the metadata. Metadata given as a
@@ -386,13 +400,7 @@ async def test_a_message_no_json_answer_could_hold_is_dropped(
     credentials = {"socketio": {"session_persistence": True}}
     url = action_servers["concertbot"].url
     async with concertbot_server(concertbot_model, url, credentials) as bot_url:
-        ws_url = bot_url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
-        async with websockets.connect(ws_url) as ws:
-            await ws.recv()
-            await ws.send("40")
-            await ws.recv()
-            await ws.send('42["session_request",{"session_id":"odd-1"}]')
-            await ws.recv()
+        async with raw_session(bot_url, "odd-1") as ws:
             for data in odd:
                 await ws.send(f'42["user_uttered",{data}]')
             big = "9" * 100  # an integer beyond 64 bits is JSON, and kept exactly
@@ -580,3 +588,30 @@ async def test_a_tracker_store_outage_is_counted_not_one_error_per_message(
     assert len(away) == 1 and 'answered with the bot\'s "send it again" (socketio)' in away[0]
     back = [line for line in lines if line.startswith(f"{dependency} reachable again")]
     assert len(back) == 1 and back[0].endswith(", 5 requests refused meanwhile"), lines
+
+
+async def test_metadata_nested_more_than_100_levels_is_dropped_and_the_message_kept(
+    concertbot_model: Path,
+    action_servers,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    stores = {"tracker_store": {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")}}
+    credentials = {"socketio": {"session_persistence": True}}
+    url = action_servers["concertbot"].url
+    deep = "[" * 900 + "]" * 900
+    async with concertbot_server(concertbot_model, url, credentials, stores=stores) as bot_url:
+        async with raw_session(bot_url, "deep-1") as ws:
+            await ws.send(
+                f'42["user_uttered",{{"message":"hi","session_id":"deep-1","metadata":{{"x":{deep}}}}}]'
+            )
+            reply = await asyncio.wait_for(ws.recv(), 5)
+            # The reply goes out before the turn is stored; the next turn waits for it.
+            await ws.send('42["user_uttered",{"message":"hey","session_id":"deep-1"}]')
+            await asyncio.wait_for(ws.recv(), 5)
+        async with httpx.AsyncClient(base_url=bot_url) as http:
+            answer = await http.get("/conversations/deep-1/tracker")
+    # Before: stored 900 levels deep, where the REST webhook and the API refuse more than 100
+    # (a slot value that deep made every later GET /story a 500).
+    assert reply == '42["bot_uttered",{"text":"Hey there!"}]'
+    first = next(e for e in answer.json()["events"] if e["event"] == "user")
+    assert (first["text"], "x" in first["metadata"]) == ("hi", False)

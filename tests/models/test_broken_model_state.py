@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from server.errors import ModelError
@@ -81,6 +82,19 @@ def first_vocabulary_column(new: Any) -> Edit:
     return edit
 
 
+def npy_first_value(new: float) -> Edit:
+    """An .npy member whose first value is `new` (NaN, infinity)."""
+
+    def edit(data: bytes) -> bytes:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+        array.flat[0] = new
+        out = io.BytesIO()
+        np.save(out, array, allow_pickle=False)
+        return out.getvalue()
+
+    return edit
+
+
 CASES = [
     # (bot, member, edit, what the error says)
     ("moodbot", "policies/ensemble.json", lambda _: b"", "cannot read the policies' ensemble"),
@@ -124,6 +138,17 @@ CASES = [
     ),
     ("moodbot", "domain.json", lambda _: b"\xfd", "cannot read the archive's domain.json"),
     ("moodbot", "domain.json", setting(("intents",), 1), "domain.json: 'intents' must be a list"),
+    # Loaded before, then every parse (or prediction) was a 500: NaN and infinity in the
+    # answer, which JSON cannot hold.
+    ("moodbot", "nlu/c3_weights.npy", npy_first_value(np.nan), "c3_weights.npy holds NaN or inf"),
+    ("moodbot", "nlu/c3_bias.npy", npy_first_value(np.inf), "c3_bias.npy holds NaN or inf"),
+    ("moodbot", "nlu/c1_idf.npy", npy_first_value(-np.inf), "c1_idf.npy holds NaN or inf"),
+    (
+        "moodbot",
+        "policies/0_MLPolicy/coef.npy",
+        npy_first_value(np.nan),
+        "coef.npy holds NaN or inf",
+    ),
     # Loaded before, then the first turn that uttered it failed.
     (
         "formbot",

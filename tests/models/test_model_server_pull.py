@@ -7,6 +7,7 @@ model answering.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import os
 import threading
@@ -78,6 +79,8 @@ class ModelServer:
                 self.send_response(200)
                 if mode != "no-etag":
                     self.send_header("ETag", behaviour.etag)
+                if mode == "gzip-encoded":  # the body given is gzip-compressed already
+                    self.send_header("Content-Encoding", "gzip")
                 self.send_header("filename", "served-model.tar.gz")
                 declared = 10**12 if mode == "huge" else len(body)
                 if mode != "unsized":
@@ -240,6 +243,27 @@ async def test_a_body_too_large_is_refused_early_without_the_token(
     error = poller.last_error or ""
     assert "larger than 100 bytes" in error
     assert "s3cret" not in error
+
+
+async def test_a_content_encoding_that_expands_the_body_is_refused_at_once(
+    model_server, holder, client, archive_factory
+):
+    """A model archive is compressed already: a gzip `Content-Encoding` can only shrink it by
+    a little. Before, 20 KB of gzip-encoded zeros were written to disk as 20 MB (4 GiB from
+    4 MB, at every pull) and then refused as a corrupt archive."""
+    model_server.behaviour.mode = "gzip-encoded"
+    model_server.behaviour.body = gzip.compress(b"\0" * 20_000_000)
+    poller = ModelServerPoller(holder, ModelServerConfig.from_endpoint({"url": model_server.url}))
+    poller._client = client
+
+    assert await poller.pull_once() is False
+
+    assert "Content-Encoding expands the body" in (poller.last_error or "")
+    assert holder.info is None
+    # The same archive gzip-encoded once more in transit (a compressing proxy) still loads.
+    model_server.behaviour.body = gzip.compress(archive_factory("one").read_bytes())
+    assert await poller.pull_once() is True
+    assert holder.info is not None
 
 
 async def test_a_redirect_is_reported_as_such_and_not_followed(

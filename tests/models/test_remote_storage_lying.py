@@ -1,9 +1,11 @@
 """Remote storage whose object turns out larger than the size it stated: a download stops at
 the limit instead of filling the disk. One local fake speaks enough of S3, GCS and Azure Blob
-to state 10 bytes and then send far more (as if the object were replaced just then)."""
+to state 10 bytes and then send far more (as if the object were replaced just then). An object
+stored gzip-encoded is downloaded as stored, not decompressed into a bomb."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 from collections.abc import Iterator
@@ -106,3 +108,80 @@ async def test_an_object_larger_than_it_said_stops_at_the_limit(
 
     with pytest.raises(ModelError, match=f"grew past {LIMIT} bytes"):
         await download_model(storage, "prod", max_bytes=LIMIT)
+
+
+class GzipEncodedStorage(BaseHTTPRequestHandler):
+    """One object stored with a gzip content encoding (`gsutil cp -Z`, or a blob's
+    `Content-Encoding` set), sent as stored with `Content-Encoding: gzip`, which the GCS and
+    Azure clients decompress unless asked for the raw bytes. Speaks S3, GCS and Azure Blob."""
+
+    protocol_version = "HTTP/1.1"
+    stored = b""
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _object_headers(self) -> dict[str, str]:
+        return {
+            "Content-Type": "application/octet-stream",
+            "Content-Encoding": "gzip",
+            "x-goog-stored-content-encoding": "gzip",
+            "ETag": '"e1"',
+            "Last-Modified": "Fri, 04 Dec 2026 10:00:00 GMT",
+            "x-ms-blob-type": "BlockBlob",
+        }
+
+    def do_HEAD(self) -> None:  # noqa: N802  (S3 head_object, Azure get_blob_properties)
+        self.send_response(200)
+        for name, value in {
+            **self._object_headers(),
+            "Content-Length": str(len(self.stored)),
+        }.items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path.startswith("/storage/v1/b/"):  # GCS object metadata
+            body = json.dumps(
+                {"kind": "storage#object", "name": "prod.tar.gz", "bucket": "models",
+                 "size": str(len(self.stored)), "generation": "1", "metageneration": "1",
+                 "contentEncoding": "gzip"}
+            ).encode()  # fmt: skip
+            self._send(200, body, {"Content-Type": "application/json"})
+            return
+        headers = self._object_headers()
+        if "x-ms-range" in self.headers:  # Azure asks for the first chunk
+            headers["Content-Range"] = f"bytes 0-{len(self.stored) - 1}/{len(self.stored)}"
+        self._send(206 if "x-ms-range" in self.headers else 200, self.stored, headers)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("storage", "setup"), [("aws", s3), ("gcs", gcs), ("azure", azure)])
+@pytest.mark.parametrize("content", ["archive", "zeros"])
+async def test_an_object_stored_gzip_encoded_is_downloaded_as_stored(
+    monkeypatch: pytest.MonkeyPatch, archive_factory: Any, content: str, storage: str, setup: Any
+) -> None:
+    """A model archive is compressed already. Before, the client decompressed such an object:
+    a `.tar.gz` stored gzip-encoded arrived as a plain tar (refused), and 20 KB of
+    gzip-encoded zeros were written to disk as 20 MB (up to the 4 GiB limit)."""
+    stored = archive_factory("remote").read_bytes()
+    if content == "zeros":
+        stored = gzip.compress(b"\0" * 20_000_000)
+    handler = type("Handler", (GzipEncodedStorage,), {"stored": stored})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}).start()
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    setup(f"http://127.0.0.1:{server.server_address[1]}", monkeypatch)
+    try:
+        path = await download_model(storage, "prod")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert path.read_bytes() == stored
