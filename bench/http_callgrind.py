@@ -2,10 +2,13 @@
 stand-in for `bench/http_turns.py`'s server CPU per request on a machine too loaded to time.
 
     python bench/http_callgrind.py [--app server_app|bare_app] [--requests 2000]
-        [--warmup 500] [--concurrency 50] [--model ARCHIVE] [--out FILE]
+        [--warmup 500] [--concurrency 50] [--http-protocol botserver|httptools]
+        [--model ARCHIVE] [--out FILE]
 
 Serves `bench/http_apps.py`'s app as `bench/http_turns.py` does (one uvicorn process, the
-same flags, a fresh SQLite file) under `valgrind --tool=callgrind --instr-atstart=no`, sends
+same settings and HTTP protocol: botserver's own by default, as `botserver run` serves,
+through `bench/serve_workers.py`; `--http-protocol httptools` for uvicorn's; a fresh SQLite
+file) under `valgrind --tool=callgrind --instr-atstart=no`, sends
 `--warmup` moodbot turns over `--concurrency` keep-alive connections (an asyncio client on raw
 sockets, outside valgrind), then switches instrumentation on (`callgrind_control -i on`
 <pid>), sends exactly `--requests` turns, switches it off, and prints the server's
@@ -36,6 +39,7 @@ from http_turns import (  # noqa: E402
     CONVERSATIONS,
     ROOT,
     UVICORN_FLAGS,
+    UVICORN_SETTINGS,
     WEBHOOK,
     free_port,
     train_moodbot,
@@ -91,6 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000, help="measured requests")
     parser.add_argument("--warmup", type=int, default=500, help="requests before measuring")
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--http-protocol",
+        choices=("botserver", "httptools"),
+        default="botserver",
+        help="botserver's HTTP protocol (server/api/http_protocol.py, what `botserver run` "
+        "serves with) or uvicorn's own httptools one (every count up to the twenty-first round)",
+    )
     parser.add_argument("--model", help="a moodbot archive (default: train one)")
     parser.add_argument("--out", help="keep callgrind's output here (default: a temporary file)")
     args = parser.parse_args(argv)
@@ -110,12 +121,22 @@ def main(argv: list[str] | None = None) -> int:
                 {"tracker_store": {"type": "sql", "dialect": "sqlite", "db": f"{tmp}/bench.db"}}
             ),
         }
+        if args.http_protocol == "httptools":
+            serve = [
+                *(sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(BENCH)),
+                *(f"http_apps:{args.app}", "--host", "127.0.0.1", "--port", str(port)),
+                *UVICORN_FLAGS,
+            ]
+        else:  # one worker: serve_workers.py runs uvicorn in its own process, the one counted
+            serve = [
+                *(sys.executable, str(BENCH / "serve_workers.py"), f"http_apps:{args.app}"),
+                *("--port", str(port), "--workers", "1"),
+                *("--settings", json.dumps({**UVICORN_SETTINGS, "http": args.http_protocol})),
+            ]
         command = [
             *("valgrind", "--tool=callgrind", "--instr-atstart=no"),
             f"--callgrind-out-file={out}",
-            *(sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(BENCH)),
-            *(f"http_apps:{args.app}", "--host", "127.0.0.1", "--port", str(port)),
-            *UVICORN_FLAGS,
+            *serve,
         ]
         with open(workdir / "server.log", "wb") as log:
             server = subprocess.Popen(
@@ -142,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         total = total_instructions(out)
     print(
         f"{args.app}: {total:,} instructions, {total / args.requests / 1000:.1f}k per request "
-        f"({args.requests} requests after {args.warmup}, c={args.concurrency})"
+        f"({args.requests} requests after {args.warmup}, c={args.concurrency}, "
+        f"{args.http_protocol} protocol)"
     )
     return 0
 

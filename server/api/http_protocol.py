@@ -101,21 +101,29 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write(_TIMEOUT)
             self.transport.close()
 
+    # The parser's callbacks below run for every request: they call the base class by name
+    # (no `super()` object) and keep their work inline (a Python call costs about as much as
+    # the rest of such a callback). A request arriving in one read ends with neither a head
+    # nor a body pending: two attribute tests after the parser.
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # read and dropped until the connection closes
         pending = self._head_pending
-        super().data_received(data)
-        if self._refused:
-            return  # refused by the parser's count of this read's header lines
-        if self._head_pending and not self.transport.is_closing():
+        HttpToolsProtocol.data_received(self, data)
+        if self._head_pending:
+            if self._refused or self.transport.is_closing():
+                return  # (refused by the parser's count of this read's header lines)
             if pending:
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_HEAD_BYTES:
                     self._refuse()
             elif self._head_timer is None:
                 self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
-        elif self._body_pending and self._body_timer is None and not self.transport.is_closing():
+        elif self._body_pending and self._body_timer is None:
+            if self._refused or self.transport.is_closing():
+                return
+            # The head ended in this read (the timer is stopped when a message completes).
+            self._body_started = self.loop.time()
             self._body_timer = self.loop.call_later(self.body_timeout, self._body_check)
 
     def _refuse(self) -> None:
@@ -137,24 +145,23 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)
         self._head_pending = True
         self._head_bytes = 0
         self._head_parsed = 0
+        self._body_bytes = 0
+        self._body_waited = False
 
     # The parser's count of the header lines: data_received counts reads after the first,
     # and a head that arrives in one read (a 100 KB header in one packet) is only seen here.
     # (A URL over 64 KiB is the parser's own 400.)
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4)
-        super().on_header(name, value)
-
-    def _count_head(self, size: int) -> None:
-        self._head_parsed += size
-        if self._head_parsed > MAX_HEAD_BYTES and not self._refused:
+        parsed = self._head_parsed = self._head_parsed + len(name) + len(value) + 4
+        if parsed > MAX_HEAD_BYTES and not self._refused:
             self._refuse()
             # Stops the parser: uvicorn answers a parser error with send_400_response.
             raise _HeadTooLarge
+        HttpToolsProtocol.on_header(self, name, value)
 
     def on_headers_complete(self) -> None:
         self._head_pending = False
@@ -162,19 +169,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
         self._body_pending = True  # until the message completes (an upgrade's does at once)
-        self._body_bytes = 0
-        self._body_started = self.loop.time()
-        self._body_waited = False
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
-        super().on_body(body)
+        HttpToolsProtocol.on_body(self, body)
 
     def on_message_complete(self) -> None:
         self._body_pending = False
-        self._stop_body_timer()
-        super().on_message_complete()
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        HttpToolsProtocol.on_message_complete(self)
 
     def _stop_body_timer(self) -> None:
         if self._body_timer is not None:

@@ -150,6 +150,37 @@ async def test_the_indexed_columns_are_stored_as_given_null_included(tmp_path: P
         await store.close()
 
 
+async def test_an_append_stores_no_name_as_null_and_names_as_text(tmp_path: Path) -> None:
+    """The store's rows carry the database's cheaper null marker; the columns hold NULL."""
+    store = sqlite_store(tmp_path / "a.db")
+    try:
+        await store.append("c", session_start(0.0))
+        await store.append(
+            "c",
+            [
+                {"event": "user", "timestamp": 1.0, "text": "hi", "parse_data": {}},
+                {"event": "user", "timestamp": 2.0, "parse_data": {"intent": {"name": "0"}}},
+                {"event": "action", "timestamp": 3.0, "name": "utter_greet"},
+                {"event": "slot", "timestamp": 4.0, "name": "mood", "value": None},
+                {"event": "bot", "timestamp": 5.0, "text": "hey"},
+            ],
+        )
+        with sqlite3.connect(tmp_path / "a.db") as conn:
+            stored = conn.execute(
+                "SELECT type_name, intent_name, action_name FROM events"
+                " WHERE sender_id = 'c' ORDER BY id"
+            ).fetchall()
+        assert stored[-5:] == [
+            ("user", None, None),
+            ("user", "0", None),
+            ("action", None, "utter_greet"),
+            ("slot", None, "mood"),
+            ("bot", None, None),
+        ]
+    finally:
+        await store.close()
+
+
 async def test_a_refused_append_fails_alone_in_its_inline_group(tmp_path: Path) -> None:
     store = sqlite_store(tmp_path / "r.db")
     try:
