@@ -34,7 +34,7 @@ from server.trackers.tcp_keepalive import guard_driver_connection
 
 T = TypeVar("T")
 
-Row = tuple[str, str | None, float | None, str | int | None, str | int | None, str]
+Row = tuple[str, str | None, float | None, str | None, str | None, str]
 IdData = tuple[int, str]
 
 _COLUMNS = "sender_id, type_name, timestamp, intent_name, action_name, data"
@@ -229,8 +229,6 @@ def _fail(call: _Call[Item, Result], exc: BaseException) -> None:
 
 class PostgresDatabase:
     """Rasa's `events` table in PostgreSQL through an asyncpg pool (created on first use)."""
-
-    row_null = None  # (rows: see sql_store.Row)
 
     def __init__(self, url: URL) -> None:
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)

@@ -74,19 +74,12 @@ logger = logging.getLogger(__name__)
 # Conversations deleted per statement by `delete_older_than` (a bound on bound parameters).
 DELETE_BATCH = 500
 
-# sender_id, type_name, timestamp, intent_name, action_name, data. The two names hold the
-# database's `row_null` (None, or SQLite's bound marker) where an event has none.
-Row = tuple[str, str | None, float | None, str | int | None, str | int | None, str]
+Row = tuple[str, str | None, float | None, str | None, str | None, str]
 IdData = tuple[int, str]
 
 
 class _Database(Protocol):
     """The statements the store runs, one awaited call each."""
-
-    @property
-    def row_null(self) -> int | None:
-        """What a row's intent_name and action_name hold for no name: None, or a value the
-        database binds more cheaply and stores as NULL (it takes None there too)."""
 
     async def ping(self) -> None: ...
     def read_mark(self) -> tuple[int, int] | None: ...
@@ -278,7 +271,6 @@ class SqlTrackerStore:
         else:
             self._db = _AsyncDatabase(self._engine)
             self._migrations_only = False
-        self._row_null = self._db.row_null
         self.cache_events = cache_events
         self._cache = _SessionCache(cache_events)  # about 1 KB per event
         # Appends under way per conversation: a read meanwhile may miss their rows.
@@ -335,7 +327,7 @@ class SqlTrackerStore:
             # Converted here, with no await before the insert: a later append of the
             # conversation cannot overtake this one. The session start is found in the same
             # pass (the cache needs it), not by a second scan of the events.
-            rows, start = _rows_and_start(sender_id, events, self._row_null)
+            rows, start = _rows_and_start(sender_id, events)
             await self._insert(sender_id, events, rows, start)
             return
         # A bulk append builds its rows (and finds its session start) in a thread: 100,000
@@ -345,11 +337,9 @@ class SqlTrackerStore:
         self._queued[sender_id] = place
         try:
             if len(events) > OFF_LOOP_EVENTS:
-                rows, start = await asyncio.to_thread(
-                    _rows_and_start, sender_id, events, self._row_null
-                )
+                rows, start = await asyncio.to_thread(_rows_and_start, sender_id, events)
             else:
-                rows, start = _rows_and_start(sender_id, events, self._row_null)
+                rows, start = _rows_and_start(sender_id, events)
             if ahead is not None:
                 await asyncio.wait([ahead])  # (its outcome is its own caller's)
             await self._insert(sender_id, events, rows, start)
@@ -402,7 +392,7 @@ class SqlTrackerStore:
         self._cache.appended(sender_id, events, written, alone, start)
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
-        rows = await asyncio.to_thread(_rows, sender_id, events, self._row_null)
+        rows = await asyncio.to_thread(_rows, sender_id, events)
         self._cache.pop(sender_id)
         await self._ensure_ready()
         with self._map_errors():
@@ -571,8 +561,6 @@ def _raise_mapped(
 
 class _AsyncDatabase:
     """The statements on SQLAlchemy's async engine (PostgreSQL, MySQL/MariaDB)."""
-
-    row_null = None
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -777,25 +765,21 @@ def _stale_senders(rows: Any, cutoff_timestamp: float) -> list[str]:
     ]
 
 
-def _rows(sender_id: str, events: list[dict[str, Any]], null: int | None = None) -> list[Row]:
-    return _rows_and_start(sender_id, events, null)[0]
+def _rows(sender_id: str, events: list[dict[str, Any]]) -> list[Row]:
+    return _rows_and_start(sender_id, events)[0]
 
 
-def _rows_and_start(
-    sender_id: str, events: list[dict[str, Any]], null: int | None = None
-) -> tuple[list[Row], int | None]:
+def _rows_and_start(sender_id: str, events: list[dict[str, Any]]) -> tuple[list[Row], int | None]:
     """Rasa's row of each event (the columns it indexes, then the JSON), and where the last
     session start among `events` is (`latest_session_start(events)`), in one pass: every
-    turn's append converts its five or so events here. `null`: the database's `row_null`,
-    in the names' columns of an event without one (SQLite binds its marker as it is, where
-    a None would be converted row by row)."""
+    turn's append converts its five or so events here."""
     rows: list[Row] = []
     start: int | None = None
     starts_before = False  # whether the event before is an action_session_start
     for index, event in enumerate(events):
         type_name = event.get("event")
         name = event.get("name")
-        intent_name: str | int | None = null
+        intent_name = None
         if type_name == "action":
             if name == ACTION_SESSION_START:
                 start = index
@@ -805,18 +789,18 @@ def _rows_and_start(
         else:
             if type_name == "user":
                 intent = (event.get("parse_data") or {}).get("intent") or {}
-                found = intent.get("name")
-                if isinstance(found, str):
-                    if len(found) > NAME_COLUMN_LENGTH or "\x00" in found:
-                        found = _fit(found)
-                    intent_name = found
+                intent_name = intent.get("name")
+                if not isinstance(intent_name, str):
+                    intent_name = None
+                elif len(intent_name) > NAME_COLUMN_LENGTH or "\x00" in intent_name:
+                    intent_name = _fit(intent_name)
             elif type_name == "session_started":
                 start = index - 1 if starts_before else index
             starts_before = False
         if name is None:  # most events: no call for the tests below
-            name = null
+            pass
         elif not isinstance(name, str):
-            name = null
+            name = None
         elif len(name) > NAME_COLUMN_LENGTH or "\x00" in name:
             name = _fit(name)
         timestamp = event.get("timestamp")

@@ -39,17 +39,15 @@ T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
-# (see sql_store.Row): intent_name and action_name hold _NULL, or None, for no name.
-Row = tuple[str, str | None, float | None, str | int | None, str | int | None, str]
+Row = tuple[str, str | None, float | None, str | None, str | None, str]
 
 _COLUMNS = "sender_id, type_name, timestamp, intent_name, action_name, data"
 # The stdlib driver binds int, float, str and bytearray directly but looks any other value up
 # as an adapter first (two failed attribute lookups: 3.3k instructions for a None). intent_name
-# and action_name are empty in most rows: the store builds its rows with _NULL there instead
-# (`row_null`), the integer 0, which NULLIF turns into NULL and no text equals (those columns
-# are only ever bound a str, _NULL or None). An integer binds without a copy: a one-byte blob
-# (bytearray) cost 0.8k instructions (SQLite copies it, and the driver takes and releases a
-# buffer), an integer 0.2k.
+# and action_name are None in most rows: an append binds _NULL there instead, the integer 0,
+# which NULLIF turns into NULL and no text equals (those columns are only ever bound a str or
+# _NULL). An integer binds without a copy: a one-byte blob (bytearray) cost 0.8k instructions
+# (SQLite copies it, and the driver takes and releases a buffer), an integer 0.2k.
 _NULL = 0
 _INSERT_ONE = "(?1, ?, ?, NULLIF(?, 0), NULLIF(?, 0), ?)"
 # SQLite limits a statement to 32,766 parameters (999 before 3.32): stay far below.
@@ -82,8 +80,6 @@ _INLINE_SYNCHRONOUS = ("NORMAL", "OFF")
 class SqliteDatabase:
     """Rasa's `events` table in one SQLite file: appends inline when they can be, the rest on
     one dedicated thread."""
-
-    row_null = _NULL  # what the store's rows hold for no intent or action name
 
     def __init__(
         self,
@@ -828,11 +824,16 @@ def _insert(
         # The sender bound once, as `?1` of every row: SQLite copies each text it is bound
         # (0.8k instructions for a sender id).
         params: list[Any] = [sender]
-        # The other columns as the rows hold them (names: _NULL, or None, both stored NULL).
         for sender_id, type_name, timestamp, intent_name, action_name, data in chunk:
             if sender_id != sender:
                 raise ValueError("an append's rows are all of one conversation")
-            params += (type_name, timestamp, intent_name, action_name, data)
+            params += (
+                type_name,
+                timestamp,
+                _NULL if intent_name is None else intent_name,
+                _NULL if action_name is None else action_name,
+                data,
+            )
         ids: Sequence[int]
         if sequential_ids:
             last = conn.execute(sql, params).lastrowid
