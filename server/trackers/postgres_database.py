@@ -180,17 +180,20 @@ class _Groups(Generic[Item, Result]):
     before for up to `wait` seconds only: a group without an answer by then (its connection
     dropped by the network, a statement waiting on a lock) holds only the calls of its own
     conversations (`key`), which wait for it, in order; the others go out on another
-    connection."""
+    connection. At most `most` groups are under way: when every group waits (on a table
+    lock, a slow server), the others' statements still find a connection in the pool."""
 
     def __init__(
         self,
         run: Callable[[list[_Call[Item, Result]]], Awaitable[None]],
         key: Callable[[Item], str],
         wait: float,
+        most: int,
     ) -> None:
         self._run = run  # settles every call's outcome
         self._key = key
         self._wait = wait
+        self._most = most
         self._pending: list[_Call[Item, Result]] = []
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()  # groups under way
@@ -207,14 +210,16 @@ class _Groups(Generic[Item, Result]):
 
     async def _run_groups(self) -> None:
         try:
-            while self._pending or self._running:
-                group = self._next_group()
+            while True:
+                group = self._next_group() if len(self._running) < self._most else []
                 if group:
                     task = asyncio.ensure_future(self._run_group(group))
                     self._running.add(task)
                     await asyncio.wait((task,), timeout=self._wait)
                     continue
-                self._changed.clear()  # nothing ready: wait for a call, or a group's end
+                if not self._pending and not self._running:
+                    return
+                self._changed.clear()  # nothing to send: wait for a call, or a group's end
                 await self._changed.wait()
         finally:
             self._task = None
@@ -293,10 +298,12 @@ class PostgresDatabase:
         self._silence = SilenceWatch(self._connects)
         self._pool: asyncpg.Pool | None = None
         wait = group_wait_seconds()
-        self._appends = _Groups(self._write, _sender, wait)
+        # Groups of each kind under way at once: a quarter of the pool, and at least two.
+        most = max(2, self._max_size // 4)
+        self._appends = _Groups(self._write, _sender, wait, most)
         # Reads of newer rows and of whole sessions share their groups: with two workers
         # each process's groups are smaller, and one kind fewer is one statement fewer.
-        self._reads = _Groups(self._read, _sender, wait)
+        self._reads = _Groups(self._read, _sender, wait, most)
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:

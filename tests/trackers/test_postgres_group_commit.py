@@ -152,6 +152,21 @@ async def test_an_append_cancelled_before_its_group_goes_out_is_not_written() ->
         assert await transactions_that_wrote(config["db"]) == 2
 
 
+async def test_the_store_closes_after_a_lone_append_cancelled_before_its_group() -> None:
+    async with postgres_database() as config:
+        store = create_tracker_store(config)
+        try:
+            await store.append("warm-up", turn("hi", 1.0))
+            cancelled = asyncio.ensure_future(store.append("bob", turn("b", 2.0)))
+            await asyncio.sleep(0)  # it waits for its group, which has not gone out yet
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            assert await store.load("bob") is None
+        finally:
+            await asyncio.wait_for(store.close(), 5.0)  # the groups' task has ended
+
+
 async def test_reads_of_known_and_new_conversations_made_together_each_get_their_rows() -> None:
     known = [f"known{n}" for n in range(4)]
     new = {
