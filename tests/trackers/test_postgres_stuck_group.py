@@ -9,12 +9,11 @@ import asyncio
 import time
 from typing import Any
 
-import asyncpg
 import pytest
 
 from server.errors import StoreUnavailable
 from server.trackers.factory import create_tracker_store
-from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
+from tests.trackers.persistence_fixtures import postgres_database, postgres_events_locked
 from tests.trackers.test_silent_database import behind_proxy
 
 # The forgotten connection is closed by the kernel after 5 s (DB_TCP_TIMEOUT's default);
@@ -110,24 +109,20 @@ async def test_appends_waiting_on_a_table_lock_leave_connections_for_the_reads(
     monkeypatch.setenv("SQL_MAX_OVERFLOW", "2")  # 4 connections
     async with postgres_database() as config:
         store = create_tracker_store(config)
-        admin = await asyncpg.connect(
-            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database=config["db"]
-        )
         try:
             await store.append("reader", [user("hi", 1.0)])
-            holding = admin.transaction()
-            await holding.start()
-            await admin.execute("LOCK TABLE events IN SHARE MODE")  # reads pass, writes wait
-            appends = []
-            for n in range(8):
-                appends.append(asyncio.ensure_future(store.append(f"w{n}", [user("w", 2.0)])))
-                await asyncio.sleep(0.3)
-            loaded, took = await settled_after(store.load("reader"), time.monotonic())
-            await holding.rollback()
+            # Reads pass, writes wait.
+            async with postgres_events_locked(config["db"], "SHARE") as release:
+                appends = []
+                for n in range(8):
+                    append = store.append(f"w{n}", [user("w", 2.0)])
+                    appends.append(asyncio.ensure_future(append))
+                    await asyncio.sleep(0.3)
+                loaded, took = await settled_after(store.load("reader"), time.monotonic())
+                await release()
             assert [e["text"] for e in loaded or []] == ["hi"]
             assert took < PROMPT  # without the bound: no connection left until the lock goes
             await asyncio.gather(*appends)
             assert sorted(await store.keys()) == ["reader"] + [f"w{n}" for n in range(8)]
         finally:
-            await admin.close()
             await store.close()
