@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from server.errors import InvalidConfig, StoreUnavailable
+from server.errors import StoreUnavailable
 from server.trackers.factory import create_tracker_store
 from tests.trackers.persistence_fixtures import postgres_database, postgres_events_locked
 from tests.trackers.test_silent_database import behind_proxy
@@ -126,13 +126,3 @@ async def test_appends_waiting_on_a_table_lock_leave_connections_for_the_reads(
             assert sorted(await store.keys()) == ["reader"] + [f"w{n}" for n in range(8)]
         finally:
             await store.close()
-
-
-@pytest.mark.parametrize("value", ["soon", "0"])
-def test_a_wrong_group_wait_is_a_clear_error_at_start(
-    value: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("SQL_GROUP_WAIT", value)
-    config = {"type": "sql", "dialect": "postgresql", "url": "127.0.0.1", "db": "unused"}
-    with pytest.raises(InvalidConfig, match="'tracker_store': SQL_GROUP_WAIT must be"):
-        create_tracker_store(config)
