@@ -1,7 +1,8 @@
 """What an operator reads in the log while a dependency is away: one `botserver run` behind TCP
 proxies (tracker store, Redis lock store, RabbitMQ broker), messages at a steady rate, one
 proxy cut (or made silent) and restored, or its open connections forgotten by the network
-(`--forget`: new ones pass); prints the server's log, the answers' statuses and the slowest.
+(`--forget`: new ones pass); prints the server's log, the answers' statuses, how many took
+more than 1 s and the slowest.
 
     python bench/outage_log.py --store postgres|mariadb|redis --cut tracker|lock|broker
         [--silent | --forget] [--rate 50] [--before 2] [--outage 4] [--after 3] [--model DIR]
@@ -153,6 +154,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> str:
     counts = collections.Counter(str(status) for _, status, _ in statuses)
     log = server.log.read_text()
     print(f"--- {len(statuses)} messages: {dict(counts)}; log: {len(log.splitlines())} lines")
+    slow = sum(1 for _, _, took in statuses if took > 1.0)
+    print(f"--- answered after more than 1 s: {slow}")
     slowest = sorted(statuses, key=lambda s: s[2])[-3:]
     print(
         "--- slowest (sent at s, status, took s): "

@@ -3,10 +3,11 @@
 Appends and a turn's reads (of newer rows or of a whole session, in the same groups) are
 grouped: those made while the previous group of their kind ran (or in the same event loop
 iteration) go out as one statement (for appends one transaction, each append still all or
-nothing); every statement is prepared once per connection. There is no ping per checkout: a
-connection the server closed is replaced when the pool hands it out, and a statement that
-finds its connection gone is retried once where that cannot write twice (reads, or a write
-that never reached the server).
+nothing); a group without an answer after SQL_GROUP_WAIT holds only its own conversations,
+the next one goes out on another connection; every statement is prepared once per
+connection. There is no ping per checkout: a connection the server closed is replaced when
+the pool hands it out, and a statement that finds its connection gone is retried once where
+that cannot write twice (reads, or a write that never reached the server).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy.engine import URL
 from server.trackers.session_start import ACTION_SESSION_START
 from server.trackers.silence import SilenceWatch, Watched
 from server.trackers.sql_engine import (
+    group_wait_seconds,
     postgres_lock_timeout,
     statement_timeout_seconds,
     statement_took_too_long,
@@ -172,49 +174,102 @@ class _Call(Generic[Item, Result]):
 
 
 class _Groups(Generic[Item, Result]):
-    """Calls of one kind, run as groups, one group at a time: the calls made while a group
-    runs (or in the event loop iteration of the first) form the next one, so the busier the
-    store, the larger its groups and the fewer its statements and transactions."""
+    """Calls of one kind, run as groups: the calls made while a group runs (or in the event
+    loop iteration of the first) form the next one, so the busier the store, the larger its
+    groups and the fewer its statements and transactions. The next group waits for the one
+    before for up to `wait` seconds only: a group without an answer by then (its connection
+    dropped by the network, a statement waiting on a lock) holds only the calls of its own
+    conversations (`key`), which wait for it, in order; the others go out on another
+    connection. At most `most` groups are under way: when every group waits (on a table
+    lock, a slow server), the others' statements still find a connection in the pool."""
 
-    def __init__(self, run: Callable[[list[_Call[Item, Result]]], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        run: Callable[[list[_Call[Item, Result]]], Awaitable[None]],
+        key: Callable[[Item], str],
+        wait: float,
+        most: int,
+    ) -> None:
         self._run = run  # settles every call's outcome
+        self._key = key
+        self._wait = wait
+        self._most = most
         self._pending: list[_Call[Item, Result]] = []
         self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()  # groups under way
+        self._held: dict[str, int] = {}  # conversations of the groups under way
+        self._changed = asyncio.Event()  # a call came, or a group ended
 
     async def __call__(self, item: Item) -> Result:
         outcome: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append(_Call(item, outcome))
+        self._changed.set()
         if self._task is None:
             self._task = asyncio.ensure_future(self._run_groups())
         return await outcome
 
     async def _run_groups(self) -> None:
         try:
-            while self._pending:
-                group, self._pending = self._pending, []
-                group = [call for call in group if not call.outcome.done()]  # cancelled
-                if not group:
+            while True:
+                group = self._next_group() if len(self._running) < self._most else []
+                if group:
+                    task = asyncio.ensure_future(self._run_group(group))
+                    self._running.add(task)
+                    await asyncio.wait((task,), timeout=self._wait)
                     continue
-                try:
-                    await self._run(group)
-                except Exception as exc:  # a bug: its callers see it, later groups still run
-                    for call in group:
-                        _fail(call, exc)
-                except BaseException:  # this task was cancelled: so are its calls
-                    for call in group:
-                        call.outcome.cancel()
-                    raise
+                if not self._pending and not self._running:
+                    return
+                self._changed.clear()  # nothing to send: wait for a call, or a group's end
+                await self._changed.wait()
         finally:
             self._task = None
             for call in self._pending:  # only when this task itself was cancelled
                 call.outcome.cancel()
             self._pending = []
+            for task in self._running:
+                task.cancel()
+
+    def _next_group(self) -> list[_Call[Item, Result]]:
+        """The pending calls not held by a group under way (cancelled ones dropped)."""
+        group: list[_Call[Item, Result]] = []
+        held: list[_Call[Item, Result]] = []
+        for call in self._pending:
+            if not call.outcome.done():
+                (held if self._key(call.item) in self._held else group).append(call)
+        self._pending = held
+        return group
+
+    async def _run_group(self, group: list[_Call[Item, Result]]) -> None:
+        keys = {self._key(call.item) for call in group}
+        for key in keys:
+            self._held[key] = self._held.get(key, 0) + 1
+        try:
+            await self._run(group)
+        except Exception as exc:  # a bug: its callers see it, later groups still run
+            for call in group:
+                _fail(call, exc)
+        except BaseException:  # cancelled: so are its calls
+            for call in group:
+                call.outcome.cancel()
+            raise
+        finally:
+            for key in keys:
+                self._held[key] -= 1
+                if not self._held[key]:
+                    del self._held[key]
+            if (task := asyncio.current_task()) is not None:
+                self._running.discard(task)
+            self._changed.set()
 
     async def drain(self) -> None:
         """Waits until the calls already made are settled."""
         if self._task is not None:
             with suppress(Exception):
                 await self._task
+
+
+def _sender(item: tuple[str, Any]) -> str:
+    return item[0]
 
 
 def _settle(call: _Call[Item, Result], result: Result) -> None:
@@ -242,10 +297,13 @@ class PostgresDatabase:
         self._tcp_options = tcp_options()
         self._silence = SilenceWatch(self._connects)
         self._pool: asyncpg.Pool | None = None
-        self._appends = _Groups(self._write)
+        wait = group_wait_seconds()
+        # Groups of each kind under way at once: a quarter of the pool, and at least two.
+        most = max(2, self._max_size // 4)
+        self._appends = _Groups(self._write, _sender, wait, most)
         # Reads of newer rows and of whole sessions share their groups: with two workers
         # each process's groups are smaller, and one kind fewer is one statement fewer.
-        self._reads = _Groups(self._read)
+        self._reads = _Groups(self._read, _sender, wait, most)
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:

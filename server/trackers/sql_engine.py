@@ -128,6 +128,15 @@ def statement_timeout_seconds() -> float:
     return env_seconds("SQL_STATEMENT_TIMEOUT", 30.0)
 
 
+def group_wait_seconds() -> float:
+    """How long PostgreSQL's next group of reads or appends waits for the one before it:
+    `SQL_GROUP_WAIT` seconds, 0.5 by default. A group still without an answer by then holds
+    only its own conversations; the next one goes out on another connection. Before, one
+    group stuck on a connection the network dropped, or on a lock, held every turn of the
+    process (up to DB_TCP_TIMEOUT, or SQL_STATEMENT_TIMEOUT)."""
+    return env_seconds("SQL_GROUP_WAIT", 0.5)
+
+
 def dead_connection_timeout() -> float:
     """How long a PostgreSQL, MySQL/MariaDB or Redis connection may go without an
     acknowledgement from its peer before the kernel closes it (TCP_USER_TIMEOUT, keepalive):

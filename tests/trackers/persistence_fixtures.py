@@ -10,7 +10,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,26 @@ async def postgres_database() -> AsyncIterator[dict[str, Any]]:
         }
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def postgres_events_locked(
+    database: str, mode: str
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """Another session holds `LOCK TABLE events IN <mode> MODE` on `database` until the
+    yielded `release()` is awaited, or the block ends."""
+    import asyncpg
+
+    admin = await asyncpg.connect(
+        host=POSTGRES[0], port=POSTGRES[1], user="postgres", database=database
+    )
+    try:
+        holding = admin.transaction()
+        await holding.start()
+        await admin.execute(f"LOCK TABLE events IN {mode} MODE")
+        yield holding.rollback
+    finally:
         await admin.close()
 
 

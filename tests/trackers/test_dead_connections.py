@@ -10,7 +10,6 @@ import asyncio
 import time
 from typing import Any
 
-import asyncpg
 import pytest
 
 from bench.tcp_proxy import TcpProxy
@@ -19,9 +18,9 @@ from server.trackers import sql_engine
 from server.trackers.factory import create_lock_store, create_tracker_store
 from server.trackers.redis_store import RedisTrackerStore
 from tests.trackers.persistence_fixtures import (
-    POSTGRES,
     REDIS,
     delete_redis_keys,
+    postgres_events_locked,
     require_service,
     unique_name,
 )
@@ -169,23 +168,17 @@ async def test_a_read_whose_connection_is_dropped_while_the_server_works_on_it_g
     SQL_STATEMENT_TIMEOUT."""
     async with behind_proxy("postgresql") as (config, proxy):
         store = create_tracker_store(config)
-        admin = await asyncpg.connect(
-            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database=config["db"]
-        )
         try:
             await store.append("slow", [user("hi", 1.0)])
-            holding = admin.transaction()
-            await holding.start()
-            await admin.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
-            started = time.monotonic()
-            load = asyncio.ensure_future(store.load("slow"))
-            await asyncio.sleep(0.5)  # the read waits for the lock, on the server
-            proxy.forget_open_connections()
-            await holding.rollback()  # its answer goes nowhere now
-            loaded = await asyncio.wait_for(load, 2 * STATEMENT_TIMEOUT)
+            async with postgres_events_locked(config["db"], "ACCESS EXCLUSIVE") as release:
+                started = time.monotonic()
+                load = asyncio.ensure_future(store.load("slow"))
+                await asyncio.sleep(0.5)  # the read waits for the lock, on the server
+                proxy.forget_open_connections()
+                await release()  # its answer goes nowhere now
+                loaded = await asyncio.wait_for(load, 2 * STATEMENT_TIMEOUT)
             assert [e["text"] for e in loaded or []] == ["hi"]
             assert time.monotonic() - started < STATEMENT_TIMEOUT / 2
         finally:
-            await admin.close()
             await proxy.cut()
             await store.close()

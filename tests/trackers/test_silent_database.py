@@ -201,11 +201,13 @@ async def test_a_statement_past_the_statement_timeout_says_so(
 
 
 @pytest.mark.parametrize("value", ["soon", "0"])
+@pytest.mark.parametrize("variable", ["SQL_SILENCE_CHECK_TIMEOUT", "SQL_GROUP_WAIT"])
 def test_a_wrong_silence_setting_is_a_clear_error(
-    value: str, monkeypatch: pytest.MonkeyPatch
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Said when the store is made (at start), naming the variable."""
-    monkeypatch.setenv("SQL_SILENCE_CHECK_TIMEOUT", value)
+    """Said when the store is made (at start), naming the variable (SQL_GROUP_WAIT: see
+    test_postgres_stuck_group.py)."""
+    monkeypatch.setenv(variable, value)
     config = {"type": "sql", "dialect": "postgresql", "url": "127.0.0.1", "db": "unused"}
-    with pytest.raises(InvalidConfig, match="'tracker_store': SQL_SILENCE_CHECK_TIMEOUT must be "):
+    with pytest.raises(InvalidConfig, match=f"'tracker_store': {variable} must be "):
         create_tracker_store(config)
