@@ -499,7 +499,8 @@ class Processor:
         if len(tracker.events) > OFF_LOOP_EVENTS:
             await fold_states_off_loop(tracker, model)
         ran: list[str] = []
-        loop = tracker.active_loop_name
+        # `active_loop_name` without the calls while no loop is active (most turns).
+        loop = tracker.active_loop.get("name") if tracker.active_loop else None
         if loop is not None and model.domain.known_loop(loop) is None:
             # The policies read it as no loop (`Domain.known_loop`); the event stays.
             logger.warning(

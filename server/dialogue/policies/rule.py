@@ -489,7 +489,9 @@ class RulePolicy(Policy):
 
 def _active_loop(tracker: Tracker, domain: Domain) -> str | None:
     name = tracker.active_loop_name
-    return None if name == SHOULD_NOT_BE_SET else domain.known_loop(name)
+    if name is None or name == SHOULD_NOT_BE_SET:
+        return None
+    return domain.known_loop(name)
 
 
 def _rule_only(rules: list[list[State]], stories: list[list[State]]) -> RuleOnly:
