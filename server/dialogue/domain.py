@@ -285,6 +285,11 @@ class Domain:
     def is_known_action(self, name: str) -> bool:
         return name in self._action_index
 
+    def known_loop(self, name: str | None) -> str | None:
+        """An active loop's name as the dialogue engine reads it: None for one the domain
+        does not know (a form dropped from the domain, a name posted through the API)."""
+        return name if name is None or name in self._action_index else None
+
     def slot_defaults(self) -> dict[str, Any]:
         return {s.name: s.initial_value for s in self.slots}
 

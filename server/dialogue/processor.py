@@ -499,6 +499,16 @@ class Processor:
         if len(tracker.events) > OFF_LOOP_EVENTS:
             await fold_states_off_loop(tracker, model)
         ran: list[str] = []
+        # `active_loop_name` without the calls while no loop is active (most turns).
+        loop = tracker.active_loop.get("name") if tracker.active_loop else None
+        if loop is not None and model.domain.known_loop(loop) is None:
+            # The policies read it as no loop (`Domain.known_loop`); the event stays.
+            logger.warning(
+                "conversation %s: the active loop '%s' is not a form of the domain; "
+                "predicting as if no loop were active",
+                tracker.sender_id,
+                loop,
+            )
         for _ in range(self.max_predictions):
             if tracker.paused and not _asks_restart(tracker):
                 # As Rasa: a paused conversation (say, handed to a human) logs the user's

@@ -28,7 +28,7 @@ def mapping_value(
     """(matched, value) for one mapping against the tracker's latest user message."""
     message = tracker.latest_message
     intent = message.intent_name
-    active_loop = tracker.active_loop_name
+    active_loop = domain.known_loop(tracker.active_loop_name)
     requested = tracker.get_slot(REQUESTED_SLOT)
     if not _intent_desired(mapping, intent, tracker, domain):
         return False, None

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from server.errors import InvalidProjectFile
+from server.errors import InvalidConfig, InvalidProjectFile
 from server.training.yaml_io import brief, line_of, parse_yaml, read_yaml_file
 
 DEFAULT_RECIPE = "default.v1"
@@ -51,6 +53,18 @@ class ProjectConfig:
             }
         )
         return out
+
+
+@contextmanager
+def naming_config_items(config: ProjectConfig) -> Iterator[None]:
+    """A component or policy refusing its name or parameters names config.yml and the
+    item's line too."""
+    try:
+        yield
+    except InvalidConfig as exc:
+        if config.filename is None:
+            raise
+        raise InvalidProjectFile(str(exc), config.filename, config.line_of_item(exc.item)) from None
 
 
 _KNOWN_KEYS = frozenset({"recipe", "language", "assistant_id", "pipeline", "policies"})

@@ -6,8 +6,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,15 +14,15 @@ from server import __version__
 from server.dialogue.domain import Domain
 from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.story_steps import checkpoint_warnings
-from server.errors import InvalidConfig, InvalidProjectFile
+from server.errors import InvalidProjectFile
 from server.models.archive import check_archive_target, random_name, write_archive
 from server.models.fingerprint import find_archive_with_fingerprint, fingerprint_inputs
 from server.models.loading import DOMAIN_FILE, NLU_DIR, POLICIES_DIR
 from server.nlu.pipeline import NLUPipeline
 from server.trackers.events import ActionExecuted, UserUttered
-from server.training.config_yaml import ProjectConfig
+from server.training.config_yaml import ProjectConfig, naming_config_items
 from server.training.project import Project, load_project
-from server.training.validation import story_reference_warnings
+from server.training.validation import check_config, story_reference_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -101,18 +100,6 @@ def dry_run(
     if force:
         return DRY_RUN_FORCED, existing
     return (DRY_RUN_UP_TO_DATE if existing else DRY_RUN_NEEDS_TRAINING), existing
-
-
-@contextmanager
-def _naming_config(config: ProjectConfig) -> Iterator[None]:
-    """A component or policy refusing its name or parameters names config.yml and the
-    item's line too."""
-    try:
-        yield
-    except InvalidConfig as exc:
-        if config.filename is None:
-            raise
-        raise InvalidProjectFile(str(exc), config.filename, config.line_of_item(exc.item)) from None
 
 
 def train(
@@ -205,10 +192,7 @@ def _train_project(
         existing = _up_to_date_archive(fingerprint, out, fixed_model_name)
         if existing is not None:
             # An older botserver may have trained it from settings this one refuses.
-            with _naming_config(project.config):
-                if with_nlu:
-                    NLUPipeline.check(project.config.pipeline, project.config.language)
-                PolicyEnsemble.from_config(project.config.policies)
+            check_config(project.config, with_nlu)
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
     # What Rasa warns about in the domain and the files, said before the training starts;
     # then the components' own warnings (the NLU pipeline logs its own as it trains).
@@ -229,7 +213,7 @@ def _train_project(
         )
         if with_nlu:
             say(f"training NLU on {len(project.nlu.examples)} examples")
-            with _naming_config(project.config):
+            with naming_config_items(project.config):
                 nlu = NLUPipeline.train(
                     project.nlu, project.config.pipeline, project.config.language
                 )
@@ -238,7 +222,7 @@ def _train_project(
             logged = len(warnings)
         say(f"training dialogue on {len(project.stories)} stories and rules")
         stories = project.training_stories()
-        with _naming_config(project.config):
+        with naming_config_items(project.config):
             ensemble = PolicyEnsemble.train(project.config.policies, stories, project.domain)
         ensemble.persist(content / POLICIES_DIR)
         warnings += ensemble.warnings

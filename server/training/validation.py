@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from server.dialogue.domain import DEFAULT_INTENTS, Domain
+from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.policies.featurization import (
     PREV_ACTION,
     USER,
@@ -26,6 +27,7 @@ from server.dialogue.story_steps import (
     generate_training_stories,
 )
 from server.errors import BotServerError
+from server.nlu.pipeline import NLUPipeline
 from server.trackers.events import (
     ACTION_LISTEN,
     ActionExecuted,
@@ -33,6 +35,7 @@ from server.trackers.events import (
     SlotSet,
     UserUttered,
 )
+from server.training.config_yaml import ProjectConfig, naming_config_items
 from server.training.project import Project, load_project
 
 # Responses Rasa runs by itself (default actions), so they need not appear in stories.
@@ -73,8 +76,21 @@ def validate_project(
         report.warnings.extend(_conflicts(project, max_history))
         return report
     report.warnings.extend(project.warnings)
+    try:
+        check_config(project.config, with_nlu=bool(project.nlu.examples))
+    except BotServerError as exc:
+        report.errors.append(str(exc))
     check_project(project, report, max_history)
     return report
+
+
+def check_config(config: ProjectConfig, with_nlu: bool = True) -> None:
+    """The checks `train` makes of config.yml's pipeline (`with_nlu`) and policies, without
+    training: InvalidProjectFile naming config.yml and the item's line if one is refused."""
+    with naming_config_items(config):
+        if with_nlu:
+            NLUPipeline.check(config.pipeline, config.language)
+        PolicyEnsemble.from_config(config.policies)
 
 
 def _conflicts(project: Project, max_history: int | None) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ EXECUTE = "/conversations/{conversation_id}/execute"
 TRIGGER = "/conversations/{conversation_id}/trigger_intent"
 PREDICT = "/conversations/{conversation_id}/predict"
 MESSAGES = "/conversations/{conversation_id}/messages"
+WEBHOOK = "/webhooks/rest/webhook"
 
 GOODBYE_EVENTS = [
     {
@@ -824,4 +826,45 @@ async def test_a_rules_own_turn_is_logged_with_hide_rule_turn(client: httpx.Asyn
         ("action_listen", False),
         ("utter_iamabot", True),
         ("action_listen", True),
+    ]
+
+
+async def test_an_active_loop_the_domain_lacks_is_ignored_with_one_warning(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: accepted, then every answer was [] with nothing in the log (Rasa fails at the
+    # next prediction). A form dropped from the domain leaves the same event in a tracker.
+    ghost = [{"event": "active_loop", "name": "no_such_form", "timestamp": 4102444800.0}]
+    assert (await client.post(EVENTS.format(conversation_id="g1"), json=ghost)).is_success
+
+    with caplog.at_level(logging.WARNING, logger="server"):
+        hello = await client.post(WEBHOOK, json={"sender": "g1", "message": "hello"})
+
+    assert [m["text"] for m in hello.json()] == ["Hey! How are you?"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "conversation g1: the active loop 'no_such_form' is not a form of the domain; "
+        "predicting as if no loop were active"
+    ]
+    # The policies predict as in a conversation without the event (memoization: before, its
+    # states named the loop and only the ML policy answered); the event stays in the history.
+    await client.post(WEBHOOK, json={"sender": "g1", "message": "great"})
+    for text in ("hello", "great"):
+        await client.post(WEBHOOK, json={"sender": "plain", "message": text})
+    ghost_tracker = (await client.get(TRACKER.format(conversation_id="g1"))).json()
+    plain_tracker = (await client.get(TRACKER.format(conversation_id="plain"))).json()
+    assert _predictions(ghost_tracker) == _predictions(plain_tracker)
+    assert ("utter_happy", "MemoizationPolicy", 1.0) in _predictions(ghost_tracker)
+    assert ghost_tracker["active_loop"]["name"] == "no_such_form"
+    assert {"event": "active_loop", "name": "no_such_form"}.items() <= ghost_tracker["events"][
+        3
+    ].items()
+
+
+def _predictions(tracker: dict[str, Any]) -> list[tuple[str, str | None, float | None]]:
+    """Each predicted action of a tracker: its name, policy and confidence."""
+    return [
+        (e["name"], e.get("policy"), e.get("confidence"))
+        for e in tracker["events"]
+        if e["event"] == "action" and e.get("policy")
     ]

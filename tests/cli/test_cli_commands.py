@@ -303,6 +303,41 @@ def test_an_nlu_intent_missing_from_the_domain_fails_validation_as_in_rasa(
     assert "Validation failed: 0 error(s), 1 warning(s)." in result.out
 
 
+REFUSED_CONFIG_ITEMS = [
+    # (the section, the item written at line 6 of config.yml, what the error says)
+    ("pipeline", "- name: FooBarComponent", "Unknown NLU component 'FooBarComponent'"),
+    ("pipeline", "- name: FallbackClassifier\n  threshold: high", "'threshold' must be a"),
+    ("pipeline", "- name: DIETClassifier\n- name: CountVectorsFeaturizer", "comes before every"),
+    ("policies", "- name: FooPolicy", "the policy 'FooPolicy' is not provided by botserver"),
+]
+
+
+@pytest.mark.parametrize(
+    ("section", "item", "expected"),
+    REFUSED_CONFIG_ITEMS,
+    ids=["unknown-component", "bad-parameter", "classifier-first", "unknown-policy"],
+)
+def test_data_validate_refuses_a_config_that_cannot_train_as_train_does(
+    run_cli, starter_copy: Path, section: str, item: str, expected: str
+) -> None:
+    # Before: "The project is valid", exit 0; the user learned it only at `botserver train`.
+    fillers = {"pipeline": "- name: WhitespaceTokenizer", "policies": "- name: RulePolicy"}
+    other = "policies" if section == "pipeline" else "pipeline"
+    (starter_copy / "config.yml").write_text(
+        f"language: en\n{other}:\n{fillers[other]}\n{section}:\n{fillers[section]}\n{item}\n"
+    )
+
+    validated = run_cli("data", "validate", cwd=starter_copy)
+    trained = run_cli("train", cwd=starter_copy)
+
+    assert validated.code == 1, validated.out
+    errors = [line for line in validated.out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: config.yml:6: "), validated.out
+    assert expected in errors[0]
+    assert trained.code == 1
+    assert errors[0] in trained.err.splitlines()  # word for word what train says
+
+
 def _add_stories(project: Path, text: str) -> None:
     stories = project / "data" / "stories.yml"
     stories.write_text(stories.read_text() + text)

@@ -45,6 +45,7 @@ DOMAIN = Domain.from_dict(
         "intents": ["greet", "mood_great"],
         "slots": {"mood": {"type": "text", "mappings": [{"type": "custom"}]}},
         "responses": {"utter_greet": [{"text": "hi"}]},
+        "forms": {"restaurant_form": {"required_slots": []}, "other_form": {"required_slots": []}},
     }
 )
 
@@ -461,3 +462,19 @@ def test_story_states_with_rule_only_slots_are_folded_off_the_loop(
     assert len(read) <= 1
     assert stories.states == story_states(tracker.applied_events(), DOMAIN, rule_only)
     assert all("slots" not in state for state in stories.states)
+
+
+def test_a_loop_the_domain_lacks_is_no_loop_in_a_conversations_states() -> None:
+    # A form dropped from the domain, or a name posted through the API: the policies read
+    # the conversation as without a loop (before, every state named it, and neither
+    # memoization nor the rules matched again); training data keeps the name.
+    tracker = Tracker("ghost", DOMAIN.slot_defaults())
+    tracker.update_many([*turn(0), ActiveLoop(name="dropped_form"), *turn(1)])
+    plain = Tracker("plain", DOMAIN.slot_defaults())
+    plain.update_many([*turn(0), *turn(1)])
+
+    live = ConversationStates(tracker, DOMAIN).states
+    assert live == ConversationStates(plain, DOMAIN).states
+    assert live == states_and_labels(tracker.applied_events(), DOMAIN, live=True)[0]
+    trained, _ = states_and_labels(tracker.applied_events(), DOMAIN)
+    assert trained[-1]["active_loop"] == {"name": "dropped_form"}

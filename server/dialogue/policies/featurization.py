@@ -133,9 +133,13 @@ _AFTER_LISTEN = {"action_name": "action_listen"}
 class _Fold:
     """The slice of tracker state that featurization needs, updated event by event."""
 
-    def __init__(self, domain: Domain, omit_unset_slots: bool) -> None:
+    def __init__(self, domain: Domain, omit_unset_slots: bool, live: bool = False) -> None:
         self.domain = domain
         self.omit_unset_slots = omit_unset_slots
+        # A conversation's events, not training data: a loop the domain does not know reads
+        # as none (training keeps the name, so a rule conditioned on a misspelt form never
+        # applies instead of applying whenever no loop is active).
+        self.live = live
         self.slot_values: dict[str, Any] = domain.slot_defaults()
         self.slots_set: set[str] = set()
         self.user: dict[str, Any] = {}
@@ -151,6 +155,7 @@ class _Fold:
     def copy(self) -> _Fold:
         twin = _Fold.__new__(_Fold)
         twin.domain, twin.omit_unset_slots = self.domain, self.omit_unset_slots
+        twin.live = self.live
         twin.slot_values, twin.slots_set = dict(self.slot_values), set(self.slots_set)
         twin.user, twin.prev_action, twin.loop = dict(self.user), self.prev_action, self.loop
         twin.followup, twin.stories_differ = self.followup, self.stories_differ
@@ -186,7 +191,9 @@ class _Fold:
             self.slot_values = self.domain.slot_defaults()
             self.slots_set = set()
         elif isinstance(event, ActiveLoop):
-            self.loop = event.name
+            name = event.name
+            live = self.live and name != SHOULD_NOT_BE_SET
+            self.loop = self.domain.known_loop(name) if live else name
         elif isinstance(event, EntitiesAdded) and self.user and self._just_listened():
             # As the tracker: entities count only right after the message they add to.
             intent = self.user.get("intent")
@@ -300,23 +307,24 @@ def _undo_till_previous_loop_run(loop: str, applied: list[Event]) -> None:
 
 
 def states_and_labels(
-    events: Iterable[Event], domain: Domain, omit_unset_slots: bool = False
+    events: Iterable[Event], domain: Domain, omit_unset_slots: bool = False, live: bool = False
 ) -> tuple[list[State], list[str]]:
-    """All states of a conversation and the action taken after each of them.
+    """All states of a conversation and the action taken after each of them (`live`: of a
+    conversation, not of training data).
 
     `states[i]` is the state before the i-th action, `labels[i]` that action's name;
     the last state (after every event) has no label.
     """
-    states, labels, _, _ = _walk(events, domain, omit_unset_slots)
+    states, labels, _, _ = _walk(events, domain, omit_unset_slots, live)
     return states, labels
 
 
 def _walk(
-    events: Iterable[Event], domain: Domain, omit_unset_slots: bool
+    events: Iterable[Event], domain: Domain, omit_unset_slots: bool, live: bool = False
 ) -> tuple[list[State], list[str], dict[int, int], bool]:
     """`states_and_labels`, the `_StoryStates` flags of the states before an action (by
     index, where not 0), and whether a followup action is pending after the last event."""
-    fold = _Fold(domain, omit_unset_slots)
+    fold = _Fold(domain, omit_unset_slots, live)
     states: list[State] = []
     labels: list[str] = []
     flags: dict[int, int] = {}
@@ -333,8 +341,9 @@ def _walk(
 
 
 def story_states(events: Iterable[Event], domain: Domain, rule_only: RuleOnly) -> list[State]:
-    """The states policies that learn from stories read (`_StoryStates`), of `events`."""
-    states, _, flags, followup = _walk(events, domain, False)
+    """The states policies that learn from stories read (`_StoryStates`), of a
+    conversation's `events`."""
+    states, _, flags, followup = _walk(events, domain, False, live=True)
     story = _StoryStates(rule_only)
     story.extend(states, flags, len(states) - 1)
     current = story.next_state(states[-1], _FOLLOWUP if followup else 0, commit=False)
@@ -827,7 +836,7 @@ class _IncrementalStates:
         self.story_current_of: State | None = None
         self.story_current: State | None = None
         self.story_current_identity: bytes | str | None = None
-        self.fold = _Fold(domain, False)
+        self.fold = _Fold(domain, False, live=True)
         # The current state of the last update and its text (None: not asked), while no
         # event has changed it: the state before the next action, if that comes next.
         self.current: State | None = None
@@ -1007,7 +1016,7 @@ class _IncrementalStates:
         else:
             return None
         self._new_lists()
-        self.fold = _Fold(self.domain, False)
+        self.fold = _Fold(self.domain, False, live=True)
         self.current = self.current_text = self.current_identity = None
         self._no_loop()
         return new[index + 1 :]
@@ -1096,7 +1105,7 @@ class _IncrementalStates:
         applied = tracker.applied_events()
         if not self.batch:
             self._new_lists()
-            self.fold = _Fold(self.domain, False)
+            self.fold = _Fold(self.domain, False, live=True)
             self.current = self.current_text = self.current_identity = None
             self._no_loop()
             if self._fold_events(applied):
@@ -1104,7 +1113,7 @@ class _IncrementalStates:
                 self._remember(tracker)
                 return self.events, [*self.body, self.current], self.body_texts
         # Two loops in the session, or a loop run before it was activated: from scratch.
-        states, _ = states_and_labels(applied, self.domain)
+        states, _ = states_and_labels(applied, self.domain, live=True)
         self.seen, self.last_event, self.current = 0, None, None
         return applied, states, None
 

@@ -368,7 +368,7 @@ class RulePolicy(Policy):
     def _check_prediction(self, running: Tracker, domain: Domain) -> tuple[str | None, str]:
         conversation = ConversationStates(running, domain)
         action, source, _, _ = self._find_action(conversation)
-        loop = _active_loop(running)
+        loop = _active_loop(running, domain)
         if loop and action == loop:
             # inside a loop the rules speak only once the loop has rejected the input
             running.update(ActionExecutionRejected(action_name=loop, timestamp=0.0))
@@ -380,7 +380,7 @@ class RulePolicy(Policy):
         """(action or None, prediction source, whether a loop returns from an unhappy path,
         whether a rule naming the message's text was found)."""
         tracker = conversation.tracker
-        loop = _active_loop(tracker)
+        loop = _active_loop(tracker, conversation.domain)
         # As Rasa: a rule naming the message's text overrules a default action's intent;
         # a loop's happy path overrules the rules.
         by_text: tuple[str | None, str, bool] = (None, "", False)
@@ -487,9 +487,11 @@ class RulePolicy(Policy):
         self.rule_only_ = RuleOnly(slots, loops) if slots or loops else NO_RULE_ONLY
 
 
-def _active_loop(tracker: Tracker) -> str | None:
+def _active_loop(tracker: Tracker, domain: Domain) -> str | None:
     name = tracker.active_loop_name
-    return None if name == SHOULD_NOT_BE_SET else name
+    if name is None or name == SHOULD_NOT_BE_SET:
+        return None
+    return domain.known_loop(name)
 
 
 def _rule_only(rules: list[list[State]], stories: list[list[State]]) -> RuleOnly:
