@@ -52,25 +52,18 @@ _NULL = 0
 _INSERT_ONE = "(?1, ?, ?, NULLIF(?, 0), NULLIF(?, 0), ?)"
 # SQLite limits a statement to 32,766 parameters (999 before 3.32): stay far below.
 _ROWS_PER_INSERT = 150
-# Pages the WAL file may hold before a checkpoint (40 MB; SQLite's own default is 1,000). A
+# Pages the WAL file may hold before a checkpoint (SQLite's own default, about 4 MB). A
 # commit's pages vary with its group (one moodbot append: 5, a group of 40: about 300), so the
 # commits between two checkpoints follow from what the last checkpoint found. Appends wait
-# only for its last step, which does not grow with the WAL (the copy passes shrink what is left
-# to about one group's frames): ten times the pages, a tenth of the holds, one every ~4,000
-# turns at c=50 instead of every ~400 (docs/benchmarks.md, "Checkpoint holds").
-CHECKPOINT_FRAMES = 10_000
+# only for its last step; 4,000 and 10,000 pages made those waits rarer but longer, and the
+# p99 at c=50 no better (docs/benchmarks.md, eleventh round).
+CHECKPOINT_FRAMES = 1000
 # A checkpoint copies the WAL beside the appends (see SqliteDatabase._checkpoint); if the WAL
 # grows past this many times checkpoint_frames meanwhile (a slow disk), appends wait for it.
 _WAL_GROWTH_LIMIT = 2
-# Passes copying beside the appends, each copying what was appended during the one before,
-# until one ends with nothing appended since (the appends are then held for the WAL restart
-# alone), or the WAL has grown past _COPY_GROWTH_LIMIT times checkpoint_frames meanwhile with
-# at most _SMALL_REMAINDER frames left (the held step then copies those, a group commit's
-# frames or so, with two fsyncs). Passes that cannot keep up (a slow disk) go on until the
-# WAL outgrows _WAL_GROWTH_LIMIT, when appends wait for the rest.
-_COPY_PASSES = 64
-_COPY_GROWTH_LIMIT = 1.5
-_SMALL_REMAINDER = 512  # frames, 2 MB
+# Passes copying beside the appends; each leaves what was appended during it to the next.
+_COPY_PASSES = 2
+_SMALL_REMAINDER = 64  # frames: copied with appends held rather than in one more pass
 _FIRST_CHECKPOINT_AFTER = 50  # commits
 _CHECKPOINT_AFTER_LIMITS = (8, 10_000)  # commits
 # What commits without an fsync in WAL mode; FULL and EXTRA sync the WAL at every commit.
@@ -431,10 +424,9 @@ class SqliteDatabase:
 
         First, beside the appends: a read transaction pins the WAL (no inline commit restarts
         it, which would fsync its header on the loop) and a PASSIVE checkpoint copies it up
-        to the pinned frame, then again what was appended meanwhile, until nothing was (or
-        little is left: see _COPY_PASSES). Then, appends held (an inline commit into a wholly
-        copied WAL would restart it itself): the thread copies the rest, if any, and starts
-        the WAL afresh; the held appends then commit
+        to the pinned frame, then once more what was appended meanwhile. Then, appends held
+        (an inline commit into a wholly copied WAL would restart it itself): the thread copies
+        the rest, a few frames, and starts the WAL afresh; the held appends then commit
         inline, as one group (on the thread they would hold SQLite's write lock, so the next
         inline groups would find it busy and follow them there, one hop each). Holding the
         appends for the whole copy made every turn in flight wait for it: 13 ms per
@@ -488,32 +480,17 @@ class SqliteDatabase:
         unique texts at c=50). Returns the WAL's frames, the WAL-index header as the hold
         began, when it began and group_commits then."""
         wal_index = self._wal_index
-        clean = False  # held with the whole WAL copied: the held step only restarts it
         if inline is not None and wal_index is not None:
             try:
                 for step in range(_COPY_PASSES):
                     copied = self._copy_pinned(step % 2, conn)
-                    with self._hold_lock:
-                        header = wal_index.header()
-                        frames = None if header is None else _WalIndex.frames(header)
-                        clean = (
-                            frames == copied
-                            and self._held is None
-                            and not self._inline_busy
-                            and self._checkpoint_token is token
-                        )
-                        if clean:  # nothing appended since the copy: no inline commit now
-                            self._held = []
-                    # Wholly copied but an inline commit under way: a read transaction
-                    # started now would not pin the WAL (it reads the database file alone),
-                    # and that commit would restart the WAL, fsyncing on the loop.
-                    if clean or self._held is not None or frames is None or frames == copied:
-                        break
+                    header = wal_index.header()
                     if (
-                        frames > _COPY_GROWTH_LIMIT * self.checkpoint_frames
-                        and frames - copied <= _SMALL_REMAINDER
+                        self._held is not None  # the WAL outgrew its limit meanwhile
+                        or header is None
+                        or _WalIndex.frames(header) - copied <= _SMALL_REMAINDER
                     ):
-                        break  # no quiet moment came: the held step copies the rest
+                        break
             except sqlite3.Error as error:  # the held step copies it all
                 logger.debug("SQLite checkpoint of %s: copy beside appends: %s", self.path, error)
         with self._hold_lock:
