@@ -232,6 +232,17 @@ class Round:
         for label, predicted in neighbour_blends(self.xtr, self.ytr, self.xva, self.scores):
             self.report(f"neighbours: {label}", predicted)
 
+    def fold_fit(
+        self, x: sp.csr_matrix, widths: list[int], fit_rows: np.ndarray, held_out: np.ndarray
+    ) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray, np.ndarray]:
+        """One CV fold: the class-spread features fitted on `fit_rows` of `x` (blocks of
+        `widths`), both parts' matrices, the SVM's scores of the held-out rows and its
+        classes."""
+        spread = ClassSpread.fit(x[fit_rows], list(self.ytr[fit_rows]), widths)
+        x_fit, x_out = spread.matrix(x[fit_rows]), spread.matrix(x[held_out])
+        scores = svm(x_fit, self.ytr[fit_rows]).decision_function(x_out)
+        return x_fit, x_out, scores, np.unique(self.ytr[fit_rows])
+
     def neighbours_cv(self) -> None:
         from sklearn.model_selection import StratifiedKFold
 
@@ -239,10 +250,7 @@ class Round:
         totals: collections.Counter[str] = collections.Counter()
         folds = StratifiedKFold(4, shuffle=True, random_state=0)
         for fit_rows, held_out in folds.split(raw, self.ytr):
-            spread = ClassSpread.fit(raw[fit_rows], list(self.ytr[fit_rows]), self.widths)
-            x_fit, x_out = spread.matrix(raw[fit_rows]), spread.matrix(raw[held_out])
-            scores = svm(x_fit, self.ytr[fit_rows]).decision_function(x_out)
-            classes = np.unique(self.ytr[fit_rows])
+            x_fit, x_out, scores, classes = self.fold_fit(raw, self.widths, fit_rows, held_out)
             totals["svm"] += int((classes[scores.argmax(axis=1)] != self.ytr[held_out]).sum())
             for label, predicted in neighbour_blends(x_fit, self.ytr[fit_rows], x_out, scores):
                 totals[label] += int((predicted != self.ytr[held_out]).sum())
@@ -271,10 +279,7 @@ class Round:
             for pipeline, blocks in pipelines.items():
                 widths = [self.widths[b] for b in blocks]
                 x = raw[:, block_columns(self.widths, blocks)]
-                spread = ClassSpread.fit(x[fit_rows], list(self.ytr[fit_rows]), widths)
-                x_fit, x_out = spread.matrix(x[fit_rows]), spread.matrix(x[held_out])
-                scores = svm(x_fit, self.ytr[fit_rows]).decision_function(x_out)
-                classes = np.unique(self.ytr[fit_rows])
+                x_fit, x_out, scores, classes = self.fold_fit(x, widths, fit_rows, held_out)
                 gold = self.ytr[held_out]
                 totals[f"{pipeline} svm"] += int((classes[scores.argmax(axis=1)] != gold).sum())
                 no_char = [i for i, b in enumerate(blocks) if b != char]
@@ -344,10 +349,7 @@ class Round:
         totals: collections.Counter[str] = collections.Counter()
         folds = StratifiedKFold(4, shuffle=True, random_state=0)
         for fit_rows, held_out in folds.split(raw, self.ytr):
-            spread = ClassSpread.fit(raw[fit_rows], list(self.ytr[fit_rows]), self.widths)
-            x_fit, x_out = spread.matrix(raw[fit_rows]), spread.matrix(raw[held_out])
-            scores = svm(x_fit, self.ytr[fit_rows]).decision_function(x_out)
-            classes = np.unique(self.ytr[fit_rows])
+            x_fit, x_out, scores, classes = self.fold_fit(raw, self.widths, fit_rows, held_out)
             gold_fit = np.searchsorted(classes, self.ytr[fit_rows])
             keep = sp.diags(mask.astype(np.float64))
             a = _unit_rows(sp.csr_matrix(x_fit @ keep))
@@ -387,10 +389,7 @@ class Round:
         totals: collections.Counter[str] = collections.Counter()
         folds = StratifiedKFold(4, shuffle=True, random_state=0)
         for fit_rows, held_out in folds.split(raw, self.ytr):
-            spread = ClassSpread.fit(raw[fit_rows], list(self.ytr[fit_rows]), self.widths)
-            x_fit, x_out = spread.matrix(raw[fit_rows]), spread.matrix(raw[held_out])
-            scores = svm(x_fit, self.ytr[fit_rows]).decision_function(x_out)
-            classes = np.unique(self.ytr[fit_rows])
+            x_fit, x_out, scores, classes = self.fold_fit(raw, self.widths, fit_rows, held_out)
             gold = self.ytr[held_out]
             totals["svm"] += int((classes[scores.argmax(axis=1)] != gold).sum())
             labels = np.searchsorted(classes, self.ytr[fit_rows])
