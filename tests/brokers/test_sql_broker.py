@@ -7,8 +7,10 @@ import json
 import sqlite3
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, select, text
@@ -26,6 +28,8 @@ from tests.trackers.persistence_fixtures import (
     mariadb_database,
     postgres_database,
 )
+
+P = TypeVar("P", bound=TcpProxy)
 
 
 def events(count: int) -> list[dict[str, Any]]:
@@ -323,15 +327,14 @@ async def test_a_silent_database_is_told_in_the_log_and_gets_the_events_once_it_
     default), the log says why, and the delivery retries until the database answers."""
     monkeypatch.setenv("SQL_SILENCE_CHECK_AFTER", "0.5")
     monkeypatch.setenv("SQL_SILENCE_CHECK_TIMEOUT", "0.5")
-    async with database() as config:
-        proxy = SilentProxy(address)
-        await proxy.restore()
-        broker = SqlEventBroker(
-            {**config, "url": "127.0.0.1", "port": proxy.port, "retry_delay_in_seconds": 0.1}
-        )
+    async with (
+        database() as config,
+        broker_behind(SilentProxy(address), config) as (
+            proxy,
+            broker,
+        ),
+    ):
         try:
-            await broker.publish("alice", events(1))
-            assert await broker.flush(timeout=10)
             proxy.silent = True
             await broker.publish("bob", events(2))
             for _ in range(50):  # 5 s at most
@@ -345,9 +348,7 @@ async def test_a_silent_database_is_told_in_the_log_and_gets_the_events_once_it_
             rows = await stored_rows(broker)
         finally:
             proxy.silent = False
-            await broker.close()
-            await proxy.cut()
-        assert [row["sender_id"] for row in rows] == ["alice", "bob", "bob"]
+    assert [row["sender_id"] for row in rows] == ["alice", "bob", "bob"]
 
 
 @pytest.mark.parametrize(
@@ -361,20 +362,34 @@ async def test_events_go_out_when_the_network_drops_the_brokers_connection(
     the log until the kernel gave the connection up (about 15 minutes); now the kernel gives
     it up after DB_TCP_TIMEOUT (1 s here, 5 by default) and the retry goes out on a new one."""
     monkeypatch.setenv("DB_TCP_TIMEOUT", "1")
-    async with database() as config:
-        proxy = TcpProxy(address)
-        await proxy.restore()
-        broker = SqlEventBroker(
-            {**config, "url": "127.0.0.1", "port": proxy.port, "retry_delay_in_seconds": 0.1}
-        )
-        try:
-            await broker.publish("alice", events(1))
-            assert await broker.flush(timeout=10)
-            proxy.forget_open_connections()
-            await broker.publish("bob", events(2))
-            assert await broker.flush(timeout=6)
-            rows = await stored_rows(broker)
-        finally:
-            await broker.close()
-            await proxy.cut()
-        assert [row["sender_id"] for row in rows] == ["alice", "bob", "bob"]
+    async with (
+        database() as config,
+        broker_behind(TcpProxy(address), config) as (
+            proxy,
+            broker,
+        ),
+    ):
+        proxy.forget_open_connections()
+        await broker.publish("bob", events(2))
+        assert await broker.flush(timeout=6)
+        rows = await stored_rows(broker)
+    assert [row["sender_id"] for row in rows] == ["alice", "bob", "bob"]
+
+
+@asynccontextmanager
+async def broker_behind(
+    proxy: P, config: dict[str, Any]
+) -> AsyncIterator[tuple[P, SqlEventBroker]]:
+    """A broker on the database behind `proxy`, its first event ("alice") delivered; closed,
+    and the proxy cut, at the end."""
+    await proxy.restore()
+    broker = SqlEventBroker(
+        {**config, "url": "127.0.0.1", "port": proxy.port, "retry_delay_in_seconds": 0.1}
+    )
+    try:
+        await broker.publish("alice", events(1))
+        assert await broker.flush(timeout=10)
+        yield proxy, broker
+    finally:
+        await broker.close()
+        await proxy.cut()
