@@ -26,6 +26,7 @@ from server.trackers.session_start import ACTION_SESSION_START
 from server.trackers.silence import SilenceWatch, Watched
 from server.trackers.sql_engine import (
     group_wait_seconds,
+    postgres_connects,
     postgres_lock_timeout,
     statement_timeout_seconds,
     statement_took_too_long,
@@ -295,7 +296,7 @@ class PostgresDatabase:
         self._on_connect = postgres_lock_timeout()
         self._statement_timeout = statement_timeout_seconds()
         self._tcp_options = tcp_options()
-        self._silence = SilenceWatch(self._connects)
+        self._silence = SilenceWatch(postgres_connects(url))
         self._pool: asyncpg.Pool | None = None
         wait = group_wait_seconds()
         # Groups of each kind under way at once: a quarter of the pool, and at least two.
@@ -327,14 +328,6 @@ class PostgresDatabase:
         # A connection the network drops while in use is closed by the kernel, and replaced.
         guard_driver_connection(conn, self._tcp_options)
         await conn.execute(f"{self._on_connect}; {_GENERIC_PLANS}")  # one round trip
-
-    async def _connects(self) -> None:
-        """A new connection, outside the pool, logs in (see SilenceWatch): the server answers.
-        No statement: one waiting behind a busy pooler (PgBouncer) would read as silence."""
-        conn = await asyncpg.connect(
-            self._dsn, timeout=CONNECT_TIMEOUT_SECONDS, server_settings=self._server_settings
-        )
-        await conn.close()  # (said goodbye: a dropped one is a line in the server's log)
 
     async def _run(
         self,

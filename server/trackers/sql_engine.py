@@ -265,7 +265,9 @@ def mysql_connects(url: URL) -> Callable[[], Awaitable[None]]:
 
 
 def postgres_connects(url: URL) -> Callable[[], Awaitable[None]]:
-    """A new asyncpg connection, outside any pool, logs in and is closed (see SilenceWatch)."""
+    """A new asyncpg connection, outside any pool, logs in and is closed (see SilenceWatch):
+    the server answers. No statement: one waiting behind a busy pooler (PgBouncer) would read
+    as silence. Used by the PostgreSQL tracker store and the SQL event broker."""
     dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
     schema = os.environ.get("POSTGRESQL_SCHEMA")
 
@@ -277,7 +279,7 @@ def postgres_connects(url: URL) -> Callable[[], Awaitable[None]]:
             timeout=CONNECT_TIMEOUT_SECONDS,
             server_settings={"search_path": schema} if schema else None,
         )
-        await conn.close()
+        await conn.close()  # (said goodbye: a dropped one is a line in the server's log)
 
     return connects
 
