@@ -187,13 +187,19 @@ def percentile(values: list[float], q: float) -> float:
 
 def rss_mb(pid: int) -> float:
     """RSS of a process and its children (uvicorn's workers), in MB."""
+    return round(_status_total(pid, "VmRSS:") / 1024, 1)
+
+
+def _status_total(pid: int, field: str) -> int:
+    """A /proc/<pid>/status figure (its first number) summed over a process and its
+    children."""
     total = 0
     for p in process_tree(pid):
         with contextlib.suppress(OSError), open(f"/proc/{p}/status") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     total += int(line.split()[1])
-    return round(total / 1024, 1)
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
@@ -205,13 +211,7 @@ def preemptions(pid: int) -> int:
     """Times the kernel took the CPU from a process and its children while they could run
     (involuntary context switches): on shared cores each costs the preempted Python process
     cold caches, the ninth round's explanation of a turn's dearer CPU with two workers."""
-    total = 0
-    for p in process_tree(pid):
-        with contextlib.suppress(OSError), open(f"/proc/{p}/status") as handle:
-            for line in handle:
-                if line.startswith("nonvoluntary_ctxt_switches:"):
-                    total += int(line.split()[1])
-    return total
+    return _status_total(pid, "nonvoluntary_ctxt_switches:")
 
 
 # Below this share of the workers' CPU, a worker of a 2-worker run served next to nothing.
