@@ -506,7 +506,10 @@ def serve(
             process.wait()
 
 
-def wait_ready(server: Server, workers: int, timeout: float = 60.0) -> None:
+def wait_ready(server: Server, workers: int, timeout: float = 180.0) -> None:
+    """Until the server answers (and every worker has loaded); a server that exits is
+    reported at once. Two workers loading the model on cores other jobs keep busy took over a
+    minute (twenty-fourth round, load average 18)."""
     import httpx
 
     deadline = time.monotonic() + timeout
