@@ -187,18 +187,31 @@ def percentile(values: list[float], q: float) -> float:
 
 def rss_mb(pid: int) -> float:
     """RSS of a process and its children (uvicorn's workers), in MB."""
+    return round(_status_total(pid, "VmRSS:") / 1024, 1)
+
+
+def _status_total(pid: int, field: str) -> int:
+    """A /proc/<pid>/status figure (its first number) summed over a process and its
+    children."""
     total = 0
     for p in process_tree(pid):
         with contextlib.suppress(OSError), open(f"/proc/{p}/status") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     total += int(line.split()[1])
-    return round(total / 1024, 1)
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its children (uvicorn's workers), in seconds."""
     return sum(_process_cpu(p) for p in process_tree(pid))
+
+
+def preemptions(pid: int) -> int:
+    """Times the kernel took the CPU from a process and its children while they could run
+    (involuntary context switches): on shared cores each costs the preempted Python process
+    cold caches, the ninth round's explanation of a turn's dearer CPU with two workers."""
+    return _status_total(pid, "nonvoluntary_ctxt_switches:")
 
 
 # Below this share of the workers' CPU, a worker of a 2-worker run served next to nothing.
@@ -245,6 +258,7 @@ class CpuWindow:
         self.server_pid = server_pid
         self.started = time.monotonic()
         self.server = cpu_seconds(server_pid)
+        self.preempted = preemptions(server_pid)
         self.services = service_cpu()
         self.load = _own_and_children_cpu()
         self.busy = machine_busy_seconds()
@@ -264,6 +278,8 @@ class CpuWindow:
         per_request = {k: round(v * 1000 / max(requests, 1), 3) for k, v in spent.items()}
         per_request["total"] = round(busy * 1000 / max(requests, 1), 3)
         per_request["busy_cores"] = round(busy / max(elapsed, 1e-9), 2)
+        preempted = preemptions(self.server_pid) - self.preempted
+        per_request["server_preemptions"] = round(preempted / max(requests, 1), 2)
         return per_request
 
     def worker_shares(self) -> list[float]:
@@ -305,8 +321,11 @@ def _own_and_children_cpu() -> float:
 
 
 def service_counters() -> dict[str, int]:
-    """PostgreSQL transactions in the bench database (each statement of the server is one)
-    and commands Redis processed (a script's inner commands included), so far.
+    """PostgreSQL transactions in the bench database (each statement of the server is one),
+    commands Redis processed (a script's inner commands included), the reads it made from its
+    clients' sockets (about one per round trip: a pipeline's commands arrive in one), and the
+    turns that waited in a conversation lock's line, so far. Redis's figures are the whole
+    server's: they are the bench's only while nothing else uses that Redis.
 
     A PostgreSQL backend publishes its counts at most once a second while busy, so a
     window's count is that of the window shifted by up to a second: fair for a steady load.
@@ -327,15 +346,27 @@ def service_counters() -> dict[str, int]:
         return int(value or 0)
 
     with socket.create_connection(REDIS, timeout=2) as sock:
-        sock.sendall(b"INFO stats\r\n")
+        sock.sendall(b"INFO stats commandstats\r\n")
         reply = b""
-        while b"total_commands_processed:" not in reply or not reply.endswith(b"\r\n"):
+        while b"\r\n" not in reply or len(reply) < reply.index(b"\r\n") + 2 + int(
+            reply[1 : reply.index(b"\r\n")]
+        ):
             chunk = sock.recv(65536)
             if not chunk:
                 break
             reply += chunk
-    commands = int(reply.split(b"total_commands_processed:")[1].split(b"\r\n")[0])
-    return {"pg_statements": asyncio.run(transactions()), "redis_commands": commands}
+
+    def stat(name: bytes) -> int:
+        return int(reply.split(name + b":")[1].split(b"\r\n")[0])
+
+    # RPUSH is only the lock's line: a turn that found its conversation's lease taken.
+    rpush = reply.split(b"cmdstat_rpush:calls=")
+    return {
+        "pg_statements": asyncio.run(transactions()),
+        "redis_commands": stat(b"total_commands_processed"),
+        "redis_reads": stat(b"total_reads_processed"),
+        "lock_waits": int(rpush[1].split(b",")[0]) if len(rpush) > 1 else 0,
+    }
 
 
 def free_port() -> int:
@@ -475,7 +506,10 @@ def serve(
             process.wait()
 
 
-def wait_ready(server: Server, workers: int, timeout: float = 60.0) -> None:
+def wait_ready(server: Server, workers: int, timeout: float = 180.0) -> None:
+    """Until the server answers (and every worker has loaded); a server that exits is
+    reported at once. Two workers loading the model on cores other jobs keep busy took over a
+    minute (twenty-fourth round, load average 18)."""
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -720,9 +754,14 @@ def _fmt_split(point: dict[str, Any]) -> str:
         f"redis {split['redis']:.3f} load {split['load_generator']:.3f} "
         f"other {split['other']:.3f} = {split['total']:.3f}; {split['busy_cores']:.2f} cores"
     )
+    if "server_preemptions" in split:
+        text += f"; server preempted {split['server_preemptions']:.2f}x"
     counts = point.get("per_request")
     if counts:
-        text += f"; {counts['pg_statements']} pg stmts, {counts['redis_commands']} redis cmds"
+        text += (
+            f"; {counts['pg_statements']} pg stmts, {counts['redis_commands']} redis cmds "
+            f"in {counts.get('redis_reads', 0)} reads, {counts.get('lock_waits', 0)} lock waits"
+        )
     shares = point.get("worker_cpu_shares")
     if shares:
         text += "; workers' CPU " + " / ".join(f"{share:.2f}" for share in shares)
@@ -1111,7 +1150,8 @@ def print_table(report: dict[str, Any]) -> None:
             if counts:
                 print(
                     f"    {key} (median run): {counts['pg_statements']} PostgreSQL "
-                    f"statements and {counts['redis_commands']} Redis commands per turn"
+                    f"statements and {counts['redis_commands']} Redis commands in "
+                    f"{counts.get('redis_reads', 0)} socket reads per turn"
                 )
     print()
     for check, ok in report["summary"]["checks"].items():

@@ -118,3 +118,34 @@ def test_the_turn_profile_runs_the_workers_stores_in_process(tmp_path: Path) -> 
         return [row[0] for row in rows]
 
     assert result["pg_database"] not in asyncio.run(databases())
+
+
+def test_the_workers_counts_tell_the_turns_that_waited_for_a_conversation_lock() -> None:
+    """The workers run's Redis counts: round trips (socket reads) and the turns that found
+    their conversation's lease taken and waited in its line (none, in the benchmark)."""
+    from bench import http_turns
+    from server.trackers.redis_lock import RedisLockStore
+    from tests.trackers.persistence_fixtures import REDIS, require_service
+
+    require_service("Redis", REDIS)
+
+    async def two_turns_of_one_conversation() -> None:
+        store = RedisLockStore({"url": REDIS[0], "port": REDIS[1], "key_prefix": "benchwaits"})
+
+        async def second_turn() -> None:
+            async with store.lock("one"):
+                pass
+
+        try:
+            async with store.lock("one"):
+                second = asyncio.ensure_future(second_turn())
+                await asyncio.sleep(0.05)  # it finds the lease taken, and queues
+            await second
+        finally:
+            await store.close()
+
+    before = http_turns.service_counters()
+    asyncio.run(two_turns_of_one_conversation())
+    after = http_turns.service_counters()
+    assert after["lock_waits"] - before["lock_waits"] >= 1
+    assert after["redis_reads"] - before["redis_reads"] >= 3  # acquire, acquire, release...
