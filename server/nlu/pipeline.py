@@ -13,6 +13,7 @@ from server.nlu.message import Message
 from server.nlu.regex_message import parse_regex_message
 from server.nlu.registry import COMPONENTS, Plan, Step, plan_pipeline
 from server.nlu.response_selector import DEFAULT_SELECTOR
+from server.nlu.state_files import read_json
 from server.nlu.training_data import NLUTrainingData
 from server.training.unknown_options import ReadKeys
 
@@ -185,10 +186,7 @@ class NLUPipeline:
     @classmethod
     def load(cls, directory: Path) -> NLUPipeline:
         directory = Path(directory)
-        try:
-            manifest = json.loads((directory / MANIFEST).read_text("utf-8"))
-        except (OSError, ValueError) as e:
-            raise ModelError(f"cannot read the NLU pipeline manifest: {e}") from e
+        manifest = read_json(directory, MANIFEST)
         if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
             raise ModelError("unsupported NLU pipeline format")
         language = manifest.get("language")
