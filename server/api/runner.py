@@ -294,13 +294,24 @@ def _check_workers(workers: int, endpoints: dict[str, Any], source: str = "endpo
         )
 
 
+# The credentials file Rasa reads without --credentials.
+DEFAULT_CREDENTIALS = "credentials.yml"
+
+
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
     """Read and check the files the flags name; raises BotServerError with file and line."""
     endpoints = read_endpoints(args.endpoints)
     credentials_path = args.credentials
-    credentials = read_credentials(credentials_path) if credentials_path else None
     if credentials_path and not Path(credentials_path).exists():
-        raise InvalidConfig(f"--credentials {credentials_path}: no such file")
+        if Path(credentials_path) != Path(DEFAULT_CREDENTIALS):
+            raise InvalidConfig(f"--credentials {credentials_path}: no such file")
+        # Rasa's own default name, as its guides spell out the command: Rasa serves the
+        # REST channel alone then, and so do we (a project without channels has no file).
+        logger.warning(
+            "--credentials %s: no such file; serving the REST channel only", credentials_path
+        )
+        credentials_path = None
+    credentials = read_credentials(credentials_path) if credentials_path else None
     if args.verify_key and not Path(args.verify_key).is_file():
         raise InvalidConfig(f"--verify-key {args.verify_key}: no such file")
     if args.response_timeout is not None and args.response_timeout < 0:

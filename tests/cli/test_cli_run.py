@@ -314,3 +314,28 @@ def test_secrets_can_come_from_the_environment_and_stay_out_of_ps(
     flag = "--auth-token" if field == "token" else "--jwt-secret"
     given = build_parser().parse_args(["run", "-m", str(moodbot_model), flag, "from-flag-x"])
     assert getattr(spec_from_args(given), field) == "from-flag-x"  # the flag wins
+
+
+def test_rasas_run_command_works_in_a_project_without_credentials_yml(
+    moodbot_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Rasa's concertbot has no credentials.yml, and the command Rasa's guides (and ours)
+    # give names it: Rasa serves the REST channel; before, botserver refused to start.
+    from cli import build_parser
+    from server.api.runner import spec_from_args
+    from server.errors import InvalidConfig
+
+    monkeypatch.chdir(tmp_path)
+    command = ["run", "-m", str(moodbot_model), "--enable-api", "--credentials"]
+    with caplog.at_level("WARNING"):
+        spec = spec_from_args(build_parser().parse_args([*command, "credentials.yml"]))
+    assert spec.credentials is None  # the REST channel alone
+    assert "--credentials credentials.yml: no such file; serving the REST channel only" in (
+        caplog.text
+    )
+    # Another name is meant: a typo there still stops the start.
+    with pytest.raises(InvalidConfig, match="--credentials prod-credentials.yml: no such file"):
+        spec_from_args(build_parser().parse_args([*command, "prod-credentials.yml"]))
