@@ -339,3 +339,33 @@ def test_rasas_run_command_works_in_a_project_without_credentials_yml(
     # Another name is meant: a typo there still stops the start.
     with pytest.raises(InvalidConfig, match="--credentials prod-credentials.yml: no such file"):
         spec_from_args(build_parser().parse_args([*command, "prod-credentials.yml"]))
+
+
+def test_a_credentials_yml_left_unread_is_said_at_start(
+    moodbot_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # `rasa run` reads ./credentials.yml without --credentials; botserver does not (a sample
+    # file may hold channels that cannot start), and now says so instead of silently
+    # serving REST alone while a socket.io web chat cannot connect.
+    from cli import build_parser
+    from server.api.runner import spec_from_args
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "credentials.yml").write_text("rest:\nsocketio:\n")
+    with caplog.at_level("WARNING"):
+        spec = spec_from_args(build_parser().parse_args(["run", "-m", str(moodbot_model)]))
+    assert spec.credentials is None
+    assert (
+        "credentials.yml is here but not read: only the REST channel is on, not socketio. "
+        "To serve its channels, add --credentials credentials.yml (Rasa reads it without "
+        "the flag)"
+    ) in caplog.text
+    # `botserver init`'s file names the REST channel alone: nothing to say.
+    (tmp_path / "credentials.yml").write_text("rest:\n")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        spec_from_args(build_parser().parse_args(["run", "-m", str(moodbot_model)]))
+    assert "credentials.yml" not in caplog.text
