@@ -298,8 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="model archive, or a directory whose newest archive is used",
     )
     p.add_argument("--enable-api", action="store_true", help="serve Rasa's HTTP API")
-    p.add_argument("-p", "--port", type=_int_at_least(1, 65535), default=5005)
-    p.add_argument("-i", "--interface", default="0.0.0.0")
+    p.add_argument(
+        "-p", "--port", type=_int_at_least(1, 65535), default=5005, help="port to listen on"
+    )
+    p.add_argument("-i", "--interface", default="0.0.0.0", help="address to listen on")
     p.add_argument("--cors", nargs="*", default=None, help="allowed origin(s), or '*'")
     p.add_argument(
         "--auth-token", help="require ?token=<this> on API routes (env BOTSERVER_AUTH_TOKEN)"
@@ -333,10 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="largest request body accepted, in bytes (0: no limit)",
     )
-    p.add_argument("--ssl-certificate")
-    p.add_argument("--ssl-keyfile")
-    p.add_argument("--ssl-ca-file")
-    p.add_argument("--ssl-password")
+    p.add_argument("--ssl-certificate", help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
+    p.add_argument("--ssl-ca-file", help="CA bundle client certificates are checked against")
+    p.add_argument("--ssl-password", help="password of the encrypted --ssl-keyfile")
     p.add_argument("--workers", type=int, default=1, help="server processes on one port")
     p.add_argument("--verify-key", help="Ed25519 public key: refuse unsigned models")
     p.add_argument(

@@ -75,6 +75,10 @@ from server.training.yaml_io import load_plain_yaml
 logger = logging.getLogger(__name__)
 
 HELP_TRAINING_DATA = "https://rasa.com/docs/rasa/training-data-format"
+# Keys of a training document that give a model something to learn (a domain or data).
+_TRAINABLE_KEYS = frozenset(
+    {"intents", "entities", "slots", "responses", "actions", "forms", "nlu", "stories", "rules"}
+)
 REMOTE_STORAGES = ("aws", "gcs", "azure")
 
 _CONFIG_KEYS = (
@@ -631,6 +635,17 @@ def model_router() -> APIRouter:
             )
         if _is_of_yaml_strings(document):
             document = await asyncio.to_thread(_merge_yaml_strings, document)
+        if not document.keys() & _TRAINABLE_KEYS:
+            # `{}` (or config alone) trained an empty model and answered 200 with it; Rasa
+            # finds no training data and answers 500.
+            raise ApiError(
+                400,
+                "BadRequest",
+                "No training data given in the request body: it needs a domain (intents, "
+                "responses...) and training data (nlu, stories, rules), as one YAML document.",
+                {"in": "body"},
+                HELP_TRAINING_DATA,
+            )
         callback = _callback_url(callback_url)
         in_default_dir = bool_arg(
             "save_to_default_model_directory", save_to_default_model_directory, default=True

@@ -39,7 +39,7 @@ from server.api.tls import ssl_options
 from server.auth import AuthConfig, install_log_redaction
 from server.auth.config import jwt_audience
 from server.config import read_credentials, read_endpoints
-from server.errors import InvalidConfig
+from server.errors import BotServerError, InvalidConfig
 from server.logs import announce, configure_logging
 from server.models.remote_storage import STORAGES
 from server.outages import flush_repeats
@@ -294,13 +294,46 @@ def _check_workers(workers: int, endpoints: dict[str, Any], source: str = "endpo
         )
 
 
+# The credentials file Rasa reads without --credentials.
+DEFAULT_CREDENTIALS = "credentials.yml"
+
+
+def _say_unread_credentials() -> None:
+    """Warns of channels a ./credentials.yml names that the server will not serve: Rasa reads
+    the file without --credentials, we do not (a sample file, as Rasa's moodbot's, may hold
+    channels that cannot start), and a socket.io web chat must not fail without a word."""
+    if not Path(DEFAULT_CREDENTIALS).is_file():
+        return
+    try:
+        unread = [name for name in read_credentials(DEFAULT_CREDENTIALS) if name != "rest"]
+    except BotServerError:
+        unread = ["(unreadable)"]
+    if unread:
+        logger.warning(
+            "%s is here but not read: only the REST channel is on, not %s. To serve its "
+            "channels, add --credentials %s (Rasa reads it without the flag)",
+            DEFAULT_CREDENTIALS,
+            ", ".join(unread),
+            DEFAULT_CREDENTIALS,
+        )
+
+
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
     """Read and check the files the flags name; raises BotServerError with file and line."""
     endpoints = read_endpoints(args.endpoints)
     credentials_path = args.credentials
-    credentials = read_credentials(credentials_path) if credentials_path else None
+    if credentials_path is None and not args.connector:
+        _say_unread_credentials()
     if credentials_path and not Path(credentials_path).exists():
-        raise InvalidConfig(f"--credentials {credentials_path}: no such file")
+        if Path(credentials_path) != Path(DEFAULT_CREDENTIALS):
+            raise InvalidConfig(f"--credentials {credentials_path}: no such file")
+        # Rasa's own default name, as its guides spell out the command: Rasa serves the
+        # REST channel alone then, and so do we (a project without channels has no file).
+        logger.warning(
+            "--credentials %s: no such file; serving the REST channel only", credentials_path
+        )
+        credentials_path = None
+    credentials = read_credentials(credentials_path) if credentials_path else None
     if args.verify_key and not Path(args.verify_key).is_file():
         raise InvalidConfig(f"--verify-key {args.verify_key}: no such file")
     if args.response_timeout is not None and args.response_timeout < 0:

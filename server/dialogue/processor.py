@@ -75,6 +75,10 @@ from server.trackers.tracker import Tracker
 
 logger = logging.getLogger(__name__)
 
+# Conversations remembered as told about an active loop the domain lacks (a bound: anyone
+# may post such an event).
+_UNKNOWN_LOOPS_TOLD = 10_000
+
 # Clients that gave up while their messages waited: while a store is silent, every client of
 # a busy server times out; one line and a count, not one line per message.
 CLIENTS_GONE = RepeatsCounted(logger, 60.0, level=logging.INFO)
@@ -238,6 +242,8 @@ class Processor:
         # `action_for`'s actions by name, for one domain.
         self._actions: dict[str, Action] = {}
         self._actions_domain: Domain | None = None
+        # (conversation, loop) pairs already warned about an active loop the domain lacks.
+        self._unknown_loops_told: Memo[tuple[str, str], bool] = Memo(_UNKNOWN_LOOPS_TOLD)
 
     # -- parsing ----------------------------------------------------------------------------
     @staticmethod
@@ -502,13 +508,17 @@ class Processor:
         # `active_loop_name` without the calls while no loop is active (most turns).
         loop = tracker.active_loop.get("name") if tracker.active_loop else None
         if loop is not None and model.domain.known_loop(loop) is None:
-            # The policies read it as no loop (`Domain.known_loop`); the event stays.
-            logger.warning(
-                "conversation %s: the active loop '%s' is not a form of the domain; "
-                "predicting as if no loop were active",
-                tracker.sender_id,
-                loop,
-            )
+            # The policies read it as no loop (`Domain.known_loop`); the event stays. Said
+            # once per conversation: it holds for every turn until the loop ends.
+            told = (tracker.sender_id, loop)
+            if self._unknown_loops_told.get(told) is None:
+                self._unknown_loops_told.put(told, True)
+                logger.warning(
+                    "conversation %s: the active loop '%s' is not a form of the domain; "
+                    "predicting as if no loop were active (said once per conversation)",
+                    tracker.sender_id,
+                    loop,
+                )
         for _ in range(self.max_predictions):
             if tracker.paused and not _asks_restart(tracker):
                 # As Rasa: a paused conversation (say, handed to a human) logs the user's

@@ -11,8 +11,9 @@ from typing import Any
 from server.errors import InvalidConfig, ModelError, about_config_item
 from server.nlu.message import Message
 from server.nlu.regex_message import parse_regex_message
-from server.nlu.registry import COMPONENTS, Step, plan_pipeline
+from server.nlu.registry import COMPONENTS, Plan, Step, plan_pipeline
 from server.nlu.response_selector import DEFAULT_SELECTOR
+from server.nlu.state_files import read_json
 from server.nlu.training_data import NLUTrainingData
 from server.training.unknown_options import ReadKeys
 
@@ -42,6 +43,20 @@ _PLANNER_OPTIONS = ("intent_classification", "entity_recognition")
 _BLOCKING_COMPONENTS = frozenset({"DucklingEntityExtractor", "DenseFeaturizer"})
 
 
+def _plan_for(data: NLUTrainingData | None, pipeline: list[dict]) -> Plan:
+    """The components to build for config.yml's `pipeline` and the warnings about it."""
+    plan = plan_pipeline(pipeline or DEFAULT_PIPELINE)
+    mapper = any(s.key == "EntitySynonymMapper" for s in plan.steps)
+    if data is not None and data.synonyms and not mapper:
+        # As Rasa warns: else the synonyms are read and silently never applied.
+        plan.warnings.append(
+            "You have defined synonyms in your training data, but your NLU configuration "
+            "does not include an 'EntitySynonymMapper'. To map synonyms, add an "
+            "'EntitySynonymMapper' to your configuration."
+        )
+    return plan
+
+
 class NLUPipeline:
     """A trained pipeline. `parse` is thread-safe and allocation-light."""
 
@@ -68,14 +83,7 @@ class NLUPipeline:
     def train(
         cls, data: NLUTrainingData, pipeline: list[dict], language: str = "en"
     ) -> NLUPipeline:
-        plan = plan_pipeline(pipeline or DEFAULT_PIPELINE)
-        if data.synonyms and not any(s.key == "EntitySynonymMapper" for s in plan.steps):
-            # As Rasa warns: else the synonyms are read and silently never applied.
-            plan.warnings.append(
-                "You have defined synonyms in your training data, but your NLU configuration "
-                "does not include an 'EntitySynonymMapper'. To map synonyms, add an "
-                "'EntitySynonymMapper' to your configuration."
-            )
+        plan = _plan_for(data, pipeline)
         for warning in plan.warnings:
             logger.warning(warning)
         options = [ReadKeys(s.config) for s in plan.steps]
@@ -94,10 +102,15 @@ class NLUPipeline:
         return cls(components, language, plan.warnings, entities)
 
     @staticmethod
-    def check(pipeline: list[dict], language: str = "en") -> None:
-        """The parameter checks of `train` without training: InvalidConfig if refused."""
-        for step in plan_pipeline(pipeline or DEFAULT_PIPELINE).steps:
+    def check(
+        pipeline: list[dict], language: str = "en", data: NLUTrainingData | None = None
+    ) -> list[str]:
+        """The parameter checks of `train` without training: InvalidConfig if refused, else
+        the warnings `train` gives before it trains (components run as our equivalents...)."""
+        plan = _plan_for(data, pipeline)
+        for step in plan.steps:
             _build_step(step, ReadKeys(step.config), language)
+        return plan.warnings
 
     @property
     def intents(self) -> list[str]:
@@ -173,10 +186,7 @@ class NLUPipeline:
     @classmethod
     def load(cls, directory: Path) -> NLUPipeline:
         directory = Path(directory)
-        try:
-            manifest = json.loads((directory / MANIFEST).read_text("utf-8"))
-        except (OSError, ValueError) as e:
-            raise ModelError(f"cannot read the NLU pipeline manifest: {e}") from e
+        manifest = read_json(directory, MANIFEST)
         if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
             raise ModelError("unsupported NLU pipeline format")
         language = manifest.get("language")

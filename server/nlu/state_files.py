@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,41 @@ def write_json(directory: Path, name: str, value: Any) -> None:
 
 
 def read_json(directory: Path, name: str) -> Any:
+    """A JSON state file, refused (ModelError naming it) unless it is strict JSON: NaN,
+    Infinity and numbers beyond a double (`1e400`) are not, and training never writes them."""
     try:
-        return json.loads(_path(directory, name).read_text(encoding="utf-8"))
+        text = _path(directory, name).read_text(encoding="utf-8")
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot read component state {name}: {e}") from e
+    return loads_state(text, f"component state {name}")
+
+
+def loads_state(text: str, what: str) -> Any:
+    """`text` of the state file `what` names (`component state x.json`), read strictly as
+    `read_json` reads it."""
+    try:
+        return json.loads(text, parse_constant=_not_json, parse_float=_finite)
+    except _NotFinite as e:
+        # Loaded, every answer computed from it held NaN, which JSON cannot carry (a 500 on
+        # every parse or prediction), or a threshold compared false against everything.
+        raise ModelError(f"{what} holds {e}, which is not JSON") from e
+    except (ValueError, RecursionError) as e:
+        raise ModelError(f"cannot read {what}: {e}") from e
+
+
+class _NotFinite(ValueError):
+    """A number JSON cannot hold."""
+
+
+def _not_json(constant: str) -> Any:
+    raise _NotFinite(constant)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(f"{text} (beyond a double)")
+    return value
 
 
 def expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:

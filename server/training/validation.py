@@ -50,6 +50,9 @@ class ValidationReport:
     warnings: list[str] = field(default_factory=list)
     # Warnings that fail the validation all the same, as Rasa's validator has them.
     failing_warnings: list[str] = field(default_factory=list)
+    # What `train` says of config.yml (a component run as our equivalent, an option ignored):
+    # shown, but never failing --fail-on-warnings, as Rasa's config warnings never fail it.
+    config_warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -77,20 +80,34 @@ def validate_project(
         return report
     report.warnings.extend(project.warnings)
     try:
-        check_config(project.config, with_nlu=bool(project.nlu.examples))
+        report.config_warnings += check_config(
+            project.config, with_nlu=bool(project.nlu.examples), project=project
+        )
     except BotServerError as exc:
         report.errors.append(str(exc))
     check_project(project, report, max_history)
     return report
 
 
-def check_config(config: ProjectConfig, with_nlu: bool = True) -> None:
+def check_config(
+    config: ProjectConfig, with_nlu: bool = True, project: Project | None = None
+) -> list[str]:
     """The checks `train` makes of config.yml's pipeline (`with_nlu`) and policies, without
-    training: InvalidProjectFile naming config.yml and the item's line if one is refused."""
+    training: InvalidProjectFile naming config.yml and the item's line if one is refused,
+    else the warnings `train` gives about them (with `project`'s data, its synonyms)."""
+    warnings = []
+    if not config.assistant_id:
+        warnings.append(
+            f"{config.filename or 'config.yml'}: the 'assistant_id' key is missing; each "
+            "training gives the model a new random assistant_id. Add a unique "
+            "'assistant_id' to config.yml to identify this assistant's events."
+        )
     with naming_config_items(config):
         if with_nlu:
-            NLUPipeline.check(config.pipeline, config.language)
-        PolicyEnsemble.from_config(config.policies)
+            data = project.nlu if project is not None else None
+            warnings += NLUPipeline.check(config.pipeline, config.language, data)
+        warnings += PolicyEnsemble.from_config(config.policies).warnings
+    return warnings
 
 
 def _conflicts(project: Project, max_history: int | None) -> list[str]:
@@ -324,16 +341,19 @@ def run_validate(
         getattr(args, "max_history", None),
         stories_only,
     )
-    for warning in report.warnings:
+    for warning in [*report.config_warnings, *report.warnings]:
         print(f"warning: {warning}", file=out)
     for error in report.errors:
         print(f"error: {error}", file=out)
     fail_on_warnings = bool(getattr(args, "fail_on_warnings", False))
+    count = len(report.config_warnings) + len(report.warnings)
     if report.errors or report.failing_warnings or (fail_on_warnings and report.warnings):
-        print(
-            f"Validation failed: {len(report.errors)} error(s), {len(report.warnings)} warning(s).",
-            file=out,
-        )
+        print(f"Validation failed: {len(report.errors)} error(s), {count} warning(s).", file=out)
         return 1
-    print(f"The project is valid ({len(report.warnings)} warning(s)).", file=out)
+    settled = (
+        f"; --fail-on-warnings does not fail on the {len(report.config_warnings)} about config.yml"
+        if fail_on_warnings and report.config_warnings
+        else ""
+    )
+    print(f"The project is valid ({count} warning(s){settled}).", file=out)
     return 0

@@ -171,6 +171,17 @@ async def test_train_yaml_returns_the_archive(
     assert status["num_active_training_jobs"] == 0
 
 
+@pytest.mark.parametrize("body", [{}, {"version": "3.1", "pipeline": [], "policies": []}])
+async def test_train_without_training_data_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, body: dict[str, Any]
+) -> None:
+    # Before: a 200 with an archive of an empty model (Rasa: a 500, "finished without a
+    # trained model").
+    response = await client.post("/model/train", json=body)
+    error = check(rasa_spec, response, "/model/train", "post", 400)
+    assert error["message"].startswith("No training data given in the request body")
+
+
 async def test_train_on_a_server_that_verifies_signatures(
     make_client: Any, moodbot_model: Path, tmp_path: Path
 ) -> None:

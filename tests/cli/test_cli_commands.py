@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -551,3 +552,17 @@ def test_prune_requires_an_age(run_cli) -> None:
     result = run_cli("prune")
     assert result.code == 2
     assert "--older-than-days" in result.err
+
+
+def test_run_help_says_what_every_flag_does(run_cli) -> None:
+    # Before, `-p`, `-i` and the `--ssl-*` flags had no line: the port's default (5005) and
+    # the address (0.0.0.0) could not be read from `botserver run --help`, as in Rasa's.
+    from cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    run = commands.choices["run"]
+    silent = [a.option_strings[-1] for a in run._actions if a.option_strings and a.help is None]
+    assert silent == []
+    result = run_cli("run", "--help")
+    assert "port to listen on (default: 5005)" in result.out
+    assert "address to listen on (default: 0.0.0.0)" in " ".join(result.out.split())

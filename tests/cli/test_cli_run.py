@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -314,3 +315,60 @@ def test_secrets_can_come_from_the_environment_and_stay_out_of_ps(
     flag = "--auth-token" if field == "token" else "--jwt-secret"
     given = build_parser().parse_args(["run", "-m", str(moodbot_model), flag, "from-flag-x"])
     assert getattr(spec_from_args(given), field) == "from-flag-x"  # the flag wins
+
+
+@pytest.fixture
+def project_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty project directory, the working directory of the test."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _run_spec(args: list[str]) -> Any:
+    """The RunSpec `botserver run <args>` starts from, in the current directory."""
+    from cli import build_parser
+    from server.api.runner import spec_from_args
+
+    return spec_from_args(build_parser().parse_args(["run", *args]))
+
+
+def test_rasas_run_command_works_in_a_project_without_credentials_yml(
+    moodbot_model: Path, project_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Rasa's concertbot has no credentials.yml, and the command Rasa's guides (and ours)
+    # give names it: Rasa serves the REST channel; before, botserver refused to start.
+    from server.errors import InvalidConfig
+
+    command = ["-m", str(moodbot_model), "--enable-api", "--credentials"]
+    with caplog.at_level("WARNING"):
+        spec = _run_spec([*command, "credentials.yml"])
+    assert spec.credentials is None  # the REST channel alone
+    assert "--credentials credentials.yml: no such file; serving the REST channel only" in (
+        caplog.text
+    )
+    # Another name is meant: a typo there still stops the start.
+    with pytest.raises(InvalidConfig, match="--credentials prod-credentials.yml: no such file"):
+        _run_spec([*command, "prod-credentials.yml"])
+
+
+def test_a_credentials_yml_left_unread_is_said_at_start(
+    moodbot_model: Path, project_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `rasa run` reads ./credentials.yml without --credentials; botserver does not (a sample
+    # file may hold channels that cannot start), and now says so instead of silently
+    # serving REST alone while a socket.io web chat cannot connect.
+    (project_dir / "credentials.yml").write_text("rest:\nsocketio:\n")
+    with caplog.at_level("WARNING"):
+        spec = _run_spec(["-m", str(moodbot_model)])
+    assert spec.credentials is None
+    assert (
+        "credentials.yml is here but not read: only the REST channel is on, not socketio. "
+        "To serve its channels, add --credentials credentials.yml (Rasa reads it without "
+        "the flag)"
+    ) in caplog.text
+    # `botserver init`'s file names the REST channel alone: nothing to say.
+    (project_dir / "credentials.yml").write_text("rest:\n")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _run_spec(["-m", str(moodbot_model)])
+    assert "credentials.yml" not in caplog.text

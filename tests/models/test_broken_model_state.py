@@ -149,6 +149,32 @@ CASES = [
         npy_first_value(np.nan),
         "coef.npy holds NaN or inf",
     ),
+    # Loaded before (Python's JSON reads NaN and Infinity): every parse answered NaN
+    # confidences (a 500), or a threshold compared false with every confidence.
+    (
+        "moodbot",
+        "nlu/pipeline.json",
+        setting(("components", 3, "state", "temperature"), float("nan")),
+        "component state pipeline.json holds NaN, which is not JSON",
+    ),
+    (
+        "moodbot",
+        "policies/2_RulePolicy/policy.json",
+        setting(("options", "core_fallback_threshold"), float("inf")),
+        "component state policy.json holds Infinity, which is not JSON",
+    ),
+    (
+        "moodbot",
+        "nlu/c1_vocabulary.json",
+        lambda _: b'["a", -Infinity]',
+        "component state c1_vocabulary.json holds -Infinity, which is not JSON",
+    ),
+    (
+        "moodbot",
+        "policies/ensemble.json",
+        lambda _: b'{"policies": [], "warnings": [], "x": 1e400}',
+        r"the policies' ensemble.json holds 1e400 \(beyond a double\), which is not JSON",
+    ),
     # Loaded before, then the first turn that uttered it failed.
     (
         "formbot",

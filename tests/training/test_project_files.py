@@ -137,6 +137,27 @@ def test_validate_command_exit_codes(tmp_path: Path) -> None:
     assert f"{broken / 'stories.yml'}:5: action 'utter_nope'" in out.getvalue()
 
 
+def test_validate_shows_trains_config_warnings_without_failing_on_them() -> None:
+    # moodbot's stock Rasa config (spaCy, DIET, TED, no assistant_id): `train` says how it
+    # runs here; `data validate` says the same, and a CI running it with
+    # --fail-on-warnings still passes, as with Rasa.
+    bot = BOTS / "moodbot"
+    out = io.StringIO()
+    args = argparse.Namespace(
+        domain=str(bot / "domain.yml"),
+        data=[str(bot / "data")],
+        config=str(bot / "config.yml"),
+        fail_on_warnings=True,
+    )
+    assert run_validate(args, out) == 0
+    printed = out.getvalue()
+    assert "warning: Some pipeline components run as botserver equivalents: " in printed
+    assert "DIETClassifier -> IntentClassifier" in printed
+    assert "warning: Policies trained as botserver equivalents: TEDPolicy -> MLPolicy" in printed
+    assert "the 'assistant_id' key is missing" in printed
+    assert "--fail-on-warnings does not fail on the 3 about config.yml" in printed
+
+
 @pytest.mark.parametrize("rel", _reference_yaml_files())
 def test_reference_file_loads_or_fails_with_file_and_line(rel: str) -> None:
     path = TESTDATA / rel

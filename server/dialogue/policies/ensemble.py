@@ -28,6 +28,7 @@ from server.dialogue.policies.prediction import PolicyPrediction, prediction_fro
 from server.dialogue.policies.rule import RulePolicy
 from server.dialogue.story_steps import TrainingStory
 from server.errors import BotServerError, InvalidConfig, ModelError, about_config_item
+from server.nlu.state_files import loads_state
 from server.trackers.events import ActionExecuted, ActionExecutionRejected, Event
 from server.trackers.tracker import Tracker
 from server.training.unknown_options import unknown_option_warning
@@ -195,9 +196,10 @@ class PolicyEnsemble:
         """The policies an archive stores; state they cannot use is a ModelError naming the
         policy, never another exception (a broken or hostile archive)."""
         try:
-            data = json.loads((directory / ENSEMBLE_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError) as e:  # missing, not UTF-8, not JSON
+            text = (directory / ENSEMBLE_FILE).read_text(encoding="utf-8")
+        except (OSError, ValueError) as e:  # missing, not UTF-8
             raise ModelError(f"cannot read the policies' {ENSEMBLE_FILE}: {e}") from e
+        data = loads_state(text, f"the policies' {ENSEMBLE_FILE}")
         entries = data.get("policies", []) if isinstance(data, dict) else None
         warnings = data.get("warnings", []) if isinstance(data, dict) else None
         if not isinstance(entries, list) or not isinstance(warnings, list):

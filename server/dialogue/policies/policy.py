@@ -11,6 +11,7 @@ from server.dialogue.policies.featurization import ConversationStates
 from server.dialogue.policies.prediction import PolicyPrediction
 from server.dialogue.story_steps import TrainingStory
 from server.nlu.params import number
+from server.nlu.state_files import read_json
 
 STATE_FILE = "policy.json"
 
@@ -95,7 +96,7 @@ class Policy:
 
     @classmethod
     def load(cls, directory: Path, name: str, priority: int, domain: Domain) -> Policy:
-        data = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+        data = read_json(directory, STATE_FILE)
         policy = cls(name, priority, **data["options"])
         policy.restore(data["learned"], directory, domain)
         return policy
