@@ -126,6 +126,13 @@ SPARSE_NEIGHBOURS_WORDS_PIPELINE = [
     {**step, **NEIGHBOURS_WORDS} if step["name"] == "DIETClassifier" else step for step in PIPELINE
 ]
 
+# Skip-grams (pairs of words 2-4 apart) as one more block for the intent classifier (twelfth
+# round, SNIPS): the frame around a title ("i want to see ... in", "put ... on"); the gaps
+# and weight chosen on 5-fold CV of the SNIPS training split.
+SKIP_GRAMS = {"name": "SkipGramFeaturizer", "min_gap": 2, "max_gap": 4}
+STATIC_SKIP_GRAMS_PIPELINE = STATIC_PIPELINE[:5] + [SKIP_GRAMS] + STATIC_PIPELINE[5:]
+SPARSE_SKIP_GRAMS_PIPELINE = PIPELINE[:4] + [SKIP_GRAMS] + PIPELINE[4:]
+
 PIPELINES = {
     "sparse": PIPELINE,
     "dense": DENSE_PIPELINE,
@@ -139,6 +146,8 @@ PIPELINES = {
     "static_neighbours": STATIC_NEIGHBOURS_PIPELINE,
     "static_neighbours_words": STATIC_NEIGHBOURS_WORDS_PIPELINE,
     "sparse_neighbours_words": SPARSE_NEIGHBOURS_WORDS_PIPELINE,
+    "static_skip_grams": STATIC_SKIP_GRAMS_PIPELINE,
+    "sparse_skip_grams": SPARSE_SKIP_GRAMS_PIPELINE,
 }
 
 
