@@ -5,7 +5,8 @@ intent accuracy, entity F1, training time and parse latency.
                         [--pipeline sparse|dense|static|static_no_context|
                                    static_sentences|entity_types|entity_types_3folds|
                                    dense_entity_types|sparse_neighbours|static_neighbours|
-                                   sparse_neighbours_words|static_neighbours_words]
+                                   sparse_neighbours_words|static_neighbours_words|
+                                   static_skip_grams|sparse_skip_grams]
                         [--split test|valid|cv] [--folds K] [--limit N]
                         [--out bench/results/nlu.json]
 
@@ -16,7 +17,8 @@ where one validation sentence is too coarse a step);
 StaticEmbeddingFeaturizer (both need `pip install '.[dense]'`), `--pipeline entity_types`
 the EntityTypeFeaturizer (jackknifed CRF entity types for the classifier),
 `--pipeline dense_entity_types` both the DenseFeaturizer and it, the `*_neighbours`
-pipelines the nearest-training-sentence blend (`*_words`: without the character n-grams);
+pipelines the nearest-training-sentence blend (`*_words`: without the character n-grams),
+the `*_skip_grams` pipelines the SkipGramFeaturizer (pairs of words 2-4 apart);
 `--limit N`
 keeps an evenly spread subset of at most N examples per split (quick checks only).
 """
