@@ -18,6 +18,7 @@ from server.nlu.lexical_syntactic import LexicalSyntacticFeaturizer
 from server.nlu.regex_extractor import RegexEntityExtractor
 from server.nlu.regex_featurizer import RegexFeaturizer
 from server.nlu.response_selector import ResponseSelector
+from server.nlu.skip_grams import SkipGramFeaturizer
 from server.nlu.static_embeddings import StaticEmbeddingFeaturizer
 from server.nlu.synonyms import EntitySynonymMapper
 from server.nlu.tokenizer import WhitespaceTokenizer
@@ -32,6 +33,7 @@ COMPONENTS: dict[str, type] = {
     "DenseFeaturizer": DenseFeaturizer,
     "StaticEmbeddingFeaturizer": StaticEmbeddingFeaturizer,
     "EntityTypeFeaturizer": EntityTypeFeaturizer,
+    "SkipGramFeaturizer": SkipGramFeaturizer,
     "IntentClassifier": IntentClassifier,
     "CRFEntityExtractor": CRFEntityExtractor,
     "RegexEntityExtractor": RegexEntityExtractor,
@@ -49,6 +51,7 @@ FEATURIZERS = {
     "DenseFeaturizer",
     "StaticEmbeddingFeaturizer",
     "EntityTypeFeaturizer",
+    "SkipGramFeaturizer",
 }
 
 # Dense featurizers we cannot run map to sparse word and character n-grams; the transformer
