@@ -5,7 +5,8 @@ intent accuracy, entity F1, training time and parse latency.
                         [--pipeline sparse|dense|static|static_no_context|
                                    static_sentences|entity_types|entity_types_3folds|
                                    dense_entity_types|sparse_neighbours|static_neighbours|
-                                   sparse_neighbours_words|static_neighbours_words]
+                                   sparse_neighbours_words|static_neighbours_words|
+                                   static_neighbours_chars]
                         [--split test|valid|cv] [--folds K] [--limit N]
                         [--out bench/results/nlu.json]
 
@@ -16,7 +17,8 @@ where one validation sentence is too coarse a step);
 StaticEmbeddingFeaturizer (both need `pip install '.[dense]'`), `--pipeline entity_types`
 the EntityTypeFeaturizer (jackknifed CRF entity types for the classifier),
 `--pipeline dense_entity_types` both the DenseFeaturizer and it, the `*_neighbours`
-pipelines the nearest-training-sentence blend (`*_words`: without the character n-grams);
+pipelines the nearest-training-sentence blend (`*_words`: without the character n-grams,
+`*_chars`: with them as singular directions);
 `--limit N`
 keeps an evenly spread subset of at most N examples per split (quick checks only).
 """
@@ -126,6 +128,20 @@ SPARSE_NEIGHBOURS_WORDS_PIPELINE = [
     {**step, **NEIGHBOURS_WORDS} if step["name"] == "DIETClassifier" else step for step in PIPELINE
 ]
 
+# Every block again, the character n-grams kept as singular directions rather than postings
+# (twelfth round): the static block as 16 directions, the character n-grams as 64; λ and the
+# dimensions chosen on 4-fold CV of the training splits.
+NEIGHBOURS_CHARS = {
+    "neighbours": 1,
+    "neighbour_weight": 0.3,
+    "neighbour_dimensions": 16,
+    "neighbour_char_dimensions": 64,
+}
+STATIC_NEIGHBOURS_CHARS_PIPELINE = [
+    {**step, **NEIGHBOURS_CHARS} if step["name"] == "DIETClassifier" else step
+    for step in STATIC_PIPELINE
+]
+
 PIPELINES = {
     "sparse": PIPELINE,
     "dense": DENSE_PIPELINE,
@@ -139,6 +155,7 @@ PIPELINES = {
     "static_neighbours": STATIC_NEIGHBOURS_PIPELINE,
     "static_neighbours_words": STATIC_NEIGHBOURS_WORDS_PIPELINE,
     "sparse_neighbours_words": SPARSE_NEIGHBOURS_WORDS_PIPELINE,
+    "static_neighbours_chars": STATIC_NEIGHBOURS_CHARS_PIPELINE,
 }
 
 
