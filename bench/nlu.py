@@ -6,7 +6,8 @@ intent accuracy, entity F1, training time and parse latency.
                                    static_sentences|entity_types|entity_types_3folds|
                                    dense_entity_types|sparse_neighbours|static_neighbours|
                                    sparse_neighbours_words|static_neighbours_words|
-                                   static_skip_grams|sparse_skip_grams]
+                                   static_skip_grams|sparse_skip_grams|
+                                   static_neighbours_chars]
                         [--split test|valid|cv] [--folds K] [--limit N]
                         [--out bench/results/nlu.json]
 
@@ -17,8 +18,9 @@ where one validation sentence is too coarse a step);
 StaticEmbeddingFeaturizer (both need `pip install '.[dense]'`), `--pipeline entity_types`
 the EntityTypeFeaturizer (jackknifed CRF entity types for the classifier),
 `--pipeline dense_entity_types` both the DenseFeaturizer and it, the `*_neighbours`
-pipelines the nearest-training-sentence blend (`*_words`: without the character n-grams),
-the `*_skip_grams` pipelines the SkipGramFeaturizer (pairs of words 2-4 apart);
+pipelines the nearest-training-sentence blend (`*_words`: without the character n-grams,
+`*_chars`: with them as singular directions), the `*_skip_grams` pipelines the
+SkipGramFeaturizer (pairs of words 2-4 apart);
 `--limit N`
 keeps an evenly spread subset of at most N examples per split (quick checks only).
 """
@@ -135,6 +137,20 @@ SKIP_GRAMS = {"name": "SkipGramFeaturizer", "min_gap": 2, "max_gap": 4}
 STATIC_SKIP_GRAMS_PIPELINE = STATIC_PIPELINE[:5] + [SKIP_GRAMS] + STATIC_PIPELINE[5:]
 SPARSE_SKIP_GRAMS_PIPELINE = PIPELINE[:4] + [SKIP_GRAMS] + PIPELINE[4:]
 
+# Every block again, the character n-grams kept as singular directions rather than postings
+# (twelfth round): the static block as 16 directions, the character n-grams as 64; λ and the
+# dimensions chosen on 4-fold CV of the training splits.
+NEIGHBOURS_CHARS = {
+    "neighbours": 1,
+    "neighbour_weight": 0.3,
+    "neighbour_dimensions": 16,
+    "neighbour_char_dimensions": 64,
+}
+STATIC_NEIGHBOURS_CHARS_PIPELINE = [
+    {**step, **NEIGHBOURS_CHARS} if step["name"] == "DIETClassifier" else step
+    for step in STATIC_PIPELINE
+]
+
 PIPELINES = {
     "sparse": PIPELINE,
     "dense": DENSE_PIPELINE,
@@ -150,6 +166,7 @@ PIPELINES = {
     "sparse_neighbours_words": SPARSE_NEIGHBOURS_WORDS_PIPELINE,
     "static_skip_grams": STATIC_SKIP_GRAMS_PIPELINE,
     "sparse_skip_grams": SPARSE_SKIP_GRAMS_PIPELINE,
+    "static_neighbours_chars": STATIC_NEIGHBOURS_CHARS_PIPELINE,
 }
 
 

@@ -407,6 +407,70 @@ class Round:
             self.result[f"cv component {label}"] = count
             print(f"4-fold CV errors, word-only blend (component), {label:12s} {count:5d}")
 
+    def neighbours_compressed_cv(self) -> None:
+        """Twelfth round: the blend with the character n-gram block kept but compressed to
+        its d leading singular directions (the word n-grams exact, the static block as 16
+        directions), against the eleventh round's word-only blend and the every-block one,
+        at several λ and top k, 4-fold CV of the training split (folds as above)."""
+        from sklearn.model_selection import StratifiedKFold
+        from sklearn.utils.extmath import randomized_svd
+
+        raw = sp.csr_matrix(sp.load_npz(self.cache / f"{self.name}_xtr.npz"))
+        n_blocks = len(self.widths)
+        char, static = n_blocks - 2, n_blocks - 1
+        char_mask = block_columns(self.widths, [char])
+        static_mask = block_columns(self.widths, [static])
+        word_mask = ~(char_mask | static_mask)
+        weights = (0.1, 0.2, 0.3, 0.4, 0.5)
+        totals: collections.Counter[str] = collections.Counter()
+        folds = StratifiedKFold(4, shuffle=True, random_state=0)
+        for fold, (fit_rows, held_out) in enumerate(folds.split(raw, self.ytr)):
+            x_fit, x_out, scores, classes = self.fold_fit(raw, self.widths, fit_rows, held_out)
+            gold = self.ytr[held_out]
+            gold_fit = np.searchsorted(classes, self.ytr[fit_rows])
+            totals["svm"] += int((classes[scores.argmax(axis=1)] != gold).sum())
+            a, b = _unit_rows(x_fit), _unit_rows(x_out)
+            a_no, b_no = _unit_rows(x_fit[:, ~char_mask]), _unit_rows(x_out[:, ~char_mask])
+            nw = int(word_mask[~char_mask].sum())
+            exact_all = (b @ a.T).toarray()
+            word_part = (b[:, word_mask] @ a[:, word_mask].T).toarray()
+            char_a, char_b = a[:, char_mask], b[:, char_mask]
+            static_a, static_b = a[:, static_mask].toarray(), b[:, static_mask].toarray()
+            _, _, vt = np.linalg.svd(static_a, full_matrices=False)
+            v16 = vt[:16].T
+            static16 = (static_b @ v16) @ (static_a @ v16).T
+            # The eleventh round's option: no char n-grams, the static block as 16 directions.
+            wa, wb = a_no[:, :nw], b_no[:, :nw]
+            sa, sb = a_no[:, nw:].toarray(), b_no[:, nw:].toarray()
+            _, _, vt2 = np.linalg.svd(sa, full_matrices=False)
+            u = vt2[:16].T
+            words16 = (wb @ wa.T).toarray() + (sb @ u) @ (sa @ u).T
+            sims = {"all exact": exact_all, "words+static16": words16}
+            for d in (32, 64, 128):
+                _, _, char_vt = randomized_svd(char_a, d, random_state=0)
+                cv = char_vt.T
+                char_d = np.asarray(char_b @ cv) @ np.asarray(char_a @ cv).T
+                sims[f"char{d}+words+static16"] = word_part + char_d + static16
+            for label, similarity in sims.items():
+                for k in (1, 2):
+                    nearest = np.zeros((len(held_out), len(classes)))
+                    for c in range(len(classes)):
+                        own = similarity[:, gold_fit == c]
+                        nearest[:, c] = -np.partition(-own, k - 1, axis=1)[:, :k].mean(axis=1)
+                    for weight in weights:
+                        blend = _z(scores) + weight * _z(nearest)
+                        predicted = classes[blend.argmax(axis=1)]
+                        key = f"{label} top{k} λ {weight}"
+                        errors = int((predicted != gold).sum())
+                        totals[key] += errors
+                        totals[f"fold{fold} {key}"] += errors
+            totals[f"fold{fold} svm"] += int((classes[scores.argmax(axis=1)] != gold).sum())
+            print(f"fold {fold} done", flush=True)
+        for label, count in totals.items():
+            self.result[f"cv {label}"] = count
+            if not label.startswith("fold"):
+                print(f"4-fold CV errors: {label:44s} {count:5d}", flush=True)
+
 
 def _unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:
     norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1))).ravel()
@@ -472,6 +536,7 @@ STEPS = (
     "neighbours_cost",
     "neighbours_projection_cv",
     "neighbours_component_cv",
+    "neighbours_compressed_cv",
 )
 
 

@@ -55,6 +55,11 @@ class IntentClassifier:
         self.neighbour_dimensions = number(
             config, "neighbour_dimensions", 0, name, whole=True, minimum=0
         )
+        # Above 0 (with neighbour_char_ngrams true): the character n-gram blocks are kept
+        # as this many singular directions rather than as postings (twelfth NLU round).
+        self.neighbour_char_dimensions = number(
+            config, "neighbour_char_dimensions", 0, name, whole=True, minimum=0
+        )
         self.model_: LinearModel | None = None
         self.spread_: ClassSpread | None = None
         self.neighbours_: Neighbours | None = None
@@ -81,9 +86,13 @@ class IntentClassifier:
         if self.neighbour_weight > 0 and len(self.model_.classes) > 1:
             index = {name: i for i, name in enumerate(self.model_.classes)}
             classes = np.asarray([index[label] for label in labels], np.int64)
-            ranges = None
+            ranges = compressed = None
+            widths, char_blocks = widths_of(pairs[0][0]), pairs[0][0].char_blocks
             if not self.neighbour_char_ngrams:
-                ranges = _ranges_without(pairs[0][0].char_blocks, widths_of(pairs[0][0]))
+                ranges = _ranges_without(char_blocks, widths)
+            elif self.neighbour_char_dimensions and char_blocks:
+                others = [b for b in range(len(widths)) if b not in char_blocks]
+                compressed = _ranges_without(others, widths)
             self.neighbours_ = Neighbours.fit(
                 x,
                 classes,
@@ -92,6 +101,8 @@ class IntentClassifier:
                 self.neighbour_weight,
                 ranges,
                 self.neighbour_dimensions or None,
+                compressed,
+                self.neighbour_char_dimensions,
             )
 
     def process(self, message: Message) -> None:
@@ -147,6 +158,7 @@ class IntentClassifier:
                     state.get("neighbour_weight"),
                     state.get("neighbour_ranges", False),
                     state.get("neighbour_projection", False),
+                    state.get("neighbour_compressed", False),
                 )
         return classifier
 

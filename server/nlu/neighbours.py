@@ -10,7 +10,9 @@ Learned state: the unit-length training rows, sparse columns as a CSR matrix of 
 sentences and dense blocks (sentence embeddings) as a sentences × columns array, in .npy
 files. Chosen in the tenth NLU round (docs/benchmarks.md). `columns` limits the similarity to
 some feature columns (the intent classifier leaves out character n-grams: a tenth of the
-postings to read at a parse), stored as column ranges."""
+postings to read at a parse), stored as column ranges. `compressed` column ranges (the
+character n-grams, twelfth round) are kept as their leading singular directions instead of
+postings: their share of the similarity is then a product of short dense vectors."""
 
 from __future__ import annotations
 
@@ -48,11 +50,22 @@ class Neighbours:
     # dense values; `dense` then holds their coordinates (sentences x d), and a parse
     # reads 128 / d times less of it. None: `dense` holds the values themselves.
     projection: np.ndarray | None = None
+    # The [start, end) column ranges kept as singular directions, and the directions
+    # (their columns x d); the sentences' coordinates on them are the last d columns of
+    # `dense`. None: no column is compressed.
+    compressed: np.ndarray | None = None
+    compressor: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self._used: np.ndarray | None = None
         if self.ranges is not None:
             self._used = _column_mask(self.ranges, self.sparse.shape[0])
+        # Where each feature's row is in `compressor` (-1: not compressed).
+        self._compressed_row: np.ndarray | None = None
+        if self.compressed is not None and self.compressor is not None:
+            mask = _column_mask(self.compressed, self.sparse.shape[0])
+            self._compressed_row = np.full(self.sparse.shape[0], -1, np.int64)
+            self._compressed_row[mask] = np.arange(int(mask.sum()))
         counts = np.diff(np.append(self.starts, self.dense.shape[0]))
         # Top 1 of each intent (every intent has a sentence) is one maximum.reduceat.
         self._top1 = self.k == 1 and bool(len(counts)) and bool(counts.min() > 0)
@@ -79,10 +92,13 @@ class Neighbours:
         weight: float,
         ranges: np.ndarray | None = None,
         dimensions: int | None = None,
+        compressed: np.ndarray | None = None,
+        compressed_dimensions: int = 64,
     ) -> Neighbours:
         """`x`: the weighted training rows; `classes`: each row's index in the model;
         `ranges`: the column ranges to compare sentences on (None: all); `dimensions`: the
-        dense columns kept as that many singular directions (None: as they are)."""
+        dense columns kept as that many singular directions (None: as they are);
+        `compressed`: column ranges kept as `compressed_dimensions` singular directions."""
         order = np.argsort(classes, kind="stable")
         rows = sp.csr_matrix(x[order], dtype=np.float32)
         if ranges is not None:
@@ -93,10 +109,14 @@ class Neighbours:
         rows = _unit_rows(rows)
         starts = np.searchsorted(classes[order], np.arange(n_classes)).astype(np.int64)
         nnz = np.diff(rows.tocsc().indptr)
-        dense_columns = np.flatnonzero(nnz > DENSE_BLOCK * max(rows.shape[0], 1))
+        squeezed = np.zeros(rows.shape[1], bool)
+        if compressed is not None:
+            squeezed = _column_mask(compressed, rows.shape[1])
+        dense_columns = np.flatnonzero((nnz > DENSE_BLOCK * max(rows.shape[0], 1)) & ~squeezed)
         dense = np.asarray(rows[:, dense_columns].todense(), np.float32)
         keep = np.ones(rows.shape[1], np.float32)
         keep[dense_columns] = 0.0
+        keep[squeezed] = 0.0
         sparse = sp.csr_matrix(rows @ sp.diags(keep))
         sparse.eliminate_zeros()
         projection = None
@@ -104,8 +124,23 @@ class Neighbours:
             _, _, directions = np.linalg.svd(dense, full_matrices=False)
             projection = np.ascontiguousarray(directions[:dimensions].T, np.float32)
             dense = np.ascontiguousarray(dense @ projection, np.float32)
+        compressor = None
+        if compressed is not None:
+            compressor, coordinates = _singular_directions(
+                sp.csr_matrix(rows[:, np.flatnonzero(squeezed)]), compressed_dimensions
+            )
+            dense = np.ascontiguousarray(np.hstack([dense, coordinates]), np.float32)
         return cls(
-            sp.csr_matrix(sparse.T), dense_columns, dense, starts, k, weight, ranges, projection
+            sp.csr_matrix(sparse.T),
+            dense_columns,
+            dense,
+            starts,
+            k,
+            weight,
+            ranges,
+            projection,
+            compressed,
+            compressor,
         )
 
     def class_scores(self, indices: np.ndarray, values: np.ndarray) -> np.ndarray | None:
@@ -119,19 +154,27 @@ class Neighbours:
             return None
         values = values / norm
         dense = self._is_dense.take(indices)
+        squeezed = np.zeros(len(indices), bool)
+        if self._compressed_row is not None:
+            squeezed = self._compressed_row.take(indices) >= 0
         sentences = self.dense.shape[0]
-        if dense.any():
+        if dense.any() or squeezed.any():
             query = np.zeros(len(self.dense_columns), np.float32)
             query[self._dense_position.take(indices[dense])] = values[dense]
             if self.projection is not None:
                 query = np.einsum("ij,i->j", self.projection, query)
+            if self._compressed_row is not None and self.compressor is not None:
+                rows = self.compressor.take(self._compressed_row.take(indices[squeezed]), axis=0)
+                query = np.concatenate(
+                    [query, np.einsum("ij,i->j", rows, values[squeezed].astype(np.float32))]
+                )
             # numpy's own loop, not BLAS: OpenBLAS runs a product this size on two threads,
             # and when the other core is busy the caller spins waiting for its helper (1.8-4
             # ms of CPU a parse against 0.17 ms here; eleventh NLU round).
             similarity = np.einsum("ij,j->i", self.dense, query).astype(np.float64)
         else:
             similarity = np.zeros(sentences)
-        sparse = ~dense
+        sparse = ~(dense | squeezed)
         if sparse.any():
             similarity += self._postings(indices[sparse], values[sparse], sentences)
         if self._top1:
@@ -168,6 +211,8 @@ class Neighbours:
         if self._used is not None:
             indices = indices[self._used.take(indices)]
         sparse = indices[~self._is_dense.take(indices)]
+        if self._compressed_row is not None:
+            sparse = sparse[self._compressed_row.take(sparse) < 0]
         indptr = self.sparse.indptr
         return int((indptr.take(sparse + 1) - indptr.take(sparse)).sum()) + self.dense.size
 
@@ -192,12 +237,17 @@ class Neighbours:
             write_array(directory, f"{prefix}nn_ranges.npy", self.ranges.astype(np.int64))
         if self.projection is not None:
             write_array(directory, f"{prefix}nn_projection.npy", self.projection)
-        return {
+        state = {
             "neighbours": self.k,
             "neighbour_weight": self.weight,
             "neighbour_ranges": self.ranges is not None,
             "neighbour_projection": self.projection is not None,
         }
+        if self.compressed is not None and self.compressor is not None:
+            write_array(directory, f"{prefix}nn_compressed.npy", self.compressed.astype(np.int64))
+            write_array(directory, f"{prefix}nn_compressor.npy", self.compressor)
+            state["neighbour_compressed"] = True
+        return state
 
     @classmethod
     def read(
@@ -210,6 +260,7 @@ class Neighbours:
         weight: object,
         ranged: object = False,
         projected: object = False,
+        compressed: object = False,
     ) -> Neighbours:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ModelError("intent neighbours must be a whole number above 0")
@@ -221,8 +272,11 @@ class Neighbours:
         columns = read_array(directory, f"{prefix}nn_dense_columns.npy", np.int64, ndim=1)
         dense = read_array(directory, f"{prefix}nn_dense.npy", np.float32, ndim=2)
         starts = read_array(directory, f"{prefix}nn_starts.npy", np.int64, ndim=1)
-        if not isinstance(ranged, bool) or not isinstance(projected, bool):
-            raise ModelError("intent neighbour_ranges and neighbour_projection must be booleans")
+        if not all(isinstance(f, bool) for f in (ranged, projected, compressed)):
+            raise ModelError(
+                "intent neighbour_ranges, neighbour_projection and neighbour_compressed "
+                "must be booleans"
+            )
         projection = None
         coordinates = len(columns)
         if projected:
@@ -235,6 +289,16 @@ class Neighbours:
             ranges = read_array(directory, f"{prefix}nn_ranges.npy", np.int64, ndim=2)
             if not _valid_ranges(ranges, width):
                 raise ModelError("intent neighbour column ranges are malformed")
+        squeezed = compressor = None
+        if compressed:
+            squeezed = read_array(directory, f"{prefix}nn_compressed.npy", np.int64, ndim=2)
+            compressor = read_array(directory, f"{prefix}nn_compressor.npy", np.float32, ndim=2)
+            if not _valid_ranges(squeezed, width):
+                raise ModelError("intent neighbour compressed column ranges are malformed")
+            columns_compressed = int(np.diff(squeezed, axis=1).sum())
+            if compressor.shape[0] != columns_compressed or not np.all(np.isfinite(compressor)):
+                raise ModelError("intent neighbour compressor does not match its columns")
+            coordinates += compressor.shape[1]
         sentences = dense.shape[0]
         if (
             len(indptr) != width + 1
@@ -256,13 +320,37 @@ class Neighbours:
         sparse = sp.csr_matrix(
             (data, indices.astype(kind), indptr.astype(kind)), shape=(width, sentences)
         )
-        return cls(sparse, columns, dense, starts, k, float(weight), ranges, projection)
+        return cls(
+            sparse,
+            columns,
+            dense,
+            starts,
+            k,
+            float(weight),
+            ranges,
+            projection,
+            squeezed,
+            compressor,
+        )
 
 
 def _unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:
     norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1), dtype=np.float64)).ravel()
     scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
     return sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ x, dtype=np.float32)
+
+
+def _singular_directions(rows: sp.csr_matrix, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `d` leading right singular vectors of `rows` (columns x d) and the rows'
+    coordinates on them (rows x d); fewer when the rows have fewer."""
+    d = max(min(d, min(rows.shape) - 1), 0)
+    if d == 0 or rows.nnz == 0:
+        return np.zeros((rows.shape[1], 0), np.float32), np.zeros((rows.shape[0], 0), np.float32)
+    from sklearn.utils.extmath import randomized_svd
+
+    _, _, directions = randomized_svd(rows.astype(np.float64), d, random_state=0)
+    compressor = np.ascontiguousarray(directions.T, np.float32)
+    return compressor, np.asarray(rows @ compressor, np.float32)
 
 
 def _valid_ranges(ranges: np.ndarray, width: int) -> bool:

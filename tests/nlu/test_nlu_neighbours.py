@@ -243,3 +243,60 @@ def test_a_blend_stored_before_the_word_only_options_still_loads(tmp_path: Path)
     assert NLUPipeline.load(tmp_path).parse("helo deer olde frend") == trained.parse(
         "helo deer olde frend"
     )
+
+
+def test_compressed_columns_score_as_before_when_their_directions_hold_them_all():
+    # Columns 2-5 (say character n-grams) span two directions: kept as two singular
+    # directions, the similarities are those of the columns themselves; with one, they
+    # are an approximation that differs.
+    rows = np.array(
+        [
+            [1, 0, 1, 1, 0, 0],
+            [0, 1, 0, 0, 1, 1],
+            [1, 0, 2, 2, 0, 0],
+            [0, 1, 1, 1, 3, 3],
+            [0, 1, 0, 0, 2, 2],
+            [1, 0, 0, 0, 0, 0],
+        ],
+        dtype=np.float64,
+    )
+    x, classes = sp.csr_matrix(rows), np.array([0, 1, 0, 1, 1, 0])
+    compressed = np.array([[2, 6]], np.int64)
+    plain = Neighbours.fit(x, classes, 2, 1, 1.0)
+    exact = Neighbours.fit(x, classes, 2, 1, 1.0, compressed=compressed, compressed_dimensions=2)
+    rough = Neighbours.fit(x, classes, 2, 1, 1.0, compressed=compressed, compressed_dimensions=1)
+    assert exact.sparse.nnz < plain.sparse.nnz and exact.dense.shape == (6, 2)
+    query = np.array([0, 2, 3, 4]), np.array([0.5, 1.0, 1.0, 0.3], np.float32)
+    expected = plain.class_scores(*query)
+    assert exact.class_scores(*query) == pytest.approx(expected, rel=1e-5)
+    assert rough.class_scores(*query) != pytest.approx(expected, rel=1e-3)
+    # The compressed columns alone still find neighbours.
+    alone = exact.class_scores(np.array([4, 5]), np.array([1.0, 1.0], np.float32))
+    assert alone is not None and alone[1] > alone[0]
+
+
+def test_the_char_compressed_blend_reads_fewer_postings_and_survives_persistence(tmp_path: Path):
+    every = _train(neighbour_weight=0.3)
+    compressed = _train(neighbour_weight=0.3, neighbour_char_dimensions=10)
+    _parses_the_same_after_reloading(compressed, tmp_path)
+    (compressor,) = tmp_path.rglob("*nn_compressor.npy")
+    assert np.load(compressor).shape[1] == 10
+    # The misspelt message shares only character n-grams with the long goodbye: still
+    # found through the compressed block.
+    misspelt = _train(neighbour_weight=5, neighbour_char_dimensions=10).parse(
+        "helo deer olde frend"
+    )
+    assert misspelt["intent"]["name"] == "goodbye"
+    # The postings left to read at a parse are the word n-grams' only.
+    every.persist(tmp_path / "every")
+    (all_postings,) = (tmp_path / "every").rglob("*nn_data.npy")
+    (word_postings,) = tmp_path.glob("*nn_data.npy")
+    assert np.load(word_postings).size < np.load(all_postings).size / 3
+    np.save(compressor, np.ones((2, 10), np.float32), allow_pickle=False)
+    with pytest.raises(ModelError, match="neighbour"):
+        NLUPipeline.load(tmp_path)
+
+
+def test_neighbour_char_dimensions_must_be_a_whole_number():
+    with pytest.raises(InvalidConfig, match="neighbour_char_dimensions"):
+        _train(neighbour_weight=0.3, neighbour_char_dimensions=1.5)
