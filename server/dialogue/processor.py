@@ -385,8 +385,14 @@ class Processor:
                     )
                     return []
                 start = len(tracker.events)
-                sent: list[dict[str, Any]] = []
-                output = _Tee(message.output_channel, sent)
+                output = message.output_channel
+                # An empty collector (the REST webhook's) is the turn's own output: its list
+                # is the turn's messages. Any other channel gets a `_Tee` keeping them.
+                if type(output) is CollectingOutputChannel and not output.messages:
+                    sent = output.messages
+                else:
+                    sent = []
+                    output = _Tee(output, sent)
                 if self.session_expired(tracker, model.domain):
                     await self.start_session(tracker, model, output, message.metadata)
                 parse_data = message.parse_data
@@ -600,9 +606,9 @@ class Processor:
     def _context(
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
     ) -> ActionContext:
-        """The actions' context; within a turn (one `_Tee`), one for every action that runs
-        on the same tracker (actions only read it)."""
-        if type(output) is _Tee:
+        """The actions' context; within a turn (one `_Tee`, or the REST channel's collector),
+        one for every action that runs on the same tracker (actions only read it)."""
+        if type(output) is _Tee or type(output) is CollectingOutputChannel:
             ctx = output.context
             if (
                 ctx is not None
@@ -748,7 +754,10 @@ class Processor:
             if isinstance(event, BotUttered) and output is not None:
                 message = event.message()
                 # The REST channel's collector takes it without a coroutine.
-                if type(output) is not _Tee or not output.collect(tracker.sender_id, message):
+                kept = (
+                    type(output) is _Tee or type(output) is CollectingOutputChannel
+                ) and output.collect(tracker.sender_id, message)
+                if not kept:
                     await output.send_response(tracker.sender_id, message)
             elif isinstance(event, ReminderScheduled):
                 self.reminders.schedule(tracker.sender_id, event, self._fire_reminder)

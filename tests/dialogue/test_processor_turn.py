@@ -307,8 +307,8 @@ async def test_a_collecting_channel_gets_the_parts_the_turn_returns() -> None:
         {"recipient_id": "parts", "image": "https://x.test/i.png"},
         {"recipient_id": "parts", "text": "pick\n\none", "buttons": buttons},
     ]
-    assert collector.messages == sent
-    assert all(a is not b for a, b in zip(collector.messages, sent, strict=True))
+    # An empty collector is the turn's own output: the list returned is its list.
+    assert collector.messages is sent
 
     recording = Recording()
     again = make_agent(DialogueModel(domain, Scripted("utter_split", "utter_buttons")))
