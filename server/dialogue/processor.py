@@ -69,6 +69,7 @@ from server.trackers.events import (
     UserUtteranceReverted,
     UserUttered,
 )
+from server.trackers.memory_lock import InMemoryLockStore
 from server.trackers.repository import TrackerRepository
 from server.trackers.store import NAME_COLUMN_LENGTH, check_conversation_id
 from server.trackers.tracker import Tracker
@@ -360,7 +361,14 @@ class Processor:
             if text is not None and len(text) > MAX_TEXT_CHARS:  # (no call for the usual text)
                 check_text_length(text)
             client = message.client
-            async with self.lock_store.lock(sender_id, None, client.start if client else None):
+            held = self.lock_store.lock(sender_id, None, client.start if client else None)
+            # `async with held` without its two coroutines when the in-memory lock is free
+            # (the usual turn): taken and left by plain calls.
+            free = type(self.lock_store) is InMemoryLockStore and held.take_if_free()
+            if not free:
+                await held.__aenter__()
+            exited = False
+            try:
                 if client is not None and client.gone:
                     CLIENTS_GONE.log(
                         CLIENT_GONE_KEY,
@@ -442,6 +450,19 @@ class Processor:
                 if self.on_turn is not None:
                     self.on_turn({"seconds": time.perf_counter() - started, "actions": actions})
                 return sent
+            except BaseException as exc:
+                exited = True
+                if free:
+                    held.leave()
+                else:
+                    await held.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+            finally:
+                if not exited:
+                    if free:
+                        held.leave()
+                    else:
+                        await held.__aexit__(None, None, None)
         finally:
             self.turns_in_flight -= 1
             if not self.turns_in_flight and self.on_turns_idle is not None:
