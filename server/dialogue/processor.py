@@ -21,6 +21,7 @@ import orjson
 from server.dialogue.actions import (
     Action,
     ActionContext,
+    ActionListen,
     ActionServer,
     ActionSessionStart,
     EndToEndAction,
@@ -691,7 +692,14 @@ class Processor:
         ctx = self._context(running, model, output)
         ctx.featurization = featurization
         try:
-            events = await action.run(ctx)
+            # A turn's usual actions, a domain response and listening, without a coroutine
+            # (the exact classes: a subclass may run otherwise).
+            if type(action) is ResponseAction and ctx.nlg_endpoint is None:
+                events = action.respond(ctx)
+            elif type(action) is ActionListen:
+                events = []
+            else:
+                events = await action.run(ctx)
         except ActionRejected as exc:
             logger.info("action '%s' rejected: %s", action.name, exc)
             tracker.update(
