@@ -326,13 +326,19 @@ class ResponseAction(Action):
 
     async def run(self, ctx: ActionContext) -> list[Event]:
         if ctx.nlg_endpoint is None and type(ctx) is ActionContext:  # no coroutine to await
-            bot = ctx.render(self.name)
-        else:
-            bot = await ctx.generate(self.name)
-        if bot is None:
-            logger.warning("response '%s' has no variation that fits this conversation", self.name)
-            return []
-        return [bot]
+            return self.respond(ctx)
+        bot = await ctx.generate(self.name)
+        return [bot] if bot is not None else self._no_variation()
+
+    def respond(self, ctx: ActionContext) -> list[Event]:
+        """`run` from the domain's responses (no NLG endpoint), without a coroutine: a turn
+        runs its response actions so."""
+        bot = ctx.render(self.name)
+        return [bot] if bot is not None else self._no_variation()
+
+    def _no_variation(self) -> list[Event]:
+        logger.warning("response '%s' has no variation that fits this conversation", self.name)
+        return []
 
 
 class RetrievalAction(Action):

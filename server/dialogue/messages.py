@@ -62,16 +62,30 @@ class OutputChannel(Protocol):
 
 
 class CollectingOutputChannel:
-    """Keeps the bot's messages so a request/response channel can return them."""
+    """Keeps the bot's messages so a request/response channel can return them.
+
+    A turn given an empty one (the REST webhook's) uses it as its own output: its `messages`
+    are the turn's messages, and `context` keeps the turn's actions' context (see
+    `Processor.handle_message`): no second object and list per turn, no copy of each part.
+    """
+
+    __slots__ = ("messages", "context")
 
     name = "collector"
 
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
+        self.context: Any = None  # the turn's `ActionContext`, see `Processor._context`
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        self.collect(recipient_id, message)
+
+    def collect(self, recipient_id: str, message: dict[str, Any]) -> bool:
+        """`send_response` without a coroutine (always True: every message is kept)."""
+        messages = self.messages
         for part in split_message(message, collecting=True):
-            self.messages.append({"recipient_id": recipient_id, **part})
+            messages.append({"recipient_id": recipient_id, **part})
+        return True
 
 
 def split_message(message: dict[str, Any], collecting: bool = False) -> list[dict[str, Any]]:
@@ -142,7 +156,7 @@ _UUID4_KEPT = ~(0xF000 << 64) & ~(0xC000 << 48)
 _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a smaller object, made every turn
 class UserMessage:
     """One incoming message from a channel."""
 

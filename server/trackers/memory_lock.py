@@ -74,12 +74,19 @@ class _Held:
         self._timeout = store.wait_timeout if wait_timeout is None else wait_timeout
         self._on_wait = on_wait
 
-    async def __aenter__(self) -> None:
+    def take_if_free(self) -> bool:
+        """Takes the lock when nobody holds or waits for it (the usual turn), without
+        `__aenter__`'s coroutine; `leave` then lets it go. False: `async with` it instead."""
         queues = self._store._queues
-        queue = queues.get(self._id)
-        if queue is None:  # free: taken at once, no lock, no timer
-            self._queue = queues[self._id] = _Queue(users=1)
+        if self._id in queues:
+            return False
+        self._queue = queues[self._id] = _Queue(users=1)
+        return True
+
+    async def __aenter__(self) -> None:
+        if self.take_if_free():  # free: taken at once, no lock, no timer
             return
+        queue = self._store._queues[self._id]
         queue.users += 1
         self._queue = queue
         lock = queue.lock
@@ -101,6 +108,10 @@ class _Held:
             raise
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self.leave()
+
+    def leave(self) -> None:
+        """Lets the lock go (after `__aenter__` or `take_if_free`), to the next in line."""
         lock = self._queue.lock
         try:
             if lock is not None:  # someone waited since (or while) this one held it

@@ -74,6 +74,11 @@ class TrackerRepository:
             else:
                 dicts = _dicts(new_events)
             await self.store.append(tracker.sender_id, dicts)
+        self.saved(tracker)
+
+    def saved(self, tracker: Tracker) -> None:
+        """Keeps `tracker` as stored up to its last event: after its new events' append
+        committed (`save`, or a caller awaiting `store.append` itself)."""
         self._remember(tracker.sender_id, tracker, len(tracker.events))
 
     async def replace(self, tracker: Tracker) -> None:

@@ -230,14 +230,14 @@ class PolicyEnsemble:
     # -- prediction --------------------------------------------------------------------------
     def predict(self, tracker: Tracker, domain: Domain) -> PolicyPrediction:
         """The next action: the best of every policy's prediction."""
-        return self._predict(tracker, domain, True)
+        return self.predict_shared(tracker, domain, True)
 
-    def predict_shared(self, tracker: Tracker, domain: Domain) -> PolicyPrediction:
+    def predict_shared(
+        self, tracker: Tracker, domain: Domain, copy: bool = False
+    ) -> PolicyPrediction:
         """As `predict`, but a remembered winner comes without a copy: read it at once and
-        never modify it (the turn copies what it keeps)."""
-        return self._predict(tracker, domain, False)
-
-    def _predict(self, tracker: Tracker, domain: Domain, copy: bool) -> PolicyPrediction:
+        never modify it (the turn copies what it keeps). A turn's predictions call this
+        directly (a frame less than a method calling the prediction)."""
         names = domain.action_names_or_texts
         if not self.policies:
             return prediction_from(zeros(len(names)), names, None, 0)
