@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
-from server.trackers.events import OFF_LOOP_EVENTS
+from server.trackers.events import EVENT_TYPES, OFF_LOOP_EVENTS
 from server.trackers.session_start import ACTION_SESSION_START
 from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
 
@@ -797,20 +797,34 @@ def _insert(
     sender = rows[0][0] if rows else ""
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start : start + _ROWS_PER_INSERT]
-        sql = _INSERT_SQL.get(len(chunk)) or _insert_sql(len(chunk))
-        # The sender bound once, as `?1` of every row: SQLite copies each text it is bound
-        # (0.8k instructions for a sender id).
-        params: list[Any] = [sender]
-        for sender_id, type_name, timestamp, intent_name, action_name, data in chunk:
-            if sender_id != sender:
-                raise ValueError("an append's rows are all of one conversation")
-            params += (
-                type_name,
-                timestamp,
-                _NULL if intent_name is None else intent_name,
-                _NULL if action_name is None else action_name,
-                data,
-            )
+        sql = None
+        if len(chunk) <= _SHAPED_ROWS:
+            # A turn's append binds only what varies: the sender once (`?1` of every row:
+            # SQLite copies each text it is bound, 0.8k instructions for a sender id), each
+            # row's timestamp, JSON and the names it has. Its type names and missing names
+            # are literals of a statement made for the append's shape (see _shape_sql).
+            params: list[Any] = [sender]
+            shape: list[Any] = []
+            for sender_id, type_name, timestamp, intent_name, action_name, data in chunk:
+                if sender_id != sender:
+                    raise ValueError("an append's rows are all of one conversation")
+                if intent_name is None:
+                    if action_name is None:
+                        params += (timestamp, data)
+                        shape.append(type_name)
+                    else:
+                        params += (timestamp, action_name, data)
+                        shape += (type_name, _NAMED_ACTION)
+                elif action_name is None:
+                    params += (timestamp, intent_name, data)
+                    shape += (type_name, _NAMED_INTENT)
+                else:
+                    params += (timestamp, intent_name, action_name, data)
+                    shape += (type_name, _NAMED_BOTH)
+            key = tuple(shape)
+            sql = _SHAPES.get(key) or _shape_sql(key)
+        if sql is None:  # a bulk append's chunk, or a shape not kept
+            sql, params = _bound_insert(sender, chunk)
         ids: Sequence[int]
         if sequential_ids:
             last = conn.execute(sql, params).lastrowid
@@ -825,9 +839,67 @@ def _insert(
     return out
 
 
-_INSERT_SQL: dict[int, str] = {}
 # A row's JSON (its last column), taken without a Python frame per append.
 _DATA = operator.itemgetter(5)
+
+# Statements by shape: an append of up to _SHAPED_ROWS rows whose type names are Rasa's
+# event types gets an INSERT of its own, with the type names and the NULL of each missing
+# name written in it; binding them cost some 2k instructions a row (a text copied, the
+# integer marker and its NULLIF: docs/benchmarks.md, twenty-fourth round). A bot's turns have
+# a few shapes; past _SHAPES_KEPT (a process's, every database's) the others bind every
+# column, so the connections' statement caches (64) are not churned.
+_SHAPED_ROWS = 16
+_SHAPES_KEPT = 32
+_SHAPES: dict[tuple[Any, ...], str] = {}
+# After a row's type name in a shape: which of its names it binds (none: no marker).
+_NAMED_ACTION, _NAMED_INTENT, _NAMED_BOTH = object(), object(), object()
+_NAMED_SQL = {
+    _NAMED_ACTION: "NULL, ?",
+    _NAMED_INTENT: "?, NULL",
+    _NAMED_BOTH: "?, ?",
+}
+# Written into statements as literals: identifiers only (no quote can be among them).
+_LITERAL_TYPES = frozenset(name for name in EVENT_TYPES if name.isidentifier() and name.isascii())
+
+
+def _shape_sql(shape: tuple[Any, ...]) -> str | None:
+    """The INSERT of a shape (a type name per row, each followed by the marker of the names it
+    binds, if any), kept in _SHAPES; None when it may not be (a type name that is not one
+    of Rasa's events, or _SHAPES_KEPT shapes kept already)."""
+    if len(_SHAPES) >= _SHAPES_KEPT:
+        return None
+    values: list[str] = []
+    for part in shape:
+        names = _NAMED_SQL.get(part) if type(part) is object else None
+        if names is not None:
+            values[-1] = values[-1].replace("NULL, NULL", names)
+        elif part in _LITERAL_TYPES:
+            values.append(f"(?1, '{part}', ?, NULL, NULL, ?)")
+        else:
+            return None
+    sql = _SHAPES[shape] = f"INSERT INTO events ({_COLUMNS}) VALUES {', '.join(values)}"
+    return sql
+
+
+def _bound_insert(sender: str, chunk: Sequence[Row]) -> tuple[str, list[Any]]:
+    """The INSERT of `chunk` with every column bound (but the sender, `?1` of every row),
+    one statement per number of rows, and its parameters."""
+    sql = _INSERT_SQL.get(len(chunk)) or _insert_sql(len(chunk))
+    params: list[Any] = [sender]
+    for sender_id, type_name, timestamp, intent_name, action_name, data in chunk:
+        if sender_id != sender:
+            raise ValueError("an append's rows are all of one conversation")
+        params += (
+            type_name,
+            timestamp,
+            _NULL if intent_name is None else intent_name,
+            _NULL if action_name is None else action_name,
+            data,
+        )
+    return sql, params
+
+
+_INSERT_SQL: dict[int, str] = {}
 
 
 def _insert_sql(rows: int) -> str:

@@ -181,6 +181,38 @@ async def test_an_append_stores_no_name_as_null_and_names_as_text(tmp_path: Path
         await store.close()
 
 
+async def test_appends_of_any_shape_store_their_rows_as_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rasa's event types are written into the INSERT, per shape of append, up to a bound;
+    a type of a client's own (a quote in it), and any shape past the bound, are bound."""
+    store = sqlite_store(tmp_path / "s.db")
+    try:
+        await store.append("warm", session_start(0.0))
+        monkeypatch.setattr(sqlite_database, "_SHAPES", {})
+        monkeypatch.setattr(sqlite_database, "_SHAPES_KEPT", 3)
+        appends: list[list[sqlite_database.Row]] = [
+            [("c", "user", 1.0, "greet", None, "{}"), ("c", "action", 2.0, None, "a", "{}")],
+            [("c", "it's", 3.0, None, None, "{}"), ("c", "bot", 4.0, None, None, "{}")],
+            [("c", "bot", 5.0, "i", "n", "{}"), ("c", "slot", 6.0, None, "x'); --", "{}")],
+            [("c", "user", 7.0, "greet", None, "{}"), ("c", "action", 8.0, None, "b", "{}")],
+            [("c", "session_started", 9.0, None, None, "{}")],
+            [("c", "user", 10.0, "", None, "{}"), ("c", "restart", 11.0, None, None, "{}")],
+        ]
+        for rows in appends:
+            await database_of(store).insert("c", rows)
+
+        with sqlite3.connect(tmp_path / "s.db") as conn:
+            stored = conn.execute(
+                "SELECT sender_id, type_name, timestamp, intent_name, action_name, data"
+                " FROM events WHERE sender_id = 'c' ORDER BY id"
+            ).fetchall()
+        assert stored == [row for rows in appends for row in rows]
+        assert len(sqlite_database._SHAPES) == 3
+    finally:
+        await store.close()
+
+
 async def test_a_refused_append_fails_alone_in_its_inline_group(tmp_path: Path) -> None:
     store = sqlite_store(tmp_path / "r.db")
     try:
