@@ -22,7 +22,11 @@ from server.nlu.pipeline import NLUPipeline
 from server.trackers.events import ActionExecuted, UserUttered
 from server.training.config_yaml import ProjectConfig, naming_config_items
 from server.training.project import Project, load_project
-from server.training.validation import check_config, story_reference_warnings
+from server.training.validation import (
+    check_config,
+    placeholder_assistant_id,
+    story_reference_warnings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +50,11 @@ class TrainResult:
 def assistant_id_for(config: ProjectConfig) -> tuple[str, list[str]]:
     """The model's assistant_id and the warning to give: as Rasa 3.5+, a config.yml without
     one gets a random name at each training (every event then carries it). Rasa's
-    placeholder (`rasa init`'s `placeholder_default`) is kept, as Rasa 3.6 keeps it."""
+    placeholder (`rasa init`'s `placeholder_default`) is kept, as Rasa 3.6 keeps it, with
+    Rasa's warning: every assistant trained from an unedited `rasa init` shares the name."""
+    placeholder = placeholder_assistant_id(config)
+    if placeholder is not None:
+        return config.assistant_id or "", [placeholder]
     if config.assistant_id:
         return config.assistant_id, []
     made_up = random_name()

@@ -89,6 +89,22 @@ def validate_project(
     return report
 
 
+# The assistant_id of every project `rasa init` makes (Rasa warns while it is left as is).
+ASSISTANT_ID_PLACEHOLDER = "placeholder_default"
+
+
+def placeholder_assistant_id(config: ProjectConfig) -> str | None:
+    """The warning for config.yml's `assistant_id` left as `rasa init`'s placeholder (the
+    model keeps it, as Rasa 3.6's does), else None."""
+    if config.assistant_id != ASSISTANT_ID_PLACEHOLDER:
+        return None
+    return (
+        f"{config.filename or 'config.yml'}: 'assistant_id' is still the placeholder "
+        f"'{ASSISTANT_ID_PLACEHOLDER}' that every `rasa init` project has; replace it with a "
+        "unique name to tell this assistant's events from others'."
+    )
+
+
 def check_config(
     config: ProjectConfig, with_nlu: bool = True, project: Project | None = None
 ) -> list[str]:
@@ -102,6 +118,9 @@ def check_config(
             "training gives the model a new random assistant_id. Add a unique "
             "'assistant_id' to config.yml to identify this assistant's events."
         )
+    placeholder = placeholder_assistant_id(config)
+    if placeholder is not None:
+        warnings.append(placeholder)
     with naming_config_items(config):
         if with_nlu:
             data = project.nlu if project is not None else None

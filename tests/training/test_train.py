@@ -99,3 +99,10 @@ def test_a_config_without_assistant_id_trains_a_model_with_a_random_one(
     named = train(tmp_path / "config.yml", tmp_path / "domain.yml", [stories], tmp_path / "n")
     assert read_metadata(named.path)["assistant_id"] == "shop-bot"
     assert not any("assistant_id" in w for w in named.warnings)
+
+    # `rasa init`'s placeholder is kept, as Rasa 3.6 keeps it, with Rasa's warning to replace it.
+    config = "assistant_id: placeholder_default\npolicies:\n- name: RulePolicy\n"
+    (tmp_path / "config.yml").write_text(config)
+    placeholder = train(tmp_path / "config.yml", tmp_path / "domain.yml", [stories], tmp_path / "p")
+    assert read_metadata(placeholder.path)["assistant_id"] == "placeholder_default"
+    assert any("still the placeholder 'placeholder_default'" in w for w in placeholder.warnings)
