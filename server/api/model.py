@@ -69,6 +69,7 @@ from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
 from server.trackers.events import OFF_LOOP_EVENTS, events_from_list
+from server.trackers.freeing import free_off_loop
 from server.trackers.tracker import Tracker
 from server.training.yaml_io import load_plain_yaml
 
@@ -625,6 +626,8 @@ def model_router() -> APIRouter:
             "training data",
         )
         if not isinstance(document, dict):
+            if isinstance(document, list):  # millions of items, freed where they are dropped
+                await free_off_loop(document)
             raise ApiError(
                 400,
                 "BadRequest",
