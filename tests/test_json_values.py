@@ -19,7 +19,7 @@ async def test_200000_events_are_read_in_a_thread_without_holding_the_loop() -> 
     body = greetings(50_000)
     async with loop_hold() as hold:
         events = await asyncio.to_thread(loads_untrusted, body)
-    assert hold.busiest < 0.08  # 0.15-0.2 s before
+    assert hold.busiest < 0.08 * hold.slowness  # 0.15-0.2 s before
     assert events == json.loads(body)
 
 
@@ -53,7 +53,7 @@ async def test_a_long_list_with_surrogate_escapes_is_checked_without_holding_the
     body = json.dumps([said] * 100_000).encode()
     async with loop_hold() as hold:
         events = await asyncio.to_thread(loads_untrusted, body)
-    assert hold.busiest < 0.04  # 59-68 ms before
+    assert hold.busiest < 0.04 * hold.slowness  # 59-68 ms before
     assert events[-1]["text"] == "hi \U0001f600" and len(events) == 100_000
     lone = body[:-1] + b', {"event": "user", "text": "\\ud83d"}]'
     with pytest.raises(ValueError, match="unpaired UTF-16 surrogate"):

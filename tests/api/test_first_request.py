@@ -21,4 +21,6 @@ async def test_the_first_request_after_startup_does_not_hold_the_loop(
             "/webhooks/rest/webhook", json={"sender": "alice", "message": "hello"}
         )
     assert response.status_code == 200 and response.json()
-    assert hold.loop_busiest < 0.009, hold.loop_busiest  # 19 ms before; now 2.6-2.9 ms
+    assert hold.loop_busiest < 0.009 * hold.slowness, (
+        hold.loop_busiest
+    )  # 19 ms before; now 2.6-2.9 ms

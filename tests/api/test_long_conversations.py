@@ -54,7 +54,7 @@ async def test_a_tracker_of_100000_events_is_written_out_off_the_loop(
     await put_long(client, "long")
     async with loop_hold() as hold:
         response = await client.get("/conversations/long/tracker?include_events=ALL", timeout=60)
-    assert hold.busiest < 0.1
+    assert hold.busiest < 0.1 * hold.slowness
     assert response.status_code == 200
     state = response.json()
     assert len(state["events"]) == 100_000
@@ -69,7 +69,7 @@ async def test_the_story_of_100000_events_is_written_off_the_loop(
     await put_long(client, "long")
     async with loop_hold() as hold:
         response = await client.get("/conversations/long/story", timeout=60)
-    assert hold.busiest < 0.1
+    assert hold.busiest < 0.1 * hold.slowness
     assert response.status_code == 200
     assert response.text.count("- intent: greet") == 25_000
 
@@ -87,7 +87,7 @@ async def test_the_first_turn_of_a_long_conversation_predicts_without_holding_th
             response = await client.post(
                 "/webhooks/rest/webhook", json={"sender": "long", "message": "hello"}, timeout=60
             )
-        assert hold.busiest < 0.1  # 0.14-0.19 s before, with the collector off
+        assert hold.busiest < 0.1 * hold.slowness  # 0.14-0.19 s before, with the collector off
         assert response.status_code == 200 and response.json()
 
 
@@ -99,7 +99,7 @@ async def test_the_prediction_for_a_long_conversation_is_written_out_off_the_loo
     await put_long(client, "long")
     async with loop_hold() as hold:
         response = await client.post("/conversations/long/predict", timeout=60)
-    assert hold.busiest < 0.1
+    assert hold.busiest < 0.1 * hold.slowness
     body = response.json()
     assert list(body) == ["scores", "policy", "confidence", "tracker"]
     assert body["scores"][0]["score"] >= body["scores"][-1]["score"]
@@ -120,7 +120,7 @@ async def test_a_prediction_for_100000_posted_events_is_made_off_the_loop(
             headers={"content-type": "application/json"},
             timeout=60,
         )
-    assert hold.busiest < 0.1
+    assert hold.busiest < 0.1 * hold.slowness
     assert response.status_code == 200
     result = response.json()
     assert result["scores"][0]["action"]
@@ -140,7 +140,7 @@ async def test_a_prediction_for_100000_posted_events_frees_them_off_the_loop(
         response = await client.post(
             "/model/predict", content=body, headers={"content-type": "application/json"}
         )
-    assert hold.busiest < 0.035  # 62-70 ms before
+    assert hold.busiest < 0.035 * hold.slowness  # 62-70 ms before
     assert response.status_code == 200
     assert len(response.json()["tracker"]["events"]) == 100_000
 
@@ -158,7 +158,7 @@ async def test_a_put_of_100000_events_frees_them_and_finds_the_session_off_the_l
             content=body,
             headers={"content-type": "application/json"},
         )
-    assert hold.busiest < 0.035  # 39-55 ms before
+    assert hold.busiest < 0.035 * hold.slowness  # 39-55 ms before
     assert response.status_code == 200
     response = await client.get("/conversations/long/tracker?include_events=ALL", timeout=60)
     assert len(response.json()["events"]) == 100_000
@@ -184,7 +184,9 @@ async def test_the_whole_history_of_100000_events_is_freed_off_the_loop(
         async with loop_hold() as hold:
             response = await client.get(f"/conversations/long/{path}", timeout=60)
         assert response.status_code == 200
-        assert hold.loop_busiest < 0.027, path  # 29-36 ms before (the loop thread's own CPU)
+        assert hold.loop_busiest < 0.027 * hold.slowness, (
+            path
+        )  # 29-36 ms before (the loop thread's own CPU)
 
 
 async def test_a_post_of_100000_events_folds_and_stores_them_off_the_loop(
@@ -204,7 +206,7 @@ async def test_a_post_of_100000_events_folds_and_stores_them_off_the_loop(
         response = await send_json(client, "POST", url, body)
     # The loop thread's own CPU: SQLite writes the rows in a thread without the GIL, whose
     # CPU fell within one gap of a loaded machine's loop (67 ms, though 3 ms on the loop).
-    assert hold.loop_busiest < 0.035, hold.loop_busiest  # 83-96 ms before
+    assert hold.loop_busiest < 0.035 * hold.slowness, hold.loop_busiest  # 83-96 ms before
     assert response.status_code == 200
     assert response.json()["latest_message"]["text"] == "/greet"
     response = await client.get("/conversations/long/tracker?include_events=ALL", timeout=60)
@@ -230,7 +232,7 @@ async def test_a_post_of_100000_events_with_an_event_broker_publishes_them_off_t
     async with loop_hold() as hold:
         response = await send_json(client, "POST", url, body)
     assert response.status_code == 200
-    assert hold.loop_busiest < 0.035, hold.loop_busiest  # 0.77 s before
+    assert hold.loop_busiest < 0.035 * hold.slowness, hold.loop_busiest  # 0.77 s before
     for _ in range(100):  # delivered in the background
         lines = log.read_text().splitlines() if log.exists() else []
         if len(lines) >= 100_004:
@@ -257,7 +259,7 @@ async def test_a_long_conversation_dropped_from_the_caches_is_freed_off_the_loop
         response = await client.post(
             "/webhooks/rest/webhook", json={"sender": "other", "message": "hello"}
         )
-    assert hold.busiest < 0.035  # 55-70 ms before
+    assert hold.busiest < 0.035 * hold.slowness  # 55-70 ms before
     assert response.status_code == 200 and response.json()
     response = await client.get("/conversations/long/tracker?include_events=NONE", timeout=60)
     assert response.json()["latest_message"]["text"] == "hello"
@@ -277,7 +279,7 @@ async def test_a_put_over_a_long_conversation_frees_the_old_one_off_the_loop(
         response = await send_json(
             client, "PUT", "/conversations/long/tracker/events?include_events=NONE", body
         )
-    assert hold.busiest < 0.045  # 60-65 ms before; 16-33 ms now (the probe's floor)
+    assert hold.busiest < 0.045 * hold.slowness  # 60-65 ms before; 16-33 ms now (the probe's floor)
     assert response.status_code == 200
     response = await client.get("/conversations/long/tracker?include_events=ALL", timeout=60)
     assert len(response.json()["events"]) == 100_000

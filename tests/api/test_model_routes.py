@@ -125,7 +125,7 @@ async def test_a_text_too_long_to_be_a_message_is_refused_without_holding_the_lo
     words = " ".join(["hello great day"] * 75_000)
     async with loop_hold() as hold:
         response = await client.post("/model/parse", json={"text": words})
-    assert hold.busiest < 0.15
+    assert hold.busiest < 0.15 * hold.slowness
     check(rasa_spec, response, "/model/parse", "post", 400)
     assert "1,199,999 characters long; at most 100,000" in response.json()["message"]
     assert response.json()["details"] == {"parameter": "text", "in": "body"}
@@ -731,7 +731,7 @@ async def test_a_large_json_intent_test_set_is_read_off_the_event_loop(
         )
     body = check(rasa_spec, response, "/model/test/intents", "post", 200)
     assert len(body["intent_evaluation"]["predictions"]) == 10_000
-    assert hold.loop_busiest < 0.15, hold.loop_busiest
+    assert hold.loop_busiest < 0.15 * hold.slowness, hold.loop_busiest
 
 
 async def test_a_large_json_training_body_is_parsed_off_the_event_loop(
@@ -745,7 +745,7 @@ async def test_a_large_json_training_body_is_parsed_off_the_event_loop(
             "/model/train", content=body, headers={"Content-Type": "application/json"}
         )
     check(rasa_spec, response, "/model/train", "post", 400)
-    assert hold.loop_busiest < 0.15, hold.loop_busiest
+    assert hold.loop_busiest < 0.15 * hold.slowness, hold.loop_busiest
 
 
 async def test_train_takes_rasa_2s_json_of_yaml_strings(

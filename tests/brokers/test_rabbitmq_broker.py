@@ -136,7 +136,10 @@ async def test_a_bulk_append_is_published_without_holding_the_loop(
     # 17-19 ms per 5 ms gap before, 6 ms now (a loop busy with small steps the whole time);
     # on a loaded machine a gap fits more of them (43 ms), one iteration does not: 1-2.4 ms
     # of loop CPU now, 7.3-7.6 ms with a window's 256 publishes started at once.
-    assert hold.busiest_iteration < 0.005, (hold.busiest_iteration, hold.loop_busiest)
+    assert hold.busiest_iteration < 0.005 * hold.slowness, (
+        hold.busiest_iteration,
+        hold.loop_busiest,
+    )
     messages = await consume(names["queue"], expected=5_001, timeout=60)
     assert by_conversation(messages)["long"] == events
 

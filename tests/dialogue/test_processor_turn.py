@@ -393,7 +393,7 @@ async def test_a_long_conversation_is_written_out_for_the_action_server_off_the_
     assert policy.steps == []  # the action ran
     # 0.28 s of CPU with the stdlib's encoder; orjson still encodes on the loop, 40-80 ms
     # (the bound does not see the tracker written on the loop: 0.08-0.12 s).
-    assert hold.busiest < 0.2
+    assert hold.busiest < 0.2 * hold.slowness
 
 
 async def test_the_first_load_of_a_long_conversation_is_folded_off_the_loop() -> None:
@@ -404,7 +404,7 @@ async def test_the_first_load_of_a_long_conversation_is_folded_off_the_loop() ->
     await agent.replace_events("long", greetings(25_000))  # forgets its hot tracker
     async with loop_hold() as hold:
         said_back = await agent.handle_message(UserMessage("hello", "long"))
-    assert hold.busiest < 0.1  # 0.29 s before, with the collector off
+    assert hold.busiest < 0.1 * hold.slowness  # 0.29 s before, with the collector off
     assert [m["text"] for m in said_back] == ["Hello!"]
     stored = await agent.processor.trackers.store.load("long")
     assert stored is not None and len(stored) == 100_000 + 5  # with its user_featurization
