@@ -76,7 +76,7 @@ async def test_the_collection_after_the_body_is_not_counted_as_its_hold() -> Non
         for _ in range(100):  # small steps: no iteration of the body itself is long
             kept.extend({"a": [i]} for i in range(5_000))
             await asyncio.sleep(0)
-    made_after = [[] for _ in range(1_000)]  # sets the collection off
+    made_after: list[list[int]] = [[] for _ in range(1_000)]  # sets the collection off
     await asyncio.sleep(0.01)
     assert len(kept) + len(made_after) == 501_000
     assert hold.busiest_iteration < 0.01 * hold.slowness, hold.busiest_iteration
