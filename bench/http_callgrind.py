@@ -89,6 +89,10 @@ def total_instructions(path: Path) -> int:
     raise SystemExit(f"no totals in {path}")
 
 
+def _tail(log: Path, lines: int = 20) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--app", choices=("server_app", "bare_app"), default="server_app")
@@ -104,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", help="a moodbot archive (default: train one)")
     parser.add_argument("--out", help="keep callgrind's output here (default: a temporary file)")
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=600,
+        help="seconds to wait for the server under valgrind to listen (default 600: a model "
+        "load under valgrind takes minutes, more on a busy machine)",
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="http-callgrind-") as tmp:
@@ -143,14 +154,21 @@ def main(argv: list[str] | None = None) -> int:
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp
             )
         try:
-            deadline = time.monotonic() + 600  # a model load under valgrind takes minutes
+            deadline = time.monotonic() + args.start_timeout
             while True:
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=1).close()
                     break
                 except OSError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit("the server did not start") from None
+                    if server.poll() is not None:
+                        raise SystemExit(
+                            f"the server exited before listening:\n{_tail(workdir / 'server.log')}"
+                        ) from None
+                    if time.monotonic() > deadline:
+                        raise SystemExit(
+                            f"the server did not listen within {args.start_timeout:g} s "
+                            "(--start-timeout)"
+                        ) from None
                     time.sleep(1)
             asyncio.run(send_turns(port, args.warmup, args.concurrency, "w"))
             control = ["callgrind_control", "-i"]
