@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse import _sparsetools  # type: ignore[attr-defined]
+from scipy.sparse import _sparsetools  # scipy's C loops behind its sparse indexing (private)
 
 from server.errors import ModelError
 from server.nlu.state_files import read_array, write_array
