@@ -59,6 +59,17 @@ class Neighbours:
 
     def __post_init__(self) -> None:
         width = self.sparse.shape[0]
+        # scipy's C loops take one index type and the float32 of the query and the product.
+        kind = self.sparse.indptr.dtype
+        if self.sparse.indices.dtype != kind or self.sparse.data.dtype != np.float32:
+            self.sparse = sp.csr_matrix(
+                (
+                    self.sparse.data.astype(np.float32),
+                    self.sparse.indices.astype(kind),
+                    self.sparse.indptr,
+                ),
+                shape=self.sparse.shape,
+            )
         # One gather a parse tells every feature's route and its row in the dense columns
         # or the compressor (thirteenth NLU round: a mask and a position table each before).
         self._route = np.full(width, _POSTINGS, np.int8)
