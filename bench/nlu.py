@@ -7,7 +7,7 @@ intent accuracy, entity F1, training time and parse latency.
                                    dense_entity_types|sparse_neighbours|static_neighbours|
                                    sparse_neighbours_words|static_neighbours_words|
                                    static_skip_grams|sparse_skip_grams|
-                                   static_neighbours_chars]
+                                   static_neighbours_chars|static_neighbours_chars32]
                         [--split test|valid|cv] [--folds K] [--limit N]
                         [--out bench/results/nlu.json]
 
@@ -19,8 +19,8 @@ StaticEmbeddingFeaturizer (both need `pip install '.[dense]'`), `--pipeline enti
 the EntityTypeFeaturizer (jackknifed CRF entity types for the classifier),
 `--pipeline dense_entity_types` both the DenseFeaturizer and it, the `*_neighbours`
 pipelines the nearest-training-sentence blend (`*_words`: without the character n-grams,
-`*_chars`: with them as singular directions), the `*_skip_grams` pipelines the
-SkipGramFeaturizer (pairs of words 2-4 apart);
+`*_chars`: with them as 64 singular directions, `*_chars32`: as 32), the `*_skip_grams`
+pipelines the SkipGramFeaturizer (pairs of words 2-4 apart);
 `--limit N`
 keeps an evenly spread subset of at most N examples per split (quick checks only).
 """
@@ -150,6 +150,14 @@ STATIC_NEIGHBOURS_CHARS_PIPELINE = [
     {**step, **NEIGHBOURS_CHARS} if step["name"] == "DIETClassifier" else step
     for step in STATIC_PIPELINE
 ]
+# The same with the character n-grams as 32 directions (thirteenth round): 48 coordinates a
+# training sentence instead of 80, the product a parse does 40 % smaller.
+STATIC_NEIGHBOURS_CHARS32_PIPELINE = [
+    {**step, **NEIGHBOURS_CHARS, "neighbour_char_dimensions": 32}
+    if step["name"] == "DIETClassifier"
+    else step
+    for step in STATIC_PIPELINE
+]
 
 PIPELINES = {
     "sparse": PIPELINE,
@@ -167,6 +175,7 @@ PIPELINES = {
     "static_skip_grams": STATIC_SKIP_GRAMS_PIPELINE,
     "sparse_skip_grams": SPARSE_SKIP_GRAMS_PIPELINE,
     "static_neighbours_chars": STATIC_NEIGHBOURS_CHARS_PIPELINE,
+    "static_neighbours_chars32": STATIC_NEIGHBOURS_CHARS32_PIPELINE,
 }
 
 

@@ -21,16 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse import _sparsetools  # scipy's C loops behind its sparse indexing (private)
 
 from server.errors import ModelError
 from server.nlu.state_files import read_array, write_array
 
 # A block whose training rows are mostly non-zero is stored dense (as in class_spread).
 DENSE_BLOCK = 0.5
-# Up to this many postings a parse gathers them with numpy (a few numpy calls), above it with
-# scipy's sparse indexing (one C++ pass after index checks of about 0.1 ms): the crossing
-# measured on BANKING77 (7,500 postings: 42 against 69 us; 30-60k: 278 against 206 us).
-SMALL_GATHER = 20_000
+# What a parse does with each feature column (`Neighbours._route`): left out of the
+# similarity, read from its postings, put in the query of the dense columns, or projected on
+# the compressed columns' singular directions.
+_UNUSED, _POSTINGS, _DENSE, _COMPRESSED = 0, 1, 2, 3
 
 
 @dataclass
@@ -57,15 +58,36 @@ class Neighbours:
     compressor: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        self._used: np.ndarray | None = None
+        width = self.sparse.shape[0]
+        # scipy's C loops take one index type and the float32 of the query and the product.
+        kind = self.sparse.indptr.dtype
+        if self.sparse.indices.dtype != kind or self.sparse.data.dtype != np.float32:
+            self.sparse = sp.csr_matrix(
+                (
+                    self.sparse.data.astype(np.float32),
+                    self.sparse.indices.astype(kind),
+                    self.sparse.indptr,
+                ),
+                shape=self.sparse.shape,
+            )
+        # One gather a parse tells every feature's route and its row in the dense columns
+        # or the compressor (thirteenth NLU round: a mask and a position table each before).
+        self._route = np.full(width, _POSTINGS, np.int8)
+        self._slot = np.zeros(width, np.int64)
         if self.ranges is not None:
-            self._used = _column_mask(self.ranges, self.sparse.shape[0])
-        # Where each feature's row is in `compressor` (-1: not compressed).
-        self._compressed_row: np.ndarray | None = None
+            self._route[~_column_mask(self.ranges, width)] = _UNUSED
+        self._route[self.dense_columns] = _DENSE
+        self._slot[self.dense_columns] = np.arange(len(self.dense_columns))
         if self.compressed is not None and self.compressor is not None:
-            mask = _column_mask(self.compressed, self.sparse.shape[0])
-            self._compressed_row = np.full(self.sparse.shape[0], -1, np.int64)
-            self._compressed_row[mask] = np.arange(int(mask.sum()))
+            mask = _column_mask(self.compressed, width)
+            self._route[mask] = _COMPRESSED
+            self._slot[mask] = np.arange(int(mask.sum()))
+        self._any_unused = bool((self._route == _UNUSED).any())
+        # The query's coordinates: the dense columns (or their directions), then the
+        # compressed columns' directions.
+        self._dense_width = (
+            self.projection.shape[1] if self.projection is not None else len(self.dense_columns)
+        )
         counts = np.diff(np.append(self.starts, self.dense.shape[0]))
         # Top 1 of each intent (every intent has a sentence) is one maximum.reduceat.
         self._top1 = self.k == 1 and bool(len(counts)) and bool(counts.min() > 0)
@@ -77,10 +99,6 @@ class Neighbours:
         self._slots = sentence_class * width + slot
         self._shape = (len(counts), width)
         self._taken = np.minimum(counts, self._k).astype(np.float64)
-        self._is_dense = np.zeros(self.sparse.shape[0], bool)
-        self._is_dense[self.dense_columns] = True
-        self._dense_position = np.zeros(self.sparse.shape[0], np.int64)
-        self._dense_position[self.dense_columns] = np.arange(len(self.dense_columns))
 
     @classmethod
     def fit(
@@ -146,39 +164,39 @@ class Neighbours:
     def class_scores(self, indices: np.ndarray, values: np.ndarray) -> np.ndarray | None:
         """Each intent's mean similarity of its k nearest training sentences, or None for
         a message without features (in the columns compared)."""
-        if self._used is not None:
-            used = self._used.take(indices)
-            indices, values = indices[used], values[used]
+        route = self._route.take(indices)
+        if self._any_unused:
+            used = route != _UNUSED
+            indices, values, route = indices[used], values[used], route[used]
         norm = float(np.sqrt(np.dot(values, values))) if len(values) else 0.0
         if norm == 0.0:
             return None
-        values = values / norm
-        dense = self._is_dense.take(indices)
-        squeezed = np.zeros(len(indices), bool)
-        if self._compressed_row is not None:
-            squeezed = self._compressed_row.take(indices) >= 0
+        values = (values / norm).astype(np.float32)
+        slot = self._slot.take(indices)
         sentences = self.dense.shape[0]
+        dense, squeezed = route == _DENSE, route == _COMPRESSED
         if dense.any() or squeezed.any():
-            query = np.zeros(len(self.dense_columns), np.float32)
-            query[self._dense_position.take(indices[dense])] = values[dense]
+            query = np.zeros(self.dense.shape[1], np.float32)
+            head = query[: self._dense_width]
             if self.projection is not None:
-                query = np.einsum("ij,i->j", self.projection, query)
-            if self._compressed_row is not None and self.compressor is not None:
-                rows = self.compressor.take(self._compressed_row.take(indices[squeezed]), axis=0)
-                query = np.concatenate(
-                    [query, np.einsum("ij,i->j", rows, values[squeezed].astype(np.float32))]
-                )
+                rows = self.projection.take(slot[dense], axis=0)
+                np.einsum("ij,i->j", rows, values[dense], out=head)
+            else:
+                head[slot[dense]] = values[dense]
+            if self.compressor is not None and squeezed.any():
+                rows = self.compressor.take(slot[squeezed], axis=0)
+                np.einsum("ij,i->j", rows, values[squeezed], out=query[self._dense_width :])
             # numpy's own loop, not BLAS: OpenBLAS runs a product this size on two threads,
             # and when the other core is busy the caller spins waiting for its helper (1.8-4
             # ms of CPU a parse against 0.17 ms here; eleventh NLU round).
-            similarity = np.einsum("ij,j->i", self.dense, query).astype(np.float64)
+            similarity = np.einsum("ij,j->i", self.dense, query)
         else:
-            similarity = np.zeros(sentences)
-        sparse = ~(dense | squeezed)
+            similarity = np.zeros(sentences, np.float32)
+        sparse = route == _POSTINGS
         if sparse.any():
-            similarity += self._postings(indices[sparse], values[sparse], sentences)
+            self._add_postings(indices[sparse], values[sparse], similarity)
         if self._top1:
-            return np.maximum.reduceat(similarity, self.starts)
+            return np.maximum.reduceat(similarity, self.starts).astype(np.float64)
         table = np.full(self._shape[0] * self._shape[1], -np.inf)
         table[self._slots] = similarity
         table = table.reshape(self._shape)
@@ -187,32 +205,31 @@ class Neighbours:
         taken = np.arange(self._k) < self._taken[:, None]
         return np.where(taken, top, 0.0).sum(axis=1) / np.maximum(self._taken, 1.0)
 
-    def _postings(self, features: np.ndarray, values: np.ndarray, sentences: int) -> np.ndarray:
-        """The query's sparse part dotted with every training sentence, from the postings
-        of its features."""
+    def _add_postings(self, features: np.ndarray, values: np.ndarray, out: np.ndarray) -> None:
+        """Adds the query's sparse part dotted with every training sentence to `out`, from
+        the postings of its features: scipy's own C loops copy those rows out and multiply
+        them (thirteenth NLU round: 13 against 50 us on BANKING77's 7,900 postings a parse
+        with numpy's gathers; scipy's public indexing checks its indices for 0.1 ms)."""
         indptr = self.sparse.indptr
+        features = features.astype(indptr.dtype, copy=False)
         first = indptr.take(features)
-        counts = indptr.take(features + 1) - first
-        total = int(counts.sum())
-        if total > SMALL_GATHER:
-            # One pass in scipy's C++: cheaper for many postings, but its index checks cost
-            # about 0.1 ms a call whatever the size.
-            gathered = self.sparse[features]
-            return gathered.T @ values.astype(np.float32)
-        # The positions of every posting: each feature's run [first, first + count).
-        ends = np.cumsum(counts)
-        positions = np.arange(total) + np.repeat(first - (ends - counts), counts)
-        weights = self.sparse.data.take(positions) * np.repeat(values, counts)
-        return np.bincount(self.sparse.indices.take(positions), weights, minlength=sentences)
+        offsets = np.zeros(len(features) + 1, indptr.dtype)
+        np.cumsum(indptr.take(features + 1) - first, out=offsets[1:])
+        total = int(offsets[-1])
+        if total == 0:
+            return
+        rows = np.empty(total, self.sparse.indices.dtype)
+        data = np.empty(total, self.sparse.data.dtype)
+        _sparsetools.csr_row_index(
+            len(features), features, indptr, self.sparse.indices, self.sparse.data, rows, data
+        )
+        # The copied rows as the columns of a sentences x features matrix, times the values.
+        _sparsetools.csc_matvec(len(out), len(features), offsets, rows, data, values, out)
 
     def postings_read(self, indices: np.ndarray) -> int:
         """How many stored values a parse of a message with these features reads (its
         postings plus the dense block): the cost of `class_scores`, for the benchmarks."""
-        if self._used is not None:
-            indices = indices[self._used.take(indices)]
-        sparse = indices[~self._is_dense.take(indices)]
-        if self._compressed_row is not None:
-            sparse = sparse[self._compressed_row.take(sparse) < 0]
+        sparse = indices[self._route.take(indices) == _POSTINGS]
         indptr = self.sparse.indptr
         return int((indptr.take(sparse + 1) - indptr.take(sparse)).sum()) + self.dense.size
 
@@ -220,11 +237,14 @@ class Neighbours:
         neighbour = self.class_scores(indices, values)
         if neighbour is None:
             return scores
-        spread, neighbour_spread = float(scores.std()), float(neighbour.std())
+        # The two standard deviations by hand: numpy's std costs 10 us a call at this size.
+        centred = scores - scores.mean()
+        spread = float(np.sqrt(np.dot(centred, centred) / len(scores)))
+        z = neighbour - neighbour.mean()
+        neighbour_spread = float(np.sqrt(np.dot(z, z) / len(neighbour)))
         if spread == 0.0 or neighbour_spread == 0.0:
             return scores
-        z = (neighbour - neighbour.mean()) / neighbour_spread
-        return scores + self.weight * spread * z
+        return scores + (self.weight * spread / neighbour_spread) * z
 
     def write(self, directory: Path, prefix: str) -> dict:
         write_array(directory, f"{prefix}nn_data.npy", self.sparse.data.astype(np.float32))

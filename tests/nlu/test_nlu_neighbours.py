@@ -186,21 +186,44 @@ def test_class_scores_on_column_ranges_compare_only_those_columns():
     assert nearest.class_scores(np.array([2]), np.array([1.0], np.float32)) is None
 
 
-def test_both_ways_of_gathering_postings_give_the_same_scores(monkeypatch: pytest.MonkeyPatch):
-    # Few postings are gathered with numpy, many with scipy's indexing: same similarities.
+@pytest.mark.parametrize("k", [1, 2])
+def test_every_route_of_a_feature_gives_the_cosine_of_the_sentences(k: int):
+    # Postings (columns 0-19), compressed columns (20-29, rank 3: their directions hold them
+    # all), dense columns (30-34, as many directions as columns) and a left-out range
+    # (35-39): each intent's score is the mean of its k largest cosines on columns 0-34.
     rng = np.random.default_rng(0)
-    x = sp.csr_matrix(sp.random(60, 40, density=0.2, random_state=1))
+    postings = sp.random(60, 20, density=0.2, random_state=1).toarray()
+    compressed = rng.random((60, 3)) @ rng.random((3, 10)) * (rng.random((60, 1)) < 0.7)
+    rows = np.hstack([postings, compressed, rng.random((60, 5)) + 0.1, rng.random((60, 5))])
     classes = rng.integers(0, 5, 60)
     classes[:5] = np.arange(5)
-    nearest = Neighbours.fit(x, classes, 5, k=1, weight=1.0)
-    query = np.array([1, 3, 8, 20, 39]), np.array([0.5, 1.0, 0.2, 0.7, 0.1], np.float32)
-    monkeypatch.setattr("server.nlu.neighbours.SMALL_GATHER", 0)
-    by_scipy = nearest.class_scores(*query)
-    monkeypatch.setattr("server.nlu.neighbours.SMALL_GATHER", 10**9)
-    by_numpy = nearest.class_scores(*query)
-    assert by_scipy is not None and by_numpy is not None
-    assert by_numpy == pytest.approx(by_scipy, rel=1e-6)
-    assert by_numpy.max() > 0
+    nearest = Neighbours.fit(
+        sp.csr_matrix(rows),
+        classes,
+        5,
+        k,
+        1.0,
+        ranges=np.array([[0, 35]]),
+        dimensions=5,
+        compressed=np.array([[20, 30]]),
+        compressed_dimensions=8,
+    )
+    features = np.array([1, 3, 8, 19, 21, 25, 29, 30, 32, 34, 36, 38])
+    values = rng.random(len(features)).astype(np.float32)
+    query = np.zeros(40)
+    query[features] = values
+    kept = rows[:, :35] / np.linalg.norm(rows[:, :35], axis=1, keepdims=True)
+    cosine = kept @ (query[:35] / np.linalg.norm(query[:35]))
+    expected = [np.sort(cosine[classes == c])[::-1][:k].mean() for c in range(5)]
+    assert nearest.class_scores(features, values) == pytest.approx(expected, rel=1e-5)
+    # Only postings, only the dense block, only the compressed block: the same cosines.
+    for part in (features[:4], features[4:7], features[7:10]):
+        kept_query = np.zeros(35)
+        kept_query[part] = query[part]
+        cosine = kept @ (kept_query / np.linalg.norm(kept_query))
+        expected = [np.sort(cosine[classes == c])[::-1][:k].mean() for c in range(5)]
+        scores = nearest.class_scores(part, query[part].astype(np.float32))
+        assert scores == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
 def test_dense_columns_kept_as_singular_directions_score_as_before_when_nothing_is_lost():
