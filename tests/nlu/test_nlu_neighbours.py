@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from server.errors import InvalidConfig, ModelError
+from server.nlu import neighbours
 from server.nlu.neighbours import Neighbours
 from server.nlu.pipeline import NLUPipeline
 from server.training.nlu_yaml import read_nlu_yaml
@@ -186,8 +187,15 @@ def test_class_scores_on_column_ranges_compare_only_those_columns():
     assert nearest.class_scores(np.array([2]), np.array([1.0], np.float32)) is None
 
 
+@pytest.mark.parametrize("public_scipy", [False, True])
 @pytest.mark.parametrize("k", [1, 2])
-def test_every_route_of_a_feature_gives_the_cosine_of_the_sentences(k: int):
+def test_every_route_of_a_feature_gives_the_cosine_of_the_sentences(
+    k: int, public_scipy: bool, monkeypatch: pytest.MonkeyPatch
+):
+    """Also through scipy's public indexing, which a scipy without the private C loops the
+    postings are read with falls back to."""
+    if public_scipy:
+        monkeypatch.setattr(neighbours, "_sparsetools", None)
     # Postings (columns 0-19), compressed columns (20-29, rank 3: their directions hold them
     # all), dense columns (30-34, as many directions as columns) and a left-out range
     # (35-39): each intent's score is the mean of its k largest cosines on columns 0-34.
