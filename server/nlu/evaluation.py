@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from server.errors import TrainingError
+from server.nlu.fallback import FALLBACK_INTENT
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.response_selector import DEFAULT_SELECTOR
 from server.nlu.training_data import Example, NLUTrainingData
@@ -52,6 +53,10 @@ def predict(pipeline: NLUPipeline, data: NLUTrainingData) -> Predictions:
     for example in data.examples:
         parsed = pipeline.parse(example.text)
         intent = parsed.get("intent") or {}
+        ranking = parsed.get("intent_ranking") or []
+        if intent.get("name") == FALLBACK_INTENT and len(ranking) >= 2:
+            # As Rasa: the FallbackClassifier's verdict does not hide the intent it doubted.
+            intent = ranking[1]
         out.examples.append(example)
         out.intents.append(intent.get("name"))
         out.confidences.append(float(intent.get("confidence") or 0.0))

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,20 @@ def test_evaluate_writes_rasa_report_files(tmp_path: Path, load_bot):
     names = {p.name for p in tmp_path.iterdir()}
     assert {"intent_report.json", "intent_errors.json", "DIETClassifier_report.json"} <= names
     assert {"intent_confusion_matrix.png", "intent_histogram.png"} <= names
+
+
+def test_evaluation_scores_the_intent_a_fallback_doubted(tmp_path: Path, load_bot):
+    """As Rasa: a FallbackClassifier's `nlu_fallback` is undone for the evaluation (its
+    threshold of 1.0 here makes every message fall back). Before, every example counted
+    as predicted `nlu_fallback`: accuracy 0."""
+    data = load_bot("moodbot")
+    config = [{"name": "DIETClassifier"}, {"name": "FallbackClassifier", "threshold": 1.0}]
+    pipeline = NLUPipeline.train(data, config)
+    assert pipeline.parse("hello")["intent"]["name"] == "nlu_fallback"
+    summary = evaluate(pipeline, data, tmp_path)
+    assert summary["intent_evaluation"]["accuracy"] > 0.95
+    report = json.loads((tmp_path / "intent_report.json").read_text())
+    assert "nlu_fallback" not in report
 
 
 def test_cross_validation(tmp_path: Path, load_bot):
