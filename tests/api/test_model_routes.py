@@ -14,8 +14,10 @@ import pytest
 import yaml
 from fastapi import FastAPI, Request
 
+from server.api.server import ServerOptions, build_app
 from server.models.archive import read_archive, write_archive
 from tests.api.rasa_spec import RasaSpec
+from tests.api.test_openapi_document import our_schema
 from tests.loop_lag import loop_hold
 from tests.shared_data import BOTS, MOODBOT
 from tests.small_disk import temp_files_on_a_small_disk
@@ -364,6 +366,9 @@ async def test_test_intents_evaluates_the_response_selector(
         headers={"Content-Type": "application/x-yaml"},
     )
     body = check(rasa_spec, response, "/model/test/intents", "post", 200)
+    ours = build_app(ServerOptions(model_path=None, enable_api=True)).openapi()
+    errors = list(our_schema(ours, "/model/test/intents", "post", 200).iter_errors(body))
+    assert not errors, errors[0].message
     selection = body["response_selection_evaluation"]
     assert list(selection) == [
         "report",
