@@ -120,7 +120,10 @@ def test_evaluation_scores_the_intent_a_fallback_doubted(tmp_path: Path, load_bo
     threshold of 1.0 here makes every message fall back). Before, every example counted
     as predicted `nlu_fallback`: accuracy 0."""
     data = load_bot("moodbot")
-    config = [{"name": "DIETClassifier"}, {"name": "FallbackClassifier", "threshold": 1.0}]
+    config: list[dict] = [
+        {"name": "DIETClassifier"},
+        {"name": "FallbackClassifier", "threshold": 1.0},
+    ]
     pipeline = NLUPipeline.train(data, config)
     assert pipeline.parse("hello")["intent"]["name"] == "nlu_fallback"
     summary = evaluate(pipeline, data, tmp_path)
