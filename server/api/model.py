@@ -395,7 +395,8 @@ def _nlu_results(out_dir: Path) -> dict[str, Any]:
         if path.name[: -len("_report.json")] in _LABELLED_REPORTS:
             continue
         extractor = path.name[: -len("_report.json")]
-        result["entity_evaluation"][extractor] = _evaluation_item(path, None, "micro avg")
+        errors = out_dir / f"{extractor}_errors.json"
+        result["entity_evaluation"][extractor] = _evaluation_item(path, errors, "micro avg")
     return result
 
 

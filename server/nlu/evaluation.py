@@ -116,6 +116,7 @@ def write_reports(predictions: Predictions, out_dir: Path) -> dict[str, Any]:
     for extractor in sorted(predictions.extractors):
         report = entity_report(predictions, extractor)
         _write_json(out_dir / f"{extractor}_report.json", report)
+        _write_json(out_dir / f"{extractor}_errors.json", entity_errors(predictions, extractor))
         entity_summary[extractor] = report["micro avg"]
     if entity_summary:
         summary["entity_evaluation"] = entity_summary
@@ -193,16 +194,41 @@ def _label_reports(
     }
 
 
+def _spans(
+    example: Example, entities: list[dict[str, Any]], extractor: str
+) -> tuple[set[tuple[int, int, str]], set[tuple[int, int, str]]]:
+    """The example's annotated spans, and those `extractor` found."""
+    gold = {(a.start, a.end, a.entity) for a in example.entities}
+    found = {
+        (e["start"], e["end"], e["entity"]) for e in entities if e.get("extractor") == extractor
+    }
+    return gold, found
+
+
+def entity_errors(predictions: Predictions, extractor: str) -> list[dict[str, Any]]:
+    """The examples whose entities `extractor` got wrong, in Rasa's shape: the text, its
+    annotated `entities` and every `predicted_entities` of its parse."""
+    errors = []
+    for example, entities in zip(predictions.examples, predictions.entities, strict=True):
+        gold, found = _spans(example, entities, extractor)
+        if gold != found:
+            errors.append(
+                {
+                    "text": example.text,
+                    "entities": [a.as_dict() for a in example.entities],
+                    "predicted_entities": entities,
+                }
+            )
+    return errors
+
+
 def entity_report(predictions: Predictions, extractor: str) -> dict[str, Any]:
     """Span-exact precision / recall / F1 per entity type, with micro/macro/weighted avgs."""
     tp: Counter[str] = Counter()
     fp: Counter[str] = Counter()
     fn: Counter[str] = Counter()
     for example, entities in zip(predictions.examples, predictions.entities, strict=True):
-        gold = {(a.start, a.end, a.entity) for a in example.entities}
-        found = {
-            (e["start"], e["end"], e["entity"]) for e in entities if e.get("extractor") == extractor
-        }
+        gold, found = _spans(example, entities, extractor)
         for span in found & gold:
             tp[span[2]] += 1
         for span in found - gold:

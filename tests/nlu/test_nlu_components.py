@@ -115,6 +115,26 @@ def test_evaluate_writes_rasa_report_files(tmp_path: Path, load_bot):
     assert {"intent_confusion_matrix.png", "intent_histogram.png"} <= names
 
 
+def test_entity_errors_list_the_examples_an_extractor_got_wrong(tmp_path: Path, load_bot):
+    """As Rasa's `<extractor>_errors.json` and the `errors` of `POST /model/test/intents`'s
+    entity evaluation; before, no file, and `errors` was always []."""
+    pipeline = NLUPipeline.train(load_bot("formbot"), [{"name": "DIETClassifier"}])
+    test = read_nlu_yaml(
+        "nlu:\n- intent: inform\n  examples: |\n"
+        "    - [italian](cuisine) food\n    - my feedback is [great](cuisine)\n"
+        "- intent: greet\n  examples: |\n    - hello\n",
+        "test.yml",
+    )
+    evaluate(pipeline, test, tmp_path)
+    errors = json.loads((tmp_path / "DIETClassifier_errors.json").read_text())
+    assert [e["text"] for e in errors] == ["my feedback is great"]
+    assert errors[0]["entities"] == [
+        {"start": 15, "end": 20, "value": "great", "entity": "cuisine"}
+    ]
+    predicted = [(e["entity"], e["value"]) for e in errors[0]["predicted_entities"]]
+    assert predicted == [("feedback", "great")]
+
+
 def test_evaluation_scores_the_intent_a_fallback_doubted(tmp_path: Path, load_bot):
     """As Rasa: a FallbackClassifier's `nlu_fallback` is undone for the evaluation (its
     threshold of 1.0 here makes every message fall back). Before, every example counted
