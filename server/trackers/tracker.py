@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 # A slot event for a slot the domain does not declare comes again at every fold of its
 # conversation: one line a minute per name, the repeats counted.
 UNDECLARED_SLOTS = RepeatsCounted(logger, 60.0, level=logging.ERROR)
+_MOST_LOGGED = 10
 
 
 class EventVerbosity(str, Enum):
@@ -195,8 +196,9 @@ class Tracker:
     def _undeclared_slot(self, name: str) -> None:
         """As Rasa: a slot the domain does not declare is not set (its event stays in the
         events), with an error naming it; once per name and tracker, as a bulk fold may
-        run in a thread, where `RepeatsCounted` cannot count."""
-        if name in self._undeclared_logged:
+        run in a thread, where `RepeatsCounted` cannot count. At most a few names a tracker:
+        a body of 100,000 slot events, each of its own name, is not 100,000 lines."""
+        if name in self._undeclared_logged or len(self._undeclared_logged) >= _MOST_LOGGED:
             return
         self._undeclared_logged = self._undeclared_logged | {name}
         UNDECLARED_SLOTS.log(
