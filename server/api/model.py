@@ -372,22 +372,31 @@ def _evaluation_item(report_path: Path, errors_path: Path | None, averages: str)
     return item
 
 
+# The reports of labelled predictions (file prefix -> section); any other is an extractor's.
+_LABELLED_REPORTS = {
+    "intent": "intent_evaluation",
+    "response_selection": "response_selection_evaluation",
+}
+
+
 def _nlu_results(out_dir: Path) -> dict[str, Any]:
     result: dict[str, Any] = {
         "intent_evaluation": {},
         "entity_evaluation": {},
         "response_selection_evaluation": {},
     }
-    intent_report = out_dir / "intent_report.json"
-    if intent_report.is_file():
-        result["intent_evaluation"] = _evaluation_item(
-            intent_report, out_dir / "intent_errors.json", "weighted avg"
-        )
+    for files, section in _LABELLED_REPORTS.items():
+        report = out_dir / f"{files}_report.json"
+        if report.is_file():
+            result[section] = _evaluation_item(
+                report, out_dir / f"{files}_errors.json", "weighted avg"
+            )
     for path in sorted(out_dir.glob("*_report.json")):
-        if path.name == "intent_report.json":
+        if path.name[: -len("_report.json")] in _LABELLED_REPORTS:
             continue
         extractor = path.name[: -len("_report.json")]
-        result["entity_evaluation"][extractor] = _evaluation_item(path, None, "micro avg")
+        errors = out_dir / f"{extractor}_errors.json"
+        result["entity_evaluation"][extractor] = _evaluation_item(path, errors, "micro avg")
     return result
 
 
@@ -436,6 +445,19 @@ def _evaluate_intents_sync(
                     predictions.confidences,
                     strict=True,
                 )
+            ]
+        if result["response_selection_evaluation"]:
+            result["response_selection_evaluation"]["predictions"] = [
+                {
+                    "text": example.text,
+                    "intent_response_key_target": example.intent,
+                    "intent_response_key_prediction": predicted,
+                    "confidence": confidence or 0.0,
+                }
+                for example, (predicted, confidence) in zip(
+                    predictions.examples, predictions.responses, strict=True
+                )
+                if example.intent and "/" in example.intent
             ]
         return result
 

@@ -281,6 +281,17 @@ class IntentPrediction(_Open):
     confidence: float | None = Field(description="The prediction's confidence.")
 
 
+class ResponsePrediction(_Open):
+    text: str = Field(description="The test example.")
+    intent_response_key_target: str | None = Field(
+        description="Its labelled retrieval intent and response key (`chitchat/ask_name`)."
+    )
+    intent_response_key_prediction: str | None = Field(
+        description="The response selector's choice."
+    )
+    confidence: float | None = Field(description="The prediction's confidence.")
+
+
 class EvaluationItem(_Open):
     """One evaluated component: an sklearn-style report, averages, predictions and errors."""
 
@@ -288,7 +299,9 @@ class EvaluationItem(_Open):
     accuracy: float = _may_be_absent("Share of correct predictions.")
     f1_score: float = _may_be_absent("Averaged f1-score.")
     precision: float = _may_be_absent("Averaged precision.")
-    predictions: list[IntentPrediction] = _may_be_absent("Each example's prediction.")
+    predictions: list[IntentPrediction | ResponsePrediction] = _may_be_absent(
+        "Each example's prediction: its intent, or its response (response selection)."
+    )
     errors: list[dict[str, Any]] = _may_be_absent("The wrongly predicted examples.")
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.dialogue.slots import REQUESTED_SLOT, SESSION_STARTED_METADATA, Slot, names_list
+from server.dialogue.slots import (
+    KNOWLEDGE_BASE_ACTION,
+    KNOWLEDGE_BASE_SLOTS,
+    REQUESTED_SLOT,
+    SESSION_STARTED_METADATA,
+    Slot,
+    names_list,
+)
 from server.errors import InvalidProjectFile
 
 RULE_SNIPPET_ACTION = "..."
@@ -137,6 +144,13 @@ class Domain:
         names = {s.name for s in self.slots}
         if forms and REQUESTED_SLOT not in names:
             self.slots.append(Slot(REQUESTED_SLOT, "any", influence_conversation=False))
+        # As Rasa: when undeclared, they are not in the domain's JSON (GET /domain, the
+        # action server's domain, the model archive).
+        self._knowledge_base_slots: frozenset[str] = frozenset()
+        if KNOWLEDGE_BASE_ACTION in actions:
+            added = [n for n in KNOWLEDGE_BASE_SLOTS if n not in names]
+            self.slots.extend(Slot(n, "any", influence_conversation=False) for n in added)
+            self._knowledge_base_slots = frozenset(added)
         if SESSION_STARTED_METADATA not in names:
             self.slots.append(Slot(SESSION_STARTED_METADATA, "any", influence_conversation=False))
         self.slots_by_name = {s.name: s for s in self.slots}
@@ -325,7 +339,12 @@ class Domain:
             entity_props = self.entity_properties.get(name)
             entities.append({name: entity_props} if entity_props else name)
         builtin_slots = {SESSION_STARTED_METADATA, REQUESTED_SLOT}
-        slots = {s.name: s.as_dict() for s in self.slots if full or s.name not in builtin_slots}
+        # (the knowledge base slots this domain added come back with its action, as in Rasa)
+        slots = {
+            s.name: s.as_dict()
+            for s in self.slots
+            if (full or s.name not in builtin_slots) and s.name not in self._knowledge_base_slots
+        }
         actions: list[Any] = []
         for name in self.user_actions:
             action_props = self.action_properties.get(name)

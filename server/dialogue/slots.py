@@ -12,6 +12,14 @@ SLOT_TYPES = ("text", "bool", "categorical", "float", "list", "any")
 MAPPING_TYPES = ("from_entity", "from_text", "from_intent", "from_trigger_intent", "custom")
 REQUESTED_SLOT = "requested_slot"
 SESSION_STARTED_METADATA = "session_started_metadata"
+# Rasa's knowledge base action, and the slots a domain listing it gets (rasa-sdk's
+# ActionQueryKnowledgeBase sets them; "the second one" reads the objects it listed).
+KNOWLEDGE_BASE_ACTION = "action_query_knowledge_base"
+KNOWLEDGE_BASE_SLOTS = (
+    "knowledge_base_listed_objects",
+    "knowledge_base_last_object",
+    "knowledge_base_last_object_type",
+)
 
 
 @dataclass

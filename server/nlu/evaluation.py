@@ -1,5 +1,5 @@
-"""`test nlu` as a library: intent and entity reports in Rasa's file layout, plots, and
-cross-validation."""
+"""`test nlu` as a library: intent, response selection and entity reports in Rasa's file
+layout, plots, and cross-validation."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 
 from server.errors import TrainingError
+from server.nlu.fallback import FALLBACK_INTENT
 from server.nlu.pipeline import NLUPipeline
+from server.nlu.response_selector import DEFAULT_SELECTOR
 from server.nlu.training_data import Example, NLUTrainingData
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,10 @@ class Predictions:
     confidences: list[float] = field(default_factory=list)
     entities: list[list[dict[str, Any]]] = field(default_factory=list)
     extractors: set[str] = field(default_factory=set)
+    # The response selector's answer to each example (its `intent_response_key` and
+    # confidence), when the pipeline has one.
+    responses: list[tuple[str | None, float | None]] = field(default_factory=list)
+    has_selector: bool = False
 
     def extend(self, other: Predictions) -> None:
         self.examples += other.examples
@@ -38,18 +44,37 @@ class Predictions:
         self.confidences += other.confidences
         self.entities += other.entities
         self.extractors |= other.extractors
+        self.responses += other.responses
+        self.has_selector = self.has_selector or other.has_selector
 
 
 def predict(pipeline: NLUPipeline, data: NLUTrainingData) -> Predictions:
-    out = Predictions(extractors=_extractor_names(pipeline))
+    out = Predictions(extractors=_extractor_names(pipeline), has_selector=pipeline._has_selector)
     for example in data.examples:
         parsed = pipeline.parse(example.text)
         intent = parsed.get("intent") or {}
+        ranking = parsed.get("intent_ranking") or []
+        if intent.get("name") == FALLBACK_INTENT and len(ranking) >= 2:
+            # As Rasa: the FallbackClassifier's verdict does not hide the intent it doubted.
+            intent = ranking[1]
         out.examples.append(example)
         out.intents.append(intent.get("name"))
         out.confidences.append(float(intent.get("confidence") or 0.0))
         out.entities.append(parsed.get("entities", []))
+        if out.has_selector:
+            out.responses.append(_selected(parsed.get("response_selector") or {}, example))
     return out
+
+
+def _selected(selector: dict[str, Any], example: Example) -> tuple[str | None, float | None]:
+    """As Rasa reads it: the answer of the selector configured for the example's retrieval
+    intent (`retrieval_intent: chitchat`), else the default selector's."""
+    intent = example.base_intent
+    key = intent if intent is not None and intent in selector else DEFAULT_SELECTOR
+    if key == "all_retrieval_intents":
+        key = DEFAULT_SELECTOR
+    response = (selector.get(key) or {}).get("response") or {}
+    return response.get("intent_response_key"), response.get("confidence")
 
 
 def _extractor_names(pipeline: NLUPipeline) -> set[str]:
@@ -73,18 +98,61 @@ def write_reports(predictions: Predictions, out_dir: Path) -> dict[str, Any]:
         if e.base_intent
     ]
     if intent_rows:
-        summary["intent_evaluation"] = _intent_reports(intent_rows, out_dir)
+        summary["intent_evaluation"] = _label_reports(intent_rows, out_dir, INTENTS)
+    # Only the examples of a retrieval intent (`chitchat/ask_name`), when they name two
+    # responses or more, as Rasa.
+    response_rows = (
+        [
+            (e.intent, p or "None", c or 0.0, e)
+            for e, (p, c) in zip(predictions.examples, predictions.responses, strict=True)
+            if e.intent and "/" in e.intent
+        ]
+        if predictions.has_selector
+        else []
+    )
+    if len({row[0] for row in response_rows}) >= 2:
+        summary["response_selection_evaluation"] = _label_reports(response_rows, out_dir, RESPONSES)
     entity_summary = {}
     for extractor in sorted(predictions.extractors):
         report = entity_report(predictions, extractor)
         _write_json(out_dir / f"{extractor}_report.json", report)
+        _write_json(out_dir / f"{extractor}_errors.json", entity_errors(predictions, extractor))
         entity_summary[extractor] = report["micro avg"]
     if entity_summary:
         summary["entity_evaluation"] = entity_summary
     return summary
 
 
-def _intent_reports(rows: list[tuple[Any, str, float, Example]], out_dir: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Labels:
+    """What one kind of labelled prediction is called in Rasa's files."""
+
+    files: str  # the prefix of its report, errors and plots
+    target: str  # the keys of an error
+    prediction: str
+    matrix_title: str
+    histogram_title: str
+
+
+INTENTS = _Labels(
+    "intent",
+    "intent",
+    "intent_prediction",
+    "Intent Confusion matrix",
+    "Intent Prediction Confidence Distribution",
+)
+RESPONSES = _Labels(
+    "response_selection",
+    "intent_response_key_target",
+    "intent_response_key_prediction",
+    "Response Selection Confusion Matrix",
+    "Response Selection Prediction Confidence Distribution",
+)
+
+
+def _label_reports(
+    rows: list[tuple[Any, str, float, Example]], out_dir: Path, kind: _Labels
+) -> dict[str, Any]:
     from sklearn.metrics import classification_report, confusion_matrix
 
     targets = [r[0] for r in rows]
@@ -105,18 +173,18 @@ def _intent_reports(rows: list[tuple[Any, str, float, Example]], out_dir: Path) 
                 if j != i and matrix[i, j] > 0
             }
             report[label]["confused_with"] = dict(list(confused.items())[:3])
-    _write_json(out_dir / "intent_report.json", report)
+    _write_json(out_dir / f"{kind.files}_report.json", report)
     errors = [
         {
             "text": example.text,
-            "intent": target,
-            "intent_prediction": {"name": pred, "confidence": confidence},
+            kind.target: target,
+            kind.prediction: {"name": pred, "confidence": confidence},
         }
         for target, pred, confidence, example in rows
         if target != pred
     ]
-    _write_json(out_dir / "intent_errors.json", errors)
-    _plots(targets, predicted, [r[2] for r in rows], labels, matrix, out_dir)
+    _write_json(out_dir / f"{kind.files}_errors.json", errors)
+    _plots(targets, predicted, [r[2] for r in rows], labels, matrix, out_dir, kind)
     weighted = report.get("weighted avg", {})
     return {
         "accuracy": accuracy,
@@ -126,16 +194,41 @@ def _intent_reports(rows: list[tuple[Any, str, float, Example]], out_dir: Path) 
     }
 
 
+def _spans(
+    example: Example, entities: list[dict[str, Any]], extractor: str
+) -> tuple[set[tuple[int, int, str]], set[tuple[int, int, str]]]:
+    """The example's annotated spans, and those `extractor` found."""
+    gold = {(a.start, a.end, a.entity) for a in example.entities}
+    found = {
+        (e["start"], e["end"], e["entity"]) for e in entities if e.get("extractor") == extractor
+    }
+    return gold, found
+
+
+def entity_errors(predictions: Predictions, extractor: str) -> list[dict[str, Any]]:
+    """The examples whose entities `extractor` got wrong, in Rasa's shape: the text, its
+    annotated `entities` and every `predicted_entities` of its parse."""
+    errors = []
+    for example, entities in zip(predictions.examples, predictions.entities, strict=True):
+        gold, found = _spans(example, entities, extractor)
+        if gold != found:
+            errors.append(
+                {
+                    "text": example.text,
+                    "entities": [a.as_dict() for a in example.entities],
+                    "predicted_entities": entities,
+                }
+            )
+    return errors
+
+
 def entity_report(predictions: Predictions, extractor: str) -> dict[str, Any]:
     """Span-exact precision / recall / F1 per entity type, with micro/macro/weighted avgs."""
     tp: Counter[str] = Counter()
     fp: Counter[str] = Counter()
     fn: Counter[str] = Counter()
     for example, entities in zip(predictions.examples, predictions.entities, strict=True):
-        gold = {(a.start, a.end, a.entity) for a in example.entities}
-        found = {
-            (e["start"], e["end"], e["entity"]) for e in entities if e.get("extractor") == extractor
-        }
+        gold, found = _spans(example, entities, extractor)
         for span in found & gold:
             tp[span[2]] += 1
         for span in found - gold:
@@ -174,6 +267,7 @@ def _plots(
     labels: list[str],
     matrix: np.ndarray,
     out_dir: Path,
+    kind: _Labels,
 ) -> None:
     try:
         import matplotlib
@@ -190,9 +284,9 @@ def _plots(
     ax.set_yticks(range(len(labels)), labels, fontsize=6)
     ax.set_xlabel("Predicted label")
     ax.set_ylabel("True label")
-    ax.set_title("Intent Confusion matrix")
+    ax.set_title(kind.matrix_title)
     fig.tight_layout()
-    fig.savefig(out_dir / "intent_confusion_matrix.png")
+    fig.savefig(out_dir / f"{kind.files}_confusion_matrix.png")
     plt.close(fig)
     hits = [c for t, p, c in zip(targets, predicted, confidences, strict=True) if t == p]
     misses = [c for t, p, c in zip(targets, predicted, confidences, strict=True) if t != p]
@@ -201,10 +295,10 @@ def _plots(
     ax.hist([hits, misses], bins=bins, label=["hits", "misses"], color=["#009292", "#ff6db6"])
     ax.set_xlabel("Confidence")
     ax.set_ylabel("Number of samples")
-    ax.set_title("Intent Prediction Confidence Distribution")
+    ax.set_title(kind.histogram_title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_dir / "intent_histogram.png")
+    fig.savefig(out_dir / f"{kind.files}_histogram.png")
     plt.close(fig)
 
 

@@ -143,6 +143,12 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     # A connection whose server went away while it sat idle can be left mid-protocol.
     asyncpg.exceptions.InternalClientError,
 )
+# The connection is gone (closed by the server, or by the kernel once the network dropped it).
+_LOST_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+)
 # The connection was unusable before the statement went out: nothing was written.
 _NOT_SENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
@@ -367,6 +373,12 @@ class PostgresDatabase:
             # The server dropped this connection, so likely every other idle one too (a
             # restart, pg_terminate_backend): the retry must not be handed another of them.
             await pool.expire_connections()
+        except _LOST_ERRORS:
+            # A write that may have reached the server is not sent again; but the next call
+            # must not be handed another connection dropped with this one (each waited
+            # DB_TCP_TIMEOUT for its own 503).
+            await pool.expire_connections()
+            raise
         async with pool.acquire(timeout=CONNECT_TIMEOUT_SECONDS) as conn:
             return await _unless_silent(operation(conn), conn, watched)
 

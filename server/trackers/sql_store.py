@@ -10,15 +10,15 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from sqlalchemy import bindparam, delete, func, insert, select, text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.errors import (
@@ -70,6 +70,8 @@ from server.trackers.store import (
 )
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Conversations deleted per statement by `delete_older_than` (a bound on bound parameters).
 DELETE_BATCH = 500
@@ -560,7 +562,13 @@ def _raise_mapped(
 
 
 class _AsyncDatabase:
-    """The statements on SQLAlchemy's async engine (PostgreSQL, MySQL/MariaDB)."""
+    """The statements on SQLAlchemy's async engine: MySQL/MariaDB, and an in-memory SQLite.
+
+    A call whose connection turns out to be gone (killed by the server, dropped by the
+    network, found closed mid-statement) is made again once on a new connection: a read
+    always, a write when the connection was lost before its COMMIT was sent (the server
+    rolls an uncommitted transaction back with its connection, so the rows cannot be
+    written twice). One lost during the COMMIT is not retried: it may have committed."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -571,27 +579,49 @@ class _AsyncDatabase:
         self._statement_timeout = statement_timeout_seconds()
         self._silence = SilenceWatch(mysql_connects(engine.url) if self._mysql else None)
 
-    @asynccontextmanager
-    async def _connection(
-        self, begin: bool = False, bounded: bool = True
-    ) -> AsyncIterator[AsyncConnection]:
-        """A connection (in a transaction with `begin`) whose block gives up after
-        `SQL_STATEMENT_TIMEOUT` (TimeoutError) if `bounded`, and sooner (DatabaseSilent)
-        when the database stops answering; SQLAlchemy then discards the connection."""
+    async def _run(
+        self,
+        operation: Callable[[AsyncConnection], Awaitable[T]],
+        writes: bool = False,
+        bounded: bool = True,
+    ) -> T:
+        """`operation(connection)` (in a transaction if it `writes`), retried once on a new
+        connection as the class says. Both tries give up after `SQL_STATEMENT_TIMEOUT`
+        together (TimeoutError) if `bounded`, and sooner (DatabaseSilent) when the database
+        stops answering; SQLAlchemy then discards the connection."""
         deadline = asyncio.timeout(self._statement_timeout if bounded else None)
         try:
             async with deadline:
                 with self._silence():
-                    async with self._engine.begin() if begin else self._engine.connect() as conn:
-                        yield conn
+                    committing = [False]
+                    try:
+                        return await self._attempt(operation, writes, committing)
+                    except DBAPIError as exc:
+                        if committing[0] or not exc.connection_invalidated:
+                            raise
+                    # (SQLAlchemy invalidated the pool's older connections with this one.)
+                    return await self._attempt(operation, writes, [False])
         except TimeoutError:
             if deadline.expired():
                 raise statement_took_too_long(self._statement_timeout) from None
             raise
 
+    async def _attempt(
+        self,
+        operation: Callable[[AsyncConnection], Awaitable[T]],
+        writes: bool,
+        committing: list[bool],
+    ) -> T:
+        async with self._engine.connect() as conn:
+            if not writes:
+                return await operation(conn)
+            async with conn.begin():
+                result = await operation(conn)
+                committing[0] = True  # the block's end sends the COMMIT
+            return result
+
     async def ping(self) -> None:
-        async with self._connection() as conn:
-            await conn.execute(text("SELECT 1"))
+        await self._run(lambda conn: conn.execute(text("SELECT 1")))
 
     async def close(self) -> None:
         self._silence.close()
@@ -603,15 +633,20 @@ class _AsyncDatabase:
         self, sender_id: str, rows: Sequence[Row], known: tuple[int | None, int] | None = None
     ) -> tuple[int | None, list[IdData] | None, int | None]:
         params = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
-        async with self._connection(begin=True) as conn:
+
+        async def insert(conn: AsyncConnection) -> tuple[int | None, list[int] | None]:
             if self._mysql:
                 await self._check_sizes(conn, rows)
             if not self._returning:
                 await conn.execute(_INSERT, params)
-                return None, None, None
+                return None, None
             previous = await conn.scalar(_LAST_ID, {"sender_id": sender_id})
             result = await conn.execute(_INSERT_RETURNING, params)
-            ids = [row[0] for row in result]
+            return previous, [row[0] for row in result]
+
+        previous, ids = await self._run(insert, writes=True)
+        if ids is None:
+            return None, None, None
         rows_written = [(row_id, row[5]) for row_id, row in zip(ids, rows, strict=True)]
         return previous, rows_written, None
 
@@ -630,18 +665,18 @@ class _AsyncDatabase:
                 )
 
     async def replace(self, sender_id: str, rows: Sequence[Row]) -> None:
-        async with self._connection(begin=True) as conn:
+        async def replace(conn: AsyncConnection) -> None:
             if self._mysql:
                 await self._check_sizes(conn, rows)
             await conn.execute(delete(events_table).where(events_table.c.sender_id == sender_id))
             if rows:
                 await conn.execute(_INSERT, [dict(zip(_COLUMNS, row, strict=True)) for row in rows])
 
+        await self._run(replace, writes=True)
+
     async def delete_senders(self, sender_ids: Sequence[str]) -> None:
-        async with self._connection(begin=True) as conn:
-            await conn.execute(
-                delete(events_table).where(events_table.c.sender_id.in_(list(sender_ids)))
-            )
+        statement = delete(events_table).where(events_table.c.sender_id.in_(list(sender_ids)))
+        await self._run(lambda conn: conn.execute(statement), writes=True)
 
     async def delete_stale(self, sender_ids: Sequence[str], cutoff_timestamp: float) -> int:
         """Deletes those of `sender_ids` whose newest event is still older than the cutoff.
@@ -650,7 +685,8 @@ class _AsyncDatabase:
         the gap after each one's last row, so a turn appending meanwhile waits for the delete
         instead of having its rows deleted under it; and only rows up to the last id read are
         deleted, which keeps a row appended meanwhile under READ COMMITTED (no gap locks)."""
-        async with self._connection(begin=True) as conn:
+
+        async def delete_stale(conn: AsyncConnection) -> int:
             result = await conn.execute(
                 select(_C.sender_id, _C.timestamp, _C.id)
                 .where(_C.sender_id.in_(list(sender_ids)))
@@ -665,32 +701,31 @@ class _AsyncDatabase:
                 )
             return len(stale)
 
+        return await self._run(delete_stale, writes=True)
+
     async def rows_from(self, sender_id: str, first_id: int) -> list[IdData]:
-        async with self._connection() as conn:
-            result = await conn.execute(_ROWS_FROM, {"sender_id": sender_id, "first_id": first_id})
-            return [(row[0], row[1]) for row in result]
+        params = {"sender_id": sender_id, "first_id": first_id}
+        return await self._run(lambda conn: _id_data(conn, _ROWS_FROM, params))
 
     async def session_rows(self, sender_id: str) -> list[IdData]:
-        async with self._connection() as conn:
+        async def session_rows(conn: AsyncConnection) -> list[IdData]:
             start_id = await _session_start_id(conn, sender_id)
-            result = await conn.execute(
-                _ROWS_FROM, {"sender_id": sender_id, "first_id": start_id or 0}
-            )
-            return [(row[0], row[1]) for row in result]
+            params = {"sender_id": sender_id, "first_id": start_id or 0}
+            return await _id_data(conn, _ROWS_FROM, params)
+
+        return await self._run(session_rows)
 
     async def all_data(self, sender_id: str) -> list[str]:
-        async with self._connection() as conn:
-            result = await conn.execute(
-                select(events_table.c.data)
-                .where(events_table.c.sender_id == sender_id)
-                .order_by(events_table.c.id)
-            )
-            return [row[0] for row in result]
+        query = (
+            select(events_table.c.data)
+            .where(events_table.c.sender_id == sender_id)
+            .order_by(events_table.c.id)
+        )
+        return await self._run(lambda conn: _first_column(conn, query))
 
     async def senders(self) -> list[str]:
-        async with self._connection(bounded=False) as conn:
-            result = await conn.execute(select(events_table.c.sender_id).distinct())
-            return [row[0] for row in result]
+        query = select(events_table.c.sender_id).distinct()
+        return await self._run(lambda conn: _first_column(conn, query), bounded=False)
 
     async def senders_older_than(
         self, cutoff_timestamp: float, after: str | None, limit: int
@@ -699,14 +734,22 @@ class _AsyncDatabase:
         query = select(_C.sender_id)
         if after is not None:
             query = query.where(_C.sender_id > after)
-        async with self._connection(bounded=False) as conn:
-            result = await conn.execute(
-                query.group_by(_C.sender_id)
-                .having(latest < cutoff_timestamp)
-                .order_by(_C.sender_id)
-                .limit(limit)
-            )
-            return [row[0] for row in result]
+        query = (
+            query.group_by(_C.sender_id)
+            .having(latest < cutoff_timestamp)
+            .order_by(_C.sender_id)
+            .limit(limit)
+        )
+        return await self._run(lambda conn: _first_column(conn, query), bounded=False)
+
+
+async def _id_data(conn: AsyncConnection, query: Any, params: dict[str, Any]) -> list[IdData]:
+    result = await conn.execute(query, params)
+    return [(row[0], row[1]) for row in result]
+
+
+async def _first_column(conn: AsyncConnection, query: Any) -> list[Any]:
+    return [row[0] for row in await conn.execute(query)]
 
 
 # Statements of the hot path, built once.

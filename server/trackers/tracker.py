@@ -7,11 +7,13 @@ are all derived from events; `current_state()` is the JSON served at /conversati
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterable
 from enum import Enum
 from typing import Any
 
 from server.errors import InvalidEvent
+from server.outages import RepeatsCounted
 from server.trackers.events import (
     ACTION_LISTEN,
     ACTION_SESSION_START,
@@ -41,6 +43,13 @@ from server.trackers.events import (
     event_from_dict,
 )
 
+logger = logging.getLogger(__name__)
+
+# A slot event for a slot the domain does not declare comes again at every fold of its
+# conversation: one line a minute per name, the repeats counted.
+UNDECLARED_SLOTS = RepeatsCounted(logger, 60.0, level=logging.ERROR)
+_MOST_LOGGED = 10
+
 
 class EventVerbosity(str, Enum):
     """Which events a tracker dump includes (Rasa's `include_events`)."""
@@ -69,6 +78,9 @@ def _empty_latest_message() -> UserUttered:
 
 class Tracker:
     """The state of one conversation, kept up to date as events are appended."""
+
+    # Names of undeclared slots already logged by this tracker (copies share it: a frozenset).
+    _undeclared_logged: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -143,7 +155,10 @@ class Tracker:
         elif isinstance(event, BotUttered):
             self.latest_bot_utterance = event
         elif isinstance(event, SlotSet):
-            self.slots[event.key] = event.value
+            if event.key in self.slot_defaults:
+                self.slots[event.key] = event.value
+            else:
+                self._undeclared_slot(event.key)
         elif isinstance(event, AllSlotsReset):
             self.slots = _copy_slots(self.slot_defaults)
         elif isinstance(event, Restarted):
@@ -177,6 +192,22 @@ class Tracker:
                         entities.append(entity)
                 self.latest_message.parse_data = {**self.latest_message.parse_data}
                 self.latest_message.parse_data["entities"] = entities
+
+    def _undeclared_slot(self, name: str) -> None:
+        """As Rasa: a slot the domain does not declare is not set (its event stays in the
+        events), with an error naming it; once per name and tracker, as a bulk fold may
+        run in a thread, where `RepeatsCounted` cannot count. At most a few names a tracker:
+        a body of 100,000 slot events, each of its own name, is not 100,000 lines."""
+        if name in self._undeclared_logged or len(self._undeclared_logged) >= _MOST_LOGGED:
+            return
+        self._undeclared_logged = self._undeclared_logged | {name}
+        UNDECLARED_SLOTS.log(
+            f"undeclared slot {name}",
+            "Tried to set non existent slot '%s' in conversation '%s'. Make sure you added "
+            "all your slots to your domain file.",
+            name,
+            self.sender_id,
+        )
 
     def _set_latest_action(self, event: ActionExecuted) -> None:
         if event.action_name is not None:

@@ -70,7 +70,9 @@ def test_nlu(model: DialogueModel, nlu_path: Path, out: Path) -> dict | None:
         return None
     report = evaluate(model.nlu, data, out)  # type: ignore[arg-type]
     accuracy = (report.get("intent_evaluation") or {}).get("accuracy")
-    print(f"NLU: intent accuracy {accuracy}; reports in {out}/")
+    selection = report.get("response_selection_evaluation")
+    selected = f", response selection accuracy {selection['accuracy']}" if selection else ""
+    print(f"NLU: intent accuracy {accuracy}{selected}; reports in {out}/")
     return report
 
 

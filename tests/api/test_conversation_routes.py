@@ -872,3 +872,33 @@ def _predictions(tracker: dict[str, Any]) -> list[tuple[str, str | None, float |
         for e in tracker["events"]
         if e["event"] == "action" and e.get("policy")
     ]
+
+
+async def test_a_slot_event_for_a_slot_the_domain_lacks_stays_an_event_not_a_slot(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As in Rasa: the tracker's slots are the domain's (moodbot declares none but the built-in
+    # session_started_metadata); the event is stored and served. Before, `no_such_slot`
+    # appeared in `slots`, for dashboards and action servers to read.
+    events = [
+        {"event": "slot", "name": "no_such_slot", "value": "x", "timestamp": 4102444800.0},
+        {"event": "slot", "name": "session_started_metadata", "value": {"a": 1}},
+    ]
+    with caplog.at_level(logging.ERROR, logger="server"):
+        posted = await client.post(EVENTS.format(conversation_id="s1"), json=events)
+    body = check(rasa_spec, posted, EVENTS, "post", 200)
+    assert body["slots"] == {"session_started_metadata": {"a": 1}}
+    assert [e.get("name") for e in body["events"] if e["event"] == "slot"] == [
+        "no_such_slot",
+        "session_started_metadata",
+    ]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "Tried to set non existent slot 'no_such_slot' in conversation 's1'. Make sure you "
+        "added all your slots to your domain file."
+    ]
+    fetched = (await client.get(TRACKER.format(conversation_id="s1"))).json()
+    assert fetched["slots"] == {"session_started_metadata": {"a": 1}}
+    replaced = await client.put(EVENTS.format(conversation_id="s1"), json=events[:1])
+    assert check(rasa_spec, replaced, EVENTS, "put", 200)["slots"] == {
+        "session_started_metadata": None
+    }

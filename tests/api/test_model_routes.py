@@ -14,10 +14,12 @@ import pytest
 import yaml
 from fastapi import FastAPI, Request
 
+from server.api.server import ServerOptions, build_app
 from server.models.archive import read_archive, write_archive
 from tests.api.rasa_spec import RasaSpec
+from tests.api.test_openapi_document import our_schema
 from tests.loop_lag import loop_hold
-from tests.shared_data import MOODBOT
+from tests.shared_data import BOTS, MOODBOT
 from tests.small_disk import temp_files_on_a_small_disk
 
 TRAINING_YAML = """
@@ -345,6 +347,53 @@ async def test_test_intents_yaml_and_json(client: httpx.AsyncClient, rasa_spec: 
         "/model/test/intents", json={"rasa_nlu_data": {"common_examples": examples}}
     )
     assert check(rasa_spec, as_json, "/model/test/intents", "post", 200)["intent_evaluation"]
+
+
+async def test_test_intents_evaluates_the_response_selector(
+    make_client: Any, rasa_spec: RasaSpec, tmp_path: Path
+) -> None:
+    """As Rasa: the examples of retrieval intents (`chitchat/ask_name`) are scored on the
+    response selector's `intent_response_key`. Before, `response_selection_evaluation` was
+    `{}` for a bot with a ResponseSelector."""
+    from server.training.train import train
+
+    bot = BOTS / "responseselectorbot"
+    model = train(bot / "config.yml", bot / "domain.yml", [bot / "data"], tmp_path / "m").path
+    client = await make_client(model_path=model)
+    response = await client.post(
+        "/model/test/intents",
+        content=(bot / "data" / "nlu.yml").read_text(),
+        headers={"Content-Type": "application/x-yaml"},
+    )
+    body = check(rasa_spec, response, "/model/test/intents", "post", 200)
+    ours = build_app(ServerOptions(model_path=None, enable_api=True)).openapi()
+    errors = list(our_schema(ours, "/model/test/intents", "post", 200).iter_errors(body))
+    assert not errors, errors[0].message
+    selection = body["response_selection_evaluation"]
+    assert list(selection) == [
+        "report",
+        "precision",
+        "f1_score",
+        "accuracy",
+        "errors",
+        "predictions",
+    ]
+    assert selection["accuracy"] > 0.8
+    assert {"chitchat/ask_name", "chitchat/ask_weather"} <= set(selection["report"])
+    first = selection["predictions"][0]
+    assert list(first) == [
+        "text",
+        "intent_response_key_target",
+        "intent_response_key_prediction",
+        "confidence",
+    ]
+    assert first["intent_response_key_target"].startswith("chitchat/")
+    assert {p["intent_response_key_target"] for p in selection["predictions"]} == {
+        "chitchat/ask_name",
+        "chitchat/ask_weather",
+    }
+    # (its report is no entity extractor's)
+    assert "response_selection" not in (body["entity_evaluation"] or {})
 
 
 async def test_test_intents_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:

@@ -12,6 +12,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import (
     ActionExecutionRejected,
     ConversationPaused,
+    SlotSet,
     UserUttered,
 )
 from rasa_sdk.executor import CollectingDispatcher
@@ -40,6 +41,8 @@ DOMAIN = Domain.from_dict(
             "action_relay",
             "action_misnamed",
             "action_last_event",
+            "action_note",
+            "action_slots_seen",
         ],
         "responses": {
             "utter_greet": [{"text": "Hello!"}],
@@ -117,6 +120,31 @@ class LastEvent(Action):
         return []
 
 
+class Note(Action):
+    """Sets a declared slot and one the domain does not declare."""
+
+    def name(self) -> str:
+        return "action_note"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        return [SlotSet("mood", "calm"), SlotSet("listed_objects", ["a", "b"])]
+
+
+class SlotsSeen(Action):
+    """Says the slots its tracker holds."""
+
+    def name(self) -> str:
+        return "action_slots_seen"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        dispatcher.utter_message(text=repr(sorted(tracker.slots.items())))
+        return []
+
+
 class Scripted:
     """Predicts the given actions in turn, then listens; keeps what it was asked."""
 
@@ -132,7 +160,7 @@ class Scripted:
 
 def talk(policy: Scripted, sender: str) -> Conversation:
     model = DialogueModel(DOMAIN, policy)
-    transport = SdkTransport(Pause, Refuse, Relay, Misnamed, LastEvent)
+    transport = SdkTransport(Pause, Refuse, Relay, Misnamed, LastEvent, Note, SlotsSeen)
     return Conversation(make_agent(model, transport=transport), sender)
 
 
@@ -219,6 +247,30 @@ async def test_the_action_server_gets_the_tracker_as_rasa_sends_it() -> None:
     turn = await conversation.say("/go")
     assert turn.texts == ["user_featurization at True", "Hello!", "bot at True"]
     assert kinds(turn.events).count("user_featurization") == 1
+
+
+async def test_a_slot_the_domain_does_not_declare_is_not_set_as_in_rasa(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Before, `listed_objects` was kept in the tracker's slots and sent back to the action
+    # server; Rasa logs "Tried to set non existent slot" and leaves the slots as they were,
+    # while the event stays in the conversation's events.
+    conversation = talk(Scripted("action_note", "action_slots_seen"), "undeclared")
+    with caplog.at_level(logging.ERROR, logger="server.trackers.tracker"):
+        turn = await conversation.say("/go")
+    assert turn.texts == ["[('mood', 'calm'), ('session_started_metadata', None)]"]
+    slot_events = [e.as_dict() for e in turn.events if kinds([e]) == ["slot"]]
+    assert [(e["name"], e["value"]) for e in slot_events] == [
+        ("mood", "calm"),
+        ("listed_objects", ["a", "b"]),
+    ]
+    tracker = await conversation.tracker()
+    assert tracker.current_state()["slots"] == {"mood": "calm", "session_started_metadata": None}
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        "Tried to set non existent slot 'listed_objects' in conversation 'undeclared'. Make "
+        "sure you added all your slots to your domain file."
+    ]
 
 
 class RecordingNLG:

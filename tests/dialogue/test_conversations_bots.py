@@ -202,6 +202,31 @@ async def test_concertbot_custom_actions_set_the_slots_the_story_expects(
     assert (await conversation.tracker()).get_slot("venues")
 
 
+async def test_knowledgebasebot_answers_about_the_second_object_it_listed(
+    bot_models: BotModels, action_servers: ActionServers
+) -> None:
+    """As Rasa, a domain with `action_query_knowledge_base` has the knowledge base slots, so
+    "the second one" finds the objects the action listed. Before, they were set only
+    because undeclared slots were kept (which Rasa does not do)."""
+    agent = make_agent(bot_models["knowledgebasebot"], action_servers["knowledgebasebot"].url)
+    conversation = Conversation(agent, "traveller")
+    listed = await conversation.say('/query_knowledge_base{"object_type": "hotel"}')
+    assert listed.actions == ["action_query_knowledge_base"]
+    shown = (await conversation.tracker()).get_slot("knowledge_base_listed_objects")
+    assert shown and len(shown) >= 2
+    turn = await conversation.say(
+        '/query_knowledge_base{"mention": "2", "attribute": "breakfast-included"}'
+    )
+    assert turn.actions == ["action_query_knowledge_base"]
+    tracker = await conversation.tracker()
+    assert tracker.get_slot("knowledge_base_last_object") == shown[1]
+    assert turn.texts and "breakfast" in (turn.texts[0] or "").lower()
+    assert (
+        "knowledge_base_listed_objects"
+        not in bot_models["knowledgebasebot"].domain.as_dict()["slots"]
+    )
+
+
 def test_moodbot_trains_end_to_end_in_under_five_seconds(tmp_path: Path) -> None:
     # CPU seconds (every thread of the process): wall-clock time also counts the other
     # xdist worker and whatever else shares the host's cores.

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,43 @@ def test_evaluate_writes_rasa_report_files(tmp_path: Path, load_bot):
     names = {p.name for p in tmp_path.iterdir()}
     assert {"intent_report.json", "intent_errors.json", "DIETClassifier_report.json"} <= names
     assert {"intent_confusion_matrix.png", "intent_histogram.png"} <= names
+
+
+def test_entity_errors_list_the_examples_an_extractor_got_wrong(tmp_path: Path, load_bot):
+    """As Rasa's `<extractor>_errors.json` and the `errors` of `POST /model/test/intents`'s
+    entity evaluation; before, no file, and `errors` was always []."""
+    pipeline = NLUPipeline.train(load_bot("formbot"), [{"name": "DIETClassifier"}])
+    test = read_nlu_yaml(
+        "nlu:\n- intent: inform\n  examples: |\n"
+        "    - [italian](cuisine) food\n    - my feedback is [great](cuisine)\n"
+        "- intent: greet\n  examples: |\n    - hello\n",
+        "test.yml",
+    )
+    evaluate(pipeline, test, tmp_path)
+    errors = json.loads((tmp_path / "DIETClassifier_errors.json").read_text())
+    assert [e["text"] for e in errors] == ["my feedback is great"]
+    assert errors[0]["entities"] == [
+        {"start": 15, "end": 20, "value": "great", "entity": "cuisine"}
+    ]
+    predicted = [(e["entity"], e["value"]) for e in errors[0]["predicted_entities"]]
+    assert predicted == [("feedback", "great")]
+
+
+def test_evaluation_scores_the_intent_a_fallback_doubted(tmp_path: Path, load_bot):
+    """As Rasa: a FallbackClassifier's `nlu_fallback` is undone for the evaluation (its
+    threshold of 1.0 here makes every message fall back). Before, every example counted
+    as predicted `nlu_fallback`: accuracy 0."""
+    data = load_bot("moodbot")
+    config: list[dict] = [
+        {"name": "DIETClassifier"},
+        {"name": "FallbackClassifier", "threshold": 1.0},
+    ]
+    pipeline = NLUPipeline.train(data, config)
+    assert pipeline.parse("hello")["intent"]["name"] == "nlu_fallback"
+    summary = evaluate(pipeline, data, tmp_path)
+    assert summary["intent_evaluation"]["accuracy"] > 0.95
+    report = json.loads((tmp_path / "intent_report.json").read_text())
+    assert "nlu_fallback" not in report
 
 
 def test_cross_validation(tmp_path: Path, load_bot):

@@ -83,6 +83,25 @@ async def postgres_events_locked(
         await admin.close()
 
 
+async def terminate_postgres_backends(database: str, condition: str = "true") -> int:
+    """pg_terminate_backend on the connections to `database` (this test's own, as it made
+    the database) that meet `condition` (SQL on pg_stat_activity); how many."""
+    import asyncpg
+
+    admin = await asyncpg.connect(
+        host=POSTGRES[0], port=POSTGRES[1], user="postgres", database="test"
+    )
+    try:
+        killed = await admin.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            f" WHERE datname = $1 AND pid <> pg_backend_pid() AND ({condition})",
+            database,
+        )
+        return len(killed)
+    finally:
+        await admin.close()
+
+
 @contextlib.asynccontextmanager
 async def mariadb_database() -> AsyncIterator[dict[str, Any]]:
     """A fresh MariaDB database; yields its `tracker_store:`-style config."""

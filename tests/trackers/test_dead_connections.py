@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bench.tcp_proxy import TcpProxy
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, StoreUnavailable
 from server.trackers import sql_engine
 from server.trackers.factory import create_lock_store, create_tracker_store
 from server.trackers.redis_store import RedisTrackerStore
@@ -179,6 +179,29 @@ async def test_a_read_whose_connection_is_dropped_while_the_server_works_on_it_g
                 loaded = await asyncio.wait_for(load, 2 * STATEMENT_TIMEOUT)
             assert [e["text"] for e in loaded or []] == ["hi"]
             assert time.monotonic() - started < STATEMENT_TIMEOUT / 2
+        finally:
+            await proxy.cut()
+            await store.close()
+
+
+@pytest.mark.usefixtures("short_timeouts")
+async def test_after_a_postgres_append_lost_with_its_connection_the_next_one_is_answered() -> None:
+    """An append sent on a connection the network dropped may have reached the server, so it
+    is not sent again (a 503 after DB_TCP_TIMEOUT). The other connections idle in the pool
+    were dropped with it: before, the next append was handed one of them and waited
+    DB_TCP_TIMEOUT again for another 503; now the pool is emptied with the first."""
+    async with behind_proxy("postgresql") as (config, proxy):
+        store = create_tracker_store(config)
+        try:
+            # Two connections in the pool: two reads at once.
+            await store.append("a", [user("hi", 1.0)])
+            await asyncio.gather(store.load_all("a"), store.load_all("b"))
+            proxy.forget_open_connections()
+            with pytest.raises(StoreUnavailable):
+                await timed(store.append("a", [user("lost", 2.0)]))
+            _, took = await timed(store.append("b", [user("next", 3.0)]))
+            assert took < float(DEAD_AFTER), took
+            assert [e["text"] for e in await store.load_all("b") or []] == ["next"]
         finally:
             await proxy.cut()
             await store.close()

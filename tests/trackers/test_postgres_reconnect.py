@@ -6,33 +6,22 @@ from __future__ import annotations
 import asyncio
 import time
 
-import asyncpg
 import pytest
 
 from server.trackers import postgres_database as postgres_module
 from server.trackers.factory import create_tracker_store
-from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
+from tests.trackers.persistence_fixtures import postgres_database, terminate_postgres_backends
 from tests.trackers.test_silent_database import behind_proxy
 
 EVENT = {"event": "action", "timestamp": 1.0, "name": "action_listen"}
 
 
 async def terminate_connections(database: str) -> int:
-    admin = await asyncpg.connect(
-        host=POSTGRES[0], port=POSTGRES[1], user="postgres", database="test"
-    )
-    try:
-        killed = await admin.fetch(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = $1 AND pid <> pg_backend_pid()",
-            database,
-        )
-        # The backends exit a moment after; a write racing that exit could have reached the
-        # server, so it is not retried (503): the case here is a connection dropped while idle.
-        await asyncio.sleep(0.3)
-        return len(killed)
-    finally:
-        await admin.close()
+    killed = await terminate_postgres_backends(database)
+    # The backends exit a moment after; a write racing that exit could have reached the
+    # server, so it is not retried (503): the case here is a connection dropped while idle.
+    await asyncio.sleep(0.3)
+    return killed
 
 
 async def test_reads_and_appends_survive_dropped_connections() -> None:

@@ -4,9 +4,12 @@ special events' semantics, and Rasa's tracker JSON for a recorded conversation."
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from server.dialogue.story_steps import generate_training_stories
 from server.trackers.events import (
@@ -259,3 +262,16 @@ def test_a_slots_initial_value_is_never_shared_between_trackers_or_sessions() ->
     first.update(SessionStarted())
     assert first.slots == {"cart": ["apple"], "prefs": {"size": "M"}, "name": None}
     assert defaults == {"cart": ["apple"], "prefs": {"size": "M"}, "name": None}
+
+
+def test_slots_the_domain_lacks_are_not_set_and_logged_a_few_at_most(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As Rasa, an undeclared slot is not set (its event is kept). A body of 20,000 slot
+    events of as many names is at most 10 lines in the log, not 20,000."""
+    events = [SlotSet(f"ghost{i}", i) for i in range(20_000)] + [SlotSet("x", 1)]
+    with caplog.at_level(logging.ERROR, logger="server.trackers.tracker"):
+        tracker = Tracker("many", {"x": None}, events)
+    assert tracker.slots == {"x": 1}
+    assert len(tracker.events) == 20_001
+    assert 1 <= len(caplog.records) <= 10
