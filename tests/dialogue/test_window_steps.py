@@ -167,3 +167,47 @@ def test_a_step_is_not_taken_past_a_slot_value_of_another_type() -> None:
             assert got == _afresh(tracker, domain, 3, RuleOnly()), value
         seen.append(got)
     assert seen[0] != seen[3]  # "1" and "true" read as different categories
+
+
+def test_a_message_read_by_its_text_takes_no_step_of_one_read_by_its_intent() -> None:
+    domain = Domain.from_dict(
+        {"intents": ["greet"], "responses": {"utter_greet": [{"text": "hi"}]}}
+    )
+    steps: Steps = Memo(64)
+    seen = []
+    for use_text in (False, True, False, True):
+        tracker = Tracker(f"t{use_text}{len(seen)}", domain.slot_defaults(), [listen()])
+        for events in (
+            [UserUttered(text="hello there", parse_data={"intent": {"name": "greet"}})],
+            [
+                DefinePrevUserUtteredFeaturization(use_text_for_featurization=use_text),
+                ActionExecuted(action_name="utter_greet"),
+                BotUttered(text="hi"),
+            ],
+        ):
+            for event in events:
+                tracker.update(event)
+            got = window_identities(tracker, domain, 3, RuleOnly(), steps)
+            assert got == _afresh(tracker, domain, 3, RuleOnly()), use_text
+        seen.append(got)
+    assert seen[0] == seen[2] != seen[1] == seen[3]
+
+
+def test_each_memory_of_steps_derives_only_from_its_own_points() -> None:
+    # Two models on one domain (say, before and after a hot swap) with other windows ask
+    # for the same conversation in turns: neither takes the other's last point as its own.
+    domain, stories, policies = bot("moodbot")
+    memories: list[tuple[int, Steps]] = [(5, Memo(256)), (2, Memo(256))]
+    rng = random.Random("two-memories")
+    for n in range(40):
+        tracker = Tracker(f"c{n}", domain.slot_defaults(), [listen()])
+        for turn in range(8):
+            seed = rng.randrange(6)
+            for event in _turn(random.Random(f"moodbot-{seed}"), domain):
+                tracker.update(event)
+            if tracker.active_loop.get("name") is not None or tracker.followup_action:
+                continue
+            last, steps = memories[(n + turn) % 2]
+            got = window_identities(tracker, domain, last, RuleOnly(), steps)
+            if got is not None:
+                assert got == _afresh(tracker, domain, last, RuleOnly()), (n, last)

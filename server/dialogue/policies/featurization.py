@@ -1180,18 +1180,21 @@ def _step(
             state, start, folded = known.state, known.size, known.folded
     if size - folded > DERIVED_LAG:
         return None
-    items: list[tuple[Any, ...]] | None = [] if state is not None else None
-    for index in range(start, size):
+    if state is None:  # a step begins only after a restart or session start
+        start = _after_last_start(events, start, size)
+        if start < 0:
+            return None
+        state = _FRESH
+    items: list[tuple[Any, ...]] = []
+    index = start
+    while index < size:
         event = events[index]
+        index += 1
         cls = type(event)
-        if cls is BotUttered:
-            continue
-        if items is None:  # only a restart or session start can tell the states again
-            if cls is SessionStarted or cls is Restarted:
-                state, items = _FRESH, []
-            continue
-        if cls is ActionExecuted:
+        if cls is ActionExecuted:  # the most frequent first
             items.append((event.action_name, event.action_text, event.hide_rule_turn))  # type: ignore[attr-defined]
+        elif cls is BotUttered:
+            continue
         elif cls is UserUttered:
             parse_data = event.parse_data  # type: ignore[attr-defined]
             intent = (parse_data.get("intent") or {}).get("name")  # as `intent_name`
@@ -1201,24 +1204,28 @@ def _step(
             if entities and (intent or text):
                 names = tuple(featurized_entities(domain, intent, entities))
             items.append(("user", intent, text, names))
-        elif cls is DefinePrevUserUtteredFeaturization:
-            if event.use_text_for_featurization:  # type: ignore[attr-defined]
-                items = None
-        elif cls is SlotSet:
-            key, value = event.key, event.value  # type: ignore[attr-defined]
-            if type(key) is str and type(value) in _PLAIN_VALUES:
-                items.append(("slot", key, type(value), value))
-            else:
-                items = None
-        elif cls is SessionStarted or cls is Restarted:
-            state, items = _FRESH, []
+        elif cls is DefinePrevUserUtteredFeaturization and not event.use_text_for_featurization:  # type: ignore[attr-defined]
+            continue  # the message still reads by its intent: nothing changes
+        elif cls is SlotSet and type(event.key) is str and type(event.value) in _PLAIN_VALUES:  # type: ignore[attr-defined]
+            items.append(("slot", event.key, type(event.value), event.value))  # type: ignore[attr-defined]
         elif cls is AllSlotsReset:
             items.append(("reset",))
-        else:
-            items = None
-    if items is None or state is None:
-        return None
+        else:  # a restart or session start, or an event no step describes
+            index = _after_last_start(events, index - 1, size)
+            if index < 0:
+                return None
+            state, items = _FRESH, []
     return (state, tuple(items)), folded
+
+
+def _after_last_start(events: list[Event], start: int, size: int) -> int:
+    """The index after the last restart or session start in `events[start:size]` (the
+    states begin afresh there), or -1."""
+    for index in range(size - 1, start - 1, -1):
+        cls = type(events[index])
+        if cls is SessionStarted or cls is Restarted:
+            return index + 1
+    return -1
 
 
 def window_identities(
