@@ -36,6 +36,7 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.tracker import Tracker
+from tests.dialogue.conversation_fixtures import BotModels, Conversation, make_agent
 from tests.dialogue.policy_fixtures import bot, listen
 from tests.shared_data import BOTS
 
@@ -211,3 +212,56 @@ def test_each_memory_of_steps_derives_only_from_its_own_points() -> None:
             got = window_identities(tracker, domain, last, RuleOnly(), steps)
             if got is not None:
                 assert got == _afresh(tracker, domain, last, RuleOnly()), (n, last)
+
+
+async def test_turns_answered_through_steps_are_those_answered_without_any_memory(
+    bot_models: BotModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # moodbot's rules hide their turns from the story states ("bye", "are you a bot?"); a
+    # restart and a new session start the states over; every conversation comes twice.
+    model = bot_models["moodbot"]
+    ensemble = model.policies
+    assert isinstance(ensemble, PolicyEnsemble)
+    ensemble.forget_predictions()
+    agent = make_agent(model)
+    scripts = [
+        ["hello", "I am feeling very sad", "no", "are you a bot?", "great", "bye"],
+        ["hi there", "are you a bot?", "I am great", "/restart", "hello", "very unhappy"],
+        ["good morning", "very unhappy", "yes", "/session_start", "hi", "bye", "hello"],
+    ]
+
+    async def talk(sender: str, texts: list[str]) -> list[Any]:
+        conversation = Conversation(agent, sender)
+        turns = [await conversation.say(text) for text in texts]
+        tracker = await conversation.tracker()
+        plain = [
+            {k: v for k, v in e.as_dict().items() if k not in ("timestamp", "metadata")}
+            for e in tracker.events
+        ]
+        for event in plain:
+            event.get("parse_data", {}).pop("message_id", None)
+            event.pop("message_id", None)
+        return [[(t.actions, t.texts) for t in turns], plain]
+
+    remembered = [await talk(f"r0-{n}", texts) for n, texts in enumerate(scripts)]
+    steps = ensemble._steps
+    assert steps is not None
+    taken = 0
+    get = steps.get
+
+    def counting_get(key: Any) -> Any:
+        nonlocal taken
+        found = get(key)
+        taken += found is not None
+        return found
+
+    monkeypatch.setattr(steps, "get", counting_get)
+    remembered += [await talk(f"r1-{n}", texts) for n, texts in enumerate(scripts)]
+    assert taken > 30  # the second round's predictions took known steps
+    monkeypatch.setattr(ensemble, "_steps", None)
+    monkeypatch.setattr(ensemble, "_winners", Memo(0))
+    afresh = []
+    for round_ in range(2):
+        for n, texts in enumerate(scripts):
+            afresh.append(await talk(f"f{round_}-{n}", texts))
+    assert remembered == afresh
