@@ -155,7 +155,7 @@ def test_a_step_is_not_taken_past_a_slot_value_of_another_type() -> None:
         }
     )
     steps: Steps = Memo(64)
-    seen = []
+    seen: list[Any] = []
     for value in ["1", 1, True, "true", 1.0]:
         tracker = Tracker(f"t{value!r}", domain.slot_defaults(), [listen()])
         for events in (
@@ -175,7 +175,7 @@ def test_a_message_read_by_its_text_takes_no_step_of_one_read_by_its_intent() ->
         {"intents": ["greet"], "responses": {"utter_greet": [{"text": "hi"}]}}
     )
     steps: Steps = Memo(64)
-    seen = []
+    seen: list[Any] = []
     for use_text in (False, True, False, True):
         tracker = Tracker(f"t{use_text}{len(seen)}", domain.slot_defaults(), [listen()])
         for events in (
