@@ -19,20 +19,13 @@ from server.dialogue.policies.featurization import (
     states_behind,
     window_identities,
 )
+from server.trackers import events as ev
 from server.trackers.events import (
     ActionExecuted,
-    ActionExecutionRejected,
-    ActionReverted,
-    ActiveLoop,
-    AllSlotsReset,
     BotUttered,
     DefinePrevUserUtteredFeaturization,
     Event,
-    FollowupAction,
-    Restarted,
-    SessionStarted,
     SlotSet,
-    UserUtteranceReverted,
     UserUttered,
 )
 from server.trackers.tracker import Tracker
@@ -66,17 +59,17 @@ def _turn(rng: random.Random, domain: Domain) -> list[Event]:
     actions = domain.action_names_or_texts[:6]
     roll = rng.random()
     if roll < 0.03:
-        return [Restarted(), listen()]
+        return [ev.Restarted(), listen()]
     if roll < 0.08:
-        return [ActionExecuted(action_name="action_session_start"), SessionStarted(), listen()]
+        return [ActionExecuted(action_name="action_session_start"), ev.SessionStarted(), listen()]
     if roll < 0.1 and domain.forms:
-        return [ActiveLoop(name=rng.choice([*domain.forms, None]))]
+        return [ev.ActiveLoop(name=rng.choice([*domain.forms, None]))]
     if roll < 0.12:
-        return [rng.choice([UserUtteranceReverted(), ActionReverted(), AllSlotsReset()])]
+        return [rng.choice([ev.UserUtteranceReverted(), ev.ActionReverted(), ev.AllSlotsReset()])]
     if roll < 0.14:
-        return [FollowupAction(action_name=rng.choice(actions))]
+        return [ev.FollowupAction(action_name=rng.choice(actions))]
     if roll < 0.16:
-        return [ActionExecutionRejected(action_name=rng.choice(actions))]
+        return [ev.ActionExecutionRejected(action_name=rng.choice(actions))]
     events: list[Event] = []
     if rng.random() < 0.5:
         events += [listen(), _user(rng, domain)]
@@ -219,11 +212,7 @@ async def test_turns_answered_through_steps_are_those_answered_without_any_memor
 ) -> None:
     # moodbot's rules hide their turns from the story states ("bye", "are you a bot?"); a
     # restart and a new session start the states over; every conversation comes twice.
-    model = bot_models["moodbot"]
-    ensemble = model.policies
-    assert isinstance(ensemble, PolicyEnsemble)
-    ensemble.forget_predictions()
-    agent = make_agent(model)
+    agent = make_agent(bot_models["moodbot"])
     scripts = [
         ["hello", "I am feeling very sad", "no", "are you a bot?", "great", "bye"],
         ["hi there", "are you a bot?", "I am great", "/restart", "hello", "very unhappy"],
@@ -244,6 +233,8 @@ async def test_turns_answered_through_steps_are_those_answered_without_any_memor
         return [[(t.actions, t.texts) for t in turns], plain]
 
     remembered = [await talk(f"r0-{n}", texts) for n, texts in enumerate(scripts)]
+    ensemble = bot_models["moodbot"].policies
+    assert isinstance(ensemble, PolicyEnsemble)
     steps = ensemble._steps
     assert steps is not None
     taken = 0
