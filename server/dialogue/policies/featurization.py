@@ -1146,15 +1146,13 @@ _FRESH: Derivation = ((), None)  # after a restart or session start: no state ye
 class _DerivedFrom(NamedTuple):
     """After the tracker's first `size` events (`last` the last of them), its state cache
     was at `state` (None: it followed a loop or a followup action, or folded from scratch:
-    only a restart or session start among later events lets a step begin) with these
-    `windows`, while `steps` was the ensemble's memory of steps; the cache had folded the
-    first `folded` events."""
+    only a restart or session start among later events lets a step begin), while `steps`
+    was the ensemble's memory of steps; the cache had folded the first `folded` events."""
 
     steps: Steps
     size: int
     last: Event | None
     state: Derivation | None
-    windows: Windows | None
     folded: int
 
 
@@ -1257,7 +1255,7 @@ def window_identities(
                 setattr(
                     tracker,
                     _DERIVED_ATTRIBUTE,
-                    _DerivedFrom(steps, len(events), events[-1], state, windows, folded),
+                    _DerivedFrom(steps, len(events), events[-1], state, folded),
                 )
                 return windows
     cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
@@ -1284,7 +1282,7 @@ def _no_step_from_here(tracker: Tracker, steps: Steps) -> None:
     events = tracker.events
     size = len(events)
     last = events[-1] if events else None
-    setattr(tracker, _DERIVED_ATTRIBUTE, _DerivedFrom(steps, size, last, None, None, size))
+    setattr(tracker, _DERIVED_ATTRIBUTE, _DerivedFrom(steps, size, last, None, size))
 
 
 def _learn_step(
@@ -1304,9 +1302,7 @@ def _learn_step(
     events = tracker.events
     size = len(events)
     last_event = events[-1] if events else None
-    setattr(
-        tracker, _DERIVED_ATTRIBUTE, _DerivedFrom(steps, size, last_event, state, windows, size)
-    )
+    setattr(tracker, _DERIVED_ATTRIBUTE, _DerivedFrom(steps, size, last_event, state, size))
     if step is not None:
         steps.put(step, (state, windows))
 
