@@ -19,6 +19,7 @@ from server.dialogue.policies.featurization import (
     NO_RULE_ONLY,
     ConversationStates,
     RuleOnly,
+    Steps,
     window_identities,
 )
 from server.dialogue.policies.memoization import AugmentedMemoizationPolicy, MemoizationPolicy
@@ -115,6 +116,10 @@ class PolicyEnsemble:
         # Winners by `_memo_key`; the window and whether texts count are taken from the
         # policies at the first prediction for a domain (they are trained by then).
         self._winners: Memo[tuple[Any, ...], PolicyPrediction] = Memo(memo_size)
+        # How a conversation's window moves between two predictions (`window_identities`):
+        # a new memory whenever the winners are forgotten, so no tracker derives from an
+        # older one's steps.
+        self._steps: Steps | None = Memo(memo_size) if memo_size else None
         self._memo_domain: Domain | None = None
         self._memo_window: int | None = None
         self._memo_reads_text = True
@@ -131,6 +136,7 @@ class PolicyEnsemble:
         """Drops the remembered winners (after retraining or restoring a policy in place)."""
         self._winners.clear()
         self._memo_domain = None
+        self._new_steps()
 
     # -- building ----------------------------------------------------------------------------
     @classmethod
@@ -249,7 +255,7 @@ class PolicyEnsemble:
         key: tuple[Any, ...] | None = None
         if window is not None and tracker.active_loop.get("name") is None:
             # The window's identities without `ConversationStates` (made on a miss only).
-            identities = window_identities(tracker, domain, window, self._rule_only)
+            identities = window_identities(tracker, domain, window, self._rule_only, self._steps)
             if identities is None:
                 conversation = ConversationStates(tracker, domain, self._rule_only)
                 identities = (
@@ -278,8 +284,13 @@ class PolicyEnsemble:
         self._memo_reads_text = any(p.reads_message_text() for p in self.policies)
         self._rule_only = self.rule_only
         self._winners.clear()
+        self._new_steps()
         self._memo_domain = domain
         return self._memo_window
+
+    def _new_steps(self) -> None:
+        if self._steps is not None:
+            self._steps = Memo(self._steps.size)
 
     def _memo_key(
         self,

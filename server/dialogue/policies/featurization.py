@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 
 from server.dialogue.domain import RULE_SNIPPET_ACTION, Domain
+from server.dialogue.memo import Memo
 from server.trackers.events import (
     ACTION_LISTEN,
     ActionExecuted,
@@ -1122,20 +1123,216 @@ class _IncrementalStates:
         self.last_event = tracker.events[-1] if tracker.events else None
 
 
+# A tracker's last point whose window identities are known and from which later ones may be
+# derived (`_DerivedFrom`), kept on the tracker under this name.
+_DERIVED_ATTRIBUTE = "_derived_identities"
+# At most this many events since the state cache last folded may be passed over by derived
+# identities: past it the next prediction folds them (a bounded catch-up, see
+# `window_identities`).
+DERIVED_LAG = 100
+# A step's value types a SlotSet may carry (by exact type: 1, 1.0 and True are equal keys).
+_PLAIN_VALUES = frozenset({str, int, bool, type(None)})
+
+Identities = tuple[bytes | str, ...]
+Windows = tuple[Identities, Identities]
+# All a state cache holds that its next windows depend on (see `_derivation_state`).
+Derivation = tuple[Any, ...]
+# How a conversation's states move between two predictions: (the derivation state before,
+# what the events between them do) -> (the derivation state after, the windows after).
+Steps = Memo[tuple[Derivation, tuple[Any, ...]], tuple[Derivation, Windows]]
+_FRESH: Derivation = ((), None)  # after a restart or session start: no state yet
+
+
+class _DerivedFrom(NamedTuple):
+    """After the tracker's first `size` events (`last` the last of them), its state cache
+    was at `state` (None: it followed a loop or a followup action, or folded from scratch:
+    only a restart or session start among later events lets a step begin), while `steps`
+    was the ensemble's memory of steps; the cache had folded the first `folded` events."""
+
+    steps: Steps
+    size: int
+    last: Event | None
+    state: Derivation | None
+    folded: int
+
+
+def _step(
+    tracker: Tracker, domain: Domain, steps: Steps
+) -> tuple[tuple[Derivation, tuple[Any, ...]], int] | None:
+    """The key of the step from the tracker's last known derivation state (or, after a
+    restart or session start among the new events, from no state at all) to its current
+    one, and the events its state cache has folded; None when the new events hold one the
+    step cannot describe (a loop, a followup action, a rewind, a rejection, a text read as a
+    message's features, a slot's value of another type) or the cache is too far behind.
+
+    A step's items say all that the fold reads of each event: the derivation state after
+    them is a function of the one before and the items, so a step seen once in any
+    conversation gives the windows in every other."""
+    events = tracker.events
+    size = len(events)
+    known = getattr(tracker, _DERIVED_ATTRIBUTE, None)
+    state: Derivation | None = None
+    start = folded = 0
+    if known is not None and known.steps is steps and known.size <= size:
+        if not known.size or events[known.size - 1] is known.last:
+            state, start, folded = known.state, known.size, known.folded
+    if size - folded > DERIVED_LAG:
+        return None
+    if state is None:  # a step begins only after a restart or session start
+        start = _after_last_start(events, start, size)
+        if start < 0:
+            return None
+        state = _FRESH
+    items: list[tuple[Any, ...]] = []
+    index = start
+    while index < size:
+        event = events[index]
+        index += 1
+        cls = type(event)
+        if cls is ActionExecuted:  # the most frequent first
+            items.append((event.action_name, event.action_text, event.hide_rule_turn))  # type: ignore[attr-defined]
+        elif cls is BotUttered:
+            continue
+        elif cls is UserUttered:
+            parse_data = event.parse_data  # type: ignore[attr-defined]
+            intent = (parse_data.get("intent") or {}).get("name")  # as `intent_name`
+            text = None if intent else event.text  # type: ignore[attr-defined]
+            entities = parse_data.get("entities")  # as `entities`, read as the fold does
+            names: tuple[str, ...] = ()
+            if entities and (intent or text):
+                names = tuple(featurized_entities(domain, intent, entities))
+            items.append(("user", intent, text, names))
+        elif cls is DefinePrevUserUtteredFeaturization and not event.use_text_for_featurization:  # type: ignore[attr-defined]
+            continue  # the message still reads by its intent: nothing changes
+        elif cls is SlotSet and type(event.key) is str and type(event.value) in _PLAIN_VALUES:  # type: ignore[attr-defined]
+            items.append(("slot", event.key, type(event.value), event.value))  # type: ignore[attr-defined]
+        elif cls is AllSlotsReset:
+            items.append(("reset",))
+        else:  # a restart or session start, or an event no step describes
+            index = _after_last_start(events, index - 1, size)
+            if index < 0:
+                return None
+            state, items = _FRESH, []
+    return (state, tuple(items)), folded
+
+
+def _after_last_start(events: list[Event], start: int, size: int) -> int:
+    """The index after the last restart or session start in `events[start:size]` (the
+    states begin afresh there), or -1."""
+    for index in range(size - 1, start - 1, -1):
+        cls = type(events[index])
+        if cls is SessionStarted or cls is Restarted:
+            return index + 1
+    return -1
+
+
 def window_identities(
-    tracker: Tracker, domain: Domain, last: int, rule_only: RuleOnly = NO_RULE_ONLY
-) -> tuple[tuple[bytes | str, ...], tuple[bytes | str, ...]] | None:
+    tracker: Tracker,
+    domain: Domain,
+    last: int,
+    rule_only: RuleOnly = NO_RULE_ONLY,
+    steps: Steps | None = None,
+) -> Windows | None:
     """The identities of the last `last` states of `ConversationStates(tracker, domain,
     rule_only)` and of its `stories()`, without making them, when the tracker's states are
-    kept incrementally (the usual case) and `last` > 0; else None."""
+    kept incrementally (the usual case) and `last` > 0; else None.
+
+    With `steps` (the ensemble's, for one domain, window and `rule_only`), a step between
+    two predictions that any conversation took before gives them without folding the new
+    events (they fold at the next prediction that needs the states, at most `DERIVED_LAG`
+    events later); each prediction that folds teaches `steps` the step it took."""
     if not last:
         return None
+    step = None
+    if steps is not None:
+        found = _step(tracker, domain, steps)
+        if found is not None:
+            step, folded = found
+            derived = steps.get(step)
+            if derived is not None:
+                events = tracker.events
+                state, windows = derived
+                setattr(
+                    tracker,
+                    _DERIVED_ATTRIBUTE,
+                    _DerivedFrom(steps, len(events), events[-1], state, folded),
+                )
+                return windows
     cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
     if type(cache) is not _IncrementalStates or cache.domain is not domain:
         cache = _IncrementalStates.of(tracker, domain)
     if not cache.advance(tracker):
+        if steps is not None:
+            _no_step_from_here(tracker, steps)
         return None
     identities = cache.window_identities(last)
-    if cache.stories_equal(rule_only):
-        return identities, identities
-    return identities, cache.story_window_identities(last, rule_only)
+    equal = cache.stories_equal(rule_only)
+    if equal:
+        windows = identities, identities
+    else:
+        windows = identities, cache.story_window_identities(last, rule_only)
+    if steps is not None:
+        _learn_step(tracker, cache, last, equal, steps, step, windows)
+    return windows
+
+
+def _no_step_from_here(tracker: Tracker, steps: Steps) -> None:
+    """The tracker's states now depend on more than the derivation state: no step begins
+    before a restart or session start (and the events up to here are not read again)."""
+    events = tracker.events
+    size = len(events)
+    last = events[-1] if events else None
+    setattr(tracker, _DERIVED_ATTRIBUTE, _DerivedFrom(steps, size, last, None, size))
+
+
+def _learn_step(
+    tracker: Tracker,
+    cache: _IncrementalStates,
+    last: int,
+    equal: bool,
+    steps: Steps,
+    step: tuple[Derivation, tuple[Any, ...]] | None,
+    windows: Windows,
+) -> None:
+    """After a fold: the tracker's point to derive from, and the step that led here."""
+    if cache.loop is not None or cache.fold.followup:
+        _no_step_from_here(tracker, steps)
+        return
+    state = _derivation_state(cache, last, equal)
+    events = tracker.events
+    size = len(events)
+    last_event = events[-1] if events else None
+    setattr(tracker, _DERIVED_ATTRIBUTE, _DerivedFrom(steps, size, last_event, state, size))
+    if step is not None:
+        steps.put(step, (state, windows))
+
+
+def _derivation_state(cache: _IncrementalStates, last: int, equal: bool) -> Derivation:
+    """What the next windows depend on besides the next events, after `window_identities`
+    (no loop followed, no followup action pending; `equal`: the story states are the
+    states): the identities of the last `last` states
+    before an action and of the current one; and, when the story states differ, the
+    identities of their last `last` states, the current one's (None: its turn is left out),
+    whether the last turn read was left out and the previous action of the last one kept.
+
+    Each new state is the fold of the current state with the events' items; the story
+    states read the new states with those flags and registers; the windows and the state
+    from which a story reading starts (`_StoryStates.start_from`) lie within `last` states."""
+    body = cache.body
+    size = len(body)
+    conversation = _kept(body, max(0, size - last), size, cache.body_identities, state_identity)
+    conversation.append(cache.identity_of(cache.current))  # type: ignore[arg-type]
+    if equal:
+        return tuple(conversation), None
+    story = cache.story
+    assert story is not None  # brought up to date by `story_window_identities`
+    stop = len(story.states)
+    tail = _kept(story.states, max(0, stop - last), stop, story.identities, state_identity)
+    current = cache.story_current
+    current_identity = None if current is None else cache.story_current_identity
+    return tuple(conversation), (
+        tuple(tail),
+        current_identity,
+        story.hidden,
+        tuple(story.last_action.items()),
+    )
