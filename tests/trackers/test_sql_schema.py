@@ -19,11 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from server.dialogue.messages import MAX_TEXT_CHARS
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_engine import async_url
-from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
+from server.trackers.sql_schema import (
+    SESSION_ACTION_WHERE,
+    SESSION_START_WHERE,
+    SESSION_STARTED_WHERE,
+)
 from tests.trackers.test_sql_tracker_store import SESSION_SHAPES, sql_config
+from tests.trackers.test_tracker_stores import user
 
 PARTIAL = {"ix_events_session_start_action", "ix_events_session_started"}
 FULL = "ix_events_session_start"
+# SQLite's one partial index of both kinds (revision 0005).
+ONE_PARTIAL = "ix_events_session_starts"
 
 # The tables as botserver made them before revision 0002 (rows of each dialect's id type).
 _OLD_ID = {
@@ -129,6 +136,8 @@ async def test_a_new_table_indexes_each_row_once_and_session_starts_apart(
     # No ix_events_sender_id: ix_events_sender_id_id begins with its column.
     if kind == "mariadb":  # no partial indexes: every row is in the session index
         assert found == {"ix_events_sender_id_id", FULL}
+    elif kind == "sqlite":
+        assert found == {"ix_events_sender_id_id", ONE_PARTIAL}
     else:
         assert found == {"ix_events_sender_id_id", *PARTIAL}
 
@@ -144,11 +153,63 @@ async def test_an_earlier_botserver_table_is_migrated_and_keeps_its_sessions(
         found = await indexes(config)
 
     if kind == "sqlite":
-        assert found == {"ix_events_sender_id_id", *PARTIAL}
+        assert found == {"ix_events_sender_id_id", ONE_PARTIAL}
     elif kind == "postgres":  # its columns are Rasa's: the Rasa-named index stays
         assert found == {"ix_events_sender_id", "ix_events_sender_id_id", *PARTIAL}
     else:
         assert found == {"ix_events_sender_id_id", FULL}
+
+
+async def every_row(config: dict[str, Any]) -> list[Any]:
+    async with connect(config) as conn:
+        return list((await conn.execute(text("SELECT * FROM events ORDER BY id"))).fetchall())
+
+
+@pytest.mark.parametrize("made_by", ["botserver", "rasa"])
+async def test_an_sqlite_table_gets_one_session_start_index_and_keeps_every_row(
+    made_by: str, tmp_path: Path
+) -> None:
+    """A file an earlier botserver served (revision 0004: two partial session-start indexes,
+    AUTOINCREMENT) or Rasa 3.6 made: one index of both kinds replaces the two, and every
+    row stays as it was, id included; sessions load as before, and new rows come after."""
+    config = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "earlier.db")}
+    await create_old_table(config, made_by=made_by)
+    if made_by == "botserver":
+        await create_schema(config)  # revisions up to 0004, as that botserver left it
+        async with connect(config) as conn:
+            await conn.execute(text("DROP INDEX IF EXISTS ix_events_session_starts"))
+            for name, where in (
+                ("ix_events_session_start_action", SESSION_ACTION_WHERE),
+                ("ix_events_session_started", SESSION_STARTED_WHERE),
+            ):
+                await conn.execute(
+                    text(
+                        f"CREATE INDEX IF NOT EXISTS {name} ON events (sender_id, id) WHERE {where}"
+                    )
+                )
+            await conn.execute(text("UPDATE botserver_alembic_version SET version_num = '0004'"))
+    before = await every_row(config)
+
+    await load_every_shape(config)
+
+    assert await indexes(config) == {
+        "ix_events_sender_id_id",
+        ONE_PARTIAL,
+        *(["ix_events_sender_id"] if made_by == "rasa" else []),
+    }
+    assert await every_row(config) == before
+    async with connect(config) as conn:
+        table = await conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'events'"))
+        autoincrement = "AUTOINCREMENT" in str(table.scalar()).upper()
+    assert autoincrement == (made_by == "botserver")  # a table is never rebuilt
+    store = create_tracker_store(config)
+    try:
+        await store.append("later", [user("new", 10.0)])
+        assert await store.load("later") == [user("new", 10.0)]
+    finally:
+        await store.close()
+    new_id = (await every_row(config))[-1][0]
+    assert new_id > max(row[0] for row in before)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb"])
@@ -159,15 +220,14 @@ async def test_a_rasa_table_keeps_rasas_index_and_gets_ours(kind: str, tmp_path:
         await load_every_shape(config)
         found = await indexes(config)
 
-    ours = {FULL} if kind == "mariadb" else PARTIAL
+    ours = {"mariadb": {FULL}, "sqlite": {ONE_PARTIAL}}.get(kind, PARTIAL)
     assert found == {"ix_events_sender_id", "ix_events_sender_id_id", *ours}
 
 
 @pytest.mark.parametrize(
     ("kind", "where", "index"),
     [
-        ("sqlite", SESSION_ACTION_WHERE, "ix_events_session_start_action"),
-        ("sqlite", SESSION_STARTED_WHERE, "ix_events_session_started"),
+        ("sqlite", SESSION_START_WHERE, ONE_PARTIAL),
         ("postgres", SESSION_ACTION_WHERE, "ix_events_session_start_action"),
         ("postgres", SESSION_STARTED_WHERE, "ix_events_session_started"),
     ],
