@@ -721,7 +721,8 @@ _ROWS_FROM = (
     .where(_C.sender_id == bindparam("sender_id"), _C.id >= bindparam("first_id"))
     .order_by(_C.id)
 )
-# Literal conditions: with bound values SQLite (in memory) would not use its partial indexes.
+# MySQL's (through its full index; SQLite walks back instead, _LAST_SESSION_START), with
+# literal conditions, as every dialect's session queries are built (see sql_schema).
 _LAST_SESSION_ACTION = select(func.max(_C.id)).where(
     _C.sender_id == bindparam("sender_id"), text(SESSION_ACTION_WHERE)
 )
@@ -745,7 +746,7 @@ _ROW_BEFORE = (
 async def _session_start_id(conn: AsyncConnection, sender_id: str) -> int | None:
     """Row id where the current session starts, in a few index seeks (None: no session)."""
     key = {"sender_id": sender_id}
-    if conn.dialect.name == "sqlite":  # one partial index of both kinds (revision 0005)
+    if conn.dialect.name == "sqlite":  # no index of them (revision 0005): one walk back
         last = (await conn.execute(_LAST_SESSION_START, key)).first()
         if last is None:
             return None

@@ -1060,8 +1060,8 @@ def _session_rows(conn: sqlite3.Connection, sender_id: str) -> list[tuple[int, s
 
 
 _LAST_ID = "SELECT max(id) FROM events WHERE sender_id = ?"
-# Seeks the partial index of session starts (its condition, literals included), then reads
-# the kind from the row.
+# Walks the conversation's rows back from its last through ix_events_sender_id_id (a row
+# lookup each) to the last session start: no further back than the session a load reads.
 _LAST_SESSION_START = (
     f"SELECT id, type_name FROM events WHERE sender_id = ? AND {SESSION_START_WHERE}"
     " ORDER BY id DESC LIMIT 1"

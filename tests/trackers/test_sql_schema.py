@@ -29,8 +29,6 @@ from tests.trackers.test_tracker_stores import user
 
 PARTIAL = {"ix_events_session_start_action", "ix_events_session_started"}
 FULL = "ix_events_session_start"
-# SQLite's one partial index of both kinds (revision 0005).
-ONE_PARTIAL = "ix_events_session_starts"
 
 # The tables as botserver made them before revision 0002 (rows of each dialect's id type).
 _OLD_ID = {
@@ -137,7 +135,7 @@ async def test_a_new_table_indexes_each_row_once_and_session_starts_apart(
     if kind == "mariadb":  # no partial indexes: every row is in the session index
         assert found == {"ix_events_sender_id_id", FULL}
     elif kind == "sqlite":
-        assert found == {"ix_events_sender_id_id", ONE_PARTIAL}
+        assert found == {"ix_events_sender_id_id"}
     else:
         assert found == {"ix_events_sender_id_id", *PARTIAL}
 
@@ -153,7 +151,7 @@ async def test_an_earlier_botserver_table_is_migrated_and_keeps_its_sessions(
         found = await indexes(config)
 
     if kind == "sqlite":
-        assert found == {"ix_events_sender_id_id", ONE_PARTIAL}
+        assert found == {"ix_events_sender_id_id"}
     elif kind == "postgres":  # its columns are Rasa's: the Rasa-named index stays
         assert found == {"ix_events_sender_id", "ix_events_sender_id_id", *PARTIAL}
     else:
@@ -166,18 +164,18 @@ async def every_row(config: dict[str, Any]) -> list[Any]:
 
 
 @pytest.mark.parametrize("made_by", ["botserver", "rasa"])
-async def test_an_sqlite_table_gets_one_session_start_index_and_keeps_every_row(
+async def test_an_sqlite_table_loses_its_session_start_indexes_and_keeps_every_row(
     made_by: str, tmp_path: Path
 ) -> None:
     """A file an earlier botserver served (revision 0004: two partial session-start indexes,
-    AUTOINCREMENT) or Rasa 3.6 made: one index of both kinds replaces the two, and every
-    row stays as it was, id included; sessions load as before, and new rows come after."""
+    AUTOINCREMENT) or Rasa 3.6 made: no index of session starts is left, and every row
+    stays as it was, id included; sessions load as before, and new rows come after."""
     config = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "earlier.db")}
     await create_old_table(config, made_by=made_by)
     if made_by == "botserver":
-        await create_schema(config)  # revisions up to 0004, as that botserver left it
+        # As that botserver left it: revision 0004, with the two indexes 0005 drops.
+        await create_schema(config)
         async with connect(config) as conn:
-            await conn.execute(text("DROP INDEX IF EXISTS ix_events_session_starts"))
             for name, where in (
                 ("ix_events_session_start_action", SESSION_ACTION_WHERE),
                 ("ix_events_session_started", SESSION_STARTED_WHERE),
@@ -194,7 +192,6 @@ async def test_an_sqlite_table_gets_one_session_start_index_and_keeps_every_row(
 
     assert await indexes(config) == {
         "ix_events_sender_id_id",
-        ONE_PARTIAL,
         *(["ix_events_sender_id"] if made_by == "rasa" else []),
     }
     assert await every_row(config) == before
@@ -220,14 +217,13 @@ async def test_a_rasa_table_keeps_rasas_index_and_gets_ours(kind: str, tmp_path:
         await load_every_shape(config)
         found = await indexes(config)
 
-    ours = {"mariadb": {FULL}, "sqlite": {ONE_PARTIAL}}.get(kind, PARTIAL)
+    ours = {"mariadb": {FULL}, "sqlite": set()}.get(kind, PARTIAL)
     assert found == {"ix_events_sender_id", "ix_events_sender_id_id", *ours}
 
 
 @pytest.mark.parametrize(
     ("kind", "where", "index"),
     [
-        ("sqlite", SESSION_START_WHERE, ONE_PARTIAL),
         ("postgres", SESSION_ACTION_WHERE, "ix_events_session_start_action"),
         ("postgres", SESSION_STARTED_WHERE, "ix_events_session_started"),
     ],
@@ -245,6 +241,29 @@ async def test_the_last_session_start_is_found_in_its_partial_index(
                 await conn.execute(text("SET LOCAL enable_seqscan = off"))
                 plan = (await conn.execute(text(f"EXPLAIN {query}"))).fetchall()
     assert index in " ".join(str(row) for row in plan)
+
+
+@pytest.mark.parametrize("made_by", ["botserver", "rasa"])
+async def test_sqlite_finds_the_last_session_start_walking_back_the_conversations_rows(
+    made_by: str, tmp_path: Path
+) -> None:
+    """No index of session starts on SQLite: the query walks the conversation's rows back
+    from the last (ix_events_sender_id_id, or Rasa's ix_events_sender_id), with no sort."""
+    config = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "plan.db")}
+    if made_by == "rasa":
+        await create_old_table(config, made_by="rasa")
+    await create_schema(config)
+    query = (
+        f"SELECT id, type_name FROM events WHERE sender_id = 'alice' AND {SESSION_START_WHERE}"
+        " ORDER BY id DESC LIMIT 1"
+    )
+    async with connect(config) as conn:
+        plan = " ".join(
+            str(row) for row in (await conn.execute(text(f"EXPLAIN QUERY PLAN {query}")))
+        )
+    assert "USING INDEX ix_events_sender_id" in plan
+    assert "(sender_id=?)" in plan
+    assert "TEMP B-TREE" not in plan
 
 
 async def test_a_rasa_table_in_latin1_on_mariadb_holds_any_text_and_exact_ids(
