@@ -24,8 +24,10 @@ from server.trackers.sql_schema import (
     SESSION_START_WHERE,
     SESSION_STARTED_WHERE,
 )
+from server.trackers.sql_store import SqlTrackerStore
+from server.trackers.sqlite_database import SqliteDatabase
 from tests.trackers.test_sql_tracker_store import SESSION_SHAPES, sql_config
-from tests.trackers.test_tracker_stores import user
+from tests.trackers.test_tracker_stores import session_start, user
 
 PARTIAL = {"ix_events_session_start_action", "ix_events_session_started"}
 FULL = "ix_events_session_start"
@@ -264,6 +266,39 @@ async def test_sqlite_finds_the_last_session_start_walking_back_the_conversation
     assert "USING INDEX ix_events_sender_id" in plan
     assert "(sender_id=?)" in plan
     assert "TEMP B-TREE" not in plan
+
+
+async def test_an_sqlite_cold_load_walks_back_no_further_than_its_session(
+    tmp_path: Path,
+) -> None:
+    """A conversation's earlier sessions cost a load that is not cached nothing: the walk back
+    to the last session start stops there. Counted in SQLite's virtual machine steps (a
+    progress handler on the store's connection): 4,000 earlier events as 10."""
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "l.db")})
+    assert isinstance(store, SqlTrackerStore) and isinstance(store._db, SqliteDatabase)
+    database = store._db
+    current = [*session_start(10_000.0), user("now", 10_001.0)]
+    steps: dict[str, int] = {}
+    try:
+        for sender, earlier in (("short", 10), ("long", 4000)):
+            history = session_start(0.0) + [user(f"m{i}", 1.0 + i) for i in range(earlier)]
+            await store.append(sender, history)
+            await store.append(sender, current)
+        for sender in ("short", "long"):
+            counted = [0]
+
+            def count(counted: list[int] = counted) -> int:
+                counted[0] += 1
+                return 0
+
+            await database.run(lambda conn: conn.set_progress_handler(count, 1))
+            rows = await database.session_rows(sender)
+            await database.run(lambda conn: conn.set_progress_handler(None, 1))
+            assert [json.loads(data) for _, data in rows] == current
+            steps[sender] = counted[0]
+    finally:
+        await store.close()
+    assert steps["long"] < 2 * steps["short"], steps
 
 
 async def test_a_rasa_table_in_latin1_on_mariadb_holds_any_text_and_exact_ids(
