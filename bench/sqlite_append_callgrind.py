@@ -2,10 +2,11 @@
 turn's events), counted by callgrind: the store path alone, without HTTP or the model.
 
     python bench/sqlite_append_callgrind.py [--turns 2000] [--warmup 500] [--group 3]
-        [--out FILE]
+        [--rasa] [--out FILE]
 
 Runs itself under `valgrind --tool=callgrind --instr-atstart=no` on a fresh SQLite file
-(made by the tree's migrations, as `botserver run` makes one): moodbot-like conversations of
+(made by the tree's migrations, as `botserver run` makes one; `--rasa`: Rasa 3.6's table
+and index first, as an existing Rasa tracker database has them): moodbot-like conversations of
 four turns (the first one's append starts the session: 7 rows, the others 4), `--group`
 turns at a time in one event loop iteration (one inline group commit, as under load), each
 turn a `load` and an `append` through `SqlTrackerStore`. After `--warmup` turns the
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -94,8 +97,23 @@ def turn_events(number: int, timestamp: float) -> list[dict[str, Any]]:
     return events
 
 
-async def replay(database: str, turns: int, warmup: int, group: int) -> None:
+# Rasa 3.6's SQLTrackerStore schema (SQLAlchemy's create_all on SQLite).
+RASA_SCHEMA = """
+CREATE TABLE events (
+    id INTEGER NOT NULL, sender_id VARCHAR(255) NOT NULL, type_name VARCHAR(255) NOT NULL,
+    timestamp FLOAT, intent_name VARCHAR(255), action_name VARCHAR(255), data TEXT,
+    PRIMARY KEY (id)
+);
+CREATE INDEX ix_events_sender_id ON events (sender_id);
+"""
+
+
+async def replay(database: str, turns: int, warmup: int, group: int, rasa: bool) -> None:
     from server.trackers.factory import create_tracker_store
+
+    if rasa:
+        with contextlib.closing(sqlite3.connect(database)) as conn:
+            conn.executescript(RASA_SCHEMA)
 
     store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": database})
     await store.ping()  # migrates
@@ -133,11 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=2000, help="measured turns")
     parser.add_argument("--warmup", type=int, default=500, help="turns before measuring")
     parser.add_argument("--group", type=int, default=3, help="turns a loop iteration")
+    parser.add_argument("--rasa", action="store_true", help="start from Rasa 3.6's table")
     parser.add_argument("--out", help="keep callgrind's output here (default: a temporary file)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the run under valgrind
     args = parser.parse_args(argv)
     if args.child:
-        asyncio.run(replay(args.child, args.turns, args.warmup, args.group))
+        asyncio.run(replay(args.child, args.turns, args.warmup, args.group, args.rasa))
         return 0
     with tempfile.TemporaryDirectory(prefix="sqlite-append-callgrind-") as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "callgrind.out"
@@ -147,13 +166,15 @@ def main(argv: list[str] | None = None) -> int:
             *(sys.executable, __file__, "--child", f"{tmp}/bench.db"),
             *("--turns", str(args.turns), "--warmup", str(args.warmup)),
             *("--group", str(args.group)),
+            *(["--rasa"] if args.rasa else []),
         ]
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         subprocess.run(command, check=True, env=env, capture_output=True)
         total = total_instructions(out)
     print(
         f"store turns: {total:,} instructions, {total / args.turns / 1000:.1f}k per turn "
-        f"(a load and an append; {args.turns} turns after {args.warmup}, {args.group} a group)"
+        f"(a load and an append; {args.turns} turns after {args.warmup}, {args.group} a group"
+        f"{', from a Rasa table' if args.rasa else ''})"
     )
     return 0
 

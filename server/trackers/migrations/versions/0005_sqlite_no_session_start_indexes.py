@@ -1,4 +1,4 @@
-"""SQLite: no index of session starts; the last one is found through ix_events_sender_id_id.
+"""SQLite: no index of session starts; one index of a conversation's rows, not two.
 
 Revision 0002's two partial indexes (one of `action_session_start` actions, one of
 `session_started` events) tested every appended row against their conditions and opened a
@@ -8,6 +8,11 @@ not cached, which reads the current session's rows anyway: walking the conversat
 back from its last to the session start costs a row lookup per row of that session, less
 than reading and parsing them. Nothing changes on other dialects (PostgreSQL keeps its two,
 MySQL its full index); no row is touched.
+
+A table Rasa created has Rasa's `ix_events_sender_id` (sender_id), which revision 0001 kept
+beside ours, `ix_events_sender_id_id` (sender_id, id): every append wrote both. SQLite ends
+every index entry with the row id, which `id` is, so Rasa's serves each of our queries as
+ours does (the same seeks and order, no sort): ours is dropped there.
 
 Revision ID: 0005
 Revises: 0004
@@ -40,6 +45,16 @@ def upgrade() -> None:
     for name in PARTIAL_INDEXES:
         if name in existing:
             op.drop_index(name, table_name="events")
+    if "ix_events_sender_id_id" in existing and _has_rasas_index(bind):
+        op.drop_index("ix_events_sender_id_id", table_name="events")
+
+
+def _has_rasas_index(bind: sa.engine.Connection) -> bool:
+    """Whether Rasa's `ix_events_sender_id` indexes `sender_id`, and only it."""
+    for index in sa.inspect(bind).get_indexes("events"):
+        if index["name"] == "ix_events_sender_id":
+            return list(index["column_names"]) == ["sender_id"]
+    return False
 
 
 def downgrade() -> None:
@@ -51,3 +66,5 @@ def downgrade() -> None:
         if name not in existing:
             condition = sa.text(where)
             op.create_index(name, "events", ["sender_id", "id"], sqlite_where=condition)
+    if "ix_events_sender_id_id" not in existing:
+        op.create_index("ix_events_sender_id_id", "events", ["sender_id", "id"])
