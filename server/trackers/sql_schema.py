@@ -39,6 +39,9 @@ events_table = Table(
 # queries of every dialect are built from these strings.
 SESSION_ACTION_WHERE = f"type_name = 'action' AND action_name = '{ACTION_SESSION_START}'"
 SESSION_STARTED_WHERE = "type_name = 'session_started'"
+# Either kind: SQLite finds the last one walking back through ix_events_sender_id_id, and
+# keeps no index of them (revision 0005).
+SESSION_START_WHERE = f"({SESSION_STARTED_WHERE} OR ({SESSION_ACTION_WHERE}))"
 
 
 # How long a MySQL/MariaDB migration waits for another process's (GET_LOCK) before failing.

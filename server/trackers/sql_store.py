@@ -56,6 +56,7 @@ from server.trackers.sql_engine import (
 from server.trackers.sql_errors import REFUSED_DATA, UNAVAILABLE, SqlErrorKind, sql_error_kind
 from server.trackers.sql_schema import (
     SESSION_ACTION_WHERE,
+    SESSION_START_WHERE,
     SESSION_STARTED_WHERE,
     events_table,
     migrate,
@@ -763,12 +764,19 @@ _ROWS_FROM = (
     .where(_C.sender_id == bindparam("sender_id"), _C.id >= bindparam("first_id"))
     .order_by(_C.id)
 )
-# Literal conditions: with bound values SQLite (in memory) would not use its partial indexes.
+# MySQL's (through its full index; SQLite walks back instead, _LAST_SESSION_START), with
+# literal conditions, as every dialect's session queries are built (see sql_schema).
 _LAST_SESSION_ACTION = select(func.max(_C.id)).where(
     _C.sender_id == bindparam("sender_id"), text(SESSION_ACTION_WHERE)
 )
 _LAST_SESSION_STARTED = select(func.max(_C.id)).where(
     _C.sender_id == bindparam("sender_id"), text(SESSION_STARTED_WHERE)
+)
+_LAST_SESSION_START = (
+    select(_C.id, _C.type_name)
+    .where(_C.sender_id == bindparam("sender_id"), text(SESSION_START_WHERE))
+    .order_by(_C.id.desc())
+    .limit(1)
 )
 _ROW_BEFORE = (
     select(_C.id, _C.type_name, _C.action_name)
@@ -781,10 +789,18 @@ _ROW_BEFORE = (
 async def _session_start_id(conn: AsyncConnection, sender_id: str) -> int | None:
     """Row id where the current session starts, in a few index seeks (None: no session)."""
     key = {"sender_id": sender_id}
-    last_action = await conn.scalar(_LAST_SESSION_ACTION, key)
-    last_started = await conn.scalar(_LAST_SESSION_STARTED, key)
-    if last_started is None or (last_action is not None and last_action > last_started):
-        return last_action
+    if conn.dialect.name == "sqlite":  # no index of them (revision 0005): one walk back
+        last = (await conn.execute(_LAST_SESSION_START, key)).first()
+        if last is None:
+            return None
+        last_started = int(last[0])
+        if last[1] != "session_started":
+            return last_started
+    else:
+        last_action = await conn.scalar(_LAST_SESSION_ACTION, key)
+        last_started = await conn.scalar(_LAST_SESSION_STARTED, key)
+        if last_started is None or (last_action is not None and last_action > last_started):
+            return last_action
     previous = (await conn.execute(_ROW_BEFORE, {**key, "before": last_started})).first()
     if previous is not None and previous[1] == "action" and previous[2] == ACTION_SESSION_START:
         return int(previous[0])

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, TypeVar
 
 from server.trackers.events import EVENT_TYPES, OFF_LOOP_EVENTS
 from server.trackers.session_start import ACTION_SESSION_START
-from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
+from server.trackers.sql_schema import SESSION_START_WHERE
 
 T = TypeVar("T")
 
@@ -98,6 +98,9 @@ class SqliteDatabase:
         self._flushing: asyncio.Task[None] | None = None
         # The event loop thread's connection (None: appends go to the thread).
         self._inline: sqlite3.Connection | None = None
+        # Its one cursor: conn.execute makes a cursor a statement (1.3k instructions, four
+        # statements a commit).
+        self._inline_cursor: sqlite3.Cursor | None = None
         self._inline_opening: asyncio.Task[None] | None = None
         self._inline_group: list[_Append] = []  # appends of this loop iteration
         self._sequential_ids = False  # see _insert
@@ -160,18 +163,21 @@ class SqliteDatabase:
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         return conn
 
-    def _reader(self) -> sqlite3.Connection:
-        """This thread's read-only connection; busy at once rather than waiting."""
-        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
-        if conn is None:
+    def _reader(self) -> sqlite3.Cursor:
+        """This thread's read-only connection's cursor; busy at once rather than waiting.
+
+        One cursor for every read (a cursor a statement cost 1.3k instructions): each read
+        takes all its rows, so no statement is left open to hold a snapshot of the WAL."""
+        cursor: sqlite3.Cursor | None = getattr(self._readers, "cursor", None)
+        if cursor is None:
             if self._closed:
                 raise sqlite3.OperationalError("the store is closed")
             uri = f"{pathlib.Path(self.path).absolute().as_uri()}?mode=ro"
             conn = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
             conn.execute("PRAGMA busy_timeout=0")
-            self._readers.conn = conn
+            cursor = self._readers.cursor = conn.cursor()
             self._reader_connections.append(conn)
-        return conn
+        return cursor
 
     async def close(self) -> None:
         def close() -> None:
@@ -198,6 +204,7 @@ class SqliteDatabase:
         self._closed = True
         self._wal_index = None
         inline, self._inline = self._inline, None
+        self._inline_cursor = None
         for reader in self._reader_connections:
             # sqlite3 refuses to close another thread's connection; those end with the process.
             with contextlib.suppress(sqlite3.ProgrammingError):
@@ -282,10 +289,13 @@ class SqliteDatabase:
     async def _open_inline(self) -> None:
         """Opens the inline connection when commits need no fsync (WAL, synchronous=NORMAL)."""
         try:
-            self._sequential_ids = await self.run(_has_autoincrement)
+            self._sequential_ids = await self.run(_ids_sequential)
             if self._synchronous.upper() not in _INLINE_SYNCHRONOUS:
                 return
-            self._inline = await self.run(self._connect_inline)
+            inline = await self.run(self._connect_inline)
+            if inline is not None:
+                self._inline_cursor = inline.cursor()
+            self._inline = inline
         except sqlite3.Error as error:  # the appends will report it from the thread
             logger.debug("SQLite appends stay on the store's thread for now: %s", error)
             self._inline_opening = None  # the next append tries again
@@ -342,12 +352,12 @@ class SqliteDatabase:
             self._inline_busy = False
 
     def _commit_group_inline(self, group: list[_Append]) -> None:
-        conn = self._inline
-        if conn is None:
+        conn, cursor = self._inline, self._inline_cursor
+        if conn is None or cursor is None:
             self._to_thread(group)
             return
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            cursor.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:  # nothing written: the thread waits out a writer, or says why
             self.busy_fallbacks += 1
             self._to_thread(group)
@@ -362,8 +372,9 @@ class SqliteDatabase:
                 and started == self._epoch_header
                 and not any(append.future.done() for append in group)
             )
-            outcomes = _appends(conn, group, self._sequential_ids, self._epoch if current else None)
-            conn.execute("COMMIT")
+            epoch = self._epoch if current else None
+            outcomes = _appends(conn, group, self._sequential_ids, epoch, cursor)
+            cursor.execute("COMMIT")
         except BaseException as error:  # nothing of the group committed
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
@@ -376,14 +387,14 @@ class SqliteDatabase:
         self.inline_commits += 1
         epoch = None
         if wal_index is not None and started is not None:
-            epoch = self._carry_epoch(conn, wal_index, started, group)
+            epoch = self._carry_epoch(cursor, wal_index, started, group)
         self._committed()
         for append, outcome in zip(group, outcomes, strict=True):
             _settle(append.future, outcome if isinstance(outcome, Exception) else (*outcome, epoch))
 
     def _carry_epoch(
         self,
-        conn: sqlite3.Connection,
+        cursor: sqlite3.Cursor,
         wal_index: _WalIndex,
         started: bytes | None,
         group: Sequence[_Append],
@@ -396,7 +407,7 @@ class SqliteDatabase:
         another connection's commit made in between: data_version, which only other
         connections' commits change, tells (one statement per group, not per turn)."""
         header = wal_index.header()
-        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        (version,) = cursor.execute("PRAGMA data_version").fetchone()
         previous_version, self._data_version = self._data_version, version
         if (
             started != self._epoch_header
@@ -438,7 +449,7 @@ class SqliteDatabase:
         start a new epoch, after which every cached session reads again; that made the turns
         of the 20 ms after each checkpoint ~20 % slower (c=50)."""
         started = time.perf_counter()
-        inline, wal_index = self._inline, self._wal_index
+        inline, cursor, wal_index = self._inline, self._inline_cursor, self._wal_index
         token = self._checkpoint_token = object()
         try:
             frames, before, held_at, commits_at = await self.run(
@@ -446,9 +457,9 @@ class SqliteDatabase:
             )
             # The commits whose frames the WAL held (those of the first step included).
             commits, self._commits_at_restart = commits_at - self._commits_at_restart, commits_at
-            if inline is not None and wal_index is not None:
+            if cursor is not None and wal_index is not None:
                 # The restart commit writes no rows: an inline commit with no appends.
-                self._carry_epoch(inline, wal_index, before, ())
+                self._carry_epoch(cursor, wal_index, before, ())
             self.checkpoints += 1
             self.checkpoint_seconds += time.perf_counter() - started
             self.held_seconds += time.perf_counter() - held_at
@@ -580,9 +591,16 @@ class SqliteDatabase:
 
     async def replace(self, sender_id: str, rows: Sequence[Row]) -> None:
         def replace(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM events WHERE sender_id = ?", (sender_id,))
+            # The new rows first: their ids are above the old ones even where SQLite may
+            # reuse ids (no AUTOINCREMENT), so a cache of the conversation in another process
+            # cannot take a new row for the last one it saw.
+            (last,) = conn.execute(_LAST_ID, (sender_id,)).fetchone()
             if rows:
-                _insert(conn, rows)
+                _insert(conn, rows, self._sequential_ids)
+            if last is not None:
+                conn.execute(
+                    "DELETE FROM events WHERE sender_id = ? AND id <= ?", (sender_id, last)
+                )
 
         await self.run(lambda conn: _write(conn, lambda: replace(conn)))
 
@@ -745,35 +763,39 @@ def _appends(
     group: Sequence[_Append],
     sequential_ids: bool,
     epoch: int | None = None,
+    cursor: sqlite3.Cursor | None = None,
 ) -> list[_Written | Exception]:
     """Each append all or nothing, inside the caller's transaction: one INSERT statement is
     (SQLite undoes a failed statement's rows and keeps the transaction), longer appends take
     a savepoint each (SAVEPOINT and RELEASE cost 11k instructions, a tenth of an append).
     `epoch`: the transaction started in it (nobody else committed since, no append of the
-    group was cancelled), so an append's `known` last row id of that epoch holds."""
+    group was cancelled), so an append's `known` last row id of that epoch holds. `cursor`:
+    the connection's cursor to run them with (default: one for the group)."""
+    if cursor is None:
+        cursor = conn.cursor()
     outcomes: list[_Written | Exception] = []
     for append in group:
         savepoint = len(append.rows) > _ROWS_PER_INSERT
         if savepoint:
-            conn.execute("SAVEPOINT append")
+            cursor.execute("SAVEPOINT append")
         changes = conn.total_changes
         try:
             known = append.known
             if known is not None and known[1] == epoch:
                 previous = known[0]
             else:
-                (previous,) = conn.execute(_LAST_ID, (append.sender_id,)).fetchone()
-            outcomes.append((_int_or_none(previous), _insert(conn, append.rows, sequential_ids)))
+                (previous,) = cursor.execute(_LAST_ID, (append.sender_id,)).fetchone()
+            outcomes.append((_int_or_none(previous), _insert(cursor, append.rows, sequential_ids)))
         except sqlite3.OperationalError:
             raise  # locked, disk full, I/O: the whole transaction fails
         except Exception as error:  # this append's rows only
             if savepoint:
-                conn.execute("ROLLBACK TO append")
+                cursor.execute("ROLLBACK TO append")
             elif conn.total_changes != changes or not conn.in_transaction:
                 raise  # rows written before the error, or the transaction gone: all fail
             outcomes.append(error)
         if savepoint:
-            conn.execute("RELEASE append")
+            cursor.execute("RELEASE append")
     return outcomes
 
 
@@ -787,12 +809,11 @@ def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
 
 
 def _insert(
-    conn: sqlite3.Connection, rows: Sequence[Row], sequential_ids: bool = False
+    conn: sqlite3.Connection | sqlite3.Cursor, rows: Sequence[Row], sequential_ids: bool = False
 ) -> list[tuple[int, str]]:
-    """Inserts the rows, all of one conversation: (id, data) of each. `sequential_ids`: the
-    table has AUTOINCREMENT, so one INSERT's rows get consecutive ids (largest ever + 1, + 2,
-    ...), and the last one tells them all; RETURNING cost 12 us of an append's 69 (5 moodbot
-    rows)."""
+    """Inserts the rows, all of one conversation: (id, data) of each. `sequential_ids`: one
+    INSERT's rows get consecutive ids (see _ids_sequential), and the last one tells them all;
+    RETURNING cost 12 us of an append's 69 (5 moodbot rows)."""
     out: list[tuple[int, str]] = []
     sender = rows[0][0] if rows else ""
     for start in range(0, len(rows), _ROWS_PER_INSERT):
@@ -832,7 +853,7 @@ def _insert(
                 raise sqlite3.DatabaseError("INSERT returned no row id")
             ids = range(last - len(chunk) + 1, last + 1)
         else:
-            # Without AUTOINCREMENT SQLite may pick random ids (once the largest is taken).
+            # SQLite may pick random ids once the largest possible one is taken.
             # RETURNING's order is unspecified; rowids are handed out in the order of VALUES.
             ids = sorted(row[0] for row in conn.execute(f"{sql} RETURNING id", params))
         out.extend(zip(ids, map(_DATA, chunk), strict=True))
@@ -1010,12 +1031,23 @@ class _ShmFile:
         self.users = 0
 
 
-def _has_autoincrement(conn: sqlite3.Connection) -> bool:
-    """Whether the events table was created with AUTOINCREMENT (ours; Rasa's may not be)."""
+# Below this largest id, an INSERT's rows get consecutive ids without AUTOINCREMENT too.
+_SEQUENTIAL_IDS_BELOW = 2**62
+
+
+def _ids_sequential(conn: sqlite3.Connection) -> bool:
+    """Whether one INSERT's rows get consecutive ids: with AUTOINCREMENT (tables botserver
+    made before revision 0005's time) always; without (Rasa's tables, and ours since), each
+    row gets the largest id + 1 until the largest is 2^63 - 1, after which SQLite picks
+    unused ids at random. Neither Rasa nor botserver writes an id: from below 2^62 the
+    table would need 2^62 more rows to get there."""
     row = conn.execute(
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'"
     ).fetchone()
-    return row is not None and "AUTOINCREMENT" in str(row[0]).upper()
+    if row is not None and "AUTOINCREMENT" in str(row[0]).upper():
+        return True
+    (largest,) = conn.execute("SELECT max(id) FROM events").fetchone()
+    return largest is None or int(largest) < _SEQUENTIAL_IDS_BELOW
 
 
 def _session_rows(conn: sqlite3.Connection, sender_id: str) -> list[tuple[int, str]]:
@@ -1028,27 +1060,31 @@ def _session_rows(conn: sqlite3.Connection, sender_id: str) -> list[tuple[int, s
 
 
 _LAST_ID = "SELECT max(id) FROM events WHERE sender_id = ?"
-# Each seeks its partial index (the condition is the index's, literals included).
-_LAST_SESSION_ACTION = f"SELECT max(id) FROM events WHERE sender_id = ? AND {SESSION_ACTION_WHERE}"
-_LAST_SESSION_STARTED = (
-    f"SELECT max(id) FROM events WHERE sender_id = ? AND {SESSION_STARTED_WHERE}"
+# Walks the conversation's rows back from its last through ix_events_sender_id_id (a row
+# lookup each) to the last session start: no further back than the session a load reads.
+_LAST_SESSION_START = (
+    f"SELECT id, type_name FROM events WHERE sender_id = ? AND {SESSION_START_WHERE}"
+    " ORDER BY id DESC LIMIT 1"
+)
+_ROW_BEFORE = (
+    "SELECT id, type_name, action_name FROM events WHERE sender_id = ? AND id < ?"
+    " ORDER BY id DESC LIMIT 1"
 )
 
 
 def _session_start_id(conn: sqlite3.Connection, sender_id: str) -> int | None:
-    """Row id where the current session starts (None: no session start stored)."""
-    (last_action,) = conn.execute(_LAST_SESSION_ACTION, (sender_id,)).fetchone()
-    (last_started,) = conn.execute(_LAST_SESSION_STARTED, (sender_id,)).fetchone()
-    if last_started is None or (last_action is not None and last_action > last_started):
-        return _int_or_none(last_action)
-    previous: Any = conn.execute(
-        "SELECT id, type_name, action_name FROM events WHERE sender_id = ? AND id < ?"
-        " ORDER BY id DESC LIMIT 1",
-        (sender_id, last_started),
-    ).fetchone()
+    """Row id where the current session starts (None: no session start stored): the last
+    session start, or the `action_session_start` just before a last `session_started`."""
+    last: Any = conn.execute(_LAST_SESSION_START, (sender_id,)).fetchone()
+    if last is None:
+        return None
+    last_id, kind = int(last[0]), last[1]
+    if kind != "session_started":
+        return last_id
+    previous: Any = conn.execute(_ROW_BEFORE, (sender_id, last_id)).fetchone()
     if previous is not None and previous[1] == "action" and previous[2] == ACTION_SESSION_START:
         return int(previous[0])
-    return int(last_started)
+    return last_id
 
 
 def _int_or_none(value: Any) -> int | None:

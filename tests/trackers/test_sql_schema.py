@@ -19,8 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from server.dialogue.messages import MAX_TEXT_CHARS
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_engine import async_url
-from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
+from server.trackers.sql_schema import (
+    SESSION_ACTION_WHERE,
+    SESSION_START_WHERE,
+    SESSION_STARTED_WHERE,
+)
+from server.trackers.sql_store import SqlTrackerStore
+from server.trackers.sqlite_database import SqliteDatabase
 from tests.trackers.test_sql_tracker_store import SESSION_SHAPES, sql_config
+from tests.trackers.test_tracker_stores import session_start, user
 
 PARTIAL = {"ix_events_session_start_action", "ix_events_session_started"}
 FULL = "ix_events_session_start"
@@ -129,6 +136,8 @@ async def test_a_new_table_indexes_each_row_once_and_session_starts_apart(
     # No ix_events_sender_id: ix_events_sender_id_id begins with its column.
     if kind == "mariadb":  # no partial indexes: every row is in the session index
         assert found == {"ix_events_sender_id_id", FULL}
+    elif kind == "sqlite":
+        assert found == {"ix_events_sender_id_id"}
     else:
         assert found == {"ix_events_sender_id_id", *PARTIAL}
 
@@ -144,11 +153,63 @@ async def test_an_earlier_botserver_table_is_migrated_and_keeps_its_sessions(
         found = await indexes(config)
 
     if kind == "sqlite":
-        assert found == {"ix_events_sender_id_id", *PARTIAL}
+        assert found == {"ix_events_sender_id_id"}
     elif kind == "postgres":  # its columns are Rasa's: the Rasa-named index stays
         assert found == {"ix_events_sender_id", "ix_events_sender_id_id", *PARTIAL}
     else:
         assert found == {"ix_events_sender_id_id", FULL}
+
+
+async def every_row(config: dict[str, Any]) -> list[Any]:
+    async with connect(config) as conn:
+        return list((await conn.execute(text("SELECT * FROM events ORDER BY id"))).fetchall())
+
+
+@pytest.mark.parametrize("made_by", ["botserver", "rasa"])
+async def test_an_sqlite_table_loses_its_session_start_indexes_and_keeps_every_row(
+    made_by: str, tmp_path: Path
+) -> None:
+    """A file an earlier botserver served (revision 0004: two partial session-start indexes,
+    AUTOINCREMENT) or Rasa 3.6 made: no index of session starts is left, nor two indexes of
+    the same rows, and every row stays as it was, id included; sessions load as before, and
+    new rows come after."""
+    config = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "earlier.db")}
+    await create_old_table(config, made_by=made_by)
+    if made_by == "botserver":
+        # As that botserver left it: revision 0004, with the two indexes 0005 drops.
+        await create_schema(config)
+        async with connect(config) as conn:
+            for name, where in (
+                ("ix_events_session_start_action", SESSION_ACTION_WHERE),
+                ("ix_events_session_started", SESSION_STARTED_WHERE),
+            ):
+                await conn.execute(
+                    text(
+                        f"CREATE INDEX IF NOT EXISTS {name} ON events (sender_id, id) WHERE {where}"
+                    )
+                )
+            await conn.execute(text("UPDATE botserver_alembic_version SET version_num = '0004'"))
+    before = await every_row(config)
+
+    await load_every_shape(config)
+
+    # One index of a conversation's rows: ours, or Rasa's where the table has it.
+    assert await indexes(config) == {
+        "ix_events_sender_id" if made_by == "rasa" else "ix_events_sender_id_id"
+    }
+    assert await every_row(config) == before
+    async with connect(config) as conn:
+        table = await conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'events'"))
+        autoincrement = "AUTOINCREMENT" in str(table.scalar()).upper()
+    assert autoincrement == (made_by == "botserver")  # a table is never rebuilt
+    store = create_tracker_store(config)
+    try:
+        await store.append("later", [user("new", 10.0)])
+        assert await store.load("later") == [user("new", 10.0)]
+    finally:
+        await store.close()
+    new_id = (await every_row(config))[-1][0]
+    assert new_id > max(row[0] for row in before)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb"])
@@ -159,15 +220,16 @@ async def test_a_rasa_table_keeps_rasas_index_and_gets_ours(kind: str, tmp_path:
         await load_every_shape(config)
         found = await indexes(config)
 
-    ours = {FULL} if kind == "mariadb" else PARTIAL
-    assert found == {"ix_events_sender_id", "ix_events_sender_id_id", *ours}
+    if kind == "sqlite":  # Rasa's serves as ours: SQLite ends every entry with the row id
+        assert found == {"ix_events_sender_id"}
+    else:
+        ours = {FULL} if kind == "mariadb" else PARTIAL
+        assert found == {"ix_events_sender_id", "ix_events_sender_id_id", *ours}
 
 
 @pytest.mark.parametrize(
     ("kind", "where", "index"),
     [
-        ("sqlite", SESSION_ACTION_WHERE, "ix_events_session_start_action"),
-        ("sqlite", SESSION_STARTED_WHERE, "ix_events_session_started"),
         ("postgres", SESSION_ACTION_WHERE, "ix_events_session_start_action"),
         ("postgres", SESSION_STARTED_WHERE, "ix_events_session_started"),
     ],
@@ -185,6 +247,62 @@ async def test_the_last_session_start_is_found_in_its_partial_index(
                 await conn.execute(text("SET LOCAL enable_seqscan = off"))
                 plan = (await conn.execute(text(f"EXPLAIN {query}"))).fetchall()
     assert index in " ".join(str(row) for row in plan)
+
+
+@pytest.mark.parametrize("made_by", ["botserver", "rasa"])
+async def test_sqlite_finds_the_last_session_start_walking_back_the_conversations_rows(
+    made_by: str, tmp_path: Path
+) -> None:
+    """No index of session starts on SQLite: the query walks the conversation's rows back
+    from the last (ix_events_sender_id_id, or Rasa's ix_events_sender_id), with no sort."""
+    config = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "plan.db")}
+    if made_by == "rasa":
+        await create_old_table(config, made_by="rasa")
+    await create_schema(config)
+    query = (
+        f"SELECT id, type_name FROM events WHERE sender_id = 'alice' AND {SESSION_START_WHERE}"
+        " ORDER BY id DESC LIMIT 1"
+    )
+    async with connect(config) as conn:
+        plan = " ".join(
+            str(row) for row in (await conn.execute(text(f"EXPLAIN QUERY PLAN {query}")))
+        )
+    assert "USING INDEX ix_events_sender_id" in plan
+    assert "(sender_id=?)" in plan
+    assert "TEMP B-TREE" not in plan
+
+
+async def test_an_sqlite_cold_load_walks_back_no_further_than_its_session(
+    tmp_path: Path,
+) -> None:
+    """A conversation's earlier sessions cost a load that is not cached nothing: the walk back
+    to the last session start stops there. Counted in SQLite's virtual machine steps (a
+    progress handler on the store's connection): 4,000 earlier events as 10."""
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "l.db")})
+    assert isinstance(store, SqlTrackerStore) and isinstance(store._db, SqliteDatabase)
+    database = store._db
+    current = [*session_start(10_000.0), user("now", 10_001.0)]
+    steps: dict[str, int] = {}
+    try:
+        for sender, earlier in (("short", 10), ("long", 4000)):
+            history = session_start(0.0) + [user(f"m{i}", 1.0 + i) for i in range(earlier)]
+            await store.append(sender, history)
+            await store.append(sender, current)
+        for sender in ("short", "long"):
+            counted = [0]
+
+            def count(counted: list[int] = counted) -> int:
+                counted[0] += 1
+                return 0
+
+            await database.run(lambda conn: conn.set_progress_handler(count, 1))
+            rows = await database.session_rows(sender)
+            await database.run(lambda conn: conn.set_progress_handler(None, 1))
+            assert [json.loads(data) for _, data in rows] == current
+            steps[sender] = counted[0]
+    finally:
+        await store.close()
+    assert steps["long"] < 2 * steps["short"], steps
 
 
 async def test_a_rasa_table_in_latin1_on_mariadb_holds_any_text_and_exact_ids(

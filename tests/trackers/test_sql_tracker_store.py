@@ -120,21 +120,30 @@ async def test_two_store_instances_on_one_database_see_each_others_writes(
             await other.close()
 
 
-async def test_replace_reusing_deleted_row_ids_is_not_mistaken_for_the_cached_rows(
-    tmp_path: Path,
+# Neither a Rasa-made SQLite table nor one botserver makes has AUTOINCREMENT: ids of deleted
+# rows come back where the conversation's rows were the table's last. A replace must not give
+# its new rows the old ids (the one whose last event is the one before, the same JSON, would
+# be taken by a process that cached the conversation for the rows it saw), nor be mistaken
+# for them.
+@pytest.mark.parametrize("made_by", ["botserver", "rasa"])
+@pytest.mark.parametrize("kept_last", [False, True])
+async def test_a_replace_is_seen_by_another_process_that_cached_the_conversation(
+    made_by: str, kept_last: bool, tmp_path: Path
 ) -> None:
-    # A Rasa-made SQLite table has no AUTOINCREMENT, so ids of deleted rows come back.
-    db = tmp_path / "rasa.db"
-    _create_rasa_sqlite_db(db, rows=[])
+    db = tmp_path / "ids.db"
+    if made_by == "rasa":
+        _create_rasa_sqlite_db(db, rows=[])
     config = {"type": "sql", "dialect": "sqlite", "db": str(db)}
     one, other = create_tracker_store(config), create_tracker_store(config)
+    replacement = [user("x", 1.5), user("b", 2.0) if kept_last else user("y", 4.0)]
     try:
         await one.append("alice", [user("a", 1.0), user("b", 2.0)])
         assert await other.load("alice") == [user("a", 1.0), user("b", 2.0)]
 
-        await one.replace("alice", [user("x", 3.0), user("y", 4.0)])
+        await one.replace("alice", replacement)
 
-        assert await other.load("alice") == [user("x", 3.0), user("y", 4.0)]
+        assert await other.load("alice") == replacement
+        assert await one.load_all("alice") == replacement
     finally:
         await one.close()
         await other.close()
@@ -192,7 +201,7 @@ async def test_an_existing_rasa_sqlite_database_is_upgraded_and_keeps_working(
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")
         }
         (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
-    assert {"ix_events_sender_id", "ix_events_sender_id_id", "ix_events_session_started"} <= indexes
+    assert "ix_events_sender_id" in indexes  # Rasa's, which serves as ours
     assert count == len(history + current) + 1
 
 

@@ -87,16 +87,36 @@ async def test_the_appends_of_one_loop_iteration_commit_inline_in_one_transactio
         await store.close()
 
 
-@pytest.mark.parametrize("made_by", ["botserver", "rasa"])  # AUTOINCREMENT, or not
+def create_autoincrement_table(path: Path) -> None:
+    """The events table as botserver created it before revision 0005 (AUTOINCREMENT)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(
+            "CREATE TABLE events (id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,"
+            " sender_id VARCHAR(255) NOT NULL, type_name VARCHAR(255) NOT NULL,"
+            " timestamp FLOAT, intent_name VARCHAR(255), action_name VARCHAR(255), data TEXT)"
+        )
+
+
+def has_autoincrement(path: Path) -> bool:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()
+    return "AUTOINCREMENT" in str(sql).upper()
+
+
+# botserver's tables since revision 0005 and Rasa's have no AUTOINCREMENT; earlier ones do.
+@pytest.mark.parametrize("made_by", ["botserver", "earlier botserver", "rasa"])
 async def test_an_append_reports_the_ids_its_rows_were_given(made_by: str, tmp_path: Path) -> None:
     path = tmp_path / "ids.db"
     if made_by == "rasa":
         _create_rasa_sqlite_db(path, rows=[])
+    elif made_by == "earlier botserver":
+        create_autoincrement_table(path)
     store = sqlite_store(path)
     try:
         await store.append("warm", session_start(0.0))
         database = database_of(store)
-        await store.delete("warm")  # the largest id is gone: AUTOINCREMENT does not reuse it
+        assert has_autoincrement(path) == (made_by == "earlier botserver")
+        await store.delete("warm")  # the largest id is gone: only AUTOINCREMENT keeps it
         appends = {
             f"c{n}": _rows(f"c{n}", [user(f"m{n}-{i}", float(i)) for i in range(n + 1)])
             for n in range(5)

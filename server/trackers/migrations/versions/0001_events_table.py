@@ -34,8 +34,12 @@ def upgrade() -> None:
             sa.Column("intent_name", sa.String(255)),
             sa.Column("action_name", sa.String(255)),
             sa.Column("data", sa.Text().with_variant(mysql.LONGTEXT(), "mysql")),
-            # Never reuse an id: the per-process cache reads rows newer than the last id it saw.
-            sqlite_autoincrement=True,
+            # No AUTOINCREMENT on SQLite (as Rasa's table): its sequence row was read and
+            # written by every INSERT and its page was in every commit, 9.3k instructions of
+            # an append's 147k (docs/benchmarks.md, twenty-fourth round). Ids are still the
+            # largest + 1; those of deleted rows may come back, which the per-process cache
+            # tells by the JSON of the last row it saw, and a replace does not give its
+            # conversation (sqlite_database.SqliteDatabase.replace). Tables made with it keep it.
         )
         # Not Rasa's ix_events_sender_id: ix_events_sender_id_id starts with the same column.
     else:

@@ -62,7 +62,8 @@ def upgrade() -> None:
 
 def _made_by_botserver(bind: Any, inspector: Any) -> bool:
     """Whether revision 0001 created the table: on SQLite it has AUTOINCREMENT, on MySQL a
-    DOUBLE timestamp (Rasa's are a plain integer key and FLOAT)."""
+    DOUBLE timestamp (Rasa's are a plain integer key and FLOAT). 0001 no longer gives SQLite
+    tables AUTOINCREMENT, nor any table ix_events_sender_id: a new one has nothing to drop."""
     if bind.dialect.name == "sqlite":
         sql = bind.execute(
             sa.text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'")
