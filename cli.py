@@ -395,6 +395,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="also compare the intent and entities the NLU finds in each test story's user "
         "text (by default only the actions are compared, as in Rasa)",
     )
+    p.add_argument(
+        "--max-stories", type=_int_at_least(1), help="test only the first N test stories"
+    )
+    p.add_argument(
+        "-d",
+        "--domain",
+        default="domain.yml",
+        help="accepted as Rasa's; the domain is the one the model was trained with",
+    )
+    p.add_argument(
+        "--no-plot", action="store_true", help="don't draw the confusion matrices and histogram"
+    )
+    p.add_argument(
+        "--successes",
+        action="store_true",
+        help="also write intent_successes.json and successful_test_stories.yml",
+    )
+    p.add_argument(
+        "--no-errors",
+        action="store_true",
+        help="don't write intent_errors.json and failed_test_stories.yml",
+    )
+    p.add_argument(
+        "--no-warnings", action="store_true", help="don't write stories_with_warnings.yml"
+    )
     _add_log_flags(p)
 
     # visualize

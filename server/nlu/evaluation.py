@@ -57,12 +57,24 @@ def _extractor_names(pipeline: NLUPipeline) -> set[str]:
     return {c.name for k, c in pipeline._components if k in keys and c.name not in _PRETRAINED}
 
 
-def evaluate(pipeline: NLUPipeline, test_data: NLUTrainingData, out_dir: Path) -> dict[str, Any]:
-    """Evaluate on `test_data`; write Rasa's report files to `out_dir`; return a summary."""
-    return write_reports(predict(pipeline, test_data), Path(out_dir))
+def evaluate(
+    pipeline: NLUPipeline, test_data: NLUTrainingData, out_dir: Path, **files: bool
+) -> dict[str, Any]:
+    """Evaluate on `test_data`; write Rasa's report files to `out_dir` (`files`: which of the
+    optional ones, as `write_reports` takes them); return a summary."""
+    return write_reports(predict(pipeline, test_data), Path(out_dir), **files)
 
 
-def write_reports(predictions: Predictions, out_dir: Path) -> dict[str, Any]:
+def write_reports(
+    predictions: Predictions,
+    out_dir: Path,
+    *,
+    plot: bool = True,
+    errors: bool = True,
+    successes: bool = False,
+) -> dict[str, Any]:
+    """The reports; as `rasa test nlu` unless told otherwise (`--no-plot`, `--no-errors`,
+    `--successes`), also intent_errors.json and the plots, and intent_successes.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {}
     intent_rows = [
@@ -73,7 +85,9 @@ def write_reports(predictions: Predictions, out_dir: Path) -> dict[str, Any]:
         if e.base_intent
     ]
     if intent_rows:
-        summary["intent_evaluation"] = _intent_reports(intent_rows, out_dir)
+        summary["intent_evaluation"] = _intent_reports(
+            intent_rows, out_dir, plot=plot, errors=errors, successes=successes
+        )
     entity_summary = {}
     for extractor in sorted(predictions.extractors):
         report = entity_report(predictions, extractor)
@@ -84,7 +98,14 @@ def write_reports(predictions: Predictions, out_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def _intent_reports(rows: list[tuple[Any, str, float, Example]], out_dir: Path) -> dict[str, Any]:
+def _intent_reports(
+    rows: list[tuple[Any, str, float, Example]],
+    out_dir: Path,
+    *,
+    plot: bool,
+    errors: bool,
+    successes: bool,
+) -> dict[str, Any]:
     from sklearn.metrics import classification_report, confusion_matrix
 
     targets = [r[0] for r in rows]
@@ -106,24 +127,34 @@ def _intent_reports(rows: list[tuple[Any, str, float, Example]], out_dir: Path) 
             }
             report[label]["confused_with"] = dict(list(confused.items())[:3])
     _write_json(out_dir / "intent_report.json", report)
-    errors = [
+    wrong = _predictions(rows, hits=False)
+    if errors:
+        _write_json(out_dir / "intent_errors.json", wrong)
+    if successes:
+        _write_json(out_dir / "intent_successes.json", _predictions(rows, hits=True))
+    if plot:
+        _plots(targets, predicted, [r[2] for r in rows], labels, matrix, out_dir)
+    weighted = report.get("weighted avg", {})
+    return {
+        "accuracy": accuracy,
+        "precision": weighted.get("precision"),
+        "f1_score": weighted.get("f1-score"),
+        "errors": len(wrong),
+    }
+
+
+def _predictions(rows: list[tuple[Any, str, float, Example]], hits: bool) -> list[dict]:
+    """The examples whose intent was (`hits`) or was not found, in Rasa's intent_errors.json
+    layout."""
+    return [
         {
             "text": example.text,
             "intent": target,
             "intent_prediction": {"name": pred, "confidence": confidence},
         }
         for target, pred, confidence, example in rows
-        if target != pred
+        if (target == pred) == hits
     ]
-    _write_json(out_dir / "intent_errors.json", errors)
-    _plots(targets, predicted, [r[2] for r in rows], labels, matrix, out_dir)
-    weighted = report.get("weighted avg", {})
-    return {
-        "accuracy": accuracy,
-        "precision": weighted.get("precision"),
-        "f1_score": weighted.get("f1-score"),
-        "errors": len(errors),
-    }
 
 
 def entity_report(predictions: Predictions, extractor: str) -> dict[str, Any]:
@@ -213,7 +244,12 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 def cross_validate(
-    data: NLUTrainingData, pipeline: list[dict], folds: int, out_dir: Path, language: str = "en"
+    data: NLUTrainingData,
+    pipeline: list[dict],
+    folds: int,
+    out_dir: Path,
+    language: str = "en",
+    **files: bool,
 ) -> dict[str, Any]:
     """Stratified k-fold: train on k-1 folds, predict the held-out one, report on all."""
     from sklearn.model_selection import StratifiedKFold
@@ -239,7 +275,7 @@ def cross_validate(
         hits = [e.base_intent == p for e, p in zip(fold.examples, fold.intents, strict=True)]
         fold_accuracies.append(float(np.mean(hits)) if hits else 0.0)
         combined.extend(fold)
-    summary = write_reports(combined, Path(out_dir))
+    summary = write_reports(combined, Path(out_dir), **files)
     summary["fold_accuracies"] = fold_accuracies
     return summary
 

@@ -408,6 +408,42 @@ def test_test_writes_every_result_file_rasa_writes(run_cli, starter_copy: Path) 
     assert (results / "failed_test_stories.yml").read_text().startswith("# None")
 
 
+def test_rasas_test_flags_choose_which_result_files_are_written(
+    run_cli, starter_copy: Path
+) -> None:
+    # A CI script written for `rasa test` keeps working: the flags are Rasa's.
+    result = run_cli(
+        "test", "--no-plot", "--no-errors", "--no-warnings", "--successes", cwd=starter_copy
+    )
+    assert result.code == 0, result.err
+    results = starter_copy / "results"
+    written = {path.name for path in results.iterdir()}
+    assert not {name for name in written if name.endswith(".png")}
+    assert not written & {"failed_test_stories.yml", "intent_errors.json"}
+    assert "stories_with_warnings.yml" not in written
+    succeeded = (results / "successful_test_stories.yml").read_text()
+    assert "- story: greet and ask for the hours" in succeeded
+    hits = json.loads((results / "intent_successes.json").read_text())
+    assert hits and all(hit["intent"] == hit["intent_prediction"]["name"] for hit in hits)
+
+
+def test_max_stories_tests_only_the_first_ones(run_cli, starter_copy: Path) -> None:
+    result = run_cli("test", "core", "--max-stories", "2", cwd=starter_copy)
+    assert result.code == 0, result.err
+    report = json.loads((starter_copy / "results" / "story_report.json").read_text())
+    assert report["conversation_accuracy"]["total"] == 2
+
+
+def test_cross_validation_without_nlu_cross_validates_the_nlu_part(
+    run_cli, starter_copy: Path
+) -> None:
+    # `rasa test --cross-validation`: stories on the model, NLU data in folds.
+    result = run_cli("test", "--cross-validation", "-f", "2", "--no-plot", cwd=starter_copy)
+    assert result.code == 0, result.err
+    assert "Test stories:" in result.out
+    assert "fold_accuracies" in result.out
+
+
 def _add_failing_test_story(project: Path) -> None:
     (project / "tests" / "test_wrong.yml").write_text(
         'version: "3.1"\nstories:\n- story: wrong answer\n  steps:\n'
