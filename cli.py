@@ -161,6 +161,21 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         "needs training, 8 with --force",
     )
     p.add_argument("--signing-key", help="Ed25519 private key (PEM) to sign the archive with")
+    p.add_argument(
+        "--skip-validation",
+        action="store_true",
+        help="train without first making the checks of `botserver data validate`",
+    )
+    p.add_argument(
+        "--fail-on-validation-warnings",
+        action="store_true",
+        help="train nothing (exit 1) when `botserver data validate` would warn",
+    )
+    p.add_argument(
+        "--validation-max-history",
+        type=_int_at_least(1),
+        help="turns to compare stories over for conflicts, as `data validate --max-history`",
+    )
 
 
 def _add_validate_flags(p: argparse.ArgumentParser, inherited: bool) -> None:
@@ -640,6 +655,33 @@ def _train_inputs(args: argparse.Namespace) -> tuple[Path | None, Path, list[Pat
     return _config_path(args), Path(args.domain), [Path(p) for p in args.data]
 
 
+def _valid_for_training(args: argparse.Namespace) -> bool:
+    """As `rasa train`: the checks of `data validate` first; what fails them is printed as
+    `data validate` prints it, and nothing is trained. (Training logs its own warnings.)"""
+    from server.training.validation import validate_project
+
+    config, domain, data = _train_inputs(args)
+    report = validate_project(config, domain, data, args.validation_max_history)
+    strict = args.fail_on_validation_warnings
+    if not (report.errors or report.failing_warnings or (strict and report.warnings)):
+        return True
+    for warning in [*report.config_warnings, *report.warnings]:
+        print(f"warning: {warning}", file=sys.stderr)
+    for error in report.errors:
+        print(f"error: {error}", file=sys.stderr)
+    reasons = [f"{len(report.errors)} error(s)"] if report.errors else []
+    if report.failing_warnings:
+        reasons.append(f"{len(report.failing_warnings)} warning(s) that fail it, as in Rasa")
+    if strict and report.warnings:
+        reasons.append(f"{len(report.warnings)} warning(s) with --fail-on-validation-warnings")
+    print(
+        f"error: Project validation completed with errors ({'; '.join(reasons)}): nothing "
+        "was trained. Correct them, or train anyway with --skip-validation.",
+        file=sys.stderr,
+    )
+    return False
+
+
 def _check_whole_model_flags(args: argparse.Namespace, what: str) -> None:
     """`botserver train --dry-run core`: a flag of the whole training, given before the part
     to train, which would ignore it."""
@@ -648,6 +690,9 @@ def _check_whole_model_flags(args: argparse.Namespace, what: str) -> None:
         for flag, value, default in (
             ("--dry-run", args.dry_run, False),
             ("--signing-key", args.signing_key, None),
+            ("--skip-validation", args.skip_validation, False),
+            ("--fail-on-validation-warnings", args.fail_on_validation_warnings, False),
+            ("--validation-max-history", args.validation_max_history, None),
             ("--data", args.data, ["data"]),
             ("-d/--domain", args.domain if what == "nlu" else None, "domain.yml"),
         )
@@ -670,6 +715,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if what is not None:
         _check_whole_model_flags(args, what)
     _check_output_dir(Path(args.out), "--out")
+    if what is None and not args.skip_validation and not _valid_for_training(args):
+        return 1
     with _progress() as say:
         if what == "core":
             result = train_core(

@@ -247,6 +247,35 @@ def test_train_on_a_broken_file_names_file_and_line(run_cli, starter_copy: Path)
     assert "Traceback" not in result.err
 
 
+def test_train_validates_the_project_first_as_rasa_does(run_cli, starter_copy: Path) -> None:
+    stories = starter_copy / "data" / "stories.yml"
+    stories.write_text(stories.read_text().replace("intent: deny", "intent: denny", 1))
+    models = sorted((starter_copy / "models").iterdir())
+
+    refused = run_cli("train", "--force", cwd=starter_copy)
+    assert refused.code == 1
+    assert "stories.yml:11: intent 'denny'" in refused.err
+    assert "Project validation completed with errors" in refused.err
+    assert sorted((starter_copy / "models").iterdir()) == models  # nothing trained
+
+    anyway = run_cli("train", "--force", "--skip-validation", cwd=starter_copy)
+    assert anyway.code == 0, anyway.err
+    assert len(list((starter_copy / "models").iterdir())) == len(models) + 1
+
+
+def test_fail_on_validation_warnings_refuses_to_train_on_a_warning(
+    run_cli, starter_copy: Path
+) -> None:
+    domain = starter_copy / "domain.yml"
+    domain.write_text(domain.read_text().replace("intents:\n", "intents:\n  - unused_intent\n", 1))
+    assert run_cli("train", "--force", cwd=starter_copy).code == 0  # a warning, as in Rasa
+
+    strict = run_cli("train", "--force", "--fail-on-validation-warnings", cwd=starter_copy)
+    assert strict.code == 1
+    assert "intent 'unused_intent' is in the domain but has no examples" in strict.err
+    assert "--fail-on-validation-warnings" in strict.err
+
+
 def test_data_validate_good_project(run_cli, starter_copy: Path) -> None:
     result = run_cli("data", "validate", cwd=starter_copy)
     assert result.code == 0
