@@ -312,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MODELS,
         help="model archive, or a directory whose newest archive is used",
     )
+    p.add_argument(
+        "model_as_positional_argument",
+        nargs="?",
+        metavar="MODEL",
+        help="the model as -m gives it (`botserver run models/mybot.tar.gz`, as Rasa's)",
+    )
     p.add_argument("--enable-api", action="store_true", help="serve Rasa's HTTP API")
     p.add_argument(
         "-p", "--port", type=_int_at_least(1, 65535), default=5005, help="port to listen on"
@@ -319,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--interface", default="0.0.0.0", help="address to listen on")
     p.add_argument("--cors", nargs="*", default=None, help="allowed origin(s), or '*'")
     p.add_argument(
-        "--auth-token", help="require ?token=<this> on API routes (env BOTSERVER_AUTH_TOKEN)"
+        "-t",
+        "--auth-token",
+        help="require ?token=<this> on API routes (env BOTSERVER_AUTH_TOKEN)",
     )
     p.add_argument(
         "--jwt-secret",
@@ -343,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=3600,
         help="seconds before a request is answered with a timeout error",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=300,
+        help="accepted as Rasa's; as in Rasa it does nothing for the server (only `rasa shell` "
+        "read it)",
     )
     p.add_argument(
         "--request-max-size",
@@ -372,7 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-m", "--model", default=DEFAULT_MODELS)
     p.add_argument("--endpoints", default="endpoints.yml")
-    p.add_argument("--sender", default=None, help="conversation id (default: a new one)")
+    p.add_argument(
+        "--sender",
+        "--conversation-id",
+        default=None,
+        help="conversation id (default: a new one)",
+    )
     _add_log_flags(p)
 
     # test

@@ -318,6 +318,16 @@ def _say_unread_credentials() -> None:
         )
 
 
+def _model_flag(args: argparse.Namespace) -> str | None:
+    """`-m`, or the model named without it (`botserver run models/mybot.tar.gz`, as Rasa)."""
+    positional = getattr(args, "model_as_positional_argument", None)
+    if positional is None:
+        return args.model
+    if args.model not in (positional, "models"):  # "models": -m's default
+        raise InvalidConfig(f"two models given: -m {args.model} and {positional}")
+    return positional
+
+
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
     """Read and check the files the flags name; raises BotServerError with file and line."""
     endpoints = read_endpoints(args.endpoints)
@@ -344,7 +354,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     host = "localhost" if args.interface in ("0.0.0.0", "::") else args.interface
     scheme = "https" if args.ssl_certificate else "http"
     return RunSpec(
-        model_path=args.model,
+        model_path=_model_flag(args),
         endpoints=endpoints,
         credentials=credentials,
         credentials_file=credentials_path,
