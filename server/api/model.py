@@ -383,8 +383,13 @@ def _nlu_results(out_dir: Path) -> dict[str, Any]:
         result["intent_evaluation"] = _evaluation_item(
             intent_report, out_dir / "intent_errors.json", "weighted avg"
         )
+    responses = out_dir / "response_selection_report.json"
+    if responses.is_file():
+        result["response_selection_evaluation"] = _evaluation_item(
+            responses, out_dir / "response_selection_errors.json", "weighted avg"
+        )
     for path in sorted(out_dir.glob("*_report.json")):
-        if path.name == "intent_report.json":
+        if path.name in ("intent_report.json", responses.name):
             continue
         extractor = path.name[: -len("_report.json")]
         result["entity_evaluation"][extractor] = _evaluation_item(path, None, "micro avg")
@@ -436,6 +441,19 @@ def _evaluate_intents_sync(
                     predictions.confidences,
                     strict=True,
                 )
+            ]
+        if result["response_selection_evaluation"]:
+            result["response_selection_evaluation"]["predictions"] = [
+                {
+                    "text": example.text,
+                    "intent_response_key_target": example.intent,
+                    "intent_response_key_prediction": response[0],
+                    "confidence": response[1],
+                }
+                for example, response in zip(
+                    predictions.examples, predictions.responses, strict=True
+                )
+                if response is not None and example.intent and "/" in example.intent
             ]
         return result
 

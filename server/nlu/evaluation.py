@@ -14,6 +14,7 @@ import numpy as np
 
 from server.errors import TrainingError
 from server.nlu.pipeline import NLUPipeline
+from server.nlu.response_selector import DEFAULT_SELECTOR
 from server.nlu.training_data import Example, NLUTrainingData
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ class Predictions:
     confidences: list[float] = field(default_factory=list)
     entities: list[list[dict[str, Any]]] = field(default_factory=list)
     extractors: set[str] = field(default_factory=set)
+    # The response selector's choice for the example's retrieval intent (`chitchat/ask_name`)
+    # and its confidence; None without a response selector.
+    responses: list[tuple[str | None, float] | None] = field(default_factory=list)
 
     def extend(self, other: Predictions) -> None:
         self.examples += other.examples
@@ -38,6 +42,7 @@ class Predictions:
         self.confidences += other.confidences
         self.entities += other.entities
         self.extractors |= other.extractors
+        self.responses += other.responses
 
 
 def predict(pipeline: NLUPipeline, data: NLUTrainingData) -> Predictions:
@@ -49,7 +54,19 @@ def predict(pipeline: NLUPipeline, data: NLUTrainingData) -> Predictions:
         out.intents.append(intent.get("name"))
         out.confidences.append(float(intent.get("confidence") or 0.0))
         out.entities.append(parsed.get("entities", []))
+        out.responses.append(_selected_response(parsed.get("response_selector"), example))
     return out
+
+
+def _selected_response(
+    selector: dict[str, Any] | None, example: Example
+) -> tuple[str | None, float] | None:
+    """What the selector for the example's retrieval intent (else the default one) chose."""
+    if not selector:
+        return None
+    chosen = selector.get(example.base_intent or "") or selector.get(DEFAULT_SELECTOR) or {}
+    response = chosen.get("response") or {}
+    return response.get("intent_response_key"), float(response.get("confidence") or 0.0)
 
 
 def _extractor_names(pipeline: NLUPipeline) -> set[str]:
@@ -85,8 +102,18 @@ def write_reports(
         if e.base_intent
     ]
     if intent_rows:
-        summary["intent_evaluation"] = _intent_reports(
-            intent_rows, out_dir, plot=plot, errors=errors, successes=successes
+        summary["intent_evaluation"] = _label_reports(
+            intent_rows, out_dir, INTENTS, plot=plot, errors=errors, successes=successes
+        )
+    response_rows = [
+        (e.intent, r[0] or "None", r[1], e)
+        for e, r in zip(predictions.examples, predictions.responses, strict=True)
+        if r is not None and e.intent and "/" in e.intent
+    ]
+    if response_rows:
+        # As Rasa's: the examples of retrieval intents, by the response key chosen.
+        summary["response_selection_evaluation"] = _label_reports(
+            response_rows, out_dir, RESPONSES, plot=plot, errors=errors, successes=successes
         )
     entity_summary = {}
     for extractor in sorted(predictions.extractors):
@@ -98,9 +125,29 @@ def write_reports(
     return summary
 
 
-def _intent_reports(
+@dataclass(frozen=True)
+class _Labels:
+    """What is evaluated (intents or retrieval responses): its files and JSON keys, Rasa's."""
+
+    prefix: str  # intent -> intent_report.json, intent_errors.json, intent_histogram.png...
+    target_key: str
+    prediction_key: str
+    title: str
+
+
+INTENTS = _Labels("intent", "intent", "intent_prediction", "Intent")
+RESPONSES = _Labels(
+    "response_selection",
+    "intent_response_key_target",
+    "intent_response_key_prediction",
+    "Response Selection",
+)
+
+
+def _label_reports(
     rows: list[tuple[Any, str, float, Example]],
     out_dir: Path,
+    labelled: _Labels,
     *,
     plot: bool,
     errors: bool,
@@ -126,14 +173,15 @@ def _intent_reports(
                 if j != i and matrix[i, j] > 0
             }
             report[label]["confused_with"] = dict(list(confused.items())[:3])
-    _write_json(out_dir / "intent_report.json", report)
-    wrong = _predictions(rows, hits=False)
+    name = labelled.prefix
+    _write_json(out_dir / f"{name}_report.json", report)
+    wrong = _predictions(rows, labelled, hits=False)
     if errors:
-        _write_json(out_dir / "intent_errors.json", wrong)
+        _write_json(out_dir / f"{name}_errors.json", wrong)
     if successes:
-        _write_json(out_dir / "intent_successes.json", _predictions(rows, hits=True))
+        _write_json(out_dir / f"{name}_successes.json", _predictions(rows, labelled, hits=True))
     if plot:
-        _plots(targets, predicted, [r[2] for r in rows], labels, matrix, out_dir)
+        _plots(targets, predicted, [r[2] for r in rows], labels, matrix, out_dir, labelled)
     weighted = report.get("weighted avg", {})
     return {
         "accuracy": accuracy,
@@ -143,14 +191,16 @@ def _intent_reports(
     }
 
 
-def _predictions(rows: list[tuple[Any, str, float, Example]], hits: bool) -> list[dict]:
-    """The examples whose intent was (`hits`) or was not found, in Rasa's intent_errors.json
-    layout."""
+def _predictions(
+    rows: list[tuple[Any, str, float, Example]], labelled: _Labels, hits: bool
+) -> list[dict]:
+    """The examples whose label was (`hits`) or was not found, in the layout of Rasa's
+    intent_errors.json (response_selection_errors.json)."""
     return [
         {
             "text": example.text,
-            "intent": target,
-            "intent_prediction": {"name": pred, "confidence": confidence},
+            labelled.target_key: target,
+            labelled.prediction_key: {"name": pred, "confidence": confidence},
         }
         for target, pred, confidence, example in rows
         if (target == pred) == hits
@@ -205,6 +255,7 @@ def _plots(
     labels: list[str],
     matrix: np.ndarray,
     out_dir: Path,
+    labelled: _Labels,
 ) -> None:
     try:
         import matplotlib
@@ -221,9 +272,9 @@ def _plots(
     ax.set_yticks(range(len(labels)), labels, fontsize=6)
     ax.set_xlabel("Predicted label")
     ax.set_ylabel("True label")
-    ax.set_title("Intent Confusion matrix")
+    ax.set_title(f"{labelled.title} Confusion matrix")
     fig.tight_layout()
-    fig.savefig(out_dir / "intent_confusion_matrix.png")
+    fig.savefig(out_dir / f"{labelled.prefix}_confusion_matrix.png")
     plt.close(fig)
     hits = [c for t, p, c in zip(targets, predicted, confidences, strict=True) if t == p]
     misses = [c for t, p, c in zip(targets, predicted, confidences, strict=True) if t != p]
@@ -232,10 +283,10 @@ def _plots(
     ax.hist([hits, misses], bins=bins, label=["hits", "misses"], color=["#009292", "#ff6db6"])
     ax.set_xlabel("Confidence")
     ax.set_ylabel("Number of samples")
-    ax.set_title("Intent Prediction Confidence Distribution")
+    ax.set_title(f"{labelled.title} Prediction Confidence Distribution")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_dir / "intent_histogram.png")
+    fig.savefig(out_dir / f"{labelled.prefix}_histogram.png")
     plt.close(fig)
 
 

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from server.models.archive import read_archive, write_archive
 from tests.api.rasa_spec import RasaSpec
 from tests.loop_lag import loop_hold
-from tests.shared_data import MOODBOT
+from tests.shared_data import BOTS, MOODBOT
 from tests.small_disk import temp_files_on_a_small_disk
 
 TRAINING_YAML = """
@@ -345,6 +345,28 @@ async def test_test_intents_yaml_and_json(client: httpx.AsyncClient, rasa_spec: 
         "/model/test/intents", json={"rasa_nlu_data": {"common_examples": examples}}
     )
     assert check(rasa_spec, as_json, "/model/test/intents", "post", 200)["intent_evaluation"]
+
+
+async def test_test_intents_evaluates_the_response_selector_as_rasa(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, tmp_path: Path
+) -> None:
+    from server.training.train import train
+
+    bot = BOTS / "responseselectorbot"
+    model = train(bot / "config.yml", bot / "domain.yml", [bot / "data"], tmp_path).path
+    nlu = (bot / "data" / "nlu.yml").read_text()
+    response = await client.post(
+        f"/model/test/intents?model={model}",
+        content=nlu,
+        headers={"Content-Type": "application/x-yaml"},
+    )
+    body = check(rasa_spec, response, "/model/test/intents", "post", 200)
+    selection = body["response_selection_evaluation"]
+    # Before: {} here, and the response selector's report listed as an entity extractor.
+    assert selection["accuracy"] > 0.9
+    assert "chitchat/ask_name" in selection["report"]
+    assert selection["predictions"][0]["intent_response_key_target"].startswith("chitchat/")
+    assert "response_selection" not in body["entity_evaluation"]
 
 
 async def test_test_intents_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:

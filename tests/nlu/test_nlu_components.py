@@ -114,6 +114,29 @@ def test_evaluate_writes_rasa_report_files(tmp_path: Path, load_bot):
     assert {"intent_confusion_matrix.png", "intent_histogram.png"} <= names
 
 
+def test_evaluate_reports_the_response_selector_as_rasa(tmp_path: Path, load_bot):
+    # responseselectorbot's chitchat/ask_name ...: Rasa's response_selection_* files, by the
+    # full retrieval intent; before, the response selector was not evaluated at all.
+    import json
+
+    data = load_bot("responseselectorbot")
+    pipeline = NLUPipeline.train(
+        data,
+        [{"name": "DIETClassifier", "entity_recognition": False}, {"name": "ResponseSelector"}],
+    )
+    summary = evaluate(pipeline, data, tmp_path, successes=True)
+    assert summary["response_selection_evaluation"]["accuracy"] > 0.9
+    report = json.loads((tmp_path / "response_selection_report.json").read_text())
+    assert {"chitchat/ask_name", "chitchat/ask_weather"} <= set(report)
+    hits = json.loads((tmp_path / "response_selection_successes.json").read_text())
+    assert (
+        hits[0]["intent_response_key_target"] == hits[0]["intent_response_key_prediction"]["name"]
+    )
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"response_selection_errors.json", "response_selection_histogram.png"} <= names
+    assert "response_selection_confusion_matrix.png" in names
+
+
 def test_cross_validation(tmp_path: Path, load_bot):
     summary = cross_validate(load_bot("moodbot"), [], 3, tmp_path)
     assert len(summary["fold_accuracies"]) == 3
