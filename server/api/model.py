@@ -392,7 +392,9 @@ def _nlu_results(out_dir: Path) -> dict[str, Any]:
         if path.name in ("intent_report.json", responses.name):
             continue
         extractor = path.name[: -len("_report.json")]
-        result["entity_evaluation"][extractor] = _evaluation_item(path, None, "micro avg")
+        result["entity_evaluation"][extractor] = _evaluation_item(
+            path, out_dir / f"{extractor}_errors.json", "micro avg"
+        )
     return result
 
 

@@ -91,7 +91,7 @@ def write_reports(
     successes: bool = False,
 ) -> dict[str, Any]:
     """The reports; as `rasa test nlu` unless told otherwise (`--no-plot`, `--no-errors`,
-    `--successes`), also intent_errors.json and the plots, and intent_successes.json."""
+    `--successes`), also the errors files and the plots, and the successes files."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {}
     intent_rows = [
@@ -120,6 +120,16 @@ def write_reports(
         report = entity_report(predictions, extractor)
         _write_json(out_dir / f"{extractor}_report.json", report)
         entity_summary[extractor] = report["micro avg"]
+        if errors:
+            _write_json(
+                out_dir / f"{extractor}_errors.json",
+                _entity_examples(predictions, extractor, False),
+            )
+        if successes:
+            _write_json(
+                out_dir / f"{extractor}_successes.json",
+                _entity_examples(predictions, extractor, True),
+            )
     if entity_summary:
         summary["entity_evaluation"] = entity_summary
     return summary
@@ -205,6 +215,24 @@ def _predictions(
         for target, pred, confidence, example in rows
         if (target == pred) == hits
     ]
+
+
+def _entity_examples(predictions: Predictions, extractor: str, hits: bool) -> list[dict]:
+    """The examples whose entities `extractor` found exactly (`hits`: same spans and types)
+    or not, in the layout of Rasa's `<extractor>_errors.json`."""
+    out = []
+    for example, entities in zip(predictions.examples, predictions.entities, strict=True):
+        found = [e for e in entities if e.get("extractor") == extractor]
+        gold = {(a.start, a.end, a.entity) for a in example.entities}
+        if ({(e["start"], e["end"], e["entity"]) for e in found} == gold) == hits:
+            out.append(
+                {
+                    "text": example.text,
+                    "entities": [a.as_dict() for a in example.entities],
+                    "predicted_entities": found,
+                }
+            )
+    return out
 
 
 def entity_report(predictions: Predictions, extractor: str) -> dict[str, Any]:

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -111,14 +112,35 @@ def test_evaluate_writes_rasa_report_files(tmp_path: Path, load_bot):
     assert summary["intent_evaluation"]["accuracy"] > 0.95
     names = {p.name for p in tmp_path.iterdir()}
     assert {"intent_report.json", "intent_errors.json", "DIETClassifier_report.json"} <= names
+    assert "DIETClassifier_errors.json" in names  # as Rasa's, empty when all are right
     assert {"intent_confusion_matrix.png", "intent_histogram.png"} <= names
+
+
+def test_entity_errors_are_written_as_rasa_writes_them(tmp_path: Path, load_bot):
+    from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData
+
+    data = load_bot("formbot")
+    pipeline = NLUPipeline.train(data, [{"name": "DIETClassifier"}])
+    # One example whose annotated entity nothing in training looks like.
+    odd = Example("zzqx please", "inform", [EntityAnnotation(0, 4, "zzqx", "cuisine")])
+    test = NLUTrainingData(examples=[*data.examples[:20], odd])
+    evaluate(pipeline, test, tmp_path, successes=True)
+    wrong = json.loads((tmp_path / "DIETClassifier_errors.json").read_text())
+    assert {"text": "zzqx please", "entities": [odd.entities[0].as_dict()]} in [
+        {k: w[k] for k in ("text", "entities")} for w in wrong
+    ]
+    assert all(
+        {(e["start"], e["end"], e["entity"]) for e in w["entities"]}
+        != {(e["start"], e["end"], e["entity"]) for e in w["predicted_entities"]}
+        for w in wrong
+    )
+    right = json.loads((tmp_path / "DIETClassifier_successes.json").read_text())
+    assert len(right) + len(wrong) == len(test.examples)
 
 
 def test_evaluate_reports_the_response_selector_as_rasa(tmp_path: Path, load_bot):
     # responseselectorbot's chitchat/ask_name ...: Rasa's response_selection_* files, by the
     # full retrieval intent; before, the response selector was not evaluated at all.
-    import json
-
     data = load_bot("responseselectorbot")
     pipeline = NLUPipeline.train(
         data,
