@@ -398,6 +398,13 @@ def test_a_story_conflict_is_a_warning_as_in_rasa(run_cli, starter_copy: Path) -
     assert strict.code == 1
     assert "Validation failed" in strict.out
 
+    # `rasa train --validation-max-history 1 --fail-on-validation-warnings` stops on it too.
+    train = ["train", "--force", "--fail-on-validation-warnings"]
+    assert run_cli(*train, cwd=starter_copy).code == 0
+    refused = run_cli(*train, "--validation-max-history", "1", cwd=starter_copy)
+    assert refused.code == 1
+    assert "story structure conflict after intent 'deny'" in refused.err
+
 
 def test_data_split_nlu_then_test_on_the_held_out_part(run_cli, starter_copy: Path) -> None:
     split = run_cli("data", "split", "nlu", "--random-seed", "1", cwd=starter_copy)
