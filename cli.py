@@ -376,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="don't serve /metrics (it is open, like Rasa's health route)",
     )
+    p.add_argument("--use-syslog", action="store_true", help="also send the logs to syslog")
+    p.add_argument("--syslog-address", default="localhost", help="syslog host")
+    p.add_argument("--syslog-port", type=_int_at_least(1, 65535), default=514, help="syslog port")
+    p.add_argument(
+        "--syslog-protocol", choices=("UDP", "TCP"), default="UDP", help="syslog transport"
+    )
     _add_log_flags(p)
 
     # shell
@@ -1105,15 +1111,24 @@ def main(argv: list[str] | None = None) -> int:
     from server.logs import configure_logging
 
     log_file = getattr(args, "log_file", None)
+    syslog = (
+        (args.syslog_address, args.syslog_port, args.syslog_protocol)
+        if getattr(args, "use_syslog", False)
+        else None
+    )
     try:
         configure_logging(
             verbosity=-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0),
             log_file=log_file,
             fmt=getattr(args, "log_format", "text"),
             config_file=getattr(args, "logging_config_file", None),
+            syslog=syslog,
         )
     except OSError as exc:
-        print(f"error: --log-file {log_file}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"--log-file {log_file}"
+        if syslog is not None and not (log_file and exc.filename == log_file):
+            where = f"--use-syslog ({syslog[2]} {syslog[0]}:{syslog[1]})"
+        print(f"error: {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except BotServerError as exc:  # a LOG_LEVEL or --logging-config-file we cannot use
         print(f"error: {exc}", file=sys.stderr)

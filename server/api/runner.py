@@ -83,6 +83,7 @@ class RunSpec:
     log_file: str | None = None
     log_format: str = "text"
     logging_config_file: str | None = None
+    syslog: tuple[str, int, str] | None = None
 
     def options(self) -> ServerOptions:
         return ServerOptions(
@@ -143,7 +144,11 @@ def app_from_environment() -> FastAPI:
         raise RuntimeError(f"{SPEC_ENV} is not set: start workers with `botserver run`")
     spec = RunSpec(**json.loads(raw))
 
-    configure_logging(spec.verbosity, spec.log_file, spec.log_format, spec.logging_config_file)
+    # A list once through JSON.
+    syslog = (spec.syslog[0], int(spec.syslog[1]), spec.syslog[2]) if spec.syslog else None
+    configure_logging(
+        spec.verbosity, spec.log_file, spec.log_format, spec.logging_config_file, syslog
+    )
     install_log_redaction()
     return server_app(spec.options(), spec.metrics, "")
 
@@ -379,6 +384,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         log_file=getattr(args, "log_file", None),
         log_format=getattr(args, "log_format", "text"),
         logging_config_file=getattr(args, "logging_config_file", None),
+        syslog=(args.syslog_address, args.syslog_port, args.syslog_protocol)
+        if getattr(args, "use_syslog", False)
+        else None,
     )
 
 
