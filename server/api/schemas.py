@@ -292,6 +292,25 @@ class EvaluationItem(_Open):
     errors: list[dict[str, Any]] = _may_be_absent("The wrongly predicted examples.")
 
 
+class ResponsePrediction(_Open):
+    text: str = Field(description="The test example.")
+    intent_response_key_target: str = Field(
+        description="Its labelled retrieval intent (`chitchat/ask_name`)."
+    )
+    intent_response_key_prediction: str | None = Field(
+        description="The retrieval intent whose response was selected."
+    )
+    confidence: float | None = Field(description="The selection's confidence.")
+
+
+class ResponseSelectionItem(EvaluationItem):
+    """The response selectors' evaluation, by retrieval intent."""
+
+    predictions: list[ResponsePrediction] = _may_be_absent(  # type: ignore[assignment]
+        "Each example's selected response."
+    )
+
+
 class NLUEvaluationResult(_Open):
     """Intent, entity and response-selection evaluation of test NLU data.
 
@@ -302,7 +321,9 @@ class NLUEvaluationResult(_Open):
     entity_evaluation: dict[str, EvaluationItem] | None = _may_be_absent(
         "Each entity extractor by name."
     )
-    response_selection_evaluation: EvaluationItem | None = _may_be_absent("The response selectors.")
+    response_selection_evaluation: ResponseSelectionItem | None = _may_be_absent(
+        "The response selectors."
+    )
 
 
 class StoryActionResult(_Open):

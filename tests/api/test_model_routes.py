@@ -367,6 +367,8 @@ async def test_test_intents_evaluates_the_response_selector_as_rasa(
     assert "chitchat/ask_name" in selection["report"]
     assert selection["predictions"][0]["intent_response_key_target"].startswith("chitchat/")
     assert "response_selection" not in body["entity_evaluation"]
+    own = RasaSpec((await client.get("/openapi.json")).json())  # our document says so too
+    own.validate(body, "/model/test/intents", "post", 200)
 
 
 async def test_test_intents_lists_each_extractors_entity_errors(
