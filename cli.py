@@ -161,6 +161,21 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         "needs training, 8 with --force",
     )
     p.add_argument("--signing-key", help="Ed25519 private key (PEM) to sign the archive with")
+    p.add_argument(
+        "--skip-validation",
+        action="store_true",
+        help="train without first making the checks of `botserver data validate`",
+    )
+    p.add_argument(
+        "--fail-on-validation-warnings",
+        action="store_true",
+        help="train nothing (exit 1) when `botserver data validate` would warn",
+    )
+    p.add_argument(
+        "--validation-max-history",
+        type=_int_at_least(1),
+        help="turns to compare stories over for conflicts, as `data validate --max-history`",
+    )
 
 
 def _add_validate_flags(p: argparse.ArgumentParser, inherited: bool) -> None:
@@ -297,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MODELS,
         help="model archive, or a directory whose newest archive is used",
     )
+    p.add_argument(
+        "model_as_positional_argument",
+        nargs="?",
+        metavar="MODEL",
+        help="the model as -m gives it (`botserver run models/mybot.tar.gz`, as Rasa's)",
+    )
     p.add_argument("--enable-api", action="store_true", help="serve Rasa's HTTP API")
     p.add_argument(
         "-p", "--port", type=_int_at_least(1, 65535), default=5005, help="port to listen on"
@@ -304,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--interface", default="0.0.0.0", help="address to listen on")
     p.add_argument("--cors", nargs="*", default=None, help="allowed origin(s), or '*'")
     p.add_argument(
-        "--auth-token", help="require ?token=<this> on API routes (env BOTSERVER_AUTH_TOKEN)"
+        "-t",
+        "--auth-token",
+        help="require ?token=<this> on API routes (env BOTSERVER_AUTH_TOKEN)",
     )
     p.add_argument(
         "--jwt-secret",
@@ -330,6 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds before a request is answered with a timeout error",
     )
     p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=300,
+        help="accepted as Rasa's; as in Rasa it does nothing for the server (only `rasa shell` "
+        "read it)",
+    )
+    p.add_argument(
         "--request-max-size",
         type=_int_at_least(0),
         default=None,
@@ -346,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="don't serve /metrics (it is open, like Rasa's health route)",
     )
+    p.add_argument("--use-syslog", action="store_true", help="also send the logs to syslog")
+    p.add_argument("--syslog-address", default="localhost", help="syslog host")
+    p.add_argument("--syslog-port", type=_int_at_least(1, 65535), default=514, help="syslog port")
+    p.add_argument(
+        "--syslog-protocol", choices=("UDP", "TCP"), default="UDP", help="syslog transport"
+    )
     _add_log_flags(p)
 
     # shell
@@ -357,7 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-m", "--model", default=DEFAULT_MODELS)
     p.add_argument("--endpoints", default="endpoints.yml")
-    p.add_argument("--sender", default=None, help="conversation id (default: a new one)")
+    p.add_argument(
+        "--sender",
+        "--conversation-id",
+        default=None,
+        help="conversation id (default: a new one)",
+    )
     _add_log_flags(p)
 
     # test
@@ -394,6 +435,31 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also compare the intent and entities the NLU finds in each test story's user "
         "text (by default only the actions are compared, as in Rasa)",
+    )
+    p.add_argument(
+        "--max-stories", type=_int_at_least(1), help="test only the first N test stories"
+    )
+    p.add_argument(
+        "-d",
+        "--domain",
+        default="domain.yml",
+        help="accepted as Rasa's; the domain is the one the model was trained with",
+    )
+    p.add_argument(
+        "--no-plot", action="store_true", help="don't draw the confusion matrices and histogram"
+    )
+    p.add_argument(
+        "--successes",
+        action="store_true",
+        help="also write intent_successes.json and successful_test_stories.yml",
+    )
+    p.add_argument(
+        "--no-errors",
+        action="store_true",
+        help="don't write intent_errors.json and failed_test_stories.yml",
+    )
+    p.add_argument(
+        "--no-warnings", action="store_true", help="don't write stories_with_warnings.yml"
     )
     _add_log_flags(p)
 
@@ -615,6 +681,33 @@ def _train_inputs(args: argparse.Namespace) -> tuple[Path | None, Path, list[Pat
     return _config_path(args), Path(args.domain), [Path(p) for p in args.data]
 
 
+def _valid_for_training(args: argparse.Namespace) -> bool:
+    """As `rasa train`: the checks of `data validate` first; what fails them is printed as
+    `data validate` prints it, and nothing is trained. (Training logs its own warnings.)"""
+    from server.training.validation import validate_project
+
+    config, domain, data = _train_inputs(args)
+    report = validate_project(config, domain, data, args.validation_max_history)
+    strict = args.fail_on_validation_warnings
+    if not (report.errors or report.failing_warnings or (strict and report.warnings)):
+        return True
+    for warning in [*report.config_warnings, *report.warnings]:
+        print(f"warning: {warning}", file=sys.stderr)
+    for error in report.errors:
+        print(f"error: {error}", file=sys.stderr)
+    reasons = [f"{len(report.errors)} error(s)"] if report.errors else []
+    if report.failing_warnings:
+        reasons.append(f"{len(report.failing_warnings)} warning(s) that fail it, as in Rasa")
+    if strict and report.warnings:
+        reasons.append(f"{len(report.warnings)} warning(s) with --fail-on-validation-warnings")
+    print(
+        f"error: Project validation completed with errors ({'; '.join(reasons)}): nothing "
+        "was trained. Correct them, or train anyway with --skip-validation.",
+        file=sys.stderr,
+    )
+    return False
+
+
 def _check_whole_model_flags(args: argparse.Namespace, what: str) -> None:
     """`botserver train --dry-run core`: a flag of the whole training, given before the part
     to train, which would ignore it."""
@@ -623,6 +716,9 @@ def _check_whole_model_flags(args: argparse.Namespace, what: str) -> None:
         for flag, value, default in (
             ("--dry-run", args.dry_run, False),
             ("--signing-key", args.signing_key, None),
+            ("--skip-validation", args.skip_validation, False),
+            ("--fail-on-validation-warnings", args.fail_on_validation_warnings, False),
+            ("--validation-max-history", args.validation_max_history, None),
             ("--data", args.data, ["data"]),
             ("-d/--domain", args.domain if what == "nlu" else None, "domain.yml"),
         )
@@ -645,6 +741,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if what is not None:
         _check_whole_model_flags(args, what)
     _check_output_dir(Path(args.out), "--out")
+    if what is None and not args.skip_validation and not _valid_for_training(args):
+        return 1
     with _progress() as say:
         if what == "core":
             result = train_core(
@@ -1013,15 +1111,24 @@ def main(argv: list[str] | None = None) -> int:
     from server.logs import configure_logging
 
     log_file = getattr(args, "log_file", None)
+    syslog = (
+        (args.syslog_address, args.syslog_port, args.syslog_protocol)
+        if getattr(args, "use_syslog", False)
+        else None
+    )
     try:
         configure_logging(
             verbosity=-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0),
             log_file=log_file,
             fmt=getattr(args, "log_format", "text"),
             config_file=getattr(args, "logging_config_file", None),
+            syslog=syslog,
         )
     except OSError as exc:
-        print(f"error: --log-file {log_file}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"--log-file {log_file}"
+        if syslog is not None and not (log_file and exc.filename == log_file):
+            where = f"--use-syslog ({syslog[2]} {syslog[0]}:{syslog[1]})"
+        print(f"error: {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except BotServerError as exc:  # a LOG_LEVEL or --logging-config-file we cannot use
         print(f"error: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ import logging.config
 import logging.handlers
 import os
 import re
+import socket
 import sys
 import time
 from typing import Any
@@ -252,13 +253,21 @@ def _apply_config_file(path: str) -> set[str]:
     return leveled
 
 
+def _syslog_handler(host: str, port: int, protocol: str) -> logging.Handler:
+    """A syslog handler (TCP connects now: an OSError when nothing listens)."""
+    kind = socket.SOCK_STREAM if protocol.upper() == "TCP" else socket.SOCK_DGRAM
+    return logging.handlers.SysLogHandler(address=(host, port), socktype=kind)
+
+
 def configure_logging(
     verbosity: int = 0,
     log_file: str | None = None,
     fmt: str = "text",
     config_file: str | None = None,
+    syslog: tuple[str, int, str] | None = None,
 ) -> None:
-    """-1 quiet (warnings), 0 default (warnings + our info), 1 info, 2 debug.
+    """-1 quiet (warnings), 0 default (warnings + our info), 1 info, 2 debug. `syslog`:
+    (host, port, "UDP" or "TCP") to send the log lines to as well, as Rasa's `--use-syslog`.
 
     At 0, `LOG_LEVEL` sets our loggers' level, else a `config_file` naming them (or `rasa`);
     `LOG_LEVEL_LIBRARIES` and `LOG_LEVEL_RABBITMQ` set the libraries' (as in Rasa). Raises
@@ -277,6 +286,8 @@ def configure_logging(
     if log_file:
         # Reopened when logrotate (or anyone) moves it away: lines go on at the path.
         handlers.append(logging.handlers.WatchedFileHandler(log_file, encoding="utf-8"))
+    if syslog is not None:
+        handlers.append(_syslog_handler(*syslog))
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)

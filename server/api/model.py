@@ -372,31 +372,29 @@ def _evaluation_item(report_path: Path, errors_path: Path | None, averages: str)
     return item
 
 
-# The reports of labelled predictions (file prefix -> section); any other is an extractor's.
-_LABELLED_REPORTS = {
-    "intent": "intent_evaluation",
-    "response_selection": "response_selection_evaluation",
-}
-
-
 def _nlu_results(out_dir: Path) -> dict[str, Any]:
     result: dict[str, Any] = {
         "intent_evaluation": {},
         "entity_evaluation": {},
         "response_selection_evaluation": {},
     }
-    for files, section in _LABELLED_REPORTS.items():
-        report = out_dir / f"{files}_report.json"
-        if report.is_file():
-            result[section] = _evaluation_item(
-                report, out_dir / f"{files}_errors.json", "weighted avg"
-            )
+    intent_report = out_dir / "intent_report.json"
+    if intent_report.is_file():
+        result["intent_evaluation"] = _evaluation_item(
+            intent_report, out_dir / "intent_errors.json", "weighted avg"
+        )
+    responses = out_dir / "response_selection_report.json"
+    if responses.is_file():
+        result["response_selection_evaluation"] = _evaluation_item(
+            responses, out_dir / "response_selection_errors.json", "weighted avg"
+        )
     for path in sorted(out_dir.glob("*_report.json")):
-        if path.name[: -len("_report.json")] in _LABELLED_REPORTS:
+        if path.name in ("intent_report.json", responses.name):
             continue
         extractor = path.name[: -len("_report.json")]
-        errors = out_dir / f"{extractor}_errors.json"
-        result["entity_evaluation"][extractor] = _evaluation_item(path, errors, "micro avg")
+        result["entity_evaluation"][extractor] = _evaluation_item(
+            path, out_dir / f"{extractor}_errors.json", "micro avg"
+        )
     return result
 
 
@@ -451,13 +449,13 @@ def _evaluate_intents_sync(
                 {
                     "text": example.text,
                     "intent_response_key_target": example.intent,
-                    "intent_response_key_prediction": predicted,
-                    "confidence": confidence or 0.0,
+                    "intent_response_key_prediction": response[0],
+                    "confidence": response[1],
                 }
-                for example, (predicted, confidence) in zip(
+                for example, response in zip(
                     predictions.examples, predictions.responses, strict=True
                 )
-                if example.intent and "/" in example.intent
+                if response is not None and example.intent and "/" in example.intent
             ]
         return result
 

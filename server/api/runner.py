@@ -83,6 +83,7 @@ class RunSpec:
     log_file: str | None = None
     log_format: str = "text"
     logging_config_file: str | None = None
+    syslog: tuple[str, int, str] | None = None
 
     def options(self) -> ServerOptions:
         return ServerOptions(
@@ -143,7 +144,11 @@ def app_from_environment() -> FastAPI:
         raise RuntimeError(f"{SPEC_ENV} is not set: start workers with `botserver run`")
     spec = RunSpec(**json.loads(raw))
 
-    configure_logging(spec.verbosity, spec.log_file, spec.log_format, spec.logging_config_file)
+    # A list once through JSON.
+    syslog = (spec.syslog[0], int(spec.syslog[1]), spec.syslog[2]) if spec.syslog else None
+    configure_logging(
+        spec.verbosity, spec.log_file, spec.log_format, spec.logging_config_file, syslog
+    )
     install_log_redaction()
     return server_app(spec.options(), spec.metrics, "")
 
@@ -318,6 +323,16 @@ def _say_unread_credentials() -> None:
         )
 
 
+def _model_flag(args: argparse.Namespace) -> str | None:
+    """`-m`, or the model named without it (`botserver run models/mybot.tar.gz`, as Rasa)."""
+    positional = getattr(args, "model_as_positional_argument", None)
+    if positional is None:
+        return args.model
+    if args.model not in (positional, "models"):  # "models": -m's default
+        raise InvalidConfig(f"two models given: -m {args.model} and {positional}")
+    return positional
+
+
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
     """Read and check the files the flags name; raises BotServerError with file and line."""
     endpoints = read_endpoints(args.endpoints)
@@ -344,7 +359,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     host = "localhost" if args.interface in ("0.0.0.0", "::") else args.interface
     scheme = "https" if args.ssl_certificate else "http"
     return RunSpec(
-        model_path=args.model,
+        model_path=_model_flag(args),
         endpoints=endpoints,
         credentials=credentials,
         credentials_file=credentials_path,
@@ -369,6 +384,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         log_file=getattr(args, "log_file", None),
         log_format=getattr(args, "log_format", "text"),
         logging_config_file=getattr(args, "logging_config_file", None),
+        syslog=(args.syslog_address, args.syslog_port, args.syslog_protocol)
+        if getattr(args, "use_syslog", False)
+        else None,
     )
 
 

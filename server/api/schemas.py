@@ -281,17 +281,6 @@ class IntentPrediction(_Open):
     confidence: float | None = Field(description="The prediction's confidence.")
 
 
-class ResponsePrediction(_Open):
-    text: str = Field(description="The test example.")
-    intent_response_key_target: str | None = Field(
-        description="Its labelled retrieval intent and response key (`chitchat/ask_name`)."
-    )
-    intent_response_key_prediction: str | None = Field(
-        description="The response selector's choice."
-    )
-    confidence: float | None = Field(description="The prediction's confidence.")
-
-
 class EvaluationItem(_Open):
     """One evaluated component: an sklearn-style report, averages, predictions and errors."""
 
@@ -299,10 +288,27 @@ class EvaluationItem(_Open):
     accuracy: float = _may_be_absent("Share of correct predictions.")
     f1_score: float = _may_be_absent("Averaged f1-score.")
     precision: float = _may_be_absent("Averaged precision.")
-    predictions: list[IntentPrediction | ResponsePrediction] = _may_be_absent(
-        "Each example's prediction: its intent, or its response (response selection)."
-    )
+    predictions: list[IntentPrediction] = _may_be_absent("Each example's prediction.")
     errors: list[dict[str, Any]] = _may_be_absent("The wrongly predicted examples.")
+
+
+class ResponsePrediction(_Open):
+    text: str = Field(description="The test example.")
+    intent_response_key_target: str = Field(
+        description="Its labelled retrieval intent (`chitchat/ask_name`)."
+    )
+    intent_response_key_prediction: str | None = Field(
+        description="The retrieval intent whose response was selected."
+    )
+    confidence: float | None = Field(description="The selection's confidence.")
+
+
+class ResponseSelectionItem(EvaluationItem):
+    """The response selectors' evaluation, by retrieval intent."""
+
+    predictions: list[ResponsePrediction] = _may_be_absent(  # type: ignore[assignment]
+        "Each example's selected response."
+    )
 
 
 class NLUEvaluationResult(_Open):
@@ -315,7 +321,9 @@ class NLUEvaluationResult(_Open):
     entity_evaluation: dict[str, EvaluationItem] | None = _may_be_absent(
         "Each entity extractor by name."
     )
-    response_selection_evaluation: EvaluationItem | None = _may_be_absent("The response selectors.")
+    response_selection_evaluation: ResponseSelectionItem | None = _may_be_absent(
+        "The response selectors."
+    )
 
 
 class StoryActionResult(_Open):

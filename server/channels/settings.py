@@ -35,7 +35,7 @@ def flag(settings: dict[str, Any], key: str, default: bool = False) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise InvalidConfig(f"'{key}' must be true or false, not {_shown(value)}")
+    raise InvalidConfig(f"'{key}' must be true or false, not {_shown(value)}{_quoted_var(value)}")
 
 
 def seconds(settings: dict[str, Any], key: str, default: float) -> float:
@@ -65,8 +65,16 @@ def http_url(settings: dict[str, Any], key: str) -> str:
     if not host or parts.scheme.lower() not in ("http", "https"):
         raise InvalidConfig(
             f"'{key}' must be an http:// or https:// URL with a host, not {_shown(value)}"
+            + _quoted_var(value)
         )
     return value
+
+
+def _quoted_var(value: Any) -> str:
+    """Why a `${VAR}` is still there: as Rasa, only unquoted values are substituted."""
+    if isinstance(value, str) and "${" in value:
+        return " (a `${VAR}` in quotes is not substituted, as in Rasa: write it unquoted)"
+    return ""
 
 
 def _shown(value: Any) -> str:

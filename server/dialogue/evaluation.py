@@ -34,6 +34,7 @@ FAILED_STORIES_FILE = "failed_test_stories.yml"
 # Rasa lists there the stories that passed with `action_unlikely_intent` predicted; we have no
 # UnexpecTEDIntentPolicy, so it is always the "no warnings" file, as Rasa writes it then.
 WARNINGS_FILE = "stories_with_warnings.yml"
+SUCCESSFUL_STORIES_FILE = "successful_test_stories.yml"
 
 
 @dataclass
@@ -192,9 +193,18 @@ def in_training_data_fraction(results: list[StoryResult]) -> float:
     return sum(p in _MEMORIZING_POLICIES for p in policies) / len(policies)
 
 
-def write_story_reports(results: list[StoryResult], out_dir: Path) -> dict[str, Any]:
-    """Writes story_report.json, failed_test_stories.yml, stories_with_warnings.yml and the
-    confusion matrix."""
+def write_story_reports(
+    results: list[StoryResult],
+    out_dir: Path,
+    *,
+    plot: bool = True,
+    errors: bool = True,
+    warnings: bool = True,
+    successes: bool = False,
+) -> dict[str, Any]:
+    """Writes story_report.json and, as `rasa test` does unless told otherwise
+    (`--no-errors`, `--no-warnings`, `--no-plot`, `--successes`), failed_test_stories.yml,
+    stories_with_warnings.yml, the confusion matrix and successful_test_stories.yml."""
     from sklearn.metrics import classification_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -212,22 +222,34 @@ def write_story_reports(results: list[StoryResult], out_dir: Path) -> dict[str, 
         "total": total,
     }
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
-    _write_failed_stories([r for r in results if not r.correct], out_dir)
-    (out_dir / WARNINGS_FILE).write_text(
-        "# None of the test stories have warnings.\n", encoding="utf-8"
-    )
-    if gold:
+    if errors:
+        _write_stories(
+            [r for r in results if not r.correct],
+            out_dir / FAILED_STORIES_FILE,
+            "# None of the test stories failed - all good!",
+        )
+    if successes:
+        _write_stories(
+            [r for r in results if r.correct],
+            out_dir / SUCCESSFUL_STORIES_FILE,
+            "# None of the test stories succeeded :(",
+        )
+    if warnings:
+        (out_dir / WARNINGS_FILE).write_text(
+            "# None of the test stories have warnings.\n", encoding="utf-8"
+        )
+    if gold and plot:
         _confusion_matrix(gold, predicted, out_dir / "story_confusion_matrix.png")
     return report
 
 
-def _write_failed_stories(failed: list[StoryResult], out_dir: Path) -> None:
-    path = out_dir / FAILED_STORIES_FILE
-    if not failed:
-        path.write_text("# None of the test stories failed - all good!\n", encoding="utf-8")
+def _write_stories(results: list[StoryResult], path: Path, if_none: str) -> None:
+    """The stories as test stories, each wrong prediction noted beside its step."""
+    if not results:
+        path.write_text(if_none + "\n", encoding="utf-8")
         return
     lines = ['version: "3.1"', "stories:"]
-    for result in failed:
+    for result in results:
         lines.append(f"- story: {yaml_scalar(result.story.name)}")
         if result.story.filename:
             lines.append(f"  # {result.story.filename}:{result.story.line}")

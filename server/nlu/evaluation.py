@@ -1,5 +1,5 @@
-"""`test nlu` as a library: intent, response selection and entity reports in Rasa's file
-layout, plots, and cross-validation."""
+"""`test nlu` as a library: intent and entity reports in Rasa's file layout, plots, and
+cross-validation."""
 
 from __future__ import annotations
 
@@ -33,10 +33,9 @@ class Predictions:
     confidences: list[float] = field(default_factory=list)
     entities: list[list[dict[str, Any]]] = field(default_factory=list)
     extractors: set[str] = field(default_factory=set)
-    # The response selector's answer to each example (its `intent_response_key` and
-    # confidence), when the pipeline has one.
-    responses: list[tuple[str | None, float | None]] = field(default_factory=list)
-    has_selector: bool = False
+    # The response selector's choice for the example's retrieval intent (`chitchat/ask_name`)
+    # and its confidence; None without a response selector.
+    responses: list[tuple[str | None, float] | None] = field(default_factory=list)
 
     def extend(self, other: Predictions) -> None:
         self.examples += other.examples
@@ -45,11 +44,10 @@ class Predictions:
         self.entities += other.entities
         self.extractors |= other.extractors
         self.responses += other.responses
-        self.has_selector = self.has_selector or other.has_selector
 
 
 def predict(pipeline: NLUPipeline, data: NLUTrainingData) -> Predictions:
-    out = Predictions(extractors=_extractor_names(pipeline), has_selector=pipeline._has_selector)
+    out = Predictions(extractors=_extractor_names(pipeline))
     for example in data.examples:
         parsed = pipeline.parse(example.text)
         intent = parsed.get("intent") or {}
@@ -61,20 +59,19 @@ def predict(pipeline: NLUPipeline, data: NLUTrainingData) -> Predictions:
         out.intents.append(intent.get("name"))
         out.confidences.append(float(intent.get("confidence") or 0.0))
         out.entities.append(parsed.get("entities", []))
-        if out.has_selector:
-            out.responses.append(_selected(parsed.get("response_selector") or {}, example))
+        out.responses.append(_selected_response(parsed.get("response_selector"), example))
     return out
 
 
-def _selected(selector: dict[str, Any], example: Example) -> tuple[str | None, float | None]:
-    """As Rasa reads it: the answer of the selector configured for the example's retrieval
-    intent (`retrieval_intent: chitchat`), else the default selector's."""
-    intent = example.base_intent
-    key = intent if intent is not None and intent in selector else DEFAULT_SELECTOR
-    if key == "all_retrieval_intents":
-        key = DEFAULT_SELECTOR
-    response = (selector.get(key) or {}).get("response") or {}
-    return response.get("intent_response_key"), response.get("confidence")
+def _selected_response(
+    selector: dict[str, Any] | None, example: Example
+) -> tuple[str | None, float] | None:
+    """What the selector for the example's retrieval intent (else the default one) chose."""
+    if not selector:
+        return None
+    chosen = selector.get(example.base_intent or "") or selector.get(DEFAULT_SELECTOR) or {}
+    response = chosen.get("response") or {}
+    return response.get("intent_response_key"), float(response.get("confidence") or 0.0)
 
 
 def _extractor_names(pipeline: NLUPipeline) -> set[str]:
@@ -82,12 +79,24 @@ def _extractor_names(pipeline: NLUPipeline) -> set[str]:
     return {c.name for k, c in pipeline._components if k in keys and c.name not in _PRETRAINED}
 
 
-def evaluate(pipeline: NLUPipeline, test_data: NLUTrainingData, out_dir: Path) -> dict[str, Any]:
-    """Evaluate on `test_data`; write Rasa's report files to `out_dir`; return a summary."""
-    return write_reports(predict(pipeline, test_data), Path(out_dir))
+def evaluate(
+    pipeline: NLUPipeline, test_data: NLUTrainingData, out_dir: Path, **files: bool
+) -> dict[str, Any]:
+    """Evaluate on `test_data`; write Rasa's report files to `out_dir` (`files`: which of the
+    optional ones, as `write_reports` takes them); return a summary."""
+    return write_reports(predict(pipeline, test_data), Path(out_dir), **files)
 
 
-def write_reports(predictions: Predictions, out_dir: Path) -> dict[str, Any]:
+def write_reports(
+    predictions: Predictions,
+    out_dir: Path,
+    *,
+    plot: bool = True,
+    errors: bool = True,
+    successes: bool = False,
+) -> dict[str, Any]:
+    """The reports; as `rasa test nlu` unless told otherwise (`--no-plot`, `--no-errors`,
+    `--successes`), also the errors files and the plots, and the successes files."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {}
     intent_rows = [
@@ -98,26 +107,35 @@ def write_reports(predictions: Predictions, out_dir: Path) -> dict[str, Any]:
         if e.base_intent
     ]
     if intent_rows:
-        summary["intent_evaluation"] = _label_reports(intent_rows, out_dir, INTENTS)
-    # Only the examples of a retrieval intent (`chitchat/ask_name`), when they name two
-    # responses or more, as Rasa.
-    response_rows = (
-        [
-            (e.intent, p or "None", c or 0.0, e)
-            for e, (p, c) in zip(predictions.examples, predictions.responses, strict=True)
-            if e.intent and "/" in e.intent
-        ]
-        if predictions.has_selector
-        else []
-    )
+        summary["intent_evaluation"] = _label_reports(
+            intent_rows, out_dir, INTENTS, plot=plot, errors=errors, successes=successes
+        )
+    response_rows = [
+        (e.intent, r[0] or "None", r[1], e)
+        for e, r in zip(predictions.examples, predictions.responses, strict=True)
+        if r is not None and e.intent and "/" in e.intent
+    ]
     if len({row[0] for row in response_rows}) >= 2:
-        summary["response_selection_evaluation"] = _label_reports(response_rows, out_dir, RESPONSES)
+        # As Rasa's: the examples of retrieval intents, by the response key chosen, when they
+        # name two responses or more.
+        summary["response_selection_evaluation"] = _label_reports(
+            response_rows, out_dir, RESPONSES, plot=plot, errors=errors, successes=successes
+        )
     entity_summary = {}
     for extractor in sorted(predictions.extractors):
         report = entity_report(predictions, extractor)
         _write_json(out_dir / f"{extractor}_report.json", report)
-        _write_json(out_dir / f"{extractor}_errors.json", entity_errors(predictions, extractor))
         entity_summary[extractor] = report["micro avg"]
+        if errors:
+            _write_json(
+                out_dir / f"{extractor}_errors.json",
+                _entity_examples(predictions, extractor, False),
+            )
+        if successes:
+            _write_json(
+                out_dir / f"{extractor}_successes.json",
+                _entity_examples(predictions, extractor, True),
+            )
     if entity_summary:
         summary["entity_evaluation"] = entity_summary
     return summary
@@ -125,33 +143,31 @@ def write_reports(predictions: Predictions, out_dir: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Labels:
-    """What one kind of labelled prediction is called in Rasa's files."""
+    """What is evaluated (intents or retrieval responses): its files and JSON keys, Rasa's."""
 
-    files: str  # the prefix of its report, errors and plots
-    target: str  # the keys of an error
-    prediction: str
-    matrix_title: str
-    histogram_title: str
+    prefix: str  # intent -> intent_report.json, intent_errors.json, intent_histogram.png...
+    target_key: str
+    prediction_key: str
+    title: str
 
 
-INTENTS = _Labels(
-    "intent",
-    "intent",
-    "intent_prediction",
-    "Intent Confusion matrix",
-    "Intent Prediction Confidence Distribution",
-)
+INTENTS = _Labels("intent", "intent", "intent_prediction", "Intent")
 RESPONSES = _Labels(
     "response_selection",
     "intent_response_key_target",
     "intent_response_key_prediction",
-    "Response Selection Confusion Matrix",
-    "Response Selection Prediction Confidence Distribution",
+    "Response Selection",
 )
 
 
 def _label_reports(
-    rows: list[tuple[Any, str, float, Example]], out_dir: Path, kind: _Labels
+    rows: list[tuple[Any, str, float, Example]],
+    out_dir: Path,
+    labelled: _Labels,
+    *,
+    plot: bool,
+    errors: bool,
+    successes: bool,
 ) -> dict[str, Any]:
     from sklearn.metrics import classification_report, confusion_matrix
 
@@ -173,53 +189,56 @@ def _label_reports(
                 if j != i and matrix[i, j] > 0
             }
             report[label]["confused_with"] = dict(list(confused.items())[:3])
-    _write_json(out_dir / f"{kind.files}_report.json", report)
-    errors = [
-        {
-            "text": example.text,
-            kind.target: target,
-            kind.prediction: {"name": pred, "confidence": confidence},
-        }
-        for target, pred, confidence, example in rows
-        if target != pred
-    ]
-    _write_json(out_dir / f"{kind.files}_errors.json", errors)
-    _plots(targets, predicted, [r[2] for r in rows], labels, matrix, out_dir, kind)
+    name = labelled.prefix
+    _write_json(out_dir / f"{name}_report.json", report)
+    wrong = _predictions(rows, labelled, hits=False)
+    if errors:
+        _write_json(out_dir / f"{name}_errors.json", wrong)
+    if successes:
+        _write_json(out_dir / f"{name}_successes.json", _predictions(rows, labelled, hits=True))
+    if plot:
+        _plots(targets, predicted, [r[2] for r in rows], labels, matrix, out_dir, labelled)
     weighted = report.get("weighted avg", {})
     return {
         "accuracy": accuracy,
         "precision": weighted.get("precision"),
         "f1_score": weighted.get("f1-score"),
-        "errors": len(errors),
+        "errors": len(wrong),
     }
 
 
-def _spans(
-    example: Example, entities: list[dict[str, Any]], extractor: str
-) -> tuple[set[tuple[int, int, str]], set[tuple[int, int, str]]]:
-    """The example's annotated spans, and those `extractor` found."""
-    gold = {(a.start, a.end, a.entity) for a in example.entities}
-    found = {
-        (e["start"], e["end"], e["entity"]) for e in entities if e.get("extractor") == extractor
-    }
-    return gold, found
+def _predictions(
+    rows: list[tuple[Any, str, float, Example]], labelled: _Labels, hits: bool
+) -> list[dict]:
+    """The examples whose label was (`hits`) or was not found, in the layout of Rasa's
+    intent_errors.json (response_selection_errors.json)."""
+    return [
+        {
+            "text": example.text,
+            labelled.target_key: target,
+            labelled.prediction_key: {"name": pred, "confidence": confidence},
+        }
+        for target, pred, confidence, example in rows
+        if (target == pred) == hits
+    ]
 
 
-def entity_errors(predictions: Predictions, extractor: str) -> list[dict[str, Any]]:
-    """The examples whose entities `extractor` got wrong, in Rasa's shape: the text, its
-    annotated `entities` and every `predicted_entities` of its parse."""
-    errors = []
+def _entity_examples(predictions: Predictions, extractor: str, hits: bool) -> list[dict]:
+    """The examples whose entities `extractor` found exactly (`hits`: same spans and types)
+    or not, in the layout of Rasa's `<extractor>_errors.json`."""
+    out = []
     for example, entities in zip(predictions.examples, predictions.entities, strict=True):
-        gold, found = _spans(example, entities, extractor)
-        if gold != found:
-            errors.append(
+        found = [e for e in entities if e.get("extractor") == extractor]
+        gold = {(a.start, a.end, a.entity) for a in example.entities}
+        if ({(e["start"], e["end"], e["entity"]) for e in found} == gold) == hits:
+            out.append(
                 {
                     "text": example.text,
                     "entities": [a.as_dict() for a in example.entities],
-                    "predicted_entities": entities,
+                    "predicted_entities": found,
                 }
             )
-    return errors
+    return out
 
 
 def entity_report(predictions: Predictions, extractor: str) -> dict[str, Any]:
@@ -228,7 +247,10 @@ def entity_report(predictions: Predictions, extractor: str) -> dict[str, Any]:
     fp: Counter[str] = Counter()
     fn: Counter[str] = Counter()
     for example, entities in zip(predictions.examples, predictions.entities, strict=True):
-        gold, found = _spans(example, entities, extractor)
+        gold = {(a.start, a.end, a.entity) for a in example.entities}
+        found = {
+            (e["start"], e["end"], e["entity"]) for e in entities if e.get("extractor") == extractor
+        }
         for span in found & gold:
             tp[span[2]] += 1
         for span in found - gold:
@@ -267,7 +289,7 @@ def _plots(
     labels: list[str],
     matrix: np.ndarray,
     out_dir: Path,
-    kind: _Labels,
+    labelled: _Labels,
 ) -> None:
     try:
         import matplotlib
@@ -284,9 +306,9 @@ def _plots(
     ax.set_yticks(range(len(labels)), labels, fontsize=6)
     ax.set_xlabel("Predicted label")
     ax.set_ylabel("True label")
-    ax.set_title(kind.matrix_title)
+    ax.set_title(f"{labelled.title} Confusion matrix")
     fig.tight_layout()
-    fig.savefig(out_dir / f"{kind.files}_confusion_matrix.png")
+    fig.savefig(out_dir / f"{labelled.prefix}_confusion_matrix.png")
     plt.close(fig)
     hits = [c for t, p, c in zip(targets, predicted, confidences, strict=True) if t == p]
     misses = [c for t, p, c in zip(targets, predicted, confidences, strict=True) if t != p]
@@ -295,10 +317,10 @@ def _plots(
     ax.hist([hits, misses], bins=bins, label=["hits", "misses"], color=["#009292", "#ff6db6"])
     ax.set_xlabel("Confidence")
     ax.set_ylabel("Number of samples")
-    ax.set_title(kind.histogram_title)
+    ax.set_title(f"{labelled.title} Prediction Confidence Distribution")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_dir / f"{kind.files}_histogram.png")
+    fig.savefig(out_dir / f"{labelled.prefix}_histogram.png")
     plt.close(fig)
 
 
@@ -307,7 +329,12 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 def cross_validate(
-    data: NLUTrainingData, pipeline: list[dict], folds: int, out_dir: Path, language: str = "en"
+    data: NLUTrainingData,
+    pipeline: list[dict],
+    folds: int,
+    out_dir: Path,
+    language: str = "en",
+    **files: bool,
 ) -> dict[str, Any]:
     """Stratified k-fold: train on k-1 folds, predict the held-out one, report on all."""
     from sklearn.model_selection import StratifiedKFold
@@ -333,7 +360,7 @@ def cross_validate(
         hits = [e.base_intent == p for e, p in zip(fold.examples, fold.intents, strict=True)]
         fold_accuracies.append(float(np.mean(hits)) if hits else 0.0)
         combined.extend(fold)
-    summary = write_reports(combined, Path(out_dir))
+    summary = write_reports(combined, Path(out_dir), **files)
     summary["fold_accuracies"] = fold_accuracies
     return summary
 

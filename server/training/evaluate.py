@@ -39,14 +39,31 @@ def _existing(path: Path, what: str, flag: str) -> Path:
     return path
 
 
-def test_core(model: DialogueModel, stories_path: Path, out: Path, e2e: bool = False) -> dict:
+def report_files(args: argparse.Namespace) -> dict[str, bool]:
+    """Which of Rasa's optional result files `botserver test` writes (its flags, as Rasa's)."""
+    return {
+        "plot": not args.no_plot,
+        "errors": not args.no_errors,
+        "successes": args.successes,
+    }
+
+
+def test_core(
+    model: DialogueModel,
+    stories_path: Path,
+    out: Path,
+    e2e: bool = False,
+    max_stories: int | None = None,
+    warnings: bool = True,
+    **files: bool,
+) -> dict:
     stories_path = _existing(stories_path, "test stories", "--stories")
-    stories = load_test_stories(data_files([stories_path]), model.domain)
+    stories = load_test_stories(data_files([stories_path]), model.domain)[:max_stories]
     for problem in story_reference_problems(stories, model.domain):
         # As Rasa warns: such a step cannot be predicted, its story will fail.
         print(f"warning: {problem}", file=sys.stderr)
     results = evaluate_stories(stories, model, e2e)
-    report = write_story_reports(results, out)
+    report = write_story_reports(results, out, warnings=warnings, **files)
     acc = report["conversation_accuracy"]
     print(
         f"Test stories: {acc['correct']}/{acc['total']} correct "
@@ -55,7 +72,7 @@ def test_core(model: DialogueModel, stories_path: Path, out: Path, e2e: bool = F
     return report
 
 
-def test_nlu(model: DialogueModel, nlu_path: Path, out: Path) -> dict | None:
+def test_nlu(model: DialogueModel, nlu_path: Path, out: Path, **files: bool) -> dict | None:
     from server.nlu.evaluation import evaluate
     from server.nlu.training_data import NLUTrainingData
     from server.training.nlu_yaml import read_nlu_file
@@ -68,7 +85,7 @@ def test_nlu(model: DialogueModel, nlu_path: Path, out: Path) -> dict | None:
     if not data.examples:
         print(f"NLU: no examples in {nlu_path}: nothing to test (give them with --nlu).")
         return None
-    report = evaluate(model.nlu, data, out)  # type: ignore[arg-type]
+    report = evaluate(model.nlu, data, out, **files)  # type: ignore[arg-type]
     accuracy = (report.get("intent_evaluation") or {}).get("accuracy")
     selection = report.get("response_selection_evaluation")
     selected = f", response selection accuracy {selection['accuracy']}" if selection else ""
@@ -76,27 +93,45 @@ def test_nlu(model: DialogueModel, nlu_path: Path, out: Path) -> dict | None:
     return report
 
 
+def cross_validate_nlu(args: argparse.Namespace, out: Path) -> None:
+    from server.nlu.evaluation import cross_validate
+    from server.nlu.training_data import NLUTrainingData
+    from server.training.config_yaml import read_config
+    from server.training.nlu_yaml import read_nlu_file
+
+    config = read_config(args.config)
+    data = NLUTrainingData.merge([read_nlu_file(f) for f in data_files([Path(args.nlu)])])
+    report = cross_validate(
+        data, config.pipeline, args.folds, out, config.language, **report_files(args)
+    )
+    print(json.dumps(report, indent=2)[:2000])
+
+
 def run_test(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    files = report_files(args)
     if args.what == "nlu" and args.cross_validation:
-        from server.nlu.evaluation import cross_validate
-        from server.nlu.training_data import NLUTrainingData
-        from server.training.config_yaml import read_config
-        from server.training.nlu_yaml import read_nlu_file
-
-        config = read_config(args.config)
-        data = NLUTrainingData.merge([read_nlu_file(f) for f in data_files([Path(args.nlu)])])
-        report = cross_validate(data, config.pipeline, args.folds, out)
-        print(json.dumps(report, indent=2)[:2000])
+        cross_validate_nlu(args, out)
         return 0
     model = load_model_file(Path(args.model))
     failed = 0
     if args.what in (None, "core"):
-        report = test_core(model, Path(args.stories), out, args.e2e)
+        report = test_core(
+            model,
+            Path(args.stories),
+            out,
+            args.e2e,
+            args.max_stories,
+            not args.no_warnings,
+            **files,
+        )
         accuracy = report["conversation_accuracy"]
         failed = accuracy["total"] - accuracy["correct"]
-    if args.what in (None, "nlu"):
-        test_nlu(model, Path(args.nlu), out)
+    if args.what is None and args.cross_validation:
+        # As `rasa test --cross-validation`: the stories on the model, the NLU data in folds.
+        cross_validate_nlu(args, out)
+    elif args.what in (None, "nlu"):
+        test_nlu(model, Path(args.nlu), out, **files)
     if failed and args.fail_on_prediction_errors:
         print(
             f"error: {failed} test stor{'y' if failed == 1 else 'ies'} failed "

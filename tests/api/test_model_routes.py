@@ -396,6 +396,51 @@ async def test_test_intents_evaluates_the_response_selector(
     assert "response_selection" not in (body["entity_evaluation"] or {})
 
 
+async def test_test_intents_evaluates_the_response_selector_as_rasa(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, tmp_path: Path
+) -> None:
+    from server.training.train import train
+
+    bot = BOTS / "responseselectorbot"
+    model = train(bot / "config.yml", bot / "domain.yml", [bot / "data"], tmp_path).path
+    nlu = (bot / "data" / "nlu.yml").read_text()
+    response = await client.post(
+        f"/model/test/intents?model={model}",
+        content=nlu,
+        headers={"Content-Type": "application/x-yaml"},
+    )
+    body = check(rasa_spec, response, "/model/test/intents", "post", 200)
+    selection = body["response_selection_evaluation"]
+    # Before: {} here, and the response selector's report listed as an entity extractor.
+    assert selection["accuracy"] > 0.9
+    assert "chitchat/ask_name" in selection["report"]
+    assert selection["predictions"][0]["intent_response_key_target"].startswith("chitchat/")
+    assert "response_selection" not in body["entity_evaluation"]
+    own = RasaSpec((await client.get("/openapi.json")).json())  # our document says so too
+    own.validate(body, "/model/test/intents", "post", 200)
+
+
+async def test_test_intents_lists_each_extractors_entity_errors(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, tmp_path: Path
+) -> None:
+    from server.training.train import train
+
+    bot = BOTS / "knowledgebasebot"
+    model = train(bot / "config.yml", bot / "domain.yml", [bot / "data"], tmp_path).path
+    entity = {"start": 5, "end": 9, "value": "zzqx", "entity": "object_type"}
+    examples = [{"text": "list zzqx", "intent": "query_knowledge_base", "entities": [entity]}]
+    response = await client.post(
+        f"/model/test/intents?model={model}",
+        json={"rasa_nlu_data": {"common_examples": examples}},
+    )
+    body = check(rasa_spec, response, "/model/test/intents", "post", 200)
+    # As Rasa's: the example beside what the extractor found (before: always []).
+    (evaluation,) = body["entity_evaluation"].values()
+    assert evaluation["errors"] == [
+        {"text": "list zzqx", "entities": [entity], "predicted_entities": []}
+    ]
+
+
 async def test_test_intents_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     path = "/model/test/intents"
     empty = await client.post(path, content=b"")

@@ -184,6 +184,23 @@ def test_flags_from_environment_variables_are_read_as_booleans(
     assert off.namespace == "/chat"  # as socket.io clients name it
 
 
+def test_a_quoted_variable_left_unsubstituted_is_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.config import read_credentials
+
+    # As Rasa, only unquoted values are substituted; the error now says so, instead of a
+    # bare "not '${CALLBACK_URL}/bot'" that reads as if the variable were unset.
+    monkeypatch.setenv("CALLBACK_URL", "http://localhost:5034")
+    path = tmp_path / "credentials.yml"
+    path.write_text('callback:\n  url: "${CALLBACK_URL}/bot"\n')
+    with pytest.raises(InvalidConfig, match=r"a `\$\{VAR\}` in quotes is not substituted"):
+        load_channels(read_credentials(path), source=str(path))
+    path.write_text("callback:\n  url: ${CALLBACK_URL}/bot\n")
+    (channel,) = load_channels(read_credentials(path), source=str(path))
+    assert channel.name == "callback"
+
+
 def test_the_server_names_the_credentials_file_it_was_given(tmp_path: Path) -> None:
     from server.api.server import ServerOptions, build_app
 

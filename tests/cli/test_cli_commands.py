@@ -247,6 +247,35 @@ def test_train_on_a_broken_file_names_file_and_line(run_cli, starter_copy: Path)
     assert "Traceback" not in result.err
 
 
+def test_train_validates_the_project_first_as_rasa_does(run_cli, starter_copy: Path) -> None:
+    stories = starter_copy / "data" / "stories.yml"
+    stories.write_text(stories.read_text().replace("intent: deny", "intent: denny", 1))
+    models = sorted((starter_copy / "models").iterdir())
+
+    refused = run_cli("train", "--force", cwd=starter_copy)
+    assert refused.code == 1
+    assert "stories.yml:11: intent 'denny'" in refused.err
+    assert "Project validation completed with errors" in refused.err
+    assert sorted((starter_copy / "models").iterdir()) == models  # nothing trained
+
+    anyway = run_cli("train", "--force", "--skip-validation", cwd=starter_copy)
+    assert anyway.code == 0, anyway.err
+    assert len(list((starter_copy / "models").iterdir())) == len(models) + 1
+
+
+def test_fail_on_validation_warnings_refuses_to_train_on_a_warning(
+    run_cli, starter_copy: Path
+) -> None:
+    domain = starter_copy / "domain.yml"
+    domain.write_text(domain.read_text().replace("intents:\n", "intents:\n  - unused_intent\n", 1))
+    assert run_cli("train", "--force", cwd=starter_copy).code == 0  # a warning, as in Rasa
+
+    strict = run_cli("train", "--force", "--fail-on-validation-warnings", cwd=starter_copy)
+    assert strict.code == 1
+    assert "intent 'unused_intent' is in the domain but has no examples" in strict.err
+    assert "--fail-on-validation-warnings" in strict.err
+
+
 def test_data_validate_good_project(run_cli, starter_copy: Path) -> None:
     result = run_cli("data", "validate", cwd=starter_copy)
     assert result.code == 0
@@ -369,6 +398,13 @@ def test_a_story_conflict_is_a_warning_as_in_rasa(run_cli, starter_copy: Path) -
     assert strict.code == 1
     assert "Validation failed" in strict.out
 
+    # `rasa train --validation-max-history 1 --fail-on-validation-warnings` stops on it too.
+    train = ["train", "--force", "--fail-on-validation-warnings"]
+    assert run_cli(*train, cwd=starter_copy).code == 0
+    refused = run_cli(*train, "--validation-max-history", "1", cwd=starter_copy)
+    assert refused.code == 1
+    assert "story structure conflict after intent 'deny'" in refused.err
+
 
 def test_data_split_nlu_then_test_on_the_held_out_part(run_cli, starter_copy: Path) -> None:
     split = run_cli("data", "split", "nlu", "--random-seed", "1", cwd=starter_copy)
@@ -406,6 +442,42 @@ def test_test_writes_every_result_file_rasa_writes(run_cli, starter_copy: Path) 
     warnings = (results / "stories_with_warnings.yml").read_text()
     assert warnings.startswith("# None of the test stories have warnings")
     assert (results / "failed_test_stories.yml").read_text().startswith("# None")
+
+
+def test_rasas_test_flags_choose_which_result_files_are_written(
+    run_cli, starter_copy: Path
+) -> None:
+    # A CI script written for `rasa test` keeps working: the flags are Rasa's.
+    result = run_cli(
+        "test", "--no-plot", "--no-errors", "--no-warnings", "--successes", cwd=starter_copy
+    )
+    assert result.code == 0, result.err
+    results = starter_copy / "results"
+    written = {path.name for path in results.iterdir()}
+    assert not {name for name in written if name.endswith(".png")}
+    assert not written & {"failed_test_stories.yml", "intent_errors.json"}
+    assert "stories_with_warnings.yml" not in written
+    succeeded = (results / "successful_test_stories.yml").read_text()
+    assert "- story: greet and ask for the hours" in succeeded
+    hits = json.loads((results / "intent_successes.json").read_text())
+    assert hits and all(hit["intent"] == hit["intent_prediction"]["name"] for hit in hits)
+
+
+def test_max_stories_tests_only_the_first_ones(run_cli, starter_copy: Path) -> None:
+    result = run_cli("test", "core", "--max-stories", "2", cwd=starter_copy)
+    assert result.code == 0, result.err
+    report = json.loads((starter_copy / "results" / "story_report.json").read_text())
+    assert report["conversation_accuracy"]["total"] == 2
+
+
+def test_cross_validation_without_nlu_cross_validates_the_nlu_part(
+    run_cli, starter_copy: Path
+) -> None:
+    # `rasa test --cross-validation`: stories on the model, NLU data in folds.
+    result = run_cli("test", "--cross-validation", "-f", "2", "--no-plot", cwd=starter_copy)
+    assert result.code == 0, result.err
+    assert "Test stories:" in result.out
+    assert "fold_accuracies" in result.out
 
 
 def _add_failing_test_story(project: Path) -> None:

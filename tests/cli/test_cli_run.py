@@ -372,3 +372,21 @@ def test_a_credentials_yml_left_unread_is_said_at_start(
     with caplog.at_level("WARNING"):
         _run_spec(["-m", str(moodbot_model)])
     assert "credentials.yml" not in caplog.text
+
+
+def test_rasas_run_flags_are_accepted(moodbot_model: Path, project_dir: Path) -> None:
+    from server.errors import InvalidConfig
+
+    # `rasa run models/x.tar.gz -t secret`: the model without -m, -t for --auth-token.
+    spec = _run_spec([str(moodbot_model), "--enable-api", "-t", "s3cret", "--request-timeout", "5"])
+    assert spec.model_path == str(moodbot_model)
+    assert spec.token == "s3cret"
+    with pytest.raises(InvalidConfig, match="two models given"):
+        _run_spec(["-m", "models/a.tar.gz", str(moodbot_model)])
+
+
+def test_shell_takes_rasas_conversation_id_flag() -> None:
+    from cli import build_parser
+
+    args = build_parser().parse_args(["shell", "--conversation-id", "ana"])
+    assert args.sender == "ana"  # the conversation `rasa shell --conversation-id ana` talks in

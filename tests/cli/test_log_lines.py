@@ -286,3 +286,45 @@ async def test_v_says_once_that_the_server_is_up(
     assert text.count(f"is up on http://127.0.0.1:{port}") == 1, text
     assert "Application startup complete" in text  # uvicorn's own -v lines stay
     assert "Uvicorn running on" not in text, text
+
+
+def test_rasas_syslog_flags_send_the_log_lines_to_syslog(restore_logging: None) -> None:
+    # `rasa run --use-syslog --syslog-address ... --syslog-port ...`: before, exit 2.
+    import socket
+
+    from server.api.runner import spec_from_args
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(5)
+        port = receiver.getsockname()[1]
+        flags = ["--use-syslog", "--syslog-address", "127.0.0.1", "--syslog-port", str(port)]
+        args = build_parser().parse_args(["run", *flags])
+        assert spec_from_args(args).syslog == ("127.0.0.1", port, "UDP")  # and its workers'
+        configure_logging(syslog=spec_from_args(args).syslog)
+        logging.getLogger("server.channels.rest").warning("to syslog")
+        assert b"server.channels.rest - to syslog" in receiver.recv(4096)
+
+
+def test_a_syslog_over_tcp_that_nobody_listens_on_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    import socket
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # bound, not listening: connections are refused
+        code = main(
+            [
+                "run",
+                "--use-syslog",
+                "--syslog-address",
+                "127.0.0.1",
+                "--syslog-port",
+                str(port),
+                "--syslog-protocol",
+                "TCP",
+            ]
+        )
+    assert code == 1
+    assert f"error: --use-syslog (TCP 127.0.0.1:{port}): " in capsys.readouterr().err

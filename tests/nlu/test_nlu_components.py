@@ -112,6 +112,7 @@ def test_evaluate_writes_rasa_report_files(tmp_path: Path, load_bot):
     assert summary["intent_evaluation"]["accuracy"] > 0.95
     names = {p.name for p in tmp_path.iterdir()}
     assert {"intent_report.json", "intent_errors.json", "DIETClassifier_report.json"} <= names
+    assert "DIETClassifier_errors.json" in names  # as Rasa's, empty when all are right
     assert {"intent_confusion_matrix.png", "intent_histogram.png"} <= names
 
 
@@ -150,6 +151,49 @@ def test_evaluation_scores_the_intent_a_fallback_doubted(tmp_path: Path, load_bo
     assert summary["intent_evaluation"]["accuracy"] > 0.95
     report = json.loads((tmp_path / "intent_report.json").read_text())
     assert "nlu_fallback" not in report
+
+
+def test_entity_errors_are_written_as_rasa_writes_them(tmp_path: Path, load_bot):
+    from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData
+
+    data = load_bot("formbot")
+    pipeline = NLUPipeline.train(data, [{"name": "DIETClassifier"}])
+    # One example whose annotated entity nothing in training looks like.
+    odd = Example("zzqx please", "inform", [EntityAnnotation(0, 4, "zzqx", "cuisine")])
+    test = NLUTrainingData(examples=[*data.examples[:20], odd])
+    evaluate(pipeline, test, tmp_path, successes=True)
+    wrong = json.loads((tmp_path / "DIETClassifier_errors.json").read_text())
+    assert {"text": "zzqx please", "entities": [odd.entities[0].as_dict()]} in [
+        {k: w[k] for k in ("text", "entities")} for w in wrong
+    ]
+    assert all(
+        {(e["start"], e["end"], e["entity"]) for e in w["entities"]}
+        != {(e["start"], e["end"], e["entity"]) for e in w["predicted_entities"]}
+        for w in wrong
+    )
+    right = json.loads((tmp_path / "DIETClassifier_successes.json").read_text())
+    assert len(right) + len(wrong) == len(test.examples)
+
+
+def test_evaluate_reports_the_response_selector_as_rasa(tmp_path: Path, load_bot):
+    # responseselectorbot's chitchat/ask_name ...: Rasa's response_selection_* files, by the
+    # full retrieval intent; before, the response selector was not evaluated at all.
+    data = load_bot("responseselectorbot")
+    pipeline = NLUPipeline.train(
+        data,
+        [{"name": "DIETClassifier", "entity_recognition": False}, {"name": "ResponseSelector"}],
+    )
+    summary = evaluate(pipeline, data, tmp_path, successes=True)
+    assert summary["response_selection_evaluation"]["accuracy"] > 0.9
+    report = json.loads((tmp_path / "response_selection_report.json").read_text())
+    assert {"chitchat/ask_name", "chitchat/ask_weather"} <= set(report)
+    hits = json.loads((tmp_path / "response_selection_successes.json").read_text())
+    assert (
+        hits[0]["intent_response_key_target"] == hits[0]["intent_response_key_prediction"]["name"]
+    )
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"response_selection_errors.json", "response_selection_histogram.png"} <= names
+    assert "response_selection_confusion_matrix.png" in names
 
 
 def test_cross_validation(tmp_path: Path, load_bot):
