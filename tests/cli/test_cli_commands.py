@@ -263,6 +263,31 @@ def test_train_validates_the_project_first_as_rasa_does(run_cli, starter_copy: P
     assert len(list((starter_copy / "models").iterdir())) == len(models) + 1
 
 
+def test_rasas_own_rules_example_trains_with_the_warnings_rasa_would_stop_on(
+    run_cli, tmp_path: Path
+) -> None:
+    """Rasa's examples/rules labels NLU examples with intents its domain lacks: Rasa 3.6's
+    validator prints that as warnings and stops `rasa train`. Every shared bot must train,
+    so botserver prints them, says Rasa would stop, and trains; with
+    --fail-on-validation-warnings it stops as Rasa does."""
+    from tests.shared_data import BOTS
+
+    bot = tmp_path / "rules"
+    shutil.copytree(BOTS / "rules", bot)
+    trained = run_cli("train", cwd=bot)
+    assert trained.code == 0, trained.err
+    assert "labeled with intent 'chitchat'. This intent is not listed in your domain" in (
+        trained.err
+    )
+    assert "make `rasa train` (3.5+) stop" in trained.err
+    assert len(list((bot / "models").iterdir())) == 1
+
+    strict = run_cli("train", "--force", "--fail-on-validation-warnings", cwd=bot)
+    assert strict.code == 1
+    assert "Project validation completed with errors" in strict.err
+    assert len(list((bot / "models").iterdir())) == 1  # nothing more trained
+
+
 def test_fail_on_validation_warnings_refuses_to_train_on_a_warning(
     run_cli, starter_copy: Path
 ) -> None:
