@@ -15,7 +15,6 @@ from fastapi import FastAPI
 
 from server.api.server import ServerOptions, build_app
 from tests.api.rasa_spec import RasaSpec
-from tests.shared_data import MOODBOT
 
 MEMORY_STORE = {"tracker_store": {"type": "in_memory"}}
 
@@ -23,13 +22,9 @@ warnings.filterwarnings("ignore", message="The HMAC key is")
 
 
 @pytest.fixture(scope="session")
-def moodbot_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A moodbot model archive, trained once per test session."""
-    from server.training.train import train
-
-    out = tmp_path_factory.mktemp("moodbot-models")
-    result = train(MOODBOT / "config.yml", MOODBOT / "domain.yml", [MOODBOT / "data"], out)
-    return result.path
+def moodbot_model(moodbot_copy: Callable[[str], Path]) -> Path:
+    """A moodbot model archive (the session's one training), alone in its folder."""
+    return moodbot_copy("moodbot-models")
 
 
 @pytest.fixture(scope="session")

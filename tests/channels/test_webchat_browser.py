@@ -24,10 +24,8 @@ from server.api.runner import server_app
 from server.api.server import ServerOptions
 from server.channels import attach_channels, load_channels
 from server.dialogue.messages import UserMessage
-from server.training.train import train
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, require, require_chromium, served_on_a_thread
 from tests.scale.socketio_workers import socketio_workers
-from tests.shared_data import MOODBOT
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -45,9 +43,8 @@ SOCKETIO = {
 
 
 @pytest.fixture(scope="module")
-def moodbot(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    models = tmp_path_factory.mktemp("models")
-    return train(MOODBOT / "config.yml", MOODBOT / "domain.yml", [MOODBOT / "data"], models).path
+def moodbot(moodbot_copy: Callable[[str], Path]) -> Path:
+    return moodbot_copy("moodbot")
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,12 @@ from server.training.starter import write_starter_project
 from server.training.train import train
 from tests.cli.botserver_process import ServerProcess, start_botserver
 from tests.logging_state import logging_restored
-from tests.shared_data import MOODBOT
 
 
 @pytest.fixture(scope="session")
-def moodbot_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A moodbot model archive trained once for the session."""
-    out = tmp_path_factory.mktemp("moodbot-models")
-    return train(MOODBOT / "config.yml", MOODBOT / "domain.yml", [MOODBOT / "data"], out).path
+def moodbot_model(moodbot_copy: Callable[[str], Path]) -> Path:
+    """A moodbot model archive (the session's one training), alone in its folder."""
+    return moodbot_copy("moodbot-models")
 
 
 @pytest.fixture(scope="session")

@@ -9,14 +9,14 @@ import contextlib
 import json
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import socketio
 
-from bench.concurrency import ServerProcess, train_moodbot
+from bench.concurrency import ServerProcess
 from server.api.workers import SPREADS_CONNECTIONS
 from tests.scale.scale_services import sqlite_and_redis_endpoints
 from tests.scale.socketio_workers import socketio_workers
@@ -28,8 +28,8 @@ GREETING = "Hey! How are you?"
 
 
 @pytest.fixture(scope="module")
-def moodbot(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_moodbot(tmp_path_factory.mktemp("moodbot"))
+def moodbot(moodbot_copy: Callable[[str], Path]) -> Path:
+    return moodbot_copy("moodbot")
 
 
 @pytest.fixture(scope="module", params=["endpoints", "credentials"])

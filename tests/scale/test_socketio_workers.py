@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import socketio
 
-from bench.concurrency import train_moodbot
 from server.api.workers import SPREADS_CONNECTIONS
 from server.channels.socketio_routing import PUSH_PATH
 from tests.scale.socketio_workers import socketio_workers
@@ -29,8 +28,8 @@ REPLY_SECONDS = 10.0
 
 
 @pytest.fixture(scope="module")
-def moodbot(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_moodbot(tmp_path_factory.mktemp("moodbot"))
+def moodbot(moodbot_copy: Callable[[str], Path]) -> Path:
+    return moodbot_copy("moodbot")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -38,8 +38,8 @@ CONNECTIONS = 40
 
 
 @pytest.fixture(scope="module")
-def moodbot(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_moodbot(tmp_path_factory.mktemp("moodbot"))
+def moodbot(moodbot_copy: Callable[[str], Path]) -> Path:
+    return moodbot_copy("moodbot")
 
 
 def start_two_workers(moodbot: Path, tmp_path: Path) -> ServerProcess:
