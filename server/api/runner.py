@@ -39,8 +39,9 @@ from server.api.tls import ssl_options
 from server.auth import AuthConfig, install_log_redaction
 from server.auth.config import jwt_audience
 from server.config import read_credentials, read_endpoints
-from server.errors import BotServerError, InvalidConfig
+from server.errors import BotServerError, InvalidConfig, ModelNotFound
 from server.logs import announce, configure_logging
+from server.models.local import resolve_local_model
 from server.models.remote_storage import STORAGES
 from server.outages import flush_repeats
 from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
@@ -268,6 +269,22 @@ def _check_remote_storage(args: argparse.Namespace) -> None:
         )
 
 
+def _check_a_model_can_come(spec: RunSpec) -> None:
+    """As `rasa run`: without --enable-api, a model server or remote storage, nothing could
+    ever load a model, so a missing local one stops the start (before: the server ran,
+    not ready, for good). A model that exists but fails to load still starts, as in Rasa."""
+    if spec.enable_api or spec.remote_storage or spec.endpoints.get("models"):
+        return
+    try:
+        resolve_local_model(Path(spec.model_path or "models"))
+    except ModelNotFound as exc:
+        raise InvalidConfig(
+            f"{exc} Without --enable-api, a model server (`models:` in endpoints.yml) or "
+            "--remote-storage, the server could never load one later (with --enable-api, "
+            "PUT /model loads one)."
+        ) from None
+
+
 def _check_workers(workers: int, endpoints: dict[str, Any], source: str = "endpoints.yml") -> None:
     if workers < 1:
         raise InvalidConfig("--workers must be 1 or more")
@@ -419,6 +436,7 @@ def run_server(args: argparse.Namespace) -> int:
 
         # Fail here, once, rather than in every worker.
         build_app(spec.options())
+        _check_a_model_can_come(spec)
         os.environ[SPEC_ENV] = json.dumps(asdict(spec), default=str)
         inspector = f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""
         logger.info("botserver %s is starting %d workers", __version__, args.workers)
@@ -446,6 +464,7 @@ def run_server(args: argparse.Namespace) -> int:
             return 1
         return 0
     app = server_app(spec.options(), spec.metrics, spec.listen_url)
+    _check_a_model_can_come(spec)
     server = GracefulServer(uvicorn.Config(app, **common))
     # uvicorn handles SIGTERM (finishing requests in flight), then raises it again with the
     # handler found at start: make that one a no-op so a graceful stop exits with 0.

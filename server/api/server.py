@@ -100,10 +100,17 @@ def _optional_client(config: dict[str, Any] | None, kind: str) -> Any:
 def _load_channels(options: ServerOptions) -> list[InputChannel]:
     credentials = options.credentials
     connector = options.connector
-    if not credentials and not connector:
-        # As `rasa run`: with no channel configured, the REST channel is on.
-        connector = "rest"
     source = options.credentials_file or "credentials.yml"
+    if credentials is None and not connector:
+        # As `rasa run`: with no credentials file and no connector, the REST channel is on.
+        connector = "rest"
+    elif not credentials and not connector:
+        # As `rasa run`: a credentials file naming no channel serves none. The REST webhook
+        # needs no token, so an API-only server must be able to leave it off.
+        logger.warning(
+            "%s names no channel: no channel is served (add `rest:` for the REST webhook)",
+            source,
+        )
     return list(load_channels(credentials or {}, connector, source))
 
 

@@ -84,6 +84,7 @@ class BackgroundDelivery:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._dropped = 0
+        self._last_error: str | None = None  # why the latest attempt failed; None once one works
 
     @property
     def pending(self) -> int:
@@ -129,6 +130,7 @@ class BackgroundDelivery:
                 continue
             try:
                 await self._send(self._pending)
+                self._last_error = None
                 if failures:
                     logger.warning(
                         "%s: reachable again after %.1f s (%d attempts); the events that "
@@ -142,6 +144,7 @@ class BackgroundDelivery:
                 raise
             except Exception as exc:
                 failures += 1
+                self._last_error = first_line(exc, limit=None)
                 now = time.monotonic()
                 delay = min(self._retry_delay * 2 ** min(failures - 1, 16), self._max_retry_delay)
                 if failures == 1:
@@ -199,14 +202,34 @@ class BackgroundDelivery:
         """Wait up to `timeout` for the queue to drain, then stop."""
         if self._task is None:
             return
+        if self._pending and self._last_error is not None:
+            # Said before the wait: after Ctrl-C, a silent pause reads as a hang.
+            logger.warning(
+                "%s: closing: %d events still queued, retrying for up to %.0f s (the last "
+                "attempt failed: %s)",
+                self.name,
+                len(self._pending),
+                timeout,
+                self._last_error,
+            )
         if not await self.flush(timeout):
-            logger.error("%s: closing with %d events not delivered", self.name, len(self._pending))
+            logger.error(
+                "%s: closing with %d events not delivered; they are lost%s",
+                self.name,
+                len(self._pending),
+                f" (the last attempt failed: {self._last_error})" if self._last_error else "",
+            )
         self._task.cancel()
         try:
             await self._task
         except asyncio.CancelledError:
             pass
         self._task = None
+
+
+# How long closing a broker may take to deliver what is still queued (after the graceful
+# period of the requests and turns in flight: docs/deployment.md).
+CLOSE_SECONDS = 5.0
 
 
 class QueuedBroker:
@@ -272,8 +295,10 @@ class QueuedBroker:
             await asyncio.sleep(0.05)
         return await self._delivery.flush(max(0.0, deadline - time.monotonic()))
 
-    async def _close_delivery(self, timeout: float = 5.0) -> None:
-        """Read back what is in doubt, then deliver what is queued, `timeout` seconds each."""
+    async def _close_delivery(self, timeout: float = CLOSE_SECONDS) -> None:
+        """Read back what is in doubt, then deliver what is queued, `timeout` seconds in all
+        (before: each, so a silent database held the stop twice as long as documented)."""
+        deadline = time.monotonic() + timeout
         if self._in_doubt is not None:
             await self._in_doubt.settle(timeout)
-        await self._delivery.close(timeout)
+        await self._delivery.close(max(0.0, deadline - time.monotonic()))

@@ -6,6 +6,7 @@ they start on, so every reader can name the file and line of a mistake.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import reprlib
@@ -15,6 +16,8 @@ from typing import Any
 import yaml
 
 from server.errors import InvalidProjectFile, MissingEnvironmentVariable
+
+logger = logging.getLogger(__name__)
 
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _ENV_PATTERN = re.compile(r"\$\{([^}]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -163,9 +166,27 @@ class _EnvLineLoader(_LineLoader):
 
 def _construct_str_with_env(loader: Any, node: yaml.ScalarNode) -> Any:
     value = loader.construct_scalar(node)
-    if not node.style and isinstance(value, str) and "${" in value:
-        return expand_env(value, line=node.start_mark.line + 1)
+    if isinstance(value, str) and _QUOTED_ENV.search(value):
+        if not node.style:
+            return expand_env(value, line=node.start_mark.line + 1)
+        # As Rasa (its resolver sees plain scalars only): a quoted `"${VAR}"` stays as
+        # written. Said at start, since it reads as a setting that is simply wrong.
+        loader.quoted_env_lines.append(node.start_mark.line + 1)
     return value
+
+
+# What Rasa's resolver looks for before it substitutes: a `${...}` somewhere in the value.
+_QUOTED_ENV = re.compile(r"\$\{.*\}")
+
+
+def _say_quoted_env(filename: str | None, lines: list[int]) -> None:
+    for line in lines:
+        logger.warning(
+            "%s:%d: a `${VAR}` in quotes is not substituted (as in Rasa) and is read as "
+            "written; write the value unquoted (`url: ${URL}/path`) to use the variable",
+            filename or "<yaml>",
+            line,
+        )
 
 
 _EnvLineLoader.add_constructor("tag:yaml.org,2002:str", _construct_str_with_env)
@@ -233,7 +254,13 @@ def parse_yaml(text: str, filename: str | None = None, env: bool = False) -> Any
     loader_cls = _EnvLineLoader if env else _LineLoader
     try:
         check_depth(text, filename)
-        data = yaml.load(text, Loader=loader_cls)  # noqa: S506 - a safe loader subclass
+        loader = loader_cls(text)
+        loader.quoted_env_lines = []
+        try:  # yaml.load, keeping the loader for what it noticed
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
+        _say_quoted_env(filename, loader.quoted_env_lines)
         if _expanded_size(data) > MAX_EXPANDED_VALUES:
             raise InvalidProjectFile(
                 f"the document expands to more than {MAX_EXPANDED_VALUES:,} values through "

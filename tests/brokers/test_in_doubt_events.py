@@ -107,3 +107,28 @@ async def test_in_doubt_events_wait_until_the_database_answers(tmp_path: Path) -
             await store.close()
             await writer.close()
             await proxy.cut()
+
+
+async def test_closing_gives_the_read_back_and_the_queue_five_seconds_in_all() -> None:
+    """The tracker store's database silent, the broker's down: the stop waited 5 s for the
+    read-back, then 5 s more for the queue (docs/deployment.md promises 5 s in all)."""
+    from bench.tcp_proxy import SilentProxy, free_port
+
+    async with postgres_database() as config:
+        proxy = SilentProxy(POSTGRES)
+        await proxy.restore()
+        store = create_tracker_store({**config, "port": proxy.port})
+        broker = SqlEventBroker({**config, "port": free_port()})  # nothing listens there
+        try:
+            await store.ping()
+            proxy.silent = True
+            broker.publish_in_doubt("alice", turn(1), None, store)
+            await broker.publish("bob", turn(1))
+            await asyncio.sleep(1.5)  # bob's first delivery has failed
+            began = asyncio.get_running_loop().time()
+            await asyncio.wait_for(broker.close(), 20)
+            assert asyncio.get_running_loop().time() - began < 6.5
+        finally:
+            proxy.silent = False
+            await store.close()
+            await proxy.cut()

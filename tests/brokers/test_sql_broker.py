@@ -393,3 +393,28 @@ async def broker_behind(
     finally:
         await broker.close()
         await proxy.cut()
+
+
+async def test_closing_with_the_database_down_says_why_it_waits_and_what_is_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`botserver run` stopped while the broker's database is down: before, the stop paused
+    5 s without a word, then said only "closing with 3 events not delivered"."""
+    port = free_port()  # nothing listens there: every attempt is refused
+    broker = SqlEventBroker(
+        {"dialect": "postgresql", "url": "127.0.0.1", "port": port, "db": "x", "username": "u"}
+    )
+    await broker.publish("alice", events(3))
+    for _ in range(100):  # the first attempt fails
+        if "delivery failed" in caplog.text:
+            break
+        await asyncio.sleep(0.05)
+    caplog.clear()
+    began = time.monotonic()
+    await asyncio.wait_for(broker.close(), 10)
+    assert time.monotonic() - began < 7
+    said = [r.getMessage() for r in caplog.records]
+    assert any("3 events still queued, retrying for up to 5 s" in m for m in said), said
+    (lost,) = [m for m in said if "they are lost" in m]
+    assert "3 events not delivered" in lost
+    assert "Errno 111" in lost  # ECONNREFUSED: why they are lost

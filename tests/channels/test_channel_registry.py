@@ -242,3 +242,27 @@ def test_a_rocketchat_webhook_without_a_token_is_warned_about(
         load_channels({"rocketchat": ROCKET})
     # Before: nothing said that the webhook was open to anyone.
     assert "no webhook_token" in caplog.text
+
+
+async def test_a_credentials_file_naming_no_channel_serves_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from server.api.server import ServerOptions, build_app
+    from server.config import read_credentials
+
+    # As `rasa run --credentials credentials.yml` with an empty file: no channel, so an
+    # API-only server can leave the (never authenticated) REST webhook off. Before, the REST
+    # channel was on. Without the file, the REST channel stays on, as in Rasa.
+    path = tmp_path / "credentials.yml"
+    path.write_text("# no channels\n")
+    served = {}
+    for name, credentials in (("empty", read_credentials(path)), ("none", None)):
+        app = build_app(
+            ServerOptions(model_path=None, credentials=credentials, credentials_file=str(path))
+        )
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://bot"
+        ) as client:
+            served[name] = (await client.get("/webhooks/rest/")).status_code
+    assert served == {"empty": 404, "none": 200}
+    assert f"{path} names no channel" in caplog.text

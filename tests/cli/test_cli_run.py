@@ -152,6 +152,17 @@ def test_missing_tls_certificate(run_cli, moodbot_model: Path, tmp_path: Path) -
     assert "--ssl-certificate nope.pem: no such file" in result.err
 
 
+def test_no_model_without_the_api_stops_the_start_as_rasa(run_cli, tmp_path: Path) -> None:
+    # As `rasa run` ("No model found..."): without --enable-api, a model server or remote
+    # storage nothing could load a model later. Before, the server ran, not ready, for good.
+    result = run_cli("run", "-m", "no-models-here", "-p", str(free_port()), cwd=tmp_path)
+    assert result.code == 1
+    assert "No model found at 'no-models-here'" in result.err
+    assert "could never load one later" in result.err
+    assert "Traceback" not in result.err
+    assert not (tmp_path / "botserver.db").exists()
+
+
 # -- a real server process -------------------------------------------------------------------
 def test_missing_model_starts_not_ready_then_a_loaded_model_makes_it_ready(
     start_server, moodbot_model: Path, tmp_path: Path

@@ -563,3 +563,28 @@ def test_a_file_that_is_not_utf8_names_the_line_of_the_first_bad_byte(
         reader(path)
     assert (error.value.filename, error.value.line) == (str(path), 3)
     assert "not UTF-8 text (byte 0xe9" in error.value.reason
+
+
+def test_a_quoted_variable_in_endpoints_is_said_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from server.config import read_endpoints
+
+    # As Rasa, only unquoted values are substituted: a quoted one stays as written. Before,
+    # nothing said so, and the store failed later on a host or password named `${...}`.
+    monkeypatch.setenv("DB_PASSWORD", "s3cret")
+    path = tmp_path / "endpoints.yml"
+    path.write_text(
+        "tracker_store:\n"
+        "  type: sql\n"
+        "  password: ${DB_PASSWORD}\n"
+        '  username: "${DB_USER}"\n'
+        "  db: 'pre_${DB_NAME}'\n",
+        encoding="utf-8",
+    )
+    with caplog.at_level(logging.WARNING):
+        store = read_endpoints(path)["tracker_store"]
+    assert store["password"] == "s3cret"
+    assert (store["username"], store["db"]) == ("${DB_USER}", "pre_${DB_NAME}")
+    said = [r.getMessage() for r in caplog.records if "not substituted" in r.getMessage()]
+    assert [m.split(": ")[0] for m in said] == [f"{path}:4", f"{path}:5"]
