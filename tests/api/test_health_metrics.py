@@ -194,6 +194,33 @@ async def test_metrics_move_under_a_short_load(serve, moodbot_archive: Path) -> 
     assert metric(text, "botserver_action_server_errors_total") == 1
 
 
+async def test_each_turn_step_is_observed_once(serve, moodbot_archive: Path) -> None:
+    """A turn observes its parse, predictions, load and append itself, the APIs through the
+    wrappers: each is counted once, whichever way it came."""
+    client = await serve(options(model_path=moodbot_archive))
+    for text in ("hello", "hello", "I am sad"):  # a parse remembered, one computed
+        reply = await client.post(
+            "/webhooks/rest/webhook", json={"sender": "observed", "message": text}
+        )
+        assert reply.status_code == 200
+    text = (await client.get("/metrics")).text
+    turns_policy = metric(text, "botserver_policy_seconds_count")
+    assert metric(text, "botserver_nlu_seconds_count") == 3
+    assert turns_policy == metric(text, "botserver_actions_total") == 7  # sad: 3 actions
+    assert metric(text, "botserver_policy_seconds_sum") > 0
+    appends = 'botserver_tracker_store_seconds_count{operation="append"}'
+    loads = 'botserver_tracker_store_seconds_count{operation="load"}'
+    assert metric(text, appends) == metric(text, loads) == 3  # one of each a turn
+
+    assert (await client.post("/conversations/observed/predict")).status_code == 200
+    assert (await client.post("/model/parse", json={"text": "hello"})).status_code == 200
+    text = (await client.get("/metrics")).text
+    assert metric(text, "botserver_policy_seconds_count") == turns_policy + 1
+    assert metric(text, "botserver_nlu_seconds_count") == 4
+    assert metric(text, loads) == 5  # the predict API loads twice, as before
+    assert metric(text, appends) == 3  # (it stores nothing new)
+
+
 async def test_model_load_failures_are_counted(serve, tmp_path: Path) -> None:
     client = await serve(options())
     bad = tmp_path / "bad.tar.gz"
