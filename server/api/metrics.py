@@ -238,13 +238,7 @@ class ServerMetrics:
             processor.on_turn = on_turn
         processor.parse = _timed_parse(type(processor).parse, self.nlu_seconds)
         parse_for_turn = getattr(type(processor), "parse_for_turn", None)
-        if hasattr(processor, "parse_seconds"):
-            # A turn observes its parse and predictions inline (`Processor.handle_message`,
-            # `predict_and_run`): no wrapper's frame on every call. Other callers of
-            # `predict_next` (the predict API) go through the wrapper.
-            processor.parse_seconds = self.nlu_seconds
-            processor.timed_prediction = (processor.predict_next, self.policy_seconds)
-        elif parse_for_turn is not None:  # the turn's own parse, into the same histogram
+        if parse_for_turn is not None:  # the turn's own parse, into the same histogram
             processor.parse_for_turn = _timed_parse(parse_for_turn, self.nlu_seconds)
         processor.predict_next = _timed_prediction(processor.predict_next, self.policy_seconds)
         store = processor.trackers.store
@@ -254,11 +248,6 @@ class ServerMetrics:
                 histogram = self.tracker_store_seconds[operation]
                 loads = operation in ("load", "load_all")
                 setattr(store, operation, _timed_async(method, histogram, loads))
-                # A turn's load and append observed inline by their callers.
-                if operation == "append" and hasattr(processor, "timed_append"):
-                    processor.timed_append = (method, histogram)
-                elif operation == "load" and hasattr(processor.trackers, "timed_load"):
-                    processor.trackers.timed_load = (method, histogram)
         if processor.action_server is not None:
             processor.action_server.run = self._counted_action_call(processor.action_server.run)
         if holder is not None:

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -235,14 +234,6 @@ class Processor:
         self.max_predictions = max_predictions
         self.reminders = ReminderScheduler()
         self.on_turn: Callable[[dict[str, Any]], None] | None = None
-        # Set by the metrics (`ServerMetrics.instrument`): what a turn observes inline, without
-        # the wrappers' frames and coroutines (docs/benchmarks.md, "Twenty-fifth round: a
-        # turn's metrics observed inline"). `parse_seconds`: the parse's histogram;
-        # `timed_prediction`: the prediction the metrics wrapped, and its histogram.
-        self.parse_seconds: Any = None
-        self.timed_prediction: tuple[Callable[[Tracker, DialogueModel], Any], Any] | None = None
-        # The store's `append` the metrics wrapped, and its histogram (no wrapper coroutine).
-        self.timed_append: tuple[Callable[[str, list[dict[str, Any]]], Any], Any] | None = None
         # Turns in `handle_message` now, and who to tell when none is left (a shutdown's drain).
         self.turns_in_flight = 0
         self.on_turns_idle: Callable[[], None] | None = None
@@ -426,19 +417,9 @@ class Processor:
                     # stall the loop.
                     text = message.text
                     if _parses_inline(model) and (text is None or len(text) <= INLINE_PARSE_CHARS):
-                        histogram = self.parse_seconds
-                        if histogram is None:
-                            parse_data = self.parse_for_turn(
-                                model, message.text or "", message.message_id, message.metadata
-                            )
-                        else:  # the metrics' `_timed_parse`, inline
-                            parsed_at = time.perf_counter()
-                            try:
-                                parse_data = self.parse_for_turn(
-                                    model, message.text or "", message.message_id, message.metadata
-                                )
-                            finally:
-                                histogram.observe(time.perf_counter() - parsed_at)
+                        parse_data = self.parse_for_turn(
+                            model, message.text or "", message.message_id, message.metadata
+                        )
                     else:
                         parse_data = await self.parse_off_loop(model, message)
                 if "metadata" not in parse_data:
@@ -461,18 +442,7 @@ class Processor:
                     # commit resumes.
                     stamp_model_ids(new_events, model)
                     trackers = self.trackers
-                    timed_append = self.timed_append
-                    if timed_append is None:
-                        await trackers.store.append(sender_id, _as_dicts(new_events))
-                    else:  # the metrics' wrapper of the store's append, inline
-                        append, histogram = timed_append
-                        appended_at = time.perf_counter()
-                        try:
-                            await append(sender_id, _as_dicts(new_events))
-                        finally:
-                            elapsed = time.perf_counter() - appended_at
-                            histogram.counts[bisect_left(histogram.bounds, elapsed)] += 1
-                            histogram.sum += elapsed
+                    await trackers.store.append(sender_id, _as_dicts(new_events))
                     trackers.saved(tracker)
                 else:
                     await self.save(tracker, start, model)
@@ -587,23 +557,12 @@ class Processor:
                     tracker.sender_id,
                     loop,
                 )
-        timed = self.timed_prediction
         for _ in range(self.max_predictions):
             if tracker.paused and not _asks_restart(tracker):
                 # As Rasa: a paused conversation (say, handed to a human) logs the user's
                 # messages and fills slots, but the bot says nothing until resumed.
                 return ran
-            if timed is None:
-                prediction = self.predict_next(tracker, model)
-            else:  # the metrics' `_timed_prediction`, inline
-                predict, histogram = timed
-                predicted_at = time.perf_counter()
-                try:
-                    prediction = predict(tracker, model)
-                finally:
-                    elapsed = time.perf_counter() - predicted_at
-                    histogram.counts[bisect_left(histogram.bounds, elapsed)] += 1
-                    histogram.sum += elapsed
+            prediction = self.predict_next(tracker, model)
             featurization = featurization_of(tracker, model, prediction)
             action = self.action_for(prediction.action_name, model.domain)
             keep_going = await self.run_action(

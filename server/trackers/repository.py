@@ -8,8 +8,6 @@ message 10 and message 10,000.
 from __future__ import annotations
 
 import asyncio
-import time
-from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -32,24 +30,10 @@ class TrackerRepository:
         # sender_id -> (tracker, number of its events that came from / went to the store)
         self._hot: OrderedDict[str, tuple[Tracker, int]] = OrderedDict()
         self._events = 0
-        # Set by the metrics (`ServerMetrics.instrument`): the store's `load` they wrapped and
-        # its histogram, observed here inline (no wrapper coroutine on every turn's load).
-        self.timed_load: tuple[Any, Any] | None = None
 
     async def load(self, sender_id: str, slot_defaults: dict[str, Any]) -> Tracker | None:
         """The current session's tracker, or None for an unknown conversation."""
-        timed = self.timed_load
-        if timed is None:
-            dicts = await self.store.load(sender_id)
-        else:
-            load, histogram = timed
-            started = time.perf_counter()
-            try:
-                dicts = await load(sender_id)
-            finally:
-                elapsed = time.perf_counter() - started
-                histogram.counts[bisect_left(histogram.bounds, elapsed)] += 1
-                histogram.sum += elapsed
+        dicts = await self.store.load(sender_id)
         if dicts is None:
             self.forget(sender_id)
             return None
