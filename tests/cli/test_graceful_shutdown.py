@@ -22,7 +22,7 @@ import socketio
 
 from server.training.train import train
 from tests.cli.botserver_process import ServerProcess
-from tests.loop_lag import host_slowness
+from tests.loop_lag import host_slowness, paced
 from tests.trackers.persistence_fixtures import REDIS, require_service, unique_name
 
 DOMAIN = """version: "3.1"
@@ -316,7 +316,7 @@ def test_a_long_polling_socketio_visitor_does_not_hold_the_stop(
 
     seconds, told = asyncio.run(connect_then_stop())
     assert server.process.returncode == 0, server.text()
-    assert seconds < 8, server.text()
+    assert seconds < paced(8, below=25), server.text()  # before, 26 s
     assert told  # the client saw its session end
 
 
