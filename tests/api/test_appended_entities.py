@@ -60,11 +60,11 @@ CITY = {"event": "entities", "entities": [{"entity": "city", "value": "Paris"}]}
 @pytest.fixture(scope="module")
 def city_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("citybot")
-    (root / "data").mkdir()
-    (root / "domain.yml").write_text(DOMAIN)
-    (root / "config.yml").write_text(CONFIG)
-    (root / "data" / "nlu.yml").write_text(NLU)
-    (root / "data" / "stories.yml").write_text(STORIES)
+    files = {"domain.yml": DOMAIN, "config.yml": CONFIG, "nlu.yml": NLU, "stories.yml": STORIES}
+    for name, text in files.items():
+        folder = root if name in ("domain.yml", "config.yml") else root / "data"
+        folder.mkdir(exist_ok=True)
+        (folder / name).write_text(text)
     return train(root / "config.yml", root / "domain.yml", [root / "data"], root / "models").path
 
 
