@@ -89,6 +89,14 @@ def host_slowness() -> float:
     return max(1.0, min(runs) / _REFERENCE_SECONDS)
 
 
+def paced(seconds: float, below: float = float("inf")) -> float:
+    """A wall-clock bound of `seconds` on our own work (the slack a test allows beyond any
+    timeout it sets), at this host's pace now (`host_slowness`): a host in a slow phase
+    (3-4x seen in CI) does not fail correct code. Kept under `below`, what the test rules
+    out (the default timeout a setting replaces, the wait of the code before a fix)."""
+    return min(seconds * host_slowness(), below)
+
+
 def _thread_clocks() -> dict[int, tuple[str, int]]:
     """Each Python thread's CPU clock reading (ns), by its identifier, with its name. No file
     is read: a read would let other threads have the GIL and lengthen the gap measured."""

@@ -349,8 +349,10 @@ def conversations_router() -> APIRouter:
     ) -> JSONResponse:
         agent = services.agent
         agent.model()
-        await _ensure_exists(agent, conversation_id)
-        body, tracker = await agent.scores(conversation_id)
+        scored = await agent.scores(conversation_id)
+        if scored is None:
+            raise _conversation_not_found()
+        body, tracker = scored
         return await tracker_response(
             tracker, EventVerbosity.AFTER_RESTART, lambda state: {**body, "tracker": state}
         )

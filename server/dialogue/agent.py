@@ -193,17 +193,27 @@ class Agent:
 
     async def predict(self, sender_id: str) -> dict[str, Any]:
         """Scores of every action for the next step, without running any (POST .../predict)."""
-        body, tracker = await self.scores(sender_id)
+        scored = await self.scores(sender_id, create=True)
+        assert scored is not None  # an unknown conversation is created
+        body, tracker = scored
         body["tracker"] = tracker.current_state()
         return body
 
-    async def scores(self, sender_id: str) -> tuple[dict[str, Any], Tracker]:
+    async def scores(
+        self, sender_id: str, create: bool = False
+    ) -> tuple[dict[str, Any], Tracker] | None:
         """`predict`'s body without its tracker, and the tracker, for the caller to write out
-        (off the loop when it is long)."""
+        (off the loop when it is long); None for an unknown conversation unless `create`
+        (its one load, under the lock, tells)."""
         model = self.model()
         processor = self.processor
         async with processor.lock_store.lock(sender_id):
-            tracker = await processor.tracker_for(sender_id, model)
+            defaults = model.domain.kept_slot_defaults
+            tracker = await processor.trackers.load(sender_id, defaults)
+            if tracker is None:
+                if not create:
+                    return None
+                tracker = Tracker(sender_id, defaults)
             start = len(tracker.events)
             await processor.update_session(tracker, model, None)
             await processor.save(tracker, start, model)

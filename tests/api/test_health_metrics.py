@@ -217,8 +217,14 @@ async def test_each_turn_step_is_observed_once(serve, moodbot_archive: Path) -> 
     text = (await client.get("/metrics")).text
     assert metric(text, "botserver_policy_seconds_count") == turns_policy + 1
     assert metric(text, "botserver_nlu_seconds_count") == 4
-    assert metric(text, loads) == 5  # the predict API loads twice, as before
+    assert metric(text, loads) == 4  # the predict API loads once (before: twice)
     assert metric(text, appends) == 3  # (it stores nothing new)
+
+    # An unknown conversation: the one load, under the conversation's lock, says so.
+    assert (await client.post("/conversations/unknown/predict")).status_code == 404
+    text = (await client.get("/metrics")).text
+    assert metric(text, loads) == 5
+    assert metric(text, appends) == 3  # nothing created
 
 
 async def test_model_load_failures_are_counted(serve, tmp_path: Path) -> None:

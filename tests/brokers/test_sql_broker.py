@@ -22,6 +22,7 @@ from server.brokers.factory import create_event_broker
 from server.brokers.sql import SqlEventBroker
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_engine import async_url
+from tests.loop_lag import paced
 from tests.trackers.persistence_fixtures import (
     MARIADB,
     POSTGRES,
@@ -158,7 +159,7 @@ async def test_sql_broker_retries_until_the_database_is_back() -> None:
         try:
             started = time.monotonic()
             await broker.publish("alice", events(5))
-            assert time.monotonic() - started < 0.1
+            assert time.monotonic() - started < paced(0.1)
             await asyncio.sleep(0.2)
             assert broker.pending == 5
 
@@ -412,7 +413,7 @@ async def test_closing_with_the_database_down_says_why_it_waits_and_what_is_lost
     caplog.clear()
     began = time.monotonic()
     await asyncio.wait_for(broker.close(), 10)
-    assert time.monotonic() - began < 7
+    assert time.monotonic() - began < 5 + paced(2, below=5)  # its 5 s; before, 10
     said = [r.getMessage() for r in caplog.records]
     assert any("3 events still queued, retrying for up to 5 s" in m for m in said), said
     (lost,) = [m for m in said if "they are lost" in m]

@@ -10,6 +10,7 @@ import pytest
 
 from bench.tcp_proxy import SilentProxy
 from server.channels.socket_io import SocketIOInput
+from tests.loop_lag import paced
 from tests.scale.scale_services import REDIS, require
 from tests.trackers.persistence_fixtures import unique_name
 
@@ -55,7 +56,7 @@ async def test_a_silent_redis_holds_bot_messages_3_s_once_then_not_at_all(
     finally:
         await channel.aclose()
         await proxy.cut()
-    assert took < 6, took
+    assert took < 3 + paced(3, below=7), took  # its 3 s; before, 10 s or more
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(lines) == 1, lines
     assert "could not be sent to the other servers through Redis" in lines[0]

@@ -385,6 +385,27 @@ def test_a_credentials_yml_left_unread_is_said_at_start(
     assert "credentials.yml" not in caplog.text
 
 
+def test_an_unread_credentials_yml_is_not_substituted_for_its_warning(
+    moodbot_model: Path,
+    project_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The warning needs the channel names alone. Before, the file was read as if served:
+    # an unset `${VAR}` made it "(unreadable)" (the channels went unnamed), and a quoted one
+    # drew a warning about a file the server does not read.
+    monkeypatch.delenv("AUDIT_UNSET_TOKEN", raising=False)
+    (project_dir / "credentials.yml").write_text(
+        'rest:\nsocketio:\n  user_message_evt: "${QUOTED}"\n'
+        "facebook:\n  verify: ${AUDIT_UNSET_TOKEN}\n"
+    )
+    with caplog.at_level("WARNING"):
+        spec = _run_spec(["-m", str(moodbot_model)])
+    assert spec.credentials is None
+    assert "not read: only the REST channel is on, not socketio, facebook." in caplog.text
+    assert "${" not in caplog.text, caplog.text
+
+
 def test_rasas_run_flags_are_accepted(moodbot_model: Path, project_dir: Path) -> None:
     from server.errors import InvalidConfig
 

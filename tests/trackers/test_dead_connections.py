@@ -17,6 +17,7 @@ from server.errors import InvalidConfig, StoreUnavailable
 from server.trackers import sql_engine
 from server.trackers.factory import create_lock_store, create_tracker_store
 from server.trackers.redis_store import RedisTrackerStore
+from tests.loop_lag import paced
 from tests.trackers.persistence_fixtures import (
     REDIS,
     delete_redis_keys,
@@ -63,7 +64,7 @@ async def test_turns_go_on_when_the_network_drops_a_connection_in_use(dialect: s
             assert [e["text"] for e in loaded or []] == ["hi"]
             assert took < STATEMENT_TIMEOUT / 2, took
             _, took = await timed(store.append("nat", [user("again", 2.0)]))
-            assert took < 1.0, took  # on the new connection
+            assert took < paced(1.0, below=STATEMENT_TIMEOUT / 2), took  # a new connection
             assert [e["text"] for e in await store.load_all("nat") or []] == ["hi", "again"]
         finally:
             await proxy.cut()
@@ -115,7 +116,9 @@ async def test_redis_turns_go_on_when_the_network_drops_a_connection() -> None:
             await store.append("nat", [user("again", 2.0)])
             loaded = await store.load("nat")
         assert [e["text"] for e in loaded or []] == ["hi", "again"]
-        assert time.monotonic() - started < 4.0  # two dead connections, given up after 1 s each
+        # Two dead connections, given up after 1 s each; not paced: 2 s of slack already,
+        # and more would reach the 4 s socket_timeout this rules out.
+        assert time.monotonic() - started < 4.0
     finally:
         await proxy.cut()
         await store.close()

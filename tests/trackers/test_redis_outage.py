@@ -11,6 +11,7 @@ from bench.tcp_proxy import SilentProxy, free_port
 from server.errors import StoreUnavailable
 from server.trackers.factory import create_lock_store
 from server.trackers.redis_store import RedisTrackerStore
+from tests.loop_lag import paced
 from tests.trackers.persistence_fixtures import (
     REDIS,
     delete_redis_keys,
@@ -30,12 +31,12 @@ async def test_a_refused_redis_connection_fails_at_once() -> None:
             started = time.monotonic()
             with pytest.raises(StoreUnavailable):
                 await attempt()
-            assert time.monotonic() - started < 0.5
+            assert time.monotonic() - started < paced(0.5, below=3.5)
         started = time.monotonic()
         with pytest.raises(StoreUnavailable):
             async with locks.lock("a", wait_timeout=5):
                 pass
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < paced(0.5, below=3.5)
     finally:
         await store.close()
         await locks.close()
@@ -61,7 +62,8 @@ async def test_a_silent_redis_is_unavailable_after_one_socket_timeout() -> None:
             started = time.monotonic()
             with pytest.raises(StoreUnavailable):
                 await attempt()
-            assert time.monotonic() - started < 3.5  # one timeout of 2 s; before, 4 s
+            # One timeout of 2 s; before, 4 s.
+            assert time.monotonic() - started < 2 + paced(1.5, below=1.9)
         proxy.silent = False
         await proxy.cut()
         await proxy.restore()
