@@ -8,7 +8,12 @@ import asyncio
 import asyncpg
 
 from server.trackers.factory import create_tracker_store
-from tests.trackers.persistence_fixtures import POSTGRES, require_service, unique_name
+from tests.trackers.persistence_fixtures import (
+    POSTGRES,
+    postgres_config,
+    require_service,
+    unique_name,
+)
 
 EVENT = {"event": "action", "timestamp": 1.0, "name": "action_listen"}
 
@@ -16,15 +21,7 @@ EVENT = {"event": "action", "timestamp": 1.0, "name": "action_listen"}
 async def test_workers_starting_together_both_create_and_use_the_database() -> None:
     require_service("PostgreSQL", POSTGRES)
     name = unique_name("bs_login")
-    config = {
-        "type": "sql",
-        "dialect": "postgresql",
-        "url": POSTGRES[0],
-        "port": POSTGRES[1],
-        "username": "postgres",
-        "db": name,
-        "login_db": "test",
-    }
+    config = {**postgres_config(name), "login_db": "test"}
     # Two stores stand for two workers' first turns: both find no database, both create it.
     stores = [create_tracker_store(config) for _ in range(2)]
     try:
