@@ -206,7 +206,8 @@ def _columns(rows: Sequence[Row]) -> list[list[Any]]:
 
 
 Written = tuple[int | None, list[IdData], None]
-Item = TypeVar("Item")
+# A call's item: its conversation first (what a group holds), then its arguments.
+Item = TypeVar("Item", bound=tuple[str, Any])
 Result = TypeVar("Result")
 
 
@@ -222,19 +223,18 @@ class _Groups(Generic[Item, Result]):
     groups and the fewer its statements and transactions. The next group waits for the one
     before for up to `wait` seconds only: a group without an answer by then (its connection
     dropped by the network, a statement waiting on a lock) holds only the calls of its own
-    conversations (`key`), which wait for it, in order; the others go out on another
-    connection. At most `most` groups are under way: when every group waits (on a table
-    lock, a slow server), the others' statements still find a connection in the pool."""
+    conversations (their items' first element), which wait for it, in order; the others go
+    out on another connection. At most `most` groups are under way: when every group waits
+    (on a table lock, a slow server), the others' statements still find a connection in the
+    pool."""
 
     def __init__(
         self,
         run: Callable[[list[_Call[Item, Result]]], Awaitable[None]],
-        key: Callable[[Item], str],
         wait: float,
         most: int,
     ) -> None:
         self._run = run  # settles every call's outcome
-        self._key = key
         self._wait = wait
         self._most = most
         self._pending: list[_Call[Item, Result]] = []
@@ -278,12 +278,12 @@ class _Groups(Generic[Item, Result]):
         held: list[_Call[Item, Result]] = []
         for call in self._pending:
             if not call.outcome.done():
-                (held if self._key(call.item) in self._held else group).append(call)
+                (held if call.item[0] in self._held else group).append(call)
         self._pending = held
         return group
 
     async def _run_group(self, group: list[_Call[Item, Result]]) -> None:
-        keys = {self._key(call.item) for call in group}
+        keys = {call.item[0] for call in group}
         for key in keys:
             self._held[key] = self._held.get(key, 0) + 1
         try:
@@ -309,10 +309,6 @@ class _Groups(Generic[Item, Result]):
         if self._task is not None:
             with suppress(Exception):
                 await self._task
-
-
-def _sender(item: tuple[str, Any]) -> str:
-    return item[0]
 
 
 def _settle(call: _Call[Item, Result], result: Result) -> None:
@@ -345,10 +341,10 @@ class PostgresDatabase:
         wait = group_wait_seconds()
         # Groups of each kind under way at once: a quarter of the pool, and at least two.
         most = max(2, self._max_size // 4)
-        self._appends = _Groups(self._write, _sender, wait, most)
+        self._appends = _Groups(self._write, wait, most)
         # Reads of newer rows and of whole sessions share their groups: with two workers
         # each process's groups are smaller, and one kind fewer is one statement fewer.
-        self._reads = _Groups(self._read, _sender, wait, most)
+        self._reads = _Groups(self._read, wait, most)
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -453,7 +449,7 @@ class PostgresDatabase:
         if len(group) == 1:
             await self._write_one(group[0])
             return
-        senders = list(dict.fromkeys(call.item[0] for call in group))
+        senders = list(dict.fromkeys([call.item[0] for call in group]))
         rows = [row for call in group for row in call.item[1]]
 
         async def insert(conn: asyncpg.Connection) -> Any:
