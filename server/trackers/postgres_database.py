@@ -41,29 +41,65 @@ Row = tuple[str, str | None, float | None, str | None, str | None, str]
 IdData = tuple[int, str]
 
 _COLUMNS = "sender_id, type_name, timestamp, intent_name, action_name, data"
-# Rows travel as six arrays (one parameter each), whatever their number.
-_ROWS = (
+# Rows travel as one array of a row type each connection makes for itself (a temporary type:
+# nothing in the database's schema): asyncpg encodes each row tuple as it is, where six
+# arrays of columns cost it a Python call or two per value (its checks of each element for a
+# nested array: 60 of a turn's ~750 Python calls).
+_ROW_TYPE = "pg_temp.botserver_event_row"
+_CREATE_ROW_TYPE = (
+    f"CREATE TYPE {_ROW_TYPE} AS (sender_id varchar, type_name varchar, timestamp float8,"
+    " intent_name varchar, action_name varchar, data text)"
+)
+_ROWS = f"SELECT * FROM unnest($1::{_ROW_TYPE}[]) WITH ORDINALITY AS r({_COLUMNS}, n)"
+# Where the role may not create temporary objects (TEMP revoked on the database), six arrays.
+_ROWS_AS_ARRAYS = (
     "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::float8[], $4::varchar[],"
     " $5::varchar[], $6::text[]) WITH ORDINALITY AS r(" + _COLUMNS + ", n)"
 )
-# Every part of one statement sees the same snapshot: `previous` is the last id before it.
-_INSERT = (
-    f"WITH previous AS (SELECT max(id) AS id FROM events WHERE sender_id = $7),"
-    f" new AS (INSERT INTO events ({_COLUMNS})"
-    f" SELECT {_COLUMNS} FROM ({_ROWS}) AS r ORDER BY n RETURNING id)"
-    " SELECT (SELECT id FROM previous), (SELECT array_agg(id ORDER BY id) FROM new)"
+
+
+@dataclass(frozen=True, slots=True)
+class _AppendStatements:
+    """The appends' statements, for rows as `rows` (SQL) whose parameters end at `last`."""
+
+    insert: str
+    group_insert: str
+    insert_only: str
+    rows_typed: bool  # rows as one parameter (the row type), else six (column arrays)
+
+    @classmethod
+    def of(cls, rows: str, last: int, rows_typed: bool) -> _AppendStatements:
+        sender = f"${last + 1}"
+        new = f" new AS (INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM ({rows}) AS r"
+        return cls(
+            # Every part of one statement sees the same snapshot: `previous` is the last id
+            # before it.
+            f"WITH previous AS (SELECT max(id) AS id FROM events WHERE sender_id = {sender}),"
+            f"{new} ORDER BY n RETURNING id)"
+            " SELECT (SELECT id FROM previous), (SELECT array_agg(id ORDER BY id) FROM new)",
+            # A group's appends in one statement: each conversation's last id before (in the
+            # order of the senders' array) and every new row's id, in order.
+            "WITH previous AS (SELECT k, (SELECT max(id) FROM events WHERE sender_id ="
+            f" s.sender_id) AS id FROM unnest({sender}::varchar[]) WITH ORDINALITY AS"
+            f" s(sender_id, k)),{new} ORDER BY n RETURNING id)"
+            " SELECT (SELECT array_agg(id ORDER BY k) FROM previous),"
+            " (SELECT array_agg(id ORDER BY id) FROM new)",
+            f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM ({rows}) AS r ORDER BY n",
+            rows_typed,
+        )
+
+    def rows(self, rows: Sequence[Row]) -> Sequence[Any]:
+        """The rows' parameters."""
+        return (rows,) if self.rows_typed else _columns(rows)
+
+
+_APPENDS = _AppendStatements.of(_ROWS, 1, rows_typed=True)
+_APPENDS_AS_ARRAYS = _AppendStatements.of(_ROWS_AS_ARRAYS, 6, rows_typed=False)
+# What a role without the TEMP privilege (or a read-only server) answers CREATE TYPE with.
+_NO_ROW_TYPE_ERRORS = (
+    asyncpg.exceptions.InsufficientPrivilegeError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
-# A group's appends in one statement: each conversation's last id before (in the order of
-# $7) and every new row's id, in order.
-_GROUP_INSERT = (
-    "WITH previous AS (SELECT k, (SELECT max(id) FROM events WHERE sender_id = s.sender_id)"
-    " AS id FROM unnest($7::varchar[]) WITH ORDINALITY AS s(sender_id, k)),"
-    f" new AS (INSERT INTO events ({_COLUMNS})"
-    f" SELECT {_COLUMNS} FROM ({_ROWS}) AS r ORDER BY n RETURNING id)"
-    " SELECT (SELECT array_agg(id ORDER BY k) FROM previous),"
-    " (SELECT array_agg(id ORDER BY id) FROM new)"
-)
-_INSERT_ONLY = f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM ({_ROWS}) AS r ORDER BY n"
 # Retention: a batch of stale conversations, in sender id order, from the first or after $3.
 _STALE_FIRST = (
     "SELECT sender_id FROM events GROUP BY sender_id "
@@ -170,7 +206,8 @@ def _columns(rows: Sequence[Row]) -> list[list[Any]]:
 
 
 Written = tuple[int | None, list[IdData], None]
-Item = TypeVar("Item")
+# A call's item: its conversation first (what a group holds), then its arguments.
+Item = TypeVar("Item", bound=tuple[str, Any])
 Result = TypeVar("Result")
 
 
@@ -186,19 +223,18 @@ class _Groups(Generic[Item, Result]):
     groups and the fewer its statements and transactions. The next group waits for the one
     before for up to `wait` seconds only: a group without an answer by then (its connection
     dropped by the network, a statement waiting on a lock) holds only the calls of its own
-    conversations (`key`), which wait for it, in order; the others go out on another
-    connection. At most `most` groups are under way: when every group waits (on a table
-    lock, a slow server), the others' statements still find a connection in the pool."""
+    conversations (their items' first element), which wait for it, in order; the others go
+    out on another connection. At most `most` groups are under way: when every group waits
+    (on a table lock, a slow server), the others' statements still find a connection in the
+    pool."""
 
     def __init__(
         self,
         run: Callable[[list[_Call[Item, Result]]], Awaitable[None]],
-        key: Callable[[Item], str],
         wait: float,
         most: int,
     ) -> None:
         self._run = run  # settles every call's outcome
-        self._key = key
         self._wait = wait
         self._most = most
         self._pending: list[_Call[Item, Result]] = []
@@ -242,12 +278,12 @@ class _Groups(Generic[Item, Result]):
         held: list[_Call[Item, Result]] = []
         for call in self._pending:
             if not call.outcome.done():
-                (held if self._key(call.item) in self._held else group).append(call)
+                (held if call.item[0] in self._held else group).append(call)
         self._pending = held
         return group
 
     async def _run_group(self, group: list[_Call[Item, Result]]) -> None:
-        keys = {self._key(call.item) for call in group}
+        keys = {call.item[0] for call in group}
         for key in keys:
             self._held[key] = self._held.get(key, 0) + 1
         try:
@@ -275,10 +311,6 @@ class _Groups(Generic[Item, Result]):
                 await self._task
 
 
-def _sender(item: tuple[str, Any]) -> str:
-    return item[0]
-
-
 def _settle(call: _Call[Item, Result], result: Result) -> None:
     if not call.outcome.done():  # its caller may have been cancelled meanwhile
         call.outcome.set_result(result)
@@ -304,13 +336,15 @@ class PostgresDatabase:
         self._tcp_options = tcp_options()
         self._silence = SilenceWatch(postgres_connects(url))
         self._pool: asyncpg.Pool | None = None
+        # Rows as the row type each connection makes, until one may not make it.
+        self._append_sql = _APPENDS
         wait = group_wait_seconds()
         # Groups of each kind under way at once: a quarter of the pool, and at least two.
         most = max(2, self._max_size // 4)
-        self._appends = _Groups(self._write, _sender, wait, most)
+        self._appends = _Groups(self._write, wait, most)
         # Reads of newer rows and of whole sessions share their groups: with two workers
         # each process's groups are smaller, and one kind fewer is one statement fewer.
-        self._reads = _Groups(self._read, _sender, wait, most)
+        self._reads = _Groups(self._read, wait, most)
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -333,7 +367,14 @@ class PostgresDatabase:
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
         # A connection the network drops while in use is closed by the kernel, and replaced.
         guard_driver_connection(conn, self._tcp_options)
-        await conn.execute(f"{self._on_connect}; {_GENERIC_PLANS}")  # one round trip
+        settings = f"{self._on_connect}; {_GENERIC_PLANS}"
+        if self._append_sql.rows_typed:
+            try:
+                await conn.execute(f"{settings}; {_CREATE_ROW_TYPE}")  # one round trip
+                return
+            except _NO_ROW_TYPE_ERRORS:  # (its settings were undone with it)
+                self._append_sql = _APPENDS_AS_ARRAYS
+        await conn.execute(settings)
 
     async def _run(
         self,
@@ -408,11 +449,12 @@ class PostgresDatabase:
         if len(group) == 1:
             await self._write_one(group[0])
             return
-        senders = list(dict.fromkeys(call.item[0] for call in group))
+        senders = list(dict.fromkeys([call.item[0] for call in group]))
         rows = [row for call in group for row in call.item[1]]
 
         async def insert(conn: asyncpg.Connection) -> Any:
-            return await conn.fetchrow(_GROUP_INSERT, *_columns(rows), senders)
+            sql = self._append_sql
+            return await conn.fetchrow(sql.group_insert, *sql.rows(rows), senders)
 
         try:
             previous, ids = await self._run(insert, writes=True)
@@ -441,7 +483,8 @@ class PostgresDatabase:
         sender_id, rows = call.item
 
         async def insert(conn: asyncpg.Connection) -> Any:
-            return await conn.fetchrow(_INSERT, *_columns(rows), sender_id)
+            sql = self._append_sql
+            return await conn.fetchrow(sql.insert, *sql.rows(rows), sender_id)
 
         try:
             previous, ids = await self._run(insert, writes=True)
@@ -455,7 +498,8 @@ class PostgresDatabase:
             async with conn.transaction():
                 await conn.execute("DELETE FROM events WHERE sender_id = $1", sender_id)
                 if rows:
-                    await conn.execute(_INSERT_ONLY, *_columns(rows))
+                    sql = self._append_sql
+                    await conn.execute(sql.insert_only, *sql.rows(rows))
 
         await self._run(replace, writes=True)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from server.errors import InvalidConfig
@@ -335,15 +335,18 @@ async def ensure_postgres_database(url: URL, login_db: str) -> None:
         isolation_level="AUTOCOMMIT",
         connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
     )
+    exists = text("SELECT 1 FROM pg_database WHERE datname = :name")
     try:
         async with login_engine.connect() as conn:
-            exists = await conn.scalar(
-                text("SELECT 1 FROM pg_database WHERE datname = :name"),
-                {"name": url.database},
-            )
-            if not exists:
+            if not await conn.scalar(exists, {"name": url.database}):
                 quoted = login_engine.dialect.identifier_preparer.quote(str(url.database))
-                await conn.execute(text(f"CREATE DATABASE {quoted}"))
+                try:
+                    await conn.execute(text(f"CREATE DATABASE {quoted}"))
+                except DBAPIError:
+                    # Another process (a worker starting with this one) created it meanwhile:
+                    # the loser's CREATE failed with a duplicate key, and its first turn, 500.
+                    if not await conn.scalar(exists, {"name": url.database}):
+                        raise
     finally:
         await login_engine.dispose()
 

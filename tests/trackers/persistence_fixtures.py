@@ -38,6 +38,18 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
+def postgres_config(database: str) -> dict[str, Any]:
+    """The `tracker_store:`-style config of a PostgreSQL database of the local server."""
+    return {
+        "type": "sql",
+        "dialect": "postgresql",
+        "url": POSTGRES[0],
+        "port": POSTGRES[1],
+        "username": "postgres",
+        "db": database,
+    }
+
+
 @contextlib.asynccontextmanager
 async def postgres_database() -> AsyncIterator[dict[str, Any]]:
     """A fresh PostgreSQL database; yields its `tracker_store:`-style config."""
@@ -50,14 +62,7 @@ async def postgres_database() -> AsyncIterator[dict[str, Any]]:
     )
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        yield {
-            "type": "sql",
-            "dialect": "postgresql",
-            "url": POSTGRES[0],
-            "port": POSTGRES[1],
-            "username": "postgres",
-            "db": name,
-        }
+        yield postgres_config(name)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
