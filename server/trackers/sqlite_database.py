@@ -1036,8 +1036,8 @@ _SEQUENTIAL_IDS_BELOW = 2**62
 
 
 def _ids_sequential(conn: sqlite3.Connection) -> bool:
-    """Whether one INSERT's rows get consecutive ids: with AUTOINCREMENT (tables botserver
-    made before revision 0005's time) always; without (Rasa's tables, and ours since), each
+    """Whether one INSERT's rows get consecutive ids: with AUTOINCREMENT (a table an earlier
+    botserver made that revision 0006 could not change) always; without (every other), each
     row gets the largest id + 1 until the largest is 2^63 - 1, after which SQLite picks
     unused ids at random. Neither Rasa nor botserver writes an id: from below 2^62 the
     table would need 2^62 more rows to get there."""
