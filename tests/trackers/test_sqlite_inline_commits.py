@@ -285,6 +285,44 @@ async def test_an_append_of_rows_of_two_conversations_is_refused_and_writes_noth
         await store.close()
 
 
+async def test_a_refused_append_of_a_kept_shape_fails_alone_in_its_inline_group(
+    tmp_path: Path,
+) -> None:
+    """A turn's append runs its shape's INSERT (OR FAIL, without a statement journal): one
+    it refuses writes none of its rows, and the appends beside it commit."""
+    store = sqlite_store(tmp_path / "s.db")
+    try:
+        await store.append("warm", session_start(0.0))
+        database = database_of(store)
+        inline_before = database.inline_commits
+
+        def rows(sender: Any) -> list[sqlite_database.Row]:
+            return [
+                (sender, "user", 9.0, "greet", None, '{"event": "user"}'),
+                (sender, "action", 9.1, None, "utter_greet", '{"event": "action"}'),
+                (sender, "bot", 9.2, None, None, '{"event": "bot"}'),
+            ]
+
+        results = await asyncio.gather(
+            database.insert("one", rows("one")),
+            database.insert("none", rows(None)),  # sender_id is NOT NULL
+            database.insert("two", rows("two")),
+            return_exceptions=True,
+        )
+
+        assert database.inline_commits == inline_before + 1
+        assert isinstance(results[1], sqlite3.IntegrityError)
+        for sender, result in (("one", results[0]), ("two", results[2])):
+            assert not isinstance(result, BaseException)
+            assert count_rows(tmp_path / "s.db", sender) == 3
+        with sqlite3.connect(tmp_path / "s.db") as conn:
+            assert conn.execute("SELECT count(*) FROM events").fetchone() == (
+                len(session_start(0.0)) + 6,
+            )
+    finally:
+        await store.close()
+
+
 async def test_a_refused_long_append_fails_alone_in_its_inline_group(tmp_path: Path) -> None:
     store = sqlite_store(tmp_path / "r.db")
     try:
