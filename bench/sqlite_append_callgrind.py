@@ -2,14 +2,15 @@
 turn's events), counted by callgrind: the store path alone, without HTTP or the model.
 
     python bench/sqlite_append_callgrind.py [--turns 2000] [--warmup 500] [--group 3]
-        [--rasa] [--out FILE]
+        [--rasa | --earlier] [--out FILE]
 
 Runs itself under `valgrind --tool=callgrind --instr-atstart=no` on a fresh SQLite file
 (made by the tree's migrations, as `botserver run` makes one; `--rasa`: Rasa 3.6's table
-and index first, as an existing Rasa tracker database has them): moodbot-like conversations of
-four turns (the first one's append starts the session: 7 rows, the others 4), `--group`
-turns at a time in one event loop iteration (one inline group commit, as under load), each
-turn a `load` and an `append` through `SqlTrackerStore`. After `--warmup` turns the
+and index first, as an existing Rasa tracker database has them; `--earlier`: the table an
+earlier botserver made, with AUTOINCREMENT, as revision 0001 did before 0005): moodbot-like
+conversations of four turns (the first one's append starts the session: 7 rows, the others
+4), `--group` turns at a time in one event loop iteration (one inline group commit, as under
+load), each turn a `load` and an `append` through `SqlTrackerStore`. After `--warmup` turns the
 instrumentation is switched on (`callgrind_control -i on`) for `--turns` more, and the
 instructions per turn are printed (user space, the checkpoints of the store's thread
 included). Compare trees with the same settings. PYTHONPATH=<tree> runs that tree's store.
@@ -106,14 +107,24 @@ CREATE TABLE events (
 );
 CREATE INDEX ix_events_sender_id ON events (sender_id);
 """
+# botserver's before revision 0005 (revision 0001 gave SQLite tables AUTOINCREMENT).
+EARLIER_SCHEMA = """
+CREATE TABLE events (
+    id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, sender_id VARCHAR(255) NOT NULL,
+    type_name VARCHAR(255) NOT NULL, timestamp FLOAT, intent_name VARCHAR(255),
+    action_name VARCHAR(255), data TEXT
+);
+CREATE INDEX ix_events_sender_id_id ON events (sender_id, id);
+"""
+SCHEMAS = {"rasa": RASA_SCHEMA, "earlier": EARLIER_SCHEMA}
 
 
-async def replay(database: str, turns: int, warmup: int, group: int, rasa: bool) -> None:
+async def replay(database: str, turns: int, warmup: int, group: int, made_by: str | None) -> None:
     from server.trackers.factory import create_tracker_store
 
-    if rasa:
+    if made_by is not None:
         with contextlib.closing(sqlite3.connect(database)) as conn:
-            conn.executescript(RASA_SCHEMA)
+            conn.executescript(SCHEMAS[made_by])
 
     store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": database})
     await store.ping()  # migrates
@@ -151,12 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=2000, help="measured turns")
     parser.add_argument("--warmup", type=int, default=500, help="turns before measuring")
     parser.add_argument("--group", type=int, default=3, help="turns a loop iteration")
-    parser.add_argument("--rasa", action="store_true", help="start from Rasa 3.6's table")
+    made_by = parser.add_mutually_exclusive_group()
+    made_by.add_argument("--rasa", action="store_true", help="start from Rasa 3.6's table")
+    made_by.add_argument(
+        "--earlier", action="store_true", help="start from an earlier botserver's table"
+    )
     parser.add_argument("--out", help="keep callgrind's output here (default: a temporary file)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the run under valgrind
     args = parser.parse_args(argv)
     if args.child:
-        asyncio.run(replay(args.child, args.turns, args.warmup, args.group, args.rasa))
+        made = "rasa" if args.rasa else "earlier" if args.earlier else None
+        asyncio.run(replay(args.child, args.turns, args.warmup, args.group, made))
         return 0
     with tempfile.TemporaryDirectory(prefix="sqlite-append-callgrind-") as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "callgrind.out"
@@ -167,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             *("--turns", str(args.turns), "--warmup", str(args.warmup)),
             *("--group", str(args.group)),
             *(["--rasa"] if args.rasa else []),
+            *(["--earlier"] if args.earlier else []),
         ]
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         subprocess.run(command, check=True, env=env, capture_output=True)
@@ -174,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"store turns: {total:,} instructions, {total / args.turns / 1000:.1f}k per turn "
         f"(a load and an append; {args.turns} turns after {args.warmup}, {args.group} a group"
-        f"{', from a Rasa table' if args.rasa else ''})"
+        f"{', from a Rasa table' if args.rasa else ''}"
+        f"{', from an earlier botserver table' if args.earlier else ''})"
     )
     return 0
 

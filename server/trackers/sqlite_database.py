@@ -766,7 +766,8 @@ def _appends(
     cursor: sqlite3.Cursor | None = None,
 ) -> list[_Written | Exception]:
     """Each append all or nothing, inside the caller's transaction: one INSERT statement is
-    (SQLite undoes a failed statement's rows and keeps the transaction), longer appends take
+    (SQLite undoes a failed statement's rows and keeps the transaction; a shape's statement
+    can only fail on its first row, see _shape_sql), longer appends take
     a savepoint each (SAVEPOINT and RELEASE cost 11k instructions, a tenth of an append).
     `epoch`: the transaction started in it (nobody else committed since, no append of the
     group was cancelled), so an append's `known` last row id of that epoch holds. `cursor`:
@@ -886,7 +887,16 @@ _LITERAL_TYPES = frozenset(name for name in EVENT_TYPES if name.isidentifier() a
 def _shape_sql(shape: tuple[Any, ...]) -> str | None:
     """The INSERT of a shape (a type name per row, each followed by the marker of the names it
     binds, if any), kept in _SHAPES; None when it may not be (a type name that is not one
-    of Rasa's events, or _SHAPES_KEPT shapes kept already)."""
+    of Rasa's events, or _SHAPES_KEPT shapes kept already).
+
+    `OR FAIL`: no constraint of such a statement can fail but on its first row (the sender,
+    `?1`, NOT NULL; the type names are literals), so it needs no statement journal, which an
+    INSERT of several rows that may abort keeps inside a transaction: SQLite copied there each
+    page the group's earlier appends had changed before this one changed it (4.5k
+    instructions an append in a group of 40). A constraint error leaves no row written, the
+    append fails alone; an I/O error or a full disk rolls the whole transaction back (as it
+    did: _appends fails the group), and any error after a row was written fails the group
+    (_appends), so an append is still all or nothing."""
     if len(_SHAPES) >= _SHAPES_KEPT:
         return None
     values: list[str] = []
@@ -898,7 +908,7 @@ def _shape_sql(shape: tuple[Any, ...]) -> str | None:
             values.append(f"(?1, '{part}', ?, NULL, NULL, ?)")
         else:
             return None
-    sql = _SHAPES[shape] = f"INSERT INTO events ({_COLUMNS}) VALUES {', '.join(values)}"
+    sql = _SHAPES[shape] = f"INSERT OR FAIL INTO events ({_COLUMNS}) VALUES {', '.join(values)}"
     return sql
 
 
@@ -1036,8 +1046,8 @@ _SEQUENTIAL_IDS_BELOW = 2**62
 
 
 def _ids_sequential(conn: sqlite3.Connection) -> bool:
-    """Whether one INSERT's rows get consecutive ids: with AUTOINCREMENT (tables botserver
-    made before revision 0005's time) always; without (Rasa's tables, and ours since), each
+    """Whether one INSERT's rows get consecutive ids: with AUTOINCREMENT (a table an earlier
+    botserver made that revision 0006 could not change) always; without (every other), each
     row gets the largest id + 1 until the largest is 2^63 - 1, after which SQLite picks
     unused ids at random. Neither Rasa nor botserver writes an id: from below 2^62 the
     table would need 2^62 more rows to get there."""

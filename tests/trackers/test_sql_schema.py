@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -165,14 +166,24 @@ async def every_row(config: dict[str, Any]) -> list[Any]:
         return list((await conn.execute(text("SELECT * FROM events ORDER BY id"))).fetchall())
 
 
+async def append_later(config: dict[str, Any]) -> None:
+    """A new conversation's append, and its load."""
+    store = create_tracker_store(config)
+    try:
+        await store.append("later", [user("new", 10.0)])
+        assert await store.load("later") == [user("new", 10.0)]
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize("made_by", ["botserver", "rasa"])
 async def test_an_sqlite_table_loses_its_session_start_indexes_and_keeps_every_row(
     made_by: str, tmp_path: Path
 ) -> None:
     """A file an earlier botserver served (revision 0004: two partial session-start indexes,
     AUTOINCREMENT) or Rasa 3.6 made: no index of session starts is left, nor two indexes of
-    the same rows, and every row stays as it was, id included; sessions load as before, and
-    new rows come after."""
+    the same rows, nor AUTOINCREMENT, and every row stays as it was, id included; sessions
+    load as before, and new rows come after."""
     config = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "earlier.db")}
     await create_old_table(config, made_by=made_by)
     if made_by == "botserver":
@@ -201,15 +212,52 @@ async def test_an_sqlite_table_loses_its_session_start_indexes_and_keeps_every_r
     async with connect(config) as conn:
         table = await conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'events'"))
         autoincrement = "AUTOINCREMENT" in str(table.scalar()).upper()
-    assert autoincrement == (made_by == "botserver")  # a table is never rebuilt
-    store = create_tracker_store(config)
-    try:
-        await store.append("later", [user("new", 10.0)])
-        assert await store.load("later") == [user("new", 10.0)]
-    finally:
-        await store.close()
+    assert not autoincrement  # revision 0006, in place (the rows above are as they were)
+    await append_later(config)
     new_id = (await every_row(config))[-1][0]
     assert new_id > max(row[0] for row in before)
+
+
+async def test_an_earlier_botserver_sqlite_table_loses_autoincrement_without_a_rebuild(
+    tmp_path: Path,
+) -> None:
+    """Revision 0006: a table an earlier botserver made stops writing its sequence row at
+    every append (9.3k instructions each), in place: no row is copied, whatever the file's
+    size; every row and id stays, the file stays sound, and a process that read the old
+    definition (a server not yet restarted) appends under the new one."""
+    db = tmp_path / "earlier.db"
+    config = {"type": "sql", "dialect": "sqlite", "db": str(db)}
+    await create_old_table(config, made_by="botserver")
+    async with connect(config) as conn:  # a file of some size: a rebuild would double it
+        for n in range(2000):
+            await conn.execute(
+                text("INSERT INTO events (sender_id, type_name, data) VALUES (:s, 'bot', :d)"),
+                {"s": f"bulk{n % 50}", "d": json.dumps({"event": "bot", "text": "x" * 200})},
+            )
+    before = await every_row(config)
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as other:
+        other.execute("SELECT count(*) FROM events").fetchone()  # its schema read now
+        (pages,) = other.execute("PRAGMA page_count").fetchone()
+        assert other.execute("SELECT name FROM sqlite_sequence").fetchall() == [("events",)]
+
+        await append_later(config)
+        other.execute(
+            "INSERT INTO events (sender_id, type_name, data) VALUES ('other', 'bot', '{}')"
+        )
+
+        (sql,) = other.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()
+        assert "AUTOINCREMENT" not in sql.upper()
+        assert "PRIMARY KEY" in sql.upper()
+        # Nobody writes the sequence row any more: not the store, not the other process.
+        assert other.execute("SELECT name FROM sqlite_sequence").fetchall() == []
+        assert other.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        (pages_after,) = other.execute("PRAGMA page_count").fetchone()
+        assert pages_after < pages + 10  # the rows were not copied
+    after = await every_row(config)
+    assert after[: len(before)] == before
+    assert [row[1] for row in after[len(before) :]] == ["later", "other"]
+    assert [row[0] for row in after[len(before) :]] == [before[-1][0] + 1, before[-1][0] + 2]
+    await load_every_shape(config)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb"])

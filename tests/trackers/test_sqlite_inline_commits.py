@@ -103,7 +103,8 @@ def has_autoincrement(path: Path) -> bool:
     return "AUTOINCREMENT" in str(sql).upper()
 
 
-# botserver's tables since revision 0005 and Rasa's have no AUTOINCREMENT; earlier ones do.
+# botserver's tables since revision 0005 and Rasa's have no AUTOINCREMENT; earlier ones lose it
+# at revision 0006.
 @pytest.mark.parametrize("made_by", ["botserver", "earlier botserver", "rasa"])
 async def test_an_append_reports_the_ids_its_rows_were_given(made_by: str, tmp_path: Path) -> None:
     path = tmp_path / "ids.db"
@@ -115,8 +116,8 @@ async def test_an_append_reports_the_ids_its_rows_were_given(made_by: str, tmp_p
     try:
         await store.append("warm", session_start(0.0))
         database = database_of(store)
-        assert has_autoincrement(path) == (made_by == "earlier botserver")
-        await store.delete("warm")  # the largest id is gone: only AUTOINCREMENT keeps it
+        assert not has_autoincrement(path)  # an earlier botserver's loses it (revision 0006)
+        await store.delete("warm")  # the largest id is gone: the next ones take it again
         appends = {
             f"c{n}": _rows(f"c{n}", [user(f"m{n}-{i}", float(i)) for i in range(n + 1)])
             for n in range(5)
@@ -280,6 +281,44 @@ async def test_an_append_of_rows_of_two_conversations_is_refused_and_writes_noth
         assert isinstance(results[1], ValueError)
         assert count_rows(tmp_path / "m.db", "a") == len(session_start(0.0)) + 1
         assert count_rows(tmp_path / "m.db", "b") == 0
+    finally:
+        await store.close()
+
+
+async def test_a_refused_append_of_a_kept_shape_fails_alone_in_its_inline_group(
+    tmp_path: Path,
+) -> None:
+    """A turn's append runs its shape's INSERT (OR FAIL, without a statement journal): one
+    it refuses writes none of its rows, and the appends beside it commit."""
+    store = sqlite_store(tmp_path / "s.db")
+    try:
+        await store.append("warm", session_start(0.0))
+        database = database_of(store)
+        inline_before = database.inline_commits
+
+        def rows(sender: Any) -> list[sqlite_database.Row]:
+            return [
+                (sender, "user", 9.0, "greet", None, '{"event": "user"}'),
+                (sender, "action", 9.1, None, "utter_greet", '{"event": "action"}'),
+                (sender, "bot", 9.2, None, None, '{"event": "bot"}'),
+            ]
+
+        results = await asyncio.gather(
+            database.insert("one", rows("one")),
+            database.insert("none", rows(None)),  # sender_id is NOT NULL
+            database.insert("two", rows("two")),
+            return_exceptions=True,
+        )
+
+        assert database.inline_commits == inline_before + 1
+        assert isinstance(results[1], sqlite3.IntegrityError)
+        for sender, result in (("one", results[0]), ("two", results[2])):
+            assert not isinstance(result, BaseException)
+            assert count_rows(tmp_path / "s.db", sender) == 3
+        with sqlite3.connect(tmp_path / "s.db") as conn:
+            assert conn.execute("SELECT count(*) FROM events").fetchone() == (
+                len(session_start(0.0)) + 6,
+            )
     finally:
         await store.close()
 

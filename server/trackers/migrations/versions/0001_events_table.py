@@ -39,7 +39,8 @@ def upgrade() -> None:
             # an append's 147k (docs/benchmarks.md, twenty-fourth round). Ids are still the
             # largest + 1; those of deleted rows may come back, which the per-process cache
             # tells by the JSON of the last row it saw, and a replace does not give its
-            # conversation (sqlite_database.SqliteDatabase.replace). Tables made with it keep it.
+            # conversation (sqlite_database.SqliteDatabase.replace). Revision 0006 takes it
+            # from tables made with it.
         )
         # Not Rasa's ix_events_sender_id: ix_events_sender_id_id starts with the same column.
     else:
