@@ -164,9 +164,11 @@ def loads_untrusted(raw: bytes) -> Any:
         value = loads_exact(raw)
     except RecursionError:
         raise TooDeep("it is nested too deeply") from None
-    # Each level opens with a bracket: few brackets, no walk (a turn's body).
+    # Each level opens and closes with a bracket: a short body or few brackets, no walk (a
+    # turn's body is decided by its length, without the two counts).
     if (
-        isinstance(value, (dict, list))  # a tuple: `dict | list` builds a union each call
+        len(raw) > 2 * MAX_DEPTH
+        and isinstance(value, (dict, list))  # a tuple: `dict | list` builds a union each call
         and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
         and nests_deeper_than(value)
     ):
