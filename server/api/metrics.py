@@ -33,8 +33,11 @@ _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 _STORE_OPERATIONS = ("load", "load_all", "append", "replace")
 
-# How often a serving app moves its histograms' pending observations into their numbers.
-FOLD_SECONDS = 10.0
+# When the histograms' pending observations are moved into their numbers (besides every read):
+# every FOLD_TURNS turns (about six values a turn: a short hold of the loop), and every
+# FOLD_SECONDS while the app serves, for observations outside turns (the parse and predict APIs).
+FOLD_TURNS = 256
+FOLD_SECONDS = 60.0
 
 
 class CounterValue:
@@ -56,8 +59,8 @@ class HistogramValue:
     `observe` is the `append` of a list of pending values: one C call, no Python frame and
     no bucketing on a turn's path, safe from worker threads (the parse of a blocking pipeline)
     under the GIL. `fold` moves the pending values into the counts and the sum; every read
-    folds first, and `ServerMetrics.keep_folded` folds every FOLD_SECONDS while the app serves,
-    so the list stays short.
+    folds first, and so does `ServerMetrics` every FOLD_TURNS turns and every FOLD_SECONDS
+    while the app serves, so the list stays short.
     """
 
     __slots__ = ("bounds", "counts", "sum", "created", "pending", "observe", "_folding")
@@ -232,6 +235,8 @@ class ServerMetrics:
         self.turns.value += 1.0
         self.turn_seconds.observe(float(turn.get("seconds", 0.0)))
         self.actions.value += len(turn.get("actions") or ())
+        if len(self.turn_seconds.pending) >= FOLD_TURNS:
+            self.fold()
 
     def instrument(self, processor: Any, holder: Any = None) -> None:
         """Measure a live processor (and the model holder, for loads). Call once per app.
@@ -296,13 +301,17 @@ class ServerMetrics:
 
         return load_archive
 
+    def fold(self) -> None:
+        """Moves the histograms' pending observations into their numbers (see
+        `HistogramValue`)."""
+        for family in self._families:
+            family.fold()
+
     async def keep_folded(self) -> None:
-        """Folds the histograms' pending observations every FOLD_SECONDS (run while the app
-        serves: `server.api.runner.server_app`)."""
+        """Folds every FOLD_SECONDS (run while the app serves: `server.api.runner.server_app`)."""
         while True:
             await asyncio.sleep(FOLD_SECONDS)
-            for family in self._families:
-                family.fold()
+            self.fold()
 
     # -- exposition ---------------------------------------------------------------------------
     def snapshot(self) -> dict[str, dict[str, Any]]:
