@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from server.json_values import loads_exact, loads_untrusted
+from server.json_values import MAX_DEPTH, TooDeep, loads_exact, loads_untrusted
 from tests.api.test_long_conversations import greetings
 from tests.loop_lag import loop_hold
 
@@ -92,3 +92,13 @@ def test_an_unpaired_surrogate_across_two_pieces_is_refused() -> None:
         assert body.index(b"\\ud83d") == cut - split  # the cut falls inside the escape
         with pytest.raises(ValueError, match="unpaired UTF-16 surrogate"):
             loads_untrusted(body)
+
+
+def test_the_shortest_document_nested_too_deep_is_refused() -> None:
+    """A body of at most 200 bytes is not counted for brackets (it cannot nest deeper than
+    100 levels): the shortest one that does, 202 bytes, is still refused."""
+    with pytest.raises(TooDeep):
+        loads_untrusted(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
+    with pytest.raises(TooDeep):
+        loads_untrusted(b'{"a":' * (MAX_DEPTH + 1) + b"1" + b"}" * (MAX_DEPTH + 1))
+    assert loads_untrusted(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH) is not None

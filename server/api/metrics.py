@@ -7,13 +7,14 @@ it measures on the live objects (the processor, its store and action server, the
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
 import time
-from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
 import prometheus_client.metrics
 from fastapi import APIRouter, Response
 from prometheus_client import CollectorRegistry, generate_latest
@@ -32,6 +33,12 @@ _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 _STORE_OPERATIONS = ("load", "load_all", "append", "replace")
 
+# When the histograms' pending observations are moved into their numbers (besides every read):
+# every FOLD_TURNS turns (about six values a turn: a short hold of the loop), and every
+# FOLD_SECONDS while the app serves, for observations outside turns (the parse and predict APIs).
+FOLD_TURNS = 256
+FOLD_SECONDS = 60.0
+
 
 class CounterValue:
     """One counter series: a number and when it was created."""
@@ -47,36 +54,39 @@ class CounterValue:
 
 
 class HistogramValue:
-    """One histogram series: a count per bucket (not cumulative: summed when scraped)."""
+    """One histogram series: a count per bucket (not cumulative: summed when scraped), a sum.
 
-    __slots__ = ("bounds", "counts", "sum", "created")
+    `observe` is the `append` of a list of pending values: one C call, no Python frame and
+    no bucketing on a turn's path, safe from worker threads (the parse of a blocking pipeline)
+    under the GIL. `fold` moves the pending values into the counts and the sum; every read
+    folds first, and so does `ServerMetrics` every FOLD_TURNS turns and every FOLD_SECONDS
+    while the app serves, so the list stays short.
+    """
+
+    __slots__ = ("bounds", "counts", "sum", "created", "pending", "observe", "_folding")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = (*bounds, float("inf"))
         self.counts = [0] * len(self.bounds)
         self.sum = 0.0
         self.created = time.time()
+        self.pending: list[float] = []
+        self.observe: Callable[[float], None] = self.pending.append
+        self._folding = threading.Lock()
 
-    def observe(self, amount: float) -> None:
-        # The first bucket whose bound is >= amount, as prometheus_client's Histogram.
-        self.counts[bisect_left(self.bounds, amount)] += 1
-        self.sum += amount
-
-
-class LockedHistogramValue(HistogramValue):
-    """A histogram observed from several threads."""
-
-    __slots__ = ("_lock",)
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        super().__init__(bounds)
-        self._lock = threading.Lock()
-
-    def observe(self, amount: float) -> None:
-        index = bisect_left(self.bounds, amount)
-        with self._lock:
-            self.counts[index] += 1
-            self.sum += amount
+    def fold(self) -> None:
+        """Adds the pending values to the counts (each to the first bucket whose bound is >=
+        it, as prometheus_client's Histogram) and to the sum (in the order observed)."""
+        with self._folding:
+            pending = self.pending
+            values = pending[:]
+            if not values:
+                return
+            del pending[: len(values)]  # values observed meanwhile by a thread stay, at the end
+            indexes = np.searchsorted(self.bounds, values, side="left")
+            for index, count in enumerate(np.bincount(indexes, minlength=len(self.counts))):
+                self.counts[index] += int(count)
+            self.sum = sum(values, self.sum)
 
 
 class _Family:
@@ -87,9 +97,16 @@ class _Family:
         self.name, self.documentation, self.kind, self.label = name, documentation, kind, label
         self.series: dict[str, Any] = {}  # label value -> CounterValue | HistogramValue
 
+    def fold(self) -> None:
+        """A histogram's pending observations into its numbers (see `HistogramValue`)."""
+        if self.kind == "histogram":
+            for series in self.series.values():
+                series.fold()
+
     def snapshot(self) -> dict[str, Any]:
         """Each series' numbers as JSON values: a counter's value, a histogram's bucket
         counts followed by its sum."""
+        self.fold()
         return {
             label: series.value if self.kind == "counter" else [*series.counts, series.sum]
             for label, series in self.series.items()
@@ -98,6 +115,7 @@ class _Family:
     def collect(self, peers: Sequence[dict[str, Any]] = (), own: bool = True) -> Metric:
         """The family's samples, with the other workers' snapshots (`peers`) added in; with
         `own` False, the peers' numbers alone (this worker's snapshot is among them)."""
+        self.fold()
         metric = Metric(self.name, self.documentation, self.kind)
         created = prometheus_client.metrics._use_created
         others = [other for peer in peers if isinstance(other := peer.get(self.name), dict)]
@@ -144,9 +162,10 @@ class _Collector:
 class ServerMetrics:
     """The metrics of one app, in their own registry (so tests and workers never collide).
 
-    Observations update plain numbers (a `bisect` and two additions for a histogram, about a
-    fifth of prometheus_client's `Histogram.observe`, which takes a lock per value); the
-    registry reads them when /metrics is scraped, in prometheus_client's own text format.
+    Observations update plain numbers (a counter's addition; a histogram's list append,
+    bucketed in bulk later: see `HistogramValue`), far less than prometheus_client's
+    `Histogram.observe`, which takes a lock per value; the registry reads them when /metrics
+    is scraped, in prometheus_client's own text format.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -157,10 +176,10 @@ class ServerMetrics:
             "botserver_turn_seconds", "Time of a whole user turn (lock to save)", _TURN_BUCKETS
         )[""]
         self.actions = self._counters("botserver_actions", "Actions run during user turns")[""]
-        # A blocking pipeline parses in worker threads (`Processor.parse_off_loop`);
-        # every other observation is made on the event loop's thread.
+        # A blocking pipeline parses in worker threads (`Processor.parse_off_loop`): an
+        # observation is a list's append, safe from any thread.
         self.nlu_seconds = self._histograms(
-            "botserver_nlu_seconds", "Time to parse a message", _FAST_BUCKETS, locked=True
+            "botserver_nlu_seconds", "Time to parse a message", _FAST_BUCKETS
         )[""]
         self.policy_seconds = self._histograms(
             "botserver_policy_seconds", "Time to predict the next action", _FAST_BUCKETS
@@ -204,11 +223,9 @@ class ServerMetrics:
         documentation: str,
         buckets: tuple[float, ...],
         labels: tuple[str, tuple[str, ...]] | None = None,
-        locked: bool = False,
     ) -> dict[str, HistogramValue]:
         family = _Family(name, documentation, "histogram", labels[0] if labels else None)
-        kind = LockedHistogramValue if locked else HistogramValue
-        family.series = {value: kind(buckets) for value in _values(labels)}
+        family.series = {value: HistogramValue(buckets) for value in _values(labels)}
         self._families.append(family)
         return family.series
 
@@ -218,13 +235,14 @@ class ServerMetrics:
         self.turns.value += 1.0
         self.turn_seconds.observe(float(turn.get("seconds", 0.0)))
         self.actions.value += len(turn.get("actions") or ())
+        if len(self.turn_seconds.pending) >= FOLD_TURNS:
+            self.fold()
 
     def instrument(self, processor: Any, holder: Any = None) -> None:
         """Measure a live processor (and the model holder, for loads). Call once per app.
 
         The wrappers of the turn's calls (a parse, two predictions, a load and an append
-        per turn) take the calls' own arguments and observe inline, on the event loop's
-        thread; the parse, which a blocking pipeline runs in worker threads, under its lock.
+        per turn) take the calls' own arguments; each observation is one list append.
         """
         previous = processor.on_turn
         if previous is None:
@@ -283,6 +301,18 @@ class ServerMetrics:
 
         return load_archive
 
+    def fold(self) -> None:
+        """Moves the histograms' pending observations into their numbers (see
+        `HistogramValue`)."""
+        for family in self._families:
+            family.fold()
+
+    async def keep_folded(self) -> None:
+        """Folds every FOLD_SECONDS (run while the app serves: `server.api.runner.server_app`)."""
+        while True:
+            await asyncio.sleep(FOLD_SECONDS)
+            self.fold()
+
     # -- exposition ---------------------------------------------------------------------------
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """This process's numbers, by family and label value (JSON-able)."""
@@ -326,7 +356,7 @@ def _values(labels: tuple[str, tuple[str, ...]] | None) -> tuple[str, ...]:
 
 
 def _timed_parse(parse: F, histogram: HistogramValue) -> F:
-    """`Processor.parse`, observed into a histogram that worker threads observe too."""
+    """`Processor.parse`, observed (from the event loop's thread or a worker thread)."""
     observe, clock = histogram.observe, time.perf_counter
 
     @functools.wraps(parse)
@@ -343,8 +373,8 @@ def _timed_parse(parse: F, histogram: HistogramValue) -> F:
 
 
 def _timed_prediction(predict: F, histogram: HistogramValue) -> F:
-    """`Processor.predict_next`, observed inline (`HistogramValue.observe`'s two lines)."""
-    clock, bounds, counts = time.perf_counter, histogram.bounds, histogram.counts
+    """`Processor.predict_next`, observed."""
+    observe, clock = histogram.observe, time.perf_counter
 
     @functools.wraps(predict)
     def timed(tracker: Any, model: Any) -> Any:
@@ -352,18 +382,16 @@ def _timed_prediction(predict: F, histogram: HistogramValue) -> F:
         try:
             return predict(tracker, model)
         finally:
-            elapsed = clock() - started
-            counts[bisect_left(bounds, elapsed)] += 1
-            histogram.sum += elapsed
+            observe(clock() - started)
 
     return timed  # type: ignore[return-value]
 
 
 def _timed_async(fn: Callable[..., Awaitable[Any]], histogram: HistogramValue, loads: bool) -> Any:
-    """A store operation, observed inline on the event loop's thread. The wrapper takes the
-    operation's own arguments (`sender_id`, and `events` unless it `loads`): no tuple and
-    dict of `*args, **kwargs` on each of a turn's two store calls."""
-    clock, bounds, counts = time.perf_counter, histogram.bounds, histogram.counts
+    """A store operation, observed. The wrapper takes the operation's own arguments
+    (`sender_id`, and `events` unless it `loads`): no tuple and dict of `*args, **kwargs` on
+    each of a turn's two store calls."""
+    observe, clock = histogram.observe, time.perf_counter
 
     if loads:  # load, load_all
 
@@ -373,9 +401,7 @@ def _timed_async(fn: Callable[..., Awaitable[Any]], histogram: HistogramValue, l
             try:
                 return await fn(sender_id)
             finally:
-                elapsed = clock() - started
-                counts[bisect_left(bounds, elapsed)] += 1
-                histogram.sum += elapsed
+                observe(clock() - started)
 
         return timed_load
 
@@ -385,8 +411,6 @@ def _timed_async(fn: Callable[..., Awaitable[Any]], histogram: HistogramValue, l
         try:
             return await fn(sender_id, events)
         finally:
-            elapsed = clock() - started
-            counts[bisect_left(bounds, elapsed)] += 1
-            histogram.sum += elapsed
+            observe(clock() - started)
 
     return timed

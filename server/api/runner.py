@@ -38,6 +38,7 @@ from server.api.shutdown import (
     take_cancelled_requests,
 )
 from server.api.tls import ssl_options
+from server.api.worker_files import run_beside
 from server.auth import AuthConfig, install_log_redaction
 from server.auth.config import jwt_audience
 from server.config import read_credentials, read_endpoints
@@ -134,6 +135,7 @@ def server_app(options: ServerOptions, metrics: bool = True, listen_url: str = "
         server_metrics.instrument(state.processor, state.holder)
         state.metrics = server_metrics
         app.include_router(server_metrics.router())
+        run_beside(app, server_metrics.keep_folded)
         share_between_workers(app, server_metrics)
     if options.enable_api:
         app.include_router(inspect_router())

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bench.tcp_proxy import TcpProxy as BenchTcpProxy
+from server.api import metrics as metrics_module
 from server.api.runner import server_app
 from server.api.server import ServerOptions
 from server.errors import BotServerError
@@ -385,3 +386,24 @@ async def test_the_event_broker_connects_by_itself_once_rabbitmq_is_back(
         assert len(connected) == 1
     finally:
         await proxy.cut()
+
+
+async def test_a_serving_app_folds_its_observations_without_a_scrape(
+    serve, moodbot_archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A histogram's observations wait in a list until folded into its numbers: a server that
+    nobody scrapes folds them every FOLD_SECONDS, so the lists do not grow with the turns."""
+    monkeypatch.setattr(metrics_module, "FOLD_SECONDS", 0.01)
+    client = await serve(options(model_path=moodbot_archive))
+    for text in ("hello", "I am sad"):
+        reply = await client.post("/webhooks/rest/webhook", json={"sender": "f", "message": text})
+        assert reply.status_code == 200
+    server_metrics = client.app.state.metrics  # type: ignore[attr-defined]
+    histograms = (server_metrics.turn_seconds, server_metrics.policy_seconds)
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if not any(histogram.pending for histogram in histograms):
+            break
+    assert not any(histogram.pending for histogram in histograms)
+    assert sum(server_metrics.turn_seconds.counts) == 2
+    assert sum(server_metrics.policy_seconds.counts) == 5  # greet: 2 actions, sad: 3

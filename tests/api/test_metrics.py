@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.api.metrics import _FAST_BUCKETS, _STORE_OPERATIONS, ServerMetrics
+from server.api.metrics import _FAST_BUCKETS, _STORE_OPERATIONS, FOLD_TURNS, ServerMetrics
 from server.api.metrics_sharing import SharedMetrics
 
 # On the bounds, between them, beyond the last one: `le` buckets hold values <= their bound.
@@ -190,3 +190,14 @@ def test_counters_never_go_down_between_scrapes_of_different_workers(tmp_path: P
         assert response.headers["content-type"] == CONTENT_TYPE_LATEST
         shown.append(samples(response.content)[("botserver_turns_total", "[]")])
     assert shown == [5.0, 5.0, 10.0, 10.0]  # worker 1 shows what worker 0 then reads
+
+
+def test_turns_fold_their_observations_without_a_scrape() -> None:
+    """Observations wait in a list until folded into the numbers: every FOLD_TURNS turns
+    fold them, so the lists do not grow with the turns of a server nobody scrapes."""
+    metrics = ServerMetrics()
+    for _ in range(FOLD_TURNS):
+        metrics.policy_seconds.observe(0.001)
+        metrics.observe_turn({"seconds": 0.004, "actions": ["action_listen"]})
+    assert not metrics.policy_seconds.pending and not metrics.turn_seconds.pending
+    assert sum(metrics.policy_seconds.counts) == sum(metrics.turn_seconds.counts) == FOLD_TURNS

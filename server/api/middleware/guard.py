@@ -37,47 +37,42 @@ def _too_large_message(limit: int) -> str:
     return f"The request body is larger than the limit of {limit} bytes."
 
 
-class _Deadline:
-    """One request's response deadline (loop time) and the task it cancels."""
-
-    __slots__ = ("owner", "task", "at", "cancelling", "expired")
-
-    def __init__(self, owner: _Deadlines, task: asyncio.Task[Any], at: float) -> None:
-        self.owner, self.task, self.at = owner, task, at
-        self.cancelling = task.cancelling()
-        self.expired = False
-
-
 class _Deadlines:
-    """The deadlines of one event loop's requests in flight, checked by one timer.
+    """The response deadlines of one event loop's requests in flight, checked by one timer.
 
     `asyncio.timeout` pushes a timer on the loop's heap and cancels it for every request
-    (about 7 µs); here a request adds and removes a set entry, and one timer, running while
-    requests are in flight, cancels a request at most `tick` seconds after its deadline.
+    (about 7 µs); here a request adds and removes a dict entry (its task → its deadline in
+    loop time, None once the timer cancelled it), and one timer, running while requests are
+    in flight, cancels a request at most `tick` seconds after its deadline.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, tick: float) -> None:
         self.loop = loop
         self.tick = tick
-        self.entries: set[_Deadline] = set()
+        self.due: dict[asyncio.Task[Any], float | None] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    def start(self, timeout: float) -> _Deadline:
+    def start(self, timeout: float) -> asyncio.Task[Any]:
+        """Starts the current task's deadline; returns the task."""
         task = asyncio.current_task(self.loop)
         assert task is not None
-        deadline = _Deadline(self, task, self.loop.time() + timeout)
-        self.entries.add(deadline)
+        self.due[task] = self.loop.time() + timeout
         if self._timer is None:
             self._timer = self.loop.call_later(self.tick, self._check)
-        return deadline
+        return task
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the timer cancelled `task` for its deadline."""
+        return task in self.due and self.due[task] is None
 
     def _check(self) -> None:
         now = self.loop.time()
-        for deadline in self.entries:
-            if deadline.at <= now and not deadline.expired:
-                deadline.expired = True
-                deadline.task.cancel()
-        self._timer = self.loop.call_later(self.tick, self._check) if self.entries else None
+        due = self.due
+        for task, at in due.items():
+            if at is not None and at <= now:
+                due[task] = None  # a value changed, no key added: the iteration goes on
+                task.cancel()
+        self._timer = self.loop.call_later(self.tick, self._check) if due else None
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -166,20 +161,21 @@ class RequestGuardMiddleware:
             return send(message)
 
         # The deadline, started inline (a frame less per request than a method).
-        deadline: _Deadline | None = None
+        deadlines: _Deadlines | None = None
         if self.timeout is not None:
             deadlines = self._deadlines
             if deadlines is None or deadlines.loop is not asyncio.get_running_loop():
                 deadlines = self._new_deadlines()
-            deadline = deadlines.start(self.timeout)
+            task = deadlines.start(self.timeout)
+            cancelling = task.cancelling()
         try:
             await app(scope, receive, tracking_send)
         except asyncio.CancelledError:
             # Ours when our deadline cancelled the task and nobody else did (as in
             # `asyncio.timeout`); anyone else's cancellation goes on.
-            if deadline is None or not deadline.expired:
+            if deadlines is None or not deadlines.expired(task):
                 raise
-            if deadline.task.uncancel() > deadline.cancelling:
+            if task.uncancel() > cancelling:
                 raise
             logger.warning(
                 "%s %s took longer than the response timeout of %s s and was cancelled",
@@ -204,8 +200,8 @@ class RequestGuardMiddleware:
                 # must keep going through the router, never to the endpoint.
                 self._learn(key, scope, answered_by_endpoint=not allow_header)
         finally:
-            if deadline is not None:
-                deadline.owner.entries.discard(deadline)
+            if deadlines is not None:
+                deadlines.due.pop(task, None)
 
     async def _head(self, scope: Scope, receive: Receive, send: Send) -> None:
         """HEAD is answered as GET without the body (RFC 9110: every resource that answers
