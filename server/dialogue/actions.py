@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from server.dialogue.domain import Domain
-from server.dialogue.nlg import bot_data, message_problem, render_response, response_id
+from server.dialogue.nlg import bot_data, message_problem, response_id, uttered
 from server.dialogue.slot_extraction import (
     VALIDATE_SLOT_MAPPINGS,
     custom_mapping_actions,
@@ -90,10 +90,11 @@ class ActionContext:
 
     def render(self, response: str, /, **kwargs: Any) -> BotUttered | None:
         """`generate` from the domain's responses (no NLG endpoint): without a coroutine."""
-        message = render_response(
-            self.domain, response, self.tracker.slots, self.output_channel, **kwargs
-        )
-        return _uttered(response, message)
+        said = uttered(self.domain, response, self.tracker.slots, self.output_channel, **kwargs)
+        if said is None:
+            return None
+        text, data, metadata = said
+        return BotUttered(text=text, data=data, metadata=metadata)
 
     def pending(self, state: dict[str, Any]) -> dict[str, Any]:
         """`state` (the tracker's JSON) with `featurization` at its end, as Rasa sends the

@@ -18,6 +18,8 @@ _IGNORED_KEYS = ("condition", "channel", "id")
 _NOT_SAID = (*_IGNORED_KEYS, "response_ids")
 # Keys that are not a bot message's metadata.
 _NOT_METADATA = frozenset((*_MESSAGE_KEYS, "template_name"))
+# What a bot event holds of a message: text, data and metadata (see `bot_data`).
+Said = tuple[str | None, dict[str, Any], dict[str, Any]]
 # The JSON types Rasa's NLG response schema accepts for each message key.
 _MESSAGE_TYPES: dict[str, tuple[type, ...]] = {
     "text": (str,),
@@ -86,14 +88,14 @@ def _fills_nothing(value: Any) -> bool:
     return True
 
 
-def _json_copy(message: dict[str, Any]) -> bytes | None:
-    """The message's JSON when reading it gives an equal message (not: tuples, non-string
-    keys, integers over 64 bits, NaN or infinity)."""
+def _json_copy(value: Any) -> bytes | None:
+    """The value's JSON when reading it gives an equal value (not: tuples, non-string keys,
+    integers over 64 bits, NaN or infinity)."""
     try:
-        encoded = orjson.dumps(message)
+        encoded = orjson.dumps(value)
     except TypeError:
         return None
-    return encoded if orjson.loads(encoded) == message else None
+    return encoded if orjson.loads(encoded) == value else None
 
 
 def _condition_met(variation: dict[str, Any], slots: dict[str, Any]) -> bool:
@@ -127,11 +129,11 @@ class ResponseVariations:
         "unconditional",
         "default",
         "by_channel",
-        "literal",
-        "copied",
+        "said",
+        "said_copied",
     )
 
-    def __init__(self, variations: list[dict[str, Any]]) -> None:
+    def __init__(self, variations: list[dict[str, Any]], response: str) -> None:
         self.source = variations
         self.conditional = [v for v in variations if v.get("condition")]
         self.unconditional = [v for v in variations if not v.get("condition")]
@@ -149,20 +151,22 @@ class ResponseVariations:
                 self.by_channel = None
                 break
             self.by_channel.setdefault(name, []).append(variation)
-        # The messages of variations with nothing to fill in, by the variation's id
-        # (`source` keeps it alive): `literal` when there is nothing to copy either
-        # (strings without `{`, numbers, booleans, nulls); else, as JSON, `copied` (buttons,
-        # custom payloads without `{`: reading it is the copy `_fill` would make, in C).
-        self.literal: dict[int, dict[str, Any]] = {}
-        self.copied: dict[int, bytes] = {}
+        # What a bot event uttering `response` holds (`uttered`: text, data and metadata)
+        # for the variations with nothing to fill in, split once, by the variation's id
+        # (`source` keeps it alive): in `said` when there is nothing to copy but its two
+        # dicts (strings without `{`, numbers, booleans, nulls); else, as JSON, in
+        # `said_copied` (buttons, custom payloads without `{`: reading it is the copy
+        # `_fill` would make, in C).
+        self.said: dict[int, Said] = {}
+        self.said_copied: dict[int, bytes] = {}
         for variation in variations:
             message = {k: v for k, v in variation.items() if k not in _NOT_SAID}
             if all(_is_literal(value) for value in message.values()):
-                self.literal[id(variation)] = message
+                self.said[id(variation)] = _said(response, message)
             elif _fills_nothing(message):
-                encoded = _json_copy(message)
+                encoded = _json_copy(list(_said(response, message)))
                 if encoded is not None:
-                    self.copied[id(variation)] = encoded
+                    self.said_copied[id(variation)] = encoded
 
     def choose(self, slots: dict[str, Any], channel: str | None) -> dict[str, Any] | None:
         by_channel = self.by_channel
@@ -206,7 +210,8 @@ def response_variations(domain: Domain, name: str) -> ResponseVariations | None:
         return None
     sorted_variations = domain.response_variations.get(name)
     if sorted_variations is None or sorted_variations.source is not variations:
-        sorted_variations = domain.response_variations[name] = ResponseVariations(variations)
+        sorted_variations = ResponseVariations(variations, name)
+        domain.response_variations[name] = sorted_variations
     return sorted_variations
 
 
@@ -223,6 +228,18 @@ def response_id(
     return pool[0].get("id")
 
 
+def _chosen(
+    domain: Domain, name: str, slots: dict[str, Any], channel: str | None
+) -> tuple[ResponseVariations, dict[str, Any]] | None:
+    """The sorted variations of response `name` and the one chosen, or None if the domain
+    has no usable variation."""
+    variations = response_variations(domain, name)
+    if variations is None:
+        return None
+    variation = variations.choose(slots, channel)
+    return None if variation is None else (variations, variation)
+
+
 def render_response(
     domain: Domain,
     name: str,
@@ -232,18 +249,16 @@ def render_response(
     **kwargs: Any,
 ) -> dict[str, Any] | None:
     """The message for response `name`, or None if the domain has no usable variation."""
-    variations = response_variations(domain, name)
-    if variations is None:
+    chosen = _chosen(domain, name, slots, channel)
+    if chosen is None:
         return None
-    variation = variations.choose(slots, channel)
-    if variation is None:
-        return None
-    literal = variations.literal.get(id(variation))
-    if literal is not None:
-        return dict(literal)
-    copied = variations.copied.get(id(variation))
-    if copied is not None:
-        return orjson.loads(copied)  # type: ignore[no-any-return]
+    return _filled(chosen[1], slots, kwargs)
+
+
+def _filled(
+    variation: dict[str, Any], slots: dict[str, Any], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The message of `variation` with the slots' and `kwargs`' values filled in."""
     values = {**slots, **kwargs}
     message = {k: _fill(v, values) for k, v in variation.items() if k not in _IGNORED_KEYS}
     if "response_ids" in message:
@@ -251,7 +266,39 @@ def render_response(
     return message
 
 
-def bot_data(message: dict[str, Any]) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
+def uttered(
+    domain: Domain,
+    name: str,
+    slots: dict[str, Any],
+    channel: str | None = None,
+    /,
+    **kwargs: Any,
+) -> Said | None:
+    """What the bot event uttering response `name` holds (text, data, and metadata naming
+    the response), all the caller's own; None if the domain has no usable variation. As
+    `bot_data` of `render_response`, split once for a variation with nothing to fill in."""
+    chosen = _chosen(domain, name, slots, channel)
+    if chosen is None:
+        return None
+    variations, variation = chosen
+    said = variations.said.get(id(variation))
+    if said is not None:
+        text, data, metadata = said
+        return text, dict(data), dict(metadata)  # (their values are immutable)
+    copied = variations.said_copied.get(id(variation))
+    if copied is not None:
+        text, data, metadata = orjson.loads(copied)
+        return text, data, metadata
+    return _said(name, _filled(variation, slots, kwargs))
+
+
+def _said(name: str, message: dict[str, Any]) -> Said:
+    """`bot_data` of a message of response `name`, the name in its metadata."""
+    text, data, metadata = bot_data(message)
+    return text, data, {"utter_action": name, **metadata}
+
+
+def bot_data(message: dict[str, Any]) -> Said:
     """Splits a rendered message into BotUttered text, data and metadata, as Rasa does."""
     text = message.get("text")
     data = {

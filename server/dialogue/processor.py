@@ -180,14 +180,13 @@ def featurization_of(
     """As Rasa logs it before the first action the policies predict after a user message: how
     they read that message, by its text (an end-to-end story or rule: later states read it so
     too) or by its intent. None elsewhere, and for a followup action (no policy chose it)."""
-    if tracker.latest_action_name != ACTION_LISTEN:
+    if tracker.latest_action.get("action_name") != ACTION_LISTEN:  # as the property, no call
         return None
     followup = tracker.followup_action
     if followup and model.domain.is_known_action(followup):
         return None
-    return DefinePrevUserUtteredFeaturization(
-        use_text_for_featurization=prediction.is_end_to_end_prediction
-    )
+    # (use_text_for_featurization, by position: see `Processor._executed`)
+    return DefinePrevUserUtteredFeaturization(prediction.is_end_to_end_prediction)
 
 
 def note_text_featurization(
@@ -695,43 +694,47 @@ class Processor:
         and are logged before it only when it does not reject, as in Rasa; so is
         `featurization` (see `featurization_of`), logged after them.
         """
-        running = tracker
-        if prediction.events:
-            running = tracker.copy()
-            running.update_many(prediction.events)
-        ctx = self._context(running, model, output)
-        ctx.featurization = featurization
-        try:
-            # A turn's usual actions, a domain response and listening, without a coroutine
-            # (the exact classes: a subclass may run otherwise).
-            if type(action) is ResponseAction and ctx.nlg_endpoint is None:
-                events = action.respond(ctx)
-            elif type(action) is ActionListen:
-                events = []
-            else:
-                events = await action.run(ctx)
-        except ActionRejected as exc:
-            logger.info("action '%s' rejected: %s", action.name, exc)
-            tracker.update(
-                ActionExecutionRejected(
-                    action_name=action.name,
-                    policy=prediction.policy_name,
-                    confidence=prediction.confidence,
-                )
-            )
-            return True
-        except ActionError as exc:
-            logger.error("action '%s' failed, its events are lost: %s", action.name, exc)
-            tracker.update_many(_stamped_now(prediction.events))
-            if featurization is not None:
-                tracker.update(featurization)
-            tracker.update(self._executed(action, prediction))
-            return await self._after_failed_action(tracker, model, output, action.name)
-        except BotServerError as exc:
-            logger.error("action '%s' failed: %s", action.name, exc)
+        events: list[Event]
+        if type(action) is ActionListen:
+            # Listening (every turn's last action) runs nothing: no context to make or check
+            # (the exact class: a subclass may run otherwise).
             events = []
-        finally:
-            ctx.featurization = None  # the context serves the turn's later actions too
+        else:
+            running = tracker
+            if prediction.events:
+                running = tracker.copy()
+                running.update_many(prediction.events)
+            ctx = self._context(running, model, output)
+            ctx.featurization = featurization
+            try:
+                # A turn's usual action, a domain response, without a coroutine (the exact
+                # class: a subclass may run otherwise).
+                if type(action) is ResponseAction and ctx.nlg_endpoint is None:
+                    events = action.respond(ctx)
+                else:
+                    events = await action.run(ctx)
+            except ActionRejected as exc:
+                logger.info("action '%s' rejected: %s", action.name, exc)
+                tracker.update(
+                    ActionExecutionRejected(
+                        action_name=action.name,
+                        policy=prediction.policy_name,
+                        confidence=prediction.confidence,
+                    )
+                )
+                return True
+            except ActionError as exc:
+                logger.error("action '%s' failed, its events are lost: %s", action.name, exc)
+                tracker.update_many(_stamped_now(prediction.events))
+                if featurization is not None:
+                    tracker.update(featurization)
+                tracker.update(self._executed(action, prediction))
+                return await self._after_failed_action(tracker, model, output, action.name)
+            except BotServerError as exc:
+                logger.error("action '%s' failed: %s", action.name, exc)
+                events = []
+            finally:
+                ctx.featurization = None  # the context serves the turn's later actions too
         name = action.name
         rejects, said = _effects(events) if events else (False, None)
         if not rejects:
@@ -784,11 +787,14 @@ class Processor:
                 confidence=prediction.confidence,
                 hide_rule_turn=prediction.hide_rule_turn,
             )
+        # By position (action_name, policy, confidence, action_text, hide_rule_turn): a call
+        # of a class with keywords builds a dict of them, some 2,000 instructions an event.
         return ActionExecuted(
-            action_name=action.name,
-            policy=prediction.policy_name,
-            confidence=prediction.confidence,
-            hide_rule_turn=prediction.hide_rule_turn,
+            action.name,
+            prediction.policy_name,
+            prediction.confidence,
+            None,
+            prediction.hide_rule_turn,
         )
 
     async def _apply_action_events(

@@ -10,7 +10,11 @@ from typing import Any
 import pytest
 
 from server.dialogue.domain import Domain
-from server.dialogue.nlg import render_response
+from server.dialogue.nlg import bot_data, render_response, uttered
+from tests.dialogue.policy_fixtures import bot
+from tests.shared_data import BOTS
+
+SHARED_BOTS = sorted(d.name for d in BOTS.iterdir() if (d / "config.yml").is_file())
 
 RESPONSES: dict[str, list[dict[str, Any]]] = {
     "utter_plain": [{"text": "one"}, {"text": "two"}, {"text": "three"}],
@@ -246,3 +250,71 @@ def test_double_braces_are_said_as_one_as_in_rasas_button_payloads() -> None:
             {"title": "Ann", "payload": '/inform{"who":"Ann"}'},
         ],
     }
+
+
+def _said_afresh(
+    domain: Domain, name: str, slots: dict[str, Any], channel: str | None, **kwargs: Any
+) -> tuple[Any, ...] | None:
+    """What a bot event uttering `name` held before its parts were split once: the rendered
+    message split by `bot_data`, with the response's name in the metadata."""
+    message = render_response(domain, name, slots, channel, **kwargs)
+    if message is None:
+        return None
+    text, data, metadata = bot_data(message)
+    return text, data, {"utter_action": name, **metadata}
+
+
+SPLIT_ONCE: dict[str, list[dict[str, Any]]] = {
+    "utter_literal": [{"text": "Hi!", "id": "x1", "response_ids": ["a"], "n": 3}],
+    "utter_image": [{"text": "Look:", "image": "https://example.com/a.png"}],
+    "utter_image_and_attachment": [{"image": "a.png", "attachment": "b.pdf"}],
+    "utter_buttons": [
+        {"text": "How are you?", "buttons": [{"title": "great", "payload": "/mood_great"}]}
+    ],
+    "utter_custom_extra": [{"custom": {"deep": [1, 2.5, None]}, "extra": {"k": ["v"]}}],
+    "utter_filled": [{"text": "Hi {name}", "buttons": [{"title": "{name}", "payload": "/x"}]}],
+    "utter_tuple": [{"text": "t", "custom": {"pair": ("a", "b")}}],
+    "utter_big": [{"text": "b", "custom": {"n": 2**70}}],
+    "utter_channel": [{"text": "any"}, {"text": "on slack {name}", "channel": "slack"}],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPLIT_ONCE))
+@pytest.mark.parametrize("channel", [None, "slack"])
+def test_a_bot_event_holds_the_rendered_message_split_in_parts_of_its_own(
+    name: str, channel: str | None
+) -> None:
+    domain = Domain.from_dict(
+        {
+            "slots": {"name": {"type": "text", "mappings": [{"type": "custom"}]}},
+            "responses": SPLIT_ONCE,
+        }
+    )
+    slots = {"name": "Ann"}
+    first = uttered(domain, name, slots, channel, day="Monday")
+    assert first == _said_afresh(domain, name, slots, channel, day="Monday")
+    assert first is not None
+    # Each utterance's dicts and lists are its own: changing one changes no later one.
+    text, data, metadata = first
+    for value in (*data.values(), *metadata.values()):
+        if isinstance(value, (list, dict)):
+            value.clear()
+    data.clear()
+    metadata.clear()
+    assert uttered(domain, name, slots, channel, day="Monday") == _said_afresh(
+        domain, name, slots, channel, day="Monday"
+    )
+    assert domain.responses[name] == SPLIT_ONCE[name]
+    assert uttered(domain, "utter_missing", slots, channel) is None
+
+
+@pytest.mark.parametrize("bot_name", SHARED_BOTS)
+def test_every_response_of_the_shared_bots_is_uttered_as_rendered(bot_name: str) -> None:
+    domain = bot(bot_name)[0]
+    slots = dict(domain.kept_slot_defaults)
+    for name in domain.responses:
+        for channel in (None, "slack", "collector"):
+            random.seed(7)  # the same variation of several
+            said = uttered(domain, name, slots, channel)
+            random.seed(7)
+            assert said == _said_afresh(domain, name, slots, channel), (bot_name, name, channel)

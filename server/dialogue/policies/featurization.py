@@ -1143,17 +1143,13 @@ Steps = Memo[tuple[Derivation, tuple[Any, ...]], tuple[Derivation, Windows]]
 _FRESH: Derivation = ((), None)  # after a restart or session start: no state yet
 
 
-class _DerivedFrom(NamedTuple):
-    """After the tracker's first `size` events (`last` the last of them), its state cache
-    was at `state` (None: it followed a loop or a followup action, or folded from scratch:
-    only a restart or session start among later events lets a step begin), while `steps`
-    was the ensemble's memory of steps; the cache had folded the first `folded` events."""
-
-    steps: Steps
-    size: int
-    last: Event | None
-    state: Derivation | None
-    folded: int
+# (steps, size, last, state, folded): after the tracker's first `size` events (`last` the
+# last of them), its state cache was at `state` (None: it followed a loop or a followup
+# action, or folded from scratch: only a restart or session start among later events lets a
+# step begin), while `steps` was the ensemble's memory of steps; the cache had folded the
+# first `folded` events. A plain tuple, made at every prediction: a NamedTuple's Python
+# `__new__` cost some 2,500 instructions more each (a turn makes two).
+_DerivedFrom = tuple[Steps, int, Event | None, Derivation | None, int]
 
 
 def _step(
@@ -1170,12 +1166,14 @@ def _step(
     conversation gives the windows in every other."""
     events = tracker.events
     size = len(events)
-    known = getattr(tracker, _DERIVED_ATTRIBUTE, None)
+    known: _DerivedFrom | None = getattr(tracker, _DERIVED_ATTRIBUTE, None)
     state: Derivation | None = None
     start = folded = 0
-    if known is not None and known.steps is steps and known.size <= size:
-        if not known.size or events[known.size - 1] is known.last:
-            state, start, folded = known.state, known.size, known.folded
+    if known is not None:
+        known_steps, known_size, known_last, known_state, known_folded = known
+        if known_steps is steps and known_size <= size:
+            if not known_size or events[known_size - 1] is known_last:
+                state, start, folded = known_state, known_size, known_folded
     if size - folded > DERIVED_LAG:
         return None
     if state is None:  # a step begins only after a restart or session start
@@ -1252,11 +1250,8 @@ def window_identities(
             if derived is not None:
                 events = tracker.events
                 state, windows = derived
-                setattr(
-                    tracker,
-                    _DERIVED_ATTRIBUTE,
-                    _DerivedFrom(steps, len(events), events[-1], state, folded),
-                )
+                derived_from: _DerivedFrom = (steps, len(events), events[-1], state, folded)
+                setattr(tracker, _DERIVED_ATTRIBUTE, derived_from)
                 return windows
     cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
     if type(cache) is not _IncrementalStates or cache.domain is not domain:
@@ -1282,7 +1277,8 @@ def _no_step_from_here(tracker: Tracker, steps: Steps) -> None:
     events = tracker.events
     size = len(events)
     last = events[-1] if events else None
-    setattr(tracker, _DERIVED_ATTRIBUTE, _DerivedFrom(steps, size, last, None, size))
+    derived_from: _DerivedFrom = (steps, size, last, None, size)
+    setattr(tracker, _DERIVED_ATTRIBUTE, derived_from)
 
 
 def _learn_step(
@@ -1302,7 +1298,8 @@ def _learn_step(
     events = tracker.events
     size = len(events)
     last_event = events[-1] if events else None
-    setattr(tracker, _DERIVED_ATTRIBUTE, _DerivedFrom(steps, size, last_event, state, size))
+    derived_from: _DerivedFrom = (steps, size, last_event, state, size)
+    setattr(tracker, _DERIVED_ATTRIBUTE, derived_from)
     if step is not None:
         steps.put(step, (state, windows))
 
