@@ -846,14 +846,19 @@ class Processor:
         if model is None:
             logger.warning("reminder '%s' for %s dropped: no model", reminder.name, sender_id)
             return
-        output = None
-        if self.output_for_reminders is not None:
-            channel = (await self.tracker_for(sender_id, model)).latest_input_channel()
-            output = self.output_for_reminders(sender_id, channel)
+        output_for = None
+        to = self.output_for_reminders
+        if to is not None:  # the conversation's channel, from its one load under the lock
+
+            def output_for(tracker: Tracker) -> OutputChannel | None:
+                return to(sender_id, tracker.latest_input_channel())
+
         entities = reminder.entities or []
         if isinstance(entities, dict):
             entities = [{"entity": k, "value": v} for k, v in entities.items()]
-        await self.trigger_intent(sender_id, reminder.intent, entities, model, output, reminder)
+        await self.trigger_intent(
+            sender_id, reminder.intent, entities, model, None, reminder, output_for
+        )
 
 
 def stamp_model_ids(events: list[Event], model: DialogueModel) -> None:
