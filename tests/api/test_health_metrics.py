@@ -450,5 +450,8 @@ async def test_each_conversation_route_reads_the_store_once(serve, moodbot_archi
     greet = {"name": "utter_greet"}
     assert await reads("POST", "/conversations/unknown/execute", greet) == (404, 1, 0)
     assert await reads("POST", "/conversations/unknown/execute", {}) == (404, 1, 0)
+    assert await reads("GET", "/conversations/unknown/story?until=soon") == (404, 1, 0)
+    assert await reads("GET", f"{at}/story?until=soon") == (400, 1, 0)
+    assert await reads("POST", f"{at}/execute", {"name": "no_such_action"}) == (404, 1, 0)
     assert await reads("GET", "/conversations/unknown/tracker") == (200, 1, 0)
     assert await reads("GET", "/conversations/unknown/story") == (404, 1, 0)
