@@ -67,6 +67,10 @@ class InvalidConversationId(BotServerError):
     """A conversation id no tracker store can hold (too long, or a NUL character)."""
 
 
+class UnknownConversation(BotServerError):
+    """No tracker is stored for the conversation, where the request needs one."""
+
+
 class ModelError(BotServerError):
     """Base of model archive and model loading errors."""
 

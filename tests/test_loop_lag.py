@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -35,6 +36,64 @@ async def test_a_thread_holding_the_gil_in_one_c_call_is_counted_whole() -> None
     # busy machine, not the hold.
     assert hold.busiest >= held * 0.6, (held, hold)
     assert hold.loop_busiest < held / 2, hold  # the hold was not the loop's own work
+
+
+# A loop thread that waits for a core at each wake-up: pinned to core 0 beside a process that
+# never sleeps, at a lower priority (nice 5), as the host's other jobs leave it at load 5 on
+# 2 cores. The worker runs elsewhere when there is another core.
+_WAITING_LOOP = """
+import asyncio, json, os, time
+from tests.loop_lag import loop_hold
+
+def held():
+    others = os.sched_getaffinity(0) - {0}
+    if others:
+        os.sched_setaffinity(0, others)  # this thread only
+    started = time.thread_time()
+    sum(range(5_000_000))
+    return time.thread_time() - started
+
+async def main():
+    async with loop_hold() as hold:
+        seconds = await asyncio.to_thread(held)
+    print(json.dumps({"held": seconds, "busiest": hold.busiest, "hold": repr(hold)}))
+
+os.sched_setaffinity(0, {0})
+os.nice(5)
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not HAS_SCHEDSTAT, reason="the kernel has no /proc/thread-self/schedstat")
+def test_a_c_call_is_counted_whole_while_the_loop_thread_waits_for_a_core() -> None:
+    """The loop thread waits on the GIL 5 ms at a time: all through a C call's hold it wakes
+    every 5 ms, and on a busy host waits for a core each time. Before, all that wait was left
+    out of `busiest` as if it had let the worker run Python on, and a 60 ms hold read as
+    1-15 ms (the test above failed at load 5-6 on 2 cores)."""
+    hog = subprocess.Popen(
+        [sys.executable, "-c", "import os\nos.sched_setaffinity(0, {0})\nwhile True: pass"]
+    )
+    try:
+        time.sleep(0.1)  # the hog on its core
+        root = str(Path(__file__).parents[1])
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+        }
+        out = subprocess.run(
+            [sys.executable, "-c", _WAITING_LOOP],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+    finally:
+        hog.kill()
+        hog.wait()
+    seen = json.loads(out)
+    assert seen["held"] > 0.02, seen
+    assert seen["busiest"] >= seen["held"] * 0.6, seen
 
 
 @pytest.mark.skipif(not HAS_SCHEDSTAT, reason="the kernel has no /proc/thread-self/schedstat")

@@ -34,7 +34,12 @@ from server.api.tracker_response import freed_after_sending, tracker_response
 from server.auth import require_auth
 from server.dialogue.agent import Agent
 from server.dialogue.story_export import conversation_story
-from server.errors import InvalidConversationId, InvalidEvent, InvalidNluData
+from server.errors import (
+    InvalidConversationId,
+    InvalidEvent,
+    InvalidNluData,
+    UnknownConversation,
+)
 from server.trackers.events import OFF_LOOP_EVENTS, Event, events_from_list
 from server.trackers.incoming import check_entities, check_incoming_events
 from server.trackers.incoming import check_parse_data as check_nlu_parse_data
@@ -243,10 +248,17 @@ def conversations_router() -> APIRouter:
     ) -> PlainTextResponse:
         agent = services.agent
         agent.model()
-        await _ensure_exists(agent, conversation_id)
-        every_session = bool_arg("all_sessions", all_sessions)
-        until_time = time_arg("until", until)
-        tracker = await agent.tracker(conversation_id, all_sessions=True)
+        try:
+            every_session = bool_arg("all_sessions", all_sessions)
+            until_time = time_arg("until", until)
+        except ApiError:
+            await _ensure_exists(agent, conversation_id)  # an unknown conversation's 404 first
+            raise
+        # One load, not under the conversation's lock (a read, as in Rasa): it tells an
+        # unknown conversation too.
+        tracker = await agent.stored_tracker(conversation_id, all_sessions=True)
+        if tracker is None:
+            raise _conversation_not_found()
         # Written in a thread when long: 100,000 events held the loop 2.5 s. The tracker
         # (all sessions) is this request's own.
         if len(tracker.events) > OFF_LOOP_EVENTS:
@@ -273,22 +285,31 @@ def conversations_router() -> APIRouter:
         verbosity = event_verbosity(include_events)
         agent = services.agent
         model = agent.model()
-        await _ensure_exists(agent, conversation_id)
-        body = await read_json_object(request, "No action name given in the request body.")
-        name = _required_name(body, "action")
-        if not model.domain.is_known_action(name):
-            raise ApiError(404, "NotFound", f"The action '{name}' does not exist in the domain.")
+        try:
+            body = await read_json_object(request, "No action name given in the request body.")
+            name = _required_name(body, "action")
+            if not model.domain.is_known_action(name):
+                message = f"The action '{name}' does not exist in the domain."
+                raise ApiError(404, "NotFound", message)
+        except ApiError:
+            await _ensure_exists(agent, conversation_id)  # an unknown conversation's 404 first
+            raise
         policy = body.get("policy")
         confidence = body.get("confidence")
-        tracker, messages = await agent.execute_action(
-            conversation_id,
-            name,
-            policy=policy if isinstance(policy, str) else None,
-            confidence=float(confidence)
-            if isinstance(confidence, (int, float)) and not isinstance(confidence, bool)
-            else None,
-            output_channel=output_channel,
-        )
+        try:
+            # The one load, under the conversation's lock, tells an unknown conversation.
+            tracker, messages = await agent.execute_action(
+                conversation_id,
+                name,
+                policy=policy if isinstance(policy, str) else None,
+                confidence=float(confidence)
+                if isinstance(confidence, (int, float)) and not isinstance(confidence, bool)
+                else None,
+                output_channel=output_channel,
+                create=False,
+            )
+        except UnknownConversation:
+            raise _conversation_not_found() from None
         return await tracker_response(
             tracker, verbosity, lambda state: {"tracker": state, "messages": messages}
         )

@@ -80,15 +80,6 @@ class Agent:
         channel = factory() if factory is not None else None
         return channel if channel is not None else CollectingOutputChannel()
 
-    async def _output_for(
-        self, sender_id: str, name: str | None, model: DialogueModel
-    ) -> OutputChannel:
-        """`output_channel` for a conversation: `latest` needs its tracker, as in Rasa."""
-        if name != "latest":
-            return self.output_channel(name)
-        tracker = await self.processor.tracker_for(sender_id, model)
-        return self.output_channel(name, tracker)
-
     def _reminder_output(self, sender_id: str, channel: str | None) -> OutputChannel | None:
         """The conversation's own channel, as Rasa sends a reminder to the channel of the turn
         that set it. A conversation on a channel that cannot push (REST) falls back to the
@@ -110,11 +101,23 @@ class Agent:
     # -- trackers ---------------------------------------------------------------------------
     async def tracker(self, sender_id: str, all_sessions: bool = True) -> Tracker:
         """A conversation's tracker; a new one gets session-start events that are not saved."""
+        tracker = await self._tracker(sender_id, all_sessions, create=True)
+        assert tracker is not None
+        return tracker
+
+    async def stored_tracker(self, sender_id: str, all_sessions: bool = True) -> Tracker | None:
+        """`tracker`, or None for a conversation the store does not hold (its one load, not
+        under the conversation's lock, tells: for read-only routes)."""
+        return await self._tracker(sender_id, all_sessions, create=False)
+
+    async def _tracker(self, sender_id: str, all_sessions: bool, create: bool) -> Tracker | None:
         model = self.model()
         defaults = model.domain.slot_defaults()
         repo = self.processor.trackers
         tracker = await (repo.load_all if all_sessions else repo.load)(sender_id, defaults)
         if tracker is None:
+            if not create:
+                return None
             tracker = Tracker(sender_id, defaults)
         if not tracker.events:
             await self.processor.update_session(tracker, model, None, only_if_empty=True)
@@ -228,13 +231,21 @@ class Agent:
         policy: str | None = None,
         confidence: float | None = None,
         output_channel: str | None = None,
+        create: bool = True,
     ) -> tuple[Tracker, list[dict[str, Any]]]:
+        """Runs the action; UnknownConversation unless `create` (told under the lock)."""
         model = self.model()
         if not model.domain.is_known_action(name):
             raise InvalidEvent(f"The action '{name}' does not exist in the domain.")
-        output = await self._output_for(sender_id, output_channel, model)
         return await self.processor.execute_action(
-            sender_id, name, model, output, policy, confidence
+            sender_id,
+            name,
+            model,
+            None,
+            policy,
+            confidence,
+            output_for=lambda tracker: self.output_channel(output_channel, tracker),
+            create=create,
         )
 
     async def trigger_intent(
@@ -249,8 +260,14 @@ class Agent:
             entities = []
         if isinstance(entities, dict):
             entities = [{"entity": k, "value": v} for k, v in entities.items()]
-        output = await self._output_for(sender_id, output_channel, model)
-        return await self.processor.trigger_intent(sender_id, intent, entities, model, output)
+        return await self.processor.trigger_intent(
+            sender_id,
+            intent,
+            entities,
+            model,
+            None,
+            output_for=lambda tracker: self.output_channel(output_channel, tracker),
+        )
 
     def scores_for(self, tracker: Tracker) -> dict[str, Any]:
         """`predict`'s body without its tracker, for a conversation stored nowhere (POST

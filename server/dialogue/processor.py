@@ -52,7 +52,7 @@ from server.dialogue.slot_extraction import (
     extract_slots,
 )
 from server.dialogue.slots import SESSION_STARTED_METADATA
-from server.errors import ActionError, ActionRejected, BotServerError
+from server.errors import ActionError, ActionRejected, BotServerError, UnknownConversation
 from server.outages import RepeatsCounted
 from server.trackers.events import (
     ACTION_LISTEN,
@@ -482,11 +482,15 @@ class Processor:
         model: DialogueModel,
         output: OutputChannel | None,
         reminder: ReminderScheduled | None = None,
+        output_for: Callable[[Tracker], OutputChannel | None] | None = None,
     ) -> tuple[Tracker, list[dict[str, Any]]]:
         """Appends an external user message with `intent` and runs the turn it starts; for a
-        `reminder`, only while the conversation still holds it (see `_reminder_holds`)."""
+        `reminder`, only while the conversation still holds it (see `_reminder_holds`).
+        `output_for`, when given, picks the channel from the tracker loaded under the lock."""
         async with self.lock_store.lock(sender_id):
             tracker = await self.tracker_for(sender_id, model)
+            if output_for is not None:
+                output = output_for(tracker)
             if reminder is not None and not _reminder_holds(tracker, reminder):
                 logger.info(
                     "reminder '%s' for %s dropped: the conversation restarted or started a new "
@@ -519,10 +523,21 @@ class Processor:
         output: OutputChannel | None,
         policy: str | None = None,
         confidence: float | None = None,
+        output_for: Callable[[Tracker], OutputChannel | None] | None = None,
+        create: bool = True,
     ) -> tuple[Tracker, list[dict[str, Any]]]:
-        """Runs one named action, then the prediction loop as long as it wants to go on."""
+        """Runs one named action, then the prediction loop as long as it wants to go on.
+        `output_for` as in `trigger_intent`; UnknownConversation unless `create`, told by
+        the one load under the lock."""
         async with self.lock_store.lock(sender_id):
-            tracker = await self.tracker_for(sender_id, model)
+            defaults = model.domain.kept_slot_defaults
+            tracker = await self.trackers.load(sender_id, defaults)
+            if tracker is None:
+                if not create:
+                    raise UnknownConversation(sender_id)
+                tracker = Tracker(sender_id, defaults)
+            if output_for is not None:
+                output = output_for(tracker)
             start = len(tracker.events)
             sent: list[dict[str, Any]] = []
             tee = _Tee(output, sent)
@@ -837,14 +852,19 @@ class Processor:
         if model is None:
             logger.warning("reminder '%s' for %s dropped: no model", reminder.name, sender_id)
             return
-        output = None
-        if self.output_for_reminders is not None:
-            channel = (await self.tracker_for(sender_id, model)).latest_input_channel()
-            output = self.output_for_reminders(sender_id, channel)
+        output_for = None
+        to = self.output_for_reminders
+        if to is not None:  # the conversation's channel, from its one load under the lock
+
+            def output_for(tracker: Tracker) -> OutputChannel | None:
+                return to(sender_id, tracker.latest_input_channel())
+
         entities = reminder.entities or []
         if isinstance(entities, dict):
             entities = [{"entity": k, "value": v} for k, v in entities.items()]
-        await self.trigger_intent(sender_id, reminder.intent, entities, model, output, reminder)
+        await self.trigger_intent(
+            sender_id, reminder.intent, entities, model, None, reminder, output_for
+        )
 
 
 def stamp_model_ids(events: list[Event], model: DialogueModel) -> None:

@@ -407,3 +407,51 @@ async def test_a_serving_app_folds_its_observations_without_a_scrape(
     assert not any(histogram.pending for histogram in histograms)
     assert sum(server_metrics.turn_seconds.counts) == 2
     assert sum(server_metrics.policy_seconds.counts) == 5  # greet: 2 actions, sad: 3
+
+
+async def test_each_conversation_route_reads_the_store_once(serve, moodbot_archive: Path) -> None:
+    """One store read a request on every conversation route (before: /story and /execute
+    asked the store whether the conversation exists, then loaded it; ?output_channel=latest
+    loaded it outside the conversation's lock, then again under it)."""
+    client = await serve(options(model_path=moodbot_archive))
+    hello = {"sender": "once", "message": "hello"}
+    assert (await client.post("/webhooks/rest/webhook", json=hello)).status_code == 200
+
+    async def reads(method: str, path: str, body: object = None) -> tuple[int, float, float]:
+        def counts(text: str) -> tuple[float, float]:
+            load = 'botserver_tracker_store_seconds_count{operation="load"}'
+            load_all = 'botserver_tracker_store_seconds_count{operation="load_all"}'
+            append = 'botserver_tracker_store_seconds_count{operation="append"}'
+            return metric(text, load) + metric(text, load_all), metric(text, append)
+
+        loads, appends = counts((await client.get("/metrics")).text)
+        status = (await client.request(method, path, json=body)).status_code
+        loads_after, appends_after = counts((await client.get("/metrics")).text)
+        return status, loads_after - loads, appends_after - appends
+
+    said = {"event": "bot", "text": "Hi again"}
+    at = "/conversations/once"
+    assert await reads("GET", f"{at}/tracker") == (200, 1, 0)
+    assert await reads("GET", f"{at}/tracker?include_events=ALL") == (200, 1, 0)
+    assert await reads("GET", f"{at}/story") == (200, 1, 0)
+    assert await reads("GET", f"{at}/story?all_sessions=true") == (200, 1, 0)
+    assert await reads("POST", f"{at}/execute", {"name": "utter_greet"}) == (200, 1, 1)
+    latest = "?output_channel=latest"
+    assert await reads("POST", f"{at}/execute{latest}", {"name": "utter_greet"}) == (200, 1, 1)
+    assert await reads("POST", f"{at}/trigger_intent{latest}", {"name": "greet"}) == (200, 1, 1)
+    assert await reads("POST", f"{at}/trigger_intent", {"name": "greet"}) == (200, 1, 1)
+    assert await reads("POST", f"{at}/messages", {"text": "hi", "sender": "user"}) == (200, 1, 1)
+    assert await reads("POST", f"{at}/tracker/events", said) == (200, 1, 1)
+    assert await reads("POST", f"{at}/predict") == (200, 1, 0)
+    assert (await reads("PUT", f"{at}/tracker/events", [said]))[:2] == (200, 0)  # (no read)
+
+    # Unknown conversations: a 404 that creates nothing where Rasa requires the conversation.
+    assert await reads("GET", "/conversations/unknown/story") == (404, 1, 0)
+    greet = {"name": "utter_greet"}
+    assert await reads("POST", "/conversations/unknown/execute", greet) == (404, 1, 0)
+    assert await reads("POST", "/conversations/unknown/execute", {}) == (404, 1, 0)
+    assert await reads("GET", "/conversations/unknown/story?until=soon") == (404, 1, 0)
+    assert await reads("GET", f"{at}/story?until=soon") == (400, 1, 0)
+    assert await reads("POST", f"{at}/execute", {"name": "no_such_action"}) == (404, 1, 0)
+    assert await reads("GET", "/conversations/unknown/tracker") == (200, 1, 0)
+    assert await reads("GET", "/conversations/unknown/story") == (404, 1, 0)

@@ -111,6 +111,25 @@ async def test_a_reminder_fires_and_the_reaction_reaches_the_callback_channel(
     assert agent.processor.reminders.pending("remind-me") == []
 
 
+async def test_a_reminder_reads_its_conversation_once(bot_models: BotModels) -> None:
+    """Before, a reminder read the conversation outside its lock to find its channel, then
+    again under the lock for its turn."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    conversation = Conversation(agent, "read-once")
+    await conversation.say('/ask_remind_call{"PERSON": "Ada"}')
+    store = agent.processor.trackers.store
+    load = store.load
+    reads: list[str] = []
+
+    async def counted_load(sender_id: str) -> Any:
+        reads.append(sender_id)
+        return await load(sender_id)
+
+    store.load = counted_load  # type: ignore[method-assign]
+    assert await callback.texts_within(5) == ["Remember to call Ada!"]
+    assert reads == ["read-once"]
+
+
 async def test_reminder_cancelled_stops_the_reminder(bot_models: BotModels) -> None:
     agent, callback = reminderbot(bot_models, QuickReminder)
     conversation = Conversation(agent, "forget-it")
