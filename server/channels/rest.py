@@ -22,7 +22,6 @@ from server.api.query import bool_arg
 from server.channels.channel import InputChannel, OnNewMessage, health_router, log_failed_turn
 from server.dialogue.messages import (
     MAX_TEXT_CHARS,
-    ClientWatch,
     CollectingOutputChannel,
     UserMessage,
     check_text_length,
@@ -63,11 +62,11 @@ def message_from_rest_body(
         raise HTTPException(400, "The 'sender' must be a string or a number.")
     metadata = body.get("metadata")
     channel = body.get("input_channel") if read_input_channel else None
-    return UserMessage(
-        text=None if text is None else text.strip(),
-        sender_id="default" if sender is None else str(sender),
-        input_channel=channel if isinstance(channel, str) and channel else input_channel,
-        metadata=metadata if isinstance(metadata, dict) else None,
+    return UserMessage(  # by position: keywords cost some 2,000 instructions more
+        None if text is None else text.strip(),  # text
+        "default" if sender is None else str(sender),  # sender_id
+        channel if isinstance(channel, str) and channel else input_channel,  # input_channel
+        metadata if isinstance(metadata, dict) else None,  # metadata
     )
 
 
@@ -140,7 +139,7 @@ class RestWebhook:
             return
         collector = CollectingOutputChannel()
         message.output_channel = collector
-        message.client = client = ClientWatch(receive)
+        message.receive = receive
         try:
             await self.on_new_message(message)
         except _NOT_RECORDED:
@@ -148,7 +147,8 @@ class RestWebhook:
         except Exception as e:  # the user gets what was collected, as in Rasa
             _log_failure(message, e)
         finally:
-            client.stop()
+            if message.client is not None:  # it waited for the conversation's lock
+                message.client.stop()
         start, end = _json_response(collector.messages)
         await send(start)
         await send(end)
@@ -236,7 +236,7 @@ async def _answer_streamed(
     message.output_channel = output
     # Until the turn has the conversation's lock (and so before its first message): a
     # client gone meanwhile means the message is not handled, as without `stream`.
-    message.client = client = ClientWatch(receive)
+    message.receive = receive
     turn: asyncio.Future[Any] = asyncio.ensure_future(on_new_message(message))
     _STREAMED_TURNS.add(turn)
     turn.add_done_callback(_STREAMED_TURNS.discard)
@@ -247,7 +247,8 @@ async def _answer_streamed(
         turn.add_done_callback(lambda ended: _log_outcome(message, ended))
         raise
     finally:
-        client.stop()  # the response watches the client from here on
+        if message.client is not None:  # the response watches the client from here on
+            message.client.stop()
     if first is None:
         error = None if turn.cancelled() else turn.exception()
         if isinstance(error, _NOT_RECORDED):

@@ -171,7 +171,19 @@ class UserMessage:
     # its delivery): a conversation already holding it does not take it again, whichever
     # process the retry reaches.
     once: bool = False
-    # Watches the client that sent it while it waits for its conversation's lock (the REST
-    # webhook): a message whose client has gone then is not handled (as Rasa, whose Sanic
+    # The ASGI `receive` of the request that brought it (the REST webhook): its client is
+    # watched (`client`) from the moment the message has to wait for its conversation's
+    # lock, and a message whose client has gone then is not handled (as Rasa, whose Sanic
     # cancels it).
+    receive: Callable[[], Awaitable[Any]] | None = None
+    # Made by `watch_client`, only when the message waits (not at every turn).
     client: ClientWatch | None = None
+
+    def watch_client(self) -> None:
+        """From now on, whether the client of `receive` goes (the message has to wait for
+        its conversation's lock; perhaps called more than once)."""
+        if self.client is None:
+            if self.receive is None:
+                return
+            self.client = ClientWatch(self.receive)
+        self.client.start()

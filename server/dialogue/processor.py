@@ -366,8 +366,9 @@ class Processor:
             text = message.text
             if text is not None and len(text) > MAX_TEXT_CHARS:  # (no call for the usual text)
                 check_text_length(text)
-            client = message.client
-            held = self.lock_store.lock(sender_id, None, client.start if client else None)
+            held = self.lock_store.lock(
+                sender_id, None, None if message.receive is None else message.watch_client
+            )
             # `async with held` without its two coroutines when the in-memory lock is free
             # (the usual turn): taken and left by plain calls.
             free = type(self.lock_store) is InMemoryLockStore and held.take_if_free()
@@ -375,6 +376,7 @@ class Processor:
                 await held.__aenter__()
             exited = False
             try:
+                client = message.client  # None unless the message waited
                 if client is not None and client.gone:
                     CLIENTS_GONE.log(
                         CLIENT_GONE_KEY,
