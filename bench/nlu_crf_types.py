@@ -103,12 +103,7 @@ def blended(cache: Cache, label: str, extra: list[tuple[Any, float]]) -> None:
     from server.nlu.class_spread import ClassSpread
     from server.nlu.neighbours import Neighbours
 
-    parts_tr, parts_va, widths = [cache.xtr], [cache.xva], list(cache.widths)
-    for (train, valid), weight in extra:
-        parts_tr.append(train * weight)
-        parts_va.append(valid * weight)
-        widths.append(train.shape[1])
-    xtr, xva = sp.hstack(parts_tr).tocsr(), sp.hstack(parts_va).tocsr()
+    xtr, xva, widths = cache.stacked(extra)
     ends = np.cumsum(widths)
     char = 2  # [regex, word, char_wb, static, extra...]
     compressed = np.asarray([[ends[char] - widths[char], ends[char]]], np.int64)
