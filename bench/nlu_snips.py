@@ -60,15 +60,22 @@ class Cache:
             sp.csr_matrix(vectors.transform(self.tva)),
         )
 
-    def evaluate(self, label: str, extra: list[tuple[Block, float]]) -> tuple[Any, Any]:
-        """Validation and 5-fold CV predictions with `extra` blocks (× weight) beside the
-        cached ones."""
+    def stacked(
+        self, extra: list[tuple[Block, float]]
+    ) -> tuple[sp.csr_matrix, sp.csr_matrix, list[int]]:
+        """The train and validation matrices with `extra` blocks (× weight) beside the
+        cached ones, and the blocks' widths."""
         parts_tr, parts_va, widths = [self.xtr], [self.xva], list(self.widths)
         for (train, valid), weight in extra:
             parts_tr.append(train * weight)
             parts_va.append(valid * weight)
             widths.append(train.shape[1])
-        xtr, xva = sp.hstack(parts_tr).tocsr(), sp.hstack(parts_va).tocsr()
+        return sp.hstack(parts_tr).tocsr(), sp.hstack(parts_va).tocsr(), widths
+
+    def evaluate(self, label: str, extra: list[tuple[Block, float]]) -> tuple[Any, Any]:
+        """Validation and 5-fold CV predictions with `extra` blocks (× weight) beside the
+        cached ones."""
+        xtr, xva, widths = self.stacked(extra)
         spread = ClassSpread.fit(xtr, list(self.ytr), widths)
         predicted = _svm(spread.matrix(xtr), self.ytr).predict(spread.matrix(xva))
         cv = np.empty(len(self.ytr), dtype=object)

@@ -20,6 +20,9 @@ from server.nlu.training_data import NLUTrainingData
 RANKING_LENGTH = 10
 # `feature_weighting`: "class_spread" (the default) or "none" (plain TF-IDF features).
 _WEIGHTINGS = ("class_spread", "none")
+# `class_weight`: None (the default, every training sentence counts once) or "balanced"
+# (each intent's errors weighted by the inverse of its number of sentences).
+_CLASS_WEIGHTS = (None, "balanced")
 
 
 class IntentClassifier:
@@ -42,6 +45,11 @@ class IntentClassifier:
             raise InvalidConfig(
                 f"{name}: feature_weighting must be one of {', '.join(_WEIGHTINGS)}, "
                 f"not {self.weighting!r}"
+            )
+        self.class_weight = config.get("class_weight")
+        if self.class_weight not in _CLASS_WEIGHTS:
+            raise InvalidConfig(
+                f"{name}: class_weight must be null or 'balanced', not {self.class_weight!r}"
             )
         # `neighbour_weight` above 0 blends in each intent's `neighbours` nearest training
         # sentences (server/nlu/neighbours.py); 0, the default, is the linear model alone.
@@ -81,7 +89,9 @@ class IntentClassifier:
             widths = widths_of(pairs[0][0])
             self.spread_ = ClassSpread.fit(x, labels, widths)
             x = self.spread_.matrix(x)
-        self.model_ = LinearModel.fit(x, labels, self.c, self.temperature)
+        self.model_ = LinearModel.fit(
+            x, labels, self.c, self.temperature, class_weight=self.class_weight
+        )
         self.neighbours_ = None
         if self.neighbour_weight > 0 and len(self.model_.classes) > 1:
             index = {name: i for i, name in enumerate(self.model_.classes)}

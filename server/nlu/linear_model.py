@@ -52,6 +52,7 @@ class LinearModel:
         c: float = 1.0,
         temperature: float = 5.0,
         max_iter: int = 2000,
+        class_weight: str | None = None,
     ) -> LinearModel:
         from sklearn.svm import LinearSVC
 
@@ -60,7 +61,7 @@ class LinearModel:
             return cls(
                 np.zeros((x.shape[1], 1), np.float32), np.ones(1, np.float32), classes, temperature
             )
-        svm = LinearSVC(C=c, max_iter=max_iter)
+        svm = LinearSVC(C=c, max_iter=max_iter, class_weight=class_weight)
         svm.fit(x, labels)
         coef = np.asarray(svm.coef_, dtype=np.float32)
         intercept = np.asarray(svm.intercept_, dtype=np.float32)

@@ -1,0 +1,42 @@
+"""The intent classifier's `class_weight` option: balanced SVM weights for intents with few
+examples."""
+
+from pathlib import Path
+
+import pytest
+
+from server.errors import InvalidConfig
+from server.nlu.pipeline import NLUPipeline
+from server.training.nlu_yaml import read_nlu_yaml
+
+# "book" has twelve examples, "cancel" one; "book cancel" shares a word with each.
+DATA = (
+    'version: "3.1"\nnlu:\n- intent: book\n  examples: |\n'
+    + "".join(f"    - book a table number {i}\n" for i in range(12))
+    + "- intent: cancel\n  examples: |\n    - cancel\n"
+)
+PIPELINE = [{"name": "WhitespaceTokenizer"}, {"name": "CountVectorsFeaturizer"}]
+
+
+def _cancel_confidence(config: dict) -> float:
+    pipeline = NLUPipeline.train(read_nlu_yaml(DATA), PIPELINE + [config])
+    ranking = pipeline.parse("book cancel")["intent_ranking"]
+    return next(r["confidence"] for r in ranking if r["name"] == "cancel")
+
+
+def test_balanced_weights_favour_the_intent_with_few_examples(tmp_path: Path):
+    plain = _cancel_confidence({"name": "DIETClassifier"})
+    balanced = _cancel_confidence({"name": "DIETClassifier", "class_weight": "balanced"})
+    assert balanced > plain
+    model = NLUPipeline.train(
+        read_nlu_yaml(DATA), PIPELINE + [{"name": "DIETClassifier", "class_weight": "balanced"}]
+    )
+    model.persist(tmp_path)
+    assert NLUPipeline.load(tmp_path).parse("book cancel") == model.parse("book cancel")
+
+
+def test_unknown_class_weight_is_a_config_error():
+    with pytest.raises(InvalidConfig, match="class_weight"):
+        NLUPipeline.train(
+            read_nlu_yaml(DATA), PIPELINE + [{"name": "DIETClassifier", "class_weight": "equal"}]
+        )
