@@ -13,6 +13,7 @@ that cannot write twice (reads, or a write that never reached the server).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
@@ -36,6 +37,7 @@ from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHE
 from server.trackers.tcp_keepalive import guard_driver_connection
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 Row = tuple[str, str | None, float | None, str | None, str | None, str]
 IdData = tuple[int, str]
@@ -100,6 +102,20 @@ _NO_ROW_TYPE_ERRORS = (
     asyncpg.exceptions.InsufficientPrivilegeError,
     asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
+
+
+def _row_type_lost(exc: BaseException) -> bool:
+    """Whether a statement failed because its session has no row type (any more): a pooler
+    in transaction mode handed it another server backend, or `DISCARD TEMP` / `DISCARD ALL`
+    ran in the session. Nothing of the statement was written."""
+    if isinstance(exc, asyncpg.exceptions.UndefinedObjectError):
+        return "botserver_event_row" in str(exc)
+    # A statement prepared while the type existed: its plan names the dropped type's id.
+    return isinstance(exc, asyncpg.exceptions.InternalServerError) and (
+        "cache lookup failed for type" in str(exc)
+    )
+
+
 # Retention: a batch of stale conversations, in sender id order, from the first or after $3.
 _STALE_FIRST = (
     "SELECT sender_id FROM events GROUP BY sender_id "
@@ -376,6 +392,29 @@ class PostgresDatabase:
                 self._append_sql = _APPENDS_AS_ARRAYS
         await conn.execute(settings)
 
+    async def _with_rows(self, statements: Callable[[_AppendStatements], Awaitable[T]]) -> T:
+        """`statements(sql)` with the appends' statements in use; when the session lost the
+        row type (`_row_type_lost`: the statement wrote nothing, a transaction it ran in is
+        rolled back), the process moves to column arrays, which need nothing of the session,
+        and runs them again once."""
+        sql = self._append_sql
+        try:
+            return await statements(sql)
+        except (
+            asyncpg.exceptions.UndefinedObjectError,
+            asyncpg.exceptions.InternalServerError,
+        ) as exc:
+            if not sql.rows_typed or not _row_type_lost(exc):
+                raise
+            if self._append_sql.rows_typed:
+                logger.warning(
+                    "A PostgreSQL session lost its row type (a pooler in transaction mode, or "
+                    "DISCARD TEMP): appends send their rows as column arrays from now on: %s",
+                    exc,
+                )
+                self._append_sql = _APPENDS_AS_ARRAYS
+            return await statements(_APPENDS_AS_ARRAYS)
+
     async def _run(
         self,
         operation: Callable[[asyncpg.Connection], Awaitable[T]],
@@ -453,8 +492,9 @@ class PostgresDatabase:
         rows = [row for call in group for row in call.item[1]]
 
         async def insert(conn: asyncpg.Connection) -> Any:
-            sql = self._append_sql
-            return await conn.fetchrow(sql.group_insert, *sql.rows(rows), senders)
+            return await self._with_rows(
+                lambda sql: conn.fetchrow(sql.group_insert, *sql.rows(rows), senders)
+            )
 
         try:
             previous, ids = await self._run(insert, writes=True)
@@ -483,8 +523,9 @@ class PostgresDatabase:
         sender_id, rows = call.item
 
         async def insert(conn: asyncpg.Connection) -> Any:
-            sql = self._append_sql
-            return await conn.fetchrow(sql.insert, *sql.rows(rows), sender_id)
+            return await self._with_rows(
+                lambda sql: conn.fetchrow(sql.insert, *sql.rows(rows), sender_id)
+            )
 
         try:
             previous, ids = await self._run(insert, writes=True)
@@ -494,12 +535,14 @@ class PostgresDatabase:
         _settle(call, _written(previous, ids, rows))
 
     async def replace(self, sender_id: str, rows: Sequence[Row]) -> None:
-        async def replace(conn: asyncpg.Connection) -> None:
+        async def replace_with(conn: asyncpg.Connection, sql: _AppendStatements) -> None:
             async with conn.transaction():
                 await conn.execute("DELETE FROM events WHERE sender_id = $1", sender_id)
                 if rows:
-                    sql = self._append_sql
                     await conn.execute(sql.insert_only, *sql.rows(rows))
+
+        async def replace(conn: asyncpg.Connection) -> None:
+            await self._with_rows(lambda sql: replace_with(conn, sql))
 
         await self._run(replace, writes=True)
 

@@ -4,6 +4,7 @@ appends, as columns."""
 
 from __future__ import annotations
 
+import asyncio
 import cProfile
 import pstats
 from typing import Any
@@ -79,3 +80,48 @@ async def test_a_role_that_may_not_create_temporary_objects_still_appends_and_lo
             await admin.execute(f'DROP ROLE IF EXISTS "{role}"')  # after its database
         finally:
             await admin.close()
+
+
+async def discard_temporary_objects(store: TrackerStore) -> None:
+    """What a pooler in transaction mode (another server backend for the next statement) or
+    an operator's `DISCARD TEMP` does to every pooled session: its row type is gone."""
+    pool = await store._db._get_pool()  # type: ignore[attr-defined]
+    held = [await pool.acquire() for _ in range(pool.get_size())]
+    try:
+        for conn in held:
+            await conn.execute("DISCARD TEMP")
+    finally:
+        for conn in held:
+            await pool.release(conn)
+
+
+async def test_appends_and_replaces_go_on_when_the_sessions_lose_the_row_type() -> None:
+    async with postgres_database() as config:
+        store = create_tracker_store(config)
+        try:
+            # Each statement once with the type: prepared while it existed, it then fails
+            # with "cache lookup failed for type".
+            await store.append("alice", events(2, 1.0))
+            await store.replace("bob", events(1, 1.0))
+            await discard_temporary_objects(store)
+            await store.append("alice", events(1, 10.0))  # prepared before
+            await store.replace("bob", events(3, 20.0))  # a transaction, its DELETE undone
+            await asyncio.gather(*(store.append(f"c{n}", events(2, 30.0)) for n in range(6)))
+            assert [e["timestamp"] for e in await store.load("alice") or []] == [1.0, 2.0, 10.0]
+            assert [e["timestamp"] for e in await store.load("bob") or []] == [20.0, 21.0, 22.0]
+            for n in range(6):
+                assert len(await store.load(f"c{n}") or []) == 2
+        finally:
+            await store.close()
+
+
+async def test_an_append_prepared_after_the_row_type_was_lost_goes_on() -> None:
+    async with postgres_database() as config:
+        store = create_tracker_store(config)
+        try:
+            await store.ping()  # the pool's first session, with its row type
+            await discard_temporary_objects(store)
+            await store.append("alice", events(2, 1.0))  # "type ... does not exist"
+            assert len(await store.load("alice") or []) == 2
+        finally:
+            await store.close()
