@@ -46,11 +46,9 @@ class IntentClassifier:
                 f"{name}: feature_weighting must be one of {', '.join(_WEIGHTINGS)}, "
                 f"not {self.weighting!r}"
             )
+        # Read at training only: a model an earlier release trained, which ignored the key
+        # (so does Rasa), loads whatever it holds (e.g. sklearn's dict form).
         self.class_weight = config.get("class_weight")
-        if self.class_weight not in _CLASS_WEIGHTS:
-            raise InvalidConfig(
-                f"{name}: class_weight must be null or 'balanced', not {self.class_weight!r}"
-            )
         # `neighbour_weight` above 0 blends in each intent's `neighbours` nearest training
         # sentences (server/nlu/neighbours.py); 0, the default, is the linear model alone.
         self.neighbour_weight = number(config, "neighbour_weight", 0.0, name, minimum=0)
@@ -73,6 +71,10 @@ class IntentClassifier:
         self.neighbours_: Neighbours | None = None
 
     def train(self, messages: list[Message], data: NLUTrainingData) -> None:
+        if self.class_weight not in _CLASS_WEIGHTS:
+            raise InvalidConfig(
+                f"{self.name}: class_weight must be null or 'balanced', not {self.class_weight!r}"
+            )
         pairs = [
             (m, e.base_intent)
             for m, e in zip(messages, data.examples, strict=True)

@@ -40,3 +40,14 @@ def test_unknown_class_weight_is_a_config_error():
         NLUPipeline.train(
             read_nlu_yaml(DATA), PIPELINE + [{"name": "DIETClassifier", "class_weight": "equal"}]
         )
+
+
+def test_a_model_an_earlier_release_trained_loads_whatever_class_weight_it_holds(tmp_path: Path):
+    """Releases before the option ignored the key (as Rasa does); their archives may hold
+    sklearn's dict form, which only training refuses."""
+    pipeline = PIPELINE + [{"name": "SklearnIntentClassifier", "class_weight": "balanced"}]
+    NLUPipeline.train(read_nlu_yaml(DATA), pipeline).persist(tmp_path)
+    path = tmp_path / "pipeline.json"
+    path.write_text(path.read_text().replace('"balanced"', '{"cancel": 2}'))
+    loaded = NLUPipeline.load(tmp_path)
+    assert loaded.parse("cancel")["intent"]["name"] == "cancel"
