@@ -336,12 +336,13 @@ def _say_unread_credentials() -> None:
     # a quoted one gave a warning about a file that is not read).
     try:
         sections = read_yaml_file(DEFAULT_CREDENTIALS) or {}
-    except BotServerError:
-        sections = None
-    if isinstance(sections, dict):
-        unread = [str(name) for name in sections if name != "rest"]
+    except BotServerError as exc:
+        unread = [f"(unreadable: {exc})"]
     else:
-        unread = ["(unreadable)"]
+        if isinstance(sections, dict):
+            unread = [str(name) for name in sections if name != "rest"]
+        else:
+            unread = ["(unreadable: not a mapping of channel names)"]
     if unread:
         logger.warning(
             "%s is here but not read: only the REST channel is on, not %s. To serve its "

@@ -406,6 +406,26 @@ def test_an_unread_credentials_yml_is_not_substituted_for_its_warning(
     assert "${" not in caplog.text, caplog.text
 
 
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ("- rest\n- socketio\n", "(unreadable: not a mapping of channel names)"),
+        ("rest:\n  a: [1\n", "(unreadable: credentials.yml:3: invalid YAML"),  # file, line
+    ],
+)
+def test_an_unreadable_credentials_yml_is_warned_with_its_reason(
+    moodbot_model: Path,
+    project_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    content: str,
+    said: str,
+) -> None:
+    (project_dir / "credentials.yml").write_text(content)
+    with caplog.at_level("WARNING"):
+        _run_spec(["-m", str(moodbot_model)])
+    assert f"only the REST channel is on, not {said}" in caplog.text, caplog.text
+
+
 def test_rasas_run_flags_are_accepted(moodbot_model: Path, project_dir: Path) -> None:
     from server.errors import InvalidConfig
 
