@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests import loop_lag
-from tests.loop_lag import _CoreWait, host_slowness, loop_hold, paced
+from tests.loop_lag import _CoreWait, host_crowding, host_slowness, loop_hold, paced
 
 HAS_SCHEDSTAT = os.path.exists("/proc/thread-self/schedstat")
 
@@ -180,3 +180,37 @@ def test_every_wall_clock_bound_on_our_own_work_follows_the_hosts_pace() -> None
             if _BARE_BOUND.search(line) and "not paced" not in said:
                 bare.append(f"{path.relative_to(path.parents[1])}:{number}: {line.strip()}")
     assert not bare, "\n".join(bare)
+
+
+def test_a_crowded_core_widens_the_paced_bounds() -> None:
+    """Bounds on wall-clock time widen with the waits for a core (a CI host crowded by other
+    jobs), which the CPU-time pace leaves out; alone on a core they do not."""
+    readings: dict[str, float] = {}
+    bounds: dict[str, float] = {}
+
+    def read(label: str) -> None:
+        os.sched_setaffinity(0, {0})  # this thread only
+        readings[label] = host_crowding()
+        bounds[label] = paced(1.0)
+
+    alone = threading.Thread(target=read, args=("alone",))
+    alone.start()
+    alone.join()
+    hogs = [
+        subprocess.Popen(
+            [sys.executable, "-c", "import os\nos.sched_setaffinity(0, {0})\nwhile True: pass"]
+        )
+        for _ in range(2)
+    ]
+    try:
+        time.sleep(0.1)  # the hogs on their core
+        crowded = threading.Thread(target=read, args=("crowded",))
+        crowded.start()
+        crowded.join()
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert readings["crowded"] >= 2.0, readings  # a third of the core: about 3
+    assert readings["alone"] < readings["crowded"] / 1.5, readings
+    assert bounds["crowded"] >= 2.0, bounds
