@@ -161,6 +161,29 @@ async def test_a_cancellation_that_is_not_the_timeout_goes_on() -> None:
     assert sent == []
 
 
+async def test_an_error_answer_is_sent_whole_to_a_slow_client_past_the_deadline() -> None:
+    # The endpoint fails just before the response timeout; its 500 reaches a client that
+    # reads slowly, past the timeout: the request's deadline does not cut the answer.
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        await asyncio.sleep(0.05)
+        raise RuntimeError("boom")
+
+    guard = RequestGuardMiddleware(endpoint, timeout=0.1)
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        await asyncio.sleep(0.1)  # a slow client's socket
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/x", "headers": []}
+    await asyncio.wait_for(guard(scope, receive, send), 5)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[0]["status"] == 500
+
+
 async def _raw_request(url: str, request: bytes) -> bytes:
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))

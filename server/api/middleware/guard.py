@@ -192,6 +192,8 @@ class RequestGuardMiddleware:
             )
             await response(scope, receive, send)
         except Exception as exc:
+            if deadlines is not None:  # the request ended: its deadline does not cut the answer
+                deadlines.due.pop(task, None)
             await self._answer_error(exc, started, scope, receive, send)
         else:
             if app is self.app:
