@@ -10,6 +10,7 @@ import pstats
 from typing import Any
 
 import asyncpg
+import pytest
 
 from server.trackers.factory import create_tracker_store
 from server.trackers.store import TrackerStore
@@ -95,22 +96,36 @@ async def discard_temporary_objects(store: TrackerStore) -> None:
             await pool.release(conn)
 
 
-async def test_appends_and_replaces_go_on_when_the_sessions_lose_the_row_type() -> None:
+@pytest.mark.parametrize("first", ["append", "replace", "group"])
+async def test_appends_and_replaces_go_on_when_the_sessions_lose_the_row_type(first: str) -> None:
     async with postgres_database() as config:
         store = create_tracker_store(config)
         try:
             # Each statement once with the type: prepared while it existed, it then fails
-            # with "cache lookup failed for type".
+            # with "cache lookup failed for type". `first` meets the loss (and is sent
+            # again as column arrays); the others then go as arrays from the start.
             await store.append("alice", events(2, 1.0))
             await store.replace("bob", events(1, 1.0))
+            await asyncio.gather(*(store.append(f"c{n}", events(1, 5.0)) for n in range(6)))
             await discard_temporary_objects(store)
-            await store.append("alice", events(1, 10.0))  # prepared before
-            await store.replace("bob", events(3, 20.0))  # a transaction, its DELETE undone
-            await asyncio.gather(*(store.append(f"c{n}", events(2, 30.0)) for n in range(6)))
+
+            async def append() -> None:
+                await store.append("alice", events(1, 10.0))
+
+            async def replace() -> None:  # a transaction: its DELETE is undone, then redone
+                await store.replace("bob", events(3, 20.0))
+
+            async def group() -> None:
+                await asyncio.gather(*(store.append(f"c{n}", events(1, 30.0)) for n in range(6)))
+
+            steps = {"append": append, "replace": replace, "group": group}
+            await steps.pop(first)()
+            for step in steps.values():
+                await step()
             assert [e["timestamp"] for e in await store.load("alice") or []] == [1.0, 2.0, 10.0]
             assert [e["timestamp"] for e in await store.load("bob") or []] == [20.0, 21.0, 22.0]
             for n in range(6):
-                assert len(await store.load(f"c{n}") or []) == 2
+                assert [e["timestamp"] for e in await store.load(f"c{n}") or []] == [5.0, 30.0]
         finally:
             await store.close()
 
