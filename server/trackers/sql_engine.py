@@ -61,11 +61,20 @@ def async_url(config: dict[str, Any], default_db: str) -> URL:
         host, _, port_text = str(host).rpartition(":")
         port = int(port_text)
     query = {str(k): str(v) for k, v in (config.get("query") or {}).items()}
+    if host and str(host).startswith("/") and drivername.startswith("postgresql"):
+        # A Unix socket's directory, as libpq (Rasa's psycopg2) takes it in `host`. In a URL's
+        # host it would read as the database's path: asyncpg takes it from the query.
+        query.setdefault("host", str(host))
+        if port is not None:  # the socket's name (.s.PGSQL.<port>), beside it
+            query.setdefault("port", str(port))
+        host = port = None
+    elif not host and "host" not in query:
+        host = "localhost"
     return URL.create(
         drivername,
         username=config.get("username"),
         password=None if config.get("password") is None else str(config["password"]),
-        host=str(host) if host else "localhost",
+        host=str(host) if host else None,
         port=int(port) if port is not None else None,
         database=db,
         query=query,
@@ -85,7 +94,14 @@ def describe(url: URL) -> str:
     """A password-free description of where a URL points, for error messages."""
     if url.get_backend_name() == "sqlite":
         return f"sqlite database '{url.database}'"
-    return f"{url.get_backend_name()} at {url.host}:{url.port or 'default port'}/{url.database}"
+    return f"{url.get_backend_name()} at {_address(url)}/{url.database}"
+
+
+def _address(url: URL) -> str:
+    """host:port, or a PostgreSQL Unix socket's directory (given as the query's `host`)."""
+    if url.host is None and isinstance(url.query.get("host"), str):
+        return f"{url.query['host']} (Unix socket)"
+    return f"{url.host}:{url.port or 'default port'}"
 
 
 _ENGINE_NAMES = {"postgresql": "PostgreSQL", "mysql": "MySQL/MariaDB", "oracle": "Oracle"}
@@ -98,7 +114,7 @@ def dependency(url: URL, role: str) -> str:
     if backend == "sqlite":
         return f"SQLite database '{url.database}' ({role})"
     name = _ENGINE_NAMES.get(backend, backend)
-    return f"{name} at {url.host}:{url.port or 'default port'} ({role})"
+    return f"{name} at {_address(url)} ({role})"
 
 
 def sqlite_synchronous() -> str:

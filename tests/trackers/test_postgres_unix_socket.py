@@ -1,0 +1,91 @@
+"""PostgreSQL over its Unix socket, named as Rasa's endpoints.yml names it: `url:` the socket's
+directory (libpq's convention, which Rasa's psycopg2 follows)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from server.errors import StoreUnavailable
+from server.trackers.factory import create_tracker_store
+from tests.brokers.test_sql_broker import senders_written
+from tests.trackers.persistence_fixtures import POSTGRES, postgres_database, require_service
+
+EVENT = {"event": "action", "timestamp": 1.0, "name": "action_listen"}
+
+
+async def socket_directory() -> str:
+    """The first directory the local server listens in (skips, or fails on CI, without one)."""
+    require_service("PostgreSQL", POSTGRES)
+    conn = await asyncpg.connect(
+        host=POSTGRES[0], port=POSTGRES[1], user="postgres", database="test"
+    )
+    try:
+        setting = await conn.fetchval("SHOW unix_socket_directories")
+    finally:
+        await conn.close()
+    directory = listening_in(d.strip() for d in setting.split(","))
+    if directory is None:
+        message = f"PostgreSQL has no Unix socket here (unix_socket_directories = {setting!r})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return directory
+
+
+def listening_in(directories: Iterable[str]) -> str | None:
+    for directory in directories:
+        if os.path.exists(os.path.join(directory, f".s.PGSQL.{POSTGRES[1]}")):
+            return directory
+    return None
+
+
+@pytest.fixture
+async def socket_config() -> AsyncIterator[dict[str, Any]]:
+    async with postgres_database() as config:
+        yield {**config, "url": await socket_directory()}
+
+
+async def test_the_tracker_store_reaches_postgresql_by_its_socket_directory(
+    socket_config: dict[str, Any],
+) -> None:
+    store = create_tracker_store(socket_config)
+    try:
+        await store.append("alice", [EVENT])
+        assert await store.load("alice") == [EVENT]
+        # Not a TCP connection: the server sees no client address.
+        conn = await asyncpg.connect(
+            host=socket_config["url"], user="postgres", database=socket_config["db"]
+        )
+        try:
+            addresses = await conn.fetch(
+                "SELECT client_addr FROM pg_stat_activity WHERE datname = $1 AND pid <> "
+                "pg_backend_pid()",
+                socket_config["db"],
+            )
+        finally:
+            await conn.close()
+        assert addresses and all(row["client_addr"] is None for row in addresses)
+    finally:
+        await store.close()
+
+
+async def test_the_sql_broker_reaches_postgresql_by_its_socket_directory(
+    socket_config: dict[str, Any],
+) -> None:
+    assert await senders_written(socket_config, ("alice", [EVENT])) == ["alice", "bob", "bob"]
+
+
+async def test_a_missing_socket_directory_is_named_in_the_error() -> None:
+    store = create_tracker_store(
+        {"type": "sql", "dialect": "postgresql", "url": "/nowhere/at/all", "db": "x"}
+    )
+    try:
+        with pytest.raises(StoreUnavailable, match=r"/nowhere/at/all \(Unix socket\)/x"):
+            await store.load("alice")
+    finally:
+        await store.close()
