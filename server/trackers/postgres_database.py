@@ -110,10 +110,29 @@ def _row_type_lost(exc: BaseException) -> bool:
     ran in the session. Nothing of the statement was written."""
     if isinstance(exc, asyncpg.exceptions.UndefinedObjectError):
         return "botserver_event_row" in str(exc)
+    if isinstance(exc, asyncpg.exceptions.InvalidSchemaNameError):
+        return "pg_temp" in str(exc)  # a backend that never made a temporary object
     # A statement prepared while the type existed: its plan names the dropped type's id.
     return isinstance(exc, asyncpg.exceptions.InternalServerError) and (
         "cache lookup failed for type" in str(exc)
     )
+
+
+def _transaction_pooled(exc: BaseException) -> bool:
+    """Whether a connection failed as one through a pooler in transaction mode does
+    (PgBouncer before 1.21, or without `max_prepared_statements`): each transaction may run
+    on another server backend, so this connection's prepared statements are not there and
+    another client's are; its temporary row type, likewise. Each of these errors comes
+    before anything is written (Parse, Bind, or the connection's own set-up)."""
+    errors = asyncpg.exceptions
+    if isinstance(
+        exc, (errors.DuplicatePreparedStatementError, errors.InvalidSQLStatementNameError)
+    ):
+        return True
+    if isinstance(exc, errors.ProtocolViolationError):  # "bind message supplies 2 parameters,
+        return "prepared statement" in str(exc)  # but prepared statement ... requires 1"
+    # The set-up's CREATE TYPE on a backend where another client's session made it.
+    return isinstance(exc, errors.DuplicateObjectError) and "botserver_event_row" in str(exc)
 
 
 # Retention: a batch of stale conversations, in sender id order, from the first or after $3.
@@ -354,6 +373,9 @@ class PostgresDatabase:
         self._pool: asyncpg.Pool | None = None
         # Rows as the row type each connection makes, until one may not make it.
         self._append_sql = _APPENDS
+        # Statements prepared once per connection, until a pooler in transaction mode shows.
+        self._prepares = True
+        self._old_pools: set[asyncio.Task[None]] = set()
         wait = group_wait_seconds()
         # Groups of each kind under way at once: a quarter of the pool, and at least two.
         most = max(2, self._max_size // 4)
@@ -373,6 +395,9 @@ class PostgresDatabase:
                 init=self._init_connection,
                 max_inactive_connection_lifetime=IDLE_SECONDS,
                 reset=_keep_session,
+                # 0: no named statements; asyncpg then parses each statement again in the
+                # same exchange, which a pooler cannot split between two server backends.
+                **({} if self._prepares else {"statement_cache_size": 0}),
             )
             if self._pool is None:
                 self._pool = pool
@@ -402,6 +427,7 @@ class PostgresDatabase:
             return await statements(sql)
         except (
             asyncpg.exceptions.UndefinedObjectError,
+            asyncpg.exceptions.InvalidSchemaNameError,
             asyncpg.exceptions.InternalServerError,
         ) as exc:
             if not sql.rows_typed or not _row_type_lost(exc):
@@ -445,6 +471,7 @@ class PostgresDatabase:
         watched: Watched,
     ) -> T:
         retriable = _NOT_SENT_ERRORS if writes else UNAVAILABLE_ERRORS
+        prepares = self._prepares
         pool = await self._get_pool()
         try:
             async with pool.acquire(timeout=CONNECT_TIMEOUT_SECONDS) as conn:
@@ -459,8 +486,34 @@ class PostgresDatabase:
             # DB_TCP_TIMEOUT for its own 503).
             await pool.expire_connections()
             raise
+        except asyncpg.PostgresError as exc:
+            if not prepares or not _transaction_pooled(exc):
+                raise
+            self._stop_preparing(exc)  # nothing was written: once more, unprepared
+            pool = await self._get_pool()
         async with pool.acquire(timeout=CONNECT_TIMEOUT_SECONDS) as conn:
             return await _unless_silent(operation(conn), conn, watched)
+
+    def _stop_preparing(self, exc: BaseException) -> None:
+        """From now on, connections of a new pool that prepare nothing by name and make no
+        row type (rows go as column arrays): what a pooler in transaction mode can carry.
+        The old pool closes once the calls using it are done."""
+        if not self._prepares:
+            return
+        logger.warning(
+            "PostgreSQL answers as through a pooler in transaction mode (PgBouncer?): %s. "
+            "Statements are no longer prepared by name, and rows go as column arrays. A "
+            "pooler in session mode (or PgBouncer 1.21+ with max_prepared_statements) keeps "
+            "both, and the connections' settings.",
+            str(exc).splitlines()[0],  # (not asyncpg's hint, which says as much)
+        )
+        self._prepares = False
+        self._append_sql = _APPENDS_AS_ARRAYS
+        old, self._pool = self._pool, None
+        if old is not None:
+            task = asyncio.get_running_loop().create_task(old.close())
+            self._old_pools.add(task)
+            task.add_done_callback(self._old_pools.discard)
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.fetchval("SELECT 1"))
@@ -472,6 +525,8 @@ class PostgresDatabase:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
+        if self._old_pools:
+            await asyncio.gather(*self._old_pools)
 
     def read_mark(self) -> tuple[int, int] | None:
         return None  # every load reads

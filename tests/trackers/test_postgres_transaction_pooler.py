@@ -1,0 +1,116 @@
+"""The PostgreSQL store behind PgBouncer in transaction mode (Debian's pgbouncer, a real one):
+each transaction may run on another server backend, so named prepared statements and the
+connection's temporary row type are not where the next statement goes. Rasa (psycopg2, no
+server-side prepared statements) works there; so must we."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.trackers.factory import create_tracker_store
+from tests.trackers.persistence_fixtures import POSTGRES, postgres_database, require_service
+
+ROUNDS = 12
+CONVERSATIONS = 24
+
+
+def event(n: int) -> dict[str, Any]:
+    return {"event": "action", "timestamp": float(n), "name": f"action_{n}"}
+
+
+@pytest.fixture
+def pgbouncer(tmp_path: Path) -> Iterator[int]:
+    """A PgBouncer in transaction mode with two server connections per database, in front of
+    the local PostgreSQL; yields its port."""
+    require_service("PostgreSQL", POSTGRES)
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not os.path.exists(binary):
+        message = "pgbouncer is not installed (Debian: apt-get install pgbouncer)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "users.txt").write_text('"postgres" ""\n')
+    config = tmp_path / "pgbouncer.ini"
+    config.write_text(
+        f"[databases]\n* = host={POSTGRES[0]} port={POSTGRES[1]}\n"
+        f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nauth_type = trust\n"
+        f"auth_file = {tmp_path / 'users.txt'}\npool_mode = transaction\n"
+        "default_pool_size = 2\nunix_socket_dir =\n"
+    )
+    # PgBouncer refuses to run as root: it reads its files, then becomes `postgres`.
+    as_user = ["-u", "postgres"] if os.geteuid() == 0 else []
+    process = subprocess.Popen(
+        [binary, *as_user, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    stderr = process.stderr.read().decode() if process.stderr else ""
+                    pytest.fail(f"pgbouncer did not start: {stderr}")
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_turns_through_pgbouncer_in_transaction_mode_all_land(
+    pgbouncer: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="server.trackers.postgres_database")
+    async with postgres_database() as config:
+        # Three stores stand for three workers, their connections interleaved by the pooler
+        # over its two server connections.
+        stores = [create_tracker_store({**config, "port": pgbouncer}) for _ in range(3)]
+        try:
+            for n in range(ROUNDS):
+                outcomes = await asyncio.gather(
+                    *(stores[c % 3].append(f"user{c}", [event(n)]) for c in range(CONVERSATIONS)),
+                    return_exceptions=True,
+                )
+                failed = [repr(outcome) for outcome in outcomes if outcome is not None]
+                assert not failed, f"round {n}: {failed[:3]}"
+            for c in range(CONVERSATIONS):
+                assert await stores[c % 3].load(f"user{c}") == [event(n) for n in range(ROUNDS)]
+        finally:
+            for store in stores:
+                await store.close()
+    said = [
+        r.getMessage() for r in caplog.records if "answers as through a pooler" in r.getMessage()
+    ]
+    # Once a store, and said plainly (the first line of PostgreSQL's error, not asyncpg's hint).
+    assert 1 <= len(said) <= 3
+    assert all("HINT" not in message for message in said)
+
+
+async def test_a_direct_connection_keeps_its_prepared_statements(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="server.trackers.postgres_database")
+    async with postgres_database() as config:
+        store = create_tracker_store(config)
+        try:
+            await asyncio.gather(*(store.append(f"user{c}", [event(0)]) for c in range(10)))
+            assert await store.load("user3") == [event(0)]
+        finally:
+            await store.close()
+    assert not [r for r in caplog.records if "pooler" in r.getMessage()]
