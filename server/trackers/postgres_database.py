@@ -28,6 +28,7 @@ from server.trackers.silence import SilenceWatch, Watched
 from server.trackers.sql_engine import (
     group_wait_seconds,
     postgres_connects,
+    postgres_dsn,
     postgres_lock_timeout,
     statement_timeout_seconds,
     statement_took_too_long,
@@ -360,7 +361,7 @@ class PostgresDatabase:
     """Rasa's `events` table in PostgreSQL through an asyncpg pool (created on first use)."""
 
     def __init__(self, url: URL) -> None:
-        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._dsn = postgres_dsn(url)
         self._max_size = int(os.environ.get("SQL_POOL_SIZE", "10")) + int(
             os.environ.get("SQL_MAX_OVERFLOW", "20")
         )

@@ -223,6 +223,8 @@ def create_engine(url: URL, sqlite_autocheckpoint: bool = True) -> AsyncEngine:
     extra: dict[str, Any] = {}
     if backend == "mysql":
         extra["async_creator"] = _mysql_connector(url, connect_args)
+    elif backend == "postgresql":
+        extra["async_creator"] = _postgres_connector(url, connect_args)
     engine = create_async_engine(
         url,
         **extra,
@@ -239,6 +241,26 @@ def create_engine(url: URL, sqlite_autocheckpoint: bool = True) -> AsyncEngine:
         _run_on_connect(engine, postgres_lock_timeout())
         _guard_sockets(engine, tcp_options())
     return engine
+
+
+def postgres_dsn(url: URL) -> str:
+    """The URL as asyncpg's DSN: its query read as libpq reads it (`sslmode`, `sslrootcert`,
+    `host` for a Unix socket, `options`; any other name a server setting)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _postgres_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
+    """Opens an asyncpg connection from the URL's DSN, as the tracker store's own pool does:
+    SQLAlchemy's dialect hands the URL's query to asyncpg as keywords, and a Rasa
+    `query: {sslmode: require}` failed there ("unexpected keyword argument 'sslmode'")."""
+    dsn = postgres_dsn(url)
+
+    async def connect() -> Any:
+        import asyncpg
+
+        return await asyncpg.connect(dsn, **connect_args)
+
+    return connect
 
 
 def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
@@ -284,7 +306,7 @@ def postgres_connects(url: URL) -> Callable[[], Awaitable[None]]:
     """A new asyncpg connection, outside any pool, logs in and is closed (see SilenceWatch):
     the server answers. No statement: one waiting behind a busy pooler (PgBouncer) would read
     as silence. Used by the PostgreSQL tracker store and the SQL event broker."""
-    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    dsn = postgres_dsn(url)
     schema = os.environ.get("POSTGRESQL_SCHEMA")
 
     async def connects() -> None:

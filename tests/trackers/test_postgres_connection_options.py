@@ -1,5 +1,5 @@
-"""PostgreSQL over its Unix socket, named as Rasa's endpoints.yml names it: `url:` the socket's
-directory (libpq's convention, which Rasa's psycopg2 follows)."""
+"""PostgreSQL connection options as Rasa's endpoints.yml gives them to psycopg2 (libpq): `url:`
+a Unix socket's directory, `query:` libpq's keys (`sslmode`...)."""
 
 from __future__ import annotations
 
@@ -89,3 +89,35 @@ async def test_a_missing_socket_directory_is_named_in_the_error() -> None:
             await store.load("alice")
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("sslmode", ["disable", "prefer"])
+async def test_libpq_query_keys_reach_the_store_and_the_broker(sslmode: str) -> None:
+    async with postgres_database() as config:
+        config = {**config, "query": {"sslmode": sslmode, "application_name": "botserver-test"}}
+        store = create_tracker_store(config)
+        try:
+            await store.append("alice", [EVENT])
+            assert await store.load("alice") == [EVENT]
+        finally:
+            await store.close()
+        assert await senders_written(config, ("alice", [EVENT])) == ["alice", "bob", "bob"]
+
+
+async def test_sslmode_require_on_a_server_without_ssl_is_unavailable_and_says_why() -> None:
+    async with postgres_database() as config:
+        conn = await asyncpg.connect(
+            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database="test"
+        )
+        try:
+            ssl = await conn.fetchval("SHOW ssl")
+        finally:
+            await conn.close()
+        if ssl == "on":
+            pytest.skip("this PostgreSQL server speaks SSL")
+        store = create_tracker_store({**config, "query": {"sslmode": "require"}})
+        try:
+            with pytest.raises(StoreUnavailable, match="SSL"):
+                await store.load("alice")
+        finally:
+            await store.close()
