@@ -25,6 +25,8 @@ pipelines the nearest-training-sentence blend (`*_words`: without the character 
 pipelines the SkipGramFeaturizer (pairs of words 2-4 apart);
 `--limit N`
 keeps an evenly spread subset of at most N examples per split (quick checks only).
+Each result lists its wrongly classified sentences (`intent_misses`: text, gold, predicted),
+which `bench/nlu_paired.py a.json b.json` compares between two runs of one split.
 """
 
 from __future__ import annotations
@@ -241,6 +243,8 @@ def run(
         "train_examples": len(train.examples),
         "test_examples": len(test.examples),
         "intent_accuracy": sum(hits) / len(hits),
+        "intent_errors": len(hits) - sum(hits),
+        "intent_misses": misses(predictions),
         "train_seconds": train_seconds,
     }
     if any(e.entities for e in test.examples):
@@ -282,6 +286,7 @@ def cross_validation(
         "train_examples": len(data.examples),
         "intent_accuracy": sum(hits) / len(hits),
         "intent_errors": len(hits) - sum(hits),
+        "intent_misses": misses(combined),
         "fold_accuracies": fold_accuracies,
         "train_seconds": sum(train_seconds) / len(train_seconds),
     }
@@ -289,6 +294,16 @@ def cross_validation(
         report = entity_report(combined, "DIETClassifier")
         result["entity_micro_f1"] = report["micro avg"]["f1-score"]
     return result
+
+
+def misses(predictions: Predictions) -> list[list[str | None]]:
+    """Every sentence whose intent was wrong, as [text, gold intent, predicted intent]: what
+    `bench/nlu_paired.py` compares between two runs (the same split, another pipeline)."""
+    return [
+        [e.text, e.base_intent, p]
+        for e, p in zip(predictions.examples, predictions.intents, strict=True)
+        if e.base_intent != p
+    ]
 
 
 def parse_latency(trained: NLUPipeline, texts: list[str]) -> dict[str, float]:

@@ -14,6 +14,8 @@ scores, `pairs` trains a binary SVM for each pair of intents confused out of fol
 decide between the full SVM's top two when they are such a pair. `rff` adds random Fourier
 features of the static-table block (an RBF kernel on the sentence vector) as one more block;
 `augment` retrains the featurizers and adds word-dropout copies of the training sentences.
+`neighbours_scale_cv` (seventeenth round) tries the neighbour term without its per-sentence
+standardisation.
 `neighbours` blends each intent's nearest training sentences (cosine on the weighted
 features; the mean of the top 1 or 3 per intent) into the SVM's scores, z(svm) + λ z(nn), on
 the validation split; `neighbours_cv` does the same in a 4-fold CV of the training split
@@ -30,6 +32,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +245,16 @@ class Round:
         x_fit, x_out = spread.matrix(x[fit_rows]), spread.matrix(x[held_out])
         scores = svm(x_fit, self.ytr[fit_rows]).decision_function(x_out)
         return x_fit, x_out, scores, np.unique(self.ytr[fit_rows])
+
+    def cv_folds(self) -> Iterator[tuple[Any, ...]]:
+        """The 4-fold CV of the training split (stratified, seed 0) fold by fold: what
+        `fold_fit` returns, then the fitted and the held-out sentences' intents."""
+        from sklearn.model_selection import StratifiedKFold
+
+        raw = sp.csr_matrix(sp.load_npz(self.cache / f"{self.name}_xtr.npz"))
+        split = StratifiedKFold(4, shuffle=True, random_state=0).split(raw, self.ytr)
+        for fit, out in split:
+            yield (*self.fold_fit(raw, self.widths, fit, out), self.ytr[fit], self.ytr[out])
 
     def neighbours_cv(self) -> None:
         from sklearn.model_selection import StratifiedKFold
@@ -471,6 +484,23 @@ class Round:
             if not label.startswith("fold"):
                 print(f"4-fold CV errors: {label:44s} {count:5d}", flush=True)
 
+    def neighbours_scale_cv(self) -> None:
+        """Seventeenth round: the every-block blend's neighbour term without standardising it
+        per sentence, z(svm) + μ (nn - mean nn) / s with s a constant (the mean spread of
+        2,000 fit sentences' leave-one-out neighbour scores), and raw svm + μ × cosine,
+        against the shipped z(svm) + λ z(nn); validation split, then 4-fold CV (folds as
+        above)."""
+        for label, predicted in _scale_variants(self.xtr, self.ytr, self.xva, self.scores):
+            self.report(label, predicted)
+        totals: collections.Counter[str] = collections.Counter()
+        for x_fit, x_out, scores, classes, y_fit, gold in self.cv_folds():
+            totals["svm"] += int((classes[scores.argmax(axis=1)] != gold).sum())
+            for label, predicted in _scale_variants(x_fit, y_fit, x_out, scores):
+                totals[label] += int((predicted != gold).sum())
+        for label, count in totals.items():
+            self.result[f"cv {label}"] = count
+            print(f"4-fold CV errors: {label:44s} {count:5d}", flush=True)
+
 
 def _unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:
     norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1))).ravel()
@@ -480,6 +510,29 @@ def _unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:
 def _z(rows: np.ndarray) -> np.ndarray:
     spread = rows.std(axis=1, keepdims=True)
     return (rows - rows.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
+
+
+def _top1(similarity: np.ndarray, gold: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.stack([similarity[:, gold == c].max(axis=1) for c in range(n_classes)], axis=1)
+
+
+def _scale_variants(
+    x_fit: sp.csr_matrix, y_fit: np.ndarray, x_out: sp.csr_matrix, scores: np.ndarray
+) -> list[tuple[str, np.ndarray]]:
+    """Predictions of the blends `neighbours_scale_cv` compares (top 1, every block)."""
+    classes = np.unique(y_fit)
+    gold = np.searchsorted(classes, y_fit)
+    a, b = _unit_rows(x_fit), _unit_rows(x_out)
+    nearest = _top1((b @ a.T).toarray(), gold, len(classes))
+    sample = np.random.default_rng(0).choice(a.shape[0], min(2000, a.shape[0]), replace=False)
+    own = (a[sample] @ a.T).toarray()
+    own[np.arange(len(sample)), sample] = -np.inf
+    spread = float(_top1(own, gold, len(classes)).std(axis=1).mean())
+    centred = nearest - nearest.mean(axis=1, keepdims=True)
+    blends = [(f"z blend, λ {w}", _z(scores) + w * _z(nearest)) for w in (0.2, 0.3, 0.4)]
+    blends += [(f"fixed scale, μ {m}", _z(scores) + m * centred / spread) for m in (0.2, 0.3, 0.5)]
+    blends += [(f"raw: svm + {m} × cosine", scores + m * nearest) for m in (0.5, 1.0, 2.0)]
+    return [(label, classes[blend.argmax(axis=1)]) for label, blend in blends]
 
 
 TENTH_ROUND_GRID = tuple((k, w) for k in (1, 3) for w in (0.1, 0.2, 0.3))
@@ -537,6 +590,7 @@ STEPS = (
     "neighbours_projection_cv",
     "neighbours_component_cv",
     "neighbours_compressed_cv",
+    "neighbours_scale_cv",
 )
 
 

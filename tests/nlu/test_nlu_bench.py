@@ -38,6 +38,10 @@ def test_the_nlu_benchmark_runs_on_a_subset(tmp_path: Path) -> None:
     assert snips["split"] == "valid" and snips["train_examples"] <= 200
     assert snips["intent_accuracy"] > 0.7 and snips["entity_micro_f1"] > 0.3
     assert hwu["intent_accuracy"] > 0.1 and "entity_micro_f1" not in hwu
+    # Each wrong sentence is kept (text, gold, predicted), for bench/nlu_paired.py.
+    assert hwu["intent_errors"] == round((1 - hwu["intent_accuracy"]) * hwu["test_examples"])
+    assert len(hwu["intent_misses"]) == hwu["intent_errors"] > 0
+    assert all(gold != predicted for _, gold, predicted in hwu["intent_misses"])
     assert 0 < hwu["parse_ms_p50"] <= hwu["parse_ms_p99"]
 
 
