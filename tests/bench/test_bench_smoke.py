@@ -149,3 +149,46 @@ def test_the_workers_counts_tell_the_turns_that_waited_for_a_conversation_lock()
     after = http_turns.service_counters()
     assert after["lock_waits"] - before["lock_waits"] >= 1
     assert after["redis_reads"] - before["redis_reads"] >= 3  # acquire, acquire, release...
+
+
+@pytest.mark.timeout(60)
+def test_wrk_sends_the_bare_endpoint_the_conversations_it_sends_the_server(tmp_path: Path) -> None:
+    """The bare endpoint gets the server's load: each sender's messages in its conversation's
+    order (before, a new sender every request), its replies read as the server's are."""
+    import threading
+
+    from bench import http_turns
+
+    if not http_turns.wrk_available():
+        pytest.skip("wrk is not installed")
+    received: list[dict[str, str]] = []
+    reply = b'[{"recipient_id":"bare","text":"Hey! How are you?"}]'
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                received.append(json.loads(await reader.readexactly(length)))
+                writer.write(answer % (len(reply), reply))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        point = http_turns.run_wrk(f"http://127.0.0.1:{port}", "bare", 4, 1, "b", tmp_path)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    assert point["requests"] > 100 and point["errors"] == 0
+
+    by_sender: dict[str, list[str]] = {}
+    for body in received:
+        by_sender.setdefault(body["sender"], []).append(body["message"])
+    # Sent in order, but on several connections: the endpoint may read two of them swapped.
+    whole = [sorted(c) for c in http_turns.CONVERSATIONS]
+    assert sum(sorted(m) in whole for m in by_sender.values()) >= len(by_sender) - 4, by_sender
