@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -149,3 +152,63 @@ def test_the_workers_counts_tell_the_turns_that_waited_for_a_conversation_lock()
     after = http_turns.service_counters()
     assert after["lock_waits"] - before["lock_waits"] >= 1
     assert after["redis_reads"] - before["redis_reads"] >= 3  # acquire, acquire, release...
+
+
+@contextlib.contextmanager
+def _recording_endpoint(reply: bytes) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """An HTTP/1.1 endpoint answering every POST with `reply`: its URL, and the JSON bodies it
+    received."""
+    received: list[dict[str, str]] = []
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                received.append(json.loads(await reader.readexactly(length)))
+                writer.write(answer % (len(reply), reply))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}", received
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+@pytest.mark.timeout(60)
+def test_wrk_sends_the_bare_endpoint_the_conversations_it_sends_the_server(tmp_path: Path) -> None:
+    """The bare endpoint gets the server's load: each sender's messages in its conversation's
+    order (before, a new sender every request), its replies read as the server's are."""
+    from bench import http_turns
+
+    if not http_turns.wrk_available():
+        pytest.skip("wrk is not installed")
+    with _recording_endpoint(b'[{"recipient_id":"bare","text":"Hey!"}]') as (url, received):
+        point = http_turns.run_wrk(url, "bare", 4, 1, "b", tmp_path)
+    assert point["requests"] > 100 and point["errors"] == 0
+
+    by_sender: dict[str, list[str]] = {}
+    for body in received:
+        by_sender.setdefault(body["sender"], []).append(body["message"])
+    # Sent in order, but on several connections: the endpoint may read two of them swapped.
+    whole = [sorted(c) for c in http_turns.CONVERSATIONS]
+    assert sum(sorted(m) in whole for m in by_sender.values()) >= len(by_sender) - 4, by_sender
+
+
+def test_the_python_client_reads_the_bare_endpoints_replies_as_the_servers() -> None:
+    """Where wrk is missing, the asyncio client too reads every reply in both modes: an
+    endpoint answering no bot message is an error for the bare run as for the server's."""
+    from bench import http_turns
+
+    with _recording_endpoint(b"[]") as (url, received):
+        bare = http_turns.run_python(url, "bare", 2, 0.3, "b")
+        bot = http_turns.run_python(url, "bot", 2, 0.3, "s")
+    assert bare["requests"] > 0 and bare["errors"] == bare["requests"]
+    assert bot["requests"] > 0 and bot["errors"] == bot["requests"]
