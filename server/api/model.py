@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -300,10 +301,27 @@ async def _answer_or_call_back(
 
 
 def _callback_url(value: str | None) -> str | None:
+    """The `callback_url` query parameter, checked now: one the result could never be POSTed
+    to (no host, a bad port, a control character) was a 204, and the result, perhaps of a
+    long training, went only to the server log."""
     if not value:
         return None
     if not value.lower().startswith(("http://", "https://")):
         raise bad_request("'callback_url' must be an http or https URL.", "callback_url", "query")
+    try:
+        url = httpx.Request("POST", value).url  # parsed as the callback will be sent
+        port = url.port
+        usable = bool(url.host) and "%" not in url.host and (port is None or 0 < port < 65536)
+        problem = "it names no usable host and port"
+    except httpx.InvalidURL as exc:
+        usable, problem = False, str(exc)
+    if not usable:
+        raise bad_request(
+            f"'callback_url' is not a URL the result can be sent to ({problem}): "
+            f"{redact(value)!r}.",
+            "callback_url",
+            "query",
+        )
     return value
 
 

@@ -935,3 +935,23 @@ async def test_a_training_body_that_imports_server_folders_is_a_400(
     unknown = "importers:\n- name: my.CustomImporter\n" + TRAINING_YAML
     response = await client.post("/model/train", content=unknown)
     assert "CustomImporter" in check(rasa_spec, response, "/model/train", "post", 400)["message"]
+
+
+@pytest.mark.parametrize(
+    "callback_url",
+    ["http://[::1", "http://", "http:///done", "http://receiver:99999/done", "http://a b/done"],
+)
+async def test_a_callback_url_no_result_can_reach_is_a_400_at_once(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, callback_url: str
+) -> None:
+    """Before, each was a 204, and the result (of a training perhaps minutes long) went
+    only to the server log: 'Could not deliver a result to the callback URL: Invalid port'."""
+    examples = [{"text": "hi", "intent": "greet", "entities": []}]
+    for path, kwargs in (
+        ("/model/test/intents", {"json": {"rasa_nlu_data": {"common_examples": examples}}}),
+        ("/model/train", {"content": TRAINING_YAML}),
+    ):
+        response = await client.post(path, params={"callback_url": callback_url}, **kwargs)
+        body = check(rasa_spec, response, path, "post", 400)
+        assert body["details"] == {"parameter": "callback_url", "in": "query"}
+        assert body["message"].startswith("'callback_url' is not a URL the result can be sent to")
