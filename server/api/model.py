@@ -7,6 +7,7 @@ it in only once it is fully built, so requests in flight finish on the old one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import shutil
@@ -240,6 +241,53 @@ def _train_sync(document: dict[str, Any], out_dir: Path, force: bool) -> Path:
         except InvalidProjectFile as exc:
             raise _project_error(exc, directory) from None
     return result.path
+
+
+async def _train_off_loop(
+    services: Services, document: dict[str, Any], out_dir: Path, force: bool, temporary: bool
+) -> Path:
+    """Train in a worker thread, counted in /status's `num_active_training_jobs`.
+
+    A `temporary` out_dir is removed when the training fails. A request cancelled meanwhile
+    (its response timeout, the server stopping) cannot stop the thread: the training stays
+    counted until it ends, and a `temporary` out_dir is removed then. Before, the folder
+    stayed behind at every failure (empty) and every timeout (with the trained archive).
+    """
+    training = services.spawn(_counted_training(services, document, out_dir, force))
+    try:
+        return await asyncio.shield(training)
+    except asyncio.CancelledError:
+        training.add_done_callback(
+            functools.partial(_abandoned_training, services, out_dir if temporary else None)
+        )
+        raise
+    except BaseException:
+        if temporary:
+            await asyncio.to_thread(shutil.rmtree, out_dir, True)
+        raise
+
+
+async def _counted_training(
+    services: Services, document: dict[str, Any], out_dir: Path, force: bool
+) -> Path:
+    with services.holder.training_job():
+        return await asyncio.to_thread(_train_sync, document, out_dir, force)
+
+
+def _abandoned_training(
+    services: Services, temporary_dir: Path | None, training: asyncio.Task[Path]
+) -> None:
+    """When the training of a cancelled request ends: say how, remove its temporary folder."""
+    if training.cancelled():
+        outcome = "was cancelled"
+    elif (error := training.exception()) is not None:
+        outcome = f"failed: {_first_line(error)}"
+    else:
+        kept = "removed" if temporary_dir is not None else f"kept as {training.result()}"
+        outcome = f"ended; its model is {kept}"
+    logger.info("The training of a cancelled request %s", outcome)
+    if temporary_dir is not None:
+        services.spawn(asyncio.to_thread(shutil.rmtree, temporary_dir, True))
 
 
 async def _post_callback(url: str, content: bytes, content_type: str) -> None:
@@ -699,19 +747,18 @@ def model_router() -> APIRouter:
                 if in_default_dir
                 else Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-trained-"))
             )
-            with services.holder.training_job():
-                try:
-                    path = await asyncio.to_thread(_train_sync, document, out_dir, force)
-                except TrainingError as exc:
-                    # Training stops on data or configuration that cannot give a model: the
-                    # client's mistake, so a 400 (Rasa answers 500).
-                    raise ApiError(
-                        400, "BadRequest", str(exc), {"in": "body"}, HELP_TRAINING_DATA
-                    ) from None
-                except (ApiError, BotServerError):
-                    raise
-                except Exception as exc:
-                    raise _training_failure(exc) from None
+            try:
+                path = await _train_off_loop(services, document, out_dir, force, not in_default_dir)
+            except TrainingError as exc:
+                # Training stops on data or configuration that cannot give a model: the
+                # client's mistake, so a 400 (Rasa answers 500).
+                raise ApiError(
+                    400, "BadRequest", str(exc), {"in": "body"}, HELP_TRAINING_DATA
+                ) from None
+            except (ApiError, BotServerError):
+                raise
+            except Exception as exc:
+                raise _training_failure(exc) from None
             cleanup = (
                 None
                 if in_default_dir

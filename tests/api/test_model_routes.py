@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import os
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -955,3 +957,52 @@ async def test_a_callback_url_no_result_can_reach_is_a_400_at_once(
         body = check(rasa_spec, response, path, "post", 400)
         assert body["details"] == {"parameter": "callback_url", "in": "query"}
         assert body["message"].startswith("'callback_url' is not a URL the result can be sent to")
+
+
+UNTRAINABLE_YAML = """
+version: "3.1"
+intents: [greet]
+nlu:
+- intent: greet
+  examples: |
+    - hi
+policies:
+- name: NoSuchPolicy
+"""
+
+
+async def test_a_training_that_fails_or_times_out_leaves_no_temporary_folder(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`save_to_default_model_directory=false` trains into a temporary folder, removed once
+    the archive is sent. Before, a training that failed (400) left it behind, empty, and one
+    cut by the response timeout (503) with its trained archive, each for good."""
+    import server.api.model as model_routes
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    client = await make_client(response_timeout=2.0)
+    query = "/model/train?save_to_default_model_directory=false"
+
+    failed = await client.post(query, content=UNTRAINABLE_YAML)
+    assert failed.status_code == 400, failed.text
+    assert list(temp.glob("botserver-trained-*")) == []
+
+    train = model_routes._train_sync
+
+    def slow_train(*args: Any) -> Path:
+        time.sleep(4.0)  # past the response timeout
+        return train(*args)
+
+    monkeypatch.setattr(model_routes, "_train_sync", slow_train)
+    timed_out = await client.post(query, content=TRAINING_YAML)
+    assert timed_out.status_code == 503, timed_out.text
+    # The training goes on in its thread, and /status still counts it until it ends.
+    assert (await client.get("/status")).json()["num_active_training_jobs"] == 1
+    for _ in range(600):
+        if (await client.get("/status")).json()["num_active_training_jobs"] == 0:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.2)  # the folder's removal, in a thread
+    assert list(temp.glob("botserver-trained-*")) == []
