@@ -144,10 +144,17 @@ class ModelHolder(Generic[T]):
         async with self._load_lock:
             if self.superseded(ticket):
                 raise ModelSuperseded(f"'{path.name}': a newer model request was served first")
+            build = asyncio.ensure_future(
+                asyncio.to_thread(self._build, path, fingerprint, model_file or path.name, source)
+            )
             try:
-                loaded = await asyncio.to_thread(
-                    self._build, path, fingerprint, model_file or path.name, source
-                )
+                loaded = await asyncio.shield(build)
+            except asyncio.CancelledError:
+                # The thread goes on (a request's timeout, a poller stopped by a new PUT, the
+                # server stopping): what it extracts is removed when it ends. Before, the
+                # extracted model stayed in the temporary directory for good.
+                build.add_done_callback(_discard_build)
+                raise
             except Exception as exc:
                 if is_disk_full(exc):  # the server's problem, whatever was writing
                     full = ModelStorageFull(f"no space left on the server to extract {path.name}")
@@ -243,6 +250,14 @@ class ModelHolder(Generic[T]):
             yield
         finally:
             self.num_active_training_jobs -= 1
+
+
+def _discard_build(build: asyncio.Future[LoadedModel[Any]]) -> None:
+    """Done callback of the build of a cancelled load: remove the model it extracted."""
+    if build.cancelled() or build.exception() is not None:
+        return  # a failed build removed its directory itself
+    directory = build.result().directory
+    asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, directory, True)
 
 
 def is_disk_full(exc: BaseException) -> bool:
