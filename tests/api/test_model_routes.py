@@ -1006,3 +1006,19 @@ async def test_a_training_that_fails_or_times_out_leaves_no_temporary_folder(
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.2)  # the folder's removal, in a thread
     assert list(temp.glob("botserver-trained-*")) == []
+
+
+async def test_an_empty_query_parameter_is_absent_as_in_rasa(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Sanic drops blank query values: `?save_to_default_model_directory=` is the default
+    (true) and `?emulation_mode=` none. Before: the model went to a temporary folder,
+    removed after the answer, and the parse was a 400."""
+    trained = await client.post(
+        "/model/train?save_to_default_model_directory=", content=TRAINING_YAML
+    )
+    assert trained.status_code == 200, trained.text
+    assert (tmp_path / "models" / trained.headers["filename"]).is_file()
+    parsed = await client.post("/model/parse?emulation_mode=", json={"text": "hello"})
+    assert parsed.status_code == 200, parsed.text
+    assert parsed.json()["intent"]["name"] == "greet"
