@@ -359,7 +359,9 @@ def _callback_url(value: str | None) -> str | None:
     try:
         url = httpx.Request("POST", value).url  # parsed as the callback will be sent
         port = url.port
-        usable = bool(url.host) and "%" not in url.host and (port is None or 0 < port < 65536)
+        # A name never holds a `%` (httpx's escape of a space); an IPv6 zone id may.
+        escaped = "%" in url.host and ":" not in url.host
+        usable = bool(url.host) and not escaped and (port is None or 0 < port < 65536)
         problem = "it names no usable host and port"
     except httpx.InvalidURL as exc:
         usable, problem = False, str(exc)
