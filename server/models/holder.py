@@ -211,6 +211,14 @@ class ModelHolder(Generic[T]):
             logger.info("Unloaded model %s", previous.info.model_file)
             await asyncio.to_thread(shutil.rmtree, previous.directory, True)
 
+    async def close(self) -> None:
+        """At shutdown: delete the loaded model's extraction directory. The model stays
+        current, in memory, for whatever is still finishing. Before, every stop of the server
+        (or of a worker) left the extracted model in the temporary directory for good."""
+        loaded = self._loaded
+        if loaded is not None:
+            await asyncio.to_thread(shutil.rmtree, loaded.directory, True)
+
     def _build(
         self, path: Path, fingerprint: str | None, model_file: str, source: str
     ) -> LoadedModel[T]:
