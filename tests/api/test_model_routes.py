@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import tempfile
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -990,16 +990,18 @@ async def test_a_training_that_fails_or_times_out_leaves_no_temporary_folder(
     assert list(temp.glob("botserver-trained-*")) == []
 
     train = model_routes._train_sync
+    released = threading.Event()
 
-    def slow_train(*args: Any) -> Path:
-        time.sleep(4.0)  # past the response timeout
+    def held_train(*args: Any) -> Path:
+        released.wait(60)  # past the response timeout, until the test lets it go
         return train(*args)
 
-    monkeypatch.setattr(model_routes, "_train_sync", slow_train)
+    monkeypatch.setattr(model_routes, "_train_sync", held_train)
     timed_out = await client.post(query, content=TRAINING_YAML)
     assert timed_out.status_code == 503, timed_out.text
     # The training goes on in its thread, and /status still counts it until it ends.
     assert (await client.get("/status")).json()["num_active_training_jobs"] == 1
+    released.set()
     for _ in range(600):
         if (await client.get("/status")).json()["num_active_training_jobs"] == 0:
             break

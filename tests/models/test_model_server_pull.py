@@ -657,19 +657,20 @@ async def test_a_load_cancelled_while_it_builds_leaves_no_extracted_model(
     temp = tmp_path / "temp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    building = threading.Event()
+    building, released = threading.Event(), threading.Event()
 
-    def slow_loader(directory: Path, metadata: dict[str, Any]) -> GreetingModel:
+    def held_loader(directory: Path, metadata: dict[str, Any]) -> GreetingModel:
         building.set()
-        time.sleep(0.5)
+        released.wait(60)  # until the load is cancelled
         return greeting_loader(directory, metadata)
 
-    holder: ModelHolder[GreetingModel] = ModelHolder(slow_loader)
+    holder: ModelHolder[GreetingModel] = ModelHolder(held_loader)
     load = asyncio.create_task(holder.load_archive(archive))
     assert await asyncio.to_thread(building.wait, 30)
     load.cancel()
     with pytest.raises(asyncio.CancelledError):
         await load
+    released.set()
     assert holder.current is None
     for _ in range(300):  # the build ends in its thread, then its directory goes
         if not list(temp.glob("botserver-model-*")):
