@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 from starlette.types import Scope
@@ -201,6 +202,9 @@ def _request_line(scope: Scope | None) -> str:
     return f"{scope['method']} {scope.get('path', '')}"
 
 
+CLIENT_DISCONNECTED_MESSAGE = "The client closed the connection before the request body ended."
+
+
 def response_for(exc: BaseException, scope: Scope | None = None) -> JSONResponse:
     """The error response for any exception; unknown ones are a generic 500, logged once with
     their traceback. A 500 names a request id, in the log line, the `X-Request-ID` header and
@@ -212,6 +216,15 @@ def response_for(exc: BaseException, scope: Scope | None = None) -> JSONResponse
         return error_response(
             exc.status_code, _reason_for(exc.status_code), str(exc.detail), headers=exc.headers
         )
+    if isinstance(exc, ClientDisconnect):
+        # The client went away (or was cut off for sending too slowly) before its body
+        # ended: nothing of ours failed, and nobody reads the answer. Before, every such
+        # request was an "Unhandled error" with a traceback and a 500.
+        logger.info(
+            "%s: the client closed the connection before its request body ended",
+            _request_line(scope),
+        )
+        return error_response(400, "BadRequest", CLIENT_DISCONNECTED_MESSAGE)
     mapped = status_of(exc)
     if mapped is None or mapped.status >= 500:
         ident = request_id(scope)

@@ -7,6 +7,7 @@ it in only once it is fully built, so requests in flight finish on the old one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import shutil
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -241,6 +243,53 @@ def _train_sync(document: dict[str, Any], out_dir: Path, force: bool) -> Path:
     return result.path
 
 
+async def _train_off_loop(
+    services: Services, document: dict[str, Any], out_dir: Path, force: bool, temporary: bool
+) -> Path:
+    """Train in a worker thread, counted in /status's `num_active_training_jobs`.
+
+    A `temporary` out_dir is removed when the training fails. A request cancelled meanwhile
+    (its response timeout, the server stopping) cannot stop the thread: the training stays
+    counted until it ends, and a `temporary` out_dir is removed then. Before, the folder
+    stayed behind at every failure (empty) and every timeout (with the trained archive).
+    """
+    training = services.spawn(_counted_training(services, document, out_dir, force))
+    try:
+        return await asyncio.shield(training)
+    except asyncio.CancelledError:
+        training.add_done_callback(
+            functools.partial(_abandoned_training, services, out_dir if temporary else None)
+        )
+        raise
+    except BaseException:
+        if temporary:
+            await asyncio.to_thread(shutil.rmtree, out_dir, True)
+        raise
+
+
+async def _counted_training(
+    services: Services, document: dict[str, Any], out_dir: Path, force: bool
+) -> Path:
+    with services.holder.training_job():
+        return await asyncio.to_thread(_train_sync, document, out_dir, force)
+
+
+def _abandoned_training(
+    services: Services, temporary_dir: Path | None, training: asyncio.Task[Path]
+) -> None:
+    """When the training of a cancelled request ends: say how, remove its temporary folder."""
+    if training.cancelled():
+        outcome = "was cancelled"
+    elif (error := training.exception()) is not None:
+        outcome = f"failed: {_first_line(error)}"
+    else:
+        kept = "removed" if temporary_dir is not None else f"kept as {training.result()}"
+        outcome = f"ended; its model is {kept}"
+    logger.info("The training of a cancelled request %s", outcome)
+    if temporary_dir is not None:
+        services.spawn(asyncio.to_thread(shutil.rmtree, temporary_dir, True))
+
+
 async def _post_callback(url: str, content: bytes, content_type: str) -> None:
     try:
         async with async_client(timeout=60.0) as client:
@@ -300,10 +349,29 @@ async def _answer_or_call_back(
 
 
 def _callback_url(value: str | None) -> str | None:
+    """The `callback_url` query parameter, checked now: one the result could never be POSTed
+    to (no host, a bad port, a control character) was a 204, and the result, perhaps of a
+    long training, went only to the server log."""
     if not value:
         return None
     if not value.lower().startswith(("http://", "https://")):
         raise bad_request("'callback_url' must be an http or https URL.", "callback_url", "query")
+    try:
+        url = httpx.Request("POST", value).url  # parsed as the callback will be sent
+        port = url.port
+        # A name never holds a `%` (httpx's escape of a space); an IPv6 zone id may.
+        escaped = "%" in url.host and ":" not in url.host
+        usable = bool(url.host) and not escaped and (port is None or 0 < port < 65536)
+        problem = "it names no usable host and port"
+    except httpx.InvalidURL as exc:
+        usable, problem = False, str(exc)
+    if not usable:
+        raise bad_request(
+            f"'callback_url' is not a URL the result can be sent to ({problem}): "
+            f"{redact(value)!r}.",
+            "callback_url",
+            "query",
+        )
     return value
 
 
@@ -681,19 +749,18 @@ def model_router() -> APIRouter:
                 if in_default_dir
                 else Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-trained-"))
             )
-            with services.holder.training_job():
-                try:
-                    path = await asyncio.to_thread(_train_sync, document, out_dir, force)
-                except TrainingError as exc:
-                    # Training stops on data or configuration that cannot give a model: the
-                    # client's mistake, so a 400 (Rasa answers 500).
-                    raise ApiError(
-                        400, "BadRequest", str(exc), {"in": "body"}, HELP_TRAINING_DATA
-                    ) from None
-                except (ApiError, BotServerError):
-                    raise
-                except Exception as exc:
-                    raise _training_failure(exc) from None
+            try:
+                path = await _train_off_loop(services, document, out_dir, force, not in_default_dir)
+            except TrainingError as exc:
+                # Training stops on data or configuration that cannot give a model: the
+                # client's mistake, so a 400 (Rasa answers 500).
+                raise ApiError(
+                    400, "BadRequest", str(exc), {"in": "body"}, HELP_TRAINING_DATA
+                ) from None
+            except (ApiError, BotServerError):
+                raise
+            except Exception as exc:
+                raise _training_failure(exc) from None
             cleanup = (
                 None
                 if in_default_dir

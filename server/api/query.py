@@ -1,5 +1,5 @@
-"""Rasa's query-parameter conventions: the first of repeated values, `include_events`,
-booleans and numbers.
+"""Rasa's query-parameter conventions: the first of repeated values (an empty one is absent),
+`include_events`, booleans and numbers.
 
 Only `true` (any case) is true, as in Rasa, and a value neither true nor false is a 400; so
 is an `until` that is no number; an unparsable count falls back to the default with a warning,
@@ -25,14 +25,17 @@ _VERBOSITIES = ", ".join(v.value for v in EventVerbosity)
 
 
 class _FirstValues(QueryParams):
-    """Query parameters whose single value is the first given, as Rasa (Sanic's
-    `request.args.get`) reads them; Starlette's is the last. `getlist` still has them all."""
+    """Query parameters whose single value is the first given that is not empty, as Rasa
+    reads them: Sanic's `request.args` drops blank values, so `?include_events=` is absent
+    there (the default), and so is `?save_to_default_model_directory=` (true). Starlette's
+    is the last value, blank or not. `getlist` still has them all."""
 
     def __init__(self, query_string: bytes) -> None:
         super().__init__(query_string)
         first: dict[str, str] = {}
         for key, value in self.multi_items():
-            first.setdefault(key, value)
+            if value:
+                first.setdefault(key, value)
         self._dict = first
 
 
@@ -45,9 +48,9 @@ class _FirstValuesRequest(Request):
 
 
 class FirstValueRoute(APIRoute):
-    """The route class of every router: `?all_sessions=true&all_sessions=false` is true and
-    `?include_events=ALL&include_events=NONE` is ALL, in the parameters FastAPI passes and
-    in `request.query_params`, as in Rasa."""
+    """The route class of every router: `?all_sessions=true&all_sessions=false` is true,
+    `?include_events=ALL&include_events=NONE` is ALL and `?include_events=` is absent, in the
+    parameters FastAPI passes and in `request.query_params`, as in Rasa."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()

@@ -45,9 +45,10 @@ def authenticator_of(request: Request) -> Authenticator:
 
 
 def query_token(request: Request) -> str | None:
-    """The `token` query parameter; the first when it is repeated, as Rasa (Sanic) reads it."""
+    """The `token` query parameter; the first that is not empty when it is repeated, as Rasa
+    (Sanic, which drops blank values) reads it."""
     values = request.query_params.getlist(TOKEN_QUERY_PARAMETER)
-    return values[0] if values else None
+    return next((value for value in values if value), None)
 
 
 def authenticate_request(request: Request, conversation_param: str | None = None) -> Principal:

@@ -155,10 +155,11 @@ class RestWebhook:
 
 
 def _stream_flag(query_string: bytes) -> bool:
-    """`?stream=` read as every boolean query parameter is (`bool_arg`; the first value)."""
+    """`?stream=` read as every boolean query parameter is (`bool_arg`; the first value that
+    is not empty)."""
     if not query_string:
         return False
-    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+    for key, value in parse_qsl(query_string.decode("latin-1")):
         if key == "stream":
             return bool_arg("stream", value)
     return False

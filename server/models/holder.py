@@ -144,10 +144,17 @@ class ModelHolder(Generic[T]):
         async with self._load_lock:
             if self.superseded(ticket):
                 raise ModelSuperseded(f"'{path.name}': a newer model request was served first")
+            build = asyncio.ensure_future(
+                asyncio.to_thread(self._build, path, fingerprint, model_file or path.name, source)
+            )
             try:
-                loaded = await asyncio.to_thread(
-                    self._build, path, fingerprint, model_file or path.name, source
-                )
+                loaded = await asyncio.shield(build)
+            except asyncio.CancelledError:
+                # The thread goes on (a request's timeout, a poller stopped by a new PUT, the
+                # server stopping): what it extracts is removed when it ends. Before, the
+                # extracted model stayed in the temporary directory for good.
+                build.add_done_callback(_discard_build)
+                raise
             except Exception as exc:
                 if is_disk_full(exc):  # the server's problem, whatever was writing
                     full = ModelStorageFull(f"no space left on the server to extract {path.name}")
@@ -204,6 +211,14 @@ class ModelHolder(Generic[T]):
             logger.info("Unloaded model %s", previous.info.model_file)
             await asyncio.to_thread(shutil.rmtree, previous.directory, True)
 
+    async def close(self) -> None:
+        """At shutdown: delete the loaded model's extraction directory. The model stays
+        current, in memory, for whatever is still finishing. Before, every stop of the server
+        (or of a worker) left the extracted model in the temporary directory for good."""
+        loaded = self._loaded
+        if loaded is not None:
+            await asyncio.to_thread(shutil.rmtree, loaded.directory, True)
+
     def _build(
         self, path: Path, fingerprint: str | None, model_file: str, source: str
     ) -> LoadedModel[T]:
@@ -243,6 +258,14 @@ class ModelHolder(Generic[T]):
             yield
         finally:
             self.num_active_training_jobs -= 1
+
+
+def _discard_build(build: asyncio.Future[LoadedModel[Any]]) -> None:
+    """Done callback of the build of a cancelled load: remove the model it extracted."""
+    if build.cancelled() or build.exception() is not None:
+        return  # a failed build removed its directory itself
+    directory = build.result().directory
+    asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, directory, True)
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -391,6 +391,24 @@ async def test_a_repeated_query_parameter_is_read_by_its_first_value(
     assert bad_first.status_code == 400
 
 
+async def test_an_empty_query_parameter_is_absent_as_in_rasa(client: httpx.AsyncClient) -> None:
+    """Sanic drops blank query values (a client's unset variable, `?include_events=$V`):
+    Rasa reads the default, or the first value given. Before: a 400."""
+    await client.post("/conversations/u8/tracker/events", json=GOODBYE_EVENTS)
+    default = (await client.get("/conversations/u8/tracker")).json()
+    blank = await client.get("/conversations/u8/tracker?include_events=")
+    assert blank.status_code == 200, blank.text
+    assert blank.json() == default
+    none = (await client.get("/conversations/u8/tracker?include_events=NONE")).json()
+    blank_first = await client.get("/conversations/u8/tracker?include_events=&include_events=NONE")
+    assert blank_first.json() == none
+    appended = await client.post(
+        "/conversations/u8/tracker/events?include_events=&output_channel=",
+        json={"event": "action", "name": "action_listen"},
+    )
+    assert appended.status_code == 200, appended.text
+
+
 async def test_story_of_unknown_conversation_is_404(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:

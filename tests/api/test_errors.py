@@ -264,3 +264,32 @@ async def test_a_store_failure_names_its_request_id_too(
     ident = response.headers["x-request-id"]
     assert response.json()["details"] == {"request_id": ident}
     assert f"GET /raise/store (request id {ident})" in caplog.text
+
+
+async def test_a_client_leaving_before_its_body_ends_is_no_server_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that closes the connection halfway through its body (a phone losing its
+    network, a cancelled upload): before, an "Unhandled error" with a traceback each time."""
+    from tests.serving import serving
+
+    caplog.set_level(logging.INFO)
+    app = create_app(ApiSettings(), [router()])
+    async with serving(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        for head in (
+            b"Content-Length: 100\r\n\r\n" + b'{"text": "hi"',
+            b'Transfer-Encoding: chunked\r\n\r\n5\r\n[{"ev\r\n',
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /raw HTTP/1.1\r\nHost: t\r\n" + head)
+            await writer.drain()
+            await asyncio.sleep(0.2)  # the route is reading the body
+            writer.close()
+            await writer.wait_closed()
+        for _ in range(100):
+            if caplog.text.count("before its request body ended") == 2:
+                break
+            await asyncio.sleep(0.02)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert caplog.text.count("POST /raw: the client closed the connection") == 2

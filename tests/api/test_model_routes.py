@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import os
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -935,3 +937,111 @@ async def test_a_training_body_that_imports_server_folders_is_a_400(
     unknown = "importers:\n- name: my.CustomImporter\n" + TRAINING_YAML
     response = await client.post("/model/train", content=unknown)
     assert "CustomImporter" in check(rasa_spec, response, "/model/train", "post", 400)["message"]
+
+
+@pytest.mark.parametrize(
+    "callback_url",
+    ["http://[::1", "http://", "http:///done", "http://receiver:99999/done", "http://a b/done"],
+)
+async def test_a_callback_url_no_result_can_reach_is_a_400_at_once(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, callback_url: str
+) -> None:
+    """Before, each was a 204, and the result (of a training perhaps minutes long) went
+    only to the server log: 'Could not deliver a result to the callback URL: Invalid port'."""
+    examples = [{"text": "hi", "intent": "greet", "entities": []}]
+    for path, kwargs in (
+        ("/model/test/intents", {"json": {"rasa_nlu_data": {"common_examples": examples}}}),
+        ("/model/train", {"content": TRAINING_YAML}),
+    ):
+        response = await client.post(path, params={"callback_url": callback_url}, **kwargs)
+        body = check(rasa_spec, response, path, "post", 400)
+        assert body["details"] == {"parameter": "callback_url", "in": "query"}
+        assert body["message"].startswith("'callback_url' is not a URL the result can be sent to")
+
+
+UNTRAINABLE_YAML = """
+version: "3.1"
+intents: [greet]
+nlu:
+- intent: greet
+  examples: |
+    - hi
+policies:
+- name: NoSuchPolicy
+"""
+
+
+async def test_a_training_that_fails_or_times_out_leaves_no_temporary_folder(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`save_to_default_model_directory=false` trains into a temporary folder, removed once
+    the archive is sent. Before, a training that failed (400) left it behind, empty, and one
+    cut by the response timeout (503) with its trained archive, each for good."""
+    import server.api.model as model_routes
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    client = await make_client(response_timeout=2.0)
+    query = "/model/train?save_to_default_model_directory=false"
+
+    failed = await client.post(query, content=UNTRAINABLE_YAML)
+    assert failed.status_code == 400, failed.text
+    assert list(temp.glob("botserver-trained-*")) == []
+
+    train = model_routes._train_sync
+    released = threading.Event()
+
+    def held_train(*args: Any) -> Path:
+        released.wait(60)  # past the response timeout, until the test lets it go
+        return train(*args)
+
+    monkeypatch.setattr(model_routes, "_train_sync", held_train)
+    timed_out = await client.post(query, content=TRAINING_YAML)
+    assert timed_out.status_code == 503, timed_out.text
+    # The training goes on in its thread, and /status still counts it until it ends.
+    assert (await client.get("/status")).json()["num_active_training_jobs"] == 1
+    released.set()
+    for _ in range(600):
+        if (await client.get("/status")).json()["num_active_training_jobs"] == 0:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.2)  # the folder's removal, in a thread
+    assert list(temp.glob("botserver-trained-*")) == []
+
+
+async def test_an_empty_query_parameter_is_absent_as_in_rasa(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Sanic drops blank query values: `?save_to_default_model_directory=` is the default
+    (true) and `?emulation_mode=` none. Before: the model went to a temporary folder,
+    removed after the answer, and the parse was a 400."""
+    trained = await client.post(
+        "/model/train?save_to_default_model_directory=", content=TRAINING_YAML
+    )
+    assert trained.status_code == 200, trained.text
+    assert (tmp_path / "models" / trained.headers["filename"]).is_file()
+    parsed = await client.post("/model/parse?emulation_mode=", json={"text": "hello"})
+    assert parsed.status_code == 200, parsed.text
+    assert parsed.json()["intent"]["name"] == "greet"
+
+
+async def test_a_stopped_server_leaves_no_extracted_model_behind(
+    moodbot_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loaded model's extraction directory goes when the server stops. Before, every
+    stop (a restart, a deploy, each worker of --workers N) left the extracted model in the
+    temporary directory for good: 1,139 of them in this machine's /tmp one evening."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    options = ServerOptions(
+        model_path=moodbot_model,
+        enable_api=True,
+        endpoints={"tracker_store": {"type": "in_memory"}},
+        models_dir=tmp_path / "models",
+    )
+    app = build_app(options)
+    async with app.router.lifespan_context(app):
+        assert len(list(temp.glob("botserver-model-*"))) == 1
+    assert list(temp.glob("botserver-model-*")) == []

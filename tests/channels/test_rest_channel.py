@@ -118,6 +118,11 @@ async def test_a_repeated_stream_parameter_is_read_by_its_first_value(
         "/webhooks/rest/webhook?stream=true&stream=false", json={"sender": "s", "message": "hi"}
     )
     assert answer.headers["content-type"].startswith("text/event-stream")
+    # Sanic drops blank values: the first value is the first that is not empty.
+    blank_first = await client.post(
+        "/webhooks/rest/webhook?stream=&stream=true", json={"sender": "s", "message": "hi"}
+    )
+    assert blank_first.headers["content-type"].startswith("text/event-stream")
 
 
 async def test_stream_sends_one_json_message_per_line(client: httpx.AsyncClient) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import gzip
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from server.errors import ModelStorageFull, ModelSuperseded
 from server.models import ArchiveLimits, ModelHolder, ModelSource
 from server.models.model_server import ModelServerConfig, ModelServerPoller
 from tests.loop_lag import paced
+from tests.models.conftest import GreetingModel, greeting_loader
 from tests.small_disk import temp_files_on_a_small_disk
 
 
@@ -643,3 +645,35 @@ async def test_a_pull_on_a_full_disk_is_the_servers_problem_and_keeps_the_model(
     assert holder.current.answer() == "one" and leftovers == []
     assert [level for level, _ in model_log_lines(caplog)].count("WARNING") == 1
     await source.stop()
+
+
+async def test_a_load_cancelled_while_it_builds_leaves_no_extracted_model(
+    archive_factory, monkeypatch, tmp_path: Path
+):
+    """A load is cancelled mid-build when a new PUT /model stops the poller that was pulling,
+    when a request times out or the server stops; its thread cannot be stopped. Before, the
+    model it extracted stayed in the temporary directory for good, once per such load."""
+    archive = archive_factory("one")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    building, released = threading.Event(), threading.Event()
+
+    def held_loader(directory: Path, metadata: dict[str, Any]) -> GreetingModel:
+        building.set()
+        released.wait(60)  # until the load is cancelled
+        return greeting_loader(directory, metadata)
+
+    holder: ModelHolder[GreetingModel] = ModelHolder(held_loader)
+    load = asyncio.create_task(holder.load_archive(archive))
+    assert await asyncio.to_thread(building.wait, 30)
+    load.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await load
+    released.set()
+    assert holder.current is None
+    for _ in range(300):  # the build ends in its thread, then its directory goes
+        if not list(temp.glob("botserver-model-*")):
+            break
+        await asyncio.sleep(0.02)
+    assert list(temp.glob("botserver-model-*")) == []

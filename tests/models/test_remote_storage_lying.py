@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -184,4 +185,7 @@ async def test_an_object_stored_gzip_encoded_is_downloaded_as_stored(
     finally:
         server.shutdown()
         server.server_close()
-    assert path.read_bytes() == stored
+    try:
+        assert path.read_bytes() == stored
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)  # the caller's to remove
