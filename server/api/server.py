@@ -187,7 +187,6 @@ def build_app(options: ServerOptions) -> FastAPI:
         finally:
             await services.cancel_background()
             await _close("model source", source.stop)
-            await _close("model", holder.close)
             processor.reminders.cancel_all()
             for channel in channels:
                 await _close(f"{channel.name} channel", getattr(channel, "aclose", None))

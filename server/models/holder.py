@@ -48,15 +48,14 @@ class LoadedModel(Generic[T]):
 
     model: T
     info: ModelInfo
-    directory: Path
 
 
 class ModelHolder(Generic[T]):
     """Holds the current model; loads new ones off the loop and swaps them in one step.
 
     `loader(directory, metadata)` builds the in-memory model from an extracted archive. It
-    runs in a worker thread and must read everything it needs: the directory is removed once
-    the model is replaced or unloaded.
+    runs in a worker thread and must read everything it needs: the directory is removed as
+    soon as it returns.
     """
 
     def __init__(
@@ -144,17 +143,12 @@ class ModelHolder(Generic[T]):
         async with self._load_lock:
             if self.superseded(ticket):
                 raise ModelSuperseded(f"'{path.name}': a newer model request was served first")
-            build = asyncio.ensure_future(
-                asyncio.to_thread(self._build, path, fingerprint, model_file or path.name, source)
-            )
             try:
-                loaded = await asyncio.shield(build)
-            except asyncio.CancelledError:
-                # The thread goes on (a request's timeout, a poller stopped by a new PUT, the
-                # server stopping): what it extracts is removed when it ends. Before, the
-                # extracted model stayed in the temporary directory for good.
-                build.add_done_callback(_discard_build)
-                raise
+                # Cancelled (a request's timeout, a poller stopped by a new PUT, the server
+                # stopping), the thread goes on and removes what it extracted when it ends.
+                loaded = await asyncio.to_thread(
+                    self._build, path, fingerprint, model_file or path.name, source
+                )
             except Exception as exc:
                 if is_disk_full(exc):  # the server's problem, whatever was writing
                     full = ModelStorageFull(f"no space left on the server to extract {path.name}")
@@ -170,9 +164,8 @@ class ModelHolder(Generic[T]):
                 # A component that cannot load its state: say which model it was.
                 raise ModelError(f"Could not load model '{path.name}': {exc}") from exc
             if self.superseded(ticket):
-                await asyncio.to_thread(shutil.rmtree, loaded.directory, True)
                 raise ModelSuperseded(f"'{path.name}': a newer model request was served first")
-            previous, self._loaded = self._loaded, loaded
+            self._loaded = loaded
             self._served_ticket = ticket
             self.last_error = None
         logger.info(
@@ -181,8 +174,6 @@ class ModelHolder(Generic[T]):
             loaded.info.model_id,
             loaded.info.fingerprint,
         )
-        if previous is not None:
-            await asyncio.to_thread(shutil.rmtree, previous.directory, True)
         return loaded.info
 
     async def load_bytes(
@@ -209,29 +200,22 @@ class ModelHolder(Generic[T]):
             self._served_ticket = ticket
         if previous is not None:
             logger.info("Unloaded model %s", previous.info.model_file)
-            await asyncio.to_thread(shutil.rmtree, previous.directory, True)
-
-    async def close(self) -> None:
-        """At shutdown: delete the loaded model's extraction directory. The model stays
-        current, in memory, for whatever is still finishing. Before, every stop of the server
-        (or of a worker) left the extracted model in the temporary directory for good."""
-        loaded = self._loaded
-        if loaded is not None:
-            await asyncio.to_thread(shutil.rmtree, loaded.directory, True)
 
     def _build(
         self, path: Path, fingerprint: str | None, model_file: str, source: str
     ) -> LoadedModel[T]:
-        """Runs in a worker thread: hash, extract, build."""
+        """Runs in a worker thread: hash, extract, build. The extracted archive is removed
+        once built: a model is data in memory, and nothing is left behind by a stop, a
+        replaced or cancelled load, or a crash (before, a killed process left its model in
+        the temporary directory for good)."""
         directory = Path(tempfile.mkdtemp(prefix="botserver-model-"))
         try:
             if fingerprint is None:
                 fingerprint = file_sha256(path)
             metadata = read_archive(path, directory, self.verify_key, self.limits)
             model = self._loader(directory, metadata)
-        except BaseException:
+        finally:
             shutil.rmtree(directory, ignore_errors=True)
-            raise
         info = ModelInfo(
             model_file=model_file,
             model_id=metadata.get("model_id"),
@@ -240,7 +224,7 @@ class ModelHolder(Generic[T]):
             metadata=metadata,
             source=source,
         )
-        return LoadedModel(model=model, info=info, directory=directory)
+        return LoadedModel(model=model, info=info)
 
     def _record_error(self, name: str, exc: BaseException) -> None:
         # Not logged here: the caller reports it once, as what it was doing (startup, a
@@ -258,14 +242,6 @@ class ModelHolder(Generic[T]):
             yield
         finally:
             self.num_active_training_jobs -= 1
-
-
-def _discard_build(build: asyncio.Future[LoadedModel[Any]]) -> None:
-    """Done callback of the build of a cancelled load: remove the model it extracted."""
-    if build.cancelled() or build.exception() is not None:
-        return  # a failed build removed its directory itself
-    directory = build.result().directory
-    asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, directory, True)
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -399,6 +399,7 @@ async def test_swap_while_turns_run(model_server, holder, client, archive_factor
     bodies = {name: archive_factory(name).read_bytes() for name in ("two", "three", "four")}
     answers: list[str] = []
     stop = asyncio.Event()
+    finished_on = {name: asyncio.Event() for name in bodies}  # a turn ended on that model
 
     async def turn_loop() -> None:
         while not stop.is_set():
@@ -408,6 +409,8 @@ async def test_swap_while_turns_run(model_server, holder, client, archive_factor
             # keep the loop thread busy and the pull's threads wait for the GIL, 1-2 minutes)...
             await asyncio.sleep(0.001)
             answers.append(model.answer())  # ...and finishes on the model it grabbed.
+            if answers[-1] in finished_on:
+                finished_on[answers[-1]].set()
 
     turns = [asyncio.create_task(turn_loop()) for _ in range(50)]
     for index, (name, body) in enumerate(bodies.items()):
@@ -415,23 +418,22 @@ async def test_swap_while_turns_run(model_server, holder, client, archive_factor
         model_server.behaviour.etag = f'"v{index + 2}"'
         assert await poller.pull_once() is True
         assert holder.current.answer() == name
+        await asyncio.wait_for(finished_on[name].wait(), 30)  # turns go on, on the new model
     stop.set()
     await asyncio.gather(*turns)
 
     assert set(answers) <= {"one", "two", "three", "four"}
-    assert "four" in answers and len(answers) > 100
+    assert len(answers) > 100
 
 
 async def test_in_flight_turn_keeps_the_old_model(holder, archive_factory):
     await holder.load_archive(archive_factory("one"))
     in_flight = holder.current
-    old_directory = holder.loaded.directory
 
     await holder.load_archive(archive_factory("two"))
 
     assert in_flight.answer() == "one"
     assert holder.current.answer() == "two"
-    assert not old_directory.exists()
 
 
 async def test_failed_load_keeps_model_and_records_error(holder, archive_factory, tmp_path: Path):
