@@ -430,11 +430,14 @@ def connects(url: URL) -> Callable[[], Awaitable[None]] | None:
 
 
 def _run_on_connect(engine: AsyncEngine, statement: str) -> None:
+    """`statement` (a PostgreSQL session setting) on each new connection, by asyncpg itself:
+    outside a transaction, and unprepared. Through SQLAlchemy's cursor it ran inside the
+    transaction the dialect opens, and the first rollback (a failed insert, the pre-ping's)
+    undid it: the broker's connections lost their `lock_timeout`."""
+
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute(statement)
-        cursor.close()
+        dbapi_connection.run_async(lambda connection: connection.execute(statement))
 
 
 def _guard_sockets(engine: AsyncEngine, options: dict[int, int]) -> None:

@@ -464,3 +464,21 @@ async def test_a_postgres_broker_on_a_direct_connection_keeps_its_prepared_state
             await broker.close()
     assert prepared == 1
     assert not [r for r in caplog.records if "pooler" in r.getMessage()]
+
+
+async def test_a_postgres_brokers_connections_keep_their_lock_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SQL_LOCK_TIMEOUT", "7")
+    async with postgres_database() as config:
+        broker = SqlEventBroker({**config, "table_name": "my_events"})
+        try:
+            # A connection's first transaction rolled back (a failed insert, a pre-ping) must
+            # not take its lock timeout with it.
+            async with broker._engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+                await conn.rollback()
+            async with broker._engine.connect() as conn:
+                assert await conn.scalar(text("SHOW lock_timeout")) == "7s"
+        finally:
+            await broker.close()
