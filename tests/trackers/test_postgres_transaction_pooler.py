@@ -159,6 +159,9 @@ async def test_three_sql_brokers_through_pgbouncer_deliver_every_event_at_once(
             {"sender_id": f"sender{b}", **event(n)} for n in range(BROKER_EVENTS)
         ]
     assert not [r.getMessage() for r in caplog.records if "delivery failed" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "through a pooler" in r.getMessage()]
+    assert 1 <= len(said) <= 3  # once a broker at most, and plainly
+    assert all("HINT" not in message and "sqlalche.me" not in message for message in said)
 
 
 # One worker: a process of its own (asyncpg numbers its statements per process, from 1, so
