@@ -49,6 +49,7 @@ from server.trackers.sql_engine import (
     ensure_mysql_utf8mb4,
     mysql_max_packet,
     mysql_oversize,
+    unprepared_from_now,
 )
 from server.trackers.sql_errors import REFUSED_DATA, sql_error_kind
 from server.trackers.sqlite_database import checkpoint
@@ -107,8 +108,23 @@ class SqlEventBroker(QueuedBroker):
                 yield conn
 
     async def _send(self, pending: deque[Outgoing]) -> None:
+        try:
+            await self._send_pending(pending)
+        except DBAPIError as exc:
+            # PostgreSQL behind a pooler in transaction mode: what failed wrote nothing, and
+            # goes again at once unprepared (before: after the delivery's retry delay, 1 s).
+            if not await unprepared_from_now(self._engine, exc):
+                raise
+            await self._send_pending(pending)
+
+    async def _send_pending(self, pending: deque[Outgoing]) -> None:
         if not self._table_ready:
             async with self._transaction() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Brokers starting together on a new database must not both create the
+                    # table: the loser's CREATE failed (a duplicate key in pg_type), and its
+                    # events waited for the delivery's retry.
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(7314207)"))
                 if self._table_name is None:
                     self.table = _broker_table(await conn.run_sync(_default_table))
                 await conn.run_sync(self.table.metadata.create_all)

@@ -33,6 +33,7 @@ from server.trackers.sql_engine import (
     statement_timeout_seconds,
     statement_took_too_long,
     tcp_options,
+    transaction_pooled,
 )
 from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
 from server.trackers.tcp_keepalive import guard_driver_connection
@@ -125,15 +126,12 @@ def _transaction_pooled(exc: BaseException) -> bool:
     on another server backend, so this connection's prepared statements are not there and
     another client's are; its temporary row type, likewise. Each of these errors comes
     before anything is written (Parse, Bind, or the connection's own set-up)."""
-    errors = asyncpg.exceptions
-    if isinstance(
-        exc, (errors.DuplicatePreparedStatementError, errors.InvalidSQLStatementNameError)
-    ):
+    if transaction_pooled(exc):  # a prepared statement missing, or another client's
         return True
-    if isinstance(exc, errors.ProtocolViolationError):  # "bind message supplies 2 parameters,
-        return "prepared statement" in str(exc)  # but prepared statement ... requires 1"
     # The set-up's CREATE TYPE on a backend where another client's session made it.
-    return isinstance(exc, errors.DuplicateObjectError) and "botserver_event_row" in str(exc)
+    return isinstance(exc, asyncpg.exceptions.DuplicateObjectError) and (
+        "botserver_event_row" in str(exc)
+    )
 
 
 # Retention: a batch of stale conversations, in sender id order, from the first or after $3.

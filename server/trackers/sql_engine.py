@@ -7,18 +7,22 @@ Maps `dialect`/`url`/`host`/`port`/`db`/`username`/`password`/`query` to an asyn
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from server.errors import InvalidConfig
 from server.trackers.tcp_keepalive import guard_driver_connection
 from server.trackers.tcp_keepalive import tcp_options as _tcp_options
+
+logger = logging.getLogger(__name__)
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -190,9 +194,14 @@ def postgres_lock_timeout() -> str:
     return f"SET lock_timeout = {max(1, round(lock_timeout_seconds() * 1000))}"
 
 
-def create_engine(url: URL, sqlite_autocheckpoint: bool = True) -> AsyncEngine:
+def create_engine(
+    url: URL, sqlite_autocheckpoint: bool = True, prepared: bool = True
+) -> AsyncEngine:
     """An async engine with pre-ping (so it recovers after a database restart).
-    `sqlite_autocheckpoint=False`: its SQLite commits never checkpoint (the caller does)."""
+    `sqlite_autocheckpoint=False`: its SQLite commits never checkpoint (the caller does).
+    PostgreSQL: `prepared=True` prepares each statement once per connection, by name, until
+    `unprepared_from_now` sees a pooler in transaction mode; `prepared=False` never does
+    (for an engine that runs a few statements once, as the schema's set-up)."""
     backend = url.get_backend_name()
     if backend == "sqlite":
         sqlite_synchronous()
@@ -221,10 +230,11 @@ def create_engine(url: URL, sqlite_autocheckpoint: bool = True) -> AsyncEngine:
             f" innodb_lock_wait_timeout = {wait}",
         }
     extra: dict[str, Any] = {}
+    statements = _Statements(prepared)
     if backend == "mysql":
         extra["async_creator"] = _mysql_connector(url, connect_args)
     elif backend == "postgresql":
-        extra["async_creator"] = _postgres_connector(url, connect_args)
+        extra["creator"] = _postgres_creator(url, connect_args, statements, lambda: engine)
     engine = create_async_engine(
         url,
         **extra,
@@ -238,9 +248,96 @@ def create_engine(url: URL, sqlite_autocheckpoint: bool = True) -> AsyncEngine:
         connect_args=connect_args,
     )
     if backend == "postgresql":
+        _STATEMENTS[engine.sync_engine] = statements
         _run_on_connect(engine, postgres_lock_timeout())
         _guard_sockets(engine, tcp_options())
     return engine
+
+
+class _Statements:
+    """How a PostgreSQL engine's new connections run their statements."""
+
+    def __init__(self, prepared: bool) -> None:
+        self.prepared = prepared
+
+
+_STATEMENTS: weakref.WeakKeyDictionary[Engine, _Statements] = weakref.WeakKeyDictionary()
+
+# What PostgreSQL answers a connection whose statements a pooler in transaction mode
+# (PgBouncer before 1.21, or without `max_prepared_statements`) sent to another server
+# backend than the one that prepared them, or to one where another client's have the same
+# name: always at Parse, Bind or Describe, before anything of the statement ran.
+_NO_SUCH_STATEMENT = "26000"  # prepared statement "__asyncpg_stmt_1d__" does not exist
+_DUPLICATE_STATEMENT = "42P05"  # prepared statement "__asyncpg_stmt_1d__" already exists
+_PROTOCOL_VIOLATION = "08P01"  # bind message supplies 2 parameters, but prepared statement..
+
+
+def transaction_pooled(exc: BaseException) -> bool:
+    """Whether `exc` (a driver's error, or SQLAlchemy's around it) is PostgreSQL's answer to
+    a prepared statement a pooler in transaction mode took to another server backend."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        code = getattr(error, "sqlstate", None)
+        if code in (_NO_SUCH_STATEMENT, _DUPLICATE_STATEMENT):
+            return True
+        if code == _PROTOCOL_VIOLATION:
+            return "prepared statement" in str(error)
+        orig = getattr(error, "orig", None)
+        error = orig if isinstance(orig, BaseException) else error.__cause__
+    return False
+
+
+async def unprepared_from_now(engine: AsyncEngine, exc: BaseException) -> bool:
+    """True if `exc` is a pooler's in transaction mode (see `transaction_pooled`) and this
+    engine prepared its statements by name until now: from now on its connections (new ones:
+    the pool's are closed) prepare nothing by name and cache no statement, and the caller may
+    send what failed again at once (nothing of it was written). Said once in the log."""
+    statements = _STATEMENTS.get(engine.sync_engine)
+    if statements is None or not statements.prepared or not transaction_pooled(exc):
+        return False
+    statements.prepared = False
+    logger.warning(
+        "PostgreSQL at %s answers as through a pooler in transaction mode (PgBouncer?): %s. "
+        "Statements are no longer prepared by name. A pooler in session mode (or PgBouncer "
+        "1.21+ with max_prepared_statements) keeps them.",
+        _address(engine.url),
+        _first_line(exc),
+    )
+    await engine.dispose()
+    return True
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's own message, first line (not SQLAlchemy's wrapping and link)."""
+    orig = getattr(exc, "orig", None)
+    return str(orig if orig is not None else exc).splitlines()[0]
+
+
+def _postgres_creator(
+    url: URL,
+    connect_args: dict[str, Any],
+    statements: _Statements,
+    engine: Callable[[], AsyncEngine],
+) -> Callable[[], Any]:
+    """SQLAlchemy's `creator` for a PostgreSQL engine (its `async_creator` cannot set the
+    dialect's statement cache). Prepared: each statement is prepared by name once per
+    connection (SQLAlchemy's cache) and asyncpg's own statements (type look-ups, pings) too.
+    Unprepared: no statement cache in either; asyncpg then prepares each statement unnamed
+    and parses it again in the exchange that runs it, which a pooler cannot split between
+    two server backends."""
+    prepared = _postgres_connector(url, connect_args)
+    unprepared = _postgres_connector(url, {**connect_args, "statement_cache_size": 0})
+
+    def creator() -> Any:
+        dbapi = engine().sync_engine.dialect.dbapi
+        assert dbapi is not None
+        if statements.prepared:
+            return dbapi.connect(async_creator_fn=prepared)
+        return dbapi.connect(async_creator_fn=unprepared, prepared_statement_cache_size=0)
+
+    return creator
 
 
 def postgres_dsn(url: URL) -> str:
@@ -333,11 +430,14 @@ def connects(url: URL) -> Callable[[], Awaitable[None]] | None:
 
 
 def _run_on_connect(engine: AsyncEngine, statement: str) -> None:
+    """`statement` (a PostgreSQL session setting) on each new connection, by asyncpg itself:
+    outside a transaction, and unprepared. Through SQLAlchemy's cursor it ran inside the
+    transaction the dialect opens, and the first rollback (a failed insert, the pre-ping's)
+    undid it: the broker's connections lost their `lock_timeout`."""
+
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute(statement)
-        cursor.close()
+        dbapi_connection.run_async(lambda connection: connection.execute(statement))
 
 
 def _guard_sockets(engine: AsyncEngine, options: dict[int, int]) -> None:
@@ -368,10 +468,17 @@ def _set_sqlite_pragmas(engine: AsyncEngine, autocheckpoint: bool = True) -> Non
 
 async def ensure_postgres_database(url: URL, login_db: str) -> None:
     """Create `url.database` through `login_db` if it does not exist (Rasa's `login_db`)."""
+    login_url = url.set(database=login_db)
+    # Two statements, once: unprepared, which a pooler in transaction mode carries too.
     login_engine = create_async_engine(
-        url.set(database=login_db),
+        login_url,
         isolation_level="AUTOCOMMIT",
-        connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
+        creator=_postgres_creator(
+            login_url,
+            {"timeout": CONNECT_TIMEOUT_SECONDS},
+            _Statements(False),
+            lambda: login_engine,
+        ),
     )
     exists = text("SELECT 1 FROM pg_database WHERE datname = :name")
     try:

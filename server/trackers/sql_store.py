@@ -253,7 +253,9 @@ class SqlTrackerStore:
         self.url = url
         self._dependency = dependency(url, "the tracker store")
         self._login_db = login_db
-        self._engine = create_engine(url)
+        # PostgreSQL: the engine runs the schema's set-up once, unprepared (a pooler in
+        # transaction mode carries it); the store's own pool runs the turns.
+        self._engine = create_engine(url, prepared=url.get_backend_name() != "postgresql")
         self._ready = False
         self._ready_lock = asyncio.Lock()
         self._db: _Database

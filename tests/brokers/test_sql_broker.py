@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import sys
 import time
@@ -419,3 +420,65 @@ async def test_closing_with_the_database_down_says_why_it_waits_and_what_is_lost
     (lost,) = [m for m in said if "they are lost" in m]
     assert "3 events not delivered" in lost
     assert "Errno 111" in lost  # ECONNREFUSED: why they are lost
+
+
+async def test_brokers_starting_together_on_a_new_postgres_database_all_deliver_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="server.brokers.delivery")
+    async with postgres_database() as config:
+        # Three workers' brokers, the first event of each at the same time: one creates the
+        # table, the others wait for it (before, their CREATE failed and they retried 1 s on).
+        brokers = [SqlEventBroker({**config, "table_name": "my_events"}) for _ in range(3)]
+        try:
+            for b, broker in enumerate(brokers):
+                await broker.publish(f"sender{b}", events(1))
+            for broker in brokers:
+                assert await broker.flush(timeout=5)
+            rows = await stored_rows(brokers[0])
+        finally:
+            for broker in brokers:
+                await broker.close()
+    assert sorted(row["sender_id"] for row in rows) == ["sender0", "sender1", "sender2"]
+    assert not [r.getMessage() for r in caplog.records if "delivery failed" in r.getMessage()]
+
+
+async def test_a_postgres_broker_on_a_direct_connection_keeps_its_prepared_statements(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with postgres_database() as config:
+        broker = SqlEventBroker({**config, "table_name": "my_events"})
+        try:
+            for _ in range(3):
+                await broker.publish("alice", events(1))
+                assert await broker.flush(timeout=5)
+            async with broker._engine.connect() as conn:
+                # The insert, prepared once by name on the connection and run from then on.
+                prepared = await conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'INSERT%'"
+                    )
+                )
+        finally:
+            await broker.close()
+    assert prepared == 1
+    assert not [r for r in caplog.records if "pooler" in r.getMessage()]
+
+
+async def test_a_postgres_brokers_connections_keep_their_lock_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SQL_LOCK_TIMEOUT", "7")
+    async with postgres_database() as config:
+        broker = SqlEventBroker({**config, "table_name": "my_events"})
+        try:
+            # A connection's first transaction rolled back (a failed insert, a pre-ping) must
+            # not take its lock timeout with it.
+            async with broker._engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+                await conn.rollback()
+            async with broker._engine.connect() as conn:
+                assert await conn.scalar(text("SHOW lock_timeout")) == "7s"
+        finally:
+            await broker.close()

@@ -6,11 +6,13 @@ server-side prepared statements) works there; so must we."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,3 +116,100 @@ async def test_a_direct_connection_keeps_its_prepared_statements(
         finally:
             await store.close()
     assert not [r for r in caplog.records if "pooler" in r.getMessage()]
+
+
+BROKER_EVENTS = 40
+
+
+async def test_three_sql_brokers_through_pgbouncer_deliver_every_event_at_once(
+    pgbouncer: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncpg
+
+    from server.brokers.sql import SqlEventBroker
+
+    caplog.set_level(logging.WARNING)
+    async with postgres_database() as config:
+        # Three brokers stand for three workers sharing the pooler's two server connections.
+        brokers = [
+            SqlEventBroker({**config, "port": pgbouncer, "table_name": "broker_events"})
+            for _ in range(3)
+        ]
+        try:
+            for n in range(BROKER_EVENTS):
+                for b, broker in enumerate(brokers):
+                    await broker.publish(f"sender{b}", [event(n)])
+                await asyncio.sleep(0.005)  # a few events a batch, a transaction each
+            # Delivered without waiting for a retry (its back-off: 1 s, then 2 s, 4 s...).
+            for broker in brokers:
+                assert await broker.flush(timeout=5), broker.pending
+        finally:
+            for broker in brokers:
+                await broker.close()
+        conn = await asyncpg.connect(
+            host=config["url"], port=config["port"], user="postgres", database=config["db"]
+        )
+        try:
+            rows = await conn.fetch("SELECT data FROM broker_events ORDER BY id")
+        finally:
+            await conn.close()
+    written = [json.loads(row["data"]) for row in rows]
+    for b in range(3):
+        assert [row for row in written if row["sender_id"] == f"sender{b}"] == [
+            {"sender_id": f"sender{b}", **event(n)} for n in range(BROKER_EVENTS)
+        ]
+    assert not [r.getMessage() for r in caplog.records if "delivery failed" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "through a pooler" in r.getMessage()]
+    assert 1 <= len(said) <= 3  # once a broker at most, and plainly
+    assert all("HINT" not in message and "sqlalche.me" not in message for message in said)
+
+
+# One worker: a process of its own (asyncpg numbers its statements per process, from 1, so
+# the names of two workers meet on a server backend; the stores of one process never do).
+WORKER = """
+import asyncio, json, sys
+from server.trackers.factory import create_tracker_store
+
+async def main():
+    store = create_tracker_store(json.loads(sys.argv[1]))
+    try:
+        await store.append(sys.argv[2], [json.loads(sys.argv[3])])
+    finally:
+        await store.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_workers_starting_at_once_through_pgbouncer_set_up_the_schema(
+    pgbouncer: int,
+) -> None:
+    for attempt in range(3):
+        async with postgres_database() as config:
+            # Three workers start together on a fresh database: each sets up the schema (the
+            # migrations), through the pooler's two server connections, then appends.
+            workers = [
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-c",
+                    WORKER,
+                    json.dumps({**config, "port": pgbouncer}),
+                    f"user{w}",
+                    json.dumps(event(w)),
+                    stderr=asyncio.subprocess.PIPE,
+                )
+                for w in range(3)
+            ]
+            outcomes = [await worker.communicate() for worker in workers]
+            failed = [
+                stderr.decode().strip().splitlines()[-1]
+                for worker, (_, stderr) in zip(workers, outcomes, strict=True)
+                if worker.returncode != 0
+            ]
+            assert not failed, f"attempt {attempt}: {failed}"
+            store = create_tracker_store(config)
+            try:
+                for w in range(3):
+                    assert await store.load(f"user{w}") == [event(w)]
+            finally:
+                await store.close()
