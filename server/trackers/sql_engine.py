@@ -368,10 +368,13 @@ def _set_sqlite_pragmas(engine: AsyncEngine, autocheckpoint: bool = True) -> Non
 
 async def ensure_postgres_database(url: URL, login_db: str) -> None:
     """Create `url.database` through `login_db` if it does not exist (Rasa's `login_db`)."""
+    login_url = url.set(database=login_db)
     login_engine = create_async_engine(
-        url.set(database=login_db),
+        login_url,
+        # The URL's query read as libpq reads it, as by the store's connections (SQLAlchemy
+        # handed `sslmode` to asyncpg as a keyword, which it refuses).
+        async_creator=_postgres_connector(login_url, {"timeout": CONNECT_TIMEOUT_SECONDS}),
         isolation_level="AUTOCOMMIT",
-        connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
     )
     exists = text("SELECT 1 FROM pg_database WHERE datname = :name")
     try:

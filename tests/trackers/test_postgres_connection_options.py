@@ -94,7 +94,10 @@ async def test_a_missing_socket_directory_is_named_in_the_error() -> None:
 @pytest.mark.parametrize("sslmode", ["disable", "prefer"])
 async def test_libpq_query_keys_reach_the_store_and_the_broker(sslmode: str) -> None:
     async with postgres_database() as config:
-        config = {**config, "query": {"sslmode": sslmode, "application_name": "botserver-test"}}
+        # login_db: the connection that makes the database if missing reads them too (it
+        # refused `sslmode`: "unexpected keyword argument").
+        query = {"sslmode": sslmode, "application_name": "botserver-test"}
+        config = {**config, "query": query, "login_db": "test"}
         store = create_tracker_store(config)
         try:
             await store.append("alice", [EVENT])
