@@ -477,21 +477,23 @@ class PostgresDatabase:
         try:
             async with pool.acquire(timeout=CONNECT_TIMEOUT_SECONDS) as conn:
                 return await _unless_silent(operation(conn), conn, watched)
-        except retriable:
-            # The server dropped this connection, so likely every other idle one too (a
-            # restart, pg_terminate_backend): the retry must not be handed another of them.
-            await pool.expire_connections()
-        except _LOST_ERRORS:
-            # A write that may have reached the server is not sent again; but the next call
-            # must not be handed another connection dropped with this one (each waited
-            # DB_TCP_TIMEOUT for its own 503).
-            await pool.expire_connections()
-            raise
-        except asyncpg.PostgresError as exc:
-            if not prepares or not _transaction_pooled(exc):
+        except Exception as exc:
+            # First: a pooler's refusal is no lost connection, though one of them (a Bind's
+            # protocol violation, SQLSTATE 08P01) is a PostgresConnectionError.
+            if prepares and _transaction_pooled(exc):
+                self._stop_preparing(exc)  # nothing was written: once more, unprepared
+                pool = await self._get_pool()
+            elif isinstance(exc, retriable):
+                # The server dropped this connection, so likely every other idle one too (a
+                # restart, pg_terminate_backend): the retry must not be handed another of them.
+                await pool.expire_connections()
+            else:
+                if isinstance(exc, _LOST_ERRORS):
+                    # A write that may have reached the server is not sent again; but the next
+                    # call must not be handed another connection dropped with this one (each
+                    # waited DB_TCP_TIMEOUT for its own 503).
+                    await pool.expire_connections()
                 raise
-            self._stop_preparing(exc)  # nothing was written: once more, unprepared
-            pool = await self._get_pool()
         async with pool.acquire(timeout=CONNECT_TIMEOUT_SECONDS) as conn:
             return await _unless_silent(operation(conn), conn, watched)
 

@@ -12,13 +12,14 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from server.trackers.factory import create_tracker_store
+from server.trackers.store import TrackerStore
 from tests.trackers.persistence_fixtures import POSTGRES, postgres_database, require_service
 
 ROUNDS = 12
@@ -94,23 +95,58 @@ async def test_turns_through_pgbouncer_in_transaction_mode_all_land(
         finally:
             for store in stores:
                 await store.close()
-    said = [
-        r.getMessage() for r in caplog.records if "answers as through a pooler" in r.getMessage()
-    ]
+    said = pooler_said(caplog)
     # Once a store, and said plainly (the first line of PostgreSQL's error, not asyncpg's hint).
     assert 1 <= len(said) <= 3
     assert all("HINT" not in message for message in said)
 
 
-async def test_a_direct_connection_keeps_its_prepared_statements(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+@pytest.fixture
+async def direct_store(caplog: pytest.LogCaptureFixture) -> AsyncIterator[TrackerStore]:
+    """A PostgreSQL store on a direct connection (no pooler), its warnings captured."""
     caplog.set_level(logging.WARNING, logger="server.trackers.postgres_database")
     async with postgres_database() as config:
         store = create_tracker_store(config)
         try:
-            await asyncio.gather(*(store.append(f"user{c}", [event(0)]) for c in range(10)))
-            assert await store.load("user3") == [event(0)]
+            yield store
         finally:
             await store.close()
+
+
+async def test_a_direct_connection_keeps_its_prepared_statements(
+    direct_store: TrackerStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    await asyncio.gather(*(direct_store.append(f"user{c}", [event(0)]) for c in range(10)))
+    assert await direct_store.load("user3") == [event(0)]
     assert not [r for r in caplog.records if "pooler" in r.getMessage()]
+
+
+async def test_another_clients_statement_under_our_name_on_a_write_moves_to_unprepared(
+    direct_store: TrackerStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Behind a pooler in transaction mode, the backend a statement lands on may hold another
+    # client's prepared statement under this connection's name, with another number of
+    # parameters: PostgreSQL refuses the Bind ("bind message supplies 2 parameters, but
+    # prepared statement ... requires 3", a protocol violation, SQLSTATE 08P01) before
+    # anything runs. Staged here on a direct connection. Before, the append failed as if
+    # the connection were lost (503).
+    await direct_store.append("alice", [event(0)])
+    pool = await direct_store._db._get_pool()  # type: ignore[attr-defined]
+    async with pool.acquire() as conn:
+        name = await conn.fetchval(
+            "SELECT name FROM pg_prepared_statements WHERE statement LIKE 'WITH previous%'"
+        )
+        assert name is not None
+        await conn.execute(
+            f'DEALLOCATE "{name}"; PREPARE "{name}"(int, int, int) AS SELECT $1 + $2 + $3'
+        )
+    await direct_store.append("alice", [event(1)])
+    assert await direct_store.load("alice") == [event(0), event(1)]
+    assert pooler_said(caplog)
+
+
+def pooler_said(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The store's warnings that it moved to unprepared statements."""
+    return [
+        r.getMessage() for r in caplog.records if "answers as through a pooler" in r.getMessage()
+    ]
