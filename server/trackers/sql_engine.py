@@ -223,8 +223,6 @@ def create_engine(url: URL, sqlite_autocheckpoint: bool = True) -> AsyncEngine:
     extra: dict[str, Any] = {}
     if backend == "mysql":
         extra["async_creator"] = _mysql_connector(url, connect_args)
-    elif backend == "postgresql":
-        extra["async_creator"] = _postgres_connector(url, connect_args)
     engine = create_async_engine(
         url,
         **extra,
@@ -238,29 +236,47 @@ def create_engine(url: URL, sqlite_autocheckpoint: bool = True) -> AsyncEngine:
         connect_args=connect_args,
     )
     if backend == "postgresql":
+        _connect_by_dsn(engine, url, connect_args)
         _run_on_connect(engine, postgres_lock_timeout())
         _guard_sockets(engine, tcp_options())
     return engine
 
 
+# SQLAlchemy's asyncpg dialect's own URL key: neither libpq's nor a server setting.
+_DIALECT_KEYS = ("prepared_statement_cache_size",)
+
+
 def postgres_dsn(url: URL) -> str:
     """The URL as asyncpg's DSN: its query read as libpq reads it (`sslmode`, `sslrootcert`,
-    `host` for a Unix socket, `options`; any other name a server setting)."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    `host` for a Unix socket, `options`; any other name a server setting). SQLAlchemy's
+    asyncpg URLs' `ssl` is read as `sslmode` (asyncpg takes the same values for both), and
+    its `prepared_statement_cache_size` is left to the dialect (before, both went to the
+    server as settings, which refused them)."""
+    query = {k: v for k, v in url.query.items() if k not in _DIALECT_KEYS}
+    ssl = query.pop("ssl", None)
+    if ssl is not None:
+        query.setdefault("sslmode", ssl)
+    return url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
 
 
-def _postgres_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
-    """Opens an asyncpg connection from the URL's DSN, as the tracker store's own pool does:
-    SQLAlchemy's dialect hands the URL's query to asyncpg as keywords, and a Rasa
-    `query: {sslmode: require}` failed there ("unexpected keyword argument 'sslmode'")."""
-    dsn = postgres_dsn(url)
+def _connect_by_dsn(engine: AsyncEngine, url: URL, connect_args: dict[str, Any]) -> None:
+    """The engine's asyncpg connections open from the URL's DSN, as the tracker store's own
+    pool's do: SQLAlchemy's dialect hands the URL's query to asyncpg as keywords, and a Rasa
+    `query: {sslmode: require}` failed there ("unexpected keyword argument 'sslmode'"). The
+    dialect's own options still reach it."""
+    keywords: dict[str, Any] = {"dsn": postgres_dsn(url), **connect_args}
+    for key in _DIALECT_KEYS:
+        if key in url.query:
+            try:
+                keywords[key] = int(str(url.query[key]))
+            except ValueError:
+                raise InvalidConfig(f"PostgreSQL {key} must be a whole number") from None
 
-    async def connect() -> Any:
-        import asyncpg
-
-        return await asyncpg.connect(dsn, **connect_args)
-
-    return connect
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _do_connect(_dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
+        cargs.clear()  # (in place: the dialect connects with these)
+        cparams.clear()
+        cparams.update(keywords)
 
 
 def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
@@ -369,13 +385,10 @@ def _set_sqlite_pragmas(engine: AsyncEngine, autocheckpoint: bool = True) -> Non
 async def ensure_postgres_database(url: URL, login_db: str) -> None:
     """Create `url.database` through `login_db` if it does not exist (Rasa's `login_db`)."""
     login_url = url.set(database=login_db)
-    login_engine = create_async_engine(
-        login_url,
-        # The URL's query read as libpq reads it, as by the store's connections (SQLAlchemy
-        # handed `sslmode` to asyncpg as a keyword, which it refuses).
-        async_creator=_postgres_connector(login_url, {"timeout": CONNECT_TIMEOUT_SECONDS}),
-        isolation_level="AUTOCOMMIT",
-    )
+    login_engine = create_async_engine(login_url, isolation_level="AUTOCOMMIT")
+    # The URL's query read as libpq reads it, as by the store's connections (SQLAlchemy
+    # handed `sslmode` to asyncpg as a keyword, which it refuses).
+    _connect_by_dsn(login_engine, login_url, {"timeout": CONNECT_TIMEOUT_SECONDS})
     exists = text("SELECT 1 FROM pg_database WHERE datname = :name")
     try:
         async with login_engine.connect() as conn:
