@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from server.trackers.factory import create_tracker_store
@@ -150,3 +151,25 @@ def pooler_said(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage() for r in caplog.records if "answers as through a pooler" in r.getMessage()
     ]
+
+
+async def test_a_retry_after_another_call_moved_to_unprepared_uses_the_new_pool(
+    direct_store: TrackerStore,
+) -> None:
+    # A call whose connection was lost while another call met the pooler (and moved the
+    # store to a new pool, the old one closing) retries on the new pool. Before, it asked
+    # the closing pool for a connection: "pool is closing", a 503.
+    await direct_store.load("alice")  # the schema, and the first pool
+    db = direct_store._db  # type: ignore[attr-defined]
+    calls = 0
+
+    async def lost_meanwhile(conn: asyncpg.Connection) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            db._stop_preparing(asyncpg.exceptions.DuplicatePreparedStatementError("another"))
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+        return int(await conn.fetchval("SELECT 1"))
+
+    assert await db._run(lost_meanwhile) == 1
+    assert calls == 2
