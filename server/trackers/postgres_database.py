@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -117,6 +118,21 @@ def _row_type_lost(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.exceptions.InternalServerError) and (
         "cache lookup failed for type" in str(exc)
     )
+
+
+class _Connection(asyncpg.Connection):
+    """Prepared statements named as no other client names its own. asyncpg numbers them from
+    1 in every process (`__asyncpg_stmt_1__`...): behind a pooler in transaction mode, where
+    a statement may be sent to another server backend, another worker's (or application's)
+    statement there under the same name and parameter types ran in its place (a conversation
+    read by one worker was deleted by another's replace statement) before the first error
+    showed the pooler. Under a name of its own, a statement that is not on its backend fails
+    ("does not exist"), which moves the store to unprepared statements."""
+
+    __slots__ = ()
+
+    def _get_unique_id(self, prefix: str) -> str:
+        return f"__botserver_{prefix}_{secrets.token_hex(8)}__"  # (once per statement)
 
 
 def _transaction_pooled(exc: BaseException) -> bool:
@@ -396,6 +412,7 @@ class PostgresDatabase:
                 init=self._init_connection,
                 max_inactive_connection_lifetime=IDLE_SECONDS,
                 reset=_keep_session,
+                connection_class=_Connection,
                 # 0: no named statements; asyncpg then parses each statement again in the
                 # same exchange, which a pooler cannot split between two server backends.
                 **({} if self._prepares else {"statement_cache_size": 0}),

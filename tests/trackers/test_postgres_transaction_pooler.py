@@ -173,3 +173,29 @@ async def test_a_retry_after_another_call_moved_to_unprepared_uses_the_new_pool(
 
     assert await db._run(lost_meanwhile) == 1
     assert calls == 2
+
+
+async def test_another_clients_statements_never_run_under_our_names(
+    direct_store: TrackerStore,
+) -> None:
+    # Behind a pooler in transaction mode a statement this connection prepared may be sent to
+    # another backend, where another asyncpg client (another worker: each process numbers its
+    # statements from 1) prepared one of its own under the same name and parameter types:
+    # PostgreSQL runs that one. Staged on a direct connection: our statements gone (DEALLOCATE
+    # ALL, as on another backend) and a replace's DELETE under each name another client uses.
+    # Before, reading the conversation deleted it.
+    await direct_store.append("alice", [event(0)])
+    assert await direct_store.load_all("alice") == [event(0)]
+    pool = await direct_store._db._get_pool()  # type: ignore[attr-defined]
+    names = range(1, asyncpg.connection._uid + 100)  # type: ignore[attr-defined]
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "DEALLOCATE ALL; "
+            + "".join(
+                f'PREPARE "__asyncpg_stmt_{n:x}__"(varchar) AS '
+                "DELETE FROM events WHERE sender_id = $1; "
+                for n in names
+            )
+        )
+    assert await direct_store.load_all("alice") == [event(0)]
+    assert await direct_store.load_all("alice") == [event(0)]
