@@ -504,9 +504,10 @@ class PostgresDatabase:
                 # The server dropped this connection, so likely every other idle one too (a
                 # restart, pg_terminate_backend): the retry must not be handed another of them.
                 await pool.expire_connections()
-                # Another call may have met a pooler meanwhile: its new pool, not the old one
-                # (closing: "pool is closing").
-                pool = await self._get_pool()
+                if self._prepares != prepares:
+                    # Another call met a pooler meanwhile: its new pool, not the old one
+                    # (closing: "pool is closing").
+                    pool = await self._get_pool()
             else:
                 if isinstance(exc, _LOST_ERRORS):
                     # A write that may have reached the server is not sent again; but the next
