@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -118,6 +119,21 @@ def _row_type_lost(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.exceptions.InternalServerError) and (
         "cache lookup failed for type" in str(exc)
     )
+
+
+class UniquelyNamedStatements(asyncpg.Connection):  # type: ignore[misc]
+    """Prepared statements named as no other client names its own. asyncpg numbers them from
+    1 in every process (`__asyncpg_stmt_1__`...): behind a pooler in transaction mode, where
+    a statement may be sent to another server backend, another worker's (or application's)
+    statement there under the same name and parameter types ran in its place (a conversation
+    read by one worker was deleted by another's replace statement) before the first error
+    showed the pooler. Under a name of its own, a statement that is not on its backend fails
+    ("does not exist"), which moves the store to unprepared statements."""
+
+    __slots__ = ()
+
+    def _get_unique_id(self, prefix: str) -> str:
+        return f"__botserver_{prefix}_{secrets.token_hex(8)}__"  # (once per statement)
 
 
 def _transaction_pooled(exc: BaseException) -> bool:
@@ -394,6 +410,7 @@ class PostgresDatabase:
                 init=self._init_connection,
                 max_inactive_connection_lifetime=IDLE_SECONDS,
                 reset=_keep_session,
+                connection_class=UniquelyNamedStatements,
                 # 0: no named statements; asyncpg then parses each statement again in the
                 # same exchange, which a pooler cannot split between two server backends.
                 **({} if self._prepares else {"statement_cache_size": 0}),
@@ -475,21 +492,27 @@ class PostgresDatabase:
         try:
             async with pool.acquire(timeout=CONNECT_TIMEOUT_SECONDS) as conn:
                 return await _unless_silent(operation(conn), conn, watched)
-        except retriable:
-            # The server dropped this connection, so likely every other idle one too (a
-            # restart, pg_terminate_backend): the retry must not be handed another of them.
-            await pool.expire_connections()
-        except _LOST_ERRORS:
-            # A write that may have reached the server is not sent again; but the next call
-            # must not be handed another connection dropped with this one (each waited
-            # DB_TCP_TIMEOUT for its own 503).
-            await pool.expire_connections()
-            raise
-        except asyncpg.PostgresError as exc:
-            if not prepares or not _transaction_pooled(exc):
+        except Exception as exc:
+            # First: a pooler's refusal is no lost connection, though one of them (a Bind's
+            # protocol violation, SQLSTATE 08P01) is a PostgresConnectionError.
+            if prepares and _transaction_pooled(exc):
+                self._stop_preparing(exc)  # nothing was written: once more, unprepared
+                pool = await self._get_pool()
+            elif isinstance(exc, retriable):
+                # The server dropped this connection, so likely every other idle one too (a
+                # restart, pg_terminate_backend): the retry must not be handed another of them.
+                await pool.expire_connections()
+                if self._prepares != prepares:
+                    # Another call met a pooler meanwhile: its new pool, not the old one
+                    # (closing: "pool is closing").
+                    pool = await self._get_pool()
+            else:
+                if isinstance(exc, _LOST_ERRORS):
+                    # A write that may have reached the server is not sent again; but the next
+                    # call must not be handed another connection dropped with this one (each
+                    # waited DB_TCP_TIMEOUT for its own 503).
+                    await pool.expire_connections()
                 raise
-            self._stop_preparing(exc)  # nothing was written: once more, unprepared
-            pool = await self._get_pool()
         async with pool.acquire(timeout=CONNECT_TIMEOUT_SECONDS) as conn:
             return await _unless_silent(operation(conn), conn, watched)
 

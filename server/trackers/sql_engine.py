@@ -329,21 +329,45 @@ def _postgres_creator(
     two server backends."""
     prepared = _postgres_connector(url, connect_args)
     unprepared = _postgres_connector(url, {**connect_args, "statement_cache_size": 0})
+    options = _dialect_options(url)  # (read now: a wrong value is said at start)
 
     def creator() -> Any:
         dbapi = engine().sync_engine.dialect.dbapi
         assert dbapi is not None
         if statements.prepared:
-            return dbapi.connect(async_creator_fn=prepared)
+            return dbapi.connect(async_creator_fn=prepared, **options)
         return dbapi.connect(async_creator_fn=unprepared, prepared_statement_cache_size=0)
 
     return creator
 
 
+# SQLAlchemy's asyncpg dialect's own URL key: neither libpq's nor a server setting.
+_DIALECT_KEYS = ("prepared_statement_cache_size",)
+
+
 def postgres_dsn(url: URL) -> str:
     """The URL as asyncpg's DSN: its query read as libpq reads it (`sslmode`, `sslrootcert`,
-    `host` for a Unix socket, `options`; any other name a server setting)."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    `host` for a Unix socket, `options`; any other name a server setting). SQLAlchemy's
+    asyncpg URLs' `ssl` is read as `sslmode` (asyncpg takes the same values for both), and
+    its `prepared_statement_cache_size` is left to the dialect (before, both went to the
+    server as settings, which refused them)."""
+    query = {k: v for k, v in url.query.items() if k not in _DIALECT_KEYS}
+    ssl = query.pop("ssl", None)
+    if ssl is not None:
+        query.setdefault("sslmode", ssl)
+    return url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
+
+
+def _dialect_options(url: URL) -> dict[str, Any]:
+    """The URL's keys for SQLAlchemy's asyncpg dialect itself (not for the server)."""
+    options: dict[str, Any] = {}
+    for key in _DIALECT_KEYS:
+        if key in url.query:
+            try:
+                options[key] = int(str(url.query[key]))
+            except ValueError:
+                raise InvalidConfig(f"PostgreSQL {key} must be a whole number") from None
+    return options
 
 
 def _postgres_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
@@ -355,7 +379,9 @@ def _postgres_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], 
     async def connect() -> Any:
         import asyncpg
 
-        return await asyncpg.connect(dsn, **connect_args)
+        from server.trackers.postgres_database import UniquelyNamedStatements
+
+        return await asyncpg.connect(dsn, connection_class=UniquelyNamedStatements, **connect_args)
 
     return connect
 

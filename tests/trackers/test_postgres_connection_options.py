@@ -91,10 +91,21 @@ async def test_a_missing_socket_directory_is_named_in_the_error() -> None:
         await store.close()
 
 
-@pytest.mark.parametrize("sslmode", ["disable", "prefer"])
-async def test_libpq_query_keys_reach_the_store_and_the_broker(sslmode: str) -> None:
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"sslmode": "disable", "application_name": "botserver-test"},
+        {"sslmode": "prefer", "application_name": "botserver-test"},
+        # SQLAlchemy's asyncpg URL keys, which the broker took before they went into the DSN
+        # ('parameter "ssl" cannot be changed now': its events were lost).
+        {"ssl": "disable", "prepared_statement_cache_size": "0"},
+    ],
+)
+async def test_libpq_query_keys_reach_the_store_and_the_broker(query: dict[str, str]) -> None:
     async with postgres_database() as config:
-        config = {**config, "query": {"sslmode": sslmode, "application_name": "botserver-test"}}
+        # login_db: the connection that makes the database if missing reads them too (it
+        # refused `sslmode`: "unexpected keyword argument").
+        config = {**config, "query": query, "login_db": "test"}
         store = create_tracker_store(config)
         try:
             await store.append("alice", [EVENT])

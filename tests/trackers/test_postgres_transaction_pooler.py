@@ -14,13 +14,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from server.trackers.factory import create_tracker_store
+from server.trackers.store import TrackerStore
 from tests.trackers.persistence_fixtures import POSTGRES, postgres_database, require_service
 
 ROUNDS = 12
@@ -96,25 +98,29 @@ async def test_turns_through_pgbouncer_in_transaction_mode_all_land(
         finally:
             for store in stores:
                 await store.close()
-    said = [
-        r.getMessage() for r in caplog.records if "answers as through a pooler" in r.getMessage()
-    ]
+    said = pooler_said(caplog)
     # Once a store, and said plainly (the first line of PostgreSQL's error, not asyncpg's hint).
     assert 1 <= len(said) <= 3
     assert all("HINT" not in message for message in said)
 
 
-async def test_a_direct_connection_keeps_its_prepared_statements(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+@pytest.fixture
+async def direct_store(caplog: pytest.LogCaptureFixture) -> AsyncIterator[TrackerStore]:
+    """A PostgreSQL store on a direct connection (no pooler), its warnings captured."""
     caplog.set_level(logging.WARNING, logger="server.trackers.postgres_database")
     async with postgres_database() as config:
         store = create_tracker_store(config)
         try:
-            await asyncio.gather(*(store.append(f"user{c}", [event(0)]) for c in range(10)))
-            assert await store.load("user3") == [event(0)]
+            yield store
         finally:
             await store.close()
+
+
+async def test_a_direct_connection_keeps_its_prepared_statements(
+    direct_store: TrackerStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    await asyncio.gather(*(direct_store.append(f"user{c}", [event(0)]) for c in range(10)))
+    assert await direct_store.load("user3") == [event(0)]
     assert not [r for r in caplog.records if "pooler" in r.getMessage()]
 
 
@@ -213,3 +219,82 @@ async def test_workers_starting_at_once_through_pgbouncer_set_up_the_schema(
                     assert await store.load(f"user{w}") == [event(w)]
             finally:
                 await store.close()
+
+
+async def test_another_clients_statement_under_our_name_on_a_write_moves_to_unprepared(
+    direct_store: TrackerStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Behind a pooler in transaction mode, the backend a statement lands on may hold another
+    # client's prepared statement under this connection's name, with another number of
+    # parameters: PostgreSQL refuses the Bind ("bind message supplies 2 parameters, but
+    # prepared statement ... requires 3", a protocol violation, SQLSTATE 08P01) before
+    # anything runs. Staged here on a direct connection. Before, the append failed as if
+    # the connection were lost (503).
+    await direct_store.append("alice", [event(0)])
+    pool = await direct_store._db._get_pool()  # type: ignore[attr-defined]
+    async with pool.acquire() as conn:
+        name = await conn.fetchval(
+            "SELECT name FROM pg_prepared_statements WHERE statement LIKE 'WITH previous%'"
+        )
+        assert name is not None
+        await conn.execute(
+            f'DEALLOCATE "{name}"; PREPARE "{name}"(int, int, int) AS SELECT $1 + $2 + $3'
+        )
+    await direct_store.append("alice", [event(1)])
+    assert await direct_store.load("alice") == [event(0), event(1)]
+    assert pooler_said(caplog)
+
+
+def pooler_said(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The store's warnings that it moved to unprepared statements."""
+    return [
+        r.getMessage() for r in caplog.records if "answers as through a pooler" in r.getMessage()
+    ]
+
+
+async def test_a_retry_after_another_call_moved_to_unprepared_uses_the_new_pool(
+    direct_store: TrackerStore,
+) -> None:
+    # A call whose connection was lost while another call met the pooler (and moved the
+    # store to a new pool, the old one closing) retries on the new pool. Before, it asked
+    # the closing pool for a connection: "pool is closing", a 503.
+    await direct_store.load("alice")  # the schema, and the first pool
+    db = direct_store._db  # type: ignore[attr-defined]
+    calls = 0
+
+    async def lost_meanwhile(conn: asyncpg.Connection) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            db._stop_preparing(asyncpg.exceptions.DuplicatePreparedStatementError("another"))
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+        return int(await conn.fetchval("SELECT 1"))
+
+    assert await db._run(lost_meanwhile) == 1
+    assert calls == 2
+
+
+async def test_another_clients_statements_never_run_under_our_names(
+    direct_store: TrackerStore,
+) -> None:
+    # Behind a pooler in transaction mode a statement this connection prepared may be sent to
+    # another backend, where another asyncpg client (another worker: each process numbers its
+    # statements from 1) prepared one of its own under the same name and parameter types:
+    # PostgreSQL runs that one. Staged on a direct connection: our statements gone (DEALLOCATE
+    # ALL, as on another backend) and a replace's DELETE under each name another client uses.
+    # Before, reading the conversation deleted it.
+    await direct_store.append("alice", [event(0)])
+    assert await direct_store.load_all("alice") == [event(0)]
+    pool = await direct_store._db._get_pool()  # type: ignore[attr-defined]
+    names = range(1, asyncpg.connection._uid + 100)  # type: ignore[attr-defined]
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "DEALLOCATE ALL; "
+            + "".join(
+                f'PREPARE "__asyncpg_stmt_{n:x}__"(varchar) AS '
+                "DELETE FROM events WHERE sender_id = $1; "
+                for n in names
+            )
+        )
+    assert await direct_store.load_all("alice") == [event(0)]
+    assert await direct_store.load_all("alice") == [event(0)]
