@@ -8,6 +8,7 @@ import pytest
 
 from server.dialogue.processor import DialogueModel
 from server.trackers.events import ActionExecuted
+from server.trackers.tracker import EventVerbosity
 from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_files
 
 BOT = {
@@ -85,3 +86,28 @@ async def test_the_story_after_a_form_of_several_questions_goes_on(model: Dialog
     done = [e for e in turn.events if isinstance(e, ActionExecuted)][-2]
     assert done.action_name == "utter_done"
     assert done.policy is not None and "MemoizationPolicy" in done.policy
+
+
+async def test_applied_events_show_the_form_as_one_run_as_rasa_serves_them(
+    model: DialogueModel,
+) -> None:
+    """`GET …/tracker?include_events=APPLIED` serves Rasa's applied events: the answers'
+    turns and the later runs of the form are left out, the slots it took stay (before, every
+    turn of the form was served)."""
+    conversation = Conversation(make_agent(model), "applied")
+    for text in ("/greet", "/start", "/inform", "/inform"):
+        await conversation.say(text)
+
+    served = (await conversation.tracker()).current_state(EventVerbosity.APPLIED)["events"]
+
+    assert [e["name"] for e in served if e["event"] == "action"] == [
+        "action_listen",
+        "utter_greet",
+        "action_listen",
+        "name_form",
+        "utter_done",
+        "action_listen",
+    ]
+    assert [e["text"] for e in served if e["event"] == "user"] == ["/greet", "/start"]
+    taken = [(e["name"], e["value"]) for e in served if e["event"] == "slot"]
+    assert ("name", "/inform") in taken and ("age", "/inform") in taken
