@@ -250,7 +250,10 @@ class TwoStageFallbackAction(Action):
         else:
             source = last
             parse_data = dict(last.parse_data)
-        events: list[Event] = [UserUtteranceReverted() for _ in range(self._users_in_loop(tracker))]
+        # As Rasa, the loop is deactivated first (an event-stream reader sees it end), then
+        # the fallback's turns are taken back.
+        events: list[Event] = [ActiveLoop(name=None)]
+        events += [UserUtteranceReverted() for _ in range(self._users_in_loop(tracker))]
         events += [
             ActionExecuted(action_name=ACTION_LISTEN),
             UserUttered(
