@@ -103,8 +103,10 @@ class FormAction(Action):
         self, ctx: ActionContext, candidates: list[SlotSet], so_far: list[Event]
     ) -> list[Event]:
         validator = f"validate_{self.name}"
-        if validator not in ctx.domain.user_actions or ctx.action_server is None:
+        if validator not in ctx.domain.user_actions:
             return list(candidates)  # as Rasa: the form logs the slots it takes
+        # Without an action server the call fails (an ActionError, as Rasa's "no endpoint is
+        # configured"): the form does not take answers its validation action never saw.
         # As Rasa's form, the action sees the slot the form asked for and the form's own
         # execution before the candidates: rasa-sdk validates only the slots set after the
         # last other event, so a slot a custom action set on an unhappy path is not one.
@@ -248,7 +250,10 @@ class TwoStageFallbackAction(Action):
         else:
             source = last
             parse_data = dict(last.parse_data)
-        events: list[Event] = [UserUtteranceReverted() for _ in range(self._users_in_loop(tracker))]
+        # As Rasa, the loop is deactivated first (an event-stream reader sees it end), then
+        # the fallback's turns are taken back.
+        events: list[Event] = [ActiveLoop(name=None)]
+        events += [UserUtteranceReverted() for _ in range(self._users_in_loop(tracker))]
         events += [
             ActionExecuted(action_name=ACTION_LISTEN),
             UserUttered(

@@ -245,6 +245,8 @@ class Processor:
         self._actions_domain: Domain | None = None
         # (conversation, loop) pairs already warned about an active loop the domain lacks.
         self._unknown_loops_told: Memo[tuple[str, str], bool] = Memo(_UNKNOWN_LOOPS_TOLD)
+        # The domain last warned about slot-mapping actions no action server runs.
+        self._unserved_mappings_told: Domain | None = None
 
     # -- parsing ----------------------------------------------------------------------------
     @staticmethod
@@ -646,9 +648,12 @@ class Processor:
         filled = extract_slots(tracker, domain)
         if filled:
             tracker.update_many(filled)
-        return self.action_server is not None and (
-            VALIDATE_SLOT_MAPPINGS in domain.user_actions or bool(custom_mapping_actions(domain))
-        )
+        if self.action_server is None:
+            if domain is not self._unserved_mappings_told:
+                self._unserved_mappings_told = domain
+                _warn_unserved_mappings(domain)
+            return False
+        return VALIDATE_SLOT_MAPPINGS in domain.user_actions or bool(custom_mapping_actions(domain))
 
     async def _validate_slot_mappings(
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
@@ -866,6 +871,21 @@ class Processor:
             entities = [{"entity": k, "value": v} for k, v in entities.items()]
         await self.trigger_intent(
             sender_id, reminder.intent, entities, model, None, reminder, output_for
+        )
+
+
+def _warn_unserved_mappings(domain: Domain) -> None:
+    """Says once per model that slot-mapping actions will not run for want of an action
+    server (Rasa says it at each message, as the call fails)."""
+    names = custom_mapping_actions(domain)
+    if VALIDATE_SLOT_MAPPINGS in domain.user_actions:
+        names.append(VALIDATE_SLOT_MAPPINGS)
+    if names:
+        logger.warning(
+            "no action_endpoint is configured: the slot-mapping actions %s do not run, so "
+            "their slots are not filled and the slots the domain's mappings fill are not "
+            "validated (said once per model)",
+            ", ".join(repr(n) for n in names),
         )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from enum import Enum
 from typing import Any
 
@@ -344,8 +344,75 @@ def chosen_events(events: list[Event], verbosity: EventVerbosity) -> list[Event]
     if verbosity is EventVerbosity.ALL:
         return events
     if verbosity is EventVerbosity.APPLIED:
-        return applied_events(events)
+        # As Rasa's `applied_events`: a form's happy path reads as one run.
+        return collapse_loop_happy_paths(applied_events(events))
     return events_after_latest_restart(events)
+
+
+def collapse_loop_happy_paths(events: Sequence[Event]) -> list[Event]:
+    """Drops the turns between consecutive happy-path runs of a loop, and the later runs
+    themselves, as Rasa's `applied_events` does.
+
+    A form asking for slot after slot then looks, to the policies, as if it ran once (the
+    slots it took and its questions stay). `events` are already applied events (no restarts
+    or rewinds left).
+    """
+    loop_names = {e.name for e in events if isinstance(e, ActiveLoop) and e.name}
+    if not loop_names:
+        return list(events)
+    applied: list[Event] = []
+    # (loop, index): the events from that loop's kept run up to the index were cleaned by
+    # its last collapse, so the next one looks only at those after (linear, not quadratic,
+    # in the questions one activation asks).
+    clean: tuple[str, int] | None = None
+    for event in events:
+        if isinstance(event, ActionExecuted) and event.action_name in loop_names:
+            loop = event.action_name
+            stop = clean[1] if clean is not None and clean[0] == loop else 0
+            if not first_loop_run_or_unhappy_path(loop, applied, stop):
+                # As Rasa: back to the previous run, and this run is not kept (a story
+                # after a form that asked three questions reads as the story after one run).
+                undo_till_previous_loop_run(loop, applied, stop)
+                clean = (loop, len(applied))
+                continue
+            clean = None
+        applied.append(event)
+    return applied
+
+
+def first_loop_run_or_unhappy_path(loop: str, applied: list[Event], stop: int = 0) -> bool:
+    """Rasa's test, on the events after `stop` (those from the loop's kept run to `stop`
+    hold nothing it stops at: the last collapse cleaned them)."""
+    next_action: str | None = None
+    for index in range(len(applied) - 1, stop - 1, -1):
+        event = applied[index]
+        if isinstance(event, ActiveLoop) and event.name is None:
+            return True
+        if isinstance(event, ActionExecutionRejected) and event.action_name == loop:
+            return True
+        if isinstance(event, UserUttered) and next_action is not None and next_action != loop:
+            return True
+        if isinstance(event, ActionExecuted):
+            if event.action_name == loop:
+                return False
+            next_action = event.action_name
+    return stop == 0
+
+
+# What a loop's next happy-path run undoes back to its previous run.
+LOOP_UNDONE = (ActionExecuted, UserUttered, DefinePrevUserUtteredFeaturization)
+
+
+def undo_till_previous_loop_run(loop: str, applied: list[Event], stop: int = 0) -> None:
+    # Walked by index, not over a copy: a copy of the whole history at every run of the loop
+    # made a long form conversation's prediction quadratic (25,000 events: 0.1 s). Nothing
+    # before `stop` is undone (see `first_loop_run_or_unhappy_path`).
+    for index in range(len(applied) - 1, stop - 1, -1):
+        event = applied[index]
+        if isinstance(event, ActionExecuted) and event.action_name == loop:
+            break
+        if isinstance(event, LOOP_UNDONE):
+            del applied[index]
 
 
 # Values a slot shares safely between trackers: nothing in them can change.

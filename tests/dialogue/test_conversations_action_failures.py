@@ -226,6 +226,20 @@ async def test_no_action_server_configured_is_a_failure_like_any_other(
     )
 
 
+async def test_a_form_validation_action_without_an_action_server_fails_the_form(
+    bot_models: BotModels,
+) -> None:
+    """As Rasa ("no endpoint is configured"): formbot's answers are not taken unvalidated
+    because endpoints.yml lacks `action_endpoint`; before, the form asked and accepted every
+    answer, silently skipping `validate_restaurant_form`."""
+    agent = make_agent(bot_models["formbot"])
+    conversation = Conversation(agent, "form-validation-unconfigured")
+    turn = await conversation.say("/request_restaurant")
+    assert turn.actions == ["restaurant_form", "action_default_fallback"]
+    assert turn.responses == ["utter_default"]
+    assert (await conversation.tracker()).active_loop_name is None
+
+
 async def test_a_failing_form_validation_action_gives_the_fallback(
     bot_models: BotModels, broken_server: str
 ) -> None:

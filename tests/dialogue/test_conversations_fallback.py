@@ -128,6 +128,12 @@ async def test_affirming_continues_as_if_the_message_had_that_intent(agent: Agen
     tracker = await conversation.tracker()
     assert tracker.active_loop_name is None
     assert user_messages(tracker.applied_events()) == [(GIBBERISH, intent)]
+    # As Rasa logs it: the loop's deactivation, then its turns taken back (before, no
+    # `active_loop: null` was logged: a reader of the event stream saw the loop never end).
+    kinds = [e.as_dict()["event"] for e in turn.events]
+    fallback = kinds.index("action")
+    assert kinds[fallback + 1 : fallback + 3] == ["active_loop", "rewind"]
+    assert turn.events[fallback + 1].as_dict()["name"] is None
 
     assert (await conversation.say("bye")).texts == ["Bye!"]
 

@@ -98,6 +98,17 @@ def booking_bot(tmp_path_factory: pytest.TempPathFactory) -> DialogueModel:
     return train_files(BOOKING_BOT, tmp_path_factory.mktemp("booking-bot"))
 
 
+@pytest.fixture(scope="module")
+def unvalidated_bot(tmp_path_factory: pytest.TempPathFactory) -> DialogueModel:
+    """The booking bot without `validate_booking_form`: its form takes the slots as they come
+    (with the action in the domain and no action server, the form fails, as in Rasa)."""
+    domain = BOOKING_BOT["domain.yml"].replace(
+        "actions: [validate_booking_form, validate_plan_form]", "actions: [validate_plan_form]"
+    )
+    files = {**BOOKING_BOT, "domain.yml": domain}
+    return train_files(files, tmp_path_factory.mktemp("unvalidated-booking-bot"))
+
+
 def _conversation(model: DialogueModel, sender: str, *actions: type[Action]) -> Conversation:
     return Conversation(make_agent(model, transport=SdkTransport(*actions)), sender)
 
@@ -275,11 +286,11 @@ async def test_a_validation_action_answering_400_rejects_the_forms_run_as_rasa(
 
 
 async def test_a_completed_form_clears_requested_slot_then_deactivates(
-    booking_bot: DialogueModel,
+    unvalidated_bot: DialogueModel,
 ) -> None:
     """The form's last events are Rasa's, in Rasa's order: requested_slot null, then
     active_loop null (before, the other way round)."""
-    conversation = Conversation(make_agent(booking_bot), "order-of-events")
+    conversation = Conversation(make_agent(unvalidated_bot), "order-of-events")
     await conversation.say("/book")
     await conversation.say('/inform{"number": 2}')
 
@@ -294,11 +305,11 @@ async def test_a_completed_form_clears_requested_slot_then_deactivates(
 
 
 async def test_a_form_given_every_slot_at_once_completes_as_it_activates(
-    booking_bot: DialogueModel,
+    unvalidated_bot: DialogueModel,
 ) -> None:
     """As Rasa logs it: the form activates, takes the slots, clears requested_slot and
     deactivates (before, requested_slot was not cleared in the tracker's events)."""
-    conversation = Conversation(make_agent(booking_bot), "all-at-once")
+    conversation = Conversation(make_agent(unvalidated_bot), "all-at-once")
 
     turn = await conversation.say('/book{"number": 2, "city": "Rome"}')
 
@@ -356,12 +367,12 @@ async def test_a_form_whose_slots_the_validation_action_names_takes_the_answers(
 
 
 async def test_a_trigger_intent_fills_its_slot_as_it_activates_the_form(
-    booking_bot: DialogueModel,
+    unvalidated_bot: DialogueModel,
 ) -> None:
     """Before, a `from_trigger_intent` mapping with `conditions` (as `rasa data migrate`
     writes them) never filled its slot, and one without filled it on any message of its
     intent, form or no form. As in Rasa, it fills as the form activates on that intent."""
-    conversation = Conversation(make_agent(booking_bot), "trigger")
+    conversation = Conversation(make_agent(unvalidated_bot), "trigger")
 
     assert (await conversation.say("/greet")).texts == ["Hi"]
     assert (await conversation.tracker()).get_slot("greeted") is None
@@ -371,11 +382,11 @@ async def test_a_trigger_intent_fills_its_slot_as_it_activates_the_form(
 
 
 async def test_the_form_logs_the_slots_it_takes_without_a_validation_action(
-    booking_bot: DialogueModel,
+    unvalidated_bot: DialogueModel,
 ) -> None:
     """As Rasa logs it, with or without a validation action: the form's run repeats the slot
     it took (before, only a validation action's answer did)."""
-    conversation = Conversation(make_agent(booking_bot), "logs-slots")
+    conversation = Conversation(make_agent(unvalidated_bot), "logs-slots")
     await conversation.say("/book")
 
     turn = await conversation.say('/inform{"number": 2}')

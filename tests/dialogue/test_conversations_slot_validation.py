@@ -3,6 +3,7 @@ actions of custom mappings run, then `action_validate_slot_mappings` checks the 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -128,6 +129,23 @@ async def test_the_action_of_a_custom_mapping_fills_its_slot(weekday_bot: Dialog
     assert turn.actions == ["utter_greet"]
     assert (await conversation.tracker()).get_slot("weekday") == "Monday"
     assert transport.calls == ["action_weekday"]
+
+
+async def test_without_an_action_server_the_log_says_the_mapping_actions_do_not_run(
+    weekday_bot: DialogueModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rasa warns at each message that the custom mapping's action failed; before, nothing
+    said why the slot stayed empty. Once per model, not per message."""
+    conversation = Conversation(make_agent(weekday_bot), "no-server")
+
+    with caplog.at_level(logging.WARNING, logger="server.dialogue.processor"):
+        assert (await conversation.say("/greet")).texts == ["Hi"]
+        assert (await conversation.say("/greet")).texts == ["Hi"]
+
+    told = [r.getMessage() for r in caplog.records if "no action_endpoint" in r.getMessage()]
+    assert len(told) == 1
+    assert "'action_weekday'" in told[0]
+    assert (await conversation.tracker()).get_slot("weekday") is None
 
 
 async def test_executing_action_extract_slots_fills_and_validates_from_the_latest_message(

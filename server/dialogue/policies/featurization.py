@@ -19,7 +19,6 @@ from server.dialogue.memo import Memo
 from server.trackers.events import (
     ACTION_LISTEN,
     ActionExecuted,
-    ActionExecutionRejected,
     ActionReverted,
     ActiveLoop,
     AllSlotsReset,
@@ -35,7 +34,9 @@ from server.trackers.events import (
     UserUtteranceReverted,
     UserUttered,
 )
-from server.trackers.tracker import Tracker
+from server.trackers.tracker import LOOP_UNDONE as _UNDONE
+from server.trackers.tracker import Tracker, collapse_loop_happy_paths
+from server.trackers.tracker import first_loop_run_or_unhappy_path as _first_run_or_unhappy_path
 
 State = dict[str, dict[str, Any]]
 T = TypeVar("T")
@@ -253,58 +254,6 @@ class _Fold:
         if slots:
             state[SLOTS] = slots
         return state
-
-
-def collapse_loop_happy_paths(events: Sequence[Event]) -> list[Event]:
-    """Drops the turns between consecutive happy-path runs of a loop, as Rasa does.
-
-    A form asking for slot after slot then looks, to the policies, as if it ran once.
-    `events` are already applied events (no restarts or rewinds left).
-    """
-    loop_names = {e.name for e in events if isinstance(e, ActiveLoop) and e.name}
-    if not loop_names:
-        return list(events)
-    applied: list[Event] = []
-    for event in events:
-        if (
-            isinstance(event, ActionExecuted)
-            and event.action_name in loop_names
-            and not _first_run_or_unhappy_path(event.action_name, applied)
-        ):
-            _undo_till_previous_loop_run(event.action_name, applied)
-        applied.append(event)
-    return applied
-
-
-def _first_run_or_unhappy_path(loop: str, applied: list[Event]) -> bool:
-    next_action: str | None = None
-    for event in reversed(applied):
-        if isinstance(event, ActiveLoop) and event.name is None:
-            return True
-        if isinstance(event, ActionExecutionRejected) and event.action_name == loop:
-            return True
-        if isinstance(event, UserUttered) and next_action is not None and next_action != loop:
-            return True
-        if isinstance(event, ActionExecuted):
-            if event.action_name == loop:
-                return False
-            next_action = event.action_name
-    return True
-
-
-# What a loop's next happy-path run undoes back to its previous run.
-_UNDONE = (ActionExecuted, UserUttered, DefinePrevUserUtteredFeaturization)
-
-
-def _undo_till_previous_loop_run(loop: str, applied: list[Event]) -> None:
-    # Walked by index, not over a copy: a copy of the whole history at every run of the loop
-    # made a long form conversation's prediction quadratic (25,000 events: 0.1 s).
-    for index in range(len(applied) - 1, -1, -1):
-        event = applied[index]
-        if isinstance(event, ActionExecuted) and event.action_name == loop:
-            break
-        if isinstance(event, _UNDONE):
-            del applied[index]
 
 
 def states_and_labels(
@@ -914,9 +863,13 @@ class _IncrementalStates:
                 if changed is None:
                     self.batch = True
                     return False
-                if changed:
-                    current = None
                 body, texts, identities = self.body, self.body_texts, self.body_identities
+                if changed:
+                    # A later happy-path run of the loop: the fold went back to just after
+                    # the previous run, and this run is not kept (`collapse_loop_happy_paths`).
+                    current = None
+                    self.events.append(event)
+                    continue
             if isinstance(event, ActionExecuted):
                 if event.hide_rule_turn or self.fold.followup:
                     self.body_flags[len(body)] = turn_flags(event, self.fold.followup)
@@ -980,10 +933,12 @@ class _IncrementalStates:
             and isinstance(event, ActionExecuted)
             and event.action_name == loop
             and self.loop_run is not None
-            and not _first_run_or_unhappy_path(loop, self.collapsed)
+            and not _first_run_or_unhappy_path(loop, self.collapsed, self.loop_run[0])
         ):
             # `_undo_till_previous_loop_run` on the collapsed events, and the fold and
-            # states back to just after that run, then the events it keeps folded again.
+            # states back to just after that run (or its last collapse: the events kept
+            # then are folded in it), then the events it keeps folded again. The run itself
+            # is not kept (`collapse_loop_happy_paths`).
             position, body_size, fold = self.loop_run
             kept = [e for e in self.collapsed[position:] if not isinstance(e, _UNDONE)]
             del self.collapsed[position:]
@@ -998,6 +953,8 @@ class _IncrementalStates:
             for kept_event in kept:
                 if not isinstance(kept_event, _UNFOLDED):
                     self.fold.apply(kept_event)
+            # The next run goes back to here: the events kept now are not walked again.
+            self.loop_run = (len(self.collapsed), body_size, self.fold.copy())
             if self.differ_from is not None or self.fold.stories_differ:
                 self.differ_from = min(body_size, self.differ_from or body_size)
             return True
