@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import re
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +27,11 @@ from server.trackers.redis_client import create_client, key_prefix, store_errors
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import Hold, cache_events_setting, holding
+
+logger = logging.getLogger(__name__)
+
+# The key prefixes Rasa 3.6 takes; with another one it warned and used `tracker:`.
+_RASA_KEY_PREFIX = re.compile(r"^[A-Za-z0-9]+$")
 
 # KEYS: list, session index, last append's id. ARGV: ttl (0 = none), start offset in batch
 # (-1 = none), 1 when the batch starts with `session_started` (look at the stored event before
@@ -105,6 +112,7 @@ class RedisTrackerStore:
         self._redis = create_client(config, default_db=0)
         self.cache_events = cache_events_setting(config)  # hot trackers over this store
         self._prefix = key_prefix(config, "tracker")
+        _tell_where_rasa_kept_them(config, self._prefix)
         self._session_prefix = key_prefix(config, "tracker_session")
         self._append_prefix = key_prefix(config, "tracker_append")
         self._replacing_prefix = key_prefix(config, "tracker_replacing")
@@ -295,6 +303,23 @@ class RedisTrackerStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _tell_where_rasa_kept_them(config: dict[str, Any], prefix: str) -> None:
+    """A prefix we take and Rasa ignored (`my_bot`): a Rasa server with this endpoints.yml
+    kept its conversations at `tracker:<id>`, which this store does not read."""
+    given = config.get("key_prefix")
+    if prefix == "tracker:" or _RASA_KEY_PREFIX.match(str(given)):
+        return
+    logger.warning(
+        "tracker_store: key_prefix '%s' keeps conversations at '%s<id>'; Rasa 3.6 takes "
+        "letters and digits only, ignored this prefix and kept them at 'tracker:<id>'. "
+        "Conversations a Rasa server stored with this endpoints.yml are not read: rename "
+        "their keys (RENAME tracker:<id> %s<id>) or use a prefix of letters and digits",
+        given,
+        prefix,
+        prefix,
+    )
 
 
 T = TypeVar("T")
