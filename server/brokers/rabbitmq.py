@@ -249,6 +249,9 @@ def amqp_url(config: dict[str, Any]) -> str:
             url = url.with_user(str(username))
             if password is not None:
                 url = url.with_password(str(password))
+        if url.explicit_port is None and config.get("port") is not None:
+            # Rasa puts `port` after the URL's host; before, it was dropped (5672 instead).
+            url = url.with_port(int(config["port"]))
         return str(_with_rasas_tls(url, scheme_given=True))
     url = URL.build(
         scheme="amqp",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from yarl import URL
 
 from server.brokers.factory import create_event_broker
 from server.brokers.rabbitmq import RabbitMQEventBroker, amqp_url
@@ -84,6 +85,17 @@ def test_amqp_url_from_rasa_keys() -> None:
     assert amqp_url({"url": "amqps://rabbit/vhost", "username": "u", "password": "p"}) == (
         "amqps://u:p@rabbit/vhost"
     )
+
+
+def test_an_amqp_url_without_a_port_takes_the_port_key_as_rasa_does() -> None:
+    """Rasa puts `port` after the URL's host: `url: amqp://rabbit` with `port: 5673` connects
+    to 5673. Before, the port key was dropped and the broker knocked at 5672."""
+    config = {"url": "amqp://rabbit", "port": 5673, "username": "u", "password": "p"}
+    assert URL(amqp_url(config)).port == 5673
+    assert URL(amqp_url({**config, "url": "amqps://rabbit/vhost"})).port == 5673
+    assert URL(amqp_url({**config, "url": "amqp://rabbit:5674"})).port == 5674  # the URL's own
+    # No port key: aio-pika's default for the scheme (5671 for amqps).
+    assert URL(amqp_url({**config, "port": None, "url": "amqps://rabbit"})).explicit_port is None
 
 
 async def test_store_type_is_read_as_type(tmp_path: Path) -> None:
