@@ -33,10 +33,11 @@ logger = logging.getLogger(__name__)
 # The key prefixes Rasa 3.6 takes; with another one it warned and used `tracker:`.
 _RASA_KEY_PREFIX = re.compile(r"^[A-Za-z0-9]+$")
 
-# KEYS: list, session index, last append's id. ARGV: ttl (0 = none), start offset in batch
-# (-1 = none), 1 when the batch starts with `session_started` (look at the stored event before
-# it), this append's id, events. An append whose id is the last one's is one redis-py sent
-# again after the connection broke on its reply: it was pushed already.
+# KEYS: list, session index, last append's id. ARGV: ttl (0 = none: ends an earlier one),
+# start offset in batch (-1 = none), 1 when the batch starts with `session_started` (look at
+# the stored event before it), this append's id, events. An append whose id is the last
+# one's is one redis-py sent again after the connection broke on its reply: it was pushed
+# already.
 _APPEND = """
 if redis.call('GET', KEYS[3]) == ARGV[4] then return -1 end
 local before = redis.call('LLEN', KEYS[1])
@@ -56,6 +57,8 @@ local ttl = tonumber(ARGV[1])
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
+elseif redis.call('PERSIST', KEYS[1]) == 1 then  -- as Rasa's SET: an earlier expiry ends
+  redis.call('PERSIST', KEYS[2])
 end
 redis.call('SET', KEYS[3], ARGV[4], 'PX', 300000)
 return before
