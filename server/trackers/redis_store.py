@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
+from redis.asyncio.client import Pipeline
 
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.freeing import free_off_loop
@@ -195,7 +196,11 @@ class RedisTrackerStore:
         with self._errors():
             await self._write_all(sender_id, events)
 
-    async def _write_all(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+    async def _write_all(
+        self, sender_id: str, events: list[dict[str, Any]], watching: Pipeline | None = None
+    ) -> None:
+        """The conversation's list made of `events`, in one transaction: on `watching`'s
+        (which raises WatchError if its watched key changed since) or a new one."""
         key, session_key = self._keys(sender_id)
         start, items = await _off_loop_if_long(_encoded, events)
         staged = None
@@ -209,7 +214,12 @@ class RedisTrackerStore:
                     await self._redis.rpush(staged, *items[first : first + _ITEMS_PER_PUSH])
                     if not first:  # left by a process that dies meanwhile: not for long
                         await self._redis.expire(staged, _STAGED_SECONDS)
-            async with self._redis.pipeline(transaction=True) as pipe:
+            async with contextlib.AsyncExitStack() as stack:
+                if watching is None:
+                    pipe = await stack.enter_async_context(self._redis.pipeline(transaction=True))
+                else:
+                    pipe = watching
+                    pipe.multi()
                 pipe.delete(key, session_key)
                 if items:
                     if staged is None:
@@ -236,10 +246,24 @@ class RedisTrackerStore:
         except redis_errors.ResponseError as exc:
             if "WRONGTYPE" not in str(exc):
                 raise
-        stored = await self._redis.get(self._prefix + sender_id)
-        events = json.loads(stored).get("events", []) if stored else []
-        await self._write_all(sender_id, events)
+        await self._convert_rasa_layout(sender_id)
         return await operation()
+
+    async def _convert_rasa_layout(self, sender_id: str) -> None:
+        """Rasa's JSON string as our list, unless the key changed since it was read: another
+        process converted it (and perhaps appended a turn's events to it) meanwhile, and
+        what it wrote stands. Before, that turn's events were written over."""
+        key = self._prefix + sender_id
+        async with self._redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(key)
+            if await pipe.type(key) != "string":
+                return  # converted (or deleted) since the operation failed
+            stored = await pipe.get(key)
+            events = json.loads(stored).get("events", []) if stored else []
+            try:
+                await self._write_all(sender_id, events, watching=pipe)
+            except redis_errors.WatchError:
+                pass
 
     async def keys(self) -> list[str]:
         found = []
