@@ -61,3 +61,19 @@ async def test_a_put_publishes_the_events_past_the_stored_session_as_rasa_does(
 
     assert (await client.put(url, json=[listen(5.0)])).status_code == 200  # shorter: none
     assert len(await published(log, 5)) == 4
+
+
+async def test_a_bulk_put_is_published_whole_and_in_order(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    """More events than are turned into dicts on the event loop (1,000): made in a thread."""
+    log = tmp_path / "events.log"
+    endpoints = {
+        "tracker_store": {"type": "in_memory"},
+        "event_broker": {"type": "file", "path": str(log)},
+    }
+    client = await make_client(endpoints=endpoints)
+    body = [said(f"n{n}", float(n)) for n in range(1_500)]
+    url = "/conversations/bulk/tracker/events?include_events=NONE"
+    assert (await client.put(url, json=body)).status_code == 200
+    assert [e["text"] for e in await published(log, 1_500)] == [e["text"] for e in body]
