@@ -49,6 +49,9 @@ PUBLISH_TIMEOUT_SECONDS = 10.0
 CONFIRM_WINDOW = 256
 # How many of a window's publishes are started in one iteration of the event loop.
 _STARTED_AT_ONCE = 16
+# How RabbitMQ refuses our declaration of an exchange Rasa declared (aio-pika's defaults: not
+# durable); the only difference, so nothing to warn about.
+_RASAS_EXCHANGE = re.compile(r"inequivalent arg 'durable' .*received 'true' but current is 'false'")
 # How RabbitMQ closes a channel on a message larger than its max_message_size.
 _TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
 
@@ -195,7 +198,14 @@ class RabbitMQEventBroker(QueuedBroker):
                 self.exchange_name, aio_pika.ExchangeType.FANOUT, durable=True
             )
         except ChannelPreconditionFailed as exc:
-            _warn_existing("exchange", self.exchange_name, exc)
+            if _RASAS_EXCHANGE.search(str(exc)):  # Rasa's own: nothing to warn about
+                logger.info(
+                    "RabbitMQ event broker: the exchange '%s' is not durable (as Rasa declares "
+                    "it); publishing through it as it is",
+                    self.exchange_name,
+                )
+            else:
+                _warn_existing("exchange", self.exchange_name, exc)
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             exchange = await channel.get_exchange(self.exchange_name)
         for name in self.queues:
@@ -239,6 +249,9 @@ def amqp_url(config: dict[str, Any]) -> str:
             url = url.with_user(str(username))
             if password is not None:
                 url = url.with_password(str(password))
+        if url.explicit_port is None and config.get("port") is not None:
+            # Rasa puts `port` after the URL's host; before, it was dropped (5672 instead).
+            url = url.with_port(int(config["port"]))
         return str(_with_rasas_tls(url, scheme_given=True))
     url = URL.build(
         scheme="amqp",

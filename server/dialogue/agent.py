@@ -168,7 +168,23 @@ class Agent:
                 tracker = await asyncio.to_thread(Tracker, sender_id, defaults, events)
             else:
                 tracker = Tracker(sender_id, defaults, events)
+            broker = self.processor.broker
+            offset, previous = 0, None
+            if broker is not None:
+                # Rasa's save publishes the events past the stored session's length: all of a
+                # new conversation's, the tail of a longer list, none of a shorter one. They
+                # are chained after the last one published before (the stored session's).
+                stored = await self.processor.trackers.store.load(sender_id)
+                if stored:
+                    offset, previous = len(stored), dict(stored[-1])
             await self.processor.trackers.replace(tracker)
+            if broker is not None and len(tracker.events) > offset:
+                new_events = tracker.events[offset:]
+                if len(new_events) > OFF_LOOP_EVENTS:  # a bulk PUT: not on the event loop
+                    dicts = await asyncio.to_thread(lambda: [e.as_dict() for e in new_events])
+                else:
+                    dicts = [e.as_dict() for e in new_events]
+                await broker.publish(sender_id, dicts, previous_event=previous)
             return tracker
 
     async def add_message(

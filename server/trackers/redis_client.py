@@ -50,7 +50,12 @@ def create_client(config: dict[str, Any], default_db: int, subscriber: bool = Fa
             min(dead_connection_timeout(), socket_timeout / 2)
         )
     if "://" in host:
-        return Redis.from_url(host, **common)
+        # The `db`, `username` and `password` keys for what the URL leaves out (what it says
+        # wins): before, they were dropped without a word, and `db: 3` wrote to database 0.
+        given = {key: config[key] for key in ("username", "password") if config.get(key)}
+        if config.get("db") is not None:
+            given["db"] = int(config["db"])
+        return Redis.from_url(host, **given, **common)
     ssl_options = {
         key: config[key]
         for key in ("ssl_keyfile", "ssl_certfile", "ssl_ca_certs")

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import re
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
+from redis.asyncio.client import Pipeline
 
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.freeing import free_off_loop
@@ -26,10 +29,16 @@ from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import Hold, cache_events_setting, holding
 
-# KEYS: list, session index, last append's id. ARGV: ttl (0 = none), start offset in batch
-# (-1 = none), 1 when the batch starts with `session_started` (look at the stored event before
-# it), this append's id, events. An append whose id is the last one's is one redis-py sent
-# again after the connection broke on its reply: it was pushed already.
+logger = logging.getLogger(__name__)
+
+# The key prefixes Rasa 3.6 takes; with another one it warned and used `tracker:`.
+_RASA_KEY_PREFIX = re.compile(r"^[A-Za-z0-9]+$")
+
+# KEYS: list, session index, last append's id. ARGV: ttl (0 = none: ends an earlier one),
+# start offset in batch (-1 = none), 1 when the batch starts with `session_started` (look at
+# the stored event before it), this append's id, events. An append whose id is the last
+# one's is one redis-py sent again after the connection broke on its reply: it was pushed
+# already.
 _APPEND = """
 if redis.call('GET', KEYS[3]) == ARGV[4] then return -1 end
 local before = redis.call('LLEN', KEYS[1])
@@ -49,6 +58,8 @@ local ttl = tonumber(ARGV[1])
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
+elseif redis.call('PERSIST', KEYS[1]) == 1 then  -- as Rasa's SET: an earlier expiry ends
+  redis.call('PERSIST', KEYS[2])
 end
 redis.call('SET', KEYS[3], ARGV[4], 'PX', 300000)
 return before
@@ -105,6 +116,7 @@ class RedisTrackerStore:
         self._redis = create_client(config, default_db=0)
         self.cache_events = cache_events_setting(config)  # hot trackers over this store
         self._prefix = key_prefix(config, "tracker")
+        _tell_where_rasa_kept_them(config, self._prefix)
         self._session_prefix = key_prefix(config, "tracker_session")
         self._append_prefix = key_prefix(config, "tracker_append")
         self._replacing_prefix = key_prefix(config, "tracker_replacing")
@@ -184,7 +196,11 @@ class RedisTrackerStore:
         with self._errors():
             await self._write_all(sender_id, events)
 
-    async def _write_all(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+    async def _write_all(
+        self, sender_id: str, events: list[dict[str, Any]], watching: Pipeline | None = None
+    ) -> None:
+        """The conversation's list made of `events`, in one transaction: on `watching`'s
+        (which raises WatchError if its watched key changed since) or a new one."""
         key, session_key = self._keys(sender_id)
         start, items = await _off_loop_if_long(_encoded, events)
         staged = None
@@ -198,7 +214,12 @@ class RedisTrackerStore:
                     await self._redis.rpush(staged, *items[first : first + _ITEMS_PER_PUSH])
                     if not first:  # left by a process that dies meanwhile: not for long
                         await self._redis.expire(staged, _STAGED_SECONDS)
-            async with self._redis.pipeline(transaction=True) as pipe:
+            async with contextlib.AsyncExitStack() as stack:
+                if watching is None:
+                    pipe = await stack.enter_async_context(self._redis.pipeline(transaction=True))
+                else:
+                    pipe = watching
+                    pipe.multi()
                 pipe.delete(key, session_key)
                 if items:
                     if staged is None:
@@ -225,10 +246,24 @@ class RedisTrackerStore:
         except redis_errors.ResponseError as exc:
             if "WRONGTYPE" not in str(exc):
                 raise
-        stored = await self._redis.get(self._prefix + sender_id)
-        events = json.loads(stored).get("events", []) if stored else []
-        await self._write_all(sender_id, events)
+        await self._convert_rasa_layout(sender_id)
         return await operation()
+
+    async def _convert_rasa_layout(self, sender_id: str) -> None:
+        """Rasa's JSON string as our list, unless the key changed since it was read: another
+        process converted it (and perhaps appended a turn's events to it) meanwhile, and
+        what it wrote stands. Before, that turn's events were written over."""
+        key = self._prefix + sender_id
+        async with self._redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(key)
+            if await pipe.type(key) != "string":
+                return  # converted (or deleted) since the operation failed
+            stored = await pipe.get(key)
+            events = json.loads(stored).get("events", []) if stored else []
+            try:
+                await self._write_all(sender_id, events, watching=pipe)
+            except redis_errors.WatchError:
+                pass
 
     async def keys(self) -> list[str]:
         found = []
@@ -295,6 +330,23 @@ class RedisTrackerStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _tell_where_rasa_kept_them(config: dict[str, Any], prefix: str) -> None:
+    """A prefix we take and Rasa ignored (`my_bot`): a Rasa server with this endpoints.yml
+    kept its conversations at `tracker:<id>`, which this store does not read."""
+    given = config.get("key_prefix")
+    if prefix == "tracker:" or _RASA_KEY_PREFIX.match(str(given)):
+        return
+    logger.warning(
+        "tracker_store: key_prefix '%s' keeps conversations at '%s<id>'; Rasa 3.6 takes "
+        "letters and digits only, ignored this prefix and kept them at 'tracker:<id>'. "
+        "Conversations a Rasa server stored with this endpoints.yml are not read: rename "
+        "their keys (RENAME tracker:<id> %s<id>) or use a prefix of letters and digits",
+        given,
+        prefix,
+        prefix,
+    )
 
 
 T = TypeVar("T")

@@ -195,27 +195,39 @@ async def test_a_broker_outage_during_load_loses_nothing_and_keeps_order(
     assert by_conversation(unique) == expected
 
 
+async def declared_first(
+    names: dict[str, str],
+    kind: aio_pika.ExchangeType,
+    queue_arguments: dict[str, Any] | None = None,
+) -> None:
+    """The exchange and queue as another program declared them before the broker starts."""
+    connection = await aio_pika.connect(AMQP_URL)
+    channel = await connection.channel()
+    await channel.declare_exchange(names["exchange"], kind)  # aio-pika's default: not durable
+    await channel.declare_queue(names["queue"], durable=True, arguments=queue_arguments)
+    await connection.close()
+
+
+async def publish_through_them(names: dict[str, str], count: int) -> None:
+    """`count` events published by a new broker reach the queue, in order."""
+    broker = RabbitMQEventBroker(broker_config(names))
+    events = conversation("alice", count)
+    await broker.publish("alice", events)
+    try:
+        assert await broker.flush(timeout=5)
+    finally:
+        await broker.close()
+    assert by_conversation(await consume(names["queue"], expected=count)) == {"alice": events}
+
+
 async def test_a_queue_and_exchange_declared_with_other_settings_are_used_as_they_are(
     names: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A consumer that declared the queue first, with a TTL (or a dead-letter exchange, a
     length limit, as a quorum queue), and the exchange as `direct`: RabbitMQ refuses our
     declaration of each. Before, the broker retried that for ever and published nothing."""
-    connection = await aio_pika.connect(AMQP_URL)
-    channel = await connection.channel()
-    await channel.declare_exchange(names["exchange"], aio_pika.ExchangeType.DIRECT)
-    await channel.declare_queue(names["queue"], durable=True, arguments={"x-message-ttl": 60_000})
-    await connection.close()
-
-    broker = RabbitMQEventBroker(broker_config(names))
-    events = conversation("alice", 3)
-    await broker.publish("alice", events)
-    try:
-        assert await broker.flush(timeout=5)
-    finally:
-        await broker.close()
-
-    assert by_conversation(await consume(names["queue"], expected=3)) == {"alice": events}
+    await declared_first(names, aio_pika.ExchangeType.DIRECT, {"x-message-ttl": 60_000})
+    await publish_through_them(names, 3)
     assert "the queue" in caplog.text and "exists with other settings" in caplog.text
     assert "the exchange" in caplog.text
 
@@ -316,3 +328,14 @@ def test_a_host_with_rasas_client_certificate_variables_connects_over_tls(
     assert (url.scheme, url.host, url.port) == ("amqps", "rabbit", 5671)
     assert url.query["certfile"] == "/certs/client.pem"
     assert url.query["keyfile"] == "/certs/client.key"
+
+
+async def test_the_exchange_rasa_declared_is_used_without_a_warning(
+    names: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rasa 3.6 declares its fanout exchange with aio-pika's defaults (not durable), its
+    queues durable. Before, our durable declaration of that exchange was refused at every
+    connect, and a team moving from Rasa read 'exists with other settings' each time."""
+    await declared_first(names, aio_pika.ExchangeType.FANOUT)
+    await publish_through_them(names, 2)
+    assert "exists with other settings" not in caplog.text

@@ -192,3 +192,52 @@ async def test_a_long_session_the_cache_lets_go_of_is_freed_off_the_loop(
         assert deleted.loop_busiest < 0.009, deleted.loop_busiest
     finally:
         await store.close()
+
+
+async def test_an_append_without_record_exp_keeps_the_conversation_for_good(
+    config: dict[str, Any], client: Redis
+) -> None:
+    """Rasa's save is a SET, which drops the key's expiry: once `record_exp` is taken out of
+    endpoints.yml, a conversation saved again is kept for good. Before, an append left the
+    expiry an earlier `record_exp` had set running, and a conversation in use was deleted."""
+    expiring = redis_store({**config, "record_exp": 100})
+    await expiring.append("alice", session_start(1.0))
+    await expiring.close()
+    store = redis_store(config)
+    await store.append("alice", [user("hi", 2.0)])
+    await store.close()
+    prefix = config["key_prefix"]
+    assert await client.ttl(f"{prefix}:tracker:alice") == -1  # no expiry
+    assert await client.ttl(f"{prefix}:tracker_session:alice") == -1
+
+
+async def test_a_turn_appended_while_another_process_converts_rasas_layout_is_kept(
+    config: dict[str, Any], client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rasa kept a conversation as one JSON string; the first botserver to touch it turns it
+    into a list. Before, a reader (GET /tracker, another worker) that read the string while a
+    turn converted it and appended its events then wrote the string's events over the list,
+    and the turn's events were gone. Now the conversion gives way to what was written since."""
+    from server.trackers import redis_store as module
+
+    key = f"{config['key_prefix']}:tracker:alice"
+    await client.set(key, json.dumps({"events": session_start(1.0), "name": "alice"}))
+    reader, turn = redis_store(config), redis_store(config)
+    convert = module._off_loop_if_long
+    interrupted = False
+
+    async def with_a_turn_meanwhile(function: Any, items: Any) -> Any:
+        nonlocal interrupted
+        if function is module._encoded and not interrupted:  # the reader read the string
+            interrupted = True
+            await turn.load("alice")
+            await turn.append("alice", [user("hi", 2.0)])
+        return await convert(function, items)
+
+    monkeypatch.setattr(module, "_off_loop_if_long", with_a_turn_meanwhile)
+    try:
+        assert [e["event"] for e in await reader.load_all("alice") or []][-1] == "user"
+        assert await turn.load("alice") == [*session_start(1.0), user("hi", 2.0)]
+    finally:
+        await reader.close()
+        await turn.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from yarl import URL
 
 from server.brokers.factory import create_event_broker
 from server.brokers.rabbitmq import RabbitMQEventBroker, amqp_url
@@ -86,6 +87,17 @@ def test_amqp_url_from_rasa_keys() -> None:
     )
 
 
+def test_an_amqp_url_without_a_port_takes_the_port_key_as_rasa_does() -> None:
+    """Rasa puts `port` after the URL's host: `url: amqp://rabbit` with `port: 5673` connects
+    to 5673. Before, the port key was dropped and the broker knocked at 5672."""
+    config = {"url": "amqp://rabbit", "port": 5673, "username": "u", "password": "p"}
+    assert URL(amqp_url(config)).port == 5673
+    assert URL(amqp_url({**config, "url": "amqps://rabbit/vhost"})).port == 5673
+    assert URL(amqp_url({**config, "url": "amqp://rabbit:5674"})).port == 5674  # the URL's own
+    # No port key: aio-pika's default for the scheme (5671 for amqps).
+    assert URL(amqp_url({**config, "port": None, "url": "amqps://rabbit"})).explicit_port is None
+
+
 async def test_store_type_is_read_as_type(tmp_path: Path) -> None:
     """Old Rasa docs write `store_type:`; Rasa reads it as the type. It used to give an
     in-memory store silently, losing every conversation at the next restart."""
@@ -101,3 +113,56 @@ async def test_store_type_is_read_as_type(tmp_path: Path) -> None:
     assert isinstance(create_event_broker(sections["event_broker"]), SqlEventBroker)
     with pytest.raises(InvalidConfig, match="'type: sql' and 'store_type: redis' disagree"):
         create_tracker_store({"type": "sql", "store_type": "redis"})
+
+
+@pytest.mark.parametrize("prefix", ["my_bot", "bot-1", "bot.eu"])
+async def test_a_key_prefix_rasa_ignored_says_where_rasa_kept_the_conversations(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rasa 3.6 takes a key_prefix of letters and digits only: with `my_bot` it warned and
+    kept conversations at `tracker:<id>`, where botserver, which takes the prefix, never
+    looks. Before, nothing said so, and every returning user of a migrated bot started over."""
+    store = create_tracker_store({"type": "redis", "key_prefix": prefix})
+    await store.close()
+    assert f"'{prefix}:tracker:<id>'" in caplog.text
+    assert "'tracker:<id>'" in caplog.text
+
+
+async def test_a_key_prefix_rasa_takes_is_not_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for config in ({"key_prefix": "mybot1"}, {}):
+        store = create_tracker_store({"type": "redis", **config})
+        await store.close()
+    assert caplog.text == ""
+
+
+async def test_a_redis_url_without_a_database_takes_the_db_and_password_keys() -> None:
+    """`url: redis://host:6379` with `db: 5`: before, the `db` (and `username`, `password`)
+    keys were dropped without a word, and the conversations went to database 0, mixed with
+    whatever else lives there. What the URL itself says still wins."""
+    from tests.trackers.persistence_fixtures import REDIS, require_service, unique_name
+
+    require_service("Redis", REDIS)
+    from redis.asyncio import Redis
+
+    prefix = unique_name("bsdb")
+    url = f"redis://{REDIS[0]}:{REDIS[1]}"
+    store = create_tracker_store({"type": "redis", "url": url, "db": 5, "key_prefix": prefix})
+    fives = Redis(host=REDIS[0], port=REDIS[1], db=5, decode_responses=True)
+    zeros = Redis(host=REDIS[0], port=REDIS[1], db=0, decode_responses=True)
+    try:
+        await store.append("alice", [{"event": "restart", "timestamp": 1.0}])
+        assert await fives.exists(f"{prefix}:tracker:alice") == 1
+        assert await zeros.exists(f"{prefix}:tracker:alice") == 0
+    finally:
+        await store.delete("alice")
+        await store.close()
+        for client in (fives, zeros):
+            await client.delete(f"{prefix}:tracker_append:alice")
+            await client.aclose()
+    own = create_tracker_store({"type": "redis", "url": f"{url}/2", "db": 5, "password": "pw"})
+    assert isinstance(own, RedisTrackerStore)
+    options = own._redis.connection_pool.connection_kwargs
+    assert (options["db"], options["password"]) == (2, "pw")
+    await own.close()
