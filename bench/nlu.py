@@ -215,6 +215,13 @@ PIPELINES = {
 }
 
 
+def entity_extractor(pipeline_config: list[dict]) -> str:
+    """The name the pipeline's CRF gives its entities: CRFEntityExtractor when named (the
+    `_sgd` pipeline), else DIETClassifier's entity half."""
+    names = [step["name"] for step in pipeline_config]
+    return "CRFEntityExtractor" if "CRFEntityExtractor" in names else "DIETClassifier"
+
+
 def featurized(components: list[Any], texts: list[str]) -> list[Message]:
     """Each text as a Message through `components` (a trained pipeline's featurizers), for
     the experiment scripts that fit on the features themselves."""
@@ -257,7 +264,7 @@ def run(
         "train_seconds": train_seconds,
     }
     if any(e.entities for e in test.examples):
-        report = entity_report(predictions, "DIETClassifier")
+        report = entity_report(predictions, entity_extractor(pipeline_config))
         result["entity_micro_f1"] = report["micro avg"]["f1-score"]
     texts = [e.text for e in test.examples[:500]]
     result.update(parse_latency(pipeline, texts))
@@ -299,7 +306,7 @@ def cross_validation(
         "train_seconds": sum(train_seconds) / len(train_seconds),
     }
     if any(e.entities for e in data.examples):
-        report = entity_report(combined, "DIETClassifier")
+        report = entity_report(combined, entity_extractor(pipeline_config))
         result["entity_micro_f1"] = report["micro avg"]["f1-score"]
     return result
 
