@@ -20,7 +20,7 @@ from server.nlu.training_data import EntityAnnotation, NLUTrainingData
 
 # crfsuite's training algorithms offered, with each one's default number of passes:
 # L-BFGS (Rasa's, the default) and SGD with L2 regularisation, about 3x less CPU on SNIPS for
-# a span F1 0.1 point lower (seventeenth NLU round).
+# a span F1 0.1-0.9 point lower (seventeenth NLU round).
 ALGORITHMS = {"lbfgs": 50, "l2sgd": 10}
 # crfsuite's SGD shuffles the sentences with the C library's rand(), which nothing seeds:
 # each training in a process would continue the last one's sequence, and two trainings of
