@@ -13,7 +13,7 @@ from server.nlu.message import Message, Token
 from server.nlu.training_data import NLUTrainingData
 
 # The CRF options the jackknife copies, so its CRFs match the pipeline's own.
-_CRF_OPTIONS = ("L1_c", "L2_c", "max_iterations")
+_CRF_OPTIONS = ("algorithm", "L1_c", "L2_c", "max_iterations")
 
 
 def typed_words(tokens: list[Token], entities: list[dict[str, Any]]) -> list[str]:

@@ -56,3 +56,13 @@ def test_cross_validation_mode_scores_every_training_sentence_once(tmp_path: Pat
     errors = round((1 - snips["intent_accuracy"]) * snips["train_examples"])
     assert snips["intent_errors"] == errors
     assert snips["intent_accuracy"] > 0.6 and snips["entity_micro_f1"] > 0.2
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not DATA.exists(), reason="the shared NLU datasets are not on this machine")
+def test_entity_f1_of_a_pipeline_naming_the_crf_extractor(tmp_path: Path) -> None:
+    # Before: the bench scored DIETClassifier's entities only, 0.00 for this pipeline.
+    options = ["--datasets", "snips", "--split", "valid", "--limit", "150"]
+    options += ["--pipeline", "static_neighbours_chars_entity_types_sgd"]
+    (snips,) = run_bench(tmp_path / "nlu.json", *options)["results"]
+    assert snips["intent_accuracy"] > 0.6 and snips["entity_micro_f1"] > 0.3

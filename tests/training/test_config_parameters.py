@@ -82,6 +82,8 @@ NLU_CASES = [
     ({"name": "DIETClassifier", "ranking_length": "x"}, "'ranking_length'"),
     ({"name": "CRFEntityExtractor", "max_iterations": "x"}, "'max_iterations'"),
     ({"name": "CRFEntityExtractor", "L1_c": "x"}, "'L1_c' must be a number"),
+    # Before: an unknown crfsuite algorithm was silently L-BFGS.
+    ({"name": "CRFEntityExtractor", "algorithm": "sgd"}, "algorithm must be one of lbfgs"),
     ({"name": "LogisticRegressionClassifier", "C": -1}, "'C' must be above 0"),
     ({"name": "SklearnIntentClassifier", "C": "x"}, "'C' must be a number"),
     ({"name": "RegexFeaturizer", "case_sensitive": "x"}, "'case_sensitive' must be true"),
