@@ -21,13 +21,7 @@ EVENT = {"event": "action", "timestamp": 1.0, "name": "action_listen"}
 async def socket_directory() -> str:
     """The first directory the local server listens in (skips, or fails on CI, without one)."""
     require_service("PostgreSQL", POSTGRES)
-    conn = await asyncpg.connect(
-        host=POSTGRES[0], port=POSTGRES[1], user="postgres", database="test"
-    )
-    try:
-        setting = await conn.fetchval("SHOW unix_socket_directories")
-    finally:
-        await conn.close()
+    setting = await server_setting("unix_socket_directories")
     directory = listening_in(d.strip() for d in setting.split(","))
     if directory is None:
         message = f"PostgreSQL has no Unix socket here (unix_socket_directories = {setting!r})"
@@ -35,6 +29,17 @@ async def socket_directory() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return directory
+
+
+async def server_setting(name: str) -> str:
+    """`SHOW name` on the local server."""
+    conn = await asyncpg.connect(
+        host=POSTGRES[0], port=POSTGRES[1], user="postgres", database="test"
+    )
+    try:
+        return str(await conn.fetchval(f"SHOW {name}"))
+    finally:
+        await conn.close()
 
 
 def listening_in(directories: Iterable[str]) -> str | None:
@@ -117,14 +122,7 @@ async def test_libpq_query_keys_reach_the_store_and_the_broker(query: dict[str, 
 
 async def test_sslmode_require_on_a_server_without_ssl_is_unavailable_and_says_why() -> None:
     async with postgres_database() as config:
-        conn = await asyncpg.connect(
-            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database="test"
-        )
-        try:
-            ssl = await conn.fetchval("SHOW ssl")
-        finally:
-            await conn.close()
-        if ssl == "on":
+        if await server_setting("ssl") == "on":
             pytest.skip("this PostgreSQL server speaks SSL")
         store = create_tracker_store({**config, "query": {"sslmode": "require"}})
         try:
