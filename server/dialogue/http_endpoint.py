@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -73,8 +74,19 @@ class HttpEndpoint:
     ) -> None:
         if not url or not isinstance(url, str):
             raise InvalidConfig("an endpoint needs a 'url'")
+        try:
+            self.safe_url = safe_url(url)
+            parts = urlsplit(url)
+        except ValueError as e:  # a port out of range, a bad IPv6 address
+            shown = re.sub(r"//[^/@]*@", "//", url.split("?")[0])  # no credentials
+            raise InvalidConfig(f"endpoint url '{shown}' is not a URL: {e}") from e
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            # `localhost:5055/webhook` read as scheme `localhost`: every call would fail.
+            raise InvalidConfig(
+                f"endpoint url '{self.safe_url}' must start with http:// or https:// and name "
+                "a host (e.g. http://localhost:5055/webhook)"
+            )
         self.url = url
-        self.safe_url = safe_url(url)
         self.timeout = float(timeout)
         self.max_response_bytes = max_response_bytes
         self._params = {k: str(v) for k, v in _mapping(params, "params").items()}

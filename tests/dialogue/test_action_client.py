@@ -373,3 +373,22 @@ def test_an_unusable_endpoint_fails_at_startup(
         config = {"cafile": str(tmp_path / config["cafile"])}
     with pytest.raises(InvalidConfig, match=message):
         client_class({"url": "https://actions.example/webhook", **config})
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("localhost:5055/webhook", "must start with http:// or https://"),
+        ("actions:5055", "must start with http:// or https://"),
+        ("ftp://actions.example/webhook", "must start with http:// or https://"),
+        ("http:///webhook", "name a host"),
+        ("http://user:secret@actions.example:99999/webhook", "is not a URL: Port out of range"),
+    ],
+)
+@pytest.mark.parametrize("client_class", [ActionServerClient, NLGClient])
+def test_a_url_no_call_can_use_fails_at_startup(url: str, message: str, client_class: type) -> None:
+    """Before, `url: localhost:5055/webhook` (no scheme: read as scheme `localhost`) started,
+    and then every custom action failed; the error never shows the URL's credentials."""
+    with pytest.raises(InvalidConfig, match=message) as raised:
+        client_class({"url": url})
+    assert "secret" not in str(raised.value)
