@@ -7,7 +7,15 @@ import pytest
 
 from server.dialogue.agent import Agent
 from server.dialogue.processor import DialogueModel
-from server.trackers.events import Event, UserUttered
+from server.trackers.events import (
+    ActionExecuted,
+    ActiveLoop,
+    BotUttered,
+    Event,
+    UserUtteranceReverted,
+    UserUttered,
+)
+from server.trackers.tracker import EventVerbosity, Tracker, chosen_events
 from tests.dialogue.conversation_fixtures import Conversation, Turn, make_agent, train_project
 
 CONFIG = """
@@ -196,3 +204,39 @@ async def test_a_rephrase_that_is_still_unclear_is_offered_for_affirmation(
     assert turn.texts == [RESPONSE_OF[intent]]
     tracker = await conversation.tracker()
     assert user_messages(tracker.applied_events()) == [(rephrased, intent)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="applied events rewind before collapsing a loop's happy path; Rasa does both in one "
+    "pass, so its single rewind after an affirmed two-stage fallback also drops the loop",
+)
+def test_an_affirmed_two_stage_fallback_rasa_logged_leaves_no_loop_active() -> None:
+    """Rasa 3.6 logs one `rewind` when the user affirms (its applied events collapse the
+    loop's second run first, so that rewind takes back the unclear message too): the
+    conversation goes on from the clarified message, no loop active. Read here (a tracker
+    store Rasa wrote, or events posted to the API), the rewind takes back only the
+    affirmation and `action_two_stage_fallback` stays the active loop."""
+    loop = "action_two_stage_fallback"
+
+    def said(intent: str) -> UserUttered:
+        return UserUttered(text=intent, parse_data={"intent": {"name": intent, "confidence": 1.0}})
+
+    events: list[Event] = [
+        ActionExecuted(action_name="action_listen"),
+        said("nlu_fallback"),
+        ActionExecuted(action_name=loop),
+        ActiveLoop(name=loop),
+        BotUttered(text="Did you mean 'greet'?"),
+        ActionExecuted(action_name="action_listen"),
+        said("greet"),
+        ActionExecuted(action_name=loop),
+        ActiveLoop(name=None),
+        UserUtteranceReverted(),
+        ActionExecuted(action_name="action_listen"),
+        said("greet"),
+    ]
+    tracker = Tracker("rasa-logged-fallback", {}, events)
+    assert tracker.active_loop_name is None
+    applied = chosen_events(tracker.events, EventVerbosity.APPLIED)
+    assert [type(e).__name__ for e in applied] == ["ActionExecuted", "UserUttered"]

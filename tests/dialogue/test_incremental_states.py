@@ -494,3 +494,26 @@ def test_a_loop_the_domain_lacks_is_no_loop_in_a_conversations_states() -> None:
     assert live == states_and_labels(tracker.applied_events(), DOMAIN, live=True)[0]
     trained, _ = states_and_labels(tracker.applied_events(), DOMAIN)
     assert trained[-1]["active_loop"] == {"name": "dropped_form"}
+
+
+def test_a_text_featurized_message_after_a_forms_later_run_folds_as_a_full_recompute() -> None:
+    """Before, the fold a form's later run went back to had lost the last message's text: a
+    `user_featurization` (text) event after it raised AttributeError instead of giving the
+    states."""
+    tracker = Tracker("text-after-form", DOMAIN.slot_defaults(), [])
+    form = "restaurant_form"
+    for event in [
+        ActionExecuted(action_name="action_listen"),
+        UserUttered(text="book", parse_data={"intent": {"name": "greet", "confidence": 1.0}}),
+        ActionExecuted(action_name=form),
+        ActiveLoop(name=form),
+        ActionExecuted(action_name="action_listen"),
+        UserUttered(text="two", parse_data={"intent": {"name": "greet", "confidence": 1.0}}),
+        ActionExecuted(action_name=form),
+        DefinePrevUserUtteredFeaturization(use_text_for_featurization=True),
+    ]:
+        tracker.update(event)
+        conversation = ConversationStates(tracker, DOMAIN)
+        expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
+        assert conversation.states == expected, event
+    assert conversation.states[-1]["user"] == {"text": "book"}

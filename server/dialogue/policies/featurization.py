@@ -160,6 +160,7 @@ class _Fold:
         twin.live = self.live
         twin.slot_values, twin.slots_set = dict(self.slot_values), set(self.slots_set)
         twin.user, twin.prev_action, twin.loop = dict(self.user), self.prev_action, self.loop
+        twin.user_text = self.user_text
         twin.followup, twin.stories_differ = self.followup, self.stories_differ
         return twin
 
