@@ -60,10 +60,7 @@ def async_url(config: dict[str, Any], default_db: str) -> URL:
     if drivername.startswith("sqlite"):
         return URL.create(drivername, database=db)
 
-    port = config.get("port")
-    if host and ":" in str(host) and port is None:
-        host, _, port_text = str(host).rpartition(":")
-        port = int(port_text)
+    host, port = _host_and_port(host, config.get("port"))
     query = {str(k): str(v) for k, v in (config.get("query") or {}).items()}
     if host and str(host).startswith("/") and drivername.startswith("postgresql"):
         # A Unix socket's directory, as libpq (Rasa's psycopg2) takes it in `host`. In a URL's
@@ -79,10 +76,33 @@ def async_url(config: dict[str, Any], default_db: str) -> URL:
         username=config.get("username"),
         password=None if config.get("password") is None else str(config["password"]),
         host=str(host) if host else None,
-        port=int(port) if port is not None else None,
+        port=port,
         database=db,
         query=query,
     )
+
+
+def _host_and_port(host: Any, port: Any) -> tuple[Any, int | None]:
+    """`url` and `port` as Rasa gives them: `host:port` split (`[::1]:5432` too), a bare IPv6
+    address (`::1`) or a socket directory (`/var/run/postgresql`) taken whole. Before, `::1`
+    was read as host ':' and port 1, and `db.local:abc` failed with a bare ValueError."""
+    if host and port is None and not str(host).startswith("/"):
+        text = str(host)
+        if text.startswith("[") and "]:" in text:  # [IPv6]:port
+            host, _, port = text[1:].partition("]:")
+        elif text.count(":") == 1:
+            host, _, port = text.partition(":")
+    if host and str(host).startswith("[") and str(host).endswith("]"):
+        host = str(host)[1:-1]
+    if port is None or port == "":
+        return host, None
+    try:
+        number = int(port)
+    except (TypeError, ValueError):
+        raise InvalidConfig(f"SQL port must be a whole number, got '{port}'") from None
+    if not 0 < number < 65536:
+        raise InvalidConfig(f"SQL port must be 1-65535, got {number}")
+    return host, number
 
 
 def _async_driver(drivername: str) -> str:
@@ -105,7 +125,8 @@ def _address(url: URL) -> str:
     """host:port, or a PostgreSQL Unix socket's directory (given as the query's `host`)."""
     if url.host is None and isinstance(url.query.get("host"), str):
         return f"{url.query['host']} (Unix socket)"
-    return f"{url.host}:{url.port or 'default port'}"
+    host = f"[{url.host}]" if url.host and ":" in url.host else url.host
+    return f"{host}:{url.port or 'default port'}"
 
 
 _ENGINE_NAMES = {"postgresql": "PostgreSQL", "mysql": "MySQL/MariaDB", "oracle": "Oracle"}

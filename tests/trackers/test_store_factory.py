@@ -49,6 +49,16 @@ async def test_tracker_store_types_as_rasa_spells_them() -> None:
             "postgresql+asyncpg://db.local:6000/bot",
         ),
         ({"url": "postgresql+psycopg2://u@h/x"}, "postgresql+asyncpg://u@h/x"),
+        # An IPv6 address alone is a host (it was host ':' and port 1), bracketed with a port.
+        ({"dialect": "postgresql", "url": "::1", "db": "bot"}, "postgresql+asyncpg://[::1]/bot"),
+        (
+            {"dialect": "postgresql", "url": "[::1]:5433", "db": "bot"},
+            "postgresql+asyncpg://[::1]:5433/bot",
+        ),
+        (
+            {"dialect": "postgresql", "url": "::1", "port": 5433, "db": "bot"},
+            "postgresql+asyncpg://[::1]:5433/bot",
+        ),
         ({"dialect": "mysql+pymysql", "url": "h", "db": "x"}, "mysql+aiomysql://h/x"),
     ],
 )
@@ -56,6 +66,20 @@ async def test_sql_keys_become_an_async_url(config: dict, url: str) -> None:
     store = SqlTrackerStore.from_config({"type": "sql", **config})
     assert store.url.render_as_string(hide_password=False) == url
     await store.close()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"url": "db.local:abc"}, "SQL port must be a whole number, got 'abc'"),
+        ({"url": "db.local", "port": "five"}, "SQL port must be a whole number, got 'five'"),
+        ({"url": "db.local", "port": 99999}, "SQL port must be 1-65535, got 99999"),
+    ],
+)
+def test_a_port_that_is_no_port_is_refused_at_start(config: dict, message: str) -> None:
+    """Before, `url: db.local:abc` escaped as a bare ValueError (a traceback at start)."""
+    with pytest.raises(InvalidConfig, match=message):
+        create_tracker_store({"type": "sql", "dialect": "postgresql", **config})
 
 
 def test_unsupported_types_are_refused_by_name() -> None:
