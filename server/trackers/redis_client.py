@@ -49,18 +49,22 @@ def create_client(config: dict[str, Any], default_db: int, subscriber: bool = Fa
         common["socket_keepalive_options"] = tcp_options(
             min(dead_connection_timeout(), socket_timeout / 2)
         )
+    ssl_options = {
+        key: config[key]
+        for key in ("ssl_keyfile", "ssl_certfile", "ssl_ca_certs")
+        if config.get(key)
+    }
     if "://" in host:
         # The `db`, `username` and `password` keys for what the URL leaves out (what it says
         # wins): before, they were dropped without a word, and `db: 3` wrote to database 0.
         given = {key: config[key] for key in ("username", "password") if config.get(key)}
         if config.get("db") is not None:
             given["db"] = int(config["db"])
+        if config.get("use_ssl") and host.lower().startswith("redis://"):
+            host = "rediss://" + host[len("redis://") :]  # (was plain text, without a word)
+        if host.lower().startswith("rediss://"):
+            given.update(ssl_options)
         return Redis.from_url(host, **given, **common)
-    ssl_options = {
-        key: config[key]
-        for key in ("ssl_keyfile", "ssl_certfile", "ssl_ca_certs")
-        if config.get(key)
-    }
     return Redis(
         host=host,
         port=int(config.get("port", 6379)),

@@ -190,3 +190,23 @@ async def test_a_redis_url_without_a_database_takes_the_db_and_password_keys() -
     options = own._redis.connection_pool.connection_kwargs
     assert (options["db"], options["password"]) == (2, "pw")
     await own.close()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"url": "redis://redis.example:6380", "use_ssl": True},
+        {"url": "rediss://redis.example:6380", "ssl_ca_certs": "/etc/ssl/certs/ca.pem"},
+        {"url": "redis.example", "port": 6380, "use_ssl": True},
+    ],
+)
+def test_redis_over_tls_whichever_way_it_is_asked(config: dict) -> None:
+    """`use_ssl: true` beside a `redis://` url was dropped without a word (plain text to a
+    server that expects TLS), and a `rediss://` url lost the `ssl_*` keys."""
+    from redis.asyncio.connection import SSLConnection
+
+    from server.trackers.redis_client import create_client
+
+    pool = create_client(config, default_db=0).connection_pool
+    assert pool.connection_class is SSLConnection
+    assert pool.connection_kwargs.get("ssl_ca_certs") == config.get("ssl_ca_certs")
