@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from itertools import islice
 from typing import Any
 
@@ -55,6 +55,9 @@ from server.trackers.sql_errors import REFUSED_DATA, sql_error_kind
 from server.trackers.sqlite_database import checkpoint
 
 logger = logging.getLogger(__name__)
+# MySQL/MariaDB's named lock (server-wide: named after the database) held while one broker
+# creates the table (see _send_pending).
+_TABLE_LOCK = "CONCAT('botserver_broker_table:', LEFT(DATABASE(), 40))"
 
 RASA_TABLE = "events"
 # Beside a tracker store's `events` in the same database (and the name before 0.x took Rasa's).
@@ -117,23 +120,34 @@ class SqlEventBroker(QueuedBroker):
                 raise
             await self._send_pending(pending)
 
+    async def _make_table(self, conn: AsyncConnection) -> None:
+        if self._table_name is None:
+            self.table = _broker_table(await conn.run_sync(_default_table))
+        await conn.run_sync(self.table.metadata.create_all)
+        await conn.run_sync(_add_key_column, self.table)
+        # A table of an earlier version, in a latin1 database: one event with an emoji in its
+        # sender id held up every later event.
+        await conn.run_sync(ensure_mysql_utf8mb4, self.table.name)
+        if conn.dialect.name == "mysql":
+            self._max_packet = await mysql_max_packet(conn)
+
     async def _send_pending(self, pending: deque[Outgoing]) -> None:
         if not self._table_ready:
             async with self._transaction() as conn:
-                if conn.dialect.name == "postgresql":
-                    # Brokers starting together on a new database must not both create the
-                    # table: the loser's CREATE failed (a duplicate key in pg_type), and its
-                    # events waited for the delivery's retry.
+                # Brokers starting together on a new database must not both create the table:
+                # the loser's CREATE failed (PostgreSQL: a duplicate key in pg_type; MySQL:
+                # "table already exists"), and its events waited for the delivery's retry.
+                dialect = conn.dialect.name
+                if dialect == "postgresql":
                     await conn.execute(text("SELECT pg_advisory_xact_lock(7314207)"))
-                if self._table_name is None:
-                    self.table = _broker_table(await conn.run_sync(_default_table))
-                await conn.run_sync(self.table.metadata.create_all)
-                await conn.run_sync(_add_key_column, self.table)
-                # A table of an earlier version, in a latin1 database: one event with an
-                # emoji in its sender id held up every later event.
-                await conn.run_sync(ensure_mysql_utf8mb4, self.table.name)
-                if conn.dialect.name == "mysql":
-                    self._max_packet = await mysql_max_packet(conn)
+                elif dialect == "mysql":  # (its DDL commits: a session lock, released below)
+                    await conn.execute(text(f"SELECT GET_LOCK({_TABLE_LOCK}, 10)"))
+                try:
+                    await self._make_table(conn)
+                finally:
+                    if dialect == "mysql":
+                        with suppress(DBAPIError):
+                            await conn.execute(text(f"SELECT RELEASE_LOCK({_TABLE_LOCK})"))
             self._table_ready = True
         while pending:
             batch = list(islice(pending, BATCH_SIZE))

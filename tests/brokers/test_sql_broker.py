@@ -422,11 +422,12 @@ async def test_closing_with_the_database_down_says_why_it_waits_and_what_is_lost
     assert "Errno 111" in lost  # ECONNREFUSED: why they are lost
 
 
-async def test_brokers_starting_together_on_a_new_postgres_database_all_deliver_at_once(
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize("database", [postgres_database, mariadb_database])
+async def test_brokers_starting_together_on_a_new_database_all_deliver_at_once(
+    database: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="server.brokers.delivery")
-    async with postgres_database() as config:
+    async with database() as config:
         # Three workers' brokers, the first event of each at the same time: one creates the
         # table, the others wait for it (before, their CREATE failed and they retried 1 s on).
         brokers = [SqlEventBroker({**config, "table_name": "my_events"}) for _ in range(3)]
