@@ -68,6 +68,19 @@ def channel_class(name: str) -> type[InputChannel]:
             "server.channels.InputChannel and implement router() (Rasa's Sanic blueprint "
             "channels have to be ported)."
         )
+    channel_name = cls.name
+    if isinstance(channel_name, classmethod) or callable(channel_name):
+        # Rasa's `def name(cls)`: served at `/webhooks/<bound method ...>` without a word.
+        raise InvalidConfig(
+            f"'{name}': a botserver channel names itself with a class attribute, "
+            '`name = "mine"` (served at /webhooks/mine/), not Rasa\'s `def name(cls)` method.'
+        )
+    if not isinstance(channel_name, str) or not channel_name.strip("/"):
+        # No name: its routes under `/webhooks/`, refused by FastAPI with a bare assertion.
+        raise InvalidConfig(
+            f"'{name}' has no channel name: set the class attribute `name = \"mine\"` "
+            "(served at /webhooks/mine/)."
+        )
     return cls
 
 

@@ -283,6 +283,11 @@ class RocketChatInput(InputChannel):
         return [(message_id, self._message(str(room_id), str(user_id), text, message_id))]
 
     def _livechat_messages(self, payload: dict[str, Any]) -> list[tuple[str | None, UserMessage]]:
+        kind = payload.get("type")
+        if kind is not None and kind != "Message":
+            # A chat closed (its whole transcript, messages without ids: each would be
+            # answered again), queued, taken, forwarded: no new message.
+            return []
         room_id = payload.get("_id")
         visitor = _as_dict(payload.get("visitor"))
         messages = payload.get("messages")

@@ -124,9 +124,16 @@ class FakeRocketChat:
         }
 
     def livechat_payload(
-        self, *, room_id: str, visitor_id: str, visitor_name: str, messages: list[dict[str, Any]]
+        self,
+        *,
+        room_id: str,
+        visitor_id: str,
+        visitor_name: str,
+        messages: list[dict[str, Any]],
+        kind: str = "Message",
     ) -> dict[str, Any]:
-        """A livechat webhook (type Message) body: the room, its visitor, the new messages."""
+        """A livechat webhook body: the room, its visitor, the new messages (type Message) or,
+        on "Send request on chat close", the whole transcript (type LivechatSession)."""
         return {
             "_id": room_id,
             "label": visitor_name,
@@ -142,7 +149,7 @@ class FakeRocketChat:
                 "phone": None,
             },
             "agent": {"_id": self.bot_id, "username": self.bot_user, "name": "Bot"},
-            "type": "Message",
+            "type": kind,
             "messages": messages,
         }
 

@@ -50,6 +50,16 @@ class HelloChannel(InputChannel):
 
 class NotAChannel:
     pass
+
+
+class RasaNamed(HelloChannel):
+    @classmethod
+    def name(cls):
+        return "rasa_named"
+
+
+class Nameless(HelloChannel):
+    name = ""
 """
 
 
@@ -218,6 +228,16 @@ def test_a_class_that_is_not_a_channel_is_refused(custom_module: str) -> None:
         load_channels({f"{custom_module}.NotAChannel": None})
     with pytest.raises(InvalidConfig, match="has no class 'Missing'"):
         load_channels({f"{custom_module}.Missing": None})
+
+
+def test_a_custom_channel_without_a_name_string_is_refused_saying_so(custom_module: str) -> None:
+    """A channel ported from Rasa keeps `def name(cls)`: it was served at
+    `/webhooks/<bound method ...>` without a word; one without a name stopped startup with
+    FastAPI's bare AssertionError about a path prefix ending in '/'."""
+    with pytest.raises(InvalidConfig, match="class attribute, `name = .*not Rasa's `def name"):
+        load_channels({f"{custom_module}.RasaNamed": None})
+    with pytest.raises(InvalidConfig, match="Nameless' has no channel name"):
+        load_channels({f"{custom_module}.Nameless": None})
 
 
 async def test_a_custom_channel_is_loaded_by_dotted_path(custom_module: str) -> None:

@@ -221,6 +221,28 @@ async def test_livechat_visitor_messages_are_answered_in_the_livechat_room(
     assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == ["hi"]
 
 
+async def test_a_closed_livechats_transcript_is_not_answered_again(
+    wired,  # noqa: ANN001
+) -> None:
+    """With "Send request on chat close", Rocket.Chat posts the whole transcript (type
+    LivechatSession, its messages without ids) to the same webhook: every visitor message
+    of it was handled again, the bot answering the closed chat."""
+    rocket, webhook, bot_url = wired
+    token = {"X-RocketChat-Livechat-Token": HOOK_TOKEN}
+    visitor = {"room_id": "LiveRoom2", "visitor_id": "VisitorId2", "visitor_name": "guest-2"}
+    hi = {"username": "guest-2", "msg": "hi", "ts": "2024-01-01T00:00:00.000Z"}
+    new = rocket.livechat_payload(
+        **visitor, messages=[{"_id": "m1", "u": {"_id": "VisitorId2", "username": "guest-2"}, **hi}]
+    )
+    assert (await rocket.send(webhook, new, **token)).status_code == 200
+    answer = {"username": BOT, "agentId": rocket.bot_id, "msg": "Hey there!", "ts": hi["ts"]}
+    closed = rocket.livechat_payload(**visitor, messages=[hi, answer], kind="LivechatSession")
+    assert (await rocket.send(webhook, closed, **token)).status_code == 200
+    assert rocket.texts_in("LiveRoom2") == ["Hey there!"]
+    tracker = await _tracker(bot_url, "LiveRoom2:VisitorId2")
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == ["hi"]
+
+
 async def test_without_a_configured_token_any_webhook_is_taken(
     concertbot_model: Path,
     action_servers,  # noqa: ANN001
