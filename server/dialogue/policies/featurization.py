@@ -1215,6 +1215,17 @@ def _step(
     return (state, tuple(items)), folded
 
 
+def _runs_a_known_loop(tracker: Tracker, items: tuple[Any, ...]) -> bool:
+    """Whether a step's actions run a loop the tracker's events activate (an earlier
+    session's, a rewound one): its runs may collapse (`Tracker.applied_events`), which the
+    step, learned where no loop was known, does not say."""
+    cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
+    if not isinstance(cache, _IncrementalStates) or not cache.known_loops:
+        return False
+    known = cache.known_loops
+    return any(item[0] in known for item in items)
+
+
 def _after_last_start(events: list[Event], start: int, size: int) -> int:
     """The index after the last restart or session start in `events[start:size]` (the
     states begin afresh there), or -1."""
@@ -1245,6 +1256,8 @@ def window_identities(
     step = None
     if steps is not None:
         found = _step(tracker, domain, steps)
+        if found is not None and _runs_a_known_loop(tracker, found[0][1]):
+            found = None
         if found is not None:
             step, folded = found
             derived = steps.get(step)
