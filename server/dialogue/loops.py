@@ -25,7 +25,7 @@ from server.trackers.events import (
     UserUtteranceReverted,
     UserUttered,
 )
-from server.trackers.tracker import Tracker
+from server.trackers.tracker import Tracker, applied_events
 
 TWO_STAGE_FALLBACK = "action_two_stage_fallback"
 NLU_FALLBACK = "nlu_fallback"
@@ -231,7 +231,16 @@ class TwoStageFallbackAction(Action):
         return []
 
     def _users_in_loop(self, tracker: Tracker) -> int:
-        # The message that triggered the fallback plus every answer since.
+        """How many rewinds take back the fallback: the message that triggered it plus the
+        answers since that the applied events still hold once this run is logged. Its
+        later runs collapse there (as Rasa's), so that is one, as Rasa logs, unless a run
+        was off its happy path (another action answered inside it). Once per fallback,
+        walking the tracker's events."""
+        applied = applied_events([*tracker.events, ActionExecuted(action_name=self.name)])
+        for index in range(len(applied) - 1, -1, -1):
+            event = applied[index]
+            if isinstance(event, ActiveLoop) and event.name == TWO_STAGE_FALLBACK:
+                return 1 + sum(isinstance(e, UserUttered) for e in applied[index:])
         return 1 + sum(isinstance(e, UserUttered) for e in self._loop_events(tracker))
 
     def _clarified(self, tracker: Tracker) -> list[Event]:

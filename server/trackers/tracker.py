@@ -311,20 +311,13 @@ class Tracker:
         return other
 
 
-def applied_events(events: list[Event]) -> list[Event]:
-    """Events since the last restart or session start, minus rewound and undone ones."""
-    applied: list[Event] = []
-    for event in events:
-        if isinstance(event, (Restarted, SessionStarted)):
-            applied = []
-        elif isinstance(event, ActionReverted):
-            _undo_till_previous(ActionExecuted, applied)
-        elif isinstance(event, UserUtteranceReverted):
-            _undo_till_previous(UserUttered, applied)
-            _undo_till_previous(ActionExecuted, applied)
-        else:
-            applied.append(event)
-    return applied
+def applied_events(events: Sequence[Event]) -> list[Event]:
+    """Events since the last restart or session start, minus rewound and undone ones, with
+    a loop's later happy-path runs collapsed into its first, as Rasa's `applied_events`:
+    all in one pass, so a rewind after a collapsed run reaches back past the answers the
+    collapse dropped (a form's last answer followed by `action_default_fallback` takes back
+    the whole form, back to the message that started it)."""
+    return _applied(events, rewinds=True)
 
 
 def events_after_latest_restart(events: list[Event]) -> list[Event]:
@@ -345,28 +338,43 @@ def chosen_events(events: list[Event], verbosity: EventVerbosity) -> list[Event]
         return events
     if verbosity is EventVerbosity.APPLIED:
         # As Rasa's `applied_events`: a form's happy path reads as one run.
-        return collapse_loop_happy_paths(applied_events(events))
+        return applied_events(events)
     return events_after_latest_restart(events)
 
 
 def collapse_loop_happy_paths(events: Sequence[Event]) -> list[Event]:
     """Drops the turns between consecutive happy-path runs of a loop, and the later runs
-    themselves, as Rasa's `applied_events` does.
+    themselves, as Rasa's `applied_events` does (restarts and rewinds are kept as events:
+    for story events; a tracker's are `applied_events`).
 
     A form asking for slot after slot then looks, to the policies, as if it ran once (the
-    slots it took and its questions stay). `events` are already applied events (no restarts
-    or rewinds left).
+    slots it took and its questions stay).
     """
+    return _applied(events, rewinds=False)
+
+
+def _applied(events: Sequence[Event], rewinds: bool) -> list[Event]:
+    # As Rasa, the loops are those any of the events activates (rewound or before a restart
+    # too).
     loop_names = {e.name for e in events if isinstance(e, ActiveLoop) and e.name}
-    if not loop_names:
-        return list(events)
     applied: list[Event] = []
     # (loop, index): the events from that loop's kept run up to the index were cleaned by
     # its last collapse, so the next one looks only at those after (linear, not quadratic,
-    # in the questions one activation asks).
+    # in the questions one activation asks). A rewind below the index forgets it.
     clean: tuple[str, int] | None = None
     for event in events:
-        if isinstance(event, ActionExecuted) and event.action_name in loop_names:
+        if rewinds and isinstance(event, _REWINDS):
+            if isinstance(event, (Restarted, SessionStarted)):
+                applied = []
+            elif isinstance(event, ActionReverted):
+                _undo_till_previous(ActionExecuted, applied)
+            else:
+                _undo_till_previous(UserUttered, applied)
+                _undo_till_previous(ActionExecuted, applied)
+            if clean is not None and len(applied) < clean[1]:
+                clean = None
+            continue
+        if loop_names and isinstance(event, ActionExecuted) and event.action_name in loop_names:
             loop = event.action_name
             stop = clean[1] if clean is not None and clean[0] == loop else 0
             if not first_loop_run_or_unhappy_path(loop, applied, stop):
@@ -378,6 +386,10 @@ def collapse_loop_happy_paths(events: Sequence[Event]) -> list[Event]:
             clean = None
         applied.append(event)
     return applied
+
+
+# The events `applied_events` applies to the events before them.
+_REWINDS = (Restarted, SessionStarted, ActionReverted, UserUtteranceReverted)
 
 
 def first_loop_run_or_unhappy_path(loop: str, applied: list[Event], stop: int = 0) -> bool:

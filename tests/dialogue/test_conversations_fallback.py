@@ -146,6 +146,31 @@ async def test_affirming_continues_as_if_the_message_had_that_intent(agent: Agen
     assert (await conversation.say("bye")).texts == ["Bye!"]
 
 
+@pytest.mark.parametrize("rephrase", [False, True])
+async def test_a_clarified_fallback_takes_back_only_its_own_messages(
+    agent: Agent, rephrase: bool
+) -> None:
+    """The messages before the unclear one stay: the loop's later runs collapse in the
+    applied events (as Rasa's), so one rewind takes back the whole fallback, and one is
+    logged, as Rasa logs it (before: one per message of the fallback)."""
+    conversation = Conversation(agent, f"greeted-then-unclear-{rephrase}")
+    assert (await conversation.say("hello")).texts == ["Hello!"]
+    intent = await unclear(conversation)
+    if rephrase:
+        await conversation.say("/out_of_scope")
+        intent = "thank"
+
+    turn = await conversation.say(f"/{intent}")
+
+    assert turn.texts == [RESPONSE_OF[intent]]
+    tracker = await conversation.tracker()
+    assert tracker.active_loop_name is None
+    clarified = GIBBERISH if not rephrase else f"/{intent}"
+    assert user_messages(tracker.applied_events()) == [("hello", "greet"), (clarified, intent)]
+    # One rewind logged, as Rasa logs it (before: one per message of the fallback).
+    assert [e.as_dict()["event"] for e in turn.events].count("rewind") == 1
+
+
 async def test_denying_asks_to_rephrase_and_a_clear_rephrase_continues(agent: Agent) -> None:
     conversation = Conversation(agent, "rephrase")
     await unclear(conversation)
@@ -206,17 +231,12 @@ async def test_a_rephrase_that_is_still_unclear_is_offered_for_affirmation(
     assert user_messages(tracker.applied_events()) == [(rephrased, intent)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="applied events rewind before collapsing a loop's happy path; Rasa does both in one "
-    "pass, so its single rewind after an affirmed two-stage fallback also drops the loop",
-)
 def test_an_affirmed_two_stage_fallback_rasa_logged_leaves_no_loop_active() -> None:
     """Rasa 3.6 logs one `rewind` when the user affirms (its applied events collapse the
     loop's second run first, so that rewind takes back the unclear message too): the
     conversation goes on from the clarified message, no loop active. Read here (a tracker
-    store Rasa wrote, or events posted to the API), the rewind takes back only the
-    affirmation and `action_two_stage_fallback` stays the active loop."""
+    store Rasa wrote, or events posted to the API), it reads the same (before: the rewind
+    took back only the affirmation and `action_two_stage_fallback` stayed the active loop)."""
     loop = "action_two_stage_fallback"
 
     def said(intent: str) -> UserUttered:

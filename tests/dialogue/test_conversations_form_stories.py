@@ -111,3 +111,32 @@ async def test_applied_events_show_the_form_as_one_run_as_rasa_serves_them(
     assert [e["text"] for e in served if e["event"] == "user"] == ["/greet", "/start"]
     taken = [(e["name"], e["value"]) for e in served if e["event"] == "slot"]
     assert ("name", "/inform") in taken and ("age", "/inform") in taken
+
+
+# The same bot, with nothing after the form: the policies fall back once it completes.
+FALLING_BACK_BOT = {
+    **BOT,
+    "data/stories.yml": 'version: "3.1"\nstories: []\n',
+}
+
+
+async def test_a_fallback_after_a_form_completes_takes_back_the_whole_form(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """As Rasa's applied events (rewinds and the collapse of the form's later runs in one
+    pass): `action_default_fallback` just after the form's last answer rewinds back to the
+    message that started the form, so no form is active and its slots are unset (before:
+    only the last answer was taken back, the form was active again asking for the age)."""
+    model = train_files(FALLING_BACK_BOT, tmp_path_factory.mktemp("form-fallback-bot"))
+    conversation = Conversation(make_agent(model), "fallback-after-form")
+    assert (await conversation.say("/start")).texts == ["Name?"]
+    assert (await conversation.say("/inform")).texts == ["Age?"]
+
+    turn = await conversation.say("/inform")
+
+    assert turn.actions[-1] == "action_default_fallback"
+    assert turn.texts == ["Sorry?"]
+    tracker = await conversation.tracker()
+    assert tracker.active_loop_name is None
+    assert tracker.get_slot("name") is None and tracker.get_slot("age") is None
+    assert tracker.get_slot("requested_slot") is None

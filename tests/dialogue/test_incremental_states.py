@@ -25,6 +25,7 @@ from server.dialogue.policies.featurization import (
 from server.trackers.events import (
     ActionExecuted,
     ActionExecutionRejected,
+    ActionReverted,
     ActiveLoop,
     AllSlotsReset,
     BotUttered,
@@ -517,3 +518,58 @@ def test_a_text_featurized_message_after_a_forms_later_run_folds_as_a_full_recom
         expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
         assert conversation.states == expected, event
     assert conversation.states[-1]["user"] == {"text": "book"}
+
+
+def _said(text: str) -> UserUttered:
+    return UserUttered(text=text, parse_data={"intent": {"name": "greet", "confidence": 1.0}})
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        # The form's activation undone, then the form runs twice: Rasa's applied events
+        # still collapse its second run (its loops are those any event activates).
+        [
+            ActionExecuted(action_name="restaurant_form"),
+            ActiveLoop(name="restaurant_form"),
+            ActionReverted(),
+            ActionReverted(),
+            ActionExecuted(action_name="restaurant_form"),
+            SlotSet(key="mood", value="a"),
+            ActionExecuted(action_name="action_listen"),
+            _said("m1"),
+            ActionExecuted(action_name="restaurant_form"),
+            SlotSet(key="mood", value="b"),
+        ],
+        # The form activated only after two rewinds: its earlier runs collapse, so those
+        # rewinds took back more than they did when they came.
+        [
+            ActionExecuted(action_name="action_listen"),
+            _said("m0"),
+            ActionExecuted(action_name="restaurant_form"),
+            ActionExecuted(action_name="action_listen"),
+            _said("m1"),
+            ActionExecuted(action_name="restaurant_form"),
+            ActiveLoop(name=None),
+            UserUtteranceReverted(),
+            UserUtteranceReverted(),
+            ActionExecuted(action_name="action_listen"),
+            _said("m2"),
+            ActionExecuted(action_name="restaurant_form"),
+            ActiveLoop(name="restaurant_form"),
+            ActionExecuted(action_name="utter_greet"),
+        ],
+    ],
+)
+def test_states_equal_a_full_recompute_when_a_loop_is_known_from_other_events(
+    events: list,
+) -> None:
+    tracker = Tracker(
+        "known-loop", DOMAIN.slot_defaults(), [ActionExecuted(action_name="action_listen")]
+    )
+    for event in events:
+        tracker.update(event)
+        conversation = ConversationStates(tracker, DOMAIN)
+        expected, _ = states_and_labels(tracker.applied_events(), DOMAIN, live=True)
+        assert conversation.states == expected
+        assert conversation.events == tracker.applied_events()

@@ -256,3 +256,37 @@ async def test_turns_answered_through_steps_are_those_answered_without_any_memor
         for n, texts in enumerate(scripts):
             afresh.append(await talk(f"f{round_}-{n}", texts))
     assert remembered == afresh
+
+
+def test_a_step_is_not_taken_where_a_loop_known_from_other_events_runs() -> None:
+    """Rasa's applied events collapse the runs of any loop a tracker's events activate (an
+    earlier session's too): a step learned where the loop was never activated would keep
+    the second run."""
+    domain = Domain.from_dict(
+        {
+            "intents": ["greet"],
+            "responses": {"utter_greet": [{"text": "hi"}]},
+            "forms": {"a_form": {"required_slots": []}},
+        }
+    )
+    steps: Steps = Memo(64)
+    message = UserUttered(text="hi", parse_data={"intent": {"name": "greet"}})
+    earlier_session = [
+        ActionExecuted(action_name="a_form"),
+        ev.ActiveLoop(name="a_form"),
+        ev.ActiveLoop(name=None),
+        ActionExecuted(action_name="action_session_start"),
+        ev.SessionStarted(),
+    ]
+    for name, start in (("never-activated", []), ("activated-before", earlier_session)):
+        tracker = Tracker(name, domain.slot_defaults(), [*start, listen()])
+        for events in (
+            [message, ActionExecuted(action_name="a_form")],
+            [listen(), message, ActionExecuted(action_name="a_form")],
+            [listen(), message, ActionExecuted(action_name="a_form")],
+        ):
+            for event in events:
+                tracker.update(event)
+            got = window_identities(tracker, domain, 3, RuleOnly(), steps)
+            # None: not kept incrementally (the caller folds afresh), never a stale window.
+            assert got is None or got == _afresh(tracker, domain, 3, RuleOnly()), name

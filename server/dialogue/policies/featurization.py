@@ -687,6 +687,10 @@ class StoryStates(StatesWindow):
         return cache.story_current_identity
 
 
+def _loop_names(events: Sequence[Event]) -> set[str]:
+    return {e.name for e in events if isinstance(e, ActiveLoop) and e.name}
+
+
 def _kept(
     states: Sequence[State],
     start: int,
@@ -740,6 +744,8 @@ def cached_lists(tracker: Tracker) -> list[list[Any]]:
     if not isinstance(cache, _IncrementalStates):
         return []
     lists: list[list[Any]] = [cache.events, cache.body, cache.body_texts, cache.body_identities]
+    if cache.collapsed is not cache.events:
+        lists.append(cache.collapsed)
     if cache.story is not None:
         story = cache.story
         lists.extend((story.states, story.texts, story.identities, story.marks))
@@ -751,7 +757,13 @@ def fold_states(tracker: Tracker, domain: Domain, rule_only: RuleOnly | None = N
     model's) its story states: the first prediction on a long conversation does it in a
     thread, not on the event loop."""
     cache = _IncrementalStates.of(tracker, domain)
-    if cache.advance(tracker) and rule_only is not None and not cache.stories_equal(rule_only):
+    if not cache.advance(tracker):
+        if cache.batch:
+            return
+        cache.update(tracker)  # a rewind or a newly activated loop: from scratch, here
+        if cache.batch:
+            return
+    if rule_only is not None and not cache.stories_equal(rule_only):
         cache.story_states(rule_only)
 
 
@@ -762,8 +774,9 @@ class _IncrementalStates:
     Anything that rewrites history (a restart, a rewind, a new session, another domain, a
     replaced event list) recomputes from scratch. A loop's happy path collapses as it runs
     (`collapse_loop_happy_paths`, event by event): back to the fold kept at its previous run.
-    A session with two loops, or a loop run as an action before it was activated, is
-    recomputed at every prediction.
+    A session with two loops, or a loop run as an action before it was activated (or run
+    twice while not the loop, when known from other events), is recomputed at every
+    prediction; the first activation of a loop in the tracker's events recomputes once.
     """
 
     ATTRIBUTE = "_featurization_cache"
@@ -793,6 +806,11 @@ class _IncrementalStates:
         self.current: State | None = None
         self.current_text: str | None = None
         self.current_identity: bytes | str | None = None
+        # The loops any of the tracker's events activates, rewound or before a restart too
+        # (Rasa's applied events collapse their runs), and those of them whose action ran in
+        # the applied events while not the loop (`_other_loop_ran`).
+        self.known_loops: set[str] = set()
+        self.loops_run: set[str] = set()
         self._no_loop()
         self.batch = False  # only `_recompute` gives the states (see the class docstring)
 
@@ -815,14 +833,15 @@ class _IncrementalStates:
     def update(
         self, tracker: Tracker
     ) -> tuple[list[Event], Sequence[State], list[str | None] | None]:
-        """The applied events, the states, and the texts of the states before the current
-        one (None when they are not kept: recomputed every time)."""
+        """The applied events (a loop's happy path collapsed, as `Tracker.applied_events`),
+        the states, and the texts of the states before the current one (None when they are
+        not kept: recomputed every time)."""
         if not self.advance(tracker):
             return self._recompute(tracker)
         # Views, not copies: copying a 25,000-event session costs ~0.16 ms per prediction.
         current = self.current
         assert current is not None
-        return self.events, StatesView(self.body, len(self.body), current), self.body_texts
+        return self.collapsed, StatesView(self.body, len(self.body), current), self.body_texts
 
     def advance(self, tracker: Tracker) -> bool:
         """Folds the tracker's new events; False when they rewrite history or a loop is
@@ -832,6 +851,14 @@ class _IncrementalStates:
         if self.batch or len(events) < seen or (seen and events[seen - 1] is not self.last_event):
             return False
         new = events[seen:]
+        if ActiveLoop in map(type, new):
+            names = _loop_names(new)
+            if seen and not names <= self.known_loops:
+                # A loop activated the first time in this tracker's events: Rasa's applied
+                # events collapse its earlier runs too, which may change what a rewind before
+                # took back. Once per loop and tracker.
+                return False
+            self.known_loops.update(names)
         # One C-level test for the usual new events, of classes that rewrite nothing; the
         # loop (isinstance, subclasses included) only when another class is among them.
         for event in () if _REWRITES_NOTHING.issuperset(map(type, new)) else new:
@@ -872,6 +899,9 @@ class _IncrementalStates:
                     self.events.append(event)
                     continue
             if isinstance(event, ActionExecuted):
+                if self.known_loops and self._other_loop_ran(event.action_name):
+                    self.batch = True
+                    return False
                 if event.hide_rule_turn or self.fold.followup:
                     self.body_flags[len(body)] = turn_flags(event, self.fold.followup)
                     self.fold.stories_differ = True
@@ -903,6 +933,17 @@ class _IncrementalStates:
         if current is None:
             self.current = None
         return True
+
+    def _other_loop_ran(self, name: str | None) -> bool:
+        """Whether the action `name` is a known loop's (not the loop) run a second time in
+        the applied events: Rasa's applied events may collapse it (a loop activated only in
+        rewound events, or in another session), a case `_recompute` handles."""
+        if name not in self.known_loops or name == self.loop:
+            return False
+        if name in self.loops_run:
+            return True
+        self.loops_run.add(name)
+        return False
 
     def _collapsed_append(self, event: Event) -> None:
         self.collapsed.append(event)
@@ -984,6 +1025,7 @@ class _IncrementalStates:
         # New lists: views and events handed out before stay as they were.
         self.events, self.body, self.body_texts, self.body_identities = [], [], [], []
         self.body_flags = {}
+        self.loops_run = set()
         self.story = None
         self.differ_from = None
 
@@ -1063,6 +1105,7 @@ class _IncrementalStates:
     ) -> tuple[list[Event], Sequence[State], list[str | None] | None]:
         applied = tracker.applied_events()
         if not self.batch:
+            self.known_loops = _loop_names(tracker.events)
             self._new_lists()
             self.fold = _Fold(self.domain, False, live=True)
             self.current = self.current_text = self.current_identity = None
@@ -1070,7 +1113,7 @@ class _IncrementalStates:
             if self._fold_events(applied):
                 self.current = self.fold.state()
                 self._remember(tracker)
-                return self.events, [*self.body, self.current], self.body_texts
+                return self.collapsed, [*self.body, self.current], self.body_texts
         # Two loops in the session, or a loop run before it was activated: from scratch.
         states, _ = states_and_labels(applied, self.domain, live=True)
         self.seen, self.last_event, self.current = 0, None, None
@@ -1172,6 +1215,17 @@ def _step(
     return (state, tuple(items)), folded
 
 
+def _runs_a_known_loop(tracker: Tracker, items: tuple[Any, ...]) -> bool:
+    """Whether a step's actions run a loop the tracker's events activate (an earlier
+    session's, a rewound one): its runs may collapse (`Tracker.applied_events`), which the
+    step, learned where no loop was known, does not say."""
+    cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
+    if not isinstance(cache, _IncrementalStates) or not cache.known_loops:
+        return False
+    known = cache.known_loops
+    return any(item[0] in known for item in items)
+
+
 def _after_last_start(events: list[Event], start: int, size: int) -> int:
     """The index after the last restart or session start in `events[start:size]` (the
     states begin afresh there), or -1."""
@@ -1202,6 +1256,8 @@ def window_identities(
     step = None
     if steps is not None:
         found = _step(tracker, domain, steps)
+        if found is not None and _runs_a_known_loop(tracker, found[0][1]):
+            found = None
         if found is not None:
             step, folded = found
             derived = steps.get(step)
