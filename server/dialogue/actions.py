@@ -84,7 +84,7 @@ class ActionContext:
             return self.render(response, **kwargs)
         channel = self.output_channel or "collector"
         kwargs["response_id"] = response_id(self.domain, response, self.tracker.slots, channel)
-        state = self.pending(await written_out(self.tracker, _full_state))
+        state = await self.sent_state(_full_state)
         message = await self.nlg_endpoint.generate(response, state, channel, **kwargs)
         return _uttered(response, message)
 
@@ -96,10 +96,17 @@ class ActionContext:
         text, data, metadata = said
         return BotUttered(text=text, data=data, metadata=metadata)
 
-    def pending(self, state: dict[str, Any]) -> dict[str, Any]:
-        """`state` (the tracker's JSON) with `featurization` at its end, as Rasa sends the
-        tracker an action runs on to the action server and the NLG server."""
+    async def sent_state(self, write: Callable[[Tracker], dict[str, Any]]) -> dict[str, Any]:
+        """`write(tracker)` (the tracker's JSON) with `featurization` at its end, as Rasa sends
+        the tracker an action runs on to the action server and the NLG server: the turn's
+        events already with the model's ids in their metadata, as they are then stored."""
+        tracker = self.tracker
         featurization = self.featurization
+        if featurization is None:
+            tracker.stamp_unsaved()
+        else:
+            tracker.stamp_unsaved(featurization)
+        state = await written_out(tracker, write)
         if featurization is not None:
             state["events"].append(featurization.as_dict())
             state["latest_event_time"] = featurization.timestamp
@@ -399,7 +406,7 @@ class RemoteAction(Action):
         # The client drops the domain itself when selective domain is on and the action
         # did not ask for it (`send_domain: true`).
         props = ctx.domain.action_properties.get(self.name)
-        state = ctx.pending(await written_out(ctx.tracker, _action_state))
+        state = await ctx.sent_state(_action_state)
         return await ctx.action_server.run(
             self.name,
             ctx.tracker.sender_id,

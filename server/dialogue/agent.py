@@ -139,6 +139,7 @@ class Agent:
         async with processor.lock_store.lock(sender_id):
             tracker = await processor.tracker_for(sender_id, model)
             start = len(tracker.events)
+            tracker.unsaved = (start, model.model_id, model.assistant_id)
             starts_session = (
                 len(events) >= 2
                 and isinstance(events[0], ActionExecuted)
@@ -201,6 +202,7 @@ class Agent:
         async with processor.lock_store.lock(sender_id):
             tracker = await processor.tracker_for(sender_id, model)
             start = len(tracker.events)
+            tracker.unsaved = (start, model.model_id, model.assistant_id)
             await processor.update_session(tracker, model, None)
             message_id = message_id or new_message_id()
             parsed = dict(parse_data or processor.parse(model, text, message_id))
@@ -234,6 +236,7 @@ class Agent:
                     return None
                 tracker = Tracker(sender_id, defaults)
             start = len(tracker.events)
+            tracker.unsaved = (start, model.model_id, model.assistant_id)
             await processor.update_session(tracker, model, None)
             await processor.save(tracker, start, model)
             if len(tracker.events) > OFF_LOOP_EVENTS:

@@ -403,6 +403,7 @@ class Processor:
                     )
                     return []
                 start = len(tracker.events)
+                tracker.unsaved = (start, model.model_id, model.assistant_id)
                 output = message.output_channel
                 # An empty collector (the REST webhook's) is the turn's own output: its list
                 # is the turn's messages. Any other channel gets a `_Tee` keeping them.
@@ -504,6 +505,7 @@ class Processor:
                 )
                 return tracker, []
             start = len(tracker.events)
+            tracker.unsaved = (start, model.model_id, model.assistant_id)
             sent: list[dict[str, Any]] = []
             tee = _Tee(output, sent)
             await self.update_session(tracker, model, tee)
@@ -543,6 +545,7 @@ class Processor:
             if output_for is not None:
                 output = output_for(tracker)
             start = len(tracker.events)
+            tracker.unsaved = (start, model.model_id, model.assistant_id)
             sent: list[dict[str, Any]] = []
             tee = _Tee(output, sent)
             await self.update_session(tracker, model, tee)
@@ -717,15 +720,20 @@ class Processor:
         `featurization` (see `featurization_of`), logged after them.
         """
         events: list[Event]
+        # The prediction's events and `featurization` are stamped once, before the action
+        # runs: the action server and the NLG server get them as they are then logged.
+        predicted = _stamped_now(prediction.events) if prediction.events else prediction.events
+        if predicted and featurization is not None:
+            featurization.timestamp = time.time()  # logged after them
         if type(action) is ActionListen:
             # Listening (every turn's last action) runs nothing: no context to make or check
             # (the exact class: a subclass may run otherwise).
             events = []
         else:
             running = tracker
-            if prediction.events:
+            if predicted:
                 running = tracker.copy()
-                running.update_many(prediction.events)
+                running.update_many(predicted)
             ctx = self._context(running, model, output)
             ctx.featurization = featurization
             try:
@@ -747,7 +755,7 @@ class Processor:
                 return True
             except ActionError as exc:
                 logger.error("action '%s' failed, its events are lost: %s", action.name, exc)
-                tracker.update_many(_stamped_now(prediction.events))
+                tracker.update_many(predicted)
                 if featurization is not None:
                     tracker.update(featurization)
                 tracker.update(self._executed(action, prediction))
@@ -762,10 +770,9 @@ class Processor:
         if not rejects:
             # As Rasa: the policy's events, then how the policies read the user's message
             # (Rasa's ensemble adds it last to the winning prediction's events).
-            if prediction.events:
-                tracker.update_many(_stamped_now(prediction.events))
+            if predicted:
+                tracker.update_many(predicted)
             if featurization is not None:
-                featurization.timestamp = time.time()
                 tracker.update(featurization)
             tracker.update(self._executed(action, prediction))
         # else, as Rasa: an action whose events reject its run is not logged as run, and

@@ -81,6 +81,11 @@ class Tracker:
 
     # Names of undeclared slots already logged by this tracker (copies share it: a frozenset).
     _undeclared_logged: frozenset[str] = frozenset()
+    # Set by the processor for a turn: the index of the turn's first event and the model's
+    # `model_id` and `assistant_id`, which the turn's events get in their metadata when saved
+    # (`stamp_model_ids`). `stamp_unsaved` gives them to those events before the tracker is
+    # sent to an action server or an NLG server, so that it is sent as it is then stored.
+    unsaved: tuple[int, str | None, str | None] | None = None
 
     def __init__(
         self,
@@ -295,7 +300,24 @@ class Tracker:
         )
 
     def copy(self) -> Tracker:
-        return Tracker(self.sender_id, self.slot_defaults, list(self.events))
+        other = Tracker(self.sender_id, self.slot_defaults, list(self.events))
+        other.unsaved = self.unsaved
+        return other
+
+    def stamp_unsaved(self, *more: Event) -> None:
+        """The model's ids (see `unsaved`) into the metadata of the turn's events, and of
+        `more` (events about to be logged), where they have none: as they will be saved."""
+        unsaved = self.unsaved
+        if unsaved is None:
+            return
+        start, model_id, assistant_id = unsaved
+        for events in (self.events[start:], more):
+            for event in events:
+                metadata = event.metadata
+                if model_id:
+                    metadata.setdefault("model_id", model_id)
+                if assistant_id:
+                    metadata.setdefault("assistant_id", assistant_id)
 
     def extended(self, events: Iterable[Event]) -> Tracker:
         """A new tracker: this one's events and state, then `events` folded; this one is

@@ -4,9 +4,11 @@ fills slots, a response the domain lacks is named in the log."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
+import httpx
 import pytest
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import (
@@ -22,6 +24,7 @@ from server.dialogue.domain import Domain
 from server.dialogue.policies.prediction import PolicyPrediction
 from server.dialogue.processor import DialogueModel, Processor
 from server.trackers.events import Event
+from server.trackers.events import SlotSet as BotSlotSet
 from server.trackers.factory import create_lock_store, create_tracker_store
 from server.trackers.repository import TrackerRepository
 from server.trackers.tracker import Tracker as BotTracker
@@ -282,19 +285,91 @@ class RecordingNLG:
     async def generate(
         self, response: str, tracker_state: dict[str, Any], output_channel: str, /, **kwargs: Any
     ) -> dict[str, Any] | None:
-        self.trackers.append(tracker_state)
+        self.trackers.append(json.loads(json.dumps(tracker_state)))  # as it went out
         return {"text": f"{response} after {tracker_state['events'][-1]['event']}"}
 
 
-async def test_the_nlg_server_gets_the_tracker_as_rasa_sends_it() -> None:
-    nlg = RecordingNLG()
+def nlg_agent(nlg: RecordingNLG, model: DialogueModel) -> Agent:
+    """An agent on in-memory stores whose responses come from `nlg`."""
     processor = Processor(
         TrackerRepository(create_tracker_store({"type": "in_memory"})),
         create_lock_store(None),
         nlg_endpoint=nlg,
     )
-    model = DialogueModel(DOMAIN, Scripted("utter_greet", "utter_greet"))
-    agent = Agent(processor, lambda: model)
+    return Agent(processor, lambda: model)
+
+
+async def test_the_nlg_server_gets_the_tracker_as_rasa_sends_it() -> None:
+    nlg = RecordingNLG()
+    agent = nlg_agent(nlg, DialogueModel(DOMAIN, Scripted("utter_greet", "utter_greet")))
     turn = await Conversation(agent, "nlg").say("/go")
     # The second runs after the first said its message; its own `action` is logged after.
     assert turn.texts == ["utter_greet after user_featurization", "utter_greet after bot"]
+
+
+class RecordingTransport(SdkTransport):
+    """`SdkTransport`, keeping the tracker each call carried."""
+
+    def __init__(self, *actions: type[Action]) -> None:
+        super().__init__(*actions)
+        self.trackers: list[dict[str, Any]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.trackers.append(json.loads(await request.aread())["tracker"])
+        return await super().handle_async_request(request)
+
+
+class WithEvents(Scripted):
+    """`Scripted`, its custom actions' predictions carrying one event (the same object each
+    time, as a policy's remembered prediction does)."""
+
+    def __init__(self, *steps: str) -> None:
+        super().__init__(*steps)
+        self.event = BotSlotSet(key="mood", value="calm")
+
+    def predict(self, tracker: BotTracker, domain: Domain) -> PolicyPrediction:
+        prediction = super().predict(tracker, domain)
+        if prediction.action_name.startswith("action_last"):
+            return prediction.with_events([self.event])
+        return prediction
+
+
+def assert_sent_as_stored(sent: list[dict[str, Any]], stored: list[dict[str, Any]]) -> None:
+    assert sent
+    for state in sent:
+        events = state["events"]
+        assert events == stored[: len(events)]
+        assert {e["metadata"].get("model_id") for e in events} == {"model-1"}
+        assert {e["metadata"].get("assistant_id") for e in events} == {"bot-1"}
+
+
+async def test_the_action_server_gets_the_turns_events_as_they_are_then_stored() -> None:
+    # Before, the turn's events were sent without the model's model_id and assistant_id
+    # (given when saved), and the prediction's events and the user_featurization were stamped
+    # again when logged, after the action ran: GET .../tracker differed from what was sent.
+    steps = ("action_last_event", "utter_greet", "action_last_event", "action_listen")
+    model = DialogueModel(
+        DOMAIN, WithEvents(*steps, *steps), model_id="model-1", assistant_id="bot-1"
+    )
+    transport = RecordingTransport(LastEvent)
+    conversation = Conversation(make_agent(model, transport=transport), "stamped")
+    await conversation.say("/go")
+    await conversation.say("/go")  # a tracker loaded from the store this time
+    assert len(transport.trackers) == 4
+    stored = (await conversation.agent.tracker("stamped")).current_state()["events"]
+    assert_sent_as_stored(transport.trackers, stored)
+
+
+async def test_the_nlg_server_gets_the_turns_events_as_they_are_then_stored() -> None:
+    nlg = RecordingNLG()
+    steps = ("utter_greet", "utter_greet", "action_listen")
+    model = DialogueModel(
+        DOMAIN, Scripted(*steps, *steps), model_id="model-1", assistant_id="bot-1"
+    )
+    agent = nlg_agent(nlg, model)
+    conversation = Conversation(agent, "nlg-stamped")
+    await conversation.say("/go")
+    await conversation.say("/go")
+    assert len(nlg.trackers) == 4
+    stored = (await agent.tracker("nlg-stamped")).current_state()["events"]
+    assert_sent_as_stored(nlg.trackers, stored)
