@@ -138,8 +138,7 @@ class Agent:
         processor = self.processor
         async with processor.lock_store.lock(sender_id):
             tracker = await processor.tracker_for(sender_id, model)
-            start = len(tracker.events)
-            tracker.unsaved = (start, model.model_id, model.assistant_id)
+            start = tracker.begin_turn(model.model_id, model.assistant_id)
             starts_session = (
                 len(events) >= 2
                 and isinstance(events[0], ActionExecuted)
@@ -201,8 +200,7 @@ class Agent:
         processor = self.processor
         async with processor.lock_store.lock(sender_id):
             tracker = await processor.tracker_for(sender_id, model)
-            start = len(tracker.events)
-            tracker.unsaved = (start, model.model_id, model.assistant_id)
+            start = tracker.begin_turn(model.model_id, model.assistant_id)
             await processor.update_session(tracker, model, None)
             message_id = message_id or new_message_id()
             parsed = dict(parse_data or processor.parse(model, text, message_id))
@@ -235,8 +233,7 @@ class Agent:
                 if not create:
                     return None
                 tracker = Tracker(sender_id, defaults)
-            start = len(tracker.events)
-            tracker.unsaved = (start, model.model_id, model.assistant_id)
+            start = tracker.begin_turn(model.model_id, model.assistant_id)
             await processor.update_session(tracker, model, None)
             await processor.save(tracker, start, model)
             if len(tracker.events) > OFF_LOOP_EVENTS:

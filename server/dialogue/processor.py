@@ -402,8 +402,7 @@ class Processor:
                         sender_id,
                     )
                     return []
-                start = len(tracker.events)
-                tracker.unsaved = (start, model.model_id, model.assistant_id)
+                start = tracker.begin_turn(model.model_id, model.assistant_id)
                 output = message.output_channel
                 # An empty collector (the REST webhook's) is the turn's own output: its list
                 # is the turn's messages. Any other channel gets a `_Tee` keeping them.
@@ -504,8 +503,7 @@ class Processor:
                     sender_id,
                 )
                 return tracker, []
-            start = len(tracker.events)
-            tracker.unsaved = (start, model.model_id, model.assistant_id)
+            start = tracker.begin_turn(model.model_id, model.assistant_id)
             sent: list[dict[str, Any]] = []
             tee = _Tee(output, sent)
             await self.update_session(tracker, model, tee)
@@ -544,8 +542,7 @@ class Processor:
                 tracker = Tracker(sender_id, defaults)
             if output_for is not None:
                 output = output_for(tracker)
-            start = len(tracker.events)
-            tracker.unsaved = (start, model.model_id, model.assistant_id)
+            start = tracker.begin_turn(model.model_id, model.assistant_id)
             sent: list[dict[str, Any]] = []
             tee = _Tee(output, sent)
             await self.update_session(tracker, model, tee)

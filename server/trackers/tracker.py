@@ -304,6 +304,13 @@ class Tracker:
         other.unsaved = self.unsaved
         return other
 
+    def begin_turn(self, model_id: str | None, assistant_id: str | None) -> int:
+        """The index of the turn's first event (the next one), recorded with the model's ids
+        for the turn's events (`unsaved`)."""
+        start = len(self.events)
+        self.unsaved = (start, model_id, assistant_id)
+        return start
+
     def stamp_unsaved(self, *more: Event) -> None:
         """The model's ids (see `unsaved`) into the metadata of the turn's events, and of
         `more` (events about to be logged), where they have none: as they will be saved."""
