@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 from sqlalchemy.engine import URL
 
+from server.errors import first_line
 from server.trackers.session_start import ACTION_SESSION_START
 from server.trackers.silence import SilenceWatch, Watched
 from server.trackers.sql_engine import (
@@ -527,7 +528,7 @@ class PostgresDatabase:
             "Statements are no longer prepared by name, and rows go as column arrays. A "
             "pooler in session mode (or PgBouncer 1.21+ with max_prepared_statements) keeps "
             "both, and the connections' settings.",
-            str(exc).splitlines()[0],  # (not asyncpg's hint, which says as much)
+            first_line(exc),  # (not asyncpg's hint, which says as much)
         )
         self._prepares = False
         self._append_sql = _APPENDS_AS_ARRAYS

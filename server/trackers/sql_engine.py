@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, first_line
 from server.trackers.tcp_keepalive import guard_driver_connection
 from server.trackers.tcp_keepalive import tcp_options as _tcp_options
 
@@ -324,16 +324,10 @@ async def unprepared_from_now(engine: AsyncEngine, exc: BaseException) -> bool:
         "Statements are no longer prepared by name. A pooler in session mode (or PgBouncer "
         "1.21+ with max_prepared_statements) keeps them.",
         _address(engine.url),
-        _first_line(exc),
+        first_line(getattr(exc, "orig", None) or exc),  # the driver's, not SQLAlchemy's
     )
     await engine.dispose()
     return True
-
-
-def _first_line(exc: BaseException) -> str:
-    """The driver's own message, first line (not SQLAlchemy's wrapping and link)."""
-    orig = getattr(exc, "orig", None)
-    return str(orig if orig is not None else exc).splitlines()[0]
 
 
 def _postgres_creator(
