@@ -385,7 +385,7 @@ def collapse_loop_happy_paths(events: Sequence[Event]) -> list[Event]:
 def _applied(events: Sequence[Event], rewinds: bool) -> list[Event]:
     # As Rasa, the loops are those any of the events activates (rewound or before a restart
     # too).
-    loop_names = {e.name for e in events if isinstance(e, ActiveLoop) and e.name}
+    loop_names = activated_loops(events)
     applied: list[Event] = []
     # (loop, index): the events from that loop's kept run up to the index were cleaned by
     # its last collapse, so the next one looks only at those after (linear, not quadratic,
@@ -415,6 +415,11 @@ def _applied(events: Sequence[Event], rewinds: bool) -> list[Event]:
             clean = None
         applied.append(event)
     return applied
+
+
+def activated_loops(events: Iterable[Event]) -> set[str]:
+    """The names of the loops any of `events` activates."""
+    return {e.name for e in events if isinstance(e, ActiveLoop) and e.name}
 
 
 # The events `applied_events` applies to the events before them.

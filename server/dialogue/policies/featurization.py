@@ -35,7 +35,7 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.tracker import LOOP_UNDONE as _UNDONE
-from server.trackers.tracker import Tracker, collapse_loop_happy_paths
+from server.trackers.tracker import Tracker, activated_loops, collapse_loop_happy_paths
 from server.trackers.tracker import first_loop_run_or_unhappy_path as _first_run_or_unhappy_path
 
 State = dict[str, dict[str, Any]]
@@ -687,10 +687,6 @@ class StoryStates(StatesWindow):
         return cache.story_current_identity
 
 
-def _loop_names(events: Sequence[Event]) -> set[str]:
-    return {e.name for e in events if isinstance(e, ActiveLoop) and e.name}
-
-
 def _kept(
     states: Sequence[State],
     start: int,
@@ -852,7 +848,7 @@ class _IncrementalStates:
             return False
         new = events[seen:]
         if ActiveLoop in map(type, new):
-            names = _loop_names(new)
+            names = activated_loops(new)
             if seen and not names <= self.known_loops:
                 # A loop activated the first time in this tracker's events: Rasa's applied
                 # events collapse its earlier runs too, which may change what a rewind before
@@ -1105,7 +1101,7 @@ class _IncrementalStates:
     ) -> tuple[list[Event], Sequence[State], list[str | None] | None]:
         applied = tracker.applied_events()
         if not self.batch:
-            self.known_loops = _loop_names(tracker.events)
+            self.known_loops = activated_loops(tracker.events)
             self._new_lists()
             self.fold = _Fold(self.domain, False, live=True)
             self.current = self.current_text = self.current_identity = None
