@@ -20,7 +20,11 @@ def listen(at: float) -> dict[str, Any]:
 
 
 def logged(log: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    """The broker's complete lines so far (a line it is still writing has no newline yet)."""
+    if not log.exists():
+        return []
+    *complete, _partial = log.read_text().split("\n")
+    return [json.loads(line) for line in complete]
 
 
 async def published(log: Path, expected: int) -> list[dict[str, Any]]:
