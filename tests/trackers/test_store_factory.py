@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,35 @@ def test_redis_over_tls_whichever_way_it_is_asked(config: dict) -> None:
     pool = create_client(config, default_db=0).connection_pool
     assert pool.connection_class is SSLConnection
     assert pool.connection_kwargs.get("ssl_ca_certs") == config.get("ssl_ca_certs")
+
+
+@pytest.mark.parametrize("prefix", [0, False, 7, True])
+async def test_a_key_prefix_yaml_reads_as_no_text_finds_the_conversations_where_rasa_kept_them(
+    prefix: object,
+) -> None:
+    """`key_prefix: 0` (or `false`, `7`, `true`) is not text once YAML has read it: Rasa 3.6
+    then used no prefix and kept conversations at `tracker:<id>`. Before, botserver looked at
+    `0:tracker:<id>` (`False:tracker:<id>`...), and every returning user of a migrated bot
+    started over."""
+    from redis.asyncio import Redis
+
+    from tests.trackers.persistence_fixtures import REDIS, require_service, unique_name
+
+    require_service("Redis", REDIS)
+    sender = unique_name("rasa_prefix")
+    rasa = Redis(host=REDIS[0], port=REDIS[1], db=0, decode_responses=True)
+    events = [
+        {"event": "action", "timestamp": 1.0, "name": "action_listen"},
+        {"event": "slot", "timestamp": 2.0, "name": "city", "value": "Berlin"},
+    ]
+    await rasa.set(f"tracker:{sender}", json.dumps({"events": events, "name": sender}))
+    store = create_tracker_store(
+        {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    )
+    try:
+        assert list(await store.load(sender) or []) == events
+    finally:
+        await store.delete(sender)
+        await store.close()
+        await rasa.delete(f"tracker:{sender}", f"tracker_append:{sender}")
+        await rasa.aclose()
