@@ -50,3 +50,38 @@ async def test_a_conversation_holding_a_pre_1_0_topic_event_loads_and_goes_on(
     )
     assert response.status_code == 200, response.text
     assert response.json() == [{"recipient_id": "old-user", "text": "Bye"}]
+
+
+async def test_a_carried_over_slot_leaves_the_earlier_sessions_event_as_stored(
+    make_client: Callable[..., Any],
+) -> None:
+    """The new session's copy of a slot event gets the model's ids; the earlier session's
+    event keeps its metadata as stored. Before, both held one metadata dict: stamping the
+    copy stamped the original too, and the tracker a message answered with showed the
+    earlier session's event with ids it was never stored with."""
+    client = await make_client()
+    earlier = time.time() - 3 * 3600  # past moodbot's 60 minute session expiration
+    slot = {"event": "slot", "timestamp": earlier, "name": "mood", "value": "great"}
+    events = [
+        {"event": "action", "timestamp": earlier - 2, "name": "action_listen"},
+        {
+            "event": "user",
+            "timestamp": earlier - 1,
+            "text": "/mood_great",
+            "parse_data": {"intent": {"name": "mood_great", "confidence": 1.0}},
+        },
+        {**slot, "metadata": {"source": "import"}},
+    ]
+    response = await client.put("/conversations/carry/tracker/events", json=events)
+    assert response.status_code == 200, response.text
+
+    response = await client.post(
+        "/conversations/carry/messages", json={"text": "/greet", "sender": "user"}
+    )
+    assert response.status_code == 200, response.text
+    answered = [e for e in response.json()["events"] if e["event"] == "slot"]
+    stored = (await client.get("/conversations/carry/tracker?include_events=ALL")).json()
+    assert answered[0] == [e for e in stored["events"] if e["event"] == "slot"][0]
+    assert answered[0]["metadata"] == {"source": "import"}
+    assert answered[1]["metadata"]["source"] == "import"
+    assert "model_id" in answered[1]["metadata"]
