@@ -94,6 +94,37 @@ def test_unsupported_types_are_refused_by_name() -> None:
         create_event_broker({"type": "kafka"})
 
 
+async def test_rasas_own_store_classes_by_module_path_are_its_types(tmp_path: Path) -> None:
+    """Rasa 3.6 imports a `type:` holding a class path, its own stores' too, and builds it
+    with the section's keys: `rasa.core.tracker_store.SQLTrackerStore` works there as
+    `type: sql`. Before, botserver refused it as a custom class it does not load."""
+    db = str(tmp_path / "rasa.db")
+    store = create_tracker_store({"type": "rasa.core.tracker_store.SQLTrackerStore", "db": db})
+    assert isinstance(store, SqlTrackerStore)
+    assert store.url.render_as_string() == f"sqlite+aiosqlite:///{db}"
+    await store.close()
+    store = create_tracker_store({"type": "rasa.core.tracker_store.RedisTrackerStore"})
+    assert isinstance(store, RedisTrackerStore)
+    await store.close()
+    memory = create_tracker_store({"type": "rasa.core.tracker_store.InMemoryTrackerStore"})
+    assert isinstance(memory, InMemoryTrackerStore)
+    with pytest.raises(InvalidConfig, match="MongoTrackerStore' is not supported"):
+        create_tracker_store({"type": "rasa.core.tracker_store.MongoTrackerStore"})
+
+
+@pytest.mark.parametrize(
+    "key", ["retrieve_events_from_previous_conversation_sessions", "max_event_history"]
+)
+async def test_a_tracker_store_key_rasa_3_does_not_read_is_warned_about(
+    key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rasa 2 read these; Rasa 3.6 ignores them without a word, and so did botserver: a bot
+    that relied on one (every session sent to the action server) silently lost it."""
+    store = create_tracker_store({"type": "in_memory", key: True})
+    await store.close()
+    assert f"'{key}'" in caplog.text and "not read" in caplog.text
+
+
 def test_lock_store_and_broker_types() -> None:
     assert isinstance(create_lock_store(None), InMemoryLockStore)
     lock_store = create_lock_store({"type": "redis", "lock_lifetime": 5, "key_prefix": "bot"})
