@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from enum import Enum
 from typing import Any
 
-from server.errors import InvalidEvent
+from server.errors import InvalidEvent, StoreFailed
 from server.outages import RepeatsCounted
 from server.trackers.events import (
     ACTION_LISTEN,
@@ -115,9 +115,17 @@ class Tracker:
         return tracker
 
     def update_from_dicts(self, event_dicts: Iterable[dict[str, Any]]) -> None:
-        """Folds stored event dicts, counting in `left_out` those Rasa leaves out."""
+        """Folds stored event dicts, counting in `left_out` those Rasa leaves out. One this
+        server cannot read is StoreFailed (500, logged, naming the conversation): the stored
+        data's fault, not the request's (before: a 400 "unknown event type")."""
         left_out: list[Any] = []
-        self.update_many(stored_events(event_dicts, left_out))
+        try:
+            self.update_many(stored_events(event_dicts, left_out))
+        except InvalidEvent as exc:
+            raise StoreFailed(
+                f"Conversation '{self.sender_id}' holds a stored event this server cannot "
+                f"read: {exc}"
+            ) from exc
         if left_out:
             self.left_out += len(left_out)
 

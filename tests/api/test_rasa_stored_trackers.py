@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.trackers.test_sql_tracker_store import create_rasa_sqlite_db
 
 
@@ -85,3 +87,29 @@ async def test_a_carried_over_slot_leaves_the_earlier_sessions_event_as_stored(
     assert answered[0]["metadata"] == {"source": "import"}
     assert answered[1]["metadata"]["source"] == "import"
     assert "model_id" in answered[1]["metadata"]
+
+
+async def test_a_stored_event_this_server_cannot_read_is_a_500_naming_it_not_a_400(
+    make_client: Callable[..., Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stored conversation holding an event type this server does not know (here one of
+    Rasa Pro's): the fault is the stored data's, not the request's. Before, its tracker and
+    every message of its user were a 400 "unknown event type", which tells a client its
+    request was wrong and told the operator nothing."""
+    now = time.time() - 60
+    events = [
+        {"event": "action", "timestamp": now, "name": "action_listen"},
+        {"event": "flow_started", "timestamp": now + 1, "flow_id": "transfer_money"},
+    ]
+    db = tmp_path / "rasa.db"
+    create_rasa_sqlite_db(db, [("pro-user", event) for event in events])
+    client = await make_client(
+        endpoints={"tracker_store": {"type": "sql", "dialect": "sqlite", "db": str(db)}}
+    )
+
+    for response in (
+        await client.get("/conversations/pro-user/tracker"),
+        await client.post("/webhooks/rest/webhook", json={"sender": "pro-user", "message": "hi"}),
+    ):
+        assert response.status_code == 500, response.text
+    assert "'pro-user'" in caplog.text and "flow_started" in caplog.text
