@@ -43,7 +43,7 @@ class TrackerRepository:
             count = len(dicts)
             if (
                 tracker.slot_defaults == slot_defaults
-                and stored == _items(tracker)
+                and stored == len(tracker.events) + tracker.left_out
                 and count >= stored
                 and count - stored <= OFF_LOOP_EVENTS  # else rebuilt below, in a thread
                 and (stored == 0 or _same_event(tracker.events, dicts[stored - 1]))
@@ -55,7 +55,7 @@ class TrackerRepository:
                     self._hot.move_to_end(sender_id)
                 return tracker
         tracker = await _fold(sender_id, dicts, slot_defaults)
-        self._remember(sender_id, tracker, _items(tracker))
+        self._remember(sender_id, tracker, len(tracker.events) + tracker.left_out)
         return tracker
 
     async def load_all(self, sender_id: str, slot_defaults: dict[str, Any]) -> Tracker | None:
@@ -79,7 +79,8 @@ class TrackerRepository:
     def saved(self, tracker: Tracker) -> None:
         """Keeps `tracker` as stored up to its last event: after its new events' append
         committed (`save`, or a caller awaiting `store.append` itself)."""
-        self._remember(tracker.sender_id, tracker, _items(tracker))
+        # Its events and the stored items it left out: the store's items it holds.
+        self._remember(tracker.sender_id, tracker, len(tracker.events) + tracker.left_out)
 
     async def replace(self, tracker: Tracker) -> None:
         dicts = await asyncio.to_thread(_dicts, tracker.events)
@@ -132,11 +133,6 @@ async def _fold(
 
 def _dicts(events: list[Event]) -> list[dict[str, Any]]:
     return [e.as_dict() for e in events]
-
-
-def _items(tracker: Tracker) -> int:
-    """How many of the store's items `tracker` holds: its events, and those it left out."""
-    return len(tracker.events) + tracker.left_out
 
 
 def _same_event(events: list[Event], d: dict[str, Any]) -> bool:
