@@ -179,9 +179,10 @@ class ActionSessionStart(Action):
         if ctx.domain.session_config.carry_over_slots_to_new_session:
             for event in ctx.tracker.applied_events():
                 if isinstance(event, SlotSet) and event.key != SESSION_STARTED_METADATA:
-                    events.append(
-                        SlotSet(key=event.key, value=event.value, metadata=event.metadata)
-                    )
+                    # A metadata of its own: the model's ids stamped on this copy must not
+                    # reach the earlier session's event (stored without them).
+                    metadata = dict(event.metadata)
+                    events.append(SlotSet(key=event.key, value=event.value, metadata=metadata))
         metadata = ctx.tracker.get_slot(SESSION_STARTED_METADATA)
         if metadata is not None:
             events.append(SlotSet(key=SESSION_STARTED_METADATA, value=metadata))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -635,6 +636,19 @@ def event_from_dict(d: Any) -> Event:
     if not isinstance(metadata, dict):
         raise InvalidEvent("an event's 'metadata' must be an object")
     return cls(timestamp=timestamp, metadata=dict(metadata), **cls._from_fields(d))
+
+
+def stored_events(dicts: Iterable[Any], left_out: list[Any]) -> Iterator[Event]:
+    """The events of a stored conversation's items, leaving out (into `left_out`) those a
+    Rasa 3.6 server leaves out of a tracker it loads: Rasa Core 0.x's `topic` events, and
+    items without an `event` key. Before, one such item made the conversation unloadable."""
+    for d in dicts:
+        if isinstance(d, dict):
+            kind = d.get("event")
+            if kind is None or kind == "topic":
+                left_out.append(d)
+                continue
+        yield event_from_dict(d)
 
 
 def events_from_list(items: Any) -> list[Event]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,11 +13,30 @@ from server.trackers.memory_lock import DEFAULT_WAIT_TIMEOUT, InMemoryLockStore
 from server.trackers.memory_store import InMemoryTrackerStore
 from server.trackers.store import TrackerStore, cache_events_setting
 
+logger = logging.getLogger(__name__)
+
 # What the server uses when endpoints.yml has no `tracker_store:` section.
 DEFAULT_TRACKER_STORE: dict[str, Any] = {"type": "sql", "dialect": "sqlite", "db": "botserver.db"}
 
 _MEMORY_TYPES = {None, "", "in_memory", "inmemory", "memory"}
 _UNSUPPORTED_TRACKER_TYPES = {"mongod", "mongo"}
+# Rasa's own store classes, which a `type:` may name by module path (Rasa imports the class
+# and builds it with the section's keys, as for its type name).
+_RASA_TRACKER_CLASSES = {
+    "rasa.core.tracker_store.inmemorytrackerstore": "in_memory",
+    "rasa.core.tracker_store.sqltrackerstore": "sql",
+    "rasa.core.tracker_store.redistrackerstore": "redis",
+    "rasa.core.tracker_store.dynamotrackerstore": "dynamo",
+    "rasa.core.tracker_store.mongotrackerstore": "mongod",
+}
+# `tracker_store:` keys Rasa 2 read and Rasa 3 ignores without a word, and what to know.
+_KEYS_RASA_3_IGNORES = {
+    "retrieve_events_from_previous_conversation_sessions": "an action server gets the "
+    "current session, as in Rasa 3; every session: GET "
+    "/conversations/<id>/tracker?include_events=ALL",
+    "max_event_history": "a conversation keeps every event; the action server gets the "
+    "current session (see session_config in the domain)",
+}
 
 
 @contextmanager
@@ -46,6 +66,10 @@ def create_tracker_store(
 
 def _create_tracker_store(config: dict[str, Any]) -> TrackerStore:
     kind = section_type(config, "tracker_store")
+    kind = _RASA_TRACKER_CLASSES.get(kind or "", kind)
+    for key, instead in _KEYS_RASA_3_IGNORES.items():
+        if key in config:
+            logger.warning("tracker_store: '%s' is not read (nor by Rasa 3): %s", key, instead)
     if kind in _MEMORY_TYPES:
         return InMemoryTrackerStore(cache_events_setting(config))
     if kind == "sql":

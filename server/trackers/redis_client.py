@@ -80,7 +80,18 @@ def create_client(config: dict[str, Any], default_db: int, subscriber: bool = Fa
 def key_prefix(config: dict[str, Any], kind: str) -> str:
     """Rasa's key layout: `<prefix>:<kind>:` or `<kind>:` when no usable prefix is set."""
     prefix = config.get("key_prefix")
-    if prefix is None or prefix == "":
+    if prefix is None or prefix == "" or prefix is False:
+        return f"{kind}:"
+    if not isinstance(prefix, str):
+        # YAML read `key_prefix: 0` (`007`, `true`) as no text: Rasa 3.6 then used no
+        # prefix, and that is where its keys are. Before, they were looked for at `0:...`.
+        logger.warning(
+            "key_prefix %r is not text; using the default '%s:' as Rasa does "
+            '(write it in quotes, key_prefix: "%s", to use it as a prefix)',
+            prefix,
+            kind,
+            prefix,
+        )
         return f"{kind}:"
     if not _PREFIX.match(str(prefix)):
         logger.warning(

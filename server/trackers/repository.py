@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from server.trackers.events import OFF_LOOP_EVENTS, Event, event_from_dict
+from server.trackers.events import OFF_LOOP_EVENTS, Event
 from server.trackers.freeing import free_off_loop, release_off_loop
 from server.trackers.store import TrackerStore
 from server.trackers.tracker import Tracker
@@ -43,19 +43,19 @@ class TrackerRepository:
             count = len(dicts)
             if (
                 tracker.slot_defaults == slot_defaults
-                and stored == len(tracker.events)
+                and stored == len(tracker.events) + tracker.left_out
                 and count >= stored
                 and count - stored <= OFF_LOOP_EVENTS  # else rebuilt below, in a thread
-                and (stored == 0 or _same_event(tracker.events[stored - 1], dicts[stored - 1]))
+                and (stored == 0 or _same_event(tracker.events, dicts[stored - 1]))
             ):
                 if count > stored:  # rows another process appended
-                    tracker.update_many(event_from_dict(d) for d in dicts[stored:])
+                    tracker.update_from_dicts(dicts[stored:])
                     self._remember(sender_id, tracker, count)
                 else:
                     self._hot.move_to_end(sender_id)
                 return tracker
         tracker = await _fold(sender_id, dicts, slot_defaults)
-        self._remember(sender_id, tracker, len(tracker.events))
+        self._remember(sender_id, tracker, len(tracker.events) + tracker.left_out)
         return tracker
 
     async def load_all(self, sender_id: str, slot_defaults: dict[str, Any]) -> Tracker | None:
@@ -79,7 +79,8 @@ class TrackerRepository:
     def saved(self, tracker: Tracker) -> None:
         """Keeps `tracker` as stored up to its last event: after its new events' append
         committed (`save`, or a caller awaiting `store.append` itself)."""
-        self._remember(tracker.sender_id, tracker, len(tracker.events))
+        # Its events and the stored items it left out: the store's items it holds.
+        self._remember(tracker.sender_id, tracker, len(tracker.events) + tracker.left_out)
 
     async def replace(self, tracker: Tracker) -> None:
         dicts = await asyncio.to_thread(_dicts, tracker.events)
@@ -134,5 +135,10 @@ def _dicts(events: list[Event]) -> list[dict[str, Any]]:
     return [e.as_dict() for e in events]
 
 
-def _same_event(event: Event, d: dict[str, Any]) -> bool:
+def _same_event(events: list[Event], d: dict[str, Any]) -> bool:
+    """Whether the last of `events` is the stored item `d` (one left out is never the same:
+    the tracker is then folded anew)."""
+    if not events:
+        return False
+    event = events[-1]
     return event.type_name == d.get("event") and event.timestamp == d.get("timestamp")

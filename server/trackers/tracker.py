@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from enum import Enum
 from typing import Any
 
-from server.errors import InvalidEvent
+from server.errors import InvalidEvent, StoreFailed
 from server.outages import RepeatsCounted
 from server.trackers.events import (
     ACTION_LISTEN,
@@ -40,7 +40,7 @@ from server.trackers.events import (
     StoryExported,
     UserUtteranceReverted,
     UserUttered,
-    event_from_dict,
+    stored_events,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,9 @@ class Tracker:
     # (`stamp_model_ids`). `stamp_unsaved` gives them to those events before the tracker is
     # sent to an action server or an NLG server, so that it is sent as it is then stored.
     unsaved: tuple[int, str | None, str | None] | None = None
+    # Stored items folded into this tracker but left out of its events (`stored_events`):
+    # the store's items it has read are its events and these.
+    left_out = 0
 
     def __init__(
         self,
@@ -107,7 +110,24 @@ class Tracker:
         event_dicts: Iterable[dict[str, Any]],
         slot_defaults: dict[str, Any] | None = None,
     ) -> Tracker:
-        return cls(sender_id, slot_defaults, (event_from_dict(d) for d in event_dicts))
+        tracker = cls(sender_id, slot_defaults)
+        tracker.update_from_dicts(event_dicts)
+        return tracker
+
+    def update_from_dicts(self, event_dicts: Iterable[dict[str, Any]]) -> None:
+        """Folds stored event dicts, counting in `left_out` those Rasa leaves out. One this
+        server cannot read is StoreFailed (500, logged, naming the conversation): the stored
+        data's fault, not the request's (before: a 400 "unknown event type")."""
+        left_out: list[Any] = []
+        try:
+            self.update_many(stored_events(event_dicts, left_out))
+        except InvalidEvent as exc:
+            raise StoreFailed(
+                f"Conversation '{self.sender_id}' holds a stored event this server cannot "
+                f"read: {exc}"
+            ) from exc
+        if left_out:
+            self.left_out += len(left_out)
 
     # -- state ------------------------------------------------------------------------------
     def _reset(self) -> None:
@@ -302,6 +322,7 @@ class Tracker:
     def copy(self) -> Tracker:
         other = Tracker(self.sender_id, self.slot_defaults, list(self.events))
         other.unsaved = self.unsaved
+        other.left_out = self.left_out
         return other
 
     def begin_turn(self, model_id: str | None, assistant_id: str | None) -> int:

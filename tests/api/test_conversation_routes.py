@@ -920,3 +920,21 @@ async def test_a_slot_event_for_a_slot_the_domain_lacks_stays_an_event_not_a_slo
     assert check(rasa_spec, replaced, EVENTS, "put", 200)["slots"] == {
         "session_started_metadata": None
     }
+
+
+async def test_replaced_events_are_stored_as_given_and_appended_ones_get_the_models_ids(
+    client: httpx.AsyncClient,
+) -> None:
+    """As Rasa 3.6: a PUT builds a tracker from the body alone (no model's ids: its events
+    are kept as sent, an export restored as it was exported); a POST appends to the served
+    conversation, whose events carry the model's `model_id` and `assistant_id`."""
+    sent = [{**event, "metadata": {"page": "home"}} for event in GOODBYE_EVENTS]
+    response = await client.put(EVENTS.format(conversation_id="ids1"), json=sent)
+    assert response.status_code == 200, response.text
+    stored = (await client.get(TRACKER.format(conversation_id="ids1"))).json()["events"]
+    assert [event["metadata"] for event in stored] == [{"page": "home"}] * 2
+
+    await client.post(EVENTS.format(conversation_id="ids1"), json=sent[1])
+    stored = (await client.get(TRACKER.format(conversation_id="ids1"))).json()["events"]
+    assert stored[-1]["metadata"]["page"] == "home"
+    assert {"model_id", "assistant_id"} <= set(stored[-1]["metadata"])

@@ -26,7 +26,7 @@ responses:
   utter_greet: [{{text: "Hello {{name}}!"}}]
   utter_noted: [{{text: "Noted."}}]
 session_config:
-  session_expiration_time: 1
+  session_expiration_time: {expiration}
   carry_over_slots_to_new_session: {carry_over}
 """
 RULES = """
@@ -43,9 +43,10 @@ rules:
 """
 
 
-def train_with(folder: Path, carry_over: bool) -> DialogueModel:
+def train_with(folder: Path, carry_over: bool, expiration: float = 1) -> DialogueModel:
     (folder / "data").mkdir(parents=True)
-    (folder / "domain.yml").write_text(DOMAIN.format(carry_over=str(carry_over).lower()))
+    domain = DOMAIN.format(carry_over=str(carry_over).lower(), expiration=expiration)
+    (folder / "domain.yml").write_text(domain)
     (folder / "data" / "rules.yml").write_text(RULES)
     (folder / "config.yml").write_text("language: en\npolicies:\n  - name: RulePolicy\n")
     return train_project(folder, folder / "models")
@@ -130,3 +131,21 @@ async def test_session_start_keeps_the_metadata_of_the_message_that_started_it(
     await conversation.say("/greet", channel_user="u-42")
     tracker = await conversation.tracker()
     assert tracker.get_slot("session_started_metadata") == {"channel_user": "u-42"}
+
+
+async def test_an_expiration_time_of_0_never_starts_another_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`session_expiration_time: 0` turns sessions off, as in Rasa: the first message starts
+    the one session, and a user back after a year goes on in it, slots and all."""
+    agent = make_agent(train_with(tmp_path, carry_over=False, expiration=0))
+    conversation = Conversation(agent, "forever")
+    await conversation.say('/inform{"name": "Ada"}')
+
+    monkeypatch.setattr("server.dialogue.processor.time", LaterClock(365 * 24 * 3600))
+    turn = await conversation.say("/greet")
+
+    assert session_start(turn.events) == []
+    assert turn.texts == ["Hello Ada!"]
+    everything = await agent.tracker(conversation.sender_id, all_sessions=True)
+    assert sum(isinstance(e, SessionStarted) for e in everything.events) == 1

@@ -57,3 +57,28 @@ async def test_a_conversation_just_loaded_is_the_last_to_be_evicted() -> None:
     reloaded = await repository.load("b", {})
     assert reloaded is not None and reloaded is not trackers["b"]
     assert [getattr(e, "text", None) for e in reloaded.events] == ["b", None]
+
+
+async def test_a_conversation_holding_a_left_out_item_stays_hot_and_sees_other_appends() -> None:
+    """A stored `topic` event (Rasa Core 0.x) is left out of the tracker; the tracker still
+    counts it among the store's items, so the events another process appends after it are
+    folded once, neither lost nor twice."""
+    store = create_tracker_store({"type": "in_memory"})
+    await store.append(
+        "old",
+        [
+            {"event": "topic", "timestamp": 1.0, "topic": "greetings"},
+            {"event": "action", "timestamp": 2.0, "name": "action_listen"},
+        ],
+    )
+    repository = TrackerRepository(store)
+    tracker = await repository.load("old", {})
+    assert tracker is not None
+    new: list[Event] = [UserUttered(text="hi", timestamp=3.0)]
+    tracker.update_many(new)
+    await repository.save(tracker, new)
+    await store.append("old", [{"event": "bot", "timestamp": 4.0, "text": "elsewhere"}])
+
+    again = await repository.load("old", {})
+    assert again is tracker
+    assert [e.type_name for e in tracker.events] == ["action", "user", "bot"]

@@ -132,7 +132,7 @@ async def test_a_replace_is_seen_by_another_process_that_cached_the_conversation
 ) -> None:
     db = tmp_path / "ids.db"
     if made_by == "rasa":
-        _create_rasa_sqlite_db(db, rows=[])
+        create_rasa_sqlite_db(db, rows=[])
     config = {"type": "sql", "dialect": "sqlite", "db": str(db)}
     one, other = create_tracker_store(config), create_tracker_store(config)
     replacement = [user("x", 1.5), user("b", 2.0) if kept_last else user("y", 4.0)]
@@ -149,7 +149,7 @@ async def test_a_replace_is_seen_by_another_process_that_cached_the_conversation
         await other.close()
 
 
-def _create_rasa_sqlite_db(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> None:
+def create_rasa_sqlite_db(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> None:
     """The schema Rasa 3.6's SQLTrackerStore creates, with rows as it writes them."""
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.executescript(
@@ -185,7 +185,7 @@ async def test_an_existing_rasa_sqlite_database_is_upgraded_and_keeps_working(
     db = tmp_path / "rasa.db"
     history = session_start(1.0) + [user("hi", 2.0), bot("hello", 3.0)]
     current = session_start(100.0) + [user("back", 101.0)]
-    _create_rasa_sqlite_db(db, [("alice", e) for e in history + current])
+    create_rasa_sqlite_db(db, [("alice", e) for e in history + current])
 
     store = SqlTrackerStore.from_config({"type": "sql", "db": str(db)})
     try:

@@ -19,7 +19,7 @@ from server.trackers import sqlite_database
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_store import SqlTrackerStore, _rows
 from server.trackers.sqlite_database import SqliteDatabase
-from tests.trackers.test_sql_tracker_store import _create_rasa_sqlite_db
+from tests.trackers.test_sql_tracker_store import create_rasa_sqlite_db
 from tests.trackers.test_tracker_stores import session_start, user
 
 
@@ -109,7 +109,7 @@ def has_autoincrement(path: Path) -> bool:
 async def test_an_append_reports_the_ids_its_rows_were_given(made_by: str, tmp_path: Path) -> None:
     path = tmp_path / "ids.db"
     if made_by == "rasa":
-        _create_rasa_sqlite_db(path, rows=[])
+        create_rasa_sqlite_db(path, rows=[])
     elif made_by == "earlier botserver":
         create_autoincrement_table(path)
     store = sqlite_store(path)

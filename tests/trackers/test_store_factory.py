@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,37 @@ def test_unsupported_types_are_refused_by_name() -> None:
         create_tracker_store({"type": "sql", "dialect": "oracle"})
     with pytest.raises(InvalidConfig, match="kafka"):
         create_event_broker({"type": "kafka"})
+
+
+async def test_rasas_own_store_classes_by_module_path_are_its_types(tmp_path: Path) -> None:
+    """Rasa 3.6 imports a `type:` holding a class path, its own stores' too, and builds it
+    with the section's keys: `rasa.core.tracker_store.SQLTrackerStore` works there as
+    `type: sql`. Before, botserver refused it as a custom class it does not load."""
+    db = str(tmp_path / "rasa.db")
+    store = create_tracker_store({"type": "rasa.core.tracker_store.SQLTrackerStore", "db": db})
+    assert isinstance(store, SqlTrackerStore)
+    assert store.url.render_as_string() == f"sqlite+aiosqlite:///{db}"
+    await store.close()
+    store = create_tracker_store({"type": "rasa.core.tracker_store.RedisTrackerStore"})
+    assert isinstance(store, RedisTrackerStore)
+    await store.close()
+    memory = create_tracker_store({"type": "rasa.core.tracker_store.InMemoryTrackerStore"})
+    assert isinstance(memory, InMemoryTrackerStore)
+    with pytest.raises(InvalidConfig, match="MongoTrackerStore' is not supported"):
+        create_tracker_store({"type": "rasa.core.tracker_store.MongoTrackerStore"})
+
+
+@pytest.mark.parametrize(
+    "key", ["retrieve_events_from_previous_conversation_sessions", "max_event_history"]
+)
+async def test_a_tracker_store_key_rasa_3_does_not_read_is_warned_about(
+    key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rasa 2 read these; Rasa 3.6 ignores them without a word, and so did botserver: a bot
+    that relied on one (every session sent to the action server) silently lost it."""
+    store = create_tracker_store({"type": "in_memory", key: True})
+    await store.close()
+    assert f"'{key}'" in caplog.text and "not read" in caplog.text
 
 
 def test_lock_store_and_broker_types() -> None:
@@ -210,3 +242,35 @@ def test_redis_over_tls_whichever_way_it_is_asked(config: dict) -> None:
     pool = create_client(config, default_db=0).connection_pool
     assert pool.connection_class is SSLConnection
     assert pool.connection_kwargs.get("ssl_ca_certs") == config.get("ssl_ca_certs")
+
+
+@pytest.mark.parametrize("prefix", [0, False, 7, True])
+async def test_a_key_prefix_yaml_reads_as_no_text_finds_the_conversations_where_rasa_kept_them(
+    prefix: object,
+) -> None:
+    """`key_prefix: 0` (or `false`, `7`, `true`) is not text once YAML has read it: Rasa 3.6
+    then used no prefix and kept conversations at `tracker:<id>`. Before, botserver looked at
+    `0:tracker:<id>` (`False:tracker:<id>`...), and every returning user of a migrated bot
+    started over."""
+    from redis.asyncio import Redis
+
+    from tests.trackers.persistence_fixtures import REDIS, require_service, unique_name
+
+    require_service("Redis", REDIS)
+    sender = unique_name("rasa_prefix")
+    rasa = Redis(host=REDIS[0], port=REDIS[1], db=0, decode_responses=True)
+    events = [
+        {"event": "action", "timestamp": 1.0, "name": "action_listen"},
+        {"event": "slot", "timestamp": 2.0, "name": "city", "value": "Berlin"},
+    ]
+    await rasa.set(f"tracker:{sender}", json.dumps({"events": events, "name": sender}))
+    store = create_tracker_store(
+        {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    )
+    try:
+        assert list(await store.load(sender) or []) == events
+    finally:
+        await store.delete(sender)
+        await store.close()
+        await rasa.delete(f"tracker:{sender}", f"tracker_append:{sender}")
+        await rasa.aclose()
