@@ -178,6 +178,86 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_rasa_training_flags(p: argparse.ArgumentParser, inherited: bool) -> None:
+    """Rasa's `rasa train` flags that botserver's training has no use for, or one of its own:
+    taken, so that a Rasa team's scripts run (`cmd_train` says what each changes). On `train
+    core` and `train nlu` (`inherited`) without defaults, so that a value given before the
+    part is kept."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if inherited else value
+
+    group = p.add_argument_group("Rasa's training flags")
+    group.add_argument(
+        "--augmentation",
+        type=_int_at_least(0),
+        default=default(None),
+        help="stories glued together for the ML policy to learn from (its augmentation_factor; "
+        "default: config.yml's, else 20)",
+    )
+    group.add_argument(
+        "--finetune",
+        nargs="?",
+        const=True,
+        default=default(None),
+        metavar="MODEL",
+        help="accepted as Rasa's; botserver trains from scratch (in seconds), with a warning",
+    )
+    group.add_argument(
+        "--epoch-fraction",
+        type=_positive_number,
+        default=default(None),
+        help="accepted as Rasa's, with a warning; botserver's components do not train in epochs",
+    )
+    group.add_argument(
+        "--num-threads",
+        type=_int_at_least(1),
+        default=default(None),
+        help="accepted as Rasa's; not used",
+    )
+    group.add_argument(
+        "--persist-nlu-data",
+        action="store_true",
+        default=default(False),
+        help="accepted as Rasa's, with a warning; the archive holds no training data",
+    )
+    group.add_argument(
+        "--debug-plots",
+        action="store_true",
+        default=default(False),
+        help="accepted as Rasa's, with a warning; `botserver visualize` draws the stories",
+    )
+    group.add_argument(
+        "--endpoints", default=default(None), help="accepted as Rasa's; training reads none"
+    )
+
+
+def _warn_about_rasa_training_flags(args: argparse.Namespace) -> None:
+    """One warning for each of Rasa's training flags that does nothing here."""
+    if args.finetune is not None:
+        given = "--finetune" if args.finetune is True else f"--finetune {args.finetune}"
+        logger.warning(
+            "%s: botserver has no incremental training; the model is trained from scratch "
+            "(it takes seconds), not from an earlier one",
+            given,
+        )
+    if args.epoch_fraction is not None:
+        logger.warning(
+            "--epoch-fraction %s: not used; botserver's components do not train in epochs",
+            args.epoch_fraction,
+        )
+    if args.persist_nlu_data:
+        logger.warning(
+            "--persist-nlu-data: not used; the model archive holds the trained components, "
+            "not the NLU training data"
+        )
+    if args.debug_plots:
+        logger.warning(
+            "--debug-plots: story_blocks_connections.html is not written; "
+            "`botserver visualize` draws the stories"
+        )
+
+
 def _add_validate_flags(p: argparse.ArgumentParser, inherited: bool) -> None:
     """The flags of `data validate` (and, `inherited`, of `data validate stories`: without
     defaults of its own, so that flags given before `stories` are kept)."""
@@ -267,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_train_flags(p)
+    _add_rasa_training_flags(p, inherited=False)
     _add_log_flags(p)
     tsub = p.add_subparsers(dest="train_what", metavar="WHAT")
     pc = _command(
@@ -285,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--out", default=unset, help=f"directory for the archive ({DEFAULT_MODELS})")
     pc.add_argument("--fixed-model-name", default=unset, help="name the archive <name>.tar.gz")
     pc.add_argument("--force", action="store_true", default=unset, help="train even if unchanged")
+    _add_rasa_training_flags(pc, inherited=True)
     _add_log_flags(pc, inherited=True)
     pn = tsub.add_parser("nlu", help="train the NLU pipeline only", formatter_class=_Formatter)
     pn.add_argument("-c", "--config", type=_config_file, default=unset, help=CONFIG_HELP)
@@ -292,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     pn.add_argument("--out", default=unset, help=f"directory for the archive ({DEFAULT_MODELS})")
     pn.add_argument("--fixed-model-name", default=unset, help="name the archive <name>.tar.gz")
     pn.add_argument("--force", action="store_true", default=unset, help="train even if unchanged")
+    _add_rasa_training_flags(pn, inherited=True)
     _add_log_flags(pn, inherited=True)
 
     # run
@@ -663,9 +746,10 @@ def _progress() -> Iterator[Callable[[str], None]]:
 
 def _train_dry_run(args: argparse.Namespace) -> int:
     from server.training.project import load_project
-    from server.training.train import DRY_RUN_FORCED, DRY_RUN_UP_TO_DATE, dry_run
+    from server.training.train import DRY_RUN_FORCED, DRY_RUN_UP_TO_DATE, dry_run, set_augmentation
 
     project = load_project(*_train_inputs(args))
+    set_augmentation(project, args.augmentation)
     code, existing = dry_run(project, Path(args.out), args.fixed_model_name, args.force)
     if code == DRY_RUN_UP_TO_DATE:
         print(f"No training required: {existing} was trained from these files.")
@@ -745,6 +829,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from server.training.train import train, train_core, train_nlu
 
     what = getattr(args, "train_what", None)
+    _warn_about_rasa_training_flags(args)
     if what is None and args.dry_run:
         return _train_dry_run(args)
     if what is not None:
@@ -762,6 +847,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 args.fixed_model_name,
                 args.force,
                 progress=say,
+                augmentation=args.augmentation,
             )
         elif what == "nlu":
             result = train_nlu(
@@ -780,6 +866,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 args.force,
                 Path(args.signing_key) if args.signing_key else None,
                 progress=say,
+                augmentation=args.augmentation,
             )
     if result.skipped:
         print(
