@@ -387,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
             "botserver run --enable-api --auth-token thisismysecret",
             "botserver run --enable-api --jwt-secret thisismysecret",
             "botserver run --endpoints endpoints.yml --workers 2",
+            "botserver run actions --port 5055   (rasa-sdk's action server, as rasa run actions)",
         ),
     )
     p.add_argument(
@@ -1195,9 +1196,42 @@ def _part_read_as_data(parser: argparse.ArgumentParser, argv: list[str]) -> None
                 values.append(token)
 
 
+# What `rasa run actions` runs: rasa-sdk's action server, given the rest of the arguments.
+ACTION_SERVER_MODULE = "rasa_sdk"
+DEFAULT_ACTIONS_PACKAGE = "actions"
+
+
+def run_action_server(argv: list[str]) -> int:
+    """`botserver run actions ...`, as `rasa run actions`: rasa-sdk's server replaces this
+    process (its flags, its exit code, its signals), on the `actions` package unless
+    `--actions` or `--actions-module` names another. botserver runs no custom actions itself."""
+    import importlib.util
+
+    if importlib.util.find_spec(ACTION_SERVER_MODULE) is None:
+        print(
+            "error: `run actions` starts rasa-sdk's action server, which is not installed in "
+            f"this Python ({sys.executable}): pip install rasa-sdk, then run it again (or "
+            "`python -m rasa_sdk --actions actions`). botserver calls the action server that "
+            "endpoints.yml's action_endpoint names; it runs no custom action code itself.",
+            file=sys.stderr,
+        )
+        return 1
+    flags = {arg.split("=", 1)[0] for arg in argv}
+    if not flags & {"--actions", "--actions-module", "-h", "--help"}:
+        argv = ["--actions", DEFAULT_ACTIONS_PACKAGE, *argv]
+    command = [sys.executable, "-m", ACTION_SERVER_MODULE, *argv]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+    return 1  # not reached: execv replaces the process
+
+
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words[:2] == ["run", "actions"]:
+        return run_action_server(words[2:])
     parser = build_parser()
-    _part_read_as_data(parser, sys.argv[1:] if argv is None else argv)
+    _part_read_as_data(parser, words)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         _unknown_arguments(getattr(args, "command_parser", None) or parser, unknown)
