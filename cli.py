@@ -473,7 +473,18 @@ def build_parser() -> argparse.ArgumentParser:
         "shell",
         help="talk to the bot in the terminal",
         formatter_class=_Formatter,
-        epilog=_examples("botserver shell", "botserver shell -m models/mybot.tar.gz"),
+        epilog=_examples(
+            "botserver shell",
+            "botserver shell -m models/mybot.tar.gz",
+            "botserver shell nlu   (print each message's intent and entities, as JSON)",
+        ),
+    )
+    p.add_argument(
+        "what",
+        nargs="?",
+        choices=("nlu",),
+        default=None,
+        help="nlu: print each message's parse (intent, entities) instead of talking",
     )
     p.add_argument("-m", "--model", default=DEFAULT_MODELS)
     p.add_argument("--endpoints", default="endpoints.yml")
@@ -988,7 +999,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_shell(args: argparse.Namespace) -> int:
     from server.channels.console import run_shell
 
-    return asyncio.run(run_shell(Path(args.model), args.endpoints, args.sender))
+    return asyncio.run(
+        run_shell(Path(args.model), args.endpoints, args.sender, nlu_only=args.what == "nlu")
+    )
 
 
 def cmd_test(args: argparse.Namespace) -> int:
