@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from server import __version__
 from server.errors import BotServerError, InvalidConfig
@@ -20,6 +20,31 @@ from server.errors import BotServerError, InvalidConfig
 logger = logging.getLogger("botserver")
 
 DEFAULT_MODELS = "models"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An unknown flag's value is not taken for the command's part: `botserver test --url x`
+    says `unrecognized arguments: --url x`, where argparse said `argument what: invalid
+    choice: 'x' (choose from 'core', 'nlu')`, naming no flag."""
+
+    _arguments: list[str] = []
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._arguments = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        words = self._arguments
+        for index, word in enumerate(words[1:], start=1):
+            flag = words[index - 1]
+            if (
+                f"invalid choice: {word!r} (choose from" in message
+                and flag.startswith("-")
+                and flag.split("=", 1)[0] not in self._option_string_actions
+            ):
+                message = _unrecognized(self, [flag, word])
+                break
+        super().error(message)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -309,7 +334,7 @@ def _group(sub: Any, name: str, summary: str, dest: str, metavar: str) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="botserver",
         description="Train and serve Rasa 3 projects: Rasa's HTTP API, faster and safer.",
         formatter_class=_Formatter,
@@ -1159,8 +1184,8 @@ COMMANDS = {
 }
 
 
-def _unknown_arguments(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
-    """Exit 2 with the command's usage, suggesting the closest flag for a typo."""
+def _unrecognized(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
+    """`unrecognized arguments: ...`, with the closest flag of `parser` for a typo."""
     import difflib
 
     message = f"unrecognized arguments: {' '.join(unknown)}"
@@ -1169,9 +1194,13 @@ def _unknown_arguments(parser: argparse.ArgumentParser, unknown: list[str]) -> N
         if arg.startswith("-"):
             close = difflib.get_close_matches(arg.split("=")[0], known, n=1)
             if close:
-                message += f" (did you mean {close[0]}?)"
-                break
-    parser.error(message)
+                return message + f" (did you mean {close[0]}?)"
+    return message
+
+
+def _unknown_arguments(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+    """Exit 2 with the command's usage, suggesting the closest flag for a typo."""
+    parser.error(_unrecognized(parser, unknown))
 
 
 # A command's parts, as (command words, parts, the flag of each part that reads the data `--data`
