@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from server import __version__
 from server.errors import BotServerError, InvalidConfig
@@ -20,6 +20,31 @@ from server.errors import BotServerError, InvalidConfig
 logger = logging.getLogger("botserver")
 
 DEFAULT_MODELS = "models"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An unknown flag's value is not taken for the command's part: `botserver test --url x`
+    says `unrecognized arguments: --url x`, where argparse said `argument what: invalid
+    choice: 'x' (choose from 'core', 'nlu')`, naming no flag."""
+
+    _arguments: list[str] = []
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._arguments = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        words = self._arguments
+        for index, word in enumerate(words[1:], start=1):
+            flag = words[index - 1]
+            if (
+                f"invalid choice: {word!r} (choose from" in message
+                and flag.startswith("-")
+                and flag.split("=", 1)[0] not in self._option_string_actions
+            ):
+                message = _unrecognized(self, [flag, word])
+                break
+        super().error(message)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -178,6 +203,86 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_rasa_training_flags(p: argparse.ArgumentParser, inherited: bool) -> None:
+    """Rasa's `rasa train` flags that botserver's training has no use for, or one of its own:
+    taken, so that a Rasa team's scripts run (`cmd_train` says what each changes). On `train
+    core` and `train nlu` (`inherited`) without defaults, so that a value given before the
+    part is kept."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if inherited else value
+
+    group = p.add_argument_group("Rasa's training flags")
+    group.add_argument(
+        "--augmentation",
+        type=_int_at_least(0),
+        default=default(None),
+        help="stories glued together for the ML policy to learn from (its augmentation_factor; "
+        "default: config.yml's, else 20)",
+    )
+    group.add_argument(
+        "--finetune",
+        nargs="?",
+        const=True,
+        default=default(None),
+        metavar="MODEL",
+        help="accepted as Rasa's; botserver trains from scratch (in seconds), with a warning",
+    )
+    group.add_argument(
+        "--epoch-fraction",
+        type=_positive_number,
+        default=default(None),
+        help="accepted as Rasa's, with a warning; botserver's components do not train in epochs",
+    )
+    group.add_argument(
+        "--num-threads",
+        type=_int_at_least(1),
+        default=default(None),
+        help="accepted as Rasa's; not used",
+    )
+    group.add_argument(
+        "--persist-nlu-data",
+        action="store_true",
+        default=default(False),
+        help="accepted as Rasa's, with a warning; the archive holds no training data",
+    )
+    group.add_argument(
+        "--debug-plots",
+        action="store_true",
+        default=default(False),
+        help="accepted as Rasa's, with a warning; `botserver visualize` draws the stories",
+    )
+    group.add_argument(
+        "--endpoints", default=default(None), help="accepted as Rasa's; training reads none"
+    )
+
+
+def _warn_about_rasa_training_flags(args: argparse.Namespace) -> None:
+    """One warning for each of Rasa's training flags that does nothing here."""
+    if args.finetune is not None:
+        given = "--finetune" if args.finetune is True else f"--finetune {args.finetune}"
+        logger.warning(
+            "%s: botserver has no incremental training; the model is trained from scratch "
+            "(it takes seconds), not from an earlier one",
+            given,
+        )
+    if args.epoch_fraction is not None:
+        logger.warning(
+            "--epoch-fraction %s: not used; botserver's components do not train in epochs",
+            args.epoch_fraction,
+        )
+    if args.persist_nlu_data:
+        logger.warning(
+            "--persist-nlu-data: not used; the model archive holds the trained components, "
+            "not the NLU training data"
+        )
+    if args.debug_plots:
+        logger.warning(
+            "--debug-plots: story_blocks_connections.html is not written; "
+            "`botserver visualize` draws the stories"
+        )
+
+
 def _add_validate_flags(p: argparse.ArgumentParser, inherited: bool) -> None:
     """The flags of `data validate` (and, `inherited`, of `data validate stories`: without
     defaults of its own, so that flags given before `stories` are kept)."""
@@ -229,7 +334,7 @@ def _group(sub: Any, name: str, summary: str, dest: str, metavar: str) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="botserver",
         description="Train and serve Rasa 3 projects: Rasa's HTTP API, faster and safer.",
         formatter_class=_Formatter,
@@ -267,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_train_flags(p)
+    _add_rasa_training_flags(p, inherited=False)
     _add_log_flags(p)
     tsub = p.add_subparsers(dest="train_what", metavar="WHAT")
     pc = _command(
@@ -285,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--out", default=unset, help=f"directory for the archive ({DEFAULT_MODELS})")
     pc.add_argument("--fixed-model-name", default=unset, help="name the archive <name>.tar.gz")
     pc.add_argument("--force", action="store_true", default=unset, help="train even if unchanged")
+    _add_rasa_training_flags(pc, inherited=True)
     _add_log_flags(pc, inherited=True)
     pn = tsub.add_parser("nlu", help="train the NLU pipeline only", formatter_class=_Formatter)
     pn.add_argument("-c", "--config", type=_config_file, default=unset, help=CONFIG_HELP)
@@ -292,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     pn.add_argument("--out", default=unset, help=f"directory for the archive ({DEFAULT_MODELS})")
     pn.add_argument("--fixed-model-name", default=unset, help="name the archive <name>.tar.gz")
     pn.add_argument("--force", action="store_true", default=unset, help="train even if unchanged")
+    _add_rasa_training_flags(pn, inherited=True)
     _add_log_flags(pn, inherited=True)
 
     # run
@@ -304,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
             "botserver run --enable-api --auth-token thisismysecret",
             "botserver run --enable-api --jwt-secret thisismysecret",
             "botserver run --endpoints endpoints.yml --workers 2",
+            "botserver run actions --port 5055   (rasa-sdk's action server, as rasa run actions)",
         ),
     )
     p.add_argument(
@@ -389,7 +498,18 @@ def build_parser() -> argparse.ArgumentParser:
         "shell",
         help="talk to the bot in the terminal",
         formatter_class=_Formatter,
-        epilog=_examples("botserver shell", "botserver shell -m models/mybot.tar.gz"),
+        epilog=_examples(
+            "botserver shell",
+            "botserver shell -m models/mybot.tar.gz",
+            "botserver shell nlu   (print each message's intent and entities, as JSON)",
+        ),
+    )
+    p.add_argument(
+        "what",
+        nargs="?",
+        choices=("nlu",),
+        default=None,
+        help="nlu: print each message's parse (intent, entities) instead of talking",
     )
     p.add_argument("-m", "--model", default=DEFAULT_MODELS)
     p.add_argument("--endpoints", default="endpoints.yml")
@@ -663,9 +783,10 @@ def _progress() -> Iterator[Callable[[str], None]]:
 
 def _train_dry_run(args: argparse.Namespace) -> int:
     from server.training.project import load_project
-    from server.training.train import DRY_RUN_FORCED, DRY_RUN_UP_TO_DATE, dry_run
+    from server.training.train import DRY_RUN_FORCED, DRY_RUN_UP_TO_DATE, dry_run, set_augmentation
 
     project = load_project(*_train_inputs(args))
+    set_augmentation(project, args.augmentation)
     code, existing = dry_run(project, Path(args.out), args.fixed_model_name, args.force)
     if code == DRY_RUN_UP_TO_DATE:
         print(f"No training required: {existing} was trained from these files.")
@@ -745,6 +866,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from server.training.train import train, train_core, train_nlu
 
     what = getattr(args, "train_what", None)
+    _warn_about_rasa_training_flags(args)
     if what is None and args.dry_run:
         return _train_dry_run(args)
     if what is not None:
@@ -762,6 +884,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 args.fixed_model_name,
                 args.force,
                 progress=say,
+                augmentation=args.augmentation,
             )
         elif what == "nlu":
             result = train_nlu(
@@ -780,6 +903,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 args.force,
                 Path(args.signing_key) if args.signing_key else None,
                 progress=say,
+                augmentation=args.augmentation,
             )
     if result.skipped:
         print(
@@ -900,7 +1024,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_shell(args: argparse.Namespace) -> int:
     from server.channels.console import run_shell
 
-    return asyncio.run(run_shell(Path(args.model), args.endpoints, args.sender))
+    return asyncio.run(
+        run_shell(Path(args.model), args.endpoints, args.sender, nlu_only=args.what == "nlu")
+    )
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -1058,8 +1184,8 @@ COMMANDS = {
 }
 
 
-def _unknown_arguments(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
-    """Exit 2 with the command's usage, suggesting the closest flag for a typo."""
+def _unrecognized(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
+    """`unrecognized arguments: ...`, with the closest flag of `parser` for a typo."""
     import difflib
 
     message = f"unrecognized arguments: {' '.join(unknown)}"
@@ -1068,9 +1194,13 @@ def _unknown_arguments(parser: argparse.ArgumentParser, unknown: list[str]) -> N
         if arg.startswith("-"):
             close = difflib.get_close_matches(arg.split("=")[0], known, n=1)
             if close:
-                message += f" (did you mean {close[0]}?)"
-                break
-    parser.error(message)
+                return message + f" (did you mean {close[0]}?)"
+    return message
+
+
+def _unknown_arguments(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+    """Exit 2 with the command's usage, suggesting the closest flag for a typo."""
+    parser.error(_unrecognized(parser, unknown))
 
 
 # A command's parts, as (command words, parts, the flag of each part that reads the data `--data`
@@ -1108,9 +1238,42 @@ def _part_read_as_data(parser: argparse.ArgumentParser, argv: list[str]) -> None
                 values.append(token)
 
 
+# What `rasa run actions` runs: rasa-sdk's action server, given the rest of the arguments.
+ACTION_SERVER_MODULE = "rasa_sdk"
+DEFAULT_ACTIONS_PACKAGE = "actions"
+
+
+def run_action_server(argv: list[str]) -> int:
+    """`botserver run actions ...`, as `rasa run actions`: rasa-sdk's server replaces this
+    process (its flags, its exit code, its signals), on the `actions` package unless
+    `--actions` or `--actions-module` names another. botserver runs no custom actions itself."""
+    import importlib.util
+
+    if importlib.util.find_spec(ACTION_SERVER_MODULE) is None:
+        print(
+            "error: `run actions` starts rasa-sdk's action server, which is not installed in "
+            f"this Python ({sys.executable}): pip install rasa-sdk, then run it again (or "
+            "`python -m rasa_sdk --actions actions`). botserver calls the action server that "
+            "endpoints.yml's action_endpoint names; it runs no custom action code itself.",
+            file=sys.stderr,
+        )
+        return 1
+    flags = {arg.split("=", 1)[0] for arg in argv}
+    if not flags & {"--actions", "--actions-module", "-h", "--help"}:
+        argv = ["--actions", DEFAULT_ACTIONS_PACKAGE, *argv]
+    command = [sys.executable, "-m", ACTION_SERVER_MODULE, *argv]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+    return 1  # not reached: execv replaces the process
+
+
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words[:2] == ["run", "actions"]:
+        return run_action_server(words[2:])
     parser = build_parser()
-    _part_read_as_data(parser, sys.argv[1:] if argv is None else argv)
+    _part_read_as_data(parser, words)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         _unknown_arguments(getattr(args, "command_parser", None) or parser, unknown)

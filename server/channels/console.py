@@ -2,7 +2,8 @@
 assembly (same stores, action server and model loading as `botserver run`).
 
 Bot messages are printed as they come; buttons are numbered and picked by number. `/stop`,
-Ctrl-D or Ctrl-C ends the session.
+Ctrl-D or Ctrl-C ends the session. `botserver shell nlu` (and `shell` on an NLU-only model)
+prints each message's parse instead, as JSON.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import sys
 import threading
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 INPUT_CHANNEL = "cmdline"
 STOP_COMMAND = "/stop"
 PROMPT = "Your input -> "
+NLU_PROMPT = "Next message:\n"
 # The shell keeps conversations in memory unless endpoints.yml names a tracker store.
 SHELL_TRACKER_STORE: dict[str, Any] = {"type": "in_memory"}
 
@@ -86,23 +89,30 @@ def _replace_undecodable_input() -> None:
         sys.stdin.reconfigure(errors="replace")
 
 
+async def _typed_lines(prompt: str, out: TextIO, newline_at_end: bool) -> AsyncIterator[str]:
+    """The lines typed after `prompt`, stripped, blank ones skipped, until /stop or the end
+    of input (after which `newline_at_end` ends the prompt's line)."""
+    while True:
+        try:
+            line = await _read_line(prompt)
+        except EOFError:
+            if newline_at_end:
+                print(file=out)
+            return
+        text = line.strip()
+        if text == STOP_COMMAND:
+            return
+        if text:
+            yield text
+
+
 async def converse(agent: Agent, sender_id: str, out: TextIO | None = None) -> None:
     """Read lines until /stop or end of input, printing the bot's answers to each (to `out`,
     standard output by default)."""
     out = out or sys.stdout
     buttons: list[dict[str, Any]] = []
-    while True:
-        try:
-            line = await _read_line(PROMPT)
-        except EOFError:
-            print(file=out)
-            return
-        text = line.strip()
-        if not text:
-            continue
-        if text == STOP_COMMAND:
-            return
-        text = choose(text, buttons)
+    async for typed in _typed_lines(PROMPT, out, newline_at_end=True):
+        text = choose(typed, buttons)
         try:
             replies = await agent.handle_message(
                 UserMessage(text, sender_id=sender_id, input_channel=INPUT_CHANNEL)
@@ -118,10 +128,23 @@ async def converse(agent: Agent, sender_id: str, out: TextIO | None = None) -> N
         out.flush()
 
 
+async def print_parses(agent: Agent, out: TextIO | None = None) -> None:
+    """Read lines until /stop or end of input, printing the parse of each (intent, entities,
+    ranking: what POST /model/parse answers) as JSON, as Rasa's `shell nlu`. No conversation
+    is kept."""
+    out = out or sys.stdout
+    async for text in _typed_lines(NLU_PROMPT, out, newline_at_end=False):
+        parse = await asyncio.to_thread(agent.parse, text)
+        print(json.dumps(parse, ensure_ascii=False, indent=2), file=out, flush=True)
+
+
 async def run_shell(
-    model_path: Path | str | None, endpoints_path: str | Path | None, sender: str | None = None
+    model_path: Path | str | None,
+    endpoints_path: str | Path | None,
+    sender: str | None = None,
+    nlu_only: bool = False,
 ) -> int:
-    """The `botserver shell` command; returns the exit code."""
+    """The `botserver shell` command (`nlu_only`: `shell nlu`); returns the exit code."""
     from server.api.server import ServerOptions, build_app
 
     _replace_undecodable_input()
@@ -142,6 +165,14 @@ async def run_shell(
                 file=sys.stderr,
             )
             return 1
+        if nlu_only or agent.model().metadata.get("training_type") == "nlu":
+            print(
+                "NLU model loaded. Type a message and press enter to see how it is parsed "
+                f"(use '{STOP_COMMAND}' to exit).",
+                flush=True,
+            )
+            await print_parses(agent)
+            return 0
         print(
             f"Bot loaded. Type a message and press enter (use '{STOP_COMMAND}' to exit).",
             flush=True,

@@ -47,9 +47,29 @@ def read_nlu_data(paths: list[str]) -> NLUTrainingData:
             parts.append(read_nlu_json(file))
         elif is_yaml_file(file):
             parts.append(read_nlu_file(file))
+        elif file.suffix == ".md":
+            raise InvalidProjectFile(_MARKDOWN, str(file))
         else:
             raise InvalidProjectFile("not NLU data: give a .json, .yml or .yaml file", str(file))
     return NLUTrainingData.merge(parts)
+
+
+# Rasa 3 reads no Markdown training data either; Rasa 2.x's converter writes YAML from it.
+_MARKDOWN = (
+    "Rasa 2's Markdown format is not read (Rasa 3 does not read it either): convert it to "
+    "YAML with Rasa 2.8's `rasa data convert nlu -f yaml --data <file> --out <file>.yml`"
+)
+
+
+def _markdown_files(paths: list[str]) -> list[Path]:
+    """The Markdown files of the given directories (a directory of Rasa 2 data)."""
+    return [
+        file
+        for raw in paths
+        if Path(raw).is_dir()
+        for file in sorted(Path(raw).rglob("*.md"))
+        if file.is_file()
+    ]
 
 
 def output_path(out: Path, first_input: Path, output_format: str) -> Path:
@@ -64,6 +84,9 @@ def convert_nlu(paths: list[str], out: Path, output_format: str) -> Converted:
     """Reads the data and writes it in `output_format` ("yaml" or "json")."""
     data = read_nlu_data(paths)
     if not data.examples:
+        markdown = _markdown_files(paths)
+        if markdown:
+            raise InvalidProjectFile(_MARKDOWN, str(markdown[0]))
         raise InvalidProjectFile("no NLU examples to convert", ", ".join(paths))
     target = output_path(out, Path(paths[0]), output_format)
     if output_format == "yaml":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import tempfile
@@ -65,6 +66,25 @@ def assistant_id_for(config: ProjectConfig) -> tuple[str, list[str]]:
     ]
 
 
+# The policies learning from stories glued together (Rasa's augmented trackers): TEDPolicy's
+# stand-in. Memoization policies learn from the stories as written, as in Rasa.
+_AUGMENTED_POLICIES = frozenset({"MLPolicy", "TEDPolicy"})
+
+
+def set_augmentation(project: Project, factor: int | None) -> None:
+    """`--augmentation N`, as Rasa's: how many glued stories the ML policy learns from, over
+    its `augmentation_factor` in config.yml (None: config.yml's or the default). Part of the
+    configuration an archive records, so another factor is another model."""
+    if factor is None:
+        return
+    policies = copy.deepcopy(project.config.policies)
+    for spec in policies:
+        name = spec.get("name") if isinstance(spec, dict) else None
+        if isinstance(name, str) and name.rsplit(".", 1)[-1] in _AUGMENTED_POLICIES:
+            spec["augmentation_factor"] = factor
+    project.config.policies = policies
+
+
 def _fingerprint(project: Project, core_only: bool = False) -> str:
     # The domain as read (a response's new text must retrain, a comment need not), and our
     # version: a newer botserver may train the same files differently. A dialogue-only model
@@ -120,15 +140,18 @@ def train(
     signing_key: bytes | Path | None = None,
     progress: Progress | None = None,
     env: bool = True,
+    augmentation: int | None = None,
 ) -> TrainResult:
     """Trains a full model; skips when an archive with the same inputs already exists.
     `env=False` for a project a client sent: its `${VAR}` stays text, the server's
-    environment (secrets) never reaches the model it gets back."""
+    environment (secrets) never reaches the model it gets back. `augmentation`: see
+    `set_augmentation`."""
     check_archive_target(out, fixed_model_name)
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     say("reading the project")
     project = load_project(config, domain, data, env)
+    set_augmentation(project, augmentation)
     return _train_project(
         project, Path(out), fixed_model_name, force, signing_key, say, started, core_only=False
     )
@@ -142,6 +165,7 @@ def train_core(
     fixed_model_name: str | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    augmentation: int | None = None,
 ) -> TrainResult:
     """Trains the dialogue policies alone (`botserver train core`), into a `core-` archive
     without NLU: a server with it parses only `/intent{...}` messages, as Rasa's does."""
@@ -150,6 +174,7 @@ def train_core(
     started = time.perf_counter()
     say("reading the domain and stories")
     project = load_project(config, domain, stories)
+    set_augmentation(project, augmentation)
     _check_core_project(project, domain)
     return _train_project(
         project, Path(out), fixed_model_name, force, None, say, started, core_only=True

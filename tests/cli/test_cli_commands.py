@@ -67,6 +67,25 @@ def test_unknown_flag_fails_before_anything_starts(run_cli) -> None:
     assert "did you mean --enable-api?" in result.err
 
 
+@pytest.mark.parametrize(
+    ("argv", "unknown"),
+    [
+        (["test", "--url", "http://x/stories.yml"], "--url http://x/stories.yml"),
+        (["train", "--epochs", "5"], "--epochs 5"),
+        (["data", "validate", "--max-histroy", "3"], "--max-histroy 3"),
+        (["shell", "--port", "5005"], "--port 5005"),
+    ],
+    ids=["test", "train", "data-validate", "shell"],
+)
+def test_an_unknown_flag_with_a_value_is_named(run_cli, argv: list[str], unknown: str) -> None:
+    """Before, the value was read as the command's part: `argument what: invalid choice:
+    'http://x/stories.yml' (choose from 'core', 'nlu')`, naming no flag."""
+    result = run_cli(*argv)
+    assert result.code == 2
+    assert f"unrecognized arguments: {unknown}" in result.err
+    assert "invalid choice" not in result.err
+
+
 def test_bad_flag_value_is_explained(run_cli) -> None:
     result = run_cli("run", "--port", "fivethousand")
     assert result.code == 2

@@ -259,6 +259,23 @@ def test_convert_bad_input_is_one_error_line(
     assert not (tmp_path / "out.yml").exists()
 
 
+RASA2_MARKDOWN = "## intent:greet\n- hey\n- hello\n"
+
+
+def test_convert_rasa_2_markdown_says_what_to_do(run_cli, tmp_path: Path) -> None:
+    """Before: `old.md: not NLU data: give a .json, .yml or .yaml file`, and for a directory
+    of Markdown files `no NLU examples to convert`, naming no Markdown."""
+    (tmp_path / "md").mkdir()
+    (tmp_path / "md" / "nlu.md").write_text(RASA2_MARKDOWN)
+    for data in ("md/nlu.md", "md"):
+        result = run_cli("data", "convert", "nlu", "--data", data, "--out", "out.yml",
+                         cwd=tmp_path)  # fmt: skip
+        assert result.code == 1
+        assert "md/nlu.md: Rasa 2's Markdown format" in result.err
+        assert "rasa data convert nlu -f yaml" in result.err
+        assert not (tmp_path / "out.yml").exists()
+
+
 def test_convert_a_missing_file_or_no_data_flag(run_cli, tmp_path: Path) -> None:
     missing = run_cli("data", "convert", "nlu", "--data", "nope.json", cwd=tmp_path)
     assert missing.code == 1

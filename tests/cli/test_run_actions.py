@@ -1,0 +1,81 @@
+"""`botserver run actions`: Rasa's `rasa run actions`, rasa-sdk's action server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+import cli
+from bench.tcp_proxy import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+ACTIONS = """from rasa_sdk import Action
+
+
+class ActionHello(Action):
+    def name(self):
+        return "action_hello"
+
+    def run(self, dispatcher, tracker, domain):
+        dispatcher.utter_message(text="hello from the action server")
+        return []
+"""
+
+
+def test_run_actions_starts_rasa_sdks_server_on_the_projects_actions(tmp_path: Path) -> None:
+    """As `rasa run actions`: the `actions` package of the working directory, by default.
+    Before: `No model archive (.tar.gz) in 'actions'` (read as the model), exit 1."""
+    (tmp_path / "actions").mkdir()
+    (tmp_path / "actions" / "__init__.py").write_text("")
+    (tmp_path / "actions" / "actions.py").write_text(ACTIONS)
+    port = free_port()
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        SANIC_HOST="127.0.0.1",
+        ACTION_SERVER_SANIC_WORKERS="1",
+    )
+    log = tmp_path / "out.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, str(REPO / "cli.py"), "run", "actions", "-p", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        actions = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                actions = httpx.get(f"http://127.0.0.1:{port}/actions", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert actions is not None, log.read_text(errors="replace")
+        assert {"name": "action_hello"} in actions.json()
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # Sanic's worker too: the group
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+
+
+def test_run_actions_without_rasa_sdk_says_how_to_get_it(
+    run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "ACTION_SERVER_MODULE", "rasa_sdk_is_not_installed_here")
+    result = run_cli("run", "actions", "--actions", "actions")
+    assert result.code == 1
+    assert "pip install rasa-sdk" in result.err
+    assert "model" not in result.err
