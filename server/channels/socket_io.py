@@ -14,6 +14,7 @@ from typing import Any
 import jwt
 import socketio
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.errors import BUSY_CONVERSATIONS
@@ -247,6 +248,10 @@ class SocketIOInput(InputChannel):
         )
 
     def router(self, on_new_message: OnNewMessage) -> APIRouter:
+        if self.socketio_path == self.url_prefix():
+            # socket.io at the webhook's own path: its app gives the health answer, as the
+            # route would take the long-polling requests, which go to the same path.
+            return APIRouter()
         return health_router(self.url_prefix())
 
     def get_output_channel(self) -> SocketIOOutput:
@@ -261,6 +266,8 @@ class SocketIOInput(InputChannel):
         if self.workers is not None:
             app = SessionRouter(app, self.workers)
             serve_privately(PUSH_PATH, push_receiver(self.sio))
+        if self.socketio_path == self.url_prefix():
+            app = _answering_health(app, self.socketio_path)
         at_stop(self.end_sessions)
         return self.socketio_path, app
 
@@ -491,6 +498,25 @@ def _asgi_compliant(app: ASGIApp) -> ASGIApp:
         await app(scope, receive_packet, send)
 
     return guarded
+
+
+def _answering_health(app: ASGIApp, path: str) -> ASGIApp:
+    """`app` answering Rasa's health check (`GET <path>/`) too: a GET without engine.io's
+    `EIO` parameter is none of its requests."""
+    health = JSONResponse({"status": "ok"})
+
+    async def with_health(scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and scope["path"].rstrip("/") == path
+            and b"EIO=" not in scope.get("query_string", b"")
+        ):
+            await health(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return with_health
 
 
 def _client_of(environ: dict[str, Any]) -> str:

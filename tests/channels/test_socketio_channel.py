@@ -691,3 +691,21 @@ async def test_a_message_that_is_no_object_is_dropped_with_a_warning(
             "was dropped",
         )
     ]
+
+
+async def test_socket_io_at_the_channels_webhook_path_works_on_every_transport() -> None:
+    path = "/webhooks/socketio"
+    async with bot({"socketio_path": path}) as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            # Long-polling's handshake (rasa-webchat's first request). Before: the health
+            # route answered it, and the client never connected ("Unexpected response").
+            opened = await http.get(f"{path}/", params={"EIO": "4", "transport": "polling"})
+            health = await http.get(f"{path}/")
+        client = Client()
+        await client.sio.connect(url, socketio_path=path, transports=["websocket"])
+        await client.sio.emit("user_uttered", {"message": "hi"})
+        replies = await client.next(2)
+        await client.sio.disconnect()
+    assert opened.status_code == 200 and opened.text.startswith('0{"sid":')
+    assert replies[0] == ("bot_uttered", {"text": "echo: hi"})
+    assert health.json() == {"status": "ok"}
