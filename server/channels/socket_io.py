@@ -41,7 +41,13 @@ from server.channels.socketio_routing import (
     routed_server,
 )
 from server.dialogue.messages import UserMessage, split_message
-from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreError
+from server.errors import (
+    InvalidConfig,
+    InvalidConversationId,
+    LockTimeout,
+    NoModelLoaded,
+    StoreError,
+)
 from server.json_values import json_can_hold, loads_untrusted, nests_deeper_than
 from server.trackers.store import check_conversation_id
 
@@ -415,6 +421,14 @@ class SocketIOInput(InputChannel):
                         type(e).__name__,
                         e,
                     )
+                await output.send_response(sender, {"text": SEND_AGAIN})
+            except NoModelLoaded:
+                # Not a failure of the turn (the REST channel answers 409): none could start.
+                logger.warning(
+                    "socketio: message from %s not handled: no model is loaded; asked to "
+                    "send it again",
+                    sender,
+                )
                 await output.send_response(sender, {"text": SEND_AGAIN})
             except Exception as e:
                 log_failed_turn(logger, "socketio", sender, e)

@@ -22,7 +22,7 @@ from server.channels import attach_channels, load_channels
 from server.channels.socket_io import INVALID_SESSION, SEND_AGAIN
 from server.dialogue.messages import UserMessage
 from server.errors import LockTimeout
-from tests.channels.conftest import concertbot_server, echo
+from tests.channels.conftest import concertbot_server, echo, modelless_app
 from tests.serving import serving
 
 
@@ -709,3 +709,20 @@ async def test_socket_io_at_the_channels_webhook_path_works_on_every_transport()
     assert opened.status_code == 200 and opened.text.startswith('0{"sid":')
     assert replies[0] == ("bot_uttered", {"text": "echo: hi"})
     assert health.json() == {"status": "ok"}
+
+
+async def test_a_message_while_no_model_is_loaded_is_answered_send_it_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with serving(modelless_app(tmp_path, {"socketio": None})) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        await client.sio.emit("user_uttered", {"message": "hi"})
+        # Before: no reply, and an ERROR line for each message.
+        (reply,) = await client.next()
+        await client.sio.disconnect()
+    assert reply == ("bot_uttered", {"text": SEND_AGAIN})
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if "socketio:" in r.getMessage()]
+    assert [level for level, _ in lines] == ["WARNING"], lines
+    assert "no model is loaded" in lines[0][1]
