@@ -18,7 +18,13 @@ from server.channels.channel import InputChannel, OnNewMessage, health_router, l
 from server.channels.rest import message_from_rest_body, read_json_object
 from server.dialogue.http_endpoint import HttpEndpoint
 from server.dialogue.messages import check_text_length, split_message
-from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreError
+from server.errors import (
+    InvalidConfig,
+    InvalidConversationId,
+    LockTimeout,
+    NoModelLoaded,
+    StoreError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -200,8 +206,10 @@ class CallbackInput(InputChannel):
                 message.output_channel = output  # this turn's own
                 try:
                     await on_new_message(message)
-                except (StoreError, LockTimeout, InvalidConversationId):
-                    raise  # a 503, 500 or 400, as the REST channel answers: not a lost message
+                except (StoreError, LockTimeout, InvalidConversationId, NoModelLoaded):
+                    # A 503, 500, 400 or 409, as the REST channel (streamed) and the API
+                    # answer: not a message taken, which "success" would say.
+                    raise
                 except Exception as e:
                     log_failed_turn(logger, "callback", message.sender_id, e)
                 finally:

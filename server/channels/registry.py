@@ -104,6 +104,7 @@ def load_channels(
     # Where a channel name came from, for errors about it.
     origin = f"--connector {connector}" if connector else source
     channels: list[InputChannel] = []
+    keys: dict[str, str] = {}  # channel name: the credentials key that brought it
     for name in names:
         if name in RASA_CHANNELS_NOT_SUPPORTED:
             if connector:  # asked for by name: serving no channel at all would hide it
@@ -120,8 +121,33 @@ def load_channels(
             cls = channel_class(name)
         except InvalidConfig as e:
             raise InvalidConfig(f"{origin}: {e}") from None
-        channels.append(_build(cls, name, settings, source))
+        channel = _build(cls, name, settings, source)
+        _check_name(channel.name, name, keys, origin)
+        channels.append(channel)
     return channels
+
+
+def _check_name(channel_name: str, key: str, keys: dict[str, str], origin: str) -> None:
+    """Refuses a second channel of one name, and warns of a custom one named as a built-in:
+    one name is one webhook path and one output channel (`output_channel=<name>`)."""
+    earlier = keys.setdefault(channel_name, key)
+    if earlier != key:
+        # Both would start: the first answers at the path, the last gets the pushed messages.
+        raise InvalidConfig(
+            f"{origin}: channels '{earlier}' and '{key}' are both named '{channel_name}' "
+            f"(served at /webhooks/{channel_name}/): only one could be reached; give one of "
+            "them another `name`"
+        )
+    if key not in CHANNELS and channel_name in CHANNELS:
+        logger.warning(
+            "%s: channel '%s' is named '%s', as the built-in channel: it is served at "
+            "/webhooks/%s/ and gets what is sent to the '%s' output channel",
+            origin,
+            key,
+            channel_name,
+            channel_name,
+            channel_name,
+        )
 
 
 def _build(

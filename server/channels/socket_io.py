@@ -14,6 +14,7 @@ from typing import Any
 import jwt
 import socketio
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.errors import BUSY_CONVERSATIONS
@@ -40,7 +41,13 @@ from server.channels.socketio_routing import (
     routed_server,
 )
 from server.dialogue.messages import UserMessage, split_message
-from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreError
+from server.errors import (
+    InvalidConfig,
+    InvalidConversationId,
+    LockTimeout,
+    NoModelLoaded,
+    StoreError,
+)
 from server.json_values import json_can_hold, loads_untrusted, nests_deeper_than
 from server.trackers.store import check_conversation_id
 
@@ -49,6 +56,12 @@ logger = logging.getLogger(__name__)
 # What the user is told when their message could not be recorded (conversation busy, store
 # down): the message is lost unless sent again.
 SEND_AGAIN = "Your message could not be handled just now. Please send it again."
+# What a socket is told when its message names a session no store can hold: a widget asks
+# for its stored session again when the page reloads, and is then given a new one.
+INVALID_SESSION = (
+    "Your message could not be handled: this chat's session id is not valid. "
+    "Please reload the page to start a new chat."
+)
 
 
 def socketio_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -241,6 +254,10 @@ class SocketIOInput(InputChannel):
         )
 
     def router(self, on_new_message: OnNewMessage) -> APIRouter:
+        if self.socketio_path == self.url_prefix():
+            # socket.io at the webhook's own path: its app gives the health answer, as the
+            # route would take the long-polling requests, which go to the same path.
+            return APIRouter()
         return health_router(self.url_prefix())
 
     def get_output_channel(self) -> SocketIOOutput:
@@ -255,6 +272,8 @@ class SocketIOInput(InputChannel):
         if self.workers is not None:
             app = SessionRouter(app, self.workers)
             serve_privately(PUSH_PATH, push_receiver(self.sio))
+        if self.socketio_path == self.url_prefix():
+            app = _answering_health(app, self.socketio_path)
         at_stop(self.end_sessions)
         return self.socketio_path, app
 
@@ -304,7 +323,8 @@ class SocketIOInput(InputChannel):
         # `*_`: arguments after the first, which some clients send, are ignored rather than
         # failing the handler (and losing the message).
         async def session_request(sid: str, data: Any = None, *_: Any) -> None:
-            session_id = _session_id(data.get("session_id")) if isinstance(data, dict) else None
+            data = _event_data(data)
+            session_id = _session_id(data.get("session_id")) if data is not None else None
             if session_id is not None and not _can_be_stored(session_id):
                 # Confirming it would leave the client with a session none of whose messages
                 # can be recorded; clients adopt the id they are confirmed.
@@ -317,7 +337,14 @@ class SocketIOInput(InputChannel):
             await sio.emit("session_confirm", session_id, room=sid, namespace=ns)
 
         async def user_message(sid: str, data: Any = None, *_: Any) -> None:
-            data = data if isinstance(data, dict) else {}
+            data = _event_data(data)
+            if data is None:
+                logger.warning(
+                    "socketio: a %s whose data is not an object (or a JSON text of one) "
+                    "was dropped",
+                    self.user_message_evt,
+                )
+                return
             if self.session_persistence:
                 sender = _session_id(data.get("session_id"))
                 if sender is None:
@@ -326,6 +353,19 @@ class SocketIOInput(InputChannel):
                         "must send session_request first when session_persistence is on"
                     )
                     return
+                if not _can_be_stored(sender):
+                    # Refused before the turn, which would fail on it: the socket is told,
+                    # as no room of that id can reach it.
+                    logger.warning(
+                        "socketio: a message for a session_id no store can hold was refused"
+                    )
+                    await self.get_output_channel().send_response(sid, {"text": INVALID_SESSION})
+                    return
+                if sender not in sio.rooms(sid, namespace=ns):
+                    # A client that sends its session id without a session_request on this
+                    # socket (a backend client, a widget after a server restart) gets the
+                    # replies too; knowing the id lets it request the session anyway.
+                    await sio.enter_room(sid, sender, namespace=ns)
             else:
                 sender = sid
             text = data.get("message")
@@ -381,6 +421,14 @@ class SocketIOInput(InputChannel):
                         type(e).__name__,
                         e,
                     )
+                await output.send_response(sender, {"text": SEND_AGAIN})
+            except NoModelLoaded:
+                # Not a failure of the turn (the REST channel answers 409): none could start.
+                logger.warning(
+                    "socketio: message from %s not handled: no model is loaded; asked to "
+                    "send it again",
+                    sender,
+                )
                 await output.send_response(sender, {"text": SEND_AGAIN})
             except Exception as e:
                 log_failed_turn(logger, "socketio", sender, e)
@@ -466,10 +514,42 @@ def _asgi_compliant(app: ASGIApp) -> ASGIApp:
     return guarded
 
 
+def _answering_health(app: ASGIApp, path: str) -> ASGIApp:
+    """`app` answering Rasa's health check (`GET <path>/`) too: a GET without engine.io's
+    `EIO` parameter is none of its requests."""
+    health = JSONResponse({"status": "ok"})
+
+    async def with_health(scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and scope["path"].rstrip("/") == path
+            and b"EIO=" not in scope.get("query_string", b"")
+        ):
+            await health(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return with_health
+
+
 def _client_of(environ: dict[str, Any]) -> str:
     # engine.io's ASGI environ says REMOTE_ADDR 127.0.0.1 whoever connects; the scope knows.
     client = (environ.get("asgi.scope") or {}).get("client")
     return str(client[0]) if client else "an unknown client"
+
+
+def _event_data(data: Any) -> dict[str, Any] | None:
+    """An event's data as an object: as sent, or read from the JSON text of one (some
+    widgets emit `JSON.stringify(...)`); None when it is neither. No data is an empty object."""
+    if data is None:
+        return {}
+    if isinstance(data, str):
+        try:
+            data = loads_untrusted(data.encode("utf-8", "surrogatepass"))
+        except ValueError:  # TooDeep included
+            return None
+    return data if isinstance(data, dict) else None
 
 
 def _session_id(value: Any) -> str | None:

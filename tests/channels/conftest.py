@@ -82,3 +82,16 @@ async def concertbot_server(
     )
     async with serving(build_app(options)) as url:
         yield url
+
+
+def modelless_app(models_dir: Path, credentials: dict[str, Any]) -> Any:
+    """The whole server with these channels and no model loaded (none in `models_dir`)."""
+    from server.api.server import ServerOptions, build_app
+
+    options = ServerOptions(
+        model_path=None,
+        endpoints={"tracker_store": {"type": "in_memory"}},
+        credentials=credentials,
+        models_dir=models_dir,
+    )
+    return build_app(options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
-from tests.channels.conftest import concertbot_server, echo
+from tests.channels.conftest import concertbot_server, echo, modelless_app
 from tests.loop_lag import paced
 from tests.serving import serving
 
@@ -215,3 +216,20 @@ async def test_a_slow_callback_url_does_not_hold_the_conversations_next_message(
             answers = [await first, await second]
     assert [answer.text for answer in answers] == ["success", "success"]
     assert received == ["Hey there!", "Goodbye :("]
+
+
+async def test_a_message_while_no_model_is_loaded_is_a_409_as_a_streamed_rest_message(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    credentials = {"rest": None, "callback": {"url": "http://127.0.0.1:1/bot"}}
+    app = modelless_app(tmp_path, credentials)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://bot"
+    ) as client:
+        body = {"sender": "u", "message": "hi"}
+        callback = await client.post("/webhooks/callback/webhook", json=body)
+        streamed = await client.post("/webhooks/rest/webhook?stream=true", json=body)
+    # Before: "success" (with an ERROR line): the sender believed the message taken.
+    assert (callback.status_code, callback.json()) == (streamed.status_code, streamed.json())
+    assert callback.status_code == 409
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -60,6 +60,14 @@ class RasaNamed(HelloChannel):
 
 class Nameless(HelloChannel):
     name = ""
+
+
+class MyRest(HelloChannel):
+    name = "rest"
+
+
+class OtherRest(HelloChannel):
+    name = "rest"
 """
 
 
@@ -250,6 +258,34 @@ async def test_a_custom_channel_is_loaded_by_dotted_path(custom_module: str) -> 
         answer = await client.get("/webhooks/hello/webhook", params={"text": "yo"})
     assert answer.json()["greeting"] == "hey"
     assert answer.json()["messages"][0] == {"recipient_id": "h1", "text": "echo: yo"}
+
+
+def test_a_custom_channel_named_as_a_built_in_one_is_warned_about(
+    custom_module: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        (channel,) = load_channels({f"{custom_module}.MyRest": None})
+    assert channel.name == "rest"
+    # Before: not a word that it takes the built-in REST channel's webhook and name.
+    assert [r.getMessage() for r in caplog.records] == [
+        f"credentials.yml: channel '{custom_module}.MyRest' is named 'rest', as the built-in "
+        "channel: it is served at /webhooks/rest/ and gets what is sent to the 'rest' "
+        "output channel"
+    ]
+
+
+@pytest.mark.parametrize("first", ["rest", "{module}.OtherRest"])
+def test_two_channels_of_one_name_stop_startup_saying_so(custom_module: str, first: str) -> None:
+    first = first.format(module=custom_module)
+    # Before: both started; the first answered at /webhooks/rest/ and the last got what was
+    # pushed to the `rest` output channel: the other's webhook was never reached.
+    with pytest.raises(InvalidConfig) as refused:
+        load_channels({first: None, f"{custom_module}.MyRest": None})
+    assert str(refused.value) == (
+        f"credentials.yml: channels '{first}' and '{custom_module}.MyRest' are both named "
+        "'rest' (served at /webhooks/rest/): only one could be reached; give one of them "
+        "another `name`"
+    )
 
 
 def test_a_rocketchat_webhook_without_a_token_is_warned_about(

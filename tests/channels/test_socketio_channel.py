@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
-from server.channels.socket_io import SEND_AGAIN
+from server.channels.socket_io import INVALID_SESSION, SEND_AGAIN
 from server.dialogue.messages import UserMessage
 from server.errors import LockTimeout
-from tests.channels.conftest import concertbot_server, echo
+from tests.channels.conftest import concertbot_server, echo, modelless_app
 from tests.serving import serving
 
 
@@ -615,3 +615,114 @@ async def test_metadata_nested_more_than_100_levels_is_dropped_and_the_message_k
     assert reply == '42["bot_uttered",{"text":"Hey there!"}]'
     first = next(e for e in answer.json()["events"] if e["event"] == "user")
     assert (first["text"], "x" in first["metadata"]) == ("hi", False)
+
+
+async def test_a_message_to_a_session_the_socket_did_not_request_gets_its_replies() -> None:
+    async with bot({"session_persistence": True}) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        # A backend client (or a widget after the server restarted) that sends its session
+        # id with each message but no session_request on this socket.
+        await client.sio.emit("user_uttered", {"message": "hi", "session_id": "s-7"})
+        # Before: the replies went to the room of s-7, which the socket was not in: none came.
+        replies = await client.next(2)
+        await client.sio.disconnect()
+    assert replies[1] == ("bot_uttered", {"text": "from s-7 via socketio"})
+
+
+@pytest.mark.parametrize("session_id", ["x" * 256, "a\x00b"], ids=["too-long", "nul"])
+async def test_a_message_for_a_session_id_no_store_can_hold_is_answered(
+    session_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with bot({"session_persistence": True}) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        with caplog.at_level(logging.INFO, logger="server.channels.socket_io"):
+            await client.sio.emit("user_uttered", {"message": "hi", "session_id": session_id})
+            # Before: no reply at all, and an ERROR line holding the whole id.
+            (reply,) = await client.next()
+        await client.sio.disconnect()
+    assert reply == ("bot_uttered", {"text": INVALID_SESSION})
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert lines == [
+        ("WARNING", "socketio: a message for a session_id no store can hold was refused")
+    ]
+
+
+async def test_a_message_sent_as_a_json_string_is_handled() -> None:
+    async with bot({"session_persistence": True}) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        # Some widgets JSON.stringify() what they emit, session_request included.
+        await client.sio.emit("session_request", json.dumps({"session_id": "s-json"}))
+        confirmed = await client.next()
+        await client.sio.emit("user_uttered", json.dumps({"message": "hi", "session_id": "s-json"}))
+        # Before: ignored, with a warning about a missing session_id (at debug level only
+        # without session_persistence): the user waited for a reply.
+        replies = await client.next(2)
+        await client.sio.disconnect()
+    assert confirmed == [("session_confirm", "s-json")]
+    assert replies == [
+        ("bot_uttered", {"text": "echo: hi"}),
+        ("bot_uttered", {"text": "from s-json via socketio"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    "data", ["hi", "[1, 2]", ["hi"], 5], ids=["text", "json-list", "list", "number"]
+)
+async def test_a_message_that_is_no_object_is_dropped_with_a_warning(
+    data: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with bot(None) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        with caplog.at_level(logging.INFO, logger="server.channels.socket_io"):
+            await client.sio.emit("user_uttered", data)
+            await client.sio.emit("user_uttered", {"message": "next"})
+            replies = await client.next(2)
+        await client.sio.disconnect()
+    assert replies[0] == ("bot_uttered", {"text": "echo: next"})
+    # Before: logged at debug level only, so nobody learnt why the bot never answered.
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            "socketio: a user_uttered whose data is not an object (or a JSON text of one) "
+            "was dropped",
+        )
+    ]
+
+
+async def test_socket_io_at_the_channels_webhook_path_works_on_every_transport() -> None:
+    path = "/webhooks/socketio"
+    async with bot({"socketio_path": path}) as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            # Long-polling's handshake (rasa-webchat's first request). Before: the health
+            # route answered it, and the client never connected ("Unexpected response").
+            opened = await http.get(f"{path}/", params={"EIO": "4", "transport": "polling"})
+            health = await http.get(f"{path}/")
+        client = Client()
+        await client.sio.connect(url, socketio_path=path, transports=["websocket"])
+        await client.sio.emit("user_uttered", {"message": "hi"})
+        replies = await client.next(2)
+        await client.sio.disconnect()
+    assert opened.status_code == 200 and opened.text.startswith('0{"sid":')
+    assert replies[0] == ("bot_uttered", {"text": "echo: hi"})
+    assert health.json() == {"status": "ok"}
+
+
+async def test_a_message_while_no_model_is_loaded_is_answered_send_it_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with serving(modelless_app(tmp_path, {"socketio": None})) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        await client.sio.emit("user_uttered", {"message": "hi"})
+        # Before: no reply, and an ERROR line for each message.
+        (reply,) = await client.next()
+        await client.sio.disconnect()
+    assert reply == ("bot_uttered", {"text": SEND_AGAIN})
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if "socketio:" in r.getMessage()]
+    assert [level for level, _ in lines] == ["WARNING"], lines
+    assert "no model is loaded" in lines[0][1]
