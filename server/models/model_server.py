@@ -297,10 +297,11 @@ def _iso(moment: datetime | None) -> str:
 
 def _etag(response: httpx.Response) -> str | None:
     """The ETag as its bytes, one character per byte (httpx would decode UTF-8, which does
-    not go back into a header)."""
+    not go back into a header); None when absent or blank (as Rasa, which ignores a falsy
+    one): a blank one tells no two models apart."""
     for name, value in response.headers.raw:
         if name.lower() == b"etag":
-            return value.decode("latin-1")
+            return value.decode("latin-1") if value.strip() else None
     return None
 
 

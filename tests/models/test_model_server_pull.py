@@ -320,6 +320,24 @@ async def test_200_without_etag_loads_with_content_hash_once(
     assert holder.info.fingerprint == fingerprint
 
 
+async def test_an_empty_etag_counts_as_none_and_a_new_model_still_loads(
+    model_server, holder, client, archive_factory
+):
+    # Before, the empty ETag became the fingerprint ("" in /status) and, as the loaded
+    # model's ETag, made every later 200 look like "no change": the model never updated.
+    model_server.behaviour.mode = "ignore-inm"
+    model_server.behaviour.etag = ""
+    model_server.behaviour.body = archive_factory("one").read_bytes()
+    poller = ModelServerPoller(holder, ModelServerConfig(url=model_server.url), client)
+    assert await poller.pull_once() is True
+    assert len(holder.info.fingerprint) == 64  # the body's sha256, as without an ETag
+
+    model_server.behaviour.body = archive_factory("two").read_bytes()
+    assert await poller.pull_once() is True
+
+    assert holder.current.answer() == "two"
+
+
 async def test_200_with_the_loaded_models_etag_is_not_loaded_again(
     model_server, holder, client, archive_factory, caplog
 ):
