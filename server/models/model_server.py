@@ -210,7 +210,9 @@ class ModelServerPoller:
                     logger.debug("Model server %s sent the loaded model again", config.url)
                     raise _NoChange()
                 filename = _safe_filename(response.headers.get("filename"))
-                path, digest = await _save_body(response, filename, max_bytes, too_large)
+                path, digest = await _save_body(
+                    response, filename, max_bytes, too_large, config.url
+                )
         except httpx.TimeoutException as exc:
             raise self._timed_out() from exc
         except httpx.HTTPError as exc:
@@ -297,10 +299,11 @@ def _iso(moment: datetime | None) -> str:
 
 def _etag(response: httpx.Response) -> str | None:
     """The ETag as its bytes, one character per byte (httpx would decode UTF-8, which does
-    not go back into a header)."""
+    not go back into a header); None when absent or blank (as Rasa, which ignores a falsy
+    one): a blank one tells no two models apart."""
     for name, value in response.headers.raw:
         if name.lower() == b"etag":
-            return value.decode("latin-1")
+            return value.decode("latin-1") if value.strip() else None
     return None
 
 
@@ -362,13 +365,28 @@ def _expanding(response: httpx.Response) -> _PullFailed:
     )
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _not_an_archive(response: httpx.Response, head: bytes, url: str) -> _PullFailed:
+    """A 200 whose body cannot be a model archive: a login page, a proxy's error page, a
+    zip, a bare tar... Said at its first bytes, not after downloading and unpacking it."""
+    kind = response.headers.get("Content-Type", "no Content-Type")[:80]
+    start = repr(head[:16])[2:-1] if head else "nothing: the body is empty"
+    return _PullFailed(
+        f"model server {url} answered 200 with a body that is not a model archive "
+        f"({kind}, starting {start}; a .tar.gz starts with gzip's bytes 1f 8b): check "
+        "models.url, and whether a proxy or login page answers in the model server's place"
+    )
+
+
 async def _save_body(
-    response: httpx.Response, filename: str, max_bytes: int, too_large: Exception
+    response: httpx.Response, filename: str, max_bytes: int, too_large: Exception, url: str
 ) -> tuple[Path, str]:
     """Stream the body into a private temp dir, size-limited; return its path and sha256.
 
-    `too_large` is raised past `max_bytes` (it names the configured URL: the request's URL
-    carries the token).
+    `too_large` is raised past `max_bytes`, and a body that does not open as gzip is refused
+    at its first bytes; both name `url`, the configured URL (the request's carries the token).
     """
     directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-pull-"))
     path = directory / filename
@@ -384,11 +402,17 @@ async def _save_body(
                     raise too_large
                 if size > _MAX_EXPANSION * response.num_bytes_downloaded + _WRITE_BATCH:
                     raise _expanding(response)
+                if size - len(chunk) < len(_GZIP_MAGIC):  # the body's first bytes
+                    head = bytes(batch + chunk)
+                    if not _GZIP_MAGIC.startswith(head[: len(_GZIP_MAGIC)]):
+                        raise _not_an_archive(response, head, url)
                 digest.update(chunk)
                 batch += chunk
                 if len(batch) >= _WRITE_BATCH:
                     await asyncio.to_thread(handle.write, bytes(batch))
                     batch.clear()
+            if size < len(_GZIP_MAGIC):
+                raise _not_an_archive(response, bytes(batch), url)
             await asyncio.to_thread(handle.write, bytes(batch))
         finally:
             await asyncio.to_thread(handle.close)

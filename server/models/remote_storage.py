@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from server.errors import InvalidConfig, ModelError, ModelNotFound, ModelStorageFull
 from server.models.archive import ARCHIVE_SUFFIX
@@ -183,9 +184,19 @@ def _download_azure(key: str, target: Path, max_bytes: int) -> None:
     account_key = _env("AZURE_ACCOUNT_KEY", "azure")
     # AZURE_ACCOUNT_URL (our addition) points at Azurite or a sovereign cloud.
     url = os.environ.get("AZURE_ACCOUNT_URL") or f"https://{account}.blob.core.windows.net/"
-    service = BlobServiceClient(
-        account_url=url, credential={"account_name": account, "account_key": account_key}
-    )
+    try:
+        parts = urlsplit(url)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        service = BlobServiceClient(
+            account_url=url, credential={"account_name": account, "account_key": account_key}
+        )
+    except ValueError:  # urllib's or azure's: a URL no request could go to
+        usable = False
+    if not usable:
+        raise InvalidConfig(
+            f"AZURE_ACCOUNT_URL {url!r} is not usable: give the http(s) URL of the blob "
+            "service, such as http://127.0.0.1:10000/devstoreaccount1 for Azurite"
+        )
     try:
         blob = service.get_blob_client(container=container, blob=key)
         properties = blob.get_blob_properties()

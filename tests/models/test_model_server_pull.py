@@ -255,7 +255,8 @@ async def test_a_content_encoding_that_expands_the_body_is_refused_at_once(
     a little. Before, 20 KB of gzip-encoded zeros were written to disk as 20 MB (4 GiB from
     4 MB, at every pull) and then refused as a corrupt archive."""
     model_server.behaviour.mode = "gzip-encoded"
-    model_server.behaviour.body = gzip.compress(b"\0" * 20_000_000)
+    # Decoded, it opens as gzip would: only its size gives it away.
+    model_server.behaviour.body = gzip.compress(b"\x1f\x8b" + b"\0" * 20_000_000)
     poller = ModelServerPoller(holder, ModelServerConfig.from_endpoint({"url": model_server.url}))
     poller._client = client
 
@@ -267,6 +268,37 @@ async def test_a_content_encoding_that_expands_the_body_is_refused_at_once(
     model_server.behaviour.body = gzip.compress(archive_factory("one").read_bytes())
     assert await poller.pull_once() is True
     assert holder.info is not None
+
+
+@pytest.mark.parametrize(
+    ("body", "start"),
+    [
+        (b"<!doctype html><p>Sign in</p>" + b"x" * 3_000_000, "starting <!doctype html><;"),
+        (b"PK\x03\x04" + b"\0" * 100, "starting PK\\x03\\x04"),
+        (b"", "the body is empty"),
+    ],
+    ids=["html", "zip", "empty"],
+)
+async def test_a_body_that_is_not_an_archive_is_refused_at_its_first_bytes(
+    body, start, model_server, holder, client, archive_factory, caplog
+):
+    """A login page or a proxy's error page answered with 200, a zip: before, it was
+    downloaded whole (up to 4 GiB), then refused as 'corrupt or not a gzip-compressed tar
+    file ... retrain with botserver train', which sent the operator the wrong way."""
+    poller = await poller_with_model(model_server, holder, client, archive_factory)
+    model_server.behaviour.mode = "ignore-inm"
+    model_server.behaviour.etag = '"login-page"'
+    model_server.behaviour.body = body
+    caplog.clear()
+
+    for _ in range(3):
+        assert await poller.pull_once() is False
+
+    assert holder.current.answer() == "one"
+    error = poller.last_error or ""
+    assert error.startswith(f"model server {model_server.url} answered 200 with a body that")
+    assert "not a model archive" in error and start in error and "check models.url" in error
+    assert [level for level, _ in model_log_lines(caplog)] == ["WARNING"]
 
 
 async def test_a_redirect_is_reported_as_such_and_not_followed(
@@ -318,6 +350,24 @@ async def test_200_without_etag_loads_with_content_hash_once(
     # The same bytes again: recognised by their hash, not reloaded.
     assert await poller.pull_once() is False
     assert holder.info.fingerprint == fingerprint
+
+
+async def test_an_empty_etag_counts_as_none_and_a_new_model_still_loads(
+    model_server, holder, client, archive_factory
+):
+    # Before, the empty ETag became the fingerprint ("" in /status) and, as the loaded
+    # model's ETag, made every later 200 look like "no change": the model never updated.
+    model_server.behaviour.mode = "ignore-inm"
+    model_server.behaviour.etag = ""
+    model_server.behaviour.body = archive_factory("one").read_bytes()
+    poller = ModelServerPoller(holder, ModelServerConfig(url=model_server.url), client)
+    assert await poller.pull_once() is True
+    assert len(holder.info.fingerprint) == 64  # the body's sha256, as without an ETag
+
+    model_server.behaviour.body = archive_factory("two").read_bytes()
+    assert await poller.pull_once() is True
+
+    assert holder.current.answer() == "two"
 
 
 async def test_200_with_the_loaded_models_etag_is_not_loaded_again(

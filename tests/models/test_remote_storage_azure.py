@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import ModelNotFound
+from server.errors import InvalidConfig, ModelNotFound
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import download_model
 
@@ -98,3 +98,16 @@ async def test_too_large_blob_is_refused(container):
     container.upload_blob("big.tar.gz", b"x" * 2048, overwrite=True)
     with pytest.raises(Exception, match="more than 1024"):
         await download_model("azure", "big", max_bytes=1024)
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "ftp://127.0.0.1/devstoreaccount1", "not a url"])
+async def test_an_unusable_account_url_is_a_configuration_error(url, monkeypatch):
+    # No Azurite needed: the URL is refused before any request. Before, an IPv6 URL left
+    # open stopped `botserver run --remote-storage azure` with a ValueError traceback (a
+    # 500 from PUT /model), and the others failed later naming a host that is not one.
+    monkeypatch.setenv("AZURE_CONTAINER", "models")
+    monkeypatch.setenv("AZURE_ACCOUNT_NAME", ACCOUNT)
+    monkeypatch.setenv("AZURE_ACCOUNT_KEY", KEY)
+    monkeypatch.setenv("AZURE_ACCOUNT_URL", url)
+    with pytest.raises(InvalidConfig, match="AZURE_ACCOUNT_URL .* is not usable"):
+        await download_model("azure", "prod")
