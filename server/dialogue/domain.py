@@ -14,6 +14,7 @@ from server.dialogue.slots import (
     names_list,
 )
 from server.errors import InvalidProjectFile
+from server.trackers.tracker import SlotDefaults
 
 RULE_SNIPPET_ACTION = "..."
 DEFAULT_ACTIONS = (
@@ -304,8 +305,13 @@ class Domain:
         does not know (a form dropped from the domain, a name posted through the API)."""
         return name if name is None or name in self._action_index else None
 
-    def slot_defaults(self) -> dict[str, Any]:
-        return {s.name: s.initial_value for s in self.slots}
+    def slot_defaults(self) -> SlotDefaults:
+        """The slots' initial values (a list slot's as a list, as Rasa holds it)."""
+        lists = frozenset(s.name for s in self.slots if s.type == "list")
+        defaults = SlotDefaults((), lists)
+        for s in self.slots:
+            defaults[s.name] = defaults.held(s.name, s.initial_value)
+        return defaults
 
     def wanted_entities(self, intent: str | None) -> list[str]:
         props = self.intent_properties.get(intent or "")

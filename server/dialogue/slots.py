@@ -190,17 +190,19 @@ class Slot:
 
 def _truth(value: Any) -> bool | None:
     """A bool slot's value as Rasa reads it: true/false, 1/0 (any other number is false),
-    "true"/"false" and numeric text; anything else (`"yes"`, a list) counts as no value."""
+    "true"/"false" and text of digits only ("1", "0"); anything else (`"yes"`, `"1.0"`,
+    a list) counts as no value."""
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, (int, float)):
         return value == 1.0
     if isinstance(value, str):
+        if value.isnumeric():
+            try:
+                return float(value) == 1.0
+            except ValueError:  # numeric to Unicode, yet no float ("½")
+                return None
         text = value.strip().lower()
         if text in ("true", "false"):
             return text == "true"
-        try:
-            return float(text) == 1.0
-        except ValueError:
-            return None
     return None

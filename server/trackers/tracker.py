@@ -72,6 +72,30 @@ class EventVerbosity(str, Enum):
             ) from None
 
 
+class SlotDefaults(dict[str, Any]):
+    """The slots' initial values, with the names of the list slots: as in Rasa, a list slot
+    set to one value (`SlotSet("toppings", "ham")`, `initial_value: ham`) holds a list of it."""
+
+    __slots__ = ("list_slots",)
+
+    def __init__(self, values: Any = (), list_slots: frozenset[str] = frozenset()) -> None:
+        super().__init__(values)
+        self.list_slots = list_slots
+
+    def __eq__(self, other: object) -> bool:
+        return super().__eq__(other) and self.list_slots == getattr(
+            other, "list_slots", frozenset()
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # as dict's
+
+    def held(self, name: str, value: Any) -> Any:
+        """What slot `name` holds when set to `value`."""
+        if value and name in self.list_slots and not isinstance(value, list):
+            return [value]
+        return value
+
+
 def _empty_latest_message() -> UserUttered:
     return UserUttered(text=None, parse_data={"intent": {}, "entities": []}, timestamp=0.0)
 
@@ -97,7 +121,8 @@ class Tracker:
         events: Iterable[Event] = (),
     ) -> None:
         self.sender_id = sender_id
-        self.slot_defaults: dict[str, Any] = dict(slot_defaults or {})
+        list_slots: frozenset[str] = getattr(slot_defaults, "list_slots", frozenset())
+        self.slot_defaults = SlotDefaults(slot_defaults or {}, list_slots)
         self.events: list[Event] = []
         self._reset()
         for event in events:
@@ -180,8 +205,9 @@ class Tracker:
         elif isinstance(event, BotUttered):
             self.latest_bot_utterance = event
         elif isinstance(event, SlotSet):
-            if event.key in self.slot_defaults:
-                self.slots[event.key] = event.value
+            defaults = self.slot_defaults
+            if event.key in defaults:
+                self.slots[event.key] = defaults.held(event.key, event.value)
             else:
                 self._undeclared_slot(event.key)
         elif isinstance(event, AllSlotsReset):

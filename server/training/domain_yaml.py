@@ -290,10 +290,11 @@ class DomainReader:
                 raise InvalidProjectFile(
                     f"'{key}' of slot '{name}' must be a number", filename, line_of(spec, key)
                 )
-        if spec.get("min_value", 0.0) > spec.get("max_value", 1.0):
-            # Rasa refuses this too; the slot's features would otherwise run backwards.
+        if spec.get("min_value", 0.0) >= spec.get("max_value", 1.0):
+            # Rasa refuses this too; the slot's features would otherwise run backwards (or,
+            # for an empty range, be the same for every value).
             raise InvalidProjectFile(
-                f"'min_value' of slot '{name}' ({spec.get('min_value', 0.0)}) is above its "
+                f"'min_value' of slot '{name}' ({spec.get('min_value', 0.0)}) is not below its "
                 f"'max_value' ({spec.get('max_value', 1.0)})",
                 filename,
                 line_of(spec, "min_value", line),

@@ -105,7 +105,10 @@ async def test_responses_in_a_data_file_are_the_domains(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("value", "seen_as"),
     [(True, "true"), ("false", "false"), ("False ", "false"), ("1", "true"), (0, "false")]
-    + [(2, "false"), ("yes", None), ([True], None), (None, None)],
+    + [(2, "false"), ("yes", None), ([True], None), (None, None)]
+    # Text is a number to Rasa only when all digits: "1.0", " 1", "-1" and "nan" (which read
+    # as true, true, false and false) are no value, as "yes" is.
+    + [("1.0", None), (" 1", None), ("-1", None), ("nan", None), ("inf", None), ("0", "false")],
 )
 def test_a_bool_slot_set_by_an_action_is_seen_by_policies_as_rasa_reads_it(
     value: object, seen_as: str | None

@@ -259,8 +259,18 @@ FLOAT = "type: float\n    mappings: []\n    "
         # Before: a role 3 that no extracted entity ever matched.
         (MAPPING + "{type: from_entity, entity: e, role: 3}", 6, "'role' of a mapping of slot"),
         # Before: it loaded, and the slot featurized backwards (higher values as lower ones).
-        (FLOAT + "min_value: 5\n    max_value: 1", 6, "'min_value' of slot 's' (5) is above its"),
-        (FLOAT + "min_value: 2", 6, "'min_value' of slot 's' (2) is above its 'max_value' (1.0)"),
+        (
+            FLOAT + "min_value: 5\n    max_value: 1",
+            6,
+            "'min_value' of slot 's' (5) is not below its",
+        ),
+        (
+            FLOAT + "min_value: 2",
+            6,
+            "'min_value' of slot 's' (2) is not below its 'max_value' (1.0)",
+        ),
+        # Before: it loaded, though Rasa refuses an empty range (every value featurized alike).
+        (FLOAT + "min_value: 1", 6, "'min_value' of slot 's' (1) is not below its 'max_value'"),
         (FLOAT + "min_value: true", 6, "'min_value' of slot 's' must be a number"),
         (FLOAT + "max_value: .nan", 6, "'max_value' of slot 's' must be a number"),
         # Before: it trained, and the slot counted as 0.0 on every turn.

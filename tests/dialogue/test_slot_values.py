@@ -1,0 +1,72 @@
+"""What a slot holds once set, by its type, as Rasa 3 keeps it: a list slot holds a list."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.dialogue.processor import DialogueModel
+from server.trackers.events import SlotSet
+from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_files
+
+LIST_BOT = {
+    "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
+    "domain.yml": """
+version: "3.1"
+intents: [greet]
+slots:
+  toppings:
+    type: list
+    initial_value: cheese
+    mappings: [{type: custom}]
+  extras:
+    type: list
+    influence_conversation: false
+    mappings: [{type: custom}]
+responses:
+  utter_toppings: [{text: "With {toppings}."}]
+""",
+    "data/rules.yml": """
+version: "3.1"
+rules:
+- {rule: greet, steps: [{intent: greet}, {action: utter_toppings}]}
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def list_bot(tmp_path_factory: pytest.TempPathFactory) -> DialogueModel:
+    return train_files(LIST_BOT, tmp_path_factory.mktemp("list-bot"))
+
+
+async def test_a_list_slot_set_to_one_value_holds_a_list_of_it(list_bot: DialogueModel) -> None:
+    # Before: an action's `SlotSet("toppings", "ham")` (or a slot event posted to the API)
+    # left the text itself in the list slot, so the next action iterating over the slot got
+    # its letters, and `initial_value: cheese` read "With cheese." where Rasa says
+    # "With ['cheese']."; Rasa's list slot keeps any single value as a one-item list.
+    agent = make_agent(list_bot)
+    conversation = Conversation(agent, "list-one")
+
+    assert (await conversation.say("/greet")).texts == ["With ['cheese']."]
+
+    await agent.append_events("list-one", [SlotSet("toppings", "ham"), SlotSet("extras", 3)])
+    tracker = await conversation.tracker()
+    assert tracker.current_state()["slots"]["toppings"] == ["ham"]
+    assert tracker.get_slot("extras") == [3]
+    assert (await conversation.say("/greet")).texts == ["With ['ham']."]
+    # The event keeps the value as the action sent it, as Rasa stores it.
+    assert [e.value for e in tracker.events if isinstance(e, SlotSet)][-2:] == ["ham", 3]
+
+
+async def test_a_list_slot_keeps_lists_and_empty_values_as_they_are(
+    list_bot: DialogueModel,
+) -> None:
+    agent = make_agent(list_bot)
+    await agent.append_events(
+        "list-kept",
+        [SlotSet("toppings", ["ham", "egg"]), SlotSet("extras", "")],
+    )
+    tracker = await Conversation(agent, "list-kept").tracker()
+    assert tracker.get_slot("toppings") == ["ham", "egg"]
+    assert tracker.get_slot("extras") == ""
+    await agent.append_events("list-kept", [SlotSet("toppings", None)])
+    assert (await Conversation(agent, "list-kept").tracker()).get_slot("toppings") is None
