@@ -598,3 +598,29 @@ def test_a_quoted_variable_in_endpoints_is_said_at_start(
     assert (store["username"], store["db"]) == ("${DB_USER}", "pre_${DB_NAME}")
     said = [r.getMessage() for r in caplog.records if "not substituted" in r.getMessage()]
     assert [m.split(": ")[0] for m in said] == [f"{path}:4", f"{path}:5"]
+
+
+def test_a_slot_mapping_naming_an_entity_or_intent_the_domain_lacks_is_a_warning(
+    tmp_path: Path,
+) -> None:
+    # Before: trained without a word, so a typo (`entity: citty`) left the slot empty for
+    # good; Rasa warns of such a mapping at every message and skips it.
+    (tmp_path / "domain").mkdir()
+    (tmp_path / "domain" / "a.yml").write_text(
+        'version: "3.1"\nintents: [inform]\nentities: [city]\n'
+    )
+    (tmp_path / "domain" / "b.yml").write_text(
+        'version: "3.1"\nslots:\n  dest:\n    type: text\n    mappings:\n'
+        "    - {type: from_entity, entity: citty}\n"
+        "    - {type: from_entity, entity: city}\n"
+        "    - {type: from_intent, intent: [inform, infrom], value: x}\n"
+    )
+    warnings: list[str] = []
+    read_domain(tmp_path / "domain", warnings=warnings)
+    where = f"{tmp_path / 'domain' / 'b.yml'}:3:"
+    assert warnings == [
+        f"{where} slot 'dest' has a from_entity mapping for the entity 'citty', which the "
+        "domain does not list (Rasa skips this mapping)",
+        f"{where} slot 'dest' has a from_intent mapping for the intent 'infrom', which the "
+        "domain does not list (Rasa skips this mapping)",
+    ]
