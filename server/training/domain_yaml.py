@@ -311,6 +311,14 @@ class DomainReader:
             raise InvalidProjectFile(
                 f"categorical slot '{name}' needs a list of 'values'", filename, line
             )
+        if normalized == "categorical" and None in spec["values"]:
+            # Rasa's warning too: the slot keeps its values without it.
+            self.warn(
+                f"categorical slot '{name}' lists null among its values: null is the value of "
+                'an unset slot, so it is ignored (write "null", quoted, for the text)',
+                filename,
+                line_of(spec, "values", line),
+            )
         if normalized == "any" and spec.get("influence_conversation") is True:
             raise InvalidProjectFile(
                 f"slot '{name}' of type any cannot influence the conversation",

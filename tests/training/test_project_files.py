@@ -624,3 +624,20 @@ def test_a_slot_mapping_naming_an_entity_or_intent_the_domain_lacks_is_a_warning
         f"{where} slot 'dest' has a from_intent mapping for the intent 'infrom', which the "
         "domain does not list (Rasa skips this mapping)",
     ]
+
+
+def test_null_among_a_categorical_slots_values_is_a_warning(tmp_path: Path) -> None:
+    # Before: dropped without a word, so a slot set to the text "null" featurized as
+    # `__other__`; Rasa warns that `null` is the unset slot's value and is ignored.
+    path = tmp_path / "domain.yml"
+    path.write_text(
+        'version: "3.1"\nslots:\n  answer:\n    type: categorical\n'
+        "    values: [yes, null]\n    mappings: [{type: custom}]\n"
+    )
+    warnings: list[str] = []
+    domain = read_domain(path, warnings=warnings)
+    assert domain.slots_by_name["answer"].values == ["true"]
+    assert warnings == [
+        f"{path}:5: categorical slot 'answer' lists null among its values: null is the value "
+        'of an unset slot, so it is ignored (write "null", quoted, for the text)'
+    ]
