@@ -307,6 +307,16 @@ class DomainReader:
                 filename,
                 line_of(spec, "initial_value", line),
             )
+        low, high = spec.get("min_value", 0.0), spec.get("max_value", 1.0)
+        initial = spec.get("initial_value")
+        if normalized == "float" and initial is not None and not low <= float(initial) <= high:
+            # Rasa's warning too.
+            self.warn(
+                f"the initial_value of float slot '{name}' ({initial}) is outside its range "
+                f"({low} to {high}); it featurizes as the nearest end",
+                filename,
+                line_of(spec, "initial_value", line),
+            )
         if normalized == "categorical" and not isinstance(spec.get("values"), list):
             raise InvalidProjectFile(
                 f"categorical slot '{name}' needs a list of 'values'", filename, line

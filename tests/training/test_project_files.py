@@ -641,3 +641,19 @@ def test_null_among_a_categorical_slots_values_is_a_warning(tmp_path: Path) -> N
         f"{path}:5: categorical slot 'answer' lists null among its values: null is the value "
         'of an unset slot, so it is ignored (write "null", quoted, for the text)'
     ]
+
+
+def test_a_float_slots_initial_value_outside_its_range_is_a_warning(tmp_path: Path) -> None:
+    # Before: loaded without a word, and the slot featurized as its maximum from the start;
+    # Rasa warns of it.
+    path = tmp_path / "domain.yml"
+    path.write_text(
+        'version: "3.1"\nslots:\n  amount:\n    type: float\n    max_value: 10\n'
+        "    initial_value: 50\n    mappings: [{type: custom}]\n"
+    )
+    warnings: list[str] = []
+    read_domain(path, warnings=warnings)
+    assert warnings == [
+        f"{path}:6: the initial_value of float slot 'amount' (50) is outside its range "
+        "(0.0 to 10); it featurizes as the nearest end"
+    ]
