@@ -491,17 +491,24 @@ def test_retrieval_responses_in_the_domain_reach_the_response_selector(tmp_path:
     assert selected["responses"] == [{"text": "Sara"}]
 
 
+def _domain_directory(tmp_path: Path, a: str, b: str) -> Path:
+    """`tmp_path/domain`, holding the domain files `a.yml` and `b.yml`."""
+    folder = tmp_path / "domain"
+    folder.mkdir()
+    (folder / "a.yml").write_text(a)
+    (folder / "b.yml").write_text(b)
+    return folder
+
+
 def test_training_shows_the_domains_warnings_with_file_and_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Before: a domain directory's duplicates and a slot without mappings were logged at debug
     # level only, so `botserver train` trained without a word (Rasa warns at training time).
-    (tmp_path / "domain").mkdir()
-    (tmp_path / "domain" / "a.yml").write_text(
-        'version: "3.1"\nintents: [greet]\nresponses:\n  utter_hi: [{text: hi}]\n'
-    )
-    (tmp_path / "domain" / "b.yml").write_text(
-        'version: "3.1"\nintents:\n- greet\nslots:\n  mood: {type: text}\n'
+    _domain_directory(
+        tmp_path,
+        'version: "3.1"\nintents: [greet]\nresponses:\n  utter_hi: [{text: hi}]\n',
+        'version: "3.1"\nintents:\n- greet\nslots:\n  mood: {type: text}\n',
     )
     (tmp_path / "rules.yml").write_text(
         'version: "3.1"\nrules:\n- rule: hi\n  steps: [{intent: greet}, {action: utter_hi}]\n'
@@ -605,15 +612,13 @@ def test_a_slot_mapping_naming_an_entity_or_intent_the_domain_lacks_is_a_warning
 ) -> None:
     # Before: trained without a word, so a typo (`entity: citty`) left the slot empty for
     # good; Rasa warns of such a mapping at every message and skips it.
-    (tmp_path / "domain").mkdir()
-    (tmp_path / "domain" / "a.yml").write_text(
-        'version: "3.1"\nintents: [inform]\nentities: [city]\n'
-    )
-    (tmp_path / "domain" / "b.yml").write_text(
+    _domain_directory(
+        tmp_path,
+        'version: "3.1"\nintents: [inform]\nentities: [city]\n',
         'version: "3.1"\nslots:\n  dest:\n    type: text\n    mappings:\n'
         "    - {type: from_entity, entity: citty}\n"
         "    - {type: from_entity, entity: city}\n"
-        "    - {type: from_intent, intent: [inform, infrom], value: x}\n"
+        "    - {type: from_intent, intent: [inform, infrom], value: x}\n",
     )
     warnings: list[str] = []
     read_domain(tmp_path / "domain", warnings=warnings)
