@@ -87,8 +87,6 @@ class SlotDefaults(dict[str, Any]):
             other, "list_slots", frozenset()
         )
 
-    __hash__ = None  # type: ignore[assignment]  # as dict's
-
     def held(self, name: str, value: Any) -> Any:
         """What slot `name` holds when set to `value`."""
         if value and name in self.list_slots and not isinstance(value, list):

@@ -307,9 +307,27 @@ class DomainReader:
                 filename,
                 line_of(spec, "initial_value", line),
             )
+        low, high = spec.get("min_value", 0.0), spec.get("max_value", 1.0)
+        initial = spec.get("initial_value")
+        if normalized == "float" and initial is not None and not low <= float(initial) <= high:
+            # Rasa's warning too.
+            self.warn(
+                f"the initial_value of float slot '{name}' ({initial}) is outside its range "
+                f"({low} to {high}); it featurizes as the nearest end",
+                filename,
+                line_of(spec, "initial_value", line),
+            )
         if normalized == "categorical" and not isinstance(spec.get("values"), list):
             raise InvalidProjectFile(
                 f"categorical slot '{name}' needs a list of 'values'", filename, line
+            )
+        if normalized == "categorical" and None in spec["values"]:
+            # Rasa's warning too: the slot keeps its values without it.
+            self.warn(
+                f"categorical slot '{name}' lists null among its values: null is the value of "
+                'an unset slot, so it is ignored (write "null", quoted, for the text)',
+                filename,
+                line_of(spec, "values", line),
             )
         if normalized == "any" and spec.get("influence_conversation") is True:
             raise InvalidProjectFile(
@@ -451,12 +469,35 @@ class DomainReader:
     def build(self, merged: dict[str, Any], filename: str) -> Domain:
         """Domain.from_dict, with semantic errors pointed at the file and line of the item."""
         try:
-            return Domain.from_dict(merged)
+            domain = Domain.from_dict(merged)
         except InvalidProjectFile as exc:
             if exc.filename:
                 raise
             where = self.locate(exc.reason) or (filename, None)
             raise InvalidProjectFile(exc.reason, where[0], where[1]) from None
+        self.check_mapping_names(domain, filename)
+        return domain
+
+    def check_mapping_names(self, domain: Domain, filename: str) -> None:
+        """Warns of slot mappings naming an entity (from_entity) or intent (from_intent) the
+        domain does not list: often a typo, and a mapping Rasa skips at every message."""
+        entities, intents = set(domain.entities), set(domain.intent_properties)
+        for slot in domain.slots:
+            for mapping in slot.mappings:
+                if mapping.type == "from_entity":
+                    missing = [mapping.entity] if mapping.entity not in entities else []
+                elif mapping.type == "from_intent":
+                    missing = [name for name in mapping.intent if name not in intents]
+                else:
+                    continue
+                for name in missing:
+                    where = self.origins.get(f"slots:{slot.name}", (filename, None))
+                    kind = mapping.type.removeprefix("from_")
+                    self.warn(
+                        f"slot '{slot.name}' has a {mapping.type} mapping for the {kind} "
+                        f"'{name}', which the domain does not list (Rasa skips this mapping)",
+                        *where,
+                    )
 
     def locate(self, message: str) -> tuple[str, int | None] | None:
         kinds = ("forms", "slots", "responses", "intents", "entities", "actions")

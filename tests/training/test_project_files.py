@@ -491,17 +491,24 @@ def test_retrieval_responses_in_the_domain_reach_the_response_selector(tmp_path:
     assert selected["responses"] == [{"text": "Sara"}]
 
 
+def _domain_directory(tmp_path: Path, a: str, b: str) -> Path:
+    """`tmp_path/domain`, holding the domain files `a.yml` and `b.yml`."""
+    folder = tmp_path / "domain"
+    folder.mkdir()
+    (folder / "a.yml").write_text(a)
+    (folder / "b.yml").write_text(b)
+    return folder
+
+
 def test_training_shows_the_domains_warnings_with_file_and_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Before: a domain directory's duplicates and a slot without mappings were logged at debug
     # level only, so `botserver train` trained without a word (Rasa warns at training time).
-    (tmp_path / "domain").mkdir()
-    (tmp_path / "domain" / "a.yml").write_text(
-        'version: "3.1"\nintents: [greet]\nresponses:\n  utter_hi: [{text: hi}]\n'
-    )
-    (tmp_path / "domain" / "b.yml").write_text(
-        'version: "3.1"\nintents:\n- greet\nslots:\n  mood: {type: text}\n'
+    _domain_directory(
+        tmp_path,
+        'version: "3.1"\nintents: [greet]\nresponses:\n  utter_hi: [{text: hi}]\n',
+        'version: "3.1"\nintents:\n- greet\nslots:\n  mood: {type: text}\n',
     )
     (tmp_path / "rules.yml").write_text(
         'version: "3.1"\nrules:\n- rule: hi\n  steps: [{intent: greet}, {action: utter_hi}]\n'
@@ -598,3 +605,60 @@ def test_a_quoted_variable_in_endpoints_is_said_at_start(
     assert (store["username"], store["db"]) == ("${DB_USER}", "pre_${DB_NAME}")
     said = [r.getMessage() for r in caplog.records if "not substituted" in r.getMessage()]
     assert [m.split(": ")[0] for m in said] == [f"{path}:4", f"{path}:5"]
+
+
+def test_a_slot_mapping_naming_an_entity_or_intent_the_domain_lacks_is_a_warning(
+    tmp_path: Path,
+) -> None:
+    # Before: trained without a word, so a typo (`entity: citty`) left the slot empty for
+    # good; Rasa warns of such a mapping at every message and skips it.
+    _domain_directory(
+        tmp_path,
+        'version: "3.1"\nintents: [inform]\nentities: [city]\n',
+        'version: "3.1"\nslots:\n  dest:\n    type: text\n    mappings:\n'
+        "    - {type: from_entity, entity: citty}\n"
+        "    - {type: from_entity, entity: city}\n"
+        "    - {type: from_intent, intent: [inform, infrom], value: x}\n",
+    )
+    warnings: list[str] = []
+    read_domain(tmp_path / "domain", warnings=warnings)
+    where = f"{tmp_path / 'domain' / 'b.yml'}:3:"
+    assert warnings == [
+        f"{where} slot 'dest' has a from_entity mapping for the entity 'citty', which the "
+        "domain does not list (Rasa skips this mapping)",
+        f"{where} slot 'dest' has a from_intent mapping for the intent 'infrom', which the "
+        "domain does not list (Rasa skips this mapping)",
+    ]
+
+
+def test_null_among_a_categorical_slots_values_is_a_warning(tmp_path: Path) -> None:
+    # Before: dropped without a word, so a slot set to the text "null" featurized as
+    # `__other__`; Rasa warns that `null` is the unset slot's value and is ignored.
+    path = tmp_path / "domain.yml"
+    path.write_text(
+        'version: "3.1"\nslots:\n  answer:\n    type: categorical\n'
+        "    values: [yes, null]\n    mappings: [{type: custom}]\n"
+    )
+    warnings: list[str] = []
+    domain = read_domain(path, warnings=warnings)
+    assert domain.slots_by_name["answer"].values == ["true"]
+    assert warnings == [
+        f"{path}:5: categorical slot 'answer' lists null among its values: null is the value "
+        'of an unset slot, so it is ignored (write "null", quoted, for the text)'
+    ]
+
+
+def test_a_float_slots_initial_value_outside_its_range_is_a_warning(tmp_path: Path) -> None:
+    # Before: loaded without a word, and the slot featurized as its maximum from the start;
+    # Rasa warns of it.
+    path = tmp_path / "domain.yml"
+    path.write_text(
+        'version: "3.1"\nslots:\n  amount:\n    type: float\n    max_value: 10\n'
+        "    initial_value: 50\n    mappings: [{type: custom}]\n"
+    )
+    warnings: list[str] = []
+    read_domain(path, warnings=warnings)
+    assert warnings == [
+        f"{path}:6: the initial_value of float slot 'amount' (50) is outside its range "
+        "(0.0 to 10); it featurizes as the nearest end"
+    ]
