@@ -56,8 +56,8 @@ async def select_events(
         chosen = sorted(stored)
     messages: list[Outgoing] = []
     for sender_id in chosen:
-        stored = await store.load_all(sender_id) or []
-        events = [event for event in stored if not left_out_by_rasa(event)]
+        kept = await store.load_all(sender_id) or []
+        events = [event for event in kept if not left_out_by_rasa(event)]
         for item in outgoing(sender_id, events, None):
             stamp = _timestamp(item.event)
             if minimum_timestamp is not None and stamp < minimum_timestamp:
