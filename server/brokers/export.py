@@ -56,8 +56,8 @@ async def select_events(
         chosen = sorted(stored)
     messages: list[Outgoing] = []
     for sender_id in chosen:
-        kept = await store.load_all(sender_id) or []
-        events = [event for event in kept if not left_out_by_rasa(event)]
+        loaded = await store.load_all(sender_id) or []
+        events = [event for event in loaded if not left_out_by_rasa(event)]
         for item in outgoing(sender_id, events, None):
             stamp = _timestamp(item.event)
             if minimum_timestamp is not None and stamp < minimum_timestamp:
