@@ -10,6 +10,7 @@ from typing import Any
 from server.brokers.broker import EventBroker
 from server.brokers.delivery import Outgoing, outgoing
 from server.errors import ExportInterrupted, NothingToExport
+from server.trackers.events import left_out_by_rasa
 from server.trackers.store import TrackerStore
 
 
@@ -55,7 +56,8 @@ async def select_events(
         chosen = sorted(stored)
     messages: list[Outgoing] = []
     for sender_id in chosen:
-        events = list(await store.load_all(sender_id) or [])
+        loaded = await store.load_all(sender_id) or []
+        events = [event for event in loaded if not left_out_by_rasa(event)]
         for item in outgoing(sender_id, events, None):
             stamp = _timestamp(item.event)
             if minimum_timestamp is not None and stamp < minimum_timestamp:

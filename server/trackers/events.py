@@ -638,17 +638,23 @@ def event_from_dict(d: Any) -> Event:
     return cls(timestamp=timestamp, metadata=dict(metadata), **cls._from_fields(d))
 
 
+def left_out_by_rasa(d: Any) -> bool:
+    """Whether a Rasa 3.6 server leaves this stored item out of a tracker it loads (and so
+    out of `rasa export`): Rasa Core 0.x's `topic` events, and items without an `event`."""
+    if not isinstance(d, dict):
+        return False
+    kind = d.get("event")
+    return kind is None or kind == "topic"
+
+
 def stored_events(dicts: Iterable[Any], left_out: list[Any]) -> Iterator[Event]:
-    """The events of a stored conversation's items, leaving out (into `left_out`) those a
-    Rasa 3.6 server leaves out of a tracker it loads: Rasa Core 0.x's `topic` events, and
-    items without an `event` key. Before, one such item made the conversation unloadable."""
+    """The events of a stored conversation's items, those `left_out_by_rasa` put in
+    `left_out` instead. Before, one such item made the conversation unloadable."""
     for d in dicts:
-        if isinstance(d, dict):
-            kind = d.get("event")
-            if kind is None or kind == "topic":
-                left_out.append(d)
-                continue
-        yield event_from_dict(d)
+        if left_out_by_rasa(d):
+            left_out.append(d)
+        else:
+            yield event_from_dict(d)
 
 
 def events_from_list(items: Any) -> list[Event]:

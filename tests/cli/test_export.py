@@ -275,3 +275,14 @@ def test_an_unreachable_tracker_store_is_an_error_and_exit_1(run_cli, tmp_path: 
     )
     assert len(result.err.strip().splitlines()) == 1
     assert not (tmp_path / "events.db").exists()
+
+
+def test_a_stored_topic_event_is_not_published(run_cli, tmp_path: Path) -> None:
+    """A conversation of Rasa Core 0.x holds `topic` events, which Rasa 3.6 leaves out of the
+    trackers it loads and so of `rasa export`. Before, the broker's consumers got them."""
+    topic = {"event": "topic", "timestamp": 11.0, "topic": "greetings"}
+    _seed(tmp_path, {"old": [_user("hi", 10.0), topic, _action("utter_greet", 12.0)]})
+    _endpoints(tmp_path, SQL_BROKER)
+    result = run_cli("export", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert [body["event"] for body in _broker_rows(tmp_path)] == ["user", "action"]

@@ -244,6 +244,28 @@ def test_redis_over_tls_whichever_way_it_is_asked(config: dict) -> None:
     assert pool.connection_kwargs.get("ssl_ca_certs") == config.get("ssl_ca_certs")
 
 
+@pytest.mark.parametrize(
+    ("use_ssl", "tls"), [("false", False), ("no", False), ("", False), ("true", True), ("1", True)]
+)
+@pytest.mark.parametrize("url", ["redis.example", "redis://redis.example:6379"])
+def test_use_ssl_as_text_from_an_environment_variable_means_what_it_says(
+    use_ssl: str, tls: bool, url: str
+) -> None:
+    """`use_ssl: ${REDIS_TLS}` gives text: with REDIS_TLS=false, any text turned TLS on
+    before (as in Rasa), and every connection to a plain Redis failed."""
+    from redis.asyncio.connection import SSLConnection
+
+    from server.trackers.redis_client import create_client
+
+    pool = create_client({"url": url, "use_ssl": use_ssl}, default_db=0).connection_pool
+    assert (pool.connection_class is SSLConnection) is tls
+
+
+def test_use_ssl_that_is_neither_true_nor_false_is_refused_at_start_up() -> None:
+    with pytest.raises(InvalidConfig, match="use_ssl"):
+        create_lock_store({"type": "redis", "use_ssl": "maybe"})
+
+
 @pytest.mark.parametrize("prefix", [0, False, 7, True])
 async def test_a_key_prefix_yaml_reads_as_no_text_finds_the_conversations_where_rasa_kept_them(
     prefix: object,
