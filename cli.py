@@ -134,6 +134,29 @@ def _check_output_dir(path: Path, flag: str) -> None:
         raise InvalidConfig(f"{flag} {path}: {existing} is not writable")
 
 
+DEFAULT_ENDPOINTS = "endpoints.yml"
+
+
+def _check_endpoints_file(args: argparse.Namespace, needed: bool) -> None:
+    """`--endpoints` naming a file that is not there (a typo, a wrong directory): Rasa runs
+    with the defaults without a word, and so do `run` and `shell`, with a warning. `needed`:
+    the command would act on the default store instead (`prune` deleting from botserver.db):
+    refused."""
+    path = args.endpoints
+    if path == DEFAULT_ENDPOINTS or Path(path).is_file():
+        return
+    if needed:
+        raise InvalidConfig(
+            f"--endpoints {path}: no such file; it names the tracker store to prune "
+            "(without the flag, endpoints.yml, else botserver.db)"
+        )
+    logger.warning(
+        "--endpoints %s: no such file; running with the default endpoints (no action server, "
+        "no event broker, the default tracker store), as Rasa does",
+        path,
+    )
+
+
 def _add_log_flags(p: argparse.ArgumentParser, inherited: bool = False) -> None:
     """The logging flags. `inherited`: a subcommand of a command that has them too (`train
     core`): no defaults of its own, so `botserver train -v core` keeps the `-v`."""
@@ -451,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept JWTs whose 'aud' claim names this audience, and only those (repeatable; "
         "env BOTSERVER_JWT_AUDIENCE, comma-separated); without it a JWT with 'aud' is refused",
     )
-    p.add_argument("--endpoints", default="endpoints.yml", help="endpoints configuration")
+    p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS, help="endpoints configuration")
     p.add_argument("--credentials", default=None, help="channel credentials")
     p.add_argument("--connector", help="serve only this channel")
     p.add_argument("--remote-storage", help="aws, gcs or azure: fetch -m from there")
@@ -512,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="nlu: print each message's parse (intent, entities) instead of talking",
     )
     p.add_argument("-m", "--model", default=DEFAULT_MODELS)
-    p.add_argument("--endpoints", default="endpoints.yml")
+    p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS)
     p.add_argument(
         "--sender",
         "--conversation-id",
@@ -541,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-u", "--nlu", default="data", help="NLU test data")
     p.add_argument("--out", default="results")
     p.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
-    p.add_argument("--endpoints", default="endpoints.yml")
+    p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS)
     p.add_argument("--cross-validation", action="store_true")
     p.add_argument("-f", "--folds", type=_int_at_least(2), default=5)
     p.add_argument(
@@ -719,7 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_examples("botserver prune --older-than-days 90"),
     )
     p.add_argument("--older-than-days", type=_positive_number, required=True)
-    p.add_argument("--endpoints", default="endpoints.yml")
+    p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS)
     _add_log_flags(p)
 
     # export
@@ -1018,12 +1041,14 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from server.api.runner import run_server
 
+    _check_endpoints_file(args, needed=False)
     return run_server(args)
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
     from server.channels.console import run_shell
 
+    _check_endpoints_file(args, needed=False)
     return asyncio.run(
         run_shell(Path(args.model), args.endpoints, args.sender, nlu_only=args.what == "nlu")
     )
@@ -1072,6 +1097,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from server.trackers.factory import create_lock_store, create_tracker_store
     from server.trackers.retention import delete_conversations_older_than
 
+    _check_endpoints_file(args, needed=True)
     endpoints = read_endpoints(args.endpoints)
     config = endpoints.get("tracker_store") or {
         "type": "sql",
