@@ -957,8 +957,8 @@ def cmd_split_nlu(args: argparse.Namespace) -> int:
     data = NLUTrainingData.merge([read_nlu_file(f) for f in files])
     if not data.examples:
         raise InvalidConfig(f"no NLU examples in {', '.join(args.nlu)}")
-    train, test = write_split(data, out, args.training_fraction, args.random_seed)
-    print(f"Wrote {train} and {test}.")
+    *first, last = write_split(data, out, args.training_fraction, args.random_seed)
+    print(f"Wrote {', '.join(map(str, first))} and {last}.")
     return 0
 
 
