@@ -71,6 +71,21 @@ def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+class _Paths(argparse.Action):
+    """A flag of one or more paths that may be given again: `--data a --data b` reads both.
+    (argparse's own `nargs="+"` keeps the last, as Rasa's parser does, so the first paths
+    were dropped without a word.)"""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("nargs", "+")
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        current = getattr(namespace, self.dest, None)
+        given = [] if current is None or current is self.default else list(current)
+        setattr(namespace, self.dest, [*given, *values])
+
+
 def _positive_number(text: str) -> float:
     """An argparse type: a finite number above 0."""
     try:
@@ -198,7 +213,7 @@ def _add_log_flags(p: argparse.ArgumentParser, inherited: bool = False) -> None:
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
     p.add_argument("-d", "--domain", default="domain.yml", help="domain file or directory")
-    p.add_argument("--data", nargs="+", default=["data"], help="training data files or dirs")
+    p.add_argument("--data", action=_Paths, default=["data"], help="training data files or dirs")
     p.add_argument("--out", default=DEFAULT_MODELS, help="directory for the model archive")
     p.add_argument("--fixed-model-name", help="name the archive <name>.tar.gz")
     p.add_argument("--force", action="store_true", help="train even if nothing changed")
@@ -314,7 +329,7 @@ def _add_validate_flags(p: argparse.ArgumentParser, inherited: bool) -> None:
         return argparse.SUPPRESS if inherited else value
 
     p.add_argument("-d", "--domain", default=default("domain.yml"), help="domain file or dir")
-    p.add_argument("--data", nargs="+", default=default(["data"]), help="data files or dirs")
+    p.add_argument("--data", action=_Paths, default=default(["data"]), help="data files or dirs")
     p.add_argument("-c", "--config", type=_config_file, default=default(None), help=CONFIG_HELP)
     p.add_argument(
         "--fail-on-warnings",
@@ -335,7 +350,7 @@ def _add_split_flags(
     p: argparse.ArgumentParser, data_help: str, fraction_help: str, out_help: str
 ) -> None:
     """The flags of `data split nlu` and `data split stories`, as Rasa's."""
-    p.add_argument("-u", "--nlu", nargs="+", default=["data"], help=data_help)
+    p.add_argument("-u", "--nlu", action=_Paths, default=["data"], help=data_help)
     p.add_argument("--training-fraction", type=_fraction, default=0.8, help=fraction_help)
     p.add_argument("--random-seed", type=int, default=None, help="the same split every time")
     p.add_argument("--out", default="train_test_split", help=out_help)
@@ -406,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
         "botserver train core -d domain.yml -s data/stories.yml data/rules.yml --out models",
         "botserver train core --fixed-model-name dialogue --force",
     )
-    pc.add_argument("-s", "--stories", nargs="+", default=["data"], help="stories and rules")
+    pc.add_argument("-s", "--stories", action=_Paths, default=["data"], help="stories and rules")
     # Flags `train` has too: no defaults here, so a value given before `core` is kept.
     unset = argparse.SUPPRESS
     pc.add_argument("-d", "--domain", default=unset, help="domain file or dir (domain.yml)")
@@ -418,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_flags(pc, inherited=True)
     pn = tsub.add_parser("nlu", help="train the NLU pipeline only", formatter_class=_Formatter)
     pn.add_argument("-c", "--config", type=_config_file, default=unset, help=CONFIG_HELP)
-    pn.add_argument("-u", "--nlu", nargs="+", default=["data"], help="NLU data files or dirs")
+    pn.add_argument("-u", "--nlu", action=_Paths, default=["data"], help="NLU data files or dirs")
     pn.add_argument("--out", default=unset, help=f"directory for the archive ({DEFAULT_MODELS})")
     pn.add_argument("--fixed-model-name", default=unset, help="name the archive <name>.tar.gz")
     pn.add_argument("--force", action="store_true", default=unset, help="train even if unchanged")
@@ -617,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
         "botserver visualize --out graph.dot && dot -Tpng graph.dot -o graph.png",
     )
     p.add_argument("-d", "--domain", default="domain.yml", help="domain file or directory")
-    p.add_argument("-s", "--stories", nargs="+", default=["data"], help="stories files or dirs")
+    p.add_argument("-s", "--stories", action=_Paths, default=["data"], help="stories files or dirs")
     p.add_argument(
         "-c",
         "--config",
@@ -638,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-u",
         "--nlu",
-        nargs="+",
+        action=_Paths,
         default=None,
         help="NLU data files or dirs: show an example message instead of each intent's name",
     )
@@ -724,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-f", "--format", choices=("yaml", "json"), default="yaml", help="the format to write"
     )
     pcn.add_argument(
-        "--data", nargs="+", required=True, help="NLU data files or dirs (.json, .yml)"
+        "--data", action=_Paths, required=True, help="NLU data files or dirs (.json, .yml)"
     )
     pcn.add_argument(
         "--out",
