@@ -904,6 +904,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from server.training.train import train, train_core, train_nlu
 
     what = getattr(args, "train_what", None)
+    part = args.finetune if args.finetune in ("core", "nlu") else None
+    if part is not None and not Path(part).exists():
+        args.command_parser.error(
+            f"`{part}` after --finetune was read as the model to fine-tune (--finetune takes "
+            f"an optional model), and there is no file {part}; to train `{part}`, name it "
+            f"first: botserver train {part} --finetune"
+        )
     _warn_about_rasa_training_flags(args)
     if what is None and args.dry_run:
         return _train_dry_run(args)

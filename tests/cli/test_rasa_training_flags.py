@@ -87,3 +87,13 @@ def test_data_given_twice_reads_both(run_cli, starter_copy: Path) -> None:
                        "data/rules.yml", cwd=starter_copy)  # fmt: skip
     assert validate.code == 0, validate.err
     assert "has no examples" not in validate.err
+
+
+def test_a_part_after_finetune_is_not_read_as_the_model(run_cli, starter_copy: Path) -> None:
+    """`--finetune` takes an optional model: `train --finetune core` read `core` as the model
+    and trained the whole project."""
+    before = sorted((starter_copy / "models").iterdir())
+    result = run_cli("train", "--finetune", "core", "--force", cwd=starter_copy)
+    assert result.code == 2
+    assert "botserver train core --finetune" in result.err
+    assert sorted((starter_copy / "models").iterdir()) == before
