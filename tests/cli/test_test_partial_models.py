@@ -12,9 +12,7 @@ def _train(run_cli, project: Path, part: str) -> Path:
     return archive
 
 
-def test_an_nlu_only_model_tests_the_nlu_and_skips_the_stories(
-    run_cli, starter_copy: Path
-) -> None:
+def test_an_nlu_only_model_tests_the_nlu_and_skips_the_stories(run_cli, starter_copy: Path) -> None:
     """Before: every test story failed (the model has no dialogue), exit 1 with
     --fail-on-prediction-errors."""
     model = str(_train(run_cli, starter_copy, "nlu"))
@@ -29,9 +27,7 @@ def test_an_nlu_only_model_tests_the_nlu_and_skips_the_stories(
     assert not (starter_copy / "core-results" / "story_report.json").exists()
 
 
-def test_a_core_only_model_tests_the_stories_and_skips_the_nlu(
-    run_cli, starter_copy: Path
-) -> None:
+def test_a_core_only_model_tests_the_stories_and_skips_the_nlu(run_cli, starter_copy: Path) -> None:
     """Before: an intent_report.json of a model that understands no text (every intent
     wrong)."""
     model = str(_train(run_cli, starter_copy, "core"))
