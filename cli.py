@@ -71,6 +71,21 @@ def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+class _Paths(argparse.Action):
+    """A flag of one or more paths that may be given again: `--data a --data b` reads both.
+    (argparse's own `nargs="+"` keeps the last, as Rasa's parser does, so the first paths
+    were dropped without a word.)"""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("nargs", "+")
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        current = getattr(namespace, self.dest, None)
+        given = [] if current is None or current is self.default else list(current)
+        setattr(namespace, self.dest, [*given, *values])
+
+
 def _positive_number(text: str) -> float:
     """An argparse type: a finite number above 0."""
     try:
@@ -134,6 +149,29 @@ def _check_output_dir(path: Path, flag: str) -> None:
         raise InvalidConfig(f"{flag} {path}: {existing} is not writable")
 
 
+DEFAULT_ENDPOINTS = "endpoints.yml"
+
+
+def _check_endpoints_file(args: argparse.Namespace, needed: bool) -> None:
+    """`--endpoints` naming a file that is not there (a typo, a wrong directory): Rasa runs
+    with the defaults without a word, and so do `run` and `shell`, with a warning. `needed`:
+    the command would act on the default store instead (`prune` deleting from botserver.db):
+    refused."""
+    path = args.endpoints
+    if path == DEFAULT_ENDPOINTS or Path(path).is_file():
+        return
+    if needed:
+        raise InvalidConfig(
+            f"--endpoints {path}: no such file; it names the tracker store to prune "
+            "(without the flag, endpoints.yml, else botserver.db)"
+        )
+    logger.warning(
+        "--endpoints %s: no such file; running with the default endpoints (no action server, "
+        "no event broker, the default tracker store), as Rasa does",
+        path,
+    )
+
+
 def _add_log_flags(p: argparse.ArgumentParser, inherited: bool = False) -> None:
     """The logging flags. `inherited`: a subcommand of a command that has them too (`train
     core`): no defaults of its own, so `botserver train -v core` keeps the `-v`."""
@@ -175,7 +213,7 @@ def _add_log_flags(p: argparse.ArgumentParser, inherited: bool = False) -> None:
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
     p.add_argument("-d", "--domain", default="domain.yml", help="domain file or directory")
-    p.add_argument("--data", nargs="+", default=["data"], help="training data files or dirs")
+    p.add_argument("--data", action=_Paths, default=["data"], help="training data files or dirs")
     p.add_argument("--out", default=DEFAULT_MODELS, help="directory for the model archive")
     p.add_argument("--fixed-model-name", help="name the archive <name>.tar.gz")
     p.add_argument("--force", action="store_true", help="train even if nothing changed")
@@ -291,7 +329,7 @@ def _add_validate_flags(p: argparse.ArgumentParser, inherited: bool) -> None:
         return argparse.SUPPRESS if inherited else value
 
     p.add_argument("-d", "--domain", default=default("domain.yml"), help="domain file or dir")
-    p.add_argument("--data", nargs="+", default=default(["data"]), help="data files or dirs")
+    p.add_argument("--data", action=_Paths, default=default(["data"]), help="data files or dirs")
     p.add_argument("-c", "--config", type=_config_file, default=default(None), help=CONFIG_HELP)
     p.add_argument(
         "--fail-on-warnings",
@@ -312,7 +350,7 @@ def _add_split_flags(
     p: argparse.ArgumentParser, data_help: str, fraction_help: str, out_help: str
 ) -> None:
     """The flags of `data split nlu` and `data split stories`, as Rasa's."""
-    p.add_argument("-u", "--nlu", nargs="+", default=["data"], help=data_help)
+    p.add_argument("-u", "--nlu", action=_Paths, default=["data"], help=data_help)
     p.add_argument("--training-fraction", type=_fraction, default=0.8, help=fraction_help)
     p.add_argument("--random-seed", type=int, default=None, help="the same split every time")
     p.add_argument("--out", default="train_test_split", help=out_help)
@@ -383,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
         "botserver train core -d domain.yml -s data/stories.yml data/rules.yml --out models",
         "botserver train core --fixed-model-name dialogue --force",
     )
-    pc.add_argument("-s", "--stories", nargs="+", default=["data"], help="stories and rules")
+    pc.add_argument("-s", "--stories", action=_Paths, default=["data"], help="stories and rules")
     # Flags `train` has too: no defaults here, so a value given before `core` is kept.
     unset = argparse.SUPPRESS
     pc.add_argument("-d", "--domain", default=unset, help="domain file or dir (domain.yml)")
@@ -395,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_flags(pc, inherited=True)
     pn = tsub.add_parser("nlu", help="train the NLU pipeline only", formatter_class=_Formatter)
     pn.add_argument("-c", "--config", type=_config_file, default=unset, help=CONFIG_HELP)
-    pn.add_argument("-u", "--nlu", nargs="+", default=["data"], help="NLU data files or dirs")
+    pn.add_argument("-u", "--nlu", action=_Paths, default=["data"], help="NLU data files or dirs")
     pn.add_argument("--out", default=unset, help=f"directory for the archive ({DEFAULT_MODELS})")
     pn.add_argument("--fixed-model-name", default=unset, help="name the archive <name>.tar.gz")
     pn.add_argument("--force", action="store_true", default=unset, help="train even if unchanged")
@@ -451,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept JWTs whose 'aud' claim names this audience, and only those (repeatable; "
         "env BOTSERVER_JWT_AUDIENCE, comma-separated); without it a JWT with 'aud' is refused",
     )
-    p.add_argument("--endpoints", default="endpoints.yml", help="endpoints configuration")
+    p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS, help="endpoints configuration")
     p.add_argument("--credentials", default=None, help="channel credentials")
     p.add_argument("--connector", help="serve only this channel")
     p.add_argument("--remote-storage", help="aws, gcs or azure: fetch -m from there")
@@ -512,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="nlu: print each message's parse (intent, entities) instead of talking",
     )
     p.add_argument("-m", "--model", default=DEFAULT_MODELS)
-    p.add_argument("--endpoints", default="endpoints.yml")
+    p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS)
     p.add_argument(
         "--sender",
         "--conversation-id",
@@ -541,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-u", "--nlu", default="data", help="NLU test data")
     p.add_argument("--out", default="results")
     p.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
-    p.add_argument("--endpoints", default="endpoints.yml")
+    p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS)
     p.add_argument("--cross-validation", action="store_true")
     p.add_argument("-f", "--folds", type=_int_at_least(2), default=5)
     p.add_argument(
@@ -594,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
         "botserver visualize --out graph.dot && dot -Tpng graph.dot -o graph.png",
     )
     p.add_argument("-d", "--domain", default="domain.yml", help="domain file or directory")
-    p.add_argument("-s", "--stories", nargs="+", default=["data"], help="stories files or dirs")
+    p.add_argument("-s", "--stories", action=_Paths, default=["data"], help="stories files or dirs")
     p.add_argument(
         "-c",
         "--config",
@@ -615,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-u",
         "--nlu",
-        nargs="+",
+        action=_Paths,
         default=None,
         help="NLU data files or dirs: show an example message instead of each intent's name",
     )
@@ -701,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-f", "--format", choices=("yaml", "json"), default="yaml", help="the format to write"
     )
     pcn.add_argument(
-        "--data", nargs="+", required=True, help="NLU data files or dirs (.json, .yml)"
+        "--data", action=_Paths, required=True, help="NLU data files or dirs (.json, .yml)"
     )
     pcn.add_argument(
         "--out",
@@ -719,7 +757,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_examples("botserver prune --older-than-days 90"),
     )
     p.add_argument("--older-than-days", type=_positive_number, required=True)
-    p.add_argument("--endpoints", default="endpoints.yml")
+    p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS)
     _add_log_flags(p)
 
     # export
@@ -866,6 +904,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from server.training.train import train, train_core, train_nlu
 
     what = getattr(args, "train_what", None)
+    part = args.finetune if args.finetune in ("core", "nlu") else None
+    if part is not None and not Path(part).exists():
+        args.command_parser.error(
+            f"`{part}` after --finetune was read as the model to fine-tune (--finetune takes "
+            f"an optional model), and there is no file {part}; to train `{part}`, name it "
+            f"first: botserver train {part} --finetune"
+        )
     _warn_about_rasa_training_flags(args)
     if what is None and args.dry_run:
         return _train_dry_run(args)
@@ -934,8 +979,8 @@ def cmd_split_nlu(args: argparse.Namespace) -> int:
     data = NLUTrainingData.merge([read_nlu_file(f) for f in files])
     if not data.examples:
         raise InvalidConfig(f"no NLU examples in {', '.join(args.nlu)}")
-    train, test = write_split(data, out, args.training_fraction, args.random_seed)
-    print(f"Wrote {train} and {test}.")
+    *first, last = write_split(data, out, args.training_fraction, args.random_seed)
+    print(f"Wrote {', '.join(map(str, first))} and {last}.")
     return 0
 
 
@@ -1018,12 +1063,14 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from server.api.runner import run_server
 
+    _check_endpoints_file(args, needed=False)
     return run_server(args)
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
     from server.channels.console import run_shell
 
+    _check_endpoints_file(args, needed=False)
     return asyncio.run(
         run_shell(Path(args.model), args.endpoints, args.sender, nlu_only=args.what == "nlu")
     )
@@ -1072,6 +1119,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from server.trackers.factory import create_lock_store, create_tracker_store
     from server.trackers.retention import delete_conversations_older_than
 
+    _check_endpoints_file(args, needed=True)
     endpoints = read_endpoints(args.endpoints)
     config = endpoints.get("tracker_store") or {
         "type": "sql",

@@ -15,7 +15,7 @@ from server.dialogue.evaluation import (
     write_story_reports,
 )
 from server.dialogue.processor import DialogueModel
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, ModelError
 from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
@@ -107,6 +107,34 @@ def cross_validate_nlu(args: argparse.Namespace, out: Path) -> None:
     print(json.dumps(report, indent=2)[:2000])
 
 
+def _parts_to_test(model: DialogueModel, what: str | None, path: str) -> tuple[bool, bool]:
+    """Whether to test the stories and the NLU: a model of one part (`train nlu`, `train
+    core`) is tested on that part, as Rasa skips the part a model lacks; asked for the
+    missing part alone (`test core` on an NLU-only model), it is an error."""
+    trained = model.metadata.get("training_type")
+    lacks = {"nlu": "core", "core": "nlu"}.get(str(trained))
+    core, nlu = what in (None, "core") and lacks != "core", what in (None, "nlu") and lacks != "nlu"
+    if lacks is None:
+        return core, nlu
+    missing = (
+        "no dialogue (it was trained with `botserver train nlu`)"
+        if lacks == "core"
+        else "no NLU (it was trained with `botserver train core`)"
+    )
+    if what == lacks:
+        raise ModelError(
+            f"{path}: the model has {missing}: there is nothing for `botserver test {what}` "
+            "to test; train the whole model with `botserver train`"
+        )
+    if what is None:
+        print(
+            f"warning: {path}: the model has {missing}; only its "
+            f"{'NLU' if lacks == 'core' else 'test stories'} are tested",
+            file=sys.stderr,
+        )
+    return core, nlu
+
+
 def run_test(args: argparse.Namespace) -> int:
     out = Path(args.out)
     files = report_files(args)
@@ -114,8 +142,9 @@ def run_test(args: argparse.Namespace) -> int:
         cross_validate_nlu(args, out)
         return 0
     model = load_model_file(Path(args.model))
+    core, nlu = _parts_to_test(model, args.what, args.model)
     failed = 0
-    if args.what in (None, "core"):
+    if core:
         report = test_core(
             model,
             Path(args.stories),
@@ -130,7 +159,7 @@ def run_test(args: argparse.Namespace) -> int:
     if args.what is None and args.cross_validation:
         # As `rasa test --cross-validation`: the stories on the model, the NLU data in folds.
         cross_validate_nlu(args, out)
-    elif args.what in (None, "nlu"):
+    elif nlu:
         test_nlu(model, Path(args.nlu), out, **files)
     if failed and args.fail_on_prediction_errors:
         print(

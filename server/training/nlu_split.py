@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from server.nlu.training_data import Example, NLUTrainingData
 from server.training.nlu_yaml import nlu_yaml
+from server.training.yaml_io import dump_yaml
 
 TRAINING_FILE = "training_data.yml"
 TEST_FILE = "test_data.yml"
+NLG_PREFIX = "nlg_"  # the responses' files: nlg_training_data.yml, nlg_test_data.yml
 
 
 def split_nlu(
@@ -50,11 +53,21 @@ def split_nlu(
 
 def write_split(
     data: NLUTrainingData, out: Path, training_fraction: float, seed: int | None = None
-) -> tuple[Path, Path]:
-    """Writes `training_data.yml` and `test_data.yml` into `out`."""
+) -> tuple[Path, ...]:
+    """Writes `training_data.yml` and `test_data.yml` into `out`, and, as Rasa, the responses
+    (of retrieval intents) into `nlg_training_data.yml` and `nlg_test_data.yml` beside them.
+    Returns the files written."""
     train, test = split_nlu(data, training_fraction, seed)
     out.mkdir(parents=True, exist_ok=True)
-    paths = (out / TRAINING_FILE, out / TEST_FILE)
-    for part, path in zip((train, test), paths, strict=True):
-        path.write_text(nlu_yaml(part), encoding="utf-8")
-    return paths
+    written: list[Path] = []
+    for part, name in ((train, TRAINING_FILE), (test, TEST_FILE)):
+        path = out / name
+        path.write_text(nlu_yaml(replace(part, responses={})), encoding="utf-8")
+        written.append(path)
+    if data.responses:
+        for name in (TRAINING_FILE, TEST_FILE):
+            path = out / f"{NLG_PREFIX}{name}"
+            document = {"version": "3.1", "responses": data.responses}
+            path.write_text(dump_yaml(document), encoding="utf-8")
+            written.append(path)
+    return tuple(written)

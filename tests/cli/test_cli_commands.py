@@ -664,6 +664,29 @@ def test_prune_deletes_old_conversations(run_cli, tmp_path: Path) -> None:
     assert "Deleted 1 conversations." in result.out
 
 
+def test_prune_with_a_named_endpoints_file_that_is_missing_deletes_nothing(
+    run_cli, tmp_path: Path
+) -> None:
+    """A typo in --endpoints pruned the default botserver.db of the working directory."""
+    result = run_cli("prune", "--older-than-days", "5", "--endpoints", "prod.yml", cwd=tmp_path)
+    assert result.code == 1
+    assert "error: --endpoints prod.yml: no such file" in result.err
+    assert not (tmp_path / "botserver.db").exists()
+
+
+def test_shell_with_a_named_endpoints_file_that_is_missing_warns(
+    run_cli, moodbot_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Rasa, it runs with the default endpoints; before, only an INFO line said so."""
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    result = run_cli("shell", "-m", str(moodbot_model), "--endpoints", "prod.yml", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert "WARNING" in result.err
+    assert "--endpoints prod.yml: no such file" in result.err
+
+
 def test_prune_requires_an_age(run_cli) -> None:
     result = run_cli("prune")
     assert result.code == 2

@@ -71,3 +71,29 @@ def test_a_negative_augmentation_is_refused(run_cli, starter_copy: Path) -> None
     result = run_cli("train", "--augmentation", "-1", cwd=starter_copy)
     assert result.code == 2
     assert "--augmentation: must be 0 or more" in result.err
+
+
+def test_data_given_twice_reads_both(run_cli, starter_copy: Path) -> None:
+    """`--data a --data b` trained on b alone (argparse's last value wins, as in Rasa): here
+    the model had no NLU and no stories, without a word."""
+    result = run_cli(
+        "train", "--data", "data/nlu.yml", "--data", "data/stories.yml", "data/rules.yml",
+        "--fixed-model-name", "both", "--force", cwd=starter_copy,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    metadata = read_metadata(starter_copy / "models" / "both.tar.gz")
+    assert metadata["training_type"] == "both"  # the NLU too
+    validate = run_cli("data", "validate", "--data", "data/nlu.yml", "--data", "data/stories.yml",
+                       "data/rules.yml", cwd=starter_copy)  # fmt: skip
+    assert validate.code == 0, validate.err
+    assert "has no examples" not in validate.err
+
+
+def test_a_part_after_finetune_is_not_read_as_the_model(run_cli, starter_copy: Path) -> None:
+    """`--finetune` takes an optional model: `train --finetune core` read `core` as the model
+    and trained the whole project."""
+    before = sorted((starter_copy / "models").iterdir())
+    result = run_cli("train", "--finetune", "core", "--force", cwd=starter_copy)
+    assert result.code == 2
+    assert "botserver train core --finetune" in result.err
+    assert sorted((starter_copy / "models").iterdir()) == before

@@ -79,3 +79,23 @@ def test_example_and_intent_metadata_are_kept_by_a_split(tmp_path: Path) -> None
         "hi": {"intent": {"source": "web"}, "example": {"sentiment": "neutral"}},
         "hello": {"intent": {"source": "web"}},
     }
+
+
+def test_responses_go_to_nlg_files_beside_the_split_as_in_rasa(tmp_path: Path) -> None:
+    """Rasa's split writes retrieval intents' responses into nlg_training_data.yml and
+    nlg_test_data.yml; they were written inside training_data.yml and test_data.yml, so a
+    script naming the nlg files found none."""
+    data = read_nlu_file(BOTS / "responseselectorbot" / "data" / "nlu.yml")
+    assert data.responses
+    written = write_split(data, tmp_path, 0.8, seed=1)
+    names = [p.name for p in written]
+    assert names == [
+        "training_data.yml",
+        "test_data.yml",
+        "nlg_training_data.yml",
+        "nlg_test_data.yml",
+    ]
+    for path in written[:2]:
+        assert "responses" not in path.read_text()
+    for path in written[2:]:
+        assert read_nlu_file(path).responses == data.responses
