@@ -726,3 +726,45 @@ async def test_a_message_while_no_model_is_loaded_is_answered_send_it_again(
     lines = [(r.levelname, r.getMessage()) for r in caplog.records if "socketio:" in r.getMessage()]
     assert [level for level, _ in lines] == ["WARNING"], lines
     assert "no model is loaded" in lines[0][1]
+
+
+async def test_many_messages_fast_on_one_session_are_handled_and_answered_in_order(
+    concertbot_model: Path,
+    action_servers,  # noqa: ANN001
+) -> None:
+    said = ["hi", "bye", "thanks", "hello", "goodbye", "thank you"] * 2
+    url = action_servers["concertbot"].url
+    async with session_on_concertbot(concertbot_model, url, "fast-1") as (client, bot_url):
+        for text in said:  # without waiting for any reply
+            await client.sio.emit("user_uttered", {"message": text, "session_id": "fast-1"})
+        replies = [data["text"] for _, data in await client.next(len(said))]
+        async with httpx.AsyncClient(base_url=bot_url) as http:
+            events = (await http.get("/conversations/fast-1/tracker")).json()["events"]
+    greet, bye, welcome = "Hey there!", "Goodbye :(", "You're very welcome."
+    assert replies == [greet, bye, welcome] * 4
+    assert [e["text"] for e in events if e["event"] == "user"] == said
+
+
+async def test_a_socket_that_leaves_mid_turn_leaves_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started, finish, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow(message: UserMessage) -> None:
+        started.set()
+        await finish.wait()
+        await echo(message)
+        finished.set()
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": None}), slow)
+    caplog.set_level(logging.WARNING)
+    async with serving(app) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        await client.sio.emit("user_uttered", {"message": "hi"})
+        await asyncio.wait_for(started.wait(), 5)
+        await client.sio.disconnect()
+        finish.set()  # the turn goes on and replies to a socket that is gone
+        await asyncio.wait_for(finished.wait(), 5)
+    assert [r.getMessage() for r in caplog.records] == []
