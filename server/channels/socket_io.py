@@ -320,6 +320,14 @@ class SocketIOInput(InputChannel):
         async def disconnect(sid: str, *args: Any) -> None:
             return None
 
+        async def join(sid: str, room: str) -> bool:
+            """Puts the socket in `room`; False when it has left meanwhile (its event and
+            its disconnect came in one long-polling request: the handler runs after both)."""
+            if not sio.manager.is_connected(sid, ns or "/"):
+                return False
+            await sio.enter_room(sid, room, namespace=ns)
+            return True
+
         # `*_`: arguments after the first, which some clients send, are ignored rather than
         # failing the handler (and losing the message).
         async def session_request(sid: str, data: Any = None, *_: Any) -> None:
@@ -332,8 +340,8 @@ class SocketIOInput(InputChannel):
                 session_id = None
             if session_id is None:
                 session_id = uuid.uuid4().hex
-            if self.session_persistence:
-                await sio.enter_room(sid, session_id, namespace=ns)
+            if self.session_persistence and not await join(sid, session_id):
+                return
             await sio.emit("session_confirm", session_id, room=sid, namespace=ns)
 
         async def user_message(sid: str, data: Any = None, *_: Any) -> None:
@@ -365,7 +373,7 @@ class SocketIOInput(InputChannel):
                     # A client that sends its session id without a session_request on this
                     # socket (a backend client, a widget after a server restart) gets the
                     # replies too; knowing the id lets it request the session anyway.
-                    await sio.enter_room(sid, sender, namespace=ns)
+                    await join(sid, sender)  # a socket that left: the turn runs all the same
             else:
                 sender = sid
             text = data.get("message")

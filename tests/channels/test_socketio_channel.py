@@ -768,3 +768,33 @@ async def test_a_socket_that_leaves_mid_turn_leaves_no_error(
         finish.set()  # the turn goes on and replies to a socket that is gone
         await asyncio.wait_for(finished.wait(), 5)
     assert [r.getMessage() for r in caplog.records] == []
+
+
+@pytest.mark.parametrize("event", ["session_request", "user_uttered"])
+async def test_a_socket_that_leaves_in_the_same_request_as_its_message_leaves_no_error(
+    event: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    handled: list[str] = []
+
+    async def record(message: UserMessage) -> None:
+        handled.append(message.sender_id)
+        await echo(message)
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": {"session_persistence": True}}), record)
+    caplog.set_level(logging.WARNING)
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+        polling = "/socket.io/?EIO=4&transport=polling"
+        sid = json.loads((await http.get(polling)).text[1:])["sid"]
+        await http.post(f"{polling}&sid={sid}", content="40")
+        await http.get(f"{polling}&sid={sid}")
+        # One long-polling POST holding the event and the disconnect: the handler runs
+        # after the socket has left.
+        data = {"message": "hi", "session_id": "gone-1"}
+        packets = f"42{json.dumps([event, data])}\x1e41"
+        await http.post(f"{polling}&sid={sid}", content=packets)
+        await asyncio.sleep(0.5)
+    # Before: "Task exception was never retrieved ... ValueError: sid is not connected to
+    # requested namespace", with a traceback, and the message was not handled.
+    assert [r.getMessage() for r in caplog.records] == []
+    assert handled == (["gone-1"] if event == "user_uttered" else [])
