@@ -321,11 +321,16 @@ class SocketIOInput(InputChannel):
             return None
 
         async def join(sid: str, room: str) -> bool:
-            """Puts the socket in `room`; False when it has left meanwhile (its event and
-            its disconnect came in one long-polling request: the handler runs after both)."""
+            """Puts the socket in `room` (at once if it is there already); False when it has
+            left meanwhile (its event and its disconnect came in one long-polling request:
+            the handler runs after both), or when `room` is another socket's id, whose own
+            room python-socketio lets no other socket enter."""
             if not sio.manager.is_connected(sid, ns or "/"):
                 return False
-            await sio.enter_room(sid, room, namespace=ns)
+            try:
+                await sio.enter_room(sid, room, namespace=ns)
+            except ValueError:
+                return False
             return True
 
         # `*_`: arguments after the first, which some clients send, are ignored rather than
@@ -341,7 +346,12 @@ class SocketIOInput(InputChannel):
             if session_id is None:
                 session_id = uuid.uuid4().hex
             if self.session_persistence and not await join(sid, session_id):
-                return
+                if not sio.manager.is_connected(sid, ns or "/"):
+                    return
+                # Clients adopt the id they are confirmed, as for an id no store can hold.
+                logger.warning("socketio: a session_id that is another socket's id was replaced")
+                session_id = uuid.uuid4().hex
+                await join(sid, session_id)
             await sio.emit("session_confirm", session_id, room=sid, namespace=ns)
 
         async def user_message(sid: str, data: Any = None, *_: Any) -> None:
@@ -369,11 +379,11 @@ class SocketIOInput(InputChannel):
                     )
                     await self.get_output_channel().send_response(sid, {"text": INVALID_SESSION})
                     return
-                if sender not in sio.rooms(sid, namespace=ns):
-                    # A client that sends its session id without a session_request on this
-                    # socket (a backend client, a widget after a server restart) gets the
-                    # replies too; knowing the id lets it request the session anyway.
-                    await join(sid, sender)  # a socket that left: the turn runs all the same
+                # A client that sends its session id without a session_request on this
+                # socket (a backend client, a widget after a server restart) gets the replies
+                # too; knowing the id lets it request the session anyway. A socket that
+                # could not join (it left) has its turn run all the same.
+                await join(sid, sender)
             else:
                 sender = sid
             text = data.get("message")

@@ -798,3 +798,30 @@ async def test_a_socket_that_leaves_in_the_same_request_as_its_message_leaves_no
     # requested namespace", with a traceback, and the message was not handled.
     assert [r.getMessage() for r in caplog.records] == []
     assert handled == (["gone-1"] if event == "user_uttered" else [])
+
+
+async def test_a_session_id_that_is_another_sockets_id_is_replaced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with bot({"session_persistence": True}) as url:
+        first, second = Client(), Client()
+        await first.sio.connect(url, transports=["websocket"])
+        await second.sio.connect(url, transports=["websocket"])
+        # A widget that took its socket's id as session id (as a popular tutorial does),
+        # open in a second tab while the first is still connected.
+        taken = first.sio.get_sid()
+        caplog.set_level(logging.WARNING)
+        await second.sio.emit("session_request", {"session_id": taken})
+        # Before: python-socketio refused to put a socket in another socket's own room, the
+        # handler failed with a traceback, and no session_confirm ever came.
+        ((_, session_id),) = await second.next()
+        await second.sio.emit("user_uttered", {"message": "hi", "session_id": taken})
+        await second.sio.emit("user_uttered", {"message": "hi", "session_id": session_id})
+        replies = await second.next(2)
+        await first.sio.disconnect()
+        await second.sio.disconnect()
+    assert session_id != taken and len(session_id) == 32
+    assert replies[1] == ("bot_uttered", {"text": f"from {session_id} via socketio"})
+    assert [r.getMessage() for r in caplog.records] == [
+        "socketio: a session_id that is another socket's id was replaced"
+    ]
