@@ -32,6 +32,7 @@ from server.brokers.factory import create_event_broker
 from server.channels import InputChannel, load_channels
 from server.dialogue.agent import Agent, OutputFactory
 from server.dialogue.processor import DialogueModel, Processor
+from server.errors import InvalidConfig
 from server.models.holder import ModelHolder
 from server.models.loading import load_model, with_remote_nlu
 from server.models.source import ModelSource
@@ -230,10 +231,18 @@ def build_app(options: ServerOptions) -> FastAPI:
             "channels": channels,
         },
     )
+    mounted: dict[str, str] = {}  # path: the channel whose app is mounted there
     for channel in channels:
         app.include_router(channel.router(agent.handle_message))
         mount = channel.asgi_mount(agent.handle_message)
         if mount is not None:
             path, asgi = mount
+            first = mounted.setdefault(path, channel.name)
+            if first != channel.name:  # the first mounted would take every request
+                raise InvalidConfig(
+                    f"{options.credentials_file or 'credentials.yml'}: channels '{first}' and "
+                    f"'{channel.name}' are both served at {path}: only the first would be "
+                    "reached; give one another `socketio_path`"
+                )
             app.mount(path, asgi)
     return app

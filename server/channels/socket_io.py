@@ -320,6 +320,19 @@ class SocketIOInput(InputChannel):
         async def disconnect(sid: str, *args: Any) -> None:
             return None
 
+        async def join(sid: str, room: str) -> bool:
+            """Puts the socket in `room` (at once if it is there already); False when it has
+            left meanwhile (its event and its disconnect came in one long-polling request:
+            the handler runs after both), or when `room` is another socket's id, whose own
+            room python-socketio lets no other socket enter."""
+            if not sio.manager.is_connected(sid, ns or "/"):
+                return False
+            try:
+                await sio.enter_room(sid, room, namespace=ns)
+            except ValueError:
+                return False
+            return True
+
         # `*_`: arguments after the first, which some clients send, are ignored rather than
         # failing the handler (and losing the message).
         async def session_request(sid: str, data: Any = None, *_: Any) -> None:
@@ -332,8 +345,13 @@ class SocketIOInput(InputChannel):
                 session_id = None
             if session_id is None:
                 session_id = uuid.uuid4().hex
-            if self.session_persistence:
-                await sio.enter_room(sid, session_id, namespace=ns)
+            if self.session_persistence and not await join(sid, session_id):
+                if not sio.manager.is_connected(sid, ns or "/"):
+                    return
+                # Clients adopt the id they are confirmed, as for an id no store can hold.
+                logger.warning("socketio: a session_id that is another socket's id was replaced")
+                session_id = uuid.uuid4().hex
+                await join(sid, session_id)
             await sio.emit("session_confirm", session_id, room=sid, namespace=ns)
 
         async def user_message(sid: str, data: Any = None, *_: Any) -> None:
@@ -361,11 +379,11 @@ class SocketIOInput(InputChannel):
                     )
                     await self.get_output_channel().send_response(sid, {"text": INVALID_SESSION})
                     return
-                if sender not in sio.rooms(sid, namespace=ns):
-                    # A client that sends its session id without a session_request on this
-                    # socket (a backend client, a widget after a server restart) gets the
-                    # replies too; knowing the id lets it request the session anyway.
-                    await sio.enter_room(sid, sender, namespace=ns)
+                # A client that sends its session id without a session_request on this
+                # socket (a backend client, a widget after a server restart) gets the replies
+                # too; knowing the id lets it request the session anyway. A socket that
+                # could not join (it left) has its turn run all the same.
+                await join(sid, sender)
             else:
                 sender = sid
             text = data.get("message")

@@ -68,6 +68,13 @@ class MyRest(HelloChannel):
 
 class OtherRest(HelloChannel):
     name = "rest"
+
+
+from server.channels.socket_io import SocketIOInput
+
+
+class MySocketIO(SocketIOInput):
+    name = "my_socketio"
 """
 
 
@@ -286,6 +293,31 @@ def test_two_channels_of_one_name_stop_startup_saying_so(custom_module: str, fir
         "'rest' (served at /webhooks/rest/): only one could be reached; give one of them "
         "another `name`"
     )
+
+
+def test_two_socket_io_channels_at_one_path_stop_startup_saying_so(
+    custom_module: str, tmp_path: Path
+) -> None:
+    from server.api.server import ServerOptions, build_app
+
+    def start(mine: dict[str, str] | None) -> None:
+        credentials = {"socketio": None, f"{custom_module}.MySocketIO": mine}
+        stores = {"tracker_store": {"type": "in_memory"}}
+        build_app(
+            ServerOptions(
+                model_path=None, endpoints=stores, credentials=credentials, models_dir=tmp_path
+            )
+        )
+
+    # Before: both started; the first took every connection at /socket.io, and the other
+    # (its events, its bot_message_evt) was never reached.
+    with pytest.raises(InvalidConfig) as refused:
+        start(None)
+    assert str(refused.value) == (
+        "credentials.yml: channels 'socketio' and 'my_socketio' are both served at "
+        "/socket.io: only the first would be reached; give one another `socketio_path`"
+    )
+    start({"socketio_path": "/mine.io"})
 
 
 def test_a_rocketchat_webhook_without_a_token_is_warned_about(

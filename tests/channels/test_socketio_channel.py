@@ -726,3 +726,102 @@ async def test_a_message_while_no_model_is_loaded_is_answered_send_it_again(
     lines = [(r.levelname, r.getMessage()) for r in caplog.records if "socketio:" in r.getMessage()]
     assert [level for level, _ in lines] == ["WARNING"], lines
     assert "no model is loaded" in lines[0][1]
+
+
+async def test_many_messages_fast_on_one_session_are_handled_and_answered_in_order(
+    concertbot_model: Path,
+    action_servers,  # noqa: ANN001
+) -> None:
+    said = ["hi", "bye", "thanks", "hello", "goodbye", "thank you"] * 2
+    url = action_servers["concertbot"].url
+    async with session_on_concertbot(concertbot_model, url, "fast-1") as (client, bot_url):
+        for text in said:  # without waiting for any reply
+            await client.sio.emit("user_uttered", {"message": text, "session_id": "fast-1"})
+        replies = [data["text"] for _, data in await client.next(len(said))]
+        async with httpx.AsyncClient(base_url=bot_url) as http:
+            events = (await http.get("/conversations/fast-1/tracker")).json()["events"]
+    greet, bye, welcome = "Hey there!", "Goodbye :(", "You're very welcome."
+    assert replies == [greet, bye, welcome] * 4
+    assert [e["text"] for e in events if e["event"] == "user"] == said
+
+
+async def test_a_socket_that_leaves_mid_turn_leaves_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started, finish, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow(message: UserMessage) -> None:
+        started.set()
+        await finish.wait()
+        await echo(message)
+        finished.set()
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": None}), slow)
+    caplog.set_level(logging.WARNING)
+    async with serving(app) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        await client.sio.emit("user_uttered", {"message": "hi"})
+        await asyncio.wait_for(started.wait(), 5)
+        await client.sio.disconnect()
+        finish.set()  # the turn goes on and replies to a socket that is gone
+        await asyncio.wait_for(finished.wait(), 5)
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+@pytest.mark.parametrize("event", ["session_request", "user_uttered"])
+async def test_a_socket_that_leaves_in_the_same_request_as_its_message_leaves_no_error(
+    event: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    handled: list[str] = []
+
+    async def record(message: UserMessage) -> None:
+        handled.append(message.sender_id)
+        await echo(message)
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": {"session_persistence": True}}), record)
+    caplog.set_level(logging.WARNING)
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+        polling = "/socket.io/?EIO=4&transport=polling"
+        sid = json.loads((await http.get(polling)).text[1:])["sid"]
+        await http.post(f"{polling}&sid={sid}", content="40")
+        await http.get(f"{polling}&sid={sid}")
+        # One long-polling POST holding the event and the disconnect: the handler runs
+        # after the socket has left.
+        data = {"message": "hi", "session_id": "gone-1"}
+        packets = f"42{json.dumps([event, data])}\x1e41"
+        await http.post(f"{polling}&sid={sid}", content=packets)
+        await asyncio.sleep(0.5)
+    # Before: "Task exception was never retrieved ... ValueError: sid is not connected to
+    # requested namespace", with a traceback, and the message was not handled.
+    assert [r.getMessage() for r in caplog.records] == []
+    assert handled == (["gone-1"] if event == "user_uttered" else [])
+
+
+async def test_a_session_id_that_is_another_sockets_id_is_replaced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with bot({"session_persistence": True}) as url:
+        first, second = Client(), Client()
+        await first.sio.connect(url, transports=["websocket"])
+        await second.sio.connect(url, transports=["websocket"])
+        # A widget that took its socket's id as session id (as a popular tutorial does),
+        # open in a second tab while the first is still connected.
+        taken = first.sio.get_sid()
+        caplog.set_level(logging.WARNING)
+        await second.sio.emit("session_request", {"session_id": taken})
+        # Before: python-socketio refused to put a socket in another socket's own room, the
+        # handler failed with a traceback, and no session_confirm ever came.
+        ((_, session_id),) = await second.next()
+        await second.sio.emit("user_uttered", {"message": "hi", "session_id": taken})
+        await second.sio.emit("user_uttered", {"message": "hi", "session_id": session_id})
+        replies = await second.next(2)
+        await first.sio.disconnect()
+        await second.sio.disconnect()
+    assert session_id != taken and len(session_id) == 32
+    assert replies[1] == ("bot_uttered", {"text": f"from {session_id} via socketio"})
+    assert [r.getMessage() for r in caplog.records] == [
+        "socketio: a session_id that is another socket's id was replaced"
+    ]
