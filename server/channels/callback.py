@@ -13,7 +13,7 @@ import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
-from server.channels import settings
+from server import setting_values as settings
 from server.channels.channel import InputChannel, OnNewMessage, health_router, log_failed_turn
 from server.channels.rest import message_from_rest_body, read_json_object
 from server.dialogue.http_endpoint import HttpEndpoint

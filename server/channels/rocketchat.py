@@ -15,8 +15,8 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
+from server import setting_values as settings
 from server.auth.refusals import RefusalLog
-from server.channels import settings
 from server.channels.channel import (
     InputChannel,
     OnNewMessage,

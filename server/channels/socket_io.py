@@ -17,12 +17,12 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server import setting_values as settings
 from server.api.errors import BUSY_CONVERSATIONS
 from server.api.shutdown import at_stop
 from server.api.worker_files import serve_privately, worker_route
 from server.auth.config import SUPPORTED_JWT_METHODS, prepared_key
 from server.auth.refusals import RefusalLog
-from server.channels import settings
 from server.channels.channel import (
     InputChannel,
     OnNewMessage,

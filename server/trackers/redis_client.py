@@ -13,8 +13,9 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from server.errors import InvalidConfig, StoreFailed, StoreUnavailable
+from server.errors import StoreFailed, StoreUnavailable
 from server.outages import OUTAGES
+from server.setting_values import flag
 from server.trackers.sql_engine import dead_connection_timeout
 from server.trackers.tcp_keepalive import tcp_options
 
@@ -77,21 +78,10 @@ def create_client(config: dict[str, Any], default_db: int, subscriber: bool = Fa
     )
 
 
-# `use_ssl` as text, which `${VAR}` makes it.
-_SSL_WORDS = {"true": True, "yes": True, "on": True, "1": True}
-_SSL_WORDS.update(dict.fromkeys(("false", "no", "off", "0", ""), False))
-
-
 def _use_ssl(config: dict[str, Any]) -> bool:
     """`use_ssl`, also as text: `use_ssl: ${REDIS_TLS}` with REDIS_TLS=false is off (before,
     any text turned TLS on, as in Rasa, and every connection to a plain Redis failed)."""
-    value = config.get("use_ssl", False)
-    if not isinstance(value, str):
-        return bool(value)
-    word = value.strip().lower()
-    if word not in _SSL_WORDS:
-        raise InvalidConfig(f"'use_ssl' must be true or false, not '{value}'")
-    return _SSL_WORDS[word]
+    return flag(config, "use_ssl")
 
 
 def key_prefix(config: dict[str, Any], kind: str) -> str:

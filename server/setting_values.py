@@ -1,4 +1,4 @@
-"""Reading one channel's credentials.yml settings: typed keys, errors that name the key.
+"""Typed values of one endpoints.yml or credentials.yml section: errors that name the key.
 
 `${VAR}` substitution makes every substituted value a string, so flags and numbers are
 read from strings too (`session_persistence: ${PERSIST}` with PERSIST=false is off).
@@ -27,12 +27,15 @@ def text(settings: dict[str, Any], key: str, default: str | None = None) -> str 
 
 
 def flag(settings: dict[str, Any], key: str, default: bool = False) -> bool:
-    """A true/false setting: a YAML boolean, or true/false/yes/no/on/off/1/0 as a string."""
+    """A true/false setting: a YAML boolean, 1 or 0, or true/false/yes/no/on/off/1/0 as a
+    string."""
     value = settings.get(key)
     if value is None:
         return default
     if isinstance(value, bool):
         return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise InvalidConfig(f"'{key}' must be true or false, not {_shown(value)}{_quoted_var(value)}")
