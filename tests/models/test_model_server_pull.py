@@ -576,6 +576,36 @@ async def test_a_model_server_serving_a_broken_model_is_reported_once(
     assert "keeping no model" in lines[0][1]
 
 
+@pytest.mark.parametrize("mode", ["corrupt", "no-etag"])
+async def test_a_refused_model_served_again_is_not_unpacked_again(
+    mode, model_server, holder, client, archive_factory, caplog
+):
+    """Before, every pull downloaded and unpacked the refused model once more (a Rasa model
+    of a gigabyte every 100 s, or a 1 MB archive unpacking to 1 GiB), though the same bytes
+    meet the same refusal. Now an ETag seen refused is not downloaded, and a body without
+    one is recognised by its sha256 before it is unpacked."""
+    poller = await poller_with_model(model_server, holder, client, archive_factory)
+    model_server.behaviour.mode = mode
+    model_server.behaviour.etag = '"broken"'
+    model_server.behaviour.body = b"\x1f\x8b garbage, not a model"
+    caplog.clear()
+    assert await poller.pull_once() is False
+    refused_at = holder.last_error_at
+
+    for _ in range(3):
+        assert await poller.pull_once() is False
+
+    assert holder.last_error_at == refused_at  # no second attempt to unpack it
+    assert holder.current.answer() == "one"
+    assert "corrupt" in (poller.last_error or "")
+    assert [level for level, _ in model_log_lines(caplog)] == ["WARNING"]
+    # A new model loads as ever.
+    model_server.behaviour.mode, model_server.behaviour.etag = "serve", '"v2"'
+    model_server.behaviour.body = archive_factory("two").read_bytes()
+    assert await poller.pull_once() is True
+    assert holder.current.answer() == "two" and poller.last_error is None
+
+
 async def test_a_broken_startup_model_is_reported_once(holder, tmp_path: Path, caplog):
     broken = tmp_path / "broken.tar.gz"
     broken.write_bytes(b"not a model")
