@@ -37,13 +37,18 @@ async def download_model(
 ) -> Path:
     """Download `model_name` from `storage` into a new temp dir; return the file's path.
 
-    The caller removes `path.parent` when done. The file has a fixed name: an object key
-    may hold what no file name can (more than 255 bytes in a part, a NUL).
+    The caller removes `path.parent` when done. The file is named as the key's last part,
+    which errors then name, unless no file name can hold it (more than 255 bytes, a NUL).
     """
     downloader = _downloader(storage)
     key = object_name(model_name)
+    try:
+        key.encode("utf-8")  # what every storage's keys are
+    except UnicodeEncodeError:  # a lone surrogate: a JSON escape, or argv bytes not UTF-8
+        raise InvalidConfig(f"Remote model name {model_name!r} is not UTF-8 text") from None
     directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-remote-"))
-    target = directory / "model.tar.gz"
+    name = model_file_name(model_name)
+    target = directory / (name if _fits_a_file_name(name) else "model.tar.gz")
     try:
         await asyncio.to_thread(downloader, key, target, max_bytes)
     except BaseException as exc:
@@ -52,6 +57,14 @@ async def download_model(
             raise ModelStorageFull(f"no space left on the server to download '{key}'") from exc
         raise
     return target
+
+
+def _fits_a_file_name(name: str) -> bool:
+    try:
+        encoded = os.fsencode(name)
+    except UnicodeEncodeError:  # a lone surrogate from a JSON body's escape
+        return False
+    return b"\x00" not in encoded and len(encoded) <= 255
 
 
 def _downloader(storage: str) -> Callable[[str, Path, int], None]:

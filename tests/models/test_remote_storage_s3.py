@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bench.tcp_proxy import free_port
-from server.errors import InvalidConfig, ModelNotFound, ModelStorageFull
+from server.errors import CorruptArchive, InvalidConfig, ModelNotFound, ModelStorageFull
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import download_model, object_name
 from tests.small_disk import temp_files_on_a_small_disk
@@ -85,6 +85,25 @@ async def test_odd_object_keys_load(
 
     assert info.model_file == model_file
     assert holder.current is not None and holder.current.answer() == "odd"
+
+
+async def test_a_broken_object_is_named_by_its_key(s3_env, loader) -> None:
+    # Before, every remote model was 'model.tar.gz' in the error, in /status and in the log,
+    # whatever the key: `Model archive 'model.tar.gz' is corrupt` for prod/broken.
+    s3_env.put_object(Bucket="models-bucket", Key="prod/broken.tar.gz", Body=b"<html>")
+    holder = ModelHolder(loader)
+
+    with pytest.raises(CorruptArchive, match="Model archive 'broken.tar.gz' is corrupt"):
+        await ModelSource(holder).load_from_remote_storage("aws", "prod/broken")
+
+    assert (holder.last_error or "").startswith("broken.tar.gz: ")
+
+
+@pytest.mark.parametrize("name", ["\ud800x", "prod/\udcffx"], ids=["json-escape", "argv-bytes"])
+async def test_a_name_that_is_not_utf8_is_a_configuration_error(s3_env, name: str) -> None:
+    # Before: a raw UnicodeEncodeError, a 500 from PUT /model and a traceback at startup.
+    with pytest.raises(InvalidConfig, match="is not UTF-8 text"):
+        await download_model("aws", name)
 
 
 async def test_missing_object_is_model_not_found(s3_env):
