@@ -106,6 +106,18 @@ async def test_a_name_that_is_not_utf8_is_a_configuration_error(s3_env, name: st
         await download_model("aws", name)
 
 
+async def test_a_failed_download_at_startup_shows_in_the_status(s3_env, loader) -> None:
+    # Before, /status answered 409 with empty details: the reason was only in the log.
+    holder = ModelHolder(loader)
+
+    assert await ModelSource(holder).load_initial("prod/nope", remote_storage="aws") is None
+
+    assert (
+        holder.last_error == "nope.tar.gz: No model 'prod/nope.tar.gz' in S3 bucket 'models-bucket'"
+    )
+    assert holder.last_error_at is not None
+
+
 async def test_missing_object_is_model_not_found(s3_env):
     with pytest.raises(ModelNotFound, match="nothing.tar.gz"):
         await download_model("aws", "nothing")
