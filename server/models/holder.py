@@ -231,7 +231,10 @@ class ModelHolder(Generic[T]):
         failure before the archive reached the holder (a remote download)."""
         # Not logged here: the caller reports it once, as what it was doing (startup, a
         # pull it may have reported already, a PUT /model answered with the error).
-        self.last_error = f"{name}: {exc}"
+        # A name from argv or a JSON escape may hold lone surrogates, which no JSON body
+        # can carry: /status would fail on them. Escaped, they show what was given.
+        error = f"{name}: {exc}"
+        self.last_error = error.encode("utf-8", "backslashreplace").decode("utf-8")
         self.last_error_at = datetime.now(UTC)
 
     # ---------------------------------------------------------------------------- training

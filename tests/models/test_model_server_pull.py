@@ -28,7 +28,7 @@ from server.api.app import create_app
 from server.api.model import apply_model_request
 from server.api.settings import ApiSettings
 from server.api.status import status_router
-from server.errors import ModelStorageFull, ModelSuperseded
+from server.errors import CorruptArchive, ModelStorageFull, ModelSuperseded
 from server.models import ArchiveLimits, ModelHolder, ModelSource
 from server.models.model_server import ModelServerConfig, ModelServerPoller
 from tests.loop_lag import paced
@@ -496,6 +496,19 @@ async def test_failed_load_keeps_model_and_records_error(holder, archive_factory
 
     assert holder.current.answer() == "one"
     assert "broken.tar.gz" in holder.last_error
+
+
+async def test_a_failed_load_of_a_name_that_is_not_utf8_can_be_shown(holder, tmp_path: Path):
+    # `-m` bytes that are not UTF-8 arrive as lone surrogates; kept as they were, they made
+    # GET /status fail with a 500 (UnicodeEncodeError rendering last_load_error).
+    broken = tmp_path / "\udcff.tar.gz"
+    broken.write_bytes(b"not a model")
+
+    with pytest.raises(CorruptArchive):
+        await holder.load_archive(broken)
+
+    assert (holder.last_error or "").startswith("\\udcff.tar.gz: ")
+    (holder.last_error or "").encode("utf-8")
 
 
 async def test_loader_failure_keeps_model(archive_factory):

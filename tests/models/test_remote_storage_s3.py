@@ -13,6 +13,7 @@ from bench.tcp_proxy import free_port
 from server.errors import CorruptArchive, InvalidConfig, ModelNotFound, ModelStorageFull
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import download_model, object_name
+from tests.models.conftest import greeting_loader
 from tests.small_disk import temp_files_on_a_small_disk
 
 boto3 = pytest.importorskip("boto3")
@@ -104,6 +105,11 @@ async def test_a_name_that_is_not_utf8_is_a_configuration_error(s3_env, name: st
     # Before: a raw UnicodeEncodeError, a 500 from PUT /model and a traceback at startup.
     with pytest.raises(InvalidConfig, match="is not UTF-8 text"):
         await download_model("aws", name)
+    holder = ModelHolder(greeting_loader)
+    assert await ModelSource(holder).load_initial(name, remote_storage="aws") is None
+    # /status sends it as JSON: it must be text UTF-8 can carry (a 500 otherwise).
+    assert "is not UTF-8 text" in (holder.last_error or "")
+    (holder.last_error or "").encode("utf-8")
 
 
 async def test_a_failed_download_at_startup_shows_in_the_status(s3_env, loader) -> None:
