@@ -55,6 +55,12 @@ async def download_model(
         await asyncio.to_thread(shutil.rmtree, directory, True)
         if is_disk_full(exc):  # the server's problem, not the model's
             raise ModelStorageFull(f"no space left on the server to download '{key}'") from exc
+        if isinstance(exc, ModelNotFound) and (model_name == "models" or key.endswith("/.tar.gz")):
+            # Rasa's default -m, or a prefix: the storage holds models, but under other keys.
+            raise ModelNotFound(
+                f"{exc}. -m names one object, its key with '.tar.gz' added if missing (without "
+                "-m, 'models', as in Rasa); a prefix is not searched: give -m prod/my-model"
+            ) from exc
         raise
     return target
 

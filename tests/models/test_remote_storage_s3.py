@@ -129,6 +129,14 @@ async def test_missing_object_is_model_not_found(s3_env):
         await download_model("aws", "nothing")
 
 
+@pytest.mark.parametrize("name", ["models", "prod/"], ids=["rasa-default", "prefix"])
+async def test_a_missing_default_or_prefix_says_what_m_names(s3_env, name: str) -> None:
+    # Before: only "No model 'models.tar.gz' in S3 bucket ...", for a user who gave no -m
+    # or gave the folder that holds the models.
+    with pytest.raises(ModelNotFound, match="-m names one object, its key"):
+        await download_model("aws", name)
+
+
 async def test_download_goes_to_a_private_temp_dir(s3_env, archive_factory):
     s3_env.put_object(Bucket="models-bucket", Key="a.tar.gz", Body=b"bytes")
     path = await download_model("aws", "a.tar.gz")
