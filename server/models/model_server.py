@@ -233,8 +233,10 @@ class ModelServerPoller:
                 )
         except httpx.TimeoutException as exc:
             raise self._timed_out() from exc
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
             raise _PullFailed(f"cannot reach model server {config.url}: {exc!r}") from exc
+        except httpx.HTTPError as exc:  # reached: it answered what is not HTTP, or cut it short
+            raise _PullFailed(f"model server {config.url} broke off the exchange: {exc!r}") from exc
         except OSError as exc:
             if not is_disk_full(exc):
                 raise

@@ -41,7 +41,8 @@ class Behaviour:
     """What the model server does next; tests change it between pulls."""
 
     # serve | no-etag | 204 | 304 | 404 | 500 | slow | drip | corrupt | huge (Content-Length
-    # far beyond the body, which then stalls) | unsized (no Content-Length) | redirect |
+    # far beyond the body, which then stalls) | truncated (Content-Length beyond the body,
+    # then the connection closes) | unsized (no Content-Length) | redirect |
     # ignore-inm (200 whatever If-None-Match says)
     mode: str = "serve"
     body: bytes = b""
@@ -85,7 +86,7 @@ class ModelServer:
                 if mode == "gzip-encoded":  # the body given is gzip-compressed already
                     self.send_header("Content-Encoding", "gzip")
                 self.send_header("filename", "served-model.tar.gz")
-                declared = 10**12 if mode == "huge" else len(body)
+                declared = {"huge": 10**12, "truncated": len(body) + 1000}.get(mode, len(body))
                 if mode != "unsized":
                     self.send_header("Content-Length", str(declared))
                 self.end_headers()
@@ -299,6 +300,20 @@ async def test_a_body_that_is_not_an_archive_is_refused_at_its_first_bytes(
     assert error.startswith(f"model server {model_server.url} answered 200 with a body that")
     assert "not a model archive" in error and start in error and "check models.url" in error
     assert [level for level, _ in model_log_lines(caplog)] == ["WARNING"]
+
+
+async def test_a_body_cut_short_is_reported_as_such(model_server, holder, client, archive_factory):
+    # Before: "cannot reach model server", of a server that answered and sent the body.
+    poller = await poller_with_model(model_server, holder, client, archive_factory)
+    model_server.behaviour.mode, model_server.behaviour.etag = "truncated", '"v2"'
+    model_server.behaviour.body = archive_factory("two").read_bytes()
+
+    assert await poller.pull_once() is False
+
+    assert holder.current.answer() == "one"
+    error = poller.last_error or ""
+    assert error.startswith(f"model server {model_server.url} broke off the exchange: ")
+    assert "without sending complete message body" in error
 
 
 async def test_a_redirect_is_reported_as_such_and_not_followed(
