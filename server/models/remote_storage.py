@@ -164,6 +164,7 @@ def _download_aws(key: str, target: Path, max_bytes: int) -> None:
 
 def _download_gcs(key: str, target: Path, max_bytes: int) -> None:
     try:
+        import requests  # google-cloud-storage's transport
         from google.api_core import exceptions as gexc
         from google.auth.exceptions import GoogleAuthError
         from google.cloud import storage
@@ -187,6 +188,13 @@ def _download_gcs(key: str, target: Path, max_bytes: int) -> None:
         raise ModelError(f"Cannot download '{key}' from GCS '{bucket_name}': {exc}") from exc
     except GoogleAuthError as exc:  # no credentials, or unusable ones
         raise InvalidConfig(f"Remote storage 'gcs' cannot authenticate: {exc}") from None
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
+        # Only an emulator's address can make the client's URLs unusable.
+        host = os.environ.get("STORAGE_EMULATOR_HOST")
+        raise InvalidConfig(
+            f"STORAGE_EMULATOR_HOST {host!r} is not usable ({exc}): give the emulator's "
+            "http URL, such as http://127.0.0.1:9023"
+        ) from None
 
 
 def _download_azure(key: str, target: Path, max_bytes: int) -> None:
