@@ -152,13 +152,13 @@ class ModelHolder(Generic[T]):
             except Exception as exc:
                 if is_disk_full(exc):  # the server's problem, whatever was writing
                     full = ModelStorageFull(f"no space left on the server to extract {path.name}")
-                    self._record_error(path.name, full)
+                    self.record_failure(path.name, full)
                     raise full from exc
                 if isinstance(exc, OutdatedModel):  # say which model it was
                     outdated = OutdatedModel(f"Could not load model '{path.name}': {exc}")
-                    self._record_error(path.name, outdated)
+                    self.record_failure(path.name, outdated)
                     raise outdated from exc
-                self._record_error(path.name, exc)
+                self.record_failure(path.name, exc)
                 if isinstance(exc, ModelError) and type(exc) is not ModelError:
                     raise  # a kind of its own (unsafe, corrupt, unsupported...), named already
                 # A component that cannot load its state: say which model it was.
@@ -226,10 +226,15 @@ class ModelHolder(Generic[T]):
         )
         return LoadedModel(model=model, info=info)
 
-    def _record_error(self, name: str, exc: BaseException) -> None:
+    def record_failure(self, name: str, exc: BaseException) -> None:
+        """Keep why loading `name` failed, for /status (`last_load_error`); also for a
+        failure before the archive reached the holder (a remote download)."""
         # Not logged here: the caller reports it once, as what it was doing (startup, a
         # pull it may have reported already, a PUT /model answered with the error).
-        self.last_error = f"{name}: {exc}"
+        # A name from argv or a JSON escape may hold lone surrogates, which no JSON body
+        # can carry: /status would fail on them. Escaped, they show what was given.
+        error = f"{name}: {exc}"
+        self.last_error = error.encode("utf-8", "backslashreplace").decode("utf-8")
         self.last_error_at = datetime.now(UTC)
 
     # ---------------------------------------------------------------------------- training

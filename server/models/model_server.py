@@ -20,7 +20,16 @@ from typing import Any
 
 import httpx
 
-from server.errors import InvalidConfig, ModelError, ModelStorageFull, ModelSuperseded
+from server.errors import (
+    CorruptArchive,
+    InvalidConfig,
+    ModelError,
+    ModelStorageFull,
+    ModelSuperseded,
+    SignatureError,
+    UnsafeArchive,
+    UnsupportedModel,
+)
 from server.http_clients import async_client
 from server.models.holder import ModelHolder, is_disk_full
 
@@ -134,6 +143,9 @@ class ModelServerPoller:
         self.last_error_at: datetime | None = None
         self.failing_since: datetime | None = None
         self.disk_full = False  # the latest pull failed for want of disk space (the server's)
+        # The fingerprint (ETag or sha256) of the latest model refused for its bytes, and
+        # why: served again, it is not downloaded (with an ETag) or unpacked (without) again.
+        self._refused: tuple[str, str] | None = None
 
     async def pull_once(self) -> bool:
         """One exchange with the model server; True when a new model was loaded."""
@@ -144,6 +156,9 @@ class ModelServerPoller:
             download = await self._download()
         except _NoChange:
             self._clear_error()
+            return False
+        except _StillRefused as exc:
+            self._note_error(str(exc))  # as when it was refused (a repeat: at debug)
             return False
         except _PullFailed as exc:
             self._note_error(str(exc))
@@ -160,6 +175,8 @@ class ModelServerPoller:
         except ModelError as exc:
             self._note_error(f"the model from {self.config.url} failed to load: {exc}")
             self.disk_full = isinstance(exc, ModelStorageFull)
+            if isinstance(exc, _REFUSED_FOR_ITS_BYTES):
+                self._refused = (fingerprint, self.last_error or "")
             return False
         finally:
             await asyncio.to_thread(shutil.rmtree, path.parent, True)
@@ -209,14 +226,17 @@ class ModelServerPoller:
                     # A server that ignores If-None-Match: its ETag says the model is ours.
                     logger.debug("Model server %s sent the loaded model again", config.url)
                     raise _NoChange()
+                self._check_not_refused(etag)
                 filename = _safe_filename(response.headers.get("filename"))
                 path, digest = await _save_body(
                     response, filename, max_bytes, too_large, config.url
                 )
         except httpx.TimeoutException as exc:
             raise self._timed_out() from exc
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
             raise _PullFailed(f"cannot reach model server {config.url}: {exc!r}") from exc
+        except httpx.HTTPError as exc:  # reached: it answered what is not HTTP, or cut it short
+            raise _PullFailed(f"model server {config.url} broke off the exchange: {exc!r}") from exc
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
@@ -228,7 +248,17 @@ class ModelServerPoller:
             # A server that ignores If-None-Match and sends no ETag: same bytes, no reload.
             await asyncio.to_thread(shutil.rmtree, path.parent, True)
             raise _NoChange()
+        if etag is None:
+            try:
+                self._check_not_refused(digest)
+            except _StillRefused:
+                await asyncio.to_thread(shutil.rmtree, path.parent, True)
+                raise
         return path, etag if etag is not None else digest, filename
+
+    def _check_not_refused(self, fingerprint: str | None) -> None:
+        if self._refused is not None and fingerprint == self._refused[0]:
+            raise _StillRefused(self._refused[1])
 
     def _give_way(self) -> None:
         if not self.superseded:
@@ -337,6 +367,15 @@ def _check_status(response: httpx.Response, url: str, has_model: bool) -> None:
 
 class _NoChange(Exception):
     pass
+
+
+class _StillRefused(Exception):
+    """The model server serves the model refused last time: the same bytes, the same refusal."""
+
+
+# Refusals the archive's bytes decide (OutdatedModel is an UnsupportedModel): the same bytes
+# meet them again. A full disk, or a loader short of memory, may pass another time.
+_REFUSED_FOR_ITS_BYTES = (UnsafeArchive, CorruptArchive, UnsupportedModel, SignatureError)
 
 
 class _PullFailed(Exception):

@@ -37,21 +37,40 @@ async def download_model(
 ) -> Path:
     """Download `model_name` from `storage` into a new temp dir; return the file's path.
 
-    The caller removes `path.parent` when done. The file has a fixed name: an object key
-    may hold what no file name can (more than 255 bytes in a part, a NUL).
+    The caller removes `path.parent` when done. The file is named as the key's last part,
+    which errors then name, unless no file name can hold it (more than 255 bytes, a NUL).
     """
     downloader = _downloader(storage)
     key = object_name(model_name)
+    try:
+        key.encode("utf-8")  # what every storage's keys are
+    except UnicodeEncodeError:  # a lone surrogate: a JSON escape, or argv bytes not UTF-8
+        raise InvalidConfig(f"Remote model name {model_name!r} is not UTF-8 text") from None
     directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-remote-"))
-    target = directory / "model.tar.gz"
+    name = model_file_name(model_name)
+    target = directory / (name if _fits_a_file_name(name) else "model.tar.gz")
     try:
         await asyncio.to_thread(downloader, key, target, max_bytes)
     except BaseException as exc:
         await asyncio.to_thread(shutil.rmtree, directory, True)
         if is_disk_full(exc):  # the server's problem, not the model's
             raise ModelStorageFull(f"no space left on the server to download '{key}'") from exc
+        if isinstance(exc, ModelNotFound) and (model_name == "models" or key.endswith("/.tar.gz")):
+            # Rasa's default -m, or a prefix: the storage holds models, but under other keys.
+            raise ModelNotFound(
+                f"{exc}. -m names one object, its key with '.tar.gz' added if missing (without "
+                "-m, 'models', as in Rasa); a prefix is not searched: give -m prod/my-model"
+            ) from exc
         raise
     return target
+
+
+def _fits_a_file_name(name: str) -> bool:
+    try:
+        encoded = os.fsencode(name)
+    except UnicodeEncodeError:  # a lone surrogate from a JSON body's escape
+        return False
+    return b"\x00" not in encoded and len(encoded) <= 255
 
 
 def _downloader(storage: str) -> Callable[[str, Path, int], None]:
@@ -145,6 +164,7 @@ def _download_aws(key: str, target: Path, max_bytes: int) -> None:
 
 def _download_gcs(key: str, target: Path, max_bytes: int) -> None:
     try:
+        import requests  # google-cloud-storage's transport
         from google.api_core import exceptions as gexc
         from google.auth.exceptions import GoogleAuthError
         from google.cloud import storage
@@ -168,6 +188,13 @@ def _download_gcs(key: str, target: Path, max_bytes: int) -> None:
         raise ModelError(f"Cannot download '{key}' from GCS '{bucket_name}': {exc}") from exc
     except GoogleAuthError as exc:  # no credentials, or unusable ones
         raise InvalidConfig(f"Remote storage 'gcs' cannot authenticate: {exc}") from None
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
+        # Only an emulator's address can make the client's URLs unusable.
+        host = os.environ.get("STORAGE_EMULATOR_HOST")
+        raise InvalidConfig(
+            f"STORAGE_EMULATOR_HOST {host!r} is not usable ({exc}): give the emulator's "
+            "http URL, such as http://127.0.0.1:9023"
+        ) from None
 
 
 def _download_azure(key: str, target: Path, max_bytes: int) -> None:

@@ -58,7 +58,11 @@ class ModelSource:
 
     async def load_from_remote_storage(self, storage: str, model_name: str) -> ModelInfo:
         ticket = self.holder.ticket()
-        path = await download_model(storage, model_name, self.holder.limits.max_total_bytes)
+        try:
+            path = await download_model(storage, model_name, self.holder.limits.max_total_bytes)
+        except BotServerError as exc:  # shown in /status as a failed load would be
+            self.holder.record_failure(model_file_name(model_name), exc)
+            raise
         try:
             return await self.holder.load_archive(
                 path,

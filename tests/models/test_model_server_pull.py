@@ -28,7 +28,7 @@ from server.api.app import create_app
 from server.api.model import apply_model_request
 from server.api.settings import ApiSettings
 from server.api.status import status_router
-from server.errors import ModelStorageFull, ModelSuperseded
+from server.errors import CorruptArchive, ModelStorageFull, ModelSuperseded
 from server.models import ArchiveLimits, ModelHolder, ModelSource
 from server.models.model_server import ModelServerConfig, ModelServerPoller
 from tests.loop_lag import paced
@@ -41,7 +41,8 @@ class Behaviour:
     """What the model server does next; tests change it between pulls."""
 
     # serve | no-etag | 204 | 304 | 404 | 500 | slow | drip | corrupt | huge (Content-Length
-    # far beyond the body, which then stalls) | unsized (no Content-Length) | redirect |
+    # far beyond the body, which then stalls) | truncated (Content-Length beyond the body,
+    # then the connection closes) | unsized (no Content-Length) | redirect |
     # ignore-inm (200 whatever If-None-Match says)
     mode: str = "serve"
     body: bytes = b""
@@ -85,7 +86,7 @@ class ModelServer:
                 if mode == "gzip-encoded":  # the body given is gzip-compressed already
                     self.send_header("Content-Encoding", "gzip")
                 self.send_header("filename", "served-model.tar.gz")
-                declared = 10**12 if mode == "huge" else len(body)
+                declared = {"huge": 10**12, "truncated": len(body) + 1000}.get(mode, len(body))
                 if mode != "unsized":
                     self.send_header("Content-Length", str(declared))
                 self.end_headers()
@@ -301,6 +302,20 @@ async def test_a_body_that_is_not_an_archive_is_refused_at_its_first_bytes(
     assert [level for level, _ in model_log_lines(caplog)] == ["WARNING"]
 
 
+async def test_a_body_cut_short_is_reported_as_such(model_server, holder, client, archive_factory):
+    # Before: "cannot reach model server", of a server that answered and sent the body.
+    poller = await poller_with_model(model_server, holder, client, archive_factory)
+    model_server.behaviour.mode, model_server.behaviour.etag = "truncated", '"v2"'
+    model_server.behaviour.body = archive_factory("two").read_bytes()
+
+    assert await poller.pull_once() is False
+
+    assert holder.current.answer() == "one"
+    error = poller.last_error or ""
+    assert error.startswith(f"model server {model_server.url} broke off the exchange: ")
+    assert "without sending complete message body" in error
+
+
 async def test_a_redirect_is_reported_as_such_and_not_followed(
     model_server, holder, client, archive_factory
 ):
@@ -498,6 +513,19 @@ async def test_failed_load_keeps_model_and_records_error(holder, archive_factory
     assert "broken.tar.gz" in holder.last_error
 
 
+async def test_a_failed_load_of_a_name_that_is_not_utf8_can_be_shown(holder, tmp_path: Path):
+    # `-m` bytes that are not UTF-8 arrive as lone surrogates; kept as they were, they made
+    # GET /status fail with a 500 (UnicodeEncodeError rendering last_load_error).
+    broken = tmp_path / "\udcff.tar.gz"
+    broken.write_bytes(b"not a model")
+
+    with pytest.raises(CorruptArchive):
+        await holder.load_archive(broken)
+
+    assert (holder.last_error or "").startswith("\\udcff.tar.gz: ")
+    (holder.last_error or "").encode("utf-8")
+
+
 async def test_loader_failure_keeps_model(archive_factory):
     calls = 0
 
@@ -574,6 +602,36 @@ async def test_a_model_server_serving_a_broken_model_is_reported_once(
     assert [level for level, _ in lines] == ["WARNING"]
     assert "failed to load" in lines[0][1] and "corrupt" in lines[0][1]
     assert "keeping no model" in lines[0][1]
+
+
+@pytest.mark.parametrize("mode", ["corrupt", "no-etag"])
+async def test_a_refused_model_served_again_is_not_unpacked_again(
+    mode, model_server, holder, client, archive_factory, caplog
+):
+    """Before, every pull downloaded and unpacked the refused model once more (a Rasa model
+    of a gigabyte every 100 s, or a 1 MB archive unpacking to 1 GiB), though the same bytes
+    meet the same refusal. Now an ETag seen refused is not downloaded, and a body without
+    one is recognised by its sha256 before it is unpacked."""
+    poller = await poller_with_model(model_server, holder, client, archive_factory)
+    model_server.behaviour.mode = mode
+    model_server.behaviour.etag = '"broken"'
+    model_server.behaviour.body = b"\x1f\x8b garbage, not a model"
+    caplog.clear()
+    assert await poller.pull_once() is False
+    refused_at = holder.last_error_at
+
+    for _ in range(3):
+        assert await poller.pull_once() is False
+
+    assert holder.last_error_at == refused_at  # no second attempt to unpack it
+    assert holder.current.answer() == "one"
+    assert "corrupt" in (poller.last_error or "")
+    assert [level for level, _ in model_log_lines(caplog)] == ["WARNING"]
+    # A new model loads as ever.
+    model_server.behaviour.mode, model_server.behaviour.etag = "serve", '"v2"'
+    model_server.behaviour.body = archive_factory("two").read_bytes()
+    assert await poller.pull_once() is True
+    assert holder.current.answer() == "two" and poller.last_error is None
 
 
 async def test_a_broken_startup_model_is_reported_once(holder, tmp_path: Path, caplog):

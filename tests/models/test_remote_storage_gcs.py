@@ -66,3 +66,16 @@ async def test_missing_credentials_are_a_configuration_error(
 
     with pytest.raises(InvalidConfig, match="'gcs' cannot authenticate"):
         await download_model("gcs", "prod")
+
+
+@pytest.mark.parametrize("host", ["http://[::1", "not a url"], ids=["ipv6-open", "no-scheme"])
+async def test_an_unusable_emulator_host_is_a_configuration_error(
+    host: str, monkeypatch: pytest.MonkeyPatch
+):
+    # Before: requests' InvalidURL or MissingSchema escaped raw, a traceback that stopped
+    # `botserver run --remote-storage gcs` and a 500 from PUT /model.
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", host)
+    monkeypatch.setenv("BUCKET_NAME", "models")
+
+    with pytest.raises(InvalidConfig, match="STORAGE_EMULATOR_HOST .* is not usable"):
+        await download_model("gcs", "prod")

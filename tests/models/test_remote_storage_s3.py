@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from bench.tcp_proxy import free_port
-from server.errors import InvalidConfig, ModelNotFound, ModelStorageFull
+from server.errors import CorruptArchive, InvalidConfig, ModelNotFound, ModelStorageFull
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import download_model, object_name
+from tests.models.conftest import greeting_loader
 from tests.small_disk import temp_files_on_a_small_disk
 
 boto3 = pytest.importorskip("boto3")
@@ -87,9 +88,53 @@ async def test_odd_object_keys_load(
     assert holder.current is not None and holder.current.answer() == "odd"
 
 
+async def test_a_broken_object_is_named_by_its_key(s3_env, loader) -> None:
+    # Before, every remote model was 'model.tar.gz' in the error, in /status and in the log,
+    # whatever the key: `Model archive 'model.tar.gz' is corrupt` for prod/broken.
+    s3_env.put_object(Bucket="models-bucket", Key="prod/broken.tar.gz", Body=b"<html>")
+    holder = ModelHolder(loader)
+
+    with pytest.raises(CorruptArchive, match="Model archive 'broken.tar.gz' is corrupt"):
+        await ModelSource(holder).load_from_remote_storage("aws", "prod/broken")
+
+    assert (holder.last_error or "").startswith("broken.tar.gz: ")
+
+
+@pytest.mark.parametrize("name", ["\ud800x", "prod/\udcffx"], ids=["json-escape", "argv-bytes"])
+async def test_a_name_that_is_not_utf8_is_a_configuration_error(s3_env, name: str) -> None:
+    # Before: a raw UnicodeEncodeError, a 500 from PUT /model and a traceback at startup.
+    with pytest.raises(InvalidConfig, match="is not UTF-8 text"):
+        await download_model("aws", name)
+    holder = ModelHolder(greeting_loader)
+    assert await ModelSource(holder).load_initial(name, remote_storage="aws") is None
+    # /status sends it as JSON: it must be text UTF-8 can carry (a 500 otherwise).
+    assert "is not UTF-8 text" in (holder.last_error or "")
+    (holder.last_error or "").encode("utf-8")
+
+
+async def test_a_failed_download_at_startup_shows_in_the_status(s3_env, loader) -> None:
+    # Before, /status answered 409 with empty details: the reason was only in the log.
+    holder = ModelHolder(loader)
+
+    assert await ModelSource(holder).load_initial("prod/nope", remote_storage="aws") is None
+
+    assert (
+        holder.last_error == "nope.tar.gz: No model 'prod/nope.tar.gz' in S3 bucket 'models-bucket'"
+    )
+    assert holder.last_error_at is not None
+
+
 async def test_missing_object_is_model_not_found(s3_env):
     with pytest.raises(ModelNotFound, match="nothing.tar.gz"):
         await download_model("aws", "nothing")
+
+
+@pytest.mark.parametrize("name", ["models", "prod/"], ids=["rasa-default", "prefix"])
+async def test_a_missing_default_or_prefix_says_what_m_names(s3_env, name: str) -> None:
+    # Before: only "No model 'models.tar.gz' in S3 bucket ...", for a user who gave no -m
+    # or gave the folder that holds the models.
+    with pytest.raises(ModelNotFound, match="-m names one object, its key"):
+        await download_model("aws", name)
 
 
 async def test_download_goes_to_a_private_temp_dir(s3_env, archive_factory):
