@@ -314,3 +314,19 @@ def test_a_key_prefix_that_is_no_text_is_one_warning_naming_where_botserver_kept
     assert len(about) == 2, about
     assert "'7:tracker:<id>'" in about[0] and "'7:lock:<id>'" in about[1], about
     del store, lock
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="endpoints.yml is read as YAML 1.1 (PyYAML), where `on`, `off`, `yes` and `no` "
+    "are booleans; Rasa reads it as YAML 1.2 (ruamel), where they are text, and keeps such "
+    "a bot's conversations at `no:tracker:<id>`. botserver uses no prefix (before: "
+    "`False:tracker:<id>`); a fix reads endpoints.yml's scalars as YAML 1.2 does",
+)
+def test_a_key_prefix_rasa_reads_as_text_is_the_prefix_rasa_used(tmp_path: Path) -> None:
+    from server.trackers.redis_client import key_prefix
+
+    endpoints = tmp_path / "endpoints.yml"
+    endpoints.write_text("tracker_store:\n  type: redis\n  key_prefix: no\n")
+    config = read_endpoints(endpoints)["tracker_store"]
+    assert key_prefix(config, "tracker") == "no:tracker:"
