@@ -94,7 +94,7 @@ def _read_domain(path: Path) -> Domain:
         raise ModelError(f"cannot read the archive's {DOMAIN_FILE}: {exc}") from exc
     except RecursionError:
         raise ModelError(f"the archive's {DOMAIN_FILE} is nested too deeply") from None
-    reader = DomainReader(warnings=[])
+    reader = DomainReader(warnings=[], from_archive=True)
     try:
         reader.check(data, DOMAIN_FILE)
         return reader.build(data, DOMAIN_FILE)

@@ -84,29 +84,35 @@ def _use_ssl(config: dict[str, Any]) -> bool:
     return flag(config, "use_ssl")
 
 
-def key_prefix(config: dict[str, Any], kind: str) -> str:
-    """Rasa's key layout: `<prefix>:<kind>:` or `<kind>:` when no usable prefix is set."""
+def key_prefix(config: dict[str, Any], kind: str, quiet: bool = False) -> str:
+    """Rasa's key layout: `<prefix>:<kind>:` or `<kind>:` when no usable prefix is set.
+    `quiet`: a further kind of a store whose main kind said what is wrong with the prefix."""
     prefix = config.get("key_prefix")
     if prefix is None or prefix == "" or prefix is False:
         return f"{kind}:"
     if not isinstance(prefix, str):
         # YAML read `key_prefix: 0` (`007`, `true`) as no text: Rasa 3.6 then used no
         # prefix, and that is where its keys are. Before, they were looked for at `0:...`.
-        logger.warning(
-            "key_prefix %r is not text; using the default '%s:' as Rasa does "
-            '(write it in quotes, key_prefix: "%s", to use it as a prefix)',
-            prefix,
-            kind,
-            prefix,
-        )
+        if not quiet:
+            logger.warning(
+                "key_prefix %r is not text; using no prefix, as Rasa does: keys are "
+                "'%s:<id>'. Earlier botserver versions kept them at '%s:%s:<id>': write "
+                'key_prefix: "%s" (in quotes) to keep reading those',
+                prefix,
+                kind,
+                prefix,
+                kind,
+                prefix,
+            )
         return f"{kind}:"
     if not _PREFIX.match(str(prefix)):
-        logger.warning(
-            "key_prefix '%s' may only hold letters, digits, '_', '.' and '-'; "
-            "using the default '%s:'",
-            prefix,
-            kind,
-        )
+        if not quiet:
+            logger.warning(
+                "key_prefix '%s' may only hold letters, digits, '_', '.' and '-'; "
+                "using the default '%s:'",
+                prefix,
+                kind,
+            )
         return f"{kind}:"
     return f"{prefix}:{kind}:"
 

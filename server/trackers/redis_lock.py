@@ -172,14 +172,14 @@ class RedisLockStore:
     def __init__(self, config: dict[str, Any]) -> None:
         self._redis = create_client(config, default_db=1)
         self._prefix = key_prefix(config, "lock")
-        self._queue_prefix = key_prefix(config, "lock_queue")
+        self._queue_prefix = key_prefix(config, "lock_queue", quiet=True)
         self._prefix_bytes = self._prefix.encode()
         self._queue_bytes = self._queue_prefix.encode()
-        self._tickets_bytes = key_prefix(config, "lock_tickets").encode()
+        self._tickets_bytes = key_prefix(config, "lock_tickets", quiet=True).encode()
         # Tokens start with the process's id: a release publishes the next waiter's token on
         # its process's channel, so a waiter of another process takes the lease at once.
         self._process = secrets.token_hex(8)
-        wake_prefix = key_prefix(config, "lock_wake")
+        wake_prefix = key_prefix(config, "lock_wake", quiet=True)
         self._wake_channel = wake_prefix + self._process
         self._wake_prefix = wake_prefix.encode()
         self._listener: asyncio.Task[None] | None = None

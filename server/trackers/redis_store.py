@@ -117,9 +117,9 @@ class RedisTrackerStore:
         self.cache_events = cache_events_setting(config)  # hot trackers over this store
         self._prefix = key_prefix(config, "tracker")
         _tell_where_rasa_kept_them(config, self._prefix)
-        self._session_prefix = key_prefix(config, "tracker_session")
-        self._append_prefix = key_prefix(config, "tracker_append")
-        self._replacing_prefix = key_prefix(config, "tracker_replacing")
+        self._session_prefix = key_prefix(config, "tracker_session", quiet=True)
+        self._append_prefix = key_prefix(config, "tracker_append", quiet=True)
+        self._replacing_prefix = key_prefix(config, "tracker_replacing", quiet=True)
         record_exp = config.get("record_exp")
         self._ttl = int(record_exp) if record_exp else 0
         self._append_script = self._redis.register_script(_APPEND)

@@ -63,8 +63,10 @@ class DomainReader:
     """Reads and merges domain files; warnings (what Rasa accepts with a warning) go to
     `warnings` when given (the caller reports them), else to the log."""
 
-    def __init__(self, warnings: list[str] | None = None) -> None:
+    def __init__(self, warnings: list[str] | None = None, from_archive: bool = False) -> None:
         self._collected = warnings is not None
+        # A trained model's domain: what older versions trained is still loaded.
+        self._from_archive = from_archive
         self.warnings = warnings if warnings is not None else []
         # Where each slot / form / response / intent was defined, for semantic errors.
         self.origins: dict[str, tuple[str, int | None]] = {}
@@ -290,9 +292,11 @@ class DomainReader:
                 raise InvalidProjectFile(
                     f"'{key}' of slot '{name}' must be a number", filename, line_of(spec, key)
                 )
-        if spec.get("min_value", 0.0) >= spec.get("max_value", 1.0):
+        low, high = spec.get("min_value", 0.0), spec.get("max_value", 1.0)
+        if low > high or (low == high and not self._from_archive):
             # Rasa refuses this too; the slot's features would otherwise run backwards (or,
-            # for an empty range, be the same for every value).
+            # for an empty range, be the same for every value). An archive trained before
+            # the empty range was refused still loads: its slot featurizes as it did.
             raise InvalidProjectFile(
                 f"'min_value' of slot '{name}' ({spec.get('min_value', 0.0)}) is not below its "
                 f"'max_value' ({spec.get('max_value', 1.0)})",

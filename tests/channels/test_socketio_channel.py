@@ -825,3 +825,24 @@ async def test_a_session_id_that_is_another_sockets_id_is_replaced(
     assert [r.getMessage() for r in caplog.records] == [
         "socketio: a session_id that is another socket's id was replaced"
     ]
+
+
+async def test_sockets_of_two_sessions_get_only_their_own_replies() -> None:
+    """Joining the session a message names (no session_request needed) must not let a
+    socket hear another session: each socket gets the replies of the sessions it named."""
+    async with bot({"session_persistence": True}) as url:
+        ana, bo = Client(), Client()
+        await ana.sio.connect(url, transports=["websocket"])
+        await bo.sio.connect(url, transports=["websocket"])
+        await ana.sio.emit("session_request", {"session_id": "s-ana"})
+        assert await ana.next() == [("session_confirm", "s-ana")]
+        await bo.sio.emit("user_uttered", {"message": "hi", "session_id": "s-bo"})
+        await ana.sio.emit("user_uttered", {"message": "hello", "session_id": "s-ana"})
+        heard_by_bo = await bo.next(2)
+        heard_by_ana = await ana.next(2)
+        await asyncio.sleep(0.5)  # anything more (the other's replies) would be in by now
+        assert ana.inbox.empty() and bo.inbox.empty()
+        await ana.sio.disconnect()
+        await bo.sio.disconnect()
+    assert heard_by_ana[1] == ("bot_uttered", {"text": "from s-ana via socketio"})
+    assert heard_by_bo[1] == ("bot_uttered", {"text": "from s-bo via socketio"})

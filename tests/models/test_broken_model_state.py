@@ -302,3 +302,19 @@ def test_random_edits_of_component_state_load_or_are_a_model_error(
             continue
         assert model.nlu is not None
         model.nlu.parse("I am very happy")
+
+
+def test_an_archive_with_a_float_slot_of_an_empty_range_still_loads(
+    archives: dict[str, Path], tmp_path: Path
+) -> None:
+    # Training refuses `min_value: 1` with the default maximum 1, as Rasa does; a model
+    # trained before that check (one served for months) must still load on upgrade, or the
+    # server answers every message 409 until the project is fixed and retrained.
+    empty_range = setting(("slots", "num_people", "min_value"), 1.0)
+    archive = rewritten(archives["formbot"], "domain.json", empty_range, tmp_path / "equal")
+    slot = next(s for s in load_model_file(archive).domain.slots if s.name == "num_people")
+    assert (slot.min_value, slot.max_value) == (1.0, 1.0)
+    backwards = setting(("slots", "num_people", "min_value"), 2.0)
+    archive = rewritten(archives["formbot"], "domain.json", backwards, tmp_path / "backwards")
+    with pytest.raises(ModelError, match="'min_value' of slot 'num_people'"):
+        load_model_file(archive)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -296,3 +297,36 @@ async def test_a_key_prefix_yaml_reads_as_no_text_finds_the_conversations_where_
         await store.close()
         await rasa.delete(f"tracker:{sender}", f"tracker_append:{sender}")
         await rasa.aclose()
+
+
+def test_a_key_prefix_that_is_no_text_is_one_warning_naming_where_botserver_kept_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An operator upgrading with `key_prefix: 7` reads one warning per store that says
+    where botserver kept their conversations until now (`7:tracker:<id>`), not one line for
+    each internal key kind (`tracker_session:`, `lock_wake:`...) and nothing of the move."""
+    from server.trackers.redis_lock import RedisLockStore
+
+    with caplog.at_level(logging.WARNING):
+        store = create_tracker_store({"type": "redis", "key_prefix": 7})
+        lock = RedisLockStore({"type": "redis", "key_prefix": 7})
+    about = [r.getMessage() for r in caplog.records if "key_prefix 7" in r.getMessage()]
+    assert len(about) == 2, about
+    assert "'7:tracker:<id>'" in about[0] and "'7:lock:<id>'" in about[1], about
+    del store, lock
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="endpoints.yml is read as YAML 1.1 (PyYAML), where `on`, `off`, `yes` and `no` "
+    "are booleans; Rasa reads it as YAML 1.2 (ruamel), where they are text, and keeps such "
+    "a bot's conversations at `no:tracker:<id>`. botserver uses no prefix (before: "
+    "`False:tracker:<id>`); a fix reads endpoints.yml's scalars as YAML 1.2 does",
+)
+def test_a_key_prefix_rasa_reads_as_text_is_the_prefix_rasa_used(tmp_path: Path) -> None:
+    from server.trackers.redis_client import key_prefix
+
+    endpoints = tmp_path / "endpoints.yml"
+    endpoints.write_text("tracker_store:\n  type: redis\n  key_prefix: no\n")
+    config = read_endpoints(endpoints)["tracker_store"]
+    assert key_prefix(config, "tracker") == "no:tracker:"
