@@ -13,11 +13,17 @@ import yaml
 
 from server.errors import InvalidProjectFile
 from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData, annotated_text
-from server.training.yaml_io import brief, check_depth, dump_yaml, read_project_text
+from server.training.yaml_io import (
+    SafeLoader12,
+    brief,
+    check_depth,
+    dump_yaml,
+    read_project_text,
+)
 
 logger = logging.getLogger(__name__)
 
-_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Loader = SafeLoader12
 
 # `[text](entity)`, `[text](entity:value)` or `[text]{"entity": ..., "role": ...}`
 _ANNOTATION = re.compile(

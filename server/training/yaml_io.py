@@ -87,7 +87,50 @@ def check_version(data: dict[Any, Any], filename: str) -> None:
         )
 
 
-class _LineLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+# YAML 1.2's plain scalars, which Rasa reads every file as: only true/false are booleans
+# (`yes`, `no`, `on`, `off` are text: an intent, a categorical value, a slot's value in a
+# story), and `10:30` is text, not 1.1's base-60 number 630; `1e3` is a number.
+_BOOL_1_2 = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT_1_2 = re.compile(
+    r"""^(?:[-+]?0b[0-1_]+
+    |[-+]?0[0-7_]+
+    |[-+]?(?:0|[1-9][0-9_]*)
+    |[-+]?0x[0-9a-fA-F_]+)$""",
+    re.X,
+)
+_FLOAT_1_2 = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+def _resolvers_1_2() -> dict[Any, list[tuple[str, re.Pattern[str]]]]:
+    """PyYAML's safe implicit types with booleans, integers and floats as YAML 1.2 reads them
+    (PyYAML knows only 1.1)."""
+    replaced = {_BOOL_TAG: _BOOL_1_2, _INT_TAG: _INT_1_2, _FLOAT_TAG: _FLOAT_1_2}
+    firsts = {_BOOL_TAG: "tTfF", _INT_TAG: "-+0123456789", _FLOAT_TAG: "-+0123456789."}
+    resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
+    for first, entries in yaml.SafeLoader.yaml_implicit_resolvers.items():
+        resolvers[first] = [(tag, regexp) for tag, regexp in entries if tag not in replaced]
+    for tag, regexp in replaced.items():
+        for first in firsts[tag]:
+            resolvers.setdefault(first, []).insert(0 if tag == _FLOAT_TAG else 1, (tag, regexp))
+    return resolvers
+
+
+class SafeLoader12(_BaseLoader):  # type: ignore[misc, valid-type]
+    """PyYAML's safe loader reading plain scalars as YAML 1.2 does (and so Rasa)."""
+
+    yaml_implicit_resolvers = _resolvers_1_2()
+
+
+class _LineLoader(SafeLoader12):
     """Safe loader that builds LineDict / LineList."""
 
 
@@ -139,7 +182,7 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
-class _PlainLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+class _PlainLoader(SafeLoader12):
     """Safe loader of plain dicts and lists that refuses a key given twice, as `_LineLoader`."""
 
 

@@ -316,17 +316,11 @@ def test_a_key_prefix_that_is_no_text_is_one_warning_naming_where_botserver_kept
     del store, lock
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="endpoints.yml is read as YAML 1.1 (PyYAML), where `on`, `off`, `yes` and `no` "
-    "are booleans; Rasa reads it as YAML 1.2 (ruamel), where they are text, and keeps such "
-    "a bot's conversations at `no:tracker:<id>`. botserver uses no prefix (before: "
-    "`False:tracker:<id>`); a fix reads endpoints.yml's scalars as YAML 1.2 does",
-)
 def test_a_key_prefix_rasa_reads_as_text_is_the_prefix_rasa_used(tmp_path: Path) -> None:
     from server.trackers.redis_client import key_prefix
 
     endpoints = tmp_path / "endpoints.yml"
     endpoints.write_text("tracker_store:\n  type: redis\n  key_prefix: no\n")
     config = read_endpoints(endpoints)["tracker_store"]
+    # Rasa reads endpoints.yml as YAML 1.2, where `no` is text (1.1: the boolean false).
     assert key_prefix(config, "tracker") == "no:tracker:"

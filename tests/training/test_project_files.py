@@ -641,7 +641,7 @@ def test_null_among_a_categorical_slots_values_is_a_warning(tmp_path: Path) -> N
     )
     warnings: list[str] = []
     domain = read_domain(path, warnings=warnings)
-    assert domain.slots_by_name["answer"].values == ["true"]
+    assert domain.slots_by_name["answer"].values == ["yes"]
     assert warnings == [
         f"{path}:5: categorical slot 'answer' lists null among its values: null is the value "
         'of an unset slot, so it is ignored (write "null", quoted, for the text)'
@@ -661,4 +661,56 @@ def test_a_float_slots_initial_value_outside_its_range_is_a_warning(tmp_path: Pa
     assert warnings == [
         f"{path}:6: the initial_value of float slot 'amount' (50) is outside its range "
         "(0.0 to 10); it featurizes as the nearest end"
+    ]
+
+
+def test_yes_no_on_off_and_times_are_text_as_rasa_reads_its_yaml(tmp_path: Path) -> None:
+    """Rasa reads every file as YAML 1.2: `yes`, `no`, `on` and `off` are words and `10:30`
+    is text. Read as YAML 1.1 (PyYAML's own), the categorical slot's values became 'true'
+    and 'false', so the entity value 'yes' never matched them, the intent 'no' became the
+    boolean False and the story's 'yes' a True no conversation ever set."""
+    (tmp_path / "domain.yml").write_text(
+        'version: "3.1"\n'
+        "intents: [greet, no]\n"
+        "entities: [answer]\n"
+        "slots:\n"
+        "  answer:\n"
+        "    type: categorical\n"
+        "    values: [yes, no, on, off]\n"
+        "    mappings:\n"
+        "    - type: from_entity\n"
+        "      entity: answer\n"
+        "  opening:\n"
+        "    type: text\n"
+        "    initial_value: 10:30\n"
+        "    mappings: []\n"
+        "responses:\n"
+        "  utter_ok:\n"
+        "  - text: fine\n"
+        "    condition:\n"
+        "    - type: slot\n"
+        "      name: answer\n"
+        "      value: yes\n"
+        "  - text: hm\n"
+    )
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "nlu.yml").write_text(
+        'version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n    - hi\n'
+        "- intent: no\n  examples: |\n    - [nope](answer:no)\n    - [no way](answer:off)\n"
+    )
+    (data / "stories.yml").write_text(
+        'version: "3.1"\nstories:\n- story: s\n  steps:\n  - intent: greet\n'
+        "  - slot_was_set:\n    - answer: yes\n  - action: utter_ok\n"
+    )
+    project = load_project(None, tmp_path / "domain.yml", [data])
+    domain = project.domain
+    slots = {slot.name: slot for slot in domain.slots}
+    assert slots["answer"].values == ["yes", "no", "on", "off"]
+    assert slots["opening"].initial_value == "10:30"
+    assert "no" in domain.user_intents
+    assert domain.responses["utter_ok"][0]["condition"][0]["value"] == "yes"
+    story_events = [e for step in project.stories for e in step.events]
+    assert {"answer": "yes"} in [
+        {getattr(e, "key", None): getattr(e, "value", None)} for e in story_events
     ]
