@@ -34,8 +34,9 @@ from server.nlu.message import Message
 from server.nlu.params import number
 from server.nlu.state_files import read_array, write_array
 
-# Training sentences the teacher embeds: about 14 s of CPU for 3,000 on the benchmark host
-# (docs/benchmarks.md, NLU), so BANKING77's training stays within its budget.
+# Training sentences the teacher embeds: the transformer pass is nearly all of the training
+# cost (49-59 s of CPU for 3,000 BANKING77 sentences on the loaded AMD host of the
+# eighteenth NLU round, docs/benchmarks.md); fewer sentences train faster.
 SENTENCES = 3_000
 RIDGE = 1.0
 DIMENSIONS = 64
