@@ -8,7 +8,9 @@ intent accuracy, entity F1, training time and parse latency.
                                    sparse_neighbours_words|static_neighbours_words|
                                    static_skip_grams|sparse_skip_grams|
                                    static_neighbours_chars|static_neighbours_chars32|
-                                   static_neighbours_chars_entity_types[_balanced|_sgd[_3folds]]]
+                                   static_neighbours_chars_entity_types[_balanced|_sgd[_3folds]]|
+                                   static_neighbours_chars_teacher_map|
+                                   static_neighbours_chars_entity_types_sgd_3folds_teacher_map]
                         [--split test|valid|cv] [--folds K] [--limit N]
                         [--out bench/results/nlu.json]
 
@@ -22,7 +24,8 @@ the EntityTypeFeaturizer (jackknifed CRF entity types for the classifier),
 pipelines the nearest-training-sentence blend (`*_words`: without the character n-grams,
 `*_chars`: with them as 64 singular directions, `*_chars32`: as 32,
 `*_chars_entity_types`: with the EntityTypeFeaturizer too, `_sgd`: its CRFs trained by
-SGD, `_3folds`: three jackknife CRFs), the `*_skip_grams`
+SGD, `_3folds`: three jackknife CRFs, `_teacher_map`: with the TeacherMapFeaturizer), the
+`*_skip_grams`
 pipelines the SkipGramFeaturizer (pairs of words 2-4 apart);
 `--limit N`
 keeps an evenly spread subset of at most N examples per split (quick checks only).
@@ -197,6 +200,19 @@ STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_PIPELINE = [
     for step in STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_PIPELINE
 ]
 
+# MiniLM's sentence embedding (64 principal components) predicted from the static
+# pipeline's blocks by a ridge map fitted on 3,000 teacher-embedded training sentences, as one
+# more block (eighteenth round, HWU64): the TeacherMapFeaturizer; no transformer at parse time.
+TEACHER_MAP = {"name": "TeacherMapFeaturizer"}
+STATIC_NEIGHBOURS_CHARS_TEACHER_MAP_PIPELINE = (
+    STATIC_NEIGHBOURS_CHARS_PIPELINE[:5] + [TEACHER_MAP] + STATIC_NEIGHBOURS_CHARS_PIPELINE[5:]
+)
+STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_TEACHER_MAP_PIPELINE = (
+    STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_PIPELINE[:5]
+    + [TEACHER_MAP]
+    + STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_PIPELINE[5:]
+)
+
 PIPELINES = {
     "sparse": PIPELINE,
     "dense": DENSE_PIPELINE,
@@ -221,6 +237,10 @@ PIPELINES = {
     "static_neighbours_chars_entity_types_sgd": STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_PIPELINE,
     "static_neighbours_chars_entity_types_sgd_3folds": (
         STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_PIPELINE
+    ),
+    "static_neighbours_chars_teacher_map": STATIC_NEIGHBOURS_CHARS_TEACHER_MAP_PIPELINE,
+    "static_neighbours_chars_entity_types_sgd_3folds_teacher_map": (
+        STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_TEACHER_MAP_PIPELINE
     ),
 }
 

@@ -21,6 +21,7 @@ from server.nlu.response_selector import ResponseSelector
 from server.nlu.skip_grams import SkipGramFeaturizer
 from server.nlu.static_embeddings import StaticEmbeddingFeaturizer
 from server.nlu.synonyms import EntitySynonymMapper
+from server.nlu.teacher_map import TeacherMapFeaturizer
 from server.nlu.tokenizer import WhitespaceTokenizer
 
 # Our component classes by the key stored in a persisted pipeline. Loading only ever
@@ -34,6 +35,7 @@ COMPONENTS: dict[str, type] = {
     "StaticEmbeddingFeaturizer": StaticEmbeddingFeaturizer,
     "EntityTypeFeaturizer": EntityTypeFeaturizer,
     "SkipGramFeaturizer": SkipGramFeaturizer,
+    "TeacherMapFeaturizer": TeacherMapFeaturizer,
     "IntentClassifier": IntentClassifier,
     "CRFEntityExtractor": CRFEntityExtractor,
     "RegexEntityExtractor": RegexEntityExtractor,
@@ -52,6 +54,7 @@ FEATURIZERS = {
     "StaticEmbeddingFeaturizer",
     "EntityTypeFeaturizer",
     "SkipGramFeaturizer",
+    "TeacherMapFeaturizer",
 }
 
 # Dense featurizers we cannot run map to sparse word and character n-grams; the transformer
@@ -67,7 +70,7 @@ _DENSE_FEATURIZERS = {
     "ConveRTFeaturizer",
     "LanguageModelFeaturizer",
 }
-_NEEDS_DENSE_EXTRA = {"DenseFeaturizer", "StaticEmbeddingFeaturizer"}
+_NEEDS_DENSE_EXTRA = {"DenseFeaturizer", "StaticEmbeddingFeaturizer", "TeacherMapFeaturizer"}
 _SENTENCE_ENCODERS = {"ConveRTFeaturizer", "LanguageModelFeaturizer"}
 _OTHER_TOKENIZERS = {
     "SpacyTokenizer",
