@@ -33,11 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.nlu import DATA  # noqa: E402
-from bench.nlu_crf_types import _tag  # noqa: E402
+from bench.nlu_crf_types import jackknife_tags  # noqa: E402
 from bench.nlu_snips import Cache, _folds  # noqa: E402
-from server.nlu.crf_extractor import CRFEntityExtractor  # noqa: E402
 from server.nlu.entity_types import typed_words  # noqa: E402
-from server.nlu.message import Message  # noqa: E402
 from server.nlu.tokenizer import tokenize  # noqa: E402
 from server.nlu.training_data import NLUTrainingData  # noqa: E402
 from server.training.nlu_yaml import read_nlu_file  # noqa: E402
@@ -50,23 +48,9 @@ def _train_data() -> NLUTrainingData:
 
 
 def tag(cache: Cache, out: Path) -> None:
-    train = _train_data()
-    messages = [Message(e.text, tokenize(e.text)) for e in train.examples]
-    tagged: list[dict[str, Any]] = [{} for _ in messages]
-    config = {"algorithm": "l2sgd"}
     started = time.process_time()
-    for fold in range(5):
-        kept = [i for i in range(len(messages)) if cache.fold_of[i] != fold]
-        crf = CRFEntityExtractor(config)
-        crf.train(
-            [messages[i] for i in kept], NLUTrainingData(examples=[train.examples[i] for i in kept])
-        )
-        for i in np.flatnonzero(cache.fold_of == fold):
-            tagged[i] = _tag(crf, cache.ttr[i])
-        print(f"fold {fold}: {time.process_time() - started:.1f} s CPU", flush=True)
-    crf = CRFEntityExtractor(config)
-    crf.train(messages, train)
-    tagged_valid = [_tag(crf, text) for text in cache.tva]
+    tagged, tagged_valid = jackknife_tags(cache, {"algorithm": "l2sgd"})
+    print(f"6 CRFs: {time.process_time() - started:.1f} s CPU", flush=True)
     (out / "crf_sgd.json").write_text(json.dumps({"train": tagged, "valid": tagged_valid}))
 
 
@@ -192,17 +176,14 @@ def main() -> None:
     parser.add_argument("--cache", default="/tmp/nlu_distill")
     parser.add_argument("--untyped", action="store_true", help="scores without typed words")
     args = parser.parse_args()
-    out = Path(args.cache)
-    cache = Cache(out)
+    cache = Cache(Path(args.cache))
     if args.command == "tag":
-        tag(cache, out)
-        return
-    tagged = json.loads((out / "crf_sgd.json").read_text())
-    name = "blend_scores_untyped.npz" if args.untyped else "blend_scores.npz"
+        return tag(cache, Path(args.cache))
+    tagged = json.loads((Path(args.cache) / "crf_sgd.json").read_text())
     if args.command == "scores":
-        scores(cache, tagged, out, not args.untyped)
-    else:
-        judge(cache, tagged, out, name)
+        return scores(cache, tagged, Path(args.cache), not args.untyped)
+    name = "blend_scores_untyped.npz" if args.untyped else "blend_scores.npz"
+    return judge(cache, tagged, Path(args.cache), name)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,8 @@ class IntentEntityConsistency:
             return
         weights = []
         for entry in ranking:
-            allowed = self.types_.get(entry.get("name"))
+            name = entry.get("name")
+            allowed = self.types_.get(name) if isinstance(name, str) else None
             missing = len(kinds - allowed) if allowed is not None else 0
             weights.append(float(entry["confidence"]) * math.exp(-self.penalty * missing))
         total, kept = sum(float(e["confidence"]) for e in ranking), sum(weights)
