@@ -32,19 +32,20 @@ nlu:
     - i want to see [beloved](book_name) please
     - i want to see a copy of [persuasion](book_name)
     - i want to see [dune](book_name)
-- intent: greet
+- intent: thank
   examples: |
-    - hello there
-    - good morning
+    - thanks a lot
+    - thank you kindly
 """
 
-PIPELINE: list[dict[str, Any]] = [
+CHECKED: list[dict[str, Any]] = [
     {"name": "WhitespaceTokenizer"},
     {"name": "CountVectorsFeaturizer"},
     {"name": "CRFEntityExtractor"},
     {"name": "LogisticRegressionClassifier"},
+    {"name": "IntentEntityConsistency", "penalty": 10},
 ]
-CHECKED = [*PIPELINE, {"name": "IntentEntityConsistency", "penalty": 10}]
+PIPELINE = CHECKED[:-1]
 
 
 def trained() -> tuple[NLUPipeline, NLUPipeline]:
@@ -75,7 +76,7 @@ def test_a_film_title_is_not_a_book_search_even_in_a_book_sentence():
 
 def test_no_entity_or_an_untrained_type_leaves_the_ranking_alone():
     plain, checked = trained()
-    for text in ("hello there", "good morning"):
+    for text in ("thanks a lot", "thank you kindly"):
         assert checked.parse(text) == plain.parse(text)
     consistency = next(c for k, c in checked._components if k == "IntentEntityConsistency")
     message = Message("i want to see it")
@@ -93,7 +94,7 @@ def test_its_state_survives_persistence(tmp_path: Path):
     pipeline = NLUPipeline.train(read_nlu_yaml(DATA), CHECKED)
     pipeline.persist(tmp_path)
     reloaded = NLUPipeline.load(tmp_path)
-    for text in ("i want to see the matrix", "find emma", "hello there"):
+    for text in ("i want to see the matrix", "find emma", "thanks a lot"):
         assert reloaded.parse(text) == pipeline.parse(text)
 
 
