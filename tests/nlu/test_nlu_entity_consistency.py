@@ -17,9 +17,9 @@ DATA = """
 nlu:
 - intent: find_movie
   examples: |
-    - find [the matrix](movie_name)
-    - when is [alien](movie_name) showing
-    - find [heat](movie_name) at the cinema
+    - showtimes for [the matrix](movie_name)
+    - is [alien](movie_name) on tonight
+    - book seats for [heat](movie_name) at the cinema
     - find times for [jaws](movie_name)
     - when does [the matrix](movie_name) start
     - show me [alien](movie_name) at the cinema
