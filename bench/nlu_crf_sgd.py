@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pycrfsuite
 import scipy.sparse as sp
 
@@ -31,14 +30,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.nlu import DATA  # noqa: E402
 from server.nlu.crf_extractor import (  # noqa: E402
-    CRFEntityExtractor,
     _seed_c_rand,
     bio_tags,
     token_features,
 )
-from server.nlu.message import Message  # noqa: E402
 from server.nlu.tokenizer import tokenize  # noqa: E402
-from server.nlu.training_data import NLUTrainingData  # noqa: E402
 from server.training.nlu_yaml import read_nlu_file  # noqa: E402
 
 
@@ -100,31 +96,16 @@ def speed(specs: list[str]) -> None:
 def blend(out: Path, algorithm: str) -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from bench.nlu_crf_types import _tag, blended
+    from bench.nlu_crf_types import blended, jackknife_tags
     from bench.nlu_snips import Cache
     from server.nlu.entity_types import typed_words
 
     cache = Cache(out)
     config = {"algorithm": algorithm}
-    train = read_nlu_file(DATA / "snips" / "rasa-yaml" / "train.yml")
-    messages = [Message(e.text, tokenize(e.text)) for e in train.examples]
-    tagged: list[dict[str, Any]] = [{} for _ in messages]
     started = time.process_time()
-    for fold in range(5):
-        kept = [i for i in range(len(messages)) if cache.fold_of[i] != fold]
-        crf = CRFEntityExtractor(config)
-        crf.train(
-            [messages[i] for i in kept], NLUTrainingData(examples=[train.examples[i] for i in kept])
-        )
-        for i in np.flatnonzero(cache.fold_of == fold):
-            tagged[i] = _tag(crf, cache.ttr[i])
-    jackknife = time.process_time() - started
-    started = time.process_time()
-    crf = CRFEntityExtractor(config)
-    crf.train(messages, train)
-    whole = time.process_time() - started
-    tagged_valid = [_tag(crf, text) for text in cache.tva]
-    print(f"{algorithm}: 5 jackknife CRFs {jackknife:.1f} s CPU, CRF on all {whole:.1f} s CPU")
+    tagged, tagged_valid = jackknife_tags(cache, config)
+    spent = time.process_time() - started
+    print(f"{algorithm}: 5 jackknife CRFs and the CRF on all: {spent:.1f} s CPU")
 
     def typed(texts: list[str], rows: list[dict[str, Any]]) -> list[list[str]]:
         return [typed_words(tokenize(t), r["entities"]) for t, r in zip(texts, rows, strict=True)]

@@ -59,6 +59,27 @@ def _tag(crf: CRFEntityExtractor, text: str) -> dict[str, Any]:
     }
 
 
+def jackknife_tags(
+    cache: Cache, config: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each training sentence tagged by the CRF (`config`) of the CV fold without it, and
+    `valid.yml` by one CRF on the whole split."""
+    train = read_nlu_file(DATA / "snips" / "rasa-yaml" / "train.yml")
+    messages = [Message(e.text, tokenize(e.text)) for e in train.examples]
+    tagged: list[dict[str, Any]] = [{} for _ in messages]
+    for fold in range(5):
+        kept = [i for i in range(len(messages)) if cache.fold_of[i] != fold]
+        crf = CRFEntityExtractor(config)
+        crf.train(
+            [messages[i] for i in kept], NLUTrainingData(examples=[train.examples[i] for i in kept])
+        )
+        for i in np.flatnonzero(cache.fold_of == fold):
+            tagged[i] = _tag(crf, cache.ttr[i])
+    crf = CRFEntityExtractor(config)
+    crf.train(messages, train)
+    return tagged, [_tag(crf, text) for text in cache.tva]
+
+
 def tag(cache: Cache, out: Path) -> None:
     train = read_nlu_file(DATA / "snips" / "rasa-yaml" / "train.yml")
     messages = [Message(e.text, tokenize(e.text)) for e in train.examples]

@@ -11,6 +11,7 @@ from server.nlu.count_vectors import CountVectorsFeaturizer
 from server.nlu.crf_extractor import CRFEntityExtractor
 from server.nlu.dense_featurizer import INSTALL_HINT, DenseFeaturizer, dense_available
 from server.nlu.duckling import DucklingEntityExtractor
+from server.nlu.entity_consistency import IntentEntityConsistency
 from server.nlu.entity_types import EntityTypeFeaturizer
 from server.nlu.fallback import FallbackClassifier
 from server.nlu.intent_classifier import IntentClassifier
@@ -40,6 +41,7 @@ COMPONENTS: dict[str, type] = {
     "CRFEntityExtractor": CRFEntityExtractor,
     "RegexEntityExtractor": RegexEntityExtractor,
     "EntitySynonymMapper": EntitySynonymMapper,
+    "IntentEntityConsistency": IntentEntityConsistency,
     "FallbackClassifier": FallbackClassifier,
     "ResponseSelector": ResponseSelector,
     "DucklingEntityExtractor": DucklingEntityExtractor,
