@@ -61,7 +61,8 @@ class LinearModel:
             return cls(
                 np.zeros((x.shape[1], 1), np.float32), np.ones(1, np.float32), classes, temperature
             )
-        svm = LinearSVC(C=c, max_iter=max_iter, class_weight=class_weight)
+        # Seeded: liblinear's dual solver shuffles the examples (numpy's global state otherwise).
+        svm = LinearSVC(C=c, max_iter=max_iter, class_weight=class_weight, random_state=0)
         svm.fit(x, labels)
         coef = np.asarray(svm.coef_, dtype=np.float32)
         intercept = np.asarray(svm.intercept_, dtype=np.float32)
