@@ -309,7 +309,7 @@ def bot_data(message: dict[str, Any]) -> Said:
         "image": message.get("image"),
         "custom": message.get("custom"),
     }
-    if data["attachment"] is None and data["image"] is not None:
+    if not data["attachment"]:  # an empty one too, as in Rasa (which reads `or`)
         data["attachment"] = data["image"]
     if message.keys() <= _NOT_METADATA:  # the usual message: no comprehension to run
         return text, data, {}

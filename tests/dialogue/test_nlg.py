@@ -318,3 +318,16 @@ def test_every_response_of_the_shared_bots_is_uttered_as_rendered(bot_name: str)
             said = uttered(domain, name, slots, channel)
             random.seed(7)
             assert said == _said_afresh(domain, name, slots, channel), (bot_name, name, channel)
+
+
+@pytest.mark.parametrize("empty", ["", {}, []])
+def test_an_empty_attachment_is_the_image_as_a_missing_one_is(empty: Any) -> None:
+    domain = Domain.from_dict(
+        {"responses": {"utter_look": [{"text": "Look:", "image": "a.png", "attachment": empty}]}}
+    )
+    said = uttered(domain, "utter_look", {})
+    assert said is not None
+    # As in Rasa: the bot event's (and so every channel's) attachment is the image. Before,
+    # the empty attachment stayed, and a channel reading only `attachment` showed nothing.
+    assert said[1]["attachment"] == "a.png"
+    assert said[1]["image"] == "a.png"
