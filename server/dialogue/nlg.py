@@ -12,8 +12,9 @@ from server.dialogue.domain import Domain
 
 _MESSAGE_KEYS = ("text", "image", "buttons", "attachment", "elements", "quick_replies", "custom")
 # `{slot}`, and `{{` / `}}` for a brace (Rasa's `str.format` escapes, as in a button payload
-# `/inform{{"city": "Paris"}}`).
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}\s]+)\}")
+# `/inform{{"city": "Paris"}}`). As in Rasa, a slot's name is anything but braces and a line
+# break (`{first name}`).
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}\n]+)\}")
 _IGNORED_KEYS = ("condition", "channel", "id")
 _NOT_SAID = (*_IGNORED_KEYS, "response_ids")
 # Keys that are not a bot message's metadata.

@@ -331,3 +331,16 @@ def test_an_empty_attachment_is_the_image_as_a_missing_one_is(empty: Any) -> Non
     # the empty attachment stayed, and a channel reading only `attachment` showed nothing.
     assert said[1]["attachment"] == "a.png"
     assert said[1]["image"] == "a.png"
+
+
+def test_a_placeholder_names_a_slot_whose_name_holds_spaces() -> None:
+    domain = Domain.from_dict(
+        {
+            "slots": {"first name": {"type": "text", "mappings": [{"type": "custom"}]}},
+            "responses": {"utter_hi": [{"text": "Hi {first name}! {no such} {{first name}}"}]},
+        }
+    )
+    message = render_response(domain, "utter_hi", {"first name": "Ann"})
+    # As in Rasa, a name is anything but braces and a line break. Before, `{first name}` was
+    # said as written.
+    assert message == {"text": "Hi Ann! {no such} {first name}"}
