@@ -344,3 +344,12 @@ def test_a_placeholder_names_a_slot_whose_name_holds_spaces() -> None:
     # As in Rasa, a name is anything but braces and a line break. Before, `{first name}` was
     # said as written.
     assert message == {"text": "Hi Ann! {no such} {first name}"}
+
+
+def test_a_variation_with_an_empty_condition_list_is_one_without_a_condition() -> None:
+    domain = Domain.from_dict(
+        {"responses": {"utter_hi": [{"text": "listed", "condition": []}, {"text": "plain"}]}}
+    )
+    # Unlike Rasa 3.6, which never says it (neither conditional nor unconditional there).
+    said = {render_response(domain, "utter_hi", {})["text"] for _ in range(200)}  # type: ignore[index]
+    assert said == {"listed", "plain"}
