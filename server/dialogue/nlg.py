@@ -15,8 +15,10 @@ _MESSAGE_KEYS = ("text", "image", "buttons", "attachment", "elements", "quick_re
 # `/inform{{"city": "Paris"}}`). As in Rasa, a slot's name is anything but braces and a line
 # break (`{first name}`).
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}\n]+)\}")
-_IGNORED_KEYS = ("condition", "channel", "id")
-_NOT_SAID = (*_IGNORED_KEYS, "response_ids")
+# What picks a variation: kept as written (not filled in), in the bot event's metadata as
+# Rasa keeps them.
+_CHOOSING_KEYS = frozenset(("condition", "channel", "id"))
+_NOT_SAID = ("response_ids",)
 # Keys that are not a bot message's metadata.
 _NOT_METADATA = frozenset((*_MESSAGE_KEYS, "template_name"))
 # What a bot event holds of a message: text, data and metadata (see `bot_data`).
@@ -261,9 +263,11 @@ def _filled(
 ) -> dict[str, Any]:
     """The message of `variation` with the slots' and `kwargs`' values filled in."""
     values = {**slots, **kwargs}
-    message = {k: _fill(v, values) for k, v in variation.items() if k not in _IGNORED_KEYS}
-    if "response_ids" in message:
-        message.pop("response_ids")
+    message = {
+        k: v if k in _CHOOSING_KEYS else _fill(v, values)
+        for k, v in variation.items()
+        if k != "response_ids"
+    }
     return message
 
 

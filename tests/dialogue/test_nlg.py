@@ -169,10 +169,10 @@ def test_a_message_is_the_variation_filled_in_and_never_the_domains_own() -> Non
         }
     )
     first = render_response(domain, "utter_literal", {"name": None})
-    assert first == {"text": "Hi!", "n": 3}
+    assert first == {"text": "Hi!", "id": "x1", "n": 3}
     assert first is not None
     first["text"] = "changed"
-    assert render_response(domain, "utter_literal", {}) == {"text": "Hi!", "n": 3}
+    assert render_response(domain, "utter_literal", {}) == {"text": "Hi!", "id": "x1", "n": 3}
 
     filled = render_response(domain, "utter_filled", {"name": "Ann"}, day="Monday")
     assert filled == {
@@ -203,13 +203,14 @@ def test_buttons_without_placeholders_are_said_as_written_in_new_lists_and_objec
         }
     )
     said = render_response(domain, "utter_buttons", {})
-    assert said == {"text": "How are you?", "buttons": buttons, "custom": None}
+    assert said == {"text": "How are you?", "buttons": buttons, "id": "b1", "custom": None}
     assert said is not None
     said["buttons"][0]["title"] = "changed"
     said["buttons"].append({})
     assert render_response(domain, "utter_buttons", {}) == {
         "text": "How are you?",
         "buttons": buttons,
+        "id": "b1",
         "custom": None,
     }
     assert domain.responses["utter_buttons"][0]["buttons"][0]["title"] == "great"
@@ -353,3 +354,30 @@ def test_a_variation_with_an_empty_condition_list_is_one_without_a_condition() -
     # Unlike Rasa 3.6, which never says it (neither conditional nor unconditional there).
     said = {render_response(domain, "utter_hi", {})["text"] for _ in range(200)}  # type: ignore[index]
     assert said == {"listed", "plain"}
+
+
+def test_a_bot_event_keeps_the_chosen_variations_id_condition_and_channel_in_its_metadata() -> None:
+    condition = [{"type": "slot", "name": "tier", "value": "gold"}]
+    domain = Domain.from_dict(
+        {
+            "slots": {"tier": {"type": "text", "mappings": [{"type": "custom"}]}},
+            "responses": {
+                "utter_hi": [
+                    {"text": "Hi {tier}", "id": "hi_gold", "condition": condition},
+                    {"text": "Hi", "channel": "slack", "id": "hi_slack"},
+                    {"text": "Hi"},
+                ]
+            },
+        }
+    )
+    # As Rasa 3.6, whose bot event's metadata holds every key of the chosen variation
+    # that is no part of the message. Before, they were dropped.
+    gold = uttered(domain, "utter_hi", {"tier": "gold"})
+    assert gold is not None
+    assert gold[0] == "Hi gold"
+    assert gold[2] == {"utter_action": "utter_hi", "id": "hi_gold", "condition": condition}
+    slack = uttered(domain, "utter_hi", {"tier": None}, "slack")
+    assert slack is not None
+    assert slack[2] == {"utter_action": "utter_hi", "channel": "slack", "id": "hi_slack"}
+    plain = uttered(domain, "utter_hi", {"tier": None})
+    assert plain is not None and plain[2] == {"utter_action": "utter_hi"}
