@@ -27,11 +27,23 @@ from server.dialogue.messages import (
     check_text_length,
     split_message,
 )
-from server.errors import InvalidConversationId, LockTimeout, MessageTooLong, StoreError
+from server.errors import (
+    InvalidConversationId,
+    LockTimeout,
+    MessageTooLong,
+    NoModelLoaded,
+    StoreError,
+)
 from server.json_values import loads_untrusted
+from server.outages import RepeatsCounted
 from server.trackers.store import check_conversation_id
 
 logger = logging.getLogger(__name__)
+
+# Messages answered `[]` while no model is loaded (as Rasa answers them): one warning, then a
+# count a minute, not an ERROR line per message while a model server is slow to answer.
+NO_MODEL = RepeatsCounted(logger, 60.0)
+NO_MODEL_LINE = "rest: a message answered [] (nothing handled): no model is loaded"
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:
@@ -144,6 +156,8 @@ class RestWebhook:
             await self.on_new_message(message)
         except _NOT_RECORDED:
             raise
+        except NoModelLoaded:
+            NO_MODEL.log(NO_MODEL_LINE, NO_MODEL_LINE)
         except Exception as e:  # the user gets what was collected, as in Rasa
             _log_failure(message, e)
         finally:

@@ -12,10 +12,13 @@ from server.dialogue.domain import Domain
 
 _MESSAGE_KEYS = ("text", "image", "buttons", "attachment", "elements", "quick_replies", "custom")
 # `{slot}`, and `{{` / `}}` for a brace (Rasa's `str.format` escapes, as in a button payload
-# `/inform{{"city": "Paris"}}`).
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}\s]+)\}")
-_IGNORED_KEYS = ("condition", "channel", "id")
-_NOT_SAID = (*_IGNORED_KEYS, "response_ids")
+# `/inform{{"city": "Paris"}}`). As in Rasa, a slot's name is anything but braces and a line
+# break (`{first name}`).
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}\n]+)\}")
+# What picks a variation: kept as written (not filled in), in the bot event's metadata as
+# Rasa keeps them.
+_CHOOSING_KEYS = frozenset(("condition", "channel", "id"))
+_NOT_SAID = ("response_ids",)
 # Keys that are not a bot message's metadata.
 _NOT_METADATA = frozenset((*_MESSAGE_KEYS, "template_name"))
 # What a bot event holds of a message: text, data and metadata (see `bot_data`).
@@ -260,9 +263,11 @@ def _filled(
 ) -> dict[str, Any]:
     """The message of `variation` with the slots' and `kwargs`' values filled in."""
     values = {**slots, **kwargs}
-    message = {k: _fill(v, values) for k, v in variation.items() if k not in _IGNORED_KEYS}
-    if "response_ids" in message:
-        message.pop("response_ids")
+    message = {
+        k: v if k in _CHOOSING_KEYS else _fill(v, values)
+        for k, v in variation.items()
+        if k != "response_ids"
+    }
     return message
 
 
@@ -309,7 +314,7 @@ def bot_data(message: dict[str, Any]) -> Said:
         "image": message.get("image"),
         "custom": message.get("custom"),
     }
-    if data["attachment"] is None and data["image"] is not None:
+    if not data["attachment"]:  # an empty one too, as in Rasa (which reads `or`)
         data["attachment"] = data["image"]
     if message.keys() <= _NOT_METADATA:  # the usual message: no comprehension to run
         return text, data, {}

@@ -308,3 +308,25 @@ async def test_a_streamed_turn_that_could_not_be_recorded_is_a_503() -> None:
     # Before: 200 with an empty stream, as if the bot had nothing to say; the message was lost.
     assert answer.status_code == 503
     assert answer.json()["reason"] == "ServiceUnavailable"
+
+
+async def test_messages_while_no_model_is_loaded_are_answered_empty_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.channels.conftest import modelless_app
+
+    app = modelless_app(tmp_path, {"rest": None})
+    caplog.set_level(logging.INFO)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://bot"
+    ) as client:
+        answers = [
+            await client.post("/webhooks/rest/webhook", json={"sender": f"u{i}", "message": "hi"})
+            for i in range(5)
+        ]
+    # As Rasa: an empty list, not an error status a Rasa client would not expect.
+    assert [(a.status_code, a.json()) for a in answers] == [(200, [])] * 5
+    # Before: one ERROR line per message, flooding the log while the model server is slow.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and "no model is loaded" in said[0]

@@ -169,10 +169,10 @@ def test_a_message_is_the_variation_filled_in_and_never_the_domains_own() -> Non
         }
     )
     first = render_response(domain, "utter_literal", {"name": None})
-    assert first == {"text": "Hi!", "n": 3}
+    assert first == {"text": "Hi!", "id": "x1", "n": 3}
     assert first is not None
     first["text"] = "changed"
-    assert render_response(domain, "utter_literal", {}) == {"text": "Hi!", "n": 3}
+    assert render_response(domain, "utter_literal", {}) == {"text": "Hi!", "id": "x1", "n": 3}
 
     filled = render_response(domain, "utter_filled", {"name": "Ann"}, day="Monday")
     assert filled == {
@@ -203,13 +203,14 @@ def test_buttons_without_placeholders_are_said_as_written_in_new_lists_and_objec
         }
     )
     said = render_response(domain, "utter_buttons", {})
-    assert said == {"text": "How are you?", "buttons": buttons, "custom": None}
+    assert said == {"text": "How are you?", "buttons": buttons, "id": "b1", "custom": None}
     assert said is not None
     said["buttons"][0]["title"] = "changed"
     said["buttons"].append({})
     assert render_response(domain, "utter_buttons", {}) == {
         "text": "How are you?",
         "buttons": buttons,
+        "id": "b1",
         "custom": None,
     }
     assert domain.responses["utter_buttons"][0]["buttons"][0]["title"] == "great"
@@ -318,3 +319,65 @@ def test_every_response_of_the_shared_bots_is_uttered_as_rendered(bot_name: str)
             said = uttered(domain, name, slots, channel)
             random.seed(7)
             assert said == _said_afresh(domain, name, slots, channel), (bot_name, name, channel)
+
+
+@pytest.mark.parametrize("empty", ["", {}, []])
+def test_an_empty_attachment_is_the_image_as_a_missing_one_is(empty: Any) -> None:
+    domain = Domain.from_dict(
+        {"responses": {"utter_look": [{"text": "Look:", "image": "a.png", "attachment": empty}]}}
+    )
+    said = uttered(domain, "utter_look", {})
+    assert said is not None
+    # As in Rasa: the bot event's (and so every channel's) attachment is the image. Before,
+    # the empty attachment stayed, and a channel reading only `attachment` showed nothing.
+    assert said[1]["attachment"] == "a.png"
+    assert said[1]["image"] == "a.png"
+
+
+def test_a_placeholder_names_a_slot_whose_name_holds_spaces() -> None:
+    domain = Domain.from_dict(
+        {
+            "slots": {"first name": {"type": "text", "mappings": [{"type": "custom"}]}},
+            "responses": {"utter_hi": [{"text": "Hi {first name}! {no such} {{first name}}"}]},
+        }
+    )
+    message = render_response(domain, "utter_hi", {"first name": "Ann"})
+    # As in Rasa, a name is anything but braces and a line break. Before, `{first name}` was
+    # said as written.
+    assert message == {"text": "Hi Ann! {no such} {first name}"}
+
+
+def test_a_variation_with_an_empty_condition_list_is_one_without_a_condition() -> None:
+    domain = Domain.from_dict(
+        {"responses": {"utter_hi": [{"text": "listed", "condition": []}, {"text": "plain"}]}}
+    )
+    # Unlike Rasa 3.6, which never says it (neither conditional nor unconditional there).
+    said = {render_response(domain, "utter_hi", {})["text"] for _ in range(200)}  # type: ignore[index]
+    assert said == {"listed", "plain"}
+
+
+def test_a_bot_event_keeps_the_chosen_variations_id_condition_and_channel_in_its_metadata() -> None:
+    condition = [{"type": "slot", "name": "tier", "value": "gold"}]
+    domain = Domain.from_dict(
+        {
+            "slots": {"tier": {"type": "text", "mappings": [{"type": "custom"}]}},
+            "responses": {
+                "utter_hi": [
+                    {"text": "Hi {tier}", "id": "hi_gold", "condition": condition},
+                    {"text": "Hi", "channel": "slack", "id": "hi_slack"},
+                    {"text": "Hi"},
+                ]
+            },
+        }
+    )
+    # As Rasa 3.6, whose bot event's metadata holds every key of the chosen variation
+    # that is no part of the message. Before, they were dropped.
+    gold = uttered(domain, "utter_hi", {"tier": "gold"})
+    assert gold is not None
+    assert gold[0] == "Hi gold"
+    assert gold[2] == {"utter_action": "utter_hi", "id": "hi_gold", "condition": condition}
+    slack = uttered(domain, "utter_hi", {"tier": None}, "slack")
+    assert slack is not None
+    assert slack[2] == {"utter_action": "utter_hi", "channel": "slack", "id": "hi_slack"}
+    plain = uttered(domain, "utter_hi", {"tier": None})
+    assert plain is not None and plain[2] == {"utter_action": "utter_hi"}

@@ -338,3 +338,14 @@ def test_a_condition_with_requested_slot_null_holds_whatever_the_form_asks() -> 
     domain = _form_domain([{"active_loop": "trip_form", "requested_slot": None}])
     assert _filled(domain, _in_form(domain, "t"))["s"] == "x"
     assert "s" not in _filled(domain, _said(domain, "inform"))
+
+
+def test_a_message_without_text_leaves_a_slot_filled_from_text_as_it_is() -> None:
+    domain = _domain([{"type": "from_text"}], slot_type="text")
+    tracker = _said(domain, "inform", text="Ann")
+    tracker.update(SlotSet(key="s", value="Ann"))
+    tracker.update(ActionExecuted(action_name="action_listen"))
+    tracker.update(UserUttered(text=None, parse_data={"intent": {"name": "inform"}}))
+    # Unlike Rasa 3.6, which sets the slot to null (and a list slot to [null]): a message
+    # with no text says nothing about the slot (see docs/differences-from-rasa.md).
+    assert extract_slots(tracker, domain) == []
