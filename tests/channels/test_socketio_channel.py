@@ -34,6 +34,22 @@ async def bot(settings: dict[str, Any] | None) -> AsyncIterator[str]:
         yield url
 
 
+@contextlib.asynccontextmanager
+async def recording_bot() -> AsyncIterator[tuple[str, list[str]]]:
+    """The echo bot with session_persistence on; yields its URL and the senders of the
+    messages it has handled."""
+    handled: list[str] = []
+
+    async def record(message: UserMessage) -> None:
+        handled.append(message.sender_id)
+        await echo(message)
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": {"session_persistence": True}}), record)
+    async with serving(app) as url:
+        yield url, handled
+
+
 class Client:
     """A socket.io client that queues everything the bot emits."""
 
@@ -774,16 +790,8 @@ async def test_a_socket_that_leaves_mid_turn_leaves_no_error(
 async def test_a_socket_that_leaves_in_the_same_request_as_its_message_leaves_no_error(
     event: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    handled: list[str] = []
-
-    async def record(message: UserMessage) -> None:
-        handled.append(message.sender_id)
-        await echo(message)
-
-    app = create_app()
-    attach_channels(app, load_channels({"socketio": {"session_persistence": True}}), record)
     caplog.set_level(logging.WARNING)
-    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+    async with recording_bot() as (url, handled), httpx.AsyncClient(base_url=url) as http:
         polling = "/socket.io/?EIO=4&transport=polling"
         sid = json.loads((await http.get(polling)).text[1:])["sid"]
         await http.post(f"{polling}&sid={sid}", content="40")
@@ -832,15 +840,7 @@ async def test_a_session_id_that_is_another_sockets_id_is_replaced(
 async def test_a_message_naming_another_sockets_id_as_session_reaches_neither_socket(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    handled: list[str] = []
-
-    async def record(message: UserMessage) -> None:
-        handled.append(message.sender_id)
-        await echo(message)
-
-    app = create_app()
-    attach_channels(app, load_channels({"socketio": {"session_persistence": True}}), record)
-    async with serving(app) as url:
+    async with recording_bot() as (url, handled):
         victim, other = Client(), Client()
         await victim.sio.connect(url, transports=["websocket"])
         await other.sio.connect(url, transports=["websocket"])
