@@ -1289,6 +1289,14 @@ def _part_read_as_data(parser: argparse.ArgumentParser, argv: list[str]) -> None
 # What `rasa run actions` runs: rasa-sdk's action server, given the rest of the arguments.
 ACTION_SERVER_MODULE = "rasa_sdk"
 DEFAULT_ACTIONS_PACKAGE = "actions"
+_RASA_SDK_SPELLING = {"--logging-config-file": "--logging-config_file"}
+
+
+def _in_rasa_sdks_spelling(arg: str) -> str:
+    """Rasa's `--logging-config-file` (of `rasa run actions`) as rasa-sdk's parser spells it,
+    `--logging-config_file`: passed on as it was, rasa-sdk stopped on it (exit 2)."""
+    flag, sep, value = arg.partition("=")
+    return _RASA_SDK_SPELLING.get(flag, flag) + sep + value
 
 
 def run_action_server(argv: list[str]) -> int:
@@ -1306,6 +1314,7 @@ def run_action_server(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
+    argv = [_in_rasa_sdks_spelling(arg) for arg in argv]
     flags = {arg.split("=", 1)[0] for arg in argv}
     if not flags & {"--actions", "--actions-module", "-h", "--help"}:
         argv = ["--actions", DEFAULT_ACTIONS_PACKAGE, *argv]

@@ -383,7 +383,15 @@ class SocketIOInput(InputChannel):
                 # socket (a backend client, a widget after a server restart) gets the replies
                 # too; knowing the id lets it request the session anyway. A socket that
                 # could not join (it left) has its turn run all the same.
-                await join(sid, sender)
+                if not await join(sid, sender) and sio.manager.is_connected(sid, ns or "/"):
+                    # Connected, yet refused the room: `sender` is another socket's own id.
+                    # Its turn's replies would go to that socket, not to this one.
+                    logger.warning(
+                        "socketio: a message for a session_id that is another socket's id "
+                        "was refused"
+                    )
+                    await self.get_output_channel().send_response(sid, {"text": INVALID_SESSION})
+                    return
             else:
                 sender = sid
             text = data.get("message")

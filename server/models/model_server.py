@@ -144,14 +144,19 @@ class ModelServerPoller:
         self.failing_since: datetime | None = None
         self.disk_full = False  # the latest pull failed for want of disk space (the server's)
         # The fingerprint (ETag or sha256) of the latest model refused for its bytes, and
-        # why: served again, it is not downloaded (with an ETag) or unpacked (without) again.
+        # why: served again, it is not downloaded (with an ETag) or unpacked (without) again,
+        # unless the verify key it was checked with has changed (its file is read at each
+        # load: an operator may fix it without a restart).
         self._refused: tuple[str, str] | None = None
+        self._refused_key: bytes | str | None = None  # the verify key then
+        self._key_now: bytes | str | None = None  # the verify key at this pull
 
     async def pull_once(self) -> bool:
         """One exchange with the model server; True when a new model was loaded."""
         if self.holder.superseded(self.ticket):
             self._give_way()
             return False
+        self._key_now = await self._verify_key()
         try:
             download = await self._download()
         except _NoChange:
@@ -177,6 +182,7 @@ class ModelServerPoller:
             self.disk_full = isinstance(exc, ModelStorageFull)
             if isinstance(exc, _REFUSED_FOR_ITS_BYTES):
                 self._refused = (fingerprint, self.last_error or "")
+                self._refused_key = self._key_now
             return False
         finally:
             await asyncio.to_thread(shutil.rmtree, path.parent, True)
@@ -257,8 +263,23 @@ class ModelServerPoller:
         return path, etag if etag is not None else digest, filename
 
     def _check_not_refused(self, fingerprint: str | None) -> None:
-        if self._refused is not None and fingerprint == self._refused[0]:
+        if (
+            self._refused is not None
+            and fingerprint == self._refused[0]
+            and self._key_now == self._refused_key
+        ):
             raise _StillRefused(self._refused[1])
+
+    async def _verify_key(self) -> bytes | str | None:
+        """The verify key as this pull's load reads it: a file's bytes, or why it cannot be
+        read (one small file, as the load reads it)."""
+        key = self.holder.verify_key
+        if not isinstance(key, Path):
+            return key
+        try:
+            return await asyncio.to_thread(key.read_bytes)
+        except OSError as exc:
+            return repr(exc)
 
     def _give_way(self) -> None:
         if not self.superseded:

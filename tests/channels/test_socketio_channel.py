@@ -34,6 +34,22 @@ async def bot(settings: dict[str, Any] | None) -> AsyncIterator[str]:
         yield url
 
 
+@contextlib.asynccontextmanager
+async def recording_bot() -> AsyncIterator[tuple[str, list[str]]]:
+    """The echo bot with session_persistence on; yields its URL and the senders of the
+    messages it has handled."""
+    handled: list[str] = []
+
+    async def record(message: UserMessage) -> None:
+        handled.append(message.sender_id)
+        await echo(message)
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": {"session_persistence": True}}), record)
+    async with serving(app) as url:
+        yield url, handled
+
+
 class Client:
     """A socket.io client that queues everything the bot emits."""
 
@@ -774,16 +790,8 @@ async def test_a_socket_that_leaves_mid_turn_leaves_no_error(
 async def test_a_socket_that_leaves_in_the_same_request_as_its_message_leaves_no_error(
     event: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    handled: list[str] = []
-
-    async def record(message: UserMessage) -> None:
-        handled.append(message.sender_id)
-        await echo(message)
-
-    app = create_app()
-    attach_channels(app, load_channels({"socketio": {"session_persistence": True}}), record)
     caplog.set_level(logging.WARNING)
-    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+    async with recording_bot() as (url, handled), httpx.AsyncClient(base_url=url) as http:
         polling = "/socket.io/?EIO=4&transport=polling"
         sid = json.loads((await http.get(polling)).text[1:])["sid"]
         await http.post(f"{polling}&sid={sid}", content="40")
@@ -817,13 +825,39 @@ async def test_a_session_id_that_is_another_sockets_id_is_replaced(
         ((_, session_id),) = await second.next()
         await second.sio.emit("user_uttered", {"message": "hi", "session_id": taken})
         await second.sio.emit("user_uttered", {"message": "hi", "session_id": session_id})
-        replies = await second.next(2)
+        replies = await second.next(3)
         await first.sio.disconnect()
         await second.sio.disconnect()
     assert session_id != taken and len(session_id) == 32
-    assert replies[1] == ("bot_uttered", {"text": f"from {session_id} via socketio"})
+    assert replies[0] == ("bot_uttered", {"text": INVALID_SESSION})
+    assert replies[2] == ("bot_uttered", {"text": f"from {session_id} via socketio"})
     assert [r.getMessage() for r in caplog.records] == [
-        "socketio: a session_id that is another socket's id was replaced"
+        "socketio: a session_id that is another socket's id was replaced",
+        "socketio: a message for a session_id that is another socket's id was refused",
+    ]
+
+
+async def test_a_message_naming_another_sockets_id_as_session_reaches_neither_socket(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with recording_bot() as (url, handled):
+        victim, other = Client(), Client()
+        await victim.sio.connect(url, transports=["websocket"])
+        await other.sio.connect(url, transports=["websocket"])
+        taken = victim.sio.get_sid()
+        with caplog.at_level(logging.WARNING, logger="server.channels.socket_io"):
+            await other.sio.emit("user_uttered", {"message": "hi", "session_id": taken})
+            # Before: the turn ran as conversation `taken` and its replies went to that
+            # room, the other socket's own: the victim's widget showed them.
+            (reply,) = await other.next()
+        await asyncio.sleep(0.5)  # a reply to the victim would be in by now
+        heard_by_victim = victim.inbox.qsize()
+        await victim.sio.disconnect()
+        await other.sio.disconnect()
+    assert (heard_by_victim, handled) == (0, [])
+    assert reply == ("bot_uttered", {"text": INVALID_SESSION})
+    assert [r.getMessage() for r in caplog.records] == [
+        "socketio: a message for a session_id that is another socket's id was refused"
     ]
 
 

@@ -79,3 +79,23 @@ def test_run_actions_without_rasa_sdk_says_how_to_get_it(
     assert result.code == 1
     assert "pip install rasa-sdk" in result.err
     assert "model" not in result.err
+
+
+@pytest.mark.parametrize(
+    "given", [["--logging-config-file", "log.yml"], ["--logging-config-file=log.yml"]]
+)
+def test_rasas_logging_config_file_flag_reaches_rasa_sdk(
+    given: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rasa run actions --logging-config-file log.yml` (Rasa's spelling of the flag) works;
+    rasa-sdk's own parser spells it `--logging-config_file`. Before, rasa-sdk stopped with
+    `unrecognized arguments: --logging-config-file`, exit 2."""
+    from rasa_sdk.__main__ import create_argument_parser
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(cli.os, "execv", lambda _path, command: started.append(command))
+    cli.main(["run", "actions", "-p", "5056", *given])
+    ((_python, _m, module, *argv),) = started
+    assert module == "rasa_sdk"
+    parsed = create_argument_parser().parse_args(argv)
+    assert (parsed.logging_config_file, parsed.port) == ("log.yml", 5056)

@@ -31,6 +31,7 @@ from server.api.status import status_router
 from server.errors import CorruptArchive, ModelStorageFull, ModelSuperseded
 from server.models import ArchiveLimits, ModelHolder, ModelSource
 from server.models.model_server import ModelServerConfig, ModelServerPoller
+from server.models.signing import generate_keypair
 from tests.loop_lag import paced
 from tests.models.conftest import GreetingModel, greeting_loader
 from tests.small_disk import temp_files_on_a_small_disk
@@ -269,6 +270,25 @@ async def test_a_content_encoding_that_expands_the_body_is_refused_at_once(
     model_server.behaviour.body = gzip.compress(archive_factory("one").read_bytes())
     assert await poller.pull_once() is True
     assert holder.info is not None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review22: httpx decodes a gzip Content-Encoding, so a .tar.gz served with "
+    "'Content-Encoding: gzip' as its own encoding (Apache's AddEncoding x-gzip .gz, a GCS or "
+    "S3 object whose metadata says gzip) arrives as a bare tar and is refused as 'not a model "
+    "archive ... check models.url'; before c97e341, as a corrupt archive (Rasa's aiohttp "
+    "decodes it too). Fix: keep the raw bytes when the decoded ones are not gzip",
+)
+async def test_an_archive_served_with_its_gzip_as_content_encoding_loads(
+    model_server, holder, client, archive_factory
+):
+    model_server.behaviour.mode = "gzip-encoded"
+    model_server.behaviour.body = archive_factory("one").read_bytes()  # sent as it is
+    poller = ModelServerPoller(
+        holder, ModelServerConfig.from_endpoint({"url": model_server.url}), client
+    )
+    assert await poller.pull_once() is True, poller.last_error
 
 
 @pytest.mark.parametrize(
@@ -632,6 +652,36 @@ async def test_a_refused_model_served_again_is_not_unpacked_again(
     model_server.behaviour.body = archive_factory("two").read_bytes()
     assert await poller.pull_once() is True
     assert holder.current.answer() == "two" and poller.last_error is None
+
+
+@pytest.mark.parametrize("mode", ["serve", "no-etag"])
+async def test_a_model_refused_by_a_wrong_verify_key_loads_once_the_key_file_is_fixed(
+    mode, model_server, loader, client, archive_factory, tmp_path: Path
+):
+    """The verify key file is read at each load, so fixing it needs no restart; the model
+    it refused must then load from the same bytes (and ETag) at the next pull."""
+    signing, right = generate_keypair()
+    _, wrong = generate_keypair()
+    key_file = tmp_path / "verify.pub"
+    key_file.write_bytes(wrong)  # the operator's mistake: another key pair's public half
+    holder = ModelHolder(loader, verify_key=key_file)
+    model_server.behaviour.mode = mode
+    model_server.behaviour.body = archive_factory("signed", signing_key=signing).read_bytes()
+    poller = ModelServerPoller(
+        holder, ModelServerConfig.from_endpoint({"url": model_server.url}), client
+    )
+    assert await poller.pull_once() is False
+    assert holder.current is None
+    refused_at = holder.last_error_at
+    assert await poller.pull_once() is False  # the same key: the memo holds
+    assert holder.last_error_at == refused_at
+
+    key_file.write_bytes(right)
+    # Before: the memo of the refused model answered for it ('the same bytes, the same
+    # refusal') at every pull, until the model server served another model.
+    assert await poller.pull_once() is True
+    assert holder.current is not None and holder.current.answer() == "signed"
+    assert poller.last_error is None
 
 
 async def test_a_broken_startup_model_is_reported_once(holder, tmp_path: Path, caplog):
