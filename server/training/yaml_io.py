@@ -111,8 +111,9 @@ _FLOAT_1_2 = re.compile(
 
 
 def _resolvers_1_2() -> dict[Any, list[tuple[str, re.Pattern[str]]]]:
-    """PyYAML's safe implicit types with booleans, integers and floats as YAML 1.2 reads them
-    (PyYAML knows only 1.1)."""
+    """PyYAML's safe implicit types (it knows only YAML 1.1) with 1.2's booleans, no base-60
+    integers or floats, and floats with an exponent but no point; `0777` (octal) and `1_000`
+    stay as PyYAML reads them."""
     replaced = {_BOOL_TAG: _BOOL_1_2, _INT_TAG: _INT_1_2, _FLOAT_TAG: _FLOAT_1_2}
     firsts = {_BOOL_TAG: "tTfF", _INT_TAG: "-+0123456789", _FLOAT_TAG: "-+0123456789."}
     resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
