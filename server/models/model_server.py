@@ -13,6 +13,8 @@ import math
 import re
 import shutil
 import tempfile
+import zlib
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -440,6 +442,60 @@ def _not_an_archive(response: httpx.Response, head: bytes, url: str) -> _PullFai
     )
 
 
+_GZIP_ENCODINGS = ("gzip", "x-gzip")
+# Sent bytes enough to see what a gzip-encoded body starts with.
+_HEAD_BYTES = 64 * 1024
+
+
+async def _archive_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's bytes as the archive they carry: decoded as its Content-Encoding says,
+    except a gzip encoding whose decoded bytes are no gzip: then the encoding is the archive's
+    own (Apache's `AddEncoding x-gzip .gz`, a .tar.gz object stored gzip-encoded), and the
+    body as sent is the archive. Decoded pieces are at most `_WRITE_BATCH` bytes each, so the
+    caller's expansion check sees a bomb before it is in memory."""
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in _GZIP_ENCODINGS:
+        async for chunk in response.aiter_bytes():
+            yield chunk
+        return
+    held = bytearray()  # the sent bytes, until their decoded start tells which
+    chunks = response.aiter_raw()
+    async for chunk in chunks:
+        held += chunk
+        head = _decoded_start(held)
+        # (A gzip header of endless name or comment fields decodes to nothing: sent as is.)
+        if head is None or len(head) >= len(_GZIP_MAGIC) or len(held) > _HEAD_BYTES:
+            break
+    else:
+        head = _decoded_start(held)
+    if head is None or head[: len(_GZIP_MAGIC)] != _GZIP_MAGIC:
+        yield bytes(held)  # the archive as sent (or not gzip at all: refused by the caller)
+        async for chunk in chunks:
+            yield chunk
+        return
+    decoder = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    for piece in _decode(decoder, bytes(held)):
+        yield piece
+    async for chunk in chunks:
+        for piece in _decode(decoder, chunk):
+            yield piece
+    yield decoder.flush()
+
+
+def _decoded_start(sent: bytes | bytearray) -> bytes | None:
+    """The first decoded bytes of a gzip-encoded body's start; None when it is no gzip."""
+    try:
+        return zlib.decompressobj(zlib.MAX_WBITS | 16).decompress(bytes(sent), len(_GZIP_MAGIC))
+    except zlib.error:
+        return None
+
+
+def _decode(decoder: Any, data: bytes) -> Iterator[bytes]:
+    while data:
+        yield decoder.decompress(data, _WRITE_BATCH)
+        data = decoder.unconsumed_tail
+
+
 async def _save_body(
     response: httpx.Response, filename: str, max_bytes: int, too_large: Exception, url: str
 ) -> tuple[Path, str]:
@@ -456,7 +512,7 @@ async def _save_body(
         handle = await asyncio.to_thread(path.open, "wb")
         try:
             batch = bytearray()
-            async for chunk in response.aiter_bytes():
+            async for chunk in _archive_bytes(response):
                 size += len(chunk)
                 if size > max_bytes:
                     raise too_large
