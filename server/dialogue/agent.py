@@ -27,6 +27,7 @@ from server.trackers.events import (
     Event,
     SessionStarted,
     UserUttered,
+    left_out_by_rasa,
 )
 from server.trackers.tracker import Tracker
 
@@ -174,7 +175,12 @@ class Agent:
                 # Rasa's save publishes the events past the stored session's length: all of a
                 # new conversation's, the tail of a longer list, none of a shorter one. They
                 # are chained after the last one published before (the stored session's).
-                stored = await self.processor.trackers.store.load(sender_id)
+                # Items Rasa leaves out of trackers (`topic`) are not in its stored session.
+                stored = [
+                    d
+                    for d in await self.processor.trackers.store.load(sender_id) or ()
+                    if not left_out_by_rasa(d)
+                ]
                 if stored:
                     offset, previous = len(stored), dict(stored[-1])
             await self.processor.trackers.replace(tracker)

@@ -81,3 +81,31 @@ async def test_a_bulk_put_is_published_whole_and_in_order(
     url = "/conversations/bulk/tracker/events?include_events=NONE"
     assert (await client.put(url, json=body)).status_code == 200
     assert [e["text"] for e in await published(log, 1_500)] == [e["text"] for e in body]
+
+
+async def test_a_put_onto_a_rasa_conversation_holding_a_topic_event_publishes_its_new_tail(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A stored item Rasa leaves out of trackers (Rasa Core 0.x's `topic`) is not counted
+    in the stored session's length: Rasa's loaded tracker has no such item. Before, it was,
+    so the PUT's first new event was taken as stored and never published."""
+    from tests.trackers.test_sql_tracker_store import create_rasa_sqlite_db
+
+    stored = [listen(1.0), {"event": "topic", "timestamp": 1.5, "topic": "x"}, said("hi", 2.0)]
+    db = tmp_path / "rasa.db"
+    create_rasa_sqlite_db(db, [("old", event) for event in stored])
+    log = tmp_path / "events.log"
+    client = await make_client(
+        endpoints={
+            "tracker_store": {"type": "SQL", "dialect": "sqlite", "db": str(db)},
+            "event_broker": {"type": "file", "path": str(log)},
+        }
+    )
+    url = "/conversations/old/tracker/events?include_events=NONE"
+
+    new = [listen(1.0), said("hi", 2.0), listen(3.0)]
+    assert (await client.put(url, json=new)).status_code == 200
+    events = await published(log, 1)
+    assert [(e["sender_id"], e["event"], e["timestamp"]) for e in events] == [
+        ("old", "action", 3.0)
+    ]
