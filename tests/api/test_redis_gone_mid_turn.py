@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from bench.tcp_proxy import TcpProxy, free_port
 from server.trackers.redis_store import RedisTrackerStore
+from tests.loop_lag import paced
 from tests.serving import serving
 from tests.trackers.persistence_fixtures import (
     REDIS,
@@ -67,7 +68,8 @@ async def test_a_turn_redis_left_midway_is_a_503_and_the_next_one_goes_on_at_onc
             started = time.monotonic()
             response = await client.post("/webhooks/rest/webhook", json=great)
             assert response.json() == [{"recipient_id": "ann", "text": "utter_happy"}]
-            assert time.monotonic() - started < 10  # not the 30 s lease the lost turn held
+            # Not the 30 s lease the lost turn held.
+            assert time.monotonic() - started < paced(5, below=25)
             events = [e["event"] for e in await store.load("ann") or []]
             assert events[: len(stored)] == [e["event"] for e in stored]
             assert events.count("user") == 2
