@@ -459,6 +459,7 @@ async def _archive_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
             yield chunk
         return
     held = bytearray()  # the sent bytes, until their decoded start tells which
+    head: bytes | None = b""  # (an empty body decodes to nothing)
     chunks = response.aiter_raw()
     async for chunk in chunks:
         held += chunk
@@ -466,8 +467,6 @@ async def _archive_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
         # (A gzip header of endless name or comment fields decodes to nothing: sent as is.)
         if head is None or len(head) >= len(_GZIP_MAGIC) or len(held) > _HEAD_BYTES:
             break
-    else:
-        head = _decoded_start(held)
     if head is None or head[: len(_GZIP_MAGIC)] != _GZIP_MAGIC:
         yield bytes(held)  # the archive as sent (or not gzip at all: refused by the caller)
         async for chunk in chunks:

@@ -50,6 +50,9 @@ def create_client(config: dict[str, Any], default_db: int, subscriber: bool = Fa
         common["socket_keepalive_options"] = tcp_options(
             min(dead_connection_timeout(), socket_timeout / 2)
         )
+    # Also as text: `use_ssl: ${REDIS_TLS}` with REDIS_TLS=false is off (before, any text
+    # turned TLS on, as in Rasa, and every connection to a plain Redis failed).
+    use_ssl = flag(config, "use_ssl")
     ssl_options = {
         key: config[key]
         for key in ("ssl_keyfile", "ssl_certfile", "ssl_ca_certs")
@@ -61,7 +64,7 @@ def create_client(config: dict[str, Any], default_db: int, subscriber: bool = Fa
         given = {key: config[key] for key in ("username", "password") if config.get(key)}
         if config.get("db") is not None:
             given["db"] = int(config["db"])
-        if _use_ssl(config) and host.lower().startswith("redis://"):
+        if use_ssl and host.lower().startswith("redis://"):
             host = "rediss://" + host[len("redis://") :]  # (was plain text, without a word)
         if host.lower().startswith("rediss://"):
             given.update(ssl_options)
@@ -72,16 +75,10 @@ def create_client(config: dict[str, Any], default_db: int, subscriber: bool = Fa
         db=int(config.get("db", default_db)),
         username=config.get("username"),
         password=config.get("password"),
-        ssl=_use_ssl(config),
+        ssl=use_ssl,
         **ssl_options,
         **common,
     )
-
-
-def _use_ssl(config: dict[str, Any]) -> bool:
-    """`use_ssl`, also as text: `use_ssl: ${REDIS_TLS}` with REDIS_TLS=false is off (before,
-    any text turned TLS on, as in Rasa, and every connection to a plain Redis failed)."""
-    return flag(config, "use_ssl")
 
 
 def key_prefix(config: dict[str, Any], kind: str, quiet: bool = False) -> str:
