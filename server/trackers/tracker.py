@@ -87,6 +87,9 @@ class SlotDefaults(dict[str, Any]):
             other, "list_slots", frozenset()
         )
 
+    def __ne__(self, other: object) -> bool:  # (dict's own would ignore `list_slots`)
+        return not self == other
+
     def held(self, name: str, value: Any) -> Any:
         """What slot `name` holds when set to `value`."""
         if value and name in self.list_slots and not isinstance(value, list):

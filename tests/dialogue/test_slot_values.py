@@ -70,3 +70,14 @@ async def test_a_list_slot_keeps_lists_and_empty_values_as_they_are(
     assert tracker.get_slot("extras") == ""
     await agent.append_events("list-kept", [SlotSet("toppings", None)])
     assert (await Conversation(agent, "list-kept").tracker()).get_slot("toppings") is None
+
+
+def test_slot_defaults_that_differ_only_in_their_list_slots_are_unequal_both_ways() -> None:
+    """A hot tracker is reused only when its slot defaults equal the model's, list slots
+    included; `!=` must say the same as `==` (dict's own `!=` ignored the list slots)."""
+    from server.trackers.tracker import SlotDefaults
+
+    plain = SlotDefaults({"toppings": None})
+    listed = SlotDefaults({"toppings": None}, frozenset({"toppings"}))
+    assert plain != listed and not plain == listed
+    assert not plain != SlotDefaults({"toppings": None})
