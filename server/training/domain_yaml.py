@@ -298,8 +298,7 @@ class DomainReader:
             # for an empty range, be the same for every value). An archive trained before
             # the empty range was refused still loads: its slot featurizes as it did.
             raise InvalidProjectFile(
-                f"'min_value' of slot '{name}' ({spec.get('min_value', 0.0)}) is not below its "
-                f"'max_value' ({spec.get('max_value', 1.0)})",
+                f"'min_value' of slot '{name}' ({low}) is not below its 'max_value' ({high})",
                 filename,
                 line_of(spec, "min_value", line),
             )
@@ -311,7 +310,6 @@ class DomainReader:
                 filename,
                 line_of(spec, "initial_value", line),
             )
-        low, high = spec.get("min_value", 0.0), spec.get("max_value", 1.0)
         initial = spec.get("initial_value")
         if normalized == "float" and initial is not None and not low <= float(initial) <= high:
             # Rasa's warning too.
