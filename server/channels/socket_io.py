@@ -1,7 +1,7 @@
 """The socket.io channel: python-socketio mounted at `socketio_path`, Rasa's events and payloads.
 
 `user_uttered` in, `bot_uttered` out (names configurable); with `session_persistence` the
-conversation is the client's session id, otherwise the socket id.
+conversation is the client's session id, whose sockets share its room, otherwise the socket id.
 """
 
 from __future__ import annotations
@@ -64,6 +64,18 @@ INVALID_SESSION = (
 )
 
 
+# python-socketio puts each socket in a room named by its own id. A session's room is named
+# apart, so that no session id names a socket's room: with rooms shared by every worker and
+# host, a session id equal to a socket's id held elsewhere would otherwise send that socket
+# the session's replies. Socket ids never hold a colon.
+_SESSION_ROOM = "session:"
+
+
+def session_room(session_id: str) -> str:
+    """The socket.io room of the sockets in session `session_id`."""
+    return _SESSION_ROOM + session_id
+
+
 def socketio_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
     """One bot message as the payloads Rasa's socket.io channel emits, in order."""
     payloads: list[dict[str, Any]] = []
@@ -108,8 +120,9 @@ def socketio_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class SocketIOOutput:
-    """Emits bot messages to the socket.io room of the conversation (with `--workers N`, on
-    whichever worker holds its sockets)."""
+    """Emits bot messages to the socket.io room of the conversation: its session's room
+    (`session_rooms`, with session_persistence), else its socket's own (with `--workers N`,
+    on whichever worker holds its sockets)."""
 
     name = "socketio"
 
@@ -119,11 +132,17 @@ class SocketIOOutput:
         bot_message_evt: str,
         namespace: str | None = None,
         workers: Workers | None = None,
+        session_rooms: bool = False,
     ) -> None:
         self.sio = sio
         self.bot_message_evt = bot_message_evt
         self.namespace = namespace
         self.workers = workers
+        self.session_rooms = session_rooms
+
+    def room_of(self, conversation_id: str) -> str:
+        """The room of a conversation's sockets."""
+        return session_room(conversation_id) if self.session_rooms else conversation_id
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
         try:
@@ -137,14 +156,16 @@ class SocketIOOutput:
         for payload in socketio_payloads(message):
             custom = payload.get("custom")
             if isinstance(custom, dict) and "data" in custom:
-                # Rasa passes a custom message's keys to emit(): `data` and an optional `room`.
-                await self._send(custom["data"], custom.get("room") or recipient_id)
+                # Rasa passes a custom message's keys to emit(): `data` and an optional
+                # `room`, which names a conversation as the recipient does.
+                await self._send(custom["data"], str(custom.get("room") or recipient_id))
             elif custom is not None:
                 await self._send(custom, recipient_id)
             else:
                 await self._send(payload, recipient_id)
 
-    async def _send(self, data: Any, room: str) -> None:
+    async def _send(self, data: Any, conversation_id: str) -> None:
+        room = self.room_of(conversation_id)
         if self.workers is None:
             await self.sio.emit(self.bot_message_evt, data, room=room, namespace=self.namespace)
         else:
@@ -263,7 +284,9 @@ class SocketIOInput(InputChannel):
     def get_output_channel(self) -> SocketIOOutput:
         # With shared rooms, python-socketio's manager sends each message to every server.
         workers = self.workers if self.rooms is None else None
-        return SocketIOOutput(self.sio, self.bot_message_evt, self.namespace, workers)
+        return SocketIOOutput(
+            self.sio, self.bot_message_evt, self.namespace, workers, self.session_persistence
+        )
 
     def asgi_mount(self, on_new_message: OnNewMessage) -> tuple[str, ASGIApp]:
         self._register_handlers(on_new_message)
@@ -320,17 +343,13 @@ class SocketIOInput(InputChannel):
         async def disconnect(sid: str, *args: Any) -> None:
             return None
 
-        async def join(sid: str, room: str) -> bool:
-            """Puts the socket in `room` (at once if it is there already); False when it has
-            left meanwhile (its event and its disconnect came in one long-polling request:
-            the handler runs after both), or when `room` is another socket's id, whose own
-            room python-socketio lets no other socket enter."""
+        async def join(sid: str, session_id: str) -> bool:
+            """Puts the socket in the session's room (at once if it is there already); False
+            when it has left meanwhile (its event and its disconnect came in one long-polling
+            request: the handler runs after both)."""
             if not sio.manager.is_connected(sid, ns or "/"):
                 return False
-            try:
-                await sio.enter_room(sid, room, namespace=ns)
-            except ValueError:
-                return False
+            await sio.enter_room(sid, session_room(session_id), namespace=ns)
             return True
 
         # `*_`: arguments after the first, which some clients send, are ignored rather than
@@ -346,12 +365,7 @@ class SocketIOInput(InputChannel):
             if session_id is None:
                 session_id = uuid.uuid4().hex
             if self.session_persistence and not await join(sid, session_id):
-                if not sio.manager.is_connected(sid, ns or "/"):
-                    return
-                # Clients adopt the id they are confirmed, as for an id no store can hold.
-                logger.warning("socketio: a session_id that is another socket's id was replaced")
-                session_id = uuid.uuid4().hex
-                await join(sid, session_id)
+                return  # the socket has left: nobody to confirm it to
             await sio.emit("session_confirm", session_id, room=sid, namespace=ns)
 
         async def user_message(sid: str, data: Any = None, *_: Any) -> None:
@@ -372,26 +386,20 @@ class SocketIOInput(InputChannel):
                     )
                     return
                 if not _can_be_stored(sender):
-                    # Refused before the turn, which would fail on it: the socket is told,
-                    # as no room of that id can reach it.
+                    # Refused before the turn, which would fail on it: the socket is told
+                    # itself, as it can join no session of that id.
                     logger.warning(
                         "socketio: a message for a session_id no store can hold was refused"
                     )
-                    await self.get_output_channel().send_response(sid, {"text": INVALID_SESSION})
+                    await sio.emit(
+                        self.bot_message_evt, {"text": INVALID_SESSION}, room=sid, namespace=ns
+                    )
                     return
                 # A client that sends its session id without a session_request on this
                 # socket (a backend client, a widget after a server restart) gets the replies
                 # too; knowing the id lets it request the session anyway. A socket that
                 # could not join (it left) has its turn run all the same.
-                if not await join(sid, sender) and sio.manager.is_connected(sid, ns or "/"):
-                    # Connected, yet refused the room: `sender` is another socket's own id.
-                    # Its turn's replies would go to that socket, not to this one.
-                    logger.warning(
-                        "socketio: a message for a session_id that is another socket's id "
-                        "was refused"
-                    )
-                    await self.get_output_channel().send_response(sid, {"text": INVALID_SESSION})
-                    return
+                await join(sid, sender)
             else:
                 sender = sid
             text = data.get("message")

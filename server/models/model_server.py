@@ -158,7 +158,9 @@ class ModelServerPoller:
         if self.holder.superseded(self.ticket):
             self._give_way()
             return False
-        self._key_now = await self._verify_key()
+        # The key is compared with a refused model's only (_check_not_refused): read for
+        # that, or else just before a load, not at every pull that brings nothing new.
+        self._key_now = await self._verify_key() if self._refused is not None else None
         try:
             download = await self._download()
         except _NoChange:
@@ -172,6 +174,8 @@ class ModelServerPoller:
             self.disk_full = exc.disk_full
             return False
         path, fingerprint, filename = download
+        if self._refused is None:
+            self._key_now = await self._verify_key()
         try:
             await self.holder.load_archive(
                 path, fingerprint, model_file=filename, source="server", ticket=self.ticket

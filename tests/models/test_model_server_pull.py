@@ -680,6 +680,35 @@ async def test_a_model_refused_by_a_wrong_verify_key_loads_once_the_key_file_is_
     assert poller.last_error is None
 
 
+async def test_a_pull_with_no_new_model_does_not_read_the_verify_key_file(
+    model_server, loader, client, archive_factory, tmp_path: Path, monkeypatch
+):
+    """The key file matters to a pull only when a model is loaded, or one refused with it is
+    served again: the pulls answered 304 between two models read it no more (before, each
+    read it, in a thread of its own)."""
+    signing, public = generate_keypair()
+    key_file = tmp_path / "verify.pub"
+    key_file.write_bytes(public)
+    holder = ModelHolder(loader, verify_key=key_file)
+    model_server.behaviour.body = archive_factory("signed", signing_key=signing).read_bytes()
+    poller = ModelServerPoller(
+        holder, ModelServerConfig.from_endpoint({"url": model_server.url}), client
+    )
+    assert await poller.pull_once() is True
+    reads: list[Path] = []
+    read_bytes = Path.read_bytes
+
+    def counted(path: Path) -> bytes:
+        reads.append(path)
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", counted)
+    for _ in range(5):
+        assert await poller.pull_once() is False
+    assert len(model_server.behaviour.requests) == 6
+    assert reads.count(key_file) == 0
+
+
 async def test_a_broken_startup_model_is_reported_once(holder, tmp_path: Path, caplog):
     broken = tmp_path / "broken.tar.gz"
     broken.write_bytes(b"not a model")

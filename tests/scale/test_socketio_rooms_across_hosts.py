@@ -9,21 +9,19 @@ import contextlib
 import json
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import socketio
 
 from bench.concurrency import ServerProcess
 from server.api.workers import SPREADS_CONNECTIONS
 from tests.scale.scale_services import sqlite_and_redis_endpoints
-from tests.scale.socketio_workers import socketio_workers
+from tests.scale.socketio_workers import Tab, socketio_workers, tabs, trigger_greet
 
 pytestmark = [pytest.mark.timeout(180)]
 
-REPLY_SECONDS = 10.0
 GREETING = "Hey! How are you?"
 
 
@@ -36,13 +34,35 @@ def moodbot(moodbot_copy: Callable[[str], Path]) -> Path:
 def two_hosts(
     moodbot: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[list[str]]:
-    """Two server processes of one deployment, their Redis named by endpoints.yml (Redis locks
-    under a key prefix of this run, so their rooms' channel is this run's too), or by the
-    socket.io channel's `rooms_redis` (the locks then in each process's memory)."""
+    """Two server processes of one deployment with session_persistence, their Redis named by
+    endpoints.yml (Redis locks under a key prefix of this run, so their rooms' channel is
+    this run's too), or by the socket.io channel's `rooms_redis` (the locks then in each
+    process's memory)."""
+    with started_hosts(moodbot, tmp_path_factory, request.param, session_persistence=True) as urls:
+        yield urls
+
+
+@pytest.fixture(scope="module")
+def two_hosts_of_socket_ids(
+    moodbot: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[str]]:
+    """Two server processes without session_persistence (Rasa's default: a conversation is a
+    socket id), their Redis named by endpoints.yml."""
+    with started_hosts(moodbot, tmp_path_factory, "endpoints", session_persistence=False) as urls:
+        yield urls
+
+
+@contextlib.contextmanager
+def started_hosts(
+    moodbot: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_named_by: str,
+    session_persistence: bool,
+) -> Iterator[list[str]]:
     directory = tmp_path_factory.mktemp("two-hosts")
     endpoints = sqlite_and_redis_endpoints(directory)
-    socketio_settings: dict[str, object] = {"session_persistence": True}
-    if request.param == "credentials":
+    socketio_settings: dict[str, object] = {"session_persistence": session_persistence}
+    if redis_named_by == "credentials":
         locks = json.loads(endpoints.read_text())
         redis = locks.pop("lock_store")
         endpoints.write_text(json.dumps(locks))
@@ -70,50 +90,6 @@ def two_hosts(
     finally:
         for server in servers:
             asyncio.run(server.stop())
-
-
-class Tab:
-    """One browser tab: a socket.io client of a session_id, and the bot messages it got."""
-
-    def __init__(self) -> None:
-        self.client = socketio.AsyncClient(reconnection=False)
-        self.confirmed: asyncio.Queue[str] = asyncio.Queue()
-        self.replies: asyncio.Queue[str] = asyncio.Queue()
-        self.client.on("session_confirm", self.confirmed.put_nowait)
-        self.client.on("bot_uttered", lambda data: self.replies.put_nowait(data.get("text", "")))
-
-    async def open(self, url: str, session_id: str, transports: list[str] | None = None) -> None:
-        await self.client.connect(url, transports=transports, wait_timeout=5)
-        await self.client.emit("session_request", {"session_id": session_id})
-        assert await asyncio.wait_for(self.confirmed.get(), REPLY_SECONDS) == session_id
-
-    async def next_reply(self) -> str:
-        try:
-            return await asyncio.wait_for(self.replies.get(), REPLY_SECONDS)
-        except TimeoutError:
-            return "(nothing came)"
-
-    async def close(self) -> None:
-        await self.client.eio.disconnect(abort=True)
-
-
-@contextlib.asynccontextmanager
-async def tabs(count: int) -> AsyncIterator[list[Tab]]:
-    opened = [Tab() for _ in range(count)]
-    try:
-        yield opened
-    finally:
-        for tab in opened:
-            await tab.close()
-
-
-async def trigger_greet(api: httpx.AsyncClient, base: str, session_id: str) -> None:
-    answer = await api.post(
-        f"{base}/conversations/{session_id}/trigger_intent",
-        params={"output_channel": "socketio"},
-        json={"name": "greet"},
-    )
-    assert answer.status_code == 200, answer.text
 
 
 def test_a_push_from_either_host_reaches_the_tabs_on_both(two_hosts: list[str]) -> None:
@@ -150,6 +126,59 @@ def test_a_reply_to_one_tab_reaches_the_session_s_tab_on_the_other_host(
             return [await on_b.next_reply(), await on_b.next_reply(), await on_a.next_reply()]
 
     assert asyncio.run(converse()) == [GREETING, "Great, carry on!", GREETING]
+
+
+def test_a_session_id_naming_a_socket_on_the_other_host_sends_that_socket_nothing(
+    two_hosts: list[str],
+) -> None:
+    """A client on host A names as its session_id the socket id of a visitor's tab on host
+    B: its turn's replies come to it, and none to the visitor, whose next message is its own
+    session's (a push sent after the turn, through the same Redis channel, so in order).
+    Before, host A let the client into the room of that id (no such socket there) and the
+    replies, published, were shown in the visitor's widget on host B."""
+
+    async def converse() -> list[str]:
+        async with tabs(2) as (visitor, other), httpx.AsyncClient(timeout=30) as api:
+            visitor_session = f"rooms-{time.time_ns()}"
+            await visitor.open(two_hosts[1], visitor_session)
+            taken = visitor.client.get_sid()
+            assert taken is not None
+            await other.open(two_hosts[0], taken)
+            await other.client.emit("user_uttered", {"message": "hello", "session_id": taken})
+            heard = await other.next_reply()
+            await trigger_greet(api, two_hosts[0], visitor_session, "goodbye")
+            return [heard, await visitor.next_reply()]
+
+    assert asyncio.run(converse()) == [GREETING, "Bye"]
+
+
+def test_a_session_id_that_was_a_socket_id_goes_on_while_that_socket_is_open(
+    two_hosts: list[str],
+) -> None:
+    """A widget that took its first socket's id as its session id (as a popular tutorial
+    does), reloaded while that socket is still open (a long-polling session lingers up to
+    its ping timeout) on the same host, then opened on the other host: each tab is
+    confirmed the stored session and gets its replies. Before, the host holding the first
+    socket replaced the session id with a new one: the conversation was lost."""
+
+    async def converse() -> list[str]:
+        async with tabs(3) as (first, reloaded, elsewhere):
+            await first.client.connect(two_hosts[0], wait_timeout=5)
+            stored = first.client.get_sid()
+            assert stored is not None
+            await first.open_connected(stored)
+            await first.client.emit("user_uttered", {"message": "hello", "session_id": stored})
+            heard = [await first.next_reply()]
+            await reloaded.open(two_hosts[0], stored)
+            await reloaded.client.emit("user_uttered", {"message": "great", "session_id": stored})
+            heard += [await reloaded.next_reply(), await first.next_reply()]
+            await elsewhere.open(two_hosts[1], stored)
+            await elsewhere.client.emit("user_uttered", {"message": "hi", "session_id": stored})
+            heard += [await elsewhere.next_reply(), await first.next_reply()]
+            return heard
+
+    happy = "Great, carry on!"
+    assert asyncio.run(converse()) == [GREETING, happy, happy, GREETING, GREETING]
 
 
 @pytest.fixture(scope="module")
@@ -200,16 +229,19 @@ def test_a_push_reaches_the_session_s_tabs_on_every_worker(two_workers: str) -> 
         assert replies == [GREETING] * len(replies)
 
 
-def test_a_push_to_a_socket_id_reaches_it_from_the_other_host(two_hosts: list[str]) -> None:
+def test_a_push_to_a_socket_id_reaches_it_from_the_other_host(
+    two_hosts_of_socket_ids: list[str],
+) -> None:
     """The conversation of a socket id (Rasa's default, without session_persistence), pushed
     by the host that does not hold the socket: it comes (published, as the socket is not
     there); pushed by its own host, it comes too (emitted there, not published)."""
 
     async def pushes() -> list[str]:
+        hosts = two_hosts_of_socket_ids
         async with tabs(1) as (tab,), httpx.AsyncClient(timeout=30) as api:
-            await tab.open(two_hosts[0], f"rooms-{time.time_ns()}")
+            await tab.client.connect(hosts[0], wait_timeout=5)
             came = []
-            for host in reversed(two_hosts):
+            for host in reversed(hosts):
                 await trigger_greet(api, host, tab.client.get_sid())
                 came.append(await tab.next_reply())
             return came

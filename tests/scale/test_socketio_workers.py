@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import socketio
 
 from server.api.workers import SPREADS_CONNECTIONS
 from server.channels.socketio_routing import PUSH_PATH
-from tests.scale.socketio_workers import socketio_workers
+from tests.scale.socketio_workers import socketio_workers, tabs, trigger_greet
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -39,6 +40,16 @@ def url(moodbot: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         tmp_path_factory.mktemp("socketio-workers"),
         # The relay between workers, without Redis rooms (test_socketio_rooms_across_hosts.py).
         {"session_persistence": True, "rooms_redis": False},
+    ) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def url_of_socket_ids(moodbot: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Two workers without session_persistence (Rasa's default: a conversation is the socket
+    id), relaying as `url`'s do."""
+    with socketio_workers(
+        moodbot, tmp_path_factory.mktemp("socketio-workers-sids"), {"rooms_redis": False}
     ) as url:
         yield url
 
@@ -117,10 +128,14 @@ def worker_sockets(session: str) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("to", ["session_id", "sid"])
-def test_a_push_from_either_worker_reaches_the_visitor(url: str, to: str) -> None:
+def test_a_push_from_either_worker_reaches_the_visitor(
+    to: str, request: pytest.FixtureRequest
+) -> None:
     """trigger_intent with output_channel=socketio, handled by the worker that holds the
     visitor's socket and by the other one: the bot's message reaches the visitor both times,
-    for the conversation of its session_id (a room) and of its socket id."""
+    for the conversation of its session_id (a room, with session_persistence) and of its
+    socket id (without)."""
+    url = request.getfixturevalue("url" if to == "session_id" else "url_of_socket_ids")
 
     async def pushes() -> list[str]:
         client = socketio.AsyncClient(reconnection=False)
@@ -155,6 +170,41 @@ def test_a_push_from_either_worker_reaches_the_visitor(url: str, to: str) -> Non
 
     # Before: the other worker emitted to sockets it did not hold, and nothing came.
     assert asyncio.run(pushes()) == ["Hey! How are you?"] * 2
+
+
+def test_a_session_id_naming_a_socket_of_the_other_worker_sends_that_socket_nothing(
+    url: str,
+) -> None:
+    """A client held by one worker names as its session_id the socket id of a visitor held by
+    the other: its turn's replies come to it, none to the visitor, whose next message is its
+    own session's push. Before, the reply went to the worker the id names, which emitted it
+    to the visitor's socket (and the client got none)."""
+
+    async def converse() -> list[str]:
+        async with tabs(12) as opened:
+            visitor, others = opened[0], opened[1:]
+            visitor_session = f"visitor-{time.time_ns()}"
+            await visitor.open(url, visitor_session, transports=["websocket"])
+            taken = visitor.client.get_sid()
+            assert taken is not None and visitor.client.eio.sid is not None
+            for other in others:  # the kernel spreads connections over the workers
+                await other.client.connect(url, transports=["websocket"], wait_timeout=5)
+                assert other.client.eio.sid is not None
+                if other.client.eio.sid.partition(".")[0] != taken.partition(".")[0]:
+                    break
+            else:
+                pytest.fail("every socket reached the visitor's worker")
+            await other.open_connected(taken)
+            await other.client.emit("user_uttered", {"message": "hello", "session_id": taken})
+            heard = await other.next_reply()
+            held, _ = worker_sockets(visitor.client.eio.sid)
+            async with httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(uds=str(held)), timeout=10
+            ) as api:
+                await trigger_greet(api, "http://worker", visitor_session, "goodbye")
+            return [heard, await visitor.next_reply()]
+
+    assert asyncio.run(converse()) == ["Hey! How are you?", "Bye"]
 
 
 def test_the_workers_push_path_is_not_served_over_the_network(url: str) -> None:
