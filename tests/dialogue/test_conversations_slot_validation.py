@@ -281,3 +281,31 @@ async def test_a_custom_mapping_runs_only_while_its_conditions_hold(tmp_path: An
 
     assert transport.calls == ["action_note"]
     assert (await conversation.tracker()).get_slot("note") == '/inform{"city": "rome"}'
+
+
+class _ChattyLastCity(_LastCity):
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        dispatcher.utter_message(text=f"You were in {tracker.get_slot('city')}.")
+        return await super().run(dispatcher, tracker, domain)
+
+
+async def test_a_custom_mapping_actions_message_comes_before_the_validations(
+    tmp_path: Any,
+) -> None:
+    """Rasa 3.6 drops what a custom mapping's action says; botserver sends it, before the
+    messages of `action_validate_slot_mappings` (docs/differences-from-rasa.md). Before, its
+    `bot` event came after the slots in the tracker the validation got, so rasa-sdk saw no
+    slot to validate: "atlantis" was kept, and the action read it as the earlier city."""
+    last_city = "last_city: {type: text, mappings: [{type: custom, action: action_last_city}]}"
+    model = _bot(tmp_path, last_city, "action_last_city, action_validate_slot_mappings")
+    transport = SdkTransport(_ChattyLastCity, _KnownCities)
+    conversation = Conversation(make_agent(model, transport=transport), "chatty")
+    await conversation.say('/inform{"city": "paris"}')
+
+    turn = await conversation.say('/inform{"city": "atlantis"}')
+
+    assert turn.texts == ["You were in Paris.", "No such city.", "Hi"]
+    tracker = await conversation.tracker()
+    assert (tracker.get_slot("city"), tracker.get_slot("last_city")) == (None, "Paris")
