@@ -214,6 +214,16 @@ async def test_a_custom_mapping_action_sees_the_slots_as_they_were_before_the_me
     assert (tracker.get_slot("city"), tracker.get_slot("last_city")) == ("rome", "paris")
 
 
+def _city_bot(folder: Any, mappings: str) -> DialogueModel:
+    """The trip bot with `city` mapped by `mappings` and `action_default_city` listed."""
+    domain = DOMAIN.replace("{extra_slot}", "").replace("{actions}", "action_default_city")
+    domain = domain.replace(
+        "mappings: [{type: from_entity, entity: city}]", f"mappings: {mappings}"
+    )
+    files = {"config.yml": CONFIG, "domain.yml": domain, "data/rules.yml": RULES}
+    return train_files(files, folder)
+
+
 class _DefaultCity(Action):
     def name(self) -> str:
         return "action_default_city"
@@ -228,21 +238,8 @@ async def test_a_slot_takes_the_value_of_its_mapping_listed_last(tmp_path: Any) 
     """As in Rasa, a slot's mappings apply in the order the domain lists them, a custom one
     included: the city the user named (its from_entity mapping comes second) wins over the
     custom mapping's default. Before, custom mappings ran after all others: "Lyon"."""
-    mappings = "mappings: [{type: from_entity, entity: city}]"
-    assert mappings in DOMAIN
-    model = train_files(
-        {
-            "config.yml": CONFIG,
-            "domain.yml": DOMAIN.replace("{extra_slot}", "")
-            .replace("{actions}", "action_default_city")
-            .replace(
-                mappings,
-                "mappings: [{type: custom, action: action_default_city},"
-                " {type: from_entity, entity: city}]",
-            ),
-            "data/rules.yml": RULES,
-        },
-        tmp_path / "ordered",
+    model = _city_bot(
+        tmp_path, "[{type: custom, action: action_default_city}, {type: from_entity, entity: city}]"
     )
     conversation = Conversation(make_agent(model, transport=SdkTransport(_DefaultCity)), "o")
 
@@ -251,6 +248,27 @@ async def test_a_slot_takes_the_value_of_its_mapping_listed_last(tmp_path: Any) 
     await conversation.say('/inform{"city": "rome"}')
 
     assert (await conversation.tracker()).get_slot("city") == "rome"
+
+
+async def test_a_custom_mapping_after_one_that_filled_the_slot_does_not_run(
+    tmp_path: Any,
+) -> None:
+    """As in Rasa, the first mapping that fills a slot ends its turn: the custom mapping
+    listed after the city's entity runs only for a message without a city. Before, it ran
+    after every message, and "Lyon" overwrote the city the user named."""
+    model = _city_bot(
+        tmp_path, "[{type: from_entity, entity: city}, {type: custom, action: action_default_city}]"
+    )
+    transport = SdkTransport(_DefaultCity)
+    conversation = Conversation(make_agent(model, transport=transport), "after")
+
+    await conversation.say('/inform{"city": "rome"}')
+    assert transport.calls == []
+    assert (await conversation.tracker()).get_slot("city") == "rome"
+    await conversation.say("/greet")
+
+    assert transport.calls == ["action_default_city"]
+    assert (await conversation.tracker()).get_slot("city") == "Lyon"
 
 
 class _Note(Action):
