@@ -32,14 +32,18 @@ NLU_FALLBACK = "nlu_fallback"
 OUT_OF_SCOPE = "out_of_scope"
 
 
-def _slot_sets_since_last_user(tracker: Tracker) -> list[SlotSet]:
-    found: list[SlotSet] = []
-    for event in reversed(tracker.events):
-        if isinstance(event, UserUttered):
-            break
-        if isinstance(event, SlotSet):
-            found.append(event)
-    return list(reversed(found))
+def _slot_candidates(tracker: Tracker, wanted: set[str]) -> list[SlotSet]:
+    """The `wanted` slots set since the last user message, each once with its last value,
+    in the order first set: Rasa's form so gives them to its validation action (rasa-sdk
+    before 3.7 reads the first of two events for one slot)."""
+    start = len(tracker.events)
+    while start and not isinstance(tracker.events[start - 1], UserUttered):
+        start -= 1
+    values: dict[str, Any] = {}
+    for event in tracker.events[start:]:
+        if isinstance(event, SlotSet) and event.key in wanted:
+            values[event.key] = event.value
+    return [SlotSet(key=key, value=value) for key, value in values.items()]
 
 
 def _sub_context(ctx: ActionContext, events: list[Event]) -> ActionContext:
@@ -81,7 +85,7 @@ class FormAction(Action):
             # A slot the validation action asks for beyond the domain's list (rasa-sdk's
             # `required_slots`) is answered like the domain's own.
             wanted = {*required, requested} if isinstance(requested, str) else set(required)
-            candidates = [e for e in _slot_sets_since_last_user(tracker) if e.key in wanted]
+            candidates = _slot_candidates(tracker, wanted)
             validated = await self._validate(ctx, candidates, events)
             filled_any = any(isinstance(e, SlotSet) and e.key != REQUESTED_SLOT for e in validated)
             if requested is not None and not candidates and not filled_any:

@@ -214,9 +214,9 @@ async def test_a_custom_mapping_action_sees_the_slots_as_they_were_before_the_me
     assert (tracker.get_slot("city"), tracker.get_slot("last_city")) == ("rome", "paris")
 
 
-def _city_bot(folder: Any, mappings: str) -> DialogueModel:
-    """The trip bot with `city` mapped by `mappings` and `action_default_city` listed."""
-    domain = DOMAIN.replace("{extra_slot}", "").replace("{actions}", "action_default_city")
+def _city_bot(folder: Any, mappings: str, actions: str = "action_default_city") -> DialogueModel:
+    """The trip bot with `city` mapped by `mappings` and `actions` listed."""
+    domain = DOMAIN.replace("{extra_slot}", "").replace("{actions}", actions)
     domain = domain.replace(
         "mappings: [{type: from_entity, entity: city}]", f"mappings: {mappings}"
     )
@@ -327,3 +327,52 @@ async def test_a_custom_mapping_actions_message_comes_before_the_validations(
     assert turn.texts == ["You were in Paris.", "No such city.", "Hi"]
     tracker = await conversation.tracker()
     assert (tracker.get_slot("city"), tracker.get_slot("last_city")) == (None, "Paris")
+
+
+class _DefaultCityOnInform(_DefaultCity):
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        if tracker.get_intent_of_latest_message() != "inform":
+            return []
+        return await super().run(dispatcher, tracker, domain)
+
+
+class _TripValidation(Action):
+    """Keeps the slot events at the end of each tracker it gets: the form's candidates."""
+
+    candidates: list[list[tuple[str, Any]]] = []
+
+    def name(self) -> str:
+        return "validate_trip_form"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        trailing: list[tuple[str, Any]] = []
+        for event in reversed(tracker.events):
+            if event["event"] != "slot":
+                break
+            trailing.insert(0, (event["name"], event["value"]))
+        _TripValidation.candidates.append(trailing)
+        return []
+
+
+async def test_a_forms_validation_gets_each_slot_once_with_its_last_value(tmp_path: Any) -> None:
+    """As Rasa's form, a slot two mappings filled is one candidate, with the value the later
+    mapping gave. Before, both came: rasa-sdk before 3.7 reads the first of two (here the
+    custom mapping's "Lyon" instead of the city the user named), and the form logged both."""
+    model = _city_bot(
+        tmp_path,
+        "[{type: custom, action: action_default_city}, {type: from_entity, entity: city}]",
+        "action_default_city, validate_trip_form",
+    )
+    transport = SdkTransport(_DefaultCityOnInform, _TripValidation)
+    conversation = Conversation(make_agent(model, transport=transport), "form-once")
+    _TripValidation.candidates.clear()
+    assert (await conversation.say("/trip")).texts == ["Which city?"]
+
+    turn = await conversation.say('/inform{"city": "rome"}')
+
+    assert _TripValidation.candidates[-1] == [("city", "rome")]
+    assert turn.texts == ["Off to rome."]
