@@ -34,8 +34,8 @@ OUT_OF_SCOPE = "out_of_scope"
 
 def _slot_candidates(tracker: Tracker, wanted: set[str]) -> list[SlotSet]:
     """The `wanted` slots set since the last user message, each once with its last value,
-    in the order first set: Rasa's form so gives them to its validation action (rasa-sdk
-    before 3.7 reads the first of two events for one slot)."""
+    in the order first set: Rasa's form so gives them to its validation action (older
+    rasa-sdk releases read the first of two events for one slot)."""
     start = len(tracker.events)
     while start and not isinstance(tracker.events[start - 1], UserUttered):
         start -= 1

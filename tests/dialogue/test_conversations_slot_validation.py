@@ -360,7 +360,7 @@ class _TripValidation(Action):
 
 async def test_a_forms_validation_gets_each_slot_once_with_its_last_value(tmp_path: Any) -> None:
     """As Rasa's form, a slot two mappings filled is one candidate, with the value the later
-    mapping gave. Before, both came: rasa-sdk before 3.7 reads the first of two (here the
+    mapping gave. Before, both came: older rasa-sdk releases read the first of two (here the
     custom mapping's "Lyon" instead of the city the user named), and the form logged both."""
     model = _city_bot(
         tmp_path,
