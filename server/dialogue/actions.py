@@ -314,8 +314,9 @@ async def slot_extraction_events(ctx: ActionContext) -> list[Event]:
     if VALIDATE_SLOT_MAPPINGS not in ctx.domain.user_actions:
         return extracted
     candidates = [e for e in extracted if isinstance(e, SlotSet)]
-    probe = ctx.tracker.copy()
-    probe.update_many(candidates)  # rasa-sdk validates the trailing `slot` events
+    # rasa-sdk validates the trailing `slot` events. `extended`, not `copy`: no fold of the
+    # whole session again at every message.
+    probe = ctx.tracker.extended(candidates)
     validated = await _mapping_action_events(VALIDATE_SLOT_MAPPINGS, replace(ctx, tracker=probe))
     checked = {e.key for e in validated if isinstance(e, SlotSet)}
     said = [e for e in extracted if isinstance(e, BotUttered)]
