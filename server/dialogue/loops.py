@@ -49,11 +49,10 @@ def _slot_candidates(tracker: Tracker, wanted: set[str]) -> list[SlotSet]:
 def _sub_context(ctx: ActionContext, events: list[Event]) -> ActionContext:
     """The context of an action a loop runs (its validation, its question): the loop's
     tracker, with how the policies read the message when they predicted the loop after it
-    (as Rasa's form passes its own tracker on), then `events`."""
-    probe = ctx.tracker.copy()
-    if ctx.featurization is not None:
-        probe.update(ctx.featurization)
-    probe.update_many(events)
+    (as Rasa's form passes its own tracker on), then `events`. `extended`, not a `copy`
+    folded again: a form's turn does not replay the whole session."""
+    more = events if ctx.featurization is None else [ctx.featurization, *events]
+    probe = ctx.tracker.extended(more)
     return ActionContext(probe, ctx.domain, ctx.output_channel, ctx.action_server, ctx.nlg_endpoint)
 
 
@@ -70,8 +69,7 @@ class FormAction(Action):
         if tracker.active_loop_name != self.name:
             events.append(ActiveLoop(name=self.name))
             # As in Rasa, `from_trigger_intent` mappings fill once the form is active.
-            activated = tracker.copy()
-            activated.update_many(events)
+            activated = tracker.extended(events)
             events += trigger_intent_slots(activated, domain)
             activated.update_many(events[1:])
             prefilled = [

@@ -729,8 +729,7 @@ class Processor:
         else:
             running = tracker
             if predicted:
-                running = tracker.copy()
-                running.update_many(predicted)
+                running = tracker.extended(predicted)  # (no fold of the session again)
             ctx = self._context(running, model, output)
             ctx.featurization = featurization
             try:
