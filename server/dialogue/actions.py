@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -16,8 +16,8 @@ from server.dialogue.domain import Domain
 from server.dialogue.nlg import bot_data, message_problem, response_id, uttered
 from server.dialogue.slot_extraction import (
     VALIDATE_SLOT_MAPPINGS,
-    custom_mapping_actions,
     extract_slots,
+    extraction_steps,
 )
 from server.dialogue.slots import REQUESTED_SLOT, SESSION_STARTED_METADATA
 from server.errors import ActionError
@@ -283,48 +283,57 @@ class ActionUnlikelyIntent(Action):
 
 
 class ActionExtractSlots(Action):
-    """Fills slots from the latest user message by the domain's mappings, then runs the
-    custom mappings' actions and `action_validate_slot_mappings`. Each turn does this in the
-    processor; run by name (the execute API), it returns the same events, as in Rasa."""
+    """Fills slots from the latest user message by the domain's mappings, the custom
+    mappings' actions and `action_validate_slot_mappings` (see `slot_extraction_events`).
+    Each turn does this in the processor; run by name (the execute API), it returns the same
+    events, as in Rasa."""
 
     name = "action_extract_slots"
 
     async def run(self, ctx: ActionContext) -> list[Event]:
-        probe = ctx.tracker.copy()
-        events: list[Event] = list(extract_slots(probe, ctx.domain))
-        probe.update_many(events)
-
-        async def collect(more: list[Event]) -> None:
-            events.extend(more)
-            probe.update_many(more)
-
-        if ctx.action_server is not None:
-            await run_slot_mapping_actions(replace(ctx, tracker=probe), collect)
-        return events
+        if ctx.action_server is None:
+            return list(extract_slots(ctx.tracker, ctx.domain))
+        return await slot_extraction_events(ctx)
 
 
-async def run_slot_mapping_actions(
-    ctx: ActionContext, apply: Callable[[list[Event]], Awaitable[None]]
-) -> None:
-    """Runs the actions of custom slot mappings (each once), then
-    `action_validate_slot_mappings` on the slots filled so far, giving each one's `SlotSet`
-    and `BotUttered` events to `apply` (which must add them to `ctx.tracker`). Only these
-    events count, as in Rasa; a failure is logged and changes nothing."""
-    names = custom_mapping_actions(ctx.domain)
-    if VALIDATE_SLOT_MAPPINGS in ctx.domain.user_actions:
-        names.append(VALIDATE_SLOT_MAPPINGS)
-    for name in names:
-        try:
-            result_events = await RemoteAction(name).run(ctx)
-        except ActionError as exc:
-            logger.error("%s failed, no slot filled by it: %s", name, exc)
-            continue
-        kept: list[Event] = [e for e in result_events if isinstance(e, SlotSet | BotUttered)]
-        if len(kept) < len(result_events):
-            logger.warning(
-                "%s returned events other than slot and bot events; they are ignored", name
-            )
-        await apply(kept)
+async def slot_extraction_events(ctx: ActionContext) -> list[Event]:
+    """The events that fill slots from the latest user message, as Rasa's
+    `action_extract_slots` makes them: the domain's mappings and the custom mappings'
+    actions in slot order (`extraction_steps`), each action run on `ctx.tracker` as it was
+    before the message's slots were extracted; then, when the domain lists it,
+    `action_validate_slot_mappings` on that tracker with the slots so filled at its end.
+    Its events come first, then the slots it did not set. Only `slot` and `bot` events of
+    these actions count; a failure is logged and changes nothing. Unlike Rasa, which drops
+    them, the custom mappings' messages are kept (said first when there is a validation)."""
+    extracted: list[Event] = []
+    for step in extraction_steps(ctx.tracker, ctx.domain):
+        if isinstance(step, str):
+            extracted += await _mapping_action_events(step, ctx)
+        else:
+            extracted.append(step)
+    if VALIDATE_SLOT_MAPPINGS not in ctx.domain.user_actions:
+        return extracted
+    candidates = [e for e in extracted if isinstance(e, SlotSet)]
+    # rasa-sdk validates the trailing `slot` events. `extended`, not `copy`: no fold of the
+    # whole session again at every message.
+    probe = ctx.tracker.extended(candidates)
+    validated = await _mapping_action_events(VALIDATE_SLOT_MAPPINGS, replace(ctx, tracker=probe))
+    checked = {e.key for e in validated if isinstance(e, SlotSet)}
+    said = [e for e in extracted if isinstance(e, BotUttered)]
+    return [*said, *validated, *(e for e in candidates if e.key not in checked)]
+
+
+async def _mapping_action_events(name: str, ctx: ActionContext) -> list[Event]:
+    """The `slot` and `bot` events of one slot-mapping action; none when it fails."""
+    try:
+        result_events = await RemoteAction(name).run(ctx)
+    except ActionError as exc:
+        logger.error("%s failed, no slot filled by it: %s", name, exc)
+        return []
+    kept: list[Event] = [e for e in result_events if isinstance(e, SlotSet | BotUttered)]
+    if len(kept) < len(result_events):
+        logger.warning("%s returned events other than slot and bot events; they are ignored", name)
+    return kept
 
 
 class ResponseAction(Action):

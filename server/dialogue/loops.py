@@ -32,24 +32,27 @@ NLU_FALLBACK = "nlu_fallback"
 OUT_OF_SCOPE = "out_of_scope"
 
 
-def _slot_sets_since_last_user(tracker: Tracker) -> list[SlotSet]:
-    found: list[SlotSet] = []
-    for event in reversed(tracker.events):
-        if isinstance(event, UserUttered):
-            break
-        if isinstance(event, SlotSet):
-            found.append(event)
-    return list(reversed(found))
+def _slot_candidates(tracker: Tracker, wanted: set[str]) -> list[SlotSet]:
+    """The `wanted` slots set since the last user message, each once with its last value,
+    in the order first set: Rasa's form so gives them to its validation action (older
+    rasa-sdk releases read the first of two events for one slot)."""
+    start = len(tracker.events)
+    while start and not isinstance(tracker.events[start - 1], UserUttered):
+        start -= 1
+    values: dict[str, Any] = {}
+    for event in tracker.events[start:]:
+        if isinstance(event, SlotSet) and event.key in wanted:
+            values[event.key] = event.value
+    return [SlotSet(key=key, value=value) for key, value in values.items()]
 
 
 def _sub_context(ctx: ActionContext, events: list[Event]) -> ActionContext:
     """The context of an action a loop runs (its validation, its question): the loop's
     tracker, with how the policies read the message when they predicted the loop after it
-    (as Rasa's form passes its own tracker on), then `events`."""
-    probe = ctx.tracker.copy()
-    if ctx.featurization is not None:
-        probe.update(ctx.featurization)
-    probe.update_many(events)
+    (as Rasa's form passes its own tracker on), then `events`. `extended`, not a `copy`
+    folded again: a form's turn does not replay the whole session."""
+    more = events if ctx.featurization is None else [ctx.featurization, *events]
+    probe = ctx.tracker.extended(more)
     return ActionContext(probe, ctx.domain, ctx.output_channel, ctx.action_server, ctx.nlg_endpoint)
 
 
@@ -66,8 +69,7 @@ class FormAction(Action):
         if tracker.active_loop_name != self.name:
             events.append(ActiveLoop(name=self.name))
             # As in Rasa, `from_trigger_intent` mappings fill once the form is active.
-            activated = tracker.copy()
-            activated.update_many(events)
+            activated = tracker.extended(events)
             events += trigger_intent_slots(activated, domain)
             activated.update_many(events[1:])
             prefilled = [
@@ -81,7 +83,7 @@ class FormAction(Action):
             # A slot the validation action asks for beyond the domain's list (rasa-sdk's
             # `required_slots`) is answered like the domain's own.
             wanted = {*required, requested} if isinstance(requested, str) else set(required)
-            candidates = [e for e in _slot_sets_since_last_user(tracker) if e.key in wanted]
+            candidates = _slot_candidates(tracker, wanted)
             validated = await self._validate(ctx, candidates, events)
             filled_any = any(isinstance(e, SlotSet) and e.key != REQUESTED_SLOT for e in validated)
             if requested is not None and not candidates and not filled_any:

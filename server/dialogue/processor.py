@@ -30,7 +30,7 @@ from server.dialogue.actions import (
     ResponseEndpoint,
     RetrievalAction,
     default_action,
-    run_slot_mapping_actions,
+    slot_extraction_events,
 )
 from server.dialogue.domain import Domain
 from server.dialogue.loops import TWO_STAGE_FALLBACK, FormAction, TwoStageFallbackAction
@@ -557,7 +557,7 @@ class Processor:
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
     ) -> list[str]:
         if self._fill_slots(tracker, model):
-            await self._validate_slot_mappings(tracker, model, output)
+            await self._extract_with_actions(tracker, model, output)
         if len(tracker.events) > OFF_LOOP_EVENTS:
             await fold_states_off_loop(tracker, model)
         ran: list[str] = []
@@ -637,34 +637,34 @@ class Processor:
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
     ) -> None:
         if self._fill_slots(tracker, model):
-            await self._validate_slot_mappings(tracker, model, output)
+            await self._extract_with_actions(tracker, model, output)
 
     def _fill_slots(self, tracker: Tracker, model: DialogueModel) -> bool:
-        """Applies the slots the domain's mappings fill from the latest message; True when the
-        action server has a part in it too (custom mappings' actions,
-        `action_validate_slot_mappings`): as in Rasa, after every user message, in a form or
+        """Applies the slots the domain's mappings fill from the latest message, unless the
+        action server has a part in it (custom mappings' actions,
+        `action_validate_slot_mappings`): then it returns True and `_extract_with_actions`
+        does it all, in Rasa's order. As in Rasa, after every user message, in a form or
         not."""
         domain = model.domain
+        if self.action_server is not None:
+            if VALIDATE_SLOT_MAPPINGS in domain.user_actions or custom_mapping_actions(domain):
+                return True
+        elif domain is not self._unserved_mappings_told:
+            self._unserved_mappings_told = domain
+            _warn_unserved_mappings(domain)
         filled = extract_slots(tracker, domain)
         if filled:
             tracker.update_many(filled)
-        if self.action_server is None:
-            if domain is not self._unserved_mappings_told:
-                self._unserved_mappings_told = domain
-                _warn_unserved_mappings(domain)
-            return False
-        return VALIDATE_SLOT_MAPPINGS in domain.user_actions or bool(custom_mapping_actions(domain))
+        return False
 
-    async def _validate_slot_mappings(
+    async def _extract_with_actions(
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
     ) -> None:
-        """Runs the custom mappings' actions and `action_validate_slot_mappings` on the
-        conversation (see `run_slot_mapping_actions`)."""
-
-        async def apply(events: list[Event]) -> None:
+        """Fills the slots of the latest message with the action server's part in it (see
+        `slot_extraction_events`), sending the messages its actions say."""
+        events = await slot_extraction_events(self._context(tracker, model, output))
+        if events:
             await self._apply_action_events(tracker, events, output)
-
-        await run_slot_mapping_actions(self._context(tracker, model, output), apply)
 
     def _context(
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
@@ -729,8 +729,7 @@ class Processor:
         else:
             running = tracker
             if predicted:
-                running = tracker.copy()
-                running.update_many(predicted)
+                running = tracker.extended(predicted)  # (no fold of the session again)
             ctx = self._context(running, model, output)
             ctx.featurization = featurization
             try:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from server.dialogue.domain import Domain
 from server.dialogue.slots import REQUESTED_SLOT, Slot, SlotMapping
 from server.trackers.events import SlotSet
 from server.trackers.tracker import Tracker
+
+VALIDATE_SLOT_MAPPINGS = "action_validate_slot_mappings"
 
 
 def _entity_values(mapping: SlotMapping, entities: list[dict[str, Any]]) -> list[Any]:
@@ -60,7 +62,8 @@ def mapping_value(
     if mapping.type == "from_intent":
         # As in Rasa 3, a mapping without an intent list matches any intent not excluded.
         return True, mapping.value
-    return False, None
+    # A custom mapping whose intent and conditions hold: its action runs (no value here).
+    return mapping.type == "custom", None
 
 
 def _intent_desired(
@@ -80,24 +83,47 @@ def _intent_desired(
 def extract_slots(tracker: Tracker, domain: Domain) -> list[SlotSet]:
     """SlotSet events for every slot whose mappings match the latest user message.
 
-    Custom mappings are left to the action server. While a form is active, a mapping without
-    conditions still applies, as in Rasa 3; slots of the form other than the requested one are
-    only filled from entities.
+    Custom mappings are left out (see `extraction_steps`). While a form is active, a mapping
+    without conditions still applies, as in Rasa 3; slots of the form other than the
+    requested one are only filled from entities.
     """
-    return _extract(tracker, domain, trigger_only=False)
+    return cast(list[SlotSet], _extract(tracker, domain, trigger_only=False))
+
+
+def extraction_steps(tracker: Tracker, domain: Domain) -> list[SlotSet | str]:
+    """`extract_slots` with, in their place, the names of the custom mappings' actions to
+    run: Rasa's `action_extract_slots` goes through the slots in the domain's order, each
+    slot's mappings in order (the first predefined one that fills it ends that slot's
+    turn), and runs a custom mapping's action there, once a message, when the mapping's
+    intent and conditions hold. The events come out in this order, so of two mappings
+    filling one slot the later one wins."""
+    return _extract(tracker, domain, trigger_only=False, custom=True)
 
 
 def trigger_intent_slots(tracker: Tracker, domain: Domain) -> list[SlotSet]:
     """SlotSet events of the `from_trigger_intent` mappings, for a form being activated by
     the latest user message (`tracker` holds the form's ActiveLoop already)."""
-    return _extract(tracker, domain, trigger_only=True)
+    return cast(list[SlotSet], _extract(tracker, domain, trigger_only=True))
 
 
-def _extract(tracker: Tracker, domain: Domain, trigger_only: bool) -> list[SlotSet]:
-    events: list[SlotSet] = []
+def _extract(
+    tracker: Tracker, domain: Domain, trigger_only: bool, custom: bool = False
+) -> list[SlotSet | str]:
+    events: list[SlotSet | str] = []
+    actions: set[str] = set()  # each custom mapping's action once, as in Rasa
     for slot in domain.slots:
         for mapping in slot.mappings:
             if mapping.type == "custom":
+                action = mapping.action
+                if (
+                    custom
+                    and action
+                    and action != VALIDATE_SLOT_MAPPINGS
+                    and action not in actions
+                    and mapping_value(mapping, slot, tracker, domain)[0]
+                ):
+                    actions.add(action)
+                    events.append(action)
                 continue
             if trigger_only and mapping.type != "from_trigger_intent":
                 continue
@@ -148,9 +174,6 @@ def _entity_mapping_unique(mapping: SlotMapping, form_slots: list[str], domain: 
         if m.type == "from_entity"
     )
     return same <= 1
-
-
-VALIDATE_SLOT_MAPPINGS = "action_validate_slot_mappings"
 
 
 def custom_mapping_actions(domain: Domain) -> list[str]:

@@ -166,17 +166,213 @@ async def test_executing_action_extract_slots_fills_and_validates_from_the_lates
 
     assert tracker.get_slot("city") == "Paris"
     assert tracker.latest_action_name == "action_extract_slots"
-    assert [e.as_dict()["event"] for e in tracker.events[-3:]] == ["action", "slot", "slot"]
+    # As in Rasa, a slot the validation set is logged once, as validated.
+    assert [e.as_dict()["event"] for e in tracker.events[-2:]] == ["action", "slot"]
 
 
 async def test_a_message_posted_without_a_turn_fills_its_slots_as_in_rasa(
     trip_bot: DialogueModel,
 ) -> None:
     """`POST .../messages` runs Rasa's `action_extract_slots` after logging the message (and
-    predicts nothing): the `user` event, then the `slot` events."""
+    predicts nothing): the `user` event, then the `slot` events, each slot the validation
+    checked once, with the value it gave (before, "paris" was logged, then "Paris")."""
     agent = make_agent(trip_bot, transport=SdkTransport(_KnownCities))
 
     tracker = await agent.add_message("posted", '/inform{"city": "paris"}')
 
-    assert [e.as_dict()["event"] for e in tracker.events[-3:]] == ["user", "slot", "slot"]
-    assert tracker.get_slot("city") == "Paris"
+    posted = [e.as_dict() for e in tracker.events[-2:]]
+    assert [e["event"] for e in posted] == ["user", "slot"]
+    assert (posted[1]["name"], posted[1]["value"]) == ("city", "Paris")
+
+
+class _LastCity(Action):
+    """Keeps the city the conversation had before this message (Rasa runs a custom mapping's
+    action on the tracker as it was before the message's slots were extracted)."""
+
+    def name(self) -> str:
+        return "action_last_city"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        return [SlotSet("last_city", tracker.get_slot("city"))]
+
+
+async def test_a_custom_mapping_action_sees_the_slots_as_they_were_before_the_message(
+    tmp_path: Any,
+) -> None:
+    """Before, the domain's own mappings filled `city` first and the action read the new
+    city: `last_city` became "rome" where Rasa keeps "paris"."""
+    last_city = "last_city: {type: text, mappings: [{type: custom, action: action_last_city}]}"
+    model = _bot(tmp_path, last_city, "action_last_city")
+    conversation = Conversation(make_agent(model, transport=SdkTransport(_LastCity)), "last")
+
+    await conversation.say('/inform{"city": "paris"}')
+    await conversation.say('/inform{"city": "rome"}')
+
+    tracker = await conversation.tracker()
+    assert (tracker.get_slot("city"), tracker.get_slot("last_city")) == ("rome", "paris")
+
+
+def _city_bot(folder: Any, mappings: str, actions: str = "action_default_city") -> DialogueModel:
+    """The trip bot with `city` mapped by `mappings` and `actions` listed."""
+    domain = DOMAIN.replace("{extra_slot}", "").replace("{actions}", actions)
+    domain = domain.replace(
+        "mappings: [{type: from_entity, entity: city}]", f"mappings: {mappings}"
+    )
+    files = {"config.yml": CONFIG, "domain.yml": domain, "data/rules.yml": RULES}
+    return train_files(files, folder)
+
+
+class _DefaultCity(Action):
+    def name(self) -> str:
+        return "action_default_city"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        return [SlotSet("city", "Lyon")]
+
+
+async def test_a_slot_takes_the_value_of_its_mapping_listed_last(tmp_path: Any) -> None:
+    """As in Rasa, a slot's mappings apply in the order the domain lists them, a custom one
+    included: the city the user named (its from_entity mapping comes second) wins over the
+    custom mapping's default. Before, custom mappings ran after all others: "Lyon"."""
+    model = _city_bot(
+        tmp_path, "[{type: custom, action: action_default_city}, {type: from_entity, entity: city}]"
+    )
+    conversation = Conversation(make_agent(model, transport=SdkTransport(_DefaultCity)), "o")
+
+    await conversation.say("/greet")
+    assert (await conversation.tracker()).get_slot("city") == "Lyon"
+    await conversation.say('/inform{"city": "rome"}')
+
+    assert (await conversation.tracker()).get_slot("city") == "rome"
+
+
+async def test_a_custom_mapping_after_one_that_filled_the_slot_does_not_run(
+    tmp_path: Any,
+) -> None:
+    """As in Rasa, the first mapping that fills a slot ends its turn: the custom mapping
+    listed after the city's entity runs only for a message without a city. Before, it ran
+    after every message, and "Lyon" overwrote the city the user named."""
+    model = _city_bot(
+        tmp_path, "[{type: from_entity, entity: city}, {type: custom, action: action_default_city}]"
+    )
+    transport = SdkTransport(_DefaultCity)
+    conversation = Conversation(make_agent(model, transport=transport), "after")
+
+    await conversation.say('/inform{"city": "rome"}')
+    assert transport.calls == []
+    assert (await conversation.tracker()).get_slot("city") == "rome"
+    await conversation.say("/greet")
+
+    assert transport.calls == ["action_default_city"]
+    assert (await conversation.tracker()).get_slot("city") == "Lyon"
+
+
+class _Note(Action):
+    def name(self) -> str:
+        return "action_note"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        return [SlotSet("note", tracker.latest_message.get("text"))]
+
+
+async def test_a_custom_mapping_runs_only_while_its_conditions_hold(tmp_path: Any) -> None:
+    """As in Rasa, a custom mapping's `conditions` (and `intent`, `not_intent`) decide whether
+    its action runs at all. Before, it ran after every message: outside the trip form too."""
+    note = (
+        "note: {type: text, mappings: [{type: custom, action: action_note,"
+        " conditions: [{active_loop: trip_form}]}]}"
+    )
+    model = _bot(tmp_path, note, "action_note")
+    transport = SdkTransport(_Note)
+    conversation = Conversation(make_agent(model, transport=transport), "n")
+
+    assert (await conversation.say("/greet")).texts == ["Hi"]
+    assert (await conversation.say("/trip")).texts == ["Which city?"]
+    assert transport.calls == []
+    await conversation.say('/inform{"city": "rome"}')
+
+    assert transport.calls == ["action_note"]
+    assert (await conversation.tracker()).get_slot("note") == '/inform{"city": "rome"}'
+
+
+class _ChattyLastCity(_LastCity):
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        dispatcher.utter_message(text=f"You were in {tracker.get_slot('city')}.")
+        return await super().run(dispatcher, tracker, domain)
+
+
+async def test_a_custom_mapping_actions_message_comes_before_the_validations(
+    tmp_path: Any,
+) -> None:
+    """Rasa 3.6 drops what a custom mapping's action says; botserver sends it, before the
+    messages of `action_validate_slot_mappings` (docs/differences-from-rasa.md). Before, its
+    `bot` event came after the slots in the tracker the validation got, so rasa-sdk saw no
+    slot to validate: "atlantis" was kept, and the action read it as the earlier city."""
+    last_city = "last_city: {type: text, mappings: [{type: custom, action: action_last_city}]}"
+    model = _bot(tmp_path, last_city, "action_last_city, action_validate_slot_mappings")
+    transport = SdkTransport(_ChattyLastCity, _KnownCities)
+    conversation = Conversation(make_agent(model, transport=transport), "chatty")
+    await conversation.say('/inform{"city": "paris"}')
+
+    turn = await conversation.say('/inform{"city": "atlantis"}')
+
+    assert turn.texts == ["You were in Paris.", "No such city.", "Hi"]
+    tracker = await conversation.tracker()
+    assert (tracker.get_slot("city"), tracker.get_slot("last_city")) == (None, "Paris")
+
+
+class _DefaultCityOnInform(_DefaultCity):
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        if tracker.get_intent_of_latest_message() != "inform":
+            return []
+        return await super().run(dispatcher, tracker, domain)
+
+
+class _TripValidation(Action):
+    """Keeps the slot events at the end of each tracker it gets: the form's candidates."""
+
+    candidates: list[list[tuple[str, Any]]] = []
+
+    def name(self) -> str:
+        return "validate_trip_form"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        trailing: list[tuple[str, Any]] = []
+        for event in reversed(tracker.events):
+            if event["event"] != "slot":
+                break
+            trailing.insert(0, (event["name"], event["value"]))
+        _TripValidation.candidates.append(trailing)
+        return []
+
+
+async def test_a_forms_validation_gets_each_slot_once_with_its_last_value(tmp_path: Any) -> None:
+    """As Rasa's form, a slot two mappings filled is one candidate, with the value the later
+    mapping gave. Before, both came: older rasa-sdk releases read the first of two (here the
+    custom mapping's "Lyon" instead of the city the user named), and the form logged both."""
+    model = _city_bot(
+        tmp_path,
+        "[{type: custom, action: action_default_city}, {type: from_entity, entity: city}]",
+        "action_default_city, validate_trip_form",
+    )
+    transport = SdkTransport(_DefaultCityOnInform, _TripValidation)
+    conversation = Conversation(make_agent(model, transport=transport), "form-once")
+    _TripValidation.candidates.clear()
+    assert (await conversation.say("/trip")).texts == ["Which city?"]
+
+    turn = await conversation.say('/inform{"city": "rome"}')
+
+    assert _TripValidation.candidates[-1] == [("city", "rome")]
+    assert turn.texts == ["Off to rome."]
