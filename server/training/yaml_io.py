@@ -130,6 +130,21 @@ class SafeLoader12(_BaseLoader):  # type: ignore[misc, valid-type]
 
     yaml_implicit_resolvers = _resolvers_1_2()
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A value whose type YAML knows but which cannot be built (`2023-02-30`, `0x_`,
+        `!!int ten`) is an InvalidProjectFile naming its line: PyYAML's ValueError (or
+        KeyError, AttributeError) escaped, a traceback, a 500 from `POST /model/train`."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            why = f" ({exc})" if isinstance(exc, ValueError) else ""
+            raise InvalidProjectFile(
+                f"{brief(node.value)} is not a valid {kind}{why}; quote it to keep it as text",
+                None,
+                node.start_mark.line + 1,
+            ) from None
+
 
 class _LineLoader(SafeLoader12):
     """Safe loader that builds LineDict / LineList."""

@@ -632,6 +632,28 @@ async def test_a_key_given_twice_in_a_yaml_body_is_a_400_naming_its_line(
     assert "request body:5: the key 'steps' is given twice" in test.json()["message"]
 
 
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("2023-02-30", "'2023-02-30' is not a valid timestamp (day is out of range for month)"),
+        ("0x_", "'0x_' is not a valid int"),
+        ("!!int ten", "'ten' is not a valid int"),
+    ],
+)
+async def test_a_yaml_value_that_cannot_be_read_is_a_400_naming_its_line(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, value: str, problem: str
+) -> None:
+    """A plain value YAML types but cannot build (a date that does not exist, a hex number
+    without digits, an explicit tag on the wrong text): before, PyYAML's ValueError escaped
+    and the request was a 500."""
+    body = TRAINING_YAML + f"slots:\n  day:\n    type: text\n    initial_value: {value}\n"
+    response = await client.post("/model/train", content=body)
+    error = check(rasa_spec, response, "/model/train", "post", 400)
+    line = TRAINING_YAML.count("\n") + 4
+    assert error["message"].startswith(f"request body:{line}: {problem}")
+    assert "quote it" in error["message"]
+
+
 @pytest.fixture
 def full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Temporary files (model extraction) go to a 64 KiB tmpfs, too small for a model."""

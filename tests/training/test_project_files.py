@@ -714,3 +714,23 @@ def test_yes_no_on_off_and_times_are_text_as_rasa_reads_its_yaml(tmp_path: Path)
     assert {"answer": "yes"} in [
         {getattr(e, "key", None): getattr(e, "value", None)} for e in story_events
     ]
+
+
+def test_a_value_yaml_cannot_build_names_its_file_and_line(tmp_path: Path) -> None:
+    """`2023-02-30` is a YAML timestamp of a day that does not exist: PyYAML's ValueError
+    escaped, a traceback from `botserver train`, the file not named."""
+    domain = tmp_path / "domain.yml"
+    domain.write_text('version: "3.1"\nresponses:\n  utter_when:\n  - text: 2023-02-30\n')
+    nlu = tmp_path / "nlu.yml"
+    nlu.write_text(
+        'version: "3.1"\nnlu:\n- intent: greet\n  metadata:\n    since: 2023-13-01\n'
+        "  examples: |\n    - hi\n"
+    )
+    with pytest.raises(InvalidProjectFile) as domain_error:
+        read_domain(domain)
+    with pytest.raises(InvalidProjectFile) as nlu_error:
+        read_nlu_file(nlu)
+    assert str(domain_error.value).startswith(
+        f"{domain}:4: '2023-02-30' is not a valid timestamp (day is out of range for month)"
+    )
+    assert str(nlu_error.value).startswith(f"{nlu}:5: '2023-13-01' is not a valid timestamp")
