@@ -654,6 +654,24 @@ async def test_a_yaml_value_that_cannot_be_read_is_a_400_naming_its_line(
     assert "quote it" in error["message"]
 
 
+async def test_text_yaml_1_2_reads_as_a_number_keeps_its_type_through_a_training_request(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """The request's project is written to files and read back: PyYAML wrote the text `1e3`
+    plain (text in YAML 1.1), which YAML 1.2 reads as the number 1000.0. Before, a 400 said
+    the response's text 'must be text, not 1000.0'."""
+    document = yaml.safe_load(TRAINING_YAML)
+    document["responses"]["utter_goodbye"] = [{"text": "1e3"}, {"text": "2.5e3"}]
+    response = await client.post(
+        "/model/train?save_to_default_model_directory=false", json=document
+    )
+    assert response.status_code == 200, response.text
+    archive = tmp_path / response.headers["filename"]
+    archive.write_bytes(response.content)
+    domain = read_archive(archive, tmp_path / "model")["domain"]
+    assert domain["responses"]["utter_goodbye"] == [{"text": "1e3"}, {"text": "2.5e3"}]
+
+
 @pytest.fixture
 def full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Temporary files (model extraction) go to a 64 KiB tmpfs, too small for a model."""
