@@ -734,3 +734,18 @@ def test_a_value_yaml_cannot_build_names_its_file_and_line(tmp_path: Path) -> No
         f"{domain}:4: '2023-02-30' is not a valid timestamp (day is out of range for month)"
     )
     assert str(nlu_error.value).startswith(f"{nlu}:5: '2023-13-01' is not a valid timestamp")
+
+
+@pytest.mark.parametrize("key", ["initial_value", "max_value"])
+def test_a_float_slot_number_beyond_a_float_names_its_line(tmp_path: Path, key: str) -> None:
+    """An integer of 400 digits is a YAML number no float holds: float() raised
+    OverflowError, a traceback from `botserver train`, a 500 from `POST /model/train`."""
+    domain = tmp_path / "domain.yml"
+    domain.write_text(
+        'version: "3.1"\nslots:\n  amount:\n    type: float\n'
+        f"    {key}: 1{'0' * 400}\n    mappings:\n    - type: custom\n"
+    )
+    with pytest.raises(InvalidProjectFile) as error:
+        read_domain(domain)
+    assert str(error.value).startswith(f"{domain}:5: '{key}' of ")
+    assert "must be a number" in str(error.value)
