@@ -13,15 +13,18 @@ _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 # YAML 1.2's plain scalars, which Rasa reads every file as: only true/false are booleans
 # (`yes`, `no`, `on`, `off` are text: an intent, a categorical value, a slot's value in a
-# story), and `10:30` is text, not 1.1's base-60 number 630; `1e3` is a number.
+# story), and `10:30` is text, not 1.1's base-60 number 630; `1e3` is a number; `08` and
+# `0777` are the decimal 8 and 777 (1.1's octal is written `0o777`). Underscores are read as
+# Rasa's reader (ruamel.yaml) reads them; a number needs a digit (`0x_` is text).
 _BOOL_1_2 = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _INT_1_2 = re.compile(
-    r"""^(?:[-+]?0b[0-1_]+
-    |[-+]?0[0-7_]+
-    |[-+]?(?:0|[1-9][0-9_]*)
-    |[-+]?0x[0-9a-fA-F_]+)$""",
+    r"""^(?:[-+]?0b[0-1_]*[0-1][0-1_]*
+    |[-+]?0o[0-7_]*[0-7][0-7_]*
+    |[-+]?[0-9_]*[0-9][0-9_]*
+    |[-+]?0x[0-9a-fA-F_]*[0-9a-fA-F][0-9a-fA-F_]*)$""",
     re.X,
 )
+_INT_BASES = {"0b": 2, "0o": 8, "0x": 16}
 _FLOAT_1_2 = re.compile(
     r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?
     |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
@@ -32,9 +35,9 @@ _FLOAT_1_2 = re.compile(
 
 
 def resolvers_1_2() -> dict[Any, list[tuple[str, re.Pattern[str]]]]:
-    """PyYAML's safe implicit types (it knows only YAML 1.1) with 1.2's booleans, no base-60
-    integers or floats, and floats with an exponent but no point; `0777` (octal) and `1_000`
-    stay as PyYAML reads them."""
+    """PyYAML's safe implicit types (it knows only YAML 1.1) with 1.2's booleans, integers
+    (`0777` decimal, `0o777` octal; see `construct_int_1_2`), no base-60 integers or floats,
+    and floats with an exponent but no point; `1_000` stays as PyYAML reads it."""
     replaced = {_BOOL_TAG: _BOOL_1_2, _INT_TAG: _INT_1_2, _FLOAT_TAG: _FLOAT_1_2}
     firsts = {_BOOL_TAG: "tTfF", _INT_TAG: "-+0123456789", _FLOAT_TAG: "-+0123456789."}
     resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
@@ -44,6 +47,16 @@ def resolvers_1_2() -> dict[Any, list[tuple[str, re.Pattern[str]]]]:
         for first in firsts[tag]:
             resolvers.setdefault(first, []).insert(0 if tag == _FLOAT_TAG else 1, (tag, regexp))
     return resolvers
+
+
+def construct_int_1_2(loader: yaml.constructor.SafeConstructor, node: yaml.ScalarNode) -> int:
+    """An integer as YAML 1.2 reads it: a leading zero is decimal (PyYAML's 1.1 reading
+    took `0777` for octal, 511), `0o` octal, `0x` hexadecimal, `0b` binary."""
+    text = str(loader.construct_scalar(node)).replace("_", "")
+    sign = -1 if text.startswith("-") else 1
+    digits = text.lstrip("+-")
+    base = _INT_BASES.get(digits[:2])
+    return sign * (int(digits[2:], base) if base else int(digits, 10))
 
 
 def _dump_resolvers() -> dict[Any, list[tuple[str, re.Pattern[str]]]]:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from server.errors import InvalidProjectFile, MissingEnvironmentVariable
-from server.yaml_scalars import SafeDumper12, resolvers_1_2
+from server.yaml_scalars import SafeDumper12, construct_int_1_2, resolvers_1_2
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class SafeLoader12(_BaseLoader):  # type: ignore[misc, valid-type]
     yaml_implicit_resolvers = resolvers_1_2()
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        """A value whose type YAML knows but which cannot be built (`2023-02-30`, `0x_`,
+        """A value whose type YAML knows but which cannot be built (`2023-02-30`, `!!float x`,
         `!!int ten`) is an InvalidProjectFile naming its line: PyYAML's ValueError (or
         KeyError, AttributeError) escaped, a traceback, a 500 from `POST /model/train`."""
         try:
@@ -107,6 +107,9 @@ class SafeLoader12(_BaseLoader):  # type: ignore[misc, valid-type]
                 None,
                 node.start_mark.line + 1,
             ) from None
+
+
+SafeLoader12.add_constructor("tag:yaml.org,2002:int", construct_int_1_2)
 
 
 class _LineLoader(SafeLoader12):

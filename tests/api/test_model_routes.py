@@ -636,7 +636,7 @@ async def test_a_key_given_twice_in_a_yaml_body_is_a_400_naming_its_line(
     ("value", "problem"),
     [
         ("2023-02-30", "'2023-02-30' is not a valid timestamp (day is out of range for month)"),
-        ("0x_", "'0x_' is not a valid int"),
+        ("!!float ten", "'ten' is not a valid float"),
         ("!!int ten", "'ten' is not a valid int"),
     ],
 )

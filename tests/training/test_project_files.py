@@ -749,3 +749,17 @@ def test_a_float_slot_number_beyond_a_float_names_its_line(tmp_path: Path, key: 
         read_domain(domain)
     assert str(error.value).startswith(f"{domain}:5: '{key}' of ")
     assert "must be a number" in str(error.value)
+
+
+def test_integers_with_leading_zeros_read_as_rasa_reads_them(tmp_path: Path) -> None:
+    """YAML 1.2, as Rasa reads it: `08` and `0777` are the decimal numbers 8 and 777, `0o17`
+    is octal. Read with PyYAML's 1.1 integers, `0777` was 511, `010` 8, and `08` and `09`
+    text, so a categorical slot's months `[07, 08, 09, 10]` held 7, '08', '09' and 10."""
+    domain = tmp_path / "domain.yml"
+    domain.write_text(
+        'version: "3.1"\nslots:\n  month:\n    type: categorical\n'
+        "    values: [07, 08, 09, 010, 0777, 0o17, -012, 0x1F, 0b11]\n"
+        "    mappings:\n    - type: custom\n"
+    )
+    read = read_yaml_file(domain)
+    assert read["slots"]["month"]["values"] == [7, 8, 9, 10, 777, 15, -12, 31, 3]
