@@ -507,6 +507,8 @@ async def test_put_model_does_not_echo_the_credentials_it_was_given(
     [
         ({"url": "http://127.0.0.1:9/m", "timeout": "soon"}, "models.timeout must be seconds"),
         ({"url": "http://127.0.0.1:9/m", "timeout": -5}, "models.timeout must be seconds"),
+        # An integer no float holds (JSON keeps it exactly): before, OverflowError, a 500.
+        ({"url": "http://127.0.0.1:9/m", "timeout": 10**400}, "models.timeout must be seconds"),
         ({"url": "http://127.0.0.1:9/m", "params": "a=b"}, "models.params must be a mapping"),
         ({"url": "http://127.0.0.1:9/m", "headers": ["x"]}, "models.headers must be a mapping"),
         (
@@ -519,6 +521,7 @@ async def test_put_model_does_not_echo_the_credentials_it_was_given(
     ids=[
         "timeout-text",
         "timeout-negative",
+        "timeout-beyond-a-float",
         "params",
         "headers",
         "wait-negative",
