@@ -48,7 +48,7 @@ def seconds(settings: dict[str, Any], key: str, default: float) -> float:
         return default
     try:
         number = float(value) if not isinstance(value, bool) else float("nan")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # (an integer no float holds)
         number = float("nan")
     if not number > 0 or number == float("inf"):
         raise InvalidConfig(f"'{key}' must be a positive number of seconds, not {_shown(value)}")

@@ -17,6 +17,7 @@ from server.api.query import FirstValueRoute
 from server.api.schemas import Domain, ref
 from server.api.services import Services, services_of
 from server.auth import require_auth
+from server.yaml_scalars import SafeDumper12
 
 YAML_MEDIA_TYPE = "application/x-yaml"
 _NOT_ACCEPTABLE = (
@@ -98,7 +99,7 @@ def domain_router() -> APIRouter:
         domain: dict[str, Any] = model.domain.as_dict()
         if wanted == "json":
             return JSONResponse(domain)
-        text = yaml.safe_dump(domain, sort_keys=False, allow_unicode=True)
+        text = yaml.dump(domain, Dumper=SafeDumper12, sort_keys=False, allow_unicode=True)
         return Response(text, media_type=YAML_MEDIA_TYPE)
 
     return router

@@ -74,6 +74,7 @@ from server.trackers.events import OFF_LOOP_EVENTS, events_from_list
 from server.trackers.freeing import free_off_loop
 from server.trackers.tracker import Tracker
 from server.training.yaml_io import load_plain_yaml
+from server.yaml_scalars import SafeDumper12
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,8 @@ def _model_of(services: Services) -> DialogueModel:
 
 
 def _dump_yaml(data: Any, path: Path) -> Path:
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    text = yaml.dump(data, Dumper=SafeDumper12, sort_keys=False, allow_unicode=True)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -420,7 +422,7 @@ def _nlu_data_from_json(body: Any) -> Any:
             for name, texts in by_intent.items()
         ],
     }
-    return read_nlu_yaml(yaml.safe_dump(document, sort_keys=False), "request body")
+    return read_nlu_yaml(yaml.dump(document, Dumper=SafeDumper12, sort_keys=False), "request body")
 
 
 def _evaluation_item(report_path: Path, errors_path: Path | None, averages: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.tracker import Tracker
+from server.yaml_scalars import SafeDumper12
 
 STORY_FORMAT_VERSION = "3.1"
 _SKIPPED_ACTIONS = {ACTION_LISTEN, ACTION_SESSION_START, "action_unlikely_intent"}
@@ -88,8 +89,8 @@ def annotate_entities(text: str, entities: Iterable[dict[str, Any]]) -> str:
 
 def yaml_scalar(value: Any) -> str:
     """`value` as one line of YAML (flow style): plain when that reads back the same."""
-    dumped = yaml.safe_dump(
-        value, default_flow_style=True, allow_unicode=True, width=1_000_000
+    dumped = yaml.dump(
+        value, Dumper=SafeDumper12, default_flow_style=True, allow_unicode=True, width=1_000_000
     ).rstrip("\n")
     return dumped[: -len("\n...")] if dumped.endswith("\n...") else dumped
 

@@ -93,7 +93,7 @@ def _seconds(config: dict[str, Any], key: str, default: float) -> float | None:
         return None
     try:
         seconds = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # (an integer no float holds)
         seconds = math.nan
     if isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
         raise InvalidConfig(f"models.{key} must be seconds, got {value!r}")

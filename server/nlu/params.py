@@ -29,7 +29,10 @@ def number(
     value = config.get(key, default)
     parsed: float | None = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        parsed = float(value)
+        try:
+            parsed = float(value)
+        except OverflowError:  # an integer no float holds
+            parsed = None
     elif isinstance(value, str):
         try:
             parsed = float(value.strip())

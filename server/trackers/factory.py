@@ -49,7 +49,7 @@ def reading_section(section: str, source: str = "endpoints.yml") -> Iterator[Non
         yield
     except InvalidConfig as exc:
         raise InvalidConfig(f"{source}, section '{section}': {exc}") from exc
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:  # (an integer no float holds)
         raise InvalidConfig(
             f"{source}, section '{section}': a setting has the wrong type: {exc}"
         ) from exc

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +289,12 @@ class DomainReader:
             )
         for key in ("min_value", "max_value"):
             value = spec.get(key, 0.0)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or value != value
+                or (isinstance(value, int) and abs(value) > sys.float_info.max)  # no float holds it
+            ):
                 raise InvalidProjectFile(
                     f"'{key}' of slot '{name}' must be a number", filename, line_of(spec, key)
                 )
@@ -584,7 +590,7 @@ def _is_number(value: Any) -> bool:
         return False
     try:
         return math.isfinite(float(value))
-    except ValueError:
+    except (ValueError, OverflowError):  # (an integer no float holds)
         return False
 
 

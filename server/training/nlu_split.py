@@ -7,6 +7,7 @@ import random
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from server.nlu.training_data import Example, NLUTrainingData
 from server.training.nlu_yaml import nlu_yaml
@@ -22,7 +23,7 @@ def split_nlu(
 ) -> tuple[NLUTrainingData, NLUTrainingData]:
     """Training and test data: `training_fraction` of each intent's examples (at least one
     and, with two or more, not all) for training. Synonyms, regexes, lookups and responses
-    go to both, as in Rasa."""
+    go to both, as in Rasa (`write_split` writes the responses each part needs)."""
     rng = random.Random(seed)
     by_intent: dict[str | None, list[Example]] = defaultdict(list)
     for example in data.examples:
@@ -55,8 +56,8 @@ def write_split(
     data: NLUTrainingData, out: Path, training_fraction: float, seed: int | None = None
 ) -> tuple[Path, ...]:
     """Writes `training_data.yml` and `test_data.yml` into `out`, and, as Rasa, the responses
-    (of retrieval intents) into `nlg_training_data.yml` and `nlg_test_data.yml` beside them.
-    Returns the files written."""
+    their retrieval intents need into `nlg_training_data.yml` and `nlg_test_data.yml` beside
+    them (a file only when it has some). Returns the files written."""
     train, test = split_nlu(data, training_fraction, seed)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -64,10 +65,24 @@ def write_split(
         path = out / name
         path.write_text(nlu_yaml(replace(part, responses={})), encoding="utf-8")
         written.append(path)
-    if data.responses:
-        for name in (TRAINING_FILE, TEST_FILE):
+    for part, name in ((train, TRAINING_FILE), (test, TEST_FILE)):
+        responses = _needed_responses(data.responses, part.examples)
+        if responses:
             path = out / f"{NLG_PREFIX}{name}"
-            document = {"version": "3.1", "responses": data.responses}
+            document = {"version": "3.1", "responses": responses}
             path.write_text(dump_yaml(document), encoding="utf-8")
             written.append(path)
     return tuple(written)
+
+
+def _needed_responses(
+    responses: dict[str, list[dict[str, Any]]], examples: list[Example]
+) -> dict[str, list[dict[str, Any]]]:
+    """The responses of the retrieval intents (`faq/hours`: `utter_faq/hours`) of `examples`
+    that have a text, as Rasa writes beside each part: not those no example asks for."""
+    needed = {f"utter_{e.intent}" for e in examples if e.intent and "/" in e.intent}
+    return {
+        key: variations
+        for key, variations in responses.items()
+        if key in needed and any(isinstance(v, dict) and v.get("text") for v in variations)
+    }

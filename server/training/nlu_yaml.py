@@ -55,12 +55,17 @@ def read_nlu_yaml(text: str, filename: str = "<string>") -> NLUTrainingData:
     if not isinstance(root, yaml.MappingNode):
         raise InvalidProjectFile("expected a mapping at the top level", filename, _line(root))
     _check_unique_keys(root, filename)
-    for key_node, value_node in root.value:
-        key = key_node.value
-        if key == "nlu":
-            _read_nlu_section(value_node, filename, data)
-        elif key == "responses":
-            _read_responses(value_node, filename, data)
+    try:
+        for key_node, value_node in root.value:
+            key = key_node.value
+            if key == "nlu":
+                _read_nlu_section(value_node, filename, data)
+            elif key == "responses":
+                _read_responses(value_node, filename, data)
+    except InvalidProjectFile as exc:
+        if exc.filename is None:  # a value the YAML loader could not build
+            raise InvalidProjectFile(exc.reason, filename, exc.line) from None
+        raise
     return data
 
 

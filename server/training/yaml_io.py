@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from server.errors import InvalidProjectFile, MissingEnvironmentVariable
+from server.yaml_scalars import SafeDumper12, construct_int_1_2, resolvers_1_2
 
 logger = logging.getLogger(__name__)
 
@@ -87,48 +88,28 @@ def check_version(data: dict[Any, Any], filename: str) -> None:
         )
 
 
-_BOOL_TAG = "tag:yaml.org,2002:bool"
-_INT_TAG = "tag:yaml.org,2002:int"
-_FLOAT_TAG = "tag:yaml.org,2002:float"
-# YAML 1.2's plain scalars, which Rasa reads every file as: only true/false are booleans
-# (`yes`, `no`, `on`, `off` are text: an intent, a categorical value, a slot's value in a
-# story), and `10:30` is text, not 1.1's base-60 number 630; `1e3` is a number.
-_BOOL_1_2 = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
-_INT_1_2 = re.compile(
-    r"""^(?:[-+]?0b[0-1_]+
-    |[-+]?0[0-7_]+
-    |[-+]?(?:0|[1-9][0-9_]*)
-    |[-+]?0x[0-9a-fA-F_]+)$""",
-    re.X,
-)
-_FLOAT_1_2 = re.compile(
-    r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?
-    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""",
-    re.X,
-)
-
-
-def _resolvers_1_2() -> dict[Any, list[tuple[str, re.Pattern[str]]]]:
-    """PyYAML's safe implicit types (it knows only YAML 1.1) with 1.2's booleans, no base-60
-    integers or floats, and floats with an exponent but no point; `0777` (octal) and `1_000`
-    stay as PyYAML reads them."""
-    replaced = {_BOOL_TAG: _BOOL_1_2, _INT_TAG: _INT_1_2, _FLOAT_TAG: _FLOAT_1_2}
-    firsts = {_BOOL_TAG: "tTfF", _INT_TAG: "-+0123456789", _FLOAT_TAG: "-+0123456789."}
-    resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
-    for first, entries in yaml.SafeLoader.yaml_implicit_resolvers.items():
-        resolvers[first] = [(tag, regexp) for tag, regexp in entries if tag not in replaced]
-    for tag, regexp in replaced.items():
-        for first in firsts[tag]:
-            resolvers.setdefault(first, []).insert(0 if tag == _FLOAT_TAG else 1, (tag, regexp))
-    return resolvers
-
-
 class SafeLoader12(_BaseLoader):  # type: ignore[misc, valid-type]
     """PyYAML's safe loader reading plain scalars as YAML 1.2 does (and so Rasa)."""
 
-    yaml_implicit_resolvers = _resolvers_1_2()
+    yaml_implicit_resolvers = resolvers_1_2()
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A value whose type YAML knows but which cannot be built (`2023-02-30`, `!!float x`,
+        `!!int ten`) is an InvalidProjectFile naming its line: PyYAML's ValueError (or
+        KeyError, AttributeError) escaped, a traceback, a 500 from `POST /model/train`."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            why = f" ({exc})" if isinstance(exc, ValueError) else ""
+            raise InvalidProjectFile(
+                f"{brief(node.value)} is not a valid {kind}{why}; quote it to keep it as text",
+                None,
+                node.start_mark.line + 1,
+            ) from None
+
+
+SafeLoader12.add_constructor("tag:yaml.org,2002:int", construct_int_1_2)
 
 
 class _LineLoader(SafeLoader12):
@@ -376,7 +357,7 @@ def read_yaml_file(path: str | Path, env: bool = False) -> Any:
     return parse_yaml(read_project_text(path), str(path), env=env)
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(SafeDumper12):
     """Writes what the readers read: line-aware mappings and lists as plain ones, and text of
     several lines as a literal block (`|`), as Rasa writes examples and story texts."""
 
@@ -387,8 +368,8 @@ def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
 
 
 _Dumper.add_representer(str, _represent_str)
-_Dumper.add_representer(LineDict, yaml.SafeDumper.represent_dict)
-_Dumper.add_representer(LineList, yaml.SafeDumper.represent_list)
+_Dumper.add_representer(LineDict, SafeDumper12.represent_dict)
+_Dumper.add_representer(LineList, SafeDumper12.represent_list)
 
 
 def dump_yaml(document: Any) -> str:

@@ -507,6 +507,8 @@ async def test_put_model_does_not_echo_the_credentials_it_was_given(
     [
         ({"url": "http://127.0.0.1:9/m", "timeout": "soon"}, "models.timeout must be seconds"),
         ({"url": "http://127.0.0.1:9/m", "timeout": -5}, "models.timeout must be seconds"),
+        # An integer no float holds (JSON keeps it exactly): before, OverflowError, a 500.
+        ({"url": "http://127.0.0.1:9/m", "timeout": 10**400}, "models.timeout must be seconds"),
         ({"url": "http://127.0.0.1:9/m", "params": "a=b"}, "models.params must be a mapping"),
         ({"url": "http://127.0.0.1:9/m", "headers": ["x"]}, "models.headers must be a mapping"),
         (
@@ -519,6 +521,7 @@ async def test_put_model_does_not_echo_the_credentials_it_was_given(
     ids=[
         "timeout-text",
         "timeout-negative",
+        "timeout-beyond-a-float",
         "params",
         "headers",
         "wait-negative",
@@ -630,6 +633,46 @@ async def test_a_key_given_twice_in_a_yaml_body_is_a_400_naming_its_line(
     )
     assert test.status_code == 400
     assert "request body:5: the key 'steps' is given twice" in test.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("2023-02-30", "'2023-02-30' is not a valid timestamp (day is out of range for month)"),
+        ("!!float ten", "'ten' is not a valid float"),
+        ("!!int ten", "'ten' is not a valid int"),
+    ],
+)
+async def test_a_yaml_value_that_cannot_be_read_is_a_400_naming_its_line(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, value: str, problem: str
+) -> None:
+    """A plain value YAML types but cannot build (a date that does not exist, a hex number
+    without digits, an explicit tag on the wrong text): before, PyYAML's ValueError escaped
+    and the request was a 500."""
+    body = TRAINING_YAML + f"slots:\n  day:\n    type: text\n    initial_value: {value}\n"
+    response = await client.post("/model/train", content=body)
+    error = check(rasa_spec, response, "/model/train", "post", 400)
+    line = TRAINING_YAML.count("\n") + 4
+    assert error["message"].startswith(f"request body:{line}: {problem}")
+    assert "quote it" in error["message"]
+
+
+async def test_text_yaml_1_2_reads_as_a_number_keeps_its_type_through_a_training_request(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """The request's project is written to files and read back: PyYAML wrote the text `1e3`
+    plain (text in YAML 1.1), which YAML 1.2 reads as the number 1000.0. Before, a 400 said
+    the response's text 'must be text, not 1000.0'."""
+    document = yaml.safe_load(TRAINING_YAML)
+    document["responses"]["utter_goodbye"] = [{"text": "1e3"}, {"text": "2.5e3"}]
+    response = await client.post(
+        "/model/train?save_to_default_model_directory=false", json=document
+    )
+    assert response.status_code == 200, response.text
+    archive = tmp_path / response.headers["filename"]
+    archive.write_bytes(response.content)
+    domain = read_archive(archive, tmp_path / "model")["domain"]
+    assert domain["responses"]["utter_goodbye"] == [{"text": "1e3"}, {"text": "2.5e3"}]
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.tracker import Tracker
+from server.training.yaml_io import parse_yaml
 
 
 def test_entities_use_rasas_markup() -> None:
@@ -116,3 +117,19 @@ def test_a_message_answered_from_its_text_is_written_by_its_text_alone() -> None
         "  - user: |-\n      I love pizza\n  - action: utter_ok\n"
         "  - intent: affirm\n    user: |-\n      yes\n  - action: utter_happy\n"
     )
+
+
+def test_a_slot_value_yaml_1_2_reads_as_a_number_is_written_quoted() -> None:
+    """`1e3` and `2.5e3` are text to PyYAML's YAML 1.1, which wrote them plain, and numbers to
+    YAML 1.2, as Rasa and botserver read a story: the text read back as 1000.0."""
+    events: list = [ActionExecuted(action_name="action_session_start", timestamp=1.0)]
+    for i, value in enumerate(["1e3", "2.5e3", "-4E2", "yes"]):
+        events.append(SlotSet(key=f"code{i}", value=value, timestamp=2.0 + i))
+    story = parse_yaml(conversation_story(Tracker("u1", {}, events)))
+    steps = story["stories"][0]["steps"]
+    assert [list(step["slot_was_set"][0].values())[0] for step in steps] == [
+        "1e3",
+        "2.5e3",
+        "-4E2",
+        "yes",
+    ]

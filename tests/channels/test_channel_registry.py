@@ -154,6 +154,8 @@ RSA_PUBLIC_PEM = (
     [
         ("rocketchat", {**ROCKET, "timeout": "abc"}, "'timeout' must be a positive number"),
         ("rocketchat", {**ROCKET, "timeout": 0}, "'timeout' must be a positive number"),
+        # An integer no float holds: before, OverflowError, a traceback at startup.
+        ("rocketchat", {**ROCKET, "timeout": 10**400}, "'timeout' must be a positive number"),
         ("rocketchat", {**ROCKET, "server_url": "chat.example.com"}, "'server_url' must be an"),
         ("rocketchat", {**ROCKET, "server_url": "http://[::1"}, "'server_url' must be an"),
         ("rocketchat", {**ROCKET, "password": ["pw"]}, "'password' must be a string, not a list"),

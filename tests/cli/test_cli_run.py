@@ -42,6 +42,15 @@ def test_endpoints_section_that_is_not_a_mapping(run_cli, tmp_path: Path) -> Non
         ("lock_store", "type: in_memory\n  wait_timeout: [1]"),
         ("event_broker", "type: pika\n  queues: 5"),
         ("event_broker", "type: sql\n  retry_delay_in_seconds: soon"),
+        # An integer no float holds: OverflowError, a traceback, before.
+        pytest.param(
+            "lock_store", f"type: in_memory\n  wait_timeout: 1{'0' * 400}", id="lock-huge-int"
+        ),
+        pytest.param(
+            "event_broker",
+            f"type: sql\n  retry_delay_in_seconds: 1{'0' * 400}",
+            id="broker-huge-int",
+        ),
     ],
 )
 def test_an_endpoints_setting_of_the_wrong_type_is_a_clear_error(

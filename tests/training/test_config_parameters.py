@@ -76,6 +76,8 @@ NLU_CASES = [
     ({"name": "CountVectorsFeaturizer", "max_df": 0}, "'max_df' (0) keeps fewer documents"),
     ({"name": "CountVectorsFeaturizer", "max_features": "x"}, "'max_features' must be a whole"),
     ({"name": "CountVectorsFeaturizer", "max_features": 0}, "'max_features' must be at least"),
+    # An integer no float holds: before, OverflowError, a traceback (a 500 from the API).
+    ({"name": "CountVectorsFeaturizer", "max_features": 10**400}, "'max_features' must be a"),
     ({"name": "CountVectorsFeaturizer", "OOV_words": "abc"}, "'OOV_words' must be a list of"),
     ({"name": "CountVectorsFeaturizer", "min_ngram": "x"}, "'min_ngram' must be a whole"),
     ({"name": "CountVectorsFeaturizer", "lowercase": "maybe"}, "'lowercase' must be true"),

@@ -99,3 +99,28 @@ def test_responses_go_to_nlg_files_beside_the_split_as_in_rasa(tmp_path: Path) -
         assert "responses" not in path.read_text()
     for path in written[2:]:
         assert read_nlu_file(path).responses == data.responses
+
+
+def test_each_nlg_file_holds_the_responses_of_its_own_examples_as_in_rasa(
+    tmp_path: Path,
+) -> None:
+    """Rasa writes, beside each part, the responses its retrieval examples need: a retrieval
+    intent with one example (kept for training) has its response in nlg_training_data.yml
+    alone, and a response no example asks for is in neither. Before, both held all."""
+    nlu = tmp_path / "nlu.yml"
+    nlu.write_text(
+        'version: "3.1"\nnlu:\n'
+        "- intent: faq/hours\n  examples: |\n    - when do you open\n"
+        "- intent: faq/price\n  examples: |\n    - how much\n    - the price\n"
+        "    - what does it cost\n    - is it expensive\n"
+        "responses:\n"
+        "  utter_faq/hours:\n  - text: From nine.\n"
+        "  utter_faq/price:\n  - text: Ten euros.\n"
+        "  utter_faq/parking:\n  - text: Behind the shop.\n"
+    )
+    written = write_split(read_nlu_file(nlu), tmp_path / "out", 0.5, seed=3)
+    by_name = {path.name: path for path in written}
+    training = read_nlu_file(by_name["nlg_training_data.yml"]).responses
+    test = read_nlu_file(by_name["nlg_test_data.yml"]).responses
+    assert list(training) == ["utter_faq/hours", "utter_faq/price"]
+    assert list(test) == ["utter_faq/price"]

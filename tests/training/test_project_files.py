@@ -714,3 +714,52 @@ def test_yes_no_on_off_and_times_are_text_as_rasa_reads_its_yaml(tmp_path: Path)
     assert {"answer": "yes"} in [
         {getattr(e, "key", None): getattr(e, "value", None)} for e in story_events
     ]
+
+
+def test_a_value_yaml_cannot_build_names_its_file_and_line(tmp_path: Path) -> None:
+    """`2023-02-30` is a YAML timestamp of a day that does not exist: PyYAML's ValueError
+    escaped, a traceback from `botserver train`, the file not named."""
+    domain = tmp_path / "domain.yml"
+    domain.write_text('version: "3.1"\nresponses:\n  utter_when:\n  - text: 2023-02-30\n')
+    nlu = tmp_path / "nlu.yml"
+    nlu.write_text(
+        'version: "3.1"\nnlu:\n- intent: greet\n  metadata:\n    since: 2023-13-01\n'
+        "  examples: |\n    - hi\n"
+    )
+    with pytest.raises(InvalidProjectFile) as domain_error:
+        read_domain(domain)
+    with pytest.raises(InvalidProjectFile) as nlu_error:
+        read_nlu_file(nlu)
+    assert str(domain_error.value).startswith(
+        f"{domain}:4: '2023-02-30' is not a valid timestamp (day is out of range for month)"
+    )
+    assert str(nlu_error.value).startswith(f"{nlu}:5: '2023-13-01' is not a valid timestamp")
+
+
+@pytest.mark.parametrize("key", ["initial_value", "max_value"])
+def test_a_float_slot_number_beyond_a_float_names_its_line(tmp_path: Path, key: str) -> None:
+    """An integer of 400 digits is a YAML number no float holds: float() raised
+    OverflowError, a traceback from `botserver train`, a 500 from `POST /model/train`."""
+    domain = tmp_path / "domain.yml"
+    domain.write_text(
+        'version: "3.1"\nslots:\n  amount:\n    type: float\n'
+        f"    {key}: 1{'0' * 400}\n    mappings:\n    - type: custom\n"
+    )
+    with pytest.raises(InvalidProjectFile) as error:
+        read_domain(domain)
+    assert str(error.value).startswith(f"{domain}:5: '{key}' of ")
+    assert "must be a number" in str(error.value)
+
+
+def test_integers_with_leading_zeros_read_as_rasa_reads_them(tmp_path: Path) -> None:
+    """YAML 1.2, as Rasa reads it: `08` and `0777` are the decimal numbers 8 and 777, `0o17`
+    is octal. Read with PyYAML's 1.1 integers, `0777` was 511, `010` 8, and `08` and `09`
+    text, so a categorical slot's months `[07, 08, 09, 10]` held 7, '08', '09' and 10."""
+    domain = tmp_path / "domain.yml"
+    domain.write_text(
+        'version: "3.1"\nslots:\n  month:\n    type: categorical\n'
+        "    values: [07, 08, 09, 010, 0777, 0o17, -012, 0x1F, 0b11]\n"
+        "    mappings:\n    - type: custom\n"
+    )
+    read = read_yaml_file(domain)
+    assert read["slots"]["month"]["values"] == [7, 8, 9, 10, 777, 15, -12, 31, 3]
