@@ -192,6 +192,10 @@ class ModelServerPoller:
             return False
         finally:
             await asyncio.to_thread(shutil.rmtree, path.parent, True)
+        if self._refused is not None and self._refused[0] == fingerprint:
+            # The refused model loaded (its key file was fixed): no refusal left to compare
+            # a key with, so the pulls that bring nothing new read the file no more.
+            self._refused = self._refused_key = None
         self._clear_error()
         return True
 

@@ -39,13 +39,21 @@ NAME_COLUMN_LENGTH = 255
 def check_conversation_id(sender_id: str) -> None:
     """Refuses an id some store cannot hold, whichever store this server uses, so that a
     conversation never works on one store and fails on another: longer than the column, or
-    with a NUL character (PostgreSQL's text types cannot hold one)."""
+    with a NUL character (PostgreSQL's text types cannot hold one), or with a lone UTF-16
+    surrogate (no SQL store or Redis can encode it: socket.io's JSON reader takes one)."""
     if len(sender_id) > NAME_COLUMN_LENGTH:
         raise InvalidConversationId(
             f"The conversation id is longer than {NAME_COLUMN_LENGTH} characters."
         )
     if "\x00" in sender_id:
         raise InvalidConversationId("The conversation id holds a NUL character.")
+    if not sender_id.isascii():
+        try:
+            sender_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidConversationId(
+                "The conversation id holds a lone surrogate, which is no Unicode text."
+            ) from None
 
 
 class TrackerStore(Protocol):

@@ -680,21 +680,29 @@ async def test_a_model_refused_by_a_wrong_verify_key_loads_once_the_key_file_is_
     assert poller.last_error is None
 
 
+@pytest.mark.parametrize("first_key", ["right", "wrong"])
 async def test_a_pull_with_no_new_model_does_not_read_the_verify_key_file(
-    model_server, loader, client, archive_factory, tmp_path: Path, monkeypatch
+    first_key, model_server, loader, client, archive_factory, tmp_path: Path, monkeypatch
 ):
     """The key file matters to a pull only when a model is loaded, or one refused with it is
     served again: the pulls answered 304 between two models read it no more (before, each
-    read it, in a thread of its own)."""
-    signing, public = generate_keypair()
+    read it, in a thread of its own). So after a model refused by a wrong key file loads,
+    the file once fixed: that refusal is no longer on record (before, every later pull read
+    the file, for as long as the server ran)."""
+    signing, right = generate_keypair()
+    _, wrong = generate_keypair()
     key_file = tmp_path / "verify.pub"
-    key_file.write_bytes(public)
+    key_file.write_bytes(right if first_key == "right" else wrong)
     holder = ModelHolder(loader, verify_key=key_file)
     model_server.behaviour.body = archive_factory("signed", signing_key=signing).read_bytes()
     poller = ModelServerPoller(
         holder, ModelServerConfig.from_endpoint({"url": model_server.url}), client
     )
+    if first_key == "wrong":
+        assert await poller.pull_once() is False
+        key_file.write_bytes(right)
     assert await poller.pull_once() is True
+    pulls_so_far = len(model_server.behaviour.requests)
     reads: list[Path] = []
     read_bytes = Path.read_bytes
 
@@ -705,7 +713,8 @@ async def test_a_pull_with_no_new_model_does_not_read_the_verify_key_file(
     monkeypatch.setattr(Path, "read_bytes", counted)
     for _ in range(5):
         assert await poller.pull_once() is False
-    assert len(model_server.behaviour.requests) == 6
+    assert len(model_server.behaviour.requests) == pulls_so_far + 5
+    assert poller.last_error is None
     assert reads.count(key_file) == 0
 
 
