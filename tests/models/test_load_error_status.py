@@ -26,6 +26,11 @@ def silent_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def source() -> ModelSource:
+    return ModelSource(ModelHolder(greeting_loader))
+
+
 async def started(source: ModelSource, name: str) -> asyncio.Task[Any]:
     """A remote download for `name`, started (its request numbered) before what follows."""
     download = asyncio.create_task(source.load_from_remote_storage("aws", name))
@@ -34,12 +39,11 @@ async def started(source: ModelSource, name: str) -> asyncio.Task[Any]:
 
 
 async def test_a_download_failing_after_a_newer_model_loaded_is_not_the_load_error(
-    silent_s3: None, archive_factory: Any
+    silent_s3: None, source: ModelSource, archive_factory: Any
 ) -> None:
     # Before: /status showed "old.tar.gz: ... did not answer" beside the newer model that the
     # later PUT had loaded, as if that PUT had failed.
-    holder = ModelHolder(greeting_loader)
-    source = ModelSource(holder)
+    holder = source.holder
     download = await started(source, "old")
 
     await source.load_local(archive_factory("new"))
@@ -51,10 +55,9 @@ async def test_a_download_failing_after_a_newer_model_loaded_is_not_the_load_err
 
 
 async def test_an_older_request_failing_last_does_not_hide_the_newer_failure(
-    silent_s3: None, tmp_path: Path
+    silent_s3: None, source: ModelSource, tmp_path: Path
 ) -> None:
-    holder = ModelHolder(greeting_loader)
-    source = ModelSource(holder)
+    holder = source.holder
     download = await started(source, "old")
     broken = tmp_path / "broken.tar.gz"
     broken.write_bytes(b"<html>")
@@ -68,10 +71,9 @@ async def test_an_older_request_failing_last_does_not_hide_the_newer_failure(
 
 
 async def test_a_failure_then_a_newer_load_clears_the_error(
-    silent_s3: None, archive_factory: Any
+    silent_s3: None, source: ModelSource, archive_factory: Any
 ) -> None:
-    holder = ModelHolder(greeting_loader)
-    source = ModelSource(holder)
+    holder = source.holder
     with pytest.raises(ModelUnavailable):
         await source.load_from_remote_storage("aws", "old")
     assert (holder.last_error or "").startswith("old.tar.gz: ")
@@ -81,9 +83,10 @@ async def test_a_failure_then_a_newer_load_clears_the_error(
     assert holder.last_error is None
 
 
-async def test_a_delete_after_a_failure_leaves_no_load_error(silent_s3: None) -> None:
-    holder = ModelHolder(greeting_loader)
-    source = ModelSource(holder)
+async def test_a_delete_after_a_failure_leaves_no_load_error(
+    silent_s3: None, source: ModelSource
+) -> None:
+    holder = source.holder
     with pytest.raises(ModelUnavailable):
         await source.load_from_remote_storage("aws", "old")
 
