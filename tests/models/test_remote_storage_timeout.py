@@ -18,7 +18,7 @@ from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import download_model
 from tests.fake_http import silent_server
 from tests.loop_lag import paced
-from tests.models.conftest import STORAGES_AT, greeting_loader
+from tests.models.conftest import STORAGES_AT, azure_at, greeting_loader, s3_at
 from tests.models.test_remote_storage_lying import LyingStorage
 
 TIMEOUT = 1.0
@@ -127,3 +127,19 @@ async def test_a_download_whose_body_stops_fails_within_the_timeout(
         Handler.stop.set()
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(("storage", "setup"), [("aws", s3_at), ("azure", azure_at)])
+async def test_the_storage_address_is_named_without_its_credentials(
+    monkeypatch: pytest.MonkeyPatch, storage: str, setup: Any
+) -> None:
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    setup("http://user:pa55word@127.0.0.1:9", monkeypatch)
+    if storage == "azure":
+        monkeypatch.setenv("AZURE_ACCOUNT_URL", "http://127.0.0.1:9/devstoreaccount1?sig=S3CRET")
+
+    with pytest.raises(ModelUnavailable, match="Cannot reach") as caught:
+        await download_model(storage, "prod")
+
+    assert "http://127.0.0.1:9" in str(caught.value)
+    assert "pa55word" not in str(caught.value) and "S3CRET" not in str(caught.value)
