@@ -88,6 +88,10 @@ class ModelNotFound(ModelError):
     """No model archive exists where one was asked for."""
 
 
+class ModelUnavailable(ModelError):
+    """A model's source (remote storage) cannot be reached, or did not answer in time."""
+
+
 class UnsafeArchive(ModelError):
     """An archive member is hostile: traversal, link, device, too large, pickle..."""
 

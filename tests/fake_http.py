@@ -1,9 +1,11 @@
-"""A tiny JSON HTTP server for tests that face a third party (Duckling, an NLU server):
-each POST is answered by a function of its path and body. Runs in a thread on a free port."""
+"""Servers for tests that face a third party (Duckling, an NLU server, cloud storage): a tiny
+JSON HTTP server whose POSTs are answered by a function of their path and body, and one that
+takes connections and never answers. Each runs in a thread on a free port."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,3 +42,34 @@ def serve_json(respond: Respond) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """Yields the base URL of a host that accepts every connection and never sends a byte (a
+    hung server, a dead backend behind a load balancer). On exit its connections are closed,
+    so a client still waiting on one fails at once."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        done.set()
+        thread.join()
+        listener.close()
+        for connection in held:
+            connection.close()

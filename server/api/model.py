@@ -64,6 +64,7 @@ from server.errors import (
     ModelNotFound,
     ModelStorageFull,
     ModelSuperseded,
+    ModelUnavailable,
     TrainingError,
 )
 from server.http_clients import async_client
@@ -637,7 +638,7 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
     elif remote_storage:
         try:
             await source.load_from_remote_storage(remote_storage, model_file or "models")
-        except ModelNotFound as exc:
+        except (ModelNotFound, ModelUnavailable) as exc:  # as a model server's 404 or silence
             raise not_loaded(str(exc)) from None
         except ModelSuperseded as exc:
             _superseded(exc)

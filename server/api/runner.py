@@ -45,7 +45,7 @@ from server.config import read_credentials, read_endpoints
 from server.errors import BotServerError, InvalidConfig, ModelNotFound
 from server.logs import announce, configure_logging
 from server.models.local import resolve_local_model
-from server.models.remote_storage import STORAGES
+from server.models.remote_storage import STORAGES, storage_timeout
 from server.outages import flush_repeats
 from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
 from server.training.yaml_io import read_yaml_file
@@ -272,6 +272,8 @@ def _check_remote_storage(args: argparse.Namespace) -> None:
             f"--remote-storage {args.remote_storage!r} is not supported: use one of "
             f"{', '.join(STORAGES)}"
         )
+    if args.remote_storage:
+        storage_timeout()  # an unusable REMOTE_STORAGE_TIMEOUT stops the start, once
 
 
 def _check_a_model_can_come(spec: RunSpec) -> None:

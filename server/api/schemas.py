@@ -220,7 +220,9 @@ class Status(_Open):
     model_id: str | None = Field(description="The loaded model's id.")
     num_active_training_jobs: int = Field(description="Trainings running right now.")
     fingerprint: Any = _may_be_absent("Fingerprint of the model's training inputs.")
-    last_load_error: LoadError = _may_be_absent("The last failed model load, if any.")
+    last_load_error: LoadError = _may_be_absent(
+        "Why the latest request for a model failed, until a request as new or newer is served."
+    )
     last_pull_error: PullError = _may_be_absent(
         "While model-server pulls fail: why the latest one did (none once one works)."
     )

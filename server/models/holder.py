@@ -69,8 +69,9 @@ class ModelHolder(Generic[T]):
         self.limits = limits
         self._loaded: LoadedModel[T] | None = None
         self._load_lock = asyncio.Lock()
-        self.last_error: str | None = None
-        self.last_error_at: datetime | None = None
+        # The latest failure (message, when, the ticket of its request), until a request at
+        # least as new is served: see `last_error`.
+        self._failure: tuple[str, datetime, int] | None = None
         self.num_active_training_jobs = 0
         self._tickets = itertools.count(1)
         self._served_ticket = 0  # the ticket of the request the current model answers
@@ -96,6 +97,21 @@ class ModelHolder(Generic[T]):
     @property
     def is_ready(self) -> bool:
         return self._loaded is not None
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the latest request for a model failed (/status `last_load_error`), or None:
+        also once a newer request (a load, a DELETE) has been served. A request that fails
+        after a newer one was made never replaces the newer one's failure or success."""
+        failure = self._failure
+        if failure is None or self.superseded(failure[2]):
+            return None
+        return failure[0]
+
+    @property
+    def last_error_at(self) -> datetime | None:
+        failure = self._failure
+        return failure[1] if failure is not None and self.last_error is not None else None
 
     def status(self) -> dict[str, Any]:
         """The model part of GET /status."""
@@ -152,13 +168,13 @@ class ModelHolder(Generic[T]):
             except Exception as exc:
                 if is_disk_full(exc):  # the server's problem, whatever was writing
                     full = ModelStorageFull(f"no space left on the server to extract {path.name}")
-                    self.record_failure(path.name, full)
+                    self.record_failure(path.name, full, ticket)
                     raise full from exc
                 if isinstance(exc, OutdatedModel):  # say which model it was
                     outdated = OutdatedModel(f"Could not load model '{path.name}': {exc}")
-                    self.record_failure(path.name, outdated)
+                    self.record_failure(path.name, outdated, ticket)
                     raise outdated from exc
-                self.record_failure(path.name, exc)
+                self.record_failure(path.name, exc, ticket)
                 if isinstance(exc, ModelError) and type(exc) is not ModelError:
                     raise  # a kind of its own (unsafe, corrupt, unsupported...), named already
                 # A component that cannot load its state: say which model it was.
@@ -167,7 +183,8 @@ class ModelHolder(Generic[T]):
                 raise ModelSuperseded(f"'{path.name}': a newer model request was served first")
             self._loaded = loaded
             self._served_ticket = ticket
-            self.last_error = None
+            if self._failure is not None and self._failure[2] <= ticket:
+                self._failure = None  # (a newer request's failure stays)
         logger.info(
             "Loaded model %s (model_id %s, fingerprint %s)",
             loaded.info.model_file,
@@ -226,16 +243,19 @@ class ModelHolder(Generic[T]):
         )
         return LoadedModel(model=model, info=info)
 
-    def record_failure(self, name: str, exc: BaseException) -> None:
-        """Keep why loading `name` failed, for /status (`last_load_error`); also for a
-        failure before the archive reached the holder (a remote download)."""
+    def record_failure(self, name: str, exc: BaseException, ticket: int) -> None:
+        """Keep why loading `name` for the request `ticket` failed, for /status
+        (`last_load_error`); also for a failure before the archive reached the holder (a
+        remote download). Not kept when a newer request has failed or been served since."""
+        if self._failure is not None and ticket < self._failure[2]:
+            return
         # Not logged here: the caller reports it once, as what it was doing (startup, a
         # pull it may have reported already, a PUT /model answered with the error).
         # A name from argv or a JSON escape may hold lone surrogates, which no JSON body
         # can carry: /status would fail on them. Escaped, they show what was given.
         error = f"{name}: {exc}"
-        self.last_error = error.encode("utf-8", "backslashreplace").decode("utf-8")
-        self.last_error_at = datetime.now(UTC)
+        escaped = error.encode("utf-8", "backslashreplace").decode("utf-8")
+        self._failure = (escaped, datetime.now(UTC), ticket)
 
     # ---------------------------------------------------------------------------- training
 

@@ -170,8 +170,7 @@ class ModelServerPoller:
             self._note_error(str(exc))  # as when it was refused (a repeat: at debug)
             return False
         except _PullFailed as exc:
-            self._note_error(str(exc))
-            self.disk_full = exc.disk_full
+            self._note_error(str(exc), disk_full=exc.disk_full)
             return False
         path, fingerprint, filename = download
         if self._refused is None:
@@ -184,8 +183,10 @@ class ModelServerPoller:
             self._give_way()
             return False
         except ModelError as exc:
-            self._note_error(f"the model from {self.config.url} failed to load: {exc}")
-            self.disk_full = isinstance(exc, ModelStorageFull)
+            self._note_error(
+                f"the model from {self.config.url} failed to load: {exc}",
+                disk_full=isinstance(exc, ModelStorageFull),
+            )
             if isinstance(exc, _REFUSED_FOR_ITS_BYTES):
                 self._refused = (fingerprint, self.last_error or "")
                 self._refused_key = self._key_now
@@ -299,13 +300,16 @@ class ModelServerPoller:
             )
         self.superseded = True
 
-    def _note_error(self, message: str) -> None:
+    def _note_error(self, message: str, disk_full: bool = False) -> None:
+        """The latest pull failed: why, and whether for want of disk space (both replace
+        those of the pull before, whatever it was)."""
         kept = self.holder.info.model_file if self.holder.info else "no model"
         if message != self.last_error:
             logger.warning("Model pull failed: %s; keeping %s", message, kept)
         else:
             logger.debug("Model pull failed again: %s", message)
         self.last_error = message
+        self.disk_full = disk_full
         self.last_error_at = datetime.now(UTC)
         self.failing_since = self.failing_since or self.last_error_at
 

@@ -1,25 +1,52 @@
 """Downloading a model archive from remote storage: `aws`, `gcs` or `azure`.
 
-Configured by the environment variables Rasa uses. Downloads go to a private temporary
-directory (never the working directory), in a worker thread. We never create buckets.
+Configured by the environment variables Rasa uses, and our REMOTE_STORAGE_TIMEOUT. Downloads
+go to a private temporary directory (never the working directory), in a worker thread. We
+never create buckets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from server.errors import InvalidConfig, ModelError, ModelNotFound, ModelStorageFull
+from server.errors import (
+    InvalidConfig,
+    ModelError,
+    ModelNotFound,
+    ModelStorageFull,
+    ModelUnavailable,
+)
 from server.models.archive import ARCHIVE_SUFFIX
 from server.models.holder import is_disk_full
 from server.models.safety import DEFAULT_LIMITS
+from server.trackers.sql_engine import env_seconds
 
 STORAGES = ("aws", "gcs", "azure")
+
+TIMEOUT_SETTING = "REMOTE_STORAGE_TIMEOUT"
+# Seconds to connect, and to wait for each answer or the next bytes of a download. The SDKs'
+# own defaults, with their retries, held a storage that never answers for minutes (boto: 60 s
+# a read, 5 attempts); a storage that answers at all does so well within this.
+DEFAULT_TIMEOUT = 30.0
+# Each request is tried this many times in all: a storage that never answers fails after
+# about this many timeouts.
+ATTEMPTS = 2
+
+
+def storage_timeout() -> float:
+    """REMOTE_STORAGE_TIMEOUT in seconds (InvalidConfig when it is not a finite number > 0)."""
+    seconds = env_seconds(TIMEOUT_SETTING, DEFAULT_TIMEOUT)
+    if not math.isfinite(seconds):
+        raise InvalidConfig(f"{TIMEOUT_SETTING} must be a finite number of seconds")
+    return seconds
 
 
 def object_name(model_name: str) -> str:
@@ -41,6 +68,7 @@ async def download_model(
     which errors then name, unless no file name can hold it (more than 255 bytes, a NUL).
     """
     downloader = _downloader(storage)
+    timeout = storage_timeout()
     key = object_name(model_name)
     try:
         key.encode("utf-8")  # what every storage's keys are
@@ -50,7 +78,7 @@ async def download_model(
     name = model_file_name(model_name)
     target = directory / (name if _fits_a_file_name(name) else "model.tar.gz")
     try:
-        await asyncio.to_thread(downloader, key, target, max_bytes)
+        await asyncio.to_thread(downloader, key, target, max_bytes, timeout)
     except BaseException as exc:
         await asyncio.to_thread(shutil.rmtree, directory, True)
         if is_disk_full(exc):  # the server's problem, not the model's
@@ -73,7 +101,7 @@ def _fits_a_file_name(name: str) -> bool:
     return b"\x00" not in encoded and len(encoded) <= 255
 
 
-def _downloader(storage: str) -> Callable[[str, Path, int], None]:
+def _downloader(storage: str) -> Callable[[str, Path, int, float], None]:
     downloaders = {"aws": _download_aws, "gcs": _download_gcs, "azure": _download_azure}
     try:
         return downloaders[storage]
@@ -89,6 +117,40 @@ def _env(name: str, storage: str) -> str:
     if not value:
         raise InvalidConfig(f"Remote storage '{storage}' needs the environment variable {name}")
     return value
+
+
+def _address(url: str) -> str:
+    """`url` as errors and /status may show it: no user, password or query (a SAS token)."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
+def _transport_failure(where: str, key: str, timeout: float, exc: BaseException) -> ModelError:
+    """The error for a request to `where` that failed on its way, not by the storage's
+    answer: ModelUnavailable when the storage did not answer in time or could not be
+    reached (each SDK wraps these differently: found in the chain of causes), else a
+    ModelError that names the storage and the SDK's reason."""
+    import urllib3  # the transport under every storage SDK
+
+    seen: BaseException | None = exc
+    for _ in range(20):  # a chain is short; never loop on a cycle
+        if seen is None:
+            break
+        # (urllib3's failure to connect is a kind of its connect timeout: asked first.)
+        if isinstance(seen, (ConnectionRefusedError, urllib3.exceptions.NewConnectionError)):
+            return ModelUnavailable(f"Cannot reach {where} for '{key}': {seen}")
+        if isinstance(seen, (TimeoutError, urllib3.exceptions.TimeoutError)):
+            return ModelUnavailable(
+                f"{where} did not answer within {timeout:g} s for '{key}' ({TIMEOUT_SETTING}; "
+                f"each request tried {ATTEMPTS} times at most)"
+            )
+        # Azure keeps the transport's error aside rather than as the cause.
+        seen = seen.__cause__ or seen.__context__ or getattr(seen, "inner_exception", None)
+    return ModelError(f"Cannot download '{key}' from {where}: {exc}")
 
 
 def _too_large(key: str, size: int | None, max_bytes: int) -> None:
@@ -131,9 +193,10 @@ class _CappedFile:
 _CHUNK_BYTES = 1024 * 1024
 
 
-def _download_aws(key: str, target: Path, max_bytes: int) -> None:
+def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> None:
     try:
         import boto3
+        from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
     except ImportError as exc:
         raise InvalidConfig(
@@ -141,8 +204,14 @@ def _download_aws(key: str, target: Path, max_bytes: int) -> None:
         ) from exc
     bucket = _env("BUCKET_NAME", "aws")
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    where = f"S3 bucket '{bucket}'" + (f" at {_address(endpoint)}" if endpoint else "")
+    config = Config(
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
+    )
     try:
-        client = boto3.client("s3", endpoint_url=endpoint)
+        client = boto3.client("s3", endpoint_url=endpoint, config=config)
     except ValueError as exc:  # botocore's "Invalid endpoint"
         raise InvalidConfig(f"AWS_ENDPOINT_URL {endpoint!r} is not usable: {exc}") from None
     try:
@@ -157,35 +226,47 @@ def _download_aws(key: str, target: Path, max_bytes: int) -> None:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
             raise ModelNotFound(f"No model '{key}' in S3 bucket '{bucket}'") from exc
-        raise ModelError(f"Cannot download '{key}' from S3 bucket '{bucket}': {exc}") from exc
+        raise ModelError(f"Cannot download '{key}' from {where}: {exc}") from exc
     except BotoCoreError as exc:
-        raise ModelError(f"Cannot download '{key}' from S3 bucket '{bucket}': {exc}") from exc
+        raise _transport_failure(where, key, timeout, exc) from exc
 
 
-def _download_gcs(key: str, target: Path, max_bytes: int) -> None:
+def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> None:
     try:
         import requests  # google-cloud-storage's transport
+        import urllib3
         from google.api_core import exceptions as gexc
         from google.auth.exceptions import GoogleAuthError
         from google.cloud import storage
+        from google.cloud.storage.retry import DEFAULT_RETRY
     except ImportError as exc:
         raise InvalidConfig(
             "Remote storage 'gcs' needs google-cloud-storage: pip install google-cloud-storage"
         ) from exc
     bucket_name = _env("BUCKET_NAME", "gcs")
+    where = f"GCS bucket '{bucket_name}'"
+    # (connect, read) per request; the retries end once ATTEMPTS timeouts have passed.
+    bounds: dict[str, Any] = {
+        "timeout": (timeout, timeout),
+        "retry": DEFAULT_RETRY.with_timeout(ATTEMPTS * timeout),
+    }
     try:
-        blob = storage.Client().bucket(bucket_name).get_blob(key)
+        blob = storage.Client().bucket(bucket_name).get_blob(key, **bounds)
         if blob is None:
             raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'")
         _too_large(key, blob.size, max_bytes)
         with _CappedFile(target, key, max_bytes) as handle:
             # The bytes as stored: an archive is compressed already, and an object stored
             # with `contentEncoding: gzip` would be decompressed (a gzip bomb on the disk).
-            blob.download_to_file(handle, if_generation_match=blob.generation, raw_download=True)
+            blob.download_to_file(
+                handle, if_generation_match=blob.generation, raw_download=True, **bounds
+            )
     except gexc.NotFound as exc:
         raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'") from exc
+    except gexc.RetryError as exc:  # the retries' time ran out: why the last one failed
+        raise _transport_failure(where, key, timeout, exc.cause or exc) from exc
     except gexc.GoogleAPIError as exc:
-        raise ModelError(f"Cannot download '{key}' from GCS '{bucket_name}': {exc}") from exc
+        raise _transport_failure(where, key, timeout, exc) from exc
     except GoogleAuthError as exc:  # no credentials, or unusable ones
         raise InvalidConfig(f"Remote storage 'gcs' cannot authenticate: {exc}") from None
     except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
@@ -195,13 +276,15 @@ def _download_gcs(key: str, target: Path, max_bytes: int) -> None:
             f"STORAGE_EMULATOR_HOST {host!r} is not usable ({exc}): give the emulator's "
             "http URL, such as http://127.0.0.1:9023"
         ) from None
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
+        raise _transport_failure(where, key, timeout, exc) from exc
 
 
-def _download_azure(key: str, target: Path, max_bytes: int) -> None:
+def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> None:
     try:
         from azure.core import MatchConditions
         from azure.core.exceptions import AzureError, ResourceNotFoundError
-        from azure.storage.blob import BlobServiceClient
+        from azure.storage.blob import BlobServiceClient, LinearRetry
     except ImportError as exc:
         raise InvalidConfig(
             "Remote storage 'azure' needs azure-storage-blob: pip install azure-storage-blob"
@@ -215,7 +298,12 @@ def _download_azure(key: str, target: Path, max_bytes: int) -> None:
         parts = urlsplit(url)
         usable = parts.scheme in ("http", "https") and bool(parts.hostname)
         service = BlobServiceClient(
-            account_url=url, credential={"account_name": account, "account_key": account_key}
+            account_url=url,
+            credential={"account_name": account, "account_key": account_key},
+            connection_timeout=timeout,
+            read_timeout=timeout,
+            # Its default waits 15 s, then 45, then 135 before its three retries.
+            retry_policy=LinearRetry(backoff=1, random_jitter_range=1, retry_total=ATTEMPTS - 1),
         )
     except ValueError:  # urllib's or azure's: a URL no request could go to
         usable = False
@@ -239,4 +327,6 @@ def _download_azure(key: str, target: Path, max_bytes: int) -> None:
     except ResourceNotFoundError as exc:
         raise ModelNotFound(f"No model '{key}' in Azure container '{container}'") from exc
     except AzureError as exc:
-        raise ModelError(f"Cannot download '{key}' from Azure '{container}': {exc}") from exc
+        raise _transport_failure(
+            f"Azure container '{container}' at {_address(url)}", key, timeout, exc
+        ) from exc

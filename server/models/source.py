@@ -61,7 +61,7 @@ class ModelSource:
         try:
             path = await download_model(storage, model_name, self.holder.limits.max_total_bytes)
         except BotServerError as exc:  # shown in /status as a failed load would be
-            self.holder.record_failure(model_file_name(model_name), exc)
+            self.holder.record_failure(model_file_name(model_name), exc, ticket)
             raise
         try:
             return await self.holder.load_archive(

@@ -155,6 +155,15 @@ def test_an_unknown_remote_storage_is_refused_at_start(run_cli, tmp_path: Path) 
     assert "--remote-storage 's4' is not supported: use one of aws, gcs, azure" in result.err
 
 
+def test_an_unusable_remote_storage_timeout_is_refused_at_start(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "soon")
+    result = _run_on_a_busy_port(run_cli, tmp_path, "--remote-storage", "aws", "-m", "bot")
+    assert result.code == 1
+    assert "REMOTE_STORAGE_TIMEOUT must be a number of seconds" in result.err
+
+
 def test_missing_tls_certificate(run_cli, moodbot_model: Path, tmp_path: Path) -> None:
     result = run_cli("run", "-m", str(moodbot_model), "--ssl-certificate", "nope.pem", cwd=tmp_path)
     assert result.code == 1

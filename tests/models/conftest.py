@@ -68,3 +68,31 @@ def archive_factory(tmp_path: Path):
 @pytest.fixture
 def loader():
     return greeting_loader
+
+
+def s3_at(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remote storage `aws` at `url` (BUCKET_NAME is the caller's)."""
+    pytest.importorskip("boto3")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+
+
+def gcs_at(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remote storage `gcs` at `url`, as an emulator."""
+    pytest.importorskip("google.cloud.storage")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
+
+
+def azure_at(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remote storage `azure` at `url`, container `models`."""
+    pytest.importorskip("azure.storage.blob")
+    monkeypatch.setenv("AZURE_CONTAINER", "models")
+    monkeypatch.setenv("AZURE_ACCOUNT_NAME", "devstoreaccount1")
+    monkeypatch.setenv("AZURE_ACCOUNT_KEY", "a2V5")
+    monkeypatch.setenv("AZURE_ACCOUNT_URL", f"{url}/devstoreaccount1")
+
+
+# Each remote storage kind, and how to point it at a local server (tests skip without its SDK).
+STORAGES_AT = {"aws": s3_at, "gcs": gcs_at, "azure": azure_at}

@@ -841,6 +841,28 @@ async def test_a_pull_on_a_full_disk_is_the_servers_problem_and_keeps_the_model(
     await source.stop()
 
 
+async def test_a_refusal_after_a_full_disk_is_not_taken_for_a_full_disk(
+    model_server, holder, client, archive_factory, tmp_path: Path, monkeypatch
+):
+    """Before, a pull that met the model refused earlier kept the full-disk flag of the pull
+    before it: the poller said the disk was full while its error said the model was corrupt."""
+    poller = await poller_with_model(model_server, holder, client, archive_factory)
+    model_server.behaviour.mode, model_server.behaviour.etag = "corrupt", '"broken"'
+    assert await poller.pull_once() is False  # refused for its bytes
+    model_server.behaviour.mode, model_server.behaviour.etag = "serve", '"v2"'
+    model_server.behaviour.body = archive_factory("two").read_bytes() + bytes(128 * 1024)
+    with temp_files_on_a_small_disk(tmp_path, monkeypatch):
+        assert await poller.pull_once() is False
+    assert poller.disk_full and "no space left" in (poller.last_error or "")
+
+    model_server.behaviour.mode, model_server.behaviour.etag = "corrupt", '"broken"'
+    assert await poller.pull_once() is False  # the same refusal, without the work
+
+    assert "corrupt" in (poller.last_error or "")
+    assert poller.disk_full is False
+    assert holder.current.answer() == "one"
+
+
 async def test_a_load_cancelled_while_it_builds_leaves_no_extracted_model(
     archive_factory, monkeypatch, tmp_path: Path
 ):

@@ -17,6 +17,7 @@ import pytest
 
 from server.errors import ModelError
 from server.models.remote_storage import download_model
+from tests.models.conftest import STORAGES_AT
 
 LIMIT = 64 * 1024
 SENT = 16 * LIMIT
@@ -80,28 +81,7 @@ def lying_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     server.server_close()
 
 
-def s3(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("boto3")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-
-
-def gcs(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("google.cloud.storage")
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
-
-
-def azure(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("azure.storage.blob")
-    monkeypatch.setenv("AZURE_CONTAINER", "models")
-    monkeypatch.setenv("AZURE_ACCOUNT_NAME", "devstoreaccount1")
-    monkeypatch.setenv("AZURE_ACCOUNT_KEY", "a2V5")
-    monkeypatch.setenv("AZURE_ACCOUNT_URL", f"{url}/devstoreaccount1")
-
-
-@pytest.mark.parametrize(("storage", "setup"), [("aws", s3), ("gcs", gcs), ("azure", azure)])
+@pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
 async def test_an_object_larger_than_it_said_stops_at_the_limit(
     lying_storage: str, monkeypatch: pytest.MonkeyPatch, storage: str, setup: Any
 ) -> None:
@@ -163,7 +143,7 @@ class GzipEncodedStorage(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize(("storage", "setup"), [("aws", s3), ("gcs", gcs), ("azure", azure)])
+@pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
 @pytest.mark.parametrize("content", ["archive", "zeros"])
 async def test_an_object_stored_gzip_encoded_is_downloaded_as_stored(
     monkeypatch: pytest.MonkeyPatch, archive_factory: Any, content: str, storage: str, setup: Any

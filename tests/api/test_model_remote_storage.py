@@ -1,0 +1,57 @@
+"""PUT /model with a `remote_storage` that cannot give the model: Rasa's 400 naming the model
+and why, as for a model server that cannot be reached; the current model keeps serving."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.api.rasa_spec import RasaSpec
+from tests.api.test_model_routes import check
+from tests.fake_http import silent_server
+from tests.loop_lag import paced
+from tests.models.conftest import s3_at
+
+PUT_PROD = {"remote_storage": "aws", "model_file": "prod"}
+
+
+@pytest.fixture
+def s3_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "1")
+    return lambda url: s3_at(url, monkeypatch)
+
+
+async def test_put_model_from_a_storage_that_never_answers_is_a_400_within_the_timeout(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, s3_env: Callable[[str], None]
+) -> None:
+    # Before: the PUT waited 5 minutes (boto's 60 s reads, 5 attempts), then a 500.
+    before = (await client.get("/status")).json()
+    with silent_server() as url:
+        s3_env(url)
+        started = time.monotonic()
+        response = await client.put("/model", json=PUT_PROD, timeout=None)
+        took = time.monotonic() - started
+
+    assert took < 2 + paced(3, below=18), took  # two attempts of 1 s
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert body["message"].startswith("Agent with name 'prod' could not be loaded. S3 bucket")
+    assert "did not answer within 1 s for 'prod.tar.gz' (REMOTE_STORAGE_TIMEOUT" in body["message"]
+    status = (await client.get("/status")).json()
+    assert status["model_id"] == before["model_id"]
+    assert "did not answer within 1 s" in status["last_load_error"]["message"]
+
+
+async def test_put_model_from_a_storage_that_cannot_be_reached_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, s3_env: Callable[[str], None]
+) -> None:
+    # Before: a 500 LoadingError, where an unreachable model server is a 400.
+    s3_env("http://127.0.0.1:9")
+
+    response = await client.put("/model", json=PUT_PROD)
+
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert "Cannot reach S3 bucket 'models' at http://127.0.0.1:9" in body["message"]

@@ -1,0 +1,144 @@
+"""Remote storage that takes the connection and never answers (a hung endpoint, a dead host
+behind a load balancer): the download fails after REMOTE_STORAGE_TIMEOUT, with an error
+naming the setting, rather than after the SDKs' own minutes of timeouts and retries."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from server.errors import InvalidConfig, ModelUnavailable
+from server.models import ModelHolder, ModelSource
+from server.models.remote_storage import download_model
+from tests.fake_http import silent_server
+from tests.loop_lag import paced
+from tests.models.conftest import STORAGES_AT, azure_at, greeting_loader, s3_at
+from tests.models.test_remote_storage_lying import LyingStorage
+
+TIMEOUT = 1.0
+# What the bound rules out: the default timeout (30 s) standing in for the one set, and the
+# SDKs' own defaults before (measured: boto 314 s, GCS 124 s, Azure 336 s; docs/benchmarks.md).
+RULED_OUT = 20.0
+
+
+@pytest.fixture
+def silent_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", f"{TIMEOUT:g}")
+    with silent_server() as url:
+        yield url
+
+
+def within_two_attempts() -> float:
+    """Each request is tried twice at most, a second apart at most."""
+    return 2 * TIMEOUT + paced(3, below=RULED_OUT - 2 * TIMEOUT)
+
+
+@pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
+async def test_a_storage_that_never_answers_fails_within_the_timeout(
+    silent_storage: str, monkeypatch: pytest.MonkeyPatch, storage: str, setup: Any
+) -> None:
+    # Before: aws held the download for 5 minutes, gcs and azure for several.
+    setup(silent_storage, monkeypatch)
+    started = time.monotonic()
+
+    with pytest.raises(ModelUnavailable, match=r"did not answer within 1 s") as caught:
+        await asyncio.wait_for(download_model(storage, "prod"), within_two_attempts())
+
+    assert time.monotonic() - started < within_two_attempts()
+    assert "REMOTE_STORAGE_TIMEOUT" in str(caught.value)
+    assert "prod.tar.gz" in str(caught.value)
+
+
+async def test_a_silent_storage_keeps_the_current_model_and_says_why_in_the_status(
+    silent_storage: str, monkeypatch: pytest.MonkeyPatch, archive_factory: Any
+) -> None:
+    STORAGES_AT["aws"](silent_storage, monkeypatch)
+    holder = ModelHolder(greeting_loader)
+    await holder.load_archive(archive_factory("current"))
+
+    with pytest.raises(ModelUnavailable):
+        await asyncio.wait_for(
+            ModelSource(holder).load_from_remote_storage("aws", "prod"), within_two_attempts()
+        )
+
+    assert holder.current is not None and holder.current.answer() == "current"
+    assert (holder.last_error or "").startswith("prod.tar.gz: ")
+    assert "did not answer within 1 s" in (holder.last_error or "")
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-3", "nan"])
+async def test_an_unusable_timeout_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    STORAGES_AT["aws"]("http://127.0.0.1:9", monkeypatch)
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", value)
+
+    with pytest.raises(InvalidConfig, match="REMOTE_STORAGE_TIMEOUT must be"):
+        await download_model("aws", "prod")
+
+
+class StallingStorage(LyingStorage):
+    """States a 10-byte object (S3, GCS and Azure Blob alike), then stops sending it after two
+    bytes, until `stop` is set."""
+
+    stop = threading.Event()
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path.startswith("/storage/v1/b/"):  # GCS object metadata
+            super().do_GET()
+            return
+        ranged = "x-ms-range" in self.headers  # Azure asks for the first chunk
+        self.send_response(206 if ranged else 200)
+        if ranged:
+            self.send_header("Content-Range", "bytes 0-9/10")
+        self._headers(10)
+        self.wfile.write(b"\x1f\x8b")
+        self.wfile.flush()
+        self.stop.wait()
+
+
+@pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
+async def test_a_download_whose_body_stops_fails_within_the_timeout(
+    monkeypatch: pytest.MonkeyPatch, storage: str, setup: Any
+) -> None:
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", f"{TIMEOUT:g}")
+
+    class Handler(StallingStorage):
+        stop = threading.Event()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}).start()
+    setup(f"http://127.0.0.1:{server.server_address[1]}", monkeypatch)
+    try:
+        with pytest.raises(ModelUnavailable, match=r"did not answer within 1 s"):
+            await asyncio.wait_for(download_model(storage, "prod"), within_two_attempts())
+    finally:
+        Handler.stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(("storage", "setup"), [("aws", s3_at), ("azure", azure_at)])
+async def test_the_storage_address_is_named_without_its_credentials(
+    monkeypatch: pytest.MonkeyPatch, storage: str, setup: Any
+) -> None:
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    setup("http://user:pa55word@127.0.0.1:9", monkeypatch)
+    if storage == "azure":
+        monkeypatch.setenv("AZURE_ACCOUNT_URL", "http://127.0.0.1:9/devstoreaccount1?sig=S3CRET")
+
+    with pytest.raises(ModelUnavailable, match="Cannot reach") as caught:
+        await download_model(storage, "prod")
+
+    assert "http://127.0.0.1:9" in str(caught.value)
+    assert "pa55word" not in str(caught.value) and "S3CRET" not in str(caught.value)
