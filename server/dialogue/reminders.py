@@ -55,14 +55,16 @@ class ReminderScheduler:
             logger.exception("reminder '%s' for %s failed", reminder.name, sender_id)
 
     def cancel(self, sender_id: str, cancel: ReminderCancelled) -> None:
+        """Drops the conversation's reminders that `cancel` names. As in Rasa, a filter that
+        is empty (null, `""`, `[]`, `{}`) narrows nothing."""
         for key, (_, reminder) in list(self._jobs.items()):
             if key[0] != sender_id:
                 continue
-            if cancel.name is not None and reminder.name != cancel.name:
+            if cancel.name and reminder.name != cancel.name:
                 continue
-            if cancel.intent is not None and reminder.intent != cancel.intent:
+            if cancel.intent and reminder.intent != cancel.intent:
                 continue
-            if cancel.entities is not None and reminder.entities != cancel.entities:
+            if cancel.entities and reminder.entities != cancel.entities:
                 continue
             self._drop(key)
 

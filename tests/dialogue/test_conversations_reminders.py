@@ -12,6 +12,7 @@ import asyncio
 import datetime
 from typing import Any
 
+import pytest
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ReminderScheduled
 from rasa_sdk.executor import CollectingDispatcher
@@ -19,7 +20,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from server.dialogue.agent import Agent
 from server.dialogue.messages import CollectingOutputChannel, UserMessage
 from server.dialogue.processor import Processor
-from server.trackers.events import Restarted, UserUttered
+from server.trackers.events import Restarted, UserUttered, event_from_dict
 from tests.action_servers.reminderbot.actions import ActionReactToReminder, ForgetReminders
 from tests.dialogue.conversation_fixtures import BotModels, Conversation, make_agent
 from tests.dialogue.sdk_transport import SdkTransport
@@ -140,6 +141,32 @@ async def test_reminder_cancelled_stops_the_reminder(bot_models: BotModels) -> N
     assert turn.texts == ["Okay, I'll cancel all your reminders."]
     assert agent.processor.reminders.pending("forget-it") == []
 
+    assert await callback.texts_within(DELAY + 0.5) == []
+
+
+@pytest.mark.parametrize(
+    "cancel",
+    [
+        # rasa-sdk's ReminderCancelled(intent_name=..., entities=tracker.latest_message
+        # ["entities"]) from a message without entities
+        {"event": "cancel_reminder", "intent": "EXTERNAL_reminder", "entities": []},
+        {"event": "cancel_reminder", "name": "", "intent": "EXTERNAL_reminder"},
+        {"event": "cancel_reminder", "entities": {}},
+    ],
+)
+async def test_an_empty_filter_of_reminder_cancelled_filters_nothing_as_in_rasa(
+    bot_models: BotModels, cancel: dict[str, Any]
+) -> None:
+    """Rasa narrows a cancellation by name, intent or entities only when they are given (not
+    empty). Before, an empty list of entities (or an empty name) cancelled only reminders
+    whose entities (name) were just that: none here, and Ada's reminder still fired."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    conversation = Conversation(agent, "cancel-empty")
+    await conversation.say('/ask_remind_call{"PERSON": "Ada"}')
+
+    await agent.append_events("cancel-empty", [event_from_dict(cancel)], execute_side_effects=True)
+
+    assert agent.processor.reminders.pending("cancel-empty") == []
     assert await callback.texts_within(DELAY + 0.5) == []
 
 
