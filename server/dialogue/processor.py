@@ -951,15 +951,28 @@ def _stamped_now(events: list[Event]) -> list[Event]:
 def _reminder_holds(tracker: Tracker, reminder: ReminderScheduled) -> bool:
     """Whether `reminder` may fire, as Rasa decides: it is among the applied events (no
     restart or new session since), and, if killed by a user message, none came after it.
-    The tracker decides, not this process's timers: the user may have spoken to another."""
+    The tracker decides, not this process's timers: the user may have spoken to another, or
+    another may have scheduled a reminder of the same name since (which replaces this one)."""
     applied = tracker.applied_events()
     for index in range(len(applied) - 1, -1, -1):
         event = applied[index]
         if isinstance(event, ReminderScheduled) and event.name == reminder.name:
+            if not _same_reminder(event, reminder):
+                return False
             return not reminder.kill_on_user_message or not any(
                 isinstance(later, UserUttered) for later in applied[index + 1 :]
             )
     return False
+
+
+def _same_reminder(a: ReminderScheduled, b: ReminderScheduled) -> bool:
+    """Whether two reminders of one name ask for the same thing at the same time."""
+    return (
+        a.trigger_date_time == b.trigger_date_time
+        and a.intent == b.intent
+        and a.entities == b.entities
+        and a.kill_on_user_message == b.kill_on_user_message
+    )
 
 
 # The longest message parsed on the event loop's thread (a sparse pipeline only).

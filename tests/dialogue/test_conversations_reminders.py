@@ -255,3 +255,33 @@ async def test_a_message_to_another_process_kills_a_kill_on_user_msg_reminder(
     await Conversation(other, "two-workers").say("/greet")
 
     assert await callback.texts_within(DELAY + 0.5) == []
+
+
+async def test_a_reminder_replaced_through_another_process_does_not_fire_at_its_old_time(
+    bot_models: BotModels,
+) -> None:
+    """A reminder scheduled again under the same name (the user moved it) by another process
+    sharing the tracker store. Before, the first process's timer still fired the old one:
+    the user was reminded at the old time and at the new one."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    other = Agent(
+        Processor(agent.processor.trackers, agent.processor.lock_store),
+        agent.model_provider,
+    )
+    await Conversation(agent, "moved").say('/ask_remind_call{"PERSON": "Ada"}')
+    later = datetime.datetime.now() + datetime.timedelta(minutes=10)
+    moved = {
+        "event": "reminder",
+        "intent": "EXTERNAL_reminder",
+        "date_time": later.isoformat(),
+        "entities": [{"entity": "PERSON", "value": "Ada"}],
+        "name": "my_reminder",
+        "kill_on_user_msg": False,
+    }
+    try:
+        await other.append_events("moved", [event_from_dict(moved)], execute_side_effects=True)
+        assert other.processor.reminders.pending("moved") == ["my_reminder"]
+
+        assert await callback.texts_within(DELAY + 0.5) == []
+    finally:
+        other.processor.reminders.cancel_all()
