@@ -436,7 +436,8 @@ class Processor:
                         metadata=dict(message.metadata or {}),
                     )
                 )
-                self.reminders.user_spoke(tracker.sender_id)
+                if message.text:  # as in Rasa, a message without text kills no reminder
+                    self.reminders.user_spoke(tracker.sender_id)
                 actions = await self.predict_and_run(tracker, model, output)
                 new_events = tracker.events[start:]
                 if self.broker is None and len(new_events) <= OFF_LOOP_EVENTS:
@@ -950,9 +951,10 @@ def _stamped_now(events: list[Event]) -> list[Event]:
 
 def _reminder_holds(tracker: Tracker, reminder: ReminderScheduled) -> bool:
     """Whether `reminder` may fire, as Rasa decides: it is among the applied events (no
-    restart or new session since), and, if killed by a user message, none came after it.
-    The tracker decides, not this process's timers: the user may have spoken to another, or
-    another may have scheduled a reminder of the same name since (which replaces this one)."""
+    restart or new session since), and, if killed by a user message, none with text came
+    after it. The tracker decides, not this process's timers: the user may have spoken to
+    another, or another may have scheduled a reminder of the same name since (which replaces
+    this one)."""
     applied = tracker.applied_events()
     for index in range(len(applied) - 1, -1, -1):
         event = applied[index]
@@ -960,7 +962,7 @@ def _reminder_holds(tracker: Tracker, reminder: ReminderScheduled) -> bool:
             if not _same_reminder(event, reminder):
                 return False
             return not reminder.kill_on_user_message or not any(
-                isinstance(later, UserUttered) for later in applied[index + 1 :]
+                isinstance(later, UserUttered) and later.text for later in applied[index + 1 :]
             )
     return False
 

@@ -285,3 +285,17 @@ async def test_a_reminder_replaced_through_another_process_does_not_fire_at_its_
         assert await callback.texts_within(DELAY + 0.5) == []
     finally:
         other.processor.reminders.cancel_all()
+
+
+async def test_a_message_without_text_does_not_kill_a_kill_on_user_msg_reminder(
+    bot_models: BotModels,
+) -> None:
+    """As in Rasa, only a user message with text kills it (a widget's empty message, a
+    client's `"message": ""`). Before, any user message did."""
+    agent, callback = reminderbot(bot_models, KillableQuickReminder)
+    conversation = Conversation(agent, "empty-message")
+    await conversation.say('/ask_remind_call{"PERSON": "Ada"}')
+
+    await conversation.say("")
+
+    assert await callback.texts_within(5) == ["Remember to call Ada!"]
