@@ -124,6 +124,22 @@ async def _close(what: str, close: Callable[[], Awaitable[Any]] | None) -> None:
         logger.exception("Error while closing the %s", what)
 
 
+def _drop_reminders(processor: Processor) -> None:
+    """Drops the pending reminders, saying how many: they live in process memory, as in Rasa."""
+    dropped = processor.reminders.cancel_all()
+    if not dropped:
+        return
+    conversations = len({sender_id for sender_id, _ in dropped})
+    logger.warning(
+        "stopping drops %d pending reminder%s of %d conversation%s: reminders are kept in "
+        "this process's memory, as in Rasa, and do not outlive it",
+        len(dropped),
+        "" if len(dropped) == 1 else "s",
+        conversations,
+        "" if conversations == 1 else "s",
+    )
+
+
 def build_app(options: ServerOptions) -> FastAPI:
     """The server's ASGI app; run it with uvicorn. Raises InvalidConfig for bad settings."""
     endpoints = options.endpoints or {}
@@ -188,7 +204,7 @@ def build_app(options: ServerOptions) -> FastAPI:
         finally:
             await services.cancel_background()
             await _close("model source", source.stop)
-            processor.reminders.cancel_all()
+            _drop_reminders(processor)
             for channel in channels:
                 await _close(f"{channel.name} channel", getattr(channel, "aclose", None))
             if broker is not None:

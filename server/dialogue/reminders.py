@@ -76,10 +76,13 @@ class ReminderScheduler:
             if key[0] == sender_id and reminder.kill_on_user_message:
                 self._drop(key)
 
-    def cancel_all(self, sender_id: str | None = None) -> None:
-        for key in list(self._jobs):
-            if sender_id is None or key[0] == sender_id:
-                self._drop(key)
+    def cancel_all(self, sender_id: str | None = None) -> list[tuple[str, str]]:
+        """Drops the reminders of `sender_id` (of every conversation when None); returns
+        the (conversation, reminder name) of each one dropped."""
+        dropped = [key for key in self._jobs if sender_id is None or key[0] == sender_id]
+        for key in dropped:
+            self._drop(key)
+        return dropped
 
     def pending(self, sender_id: str) -> list[str]:
         return [name for (sid, name) in self._jobs if sid == sender_id]
