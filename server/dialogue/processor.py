@@ -632,6 +632,9 @@ class Processor:
             return RetrievalAction(name)
         if name in domain.e2e_actions:
             return EndToEndAction(name)
+        if name.startswith("utter_"):
+            # As in Rasa, a response whoever writes it: the NLG server may hold it.
+            return ResponseAction(name)
         return RemoteAction(name)
 
     async def extract_slots(

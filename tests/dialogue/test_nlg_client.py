@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from server.errors import ActionError
 from server.trackers.events import SlotSet
 from server.trackers.tracker import Tracker
 from tests.action_servers.fixtures import broken_action_server
+from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_files
 from tests.serving import serving
 
 
@@ -194,3 +196,38 @@ async def test_the_responses_of_one_action_are_asked_for_at_once_and_kept_in_ord
     # Before: one request after the other, four round trips of the NLG server in the turn.
     assert server.most_in_flight == 4
     assert [e.as_dict()["text"] for e in events] == [f"{name} for u9" for name in names]
+
+
+# A bot whose responses all live on the NLG server: the domain lists the `utter_` actions only.
+NLG_ONLY_BOT = {
+    "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
+    "domain.yml": """
+version: "3.1"
+intents: [greet]
+actions: [utter_hello]
+""",
+    "data/rules.yml": """
+version: "3.1"
+rules:
+- {rule: greet, steps: [{intent: greet}, {action: utter_hello}]}
+""",
+}
+
+
+async def test_an_utter_action_without_a_domain_response_is_asked_of_the_nlg_server(
+    nlg_url,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    """As in Rasa, every `utter_` action is a response, whoever writes it. Before, one the
+    domain held no response for was called on the action server (which has none: the
+    fallback ran) and the NLG server was never asked."""
+    server, url = nlg_url
+    agent = make_agent(train_files(NLG_ONLY_BOT, tmp_path))
+    agent.processor.nlg_endpoint = client = NLGClient({"url": url})
+    try:
+        turn = await Conversation(agent, "nlg-only").say("/greet")
+    finally:
+        await client.aclose()
+    assert turn.actions == ["utter_hello"]
+    assert turn.texts == ["utter_hello for nlg-only"]
+    assert [body["response"] for body, _ in server.requests] == ["utter_hello"]

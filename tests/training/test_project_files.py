@@ -714,3 +714,25 @@ def test_yes_no_on_off_and_times_are_text_as_rasa_reads_its_yaml(tmp_path: Path)
     assert {"answer": "yes"} in [
         {getattr(e, "key", None): getattr(e, "value", None)} for e in story_events
     ]
+
+
+def test_an_utter_action_without_a_response_is_a_warning_as_in_rasa(tmp_path: Path) -> None:
+    """Rasa warns at training that such an action says nothing unless an NLG server writes
+    it. Before, training and validation said nothing; the bot then stayed silent there."""
+    domain = tmp_path / "domain.yml"
+    domain.write_text(
+        'version: "3.1"\nintents: [greet]\nactions: [utter_hello, utter_faq]\n'
+        "responses:\n  utter_faq/ask_age: [{text: old enough}]\n"
+    )
+    rules = tmp_path / "rules.yml"
+    rules.write_text(
+        'version: "3.1"\nrules:\n- rule: hi\n  steps: [{intent: greet}, {action: utter_hello}]\n'
+    )
+    expected = (
+        "action 'utter_hello' is listed in the domain but has no response of that name: "
+        "it says nothing unless an NLG server writes it"
+    )
+    report = validate_project(None, domain, [rules])
+    assert [w for w in report.warnings if "has no response" in w] == [expected]
+    result = train(None, domain, [rules], tmp_path / "models")
+    assert [w for w in result.warnings if "has no response" in w] == [expected]
