@@ -86,16 +86,12 @@ class ServerOptions:
     )
 
 
-def _optional_client(config: dict[str, Any] | None, kind: str) -> Any:
+def _action_client(config: dict[str, Any] | None) -> Any:
     if not config or not config.get("url"):
         return None
-    if kind == "action":
-        from server.dialogue.action_client import ActionServerClient
+    from server.dialogue.action_client import ActionServerClient
 
-        return ActionServerClient(config)
-    from server.dialogue.nlg_client import NLGClient
-
-    return NLGClient(config)
+    return ActionServerClient(config)
 
 
 def _load_channels(options: ServerOptions) -> list[InputChannel]:
@@ -150,9 +146,11 @@ def build_app(options: ServerOptions) -> FastAPI:
     lock_store = create_lock_store(endpoints.get("lock_store"), endpoints_file)
     broker = create_event_broker(endpoints.get("event_broker"), endpoints_file)
     with reading_section("action_endpoint", endpoints_file):
-        action_client = _optional_client(endpoints.get("action_endpoint"), "action")
+        action_client = _action_client(endpoints.get("action_endpoint"))
     with reading_section("nlg", endpoints_file):
-        nlg_client = _optional_client(endpoints.get("nlg"), "nlg")
+        from server.dialogue.nlg_client import nlg_client_for
+
+        nlg_client = nlg_client_for(endpoints.get("nlg"))
 
     loader: Callable[[Path, dict[str, Any]], DialogueModel] = load_model
     if endpoints.get("nlu"):
