@@ -488,6 +488,7 @@ class Processor:
         output: OutputChannel | None,
         reminder: ReminderScheduled | None = None,
         output_for: Callable[[Tracker], OutputChannel | None] | None = None,
+        cancels_applied: frozenset[float] = frozenset(),
     ) -> tuple[Tracker, list[dict[str, Any]]]:
         """Appends an external user message with `intent` and runs the turn it starts; for a
         `reminder`, only while the conversation still holds it (see `_reminder_holds`).
@@ -496,10 +497,11 @@ class Processor:
             tracker = await self.tracker_for(sender_id, model)
             if output_for is not None:
                 output = output_for(tracker)
-            if reminder is not None and not _reminder_holds(tracker, reminder):
+            if reminder is not None and not _reminder_holds(tracker, reminder, cancels_applied):
                 logger.info(
                     "reminder '%s' for %s dropped: the conversation restarted or started a new "
-                    "session since, or (kill_on_user_msg) the user spoke",
+                    "session since, the reminder was cancelled or scheduled again through "
+                    "another process, or (kill_on_user_msg) the user spoke",
                     reminder.name,
                     sender_id,
                 )
@@ -862,7 +864,9 @@ class Processor:
                 self.reminders.cancel(tracker.sender_id, event)
 
     # -- reminders --------------------------------------------------------------------------
-    async def _fire_reminder(self, sender_id: str, reminder: ReminderScheduled) -> None:
+    async def _fire_reminder(
+        self, sender_id: str, reminder: ReminderScheduled, cancels_applied: frozenset[float]
+    ) -> None:
         model = self.model_provider() if self.model_provider else None
         if model is None:
             logger.warning("reminder '%s' for %s dropped: no model", reminder.name, sender_id)
@@ -878,7 +882,7 @@ class Processor:
         if isinstance(entities, dict):
             entities = [{"entity": k, "value": v} for k, v in entities.items()]
         await self.trigger_intent(
-            sender_id, reminder.intent, entities, model, None, reminder, output_for
+            sender_id, reminder.intent, entities, model, None, reminder, output_for, cancels_applied
         )
 
 
@@ -952,20 +956,30 @@ def _stamped_now(events: list[Event]) -> list[Event]:
     ]
 
 
-def _reminder_holds(tracker: Tracker, reminder: ReminderScheduled) -> bool:
+def _reminder_holds(
+    tracker: Tracker, reminder: ReminderScheduled, cancels_applied: frozenset[float]
+) -> bool:
     """Whether `reminder` may fire, as Rasa decides: it is among the applied events (no
     restart or new session since), and, if killed by a user message, none with text came
     after it. The tracker decides, not this process's timers: the user may have spoken to
     another, or another may have scheduled a reminder of the same name since (which replaces
-    this one)."""
+    this one) or cancelled reminders. A stored `cancel_reminder` keeps no filters (as in
+    Rasa), so one this process did not apply (`cancels_applied`: their timestamps) reads as
+    Rasa reads it back: it cancels them all."""
     applied = tracker.applied_events()
     for index in range(len(applied) - 1, -1, -1):
         event = applied[index]
         if isinstance(event, ReminderScheduled) and event.name == reminder.name:
             if not _same_reminder(event, reminder):
                 return False
+            later = applied[index + 1 :]
+            if any(
+                isinstance(e, ReminderCancelled) and e.timestamp not in cancels_applied
+                for e in later
+            ):
+                return False
             return not reminder.kill_on_user_message or not any(
-                isinstance(later, UserUttered) and later.text for later in applied[index + 1 :]
+                isinstance(e, UserUttered) and e.text for e in later
             )
     return False
 

@@ -11,7 +11,9 @@ from server.trackers.events import ReminderCancelled, ReminderScheduled
 
 logger = logging.getLogger(__name__)
 
-Fire = Callable[[str, ReminderScheduled], Awaitable[None]]
+# (conversation, reminder, timestamps of the cancel_reminder events this process applied to
+# the conversation while the reminder waited)
+Fire = Callable[[str, ReminderScheduled, frozenset[float]], Awaitable[None]]
 
 
 def _delay_seconds(date_time: str) -> float:
@@ -26,6 +28,10 @@ class ReminderScheduler:
     def __init__(self) -> None:
         self._jobs: dict[tuple[str, str], tuple[asyncio.TimerHandle, ReminderScheduled]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Per conversation with reminders waiting: the timestamps of the cancel_reminder
+        # events applied here. A stored one keeps no filters (as in Rasa), so a firing
+        # reminder tells the cancels it was spared from those another process applied.
+        self._cancels_applied: dict[str, set[float]] = {}
 
     def schedule(self, sender_id: str, reminder: ReminderScheduled, fire: Fire) -> None:
         try:
@@ -43,14 +49,19 @@ class ReminderScheduler:
         job = self._jobs.pop(key, None)
         if job is None:
             return
-        task = asyncio.ensure_future(self._run(key[0], job[1], fire))
+        sender_id = key[0]
+        applied = frozenset(self._cancels_applied.get(sender_id, ()))
+        self._forget_cancels_when_idle(sender_id)
+        task = asyncio.ensure_future(self._run(sender_id, job[1], applied, fire))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     @staticmethod
-    async def _run(sender_id: str, reminder: ReminderScheduled, fire: Fire) -> None:
+    async def _run(
+        sender_id: str, reminder: ReminderScheduled, applied: frozenset[float], fire: Fire
+    ) -> None:
         try:
-            await fire(sender_id, reminder)
+            await fire(sender_id, reminder, applied)
         except Exception:  # a reminder must never take the server down
             logger.exception("reminder '%s' for %s failed", reminder.name, sender_id)
 
@@ -67,6 +78,8 @@ class ReminderScheduler:
             if cancel.entities and reminder.entities != cancel.entities:
                 continue
             self._drop(key)
+        if self.pending(sender_id):  # the ones it spared may still fire
+            self._cancels_applied.setdefault(sender_id, set()).add(cancel.timestamp)
 
     def user_spoke(self, sender_id: str) -> None:
         """A user message kills the reminders scheduled with kill_on_user_msg."""
@@ -91,3 +104,8 @@ class ReminderScheduler:
         job = self._jobs.pop(key, None)
         if job is not None:
             job[0].cancel()
+            self._forget_cancels_when_idle(key[0])
+
+    def _forget_cancels_when_idle(self, sender_id: str) -> None:
+        if sender_id in self._cancels_applied and not self.pending(sender_id):
+            del self._cancels_applied[sender_id]

@@ -299,3 +299,42 @@ async def test_a_message_without_text_does_not_kill_a_kill_on_user_msg_reminder(
     await conversation.say("")
 
     assert await callback.texts_within(5) == ["Remember to call Ada!"]
+
+
+def second_process(agent: Agent) -> Agent:
+    """Another process of the same deployment: same tracker store, locks and action server,
+    timers of its own."""
+    processor = agent.processor
+    return Agent(
+        Processor(processor.trackers, processor.lock_store, action_server=processor.action_server),
+        agent.model_provider,
+    )
+
+
+async def test_reminders_cancelled_through_another_process_do_not_fire(
+    bot_models: BotModels,
+) -> None:
+    """The user's "forget my reminders" reaches another worker than the one timing the
+    reminder. Before, that worker's timer still fired: "Remember to call Ada!" after the bot
+    said it cancelled every reminder."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    await Conversation(agent, "forgotten").say('/ask_remind_call{"PERSON": "Ada"}')
+
+    turn = await Conversation(second_process(agent), "forgotten").say("/ask_forget_reminders")
+
+    assert turn.texts == ["Okay, I'll cancel all your reminders."]
+    assert await callback.texts_within(DELAY + 0.5) == []
+
+
+async def test_a_cancel_for_another_reminder_in_the_same_process_lets_it_fire(
+    bot_models: BotModels,
+) -> None:
+    """The process that applied the cancel knows what it named: the tracker's bare
+    `cancel_reminder` does not stop the other reminders of that conversation."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    await Conversation(agent, "kept").say('/ask_remind_call{"PERSON": "Ada"}')
+
+    other_one = {"event": "cancel_reminder", "name": "another_reminder"}
+    await agent.append_events("kept", [event_from_dict(other_one)], execute_side_effects=True)
+
+    assert await callback.texts_within(5) == ["Remember to call Ada!"]
