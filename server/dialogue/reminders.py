@@ -78,7 +78,12 @@ class ReminderScheduler:
             if cancel.entities and reminder.entities != cancel.entities:
                 continue
             self._drop(key)
-        if self.pending(sender_id):  # the ones it spared may still fire
+        self.known(sender_id, cancel)
+
+    def known(self, sender_id: str, cancel: ReminderCancelled) -> None:
+        """Notes that `cancel`, in the conversation's tracker, was handled here: applied, or
+        only recorded (posted without its side effects). The reminders it spared fire."""
+        if self.pending(sender_id):
             self._cancels_applied.setdefault(sender_id, set()).add(cancel.timestamp)
 
     def user_spoke(self, sender_id: str) -> None:

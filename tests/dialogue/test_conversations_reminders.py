@@ -338,3 +338,18 @@ async def test_a_cancel_for_another_reminder_in_the_same_process_lets_it_fire(
     await agent.append_events("kept", [event_from_dict(other_one)], execute_side_effects=True)
 
     assert await callback.texts_within(5) == ["Remember to call Ada!"]
+
+
+async def test_a_cancel_posted_without_its_side_effects_cancels_nothing_as_in_rasa(
+    bot_models: BotModels,
+) -> None:
+    """`POST .../tracker/events` without `execute_side_effects=true` only records the event.
+    Before, a firing reminder took that stored `cancel_reminder` for one another process had
+    applied, and did not fire."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    await Conversation(agent, "recorded").say('/ask_remind_call{"PERSON": "Ada"}')
+
+    cancel = event_from_dict({"event": "cancel_reminder"})
+    await agent.append_events("recorded", [cancel], execute_side_effects=False)
+
+    assert await callback.texts_within(5) == ["Remember to call Ada!"]
