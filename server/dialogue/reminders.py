@@ -11,7 +11,7 @@ from server.trackers.events import ReminderCancelled, ReminderScheduled
 
 logger = logging.getLogger(__name__)
 
-# (conversation, reminder, timestamps of the cancel_reminder events this process applied to
+# (conversation, reminder, timestamps of the cancel_reminder events this process handled in
 # the conversation while the reminder waited)
 Fire = Callable[[str, ReminderScheduled, frozenset[float]], Awaitable[None]]
 
@@ -29,8 +29,9 @@ class ReminderScheduler:
         self._jobs: dict[tuple[str, str], tuple[asyncio.TimerHandle, ReminderScheduled]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Per conversation with reminders waiting: the timestamps of the cancel_reminder
-        # events applied here. A stored one keeps no filters (as in Rasa), so a firing
-        # reminder tells the cancels it was spared from those another process applied.
+        # events handled here (applied, or recorded without their side effects). A stored
+        # one keeps no filters (as in Rasa), so a firing reminder tells the cancels it was
+        # spared from those another process handled.
         self._cancels_applied: dict[str, set[float]] = {}
 
     def schedule(self, sender_id: str, reminder: ReminderScheduled, fire: Fire) -> None:
