@@ -353,3 +353,21 @@ async def test_a_cancel_posted_without_its_side_effects_cancels_nothing_as_in_ra
     await agent.append_events("recorded", [cancel], execute_side_effects=False)
 
     assert await callback.texts_within(5) == ["Remember to call Ada!"]
+
+
+async def test_a_reminder_whose_time_has_passed_fires_at_once(bot_models: BotModels) -> None:
+    """Rasa's scheduler skips a job more than a second late (a warning in its log), so a
+    reminder dated in the past (an action server's clock behind) never fires there."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    await Conversation(agent, "late").say("/greet")
+    an_hour_ago = datetime.datetime.now() - datetime.timedelta(hours=1)
+    late = {
+        "event": "reminder",
+        "intent": "EXTERNAL_reminder",
+        "date_time": an_hour_ago.isoformat(),
+        "entities": {"PERSON": "Ada"},
+        "name": "late",
+    }
+    await agent.append_events("late", [event_from_dict(late)], execute_side_effects=True)
+
+    assert await callback.texts_within(5) == ["Remember to call Ada!"]
