@@ -86,16 +86,12 @@ class ServerOptions:
     )
 
 
-def _optional_client(config: dict[str, Any] | None, kind: str) -> Any:
+def _action_client(config: dict[str, Any] | None) -> Any:
     if not config or not config.get("url"):
         return None
-    if kind == "action":
-        from server.dialogue.action_client import ActionServerClient
+    from server.dialogue.action_client import ActionServerClient
 
-        return ActionServerClient(config)
-    from server.dialogue.nlg_client import NLGClient
-
-    return NLGClient(config)
+    return ActionServerClient(config)
 
 
 def _load_channels(options: ServerOptions) -> list[InputChannel]:
@@ -124,6 +120,22 @@ async def _close(what: str, close: Callable[[], Awaitable[Any]] | None) -> None:
         logger.exception("Error while closing the %s", what)
 
 
+def _drop_reminders(processor: Processor) -> None:
+    """Drops the pending reminders, saying how many: they live in process memory, as in Rasa."""
+    dropped = processor.reminders.cancel_all()
+    if not dropped:
+        return
+    conversations = len({sender_id for sender_id, _ in dropped})
+    logger.warning(
+        "stopping drops %d pending reminder%s of %d conversation%s: reminders are kept in "
+        "this process's memory, as in Rasa, and do not outlive it",
+        len(dropped),
+        "" if len(dropped) == 1 else "s",
+        conversations,
+        "" if conversations == 1 else "s",
+    )
+
+
 def build_app(options: ServerOptions) -> FastAPI:
     """The server's ASGI app; run it with uvicorn. Raises InvalidConfig for bad settings."""
     endpoints = options.endpoints or {}
@@ -134,9 +146,11 @@ def build_app(options: ServerOptions) -> FastAPI:
     lock_store = create_lock_store(endpoints.get("lock_store"), endpoints_file)
     broker = create_event_broker(endpoints.get("event_broker"), endpoints_file)
     with reading_section("action_endpoint", endpoints_file):
-        action_client = _optional_client(endpoints.get("action_endpoint"), "action")
+        action_client = _action_client(endpoints.get("action_endpoint"))
     with reading_section("nlg", endpoints_file):
-        nlg_client = _optional_client(endpoints.get("nlg"), "nlg")
+        from server.dialogue.nlg_client import nlg_client_for
+
+        nlg_client = nlg_client_for(endpoints.get("nlg"))
 
     loader: Callable[[Path, dict[str, Any]], DialogueModel] = load_model
     if endpoints.get("nlu"):
@@ -188,7 +202,7 @@ def build_app(options: ServerOptions) -> FastAPI:
         finally:
             await services.cancel_background()
             await _close("model source", source.stop)
-            processor.reminders.cancel_all()
+            _drop_reminders(processor)
             for channel in channels:
                 await _close(f"{channel.name} channel", getattr(channel, "aclose", None))
             if broker is not None:

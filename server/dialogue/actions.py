@@ -346,16 +346,22 @@ class ResponseAction(Action):
         if ctx.nlg_endpoint is None and type(ctx) is ActionContext:  # no coroutine to await
             return self.respond(ctx)
         bot = await ctx.generate(self.name)
-        return [bot] if bot is not None else self._no_variation()
+        return [bot] if bot is not None else self._no_variation(ctx.domain)
 
     def respond(self, ctx: ActionContext) -> list[Event]:
         """`run` from the domain's responses (no NLG endpoint), without a coroutine: a turn
         runs its response actions so."""
         bot = ctx.render(self.name)
-        return [bot] if bot is not None else self._no_variation()
+        return [bot] if bot is not None else self._no_variation(ctx.domain)
 
-    def _no_variation(self) -> list[Event]:
-        logger.warning("response '%s' has no variation that fits this conversation", self.name)
+    def _no_variation(self, domain: Domain) -> list[Event]:
+        if self.name in domain.responses:
+            logger.warning("response '%s' has no variation that fits this conversation", self.name)
+        else:
+            logger.warning(
+                "the domain has no response '%s' and no NLG server gave a message for it",
+                self.name,
+            )
         return []
 
 

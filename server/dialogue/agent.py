@@ -25,6 +25,7 @@ from server.trackers.events import (
     OFF_LOOP_EVENTS,
     ActionExecuted,
     Event,
+    ReminderCancelled,
     SessionStarted,
     UserUttered,
     left_out_by_rasa,
@@ -159,6 +160,11 @@ class Agent:
             if execute_side_effects:
                 output = self.output_channel(output_channel, tracker)
                 await processor.execute_side_effects(tracker, events, output)
+            elif processor.reminders.pending(sender_id):
+                # Recorded only, as in Rasa: a reminder a posted cancel names still fires.
+                for event in events:
+                    if isinstance(event, ReminderCancelled):
+                        processor.reminders.known(sender_id, event)
             return tracker
 
     async def replace_events(self, sender_id: str, events: list[Event]) -> Tracker:

@@ -154,11 +154,12 @@ class FormAction(Action):
 
     async def _ask(self, sub: ActionContext, slot: str) -> list[Event]:
         # Rasa's search order: the form's own question before the slot's, each an action
-        # before a response.
+        # before a response. A response the domain lists only as an action (its text on the
+        # NLG server) is asked for too, as in Rasa.
         for form_or_slot in (f"{self.name}_{slot}", slot):
             if f"action_ask_{form_or_slot}" in sub.domain.user_actions:
                 return await RemoteAction(f"action_ask_{form_or_slot}").run(sub)
-            if f"utter_ask_{form_or_slot}" in sub.domain.responses:
+            if sub.domain.is_known_action(f"utter_ask_{form_or_slot}"):
                 return await sub.utter(f"utter_ask_{form_or_slot}")
         return []
 

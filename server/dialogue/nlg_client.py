@@ -12,7 +12,29 @@ import httpx
 
 from server.dialogue.http_endpoint import DEFAULT_TIMEOUT, HttpEndpoint
 from server.dialogue.nlg import message_problem
-from server.errors import ActionError, ResponseTooLarge, first_line
+from server.errors import ActionError, InvalidConfig, ResponseTooLarge, first_line
+
+
+def nlg_client_for(config: dict[str, Any] | None) -> NLGClient | None:
+    """The client for an `nlg:` section, by its `type` as Rasa reads it: `callback` (the
+    default) asks the server at `url`; `response` answers from the domain (None here, whatever
+    the url). A custom generator class, which Rasa imports, is refused."""
+    if not config:
+        return None
+    kind = config.get("type")
+    kind = "callback" if kind is None else str(kind)
+    if kind.lower() == "response":
+        return None
+    if kind.lower() != "callback":
+        raise InvalidConfig(
+            f"type '{kind}' is a custom NLG class, which botserver does not load; use "
+            "'callback' (an NLG server at 'url') or 'response' (the domain's responses)"
+        )
+    if not config.get("url"):
+        if "type" in config:
+            raise InvalidConfig(f"type '{kind}' needs the NLG server's 'url'")
+        return None
+    return NLGClient(config)
 
 
 def nlg_request_body(

@@ -436,7 +436,8 @@ class Processor:
                         metadata=dict(message.metadata or {}),
                     )
                 )
-                self.reminders.user_spoke(tracker.sender_id)
+                if message.text:  # as in Rasa, a message without text kills no reminder
+                    self.reminders.user_spoke(tracker.sender_id)
                 actions = await self.predict_and_run(tracker, model, output)
                 new_events = tracker.events[start:]
                 if self.broker is None and len(new_events) <= OFF_LOOP_EVENTS:
@@ -487,6 +488,7 @@ class Processor:
         output: OutputChannel | None,
         reminder: ReminderScheduled | None = None,
         output_for: Callable[[Tracker], OutputChannel | None] | None = None,
+        cancels_applied: frozenset[float] = frozenset(),
     ) -> tuple[Tracker, list[dict[str, Any]]]:
         """Appends an external user message with `intent` and runs the turn it starts; for a
         `reminder`, only while the conversation still holds it (see `_reminder_holds`).
@@ -495,10 +497,11 @@ class Processor:
             tracker = await self.tracker_for(sender_id, model)
             if output_for is not None:
                 output = output_for(tracker)
-            if reminder is not None and not _reminder_holds(tracker, reminder):
+            if reminder is not None and not _reminder_holds(tracker, reminder, cancels_applied):
                 logger.info(
                     "reminder '%s' for %s dropped: the conversation restarted or started a new "
-                    "session since, or (kill_on_user_msg) the user spoke",
+                    "session since, the reminder was cancelled or scheduled again through "
+                    "another process, or (kill_on_user_msg) the user spoke",
                     reminder.name,
                     sender_id,
                 )
@@ -631,6 +634,9 @@ class Processor:
             return RetrievalAction(name)
         if name in domain.e2e_actions:
             return EndToEndAction(name)
+        if name.startswith("utter_"):
+            # As in Rasa, a response whoever writes it: the NLG server may hold it.
+            return ResponseAction(name)
         return RemoteAction(name)
 
     async def extract_slots(
@@ -857,7 +863,9 @@ class Processor:
                 self.reminders.cancel(tracker.sender_id, event)
 
     # -- reminders --------------------------------------------------------------------------
-    async def _fire_reminder(self, sender_id: str, reminder: ReminderScheduled) -> None:
+    async def _fire_reminder(
+        self, sender_id: str, reminder: ReminderScheduled, cancels_applied: frozenset[float]
+    ) -> None:
         model = self.model_provider() if self.model_provider else None
         if model is None:
             logger.warning("reminder '%s' for %s dropped: no model", reminder.name, sender_id)
@@ -873,7 +881,7 @@ class Processor:
         if isinstance(entities, dict):
             entities = [{"entity": k, "value": v} for k, v in entities.items()]
         await self.trigger_intent(
-            sender_id, reminder.intent, entities, model, None, reminder, output_for
+            sender_id, reminder.intent, entities, model, None, reminder, output_for, cancels_applied
         )
 
 
@@ -947,18 +955,42 @@ def _stamped_now(events: list[Event]) -> list[Event]:
     ]
 
 
-def _reminder_holds(tracker: Tracker, reminder: ReminderScheduled) -> bool:
+def _reminder_holds(
+    tracker: Tracker, reminder: ReminderScheduled, cancels_applied: frozenset[float]
+) -> bool:
     """Whether `reminder` may fire, as Rasa decides: it is among the applied events (no
-    restart or new session since), and, if killed by a user message, none came after it.
-    The tracker decides, not this process's timers: the user may have spoken to another."""
+    restart or new session since), and, if killed by a user message, none with text came
+    after it. The tracker decides, not this process's timers: the user may have spoken to
+    another, or another may have scheduled a reminder of the same name since (which replaces
+    this one) or cancelled reminders. A stored `cancel_reminder` keeps no filters (as in
+    Rasa), so one this process did not apply (`cancels_applied`: their timestamps) reads as
+    Rasa reads it back: it cancels them all."""
     applied = tracker.applied_events()
     for index in range(len(applied) - 1, -1, -1):
         event = applied[index]
         if isinstance(event, ReminderScheduled) and event.name == reminder.name:
+            if not _same_reminder(event, reminder):
+                return False
+            later = applied[index + 1 :]
+            if any(
+                isinstance(e, ReminderCancelled) and e.timestamp not in cancels_applied
+                for e in later
+            ):
+                return False
             return not reminder.kill_on_user_message or not any(
-                isinstance(later, UserUttered) for later in applied[index + 1 :]
+                isinstance(e, UserUttered) and e.text for e in later
             )
     return False
+
+
+def _same_reminder(a: ReminderScheduled, b: ReminderScheduled) -> bool:
+    """Whether two reminders of one name ask for the same thing at the same time."""
+    return (
+        a.trigger_date_time == b.trigger_date_time
+        and a.intent == b.intent
+        and a.entities == b.entities
+        and a.kill_on_user_message == b.kill_on_user_message
+    )
 
 
 # The longest message parsed on the event loop's thread (a sparse pipeline only).

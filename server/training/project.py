@@ -108,8 +108,7 @@ def load_project(
         responses.setdefault(name, variations)
     if responses:
         domain_dict["responses"] = responses
-    # A retrieval intent's answer missing from the responses: the bot would say nothing (and
-    # with no response at all, `utter_<intent>` would be called as a custom action).
+    # A retrieval intent's answer missing from the responses: the bot would say nothing.
     full_intents = {e.intent for e in nlu.examples if e.intent and "/" in e.intent}
     missing = sorted(name for name in full_intents if f"utter_{name}" not in responses)
     if missing:

@@ -25,6 +25,7 @@ from server.training.config_yaml import ProjectConfig, naming_config_items
 from server.training.project import Project, load_project
 from server.training.validation import (
     check_config,
+    missing_response_warnings,
     placeholder_assistant_id,
     story_reference_warnings,
 )
@@ -235,6 +236,7 @@ def _train_project(
         *assistant_warning,
         *checkpoint_warnings(project.stories),
         *story_reference_warnings(project),
+        *missing_response_warnings(project.domain),
     ]
     for warning in warnings:
         logger.warning(warning)

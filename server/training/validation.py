@@ -146,6 +146,7 @@ def check_project(
     _check_entities(project, report)
     _check_story_references(project.stories, domain, report)
     _check_forms(domain, report)
+    report.warnings.extend(missing_response_warnings(domain))
     _check_unused_responses(project, report)
     report.warnings.extend(checkpoint_warnings(project.stories))
     report.warnings.extend(_conflicts(project, max_history))
@@ -167,6 +168,21 @@ def story_reference_warnings(project: Project) -> list[str]:
     report = ValidationReport()
     _check_story_references(project.stories, project.domain, report)
     return report.errors + report.warnings
+
+
+def missing_response_warnings(domain: Domain) -> list[str]:
+    """The `utter_` actions the domain lists without a response of their name (nor
+    retrieval responses under it), as Rasa warns at training: they say nothing unless an NLG
+    server writes them."""
+    responses = domain.responses
+    return [
+        f"action '{name}' is listed in the domain but has no response of that name: it says "
+        "nothing unless an NLG server writes it"
+        for name in domain.user_actions
+        if name.startswith("utter_")
+        and name not in responses
+        and not any(response.startswith(f"{name}/") for response in responses)
+    ]
 
 
 def _check_intents(project: Project, report: ValidationReport) -> None:

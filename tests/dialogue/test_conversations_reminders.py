@@ -12,6 +12,7 @@ import asyncio
 import datetime
 from typing import Any
 
+import pytest
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ReminderScheduled
 from rasa_sdk.executor import CollectingDispatcher
@@ -19,7 +20,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from server.dialogue.agent import Agent
 from server.dialogue.messages import CollectingOutputChannel, UserMessage
 from server.dialogue.processor import Processor
-from server.trackers.events import Restarted, UserUttered
+from server.trackers.events import Restarted, UserUttered, event_from_dict
 from tests.action_servers.reminderbot.actions import ActionReactToReminder, ForgetReminders
 from tests.dialogue.conversation_fixtures import BotModels, Conversation, make_agent
 from tests.dialogue.sdk_transport import SdkTransport
@@ -143,6 +144,32 @@ async def test_reminder_cancelled_stops_the_reminder(bot_models: BotModels) -> N
     assert await callback.texts_within(DELAY + 0.5) == []
 
 
+@pytest.mark.parametrize(
+    "cancel",
+    [
+        # rasa-sdk's ReminderCancelled(intent_name=..., entities=tracker.latest_message
+        # ["entities"]) from a message without entities
+        {"event": "cancel_reminder", "intent": "EXTERNAL_reminder", "entities": []},
+        {"event": "cancel_reminder", "name": "", "intent": "EXTERNAL_reminder"},
+        {"event": "cancel_reminder", "entities": {}},
+    ],
+)
+async def test_an_empty_filter_of_reminder_cancelled_filters_nothing_as_in_rasa(
+    bot_models: BotModels, cancel: dict[str, Any]
+) -> None:
+    """Rasa narrows a cancellation by name, intent or entities only when they are given (not
+    empty). Before, an empty list of entities (or an empty name) cancelled only reminders
+    whose entities (name) were just that: none here, and Ada's reminder still fired."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    conversation = Conversation(agent, "cancel-empty")
+    await conversation.say('/ask_remind_call{"PERSON": "Ada"}')
+
+    await agent.append_events("cancel-empty", [event_from_dict(cancel)], execute_side_effects=True)
+
+    assert agent.processor.reminders.pending("cancel-empty") == []
+    assert await callback.texts_within(DELAY + 0.5) == []
+
+
 async def test_a_user_message_kills_a_kill_on_user_msg_reminder(bot_models: BotModels) -> None:
     agent, callback = reminderbot(bot_models, KillableQuickReminder)
     conversation = Conversation(agent, "killed")
@@ -228,3 +255,119 @@ async def test_a_message_to_another_process_kills_a_kill_on_user_msg_reminder(
     await Conversation(other, "two-workers").say("/greet")
 
     assert await callback.texts_within(DELAY + 0.5) == []
+
+
+async def test_a_reminder_replaced_through_another_process_does_not_fire_at_its_old_time(
+    bot_models: BotModels,
+) -> None:
+    """A reminder scheduled again under the same name (the user moved it) by another process
+    sharing the tracker store. Before, the first process's timer still fired the old one:
+    the user was reminded at the old time and at the new one."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    other = Agent(
+        Processor(agent.processor.trackers, agent.processor.lock_store),
+        agent.model_provider,
+    )
+    await Conversation(agent, "moved").say('/ask_remind_call{"PERSON": "Ada"}')
+    later = datetime.datetime.now() + datetime.timedelta(minutes=10)
+    moved = {
+        "event": "reminder",
+        "intent": "EXTERNAL_reminder",
+        "date_time": later.isoformat(),
+        "entities": [{"entity": "PERSON", "value": "Ada"}],
+        "name": "my_reminder",
+        "kill_on_user_msg": False,
+    }
+    try:
+        await other.append_events("moved", [event_from_dict(moved)], execute_side_effects=True)
+        assert other.processor.reminders.pending("moved") == ["my_reminder"]
+
+        assert await callback.texts_within(DELAY + 0.5) == []
+    finally:
+        other.processor.reminders.cancel_all()
+
+
+async def test_a_message_without_text_does_not_kill_a_kill_on_user_msg_reminder(
+    bot_models: BotModels,
+) -> None:
+    """As in Rasa, only a user message with text kills it (a widget's empty message, a
+    client's `"message": ""`). Before, any user message did."""
+    agent, callback = reminderbot(bot_models, KillableQuickReminder)
+    conversation = Conversation(agent, "empty-message")
+    await conversation.say('/ask_remind_call{"PERSON": "Ada"}')
+
+    await conversation.say("")
+
+    assert await callback.texts_within(5) == ["Remember to call Ada!"]
+
+
+def second_process(agent: Agent) -> Agent:
+    """Another process of the same deployment: same tracker store, locks and action server,
+    timers of its own."""
+    processor = agent.processor
+    return Agent(
+        Processor(processor.trackers, processor.lock_store, action_server=processor.action_server),
+        agent.model_provider,
+    )
+
+
+async def test_reminders_cancelled_through_another_process_do_not_fire(
+    bot_models: BotModels,
+) -> None:
+    """The user's "forget my reminders" reaches another worker than the one timing the
+    reminder. Before, that worker's timer still fired: "Remember to call Ada!" after the bot
+    said it cancelled every reminder."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    await Conversation(agent, "forgotten").say('/ask_remind_call{"PERSON": "Ada"}')
+
+    turn = await Conversation(second_process(agent), "forgotten").say("/ask_forget_reminders")
+
+    assert turn.texts == ["Okay, I'll cancel all your reminders."]
+    assert await callback.texts_within(DELAY + 0.5) == []
+
+
+async def test_a_cancel_for_another_reminder_in_the_same_process_lets_it_fire(
+    bot_models: BotModels,
+) -> None:
+    """The process that applied the cancel knows what it named: the tracker's bare
+    `cancel_reminder` does not stop the other reminders of that conversation."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    await Conversation(agent, "kept").say('/ask_remind_call{"PERSON": "Ada"}')
+
+    other_one = {"event": "cancel_reminder", "name": "another_reminder"}
+    await agent.append_events("kept", [event_from_dict(other_one)], execute_side_effects=True)
+
+    assert await callback.texts_within(5) == ["Remember to call Ada!"]
+
+
+async def test_a_cancel_posted_without_its_side_effects_cancels_nothing_as_in_rasa(
+    bot_models: BotModels,
+) -> None:
+    """`POST .../tracker/events` without `execute_side_effects=true` only records the event.
+    Before, a firing reminder took that stored `cancel_reminder` for one another process had
+    applied, and did not fire."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    await Conversation(agent, "recorded").say('/ask_remind_call{"PERSON": "Ada"}')
+
+    cancel = event_from_dict({"event": "cancel_reminder"})
+    await agent.append_events("recorded", [cancel], execute_side_effects=False)
+
+    assert await callback.texts_within(5) == ["Remember to call Ada!"]
+
+
+async def test_a_reminder_whose_time_has_passed_fires_at_once(bot_models: BotModels) -> None:
+    """Rasa's scheduler skips a job more than a second late (a warning in its log), so a
+    reminder dated in the past (an action server's clock behind) never fires there."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    await Conversation(agent, "late").say("/greet")
+    an_hour_ago = datetime.datetime.now() - datetime.timedelta(hours=1)
+    late = {
+        "event": "reminder",
+        "intent": "EXTERNAL_reminder",
+        "date_time": an_hour_ago.isoformat(),
+        "entities": {"PERSON": "Ada"},
+        "name": "late",
+    }
+    await agent.append_events("late", [event_from_dict(late)], execute_side_effects=True)
+
+    assert await callback.texts_within(5) == ["Remember to call Ada!"]

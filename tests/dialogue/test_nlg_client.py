@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,12 @@ from server.errors import ActionError
 from server.trackers.events import SlotSet
 from server.trackers.tracker import Tracker
 from tests.action_servers.fixtures import broken_action_server
+from tests.dialogue.conversation_fixtures import (
+    Conversation,
+    Turn,
+    make_agent,
+    train_files,
+)
 from tests.serving import serving
 
 
@@ -194,3 +201,79 @@ async def test_the_responses_of_one_action_are_asked_for_at_once_and_kept_in_ord
     # Before: one request after the other, four round trips of the NLG server in the turn.
     assert server.most_in_flight == 4
     assert [e.as_dict()["text"] for e in events] == [f"{name} for u9" for name in names]
+
+
+# A bot whose responses all live on the NLG server: the domain lists the `utter_` actions only.
+NLG_ONLY_BOT = {
+    "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
+    "domain.yml": """
+version: "3.1"
+intents: [greet]
+actions: [utter_hello]
+""",
+    "data/rules.yml": """
+version: "3.1"
+rules:
+- {rule: greet, steps: [{intent: greet}, {action: utter_hello}]}
+""",
+}
+
+
+async def greeted(bot: dict[str, str], folder: Path, nlg_url: str, sender_id: str) -> Turn:
+    """The turn answering "/greet" of `bot` (trained into `folder`), with the NLG server."""
+    agent = make_agent(train_files(bot, folder))
+    agent.processor.nlg_endpoint = client = NLGClient({"url": nlg_url})
+    try:
+        return await Conversation(agent, sender_id).say("/greet")
+    finally:
+        await client.aclose()
+
+
+async def test_an_utter_action_without_a_domain_response_is_asked_of_the_nlg_server(
+    nlg_url,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    """As in Rasa, every `utter_` action is a response, whoever writes it. Before, one the
+    domain held no response for was called on the action server (which has none: the
+    fallback ran) and the NLG server was never asked."""
+    server, url = nlg_url
+    turn = await greeted(NLG_ONLY_BOT, tmp_path, url, "nlg-only")
+    assert turn.actions == ["utter_hello"]
+    assert turn.texts == ["utter_hello for nlg-only"]
+    assert [body["response"] for body, _ in server.requests] == ["utter_hello"]
+
+
+NLG_ONLY_FORM_BOT = {
+    "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
+    "domain.yml": """
+version: "3.1"
+intents: [greet]
+actions: [utter_ask_name]
+slots:
+  name:
+    type: text
+    mappings:
+    - {type: from_text, conditions: [{active_loop: name_form}]}
+forms:
+  name_form:
+    required_slots: [name]
+""",
+    "data/rules.yml": """
+version: "3.1"
+rules:
+- rule: ask
+  steps: [{intent: greet}, {action: name_form}, {active_loop: name_form}]
+""",
+}
+
+
+async def test_a_forms_question_without_a_domain_response_is_asked_of_the_nlg_server(
+    nlg_url,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    """As in Rasa, the form asks with `utter_ask_<slot>` when the domain lists that action,
+    response or not. Before, only a domain response was asked for: the form asked nothing."""
+    server, url = nlg_url
+    turn = await greeted(NLG_ONLY_FORM_BOT, tmp_path, url, "nlg-form")
+    assert turn.texts == ["utter_ask_name for nlg-form"]
+    assert [body["response"] for body, _ in server.requests] == ["utter_ask_name"]

@@ -763,3 +763,25 @@ def test_integers_with_leading_zeros_read_as_rasa_reads_them(tmp_path: Path) -> 
     )
     read = read_yaml_file(domain)
     assert read["slots"]["month"]["values"] == [7, 8, 9, 10, 777, 15, -12, 31, 3]
+
+
+def test_an_utter_action_without_a_response_is_a_warning_as_in_rasa(tmp_path: Path) -> None:
+    """Rasa warns at training that such an action says nothing unless an NLG server writes
+    it. Before, training and validation said nothing; the bot then stayed silent there."""
+    domain = tmp_path / "domain.yml"
+    domain.write_text(
+        'version: "3.1"\nintents: [greet]\nactions: [utter_hello, utter_faq]\n'
+        "responses:\n  utter_faq/ask_age: [{text: old enough}]\n"
+    )
+    rules = tmp_path / "rules.yml"
+    rules.write_text(
+        'version: "3.1"\nrules:\n- rule: hi\n  steps: [{intent: greet}, {action: utter_hello}]\n'
+    )
+    expected = (
+        "action 'utter_hello' is listed in the domain but has no response of that name: "
+        "it says nothing unless an NLG server writes it"
+    )
+    report = validate_project(None, domain, [rules])
+    assert [w for w in report.warnings if "has no response" in w] == [expected]
+    result = train(None, domain, [rules], tmp_path / "models")
+    assert [w for w in result.warnings if "has no response" in w] == [expected]
