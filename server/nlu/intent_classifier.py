@@ -15,6 +15,7 @@ from server.nlu.linear_model import LinearModel, feature_matrix
 from server.nlu.message import Message
 from server.nlu.neighbours import Neighbours
 from server.nlu.params import flag, number
+from server.nlu.scenarios import Scenarios
 from server.nlu.training_data import NLUTrainingData
 
 RANKING_LENGTH = 10
@@ -66,9 +67,21 @@ class IntentClassifier:
         self.neighbour_char_dimensions = number(
             config, "neighbour_char_dimensions", 0, name, whole=True, minimum=0
         )
+        # Above 0: when the intent names share scenarios (`alarm_query`, `alarm_set`: the part
+        # before `scenario_separator`), a second linear model scores the scenarios and each
+        # intent gets its scenario's score, standardised, times this weight
+        # (server/nlu/scenarios.py); 0, the default, is off.
+        self.scenario_weight = number(config, "scenario_weight", 0.0, name, minimum=0)
+        self.scenario_separator = config.get("scenario_separator", "_")
+        if not isinstance(self.scenario_separator, str) or not self.scenario_separator:
+            raise InvalidConfig(
+                f"{name}: scenario_separator must be a non-empty string, "
+                f"not {self.scenario_separator!r}"
+            )
         self.model_: LinearModel | None = None
         self.spread_: ClassSpread | None = None
         self.neighbours_: Neighbours | None = None
+        self.scenarios_: Scenarios | None = None
 
     def train(self, messages: list[Message], data: NLUTrainingData) -> None:
         if self.class_weight not in _CLASS_WEIGHTS:
@@ -116,6 +129,16 @@ class IntentClassifier:
                 compressed,
                 self.neighbour_char_dimensions,
             )
+        self.scenarios_ = None
+        if self.scenario_weight > 0 and len(self.model_.classes) > 1:
+            self.scenarios_ = Scenarios.fit(
+                x,
+                labels,
+                self.model_.classes,
+                self.scenario_weight,
+                self.scenario_separator,
+                self.c,
+            )
 
     def process(self, message: Message) -> None:
         if self.model_ is None:
@@ -127,6 +150,8 @@ class IntentClassifier:
         scores = model.scores(indices, values)
         if self.neighbours_ is not None:
             scores = self.neighbours_.blend(scores, indices, values)
+        if self.scenarios_ is not None:
+            scores = self.scenarios_.blend(scores, indices, values)
         confidences = model.confidences(scores)
         order = confidences.argsort()[::-1]
         if self.ranking_length > 0:
@@ -148,6 +173,8 @@ class IntentClassifier:
             state["class_spread"] = True
         if self.neighbours_ is not None:
             state.update(self.neighbours_.write(directory, prefix))
+        if self.scenarios_ is not None:
+            state.update(self.scenarios_.write(directory, prefix))
         return state
 
     @classmethod
@@ -156,22 +183,24 @@ class IntentClassifier:
     ) -> IntentClassifier:
         classifier = cls(config, name)
         if state.get("trained"):
-            classifier.model_ = LinearModel.read(directory, prefix, state)
+            model = classifier.model_ = LinearModel.read(directory, prefix, state)
+            width, n_classes = model.weights.shape[0], len(model.classes)
             if state.get("class_spread"):
-                width = classifier.model_.weights.shape[0]
                 classifier.spread_ = ClassSpread.read(directory, prefix, width)
             if "neighbours" in state:
                 classifier.neighbours_ = Neighbours.read(
                     directory,
                     prefix,
-                    classifier.model_.weights.shape[0],
-                    len(classifier.model_.classes),
+                    width,
+                    n_classes,
                     state.get("neighbours"),
                     state.get("neighbour_weight"),
                     state.get("neighbour_ranges", False),
                     state.get("neighbour_projection", False),
                     state.get("neighbour_compressed", False),
                 )
+            if "scenario_weight" in state:
+                classifier.scenarios_ = Scenarios.read(directory, prefix, width, n_classes, state)
         return classifier
 
 

@@ -252,14 +252,7 @@ class Neighbours:
         neighbour = self.class_scores(indices, values)
         if neighbour is None:
             return scores
-        # The two standard deviations by hand: numpy's std costs 10 us a call at this size.
-        centred = scores - scores.mean()
-        spread = float(np.sqrt(np.dot(centred, centred) / len(scores)))
-        z = neighbour - neighbour.mean()
-        neighbour_spread = float(np.sqrt(np.dot(z, z) / len(neighbour)))
-        if spread == 0.0 or neighbour_spread == 0.0:
-            return scores
-        return scores + (self.weight * spread / neighbour_spread) * z
+        return add_standardised(scores, neighbour, self.weight)
 
     def write(self, directory: Path, prefix: str) -> dict:
         write_array(directory, f"{prefix}nn_data.npy", self.sparse.data.astype(np.float32))
@@ -367,6 +360,19 @@ class Neighbours:
             squeezed,
             compressor,
         )
+
+
+def add_standardised(scores: np.ndarray, other: np.ndarray, weight: float) -> np.ndarray:
+    """`scores` plus `other` standardised to `weight` times the spread of `scores`: the
+    ranking of z(scores) + weight × z(other), on the scale of `scores`."""
+    # The two standard deviations by hand: numpy's std costs 10 us a call at this size.
+    centred = scores - scores.mean()
+    spread = float(np.sqrt(np.dot(centred, centred) / len(scores)))
+    z = other - other.mean()
+    other_spread = float(np.sqrt(np.dot(z, z) / len(other)))
+    if spread == 0.0 or other_spread == 0.0:
+        return scores
+    return scores + (weight * spread / other_spread) * z
 
 
 def _unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:
