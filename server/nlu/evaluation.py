@@ -16,12 +16,15 @@ from server.errors import TrainingError
 from server.nlu.fallback import FALLBACK_INTENT
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.response_selector import DEFAULT_SELECTOR
+from server.nlu.tokenizer import tokenize
 from server.nlu.training_data import Example, NLUTrainingData
 
 logger = logging.getLogger(__name__)
 
 # Extractors whose entities come from outside the training data are not evaluated.
 _PRETRAINED = {"DucklingEntityExtractor", "SpacyEntityExtractor"}
+# A token in no entity, in an entity confusion matrix (Rasa's label).
+NO_ENTITY = "no_entity"
 
 
 @dataclass
@@ -136,6 +139,8 @@ def write_reports(
                 out_dir / f"{extractor}_successes.json",
                 _entity_examples(predictions, extractor, True),
             )
+        if plot:
+            _entity_matrix(predictions, extractor, out_dir)
     if entity_summary:
         summary["entity_evaluation"] = entity_summary
     return summary
@@ -275,6 +280,46 @@ def entity_report(predictions: Predictions, extractor: str) -> dict[str, Any]:
     return report
 
 
+def entity_token_labels(predictions: Predictions, extractor: str) -> tuple[list[str], list[str]]:
+    """Each test token's entity type, as annotated and as `extractor` found it (`no_entity`
+    outside any entity): what Rasa's entity confusion matrix counts."""
+    annotated: list[str] = []
+    found: list[str] = []
+    for example, entities in zip(predictions.examples, predictions.entities, strict=True):
+        gold = [(a.start, a.end, a.entity) for a in example.entities]
+        spans = [
+            (e["start"], e["end"], e["entity"]) for e in entities if e.get("extractor") == extractor
+        ]
+        for token in tokenize(example.text):
+            annotated.append(_label_at(token.start, token.end, gold))
+            found.append(_label_at(token.start, token.end, spans))
+    return annotated, found
+
+
+def _label_at(start: int, end: int, spans: list[tuple[int, int, str]]) -> str:
+    """The type of the first entity overlapping [start, end), else `no_entity`."""
+    return next((kind for low, high, kind in spans if low < end and start < high), NO_ENTITY)
+
+
+def _entity_matrix(predictions: Predictions, extractor: str, out_dir: Path) -> None:
+    from sklearn.metrics import confusion_matrix
+
+    annotated, found = entity_token_labels(predictions, extractor)
+    labels = sorted(set(annotated) | set(found))
+    if not labels:
+        return
+    plt = _pyplot()
+    if plt is None:
+        return
+    _draw_matrix(
+        plt,
+        confusion_matrix(annotated, found, labels=labels),
+        labels,
+        "Entity Confusion matrix",
+        out_dir / f"{extractor}_confusion_matrix.png",
+    )
+
+
 def _prf(tp: int, fp: int, fn: int) -> dict[str, Any]:
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
@@ -291,25 +336,16 @@ def _plots(
     out_dir: Path,
     labelled: _Labels,
 ) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib is not installed: skipping the confusion matrix and histogram")
+    plt = _pyplot()
+    if plt is None:
         return
-    size = max(6.0, 0.25 * len(labels))
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
-    ax.set_yticks(range(len(labels)), labels, fontsize=6)
-    ax.set_xlabel("Predicted label")
-    ax.set_ylabel("True label")
-    ax.set_title(f"{labelled.title} Confusion matrix")
-    fig.tight_layout()
-    fig.savefig(out_dir / f"{labelled.prefix}_confusion_matrix.png")
-    plt.close(fig)
+    _draw_matrix(
+        plt,
+        matrix,
+        labels,
+        f"{labelled.title} Confusion matrix",
+        out_dir / f"{labelled.prefix}_confusion_matrix.png",
+    )
     hits = [c for t, p, c in zip(targets, predicted, confidences, strict=True) if t == p]
     misses = [c for t, p, c in zip(targets, predicted, confidences, strict=True) if t != p]
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -321,6 +357,35 @@ def _plots(
     ax.legend()
     fig.tight_layout()
     fig.savefig(out_dir / f"{labelled.prefix}_histogram.png")
+    plt.close(fig)
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot drawing to files, or None (with a warning) when not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning(
+            "matplotlib is not installed: skipping the confusion matrices and histograms"
+        )
+        return None
+    return plt
+
+
+def _draw_matrix(plt: Any, matrix: np.ndarray, labels: list[str], title: str, path: Path) -> None:
+    size = max(6.0, 0.25 * len(labels))
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    ax.set_xlabel("Predicted label")
+    ax.set_ylabel("True label")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
     plt.close(fig)
 
 
