@@ -9,6 +9,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -207,6 +208,15 @@ def _add_log_flags(p: argparse.ArgumentParser, inherited: bool = False) -> None:
         choices=("text", "json"),
         default=argparse.SUPPRESS if inherited else "text",
         help="human-readable text or JSON lines",
+    )
+
+
+def _add_syslog_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--use-syslog", action="store_true", help="also send the logs to syslog")
+    p.add_argument("--syslog-address", default="localhost", help="syslog host")
+    p.add_argument("--syslog-port", type=_int_at_least(1, 65535), default=514, help="syslog port")
+    p.add_argument(
+        "--syslog-protocol", choices=("UDP", "TCP"), default="UDP", help="syslog transport"
     )
 
 
@@ -523,12 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="don't serve /metrics (it is open, like Rasa's health route)",
     )
-    p.add_argument("--use-syslog", action="store_true", help="also send the logs to syslog")
-    p.add_argument("--syslog-address", default="localhost", help="syslog host")
-    p.add_argument("--syslog-port", type=_int_at_least(1, 65535), default=514, help="syslog port")
-    p.add_argument(
-        "--syslog-protocol", choices=("UDP", "TCP"), default="UDP", help="syslog transport"
-    )
+    _add_syslog_flags(p)
     _add_log_flags(p)
 
     # shell
@@ -557,6 +562,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="conversation id (default: a new one)",
     )
+    p.add_argument("--remote-storage", help="aws, gcs or azure: fetch -m from there")
+    p.add_argument("--verify-key", help="Ed25519 public key: refuse unsigned models")
+    for flag in ("--request-timeout", "--response-timeout"):
+        p.add_argument(
+            flag,
+            type=float,
+            default=None,
+            help="accepted as Rasa's; the shell talks to the bot in process, with no timeout",
+        )
+    _add_syslog_flags(p)
     _add_log_flags(p)
 
     # test
@@ -1068,11 +1083,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
+    from server.api.runner import check_remote_storage
     from server.channels.console import run_shell
 
     _check_endpoints_file(args, needed=False)
+    check_remote_storage(args)
+    if args.verify_key and not Path(args.verify_key).is_file():
+        raise InvalidConfig(f"--verify-key {args.verify_key}: no such file")
     return asyncio.run(
-        run_shell(Path(args.model), args.endpoints, args.sender, nlu_only=args.what == "nlu")
+        run_shell(
+            args.model if args.remote_storage else Path(args.model),
+            args.endpoints,
+            args.sender,
+            nlu_only=args.what == "nlu",
+            remote_storage=args.remote_storage,
+            verify_key=Path(args.verify_key) if args.verify_key else None,
+        )
     )
 
 
@@ -1236,6 +1262,16 @@ def _unrecognized(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
     """`unrecognized arguments: ...`, with the closest flag of `parser` for a typo."""
     import difflib
 
+    if parser.prog.endswith(" shell"):
+        # `rasa shell` takes them: it serves the bot over HTTP and talks to it through that.
+        run_flags = _subcommand(build_parser(), "run")._option_string_actions
+        for flag in (arg.split("=", 1)[0] for arg in unknown):
+            if flag in run_flags:
+                return (
+                    f"{flag} is a flag of `botserver run`: `botserver shell` talks to the bot "
+                    "in this process and serves nothing over HTTP (run `botserver run` beside "
+                    "it for that)"
+                )
     message = f"unrecognized arguments: {' '.join(unknown)}"
     known = [o for action in parser._actions for o in action.option_strings]
     for arg in unknown:
@@ -1249,6 +1285,35 @@ def _unrecognized(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
 def _unknown_arguments(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
     """Exit 2 with the command's usage, suggesting the closest flag for a typo."""
     parser.error(_unrecognized(parser, unknown))
+
+
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    found: argparse.ArgumentParser = commands.choices[name]
+    return found
+
+
+def _logging_flags_after_the_command(words: list[str]) -> list[str]:
+    """`botserver -v run actions`: the logging flags given before the command, moved after it,
+    where every command's parser reads them."""
+    logging_flags = argparse.ArgumentParser(add_help=False)
+    _add_log_flags(logging_flags)
+    known = logging_flags._option_string_actions
+    moved: list[str] = []
+    index = 0
+    while index < len(words):
+        flag = words[index].split("=", 1)[0]
+        if flag not in known and not re.fullmatch(r"-v+", flag):
+            break
+        takes_value = flag in known and known[flag].nargs != 0 and "=" not in words[index]
+        step = 2 if takes_value else 1
+        moved += words[index : index + step]
+        index += step
+    rest = words[index:]
+    if not moved or not rest:
+        return words
+    end = rest.index("--") if "--" in rest else len(rest)
+    return [*rest[:end], *moved, *rest[end:]]
 
 
 # A command's parts, as (command words, parts, the flag of each part that reads the data `--data`
@@ -1326,12 +1391,12 @@ def run_action_server(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    words = sys.argv[1:] if argv is None else argv
+    words = _logging_flags_after_the_command(sys.argv[1:] if argv is None else argv)
     if words[:2] == ["run", "actions"]:
         return run_action_server(words[2:])
     parser = build_parser()
     _part_read_as_data(parser, words)
-    args, unknown = parser.parse_known_args(argv)
+    args, unknown = parser.parse_known_args(words)
     if unknown:
         _unknown_arguments(getattr(args, "command_parser", None) or parser, unknown)
     if args.command is None:

@@ -264,7 +264,8 @@ def _warn_if_open(args: argparse.Namespace) -> None:
     )
 
 
-def _check_remote_storage(args: argparse.Namespace) -> None:
+def check_remote_storage(args: argparse.Namespace) -> None:
+    """--remote-storage names a storage we fetch from (`run` and `shell`)."""
     # A missing or unreadable model is not checked before the start: the start-up load says
     # why, and the server what follows (once each; a check here said it a second time).
     if args.remote_storage and args.remote_storage not in STORAGES:
@@ -386,7 +387,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     if args.response_timeout is not None and args.response_timeout < 0:
         raise InvalidConfig("--response-timeout must be 0 (none) or more seconds")
     _check_secrets(args)
-    _check_remote_storage(args)
+    check_remote_storage(args)
     _check_workers(args.workers, endpoints, args.endpoints)
     host = "localhost" if args.interface in ("0.0.0.0", "::") else args.interface
     scheme = "https" if args.ssl_certificate else "http"

@@ -9,10 +9,11 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,6 +34,35 @@ def workers_dir() -> Path | None:
     """The shared directory, in a worker of `--workers N`; None in a server of one process."""
     found = os.environ.get(WORKERS_DIR_ENV)
     return Path(found) if found else None
+
+
+def hold_workers_dir() -> IO[str] | None:
+    """Held open by a worker for its life, with a shared lock: `workers.alive` in the
+    directory (None in a server of one process, or when it cannot be opened)."""
+    shared = workers_dir()
+    if shared is None:
+        return None
+    try:
+        alive = open(shared / "workers.alive", "a")
+    except OSError:  # not ours to tidy then: serve all the same
+        return None
+    fcntl.flock(alive, fcntl.LOCK_SH)
+    return alive
+
+
+def leave_workers_dir(alive: IO[str] | None, orphaned: bool) -> None:
+    """A worker stops. The parent removes the directory when the server stops; when it died
+    instead (`orphaned`: a SIGKILL, the OOM killer), the last of its workers to stop does."""
+    shared = workers_dir()
+    if alive is None or shared is None or not orphaned:
+        return
+    fcntl.flock(alive, fcntl.LOCK_UN)
+    try:
+        # Granted only once no other worker holds its shared lock: to the last one to stop.
+        fcntl.flock(alive, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return
+    shutil.rmtree(shared, ignore_errors=True)
 
 
 def route_sockets(shared: Path) -> Path:

@@ -91,7 +91,19 @@ def _serve(config: uvicorn.Config, sock: socket.socket, ready: Event, parent: in
     """A worker process: uvicorn serving on the socket it was given; `ready` is set once it
     serves."""
     from server.api.shutdown import GracefulServer
+    from server.api.worker_files import hold_workers_dir, leave_workers_dir
 
+    alive = hold_workers_dir()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        """SIGTERM's handler outside uvicorn's (which raises the signal again once it has
+        stopped gracefully): what a stopping worker owes, then death by the signal as ever
+        (the supervisor reads a worker killed by a signal as one to replace)."""
+        leave_workers_dir(alive, orphaned=os.getppid() != parent)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
     _die_with(parent)
     config.configure_logging()
     private = _private_socket(config.backlog)
@@ -112,6 +124,7 @@ def _serve(config: uvicorn.Config, sock: socket.socket, ready: Event, parent: in
         if private is not None:
             private[1].close()
             private[0].unlink(missing_ok=True)
+        leave_workers_dir(alive, orphaned=os.getppid() != parent)
 
 
 def _private_socket(backlog: int) -> tuple[Path, socket.socket] | None:

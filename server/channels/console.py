@@ -143,8 +143,11 @@ async def run_shell(
     endpoints_path: str | Path | None,
     sender: str | None = None,
     nlu_only: bool = False,
+    remote_storage: str | None = None,
+    verify_key: Path | None = None,
 ) -> int:
-    """The `botserver shell` command (`nlu_only`: `shell nlu`); returns the exit code."""
+    """The `botserver shell` command (`nlu_only`: `shell nlu`; `remote_storage` and
+    `verify_key` as `botserver run`'s flags); returns the exit code."""
     from server.api.server import ServerOptions, build_app
 
     _replace_undecodable_input()
@@ -153,6 +156,8 @@ async def run_shell(
         model_path=model_path,
         endpoints=endpoints,
         connector="rest",
+        remote_storage=remote_storage,
+        verify_key=verify_key,
         default_tracker_store=dict(SHELL_TRACKER_STORE),
     )
     app = build_app(options)

@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from server.errors import ModelError, ModelStorageFull, ModelSuperseded, OutdatedModel
 from server.models.archive import file_sha256, read_archive
+from server.models.extraction import extraction_directory
 from server.models.safety import DEFAULT_LIMITS, ArchiveLimits
 
 logger = logging.getLogger(__name__)
@@ -225,14 +226,11 @@ class ModelHolder(Generic[T]):
         once built: a model is data in memory, and nothing is left behind by a stop, a
         replaced or cancelled load, or a crash (before, a killed process left its model in
         the temporary directory for good)."""
-        directory = Path(tempfile.mkdtemp(prefix="botserver-model-"))
-        try:
+        with extraction_directory() as directory:
             if fingerprint is None:
                 fingerprint = file_sha256(path)
             metadata = read_archive(path, directory, self.verify_key, self.limits)
             model = self._loader(directory, metadata)
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
         info = ModelInfo(
             model_file=model_file,
             model_id=metadata.get("model_id"),

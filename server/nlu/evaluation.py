@@ -16,12 +16,17 @@ from server.errors import TrainingError
 from server.nlu.fallback import FALLBACK_INTENT
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.response_selector import DEFAULT_SELECTOR
+from server.nlu.tokenizer import tokenize
 from server.nlu.training_data import Example, NLUTrainingData
 
 logger = logging.getLogger(__name__)
 
 # Extractors whose entities come from outside the training data are not evaluated.
 _PRETRAINED = {"DucklingEntityExtractor", "SpacyEntityExtractor"}
+# The entity extractors evaluated, by component key.
+_EVALUATED = frozenset({"CRFEntityExtractor", "RegexEntityExtractor"})
+# A token in no entity, in an entity confusion matrix (Rasa's label).
+NO_ENTITY = "no_entity"
 
 
 @dataclass
@@ -33,6 +38,8 @@ class Predictions:
     confidences: list[float] = field(default_factory=list)
     entities: list[list[dict[str, Any]]] = field(default_factory=list)
     extractors: set[str] = field(default_factory=set)
+    # The extractors that give each entity a confidence (Rasa's CRF and DIET).
+    with_confidences: set[str] = field(default_factory=set)
     # The response selector's choice for the example's retrieval intent (`chitchat/ask_name`)
     # and its confidence; None without a response selector.
     responses: list[tuple[str | None, float] | None] = field(default_factory=list)
@@ -43,11 +50,15 @@ class Predictions:
         self.confidences += other.confidences
         self.entities += other.entities
         self.extractors |= other.extractors
+        self.with_confidences |= other.with_confidences
         self.responses += other.responses
 
 
 def predict(pipeline: NLUPipeline, data: NLUTrainingData) -> Predictions:
-    out = Predictions(extractors=_extractor_names(pipeline))
+    out = Predictions(
+        extractors=_extractor_names(pipeline),
+        with_confidences=_extractor_names(pipeline, {"CRFEntityExtractor"}),
+    )
     for example in data.examples:
         parsed = pipeline.parse(example.text)
         intent = parsed.get("intent") or {}
@@ -74,8 +85,9 @@ def _selected_response(
     return response.get("intent_response_key"), float(response.get("confidence") or 0.0)
 
 
-def _extractor_names(pipeline: NLUPipeline) -> set[str]:
-    keys = {"CRFEntityExtractor", "RegexEntityExtractor"}
+def _extractor_names(
+    pipeline: NLUPipeline, keys: frozenset[str] | set[str] = _EVALUATED
+) -> set[str]:
     return {c.name for k, c in pipeline._components if k in keys and c.name not in _PRETRAINED}
 
 
@@ -136,6 +148,8 @@ def write_reports(
                 out_dir / f"{extractor}_successes.json",
                 _entity_examples(predictions, extractor, True),
             )
+        if plot:
+            _entity_plots(predictions, extractor, out_dir)
     if entity_summary:
         summary["entity_evaluation"] = entity_summary
     return summary
@@ -275,6 +289,78 @@ def entity_report(predictions: Predictions, extractor: str) -> dict[str, Any]:
     return report
 
 
+def entity_token_labels(
+    predictions: Predictions, extractor: str
+) -> tuple[list[str], list[str], list[float | None]]:
+    """Each test token's entity type, as annotated and as `extractor` found it (`no_entity`
+    outside any entity), and the confidence of the entity found there (0.0 where none was
+    found, None where the extractor gives none): what Rasa's entity plots count."""
+    annotated: list[str] = []
+    found: list[str] = []
+    confidences: list[float | None] = []
+    for example, entities in zip(predictions.examples, predictions.entities, strict=True):
+        gold: list[_Span] = [(a.start, a.end, a.entity, None) for a in example.entities]
+        spans: list[_Span] = [
+            (e["start"], e["end"], e["entity"], e.get("confidence_entity"))
+            for e in entities
+            if e.get("extractor") == extractor
+        ]
+        for token in tokenize(example.text):
+            annotated.append(_entity_at(token.start, token.end, gold)[0])
+            kind, confidence = _entity_at(token.start, token.end, spans)
+            found.append(kind)
+            confidences.append(confidence)
+    return annotated, found, confidences
+
+
+_Span = tuple[int, int, str, float | None]
+
+
+def _entity_at(start: int, end: int, spans: list[_Span]) -> tuple[str, float | None]:
+    """The type and confidence of the first entity overlapping [start, end), else
+    (`no_entity`, 0.0)."""
+    return next(
+        ((kind, confidence) for low, high, kind, confidence in spans if low < end and start < high),
+        (NO_ENTITY, 0.0),
+    )
+
+
+def _entity_plots(predictions: Predictions, extractor: str, out_dir: Path) -> None:
+    """Rasa's `<extractor>_confusion_matrix.png`, and `<extractor>_histogram.png` (the
+    confidences of the tokens in an entity, annotated or found) when it gives confidences."""
+    annotated, found, confidences = entity_token_labels(predictions, extractor)
+    labels = sorted(set(annotated) | set(found))
+    plt = _pyplot() if labels else None
+    if plt is None:
+        return
+    # Counted here: scikit-learn's confusion_matrix warns of a test set of one label (a bot
+    # whose test messages hold no entity), which is a plain matrix of one cell.
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=int)
+    for a, f in zip(annotated, found, strict=True):
+        matrix[index[a], index[f]] += 1
+    _draw_matrix(
+        plt,
+        matrix,
+        labels,
+        "Entity Confusion matrix",
+        out_dir / f"{extractor}_confusion_matrix.png",
+    )
+    in_entities = [
+        (a == f, c)
+        for a, f, c in zip(annotated, found, confidences, strict=True)
+        if a != NO_ENTITY or f != NO_ENTITY
+    ]
+    if extractor in predictions.with_confidences:
+        _draw_histogram(
+            plt,
+            [c or 0.0 for hit, c in in_entities if hit],
+            [c or 0.0 for hit, c in in_entities if not hit],
+            "Entity Prediction Confidence Distribution",
+            out_dir / f"{extractor}_histogram.png",
+        )
+
+
 def _prf(tp: int, fp: int, fn: int) -> dict[str, Any]:
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
@@ -291,14 +377,56 @@ def _plots(
     out_dir: Path,
     labelled: _Labels,
 ) -> None:
+    plt = _pyplot()
+    if plt is None:
+        return
+    _draw_matrix(
+        plt,
+        matrix,
+        labels,
+        f"{labelled.title} Confusion matrix",
+        out_dir / f"{labelled.prefix}_confusion_matrix.png",
+    )
+    _draw_histogram(
+        plt,
+        [c for t, p, c in zip(targets, predicted, confidences, strict=True) if t == p],
+        [c for t, p, c in zip(targets, predicted, confidences, strict=True) if t != p],
+        f"{labelled.title} Prediction Confidence Distribution",
+        out_dir / f"{labelled.prefix}_histogram.png",
+    )
+
+
+def _draw_histogram(
+    plt: Any, hits: list[float], misses: list[float], title: str, path: Path
+) -> None:
+    fig, ax = plt.subplots(figsize=(8, 5))
+    bins = [i / 20 for i in range(21)]
+    ax.hist([hits, misses], bins=bins, label=["hits", "misses"], color=["#009292", "#ff6db6"])
+    ax.set_xlabel("Confidence")
+    ax.set_ylabel("Number of samples")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot drawing to files, or None (with a warning) when not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        logger.warning("matplotlib is not installed: skipping the confusion matrix and histogram")
-        return
+        logger.warning(
+            "matplotlib is not installed: skipping the confusion matrices and histograms"
+        )
+        return None
+    return plt
+
+
+def _draw_matrix(plt: Any, matrix: np.ndarray, labels: list[str], title: str, path: Path) -> None:
     size = max(6.0, 0.25 * len(labels))
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(matrix, cmap="Blues")
@@ -306,21 +434,9 @@ def _plots(
     ax.set_yticks(range(len(labels)), labels, fontsize=6)
     ax.set_xlabel("Predicted label")
     ax.set_ylabel("True label")
-    ax.set_title(f"{labelled.title} Confusion matrix")
+    ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(out_dir / f"{labelled.prefix}_confusion_matrix.png")
-    plt.close(fig)
-    hits = [c for t, p, c in zip(targets, predicted, confidences, strict=True) if t == p]
-    misses = [c for t, p, c in zip(targets, predicted, confidences, strict=True) if t != p]
-    fig, ax = plt.subplots(figsize=(8, 5))
-    bins = [i / 20 for i in range(21)]
-    ax.hist([hits, misses], bins=bins, label=["hits", "misses"], color=["#009292", "#ff6db6"])
-    ax.set_xlabel("Confidence")
-    ax.set_ylabel("Number of samples")
-    ax.set_title(f"{labelled.title} Prediction Confidence Distribution")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / f"{labelled.prefix}_histogram.png")
+    fig.savefig(path)
     plt.close(fig)
 
 

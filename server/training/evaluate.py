@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 from pathlib import Path
 
 from server.dialogue.evaluation import (
@@ -17,6 +16,7 @@ from server.dialogue.evaluation import (
 from server.dialogue.processor import DialogueModel
 from server.errors import InvalidConfig, ModelError
 from server.models.archive import read_archive
+from server.models.extraction import extraction_directory
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
 from server.training.project import data_files, load_test_stories
@@ -28,9 +28,9 @@ logger = logging.getLogger(__name__)
 def load_model_file(path: Path) -> DialogueModel:
     """Reads, checks and builds the model an archive (or the newest in a directory) holds."""
     archive = resolve_local_model(Path(path))
-    with tempfile.TemporaryDirectory(prefix="botserver-model-") as tmp:
-        metadata = read_archive(archive, Path(tmp))
-        return load_model(Path(tmp), metadata)
+    with extraction_directory() as directory:
+        metadata = read_archive(archive, directory)
+        return load_model(directory, metadata)
 
 
 def _existing(path: Path, what: str, flag: str) -> Path:

@@ -31,6 +31,9 @@ class Project:
     stories: list[StoryStep]
     files: list[Path]  # every file read: data and domain (config.yml aside)
     warnings: list[str] = field(default_factory=list)
+    # Where each domain item was defined (`intents:greet`, `responses:utter_greet`): its file
+    # and line, for the warnings about it.
+    origins: dict[str, tuple[str, int | None]] = field(default_factory=dict)
 
     def training_stories(self) -> list[TrainingStory]:
         return generate_training_stories(self.stories, self.domain)
@@ -135,7 +138,9 @@ def load_project(
 
     # The domain counts in the training fingerprint as read (see train._fingerprint), not
     # by its files' bytes: an edited response retrains, a comment does not.
-    return Project(project_config, project_domain, nlu, stories, files, warnings)
+    return Project(
+        project_config, project_domain, nlu, stories, files, warnings, domain_reader.origins
+    )
 
 
 def _add_data_responses(
@@ -156,6 +161,7 @@ def _add_data_responses(
         if name in responses and responses[name] != variations:
             reader.warn(f"response '{name}' is also in the domain; this one wins", filename, line)
         responses[name] = variations
+        reader.origins[f"responses:{name}"] = (filename, line)
     domain_dict["responses"] = responses
 
 

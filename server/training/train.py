@@ -236,7 +236,7 @@ def _train_project(
         *assistant_warning,
         *checkpoint_warnings(project.stories),
         *story_reference_warnings(project),
-        *missing_response_warnings(project.domain),
+        *missing_response_warnings(project),
     ]
     for warning in warnings:
         logger.warning(warning)

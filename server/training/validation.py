@@ -145,8 +145,8 @@ def check_project(
     _check_intents(project, report)
     _check_entities(project, report)
     _check_story_references(project.stories, domain, report)
-    _check_forms(domain, report)
-    report.warnings.extend(missing_response_warnings(domain))
+    _check_forms(project, report)
+    report.warnings.extend(missing_response_warnings(project))
     _check_unused_responses(project, report)
     report.warnings.extend(checkpoint_warnings(project.stories))
     report.warnings.extend(_conflicts(project, max_history))
@@ -157,9 +157,18 @@ def _where(step: StoryStep, index: int | None = None) -> str:
     line = step.line
     if index is not None and 0 <= index < len(step.event_lines):
         line = step.event_lines[index] or step.line
-    if step.filename:
-        return f"{step.filename}:{line}: " if line else f"{step.filename}: "
-    return ""
+    return _at(step.filename, line)
+
+
+def _defined_at(project: Project, kind: str, name: str) -> str:
+    """`file:line: ` where the domain item `name` of section `kind` was defined, or ""."""
+    return _at(*project.origins.get(f"{kind}:{name}", (None, None)))
+
+
+def _at(filename: str | None, line: int | None) -> str:
+    if not filename:
+        return ""
+    return f"{filename}:{line}: " if line else f"{filename}: "
 
 
 def story_reference_warnings(project: Project) -> list[str]:
@@ -170,15 +179,15 @@ def story_reference_warnings(project: Project) -> list[str]:
     return report.errors + report.warnings
 
 
-def missing_response_warnings(domain: Domain) -> list[str]:
+def missing_response_warnings(project: Project) -> list[str]:
     """The `utter_` actions the domain lists without a response of their name (nor
     retrieval responses under it), as Rasa warns at training: they say nothing unless an NLG
-    server writes them."""
-    responses = domain.responses
+    server writes them. Each names the file and line where the domain lists it."""
+    responses = project.domain.responses
     return [
-        f"action '{name}' is listed in the domain but has no response of that name: it says "
-        "nothing unless an NLG server writes it"
-        for name in domain.user_actions
+        f"{_defined_at(project, 'actions', name)}action '{name}' is listed in the domain but "
+        "has no response of that name: it says nothing unless an NLG server writes it"
+        for name in project.domain.user_actions
         if name.startswith("utter_")
         and name not in responses
         and not any(response.startswith(f"{name}/") for response in responses)
@@ -190,7 +199,8 @@ def _check_intents(project: Project, report: ValidationReport) -> None:
     nlu_intents = set(project.nlu.intents)
     for intent in sorted(domain_intents - nlu_intents - set(DEFAULT_INTENTS)):
         report.warnings.append(
-            f"intent '{intent}' is in the domain but has no examples in the NLU data"
+            f"{_defined_at(project, 'intents', intent)}intent '{intent}' is in the domain but "
+            "has no examples in the NLU data"
         )
     for intent in sorted(nlu_intents - domain_intents - set(DEFAULT_INTENTS)):
         # Rasa's words, and as in Rasa a warning that fails the validation.
@@ -280,12 +290,14 @@ def _check_story_references(
                     )
 
 
-def _check_forms(domain: Domain, report: ValidationReport) -> None:
+def _check_forms(project: Project, report: ValidationReport) -> None:
+    domain = project.domain
     for form in domain.forms.values():
         for slot in form.required_slots:
             if slot not in domain.slots_by_name:
                 report.errors.append(
-                    f"form '{form.name}' requires slot '{slot}', which is not in the domain"
+                    f"{_defined_at(project, 'forms', form.name)}form '{form.name}' requires "
+                    f"slot '{slot}', which is not in the domain"
                 )
 
 
@@ -315,7 +327,10 @@ def _check_unused_responses(project: Project, report: ValidationReport) -> None:
             continue
         if name in domain.user_actions:
             continue
-        report.warnings.append(f"response '{name}' is not used in any story or rule")
+        report.warnings.append(
+            f"{_defined_at(project, 'responses', name)}response '{name}' is not used in any "
+            "story or rule"
+        )
 
 
 # -- story structure -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import functools
 import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,11 +39,15 @@ class ActionServer:
     bot: str
     port: int
     process: subprocess.Popen[bytes]
-    log_path: Path
+    directory: Path  # its log, and its TMPDIR
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/webhook"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "server.log"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
@@ -50,8 +55,10 @@ class ActionServer:
     def stop(self) -> None:
         try:
             self._stop_processes()
-        finally:  # its log goes too: one file per test session was left in /tmp
-            self.log_path.unlink(missing_ok=True)
+        finally:
+            # Its log goes too (one file per test session was left in /tmp), and what Sanic's
+            # multiprocessing put in its TMPDIR (two `pymp-*` folders, left by the kill).
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def _stop_processes(self) -> None:
         # Sanic runs the server in a worker process: stop the whole process group.
@@ -73,11 +80,11 @@ class ActionServer:
 def start_action_server(bot: str) -> ActionServer:
     """Runs `python -m rasa_sdk --actions actions` in tests/action_servers/<bot>/."""
     port = free_port()
-    fd, name = tempfile.mkstemp(prefix=f"action-server-{bot}-", suffix=".log")
-    os.close(fd)
-    log_path = Path(name)
-    env = dict(os.environ, SANIC_HOST="127.0.0.1", ACTION_SERVER_SANIC_WORKERS="1")
-    with log_path.open("wb") as log:
+    directory = Path(tempfile.mkdtemp(prefix=f"action-server-{bot}-"))
+    env = dict(
+        os.environ, SANIC_HOST="127.0.0.1", ACTION_SERVER_SANIC_WORKERS="1", TMPDIR=str(directory)
+    )
+    with (directory / "server.log").open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "rasa_sdk", "--actions", "actions", "--port", str(port)],
             cwd=HERE / bot,
@@ -86,7 +93,7 @@ def start_action_server(bot: str) -> ActionServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = ActionServer(bot, port, process, log_path)
+    server = ActionServer(bot, port, process, directory)
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:

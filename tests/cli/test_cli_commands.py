@@ -73,7 +73,7 @@ def test_unknown_flag_fails_before_anything_starts(run_cli) -> None:
         (["test", "--url", "http://x/stories.yml"], "--url http://x/stories.yml"),
         (["train", "--epochs", "5"], "--epochs 5"),
         (["data", "validate", "--max-histroy", "3"], "--max-histroy 3"),
-        (["shell", "--port", "5005"], "--port 5005"),
+        (["shell", "--model-dir", "models"], "--model-dir models"),
     ],
     ids=["test", "train", "data-validate", "shell"],
 )

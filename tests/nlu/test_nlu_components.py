@@ -200,3 +200,31 @@ def test_cross_validation(tmp_path: Path, load_bot):
     summary = cross_validate(load_bot("moodbot"), [], 3, tmp_path)
     assert len(summary["fold_accuracies"]) == 3
     assert (tmp_path / "intent_report.json").exists()
+
+
+def test_entity_extractors_get_a_confusion_matrix_as_rasa(tmp_path: Path, load_bot):
+    """As Rasa's `<extractor>_confusion_matrix.png`: tokens by entity type (`no_entity` for a
+    token outside any entity), annotated against found; and, for an extractor that gives
+    confidences, `<extractor>_histogram.png`. Before, only the intents had them."""
+    from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData
+
+    data = load_bot("formbot")
+    pipeline = NLUPipeline.train(data, [{"name": "DIETClassifier"}])
+    odd = Example("zzqx please", "inform", [EntityAnnotation(0, 4, "zzqx", "cuisine")])
+    test = NLUTrainingData(examples=[*data.examples[:20], odd])
+    evaluate(pipeline, test, tmp_path)
+    for plot in ("DIETClassifier_confusion_matrix.png", "DIETClassifier_histogram.png"):
+        assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
+    from server.nlu.evaluation import entity_token_labels, predict
+
+    annotated, found, confidences = entity_token_labels(
+        predict(pipeline, NLUTrainingData([odd])), "DIETClassifier"
+    )
+    assert list(zip(annotated, found, confidences, strict=True)) == [
+        ("cuisine", "no_entity", 0.0),
+        ("no_entity", "no_entity", 0.0),
+    ]
+
+    (tmp_path / "no_plot").mkdir()
+    evaluate(pipeline, test, tmp_path / "no_plot", plot=False)
+    assert not [p for p in (tmp_path / "no_plot").iterdir() if p.suffix == ".png"]

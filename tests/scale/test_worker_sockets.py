@@ -26,6 +26,7 @@ import pytest
 from bench.concurrency import ServerProcess, free_port, train_moodbot
 from server.api.metrics_sharing import PUBLISH_SECONDS
 from server.api.model_sync import FOLLOW_SECONDS
+from server.api.worker_files import WORKERS_DIR_ENV
 from server.api.workers import SPREADS_CONNECTIONS
 from tests.loop_lag import paced
 from tests.scale.scale_services import sqlite_and_redis_endpoints
@@ -93,8 +94,12 @@ def test_sighup_stops_the_workers_too(moodbot: Path, tmp_path: Path) -> None:
 
 
 def test_workers_stop_when_the_parent_is_killed(moodbot: Path, tmp_path: Path) -> None:
+    """The workers stop, and the last one removes the directory they shared (before, every
+    killed server left a /tmp/botserver-workers-* behind)."""
     with serving(moodbot, tmp_path) as server:
         workers = workers_of(server)
+        shared = shared_directory(workers[0])
+        assert shared.is_dir()
         assert server.process is not None
         server.process.kill()
         server.process.wait(10)
@@ -104,6 +109,14 @@ def test_workers_stop_when_the_parent_is_killed(moodbot: Path, tmp_path: Path) -
             time.sleep(0.1)
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+        assert not shared.exists()
+
+
+def shared_directory(worker: int) -> Path:
+    """The directory the workers share, as a worker's environment names it."""
+    environ = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
+    (value,) = [v for v in environ if v.startswith(WORKERS_DIR_ENV.encode() + b"=")]
+    return Path(value.split(b"=", 1)[1].decode())
 
 
 def workers_of(server: ServerProcess) -> list[int]:

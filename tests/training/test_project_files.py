@@ -778,10 +778,46 @@ def test_an_utter_action_without_a_response_is_a_warning_as_in_rasa(tmp_path: Pa
         'version: "3.1"\nrules:\n- rule: hi\n  steps: [{intent: greet}, {action: utter_hello}]\n'
     )
     expected = (
-        "action 'utter_hello' is listed in the domain but has no response of that name: "
-        "it says nothing unless an NLG server writes it"
+        f"{domain}:3: action 'utter_hello' is listed in the domain but has no response of "
+        "that name: it says nothing unless an NLG server writes it"
     )
     report = validate_project(None, domain, [rules])
     assert [w for w in report.warnings if "has no response" in w] == [expected]
     result = train(None, domain, [rules], tmp_path / "models")
     assert [w for w in result.warnings if "has no response" in w] == [expected]
+
+
+def test_validate_names_the_domain_file_and_line_of_a_domain_warning(tmp_path: Path) -> None:
+    """As the loader's errors do. Before, `response 'utter_unused' is not used...` with no
+    file: in a domain directory of many files, the user had to search for it."""
+    files = {
+        "domain/intents.yml": "intents:\n- greet\n- unheard\n",
+        "domain/forms.yml": "forms:\n  order_form:\n    required_slots:\n    - nowhere\n",
+        "domain/responses.yml": "responses:\n  utter_greet:\n  - text: hi\n"
+        "  utter_unused:\n  - text: never said\n",
+        "data/nlu.yml": "nlu:\n- intent: greet\n  examples: |\n    - hi\n    - hello\n",
+        "data/responses.yml": "responses:\n  utter_also_unused:\n  - text: nor this\n",
+        "data/stories.yml": "stories:\n- story: s\n  steps:\n  - intent: greet\n"
+        "  - action: utter_greet\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("version: '3.1'\n" + text)
+    out = io.StringIO()
+    args = argparse.Namespace(
+        domain=str(tmp_path / "domain"), data=[str(tmp_path / "data")], config=None
+    )
+    assert run_validate(args, out) == 1
+    domain, data = tmp_path / "domain", tmp_path / "data"
+    expected = [
+        f"warning: {domain / 'intents.yml'}:4: intent 'unheard' is in the domain but has no "
+        "examples in the NLU data",
+        f"warning: {domain / 'responses.yml'}:5: response 'utter_unused' is not used in any "
+        "story or rule",
+        f"warning: {data / 'responses.yml'}:3: response 'utter_also_unused' is not used in "
+        "any story or rule",
+        f"error: {domain / 'forms.yml'}:3: form 'order_form' requires slot 'nowhere', which "
+        "is not in the domain",
+    ]
+    printed = out.getvalue().splitlines()
+    assert [line for line in expected if line not in printed] == [], printed
