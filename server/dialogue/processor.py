@@ -363,8 +363,12 @@ class Processor:
         self.turns_in_flight += 1
         try:
             sender_id = message.sender_id
-            if len(sender_id) > NAME_COLUMN_LENGTH or "\x00" in sender_id:
-                check_conversation_id(sender_id)  # raises, saying why
+            if (
+                len(sender_id) > NAME_COLUMN_LENGTH
+                or "\x00" in sender_id
+                or not sender_id.isascii()  # a lone surrogate (a custom channel's JSON)
+            ):
+                check_conversation_id(sender_id)  # raises, saying why (when it should)
             text = message.text
             if text is not None and len(text) > MAX_TEXT_CHARS:  # (no call for the usual text)
                 check_text_length(text)

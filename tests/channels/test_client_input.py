@@ -14,9 +14,12 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from fastapi import APIRouter, Request
 
 from server.api.runner import server_app
 from server.api.server import ServerOptions
+from server.channels import InputChannel
+from server.dialogue.messages import CollectingOutputChannel, UserMessage
 from server.training.train import train
 from tests.shared_data import MOODBOT
 from tests.trackers.persistence_fixtures import postgres_database
@@ -208,3 +211,46 @@ async def test_json_nested_more_than_100_levels_is_refused_before_it_is_stored(
     slot = b'[{"event": "slot", "name": "x", "value": ' + _nested(98) + b"}]"
     assert (await client.post("/conversations/ok/tracker/events", content=slot)).status_code == 200
     assert (await client.get("/conversations/ok/story")).status_code == 200
+
+
+class JsonChannel(InputChannel):
+    """docs/channels.md's custom channel: `request.json()` reads with the standard library,
+    which takes a lone UTF-16 surrogate (`"\\ud800"`, half an emoji cut by a JavaScript
+    client) that no store can encode."""
+
+    name = "mine"
+
+    @classmethod
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> JsonChannel:
+        return cls()
+
+    def router(self, on_new_message: Any) -> APIRouter:
+        router = APIRouter(prefix=self.url_prefix())
+
+        @router.post("/webhook")
+        async def receive(request: Request) -> list[dict[str, Any]]:
+            body = await request.json()
+            out = CollectingOutputChannel()
+            await on_new_message(
+                UserMessage(body["text"], body["user"], self.name, output_channel=out)
+            )
+            return out.messages
+
+        return router
+
+
+async def test_a_custom_channels_sender_with_a_lone_surrogate_is_a_400(
+    serve: Any, tmp_path: Path
+) -> None:
+    """Before, the turn reached the SQLite store, which could not encode the id: a 500 and an
+    ERROR traceback in the log, on every message of that sender."""
+    store = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")}
+    client = await serve(store, credentials={f"{__name__}.JsonChannel": None})
+    body = b'{"text": "hi", "user": "a\\ud800b"}'
+    answer = await client.post(
+        "/webhooks/mine/webhook", content=body, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 400, answer.text
+    assert "conversation id" in answer.json()["message"]
+    fine = await client.post("/webhooks/mine/webhook", json={"text": "hi", "user": "a\u00e9b"})
+    assert fine.status_code == 200 and fine.json()[0]["recipient_id"] == "a\u00e9b"
