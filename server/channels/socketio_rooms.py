@@ -66,15 +66,18 @@ def endpoints_redis(endpoints: dict[str, Any]) -> tuple[dict[str, Any], int] | N
 class RedisRooms(socketio.AsyncRedisManager):  # type: ignore[misc]
     """python-socketio's Redis manager on a Redis endpoint's keys, with a bounded publish.
 
-    Its channel is `<key_prefix>:socketio:rooms`: the servers of one deployment share it
-    (as they share the lock store's keys), another deployment on the same Redis has its own.
+    Its channel is `<key_prefix>:socketio:rooms:<db>`: the servers of one deployment share it
+    (as they share the lock store's keys), another deployment on the same Redis has its own,
+    by its prefix or its database (Redis's pub/sub channels are shared by every database).
     """
 
     def __init__(self, config: dict[str, Any], default_db: int) -> None:
-        super().__init__(channel=key_prefix(config, "socketio") + "rooms")
+        publisher = create_client(config, default_db)
+        db = publisher.connection_pool.connection_kwargs.get("db", 0)
+        super().__init__(channel=f"{key_prefix(config, 'socketio')}rooms:{db}")
         self.config = config
         self.default_db = default_db
-        self._publisher = create_client(config, default_db)
+        self._publisher = publisher
         self._skipped_until = 0.0
 
     async def emit(

@@ -22,7 +22,7 @@ def test_an_endpoints_redis_carries_the_rooms_unless_the_channel_says_false() ->
     lock_store = {"type": "redis", "url": "127.0.0.1", "key_prefix": "shop"}
     shared = SocketIOInput.from_credentials(None)
     shared.use_endpoints({"lock_store": lock_store})
-    assert shared.rooms is not None and shared.rooms.channel == "shop:socketio:rooms"
+    assert shared.rooms is not None and shared.rooms.channel == "shop:socketio:rooms:1"
     assert shared.sio.manager is shared.rooms
     own = SocketIOInput.from_credentials({"rooms_redis": False})
     own.use_endpoints({"lock_store": lock_store})
@@ -30,6 +30,27 @@ def test_an_endpoints_redis_carries_the_rooms_unless_the_channel_says_false() ->
     memory = SocketIOInput.from_credentials(None)
     memory.use_endpoints({"lock_store": {"type": "in_memory"}})
     assert memory.rooms is None
+
+
+@pytest.mark.parametrize(
+    "redis",
+    [{"url": "127.0.0.1", "db": 2}, {"url": "redis://127.0.0.1:6379/2"}],
+    ids=["db-key", "db-in-url"],
+)
+def test_deployments_on_two_databases_of_one_redis_have_their_own_rooms(
+    redis: dict[str, object],
+) -> None:
+    """Redis's pub/sub channels are shared by every database: two deployments told apart by
+    their database alone (one prefix, or none) shared the channel, so each server emitted the
+    other deployment's messages to its sockets in a room of that name (a `session_id` taken
+    in both got the other's replies)."""
+    first = SocketIOInput.from_credentials(None)
+    first.use_endpoints({"lock_store": {"type": "redis", "url": "127.0.0.1", "db": 1}})
+    second = SocketIOInput.from_credentials(None)
+    second.use_endpoints({"lock_store": {"type": "redis", **redis}})
+    assert first.rooms is not None and second.rooms is not None
+    assert first.rooms.channel == "socketio:rooms:1"
+    assert second.rooms.channel == "socketio:rooms:2"
 
 
 async def test_a_silent_redis_holds_bot_messages_3_s_once_then_not_at_all(
