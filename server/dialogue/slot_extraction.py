@@ -80,34 +80,31 @@ def _intent_desired(
     return intent not in blocked
 
 
-def extract_slots(tracker: Tracker, domain: Domain) -> list[SlotSet]:
+def extract_slots(tracker: Tracker, domain: Domain, activating: bool = False) -> list[SlotSet]:
     """SlotSet events for every slot whose mappings match the latest user message.
 
     Custom mappings are left out (see `extraction_steps`). While a form is active, a mapping
     without conditions still applies, as in Rasa 3; slots of the form other than the
-    requested one are only filled from entities.
+    requested one are only filled from entities, or (`activating`: the form the message
+    activates, its ActiveLoop at the tracker's end) by `from_trigger_intent`.
     """
-    return cast(list[SlotSet], _extract(tracker, domain, trigger_only=False))
+    return cast(list[SlotSet], _extract(tracker, domain, activating))
 
 
-def extraction_steps(tracker: Tracker, domain: Domain) -> list[SlotSet | str]:
+def extraction_steps(
+    tracker: Tracker, domain: Domain, activating: bool = False
+) -> list[SlotSet | str]:
     """`extract_slots` with, in their place, the names of the custom mappings' actions to
     run: Rasa's `action_extract_slots` goes through the slots in the domain's order, each
     slot's mappings in order (the first predefined one that fills it ends that slot's
     turn), and runs a custom mapping's action there, once a message, when the mapping's
     intent and conditions hold. The events come out in this order, so of two mappings
     filling one slot the later one wins."""
-    return _extract(tracker, domain, trigger_only=False, custom=True)
-
-
-def trigger_intent_slots(tracker: Tracker, domain: Domain) -> list[SlotSet]:
-    """SlotSet events of the `from_trigger_intent` mappings, for a form being activated by
-    the latest user message (`tracker` holds the form's ActiveLoop already)."""
-    return cast(list[SlotSet], _extract(tracker, domain, trigger_only=True))
+    return _extract(tracker, domain, activating, custom=True)
 
 
 def _extract(
-    tracker: Tracker, domain: Domain, trigger_only: bool, custom: bool = False
+    tracker: Tracker, domain: Domain, activating: bool, custom: bool = False
 ) -> list[SlotSet | str]:
     events: list[SlotSet | str] = []
     actions: set[str] = set()  # each custom mapping's action once, as in Rasa
@@ -125,12 +122,11 @@ def _extract(
                     actions.add(action)
                     events.append(action)
                 continue
-            if trigger_only and mapping.type != "from_trigger_intent":
-                continue
             matched, value = mapping_value(mapping, slot, tracker, domain)
             if not matched:
                 continue
-            if not trigger_only and _skip_for_active_form(slot, mapping, tracker, domain):
+            trigger = activating and mapping.type == "from_trigger_intent"
+            if not trigger and _skip_for_active_form(slot, mapping, tracker, domain):
                 continue
             if slot.type == "list" and mapping.type != "from_entity" and value is not None:
                 value = [value]  # a list slot holds a list, as in Rasa (`from_text`: [text])
