@@ -296,7 +296,7 @@ class ActionExtractSlots(Action):
         return await slot_extraction_events(ctx)
 
 
-async def slot_extraction_events(ctx: ActionContext, activating: bool = False) -> list[Event]:
+async def slot_extraction_events(ctx: ActionContext) -> list[Event]:
     """The events that fill slots from the latest user message, as Rasa's
     `action_extract_slots` makes them: the domain's mappings and the custom mappings'
     actions in slot order (`extraction_steps`), each action run on `ctx.tracker` as it was
@@ -304,10 +304,9 @@ async def slot_extraction_events(ctx: ActionContext, activating: bool = False) -
     `action_validate_slot_mappings` on that tracker with the slots so filled at its end.
     Its events come first, then the slots it did not set. Only `slot` and `bot` events of
     these actions count; a failure is logged and changes nothing. Unlike Rasa, which drops
-    them, the custom mappings' messages are kept (said first when there is a validation).
-    `activating`: for the form the message activates (see `extract_slots`)."""
+    them, the custom mappings' messages are kept (said first when there is a validation)."""
     extracted: list[Event] = []
-    for step in extraction_steps(ctx.tracker, ctx.domain, activating):
+    for step in extraction_steps(ctx.tracker, ctx.domain):
         if isinstance(step, str):
             extracted += await _mapping_action_events(step, ctx)
         else:
@@ -331,8 +330,8 @@ async def activation_slots(ctx: ActionContext) -> list[SlotSet]:
     `action_validate_slot_mappings` run again, seeing the form active. As in Rasa, only
     their slot events count: what they say was said at the message's own extraction."""
     if ctx.action_server is None:
-        return extract_slots(ctx.tracker, ctx.domain, activating=True)
-    events = await slot_extraction_events(ctx, activating=True)
+        return extract_slots(ctx.tracker, ctx.domain)
+    events = await slot_extraction_events(ctx)
     return [e for e in events if isinstance(e, SlotSet)]
 
 

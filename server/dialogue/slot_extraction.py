@@ -80,32 +80,27 @@ def _intent_desired(
     return intent not in blocked
 
 
-def extract_slots(tracker: Tracker, domain: Domain, activating: bool = False) -> list[SlotSet]:
+def extract_slots(tracker: Tracker, domain: Domain) -> list[SlotSet]:
     """SlotSet events for every slot whose mappings match the latest user message.
 
     Custom mappings are left out (see `extraction_steps`). While a form is active, a mapping
     without conditions still applies, as in Rasa 3; slots of the form other than the
-    requested one are only filled from entities, or (`activating`: the form the message
-    activates, its ActiveLoop at the tracker's end) by `from_trigger_intent`.
+    requested one are only filled from entities and `from_trigger_intent`.
     """
-    return cast(list[SlotSet], _extract(tracker, domain, activating))
+    return cast(list[SlotSet], _extract(tracker, domain))
 
 
-def extraction_steps(
-    tracker: Tracker, domain: Domain, activating: bool = False
-) -> list[SlotSet | str]:
+def extraction_steps(tracker: Tracker, domain: Domain) -> list[SlotSet | str]:
     """`extract_slots` with, in their place, the names of the custom mappings' actions to
     run: Rasa's `action_extract_slots` goes through the slots in the domain's order, each
     slot's mappings in order (the first predefined one that fills it ends that slot's
     turn), and runs a custom mapping's action there, once a message, when the mapping's
     intent and conditions hold. The events come out in this order, so of two mappings
     filling one slot the later one wins."""
-    return _extract(tracker, domain, activating, custom=True)
+    return _extract(tracker, domain, custom=True)
 
 
-def _extract(
-    tracker: Tracker, domain: Domain, activating: bool, custom: bool = False
-) -> list[SlotSet | str]:
+def _extract(tracker: Tracker, domain: Domain, custom: bool = False) -> list[SlotSet | str]:
     events: list[SlotSet | str] = []
     actions: set[str] = set()  # each custom mapping's action once, as in Rasa
     for slot in domain.slots:
@@ -125,8 +120,7 @@ def _extract(
             matched, value = mapping_value(mapping, slot, tracker, domain)
             if not matched:
                 continue
-            trigger = activating and mapping.type == "from_trigger_intent"
-            if not trigger and _skip_for_active_form(slot, mapping, tracker, domain):
+            if _skip_for_active_form(slot, mapping, tracker, domain):
                 continue
             if slot.type == "list" and mapping.type != "from_entity" and value is not None:
                 value = [value]  # a list slot holds a list, as in Rasa (`from_text`: [text])
@@ -153,10 +147,8 @@ def _skip_for_active_form(
         # of the form has the same mapping.
         return not _entity_mapping_unique(mapping, form.required_slots, domain)
     # from_text / from_intent without conditions would fill every slot of the form at once.
-    return (
-        mapping.type in ("from_text", "from_intent", "from_trigger_intent")
-        and not mapping.conditions
-    )
+    # (`from_trigger_intent` fills while a form is active, as in Rasa: only of its intent.)
+    return mapping.type in ("from_text", "from_intent") and not mapping.conditions
 
 
 def _entity_mapping_unique(mapping: SlotMapping, form_slots: list[str], domain: Domain) -> bool:

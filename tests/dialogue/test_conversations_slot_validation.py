@@ -434,3 +434,23 @@ async def test_a_custom_mapping_conditioned_on_the_form_runs_as_the_message_acti
 
     assert turn.texts == ["Off to Paris."]
     assert transport.calls == ["action_home_city"]
+
+
+async def test_a_trigger_intent_mapping_fills_a_slot_of_the_active_form(tmp_path: Any) -> None:
+    """As in Rasa, a `from_trigger_intent` mapping fills while a form is active, not only as
+    it activates (docs/differences-from-rasa.md): the form asking for the city takes the
+    mode of "/greet". Before, a form's slot other than the one asked for was skipped, as a
+    `from_text` one is, and the form rejected the message."""
+    mode = (
+        "mode: {type: text, mappings: [{type: from_trigger_intent, intent: greet, value: train}]}"
+    )
+    domain = DOMAIN.replace("{extra_slot}", mode).replace("{actions}", "utter_done")
+    domain = domain.replace("required_slots: [city]", "required_slots: [city, mode]")
+    files = {"config.yml": CONFIG, "domain.yml": domain, "data/rules.yml": RULES}
+    conversation = Conversation(make_agent(train_files(files, tmp_path)), "mode")
+    assert (await conversation.say("/trip")).texts == ["Which city?"]
+
+    turn = await conversation.say("/greet")
+
+    assert (await conversation.tracker()).get_slot("mode") == "train"
+    assert turn.texts == ["Which city?"]
