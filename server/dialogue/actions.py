@@ -323,6 +323,18 @@ async def slot_extraction_events(ctx: ActionContext) -> list[Event]:
     return [*said, *validated, *(e for e in candidates if e.key not in checked)]
 
 
+async def activation_slots(ctx: ActionContext) -> list[SlotSet]:
+    """The slot events of `action_extract_slots` run again as a form activates (`ctx.tracker`
+    ends with its ActiveLoop), as Rasa's form does: mappings conditioned on the form fill
+    from the message that activates it, and custom mappings' actions and
+    `action_validate_slot_mappings` run again, seeing the form active. As in Rasa, only
+    their slot events count: what they say was said at the message's own extraction."""
+    if ctx.action_server is None:
+        return extract_slots(ctx.tracker, ctx.domain)
+    events = await slot_extraction_events(ctx)
+    return [e for e in events if isinstance(e, SlotSet)]
+
+
 async def _mapping_action_events(name: str, ctx: ActionContext) -> list[Event]:
     """The `slot` and `bot` events of one slot-mapping action; none when it fails."""
     try:

@@ -9,9 +9,9 @@ from server.dialogue.actions import (
     ActionContext,
     ActionDefaultAskAffirmation,
     RemoteAction,
+    activation_slots,
     events_from_action_result,
 )
-from server.dialogue.slot_extraction import trigger_intent_slots
 from server.dialogue.slots import REQUESTED_SLOT
 from server.errors import ActionRejected
 from server.trackers.events import (
@@ -68,16 +68,25 @@ class FormAction(Action):
         events: list[Event] = []
         if tracker.active_loop_name != self.name:
             events.append(ActiveLoop(name=self.name))
-            # As in Rasa, `from_trigger_intent` mappings fill once the form is active.
-            activated = tracker.extended(events)
-            events += trigger_intent_slots(activated, domain)
-            activated.update_many(events[1:])
+            # As in Rasa, the slots are extracted again once the form is active (so
+            # `from_trigger_intent` mappings and those conditioned on the form fill); a
+            # validation action then gets the required slots filled so far, and the
+            # extracted slots it did not set are logged after its events.
+            activating = _sub_context(ctx, events)
+            extracted = await activation_slots(activating)
+            activated = activating.tracker
+            activated.update_many(extracted)
             prefilled = [
                 SlotSet(key=s, value=activated.get_slot(s))
                 for s in required
                 if activated.get_slot(s) is not None
             ]
-            events += await self._validate(ctx, prefilled, events)
+            if f"validate_{self.name}" not in domain.user_actions:
+                events += extracted
+            else:
+                validated = await self._validate(ctx, prefilled, [*events, *extracted])
+                checked = {e.key for e in validated if isinstance(e, SlotSet)}
+                events += [*validated, *(e for e in extracted if e.key not in checked)]
         elif tracker.latest_action_name == ACTION_LISTEN and not tracker.is_active_loop_interrupted:
             requested = tracker.get_slot(REQUESTED_SLOT)
             # A slot the validation action asks for beyond the domain's list (rasa-sdk's

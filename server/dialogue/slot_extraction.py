@@ -85,9 +85,9 @@ def extract_slots(tracker: Tracker, domain: Domain) -> list[SlotSet]:
 
     Custom mappings are left out (see `extraction_steps`). While a form is active, a mapping
     without conditions still applies, as in Rasa 3; slots of the form other than the
-    requested one are only filled from entities.
+    requested one are only filled from entities and `from_trigger_intent`.
     """
-    return cast(list[SlotSet], _extract(tracker, domain, trigger_only=False))
+    return cast(list[SlotSet], _extract(tracker, domain))
 
 
 def extraction_steps(tracker: Tracker, domain: Domain) -> list[SlotSet | str]:
@@ -97,18 +97,10 @@ def extraction_steps(tracker: Tracker, domain: Domain) -> list[SlotSet | str]:
     turn), and runs a custom mapping's action there, once a message, when the mapping's
     intent and conditions hold. The events come out in this order, so of two mappings
     filling one slot the later one wins."""
-    return _extract(tracker, domain, trigger_only=False, custom=True)
+    return _extract(tracker, domain, custom=True)
 
 
-def trigger_intent_slots(tracker: Tracker, domain: Domain) -> list[SlotSet]:
-    """SlotSet events of the `from_trigger_intent` mappings, for a form being activated by
-    the latest user message (`tracker` holds the form's ActiveLoop already)."""
-    return cast(list[SlotSet], _extract(tracker, domain, trigger_only=True))
-
-
-def _extract(
-    tracker: Tracker, domain: Domain, trigger_only: bool, custom: bool = False
-) -> list[SlotSet | str]:
+def _extract(tracker: Tracker, domain: Domain, custom: bool = False) -> list[SlotSet | str]:
     events: list[SlotSet | str] = []
     actions: set[str] = set()  # each custom mapping's action once, as in Rasa
     for slot in domain.slots:
@@ -125,12 +117,10 @@ def _extract(
                     actions.add(action)
                     events.append(action)
                 continue
-            if trigger_only and mapping.type != "from_trigger_intent":
-                continue
             matched, value = mapping_value(mapping, slot, tracker, domain)
             if not matched:
                 continue
-            if not trigger_only and _skip_for_active_form(slot, mapping, tracker, domain):
+            if _skip_for_active_form(slot, mapping, tracker, domain):
                 continue
             if slot.type == "list" and mapping.type != "from_entity" and value is not None:
                 value = [value]  # a list slot holds a list, as in Rasa (`from_text`: [text])
@@ -157,10 +147,8 @@ def _skip_for_active_form(
         # of the form has the same mapping.
         return not _entity_mapping_unique(mapping, form.required_slots, domain)
     # from_text / from_intent without conditions would fill every slot of the form at once.
-    return (
-        mapping.type in ("from_text", "from_intent", "from_trigger_intent")
-        and not mapping.conditions
-    )
+    # (`from_trigger_intent` fills while a form is active, as in Rasa: only of its intent.)
+    return mapping.type in ("from_text", "from_intent") and not mapping.conditions
 
 
 def _entity_mapping_unique(mapping: SlotMapping, form_slots: list[str], domain: Domain) -> bool:

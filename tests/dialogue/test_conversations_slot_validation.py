@@ -283,7 +283,9 @@ class _Note(Action):
 
 async def test_a_custom_mapping_runs_only_while_its_conditions_hold(tmp_path: Any) -> None:
     """As in Rasa, a custom mapping's `conditions` (and `intent`, `not_intent`) decide whether
-    its action runs at all. Before, it ran after every message: outside the trip form too."""
+    its action runs at all: not at "/greet"; at "/trip" once the form is active (Rasa's form
+    extracts the slots again as it activates), then at each message in the form. Before, it
+    ran after every message: outside the trip form too."""
     note = (
         "note: {type: text, mappings: [{type: custom, action: action_note,"
         " conditions: [{active_loop: trip_form}]}]}"
@@ -293,11 +295,13 @@ async def test_a_custom_mapping_runs_only_while_its_conditions_hold(tmp_path: An
     conversation = Conversation(make_agent(model, transport=transport), "n")
 
     assert (await conversation.say("/greet")).texts == ["Hi"]
-    assert (await conversation.say("/trip")).texts == ["Which city?"]
     assert transport.calls == []
+    assert (await conversation.say("/trip")).texts == ["Which city?"]
+    assert transport.calls == ["action_note"]
+    assert (await conversation.tracker()).get_slot("note") == "/trip"
     await conversation.say('/inform{"city": "rome"}')
 
-    assert transport.calls == ["action_note"]
+    assert transport.calls == ["action_note", "action_note"]
     assert (await conversation.tracker()).get_slot("note") == '/inform{"city": "rome"}'
 
 
@@ -376,3 +380,77 @@ async def test_a_forms_validation_gets_each_slot_once_with_its_last_value(tmp_pa
 
     assert _TripValidation.candidates[-1] == [("city", "rome")]
     assert turn.texts == ["Off to rome."]
+
+
+async def test_a_mapping_conditioned_on_the_form_fills_as_the_message_activates_it(
+    tmp_path: Any,
+) -> None:
+    """As Rasa's form, which runs `action_extract_slots` again once it is active, a mapping
+    whose `conditions` name the form takes the entity of the message that activates it: the
+    form has its city and ends. Before, only `from_trigger_intent` mappings filled there and
+    the form asked "Which city?" for the city the user had just named."""
+    model = _city_bot(
+        tmp_path,
+        "[{type: from_entity, entity: city, conditions: [{active_loop: trip_form}]}]",
+        "utter_done",
+    )
+    conversation = Conversation(make_agent(model), "conditioned")
+
+    turn = await conversation.say('/trip{"city": "rome"}')
+
+    assert turn.texts == ["Off to rome."]
+
+
+class _HomeCity(Action):
+    """Proposes Paris for a trip while the trip form runs."""
+
+    def name(self) -> str:
+        return "action_home_city"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        if tracker.active_loop.get("name") != "trip_form" or tracker.get_slot("city"):
+            return []
+        return [SlotSet("city", "Paris")]
+
+
+async def test_a_custom_mapping_conditioned_on_the_form_runs_as_the_message_activates_it(
+    tmp_path: Any,
+) -> None:
+    """As in Rasa, the custom mapping's action runs again once the form is active (its
+    condition then holds) and its city completes the form. Before, it ran only at the next
+    message: the form asked "Which city?" first."""
+    model = _city_bot(
+        tmp_path,
+        "[{type: from_entity, entity: city},"
+        " {type: custom, action: action_home_city, conditions: [{active_loop: trip_form}]}]",
+        "action_home_city",
+    )
+    transport = SdkTransport(_HomeCity)
+    conversation = Conversation(make_agent(model, transport=transport), "home")
+
+    turn = await conversation.say("/trip")
+
+    assert turn.texts == ["Off to Paris."]
+    assert transport.calls == ["action_home_city"]
+
+
+async def test_a_trigger_intent_mapping_fills_a_slot_of_the_active_form(tmp_path: Any) -> None:
+    """As in Rasa, a `from_trigger_intent` mapping fills while a form is active, not only as
+    it activates (docs/differences-from-rasa.md): the form asking for the city takes the
+    mode of "/greet". Before, a form's slot other than the one asked for was skipped, as a
+    `from_text` one is, and the form rejected the message."""
+    mode = (
+        "mode: {type: text, mappings: [{type: from_trigger_intent, intent: greet, value: train}]}"
+    )
+    domain = DOMAIN.replace("{extra_slot}", mode).replace("{actions}", "utter_done")
+    domain = domain.replace("required_slots: [city]", "required_slots: [city, mode]")
+    files = {"config.yml": CONFIG, "domain.yml": domain, "data/rules.yml": RULES}
+    conversation = Conversation(make_agent(train_files(files, tmp_path)), "mode")
+    assert (await conversation.say("/trip")).texts == ["Which city?"]
+
+    turn = await conversation.say("/greet")
+
+    assert (await conversation.tracker()).get_slot("mode") == "train"
+    assert turn.texts == ["Which city?"]
