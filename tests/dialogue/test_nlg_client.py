@@ -253,7 +253,7 @@ slots:
   name:
     type: text
     mappings:
-    - {type: from_text, conditions: [{active_loop: name_form}]}
+    - {type: from_text, conditions: [{active_loop: name_form, requested_slot: name}]}
 forms:
   name_form:
     required_slots: [name]
