@@ -4,13 +4,18 @@ under the blend, on the static pipeline's cached blocks and the SGD CRFs' jackkn
 
     python bench/nlu_snips_blocks.py blocks --cache DIR   # gazetteer / carrier blocks
     python bench/nlu_snips_blocks.py losses --cache DIR   # LR / ridge beside the blend
+    python bench/nlu_snips_blocks.py combined --cache DIR # gazetteer and carrier together
+    python bench/nlu_snips_blocks.py titles               # is a title's kind in its words?
 
 `blocks` adds one more block to the blend + typed words: a gazetteer of the training
 split's entity values per type (longest match on token boundaries; a training sentence sees
 the values of the other CV folds only), or the carrier (the words outside the CRF's entity
 spans, each span one `_`, 1-3 grams with sentence marks). `losses` fits a multinomial
 logistic regression and a ridge classifier on the same weighted rows and adds
-w × z(their scores) to z(the blend's), z standardising over the intents.
+w × z(their scores) to z(the blend's), z standardising over the intents. `titles` asks
+whether a title alone tells a film (`movie_name`) from another work (`object_name`): a
+logistic regression on the training split's values, scored on `valid.yml`'s (with the
+`dense` extra, also on MiniLM's embedding of each value).
 """
 
 from __future__ import annotations
@@ -127,16 +132,29 @@ def _z(scores: np.ndarray) -> np.ndarray:
 
 def blocks(cache: Cache, tagged: dict[str, Any], out: Path) -> None:
     typed = (typed_block(cache, tagged), 0.5)
+    # One weight each, fixed beforehand (a blend run is minutes of CPU): the gazetteer at
+    # the twelfth round's best CV weight, the carrier at the typed words' (the same kind).
     candidates = {
-        "gazetteer": gazetteer_block(cache),
-        "carrier": carrier_block(cache, tagged),
+        "gazetteer": (gazetteer_block(cache), 1.0),
+        "carrier": (carrier_block(cache, tagged), 0.5),
     }
-    for name, block in candidates.items():
-        for weight in (0.5, 1.0):
-            classes, found = blend_scores(cache, [typed, (block, weight)])
-            valid, cv = found["blend"]
-            report(f"+ {name} x {weight:g}", cache, classes, valid, cv)
-            np.savez(out / f"blocks_{name}_{weight:g}.npz", classes=classes, valid=valid, cv=cv)
+    for name, (block, weight) in candidates.items():
+        classes, found = blend_scores(cache, [typed, (block, weight)])
+        valid, cv = found["blend"]
+        report(f"+ {name} x {weight:g}", cache, classes, valid, cv)
+        np.savez(out / f"blocks_{name}_{weight:g}.npz", classes=classes, valid=valid, cv=cv)
+
+
+def combined(cache: Cache, tagged: dict[str, Any], out: Path) -> None:
+    extra = [
+        (typed_block(cache, tagged), 0.5),
+        (gazetteer_block(cache), 1.0),
+        (carrier_block(cache, tagged), 0.5),
+    ]
+    classes, found = blend_scores(cache, extra)
+    valid, cv = found["blend"]
+    report("+ gazetteer x 1 + carrier x 0.5", cache, classes, valid, cv)
+    np.savez(out / "blocks_combined.npz", classes=classes, valid=valid, cv=cv)
 
 
 def losses(cache: Cache, tagged: dict[str, Any], out: Path) -> None:
@@ -167,16 +185,64 @@ def judge_losses(cache: Cache, out: Path) -> None:
             report(f"z(blend) + {weight:g} z({name})", cache, classes, valid, cv)
 
 
+def _title_values(split: str) -> tuple[list[str], np.ndarray]:
+    data = read_nlu_file(DATA / "snips" / "rasa-yaml" / split)
+    found = [
+        (e.text[a.start : a.end].lower(), a.entity)
+        for e in data.examples
+        for a in e.entities
+        if a.entity in ("movie_name", "object_name")
+    ]
+    return [v for v, _ in found], np.asarray([k for _, k in found])
+
+
+def titles() -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from server.nlu.dense_featurizer import dense_available
+
+    train, y = _title_values("train.yml")
+    valid, gold = _title_values("valid.yml")
+    films = gold == "movie_name"
+    print(f"{len(train)} training values ({int((y == 'movie_name').sum())} movie_name), ", end="")
+    print(f"{len(valid)} validation values ({int(films.sum())} movie_name)")
+    views: dict[str, tuple[Any, Any]] = {}
+    for analyzer, ngrams in (("char_wb", (2, 5)), ("word", (1, 2))):
+        vectors = TfidfVectorizer(analyzer=analyzer, ngram_range=ngrams, sublinear_tf=True)
+        views[f"{analyzer} {ngrams}"] = (vectors.fit_transform(train), vectors.transform(valid))
+    if dense_available():
+        from server.nlu.dense_featurizer import SentenceEncoder
+
+        encoder = SentenceEncoder(1)
+        views["MiniLM embedding"] = (encoder.embed(train), encoder.embed(valid))
+    for name, (x, x_valid) in views.items():
+        for c in (0.3, 1.0, 3.0):
+            model = LogisticRegression(C=c, max_iter=2000, class_weight="balanced").fit(x, y)
+            got = model.predict(x_valid)
+            print(
+                f"{name:18s} C {c:g}: accuracy {float((got == gold).mean()):.3f}, "
+                f"movie_name recall {float((got[films] == 'movie_name').mean()):.3f}, "
+                f"object_name recall {float((got[~films] == 'object_name').mean()):.3f}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["blocks", "losses", "judge_losses"])
+    parser.add_argument(
+        "command", choices=["blocks", "combined", "losses", "judge_losses", "titles"]
+    )
     parser.add_argument("--cache", default="/tmp/nlu_distill")
     args = parser.parse_args()
+    if args.command == "titles":
+        return titles()
     out = Path(args.cache)
     cache = Cache(out)
     tagged = json.loads((out / "crf_sgd.json").read_text())
     if args.command == "blocks":
         return blocks(cache, tagged, out)
+    if args.command == "combined":
+        return combined(cache, tagged, out)
     if args.command == "losses":
         return losses(cache, tagged, out)
     return judge_losses(cache, out)
