@@ -28,8 +28,8 @@ pipelines the nearest-training-sentence blend (`*_words`: without the character 
 `*_chars_entity_types`: with the EntityTypeFeaturizer too, `_sgd`: its CRFs trained by
 SGD, `_3folds`: three jackknife CRFs, `_teacher_map`: with the TeacherMapFeaturizer,
 `_consistency`: IntentEntityConsistency after the classifier, `_gazetteer`: the
-EntityGazetteerFeaturizer, `_carrier`: the EntityTypeFeaturizer's carrier block), the `*_skip_grams` pipelines the SkipGramFeaturizer (pairs of
-words 2-4 apart);
+EntityGazetteerFeaturizer, `_carrier`: the EntityTypeFeaturizer's carrier block), the
+`*_skip_grams` pipelines the SkipGramFeaturizer (pairs of words 2-4 apart);
 `--limit N`
 keeps an evenly spread subset of at most N examples per split (quick checks only).
 Each result lists its wrongly classified sentences (`intent_misses`: text, gold, predicted),

@@ -36,32 +36,14 @@ sys.path.insert(0, str(ROOT))
 from bench.nlu import DATA  # noqa: E402
 from bench.nlu_consistency import blend_scores, report, typed_block  # noqa: E402
 from bench.nlu_snips import Block, Cache  # noqa: E402
+from server.nlu.entity_types import carrier_words  # noqa: E402
+from server.nlu.gazetteer import Values, gazetteer_types  # noqa: E402
 from server.nlu.tokenizer import tokenize  # noqa: E402
 from server.training.nlu_yaml import read_nlu_file  # noqa: E402
-
-Values = dict[tuple[str, ...], collections.Counter[str]]
 
 
 def _words(text: str) -> list[str]:
     return [t.text.lower() for t in tokenize(text)]
-
-
-def gazetteer_features(words: list[str], known: Values, longest: int) -> dict[str, float]:
-    """The types of the training values found in `words`, longest match first, each match's
-    types weighted by their share of that value's annotations."""
-    out: dict[str, float] = collections.defaultdict(float)
-    i = 0
-    while i < len(words):
-        for j in range(min(len(words), i + longest), i, -1):
-            types = known.get(tuple(words[i:j]))
-            if types:
-                for entity, count in types.items():
-                    out["gaz:" + entity] += count / types.total()
-                i = j
-                break
-        else:
-            i += 1
-    return dict(out)
 
 
 def gazetteer_block(cache: Cache) -> Block:
@@ -87,26 +69,12 @@ def gazetteer_block(cache: Cache) -> Block:
     vectors = DictVectorizer()
     train_rows = vectors.fit_transform(
         [
-            gazetteer_features(_words(t), *folds[k])
+            gazetteer_types(_words(t), *folds[k])
             for t, k in zip(cache.ttr, cache.fold_of, strict=True)
         ]
     )
-    valid_rows = vectors.transform([gazetteer_features(_words(t), *everything) for t in cache.tva])
+    valid_rows = vectors.transform([gazetteer_types(_words(t), *everything) for t in cache.tva])
     return sp.csr_matrix(normalize(train_rows)), sp.csr_matrix(normalize(valid_rows))
-
-
-def carrier_words(text: str, entities: list[dict[str, Any]]) -> list[str]:
-    """The words outside the entity spans, each span one `_`, between sentence marks."""
-    spans = sorted((e["start"], e["end"]) for e in entities)
-    words, current = ["^"], None
-    for token in tokenize(text):
-        span = next((s for s in spans if token.start < s[1] and token.end > s[0]), None)
-        if span is None:
-            words.append(token.text.lower())
-        elif span != current:
-            words.append("_")
-        current = span
-    return [*words, "$"]
 
 
 def carrier_block(cache: Cache, tagged: dict[str, Any]) -> Block:
@@ -116,7 +84,7 @@ def carrier_block(cache: Cache, tagged: dict[str, Any]) -> Block:
         return [" ".join(words[i : i + n]) for n in (1, 2, 3) for i in range(len(words) - n + 1)]
 
     def carriers(texts: list[str], rows: list[dict[str, Any]]) -> list[list[str]]:
-        return [carrier_words(t, r["entities"]) for t, r in zip(texts, rows, strict=True)]
+        return [carrier_words(tokenize(t), r["entities"]) for t, r in zip(texts, rows, strict=True)]
 
     vectors = TfidfVectorizer(analyzer=grams, sublinear_tf=True, lowercase=False)
     return (
