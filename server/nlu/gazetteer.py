@@ -75,6 +75,8 @@ class EntityGazetteerFeaturizer:
                     if fold != i % self.folds:
                         per_fold[fold].setdefault(words, Counter())[kind] += 1
         self._set(everything)
+        if not self.types_:
+            return
         for i, message in enumerate(messages):
             message.blocks.append(self._block(message, per_fold[i % self.folds]))
 
@@ -84,6 +86,8 @@ class EntityGazetteerFeaturizer:
         self.longest_ = max((len(words) for words in values), default=1)
 
     def process(self, message: Message) -> None:
+        if not self.types_:
+            return  # idle: no training example holds an entity
         message.blocks.append(self._block(message, self.values_))
 
     def _block(self, message: Message, values: Values) -> tuple[list[int], list[float], int]:

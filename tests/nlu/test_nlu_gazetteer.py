@@ -93,3 +93,13 @@ def test_malformed_values_fail_loading_with_the_components_name(values: Any):
         EntityGazetteerFeaturizer.from_state(
             {}, {"values": values}, Path("."), "", "EntityGazetteerFeaturizer"
         )
+
+
+def test_idle_without_entities():
+    data = read_nlu_yaml("nlu:\n- intent: greet\n  examples: |\n    - hello there\n")
+    messages = [Message(e.text, tokenize(e.text)) for e in data.examples]
+    featurizer = EntityGazetteerFeaturizer({})
+    featurizer.train(messages, data)
+    message = Message("hello", tokenize("hello"))
+    featurizer.process(message)
+    assert not messages[0].blocks and not message.blocks
