@@ -12,7 +12,8 @@ intent accuracy, entity F1, training time and parse latency.
                                    static_neighbours_chars_teacher_map|
                                    static_neighbours_chars_entity_types_sgd_3folds_teacher_map|
                                    static_neighbours_chars_entity_types_sgd_3folds_consistency|
-                                   static_neighbours_chars_scenarios]
+                                   static_neighbours_chars_scenarios|
+                                   static_neighbours_chars_entity_types_sgd_3folds_gazetteer[_carrier]]
                         [--split test|valid|cv] [--folds K] [--limit N]
                         [--out bench/results/nlu.json]
 
@@ -27,10 +28,10 @@ pipelines the nearest-training-sentence blend (`*_words`: without the character 
 `*_chars`: with them as 64 singular directions, `*_chars32`: as 32,
 `*_chars_entity_types`: with the EntityTypeFeaturizer too, `_sgd`: its CRFs trained by
 SGD, `_3folds`: three jackknife CRFs, `_teacher_map`: with the TeacherMapFeaturizer,
-`_consistency`:
-IntentEntityConsistency after the classifier, `_scenarios`: the classifier's scenario term
-for intents named `scenario_intent`), the `*_skip_grams`
-pipelines the SkipGramFeaturizer (pairs of words 2-4 apart);
+`_consistency`: IntentEntityConsistency after the classifier, `_scenarios`: the
+classifier's scenario term for intents named `scenario_intent`, `_gazetteer`: the
+EntityGazetteerFeaturizer, `_carrier`: the EntityTypeFeaturizer's carrier block), the
+`*_skip_grams` pipelines the SkipGramFeaturizer (pairs of words 2-4 apart);
 `--limit N`
 keeps an evenly spread subset of at most N examples per split (quick checks only).
 Each result lists its wrongly classified sentences (`intent_misses`: text, gold, predicted),
@@ -227,6 +228,21 @@ STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_CONSISTENCY_PIPELINE = (
     + [CONSISTENCY]
     + STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_PIPELINE[-1:]
 )
+# The same with the EntityGazetteerFeaturizer after the typed words (nineteenth round,
+# SNIPS): the training split's entity values found again in the message (longest match),
+# each type by its share of the value's annotations, as one more block (weight 1).
+GAZETTEER = {"name": "EntityGazetteerFeaturizer", "weight": 1.0}
+STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_GAZETTEER_PIPELINE = (
+    STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_PIPELINE[:-2]
+    + [GAZETTEER]
+    + STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_PIPELINE[-2:]
+)
+# The same with the carrier too (the words around the CRF's entity spans, 1-3 grams, a
+# block of the EntityTypeFeaturizer's, weight 0.5): chosen on 5-fold CV of SNIPS train.
+STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_GAZETTEER_CARRIER_PIPELINE = [
+    {**step, "carrier_weight": 0.5} if step["name"] == "EntityTypeFeaturizer" else step
+    for step in STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_GAZETTEER_PIPELINE
+]
 
 # The blend plus the intent classifier's scenario term (nineteenth round, HWU64): a second SVM
 # over the intents' name prefixes (`alarm` of `alarm_query`), its standardised score added to
@@ -271,6 +287,12 @@ PIPELINES = {
         STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_CONSISTENCY_PIPELINE
     ),
     "static_neighbours_chars_scenarios": STATIC_NEIGHBOURS_CHARS_SCENARIOS_PIPELINE,
+    "static_neighbours_chars_entity_types_sgd_3folds_gazetteer": (
+        STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_GAZETTEER_PIPELINE
+    ),
+    "static_neighbours_chars_entity_types_sgd_3folds_gazetteer_carrier": (
+        STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_GAZETTEER_CARRIER_PIPELINE
+    ),
 }
 
 

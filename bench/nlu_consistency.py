@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,22 +71,29 @@ def typed_block(cache: Cache, tagged: dict[str, Any]) -> tuple[sp.csr_matrix, sp
     )
 
 
-def scores(cache: Cache, tagged: dict[str, Any], out: Path, typed: bool) -> None:
+def blend_scores(
+    cache: Cache,
+    extra: list[tuple[tuple[sp.csr_matrix, sp.csr_matrix], float]],
+    side: dict[str, Callable[[], Any]] | None = None,
+) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """The blend's scores (static_neighbours_chars' options) for `valid.yml` (fitted on
-    every training sentence) and for each training sentence from the fold without it."""
+    every training sentence) and for each training sentence from the fold without it, with
+    `extra` blocks (x weight) beside the cached ones; `side` names more scikit-learn models
+    fitted on the same weighted rows, whose decision functions come back beside the blend's
+    (key "blend")."""
     from sklearn.svm import LinearSVC
 
     from server.nlu.class_spread import ClassSpread
     from server.nlu.neighbours import Neighbours
 
-    extra = [(typed_block(cache, tagged), 0.5)] if typed else []
     xtr, xva, widths = cache.stacked(extra)
     ends = np.cumsum(widths)
     char = 2  # [regex, word, char_wb, static, extra...]
     compressed = np.asarray([[ends[char] - widths[char], ends[char]]], np.int64)
     classes = np.unique(cache.ytr)
+    makers = side or {}
 
-    def run(fit_rows: np.ndarray, x_out: sp.csr_matrix) -> np.ndarray:
+    def run(fit_rows: np.ndarray, x_out: sp.csr_matrix) -> dict[str, np.ndarray]:
         y = cache.ytr[fit_rows]
         spread = ClassSpread.fit(xtr[fit_rows], list(y), widths)
         x_fit, x_q = spread.matrix(xtr[fit_rows]), spread.matrix(x_out)
@@ -95,23 +103,52 @@ def scores(cache: Cache, tagged: dict[str, Any], out: Path, typed: bool) -> None
         nearest = Neighbours.fit(
             x_fit, np.searchsorted(classes, y), len(classes), 1, 0.3, None, 16, compressed, 64
         )
-        return np.stack(
-            [
-                nearest.blend(s, r.indices.astype(np.int64), r.data.astype(np.float32))
-                for s, r in zip(raw, (x_q[i] for i in range(x_q.shape[0])), strict=False)
-            ]
-        )
+        out = {
+            "blend": np.stack(
+                [
+                    nearest.blend(s, r.indices.astype(np.int64), r.data.astype(np.float32))
+                    for s, r in zip(raw, (x_q[i] for i in range(x_q.shape[0])), strict=False)
+                ]
+            )
+        }
+        for name, make in makers.items():
+            other = make().fit(x_fit, y)
+            assert list(other.classes_) == list(classes)
+            out[name] = other.decision_function(x_q)
+        return out
 
     valid = run(np.arange(len(cache.ytr)), xva)
-    cv = np.zeros((len(cache.ytr), len(classes)))
+    cv = {name: np.zeros((len(cache.ytr), len(classes))) for name in valid}
     for fit_rows, held_out in _folds(cache.ytr):
-        cv[held_out] = run(fit_rows, xtr[held_out])
+        for name, got in run(fit_rows, xtr[held_out]).items():
+            cv[name][held_out] = got
+    return classes, {name: (valid[name], cv[name]) for name in valid}
+
+
+def scores(cache: Cache, tagged: dict[str, Any], out: Path, typed: bool) -> None:
+    """The blend's scores for `valid.yml` and out of fold, saved for `judge`."""
+    extra = [(typed_block(cache, tagged), 0.5)] if typed else []
+    classes, found = blend_scores(cache, extra)
+    valid, cv = found["blend"]
     name = "blend_scores.npz" if typed else "blend_scores_untyped.npz"
     np.savez(out / name, classes=classes, valid=valid, cv=cv)
     print(
         f"{name}: valid errors {int((classes[valid.argmax(1)] != cache.yva).sum())}, "
         f"CV errors {int((classes[cv.argmax(1)] != cache.ytr).sum())}"
     )
+
+
+def report(label: str, cache: Cache, classes: np.ndarray, valid: Any, cv: Any) -> np.ndarray:
+    """Print the validation and CV errors (and CV errors per fold) of two score arrays;
+    return the validation predictions."""
+    va, cvp = classes[valid.argmax(1)], classes[cv.argmax(1)]
+    per_fold = [int((cvp[h] != cache.ytr[h]).sum()) for _, h in _folds(cache.ytr)]
+    print(
+        f"{label:44s} valid {int((va != cache.yva).sum()):3d}  "
+        f"CV {int((cvp != cache.ytr).sum()):4d} {per_fold}",
+        flush=True,
+    )
+    return np.asarray(va)
 
 
 def type_table(rows: np.ndarray, classes: np.ndarray) -> dict[str, set[int]]:
@@ -154,13 +191,7 @@ def judge(cache: Cache, tagged: dict[str, Any], out: Path, name: str) -> None:
         for k, (_, held_out) in enumerate(_folds(cache.ytr)):
             rows = [tagged["train"][i]["entities"] for i in held_out]
             cvp[held_out] = penalised(cv[held_out], rows, tables[k], mu)
-        va_pred, cv_pred = classes[va.argmax(1)], classes[cvp.argmax(1)]
-        per_fold = [int((cv_pred[h] != cache.ytr[h]).sum()) for _, h in _folds(cache.ytr)]
-        print(
-            f"{name} mu {mu:g}: valid errors {int((va_pred != cache.yva).sum())}, "
-            f"CV errors {int((cv_pred != cache.ytr).sum())} {per_fold}",
-            flush=True,
-        )
+        va_pred = report(f"{name} mu {mu:g}", cache, classes, va, cvp)
         if mu in (0.0, 1e9):
             for text, gold, got, r in zip(
                 cache.tva, cache.yva, va_pred, tagged["valid"], strict=True

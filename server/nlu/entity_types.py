@@ -1,6 +1,7 @@
 """EntityTypeFeaturizer: the message's words with each extracted entity replaced by its type
-(`play @artist on @service`), as word n-grams for the intent classifier. At training time
-the entities come from a K-fold jackknife of the CRF, as noisy as the ones parsing sees."""
+(`play @artist on @service`), as word n-grams for the intent classifier, and optionally the
+carrier (the words around the entities, `^ play _ on _ $`) as another block. At training
+time the entities come from a K-fold jackknife of the CRF, as noisy as the ones parsing sees."""
 
 from __future__ import annotations
 
@@ -28,6 +29,23 @@ def typed_words(tokens: list[Token], entities: list[dict[str, Any]]) -> list[str
         elif span != current:
             words.append("@" + span[2])
         current = span
+    return words
+
+
+def carrier_words(tokens: list[Token], entities: list[dict[str, Any]]) -> list[str]:
+    """The lowercased words outside the entity spans, each span one `_`, between the
+    sentence marks `^` and `$`: the frame of the sentence, whatever the entities' types."""
+    spans = sorted((e["start"], e["end"]) for e in entities)
+    words = ["^"]
+    current: tuple[int, int] | None = None
+    for token in tokens:
+        span = next((s for s in spans if token.start < s[1] and token.end > s[0]), None)
+        if span is None:
+            words.append(token.text.lower())
+        elif span != current:
+            words.append("_")
+        current = span
+    words.append("$")
     return words
 
 
@@ -66,8 +84,11 @@ class EntityTypeFeaturizer:
         self.name = name
         self.folds = max(2, int(config.get("folds", 5)))
         self.weight = float(config.get("weight", 0.5))
+        # The carrier's 1-3 grams as a second block (nineteenth round, SNIPS); 0 is off.
+        self.carrier_weight = float(config.get("carrier_weight", 0.0))
         self.crf_config = {k: config[k] for k in _CRF_OPTIONS if k in config}
         self.vectors_: CountVectorsFeaturizer | None = None
+        self.carrier_vectors_: CountVectorsFeaturizer | None = None
         self.sources: list[str] = []  # names of the CRF extractors before it (the pipeline's)
 
     def _vectors(self) -> CountVectorsFeaturizer:
@@ -82,8 +103,15 @@ class EntityTypeFeaturizer:
             f"{self.name}.vectors",
         )
 
+    def _carrier_vectors(self) -> CountVectorsFeaturizer:
+        return CountVectorsFeaturizer(
+            {"analyzer": "word", "min_ngram": 1, "max_ngram": 3, "lowercase": False},
+            f"{self.name}.carrier",
+        )
+
     def train(self, messages: list[Message], data: NLUTrainingData) -> None:
         self.vectors_ = None
+        self.carrier_vectors_ = None
         if not any(e.entities for e in data.examples):
             return
         entities = jackknife_entities(messages, data, self.folds, self.crf_config)
@@ -92,8 +120,18 @@ class EntityTypeFeaturizer:
         ]
         self.vectors_ = self._vectors()
         self.vectors_.train(typed, data)
-        for message, features in zip(messages, typed, strict=True):
-            message.blocks.append(self._scaled(features))
+        carriers: list[Message] = []
+        if self.carrier_weight > 0:
+            carriers = [
+                _carrier_message(m.tokens, found)
+                for m, found in zip(messages, entities, strict=True)
+            ]
+            self.carrier_vectors_ = self._carrier_vectors()
+            self.carrier_vectors_.train(carriers, data)
+        for i, message in enumerate(messages):
+            message.blocks.append(_scaled(typed[i], self.weight))
+            if carriers:
+                message.blocks.append(_scaled(carriers[i], self.carrier_weight))
 
     def process(self, message: Message) -> None:
         if self.vectors_ is None:
@@ -101,16 +139,24 @@ class EntityTypeFeaturizer:
         found = [e for e in message.entities if e.get("extractor") in self.sources]
         typed = _typed_message(message.tokens, found)
         self.vectors_.process(typed)
-        message.blocks.append(self._scaled(typed))
-
-    def _scaled(self, typed: Message) -> tuple[list[int], list[float], int]:
-        indices, values, width = typed.blocks[-1]
-        return indices, [v * self.weight for v in values], width
+        message.blocks.append(_scaled(typed, self.weight))
+        if self.carrier_vectors_ is not None:
+            carrier = _carrier_message(message.tokens, found)
+            self.carrier_vectors_.process(carrier)
+            message.blocks.append(_scaled(carrier, self.carrier_weight))
 
     def state(self, directory: Path, prefix: str) -> dict[str, Any]:
         if self.vectors_ is None:
             return {"trained": False}
-        return {"trained": True, "sources": self.sources, **self.vectors_.state(directory, prefix)}
+        carrier = self.carrier_vectors_ is not None
+        if self.carrier_vectors_ is not None:
+            self.carrier_vectors_.state(directory, f"{prefix}carrier_")
+        return {
+            "trained": True,
+            "carrier": carrier,
+            "sources": self.sources,
+            **self.vectors_.state(directory, prefix),
+        }
 
     @classmethod
     def from_state(
@@ -123,8 +169,22 @@ class EntityTypeFeaturizer:
             featurizer.vectors_ = CountVectorsFeaturizer.from_state(
                 vectors.config, state, directory, prefix, vectors.name
             )
+            if state.get("carrier"):
+                carrier = featurizer._carrier_vectors()
+                featurizer.carrier_vectors_ = CountVectorsFeaturizer.from_state(
+                    carrier.config, state, directory, f"{prefix}carrier_", carrier.name
+                )
         return featurizer
 
 
 def _typed_message(tokens: list[Token], entities: list[dict[str, Any]]) -> Message:
     return Message("", [Token(w, 0, 0) for w in typed_words(tokens, entities)])
+
+
+def _carrier_message(tokens: list[Token], entities: list[dict[str, Any]]) -> Message:
+    return Message("", [Token(w, 0, 0) for w in carrier_words(tokens, entities)])
+
+
+def _scaled(words: Message, weight: float) -> tuple[list[int], list[float], int]:
+    indices, values, width = words.blocks[-1]
+    return indices, [v * weight for v in values], width

@@ -14,6 +14,7 @@ from server.nlu.duckling import DucklingEntityExtractor
 from server.nlu.entity_consistency import IntentEntityConsistency
 from server.nlu.entity_types import EntityTypeFeaturizer
 from server.nlu.fallback import FallbackClassifier
+from server.nlu.gazetteer import EntityGazetteerFeaturizer
 from server.nlu.intent_classifier import IntentClassifier
 from server.nlu.lexical_syntactic import LexicalSyntacticFeaturizer
 from server.nlu.regex_extractor import RegexEntityExtractor
@@ -36,6 +37,7 @@ COMPONENTS: dict[str, type] = {
     "StaticEmbeddingFeaturizer": StaticEmbeddingFeaturizer,
     "EntityTypeFeaturizer": EntityTypeFeaturizer,
     "SkipGramFeaturizer": SkipGramFeaturizer,
+    "EntityGazetteerFeaturizer": EntityGazetteerFeaturizer,
     "TeacherMapFeaturizer": TeacherMapFeaturizer,
     "IntentClassifier": IntentClassifier,
     "CRFEntityExtractor": CRFEntityExtractor,
@@ -56,6 +58,7 @@ FEATURIZERS = {
     "StaticEmbeddingFeaturizer",
     "EntityTypeFeaturizer",
     "SkipGramFeaturizer",
+    "EntityGazetteerFeaturizer",
     "TeacherMapFeaturizer",
 }
 

@@ -9,7 +9,12 @@ import pytest
 from server.errors import InvalidConfig
 from server.nlu.dense_featurizer import WIDTH as DENSE_WIDTH
 from server.nlu.dense_featurizer import dense_available
-from server.nlu.entity_types import EntityTypeFeaturizer, jackknife_entities, typed_words
+from server.nlu.entity_types import (
+    EntityTypeFeaturizer,
+    carrier_words,
+    jackknife_entities,
+    typed_words,
+)
 from server.nlu.message import Message
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.tokenizer import tokenize
@@ -205,3 +210,54 @@ def test_the_jackknife_crfs_train_with_the_featurizers_algorithm():
     found = jackknife_entities(messages, data, folds=2, crf_config=featurizer.crf_config)
     types = [[e["entity"] for e in entities] for entities in found]
     assert types == [["track"] if i % 2 == 0 else ["artist"] for i in range(12)]
+
+
+def test_the_carrier_is_the_words_around_the_spans_each_span_one_mark():
+    text = "i want to see fear chamber at the grand"
+    entities = [
+        {"entity": "movie_name", "start": 14, "end": 26},
+        {"entity": "location_name", "start": 30, "end": 39},
+    ]
+    assert carrier_words(tokenize(text), entities) == [
+        "^",
+        "i",
+        "want",
+        "to",
+        "see",
+        "_",
+        "at",
+        "_",
+        "$",
+    ]
+
+
+def test_a_carrier_weight_adds_the_carrier_block_which_survives_persistence(tmp_path: Path):
+    with_carrier = [
+        {**c, "carrier_weight": 0.5} if c["name"] == "EntityTypeFeaturizer" else c for c in PIPELINE
+    ]
+    pipeline = NLUPipeline.train(read_nlu_yaml(DATA), with_carrier)
+    featurizer = next(c for k, c in pipeline._components if k == "EntityTypeFeaturizer")
+    classifier = next(c for k, c in pipeline._components if k == "IntentClassifier")
+    words = next(c for k, c in pipeline._components if k == "CountVectorsFeaturizer")
+    assert featurizer.vectors_ is not None and featurizer.carrier_vectors_ is not None
+    assert "^ find _" in featurizer.carrier_vectors_.vocabulary_
+    assert classifier.model_.weights.shape[0] == (
+        words.width + featurizer.vectors_.width + featurizer.carrier_vectors_.width
+    )
+    message = Message("find jaws", tokenize("find jaws"))
+    message.entities = [
+        {"entity": "movie_name", "start": 5, "end": 9, "extractor": "CRFEntityExtractor"}
+    ]
+    featurizer.process(message)
+    indices, values, width = message.blocks[-1]
+    assert width == featurizer.carrier_vectors_.width
+    # TF-IDF, L2-normalised, times the weight.
+    assert sum(v * v for v in values) == pytest.approx(0.25)
+    pipeline.persist(tmp_path)
+    reloaded = NLUPipeline.load(tmp_path)
+    for text in ("find heat", "find the novel emma", "hello there"):
+        assert reloaded.parse(text) == pipeline.parse(text)
+    # Off by default: no carrier block.
+    plain = NLUPipeline.train(read_nlu_yaml(DATA), PIPELINE)
+    plain_featurizer = next(c for k, c in plain._components if k == "EntityTypeFeaturizer")
+    assert plain_featurizer.carrier_vectors_ is None
