@@ -17,6 +17,7 @@ from server.errors import InvalidConfig, StoreUnavailable
 from server.trackers import postgres_database as postgres_module
 from server.trackers import sql_engine
 from server.trackers.factory import create_tracker_store
+from tests.loop_lag import paced
 from tests.trackers.persistence_fixtures import (
     MARIADB,
     POSTGRES,
@@ -87,9 +88,12 @@ async def test_a_database_that_stops_answering_mid_conversation(
 ) -> None:
     """Before, the turn (and every later turn of the conversation, waiting for its lock)
     hung until the kernel gave the connection up, about 15 minutes."""
-    monkeypatch.setenv("SQL_STATEMENT_TIMEOUT", "1")
-    monkeypatch.setattr(postgres_module, "CONNECT_TIMEOUT_SECONDS", 1.0)
-    monkeypatch.setattr(sql_engine, "CONNECT_TIMEOUT_SECONDS", 1.0)
+    # 1 s at the host's pace (under 5): the statements before the silence must get their
+    # answers in it (at load 7 MariaDB's first read took over 1 s, a 503 before the test began).
+    seconds = paced(1, below=5)
+    monkeypatch.setenv("SQL_STATEMENT_TIMEOUT", str(seconds))
+    monkeypatch.setattr(postgres_module, "CONNECT_TIMEOUT_SECONDS", seconds)
+    monkeypatch.setattr(sql_engine, "CONNECT_TIMEOUT_SECONDS", seconds)
     async with behind_proxy(dialect) as (config, proxy):
         store = create_tracker_store(config)
         try:
