@@ -55,7 +55,7 @@ class SlowActionServer(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         self.rfile.read(int(self.headers["Content-Length"]))
         self.server.calls.release()  # type: ignore[attr-defined]
-        time.sleep(2.0)
+        time.sleep(self.server.seconds)  # type: ignore[attr-defined]
         body = json.dumps({"events": [], "responses": [{"text": "finished slowly"}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -69,6 +69,7 @@ class SlowActionServer(BaseHTTPRequestHandler):
 
 class QuietServer(ThreadingHTTPServer):
     calls = threading.Semaphore(0)  # one release per call received
+    seconds = 1.0  # how long each call takes
 
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # the bot server went away mid-call (the test's point): no traceback
@@ -76,7 +77,7 @@ class QuietServer(ThreadingHTTPServer):
 
 @pytest.fixture(scope="module")
 def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bot that greets at once, then runs a custom action that takes 2 s."""
+    """A bot that greets at once, then runs a slow custom action (`action_seconds`)."""
     root = tmp_path_factory.mktemp("slowbot")
     (root / "domain.yml").write_text(DOMAIN)
     (root / "data").mkdir()
@@ -91,18 +92,27 @@ def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 SlowBot = tuple[ServerProcess, Path, threading.Semaphore]
 
 
+@pytest.fixture
+def action_seconds() -> float:
+    """How long the slow action takes. The tests send their signal once its call has come
+    in: 1 s keeps the turn in flight past the signal (2 s before, waited by five tests)."""
+    return 1.0
+
+
 @pytest.fixture(params=[1])
 def slow_bot(
     request: pytest.FixtureRequest,
     slow_model: Path,
     start_server: Callable[..., ServerProcess],
     tmp_path: Path,
+    action_seconds: float,
 ) -> Iterator[SlowBot]:
     """`botserver run` on the slow bot (REST and socket.io, SQLite trackers; with workers,
     Redis locks), ready; and the tracker database."""
     workers: int = request.param
     actions = QuietServer(("127.0.0.1", 0), SlowActionServer)
     actions.calls = threading.Semaphore(0)
+    actions.seconds = action_seconds
     threading.Thread(target=actions.serve_forever, daemon=True).start()
     project = tmp_path / "bot"
     (project / "models").mkdir(parents=True)
@@ -325,6 +335,9 @@ def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "0.5")
 
 
+# 2 s: both turns' actions must outlast the 0.5 s period, counted from the signal sent once
+# the second call came in (the first began a turn earlier, on a loaded host 0.5 s or more).
+@pytest.mark.parametrize("action_seconds", [2.0], ids=["2 s action"])
 def test_a_turn_longer_than_the_graceful_period_is_cancelled_with_one_warning(
     short_grace: None, slow_bot: SlowBot
 ) -> None:

@@ -81,7 +81,8 @@ def serving(moodbot: Path, tmp_path: Path) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def two_workers(moodbot: Path, tmp_path: Path) -> Iterator[ServerProcess]:
-    """Two workers, stopped with SIGTERM after the test."""
+    """Two workers of their own for a test that kills one or changes the model, stopped with
+    SIGTERM after the test."""
     with serving(moodbot, tmp_path) as server:
         yield server
         stop_with(server, signal.SIGTERM)
@@ -167,13 +168,27 @@ def read_to_end(client: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def test_a_burst_of_connections_is_spread_over_the_workers(two_workers: ServerProcess) -> None:
-    workers = workers_of(two_workers)
-    clients = open_burst(two_workers.port)
+@pytest.fixture(scope="module")
+def shared_workers(
+    moodbot: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """Two workers for the tests that leave them as they found them (idle connections, turns
+    of conversations of their own, scrapes): one start instead of one per test. Stopped with
+    SIGTERM after the module."""
+    with serving(moodbot, tmp_path_factory.mktemp("shared-workers")) as server:
+        yield server
+        stop_with(server, signal.SIGTERM)
+
+
+def test_a_burst_of_connections_is_spread_over_the_workers(
+    shared_workers: ServerProcess,
+) -> None:
+    workers = workers_of(shared_workers)
+    clients = open_burst(shared_workers.port)
     try:
         ports = {client.getsockname()[1] for client in clients}
         deadline = time.monotonic() + 10
-        while sum((held := owners(two_workers.port, workers, ports)).values()) < CONNECTIONS:
+        while sum((held := owners(shared_workers.port, workers, ports)).values()) < CONNECTIONS:
             assert time.monotonic() < deadline, f"accepted {held}"
             time.sleep(0.05)
         # With one shared socket, the first worker awake takes nearly all (48 / 2 of 50 was
@@ -218,16 +233,16 @@ def test_a_worker_that_dies_is_replaced_and_its_waiting_connections_are_served(
     assert re.search(rf"worker \d \(pid {first}\) exited with code -9; starting another", log)
 
 
-def test_metrics_count_the_turns_of_every_worker(two_workers: ServerProcess) -> None:
+def test_metrics_count_the_turns_of_every_worker(shared_workers: ServerProcess) -> None:
     """A scrape reaches one worker; it shows the turns both served."""
     for n in range(20):  # a connection each: both workers serve some
-        with httpx.Client(base_url=two_workers.url, timeout=10) as client:
+        with httpx.Client(base_url=shared_workers.url, timeout=10) as client:
             message = {"sender": f"m{n}", "message": "hi"}
             assert client.post("/webhooks/rest/webhook", json=message).status_code == 200
     time.sleep(PUBLISH_SECONDS + 0.5)
     seen = set()
     for _ in range(8):
-        with httpx.Client(base_url=two_workers.url, timeout=10) as client:
+        with httpx.Client(base_url=shared_workers.url, timeout=10) as client:
             text = client.get("/metrics").text
         found = re.search(r"(?m)^botserver_turns_total (\S+)$", text)
         assert found is not None, text
@@ -244,6 +259,24 @@ def statuses(server: ServerProcess, times: int = 8) -> set[str | None]:
     return found
 
 
+def within(seconds: float, check: Callable[[], object], expected: object) -> object:
+    """`check()`, polled until it gives `expected` or `seconds` (at this host's pace) have
+    passed; its last value. Before, a fixed sleep of `seconds`: waited in full each time."""
+    deadline = time.monotonic() + paced(seconds)
+    while (found := check()) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
+def ready_statuses(server: ServerProcess, times: int = 8) -> set[int]:
+    """The statuses GET /health/ready gives over `times` new connections."""
+    found = set()
+    for _ in range(times):
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            found.add(client.get("/health/ready").status_code)
+    return found
+
+
 def test_a_model_put_on_one_worker_is_loaded_by_every_worker(
     two_workers: ServerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -253,8 +286,8 @@ def test_a_model_put_on_one_worker_is_loaded_by_every_worker(
         assert client.put("/model", json={"model_file": str(second)}).status_code == 204
         (loaded,) = {client.get("/status").json()["model_id"]}
     assert loaded != first
-    time.sleep(FOLLOW_SECONDS + 1)
-    assert statuses(two_workers) == {loaded}
+    follow = FOLLOW_SECONDS + 1
+    assert within(follow, lambda: statuses(two_workers), {loaded}) == {loaded}
 
     # A worker started afterwards (a replacement) loads it too, not its startup model.
     dead = workers_of(two_workers)[0]
@@ -268,10 +301,7 @@ def test_a_model_put_on_one_worker_is_loaded_by_every_worker(
 
     with httpx.Client(base_url=two_workers.url, timeout=30) as client:
         assert client.delete("/model").status_code == 204
-    time.sleep(FOLLOW_SECONDS + 1)
-    for _ in range(8):
-        with httpx.Client(base_url=two_workers.url, timeout=10) as client:
-            assert client.get("/health/ready").status_code == 503
+    assert within(follow, lambda: ready_statuses(two_workers), {503}) == {503}
 
 
 def test_a_worker_that_cannot_start_stops_the_server_with_an_error(tmp_path: Path) -> None:

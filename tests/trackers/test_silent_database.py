@@ -116,26 +116,38 @@ async def test_a_database_that_stops_answering_mid_conversation(
             await store.close()
 
 
-@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
-async def test_a_database_that_falls_silent_is_unavailable_within_seconds(dialect: str) -> None:
-    """With the default settings. Before, the turn waited the whole `SQL_STATEMENT_TIMEOUT`
-    (30 s), and its 503 said only `TimeoutError (no answer)`."""
+# PostgreSQL with the default settings (2 s, then 3 s: what is checked is their value);
+# MySQL with both shortened (what is checked is the dialect's path, not the defaults again:
+# 8 s waited become 2.5).
+SILENCE_SETTINGS = [("postgresql", None), ("mysql", ("0.5", "1"))]
+
+
+@pytest.mark.parametrize(("dialect", "settings"), SILENCE_SETTINGS, ids=["postgresql", "mysql"])
+async def test_a_database_that_falls_silent_is_unavailable_within_seconds(
+    dialect: str, settings: tuple[str, str] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the turn waited the whole `SQL_STATEMENT_TIMEOUT` (30 s), and its 503 said
+    only `TimeoutError (no answer)`."""
+    after, timeout = settings or ("2", "3")
+    if settings is not None:
+        monkeypatch.setenv("SQL_SILENCE_CHECK_AFTER", after)
+        monkeypatch.setenv("SQL_SILENCE_CHECK_TIMEOUT", timeout)
     async with store_behind_proxy(dialect) as (store, config, proxy):
         await store.append("Bob", [user("before")])
         proxy.silent = True
-        # 2 s without an answer, then 3 s for a new connection's: 5 s.
+        # `after` s without an answer, then `timeout` s for a new connection's (5 s by default).
         with pytest.raises(StoreUnavailable) as refused:
             await asyncio.wait_for(store.append("Bob", [user("during")]), 12)
         assert str(refused.value).endswith(
             f":{proxy.port}/{config['db']}) is unavailable: it stopped answering (no "
-            "answer to a statement in 2 s, nor to a new connection in 3 s)"
+            f"answer to a statement in {after} s, nor to a new connection in {timeout} s)"
         )
-        # Known silent: the next turn is checked as it starts, and gives up after 3 s (not
-        # 2 + 3, nor its new connection's own 5 s).
+        # Known silent: the next turn is checked as it starts, and gives up after `timeout`
+        # (not `after` + `timeout`, nor its new connection's own 5 s).
         with pytest.raises(StoreUnavailable) as refused:
             await asyncio.wait_for(store.load("Bob"), 12)
         assert refused.value.reason == (
-            "it stopped answering (no answer to a new connection in 3 s)"
+            f"it stopped answering (no answer to a new connection in {timeout} s)"
         ), refused.value.reason
 
 
