@@ -984,9 +984,11 @@ def _reminder_holds(
 
 
 def _same_reminder(a: ReminderScheduled, b: ReminderScheduled) -> bool:
-    """Whether two reminders of one name ask for the same thing at the same time."""
+    """Whether two reminders of one name are one event: the same one scheduled again (by
+    another process, say) is another event, logged at another time, that replaces it."""
     return (
-        a.trigger_date_time == b.trigger_date_time
+        a.timestamp == b.timestamp
+        and a.trigger_date_time == b.trigger_date_time
         and a.intent == b.intent
         and a.entities == b.entities
         and a.kill_on_user_message == b.kill_on_user_message

@@ -371,3 +371,46 @@ async def test_a_reminder_whose_time_has_passed_fires_at_once(bot_models: BotMod
     await agent.append_events("late", [event_from_dict(late)], execute_side_effects=True)
 
     assert await callback.texts_within(5) == ["Remember to call Ada!"]
+
+
+async def settled(*agents: Agent) -> None:
+    """Until none of these processes holds a reminder waiting or firing (5 s at most)."""
+    for _ in range(100):
+        schedulers = [a.processor.reminders for a in agents]
+        if not any(s._jobs or s._tasks for s in schedulers):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def test_the_same_reminder_scheduled_again_through_another_process_fires_once(
+    bot_models: BotModels,
+) -> None:
+    """The user asks twice for the same reminder ("tomorrow at 9"), the second time through
+    another worker: the same name, time, intent and entities. The second replaces the first,
+    as one of another time does. Before, both workers took it for theirs: "Remember to call
+    Ada!" twice."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    processor = agent.processor
+    other = Agent(
+        Processor(processor.trackers, processor.lock_store, action_server=processor.action_server),
+        agent.model_provider,
+        output_channels=agent.output_channels,
+    )
+    await Conversation(agent, "asked-twice").say("/greet")
+    soon = datetime.datetime.now() + datetime.timedelta(seconds=DELAY)
+    reminder = {
+        "event": "reminder",
+        "intent": "EXTERNAL_reminder",
+        "date_time": soon.isoformat(),
+        "entities": [{"entity": "PERSON", "value": "Ada"}],
+        "name": "call_ada",
+        "kill_on_user_msg": False,
+    }
+    for process in (agent, other):
+        await process.append_events(
+            "asked-twice", [event_from_dict(reminder)], execute_side_effects=True
+        )
+
+    assert await callback.texts_within(5) == ["Remember to call Ada!"]
+    await settled(agent, other)
+    assert [m.get("text") for m in callback.messages] == ["Remember to call Ada!"]
