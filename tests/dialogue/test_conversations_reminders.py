@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 from rasa_sdk import Action, Tracker
+from rasa_sdk.events import ReminderCancelled as SdkReminderCancelled
 from rasa_sdk.events import ReminderScheduled
 from rasa_sdk.executor import CollectingDispatcher
 
 from server.dialogue.agent import Agent
 from server.dialogue.messages import CollectingOutputChannel, UserMessage
 from server.dialogue.processor import Processor
+from server.dialogue.reminders import ReminderScheduler
 from server.trackers.events import Restarted, UserUttered, event_from_dict
 from tests.action_servers.reminderbot.actions import ActionReactToReminder, ForgetReminders
 from tests.dialogue.conversation_fixtures import BotModels, Conversation, make_agent
@@ -414,3 +416,54 @@ async def test_the_same_reminder_scheduled_again_through_another_process_fires_o
     assert await callback.texts_within(5) == ["Remember to call Ada!"]
     await settled(agent, other)
     assert [m.get("text") for m in callback.messages] == ["Remember to call Ada!"]
+
+
+class SlowForget(Action):
+    """action_forget_reminders cancelling only the reminder `named`, and slow: it answers once
+    `waiting`'s reminder of its conversation has come due (its timer ran out meanwhile)."""
+
+    waiting: ReminderScheduler
+    named = "another_reminder"
+
+    def name(self) -> str:
+        return "action_forget_reminders"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        for _ in range(100):
+            if not self.waiting.pending(tracker.sender_id):
+                break
+            await asyncio.sleep(0.05)
+        return [SdkReminderCancelled(name=self.named)]
+
+
+class SlowForgetIt(SlowForget):
+    named = "my_reminder"
+
+
+@pytest.mark.parametrize(
+    ("forget", "texts"), [(SlowForget, ["Remember to call Ada!"]), (SlowForgetIt, [])]
+)
+async def test_a_reminder_due_during_a_turn_with_a_cancel_fires_unless_named(
+    bot_models: BotModels, forget: type[SlowForget], texts: list[str]
+) -> None:
+    """The reminder comes due while a turn of its own process holds the conversation, and
+    that turn cancels a reminder. Cancelling another one, it fires, as in Rasa; before, it
+    took the cancel, which it had not been spared from yet, for one another process applied,
+    and never fired. Cancelling this one, it does not fire."""
+    callback = CallbackChannel()
+    transport = SdkTransport(QuickReminder, ActionReactToReminder, forget)
+    agent = make_agent(
+        bot_models["reminderbot"],
+        transport=transport,
+        output_channels={"callback": lambda: callback},
+    )
+    forget.waiting = agent.processor.reminders
+    conversation = Conversation(agent, "due-in-a-turn")
+    await conversation.say('/ask_remind_call{"PERSON": "Ada"}')
+
+    turn = await conversation.say("/ask_forget_reminders")
+
+    assert turn.actions == ["action_forget_reminders"]
+    assert await callback.texts_within(DELAY + 1) == texts
