@@ -40,7 +40,9 @@ class ReminderScheduler:
     """In-process timers, one per (conversation, reminder name)."""
 
     def __init__(self) -> None:
-        self._jobs: dict[tuple[str, str], tuple[asyncio.TimerHandle, ReminderScheduled]] = {}
+        # By conversation, then reminder name: a conversation's own are found without going
+        # through every conversation's (a user message asks for them).
+        self._jobs: dict[str, dict[str, tuple[asyncio.TimerHandle, ReminderScheduled]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Per conversation with reminders waiting or firing: the cancel_reminder events
         # handled here (CancelsKnown). A stored one keeps no filters (as in Rasa), so a
@@ -59,10 +61,10 @@ class ReminderScheduler:
         self._drop(key)
         loop = asyncio.get_running_loop()
         handle = loop.call_later(delay, self._start, key, fire)
-        self._jobs[key] = (handle, reminder)
+        self._jobs.setdefault(sender_id, {})[reminder.name] = (handle, reminder)
 
     def _start(self, key: tuple[str, str], fire: Fire) -> None:
-        job = self._jobs.pop(key, None)
+        job = self._pop(key)
         if job is None:
             return
         sender_id = key[0]
@@ -87,9 +89,9 @@ class ReminderScheduler:
 
     def cancel(self, sender_id: str, cancel: ReminderCancelled) -> None:
         """Drops the conversation's reminders that `cancel` names (see `cancels`)."""
-        for key, (_, reminder) in list(self._jobs.items()):
-            if key[0] == sender_id and cancels(cancel, reminder):
-                self._drop(key)
+        for name, (_, reminder) in list(self._jobs.get(sender_id, {}).items()):
+            if cancels(cancel, reminder):
+                self._drop((sender_id, name))
         self.known(sender_id, cancel, applied=True)
 
     def known(self, sender_id: str, cancel: ReminderCancelled, applied: bool = False) -> None:
@@ -101,29 +103,44 @@ class ReminderScheduler:
 
     def watching(self, sender_id: str) -> bool:
         """Whether the conversation has reminders waiting or firing here."""
-        return sender_id in self._firing or bool(self.pending(sender_id))
+        return sender_id in self._firing or sender_id in self._jobs
 
     def user_spoke(self, sender_id: str) -> None:
         """A user message kills the reminders scheduled with kill_on_user_msg."""
-        if not self._jobs:  # every turn asks: no copy of an empty list of jobs
+        jobs = self._jobs.get(sender_id)
+        if not jobs:  # every turn asks: no copy of an empty list of jobs
             return
-        for key, (_, reminder) in list(self._jobs.items()):
-            if key[0] == sender_id and reminder.kill_on_user_message:
-                self._drop(key)
+        for name, (_, reminder) in list(jobs.items()):
+            if reminder.kill_on_user_message:
+                self._drop((sender_id, name))
 
     def cancel_all(self, sender_id: str | None = None) -> list[tuple[str, str]]:
         """Drops the reminders of `sender_id` (of every conversation when None); returns
         the (conversation, reminder name) of each one dropped."""
-        dropped = [key for key in self._jobs if sender_id is None or key[0] == sender_id]
+        dropped = [
+            (sid, name)
+            for sid, jobs in self._jobs.items()
+            if sender_id is None or sid == sender_id
+            for name in jobs
+        ]
         for key in dropped:
             self._drop(key)
         return dropped
 
     def pending(self, sender_id: str) -> list[str]:
-        return [name for (sid, name) in self._jobs if sid == sender_id]
+        return list(self._jobs.get(sender_id, ()))
+
+    def _pop(self, key: tuple[str, str]) -> tuple[asyncio.TimerHandle, ReminderScheduled] | None:
+        jobs = self._jobs.get(key[0])
+        if jobs is None:
+            return None
+        job = jobs.pop(key[1], None)
+        if not jobs:
+            del self._jobs[key[0]]
+        return job
 
     def _drop(self, key: tuple[str, str]) -> None:
-        job = self._jobs.pop(key, None)
+        job = self._pop(key)
         if job is not None:
             job[0].cancel()
             self._forget_cancels_when_idle(key[0])

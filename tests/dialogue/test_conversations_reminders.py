@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import sys
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -18,10 +21,12 @@ from rasa_sdk.events import ReminderCancelled as SdkReminderCancelled
 from rasa_sdk.events import ReminderScheduled
 from rasa_sdk.executor import CollectingDispatcher
 
+from server.dialogue import reminders as reminders_module
 from server.dialogue.agent import Agent
 from server.dialogue.messages import CollectingOutputChannel, UserMessage
 from server.dialogue.processor import Processor
 from server.dialogue.reminders import ReminderScheduler
+from server.trackers.events import ReminderScheduled as ServerReminder
 from server.trackers.events import Restarted, UserUttered, event_from_dict
 from tests.action_servers.reminderbot.actions import ActionReactToReminder, ForgetReminders
 from tests.dialogue.conversation_fixtures import BotModels, Conversation, make_agent
@@ -467,3 +472,51 @@ async def test_a_reminder_due_during_a_turn_with_a_cancel_fires_unless_named(
 
     assert turn.actions == ["action_forget_reminders"]
     assert await callback.texts_within(DELAY + 1) == texts
+
+
+def lines_run_in(module_file: str, work: Callable[[], Any]) -> int:
+    """How many lines of `module_file` run while `work()` runs (on this thread)."""
+    count = 0
+
+    def trace(frame: FrameType, event: str, arg: Any) -> Any:
+        nonlocal count
+        if frame.f_code.co_filename != module_file:
+            return None
+        if event == "line":
+            count += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        work()
+    finally:
+        sys.settrace(None)
+    return count
+
+
+async def test_a_user_message_does_not_go_through_other_conversations_reminders(
+    bot_models: BotModels,
+) -> None:
+    """Every message with text asks the scheduler for its conversation's kill_on_user_msg
+    reminders. Before, it went through every conversation's pending reminders: with 100,000
+    users holding a daily reminder, 35 ms of the event loop per message (measured)."""
+    agent, _ = reminderbot(bot_models, QuickReminder)
+    scheduler = agent.processor.reminders
+    tomorrow = (datetime.datetime.now() + datetime.timedelta(days=1)).isoformat()
+
+    async def fire(*_: Any) -> None:
+        return None
+
+    def schedule(count: int) -> None:
+        for i in range(count):
+            daily = ServerReminder(intent="EXTERNAL_reminder", trigger_date_time=tomorrow)
+            scheduler.schedule(f"user-{i}", daily, fire)
+
+    try:
+        schedule(10)
+        few = lines_run_in(reminders_module.__file__, lambda: scheduler.user_spoke("talking"))
+        schedule(1_000)
+        many = lines_run_in(reminders_module.__file__, lambda: scheduler.user_spoke("talking"))
+        assert many == few
+    finally:
+        scheduler.cancel_all()
