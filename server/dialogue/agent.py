@@ -160,7 +160,7 @@ class Agent:
             if execute_side_effects:
                 output = self.output_channel(output_channel, tracker)
                 await processor.execute_side_effects(tracker, events, output)
-            elif processor.reminders.pending(sender_id):
+            elif processor.reminders.watching(sender_id):
                 # Recorded only, as in Rasa: a reminder a posted cancel names still fires.
                 for event in events:
                     if isinstance(event, ReminderCancelled):

@@ -45,7 +45,7 @@ from server.dialogue.messages import (
 )
 from server.dialogue.policies.featurization import fold_states, states_behind
 from server.dialogue.policies.prediction import PolicyPrediction
-from server.dialogue.reminders import ReminderScheduler
+from server.dialogue.reminders import CancelsKnown, ReminderScheduler, cancels
 from server.dialogue.slot_extraction import (
     VALIDATE_SLOT_MAPPINGS,
     custom_mapping_actions,
@@ -492,7 +492,7 @@ class Processor:
         output: OutputChannel | None,
         reminder: ReminderScheduled | None = None,
         output_for: Callable[[Tracker], OutputChannel | None] | None = None,
-        cancels_applied: frozenset[float] = frozenset(),
+        cancels_known: CancelsKnown | None = None,
     ) -> tuple[Tracker, list[dict[str, Any]]]:
         """Appends an external user message with `intent` and runs the turn it starts; for a
         `reminder`, only while the conversation still holds it (see `_reminder_holds`).
@@ -501,7 +501,7 @@ class Processor:
             tracker = await self.tracker_for(sender_id, model)
             if output_for is not None:
                 output = output_for(tracker)
-            if reminder is not None and not _reminder_holds(tracker, reminder, cancels_applied):
+            if reminder is not None and not _reminder_holds(tracker, reminder, cancels_known or {}):
                 logger.info(
                     "reminder '%s' for %s dropped: the conversation restarted or started a new "
                     "session since, the reminder was cancelled or scheduled again through "
@@ -868,7 +868,7 @@ class Processor:
 
     # -- reminders --------------------------------------------------------------------------
     async def _fire_reminder(
-        self, sender_id: str, reminder: ReminderScheduled, cancels_applied: frozenset[float]
+        self, sender_id: str, reminder: ReminderScheduled, cancels_known: CancelsKnown
     ) -> None:
         model = self.model_provider() if self.model_provider else None
         if model is None:
@@ -885,7 +885,7 @@ class Processor:
         if isinstance(entities, dict):
             entities = [{"entity": k, "value": v} for k, v in entities.items()]
         await self.trigger_intent(
-            sender_id, reminder.intent, entities, model, None, reminder, output_for, cancels_applied
+            sender_id, reminder.intent, entities, model, None, reminder, output_for, cancels_known
         )
 
 
@@ -960,15 +960,15 @@ def _stamped_now(events: list[Event]) -> list[Event]:
 
 
 def _reminder_holds(
-    tracker: Tracker, reminder: ReminderScheduled, cancels_applied: frozenset[float]
+    tracker: Tracker, reminder: ReminderScheduled, cancels_known: CancelsKnown
 ) -> bool:
     """Whether `reminder` may fire, as Rasa decides: it is among the applied events (no
     restart or new session since), and, if killed by a user message, none with text came
     after it. The tracker decides, not this process's timers: the user may have spoken to
     another, or another may have scheduled a reminder of the same name since (which replaces
     this one) or cancelled reminders. A stored `cancel_reminder` keeps no filters (as in
-    Rasa), so one this process did not apply (`cancels_applied`: their timestamps) reads as
-    Rasa reads it back: it cancels them all."""
+    Rasa), so one this process did not handle (`cancels_known`) reads as Rasa reads it back:
+    it cancels them all; one it handled cancels what it named then."""
     applied = tracker.applied_events()
     for index in range(len(applied) - 1, -1, -1):
         event = applied[index]
@@ -976,11 +976,13 @@ def _reminder_holds(
             if not _same_reminder(event, reminder):
                 return False
             later = applied[index + 1 :]
-            if any(
-                isinstance(e, ReminderCancelled) and e.timestamp not in cancels_applied
-                for e in later
-            ):
-                return False
+            for e in later:
+                if isinstance(e, ReminderCancelled):
+                    if e.timestamp not in cancels_known:  # another process's: all of them
+                        return False
+                    handled = cancels_known[e.timestamp]
+                    if handled is not None and cancels(handled, reminder):
+                        return False
             return not reminder.kill_on_user_message or not any(
                 isinstance(e, UserUttered) and e.text for e in later
             )
@@ -988,9 +990,11 @@ def _reminder_holds(
 
 
 def _same_reminder(a: ReminderScheduled, b: ReminderScheduled) -> bool:
-    """Whether two reminders of one name ask for the same thing at the same time."""
+    """Whether two reminders of one name are one event: the same one scheduled again (by
+    another process, say) is another event, logged at another time, that replaces it."""
     return (
-        a.trigger_date_time == b.trigger_date_time
+        a.timestamp == b.timestamp
+        and a.trigger_date_time == b.trigger_date_time
         and a.intent == b.intent
         and a.entities == b.entities
         and a.kill_on_user_message == b.kill_on_user_message
