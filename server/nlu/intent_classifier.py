@@ -15,7 +15,7 @@ from server.nlu.linear_model import LinearModel, feature_matrix
 from server.nlu.message import Message
 from server.nlu.neighbours import Neighbours
 from server.nlu.params import flag, number
-from server.nlu.scenarios import Scenarios
+from server.nlu.scenarios import MAX_SCENARIO_WEIGHT, Scenarios
 from server.nlu.training_data import NLUTrainingData
 
 RANKING_LENGTH = 10
@@ -71,7 +71,9 @@ class IntentClassifier:
         # before `scenario_separator`), a second linear model scores the scenarios and each
         # intent gets its scenario's score, standardised, times this weight
         # (server/nlu/scenarios.py); 0, the default, is off.
-        self.scenario_weight = number(config, "scenario_weight", 0.0, name, minimum=0)
+        self.scenario_weight = number(
+            config, "scenario_weight", 0.0, name, minimum=0, maximum=MAX_SCENARIO_WEIGHT
+        )
         self.scenario_separator = config.get("scenario_separator", "_")
         if not isinstance(self.scenario_separator, str) or not self.scenario_separator:
             raise InvalidConfig(

@@ -28,6 +28,9 @@ from server.nlu.neighbours import add_standardised
 # shares with another intent (HWU64: 61 of 64; BANKING77's `card_arrival`, `top_up_failed`...:
 # 33 of 77, most prefixes a single intent's first word).
 SHARED_SHARE = 0.75
+# Beyond this the scenario alone orders the intents anyway; far beyond it (1e308) the
+# blended scores overflow to inf and every parse answers NaN confidences.
+MAX_SCENARIO_WEIGHT = 1000.0
 
 
 def scenarios_of(classes: list[str], separator: str) -> list[str] | None:
@@ -87,8 +90,14 @@ class Scenarios:
         cls, directory: Path, prefix: str, width: int, n_classes: int, state: dict
     ) -> Scenarios:
         weight, of_class = state.get("scenario_weight"), state.get("scenario_of_intent")
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool):
-            raise ModelError("intent scenario weight must be a number")
+        if (
+            not isinstance(weight, (int, float))
+            or isinstance(weight, bool)
+            or not 0 <= weight <= MAX_SCENARIO_WEIGHT
+        ):
+            raise ModelError(
+                f"intent scenario weight must be a number from 0 to {MAX_SCENARIO_WEIGHT:g}"
+            )
         model = LinearModel.read(
             directory,
             f"{prefix}scenario_",
