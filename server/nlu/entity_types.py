@@ -11,6 +11,7 @@ from typing import Any
 from server.nlu.count_vectors import CountVectorsFeaturizer
 from server.nlu.crf_extractor import CRFEntityExtractor
 from server.nlu.message import Message, Token
+from server.nlu.params import number
 from server.nlu.training_data import NLUTrainingData
 
 # The CRF options the jackknife copies, so its CRFs match the pipeline's own.
@@ -82,10 +83,12 @@ class EntityTypeFeaturizer:
     def __init__(self, config: dict[str, Any], name: str = "EntityTypeFeaturizer"):
         self.config = config
         self.name = name
-        self.folds = max(2, int(config.get("folds", 5)))
-        self.weight = float(config.get("weight", 0.5))
+        self.folds = max(2, number(config, "folds", 5, name, whole=True))
+        self.weight = number(config, "weight", 0.5, name, minimum=0)
         # The carrier's 1-3 grams as a second block (nineteenth round, SNIPS); 0 is off.
-        self.carrier_weight = float(config.get("carrier_weight", 0.0))
+        self.carrier_weight = number(config, "carrier_weight", 0.0, name, minimum=0)
+        self.min_ngram = number(config, "min_ngram", 2, name, whole=True, minimum=1)
+        self.max_ngram = number(config, "max_ngram", 3, name, whole=True, minimum=1)
         self.crf_config = {k: config[k] for k in _CRF_OPTIONS if k in config}
         self.vectors_: CountVectorsFeaturizer | None = None
         self.carrier_vectors_: CountVectorsFeaturizer | None = None
@@ -96,8 +99,8 @@ class EntityTypeFeaturizer:
         return CountVectorsFeaturizer(
             {
                 "analyzer": "word",
-                "min_ngram": int(self.config.get("min_ngram", 2)),
-                "max_ngram": int(self.config.get("max_ngram", 3)),
+                "min_ngram": self.min_ngram,
+                "max_ngram": self.max_ngram,
                 "lowercase": False,
             },
             f"{self.name}.vectors",

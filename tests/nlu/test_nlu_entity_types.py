@@ -261,3 +261,29 @@ def test_a_carrier_weight_adds_the_carrier_block_which_survives_persistence(tmp_
     plain = NLUPipeline.train(read_nlu_yaml(DATA), PIPELINE)
     plain_featurizer = next(c for k, c in plain._components if k == "EntityTypeFeaturizer")
     assert plain_featurizer.carrier_vectors_ is None
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({"carrier_weight": "high"}, "carrier_weight"),
+        ({"carrier_weight": [1]}, "carrier_weight"),
+        ({"carrier_weight": -1}, "carrier_weight"),
+        ({"carrier_weight": float("inf")}, "carrier_weight"),
+        ({"weight": "half"}, "weight"),
+        ({"folds": "five"}, "folds"),
+        ({"folds": 2.5}, "folds"),
+        ({"max_ngram": "three"}, "max_ngram"),
+    ],
+)
+def test_bad_options_are_config_errors_naming_the_component(options: dict[str, Any], key: str):
+    # Was a ValueError or TypeError from float()/int() (a traceback), or, for a negative or
+    # infinite carrier_weight, silently no carrier or a block of inf features.
+    pipeline = [
+        {"name": "WhitespaceTokenizer"},
+        {"name": "CRFEntityExtractor"},
+        {"name": "EntityTypeFeaturizer", **options},
+        {"name": "IntentClassifier"},
+    ]
+    with pytest.raises(InvalidConfig, match=f"EntityTypeFeaturizer: '{key}'"):
+        NLUPipeline.check(pipeline)
