@@ -287,3 +287,42 @@ def test_bad_options_are_config_errors_naming_the_component(options: dict[str, A
     ]
     with pytest.raises(InvalidConfig, match=f"EntityTypeFeaturizer: '{key}'"):
         NLUPipeline.check(pipeline)
+
+
+class _Counted(int):
+    """An offset that counts how often it is compared."""
+
+    comparisons = 0
+
+    def _count(self, other: object, result: bool) -> bool:
+        _Counted.comparisons += 1
+        return result
+
+    def __lt__(self, other: object) -> bool:
+        return self._count(other, int(self) < int(other))  # type: ignore[call-overload]
+
+    def __gt__(self, other: object) -> bool:
+        return self._count(other, int(self) > int(other))  # type: ignore[call-overload]
+
+    def __le__(self, other: object) -> bool:
+        return self._count(other, int(self) <= int(other))  # type: ignore[call-overload]
+
+    def __ge__(self, other: object) -> bool:
+        return self._count(other, int(self) >= int(other))  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("words", [typed_words, carrier_words])
+def test_a_long_message_full_of_entities_costs_comparisons_in_proportion(words: Any):
+    # 50,000 numbers fit in the 100,000 characters a message may hold, and a CRF trained on
+    # `[3](count)` tags each one: each token used to scan the spans before its own (n²/2
+    # comparisons, minutes of CPU for one parse).
+    n = 2000
+    text = " ".join(["3"] * n)
+    tokens = tokenize(text)
+    entities = [
+        {"entity": "count", "start": _Counted(t.start), "end": _Counted(t.end)} for t in tokens
+    ]
+    _Counted.comparisons = 0
+    found = words(tokens, entities)
+    assert found.count("@count" if words is typed_words else "_") == n
+    assert _Counted.comparisons < 50 * n
