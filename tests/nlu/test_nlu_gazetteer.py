@@ -137,3 +137,16 @@ def test_a_value_longer_than_training_keeps_fails_loading():
         EntityGazetteerFeaturizer.from_state(
             {}, {"values": values}, Path("."), "", "EntityGazetteerFeaturizer"
         )
+
+
+def test_values_of_a_type_the_classifier_never_saw_fail_loading(tmp_path: Path):
+    # One more type is one more column than the classifier's weights have: every parse
+    # finding the value was an IndexError (a 500).
+    NLUPipeline.train(read_nlu_yaml(DATA), PIPELINE).persist(tmp_path)
+    manifest = tmp_path / "pipeline.json"
+    pipeline = json.loads(manifest.read_text())
+    (gazetteer,) = [c for c in pipeline["components"] if c["key"] == "EntityGazetteerFeaturizer"]
+    gazetteer["state"]["values"].append([["zzz"], {"zz_type": 1}])
+    manifest.write_text(json.dumps(pipeline))
+    with pytest.raises(ModelError, match="features"):
+        NLUPipeline.load(tmp_path)
