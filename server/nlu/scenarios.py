@@ -22,15 +22,12 @@ import scipy.sparse as sp
 
 from server.errors import ModelError
 from server.nlu.linear_model import LinearModel
-from server.nlu.neighbours import add_standardised
+from server.nlu.neighbours import MAX_BLEND_WEIGHT, add_standardised
 
 # The names form a hierarchy when at least this share of the intents has a scenario it
 # shares with another intent (HWU64: 61 of 64; BANKING77's `card_arrival`, `top_up_failed`...:
 # 33 of 77, most prefixes a single intent's first word).
 SHARED_SHARE = 0.75
-# Beyond this the scenario alone orders the intents anyway; far beyond it (1e308) the
-# blended scores overflow to inf and every parse answers NaN confidences.
-MAX_SCENARIO_WEIGHT = 1000.0
 
 
 def scenarios_of(classes: list[str], separator: str) -> list[str] | None:
@@ -93,10 +90,10 @@ class Scenarios:
         if (
             not isinstance(weight, (int, float))
             or isinstance(weight, bool)
-            or not 0 <= weight <= MAX_SCENARIO_WEIGHT
+            or not 0 <= weight <= MAX_BLEND_WEIGHT
         ):
             raise ModelError(
-                f"intent scenario weight must be a number from 0 to {MAX_SCENARIO_WEIGHT:g}"
+                f"intent scenario weight must be a number from 0 to {MAX_BLEND_WEIGHT:g}"
             )
         model = LinearModel.read(
             directory,
