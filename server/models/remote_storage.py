@@ -8,7 +8,6 @@ never create buckets.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import shutil
 import tempfile
@@ -39,13 +38,19 @@ DEFAULT_TIMEOUT = 30.0
 # Each request is tried this many times in all: a storage that never answers fails after
 # about this many timeouts.
 ATTEMPTS = 2
+# About 31 years. A socket waits at most about 9.2e9 s (nanoseconds in 64 bits): past that,
+# every SDK failed with an OverflowError instead of waiting.
+MAX_TIMEOUT = 1e9
 
 
 def storage_timeout() -> float:
-    """REMOTE_STORAGE_TIMEOUT in seconds (InvalidConfig when it is not a finite number > 0)."""
+    """REMOTE_STORAGE_TIMEOUT in seconds (InvalidConfig when it is not a number > 0 and at
+    most MAX_TIMEOUT)."""
     seconds = env_seconds(TIMEOUT_SETTING, DEFAULT_TIMEOUT)
-    if not math.isfinite(seconds):
-        raise InvalidConfig(f"{TIMEOUT_SETTING} must be a finite number of seconds")
+    if not seconds <= MAX_TIMEOUT:
+        raise InvalidConfig(
+            f"{TIMEOUT_SETTING} must be a finite number of seconds, at most {MAX_TIMEOUT:.0f}"
+        )
     return seconds
 
 

@@ -85,6 +85,20 @@ async def test_an_unusable_timeout_is_a_configuration_error(
         await download_model("aws", "prod")
 
 
+@pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
+async def test_a_timeout_longer_than_a_socket_can_wait_is_a_configuration_error(
+    silent_storage: str, monkeypatch: pytest.MonkeyPatch, storage: str, setup: Any
+) -> None:
+    """A very long timeout meant as "wait as long as it takes": before, past about 9.2e9 s
+    (what a socket can wait), gcs and azure failed with a bare OverflowError (a 500 from PUT
+    /model, a traceback at startup) and aws with "timestamp out of range"."""
+    setup(silent_storage, monkeypatch)
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "1e10")
+
+    with pytest.raises(InvalidConfig, match="REMOTE_STORAGE_TIMEOUT must be .* at most"):
+        await asyncio.wait_for(download_model(storage, "prod"), within_two_attempts())
+
+
 class StallingStorage(LyingStorage):
     """States a 10-byte object (S3, GCS and Azure Blob alike), then stops sending it after two
     bytes, until `stop` is set."""
