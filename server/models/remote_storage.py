@@ -201,6 +201,7 @@ _CHUNK_BYTES = 1024 * 1024
 def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> None:
     try:
         import boto3
+        import botocore.session
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
     except ImportError as exc:
@@ -215,8 +216,14 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         read_timeout=timeout,
         retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
     )
+    # Also the default of the clients its credential providers make: STS, asked for keys
+    # when they come from a web identity (EKS), held a download for 5 minutes without it.
+    session = botocore.session.get_session()
+    session.set_default_client_config(config)
     try:
-        client = boto3.client("s3", endpoint_url=endpoint, config=config)
+        client = boto3.session.Session(botocore_session=session).client(
+            "s3", endpoint_url=endpoint, config=config
+        )
     except ValueError as exc:  # botocore's "Invalid endpoint"
         raise InvalidConfig(f"AWS_ENDPOINT_URL {endpoint!r} is not usable: {exc}") from None
     try:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,6 +84,27 @@ async def test_a_silent_storage_keeps_the_current_model_and_says_why_in_the_stat
     assert holder.current is not None and holder.current.answer() == "current"
     assert (holder.last_error or "").startswith("prod.tar.gz: ")
     assert "did not answer within 1 s" in (holder.last_error or "")
+
+
+async def test_aws_credentials_from_a_web_identity_wait_no_longer_than_the_timeout(
+    silent_storage: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Credentials as EKS gives them (a role and a web identity token, exchanged with STS for
+    keys): before, an STS endpoint that never answered held the download for 307 s with a
+    timeout of 1 s, then the error said 1 s."""
+    s3_at(silent_storage, monkeypatch)  # STS too: AWS_ENDPOINT_URL is every service's
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    token = tmp_path / "web-identity-token"
+    token.write_text("eyJhbGciOiJub25lIn0.e30.")
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/botserver")
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+    with pytest.raises(ModelUnavailable, match=r"did not answer within 1 s"):
+        await asyncio.wait_for(download_model("aws", "prod"), within_two_attempts())
 
 
 @pytest.mark.parametrize("value", ["soon", "0", "-3", "nan"])
