@@ -8,6 +8,7 @@ import fcntl
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -37,17 +38,22 @@ def extraction_directory() -> Iterator[Path]:
 
 def _sweep(temp: Path) -> None:
     """Remove the extraction directories no living process holds the lock of (a process
-    holds it until it ends, however it ends), leaving the young ones alone."""
+    holds it until it ends, however it ends), leaving the young ones alone. Only this
+    user's: a process run as root would remove other users' too (their botserver's, or
+    what they named so), and a link planted in /tmp is never followed."""
     try:
         candidates = list(temp.glob(f"{PREFIX}*"))
     except OSError:
         return
     for directory in candidates:
         try:
-            if time.time() - directory.stat().st_mtime < STALE_AFTER_SECONDS:
+            found = directory.lstat()
+            if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid():
                 continue
-            held = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:  # gone meanwhile, another user's, not a directory
+            if time.time() - found.st_mtime < STALE_AFTER_SECONDS:
+                continue
+            held = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:  # gone meanwhile, replaced by a link, unreadable
             continue
         try:
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)

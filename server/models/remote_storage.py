@@ -8,7 +8,6 @@ never create buckets.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import shutil
 import tempfile
@@ -39,13 +38,19 @@ DEFAULT_TIMEOUT = 30.0
 # Each request is tried this many times in all: a storage that never answers fails after
 # about this many timeouts.
 ATTEMPTS = 2
+# About 31 years. A socket waits at most about 9.2e9 s (nanoseconds in 64 bits): past that,
+# every SDK failed with an OverflowError instead of waiting.
+MAX_TIMEOUT = 1e9
 
 
 def storage_timeout() -> float:
-    """REMOTE_STORAGE_TIMEOUT in seconds (InvalidConfig when it is not a finite number > 0)."""
+    """REMOTE_STORAGE_TIMEOUT in seconds (InvalidConfig when it is not a number > 0 and at
+    most MAX_TIMEOUT)."""
     seconds = env_seconds(TIMEOUT_SETTING, DEFAULT_TIMEOUT)
-    if not math.isfinite(seconds):
-        raise InvalidConfig(f"{TIMEOUT_SETTING} must be a finite number of seconds")
+    if not seconds <= MAX_TIMEOUT:
+        raise InvalidConfig(
+            f"{TIMEOUT_SETTING} must be a finite number of seconds, at most {MAX_TIMEOUT:.0f}"
+        )
     return seconds
 
 
@@ -196,6 +201,7 @@ _CHUNK_BYTES = 1024 * 1024
 def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> None:
     try:
         import boto3
+        import botocore.session
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
     except ImportError as exc:
@@ -210,8 +216,14 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         read_timeout=timeout,
         retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
     )
+    # Also the default of the clients its credential providers make: STS, asked for keys
+    # when they come from a web identity (EKS), held a download for 5 minutes without it.
+    session = botocore.session.get_session()
+    session.set_default_client_config(config)
     try:
-        client = boto3.client("s3", endpoint_url=endpoint, config=config)
+        client = boto3.session.Session(botocore_session=session).client(
+            "s3", endpoint_url=endpoint, config=config
+        )
     except ValueError as exc:  # botocore's "Invalid endpoint"
         raise InvalidConfig(f"AWS_ENDPOINT_URL {endpoint!r} is not usable: {exc}") from None
     try:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from server.models.extraction import STALE_AFTER_SECONDS
 from server.training.evaluate import load_model_file
 
 REPO = Path(__file__).resolve().parents[2]
+# A uid no account of this machine has: another user's files.
+ANOTHER_USER = 54321
 
 HOLDS_ONE = (
     "import sys, time\n"
@@ -79,3 +82,25 @@ def test_a_load_removes_what_a_killed_load_left_and_nothing_in_use(
     assert not left.exists()
     assert in_use.is_dir()
     assert sorted(p.name for p in temp_dir.iterdir()) == [in_use.name]
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root: only root can make (and remove) another user's folder"
+)
+def test_a_load_leaves_another_users_folder_alone(
+    moodbot_copy: Callable[[str], Path], temp_dir: Path
+) -> None:
+    """A server run as root (a container, a service) shares /tmp with other users: before,
+    its loads removed any user's `botserver-model-*` folder older than a minute that no
+    process locked, whatever it held."""
+    archive = moodbot_copy("extraction-other-user")
+    theirs = temp_dir / "botserver-model-k3j4h5g6"
+    theirs.mkdir(mode=0o700)
+    (theirs / "notes.txt").write_text("theirs")
+    for path in (theirs / "notes.txt", theirs):
+        os.chown(path, ANOTHER_USER, ANOTHER_USER)
+    past = time.time() - STALE_AFTER_SECONDS - 1
+    os.utime(theirs, (past, past))
+
+    assert load_model_file(archive).domain.intents
+    assert (theirs / "notes.txt").read_text() == "theirs"
