@@ -37,7 +37,7 @@ from bench.nlu import DATA  # noqa: E402
 from bench.nlu_consistency import blend_scores, report, typed_block  # noqa: E402
 from bench.nlu_snips import Block, Cache  # noqa: E402
 from server.nlu.entity_types import carrier_words  # noqa: E402
-from server.nlu.gazetteer import Values, gazetteer_types  # noqa: E402
+from server.nlu.gazetteer import Trie, Values, gazetteer_types, value_trie  # noqa: E402
 from server.nlu.tokenizer import tokenize  # noqa: E402
 from server.training.nlu_yaml import read_nlu_file  # noqa: E402
 
@@ -56,24 +56,24 @@ def gazetteer_block(cache: Cache) -> Block:
         for e in train.examples
     ]
 
-    def table(rows: list[int]) -> tuple[Values, int]:
+    def table(rows: list[int]) -> Trie:
         found: Values = collections.defaultdict(collections.Counter)
         for i in rows:
             for value, entity in values[i]:
                 if value:
                     found[value][entity] += 1
-        return found, max((len(v) for v in found), default=1)
+        return value_trie(found)
 
     everything = table(list(range(len(values))))
     folds = [table([i for i in range(len(values)) if cache.fold_of[i] != k]) for k in range(5)]
     vectors = DictVectorizer()
     train_rows = vectors.fit_transform(
         [
-            gazetteer_types(_words(t), *folds[k])
+            gazetteer_types(_words(t), folds[k])
             for t, k in zip(cache.ttr, cache.fold_of, strict=True)
         ]
     )
-    valid_rows = vectors.transform([gazetteer_types(_words(t), *everything) for t in cache.tva])
+    valid_rows = vectors.transform([gazetteer_types(_words(t), everything) for t in cache.tva])
     return sp.csr_matrix(normalize(train_rows)), sp.csr_matrix(normalize(valid_rows))
 
 

@@ -16,25 +16,49 @@ from server.nlu.params import number
 from server.nlu.training_data import NLUTrainingData
 
 Values = dict[tuple[str, ...], Counter[str]]
+# The values as a tree of words: a word -> the values going on with it; None -> the types of
+# the value ending there.
+Trie = dict[str | None, Any]
+
+# A longer value is left out: it hardly recurs word for word, and each word of a message
+# costs up to this many steps (a pasted 300-word paragraph made a 50,000-word message cost
+# 18 s of CPU before the values became a tree).
+MAX_VALUE_WORDS = 32
 
 
-def gazetteer_types(words: list[str], values: Values, longest: int) -> dict[str, float]:
+def value_trie(values: Values) -> Trie:
+    """The tree `gazetteer_types` walks, of `values`."""
+    root: Trie = {}
+    for words, types in values.items():
+        node = root
+        for word in words:
+            node = node.setdefault(word, {})
+        node[None] = types
+    return root
+
+
+def gazetteer_types(words: list[str], values: Trie) -> dict[str, float]:
     """The types of the known values in `words`, each match the longest one starting at its
     word (the scan resumes after it), each type weighted by its share of that value's
     annotations."""
     found: dict[str, float] = {}
     i = 0
     while i < len(words):
-        for j in range(min(len(words), i + longest), i, -1):
-            types = values.get(tuple(words[i:j]))
-            if types:
-                total = types.total()
-                for kind, count in types.items():
-                    found[kind] = found.get(kind, 0.0) + count / total
-                i = j
+        node = values
+        types: Counter[str] | None = None
+        end = i + 1
+        for j in range(i, len(words)):
+            child = node.get(words[j])
+            if child is None:
                 break
-        else:
-            i += 1
+            node = child
+            if node.get(None):
+                types, end = node[None], j + 1
+        if types:
+            total = types.total()
+            for kind, count in types.items():
+                found[kind] = found.get(kind, 0.0) + count / total
+        i = end
     return found
 
 
@@ -44,7 +68,7 @@ def _annotated_values(message: Message, example: Any) -> list[tuple[tuple[str, .
         words = tuple(
             t.text.lower() for t in message.tokens if t.start < entity.end and t.end > entity.start
         )
-        if words:
+        if 0 < len(words) <= MAX_VALUE_WORDS:
             out.append((words, entity.entity))
     return out
 
@@ -62,7 +86,7 @@ class EntityGazetteerFeaturizer:
         self.weight = number(config, "weight", 1.0, name, minimum=0)
         self.types_: list[str] = []
         self.values_: Values = {}
-        self.longest_ = 1
+        self._trie: Trie = {}
 
     def train(self, messages: list[Message], data: NLUTrainingData) -> None:
         annotated = [_annotated_values(m, e) for m, e in zip(messages, data.examples, strict=True)]
@@ -77,22 +101,23 @@ class EntityGazetteerFeaturizer:
         self._set(everything)
         if not self.types_:
             return
+        tries = [value_trie(values) for values in per_fold]
         for i, message in enumerate(messages):
-            message.blocks.append(self._block(message, per_fold[i % self.folds]))
+            message.blocks.append(self._block(message, tries[i % self.folds]))
 
     def _set(self, values: Values) -> None:
         self.values_ = values
         self.types_ = sorted({kind for kinds in values.values() for kind in kinds})
-        self.longest_ = max((len(words) for words in values), default=1)
+        self._trie = value_trie(values)
 
     def process(self, message: Message) -> None:
         if not self.types_:
             return  # idle: no training example holds an entity
-        message.blocks.append(self._block(message, self.values_))
+        message.blocks.append(self._block(message, self._trie))
 
-    def _block(self, message: Message, values: Values) -> tuple[list[int], list[float], int]:
+    def _block(self, message: Message, values: Trie) -> tuple[list[int], list[float], int]:
         words = [t.text.lower() for t in message.tokens]
-        found = gazetteer_types(words, values, self.longest_)
+        found = gazetteer_types(words, values)
         columns = {kind: i for i, kind in enumerate(self.types_)}
         pairs = sorted((columns[k], v) for k, v in found.items() if k in columns)
         norm = float(np.sqrt(sum(v * v for _, v in pairs)))
@@ -131,6 +156,11 @@ class EntityGazetteerFeaturizer:
                 )
             ):
                 raise ModelError(f"{name}: malformed entity values")
+            if len(row[0]) > MAX_VALUE_WORDS:
+                raise ModelError(
+                    f"{name}: an entity value of {len(row[0])} words (training keeps values "
+                    f"of at most {MAX_VALUE_WORDS})"
+                )
             values[tuple(row[0])] = Counter(row[1])
         featurizer._set(values)
         return featurizer

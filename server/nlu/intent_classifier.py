@@ -13,7 +13,7 @@ from server.errors import InvalidConfig
 from server.nlu.class_spread import ClassSpread
 from server.nlu.linear_model import LinearModel, feature_matrix
 from server.nlu.message import Message
-from server.nlu.neighbours import Neighbours
+from server.nlu.neighbours import MAX_BLEND_WEIGHT, Neighbours
 from server.nlu.params import flag, number
 from server.nlu.scenarios import Scenarios
 from server.nlu.training_data import NLUTrainingData
@@ -52,7 +52,9 @@ class IntentClassifier:
         self.class_weight = config.get("class_weight")
         # `neighbour_weight` above 0 blends in each intent's `neighbours` nearest training
         # sentences (server/nlu/neighbours.py); 0, the default, is the linear model alone.
-        self.neighbour_weight = number(config, "neighbour_weight", 0.0, name, minimum=0)
+        self.neighbour_weight = number(
+            config, "neighbour_weight", 0.0, name, minimum=0, maximum=MAX_BLEND_WEIGHT
+        )
         self.neighbours = number(config, "neighbours", 1, name, whole=True, minimum=1)
         # false: the similarity leaves out character n-gram blocks (a tenth of the stored
         # values to read at a parse; eleventh NLU round, docs/benchmarks.md).
@@ -71,7 +73,9 @@ class IntentClassifier:
         # before `scenario_separator`), a second linear model scores the scenarios and each
         # intent gets its scenario's score, standardised, times this weight
         # (server/nlu/scenarios.py); 0, the default, is off.
-        self.scenario_weight = number(config, "scenario_weight", 0.0, name, minimum=0)
+        self.scenario_weight = number(
+            config, "scenario_weight", 0.0, name, minimum=0, maximum=MAX_BLEND_WEIGHT
+        )
         self.scenario_separator = config.get("scenario_separator", "_")
         if not isinstance(self.scenario_separator, str) or not self.scenario_separator:
             raise InvalidConfig(

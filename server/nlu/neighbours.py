@@ -292,8 +292,7 @@ class Neighbours:
     ) -> Neighbours:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ModelError("intent neighbours must be a whole number above 0")
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool):
-            raise ModelError("intent neighbour weight must be a number")
+        weight = stored_blend_weight(weight, "intent neighbour weight")
         data = read_array(directory, f"{prefix}nn_data.npy", np.float32, ndim=1)
         indices = read_array(directory, f"{prefix}nn_indices.npy", np.int32, ndim=1)
         indptr = read_array(directory, f"{prefix}nn_indptr.npy", np.int64, ndim=1)
@@ -354,12 +353,29 @@ class Neighbours:
             dense,
             starts,
             k,
-            float(weight),
+            weight,
             ranges,
             projection,
             squeezed,
             compressor,
         )
+
+
+# Beyond this the blended term alone orders the intents anyway; far beyond it (1e308) the
+# blended scores overflow to inf and every parse answers NaN confidences.
+MAX_BLEND_WEIGHT = 1000.0
+
+
+def stored_blend_weight(weight: object, what: str) -> float:
+    """A blend weight read from a model, refused (ModelError naming `what`) unless a number
+    training accepts."""
+    if (
+        not isinstance(weight, (int, float))
+        or isinstance(weight, bool)
+        or not 0 <= weight <= MAX_BLEND_WEIGHT
+    ):
+        raise ModelError(f"{what} must be a number from 0 to {MAX_BLEND_WEIGHT:g}")
+    return float(weight)
 
 
 def add_standardised(scores: np.ndarray, other: np.ndarray, weight: float) -> np.ndarray:

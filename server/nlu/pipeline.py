@@ -11,7 +11,14 @@ from typing import Any
 from server.errors import InvalidConfig, ModelError, about_config_item
 from server.nlu.message import Message
 from server.nlu.regex_message import parse_regex_message
-from server.nlu.registry import COMPONENTS, Plan, Step, component_class, plan_pipeline
+from server.nlu.registry import (
+    COMPONENTS,
+    FEATURIZERS,
+    Plan,
+    Step,
+    component_class,
+    plan_pipeline,
+)
 from server.nlu.response_selector import DEFAULT_SELECTOR
 from server.nlu.state_files import read_json
 from server.nlu.training_data import NLUTrainingData
@@ -220,7 +227,25 @@ class NLUPipeline:
             if key == "DucklingEntityExtractor":
                 component.locale = state.get("locale", component.locale)
             components.append((key, component))
+        _check_feature_width(components)
         return cls(components, language, [str(w) for w in warnings], [str(e) for e in entities])
+
+
+def _check_feature_width(components: list[tuple[str, Any]]) -> None:
+    """ModelError unless the intent classifier's weights have a row for each feature column
+    its featurizers give (an empty message through them): a featurizer's state with one more
+    word or type than at training made every parse that hit it an IndexError (a 500)."""
+    message = Message("")
+    for key, component in components:
+        if key in FEATURIZERS:
+            component.process(message)
+        elif key == "IntentClassifier" and component.model_ is not None:
+            rows = component.model_.weights.shape[0]
+            if rows != message.feature_width:
+                raise ModelError(
+                    f"{component.name} has weights for {rows} features, its featurizers "
+                    f"give {message.feature_width}"
+                )
 
 
 def _name_full_retrieval_intent(intent: dict[str, Any], selector: dict[str, Any]) -> None:

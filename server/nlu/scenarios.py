@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from server.errors import ModelError
 from server.nlu.linear_model import LinearModel
-from server.nlu.neighbours import add_standardised
+from server.nlu.neighbours import add_standardised, stored_blend_weight
 
 # The names form a hierarchy when at least this share of the intents has a scenario it
 # shares with another intent (HWU64: 61 of 64; BANKING77's `card_arrival`, `top_up_failed`...:
@@ -87,8 +87,7 @@ class Scenarios:
         cls, directory: Path, prefix: str, width: int, n_classes: int, state: dict
     ) -> Scenarios:
         weight, of_class = state.get("scenario_weight"), state.get("scenario_of_intent")
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool):
-            raise ModelError("intent scenario weight must be a number")
+        blend_weight = stored_blend_weight(weight, "intent scenario weight")
         model = LinearModel.read(
             directory,
             f"{prefix}scenario_",
@@ -104,4 +103,4 @@ class Scenarios:
             or model.weights.shape[0] != width
         ):
             raise ModelError("intent scenario state does not match the classifier")
-        return cls(model, np.asarray(of_class, np.int64), float(weight))
+        return cls(model, np.asarray(of_class, np.int64), blend_weight)

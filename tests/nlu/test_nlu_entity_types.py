@@ -261,3 +261,68 @@ def test_a_carrier_weight_adds_the_carrier_block_which_survives_persistence(tmp_
     plain = NLUPipeline.train(read_nlu_yaml(DATA), PIPELINE)
     plain_featurizer = next(c for k, c in plain._components if k == "EntityTypeFeaturizer")
     assert plain_featurizer.carrier_vectors_ is None
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({"carrier_weight": "high"}, "carrier_weight"),
+        ({"carrier_weight": [1]}, "carrier_weight"),
+        ({"carrier_weight": -1}, "carrier_weight"),
+        ({"carrier_weight": float("inf")}, "carrier_weight"),
+        ({"weight": "half"}, "weight"),
+        ({"folds": "five"}, "folds"),
+        ({"folds": 2.5}, "folds"),
+        ({"max_ngram": "three"}, "max_ngram"),
+    ],
+)
+def test_bad_options_are_config_errors_naming_the_component(options: dict[str, Any], key: str):
+    # Was a ValueError or TypeError from float()/int() (a traceback), or, for a negative or
+    # infinite carrier_weight, silently no carrier or a block of inf features.
+    pipeline = [
+        {"name": "WhitespaceTokenizer"},
+        {"name": "CRFEntityExtractor"},
+        {"name": "EntityTypeFeaturizer", **options},
+        {"name": "IntentClassifier"},
+    ]
+    with pytest.raises(InvalidConfig, match=f"EntityTypeFeaturizer: '{key}'"):
+        NLUPipeline.check(pipeline)
+
+
+class _Counted(int):
+    """An offset that counts how often it is compared."""
+
+    comparisons = 0
+
+    def _count(self, other: object, result: bool) -> bool:
+        _Counted.comparisons += 1
+        return result
+
+    def __lt__(self, other: object) -> bool:
+        return self._count(other, int(self) < int(other))  # type: ignore[call-overload]
+
+    def __gt__(self, other: object) -> bool:
+        return self._count(other, int(self) > int(other))  # type: ignore[call-overload]
+
+    def __le__(self, other: object) -> bool:
+        return self._count(other, int(self) <= int(other))  # type: ignore[call-overload]
+
+    def __ge__(self, other: object) -> bool:
+        return self._count(other, int(self) >= int(other))  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("words", [typed_words, carrier_words])
+def test_a_long_message_full_of_entities_costs_comparisons_in_proportion(words: Any):
+    # 50,000 numbers fit in the 100,000 characters a message may hold, and a CRF trained on
+    # `[3](count)` tags each one: each token used to scan the spans before its own (n²/2
+    # comparisons, minutes of CPU for one parse).
+    n = 2000
+    text = " ".join(["3"] * n)
+    tokens = tokenize(text)
+    entities = [
+        {"entity": "count", "start": _Counted(t.start), "end": _Counted(t.end)} for t in tokens
+    ]
+    _Counted.comparisons = 0
+    found = words(tokens, entities)
+    assert found.count("@count" if words is typed_words else "_") == n
+    assert _Counted.comparisons < 50 * n

@@ -1,13 +1,15 @@
 """The EntityGazetteerFeaturizer: training entity values found again in a message."""
 
+import cProfile
 import json
+import pstats
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from server.errors import ModelError
-from server.nlu.gazetteer import EntityGazetteerFeaturizer
+from server.nlu.gazetteer import MAX_VALUE_WORDS, EntityGazetteerFeaturizer
 from server.nlu.message import Message
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.tokenizer import tokenize
@@ -103,3 +105,48 @@ def test_idle_without_entities():
     message = Message("hello", tokenize("hello"))
     featurizer.process(message)
     assert not messages[0].blocks and not message.blocks
+
+
+def test_a_long_message_costs_a_few_lookups_a_word_whatever_the_longest_value():
+    # A 300-word annotated value (a pasted paragraph) made every word of a message try 300
+    # slices of up to 300 words: 18 s of CPU on the event loop for a 50,000-word message.
+    paragraph = " ".join(["a"] * 299 + ["b"])
+    data = read_nlu_yaml(
+        "nlu:\n- intent: note\n  examples: |\n"
+        f"    - note [{paragraph}](memo)\n    - note [a](memo) now\n"
+        "- intent: greet\n  examples: |\n    - hello\n"
+    )
+    messages = [Message(e.text, tokenize(e.text)) for e in data.examples]
+    featurizer = EntityGazetteerFeaturizer({})
+    featurizer.train(messages, data)
+    text = " ".join(["a"] * 2000)
+    message = Message(text, tokenize(text))
+    profile = cProfile.Profile()
+    profile.enable()
+    featurizer.process(message)
+    profile.disable()
+    calls = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
+    assert message.blocks[-1][1] == [featurizer.weight]  # "a", a memo, found 2000 times
+    assert calls < 15 * 2000  # 11 a word (573,167 before: 286 a word)
+
+
+def test_a_value_longer_than_training_keeps_fails_loading():
+    # Training leaves out values over MAX_VALUE_WORDS; an archive holding one is not ours.
+    values = [[["w"] * (MAX_VALUE_WORDS + 1), {"memo": 1}]]
+    with pytest.raises(ModelError, match="EntityGazetteerFeaturizer: .*words"):
+        EntityGazetteerFeaturizer.from_state(
+            {}, {"values": values}, Path("."), "", "EntityGazetteerFeaturizer"
+        )
+
+
+def test_values_of_a_type_the_classifier_never_saw_fail_loading(tmp_path: Path):
+    # One more type is one more column than the classifier's weights have: every parse
+    # finding the value was an IndexError (a 500).
+    NLUPipeline.train(read_nlu_yaml(DATA), PIPELINE).persist(tmp_path)
+    manifest = tmp_path / "pipeline.json"
+    pipeline = json.loads(manifest.read_text())
+    (gazetteer,) = [c for c in pipeline["components"] if c["key"] == "EntityGazetteerFeaturizer"]
+    gazetteer["state"]["values"].append([["zzz"], {"zz_type": 1}])
+    manifest.write_text(json.dumps(pipeline))
+    with pytest.raises(ModelError, match="features"):
+        NLUPipeline.load(tmp_path)

@@ -89,6 +89,20 @@ def test_bad_options_are_config_errors(options: dict[str, Any], key: str):
         _train(**options)
 
 
+def test_a_weight_too_large_for_the_scores_is_refused_in_config_and_archive(tmp_path: Path):
+    # 1e308 is a finite number, but the blended scores overflow: parses answered NaN
+    # confidences, which JSON cannot carry (a 500 on every parse).
+    with pytest.raises(InvalidConfig, match="neighbour_weight"):
+        _train(neighbour_weight=1e308)
+    _train(neighbour_weight=0.3).persist(tmp_path)
+    manifest = tmp_path / "pipeline.json"
+    # The state's copy (after the config's): the model as trained, its stored weight changed.
+    config, state = manifest.read_text().rsplit('"neighbour_weight": 0.3', 1)
+    manifest.write_text(f'{config}"neighbour_weight": 1e308{state}')
+    with pytest.raises(ModelError, match="neighbour weight"):
+        NLUPipeline.load(tmp_path)
+
+
 def test_class_scores_are_the_mean_of_the_k_most_similar_sentences():
     # Columns 0-1 sparse, 2-3 dense (every row has them): stored and scored apart.
     x = sp.csr_matrix(

@@ -125,3 +125,17 @@ def test_a_damaged_scenario_state_fails_loading_with_a_clear_error(tmp_path: Pat
 def test_bad_options_are_config_errors(options: dict[str, Any], key: str):
     with pytest.raises(InvalidConfig, match=key):
         _train(**options)
+
+
+def test_a_weight_too_large_for_the_scores_is_refused_in_config_and_archive(tmp_path: Path):
+    # 1e308 is a finite number, but the blended scores overflow: parses answered NaN
+    # confidences, which JSON cannot carry (a 500 on every parse).
+    with pytest.raises(InvalidConfig, match="scenario_weight"):
+        _train(scenario_weight=1e308)
+    _train(scenario_weight=1).persist(tmp_path)
+    manifest = tmp_path / "pipeline.json"
+    manifest.write_text(
+        manifest.read_text().replace('"scenario_weight": 1.0', '"scenario_weight": 1e308')
+    )
+    with pytest.raises(ModelError, match="scenario weight"):
+        NLUPipeline.load(tmp_path)
