@@ -67,3 +67,16 @@ def test_logging_setup_of_a_cli_command_imports_no_web_framework(tmp_path: Path)
     assert "yaml" in modules
     assert "fastapi" not in modules
     assert "pydantic" not in modules
+
+
+def test_a_server_without_a_sql_store_imports_no_sqlalchemy(tmp_path: Path) -> None:
+    """Before, the server module imported SQLAlchemy (through the remote model storages'
+    timeout setting) even with the in-memory tracker store."""
+    code = (
+        "import server.api.runner\n"
+        "from server.trackers.factory import create_tracker_store\n"
+        "create_tracker_store({'type': 'in_memory'})\n"
+    )
+    modules = _modules_after(code, tmp_path)
+    assert "fastapi" in modules
+    assert "sqlalchemy" not in modules
