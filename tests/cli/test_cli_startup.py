@@ -80,3 +80,15 @@ def test_a_server_without_a_sql_store_imports_no_sqlalchemy(tmp_path: Path) -> N
     modules = _modules_after(code, tmp_path)
     assert "fastapi" in modules
     assert "sqlalchemy" not in modules
+
+
+def test_a_server_without_jwt_settings_imports_no_jwt_library(tmp_path: Path) -> None:
+    """Before, PyJWT (and the cryptography it loads) came with every server, JWT or not."""
+    code = (
+        "import server.api.runner\n"
+        "from server.auth import Authenticator, AuthConfig\n"
+        "Authenticator(AuthConfig(token='secret'))\n"
+    )
+    assert "jwt" not in _modules_after(code, tmp_path)
+    with_jwt = code.replace("token='secret'", "jwt_secret='a' * 32, jwt_method='HS256'")
+    assert "jwt" in _modules_after(with_jwt, tmp_path)
