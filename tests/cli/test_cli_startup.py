@@ -83,7 +83,7 @@ def test_a_server_without_a_sql_store_imports_no_sqlalchemy(tmp_path: Path) -> N
 
 
 def test_a_server_without_jwt_settings_imports_no_jwt_library(tmp_path: Path) -> None:
-    """Before, PyJWT (and the cryptography it loads) came with every server, JWT or not."""
+    """Before, PyJWT (and the cryptography backends it loads) came with every server."""
     code = (
         "import server.api.runner\n"
         "from server.auth import Authenticator, AuthConfig\n"
