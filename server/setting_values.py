@@ -6,6 +6,7 @@ read from strings too (`session_persistence: ${PERSIST}` with PERSIST=false is o
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -92,3 +93,14 @@ def kind(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return type(value).__name__
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A duration from the environment variable `name`: a number of seconds, more than 0."""
+    try:
+        seconds = float(os.environ.get(name, default))
+    except ValueError:
+        raise InvalidConfig(f"{name} must be a number of seconds") from None
+    if not seconds > 0:
+        raise InvalidConfig(f"{name} must be more than 0 seconds")
+    return seconds

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jwt
-
 from server.auth.config import AuthConfig, verification_key
 from server.errors import AuthError
 
@@ -42,6 +40,8 @@ class JwtVerifier:
     def verify(self, token: str) -> dict[str, Any]:
         """The payload of a valid token; raises AuthError saying why (expired, bad signature,
         algorithm...) otherwise. The reason names the error's class, never the token."""
+        import jwt  # here: a server without JWT settings never loads PyJWT
+
         try:
             payload = jwt.decode(
                 token,

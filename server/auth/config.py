@@ -10,24 +10,23 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
-
-import jwt
-from jwt.algorithms import get_default_algorithms
-from jwt.exceptions import InvalidKeyError
 
 from server.errors import InvalidConfig
 
-_InsecureKeyLengthWarning: type[Warning] | None
-try:
-    from jwt.warnings import InsecureKeyLengthWarning as _InsecureKeyLengthWarning
-except ImportError:  # PyJWT < 2.10 does not warn about short keys
-    _InsecureKeyLengthWarning = None
-
 logger = logging.getLogger(__name__)
 
-# `none` is never acceptable; every other algorithm PyJWT knows is.
-SUPPORTED_JWT_METHODS = frozenset(a for a in get_default_algorithms() if a != "none")
+
+@cache
+def supported_jwt_methods() -> frozenset[str]:
+    """The JWT methods we verify: `none` never, every other algorithm PyJWT knows. PyJWT
+    (and the cryptography it loads) is imported here, by a server that uses JWTs only."""
+    from jwt.algorithms import get_default_algorithms
+
+    return frozenset(a for a in get_default_algorithms() if a != "none")
+
+
 DEFAULT_LEEWAY_SECONDS = 10.0
 _MIN_HMAC_KEY_BYTES = 32
 
@@ -96,10 +95,10 @@ def load_key(value: str) -> str:
 def verification_key(config: AuthConfig) -> Any:
     """The prepared key that verifies JWTs for `config`; raises InvalidConfig if unusable."""
     method = config.jwt_method
-    if method not in SUPPORTED_JWT_METHODS:
+    if method not in supported_jwt_methods():
         raise InvalidConfig(
             f"--jwt-method {method!r} is not supported; use one of "
-            f"{', '.join(sorted(SUPPORTED_JWT_METHODS))}"
+            f"{', '.join(sorted(supported_jwt_methods()))}"
         )
     if not config.jwt_secret:
         raise InvalidConfig("--jwt-secret is required to verify JWTs")
@@ -109,6 +108,9 @@ def verification_key(config: AuthConfig) -> Any:
 def prepared_key(raw: str, method: str, name: str) -> Any:
     """`raw` made ready to verify `method` JWTs (the public half of a private key); raises
     InvalidConfig naming the setting `name` when it is no key for `method`."""
+    import jwt
+    from jwt.exceptions import InvalidKeyError
+
     algorithm = jwt.get_algorithm_by_name(method)
     try:
         key = algorithm.prepare_key(raw)
@@ -123,8 +125,12 @@ def prepared_key(raw: str, method: str, name: str) -> Any:
                 _MIN_HMAC_KEY_BYTES,
             )
         # Warned once above; PyJWT would repeat it on every request.
-        if _InsecureKeyLengthWarning is not None:
-            warnings.filterwarnings("ignore", category=_InsecureKeyLengthWarning)
+        try:
+            from jwt.warnings import InsecureKeyLengthWarning
+        except ImportError:  # PyJWT < 2.10 does not warn about short keys
+            pass
+        else:
+            warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
         return key
     # Verifying needs the public half; accept a private key PEM and derive it.
     public_key = getattr(key, "public_key", None)

@@ -21,7 +21,7 @@ from server import setting_values as settings
 from server.api.errors import BUSY_CONVERSATIONS
 from server.api.shutdown import at_stop
 from server.api.worker_files import serve_privately, worker_route
-from server.auth.config import SUPPORTED_JWT_METHODS, prepared_key
+from server.auth.config import prepared_key, supported_jwt_methods
 from server.auth.refusals import RefusalLog
 from server.channels.channel import (
     InputChannel,
@@ -231,9 +231,9 @@ class SocketIOInput(InputChannel):
     def from_credentials(cls, credentials: dict[str, Any] | None) -> SocketIOInput:
         c = credentials or {}
         jwt_method = settings.text(c, "jwt_method", "HS256") or "HS256"
-        if jwt_method not in SUPPORTED_JWT_METHODS:
+        if jwt_method not in supported_jwt_methods():
             raise InvalidConfig(
-                f"'jwt_method' must be one of {', '.join(sorted(SUPPORTED_JWT_METHODS))}, "
+                f"'jwt_method' must be one of {', '.join(sorted(supported_jwt_methods()))}, "
                 f"not '{jwt_method}'"
             )
         path = settings.text(c, "socketio_path", "/socket.io") or ""

@@ -26,7 +26,7 @@ from server.errors import (
 from server.models.archive import ARCHIVE_SUFFIX
 from server.models.holder import is_disk_full
 from server.models.safety import DEFAULT_LIMITS
-from server.trackers.sql_engine import env_seconds
+from server.setting_values import env_seconds
 
 STORAGES = ("aws", "gcs", "azure")
 

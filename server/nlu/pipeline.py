@@ -11,7 +11,14 @@ from typing import Any
 from server.errors import InvalidConfig, ModelError, about_config_item
 from server.nlu.message import Message
 from server.nlu.regex_message import parse_regex_message
-from server.nlu.registry import COMPONENTS, FEATURIZERS, Plan, Step, plan_pipeline
+from server.nlu.registry import (
+    COMPONENTS,
+    FEATURIZERS,
+    Plan,
+    Step,
+    component_class,
+    plan_pipeline,
+)
 from server.nlu.response_selector import DEFAULT_SELECTOR
 from server.nlu.state_files import read_json
 from server.nlu.training_data import NLUTrainingData
@@ -210,7 +217,7 @@ class NLUPipeline:
                 raise ModelError(f"unknown NLU component {key!r} in the model")
             if not (isinstance(name, str) and isinstance(config, dict) and isinstance(state, dict)):
                 raise ModelError(f"NLU component {index} ({key}) is malformed")
-            component_cls: Any = COMPONENTS[key]
+            component_cls: Any = component_class(key)
             try:
                 component = component_cls.from_state(config, state, directory, f"c{index}_", name)
             except ModelError:
@@ -275,7 +282,7 @@ def _name_entity_sources(components: list[tuple[str, Any]], names: list[str]) ->
 
 def _build_step(step: Step, config: dict[str, Any], language: str) -> Any:
     """The component of a planned step; a refused parameter names its config.yml item."""
-    component_cls: Any = COMPONENTS[step.key]
+    component_cls: Any = component_class(step.key)
     with about_config_item("pipeline", step.position):
         if step.key == "DucklingEntityExtractor":
             return component_cls(config, step.name, language)

@@ -3,51 +3,44 @@ our nearest equivalent (with one warning listing every mapping)."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from server.errors import InvalidConfig, about_config_item
-from server.nlu.count_vectors import CountVectorsFeaturizer
-from server.nlu.crf_extractor import CRFEntityExtractor
-from server.nlu.dense_featurizer import INSTALL_HINT, DenseFeaturizer, dense_available
-from server.nlu.duckling import DucklingEntityExtractor
-from server.nlu.entity_consistency import IntentEntityConsistency
-from server.nlu.entity_types import EntityTypeFeaturizer
-from server.nlu.fallback import FallbackClassifier
-from server.nlu.gazetteer import EntityGazetteerFeaturizer
-from server.nlu.intent_classifier import IntentClassifier
-from server.nlu.lexical_syntactic import LexicalSyntacticFeaturizer
-from server.nlu.regex_extractor import RegexEntityExtractor
-from server.nlu.regex_featurizer import RegexFeaturizer
-from server.nlu.response_selector import ResponseSelector
-from server.nlu.skip_grams import SkipGramFeaturizer
-from server.nlu.static_embeddings import StaticEmbeddingFeaturizer
-from server.nlu.synonyms import EntitySynonymMapper
-from server.nlu.teacher_map import TeacherMapFeaturizer
-from server.nlu.tokenizer import WhitespaceTokenizer
+from server.nlu.dense_featurizer import INSTALL_HINT, dense_available
 
-# Our component classes by the key stored in a persisted pipeline. Loading only ever
-# looks classes up here: nothing named by a file is imported.
-COMPONENTS: dict[str, type] = {
-    "WhitespaceTokenizer": WhitespaceTokenizer,
-    "RegexFeaturizer": RegexFeaturizer,
-    "LexicalSyntacticFeaturizer": LexicalSyntacticFeaturizer,
-    "CountVectorsFeaturizer": CountVectorsFeaturizer,
-    "DenseFeaturizer": DenseFeaturizer,
-    "StaticEmbeddingFeaturizer": StaticEmbeddingFeaturizer,
-    "EntityTypeFeaturizer": EntityTypeFeaturizer,
-    "SkipGramFeaturizer": SkipGramFeaturizer,
-    "EntityGazetteerFeaturizer": EntityGazetteerFeaturizer,
-    "TeacherMapFeaturizer": TeacherMapFeaturizer,
-    "IntentClassifier": IntentClassifier,
-    "CRFEntityExtractor": CRFEntityExtractor,
-    "RegexEntityExtractor": RegexEntityExtractor,
-    "EntitySynonymMapper": EntitySynonymMapper,
-    "IntentEntityConsistency": IntentEntityConsistency,
-    "FallbackClassifier": FallbackClassifier,
-    "ResponseSelector": ResponseSelector,
-    "DucklingEntityExtractor": DucklingEntityExtractor,
+# Our component classes by the key stored in a persisted pipeline: the module holding each,
+# imported on first use, so a server imports only what its model's pipeline runs (no
+# python-crfsuite for a pipeline without entity extraction). Loading only ever looks keys up
+# here: nothing named by a file is imported.
+COMPONENTS: dict[str, str] = {
+    "WhitespaceTokenizer": "server.nlu.tokenizer",
+    "RegexFeaturizer": "server.nlu.regex_featurizer",
+    "LexicalSyntacticFeaturizer": "server.nlu.lexical_syntactic",
+    "CountVectorsFeaturizer": "server.nlu.count_vectors",
+    "DenseFeaturizer": "server.nlu.dense_featurizer",
+    "StaticEmbeddingFeaturizer": "server.nlu.static_embeddings",
+    "EntityTypeFeaturizer": "server.nlu.entity_types",
+    "SkipGramFeaturizer": "server.nlu.skip_grams",
+    "EntityGazetteerFeaturizer": "server.nlu.gazetteer",
+    "TeacherMapFeaturizer": "server.nlu.teacher_map",
+    "IntentClassifier": "server.nlu.intent_classifier",
+    "CRFEntityExtractor": "server.nlu.crf_extractor",
+    "RegexEntityExtractor": "server.nlu.regex_extractor",
+    "EntitySynonymMapper": "server.nlu.synonyms",
+    "IntentEntityConsistency": "server.nlu.entity_consistency",
+    "FallbackClassifier": "server.nlu.fallback",
+    "ResponseSelector": "server.nlu.response_selector",
+    "DucklingEntityExtractor": "server.nlu.duckling",
 }
+
+
+def component_class(key: str) -> type:
+    """The class of a key of COMPONENTS (KeyError for any other), its module imported now."""
+    cls: type = getattr(importlib.import_module(COMPONENTS[key]), key)
+    return cls
+
 
 TOKENIZERS = {"WhitespaceTokenizer"}
 FEATURIZERS = {

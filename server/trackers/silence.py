@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
-from server.trackers.sql_engine import env_seconds
+from server.setting_values import env_seconds
 
 # A statement this long without an answer has a new connection opened beside it (seconds)...
 DEFAULT_CHECK_AFTER = 2.0

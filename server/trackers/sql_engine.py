@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from server.errors import InvalidConfig, first_line
+from server.setting_values import env_seconds
 from server.trackers.tcp_keepalive import guard_driver_connection
 from server.trackers.tcp_keepalive import tcp_options as _tcp_options
 
@@ -196,17 +197,6 @@ def statement_took_too_long(seconds: float) -> TimeoutError:
     answers (a silent one is given up sooner: see server.trackers.silence); before, its 503
     said `TimeoutError (no answer)`."""
     return TimeoutError(f"a statement took more than {seconds:g} s (SQL_STATEMENT_TIMEOUT)")
-
-
-def env_seconds(name: str, default: float) -> float:
-    """A duration from the environment variable `name`: a number of seconds, more than 0."""
-    try:
-        seconds = float(os.environ.get(name, default))
-    except ValueError:
-        raise InvalidConfig(f"{name} must be a number of seconds") from None
-    if not seconds > 0:
-        raise InvalidConfig(f"{name} must be more than 0 seconds")
-    return seconds
 
 
 def postgres_lock_timeout() -> str:

@@ -1,0 +1,94 @@
+"""What a start costs: a command or a server imports only the libraries its path needs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cli.botserver_process import REPO, start_botserver
+
+
+def _modules_after(code: str, cwd: Path) -> set[str]:
+    """The top-level packages in sys.modules after `code` runs in a fresh interpreter."""
+    tops = "{m.split('.')[0] for m in sys.modules}"
+    script = f"{code}\nimport sys\nprint(' '.join(sorted({tops})))"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split("\n")[-2].split())
+
+
+def _mapped_libraries(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_serving_moodbot_loads_no_crf_library(moodbot_model: Path, tmp_path: Path) -> None:
+    """moodbot's pipeline extracts no entities: before, every server loaded python-crfsuite
+    (and every other component's module) whatever the model's pipeline held."""
+    server = start_botserver(["-m", str(moodbot_model)], tmp_path, tmp_path)
+    try:
+        server.wait_until("/health/ready")
+        maps = _mapped_libraries(server.process.pid)
+        assert "/numpy/" in maps  # the check sees the libraries a server does load
+        assert "pycrfsuite" not in maps
+        assert server.process.poll() is None
+    finally:
+        server.stop()
+
+
+def test_a_pipeline_without_crf_does_not_import_it_and_one_with_crf_does(tmp_path: Path) -> None:
+    """Components are still found by their Rasa names; each module is imported on use."""
+    code = (
+        "from server.nlu.pipeline import NLUPipeline\n"
+        "NLUPipeline.check([{'name': 'WhitespaceTokenizer'}, {'name': 'RegexFeaturizer'}])\n"
+    )
+    assert "pycrfsuite" not in _modules_after(code, tmp_path)
+    crf = "{'name': 'CRFEntityExtractor'}"
+    with_crf = code.replace("'RegexFeaturizer'}", f"'RegexFeaturizer'}}, {crf}")
+    assert "pycrfsuite" in _modules_after(with_crf, tmp_path)
+
+
+def test_logging_setup_of_a_cli_command_imports_no_web_framework(tmp_path: Path) -> None:
+    """`botserver data validate`, `train` and every other command configure logging first;
+    before, that imported FastAPI and pydantic (through the auth package) for every command."""
+    code = "from server.logs import configure_logging\nconfigure_logging(verbosity=0)\n"
+    modules = _modules_after(code, tmp_path)
+    assert "yaml" in modules
+    assert "fastapi" not in modules
+    assert "pydantic" not in modules
+
+
+def test_a_server_without_a_sql_store_imports_no_sqlalchemy(tmp_path: Path) -> None:
+    """Before, the server module imported SQLAlchemy (through the remote model storages'
+    timeout setting) even with the in-memory tracker store."""
+    code = (
+        "import server.api.runner\n"
+        "from server.trackers.factory import create_tracker_store\n"
+        "create_tracker_store({'type': 'in_memory'})\n"
+    )
+    modules = _modules_after(code, tmp_path)
+    assert "fastapi" in modules
+    assert "sqlalchemy" not in modules
+
+
+def test_a_server_without_jwt_settings_imports_no_jwt_library(tmp_path: Path) -> None:
+    """Before, PyJWT (and the cryptography backends it loads) came with every server."""
+    code = (
+        "import server.api.runner\n"
+        "from server.auth import Authenticator, AuthConfig\n"
+        "Authenticator(AuthConfig(token='secret'))\n"
+    )
+    assert "jwt" not in _modules_after(code, tmp_path)
+    with_jwt = code.replace("token='secret'", "jwt_secret='a' * 32, jwt_method='HS256'")
+    assert "jwt" in _modules_after(with_jwt, tmp_path)
