@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 from pathlib import Path
@@ -58,3 +59,40 @@ async def test_stopping_with_no_reminder_pending_says_nothing_of_them(
     async with app.router.lifespan_context(app):
         caplog.set_level(logging.WARNING, logger="server")
     assert not [r for r in caplog.records if "reminder" in r.getMessage()]
+
+
+async def test_a_due_reminder_waiting_for_its_conversation_is_dropped_at_stop(
+    moodbot_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its timer ran out while a turn (here: the test) held the conversation, and the server
+    stopped meanwhile. Before, stopping said nothing of it, and it ran its turn once the lock
+    was free: after the server had said it stopped, against closed stores."""
+    app = moodbot_app(moodbot_model, tmp_path)
+    processor = app.state.processor
+    held = processor.lock_store.lock("ada")
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            due = reminder("call") | {"date_time": datetime.datetime.now().isoformat()}
+            posted = await client.post(
+                "/conversations/ada/tracker/events?execute_side_effects=true", json=[due]
+            )
+            assert posted.status_code == 200
+        await held.__aenter__()
+        for _ in range(100):  # its timer runs out; its turn waits for the lock
+            if not processor.reminders.pending("ada"):
+                break
+            await asyncio.sleep(0.01)
+        caplog.clear()
+        caplog.set_level(logging.INFO, logger="server")
+    await held.__aexit__(None, None, None)
+    for _ in range(10):
+        await asyncio.sleep(0.02)
+
+    stored = await app.state.tracker_store.load("ada")
+    assert [e.get("text") for e in stored if e["event"] == "user"] == []
+    said = [r.getMessage() for r in caplog.records if "reminder" in r.getMessage()]
+    assert said == [
+        "stopping drops 1 pending reminder of 1 conversation: reminders are kept in this "
+        "process's memory, as in Rasa, and do not outlive it"
+    ]
