@@ -72,7 +72,7 @@ async def test_a_due_reminder_waiting_for_its_conversation_is_dropped_at_stop(
     conversation, and the server stopped meanwhile. Before, stopping said nothing of it, and
     it ran its turn once the lock was free: after the server had said it stopped, against
     closed stores."""
-    endpoints = dict(MEMORY_STORE)
+    endpoints: dict[str, Any] = dict(MEMORY_STORE)
     if lock_store == "redis":
         require_service("Redis", REDIS)
         config = {"type": "redis", "url": REDIS[0], "port": REDIS[1]}
