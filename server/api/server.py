@@ -120,9 +120,9 @@ async def _close(what: str, close: Callable[[], Awaitable[Any]] | None) -> None:
         logger.exception("Error while closing the %s", what)
 
 
-def _drop_reminders(processor: Processor) -> None:
+async def _drop_reminders(processor: Processor) -> None:
     """Drops the pending reminders, saying how many: they live in process memory, as in Rasa."""
-    dropped = processor.reminders.cancel_all()
+    dropped = await processor.reminders.stop()
     if not dropped:
         return
     conversations = len({sender_id for sender_id, _ in dropped})
@@ -202,7 +202,7 @@ def build_app(options: ServerOptions) -> FastAPI:
         finally:
             await services.cancel_background()
             await _close("model source", source.stop)
-            _drop_reminders(processor)
+            await _drop_reminders(processor)
             for channel in channels:
                 await _close(f"{channel.name} channel", getattr(channel, "aclose", None))
             if broker is not None:

@@ -43,7 +43,8 @@ class ReminderScheduler:
         # By conversation, then reminder name: a conversation's own are found without going
         # through every conversation's (a user message asks for them).
         self._jobs: dict[str, dict[str, tuple[asyncio.TimerHandle, ReminderScheduled]]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        # The turns of reminders whose timers ran out: (conversation, reminder name) by task.
+        self._tasks: dict[asyncio.Task[None], tuple[str, str]] = {}
         # Per conversation with reminders waiting or firing: the cancel_reminder events
         # handled here (CancelsKnown). A stored one keeps no filters (as in Rasa), so a
         # firing reminder tells the cancels handled here from those another process handled.
@@ -71,8 +72,8 @@ class ReminderScheduler:
         self._firing[sender_id] = self._firing.get(sender_id, 0) + 1
         known = self._cancels_known.setdefault(sender_id, {})
         task = asyncio.ensure_future(self._run(sender_id, job[1], known, fire))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = key
+        task.add_done_callback(self._tasks.pop)
 
     async def _run(
         self, sender_id: str, reminder: ReminderScheduled, known: CancelsKnown, fire: Fire
@@ -126,6 +127,17 @@ class ReminderScheduler:
         for key in dropped:
             self._drop(key)
         return dropped
+
+    async def stop(self) -> list[tuple[str, str]]:
+        """Drops every reminder, as the process stops: those waiting for their time, and those
+        due whose turns wait for their conversation or run (cancelled, before the stores they
+        use close); returns the (conversation, reminder name) of each one dropped."""
+        dropped = self.cancel_all()
+        due = list(self._tasks.items())
+        for task, _ in due:
+            task.cancel()
+        await asyncio.gather(*(task for task, _ in due), return_exceptions=True)
+        return dropped + [key for _, key in due]
 
     def pending(self, sender_id: str) -> list[str]:
         return list(self._jobs.get(sender_id, ()))
