@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from server.dialogue.domain import Domain
 from server.dialogue.slots import REQUESTED_SLOT, Slot, SlotMapping
@@ -87,7 +87,9 @@ def extract_slots(tracker: Tracker, domain: Domain) -> list[SlotSet]:
     without conditions still applies, as in Rasa 3; slots of the form other than the
     requested one are only filled from entities and `from_trigger_intent`.
     """
-    return cast(list[SlotSet], _extract(tracker, domain))
+    # Only SlotSets without `custom`; typed here rather than by a cast() call every turn.
+    extracted: Any = _extract(tracker, domain)
+    return extracted
 
 
 def extraction_steps(tracker: Tracker, domain: Domain) -> list[SlotSet | str]:
