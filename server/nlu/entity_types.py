@@ -5,8 +5,9 @@ time the entities come from a K-fold jackknife of the CRF, as noisy as the ones 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from server.nlu.count_vectors import CountVectorsFeaturizer
 from server.nlu.crf_extractor import CRFEntityExtractor
@@ -14,7 +15,7 @@ from server.nlu.message import Message, Token
 from server.nlu.params import number
 from server.nlu.training_data import NLUTrainingData
 
-_Span = TypeVar("_Span", bound=tuple)
+_Span = tuple[int, int, str]  # start, end, entity type
 
 # The CRF options the jackknife copies, so its CRFs match the pipeline's own.
 _CRF_OPTIONS = ("algorithm", "L1_c", "L2_c", "max_iterations")
@@ -22,31 +23,29 @@ _CRF_OPTIONS = ("algorithm", "L1_c", "L2_c", "max_iterations")
 
 def typed_words(tokens: list[Token], entities: list[dict[str, Any]]) -> list[str]:
     """The lowercased words of a message, each entity span replaced by one `@type` word."""
-    spans = sorted((e["start"], e["end"], e["entity"]) for e in entities)
-    words: list[str] = []
-    current: tuple[int, int, str] | None = None
-    for token, span in zip(tokens, _spans_of(tokens, spans), strict=True):
-        if span is None:
-            words.append(token.text.lower())
-        elif span != current:
-            words.append("@" + span[2])
-        current = span
-    return words
+    return _spans_replaced(tokens, entities, lambda kind: "@" + kind)
 
 
 def carrier_words(tokens: list[Token], entities: list[dict[str, Any]]) -> list[str]:
     """The lowercased words outside the entity spans, each span one `_`, between the
     sentence marks `^` and `$`: the frame of the sentence, whatever the entities' types."""
-    spans = sorted((e["start"], e["end"]) for e in entities)
-    words = ["^"]
-    current: tuple[int, int] | None = None
+    return ["^", *_spans_replaced(tokens, entities, lambda kind: "_"), "$"]
+
+
+def _spans_replaced(
+    tokens: list[Token], entities: list[dict[str, Any]], mark: Callable[[str], str]
+) -> list[str]:
+    """The lowercased words of a message, each entity span replaced by one word: `mark` of
+    its type."""
+    spans = sorted((e["start"], e["end"], e["entity"]) for e in entities)
+    words: list[str] = []
+    current: _Span | None = None
     for token, span in zip(tokens, _spans_of(tokens, spans), strict=True):
         if span is None:
             words.append(token.text.lower())
         elif span != current:
-            words.append("_")
+            words.append(mark(span[2]))
         current = span
-    words.append("$")
     return words
 
 
