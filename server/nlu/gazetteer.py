@@ -87,6 +87,7 @@ class EntityGazetteerFeaturizer:
         self.types_: list[str] = []
         self.values_: Values = {}
         self._trie: Trie = {}
+        self._columns: dict[str, int] = {}  # each type's column in the block
 
     def train(self, messages: list[Message], data: NLUTrainingData) -> None:
         annotated = [_annotated_values(m, e) for m, e in zip(messages, data.examples, strict=True)]
@@ -108,6 +109,7 @@ class EntityGazetteerFeaturizer:
     def _set(self, values: Values) -> None:
         self.values_ = values
         self.types_ = sorted({kind for kinds in values.values() for kind in kinds})
+        self._columns = {kind: i for i, kind in enumerate(self.types_)}
         self._trie = value_trie(values)
 
     def process(self, message: Message) -> None:
@@ -118,7 +120,7 @@ class EntityGazetteerFeaturizer:
     def _block(self, message: Message, values: Trie) -> tuple[list[int], list[float], int]:
         words = [t.text.lower() for t in message.tokens]
         found = gazetteer_types(words, values)
-        columns = {kind: i for i, kind in enumerate(self.types_)}
+        columns = self._columns
         pairs = sorted((columns[k], v) for k, v in found.items() if k in columns)
         norm = float(np.sqrt(sum(v * v for _, v in pairs)))
         if norm == 0:
