@@ -104,15 +104,17 @@ class ModelHolder(Generic[T]):
         """Why the latest request for a model failed (/status `last_load_error`), or None:
         also once a newer request (a load, a DELETE) has been served. A request that fails
         after a newer one was made never replaces the newer one's failure or success."""
-        failure = self._failure
-        if failure is None or self.superseded(failure[2]):
-            return None
-        return failure[0]
+        failure = self._standing_failure()
+        return None if failure is None else failure[0]
 
     @property
     def last_error_at(self) -> datetime | None:
+        failure = self._standing_failure()
+        return None if failure is None else failure[1]
+
+    def _standing_failure(self) -> tuple[str, datetime, int] | None:
         failure = self._failure
-        return failure[1] if failure is not None and self.last_error is not None else None
+        return None if failure is None or self.superseded(failure[2]) else failure
 
     def status(self) -> dict[str, Any]:
         """The model part of GET /status."""
