@@ -1083,13 +1083,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
-    from server.api.runner import check_remote_storage
+    from server.api.runner import check_model_source
     from server.channels.console import run_shell
 
     _check_endpoints_file(args, needed=False)
-    check_remote_storage(args)
-    if args.verify_key and not Path(args.verify_key).is_file():
-        raise InvalidConfig(f"--verify-key {args.verify_key}: no such file")
+    check_model_source(args)
     return asyncio.run(
         run_shell(
             args.model if args.remote_storage else Path(args.model),

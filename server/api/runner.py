@@ -264,8 +264,11 @@ def _warn_if_open(args: argparse.Namespace) -> None:
     )
 
 
-def check_remote_storage(args: argparse.Namespace) -> None:
-    """--remote-storage names a storage we fetch from (`run` and `shell`)."""
+def check_model_source(args: argparse.Namespace) -> None:
+    """--remote-storage names a storage we fetch from, --verify-key a file (`run` and
+    `shell`)."""
+    if args.verify_key and not Path(args.verify_key).is_file():
+        raise InvalidConfig(f"--verify-key {args.verify_key}: no such file")
     # A missing or unreadable model is not checked before the start: the start-up load says
     # why, and the server what follows (once each; a check here said it a second time).
     if args.remote_storage and args.remote_storage not in STORAGES:
@@ -382,12 +385,10 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         )
         credentials_path = None
     credentials = read_credentials(credentials_path) if credentials_path else None
-    if args.verify_key and not Path(args.verify_key).is_file():
-        raise InvalidConfig(f"--verify-key {args.verify_key}: no such file")
+    check_model_source(args)
     if args.response_timeout is not None and args.response_timeout < 0:
         raise InvalidConfig("--response-timeout must be 0 (none) or more seconds")
     _check_secrets(args)
-    check_remote_storage(args)
     _check_workers(args.workers, endpoints, args.endpoints)
     host = "localhost" if args.interface in ("0.0.0.0", "::") else args.interface
     scheme = "https" if args.ssl_certificate else "http"
