@@ -10,7 +10,6 @@ each held-out sentence blended as a parse blends it).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.nlu_distill import cached_split  # noqa: E402
 from server.nlu.class_spread import ClassSpread  # noqa: E402
 from server.nlu.neighbours import Neighbours  # noqa: E402
 from server.nlu.skip_grams import skip_grams  # noqa: E402
@@ -36,10 +36,7 @@ def main() -> None:
     parser.add_argument("--cache", default="/tmp/nlu_distill")
     args = parser.parse_args()
     out, name = Path(args.cache), args.dataset
-    meta = json.loads((out / f"{name}_meta.json").read_text())
-    xtr = sp.csr_matrix(sp.load_npz(out / f"{name}_xtr.npz"))
-    xva = sp.csr_matrix(sp.load_npz(out / f"{name}_xva.npz"))
-    ytr, yva = np.asarray(meta["ytr"]), np.asarray(meta["yva"])
+    meta, xtr, xva, ytr, yva = cached_split(name, out)
     skips = TfidfVectorizer(
         analyzer=lambda t: skip_grams(t.lower().split(), 2, 4), sublinear_tf=True
     )

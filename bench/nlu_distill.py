@@ -86,6 +86,16 @@ def cache(name: str, out: Path, teacher: bool = True) -> None:
     print(f"teacher embeddings, {time.process_time() - started:.1f} s CPU", flush=True)
 
 
+def cached_split(
+    name: str, out: Path
+) -> tuple[dict[str, Any], sp.csr_matrix, sp.csr_matrix, np.ndarray, np.ndarray]:
+    """The cache's meta, training and validation rows, and their intents."""
+    meta = json.loads((out / f"{name}_meta.json").read_text())
+    xtr = sp.csr_matrix(sp.load_npz(out / f"{name}_xtr.npz"))
+    xva = sp.csr_matrix(sp.load_npz(out / f"{name}_xva.npz"))
+    return meta, xtr, xva, np.asarray(meta["ytr"]), np.asarray(meta["yva"])
+
+
 def load(name: str, out: Path) -> dict[str, Any]:
     meta = json.loads((out / f"{name}_meta.json").read_text())
     x_train = sp.csr_matrix(sp.load_npz(out / f"{name}_xtr.npz"))
