@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
-from server.channels.socket_io import INVALID_SESSION, SEND_AGAIN
+from server.channels.socket_io import INVALID_SESSION, SEND_AGAIN, SocketIOInput
 from server.dialogue.messages import UserMessage
 from server.errors import LockTimeout
 from tests.channels.conftest import concertbot_server, echo, modelless_app
@@ -883,3 +883,34 @@ async def test_sockets_of_two_sessions_get_only_their_own_replies() -> None:
         await bo.sio.disconnect()
     assert heard_by_ana[1] == ("bot_uttered", {"text": "from s-ana via socketio"})
     assert heard_by_bo[1] == ("bot_uttered", {"text": "from s-bo via socketio"})
+
+
+async def test_a_socket_asking_for_a_new_session_leaves_its_old_one() -> None:
+    """A widget asks for a new session on the same socket (its user cleared the chat). Before,
+    the socket stayed in the old session's room as well: pushes for the old session (a
+    reminder, another tab's replies) still reached it."""
+    (channel,) = load_channels({"socketio": {"session_persistence": True}})
+    app = create_app()
+    attach_channels(app, [channel], echo)
+    async with serving(app) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        await client.sio.emit("session_request", {"session_id": "s-old"})
+        assert await client.next() == [("session_confirm", "s-old")]
+        await client.sio.emit("session_request", {"session_id": "s-new"})
+        assert await client.next() == [("session_confirm", "s-new")]
+        output = channel.get_output_channel()
+        assert output is not None
+
+        await output.send_response("s-old", {"text": "for the old session"})
+        await output.send_response("s-new", {"text": "for the new session"})
+
+        # In order: the old session's message would come first.
+        assert await client.next() == [("bot_uttered", {"text": "for the new session"})]
+        await client.sio.disconnect()
+        assert isinstance(channel, SocketIOInput)
+        for _ in range(100):  # the server's side of the disconnect, 5 s at most
+            if not channel._session_rooms:
+                break
+            await asyncio.sleep(0.05)
+        assert channel._session_rooms == {}  # nothing kept for a socket that left
