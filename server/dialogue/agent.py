@@ -84,12 +84,16 @@ class Agent:
         channel = factory() if factory is not None else None
         return channel if channel is not None else CollectingOutputChannel()
 
-    def _reminder_output(self, sender_id: str, channel: str | None) -> OutputChannel | None:
-        """The conversation's own channel, as Rasa sends a reminder to the channel of the turn
-        that set it. A conversation on a channel that cannot push (REST) falls back to the
-        callback or socket.io channel; never to Rocket.Chat, whose room is read from the
-        conversation id, which a REST client chooses."""
-        for name in (channel or "", "callback", "socketio"):
+    def _reminder_output(
+        self, sender_id: str, named: str | None, channel: str | None
+    ) -> OutputChannel | None:
+        """The channel `named` in the turn that set the reminder, as Rasa sends a reminder to
+        the channel of that turn; else (a turn whose messages were only returned, or a channel
+        that cannot push) the conversation's own `channel`. A conversation on a channel that
+        cannot push (REST) falls back to the callback or socket.io channel; never to
+        Rocket.Chat, whose room is read from the conversation id, which a REST client
+        chooses."""
+        for name in (named or "", channel or "", "callback", "socketio"):
             factory = self.output_channels.get(name)
             output = factory() if factory is not None else None
             if output is not None:

@@ -243,8 +243,11 @@ class Processor:
         self.on_turns_idle: Callable[[], None] | None = None
         # Set by the agent: where a firing reminder finds the model and the user's channel.
         self.model_provider: Callable[[], DialogueModel | None] | None = None
-        # (sender id, the conversation's latest input channel) -> where a reminder's messages go
-        self.output_for_reminders: Callable[[str, str | None], OutputChannel | None] | None = None
+        # (sender id, the channel named in the turn that set the reminder, the conversation's
+        # latest input channel) -> where a reminder's messages go
+        self.output_for_reminders: (
+            Callable[[str, str | None, str | None], OutputChannel | None] | None
+        ) = None
         # `action_for`'s actions by name, for one domain.
         self._actions: dict[str, Action] = {}
         self._actions_domain: Domain | None = None
@@ -887,7 +890,7 @@ class Processor:
         if to is not None:  # the conversation's channel, from its one load under the lock
 
             def output_for(tracker: Tracker) -> OutputChannel | None:
-                return to(sender_id, output_channel or tracker.latest_input_channel())
+                return to(sender_id, output_channel, tracker.latest_input_channel())
 
         entities = reminder.entities or []
         if isinstance(entities, dict):
