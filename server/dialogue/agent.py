@@ -19,6 +19,7 @@ from server.dialogue.processor import (
     fold_states_off_loop,
     stamp_model_ids,
 )
+from server.dialogue.reminders import mark_applied
 from server.errors import InvalidEvent, NoModelLoaded
 from server.trackers.events import (
     ACTION_SESSION_START,
@@ -26,6 +27,7 @@ from server.trackers.events import (
     ActionExecuted,
     Event,
     ReminderCancelled,
+    ReminderScheduled,
     SessionStarted,
     UserUttered,
     left_out_by_rasa,
@@ -82,12 +84,16 @@ class Agent:
         channel = factory() if factory is not None else None
         return channel if channel is not None else CollectingOutputChannel()
 
-    def _reminder_output(self, sender_id: str, channel: str | None) -> OutputChannel | None:
-        """The conversation's own channel, as Rasa sends a reminder to the channel of the turn
-        that set it. A conversation on a channel that cannot push (REST) falls back to the
-        callback or socket.io channel; never to Rocket.Chat, whose room is read from the
-        conversation id, which a REST client chooses."""
-        for name in (channel or "", "callback", "socketio"):
+    def _reminder_output(
+        self, sender_id: str, named: str | None, channel: str | None
+    ) -> OutputChannel | None:
+        """The channel `named` in the turn that set the reminder, as Rasa sends a reminder to
+        the channel of that turn; else (a turn whose messages were only returned, or a channel
+        that cannot push) the conversation's own `channel`. A conversation on a channel that
+        cannot push (REST) falls back to the callback or socket.io channel; never to
+        Rocket.Chat, whose room is read from the conversation id, which a REST client
+        chooses."""
+        for name in (named or "", channel or "", "callback", "socketio"):
             factory = self.output_channels.get(name)
             output = factory() if factory is not None else None
             if output is not None:
@@ -149,6 +155,12 @@ class Agent:
             )
             if not starts_session:
                 await processor.update_session(tracker, model, None, only_if_empty=True)
+            if execute_side_effects:
+                # Stored as applied (see `mark_applied`): the timers of every process obey
+                # them. Those only recorded neither schedule nor cancel, as in Rasa.
+                for event in events:
+                    if isinstance(event, ReminderScheduled | ReminderCancelled):
+                        mark_applied(event)
             if len(events) > OFF_LOOP_EVENTS:
                 # A bulk POST: folded onto a copy in a thread (100,000 events held the loop
                 # 30-40 ms), as the tracker may be the hot one other requests read meanwhile;
@@ -160,11 +172,6 @@ class Agent:
             if execute_side_effects:
                 output = self.output_channel(output_channel, tracker)
                 await processor.execute_side_effects(tracker, events, output)
-            elif processor.reminders.watching(sender_id):
-                # Recorded only, as in Rasa: a reminder a posted cancel names still fires.
-                for event in events:
-                    if isinstance(event, ReminderCancelled):
-                        processor.reminders.known(sender_id, event)
             return tracker
 
     async def replace_events(self, sender_id: str, events: list[Event]) -> Tracker:

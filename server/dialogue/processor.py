@@ -45,7 +45,12 @@ from server.dialogue.messages import (
 )
 from server.dialogue.policies.featurization import fold_states, states_behind
 from server.dialogue.policies.prediction import PolicyPrediction
-from server.dialogue.reminders import CancelsKnown, ReminderScheduler, cancels
+from server.dialogue.reminders import (
+    ReminderScheduler,
+    applied_cancel,
+    cancels,
+    was_scheduled,
+)
 from server.dialogue.slot_extraction import (
     VALIDATE_SLOT_MAPPINGS,
     custom_mapping_actions,
@@ -238,8 +243,11 @@ class Processor:
         self.on_turns_idle: Callable[[], None] | None = None
         # Set by the agent: where a firing reminder finds the model and the user's channel.
         self.model_provider: Callable[[], DialogueModel | None] | None = None
-        # (sender id, the conversation's latest input channel) -> where a reminder's messages go
-        self.output_for_reminders: Callable[[str, str | None], OutputChannel | None] | None = None
+        # (sender id, the channel named in the turn that set the reminder, the conversation's
+        # latest input channel) -> where a reminder's messages go
+        self.output_for_reminders: (
+            Callable[[str, str | None, str | None], OutputChannel | None] | None
+        ) = None
         # `action_for`'s actions by name, for one domain.
         self._actions: dict[str, Action] = {}
         self._actions_domain: Domain | None = None
@@ -492,7 +500,6 @@ class Processor:
         output: OutputChannel | None,
         reminder: ReminderScheduled | None = None,
         output_for: Callable[[Tracker], OutputChannel | None] | None = None,
-        cancels_known: CancelsKnown | None = None,
     ) -> tuple[Tracker, list[dict[str, Any]]]:
         """Appends an external user message with `intent` and runs the turn it starts; for a
         `reminder`, only while the conversation still holds it (see `_reminder_holds`).
@@ -501,11 +508,11 @@ class Processor:
             tracker = await self.tracker_for(sender_id, model)
             if output_for is not None:
                 output = output_for(tracker)
-            if reminder is not None and not _reminder_holds(tracker, reminder, cancels_known or {}):
+            if reminder is not None and not _reminder_holds(tracker, reminder):
                 logger.info(
                     "reminder '%s' for %s dropped: the conversation restarted or started a new "
-                    "session since, the reminder was cancelled or scheduled again through "
-                    "another process, or (kill_on_user_msg) the user spoke",
+                    "session since, the reminder was cancelled or scheduled again (through "
+                    "another process too), or (kill_on_user_msg) the user spoke",
                     reminder.name,
                     sender_id,
                 )
@@ -850,7 +857,9 @@ class Processor:
                 if not kept:
                     await output.send_response(tracker.sender_id, message)
             elif isinstance(event, ReminderScheduled):
-                self.reminders.schedule(tracker.sender_id, event, self._fire_reminder)
+                self.reminders.schedule(
+                    tracker.sender_id, event, self._fire_reminder, _pushes_to(output)
+                )
             elif isinstance(event, ReminderCancelled):
                 self.reminders.cancel(tracker.sender_id, event)
 
@@ -862,13 +871,15 @@ class Processor:
             if isinstance(event, BotUttered) and output is not None:
                 await output.send_response(tracker.sender_id, event.message())
             elif isinstance(event, ReminderScheduled):
-                self.reminders.schedule(tracker.sender_id, event, self._fire_reminder)
+                self.reminders.schedule(
+                    tracker.sender_id, event, self._fire_reminder, _pushes_to(output)
+                )
             elif isinstance(event, ReminderCancelled):
                 self.reminders.cancel(tracker.sender_id, event)
 
     # -- reminders --------------------------------------------------------------------------
     async def _fire_reminder(
-        self, sender_id: str, reminder: ReminderScheduled, cancels_known: CancelsKnown
+        self, sender_id: str, reminder: ReminderScheduled, output_channel: str | None
     ) -> None:
         model = self.model_provider() if self.model_provider else None
         if model is None:
@@ -879,14 +890,22 @@ class Processor:
         if to is not None:  # the conversation's channel, from its one load under the lock
 
             def output_for(tracker: Tracker) -> OutputChannel | None:
-                return to(sender_id, tracker.latest_input_channel())
+                return to(sender_id, output_channel, tracker.latest_input_channel())
 
         entities = reminder.entities or []
         if isinstance(entities, dict):
             entities = [{"entity": k, "value": v} for k, v in entities.items()]
         await self.trigger_intent(
-            sender_id, reminder.intent, entities, model, None, reminder, output_for, cancels_known
+            sender_id, reminder.intent, entities, model, None, reminder, output_for
         )
+
+
+def _pushes_to(output: OutputChannel | None) -> str | None:
+    """The name of the channel a turn's bot messages went to, where a reminder set in that
+    turn sends its own, as in Rasa; None for a turn whose messages were only collected (a
+    REST reply): its reminders go to the conversation's channel."""
+    name = getattr(output, "name", None)
+    return None if name in (None, "collector") else name
 
 
 def _warn_unserved_mappings(domain: Domain) -> None:
@@ -959,29 +978,29 @@ def _stamped_now(events: list[Event]) -> list[Event]:
     ]
 
 
-def _reminder_holds(
-    tracker: Tracker, reminder: ReminderScheduled, cancels_known: CancelsKnown
-) -> bool:
+def _reminder_holds(tracker: Tracker, reminder: ReminderScheduled) -> bool:
     """Whether `reminder` may fire, as Rasa decides: it is among the applied events (no
     restart or new session since), and, if killed by a user message, none with text came
     after it. The tracker decides, not this process's timers: the user may have spoken to
     another, or another may have scheduled a reminder of the same name since (which replaces
-    this one) or cancelled reminders. A stored `cancel_reminder` keeps no filters (as in
-    Rasa), so one this process did not handle (`cancels_known`) reads as Rasa reads it back:
-    it cancels them all; one it handled cancels what it named then."""
+    this one) or cancelled reminders. Reminder events only recorded (posted without their side
+    effects) neither replace nor cancel, as in Rasa; those applied carry what they did in
+    their metadata (see `reminders.mark_applied`)."""
     applied = tracker.applied_events()
     for index in range(len(applied) - 1, -1, -1):
         event = applied[index]
-        if isinstance(event, ReminderScheduled) and event.name == reminder.name:
+        if (
+            isinstance(event, ReminderScheduled)
+            and event.name == reminder.name
+            and was_scheduled(event)
+        ):
             if not _same_reminder(event, reminder):
                 return False
             later = applied[index + 1 :]
             for e in later:
                 if isinstance(e, ReminderCancelled):
-                    if e.timestamp not in cancels_known:  # another process's: all of them
-                        return False
-                    handled = cancels_known[e.timestamp]
-                    if handled is not None and cancels(handled, reminder):
+                    cancel = applied_cancel(e)
+                    if cancel is not None and cancels(cancel, reminder):
                         return False
             return not reminder.kill_on_user_message or not any(
                 isinstance(e, UserUttered) and e.text for e in later

@@ -4,20 +4,50 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from server.trackers.events import ReminderCancelled, ReminderScheduled
 
 logger = logging.getLogger(__name__)
 
-# The cancel_reminder events this process handled in a conversation while it had reminders
-# waiting or firing, by timestamp: the cancel as applied, or None when only recorded (posted
-# without its side effects, it cancels nothing). Read when a reminder's turn begins, so it
-# knows the ones handled while it waited for the conversation's lock too.
-CancelsKnown = Mapping[float, ReminderCancelled | None]
-# (conversation, reminder, the conversation's CancelsKnown)
-Fire = Callable[[str, ReminderScheduled, CancelsKnown], Awaitable[None]]
+# (conversation, reminder, the output channel named in the turn that set it, if any)
+Fire = Callable[[str, ReminderScheduled, str | None], Awaitable[None]]
+
+# The metadata a process writes on the reminder events it applies (not on those only recorded,
+# posted without their side effects): the stored events then tell every process (worker, host)
+# which reminder replaced which and what a cancel named. A stored `cancel_reminder` keeps no
+# filters of its own, as in Rasa; they are kept here.
+SCHEDULED = "reminder_scheduled"
+CANCELLED = "reminders_cancelled"
+
+
+def mark_applied(event: ReminderScheduled | ReminderCancelled) -> None:
+    """Writes into `event`'s metadata that it was applied (and a cancel's filters)."""
+    if isinstance(event, ReminderScheduled):
+        event.metadata[SCHEDULED] = True
+    else:
+        filters = {"name": event.name, "intent": event.intent, "entities": event.entities}
+        event.metadata[CANCELLED] = filters
+
+
+def was_scheduled(event: ReminderScheduled) -> bool:
+    """Whether a process scheduled the stored `event` (else it was only recorded)."""
+    return event.metadata.get(SCHEDULED) is True
+
+
+def applied_cancel(event: ReminderCancelled) -> ReminderCancelled | None:
+    """The stored `event` as the process that applied it read it, with its filters; None for
+    one only recorded (it cancels nothing, as in Rasa)."""
+    filters = event.metadata.get(CANCELLED)
+    if not isinstance(filters, dict):
+        return None
+    name, intent = filters.get("name"), filters.get("intent")
+    return ReminderCancelled(
+        name=name if isinstance(name, str) else None,
+        intent=intent if isinstance(intent, str) else None,
+        entities=filters.get("entities"),
+    )
 
 
 def cancels(cancel: ReminderCancelled, reminder: ReminderScheduled) -> bool:
@@ -36,82 +66,74 @@ def _delay_seconds(date_time: str) -> float:
     return max(0.0, (when - now).total_seconds())
 
 
+# A reminder's timer, the reminder, and the output channel named when it was set.
+_Job = tuple[asyncio.TimerHandle, ReminderScheduled, str | None]
+
+
 class ReminderScheduler:
     """In-process timers, one per (conversation, reminder name)."""
 
     def __init__(self) -> None:
         # By conversation, then reminder name: a conversation's own are found without going
-        # through every conversation's (a user message asks for them).
-        self._jobs: dict[str, dict[str, tuple[asyncio.TimerHandle, ReminderScheduled]]] = {}
+        # through every conversation's (a user message asks for them). With each reminder,
+        # the output channel named in the turn that set it (None: the conversation's own).
+        self._jobs: dict[str, dict[str, _Job]] = {}
         # The turns of reminders whose timers ran out: (conversation, reminder name) by task.
         self._tasks: dict[asyncio.Task[None], tuple[str, str]] = {}
-        # Per conversation with reminders waiting or firing: the cancel_reminder events
-        # handled here (CancelsKnown). A stored one keeps no filters (as in Rasa), so a
-        # firing reminder tells the cancels handled here from those another process handled.
-        self._cancels_known: dict[str, dict[float, ReminderCancelled | None]] = {}
-        # Per conversation: its reminders whose timers ran out and whose turns have not ended.
-        self._firing: dict[str, int] = {}
 
-    def schedule(self, sender_id: str, reminder: ReminderScheduled, fire: Fire) -> None:
+    def schedule(
+        self,
+        sender_id: str,
+        reminder: ReminderScheduled,
+        fire: Fire,
+        output_channel: str | None = None,
+    ) -> None:
+        """Times `reminder` (replacing the conversation's reminder of its name) and marks it
+        scheduled (see `mark_applied`); its messages go to `output_channel` when named."""
         try:
             delay = _delay_seconds(reminder.trigger_date_time)
         except ValueError:
             logger.error("reminder '%s' has an invalid date_time", reminder.name)
             return
+        mark_applied(reminder)
         key = (sender_id, reminder.name)
         self._drop(key)
         loop = asyncio.get_running_loop()
         handle = loop.call_later(delay, self._start, key, fire)
-        self._jobs.setdefault(sender_id, {})[reminder.name] = (handle, reminder)
+        self._jobs.setdefault(sender_id, {})[reminder.name] = (handle, reminder, output_channel)
 
     def _start(self, key: tuple[str, str], fire: Fire) -> None:
         job = self._pop(key)
         if job is None:
             return
-        sender_id = key[0]
-        self._firing[sender_id] = self._firing.get(sender_id, 0) + 1
-        known = self._cancels_known.setdefault(sender_id, {})
-        task = asyncio.ensure_future(self._run(sender_id, job[1], known, fire))
+        _, reminder, output_channel = job
+        task = asyncio.ensure_future(self._run(key[0], reminder, output_channel, fire))
         self._tasks[task] = key
         task.add_done_callback(self._tasks.pop)
 
     async def _run(
-        self, sender_id: str, reminder: ReminderScheduled, known: CancelsKnown, fire: Fire
+        self, sender_id: str, reminder: ReminderScheduled, output_channel: str | None, fire: Fire
     ) -> None:
         try:
-            await fire(sender_id, reminder, known)
+            await fire(sender_id, reminder, output_channel)
         except Exception:  # a reminder must never take the server down
             logger.exception("reminder '%s' for %s failed", reminder.name, sender_id)
-        finally:
-            left = self._firing.pop(sender_id) - 1
-            if left:
-                self._firing[sender_id] = left
-            self._forget_cancels_when_idle(sender_id)
 
     def cancel(self, sender_id: str, cancel: ReminderCancelled) -> None:
-        """Drops the conversation's reminders that `cancel` names (see `cancels`)."""
-        for name, (_, reminder) in list(self._jobs.get(sender_id, {}).items()):
+        """Drops the conversation's reminders that `cancel` names (see `cancels`), and marks
+        it applied with its filters (see `mark_applied`): a reminder whose timer runs out in
+        another process reads them from the stored event."""
+        mark_applied(cancel)
+        for name, (_, reminder, _) in list(self._jobs.get(sender_id, {}).items()):
             if cancels(cancel, reminder):
                 self._drop((sender_id, name))
-        self.known(sender_id, cancel, applied=True)
-
-    def known(self, sender_id: str, cancel: ReminderCancelled, applied: bool = False) -> None:
-        """Notes that `cancel`, in the conversation's tracker, was handled here: `applied`, or
-        only recorded (posted without its side effects, it cancels nothing)."""
-        if self.watching(sender_id):
-            known = self._cancels_known.setdefault(sender_id, {})
-            known[cancel.timestamp] = cancel if applied else None
-
-    def watching(self, sender_id: str) -> bool:
-        """Whether the conversation has reminders waiting or firing here."""
-        return sender_id in self._firing or sender_id in self._jobs
 
     def user_spoke(self, sender_id: str) -> None:
         """A user message kills the reminders scheduled with kill_on_user_msg."""
         jobs = self._jobs.get(sender_id)
         if not jobs:  # every turn asks: no copy of an empty list of jobs
             return
-        for name, (_, reminder) in list(jobs.items()):
+        for name, (_, reminder, _) in list(jobs.items()):
             if reminder.kill_on_user_message:
                 self._drop((sender_id, name))
 
@@ -142,7 +164,7 @@ class ReminderScheduler:
     def pending(self, sender_id: str) -> list[str]:
         return list(self._jobs.get(sender_id, ()))
 
-    def _pop(self, key: tuple[str, str]) -> tuple[asyncio.TimerHandle, ReminderScheduled] | None:
+    def _pop(self, key: tuple[str, str]) -> _Job | None:
         jobs = self._jobs.get(key[0])
         if jobs is None:
             return None
@@ -155,8 +177,3 @@ class ReminderScheduler:
         job = self._pop(key)
         if job is not None:
             job[0].cancel()
-            self._forget_cancels_when_idle(key[0])
-
-    def _forget_cancels_when_idle(self, sender_id: str) -> None:
-        if sender_id in self._cancels_known and not self.watching(sender_id):
-            del self._cancels_known[sender_id]

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
-from server.channels.socket_io import INVALID_SESSION, SEND_AGAIN
+from server.channels.socket_io import INVALID_SESSION, SEND_AGAIN, SocketIOInput
 from server.dialogue.messages import UserMessage
 from server.errors import LockTimeout
 from tests.channels.conftest import concertbot_server, echo, modelless_app
@@ -227,17 +227,25 @@ async def test_a_refused_connection_is_logged_with_client_and_reason_and_bounded
     assert len(lines) <= 25, len(lines)
 
 
-async def test_pushed_messages_reach_the_session_room() -> None:
+@contextlib.asynccontextmanager
+async def in_session(session_id: str) -> AsyncIterator[tuple[Client, SocketIOInput]]:
+    """A client in session `session_id` of the echo bot (session_persistence on); yields it
+    and the channel, whose output pushes to sessions."""
     (channel,) = load_channels({"socketio": {"session_persistence": True}})
+    assert isinstance(channel, SocketIOInput)
     app = create_app()
     attach_channels(app, [channel], echo)
     async with serving(app) as url:
         client = Client()
         await client.sio.connect(url, transports=["websocket"])
-        await client.sio.emit("session_request", {"session_id": "room-7"})
-        await client.next()
+        await client.sio.emit("session_request", {"session_id": session_id})
+        assert await client.next() == [("session_confirm", session_id)]
+        yield client, channel
+
+
+async def test_pushed_messages_reach_the_session_room() -> None:
+    async with in_session("room-7") as (client, channel):
         output = channel.get_output_channel()
-        assert output is not None
         await output.send_response("room-7", {"text": "reminder!"})
         (pushed,) = await client.next()
         # A custom message's `room` names a session, as the recipient does.
@@ -883,3 +891,25 @@ async def test_sockets_of_two_sessions_get_only_their_own_replies() -> None:
         await bo.sio.disconnect()
     assert heard_by_ana[1] == ("bot_uttered", {"text": "from s-ana via socketio"})
     assert heard_by_bo[1] == ("bot_uttered", {"text": "from s-bo via socketio"})
+
+
+async def test_a_socket_asking_for_a_new_session_leaves_its_old_one() -> None:
+    """A widget asks for a new session on the same socket (its user cleared the chat). Before,
+    the socket stayed in the old session's room as well: pushes for the old session (a
+    reminder, another tab's replies) still reached it."""
+    async with in_session("s-old") as (client, channel):
+        await client.sio.emit("session_request", {"session_id": "s-new"})
+        assert await client.next() == [("session_confirm", "s-new")]
+        output = channel.get_output_channel()
+
+        await output.send_response("s-old", {"text": "for the old session"})
+        await output.send_response("s-new", {"text": "for the new session"})
+
+        # In order: the old session's message would come first.
+        assert await client.next() == [("bot_uttered", {"text": "for the new session"})]
+        await client.sio.disconnect()
+        for _ in range(100):  # the server's side of the disconnect, 5 s at most
+            if not channel._session_rooms:
+                break
+            await asyncio.sleep(0.05)
+        assert channel._session_rooms == {}  # nothing kept for a socket that left

@@ -26,8 +26,8 @@ from server.dialogue.agent import Agent
 from server.dialogue.messages import CollectingOutputChannel, UserMessage
 from server.dialogue.processor import Processor
 from server.dialogue.reminders import ReminderScheduler
+from server.trackers.events import ReminderCancelled, Restarted, UserUttered, event_from_dict
 from server.trackers.events import ReminderScheduled as ServerReminder
-from server.trackers.events import Restarted, UserUttered, event_from_dict
 from tests.action_servers.reminderbot.actions import ActionReactToReminder, ForgetReminders
 from tests.dialogue.conversation_fixtures import BotModels, Conversation, make_agent
 from tests.dialogue.sdk_transport import SdkTransport
@@ -264,6 +264,19 @@ async def test_a_message_to_another_process_kills_a_kill_on_user_msg_reminder(
     assert await callback.texts_within(DELAY + 0.5) == []
 
 
+def my_reminder_in_ten_minutes(person: str) -> dict[str, Any]:
+    """A `reminder` event's JSON: `my_reminder` again, to call `person` in ten minutes."""
+    later = datetime.datetime.now() + datetime.timedelta(minutes=10)
+    return {
+        "event": "reminder",
+        "intent": "EXTERNAL_reminder",
+        "date_time": later.isoformat(),
+        "entities": [{"entity": "PERSON", "value": person}],
+        "name": "my_reminder",
+        "kill_on_user_msg": False,
+    }
+
+
 async def test_a_reminder_replaced_through_another_process_does_not_fire_at_its_old_time(
     bot_models: BotModels,
 ) -> None:
@@ -276,15 +289,7 @@ async def test_a_reminder_replaced_through_another_process_does_not_fire_at_its_
         agent.model_provider,
     )
     await Conversation(agent, "moved").say('/ask_remind_call{"PERSON": "Ada"}')
-    later = datetime.datetime.now() + datetime.timedelta(minutes=10)
-    moved = {
-        "event": "reminder",
-        "intent": "EXTERNAL_reminder",
-        "date_time": later.isoformat(),
-        "entities": [{"entity": "PERSON", "value": "Ada"}],
-        "name": "my_reminder",
-        "kill_on_user_msg": False,
-    }
+    moved = my_reminder_in_ten_minutes("Ada")
     try:
         await other.append_events("moved", [event_from_dict(moved)], execute_side_effects=True)
         assert other.processor.reminders.pending("moved") == ["my_reminder"]
@@ -494,23 +499,26 @@ def lines_run_in(module_file: str, work: Callable[[], Any]) -> int:
     return count
 
 
-async def test_a_user_message_does_not_go_through_other_conversations_reminders(
-    bot_models: BotModels,
-) -> None:
+def tomorrows_reminder() -> ServerReminder:
+    return ServerReminder(
+        intent="EXTERNAL_reminder",
+        trigger_date_time=(datetime.datetime.now() + datetime.timedelta(days=1)).isoformat(),
+    )
+
+
+async def no_turn(*_: Any) -> None:
+    """A reminder's turn that does nothing (its timer never runs out in these tests)."""
+
+
+async def test_a_user_message_does_not_go_through_other_conversations_reminders() -> None:
     """Every message with text asks the scheduler for its conversation's kill_on_user_msg
     reminders. Before, it went through every conversation's pending reminders: with 100,000
     users holding a daily reminder, 35 ms of the event loop per message (measured)."""
-    agent, _ = reminderbot(bot_models, QuickReminder)
-    scheduler = agent.processor.reminders
-    tomorrow = (datetime.datetime.now() + datetime.timedelta(days=1)).isoformat()
-
-    async def fire(*_: Any) -> None:
-        return None
+    scheduler = ReminderScheduler()
 
     def schedule(count: int) -> None:
         for i in range(count):
-            daily = ServerReminder(intent="EXTERNAL_reminder", trigger_date_time=tomorrow)
-            scheduler.schedule(f"user-{i}", daily, fire)
+            scheduler.schedule(f"user-{i}", tomorrows_reminder(), no_turn)
 
     try:
         schedule(10)
@@ -520,3 +528,81 @@ async def test_a_user_message_does_not_go_through_other_conversations_reminders(
         assert many == few
     finally:
         scheduler.cancel_all()
+
+
+async def test_a_reminder_only_recorded_does_not_replace_the_pending_one_of_its_name(
+    bot_models: BotModels,
+) -> None:
+    """A `reminder` posted to `…/tracker/events` without `execute_side_effects=true` is only
+    recorded, as in Rasa: the pending reminder of the same name still fires. Before, the
+    recorded one read as its replacement and nothing fired at all."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    await Conversation(agent, "recorded-again").say('/ask_remind_call{"PERSON": "Ada"}')
+    recorded = my_reminder_in_ten_minutes("Bob")
+    await agent.append_events("recorded-again", [event_from_dict(recorded)])
+
+    assert await callback.texts_within(5) == ["Remember to call Ada!"]
+
+
+def objects_held_by(scheduler: ReminderScheduler) -> int:
+    """How many containers and values the scheduler's state reaches (its timers not followed)."""
+    seen: set[int] = set()
+    stack: list[Any] = list(vars(scheduler).values())
+    while stack:
+        item = stack.pop()
+        if id(item) in seen or isinstance(item, asyncio.TimerHandle | asyncio.Task):
+            continue
+        seen.add(id(item))
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set):
+            stack.extend(item)
+        elif hasattr(item, "__dataclass_fields__"):
+            stack.append(vars(item))
+    return len(seen)
+
+
+async def test_cancels_of_a_conversation_whose_reminder_stays_pending_are_not_kept() -> None:
+    """A conversation holds a reminder for tomorrow; its bot cancels other reminders at every
+    turn meanwhile. Before, the scheduler kept every one of those cancels until the reminder
+    fired: memory growing with each turn."""
+    scheduler = ReminderScheduler()
+
+    def cancel(count: int) -> None:
+        for _ in range(count):
+            scheduler.cancel("patient", ReminderCancelled(name="x"))
+
+    scheduler.schedule("patient", tomorrows_reminder(), no_turn)
+    try:
+        cancel(10)
+        few = objects_held_by(scheduler)
+        cancel(1_000)
+        assert objects_held_by(scheduler) == few
+        assert scheduler.pending("patient")
+    finally:
+        scheduler.cancel_all()
+
+
+async def test_a_reminder_goes_to_the_output_channel_named_when_it_was_set(
+    bot_models: BotModels,
+) -> None:
+    """As in Rasa, a reminder set in a turn run for `trigger_intent?output_channel=callback`
+    sends its messages to that channel. Before, it went to the conversation's own channel
+    (Rocket.Chat here), whatever the request had asked for."""
+    callback, rocket = CallbackChannel(), RocketChatChannel()
+    agent = quick_reminderbot(bot_models, {"callback": callback, "rocketchat": rocket})
+    await agent.handle_message(
+        UserMessage("/greet", "GENERAL:AliceId", input_channel="rocketchat", output_channel=rocket)
+    )
+    rocket.messages.clear()
+
+    _, sent = await agent.trigger_intent(
+        "GENERAL:AliceId", "ask_remind_call", {"PERSON": "Ada"}, output_channel="callback"
+    )
+    assert [m.get("text") for m in callback.messages] == [f"I will remind you in {DELAY} seconds."]
+    callback.messages.clear()
+    callback.arrived.clear()
+
+    assert await callback.texts_within(5) == ["Remember to call Ada!"]
+    assert rocket.messages == []
