@@ -45,7 +45,7 @@ from server.config import read_credentials, read_endpoints
 from server.errors import BotServerError, InvalidConfig, ModelNotFound
 from server.logs import announce, configure_logging
 from server.models.local import resolve_local_model
-from server.models.remote_storage import STORAGES, storage_timeout
+from server.models.remote_storage import STORAGES, check_storage_settings
 from server.outages import flush_repeats
 from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
 from server.training.yaml_io import read_yaml_file
@@ -277,7 +277,8 @@ def check_model_source(args: argparse.Namespace) -> None:
             f"{', '.join(STORAGES)}"
         )
     if args.remote_storage:
-        storage_timeout()  # an unusable REMOTE_STORAGE_TIMEOUT stops the start, once
+        # An unusable REMOTE_STORAGE_TIMEOUT or AZURE_ACCOUNT_KEY stops the start, once.
+        check_storage_settings(args.remote_storage)
 
 
 def _check_a_model_can_come(spec: RunSpec) -> None:

@@ -8,6 +8,9 @@ never create buckets.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from server.errors import (
+    BotServerError,
     InvalidConfig,
     ModelError,
     ModelNotFound,
@@ -27,6 +31,8 @@ from server.models.archive import ARCHIVE_SUFFIX
 from server.models.holder import is_disk_full
 from server.models.safety import DEFAULT_LIMITS
 from server.setting_values import env_seconds
+
+logger = logging.getLogger(__name__)
 
 STORAGES = ("aws", "gcs", "azure")
 
@@ -52,6 +58,29 @@ def storage_timeout() -> float:
             f"{TIMEOUT_SETTING} must be a finite number of seconds, at most {MAX_TIMEOUT:.0f}"
         )
     return seconds
+
+
+def check_storage_settings(storage: str) -> None:
+    """What `botserver run --remote-storage` checks before it starts: the settings no
+    download could work with (InvalidConfig). Unset variables and the storage's answers are
+    the start-up load's to report."""
+    storage_timeout()
+    if storage == "azure" and os.environ.get("AZURE_ACCOUNT_KEY"):
+        _azure_account_key()
+
+
+def _azure_account_key() -> str:
+    """AZURE_ACCOUNT_KEY, if the SDK can sign with it: base64, as it decodes it (characters
+    outside the alphabet, such as a newline, are skipped). The value is never shown."""
+    key = _env("AZURE_ACCOUNT_KEY", "azure")
+    try:
+        base64.b64decode(key.encode("utf-8"))
+    except (binascii.Error, ValueError):
+        raise InvalidConfig(
+            "AZURE_ACCOUNT_KEY is not base64: give the storage account's access key as the "
+            "Azure portal shows it (88 characters ending in '=')"
+        ) from None
+    return key
 
 
 def object_name(model_name: str) -> str:
@@ -93,6 +122,14 @@ async def download_model(
             raise ModelNotFound(
                 f"{exc}. -m names one object, its key with '.tar.gz' added if missing (without "
                 "-m, 'models', as in Rasa); a prefix is not searched: give -m prod/my-model"
+            ) from exc
+        if isinstance(exc, Exception) and not isinstance(exc, BotServerError):
+            # An SDK's exception none of the mappings foresaw: one line naming storage and
+            # model for the log and the client; the traceback for whoever debugs.
+            logger.debug("Remote storage %r failed on %r", storage, key, exc_info=exc)
+            raise ModelError(
+                f"Cannot download '{key}' from remote storage '{storage}': "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
         raise
     return target
@@ -224,6 +261,13 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         client = boto3.session.Session(botocore_session=session).client(
             "s3", endpoint_url=endpoint, config=config
         )
+    except BotoCoreError as exc:
+        # A profile or config file that cannot be used, a region that is no name: nothing
+        # has been asked of the storage yet.
+        raise InvalidConfig(
+            f"Remote storage 'aws' cannot be set up to download '{key}': {exc} (check "
+            "AWS_PROFILE, AWS_CONFIG_FILE and AWS_DEFAULT_REGION)"
+        ) from None
     except ValueError as exc:  # botocore's "Invalid endpoint"
         raise InvalidConfig(f"AWS_ENDPOINT_URL {endpoint!r} is not usable: {exc}") from None
     try:
@@ -303,7 +347,7 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         ) from exc
     container = _env("AZURE_CONTAINER", "azure")
     account = _env("AZURE_ACCOUNT_NAME", "azure")
-    account_key = _env("AZURE_ACCOUNT_KEY", "azure")
+    account_key = _azure_account_key()
     # AZURE_ACCOUNT_URL (our addition) points at Azurite or a sovereign cloud.
     url = os.environ.get("AZURE_ACCOUNT_URL") or f"https://{account}.blob.core.windows.net/"
     try:

@@ -155,13 +155,31 @@ def test_an_unknown_remote_storage_is_refused_at_start(run_cli, tmp_path: Path) 
     assert "--remote-storage 's4' is not supported: use one of aws, gcs, azure" in result.err
 
 
-def test_an_unusable_remote_storage_timeout_is_refused_at_start(
-    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("storage", "variable", "value", "said"),
+    [
+        ("aws", "REMOTE_STORAGE_TIMEOUT", "soon", "REMOTE_STORAGE_TIMEOUT must be a number of"),
+        # Before: the server started, logged "Cannot download ...: Incorrect padding" and
+        # served without a model.
+        ("azure", "AZURE_ACCOUNT_KEY", "not-the-key", "AZURE_ACCOUNT_KEY is not base64"),
+    ],
+)
+def test_an_unusable_remote_storage_setting_is_refused_at_start(
+    run_cli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    storage: str,
+    variable: str,
+    value: str,
+    said: str,
 ) -> None:
-    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "soon")
-    result = _run_on_a_busy_port(run_cli, tmp_path, "--remote-storage", "aws", "-m", "bot")
+    monkeypatch.setenv(variable, value)
+    result = _run_on_a_busy_port(run_cli, tmp_path, "--remote-storage", storage, "-m", "bot")
     assert result.code == 1
-    assert "REMOTE_STORAGE_TIMEOUT must be a number of seconds" in result.err
+    assert said in result.err
+    assert "Traceback" not in result.err
+    if variable == "AZURE_ACCOUNT_KEY":  # a secret, even a wrong one
+        assert value not in result.err
 
 
 def test_missing_tls_certificate(run_cli, moodbot_model: Path, tmp_path: Path) -> None:
