@@ -27,6 +27,7 @@ from server.errors import (
     ModelStorageFull,
     ModelUnavailable,
 )
+from server.http_clients import safe_url
 from server.models.archive import ARCHIVE_SUFFIX
 from server.models.holder import is_disk_full
 from server.models.safety import DEFAULT_LIMITS
@@ -161,16 +162,6 @@ def _env(name: str, storage: str) -> str:
     return value
 
 
-def _address(url: str) -> str:
-    """`url` as errors and /status may show it: no user, password or query (a SAS token)."""
-    parts = urlsplit(url)
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
-
-
 def _transport_failure(where: str, key: str, timeout: float, exc: BaseException) -> ModelError:
     """The error for a request to `where` that failed on its way, not by the storage's
     answer: ModelUnavailable when the storage did not answer in time or could not be
@@ -247,7 +238,9 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         ) from exc
     bucket = _env("BUCKET_NAME", "aws")
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
-    where = f"S3 bucket '{bucket}'" + (f" at {_address(endpoint)}" if endpoint else "")
+    where = f"S3 bucket '{bucket}'" + (
+        f" at {safe_url(endpoint, tolerant=True)}" if endpoint else ""
+    )
     config = Config(
         connect_timeout=timeout,
         read_timeout=timeout,
@@ -384,5 +377,5 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         raise ModelNotFound(f"No model '{key}' in Azure container '{container}'") from exc
     except AzureError as exc:
         raise _transport_failure(
-            f"Azure container '{container}' at {_address(url)}", key, timeout, exc
+            f"Azure container '{container}' at {safe_url(url, tolerant=True)}", key, timeout, exc
         ) from exc
