@@ -170,11 +170,18 @@ def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> N
     async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
         async with inner(app) as state:
             if app.state.holder.info is None:
+                # As Rasa, the server runs on; without the API or a model server (remote
+                # storage is read once) only a restart can bring a model.
+                later = options.enable_api or app.state.services.models_endpoint
                 logger.warning(
                     "The server starts without a model%s: /health/ready answers 503 and "
-                    "conversations fail with 409 until one is loaded (PUT /model with "
-                    "--enable-api, a model server, or restart with -m).",
+                    "conversations fail with 409 %s",
                     "" if listen_url else f" [pid {os.getpid()}]",
+                    "until one is loaded (PUT /model with --enable-api, a model server, or "
+                    "restart with -m)."
+                    if later
+                    else "for good: without --enable-api or a model server, nothing can load "
+                    "one until a restart (fix the cause above, then restart).",
                 )
             if listen_url:
                 announce(

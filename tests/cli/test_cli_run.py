@@ -15,6 +15,9 @@ import pytest
 
 from bench.tcp_proxy import free_port
 from tests.cli.botserver_process import botserver_command
+from tests.fake_http import silent_server
+from tests.loop_lag import paced
+from tests.models.conftest import s3_at
 
 
 # -- refused before anything starts (in process: nothing is served) ---------------------------
@@ -200,6 +203,26 @@ def test_no_model_without_the_api_stops_the_start_as_rasa(run_cli, tmp_path: Pat
 
 
 # -- a real server process -------------------------------------------------------------------
+def test_a_silent_remote_storage_starts_the_server_without_a_model_and_says_so_once(
+    start_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Rasa, a model that cannot be fetched at start-up is logged and the server runs, not
+    ready; REMOTE_STORAGE_TIMEOUT bounds the wait. Without --enable-api nothing can load one
+    later: the warning says to restart (before, it offered PUT /model, which is not served)."""
+    with silent_server() as url:
+        s3_at(url, monkeypatch)
+        monkeypatch.setenv("BUCKET_NAME", "models")
+        monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "0.5")
+        server = start_server("--remote-storage", "aws", "-m", "prod", cwd=tmp_path)
+        server.wait_until("/health/live", timeout=paced(30, below=60))
+    assert httpx.get(server.url + "/health/ready").status_code == 503
+    log = server.text()
+    assert log.count("did not answer within 0.5 s for 'prod.tar.gz'") == 1, log
+    assert "S3 bucket 'models' at http://127.0.0.1:" in log
+    assert "nothing can load one until a restart" in log, log
+    assert "Traceback" not in log
+
+
 def test_missing_model_starts_not_ready_then_a_loaded_model_makes_it_ready(
     start_server, moodbot_model: Path, tmp_path: Path
 ) -> None:
