@@ -238,6 +238,11 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         ) from exc
     bucket = _env("BUCKET_NAME", "aws")
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    if endpoint:
+        try:
+            safe_url(endpoint)  # a port out of range: botocore fails only at the request
+        except ValueError as exc:
+            raise _unusable_endpoint(endpoint, exc) from None
     where = f"S3 bucket '{bucket}'" + (
         f" at {safe_url(endpoint, tolerant=True)}" if endpoint else ""
     )
@@ -262,7 +267,7 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             "AWS_PROFILE, AWS_CONFIG_FILE and AWS_DEFAULT_REGION)"
         ) from None
     except ValueError as exc:  # botocore's "Invalid endpoint"
-        raise InvalidConfig(f"AWS_ENDPOINT_URL {endpoint!r} is not usable: {exc}") from None
+        raise _unusable_endpoint(endpoint or "", exc) from None
     try:
         head = client.head_object(Bucket=bucket, Key=key)
         _too_large(key, head.get("ContentLength"), max_bytes)
@@ -278,6 +283,11 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         raise ModelError(f"Cannot download '{key}' from {where}: {exc}") from exc
     except BotoCoreError as exc:
         raise _transport_failure(where, key, timeout, exc) from exc
+
+
+def _unusable_endpoint(endpoint: str, exc: ValueError) -> InvalidConfig:
+    shown = safe_url(endpoint, tolerant=True)  # no credentials
+    return InvalidConfig(f"AWS_ENDPOINT_URL {shown!r} is not usable: {exc}")
 
 
 def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> None:
@@ -346,6 +356,7 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
     try:
         parts = urlsplit(url)
         usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        safe_url(url)  # a port out of range: the SDK fails only at the request
         service = BlobServiceClient(
             account_url=url,
             credential={"account_name": account, "account_key": account_key},
@@ -358,8 +369,9 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         usable = False
     if not usable:
         raise InvalidConfig(
-            f"AZURE_ACCOUNT_URL {url!r} is not usable: give the http(s) URL of the blob "
-            "service, such as http://127.0.0.1:10000/devstoreaccount1 for Azurite"
+            f"AZURE_ACCOUNT_URL {safe_url(url, tolerant=True)!r} is not usable: give the "
+            "http(s) URL of the blob service, such as http://127.0.0.1:10000/devstoreaccount1 "
+            "for Azurite"
         )
     try:
         blob = service.get_blob_client(container=container, blob=key)

@@ -112,3 +112,18 @@ async def test_an_sdk_exception_nobody_foresaw_is_one_error_naming_storage_and_m
         "Cannot download 'prod.tar.gz' from remote storage 'aws': KeyError: 'Credentials'"
         in errors[0].message
     )
+
+
+@pytest.mark.parametrize(
+    ("storage", "variable"), [("aws", "AWS_ENDPOINT_URL"), ("azure", "AZURE_ACCOUNT_URL")]
+)
+async def test_a_storage_address_with_a_port_out_of_range_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, storage: str, variable: str
+) -> None:
+    # Before: ModelError (a 500 from PUT /model), "Failed to parse" or "not a valid URI",
+    # the address shown without its port.
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    (s3_at if storage == "aws" else azure_at)("http://127.0.0.1:99999", monkeypatch)
+
+    with pytest.raises(InvalidConfig, match=f"{variable} .* is not usable"):
+        await download_model(storage, "prod")
