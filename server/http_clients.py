@@ -9,8 +9,10 @@ URL, and a proxy set for other programs is not one the operator chose for botser
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -34,3 +36,30 @@ def async_client(*, verify: Any = True, **options: Any) -> httpx.AsyncClient:
 def sync_client(*, verify: Any = True, **options: Any) -> httpx.Client:
     """An `httpx.Client` that takes no proxy from the environment."""
     return httpx.Client(trust_env=False, verify=_verify(verify), **options)
+
+
+def safe_url(url: str, tolerant: bool = False) -> str:
+    """`url` as errors and the log may show it: scheme, host, port and path, without user,
+    password, query (a token, a SAS signature) or fragment; an IPv6 host in its brackets.
+
+    Raises ValueError for what is no URL (a port out of range, an unclosed bracket), unless
+    `tolerant`: then a bad port is left out, and what urlsplit cannot read is shown up to
+    its query, without what precedes an `@`."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        if not tolerant:
+            raise
+        return re.sub(r"//[^/@]*@", "//", re.split(r"[?#]", url, maxsplit=1)[0])
+    if ":" in host:  # an IPv6 address: without brackets, its last part reads as a port
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        if not tolerant:
+            raise
+        port = None
+    if port is not None:
+        host = f"{host}:{port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))

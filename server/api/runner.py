@@ -45,7 +45,7 @@ from server.config import read_credentials, read_endpoints
 from server.errors import BotServerError, InvalidConfig, ModelNotFound
 from server.logs import announce, configure_logging
 from server.models.local import resolve_local_model
-from server.models.remote_storage import STORAGES, storage_timeout
+from server.models.remote_storage import STORAGES, check_storage_settings
 from server.outages import flush_repeats
 from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
 from server.training.yaml_io import read_yaml_file
@@ -170,11 +170,18 @@ def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> N
     async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
         async with inner(app) as state:
             if app.state.holder.info is None:
+                # As Rasa, the server runs on; without the API or a model server (remote
+                # storage is read once) only a restart can bring a model.
+                later = options.enable_api or app.state.services.models_endpoint
                 logger.warning(
                     "The server starts without a model%s: /health/ready answers 503 and "
-                    "conversations fail with 409 until one is loaded (PUT /model with "
-                    "--enable-api, a model server, or restart with -m).",
+                    "conversations fail with 409 %s",
                     "" if listen_url else f" [pid {os.getpid()}]",
+                    "until one is loaded (PUT /model with --enable-api, a model server, or "
+                    "restart with -m)."
+                    if later
+                    else "for good: without --enable-api or a model server, nothing can load "
+                    "one until a restart (fix the cause above, then restart).",
                 )
             if listen_url:
                 announce(
@@ -277,7 +284,8 @@ def check_model_source(args: argparse.Namespace) -> None:
             f"{', '.join(STORAGES)}"
         )
     if args.remote_storage:
-        storage_timeout()  # an unusable REMOTE_STORAGE_TIMEOUT stops the start, once
+        # An unusable REMOTE_STORAGE_TIMEOUT or AZURE_ACCOUNT_KEY stops the start, once.
+        check_storage_settings(args.remote_storage)
 
 
 def _check_a_model_can_come(spec: RunSpec) -> None:

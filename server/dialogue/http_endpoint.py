@@ -8,32 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import ssl
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
 from server.errors import InvalidConfig, ResponseTooLarge
-from server.http_clients import async_client
+from server.http_clients import async_client, safe_url
 from server.json_values import OFF_LOOP_JSON_BYTES, loads_untrusted
 
 DEFAULT_TIMEOUT = 10.0
 # The largest answer read, decompressed: an action server's events and messages are far
 # smaller; a bigger (or endless, or gzip-bomb) body would only exhaust memory.
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
-
-
-def safe_url(url: str) -> str:
-    """The URL without credentials or query string, fit for a log line."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 @dataclass(frozen=True)
@@ -78,7 +68,7 @@ class HttpEndpoint:
             self.safe_url = safe_url(url)
             parts = urlsplit(url)
         except ValueError as e:  # a port out of range, a bad IPv6 address
-            shown = re.sub(r"//[^/@]*@", "//", url.split("?")[0])  # no credentials
+            shown = safe_url(url, tolerant=True)
             raise InvalidConfig(f"endpoint url '{shown}' is not a URL: {e}") from e
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
             # `localhost:5055/webhook` read as scheme `localhost`: every call would fail.

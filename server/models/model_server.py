@@ -38,7 +38,11 @@ from server.models.holder import ModelHolder, is_disk_full
 logger = logging.getLogger(__name__)
 
 DEFAULT_WAIT_TIME_BETWEEN_PULLS = 100.0
+# The whole exchange, as Rasa's (a large model over a slow link takes time)...
 DEFAULT_TIMEOUT = 300.0
+# ...but a server that sends nothing for this long (to connect, or between bytes) has failed:
+# it held a pull, and the start-up waiting for the first one, for the whole 300 s.
+DEFAULT_READ_TIMEOUT = 30.0
 _WRITE_BATCH = 1024 * 1024
 _SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -56,6 +60,8 @@ class ModelServerConfig:
     # None or 0: pull once at startup, never again.
     wait_time_between_pulls: float | None = DEFAULT_WAIT_TIME_BETWEEN_PULLS
     timeout: float = DEFAULT_TIMEOUT
+    # Seconds without a byte (connecting included), at most `timeout`.
+    read_timeout: float = DEFAULT_READ_TIMEOUT
 
     @classmethod
     def from_endpoint(cls, config: dict[str, Any]) -> ModelServerConfig:
@@ -74,6 +80,8 @@ class ModelServerConfig:
                 raise InvalidConfig("models.basic_auth needs 'username' and 'password'")
             basic_auth = (str(auth["username"]), str(auth["password"]))
         wait = _seconds(config, "wait_time_between_pulls", DEFAULT_WAIT_TIME_BETWEEN_PULLS)
+        timeout = _seconds(config, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
+        read_timeout = _seconds(config, "read_timeout", DEFAULT_READ_TIMEOUT)
         return cls(
             url=url,
             token=str(config["token"]) if config.get("token") else None,
@@ -82,7 +90,8 @@ class ModelServerConfig:
             headers=_headers(config),
             basic_auth=basic_auth,
             wait_time_between_pulls=wait or None,
-            timeout=_seconds(config, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT,
+            timeout=timeout,
+            read_timeout=min(read_timeout or DEFAULT_READ_TIMEOUT, timeout),
         )
 
 
@@ -229,7 +238,9 @@ class ModelServerPoller:
                 params=params,
                 headers=headers,
                 auth=config.basic_auth,
-                timeout=config.timeout,
+                timeout=httpx.Timeout(
+                    config.timeout, connect=config.read_timeout, read=config.read_timeout
+                ),
             ) as response:
                 _check_status(response, config.url, has_model=current is not None)
                 too_large = _PullFailed(
@@ -248,6 +259,13 @@ class ModelServerPoller:
                 path, digest = await _save_body(
                     response, filename, max_bytes, too_large, config.url
                 )
+        except (httpx.ConnectTimeout, httpx.ReadTimeout) as exc:
+            if config.read_timeout < config.timeout:
+                raise _PullFailed(
+                    f"model server {config.url} timed out: it sent nothing for "
+                    f"{config.read_timeout:g} s (models.read_timeout)"
+                ) from exc
+            raise self._timed_out() from exc
         except httpx.TimeoutException as exc:
             raise self._timed_out() from exc
         except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:

@@ -8,6 +8,9 @@ never create buckets.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import logging
 import os
 import shutil
 import tempfile
@@ -17,16 +20,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from server.errors import (
+    BotServerError,
     InvalidConfig,
     ModelError,
     ModelNotFound,
     ModelStorageFull,
     ModelUnavailable,
 )
+from server.http_clients import safe_url
 from server.models.archive import ARCHIVE_SUFFIX
 from server.models.holder import is_disk_full
 from server.models.safety import DEFAULT_LIMITS
 from server.setting_values import env_seconds
+
+logger = logging.getLogger(__name__)
 
 STORAGES = ("aws", "gcs", "azure")
 
@@ -52,6 +59,29 @@ def storage_timeout() -> float:
             f"{TIMEOUT_SETTING} must be a finite number of seconds, at most {MAX_TIMEOUT:.0f}"
         )
     return seconds
+
+
+def check_storage_settings(storage: str) -> None:
+    """What `botserver run --remote-storage` checks before it starts: the settings no
+    download could work with (InvalidConfig). Unset variables and the storage's answers are
+    the start-up load's to report."""
+    storage_timeout()
+    if storage == "azure" and os.environ.get("AZURE_ACCOUNT_KEY"):
+        _azure_account_key()
+
+
+def _azure_account_key() -> str:
+    """AZURE_ACCOUNT_KEY, if the SDK can sign with it: base64, as it decodes it (characters
+    outside the alphabet, such as a newline, are skipped). The value is never shown."""
+    key = _env("AZURE_ACCOUNT_KEY", "azure")
+    try:
+        base64.b64decode(key.encode("utf-8"))
+    except (binascii.Error, ValueError):
+        raise InvalidConfig(
+            "AZURE_ACCOUNT_KEY is not base64: give the storage account's access key as the "
+            "Azure portal shows it (88 characters ending in '=')"
+        ) from None
+    return key
 
 
 def object_name(model_name: str) -> str:
@@ -94,6 +124,14 @@ async def download_model(
                 f"{exc}. -m names one object, its key with '.tar.gz' added if missing (without "
                 "-m, 'models', as in Rasa); a prefix is not searched: give -m prod/my-model"
             ) from exc
+        if isinstance(exc, Exception) and not isinstance(exc, BotServerError):
+            # An SDK's exception none of the mappings foresaw: one line naming storage and
+            # model for the log and the client; the traceback for whoever debugs.
+            logger.debug("Remote storage %r failed on %r", storage, key, exc_info=exc)
+            raise ModelError(
+                f"Cannot download '{key}' from remote storage '{storage}': "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         raise
     return target
 
@@ -122,16 +160,6 @@ def _env(name: str, storage: str) -> str:
     if not value:
         raise InvalidConfig(f"Remote storage '{storage}' needs the environment variable {name}")
     return value
-
-
-def _address(url: str) -> str:
-    """`url` as errors and /status may show it: no user, password or query (a SAS token)."""
-    parts = urlsplit(url)
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 def _transport_failure(where: str, key: str, timeout: float, exc: BaseException) -> ModelError:
@@ -210,7 +238,14 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         ) from exc
     bucket = _env("BUCKET_NAME", "aws")
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
-    where = f"S3 bucket '{bucket}'" + (f" at {_address(endpoint)}" if endpoint else "")
+    if endpoint:
+        try:
+            safe_url(endpoint)  # a port out of range: botocore fails only at the request
+        except ValueError as exc:
+            raise _unusable_endpoint(endpoint, exc) from None
+    where = f"S3 bucket '{bucket}'" + (
+        f" at {safe_url(endpoint, tolerant=True)}" if endpoint else ""
+    )
     config = Config(
         connect_timeout=timeout,
         read_timeout=timeout,
@@ -224,8 +259,15 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         client = boto3.session.Session(botocore_session=session).client(
             "s3", endpoint_url=endpoint, config=config
         )
+    except BotoCoreError as exc:
+        # A profile or config file that cannot be used, a region that is no name: nothing
+        # has been asked of the storage yet.
+        raise InvalidConfig(
+            f"Remote storage 'aws' cannot be set up to download '{key}': {exc} (check "
+            "AWS_PROFILE, AWS_CONFIG_FILE and AWS_DEFAULT_REGION)"
+        ) from None
     except ValueError as exc:  # botocore's "Invalid endpoint"
-        raise InvalidConfig(f"AWS_ENDPOINT_URL {endpoint!r} is not usable: {exc}") from None
+        raise _unusable_endpoint(endpoint or "", exc) from None
     try:
         head = client.head_object(Bucket=bucket, Key=key)
         _too_large(key, head.get("ContentLength"), max_bytes)
@@ -241,6 +283,11 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         raise ModelError(f"Cannot download '{key}' from {where}: {exc}") from exc
     except BotoCoreError as exc:
         raise _transport_failure(where, key, timeout, exc) from exc
+
+
+def _unusable_endpoint(endpoint: str, exc: ValueError) -> InvalidConfig:
+    shown = safe_url(endpoint, tolerant=True)  # no credentials
+    return InvalidConfig(f"AWS_ENDPOINT_URL {shown!r} is not usable: {exc}")
 
 
 def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> None:
@@ -303,12 +350,13 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         ) from exc
     container = _env("AZURE_CONTAINER", "azure")
     account = _env("AZURE_ACCOUNT_NAME", "azure")
-    account_key = _env("AZURE_ACCOUNT_KEY", "azure")
+    account_key = _azure_account_key()
     # AZURE_ACCOUNT_URL (our addition) points at Azurite or a sovereign cloud.
     url = os.environ.get("AZURE_ACCOUNT_URL") or f"https://{account}.blob.core.windows.net/"
     try:
         parts = urlsplit(url)
         usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        safe_url(url)  # a port out of range: the SDK fails only at the request
         service = BlobServiceClient(
             account_url=url,
             credential={"account_name": account, "account_key": account_key},
@@ -321,8 +369,9 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         usable = False
     if not usable:
         raise InvalidConfig(
-            f"AZURE_ACCOUNT_URL {url!r} is not usable: give the http(s) URL of the blob "
-            "service, such as http://127.0.0.1:10000/devstoreaccount1 for Azurite"
+            f"AZURE_ACCOUNT_URL {safe_url(url, tolerant=True)!r} is not usable: give the "
+            "http(s) URL of the blob service, such as http://127.0.0.1:10000/devstoreaccount1 "
+            "for Azurite"
         )
     try:
         blob = service.get_blob_client(container=container, blob=key)
@@ -340,5 +389,5 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         raise ModelNotFound(f"No model '{key}' in Azure container '{container}'") from exc
     except AzureError as exc:
         raise _transport_failure(
-            f"Azure container '{container}' at {_address(url)}", key, timeout, exc
+            f"Azure container '{container}' at {safe_url(url, tolerant=True)}", key, timeout, exc
         ) from exc

@@ -13,7 +13,7 @@ from tests.api.rasa_spec import RasaSpec
 from tests.api.test_model_routes import check
 from tests.fake_http import silent_server
 from tests.loop_lag import paced
-from tests.models.conftest import s3_at
+from tests.models.conftest import azure_at, s3_at
 
 PUT_PROD = {"remote_storage": "aws", "model_file": "prod"}
 
@@ -55,3 +55,17 @@ async def test_put_model_from_a_storage_that_cannot_be_reached_is_a_400(
 
     body = check(rasa_spec, response, "/model", "put", 400)
     assert "Cannot reach S3 bucket 'models' at http://127.0.0.1:9" in body["message"]
+
+
+async def test_put_model_from_azure_with_a_key_that_is_not_base64_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: a 500 LoadingError ("Cannot download ...: Incorrect padding").
+    azure_at("http://127.0.0.1:9", monkeypatch)
+    monkeypatch.setenv("AZURE_ACCOUNT_KEY", "not-the-key")
+
+    response = await client.put("/model", json={"remote_storage": "azure", "model_file": "prod"})
+
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert "AZURE_ACCOUNT_KEY is not base64" in body["message"]
+    assert "not-the-key" not in body["message"]

@@ -15,6 +15,9 @@ import pytest
 
 from bench.tcp_proxy import free_port
 from tests.cli.botserver_process import botserver_command
+from tests.fake_http import silent_server
+from tests.loop_lag import paced
+from tests.models.conftest import s3_at
 
 
 # -- refused before anything starts (in process: nothing is served) ---------------------------
@@ -155,13 +158,31 @@ def test_an_unknown_remote_storage_is_refused_at_start(run_cli, tmp_path: Path) 
     assert "--remote-storage 's4' is not supported: use one of aws, gcs, azure" in result.err
 
 
-def test_an_unusable_remote_storage_timeout_is_refused_at_start(
-    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("storage", "variable", "value", "said"),
+    [
+        ("aws", "REMOTE_STORAGE_TIMEOUT", "soon", "REMOTE_STORAGE_TIMEOUT must be a number of"),
+        # Before: the server started, logged "Cannot download ...: Incorrect padding" and
+        # served without a model.
+        ("azure", "AZURE_ACCOUNT_KEY", "not-the-key", "AZURE_ACCOUNT_KEY is not base64"),
+    ],
+)
+def test_an_unusable_remote_storage_setting_is_refused_at_start(
+    run_cli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    storage: str,
+    variable: str,
+    value: str,
+    said: str,
 ) -> None:
-    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "soon")
-    result = _run_on_a_busy_port(run_cli, tmp_path, "--remote-storage", "aws", "-m", "bot")
+    monkeypatch.setenv(variable, value)
+    result = _run_on_a_busy_port(run_cli, tmp_path, "--remote-storage", storage, "-m", "bot")
     assert result.code == 1
-    assert "REMOTE_STORAGE_TIMEOUT must be a number of seconds" in result.err
+    assert said in result.err
+    assert "Traceback" not in result.err
+    if variable == "AZURE_ACCOUNT_KEY":  # a secret, even a wrong one
+        assert value not in result.err
 
 
 def test_missing_tls_certificate(run_cli, moodbot_model: Path, tmp_path: Path) -> None:
@@ -182,6 +203,26 @@ def test_no_model_without_the_api_stops_the_start_as_rasa(run_cli, tmp_path: Pat
 
 
 # -- a real server process -------------------------------------------------------------------
+def test_a_silent_remote_storage_starts_the_server_without_a_model_and_says_so_once(
+    start_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Rasa, a model that cannot be fetched at start-up is logged and the server runs, not
+    ready; REMOTE_STORAGE_TIMEOUT bounds the wait. Without --enable-api nothing can load one
+    later: the warning says to restart (before, it offered PUT /model, which is not served)."""
+    with silent_server() as url:
+        s3_at(url, monkeypatch)
+        monkeypatch.setenv("BUCKET_NAME", "models")
+        monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "0.5")
+        server = start_server("--remote-storage", "aws", "-m", "prod", cwd=tmp_path)
+        server.wait_until("/health/live", timeout=paced(30, below=60))
+    assert httpx.get(server.url + "/health/ready").status_code == 503
+    log = server.text()
+    assert log.count("did not answer within 0.5 s for 'prod.tar.gz'") == 1, log
+    assert "S3 bucket 'models' at http://127.0.0.1:" in log
+    assert "nothing can load one until a restart" in log, log
+    assert "Traceback" not in log
+
+
 def test_missing_model_starts_not_ready_then_a_loaded_model_makes_it_ready(
     start_server, moodbot_model: Path, tmp_path: Path
 ) -> None:

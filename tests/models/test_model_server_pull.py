@@ -29,10 +29,11 @@ from server.api.app import create_app
 from server.api.model import apply_model_request
 from server.api.settings import ApiSettings
 from server.api.status import status_router
-from server.errors import CorruptArchive, ModelStorageFull, ModelSuperseded
+from server.errors import CorruptArchive, InvalidConfig, ModelStorageFull, ModelSuperseded
 from server.models import ArchiveLimits, ModelHolder, ModelSource
 from server.models.model_server import ModelServerConfig, ModelServerPoller
 from server.models.signing import generate_keypair
+from tests.fake_http import silent_server
 from tests.loop_lag import paced
 from tests.models.conftest import GreetingModel, greeting_loader
 from tests.small_disk import temp_files_on_a_small_disk
@@ -223,6 +224,33 @@ async def test_a_body_that_drips_times_out_as_a_whole(
     assert time.monotonic() - started < 0.5 + paced(2.5)
     assert "timed out after 0.5 s" in poller.last_error
     assert holder.current.answer() == "one"
+
+
+async def test_a_silent_model_server_fails_after_the_read_timeout_not_the_whole_exchange(
+    holder, client
+):
+    """Before: a model server that took the connection and sent nothing held the pull (and
+    the start-up, which waits for the first pull) for the whole `timeout`, 300 s."""
+    with silent_server() as url:
+        config = ModelServerConfig.from_endpoint({"url": url + "/model", "read_timeout": 0.5})
+        poller = ModelServerPoller(holder, config, client)
+        started = time.monotonic()
+
+        assert await asyncio.wait_for(poller.pull_once(), 0.5 + paced(5, below=20)) is False
+
+        took = time.monotonic() - started
+    assert took < 0.5 + paced(5, below=20), took
+    assert config.timeout == 300  # the whole exchange keeps Rasa's bound
+    assert "sent nothing for 0.5 s (models.read_timeout)" in (poller.last_error or "")
+    assert holder.current is None
+
+
+def test_the_read_timeout_is_30_s_unless_set_and_never_past_the_timeout() -> None:
+    url = {"url": "http://models.example/m"}
+    assert ModelServerConfig.from_endpoint(url).read_timeout == 30
+    assert ModelServerConfig.from_endpoint({**url, "timeout": 5}).read_timeout == 5
+    with pytest.raises(InvalidConfig, match="models.read_timeout must be seconds"):
+        ModelServerConfig.from_endpoint({**url, "read_timeout": "soon"})
 
 
 @pytest.mark.parametrize("mode", ["huge", "unsized"])

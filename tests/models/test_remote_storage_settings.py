@@ -1,0 +1,129 @@
+"""Remote storage settings the SDKs refuse before any request (an account key that is not
+base64, an AWS profile or config file that cannot be used): one clear configuration error
+naming the storage and the model, never the SDK's bare exception (a traceback at start-up, a
+500 from PUT /model)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from server.errors import InvalidConfig
+from server.models import ModelHolder, ModelSource
+from server.models.remote_storage import check_storage_settings, download_model
+from tests.models.conftest import azure_at, greeting_loader, s3_at
+
+
+@pytest.mark.parametrize("key", ["not base64!!", "abcdef", "ab"])
+async def test_an_azure_account_key_that_is_not_base64_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    # Before: ModelError "Cannot download ...: Incorrect padding" (a 500 from PUT /model).
+    azure_at("http://127.0.0.1:9", monkeypatch)
+    monkeypatch.setenv("AZURE_ACCOUNT_KEY", key)
+
+    with pytest.raises(InvalidConfig, match="AZURE_ACCOUNT_KEY is not base64") as caught:
+        await download_model("azure", "prod")
+    with pytest.raises(InvalidConfig, match="AZURE_ACCOUNT_KEY is not base64"):
+        check_storage_settings("azure")  # what `botserver run` checks before it starts
+
+    assert key not in str(caught.value)  # a secret, even a wrong one
+
+
+def test_a_base64_azure_account_key_passes_the_start_up_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    azure_at("http://127.0.0.1:9", monkeypatch)
+    check_storage_settings("azure")
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    s3_at("http://127.0.0.1:9", monkeypatch)
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    (tmp_path / "broken-config").write_text("{not an ini file")
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("AWS_PROFILE", "nope"),  # botocore's ProfileNotFound
+        ("AWS_CONFIG_FILE", "broken"),  # botocore's ConfigParseError
+        ("AWS_DEFAULT_REGION", "us east 1"),  # was blamed on AWS_ENDPOINT_URL
+    ],
+)
+async def test_an_unusable_aws_setting_is_a_configuration_error_naming_storage_and_model(
+    aws: pytest.MonkeyPatch, tmp_path: Path, setting: str, value: str
+) -> None:
+    if value == "broken":
+        value = str(tmp_path / "broken-config")
+    aws.setenv(setting, value)
+
+    with pytest.raises(InvalidConfig) as caught:
+        await download_model("aws", "prod")
+
+    message = str(caught.value)
+    assert message.startswith("Remote storage 'aws' cannot be set up to download 'prod.tar.gz'")
+    assert "AWS_ENDPOINT_URL" not in message
+
+
+async def test_a_start_up_load_failing_in_the_sdk_logs_one_line_and_starts_without_a_model(
+    aws: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: botocore's ProfileNotFound left load_initial, and the start-up, with a traceback.
+    aws.setenv("AWS_PROFILE", "nope")
+    holder = ModelHolder(greeting_loader)
+
+    with caplog.at_level(logging.INFO, logger="server.models"):
+        assert await ModelSource(holder).load_initial("prod", remote_storage="aws") is None
+
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.exc_info for r in errors] == [None]
+    assert "Remote storage 'aws' cannot be set up to download 'prod.tar.gz'" in errors[0].message
+    assert "The config profile (nope) could not be found" in errors[0].message
+    assert holder.current is None
+
+
+async def test_an_sdk_exception_nobody_foresaw_is_one_error_naming_storage_and_model(
+    aws: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An SDK failing in a way none of the mappings name (here botocore, made to raise a bare
+    KeyError on its first call): before, the KeyError left the download as it was (a
+    traceback at start-up, a generic 500 from PUT /model)."""
+    import botocore.client
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise KeyError("Credentials")
+
+    aws.setattr(botocore.client.BaseClient, "_make_api_call", broken)
+    holder = ModelHolder(greeting_loader)
+
+    with caplog.at_level(logging.INFO, logger="server.models"):
+        assert await ModelSource(holder).load_initial("prod", remote_storage="aws") is None
+
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.exc_info for r in errors] == [None]
+    assert (
+        "Cannot download 'prod.tar.gz' from remote storage 'aws': KeyError: 'Credentials'"
+        in errors[0].message
+    )
+
+
+@pytest.mark.parametrize(
+    ("storage", "variable"), [("aws", "AWS_ENDPOINT_URL"), ("azure", "AZURE_ACCOUNT_URL")]
+)
+async def test_a_storage_address_with_a_port_out_of_range_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, storage: str, variable: str
+) -> None:
+    # Before: ModelError (a 500 from PUT /model), "Failed to parse" or "not a valid URI",
+    # the address shown without its port.
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    (s3_at if storage == "aws" else azure_at)("http://127.0.0.1:99999", monkeypatch)
+
+    with pytest.raises(InvalidConfig, match=f"{variable} .* is not usable"):
+        await download_model(storage, "prod")

@@ -1,0 +1,56 @@
+"""`safe_url`: an address as errors and the log show it (endpoints, remote storage): no
+user, password, query or fragment; an IPv6 host keeps its brackets."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.dialogue.http_endpoint import HttpEndpoint
+from server.errors import InvalidConfig, ModelUnavailable
+from server.http_clients import safe_url
+from server.models.remote_storage import download_model
+from tests.models.conftest import s3_at
+
+
+@pytest.mark.parametrize("tolerant", [False, True])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://user:pa55@[::1]:8080/x?token=t#f", "http://[::1]:8080/x"),
+        ("https://[2001:db8::1]/models", "https://[2001:db8::1]/models"),
+        ("http://bot:pa55@Example.com:5055/webhook?token=t", "http://example.com:5055/webhook"),
+    ],
+)
+def test_the_address_keeps_host_port_and_path_only(url: str, shown: str, tolerant: bool) -> None:
+    # Before: http://[::1]:8080/x was shown as http://::1:8080/x, no address at all.
+    assert safe_url(url, tolerant=tolerant) == shown
+
+
+def test_a_port_that_is_no_port_raises_unless_tolerant() -> None:
+    with pytest.raises(ValueError):
+        safe_url("http://host:99999/x")
+    assert safe_url("http://u:pa55@host:99999/x?sig=S3CRET", tolerant=True) == "http://host/x"
+
+
+def test_a_tolerant_address_of_no_url_still_hides_credentials_and_query() -> None:
+    shown = safe_url("http://u:pa55@[::1/x?sig=S3CRET", tolerant=True)
+    assert "pa55" not in shown and "S3CRET" not in shown
+
+
+def test_an_endpoint_with_a_bad_port_is_a_configuration_error_without_its_password() -> None:
+    with pytest.raises(InvalidConfig, match="is not a URL") as caught:
+        HttpEndpoint("http://bot:pa55@localhost:99999/webhook")
+    assert "pa55" not in str(caught.value)
+
+
+async def test_a_storage_at_an_ipv6_address_is_named_with_its_brackets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "1")
+    s3_at("http://[::1]:9", monkeypatch)
+
+    with pytest.raises(ModelUnavailable) as caught:
+        await download_model("aws", "prod")
+
+    assert "S3 bucket 'models' at http://[::1]:9 " in str(caught.value)
