@@ -17,6 +17,8 @@ from server.errors import InvalidProjectFile
 from server.trackers.tracker import SlotDefaults
 
 RULE_SNIPPET_ACTION = "..."
+# Joins an entity and its role or group in the dialogue state (`city#from`), as in Rasa.
+ENTITY_LABEL_SEPARATOR = "#"
 DEFAULT_ACTIONS = (
     "action_listen",
     "action_restart",
@@ -135,6 +137,14 @@ class Domain:
         self.entities = list(entities)
         self.entity_roles = entity_roles or {}
         self.entity_groups = entity_groups or {}
+        # `city#from`: the role and group labels the domain lists, the only ones that
+        # influence the dialogue (Rasa's docs: list them under the entity to use them).
+        self.entity_labels = frozenset(
+            f"{name}{ENTITY_LABEL_SEPARATOR}{label}"
+            for listed in (self.entity_roles, self.entity_groups)
+            for name, labels in listed.items()
+            for label in labels
+        )
         self.entity_properties = entity_properties or {}
         self.entities_not_influencing = frozenset(
             name
