@@ -23,7 +23,6 @@ from server.dialogue.actions import (
     ActionContext,
     ActionListen,
     ActionServer,
-    ActionSessionStart,
     EndToEndAction,
     RemoteAction,
     ResponseAction,
@@ -349,9 +348,8 @@ class Processor:
         """Runs action_session_start (after the session's metadata, if any, as a slot)."""
         if metadata:
             tracker.update(SlotSet(key=SESSION_STARTED_METADATA, value=metadata))
-        await self.run_action(
-            ActionSessionStart(), tracker, model, output, Prediction(ACTION_SESSION_START, 1.0)
-        )
+        action = self.action_for(ACTION_SESSION_START, model.domain)
+        await self.run_action(action, tracker, model, output, Prediction(ACTION_SESSION_START, 1.0))
 
     # -- a turn -----------------------------------------------------------------------------
     async def handle_message(
@@ -625,6 +623,8 @@ class Processor:
 
     @staticmethod
     def _new_action(name: str, domain: Domain) -> Action:
+        if name in domain.overridden_defaults:
+            return RemoteAction(name)  # the project's own `action_session_start`, say
         action = default_action(name)
         if action is not None:
             return action
