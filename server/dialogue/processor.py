@@ -801,9 +801,15 @@ class Processor:
     async def _after_failed_action(
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None, name: str
     ) -> bool:
-        """A custom action failed: run the configured fallback once, then listen."""
+        """A custom action failed: run the configured fallback once, then listen. Not for
+        the domain's own session start: there is no message yet to fall back from."""
         fallback = _fallback_action_name(model)
-        if fallback and fallback != name and model.domain.is_known_action(fallback):
+        if (
+            fallback
+            and fallback != name
+            and name != ACTION_SESSION_START
+            and model.domain.is_known_action(fallback)
+        ):
             action = self.action_for(fallback, model.domain)
             if not isinstance(action, RemoteAction):
                 await self.run_action(action, tracker, model, output, Prediction(fallback, 1.0))

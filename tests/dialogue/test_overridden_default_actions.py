@@ -117,3 +117,17 @@ async def test_the_domains_own_session_start_and_fallback_run(tmp_path: Path) ->
     assert turn.texts == ["welcome, ann", "hello from Oslo"]
     assert (await conversation.say("/help")).texts == ["passing you to a human"]
     assert transport.calls == ["action_session_start", "action_default_fallback"]
+
+
+async def test_a_session_start_the_action_server_cannot_run_starts_no_fallback(
+    tmp_path: Path,
+) -> None:
+    files = {
+        "domain.yml": DOMAIN.replace(", action_default_fallback]", "]"),
+        "config.yml": "policies:\n- name: RulePolicy\n",
+        "data/rules.yml": RULES,
+    }
+    agent = make_agent(train_files(files, tmp_path))  # no action server
+    # The failure is logged; the message is answered. Before this fix: the fallback's
+    # "the built-in fallback" first, its rewind taking back nothing of the user's.
+    assert (await Conversation(agent, "u").say("/greet")).texts == ["hello from None"]
