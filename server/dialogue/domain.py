@@ -17,6 +17,8 @@ from server.errors import InvalidProjectFile
 from server.trackers.tracker import SlotDefaults
 
 RULE_SNIPPET_ACTION = "..."
+# Joins an entity and its role or group in the dialogue state (`city#from`), as in Rasa.
+ENTITY_LABEL_SEPARATOR = "#"
 DEFAULT_ACTIONS = (
     "action_listen",
     "action_restart",
@@ -32,6 +34,9 @@ DEFAULT_ACTIONS = (
     RULE_SNIPPET_ACTION,
     "action_extract_slots",
 )
+# Default actions a domain cannot replace; listing any other one in `actions` runs the
+# project's own action of that name on the action server instead, as in Rasa.
+FIXED_DEFAULT_ACTIONS = ("action_listen", RULE_SNIPPET_ACTION, "action_extract_slots")
 DEFAULT_INTENTS = ("restart", "back", "out_of_scope", "session_start", "nlu_fallback")
 DOMAIN_KEYS = (
     "version",
@@ -135,6 +140,14 @@ class Domain:
         self.entities = list(entities)
         self.entity_roles = entity_roles or {}
         self.entity_groups = entity_groups or {}
+        # `city#from`: the role and group labels the domain lists, the only ones that
+        # influence the dialogue (Rasa's docs: list them under the entity to use them).
+        self.entity_labels = frozenset(
+            f"{name}{ENTITY_LABEL_SEPARATOR}{label}"
+            for listed in (self.entity_roles, self.entity_groups)
+            for name, labels in listed.items()
+            for label in labels
+        )
         self.entity_properties = entity_properties or {}
         self.entities_not_influencing = frozenset(
             name
@@ -161,7 +174,9 @@ class Domain:
         self.kept_slot_defaults = self.slot_defaults()
         self.responses = dict(responses)
         self.forms = dict(forms)
-        self.user_actions = [a for a in actions if a not in DEFAULT_ACTIONS]
+        self.user_actions = [a for a in actions if a not in FIXED_DEFAULT_ACTIONS]
+        # Default actions the domain lists: its own (custom) actions, as in Rasa.
+        self.overridden_defaults = frozenset(a for a in self.user_actions if a in DEFAULT_ACTIONS)
         self.action_properties = action_properties or {}
         self.session_config = session_config or SessionConfig()
         self.e2e_actions = list(e2e_actions or [])

@@ -30,6 +30,8 @@ from server.trackers.tracker import Tracker, applied_events
 TWO_STAGE_FALLBACK = "action_two_stage_fallback"
 NLU_FALLBACK = "nlu_fallback"
 OUT_OF_SCOPE = "out_of_scope"
+ASK_AFFIRMATION = "action_default_ask_affirmation"
+ASK_REPHRASE = "action_default_ask_rephrase"
 
 
 def _slot_candidates(tracker: Tracker, wanted: set[str]) -> list[SlotSet]:
@@ -202,7 +204,7 @@ class TwoStageFallbackAction(Action):
     async def run(self, ctx: ActionContext) -> list[Event]:
         tracker = ctx.tracker
         if tracker.active_loop_name != self.name:
-            return [ActiveLoop(name=self.name), *await ActionDefaultAskAffirmation().run(ctx)]
+            return [ActiveLoop(name=self.name), *await _ask_affirmation(ctx)]
         intent = tracker.latest_message.intent_name
         if intent not in (NLU_FALLBACK, OUT_OF_SCOPE):
             return self._clarified(tracker)
@@ -216,7 +218,9 @@ class TwoStageFallbackAction(Action):
         ]:
             return await self._give_up(ctx)
         if intent == NLU_FALLBACK:
-            return await ActionDefaultAskAffirmation().run(ctx)
+            return await _ask_affirmation(ctx)
+        if ASK_REPHRASE in ctx.domain.overridden_defaults:
+            return await RemoteAction(ASK_REPHRASE).run(ctx)
         return await ctx.utter("utter_ask_rephrase") or [
             BotUttered(
                 text="I'm sorry, I didn't quite understand that. Could you rephrase?",
@@ -320,6 +324,14 @@ class TwoStageFallbackAction(Action):
         return events
 
 
+async def _ask_affirmation(ctx: ActionContext) -> list[Event]:
+    """The fallback's question: the domain's own `action_default_ask_affirmation` when it
+    lists one (run on the action server, as in Rasa), else ours."""
+    if ASK_AFFIRMATION in ctx.domain.overridden_defaults:
+        return await RemoteAction(ASK_AFFIRMATION).run(ctx)
+    return await ActionDefaultAskAffirmation().run(ctx)
+
+
 def _asks_affirmation(bot: BotUttered) -> bool:
     name = str(bot.metadata.get("utter_action") or "")
-    return name == "action_default_ask_affirmation" or name.startswith("utter_ask_affirm")
+    return name == ASK_AFFIRMATION or name.startswith("utter_ask_affirm")

@@ -23,7 +23,6 @@ from server.dialogue.actions import (
     ActionContext,
     ActionListen,
     ActionServer,
-    ActionSessionStart,
     EndToEndAction,
     RemoteAction,
     ResponseAction,
@@ -357,9 +356,8 @@ class Processor:
         """Runs action_session_start (after the session's metadata, if any, as a slot)."""
         if metadata:
             tracker.update(SlotSet(key=SESSION_STARTED_METADATA, value=metadata))
-        await self.run_action(
-            ActionSessionStart(), tracker, model, output, Prediction(ACTION_SESSION_START, 1.0)
-        )
+        action = self.action_for(ACTION_SESSION_START, model.domain)
+        await self.run_action(action, tracker, model, output, Prediction(ACTION_SESSION_START, 1.0))
 
     # -- a turn -----------------------------------------------------------------------------
     async def handle_message(
@@ -632,6 +630,8 @@ class Processor:
 
     @staticmethod
     def _new_action(name: str, domain: Domain) -> Action:
+        if name in domain.overridden_defaults:
+            return RemoteAction(name)  # the project's own `action_session_start`, say
         action = default_action(name)
         if action is not None:
             return action
@@ -808,9 +808,15 @@ class Processor:
     async def _after_failed_action(
         self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None, name: str
     ) -> bool:
-        """A custom action failed: run the configured fallback once, then listen."""
+        """A custom action failed: run the configured fallback once, then listen. Not for
+        the domain's own session start: there is no message yet to fall back from."""
         fallback = _fallback_action_name(model)
-        if fallback and fallback != name and model.domain.is_known_action(fallback):
+        if (
+            fallback
+            and fallback != name
+            and name != ACTION_SESSION_START
+            and model.domain.is_known_action(fallback)
+        ):
             action = self.action_for(fallback, model.domain)
             if not isinstance(action, RemoteAction):
                 await self.run_action(action, tracker, model, output, Prediction(fallback, 1.0))

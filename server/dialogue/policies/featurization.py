@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
-from server.dialogue.domain import RULE_SNIPPET_ACTION, Domain
+from server.dialogue.domain import ENTITY_LABEL_SEPARATOR, RULE_SNIPPET_ACTION, Domain
 from server.dialogue.memo import Memo
 from server.trackers.events import (
     ACTION_LISTEN,
@@ -42,7 +42,6 @@ State = dict[str, dict[str, Any]]
 T = TypeVar("T")
 # Marks, in rule conditions, a slot or loop that must *not* be set.
 SHOULD_NOT_BE_SET = "__should_not_be_set__"
-ENTITY_LABEL_SEPARATOR = "#"
 USER, PREV_ACTION, ACTIVE_LOOP, SLOTS = "user", "prev_action", "active_loop", "slots"
 
 
@@ -111,7 +110,10 @@ def label_of(event: ActionExecuted) -> str:
 
 
 def featurized_entities(domain: Domain, intent: str | None, entities: list[dict]) -> list[str]:
-    """Entity labels (with `#role` / `#group` variants) the intent lets influence dialogue."""
+    """Entity labels (with `#role` / `#group` variants) the intent lets influence dialogue.
+
+    For an intent of the domain, as in Rasa: the entities it uses, and their roles and groups
+    the domain lists (an extractor's role the domain does not list counts as no role)."""
     names: set[str] = set()
     for entity in entities:
         name = entity.get("entity")
@@ -125,7 +127,13 @@ def featurized_entities(domain: Domain, intent: str | None, entities: list[dict]
         return []
     if intent is not None and intent in domain.intent_properties:
         wanted = set(domain.wanted_entities(intent))
-        names = {n for n in names if n.split(ENTITY_LABEL_SEPARATOR, 1)[0] in wanted}
+        labels = domain.entity_labels
+        names = {
+            n
+            for n in names
+            if n.split(ENTITY_LABEL_SEPARATOR, 1)[0] in wanted
+            and (ENTITY_LABEL_SEPARATOR not in n or n in labels)
+        }
     return sorted(names)
 
 

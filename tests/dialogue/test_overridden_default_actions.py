@@ -1,0 +1,133 @@
+"""A default action the domain lists under `actions` is the project's own, run on the action
+server, as in Rasa (its docs' way to customise `action_session_start`, the fallbacks...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rasa_sdk import Action
+from rasa_sdk.events import ActionExecuted, SessionStarted, SlotSet, UserUtteranceReverted
+
+from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_files
+from tests.dialogue.sdk_transport import SdkTransport
+
+DOMAIN = """
+version: "3.1"
+intents: [greet, help]
+slots:
+  city: {type: text, influence_conversation: false, mappings: [{type: custom}]}
+responses:
+  utter_greet: [{text: "hello from {city}"}]
+  utter_default: [{text: "the built-in fallback"}]
+actions: [action_session_start, action_default_fallback]
+"""
+RULES = """
+version: "3.1"
+rules:
+- rule: a greeting is answered
+  steps: [{intent: greet}, {action: utter_greet}]
+"""
+
+
+class SessionStart(Action):
+    def name(self) -> str:
+        return "action_session_start"
+
+    async def run(self, dispatcher: Any, tracker: Any, domain: Any) -> list[dict[str, Any]]:
+        metadata = tracker.get_slot("session_started_metadata") or {}
+        dispatcher.utter_message(text=f"welcome, {metadata.get('user')}")
+        return [SessionStarted(), SlotSet("city", "Oslo"), ActionExecuted("action_listen")]
+
+
+class Fallback(Action):
+    def name(self) -> str:
+        return "action_default_fallback"
+
+    async def run(self, dispatcher: Any, tracker: Any, domain: Any) -> list[dict[str, Any]]:
+        dispatcher.utter_message(text="passing you to a human")
+        return [UserUtteranceReverted()]
+
+
+class AskAffirmation(Action):
+    def name(self) -> str:
+        return "action_default_ask_affirmation"
+
+    async def run(self, dispatcher: Any, tracker: Any, domain: Any) -> list[dict[str, Any]]:
+        dispatcher.utter_message(text="did you want help?", buttons=[])
+        return []
+
+
+class AskRephrase(Action):
+    def name(self) -> str:
+        return "action_default_ask_rephrase"
+
+    async def run(self, dispatcher: Any, tracker: Any, domain: Any) -> list[dict[str, Any]]:
+        dispatcher.utter_message(text="say it in other words, please")
+        return []
+
+
+FALLBACK_DOMAIN = """
+version: "3.1"
+intents: [greet]
+responses:
+  utter_greet: [{text: hello}]
+  utter_ask_rephrase: [{text: the built-in rephrase}]
+actions: [action_default_ask_affirmation, action_default_ask_rephrase]
+"""
+FALLBACK_RULES = """
+version: "3.1"
+rules:
+- rule: a greeting is answered
+  steps: [{intent: greet}, {action: utter_greet}]
+- rule: an unclear message
+  steps:
+  - intent: nlu_fallback
+  - action: action_two_stage_fallback
+  - active_loop: action_two_stage_fallback
+"""
+
+
+def talk(
+    folder: Path, domain: str, rules: str, *actions: type[Action]
+) -> tuple[Conversation, SdkTransport]:
+    """A conversation with a bot of `domain` and `rules`, `actions` on its action server."""
+    files = {
+        "domain.yml": domain,
+        "config.yml": "policies:\n- name: RulePolicy\n",
+        "data/rules.yml": rules,
+    }
+    transport = SdkTransport(*actions)
+    agent = make_agent(train_files(files, folder), transport=transport)
+    return Conversation(agent, "u"), transport
+
+
+async def test_the_two_stage_fallback_asks_with_the_domains_own_actions(tmp_path: Path) -> None:
+    conversation, _ = talk(tmp_path, FALLBACK_DOMAIN, FALLBACK_RULES, AskAffirmation, AskRephrase)
+    # Before: the built-in "Did you mean ...?" and utter_ask_rephrase.
+    assert (await conversation.say("/nlu_fallback")).texts == ["did you want help?"]
+    assert (await conversation.say("/out_of_scope")).texts == ["say it in other words, please"]
+    assert (await conversation.say("/greet")).texts == ["hello"]
+
+
+async def test_the_domains_own_session_start_and_fallback_run(tmp_path: Path) -> None:
+    conversation, transport = talk(tmp_path, DOMAIN, RULES, SessionStart, Fallback)
+    # Before: the built-in session start (no welcome, no city) and fallback ran instead.
+    turn = await conversation.say("/greet", user="ann")
+    assert turn.texts == ["welcome, ann", "hello from Oslo"]
+    assert (await conversation.say("/help")).texts == ["passing you to a human"]
+    assert transport.calls == ["action_session_start", "action_default_fallback"]
+
+
+async def test_a_session_start_the_action_server_cannot_run_starts_no_fallback(
+    tmp_path: Path,
+) -> None:
+    files = {
+        "domain.yml": DOMAIN.replace(", action_default_fallback]", "]"),
+        "config.yml": "policies:\n- name: RulePolicy\n",
+        "data/rules.yml": RULES,
+    }
+    agent = make_agent(train_files(files, tmp_path))  # no action server
+    # The failure is logged; the message is answered. Before this fix: the fallback's
+    # "the built-in fallback" first, its rewind taking back nothing of the user's.
+    assert (await Conversation(agent, "u").say("/greet")).texts == ["hello from None"]
