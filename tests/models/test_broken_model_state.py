@@ -221,6 +221,13 @@ CASES = [
         npy_edit(lambda a: a[:3]),
         "ResponseSelector has weights for 3 features, its featurizers give [0-9]+",
     ),
+    # Loaded before, then a message of those words divided by a length of 0 (a 500).
+    (
+        "moodbot",
+        "nlu/c1_idf.npy",
+        npy_edit(np.zeros_like),
+        "CountVectorsFeaturizer: c1_idf.npy holds IDF values below 1",
+    ),
     # Training refuses these; loaded, they ranked the intents flat or backwards.
     (
         "blended",
