@@ -78,7 +78,7 @@ class LinearModel:
             return self.bias.astype(np.float64)
         # In float64: a float32 sum of a crafted archive's finite weights (1e20 each)
         # overflowed to inf, and the confidences were NaN.
-        return values.astype(np.float64) @ self.weights.take(indices, axis=0) + self.bias
+        return np.asarray(values, np.float64) @ self.weights.take(indices, axis=0) + self.bias
 
     def batch_scores(self, x: sp.csr_matrix) -> np.ndarray:
         return np.asarray(x @ self.weights) + self.bias
