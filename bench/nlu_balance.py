@@ -58,7 +58,9 @@ def main() -> None:
         compressed = np.asarray([[ends[2] - widths[2], ends[2]]], np.int64)  # char_wb
         spread = ClassSpread.fit(x[fit], list(ytr[fit]), widths)
         x_fit, x_q = spread.matrix(x[fit]), spread.matrix(query)
-        model = LinearSVC(C=1.0, max_iter=2000, class_weight=weight).fit(x_fit, ytr[fit])
+        model = LinearSVC(C=1.0, max_iter=2000, class_weight=weight, random_state=0).fit(
+            x_fit, ytr[fit]
+        )
         classes, scores = model.classes_, model.decision_function(x_q)
         nearest = Neighbours.fit(
             x_fit, np.searchsorted(classes, ytr[fit]), len(classes), 1, 0.3, None, 16, compressed

@@ -97,7 +97,7 @@ def blend_scores(
         y = cache.ytr[fit_rows]
         spread = ClassSpread.fit(xtr[fit_rows], list(y), widths)
         x_fit, x_q = spread.matrix(xtr[fit_rows]), spread.matrix(x_out)
-        model = LinearSVC(C=1.0, max_iter=2000).fit(x_fit, y)
+        model = LinearSVC(C=1.0, max_iter=2000, random_state=0).fit(x_fit, y)
         assert list(model.classes_) == list(classes)
         raw = model.decision_function(x_q)
         nearest = Neighbours.fit(

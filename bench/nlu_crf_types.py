@@ -133,7 +133,7 @@ def blended(cache: Cache, label: str, extra: list[tuple[Any, float]]) -> None:
         y = cache.ytr[fit_rows]
         spread = ClassSpread.fit(xtr[fit_rows], list(y), widths)
         x_fit, x_q = spread.matrix(xtr[fit_rows]), spread.matrix(x_out)
-        model = LinearSVC(C=1.0, max_iter=2000).fit(x_fit, y)
+        model = LinearSVC(C=1.0, max_iter=2000, random_state=0).fit(x_fit, y)
         scores = model.decision_function(x_q)
         classes = model.classes_
         nearest = Neighbours.fit(

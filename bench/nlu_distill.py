@@ -114,7 +114,9 @@ def errors(x_train: Any, y_train: list[str], x_valid: Any, y_valid: list[str]) -
     """The intent classifier's fit (LinearSVC, C 1) and its validation predictions."""
     from sklearn.svm import LinearSVC
 
-    return np.asarray(LinearSVC(C=1.0, max_iter=2000).fit(x_train, y_train).predict(x_valid))
+    return np.asarray(
+        LinearSVC(C=1.0, max_iter=2000, random_state=0).fit(x_train, y_train).predict(x_valid)
+    )
 
 
 def with_block(x: sp.csr_matrix, block: np.ndarray, weight: float) -> sp.csr_matrix:

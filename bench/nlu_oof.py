@@ -52,7 +52,7 @@ from server.training.nlu_yaml import read_nlu_file  # noqa: E402
 def svm(x: Any, y: np.ndarray, weights: np.ndarray | None = None) -> Any:
     from sklearn.svm import LinearSVC
 
-    return LinearSVC(C=1.0, max_iter=2000).fit(x, y, sample_weight=weights)
+    return LinearSVC(C=1.0, max_iter=2000, random_state=0).fit(x, y, sample_weight=weights)
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -162,7 +162,7 @@ class Round:
             models = {}
             for a, b in (pair for pair, n in confused.items() if n >= least):
                 rows = (self.gold == a) | (self.gold == b)
-                models[(a, b)] = LinearSVC(C=1.0, max_iter=2000).fit(
+                models[(a, b)] = LinearSVC(C=1.0, max_iter=2000, random_state=0).fit(
                     self.xtr[rows], self.gold[rows]
                 )
             for delta in (0.25, 0.5, 10.0):

@@ -99,7 +99,7 @@ def _folds(labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
 def _svm(x: sp.csr_matrix, y: np.ndarray) -> Any:
     from sklearn.svm import LinearSVC
 
-    return LinearSVC(C=1.0, max_iter=2000).fit(x, y)
+    return LinearSVC(C=1.0, max_iter=2000, random_state=0).fit(x, y)
 
 
 def pairs(low: int, high: int) -> Callable[[str], list[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from server.dialogue.domain import Domain
-from server.dialogue.slots import REQUESTED_SLOT, Slot, SlotMapping
+from server.dialogue.slots import BUILT_IN_SLOTS, REQUESTED_SLOT, Slot, SlotMapping
 from server.trackers.events import SlotSet
 from server.trackers.tracker import Tracker
 
@@ -106,6 +106,8 @@ def _extract(tracker: Tracker, domain: Domain, custom: bool = False) -> list[Slo
     events: list[SlotSet | str] = []
     actions: set[str] = set()  # each custom mapping's action once, as in Rasa
     for slot in domain.slots:
+        if slot.name in BUILT_IN_SLOTS:
+            continue  # as Rasa: a message never fills them, whatever the domain maps
         for mapping in slot.mappings:
             if mapping.type == "custom":
                 action = mapping.action

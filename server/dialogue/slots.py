@@ -20,6 +20,9 @@ KNOWLEDGE_BASE_SLOTS = (
     "knowledge_base_last_object",
     "knowledge_base_last_object_type",
 )
+# The slots the server (or rasa-sdk's knowledge base action) sets: as in Rasa, slot
+# extraction leaves them out even when a domain declares them with mappings.
+BUILT_IN_SLOTS = frozenset({REQUESTED_SLOT, SESSION_STARTED_METADATA, *KNOWLEDGE_BASE_SLOTS})
 
 
 @dataclass

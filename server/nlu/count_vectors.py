@@ -206,6 +206,10 @@ class CountVectorsFeaturizer:
         idf = read_array(directory, f"{prefix}idf.npy", np.float32, ndim=1)
         if len(idf) != len(grams):
             raise ModelError(f"{name}: vocabulary and IDF sizes differ")
+        if len(idf) and idf.min() < 1.0:
+            # Training's are 1 and above; a message of grams weighing 0 had no length, and
+            # dividing by it made every such parse a ZeroDivisionError (a 500).
+            raise ModelError(f"{name}: {prefix}idf.npy holds IDF values below 1")
         featurizer.idf_ = idf
         featurizer._idf = idf.tolist()
         return featurizer

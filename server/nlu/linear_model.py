@@ -76,14 +76,18 @@ class LinearModel:
     def scores(self, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
         if len(indices) == 0:
             return self.bias.astype(np.float64)
-        return values @ self.weights.take(indices, axis=0) + self.bias
+        # In float64: a float32 sum of a crafted archive's finite weights (1e20 each)
+        # overflowed to inf, and the confidences were NaN.
+        return np.asarray(values, np.float64) @ self.weights.take(indices, axis=0) + self.bias
 
     def batch_scores(self, x: sp.csr_matrix) -> np.ndarray:
         return np.asarray(x @ self.weights) + self.bias
 
     def confidences(self, scores: np.ndarray) -> np.ndarray:
-        z = scores * self.temperature
-        z = z - z.max(axis=-1, keepdims=True)
+        # Shifted before the temperature scales it: finite scores then give finite
+        # confidences whatever the temperature (scores times 1e300 were inf - inf = NaN).
+        scores = np.asarray(scores, np.float64)
+        z = (scores - scores.max(axis=-1, keepdims=True)) * self.temperature
         e = np.exp(z)
         return e / e.sum(axis=-1, keepdims=True)
 
@@ -98,8 +102,11 @@ class LinearModel:
         temperature = state.get("temperature")
         if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
             raise ModelError("linear model classes must be a list of strings")
-        if not isinstance(temperature, (int, float)):
-            raise ModelError("linear model temperature must be a number")
+        # Training refuses 0 and below: loaded, the ranking came out flat or backwards.
+        if isinstance(temperature, bool) or not (
+            isinstance(temperature, (int, float)) and temperature > 0
+        ):
+            raise ModelError("linear model temperature must be a number above 0")
         weights = read_array(directory, f"{prefix}weights.npy", np.float32, ndim=2)
         bias = read_array(directory, f"{prefix}bias.npy", np.float32, ndim=1)
         if weights.shape[1] != len(classes) or bias.shape[0] != len(classes):

@@ -17,6 +17,7 @@ postings: their share of the similarity is then a product of short dense vectors
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -381,14 +382,20 @@ def stored_blend_weight(weight: object, what: str) -> float:
 def add_standardised(scores: np.ndarray, other: np.ndarray, weight: float) -> np.ndarray:
     """`scores` plus `other` standardised to `weight` times the spread of `scores`: the
     ranking of z(scores) + weight × z(other), on the scale of `scores`."""
-    # The two standard deviations by hand: numpy's std costs 10 us a call at this size.
+    # The two standard deviations by hand: numpy's std costs 10 us a call at this size. In
+    # float64: a float32 sum of squares overflowed for scores of 1e20 (a crafted archive's
+    # finite weights), and the blend answered NaN.
+    scores = np.asarray(scores, np.float64)
     centred = scores - scores.mean()
     spread = float(np.sqrt(np.dot(centred, centred) / len(scores)))
-    z = other - other.mean()
+    z = np.asarray(other, np.float64) - other.mean()
     other_spread = float(np.sqrt(np.dot(z, z) / len(other)))
-    if spread == 0.0 or other_spread == 0.0:
+    scale = weight * spread / other_spread if other_spread else 0.0
+    if scale == 0.0 or not math.isfinite(scale):
+        # A spread of nothing, or one so near nothing that the scale overflows: `other`
+        # then orders nothing, and `scores` stands alone.
         return scores
-    return scores + (weight * spread / other_spread) * z
+    return scores + scale * z
 
 
 def _unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:

@@ -232,14 +232,15 @@ class NLUPipeline:
 
 
 def _check_feature_width(components: list[tuple[str, Any]]) -> None:
-    """ModelError unless the intent classifier's weights have a row for each feature column
-    its featurizers give (an empty message through them): a featurizer's state with one more
-    word or type than at training made every parse that hit it an IndexError (a 500)."""
+    """ModelError unless each intent classifier's and response selector's weights have a row
+    for each feature column its featurizers give (an empty message through them): a
+    featurizer's state with one more word or type than at training, or weights with fewer
+    rows, made every parse that hit the missing row an IndexError (a 500)."""
     message = Message("")
     for key, component in components:
         if key in FEATURIZERS:
             component.process(message)
-        elif key == "IntentClassifier" and component.model_ is not None:
+        elif key in ("IntentClassifier", "ResponseSelector") and component.model_ is not None:
             rows = component.model_.weights.shape[0]
             if rows != message.feature_width:
                 raise ModelError(

@@ -42,7 +42,21 @@ def read_array(
         # Training never writes one; loaded, every answer computed from it held NaN, which
         # JSON cannot carry (a 500 on every parse).
         raise ModelError(f"component state {name} holds NaN or inf")
-    return array if dtype is None else array.astype(dtype, copy=False)
+    return array if dtype is None else _cast(array, np.dtype(dtype), name)
+
+
+def _cast(array: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """`array` as `dtype`, refused unless every value survives: a float64 1e300 read as a
+    float32 became inf (NaN confidences on every parse), an int64 2**32 + 1 read as an int32
+    became 1 (an index that passed every bounds check)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = array.astype(dtype, copy=False)
+    if cast is not array and (
+        not np.isfinite(cast).all() if dtype.kind in "fc" else not np.array_equal(cast, array)
+    ):
+        article = "an" if dtype.name[0] in "aeiou" else "a"
+        raise ModelError(f"component state {name} holds values beyond {article} {dtype.name}")
+    return cast
 
 
 def write_json(directory: Path, name: str, value: Any) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from server.dialogue.domain import Domain
-from server.dialogue.slots import MAPPING_TYPES, SLOT_TYPES
+from server.dialogue.slots import BUILT_IN_SLOTS, MAPPING_TYPES, SLOT_TYPES
 from server.errors import InvalidProjectFile
 from server.training.yaml_io import brief, check_version, is_yaml_file, line_of, read_yaml_file
 
@@ -356,6 +356,13 @@ class DomainReader:
         if not isinstance(mappings, list):
             raise InvalidProjectFile(
                 f"'mappings' of slot '{name}' must be a list", filename, line_of(spec, "mappings")
+            )
+        if mappings and name in BUILT_IN_SLOTS:
+            self.warn(
+                f"slot '{name}' is one the server sets itself: no message fills it, so its "
+                "mappings are ignored",
+                filename,
+                line,
             )
         for index, mapping in enumerate(mappings):
             mapping_line = line_of(mappings, index, line)

@@ -459,3 +459,34 @@ async def test_the_forms_question_sees_the_form_run_after_how_the_message_was_re
     turn = asked[len(asked) - asked[::-1].index("user") :]
     assert turn.count("user_featurization") == 1
     assert turn.index("user_featurization") < turn.index("action")
+
+
+class _SaysWhatItValidates(FormValidationAction):
+    """Says which slots each call of it validates (rasa-sdk's `slots_to_validate`)."""
+
+    def name(self) -> str:
+        return "validate_booking_form"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: SdkTracker, domain: DomainDict
+    ) -> list[dict[str, Any]]:
+        dispatcher.utter_message(text=f"validating {sorted(tracker.slots_to_validate())}")
+        return await super().run(dispatcher, tracker, domain)
+
+
+@pytest.mark.parametrize(
+    ("message", "said"),
+    [("/book", "validating []"), ('/book{"number": 2}', "validating ['guests']")],
+)
+async def test_a_form_calls_its_validation_action_once_as_it_activates(
+    booking_bot: DialogueModel, message: str, said: str
+) -> None:
+    """Rasa 3.6 calls it once there, with the required slots filled so far (releases before
+    the fix of rasa#11595, January 2023, called it a second time for the same message): a
+    validation action that utters or counts sees one call."""
+    conversation = _conversation(booking_bot, f"once-{message}", _SaysWhatItValidates)
+
+    turn = await conversation.say(message)
+
+    assert turn.texts[0] == said
+    assert [text for text in turn.texts if text and text.startswith("validating")] == [said]

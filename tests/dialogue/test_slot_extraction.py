@@ -349,3 +349,22 @@ def test_a_message_without_text_leaves_a_slot_filled_from_text_as_it_is() -> Non
     # Unlike Rasa 3.6, which sets the slot to null (and a list slot to [null]): a message
     # with no text says nothing about the slot (see docs/differences-from-rasa.md).
     assert extract_slots(tracker, domain) == []
+
+
+BUILT_IN = ["requested_slot", "session_started_metadata", "knowledge_base_last_object"]
+
+
+def test_built_in_slots_declared_with_mappings_are_not_filled_from_messages() -> None:
+    """As in Rasa, no message fills the slots the server sets itself. Before, a domain
+    declaring `requested_slot` with a `from_entity` mapping set it to the city said: an
+    active form then asked for a slot named 'Rome'."""
+    city = [{"type": "from_entity", "entity": "city"}]
+    domain = Domain.from_dict(
+        {
+            "intents": ["inform"],
+            "entities": ["city"],
+            "slots": {name: {"type": "any", "mappings": city} for name in [*BUILT_IN, "s"]},
+        }
+    )
+    said = _said(domain, "inform", entities=[{"entity": "city", "value": "Rome"}])
+    assert _filled(domain, said) == {"s": "Rome"}

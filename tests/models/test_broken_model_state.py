@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import random
+import shutil
 import struct
 import subprocess
 import sys
@@ -34,9 +36,16 @@ Edit = Callable[[Any], Any]
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("broken-state-models")
+    # moodbot with nearest neighbours blended into plain TF-IDF features (its classifier is
+    # component 3 either way).
+    blended = out / "moodbot-blended"
+    shutil.copytree(BOTS / "moodbot", blended)
+    config = (blended / "config.yml").read_text()
+    options = "epochs: 1\n    neighbour_weight: 0.5\n    feature_weighting: none\n"
+    (blended / "config.yml").write_text(config.replace("epochs: 1\n", options, 1))
     trained = {}
-    for bot in ("moodbot", "formbot"):
-        folder = BOTS / bot
+    for bot in ("moodbot", "formbot", "blended", "responseselectorbot"):
+        folder = blended if bot == "blended" else BOTS / bot
         result = train(folder / "config.yml", folder / "domain.yml", [folder / "data"], out / bot)
         trained[bot] = Path(result.path)
     return trained
@@ -82,17 +91,25 @@ def first_vocabulary_column(new: Any) -> Edit:
     return edit
 
 
-def npy_first_value(new: float) -> Edit:
-    """An .npy member whose first value is `new` (NaN, infinity)."""
+def npy_edit(change: Callable[[np.ndarray], np.ndarray]) -> Edit:
+    """An .npy member rewritten as `change(array)`."""
 
     def edit(data: bytes) -> bytes:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
-        array.flat[0] = new
         out = io.BytesIO()
-        np.save(out, array, allow_pickle=False)
+        np.save(out, change(np.load(io.BytesIO(data), allow_pickle=False)), allow_pickle=False)
         return out.getvalue()
 
     return edit
+
+
+def npy_first_value(new: float) -> Edit:
+    """An .npy member whose first value is `new` (NaN, infinity)."""
+
+    def change(array: np.ndarray) -> np.ndarray:
+        array.flat[0] = new
+        return array
+
+    return npy_edit(change)
 
 
 CASES = [
@@ -182,6 +199,48 @@ CASES = [
         setting(("responses", "utter_ask_cuisine", 0, "text"), 1),
         "the archive's domain.json: 'text' in a variation of response 'utter_ask_cuisine'",
     ),
+    # Loaded before, then every parse answered NaN: a float64 1e300 passed the NaN/inf
+    # check and became inf as the float32 the featurizer reads.
+    (
+        "blended",
+        "nlu/c1_idf.npy",
+        npy_edit(lambda a: a.astype(np.float64) * 1e300),
+        "component state c1_idf.npy holds values beyond a float32",
+    ),
+    # An int64 2**32 + 1 read as an int32 wrapped to 1 and passed the bounds checks.
+    (
+        "blended",
+        "nlu/c3_nn_indices.npy",
+        npy_edit(lambda a: a.astype(np.int64) + 2**32),
+        "component state c3_nn_indices.npy holds values beyond an int32",
+    ),
+    # Loaded before, then a parse with a word past the weights' last row was an IndexError.
+    (
+        "responseselectorbot",
+        "nlu/c3_weights.npy",
+        npy_edit(lambda a: a[:3]),
+        "ResponseSelector has weights for 3 features, its featurizers give [0-9]+",
+    ),
+    # Loaded before, then a message of those words divided by a length of 0 (a 500).
+    (
+        "moodbot",
+        "nlu/c1_idf.npy",
+        npy_edit(np.zeros_like),
+        "CountVectorsFeaturizer: c1_idf.npy holds IDF values below 1",
+    ),
+    # Training refuses these; loaded, they ranked the intents flat or backwards.
+    (
+        "blended",
+        "nlu/pipeline.json",
+        setting(("components", 3, "state", "temperature"), -5.0),
+        "linear model temperature must be a number above 0",
+    ),
+    (
+        "responseselectorbot",
+        "nlu/pipeline.json",
+        setting(("components", 3, "state", "temperature"), 0),
+        "linear model temperature must be a number above 0",
+    ),
 ]
 
 
@@ -198,6 +257,40 @@ def test_the_untouched_archives_load(archives: dict[str, Path], tmp_path: Path) 
     for bot, archive in archives.items():
         copy = rewritten(archive, "domain.json", lambda value: value, tmp_path)
         assert load_model_file(copy).domain.intents, bot
+
+
+def parsed(archive: Path, text: str) -> dict[str, Any]:
+    """`text` parsed by the model in `archive`, checked to be JSON an answer can carry."""
+    model = load_model_file(archive)
+    assert model.nlu is not None
+    result = model.nlu.parse(text)
+    json.dumps(result, allow_nan=False)  # NaN: the HTTP API's answer was a 500
+    return result
+
+
+def test_huge_finite_weights_with_neighbours_still_parse_to_finite_confidences(
+    archives: dict[str, Path], tmp_path: Path
+) -> None:
+    """Weights of 1e20 are finite float32s a crafted archive can hold; the neighbour blend
+    summed the squares of such scores in float32 (inf, then NaN confidences on every
+    parse)."""
+    scaled = npy_edit(lambda a: (a * np.float32(1e20)).astype(np.float32))
+    broken = rewritten(archives["blended"], "nlu/c3_weights.npy", scaled, tmp_path)
+    confidences = [entry["confidence"] for entry in parsed(broken, "hello")["intent_ranking"]]
+    assert math.isclose(sum(confidences), 1.0)
+
+
+def test_a_huge_temperature_puts_all_the_confidence_on_the_best_response(
+    archives: dict[str, Path], tmp_path: Path
+) -> None:
+    """1e300 is a temperature training accepts: scores times it were inf, and the softmax
+    answered NaN (a 500 on every parse)."""
+    hot = setting(("components", 3, "state", "temperature"), 1e300)
+    broken = rewritten(archives["responseselectorbot"], "nlu/pipeline.json", hot, tmp_path)
+    scaled = npy_edit(lambda a: (a * np.float32(1e10)).astype(np.float32))
+    broken = rewritten(broken, "nlu/c3_weights.npy", scaled, tmp_path / "scaled")
+    response = parsed(broken, "what is your name")["response_selector"]["default"]["response"]
+    assert (response["intent_response_key"], response["confidence"]) == ("chitchat/ask_name", 1.0)
 
 
 def load_and_tag_in_a_subprocess(archive: Path) -> subprocess.CompletedProcess[str]:

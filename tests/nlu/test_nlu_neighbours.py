@@ -345,3 +345,16 @@ def test_the_char_compressed_blend_reads_fewer_postings_and_survives_persistence
 def test_neighbour_char_dimensions_must_be_a_whole_number():
     with pytest.raises(InvalidConfig, match="neighbour_char_dimensions"):
         _train(neighbour_weight=0.3, neighbour_char_dimensions=1.5)
+
+
+def test_a_spread_near_nothing_leaves_the_scores_alone_instead_of_overflowing():
+    # Blended scores spread over 1e200 while the other scores differ by 1e-150: the scale
+    # between them (1e350) overflowed to inf, and inf times the zero of the middle intent
+    # made the scores NaN (NaN confidences, a 500 on every parse).
+    scores = np.array([0.0, 1e200, 2e200])
+    other = np.array([0.0, 1e-150, 2e-150])
+    blended = neighbours.add_standardised(scores, other, 1.0)
+    assert np.array_equal(blended, scores)
+    # One ordinary spread still blends: the ranking of z(scores) + z(other).
+    low, high = neighbours.add_standardised(np.array([1.0, 0.0]), np.array([0.0, 1.0]), 2.0)
+    assert high > low

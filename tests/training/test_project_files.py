@@ -631,6 +631,15 @@ def test_a_slot_mapping_naming_an_entity_or_intent_the_domain_lacks_is_a_warning
     ]
 
 
+def domain_warnings(folder: Path, text: str) -> tuple[Path, list[str]]:
+    """The warnings of reading `text` as `folder`/domain.yml, and that file's path."""
+    path = folder / "domain.yml"
+    path.write_text(text)
+    warnings: list[str] = []
+    read_domain(path, warnings=warnings)
+    return path, warnings
+
+
 def test_null_among_a_categorical_slots_values_is_a_warning(tmp_path: Path) -> None:
     # Before: dropped without a word, so a slot set to the text "null" featurized as
     # `__other__`; Rasa warns that `null` is the unset slot's value and is ignored.
@@ -651,13 +660,11 @@ def test_null_among_a_categorical_slots_values_is_a_warning(tmp_path: Path) -> N
 def test_a_float_slots_initial_value_outside_its_range_is_a_warning(tmp_path: Path) -> None:
     # Before: loaded without a word, and the slot featurized as its maximum from the start;
     # Rasa warns of it.
-    path = tmp_path / "domain.yml"
-    path.write_text(
+    path, warnings = domain_warnings(
+        tmp_path,
         'version: "3.1"\nslots:\n  amount:\n    type: float\n    max_value: 10\n'
-        "    initial_value: 50\n    mappings: [{type: custom}]\n"
+        "    initial_value: 50\n    mappings: [{type: custom}]\n",
     )
-    warnings: list[str] = []
-    read_domain(path, warnings=warnings)
     assert warnings == [
         f"{path}:6: the initial_value of float slot 'amount' (50) is outside its range "
         "(0.0 to 10); it featurizes as the nearest end"
@@ -821,3 +828,18 @@ def test_validate_names_the_domain_file_and_line_of_a_domain_warning(tmp_path: P
     ]
     printed = out.getvalue().splitlines()
     assert [line for line in expected if line not in printed] == [], printed
+
+
+def test_mappings_of_a_built_in_slot_are_a_warning(tmp_path: Path) -> None:
+    # Rasa's slot extraction leaves these slots out, and so does ours: the mappings do
+    # nothing, which the project's author should hear of.
+    path, warnings = domain_warnings(
+        tmp_path,
+        'version: "3.1"\nentities: [city]\nslots:\n  requested_slot:\n    type: any\n'
+        "    mappings: [{type: from_entity, entity: city}]\n"
+        "  session_started_metadata:\n    type: any\n    mappings: []\n",
+    )
+    assert warnings == [
+        f"{path}:4: slot 'requested_slot' is one the server sets itself: no message fills it, "
+        "so its mappings are ignored"
+    ]
