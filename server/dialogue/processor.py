@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from server.dialogue import turn_log
 from server.dialogue.actions import (
     Action,
     ActionContext,
@@ -440,6 +441,8 @@ class Processor:
                         metadata=dict(message.metadata or {}),
                     )
                 )
+                if turn_log.debugging():
+                    turn_log.log_message(sender_id, message.text, parse_data)
                 if message.text:  # as in Rasa, a message without text kills no reminder
                     self.reminders.user_spoke(tracker.sender_id)
                 actions = await self.predict_and_run(tracker, model, output)
@@ -582,6 +585,7 @@ class Processor:
                     tracker.sender_id,
                     loop,
                 )
+        debugging = turn_log.debugging()
         for _ in range(self.max_predictions):
             if tracker.paused and not _asks_restart(tracker):
                 # As Rasa: a paused conversation (say, handed to a human) logs the user's
@@ -590,9 +594,18 @@ class Processor:
             prediction = self.predict_next(tracker, model)
             featurization = featurization_of(tracker, model, prediction)
             action = self.action_for(prediction.action_name, model.domain)
+            before = len(tracker.events)
             keep_going = await self.run_action(
                 action, tracker, model, output, prediction, featurization
             )
+            if debugging:
+                turn_log.log_action(
+                    tracker.sender_id,
+                    action.name,
+                    prediction.policy_name,
+                    prediction.confidence,
+                    tracker.events[before:],
+                )
             ran.append(action.name)
             if not keep_going:
                 return ran
