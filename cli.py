@@ -590,7 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("what", nargs="?", choices=("core", "nlu"), default=None)
     p.add_argument("-m", "--model", default=DEFAULT_MODELS)
-    p.add_argument("-s", "--stories", default="tests", help="test stories file or directory")
+    p.add_argument(
+        "-s",
+        "--stories",
+        default=None,
+        help="test stories file or directory (default: tests; without a tests folder, the "
+        "training stories of data, as Rasa)",
+    )
     p.add_argument("-u", "--nlu", default="data", help="NLU test data")
     p.add_argument("--out", default="results")
     p.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)

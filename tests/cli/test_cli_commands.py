@@ -587,12 +587,27 @@ def test_intents_are_compared_with_e2e_only_as_in_rasa(run_cli, starter_copy: Pa
     assert report["greet"]["support"] > 0
 
 
-def test_test_without_test_stories_says_which_flag_to_give(run_cli, starter_copy: Path) -> None:
+def test_a_project_without_tests_is_tested_on_its_training_stories_as_in_rasa(
+    run_cli, starter_copy: Path
+) -> None:
+    # As `rasa test` in Rasa's own example bots, which have no tests/ folder. Before: exit 1,
+    # "test stories not found", and the NLU was not tested either.
     shutil.rmtree(starter_copy / "tests")
-    result = run_cli("test", "core", cwd=starter_copy)
+    shutil.rmtree(starter_copy / "results", ignore_errors=True)
+    result = run_cli("test", cwd=starter_copy)
+    assert result.code == 0, result.err
+    assert "no test stories at 'tests'; testing the training stories of 'data'" in result.err
+    report = json.loads((starter_copy / "results" / "story_report.json").read_text())
+    stories = (starter_copy / "data" / "stories.yml").read_text().count("- story:")
+    assert report["conversation_accuracy"]["total"] == stories  # rules are not tested
+    assert (starter_copy / "results" / "intent_report.json").is_file()
+
+
+def test_test_stories_named_but_missing_say_which_flag_to_give(run_cli, starter_copy: Path) -> None:
+    result = run_cli("test", "core", "-s", "tset", cwd=starter_copy)
     assert result.code == 1
     # it said "training data not found", of files that are not training data
-    assert "test stories not found at 'tests' (give them with --stories)" in result.err
+    assert "test stories not found at 'tset' (give them with --stories)" in result.err
 
 
 def test_an_e2e_step_whose_entity_is_not_found_fails_as_in_rasa(
