@@ -86,6 +86,26 @@ def test_an_unknown_flag_with_a_value_is_named(run_cli, argv: list[str], unknown
     assert "invalid choice" not in result.err
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["interactive"], "GET /conversations/<id>/story"),
+        (["interactive", "core", "-m", "models"], "GET /conversations/<id>/story"),
+        (["x"], "/inspect"),
+        (["telemetry", "disable"], "sends no telemetry"),
+        (["evaluate", "markers", "all"], "not offered"),
+    ],
+    ids=["interactive", "interactive-core", "x", "telemetry", "evaluate"],
+)
+def test_a_rasa_command_botserver_lacks_says_so(run_cli, argv: list[str], said: str) -> None:
+    """Before: `invalid choice: 'interactive' (choose from 'init', ...)`, as for a typo."""
+    result = run_cli(*argv)
+    assert result.code == 2
+    assert f"`rasa {argv[0]}` has no botserver equivalent" in result.err
+    assert said in result.err
+    assert "invalid choice" not in result.err
+
+
 def test_bad_flag_value_is_explained(run_cli) -> None:
     result = run_cli("run", "--port", "fivethousand")
     assert result.code == 2
