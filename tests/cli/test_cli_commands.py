@@ -592,6 +592,13 @@ def test_a_story_missing_a_bot_action_fails_as_in_rasa(run_cli, starter_copy: Pa
     assert "greet" not in report
 
 
+def test_a_failed_story_names_the_line_the_story_starts_on(run_cli, starter_copy: Path) -> None:
+    steps = "  - intent: greet\n  - action: utter_goodbye\n"
+    failed = _failed_stories(run_cli, starter_copy, "says goodbye", steps)
+    # `- story: says goodbye` is line 3 of the file; it named line 5, its `intent:` step
+    assert "- story: says goodbye\n  # tests/test_more.yml:3\n" in failed, failed
+
+
 def test_intents_are_compared_with_e2e_only_as_in_rasa(run_cli, starter_copy: Path) -> None:
     # Before, every user text was parsed and its intent compared: a story failed on an
     # intent the NLU read otherwise, and each intent was a row of the report.
