@@ -463,8 +463,12 @@ def cross_validate(
         )
     labels = [e.base_intent or "" for e in examples]
     counts = Counter(labels)
-    # Classes rarer than `folds` cannot be stratified; give them a shared bucket.
-    strata = [label if counts[label] >= folds else "__rare__" for label in labels]
+    # Classes rarer than `folds` cannot be stratified; give them a shared bucket, or, when
+    # that too is rarer than `folds`, the most common class's (sklearn warns of a stratum
+    # rarer than the folds; there are at least `folds` examples, so that class has enough).
+    rare = sum(n for n in counts.values() if n < folds)
+    bucket = "__rare__" if rare >= folds else counts.most_common(1)[0][0]
+    strata = [label if counts[label] >= folds else bucket for label in labels]
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=42)
     combined = Predictions()
     fold_accuracies = []

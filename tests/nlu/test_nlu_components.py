@@ -202,6 +202,24 @@ def test_cross_validation(tmp_path: Path, load_bot):
     assert (tmp_path / "intent_report.json").exists()
 
 
+def test_cross_validation_of_a_rare_intent_prints_no_sklearn_warning(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    """concertbot's `test nlu --cross-validation -f 3`: an intent of two examples printed
+    sklearn's `UserWarning: The least populated class in y has only 2 members`, with the
+    path of sklearn's file; the rare intents' shared bucket was itself too small."""
+    data = read_nlu_yaml(
+        "nlu:\n- intent: greet\n  examples: |\n    - hi\n    - hello\n    - hey\n"
+        "    - good morning\n- intent: bye\n  examples: |\n    - bye\n    - see you\n"
+        "    - goodbye\n    - later\n- intent: thanks\n  examples: |\n    - thanks\n"
+        "    - thank you\n",
+        "nlu.yml",
+    )
+    summary = cross_validate(data, [], 3, tmp_path)
+    assert len(summary["fold_accuracies"]) == 3
+    assert not [w for w in recwarn if "least populated class" in str(w.message)]
+
+
 def test_entity_extractors_get_a_confusion_matrix_as_rasa(tmp_path: Path, load_bot):
     """As Rasa's `<extractor>_confusion_matrix.png`: tokens by entity type (`no_entity` for a
     token outside any entity), annotated against found; and, for an extractor that gives
