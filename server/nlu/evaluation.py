@@ -3,9 +3,11 @@ cross-validation."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import numpy as np
 from server.errors import TrainingError
 from server.nlu.fallback import FALLBACK_INTENT
 from server.nlu.pipeline import NLUPipeline
+from server.nlu.pipeline import logger as pipeline_logger
 from server.nlu.response_selector import DEFAULT_SELECTOR
 from server.nlu.tokenizer import tokenize
 from server.nlu.training_data import Example, NLUTrainingData
@@ -472,17 +475,39 @@ def cross_validate(
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=42)
     combined = Predictions()
     fold_accuracies = []
-    for train_idx, test_idx in splitter.split(np.zeros(len(strata)), strata):
-        train = _subset(data, train_idx)
-        test = _subset(data, test_idx)
-        model = NLUPipeline.train(train, pipeline, language)
-        fold = predict(model, test)
-        hits = [e.base_intent == p for e, p in zip(fold.examples, fold.intents, strict=True)]
-        fold_accuracies.append(float(np.mean(hits)) if hits else 0.0)
-        combined.extend(fold)
+    with _each_said_once(pipeline_logger):
+        for train_idx, test_idx in splitter.split(np.zeros(len(strata)), strata):
+            train = _subset(data, train_idx)
+            test = _subset(data, test_idx)
+            model = NLUPipeline.train(train, pipeline, language)
+            fold = predict(model, test)
+            hits = [e.base_intent == p for e, p in zip(fold.examples, fold.intents, strict=True)]
+            fold_accuracies.append(float(np.mean(hits)) if hits else 0.0)
+            combined.extend(fold)
     summary = write_reports(combined, Path(out_dir), **files)
     summary["fold_accuracies"] = fold_accuracies
     return summary
+
+
+@contextlib.contextmanager
+def _each_said_once(log: logging.Logger) -> Iterator[None]:
+    """A message of `log` is written the first time only: cross-validation trains the
+    pipeline once per fold, and its warnings (a component run as an equivalent, an option
+    ignored) are the same each time."""
+    said: set[str] = set()
+
+    def first_time(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in said:
+            return False
+        said.add(message)
+        return True
+
+    log.addFilter(first_time)
+    try:
+        yield
+    finally:
+        log.removeFilter(first_time)
 
 
 def _subset(data: NLUTrainingData, indices: np.ndarray) -> NLUTrainingData:

@@ -1,4 +1,5 @@
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +219,20 @@ def test_cross_validation_of_a_rare_intent_prints_no_sklearn_warning(
     summary = cross_validate(data, [], 3, tmp_path)
     assert len(summary["fold_accuracies"]) == 3
     assert not [w for w in recwarn if "least populated class" in str(w.message)]
+
+
+def test_cross_validation_says_the_pipelines_warnings_once(
+    tmp_path: Path, load_bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, each fold's training said them again: three folds, three copies."""
+    with caplog.at_level(logging.WARNING):
+        cross_validate(load_bot("moodbot"), [{"name": "DIETClassifier"}], 3, tmp_path)
+    said = [r for r in caplog.records if "run as botserver equivalents" in r.getMessage()]
+    assert len(said) == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # and again in the next cross-validation
+        cross_validate(load_bot("moodbot"), [{"name": "DIETClassifier"}], 2, tmp_path)
+    assert [r for r in caplog.records if "run as botserver equivalents" in r.getMessage()]
 
 
 def test_entity_extractors_get_a_confusion_matrix_as_rasa(tmp_path: Path, load_bot):
