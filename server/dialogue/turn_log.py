@@ -8,16 +8,12 @@ from typing import Any
 
 from server.trackers.events import ActionExecuted, DefinePrevUserUtteredFeaturization, Event
 
-logger = logging.getLogger(__name__)
+# The processor's logger: these lines and its per-turn summary are one switch (`-vv`), asked
+# once a turn by the processor.
+logger = logging.getLogger("server.dialogue.processor")
 
 # A value longer than this is cut in a debug line (a text slot holding a whole message).
 VALUE_CHARS = 60
-
-
-def debugging() -> bool:
-    """Whether the lines are written: asked once per turn, so a turn without them pays one
-    level check."""
-    return logger.isEnabledFor(logging.DEBUG)
 
 
 def log_message(sender_id: str, text: str | None, parse_data: dict[str, Any]) -> None:
