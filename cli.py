@@ -590,7 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("what", nargs="?", choices=("core", "nlu"), default=None)
     p.add_argument("-m", "--model", default=DEFAULT_MODELS)
-    p.add_argument("-s", "--stories", default="tests", help="test stories file or directory")
+    p.add_argument(
+        "-s",
+        "--stories",
+        default=None,
+        help="test stories file or directory (default: tests; without a tests folder, the "
+        "training stories of data, as Rasa)",
+    )
     p.add_argument("-u", "--nlu", default="data", help="NLU test data")
     p.add_argument("--out", default="results")
     p.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
@@ -1388,11 +1394,37 @@ def run_action_server(argv: list[str]) -> int:
     return 1  # not reached: execv replaces the process
 
 
+# Rasa's commands botserver does not offer, and what to use instead.
+RASA_COMMANDS_NOT_OFFERED = {
+    "interactive": (
+        "there is no interactive learning. Talk to the bot in the web chat at /inspect of "
+        "`botserver run --enable-api` and take the conversation as a story from "
+        "GET /conversations/<id>/story"
+    ),
+    "x": (
+        "Rasa X is a separate product. `botserver run --enable-api` serves Rasa's HTTP API "
+        "and a web chat beside the live tracker at /inspect"
+    ),
+    "telemetry": "botserver sends no telemetry, so there is nothing to enable or disable",
+    "evaluate": "`rasa evaluate markers` is not offered",
+}
+
+
+def _rasa_command_not_offered(parser: argparse.ArgumentParser, words: list[str]) -> None:
+    """`botserver interactive`: said to be Rasa's, with what to use instead (argparse's
+    `invalid choice` reads as a typo)."""
+    if words and words[0] in RASA_COMMANDS_NOT_OFFERED:
+        parser.error(
+            f"`rasa {words[0]}` has no botserver equivalent: {RASA_COMMANDS_NOT_OFFERED[words[0]]}."
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     words = _logging_flags_after_the_command(sys.argv[1:] if argv is None else argv)
     if words[:2] == ["run", "actions"]:
         return run_action_server(words[2:])
     parser = build_parser()
+    _rasa_command_not_offered(parser, words)
     _part_read_as_data(parser, words)
     args, unknown = parser.parse_known_args(words)
     if unknown:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from server.dialogue import turn_log
 from server.dialogue.actions import (
     Action,
     ActionContext,
@@ -446,9 +447,13 @@ class Processor:
                         metadata=dict(message.metadata or {}),
                     )
                 )
+                # Asked once a turn: the summary line below and the actions' lines too.
+                debugging = logger.isEnabledFor(logging.DEBUG)
+                if debugging:
+                    turn_log.log_message(sender_id, message.text, parse_data)
                 if message.text:  # as in Rasa, a message without text kills no reminder
                     self.reminders.user_spoke(tracker.sender_id)
-                actions = await self.predict_and_run(tracker, model, output)
+                actions = await self.predict_and_run(tracker, model, output, debugging)
                 new_events = tracker.events[start:]
                 if self.broker is None and len(new_events) <= OFF_LOOP_EVENTS:
                     # `save` inline for the usual turn (no broker, a few events): two
@@ -460,7 +465,7 @@ class Processor:
                     trackers.saved(tracker)
                 else:
                     await self.save(tracker, start, model)
-                if logger.isEnabledFor(logging.DEBUG):
+                if debugging:
                     logger.debug(
                         "turn sender=%s intent=%s actions=%s took=%.1fms",
                         message.sender_id,
@@ -566,8 +571,16 @@ class Processor:
 
     # -- prediction loop --------------------------------------------------------------------
     async def predict_and_run(
-        self, tracker: Tracker, model: DialogueModel, output: OutputChannel | None
+        self,
+        tracker: Tracker,
+        model: DialogueModel,
+        output: OutputChannel | None,
+        debugging: bool | None = None,
     ) -> list[str]:
+        """Predicts and runs actions until the bot listens; `debugging`: whether to write
+        each action's debug line (None: ask the logger)."""
+        if debugging is None:
+            debugging = logger.isEnabledFor(logging.DEBUG)
         if self._fill_slots(tracker, model):
             await self._extract_with_actions(tracker, model, output)
         if len(tracker.events) > OFF_LOOP_EVENTS:
@@ -587,6 +600,7 @@ class Processor:
                     tracker.sender_id,
                     loop,
                 )
+        before = 0
         for _ in range(self.max_predictions):
             if tracker.paused and not _asks_restart(tracker):
                 # As Rasa: a paused conversation (say, handed to a human) logs the user's
@@ -595,9 +609,19 @@ class Processor:
             prediction = self.predict_next(tracker, model)
             featurization = featurization_of(tracker, model, prediction)
             action = self.action_for(prediction.action_name, model.domain)
+            if debugging:
+                before = len(tracker.events)
             keep_going = await self.run_action(
                 action, tracker, model, output, prediction, featurization
             )
+            if debugging:
+                turn_log.log_action(
+                    tracker.sender_id,
+                    action.name,
+                    prediction.policy_name,
+                    prediction.confidence,
+                    tracker.events[before:],
+                )
             ran.append(action.name)
             if not keep_going:
                 return ran

@@ -3,9 +3,11 @@ cross-validation."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import numpy as np
 from server.errors import TrainingError
 from server.nlu.fallback import FALLBACK_INTENT
 from server.nlu.pipeline import NLUPipeline
+from server.nlu.pipeline import logger as pipeline_logger
 from server.nlu.response_selector import DEFAULT_SELECTOR
 from server.nlu.tokenizer import tokenize
 from server.nlu.training_data import Example, NLUTrainingData
@@ -463,22 +466,48 @@ def cross_validate(
         )
     labels = [e.base_intent or "" for e in examples]
     counts = Counter(labels)
-    # Classes rarer than `folds` cannot be stratified; give them a shared bucket.
-    strata = [label if counts[label] >= folds else "__rare__" for label in labels]
+    # Classes rarer than `folds` cannot be stratified; give them a shared bucket, or, when
+    # that too is rarer than `folds`, the most common class's (sklearn warns of a stratum
+    # rarer than the folds; there are at least `folds` examples, so that class has enough).
+    rare = sum(n for n in counts.values() if n < folds)
+    bucket = "__rare__" if rare >= folds else counts.most_common(1)[0][0]
+    strata = [label if counts[label] >= folds else bucket for label in labels]
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=42)
     combined = Predictions()
     fold_accuracies = []
-    for train_idx, test_idx in splitter.split(np.zeros(len(strata)), strata):
-        train = _subset(data, train_idx)
-        test = _subset(data, test_idx)
-        model = NLUPipeline.train(train, pipeline, language)
-        fold = predict(model, test)
-        hits = [e.base_intent == p for e, p in zip(fold.examples, fold.intents, strict=True)]
-        fold_accuracies.append(float(np.mean(hits)) if hits else 0.0)
-        combined.extend(fold)
+    with _each_said_once(pipeline_logger):
+        for train_idx, test_idx in splitter.split(np.zeros(len(strata)), strata):
+            train = _subset(data, train_idx)
+            test = _subset(data, test_idx)
+            model = NLUPipeline.train(train, pipeline, language)
+            fold = predict(model, test)
+            hits = [e.base_intent == p for e, p in zip(fold.examples, fold.intents, strict=True)]
+            fold_accuracies.append(float(np.mean(hits)) if hits else 0.0)
+            combined.extend(fold)
     summary = write_reports(combined, Path(out_dir), **files)
     summary["fold_accuracies"] = fold_accuracies
     return summary
+
+
+@contextlib.contextmanager
+def _each_said_once(log: logging.Logger) -> Iterator[None]:
+    """A message of `log` is written the first time only: cross-validation trains the
+    pipeline once per fold, and its warnings (a component run as an equivalent, an option
+    ignored) are the same each time."""
+    said: set[str] = set()
+
+    def first_time(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in said:
+            return False
+        said.add(message)
+        return True
+
+    log.addFilter(first_time)
+    try:
+        yield
+    finally:
+        log.removeFilter(first_time)
 
 
 def _subset(data: NLUTrainingData, indices: np.ndarray) -> NLUTrainingData:

@@ -39,6 +39,29 @@ def _existing(path: Path, what: str, flag: str) -> Path:
     return path
 
 
+# Where `botserver test` looks for test stories, and where it falls back to without them.
+TEST_STORIES = Path("tests")
+TRAINING_DATA = Path("data")
+
+
+def _test_stories(given: str | None) -> Path:
+    """`--stories`, or else `tests`; a project without a `tests` folder is tested on the
+    training stories of `data`, with a warning, as `rasa test` does (Rasa's example bots
+    have no tests folder). A path given with `--stories` is not replaced: a typo stays an
+    error."""
+    if given is not None:
+        return Path(given)
+    if TEST_STORIES.exists() or not TRAINING_DATA.exists():
+        return TEST_STORIES
+    print(
+        f"warning: no test stories at '{TEST_STORIES}'; testing the training stories of "
+        f"'{TRAINING_DATA}' instead, as Rasa does (accuracy on data the model was trained "
+        "on; give test stories with --stories).",
+        file=sys.stderr,
+    )
+    return TRAINING_DATA
+
+
 def report_files(args: argparse.Namespace) -> dict[str, bool]:
     """Which of Rasa's optional result files `botserver test` writes (its flags, as Rasa's)."""
     return {
@@ -147,7 +170,7 @@ def run_test(args: argparse.Namespace) -> int:
     if core:
         report = test_core(
             model,
-            Path(args.stories),
+            _test_stories(args.stories),
             out,
             args.e2e,
             args.max_stories,

@@ -75,7 +75,8 @@ _MAX_EXPANSION = 1024
 
 @dataclass
 class _Part:
-    """A story step under construction."""
+    """A story step under construction. `line`: where a part after an intermediate
+    checkpoint starts (its first step); a story's first part is where the story starts."""
 
     events: list[Event] = field(default_factory=list)
     start: list[str] = field(default_factory=list)
@@ -279,7 +280,7 @@ class _Reader:
             if pending:
                 # The events after intermediate checkpoints form a new step starting there.
                 finished.extend(parts)
-                parts = [_Part(start=pending, conditions=pending_conditions)]
+                parts = [_Part(start=pending, conditions=pending_conditions, line=step_line)]
                 pending, pending_conditions = [], {}
             alternatives = self.step_events(step, step_kind, step_line, kind)
             if len(parts) * len(alternatives) > _MAX_EXPANSION:
@@ -294,7 +295,7 @@ class _Reader:
                     start=list(part.start),
                     end=[],
                     conditions=dict(part.conditions),
-                    line=part.line or step_line,
+                    line=part.line,
                     lines=part.lines + [step_line] * len(events),
                 )
                 for part, events in itertools.product(parts, alternatives)

@@ -86,6 +86,26 @@ def test_an_unknown_flag_with_a_value_is_named(run_cli, argv: list[str], unknown
     assert "invalid choice" not in result.err
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["interactive"], "GET /conversations/<id>/story"),
+        (["interactive", "core", "-m", "models"], "GET /conversations/<id>/story"),
+        (["x"], "/inspect"),
+        (["telemetry", "disable"], "sends no telemetry"),
+        (["evaluate", "markers", "all"], "not offered"),
+    ],
+    ids=["interactive", "interactive-core", "x", "telemetry", "evaluate"],
+)
+def test_a_rasa_command_botserver_lacks_says_so(run_cli, argv: list[str], said: str) -> None:
+    """Before: `invalid choice: 'interactive' (choose from 'init', ...)`, as for a typo."""
+    result = run_cli(*argv)
+    assert result.code == 2
+    assert f"`rasa {argv[0]}` has no botserver equivalent" in result.err
+    assert said in result.err
+    assert "invalid choice" not in result.err
+
+
 def test_bad_flag_value_is_explained(run_cli) -> None:
     result = run_cli("run", "--port", "fivethousand")
     assert result.code == 2
@@ -572,6 +592,13 @@ def test_a_story_missing_a_bot_action_fails_as_in_rasa(run_cli, starter_copy: Pa
     assert "greet" not in report
 
 
+def test_a_failed_story_names_the_line_the_story_starts_on(run_cli, starter_copy: Path) -> None:
+    steps = "  - intent: greet\n  - action: utter_goodbye\n"
+    failed = _failed_stories(run_cli, starter_copy, "says goodbye", steps)
+    # `- story: says goodbye` is line 3 of the file; it named line 5, its `intent:` step
+    assert "- story: says goodbye\n  # tests/test_more.yml:3\n" in failed, failed
+
+
 def test_intents_are_compared_with_e2e_only_as_in_rasa(run_cli, starter_copy: Path) -> None:
     # Before, every user text was parsed and its intent compared: a story failed on an
     # intent the NLU read otherwise, and each intent was a row of the report.
@@ -587,12 +614,27 @@ def test_intents_are_compared_with_e2e_only_as_in_rasa(run_cli, starter_copy: Pa
     assert report["greet"]["support"] > 0
 
 
-def test_test_without_test_stories_says_which_flag_to_give(run_cli, starter_copy: Path) -> None:
+def test_a_project_without_tests_is_tested_on_its_training_stories_as_in_rasa(
+    run_cli, starter_copy: Path
+) -> None:
+    # As `rasa test` in Rasa's own example bots, which have no tests/ folder. Before: exit 1,
+    # "test stories not found", and the NLU was not tested either.
     shutil.rmtree(starter_copy / "tests")
-    result = run_cli("test", "core", cwd=starter_copy)
+    shutil.rmtree(starter_copy / "results", ignore_errors=True)
+    result = run_cli("test", cwd=starter_copy)
+    assert result.code == 0, result.err
+    assert "no test stories at 'tests'; testing the training stories of 'data'" in result.err
+    report = json.loads((starter_copy / "results" / "story_report.json").read_text())
+    stories = (starter_copy / "data" / "stories.yml").read_text().count("- story:")
+    assert report["conversation_accuracy"]["total"] == stories  # rules are not tested
+    assert (starter_copy / "results" / "intent_report.json").is_file()
+
+
+def test_test_stories_named_but_missing_say_which_flag_to_give(run_cli, starter_copy: Path) -> None:
+    result = run_cli("test", "core", "-s", "tset", cwd=starter_copy)
     assert result.code == 1
     # it said "training data not found", of files that are not training data
-    assert "test stories not found at 'tests' (give them with --stories)" in result.err
+    assert "test stories not found at 'tset' (give them with --stories)" in result.err
 
 
 def test_an_e2e_step_whose_entity_is_not_found_fails_as_in_rasa(

@@ -1,4 +1,5 @@
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +201,38 @@ def test_cross_validation(tmp_path: Path, load_bot):
     summary = cross_validate(load_bot("moodbot"), [], 3, tmp_path)
     assert len(summary["fold_accuracies"]) == 3
     assert (tmp_path / "intent_report.json").exists()
+
+
+def test_cross_validation_of_a_rare_intent_prints_no_sklearn_warning(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    """concertbot's `test nlu --cross-validation -f 3`: an intent of two examples printed
+    sklearn's `UserWarning: The least populated class in y has only 2 members`, with the
+    path of sklearn's file; the rare intents' shared bucket was itself too small."""
+    data = read_nlu_yaml(
+        "nlu:\n- intent: greet\n  examples: |\n    - hi\n    - hello\n    - hey\n"
+        "    - good morning\n- intent: bye\n  examples: |\n    - bye\n    - see you\n"
+        "    - goodbye\n    - later\n- intent: thanks\n  examples: |\n    - thanks\n"
+        "    - thank you\n",
+        "nlu.yml",
+    )
+    summary = cross_validate(data, [], 3, tmp_path)
+    assert len(summary["fold_accuracies"]) == 3
+    assert not [w for w in recwarn if "least populated class" in str(w.message)]
+
+
+def test_cross_validation_says_the_pipelines_warnings_once(
+    tmp_path: Path, load_bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, each fold's training said them again: three folds, three copies."""
+    with caplog.at_level(logging.WARNING):
+        cross_validate(load_bot("moodbot"), [{"name": "DIETClassifier"}], 3, tmp_path)
+    said = [r for r in caplog.records if "run as botserver equivalents" in r.getMessage()]
+    assert len(said) == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # and again in the next cross-validation
+        cross_validate(load_bot("moodbot"), [{"name": "DIETClassifier"}], 2, tmp_path)
+    assert [r for r in caplog.records if "run as botserver equivalents" in r.getMessage()]
 
 
 def test_entity_extractors_get_a_confusion_matrix_as_rasa(tmp_path: Path, load_bot):

@@ -69,7 +69,8 @@ stories:
     )
     [step] = read_story_file(path)
     assert step.kind == "story" and step.start_checkpoints == [STORY_START]
-    assert step.filename == str(path) and step.line == 5
+    assert step.filename == str(path) and step.line == 3  # `- story: order`
+    assert step.event_lines[0] == 5  # `- intent: inform`
     user = step.events[0]
     assert isinstance(user, UserUttered) and user.text is None
     assert user.parse_data["intent"] == {"name": "inform"}

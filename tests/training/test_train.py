@@ -51,7 +51,8 @@ def test_training_shows_what_rasa_warns_about_in_the_files(
     with caplog.at_level(logging.WARNING):
         result = train(tmp_path / "config.yml", tmp_path / "domain.yml", [stories], tmp_path / "m")
     expected = [
-        f"{stories}:11: story 'after nothing' starts from checkpoint 'never_reached' "
+        # the story's line (before: 11, its first step after the checkpoint)
+        f"{stories}:8: story 'after nothing' starts from checkpoint 'never_reached' "
         "but no story ends with it (it is never reached, so not trained)",
         f"{stories}:14: an item under 'rules' has no 'rule' name; it is ignored "
         "(give it a 'rule:' key to train it)",
