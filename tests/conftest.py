@@ -19,7 +19,9 @@ def _children_keep_their_bytecode() -> None:
     starts compiled the project's modules from source: a quarter of a second of CPU a start,
     hundreds of starts a run. The processes the tests start write their compiled code to a
     cache of their own under the temp folder instead (PYTHONPYCACHEPREFIX: never into the
-    source tree), and read it at their next start. This process is left as it was started."""
+    source tree), and read it at their next start. pytest-xdist's workers are such processes
+    too (this file is read before they start): their collection compiles nothing once the
+    cache is filled. This process is left as it was started."""
     if not os.environ.get("PYTHONDONTWRITEBYTECODE"):
         return  # children write and read __pycache__ as usual
     del os.environ["PYTHONDONTWRITEBYTECODE"]
