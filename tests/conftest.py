@@ -1,14 +1,35 @@
-"""Fixtures every test package shares: the moodbot model, trained once per test process."""
+"""Fixtures every test package shares: the moodbot model, trained once per test process;
+and compiled code kept by the processes the tests start."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.shared_data import MOODBOT
+
+
+def _children_keep_their_bytecode() -> None:
+    """With PYTHONDONTWRITEBYTECODE set (as on some hosts), every `botserver` or script a test
+    starts compiled the project's modules from source: a quarter of a second of CPU a start,
+    hundreds of starts a run. The processes the tests start write their compiled code to a
+    cache of their own under the temp folder instead (PYTHONPYCACHEPREFIX: never into the
+    source tree), and read it at their next start. pytest-xdist's workers are such processes
+    too (this file is read before they start): their collection compiles nothing once the
+    cache is filled. This process is left as it was started."""
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        return  # children write and read __pycache__ as usual
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    cache = Path(tempfile.gettempdir()) / f"botserver-tests-pycache-{os.getuid()}"
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", str(cache))
+
+
+_children_keep_their_bytecode()
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from server.errors import ModelError
 from server.nlu.state_files import read_array, write_array
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 # Laplace smoothing of the per-class feature counts, and the power the spread is raised to.
 # Both fixed on the validation splits (docs/benchmarks.md, NLU).
@@ -38,6 +41,8 @@ class ClassSpread:
 
     @classmethod
     def fit(cls, x: sp.csr_matrix, labels: list[str], widths: list[int]) -> ClassSpread:
+        import scipy.sparse as sp  # training only: SciPy is not imported to serve a model
+
         offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
         weights = np.ones(x.shape[1], np.float64)
         classes, y = np.unique(np.asarray(labels), return_inverse=True)
@@ -71,7 +76,9 @@ class ClassSpread:
         )
 
     def matrix(self, x: sp.csr_matrix) -> sp.csr_matrix:
-        """The weighted rows of `x`."""
+        """The weighted rows of `x` (at training)."""
+        import scipy.sparse as sp
+
         x = x.tocsr()
         rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
         blocks = np.searchsorted(self.offsets, x.indices, side="right") - 1

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from server.errors import ModelError
 from server.nlu.message import Message
 from server.nlu.state_files import read_array, write_array
 
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
 
 def feature_matrix(messages: list[Message], width: int) -> sp.csr_matrix:
     """Stack the sparse sentence vectors of `messages` into a CSR matrix."""
+    import scipy.sparse as sp  # training only: SciPy is not imported to serve a model
+
     indptr = [0]
     indices: list[np.ndarray] = []
     values: list[np.ndarray] = []

@@ -16,19 +16,27 @@ postings: their share of the similarity is then a product of short dense vectors
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from server.errors import ModelError
 from server.nlu.state_files import read_array, write_array
 
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
+# SciPy is imported where a Neighbours is built (trained or read from a model), not with this
+# module, which every intent classifier imports: a model without neighbours serves without it.
+
+
+@functools.cache
 def _private_loops() -> ModuleType | None:
     """scipy's C loops behind its sparse indexing: private, so a release may move them."""
     try:
@@ -36,8 +44,6 @@ def _private_loops() -> ModuleType | None:
     except ImportError:  # every scipy since 0.14 has them
         return None
 
-
-_sparsetools = _private_loops()
 
 # A block whose training rows are mostly non-zero is stored dense (as in class_spread).
 DENSE_BLOCK = 0.5
@@ -71,6 +77,8 @@ class Neighbours:
     compressor: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        import scipy.sparse as sp
+
         width = self.sparse.shape[0]
         # scipy's C loops take one index type and the float32 of the query and the product.
         kind = self.sparse.indptr.dtype
@@ -130,6 +138,8 @@ class Neighbours:
         `ranges`: the column ranges to compare sentences on (None: all); `dimensions`: the
         dense columns kept as that many singular directions (None: as they are);
         `compressed`: column ranges kept as `compressed_dimensions` singular directions."""
+        import scipy.sparse as sp
+
         order = np.argsort(classes, kind="stable")
         rows = sp.csr_matrix(x[order], dtype=np.float32)
         if ranges is not None:
@@ -231,16 +241,17 @@ class Neighbours:
         total = int(offsets[-1])
         if total == 0:
             return
-        if _sparsetools is None:  # scipy's public indexing: the same sums, 0.1 ms more
+        loops = _private_loops()
+        if loops is None:  # scipy's public indexing: the same sums, 0.1 ms more
             out += self.sparse[features].T @ values
             return
         rows = np.empty(total, self.sparse.indices.dtype)
         data = np.empty(total, self.sparse.data.dtype)
-        _sparsetools.csr_row_index(
+        loops.csr_row_index(
             len(features), features, indptr, self.sparse.indices, self.sparse.data, rows, data
         )
         # The copied rows as the columns of a sentences x features matrix, times the values.
-        _sparsetools.csc_matvec(len(out), len(features), offsets, rows, data, values, out)
+        loops.csc_matvec(len(out), len(features), offsets, rows, data, values, out)
 
     def postings_read(self, indices: np.ndarray) -> int:
         """How many stored values a parse of a message with these features reads (its
@@ -345,6 +356,8 @@ class Neighbours:
         # One index dtype for both arrays: scipy would otherwise copy them to a common one on
         # every parse (milliseconds for a million stored values).
         kind = np.int32 if len(data) < np.iinfo(np.int32).max else np.int64
+        import scipy.sparse as sp
+
         sparse = sp.csr_matrix(
             (data, indices.astype(kind), indptr.astype(kind)), shape=(width, sentences)
         )
@@ -399,6 +412,8 @@ def add_standardised(scores: np.ndarray, other: np.ndarray, weight: float) -> np
 
 
 def _unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:
+    import scipy.sparse as sp
+
     norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1), dtype=np.float64)).ravel()
     scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
     return sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ x, dtype=np.float32)

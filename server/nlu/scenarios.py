@@ -16,13 +16,16 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from server.errors import ModelError
 from server.nlu.linear_model import LinearModel
 from server.nlu.neighbours import add_standardised, stored_blend_weight
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 # The names form a hierarchy when at least this share of the intents has a scenario it
 # shares with another intent (HWU64: 61 of 64; BANKING77's `card_arrival`, `top_up_failed`...:

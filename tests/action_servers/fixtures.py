@@ -95,17 +95,19 @@ def start_action_server(bot: str) -> ActionServer:
         )
     server = ActionServer(bot, port, process, directory)
     deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output = server.log()
-            server.stop()
-            raise RuntimeError(f"the {bot} action server exited at start:\n{output}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
+    # One client for every poll: `httpx.get` builds an SSL context each time (50 ms of CPU).
+    with httpx.Client(timeout=1) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                output = server.log()
+                server.stop()
+                raise RuntimeError(f"the {bot} action server exited at start:\n{output}")
+            try:
+                if client.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    return server
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
     output = server.log()
     server.stop()
     raise RuntimeError(f"the {bot} action server did not answer /health:\n{output}")

@@ -209,7 +209,7 @@ def test_every_route_of_a_feature_gives_the_cosine_of_the_sentences(
     """Also through scipy's public indexing, which a scipy without the private C loops the
     postings are read with falls back to."""
     if public_scipy:
-        monkeypatch.setattr(neighbours, "_sparsetools", None)
+        monkeypatch.setattr(neighbours, "_private_loops", lambda: None)
     # Postings (columns 0-19), compressed columns (20-29, rank 3: their directions hold them
     # all), dense columns (30-34, as many directions as columns) and a left-out range
     # (35-39): each intent's score is the mean of its k largest cosines on columns 0-34.

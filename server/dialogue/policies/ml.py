@@ -13,10 +13,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from scipy.sparse import csr_matrix
 
 from server.dialogue.domain import Domain
 from server.dialogue.memo import Memo
@@ -37,6 +36,9 @@ from server.errors import ModelError
 from server.nlu.params import number
 from server.nlu.state_files import expect, read_array, read_json
 from server.trackers.events import ACTION_LISTEN, ActionExecuted, Event
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
 
 ML_PRIORITY = 1
 VOCABULARY_FILE = "vocabulary.json"
@@ -183,6 +185,8 @@ class MLPolicy(Policy):
         self._labels = [int(c) for c in classifier.classes_]
 
     def _matrix(self, rows: list[list[str]]) -> csr_matrix:
+        from scipy.sparse import csr_matrix  # training only: a served model scores in numpy
+
         indptr, indices, values = [0], [], []
         for features in rows:
             columns: dict[int, float] = {}
