@@ -50,8 +50,10 @@ def _shape(word: str) -> str:
 
 
 # Words whose feature names are kept (a message's words repeat across messages: a parse
-# formats only the new ones). Bounded: a server parses whatever its users type.
+# formats only the new ones). Bounded: a server parses whatever its users type, so only
+# words up to CACHED_WORD characters are kept (at most about 16,384 x 1.5 KB of names).
 WORD_CACHE = 16_384
+CACHED_WORD = 64
 
 
 @functools.lru_cache(maxsize=WORD_CACHE)
@@ -89,7 +91,10 @@ def token_features(tokens: list[Token], patterns: list[set[str]] | None) -> list
     """crfsuite attribute names (each of value 1) for each token: the word, its shape,
     affixes and neighbours. Distinct names, so crfsuite reads them as the dict
     {name: 1.0} it was trained on, in the same order."""
-    words = [_word_features(t.text) for t in tokens]
+    words = [
+        _word_features(t.text) if len(t.text) <= CACHED_WORD else _word_features.__wrapped__(t.text)
+        for t in tokens
+    ]
     out = []
     count = len(tokens)
     for i in range(count):

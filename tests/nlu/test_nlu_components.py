@@ -257,3 +257,18 @@ def test_crf_features_of_a_word_seen_in_another_case_keep_their_own_case() -> No
         ]
         assert len(set(first + second + third)) < len(first + second + third)  # "bias"
         assert all(len(set(names)) == len(names) for names in (first, second, third))
+
+
+def test_crf_feature_names_of_long_words_are_not_kept_between_parses() -> None:
+    """A user's long words (a pasted blob) are formatted for each parse and not kept: the
+    kept names stay a bounded size whatever is typed."""
+    from server.nlu import crf_extractor
+    from server.nlu.message import Token
+
+    crf_extractor._word_features.cache_clear()
+    long_word = "x" * (crf_extractor.CACHED_WORD + 1)
+    names = crf_extractor.token_features([Token(long_word, 0, len(long_word))], None)[0]
+    assert f"w={long_word}" in names and "s4=xxxx" in names
+    assert crf_extractor._word_features.cache_info().currsize == 0
+    crf_extractor.token_features([Token("short", 0, 5)], None)
+    assert crf_extractor._word_features.cache_info().currsize == 1
