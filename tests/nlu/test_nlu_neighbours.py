@@ -349,8 +349,10 @@ def test_neighbour_char_dimensions_must_be_a_whole_number():
 
 def _many_dense_columns(monkeypatch: pytest.MonkeyPatch) -> tuple[Neighbours, np.ndarray, Any]:
     """700 sentences of 7 intents over 40 dense columns (more than the bounded search's head
-    of 24) and 20 posting columns; the head in pieces of 64 sentences."""
+    of 24) and 20 posting columns; the head in pieces of 64 sentences, the bounded search on
+    from 50 sentences an intent."""
     monkeypatch.setattr(neighbours, "HEAD_PIECE", 64)
+    monkeypatch.setattr(neighbours, "BOUNDED_GROUP", 50)
     rng = np.random.default_rng(3)
     classes = np.repeat(np.arange(7), 100)
     centres = rng.normal(size=(7, 40))
@@ -405,3 +407,18 @@ def test_the_bounded_search_gives_the_whole_product_s_maxima_when_it_falls_back(
     assert nearest.class_scores(features, values) == pytest.approx(expected, rel=1e-5)
     monkeypatch.setattr(neighbours, "CANDIDATES", 0.0)
     assert nearest.class_scores(features, values) == pytest.approx(expected, rel=1e-5)
+
+
+def test_intents_of_few_sentences_are_scored_by_the_whole_product(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """With fewer than BOUNDED_GROUP sentences an intent (HWU64, BANKING77: about a hundred)
+    the bound prunes little: every sentence is read whole, as before."""
+    nearest, kept, rng = _many_dense_columns(monkeypatch)
+    monkeypatch.setattr(neighbours, "BOUNDED_GROUP", 101)
+    few = Neighbours.fit(sp.csr_matrix(kept), np.repeat(np.arange(7), 100), 7, 1, 1.0)
+    monkeypatch.setattr(Neighbours, "_bounded_maxima", None)
+    features = np.append([4, 11], np.arange(20, 60))
+    values = rng.random(len(features)).astype(np.float32)
+    expected = _brute_force(kept, features, values)
+    assert few.class_scores(features, values) == pytest.approx(expected, rel=1e-5)
