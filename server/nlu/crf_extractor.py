@@ -4,6 +4,7 @@ group; also serves as the entity half of DIETClassifier."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import re
 import tempfile
 import threading
@@ -48,47 +49,71 @@ def _shape(word: str) -> str:
     return _NON_SHAPE.sub(r"\1", mapped)
 
 
-def token_features(tokens: list[Token], patterns: list[set[str]] | None) -> list[dict[str, float]]:
-    """crfsuite feature dicts for each token: the word, its shape, affixes and neighbours."""
-    lows = [t.text.lower() for t in tokens]
-    shapes = [_shape(t.text) for t in tokens]
+# Words whose feature names are kept (a message's words repeat across messages: a parse
+# formats only the new ones). Bounded: a server parses whatever its users type, so only
+# words up to CACHED_WORD characters are kept (at most about 16,384 x 1.5 KB of names).
+WORD_CACHE = 16_384
+CACHED_WORD = 64
+
+
+@functools.lru_cache(maxsize=WORD_CACHE)
+def _word_features(word: str) -> tuple[str, tuple[str, ...], tuple[tuple[str, ...], ...]]:
+    """One word's share of the feature names: its lowercased text, its own features (after
+    `bias`, in token_features' order) and what it gives a neighbour at offsets -2, -1, 1, 2."""
+    low = word.lower()
+    shape = _shape(word)
+    own = [
+        f"w={low}",
+        f"shape={shape}",
+        f"p2={low[:2]}",
+        f"p3={low[:3]}",
+        f"s2={low[-2:]}",
+        f"s3={low[-3:]}",
+        f"s4={low[-4:]}",
+    ]
+    if word.isdigit():
+        own.append("digit")
+    if word[:1].isupper():
+        own.append("title")
+    near = tuple(
+        (f"{offset}:w={low}", f"{offset}:shape={shape}", f"{offset}:s3={low[-3:]}")
+        if abs(offset) == 1
+        else (f"{offset}:w={low}",)
+        for offset in _OFFSETS
+    )
+    return low, tuple(own), near
+
+
+_OFFSETS = (-2, -1, 1, 2)
+
+
+def token_features(tokens: list[Token], patterns: list[set[str]] | None) -> list[list[str]]:
+    """crfsuite attribute names (each of value 1) for each token: the word, its shape,
+    affixes and neighbours. Distinct names, so crfsuite reads them as the dict
+    {name: 1.0} it was trained on, in the same order."""
+    words = [
+        _word_features(t.text) if len(t.text) <= CACHED_WORD else _word_features.__wrapped__(t.text)
+        for t in tokens
+    ]
     out = []
     count = len(tokens)
-    for i, token in enumerate(tokens):
-        word = token.text
-        low = lows[i]
-        f: dict[str, float] = {
-            "bias": 1.0,
-            f"w={low}": 1.0,
-            f"shape={shapes[i]}": 1.0,
-            f"p2={low[:2]}": 1.0,
-            f"p3={low[:3]}": 1.0,
-            f"s2={low[-2:]}": 1.0,
-            f"s3={low[-3:]}": 1.0,
-            f"s4={low[-4:]}": 1.0,
-        }
-        if word.isdigit():
-            f["digit"] = 1.0
-        if word[:1].isupper():
-            f["title"] = 1.0
+    for i in range(count):
+        low, own, _ = words[i]
+        f = ["bias", *own]
         if i == 0:
-            f["BOS"] = 1.0
+            f.append("BOS")
         if i == count - 1:
-            f["EOS"] = 1.0
-        for offset in (-2, -1, 1, 2):
+            f.append("EOS")
+        for n, offset in enumerate(_OFFSETS):
             j = i + offset
             if 0 <= j < count:
-                f[f"{offset}:w={lows[j]}"] = 1.0
-                if abs(offset) == 1:
-                    f[f"{offset}:shape={shapes[j]}"] = 1.0
-                    f[f"{offset}:s3={lows[j][-3:]}"] = 1.0
+                f.extend(words[j][2][n])
         if i > 0:
-            f[f"-1|0:w={lows[i - 1]}|{low}"] = 1.0
+            f.append(f"-1|0:w={words[i - 1][0]}|{low}")
         if i < count - 1:
-            f[f"0|1:w={low}|{lows[i + 1]}"] = 1.0
+            f.append(f"0|1:w={low}|{words[i + 1][0]}")
         if patterns:
-            for name in patterns[i]:
-                f[f"pattern={name}"] = 1.0
+            f.extend(f"pattern={name}" for name in patterns[i])
         out.append(f)
     return out
 

@@ -261,3 +261,47 @@ def test_entity_extractors_get_a_confusion_matrix_as_rasa(tmp_path: Path, load_b
     (tmp_path / "no_plot").mkdir()
     evaluate(pipeline, test, tmp_path / "no_plot", plot=False)
     assert not [p for p in (tmp_path / "no_plot").iterdir() if p.suffix == ".png"]
+
+
+def test_crf_features_of_a_word_seen_in_another_case_keep_their_own_case() -> None:
+    """The CRF's feature names, formatted once a word (twentieth round) and given to
+    crfsuite as names of value 1 in the order it was trained on: `Play` and `play` keep
+    their own shape and title features however often either was seen before."""
+    from server.nlu.crf_extractor import token_features
+    from server.nlu.message import Token
+
+    tokens = [Token("Play", 0, 4), Token("play", 5, 9), Token("42", 10, 12)]
+    for _ in range(2):
+        first, second, third = token_features(tokens, [{"num"}, set(), set()])
+        assert first == [
+            "bias", "w=play", "shape=Xx", "p2=pl", "p3=pla", "s2=ay", "s3=lay", "s4=play",
+            "title", "BOS", "1:w=play", "1:shape=x", "1:s3=lay", "2:w=42", "0|1:w=play|play",
+            "pattern=num",
+        ]  # fmt: skip
+        assert second[:8] == ["bias", "w=play", "shape=x", "p2=pl", "p3=pla", "s2=ay"] + [
+            "s3=lay",
+            "s4=play",
+        ]
+        assert "title" not in second and "-1:shape=Xx" in second
+        assert third[:10] == ["bias", "w=42", "shape=d", "p2=42", "p3=42", "s2=42", "s3=42"] + [
+            "s4=42",
+            "digit",
+            "EOS",
+        ]
+        assert len(set(first + second + third)) < len(first + second + third)  # "bias"
+        assert all(len(set(names)) == len(names) for names in (first, second, third))
+
+
+def test_crf_feature_names_of_long_words_are_not_kept_between_parses() -> None:
+    """A user's long words (a pasted blob) are formatted for each parse and not kept: the
+    kept names stay a bounded size whatever is typed."""
+    from server.nlu import crf_extractor
+    from server.nlu.message import Token
+
+    crf_extractor._word_features.cache_clear()
+    long_word = "x" * (crf_extractor.CACHED_WORD + 1)
+    names = crf_extractor.token_features([Token(long_word, 0, len(long_word))], None)[0]
+    assert f"w={long_word}" in names and "s4=xxxx" in names
+    assert crf_extractor._word_features.cache_info().currsize == 0
+    crf_extractor.token_features([Token("short", 0, 5)], None)
+    assert crf_extractor._word_features.cache_info().currsize == 1

@@ -358,3 +358,80 @@ def test_a_spread_near_nothing_leaves_the_scores_alone_instead_of_overflowing():
     # One ordinary spread still blends: the ranking of z(scores) + z(other).
     low, high = neighbours.add_standardised(np.array([1.0, 0.0]), np.array([0.0, 1.0]), 2.0)
     assert high > low
+
+
+def _many_dense_columns(monkeypatch: pytest.MonkeyPatch) -> tuple[Neighbours, np.ndarray, Any]:
+    """700 sentences of 7 intents over 40 dense columns (more than the bounded search's head
+    of 24) and 20 posting columns; the head in pieces of 64 sentences, the bounded search on
+    from 50 sentences an intent."""
+    monkeypatch.setattr(neighbours, "HEAD_PIECE", 64)
+    monkeypatch.setattr(neighbours, "BOUNDED_GROUP", 50)
+    rng = np.random.default_rng(3)
+    classes = np.repeat(np.arange(7), 100)
+    centres = rng.normal(size=(7, 40))
+    dense = centres[classes] + rng.normal(scale=0.8, size=(700, 40))
+    postings = sp.random(700, 20, density=0.05, random_state=2).toarray()
+    rows = np.hstack([postings, dense])
+    nearest = Neighbours.fit(sp.csr_matrix(rows), classes, 7, 1, 1.0)
+    kept = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    return nearest, kept, rng
+
+
+def _brute_force(kept: np.ndarray, features: np.ndarray, values: np.ndarray) -> list[float]:
+    query = np.zeros(kept.shape[1])
+    query[features] = values
+    cosine = kept @ (query / np.linalg.norm(query))
+    return [cosine[c * 100 : (c + 1) * 100].max() for c in range(7)]
+
+
+def test_the_nearest_sentence_of_each_intent_is_found_reading_few_whole_sentences(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Twentieth round: every sentence's first coordinates, then all of them only for the
+    sentences whose bound can still reach their intent's best: the same maxima as the whole
+    product, from a fraction of the sentences."""
+    nearest, kept, rng = _many_dense_columns(monkeypatch)
+    assert len(nearest.dense_columns) == 40
+    scored: list[int] = []
+    exact = Neighbours._maxima
+
+    def counted(self: Neighbours, sentences: np.ndarray, *args: Any) -> Any:
+        scored.append(len(sentences))
+        return exact(self, sentences, *args)
+
+    monkeypatch.setattr(Neighbours, "_maxima", counted)
+    for message in range(20):
+        features = np.append(rng.choice(20, 3, replace=False), np.arange(20, 60))
+        values = np.append(rng.random(3), kept[message * 35 % 700, 20:] * 3).astype(np.float32)
+        expected = _brute_force(kept, features, values)
+        assert nearest.class_scores(features, values) == pytest.approx(expected, rel=1e-5)
+    assert scored and max(scored) < 0.25 * 700
+
+
+def test_the_bounded_search_gives_the_whole_product_s_maxima_when_it_falls_back(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Where too many sentences could reach their intent's best, every coordinate of every
+    sentence is read: the same maxima. Features in any order read the same postings."""
+    nearest, kept, rng = _many_dense_columns(monkeypatch)
+    features = np.append([17, 2, 9], np.arange(59, 19, -1))
+    values = rng.random(len(features)).astype(np.float32)
+    expected = _brute_force(kept, features, values)
+    assert nearest.class_scores(features, values) == pytest.approx(expected, rel=1e-5)
+    monkeypatch.setattr(neighbours, "CANDIDATES", 0.0)
+    assert nearest.class_scores(features, values) == pytest.approx(expected, rel=1e-5)
+
+
+def test_intents_of_few_sentences_are_scored_by_the_whole_product(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """With fewer than BOUNDED_GROUP sentences an intent (HWU64, BANKING77: about a hundred)
+    the bound prunes little: every sentence is read whole, as before."""
+    nearest, kept, rng = _many_dense_columns(monkeypatch)
+    monkeypatch.setattr(neighbours, "BOUNDED_GROUP", 101)
+    few = Neighbours.fit(sp.csr_matrix(kept), np.repeat(np.arange(7), 100), 7, 1, 1.0)
+    monkeypatch.setattr(Neighbours, "_bounded_maxima", None)
+    features = np.append([4, 11], np.arange(20, 60))
+    values = rng.random(len(features)).astype(np.float32)
+    expected = _brute_force(kept, features, values)
+    assert few.class_scores(features, values) == pytest.approx(expected, rel=1e-5)
