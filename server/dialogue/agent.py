@@ -19,7 +19,7 @@ from server.dialogue.processor import (
     fold_states_off_loop,
     stamp_model_ids,
 )
-from server.dialogue.reminders import mark_applied
+from server.dialogue.reminders import mark_applied, mark_recorded
 from server.errors import InvalidEvent, NoModelLoaded
 from server.trackers.events import (
     ACTION_SESSION_START,
@@ -155,12 +155,13 @@ class Agent:
             )
             if not starts_session:
                 await processor.update_session(tracker, model, None, only_if_empty=True)
-            if execute_side_effects:
-                # Stored as applied (see `mark_applied`): the timers of every process obey
-                # them. Those only recorded neither schedule nor cancel, as in Rasa.
-                for event in events:
-                    if isinstance(event, ReminderScheduled | ReminderCancelled):
-                        mark_applied(event)
+            # Stored as applied (see `mark_applied`): the timers of every process obey them.
+            # Those only recorded neither schedule nor cancel, as in Rasa: without the marks
+            # they may come with (copied from a conversation's stored events).
+            mark = mark_applied if execute_side_effects else mark_recorded
+            for event in events:
+                if isinstance(event, ReminderScheduled | ReminderCancelled):
+                    mark(event)
             if len(events) > OFF_LOOP_EVENTS:
                 # A bulk POST: folded onto a copy in a thread (100,000 events held the loop
                 # 30-40 ms), as the tracker may be the hot one other requests read meanwhile;

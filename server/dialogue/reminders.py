@@ -31,6 +31,15 @@ def mark_applied(event: ReminderScheduled | ReminderCancelled) -> None:
         event.metadata[CANCELLED] = filters
 
 
+def mark_recorded(event: ReminderScheduled | ReminderCancelled) -> None:
+    """Takes out of `event`'s metadata any mark of having been applied: one posted without its
+    side effects is only recorded, whatever marks it came with (copied from another
+    conversation's stored events, say)."""
+    if event.metadata:
+        event.metadata.pop(SCHEDULED, None)
+        event.metadata.pop(CANCELLED, None)
+
+
 def was_scheduled(event: ReminderScheduled) -> bool:
     """Whether a process scheduled the stored `event` (else it was only recorded)."""
     return event.metadata.get(SCHEDULED) is True

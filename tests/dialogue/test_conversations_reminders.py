@@ -544,6 +544,36 @@ async def test_a_reminder_only_recorded_does_not_replace_the_pending_one_of_its_
     assert await callback.texts_within(5) == ["Remember to call Ada!"]
 
 
+@pytest.mark.parametrize(
+    "copied",
+    [
+        {
+            "event": "cancel_reminder",
+            "metadata": {"reminders_cancelled": {"name": None, "intent": None, "entities": None}},
+        },
+        {**my_reminder_in_ten_minutes("Bob"), "metadata": {"reminder_scheduled": True}},
+    ],
+)
+async def test_reminder_events_copied_with_their_marks_and_only_recorded_change_nothing(
+    bot_models: BotModels, copied: dict[str, Any]
+) -> None:
+    """`GET …/tracker` shows what a process applied in the reminder events' metadata. Posted
+    again without `execute_side_effects=true` (a conversation copied from an export), they are
+    only recorded, as the docs say: the pending reminder still fires, and they are stored
+    without the marks. Before, the copied marks read as applied: nothing fired."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    await Conversation(agent, "copied").say('/ask_remind_call{"PERSON": "Ada"}')
+
+    posted = event_from_dict(copied)
+    await agent.append_events("copied", [posted])
+
+    assert await callback.texts_within(5) == ["Remember to call Ada!"]
+    tracker = await agent.tracker("copied")
+    [stored] = [e.as_dict() for e in tracker.events if e.timestamp == posted.timestamp]
+    assert stored["event"] == copied["event"]
+    assert not {"reminders_cancelled", "reminder_scheduled"} & set(stored.get("metadata", {}))
+
+
 def objects_held_by(scheduler: ReminderScheduler) -> int:
     """How many containers and values the scheduler's state reaches (its timers not followed)."""
     seen: set[int] = set()
