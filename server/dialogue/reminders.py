@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from server.trackers.events import ReminderCancelled, ReminderScheduled
+from server.trackers.events import Event, ReminderCancelled, ReminderScheduled
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,27 @@ def mark_applied(event: ReminderScheduled | ReminderCancelled) -> None:
     else:
         filters = {"name": event.name, "intent": event.intent, "entities": event.entities}
         event.metadata[CANCELLED] = filters
+
+
+def mark_recorded(event: ReminderScheduled | ReminderCancelled) -> None:
+    """Takes out of `event`'s metadata any mark of having been applied: one posted without its
+    side effects is only recorded, whatever marks it came with (copied from another
+    conversation's stored events, say)."""
+    if event.metadata:
+        event.metadata.pop(SCHEDULED, None)
+        event.metadata.pop(CANCELLED, None)
+
+
+def mark_posted(events: list[Event], applied: bool) -> None:
+    """Marks the reminder events among `events` posted to a conversation: `applied` (posted
+    with their side effects) or only recorded (see `mark_applied`, `mark_recorded`)."""
+    mark = mark_applied if applied else mark_recorded
+    for event in events:
+        if isinstance(event, _REMINDER_EVENTS):
+            mark(event)
+
+
+_REMINDER_EVENTS = (ReminderScheduled, ReminderCancelled)  # (a tuple: isinstance's fastest)
 
 
 def was_scheduled(event: ReminderScheduled) -> bool:

@@ -26,7 +26,13 @@ from server.dialogue.agent import Agent
 from server.dialogue.messages import CollectingOutputChannel, UserMessage
 from server.dialogue.processor import Processor
 from server.dialogue.reminders import ReminderScheduler
-from server.trackers.events import ReminderCancelled, Restarted, UserUttered, event_from_dict
+from server.trackers.events import (
+    OFF_LOOP_EVENTS,
+    ReminderCancelled,
+    Restarted,
+    UserUttered,
+    event_from_dict,
+)
 from server.trackers.events import ReminderScheduled as ServerReminder
 from tests.action_servers.reminderbot.actions import ActionReactToReminder, ForgetReminders
 from tests.dialogue.conversation_fixtures import BotModels, Conversation, make_agent
@@ -542,6 +548,39 @@ async def test_a_reminder_only_recorded_does_not_replace_the_pending_one_of_its_
     await agent.append_events("recorded-again", [event_from_dict(recorded)])
 
     assert await callback.texts_within(5) == ["Remember to call Ada!"]
+
+
+@pytest.mark.parametrize(
+    "copied",
+    [
+        {
+            "event": "cancel_reminder",
+            "metadata": {"reminders_cancelled": {"name": None, "intent": None, "entities": None}},
+        },
+        {**my_reminder_in_ten_minutes("Bob"), "metadata": {"reminder_scheduled": True}},
+    ],
+)
+@pytest.mark.parametrize("bulk", [False, True])
+async def test_reminder_events_copied_with_their_marks_and_only_recorded_change_nothing(
+    bot_models: BotModels, copied: dict[str, Any], bulk: bool
+) -> None:
+    """`GET …/tracker` shows what a process applied in the reminder events' metadata. Posted
+    again without `execute_side_effects=true` (a conversation copied from an export; `bulk`:
+    after more events than are folded on the event loop), they are only recorded, as the
+    docs say: the pending reminder still fires, and they are stored without the marks.
+    Before, the copied marks read as applied: nothing fired."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    await Conversation(agent, "copied").say('/ask_remind_call{"PERSON": "Ada"}')
+
+    posted = event_from_dict(copied)
+    before = [event_from_dict({"event": "bot", "text": "…"}) for _ in range(OFF_LOOP_EVENTS)]
+    await agent.append_events("copied", [*before, posted] if bulk else [posted])
+
+    assert await callback.texts_within(5) == ["Remember to call Ada!"]
+    tracker = await agent.tracker("copied")
+    [stored] = [e.as_dict() for e in tracker.events if e.timestamp == posted.timestamp]
+    assert stored["event"] == copied["event"]
+    assert not {"reminders_cancelled", "reminder_scheduled"} & set(stored.get("metadata", {}))
 
 
 def objects_held_by(scheduler: ReminderScheduler) -> int:
