@@ -198,9 +198,6 @@ class SocketIOInput(InputChannel):
         self.jwt_key = jwt_key
         self.jwt_method = jwt_method
         self.refusals = RefusalLog()
-        # The session room each socket of this worker is in, by socket id: a socket that
-        # names another session leaves it (found without going through every room).
-        self._session_rooms: dict[str, str] = {}
         # Checked now, so a key that cannot verify stops startup instead of every connection.
         self._verification_key = prepared_key(jwt_key, jwt_method, "'jwt_key'") if jwt_key else None
         self.metadata_key = metadata_key
@@ -344,22 +341,15 @@ class SocketIOInput(InputChannel):
             return False
 
         async def disconnect(sid: str, *args: Any) -> None:
-            self._session_rooms.pop(sid, None)  # its rooms are gone with it
+            return None
 
         async def join(sid: str, session_id: str) -> bool:
-            """Puts the socket in the session's room (at once if it is there already), out of
-            any other session's: a socket is in one session, the one it named last. False
+            """Puts the socket in the session's room (at once if it is there already); False
             when it has left meanwhile (its event and its disconnect came in one long-polling
             request: the handler runs after both)."""
             if not sio.manager.is_connected(sid, ns or "/"):
                 return False
-            room = session_room(session_id)
-            old = self._session_rooms.get(sid)
-            if old != room:
-                self._session_rooms[sid] = room  # before any await: a disconnect pops it
-                if old is not None:
-                    await sio.leave_room(sid, old, namespace=ns)
-            await sio.enter_room(sid, room, namespace=ns)
+            await sio.enter_room(sid, session_room(session_id), namespace=ns)
             return True
 
         # `*_`: arguments after the first, which some clients send, are ignored rather than
