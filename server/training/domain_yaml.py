@@ -357,7 +357,9 @@ class DomainReader:
             raise InvalidProjectFile(
                 f"'mappings' of slot '{name}' must be a list", filename, line_of(spec, "mappings")
             )
-        if mappings and name in BUILT_IN_SLOTS:
+        if name in BUILT_IN_SLOTS and any(_fills(m) for m in mappings):
+            # A bare `type: custom` says "set by actions" (Rasa 3 wants some mapping on
+            # every slot): the one way to declare a categorical requested_slot quietly.
             self.warn(
                 f"slot '{name}' is one the server sets itself: no message fills it, so its "
                 "mappings are ignored",
@@ -630,3 +632,11 @@ def _item_properties(item: Any) -> Any:
 
 def _item_name(item: Any) -> str:
     return str(item) if not isinstance(item, dict) else str(next(iter(item)))
+
+
+def _fills(mapping: Any) -> bool:
+    """Whether slot extraction would set a slot from `mapping`: every mapping but a bare
+    `type: custom`, which names no action and declares a slot that actions set."""
+    return not (
+        isinstance(mapping, dict) and mapping.get("type") == "custom" and not mapping.get("action")
+    )

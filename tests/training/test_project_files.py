@@ -843,3 +843,23 @@ def test_mappings_of_a_built_in_slot_are_a_warning(tmp_path: Path) -> None:
         f"{path}:4: slot 'requested_slot' is one the server sets itself: no message fills it, "
         "so its mappings are ignored"
     ]
+
+
+def test_a_built_in_slot_declared_as_set_by_actions_is_no_warning(tmp_path: Path) -> None:
+    # Rasa 3's domains want 'mappings' on every slot, and a bare `type: custom` is how one
+    # says "set by actions": the way to give requested_slot a categorical type that
+    # influences the conversation, or to declare the knowledge base slots. A custom mapping
+    # naming an action would run it, and still does not for these slots.
+    path, warnings = domain_warnings(
+        tmp_path,
+        'version: "3.1"\nslots:\n  requested_slot:\n    type: categorical\n'
+        "    values: [cuisine, seats]\n    influence_conversation: true\n"
+        "    mappings:\n    - type: custom\n"
+        "  knowledge_base_last_object:\n    type: any\n    mappings: [{type: custom}]\n"
+        "  knowledge_base_listed_objects:\n"
+        "    type: any\n    mappings: [{type: custom, action: action_list}]\n",
+    )
+    assert warnings == [
+        f"{path}:12: slot 'knowledge_base_listed_objects' is one the server sets itself: no "
+        "message fills it, so its mappings are ignored"
+    ]
