@@ -8,6 +8,7 @@ intent accuracy, entity F1, training time and parse latency.
                                    sparse_neighbours_words|static_neighbours_words|
                                    static_skip_grams|sparse_skip_grams|
                                    static_neighbours_chars|static_neighbours_chars32|
+                                   static_neighbours_[chars_]no_context|
                                    static_neighbours_chars_entity_types[_balanced|_sgd[_3folds]]|
                                    static_neighbours_chars_teacher_map|
                                    static_neighbours_chars_entity_types_sgd_3folds_teacher_map|
@@ -163,6 +164,17 @@ STATIC_NEIGHBOURS_CHARS_PIPELINE = [
     {**step, **NEIGHBOURS_CHARS} if step["name"] == "DIETClassifier" else step
     for step in STATIC_PIPELINE
 ]
+# The same blend over the token table without its word-pair context (twentieth round, hwu2):
+# `context: none`, the table before the fifth round's bigram passes.
+STATIC_NEIGHBOURS_CHARS_NO_CONTEXT_PIPELINE = [
+    {**step, **NEIGHBOURS_CHARS} if step["name"] == "DIETClassifier" else step
+    for step in STATIC_NO_CONTEXT_PIPELINE
+]
+# The tenth round's blend (word and character postings) over that table too.
+STATIC_NEIGHBOURS_NO_CONTEXT_PIPELINE = [
+    {**step, **NEIGHBOURS} if step["name"] == "DIETClassifier" else step
+    for step in STATIC_NO_CONTEXT_PIPELINE
+]
 # The same with the character n-grams as 32 directions (thirteenth round): 48 coordinates a
 # training sentence instead of 80, the product a parse does 40 % smaller.
 STATIC_NEIGHBOURS_CHARS32_PIPELINE = [
@@ -271,6 +283,8 @@ PIPELINES = {
     "sparse_skip_grams": SPARSE_SKIP_GRAMS_PIPELINE,
     "static_neighbours_chars": STATIC_NEIGHBOURS_CHARS_PIPELINE,
     "static_neighbours_chars32": STATIC_NEIGHBOURS_CHARS32_PIPELINE,
+    "static_neighbours_chars_no_context": STATIC_NEIGHBOURS_CHARS_NO_CONTEXT_PIPELINE,
+    "static_neighbours_no_context": STATIC_NEIGHBOURS_NO_CONTEXT_PIPELINE,
     "static_neighbours_chars_entity_types": STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_PIPELINE,
     "static_neighbours_chars_entity_types_balanced": (
         STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_BALANCED_PIPELINE
