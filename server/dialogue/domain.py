@@ -141,8 +141,9 @@ class Domain:
         self.entity_roles = entity_roles or {}
         self.entity_groups = entity_groups or {}
         # `city#from`: the role and group labels the domain lists, the only ones that
-        # influence the dialogue (Rasa's docs: list them under the entity to use them).
-        self.entity_labels = frozenset(
+        # influence the dialogue (Rasa's docs: list them under the entity to use them). None:
+        # every one does (a model trained before, see server.models.loading).
+        self.entity_labels: frozenset[str] | None = frozenset(
             f"{name}{ENTITY_LABEL_SEPARATOR}{label}"
             for listed in (self.entity_roles, self.entity_groups)
             for name, labels in listed.items()

@@ -32,6 +32,7 @@ NLU_FALLBACK = "nlu_fallback"
 OUT_OF_SCOPE = "out_of_scope"
 ASK_AFFIRMATION = "action_default_ask_affirmation"
 ASK_REPHRASE = "action_default_ask_rephrase"
+DEFAULT_FALLBACK = "action_default_fallback"
 
 
 def _slot_candidates(tracker: Tracker, wanted: set[str]) -> list[SlotSet]:
@@ -319,6 +320,10 @@ class TwoStageFallbackAction(Action):
         return None
 
     async def _give_up(self, ctx: ActionContext) -> list[Event]:
+        if DEFAULT_FALLBACK in ctx.domain.overridden_defaults:
+            # The project's own fallback (a handover, say), as in Rasa: the loop ends, then
+            # its events, which take back what it chooses to.
+            return [ActiveLoop(name=None), *await RemoteAction(DEFAULT_FALLBACK).run(ctx)]
         events: list[Event] = [*await ctx.utter("utter_default"), ActiveLoop(name=None)]
         events += [UserUtteranceReverted() for _ in range(self._users_in_loop(ctx.tracker))]
         return events

@@ -42,8 +42,11 @@ def fingerprint_inputs(files: list[Path], config: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def find_archive_with_fingerprint(out_dir: Path, fingerprint: str) -> Path | None:
-    """The newest archive in out_dir whose metadata holds this training fingerprint."""
+def find_archive_with_fingerprint(
+    out_dir: Path, fingerprint: str, required: dict[str, Any] | None = None
+) -> Path | None:
+    """The newest archive in out_dir whose metadata holds this training fingerprint (and the
+    `required` values: what a trainer of the same files writes today)."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         return None
@@ -58,6 +61,8 @@ def find_archive_with_fingerprint(out_dir: Path, fingerprint: str) -> Path | Non
         except ModelError as exc:
             logger.debug("Skipping %s while looking for a fingerprint: %s", archive, exc)
             continue
-        if metadata.get(TRAINING_FINGERPRINT_KEY) == fingerprint:
+        if metadata.get(TRAINING_FINGERPRINT_KEY) == fingerprint and all(
+            metadata.get(key) == value for key, value in (required or {}).items()
+        ):
             return archive
     return None

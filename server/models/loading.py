@@ -18,6 +18,7 @@ from server.errors import (
     OutdatedModel,
     UnsupportedModel,
 )
+from server.models.metadata import ENTITY_ROLES_KEY, ENTITY_ROLES_LISTED
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.remote import RemoteNLU
 from server.training.domain_yaml import DomainReader
@@ -71,6 +72,10 @@ def _load_model(directory: Path, metadata: dict[str, Any]) -> DialogueModel:
             "Retrain it with `botserver train`."
         )
     domain = _read_domain(domain_path)
+    if metadata.get(ENTITY_ROLES_KEY) != ENTITY_ROLES_LISTED:
+        # Trained when every entity role and group influenced the dialogue: its policies
+        # learnt them so, and read them so until it is trained again.
+        domain.entity_labels = None
     nlu = NLUPipeline.load(root / NLU_DIR) if (root / NLU_DIR).is_dir() else None
     if nlu is not None:
         nlu.use_domain(domain.intents, domain.entities)

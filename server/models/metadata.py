@@ -20,6 +20,10 @@ METADATA_FILE = "metadata.json"
 RASA2_MARKER = "fingerprint.json"
 # The trainer's fingerprint of its inputs (see server.models.fingerprint).
 TRAINING_FINGERPRINT_KEY = "fingerprint"
+# "listed": the policies learnt an entity's role or group only where the domain lists it. An
+# archive without it was trained when every role and group counted, and is read so.
+ENTITY_ROLES_KEY = "entity_roles"
+ENTITY_ROLES_LISTED = "listed"
 
 RASA_MESSAGE = "This is a Rasa model; retrain it with `botserver train`"
 

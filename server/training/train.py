@@ -19,6 +19,7 @@ from server.errors import InvalidProjectFile
 from server.models.archive import check_archive_target, random_name, write_archive
 from server.models.fingerprint import find_archive_with_fingerprint, fingerprint_inputs
 from server.models.loading import DOMAIN_FILE, NLU_DIR, POLICIES_DIR
+from server.models.metadata import ENTITY_ROLES_KEY, ENTITY_ROLES_LISTED
 from server.nlu.pipeline import NLUPipeline
 from server.trackers.events import ActionExecuted, UserUttered
 from server.training.config_yaml import ProjectConfig, naming_config_items
@@ -86,6 +87,11 @@ def set_augmentation(project: Project, factor: int | None) -> None:
     project.config.policies = policies
 
 
+# What this trainer writes in an archive's metadata that one trained before did not: an
+# archive without it is out of date, whatever its fingerprint.
+TRAINED_AS_TODAY = {ENTITY_ROLES_KEY: ENTITY_ROLES_LISTED}
+
+
 def _fingerprint(project: Project, core_only: bool = False) -> str:
     # The domain as read (a response's new text must retrain, a comment need not), and our
     # version: a newer botserver may train the same files differently. A dialogue-only model
@@ -106,7 +112,8 @@ def _fingerprint(project: Project, core_only: bool = False) -> str:
 def _up_to_date_archive(fingerprint: str, out: Path, fixed_model_name: str | None) -> Path | None:
     """The archive in `out` trained from these very inputs, by their `_fingerprint` (under that
     name, if one is fixed)."""
-    existing = find_archive_with_fingerprint(out, fingerprint)
+    # An archive trained when every entity role counted is trained again (see ENTITY_ROLES_KEY).
+    existing = find_archive_with_fingerprint(out, fingerprint, TRAINED_AS_TODAY)
     if existing is None or (
         fixed_model_name is not None and existing.name != f"{fixed_model_name}.tar.gz"
     ):
@@ -271,6 +278,7 @@ def _train_project(
             "domain": project.domain.as_dict(),
             "training_type": "both" if with_nlu else "core",
             "warnings": warnings,
+            **TRAINED_AS_TODAY,
         }
         out.mkdir(parents=True, exist_ok=True)
         path = write_archive(

@@ -131,3 +131,18 @@ async def test_a_session_start_the_action_server_cannot_run_starts_no_fallback(
     # The failure is logged; the message is answered. Before this fix: the fallback's
     # "the built-in fallback" first, its rewind taking back nothing of the user's.
     assert (await Conversation(agent, "u").say("/greet")).texts == ["hello from None"]
+
+
+async def test_the_two_stage_fallback_gives_up_with_the_domains_own_fallback(
+    tmp_path: Path,
+) -> None:
+    domain = FALLBACK_DOMAIN.replace(
+        "action_default_ask_rephrase]", "action_default_ask_rephrase, action_default_fallback]"
+    )
+    conversation, transport = talk(tmp_path, domain, FALLBACK_RULES, AskAffirmation, Fallback)
+    assert (await conversation.say("/nlu_fallback")).texts == ["did you want help?"]
+    # Two unclear messages in a row: Rasa gives up with the project's action_default_fallback
+    # (a handover, say). Before: ours, its utter_default (none in this domain: silence).
+    assert (await conversation.say("/nlu_fallback")).texts == ["passing you to a human"]
+    assert transport.calls[-1] == "action_default_fallback"
+    assert (await conversation.say("/greet")).texts == ["hello"]

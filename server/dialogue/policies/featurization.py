@@ -132,7 +132,7 @@ def featurized_entities(domain: Domain, intent: str | None, entities: list[dict]
             n
             for n in names
             if n.split(ENTITY_LABEL_SEPARATOR, 1)[0] in wanted
-            and (ENTITY_LABEL_SEPARATOR not in n or n in labels)
+            and (ENTITY_LABEL_SEPARATOR not in n or labels is None or n in labels)
         }
     return sorted(names)
 
