@@ -132,8 +132,27 @@ async def download_model(
                 f"Cannot download '{key}' from remote storage '{storage}': "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+        if isinstance(exc, BotServerError):
+            _hide_addresses(exc)
         raise
     return target
+
+
+# The addresses a storage is configured with: an SDK's error may quote them as given.
+_ADDRESS_SETTINGS = ("AWS_ENDPOINT_URL", "AZURE_ACCOUNT_URL", "STORAGE_EMULATOR_HOST")
+
+
+def _hide_addresses(exc: BotServerError) -> None:
+    """`exc`'s message with each configured address it quotes (botocore's "Invalid endpoint:
+    URL", "Custom endpoint `URL` was not a valid URI") shown as safe_url shows it: without
+    user, password or query (a signature)."""
+    message = str(exc)
+    for name in _ADDRESS_SETTINGS:
+        address = os.environ.get(name)
+        if address and address in message:
+            message = message.replace(address, safe_url(address, tolerant=True))
+    if message != str(exc):
+        exc.args = (message,)
 
 
 def _fits_a_file_name(name: str) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import InvalidConfig
+from server.errors import BotServerError, InvalidConfig
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import check_storage_settings, download_model
 from tests.models.conftest import azure_at, greeting_loader, s3_at
@@ -127,3 +127,30 @@ async def test_a_storage_address_with_a_port_out_of_range_is_a_configuration_err
 
     with pytest.raises(InvalidConfig, match=f"{variable} .* is not usable"):
         await download_model(storage, "prod")
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        # botocore: "Invalid endpoint: <the address>" (client set-up).
+        "http://minio:pa55@bad_host!:9000/?X-Amz-Signature=S3CRET",
+        "minio:pa55@minio:9000",
+        # botocore: "Custom endpoint `<the address>` was not a valid URI" (at the request).
+        "https://minio:pa55@127.0.0.1:9/?X-Amz-Signature=S3CRET",
+    ],
+)
+async def test_an_sdk_error_quoting_the_storage_address_shows_it_without_secrets(
+    monkeypatch: pytest.MonkeyPatch, endpoint: str
+) -> None:
+    # Before: the message (a PUT /model answer, the start-up log) quoted botocore's error,
+    # which holds the address as given: password and signature included.
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "1")
+    s3_at(endpoint, monkeypatch)
+
+    with pytest.raises(BotServerError) as caught:
+        await download_model("aws", "prod")
+
+    message = str(caught.value)
+    assert "pa55" not in message and "S3CRET" not in message
+    assert "AWS_ENDPOINT_URL" in message or "S3 bucket 'models'" in message
