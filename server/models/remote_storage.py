@@ -250,7 +250,7 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         import boto3
         import botocore.session
         from botocore.config import Config
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, CredentialRetrievalError
     except ImportError as exc:
         raise InvalidConfig(
             "Remote storage 'aws' needs boto3: pip install 'botserver[aws]'"
@@ -278,6 +278,12 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         client = boto3.session.Session(botocore_session=session).client(
             "s3", endpoint_url=endpoint, config=config
         )
+    except CredentialRetrievalError as exc:
+        # Fetched as the client is made (ECS container credentials, a credential_process):
+        # their source failed, not the settings named below.
+        raise ModelUnavailable(
+            f"Remote storage 'aws' got no credentials for '{key}': {exc}"
+        ) from None
     except BotoCoreError as exc:
         # A profile or config file that cannot be used, a region that is no name: nothing
         # has been asked of the storage yet.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import BotServerError, InvalidConfig
+from server.errors import BotServerError, InvalidConfig, ModelUnavailable
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import check_storage_settings, download_model
 from tests.models.conftest import azure_at, greeting_loader, s3_at
@@ -154,3 +154,22 @@ async def test_an_sdk_error_quoting_the_storage_address_shows_it_without_secrets
     message = str(caught.value)
     assert "pa55" not in message and "S3CRET" not in message
     assert "AWS_ENDPOINT_URL" in message or "S3 bucket 'models'" in message
+
+
+async def test_credentials_that_cannot_be_fetched_are_not_blamed_on_profile_or_region(
+    aws: pytest.MonkeyPatch,
+) -> None:
+    # botocore fetches ECS container credentials when the client is made: an endpoint that
+    # does not answer was "cannot be set up ... (check AWS_PROFILE, AWS_CONFIG_FILE and
+    # AWS_DEFAULT_REGION)", an InvalidConfig, though none of these is wrong.
+    aws.delenv("AWS_ACCESS_KEY_ID")
+    aws.delenv("AWS_SECRET_ACCESS_KEY")
+    aws.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:9/credentials")
+
+    with pytest.raises(ModelUnavailable) as caught:
+        await download_model("aws", "prod")
+
+    message = str(caught.value)
+    assert message.startswith("Remote storage 'aws' got no credentials for 'prod.tar.gz'")
+    assert "container-role" in message
+    assert "AWS_PROFILE" not in message
