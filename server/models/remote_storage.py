@@ -128,9 +128,11 @@ async def download_model(
             # An SDK's exception none of the mappings foresaw: one line naming storage and
             # model for the log and the client; the traceback for whoever debugs.
             logger.debug("Remote storage %r failed on %r", storage, key, exc_info=exc)
-            raise ModelError(
-                f"Cannot download '{key}' from remote storage '{storage}': "
-                f"{type(exc).__name__}: {exc}"
+            raise _hide_addresses(
+                ModelError(
+                    f"Cannot download '{key}' from remote storage '{storage}': "
+                    f"{type(exc).__name__}: {exc}"
+                )
             ) from exc
         if isinstance(exc, BotServerError):
             _hide_addresses(exc)
@@ -142,7 +144,7 @@ async def download_model(
 _ADDRESS_SETTINGS = ("AWS_ENDPOINT_URL", "AZURE_ACCOUNT_URL", "STORAGE_EMULATOR_HOST")
 
 
-def _hide_addresses(exc: BotServerError) -> None:
+def _hide_addresses(exc: BotServerError) -> BotServerError:
     """`exc`'s message with each configured address it quotes (botocore's "Invalid endpoint:
     URL", "Custom endpoint `URL` was not a valid URI") shown as safe_url shows it: without
     user, password or query (a signature)."""
@@ -153,6 +155,7 @@ def _hide_addresses(exc: BotServerError) -> None:
             message = message.replace(address, safe_url(address, tolerant=True))
     if message != str(exc):
         exc.args = (message,)
+    return exc
 
 
 def _fits_a_file_name(name: str) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import BotServerError, InvalidConfig, ModelUnavailable
+from server.errors import BotServerError, InvalidConfig, ModelError, ModelUnavailable
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import check_storage_settings, download_model
 from tests.models.conftest import azure_at, greeting_loader, s3_at
@@ -173,3 +173,22 @@ async def test_credentials_that_cannot_be_fetched_are_not_blamed_on_profile_or_r
     assert message.startswith("Remote storage 'aws' got no credentials for 'prod.tar.gz'")
     assert "container-role" in message
     assert "AWS_PROFILE" not in message
+
+
+async def test_an_sdk_exception_nobody_foresaw_shows_the_address_without_secrets(
+    aws: pytest.MonkeyPatch,
+) -> None:
+    import botocore.client
+
+    endpoint = "http://minio:pa55@127.0.0.1:9/?X-Amz-Signature=S3CRET"
+    aws.setenv("AWS_ENDPOINT_URL", endpoint)
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError(f"no answer from {endpoint}")
+
+    aws.setattr(botocore.client.BaseClient, "_make_api_call", broken)
+
+    with pytest.raises(ModelError) as caught:
+        await download_model("aws", "prod")
+
+    assert "RuntimeError: no answer from http://127.0.0.1:9/" in str(caught.value)
