@@ -61,14 +61,19 @@ def http_url(settings: dict[str, Any], key: str) -> str:
     value = text(settings, key)
     if value is None:
         raise InvalidConfig(f"'{key}' is required")
+    from server.http_clients import safe_url  # (httpx: imported when a URL is read)
+
+    why = ""
     try:
         parts = urlsplit(value)
         host = parts.hostname
-    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number
-        host = None
+        parts.port  # noqa: B018 (out of range: every request would fail)
+    except ValueError as e:  # an unclosed IPv6 bracket, a port out of range or no number
+        host, why = None, f" ({e})"
     if not host or parts.scheme.lower() not in ("http", "https"):
+        shown = _shown(safe_url(value, tolerant=True))  # without user, password or query
         raise InvalidConfig(
-            f"'{key}' must be an http:// or https:// URL with a host, not {_shown(value)}"
+            f"'{key}' must be an http:// or https:// URL with a host, not {shown}{why}"
             + _quoted_var(value)
         )
     return value
