@@ -54,8 +54,9 @@ def safe_url(url: str, tolerant: bool = False) -> str:
         if not tolerant:
             raise
         return re.sub(r"//[^/]*@", "//", _before_query(url), count=1)
-    if not parts.netloc and "//" not in url:
-        # No `//`: urlsplit reads `bot:pw@host` as scheme `bot`, the rest as a path.
+    if not parts.netloc:
+        # No `//` after a scheme: urlsplit reads `bot:pw@host` as scheme `bot`, the rest as
+        # a path.
         head, slash, path = _before_query(url).partition("/")
         return head.rpartition("@")[2] + slash + path
     if ":" in host:  # an IPv6 address: without brackets, its last part reads as a port

@@ -41,6 +41,8 @@ def test_a_port_that_is_no_port_raises_unless_tolerant() -> None:
         # Without a scheme there is no netloc: before, shown whole, password included.
         ("bot:pa55@actions:5055/webhook?token=S3CRET", "actions:5055/webhook"),
         ("bot@actions/webhook", "actions/webhook"),
+        ("bot:pa55@actions:5055/a//webhook", "actions:5055/a//webhook"),
+        ("http:///webhook", "http:///webhook"),
     ],
 )
 def test_an_address_without_scheme_is_shown_without_its_user_and_password(
