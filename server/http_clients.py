@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
+import unicodedata
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,10 +51,12 @@ def safe_url(url: str, tolerant: bool = False) -> str:
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
-    except ValueError:
+    except ValueError as e:
         if not tolerant:
-            raise
-        return re.sub(r"//[^/]*@", "//", _before_query(url), count=1)
+            raise _without_netloc(e) from None
+        # NFKC: a full-width '@' or '?' (which made urlsplit refuse it) reads as one here.
+        shown = _before_query(unicodedata.normalize("NFKC", url))
+        return re.sub(r"//[^/]*@", "//", shown, count=1)
     if not parts.netloc:
         # No `//` after a scheme: urlsplit reads `bot:pw@host` as scheme `bot`, the rest as
         # a path.
@@ -71,6 +74,17 @@ def safe_url(url: str, tolerant: bool = False) -> str:
     if port is not None:
         host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _without_netloc(error: ValueError) -> ValueError:
+    """urlsplit's error, without the netloc (user and password) it quotes for a host holding
+    what NFKC reads as '/', '?', '#', '@' or ':'."""
+    if "NFKC" not in str(error):
+        return error
+    return ValueError(
+        "its host holds a character that reads as '/', '?', '#', '@' or ':' once normalized "
+        "(NFKC), such as a full-width one"
+    )
 
 
 def _before_query(url: str) -> str:

@@ -65,10 +65,10 @@ def http_url(settings: dict[str, Any], key: str) -> str:
 
     why = ""
     try:
+        safe_url(value)  # an unclosed IPv6 bracket, a port out of range: no request goes
         parts = urlsplit(value)
         host = parts.hostname
-        parts.port  # noqa: B018 (out of range: every request would fail)
-    except ValueError as e:  # an unclosed IPv6 bracket, a port out of range or no number
+    except ValueError as e:
         host, why = None, f" ({e})"
     if not host or parts.scheme.lower() not in ("http", "https"):
         shown = _shown(safe_url(value, tolerant=True))  # without user, password or query

@@ -85,3 +85,21 @@ async def test_a_storage_at_an_ipv6_address_is_named_with_its_brackets(
         await download_model("aws", "prod")
 
     assert "S3 bucket 'models' at http://[::1]:9 " in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://bot:pa55@ex\uff0fample.com/x",  # a full-width '/' in the host
+        "http://bot:pa55\uff20actions:5055/webhook",  # a full-width '@', as an IME types it
+    ],
+)
+def test_an_address_with_full_width_characters_is_refused_without_its_password(
+    url: str,
+) -> None:
+    # Python refuses a host holding what NFKC reads as '/', '?', '#', '@' or ':', quoting
+    # the whole netloc: before, the error showed user and password.
+    with pytest.raises(InvalidConfig, match="is not a URL") as caught:
+        HttpEndpoint(url)
+    assert "pa55" not in str(caught.value)
+    assert "pa55" not in safe_url(url, tolerant=True)

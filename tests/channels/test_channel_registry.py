@@ -202,6 +202,7 @@ def test_a_channel_url_with_a_port_out_of_range_stops_startup_without_its_passwo
     for url, shown in [
         ("http://bot:pa55@chat.example:99999", "http://chat.example:99999"),
         ("bot:pa55@chat.example:3000", "chat.example:3000"),
+        ("http://bot:pa55\uff20chat.example:3000", "http://chat.example:3000"),  # a full-width @
     ]:
         settings = {**ROCKET, key: url} if channel == "rocketchat" else {key: url}
         with pytest.raises(InvalidConfig, match=f"'{key}' must be an http") as raised:
