@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
+import unicodedata
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -43,23 +44,48 @@ def safe_url(url: str, tolerant: bool = False) -> str:
     password, query (a token, a SAS signature) or fragment; an IPv6 host in its brackets.
 
     Raises ValueError for what is no URL (a port out of range, an unclosed bracket), unless
-    `tolerant`: then a bad port is left out, and what urlsplit cannot read is shown up to
-    its query, without what precedes an `@`."""
+    `tolerant`: then a port out of range is shown as written (what the error is about), one
+    that is no number is left out, and what urlsplit cannot read is shown up to its query,
+    without what precedes its last `@`. An address without scheme (`bot:pw@host:5055/x`,
+    no URL but what a user may write) is shown without what precedes its last `@` too."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
-    except ValueError:
+    except ValueError as e:
         if not tolerant:
-            raise
-        return re.sub(r"//[^/@]*@", "//", re.split(r"[?#]", url, maxsplit=1)[0])
+            raise _without_netloc(e) from None
+        # NFKC: a full-width '@' or '?' (which made urlsplit refuse it) reads as one here.
+        shown = _before_query(unicodedata.normalize("NFKC", url))
+        return re.sub(r"//[^/]*@", "//", shown, count=1)
+    if not parts.netloc:
+        # No `//` after a scheme: urlsplit reads `bot:pw@host` as scheme `bot`, the rest as
+        # a path.
+        head, slash, path = _before_query(url).partition("/")
+        return head.rpartition("@")[2] + slash + path
     if ":" in host:  # an IPv6 address: without brackets, its last part reads as a port
         host = f"[{host}]"
     try:
-        port = parts.port
+        port: int | str | None = parts.port
     except ValueError:
         if not tolerant:
             raise
-        port = None
+        written = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        port = written if written.isdigit() else None  # no number: maybe a password
     if port is not None:
         host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _without_netloc(error: ValueError) -> ValueError:
+    """urlsplit's error, without the netloc (user and password) it quotes for a host holding
+    what NFKC reads as '/', '?', '#', '@' or ':'."""
+    if "NFKC" not in str(error):
+        return error
+    return ValueError(
+        "its host holds a character that reads as '/', '?', '#', '@' or ':' once normalized "
+        "(NFKC), such as a full-width one"
+    )
+
+
+def _before_query(url: str) -> str:
+    return re.split(r"[?#]", url, maxsplit=1)[0]

@@ -61,14 +61,19 @@ def http_url(settings: dict[str, Any], key: str) -> str:
     value = text(settings, key)
     if value is None:
         raise InvalidConfig(f"'{key}' is required")
+    from server.http_clients import safe_url  # (httpx: imported when a URL is read)
+
+    why = ""
     try:
+        safe_url(value)  # an unclosed IPv6 bracket, a port out of range: no request goes
         parts = urlsplit(value)
         host = parts.hostname
-    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number
-        host = None
+    except ValueError as e:
+        host, why = None, f" ({e})"
     if not host or parts.scheme.lower() not in ("http", "https"):
+        shown = _shown(safe_url(value, tolerant=True))  # without user, password or query
         raise InvalidConfig(
-            f"'{key}' must be an http:// or https:// URL with a host, not {_shown(value)}"
+            f"'{key}' must be an http:// or https:// URL with a host, not {shown}{why}"
             + _quoted_var(value)
         )
     return value

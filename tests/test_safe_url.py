@@ -29,18 +29,49 @@ def test_the_address_keeps_host_port_and_path_only(url: str, shown: str, toleran
 def test_a_port_that_is_no_port_raises_unless_tolerant() -> None:
     with pytest.raises(ValueError):
         safe_url("http://host:99999/x")
-    assert safe_url("http://u:pa55@host:99999/x?sig=S3CRET", tolerant=True) == "http://host/x"
+    # The port out of range is what the error is about: shown as written (before: left out,
+    # "endpoint url 'http://host/x' is not a URL: Port out of range 0-65535").
+    assert safe_url("http://u:pa55@host:99999/x?sig=S3CRET", tolerant=True) == "http://host:99999/x"
+    assert safe_url("http://u:pa55@host:abc/x", tolerant=True) == "http://host/x"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # Without a scheme there is no netloc: before, shown whole, password included.
+        ("bot:pa55@actions:5055/webhook?token=S3CRET", "actions:5055/webhook"),
+        ("bot@actions/webhook", "actions/webhook"),
+        ("bot:pa55@actions:5055/a//webhook", "actions:5055/a//webhook"),
+        ("http:///webhook", "http:///webhook"),
+    ],
+)
+def test_an_address_without_scheme_is_shown_without_its_user_and_password(
+    url: str, shown: str
+) -> None:
+    assert safe_url(url) == shown
+    assert safe_url(url, tolerant=True) == shown
+
+
+def test_an_endpoint_without_scheme_is_refused_without_its_password() -> None:
+    with pytest.raises(InvalidConfig, match="must start with http") as caught:
+        HttpEndpoint("bot:pa55@actions:5055/webhook")
+    assert "pa55" not in str(caught.value)
+    assert "actions:5055/webhook" in str(caught.value)
 
 
 def test_a_tolerant_address_of_no_url_still_hides_credentials_and_query() -> None:
     shown = safe_url("http://u:pa55@[::1/x?sig=S3CRET", tolerant=True)
     assert "pa55" not in shown and "S3CRET" not in shown
+    # A password holding an '@' (not percent-encoded): all of it hidden (before: "pa@55"
+    # showed "55@[::1/x").
+    assert safe_url("http://u:pa@55@[::1/x", tolerant=True) == "http://[::1/x"
 
 
 def test_an_endpoint_with_a_bad_port_is_a_configuration_error_without_its_password() -> None:
     with pytest.raises(InvalidConfig, match="is not a URL") as caught:
         HttpEndpoint("http://bot:pa55@localhost:99999/webhook")
     assert "pa55" not in str(caught.value)
+    assert "localhost:99999" in str(caught.value)  # the port the error is about
 
 
 async def test_a_storage_at_an_ipv6_address_is_named_with_its_brackets(
@@ -54,3 +85,21 @@ async def test_a_storage_at_an_ipv6_address_is_named_with_its_brackets(
         await download_model("aws", "prod")
 
     assert "S3 bucket 'models' at http://[::1]:9 " in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://bot:pa55@ex\uff0fample.com/x",  # a full-width '/' in the host
+        "http://bot:pa55\uff20actions:5055/webhook",  # a full-width '@', as an IME types it
+    ],
+)
+def test_an_address_with_full_width_characters_is_refused_without_its_password(
+    url: str,
+) -> None:
+    # Python refuses a host holding what NFKC reads as '/', '?', '#', '@' or ':', quoting
+    # the whole netloc: before, the error showed user and password.
+    with pytest.raises(InvalidConfig, match="is not a URL") as caught:
+        HttpEndpoint(url)
+    assert "pa55" not in str(caught.value)
+    assert "pa55" not in safe_url(url, tolerant=True)

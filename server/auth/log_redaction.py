@@ -13,10 +13,12 @@ from typing import Any
 REDACTED = "***"
 
 _PATTERNS = (
-    # ?token=... / &access_token=... / ?key=... / &sig=... in URLs and query strings.
+    # ?token=... / &access_token=... / ?key=... / &sig=... in URLs and query strings, and
+    # the signature of an S3 presigned or GCS signed URL (X-Amz-Signature, X-Goog-Signature).
     (
         re.compile(
-            r"((?:^|[?&;\s\"'(])(?:access_token|token|key|api[-_]?key|sig|signature)=)"
+            r"((?:^|[?&;\s\"'(])"
+            r"(?:access_token|token|key|api[-_]?key|sig|(?:x-(?:amz|goog)-)?signature)=)"
             r"[^&\s\"';#)]*",
             re.IGNORECASE,
         ),

@@ -128,12 +128,34 @@ async def download_model(
             # An SDK's exception none of the mappings foresaw: one line naming storage and
             # model for the log and the client; the traceback for whoever debugs.
             logger.debug("Remote storage %r failed on %r", storage, key, exc_info=exc)
-            raise ModelError(
-                f"Cannot download '{key}' from remote storage '{storage}': "
-                f"{type(exc).__name__}: {exc}"
+            raise _hide_addresses(
+                ModelError(
+                    f"Cannot download '{key}' from remote storage '{storage}': "
+                    f"{type(exc).__name__}: {exc}"
+                )
             ) from exc
+        if isinstance(exc, BotServerError):
+            _hide_addresses(exc)
         raise
     return target
+
+
+# The addresses a storage is configured with: an SDK's error may quote them as given.
+_ADDRESS_SETTINGS = ("AWS_ENDPOINT_URL", "AZURE_ACCOUNT_URL", "STORAGE_EMULATOR_HOST")
+
+
+def _hide_addresses(exc: BotServerError) -> BotServerError:
+    """`exc`'s message with each configured address it quotes (botocore's "Invalid endpoint:
+    URL", "Custom endpoint `URL` was not a valid URI") shown as safe_url shows it: without
+    user, password or query (a signature)."""
+    message = str(exc)
+    for name in _ADDRESS_SETTINGS:
+        address = os.environ.get(name)
+        if address and address in message:
+            message = message.replace(address, safe_url(address, tolerant=True))
+    if message != str(exc):
+        exc.args = (message,)
+    return exc
 
 
 def _fits_a_file_name(name: str) -> bool:
@@ -231,7 +253,7 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         import boto3
         import botocore.session
         from botocore.config import Config
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, CredentialRetrievalError
     except ImportError as exc:
         raise InvalidConfig(
             "Remote storage 'aws' needs boto3: pip install 'botserver[aws]'"
@@ -259,6 +281,12 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         client = boto3.session.Session(botocore_session=session).client(
             "s3", endpoint_url=endpoint, config=config
         )
+    except CredentialRetrievalError as exc:
+        # Fetched as the client is made (ECS container credentials, a credential_process):
+        # their source failed, not the settings named below.
+        raise ModelUnavailable(
+            f"Remote storage 'aws' got no credentials for '{key}': {exc}"
+        ) from None
     except BotoCoreError as exc:
         # A profile or config file that cannot be used, a region that is no name: nothing
         # has been asked of the storage yet.

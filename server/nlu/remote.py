@@ -10,9 +10,8 @@ from typing import Any
 
 import httpx
 
-from server.dialogue.http_endpoint import safe_url
 from server.errors import InvalidConfig
-from server.http_clients import sync_client
+from server.http_clients import safe_url, sync_client
 from server.json_values import loads_untrusted
 
 logger = logging.getLogger(__name__)
@@ -35,7 +34,11 @@ class RemoteNLU:
         if not isinstance(url, str) or not url.strip():
             raise InvalidConfig("endpoints 'nlu' needs a 'url'")
         self.url = url.rstrip("/") + "/model/parse"
-        self.safe_url = safe_url(self.url)
+        try:
+            self.safe_url = safe_url(self.url)
+        except ValueError as e:  # a port out of range, an unclosed bracket
+            shown = safe_url(url, tolerant=True)
+            raise InvalidConfig(f"endpoints 'nlu': url '{shown}' is not a URL: {e}") from None
         token = config.get("token")
         self.token = None if token is None else str(token)
         headers = config.get("headers") or {}

@@ -503,6 +503,25 @@ async def test_put_model_does_not_echo_the_credentials_it_was_given(
 
 
 @pytest.mark.parametrize(
+    "query",
+    [
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=5ec2e7a9b1",  # S3 presigned
+        "X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Signature=5ec2e7a9b1",  # GCS signed
+    ],
+)
+async def test_put_model_does_not_echo_a_signed_urls_signature(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, query: str
+) -> None:
+    # A presigned object URL is a model server too: its signature grants the download.
+    # Before, the 400 (and the log, and /status) showed it: only `sig=` was hidden.
+    url = f"http://127.0.0.1:9/models/prod.tar.gz?{query}"
+    response = await client.put("/model", json={"model_server": {"url": url}})
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert "127.0.0.1:9/models/prod.tar.gz" in body["message"]
+    assert "5ec2e7a9b1" not in response.text
+
+
+@pytest.mark.parametrize(
     ("model_server", "says"),
     [
         ({"url": "http://127.0.0.1:9/m", "timeout": "soon"}, "models.timeout must be seconds"),

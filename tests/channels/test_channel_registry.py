@@ -192,6 +192,25 @@ def test_a_setting_of_the_wrong_kind_stops_startup_naming_file_channel_and_key(
     assert str(raised.value).startswith(f"bot/credentials.yml: channel '{channel}'")
 
 
+@pytest.mark.parametrize("channel", ["rocketchat", "callback"])
+def test_a_channel_url_with_a_port_out_of_range_stops_startup_without_its_password(
+    channel: str,
+) -> None:
+    # Before: accepted; Rocket.Chat's first webhook then failed with a ValueError (a 500
+    # with a traceback, each time), and the refusal of a URL without scheme quoted it whole.
+    key = "server_url" if channel == "rocketchat" else "url"
+    for url, shown in [
+        ("http://bot:pa55@chat.example:99999", "http://chat.example:99999"),
+        ("bot:pa55@chat.example:3000", "chat.example:3000"),
+        ("http://bot:pa55\uff20chat.example:3000", "http://chat.example:3000"),  # a full-width @
+    ]:
+        settings = {**ROCKET, key: url} if channel == "rocketchat" else {key: url}
+        with pytest.raises(InvalidConfig, match=f"'{key}' must be an http") as raised:
+            load_channels({channel: settings}, source="bot/credentials.yml")
+        assert shown in str(raised.value)
+        assert "pa55" not in str(raised.value)
+
+
 def test_flags_from_environment_variables_are_read_as_booleans(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

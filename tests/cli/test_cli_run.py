@@ -92,6 +92,19 @@ def test_a_wrong_setting_names_the_endpoints_file_given_and_its_section(
     assert "Traceback" not in result.err
 
 
+@pytest.mark.parametrize("url", ["http://bot:pa55@localhost:99999", "http://[::1"])
+def test_a_remote_nlu_url_that_is_no_url_is_a_clear_error(
+    run_cli, tmp_path: Path, url: str
+) -> None:
+    """Before, a traceback (ValueError: Port out of range) stopped the start."""
+    (tmp_path / "endpoints.yml").write_text(f'nlu:\n  url: "{url}"\n')
+    result = run_cli("run", "--enable-api", "-p", str(free_port()), cwd=tmp_path)
+    assert result.code == 1
+    assert "Traceback" not in result.err
+    assert "is not a URL" in result.err
+    assert "pa55" not in result.err
+
+
 def test_port_in_use_is_a_clear_error(run_cli, moodbot_model: Path, tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

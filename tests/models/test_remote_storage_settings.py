@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import InvalidConfig
+from server.errors import BotServerError, InvalidConfig, ModelError, ModelUnavailable
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import check_storage_settings, download_model
 from tests.models.conftest import azure_at, greeting_loader, s3_at
@@ -127,3 +127,68 @@ async def test_a_storage_address_with_a_port_out_of_range_is_a_configuration_err
 
     with pytest.raises(InvalidConfig, match=f"{variable} .* is not usable"):
         await download_model(storage, "prod")
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        # botocore: "Invalid endpoint: <the address>" (client set-up).
+        "http://minio:pa55@bad_host!:9000/?X-Amz-Signature=S3CRET",
+        "minio:pa55@minio:9000",
+        # botocore: "Custom endpoint `<the address>` was not a valid URI" (at the request).
+        "https://minio:pa55@127.0.0.1:9/?X-Amz-Signature=S3CRET",
+    ],
+)
+async def test_an_sdk_error_quoting_the_storage_address_shows_it_without_secrets(
+    monkeypatch: pytest.MonkeyPatch, endpoint: str
+) -> None:
+    # Before: the message (a PUT /model answer, the start-up log) quoted botocore's error,
+    # which holds the address as given: password and signature included.
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "1")
+    s3_at(endpoint, monkeypatch)
+
+    with pytest.raises(BotServerError) as caught:
+        await download_model("aws", "prod")
+
+    message = str(caught.value)
+    assert "pa55" not in message and "S3CRET" not in message
+    assert "AWS_ENDPOINT_URL" in message or "S3 bucket 'models'" in message
+
+
+async def test_credentials_that_cannot_be_fetched_are_not_blamed_on_profile_or_region(
+    aws: pytest.MonkeyPatch,
+) -> None:
+    # botocore fetches ECS container credentials when the client is made: an endpoint that
+    # does not answer was "cannot be set up ... (check AWS_PROFILE, AWS_CONFIG_FILE and
+    # AWS_DEFAULT_REGION)", an InvalidConfig, though none of these is wrong.
+    aws.delenv("AWS_ACCESS_KEY_ID")
+    aws.delenv("AWS_SECRET_ACCESS_KEY")
+    aws.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:9/credentials")
+
+    with pytest.raises(ModelUnavailable) as caught:
+        await download_model("aws", "prod")
+
+    message = str(caught.value)
+    assert message.startswith("Remote storage 'aws' got no credentials for 'prod.tar.gz'")
+    assert "container-role" in message
+    assert "AWS_PROFILE" not in message
+
+
+async def test_an_sdk_exception_nobody_foresaw_shows_the_address_without_secrets(
+    aws: pytest.MonkeyPatch,
+) -> None:
+    import botocore.client
+
+    endpoint = "http://minio:pa55@127.0.0.1:9/?X-Amz-Signature=S3CRET"
+    aws.setenv("AWS_ENDPOINT_URL", endpoint)
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError(f"no answer from {endpoint}")
+
+    aws.setattr(botocore.client.BaseClient, "_make_api_call", broken)
+
+    with pytest.raises(ModelError) as caught:
+        await download_model("aws", "prod")
+
+    assert "RuntimeError: no answer from http://127.0.0.1:9/" in str(caught.value)
