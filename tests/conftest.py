@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 
 import pytest
@@ -14,19 +15,41 @@ import pytest
 from tests.shared_data import MOODBOT
 
 
-def _children_keep_their_bytecode() -> None:
+def _children_keep_their_bytecode(
+    environ: MutableMapping[str, str] = os.environ, temp: str | None = None
+) -> None:
     """With PYTHONDONTWRITEBYTECODE set (as on some hosts), every `botserver` or script a test
     starts compiled the project's modules from source: a quarter of a second of CPU a start,
     hundreds of starts a run. The processes the tests start write their compiled code to a
     cache of their own under the temp folder instead (PYTHONPYCACHEPREFIX: never into the
     source tree), and read it at their next start. pytest-xdist's workers are such processes
     too (this file is read before they start): their collection compiles nothing once the
-    cache is filled. This process is left as it was started."""
-    if not os.environ.get("PYTHONDONTWRITEBYTECODE"):
+    cache is filled. This process is left as it was started. `environ` and `temp` (the temp
+    folder) are for the tests of this function."""
+    if not environ.get("PYTHONDONTWRITEBYTECODE"):
         return  # children write and read __pycache__ as usual
-    del os.environ["PYTHONDONTWRITEBYTECODE"]
-    cache = Path(tempfile.gettempdir()) / f"botserver-tests-pycache-{os.getuid()}"
-    os.environ.setdefault("PYTHONPYCACHEPREFIX", str(cache))
+    if "PYTHONPYCACHEPREFIX" not in environ:
+        cache = Path(temp or tempfile.gettempdir()) / f"botserver-tests-pycache-{os.getuid()}"
+        if not _private_folder(cache):
+            return  # someone else's, or open to them: children compile from source
+        environ["PYTHONPYCACHEPREFIX"] = str(cache)
+    del environ["PYTHONDONTWRITEBYTECODE"]
+
+
+def _private_folder(path: Path) -> bool:
+    """Whether `path` is (made, mode 0700, if missing) a folder of this user's that no other
+    user can write, not a link: its name under the shared temp folder is known, and
+    compiled code another user planted there would run as this one."""
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        found = path.lstat()
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(found.st_mode)
+        and found.st_uid == os.getuid()
+        and not found.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    )
 
 
 _children_keep_their_bytecode()
