@@ -8,6 +8,8 @@ URL, and a proxy set for other programs is not one the operator chose for botser
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import re
 import ssl
@@ -19,19 +21,50 @@ import httpx
 
 
 def _verify(verify: Any) -> Any:
-    """`verify=True` as httpx reads it with `trust_env`: the CA bundle the environment names."""
+    """`verify=True` as httpx reads it with `trust_env`: the CA bundle the environment names
+    (loaded again for each client: a sync client is used from threads, see `_trusted`)."""
     if verify is not True:
         return verify
-    cafile = os.environ.get("SSL_CERT_FILE") or None
-    capath = os.environ.get("SSL_CERT_DIR") or None
+    cafile, capath = _environment_bundle()
     if cafile is None and capath is None:
         return True
     return ssl.create_default_context(cafile=cafile, capath=capath)
 
 
+def _verify_on_loop(verify: Any) -> Any:
+    """`_verify`, but the bundle loaded once a process (see `_trusted`)."""
+    return _trusted(*_environment_bundle()) if verify is True else verify
+
+
+def _environment_bundle() -> tuple[str | None, str | None]:
+    return os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None
+
+
+@functools.lru_cache(maxsize=4)
+def _trusted(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    """The SSL context trusting a CA bundle, shared by the async clients: httpx loads the
+    bundle again for each client (27-42 ms of CPU), which every training callback paid.
+    Only theirs: httpcore sets the context's ALPN at each connection, which is safe on the
+    one thread that runs the event loop, not beside another thread's handshake (OpenSSL's
+    SSL_new reads it without the GIL)."""
+    if cafile is None and capath is None:
+        import certifi  # httpx's own default bundle
+
+        cafile = certifi.where()
+    return ssl.create_default_context(cafile=cafile, capath=capath)
+
+
+async def async_client_off_loop(*, verify: Any = True, **options: Any) -> httpx.AsyncClient:
+    """`async_client`, built in a thread: the first client of a process loads the CA bundle,
+    27-42 ms of CPU that would hold every conversation if a client made while serving (a
+    callback, the first call to an action server or Rocket.Chat) were built on the loop."""
+    return await asyncio.to_thread(async_client, verify=verify, **options)
+
+
 def async_client(*, verify: Any = True, **options: Any) -> httpx.AsyncClient:
-    """An `httpx.AsyncClient` that takes no proxy from the environment."""
-    return httpx.AsyncClient(trust_env=False, verify=_verify(verify), **options)
+    """An `httpx.AsyncClient` that takes no proxy from the environment (to be used on the
+    event loop's thread only: its SSL context is shared)."""
+    return httpx.AsyncClient(trust_env=False, verify=_verify_on_loop(verify), **options)
 
 
 def sync_client(*, verify: Any = True, **options: Any) -> httpx.Client:

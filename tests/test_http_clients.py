@@ -7,15 +7,22 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from server.api.model import _post_callback
+from server.channels.rocketchat_api import RocketChatAPI, RocketChatError
+from server.channels.socketio_routing import Workers
 from server.dialogue.http_endpoint import HttpEndpoint
-from server.http_clients import async_client, sync_client
+from server.http_clients import _trusted, async_client, sync_client
+from server.models.holder import ModelHolder
+from server.models.source import ModelSource
 from tests.api.test_tls_options import PASSWORD
+from tests.loop_lag import loop_hold
 from tests.serving import serving
 from tests.tls_certificates import self_signed
 
@@ -96,3 +103,51 @@ def test_every_outgoing_client_is_built_by_http_clients() -> None:
         and re.search(r"httpx\.(Async)?Client\(", path.read_text(encoding="utf-8"))
     ]
     assert built_elsewhere == []
+
+
+# Nothing listens there: a connection is refused at once.
+REFUSED = "http://127.0.0.1:1"
+
+
+async def test_outgoing_clients_made_while_serving_do_not_hold_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """Before, each client loaded the CA bundle on the event loop (27-42 ms of CPU on this
+    host): each training callback, and the first call to an action server, an NLG server,
+    Rocket.Chat or another worker's socket.io sessions, held every conversation that long."""
+    holds = []
+    _trusted.cache_clear()  # each part as the first client of a process
+    for _ in range(2):  # each callback makes its own client
+        async with loop_hold() as hold:
+            await _post_callback(REFUSED + "/done", b"{}", "application/json")
+        holds.append(hold)
+    endpoint = HttpEndpoint(REFUSED + "/webhook")
+    _trusted.cache_clear()
+    async with loop_hold() as hold:
+        with pytest.raises(httpx.ConnectError):
+            await endpoint.post_json({"next_action": "x"})
+    holds.append(hold)
+    await endpoint.aclose()
+    rocket = RocketChatAPI(REFUSED, "bot", "secret")
+    _trusted.cache_clear()
+    async with loop_hold() as hold:
+        with pytest.raises(RocketChatError, match="cannot reach"):
+            await rocket.login()
+    holds.append(hold)
+    await rocket.aclose()
+    (tmp_path / "w2.sock").touch()
+    workers = Workers("w1", tmp_path, 20.0)
+    _trusted.cache_clear()
+    async with loop_hold() as hold:
+        assert await workers.client("w2") is not None
+    holds.append(hold)
+    await workers.aclose()
+    source = ModelSource(ModelHolder(lambda directory, metadata: None))
+    _trusted.cache_clear()
+    async with loop_hold() as hold:  # as at PUT /model naming a model server
+        await source.load_from_model_server({"url": REFUSED + "/model.tar.gz"})
+    holds.append(hold)
+    assert source.last_pull_error is not None
+    await source.stop()
+    for hold in holds:
+        assert hold.loop_busiest < 0.012 * hold.slowness, hold

@@ -67,7 +67,7 @@ from server.errors import (
     ModelUnavailable,
     TrainingError,
 )
-from server.http_clients import async_client
+from server.http_clients import async_client_off_loop
 from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
@@ -295,7 +295,8 @@ def _abandoned_training(
 
 async def _post_callback(url: str, content: bytes, content_type: str) -> None:
     try:
-        async with async_client(timeout=60.0) as client:
+        # Built off the loop: a client loads the CA bundle (27-42 ms of CPU).
+        async with await async_client_off_loop(timeout=60.0) as client:
             response = await client.post(
                 url, content=content, headers={"Content-Type": content_type}
             )

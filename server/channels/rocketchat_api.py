@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from server.dialogue.http_endpoint import safe_url
-from server.http_clients import async_client
+from server.http_clients import async_client_off_loop
 
 logger = logging.getLogger(__name__)
 
@@ -46,17 +46,23 @@ class RocketChatAPI:
         # Rocket.Chat's Message_MaxAllowedSize; longer bot texts are sent in pieces.
         self.max_message_length = 5000
 
-    def _http(self) -> httpx.AsyncClient:
+    async def _http(self) -> httpx.AsyncClient:
+        """The pooled client, first built in a thread (a client loads the CA bundle, 27-42 ms
+        of CPU: the first login held every conversation that long)."""
         if self._client is None:
-            self._client = async_client(
+            client = await async_client_off_loop(
                 base_url=self.server_url, timeout=self._timeout, transport=self._transport
             )
+            if self._client is None:
+                self._client = client
+            else:  # made by another call meanwhile
+                await client.aclose()
         return self._client
 
     async def login(self) -> None:
         """Logs in as the bot user; raises RocketChatError when Rocket.Chat refuses."""
         try:
-            answer = await self._http().post(
+            answer = await (await self._http()).post(
                 "/api/v1/login", json={"user": self.user, "password": self._password}
             )
         except httpx.HTTPError as e:
@@ -101,7 +107,7 @@ class RocketChatAPI:
 
     async def _post(self, path: str, body: dict[str, Any], auth: dict[str, str]) -> httpx.Response:
         try:
-            return await self._http().post(path, json=body, headers=auth)
+            return await (await self._http()).post(path, json=body, headers=auth)
         except httpx.HTTPError as e:
             raise RocketChatError(
                 f"cannot reach Rocket.Chat at {safe_url(self.server_url)}: {type(e).__name__}"

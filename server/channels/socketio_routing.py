@@ -34,7 +34,7 @@ import socketio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.worker_files import RELAYED_HEADER
-from server.http_clients import async_client
+from server.http_clients import async_client_off_loop
 
 logger = logging.getLogger(__name__)
 
@@ -111,17 +111,19 @@ class Workers:
             # A file-system call, in a thread: a slow disk would stall every session here.
             if not await asyncio.to_thread(path.exists):  # another run's, or one that stopped
                 return None
-            client = self._clients.get(target)  # made by another request meanwhile
-            if client is not None:
-                return client
-            # Built by http_clients, as every outgoing client (no proxy of the environment).
-            client = async_client(
-                transport=httpx.AsyncHTTPTransport(uds=str(path)),
+            # Built by http_clients, as every outgoing client (no proxy of the environment),
+            # in a thread (a client loads the CA bundle, 27-42 ms of CPU; the transport
+            # another, unless told there is no TLS: plain HTTP over a local socket).
+            client = await async_client_off_loop(
+                transport=httpx.AsyncHTTPTransport(uds=str(path), verify=False),
                 timeout=self.timeout,
                 # One connection per long-poll in flight: as many as this worker has clients.
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
             )
-            self._clients[target] = client
+            made = self._clients.setdefault(target, client)  # or by another request meanwhile
+            if made is not client:
+                await client.aclose()
+            return made
         return client
 
     async def drop(self, target: str, client: httpx.AsyncClient) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -493,10 +494,14 @@ def cross_validate(
 def _each_said_once(log: logging.Logger) -> Iterator[None]:
     """A message of `log` is written the first time only: cross-validation trains the
     pipeline once per fold, and its warnings (a component run as an equivalent, an option
-    ignored) are the same each time."""
+    ignored) are the same each time. Only this thread's: the logger is the process's, and the
+    server may train (POST /model/train) in another thread meanwhile."""
     said: set[str] = set()
+    mine = threading.get_ident()
 
     def first_time(record: logging.LogRecord) -> bool:
+        if record.thread != mine:
+            return True
         message = record.getMessage()
         if message in said:
             return False

@@ -238,13 +238,13 @@ async def test_train_with_callback_answers_204_then_posts_the_model(
     client = await make_client()
     import server.api.model as model_routes
 
-    real_client = model_routes.async_client
+    real_client = model_routes.async_client_off_loop
 
-    def to_receiver(**kwargs: Any) -> httpx.AsyncClient:
-        return real_client(transport=httpx.ASGITransport(app=receiver), **kwargs)
+    async def to_receiver(**kwargs: Any) -> httpx.AsyncClient:
+        return await real_client(transport=httpx.ASGITransport(app=receiver), **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(model_routes, "async_client", to_receiver)
+        patch.setattr(model_routes, "async_client_off_loop", to_receiver)
         response = await client.post(
             "/model/train?callback_url=http://receiver/done", content=TRAINING_YAML
         )

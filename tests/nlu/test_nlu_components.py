@@ -1,6 +1,8 @@
 import json
 import logging
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -233,6 +235,33 @@ def test_cross_validation_says_the_pipelines_warnings_once(
     with caplog.at_level(logging.WARNING):  # and again in the next cross-validation
         cross_validate(load_bot("moodbot"), [{"name": "DIETClassifier"}], 2, tmp_path)
     assert [r for r in caplog.records if "run as botserver equivalents" in r.getMessage()]
+
+
+def test_a_training_beside_a_cross_validation_still_says_its_warnings(
+    tmp_path: Path, load_bot, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server cross-validates (POST /model/test/intents) in a thread, and a training
+    (POST /model/train) may run in another meanwhile. Before, a warning the cross-validation
+    had said was dropped from the other training's log too (and any other thread's)."""
+    data = load_bot("moodbot")
+    pipeline = [{"name": "DIETClassifier"}]
+    real_train = NLUPipeline.train.__func__  # type: ignore[attr-defined]
+    beside: list[NLUPipeline] = []
+
+    def train(cls: type[NLUPipeline], *args: Any, **kwargs: Any) -> NLUPipeline:
+        model = real_train(cls, *args, **kwargs)
+        if not beside:  # after the first fold's training, one in another thread
+            other = threading.Thread(target=lambda: beside.append(real_train(cls, data, pipeline)))
+            other.start()
+            other.join()
+        return model
+
+    monkeypatch.setattr(NLUPipeline, "train", classmethod(train))
+    with caplog.at_level(logging.WARNING):
+        cross_validate(data, pipeline, 2, tmp_path)
+    said = [r for r in caplog.records if "run as botserver equivalents" in r.getMessage()]
+    assert len(beside) == 1
+    assert len(said) == 2  # the cross-validation's, once, and the other training's
 
 
 def test_entity_extractors_get_a_confusion_matrix_as_rasa(tmp_path: Path, load_bot):
