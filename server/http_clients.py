@@ -66,11 +66,15 @@ def safe_url(url: str, tolerant: bool = False) -> str:
         host = f"[{host}]"
     try:
         port: int | str | None = parts.port
-    except ValueError:
+    except ValueError as e:
+        # A password holding a '/', '?' or '#' ends the netloc there (`bot:s3cr#et@host`
+        # reads `s3cr` as the port): what urlsplit read as a port is not shown then.
+        maybe_password = "@" in parts.path + parts.query + parts.fragment
         if not tolerant:
-            raise
+            raise (_no_number() if maybe_password else e) from None
         written = parts.netloc.rpartition("@")[2].rpartition(":")[2]
-        port = written if written.isdigit() else None  # no number: maybe a password
+        # No number: maybe a password.
+        port = written if written.isdigit() and not maybe_password else None
     if port is not None:
         host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
@@ -84,6 +88,12 @@ def _without_netloc(error: ValueError) -> ValueError:
     return ValueError(
         "its host holds a character that reads as '/', '?', '#', '@' or ':' once normalized "
         "(NFKC), such as a full-width one"
+    )
+
+
+def _no_number() -> ValueError:
+    return ValueError(
+        "its port is no number from 0 to 65535 (or a password holds a '/', '?' or '#')"
     )
 
 
