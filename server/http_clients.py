@@ -59,9 +59,8 @@ def safe_url(url: str, tolerant: bool = False) -> str:
         return re.sub(r"//[^/]*@", "//", shown, count=1)
     if not parts.netloc:
         # No `//` after a scheme: urlsplit reads `bot:pw@host` as scheme `bot`, the rest as
-        # a path.
-        head, slash, path = _before_query(url).partition("/")
-        return head.rpartition("@")[2] + slash + path
+        # a path. What follows the last `@`: a password may hold a '/', '?' or '#'.
+        return _before_query(url.rpartition("@")[2])
     if ":" in host:  # an IPv6 address: without brackets, its last part reads as a port
         host = f"[{host}]"
     try:

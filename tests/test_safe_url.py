@@ -44,6 +44,10 @@ def test_a_port_that_is_no_port_raises_unless_tolerant() -> None:
         ("bot@actions/webhook", "actions/webhook"),
         ("bot:pa55@actions:5055/a//webhook", "actions:5055/a//webhook"),
         ("http:///webhook", "http:///webhook"),
+        # A password holding a '#', '?' or '/': before, "bot:s3cr" or the whole address.
+        ("bot:s3cr#et@actions:5055/webhook", "actions:5055/webhook"),
+        ("bot:s3cr?et@actions:5055/webhook", "actions:5055/webhook"),
+        ("bot:s3/cr@actions:5055/webhook", "actions:5055/webhook"),
     ],
 )
 def test_an_address_without_scheme_is_shown_without_its_user_and_password(
