@@ -92,18 +92,21 @@ def safe_url(url: str, tolerant: bool = False) -> str:
         return re.sub(r"//[^/]*@", "//", shown, count=1)
     if not parts.netloc:
         # No `//` after a scheme: urlsplit reads `bot:pw@host` as scheme `bot`, the rest as
-        # a path.
-        head, slash, path = _before_query(url).partition("/")
-        return head.rpartition("@")[2] + slash + path
+        # a path. What follows the last `@`: a password may hold a '/', '?' or '#'.
+        return _before_query(url.rpartition("@")[2])
     if ":" in host:  # an IPv6 address: without brackets, its last part reads as a port
         host = f"[{host}]"
     try:
         port: int | str | None = parts.port
-    except ValueError:
+    except ValueError as e:
+        # A password holding a '/', '?' or '#' ends the netloc there (`bot:s3cr#et@host`
+        # reads `s3cr` as the port): what urlsplit read as a port is not shown then.
+        maybe_password = "@" in parts.path + parts.query + parts.fragment
         if not tolerant:
-            raise
+            raise (_no_number() if maybe_password else e) from None
         written = parts.netloc.rpartition("@")[2].rpartition(":")[2]
-        port = written if written.isdigit() else None  # no number: maybe a password
+        # No number: maybe a password.
+        port = written if written.isdigit() and not maybe_password else None
     if port is not None:
         host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
@@ -117,6 +120,12 @@ def _without_netloc(error: ValueError) -> ValueError:
     return ValueError(
         "its host holds a character that reads as '/', '?', '#', '@' or ':' once normalized "
         "(NFKC), such as a full-width one"
+    )
+
+
+def _no_number() -> ValueError:
+    return ValueError(
+        "its port is no number from 0 to 65535 (or a password holds a '/', '?' or '#')"
     )
 
 

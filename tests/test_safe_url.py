@@ -9,6 +9,7 @@ from server.dialogue.http_endpoint import HttpEndpoint
 from server.errors import InvalidConfig, ModelUnavailable
 from server.http_clients import safe_url
 from server.models.remote_storage import download_model
+from server.setting_values import http_url
 from tests.models.conftest import s3_at
 
 
@@ -43,6 +44,10 @@ def test_a_port_that_is_no_port_raises_unless_tolerant() -> None:
         ("bot@actions/webhook", "actions/webhook"),
         ("bot:pa55@actions:5055/a//webhook", "actions:5055/a//webhook"),
         ("http:///webhook", "http:///webhook"),
+        # A password holding a '#', '?' or '/': before, "bot:s3cr" or the whole address.
+        ("bot:s3cr#et@actions:5055/webhook", "actions:5055/webhook"),
+        ("bot:s3cr?et@actions:5055/webhook", "actions:5055/webhook"),
+        ("bot:s3/cr@actions:5055/webhook", "actions:5055/webhook"),
     ],
 )
 def test_an_address_without_scheme_is_shown_without_its_user_and_password(
@@ -103,3 +108,30 @@ def test_an_address_with_full_width_characters_is_refused_without_its_password(
         HttpEndpoint(url)
     assert "pa55" not in str(caught.value)
     assert "pa55" not in safe_url(url, tolerant=True)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://bot:s3cr#et@actions:5055/webhook",  # a password holding a '#'
+        "http://bot:s3cr?et@actions:5055/webhook",  # or a '?', not percent-encoded
+    ],
+)
+def test_a_password_read_as_a_port_is_not_quoted_by_the_error(url: str) -> None:
+    # urlsplit ends the host at the '#' or '?' and reads the password's start as a port:
+    # its error quoted it ("Port could not be cast to integer value as 's3cr'").
+    with pytest.raises(InvalidConfig, match="is not a URL") as caught:
+        HttpEndpoint(url)
+    assert "s3cr" not in str(caught.value)
+    with pytest.raises(InvalidConfig) as refused:
+        http_url({"url": url}, "url")
+    assert "s3cr" not in str(refused.value)
+
+
+def test_a_port_that_is_no_number_is_quoted_when_no_password_can_be_there() -> None:
+    with pytest.raises(InvalidConfig, match="5055x"):
+        HttpEndpoint("http://actions:5055x/webhook")
+
+
+def test_a_numeric_password_read_as_a_port_is_not_shown() -> None:
+    assert safe_url("http://bot:12345678#1@actions:5055/webhook", tolerant=True) == "http://bot"
