@@ -160,6 +160,18 @@ _FIRST_RELEASE_RETRY = 0.1
 _MAX_RELEASE_RETRY = 2.0
 
 
+def _env_lock_lifetime() -> float:
+    """`$TICKET_LOCK_LIFETIME` as Rasa reads it (`int(...) or 60`: unset, empty or 0 is the
+    default 60 s); before, 0 was refused at start-up, which Rasa started with."""
+    text = os.environ.get("TICKET_LOCK_LIFETIME", "").strip()
+    try:
+        return float(text or 0) or DEFAULT_LOCK_LIFETIME
+    except ValueError:
+        raise InvalidConfig(
+            f"TICKET_LOCK_LIFETIME must be a number of seconds, not '{text}'"
+        ) from None
+
+
 # A conversation's lease, queue and tickets keys (`RedisLockStore._keys`).
 _Keys = tuple[bytes, bytes, bytes]
 
@@ -183,8 +195,7 @@ class RedisLockStore:
         self._wake_channel = wake_prefix + self._process
         self._wake_prefix = wake_prefix.encode()
         self._listener: asyncio.Task[None] | None = None
-        default_lifetime = os.environ.get("TICKET_LOCK_LIFETIME") or DEFAULT_LOCK_LIFETIME
-        self.lock_lifetime = float(config.get("lock_lifetime") or default_lifetime)
+        self.lock_lifetime = float(config.get("lock_lifetime") or _env_lock_lifetime())
         self.wait_timeout = float(config.get("wait_timeout") or DEFAULT_WAIT_TIMEOUT)
         if not self.lock_lifetime >= 0.001:  # Redis refuses a lease under 1 ms: every turn
             raise InvalidConfig(
