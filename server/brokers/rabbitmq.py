@@ -24,6 +24,7 @@ from yarl import URL
 
 from server.brokers.delivery import MIN_RETRY_DELAY, BackgroundDelivery, Outgoing, QueuedBroker
 from server.brokers.ordering import PREVIOUS_ID_HEADER
+from server.setting_values import flag
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class RabbitMQEventBroker(QueuedBroker):
         self.url = amqp_url(config)
         self.exchange_name = str(config.get("exchange_name") or DEFAULT_EXCHANGE)
         self.queues = _queues(config)
+        _warn_failure_settings(config)
         self._app_id = os.environ.get("RASA_ENVIRONMENT")
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
@@ -279,6 +281,24 @@ def _with_rasas_tls(url: URL, scheme_given: bool) -> URL:
         if not scheme_given:
             url = url.with_scheme("amqps")
     return url.with_query(query) if query != dict(url.query) else url
+
+
+# Rasa's pika keys for an event it could not publish, and the value that is what we do.
+_FAILURE_SETTINGS = {"raise_on_failure": False, "should_keep_unpublished_messages": True}
+
+
+def _warn_failure_settings(config: dict[str, Any]) -> None:
+    """A warning for each of Rasa's failure settings set otherwise than botserver works:
+    before, they were dropped without a word."""
+    for key, ours in _FAILURE_SETTINGS.items():
+        if key in config and flag(config, key, default=ours) != ours:
+            logger.warning(
+                "event_broker: '%s: %s' is not read: an event RabbitMQ did not take is kept "
+                "and sent again in order once it is reachable, and a turn never waits for "
+                "or fails because of the broker",
+                key,
+                config[key],
+            )
 
 
 def _queues(config: dict[str, Any]) -> list[str]:

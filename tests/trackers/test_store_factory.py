@@ -135,6 +135,34 @@ def test_lock_store_and_broker_types() -> None:
     assert isinstance(create_event_broker({"type": "sql"}), SqlEventBroker)
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("raise_on_failure", True),
+        ("raise_on_failure", "true"),
+        ("should_keep_unpublished_messages", False),
+    ],
+)
+def test_a_rabbitmq_failure_setting_botserver_does_not_follow_is_warned_about(
+    key: str, value: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rasa's pika keys for what to do with an event it could not publish: before, they were
+    dropped without a word, and a team relying on them could not tell that events are kept
+    and sent again in order, and that a turn never fails because of the broker."""
+    create_event_broker({"url": "localhost", "queues": ["q"], key: value})
+    assert f"'{key}: {value}' is not read" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("raise_on_failure", False), ("should_keep_unpublished_messages", True)]
+)
+def test_a_rabbitmq_failure_setting_botserver_follows_is_not_warned_about(
+    key: str, value: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    create_event_broker({"url": "localhost", "queues": ["q"], key: value})
+    assert key not in caplog.text
+
+
 def test_amqp_url_from_rasa_keys() -> None:
     assert amqp_url({"url": "rabbit", "username": "u", "password": "p"}) == (
         "amqp://u:p@rabbit:5672/"
