@@ -24,6 +24,7 @@ from yarl import URL
 
 from server.brokers.delivery import MIN_RETRY_DELAY, BackgroundDelivery, Outgoing, QueuedBroker
 from server.brokers.ordering import PREVIOUS_ID_HEADER
+from server.errors import InvalidConfig
 from server.setting_values import flag
 
 logger = logging.getLogger(__name__)
@@ -307,8 +308,16 @@ def _queues(config: dict[str, Any]) -> list[str]:
         logger.warning("event_broker has no queues; using '%s'", DEFAULT_QUEUE)
         return [DEFAULT_QUEUE]
     if isinstance(queues, str):
-        return [queues]
-    return [str(q) for q in queues]
+        queues = [queues]
+    names = [q if isinstance(q, str) else "" if q is None else str(q) for q in queues]
+    if any(not name.strip() for name in names):
+        # RabbitMQ names a queue declared as "" itself (amq.gen-..., another at each
+        # reconnect): the events would pile up where no consumer looks.
+        raise InvalidConfig(
+            f"every queue in 'queues' needs a name, not {queues!r} (an environment "
+            "variable that is not set?)"
+        )
+    return names
 
 
 async def _publish_in_steps(exchange: AbstractExchange, messages: list[aio_pika.Message]) -> None:

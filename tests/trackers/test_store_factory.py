@@ -163,6 +163,15 @@ def test_a_rabbitmq_failure_setting_botserver_follows_is_not_warned_about(
     assert key not in caplog.text
 
 
+@pytest.mark.parametrize("queues", [[""], ["events", None], ["  "]])
+def test_a_rabbitmq_queue_without_a_name_is_refused_at_start_up(queues: list) -> None:
+    """`queues: ["${EVENTS_QUEUE}"]` with the variable unset: before, RabbitMQ named the
+    queue itself (`amq.gen-...`, a new one at each reconnect), and events piled up where no
+    consumer looked; `null` gave a queue called `None`."""
+    with pytest.raises(InvalidConfig, match="event_broker.*queue"):
+        create_event_broker({"url": "localhost", "queues": queues})
+
+
 def test_amqp_url_from_rasa_keys() -> None:
     assert amqp_url({"url": "rabbit", "username": "u", "password": "p"}) == (
         "amqp://u:p@rabbit:5672/"
