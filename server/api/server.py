@@ -32,7 +32,7 @@ from server.brokers.factory import create_event_broker
 from server.channels import InputChannel, load_channels
 from server.dialogue.agent import Agent, OutputFactory
 from server.dialogue.processor import DialogueModel, Processor
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, StoreFailed, StoreUnavailable
 from server.models.holder import ModelHolder
 from server.models.loading import load_model, with_remote_nlu
 from server.models.source import ModelSource
@@ -111,6 +111,31 @@ def _load_channels(options: ServerOptions) -> list[InputChannel]:
     return list(load_channels(credentials or {}, connector, source))
 
 
+# How long the start waits for a shared lock store's answer (it starts regardless).
+LOCK_STORE_CHECK_SECONDS = 3.0
+
+
+async def _check_lock_store(lock_store: Any) -> None:
+    """One PING of a shared (Redis) lock store while the server starts, so the log says at
+    once what every turn would meet: before, a lock store Redis refuses (a `db` beyond its
+    databases, a user without permission) started without a word and every turn answered
+    500. Never raises: Redis may come back, or be fixed, while the server runs."""
+    ping = getattr(lock_store, "ping", None)
+    if ping is None:
+        return
+    try:
+        await asyncio.wait_for(ping(), LOCK_STORE_CHECK_SECONDS)
+    except StoreFailed as exc:  # (its text names the lock store and its Redis)
+        logger.error("%s; every turn fails (500) until this is fixed", exc)
+    except StoreUnavailable as exc:
+        logger.warning("%s; turns answer 503 until it is reachable", exc)
+    except TimeoutError:
+        logger.warning(
+            "The lock store gave no answer within %g s; turns answer 503 while it does not",
+            LOCK_STORE_CHECK_SECONDS,
+        )
+
+
 async def _close(what: str, close: Callable[[], Awaitable[Any]] | None) -> None:
     if close is None:
         return
@@ -186,6 +211,7 @@ def build_app(options: ServerOptions) -> FastAPI:
         start_broker = getattr(broker, "start", None)
         if start_broker is not None:  # says at once whether it is reachable; bounded
             await start_broker()
+        await _check_lock_store(lock_store)
         await source.load_initial(
             options.model_path, endpoints.get("models") or None, options.remote_storage
         )

@@ -24,6 +24,8 @@ from yarl import URL
 
 from server.brokers.delivery import MIN_RETRY_DELAY, BackgroundDelivery, Outgoing, QueuedBroker
 from server.brokers.ordering import PREVIOUS_ID_HEADER
+from server.errors import InvalidConfig
+from server.setting_values import flag
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class RabbitMQEventBroker(QueuedBroker):
         self.url = amqp_url(config)
         self.exchange_name = str(config.get("exchange_name") or DEFAULT_EXCHANGE)
         self.queues = _queues(config)
+        _warn_failure_settings(config)
         self._app_id = os.environ.get("RASA_ENVIRONMENT")
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
@@ -281,14 +284,40 @@ def _with_rasas_tls(url: URL, scheme_given: bool) -> URL:
     return url.with_query(query) if query != dict(url.query) else url
 
 
+# Rasa's pika keys for an event it could not publish, and the value that is what we do.
+_FAILURE_SETTINGS = {"raise_on_failure": False, "should_keep_unpublished_messages": True}
+
+
+def _warn_failure_settings(config: dict[str, Any]) -> None:
+    """A warning for each of Rasa's failure settings set otherwise than botserver works:
+    before, they were dropped without a word."""
+    for key, ours in _FAILURE_SETTINGS.items():
+        if key in config and flag(config, key, default=ours) != ours:
+            logger.warning(
+                "event_broker: '%s: %s' is not read: an event RabbitMQ did not take is kept "
+                "and sent again in order once it is reachable, and a turn never waits for "
+                "or fails because of the broker",
+                key,
+                config[key],
+            )
+
+
 def _queues(config: dict[str, Any]) -> list[str]:
     queues = config.get("queues", config.get("queue"))
     if not queues:
         logger.warning("event_broker has no queues; using '%s'", DEFAULT_QUEUE)
         return [DEFAULT_QUEUE]
     if isinstance(queues, str):
-        return [queues]
-    return [str(q) for q in queues]
+        queues = [queues]
+    names = [q if isinstance(q, str) else "" if q is None else str(q) for q in queues]
+    if any(not name.strip() for name in names):
+        # RabbitMQ names a queue declared as "" itself (amq.gen-..., another at each
+        # reconnect): the events would pile up where no consumer looks.
+        raise InvalidConfig(
+            f"every queue in 'queues' needs a name, not {queues!r} (an environment "
+            "variable that is not set?)"
+        )
+    return names
 
 
 async def _publish_in_steps(exchange: AbstractExchange, messages: list[aio_pika.Message]) -> None:

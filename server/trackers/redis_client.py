@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from server.errors import StoreFailed, StoreUnavailable
+from server.errors import InvalidConfig, StoreFailed, StoreUnavailable
 from server.outages import OUTAGES
 from server.setting_values import flag
 from server.trackers.sql_engine import dead_connection_timeout
@@ -31,6 +31,10 @@ def create_client(config: dict[str, Any], default_db: int, subscriber: bool = Fa
     """
     host = str(config.get("url") or config.get("host") or "localhost")
     socket_timeout = float(config.get("socket_timeout", 10))
+    if not socket_timeout > 0:  # (NaN too) every command then failed: each turn a 503
+        raise InvalidConfig(
+            f"socket_timeout must be a positive number of seconds, not {socket_timeout:g}"
+        )
     common: dict[str, Any] = {
         "decode_responses": not subscriber,
         "socket_timeout": None if subscriber else socket_timeout,

@@ -24,13 +24,14 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from server.errors import InvalidConfig, LockTimeout, StoreUnavailable
-from server.outages import OUTAGES
+from server.outages import OUTAGES, WINDOW_SECONDS, RepeatsCounted
 from server.trackers.memory_lock import DEFAULT_WAIT_TIMEOUT, timeout_message
 from server.trackers.redis_batch import CommandBatch
 from server.trackers.redis_client import (
     REDIS_ERRORS,
     create_client,
     dependency,
+    describe,
     key_prefix,
     store_error,
     store_errors_as,
@@ -160,6 +161,22 @@ _FIRST_RELEASE_RETRY = 0.1
 _MAX_RELEASE_RETRY = 2.0
 
 
+def _env_lock_lifetime() -> float:
+    """`$TICKET_LOCK_LIFETIME` as Rasa reads it (`int(...) or 60`: unset, empty or 0 is the
+    default 60 s); before, 0 was refused at start-up, which Rasa started with."""
+    text = os.environ.get("TICKET_LOCK_LIFETIME", "").strip()
+    try:
+        return float(text or 0) or DEFAULT_LOCK_LIFETIME
+    except ValueError:
+        raise InvalidConfig(
+            f"TICKET_LOCK_LIFETIME must be a number of seconds, not '{text}'"
+        ) from None
+
+
+# Renewals that failed because Redis could not be reached: the first logged, then counted.
+_RENEWALS_FAILED = RepeatsCounted(logger, WINDOW_SECONDS)
+
+
 # A conversation's lease, queue and tickets keys (`RedisLockStore._keys`).
 _Keys = tuple[bytes, bytes, bytes]
 
@@ -183,8 +200,7 @@ class RedisLockStore:
         self._wake_channel = wake_prefix + self._process
         self._wake_prefix = wake_prefix.encode()
         self._listener: asyncio.Task[None] | None = None
-        default_lifetime = os.environ.get("TICKET_LOCK_LIFETIME") or DEFAULT_LOCK_LIFETIME
-        self.lock_lifetime = float(config.get("lock_lifetime") or default_lifetime)
+        self.lock_lifetime = float(config.get("lock_lifetime") or _env_lock_lifetime())
         self.wait_timeout = float(config.get("wait_timeout") or DEFAULT_WAIT_TIMEOUT)
         if not self.lock_lifetime >= 0.001:  # Redis refuses a lease under 1 ms: every turn
             raise InvalidConfig(
@@ -215,6 +231,8 @@ class RedisLockStore:
         # Leases held by this process's turns: token -> (key, conversation, renewal due).
         self._held: dict[str, tuple[bytes, str, float]] = {}
         self._renewer: asyncio.Task[None] | None = None
+        # Held leases whose renewal failed (Redis unreachable): token -> since when.
+        self._unrenewed: dict[str, float] = {}
         # Tokens: this process's id and a serial number (unique, and no urandom per turn).
         self._serial = itertools.count()
 
@@ -267,16 +285,37 @@ class RedisLockStore:
         try:
             renewed = await self._renew(keys=[key], args=[token, int(self.lock_lifetime * 1000)])
         except (redis_errors.RedisError, OSError) as exc:
-            logger.warning("Could not renew the lock of '%s': %s", conversation_id, exc)
+            # One line for every lease of the process, then one count a minute: before, each
+            # held lease logged a warning at every retry.
+            _RENEWALS_FAILED.log(
+                f"could not renew the leases of running turns ({describe(self._redis)})",
+                "Could not renew the lock of '%s' (%s): %s; retried every %g s, further "
+                "failures to renew are counted in one line a minute",
+                conversation_id,
+                describe(self._redis),
+                exc,
+                self.lock_lifetime / 6,
+            )
             if token in self._held:  # tried again a sixth of the lifetime later
                 self._held[token] = (key, conversation_id, now + self.lock_lifetime / 6)
+                self._unrenewed.setdefault(token, now)
             return
         if token not in self._held:  # released meanwhile: nothing to renew
             return
+        failed_since = self._unrenewed.pop(token, None)
         if renewed:
             self._held[token] = (key, conversation_id, now + self.lock_lifetime / 3)
             return
         del self._held[token]
+        if failed_since is not None:  # (before, this too advised raising lock_lifetime)
+            logger.error(
+                "The lock of conversation '%s' expired while its turn was still running: it "
+                "could not be renewed for %.1f s (Redis unreachable); another turn of the "
+                "conversation may have started meanwhile.",
+                conversation_id,
+                now - failed_since,
+            )
+            return
         logger.error(
             "The lock of conversation '%s' expired while its turn was still running; "
             "raise lock_lifetime if turns take longer than %g s.",
@@ -522,4 +561,5 @@ class _Lease:
     async def __aexit__(self, *exc_info: object) -> None:
         store = self._store
         store._held.pop(self._token, None)
+        store._unrenewed.pop(self._token, None)
         await store._give_back(self._keys, self._token, self._conversation_id)

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from bench.tcp_proxy import TcpProxy, free_port
 from server.errors import InvalidConfig, LockTimeout, StoreUnavailable
-from server.trackers.factory import create_lock_store
+from server.trackers.factory import create_lock_store, create_tracker_store
 from server.trackers.lock import LockStore
 from server.trackers.memory_lock import InMemoryLockStore
 from server.trackers.redis_lock import RedisLockStore
@@ -219,6 +219,32 @@ async def test_a_release_lost_in_a_redis_outage_is_retried_when_redis_is_back(
             pass
 
 
+async def test_leases_redis_could_not_renew_are_one_warning_and_the_right_reason(
+    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two turns hold their leases (1.5 s) while Redis is away for 3 s. Before, each lease
+    logged a warning at every retry (a sixth of the lifetime: 20 lines here; with the
+    default 60 s, one a lease every 10 s), and then an ERROR advising to raise
+    lock_lifetime, which would not have helped."""
+    proxy = TcpProxy(REDIS)
+    await proxy.restore()
+    store = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 1.5})
+    try:
+        async with store.lock("ana"), store.lock("bob"):
+            await proxy.cut()
+            await asyncio.sleep(3)
+            await proxy.restore()
+            await asyncio.sleep(1)
+    finally:
+        await store.close()
+        await proxy.cut()
+    renewals = [r for r in caplog.records if "renew" in r.getMessage()]
+    assert len([r for r in renewals if r.levelname == "WARNING"]) == 1, caplog.text
+    expired = [r.getMessage() for r in caplog.records if "expired" in r.getMessage()]
+    assert len(expired) == 2 and not any("raise lock_lifetime" in m for m in expired)
+    assert all("could not be renewed" in m for m in expired), expired
+
+
 @contextlib.asynccontextmanager
 async def through_proxy(
     redis_config: dict[str, Any], proxy: TcpProxy
@@ -242,6 +268,46 @@ def test_a_lease_redis_refuses_is_refused_at_start_up(lifetime: float) -> None:
     before that as a REST webhook's 200 for a message neither handled nor stored)."""
     with pytest.raises(InvalidConfig, match="lock_lifetime"):
         create_lock_store({"type": "redis", "url": REDIS[0], "lock_lifetime": lifetime})
+
+
+async def test_ticket_lock_lifetime_0_is_rasas_default_lifetime(
+    redis_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rasa reads `TICKET_LOCK_LIFETIME=0` as its default, 60 s (`int(...) or 60`): before,
+    a deployment that set it so, which Rasa started, was refused at start-up."""
+    monkeypatch.setenv("TICKET_LOCK_LIFETIME", "0")
+    store = create_lock_store(redis_config)
+    client = Redis(host=REDIS[0], port=REDIS[1], db=1)
+    try:
+        async with store.lock("conv"):
+            lease_ms = await client.pttl(f"{redis_config['key_prefix']}:lock:conv")
+        assert 55_000 < lease_ms <= 60_000
+    finally:
+        await store.close()
+        await client.aclose()
+
+
+@pytest.mark.parametrize("value", ["sixty", "1m"])
+def test_a_ticket_lock_lifetime_that_is_no_number_is_named_at_start_up(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the error blamed `a setting` of endpoints.yml's lock_store section, which held
+    no such setting."""
+    monkeypatch.setenv("TICKET_LOCK_LIFETIME", value)
+    with pytest.raises(InvalidConfig, match=f"TICKET_LOCK_LIFETIME.*'{value}'"):
+        create_lock_store({"type": "redis", "url": REDIS[0]})
+
+
+@pytest.mark.parametrize("section", ["lock_store", "tracker_store"])
+@pytest.mark.parametrize("timeout", [0, -1])
+def test_a_redis_socket_timeout_that_is_no_time_is_refused_at_start_up(
+    section: str, timeout: float
+) -> None:
+    """Before, the server started and every turn answered 503, Redis being 'unavailable:
+    No reply within 0 s'."""
+    create = create_lock_store if section == "lock_store" else create_tracker_store
+    with pytest.raises(InvalidConfig, match=f"{section}.*socket_timeout"):
+        create({"type": "redis", "url": REDIS[0], "socket_timeout": timeout})
 
 
 async def test_a_lease_whose_acquire_reply_was_lost_is_given_back(

@@ -135,6 +135,43 @@ def test_lock_store_and_broker_types() -> None:
     assert isinstance(create_event_broker({"type": "sql"}), SqlEventBroker)
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("raise_on_failure", True),
+        ("raise_on_failure", "true"),
+        ("should_keep_unpublished_messages", False),
+    ],
+)
+def test_a_rabbitmq_failure_setting_botserver_does_not_follow_is_warned_about(
+    key: str, value: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rasa's pika keys for what to do with an event it could not publish: before, they were
+    dropped without a word, and a team relying on them could not tell that events are kept
+    and sent again in order, and that a turn never fails because of the broker."""
+    create_event_broker({"url": "localhost", "queues": ["q"], key: value})
+    assert f"'{key}: {value}' is not read" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("raise_on_failure", False), ("should_keep_unpublished_messages", True)]
+)
+def test_a_rabbitmq_failure_setting_botserver_follows_is_not_warned_about(
+    key: str, value: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    create_event_broker({"url": "localhost", "queues": ["q"], key: value})
+    assert key not in caplog.text
+
+
+@pytest.mark.parametrize("queues", [[""], ["events", None], ["  "]])
+def test_a_rabbitmq_queue_without_a_name_is_refused_at_start_up(queues: list) -> None:
+    """`queues: ["${EVENTS_QUEUE}"]` with the variable unset: before, RabbitMQ named the
+    queue itself (`amq.gen-...`, a new one at each reconnect), and events piled up where no
+    consumer looked; `null` gave a queue called `None`."""
+    with pytest.raises(InvalidConfig, match="event_broker.*queue"):
+        create_event_broker({"url": "localhost", "queues": queues})
+
+
 def test_amqp_url_from_rasa_keys() -> None:
     assert amqp_url({"url": "rabbit", "username": "u", "password": "p"}) == (
         "amqp://u:p@rabbit:5672/"

@@ -1,0 +1,48 @@
+"""`botserver run` says at start-up whether its Redis lock store takes commands."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from server.api.server import ServerOptions, build_app
+from tests.trackers.persistence_fixtures import REDIS, require_service, unique_name
+
+
+async def _start(lock_store: dict, caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    endpoints = {"tracker_store": {"type": "in_memory"}, "lock_store": lock_store}
+    app = build_app(ServerOptions(model_path=None, enable_api=True, endpoints=endpoints))
+    with caplog.at_level(logging.INFO):
+        async with app.router.lifespan_context(app):
+            pass
+    return [r for r in caplog.records if "lock store" in r.getMessage()]
+
+
+async def test_a_lock_store_redis_refuses_is_an_error_at_start_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`db: 99` (Redis has 16): before, the server started without a word and every turn
+    answered 500, each with its own ERROR line."""
+    require_service("Redis", REDIS)
+    config = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "db": 99}
+    (line,) = await _start({**config, "key_prefix": unique_name("audit")}, caplog)
+    assert line.levelname == "ERROR" and "DB index is out of range" in line.getMessage()
+
+
+async def test_an_unreachable_lock_store_is_a_warning_at_start_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from bench.tcp_proxy import free_port
+
+    config = {"type": "redis", "url": "127.0.0.1", "port": free_port(), "socket_timeout": 1}
+    (line,) = await _start(config, caplog)
+    assert line.levelname == "WARNING" and "503" in line.getMessage()
+
+
+async def test_a_lock_store_that_answers_says_nothing_more_at_start_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    require_service("Redis", REDIS)
+    config = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "db": 1}
+    assert await _start({**config, "key_prefix": unique_name("audit")}, caplog) == []
