@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import os
 import warnings
@@ -105,6 +108,42 @@ def verification_key(config: AuthConfig) -> Any:
     return prepared_key(load_key(config.jwt_secret), method, "--jwt-secret")
 
 
+def asymmetric_key_shape(raw: str) -> str | None:
+    """What `raw` is when it is a key pair's half, or a certificate, in a form PyJWT takes for
+    an HMAC secret (it refuses only PEM and ssh keys): the base64 body of a PEM without its
+    lines (how Keycloak shows a realm's public key), a JWK or a JWK set. None otherwise."""
+    text = raw.strip()
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return None
+        if isinstance(value, dict) and "kty" in value:
+            return "a JWK (a key of a JWKS)"
+        if isinstance(value, dict) and isinstance(value.get("keys"), list):
+            return "a JWK set (JWKS)"
+        return None
+    try:
+        der = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    loaders = (
+        serialization.load_der_public_key,
+        lambda data: serialization.load_der_private_key(data, password=None),
+        x509.load_der_x509_certificate,
+    )
+    for load in loaders:
+        try:
+            load(der)
+        except (ValueError, TypeError):
+            continue
+        return "the base64 body of a key or certificate (PEM without its BEGIN/END lines)"
+    return None
+
+
 def prepared_key(raw: str, method: str, name: str) -> Any:
     """`raw` made ready to verify `method` JWTs (the public half of a private key); raises
     InvalidConfig naming the setting `name` when it is no key for `method`."""
@@ -112,6 +151,16 @@ def prepared_key(raw: str, method: str, name: str) -> Any:
     from jwt.exceptions import InvalidKeyError
 
     algorithm = jwt.get_algorithm_by_name(method)
+    if method.startswith("HS"):
+        shape = asymmetric_key_shape(raw)
+        if shape is not None:
+            method_setting = "--jwt-method" if name.startswith("--") else "'jwt_method'"
+            raise InvalidConfig(
+                f"{name} is {shape}, and {method} would use it as a shared secret: anyone "
+                f"holding that key could sign tokens. For tokens signed with a private key, "
+                f"set {method_setting} RS256 (or the method they name) and give the public "
+                "key as PEM text or a PEM file"
+            )
     try:
         key = algorithm.prepare_key(raw)
     except (InvalidKeyError, ValueError, TypeError) as exc:

@@ -296,6 +296,33 @@ def test_unusable_jwt_settings_fail_at_startup(method: str, secret: str) -> None
         create_app(ApiSettings(auth=AuthConfig(jwt_secret=secret, jwt_method=method)))
 
 
+def _bare_public_keys(private: rsa.RSAPrivateKey, public_pem: str) -> dict[str, str]:
+    """A public key the ways an identity provider shows it without PEM lines: Keycloak's
+    realm "Public key" (the base64 body, on one line or wrapped), and a JWK of a JWKS."""
+    body = "".join(public_pem.strip().splitlines()[1:-1])
+    jwk = json.dumps(
+        json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key())) | {"kid": "k1"}
+    )
+    return {
+        "base64 body": body,
+        "wrapped base64 body": "\n".join(public_pem.strip().splitlines()[1:-1]),
+        "JWK": jwk,
+        "JWKS": json.dumps({"keys": [json.loads(jwk)]}),
+    }
+
+
+@pytest.mark.parametrize("shape", ["base64 body", "wrapped base64 body", "JWK", "JWKS"])
+async def test_a_public_key_given_as_an_hmac_secret_stops_startup(
+    rsa_keys: tuple[Any, str], shape: str
+) -> None:
+    # The forgotten `--jwt-method RS256`: with HS256, a public key pasted as Keycloak shows
+    # it (no PEM lines) or as a JWK was a shared secret, so anyone holding the public key,
+    # which is public, signed admin tokens. PyJWT refuses only a PEM (or ssh) key there.
+    secret = _bare_public_keys(*rsa_keys)[shape]
+    with pytest.raises(InvalidConfig, match="--jwt-method RS256"):
+        create_app(ApiSettings(auth=AuthConfig(jwt_secret=secret)))
+
+
 # ------------------------------------------------------------------------ both, and none
 
 

@@ -21,7 +21,7 @@ from server.api.app import create_app
 from server.channels import attach_channels, load_channels
 from server.channels.socket_io import INVALID_SESSION, SEND_AGAIN, SocketIOInput
 from server.dialogue.messages import UserMessage
-from server.errors import LockTimeout
+from server.errors import InvalidConfig, LockTimeout
 from tests.channels.conftest import concertbot_server, echo, modelless_app
 from tests.serving import serving
 
@@ -209,6 +209,18 @@ async def test_rs256_jwt_key_verifies_with_the_public_key_given_either_half(key_
         hs = jwt.encode({"user": "u1"}, "a-guessed-secret-of-32-bytes-or-more!", algorithm="HS256")
         with pytest.raises(socketio.exceptions.ConnectionError):
             await forged.sio.connect(url, transports=["websocket"], auth={"token": hs})
+
+
+def test_a_public_key_body_as_an_hs256_jwt_key_stops_startup() -> None:
+    # Keycloak shows a realm's public key without its PEM lines; with the default HS256 it
+    # was a shared secret, and anyone holding the public key could connect.
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    body = "".join(pem.decode().strip().splitlines()[1:-1])
+    with pytest.raises(InvalidConfig, match="set 'jwt_method' RS256"):
+        SocketIOInput.from_credentials({"jwt_key": body})
 
 
 async def test_a_refused_connection_is_logged_with_client_and_reason_and_bounded(
