@@ -321,7 +321,7 @@ class SocketIOInput(InputChannel):
             return None
         token = auth.get("token") if isinstance(auth, dict) else None
         if not isinstance(token, str):
-            return "no token (auth: {token: 'Bearer <jwt>'})"
+            return "no token (a client connects with an auth object whose token is 'Bearer <jwt>')"
         try:
             jwt.decode(
                 token.removeprefix("Bearer "), self._verification_key, algorithms=[self.jwt_method]

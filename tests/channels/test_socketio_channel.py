@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from server.api.app import create_app
+from server.auth import redact
 from server.channels import attach_channels, load_channels
 from server.channels.socket_io import INVALID_SESSION, SEND_AGAIN, SocketIOInput
 from server.dialogue.messages import UserMessage
@@ -236,6 +237,9 @@ async def test_a_refused_connection_is_logged_with_client_and_reason_and_bounded
     lines = [r.getMessage() for r in caplog.records if "efused" in r.getMessage()]
     assert "socket.io connection from 127.0.0.1: JWT rejected: ExpiredSignatureError" in lines[0]
     assert "no token" in lines[1]
+    # The hint says how to send one, and survives the log's redaction of secrets (before,
+    # `botserver run` wrote "no token (auth: {token: ***})").
+    assert "'Bearer <jwt>'" in redact(lines[1])
     assert len(lines) <= 25, len(lines)
 
 
