@@ -11,6 +11,7 @@ import binascii
 import json
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from functools import cache
@@ -95,6 +96,11 @@ def load_key(value: str) -> str:
     return value
 
 
+# A value only a path would be: `~/`, `./` or `../` then path characters, or `/` then two or
+# more segments of them. A random base64 secret holds `+` or `=` (or is the rare exception).
+_PATH_LIKE = re.compile(r"(?:(?:~|\.{1,2})/[\w.-]+(?:/[\w.-]+)*|/[\w.-]+(?:/[\w.-]+)+)")
+
+
 def verification_key(config: AuthConfig) -> Any:
     """The prepared key that verifies JWTs for `config`; raises InvalidConfig if unusable."""
     method = config.jwt_method
@@ -105,6 +111,14 @@ def verification_key(config: AuthConfig) -> Any:
         )
     if not config.jwt_secret:
         raise InvalidConfig("--jwt-secret is required to verify JWTs")
+    if _PATH_LIKE.fullmatch(config.jwt_secret) and not os.path.isfile(config.jwt_secret):
+        # Not shown: in the rare case it is a secret after all, it stays out of the logs.
+        raise InvalidConfig(
+            "--jwt-secret looks like the path of a file, and there is no such file (or it "
+            "cannot be read): the path itself would be the secret, and anyone who read it in "
+            "your configuration could sign tokens. Fix the path, or give a random secret "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
     return prepared_key(load_key(config.jwt_secret), method, "--jwt-secret")
 
 

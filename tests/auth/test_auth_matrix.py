@@ -413,6 +413,22 @@ async def test_a_secret_file_written_by_echo_verifies_tokens_signed_without_its_
     assert (ok.status_code, other.status_code) == (200, 401)
 
 
+@pytest.mark.parametrize("path", ["/run/secrets/jwt_secret", "./secrets/jwt.key", "~/jwt.key"])
+def test_a_jwt_secret_naming_a_file_that_is_not_there_stops_startup(path: str) -> None:
+    # `--jwt-secret /run/secrets/jwt_secret` with the secret not mounted: the path itself was
+    # the HMAC secret, and it is written in compose files and guides, so anyone could sign
+    # admin tokens (Rasa too).
+    with pytest.raises(InvalidConfig, match="there is no such file"):
+        create_app(ApiSettings(auth=AuthConfig(jwt_secret=path)))
+
+
+@pytest.mark.parametrize("secret", ["/8F2vQ+xk/Lw9aZ3mT1bY7cR5dE0fG4hJ6iK8lM2nO4=", "a/b c/d"])
+async def test_a_secret_with_slashes_that_is_no_path_is_still_a_secret(secret: str) -> None:
+    async with client_for(AuthConfig(jwt_secret=secret)) as client:
+        ok = await client.get("/status", headers=bearer(hs256(user("boss", "admin"), secret)))
+    assert ok.status_code == 200
+
+
 # ------------------------------------------------------------------------ audience (our addition)
 
 
