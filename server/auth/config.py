@@ -158,6 +158,14 @@ def asymmetric_key_shape(raw: str) -> str | None:
     return None
 
 
+def _certificate_key(raw: str) -> Any:
+    """The public key of the X.509 certificate (PEM) `raw`, as Auth0 gives its signing key;
+    raises ValueError when it is none."""
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(raw.strip().encode()).public_key()
+
+
 def prepared_key(raw: str, method: str, name: str) -> Any:
     """`raw` made ready to verify `method` JWTs (the public half of a private key); raises
     InvalidConfig naming the setting `name` when it is no key for `method`."""
@@ -176,9 +184,12 @@ def prepared_key(raw: str, method: str, name: str) -> Any:
                 "key as PEM text or a PEM file"
             )
     try:
-        key = algorithm.prepare_key(raw)
+        certificate = not method.startswith("HS") and "-----BEGIN CERTIFICATE-----" in raw
+        key = algorithm.prepare_key(_certificate_key(raw) if certificate else raw)
     except (InvalidKeyError, ValueError, TypeError) as exc:
-        kind = "a shared secret" if method.startswith("HS") else "a public key in PEM format"
+        kind = (
+            "a shared secret" if method.startswith("HS") else "a public key or certificate in PEM"
+        )
         raise InvalidConfig(f"{name} must be {kind} for {method}: {exc}") from None
     if method.startswith("HS"):
         if len(raw.encode("utf-8")) < _MIN_HMAC_KEY_BYTES:

@@ -23,6 +23,7 @@ from server.api.settings import ApiSettings
 from server.auth import AuthConfig, Principal, require_auth
 from server.auth.config import JWT_AUDIENCE_ENV, jwt_audience
 from server.errors import InvalidConfig, NoModelLoaded
+from tests.tls_certificates import self_signed
 
 # The short secrets below are Rasa's documented examples; PyJWT's length warning is noise here.
 warnings.filterwarnings("ignore", message="The HMAC key is")
@@ -78,6 +79,14 @@ def client_for(auth: AuthConfig, **state: Any) -> httpx.AsyncClient:
 
 def hs256(payload: dict[str, Any], secret: str = SECRET) -> str:
     return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def hmac_signed(payload: dict[str, Any], key: str) -> str:
+    """An HS256 JWT signed with `key`, even a PEM (which PyJWT refuses to sign with)."""
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=")
+    signature = hmac.new(key.encode(), header + b"." + body, hashlib.sha256).digest()
+    return b".".join([header, body, base64.urlsafe_b64encode(signature).rstrip(b"=")]).decode()
 
 
 def user(name: str, role: str = "user", **claims: Any) -> dict[str, Any]:
@@ -263,12 +272,9 @@ async def test_rs256_verifies_with_the_public_key(rsa_keys: tuple[Any, str]) -> 
 async def test_rs256_refuses_hs256_signed_with_the_public_key(rsa_keys: tuple[Any, str]) -> None:
     """Algorithm confusion: the public key is no secret, so it must not work as an HMAC key."""
     _, public_pem = rsa_keys
-    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
-    body = base64.urlsafe_b64encode(json.dumps(user("boss", "admin")).encode()).rstrip(b"=")
-    signature = hmac.new(public_pem.encode(), header + b"." + body, hashlib.sha256).digest()
-    forged = b".".join([header, body, base64.urlsafe_b64encode(signature).rstrip(b"=")])
+    forged = hmac_signed(user("boss", "admin"), public_pem)
     async with client_for(AuthConfig(jwt_secret=public_pem, jwt_method="RS256")) as client:
-        response = await client.get("/status", headers=bearer(forged.decode()))
+        response = await client.get("/status", headers=bearer(forged))
     assert response.status_code == 401
     assert response.json() == NOT_AUTHENTICATED
 
@@ -285,6 +291,24 @@ async def test_public_key_from_a_file(tmp_path: Any) -> None:
     async with client_for(config) as client:
         response = await client.get("/conversations/u1/tracker", headers=bearer(token))
     assert response.status_code == 200
+
+
+async def test_rs256_verifies_with_a_certificate_as_auth0_gives_it(
+    rsa_keys: tuple[Any, str], tmp_path: Any
+) -> None:
+    # Auth0 offers its signing key as an X.509 certificate (PEM); before, it stopped startup
+    # ("must be a public key in PEM format"), and the user had to extract the key by hand.
+    private, _ = rsa_keys
+    cert_file, _ = self_signed(tmp_path, key=private)
+    config = AuthConfig(jwt_secret=str(cert_file), jwt_method="RS256")
+    async with client_for(config) as client:
+        signed = await client.get(
+            "/status", headers=bearer(jwt.encode(user("ops", "admin"), private, algorithm="RS256"))
+        )
+        forged = await client.get(
+            "/status", headers=bearer(hmac_signed(user("ops", "admin"), cert_file.read_text()))
+        )
+    assert (signed.status_code, forged.status_code) == (200, 401)
 
 
 @pytest.mark.parametrize(
