@@ -111,15 +111,21 @@ def verification_key(config: AuthConfig) -> Any:
         )
     if not config.jwt_secret:
         raise InvalidConfig("--jwt-secret is required to verify JWTs")
-    if _PATH_LIKE.fullmatch(config.jwt_secret) and not os.path.isfile(config.jwt_secret):
+    return prepared_key(key_text(config.jwt_secret, "--jwt-secret"), method, "--jwt-secret")
+
+
+def key_text(value: str, name: str) -> str:
+    """The key the setting `name` gives: the file `value` names (see `load_key`), else `value`.
+    Raises InvalidConfig when `value` can only be a path and names no file."""
+    if _PATH_LIKE.fullmatch(value) and not os.path.isfile(value):
         # Not shown: in the rare case it is a secret after all, it stays out of the logs.
         raise InvalidConfig(
-            "--jwt-secret looks like the path of a file, and there is no such file (or it "
+            f"{name} looks like the path of a file, and there is no such file (or it "
             "cannot be read): the path itself would be the secret, and anyone who read it in "
             "your configuration could sign tokens. Fix the path, or give a random secret "
             "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
         )
-    return prepared_key(load_key(config.jwt_secret), method, "--jwt-secret")
+    return load_key(value)
 
 
 def asymmetric_key_shape(raw: str) -> str | None:

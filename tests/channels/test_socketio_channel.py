@@ -212,6 +212,23 @@ async def test_rs256_jwt_key_verifies_with_the_public_key_given_either_half(key_
             await forged.sio.connect(url, transports=["websocket"], auth={"token": hs})
 
 
+async def test_a_jwt_key_naming_a_file_is_that_file_s_key(tmp_path: Path) -> None:
+    # Before (and in Rasa), the path itself was the key: anyone who guessed or read it
+    # could connect; and with the file not there, the same, without a word.
+    with pytest.raises(InvalidConfig, match="there is no such file"):
+        SocketIOInput.from_credentials({"jwt_key": str(tmp_path / "missing" / "jwt")})
+    key = "socket-secret-of-at-least-32-bytes!"
+    (tmp_path / "jwt").write_text(key + "\n")
+    async with bot({"jwt_key": str(tmp_path / "jwt")}) as url:
+        allowed = Client()
+        token = jwt.encode({"user": "u1"}, key, algorithm="HS256")
+        await allowed.sio.connect(url, transports=["websocket"], auth={"token": f"Bearer {token}"})
+        await allowed.sio.disconnect()
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            forged = jwt.encode({"user": "u1"}, str(tmp_path / "jwt"), algorithm="HS256")
+            await Client().sio.connect(url, transports=["websocket"], auth={"token": forged})
+
+
 def test_a_public_key_body_as_an_hs256_jwt_key_stops_startup() -> None:
     # Keycloak shows a realm's public key without its PEM lines; with the default HS256 it
     # was a shared secret, and anyone holding the public key could connect.
