@@ -8,14 +8,18 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 
-def self_signed(directory: Path, password: str | None = None) -> tuple[Path, Path]:
-    """A certificate for localhost and 127.0.0.1 that is its own CA, and its key (encrypted
-    with `password` if given)."""
-    key = ec.generate_private_key(ec.SECP256R1())
+def self_signed(
+    directory: Path,
+    password: str | None = None,
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | None = None,
+) -> tuple[Path, Path]:
+    """A certificate for localhost and 127.0.0.1 that is its own CA, and its key (`key`, else
+    a new P-256 one; encrypted with `password` if given)."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (

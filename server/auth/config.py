@@ -6,8 +6,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from functools import cache
@@ -92,6 +96,11 @@ def load_key(value: str) -> str:
     return value
 
 
+# A value only a path would be: `~/`, `./` or `../` then path characters, or `/` then two or
+# more segments of them. A random base64 secret holds `+` or `=` (or is the rare exception).
+_PATH_LIKE = re.compile(r"(?:(?:~|\.{1,2})/[\w.-]+(?:/[\w.-]+)*|/[\w.-]+(?:/[\w.-]+)+)")
+
+
 def verification_key(config: AuthConfig) -> Any:
     """The prepared key that verifies JWTs for `config`; raises InvalidConfig if unusable."""
     method = config.jwt_method
@@ -102,7 +111,65 @@ def verification_key(config: AuthConfig) -> Any:
         )
     if not config.jwt_secret:
         raise InvalidConfig("--jwt-secret is required to verify JWTs")
-    return prepared_key(load_key(config.jwt_secret), method, "--jwt-secret")
+    return prepared_key(key_text(config.jwt_secret, "--jwt-secret"), method, "--jwt-secret")
+
+
+def key_text(value: str, name: str) -> str:
+    """The key the setting `name` gives: the file `value` names (see `load_key`), else `value`.
+    Raises InvalidConfig when `value` can only be a path and names no file."""
+    if _PATH_LIKE.fullmatch(value) and not os.path.isfile(value):
+        # Not shown: in the rare case it is a secret after all, it stays out of the logs.
+        raise InvalidConfig(
+            f"{name} looks like the path of a file, and there is no such file (or it "
+            "cannot be read): the path itself would be the secret, and anyone who read it in "
+            "your configuration could sign tokens. Fix the path, or give a random secret "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
+    return load_key(value)
+
+
+def asymmetric_key_shape(raw: str) -> str | None:
+    """What `raw` is when it is a key pair's half, or a certificate, in a form PyJWT takes for
+    an HMAC secret (it refuses only PEM and ssh keys): the base64 body of a PEM without its
+    lines (how Keycloak shows a realm's public key), a JWK or a JWK set. None otherwise."""
+    text = raw.strip()
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return None
+        if isinstance(value, dict) and "kty" in value:
+            return "a JWK (a key of a JWKS)"
+        if isinstance(value, dict) and isinstance(value.get("keys"), list):
+            return "a JWK set (JWKS)"
+        return None
+    try:
+        der = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    loaders = (
+        serialization.load_der_public_key,
+        lambda data: serialization.load_der_private_key(data, password=None),
+        x509.load_der_x509_certificate,
+    )
+    for load in loaders:
+        try:
+            load(der)
+        except (ValueError, TypeError):
+            continue
+        return "the base64 body of a key or certificate (PEM without its BEGIN/END lines)"
+    return None
+
+
+def _certificate_key(raw: str) -> Any:
+    """The public key of the X.509 certificate (PEM) `raw`, as Auth0 gives its signing key;
+    raises ValueError when it is none."""
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(raw.strip().encode()).public_key()
 
 
 def prepared_key(raw: str, method: str, name: str) -> Any:
@@ -112,10 +179,23 @@ def prepared_key(raw: str, method: str, name: str) -> Any:
     from jwt.exceptions import InvalidKeyError
 
     algorithm = jwt.get_algorithm_by_name(method)
+    if method.startswith("HS"):
+        shape = asymmetric_key_shape(raw)
+        if shape is not None:
+            method_setting = "--jwt-method" if name.startswith("--") else "'jwt_method'"
+            raise InvalidConfig(
+                f"{name} is {shape}, and {method} would use it as a shared secret: anyone "
+                f"holding that key could sign tokens. For tokens signed with a private key, "
+                f"set {method_setting} RS256 (or the method they name) and give the public "
+                "key as PEM text or a PEM file"
+            )
     try:
-        key = algorithm.prepare_key(raw)
+        certificate = not method.startswith("HS") and "-----BEGIN CERTIFICATE-----" in raw
+        key = algorithm.prepare_key(_certificate_key(raw) if certificate else raw)
     except (InvalidKeyError, ValueError, TypeError) as exc:
-        kind = "a shared secret" if method.startswith("HS") else "a public key in PEM format"
+        kind = (
+            "a shared secret" if method.startswith("HS") else "a public key or certificate in PEM"
+        )
         raise InvalidConfig(f"{name} must be {kind} for {method}: {exc}") from None
     if method.startswith("HS"):
         if len(raw.encode("utf-8")) < _MIN_HMAC_KEY_BYTES:

@@ -21,7 +21,7 @@ from server import setting_values as settings
 from server.api.errors import BUSY_CONVERSATIONS
 from server.api.shutdown import at_stop
 from server.api.worker_files import serve_privately, worker_route
-from server.auth.config import prepared_key, supported_jwt_methods
+from server.auth.config import key_text, prepared_key, supported_jwt_methods
 from server.auth.refusals import RefusalLog
 from server.channels.channel import (
     InputChannel,
@@ -199,7 +199,11 @@ class SocketIOInput(InputChannel):
         self.jwt_method = jwt_method
         self.refusals = RefusalLog()
         # Checked now, so a key that cannot verify stops startup instead of every connection.
-        self._verification_key = prepared_key(jwt_key, jwt_method, "'jwt_key'") if jwt_key else None
+        self._verification_key = (
+            prepared_key(key_text(jwt_key, "'jwt_key'"), jwt_method, "'jwt_key'")
+            if jwt_key
+            else None
+        )
         self.metadata_key = metadata_key
         # Rasa turns the origin check off ([]); a list or "*" here turns it on.
         options: dict[str, Any] = {
@@ -321,7 +325,7 @@ class SocketIOInput(InputChannel):
             return None
         token = auth.get("token") if isinstance(auth, dict) else None
         if not isinstance(token, str):
-            return "no token (auth: {token: 'Bearer <jwt>'})"
+            return "no token (a client connects with an auth object whose token is 'Bearer <jwt>')"
         try:
             jwt.decode(
                 token.removeprefix("Bearer "), self._verification_key, algorithms=[self.jwt_method]

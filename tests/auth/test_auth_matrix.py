@@ -23,6 +23,7 @@ from server.api.settings import ApiSettings
 from server.auth import AuthConfig, Principal, require_auth
 from server.auth.config import JWT_AUDIENCE_ENV, jwt_audience
 from server.errors import InvalidConfig, NoModelLoaded
+from tests.tls_certificates import self_signed
 
 # The short secrets below are Rasa's documented examples; PyJWT's length warning is noise here.
 warnings.filterwarnings("ignore", message="The HMAC key is")
@@ -78,6 +79,14 @@ def client_for(auth: AuthConfig, **state: Any) -> httpx.AsyncClient:
 
 def hs256(payload: dict[str, Any], secret: str = SECRET) -> str:
     return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def hmac_signed(payload: dict[str, Any], key: str) -> str:
+    """An HS256 JWT signed with `key`, even a PEM (which PyJWT refuses to sign with)."""
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=")
+    signature = hmac.new(key.encode(), header + b"." + body, hashlib.sha256).digest()
+    return b".".join([header, body, base64.urlsafe_b64encode(signature).rstrip(b"=")]).decode()
 
 
 def user(name: str, role: str = "user", **claims: Any) -> dict[str, Any]:
@@ -263,12 +272,9 @@ async def test_rs256_verifies_with_the_public_key(rsa_keys: tuple[Any, str]) -> 
 async def test_rs256_refuses_hs256_signed_with_the_public_key(rsa_keys: tuple[Any, str]) -> None:
     """Algorithm confusion: the public key is no secret, so it must not work as an HMAC key."""
     _, public_pem = rsa_keys
-    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
-    body = base64.urlsafe_b64encode(json.dumps(user("boss", "admin")).encode()).rstrip(b"=")
-    signature = hmac.new(public_pem.encode(), header + b"." + body, hashlib.sha256).digest()
-    forged = b".".join([header, body, base64.urlsafe_b64encode(signature).rstrip(b"=")])
+    forged = hmac_signed(user("boss", "admin"), public_pem)
     async with client_for(AuthConfig(jwt_secret=public_pem, jwt_method="RS256")) as client:
-        response = await client.get("/status", headers=bearer(forged.decode()))
+        response = await client.get("/status", headers=bearer(forged))
     assert response.status_code == 401
     assert response.json() == NOT_AUTHENTICATED
 
@@ -287,6 +293,24 @@ async def test_public_key_from_a_file(tmp_path: Any) -> None:
     assert response.status_code == 200
 
 
+async def test_rs256_verifies_with_a_certificate_as_auth0_gives_it(
+    rsa_keys: tuple[Any, str], tmp_path: Any
+) -> None:
+    # Auth0 offers its signing key as an X.509 certificate (PEM); before, it stopped startup
+    # ("must be a public key in PEM format"), and the user had to extract the key by hand.
+    private, _ = rsa_keys
+    cert_file, _ = self_signed(tmp_path, key=private)
+    config = AuthConfig(jwt_secret=str(cert_file), jwt_method="RS256")
+    async with client_for(config) as client:
+        signed = await client.get(
+            "/status", headers=bearer(jwt.encode(user("ops", "admin"), private, algorithm="RS256"))
+        )
+        forged = await client.get(
+            "/status", headers=bearer(hmac_signed(user("ops", "admin"), cert_file.read_text()))
+        )
+    assert (signed.status_code, forged.status_code) == (200, 401)
+
+
 @pytest.mark.parametrize(
     ("method", "secret"),
     [("none", SECRET), ("HS257", SECRET), ("RS256", "not a pem key")],
@@ -294,6 +318,33 @@ async def test_public_key_from_a_file(tmp_path: Any) -> None:
 def test_unusable_jwt_settings_fail_at_startup(method: str, secret: str) -> None:
     with pytest.raises(InvalidConfig):
         create_app(ApiSettings(auth=AuthConfig(jwt_secret=secret, jwt_method=method)))
+
+
+def _bare_public_keys(private: rsa.RSAPrivateKey, public_pem: str) -> dict[str, str]:
+    """A public key the ways an identity provider shows it without PEM lines: Keycloak's
+    realm "Public key" (the base64 body, on one line or wrapped), and a JWK of a JWKS."""
+    body = "".join(public_pem.strip().splitlines()[1:-1])
+    jwk = json.dumps(
+        json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key())) | {"kid": "k1"}
+    )
+    return {
+        "base64 body": body,
+        "wrapped base64 body": "\n".join(public_pem.strip().splitlines()[1:-1]),
+        "JWK": jwk,
+        "JWKS": json.dumps({"keys": [json.loads(jwk)]}),
+    }
+
+
+@pytest.mark.parametrize("shape", ["base64 body", "wrapped base64 body", "JWK", "JWKS"])
+async def test_a_public_key_given_as_an_hmac_secret_stops_startup(
+    rsa_keys: tuple[Any, str], shape: str
+) -> None:
+    # The forgotten `--jwt-method RS256`: with HS256, a public key pasted as Keycloak shows
+    # it (no PEM lines) or as a JWK was a shared secret, so anyone holding the public key,
+    # which is public, signed admin tokens. PyJWT refuses only a PEM (or ssh) key there.
+    secret = _bare_public_keys(*rsa_keys)[shape]
+    with pytest.raises(InvalidConfig, match="--jwt-method RS256"):
+        create_app(ApiSettings(auth=AuthConfig(jwt_secret=secret)))
 
 
 # ------------------------------------------------------------------------ both, and none
@@ -384,6 +435,22 @@ async def test_a_secret_file_written_by_echo_verifies_tokens_signed_without_its_
         ok = await client.get("/status", headers=bearer(hs256(user("boss", "admin"))))
         other = await client.get("/status", headers=bearer(hs256(user("boss", "admin"), "x")))
     assert (ok.status_code, other.status_code) == (200, 401)
+
+
+@pytest.mark.parametrize("path", ["/run/secrets/jwt_secret", "./secrets/jwt.key", "~/jwt.key"])
+def test_a_jwt_secret_naming_a_file_that_is_not_there_stops_startup(path: str) -> None:
+    # `--jwt-secret /run/secrets/jwt_secret` with the secret not mounted: the path itself was
+    # the HMAC secret, and it is written in compose files and guides, so anyone could sign
+    # admin tokens (Rasa too).
+    with pytest.raises(InvalidConfig, match="there is no such file"):
+        create_app(ApiSettings(auth=AuthConfig(jwt_secret=path)))
+
+
+@pytest.mark.parametrize("secret", ["/8F2vQ+xk/Lw9aZ3mT1bY7cR5dE0fG4hJ6iK8lM2nO4=", "a/b c/d"])
+async def test_a_secret_with_slashes_that_is_no_path_is_still_a_secret(secret: str) -> None:
+    async with client_for(AuthConfig(jwt_secret=secret)) as client:
+        ok = await client.get("/status", headers=bearer(hs256(user("boss", "admin"), secret)))
+    assert ok.status_code == 200
 
 
 # ------------------------------------------------------------------------ audience (our addition)

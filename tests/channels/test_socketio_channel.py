@@ -18,10 +18,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from server.api.app import create_app
+from server.auth import redact
 from server.channels import attach_channels, load_channels
 from server.channels.socket_io import INVALID_SESSION, SEND_AGAIN, SocketIOInput
 from server.dialogue.messages import UserMessage
-from server.errors import LockTimeout
+from server.errors import InvalidConfig, LockTimeout
 from tests.channels.conftest import concertbot_server, echo, modelless_app
 from tests.serving import serving
 
@@ -211,6 +212,35 @@ async def test_rs256_jwt_key_verifies_with_the_public_key_given_either_half(key_
             await forged.sio.connect(url, transports=["websocket"], auth={"token": hs})
 
 
+async def test_a_jwt_key_naming_a_file_is_that_file_s_key(tmp_path: Path) -> None:
+    # Before (and in Rasa), the path itself was the key: anyone who guessed or read it
+    # could connect; and with the file not there, the same, without a word.
+    with pytest.raises(InvalidConfig, match="there is no such file"):
+        SocketIOInput.from_credentials({"jwt_key": str(tmp_path / "missing" / "jwt")})
+    key = "socket-secret-of-at-least-32-bytes!"
+    (tmp_path / "jwt").write_text(key + "\n")
+    async with bot({"jwt_key": str(tmp_path / "jwt")}) as url:
+        allowed = Client()
+        token = jwt.encode({"user": "u1"}, key, algorithm="HS256")
+        await allowed.sio.connect(url, transports=["websocket"], auth={"token": f"Bearer {token}"})
+        await allowed.sio.disconnect()
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            forged = jwt.encode({"user": "u1"}, str(tmp_path / "jwt"), algorithm="HS256")
+            await Client().sio.connect(url, transports=["websocket"], auth={"token": forged})
+
+
+def test_a_public_key_body_as_an_hs256_jwt_key_stops_startup() -> None:
+    # Keycloak shows a realm's public key without its PEM lines; with the default HS256 it
+    # was a shared secret, and anyone holding the public key could connect.
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    body = "".join(pem.decode().strip().splitlines()[1:-1])
+    with pytest.raises(InvalidConfig, match="set 'jwt_method' RS256"):
+        SocketIOInput.from_credentials({"jwt_key": body})
+
+
 async def test_a_refused_connection_is_logged_with_client_and_reason_and_bounded(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -224,6 +254,9 @@ async def test_a_refused_connection_is_logged_with_client_and_reason_and_bounded
     lines = [r.getMessage() for r in caplog.records if "efused" in r.getMessage()]
     assert "socket.io connection from 127.0.0.1: JWT rejected: ExpiredSignatureError" in lines[0]
     assert "no token" in lines[1]
+    # The hint says how to send one, and survives the log's redaction of secrets (before,
+    # `botserver run` wrote "no token (auth: {token: ***})").
+    assert "'Bearer <jwt>'" in redact(lines[1])
     assert len(lines) <= 25, len(lines)
 
 
