@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from server.errors import InvalidConfig
+
 
 def _verify(verify: Any) -> Any:
     """`verify=True` as httpx reads it with `trust_env`: the CA bundle the environment names
@@ -52,6 +54,22 @@ def _trusted(cafile: str | None, capath: str | None) -> ssl.SSLContext:
 
         cafile = certifi.where()
     return ssl.create_default_context(cafile=cafile, capath=capath)
+
+
+def check_environment_bundle() -> None:
+    """At start: raises InvalidConfig when `SSL_CERT_FILE` names a file that cannot be read as
+    a CA bundle (as an endpoint's `cafile`), rather than every outgoing client failing, plain
+    HTTP ones too, with an error naming neither. Loads the async clients' shared context."""
+    cafile, capath = _environment_bundle()
+    if cafile is None:
+        return  # SSL_CERT_DIR's certificates are read when needed: a missing one fails no start
+    try:
+        _trusted(cafile, capath)
+    except (OSError, ssl.SSLError) as e:  # FileNotFoundError, no certificate in the file
+        raise InvalidConfig(
+            f"SSL_CERT_FILE {cafile}: cannot be read as a CA bundle ({e}); unset it to trust "
+            "certifi's"
+        ) from None
 
 
 async def async_client_off_loop(*, verify: Any = True, **options: Any) -> httpx.AsyncClient:

@@ -151,3 +151,23 @@ async def test_outgoing_clients_made_while_serving_do_not_hold_the_event_loop(
     await source.stop()
     for hold in holds:
         assert hold.loop_busiest < 0.012 * hold.slowness, hold
+
+
+@pytest.mark.parametrize("content", [None, "no certificate here\n"])
+def test_a_ca_bundle_ssl_cert_file_names_that_cannot_be_read_stops_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str | None
+) -> None:
+    """As an endpoint's `cafile`. Before, the server started, and every outgoing call (plain
+    HTTP ones too: an action server, the socket.io workers' own sockets) failed with an
+    error naming neither the variable nor the file ("[Errno 2] No such file or directory"),
+    a custom action's as an error of the server."""
+    from server.api.server import ServerOptions, build_app
+    from server.errors import InvalidConfig
+
+    bundle = tmp_path / "corporate-ca.pem"
+    if content is not None:
+        bundle.write_text(content, encoding="utf-8")
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    options = ServerOptions(endpoints={"tracker_store": {"type": "in_memory"}})
+    with pytest.raises(InvalidConfig, match=f"^SSL_CERT_FILE {re.escape(str(bundle))}: "):
+        build_app(options)

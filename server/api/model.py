@@ -630,6 +630,9 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
             info = await source.load_from_model_server(server_config)
         except InvalidConfig as exc:
             raise bad_request(redact(str(exc)), "model_server", "body") from None
+        except ModelSuperseded as exc:
+            _superseded(exc)
+            return
         poller = source.poller
         error = poller.last_error if poller is not None else None
         if error and poller is not None and poller.disk_full:

@@ -33,6 +33,7 @@ from server.channels import InputChannel, load_channels
 from server.dialogue.agent import Agent, OutputFactory
 from server.dialogue.processor import DialogueModel, Processor
 from server.errors import InvalidConfig, StoreFailed, StoreUnavailable
+from server.http_clients import check_environment_bundle
 from server.models.holder import ModelHolder
 from server.models.loading import load_model, with_remote_nlu
 from server.models.source import ModelSource
@@ -163,6 +164,7 @@ async def _drop_reminders(processor: Processor) -> None:
 
 def build_app(options: ServerOptions) -> FastAPI:
     """The server's ASGI app; run it with uvicorn. Raises InvalidConfig for bad settings."""
+    check_environment_bundle()
     endpoints = options.endpoints or {}
     endpoints_file = options.endpoints_file
     tracker_store = create_tracker_store(

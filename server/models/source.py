@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 
-from server.errors import BotServerError
+from server.errors import BotServerError, ModelSuperseded
+from server.http_clients import safe_url
 from server.models.holder import ModelHolder, ModelInfo
 from server.models.local import resolve_local_model
 from server.models.model_server import ModelServerConfig, ModelServerPoller
@@ -30,6 +31,7 @@ class ModelSource:
         self.holder = holder
         self._client = client
         self.poller: ModelServerPoller | None = None
+        self._newest = -1  # the ticket of the latest model-server request
 
     async def load_initial(
         self,
@@ -80,15 +82,22 @@ class ModelSource:
         `self.poller.last_error`). Raises InvalidConfig for a bad `models:` section.
         """
         config = ModelServerConfig.from_endpoint(cfg)
-        ticket = self.holder.ticket()
+        ticket = self._newest = self.holder.ticket()
         await self.stop()
         # Built in a thread: without a shared client it makes its own, which loads the CA
         # bundle (27-42 ms of CPU; PUT /model held every conversation that long).
-        poller = self.poller = await asyncio.to_thread(
+        poller = await asyncio.to_thread(
             ModelServerPoller, self.holder, config, self._client, ticket
         )
+        if self._newest != ticket:  # a newer request came meanwhile: its poller pulls
+            await poller.stop()
+            raise ModelSuperseded(
+                f"{safe_url(config.url, tolerant=True)}: a newer model request came first"
+            )
+        self.poller = poller
         await poller.pull_once()
-        if not poller.superseded:
+        # Not when a newer request has stopped it meanwhile (it would pull on, unseen).
+        if not poller.superseded and self.poller is poller:
             poller.start()
         return self.holder.info
 

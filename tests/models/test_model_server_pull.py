@@ -944,3 +944,25 @@ async def test_a_gzip_encoded_body_whose_header_never_ends_is_not_held_in_memory
     assert holder.info is None
     assert poller.last_error
     assert peak < 6_000_000, peak  # held and decoded again chunk by chunk: 15 MB
+
+
+async def test_two_puts_naming_model_servers_at_once_leave_one_poller_pulling(holder):
+    """PUT /model builds its poller in a thread: a second PUT meanwhile took `source.poller`
+    while the first went on pulling on schedule, unseen by GET /status and never stopped (at
+    shutdown either); the older request is answered as superseded, as for a local model."""
+    source = ModelSource(holder)
+    cfg = {"url": "http://127.0.0.1:1/model.tar.gz", "wait_time_between_pulls": 100}
+    services = SimpleNamespace(source=source, holder=holder, models_endpoint=None)
+    older, newer = await asyncio.gather(
+        apply_model_request(services, {"model_server": cfg}),  # type: ignore[arg-type]
+        source.load_from_model_server(cfg),
+        return_exceptions=True,
+    )
+    await source.stop()
+    pulling = [
+        task
+        for task in asyncio.all_tasks()
+        if task.get_name() == "pull-model-from-server" and not task.done()
+    ]
+    assert pulling == []
+    assert older is None and newer is None  # the newer one failed to pull: kept no model
