@@ -1,7 +1,7 @@
 """How the HTTP API is secured: a static token, a JWT key, or nothing (open).
 
 `AuthConfig` is what the CLI flags `--auth-token`, `--jwt-secret`, `--jwt-method` and
-`--jwt-private-key` become; `load_key` reads a key given inline or as a file path.
+`--jwt-private-key` become; `key_text` reads a key given inline or as a file path.
 """
 
 from __future__ import annotations
@@ -84,18 +84,6 @@ def jwt_audience(flags: list[str] | None) -> list[str]:
     return [value.strip() for value in values if value.strip()]
 
 
-def load_key(value: str) -> str:
-    """Return the contents of the file `value` names, or `value` itself if no such file.
-
-    The line ends closing a file are dropped: `echo secret > file` writes "secret\n", and the
-    tokens were signed with "secret". A PEM key verifies the same with or without them.
-    """
-    if "\n" not in value and len(value) < 4096 and os.path.isfile(value):
-        with open(value, encoding="utf-8") as f:
-            return f.read().rstrip("\r\n")
-    return value
-
-
 # A value only a path would be: `~/`, `./` or `../` then path characters, or `/` then two or
 # more segments of them. A random base64 secret holds `+` or `=` (or is the rare exception).
 _PATH_LIKE = re.compile(r"(?:(?:~|\.{1,2})/[\w.-]+(?:/[\w.-]+)*|/[\w.-]+(?:/[\w.-]+)+)")
@@ -115,9 +103,20 @@ def verification_key(config: AuthConfig) -> Any:
 
 
 def key_text(value: str, name: str) -> str:
-    """The key the setting `name` gives: the file `value` names (see `load_key`), else `value`.
-    Raises InvalidConfig when `value` can only be a path and names no file."""
-    if _PATH_LIKE.fullmatch(value) and not os.path.isfile(value):
+    """The key the setting `name` gives: the contents of the file `value` names, else `value`.
+
+    The line ends closing a file are dropped: `echo secret > file` writes "secret\n", and the
+    tokens were signed with "secret". A PEM key verifies the same with or without them.
+    Raises InvalidConfig when `value` names a directory or a file that is no text, or can
+    only be a path and names no file.
+    """
+    if "\n" in value or len(value) >= 4096:
+        return value  # PEM text, never a path
+    if os.path.isfile(value):
+        return _key_file_text(value, name)
+    if "/" in value and os.path.isdir(value):
+        raise InvalidConfig(f"{name} names a directory, {value}, not a file holding the key")
+    if _PATH_LIKE.fullmatch(value):
         # Not shown: in the rare case it is a secret after all, it stays out of the logs.
         raise InvalidConfig(
             f"{name} looks like the path of a file, and there is no such file (or it "
@@ -125,7 +124,22 @@ def key_text(value: str, name: str) -> str:
             "your configuration could sign tokens. Fix the path, or give a random secret "
             "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
         )
-    return load_key(value)
+    return value
+
+
+def _key_file_text(path: str, name: str) -> str:
+    """The text of the key file `path` without its closing line ends; InvalidConfig naming the
+    setting `name` when it cannot be read as text."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().rstrip("\r\n")
+    except OSError as exc:
+        raise InvalidConfig(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidConfig(
+            f"{name}: {path} is not text (UTF-8); give a key as PEM (a DER key becomes one "
+            "with `openssl pkey -pubin -inform DER -in KEY -out key.pem`)"
+        ) from None
 
 
 def asymmetric_key_shape(raw: str) -> str | None:

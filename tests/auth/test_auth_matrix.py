@@ -446,6 +446,34 @@ def test_a_jwt_secret_naming_a_file_that_is_not_there_stops_startup(path: str) -
         create_app(ApiSettings(auth=AuthConfig(jwt_secret=path)))
 
 
+def test_a_key_file_that_is_no_text_stops_startup_with_a_clear_error(
+    rsa_keys: tuple[Any, str], tmp_path: Any
+) -> None:
+    # A DER key (`openssl ... -outform DER`) for RS256: before, a UnicodeDecodeError traceback.
+    private, _ = rsa_keys
+    der = tmp_path / "public.der"
+    der.write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    with pytest.raises(InvalidConfig, match="--jwt-secret: .*public.der is not text"):
+        create_app(ApiSettings(auth=AuthConfig(jwt_secret=str(der), jwt_method="RS256")))
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_a_jwt_secret_naming_a_directory_says_so(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, relative: bool
+) -> None:
+    # Docker makes a directory of a bind-mounted secret file missing on the host; before,
+    # "there is no such file" (absolute), or the path itself became the secret (relative).
+    (tmp_path / "secrets" / "jwt").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    path = "secrets/jwt" if relative else str(tmp_path / "secrets" / "jwt")
+    with pytest.raises(InvalidConfig, match="names a directory"):
+        create_app(ApiSettings(auth=AuthConfig(jwt_secret=path)))
+
+
 @pytest.mark.parametrize("secret", ["/8F2vQ+xk/Lw9aZ3mT1bY7cR5dE0fG4hJ6iK8lM2nO4=", "a/b c/d"])
 async def test_a_secret_with_slashes_that_is_no_path_is_still_a_secret(secret: str) -> None:
     async with client_for(AuthConfig(jwt_secret=secret)) as client:
