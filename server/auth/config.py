@@ -103,7 +103,8 @@ def verification_key(config: AuthConfig) -> Any:
 
 
 def key_text(value: str, name: str) -> str:
-    """The key the setting `name` gives: the contents of the file `value` names, else `value`.
+    """The key the setting `name` gives: the contents of the file `value` names (`~` is the
+    home folder), else `value`.
 
     The line ends closing a file are dropped: `echo secret > file` writes "secret\n", and the
     tokens were signed with "secret". A PEM key verifies the same with or without them.
@@ -112,10 +113,12 @@ def key_text(value: str, name: str) -> str:
     """
     if "\n" in value or len(value) >= 4096:
         return value  # PEM text, never a path
-    if os.path.isfile(value):
-        return _key_file_text(value, name)
-    if "/" in value and os.path.isdir(value):
-        raise InvalidConfig(f"{name} names a directory, {value}, not a file holding the key")
+    # `~/jwt.key` from a systemd unit or a .env file reaches us without a shell to expand it.
+    path = os.path.expanduser(value)
+    if os.path.isfile(path):
+        return _key_file_text(path, name)
+    if "/" in value and os.path.isdir(path):
+        raise InvalidConfig(f"{name} names a directory, {path}, not a file holding the key")
     if _PATH_LIKE.fullmatch(value):
         # Not shown: in the rare case it is a secret after all, it stays out of the logs.
         raise InvalidConfig(

@@ -446,6 +446,18 @@ def test_a_jwt_secret_naming_a_file_that_is_not_there_stops_startup(path: str) -
         create_app(ApiSettings(auth=AuthConfig(jwt_secret=path)))
 
 
+async def test_a_secret_file_under_the_home_folder_is_read_from_there(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `BOTSERVER_JWT_SECRET=~/jwt.key` in a systemd unit or a .env file reaches us unexpanded;
+    # before, start-up stopped saying there was no such file, though there was.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "jwt.key").write_text(SECRET + "\n")
+    async with client_for(AuthConfig(jwt_secret="~/jwt.key")) as client:
+        ok = await client.get("/status", headers=bearer(hs256(user("boss", "admin"))))
+    assert ok.status_code == 200
+
+
 def test_a_key_file_that_is_no_text_stops_startup_with_a_clear_error(
     rsa_keys: tuple[Any, str], tmp_path: Any
 ) -> None:
