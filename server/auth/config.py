@@ -33,6 +33,8 @@ def supported_jwt_methods() -> frozenset[str]:
 
 DEFAULT_LEEWAY_SECONDS = 10.0
 _MIN_HMAC_KEY_BYTES = 32
+# A PEM certificate chain is a few KiB; a file past this is a log or a dump named by mistake.
+_MAX_KEY_FILE_CHARS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ def _key_file_text(path: str, name: str) -> str:
     setting `name` when it cannot be read as text."""
     try:
         with open(path, encoding="utf-8") as f:
-            return f.read().rstrip("\r\n")
+            text = f.read(_MAX_KEY_FILE_CHARS + 1)
     except OSError as exc:
         raise InvalidConfig(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
@@ -143,6 +145,12 @@ def _key_file_text(path: str, name: str) -> str:
             f"{name}: {path} is not text (UTF-8); give a key as PEM (a DER key becomes one "
             "with `openssl pkey -pubin -inform DER -in KEY -out key.pem`)"
         ) from None
+    if len(text) > _MAX_KEY_FILE_CHARS:
+        raise InvalidConfig(
+            f"{name}: {path} is larger than {_MAX_KEY_FILE_CHARS // 1024} KiB, which no key "
+            "file is; name the file holding the key"
+        )
+    return text.rstrip("\r\n")
 
 
 def asymmetric_key_shape(raw: str) -> str | None:

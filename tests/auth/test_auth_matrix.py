@@ -458,6 +458,15 @@ async def test_a_secret_file_under_the_home_folder_is_read_from_there(
     assert ok.status_code == 200
 
 
+def test_a_jwt_secret_naming_a_huge_file_stops_startup(tmp_path: Any) -> None:
+    # A log or a dump named by mistake: before, read whole into memory and used as the secret
+    # (every token a 401, or the server out of memory for a file of gigabytes).
+    big = tmp_path / "server.log"
+    big.write_text("x" * (2 << 20))
+    with pytest.raises(InvalidConfig, match="--jwt-secret: .*server.log is larger than"):
+        create_app(ApiSettings(auth=AuthConfig(jwt_secret=str(big))))
+
+
 def test_a_key_file_that_is_no_text_stops_startup_with_a_clear_error(
     rsa_keys: tuple[Any, str], tmp_path: Any
 ) -> None:
