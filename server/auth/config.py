@@ -126,8 +126,9 @@ def key_text(value: str, name: str) -> str:
         raise InvalidConfig(
             f"{name} looks like the path of a file, and there is no such file (or it "
             "cannot be read): the path itself would be the secret, and anyone who read it in "
-            "your configuration could sign tokens. Fix the path, or give a random secret "
-            "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            "your configuration could sign tokens. Fix the path; if it is the secret itself, "
+            "write it into a file and give that file's path (tokens signed with it keep "
+            "working)"
         )
     return value
 

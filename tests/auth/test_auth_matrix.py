@@ -495,6 +495,20 @@ def test_a_jwt_secret_naming_a_directory_says_so(
         create_app(ApiSettings(auth=AuthConfig(jwt_secret=path)))
 
 
+async def test_a_random_secret_taken_for_a_path_can_be_kept_in_a_file(tmp_path: Any) -> None:
+    # One unpadded base64 secret in ~300 (`openssl rand -base64 48`) is only path characters
+    # and is refused; the error must say how to keep it, not only to rotate every token.
+    secret = "/8F2vQxk/Lw9aZ3mT1bY7cR5dE0fG4hJ6iK8lM2nO4pQ6rS8tU0vW2xY4zA6bC8dE0fG2"
+    with pytest.raises(InvalidConfig) as refused:
+        create_app(ApiSettings(auth=AuthConfig(jwt_secret=secret)))
+    assert "if it is the secret itself, write it into a file" in str(refused.value)
+    assert secret not in str(refused.value)
+    (tmp_path / "jwt").write_text(secret + "\n")
+    async with client_for(AuthConfig(jwt_secret=str(tmp_path / "jwt"))) as client:
+        ok = await client.get("/status", headers=bearer(hs256(user("boss", "admin"), secret)))
+    assert ok.status_code == 200
+
+
 @pytest.mark.parametrize("secret", ["/8F2vQ+xk/Lw9aZ3mT1bY7cR5dE0fG4hJ6iK8lM2nO4=", "a/b c/d"])
 async def test_a_secret_with_slashes_that_is_no_path_is_still_a_secret(secret: str) -> None:
     async with client_for(AuthConfig(jwt_secret=secret)) as client:
