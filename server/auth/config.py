@@ -174,6 +174,7 @@ def asymmetric_key_shape(raw: str) -> str | None:
     except (binascii.Error, ValueError):
         return None
     from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
     loaders = (
@@ -184,6 +185,8 @@ def asymmetric_key_shape(raw: str) -> str | None:
     for load in loaders:
         try:
             load(der)
+        except UnsupportedAlgorithm:
+            pass  # a key, of a kind (a curve) cryptography does not load
         except (ValueError, TypeError):
             continue
         return "the base64 body of a key or certificate (PEM without its BEGIN/END lines)"

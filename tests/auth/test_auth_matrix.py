@@ -347,6 +347,22 @@ async def test_a_public_key_given_as_an_hmac_secret_stops_startup(
         create_app(ApiSettings(auth=AuthConfig(jwt_secret=secret)))
 
 
+def test_the_body_of_a_key_cryptography_cannot_load_as_an_hmac_secret_stops_startup() -> None:
+    # A public key on a curve cryptography does not support (brainpoolP160r1 here): before,
+    # start-up ended in an UnsupportedAlgorithm traceback.
+    p256_der = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    p256, brainpool = bytes.fromhex("06082a8648ce3d030107"), bytes.fromhex("06092b2403030208010101")
+    der = p256_der.replace(p256, brainpool)
+    der = bytes([der[0], der[1] + 1, der[2], der[3] + 1]) + der[4:]  # both lengths grow by 1
+    secret = base64.b64encode(der).decode()
+    with pytest.raises(InvalidConfig, match="--jwt-method RS256"):
+        create_app(ApiSettings(auth=AuthConfig(jwt_secret=secret)))
+
+
 # ------------------------------------------------------------------------ both, and none
 
 
