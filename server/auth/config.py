@@ -88,6 +88,7 @@ def jwt_audience(flags: list[str] | None) -> list[str]:
 
 # A value only a path would be: `~/`, `./` or `../` then path characters, or `/` then two or
 # more segments of them. A random base64 secret holds `+` or `=` (or is the rare exception).
+_PATH_CHARACTERS = re.compile(r"/?[\w.-]+(?:/[\w.-]+)+")
 _PATH_LIKE = re.compile(r"(?:(?:~|\.{1,2})/[\w.-]+(?:/[\w.-]+)*|/[\w.-]+(?:/[\w.-]+)+)")
 
 
@@ -121,7 +122,7 @@ def key_text(value: str, name: str) -> str:
         return _key_file_text(path, name)
     if "/" in value and os.path.isdir(path):
         raise InvalidConfig(f"{name} names a directory, {path}, not a file holding the key")
-    if _PATH_LIKE.fullmatch(value):
+    if _PATH_LIKE.fullmatch(value) or _names_a_missing_file_of_a_folder(value):
         # Not shown: in the rare case it is a secret after all, it stays out of the logs.
         raise InvalidConfig(
             f"{name} looks like the path of a file, and there is no such file (or it "
@@ -131,6 +132,18 @@ def key_text(value: str, name: str) -> str:
             "working)"
         )
     return value
+
+
+def _names_a_missing_file_of_a_folder(value: str) -> bool:
+    """`value` is path characters naming a file, not there, in an existing folder other than
+    `/` (`secrets/jwt_secret` with `secrets/` there): a random secret's leading segments
+    naming a folder is out of reach; a typo is not."""
+    folder = os.path.dirname(value)
+    return (
+        bool(_PATH_CHARACTERS.fullmatch(value))
+        and folder not in ("", "/")
+        and (os.path.isdir(folder))
+    )
 
 
 def _key_file_text(path: str, name: str) -> str:

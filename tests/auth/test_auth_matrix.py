@@ -525,6 +525,18 @@ async def test_a_random_secret_taken_for_a_path_can_be_kept_in_a_file(tmp_path: 
     assert ok.status_code == 200
 
 
+def test_a_relative_path_into_an_existing_folder_naming_no_file_stops_startup(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `--jwt-secret secrets/jwt_secret` run from the project, whose secrets/ holds `jwt`: a
+    # typo, and before, the path itself was the secret, readable in the compose file.
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "jwt").write_text(SECRET)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidConfig, match="there is no such file"):
+        create_app(ApiSettings(auth=AuthConfig(jwt_secret="secrets/jwt_secret")))
+
+
 @pytest.mark.parametrize("secret", ["/8F2vQ+xk/Lw9aZ3mT1bY7cR5dE0fG4hJ6iK8lM2nO4=", "a/b c/d"])
 async def test_a_secret_with_slashes_that_is_no_path_is_still_a_secret(secret: str) -> None:
     async with client_for(AuthConfig(jwt_secret=secret)) as client:
