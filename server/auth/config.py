@@ -150,7 +150,8 @@ def _key_file_text(path: str, name: str) -> str:
     """The text of the key file `path` without its closing line ends; InvalidConfig naming the
     setting `name` when it cannot be read as text."""
     try:
-        with open(path, encoding="utf-8") as f:
+        # utf-8-sig: Windows Notepad opens its files with a byte order mark, no part of a key.
+        with open(path, encoding="utf-8-sig") as f:
             text = f.read(_MAX_KEY_FILE_CHARS + 1)
     except OSError as exc:
         raise InvalidConfig(f"{name}: cannot read {path}: {exc.strerror or exc}") from None

@@ -440,13 +440,16 @@ async def test_auth_runs_before_body_parsing() -> None:
     assert own_user.status_code == 400
 
 
-@pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
+@pytest.mark.parametrize(
+    ("start", "ending"), [("", "\n"), ("", "\r\n"), ("", ""), ("\ufeff", "\r\n")]
+)
 async def test_a_secret_file_written_by_echo_verifies_tokens_signed_without_its_newline(
-    tmp_path: Any, ending: str
+    tmp_path: Any, start: str, ending: str
 ) -> None:
     # `echo thisismysecret > k; botserver run --jwt-secret k`, then a token signed with the secret.
+    # Windows Notepad opens its UTF-8 files with a byte order mark: before, part of the secret.
     key_file = tmp_path / "k"
-    key_file.write_bytes((SECRET + ending).encode())
+    key_file.write_bytes((start + SECRET + ending).encode())
     async with client_for(AuthConfig(jwt_secret=str(key_file))) as client:
         ok = await client.get("/status", headers=bearer(hs256(user("boss", "admin"))))
         other = await client.get("/status", headers=bearer(hs256(user("boss", "admin"), "x")))
