@@ -1,7 +1,7 @@
 """How the HTTP API is secured: a static token, a JWT key, or nothing (open).
 
 `AuthConfig` is what the CLI flags `--auth-token`, `--jwt-secret`, `--jwt-method` and
-`--jwt-private-key` become; `load_key` reads a key given inline or as a file path.
+`--jwt-private-key` become; `key_text` reads a key given inline or as a file path.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def supported_jwt_methods() -> frozenset[str]:
 
 DEFAULT_LEEWAY_SECONDS = 10.0
 _MIN_HMAC_KEY_BYTES = 32
+# A PEM certificate chain is a few KiB; a file past this is a log or a dump named by mistake.
+_MAX_KEY_FILE_CHARS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -84,20 +86,9 @@ def jwt_audience(flags: list[str] | None) -> list[str]:
     return [value.strip() for value in values if value.strip()]
 
 
-def load_key(value: str) -> str:
-    """Return the contents of the file `value` names, or `value` itself if no such file.
-
-    The line ends closing a file are dropped: `echo secret > file` writes "secret\n", and the
-    tokens were signed with "secret". A PEM key verifies the same with or without them.
-    """
-    if "\n" not in value and len(value) < 4096 and os.path.isfile(value):
-        with open(value, encoding="utf-8") as f:
-            return f.read().rstrip("\r\n")
-    return value
-
-
 # A value only a path would be: `~/`, `./` or `../` then path characters, or `/` then two or
 # more segments of them. A random base64 secret holds `+` or `=` (or is the rare exception).
+_PATH_CHARACTERS = re.compile(r"/?[\w.-]+(?:/[\w.-]+)+")
 _PATH_LIKE = re.compile(r"(?:(?:~|\.{1,2})/[\w.-]+(?:/[\w.-]+)*|/[\w.-]+(?:/[\w.-]+)+)")
 
 
@@ -115,17 +106,66 @@ def verification_key(config: AuthConfig) -> Any:
 
 
 def key_text(value: str, name: str) -> str:
-    """The key the setting `name` gives: the file `value` names (see `load_key`), else `value`.
-    Raises InvalidConfig when `value` can only be a path and names no file."""
-    if _PATH_LIKE.fullmatch(value) and not os.path.isfile(value):
+    """The key the setting `name` gives: the contents of the file `value` names (`~` is the
+    home folder), else `value`.
+
+    The line ends closing a file are dropped: `echo secret > file` writes "secret\n", and the
+    tokens were signed with "secret". A PEM key verifies the same with or without them.
+    Raises InvalidConfig when `value` names a directory or a file that is no text, or can
+    only be a path and names no file.
+    """
+    if "\n" in value or len(value) >= 4096:
+        return value  # PEM text, never a path
+    # `~/jwt.key` from a systemd unit or a .env file reaches us without a shell to expand it.
+    path = os.path.expanduser(value)
+    if os.path.isfile(path):
+        return _key_file_text(path, name)
+    if "/" in value and os.path.isdir(path):
+        raise InvalidConfig(f"{name} names a directory, {path}, not a file holding the key")
+    if _PATH_LIKE.fullmatch(value) or _names_a_missing_file_of_a_folder(value):
         # Not shown: in the rare case it is a secret after all, it stays out of the logs.
         raise InvalidConfig(
             f"{name} looks like the path of a file, and there is no such file (or it "
             "cannot be read): the path itself would be the secret, and anyone who read it in "
-            "your configuration could sign tokens. Fix the path, or give a random secret "
-            "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            "your configuration could sign tokens. Fix the path; if it is the secret itself, "
+            "write it into a file and give that file's path (tokens signed with it keep "
+            "working)"
         )
-    return load_key(value)
+    return value
+
+
+def _names_a_missing_file_of_a_folder(value: str) -> bool:
+    """`value` is path characters naming a file, not there, in an existing folder other than
+    `/` (`secrets/jwt_secret` with `secrets/` there): a random secret's leading segments
+    naming a folder is out of reach; a typo is not."""
+    folder = os.path.dirname(value)
+    return (
+        bool(_PATH_CHARACTERS.fullmatch(value))
+        and folder not in ("", "/")
+        and (os.path.isdir(folder))
+    )
+
+
+def _key_file_text(path: str, name: str) -> str:
+    """The text of the key file `path` without its closing line ends; InvalidConfig naming the
+    setting `name` when it cannot be read as text."""
+    try:
+        # utf-8-sig: Windows Notepad opens its files with a byte order mark, no part of a key.
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read(_MAX_KEY_FILE_CHARS + 1)
+    except OSError as exc:
+        raise InvalidConfig(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidConfig(
+            f"{name}: {path} is not text (UTF-8); give a key as PEM (a DER key becomes one "
+            "with `openssl pkey -pubin -inform DER -in KEY -out key.pem`)"
+        ) from None
+    if len(text) > _MAX_KEY_FILE_CHARS:
+        raise InvalidConfig(
+            f"{name}: {path} is larger than {_MAX_KEY_FILE_CHARS // 1024} KiB, which no key "
+            "file is; name the file holding the key"
+        )
+    return text.rstrip("\r\n")
 
 
 def asymmetric_key_shape(raw: str) -> str | None:
@@ -148,6 +188,7 @@ def asymmetric_key_shape(raw: str) -> str | None:
     except (binascii.Error, ValueError):
         return None
     from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
     loaders = (
@@ -158,6 +199,8 @@ def asymmetric_key_shape(raw: str) -> str | None:
     for load in loaders:
         try:
             load(der)
+        except UnsupportedAlgorithm:
+            pass  # a key, of a kind (a curve) cryptography does not load
         except (ValueError, TypeError):
             continue
         return "the base64 body of a key or certificate (PEM without its BEGIN/END lines)"

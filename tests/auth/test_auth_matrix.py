@@ -347,6 +347,22 @@ async def test_a_public_key_given_as_an_hmac_secret_stops_startup(
         create_app(ApiSettings(auth=AuthConfig(jwt_secret=secret)))
 
 
+def test_the_body_of_a_key_cryptography_cannot_load_as_an_hmac_secret_stops_startup() -> None:
+    # A public key on a curve cryptography does not support (brainpoolP160r1 here): before,
+    # start-up ended in an UnsupportedAlgorithm traceback.
+    p256_der = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    p256, brainpool = bytes.fromhex("06082a8648ce3d030107"), bytes.fromhex("06092b2403030208010101")
+    der = p256_der.replace(p256, brainpool)
+    der = bytes([der[0], der[1] + 1, der[2], der[3] + 1]) + der[4:]  # both lengths grow by 1
+    secret = base64.b64encode(der).decode()
+    with pytest.raises(InvalidConfig, match="--jwt-method RS256"):
+        create_app(ApiSettings(auth=AuthConfig(jwt_secret=secret)))
+
+
 # ------------------------------------------------------------------------ both, and none
 
 
@@ -424,13 +440,16 @@ async def test_auth_runs_before_body_parsing() -> None:
     assert own_user.status_code == 400
 
 
-@pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
+@pytest.mark.parametrize(
+    ("start", "ending"), [("", "\n"), ("", "\r\n"), ("", ""), ("\ufeff", "\r\n")]
+)
 async def test_a_secret_file_written_by_echo_verifies_tokens_signed_without_its_newline(
-    tmp_path: Any, ending: str
+    tmp_path: Any, start: str, ending: str
 ) -> None:
     # `echo thisismysecret > k; botserver run --jwt-secret k`, then a token signed with the secret.
+    # Windows Notepad opens its UTF-8 files with a byte order mark: before, part of the secret.
     key_file = tmp_path / "k"
-    key_file.write_bytes((SECRET + ending).encode())
+    key_file.write_bytes((start + SECRET + ending).encode())
     async with client_for(AuthConfig(jwt_secret=str(key_file))) as client:
         ok = await client.get("/status", headers=bearer(hs256(user("boss", "admin"))))
         other = await client.get("/status", headers=bearer(hs256(user("boss", "admin"), "x")))
@@ -444,6 +463,81 @@ def test_a_jwt_secret_naming_a_file_that_is_not_there_stops_startup(path: str) -
     # admin tokens (Rasa too).
     with pytest.raises(InvalidConfig, match="there is no such file"):
         create_app(ApiSettings(auth=AuthConfig(jwt_secret=path)))
+
+
+async def test_a_secret_file_under_the_home_folder_is_read_from_there(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `BOTSERVER_JWT_SECRET=~/jwt.key` in a systemd unit or a .env file reaches us unexpanded;
+    # before, start-up stopped saying there was no such file, though there was.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "jwt.key").write_text(SECRET + "\n")
+    async with client_for(AuthConfig(jwt_secret="~/jwt.key")) as client:
+        ok = await client.get("/status", headers=bearer(hs256(user("boss", "admin"))))
+    assert ok.status_code == 200
+
+
+def test_a_jwt_secret_naming_a_huge_file_stops_startup(tmp_path: Any) -> None:
+    # A log or a dump named by mistake: before, read whole into memory and used as the secret
+    # (every token a 401, or the server out of memory for a file of gigabytes).
+    big = tmp_path / "server.log"
+    big.write_text("x" * (2 << 20))
+    with pytest.raises(InvalidConfig, match="--jwt-secret: .*server.log is larger than"):
+        create_app(ApiSettings(auth=AuthConfig(jwt_secret=str(big))))
+
+
+def test_a_key_file_that_is_no_text_stops_startup_with_a_clear_error(
+    rsa_keys: tuple[Any, str], tmp_path: Any
+) -> None:
+    # A DER key (`openssl ... -outform DER`) for RS256: before, a UnicodeDecodeError traceback.
+    private, _ = rsa_keys
+    der = tmp_path / "public.der"
+    der.write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    with pytest.raises(InvalidConfig, match="--jwt-secret: .*public.der is not text"):
+        create_app(ApiSettings(auth=AuthConfig(jwt_secret=str(der), jwt_method="RS256")))
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_a_jwt_secret_naming_a_directory_says_so(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, relative: bool
+) -> None:
+    # Docker makes a directory of a bind-mounted secret file missing on the host; before,
+    # "there is no such file" (absolute), or the path itself became the secret (relative).
+    (tmp_path / "secrets" / "jwt").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    path = "secrets/jwt" if relative else str(tmp_path / "secrets" / "jwt")
+    with pytest.raises(InvalidConfig, match="names a directory"):
+        create_app(ApiSettings(auth=AuthConfig(jwt_secret=path)))
+
+
+async def test_a_random_secret_taken_for_a_path_can_be_kept_in_a_file(tmp_path: Any) -> None:
+    # One unpadded base64 secret in ~300 (`openssl rand -base64 48`) is only path characters
+    # and is refused; the error must say how to keep it, not only to rotate every token.
+    secret = "/8F2vQxk/Lw9aZ3mT1bY7cR5dE0fG4hJ6iK8lM2nO4pQ6rS8tU0vW2xY4zA6bC8dE0fG2"
+    with pytest.raises(InvalidConfig) as refused:
+        create_app(ApiSettings(auth=AuthConfig(jwt_secret=secret)))
+    assert "if it is the secret itself, write it into a file" in str(refused.value)
+    assert secret not in str(refused.value)
+    (tmp_path / "jwt").write_text(secret + "\n")
+    async with client_for(AuthConfig(jwt_secret=str(tmp_path / "jwt"))) as client:
+        ok = await client.get("/status", headers=bearer(hs256(user("boss", "admin"), secret)))
+    assert ok.status_code == 200
+
+
+def test_a_relative_path_into_an_existing_folder_naming_no_file_stops_startup(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `--jwt-secret secrets/jwt_secret` run from the project, whose secrets/ holds `jwt`: a
+    # typo, and before, the path itself was the secret, readable in the compose file.
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "jwt").write_text(SECRET)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidConfig, match="there is no such file"):
+        create_app(ApiSettings(auth=AuthConfig(jwt_secret="secrets/jwt_secret")))
 
 
 @pytest.mark.parametrize("secret", ["/8F2vQ+xk/Lw9aZ3mT1bY7cR5dE0fG4hJ6iK8lM2nO4=", "a/b c/d"])
