@@ -128,7 +128,12 @@ async def _check_lock_store(lock_store: Any) -> None:
     except StoreFailed as exc:  # (its text names the lock store and its Redis)
         logger.error("%s; every turn fails (500) until this is fixed", exc)
     except StoreUnavailable as exc:
-        logger.warning("%s; turns answer 503 until it is reachable", exc)
+        from redis.exceptions import AuthenticationError  # (only a Redis lock store pings)
+
+        if isinstance(exc.__cause__, AuthenticationError):  # waiting does not mend it
+            logger.error("%s; turns answer 503 until Redis accepts them", exc)
+        else:
+            logger.warning("%s; turns answer 503 until it is reachable", exc)
     except TimeoutError:
         logger.warning(
             "The lock store gave no answer within %g s; turns answer 503 while it does not",

@@ -158,6 +158,13 @@ REDIS_ERRORS = (redis_errors.RedisError, OSError)
 
 def store_error(what: str, client: Redis, exc: Exception) -> StoreUnavailable | StoreFailed:
     """One of `REDIS_ERRORS` as ours (see `store_errors_as`)."""
+    if isinstance(exc, redis_errors.AuthenticationError):  # (a kind of ConnectionError)
+        return StoreUnavailable(
+            f"The {what} ({describe(client)}) is unavailable: Redis refused its credentials "
+            f"(check `username` and `password`): {exc}",
+            dependency(client, what),
+            f"Redis refused its credentials: {exc}",
+        )
     if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
         return StoreUnavailable(
             f"The {what} ({describe(client)}) is unavailable: {exc}",
