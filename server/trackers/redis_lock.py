@@ -25,7 +25,7 @@ from redis import exceptions as redis_errors
 
 from server.errors import InvalidConfig, LockTimeout, StoreUnavailable
 from server.outages import OUTAGES, WINDOW_SECONDS, RepeatsCounted
-from server.trackers.memory_lock import DEFAULT_WAIT_TIMEOUT, timeout_message
+from server.trackers.memory_lock import timeout_message, wait_timeout_setting
 from server.trackers.redis_batch import CommandBatch
 from server.trackers.redis_client import (
     REDIS_ERRORS,
@@ -205,7 +205,7 @@ class RedisLockStore:
         self._wake_prefix = wake_prefix.encode()
         self._listener: asyncio.Task[None] | None = None
         self.lock_lifetime = float(config.get("lock_lifetime") or _env_lock_lifetime())
-        self.wait_timeout = float(config.get("wait_timeout") or DEFAULT_WAIT_TIMEOUT)
+        self.wait_timeout = wait_timeout_setting(config)
         # Redis refuses a lease under 1 ms, or one whose end is past its clock's 64 bits
         # (before, every turn answered 500 then; an infinite one named no setting).
         if not 0.001 <= self.lock_lifetime <= MAX_LOCK_LIFETIME:

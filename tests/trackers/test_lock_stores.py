@@ -288,6 +288,17 @@ async def test_ticket_lock_lifetime_0_is_rasas_default_lifetime(
         await client.aclose()
 
 
+@pytest.mark.parametrize("kind", ["redis", "in_memory"])
+@pytest.mark.parametrize("wait_timeout", [-1, "nan"])
+def test_a_wait_timeout_that_is_no_wait_is_refused_at_start_up(
+    kind: str, wait_timeout: float | str
+) -> None:
+    """Before, `nan` made a turn behind a busy one wait for ever (no 503 ever), and a
+    negative one refused every such turn at once, `within -1 s`."""
+    with pytest.raises(InvalidConfig, match="wait_timeout"):
+        create_lock_store({"type": kind, "url": REDIS[0], "wait_timeout": wait_timeout})
+
+
 def test_an_infinite_ticket_lock_lifetime_is_named_at_start_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
