@@ -119,15 +119,18 @@ def key_prefix(config: dict[str, Any], kind: str, quiet: bool = False) -> str:
 
 
 def describe(client: Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    return f"redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+    """ "redis at 127.0.0.1:6379/1" (a Unix socket by its path: before, `?:?`)."""
+    return f"redis at {_where(client)}/{client.connection_pool.connection_kwargs.get('db', 0)}"
 
 
 def dependency(client: Redis, what: str) -> str:
     """ "Redis at 127.0.0.1:6379 (the lock store)", for the outage's lines in the log."""
+    return f"Redis at {_where(client)} (the {what})"
+
+
+def _where(client: Redis) -> str:
     kwargs = client.connection_pool.connection_kwargs
-    where = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
-    return f"Redis at {where} (the {what})"
+    return kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
 
 # Redis answers these while it cannot take writes for a while: out of memory (maxmemory
