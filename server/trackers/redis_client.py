@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -159,14 +160,26 @@ def store_errors_as(what: str, client: Redis) -> Iterator[None]:
 REDIS_ERRORS = (redis_errors.RedisError, OSError)
 
 
+def login_refused(exc: BaseException | None) -> str | None:
+    """Why Redis would not let this client in when waiting does not mend it (its settings
+    do), or None: wrong or missing credentials, a TLS certificate not trusted."""
+    if isinstance(exc, redis_errors.AuthenticationError):
+        return "Redis refused its credentials (check `username` and `password`)"
+    while exc is not None:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return "Redis's TLS certificate is not trusted (check `ssl_ca_certs`)"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def store_error(what: str, client: Redis, exc: Exception) -> StoreUnavailable | StoreFailed:
     """One of `REDIS_ERRORS` as ours (see `store_errors_as`)."""
-    if isinstance(exc, redis_errors.AuthenticationError):  # (a kind of ConnectionError)
+    refusal = login_refused(exc)
+    if refusal:  # (a kind of ConnectionError)
         return StoreUnavailable(
-            f"The {what} ({describe(client)}) is unavailable: Redis refused its credentials "
-            f"(check `username` and `password`): {exc}",
+            f"The {what} ({describe(client)}) is unavailable: {refusal}: {exc}",
             dependency(client, what),
-            f"Redis refused its credentials: {exc}",
+            f"{refusal}: {exc}",
         )
     if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
         return StoreUnavailable(

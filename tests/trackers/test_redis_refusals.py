@@ -23,17 +23,26 @@ from bench.tcp_proxy import free_port
 from server.api.server import ServerOptions, build_app
 from server.errors import StoreUnavailable
 from server.trackers.factory import create_lock_store, create_tracker_store
+from tests.tls_certificates import self_signed
 
 
 @contextlib.asynccontextmanager
 async def private_redis(
-    tmp_path: Path, *options: str, password: str | None = None
+    tmp_path: Path, *options: str, password: str | None = None, tls: bool = False
 ) -> AsyncIterator[tuple[Redis, int]]:
-    """A Redis server of our own with `options`; yields a client of it and its port."""
+    """A Redis server of our own with `options` (`tls`: only TLS, with a self-signed
+    certificate for localhost); yields a client of it and its port."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
     port = free_port()
     settings = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    tls_client: dict[str, Any] = {}
+    if tls:
+        cert, key = self_signed(tmp_path)
+        settings[1] = "0"
+        settings += ["--tls-port", str(port), "--tls-cert-file", str(cert)]
+        settings += ["--tls-key-file", str(key), "--tls-auth-clients", "no"]
+        tls_client = {"ssl": True, "ssl_ca_certs": str(cert)}
     process = await asyncio.create_subprocess_exec(
         "redis-server",
         *settings,
@@ -42,7 +51,7 @@ async def private_redis(
         str(tmp_path),
         stdout=asyncio.subprocess.DEVNULL,
     )
-    client = Redis(port=port, password=password)
+    client = Redis(port=port, password=password, **tls_client)
     try:
         for _ in range(100):
             try:
@@ -106,3 +115,20 @@ async def test_a_lock_store_redis_refuses_to_log_in_is_an_error_at_start_up(
     (line,) = [r for r in caplog.records if "lock store" in r.getMessage()]
     assert line.levelname == "ERROR"
     assert "refused its credentials (check `username` and `password`)" in line.getMessage()
+
+
+async def test_a_lock_store_redis_certificate_not_trusted_is_an_error_at_start_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`use_ssl: true` without the `ssl_ca_certs` that signed Redis's certificate: before, a
+    WARNING that turns answer 503 "until it is reachable", though waiting never mends it."""
+    async with private_redis(tmp_path, tls=True) as (_, port):
+        lock_store = {"type": "redis", "url": "localhost", "port": port, "use_ssl": True}
+        endpoints = {"tracker_store": {"type": "in_memory"}, "lock_store": lock_store}
+        app = build_app(ServerOptions(model_path=None, enable_api=True, endpoints=endpoints))
+        with caplog.at_level(logging.INFO):
+            async with app.router.lifespan_context(app):
+                pass
+    (line,) = [r for r in caplog.records if "lock store" in r.getMessage()]
+    assert line.levelname == "ERROR"
+    assert "TLS certificate is not trusted (check `ssl_ca_certs`)" in line.getMessage()
