@@ -98,6 +98,19 @@ async def test_a_full_redis_tracker_store_is_unavailable(full_redis: dict[str, A
         await store.close()
 
 
+async def start_line(
+    lock_store: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> logging.LogRecord:
+    """The one line a server with `lock_store` logs about it while it starts."""
+    endpoints = {"tracker_store": {"type": "in_memory"}, "lock_store": lock_store}
+    app = build_app(ServerOptions(model_path=None, enable_api=True, endpoints=endpoints))
+    with caplog.at_level(logging.INFO):
+        async with app.router.lifespan_context(app):
+            pass
+    (line,) = [r for r in caplog.records if "lock store" in r.getMessage()]
+    return line
+
+
 @pytest.mark.parametrize("password", ["wrong", None])
 async def test_a_lock_store_redis_refuses_to_log_in_is_an_error_at_start_up(
     password: str | None, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -107,12 +120,7 @@ async def test_a_lock_store_redis_refuses_to_log_in_is_an_error_at_start_up(
     be called with the client already authenticated`), though waiting never mends it."""
     async with private_redis(tmp_path, "--requirepass", "s3cret", password="s3cret") as (_, port):
         lock_store = {"type": "redis", "url": "127.0.0.1", "port": port, "password": password}
-        endpoints = {"tracker_store": {"type": "in_memory"}, "lock_store": lock_store}
-        app = build_app(ServerOptions(model_path=None, enable_api=True, endpoints=endpoints))
-        with caplog.at_level(logging.INFO):
-            async with app.router.lifespan_context(app):
-                pass
-    (line,) = [r for r in caplog.records if "lock store" in r.getMessage()]
+        line = await start_line(lock_store, caplog)
     assert line.levelname == "ERROR"
     assert "refused its credentials (check `username` and `password`)" in line.getMessage()
 
@@ -124,11 +132,6 @@ async def test_a_lock_store_redis_certificate_not_trusted_is_an_error_at_start_u
     WARNING that turns answer 503 "until it is reachable", though waiting never mends it."""
     async with private_redis(tmp_path, tls=True) as (_, port):
         lock_store = {"type": "redis", "url": "localhost", "port": port, "use_ssl": True}
-        endpoints = {"tracker_store": {"type": "in_memory"}, "lock_store": lock_store}
-        app = build_app(ServerOptions(model_path=None, enable_api=True, endpoints=endpoints))
-        with caplog.at_level(logging.INFO):
-            async with app.router.lifespan_context(app):
-                pass
-    (line,) = [r for r in caplog.records if "lock store" in r.getMessage()]
+        line = await start_line(lock_store, caplog)
     assert line.levelname == "ERROR"
     assert "TLS certificate is not trusted (check `ssl_ca_certs`)" in line.getMessage()
