@@ -129,7 +129,12 @@ async def _check_lock_store(lock_store: Any) -> None:
     except StoreFailed as exc:  # (its text names the lock store and its Redis)
         logger.error("%s; every turn fails (500) until this is fixed", exc)
     except StoreUnavailable as exc:
-        logger.warning("%s; turns answer 503 until it is reachable", exc)
+        from server.trackers.redis_client import login_refused  # (only Redis's pings)
+
+        if login_refused(exc.__cause__):  # waiting does not mend it
+            logger.error("%s; turns answer 503 until this is fixed", exc)
+        else:
+            logger.warning("%s; turns answer 503 until it is reachable", exc)
     except TimeoutError:
         logger.warning(
             "The lock store gave no answer within %g s; turns answer 503 while it does not",

@@ -309,6 +309,10 @@ def _queues(config: dict[str, Any]) -> list[str]:
         return [DEFAULT_QUEUE]
     if isinstance(queues, str):
         queues = [queues]
+    if not isinstance(queues, list | tuple) or any(
+        isinstance(q, dict | list | tuple | bool) for q in queues
+    ):  # (before, `- name: events` was a queue called "{'name': 'events'}")
+        raise InvalidConfig(f"'queues' must be a list of queue names, not {queues!r}")
     names = [q if isinstance(q, str) else "" if q is None else str(q) for q in queues]
     if any(not name.strip() for name in names):
         # RabbitMQ names a queue declared as "" itself (amq.gen-..., another at each

@@ -9,7 +9,7 @@ from typing import Any
 
 from server.errors import InvalidConfig
 from server.trackers.lock import LockStore
-from server.trackers.memory_lock import DEFAULT_WAIT_TIMEOUT, InMemoryLockStore
+from server.trackers.memory_lock import InMemoryLockStore, wait_timeout_setting
 from server.trackers.memory_store import InMemoryTrackerStore
 from server.trackers.store import TrackerStore, cache_events_setting
 
@@ -105,7 +105,7 @@ def create_lock_store(config: dict[str, Any] | None, source: str = "endpoints.ym
 def _create_lock_store(config: dict[str, Any]) -> LockStore:
     kind = section_type(config, "lock_store")
     if kind in _MEMORY_TYPES:
-        return InMemoryLockStore(float(config.get("wait_timeout") or DEFAULT_WAIT_TIMEOUT))
+        return InMemoryLockStore(wait_timeout_setting(config))
     if kind == "redis":
         from server.trackers.redis_lock import RedisLockStore
 

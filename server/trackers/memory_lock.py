@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from server.errors import LockTimeout
+from server.errors import InvalidConfig, LockTimeout
 
 DEFAULT_WAIT_TIMEOUT = 60.0
 
@@ -124,6 +125,17 @@ class _Held:
         queue.users -= 1
         if queue.users == 0:
             del self._store._queues[self._id]
+
+
+def wait_timeout_setting(config: dict[str, Any]) -> float:
+    """A lock store's `wait_timeout` (unset or 0: the default). Before, `nan` made a turn
+    behind a busy one wait for ever, and a negative one refused every such turn at once."""
+    wait_timeout = float(config.get("wait_timeout") or DEFAULT_WAIT_TIMEOUT)
+    if not wait_timeout >= 0:
+        raise InvalidConfig(
+            f"lock_store.wait_timeout must be a number of seconds from 0, not {wait_timeout:g}"
+        )
+    return wait_timeout
 
 
 def timeout_message(conversation_id: str, timeout: float) -> str:

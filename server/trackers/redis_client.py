@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -119,15 +120,18 @@ def key_prefix(config: dict[str, Any], kind: str, quiet: bool = False) -> str:
 
 
 def describe(client: Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    return f"redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+    """ "redis at 127.0.0.1:6379/1" (a Unix socket by its path: before, `?:?`)."""
+    return f"redis at {_where(client)}/{client.connection_pool.connection_kwargs.get('db', 0)}"
 
 
 def dependency(client: Redis, what: str) -> str:
     """ "Redis at 127.0.0.1:6379 (the lock store)", for the outage's lines in the log."""
+    return f"Redis at {_where(client)} (the {what})"
+
+
+def _where(client: Redis) -> str:
     kwargs = client.connection_pool.connection_kwargs
-    where = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
-    return f"Redis at {where} (the {what})"
+    return kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
 
 # Redis answers these while it cannot take writes for a while: out of memory (maxmemory
@@ -156,8 +160,27 @@ def store_errors_as(what: str, client: Redis) -> Iterator[None]:
 REDIS_ERRORS = (redis_errors.RedisError, OSError)
 
 
+def login_refused(exc: BaseException | None) -> str | None:
+    """Why Redis would not let this client in when waiting does not mend it (its settings
+    do), or None: wrong or missing credentials, a TLS certificate not trusted."""
+    if isinstance(exc, redis_errors.AuthenticationError):
+        return "Redis refused its credentials (check `username` and `password`)"
+    while exc is not None:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return "Redis's TLS certificate is not trusted (check `ssl_ca_certs`)"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def store_error(what: str, client: Redis, exc: Exception) -> StoreUnavailable | StoreFailed:
     """One of `REDIS_ERRORS` as ours (see `store_errors_as`)."""
+    refusal = login_refused(exc)
+    if refusal:  # (a kind of ConnectionError)
+        return StoreUnavailable(
+            f"The {what} ({describe(client)}) is unavailable: {refusal}: {exc}",
+            dependency(client, what),
+            f"{refusal}: {exc}",
+        )
     if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
         return StoreUnavailable(
             f"The {what} ({describe(client)}) is unavailable: {exc}",

@@ -25,7 +25,7 @@ from redis import exceptions as redis_errors
 
 from server.errors import InvalidConfig, LockTimeout, StoreUnavailable
 from server.outages import OUTAGES, WINDOW_SECONDS, RepeatsCounted
-from server.trackers.memory_lock import DEFAULT_WAIT_TIMEOUT, timeout_message
+from server.trackers.memory_lock import timeout_message, wait_timeout_setting
 from server.trackers.redis_batch import CommandBatch
 from server.trackers.redis_client import (
     REDIS_ERRORS,
@@ -173,6 +173,10 @@ def _env_lock_lifetime() -> float:
         ) from None
 
 
+# The longest lease Redis takes: its end, in ms since 1970, must fit in 63 bits.
+MAX_LOCK_LIFETIME = 2**62 / 1000
+
+
 # Renewals that failed because Redis could not be reached: the first logged, then counted.
 _RENEWALS_FAILED = RepeatsCounted(logger, WINDOW_SECONDS)
 
@@ -201,11 +205,13 @@ class RedisLockStore:
         self._wake_prefix = wake_prefix.encode()
         self._listener: asyncio.Task[None] | None = None
         self.lock_lifetime = float(config.get("lock_lifetime") or _env_lock_lifetime())
-        self.wait_timeout = float(config.get("wait_timeout") or DEFAULT_WAIT_TIMEOUT)
-        if not self.lock_lifetime >= 0.001:  # Redis refuses a lease under 1 ms: every turn
+        self.wait_timeout = wait_timeout_setting(config)
+        # Redis refuses a lease under 1 ms, or one whose end is past its clock's 64 bits
+        # (before, every turn answered 500 then; an infinite one named no setting).
+        if not 0.001 <= self.lock_lifetime <= MAX_LOCK_LIFETIME:
             raise InvalidConfig(
-                f"lock_store.lock_lifetime (or TICKET_LOCK_LIFETIME) must be at least 0.001 "
-                f"seconds, not {self.lock_lifetime:g}"
+                f"lock_store.lock_lifetime (or TICKET_LOCK_LIFETIME) must be from 0.001 to "
+                f"{MAX_LOCK_LIFETIME:g} seconds, not {self.lock_lifetime:g}"
             )
         self._acquire_script = self._redis.register_script(_ACQUIRE)
         self._renew = self._redis.register_script(_RENEW)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,12 @@ async def test_a_lock_store_that_answers_says_nothing_more_at_start_up(
     require_service("Redis", REDIS)
     config = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "db": 1}
     assert await _start({**config, "key_prefix": unique_name("audit")}, caplog) == []
+
+
+async def test_a_lock_store_on_a_unix_socket_is_named_by_its_path(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """Before, the line named it `redis at ?:?/0`."""
+    socket = tmp_path / "redis.sock"
+    (line,) = await _start({"type": "redis", "url": f"unix://{socket}"}, caplog)
+    assert line.getMessage().startswith(f"The lock store (redis at {socket}/0) is unavailable")

@@ -262,10 +262,11 @@ async def through_proxy(
         await proxy.cut()
 
 
-@pytest.mark.parametrize("lifetime", [-1, 0.0001])
-def test_a_lease_redis_refuses_is_refused_at_start_up(lifetime: float) -> None:
+@pytest.mark.parametrize("lifetime", [-1, 0.0001, 1e20, "inf"])
+def test_a_lease_redis_refuses_is_refused_at_start_up(lifetime: float | str) -> None:
     """Before, the server started and Redis refused every turn's SET ... PX (as a 500, and
-    before that as a REST webhook's 200 for a message neither handled nor stored)."""
+    before that as a REST webhook's 200 for a message neither handled nor stored); an
+    infinite lifetime was refused as 'a setting has the wrong type' naming none."""
     with pytest.raises(InvalidConfig, match="lock_lifetime"):
         create_lock_store({"type": "redis", "url": REDIS[0], "lock_lifetime": lifetime})
 
@@ -285,6 +286,26 @@ async def test_ticket_lock_lifetime_0_is_rasas_default_lifetime(
     finally:
         await store.close()
         await client.aclose()
+
+
+@pytest.mark.parametrize("kind", ["redis", "in_memory"])
+@pytest.mark.parametrize("wait_timeout", [-1, "nan"])
+def test_a_wait_timeout_that_is_no_wait_is_refused_at_start_up(
+    kind: str, wait_timeout: float | str
+) -> None:
+    """Before, `nan` made a turn behind a busy one wait for ever (no 503 ever), and a
+    negative one refused every such turn at once, `within -1 s`."""
+    with pytest.raises(InvalidConfig, match="wait_timeout"):
+        create_lock_store({"type": kind, "url": REDIS[0], "wait_timeout": wait_timeout})
+
+
+def test_an_infinite_ticket_lock_lifetime_is_named_at_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rasa refuses it (`int('inf')`); before, the error named no setting."""
+    monkeypatch.setenv("TICKET_LOCK_LIFETIME", "inf")
+    with pytest.raises(InvalidConfig, match="TICKET_LOCK_LIFETIME"):
+        create_lock_store({"type": "redis", "url": REDIS[0]})
 
 
 @pytest.mark.parametrize("value", ["sixty", "1m"])

@@ -9,6 +9,8 @@ A Redis server of our own (the shared one must not be reconfigured), full from t
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,37 +20,38 @@ import pytest
 from redis.asyncio import Redis
 
 from bench.tcp_proxy import free_port
+from server.api.server import ServerOptions, build_app
 from server.errors import StoreUnavailable
 from server.trackers.factory import create_lock_store, create_tracker_store
+from tests.tls_certificates import self_signed
 
 
-@pytest.fixture
-async def full_redis(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
-    """A private Redis with maxmemory reached; yields its endpoints.yml settings."""
+@contextlib.asynccontextmanager
+async def private_redis(
+    tmp_path: Path, *options: str, password: str | None = None, tls: bool = False
+) -> AsyncIterator[tuple[Redis, int]]:
+    """A Redis server of our own with `options` (`tls`: only TLS, with a self-signed
+    certificate for localhost); yields a client of it and its port."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
     port = free_port()
+    settings = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    tls_client: dict[str, Any] = {}
+    if tls:
+        cert, key = self_signed(tmp_path)
+        settings[1] = "0"
+        settings += ["--tls-port", str(port), "--tls-cert-file", str(cert)]
+        settings += ["--tls-key-file", str(key), "--tls-auth-clients", "no"]
+        tls_client = {"ssl": True, "ssl_ca_certs": str(cert)}
     process = await asyncio.create_subprocess_exec(
-        *[
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--maxmemory",
-            "1mb",
-            "--maxmemory-policy",
-            "noeviction",
-            "--dir",
-            str(tmp_path),
-        ],
+        "redis-server",
+        *settings,
+        *options,
+        "--dir",
+        str(tmp_path),
         stdout=asyncio.subprocess.DEVNULL,
     )
-    client = Redis(port=port)
+    client = Redis(port=port, password=password, **tls_client)
     try:
         for _ in range(100):
             try:
@@ -56,16 +59,24 @@ async def full_redis(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
                 break
             except OSError:
                 await asyncio.sleep(0.05)
+        yield client, port
+    finally:
+        await client.aclose()
+        process.terminate()
+        await process.wait()
+
+
+@pytest.fixture
+async def full_redis(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    """A private Redis with maxmemory reached; yields its endpoints.yml settings."""
+    full = ("--maxmemory", "1mb", "--maxmemory-policy", "noeviction")
+    async with private_redis(tmp_path, *full) as (client, port):
         try:
             for n in range(1000):
                 await client.set(f"filler:{n}", "x" * 10_000)
         except Exception:  # OutOfMemoryError: full
             pass
         yield {"url": "127.0.0.1", "port": port, "db": 0}
-    finally:
-        await client.aclose()
-        process.terminate()
-        await process.wait()
 
 
 async def test_a_full_redis_lock_store_is_unavailable(full_redis: dict[str, Any]) -> None:
@@ -85,3 +96,42 @@ async def test_a_full_redis_tracker_store_is_unavailable(full_redis: dict[str, A
             await store.append("alice", [{"event": "bot", "timestamp": 1.0, "text": "hi"}])
     finally:
         await store.close()
+
+
+async def start_line(
+    lock_store: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> logging.LogRecord:
+    """The one line a server with `lock_store` logs about it while it starts."""
+    endpoints = {"tracker_store": {"type": "in_memory"}, "lock_store": lock_store}
+    app = build_app(ServerOptions(model_path=None, enable_api=True, endpoints=endpoints))
+    with caplog.at_level(logging.INFO):
+        async with app.router.lifespan_context(app):
+            pass
+    (line,) = [r for r in caplog.records if "lock store" in r.getMessage()]
+    return line
+
+
+@pytest.mark.parametrize("password", ["wrong", None])
+async def test_a_lock_store_redis_refuses_to_log_in_is_an_error_at_start_up(
+    password: str | None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong or missing `password`: before, a WARNING that turns answer 503 "until it is
+    reachable", as if Redis were down (for a missing one quoting only Redis's `HELLO must
+    be called with the client already authenticated`), though waiting never mends it."""
+    async with private_redis(tmp_path, "--requirepass", "s3cret", password="s3cret") as (_, port):
+        lock_store = {"type": "redis", "url": "127.0.0.1", "port": port, "password": password}
+        line = await start_line(lock_store, caplog)
+    assert line.levelname == "ERROR"
+    assert "refused its credentials (check `username` and `password`)" in line.getMessage()
+
+
+async def test_a_lock_store_redis_certificate_not_trusted_is_an_error_at_start_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`use_ssl: true` without the `ssl_ca_certs` that signed Redis's certificate: before, a
+    WARNING that turns answer 503 "until it is reachable", though waiting never mends it."""
+    async with private_redis(tmp_path, tls=True) as (_, port):
+        lock_store = {"type": "redis", "url": "localhost", "port": port, "use_ssl": True}
+        line = await start_line(lock_store, caplog)
+    assert line.levelname == "ERROR"
+    assert "TLS certificate is not trusted (check `ssl_ca_certs`)" in line.getMessage()

@@ -172,6 +172,16 @@ def test_a_rabbitmq_queue_without_a_name_is_refused_at_start_up(queues: list) ->
         create_event_broker({"url": "localhost", "queues": queues})
 
 
+@pytest.mark.parametrize("queues", [[{"name": "events"}], [["events"]], {"events": None}])
+def test_a_rabbitmq_queue_written_as_a_mapping_or_list_is_refused_at_start_up(
+    queues: object,
+) -> None:
+    """`queues: [{name: events}]`: before, events went to a queue called `{'name':
+    'events'}` that no consumer reads (a mapping for `queues` took its keys)."""
+    with pytest.raises(InvalidConfig, match="event_broker.*queue"):
+        create_event_broker({"url": "localhost", "queues": queues})
+
+
 def test_amqp_url_from_rasa_keys() -> None:
     assert amqp_url({"url": "rabbit", "username": "u", "password": "p"}) == (
         "amqp://u:p@rabbit:5672/"
