@@ -37,33 +37,45 @@ def test_endpoints_section_that_is_not_a_mapping(run_cli, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    ("section", "settings"),
+    ("section", "settings", "says"),
     [
-        ("tracker_store", "type: sql\n  cache_events: lots"),
-        ("tracker_store", "type: redis\n  port: six"),
-        ("lock_store", "type: redis\n  lock_lifetime: long"),
-        ("lock_store", "type: in_memory\n  wait_timeout: [1]"),
-        ("event_broker", "type: pika\n  queues: 5"),
-        ("event_broker", "type: sql\n  retry_delay_in_seconds: soon"),
+        ("tracker_store", "type: sql\n  cache_events: lots", "a setting has the wrong type"),
+        ("tracker_store", "type: redis\n  port: six", "a setting has the wrong type"),
+        ("lock_store", "type: redis\n  lock_lifetime: long", "a setting has the wrong type"),
+        ("lock_store", "type: in_memory\n  wait_timeout: [1]", "a setting has the wrong type"),
+        (
+            "event_broker",
+            "type: pika\n  queues: 5",
+            "'queues' must be a list of queue names, not 5",
+        ),
+        (
+            "event_broker",
+            "type: sql\n  retry_delay_in_seconds: soon",
+            "a setting has the wrong type",
+        ),
         # An integer no float holds: OverflowError, a traceback, before.
         pytest.param(
-            "lock_store", f"type: in_memory\n  wait_timeout: 1{'0' * 400}", id="lock-huge-int"
+            "lock_store",
+            f"type: in_memory\n  wait_timeout: 1{'0' * 400}",
+            "a setting has the wrong type",
+            id="lock-huge-int",
         ),
         pytest.param(
             "event_broker",
             f"type: sql\n  retry_delay_in_seconds: 1{'0' * 400}",
+            "a setting has the wrong type",
             id="broker-huge-int",
         ),
     ],
 )
 def test_an_endpoints_setting_of_the_wrong_type_is_a_clear_error(
-    run_cli, tmp_path: Path, section: str, settings: str
+    run_cli, tmp_path: Path, section: str, settings: str, says: str
 ) -> None:
     """Before, the server stopped with a traceback (ValueError, TypeError) at start-up."""
     (tmp_path / "endpoints.yml").write_text(f"{section}:\n  {settings}\n")
     result = run_cli("run", "-p", str(free_port()), cwd=tmp_path)
     assert result.code == 1
-    assert f"section '{section}': a setting has the wrong type" in result.err
+    assert f"section '{section}': {says}" in result.err
     assert "Traceback" not in result.err
 
 
