@@ -396,6 +396,11 @@ class EndpointConfig(_Open):
     token: str = _may_be_absent("A token sent as a query parameter.")
     token_name: str = _may_be_absent("The query parameter's name for `token`.")
     wait_time_between_pulls: int | None = _may_be_absent("Seconds between polls.")
+    timeout: float = _may_be_absent("Seconds a whole pull may take (default 300).")
+    read_timeout: float = _may_be_absent(
+        "Ours: seconds the server may stay silent, connecting or between two reads (default 30,"
+        " at most `timeout`)."
+    )
 
 
 class ModelRequest(_Open):

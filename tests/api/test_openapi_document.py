@@ -4,6 +4,7 @@ really sends (the recorded examples) and what we send (live answers)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from openapi_spec_validator import validate as validate_openapi
 
 from server.api.server import ServerOptions, build_app
 from server.auth import AuthConfig
+from server.models.model_server import ModelServerConfig
 from tests.api.conftest import MEMORY_STORE
 from tests.api.rasa_spec import RasaSpec, load_spec
 from tests.api.recorded_examples import RecordedExample, recorded_examples
@@ -94,6 +96,16 @@ def template_of(concrete: str) -> str | None:
 
 def test_our_document_is_valid_openapi(ours: dict[str, Any]) -> None:
     validate_openapi(ours)
+
+
+def test_put_model_documents_every_model_server_setting_it_reads(ours: dict[str, Any]) -> None:
+    """A client writing a PUT /model body from our /openapi.json sees every `model_server`
+    key the server reads; `timeout` and `read_timeout` were read but not listed."""
+    body = our_operation(ours, "/model", "put")["requestBody"]["content"][JSON]["schema"]
+    request = resolved(body, ours)
+    documented = set(resolved(request["properties"]["model_server"], ours)["properties"])
+    read = {f.name for f in dataclasses.fields(ModelServerConfig)}
+    assert read - documented == set()
 
 
 def test_we_serve_no_documented_route_rasa_lacks(ours: dict[str, Any]) -> None:
