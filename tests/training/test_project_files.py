@@ -13,7 +13,7 @@ import pytest
 
 from server.errors import InvalidProjectFile
 from server.training.config_yaml import config_from_dict, read_config
-from server.training.domain_yaml import is_domain_data, read_domain
+from server.training.domain_yaml import DomainReader, is_domain_data, read_domain
 from server.training.nlu_json import read_nlu_json
 from server.training.nlu_yaml import read_nlu_file
 from server.training.project import load_project, load_test_stories
@@ -252,6 +252,15 @@ def test_a_form_named_like_a_default_action_it_lists_under_actions_loads(tmp_pat
     path = tmp_path / "domain.yml"
     path.write_text("forms:\n  action_restart: {required_slots: []}\nactions: [action_restart]\n")
     assert "action_restart" in read_domain(path).forms
+
+
+def test_a_models_domain_with_a_form_named_like_a_default_action_still_loads() -> None:
+    # Trained before training refused it: the model keeps serving.
+    domain = {"forms": {"action_restart": {"required_slots": []}}}
+    reader = DomainReader(warnings=[], from_archive=True)
+    assert "action_restart" in reader.build(domain, "domain.json").forms
+    with pytest.raises(InvalidProjectFile, match="form 'action_restart' is named like"):
+        DomainReader(warnings=[]).build(domain, "domain.yml")
 
 
 def test_domain_semantic_error_points_at_the_slot(tmp_path: Path) -> None:
