@@ -8,6 +8,7 @@ import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -256,7 +257,7 @@ def test_a_form_named_like_a_default_action_it_lists_under_actions_loads(tmp_pat
 
 def test_a_models_domain_with_a_form_named_like_a_default_action_still_loads() -> None:
     # Trained before training refused it: the model keeps serving.
-    domain = {"forms": {"action_restart": {"required_slots": []}}}
+    domain: dict[str, Any] = {"forms": {"action_restart": {"required_slots": []}}}
     reader = DomainReader(warnings=[], from_archive=True)
     assert "action_restart" in reader.build(domain, "domain.json").forms
     with pytest.raises(InvalidProjectFile, match="form 'action_restart' is named like"):
