@@ -661,7 +661,9 @@ class Processor:
             return action
         if name == TWO_STAGE_FALLBACK:
             return TwoStageFallbackAction()
-        if name in domain.forms:
+        if name in domain.forms and name not in domain.user_actions:
+            # A form the domain also lists under `actions` is the project's own action
+            # (say, an SDK form), run on the action server, as in Rasa.
             return FormAction(name)
         if name in domain.responses:
             return ResponseAction(name)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from server.dialogue.domain import Domain
+from server.dialogue.domain import DEFAULT_ACTIONS, Domain
 from server.dialogue.slots import BUILT_IN_SLOTS, MAPPING_TYPES, SLOT_TYPES
 from server.errors import InvalidProjectFile
 from server.training.yaml_io import brief, check_version, is_yaml_file, line_of, read_yaml_file
@@ -492,8 +492,28 @@ class DomainReader:
                 raise
             where = self.locate(exc.reason) or (filename, None)
             raise InvalidProjectFile(exc.reason, where[0], where[1]) from None
+        if not self._from_archive:  # a model trained before this check still loads
+            self.check_form_names(domain, filename)
         self.check_mapping_names(domain, filename)
         return domain
+
+    def check_form_names(self, domain: Domain, filename: str) -> None:
+        """Refuses a form named like a built-in action or a response, as Rasa does (its
+        domain would name the action twice); listed under `actions`, the name is the
+        project's own action, run on the action server, and Rasa accepts it."""
+        for name in domain.forms:
+            if name in domain.user_actions:
+                continue
+            if name in DEFAULT_ACTIONS:
+                what = "is named like the built-in action, which would run instead of the form"
+            elif name in domain.responses:
+                what = "has the name of a response, which would be uttered instead of the form"
+            else:
+                continue
+            raise InvalidProjectFile(
+                f"form '{name}' {what}; rename the form",
+                *self.origins.get(f"forms:{name}", (filename, None)),
+            )
 
     def check_mapping_names(self, domain: Domain, filename: str) -> None:
         """Warns of slot mappings naming an entity (from_entity) or intent (from_intent) the

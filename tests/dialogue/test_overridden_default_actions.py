@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from rasa_sdk import Action
-from rasa_sdk.events import ActionExecuted, SessionStarted, SlotSet, UserUtteranceReverted
+from rasa_sdk.events import (
+    ActionExecuted,
+    ActiveLoop,
+    SessionStarted,
+    SlotSet,
+    UserUtteranceReverted,
+)
 
 from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_files
 from tests.dialogue.sdk_transport import SdkTransport
@@ -146,3 +152,40 @@ async def test_the_two_stage_fallback_gives_up_with_the_domains_own_fallback(
     assert (await conversation.say("/nlu_fallback")).texts == ["passing you to a human"]
     assert transport.calls[-1] == "action_default_fallback"
     assert (await conversation.say("/greet")).texts == ["hello"]
+
+
+OWN_FORM_DOMAIN = """
+version: "3.1"
+intents: [order]
+entities: [size]
+slots:
+  size: {type: text, influence_conversation: false, mappings: [{type: from_entity, entity: size}]}
+responses:
+  utter_ask_size: [{text: the built-in form asks for a size}]
+forms:
+  order_form: {required_slots: [size]}
+actions: [order_form]
+"""
+OWN_FORM_RULES = """
+version: "3.1"
+rules:
+- rule: an order opens the form
+  steps: [{intent: order}, {action: order_form}, {active_loop: order_form}]
+"""
+
+
+class OrderForm(Action):
+    def name(self) -> str:
+        return "order_form"
+
+    async def run(self, dispatcher: Any, tracker: Any, domain: Any) -> list[dict[str, Any]]:
+        dispatcher.utter_message(text="the project's own form runs")
+        return [ActiveLoop(None)]
+
+
+async def test_a_form_listed_under_actions_runs_on_the_action_server(tmp_path: Path) -> None:
+    conversation, transport = talk(tmp_path, OWN_FORM_DOMAIN, OWN_FORM_RULES, OrderForm)
+    # As in Rasa, listing a form under `actions` makes it the project's own action. Before:
+    # the built-in form loop ran and asked with utter_ask_size.
+    assert (await conversation.say("/order")).texts == ["the project's own form runs"]
+    assert transport.calls == ["order_form"]

@@ -8,12 +8,13 @@ import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from server.errors import InvalidProjectFile
 from server.training.config_yaml import config_from_dict, read_config
-from server.training.domain_yaml import is_domain_data, read_domain
+from server.training.domain_yaml import DomainReader, is_domain_data, read_domain
 from server.training.nlu_json import read_nlu_json
 from server.training.nlu_yaml import read_nlu_file
 from server.training.project import load_project, load_test_stories
@@ -224,6 +225,15 @@ def test_domain_directory_merges_files_and_reports_duplicates() -> None:
         # Before: it trained; Rasa skips the file with a warning and trains an empty domain.
         ('version: "9"\nintents: [greet]\n', 1, "'version' '9' is not a format this server"),
         ('version: "3.x"\nintents: [greet]\n', 1, "'version' '3.x' is not a format"),
+        # Before: these trained, and the built-in action ran instead of the form (or the
+        # response was uttered); Rasa refuses them ("Duplicate actions in domain").
+        ("forms:\n  action_restart: {required_slots: []}\n", 2, "form 'action_restart' is"),
+        ("forms:\n  action_listen: {required_slots: []}\n", 2, "built-in action"),
+        (
+            "responses:\n  utter_a: [{text: a}]\nforms:\n  utter_a: {required_slots: []}\n",
+            4,
+            "form 'utter_a' has the name of a response",
+        ),
     ],
 )
 def test_broken_domain_names_file_and_line(
@@ -235,6 +245,23 @@ def test_broken_domain_names_file_and_line(
         read_domain(path)
     assert (info.value.filename, info.value.line) == (str(path), line), str(info.value)
     assert fragment in str(info.value)
+
+
+def test_a_form_named_like_a_default_action_it_lists_under_actions_loads(tmp_path: Path) -> None:
+    # As in Rasa: listed under `actions`, the name is the project's own action (run on the
+    # action server), so the domain names it once.
+    path = tmp_path / "domain.yml"
+    path.write_text("forms:\n  action_restart: {required_slots: []}\nactions: [action_restart]\n")
+    assert "action_restart" in read_domain(path).forms
+
+
+def test_a_models_domain_with_a_form_named_like_a_default_action_still_loads() -> None:
+    # Trained before training refused it: the model keeps serving.
+    domain: dict[str, Any] = {"forms": {"action_restart": {"required_slots": []}}}
+    reader = DomainReader(warnings=[], from_archive=True)
+    assert "action_restart" in reader.build(domain, "domain.json").forms
+    with pytest.raises(InvalidProjectFile, match="form 'action_restart' is named like"):
+        DomainReader(warnings=[]).build(domain, "domain.yml")
 
 
 def test_domain_semantic_error_points_at_the_slot(tmp_path: Path) -> None:
