@@ -90,9 +90,11 @@ class CallbackChannel(CollectingOutputChannel):
         return [m.get("text") for m in self.messages]
 
 
-def reminderbot(bot_models: BotModels, set_reminder: type[Action]) -> tuple[Agent, CallbackChannel]:
+def reminderbot(
+    bot_models: BotModels, set_reminder: type[Action], forget: type[Action] = ForgetReminders
+) -> tuple[Agent, CallbackChannel]:
     callback = CallbackChannel()
-    transport = SdkTransport(set_reminder, ActionReactToReminder, ForgetReminders)
+    transport = SdkTransport(set_reminder, ActionReactToReminder, forget)
     agent = make_agent(
         bot_models["reminderbot"],
         transport=transport,
@@ -468,13 +470,7 @@ async def test_a_reminder_due_during_a_turn_with_a_cancel_fires_unless_named(
     that turn cancels a reminder. Cancelling another one, it fires, as in Rasa; before, it
     took the cancel, which it had not been spared from yet, for one another process applied,
     and never fired. Cancelling this one, it does not fire."""
-    callback = CallbackChannel()
-    transport = SdkTransport(QuickReminder, ActionReactToReminder, forget)
-    agent = make_agent(
-        bot_models["reminderbot"],
-        transport=transport,
-        output_channels={"callback": lambda: callback},
-    )
+    agent, callback = reminderbot(bot_models, QuickReminder, forget)
     forget.waiting = agent.processor.reminders
     conversation = Conversation(agent, "due-in-a-turn")
     await conversation.say('/ask_remind_call{"PERSON": "Ada"}')
