@@ -397,3 +397,70 @@ def test_a_story_going_on_after_a_rules_own_listen_contradicts_it_as_in_rasa() -
     )
     with pytest.raises(TrainingError, match="'greet then welcome' is contradicting"):
         RulePolicy("RulePolicy").train([after_greet, going_on], SIMPLE)
+
+
+def test_a_condition_on_a_slot_that_does_not_influence_the_conversation_is_named() -> None:
+    # As in Rasa, such a slot is in no state, so the condition holds whatever its value:
+    # the rule below greets every user by name. Training says so (Rasa says nothing).
+    domain = Domain.from_dict(
+        {
+            **SIMPLE.as_dict(),
+            "slots": {
+                "name": {
+                    "type": "text",
+                    "influence_conversation": False,
+                    "mappings": [{"type": "custom"}],
+                },
+                "notes": {"type": "any", "mappings": [{"type": "custom"}]},
+                "vip": {"type": "bool", "mappings": [{"type": "custom"}]},
+            },
+        }
+    )
+    named = story(
+        "greet by name",
+        user("greet"),
+        action("utter_greet"),
+        is_rule=True,
+        condition=[SlotSet(key="name", value="bob"), SlotSet(key="vip", value=True)],
+    )
+    noted = story(
+        "noted",
+        user("ask"),
+        action("utter_other"),
+        is_rule=True,
+        condition=[SlotSet(key="notes", value=None)],
+    )
+    policy = RulePolicy("RulePolicy")
+    policy.train([named, noted], domain)
+    vip = SlotSet(key="vip", value=True)
+    assert predict(policy, domain, vip, listen(), user("greet")).action_name == "utter_greet"
+    warnings = [w for w in policy.warnings if "influence" in w]
+    assert warnings == [
+        "RulePolicy: these rules' conditions name slots that do not influence the "
+        "conversation (influence_conversation: false, or type any), so the rules apply "
+        "whatever the slots hold: 'greet by name' (slot 'name'), 'noted' (slot 'notes')"
+    ]
+
+
+def test_contradicting_rules_say_when_a_condition_names_a_slot_policies_never_see() -> None:
+    domain = Domain.from_dict(
+        {
+            **SIMPLE.as_dict(),
+            "slots": {"name": {"type": "text", "influence_conversation": False, "mappings": []}},
+        }
+    )
+    rules = [
+        story("greet", user("greet"), action("utter_greet"), is_rule=True),
+        story(
+            "greet bob",
+            user("greet"),
+            action("utter_vip"),
+            is_rule=True,
+            condition=[SlotSet(key="name", value="bob")],
+        ),
+    ]
+    with pytest.raises(TrainingError) as raised:
+        RulePolicy("RulePolicy").train(rules, domain)
+    message = str(raised.value)
+    assert "contradicting with rule(s) 'greet'" in message
+    assert message.endswith("whatever the slots hold: 'greet bob' (slot 'name').")

@@ -32,6 +32,7 @@ from server.dialogue.policies.featurization import (
 )
 from server.dialogue.policies.policy import Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
+from server.dialogue.slots import BUILT_IN_SLOTS
 from server.dialogue.story_steps import TrainingStory
 from server.errors import InvalidConfig, TrainingError
 from server.nlu.params import flag, number
@@ -215,6 +216,14 @@ class RulePolicy(Policy):
         # search for what only rules mention, is part of `check_for_contradictions`.
         if self.option("check_for_contradictions"):
             _check_incomplete_rules(rules, domain)
+        unseen = _conditions_on_unseen_slots(rules, domain)
+        if unseen:
+            unseen = (
+                "RulePolicy: these rules' conditions name slots that do not influence the "
+                "conversation (influence_conversation: false, or type any), so the rules "
+                f"apply whatever the slots hold: {unseen}"
+            )
+            self.warnings.append(unseen)
         fallback = self.option("core_fallback_action_name")
         if not domain.is_known_action(fallback):
             raise TrainingError(
@@ -287,7 +296,7 @@ class RulePolicy(Policy):
                 "Contradicting rules or stories found:\n"
                 + "\n".join(dict.fromkeys(errors))
                 + "\nPlease update your stories and rules so that they don't contradict "
-                "each other."
+                "each other." + (f"\n{unseen}." if unseen else "")
             )
 
     def _contradictions(
@@ -524,6 +533,25 @@ def _check_rule_restriction(rules: Iterable[TrainingStory]) -> None:
             "Rules are not meant to hardcode a state machine. Please use stories for these "
             "cases, or set `restrict_rules: false` for the RulePolicy."
         )
+
+
+def _conditions_on_unseen_slots(rules: list[TrainingStory], domain: Domain) -> str:
+    """The rules whose conditions name a slot of the domain no policy sees (built-in slots
+    such as `requested_slot` aside), as `'rule' (slot 'a', 'b')` items; empty if none."""
+    items: list[str] = []
+    for rule in rules:
+        slots = [
+            event.key
+            for event in rule.condition
+            if isinstance(event, SlotSet)
+            and event.key not in BUILT_IN_SLOTS
+            and event.key in domain.slots_by_name
+            and not domain.slots_by_name[event.key].influence_conversation
+        ]
+        if slots:
+            names = ", ".join(f"'{name}'" for name in dict.fromkeys(slots))
+            items.append(f"'{rule.name}' (slot {names})")
+    return ", ".join(items)
 
 
 def _check_incomplete_rules(rules: list[TrainingStory], domain: Domain) -> None:
