@@ -139,10 +139,10 @@ RASA_OTHER_VALUE = "__other__"
 
 def rasa_key_length(states: Sequence[State], domain: Domain | None) -> int:
     """The length of Rasa's key for a rule's states: of the rules that apply, Rasa follows
-    the one whose key is the longest, its states written as JSON with spaces and without
-    quotes, each slot as its feature list (a categorical slot one number per value, and
-    one for `__other__`). Our keys hold shorter slot values, which could choose another
-    rule; without a domain, our key's length."""
+    the one whose key is the longest, its states written by Python's `json.dumps` (keys
+    sorted, spaces after `,` and `:`), each slot as its feature list (a categorical slot
+    one number per value, and one for `__other__`). Our keys hold shorter slot values,
+    which could choose another rule; without a domain, our key's length."""
     if domain is None:
         return len(state_key(states))
     written = []
@@ -150,8 +150,10 @@ def rasa_key_length(states: Sequence[State], domain: Domain | None) -> int:
         slots = state.get(SLOTS)
         if slots:
             state = {**state, SLOTS: {k: _rasa_feature(domain, k, v) for k, v in slots.items()}}
+        if _loop_name(state) is None and ACTIVE_LOOP in state:
+            state = {**state, ACTIVE_LOOP: {"name": RASA_SHOULD_NOT_BE_SET}}
         written.append(state)
-    return len(json.dumps(written, sort_keys=True).replace('"', ""))
+    return len(json.dumps(written, sort_keys=True))
 
 
 def _rasa_feature(domain: Domain, name: str, value: Any) -> Any:
