@@ -32,6 +32,11 @@ from tests.dialogue.policy_fixtures import (
 )
 
 
+def conditioned_rule(name: str, intent: str, response: str, *condition: Event) -> TrainingStory:
+    """A rule answering `intent` with `response` under `condition`."""
+    return story(name, user(intent), action(response), is_rule=True, condition=list(condition))
+
+
 def trained(bot_name: str, **options: Any) -> tuple[RulePolicy, Domain]:
     domain, stories, _ = bot(bot_name)
     policy = RulePolicy("RulePolicy", **options)
@@ -259,20 +264,8 @@ def test_rules_with_two_user_messages_are_restricted() -> None:
 
 def test_condition_with_null_slot_requires_it_unset() -> None:
     rules = [
-        story(
-            "vip",
-            user("greet"),
-            action("utter_vip"),
-            is_rule=True,
-            condition=[SlotSet(key="vip", value=True)],
-        ),
-        story(
-            "not vip",
-            user("greet"),
-            action("utter_greet"),
-            is_rule=True,
-            condition=[SlotSet(key="vip", value=None)],
-        ),
+        conditioned_rule("vip", "greet", "utter_vip", SlotSet(key="vip", value=True)),
+        conditioned_rule("not vip", "greet", "utter_greet", SlotSet(key="vip", value=None)),
     ]
     policy = RulePolicy("RulePolicy")
     policy.train(rules, SIMPLE)
@@ -397,3 +390,100 @@ def test_a_story_going_on_after_a_rules_own_listen_contradicts_it_as_in_rasa() -
     )
     with pytest.raises(TrainingError, match="'greet then welcome' is contradicting"):
         RulePolicy("RulePolicy").train([after_greet, going_on], SIMPLE)
+
+
+def test_a_condition_on_a_slot_that_does_not_influence_the_conversation_is_named() -> None:
+    # As in Rasa, such a slot is in no state, so the condition holds whatever its value:
+    # the rule below greets every user by name. Training says so (Rasa says nothing).
+    domain = Domain.from_dict(
+        {
+            **SIMPLE.as_dict(),
+            "slots": {
+                "name": {
+                    "type": "text",
+                    "influence_conversation": False,
+                    "mappings": [{"type": "custom"}],
+                },
+                "notes": {"type": "any", "mappings": [{"type": "custom"}]},
+                "vip": {"type": "bool", "mappings": [{"type": "custom"}]},
+            },
+        }
+    )
+    named = conditioned_rule(
+        "greet by name",
+        "greet",
+        "utter_greet",
+        SlotSet(key="name", value="bob"),
+        SlotSet(key="vip", value=True),
+    )
+    noted = conditioned_rule("noted", "ask", "utter_other", SlotSet(key="notes", value=None))
+    policy = RulePolicy("RulePolicy")
+    policy.train([named, noted], domain)
+    vip = SlotSet(key="vip", value=True)
+    assert predict(policy, domain, vip, listen(), user("greet")).action_name == "utter_greet"
+    warnings = [w for w in policy.warnings if "influence" in w]
+    assert warnings == [
+        "RulePolicy: these rules' conditions name slots that do not influence the "
+        "conversation (influence_conversation: false, or type any), so the rules apply "
+        "whatever the slots hold: 'greet by name' (slot 'name'), 'noted' (slot 'notes')"
+    ]
+
+
+def test_contradicting_rules_say_when_a_condition_names_a_slot_policies_never_see() -> None:
+    domain = Domain.from_dict(
+        {
+            **SIMPLE.as_dict(),
+            "slots": {"name": {"type": "text", "influence_conversation": False, "mappings": []}},
+        }
+    )
+    rules = [
+        story("greet", user("greet"), action("utter_greet"), is_rule=True),
+        conditioned_rule("greet bob", "greet", "utter_vip", SlotSet(key="name", value="bob")),
+    ]
+    with pytest.raises(TrainingError) as raised:
+        RulePolicy("RulePolicy").train(rules, domain)
+    message = str(raised.value)
+    assert "contradicting with rule(s) 'greet'" in message
+    assert message.endswith("whatever the slots hold: 'greet bob' (slot 'name').")
+
+
+def test_of_two_rules_that_apply_the_one_rasa_reads_as_longer_wins() -> None:
+    # Rasa takes the rule whose key, in its own text (slots as feature lists, a categorical
+    # slot one number per value and `__other__`), is the longest. A condition on a
+    # categorical slot of five values outweighs an action before the message there.
+    domain = Domain.from_dict(
+        {
+            **SIMPLE.as_dict(),
+            "intents": ["ask", "menu"],
+            "slots": {
+                "tier": {
+                    "type": "categorical",
+                    "values": ["gold", "silver", "bronze", "iron", "wood"],
+                    "mappings": [{"type": "custom"}],
+                }
+            },
+            "responses": {
+                **SIMPLE.as_dict()["responses"],
+                "utter_menu": [{"text": "menu"}],
+                "utter_gold": [{"text": "gold"}],
+                "utter_after_menu": [{"text": "after menu"}],
+            },
+        }
+    )
+    rules = [
+        story("menu", user("menu"), action("utter_menu"), is_rule=True),
+        conditioned_rule("gold asks", "ask", "utter_gold", SlotSet(key="tier", value="gold")),
+        story(
+            "asked after the menu",
+            action("utter_menu"),
+            user("ask"),
+            action("utter_after_menu"),
+            is_rule=True,
+        ),
+    ]
+    policy = RulePolicy("RulePolicy")
+    policy.train(rules, domain)
+    after_menu = [listen(), user("menu"), action("utter_menu"), listen(), user("ask")]
+    assert predict(policy, domain, *after_menu).action_name == "utter_after_menu"
+    gold = SlotSet(key="tier", value="gold")
+    assert predict(policy, domain, gold, *after_menu).action_name == "utter_gold"

@@ -7,6 +7,7 @@ end of the conversation. Contradictions between rules and stories fail training.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from server.dialogue.policies.featurization import (
 )
 from server.dialogue.policies.policy import Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
+from server.dialogue.slots import BUILT_IN_SLOTS
 from server.dialogue.story_steps import TrainingStory
 from server.errors import InvalidConfig, TrainingError
 from server.nlu.params import flag, number
@@ -130,6 +132,50 @@ def _unhappy_states(states: Sequence[State]) -> list[State]:
     return [{PREV_ACTION: states[-2][PREV_ACTION]}, states[-1]]
 
 
+# How Rasa writes a value a rule says must not be set, and the categorical value it adds.
+RASA_SHOULD_NOT_BE_SET = "should_not_be_set"
+RASA_OTHER_VALUE = "__other__"
+
+
+def rasa_key_length(states: Sequence[State], domain: Domain | None) -> int:
+    """The length of Rasa's key for a rule's states: of the rules that apply, Rasa follows
+    the one whose key is the longest, its states written by Python's `json.dumps` (keys
+    sorted, spaces after `,` and `:`), each slot as its feature list (a categorical slot
+    one number per value, and one for `__other__`). Our keys hold shorter slot values,
+    which could choose another rule; without a domain, our key's length."""
+    if domain is None:
+        return len(state_key(states))
+    written = []
+    for state in states:
+        slots = state.get(SLOTS)
+        if slots:
+            state = {**state, SLOTS: {k: _rasa_feature(domain, k, v) for k, v in slots.items()}}
+        if _loop_name(state) is None and ACTIVE_LOOP in state:
+            state = {**state, ACTIVE_LOOP: {"name": RASA_SHOULD_NOT_BE_SET}}
+        written.append(state)
+    return len(json.dumps(written, sort_keys=True))
+
+
+def _rasa_feature(domain: Domain, name: str, value: Any) -> Any:
+    """A slot's value in a rule state (ours) as Rasa's rule key holds it."""
+    slot = domain.slots_by_name.get(name)
+    if value == SHOULD_NOT_BE_SET:
+        return RASA_SHOULD_NOT_BE_SET
+    if slot is None:
+        return value
+    if slot.type == "bool":
+        return [1.0, 1.0 if value == "true" else 0.0]
+    if slot.type == "categorical":
+        values = [*slot.values, *([] if RASA_OTHER_VALUE in slot.values else [RASA_OTHER_VALUE])]
+        return [1.0 if v == value else 0.0 for v in values]
+    if slot.type == "float":
+        try:
+            return [float(value)]
+        except (TypeError, ValueError):
+            return value
+    return [1.0]
+
+
 class _Lookup:
     """Rule keys with their parsed states, for matching against a conversation.
 
@@ -139,14 +185,22 @@ class _Lookup:
     otherwise every new message would add an entry that no other message can use.
     """
 
-    def __init__(self, entries: dict[str, str]) -> None:
+    def __init__(self, entries: dict[str, str], domain: Domain | None = None) -> None:
         self.entries = entries
         self.parsed = {key: states_from_key(key) for key in entries}
+        # Which of several applicable rules wins: the longest as Rasa writes rules.
+        self.rank = {key: rasa_key_length(rule, domain) for key, rule in self.parsed.items()}
         self.longest = max((len(rule) for rule in self.parsed.values()), default=0)
         self.names_texts = any(
             "text" in state.get(USER, {}) for rule in self.parsed.values() for state in rule
         )
         self._applicable: Memo[tuple[str, ...], list[str]] = Memo(APPLICABLE_CACHE_SIZE)
+
+    def without(self, key: str) -> _Lookup:
+        """This lookup without the rule `key`."""
+        lookup = _Lookup({k: v for k, v in self.entries.items() if k != key})
+        lookup.rank = {k: r for k, r in self.rank.items() if k != key}
+        return lookup
 
     def applicable(self, states: Sequence[State]) -> list[str]:
         return [key for key, rule in self.parsed.items() if _applies(rule, states)]
@@ -215,6 +269,14 @@ class RulePolicy(Policy):
         # search for what only rules mention, is part of `check_for_contradictions`.
         if self.option("check_for_contradictions"):
             _check_incomplete_rules(rules, domain)
+        unseen = _conditions_on_unseen_slots(rules, domain)
+        if unseen:
+            unseen = (
+                "RulePolicy: these rules' conditions name slots that do not influence the "
+                "conversation (influence_conversation: false, or type any), so the rules "
+                f"apply whatever the slots hold: {unseen}"
+            )
+            self.warnings.append(unseen)
         fallback = self.option("core_fallback_action_name")
         if not domain.is_known_action(fallback):
             raise TrainingError(
@@ -263,7 +325,7 @@ class RulePolicy(Policy):
             elif not _prev_is_listen(states[-1]) and action != loop:
                 unhappy[key] = DO_NOT_PREDICT_LOOP_ACTION
 
-        self.rules_ = _Lookup(entries)
+        self.rules_ = _Lookup(entries, domain)
         self.unhappy_ = _Lookup(unhappy)
         self.rule_sources_ = sources
         self.rule_only_ = NO_RULE_ONLY
@@ -287,7 +349,7 @@ class RulePolicy(Policy):
                 "Contradicting rules or stories found:\n"
                 + "\n".join(dict.fromkeys(errors))
                 + "\nPlease update your stories and rules so that they don't contradict "
-                "each other."
+                "each other." + (f"\n{unseen}." if unseen else "")
             )
 
     def _contradictions(
@@ -360,9 +422,7 @@ class RulePolicy(Policy):
         return any(other != key and other.startswith(start) for other in self.rules_.entries)
 
     def _forget(self, key: str) -> None:
-        entries = dict(self.rules_.entries)
-        entries.pop(key, None)
-        self.rules_ = _Lookup(entries)
+        self.rules_ = self.rules_.without(key)
         self.rule_sources_.pop(key, None)
 
     def _check_prediction(self, running: Tracker, domain: Domain) -> tuple[str | None, str]:
@@ -409,7 +469,7 @@ class RulePolicy(Policy):
         action: str | None = None
         best = ""
         if keys:
-            best = max(keys, key=len)
+            best = max(keys, key=self.rules_.rank.__getitem__)
             action = self.rules_.entries[best]
         returning_from_unhappy_path = False
         if loop:
@@ -474,7 +534,7 @@ class RulePolicy(Policy):
         }
 
     def restore(self, state: dict[str, Any], directory: Path, domain: Domain) -> None:
-        self.rules_ = _Lookup({str(k): str(v) for k, v in state.get("rules", {}).items()})
+        self.rules_ = _Lookup({str(k): str(v) for k, v in state.get("rules", {}).items()}, domain)
         self.unhappy_ = _Lookup(
             {str(k): str(v) for k, v in state.get("loop_unhappy_paths", {}).items()}
         )
@@ -524,6 +584,25 @@ def _check_rule_restriction(rules: Iterable[TrainingStory]) -> None:
             "Rules are not meant to hardcode a state machine. Please use stories for these "
             "cases, or set `restrict_rules: false` for the RulePolicy."
         )
+
+
+def _conditions_on_unseen_slots(rules: list[TrainingStory], domain: Domain) -> str:
+    """The rules whose conditions name a slot of the domain no policy sees (built-in slots
+    such as `requested_slot` aside), as `'rule' (slot 'a', 'b')` items; empty if none."""
+    items: list[str] = []
+    for rule in rules:
+        slots = [
+            event.key
+            for event in rule.condition
+            if isinstance(event, SlotSet)
+            and event.key not in BUILT_IN_SLOTS
+            and event.key in domain.slots_by_name
+            and not domain.slots_by_name[event.key].influence_conversation
+        ]
+        if slots:
+            names = ", ".join(f"'{name}'" for name in dict.fromkeys(slots))
+            items.append(f"'{rule.name}' (slot {names})")
+    return ", ".join(items)
 
 
 def _check_incomplete_rules(rules: list[TrainingStory], domain: Domain) -> None:
