@@ -153,6 +153,8 @@ def dry_run(
     existing = _up_to_date_archive(_fingerprint(project), Path(out), fixed_model_name)
     if force:
         return DRY_RUN_FORCED, existing
+    if existing is None:
+        _say_if_other_format(Path(out), lambda made_in: _fingerprint(project, False, made_in))
     return (DRY_RUN_UP_TO_DATE if existing else DRY_RUN_NEEDS_TRAINING), existing
 
 

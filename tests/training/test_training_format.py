@@ -14,7 +14,7 @@ from server.models.archive import read_archive, write_archive
 from server.models.metadata import TRAINING_FORMAT
 from server.training.evaluate import load_model_file
 from server.training.project import load_project
-from server.training.train import _fingerprint, train
+from server.training.train import DRY_RUN_NEEDS_TRAINING, _fingerprint, dry_run, train
 from tests.dialogue.conversation_fixtures import make_agent, train_archive, write_files
 
 # The story's role `to` is one the domain does not list (only the archive's copy, below).
@@ -57,8 +57,7 @@ def as_made_in(
         if k not in ("training_format", "entity_roles")
         and k not in ("format_version", "botserver_version", "model_id", "trained_at")
     }
-    inputs = load_project(folder / "config.yml", folder / "domain.yml", [folder / "data"])
-    kept["fingerprint"] = _fingerprint(inputs, training_format=made_in)
+    kept["fingerprint"] = _fingerprint(load_project(*inputs(folder)), training_format=made_in)
     old = write_archive(content / "components", {**kept, **FORMAT_MARKERS[made_in]}, work / "old")
     return old.rename(archive.parent / old.name)
 
@@ -68,8 +67,13 @@ def project(folder: Path, domain: str = DOMAIN) -> Path:
     return write_files(files, folder)
 
 
+def inputs(folder: Path) -> tuple[Path, Path, list[Path]]:
+    """The project's config, domain and data, as `botserver train` reads them."""
+    return folder / "config.yml", folder / "domain.yml", [folder / "data"]
+
+
 def train_again(folder: Path, out: Path) -> Any:
-    return train(folder / "config.yml", folder / "domain.yml", [folder / "data"], out)
+    return train(*inputs(folder), out)
 
 
 @pytest.mark.parametrize("made_in", [0, 1])
@@ -83,13 +87,15 @@ def test_train_retrains_an_archive_of_an_older_training_format(
     archive.unlink()
 
     with caplog.at_level(logging.INFO, logger="server.training.train"):
+        assert dry_run(load_project(*inputs(folder)), out)[0] == DRY_RUN_NEEDS_TRAINING
         result = train_again(folder, out)
 
     # Before (format 1): "Nothing changed since the last training", the old archive reused.
     assert not result.skipped
     metadata = load_model_file(Path(result.path)).metadata
     assert metadata["training_format"] == TRAINING_FORMAT
-    assert f"{old} was trained from these files in training format {made_in}" in caplog.text
+    said = f"{old} was trained from these files in training format {made_in}"
+    assert caplog.text.count(said) == 2  # by the dry run, and by the training
 
 
 def test_train_skips_an_archive_of_this_training_format(tmp_path: Path) -> None:
