@@ -30,7 +30,7 @@ from server.api.schemas import (
     Tracker,
 )
 from server.api.services import Services, services_of
-from server.api.tracker_response import freed_after_sending, tracker_response
+from server.api.tracker_response import around_prediction, freed_after_sending, tracker_response
 from server.auth import require_auth
 from server.dialogue.agent import Agent
 from server.dialogue.story_export import conversation_story
@@ -375,7 +375,7 @@ def conversations_router() -> APIRouter:
             raise _conversation_not_found()
         body, tracker = scored
         return await tracker_response(
-            tracker, EventVerbosity.AFTER_RESTART, lambda state: {**body, "tracker": state}
+            tracker, EventVerbosity.AFTER_RESTART, around_prediction(body, tracker)
         )
 
     @router.post(

@@ -51,7 +51,7 @@ from server.api.schemas import (
     ref,
 )
 from server.api.services import Services, services_of
-from server.api.tracker_response import freed_after_sending, tracker_response
+from server.api.tracker_response import around_prediction, freed_after_sending, tracker_response
 from server.auth import redact, redact_also, require_auth
 from server.dialogue.messages import MAX_TEXT_CHARS
 from server.dialogue.processor import DialogueModel
@@ -934,9 +934,7 @@ def model_router() -> APIRouter:
         # 100,000 events held the event loop 0.5-0.6 s.
         tracker = await asyncio.to_thread(read) if len(body) > OFF_LOOP_EVENTS else read()
         scores = await asyncio.to_thread(services.agent.scores_for, tracker)
-        response = await tracker_response(
-            tracker, verbosity, lambda state: {**scores, "tracker": state}
-        )
+        response = await tracker_response(tracker, verbosity, around_prediction(scores, tracker))
         return freed_after_sending(response, [tracker], [body])
 
     @router.post(

@@ -22,6 +22,22 @@ from server.trackers.tracker import EventVerbosity, Tracker, chosen_events
 R = TypeVar("R", bound=Response)
 
 
+def around_prediction(
+    scores: dict[str, Any], tracker: Tracker
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A predict route's body around the tracker's state: as Rasa's, the prediction takes up
+    a pending followup action (in the domain or not), so the state it answers with has none;
+    the conversation itself keeps it (it is an event), and the next turn runs it."""
+    taken = bool(tracker.followup_action)
+
+    def around(state: dict[str, Any]) -> dict[str, Any]:
+        if taken:
+            state["followup_action"] = None
+        return {**scores, "tracker": state}
+
+    return around
+
+
 async def tracker_response(
     tracker: Tracker,
     verbosity: EventVerbosity,

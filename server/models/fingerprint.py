@@ -1,7 +1,8 @@
 """The fingerprint of training inputs, and finding an archive already trained from them.
 
 `botserver train` skips training when an archive in the output directory carries the same
-fingerprint (unless `--force`).
+fingerprint (unless `--force`), and retrains, saying so, one made from the same inputs in
+another training format (see `server.models.metadata.TRAINING_FORMAT`).
 """
 
 from __future__ import annotations
@@ -10,12 +11,19 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from server.errors import ModelError
 from server.models.archive import ARCHIVE_SUFFIX, read_metadata
-from server.models.metadata import TRAINING_FINGERPRINT_KEY
+from server.models.metadata import (
+    FORMAT_FINGERPRINTED_SINCE,
+    TRAINING_FINGERPRINT_KEY,
+    TRAINING_FORMAT,
+    TRAINING_FORMAT_KEY,
+    training_format_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +50,44 @@ def fingerprint_inputs(files: list[Path], config: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def find_archive_with_fingerprint(
-    out_dir: Path, fingerprint: str, required: dict[str, Any] | None = None
-) -> Path | None:
-    """The newest archive in out_dir whose metadata holds this training fingerprint (and the
-    `required` values: what a trainer of the same files writes today)."""
+def with_training_format(config: dict[str, Any], training_format: int) -> dict[str, Any]:
+    """`config` as the fingerprint of an archive of this training format covers it: with the
+    format, from the format that put it there on."""
+    if training_format < FORMAT_FINGERPRINTED_SINCE:
+        return config
+    return {**config, TRAINING_FORMAT_KEY: training_format}
+
+
+def find_archive_with_fingerprint(out_dir: Path, fingerprint: str) -> Path | None:
+    """The newest archive in out_dir whose metadata holds this training fingerprint."""
+    for archive, metadata in _archives_newest_first(out_dir):
+        if metadata.get(TRAINING_FINGERPRINT_KEY) == fingerprint:
+            return archive
+    return None
+
+
+def find_other_format_archive(
+    out_dir: Path, fingerprint_in: Callable[[int], str]
+) -> tuple[Path, int] | None:
+    """The newest archive in out_dir, and its training format, made from the inputs that
+    `fingerprint_in(format)` fingerprints, in a training format other than today's."""
+    seen: dict[int, str] = {}
+    for archive, metadata in _archives_newest_first(out_dir):
+        made_in = training_format_of(metadata)
+        if made_in == TRAINING_FORMAT:
+            continue
+        if made_in not in seen:
+            seen[made_in] = fingerprint_in(made_in)
+        if metadata.get(TRAINING_FINGERPRINT_KEY) == seen[made_in]:
+            return archive, made_in
+    return None
+
+
+def _archives_newest_first(out_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The archives in out_dir with their metadata, newest first; unreadable ones skipped."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
-        return None
+        return
     archives = sorted(
         (p for p in out_dir.iterdir() if p.name.endswith(ARCHIVE_SUFFIX) and p.is_file()),
         key=lambda p: p.stat().st_mtime,
@@ -61,8 +99,4 @@ def find_archive_with_fingerprint(
         except ModelError as exc:
             logger.debug("Skipping %s while looking for a fingerprint: %s", archive, exc)
             continue
-        if metadata.get(TRAINING_FINGERPRINT_KEY) == fingerprint and all(
-            metadata.get(key) == value for key, value in (required or {}).items()
-        ):
-            return archive
-    return None
+        yield archive, metadata

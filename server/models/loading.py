@@ -18,7 +18,7 @@ from server.errors import (
     OutdatedModel,
     UnsupportedModel,
 )
-from server.models.metadata import ENTITY_ROLES_KEY, ENTITY_ROLES_LISTED
+from server.models.metadata import ROLES_LISTED_SINCE, training_format_of
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.remote import RemoteNLU
 from server.training.domain_yaml import DomainReader
@@ -72,7 +72,7 @@ def _load_model(directory: Path, metadata: dict[str, Any]) -> DialogueModel:
             "Retrain it with `botserver train`."
         )
     domain = _read_domain(domain_path)
-    if metadata.get(ENTITY_ROLES_KEY) != ENTITY_ROLES_LISTED:
+    if training_format_of(metadata) < ROLES_LISTED_SINCE:
         # Trained when every entity role and group influenced the dialogue: its policies
         # learnt them so, and read them so until it is trained again.
         domain.entity_labels = None

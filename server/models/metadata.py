@@ -20,10 +20,22 @@ METADATA_FILE = "metadata.json"
 RASA2_MARKER = "fingerprint.json"
 # The trainer's fingerprint of its inputs (see server.models.fingerprint).
 TRAINING_FINGERPRINT_KEY = "fingerprint"
-# "listed": the policies learnt an entity's role or group only where the domain lists it. An
-# archive without it was trained when every role and group counted, and is read so.
-ENTITY_ROLES_KEY = "entity_roles"
-ENTITY_ROLES_LISTED = "listed"
+# What `botserver train` makes of a project. Bump TRAINING_FORMAT whenever training the same
+# files gives another archive: a new component or archive file, a learnt state read another
+# way, a new metadata key a loader decides by. It is in the metadata and the fingerprint, so
+# `train` retrains an archive of another format; loaders read every format. The history:
+#   0  every entity role and group counted in the dialogue (no marker in the metadata)
+#   1  a role or group counts only where the domain lists it (`entity_roles: "listed"`)
+#   2  the format itself in the metadata (`training_format`) and the fingerprint
+TRAINING_FORMAT = 2
+TRAINING_FORMAT_KEY = "training_format"
+# Since this format, a role or group counts only where the domain lists it.
+ROLES_LISTED_SINCE = 1
+# Since this format, the training fingerprint covers the format (before, it did not).
+FORMAT_FINGERPRINTED_SINCE = 2
+# Format 1's marker, read from archives without TRAINING_FORMAT_KEY.
+_ENTITY_ROLES_KEY = "entity_roles"
+_ENTITY_ROLES_LISTED = "listed"
 
 RASA_MESSAGE = "This is a Rasa model; retrain it with `botserver train`"
 
@@ -68,6 +80,15 @@ def build_metadata(caller: dict[str, Any]) -> dict[str, Any]:
         trained_at=datetime.now(UTC).isoformat(),
     )
     return metadata
+
+
+def training_format_of(metadata: dict[str, Any]) -> int:
+    """The training format an archive was made in (see TRAINING_FORMAT); an archive from
+    before the key counts by its marker, and a value that is no number as format 0."""
+    value = metadata.get(TRAINING_FORMAT_KEY)
+    if TRAINING_FORMAT_KEY not in metadata:
+        return ROLES_LISTED_SINCE if metadata.get(_ENTITY_ROLES_KEY) == _ENTITY_ROLES_LISTED else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def parse_metadata(raw: bytes) -> dict[str, Any]:

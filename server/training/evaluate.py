@@ -42,24 +42,40 @@ def _existing(path: Path, what: str, flag: str) -> Path:
 # Where `botserver test` looks for test stories, and where it falls back to without them.
 TEST_STORIES = Path("tests")
 TRAINING_DATA = Path("data")
+# Rasa's name for a file of test stories: its end-to-end test reads only these.
+TEST_FILE_PREFIX = "test_"
 
 
-def _test_stories(given: str | None) -> Path:
-    """`--stories`, or else `tests`; a project without a `tests` folder is tested on the
-    training stories of `data`, with a warning, as `rasa test` does (Rasa's example bots
-    have no tests folder). A path given with `--stories` is not replaced: a typo stays an
-    error."""
+def _test_story_files(given: str | None, e2e: bool = False) -> list[Path]:
+    """The files of `--stories`, or else of `tests`; a project without a `tests` folder is
+    tested on the stories of `data`, with a warning, as `rasa test` does (Rasa's example bots
+    have no tests folder): with `--e2e`, as Rasa, on its `test_*` files alone, and an error
+    says so when there are none. A path given with `--stories` is not replaced: a typo
+    stays an error."""
     if given is not None:
-        return Path(given)
+        return data_files([_existing(Path(given), "test stories", "--stories")])
     if TEST_STORIES.exists() or not TRAINING_DATA.exists():
-        return TEST_STORIES
+        return data_files([_existing(TEST_STORIES, "test stories", "--stories")])
+    if e2e:
+        files = [f for f in data_files([TRAINING_DATA]) if f.name.startswith(TEST_FILE_PREFIX)]
+        if not files:
+            raise InvalidConfig(
+                f"--e2e tests end-to-end test stories, and there are none: no '{TEST_STORIES}' "
+                f"folder, and no {TEST_FILE_PREFIX}*.yml file in '{TRAINING_DATA}' (where "
+                f"Rasa's --e2e looks without one). Write test stories in '{TEST_STORIES}/' (as "
+                "`rasa init` does), or give them with --stories."
+            )
+        tested, why = f"the {TEST_FILE_PREFIX}*.yml stories of '{TRAINING_DATA}'", ""
+    else:
+        files = data_files([TRAINING_DATA])
+        tested = f"the training stories of '{TRAINING_DATA}'"
+        why = "accuracy on data the model was trained on; "
     print(
-        f"warning: no test stories at '{TEST_STORIES}'; testing the training stories of "
-        f"'{TRAINING_DATA}' instead, as Rasa does (accuracy on data the model was trained "
-        "on; give test stories with --stories).",
+        f"warning: no test stories at '{TEST_STORIES}'; testing {tested} instead, as Rasa "
+        f"does ({why}give test stories with --stories).",
         file=sys.stderr,
     )
-    return TRAINING_DATA
+    return files
 
 
 def report_files(args: argparse.Namespace) -> dict[str, bool]:
@@ -73,15 +89,14 @@ def report_files(args: argparse.Namespace) -> dict[str, bool]:
 
 def test_core(
     model: DialogueModel,
-    stories_path: Path,
+    story_files: list[Path],
     out: Path,
     e2e: bool = False,
     max_stories: int | None = None,
     warnings: bool = True,
     **files: bool,
 ) -> dict:
-    stories_path = _existing(stories_path, "test stories", "--stories")
-    stories = load_test_stories(data_files([stories_path]), model.domain)[:max_stories]
+    stories = load_test_stories(story_files, model.domain)[:max_stories]
     for problem in story_reference_problems(stories, model.domain):
         # As Rasa warns: such a step cannot be predicted, its story will fail.
         print(f"warning: {problem}", file=sys.stderr)
@@ -170,7 +185,7 @@ def run_test(args: argparse.Namespace) -> int:
     if core:
         report = test_core(
             model,
-            _test_stories(args.stories),
+            _test_story_files(args.stories, args.e2e),
             out,
             args.e2e,
             args.max_stories,

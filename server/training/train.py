@@ -17,9 +17,14 @@ from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.story_steps import checkpoint_warnings
 from server.errors import InvalidProjectFile
 from server.models.archive import check_archive_target, random_name, write_archive
-from server.models.fingerprint import find_archive_with_fingerprint, fingerprint_inputs
+from server.models.fingerprint import (
+    find_archive_with_fingerprint,
+    find_other_format_archive,
+    fingerprint_inputs,
+    with_training_format,
+)
 from server.models.loading import DOMAIN_FILE, NLU_DIR, POLICIES_DIR
-from server.models.metadata import ENTITY_ROLES_KEY, ENTITY_ROLES_LISTED
+from server.models.metadata import TRAINING_FORMAT, TRAINING_FORMAT_KEY
 from server.nlu.pipeline import NLUPipeline
 from server.trackers.events import ActionExecuted, UserUttered
 from server.training.config_yaml import ProjectConfig, naming_config_items
@@ -87,15 +92,12 @@ def set_augmentation(project: Project, factor: int | None) -> None:
     project.config.policies = policies
 
 
-# What this trainer writes in an archive's metadata that one trained before did not: an
-# archive without it is out of date, whatever its fingerprint.
-TRAINED_AS_TODAY = {ENTITY_ROLES_KEY: ENTITY_ROLES_LISTED}
-
-
-def _fingerprint(project: Project, core_only: bool = False) -> str:
-    # The domain as read (a response's new text must retrain, a comment need not), and our
-    # version: a newer botserver may train the same files differently. A dialogue-only model
-    # is another model: `botserver train` after `train core` must not take it for its own.
+def _fingerprint(
+    project: Project, core_only: bool = False, training_format: int = TRAINING_FORMAT
+) -> str:
+    # The domain as read (a response's new text must retrain, a comment need not), and the
+    # training format: a newer botserver may train the same files differently. A dialogue-only
+    # model is another model: `botserver train` after `train core` must not take it for its own.
     config: dict[str, object] = {
         "language": project.config.language,
         "pipeline": project.config.pipeline,
@@ -106,19 +108,35 @@ def _fingerprint(project: Project, core_only: bool = False) -> str:
     }
     if core_only:
         config["training_type"] = "core"
-    return fingerprint_inputs(sorted(set(project.files)), config)
+    return fingerprint_inputs(
+        sorted(set(project.files)), with_training_format(config, training_format)
+    )
 
 
 def _up_to_date_archive(fingerprint: str, out: Path, fixed_model_name: str | None) -> Path | None:
     """The archive in `out` trained from these very inputs, by their `_fingerprint` (under that
     name, if one is fixed)."""
-    # An archive trained when every entity role counted is trained again (see ENTITY_ROLES_KEY).
-    existing = find_archive_with_fingerprint(out, fingerprint, TRAINED_AS_TODAY)
+    existing = find_archive_with_fingerprint(out, fingerprint)
     if existing is None or (
         fixed_model_name is not None and existing.name != f"{fixed_model_name}.tar.gz"
     ):
         return None
     return existing
+
+
+def _say_if_other_format(out: Path, fingerprint_in: Callable[[int], str]) -> None:
+    """Says why an archive trained from these very files is trained again: another botserver
+    trained it in another training format (see TRAINING_FORMAT)."""
+    found = find_other_format_archive(out, fingerprint_in)
+    if found is not None:
+        archive, made_in = found
+        logger.info(
+            "Training again: %s was trained from these files in training format %d; this "
+            "botserver trains in format %d.",
+            archive,
+            made_in,
+            TRAINING_FORMAT,
+        )
 
 
 # `botserver train --dry-run` exit codes, as Rasa 3's bitmask.
@@ -135,6 +153,8 @@ def dry_run(
     existing = _up_to_date_archive(_fingerprint(project), Path(out), fixed_model_name)
     if force:
         return DRY_RUN_FORCED, existing
+    if existing is None:
+        _say_if_other_format(Path(out), lambda made_in: _fingerprint(project, False, made_in))
     return (DRY_RUN_UP_TO_DATE if existing else DRY_RUN_NEEDS_TRAINING), existing
 
 
@@ -235,6 +255,7 @@ def _train_project(
             # An older botserver may have trained it from settings this one refuses.
             check_config(project.config, with_nlu)
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
+        _say_if_other_format(out, lambda made_in: _fingerprint(project, core_only, made_in))
     # What Rasa warns about in the domain and the files, said before the training starts;
     # then the components' own warnings (the NLU pipeline logs its own as it trains).
     assistant_id, assistant_warning = assistant_id_for(project.config)
@@ -278,7 +299,7 @@ def _train_project(
             "domain": project.domain.as_dict(),
             "training_type": "both" if with_nlu else "core",
             "warnings": warnings,
-            **TRAINED_AS_TODAY,
+            TRAINING_FORMAT_KEY: TRAINING_FORMAT,
         }
         out.mkdir(parents=True, exist_ok=True)
         path = write_archive(
@@ -318,15 +339,17 @@ def train_nlu(
         path = Path(path)
         files += sorted(p for p in path.rglob("*") if is_yaml_file(p)) if path.is_dir() else [path]
     data = NLUTrainingData.merge([read_nlu_file(f) for f in files])
-    fingerprint = fingerprint_inputs(
-        files, {"pipeline": project_config.pipeline, "nlu": True, "botserver": __version__}
-    )
+    inputs = {"pipeline": project_config.pipeline, "nlu": True, "botserver": __version__}
+    fingerprint = fingerprint_inputs(files, with_training_format(inputs, TRAINING_FORMAT))
     out = Path(out)
     if not force:
         existing = find_archive_with_fingerprint(out, fingerprint)
         if existing is not None:
             NLUPipeline.check(project_config.pipeline, project_config.language)
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
+        _say_if_other_format(
+            out, lambda made_in: fingerprint_inputs(files, with_training_format(inputs, made_in))
+        )
     assistant_id, assistant_warning = assistant_id_for(project_config)
     for warning in assistant_warning:
         logger.warning(warning)
@@ -350,6 +373,7 @@ def train_nlu(
             "domain": domain.as_dict(),
             "training_type": "nlu",
             "warnings": nlu.warnings,
+            TRAINING_FORMAT_KEY: TRAINING_FORMAT,
         }
         out.mkdir(parents=True, exist_ok=True)
         path = write_archive(content, metadata, out, fixed_model_name, prefix=NLU_PREFIX)

@@ -740,6 +740,60 @@ async def test_predict_scores_a_pending_followup_action_first(client: httpx.Asyn
     assert body["scores"][0] == {"action": "utter_cheer_up", "score": 1.0}
     assert all(s["score"] == 0.0 for s in body["scores"][1:])
     assert body["confidence"] == 1.0
+    assert body["policy"] == "followup_action"
+
+
+@pytest.mark.parametrize(
+    "set_by",
+    [
+        [{"event": "followup", "name": "utter_cheer_up"}],
+        # An action that returned a FollowupAction, as /execute leaves it (nothing runs after).
+        [
+            {"event": "action", "name": "utter_greet"},
+            {"event": "followup", "name": "utter_cheer_up"},
+        ],
+    ],
+)
+async def test_predict_takes_up_the_followup_action_and_leaves_it_pending(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, set_by: list[dict[str, Any]]
+) -> None:
+    """As Rasa 3.6: the prediction consumes the followup, so the tracker in the answer has
+    none; the stored conversation keeps it, and the next turn runs it. Before, the answer's
+    tracker still showed it pending."""
+    await client.post("/conversations/fu/messages", json={"text": "hi", "sender": "user"})
+    assert (await client.post("/conversations/fu/tracker/events", json=set_by)).is_success
+
+    body = check(rasa_spec, await client.post("/conversations/fu/predict"), PREDICT, "post", 200)
+
+    assert (body["scores"][0]["action"], body["policy"]) == ("utter_cheer_up", "followup_action")
+    assert body["tracker"]["followup_action"] is None
+    stored = (await client.get("/conversations/fu/tracker")).json()
+    assert stored["followup_action"] == "utter_cheer_up"
+    assert stored["events"] == body["tracker"]["events"]
+
+
+async def test_model_predict_takes_up_the_followup_action(client: httpx.AsyncClient) -> None:
+    """POST /model/predict as the conversation's predict (Rasa's is the same call)."""
+    events = [*GOODBYE_EVENTS, {"event": "followup", "name": "utter_cheer_up"}]
+
+    body = (await client.post("/model/predict", json=events)).json()
+
+    assert (body["scores"][0]["action"], body["policy"]) == ("utter_cheer_up", "followup_action")
+    assert body["tracker"]["followup_action"] is None
+
+
+async def test_predict_ignores_a_followup_action_not_in_the_domain(
+    client: httpx.AsyncClient,
+) -> None:
+    """As Rasa: logged, and the policies predict; the answer's tracker has no followup."""
+    await client.post("/conversations/fx/messages", json={"text": "hi", "sender": "user"})
+    followup = {"event": "followup", "name": "action_nowhere"}
+    assert (await client.post("/conversations/fx/tracker/events", json=followup)).is_success
+
+    body = (await client.post("/conversations/fx/predict")).json()
+
+    assert body["policy"] != "followup_action"
+    assert body["tracker"]["followup_action"] is None
 
 
 async def test_the_webhook_and_conversation_routes_take_a_trailing_slash(

@@ -630,6 +630,37 @@ def test_a_project_without_tests_is_tested_on_its_training_stories_as_in_rasa(
     assert (starter_copy / "results" / "intent_report.json").is_file()
 
 
+def test_e2e_without_test_stories_says_so(run_cli, starter_copy: Path) -> None:
+    # Before: exit 0, "3/3 correct": the training stories, which hold no user text, so
+    # nothing end-to-end was tested. Rasa's --e2e reads only data's test_*.yml there.
+    shutil.rmtree(starter_copy / "tests")
+    shutil.rmtree(starter_copy / "results", ignore_errors=True)
+    for argv in (("test", "--e2e"), ("test", "core", "--e2e")):
+        result = run_cli(*argv, cwd=starter_copy)
+        assert result.code == 1
+        assert (
+            "--e2e tests end-to-end test stories, and there are none: no 'tests' folder, "
+            "and no test_*.yml file in 'data'" in result.err
+        )
+        assert "Traceback" not in result.err
+    assert not (starter_copy / "results" / "story_report.json").exists()
+
+
+def test_e2e_without_tests_reads_the_test_files_of_data_as_rasa(
+    run_cli, starter_copy: Path
+) -> None:
+    shutil.move(starter_copy / "tests" / "test_stories.yml", starter_copy / "data")
+    shutil.rmtree(starter_copy / "tests")
+
+    result = run_cli("test", "core", "--e2e", cwd=starter_copy)
+
+    assert result.code == 0, result.err
+    assert "testing the test_*.yml stories of 'data' instead" in result.err
+    report = json.loads((starter_copy / "results" / "story_report.json").read_text())
+    tests = (starter_copy / "data" / "test_stories.yml").read_text().count("- story:")
+    assert report["conversation_accuracy"]["total"] == tests
+
+
 def test_test_stories_named_but_missing_say_which_flag_to_give(run_cli, starter_copy: Path) -> None:
     result = run_cli("test", "core", "-s", "tset", cwd=starter_copy)
     assert result.code == 1

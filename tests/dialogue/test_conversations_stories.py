@@ -114,7 +114,7 @@ async def test_an_end_to_end_story_with_bot_texts_is_followed_to_its_end(tmp_pat
 def test_botserver_test_passes_the_end_to_end_story_it_was_trained_on(tmp_path: Path) -> None:
     folder = write_e2e_project(tmp_path)
     model = train_project(folder, tmp_path / "models")
-    report = evaluate_core(model, folder / "data" / "stories.yml", tmp_path / "results")
+    report = evaluate_core(model, [folder / "data" / "stories.yml"], tmp_path / "results")
     # (the text step is answered from its text, then the story goes on from that text)
     assert report["conversation_accuracy"] == {
         "accuracy": 1.0,

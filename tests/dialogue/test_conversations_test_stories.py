@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from server.training.evaluate import test_core as evaluate_core
+from server.training.project import data_files
 from tests.dialogue.conversation_fixtures import BOTS, BotModels
 
 
@@ -19,7 +20,7 @@ def test_shipped_test_stories_all_pass(
     # formbot's stories are e2e (user text): its NLU asks the fake Duckling for numbers. As in
     # Rasa's evaluation, no action runs: where a story has the form step aside (chitchat), the
     # form counts as rejected, which is what its validation would do with nothing to extract.
-    report = evaluate_core(bot_models[bot], BOTS / bot / "tests", tmp_path)
+    report = evaluate_core(bot_models[bot], data_files([BOTS / bot / "tests"]), tmp_path)
     assert report["conversation_accuracy"] == {
         "accuracy": 1.0,
         "correct": total,
@@ -42,7 +43,7 @@ def test_failed_stories_read_back_as_yaml_whatever_their_names(
         "  - intent: greet\n  - action: utter_goodbye\n",
         encoding="utf-8",
     )
-    report = evaluate_core(bot_models["initial-project-3.6.21"], stories, tmp_path / "out")
+    report = evaluate_core(bot_models["initial-project-3.6.21"], [stories], tmp_path / "out")
     assert report["conversation_accuracy"]["correct"] == 0
     written = yaml.safe_load((tmp_path / "out" / "failed_test_stories.yml").read_text())
     assert written["stories"][0]["story"] == "sad: path # 2"

@@ -1,0 +1,131 @@
+"""The training format: `botserver train` retrains an archive made from the same files in
+another format (saying why), skips one of today's, and every format still loads."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.models.archive import read_archive, write_archive
+from server.models.metadata import TRAINING_FORMAT
+from server.training.evaluate import load_model_file
+from server.training.project import load_project
+from server.training.train import DRY_RUN_NEEDS_TRAINING, _fingerprint, dry_run, train
+from tests.dialogue.conversation_fixtures import make_agent, train_archive, write_files
+
+# The story's role `to` is one the domain does not list (only the archive's copy, below).
+DOMAIN = """
+version: "3.1"
+intents: [travel]
+entities: [city]
+responses:
+  utter_travel: [{text: travelling}]
+"""
+STORIES = """
+version: "3.1"
+stories:
+- story: travel to a city
+  steps:
+  - intent: travel
+    entities:
+    - city: Berlin
+      role: to
+  - action: utter_travel
+"""
+CONFIG = "policies:\n- name: MemoizationPolicy\n- name: RulePolicy\n"
+
+# The metadata the trainer of each older format wrote beyond the common keys.
+FORMAT_MARKERS: dict[int, dict[str, Any]] = {0: {}, 1: {"entity_roles": "listed"}}
+
+
+def as_made_in(
+    archive: Path, folder: Path, work: Path, made_in: int, domain: dict[str, Any] | None = None
+) -> Path:
+    """`archive` repacked as the trainer of format `made_in` wrote it from `folder`: its
+    marker, the fingerprint it computed, and (when given) the domain it stored."""
+    content = work / "content"
+    metadata = read_archive(archive, content)
+    if domain is not None:
+        (content / "components" / "domain.json").write_text(json.dumps(domain), "utf-8")
+    kept = {
+        k: v
+        for k, v in metadata.items()
+        if k not in ("training_format", "entity_roles")
+        and k not in ("format_version", "botserver_version", "model_id", "trained_at")
+    }
+    kept["fingerprint"] = _fingerprint(load_project(*inputs(folder)), training_format=made_in)
+    old = write_archive(content / "components", {**kept, **FORMAT_MARKERS[made_in]}, work / "old")
+    return old.rename(archive.parent / old.name)
+
+
+def project(folder: Path, domain: str = DOMAIN) -> Path:
+    files = {"domain.yml": domain, "config.yml": CONFIG, "data/stories.yml": STORIES}
+    return write_files(files, folder)
+
+
+def inputs(folder: Path) -> tuple[Path, Path, list[Path]]:
+    """The project's config, domain and data, as `botserver train` reads them."""
+    return folder / "config.yml", folder / "domain.yml", [folder / "data"]
+
+
+def train_again(folder: Path, out: Path) -> Any:
+    return train(*inputs(folder), out)
+
+
+@pytest.mark.parametrize("made_in", [0, 1])
+def test_train_retrains_an_archive_of_an_older_training_format(
+    tmp_path: Path, made_in: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = project(tmp_path / "bot")
+    out = tmp_path / "models"
+    archive = train_archive(folder, out)
+    old = as_made_in(archive, folder, tmp_path / "repack", made_in)
+    archive.unlink()
+
+    with caplog.at_level(logging.INFO, logger="server.training.train"):
+        assert dry_run(load_project(*inputs(folder)), out)[0] == DRY_RUN_NEEDS_TRAINING
+        result = train_again(folder, out)
+
+    # Before (format 1): "Nothing changed since the last training", the old archive reused.
+    assert not result.skipped
+    metadata = load_model_file(Path(result.path)).metadata
+    assert metadata["training_format"] == TRAINING_FORMAT
+    said = f"{old} was trained from these files in training format {made_in}"
+    assert caplog.text.count(said) == 2  # by the dry run, and by the training
+
+
+def test_train_skips_an_archive_of_this_training_format(tmp_path: Path) -> None:
+    folder = project(tmp_path / "bot")
+    out = tmp_path / "models"
+    archive = train_archive(folder, out)
+
+    result = train_again(folder, out)
+
+    assert result.skipped
+    assert Path(result.path) == archive
+
+
+@pytest.mark.parametrize(("made_in", "followed"), [(0, True), (1, False)])
+async def test_an_older_archive_reads_entity_roles_as_it_was_trained(
+    tmp_path: Path, made_in: int, followed: bool
+) -> None:
+    """Format 0 learnt every role and keeps reading them so; from format 1 on, a role counts
+    only where the domain lists it. The story's memory needs the role `to`, which the
+    stored domain does not list."""
+    listed = DOMAIN.replace("entities: [city]", "entities: [city: {roles: [to]}]")
+    folder = project(tmp_path / "bot", listed)
+    archive = train_archive(folder, tmp_path / "models")
+    domain = json.loads(json.dumps(load_model_file(archive).domain.as_dict(full=True)))
+    domain["entities"] = ["city"]
+    old = as_made_in(archive, folder, tmp_path / "repack", made_in, domain)
+
+    agent = make_agent(load_model_file(old))
+    _, messages = await agent.trigger_intent(
+        "u", "travel", [{"entity": "city", "value": "Paris", "role": "to"}]
+    )
+
+    assert ("travelling" in [m.get("text") for m in messages]) is followed
