@@ -92,7 +92,12 @@ def sync_client(*, verify: Any = True, **options: Any) -> httpx.Client:
 
 def safe_url(url: str, tolerant: bool = False) -> str:
     """`url` as errors and the log may show it: scheme, host, port and path, without user,
-    password, query (a token, a SAS signature) or fragment; an IPv6 host in its brackets.
+    password, query (a token, a SAS signature, a presigned URL's X-Amz-/X-Goog- signature and
+    credential) or fragment; an IPv6 host in its brackets. The one way our code shows an
+    address (endpoints, model server, remote storage); `server.auth.redact` only scrubs text
+    we do not compose (httpx's request lines, uvicorn's access log, an SDK's message).
+    A password holding a '#' that is not percent-encoded (`http://bot:12#x@host/`) shows what
+    httpx connects to, `http://bot:12`, without the fragment.
 
     Raises ValueError for what is no URL (a port out of range, an unclosed bracket), unless
     `tolerant`: then a port out of range is shown as written (what the error is about), one

@@ -135,3 +135,14 @@ def test_a_port_that_is_no_number_is_quoted_when_no_password_can_be_there() -> N
 
 def test_a_numeric_password_read_as_a_port_is_not_shown() -> None:
     assert safe_url("http://bot:12345678#1@actions:5055/webhook", tolerant=True) == "http://bot"
+
+
+@pytest.mark.parametrize("tolerant", [False, True])
+def test_a_fragment_holding_an_at_sign_is_not_shown(tolerant: bool) -> None:
+    # A password holding a '#', not percent-encoded: httpx connects to `bot:1234`, what
+    # follows the '#' is a fragment, never sent. Shown: the host connected to, no fragment.
+    import httpx
+
+    url = "http://bot:1234#x@host/"
+    connected = httpx.URL(url)
+    assert safe_url(url, tolerant=tolerant) == f"http://{connected.host}:{connected.port}"

@@ -67,7 +67,7 @@ from server.errors import (
     ModelUnavailable,
     TrainingError,
 )
-from server.http_clients import async_client_off_loop
+from server.http_clients import async_client_off_loop, safe_url
 from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
@@ -608,7 +608,10 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
             "remote_storage",
             "body",
         )
-    name = model_file or (model_server or {}).get("url") or "models"
+    given_url = (model_server or {}).get("url")
+    if isinstance(given_url, str):  # shown as every address is (no password, query)
+        given_url = safe_url(given_url, tolerant=True)
+    name = model_file or given_url or "models"
 
     def not_loaded(reason: str | None = None) -> ApiError:
         message = f"Agent with name '{name}' could not be loaded."

@@ -27,6 +27,7 @@ from server.api.model import keep_token_out_of_logs, model_router
 from server.api.services import APP_STATE_KEY, Services
 from server.api.settings import ApiSettings
 from server.api.status import info_router, status_router
+from server.api.worker_files import first_to_claim
 from server.auth import AuthConfig
 from server.brokers.factory import create_event_broker
 from server.channels import InputChannel, load_channels
@@ -120,9 +121,11 @@ async def _check_lock_store(lock_store: Any) -> None:
     """One PING of a shared (Redis) lock store while the server starts, so the log says at
     once what every turn would meet: before, a lock store Redis refuses (a `db` beyond its
     databases, a user without permission) started without a word and every turn answered
-    500. Never raises: Redis may come back, or be fixed, while the server runs."""
+    500. Never raises: Redis may come back, or be fixed, while the server runs. With
+    `--workers N`, the first worker to start checks for all: they share the one Redis, and N
+    identical lines said no more than one."""
     ping = getattr(lock_store, "ping", None)
-    if ping is None:
+    if ping is None or not first_to_claim("lock-store-check"):
         return
     try:
         await asyncio.wait_for(ping(), LOCK_STORE_CHECK_SECONDS)

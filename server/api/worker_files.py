@@ -65,6 +65,22 @@ def leave_workers_dir(alive: IO[str] | None, orphaned: bool) -> None:
     shutil.rmtree(shared, ignore_errors=True)
 
 
+def first_to_claim(name: str) -> bool:
+    """Whether this process is the first to claim `name` (say, a start-up check all workers
+    would repeat word for word): always in a server of one process; in a worker of
+    `--workers N`, only in the one that claims it first for the run."""
+    shared = workers_dir()
+    if shared is None:
+        return True
+    try:
+        os.close(os.open(shared / f"{name}.claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    except OSError:  # the directory gone or unwritable: better each worker than none
+        return True
+    return True
+
+
 def route_sockets(shared: Path) -> Path:
     """Where the workers' private Unix sockets are, `<route>.sock` each."""
     return shared / "routes"

@@ -1,6 +1,7 @@
 """A logging filter that keeps secrets out of logs: `token=` and `key=` query values,
 secret-named keys (token, password, secret, api-key, authorization...), Bearer/Basic
 credentials, JWTs, URL passwords and secrets registered with `redact_also` become `***`.
+For text we do not compose; an address our code shows goes through `safe_url` instead.
 """
 
 from __future__ import annotations
@@ -43,6 +44,16 @@ _PATTERNS = (
     ),
     # Authorization header values, in any spelling of the scheme.
     (re.compile(r"\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/=]+", re.IGNORECASE), r"\1\2"),
+    # A URL's query or fragment holding an '@': a password holding a '?' or '#' that is not
+    # percent-encoded (`http://bot:12#x@host/` connects to `bot:12`, as `safe_url` shows
+    # it): the rest is hidden, so the line names the host connected to, not `host`.
+    (
+        re.compile(
+            r"(\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^/?#\s]*(?:/[^?#\s]*)?)([?#])"
+            r"[^\s'\"]*@[^\s'\"]*?(?=[:,;.!)]*(?:[\s'\"]|$))"  # to the URL's end, not the ':'
+        ),
+        r"\1\2",
+    ),
     # Passwords in URLs: scheme://user:password@host.
     (re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)[^@/\s]+(?=@)"), r"\1"),
     # Anything that looks like a JWT, even without its scheme.

@@ -4,6 +4,7 @@ read, and which policy chose each action, how surely, and what the action did.""
 from __future__ import annotations
 
 import logging
+import reprlib
 from typing import Any
 
 from server.trackers.events import ActionExecuted, DefinePrevUserUtteredFeaturization, Event
@@ -14,6 +15,13 @@ logger = logging.getLogger("server.dialogue.processor")
 
 # A value longer than this is cut in a debug line (a text slot holding a whole message).
 VALUE_CHARS = 60
+
+# Shows a value's first items and characters only: a slot holding a huge list or text costs
+# a few dozen items' repr a line, not the whole value's (then cut to VALUE_CHARS).
+_FIRST_ITEMS = reprlib.Repr()
+_FIRST_ITEMS.maxlevel = 3
+_FIRST_ITEMS.maxlist = _FIRST_ITEMS.maxtuple = _FIRST_ITEMS.maxset = _FIRST_ITEMS.maxdict = 8
+_FIRST_ITEMS.maxstring = _FIRST_ITEMS.maxlong = _FIRST_ITEMS.maxother = VALUE_CHARS
 
 
 def log_message(sender_id: str, text: str | None, parse_data: dict[str, Any]) -> None:
@@ -80,5 +88,5 @@ def _event(event: Event) -> str:
 
 
 def _short(value: Any) -> str:
-    shown = repr(value)
+    shown = _FIRST_ITEMS.repr(value)
     return shown if len(shown) <= VALUE_CHARS else shown[: VALUE_CHARS - 3] + "..."

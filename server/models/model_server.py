@@ -32,7 +32,7 @@ from server.errors import (
     UnsafeArchive,
     UnsupportedModel,
 )
-from server.http_clients import async_client
+from server.http_clients import async_client, safe_url
 from server.models.holder import ModelHolder, is_disk_full
 
 logger = logging.getLogger(__name__)
@@ -63,16 +63,25 @@ class ModelServerConfig:
     # Seconds without a byte (connecting included), at most `timeout`.
     read_timeout: float = DEFAULT_READ_TIMEOUT
 
+    @property
+    def shown_url(self) -> str:
+        """`url` as errors, the log and /status show it: no user, password, query (a token,
+        a presigned URL's signature) or fragment (`safe_url`)."""
+        return safe_url(self.url, tolerant=True)
+
     @classmethod
     def from_endpoint(cls, config: dict[str, Any]) -> ModelServerConfig:
         """The config of a `models:` section (or a PUT /model body); InvalidConfig if unusable."""
         url = config.get("url")
         if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
-            raise InvalidConfig(f"models.url must be an http(s) URL, got {url!r}")
+            shown = safe_url(url, tolerant=True) if isinstance(url, str) else url
+            raise InvalidConfig(f"models.url must be an http(s) URL, got {shown!r}")
         try:
             httpx.URL(url)
         except httpx.InvalidURL as exc:
-            raise InvalidConfig(f"models.url is not a valid URL ({exc}): {url!r}") from None
+            raise InvalidConfig(
+                f"models.url is not a valid URL ({exc}): {safe_url(url, tolerant=True)!r}"
+            ) from None
         auth = config.get("basic_auth")
         basic_auth = None
         if auth:
@@ -193,7 +202,7 @@ class ModelServerPoller:
             return False
         except ModelError as exc:
             self._note_error(
-                f"the model from {self.config.url} failed to load: {exc}",
+                f"the model from {self.config.shown_url} failed to load: {exc}",
                 disk_full=isinstance(exc, ModelStorageFull),
             )
             if isinstance(exc, _REFUSED_FOR_ITS_BYTES):
@@ -218,7 +227,7 @@ class ModelServerPoller:
 
     def _timed_out(self) -> _PullFailed:
         config = self.config
-        return _PullFailed(f"model server {config.url} timed out after {config.timeout:g} s")
+        return _PullFailed(f"model server {config.shown_url} timed out after {config.timeout:g} s")
 
     async def _fetch(self) -> tuple[Path, str, str]:
         config = self.config
@@ -242,9 +251,9 @@ class ModelServerPoller:
                     config.timeout, connect=config.read_timeout, read=config.read_timeout
                 ),
             ) as response:
-                _check_status(response, config.url, has_model=current is not None)
+                _check_status(response, config.shown_url, has_model=current is not None)
                 too_large = _PullFailed(
-                    f"the model from {config.url} is larger than {max_bytes} bytes"
+                    f"the model from {config.shown_url} is larger than {max_bytes} bytes"
                 )
                 declared = response.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > max_bytes:
@@ -252,31 +261,33 @@ class ModelServerPoller:
                 etag = _etag(response)
                 if etag is not None and current is not None and etag == current.fingerprint:
                     # A server that ignores If-None-Match: its ETag says the model is ours.
-                    logger.debug("Model server %s sent the loaded model again", config.url)
+                    logger.debug("Model server %s sent the loaded model again", config.shown_url)
                     raise _NoChange()
                 self._check_not_refused(etag)
                 filename = _safe_filename(response.headers.get("filename"))
                 path, digest = await _save_body(
-                    response, filename, max_bytes, too_large, config.url
+                    response, filename, max_bytes, too_large, config.shown_url
                 )
         except (httpx.ConnectTimeout, httpx.ReadTimeout) as exc:
             if config.read_timeout < config.timeout:
                 raise _PullFailed(
-                    f"model server {config.url} timed out: it sent nothing for "
+                    f"model server {config.shown_url} timed out: it sent nothing for "
                     f"{config.read_timeout:g} s (models.read_timeout)"
                 ) from exc
             raise self._timed_out() from exc
         except httpx.TimeoutException as exc:
             raise self._timed_out() from exc
         except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
-            raise _PullFailed(f"cannot reach model server {config.url}: {exc!r}") from exc
+            raise _PullFailed(f"cannot reach model server {config.shown_url}: {exc!r}") from exc
         except httpx.HTTPError as exc:  # reached: it answered what is not HTTP, or cut it short
-            raise _PullFailed(f"model server {config.url} broke off the exchange: {exc!r}") from exc
+            raise _PullFailed(
+                f"model server {config.shown_url} broke off the exchange: {exc!r}"
+            ) from exc
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
             raise _PullFailed(
-                f"no space left on the server's disk for the model from {config.url}",
+                f"no space left on the server's disk for the model from {config.shown_url}",
                 disk_full=True,
             ) from exc
         if etag is None and current is not None and current.fingerprint == digest:
@@ -314,7 +325,7 @@ class ModelServerPoller:
         if not self.superseded:
             logger.info(
                 "No more pulls from %s: a newer PUT or DELETE /model chose the model",
-                self.config.url,
+                self.config.shown_url,
             )
         self.superseded = True
 
@@ -333,7 +344,7 @@ class ModelServerPoller:
 
     def _clear_error(self) -> None:
         if self.last_error is not None:
-            logger.info("Model pulls from %s work again", self.config.url)
+            logger.info("Model pulls from %s work again", self.config.shown_url)
         self.last_error = self.last_error_at = self.failing_since = None
         self.disk_full = False
 
@@ -409,7 +420,7 @@ def _check_status(response: httpx.Response, url: str, has_model: bool) -> None:
         # Not followed: the request's headers and token would go wherever it points. Only
         # the host is named; the rest of a redirect (a signed URL) can be a credential.
         # (httpx has checked Location already: an invalid one is an httpx.HTTPError.)
-        target = httpx.URL(url).join(response.headers["Location"]).host or "?"
+        target = response.request.url.join(response.headers["Location"]).host or "?"
         raise _PullFailed(
             f"model server {url} answered HTTP {status}, a redirect to {target}; redirects "
             "are not followed: set models.url to the address that serves the model"

@@ -66,6 +66,17 @@ def check_storage_settings(storage: str) -> None:
     download could work with (InvalidConfig). Unset variables and the storage's answers are
     the start-up load's to report."""
     storage_timeout()
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if storage == "aws" and endpoint:
+        _storage_address("AWS_ENDPOINT_URL", endpoint, _S3_SERVICE)
+        if urlsplit(endpoint).query:  # botocore refuses it at the first request
+            raise InvalidConfig(
+                f"AWS_ENDPOINT_URL {safe_url(endpoint, tolerant=True)!r} is not usable: an "
+                "endpoint URL takes no query (botocore: not a valid URI)"
+            )
+    account_url = os.environ.get("AZURE_ACCOUNT_URL")
+    if storage == "azure" and account_url:
+        _storage_address("AZURE_ACCOUNT_URL", account_url, _BLOB_SERVICE)
     if storage == "azure" and os.environ.get("AZURE_ACCOUNT_KEY"):
         _azure_account_key()
 
@@ -253,21 +264,21 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         import boto3
         import botocore.session
         from botocore.config import Config
-        from botocore.exceptions import BotoCoreError, ClientError, CredentialRetrievalError
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            CredentialRetrievalError,
+            EndpointResolutionError,
+        )
     except ImportError as exc:
         raise InvalidConfig(
             "Remote storage 'aws' needs boto3: pip install 'botserver[aws]'"
         ) from exc
     bucket = _env("BUCKET_NAME", "aws")
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    where = f"S3 bucket '{bucket}'"
     if endpoint:
-        try:
-            safe_url(endpoint)  # a port out of range: botocore fails only at the request
-        except ValueError as exc:
-            raise _unusable_endpoint(endpoint, exc) from None
-    where = f"S3 bucket '{bucket}'" + (
-        f" at {safe_url(endpoint, tolerant=True)}" if endpoint else ""
-    )
+        where += f" at {_storage_address('AWS_ENDPOINT_URL', endpoint, _S3_SERVICE)}"
     config = Config(
         connect_timeout=timeout,
         read_timeout=timeout,
@@ -309,13 +320,46 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
             raise ModelNotFound(f"No model '{key}' in S3 bucket '{bucket}'") from exc
         raise ModelError(f"Cannot download '{key}' from {where}: {exc}") from exc
+    except EndpointResolutionError as exc:
+        # Settings botocore cannot make the S3 address from, found at the first request
+        # (an AWS_ENDPOINT_URL with a query: "Custom endpoint `...` was not a valid URI").
+        if endpoint and "endpoint" in str(exc).lower():
+            raise _unusable_endpoint(endpoint, exc) from None
+        raise InvalidConfig(
+            f"Remote storage 'aws' cannot address S3 bucket '{bucket}': {exc} (check "
+            "AWS_ENDPOINT_URL, AWS_DEFAULT_REGION and BUCKET_NAME)"
+        ) from None
     except BotoCoreError as exc:
         raise _transport_failure(where, key, timeout, exc) from exc
 
 
-def _unusable_endpoint(endpoint: str, exc: ValueError) -> InvalidConfig:
+def _unusable_endpoint(endpoint: str, exc: Exception) -> InvalidConfig:
     shown = safe_url(endpoint, tolerant=True)  # no credentials
     return InvalidConfig(f"AWS_ENDPOINT_URL {shown!r} is not usable: {exc}")
+
+
+# What a storage address should name, in the error when it cannot.
+_S3_SERVICE = "the S3 service, such as http://127.0.0.1:9000 for MinIO"
+_BLOB_SERVICE = "the blob service, such as http://127.0.0.1:10000/devstoreaccount1 for Azurite"
+
+
+def _storage_address(variable: str, url: str, service: str) -> str:
+    """`url`, the address a storage is configured with (`variable`), as errors show it.
+    Raises InvalidConfig when no request could go to it: not http(s), no host, a port out of
+    range (the SDKs fail only at the request, then with an error of their own)."""
+    why = ""
+    try:
+        parts = urlsplit(url)
+        shown = safe_url(url)
+        usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError as exc:
+        usable, why = False, f"{exc}; "
+    if not usable:
+        raise InvalidConfig(
+            f"{variable} {safe_url(url, tolerant=True)!r} is not usable: {why}give the "
+            f"http(s) URL of {service}"
+        )
+    return shown
 
 
 def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> None:
@@ -381,10 +425,8 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
     account_key = _azure_account_key()
     # AZURE_ACCOUNT_URL (our addition) points at Azurite or a sovereign cloud.
     url = os.environ.get("AZURE_ACCOUNT_URL") or f"https://{account}.blob.core.windows.net/"
+    shown = _storage_address("AZURE_ACCOUNT_URL", url, _BLOB_SERVICE)
     try:
-        parts = urlsplit(url)
-        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
-        safe_url(url)  # a port out of range: the SDK fails only at the request
         service = BlobServiceClient(
             account_url=url,
             credential={"account_name": account, "account_key": account_key},
@@ -393,14 +435,11 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
             # Its default waits 15 s, then 45, then 135 before its three retries.
             retry_policy=LinearRetry(backoff=1, random_jitter_range=1, retry_total=ATTEMPTS - 1),
         )
-    except ValueError:  # urllib's or azure's: a URL no request could go to
-        usable = False
-    if not usable:
+    except ValueError as exc:  # azure's: a URL no request could go to
         raise InvalidConfig(
-            f"AZURE_ACCOUNT_URL {safe_url(url, tolerant=True)!r} is not usable: give the "
-            "http(s) URL of the blob service, such as http://127.0.0.1:10000/devstoreaccount1 "
-            "for Azurite"
-        )
+            f"AZURE_ACCOUNT_URL {shown!r} is not usable: {exc}; give the http(s) URL of "
+            + _BLOB_SERVICE
+        ) from None
     try:
         blob = service.get_blob_client(container=container, blob=key)
         properties = blob.get_blob_properties()
@@ -417,5 +456,5 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         raise ModelNotFound(f"No model '{key}' in Azure container '{container}'") from exc
     except AzureError as exc:
         raise _transport_failure(
-            f"Azure container '{container}' at {safe_url(url, tolerant=True)}", key, timeout, exc
+            f"Azure container '{container}' at {shown}", key, timeout, exc
         ) from exc

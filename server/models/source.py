@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 
 from server.errors import BotServerError, ModelSuperseded
-from server.http_clients import safe_url
 from server.models.holder import ModelHolder, ModelInfo
 from server.models.local import resolve_local_model
 from server.models.model_server import ModelServerConfig, ModelServerPoller
@@ -91,9 +90,7 @@ class ModelSource:
         )
         if self._newest != ticket:  # a newer request came meanwhile: its poller pulls
             await poller.stop()
-            raise ModelSuperseded(
-                f"{safe_url(config.url, tolerant=True)}: a newer model request came first"
-            )
+            raise ModelSuperseded(f"{config.shown_url}: a newer model request came first")
         self.poller = poller
         await poller.pull_once()
         # Not when a newer request has stopped it meanwhile (it would pull on, unseen).

@@ -521,6 +521,18 @@ async def test_put_model_does_not_echo_a_signed_urls_signature(
     assert "5ec2e7a9b1" not in response.text
 
 
+async def test_put_model_names_the_model_server_as_safe_url_shows_it(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    # One way to show an address: host, port and path. Before, the redaction of the text
+    # left `bot:***@`, the query's keys, and a credential no pattern knew (`X-Amz-Credential`).
+    url = "http://bot:pa55@[::1]:9/models/prod.tar.gz?X-Amz-Credential=AKIA5EXAMPLE&x=1#f"
+    response = await client.put("/model", json={"model_server": {"url": url}})
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert "model server http://[::1]:9/models/prod.tar.gz:" in body["message"]
+    assert "bot" not in body["message"] and "AKIA5EXAMPLE" not in response.text
+
+
 @pytest.mark.parametrize(
     ("model_server", "says"),
     [

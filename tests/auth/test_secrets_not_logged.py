@@ -101,3 +101,11 @@ def test_redact_covers_the_usual_places() -> None:
     assert redact("{'Authorization': 'ApiKey abc'}") == "{'Authorization': 'ApiKey ***'}"
     assert redact("{'X-Api-Key': 'abc'}") == "{'X-Api-Key': ***}"
     assert redact("keyboard: qwerty, monkey=banana") == "keyboard: qwerty, monkey=banana"
+
+
+def test_a_password_holding_a_hash_names_the_host_httpx_connects_to() -> None:
+    # httpx reads `http://bot:1234#x@host/` as host `bot`, port 1234 (the rest a fragment,
+    # never sent). Before, the log showed `http://bot:***@host/`: a host never reached.
+    url = "http://bot:1234#x@host/"
+    assert (httpx.URL(url).host, httpx.URL(url).port) == ("bot", 1234)
+    assert redact(f"cannot reach {url}: refused") == "cannot reach http://bot:1234#***: refused"

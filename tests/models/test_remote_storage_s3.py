@@ -161,6 +161,27 @@ async def test_an_unusable_endpoint_url_is_a_configuration_error(s3_env, monkeyp
         await download_model("aws", "m")
 
 
+@pytest.mark.parametrize(
+    "written",
+    [
+        "{endpoint}/?X-Amz-Signature=S3CRET",  # a query: botocore's "not a valid URI"
+        "{endpoint}?versionId=1",
+        "ftp://127.0.0.1:{port}",  # no http(s)
+    ],
+)
+async def test_an_endpoint_url_botocore_rejects_at_the_request_is_a_configuration_error(
+    s3_env: Any, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, written: str
+) -> None:
+    # Before: a ModelError ("Custom endpoint `...` was not a valid URI", a 500 from PUT
+    # /model) for an address the user must fix, while the running moto server is fine.
+    port = s3_endpoint.rpartition(":")[2]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", written.format(endpoint=s3_endpoint, port=port))
+
+    with pytest.raises(InvalidConfig, match="AWS_ENDPOINT_URL '.*' is not usable") as caught:
+        await download_model("aws", "m")
+    assert "S3CRET" not in str(caught.value)
+
+
 async def test_unknown_storage_and_missing_bucket_env(monkeypatch: pytest.MonkeyPatch):
     with pytest.raises(InvalidConfig, match="never import code"):
         await download_model("my_company.persistor.Custom", "m")

@@ -192,3 +192,24 @@ async def test_an_sdk_exception_nobody_foresaw_shows_the_address_without_secrets
         await download_model("aws", "prod")
 
     assert "RuntimeError: no answer from http://127.0.0.1:9/" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("storage", "variable", "address"),
+    [
+        ("aws", "AWS_ENDPOINT_URL", "http://127.0.0.1:9000/?X-Amz-Signature=S3CRET"),
+        ("aws", "AWS_ENDPOINT_URL", "ftp://127.0.0.1:9000"),
+        ("azure", "AZURE_ACCOUNT_URL", "ftp://127.0.0.1:10000/devstoreaccount1"),
+        ("azure", "AZURE_ACCOUNT_URL", "http://127.0.0.1:99999/devstoreaccount1"),
+    ],
+)
+def test_botserver_run_refuses_a_storage_address_no_request_could_use(
+    monkeypatch: pytest.MonkeyPatch, storage: str, variable: str, address: str
+) -> None:
+    # What `botserver run --remote-storage` checks before it starts (exit code 1): before,
+    # it started and its first download failed.
+    monkeypatch.setenv(variable, address)
+
+    with pytest.raises(InvalidConfig, match=f"{variable} '.*' is not usable") as caught:
+        check_storage_settings(storage)
+    assert "S3CRET" not in str(caught.value)

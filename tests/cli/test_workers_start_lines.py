@@ -1,0 +1,33 @@
+"""`botserver run --workers N` says what it found at start once, not once a worker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.cli.botserver_process import ServerProcess
+from tests.trackers.persistence_fixtures import REDIS, require_service, unique_name
+
+
+def test_a_lock_store_redis_refuses_is_one_error_line_for_all_workers(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """`db: 99` (Redis has 16): before, one identical ERROR line per worker."""
+    require_service("Redis", REDIS)
+    (tmp_path / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {tmp_path / 'trackers.db'}\n"
+        f"lock_store:\n  type: redis\n  url: {REDIS[0]}\n  port: {REDIS[1]}\n  db: 99\n"
+        f"  key_prefix: {unique_name('left2')}\n"
+    )
+    server = start_server("--enable-api", "-m", "none", "--workers", "2", cwd=tmp_path)
+    server.wait_until("/health/live")
+    for _ in range(300):  # until both workers serve (one answers the probe)
+        if "is up on" in server.text():
+            break
+        time.sleep(0.1)
+    assert "is up on" in server.text(), server.text()
+
+    lines = [line for line in server.text().splitlines() if "DB index is out of range" in line]
+    assert len(lines) == 1, server.text()
+    assert "ERROR" in lines[0]
