@@ -121,7 +121,10 @@ class RabbitMQEventBroker(QueuedBroker):
             content_type="application/json",
             message_id=outgoing.message_id,
             app_id=self._app_id,
-            headers={PREVIOUS_ID_HEADER: outgoing.previous_id},
+            # The first event of a conversation names none: no header (not an AMQP void).
+            headers={}
+            if outgoing.previous_id is None
+            else {PREVIOUS_ID_HEADER: outgoing.previous_id},
         )
 
     @property
