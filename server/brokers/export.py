@@ -3,8 +3,9 @@ first, as Rasa's `rasa export` publishes them."""
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from server.brokers.broker import EventBroker
@@ -75,7 +76,8 @@ async def select_events(
 async def publish_events(broker: EventBroker, messages: list[Outgoing]) -> int:
     """Publishes the messages in order; how many. A broker failure stops at once with
     ExportInterrupted, naming the timestamp of the first message not published."""
-    pending = deque(messages)
+    run = uuid.uuid4().hex  # as Rasa's: one per run, on each RabbitMQ message
+    pending = deque(replace(message, export_process_id=run) for message in messages)
     try:
         await broker.deliver(pending)
     except Exception as exc:

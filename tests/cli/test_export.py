@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shlex
 import sqlite3
 from collections.abc import Iterator
@@ -208,6 +209,28 @@ def test_rabbitmq_receives_the_events_in_time_order(
     assert result.code == 0, result.err
     assert "Published 6 events." in result.out
     assert _received(queue, 6) == _in_time_order(CONVERSATIONS)
+
+
+def test_each_export_marks_its_rabbitmq_messages_with_rasas_export_header(
+    run_cli, project: Path, queue: dict[str, str]
+) -> None:
+    """Rasa's `rasa export` puts a `rasa-export-process-id` header (a uuid4 hex, one per
+    run) on the messages it publishes through RabbitMQ, by which consumers (Rasa X's event
+    service among them) tell a re-published history from live events. Before, botserver
+    export sent none: such a consumer took every exported event for a live one."""
+    _endpoints(project, _pika(queue))
+    runs = []
+    for _ in range(2):
+        assert run_cli("export", cwd=project).code == 0
+        runs.append(asyncio.run(consume(queue["queue"], expected=6)))
+
+    marks = [{m.headers.get("rasa-export-process-id") for m in run} for run in runs]
+    assert all(len(mark) == 1 for mark in marks)  # one id per run, on each message
+    first, second = (mark.pop() for mark in marks)
+    assert isinstance(first, str) and re.fullmatch("[0-9a-f]{32}", first)
+    assert first != second
+    # The message ids (and links) stay those the live broker gives the same events.
+    assert [m.message_id for m in runs[0]] == [m.message_id for m in runs[1]]
 
 
 def test_an_unreachable_rabbitmq_is_an_error_and_exit_1(
