@@ -38,8 +38,9 @@ async def select_events(
 ) -> Selection:
     """Every event of the chosen conversations (all sessions) with `minimum_timestamp <=
     timestamp < maximum_timestamp`, sorted by timestamp (a conversation's events keep their
-    order among equal ones). Each message names the event before it in its conversation, as
-    the live broker's do, so a consumer can drop what it already has."""
+    order among equal ones). Each message has the id the live broker gives the same event, so
+    a consumer can drop what it already has, and names the one before it in its conversation
+    among those selected (the first names none)."""
     stored = set(await store.keys())
     if not stored:
         raise NothingToExport("the tracker store holds no conversation: nothing to export")
@@ -59,13 +60,17 @@ async def select_events(
     for sender_id in chosen:
         loaded = await store.load_all(sender_id) or []
         events = [event for event in loaded if not left_out_by_rasa(event)]
+        previous: str | None = None  # the conversation's last event selected
         for item in outgoing(sender_id, events, None):
             stamp = _timestamp(item.event)
             if minimum_timestamp is not None and stamp < minimum_timestamp:
                 continue
             if maximum_timestamp is not None and stamp >= maximum_timestamp:
                 continue
-            messages.append(item)
+            # Linked to the event before it in this export: one left out is not coming, and
+            # a consumer restoring the order would wait for it for ever.
+            messages.append(replace(item, previous_id=previous))
+            previous = item.message_id
     if not messages:
         raise NothingToExport("no event of these conversations is within the requested time range")
     messages.sort(key=lambda item: _timestamp(item.event))

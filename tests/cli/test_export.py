@@ -16,6 +16,7 @@ import aio_pika
 import pytest
 
 from bench.tcp_proxy import free_port
+from server.brokers.ordering import PREVIOUS_ID_HEADER, ConversationOrderer
 from server.trackers.factory import create_tracker_store
 from tests.brokers.test_rabbitmq_broker import AMQP_URL, consume
 from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
@@ -231,6 +232,29 @@ def test_each_export_marks_its_rabbitmq_messages_with_rasas_export_header(
     assert first != second
     # The message ids (and links) stay those the live broker gives the same events.
     assert [m.message_id for m in runs[0]] == [m.message_id for m in runs[1]]
+
+
+def test_a_consumer_restoring_the_order_gets_an_export_from_a_minimum_timestamp_at_once(
+    run_cli, project: Path, queue: dict[str, str]
+) -> None:
+    """The first exported event of each conversation names no predecessor: the events
+    before --minimum-timestamp are not coming. Before, it named the stored event before
+    it, so a consumer restoring the order with the previous-message header (our
+    ConversationOrderer) held every conversation's events for a predecessor never sent."""
+    _endpoints(project, _pika(queue))
+    assert run_cli("export", "--minimum-timestamp", "12", cwd=project).code == 0
+    messages = asyncio.run(consume(queue["queue"], expected=4))
+
+    orderer: ConversationOrderer[dict[str, Any]] = ConversationOrderer()
+    handed = []
+    for message in messages:
+        previous = (message.headers or {}).get(PREVIOUS_ID_HEADER)
+        handed += orderer.add(message.message_id, previous, json.loads(message.body))
+    assert orderer.waiting == 0
+    assert handed == [e for e in _in_time_order(CONVERSATIONS) if e["timestamp"] >= 12]
+    # Within the export, each conversation's events are still linked in their order.
+    ana = [m for m in messages if json.loads(m.body)["sender_id"] == "ana"]
+    assert ana[1].headers[PREVIOUS_ID_HEADER] == ana[0].message_id
 
 
 def test_an_unreachable_rabbitmq_is_an_error_and_exit_1(
