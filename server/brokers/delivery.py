@@ -37,6 +37,8 @@ class Outgoing:
     # Unique to this one publish of this event, kept across its retries (the SQL broker's
     # `event_key`): a retry finds what a commit whose reply was lost wrote.
     delivery_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Set by `botserver export`, one per run: RabbitMQ's `rasa-export-process-id` header.
+    export_process_id: str | None = None
 
     def body(self) -> dict[str, Any]:
         return {"sender_id": self.sender_id, **self.event}

@@ -3,8 +3,9 @@ first, as Rasa's `rasa export` publishes them."""
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from server.brokers.broker import EventBroker
@@ -37,8 +38,9 @@ async def select_events(
 ) -> Selection:
     """Every event of the chosen conversations (all sessions) with `minimum_timestamp <=
     timestamp < maximum_timestamp`, sorted by timestamp (a conversation's events keep their
-    order among equal ones). Each message names the event before it in its conversation, as
-    the live broker's do, so a consumer can drop what it already has."""
+    order among equal ones). Each message has the id the live broker gives the same event, so
+    a consumer can drop what it already has, and names the one before it in its conversation
+    among those selected (the first names none)."""
     stored = set(await store.keys())
     if not stored:
         raise NothingToExport("the tracker store holds no conversation: nothing to export")
@@ -58,13 +60,17 @@ async def select_events(
     for sender_id in chosen:
         loaded = await store.load_all(sender_id) or []
         events = [event for event in loaded if not left_out_by_rasa(event)]
+        previous: str | None = None  # the conversation's last event selected
         for item in outgoing(sender_id, events, None):
             stamp = _timestamp(item.event)
             if minimum_timestamp is not None and stamp < minimum_timestamp:
                 continue
             if maximum_timestamp is not None and stamp >= maximum_timestamp:
                 continue
-            messages.append(item)
+            # Linked to the event before it in this export: one left out is not coming, and
+            # a consumer restoring the order would wait for it for ever.
+            messages.append(replace(item, previous_id=previous))
+            previous = item.message_id
     if not messages:
         raise NothingToExport("no event of these conversations is within the requested time range")
     messages.sort(key=lambda item: _timestamp(item.event))
@@ -75,7 +81,8 @@ async def select_events(
 async def publish_events(broker: EventBroker, messages: list[Outgoing]) -> int:
     """Publishes the messages in order; how many. A broker failure stops at once with
     ExportInterrupted, naming the timestamp of the first message not published."""
-    pending = deque(messages)
+    run = uuid.uuid4().hex  # as Rasa's: one per run, on each RabbitMQ message
+    pending = deque(replace(message, export_process_id=run) for message in messages)
     try:
         await broker.deliver(pending)
     except Exception as exc:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
+from server.errors import InvalidConfig, first_line
 
 DEFAULT_PATH = "rasa_event.log"
 BATCH_SIZE = 500
@@ -22,6 +23,15 @@ class FileEventBroker(QueuedBroker):
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.path = Path(str(config.get("path") or DEFAULT_PATH))
+        # As Rasa's broker, which opens its file when it is made: a path that cannot be
+        # appended to stops the start, instead of every event's write failing later.
+        try:
+            self._append("")
+        except OSError as exc:
+            raise InvalidConfig(
+                f"path {str(self.path)!r} cannot be opened for appending: "
+                f"{exc.strerror or first_line(exc)}"
+            ) from None
         self._delivery = BackgroundDelivery(
             "file event broker",
             self._send,

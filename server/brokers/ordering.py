@@ -15,6 +15,8 @@ from typing import Any, Generic, TypeVar
 
 # AMQP header naming the message_id of the event before this one in its conversation.
 PREVIOUS_ID_HEADER = "previous_message_id"
+# Rasa's AMQP header on the messages of one `rasa export` run (a uuid4 hex per run).
+EXPORT_PROCESS_ID_HEADER = "rasa-export-process-id"
 
 T = TypeVar("T")
 

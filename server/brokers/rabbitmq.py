@@ -18,12 +18,12 @@ from collections import deque
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, HeadersType
 from aiormq.exceptions import ChannelPreconditionFailed
 from yarl import URL
 
 from server.brokers.delivery import MIN_RETRY_DELAY, BackgroundDelivery, Outgoing, QueuedBroker
-from server.brokers.ordering import PREVIOUS_ID_HEADER
+from server.brokers.ordering import EXPORT_PROCESS_ID_HEADER, PREVIOUS_ID_HEADER
 from server.errors import InvalidConfig
 from server.setting_values import flag
 
@@ -121,7 +121,7 @@ class RabbitMQEventBroker(QueuedBroker):
             content_type="application/json",
             message_id=outgoing.message_id,
             app_id=self._app_id,
-            headers={PREVIOUS_ID_HEADER: outgoing.previous_id},
+            headers=_headers(outgoing),
         )
 
     @property
@@ -380,3 +380,14 @@ def _warn_existing(kind: str, name: str, refusal: ChannelPreconditionFailed) -> 
 def _safe(url: str) -> str:
     parsed = URL(url)
     return str(parsed.with_password("***")) if parsed.password else url
+
+
+def _headers(outgoing: Outgoing) -> HeadersType:
+    """The link to the conversation's event before (none for its first event: no header,
+    not an AMQP void) and, from `botserver export`, Rasa's export run id."""
+    headers: HeadersType = {}
+    if outgoing.previous_id is not None:
+        headers[PREVIOUS_ID_HEADER] = outgoing.previous_id
+    if outgoing.export_process_id is not None:
+        headers[EXPORT_PROCESS_ID_HEADER] = outgoing.export_process_id
+    return headers

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from server.brokers.factory import create_event_broker
+from server.errors import InvalidConfig
 
 
 async def test_each_event_is_a_json_line_as_rasas_file_broker_writes_it(tmp_path: Path) -> None:
@@ -34,3 +35,21 @@ async def test_the_default_path_is_rasas(tmp_path: Path, monkeypatch: pytest.Mon
     await broker.publish("alice", [{"event": "pause", "timestamp": 1.0}])
     await broker.close()
     assert os.listdir(tmp_path) == ["rasa_event.log"]
+
+
+@pytest.mark.parametrize("where", ["no-such-dir/events.log", "a-directory"])
+def test_a_path_that_cannot_be_appended_to_stops_the_start(tmp_path: Path, where: str) -> None:
+    """As Rasa's broker, which opens its file when it is made, the start stops, here with an
+    error naming the section and the path. Before, `botserver run` started, each event's
+    write failed and was retried, and the events piled up in memory, lost at the stop."""
+    (tmp_path / "a-directory").mkdir()
+    path = tmp_path / where
+    with pytest.raises(InvalidConfig) as refused:
+        create_event_broker({"type": "file", "path": str(path)})
+    assert "section 'event_broker'" in str(refused.value) and str(path) in str(refused.value)
+
+
+def test_the_file_is_made_at_the_start_as_rasas(tmp_path: Path) -> None:
+    path = tmp_path / "events.log"
+    assert create_event_broker({"type": "file", "path": str(path)}) is not None
+    assert path.exists() and path.read_text() == ""

@@ -110,6 +110,24 @@ async def test_consumer_receives_every_event_exactly_once_in_order(
     assert list(json.loads(first.body))[0] == "sender_id"
 
 
+async def test_the_first_event_of_a_conversation_has_no_previous_message_header(
+    names: dict[str, str],
+) -> None:
+    """As docs/persistence.md says: absent, not an AMQP void. Before, the first message of
+    every conversation carried `previous_message_id` with no value, which a consumer testing
+    for the key (`"previous_message_id" in headers`) takes for a link to a predecessor."""
+    broker = create_event_broker(broker_config(names))
+    assert broker is not None
+    await broker.publish("ana", conversation("ana", 2))
+    await broker.close()
+
+    first, second = await consume(names["queue"], expected=2)
+
+    assert "previous_message_id" not in first.headers
+    assert first.content_type == "application/json" and first.message_id
+    assert second.headers == {"previous_message_id": first.message_id}
+
+
 async def test_a_bulk_append_is_published_without_holding_the_loop(
     names: dict[str, str],
 ) -> None:

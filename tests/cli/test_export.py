@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shlex
 import sqlite3
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import aio_pika
 import pytest
 
 from bench.tcp_proxy import free_port
+from server.brokers.ordering import PREVIOUS_ID_HEADER, ConversationOrderer
 from server.trackers.factory import create_tracker_store
 from tests.brokers.test_rabbitmq_broker import AMQP_URL, consume
 from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
@@ -208,6 +210,51 @@ def test_rabbitmq_receives_the_events_in_time_order(
     assert result.code == 0, result.err
     assert "Published 6 events." in result.out
     assert _received(queue, 6) == _in_time_order(CONVERSATIONS)
+
+
+def test_each_export_marks_its_rabbitmq_messages_with_rasas_export_header(
+    run_cli, project: Path, queue: dict[str, str]
+) -> None:
+    """Rasa's `rasa export` puts a `rasa-export-process-id` header (a uuid4 hex, one per
+    run) on the messages it publishes through RabbitMQ, by which consumers (Rasa X's event
+    service among them) tell a re-published history from live events. Before, botserver
+    export sent none: such a consumer took every exported event for a live one."""
+    _endpoints(project, _pika(queue))
+    runs = []
+    for _ in range(2):
+        assert run_cli("export", cwd=project).code == 0
+        runs.append(asyncio.run(consume(queue["queue"], expected=6)))
+
+    marks = [{m.headers.get("rasa-export-process-id") for m in run} for run in runs]
+    assert all(len(mark) == 1 for mark in marks)  # one id per run, on each message
+    first, second = (mark.pop() for mark in marks)
+    assert isinstance(first, str) and re.fullmatch("[0-9a-f]{32}", first)
+    assert first != second
+    # The message ids (and links) stay those the live broker gives the same events.
+    assert [m.message_id for m in runs[0]] == [m.message_id for m in runs[1]]
+
+
+def test_a_consumer_restoring_the_order_gets_an_export_from_a_minimum_timestamp_at_once(
+    run_cli, project: Path, queue: dict[str, str]
+) -> None:
+    """The first exported event of each conversation names no predecessor: the events
+    before --minimum-timestamp are not coming. Before, it named the stored event before
+    it, so a consumer restoring the order with the previous-message header (our
+    ConversationOrderer) held every conversation's events for a predecessor never sent."""
+    _endpoints(project, _pika(queue))
+    assert run_cli("export", "--minimum-timestamp", "12", cwd=project).code == 0
+    messages = asyncio.run(consume(queue["queue"], expected=4))
+
+    orderer: ConversationOrderer[dict[str, Any]] = ConversationOrderer()
+    handed = []
+    for message in messages:
+        previous = (message.headers or {}).get(PREVIOUS_ID_HEADER)
+        handed += orderer.add(message.message_id, previous, json.loads(message.body))
+    assert orderer.waiting == 0
+    assert handed == [e for e in _in_time_order(CONVERSATIONS) if e["timestamp"] >= 12]
+    # Within the export, each conversation's events are still linked in their order.
+    ana = [m for m in messages if json.loads(m.body)["sender_id"] == "ana"]
+    assert ana[1].headers[PREVIOUS_ID_HEADER] == ana[0].message_id
 
 
 def test_an_unreachable_rabbitmq_is_an_error_and_exit_1(

@@ -1,0 +1,166 @@
+"""What a consumer of the event broker reads for a whole conversation, as a team moving from
+Rasa 3.6 reads it: each event of the tracker once, in order, as `{"sender_id": ..., **event}`,
+from a RabbitMQ queue (with Rasa's message properties) and from the SQL broker's `events`
+table (Rasa's columns), with the real RabbitMQ and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aio_pika
+import asyncpg
+import httpx
+
+from tests.brokers.test_rabbitmq_broker import AMQP_URL, consume
+from tests.trackers.persistence_fixtures import (
+    POSTGRES,
+    RABBITMQ,
+    postgres_database,
+    require_service,
+    unique_name,
+)
+
+# Every kind of event a consumer may meet, appended through the events API.
+APPENDED: list[dict[str, Any]] = [
+    {"event": "slot", "name": "session_started_metadata", "value": {"page": 2}},
+    {"event": "active_loop", "name": "a_form"},
+    {"event": "loop_interrupted", "is_interrupted": True},
+    {"event": "action_execution_rejected", "name": "a_form", "policy": "p", "confidence": 0.5},
+    {"event": "active_loop", "name": None},
+    {"event": "followup", "name": "utter_greet"},
+    {"event": "reminder", "intent": "greet", "date_time": "2030-01-01T10:00:00", "name": "r1"},
+    {"event": "cancel_reminder", "name": "r1"},
+    {"event": "entities", "entities": [{"entity": "name", "value": "Zoë"}]},
+    {"event": "bot", "text": "hi", "data": {"custom": {"deep": [1, 2]}}},
+    {"event": "undo"},
+    {"event": "rewind"},
+    {"event": "restart"},
+]
+
+
+async def converse(client: httpx.AsyncClient, sender: str) -> list[dict[str, Any]]:
+    """A conversation with turns of every route; the tracker's events at the end."""
+    said = {"sender": sender, "message": "hello", "metadata": {"page": "start"}}
+    assert (await client.post("/webhooks/rest/webhook", json=said)).status_code == 200
+    url = f"/conversations/{sender}"
+    assert (
+        await client.post(f"{url}/messages", json={"text": "I am sad", "sender": "user"})
+    ).status_code == 200
+    assert (await client.post(f"{url}/execute", json={"name": "utter_cheer_up"})).status_code == 200
+    trigger = {"name": "greet", "entities": {"name": "Ana"}}
+    assert (await client.post(f"{url}/trigger_intent", json=trigger)).status_code == 200
+    appended = await client.post(f"{url}/tracker/events?include_events=NONE", json=APPENDED)
+    assert appended.status_code == 200
+    restarted = {"sender": sender, "message": "/greet"}  # a new session after the restart
+    assert (await client.post("/webhooks/rest/webhook", json=restarted)).status_code == 200
+    tracker = await client.get(f"{url}/tracker?include_events=ALL")
+    events: list[dict[str, Any]] = tracker.json()["events"]
+    return events
+
+
+def assert_rasas_shape(
+    bodies: list[dict[str, Any]], sender: str, tracker: list[dict[str, Any]]
+) -> None:
+    assert all(list(body)[0] == "sender_id" and body["sender_id"] == sender for body in bodies)
+    events = [{k: v for k, v in body.items() if k != "sender_id"} for body in bodies]
+    # The tracker shows the entity of the `entities` event on the user message it was added
+    # to (as Rasa's does); the consumer got that message as it was said.
+    added = [e["event"] for e in tracker].index("entities")
+    said = max(i for i, e in enumerate(tracker[:added]) if e["event"] == "user")
+    expected = [dict(e) for e in tracker]
+    parse_data = dict(expected[said]["parse_data"])
+    parse_data["entities"] = [
+        e for e in parse_data["entities"] if e["entity"] != "name" or e["value"] != "Zoë"
+    ]
+    expected[said] = {**expected[said], "parse_data": parse_data}
+    assert events == expected
+    kinds = {event["event"] for event in events}
+    assert {"user", "bot", "action", "slot", "session_started", "user_featurization"} <= kinds
+    assert {e["event"] for e in APPENDED} <= kinds
+    for event in events:
+        assert isinstance(event["timestamp"], float)
+        assert set(event["metadata"]) >= {"model_id", "assistant_id"}
+    user = next(e for e in events if e["event"] == "user")
+    assert user["input_channel"] == "rest" and user["metadata"]["page"] == "start"
+    assert user["message_id"] == user["parse_data"]["message_id"]
+    assert user["parse_data"]["intent_ranking"][0] == user["parse_data"]["intent"]
+    action = next(e for e in events if e["event"] == "action" and e["policy"])
+    assert isinstance(action["confidence"], float)
+
+
+async def test_a_rabbitmq_consumer_reads_the_whole_conversation_as_rasa_sends_it(
+    make_client: Callable[..., Any],
+) -> None:
+    require_service("RabbitMQ", RABBITMQ)
+    queue, exchange = unique_name("audit35_q"), unique_name("audit35_x")
+    broker = {
+        "type": "pika",
+        "url": RABBITMQ[0],
+        "port": RABBITMQ[1],
+        "username": "guest",
+        "password": "guest",
+        "queues": [queue],
+        "exchange_name": exchange,
+    }
+    try:
+        client = await make_client(
+            endpoints={"tracker_store": {"type": "in_memory"}, "event_broker": broker}
+        )
+        tracker = await converse(client, "zoë")
+        messages = await consume(queue, expected=len(tracker))
+
+        assert_rasas_shape([json.loads(m.body) for m in messages], "zoë", tracker)
+        for previous, message in zip([None, *messages[:-1]], messages, strict=True):
+            assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+            assert message.content_type == "application/json"
+            assert message.exchange == exchange and message.routing_key == ""
+            expected = {} if previous is None else {"previous_message_id": previous.message_id}
+            assert message.headers == expected
+        assert len({m.message_id for m in messages}) == len(messages)
+    finally:
+        connection = await aio_pika.connect(AMQP_URL)
+        channel = await connection.channel()
+        await channel.queue_delete(queue)
+        await channel.exchange_delete(exchange)
+        await connection.close()
+
+
+async def test_a_sql_consumer_reads_the_whole_conversation_from_rasas_events_table(
+    make_client: Callable[..., Any],
+) -> None:
+    async with postgres_database() as database:
+        broker = {**database, "type": "sql", "dialect": "postgresql"}
+        client = await make_client(
+            endpoints={"tracker_store": {"type": "in_memory"}, "event_broker": broker}
+        )
+        tracker = await converse(client, "zoë")
+        reader = await asyncpg.connect(
+            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database=database["db"]
+        )
+        try:
+            for _ in range(100):  # delivered in the background
+                # A Rasa consumer's query, unchanged.
+                try:
+                    rows = await reader.fetch("SELECT id, sender_id, data FROM events ORDER BY id")
+                except asyncpg.UndefinedTableError:  # made at the broker's first write
+                    rows = []
+                if len(rows) >= len(tracker):
+                    break
+                await asyncio.sleep(0.05)
+            columns = await reader.fetch(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = 'events' ORDER BY ordinal_position"
+            )
+        finally:
+            await reader.close()
+
+        assert {row["sender_id"] for row in rows} == {"zoë"}
+        assert_rasas_shape([json.loads(row["data"]) for row in rows], "zoë", tracker)
+        assert [(c["column_name"], c["data_type"]) for c in columns][:3] == [
+            ("id", "integer"),
+            ("sender_id", "character varying"),
+            ("data", "text"),
+        ]
