@@ -52,6 +52,11 @@ class InputChannel:
         socket.io channel: a Redis, for its rooms across workers and hosts); most need none."""
         return None
 
+    def served_with(self, others: frozenset[str]) -> None:
+        """Told the names of the server's other channels, once all are built (the REST
+        channel: its messages may not claim to come through one of them); most need none."""
+        return None
+
     def get_output_channel(self) -> OutputChannel | None:
         """Where messages the user did not ask for (reminders, trigger_intent) go, if anywhere."""
         return None

@@ -124,6 +124,9 @@ def load_channels(
         channel = _build(cls, name, settings, source)
         _check_name(channel.name, name, keys, origin)
         channels.append(channel)
+    served = frozenset(channel.name for channel in channels)
+    for channel in channels:
+        channel.served_with(served - {channel.name})
     return channels
 
 
