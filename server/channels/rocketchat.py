@@ -87,9 +87,12 @@ def rocketchat_messages(
             bodies.append({"roomId": room_id, "attachments": part["elements"]})
         elif isinstance(part.get("custom"), dict):
             custom = dict(part["custom"])
-            # A custom message naming a `channel` goes there instead of the conversation's room.
+            # As Rasa, whose client takes `room_id` for Rocket.Chat's `roomId`: a custom
+            # message naming a `channel` goes there, else to its `room_id`, else to the
+            # conversation's room.
+            named_room = custom.pop("room_id", None)
             if "channel" not in custom:
-                custom.setdefault("roomId", room_id)
+                custom.setdefault("roomId", named_room or room_id)
             bodies.append(custom)
     return bodies
 

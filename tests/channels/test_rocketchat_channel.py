@@ -289,6 +289,19 @@ def test_rich_messages_become_rocketchat_attachments() -> None:
     ]
 
 
+def test_a_custom_message_naming_a_room_id_is_posted_there() -> None:
+    """Rasa passes a custom message's keys to rocketchat_API's chat_post_message, whose
+    `room_id` is the room posted to. Before, the message went to the conversation's room (a
+    `roomId` was added, and Rocket.Chat ignores `room_id`)."""
+    custom = {"text": "to ops", "room_id": "OpsRoom", "alias": "Bot"}
+    assert rocketchat_messages("R1", {"custom": custom}) == [
+        {"roomId": "OpsRoom", "text": "to ops", "alias": "Bot"}
+    ]
+    # With a `channel` too, the channel wins, as in Rasa (which drops `room_id`).
+    both = {"text": "x", "channel": "#alerts", "room_id": "OpsRoom"}
+    assert rocketchat_messages("R1", {"custom": both}) == [{"channel": "#alerts", "text": "x"}]
+
+
 def test_long_texts_are_cut_at_line_breaks_or_spaces() -> None:
     lines = "\n".join(["a" * 60] * 5)  # 304 characters
     assert rocketchat_messages("R1", {"text": lines}, max_length=130) == [
