@@ -7,6 +7,7 @@ ignored; the outgoing webhook's token is checked when `webhook_token` is configu
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import logging
 import time
@@ -282,7 +283,7 @@ class RocketChatInput(InputChannel):
         user_id = payload.get("user_id") or payload.get("user_name")
         if not room_id or not user_id or not isinstance(text, str):
             return []
-        message_id = _message_id(payload.get("message_id"))
+        message_id = _message_id(payload.get("message_id"), text, bool(payload.get("isEdited")))
         return [(message_id, self._message(str(room_id), str(user_id), text, message_id))]
 
     def _livechat_messages(self, payload: dict[str, Any]) -> list[tuple[str | None, UserMessage]]:
@@ -308,7 +309,7 @@ class RocketChatInput(InputChannel):
             if self._is_own(user_name, author.get("_id")) or not isinstance(item.get("msg"), str):
                 continue
             if user_id:
-                message_id = _message_id(item.get("_id"))
+                message_id = _message_id(item.get("_id"), item["msg"], bool(item.get("editedAt")))
                 message = self._message(str(room_id), str(user_id), item["msg"], message_id)
                 found.append((message_id, message))
         return found
@@ -329,8 +330,16 @@ class RocketChatInput(InputChannel):
         return message
 
 
-def _message_id(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _message_id(value: Any, text: str, edited: bool) -> str | None:
+    """The id a message is known by (its retries ignored by): Rocket.Chat's, or for an
+    edited message (sent again with its id, the outgoing webhook's `isEdited`) that id and
+    the new text's digest, so that each edit is a message of its own, as in Rasa."""
+    if not isinstance(value, str) or not value:
+        return None
+    if edited:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        return f"{value}.edit.{digest}"
+    return value
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

@@ -343,6 +343,22 @@ async def test_a_retried_webhook_call_is_not_recorded_twice(wired) -> None:  # n
     assert rocket.texts_in("LiveRoom2") == ["Hey there!"]
 
 
+async def test_an_edited_message_is_answered_as_rasa_answers_it(wired) -> None:  # noqa: ANN001
+    """Rocket.Chat sends an edited message again (an outgoing webhook's "Run on edits", on by
+    default) with its id and `isEdited: true`. Before, it was taken for a retry of the
+    original and ignored, logged as such; Rasa answers it. A retry of the edit is not."""
+    rocket, webhook, bot_url = wired
+    first = rocket.outgoing_payload(
+        token=HOOK_TOKEN, user_id="EditId", user_name="editor", text="hi", room_id="R7"
+    )
+    edited = {**first, "text": "hello", "isEdited": True}
+    answers = [await rocket.send(webhook, p) for p in (first, edited, edited)]
+    tracker = await _tracker(bot_url, "R7:EditId")
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == ["hi", "hello"]
+    assert rocket.texts_in("R7") == ["Hey there!", "Hey there!"]
+
+
 async def test_a_retry_that_another_worker_receives_is_not_answered_twice(
     concertbot_model: Path,
     action_servers,  # noqa: ANN001
