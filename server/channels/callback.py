@@ -175,6 +175,7 @@ class CallbackInput(InputChannel):
     """Rasa's `callback` channel: credentials are an endpoint (url, headers, token, basic_auth)."""
 
     name = "callback"
+    settings_keys = HttpEndpoint.SETTINGS_KEYS
 
     def __init__(self, endpoint: HttpEndpoint) -> None:
         self.endpoint = endpoint

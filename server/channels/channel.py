@@ -29,6 +29,9 @@ class InputChannel:
     """Base of every channel; subclasses set `name` and implement `router`."""
 
     name: ClassVar[str] = ""
+    # The credentials.yml keys a built-in channel reads: any other is warned about at start
+    # (a misspelt key is otherwise ignored without a word, as in Rasa).
+    settings_keys: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> InputChannel:

@@ -114,6 +114,7 @@ class RestInput(InputChannel):
     """Rasa's `rest` channel; credentials take no keys."""
 
     name = "rest"
+    settings_keys = frozenset()
     other_channels: frozenset[str] = frozenset()
 
     def served_with(self, others: frozenset[str]) -> None:

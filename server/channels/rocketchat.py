@@ -179,6 +179,9 @@ class RocketChatInput(InputChannel):
     """Rasa's `rocketchat` channel, keyed `user`, `password`, `server_url`, `webhook_token`."""
 
     name = "rocketchat"
+    settings_keys = frozenset(
+        ("user", "password", "server_url", "webhook_token", "timeout", "max_message_length")
+    )
 
     def __init__(self, api: RocketChatAPI, webhook_token: str | None = None) -> None:
         self.api = api

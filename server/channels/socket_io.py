@@ -176,6 +176,20 @@ class SocketIOInput(InputChannel):
     """Rasa's `socketio` channel."""
 
     name = "socketio"
+    settings_keys = frozenset(
+        (
+            "user_message_evt",
+            "bot_message_evt",
+            "namespace",
+            "session_persistence",
+            "socketio_path",
+            "jwt_key",
+            "jwt_method",
+            "metadata_key",
+            "cors_allowed_origins",
+            "rooms_redis",
+        )
+    )
 
     def __init__(
         self,
