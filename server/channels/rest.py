@@ -62,7 +62,8 @@ def message_from_rest_body(
 
     A `message` that is not a string, or a `sender` that is neither a string nor a number,
     is a 400: before, such a message was dropped with a 200 `[]`, and an object as sender
-    became a conversation named after its Python text (`{'a': 1}`). So is an `input_channel`
+    became a conversation named after its Python text (`{'a': 1}`). So is `metadata` that is
+    not an object. So is an `input_channel`
     naming one of the server's `other_channels`: the conversation's channel is where its
     reminders and `output_channel=latest` pushes go, and a REST client would have them sent
     through a channel it does not speak through (posted into the Rocket.Chat room its
@@ -80,6 +81,9 @@ def message_from_rest_body(
     ):
         raise HTTPException(400, "The 'sender' must be a string or a number.")
     metadata = body.get("metadata")
+    if metadata is not None and type(metadata) is not dict:
+        # Dropped without a word before (Rasa fails such a turn and answers `[]`).
+        raise HTTPException(400, "The 'metadata' must be a JSON object.")
     channel = body.get("input_channel") if read_input_channel else None
     if channel is not None and isinstance(channel, str) and channel in other_channels:
         raise HTTPException(
@@ -92,7 +96,7 @@ def message_from_rest_body(
         None if text is None else text.strip(),  # text
         "default" if sender is None else str(sender),  # sender_id
         channel if isinstance(channel, str) and channel else input_channel,  # input_channel
-        metadata if isinstance(metadata, dict) else None,  # metadata
+        metadata,  # metadata
     )
 
 

@@ -199,14 +199,24 @@ async def test_a_body_sent_in_several_chunks_is_read_whole(client: httpx.AsyncCl
         {"sender": "u1", "message": ["hi"]},
         {"sender": {"a": 1}, "message": "hi"},
         {"sender": True, "message": "hi"},
+        {"sender": "u1", "message": "hi", "metadata": '{"plan": "pro"}'},
+        {"sender": "u1", "message": "hi", "metadata": ["pro"]},
     ],
-    ids=["number-message", "list-message", "object-sender", "bool-sender"],
+    ids=[
+        "number-message",
+        "list-message",
+        "object-sender",
+        "bool-sender",
+        "text-metadata",
+        "list-metadata",
+    ],
 )
 async def test_a_message_or_sender_of_the_wrong_type_is_a_400(
     client: httpx.AsyncClient, body: dict[str, object]
 ) -> None:
     """Before, a 200: `[]` for a message that is no string (the message silently dropped), and
-    a conversation named `{'a': 1}` for an object as sender."""
+    a conversation named `{'a': 1}` for an object as sender; metadata that is no object was
+    dropped without a word (Rasa fails such a turn and answers `[]`)."""
     for stream in ("", "?stream=true"):
         answer = await client.post("/webhooks/rest/webhook" + stream, json=body)
         assert answer.status_code == 400
@@ -215,6 +225,7 @@ async def test_a_message_or_sender_of_the_wrong_type_is_a_400(
         assert error["message"] in (
             "The 'message' must be a string.",
             "The 'sender' must be a string or a number.",
+            "The 'metadata' must be a JSON object.",
         )
 
 
