@@ -62,15 +62,7 @@ def rocketchat_messages(
     for part in split_message(message):
         choices = reply_choices(part)
         if choices is not None:
-            actions = [
-                {
-                    "type": "button",
-                    "text": choice.get("title"),
-                    "msg": choice.get("payload"),
-                    "msg_in_chat_window": True,
-                }
-                for choice in choices
-            ]
+            actions = [_action_button(choice) for choice in choices]
             text = part.get("text")
             *before, last = text_pieces(text, max_length) if isinstance(text, str) else [text]
             bodies.extend({"roomId": room_id, "text": piece} for piece in before)
@@ -96,6 +88,23 @@ def rocketchat_messages(
                 custom.setdefault("roomId", named_room or room_id)
             bodies.append(custom)
     return bodies
+
+
+def _action_button(choice: dict[str, Any]) -> dict[str, Any]:
+    """A button as a Rocket.Chat action button: it sends its payload in the room, or opens
+    its `url` (which Rasa drops: such a button sent an empty message)."""
+    url = choice.get("url")
+    if url and choice.get("payload") is None:
+        return {"type": "button", "text": choice.get("title"), "url": url}
+    action = {
+        "type": "button",
+        "text": choice.get("title"),
+        "msg": choice.get("payload"),
+        "msg_in_chat_window": True,
+    }
+    if url:
+        action["url"] = url
+    return action
 
 
 def text_pieces(text: str, max_length: int) -> list[str]:

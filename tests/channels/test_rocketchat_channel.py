@@ -289,6 +289,16 @@ def test_rich_messages_become_rocketchat_attachments() -> None:
     ]
 
 
+def test_a_link_button_opens_its_url() -> None:
+    """Rocket.Chat's action button opens its `url`. Before (and in Rasa), a button's `url`
+    was dropped: the button sent an empty message."""
+    message = {"text": "Read more", "buttons": [{"title": "Docs", "url": "https://example.test/d"}]}
+    (body,) = rocketchat_messages("R1", message)
+    assert body["attachments"][0]["actions"] == [
+        {"type": "button", "text": "Docs", "url": "https://example.test/d"}
+    ]
+
+
 def test_a_custom_message_naming_a_room_id_is_posted_there() -> None:
     """Rasa passes a custom message's keys to rocketchat_API's chat_post_message, whose
     `room_id` is the room posted to. Before, the message went to the conversation's room (a
