@@ -175,6 +175,7 @@ class CallbackInput(InputChannel):
     """Rasa's `callback` channel: credentials are an endpoint (url, headers, token, basic_auth)."""
 
     name = "callback"
+    settings_keys = HttpEndpoint.SETTINGS_KEYS
 
     def __init__(self, endpoint: HttpEndpoint) -> None:
         self.endpoint = endpoint
@@ -197,9 +198,12 @@ class CallbackInput(InputChannel):
         router = health_router(self.url_prefix())
 
         async def receive(request: Request) -> PlainTextResponse:
-            message = message_from_rest_body(
-                await read_json_object(request), self.name, read_input_channel=False
-            )
+            body = await read_json_object(request)
+            if not isinstance(body.get("metadata"), dict):
+                # Rasa's callback channel reads no metadata: what is no object is ignored, as
+                # there, not refused as by the REST channel.
+                body.pop("metadata", None)
+            message = message_from_rest_body(body, self.name, read_input_channel=False)
             if message.text is not None:
                 check_text_length(message.text)  # a 400, as the REST channel answers
                 output = CallbackOutput(self.endpoint, self.deliveries, in_webhook=True)

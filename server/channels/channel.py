@@ -29,6 +29,9 @@ class InputChannel:
     """Base of every channel; subclasses set `name` and implement `router`."""
 
     name: ClassVar[str] = ""
+    # The credentials.yml keys a built-in channel reads: any other is warned about at start
+    # (a misspelt key is otherwise ignored without a word, as in Rasa).
+    settings_keys: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> InputChannel:
@@ -50,6 +53,11 @@ class InputChannel:
     def use_endpoints(self, endpoints: dict[str, Any]) -> None:
         """Takes what the channel shares with the stores from endpoints.yml's sections (the
         socket.io channel: a Redis, for its rooms across workers and hosts); most need none."""
+        return None
+
+    def served_with(self, others: frozenset[str]) -> None:
+        """Told the names of the server's other channels, once all are built (the REST
+        channel: its messages may not claim to come through one of them); most need none."""
         return None
 
     def get_output_channel(self) -> OutputChannel | None:

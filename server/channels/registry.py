@@ -12,6 +12,7 @@ from typing import Any
 
 from server.channels.channel import InputChannel
 from server.errors import InvalidConfig
+from server.training.unknown_options import unknown_option_warning
 
 logger = logging.getLogger(__name__)
 
@@ -122,9 +123,23 @@ def load_channels(
         except InvalidConfig as e:
             raise InvalidConfig(f"{origin}: {e}") from None
         channel = _build(cls, name, settings, source)
+        if name in CHANNELS and settings:
+            _warn_unknown_keys(settings, cls.settings_keys, f"{source}: channel '{name}'")
         _check_name(channel.name, name, keys, origin)
         channels.append(channel)
+    served = frozenset(channel.name for channel in channels)
+    for channel in channels:
+        channel.served_with(served - {channel.name})
     return channels
+
+
+def _warn_unknown_keys(settings: dict[str, Any], known: frozenset[str], owner: str) -> None:
+    """A warning for each key a built-in channel does not read."""
+    for key in settings:
+        if not known:
+            logger.warning("%s takes no settings: '%s' is ignored", owner, key)
+        elif key not in known:
+            logger.warning(unknown_option_warning(owner, key, sorted(known), list_known=True))
 
 
 def _check_name(channel_name: str, key: str, keys: dict[str, str], origin: str) -> None:

@@ -53,13 +53,20 @@ async def read_json_object(request: Request) -> dict[str, Any]:
 
 
 def message_from_rest_body(
-    body: dict[str, Any], input_channel: str, read_input_channel: bool = True
+    body: dict[str, Any],
+    input_channel: str,
+    read_input_channel: bool = True,
+    other_channels: frozenset[str] = frozenset(),
 ) -> UserMessage:
     """Rasa's reading of a REST body: sender (default "default"), stripped message, metadata.
 
     A `message` that is not a string, or a `sender` that is neither a string nor a number,
     is a 400: before, such a message was dropped with a 200 `[]`, and an object as sender
-    became a conversation named after its Python text (`{'a': 1}`).
+    became a conversation named after its Python text (`{'a': 1}`). So is `metadata` that is
+    not an object, and an `input_channel` naming one of the server's `other_channels`: the
+    conversation's channel is where its reminders and `output_channel=latest` pushes go, and
+    a REST client would have them sent through a channel it does not speak through (posted
+    into the Rocket.Chat room its sender id names).
     """
     sender = body.get("sender")
     text = body.get("message")
@@ -73,12 +80,22 @@ def message_from_rest_body(
     ):
         raise HTTPException(400, "The 'sender' must be a string or a number.")
     metadata = body.get("metadata")
+    if metadata is not None and type(metadata) is not dict:
+        # Dropped without a word before (Rasa fails such a turn and answers `[]`).
+        raise HTTPException(400, "The 'metadata' must be a JSON object.")
     channel = body.get("input_channel") if read_input_channel else None
+    if channel is not None and isinstance(channel, str) and channel in other_channels:
+        raise HTTPException(
+            400,
+            f"The 'input_channel' '{channel}' names another channel of this server, which a "
+            "REST message cannot come through (that channel would get its conversation's "
+            "pushed messages); leave it out or use another name.",
+        )
     return UserMessage(  # by position: keywords cost some 2,000 instructions more
         None if text is None else text.strip(),  # text
         "default" if sender is None else str(sender),  # sender_id
         channel if isinstance(channel, str) and channel else input_channel,  # input_channel
-        metadata if isinstance(metadata, dict) else None,  # metadata
+        metadata,  # metadata
     )
 
 
@@ -100,13 +117,18 @@ class RestInput(InputChannel):
     """Rasa's `rest` channel; credentials take no keys."""
 
     name = "rest"
+    settings_keys = frozenset()
+    other_channels: frozenset[str] = frozenset()
+
+    def served_with(self, others: frozenset[str]) -> None:
+        self.other_channels = others
 
     def router(self, on_new_message: OnNewMessage) -> APIRouter:
         prefix = self.url_prefix()
         router = health_router(prefix)
         router.add_route(
             f"{prefix}/webhook",
-            RestWebhook(self.name, on_new_message),  # type: ignore[arg-type]
+            RestWebhook(self.name, on_new_message, self.other_channels),  # type: ignore[arg-type]
             methods=["POST"],
             include_in_schema=False,
         )
@@ -125,9 +147,15 @@ class RestWebhook:
 
     direct_route = True
 
-    def __init__(self, channel_name: str, on_new_message: OnNewMessage) -> None:
+    def __init__(
+        self,
+        channel_name: str,
+        on_new_message: OnNewMessage,
+        other_channels: frozenset[str] = frozenset(),
+    ) -> None:
         self.channel_name = channel_name
         self.on_new_message = on_new_message
+        self.other_channels = other_channels  # names its messages may not claim
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stream = _stream_flag(scope.get("query_string", b""))
@@ -136,7 +164,9 @@ class RestWebhook:
             body = await _read_rest_of_body(first, receive)
         else:  # the whole body in one message: no coroutine to read the rest
             body = first.get("body", b"")
-        message = message_from_rest_body(_json_object(body), self.channel_name)
+        message = message_from_rest_body(
+            _json_object(body), self.channel_name, True, self.other_channels
+        )
         if message.text is None:
             # Rasa answers an empty list when there is no message to handle.
             start, end = _json_response([])

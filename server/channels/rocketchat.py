@@ -7,6 +7,7 @@ ignored; the outgoing webhook's token is checked when `webhook_token` is configu
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import logging
 import time
@@ -61,15 +62,7 @@ def rocketchat_messages(
     for part in split_message(message):
         choices = reply_choices(part)
         if choices is not None:
-            actions = [
-                {
-                    "type": "button",
-                    "text": choice.get("title"),
-                    "msg": choice.get("payload"),
-                    "msg_in_chat_window": True,
-                }
-                for choice in choices
-            ]
+            actions = [_action_button(choice) for choice in choices]
             text = part.get("text")
             *before, last = text_pieces(text, max_length) if isinstance(text, str) else [text]
             bodies.extend({"roomId": room_id, "text": piece} for piece in before)
@@ -87,11 +80,31 @@ def rocketchat_messages(
             bodies.append({"roomId": room_id, "attachments": part["elements"]})
         elif isinstance(part.get("custom"), dict):
             custom = dict(part["custom"])
-            # A custom message naming a `channel` goes there instead of the conversation's room.
+            # As Rasa, whose client takes `room_id` for Rocket.Chat's `roomId`: a custom
+            # message naming a `channel` goes there, else to its `room_id`, else to the
+            # conversation's room.
+            named_room = custom.pop("room_id", None)
             if "channel" not in custom:
-                custom.setdefault("roomId", room_id)
+                custom.setdefault("roomId", named_room or room_id)
             bodies.append(custom)
     return bodies
+
+
+def _action_button(choice: dict[str, Any]) -> dict[str, Any]:
+    """A button as a Rocket.Chat action button: it sends its payload in the room, or opens
+    its `url` (which Rasa drops: such a button sent an empty message)."""
+    url = choice.get("url")
+    if url and choice.get("payload") is None:
+        return {"type": "button", "text": choice.get("title"), "url": url}
+    action = {
+        "type": "button",
+        "text": choice.get("title"),
+        "msg": choice.get("payload"),
+        "msg_in_chat_window": True,
+    }
+    if url:
+        action["url"] = url
+    return action
 
 
 def text_pieces(text: str, max_length: int) -> list[str]:
@@ -175,6 +188,9 @@ class RocketChatInput(InputChannel):
     """Rasa's `rocketchat` channel, keyed `user`, `password`, `server_url`, `webhook_token`."""
 
     name = "rocketchat"
+    settings_keys = frozenset(
+        ("user", "password", "server_url", "webhook_token", "timeout", "max_message_length")
+    )
 
     def __init__(self, api: RocketChatAPI, webhook_token: str | None = None) -> None:
         self.api = api
@@ -279,7 +295,7 @@ class RocketChatInput(InputChannel):
         user_id = payload.get("user_id") or payload.get("user_name")
         if not room_id or not user_id or not isinstance(text, str):
             return []
-        message_id = _message_id(payload.get("message_id"))
+        message_id = _message_id(payload.get("message_id"), text, bool(payload.get("isEdited")))
         return [(message_id, self._message(str(room_id), str(user_id), text, message_id))]
 
     def _livechat_messages(self, payload: dict[str, Any]) -> list[tuple[str | None, UserMessage]]:
@@ -305,7 +321,7 @@ class RocketChatInput(InputChannel):
             if self._is_own(user_name, author.get("_id")) or not isinstance(item.get("msg"), str):
                 continue
             if user_id:
-                message_id = _message_id(item.get("_id"))
+                message_id = _message_id(item.get("_id"), item["msg"], bool(item.get("editedAt")))
                 message = self._message(str(room_id), str(user_id), item["msg"], message_id)
                 found.append((message_id, message))
         return found
@@ -326,8 +342,16 @@ class RocketChatInput(InputChannel):
         return message
 
 
-def _message_id(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _message_id(value: Any, text: str, edited: bool) -> str | None:
+    """The id a message is known by (its retries ignored by): Rocket.Chat's, or for an
+    edited message (sent again with its id, the outgoing webhook's `isEdited`) that id and
+    the new text's digest, so that each edit is a message of its own, as in Rasa."""
+    if not isinstance(value, str) or not value:
+        return None
+    if edited:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        return f"{value}.edit.{digest}"
+    return value
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

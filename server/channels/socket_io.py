@@ -89,14 +89,7 @@ def socketio_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
             payloads.append(
                 {
                     "text": pieces[-1],
-                    "quick_replies": [
-                        {
-                            "content_type": "text",
-                            "title": choice.get("title"),
-                            "payload": choice.get("payload"),
-                        }
-                        for choice in choices
-                    ],
+                    "quick_replies": [_quick_reply(choice) for choice in choices],
                 }
             )
         elif "text" in part:
@@ -117,6 +110,14 @@ def socketio_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
         elif "custom" in part:
             payloads.append({"custom": part["custom"]})
     return payloads
+
+
+def _quick_reply(choice: dict[str, Any]) -> dict[str, Any]:
+    """A button as Rasa's quick reply, keeping the button's other keys: rasa-webchat shows
+    one of `type: web_url` as a link to its `url` (Rasa drops them)."""
+    reply = {"content_type": "text", "title": choice.get("title"), "payload": choice.get("payload")}
+    reply.update((key, value) for key, value in choice.items() if key not in reply)
+    return reply
 
 
 class SocketIOOutput:
@@ -176,6 +177,20 @@ class SocketIOInput(InputChannel):
     """Rasa's `socketio` channel."""
 
     name = "socketio"
+    settings_keys = frozenset(
+        (
+            "user_message_evt",
+            "bot_message_evt",
+            "namespace",
+            "session_persistence",
+            "socketio_path",
+            "jwt_key",
+            "jwt_method",
+            "metadata_key",
+            "cors_allowed_origins",
+            "rooms_redis",
+        )
+    )
 
     def __init__(
         self,

@@ -95,6 +95,21 @@ class HttpEndpoint:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
 
+    # The keys `from_config` reads.
+    SETTINGS_KEYS = frozenset(
+        (
+            "url",
+            "token",
+            "token_name",
+            "params",
+            "headers",
+            "basic_auth",
+            "cafile",
+            "timeout",
+            "max_response_bytes",
+        )
+    )
+
     @classmethod
     def from_config(
         cls,

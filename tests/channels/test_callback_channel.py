@@ -85,6 +85,24 @@ async def test_replies_are_posted_to_the_callback_url(receiver: tuple[Receiver, 
     assert headers["x-bot"] == "b1" and headers["token"] == "tk"
 
 
+async def test_metadata_that_is_no_object_is_ignored_as_rasa_ignores_it(
+    receiver: tuple[Receiver, str],
+) -> None:
+    # Rasa's callback channel reads no metadata; the REST channel refuses such a body (400).
+    r, url = receiver
+    client, channel = await _bot({"url": url})
+    try:
+        answer = await client.post(
+            "/webhooks/callback/webhook",
+            json={"sender": "c9", "message": "hello", "metadata": '{"plan": "pro"}'},
+        )
+    finally:
+        await client.aclose()
+        await channel.aclose()
+    assert answer.text == "success"
+    assert r.received[0][0] == {"recipient_id": "c9", "text": "echo: hello"}
+
+
 async def test_a_failing_receiver_does_not_fail_the_webhook(
     receiver: tuple[Receiver, str],
 ) -> None:

@@ -375,3 +375,32 @@ async def test_a_credentials_file_naming_no_channel_serves_none(
             served[name] = (await client.get("/webhooks/rest/")).status_code
     assert served == {"empty": 404, "none": 200}
     assert f"{path} names no channel" in caplog.text
+
+
+def test_a_misspelt_channel_setting_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    """Rasa, and botserver before, ignored an unknown key without a word: a callback whose
+    `header:` (for `headers:`) held its API key posted every reply without it, and
+    `session_persistance: true` left every page load a new conversation."""
+    credentials = {
+        "rest": {"port": 5005},
+        "callback": {"url": "http://127.0.0.1:9/bot", "header": {"X-Key": "k"}},
+        "socketio": {"session_persistance": True, "bot_message_evt": "bot_uttered"},
+        "rocketchat": {
+            "user": "bot",
+            "password": "pw",
+            "server_url": "http://127.0.0.1:9",
+            "webhook_token": "t",
+            "colour": "red",
+        },
+    }
+    with caplog.at_level(logging.WARNING):
+        load_channels(credentials)
+    assert [r.getMessage() for r in caplog.records] == [
+        "credentials.yml: channel 'rest' takes no settings: 'port' is ignored",
+        "credentials.yml: channel 'callback': the option 'header' is unknown and ignored; "
+        "did you mean 'headers'?",
+        "credentials.yml: channel 'socketio': the option 'session_persistance' is unknown "
+        "and ignored; did you mean 'session_persistence'?",
+        "credentials.yml: channel 'rocketchat': the option 'colour' is unknown and ignored "
+        "(known: max_message_length, password, server_url, timeout, user, webhook_token).",
+    ]

@@ -74,6 +74,35 @@ async def test_sender_defaults_and_input_channel_can_be_given(client: httpx.Asyn
     assert answer.json()[1] == {"recipient_id": "default", "text": "from default via web"}
 
 
+async def test_input_channel_cannot_name_another_channel_of_the_server() -> None:
+    """A REST client could otherwise speak as another channel: the conversation's channel
+    is where its reminders (and `output_channel=latest` pushes) go, so `"input_channel":
+    "rocketchat"` with `"sender": "GENERAL"` had the bot post into that Rocket.Chat room.
+    Before: handled as if it came through that channel."""
+    app = create_app()
+    handled: list[UserMessage] = []
+
+    async def record(message: UserMessage) -> None:
+        handled.append(message)
+        await echo(message)
+
+    channels = load_channels({"rest": None, "callback": {"url": "http://127.0.0.1:9/bot"}})
+    attach_channels(app, channels, record)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bot") as c:
+        for stream in ("", "?stream=true"):
+            body = {"sender": "GENERAL", "message": "x", "input_channel": "callback"}
+            answer = await c.post("/webhooks/rest/webhook" + stream, json=body)
+            assert answer.status_code == 400
+            assert "'input_channel'" in answer.json()["message"]
+        own = await c.post("/webhooks/rest/webhook", json={"message": "x", "input_channel": "rest"})
+        other = await c.post(
+            "/webhooks/rest/webhook", json={"message": "x", "input_channel": "mobile-app"}
+        )
+    assert [m.input_channel for m in handled] == ["rest", "mobile-app"]
+    assert own.status_code == other.status_code == 200
+
+
 async def test_no_message_is_an_empty_answer_as_in_rasa(client: httpx.AsyncClient) -> None:
     answer = await client.post("/webhooks/rest/webhook", json={"sender": "u9"})
     assert answer.status_code == 200
@@ -170,14 +199,24 @@ async def test_a_body_sent_in_several_chunks_is_read_whole(client: httpx.AsyncCl
         {"sender": "u1", "message": ["hi"]},
         {"sender": {"a": 1}, "message": "hi"},
         {"sender": True, "message": "hi"},
+        {"sender": "u1", "message": "hi", "metadata": '{"plan": "pro"}'},
+        {"sender": "u1", "message": "hi", "metadata": ["pro"]},
     ],
-    ids=["number-message", "list-message", "object-sender", "bool-sender"],
+    ids=[
+        "number-message",
+        "list-message",
+        "object-sender",
+        "bool-sender",
+        "text-metadata",
+        "list-metadata",
+    ],
 )
 async def test_a_message_or_sender_of_the_wrong_type_is_a_400(
     client: httpx.AsyncClient, body: dict[str, object]
 ) -> None:
     """Before, a 200: `[]` for a message that is no string (the message silently dropped), and
-    a conversation named `{'a': 1}` for an object as sender."""
+    a conversation named `{'a': 1}` for an object as sender; metadata that is no object was
+    dropped without a word (Rasa fails such a turn and answers `[]`)."""
     for stream in ("", "?stream=true"):
         answer = await client.post("/webhooks/rest/webhook" + stream, json=body)
         assert answer.status_code == 400
@@ -186,6 +225,7 @@ async def test_a_message_or_sender_of_the_wrong_type_is_a_400(
         assert error["message"] in (
             "The 'message' must be a string.",
             "The 'sender' must be a string or a number.",
+            "The 'metadata' must be a JSON object.",
         )
 
 

@@ -289,6 +289,29 @@ def test_rich_messages_become_rocketchat_attachments() -> None:
     ]
 
 
+def test_a_link_button_opens_its_url() -> None:
+    """Rocket.Chat's action button opens its `url`. Before (and in Rasa), a button's `url`
+    was dropped: the button sent an empty message."""
+    message = {"text": "Read more", "buttons": [{"title": "Docs", "url": "https://example.test/d"}]}
+    (body,) = rocketchat_messages("R1", message)
+    assert body["attachments"][0]["actions"] == [
+        {"type": "button", "text": "Docs", "url": "https://example.test/d"}
+    ]
+
+
+def test_a_custom_message_naming_a_room_id_is_posted_there() -> None:
+    """Rasa passes a custom message's keys to rocketchat_API's chat_post_message, whose
+    `room_id` is the room posted to. Before, the message went to the conversation's room (a
+    `roomId` was added, and Rocket.Chat ignores `room_id`)."""
+    custom = {"text": "to ops", "room_id": "OpsRoom", "alias": "Bot"}
+    assert rocketchat_messages("R1", {"custom": custom}) == [
+        {"roomId": "OpsRoom", "text": "to ops", "alias": "Bot"}
+    ]
+    # With a `channel` too, the channel wins, as in Rasa (which drops `room_id`).
+    both = {"text": "x", "channel": "#alerts", "room_id": "OpsRoom"}
+    assert rocketchat_messages("R1", {"custom": both}) == [{"channel": "#alerts", "text": "x"}]
+
+
 def test_long_texts_are_cut_at_line_breaks_or_spaces() -> None:
     lines = "\n".join(["a" * 60] * 5)  # 304 characters
     assert rocketchat_messages("R1", {"text": lines}, max_length=130) == [
@@ -328,6 +351,22 @@ async def test_a_retried_webhook_call_is_not_recorded_twice(wired) -> None:  # n
     assert rocket.texts_in("R1") == ["Hey there!"]
     assert [e["text"] for e in live_tracker["events"] if e["event"] == "user"] == ["hi"]
     assert rocket.texts_in("LiveRoom2") == ["Hey there!"]
+
+
+async def test_an_edited_message_is_answered_as_rasa_answers_it(wired) -> None:  # noqa: ANN001
+    """Rocket.Chat sends an edited message again (an outgoing webhook's "Run on edits", on by
+    default) with its id and `isEdited: true`. Before, it was taken for a retry of the
+    original and ignored, logged as such; Rasa answers it. A retry of the edit is not."""
+    rocket, webhook, bot_url = wired
+    first = rocket.outgoing_payload(
+        token=HOOK_TOKEN, user_id="EditId", user_name="editor", text="hi", room_id="R7"
+    )
+    edited = {**first, "text": "hello", "isEdited": True}
+    answers = [await rocket.send(webhook, p) for p in (first, edited, edited)]
+    tracker = await _tracker(bot_url, "R7:EditId")
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == ["hi", "hello"]
+    assert rocket.texts_in("R7") == ["Hey there!", "Hey there!"]
 
 
 async def test_a_retry_that_another_worker_receives_is_not_answered_twice(

@@ -20,7 +20,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from server.api.app import create_app
 from server.auth import redact
 from server.channels import attach_channels, load_channels
-from server.channels.socket_io import INVALID_SESSION, SEND_AGAIN, SocketIOInput
+from server.channels.socket_io import (
+    INVALID_SESSION,
+    SEND_AGAIN,
+    SocketIOInput,
+    socketio_payloads,
+)
 from server.dialogue.messages import UserMessage
 from server.errors import InvalidConfig, LockTimeout
 from tests.channels.conftest import concertbot_server, echo, modelless_app
@@ -129,6 +134,34 @@ async def test_buttons_become_quick_replies_and_images_attachments() -> None:
     assert image[1] == {
         "attachment": {"type": "image", "payload": {"src": "https://example.test/a.png"}}
     }
+
+
+def test_a_link_button_reaches_the_widget_as_a_link() -> None:
+    """rasa-webchat shows a quick reply of `type: web_url` as a link to its `url`. Before, the
+    button went out as `{content_type, title, payload: null}`: a button sending nothing
+    (Rasa fails the turn on a button without `payload`)."""
+    message = {
+        "text": "Read more",
+        "buttons": [
+            {"title": "Docs", "type": "web_url", "url": "https://example.test/docs"},
+            {"title": "Yes", "payload": "/affirm"},
+        ],
+    }
+    assert socketio_payloads(message) == [
+        {
+            "text": "Read more",
+            "quick_replies": [
+                {
+                    "content_type": "text",
+                    "title": "Docs",
+                    "payload": None,
+                    "type": "web_url",
+                    "url": "https://example.test/docs",
+                },
+                {"content_type": "text", "title": "Yes", "payload": "/affirm"},
+            ],
+        }
+    ]
 
 
 async def test_session_persistence_keeps_the_conversation_across_sockets() -> None:
