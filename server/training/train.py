@@ -24,7 +24,7 @@ from server.models.fingerprint import (
     with_training_format,
 )
 from server.models.loading import DOMAIN_FILE, NLU_DIR, POLICIES_DIR
-from server.models.metadata import TRAINING_FORMAT, TRAINING_FORMAT_KEY
+from server.models.metadata import TRAINED_AS_TODAY, TRAINING_FORMAT
 from server.nlu.pipeline import NLUPipeline
 from server.trackers.events import ActionExecuted, UserUttered
 from server.training.config_yaml import ProjectConfig, naming_config_items
@@ -299,7 +299,7 @@ def _train_project(
             "domain": project.domain.as_dict(),
             "training_type": "both" if with_nlu else "core",
             "warnings": warnings,
-            TRAINING_FORMAT_KEY: TRAINING_FORMAT,
+            **TRAINED_AS_TODAY,
         }
         out.mkdir(parents=True, exist_ok=True)
         path = write_archive(
@@ -373,7 +373,7 @@ def train_nlu(
             "domain": domain.as_dict(),
             "training_type": "nlu",
             "warnings": nlu.warnings,
-            TRAINING_FORMAT_KEY: TRAINING_FORMAT,
+            **TRAINED_AS_TODAY,
         }
         out.mkdir(parents=True, exist_ok=True)
         path = write_archive(content, metadata, out, fixed_model_name, prefix=NLU_PREFIX)
