@@ -189,3 +189,24 @@ async def test_an_odd_training_format_reads_the_archive_by_its_marker(
     )
 
     assert ("travelling" in [m.get("text") for m in messages]) is followed
+
+
+def test_an_archive_of_a_newer_training_format_loads_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rollback: a newer botserver's archive (a format this one does not know, maybe with
+    a component or a reading it lacks) is read as today's format, and the log says so.
+    Before, it loaded silently."""
+    archive = train_archive(project(tmp_path / "bot"), tmp_path / "models")
+    newer = with_metadata(archive, tmp_path / "newer", training_format=TRAINING_FORMAT + 1)
+
+    with caplog.at_level(logging.WARNING, logger="server.models.loading"):
+        load_model_file(newer)
+        load_model_file(archive)
+
+    assert [r.getMessage() for r in caplog.records if r.name == "server.models.loading"] == [
+        f"The model was trained in training format {TRAINING_FORMAT + 1}, newer than this "
+        f"botserver's {TRAINING_FORMAT}; it is read as format {TRAINING_FORMAT} and may answer "
+        "otherwise than where it was trained. Upgrade botserver, or retrain the model with "
+        "this version (`botserver train`)."
+    ]
