@@ -210,3 +210,24 @@ def test_an_archive_of_a_newer_training_format_loads_with_a_warning(
         "otherwise than where it was trained. Upgrade botserver, or retrain the model with "
         "this version (`botserver train`)."
     ]
+
+
+def test_a_dry_run_says_the_archive_needs_training_and_trains_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: "Training again: ..." from `train --dry-run`, which trains nothing.
+    folder = project(tmp_path / "bot")
+    out = tmp_path / "models"
+    archive = train_archive(folder, out)
+    old = as_made_in(archive, folder, tmp_path / "repack", 1)
+    archive.unlink()
+    caplog.clear()
+
+    with caplog.at_level(logging.INFO, logger="server.training.train"):
+        dry_run(load_project(*inputs(folder)), out)
+
+    assert [r.getMessage() for r in caplog.records if r.name == "server.training.train"] == [
+        f"Needs training again: {old} was trained from these files in training format 1; "
+        f"this botserver trains in format {TRAINING_FORMAT}."
+    ]
+    assert [p.name for p in out.iterdir()] == [old.name]
