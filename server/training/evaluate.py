@@ -65,14 +65,16 @@ def _test_story_files(given: str | None, e2e: bool = False) -> list[Path]:
                 f"Rasa's --e2e looks without one). Write test stories in '{TEST_STORIES}/' (as "
                 "`rasa init` does), or give them with --stories."
             )
-        tested, why = f"the {TEST_FILE_PREFIX}*.yml stories of '{TRAINING_DATA}'", ""
+        # Training reads them too, as Rasa's: they are no held-out data.
+        tested = f"the {TEST_FILE_PREFIX}*.yml stories of '{TRAINING_DATA}'"
+        why = f"`botserver train` trains on them too, as on every story file of '{TRAINING_DATA}': "
     else:
         files = data_files([TRAINING_DATA])
-        tested = f"the training stories of '{TRAINING_DATA}'"
-        why = "accuracy on data the model was trained on; "
+        tested, why = f"the training stories of '{TRAINING_DATA}'", ""
     print(
         f"warning: no test stories at '{TEST_STORIES}'; testing {tested} instead, as Rasa "
-        f"does ({why}give test stories with --stories).",
+        f"does ({why}accuracy on data the model was trained on; give test stories with "
+        "--stories).",
         file=sys.stderr,
     )
     return files
