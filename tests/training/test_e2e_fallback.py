@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from server.errors import InvalidConfig
 from server.training.evaluate import _test_story_files
 from server.training.project import load_project
 from tests.dialogue.conversation_fixtures import write_files
@@ -39,3 +40,19 @@ def test_the_e2e_fallback_warns_that_its_stories_are_training_data(
         "as Rasa does (`botserver train` trains on them too, as on every story file of 'data': "
         "accuracy on data the model was trained on; give test stories with --stories).\n"
     )
+
+
+def test_an_nlu_file_named_test_is_no_end_to_end_test(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As Rasa's: a test file is a `test_*` file of stories. Before, `test --e2e` took
+    # data/test_nlu.yml for one: "0/0 correct", exit 0, the warning naming it tested.
+    files = {
+        "domain.yml": DOMAIN,
+        "data/stories.yml": STORIES.format(name="trained"),
+        "data/test_nlu.yml": 'version: "3.1"\nnlu:\n- intent: greet\n  examples: "- hi"\n',
+    }
+    monkeypatch.chdir(write_files(files, tmp_path / "bot"))
+
+    with pytest.raises(InvalidConfig, match="no test_\\*.yml file of stories in 'data'"):
+        _test_story_files(None, e2e=True)
