@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from server.errors import (
     OutdatedModel,
     UnsupportedModel,
 )
-from server.models.metadata import ROLES_LISTED_SINCE, training_format_of
+from server.models.metadata import ROLES_LISTED_SINCE, TRAINING_FORMAT, training_format_of
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.remote import RemoteNLU
 from server.training.domain_yaml import DomainReader
@@ -26,6 +27,8 @@ from server.training.domain_yaml import DomainReader
 DOMAIN_FILE = "domain.json"
 NLU_DIR = "nlu"
 POLICIES_DIR = "policies"
+
+logger = logging.getLogger(__name__)
 
 
 def _components(directory: Path) -> Path:
@@ -72,7 +75,18 @@ def _load_model(directory: Path, metadata: dict[str, Any]) -> DialogueModel:
             "Retrain it with `botserver train`."
         )
     domain = _read_domain(domain_path)
-    if training_format_of(metadata) < ROLES_LISTED_SINCE:
+    made_in = training_format_of(metadata)
+    if made_in > TRAINING_FORMAT:
+        # A newer botserver's (a rollback): it may hold what this one cannot read.
+        logger.warning(
+            "The model was trained in training format %d, newer than this botserver's %d; it "
+            "is read as format %d and may answer otherwise than where it was trained. Upgrade "
+            "botserver, or retrain the model with this version (`botserver train`).",
+            made_in,
+            TRAINING_FORMAT,
+            TRAINING_FORMAT,
+        )
+    if made_in < ROLES_LISTED_SINCE:
         # Trained when every entity role and group influenced the dialogue: its policies
         # learnt them so, and read them so until it is trained again.
         domain.entity_labels = None

@@ -33,9 +33,13 @@ TRAINING_FORMAT_KEY = "training_format"
 ROLES_LISTED_SINCE = 1
 # Since this format, the training fingerprint covers the format (before, it did not).
 FORMAT_FINGERPRINTED_SINCE = 2
-# Format 1's marker, read from archives without TRAINING_FORMAT_KEY.
-_ENTITY_ROLES_KEY = "entity_roles"
-_ENTITY_ROLES_LISTED = "listed"
+# Format 1's marker, read from archives without a TRAINING_FORMAT_KEY number. Still written:
+# a botserver before format 2 decides by it alone, and would read an archive without it as
+# format 0 (every role counting) after a rollback.
+ENTITY_ROLES_KEY = "entity_roles"
+ENTITY_ROLES_LISTED = "listed"
+# What a trainer of today writes in an archive's metadata to say how it trained.
+TRAINED_AS_TODAY = {TRAINING_FORMAT_KEY: TRAINING_FORMAT, ENTITY_ROLES_KEY: ENTITY_ROLES_LISTED}
 
 RASA_MESSAGE = "This is a Rasa model; retrain it with `botserver train`"
 
@@ -84,11 +88,12 @@ def build_metadata(caller: dict[str, Any]) -> dict[str, Any]:
 
 def training_format_of(metadata: dict[str, Any]) -> int:
     """The training format an archive was made in (see TRAINING_FORMAT); an archive from
-    before the key counts by its marker, and a value that is no number as format 0."""
+    before the key, or whose value is no format number (a string, a float, a negative), counts
+    by format 1's marker."""
     value = metadata.get(TRAINING_FORMAT_KEY)
-    if TRAINING_FORMAT_KEY not in metadata:
-        return ROLES_LISTED_SINCE if metadata.get(_ENTITY_ROLES_KEY) == _ENTITY_ROLES_LISTED else 0
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return ROLES_LISTED_SINCE if metadata.get(ENTITY_ROLES_KEY) == ENTITY_ROLES_LISTED else 0
 
 
 def parse_metadata(raw: bytes) -> dict[str, Any]:

@@ -19,8 +19,9 @@ from server.models.archive import read_archive
 from server.models.extraction import extraction_directory
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
-from server.training.project import data_files, load_test_stories
+from server.training.project import data_files, holds_stories, load_test_stories
 from server.training.validation import story_reference_problems
+from server.training.yaml_io import read_yaml_file
 
 logger = logging.getLogger(__name__)
 
@@ -57,22 +58,29 @@ def _test_story_files(given: str | None, e2e: bool = False) -> list[Path]:
     if TEST_STORIES.exists() or not TRAINING_DATA.exists():
         return data_files([_existing(TEST_STORIES, "test stories", "--stories")])
     if e2e:
-        files = [f for f in data_files([TRAINING_DATA]) if f.name.startswith(TEST_FILE_PREFIX)]
+        # As Rasa's: a `test_*` file of stories (not data/test_nlu.yml).
+        files = [
+            f
+            for f in data_files([TRAINING_DATA])
+            if f.name.startswith(TEST_FILE_PREFIX) and holds_stories(read_yaml_file(f))
+        ]
         if not files:
             raise InvalidConfig(
                 f"--e2e tests end-to-end test stories, and there are none: no '{TEST_STORIES}' "
-                f"folder, and no {TEST_FILE_PREFIX}*.yml file in '{TRAINING_DATA}' (where "
-                f"Rasa's --e2e looks without one). Write test stories in '{TEST_STORIES}/' (as "
-                "`rasa init` does), or give them with --stories."
+                f"folder, and no {TEST_FILE_PREFIX}*.yml file of stories in '{TRAINING_DATA}' "
+                f"(where Rasa's --e2e looks without one). Write test stories in "
+                f"'{TEST_STORIES}/' (as `rasa init` does), or give them with --stories."
             )
-        tested, why = f"the {TEST_FILE_PREFIX}*.yml stories of '{TRAINING_DATA}'", ""
+        # Training reads them too, as Rasa's: they are no held-out data.
+        tested = f"the {TEST_FILE_PREFIX}*.yml stories of '{TRAINING_DATA}'"
+        why = f"`botserver train` trains on them too, as on every story file of '{TRAINING_DATA}': "
     else:
         files = data_files([TRAINING_DATA])
-        tested = f"the training stories of '{TRAINING_DATA}'"
-        why = "accuracy on data the model was trained on; "
+        tested, why = f"the training stories of '{TRAINING_DATA}'", ""
     print(
         f"warning: no test stories at '{TEST_STORIES}'; testing {tested} instead, as Rasa "
-        f"does ({why}give test stories with --stories).",
+        f"does ({why}accuracy on data the model was trained on; give test stories with "
+        "--stories).",
         file=sys.stderr,
     )
     return files

@@ -175,9 +175,14 @@ def load_test_stories(
     steps: list[StoryStep] = []
     for file in data_files(paths):
         content = read_yaml_file(file)
-        if isinstance(content, dict) and ("stories" in content or "rules" in content):
+        if holds_stories(content):
             steps.extend(read_story_data(content, str(file), slot_types, warnings))
     return steps
+
+
+def holds_stories(content: Any) -> bool:
+    """Whether a data file's YAML holds stories or rules (a story file, as Rasa tells one)."""
+    return isinstance(content, dict) and ("stories" in content or "rules" in content)
 
 
 def _slot_types(domain_dict: dict[str, Any]) -> dict[str, str]:

@@ -24,7 +24,7 @@ from server.models.fingerprint import (
     with_training_format,
 )
 from server.models.loading import DOMAIN_FILE, NLU_DIR, POLICIES_DIR
-from server.models.metadata import TRAINING_FORMAT, TRAINING_FORMAT_KEY
+from server.models.metadata import TRAINED_AS_TODAY, TRAINING_FORMAT
 from server.nlu.pipeline import NLUPipeline
 from server.trackers.events import ActionExecuted, UserUttered
 from server.training.config_yaml import ProjectConfig, naming_config_items
@@ -124,15 +124,19 @@ def _up_to_date_archive(fingerprint: str, out: Path, fixed_model_name: str | Non
     return existing
 
 
-def _say_if_other_format(out: Path, fingerprint_in: Callable[[int], str]) -> None:
-    """Says why an archive trained from these very files is trained again: another botserver
-    trained it in another training format (see TRAINING_FORMAT)."""
+def _say_if_other_format(
+    out: Path, fingerprint_in: Callable[[int], str], dry: bool = False
+) -> None:
+    """Says why an archive trained from these very files is trained again (by a `dry` run:
+    needs it): another botserver trained it in another training format (see
+    TRAINING_FORMAT)."""
     found = find_other_format_archive(out, fingerprint_in)
     if found is not None:
         archive, made_in = found
         logger.info(
-            "Training again: %s was trained from these files in training format %d; this "
-            "botserver trains in format %d.",
+            "%s: %s was trained from these files in training format %d; this botserver "
+            "trains in format %d.",
+            "Needs training again" if dry else "Training again",
             archive,
             made_in,
             TRAINING_FORMAT,
@@ -154,7 +158,9 @@ def dry_run(
     if force:
         return DRY_RUN_FORCED, existing
     if existing is None:
-        _say_if_other_format(Path(out), lambda made_in: _fingerprint(project, False, made_in))
+        _say_if_other_format(
+            Path(out), lambda made_in: _fingerprint(project, False, made_in), dry=True
+        )
     return (DRY_RUN_UP_TO_DATE if existing else DRY_RUN_NEEDS_TRAINING), existing
 
 
@@ -299,7 +305,7 @@ def _train_project(
             "domain": project.domain.as_dict(),
             "training_type": "both" if with_nlu else "core",
             "warnings": warnings,
-            TRAINING_FORMAT_KEY: TRAINING_FORMAT,
+            **TRAINED_AS_TODAY,
         }
         out.mkdir(parents=True, exist_ok=True)
         path = write_archive(
@@ -373,7 +379,7 @@ def train_nlu(
             "domain": domain.as_dict(),
             "training_type": "nlu",
             "warnings": nlu.warnings,
-            TRAINING_FORMAT_KEY: TRAINING_FORMAT,
+            **TRAINED_AS_TODAY,
         }
         out.mkdir(parents=True, exist_ok=True)
         path = write_archive(content, metadata, out, fixed_model_name, prefix=NLU_PREFIX)

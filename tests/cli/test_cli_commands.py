@@ -640,7 +640,7 @@ def test_e2e_without_test_stories_says_so(run_cli, starter_copy: Path) -> None:
         assert result.code == 1
         assert (
             "--e2e tests end-to-end test stories, and there are none: no 'tests' folder, "
-            "and no test_*.yml file in 'data'" in result.err
+            "and no test_*.yml file of stories in 'data'" in result.err
         )
         assert "Traceback" not in result.err
     assert not (starter_copy / "results" / "story_report.json").exists()

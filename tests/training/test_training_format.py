@@ -14,7 +14,14 @@ from server.models.archive import read_archive, write_archive
 from server.models.metadata import TRAINING_FORMAT
 from server.training.evaluate import load_model_file
 from server.training.project import load_project
-from server.training.train import DRY_RUN_NEEDS_TRAINING, _fingerprint, dry_run, train
+from server.training.train import (
+    DRY_RUN_NEEDS_TRAINING,
+    _fingerprint,
+    dry_run,
+    train,
+    train_core,
+    train_nlu,
+)
 from tests.dialogue.conversation_fixtures import make_agent, train_archive, write_files
 
 # The story's role `to` is one the domain does not list (only the archive's copy, below).
@@ -129,3 +136,98 @@ async def test_an_older_archive_reads_entity_roles_as_it_was_trained(
     )
 
     assert ("travelling" in [m.get("text") for m in messages]) is followed
+
+
+def test_an_older_botserver_reads_a_new_archive_as_trained(tmp_path: Path) -> None:
+    """A rollback: the botserver before format 2 decided by `entity_roles` alone whether a
+    role counts only where the domain lists it (`!= "listed"`: every role counts). Before,
+    a new archive lacked the marker, so the older server read it as format 0 and followed
+    stories by roles the domain does not list."""
+    folder = project(tmp_path / "bot")
+    archives = [
+        train_archive(folder, tmp_path / "models"),
+        Path(train_core(*inputs(folder), tmp_path / "core", force=True).path),
+        Path(train_nlu(folder / "config.yml", [folder / "data"], tmp_path / "nlu").path),
+    ]
+    for archive in archives:
+        metadata = load_model_file(archive).metadata
+        assert metadata.get("entity_roles") == "listed", archive.name
+
+
+def with_metadata(archive: Path, work: Path, **changes: Any) -> Path:
+    """`archive` repacked with these metadata values (None: the key removed)."""
+    content = work / "content"
+    metadata = read_archive(archive, content)
+    for key in ("format_version", "botserver_version", "model_id", "trained_at"):
+        del metadata[key]
+    for key, value in changes.items():
+        metadata.pop(key, None)
+        if value is not None:
+            metadata[key] = value
+    return write_archive(content / "components", metadata, work / "out")
+
+
+@pytest.mark.parametrize("value", ["2", 2.0, -1, True, [2], {"format": 2}])
+@pytest.mark.parametrize(("marker", "followed"), [("listed", False), (None, True)])
+async def test_an_odd_training_format_reads_the_archive_by_its_marker(
+    tmp_path: Path, value: Any, marker: str | None, followed: bool
+) -> None:
+    """A `training_format` that is no format number (hand-edited, another tool's) neither
+    crashes the loader nor overrides the archive's own marker: before, every such value
+    read the archive as format 0 (every role counts), even one saying `2.0`."""
+    listed = DOMAIN.replace("entities: [city]", "entities: [city: {roles: [to]}]")
+    folder = project(tmp_path / "bot", listed)
+    archive = train_archive(folder, tmp_path / "models")
+    domain = json.loads(json.dumps(load_model_file(archive).domain.as_dict(full=True)))
+    domain["entities"] = ["city"]
+    repacked = as_made_in(archive, folder, tmp_path / "repack", 0, domain)
+    odd = with_metadata(repacked, tmp_path / "odd", training_format=value, entity_roles=marker)
+
+    agent = make_agent(load_model_file(odd))
+    _, messages = await agent.trigger_intent(
+        "u", "travel", [{"entity": "city", "value": "Paris", "role": "to"}]
+    )
+
+    assert ("travelling" in [m.get("text") for m in messages]) is followed
+
+
+def test_an_archive_of_a_newer_training_format_loads_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rollback: a newer botserver's archive (a format this one does not know, maybe with
+    a component or a reading it lacks) is read as today's format, and the log says so.
+    Before, it loaded silently."""
+    archive = train_archive(project(tmp_path / "bot"), tmp_path / "models")
+    newer = with_metadata(archive, tmp_path / "newer", training_format=TRAINING_FORMAT + 1)
+
+    with caplog.at_level(logging.WARNING, logger="server.models.loading"):
+        load_model_file(newer)
+        load_model_file(archive)
+
+    assert [r.getMessage() for r in caplog.records if r.name == "server.models.loading"] == [
+        f"The model was trained in training format {TRAINING_FORMAT + 1}, newer than this "
+        f"botserver's {TRAINING_FORMAT}; it is read as format {TRAINING_FORMAT} and may answer "
+        "otherwise than where it was trained. Upgrade botserver, or retrain the model with "
+        "this version (`botserver train`)."
+    ]
+
+
+def test_a_dry_run_says_the_archive_needs_training_and_trains_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: "Training again: ..." from `train --dry-run`, which trains nothing.
+    folder = project(tmp_path / "bot")
+    out = tmp_path / "models"
+    archive = train_archive(folder, out)
+    old = as_made_in(archive, folder, tmp_path / "repack", 1)
+    archive.unlink()
+    caplog.clear()
+
+    with caplog.at_level(logging.INFO, logger="server.training.train"):
+        dry_run(load_project(*inputs(folder)), out)
+
+    assert [r.getMessage() for r in caplog.records if r.name == "server.training.train"] == [
+        f"Needs training again: {old} was trained from these files in training format 1; "
+        f"this botserver trains in format {TRAINING_FORMAT}."
+    ]
+    assert [p.name for p in out.iterdir()] == [old.name]
