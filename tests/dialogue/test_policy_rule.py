@@ -470,20 +470,51 @@ def test_of_two_rules_that_apply_the_one_rasa_reads_as_longer_wins() -> None:
             },
         }
     )
+    gold = SlotSet(key="tier", value="gold")
+    assert asked_after(domain, "menu", "utter_menu", gold, "utter_gold", "utter_after_menu") == (
+        "utter_after_menu",
+        "utter_gold",
+    )
+
+
+def asked_after(
+    domain: Domain, opener: str, before: str, condition: SlotSet, conditioned: str, after: str
+) -> tuple[str, str]:
+    """The actions predicted for `ask` after `before` (the answer to `opener`), without and
+    with `condition`, under three rules: `opener` -> `before`; `ask` -> `conditioned` under
+    `condition`; `before`, `ask` -> `after`."""
     rules = [
-        story("menu", user("menu"), action("utter_menu"), is_rule=True),
-        conditioned_rule("gold asks", "ask", "utter_gold", SlotSet(key="tier", value="gold")),
-        story(
-            "asked after the menu",
-            action("utter_menu"),
-            user("ask"),
-            action("utter_after_menu"),
-            is_rule=True,
-        ),
+        story("opener", user(opener), action(before), is_rule=True),
+        conditioned_rule("conditioned", "ask", conditioned, condition),
+        story("asked after", action(before), user("ask"), action(after), is_rule=True),
     ]
     policy = RulePolicy("RulePolicy")
     policy.train(rules, domain)
-    after_menu = [listen(), user("menu"), action("utter_menu"), listen(), user("ask")]
-    assert predict(policy, domain, *after_menu).action_name == "utter_after_menu"
-    gold = SlotSet(key="tier", value="gold")
-    assert predict(policy, domain, gold, *after_menu).action_name == "utter_gold"
+    events = [listen(), user(opener), action(before), listen(), user("ask")]
+    without = predict(policy, domain, *events).action_name
+    return without, predict(policy, domain, condition, *events).action_name
+
+
+def test_a_float_condition_counts_as_rasa_writes_it_two_numbers() -> None:
+    # Rasa's key holds a float slot as [1.0, <value>] (set, then where in its range): five
+    # characters more than the value alone, so here the condition outweighs the action
+    # before the message (127 against 126 characters in Rasa's key).
+    domain = Domain.from_dict(
+        {
+            **SIMPLE.as_dict(),
+            "slots": {
+                "room_temperature_level": {"type": "float", "mappings": [{"type": "custom"}]}
+            },
+            "responses": {
+                **SIMPLE.as_dict()["responses"],
+                "utter_back": [{"text": "back"}],
+                "utter_warm": [{"text": "warm"}],
+                "utter_after_back": [{"text": "after back"}],
+            },
+        }
+    )
+    level = SlotSet(key="room_temperature_level", value=0.5)
+    assert asked_after(domain, "greet", "utter_back", level, "utter_warm", "utter_after_back") == (
+        "utter_after_back",
+        "utter_warm",
+    )

@@ -169,8 +169,9 @@ def _rasa_feature(domain: Domain, name: str, value: Any) -> Any:
         values = [*slot.values, *([] if RASA_OTHER_VALUE in slot.values else [RASA_OTHER_VALUE])]
         return [1.0 if v == value else 0.0 for v in values]
     if slot.type == "float":
+        # Set, then the value's place in the slot's range (ours in tenths, Rasa's exact).
         try:
-            return [float(value)]
+            return [1.0, float(value)]
         except (TypeError, ValueError):
             return value
     return [1.0]
