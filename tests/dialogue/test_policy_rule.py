@@ -424,7 +424,8 @@ def test_a_condition_on_a_slot_that_does_not_influence_the_conversation_is_named
     warnings = [w for w in policy.warnings if "influence" in w]
     assert warnings == [
         "RulePolicy: these rules' conditions name slots that do not influence the "
-        "conversation (influence_conversation: false, or type any), so the rules apply "
+        "conversation (influence_conversation: false, or type any; requested_slot unless "
+        "the domain declares it with influence_conversation: true), so the rules apply "
         "whatever the slots hold: 'greet by name' (slot 'name'), 'noted' (slot 'notes')"
     ]
 
@@ -518,3 +519,63 @@ def test_a_float_condition_counts_as_rasa_writes_it_two_numbers() -> None:
         "utter_after_back",
         "utter_warm",
     )
+
+
+def test_contradicting_rules_on_an_undeclared_requested_slot_say_it_is_not_read() -> None:
+    # Rasa's docs answer "why do you need that?" by what the form asks, with rules
+    # conditioned on requested_slot, which policies read only when the domain declares it
+    # (influence_conversation: true). Left out, both rules apply to every question: the
+    # contradiction says why, and one such rule alone is a warning.
+    def domain(requested_slot: dict[str, Any] | None) -> Domain:
+        return Domain.from_dict(
+            {
+                **SIMPLE.as_dict(),
+                "intents": ["explain", "inform"],
+                "slots": {
+                    "email": {"type": "text", "mappings": [{"type": "custom"}]},
+                    "frequency": {"type": "text", "mappings": [{"type": "custom"}]},
+                    **({"requested_slot": requested_slot} if requested_slot else {}),
+                },
+                "forms": {"newsletter_form": {"required_slots": ["email", "frequency"]}},
+                "responses": {
+                    **SIMPLE.as_dict()["responses"],
+                    "utter_explain_email": [{"text": "to send it"}],
+                    "utter_explain_frequency": [{"text": "to send it that often"}],
+                },
+            }
+        )
+
+    def explain(slot: str) -> TrainingStory:
+        return story(
+            f"explain {slot}",
+            user("explain"),
+            action(f"utter_explain_{slot}"),
+            action("newsletter_form"),
+            ActiveLoop(name="newsletter_form"),
+            is_rule=True,
+            condition=[
+                ActiveLoop(name="newsletter_form"),
+                SlotSet(key="requested_slot", value=slot),
+            ],
+        )
+
+    with pytest.raises(TrainingError) as raised:
+        RulePolicy("RulePolicy").train([explain("email"), explain("frequency")], domain(None))
+    assert str(raised.value).endswith(
+        "whatever the slots hold: 'explain email' (slot 'requested_slot'), "
+        "'explain frequency' (slot 'requested_slot')."
+    )
+    alone = RulePolicy("RulePolicy")
+    alone.train([explain("email")], domain(None))
+    assert any("'explain email' (slot 'requested_slot')" in w for w in alone.warnings)
+    declared = domain(
+        {
+            "type": "categorical",
+            "values": ["email", "frequency"],
+            "influence_conversation": True,
+            "mappings": [{"type": "custom"}],
+        }
+    )
+    policy = RulePolicy("RulePolicy")
+    policy.train([explain("email"), explain("frequency")], declared)
+    assert not [w for w in policy.warnings if "influence" in w]

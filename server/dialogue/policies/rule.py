@@ -33,7 +33,6 @@ from server.dialogue.policies.featurization import (
 )
 from server.dialogue.policies.policy import Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
-from server.dialogue.slots import BUILT_IN_SLOTS
 from server.dialogue.story_steps import TrainingStory
 from server.errors import InvalidConfig, TrainingError
 from server.nlu.params import flag, number
@@ -274,8 +273,9 @@ class RulePolicy(Policy):
         if unseen:
             unseen = (
                 "RulePolicy: these rules' conditions name slots that do not influence the "
-                "conversation (influence_conversation: false, or type any), so the rules "
-                f"apply whatever the slots hold: {unseen}"
+                "conversation (influence_conversation: false, or type any; requested_slot "
+                "unless the domain declares it with influence_conversation: true), so the "
+                f"rules apply whatever the slots hold: {unseen}"
             )
             self.warnings.append(unseen)
         fallback = self.option("core_fallback_action_name")
@@ -588,15 +588,15 @@ def _check_rule_restriction(rules: Iterable[TrainingStory]) -> None:
 
 
 def _conditions_on_unseen_slots(rules: list[TrainingStory], domain: Domain) -> str:
-    """The rules whose conditions name a slot of the domain no policy sees (built-in slots
-    such as `requested_slot` aside), as `'rule' (slot 'a', 'b')` items; empty if none."""
+    """The rules whose conditions name a slot of the domain no policy sees, as
+    `'rule' (slot 'a', 'b')` items; empty if none. Built-in slots too: `requested_slot`, which
+    Rasa's docs condition rules on, is read only when the domain declares it influencing."""
     items: list[str] = []
     for rule in rules:
         slots = [
             event.key
             for event in rule.condition
             if isinstance(event, SlotSet)
-            and event.key not in BUILT_IN_SLOTS
             and event.key in domain.slots_by_name
             and not domain.slots_by_name[event.key].influence_conversation
         ]
