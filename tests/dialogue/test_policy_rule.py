@@ -18,6 +18,7 @@ from server.trackers.events import (
     ActiveLoop,
     Event,
     LoopInterrupted,
+    SessionStarted,
     SlotSet,
     UserUttered,
 )
@@ -579,3 +580,24 @@ def test_contradicting_rules_on_an_undeclared_requested_slot_say_it_is_not_read(
     policy = RulePolicy("RulePolicy")
     policy.train([explain("email"), explain("frequency")], declared)
     assert not [w for w in policy.warnings if "influence" in w]
+
+
+def test_a_conversation_start_rule_applies_in_a_new_session_with_slots_carried_over() -> None:
+    # As Rasa 3.6: a session start drops the events before it, so the new session's first
+    # state holds only the carried-over slots and no previous action, and a state without a
+    # previous action is a conversation start whatever slots it holds (Rasa's
+    # `_is_rule_applicable`: "any slots with initial_value set will necessarily be in both").
+    policy, domain = trained("rules")
+    old_session = [listen(), user("faq"), action("utter_faq"), listen()]
+    carried = SlotSet(key="detailed_faq", value=True)
+    new_session = [
+        *old_session,
+        action("action_session_start"),
+        SessionStarted(),
+        carried,
+        listen(),
+        user("greet"),
+    ]
+    assert predict(policy, domain, *new_session).action_name == "utter_greet"
+    same_session = [*old_session, carried, user("greet")]
+    assert predict(policy, domain, *same_session).action_name == "action_default_fallback"
