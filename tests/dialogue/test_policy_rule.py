@@ -449,29 +449,33 @@ def test_contradicting_rules_say_when_a_condition_names_a_slot_policies_never_se
     assert message.endswith("whatever the slots hold: 'greet bob' (slot 'name').")
 
 
+# A categorical slot of five values, and a menu to ask after.
+TIERED = Domain.from_dict(
+    {
+        **SIMPLE.as_dict(),
+        "intents": ["ask", "menu"],
+        "slots": {
+            "tier": {
+                "type": "categorical",
+                "values": ["gold", "silver", "bronze", "iron", "wood"],
+                "mappings": [{"type": "custom"}],
+            }
+        },
+        "responses": {
+            **SIMPLE.as_dict()["responses"],
+            "utter_menu": [{"text": "menu"}],
+            "utter_gold": [{"text": "gold"}],
+            "utter_after_menu": [{"text": "after menu"}],
+        },
+    }
+)
+
+
 def test_of_two_rules_that_apply_the_one_rasa_reads_as_longer_wins() -> None:
     # Rasa takes the rule whose key, in its own text (slots as feature lists, a categorical
     # slot one number per value and `__other__`), is the longest. A condition on a
     # categorical slot of five values outweighs an action before the message there.
-    domain = Domain.from_dict(
-        {
-            **SIMPLE.as_dict(),
-            "intents": ["ask", "menu"],
-            "slots": {
-                "tier": {
-                    "type": "categorical",
-                    "values": ["gold", "silver", "bronze", "iron", "wood"],
-                    "mappings": [{"type": "custom"}],
-                }
-            },
-            "responses": {
-                **SIMPLE.as_dict()["responses"],
-                "utter_menu": [{"text": "menu"}],
-                "utter_gold": [{"text": "gold"}],
-                "utter_after_menu": [{"text": "after menu"}],
-            },
-        }
-    )
+    domain = TIERED
     gold = SlotSet(key="tier", value="gold")
     assert asked_after(domain, "menu", "utter_menu", gold, "utter_gold", "utter_after_menu") == (
         "utter_after_menu",
@@ -601,3 +605,42 @@ def test_a_conversation_start_rule_applies_in_a_new_session_with_slots_carried_o
     assert predict(policy, domain, *new_session).action_name == "utter_greet"
     same_session = [*old_session, carried, user("greet")]
     assert predict(policy, domain, *same_session).action_name == "action_default_fallback"
+
+
+def test_a_rules_listen_a_story_goes_on_from_is_dropped_and_the_other_rules_still_rank() -> None:
+    # "listen after the menu" while a story goes on after it and another rule goes on from
+    # the same state (gold members hear the gold offer): the listen is dropped, as in Rasa,
+    # and of the rules left, the one Rasa reads as longest is still followed.
+    domain = TIERED
+    gold = SlotSet(key="tier", value="gold")
+    rules = [
+        story("menu", user("menu"), action("utter_menu"), is_rule=True, wait_for_user_input=False),
+        story("listen after the menu", action("utter_menu"), is_rule=True),
+        story(
+            "gold offer after the menu",
+            action("utter_menu"),
+            action("utter_gold"),
+            is_rule=True,
+            condition=[gold],
+            wait_for_user_input=False,
+        ),
+        conditioned_rule("gold asks", "ask", "utter_gold", gold),
+        story(
+            "asked after the menu",
+            action("utter_menu"),
+            user("ask"),
+            action("utter_after_menu"),
+            is_rule=True,
+        ),
+    ]
+    going_on = story(
+        "menu then welcome", user("menu"), action("utter_menu"), action("utter_welcome")
+    )
+    policy = RulePolicy("RulePolicy")
+    policy.train([*rules, going_on], domain)
+    menu = [listen(), user("menu"), action("utter_menu")]
+    assert predict(policy, domain, *menu).action_name == "action_default_fallback"
+    assert predict(policy, domain, gold, *menu).action_name == "utter_gold"
+    asked = [*menu, listen(), user("ask")]
+    assert predict(policy, domain, *asked).action_name == "utter_after_menu"
+    assert predict(policy, domain, gold, *asked).action_name == "utter_gold"

@@ -185,11 +185,22 @@ class _Lookup:
     otherwise every new message would add an entry that no other message can use.
     """
 
-    def __init__(self, entries: dict[str, str], domain: Domain | None = None) -> None:
+    def __init__(
+        self,
+        entries: dict[str, str],
+        domain: Domain | None = None,
+        parsed: dict[str, list[State]] | None = None,
+        rank: dict[str, int] | None = None,
+    ) -> None:
+        """`parsed` and `rank`, when given, are the entries' states and ranks."""
         self.entries = entries
-        self.parsed = {key: states_from_key(key) for key in entries}
+        if parsed is None:
+            parsed = {key: states_from_key(key) for key in entries}
+        self.parsed = parsed
         # Which of several applicable rules wins: the longest as Rasa writes rules.
-        self.rank = {key: rasa_key_length(rule, domain) for key, rule in self.parsed.items()}
+        if rank is None:
+            rank = {key: rasa_key_length(rule, domain) for key, rule in parsed.items()}
+        self.rank = rank
         self.longest = max((len(rule) for rule in self.parsed.values()), default=0)
         self.names_texts = any(
             "text" in state.get(USER, {}) for rule in self.parsed.values() for state in rule
@@ -197,10 +208,12 @@ class _Lookup:
         self._applicable: Memo[tuple[str, ...], list[str]] = Memo(APPLICABLE_CACHE_SIZE)
 
     def without(self, key: str) -> _Lookup:
-        """This lookup without the rule `key`."""
-        lookup = _Lookup({k: v for k, v in self.entries.items() if k != key})
-        lookup.rank = {k: r for k, r in self.rank.items() if k != key}
-        return lookup
+        """This lookup without the rule `key` (the others' states are not read again)."""
+        return _Lookup(
+            {k: v for k, v in self.entries.items() if k != key},
+            parsed={k: v for k, v in self.parsed.items() if k != key},
+            rank={k: r for k, r in self.rank.items() if k != key},
+        )
 
     def applicable(self, states: Sequence[State]) -> list[str]:
         return [key for key, rule in self.parsed.items() if _applies(rule, states)]
