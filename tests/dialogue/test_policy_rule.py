@@ -18,6 +18,7 @@ from server.trackers.events import (
     ActiveLoop,
     Event,
     LoopInterrupted,
+    SessionStarted,
     SlotSet,
     UserUttered,
 )
@@ -424,7 +425,8 @@ def test_a_condition_on_a_slot_that_does_not_influence_the_conversation_is_named
     warnings = [w for w in policy.warnings if "influence" in w]
     assert warnings == [
         "RulePolicy: these rules' conditions name slots that do not influence the "
-        "conversation (influence_conversation: false, or type any), so the rules apply "
+        "conversation (influence_conversation: false, or type any; requested_slot unless "
+        "the domain declares it with influence_conversation: true), so the rules apply "
         "whatever the slots hold: 'greet by name' (slot 'name'), 'noted' (slot 'notes')"
     ]
 
@@ -447,32 +449,182 @@ def test_contradicting_rules_say_when_a_condition_names_a_slot_policies_never_se
     assert message.endswith("whatever the slots hold: 'greet bob' (slot 'name').")
 
 
+# A categorical slot of five values, and a menu to ask after.
+TIERED = Domain.from_dict(
+    {
+        **SIMPLE.as_dict(),
+        "intents": ["ask", "menu"],
+        "slots": {
+            "tier": {
+                "type": "categorical",
+                "values": ["gold", "silver", "bronze", "iron", "wood"],
+                "mappings": [{"type": "custom"}],
+            }
+        },
+        "responses": {
+            **SIMPLE.as_dict()["responses"],
+            "utter_menu": [{"text": "menu"}],
+            "utter_gold": [{"text": "gold"}],
+            "utter_after_menu": [{"text": "after menu"}],
+        },
+    }
+)
+
+
 def test_of_two_rules_that_apply_the_one_rasa_reads_as_longer_wins() -> None:
     # Rasa takes the rule whose key, in its own text (slots as feature lists, a categorical
     # slot one number per value and `__other__`), is the longest. A condition on a
     # categorical slot of five values outweighs an action before the message there.
+    domain = TIERED
+    gold = SlotSet(key="tier", value="gold")
+    assert asked_after(domain, "menu", "utter_menu", gold, "utter_gold", "utter_after_menu") == (
+        "utter_after_menu",
+        "utter_gold",
+    )
+
+
+def asked_after(
+    domain: Domain, opener: str, before: str, condition: SlotSet, conditioned: str, after: str
+) -> tuple[str, str]:
+    """The actions predicted for `ask` after `before` (the answer to `opener`), without and
+    with `condition`, under three rules: `opener` -> `before`; `ask` -> `conditioned` under
+    `condition`; `before`, `ask` -> `after`."""
+    rules = [
+        story("opener", user(opener), action(before), is_rule=True),
+        conditioned_rule("conditioned", "ask", conditioned, condition),
+        story("asked after", action(before), user("ask"), action(after), is_rule=True),
+    ]
+    policy = RulePolicy("RulePolicy")
+    policy.train(rules, domain)
+    events = [listen(), user(opener), action(before), listen(), user("ask")]
+    without = predict(policy, domain, *events).action_name
+    return without, predict(policy, domain, condition, *events).action_name
+
+
+def test_a_float_condition_counts_as_rasa_writes_it_two_numbers() -> None:
+    # Rasa's key holds a float slot as [1.0, <value>] (set, then where in its range): five
+    # characters more than the value alone, so here the condition outweighs the action
+    # before the message (127 against 126 characters in Rasa's key).
     domain = Domain.from_dict(
         {
             **SIMPLE.as_dict(),
-            "intents": ["ask", "menu"],
             "slots": {
-                "tier": {
-                    "type": "categorical",
-                    "values": ["gold", "silver", "bronze", "iron", "wood"],
-                    "mappings": [{"type": "custom"}],
-                }
+                "room_temperature_level": {"type": "float", "mappings": [{"type": "custom"}]}
             },
             "responses": {
                 **SIMPLE.as_dict()["responses"],
-                "utter_menu": [{"text": "menu"}],
-                "utter_gold": [{"text": "gold"}],
-                "utter_after_menu": [{"text": "after menu"}],
+                "utter_back": [{"text": "back"}],
+                "utter_warm": [{"text": "warm"}],
+                "utter_after_back": [{"text": "after back"}],
             },
         }
     )
+    level = SlotSet(key="room_temperature_level", value=0.5)
+    assert asked_after(domain, "greet", "utter_back", level, "utter_warm", "utter_after_back") == (
+        "utter_after_back",
+        "utter_warm",
+    )
+
+
+def test_contradicting_rules_on_an_undeclared_requested_slot_say_it_is_not_read() -> None:
+    # Rasa's docs answer "why do you need that?" by what the form asks, with rules
+    # conditioned on requested_slot, which policies read only when the domain declares it
+    # (influence_conversation: true). Left out, both rules apply to every question: the
+    # contradiction says why, and one such rule alone is a warning.
+    def domain(requested_slot: dict[str, Any] | None) -> Domain:
+        return Domain.from_dict(
+            {
+                **SIMPLE.as_dict(),
+                "intents": ["explain", "inform"],
+                "slots": {
+                    "email": {"type": "text", "mappings": [{"type": "custom"}]},
+                    "frequency": {"type": "text", "mappings": [{"type": "custom"}]},
+                    **({"requested_slot": requested_slot} if requested_slot else {}),
+                },
+                "forms": {"newsletter_form": {"required_slots": ["email", "frequency"]}},
+                "responses": {
+                    **SIMPLE.as_dict()["responses"],
+                    "utter_explain_email": [{"text": "to send it"}],
+                    "utter_explain_frequency": [{"text": "to send it that often"}],
+                },
+            }
+        )
+
+    def explain(slot: str) -> TrainingStory:
+        return story(
+            f"explain {slot}",
+            user("explain"),
+            action(f"utter_explain_{slot}"),
+            action("newsletter_form"),
+            ActiveLoop(name="newsletter_form"),
+            is_rule=True,
+            condition=[
+                ActiveLoop(name="newsletter_form"),
+                SlotSet(key="requested_slot", value=slot),
+            ],
+        )
+
+    with pytest.raises(TrainingError) as raised:
+        RulePolicy("RulePolicy").train([explain("email"), explain("frequency")], domain(None))
+    assert str(raised.value).endswith(
+        "whatever the slots hold: 'explain email' (slot 'requested_slot'), "
+        "'explain frequency' (slot 'requested_slot')."
+    )
+    alone = RulePolicy("RulePolicy")
+    alone.train([explain("email")], domain(None))
+    assert any("'explain email' (slot 'requested_slot')" in w for w in alone.warnings)
+    declared = domain(
+        {
+            "type": "categorical",
+            "values": ["email", "frequency"],
+            "influence_conversation": True,
+            "mappings": [{"type": "custom"}],
+        }
+    )
+    policy = RulePolicy("RulePolicy")
+    policy.train([explain("email"), explain("frequency")], declared)
+    assert not [w for w in policy.warnings if "influence" in w]
+
+
+def test_a_conversation_start_rule_applies_in_a_new_session_with_slots_carried_over() -> None:
+    # As Rasa 3.6: a session start drops the events before it, so the new session's first
+    # state holds only the carried-over slots and no previous action, and a state without a
+    # previous action is a conversation start whatever slots it holds (Rasa's
+    # `_is_rule_applicable`: "any slots with initial_value set will necessarily be in both").
+    policy, domain = trained("rules")
+    old_session = [listen(), user("faq"), action("utter_faq"), listen()]
+    carried = SlotSet(key="detailed_faq", value=True)
+    new_session = [
+        *old_session,
+        action("action_session_start"),
+        SessionStarted(),
+        carried,
+        listen(),
+        user("greet"),
+    ]
+    assert predict(policy, domain, *new_session).action_name == "utter_greet"
+    same_session = [*old_session, carried, user("greet")]
+    assert predict(policy, domain, *same_session).action_name == "action_default_fallback"
+
+
+def test_a_rules_listen_a_story_goes_on_from_is_dropped_and_the_other_rules_still_rank() -> None:
+    # "listen after the menu" while a story goes on after it and another rule goes on from
+    # the same state (gold members hear the gold offer): the listen is dropped, as in Rasa,
+    # and of the rules left, the one Rasa reads as longest is still followed.
+    domain = TIERED
+    gold = SlotSet(key="tier", value="gold")
     rules = [
-        story("menu", user("menu"), action("utter_menu"), is_rule=True),
-        conditioned_rule("gold asks", "ask", "utter_gold", SlotSet(key="tier", value="gold")),
+        story("menu", user("menu"), action("utter_menu"), is_rule=True, wait_for_user_input=False),
+        story("listen after the menu", action("utter_menu"), is_rule=True),
+        story(
+            "gold offer after the menu",
+            action("utter_menu"),
+            action("utter_gold"),
+            is_rule=True,
+            condition=[gold],
+            wait_for_user_input=False,
+        ),
+        conditioned_rule("gold asks", "ask", "utter_gold", gold),
         story(
             "asked after the menu",
             action("utter_menu"),
@@ -481,9 +633,14 @@ def test_of_two_rules_that_apply_the_one_rasa_reads_as_longer_wins() -> None:
             is_rule=True,
         ),
     ]
+    going_on = story(
+        "menu then welcome", user("menu"), action("utter_menu"), action("utter_welcome")
+    )
     policy = RulePolicy("RulePolicy")
-    policy.train(rules, domain)
-    after_menu = [listen(), user("menu"), action("utter_menu"), listen(), user("ask")]
-    assert predict(policy, domain, *after_menu).action_name == "utter_after_menu"
-    gold = SlotSet(key="tier", value="gold")
-    assert predict(policy, domain, gold, *after_menu).action_name == "utter_gold"
+    policy.train([*rules, going_on], domain)
+    menu = [listen(), user("menu"), action("utter_menu")]
+    assert predict(policy, domain, *menu).action_name == "action_default_fallback"
+    assert predict(policy, domain, gold, *menu).action_name == "utter_gold"
+    asked = [*menu, listen(), user("ask")]
+    assert predict(policy, domain, *asked).action_name == "utter_after_menu"
+    assert predict(policy, domain, gold, *asked).action_name == "utter_gold"

@@ -33,7 +33,6 @@ from server.dialogue.policies.featurization import (
 )
 from server.dialogue.policies.policy import Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
-from server.dialogue.slots import BUILT_IN_SLOTS
 from server.dialogue.story_steps import TrainingStory
 from server.errors import InvalidConfig, TrainingError
 from server.nlu.params import flag, number
@@ -169,8 +168,9 @@ def _rasa_feature(domain: Domain, name: str, value: Any) -> Any:
         values = [*slot.values, *([] if RASA_OTHER_VALUE in slot.values else [RASA_OTHER_VALUE])]
         return [1.0 if v == value else 0.0 for v in values]
     if slot.type == "float":
+        # Set, then the value's place in the slot's range (ours in tenths, Rasa's exact).
         try:
-            return [float(value)]
+            return [1.0, float(value)]
         except (TypeError, ValueError):
             return value
     return [1.0]
@@ -185,11 +185,22 @@ class _Lookup:
     otherwise every new message would add an entry that no other message can use.
     """
 
-    def __init__(self, entries: dict[str, str], domain: Domain | None = None) -> None:
+    def __init__(
+        self,
+        entries: dict[str, str],
+        domain: Domain | None = None,
+        parsed: dict[str, list[State]] | None = None,
+        rank: dict[str, int] | None = None,
+    ) -> None:
+        """`parsed` and `rank`, when given, are the entries' states and ranks."""
         self.entries = entries
-        self.parsed = {key: states_from_key(key) for key in entries}
+        if parsed is None:
+            parsed = {key: states_from_key(key) for key in entries}
+        self.parsed = parsed
         # Which of several applicable rules wins: the longest as Rasa writes rules.
-        self.rank = {key: rasa_key_length(rule, domain) for key, rule in self.parsed.items()}
+        if rank is None:
+            rank = {key: rasa_key_length(rule, domain) for key, rule in parsed.items()}
+        self.rank = rank
         self.longest = max((len(rule) for rule in self.parsed.values()), default=0)
         self.names_texts = any(
             "text" in state.get(USER, {}) for rule in self.parsed.values() for state in rule
@@ -197,10 +208,12 @@ class _Lookup:
         self._applicable: Memo[tuple[str, ...], list[str]] = Memo(APPLICABLE_CACHE_SIZE)
 
     def without(self, key: str) -> _Lookup:
-        """This lookup without the rule `key`."""
-        lookup = _Lookup({k: v for k, v in self.entries.items() if k != key})
-        lookup.rank = {k: r for k, r in self.rank.items() if k != key}
-        return lookup
+        """This lookup without the rule `key` (the others' states are not read again)."""
+        return _Lookup(
+            {k: v for k, v in self.entries.items() if k != key},
+            parsed={k: v for k, v in self.parsed.items() if k != key},
+            rank={k: r for k, r in self.rank.items() if k != key},
+        )
 
     def applicable(self, states: Sequence[State]) -> list[str]:
         return [key for key, rule in self.parsed.items() if _applies(rule, states)]
@@ -273,8 +286,9 @@ class RulePolicy(Policy):
         if unseen:
             unseen = (
                 "RulePolicy: these rules' conditions name slots that do not influence the "
-                "conversation (influence_conversation: false, or type any), so the rules "
-                f"apply whatever the slots hold: {unseen}"
+                "conversation (influence_conversation: false, or type any; requested_slot "
+                "unless the domain declares it with influence_conversation: true), so the "
+                f"rules apply whatever the slots hold: {unseen}"
             )
             self.warnings.append(unseen)
         fallback = self.option("core_fallback_action_name")
@@ -587,15 +601,15 @@ def _check_rule_restriction(rules: Iterable[TrainingStory]) -> None:
 
 
 def _conditions_on_unseen_slots(rules: list[TrainingStory], domain: Domain) -> str:
-    """The rules whose conditions name a slot of the domain no policy sees (built-in slots
-    such as `requested_slot` aside), as `'rule' (slot 'a', 'b')` items; empty if none."""
+    """The rules whose conditions name a slot of the domain no policy sees, as
+    `'rule' (slot 'a', 'b')` items; empty if none. Built-in slots too: `requested_slot`, which
+    Rasa's docs condition rules on, is read only when the domain declares it influencing."""
     items: list[str] = []
     for rule in rules:
         slots = [
             event.key
             for event in rule.condition
             if isinstance(event, SlotSet)
-            and event.key not in BUILT_IN_SLOTS
             and event.key in domain.slots_by_name
             and not domain.slots_by_name[event.key].influence_conversation
         ]
