@@ -217,11 +217,14 @@ class InDoubtEvents:
 
 async def _committed(store: TrackerStore, sender_id: str, batches: list[_Batch]) -> list[bool]:
     """Whether each batch is in the store: the current session first, else every session."""
+    # With the stored events of its timestamp before it: a client's repeat of stored events
+    # (one timestamp) is found only if it was stored after them.
+    runs = [[*b.before, *b.events] for b in batches]
     events: Sequence[dict[str, Any]] = await store.load(sender_id) or []
-    found = [_contains(events, b.events) for b in batches]
+    found = [_contains(events, run) for run in runs]
     if not all(found):
         events = await store.load_all(sender_id) or []
-        found = [_contains(events, b.events) for b in batches]
+        found = [_contains(events, run) for run in runs]
     return found
 
 
