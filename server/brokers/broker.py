@@ -28,8 +28,8 @@ class EventBroker(Protocol):
         last event before them (None for a new conversation): it links the messages into a
         chain a consumer can restore the order by (`server.brokers.ordering`). `before`: the
         stored events just before these with the first one's timestamp (`same_time_run`),
-        which tell byte-identical events apart. Delivery
-        happens in the background, in this process's order, retried while the broker is down.
+        which tell byte-identical events apart. Delivery happens in the background, in this
+        process's order, retried while the broker is down.
         """
 
     def publish_in_doubt(

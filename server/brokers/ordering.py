@@ -42,8 +42,9 @@ def chain_ids(
 
     An event byte-identical to earlier ones of its run (the events in a row, up to it, with
     its timestamp; `before` holds those of the run before `events`) has the id of its content
-    and how many came before: ids stay unique in a conversation, and an event's id is the
-    same whichever process publishes it, or `botserver export`."""
+    and how many came before (a client's events of one timestamp; see docs/persistence.md for
+    the repeats still sharing an id), the same whichever process publishes it, or `botserver
+    export`."""
     previous = None if previous_event is None else event_message_id(sender_id, previous_event)
     run_stamp: object = events[0].get("timestamp") if events else None
     seen: dict[str, int] = {}  # in the current run: how many of each content
