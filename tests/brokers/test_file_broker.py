@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from server.brokers.factory import create_event_broker
+from server.brokers.file import FileEventBroker
 from server.errors import InvalidConfig
 
 
@@ -60,8 +61,7 @@ async def test_a_log_moved_away_is_made_again_at_its_path(tmp_path: Path) -> Non
     move go to a new file at the path, not on into the moved one, which Rasa's broker, holding
     its file open, writes to until it restarts."""
     path = tmp_path / "events.log"
-    broker = create_event_broker({"type": "file", "path": str(path)})
-    assert broker is not None
+    broker = FileEventBroker({"type": "file", "path": str(path)})
     await broker.publish("alice", [{"event": "pause", "timestamp": 1.0}])
     assert await broker.flush(timeout=10)
     path.rename(tmp_path / "events.log.1")
