@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from server.trackers.store import TrackerStore
@@ -19,13 +20,16 @@ class EventBroker(Protocol):
         sender_id: str,
         events: list[dict[str, Any]],
         previous_event: dict[str, Any] | None = None,
+        before: Sequence[dict[str, Any]] = (),
     ) -> None:
         """Queue the events for delivery; returns at once and never raises for a broker outage.
 
         Call it after the events are committed to the tracker store, with the conversation's
         last event before them (None for a new conversation): it links the messages into a
-        chain a consumer can restore the order by (`server.brokers.ordering`). Delivery
-        happens in the background, in this process's order, retried while the broker is down.
+        chain a consumer can restore the order by (`server.brokers.ordering`). `before`: the
+        stored events just before these with the first one's timestamp (`same_time_run`),
+        which tell byte-identical events apart. Delivery happens in the background, in this
+        process's order, retried while the broker is down.
         """
 
     def publish_in_doubt(
@@ -34,6 +38,7 @@ class EventBroker(Protocol):
         events: list[dict[str, Any]],
         previous_event: dict[str, Any] | None,
         store: TrackerStore,
+        before: Sequence[dict[str, Any]] = (),
     ) -> None:
         """Events whose save raised (the commit may have happened all the same): published,
         as `publish` would have, once `store` shows them committed, and dropped if it shows

@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,10 +45,14 @@ class Outgoing:
 
 
 def outgoing(
-    sender_id: str, events: list[dict[str, Any]], previous_event: dict[str, Any] | None
+    sender_id: str,
+    events: list[dict[str, Any]],
+    previous_event: dict[str, Any] | None,
+    before: Sequence[dict[str, Any]] = (),
 ) -> list[Outgoing]:
-    """The messages for `events`, chained after `previous_event`; touches no shared state."""
-    ids = chain_ids(sender_id, events, previous_event)
+    """The messages for `events`, chained after `previous_event` (`before`: see `chain_ids`);
+    touches no shared state."""
+    ids = chain_ids(sender_id, events, previous_event, before)
     return [
         Outgoing(sender_id, event, message_id, previous_id)
         for event, (message_id, previous_id) in zip(events, ids, strict=True)
@@ -97,8 +101,9 @@ class BackgroundDelivery:
         sender_id: str,
         events: list[dict[str, Any]],
         previous_event: dict[str, Any] | None = None,
+        before: Sequence[dict[str, Any]] = (),
     ) -> None:
-        self.enqueue(outgoing(sender_id, events, previous_event))
+        self.enqueue(outgoing(sender_id, events, previous_event, before))
 
     def enqueue(self, items: list[Outgoing]) -> None:
         """Queues messages `outgoing` made (perhaps in a thread: a bulk append's 100,000
@@ -259,15 +264,16 @@ class QueuedBroker:
         sender_id: str,
         events: list[dict[str, Any]],
         previous_event: dict[str, Any] | None = None,
+        before: Sequence[dict[str, Any]] = (),
     ) -> None:
         """Queues the events; never waits for the broker and never raises for an outage."""
         if self._in_doubt is not None and self._in_doubt.holds(sender_id):
-            self._in_doubt.add_committed(sender_id, events, previous_event)
-        elif len(events) > OFF_LOOP_EVENTS:  # a bulk append: hashed and wrapped in a thread
-            items = await asyncio.to_thread(outgoing, sender_id, events, previous_event)
+            self._in_doubt.add_committed(sender_id, events, previous_event, before)
+        elif len(events) + len(before) > OFF_LOOP_EVENTS:  # a bulk: hashed in a thread
+            items = await asyncio.to_thread(outgoing, sender_id, events, previous_event, before)
             self._delivery.enqueue(items)
         else:
-            self._delivery.submit(sender_id, events, previous_event)
+            self._delivery.submit(sender_id, events, previous_event, before)
 
     async def deliver(self, items: deque[Outgoing]) -> None:
         """Delivers `items` now, in order, popping each once delivered; the first failure
@@ -280,12 +286,13 @@ class QueuedBroker:
         events: list[dict[str, Any]],
         previous_event: dict[str, Any] | None,
         store: TrackerStore,
+        before: Sequence[dict[str, Any]] = (),
     ) -> None:
         """Events whose save raised: published once `store` shows them committed (dropped if
         it does not), before any later event of the conversation."""
         if self._in_doubt is None:
             self._in_doubt = InDoubtEvents(self._delivery.name, self._delivery.submit)
-        self._in_doubt.add_in_doubt(sender_id, events, previous_event, store)
+        self._in_doubt.add_in_doubt(sender_id, events, previous_event, store, before)
 
     async def flush(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds until every queued event is delivered and no event

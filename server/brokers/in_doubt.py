@@ -15,8 +15,10 @@ from server.trackers.store import TrackerStore
 
 logger = logging.getLogger(__name__)
 
-# Submits (sender_id, events, previous_event) to the delivery queue.
-Submit = Callable[[str, list[dict[str, Any]], dict[str, Any] | None], None]
+# Submits (sender_id, events, previous_event, before) to the delivery queue.
+Submit = Callable[
+    [str, list[dict[str, Any]], dict[str, Any] | None, Sequence[dict[str, Any]]], None
+]
 
 DEFAULT_MAX_HELD_EVENTS = 100_000
 
@@ -27,6 +29,8 @@ class _Batch:
     previous_event: dict[str, Any] | None
     # False until the store has been read back (a save that raised); True for a commit.
     committed: bool
+    # The run of events with the first one's timestamp before them (`chain_ids`).
+    before: Sequence[dict[str, Any]] = ()
 
 
 class InDoubtEvents:
@@ -68,8 +72,9 @@ class InDoubtEvents:
         events: list[dict[str, Any]],
         previous_event: dict[str, Any] | None,
         store: TrackerStore,
+        before: Sequence[dict[str, Any]] = (),
     ) -> None:
-        self._add(sender_id, _Batch(events, previous_event, committed=False))
+        self._add(sender_id, _Batch(events, previous_event, committed=False, before=before))
         self._stores[sender_id] = store
         logger.warning(
             "%s: the save of conversation %s failed; its %d events wait until the tracker "
@@ -82,11 +87,15 @@ class InDoubtEvents:
             self._task = asyncio.create_task(self._run(), name=f"{self.name} in-doubt events")
 
     def add_committed(
-        self, sender_id: str, events: list[dict[str, Any]], previous_event: dict[str, Any] | None
+        self,
+        sender_id: str,
+        events: list[dict[str, Any]],
+        previous_event: dict[str, Any] | None,
+        before: Sequence[dict[str, Any]] = (),
     ) -> None:
         """A later commit of a held conversation: it waits, and the store is read now (it
         has just answered)."""
-        self._add(sender_id, _Batch(events, previous_event, committed=True))
+        self._add(sender_id, _Batch(events, previous_event, committed=True, before=before))
         self._wakeup.set()
 
     def _add(self, sender_id: str, batch: _Batch) -> None:
@@ -172,7 +181,7 @@ class InDoubtEvents:
             if index >= checked and not batch.committed:
                 break
             if batch.events:
-                self._submit(sender_id, batch.events, batch.previous_event)
+                self._submit(sender_id, batch.events, batch.previous_event, batch.before)
             done += 1
         self._events -= sum(len(b.events) for b in batches[:done])
         del batches[:done]
@@ -208,11 +217,14 @@ class InDoubtEvents:
 
 async def _committed(store: TrackerStore, sender_id: str, batches: list[_Batch]) -> list[bool]:
     """Whether each batch is in the store: the current session first, else every session."""
+    # With the stored events of its timestamp before it: a client's repeat of stored events
+    # (one timestamp) is found only if it was stored after them.
+    runs = [[*b.before, *b.events] for b in batches]
     events: Sequence[dict[str, Any]] = await store.load(sender_id) or []
-    found = [_contains(events, b.events) for b in batches]
+    found = [_contains(events, run) for run in runs]
     if not all(found):
         events = await store.load_all(sender_id) or []
-        found = [_contains(events, b.events) for b in batches]
+        found = [_contains(events, run) for run in runs]
     return found
 
 

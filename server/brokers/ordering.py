@@ -1,7 +1,8 @@
 """Identity and order of published events, and the consumer's rule that restores them.
 
-Each message's id is derived from its content (the same id whichever process sends it, however
-often), and names the id of the event before it in the conversation. A consumer that drops ids
+Each message's id is derived from its content (and, for a repeat of an identical event, how
+many came before it in its run: see `chain_ids`), the same id whichever process sends it, however
+often, and names the id of the event before it in the conversation. A consumer that drops ids
 it has seen and holds a message until its predecessor is out (`ConversationOrderer`) sees every
 event exactly once, in order per conversation, across processes and broker outages.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 # AMQP header naming the message_id of the event before this one in its conversation.
@@ -30,17 +32,54 @@ def event_message_id(sender_id: str, event: dict[str, Any]) -> str:
 
 
 def chain_ids(
-    sender_id: str, events: list[dict[str, Any]], previous_event: dict[str, Any] | None
+    sender_id: str,
+    events: list[dict[str, Any]],
+    previous_event: dict[str, Any] | None,
+    before: Sequence[dict[str, Any]] = (),
 ) -> list[tuple[str, str | None]]:
     """(message_id, previous message_id) of each event, the first one following
-    `previous_event` (the conversation's last event before these; None for a new one)."""
+    `previous_event` (the conversation's last event before these; None for a new one).
+
+    An event byte-identical to earlier ones of its run (the events in a row, up to it, with
+    its timestamp; `before` holds those of the run before `events`) has the id of its content
+    and how many came before (a client's events of one timestamp; see docs/persistence.md for
+    the repeats still sharing an id), the same whichever process publishes it, or `botserver
+    export`."""
     previous = None if previous_event is None else event_message_id(sender_id, previous_event)
+    run_stamp: object = events[0].get("timestamp") if events else None
+    seen: dict[str, int] = {}  # in the current run: how many of each content
+    for event in before:
+        content = event_message_id(sender_id, event)
+        seen[content] = seen.get(content, 0) + 1
     ids: list[tuple[str, str | None]] = []
     for event in events:
-        current = event_message_id(sender_id, event)
+        stamp = event.get("timestamp")
+        if stamp != run_stamp:
+            run_stamp, seen = stamp, {}
+        content = event_message_id(sender_id, event)
+        repeats = seen.get(content, 0)
+        seen[content] = repeats + 1
+        current = content if not repeats else _repeated_id(content, repeats)
         ids.append((current, previous))
         previous = current
     return ids
+
+
+def same_time_run(events: Sequence[Any], start: int) -> list[Any]:
+    """The events just before `events[start]` with its `timestamp`, oldest first (mostly none:
+    a server stamps each event apart): `chain_ids`'s `before` for events from `start` on."""
+    if start >= len(events):
+        return []
+    stamp = events[start].timestamp
+    first = start
+    while first > 0 and events[first - 1].timestamp == stamp:
+        first -= 1
+    return list(events[first:start])
+
+
+def _repeated_id(content: str, repeats: int) -> str:
+    """The id of the event with the content hashed to `content` after `repeats` like it."""
+    return hashlib.sha256(f"{content}#{repeats}".encode()).hexdigest()[:32]
 
 
 class ConversationOrderer(Generic[T]):

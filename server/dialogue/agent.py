@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from server.brokers.ordering import same_time_run
 from server.dialogue.messages import (
     CollectingOutputChannel,
     OutputChannel,
@@ -16,6 +17,7 @@ from server.dialogue.messages import (
 from server.dialogue.processor import (
     DialogueModel,
     Processor,
+    dicts_of,
     fold_states_off_loop,
     stamp_model_ids,
 )
@@ -197,12 +199,9 @@ class Agent:
                     offset, previous = len(stored), dict(stored[-1])
             await self.processor.trackers.replace(tracker)
             if broker is not None and len(tracker.events) > offset:
-                new_events = tracker.events[offset:]
-                if len(new_events) > OFF_LOOP_EVENTS:  # a bulk PUT: not on the event loop
-                    dicts = await asyncio.to_thread(lambda: [e.as_dict() for e in new_events])
-                else:
-                    dicts = [e.as_dict() for e in new_events]
-                await broker.publish(sender_id, dicts, previous_event=previous)
+                dicts = await dicts_of(tracker.events[offset:])  # a bulk PUT: off the loop
+                before = await dicts_of(same_time_run(tracker.events, offset))
+                await broker.publish(sender_id, dicts, previous, before)
             return tracker
 
     async def add_message(

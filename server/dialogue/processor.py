@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from server.brokers.ordering import same_time_run
 from server.dialogue import turn_log
 from server.dialogue.actions import (
     Action,
@@ -218,6 +219,13 @@ def _as_dicts(events: list[Event]) -> list[dict[str, Any]]:
     return [e.as_dict() for e in events]
 
 
+async def dicts_of(events: list[Event]) -> list[dict[str, Any]]:
+    """`as_dict` of each event; of a bulk of them in a thread, not on the event loop."""
+    if len(events) > OFF_LOOP_EVENTS:
+        return await asyncio.to_thread(_as_dicts, events)
+    return _as_dicts(events)
+
+
 class Processor:
     """Runs turns for every conversation of one process."""
 
@@ -304,17 +312,19 @@ class Processor:
             return new_events
         # The event before links this turn to the last one.
         previous = tracker.events[start - 1].as_dict() if start > 0 else None
+        # Mostly none; a client's import with one timestamp throughout may make it long.
+        before = await dicts_of(same_time_run(tracker.events, start))
         try:
             await self.trackers.save(tracker, new_events)
         except BaseException:
             # The commit may have happened all the same (a connection cut after it): the
             # broker reads the store back and publishes them if so, before any later event.
             self.broker.publish_in_doubt(
-                tracker.sender_id, _as_dicts(new_events), previous, self.trackers.store
+                tracker.sender_id, _as_dicts(new_events), previous, self.trackers.store, before
             )
             raise
         dicts = await asyncio.to_thread(_as_dicts, new_events) if bulk else _as_dicts(new_events)
-        await self.broker.publish(tracker.sender_id, dicts, previous_event=previous)  # committed
+        await self.broker.publish(tracker.sender_id, dicts, previous, before)  # committed
         return new_events
 
     def session_expired(self, tracker: Tracker, domain: Domain) -> bool:

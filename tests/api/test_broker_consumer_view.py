@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aio_pika
 import asyncpg
 import httpx
+import pytest
 
+from server.brokers.export import select_events
+from server.brokers.ordering import PREVIOUS_ID_HEADER, ConversationOrderer
+from server.trackers.factory import create_tracker_store
 from tests.brokers.test_rabbitmq_broker import AMQP_URL, consume
 from tests.trackers.persistence_fixtures import (
     POSTGRES,
@@ -91,12 +96,13 @@ def assert_rasas_shape(
     assert isinstance(action["confidence"], float)
 
 
-async def test_a_rabbitmq_consumer_reads_the_whole_conversation_as_rasa_sends_it(
-    make_client: Callable[..., Any],
-) -> None:
+@pytest.fixture
+async def rabbitmq() -> AsyncIterator[dict[str, Any]]:
+    """An `event_broker:` section for a queue and exchange of this test's own, deleted after
+    the app (set up first, so torn down last: name it before `make_client`)."""
     require_service("RabbitMQ", RABBITMQ)
-    queue, exchange = unique_name("audit35_q"), unique_name("audit35_x")
-    broker = {
+    queue, exchange = unique_name("consumer_view_q"), unique_name("consumer_view_x")
+    yield {
         "type": "pika",
         "url": RABBITMQ[0],
         "port": RABBITMQ[1],
@@ -105,27 +111,31 @@ async def test_a_rabbitmq_consumer_reads_the_whole_conversation_as_rasa_sends_it
         "queues": [queue],
         "exchange_name": exchange,
     }
-    try:
-        client = await make_client(
-            endpoints={"tracker_store": {"type": "in_memory"}, "event_broker": broker}
-        )
-        tracker = await converse(client, "zoë")
-        messages = await consume(queue, expected=len(tracker))
+    connection = await aio_pika.connect(AMQP_URL)
+    channel = await connection.channel()
+    await channel.queue_delete(queue)
+    await channel.exchange_delete(exchange)
+    await connection.close()
 
-        assert_rasas_shape([json.loads(m.body) for m in messages], "zoë", tracker)
-        for previous, message in zip([None, *messages[:-1]], messages, strict=True):
-            assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-            assert message.content_type == "application/json"
-            assert message.exchange == exchange and message.routing_key == ""
-            expected = {} if previous is None else {"previous_message_id": previous.message_id}
-            assert message.headers == expected
-        assert len({m.message_id for m in messages}) == len(messages)
-    finally:
-        connection = await aio_pika.connect(AMQP_URL)
-        channel = await connection.channel()
-        await channel.queue_delete(queue)
-        await channel.exchange_delete(exchange)
-        await connection.close()
+
+async def test_a_rabbitmq_consumer_reads_the_whole_conversation_as_rasa_sends_it(
+    rabbitmq: dict[str, Any], make_client: Callable[..., Any]
+) -> None:
+    queue, exchange = rabbitmq["queues"][0], rabbitmq["exchange_name"]
+    client = await make_client(
+        endpoints={"tracker_store": {"type": "in_memory"}, "event_broker": rabbitmq}
+    )
+    tracker = await converse(client, "zoë")
+    messages = await consume(queue, expected=len(tracker))
+
+    assert_rasas_shape([json.loads(m.body) for m in messages], "zoë", tracker)
+    for previous, message in zip([None, *messages[:-1]], messages, strict=True):
+        assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        assert message.content_type == "application/json"
+        assert message.exchange == exchange and message.routing_key == ""
+        expected = {} if previous is None else {"previous_message_id": previous.message_id}
+        assert message.headers == expected
+    assert len({m.message_id for m in messages}) == len(messages)
 
 
 async def test_a_sql_consumer_reads_the_whole_conversation_from_rasas_events_table(
@@ -164,3 +174,43 @@ async def test_a_sql_consumer_reads_the_whole_conversation_from_rasas_events_tab
             ("sender_id", "character varying"),
             ("data", "text"),
         ]
+
+
+# A client's events sharing one timestamp (an import with whole seconds, say), some
+# byte-identical, over two requests: the second request's run continues the first's.
+SAME_SECOND = {"timestamp": 1700000000, "metadata": {}}
+OK = {"event": "bot", "text": "ok", **SAME_SECOND}
+LISTEN = {"event": "action", "name": "action_listen", **SAME_SECOND}
+REPEATED = [[OK, OK, LISTEN, OK, LISTEN], [OK, LISTEN]]
+
+
+async def test_byte_identical_events_each_reach_a_consumer_and_an_export_repeats_their_ids(
+    rabbitmq: dict[str, Any], make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Each of a conversation's events once through `ConversationOrderer`, identical ones
+    too, and `botserver export` gives them the ids they were published with. Before, events
+    with one JSON shared an id: the consumer dropped all but the first as already seen."""
+    stored = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "trackers.db")}
+    client = await make_client(endpoints={"tracker_store": stored, "event_broker": rabbitmq})
+    for events in REPEATED:
+        url = "/conversations/ana/tracker/events?include_events=NONE"
+        assert (await client.post(url, json=events)).status_code == 200
+    tracker = (await client.get("/conversations/ana/tracker")).json()["events"]
+    messages = await consume(rabbitmq["queues"][0], expected=len(tracker))
+
+    orderer: ConversationOrderer[dict[str, Any]] = ConversationOrderer()
+    handed = []
+    for message in messages:
+        previous = (message.headers or {}).get(PREVIOUS_ID_HEADER)
+        handed += orderer.add(message.message_id, previous, json.loads(message.body))
+    assert [{k: v for k, v in body.items() if k != "sender_id"} for body in handed] == tracker
+    assert orderer.waiting == 0
+    store = create_tracker_store(stored)
+    try:
+        exported = (await select_events(store)).messages
+    finally:
+        await store.close()
+    # In timestamp order (the client's events are older than the session's start).
+    published = [m.message_id for m in messages]
+    assert sorted(m.message_id for m in exported) == sorted(published)
+    assert len(set(published)) == len(published)

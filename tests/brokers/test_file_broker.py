@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from server.brokers.factory import create_event_broker
+from server.brokers.file import FileEventBroker
 from server.errors import InvalidConfig
 
 
@@ -53,3 +54,19 @@ def test_the_file_is_made_at_the_start_as_rasas(tmp_path: Path) -> None:
     path = tmp_path / "events.log"
     assert create_event_broker({"type": "file", "path": str(path)}) is not None
     assert path.exists() and path.read_text() == ""
+
+
+async def test_a_log_moved_away_is_made_again_at_its_path(tmp_path: Path) -> None:
+    """logrotate's default (`create`, no `copytruncate`, no signal): the events after the
+    move go to a new file at the path, not on into the moved one, which Rasa's broker, holding
+    its file open, writes to until it restarts."""
+    path = tmp_path / "events.log"
+    broker = FileEventBroker({"type": "file", "path": str(path)})
+    await broker.publish("alice", [{"event": "pause", "timestamp": 1.0}])
+    assert await broker.flush(timeout=10)
+    path.rename(tmp_path / "events.log.1")
+    await broker.publish("alice", [{"event": "resume", "timestamp": 2.0}])
+    await broker.close()
+
+    assert [json.loads(line)["event"] for line in path.read_text().splitlines()] == ["resume"]
+    assert "resume" not in (tmp_path / "events.log.1").read_text()

@@ -84,6 +84,31 @@ async def test_a_failed_save_that_did_not_commit_is_never_published(tmp_path: Pa
         await store.close()
 
 
+async def test_a_failed_save_repeating_a_stored_event_is_not_published_unless_stored(
+    tmp_path: Path,
+) -> None:
+    """A client's event sent again with its timestamp (a retry), whose save raised without
+    committing: the store holds the first one only, and so does the consumer. Before, the
+    read-back found the stored twin, took the save for committed and published the repeat."""
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "trackers.db")})
+    broker = SqlEventBroker({"type": "sql", "db": str(tmp_path / "events.db")})
+    same = {"event": "bot", "timestamp": 5, "text": "ok"}
+    try:
+        await store.append("alice", [same])
+        await broker.publish("alice", [same])
+        broker.publish_in_doubt("alice", [same], same, store, before=[same])  # not stored
+
+        assert await broker.flush(timeout=10)
+        assert await published_texts(broker) == ["ok"]
+        await store.append("alice", [same])  # the retry commits: now both are published
+        await broker.publish("alice", [same], same, before=[same])
+        assert await broker.flush(timeout=10)
+        assert await published_texts(broker) == ["ok", "ok"]
+    finally:
+        await broker.close()
+        await store.close()
+
+
 async def test_in_doubt_events_wait_until_the_database_answers(tmp_path: Path) -> None:
     async with postgres_database() as config:
         writer = create_tracker_store(config)

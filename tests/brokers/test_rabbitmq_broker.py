@@ -18,6 +18,7 @@ from yarl import URL
 from bench.tcp_proxy import TcpProxy
 from server.brokers.factory import create_event_broker
 from server.brokers.rabbitmq import RabbitMQEventBroker
+from server.trackers.factory import create_tracker_store
 from tests.loop_lag import loop_hold, paced
 from tests.tls_certificates import self_signed
 from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
@@ -125,6 +126,31 @@ async def test_the_first_event_of_a_conversation_has_no_previous_message_header(
 
     assert "previous_message_id" not in first.headers
     assert first.content_type == "application/json" and first.message_id
+    assert second.headers == {"previous_message_id": first.message_id}
+
+
+async def test_a_failed_save_of_a_repeated_event_that_committed_keeps_its_own_id(
+    names: dict[str, str], tmp_path: Path
+) -> None:
+    """A client's event repeated with its timestamp, whose save raised yet committed, goes
+    out (after the read-back) with the id an ordinary publish gives it, not its twin's: a
+    consumer dropping ids it has seen keeps both."""
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "trackers.db")})
+    broker = create_event_broker(broker_config(names))
+    assert broker is not None
+    same = {"event": "bot", "timestamp": 5, "text": "ok", "metadata": {}}
+    try:
+        await store.append("ana", [same])
+        await broker.publish("ana", [same])
+        await store.append("ana", [same])  # committed, but the caller saw an error
+        broker.publish_in_doubt("ana", [same], same, store, before=[same])
+    finally:
+        await broker.close()
+        await store.close()
+
+    first, second = await consume(names["queue"], expected=2)
+
+    assert second.message_id != first.message_id
     assert second.headers == {"previous_message_id": first.message_id}
 
 
