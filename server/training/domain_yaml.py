@@ -468,9 +468,13 @@ class DomainReader:
             isinstance(expiration, bool)
             or not isinstance(expiration, (int, float))
             or expiration < 0
+            # .inf, 1e400 or .nan: no JSON holds it (GET /domain, the action server's domain);
+            # a model trained with one before reads it as 0, which it meant
+            or (not math.isfinite(expiration) and not self._from_archive)
         ):
             raise InvalidProjectFile(
-                "'session_expiration_time' must be a number of minutes, 0 or more",
+                "'session_expiration_time' must be a number of minutes, 0 or more (0: "
+                "sessions never expire)",
                 filename,
                 line_of(session, "session_expiration_time"),
             )

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -214,6 +216,9 @@ def test_domain_directory_merges_files_and_reports_duplicates() -> None:
         ("responses:\n  utter_a:\n  - text: a\n    buttons: x\n", 4, "'buttons' in a"),
         ("responses:\n  utter_a:\n  - text: a\n    condition: x\n", 4, "must be a list of"),
         ("session_config:\n  session_expiration_time: -1\n", 2, "0 or more"),
+        # Before: these trained, and the model's GET /domain was a 500 (JSON holds neither).
+        ("session_config:\n  session_expiration_time: .nan\n", 2, "0 or more"),
+        ("session_config:\n  session_expiration_time: 1e400\n", 2, "(0: sessions never"),
         ("forms:\n  f:\n    required_slots: name\n", 3, "list of slot names"),
         ("intents:\n- greet: {use_entities: maybe}\n", 2, "use_entities"),
         # Before: accepted; Rasa refuses an intent with a ':' and nothing after it.
@@ -253,6 +258,19 @@ def test_a_form_named_like_a_default_action_it_lists_under_actions_loads(tmp_pat
     path = tmp_path / "domain.yml"
     path.write_text("forms:\n  action_restart: {required_slots: []}\nactions: [action_restart]\n")
     assert "action_restart" in read_domain(path).forms
+
+
+@pytest.mark.parametrize("expiration", [math.inf, math.nan])
+def test_a_models_domain_with_a_session_expiration_no_json_holds_still_loads(
+    expiration: float,
+) -> None:
+    # Trained before training refused it: the model keeps serving, its sessions never
+    # expiring (as with the infinity), and GET /domain shows 0 (before: a 500).
+    domain: dict[str, Any] = {"session_config": {"session_expiration_time": expiration}}
+    built = DomainReader(warnings=[], from_archive=True).build(domain, "domain.json")
+    assert not built.session_config.are_sessions_enabled()
+    shown = json.dumps(built.as_dict()["session_config"], allow_nan=False)
+    assert json.loads(shown)["session_expiration_time"] == 0
 
 
 def test_a_models_domain_with_a_form_named_like_a_default_action_still_loads() -> None:
