@@ -13,7 +13,14 @@ from typing import Any
 from server.dialogue.domain import DEFAULT_ACTIONS, Domain
 from server.dialogue.slots import BUILT_IN_SLOTS, MAPPING_TYPES, SLOT_TYPES
 from server.errors import InvalidProjectFile
-from server.training.yaml_io import brief, check_version, is_yaml_file, line_of, read_yaml_file
+from server.training.yaml_io import (
+    brief,
+    check_json_values,
+    check_version,
+    is_yaml_file,
+    line_of,
+    read_yaml_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +189,14 @@ class DomainReader:
         for name, spec in (data.get("forms") or {}).items():
             self.check_form(str(name), spec, filename, line_of(data["forms"], name))
         self.check_session_config(data, filename)
+        for key, section in data.items():
+            if key == "slots" and isinstance(section, dict):
+                for spec in section.values():  # categorical values are read as text
+                    for field, value in spec.items():
+                        if field != "values":
+                            check_json_values(value, filename, line_of(spec, field))
+            elif key != "responses":  # see check_response
+                check_json_values(section, filename, line_of(data, key))
         config = data.get("config") or {}
         if "store_entities_as_slots" in config and not isinstance(
             config["store_entities_as_slots"], bool
@@ -575,6 +590,7 @@ def check_response(name: str, variations: Any, filename: str, line: int | None) 
                     line_of(variation, key, variation_line),
                 )
         _check_variation_values(name, variation, filename, variation_line)
+        check_json_values(variation, filename, variation_line)
         if variation.get("text") is None and not variation.get("custom"):
             raise InvalidProjectFile(
                 f"a variation of response '{name}' needs a 'text' or a 'custom' payload",

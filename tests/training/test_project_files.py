@@ -219,6 +219,21 @@ def test_domain_directory_merges_files_and_reports_duplicates() -> None:
         # Before: these trained, and the model's GET /domain was a 500 (JSON holds neither).
         ("session_config:\n  session_expiration_time: .nan\n", 2, "0 or more"),
         ("session_config:\n  session_expiration_time: 1e400\n", 2, "(0: sessions never"),
+        # Before: a traceback from `botserver train`, a 500 from POST /model/train (the
+        # domain is stored as JSON, which holds no date, set, bytes or infinity).
+        ("responses:\n  utter_a:\n  - custom:\n      when: 2024-01-01\n", 4, "a date"),
+        ("responses:\n  utter_a:\n  - custom: {at: 2024-01-01 10:00:00}\n", 3, "a date"),
+        ("responses:\n  utter_a:\n  - custom: {x: .inf}\n", 3, "inf"),
+        ("responses:\n  utter_a:\n  - custom: {tags: !!set {a, b}}\n", 3, "a set"),
+        ("responses:\n  utter_a:\n  - custom: {raw: !!binary aGk=}\n", 3, "bytes"),
+        ("responses:\n  utter_a:\n  - custom:\n      2024-01-01: x\n", 4, "quote it"),
+        ("slots:\n  s:\n    type: any\n    initial_value: 2024-01-01\n", 4, "a date"),
+        (
+            "intents: [i]\nslots:\n  s:\n    type: any\n    mappings:\n    - type: from_intent\n"
+            "      intent: i\n      value: 2024-01-01\n",
+            8,
+            "a date",
+        ),
         ("forms:\n  f:\n    required_slots: name\n", 3, "list of slot names"),
         ("intents:\n- greet: {use_entities: maybe}\n", 2, "use_entities"),
         # Before: accepted; Rasa refuses an intent with a ':' and nothing after it.
@@ -258,6 +273,12 @@ def test_a_form_named_like_a_default_action_it_lists_under_actions_loads(tmp_pat
     path = tmp_path / "domain.yml"
     path.write_text("forms:\n  action_restart: {required_slots: []}\nactions: [action_restart]\n")
     assert "action_restart" in read_domain(path).forms
+
+
+def test_a_categorical_slots_values_are_text_as_rasa_reads_them(tmp_path: Path) -> None:
+    path = tmp_path / "domain.yml"
+    path.write_text("slots:\n  s:\n    type: categorical\n    values: [2024-01-01, .inf, 3]\n")
+    assert read_domain(path).slots[0].values == ["2024-01-01", "inf", "3"]
 
 
 @pytest.mark.parametrize("expiration", [math.inf, math.nan])
