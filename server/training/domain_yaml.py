@@ -39,6 +39,16 @@ DOMAIN_KEYS = frozenset(
     }
 )
 _LIST_SECTIONS = ("intents", "entities", "actions", "e2e_actions")
+# What one item of a section is called in a message.
+_ITEM_OF = {
+    "intents": "intent",
+    "entities": "entity",
+    "actions": "action",
+    "e2e_actions": "e2e action",
+    "slots": "slot",
+    "responses": "response",
+    "forms": "form",
+}
 _RESPONSE_KEYS = frozenset(
     {
         "id",
@@ -132,14 +142,16 @@ class DomainReader:
                         if names[name] != _item_properties(item):
                             # Which one would win is a guess; Rasa refuses any repeated intent.
                             raise InvalidProjectFile(
-                                f"{key[:-1]} '{name}' is defined more than once, with different "
-                                "properties; keep one definition",
+                                f"{_ITEM_OF[key]} '{name}' is defined more than once, with "
+                                "different properties; keep one definition",
                                 filename,
                                 line,
                             )
                         if not shared:
                             self.warn(
-                                f"{key[:-1]} '{name}' is defined more than once", filename, line
+                                f"{_ITEM_OF[key]} '{name}' is defined more than once",
+                                filename,
+                                line,
                             )
                         continue
                     names[name] = _item_properties(item)
@@ -151,7 +163,11 @@ class DomainReader:
                 for name, spec in value.items():
                     line = line_of(value, name)
                     if name in existing_map and not (shared and existing_map[name] == spec):
-                        self.warn(f"{key[:-1]} '{name}' is defined more than once", filename, line)
+                        self.warn(
+                            f"{_ITEM_OF[key]} '{name}' is defined more than once",
+                            filename,
+                            line,
+                        )
                     existing_map[name] = spec
                     self.origins[f"{key}:{name}"] = (filename, line)
                 out[key] = existing_map

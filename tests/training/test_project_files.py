@@ -929,3 +929,10 @@ def test_a_built_in_slot_declared_as_set_by_actions_is_no_warning(tmp_path: Path
         f"{path}:12: slot 'knowledge_base_listed_objects' is one the server sets itself: no "
         "message fills it, so its mappings are ignored"
     ]
+
+
+def test_an_entity_listed_twice_is_named_an_entity_in_the_warning() -> None:
+    # Before: "entitie 'name' is defined more than once".
+    warnings: list[str] = []
+    read_domain(TESTDATA / "test_domains/duplicate_entities.yml", warnings=warnings)
+    assert [w.split(": ", 1)[1] for w in warnings] == ["entity 'name' is defined more than once"]
