@@ -90,6 +90,9 @@ NLU_CASES = [
     ({"name": "SklearnIntentClassifier", "C": "x"}, "'C' must be a number"),
     ({"name": "RegexFeaturizer", "case_sensitive": "x"}, "'case_sensitive' must be true"),
     ({"name": "DucklingEntityExtractor", "timeout": "x"}, "'timeout' must be a number"),
+    # Before: a TypeError traceback (a 500 from POST /model/train).
+    ({"name": "DucklingEntityExtractor", "dimensions": 5}, "'dimensions' must be a list of"),
+    ({"name": "DucklingEntityExtractor", "dimensions": [["time"]]}, "'dimensions' must be"),
 ]
 
 
