@@ -205,14 +205,8 @@ class DomainReader:
         for name, spec in (data.get("forms") or {}).items():
             self.check_form(str(name), spec, filename, line_of(data["forms"], name))
         self.check_session_config(data, filename)
-        for key, section in data.items():
-            if key == "slots" and isinstance(section, dict):
-                for spec in section.values():  # categorical values are read as text
-                    for field, value in spec.items():
-                        if field != "values":
-                            check_json_values(value, filename, line_of(spec, field))
-            elif key != "responses":  # see check_response
-                check_json_values(section, filename, line_of(data, key))
+        if not self._from_archive:  # read from JSON: a model trained before still loads
+            self.check_json_values(data, filename)
         config = data.get("config") or {}
         if "store_entities_as_slots" in config and not isinstance(
             config["store_entities_as_slots"], bool
@@ -222,6 +216,18 @@ class DomainReader:
                 filename,
                 line_of(config, "store_entities_as_slots"),
             )
+
+    def check_json_values(self, data: dict[str, Any], filename: str) -> None:
+        """Refuses a value a model cannot keep (the domain is stored and sent as JSON): an
+        unquoted date, a set, bytes, an infinity. A categorical slot's values are text."""
+        for key, section in data.items():
+            if key != "slots":
+                check_json_values(section, filename, line_of(data, key))
+                continue
+            for spec in (section or {}).values():
+                for field, value in spec.items():
+                    if field != "values":
+                        check_json_values(value, filename, line_of(spec, field))
 
     def check_named_list(self, data: dict[str, Any], key: str, filename: str) -> None:
         value = data.get(key)
@@ -606,7 +612,6 @@ def check_response(name: str, variations: Any, filename: str, line: int | None) 
                     line_of(variation, key, variation_line),
                 )
         _check_variation_values(name, variation, filename, variation_line)
-        check_json_values(variation, filename, variation_line)
         if variation.get("text") is None and not variation.get("custom"):
             raise InvalidProjectFile(
                 f"a variation of response '{name}' needs a 'text' or a 'custom' payload",

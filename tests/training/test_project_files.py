@@ -281,14 +281,23 @@ def test_a_categorical_slots_values_are_text_as_rasa_reads_them(tmp_path: Path) 
     assert read_domain(path).slots[0].values == ["2024-01-01", "inf", "3"]
 
 
+def test_empty_sections_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "domain.yml"
+    path.write_text("intents: [a]\nslots:\nresponses:\nforms:\nconfig:\n")
+    assert "a" in read_domain(path).intents
+
+
 @pytest.mark.parametrize("expiration", [math.inf, math.nan])
 def test_a_models_domain_with_a_session_expiration_no_json_holds_still_loads(
-    expiration: float,
+    tmp_path: Path, expiration: float
 ) -> None:
     # Trained before training refused it: the model keeps serving, its sessions never
     # expiring (as with the infinity), and GET /domain shows 0 (before: a 500).
+    from server.models.loading import _read_domain
+
     domain: dict[str, Any] = {"session_config": {"session_expiration_time": expiration}}
-    built = DomainReader(warnings=[], from_archive=True).build(domain, "domain.json")
+    (tmp_path / "domain.json").write_text(json.dumps(domain))  # NaN / Infinity, as Python wrote
+    built = _read_domain(tmp_path / "domain.json")
     assert not built.session_config.are_sessions_enabled()
     shown = json.dumps(built.as_dict()["session_config"], allow_nan=False)
     assert json.loads(shown)["session_expiration_time"] == 0
