@@ -945,3 +945,13 @@ def test_an_entity_listed_twice_is_named_an_entity_in_the_warning() -> None:
     warnings: list[str] = []
     read_domain(TESTDATA / "test_domains/duplicate_entities.yml", warnings=warnings)
     assert [w.split(": ", 1)[1] for w in warnings] == ["entity 'name' is defined more than once"]
+
+
+def test_a_data_files_response_with_a_date_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "domain.yml").write_text("intents: [greet]\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "responses.yml").write_text("responses:\n  utter_a:\n  - custom: {at: 2024-01-01}\n")
+    with pytest.raises(InvalidProjectFile, match="read as a date") as info:
+        load_project(None, tmp_path / "domain.yml", [data])
+    assert (info.value.filename, info.value.line) == (str(data / "responses.yml"), 3)
