@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,7 +277,9 @@ class Domain:
             if props:
                 action_props[name] = props
         session = d.get("session_config") or {}
-        expiration = session.get("session_expiration_time", 60)
+        expiration = float(session.get("session_expiration_time", 60) or 0)
+        if not math.isfinite(expiration):  # an archive's: never expiring, as 0 says in JSON
+            expiration = 0
         config = d.get("config") or {}
         return cls(
             intents,
@@ -286,7 +289,7 @@ class Domain:
             forms,
             actions,
             SessionConfig(
-                float(expiration if expiration is not None else 0),
+                expiration,
                 bool(session.get("carry_over_slots_to_new_session", True)),
             ),
             roles,

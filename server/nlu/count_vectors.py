@@ -81,9 +81,11 @@ class CountVectorsFeaturizer:
         words = self._words(message)
         low, high = self.min_ngram, self.max_ngram
         grams: list[str] = []
+        # As scikit-learn's: no n-gram is longer than the text (a max_ngram of 10**8 went
+        # round the loop 10**8 times for every message).
         if self.analyzer == "word":
             count = len(words)
-            for n in range(low, high + 1):
+            for n in range(low, min(high, count) + 1):
                 if n == 1:
                     grams.extend(words)
                 else:
@@ -94,7 +96,7 @@ class CountVectorsFeaturizer:
         else:
             text = " ".join(words)
             size = len(text)
-            for n in range(low, high + 1):
+            for n in range(low, min(high, size) + 1):
                 grams.extend([text[i : i + n] for i in range(size - n + 1)])
         return grams
 

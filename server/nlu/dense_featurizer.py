@@ -14,6 +14,7 @@ import numpy as np
 
 from server.errors import InvalidConfig, ModelError
 from server.nlu.message import Message
+from server.nlu.params import number
 
 MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 WIDTH = 384
@@ -196,9 +197,12 @@ class DenseFeaturizer:
     def __init__(self, config: dict[str, Any], name: str = "DenseFeaturizer"):
         self.config = config
         self.name = name
-        self.weight = float(config.get("weight", 1.0))
-        self.threads = int(config.get("threads", 1))
-        self.train_threads = int(config.get("train_threads", TRAIN_THREADS))
+        # Before: float("x") and int([1]) escaped as tracebacks (a 500 from POST /model/train).
+        self.weight = number(config, "weight", 1.0, name, minimum=0)
+        self.threads = number(config, "threads", 1, name, whole=True, minimum=1)
+        self.train_threads = number(
+            config, "train_threads", TRAIN_THREADS, name, whole=True, minimum=1
+        )
         self._indices = list(range(WIDTH))
         self._encoder: SentenceEncoder | None = None
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from server.errors import InvalidConfig
 from server.http_clients import sync_client
 from server.nlu.message import Message
 from server.nlu.params import number
@@ -40,6 +41,15 @@ class DucklingEntityExtractor:
         self.name = name
         self.url = str(config.get("url") or "http://localhost:8000").rstrip("/")
         dimensions = config.get("dimensions")
+        if isinstance(dimensions, str):  # `dimensions: time`, which Rasa matches too
+            dimensions = [dimensions]
+        if dimensions is not None and (
+            not isinstance(dimensions, list) or not all(isinstance(d, str) for d in dimensions)
+        ):
+            raise InvalidConfig(
+                f"{name}: 'dimensions' must be a list of Duckling dimension names such as "
+                f"[time, number], not {dimensions!r}"
+            )
         self.dimensions: set[str] | None = set(dimensions) if dimensions else None
         self.timezone = config.get("timezone")
         self.locale = config.get("locale") or f"{language}_{language.upper()}"

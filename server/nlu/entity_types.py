@@ -75,6 +75,7 @@ def jackknife_entities(
     """Each message's entities as tagged by a CRF trained on the other folds (message i is
     in fold i mod `folds`), never by one that saw its annotations."""
     predicted: list[list[dict[str, Any]]] = [[] for _ in messages]
+    folds = min(folds, len(messages))  # the folds beyond one per message hold none
     for fold in range(folds):
         held_out = [i for i in range(len(messages)) if i % folds == fold]
         kept = [i for i in range(len(messages)) if i % folds != fold]

@@ -91,20 +91,22 @@ class EntityGazetteerFeaturizer:
 
     def train(self, messages: list[Message], data: NLUTrainingData) -> None:
         annotated = [_annotated_values(m, e) for m, e in zip(messages, data.examples, strict=True)]
-        per_fold: list[Values] = [{} for _ in range(self.folds)]
+        # Folds beyond one per message hold no message (`folds: 10**9` built them all).
+        folds = min(self.folds, max(len(messages), 2))
+        per_fold: list[Values] = [{} for _ in range(folds)]
         everything: Values = {}
         for i, found in enumerate(annotated):
             for words, kind in found:
                 everything.setdefault(words, Counter())[kind] += 1
-                for fold in range(self.folds):
-                    if fold != i % self.folds:
+                for fold in range(folds):
+                    if fold != i % folds:
                         per_fold[fold].setdefault(words, Counter())[kind] += 1
         self._set(everything)
         if not self.types_:
             return
         tries = [value_trie(values) for values in per_fold]
         for i, message in enumerate(messages):
-            message.blocks.append(self._block(message, tries[i % self.folds]))
+            message.blocks.append(self._block(message, tries[i % folds]))
 
     def _set(self, values: Values) -> None:
         self.values_ = values

@@ -26,6 +26,7 @@ from server.nlu.dense_featurizer import (
     shared_encoder,
 )
 from server.nlu.message import Message
+from server.nlu.params import number
 from server.nlu.sentence_distillation import fit_to_sentences, pooling_matrix
 from server.nlu.state_files import read_array, write_array
 
@@ -122,23 +123,28 @@ class StaticEmbeddingFeaturizer:
     """A sentence is the normalised sum of its tokens' (weighted, centred) table rows."""
 
     def __init__(self, config: dict[str, Any], name: str = "StaticEmbeddingFeaturizer"):
-        if not dense_available():
-            raise InvalidConfig(f"{name} needs the sentence-embedding model: {INSTALL_HINT}")
         self.config = config
         self.name = name
-        self.weight = float(config.get("weight", 1.0))
-        self.common_tokens = int(config.get("common_tokens", COMMON_TOKENS))
-        self.dimensions = int(config.get("dimensions", DIMENSIONS))
+        # Read with `number` (before: float("x") and int([1]) escaped as tracebacks, a 500
+        # from POST /model/train), and before the model is looked for, so a mistake is named
+        # wherever the model is installed.
+        self.weight = number(config, "weight", 1.0, name, minimum=0)
+        self.common_tokens = number(
+            config, "common_tokens", COMMON_TOKENS, name, whole=True, minimum=0
+        )
+        self.dimensions = number(config, "dimensions", DIMENSIONS, name, whole=True)
         if not 1 <= self.dimensions <= WIDTH:
             raise InvalidConfig(f"{name}: dimensions must be between 1 and {WIDTH}")
-        self.train_threads = int(config.get("train_threads", TRAIN_THREADS))
+        self.train_threads = number(
+            config, "train_threads", TRAIN_THREADS, name, whole=True, minimum=1
+        )
         self.context = str(config.get("context", CONTEXTS[0]))
         if self.context not in CONTEXTS:
             raise InvalidConfig(f"{name}: context must be one of {', '.join(CONTEXTS)}")
-        self.sentences = int(config.get("sentences", 0))
-        self.ridge = float(config.get("sentence_ridge", SENTENCE_RIDGE))
-        if self.sentences < 0 or self.ridge < 0:
-            raise InvalidConfig(f"{name}: sentences and sentence_ridge must not be negative")
+        self.sentences = number(config, "sentences", 0, name, whole=True, minimum=0)
+        self.ridge = number(config, "sentence_ridge", SENTENCE_RIDGE, name, minimum=0)
+        if not dense_available():
+            raise InvalidConfig(f"{name} needs the sentence-embedding model: {INSTALL_HINT}")
         self.token_ids_ = np.zeros(0, np.int32)
         self.table_ = np.zeros((0, self.dimensions), np.float32)
         self._rows = np.zeros(0, np.int32)

@@ -13,7 +13,14 @@ from typing import Any
 from server.dialogue.domain import DEFAULT_ACTIONS, Domain
 from server.dialogue.slots import BUILT_IN_SLOTS, MAPPING_TYPES, SLOT_TYPES
 from server.errors import InvalidProjectFile
-from server.training.yaml_io import brief, check_version, is_yaml_file, line_of, read_yaml_file
+from server.training.yaml_io import (
+    brief,
+    check_json_values,
+    check_version,
+    is_yaml_file,
+    line_of,
+    read_yaml_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +39,16 @@ DOMAIN_KEYS = frozenset(
     }
 )
 _LIST_SECTIONS = ("intents", "entities", "actions", "e2e_actions")
+# What one item of a section is called in a message.
+_ITEM_OF = {
+    "intents": "intent",
+    "entities": "entity",
+    "actions": "action",
+    "e2e_actions": "e2e action",
+    "slots": "slot",
+    "responses": "response",
+    "forms": "form",
+}
 _RESPONSE_KEYS = frozenset(
     {
         "id",
@@ -125,14 +142,16 @@ class DomainReader:
                         if names[name] != _item_properties(item):
                             # Which one would win is a guess; Rasa refuses any repeated intent.
                             raise InvalidProjectFile(
-                                f"{key[:-1]} '{name}' is defined more than once, with different "
-                                "properties; keep one definition",
+                                f"{_ITEM_OF[key]} '{name}' is defined more than once, with "
+                                "different properties; keep one definition",
                                 filename,
                                 line,
                             )
                         if not shared:
                             self.warn(
-                                f"{key[:-1]} '{name}' is defined more than once", filename, line
+                                f"{_ITEM_OF[key]} '{name}' is defined more than once",
+                                filename,
+                                line,
                             )
                         continue
                     names[name] = _item_properties(item)
@@ -144,7 +163,11 @@ class DomainReader:
                 for name, spec in value.items():
                     line = line_of(value, name)
                     if name in existing_map and not (shared and existing_map[name] == spec):
-                        self.warn(f"{key[:-1]} '{name}' is defined more than once", filename, line)
+                        self.warn(
+                            f"{_ITEM_OF[key]} '{name}' is defined more than once",
+                            filename,
+                            line,
+                        )
                     existing_map[name] = spec
                     self.origins[f"{key}:{name}"] = (filename, line)
                 out[key] = existing_map
@@ -182,6 +205,8 @@ class DomainReader:
         for name, spec in (data.get("forms") or {}).items():
             self.check_form(str(name), spec, filename, line_of(data["forms"], name))
         self.check_session_config(data, filename)
+        if not self._from_archive:  # read from JSON: a model trained before still loads
+            self.check_json_values(data, filename)
         config = data.get("config") or {}
         if "store_entities_as_slots" in config and not isinstance(
             config["store_entities_as_slots"], bool
@@ -191,6 +216,18 @@ class DomainReader:
                 filename,
                 line_of(config, "store_entities_as_slots"),
             )
+
+    def check_json_values(self, data: dict[str, Any], filename: str) -> None:
+        """Refuses a value a model cannot keep (the domain is stored and sent as JSON): an
+        unquoted date, a set, bytes, an infinity. A categorical slot's values are text."""
+        for key, section in data.items():
+            if key != "slots":
+                check_json_values(section, filename, line_of(data, key))
+                continue
+            for spec in (section or {}).values():
+                for field, value in spec.items():
+                    if field != "values":
+                        check_json_values(value, filename, line_of(spec, field))
 
     def check_named_list(self, data: dict[str, Any], key: str, filename: str) -> None:
         value = data.get(key)
@@ -468,9 +505,13 @@ class DomainReader:
             isinstance(expiration, bool)
             or not isinstance(expiration, (int, float))
             or expiration < 0
+            # .inf, 1e400 or .nan: no JSON holds it (GET /domain, the action server's domain);
+            # a model trained with one before reads it as 0, which it meant
+            or (not math.isfinite(expiration) and not self._from_archive)
         ):
             raise InvalidProjectFile(
-                "'session_expiration_time' must be a number of minutes, 0 or more",
+                "'session_expiration_time' must be a number of minutes, 0 or more (0: "
+                "sessions never expire)",
                 filename,
                 line_of(session, "session_expiration_time"),
             )

@@ -127,16 +127,11 @@ class _Reader:
             raise self.error(
                 where, f"'start' and 'end' must mark a part of the text ({len(text)} characters)"
             )
+        for key in ("value", "role", "group"):
+            if key in entity and not isinstance(entity[key], str):  # Rasa's schema
+                raise self.error(where, f"'{key}' must be text, not {brief(entity[key])}")
         value = entity.get("value", text[start:end])
-        role, group = entity.get("role"), entity.get("group")
-        return EntityAnnotation(
-            start,
-            end,
-            value,
-            name,
-            None if role is None else str(role),
-            None if group is None else str(group),
-        )
+        return EntityAnnotation(start, end, value, name, entity.get("role"), entity.get("group"))
 
     def lookup_elements(self, where: str, item: dict[str, Any]) -> list[str]:
         elements = item.get("elements")

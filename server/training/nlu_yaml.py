@@ -276,15 +276,19 @@ def parse_annotated_text(
                     filename,
                     line,
                 )
+            for key in ("value", "role", "group"):
+                # As Rasa's entity schema: a number's synonym was its text ("5", "None").
+                if key in spec and not isinstance(spec[key], str):
+                    raise InvalidProjectFile(
+                        f"'{key}' in entity JSON {brief(match.group('json'))} must be text, "
+                        f"not {brief(spec[key])}; quote it",
+                        filename,
+                        line,
+                    )
             value = spec.get("value", span_text)
             entities.append(
                 EntityAnnotation(
-                    start,
-                    end,
-                    value,
-                    spec["entity"],
-                    _optional_str(spec.get("role")),
-                    _optional_str(spec.get("group")),
+                    start, end, value, spec["entity"], spec.get("role"), spec.get("group")
                 )
             )
         else:
@@ -293,10 +297,6 @@ def parse_annotated_text(
             entities.append(EntityAnnotation(start, end, value, match.group("entity").strip()))
     pieces.append(raw[cursor:])
     return "".join(pieces), entities
-
-
-def _optional_str(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def _read_responses(node: yaml.Node, filename: str, data: NLUTrainingData) -> None:

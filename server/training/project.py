@@ -18,7 +18,13 @@ from server.training.domain_yaml import DomainReader, check_response
 from server.training.imports import imported_files
 from server.training.nlu_yaml import read_nlu_file
 from server.training.stories_yaml import read_story_data
-from server.training.yaml_io import check_version, is_yaml_file, line_of, read_yaml_file
+from server.training.yaml_io import (
+    check_json_values,
+    check_version,
+    is_yaml_file,
+    line_of,
+    read_yaml_file,
+)
 
 
 @dataclass
@@ -158,6 +164,7 @@ def _add_data_responses(
             continue
         line = line_of(section, name)
         check_response(name, variations, filename, line)
+        check_json_values(variations, filename, line)
         if name in responses and responses[name] != variations:
             reader.warn(f"response '{name}' is also in the domain; this one wins", filename, line)
         responses[name] = variations

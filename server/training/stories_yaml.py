@@ -439,7 +439,13 @@ class _Reader:
         text_value = step.get("user")
         intent: str | None = None
         if "intent" in step:
-            if not isinstance(intent_value, (str, int)) or not str(intent_value).strip():
+            if isinstance(intent_value, int | float):  # bool too: `intent: true`
+                raise self.error(
+                    f"'intent' must be a name such as 'intent: greet', not {brief(intent_value)}; "
+                    "quote it if it is meant as text",
+                    line_of(step, "intent", line),
+                )
+            if not isinstance(intent_value, str) or not intent_value.strip():
                 raise self.error(
                     "a user step needs an 'intent' name (or 'user' text without 'intent')",
                     line_of(step, "intent", line),

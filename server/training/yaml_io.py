@@ -6,7 +6,9 @@ they start on, so every reader can name the file and line of a mistake.
 
 from __future__ import annotations
 
+import datetime
 import logging
+import math
 import os
 import re
 import reprlib
@@ -328,6 +330,53 @@ def _expanded_size(root: Any) -> int:
             stack.append((node, True))
             stack.extend((child, False) for child in children if isinstance(child, dict | list))
     return sizes.get(id(root), 1)
+
+
+def check_json_values(value: Any, filename: str | None, line: int | None = None) -> None:
+    """InvalidProjectFile naming the line of the first value under `value` that a model
+    cannot hold: it stores its domain as JSON, and sends values on as JSON (an action server,
+    a channel), and JSON has no date (`2024-01-01` unquoted), set, bytes or infinity."""
+    seen: set[int] = set()  # an anchored list or mapping, however often aliased, once
+    stack: list[tuple[Any, int | None]] = [(value, line)]
+    while stack:
+        item, item_line = stack.pop()
+        if isinstance(item, dict | list):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            children: list[tuple[Any, int | None]] = []
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    key_line = line_of(item, key, item_line)
+                    if not isinstance(key, str | int | float | bool | type(None)):
+                        _refuse_for_json(key, filename, key_line, "the key ")
+                    children.append((child, key_line))
+            else:
+                children = [(child, line_of(item, i, item_line)) for i, child in enumerate(item)]
+            stack.extend(reversed(children))  # the first in the file is named
+        elif not isinstance(item, str | int | bool | type(None)) and not (
+            isinstance(item, float) and math.isfinite(item)
+        ):
+            _refuse_for_json(item, filename, item_line, "")
+
+
+def _refuse_for_json(value: Any, filename: str | None, line: int | None, what: str) -> None:
+    if isinstance(value, datetime.date):
+        shown, kind = str(value), "read as a date"
+    elif isinstance(value, float):
+        shown, kind = str(value), "a number"
+    elif isinstance(value, set | frozenset):
+        shown, kind = brief(value), "a set (!!set)"
+    elif isinstance(value, bytes):
+        shown, kind = brief(value), "bytes (!!binary)"
+    else:
+        shown, kind = brief(value), f"a {type(value).__name__}"
+    raise InvalidProjectFile(
+        f"{what}{shown} is {kind}, which a model cannot hold (no JSON holds it); quote it to "
+        "keep it as text",
+        filename,
+        line,
+    )
 
 
 def read_project_text(path: str | Path) -> str:

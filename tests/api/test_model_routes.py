@@ -688,6 +688,19 @@ async def test_a_yaml_value_that_cannot_be_read_is_a_400_naming_its_line(
     assert "quote it" in error["message"]
 
 
+@pytest.mark.parametrize("value", ["2024-01-01", ".inf", "!!set {a, b}"])
+async def test_a_value_no_json_holds_in_a_training_request_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, value: str
+) -> None:
+    """The model keeps its domain as JSON: before, a date (or infinity, or set) in a
+    response's custom payload was a 500, and the model was not trained."""
+    bye = '  - text: "Bye"\n'
+    body = TRAINING_YAML.replace(bye, f"{bye}    custom:\n      at: {value}\n")
+    response = await client.post("/model/train", content=body)
+    error = check(rasa_spec, response, "/model/train", "post", 400)
+    assert "which a model cannot hold (no JSON holds it); quote it" in error["message"]
+
+
 async def test_text_yaml_1_2_reads_as_a_number_keeps_its_type_through_a_training_request(
     client: httpx.AsyncClient, tmp_path: Path
 ) -> None:

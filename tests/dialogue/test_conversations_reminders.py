@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import sys
-from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 import pytest
@@ -37,6 +34,7 @@ from server.trackers.events import ReminderScheduled as ServerReminder
 from tests.action_servers.reminderbot.actions import ActionReactToReminder, ForgetReminders
 from tests.dialogue.conversation_fixtures import BotModels, Conversation, make_agent
 from tests.dialogue.sdk_transport import SdkTransport
+from tests.line_budget import lines_run_in
 
 DELAY = 0.3
 
@@ -479,26 +477,6 @@ async def test_a_reminder_due_during_a_turn_with_a_cancel_fires_unless_named(
 
     assert turn.actions == ["action_forget_reminders"]
     assert await callback.texts_within(DELAY + 1) == texts
-
-
-def lines_run_in(module_file: str, work: Callable[[], Any]) -> int:
-    """How many lines of `module_file` run while `work()` runs (on this thread)."""
-    count = 0
-
-    def trace(frame: FrameType, event: str, arg: Any) -> Any:
-        nonlocal count
-        if frame.f_code.co_filename != module_file:
-            return None
-        if event == "line":
-            count += 1
-        return trace
-
-    sys.settrace(trace)
-    try:
-        work()
-    finally:
-        sys.settrace(None)
-    return count
 
 
 def tomorrows_reminder() -> ServerReminder:

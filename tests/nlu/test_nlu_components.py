@@ -13,6 +13,7 @@ from server.nlu.message import Message
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.tokenizer import tokenize
 from server.training.nlu_yaml import read_nlu_yaml
+from tests.line_budget import lines_run_in
 
 
 def test_whitespace_tokenizer_trims_punctuation():
@@ -334,3 +335,18 @@ def test_crf_feature_names_of_long_words_are_not_kept_between_parses() -> None:
     assert crf_extractor._word_features.cache_info().currsize == 0
     crf_extractor.token_features([Token("short", 0, 5)], None)
     assert crf_extractor._word_features.cache_info().currsize == 1
+
+
+@pytest.mark.parametrize("analyzer", ["word", "char", "char_wb"])
+def test_count_vectors_with_a_huge_max_ngram_stop_at_the_messages_length(analyzer: str) -> None:
+    # scikit-learn (Rasa's featurizer) takes n-grams up to the text's length, whatever
+    # max_ngram says; before, the word and char analyzers counted up to max_ngram for every
+    # message: `max_ngram: 100000000` in a training request held its thread for hours.
+    from server.nlu import count_vectors
+
+    message = Message("hi there", tokenize("hi there"))
+    huge = CountVectorsFeaturizer({"analyzer": analyzer, "max_ngram": 100_000_000})
+    longest = CountVectorsFeaturizer({"analyzer": analyzer, "max_ngram": len("hi there") + 2})
+    grams: list[str] = []
+    lines_run_in(count_vectors.__file__, lambda: grams.extend(huge.ngrams(message)), 1_000)
+    assert grams == longest.ngrams(message)

@@ -19,6 +19,7 @@ from server.nlu.message import Message
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.tokenizer import tokenize
 from server.training.nlu_yaml import read_nlu_yaml
+from tests.line_budget import lines_run_in
 
 
 def test_each_entity_span_becomes_one_type_word():
@@ -326,3 +327,18 @@ def test_a_long_message_full_of_entities_costs_comparisons_in_proportion(words: 
     found = words(tokens, entities)
     assert found.count("@count" if words is typed_words else "_") == n
     assert _Counted.comparisons < 50 * n
+
+
+def test_more_folds_than_messages_are_one_message_per_fold():
+    # Before, `folds: 1000000000` went round a billion folds, each reading every message.
+    from server.nlu import entity_types
+
+    data = read_nlu_yaml(JACKKNIFE_DATA)
+    messages = [Message(e.text, tokenize(e.text)) for e in data.examples]
+    found: list[Any] = []
+
+    def jackknife() -> None:
+        found.extend(jackknife_entities(messages, data, folds=1_000_000_000, crf_config={}))
+
+    lines_run_in(entity_types.__file__, jackknife, 20_000)
+    assert found == jackknife_entities(messages, data, folds=len(messages), crf_config={})

@@ -14,6 +14,7 @@ from server.nlu.message import Message
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.tokenizer import tokenize
 from server.training.nlu_yaml import read_nlu_yaml
+from tests.line_budget import lines_run_in
 
 DATA = """nlu:
 - intent: screening
@@ -150,3 +151,16 @@ def test_values_of_a_type_the_classifier_never_saw_fail_loading(tmp_path: Path):
     manifest.write_text(json.dumps(pipeline))
     with pytest.raises(ModelError, match="features"):
         NLUPipeline.load(tmp_path)
+
+
+def test_more_folds_than_messages_are_one_message_per_fold():
+    # Before, `folds: 1000000000` built a billion folds: minutes, then a MemoryError.
+    from server.nlu import gazetteer
+
+    each_alone, messages = trained({"folds": 6})
+    data = read_nlu_yaml(DATA)
+    again = [Message(e.text, tokenize(e.text)) for e in data.examples]
+    huge = EntityGazetteerFeaturizer({"folds": 1_000_000_000})
+    lines_run_in(gazetteer.__file__, lambda: huge.train(again, data), 5_000)
+    assert [m.blocks for m in again] == [m.blocks for m in messages]
+    assert huge.values_ == each_alone.values_

@@ -190,5 +190,5 @@ def test_sentence_distillation_fits_the_table_to_minilm_sentence_embeddings():
         return float(np.corrcoef((vectors @ vectors.T)[pairs], (teacher @ teacher.T)[pairs])[0, 1])
 
     assert agreement(fitted_vectors) > agreement(plain_vectors) + 0.1
-    with pytest.raises(InvalidConfig, match="must not be negative"):
+    with pytest.raises(InvalidConfig, match="must be at least 0"):
         StaticEmbeddingFeaturizer({"sentences": -1})

@@ -1,9 +1,11 @@
+import json
 from pathlib import Path
 
 import pytest
 
 from server.errors import InvalidProjectFile
 from server.nlu.training_data import EntityAnnotation
+from server.training.nlu_json import read_nlu_json
 from server.training.nlu_yaml import read_nlu_file, read_nlu_yaml
 
 REFERENCE = Path("/work/shared/reference/rasa-testdata")
@@ -72,6 +74,36 @@ def test_broken_entity_json_names_file_and_line():
         read_nlu_yaml(text, "data/nlu.yml")
     assert info.value.filename == "data/nlu.yml"
     assert info.value.line == 5
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    [
+        '{"entity": "city", "value": 5}',
+        '{"entity": "city", "value": null}',
+        '{"entity": "city", "value": ["a"]}',
+        '{"entity": "city", "role": 5}',
+        '{"entity": "city", "group": 1}',
+    ],
+)
+def test_an_entity_jsons_value_role_and_group_must_be_text(annotation: str):
+    # As Rasa's entity schema. Before, the value 5 trained as 5 and made "SF" a synonym of
+    # "5" (null: of "None"), and the role 5 became "5".
+    text = f"nlu:\n- intent: a\n  examples: |\n    - ok\n    - to [SF]{annotation}\n"
+    with pytest.raises(InvalidProjectFile, match="must be text") as info:
+        read_nlu_yaml(text, "data/nlu.yml")
+    assert (info.value.filename, info.value.line) == ("data/nlu.yml", 5)
+
+
+@pytest.mark.parametrize("value", [5, None, ["a"]])
+def test_a_json_entitys_value_must_be_text(tmp_path: Path, value: object):
+    # Before, it was kept, and `data convert nlu` wrote YAML that would not train.
+    entity = {"start": 0, "end": 2, "entity": "city", "value": value}
+    example = {"text": "SF", "intent": "a", "entities": [entity]}
+    path = tmp_path / "nlu.json"
+    path.write_text(json.dumps({"rasa_nlu_data": {"common_examples": [example]}}))
+    with pytest.raises(InvalidProjectFile, match=r"entities\[0\]: 'value' must be text"):
+        read_nlu_json(path)
 
 
 def test_invalid_yaml_names_file_and_line():

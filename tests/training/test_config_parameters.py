@@ -90,6 +90,16 @@ NLU_CASES = [
     ({"name": "SklearnIntentClassifier", "C": "x"}, "'C' must be a number"),
     ({"name": "RegexFeaturizer", "case_sensitive": "x"}, "'case_sensitive' must be true"),
     ({"name": "DucklingEntityExtractor", "timeout": "x"}, "'timeout' must be a number"),
+    # Before: a TypeError traceback (a 500 from POST /model/train).
+    ({"name": "DucklingEntityExtractor", "dimensions": 5}, "'dimensions' must be a list of"),
+    ({"name": "DucklingEntityExtractor", "dimensions": [["time"]]}, "'dimensions' must be"),
+    # Before: ValueError and TypeError tracebacks.
+    ({"name": "DenseFeaturizer", "weight": "x"}, "'weight' must be a number"),
+    ({"name": "DenseFeaturizer", "threads": [1]}, "'threads' must be a whole number"),
+    ({"name": "StaticEmbeddingFeaturizer", "weight": "x"}, "'weight' must be a number"),
+    ({"name": "StaticEmbeddingFeaturizer", "common_tokens": "x"}, "'common_tokens' must be"),
+    ({"name": "StaticEmbeddingFeaturizer", "dimensions": [1]}, "'dimensions' must be a whole"),
+    ({"name": "StaticEmbeddingFeaturizer", "sentences": -1}, "'sentences' must be at least 0"),
 ]
 
 

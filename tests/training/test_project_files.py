@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -214,6 +216,24 @@ def test_domain_directory_merges_files_and_reports_duplicates() -> None:
         ("responses:\n  utter_a:\n  - text: a\n    buttons: x\n", 4, "'buttons' in a"),
         ("responses:\n  utter_a:\n  - text: a\n    condition: x\n", 4, "must be a list of"),
         ("session_config:\n  session_expiration_time: -1\n", 2, "0 or more"),
+        # Before: these trained, and the model's GET /domain was a 500 (JSON holds neither).
+        ("session_config:\n  session_expiration_time: .nan\n", 2, "0 or more"),
+        ("session_config:\n  session_expiration_time: 1e400\n", 2, "(0: sessions never"),
+        # Before: a traceback from `botserver train`, a 500 from POST /model/train (the
+        # domain is stored as JSON, which holds no date, set, bytes or infinity).
+        ("responses:\n  utter_a:\n  - custom:\n      when: 2024-01-01\n", 4, "a date"),
+        ("responses:\n  utter_a:\n  - custom: {at: 2024-01-01 10:00:00}\n", 3, "a date"),
+        ("responses:\n  utter_a:\n  - custom: {x: .inf}\n", 3, "inf"),
+        ("responses:\n  utter_a:\n  - custom: {tags: !!set {a, b}}\n", 3, "a set"),
+        ("responses:\n  utter_a:\n  - custom: {raw: !!binary aGk=}\n", 3, "bytes"),
+        ("responses:\n  utter_a:\n  - custom:\n      2024-01-01: x\n", 4, "quote it"),
+        ("slots:\n  s:\n    type: any\n    initial_value: 2024-01-01\n", 4, "a date"),
+        (
+            "intents: [i]\nslots:\n  s:\n    type: any\n    mappings:\n    - type: from_intent\n"
+            "      intent: i\n      value: 2024-01-01\n",
+            8,
+            "a date",
+        ),
         ("forms:\n  f:\n    required_slots: name\n", 3, "list of slot names"),
         ("intents:\n- greet: {use_entities: maybe}\n", 2, "use_entities"),
         # Before: accepted; Rasa refuses an intent with a ':' and nothing after it.
@@ -253,6 +273,34 @@ def test_a_form_named_like_a_default_action_it_lists_under_actions_loads(tmp_pat
     path = tmp_path / "domain.yml"
     path.write_text("forms:\n  action_restart: {required_slots: []}\nactions: [action_restart]\n")
     assert "action_restart" in read_domain(path).forms
+
+
+def test_a_categorical_slots_values_are_text_as_rasa_reads_them(tmp_path: Path) -> None:
+    path = tmp_path / "domain.yml"
+    path.write_text("slots:\n  s:\n    type: categorical\n    values: [2024-01-01, .inf, 3]\n")
+    assert read_domain(path).slots[0].values == ["2024-01-01", "inf", "3"]
+
+
+def test_empty_sections_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "domain.yml"
+    path.write_text("intents: [a]\nslots:\nresponses:\nforms:\nconfig:\n")
+    assert "a" in read_domain(path).intents
+
+
+@pytest.mark.parametrize("expiration", [math.inf, math.nan])
+def test_a_models_domain_with_a_session_expiration_no_json_holds_still_loads(
+    tmp_path: Path, expiration: float
+) -> None:
+    # Trained before training refused it: the model keeps serving, its sessions never
+    # expiring (as with the infinity), and GET /domain shows 0 (before: a 500).
+    from server.models.loading import _read_domain
+
+    domain: dict[str, Any] = {"session_config": {"session_expiration_time": expiration}}
+    (tmp_path / "domain.json").write_text(json.dumps(domain))  # NaN / Infinity, as Python wrote
+    built = _read_domain(tmp_path / "domain.json")
+    assert not built.session_config.are_sessions_enabled()
+    shown = json.dumps(built.as_dict()["session_config"], allow_nan=False)
+    assert json.loads(shown)["session_expiration_time"] == 0
 
 
 def test_a_models_domain_with_a_form_named_like_a_default_action_still_loads() -> None:
@@ -890,3 +938,20 @@ def test_a_built_in_slot_declared_as_set_by_actions_is_no_warning(tmp_path: Path
         f"{path}:12: slot 'knowledge_base_listed_objects' is one the server sets itself: no "
         "message fills it, so its mappings are ignored"
     ]
+
+
+def test_an_entity_listed_twice_is_named_an_entity_in_the_warning() -> None:
+    # Before: "entitie 'name' is defined more than once".
+    warnings: list[str] = []
+    read_domain(TESTDATA / "test_domains/duplicate_entities.yml", warnings=warnings)
+    assert [w.split(": ", 1)[1] for w in warnings] == ["entity 'name' is defined more than once"]
+
+
+def test_a_data_files_response_with_a_date_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "domain.yml").write_text("intents: [greet]\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "responses.yml").write_text("responses:\n  utter_a:\n  - custom: {at: 2024-01-01}\n")
+    with pytest.raises(InvalidProjectFile, match="read as a date") as info:
+        load_project(None, tmp_path / "domain.yml", [data])
+    assert (info.value.filename, info.value.line) == (str(data / "responses.yml"), 3)

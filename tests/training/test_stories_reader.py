@@ -276,6 +276,10 @@ def test_retrieval_intent_keeps_full_name() -> None:
             5,
             "'or' alternative",
         ),
+        # Before: read as the intents 'True' (YAML 1.2's boolean) and '42', which no NLU file
+        # or domain can name unquoted; the NLU reader and Rasa's schema refuse them.
+        ("rules:\n- rule: r\n  steps:\n  - intent: true\n", 4, "'intent' must be a name"),
+        ("stories:\n- story: a\n  steps:\n  - intent: 42\n", 4, "not 42; quote it"),
     ],
 )
 def test_mistakes_name_file_and_line(tmp_path: Path, text: str, line: int, fragment: str) -> None:
