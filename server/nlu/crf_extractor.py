@@ -235,11 +235,17 @@ class CRFEntityExtractor:
         features = pycrfsuite.ItemSequence(token_features(message.tokens, message.token_patterns))
         with self._lock:
             tags = self._tagger.tag(features)
-            marginals = [self._tagger.marginal(tag, i) for i, tag in enumerate(tags)]
+            if all(tag == "O" for tag in tags):
+                return  # no entity: no confidence to compute (crfsuite's forward-backward)
+            # Only the entity tokens' marginals are read: the forward-backward runs once, and
+            # each call for an "O" token crossed into crfsuite for nothing.
+            marginals = {
+                i: self._tagger.marginal(tag, i) for i, tag in enumerate(tags) if tag != "O"
+            }
         message.entities.extend(self._entities(message, tags, marginals))
 
     def _entities(
-        self, message: Message, tags: list[str], marginals: list[float]
+        self, message: Message, tags: list[str], marginals: dict[int, float]
     ) -> list[dict[str, Any]]:
         spans: list[tuple[str, int, int, list[float]]] = []
         for i, tag in enumerate(tags):
