@@ -18,8 +18,13 @@ from server.nlu.params import flag, number
 from server.nlu.state_files import expect, read_array, read_json, write_array, write_json
 
 _ANALYZERS = ("word", "char", "char_wb")
-# Distinct words whose char_wb columns a featurizer remembers (a tuple of ints each).
-WORD_CACHE_SIZE = 512
+# Distinct words whose char_wb columns a featurizer remembers (a tuple of ints each), as
+# many as the CRF's feature names (crf_extractor.WORD_CACHE): 512 was fewer than the words of
+# 100 SNIPS sentences, so a server's stream of sentences kept forming the n-grams of words it
+# had seen. Only words up to CACHED_WORD characters: about 0.5 KB a word of 8 letters, 2.5 KB
+# at 64 (its tuple of up to 6 x 64 columns): 40 MB at most once full of the longest words.
+WORD_CACHE_SIZE = 16_384
+CACHED_WORD = 64
 
 
 def _document_frequency(config: dict[str, Any], key: str, default: float, name: str) -> Any:
@@ -155,7 +160,10 @@ class CountVectorsFeaturizer:
         self._mark_char_block(message)
         if self.analyzer == "char_wb":
             words = self._words(message)
-            columns = itertools.chain.from_iterable(map(self._word_columns, words))
+            cached, columns_of = self._word_columns, self._columns_of_word
+            columns = itertools.chain.from_iterable(
+                [cached(w) if len(w) <= CACHED_WORD else columns_of(w) for w in words]
+            )
             message.blocks.append(self._weights(Counter(columns)))
             return
         message.blocks.append(self._weigh(self.ngrams(message)))

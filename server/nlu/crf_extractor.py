@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import re
 import tempfile
 import threading
@@ -13,7 +14,7 @@ from typing import Any
 
 import pycrfsuite
 
-from server.errors import InvalidConfig, ModelError
+from server.errors import InvalidConfig, ModelError, TrainingError
 from server.nlu.crfsuite_file import check_crfsuite_model
 from server.nlu.message import Message, Token
 from server.nlu.params import number
@@ -23,11 +24,13 @@ from server.nlu.training_data import EntityAnnotation, NLUTrainingData
 # L-BFGS (Rasa's, the default) and SGD with L2 regularisation, about 3x less CPU on SNIPS for
 # a span F1 0.1-0.9 point lower (seventeenth NLU round).
 ALGORITHMS = {"lbfgs": 50, "l2sgd": 10}
-# crfsuite's SGD shuffles the sentences with the C library's rand(), which nothing seeds:
-# each training in a process would continue the last one's sequence, and two trainings of
-# the same data differ. Seeding it just before, under one lock, makes a model a function of
-# its data (L-BFGS draws no random numbers).
-_RAND_LOCK = threading.Lock()
+# crfsuite's SGD shuffles the sentences with the C library's rand(), a state the whole
+# process shares: seeding it is not enough while any other thread draws from it (onnxruntime's
+# thread pool does, left by the static table's or the dense featurizer's training), and two
+# trainings of the same data gave different CRFs. So SGD trains in a forked child, whose one
+# thread seeds rand() and is the only one to draw from it: a model is a function of its data.
+# L-BFGS draws no random numbers and trains in process.
+_RAND_LOCK = threading.Lock()  # where no fork is possible: seeded, but other threads may draw
 
 
 def _seed_c_rand() -> None:
@@ -35,6 +38,28 @@ def _seed_c_rand() -> None:
         ctypes.CDLL(None).srand(1)
     except (OSError, AttributeError):  # no C library by that name (not Linux or macOS)
         pass
+
+
+def _train_seeded(trainer: pycrfsuite.Trainer, path: str) -> None:
+    """`trainer.train(path)` with rand() seeded and drawn from by crfsuite alone."""
+    try:
+        pid = os.fork()
+    except (AttributeError, OSError):  # no fork on this platform, or no memory to fork
+        with _RAND_LOCK:
+            _seed_c_rand()
+            trainer.train(path)
+        return
+    if pid == 0:
+        code = 1
+        try:
+            _seed_c_rand()
+            trainer.train(path)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise TrainingError(f"crfsuite's training failed (exit status {status})")
 
 
 _ROLE = "|role="
@@ -192,9 +217,7 @@ class CRFEntityExtractor:
             if self.algorithm == "lbfgs":
                 trainer.train(path)
             else:
-                with _RAND_LOCK:
-                    _seed_c_rand()
-                    trainer.train(path)
+                _train_seeded(trainer, path)
             self.model_ = Path(path).read_bytes()
         self._open()
 
@@ -212,11 +235,17 @@ class CRFEntityExtractor:
         features = pycrfsuite.ItemSequence(token_features(message.tokens, message.token_patterns))
         with self._lock:
             tags = self._tagger.tag(features)
-            marginals = [self._tagger.marginal(tag, i) for i, tag in enumerate(tags)]
+            if all(tag == "O" for tag in tags):
+                return  # no entity: no confidence to compute (crfsuite's forward-backward)
+            # Only the entity tokens' marginals are read: the forward-backward runs once, and
+            # each call for an "O" token crossed into crfsuite for nothing.
+            marginals = {
+                i: self._tagger.marginal(tag, i) for i, tag in enumerate(tags) if tag != "O"
+            }
         message.entities.extend(self._entities(message, tags, marginals))
 
     def _entities(
-        self, message: Message, tags: list[str], marginals: list[float]
+        self, message: Message, tags: list[str], marginals: dict[int, float]
     ) -> list[dict[str, Any]]:
         spans: list[tuple[str, int, int, list[float]]] = []
         for i, tag in enumerate(tags):

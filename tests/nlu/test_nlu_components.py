@@ -53,6 +53,27 @@ def test_count_vectors_char_wb_ngrams():
     assert abs(sum(v * v for v in values) - 1.0) < 1e-6
 
 
+def test_count_vectors_char_wb_keeps_a_servers_vocabulary_but_not_long_words() -> None:
+    """A word's char_wb columns are formed once: 512 words were kept, fewer than 100 SNIPS
+    sentences hold, so a stream of sentences formed the n-grams of words seen before; a long
+    word (a pasted blob) is not kept, so what is kept stays bounded."""
+    from server.nlu import count_vectors
+
+    featurizer = CountVectorsFeaturizer({"analyzer": "char_wb", "min_ngram": 1, "max_ngram": 3})
+    words = [f"w{i:04d}" for i in range(2_000)]
+    featurizer.train([Message(w, tokenize(w)) for w in words], None)
+    for _ in range(2):
+        for w in words:
+            featurizer.process(Message(w, tokenize(w)))
+    info = featurizer._word_columns.cache_info()
+    assert (info.misses, info.currsize) == (2_000, 2_000)
+    long_word = "w" * (count_vectors.CACHED_WORD + 1)
+    message = Message(long_word, tokenize(long_word))
+    featurizer.process(message)
+    assert message.blocks[-1][0] == sorted(featurizer.vocabulary_[g] for g in (" ", " w", "w"))
+    assert featurizer._word_columns.cache_info().currsize == 2_000
+
+
 def test_count_vectors_weigh_like_sublinear_tfidf() -> None:
     # scikit-learn's TfidfVectorizer over the same n-grams: 1 + log(count) times the smoothed
     # IDF, L2-normalised (repeated n-grams and n-grams outside the vocabulary included).

@@ -1,6 +1,11 @@
 """The EntityTypeFeaturizer: entity types in context for the intent classifier, learned from
 jackknifed CRF predictions."""
 
+import contextlib
+import ctypes
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +206,69 @@ def test_a_crf_trained_by_sgd_twice_is_the_same_model_twice():
         crf.train(messages, data)
         models.append(crf.model_)
     assert models[0] == models[1] == models[2]
+
+
+@contextlib.contextmanager
+def another_thread_drawing_from_rand() -> Iterator[None]:
+    """A thread calling the C library's rand() in a loop, given the interpreter at each of
+    crfsuite's log lines during a training (as onnxruntime's pool threads draw meanwhile)."""
+    rand = ctypes.CDLL(None).rand
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            rand()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    drawer = threading.Thread(target=draw)
+    drawer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        drawer.join()
+        sys.setswitchinterval(interval)
+
+
+def test_a_crf_trained_by_sgd_is_the_same_while_another_thread_draws_from_rand():
+    """Seeding rand() was not enough: any other thread of the process drawing from the C
+    library's rand() meanwhile (onnxruntime's thread pool does, left by the static table's
+    or the dense featurizer's training) moved crfsuite's shuffles, so two trainings of the
+    same SNIPS data gave different CRFs (entity F1 92.41-92.88 %)."""
+    from server.nlu.crf_extractor import CRFEntityExtractor
+
+    data = read_nlu_yaml(DATA)
+    messages = [Message(e.text, tokenize(e.text)) for e in data.examples]
+    alone = CRFEntityExtractor({"algorithm": "l2sgd"})
+    alone.train(messages, data)
+    models = []
+    with another_thread_drawing_from_rand():
+        for _ in range(3):
+            crf = CRFEntityExtractor({"algorithm": "l2sgd"})
+            crf.train(messages, data)
+            models.append(crf.model_)
+    assert models == [alone.model_] * 3
+
+
+def test_a_pipeline_with_sgd_crfs_trained_twice_persists_the_same_files(tmp_path: Path):
+    """The same data and config give the same model files, the jackknife CRFs' typed words
+    and the classifier's weights included, whatever else the process draws meanwhile."""
+    config: list[dict[str, Any]] = [
+        {"name": "WhitespaceTokenizer"},
+        {"name": "CountVectorsFeaturizer"},
+        {"name": "CRFEntityExtractor", "algorithm": "l2sgd"},
+        {"name": "EntityTypeFeaturizer", "algorithm": "l2sgd", "folds": 2, "carrier_weight": 0.5},
+        {"name": "DIETClassifier", "entity_recognition": False},
+    ]
+    data = read_nlu_yaml(DATA)
+    NLUPipeline.train(data, config).persist(tmp_path / "first")
+    with another_thread_drawing_from_rand():
+        NLUPipeline.train(data, config).persist(tmp_path / "second")
+    first = {f.name: f.read_bytes() for f in (tmp_path / "first").iterdir()}
+    second = {f.name: f.read_bytes() for f in (tmp_path / "second").iterdir()}
+    assert any(name.endswith(".crfsuite") for name in first)
+    assert first == second
 
 
 def test_the_jackknife_crfs_train_with_the_featurizers_algorithm():
