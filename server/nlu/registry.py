@@ -26,6 +26,7 @@ COMPONENTS: dict[str, str] = {
     "EntityGazetteerFeaturizer": "server.nlu.gazetteer",
     "TeacherMapFeaturizer": "server.nlu.teacher_map",
     "IntentClassifier": "server.nlu.intent_classifier",
+    "KeywordIntentClassifier": "server.nlu.keyword_classifier",
     "CRFEntityExtractor": "server.nlu.crf_extractor",
     "RegexEntityExtractor": "server.nlu.regex_extractor",
     "EntitySynonymMapper": "server.nlu.synonyms",
@@ -83,7 +84,6 @@ _INTENT_CLASSIFIERS = {
     "DIETClassifier",
     "LogisticRegressionClassifier",
     "SklearnIntentClassifier",
-    "KeywordIntentClassifier",
     "MitieIntentClassifier",
     "EmbeddingIntentClassifier",
 }
