@@ -67,6 +67,15 @@ def test_a_keyword_gives_its_intent_and_any_other_message_no_intent() -> None:
         assert "intent_ranking" not in parsed
 
 
+def test_a_keyword_pipeline_trains_without_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    # Before: "runs as botserver equivalents: KeywordIntentClassifier -> IntentClassifier",
+    # and a tokenizer and n-gram featurizers were said to be added, which it does not use.
+    with caplog.at_level(logging.WARNING):
+        pipeline = _pipeline()
+    assert [r.getMessage() for r in caplog.records] == []
+    assert pipeline.warnings == []
+
+
 def test_case_sensitive_false_matches_any_case() -> None:
     assert _pipeline(case_sensitive=False).parse("HELLO you")["intent"]["name"] == "greet"
     assert _pipeline(case_sensitive=True).parse("HELLO you")["intent"] == NO_INTENT
