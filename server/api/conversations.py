@@ -370,13 +370,14 @@ def conversations_router() -> APIRouter:
     ) -> JSONResponse:
         agent = services.agent
         agent.model()
-        scored = await agent.scores(conversation_id)
-        if scored is None:
-            raise _conversation_not_found()
-        body, tracker = scored
-        return await tracker_response(
-            tracker, EventVerbosity.AFTER_RESTART, around_prediction(body, tracker)
-        )
+        async with agent.scored(conversation_id) as scored:
+            if scored is None:
+                raise _conversation_not_found()
+            body, tracker = scored
+            # Written under the lock, as Rasa does: no turn changes the tracker meanwhile.
+            return await tracker_response(
+                tracker, EventVerbosity.AFTER_RESTART, around_prediction(body, tracker)
+            )
 
     @router.post(
         "/messages",

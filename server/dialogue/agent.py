@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any
 
 from server.brokers.ordering import same_time_run
@@ -220,7 +221,7 @@ class Agent:
             start = tracker.begin_turn(model.model_id, model.assistant_id)
             await processor.update_session(tracker, model, None)
             message_id = message_id or new_message_id()
-            parsed = dict(parse_data or processor.parse(model, text, message_id))
+            parsed = dict(parse_data or await processor.parse_text(model, text, message_id))
             parsed.setdefault("metadata", {})
             tracker.update(UserUttered(text=text, parse_data=parsed, message_id=message_id))
             await processor.extract_slots(tracker, model, None)
@@ -229,18 +230,22 @@ class Agent:
 
     async def predict(self, sender_id: str) -> dict[str, Any]:
         """Scores of every action for the next step, without running any (POST .../predict)."""
-        scored = await self.scores(sender_id, create=True)
-        assert scored is not None  # an unknown conversation is created
-        body, tracker = scored
-        body["tracker"] = tracker.current_state()
-        return body
+        async with self.scored(sender_id, create=True) as scored:
+            assert scored is not None  # an unknown conversation is created
+            body, tracker = scored
+            body["tracker"] = tracker.current_state()
+            return body
 
-    async def scores(
+    @asynccontextmanager
+    async def scored(
         self, sender_id: str, create: bool = False
-    ) -> tuple[dict[str, Any], Tracker] | None:
-        """`predict`'s body without its tracker, and the tracker, for the caller to write out
-        (off the loop when it is long); None for an unknown conversation unless `create`
-        (its one load, under the lock, tells)."""
+    ) -> AsyncIterator[tuple[dict[str, Any], Tracker] | None]:
+        """`predict`'s body without its tracker, and the tracker, under the conversation's
+        lock until the block ends: the caller writes the tracker out (off the loop when it
+        is long) before another turn can change it. None for an unknown conversation unless
+        `create` (its one load, under the lock, tells). The prediction runs on the loop, as
+        a turn's do (tens of microseconds); a long conversation's states are folded in a
+        thread first, as for a turn."""
         model = self.model()
         processor = self.processor
         async with processor.lock_store.lock(sender_id):
@@ -248,14 +253,15 @@ class Agent:
             tracker = await processor.trackers.load(sender_id, defaults)
             if tracker is None:
                 if not create:
-                    return None
+                    yield None
+                    return
                 tracker = Tracker(sender_id, defaults)
             start = tracker.begin_turn(model.model_id, model.assistant_id)
             await processor.update_session(tracker, model, None)
             await processor.save(tracker, start, model)
             if len(tracker.events) > OFF_LOOP_EVENTS:
                 await fold_states_off_loop(tracker, model)
-        return _scores(model, processor.predict_next(tracker, model)), tracker
+            yield _scores(model, processor.predict_next(tracker, model)), tracker
 
     async def execute_action(
         self,

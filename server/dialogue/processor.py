@@ -293,6 +293,15 @@ class Processor:
         args = (model, message.text or "", message.message_id, message.metadata)
         return await asyncio.to_thread(self.parse, *args)
 
+    async def parse_text(
+        self, model: DialogueModel, text: str, message_id: str | None = None
+    ) -> dict[str, Any]:
+        """`parse` where a turn would parse the text: on the loop by a pipeline that never
+        blocks, for a text of ordinary length; in a worker thread otherwise."""
+        if _parses_inline(model) and len(text) <= INLINE_PARSE_CHARS:
+            return self.parse(model, text, message_id)
+        return await asyncio.to_thread(self.parse, model, text, message_id)
+
     # -- trackers ---------------------------------------------------------------------------
     async def tracker_for(self, sender_id: str, model: DialogueModel) -> Tracker:
         """The current session's tracker, or a new empty one."""

@@ -124,6 +124,8 @@ class NLUPipeline:
         for key, component in self._components:
             if key == "IntentClassifier" and component.model_ is not None:
                 return list(component.model_.classes)
+            if key == "KeywordIntentClassifier":
+                return component.intents
         return []
 
     @property

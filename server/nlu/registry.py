@@ -26,6 +26,7 @@ COMPONENTS: dict[str, str] = {
     "EntityGazetteerFeaturizer": "server.nlu.gazetteer",
     "TeacherMapFeaturizer": "server.nlu.teacher_map",
     "IntentClassifier": "server.nlu.intent_classifier",
+    "KeywordIntentClassifier": "server.nlu.keyword_classifier",
     "CRFEntityExtractor": "server.nlu.crf_extractor",
     "RegexEntityExtractor": "server.nlu.regex_extractor",
     "EntitySynonymMapper": "server.nlu.synonyms",
@@ -83,11 +84,19 @@ _INTENT_CLASSIFIERS = {
     "DIETClassifier",
     "LogisticRegressionClassifier",
     "SklearnIntentClassifier",
-    "KeywordIntentClassifier",
     "MitieIntentClassifier",
     "EmbeddingIntentClassifier",
 }
 _NO_EQUIVALENT = {"SpacyEntityExtractor"}
+# Components that read the text or the predictions, never tokens: a pipeline of only these
+# needs no tokenizer (one is added all the same, for `text_tokens`, without a warning).
+_READ_TEXT_ONLY = {
+    "KeywordIntentClassifier",
+    "RegexEntityExtractor",
+    "EntitySynonymMapper",
+    "FallbackClassifier",
+    "DucklingEntityExtractor",
+}
 
 
 @dataclass
@@ -248,7 +257,8 @@ def _dedupe_tokenizers(plan: Plan) -> None:
         steps.append(step)
     if not seen:
         steps.insert(0, Step("WhitespaceTokenizer", {}, "WhitespaceTokenizer"))
-        plan.warnings.append("The pipeline has no tokenizer; WhitespaceTokenizer was added.")
+        if any(s.key not in _READ_TEXT_ONLY for s in steps[1:]):
+            plan.warnings.append("The pipeline has no tokenizer; WhitespaceTokenizer was added.")
     elif steps[0].key not in TOKENIZERS:
         tokenizer = next(s for s in steps if s.key in TOKENIZERS)
         steps.remove(tokenizer)

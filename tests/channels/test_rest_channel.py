@@ -277,7 +277,12 @@ async def test_response_variations_are_picked_by_rasas_output_channel_names(
     # variation was never said. Rasa names the streaming output 'queue' and the plain one
     # 'collector'; the stored input_channel is 'rest' for both.
     model = train_archive(write_files(STREAM_BOT, tmp_path), tmp_path / "models")
-    options = ServerOptions(model_path=model, enable_api=True, models_dir=model.parent)
+    options = ServerOptions(
+        model_path=model,
+        endpoints={"tracker_store": {"type": "in_memory"}},  # not botserver.db in the cwd
+        enable_api=True,
+        models_dir=model.parent,
+    )
     async with serving(build_app(options)) as url, httpx.AsyncClient(base_url=url) as bot:
         streamed = await bot.post(
             "/webhooks/rest/webhook?stream=true", json={"sender": "s", "message": "hi"}

@@ -28,6 +28,7 @@ from server.trackers.events import (
     LoopInterrupted,
     UserUttered,
 )
+from server.trackers.memory_lock import InMemoryLockStore
 from server.trackers.tracker import Tracker as BotTracker
 from tests.dialogue.conversation_fixtures import Conversation, make_agent
 from tests.dialogue.sdk_transport import SdkTransport
@@ -274,6 +275,70 @@ async def test_a_long_message_is_parsed_off_the_loop_even_by_a_pipeline_that_nev
     loop_thread = threading.current_thread().name
     assert nlu.threads[0] == loop_thread
     assert nlu.threads[1] != loop_thread
+
+
+class BlockingRecorder(QuickNLU):
+    """A pipeline that may block (Duckling, an NLU server): parsed in a thread."""
+
+    blocking = True
+
+
+async def test_a_posted_message_is_parsed_where_a_turn_would_parse_it() -> None:
+    """Before, POST .../messages parsed on the event loop whatever the pipeline: with
+    Duckling or an NLU server every other conversation and /health waited for the HTTP
+    call (up to its timeout), and a long text held the loop as a turn's did before."""
+    loop_thread = threading.current_thread().name
+    quick, blocking = QuickNLU(), BlockingRecorder()
+    for nlu in (quick, blocking):
+        agent = agent_for(Scripted(), nlu=nlu)
+        await agent.add_message("posted", "hello")
+        await agent.add_message("posted", "x" * (INLINE_PARSE_CHARS + 1))
+    assert quick.threads[0] == loop_thread  # a sparse parse: no thread hop, as in a turn
+    assert loop_thread not in quick.threads[1:] + blocking.threads
+    assert len(blocking.threads) == 2
+
+
+class ReleasedWithARoundTrip:
+    """The in-memory lock store, its release awaiting a round trip as Redis's does: a request
+    given to `meanwhile` runs (and may take the lock) before the releasing one goes on."""
+
+    def __init__(self) -> None:
+        self.locks = InMemoryLockStore()
+        self.meanwhile: asyncio.Future[Any] | None = None
+
+    def lock(self, conversation_id: str, *args: Any) -> Any:
+        return _RoundTripHeld(self, self.locks.lock(conversation_id, *args))
+
+
+class _RoundTripHeld:
+    def __init__(self, store: ReleasedWithARoundTrip, held: Any) -> None:
+        self.store, self.held = store, held
+
+    async def __aenter__(self) -> None:
+        await self.held.__aenter__()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.held.__aexit__(*exc_info)
+        other, self.store.meanwhile = self.store.meanwhile, None
+        if other is not None:
+            await other
+
+
+async def test_predict_answers_for_the_conversation_as_its_lock_held_it() -> None:
+    """Before, POST .../predict let the conversation's lock go, then predicted and wrote the
+    tracker: a turn that took the lock during the release (a Redis lock's round trip) was
+    in the scores and the tracker of a prediction asked before it."""
+    agent = agent_for(Scripted("utter_greet", "action_listen", "utter_greet"))
+    locks = agent.processor.lock_store = ReleasedWithARoundTrip()
+    await Conversation(agent, "asked").say("hello")
+    before = len((await agent.tracker("asked")).events)
+    turn = asyncio.ensure_future(agent.handle_message(UserMessage("/go", "asked")))
+    locks.meanwhile = turn
+    predicted = await agent.predict("asked")
+    assert turn.done()
+    assert predicted["tracker"]["latest_message"]["text"] == "hello"
+    assert predicted["tracker"]["latest_action_name"] == "action_listen"
+    assert len(predicted["tracker"]["events"]) == before
 
 
 class Recording:

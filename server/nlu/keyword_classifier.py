@@ -1,0 +1,120 @@
+"""KeywordIntentClassifier: each training example is a keyword of its intent; a message that
+holds one, as whole words, gets that intent at confidence 1.0, any other message no intent."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from server.errors import ModelError
+from server.nlu.message import Message
+from server.nlu.params import flag
+from server.nlu.training_data import NLUTrainingData
+
+logger = logging.getLogger(__name__)
+
+NO_INTENT: dict[str, Any] = {"name": None, "confidence": 0.0}
+
+
+def keyword_pattern(keyword: str, case_sensitive: bool) -> re.Pattern[str]:
+    """The keyword as written (no regex syntax), not inside a longer word: an edge that is a
+    word character must not touch another one ("hi" is not in "high")."""
+    before = r"(?<!\w)" if re.match(r"\w", keyword) else ""
+    after = r"(?!\w)" if re.search(r"\w\Z", keyword) else ""
+    return re.compile(before + re.escape(keyword) + after, 0 if case_sensitive else re.IGNORECASE)
+
+
+class KeywordIntentClassifier:
+    def __init__(self, config: dict[str, Any], name: str = "KeywordIntentClassifier"):
+        self.config = config
+        self.name = name
+        self.case_sensitive = flag(config, "case_sensitive", True, name)
+        # (keyword, intent) in training order: the first keyword found decides.
+        self.keywords_: list[tuple[str, str]] = []
+        self._compiled: list[tuple[re.Pattern[str], str]] = []
+
+    @property
+    def intents(self) -> list[str]:
+        return sorted({intent for _, intent in self.keywords_})
+
+    def train(self, messages: list[Message], data: NLUTrainingData) -> None:
+        keywords: dict[str, str] = {}
+        ambiguous: set[str] = set()
+        for example in data.examples:
+            intent, text = example.base_intent, example.text
+            if not intent or not text.strip():
+                continue
+            known = keywords.setdefault(text, intent)
+            if known != intent and text not in ambiguous:
+                ambiguous.add(text)
+                logger.warning(
+                    "%s: '%s' is an example of intents '%s' and '%s', so it is no keyword "
+                    "of either. Keep it in one intent only.",
+                    self.name,
+                    text,
+                    known,
+                    intent,
+                )
+        for text in ambiguous:
+            del keywords[text]
+        self.keywords_ = [
+            (k, i) for k, i in keywords.items() if not self._inside_another(k, i, keywords)
+        ]
+        self._compile()
+
+    def _inside_another(self, keyword: str, intent: str, keywords: dict[str, str]) -> bool:
+        """Whether `keyword` is found in a keyword of another intent (which then could never
+        be told from it), with a warning: such a keyword is dropped, as Rasa drops it."""
+        pattern = keyword_pattern(keyword, self.case_sensitive)
+        for other, other_intent in keywords.items():
+            if other_intent == intent or (self.case_sensitive and keyword not in other):
+                continue
+            if pattern.search(other):
+                logger.warning(
+                    "%s: keyword '%s' of intent '%s' is part of '%s', a keyword of intent "
+                    "'%s', so it is no keyword. Reword one of the two examples.",
+                    self.name,
+                    keyword,
+                    intent,
+                    other,
+                    other_intent,
+                )
+                return True
+        return False
+
+    def _compile(self) -> None:
+        self._compiled = [(keyword_pattern(k, self.case_sensitive), i) for k, i in self.keywords_]
+
+    def intent_of(self, text: str) -> str | None:
+        for pattern, intent in self._compiled:
+            if pattern.search(text):
+                return intent
+        return None
+
+    def process(self, message: Message) -> None:
+        intent = self.intent_of(message.text)
+        # A classifier before this one keeps its intent when no keyword is found.
+        if intent is not None:
+            message.intent = {"name": intent, "confidence": 1.0}
+        elif message.intent is None:
+            message.intent = dict(NO_INTENT)
+
+    def state(self, directory: Path, prefix: str) -> dict[str, Any]:
+        return {"keywords": [[k, i] for k, i in self.keywords_]}
+
+    @classmethod
+    def from_state(
+        cls, config: dict[str, Any], state: dict[str, Any], directory: Path, prefix: str, name: str
+    ) -> KeywordIntentClassifier:
+        classifier = cls(config, name)
+        pairs = state.get("keywords")
+        if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p)
+            for p in pairs
+        ):
+            raise ModelError(f"{name}: the stored keywords are not [keyword, intent] pairs")
+        classifier.keywords_ = [(k, i) for k, i in pairs]
+        classifier._compile()
+        return classifier

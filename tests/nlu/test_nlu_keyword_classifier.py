@@ -1,0 +1,146 @@
+"""KeywordIntentClassifier as Rasa runs it: a message holding one of an intent's training
+examples as whole words gets that intent at confidence 1.0, any other message no intent."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.api.server import ServerOptions, build_app
+from server.errors import ModelError
+from server.nlu.pipeline import NLUPipeline
+from server.training.nlu_yaml import read_nlu_yaml
+from tests.dialogue.conversation_fixtures import train_archive, write_files
+from tests.serving import serving
+
+NLU = """
+nlu:
+- intent: greet
+  examples: |
+    - hello
+    - hi there
+    - what's up?
+- intent: goodbye
+  examples: |
+    - bye
+    - see you
+"""
+
+KEYWORD_BOT = {
+    "config.yml": "version: '3.1'\nlanguage: en\npipeline:\n- name: KeywordIntentClassifier\n"
+    "policies:\n- name: RulePolicy\n",
+    "domain.yml": "version: '3.1'\nintents: [greet, goodbye]\nresponses:\n"
+    "  utter_greet: [{text: Hey!}]\n  utter_goodbye: [{text: Bye!}]\n"
+    '  utter_default: [{text: "Sorry, I did not get that."}]\n',
+    "data/nlu.yml": "version: '3.1'\n" + NLU,
+    "data/rules.yml": "version: '3.1'\nrules:\n"
+    "- rule: greet\n  steps: [{intent: greet}, {action: utter_greet}]\n"
+    "- rule: bye\n  steps: [{intent: goodbye}, {action: utter_goodbye}]\n",
+}
+
+NO_INTENT = {"name": None, "confidence": 0.0}
+
+
+def _pipeline(**options: object) -> NLUPipeline:
+    return NLUPipeline.train(
+        read_nlu_yaml(NLU, "nlu.yml"), [{"name": "KeywordIntentClassifier", **options}]
+    )
+
+
+def test_a_keyword_gives_its_intent_and_any_other_message_no_intent() -> None:
+    # Before: the keyword classifier ran as our ML classifier, so "zzz" and "" came back as
+    # the likeliest intent (goodbye at 0.52) with a ranking, and a rule answered them.
+    pipeline = _pipeline()
+    for text in ("hello", "oh hello friend", "well, bye!", "hi there"):
+        parsed = pipeline.parse(text)
+        assert parsed["intent"]["confidence"] == 1.0, text
+        assert "intent_ranking" not in parsed
+    assert pipeline.parse("oh hello friend")["intent"]["name"] == "greet"
+    assert pipeline.parse("well, bye!")["intent"]["name"] == "goodbye"
+    for text in ("zzz", "", "hi", "hellooo", "goodbye", "Hello"):
+        parsed = pipeline.parse(text)
+        assert parsed["intent"] == NO_INTENT, text
+        assert "intent_ranking" not in parsed
+
+
+def test_a_keyword_pipeline_trains_without_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    # Before: "runs as botserver equivalents: KeywordIntentClassifier -> IntentClassifier",
+    # and a tokenizer and n-gram featurizers were said to be added, which it does not use.
+    with caplog.at_level(logging.WARNING):
+        pipeline = _pipeline()
+    assert [r.getMessage() for r in caplog.records] == []
+    assert pipeline.warnings == []
+
+
+def test_case_sensitive_false_matches_any_case() -> None:
+    assert _pipeline(case_sensitive=False).parse("HELLO you")["intent"]["name"] == "greet"
+    assert _pipeline(case_sensitive=True).parse("HELLO you")["intent"] == NO_INTENT
+
+
+def test_a_keyword_is_matched_as_written_not_as_a_regex() -> None:
+    pipeline = _pipeline()
+    assert pipeline.parse("so what's up?")["intent"]["name"] == "greet"
+    assert pipeline.parse("what's up")["intent"] == NO_INTENT
+    assert pipeline.parse("what's u")["intent"] == NO_INTENT
+
+
+def test_a_keyword_of_two_intents_or_inside_another_intents_keyword_is_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = read_nlu_yaml(
+        "nlu:\n- intent: greet\n  examples: |\n    - hey\n    - good morning\n"
+        "- intent: mood\n  examples: |\n    - hey\n    - good\n",
+        "nlu.yml",
+    )
+    with caplog.at_level(logging.WARNING):
+        pipeline = NLUPipeline.train(data, [{"name": "KeywordIntentClassifier"}])
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "'hey'" in said and "'good'" in said
+    assert pipeline.parse("hey")["intent"] == NO_INTENT
+    assert pipeline.parse("good")["intent"] == NO_INTENT
+    assert pipeline.parse("good morning")["intent"]["name"] == "greet"
+
+
+def test_stored_keywords_of_the_wrong_shape_refuse_to_load(tmp_path: Path) -> None:
+    _pipeline().persist(tmp_path)
+    manifest = json.loads((tmp_path / "pipeline.json").read_text())
+    keyword = manifest["components"][-1]
+    assert keyword["state"]["keywords"][0] == ["hello", "greet"]
+    for bad in (None, "hello", [["hello"]], [["hello", 1]], [{"hello": "greet"}]):
+        keyword["state"]["keywords"] = bad
+        (tmp_path / "pipeline.json").write_text(json.dumps(manifest))
+        with pytest.raises(ModelError, match="KeywordIntentClassifier"):
+            NLUPipeline.load(tmp_path)
+
+
+async def test_a_message_without_a_keyword_gets_the_fallback_not_a_rule(tmp_path: Path) -> None:
+    # Before: "zzz" was read as goodbye and the bot said "Bye!". As in Rasa, no rule applies
+    # to a message without an intent: RulePolicy's fallback runs action_default_fallback.
+    model = train_archive(write_files(KEYWORD_BOT, tmp_path), tmp_path / "models")
+    options = ServerOptions(
+        model_path=model,
+        endpoints={"tracker_store": {"type": "in_memory"}},
+        enable_api=True,
+        models_dir=model.parent,
+    )
+    async with serving(build_app(options)) as url, httpx.AsyncClient(base_url=url) as bot:
+        parsed = (await bot.post("/model/parse", json={"text": "zzz"})).json()
+        replies = {
+            text: (
+                await bot.post("/webhooks/rest/webhook", json={"sender": "u", "message": text})
+            ).json()
+            for text in ("hello", "zzz", "see you soon")
+        }
+        tracker = (await bot.get("/conversations/u/tracker")).json()
+    assert parsed == {"text": "zzz", "intent": NO_INTENT, "entities": [], "text_tokens": [[0, 3]]}
+    assert [[m["text"] for m in replies[t]] for t in replies] == [
+        ["Hey!"],
+        ["Sorry, I did not get that."],
+        ["Bye!"],
+    ]
+    fallback = [e for e in tracker["events"] if e.get("name") == "action_default_fallback"]
+    assert [e["policy"] for e in fallback] == ["RulePolicy"]
