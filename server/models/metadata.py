@@ -27,7 +27,9 @@ TRAINING_FINGERPRINT_KEY = "fingerprint"
 #   0  every entity role and group counted in the dialogue (no marker in the metadata)
 #   1  a role or group counts only where the domain lists it (`entity_roles: "listed"`)
 #   2  the format itself in the metadata (`training_format`) and the fingerprint
-TRAINING_FORMAT = 2
+#   3  KeywordIntentClassifier trained as Rasa's (keywords, a null intent without one; was the
+#      linear classifier), SGD-trained CRFs the same for the same data
+TRAINING_FORMAT = 3
 TRAINING_FORMAT_KEY = "training_format"
 # Since this format, a role or group counts only where the domain lists it.
 ROLES_LISTED_SINCE = 1
