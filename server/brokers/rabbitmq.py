@@ -26,6 +26,7 @@ from server.brokers.delivery import MIN_RETRY_DELAY, BackgroundDelivery, Outgoin
 from server.brokers.ordering import EXPORT_PROCESS_ID_HEADER, PREVIOUS_ID_HEADER
 from server.errors import InvalidConfig
 from server.setting_values import flag
+from server.worker_claims import first_to_say
 
 logger = logging.getLogger(__name__)
 
@@ -141,12 +142,12 @@ class RabbitMQEventBroker(QueuedBroker):
             await asyncio.wait_for(self._open(), timeout)
         except Exception as exc:
             reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else exc
-            logger.warning(
-                "event broker: cannot reach %s (%s); events are queued and connecting is "
-                "retried in the background",
-                _safe(self.url),
-                reason or type(exc).__name__,
+            cannot_reach = (
+                f"event broker: cannot reach {_safe(self.url)} ({reason or type(exc).__name__}); "
+                "events are queued and connecting is retried in the background"
             )
+            if first_to_say(cannot_reach):  # once for all workers
+                logger.warning(cannot_reach)
             self._reconnect = asyncio.create_task(
                 self._connect_in_background(), name="RabbitMQ event broker connect"
             )
