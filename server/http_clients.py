@@ -103,8 +103,9 @@ def safe_url(url: str, tolerant: bool = False) -> str:
     `tolerant`: then a port out of range is shown as written (what the error is about), one
     that is no number is left out (and the path, when an '@' follows: a password's rest,
     `http://bot:pa/SECRET@host` shows `http://bot`), and what urlsplit cannot read is shown
-    up to its query, without what precedes its last `@`. An address without scheme (`bot:pw@host:5055/x`,
-    no URL but what a user may write) is shown without what precedes its last `@` too."""
+    up to its query, without what precedes its last `@`. An address without scheme
+    (`bot:pw@host:5055/x`, no URL but what a user may write) is shown without what precedes
+    its last `@` too."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
