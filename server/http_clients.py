@@ -101,9 +101,11 @@ def safe_url(url: str, tolerant: bool = False) -> str:
 
     Raises ValueError for what is no URL (a port out of range, an unclosed bracket), unless
     `tolerant`: then a port out of range is shown as written (what the error is about), one
-    that is no number is left out, and what urlsplit cannot read is shown up to its query,
-    without what precedes its last `@`. An address without scheme (`bot:pw@host:5055/x`,
-    no URL but what a user may write) is shown without what precedes its last `@` too."""
+    that is no number is left out (and the path, when an '@' follows: a password's rest,
+    `http://bot:pa/SECRET@host` shows `http://bot`), and what urlsplit cannot read is shown
+    up to its query, without what precedes its last `@`. An address without scheme
+    (`bot:pw@host:5055/x`, no URL but what a user may write) is shown without what precedes
+    its last `@` too."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -130,6 +132,8 @@ def safe_url(url: str, tolerant: bool = False) -> str:
         written = parts.netloc.rpartition("@")[2].rpartition(":")[2]
         # No number: maybe a password.
         port = written if written.isdigit() and not maybe_password else None
+        if maybe_password:  # the path may be its rest (`bot:pa/SECRET@host`): no URL anyway
+            return urlunsplit((parts.scheme, host, "", "", ""))
     if port is not None:
         host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))

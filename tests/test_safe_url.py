@@ -8,6 +8,7 @@ import pytest
 from server.dialogue.http_endpoint import HttpEndpoint
 from server.errors import InvalidConfig, ModelUnavailable
 from server.http_clients import safe_url
+from server.models.model_server import ModelServerConfig
 from server.models.remote_storage import download_model
 from server.setting_values import http_url
 from tests.models.conftest import s3_at
@@ -146,3 +147,18 @@ def test_a_fragment_holding_an_at_sign_is_not_shown(tolerant: bool) -> None:
     url = "http://bot:1234#x@host/"
     connected = httpx.URL(url)
     assert safe_url(url, tolerant=tolerant) == f"http://{connected.host}:{connected.port}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://bot:pa/SECRET@actions:5055/webhook", "http://bot:pa/SE?CRET@actions:5055/webhook"],
+)
+def test_a_password_holding_a_slash_is_not_shown_as_a_path(url: str) -> None:
+    # urlsplit ends the host at the '/', reads "pa" as a port (left out: no number) and the
+    # password's rest as the path: shown before, "http://bot/SECRET@actions:5055/webhook" (in
+    # PUT /model's 400, the AWS_ENDPOINT_URL or AZURE_ACCOUNT_URL error). No URL httpx would
+    # request: the path, maybe a password's rest, is not shown.
+    assert safe_url(url, tolerant=True) == "http://bot"
+    with pytest.raises(InvalidConfig) as refused:
+        ModelServerConfig.from_endpoint({"url": url})
+    assert "SE" not in str(refused.value)

@@ -49,6 +49,7 @@ from server.models.remote_storage import STORAGES, check_storage_settings
 from server.outages import flush_repeats
 from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
 from server.training.yaml_io import read_yaml_file
+from server.worker_claims import first_to_say
 
 logger = logging.getLogger(__name__)
 
@@ -173,16 +174,19 @@ def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> N
                 # As Rasa, the server runs on; without the API or a model server (remote
                 # storage is read once) only a restart can bring a model.
                 later = options.enable_api or app.state.services.models_endpoint
-                logger.warning(
-                    "The server starts without a model%s: /health/ready answers 503 and "
-                    "conversations fail with 409 %s",
-                    "" if listen_url else f" [pid {os.getpid()}]",
-                    "until one is loaded (PUT /model with --enable-api, a model server, or "
-                    "restart with -m)."
-                    if later
-                    else "for good: without --enable-api or a model server, nothing can load "
-                    "one until a restart (fix the cause above, then restart).",
+                without_model = (
+                    "The server starts without a model: /health/ready answers 503 and "
+                    "conversations fail with 409 "
+                    + (
+                        "until one is loaded (PUT /model with --enable-api, a model server, "
+                        "or restart with -m)."
+                        if later
+                        else "for good: without --enable-api or a model server, nothing can "
+                        "load one until a restart (fix the cause above, then restart)."
+                    )
                 )
+                if first_to_say(without_model):  # once for all workers
+                    logger.warning(without_model)
             if listen_url:
                 announce(
                     logger,

@@ -18,22 +18,15 @@ from typing import IO, Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from server.worker_claims import WORKERS_DIR_ENV as WORKERS_DIR_ENV
+from server.worker_claims import first_to_claim as first_to_claim
+from server.worker_claims import workers_dir
+
 logger = logging.getLogger(__name__)
-
-# Set for the workers: a directory they share for the whole run (their metrics snapshots, the
-# model a PUT /model asked for), removed when the server stops.
-WORKERS_DIR_ENV = "BOTSERVER_WORKERS_DIR"
-
 
 # Set in each worker that serves on a private Unix socket too: its route, the name of its
 # socket in `route_sockets()` (socket.io sessions are routed by it: channels/socketio_routing).
 WORKER_ROUTE_ENV = "BOTSERVER_WORKER_ROUTE"
-
-
-def workers_dir() -> Path | None:
-    """The shared directory, in a worker of `--workers N`; None in a server of one process."""
-    found = os.environ.get(WORKERS_DIR_ENV)
-    return Path(found) if found else None
 
 
 def hold_workers_dir() -> IO[str] | None:
@@ -63,22 +56,6 @@ def leave_workers_dir(alive: IO[str] | None, orphaned: bool) -> None:
     except BlockingIOError:
         return
     shutil.rmtree(shared, ignore_errors=True)
-
-
-def first_to_claim(name: str) -> bool:
-    """Whether this process is the first to claim `name` (say, a start-up check all workers
-    would repeat word for word): always in a server of one process; in a worker of
-    `--workers N`, only in the one that claims it first for the run."""
-    shared = workers_dir()
-    if shared is None:
-        return True
-    try:
-        os.close(os.open(shared / f"{name}.claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return False
-    except OSError:  # the directory gone or unwritable: better each worker than none
-        return True
-    return True
 
 
 def route_sockets(shared: Path) -> Path:

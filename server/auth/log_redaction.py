@@ -13,7 +13,28 @@ from typing import Any
 
 REDACTED = "***"
 
-_PATTERNS = (
+# A URL's scheme and `://`. Bounded (real schemes have a few letters: postgresql+asyncpg):
+# tried from each word of a line, an unbounded one read every word's run to its end.
+_SCHEME = r"\b[a-zA-Z][a-zA-Z0-9+.\-]{0,31}://"
+
+# A URL: what precedes its query (a path may hold a quote), then its query or fragment, to
+# the URL's end. Each one read once, whole: no other URL is tried from inside it.
+_URL_QUERY = re.compile(rf"({_SCHEME}[^?#\s]*+)(?:([?#])([^\s'\"]*+))?")
+
+
+def _hide_query_with_at(found: re.Match[str]) -> str:
+    """A URL's query or fragment holding an '@': a password holding a '?' or '#' that is not
+    percent-encoded (`http://bot:12#x@host/` connects to `bot:12`, as `safe_url` shows it):
+    the rest is hidden, so the line names the host connected to, not `host`. Trailing
+    punctuation (`...@host).`) is the sentence's, kept."""
+    before, mark, rest = found.group(1, 2, 3)
+    if not mark or "@" not in rest:
+        return found.group()
+    hidden = rest.rstrip(":,;.!)")
+    return f"{before}{mark}{REDACTED}{rest[len(hidden) :]}"
+
+
+_PATTERNS: tuple[tuple[re.Pattern[str], Any], ...] = (
     # ?token=... / &access_token=... / ?key=... / &sig=... in URLs and query strings, and
     # the signature of an S3 presigned or GCS signed URL (X-Amz-Signature, X-Goog-Signature).
     (
@@ -36,7 +57,9 @@ _PATTERNS = (
     # Secret-named keys in dumped config or dicts: "token": "x", 'password': 'y', secret=z.
     (
         re.compile(
-            r"""(["']?\b[\w-]*(?:token|password|passwd|secret|api[-_]?key)["']?\s*[:=]\s*)"""
+            # From the name's secret word: the words before it (`my_token`) are kept as they
+            # are, and reading them from each word's start cost a long line its square.
+            r"""((?:token|password|passwd|secret|api[-_]?key)["']?\s*[:=]\s*)"""
             r"""(?:"[^"]*"|'[^']*'|[^\s,&}]+)""",
             re.IGNORECASE,
         ),
@@ -44,20 +67,20 @@ _PATTERNS = (
     ),
     # Authorization header values, in any spelling of the scheme.
     (re.compile(r"\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/=]+", re.IGNORECASE), r"\1\2"),
-    # A URL's query or fragment holding an '@': a password holding a '?' or '#' that is not
-    # percent-encoded (`http://bot:12#x@host/` connects to `bot:12`, as `safe_url` shows
-    # it): the rest is hidden, so the line names the host connected to, not `host`.
+    # A URL's query or fragment holding an '@' (`_hide_query_with_at`).
+    (_URL_QUERY, _hide_query_with_at),
+    # Passwords in URLs: scheme://user:password@host.
+    (re.compile(rf"({_SCHEME}[^:/@\s]*:)[^@/\s]+(?=@)"), r"\1"),
+    # Anything that looks like a JWT, even without its scheme. Tried from the first `eyJ` of
+    # a run of base64url only: when that one is no JWT, no later one before the run's '.' is
+    # (each tried, to the '.', cost a long line its square).
     (
         re.compile(
-            r"(\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^/?#\s]*(?:/[^?#\s]*)?)([?#])"
-            r"[^\s'\"]*@[^\s'\"]*?(?=[:,;.!)]*(?:[\s'\"]|$))"  # to the URL's end, not the ':'
+            r"(?<![A-Za-z0-9_\-])((?:(?!\beyJ)[A-Za-z0-9_\-])*+)"
+            r"\beyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"
         ),
-        r"\1\2",
+        r"\1",
     ),
-    # Passwords in URLs: scheme://user:password@host.
-    (re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)[^@/\s]+(?=@)"), r"\1"),
-    # Anything that looks like a JWT, even without its scheme.
-    (re.compile(r"\beyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), ""),
 )
 
 # Loggers whose records carry request lines or headers.
@@ -82,8 +105,10 @@ def redact(text: str) -> str:
         if literal in text:
             text = text.replace(literal, REDACTED)
     for pattern, keep in _PATTERNS:
-        replacement = keep + REDACTED if keep else REDACTED
-        text = pattern.sub(replacement, text)
+        if callable(keep):
+            text = pattern.sub(keep, text)
+        else:
+            text = pattern.sub(keep + REDACTED if keep else REDACTED, text)
     return text
 
 

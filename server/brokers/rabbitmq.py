@@ -25,7 +25,9 @@ from yarl import URL
 from server.brokers.delivery import MIN_RETRY_DELAY, BackgroundDelivery, Outgoing, QueuedBroker
 from server.brokers.ordering import EXPORT_PROCESS_ID_HEADER, PREVIOUS_ID_HEADER
 from server.errors import InvalidConfig
+from server.http_clients import safe_url
 from server.setting_values import flag
+from server.worker_claims import first_to_say
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class RabbitMQEventBroker(QueuedBroker):
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.url = amqp_url(config)
+        # As the log shows it: no user, password or query (the client key's path).
+        self.shown_url = safe_url(self.url, tolerant=True)
         self.exchange_name = str(config.get("exchange_name") or DEFAULT_EXCHANGE)
         self.queues = _queues(config)
         _warn_failure_settings(config)
@@ -141,12 +145,12 @@ class RabbitMQEventBroker(QueuedBroker):
             await asyncio.wait_for(self._open(), timeout)
         except Exception as exc:
             reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else exc
-            logger.warning(
-                "event broker: cannot reach %s (%s); events are queued and connecting is "
-                "retried in the background",
-                _safe(self.url),
-                reason or type(exc).__name__,
+            cannot_reach = (
+                f"event broker: cannot reach {self.shown_url} ({reason or type(exc).__name__}); "
+                "events are queued and connecting is retried in the background"
             )
+            if first_to_say(cannot_reach):  # once for all workers
+                logger.warning(cannot_reach)
             self._reconnect = asyncio.create_task(
                 self._connect_in_background(), name="RabbitMQ event broker connect"
             )
@@ -158,7 +162,11 @@ class RabbitMQEventBroker(QueuedBroker):
             try:
                 await self._open()
             except Exception as exc:  # said once at start-up; each delivery failure says it
-                logger.debug("event broker: still cannot reach %s: %s", _safe(self.url), exc)
+                logger.debug(
+                    "event broker: still cannot reach %s: %s",
+                    self.shown_url,
+                    exc,
+                )
                 delay = min(delay * 2, MAX_RETRY_DELAY)
 
     async def _open(self) -> AbstractExchange:
@@ -182,7 +190,7 @@ class RabbitMQEventBroker(QueuedBroker):
         self._connection, self._channel, self._exchange = connection, channel, exchange
         logger.info(
             "event broker: connected to %s, queues %s (exchange '%s')",
-            _safe(self.url),
+            self.shown_url,
             ", ".join(self.queues),
             self.exchange_name,
         )
@@ -375,11 +383,6 @@ def _warn_existing(kind: str, name: str, refusal: ChannelPreconditionFailed) -> 
         name,
         refusal,
     )
-
-
-def _safe(url: str) -> str:
-    parsed = URL(url)
-    return str(parsed.with_password("***")) if parsed.password else url
 
 
 def _headers(outgoing: Outgoing) -> HeadersType:

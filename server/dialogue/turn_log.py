@@ -16,9 +16,18 @@ logger = logging.getLogger("server.dialogue.processor")
 # A value longer than this is cut in a debug line (a text slot holding a whole message).
 VALUE_CHARS = 60
 
+
+class _FromTheStart(reprlib.Repr):
+    """reprlib's Repr, but a long string shows its start only (reprlib's shows its start and
+    end, a text the value never held): its first characters, the rest cut with the line."""
+
+    def repr_str(self, x: str, level: int) -> str:
+        return repr(x[: self.maxstring + 1])
+
+
 # Shows a value's first items and characters only: a slot holding a huge list or text costs
 # a few dozen items' repr a line, not the whole value's (then cut to VALUE_CHARS).
-_FIRST_ITEMS = reprlib.Repr()
+_FIRST_ITEMS = _FromTheStart()
 _FIRST_ITEMS.maxlevel = 3
 _FIRST_ITEMS.maxlist = _FIRST_ITEMS.maxtuple = _FIRST_ITEMS.maxset = _FIRST_ITEMS.maxdict = 8
 _FIRST_ITEMS.maxstring = _FIRST_ITEMS.maxlong = _FIRST_ITEMS.maxother = VALUE_CHARS

@@ -68,17 +68,33 @@ def check_storage_settings(storage: str) -> None:
     storage_timeout()
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
     if storage == "aws" and endpoint:
-        _storage_address("AWS_ENDPOINT_URL", endpoint, _S3_SERVICE)
+        shown = _storage_address("AWS_ENDPOINT_URL", endpoint, _S3_SERVICE)
         if urlsplit(endpoint).query:  # botocore refuses it at the first request
             raise InvalidConfig(
-                f"AWS_ENDPOINT_URL {safe_url(endpoint, tolerant=True)!r} is not usable: an "
-                "endpoint URL takes no query (botocore: not a valid URI)"
+                f"AWS_ENDPOINT_URL {shown!r} is not usable: an endpoint URL takes no query "
+                "(botocore: not a valid URI)"
             )
+        _check_botocore_host(endpoint, shown)
     account_url = os.environ.get("AZURE_ACCOUNT_URL")
     if storage == "azure" and account_url:
         _storage_address("AZURE_ACCOUNT_URL", account_url, _BLOB_SERVICE)
     if storage == "azure" and os.environ.get("AZURE_ACCOUNT_KEY"):
         _azure_account_key()
+
+
+def _check_botocore_host(endpoint: str, shown: str) -> None:
+    """InvalidConfig for an endpoint whose host botocore refuses when it makes the client
+    ("Invalid endpoint"): a name with '_' (Compose v1's `minio_1`) or not in ASCII."""
+    try:
+        from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
+    except ImportError:  # the download says boto3 is missing
+        return
+    if not (is_valid_endpoint_url(endpoint) or is_valid_ipv6_endpoint_url(endpoint)):
+        raise InvalidConfig(
+            f"AWS_ENDPOINT_URL {shown!r} is not usable: botocore takes its host for no "
+            "endpoint (letters, digits, '-' and '.' only, no '_'); give the http(s) URL of "
+            + _S3_SERVICE
+        )
 
 
 def _azure_account_key() -> str:

@@ -19,8 +19,11 @@ from server.models.holder import ModelHolder, ModelInfo
 from server.models.local import resolve_local_model
 from server.models.model_server import ModelServerConfig, ModelServerPoller
 from server.models.remote_storage import download_model, model_file_name
+from server.worker_claims import first_to_say
 
 logger = logging.getLogger(__name__)
+
+_NO_MODEL = "No model configured: the server starts without a model"
 
 
 class ModelSource:
@@ -47,9 +50,11 @@ class ModelSource:
                 return await self.load_from_remote_storage(remote_storage, name)
             if model_path is not None:
                 return await self.load_local(Path(model_path))
-            logger.warning("No model configured: the server starts without a model")
+            if first_to_say(_NO_MODEL):  # once for all workers
+                logger.warning(_NO_MODEL)
         except BotServerError as exc:
-            logger.error("Could not load a model at startup: %s", exc)
+            if first_to_say(f"Could not load a model at startup: {exc}"):  # once for workers
+                logger.error("Could not load a model at startup: %s", exc)
         return None
 
     async def load_local(self, path: Path) -> ModelInfo:

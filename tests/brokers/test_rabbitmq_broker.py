@@ -383,3 +383,25 @@ async def test_the_exchange_rasa_declared_is_used_without_a_warning(
     await declared_first(names, aio_pika.ExchangeType.FANOUT)
     await publish_through_them(names, 2)
     assert "exists with other settings" not in caplog.text
+
+
+async def test_the_broker_address_is_shown_as_every_address_is(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """As the model server, action server and storages are shown (`safe_url`): no user,
+    password or query. Before, the broker's own way kept the user and the query, the client
+    key's and certificate's paths (RABBITMQ_SSL_CLIENT_*) included."""
+    monkeypatch.setenv("RABBITMQ_SSL_CLIENT_CERTIFICATE", str(tmp_path / "client.pem"))
+    monkeypatch.setenv("RABBITMQ_SSL_CLIENT_KEY", str(tmp_path / "client-key.pem"))
+    broker = RabbitMQEventBroker(
+        {"url": "127.0.0.1", "port": 1, "username": "bot", "password": "pw", "queues": ["q"]}
+    )
+    caplog.set_level("WARNING", logger="server.brokers.rabbitmq")
+    try:
+        await broker.start(timeout=5)
+    finally:
+        await broker.close()
+    said = [r.getMessage() for r in caplog.records if "cannot reach" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(
+        "event broker: cannot reach amqps://127.0.0.1:1/ ("
+    ), said

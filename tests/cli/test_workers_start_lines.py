@@ -10,24 +10,48 @@ from tests.cli.botserver_process import ServerProcess
 from tests.trackers.persistence_fixtures import REDIS, require_service, unique_name
 
 
-def test_a_lock_store_redis_refuses_is_one_error_line_for_all_workers(
-    start_server: Callable[..., ServerProcess], tmp_path: Path
-) -> None:
-    """`db: 99` (Redis has 16): before, one identical ERROR line per worker."""
+def _two_workers_log(
+    start_server: Callable[..., ServerProcess], cwd: Path, model: str, endpoints: str
+) -> list[str]:
+    """The log of a server of two workers (SQLite trackers, a Redis lock store, then
+    `endpoints`) once both serve."""
     require_service("Redis", REDIS)
-    (tmp_path / "endpoints.yml").write_text(
-        f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {tmp_path / 'trackers.db'}\n"
-        f"lock_store:\n  type: redis\n  url: {REDIS[0]}\n  port: {REDIS[1]}\n  db: 99\n"
-        f"  key_prefix: {unique_name('left2')}\n"
+    (cwd / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {cwd / 'trackers.db'}\n"
+        f"lock_store:\n  type: redis\n  url: {REDIS[0]}\n  port: {REDIS[1]}\n"
+        f"  key_prefix: {unique_name('workers-start')}\n" + endpoints
     )
-    server = start_server("--enable-api", "-m", "none", "--workers", "2", cwd=tmp_path)
+    server = start_server("--enable-api", "-m", model, "--workers", "2", cwd=cwd)
     server.wait_until("/health/live")
     for _ in range(300):  # until both workers serve (one answers the probe)
         if "is up on" in server.text():
             break
         time.sleep(0.1)
     assert "is up on" in server.text(), server.text()
+    return server.text().splitlines()
 
-    lines = [line for line in server.text().splitlines() if "DB index is out of range" in line]
-    assert len(lines) == 1, server.text()
+
+def test_a_lock_store_redis_refuses_is_one_error_line_for_all_workers(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """`db: 99` (Redis has 16): before, one identical ERROR line per worker."""
+    log = _two_workers_log(start_server, tmp_path, "none", "  db: 99\n")
+    lines = [line for line in log if "DB index is out of range" in line]
+    assert len(lines) == 1, log
     assert "ERROR" in lines[0]
+
+
+def test_a_model_that_cannot_load_and_a_broker_down_are_said_once_for_all_workers(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """A corrupt model and a RabbitMQ nobody listens on: before, each worker said "Could not
+    load a model at startup", "starts without a model" and "cannot reach" for itself, N
+    identical lines each (told apart by a pid only)."""
+    (tmp_path / "models.tar.gz").write_text("no gzip")
+    broker = (
+        "event_broker:\n  type: pika\n  url: 127.0.0.1\n  port: 1\n  username: u\n"
+        f"  password: p\n  queues: [{unique_name('review43')}]\n"
+    )
+    log = _two_workers_log(start_server, tmp_path, "models.tar.gz", broker)
+    for said in ("Could not load a model at startup", "starts without a model", "cannot reach"):
+        assert len([line for line in log if said in line]) == 1, (said, log)

@@ -42,3 +42,16 @@ def test_a_long_text_value_is_cut_to_one_line(caplog: pytest.LogCaptureFixture) 
     (line,) = caplog.messages
     assert "slot note='aaa" in line
     assert len(line) < 200
+
+
+def test_a_long_text_is_shown_from_its_start_as_before(caplog: pytest.LogCaptureFixture) -> None:
+    # reprlib shows a long string's start and end: "'The weather in Berlin will ...24 degrees
+    # at noon.'", a text the message never held (in a list, cut twice). Before it and now,
+    # its first characters, then `...`.
+    text = "The weather in Berlin will be sunny tomorrow, with a light breeze and 24 degrees."
+    with caplog.at_level(logging.DEBUG, logger=turn_log.logger.name):
+        turn_log.log_action("ana", "action_store", None, None, [SlotSet("note", text)])
+        turn_log.log_action("ana", "action_store", None, None, [SlotSet("notes", [text, "b"])])
+
+    assert f"slot note={text!r}"[: 10 + 57] + "..." in caplog.messages[0]
+    assert f"slot notes={[text, 'b']!r}"[: 11 + 57] + "..." in caplog.messages[1]

@@ -213,3 +213,35 @@ def test_botserver_run_refuses_a_storage_address_no_request_could_use(
     with pytest.raises(InvalidConfig, match=f"{variable} '.*' is not usable") as caught:
         check_storage_settings(storage)
     assert "S3CRET" not in str(caught.value)
+
+
+@pytest.mark.parametrize("address", ["http://minio_1:9000", "http://mínio:9000"])
+def test_botserver_run_refuses_an_s3_endpoint_botocore_refuses(
+    monkeypatch: pytest.MonkeyPatch, address: str
+) -> None:
+    # A host botocore takes for no endpoint (a Compose v1 name with '_', a non-ASCII name):
+    # before, the check let it by and the server started without a model, its first download
+    # failing with "Invalid endpoint".
+    pytest.importorskip("botocore")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", address)
+
+    with pytest.raises(InvalidConfig, match="AWS_ENDPOINT_URL '.*' is not usable"):
+        check_storage_settings("aws")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "http://minio:9000",
+        "http://minio:9000/",
+        "http://localhost:4566",
+        "https://0123abcd.r2.cloudflarestorage.com",
+        "https://s3.eu-central-1.amazonaws.com/prefix/",
+        "http://[::1]:9000",
+    ],
+)
+def test_the_s3_endpoints_people_use_pass_the_check(
+    monkeypatch: pytest.MonkeyPatch, address: str
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", address)
+    check_storage_settings("aws")

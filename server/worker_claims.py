@@ -1,0 +1,42 @@
+"""What the workers of `botserver run --workers N` say once for all: a start-up finding each
+would log word for word (a model that cannot load, a broker or lock store out of reach) is
+logged by the first worker that claims it. Below every layer: models and brokers use it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+# Set for the workers: a directory they share for the whole run (their metrics snapshots, the
+# model a PUT /model asked for), removed when the server stops.
+WORKERS_DIR_ENV = "BOTSERVER_WORKERS_DIR"
+
+
+def workers_dir() -> Path | None:
+    """The shared directory, in a worker of `--workers N`; None in a server of one process."""
+    found = os.environ.get(WORKERS_DIR_ENV)
+    return Path(found) if found else None
+
+
+def first_to_claim(name: str) -> bool:
+    """Whether this process is the first to claim `name` (say, a start-up check all workers
+    would repeat word for word): always in a server of one process; in a worker of
+    `--workers N`, only in the one that claims it first for the run (the directory is the
+    run's own: a claim never outlives it)."""
+    shared = workers_dir()
+    if shared is None:
+        return True
+    try:
+        os.close(os.open(shared / f"{name}.claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    except OSError:  # the directory gone or unwritable: better each worker than none
+        return True
+    return True
+
+
+def first_to_say(line: str) -> bool:
+    """Whether this process should log `line`: not when another worker of the run logged
+    the very same text. A different finding (another error) is said as well."""
+    return first_to_claim("said-" + hashlib.sha256(line.encode()).hexdigest()[:32])
