@@ -86,6 +86,7 @@ RICH: dict[str, dict[str, Any]] = {
         "buttons": [
             {"title": "Docs", "type": "web_url", "url": "https://example.test/docs"},
             {"title": "Ask", "type": "postback", "payload": "/ask"},
+            {"title": "Site", "url": "https://example.test/site"},  # as Rocket.Chat reads it
         ],
     },
 }
@@ -245,9 +246,10 @@ def test_webchat_shows_links_paragraphs_a_carousel_and_a_video(rich_bot_url: str
         # a button that sent nothing); a postback button sends its payload.
         box.fill("links")
         box.press("Enter")
-        link = page.locator("a.rw-reply")
-        expect(link).to_have_text("Docs", timeout=10_000)
-        expect(link).to_have_attribute("href", "https://example.test/docs")
+        links = page.locator("a.rw-reply")
+        expect(links).to_have_text(["Docs", "Site"], timeout=10_000)
+        expect(links.first).to_have_attribute("href", "https://example.test/docs")
+        expect(links.last).to_have_attribute("href", "https://example.test/site")
         page.locator("div.rw-reply", has_text="Ask").click()
         expect(responses.last).to_have_text("echo: /ask", timeout=10_000)
 
