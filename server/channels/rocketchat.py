@@ -189,7 +189,15 @@ class RocketChatInput(InputChannel):
 
     name = "rocketchat"
     settings_keys = frozenset(
-        ("user", "password", "server_url", "webhook_token", "timeout", "max_message_length")
+        (
+            "user",
+            "password",
+            "server_url",
+            "webhook_token",
+            "timeout",
+            "max_message_length",
+            "ssl",  # from Rasa's example credentials; checked against server_url's scheme
+        )
     )
 
     def __init__(self, api: RocketChatAPI, webhook_token: str | None = None) -> None:
@@ -208,7 +216,7 @@ class RocketChatInput(InputChannel):
                 f"needs the bot user's Rocket.Chat login: missing {', '.join(missing)}"
             )
         api = RocketChatAPI(
-            settings.http_url(c, "server_url"),
+            _server_url(c),
             settings.text(c, "user") or "",
             settings.text(c, "password") or "",
             timeout=settings.seconds(c, "timeout", 10.0),
@@ -342,16 +350,64 @@ class RocketChatInput(InputChannel):
         return message
 
 
+def _server_url(c: dict[str, Any]) -> str:
+    """`server_url`, whose scheme decides between http and https. Rasa's example credentials
+    also set `ssl`, which no Rasa version read: said so when it asks for the other scheme."""
+    wants_tls: bool | None = None
+    if c.get("ssl") is not None:
+        try:
+            wants_tls = settings.flag(c, "ssl")
+        except InvalidConfig:
+            logger.warning("rocketchat: 'ssl' in credentials.yml is not read (nor by Rasa)")
+    from server.http_clients import safe_url
+
+    try:
+        url = settings.http_url(c, "server_url")
+    except InvalidConfig as e:
+        written = c.get("server_url")
+        if isinstance(written, str) and "://" not in written and "${" not in written:
+            # Rasa's example: `server_url: "localhost:3000"` with `ssl: false`.
+            scheme = "http" if wants_tls is False else "https"
+            shown = safe_url(written, tolerant=True)  # without a user and password
+            raise InvalidConfig(f"{e}; write '{scheme}://{shown}'") from None
+        raise
+    uses_tls = url.lower().startswith("https://")
+    if wants_tls is not None and wants_tls != uses_tls:
+        shown = safe_url(url, tolerant=True)
+        if uses_tls:
+            how = "over https"
+        else:
+            how = "over plain http: the bot's password goes unencrypted; write https:// for TLS"
+        logger.warning(
+            "rocketchat: 'ssl: %s' in credentials.yml is not read (nor by Rasa, whose example "
+            "sets it): the scheme of server_url decides, and %s is used %s",
+            str(wants_tls).lower(),
+            shown,
+            how,
+        )
+    return url
+
+
+# Rocket.Chat's ids are 17 characters; a longer one (anyone may post webhooks when no
+# `webhook_token` is set) is remembered and stored as its digest, not up to the body's 10 MB.
+_MAX_MESSAGE_ID = 64
+
+
 def _message_id(value: Any, text: str, edited: bool) -> str | None:
     """The id a message is known by (its retries ignored by): Rocket.Chat's, or for an
     edited message (sent again with its id, the outgoing webhook's `isEdited`) that id and
     the new text's digest, so that each edit is a message of its own, as in Rasa."""
     if not isinstance(value, str) or not value:
         return None
+    if len(value) > _MAX_MESSAGE_ID:
+        value = f"digest.{_digest(value)}"
     if edited:
-        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-        return f"{value}.edit.{digest}"
+        return f"{value}.edit.{_digest(text)[:16]}"
     return value
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

@@ -114,9 +114,12 @@ def socketio_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _quick_reply(choice: dict[str, Any]) -> dict[str, Any]:
     """A button as Rasa's quick reply, keeping the button's other keys: rasa-webchat shows
-    one of `type: web_url` as a link to its `url` (Rasa drops them)."""
+    one of `type: web_url` as a link to its `url` (Rasa drops them). A button with a `url`
+    and no `payload` or `type`, a link on Rocket.Chat, is given that type."""
     reply = {"content_type": "text", "title": choice.get("title"), "payload": choice.get("payload")}
     reply.update((key, value) for key, value in choice.items() if key not in reply)
+    if reply["payload"] is None and reply.get("url") and "type" not in reply:
+        reply["type"] = "web_url"  # else the widget's button sends nothing
     return reply
 
 

@@ -103,6 +103,29 @@ async def test_metadata_that_is_no_object_is_ignored_as_rasa_ignores_it(
     assert r.received[0][0] == {"recipient_id": "c9", "text": "echo: hello"}
 
 
+async def test_a_metadata_object_reaches_the_turn_where_rasa_drops_it(
+    receiver: tuple[Receiver, str],
+) -> None:
+    """A difference from Rasa (docs/differences-from-rasa.md): Rasa's callback channel reads
+    no metadata; ours hands an object on to the turn, as the REST channel does."""
+    _, url = receiver
+    (channel,) = load_channels({"callback": {"url": url}})
+    seen: list[Any] = []
+
+    async def handle(message: Any) -> None:
+        seen.append((message.metadata, message.input_channel))
+        await echo(message)
+
+    app = create_app()
+    attach_channels(app, [channel], handle)
+    body = {"sender": "c8", "message": "hi", "metadata": {"plan": "pro"}, "input_channel": "x"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b") as c:
+        answer = await c.post("/webhooks/callback/webhook", json=body)
+    await channel.aclose()
+    assert answer.text == "success"
+    assert seen == [({"plan": "pro"}, "callback")]  # input_channel is not read, as in Rasa
+
+
 async def test_a_failing_receiver_does_not_fail_the_webhook(
     receiver: tuple[Receiver, str],
 ) -> None:

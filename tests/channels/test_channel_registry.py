@@ -402,5 +402,43 @@ def test_a_misspelt_channel_setting_is_warned_about(caplog: pytest.LogCaptureFix
         "credentials.yml: channel 'socketio': the option 'session_persistance' is unknown "
         "and ignored; did you mean 'session_persistence'?",
         "credentials.yml: channel 'rocketchat': the option 'colour' is unknown and ignored "
-        "(known: max_message_length, password, server_url, timeout, user, webhook_token).",
+        "(known: max_message_length, password, server_url, ssl, timeout, user, webhook_token).",
     ]
+
+
+@pytest.mark.parametrize(
+    ("ssl", "server_url", "warned"),
+    [
+        (False, "http://chat.example.test", None),
+        ("true", "https://chat.example.test", None),
+        (True, "http://chat.example.test", "plain http"),
+        (False, "https://chat.example.test", "https"),
+    ],
+)
+def test_rocketchats_ssl_from_rasas_example_is_checked_against_the_url(
+    caplog: pytest.LogCaptureFixture, ssl: object, server_url: str, warned: str | None
+) -> None:
+    """Rasa's own example credentials (moodbot's) carry `ssl: false` for Rocket.Chat, which
+    no Rasa version read: the scheme of `server_url` decides. Before, every such project was
+    warned of an 'unknown' option, as if botserver lacked a setting Rasa has; and `ssl: true`
+    with an http:// URL (the bot's password sent in the clear) got the same words."""
+    settings = {"user": "bot", "password": "pw", "server_url": server_url, "webhook_token": "t"}
+    with caplog.at_level(logging.WARNING):
+        load_channels({"rocketchat": {**settings, "ssl": ssl}})
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("unknown" in m for m in messages)
+    if warned is None:
+        assert messages == []
+    else:
+        (message,) = messages
+        assert "'ssl: " in message and server_url in message and warned in message
+
+
+def test_rocketchats_server_url_without_a_scheme_is_shown_with_one() -> None:
+    """Rasa's example writes `server_url: "localhost:3000"` with `ssl: false`: the error
+    says which URL to write."""
+    settings = {"user": "bot", "password": "pw", "server_url": "localhost:3000", "ssl": False}
+    with pytest.raises(InvalidConfig, match="write 'http://localhost:3000'"):
+        load_channels({"rocketchat": settings})
+    with pytest.raises(InvalidConfig, match="write 'https://localhost:3000'"):
+        load_channels({"rocketchat": {**settings, "ssl": True}})

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.channels.rocketchat import RecentMessageIds, rocketchat_messages
+from server.channels.rocketchat import RecentMessageIds, RocketChatInput, rocketchat_messages
 from tests.channels.conftest import concertbot_server
 from tests.channels.fake_rocketchat import FakeRocketChat
 from tests.serving import serving
@@ -445,3 +445,32 @@ async def test_a_message_too_long_to_read_is_answered_in_the_room(wired) -> None
     ]
     tracker = await _tracker(bot_url, "R3:LongId")
     assert [e for e in tracker["events"] if e["event"] == "user"] == []
+
+
+def test_a_huge_message_id_is_remembered_in_a_bounded_size() -> None:
+    """Without `webhook_token` anyone may post webhooks: each remembered id held the whole
+    `message_id` (up to the 10 MB body), 10,000 of them, and the id was stored with the
+    user event. Now a long id is remembered (and stored) as its digest: retries of it are
+    still told apart from other messages."""
+    channel = RocketChatInput.from_credentials(
+        {
+            "user": BOT,
+            "password": PASSWORD,
+            "server_url": "http://127.0.0.1:9",
+            "webhook_token": "t",
+        }
+    )
+
+    def ids(message_id: str, text: str = "hi", **more: object) -> list[str | None]:
+        payload = {"channel_id": "R1", "user_id": "U1", "text": text, "message_id": message_id}
+        found = channel._user_messages({**payload, **more})
+        return [i for i, _ in found] + [m.message_id for _, m in found]
+
+    huge_a, huge_b = "a" * 1_000_000, "a" * 999_999 + "b"
+    first, stored = ids(huge_a)
+    assert first is not None and len(first) <= 100 and stored == first
+    assert ids(huge_a) == [first, first]  # a retry: the same id
+    assert ids(huge_b)[0] != first
+    edited = ids(huge_a, "hello", isEdited=True)[0]
+    assert edited is not None and len(edited) <= 100 and edited != first
+    assert ids("Gs7ZPXrLkdN9kH3oP") == ["Gs7ZPXrLkdN9kH3oP"] * 2  # Rocket.Chat's own: as sent

@@ -136,6 +136,28 @@ async def test_buttons_become_quick_replies_and_images_attachments() -> None:
     }
 
 
+def test_a_button_with_a_url_and_no_payload_is_a_link_without_a_type() -> None:
+    """The button Rocket.Chat opens as a link (`{title, url}`) is one in rasa-webchat too,
+    which needs `type: web_url`. Before, the widget showed a button that sent nothing: the
+    visitor's click appeared as their message, and no answer came."""
+    message = {"text": "See", "buttons": [{"title": "Site", "url": "https://example.test/s"}]}
+    (payload,) = socketio_payloads(message)
+    assert payload["quick_replies"] == [
+        {
+            "content_type": "text",
+            "title": "Site",
+            "payload": None,
+            "url": "https://example.test/s",
+            "type": "web_url",
+        }
+    ]
+    # A button with a payload, or a type of its own, is left as it is.
+    both = {"text": "x", "buttons": [{"title": "T", "payload": "/p", "url": "https://e.test"}]}
+    assert "type" not in socketio_payloads(both)[0]["quick_replies"][0]
+    typed = {"text": "x", "buttons": [{"title": "T", "type": "postback", "url": "https://e.test"}]}
+    assert socketio_payloads(typed)[0]["quick_replies"][0]["type"] == "postback"
+
+
 def test_a_link_button_reaches_the_widget_as_a_link() -> None:
     """rasa-webchat shows a quick reply of `type: web_url` as a link to its `url`. Before, the
     button went out as `{content_type, title, payload: null}`: a button sending nothing

@@ -81,6 +81,14 @@ RICH: dict[str, dict[str, Any]] = {
         ]
     },
     "video": {"attachment": {"type": "video", "payload": {"src": "https://example.test/tour.mp4"}}},
+    "links": {
+        "text": "Where to?",
+        "buttons": [
+            {"title": "Docs", "type": "web_url", "url": "https://example.test/docs"},
+            {"title": "Ask", "type": "postback", "payload": "/ask"},
+            {"title": "Site", "url": "https://example.test/site"},  # as Rocket.Chat reads it
+        ],
+    },
 }
 
 
@@ -227,16 +235,29 @@ def test_webchat_chats_with_moodbot_and_keeps_the_session_across_a_reload(bot_ur
     assert texts == ["hello", "/mood_unhappy", "yes", "EXTERNAL: goodbye"]
 
 
-def test_webchat_shows_paragraphs_a_carousel_and_a_video(rich_bot_url: str) -> None:
+def test_webchat_shows_links_paragraphs_a_carousel_and_a_video(rich_bot_url: str) -> None:
     with widget_page(rich_bot_url) as page:
         from playwright.sync_api import expect
 
         box = page.locator(".rw-new-message")
         responses = page.locator(".rw-response")
 
+        # A link button is a link in the widget (before, and in Rasa, its url was dropped:
+        # a button that sent nothing); a postback button sends its payload.
+        box.fill("links")
+        box.press("Enter")
+        links = page.locator("a.rw-reply")
+        expect(links).to_have_text(["Docs", "Site"], timeout=10_000)
+        expect(links.first).to_have_attribute("href", "https://example.test/docs")
+        expect(links.last).to_have_attribute("href", "https://example.test/site")
+        page.locator("div.rw-reply", has_text="Ask").click()
+        expect(responses.last).to_have_text("echo: /ask", timeout=10_000)
+
         box.fill("paragraphs")
         box.press("Enter")
-        expect(responses).to_have_text(["First paragraph.", "Second paragraph."], timeout=10_000)
+        expect(responses).to_have_text(
+            ["Where to?", "echo: /ask", "First paragraph.", "Second paragraph."], timeout=10_000
+        )
         expect(page.locator(".rw-reply")).to_have_text(["Yes", "No"])
 
         box.fill("rooms")
