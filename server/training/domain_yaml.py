@@ -337,6 +337,15 @@ class DomainReader:
                 raise InvalidProjectFile(
                     f"'{key}' of slot '{name}' must be a number", filename, line_of(spec, key)
                 )
+            if not math.isfinite(value) and not self._from_archive:  # trained before: loads
+                # Every value of the slot featurizes alike (in Rasa too), and no JSON holds it.
+                raise InvalidProjectFile(
+                    f"'{key}' of slot '{name}' must be a finite number, not {value}: over an "
+                    "infinite range every value featurizes alike, so the slot tells the "
+                    "policies nothing",
+                    filename,
+                    line_of(spec, key),
+                )
         low, high = spec.get("min_value", 0.0), spec.get("max_value", 1.0)
         if low > high or (low == high and not self._from_archive):
             # Rasa refuses this too; the slot's features would otherwise run backwards (or,

@@ -301,6 +301,30 @@ def test_a_domain_files_other_sections_may_hold_dates(tmp_path: Path, section: s
     assert "a" in read_domain(path).intents
 
 
+@pytest.mark.parametrize("bound", ["max_value: .inf", "min_value: -.inf"])
+def test_an_infinite_float_slot_bound_is_named_as_such(tmp_path: Path, bound: str) -> None:
+    # Before: "inf is a number, which a model cannot hold ...; quote it to keep it as text",
+    # and quoted it was "must be a number". Every value of such a slot featurizes alike (in
+    # Rasa too): the slot tells the policies nothing.
+    path = tmp_path / "domain.yml"
+    path.write_text(
+        f"slots:\n  s:\n    type: float\n    {bound}\n    mappings:\n    - type: custom\n"
+    )
+    with pytest.raises(InvalidProjectFile, match="must be a finite number") as info:
+        read_domain(path)
+    assert info.value.line == 4
+    assert "quote it" not in str(info.value)
+
+
+def test_a_models_float_slot_with_an_infinite_bound_still_loads(tmp_path: Path) -> None:
+    # Trained before the bound was refused (the domain's JSON holds Infinity): it serves.
+    from server.models.loading import _read_domain
+
+    domain = {"slots": {"s": {"type": "float", "max_value": math.inf, "mappings": []}}}
+    (tmp_path / "domain.json").write_text(json.dumps(domain))
+    assert _read_domain(tmp_path / "domain.json").slots[0].max_value == math.inf
+
+
 def test_empty_sections_still_load(tmp_path: Path) -> None:
     path = tmp_path / "domain.yml"
     path.write_text("intents: [a]\nslots:\nresponses:\nforms:\nconfig:\n")
