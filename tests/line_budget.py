@@ -15,7 +15,9 @@ class LineBudgetExceeded(AssertionError):
 
 def lines_run_in(module_file: str, work: Callable[[], Any], budget: int | None = None) -> int:
     """How many lines of `module_file` run while `work()` runs (on this thread); past
-    `budget` lines the work is stopped with LineBudgetExceeded."""
+    `budget` lines the work is stopped with LineBudgetExceeded. Work that runs none is an
+    AssertionError (`module_file` is not the path its code was compiled from: no bound would
+    ever fail). A tracer set before (coverage's, a debugger's) is set again after."""
     count = 0
 
     def trace(frame: FrameType, event: str, arg: Any) -> Any:
@@ -28,9 +30,12 @@ def lines_run_in(module_file: str, work: Callable[[], Any], budget: int | None =
                 raise LineBudgetExceeded(f"more than {budget:,} lines of {module_file} ran")
         return trace
 
+    before = sys.gettrace()
     sys.settrace(trace)
     try:
         work()
     finally:
-        sys.settrace(None)
+        sys.settrace(before)
+    if count == 0:
+        raise AssertionError(f"no line of {module_file} ran: is it the module's own path?")
     return count

@@ -53,6 +53,15 @@ DOMAIN_KEYS = (
 )
 
 
+def finite_number(value: Any) -> bool:
+    """Whether `value` is a number a float holds: not NaN, not infinite, not an integer
+    beyond the largest float (10**400, which `float()` refuses with an OverflowError)."""
+    try:
+        return math.isfinite(value)
+    except (TypeError, OverflowError):
+        return False
+
+
 @dataclass
 class IntentProperties:
     """How an intent uses entities, and the action it may trigger."""
@@ -277,9 +286,9 @@ class Domain:
             if props:
                 action_props[name] = props
         session = d.get("session_config") or {}
-        expiration = float(session.get("session_expiration_time", 60) or 0)
-        if not math.isfinite(expiration):  # an archive's: never expiring, as 0 says in JSON
-            expiration = 0
+        expiration = session.get("session_expiration_time", 60) or 0
+        # An archive's infinity (or an integer no float holds): never expiring, as 0 says
+        expiration = float(expiration) if finite_number(expiration) else 0.0
         config = d.get("config") or {}
         return cls(
             intents,

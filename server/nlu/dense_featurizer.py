@@ -23,6 +23,10 @@ BATCH_SIZE = 64
 # Training embeds thousands of sentences: two intra-op threads (the machine's 2 cores);
 # a parse embeds one sentence on one thread.
 TRAIN_THREADS = 2
+# More intra-op threads than any host's cores are no faster: `train_threads: 100000` asked
+# onnxruntime for 100,000 threads (10**10: a TypeError traceback), and each setting keeps its
+# own copy of the model for the life of the server.
+MAX_THREADS = 64
 # Three-token sequences (one WordPiece token each): large batches run fastest.
 TOKEN_BATCH_SIZE = 256
 INSTALL_HINT = "install the optional extra: pip install 'botserver[dense]'"
@@ -199,9 +203,11 @@ class DenseFeaturizer:
         self.name = name
         # Before: float("x") and int([1]) escaped as tracebacks (a 500 from POST /model/train).
         self.weight = number(config, "weight", 1.0, name, minimum=0)
-        self.threads = number(config, "threads", 1, name, whole=True, minimum=1)
+        self.threads = number(
+            config, "threads", 1, name, whole=True, minimum=1, maximum=MAX_THREADS
+        )
         self.train_threads = number(
-            config, "train_threads", TRAIN_THREADS, name, whole=True, minimum=1
+            config, "train_threads", TRAIN_THREADS, name, whole=True, minimum=1, maximum=MAX_THREADS
         )
         self._indices = list(range(WIDTH))
         self._encoder: SentenceEncoder | None = None

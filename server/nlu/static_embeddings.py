@@ -16,6 +16,7 @@ import numpy as np
 from server.errors import InvalidConfig, ModelError
 from server.nlu.dense_featurizer import (
     INSTALL_HINT,
+    MAX_THREADS,
     MODEL_ID,
     MODEL_SHA256,
     TRAIN_THREADS,
@@ -136,7 +137,7 @@ class StaticEmbeddingFeaturizer:
         if not 1 <= self.dimensions <= WIDTH:
             raise InvalidConfig(f"{name}: dimensions must be between 1 and {WIDTH}")
         self.train_threads = number(
-            config, "train_threads", TRAIN_THREADS, name, whole=True, minimum=1
+            config, "train_threads", TRAIN_THREADS, name, whole=True, minimum=1, maximum=MAX_THREADS
         )
         self.context = str(config.get("context", CONTEXTS[0]))
         if self.context not in CONTEXTS:
@@ -188,7 +189,10 @@ class StaticEmbeddingFeaturizer:
         """`vectors` fitted to MiniLM's embeddings of up to `sentences` distinct training
         sentences, evenly spread over the data (`sentence_distillation`)."""
         texts = list(dict.fromkeys(m.text for m in messages))
-        chosen = np.unique(np.linspace(0, len(texts) - 1, self.sentences).round().astype(int))
+        # Evenly spread; more than the data holds is every sentence (`sentences: 10**12` asked
+        # numpy for a 7 TiB array of indices).
+        count = min(self.sentences, len(texts))
+        chosen = np.unique(np.linspace(0, len(texts) - 1, count).round().astype(int))
         texts = [texts[i] for i in chosen]
         rows = np.full(_tokenizer().get_vocab_size(), -1, np.int64)
         rows[token_ids] = np.arange(len(token_ids))

@@ -22,6 +22,7 @@ import numpy as np
 from server.errors import InvalidConfig, ModelError
 from server.nlu.dense_featurizer import (
     INSTALL_HINT,
+    MAX_THREADS,
     MODEL_ID,
     MODEL_SHA256,
     TRAIN_THREADS,
@@ -55,7 +56,7 @@ class TeacherMapFeaturizer:
         )
         self.weight = number(config, "weight", 1.0, name, minimum=0)
         self.train_threads = number(
-            config, "train_threads", TRAIN_THREADS, name, whole=True, minimum=1
+            config, "train_threads", TRAIN_THREADS, name, whole=True, minimum=1, maximum=MAX_THREADS
         )
         self.map_: np.ndarray | None = None
         self._indices = list(range(self.dimensions))
@@ -70,7 +71,10 @@ class TeacherMapFeaturizer:
         from sklearn.kernel_ridge import KernelRidge
 
         x = feature_matrix(messages, width)
-        rows = np.unique(np.linspace(0, len(messages) - 1, self.sentences).astype(np.int64))
+        # Evenly spread; more than there are messages is every message (`sentences: 10**12`
+        # asked numpy for a 7 TiB array of indices).
+        count = min(self.sentences, len(messages))
+        rows = np.unique(np.linspace(0, len(messages) - 1, count).astype(np.int64))
         teacher = shared_encoder(self.train_threads).embed([messages[i].text for i in rows])
         dimensions = min(self.dimensions, len(rows))
         targets = PCA(dimensions, svd_solver="full").fit_transform(teacher.astype(np.float64))

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from server.dialogue.domain import DEFAULT_ACTIONS, Domain
+from server.dialogue.domain import DEFAULT_ACTIONS, Domain, finite_number
 from server.dialogue.slots import BUILT_IN_SLOTS, MAPPING_TYPES, SLOT_TYPES
 from server.errors import InvalidProjectFile
 from server.training.yaml_io import (
@@ -221,6 +221,8 @@ class DomainReader:
         """Refuses a value a model cannot keep (the domain is stored and sent as JSON): an
         unquoted date, a set, bytes, an infinity. A categorical slot's values are text."""
         for key, section in data.items():
+            if key not in DOMAIN_KEYS:  # stories, NLU data or what Rasa ignores: not kept
+                continue
             if key != "slots":
                 check_json_values(section, filename, line_of(data, key))
                 continue
@@ -334,6 +336,15 @@ class DomainReader:
             ):
                 raise InvalidProjectFile(
                     f"'{key}' of slot '{name}' must be a number", filename, line_of(spec, key)
+                )
+            if not math.isfinite(value) and not self._from_archive:  # trained before: loads
+                # Every value of the slot featurizes alike (in Rasa too), and no JSON holds it.
+                raise InvalidProjectFile(
+                    f"'{key}' of slot '{name}' must be a finite number, not {value}: over an "
+                    "infinite range every value featurizes alike, so the slot tells the "
+                    "policies nothing",
+                    filename,
+                    line_of(spec, key),
                 )
         low, high = spec.get("min_value", 0.0), spec.get("max_value", 1.0)
         if low > high or (low == high and not self._from_archive):
@@ -506,8 +517,9 @@ class DomainReader:
             or not isinstance(expiration, (int, float))
             or expiration < 0
             # .inf, 1e400 or .nan: no JSON holds it (GET /domain, the action server's domain);
-            # a model trained with one before reads it as 0, which it meant
-            or (not math.isfinite(expiration) and not self._from_archive)
+            # a model trained with one before reads it as 0, which it meant; nor does a float
+            # hold 10**400 (an OverflowError, a 500 from POST /model/train)
+            or (not finite_number(expiration) and not self._from_archive)
         ):
             raise InvalidProjectFile(
                 "'session_expiration_time' must be a number of minutes, 0 or more (0: "

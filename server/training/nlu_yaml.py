@@ -227,7 +227,7 @@ def _example_lines(node: yaml.Node, filename: str) -> list[tuple[str, int, Any]]
         out = []
         for entry in node.value:
             if isinstance(entry, yaml.ScalarNode):
-                out.append((str(entry.value).strip(), _line(entry), None))
+                out.append((_example_text(entry, filename), _line(entry), None))
                 continue
             if not isinstance(entry, yaml.MappingNode):
                 raise InvalidProjectFile("invalid training example", filename, _line(entry))
@@ -239,11 +239,26 @@ def _example_lines(node: yaml.Node, filename: str) -> list[tuple[str, int, Any]]
                 )
             metadata_node = fields.get("metadata")
             metadata = _to_python(metadata_node) if metadata_node is not None else None
-            out.append((text_node.value.strip(), _line(text_node), metadata))
+            out.append((_example_text(text_node, filename), _line(text_node), metadata))
         return out
     raise InvalidProjectFile(
         "'examples' must be a block string of '- ' lines or a list", filename, _line(node)
     )
+
+
+def _example_text(node: yaml.ScalarNode, filename: str) -> str:
+    """A listed example's text; an empty one (`text: ''`, `text:`, `- ~`) is an error: it
+    trained as the text '' (or 'null'), so every message of unknown words was its intent,
+    confidently (an empty regex or lookup element is no pattern at all)."""
+    text = "" if node.tag == _NULL_TAG else str(node.value).strip()
+    if not text:
+        why = f" ({node.value!r} is YAML's null; quote it to keep it as text)" if node.value else ""
+        raise InvalidProjectFile(
+            f"a training example's text is empty{why}; remove it or write its text",
+            filename,
+            _line(node),
+        )
+    return text
 
 
 def parse_annotated_text(

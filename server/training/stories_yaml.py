@@ -3,6 +3,7 @@ stories) into StorySteps; every mistake names the file and line."""
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import logging
@@ -439,10 +440,11 @@ class _Reader:
         text_value = step.get("user")
         intent: str | None = None
         if "intent" in step:
-            if isinstance(intent_value, int | float):  # bool too: `intent: true`
+            if isinstance(intent_value, int | float | datetime.date):  # bool too: `intent: true`
+                shown = str(intent_value) if isinstance(intent_value, datetime.date) else None
                 raise self.error(
-                    f"'intent' must be a name such as 'intent: greet', not {brief(intent_value)}; "
-                    "quote it if it is meant as text",
+                    f"'intent' must be a name such as 'intent: greet', not "
+                    f"{shown or brief(intent_value)}; quote it if it is meant as text",
                     line_of(step, "intent", line),
                 )
             if not isinstance(intent_value, str) or not intent_value.strip():

@@ -192,3 +192,20 @@ def test_sentence_distillation_fits_the_table_to_minilm_sentence_embeddings():
     assert agreement(fitted_vectors) > agreement(plain_vectors) + 0.1
     with pytest.raises(InvalidConfig, match="must be at least 0"):
         StaticEmbeddingFeaturizer({"sentences": -1})
+
+
+@needs_dense
+def test_more_sentences_than_the_data_holds_fit_to_every_sentence():
+    # Before, `sentences: 1000000000000` asked numpy for a 7 TiB array of sentence indices:
+    # a MemoryError traceback from `botserver train` (a 500 from POST /model/train), and a
+    # smaller huge value took that much memory for a few messages.
+    texts = ["top up my card", "card payment failed", "play some music", "play some music"]
+
+    def table(sentences: int) -> np.ndarray:
+        featurizer = StaticEmbeddingFeaturizer(
+            {"common_tokens": 0, "context": "none", "sentences": sentences}
+        )
+        featurizer.train([Message(t) for t in texts], None)
+        return featurizer.table_
+
+    assert np.array_equal(table(10**12), table(3))

@@ -155,3 +155,16 @@ def test_training_without_the_extra_fails_with_the_install_hint(load_bot, monkey
     monkeypatch.setattr(registry, "dense_available", lambda: False)
     with pytest.raises(InvalidConfig, match=r"TeacherMapFeaturizer .*botserver\[dense\]"):
         NLUPipeline.train(load_bot("moodbot"), PIPELINE)
+
+
+@needs_dense
+def test_more_sentences_than_messages_embed_every_message():
+    # Before, `sentences: 1000000000000` asked numpy for a 7 TiB array of message indices:
+    # a MemoryError traceback from `botserver train` (a 500 from POST /model/train).
+    def trained_map(sentences: int) -> np.ndarray:
+        featurizer = TeacherMapFeaturizer({"dimensions": 8, "sentences": sentences})
+        featurizer.train(_featurized(TEXTS), None)
+        assert featurizer.map_ is not None
+        return featurizer.map_
+
+    assert np.array_equal(trained_map(10**12), trained_map(len(TEXTS)))

@@ -106,6 +106,21 @@ def test_a_json_entitys_value_must_be_text(tmp_path: Path, value: object):
         read_nlu_json(path)
 
 
+@pytest.mark.parametrize(
+    "entry",
+    ["- text: ''", "- text: '  '", "- text:", "- text: null", "- ''", "- ~", "- {text: ~}"],
+)
+@pytest.mark.parametrize("kind", ["intent", "regex", "lookup", "synonym"])
+def test_an_empty_example_in_a_list_names_file_and_line(kind: str, entry: str):
+    # Before: it trained as the text '' (or 'null', '~'): one empty example of the intent
+    # 'thanks' made every message of unknown words 'thanks' at 0.82 (0.37 without it); an
+    # empty regex or lookup element is no pattern. A block's empty '- ' line is skipped.
+    text = f"nlu:\n- {kind}: x\n  examples:\n  - text: fine\n  {entry}\n"
+    with pytest.raises(InvalidProjectFile, match="empty") as info:
+        read_nlu_yaml(text, "data/nlu.yml")
+    assert (info.value.filename, info.value.line) == ("data/nlu.yml", 5)
+
+
 def test_invalid_yaml_names_file_and_line():
     with pytest.raises(InvalidProjectFile) as info:
         read_nlu_yaml("nlu:\n- intent: a\n  examples: [\n", "broken.yml")

@@ -96,6 +96,11 @@ NLU_CASES = [
     # Before: ValueError and TypeError tracebacks.
     ({"name": "DenseFeaturizer", "weight": "x"}, "'weight' must be a number"),
     ({"name": "DenseFeaturizer", "threads": [1]}, "'threads' must be a whole number"),
+    # Before: 100,000 onnxruntime threads asked for (10**10: a TypeError traceback).
+    ({"name": "DenseFeaturizer", "threads": 100_000}, "'threads' must be between 1 and 64"),
+    ({"name": "DenseFeaturizer", "train_threads": 10**10}, "'train_threads' must be between"),
+    ({"name": "StaticEmbeddingFeaturizer", "train_threads": 65}, "between 1 and 64"),
+    ({"name": "TeacherMapFeaturizer", "train_threads": 65}, "between 1 and 64"),
     ({"name": "StaticEmbeddingFeaturizer", "weight": "x"}, "'weight' must be a number"),
     ({"name": "StaticEmbeddingFeaturizer", "common_tokens": "x"}, "'common_tokens' must be"),
     ({"name": "StaticEmbeddingFeaturizer", "dimensions": [1]}, "'dimensions' must be a whole"),

@@ -219,6 +219,9 @@ def test_domain_directory_merges_files_and_reports_duplicates() -> None:
         # Before: these trained, and the model's GET /domain was a 500 (JSON holds neither).
         ("session_config:\n  session_expiration_time: .nan\n", 2, "0 or more"),
         ("session_config:\n  session_expiration_time: 1e400\n", 2, "(0: sessions never"),
+        # Before: an OverflowError traceback (an integer no float holds), a 500 from
+        # POST /model/train.
+        ("session_config:\n  session_expiration_time: 1" + "0" * 400 + "\n", 2, "0 or more"),
         # Before: a traceback from `botserver train`, a 500 from POST /model/train (the
         # domain is stored as JSON, which holds no date, set, bytes or infinity).
         ("responses:\n  utter_a:\n  - custom:\n      when: 2024-01-01\n", 4, "a date"),
@@ -281,13 +284,54 @@ def test_a_categorical_slots_values_are_text_as_rasa_reads_them(tmp_path: Path) 
     assert read_domain(path).slots[0].values == ["2024-01-01", "inf", "3"]
 
 
+@pytest.mark.parametrize(
+    "section",
+    [
+        "stories:\n- story: s\n  steps:\n  - intent: a\n  - slot_was_set:\n    - s: 2024-01-01\n",
+        "nlu:\n- intent: a\n  metadata: {since: 2024-01-01}\n  examples: |\n    - hi\n",
+        "x-notes:\n  reviewed: 2024-01-01\n",
+    ],
+)
+def test_a_domain_files_other_sections_may_hold_dates(tmp_path: Path, section: str) -> None:
+    # The model keeps none of them in its domain: a story's slot value, an NLU example's
+    # metadata (both train when read as data) and a section Rasa ignores. Before: "2024-01-01
+    # is read as a date, which a model cannot hold", for a file Rasa trains.
+    path = tmp_path / "domain.yml"
+    path.write_text(f"intents: [a]\n{section}")
+    assert "a" in read_domain(path).intents
+
+
+@pytest.mark.parametrize("bound", ["max_value: .inf", "min_value: -.inf"])
+def test_an_infinite_float_slot_bound_is_named_as_such(tmp_path: Path, bound: str) -> None:
+    # Before: "inf is a number, which a model cannot hold ...; quote it to keep it as text",
+    # and quoted it was "must be a number". Every value of such a slot featurizes alike (in
+    # Rasa too): the slot tells the policies nothing.
+    path = tmp_path / "domain.yml"
+    path.write_text(
+        f"slots:\n  s:\n    type: float\n    {bound}\n    mappings:\n    - type: custom\n"
+    )
+    with pytest.raises(InvalidProjectFile, match="must be a finite number") as info:
+        read_domain(path)
+    assert info.value.line == 4
+    assert "quote it" not in str(info.value)
+
+
+def test_a_models_float_slot_with_an_infinite_bound_still_loads(tmp_path: Path) -> None:
+    # Trained before the bound was refused (the domain's JSON holds Infinity): it serves.
+    from server.models.loading import _read_domain
+
+    domain = {"slots": {"s": {"type": "float", "max_value": math.inf, "mappings": []}}}
+    (tmp_path / "domain.json").write_text(json.dumps(domain))
+    assert _read_domain(tmp_path / "domain.json").slots[0].max_value == math.inf
+
+
 def test_empty_sections_still_load(tmp_path: Path) -> None:
     path = tmp_path / "domain.yml"
     path.write_text("intents: [a]\nslots:\nresponses:\nforms:\nconfig:\n")
     assert "a" in read_domain(path).intents
 
 
-@pytest.mark.parametrize("expiration", [math.inf, math.nan])
+@pytest.mark.parametrize("expiration", [math.inf, math.nan, 10**400])
 def test_a_models_domain_with_a_session_expiration_no_json_holds_still_loads(
     tmp_path: Path, expiration: float
 ) -> None:

@@ -280,6 +280,8 @@ def test_retrieval_intent_keeps_full_name() -> None:
         # or domain can name unquoted; the NLU reader and Rasa's schema refuse them.
         ("rules:\n- rule: r\n  steps:\n  - intent: true\n", 4, "'intent' must be a name"),
         ("stories:\n- story: a\n  steps:\n  - intent: 42\n", 4, "not 42; quote it"),
+        # Before: "a user step needs an 'intent' name", for a step that names one.
+        ("stories:\n- story: a\n  steps:\n  - intent: 2020-01-01\n", 4, "2020-01-01; quote it"),
     ],
 )
 def test_mistakes_name_file_and_line(tmp_path: Path, text: str, line: int, fragment: str) -> None:
