@@ -78,12 +78,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
         ),
         r"\1",
     ),
-    # Secret-named keys in dumped config or dicts: "token": "x", 'password': 'y', secret=z.
+    # Secret-named keys in dumped config or dicts: "token": "x", 'password': 'y', secret=z,
+    # AWS_SECRET_ACCESS_KEY=..., a service account's "private_key": "...".
     (
         re.compile(
             # From the name's secret word: the words before it (`my_token`) are kept as they
             # are, and reading them from each word's start cost a long line its square.
-            r"""((?:token|password|passwd|secret|api[-_]?key)["']?\s*[:=]\s*)"""
+            r"""((?:token|password|passwd|secret(?:[-_]access[-_]key)?|(?:api|private)[-_]?key)"""
+            r"""["']?\s*[:=]\s*)"""
             r"""(?:"[^"]*"|'[^']*'|[^\s,&}]+)""",
             re.IGNORECASE,
         ),

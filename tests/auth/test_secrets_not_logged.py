@@ -182,6 +182,14 @@ SECRET_PLACES = (
     "postgresql+asyncpg://bot:{}@[::1]:5432/db",
     "http://bot:{}@[fe80::1%25eth0]:8080/",
     "mysql://bot:{}@db/x",
+    "AWS_SECRET_ACCESS_KEY={}",
+    "{{'aws_secret_access_key': '{}'}}",
+    '{{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\\n{}\\n"}}',
+    "https://b.s3.amazonaws.com/m?X-Amz-Security-Token={}&X-Amz-Signature=x",
+    "line one\npassword: {}\nline three",
+    "GET /conversations/eyJhbGciOiJIUzI1NiJ9.{}.c2ln/tracker",
+    "GET /x?jwt=eyJhbGciOiJIUzI1NiJ9.{}.c2ln",
+    '{{"jwt": "eyJhbGciOiJIUzI1NiJ9.{}.c2ln"}}',
 )
 
 
@@ -216,7 +224,7 @@ def test_no_secret_survives_whatever_surrounds_it(place: str) -> None:
         "连接",
         "a",
     )
-    alphabet = "abcdefXYZ0123456789_-~+"
+    alphabet = "abcdefXYZ0123456789_-" + ("" if "eyJ" in place else "~+")
     rng = random.Random(place)
     for _ in range(300):
         secret = "S" + "".join(rng.choice(alphabet) for _ in range(rng.randint(6, 20)))
