@@ -58,6 +58,10 @@ def _hide_queries_with_at(text: str) -> str:
     return "".join(shown) + text[kept:] if shown else text
 
 
+# A JWT's first characters, not inside an ASCII word (text in any other script may run
+# straight into it: `令牌eyJ...`).
+_JWT_START = r"(?<![A-Za-z0-9_])eyJ"
+
 _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
     # ?token=... / &access_token=... / ?key=... / &sig=... in URLs and query strings, and
     # the signature of an S3 presigned or GCS signed URL (X-Amz-Signature, X-Goog-Signature).
@@ -102,8 +106,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
     # (each tried, to the '.', cost a long line its square).
     (
         re.compile(
-            r"(?<![A-Za-z0-9_\-])((?:(?!\beyJ)[A-Za-z0-9_\-])*+)"
-            r"\beyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"
+            rf"(?<![A-Za-z0-9_\-])((?:(?!{_JWT_START})[A-Za-z0-9_\-])*+)"
+            rf"{_JWT_START}[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"
         ),
         r"\1",
     ),

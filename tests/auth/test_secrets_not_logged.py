@@ -232,3 +232,11 @@ def test_no_secret_survives_whatever_surrounds_it(place: str) -> None:
         after = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
         line = before + place.format(secret) + after
         assert secret not in redact(line), line
+
+
+def test_a_jwt_glued_to_text_in_any_script_is_hidden() -> None:
+    # Text without spaces (Chinese, Japanese) runs straight into a token a user pastes.
+    jwt_like = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+    assert redact(f"我的令牌{jwt_like}。") == "我的令牌***。"
+    assert redact(f"café{jwt_like}") == "café***"
+    assert redact(f"word{jwt_like}") == f"word{jwt_like}"  # a longer base64url run: no JWT
