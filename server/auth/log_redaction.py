@@ -14,27 +14,55 @@ from typing import Any
 REDACTED = "***"
 
 # A URL's scheme and `://`. Bounded (real schemes have a few letters: postgresql+asyncpg):
-# tried from each word of a line, an unbounded one read every word's run to its end.
-_SCHEME = r"\b[a-zA-Z][a-zA-Z0-9+.\-]{0,31}://"
+# tried from each place of a line, an unbounded one read every run to its end. Not from a
+# word's start only: a URL glued to text (`连接redis://...`, a scheme of 40 letters) is one.
+_SCHEME = r"[a-zA-Z][a-zA-Z0-9+.\-]{0,31}://"
 
-# A URL: what precedes its query (a path may hold a quote), then its query or fragment, to
-# the URL's end. Each one read once, whole: no other URL is tried from inside it.
-_URL_QUERY = re.compile(rf"({_SCHEME}[^?#\s]*+)(?:([?#])([^\s'\"]*+))?")
-
-
-def _hide_query_with_at(found: re.Match[str]) -> str:
-    """A URL's query or fragment holding an '@': a password holding a '?' or '#' that is not
-    percent-encoded (`http://bot:12#x@host/` connects to `bot:12`, as `safe_url` shows it):
-    the rest is hidden, so the line names the host connected to, not `host`. Trailing
-    punctuation (`...@host).`) is the sentence's, kept."""
-    before, mark, rest = found.group(1, 2, 3)
-    if not mark or "@" not in rest:
-        return found.group()
-    hidden = rest.rstrip(":,;.!)")
-    return f"{before}{mark}{REDACTED}{rest[len(hidden) :]}"
+_SCHEMES = re.compile(_SCHEME)
+_QUERY_START = re.compile(r"[?#\s]")  # where a URL's path ends
+_QUERY_END = re.compile(r"[\s'\"]")  # where its query or fragment ends
 
 
-_PATTERNS: tuple[tuple[re.Pattern[str], Any], ...] = (
+def _hide_queries_with_at(text: str) -> str:
+    """`text` with each URL's query or fragment holding an '@' hidden: a password holding a
+    '?' or '#' that is not percent-encoded (`http://bot:12#x@host/` connects to `bot:12`, as
+    `safe_url` shows it), so the line names the host connected to, not `host`. Trailing
+    punctuation (`...@host).`) is the sentence's, kept.
+
+    Every URL is tried, those inside another one's query too; the ends found for one are
+    kept for the next (they only move forward), so a line is read a bounded number of times."""
+    if "@" not in text:
+        return text
+    shown: list[str] = []
+    kept = 0  # what precedes is in `shown`
+    path_end = query_end = at = -1
+    for scheme in _SCHEMES.finditer(text):
+        if scheme.start() < kept:  # inside a query hidden already
+            continue
+        if path_end < scheme.end():
+            found = _QUERY_START.search(text, scheme.end())
+            path_end = found.start() if found else len(text)
+        if path_end == len(text) or text[path_end] not in "?#":
+            continue
+        if query_end <= path_end:
+            found = _QUERY_END.search(text, path_end + 1)
+            query_end = found.start() if found else len(text)
+        if at <= path_end:
+            at = text.find("@", path_end + 1)
+            at = len(text) if at < 0 else at
+        if at >= query_end:
+            continue
+        hidden = text[path_end + 1 : query_end].rstrip(":,;.!)")
+        shown += (text[kept : path_end + 1], REDACTED)
+        kept = path_end + 1 + len(hidden)
+    return "".join(shown) + text[kept:] if shown else text
+
+
+# A JWT's first characters, not inside an ASCII word (text in any other script may run
+# straight into it: `令牌eyJ...`).
+_JWT_START = r"(?<![A-Za-z0-9_])eyJ"
+
+_PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
     # ?token=... / &access_token=... / ?key=... / &sig=... in URLs and query strings, and
     # the signature of an S3 presigned or GCS signed URL (X-Amz-Signature, X-Goog-Signature).
     (
@@ -54,12 +82,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str], Any], ...] = (
         ),
         r"\1",
     ),
-    # Secret-named keys in dumped config or dicts: "token": "x", 'password': 'y', secret=z.
+    # Secret-named keys in dumped config or dicts: "token": "x", 'password': 'y', secret=z,
+    # AWS_SECRET_ACCESS_KEY=..., a service account's "private_key": "...".
     (
         re.compile(
             # From the name's secret word: the words before it (`my_token`) are kept as they
             # are, and reading them from each word's start cost a long line its square.
-            r"""((?:token|password|passwd|secret|api[-_]?key)["']?\s*[:=]\s*)"""
+            r"""((?:token|password|passwd|secret(?:[-_]access[-_]key)?|(?:api|private)[-_]?key)"""
+            r"""["']?\s*[:=]\s*)"""
             r"""(?:"[^"]*"|'[^']*'|[^\s,&}]+)""",
             re.IGNORECASE,
         ),
@@ -67,8 +97,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], Any], ...] = (
     ),
     # Authorization header values, in any spelling of the scheme.
     (re.compile(r"\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/=]+", re.IGNORECASE), r"\1\2"),
-    # A URL's query or fragment holding an '@' (`_hide_query_with_at`).
-    (_URL_QUERY, _hide_query_with_at),
+    # A URL's query or fragment holding an '@' (`_hide_queries_with_at`).
+    (None, _hide_queries_with_at),
     # Passwords in URLs: scheme://user:password@host.
     (re.compile(rf"({_SCHEME}[^:/@\s]*:)[^@/\s]+(?=@)"), r"\1"),
     # Anything that looks like a JWT, even without its scheme. Tried from the first `eyJ` of
@@ -76,8 +106,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], Any], ...] = (
     # (each tried, to the '.', cost a long line its square).
     (
         re.compile(
-            r"(?<![A-Za-z0-9_\-])((?:(?!\beyJ)[A-Za-z0-9_\-])*+)"
-            r"\beyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"
+            rf"(?<![A-Za-z0-9_\-])((?:(?!{_JWT_START})[A-Za-z0-9_\-])*+)"
+            rf"{_JWT_START}[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"
         ),
         r"\1",
     ),
@@ -105,10 +135,10 @@ def redact(text: str) -> str:
         if literal in text:
             text = text.replace(literal, REDACTED)
     for pattern, keep in _PATTERNS:
-        if callable(keep):
-            text = pattern.sub(keep, text)
+        if pattern is None:
+            text = keep(text)
         else:
-            text = pattern.sub(keep + REDACTED if keep else REDACTED, text)
+            text = pattern.sub(keep + REDACTED, text)
     return text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from pathlib import Path
 
@@ -119,6 +120,9 @@ HOSTILE_LINES = {
     "a query holding an @": "a:///" * 13_000,  # every `x://` read its path to the end
     "schemes": "a." * 32_000,  # a scheme from each word, read to the end
     "a JWT's start": "eyJ-" * 16_000,  # `eyJ` from each word, its first part to the end
+    # Every URL's query read to its end, each inside the one before (`@` after the quote).
+    "URLs in a query": "h://?" * 13_000 + "'@",
+    "a long scheme": "x" * 64_000,  # a scheme read from each letter
 }
 
 
@@ -142,3 +146,97 @@ def test_redaction_still_finds_secrets_after_a_hostile_start() -> None:
     assert redact("eyJ-" * 50 + jwt_like) == "***"  # one run of base64url: all of it
     assert redact("eyJ-" * 50 + "!" + jwt_like) == "eyJ-" * 50 + "!***"
     assert redact("id-" + jwt_like + " ok") == "id-*** ok"
+
+
+def test_a_password_after_a_long_scheme_is_hidden() -> None:
+    # A scheme is no longer read to any length; one of 40 letters still leads to a password.
+    scheme = "x" * 40
+    assert redact(f"{scheme}://bot:pw@host") == f"{scheme}://bot:***@host"
+
+
+def test_a_url_in_a_query_holding_a_quote_still_hides_its_password() -> None:
+    # The outer URL's query ends at the quote; the inner URL's path runs on past it, and its
+    # password (holding a '/' and a '#') must not show.
+    line = "see http://a?next=amqp://bot:1/2'x#pw@host ok"
+    assert redact(line) == "see http://a?next=amqp://bot:1/2'x#*** ok"
+
+
+# Lines a secret reaches the logs in, `{}` standing for the secret.
+SECRET_PLACES = (
+    "Authorization: Bearer {}",
+    "authorization: Basic {}",
+    "GET /webhook?token={}&x=1",
+    "GET /m?a=1&auth_token={}",
+    "GET /m?access_token={}",
+    "password={}",
+    '{{"password": "{}"}}',
+    "{{'client_secret': '{}'}}",
+    "api_key: {}",
+    "X-Api-Key={}",
+    "secret={}",
+    "https://b.s3.amazonaws.com/m.tar.gz?X-Amz-Signature={}&X-Amz-Credential=a",
+    "https://storage.googleapis.com/b/m?X-Goog-Signature={}",
+    "https://h/x?sig={}",
+    "redis://:{}@127.0.0.1:6379/0",
+    "amqp://bot:{}@rabbit:5672/%2F",
+    "postgresql+asyncpg://bot:{}@[::1]:5432/db",
+    "http://bot:{}@[fe80::1%25eth0]:8080/",
+    "mysql://bot:{}@db/x",
+    "AWS_SECRET_ACCESS_KEY={}",
+    "{{'aws_secret_access_key': '{}'}}",
+    '{{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\\n{}\\n"}}',
+    "https://b.s3.amazonaws.com/m?X-Amz-Security-Token={}&X-Amz-Signature=x",
+    "line one\npassword: {}\nline three",
+    "GET /conversations/eyJhbGciOiJIUzI1NiJ9.{}.c2ln/tracker",
+    "GET /x?jwt=eyJhbGciOiJIUzI1NiJ9.{}.c2ln",
+    '{{"jwt": "eyJhbGciOiJIUzI1NiJ9.{}.c2ln"}}',
+)
+
+
+@pytest.mark.parametrize("place", SECRET_PLACES)
+def test_no_secret_survives_whatever_surrounds_it(place: str) -> None:
+    # Generated lines: each place glued to random text (punctuation, quotes, URLs, letters of
+    # any script, newlines, long runs) and holding a generated secret; none may reach the log.
+    pieces = (
+        " ",
+        "\n",
+        "'",
+        '"',
+        ",",
+        ";",
+        ")",
+        "(",
+        "é",
+        "x" * 40,
+        "a.",
+        "eyJ",
+        "-",
+        "://",
+        "http://h?q=",
+        "/",
+        "@",
+        "#",
+        "?",
+        "=",
+        "&",
+        "ü",
+        "\t",
+        "连接",
+        "a",
+    )
+    alphabet = "abcdefXYZ0123456789_-" + ("" if "eyJ" in place else "~+")
+    rng = random.Random(place)
+    for _ in range(300):
+        secret = "S" + "".join(rng.choice(alphabet) for _ in range(rng.randint(6, 20)))
+        before = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+        after = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+        line = before + place.format(secret) + after
+        assert secret not in redact(line), line
+
+
+def test_a_jwt_glued_to_text_in_any_script_is_hidden() -> None:
+    # Text without spaces (Chinese, Japanese) runs straight into a token a user pastes.
+    jwt_like = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+    assert redact(f"我的令牌{jwt_like}。") == "我的令牌***。"
+    assert redact(f"café{jwt_like}") == "café***"
+    assert redact(f"word{jwt_like}") == f"word{jwt_like}"  # a longer base64url run: no JWT
