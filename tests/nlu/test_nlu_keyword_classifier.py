@@ -12,6 +12,7 @@ import pytest
 
 from server.api.server import ServerOptions, build_app
 from server.errors import ModelError
+from server.nlu.evaluation import evaluate, predict
 from server.nlu.pipeline import NLUPipeline
 from server.training.nlu_yaml import read_nlu_yaml
 from tests.dialogue.conversation_fixtures import train_archive, write_files
@@ -144,3 +145,26 @@ async def test_a_message_without_a_keyword_gets_the_fallback_not_a_rule(tmp_path
     ]
     fallback = [e for e in tracker["events"] if e.get("name") == "action_default_fallback"]
     assert [e["policy"] for e in fallback] == ["RulePolicy"]
+
+
+def test_nlu_evaluation_labels_a_message_without_intent_as_rasa_does(tmp_path: Path) -> None:
+    """As Rasa's `test nlu` and `POST /model/test/intents`: a message that got no intent is
+    predicted "" (no intent can be named so). Before, "None" in the reports, the name of
+    a real intent in many bots (LUIS exports have one): an example of it that no keyword
+    matched was scored right."""
+    test = read_nlu_yaml(
+        "nlu:\n- intent: None\n  examples: |\n    - whatever\n"
+        "- intent: greet\n  examples: |\n    - hello\n    - good morning\n",
+        "test.yml",
+    )
+    summary = evaluate(_pipeline(), test, tmp_path, plot=False)
+    report = json.loads((tmp_path / "intent_report.json").read_text())
+    errors = json.loads((tmp_path / "intent_errors.json").read_text())
+    assert summary["intent_evaluation"]["accuracy"] == 1 / 3
+    assert report["None"]["recall"] == 0.0
+    assert report["greet"]["confused_with"] == {"": 1}
+    assert [(e["text"], e["intent_prediction"]["name"]) for e in errors] == [
+        ("whatever", ""),
+        ("good morning", ""),
+    ]
+    assert predict(_pipeline(), test).intents == ["", "greet", ""]
