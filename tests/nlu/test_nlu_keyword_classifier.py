@@ -65,6 +65,8 @@ def test_a_keyword_gives_its_intent_and_any_other_message_no_intent() -> None:
         assert "intent_ranking" not in parsed
     assert pipeline.parse("oh hello friend")["intent"]["name"] == "greet"
     assert pipeline.parse("well, bye!")["intent"]["name"] == "goodbye"
+    # As Rasa's: the keyword first in the training data decides, not the first in the text.
+    assert pipeline.parse("bye, hello")["intent"]["name"] == "greet"
     for text in ("zzz", "", "hi", "hellooo", "goodbye", "Hello"):
         parsed = pipeline.parse(text)
         assert parsed["intent"] == NO_INTENT, text
