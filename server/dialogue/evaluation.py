@@ -133,7 +133,8 @@ def evaluate_story(story: StoryStep, model: DialogueModel, e2e: bool = False) ->
                     parse_data = {**parsed, "intent": {"name": gold_intent, "confidence": 1.0}}
             if e2e and gold_intent is not None:
                 result.gold.append(gold_intent)
-                result.predicted.append(str(got_intent))
+                # No intent is "", as `test nlu` labels it ("None" names an intent in bots).
+                result.predicted.append("" if got_intent is None else str(got_intent))
             tracker.update(
                 UserUttered(text=event.text, parse_data=parse_data, message_id=event.message_id)
             )

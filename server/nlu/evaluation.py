@@ -31,6 +31,9 @@ _PRETRAINED = {"DucklingEntityExtractor", "SpacyEntityExtractor"}
 _EVALUATED = frozenset({"CRFEntityExtractor", "RegexEntityExtractor"})
 # A token in no entity, in an entity confusion matrix (Rasa's label).
 NO_ENTITY = "no_entity"
+# What a message that got no intent (or no response) was predicted, as Rasa labels it in
+# reports and answers: no intent can be named so ("None" can: LUIS exports have one).
+NO_PREDICTION = ""
 
 
 @dataclass
@@ -38,7 +41,7 @@ class Predictions:
     """What the pipeline said about each test example."""
 
     examples: list[Example] = field(default_factory=list)
-    intents: list[str | None] = field(default_factory=list)
+    intents: list[str] = field(default_factory=list)
     confidences: list[float] = field(default_factory=list)
     entities: list[list[dict[str, Any]]] = field(default_factory=list)
     extractors: set[str] = field(default_factory=set)
@@ -46,7 +49,7 @@ class Predictions:
     with_confidences: set[str] = field(default_factory=set)
     # The response selector's choice for the example's retrieval intent (`chitchat/ask_name`)
     # and its confidence; None without a response selector.
-    responses: list[tuple[str | None, float] | None] = field(default_factory=list)
+    responses: list[tuple[str, float] | None] = field(default_factory=list)
 
     def extend(self, other: Predictions) -> None:
         self.examples += other.examples
@@ -71,7 +74,7 @@ def predict(pipeline: NLUPipeline, data: NLUTrainingData) -> Predictions:
             # As Rasa: the FallbackClassifier's verdict does not hide the intent it doubted.
             intent = ranking[1]
         out.examples.append(example)
-        out.intents.append(intent.get("name"))
+        out.intents.append(intent.get("name") or NO_PREDICTION)
         out.confidences.append(float(intent.get("confidence") or 0.0))
         out.entities.append(parsed.get("entities", []))
         out.responses.append(_selected_response(parsed.get("response_selector"), example))
@@ -80,13 +83,14 @@ def predict(pipeline: NLUPipeline, data: NLUTrainingData) -> Predictions:
 
 def _selected_response(
     selector: dict[str, Any] | None, example: Example
-) -> tuple[str | None, float] | None:
+) -> tuple[str, float] | None:
     """What the selector for the example's retrieval intent (else the default one) chose."""
     if not selector:
         return None
     chosen = selector.get(example.base_intent or "") or selector.get(DEFAULT_SELECTOR) or {}
     response = chosen.get("response") or {}
-    return response.get("intent_response_key"), float(response.get("confidence") or 0.0)
+    key = response.get("intent_response_key") or NO_PREDICTION
+    return key, float(response.get("confidence") or 0.0)
 
 
 def _extractor_names(
@@ -116,7 +120,7 @@ def write_reports(
     out_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {}
     intent_rows = [
-        (e.base_intent, p or "None", c, e)
+        (e.base_intent, p, c, e)
         for e, p, c in zip(
             predictions.examples, predictions.intents, predictions.confidences, strict=True
         )
@@ -127,7 +131,7 @@ def write_reports(
             intent_rows, out_dir, INTENTS, plot=plot, errors=errors, successes=successes
         )
     response_rows = [
-        (e.intent, r[0] or "None", r[1], e)
+        (e.intent, r[0], r[1], e)
         for e, r in zip(predictions.examples, predictions.responses, strict=True)
         if r is not None and e.intent and "/" in e.intent
     ]

@@ -33,7 +33,9 @@ class KeywordIntentClassifier:
         self.case_sensitive = flag(config, "case_sensitive", True, name)
         # (keyword, intent) in training order: the first keyword found decides.
         self.keywords_: list[tuple[str, str]] = []
-        self._compiled: list[tuple[re.Pattern[str], str]] = []
+        # Per keyword, in the same order: a text every match of it holds (None: none known,
+        # see `_needle`), its pattern and its intent.
+        self._compiled: list[tuple[str | None, re.Pattern[str], str]] = []
 
     @property
     def intents(self) -> list[str]:
@@ -85,10 +87,29 @@ class KeywordIntentClassifier:
         return False
 
     def _compile(self) -> None:
-        self._compiled = [(keyword_pattern(k, self.case_sensitive), i) for k, i in self.keywords_]
+        self._compiled = [
+            (self._needle(k), keyword_pattern(k, self.case_sensitive), i) for k, i in self.keywords_
+        ]
+
+    def _needle(self, keyword: str) -> str | None:
+        """What a text must hold for the keyword's pattern to match it: the keyword itself,
+        or without case its ASCII lowercase (compared with an ASCII text's). A substring
+        test costs a fraction of a regex search, which tries each position in turn: a
+        1,000-character message against formbot's 279 keywords took 4 ms on the loop."""
+        if self.case_sensitive:
+            return keyword
+        return keyword.lower() if keyword.isascii() else None
 
     def intent_of(self, text: str) -> str | None:
-        for pattern, intent in self._compiled:
+        if self.case_sensitive:
+            haystack: str | None = text
+        else:
+            # Without case, regex matching folds more than ASCII (the Kelvin sign is a k):
+            # only an ASCII text lowercased holds every ASCII keyword the pattern finds.
+            haystack = text.lower() if text.isascii() else None
+        for needle, pattern, intent in self._compiled:
+            if haystack is not None and needle is not None and needle not in haystack:
+                continue
             if pattern.search(text):
                 return intent
         return None

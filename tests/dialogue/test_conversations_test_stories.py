@@ -10,7 +10,7 @@ import yaml
 
 from server.training.evaluate import test_core as evaluate_core
 from server.training.project import data_files
-from tests.dialogue.conversation_fixtures import BOTS, BotModels
+from tests.dialogue.conversation_fixtures import BOTS, BotModels, train_files
 
 
 @pytest.mark.parametrize(("bot", "total"), [("initial-project-3.6.21", 7), ("formbot", 3)])
@@ -47,3 +47,33 @@ def test_failed_stories_read_back_as_yaml_whatever_their_names(
     assert report["conversation_accuracy"]["correct"] == 0
     written = yaml.safe_load((tmp_path / "out" / "failed_test_stories.yml").read_text())
     assert written["stories"][0]["story"] == "sad: path # 2"
+
+
+NONE_INTENT_BOT = {
+    "config.yml": "version: '3.1'\nlanguage: en\npipeline:\n- name: KeywordIntentClassifier\n"
+    "policies:\n- name: RulePolicy\n",
+    "domain.yml": "version: '3.1'\nintents: [greet, None]\nresponses:\n"
+    "  utter_greet: [{text: Hey!}]\n",
+    "data/nlu.yml": "version: '3.1'\nnlu:\n- intent: greet\n  examples: |\n    - hello\n"
+    "- intent: None\n  examples: |\n    - whatever\n",
+    "data/rules.yml": "version: '3.1'\nrules:\n"
+    "- rule: greet\n  steps: [{intent: greet}, {action: utter_greet}]\n",
+}
+
+
+def test_an_e2e_user_step_without_intent_is_not_scored_as_intent_none(tmp_path: Path) -> None:
+    """A text the NLU gives no intent is predicted "", as `test nlu` labels it. Before, "None",
+    and a step of the intent None (LUIS exports have one) counted right in story_report.json
+    though the story failed on it."""
+    model = train_files(NONE_INTENT_BOT, tmp_path / "bot")
+    stories = tmp_path / "stories.yml"
+    stories.write_text(
+        'version: "3.1"\nstories:\n- story: no keyword\n  steps:\n'
+        "  - user: zzz\n    intent: None\n",
+        encoding="utf-8",
+    )
+    report = evaluate_core(model, [stories], tmp_path / "out", e2e=True)
+    assert report["conversation_accuracy"]["correct"] == 0
+    written = json.loads((tmp_path / "out" / "story_report.json").read_text())
+    assert written["None"]["recall"] == 0.0
+    assert written[""]["support"] == 0

@@ -46,7 +46,11 @@ stories:
 CONFIG = "policies:\n- name: MemoizationPolicy\n- name: RulePolicy\n"
 
 # The metadata the trainer of each older format wrote beyond the common keys.
-FORMAT_MARKERS: dict[int, dict[str, Any]] = {0: {}, 1: {"entity_roles": "listed"}}
+FORMAT_MARKERS: dict[int, dict[str, Any]] = {
+    0: {},
+    1: {"entity_roles": "listed"},
+    2: {"training_format": 2, "entity_roles": "listed"},
+}
 
 
 def as_made_in(
@@ -83,7 +87,7 @@ def train_again(folder: Path, out: Path) -> Any:
     return train(*inputs(folder), out)
 
 
-@pytest.mark.parametrize("made_in", [0, 1])
+@pytest.mark.parametrize("made_in", [0, 1, 2])
 def test_train_retrains_an_archive_of_an_older_training_format(
     tmp_path: Path, made_in: int, caplog: pytest.LogCaptureFixture
 ) -> None:
