@@ -29,7 +29,7 @@ class _Batch:
     previous_event: dict[str, Any] | None
     # False until the store has been read back (a save that raised); True for a commit.
     committed: bool
-    # The run of events with the first one's timestamp before them (`chain_ids`).
+    # The stored events up to `previous_event` sharing its timestamp (`same_time_run`).
     before: Sequence[dict[str, Any]] = ()
 
 
@@ -217,8 +217,8 @@ class InDoubtEvents:
 
 async def _committed(store: TrackerStore, sender_id: str, batches: list[_Batch]) -> list[bool]:
     """Whether each batch is in the store: the current session first, else every session."""
-    # With the stored events of its timestamp before it: a client's repeat of stored events
-    # (one timestamp) is found only if it was stored after them.
+    # With the stored events up to the one before it: a client's repeat of a stored event
+    # is found only if it was stored after them, not for its twin stored earlier.
     runs = [[*b.before, *b.events] for b in batches]
     events: Sequence[dict[str, Any]] = await store.load(sender_id) or []
     found = [_contains(events, run) for run in runs]

@@ -312,7 +312,7 @@ class Processor:
             return new_events
         # The event before links this turn to the last one.
         previous = tracker.events[start - 1].as_dict() if start > 0 else None
-        # Mostly none; a client's import with one timestamp throughout may make it long.
+        # Mostly the event before alone; a client's import with one timestamp may make it long.
         before = await dicts_of(same_time_run(tracker.events, start))
         try:
             await self.trackers.save(tracker, new_events)
