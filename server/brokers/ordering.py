@@ -93,6 +93,18 @@ def same_time_run(events: Sequence[Any], start: int) -> list[Any]:
     return list(events[first:start])
 
 
+def stored_run(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events at the end of `events` (dicts, as stored) that share the last one's
+    `timestamp`, oldest first: `same_time_run` over a conversation's stored events."""
+    if not events:
+        return []
+    stamp = events[-1].get("timestamp")
+    first = len(events) - 1
+    while first > 0 and events[first - 1].get("timestamp") == stamp:
+        first -= 1
+    return list(events[first:])
+
+
 def _repeated_id(content: str, repeats: int) -> str:
     """The id of the event with the content hashed to `content` after `repeats` like it."""
     return hashlib.sha256(f"{content}#{repeats}".encode()).hexdigest()[:32]

@@ -299,3 +299,29 @@ async def test_a_failed_repeat_of_an_older_event_is_not_published_for_its_stored
     assert texts == ["twin", "between", "after"]
     stored = (await client.get("/conversations/ana/tracker")).json()["events"]
     assert [e["text"] for e in stored if e["event"] == "bot"] == texts
+
+
+async def test_repeats_after_a_session_start_of_their_second_keep_their_own_ids(
+    rabbitmq: dict[str, Any], make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A client's import of two sessions within one second, in three requests: each event
+    has its own id, live as in an export (the run of that second crosses the session start)."""
+    stored = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "trackers.db")}
+    client = await make_client(endpoints={"tracker_store": stored, "event_broker": rabbitmq})
+    start = [
+        {"event": "action", "name": "action_session_start", **SAME_SECOND},
+        {"event": "session_started", **SAME_SECOND},
+    ]
+    for events in [[OK], [*start, OK], [OK]]:
+        url = "/conversations/ana/tracker/events?include_events=NONE"
+        assert (await client.post(url, json=events)).status_code == 200
+    store = create_tracker_store(stored)
+    try:
+        exported = (await select_events(store)).messages
+    finally:
+        await store.close()
+    messages = await consume(rabbitmq["queues"][0], expected=len(exported))
+
+    published = [m.message_id for m in messages]
+    assert len(set(published)) == len(published)
+    assert sorted(m.message_id for m in exported) == sorted(published)
