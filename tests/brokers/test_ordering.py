@@ -4,13 +4,16 @@ and the link `botserver export` computes over the whole conversation at once."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from server.brokers import ordering
+from server.brokers.export import select_events
 from server.brokers.ordering import chain_ids, same_time_run
 from server.trackers.events import event_from_dict
+from server.trackers.factory import create_tracker_store
 
 A = {"event": "bot", "text": "a", "timestamp": 5}
 B = {"event": "bot", "text": "b", "timestamp": 5}
@@ -60,3 +63,22 @@ def test_a_turn_after_a_long_run_hashes_only_the_twins_of_the_event_before_it(
     assert len(hashed) < 10
     monkeypatch.undo()
     assert turn == chain_ids("ana", [*run, LATER], None)[-1:]
+
+
+async def test_an_export_from_a_minimum_timestamp_gives_the_ids_a_whole_export_gives(
+    tmp_path: Path,
+) -> None:
+    """The events an export leaves out still break the runs around them: each event exported
+    has the id the live broker published it with (a run is never cut: one timestamp)."""
+    events = [{"event": "bot", "text": "a", "timestamp": stamp} for stamp in (5, 5, 4, 5, 5)]
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "trackers.db")})
+    try:
+        await store.append("ana", events)
+        whole = {m.message_id: m.event for m in (await select_events(store)).messages}
+        later = (await select_events(store, minimum_timestamp=5)).messages
+    finally:
+        await store.close()
+
+    assert len(whole) == 3  # the runs of 5 apart share their ids (docs/persistence.md)
+    assert [m.event["timestamp"] for m in later] == [5, 5, 5, 5]
+    assert {m.message_id for m in later} <= whole.keys()
