@@ -6,6 +6,7 @@ table (Rasa's columns), with the real RabbitMQ and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +28,7 @@ from tests.trackers.persistence_fixtures import (
     RABBITMQ,
     postgres_database,
     require_service,
+    tracker_store_config,
     unique_name,
 )
 
@@ -96,6 +98,18 @@ def assert_rasas_shape(
     assert user["parse_data"]["intent_ranking"][0] == user["parse_data"]["intent"]
     action = next(e for e in events if e["event"] == "action" and e["policy"])
     assert isinstance(action["confidence"], float)
+
+
+@pytest.fixture
+async def tracker_store() -> AsyncIterator[Callable[..., Any]]:
+    """`await tracker_store(kind, tmp_path)`: a fresh store's config, removed after the app
+    (set up first, so torn down last: name it before `make_client`)."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make(kind: str, tmp_path: Path) -> dict[str, Any]:
+            return await stack.enter_async_context(tracker_store_config(kind, tmp_path))
+
+        yield make
 
 
 @pytest.fixture
@@ -301,12 +315,18 @@ async def test_a_failed_repeat_of_an_older_event_is_not_published_for_its_stored
     assert [e["text"] for e in stored if e["event"] == "bot"] == texts
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb", "redis", "dynamo"])
 async def test_repeats_after_a_session_start_of_their_second_keep_their_own_ids(
-    rabbitmq: dict[str, Any], make_client: Callable[..., Any], tmp_path: Path
+    tracker_store: Callable[..., Any],
+    rabbitmq: dict[str, Any],
+    make_client: Callable[..., Any],
+    tmp_path: Path,
+    kind: str,
 ) -> None:
     """A client's import of two sessions within one second, in three requests: each event
-    has its own id, live as in an export (the run of that second crosses the session start)."""
-    stored = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "trackers.db")}
+    has its own id, live as in an export (the run of that second crosses the session start),
+    with each kind of tracker store."""
+    stored = await tracker_store(kind, tmp_path)
     client = await make_client(endpoints={"tracker_store": stored, "event_broker": rabbitmq})
     start = [
         {"event": "action", "name": "action_session_start", **SAME_SECOND},
