@@ -26,6 +26,7 @@ from tests.loop_lag import paced
 from tests.trackers.persistence_fixtures import (
     POSTGRES,
     RABBITMQ,
+    REDIS,
     postgres_database,
     require_service,
     tracker_store_config,
@@ -345,3 +346,42 @@ async def test_repeats_after_a_session_start_of_their_second_keep_their_own_ids(
     published = [m.message_id for m in messages]
     assert len(set(published)) == len(published)
     assert sorted(m.message_id for m in exported) == sorted(published)
+
+
+async def test_two_processes_taking_turns_give_each_event_the_id_an_export_gives(
+    tracker_store: Callable[..., Any],
+    rabbitmq: dict[str, Any],
+    make_client: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """`--workers 2`: two servers on one PostgreSQL store and Redis lock take a client's
+    requests in turn (repeats of one second, a session start within it): each event has its
+    own id, the one an export gives it, and each names the one before it."""
+    require_service("Redis", REDIS)
+    prefix = unique_name("consumer_view_lock")
+    endpoints = {
+        "tracker_store": await tracker_store("postgres", tmp_path),
+        "lock_store": {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix},
+        "event_broker": rabbitmq,
+    }
+    clients = [await make_client(endpoints=endpoints) for _ in range(2)]
+    start = [
+        {"event": "action", "name": "action_session_start", **SAME_SECOND},
+        {"event": "session_started", **SAME_SECOND},
+    ]
+    requests = [*REPEATED, [*start, OK, OK], [OK], [LISTEN, OK]]
+    for n, events in enumerate(requests):
+        url = "/conversations/ana/tracker/events?include_events=NONE"
+        assert (await clients[n % 2].post(url, json=events)).status_code == 200
+    store = create_tracker_store(endpoints["tracker_store"])
+    try:
+        exported = (await select_events(store)).messages
+    finally:
+        await store.close()
+    messages = await consume(rabbitmq["queues"][0], expected=len(exported))
+
+    live = {m.message_id: (m.headers or {}).get(PREVIOUS_ID_HEADER) for m in messages}
+    assert len(live) == len(messages) == len(exported)
+    assert {m.message_id: m.previous_id for m in exported if m.previous_id} == {
+        k: v for k, v in live.items() if v
+    }
