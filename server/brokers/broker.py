@@ -27,7 +27,7 @@ class EventBroker(Protocol):
         Call it after the events are committed to the tracker store, with the conversation's
         last event before them (None for a new conversation): it links the messages into a
         chain a consumer can restore the order by (`server.brokers.ordering`). `before`: the
-        stored events just before these with the first one's timestamp (`same_time_run`),
+        stored events up to `previous_event` that share its timestamp (`same_time_run`),
         which tell byte-identical events apart. Delivery happens in the background, in this
         process's order, retried while the broker is down.
         """

@@ -64,6 +64,18 @@ def outgoing(
 Sender = Callable[[deque[Outgoing]], Awaitable[None]]
 
 
+async def _outgoing(
+    sender_id: str,
+    events: list[dict[str, Any]],
+    previous_event: dict[str, Any] | None,
+    before: Sequence[dict[str, Any]],
+) -> list[Outgoing]:
+    """`outgoing`; of a bulk (or after a client's long run of one timestamp) in a thread."""
+    if len(events) + len(before) > OFF_LOOP_EVENTS:
+        return await asyncio.to_thread(outgoing, sender_id, events, previous_event, before)
+    return outgoing(sender_id, events, previous_event, before)
+
+
 class BackgroundDelivery:
     """One task drains the queue in order; failures wait (back-off) and retry forever."""
 
@@ -95,15 +107,6 @@ class BackgroundDelivery:
     @property
     def pending(self) -> int:
         return len(self._pending)
-
-    def submit(
-        self,
-        sender_id: str,
-        events: list[dict[str, Any]],
-        previous_event: dict[str, Any] | None = None,
-        before: Sequence[dict[str, Any]] = (),
-    ) -> None:
-        self.enqueue(outgoing(sender_id, events, previous_event, before))
 
     def enqueue(self, items: list[Outgoing]) -> None:
         """Queues messages `outgoing` made (perhaps in a thread: a bulk append's 100,000
@@ -269,11 +272,8 @@ class QueuedBroker:
         """Queues the events; never waits for the broker and never raises for an outage."""
         if self._in_doubt is not None and self._in_doubt.holds(sender_id):
             self._in_doubt.add_committed(sender_id, events, previous_event, before)
-        elif len(events) + len(before) > OFF_LOOP_EVENTS:  # a bulk: hashed in a thread
-            items = await asyncio.to_thread(outgoing, sender_id, events, previous_event, before)
-            self._delivery.enqueue(items)
         else:
-            self._delivery.submit(sender_id, events, previous_event, before)
+            self._delivery.enqueue(await _outgoing(sender_id, events, previous_event, before))
 
     async def deliver(self, items: deque[Outgoing]) -> None:
         """Delivers `items` now, in order, popping each once delivered; the first failure
@@ -291,7 +291,7 @@ class QueuedBroker:
         """Events whose save raised: published once `store` shows them committed (dropped if
         it does not), before any later event of the conversation."""
         if self._in_doubt is None:
-            self._in_doubt = InDoubtEvents(self._delivery.name, self._delivery.submit)
+            self._in_doubt = InDoubtEvents(self._delivery.name, _outgoing, self._delivery.enqueue)
         self._in_doubt.add_in_doubt(sender_id, events, previous_event, store, before)
 
     async def flush(self, timeout: float) -> bool:

@@ -7,18 +7,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.store import TrackerStore
+
+if TYPE_CHECKING:
+    from server.brokers.delivery import Outgoing
 
 logger = logging.getLogger(__name__)
 
-# Submits (sender_id, events, previous_event, before) to the delivery queue.
-Submit = Callable[
-    [str, list[dict[str, Any]], dict[str, Any] | None, Sequence[dict[str, Any]]], None
+# The messages of (sender_id, events, previous_event, before), a bulk of them made in a thread.
+Prepare = Callable[
+    [str, list[dict[str, Any]], dict[str, Any] | None, Sequence[dict[str, Any]]],
+    Awaitable[list["Outgoing"]],
 ]
+# Queues prepared messages for delivery.
+Enqueue = Callable[[list["Outgoing"]], None]
 
 DEFAULT_MAX_HELD_EVENTS = 100_000
 
@@ -29,7 +36,7 @@ class _Batch:
     previous_event: dict[str, Any] | None
     # False until the store has been read back (a save that raised); True for a commit.
     committed: bool
-    # The run of events with the first one's timestamp before them (`chain_ids`).
+    # The stored events up to `previous_event` sharing its timestamp (`same_time_run`).
     before: Sequence[dict[str, Any]] = ()
 
 
@@ -41,13 +48,15 @@ class InDoubtEvents:
     def __init__(
         self,
         name: str,
-        submit: Submit,
+        prepare: Prepare,
+        enqueue: Enqueue,
         retry_delay: float = 0.5,
         max_retry_delay: float = 30.0,
         max_events: int = DEFAULT_MAX_HELD_EVENTS,
     ) -> None:
         self.name = name
-        self._submit = submit
+        self._prepare = prepare
+        self._enqueue = enqueue
         self._retry_delay = retry_delay
         self._max_retry_delay = max(max_retry_delay, retry_delay)
         self._max_events = max_events
@@ -180,9 +189,18 @@ class InDoubtEvents:
         for index, batch in enumerate(batches):
             if index >= checked and not batch.committed:
                 break
-            if batch.events:
-                self._submit(sender_id, batch.events, batch.previous_event, batch.before)
             done += 1
+        # Made first (a bulk, or a batch after a client's long run, in a thread), then queued
+        # at once: batches added meanwhile wait for the next round, behind these.
+        prepared = [
+            await self._prepare(sender_id, b.events, b.previous_event, b.before)
+            for b in batches[:done]
+            if b.events
+        ]
+        if self._held.get(sender_id) is not batches:
+            return  # dropped meanwhile (too many held)
+        for items in prepared:
+            self._enqueue(items)
         self._events -= sum(len(b.events) for b in batches[:done])
         del batches[:done]
         if not batches:
@@ -217,15 +235,24 @@ class InDoubtEvents:
 
 async def _committed(store: TrackerStore, sender_id: str, batches: list[_Batch]) -> list[bool]:
     """Whether each batch is in the store: the current session first, else every session."""
-    # With the stored events of its timestamp before it: a client's repeat of stored events
-    # (one timestamp) is found only if it was stored after them.
+    # With the stored events up to the one before it: a client's repeat of a stored event
+    # is found only if it was stored after them, not for its twin stored earlier.
     runs = [[*b.before, *b.events] for b in batches]
     events: Sequence[dict[str, Any]] = await store.load(sender_id) or []
-    found = [_contains(events, run) for run in runs]
+    found = await _all_contained(events, runs)
     if not all(found):
         events = await store.load_all(sender_id) or []
-        found = [_contains(events, run) for run in runs]
+        found = await _all_contained(events, runs)
     return found
+
+
+async def _all_contained(
+    stored: Sequence[dict[str, Any]], runs: list[list[dict[str, Any]]]
+) -> list[bool]:
+    """`_contains` of each run; in a thread for a long conversation, not on the event loop."""
+    if len(stored) > OFF_LOOP_EVENTS:
+        return await asyncio.to_thread(lambda: [_contains(stored, run) for run in runs])
+    return [_contains(stored, run) for run in runs]
 
 
 def _contains(stored: Sequence[dict[str, Any]], batch: list[dict[str, Any]]) -> bool:

@@ -41,40 +41,68 @@ def chain_ids(
     `previous_event` (the conversation's last event before these; None for a new one).
 
     An event byte-identical to earlier ones of its run (the events in a row, up to it, with
-    its timestamp; `before` holds those of the run before `events`) has the id of its content
-    and how many came before (a client's events of one timestamp; see docs/persistence.md for
-    the repeats still sharing an id), the same whichever process publishes it, or `botserver
-    export`."""
+    its timestamp) has the id of its content and how many came before (a client's events of
+    one timestamp; see docs/persistence.md for the repeats still sharing an id), the same
+    whichever process publishes it, or `botserver export`. `before` is the run that ends with
+    `previous_event` (`same_time_run`): it gives `previous_event` the id it was published
+    with, and `events` the count of their twins in it when they share its timestamp."""
+    if before and (not events or events[0].get("timestamp") != before[-1].get("timestamp")):
+        # Another run: only the twins of `previous_event` in its own count (an import's run
+        # of 100,000 events is not hashed for one id).
+        last = before[-1]
+        before = [event for event in before if event == last]
+    ids = _run_ids(sender_id, [*before, *events])
     previous = None if previous_event is None else event_message_id(sender_id, previous_event)
-    run_stamp: object = events[0].get("timestamp") if events else None
+    # Of its run when `before` ends with it (not so after a PUT that changed it: its content).
+    if before and previous == event_message_id(sender_id, before[-1]):
+        previous = ids[len(before) - 1]
+    chained: list[tuple[str, str | None]] = []
+    for current in ids[len(before) :]:
+        chained.append((current, previous))
+        previous = current
+    return chained
+
+
+def _run_ids(sender_id: str, events: Sequence[dict[str, Any]]) -> list[str]:
+    """The message_id of each of a conversation's events in a row: of its content, and of
+    how many identical ones came before it in its run of one timestamp."""
+    run_stamp: object = None
     seen: dict[str, int] = {}  # in the current run: how many of each content
-    for event in before:
-        content = event_message_id(sender_id, event)
-        seen[content] = seen.get(content, 0) + 1
-    ids: list[tuple[str, str | None]] = []
-    for event in events:
+    ids: list[str] = []
+    for index, event in enumerate(events):
         stamp = event.get("timestamp")
-        if stamp != run_stamp:
+        if index == 0 or stamp != run_stamp:
             run_stamp, seen = stamp, {}
         content = event_message_id(sender_id, event)
         repeats = seen.get(content, 0)
         seen[content] = repeats + 1
-        current = content if not repeats else _repeated_id(content, repeats)
-        ids.append((current, previous))
-        previous = current
+        ids.append(content if not repeats else _repeated_id(content, repeats))
     return ids
 
 
 def same_time_run(events: Sequence[Any], start: int) -> list[Any]:
-    """The events just before `events[start]` with its `timestamp`, oldest first (mostly none:
-    a server stamps each event apart): `chain_ids`'s `before` for events from `start` on."""
-    if start >= len(events):
+    """The events just before `events[start]` that share the `timestamp` of the last of them
+    (`events[start - 1]`, included), oldest first: mostly that one alone, a server stamping
+    each event apart. `chain_ids`'s `before` for events from `start` on."""
+    if start <= 0 or start > len(events):
         return []
-    stamp = events[start].timestamp
-    first = start
+    stamp = events[start - 1].timestamp
+    first = start - 1
     while first > 0 and events[first - 1].timestamp == stamp:
         first -= 1
     return list(events[first:start])
+
+
+def stored_run(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events at the end of `events` (dicts, as stored) that share the last one's
+    `timestamp`, oldest first: `same_time_run` over a conversation's stored events."""
+    if not events:
+        return []
+    stamp = events[-1].get("timestamp")
+    first = len(events) - 1
+    while first > 0 and events[first - 1].get("timestamp") == stamp:
+        first -= 1
+    return list(events[first:])
 
 
 def _repeated_id(content: str, repeats: int) -> str:

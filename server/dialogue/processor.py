@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from server.brokers.ordering import same_time_run
+from server.brokers.ordering import same_time_run, stored_run
 from server.dialogue import turn_log
 from server.dialogue.actions import (
     Action,
@@ -75,6 +75,7 @@ from server.trackers.events import (
     SlotSet,
     UserUtteranceReverted,
     UserUttered,
+    left_out_by_rasa,
 )
 from server.trackers.memory_lock import InMemoryLockStore
 from server.trackers.repository import TrackerRepository
@@ -219,6 +220,11 @@ def _as_dicts(events: list[Event]) -> list[dict[str, Any]]:
     return [e.as_dict() for e in events]
 
 
+def _stored_run(stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`stored_run` of a conversation's stored items, those Rasa leaves out set aside."""
+    return stored_run([d for d in stored if not left_out_by_rasa(d)])
+
+
 async def dicts_of(events: list[Event]) -> list[dict[str, Any]]:
     """`as_dict` of each event; of a bulk of them in a thread, not on the event loop."""
     if len(events) > OFF_LOOP_EVENTS:
@@ -321,8 +327,7 @@ class Processor:
             return new_events
         # The event before links this turn to the last one.
         previous = tracker.events[start - 1].as_dict() if start > 0 else None
-        # Mostly none; a client's import with one timestamp throughout may make it long.
-        before = await dicts_of(same_time_run(tracker.events, start))
+        before = await self._run_before(tracker, start)
         try:
             await self.trackers.save(tracker, new_events)
         except BaseException:
@@ -335,6 +340,20 @@ class Processor:
         dicts = await asyncio.to_thread(_as_dicts, new_events) if bulk else _as_dicts(new_events)
         await self.broker.publish(tracker.sender_id, dicts, previous, before)  # committed
         return new_events
+
+    async def _run_before(self, tracker: Tracker, start: int) -> list[dict[str, Any]]:
+        """`chain_ids`'s `before` for the events from `start` on: mostly the event before
+        alone; a client's import with one timestamp may make it long. A run that reaches
+        back to the start of the session loaded may go on in the earlier sessions, which a
+        publish must count as `botserver export` does (before, a repeat after a session
+        start of its second got the id of one before it: a consumer dropped it)."""
+        run = same_time_run(tracker.events, start)
+        if not run or len(run) < start:
+            return await dicts_of(run)
+        stored = await self.trackers.store.load_all(tracker.sender_id) or []
+        if len(stored) > OFF_LOOP_EVENTS:
+            return await asyncio.to_thread(_stored_run, stored)
+        return _stored_run(stored)
 
     def session_expired(self, tracker: Tracker, domain: Domain) -> bool:
         events = tracker.events

@@ -6,7 +6,9 @@ table (Rasa's columns), with the real RabbitMQ and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,14 @@ from server.brokers.export import select_events
 from server.brokers.ordering import PREVIOUS_ID_HEADER, ConversationOrderer
 from server.trackers.factory import create_tracker_store
 from tests.brokers.test_rabbitmq_broker import AMQP_URL, consume
+from tests.loop_lag import paced
 from tests.trackers.persistence_fixtures import (
     POSTGRES,
     RABBITMQ,
+    REDIS,
     postgres_database,
     require_service,
+    tracker_store_config,
     unique_name,
 )
 
@@ -94,6 +99,18 @@ def assert_rasas_shape(
     assert user["parse_data"]["intent_ranking"][0] == user["parse_data"]["intent"]
     action = next(e for e in events if e["event"] == "action" and e["policy"])
     assert isinstance(action["confidence"], float)
+
+
+@pytest.fixture
+async def tracker_store() -> AsyncIterator[Callable[..., Any]]:
+    """`await tracker_store(kind, tmp_path)`: a fresh store's config, removed after the app
+    (set up first, so torn down last: name it before `make_client`)."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make(kind: str, tmp_path: Path) -> dict[str, Any]:
+            return await stack.enter_async_context(tracker_store_config(kind, tmp_path))
+
+        yield make
 
 
 @pytest.fixture
@@ -214,3 +231,157 @@ async def test_byte_identical_events_each_reach_a_consumer_and_an_export_repeats
     published = [m.message_id for m in messages]
     assert sorted(m.message_id for m in exported) == sorted(published)
     assert len(set(published)) == len(published)
+
+
+async def test_the_event_after_a_repeat_names_the_repeats_own_id_as_export_does(
+    rabbitmq: dict[str, Any], make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Each message's `previous_message_id` is the id the event before it was published
+    with, also where that one was a repeat (of the same second or not), and `botserver
+    export` links them alike. Before, a request after a repeat named the repeat's first
+    twin: a consumer restoring the order let it pass before the repeat."""
+    stored = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "trackers.db")}
+    client = await make_client(endpoints={"tracker_store": stored, "event_broker": rabbitmq})
+    later = {"event": "bot", "text": "later", "timestamp": 1700000001, "metadata": {}}
+    for events in [*REPEATED, [later]]:
+        url = "/conversations/ana/tracker/events?include_events=NONE"
+        assert (await client.post(url, json=events)).status_code == 200
+    tracker = (await client.get("/conversations/ana/tracker")).json()["events"]
+    messages = await consume(rabbitmq["queues"][0], expected=len(tracker))
+
+    assert len(messages) == len(tracker)
+    for previous, message in zip([None, *messages[:-1]], messages, strict=True):
+        expected = {} if previous is None else {PREVIOUS_ID_HEADER: previous.message_id}
+        assert message.headers == expected
+    store = create_tracker_store(stored)
+    try:
+        exported = (await select_events(store)).messages
+    finally:
+        await store.close()
+    live = {m.message_id: (m.headers or {}).get(PREVIOUS_ID_HEADER) for m in messages}
+    assert {m.message_id: m.previous_id for m in exported if m.previous_id} == {
+        k: v for k, v in live.items() if v
+    }
+
+
+async def test_a_failed_repeat_of_an_older_event_is_not_published_for_its_stored_twin(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A client's event sent again with its timestamp after another event, whose save failed
+    without committing: the broker's read-back does not take the stored twin for it. Before,
+    the twin had another timestamp than the event before the retry, the read-back looked for
+    the retry alone, found the twin and published an event the store does not hold."""
+    trackers_db, events_db = tmp_path / "trackers.db", tmp_path / "events.db"
+    client = await make_client(
+        endpoints={
+            "tracker_store": {"type": "sql", "dialect": "sqlite", "db": str(trackers_db)},
+            "event_broker": {"type": "sql", "dialect": "sqlite", "db": str(events_db)},
+        }
+    )
+    url = "/conversations/ana/tracker/events?include_events=NONE"
+    twin = {"event": "bot", "text": "twin", "timestamp": 1700000000}
+    for events in [[twin], [{"event": "bot", "text": "between", "timestamp": 1700000001}]]:
+        assert (await client.post(url, json=events)).status_code == 200
+
+    def refuse_inserts(refuse: bool) -> None:
+        with sqlite3.connect(trackers_db) as db:
+            if refuse:
+                db.execute(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN "
+                    "SELECT RAISE(ABORT, 'refused'); END"
+                )
+            else:
+                db.execute("DROP TRIGGER refuse")
+
+    await asyncio.to_thread(refuse_inserts, True)
+    assert (await client.post(url, json=[twin])).status_code == 500  # nothing stored
+    await asyncio.to_thread(refuse_inserts, False)
+    after = {"event": "bot", "text": "after", "timestamp": 1700000002}
+    assert (await client.post(url, json=[after])).status_code == 200
+
+    def published() -> list[str]:
+        with sqlite3.connect(events_db) as db:
+            try:
+                rows = db.execute("SELECT data FROM events ORDER BY id").fetchall()
+            except sqlite3.OperationalError:  # no table before the broker's first write
+                return []
+        return [json.loads(row[0]).get("text") for row in rows if '"bot"' in row[0]]
+
+    deadline = asyncio.get_running_loop().time() + paced(10)
+    while "after" not in (texts := await asyncio.to_thread(published)):
+        assert asyncio.get_running_loop().time() < deadline, texts
+        await asyncio.sleep(0.05)
+    assert texts == ["twin", "between", "after"]
+    stored = (await client.get("/conversations/ana/tracker")).json()["events"]
+    assert [e["text"] for e in stored if e["event"] == "bot"] == texts
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb", "redis", "dynamo"])
+async def test_repeats_after_a_session_start_of_their_second_keep_their_own_ids(
+    tracker_store: Callable[..., Any],
+    rabbitmq: dict[str, Any],
+    make_client: Callable[..., Any],
+    tmp_path: Path,
+    kind: str,
+) -> None:
+    """A client's import of two sessions within one second, in three requests: each event
+    has its own id, live as in an export (the run of that second crosses the session start),
+    with each kind of tracker store."""
+    stored = await tracker_store(kind, tmp_path)
+    client = await make_client(endpoints={"tracker_store": stored, "event_broker": rabbitmq})
+    start = [
+        {"event": "action", "name": "action_session_start", **SAME_SECOND},
+        {"event": "session_started", **SAME_SECOND},
+    ]
+    for events in [[OK], [*start, OK], [OK]]:
+        url = "/conversations/ana/tracker/events?include_events=NONE"
+        assert (await client.post(url, json=events)).status_code == 200
+    store = create_tracker_store(stored)
+    try:
+        exported = (await select_events(store)).messages
+    finally:
+        await store.close()
+    messages = await consume(rabbitmq["queues"][0], expected=len(exported))
+
+    published = [m.message_id for m in messages]
+    assert len(set(published)) == len(published)
+    assert sorted(m.message_id for m in exported) == sorted(published)
+
+
+async def test_two_processes_taking_turns_give_each_event_the_id_an_export_gives(
+    tracker_store: Callable[..., Any],
+    rabbitmq: dict[str, Any],
+    make_client: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """`--workers 2`: two servers on one PostgreSQL store and Redis lock take a client's
+    requests in turn (repeats of one second, a session start within it): each event has its
+    own id, the one an export gives it, and each names the one before it."""
+    require_service("Redis", REDIS)
+    prefix = unique_name("consumer_view_lock")
+    endpoints = {
+        "tracker_store": await tracker_store("postgres", tmp_path),
+        "lock_store": {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix},
+        "event_broker": rabbitmq,
+    }
+    clients = [await make_client(endpoints=endpoints) for _ in range(2)]
+    start = [
+        {"event": "action", "name": "action_session_start", **SAME_SECOND},
+        {"event": "session_started", **SAME_SECOND},
+    ]
+    requests = [*REPEATED, [*start, OK, OK], [OK], [LISTEN, OK]]
+    for n, events in enumerate(requests):
+        url = "/conversations/ana/tracker/events?include_events=NONE"
+        assert (await clients[n % 2].post(url, json=events)).status_code == 200
+    store = create_tracker_store(endpoints["tracker_store"])
+    try:
+        exported = (await select_events(store)).messages
+    finally:
+        await store.close()
+    messages = await consume(rabbitmq["queues"][0], expected=len(exported))
+
+    live = {m.message_id: (m.headers or {}).get(PREVIOUS_ID_HEADER) for m in messages}
+    assert len(live) == len(messages) == len(exported)
+    assert {m.message_id: m.previous_id for m in exported if m.previous_id} == {
+        k: v for k, v in live.items() if v
+    }
