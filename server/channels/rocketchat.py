@@ -368,7 +368,8 @@ def _server_url(c: dict[str, Any]) -> str:
         if isinstance(written, str) and "://" not in written and "${" not in written:
             # Rasa's example: `server_url: "localhost:3000"` with `ssl: false`.
             scheme = "http" if wants_tls is False else "https"
-            shown = safe_url(written, tolerant=True)  # without a user and password
+            # without a user and password; `//host` (scheme-relative) given one scheme's slashes
+            shown = safe_url(written, tolerant=True).lstrip("/")
             raise InvalidConfig(f"{e}; write '{scheme}://{shown}'") from None
         raise
     uses_tls = url.lower().startswith("https://")

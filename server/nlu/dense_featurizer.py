@@ -195,6 +195,22 @@ def shared_encoder(threads: int = 1) -> SentenceEncoder:
         return encoder
 
 
+def archived_threads(config: dict[str, Any]) -> dict[str, Any]:
+    """An archive's component config with `threads` / `train_threads` above MAX_THREADS
+    lowered to it: a model trained before they were capped (`threads: 100`) still loads."""
+
+    def above_cap(value: Any) -> bool:
+        try:
+            return not isinstance(value, bool) and float(value) > MAX_THREADS
+        except (TypeError, ValueError, OverflowError):
+            return False  # refused by the component as before
+
+    return {
+        key: MAX_THREADS if key in ("threads", "train_threads") and above_cap(value) else value
+        for key, value in config.items()
+    }
+
+
 class DenseFeaturizer:
     """Adds the sentence embedding, scaled by `weight`, as a feature block of width 384."""
 
@@ -237,7 +253,7 @@ class DenseFeaturizer:
         cls, config: dict[str, Any], state: dict[str, Any], directory: Path, prefix: str, name: str
     ) -> DenseFeaturizer:
         check_model_state(state, name)
-        featurizer = cls(config, name)
+        featurizer = cls(archived_threads(config), name)
         try:
             featurizer._encoder = shared_encoder(featurizer.threads)  # now, not at parse
         except InvalidConfig as e:

@@ -21,6 +21,7 @@ from server.nlu.dense_featurizer import (
     MODEL_SHA256,
     TRAIN_THREADS,
     WIDTH,
+    archived_threads,
     check_model_state,
     dense_available,
     load_tokenizer,
@@ -237,7 +238,7 @@ class StaticEmbeddingFeaturizer:
         cls, config: dict[str, Any], state: dict[str, Any], directory: Path, prefix: str, name: str
     ) -> StaticEmbeddingFeaturizer:
         check_model_state(state, name)
-        featurizer = cls(config, name)
+        featurizer = cls(archived_threads(config), name)
         token_ids = read_array(directory, f"{prefix}static_token_ids.npy", np.int32, ndim=1)
         table = read_array(directory, f"{prefix}static_table.npy", np.float32, ndim=2)
         try:

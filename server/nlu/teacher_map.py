@@ -27,6 +27,7 @@ from server.nlu.dense_featurizer import (
     MODEL_SHA256,
     TRAIN_THREADS,
     WIDTH,
+    archived_threads,
     dense_available,
     shared_encoder,
 )
@@ -109,7 +110,7 @@ class TeacherMapFeaturizer:
     def from_state(
         cls, config: dict[str, Any], state: dict[str, Any], directory: Path, prefix: str, name: str
     ) -> TeacherMapFeaturizer:
-        featurizer = cls(config, name)
+        featurizer = cls(archived_threads(config), name)
         if state.get("trained"):
             mapping = read_array(directory, f"{prefix}teacher_map.npy", np.float16, ndim=2)
             if mapping.shape[1] != featurizer.dimensions:

@@ -250,9 +250,12 @@ def _example_text(node: yaml.ScalarNode, filename: str) -> str:
     """A listed example's text; an empty one (`text: ''`, `text:`, `- ~`) is an error: it
     trained as the text '' (or 'null'), so every message of unknown words was its intent,
     confidently (an empty regex or lookup element is no pattern at all)."""
-    text = "" if node.tag == _NULL_TAG else str(node.value).strip()
+    null = node.tag == _NULL_TAG
+    text = "" if null else str(node.value).strip()
     if not text:
-        why = f" ({node.value!r} is YAML's null; quote it to keep it as text)" if node.value else ""
+        # `~` or `null` is YAML's null; a quoted blank text ('  ') is not
+        hint = f" ({node.value!r} is YAML's null; quote it to keep it as text)"
+        why = hint if null and node.value else ""
         raise InvalidProjectFile(
             f"a training example's text is empty{why}; remove it or write its text",
             filename,

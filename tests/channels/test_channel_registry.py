@@ -442,3 +442,8 @@ def test_rocketchats_server_url_without_a_scheme_is_shown_with_one() -> None:
         load_channels({"rocketchat": settings})
     with pytest.raises(InvalidConfig, match="write 'https://localhost:3000'"):
         load_channels({"rocketchat": {**settings, "ssl": True}})
+    # Scheme-relative (`//host`), the user and password left out: one scheme, no four slashes
+    relative = {**settings, "server_url": "//bot:s3cret@chat.example.test:3000"}
+    with pytest.raises(InvalidConfig, match="write 'http://chat.example.test:3000'$") as info:
+        load_channels({"rocketchat": relative})
+    assert "s3cret" not in str(info.value)

@@ -9,7 +9,7 @@ import pytest
 
 from server.errors import InvalidConfig, ModelError
 from server.nlu import registry
-from server.nlu.dense_featurizer import WIDTH, dense_available, shared_encoder
+from server.nlu.dense_featurizer import WIDTH, DenseFeaturizer, dense_available, shared_encoder
 from server.nlu.pipeline import NLUPipeline
 
 needs_dense = pytest.mark.skipif(
@@ -78,6 +78,22 @@ def test_a_model_from_another_embedding_model_fails_to_load(dense_moodbot, tmp_p
     (tmp_path / "pipeline.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="another embedding model"):
         NLUPipeline.load(tmp_path)
+
+
+@needs_dense
+def test_a_model_trained_with_more_than_64_threads_still_loads(dense_moodbot, tmp_path):
+    # `threads: 100` trained before threads were capped at 64: the model loads (on 64
+    # threads) and parses as it did, where it failed to load with a config error.
+    dense_moodbot.persist(tmp_path)
+    manifest = json.loads((tmp_path / "pipeline.json").read_text())
+    for entry in manifest["components"]:
+        if entry["key"] == "DenseFeaturizer":
+            entry["config"].update(threads=100, train_threads=100)
+    (tmp_path / "pipeline.json").write_text(json.dumps(manifest))
+    loaded = NLUPipeline.load(tmp_path)
+    assert loaded.parse("I am very sad") == dense_moodbot.parse("I am very sad")
+    with pytest.raises(InvalidConfig, match="'threads' must be between 1 and 64"):
+        DenseFeaturizer({"threads": 100})  # training with it is still refused
 
 
 def test_without_the_extra_dense_names_fall_back_or_fail_clearly(load_bot, monkeypatch):

@@ -78,6 +78,20 @@ def test_round_trip_through_npy_files_without_running_the_model(static_moodbot, 
 
 
 @needs_dense
+def test_a_model_trained_with_more_than_64_threads_still_loads(static_moodbot, tmp_path):
+    # `train_threads: 100` trained before they were capped at 64 (a parse uses none): the
+    # model loads, where it failed to with a config error.
+    static_moodbot.persist(tmp_path)
+    manifest = json.loads((tmp_path / "pipeline.json").read_text())
+    for entry in manifest["components"]:
+        if entry["key"] == "StaticEmbeddingFeaturizer":
+            entry["config"]["train_threads"] = "100"  # as a ${VAR} gives it
+    (tmp_path / "pipeline.json").write_text(json.dumps(manifest))
+    loaded = NLUPipeline.load(tmp_path)
+    assert loaded.parse("hi there") == static_moodbot.parse("hi there")
+
+
+@needs_dense
 def test_a_table_that_does_not_match_its_token_ids_fails_to_load(static_moodbot, tmp_path):
     static_moodbot.persist(tmp_path)
     table = next(tmp_path.glob("*static_table.npy"))

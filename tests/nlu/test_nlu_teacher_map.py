@@ -119,6 +119,20 @@ def test_round_trip_through_npy_files_without_running_the_model(mapped_moodbot, 
 
 
 @needs_dense
+def test_a_model_trained_with_more_than_64_threads_still_loads(mapped_moodbot, tmp_path):
+    # `train_threads: 100` trained before they were capped at 64 (a parse uses none): the
+    # model loads, where it failed to with a config error.
+    mapped_moodbot.persist(tmp_path)
+    manifest = json.loads((tmp_path / "pipeline.json").read_text())
+    for entry in manifest["components"]:
+        if entry["key"] == "TeacherMapFeaturizer":
+            entry["config"]["train_threads"] = 100
+    (tmp_path / "pipeline.json").write_text(json.dumps(manifest))
+    loaded = NLUPipeline.load(tmp_path)
+    assert loaded.parse("hi there") == mapped_moodbot.parse("hi there")
+
+
+@needs_dense
 def test_a_map_of_another_width_fails_to_load(mapped_moodbot, tmp_path):
     mapped_moodbot.persist(tmp_path)
     np.save(next(tmp_path.glob("*teacher_map.npy")), np.zeros((3, 5), np.float16))

@@ -121,6 +121,18 @@ def test_an_empty_example_in_a_list_names_file_and_line(kind: str, entry: str):
     assert (info.value.filename, info.value.line) == ("data/nlu.yml", 5)
 
 
+@pytest.mark.parametrize(
+    ("entry", "hint"),
+    [("- text: '  '", False), ('- "\\t"', False), ("- text: ~", True), ("- null", True)],
+)
+def test_only_a_null_example_is_called_yaml_null(entry: str, hint: bool):
+    # Before, a quoted blank text was called "YAML's null; quote it", though quoted.
+    text = f"nlu:\n- intent: x\n  examples:\n  - text: fine\n  {entry}\n"
+    with pytest.raises(InvalidProjectFile, match="empty") as info:
+        read_nlu_yaml(text, "data/nlu.yml")
+    assert ("YAML's null" in str(info.value)) is hint
+
+
 def test_invalid_yaml_names_file_and_line():
     with pytest.raises(InvalidProjectFile) as info:
         read_nlu_yaml("nlu:\n- intent: a\n  examples: [\n", "broken.yml")
