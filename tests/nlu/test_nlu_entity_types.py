@@ -251,6 +251,71 @@ def test_a_crf_trained_by_sgd_is_the_same_while_another_thread_draws_from_rand()
     assert models == [alone.model_] * 3
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(150)  # a hang is the failure watched for: the suite's 300 s is longer
+def test_sgd_crfs_train_while_other_threads_are_inside_rand():
+    """A training forked while another thread was inside the C library's rand() gave a child
+    that waited for ever on rand()'s lock (held by a thread the child does not have): the
+    training never returned (after 1 and after 28 trainings with two threads drawing)."""
+    from server.nlu.crf_extractor import CRFEntityExtractor
+
+    data = read_nlu_yaml(DATA)
+    messages = [Message(e.text, tokenize(e.text)) for e in data.examples]
+    rand = ctypes.CDLL(None).rand
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            for _ in range(1000):
+                rand()  # ctypes lets go of the GIL: the thread is inside rand() most of the time
+
+    drawers = [threading.Thread(target=draw) for _ in range(2)]
+    for drawer in drawers:
+        drawer.start()
+    try:
+        models = set()
+        for _ in range(60):
+            crf = CRFEntityExtractor({"algorithm": "l2sgd", "max_iterations": 1})
+            crf.train(messages, data)
+            models.add(crf.model_)
+    finally:
+        stop.set()
+        for drawer in drawers:
+            drawer.join()
+    assert len(models) == 1 and None not in models
+
+
+@pytest.mark.parametrize(
+    ("program", "said"),
+    [
+        (
+            "echo 'Traceback ...' >&2; echo 'MemoryError: no room' >&2; exit 1",
+            "MemoryError: no room",
+        ),
+        ("kill -9 $$", "killed by SIGKILL"),
+    ],
+)
+def test_an_sgd_training_that_fails_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, program: str, said: str
+):
+    """The training process's own error (its last line) or the signal that killed it (the
+    kernel's out-of-memory killer) reaches the user, not a bare exit status."""
+    from server.errors import TrainingError
+    from server.nlu.crf_extractor import CRFEntityExtractor
+
+    interpreter = tmp_path / "python"
+    interpreter.write_text(f"#!/bin/sh\n{program}\n")
+    interpreter.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(interpreter))
+    data = read_nlu_yaml(DATA)
+    messages = [Message(e.text, tokenize(e.text)) for e in data.examples]
+    with pytest.raises(TrainingError, match=f"SGD training failed: {said}$"):
+        CRFEntityExtractor({"algorithm": "l2sgd"}).train(messages, data)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "missing"))
+    with pytest.raises(TrainingError, match="SGD training could not start"):
+        CRFEntityExtractor({"algorithm": "l2sgd"}).train(messages, data)
+
+
 def test_a_pipeline_with_sgd_crfs_trained_twice_persists_the_same_files(tmp_path: Path):
     """The same data and config give the same model files, the jackknife CRFs' typed words
     and the classifier's weights included, whatever else the process draws meanwhile."""
