@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import json
+import os
 import pickle
 import re
 import signal
@@ -40,8 +41,16 @@ ALGORITHMS = {"lbfgs": 50, "l2sgd": 10}
 
 # The training process: the sentences (one pickle each: strings and lists only) from
 # the file argv[1], the model to argv[2]; the algorithm and parameters as JSON in argv[3].
+# It ends with the process that started it (argv[4]), whose thread waits for it: killed
+# (SIGKILL, the OOM killer), that process left it training for nobody until its last pass.
 _TRAIN_PROGRAM = """
-import ctypes, json, pickle, sys
+import ctypes, json, os, pickle, signal, sys
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+except (OSError, AttributeError, TypeError):
+    pass
+if os.getppid() != int(sys.argv[4]):  # gone already
+    sys.exit("the training's parent process ended")
 import pycrfsuite
 algorithm, params = json.loads(sys.argv[3])
 trainer = pycrfsuite.Trainer(algorithm=algorithm, verbose=False)
@@ -72,7 +81,7 @@ def _train_seeded(algorithm: str, params: dict[str, Any], sentences: str, path: 
     """Trains on the pickled `sentences` into `path`, with rand() seeded and drawn from by
     crfsuite alone: in a process of its own, which inherits no thread, lock or descriptor."""
     command = [sys.executable, "-P", "-c", _TRAIN_PROGRAM, sentences, path]
-    command.append(json.dumps([algorithm, params]))
+    command += [json.dumps([algorithm, params]), str(os.getpid())]
     try:
         done = subprocess.run(command, capture_output=True, check=False, stdin=subprocess.DEVNULL)
     except OSError as e:  # no interpreter to start, or no memory or process left

@@ -3,8 +3,11 @@ jackknifed CRF predictions."""
 
 import contextlib
 import ctypes
+import os
+import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -314,6 +317,70 @@ def test_an_sgd_training_that_fails_says_why(
     monkeypatch.setattr(sys, "executable", str(tmp_path / "missing"))
     with pytest.raises(TrainingError, match="SGD training could not start"):
         CRFEntityExtractor({"algorithm": "l2sgd"}).train(messages, data)
+
+
+_LONG_TRAINING = """
+import random, sys
+from server.nlu.crf_extractor import CRFEntityExtractor
+from server.nlu.message import Message
+from server.nlu.tokenizer import tokenize
+from server.training.nlu_yaml import read_nlu_yaml
+rng = random.Random(0)
+words = [f"w{i}" for i in range(300)]
+lines = []
+for _ in range(4000):
+    sentence = rng.sample(words, 8)
+    k = rng.randrange(8)  # nothing to learn: SGD goes on for thousands of passes
+    sentence[k] = f"[{sentence[k]}](thing)"
+    lines.append("    - " + " ".join(sentence))
+data = read_nlu_yaml("nlu:\\n- intent: a\\n  examples: |\\n" + "\\n".join(lines) + "\\n")
+messages = [Message(e.text, tokenize(e.text)) for e in data.examples]
+CRFEntityExtractor({"algorithm": "l2sgd", "max_iterations": 100_000}).train(messages, data)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent's death signal is Linux's")
+def test_an_sgd_training_ends_with_the_process_that_started_it():
+    """A server killed (SIGKILL, the OOM killer) in the middle of an SGD training left the
+    training process running for nobody until its last pass (seconds to minutes of CPU)."""
+    import subprocess
+
+    from tests.loop_lag import paced
+
+    root = Path(__file__).resolve().parents[2]
+    trainer = subprocess.Popen([sys.executable, "-c", _LONG_TRAINING], cwd=root)
+    try:
+        while not (children := _children(trainer.pid)):
+            assert trainer.poll() is None, "the training ended before it could be killed"
+            time.sleep(0.05)
+        [child] = children
+        time.sleep(0.5)  # the training process is past its start
+        trainer.kill()
+        trainer.wait()
+        gone_by = time.monotonic() + paced(2)
+        while _running(child) and time.monotonic() < gone_by:
+            time.sleep(0.05)
+        assert not _running(child)
+    finally:
+        trainer.kill()
+        trainer.wait()
+        for child in children:
+            if _running(child):
+                os.kill(child, signal.SIGKILL)
 
 
 def test_a_pipeline_with_sgd_crfs_trained_twice_persists_the_same_files(tmp_path: Path):
