@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import json
 import os
+import pickle
 import re
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +33,41 @@ ALGORITHMS = {"lbfgs": 50, "l2sgd": 10}
 # crfsuite's SGD shuffles the sentences with the C library's rand(), a state the whole
 # process shares: seeding it is not enough while any other thread draws from it (onnxruntime's
 # thread pool does, left by the static table's or the dense featurizer's training), and two
-# trainings of the same data gave different CRFs. So SGD trains in a forked child, whose one
-# thread seeds rand() and is the only one to draw from it: a model is a function of its data.
-# L-BFGS draws no random numbers and trains in process.
-_RAND_LOCK = threading.Lock()  # where no fork is possible: seeded, but other threads may draw
+# trainings of the same data gave different CRFs. So SGD trains in a new process of its own
+# (a fresh interpreter, not a fork: a child forked while another thread was inside rand()
+# waited for ever on rand()'s lock, which only that thread would have let go of, and kept the
+# parent's sockets open), whose one thread seeds rand() and is the only one to draw from it:
+# a model is a function of its data. L-BFGS draws no random numbers and trains in process.
+
+# The training process: the sentences (one pickle each: strings and lists only) from
+# the file argv[1], the model to argv[2]; the algorithm and parameters as JSON in argv[3].
+# It ends with the process that started it (argv[4]), whose thread waits for it: killed
+# (SIGKILL, the OOM killer), that process left it training for nobody until its last pass.
+_TRAIN_PROGRAM = """
+import ctypes, json, os, pickle, signal, sys
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+except (OSError, AttributeError, TypeError):
+    pass
+if os.getppid() != int(sys.argv[4]):  # gone already
+    sys.exit("the training's parent process ended")
+import pycrfsuite
+algorithm, params = json.loads(sys.argv[3])
+trainer = pycrfsuite.Trainer(algorithm=algorithm, verbose=False)
+with open(sys.argv[1], "rb") as f:
+    while True:
+        try:
+            features, tags = pickle.load(f)
+        except EOFError:
+            break
+        trainer.append(pycrfsuite.ItemSequence(features), tags)
+trainer.set_params(params)
+try:
+    ctypes.CDLL(None).srand(1)
+except (OSError, AttributeError, TypeError):  # no C library by that name (Windows)
+    pass
+trainer.train(sys.argv[2])
+"""
 
 
 def _seed_c_rand() -> None:
@@ -40,26 +77,25 @@ def _seed_c_rand() -> None:
         pass
 
 
-def _train_seeded(trainer: pycrfsuite.Trainer, path: str) -> None:
-    """`trainer.train(path)` with rand() seeded and drawn from by crfsuite alone."""
+def _train_seeded(algorithm: str, params: dict[str, Any], sentences: str, path: str) -> None:
+    """Trains on the pickled `sentences` into `path`, with rand() seeded and drawn from by
+    crfsuite alone: in a process of its own, which inherits no thread, lock or descriptor."""
+    command = [sys.executable, "-P", "-c", _TRAIN_PROGRAM, sentences, path]
+    command += [json.dumps([algorithm, params]), str(os.getpid())]
     try:
-        pid = os.fork()
-    except (AttributeError, OSError):  # no fork on this platform, or no memory to fork
-        with _RAND_LOCK:
-            _seed_c_rand()
-            trainer.train(path)
-        return
-    if pid == 0:
-        code = 1
-        try:
-            _seed_c_rand()
-            trainer.train(path)
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise TrainingError(f"crfsuite's training failed (exit status {status})")
+        done = subprocess.run(command, capture_output=True, check=False, stdin=subprocess.DEVNULL)
+    except OSError as e:  # no interpreter to start, or no memory or process left
+        raise TrainingError(f"crfsuite's SGD training could not start: {e}") from e
+    if done.returncode != 0:
+        if done.returncode < 0:
+            try:
+                reason = f"killed by {signal.Signals(-done.returncode).name}"
+            except ValueError:  # a signal with no name (a real-time one)
+                reason = f"killed by signal {-done.returncode}"
+        else:  # the last line of its traceback: the exception and its message
+            lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+            reason = lines[-1][:1000] if lines else f"exit status {done.returncode}"
+        raise TrainingError(f"crfsuite's SGD training failed: {reason}")
 
 
 _ROLE = "|role="
@@ -145,6 +181,16 @@ def token_features(tokens: list[Token], patterns: list[set[str]] | None) -> list
     return out
 
 
+def _sequences(
+    messages: list[Message], data: NLUTrainingData
+) -> Iterator[tuple[list[list[str]], list[str]]]:
+    """Each tokenised sentence's features and BIO tags, as a CRF trains on them."""
+    for message, example in zip(messages, data.examples, strict=True):
+        if message.tokens:
+            features = token_features(message.tokens, message.token_patterns)
+            yield features, bio_tags(message.tokens, example.entities)
+
+
 def _label(a: EntityAnnotation) -> str:
     label = a.entity
     if a.role:
@@ -191,35 +237,36 @@ class CRFEntityExtractor:
         self._lock = threading.Lock()
 
     def train(self, messages: list[Message], data: NLUTrainingData) -> None:
-        trainer = pycrfsuite.Trainer(algorithm=self.algorithm, verbose=False)
-        has_entities = False
-        for message, example in zip(messages, data.examples, strict=True):
-            if not message.tokens:
-                continue
-            tags = bio_tags(message.tokens, example.entities)
-            has_entities = has_entities or any(t != "O" for t in tags)
-            features = token_features(message.tokens, message.token_patterns)
-            trainer.append(pycrfsuite.ItemSequence(features), tags)
-        if not has_entities:
-            self.model_ = None
-            self._tagger = None
-            return
         params: dict[str, Any] = {
             "c2": self.c2,
             "max_iterations": self.max_iterations,
             "feature.possible_transitions": True,
         }
-        if self.algorithm == "lbfgs":
-            params["c1"] = self.c1  # l2sgd has no L1 term
-        trainer.set_params(params)
+        tagged = False
         with tempfile.TemporaryDirectory() as tmp:
             path = str(Path(tmp) / "model.crfsuite")
             if self.algorithm == "lbfgs":
-                trainer.train(path)
+                params["c1"] = self.c1  # l2sgd has no L1 term
+                trainer = pycrfsuite.Trainer(algorithm=self.algorithm, verbose=False)
+                for features, tags in _sequences(messages, data):
+                    tagged = tagged or any(t != "O" for t in tags)
+                    trainer.append(pycrfsuite.ItemSequence(features), tags)
+                if tagged:
+                    trainer.set_params(params)
+                    trainer.train(path)
             else:
-                _train_seeded(trainer, path)
-            self.model_ = Path(path).read_bytes()
-        self._open()
+                sentences = str(Path(tmp) / "sentences.pickle")
+                with open(sentences, "wb") as f:
+                    for features, tags in _sequences(messages, data):
+                        tagged = tagged or any(t != "O" for t in tags)
+                        pickle.dump((features, tags), f, pickle.HIGHEST_PROTOCOL)
+                if tagged:
+                    _train_seeded(self.algorithm, params, sentences, path)
+            self.model_ = Path(path).read_bytes() if tagged else None
+        if tagged:
+            self._open()
+        else:
+            self._tagger = None
 
     def _open(self) -> None:
         tagger = pycrfsuite.Tagger()

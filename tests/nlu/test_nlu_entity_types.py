@@ -3,8 +3,11 @@ jackknifed CRF predictions."""
 
 import contextlib
 import ctypes
+import os
+import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -249,6 +252,135 @@ def test_a_crf_trained_by_sgd_is_the_same_while_another_thread_draws_from_rand()
             crf.train(messages, data)
             models.append(crf.model_)
     assert models == [alone.model_] * 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)  # a hang is the failure watched for: the suite's 300 s is longer
+def test_sgd_crfs_train_while_other_threads_are_inside_rand():
+    """A training forked while another thread was inside the C library's rand() gave a child
+    that waited for ever on rand()'s lock (held by a thread the child does not have): the
+    training never returned (after 1 and after 28 trainings with two threads drawing)."""
+    from server.nlu.crf_extractor import CRFEntityExtractor
+
+    data = read_nlu_yaml(DATA)
+    messages = [Message(e.text, tokenize(e.text)) for e in data.examples]
+    rand = ctypes.CDLL(None).rand
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            for _ in range(1000):
+                rand()  # ctypes lets go of the GIL: the thread is inside rand() most of the time
+
+    drawers = [threading.Thread(target=draw) for _ in range(2)]
+    for drawer in drawers:
+        drawer.start()
+    try:
+        models = set()
+        for _ in range(60):
+            crf = CRFEntityExtractor({"algorithm": "l2sgd", "max_iterations": 1})
+            crf.train(messages, data)
+            models.add(crf.model_)
+    finally:
+        stop.set()
+        for drawer in drawers:
+            drawer.join()
+    assert len(models) == 1 and None not in models
+
+
+@pytest.mark.parametrize(
+    ("program", "said"),
+    [
+        (
+            "echo 'Traceback ...' >&2; echo 'MemoryError: no room' >&2; exit 1",
+            "MemoryError: no room",
+        ),
+        ("kill -9 $$", "killed by SIGKILL"),
+    ],
+)
+def test_an_sgd_training_that_fails_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, program: str, said: str
+):
+    """The training process's own error (its last line) or the signal that killed it (the
+    kernel's out-of-memory killer) reaches the user, not a bare exit status."""
+    from server.errors import TrainingError
+    from server.nlu.crf_extractor import CRFEntityExtractor
+
+    interpreter = tmp_path / "python"
+    interpreter.write_text(f"#!/bin/sh\n{program}\n")
+    interpreter.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(interpreter))
+    data = read_nlu_yaml(DATA)
+    messages = [Message(e.text, tokenize(e.text)) for e in data.examples]
+    with pytest.raises(TrainingError, match=f"SGD training failed: {said}$"):
+        CRFEntityExtractor({"algorithm": "l2sgd"}).train(messages, data)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "missing"))
+    with pytest.raises(TrainingError, match="SGD training could not start"):
+        CRFEntityExtractor({"algorithm": "l2sgd"}).train(messages, data)
+
+
+_LONG_TRAINING = """
+import random, sys
+from server.nlu.crf_extractor import CRFEntityExtractor
+from server.nlu.message import Message
+from server.nlu.tokenizer import tokenize
+from server.training.nlu_yaml import read_nlu_yaml
+rng = random.Random(0)
+words = [f"w{i}" for i in range(300)]
+lines = []
+for _ in range(4000):
+    sentence = rng.sample(words, 8)
+    k = rng.randrange(8)  # nothing to learn: SGD goes on for thousands of passes
+    sentence[k] = f"[{sentence[k]}](thing)"
+    lines.append("    - " + " ".join(sentence))
+data = read_nlu_yaml("nlu:\\n- intent: a\\n  examples: |\\n" + "\\n".join(lines) + "\\n")
+messages = [Message(e.text, tokenize(e.text)) for e in data.examples]
+CRFEntityExtractor({"algorithm": "l2sgd", "max_iterations": 100_000}).train(messages, data)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent's death signal is Linux's")
+def test_an_sgd_training_ends_with_the_process_that_started_it():
+    """A server killed (SIGKILL, the OOM killer) in the middle of an SGD training left the
+    training process running for nobody until its last pass (seconds to minutes of CPU)."""
+    import subprocess
+
+    from tests.loop_lag import paced
+
+    root = Path(__file__).resolve().parents[2]
+    trainer = subprocess.Popen([sys.executable, "-c", _LONG_TRAINING], cwd=root)
+    try:
+        while not (children := _children(trainer.pid)):
+            assert trainer.poll() is None, "the training ended before it could be killed"
+            time.sleep(0.05)
+        [child] = children
+        time.sleep(0.5)  # the training process is past its start
+        trainer.kill()
+        trainer.wait()
+        gone_by = time.monotonic() + paced(2)
+        while _running(child) and time.monotonic() < gone_by:
+            time.sleep(0.05)
+        assert not _running(child)
+    finally:
+        trainer.kill()
+        trainer.wait()
+        for child in children:
+            if _running(child):
+                os.kill(child, signal.SIGKILL)
 
 
 def test_a_pipeline_with_sgd_crfs_trained_twice_persists_the_same_files(tmp_path: Path):
