@@ -7,7 +7,6 @@ import ctypes
 import functools
 import json
 import os
-import pickle
 import re
 import signal
 import subprocess
@@ -39,12 +38,13 @@ ALGORITHMS = {"lbfgs": 50, "l2sgd": 10}
 # parent's sockets open), whose one thread seeds rand() and is the only one to draw from it:
 # a model is a function of its data. L-BFGS draws no random numbers and trains in process.
 
-# The training process: the sentences (one pickle each: strings and lists only) from
+# The training process: the sentences (one JSON line each: features and tags; no pickle, so
+# nothing read there can run code) from
 # the file argv[1], the model to argv[2]; the algorithm and parameters as JSON in argv[3].
 # It ends with the process that started it (argv[4]), whose thread waits for it: killed
 # (SIGKILL, the OOM killer), that process left it training for nobody until its last pass.
 _TRAIN_PROGRAM = """
-import ctypes, json, os, pickle, signal, sys
+import ctypes, json, os, signal, sys
 try:
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
 except (OSError, AttributeError, TypeError):
@@ -54,12 +54,9 @@ if os.getppid() != int(sys.argv[4]):  # gone already
 import pycrfsuite
 algorithm, params = json.loads(sys.argv[3])
 trainer = pycrfsuite.Trainer(algorithm=algorithm, verbose=False)
-with open(sys.argv[1], "rb") as f:
-    while True:
-        try:
-            features, tags = pickle.load(f)
-        except EOFError:
-            break
+with open(sys.argv[1], encoding="utf-8") as f:
+    for line in f:
+        features, tags = json.loads(line)
         trainer.append(pycrfsuite.ItemSequence(features), tags)
 trainer.set_params(params)
 try:
@@ -78,7 +75,7 @@ def _seed_c_rand() -> None:
 
 
 def _train_seeded(algorithm: str, params: dict[str, Any], sentences: str, path: str) -> None:
-    """Trains on the pickled `sentences` into `path`, with rand() seeded and drawn from by
+    """Trains on the `sentences` (JSON lines) into `path`, with rand() seeded and drawn from by
     crfsuite alone: in a process of its own, which inherits no thread, lock or descriptor."""
     command = [sys.executable, "-P", "-c", _TRAIN_PROGRAM, sentences, path]
     command += [json.dumps([algorithm, params]), str(os.getpid())]
@@ -255,11 +252,11 @@ class CRFEntityExtractor:
                     trainer.set_params(params)
                     trainer.train(path)
             else:
-                sentences = str(Path(tmp) / "sentences.pickle")
-                with open(sentences, "wb") as f:
+                sentences = str(Path(tmp) / "sentences.jsonl")
+                with open(sentences, "w", encoding="utf-8") as f:
                     for features, tags in _sequences(messages, data):
                         tagged = tagged or any(t != "O" for t in tags)
-                        pickle.dump((features, tags), f, pickle.HIGHEST_PROTOCOL)
+                        f.write(json.dumps([features, tags]) + "\n")
                 if tagged:
                     _train_seeded(self.algorithm, params, sentences, path)
             self.model_ = Path(path).read_bytes() if tagged else None
