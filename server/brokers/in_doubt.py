@@ -63,6 +63,9 @@ class InDoubtEvents:
         self._held: dict[str, list[_Batch]] = {}
         self._stores: dict[str, TrackerStore] = {}
         self._events = 0
+        # What the cap bounds: the events held and the stored runs kept with them (`before`:
+        # a batch after a client's import of one second keeps that whole run).
+        self._kept = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -110,7 +113,8 @@ class InDoubtEvents:
     def _add(self, sender_id: str, batch: _Batch) -> None:
         self._held.setdefault(sender_id, []).append(batch)
         self._events += len(batch.events)
-        while self._events > self._max_events and len(self._held) > 1:
+        self._kept += _size(batch)
+        while self._kept > self._max_events and len(self._held) > 1:
             oldest = next(iter(self._held))
             self._drop(oldest)
             logger.error(
@@ -124,6 +128,7 @@ class InDoubtEvents:
         batches = self._held.pop(sender_id, [])
         self._stores.pop(sender_id, None)
         self._events -= sum(len(b.events) for b in batches)
+        self._kept -= sum(_size(b) for b in batches)
 
     async def _run(self) -> None:
         failures = 0
@@ -184,7 +189,8 @@ class InDoubtEvents:
                 )
                 if not committed:  # never stored: never published
                     self._events -= len(batch.events)
-                    batch.events = []
+                    self._kept -= _size(batch)
+                    batch.events, batch.before = [], ()
         done = 0
         for index, batch in enumerate(batches):
             if index >= checked and not batch.committed:
@@ -202,6 +208,7 @@ class InDoubtEvents:
         for items in prepared:
             self._enqueue(items)
         self._events -= sum(len(b.events) for b in batches[:done])
+        self._kept -= sum(_size(b) for b in batches[:done])
         del batches[:done]
         if not batches:
             del self._held[sender_id]
@@ -231,6 +238,11 @@ class InDoubtEvents:
                 self._events,
                 len(self._held),
             )
+
+
+def _size(batch: _Batch) -> int:
+    """What a held batch counts toward the cap: its events and the stored run it keeps."""
+    return len(batch.events) + len(batch.before)
 
 
 async def _committed(store: TrackerStore, sender_id: str, batches: list[_Batch]) -> list[bool]:

@@ -52,10 +52,13 @@ def chain_ids(
         last = before[-1]
         before = [event for event in before if event == last]
     ids = _run_ids(sender_id, [*before, *events])
-    previous = None if previous_event is None else event_message_id(sender_id, previous_event)
-    # Of its run when `before` ends with it (not so after a PUT that changed it: its content).
-    if before and previous == event_message_id(sender_id, before[-1]):
-        previous = ids[len(before) - 1]
+    if before and previous_event is before[-1]:  # a turn's: hashed once, in its run
+        previous: str | None = ids[len(before) - 1]
+    else:
+        previous = None if previous_event is None else event_message_id(sender_id, previous_event)
+        # Of its run when `before` ends with it (not so after a PUT that changed it).
+        if before and previous == event_message_id(sender_id, before[-1]):
+            previous = ids[len(before) - 1]
     chained: list[tuple[str, str | None]] = []
     for current in ids[len(before) :]:
         chained.append((current, previous))

@@ -327,7 +327,7 @@ class Processor:
             return new_events
         # The event before links this turn to the last one.
         previous = tracker.events[start - 1].as_dict() if start > 0 else None
-        before = await self._run_before(tracker, start)
+        before = await self._run_before(tracker, start, previous)
         try:
             await self.trackers.save(tracker, new_events)
         except BaseException:
@@ -341,15 +341,20 @@ class Processor:
         await self.broker.publish(tracker.sender_id, dicts, previous, before)  # committed
         return new_events
 
-    async def _run_before(self, tracker: Tracker, start: int) -> list[dict[str, Any]]:
+    async def _run_before(
+        self, tracker: Tracker, start: int, previous: dict[str, Any] | None
+    ) -> list[dict[str, Any]]:
         """`chain_ids`'s `before` for the events from `start` on: mostly the event before
         alone; a client's import with one timestamp may make it long. A run that reaches
         back to the start of the session loaded may go on in the earlier sessions, which a
         publish must count as `botserver export` does (before, a repeat after a session
         start of its second got the id of one before it: a consumer dropped it)."""
         run = same_time_run(tracker.events, start)
-        if not run or len(run) < start:
-            return await dicts_of(run)
+        if not run or previous is None:
+            return []
+        if len(run) < start:
+            # Ending with `previous` itself: `chain_ids` hashes it once (before: three times).
+            return [*await dicts_of(run[:-1]), previous]
         stored = await self.trackers.store.load_all(tracker.sender_id) or []
         if len(stored) > OFF_LOOP_EVENTS:
             return await asyncio.to_thread(_stored_run, stored)

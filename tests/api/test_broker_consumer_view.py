@@ -18,9 +18,11 @@ import asyncpg
 import httpx
 import pytest
 
+from server.brokers import ordering
 from server.brokers.export import select_events
 from server.brokers.ordering import PREVIOUS_ID_HEADER, ConversationOrderer
 from server.trackers.factory import create_tracker_store
+from server.trackers.sql_store import SqlTrackerStore
 from tests.brokers.test_rabbitmq_broker import AMQP_URL, consume
 from tests.loop_lag import paced
 from tests.trackers.persistence_fixtures import (
@@ -385,3 +387,41 @@ async def test_two_processes_taking_turns_give_each_event_the_id_an_export_gives
     assert {m.message_id: m.previous_id for m in exported if m.previous_id} == {
         k: v for k, v in live.items() if v
     }
+
+
+async def test_an_ordinary_turn_hashes_its_events_and_the_one_before_once_each(
+    make_client: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conversation's turns (the server stamps each event): a publish hashes each new event
+    and the event before it once, and reads the store no more than the turn does. Before, the
+    event before was hashed three times (its content, its id in its run, and to compare)."""
+    store = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "trackers.db")}
+    broker = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "events.db")}
+    client = await make_client(endpoints={"tracker_store": store, "event_broker": broker})
+    said = {"sender": "ana", "message": "hello"}
+    assert (await client.post("/webhooks/rest/webhook", json=said)).status_code == 200
+    hashed: list[str] = []
+    original = ordering.event_message_id
+
+    def counted(sender_id: str, event: dict[str, Any]) -> str:
+        hashed.append(event["event"])
+        return original(sender_id, event)
+
+    monkeypatch.setattr(ordering, "event_message_id", counted)
+    read_all: list[str] = []
+    load_all = SqlTrackerStore.load_all
+
+    async def counted_load_all(self: SqlTrackerStore, sender_id: str) -> Any:
+        read_all.append(sender_id)
+        return await load_all(self, sender_id)
+
+    monkeypatch.setattr(SqlTrackerStore, "load_all", counted_load_all)
+    for _ in range(3):
+        length = len((await client.get("/conversations/ana/tracker")).json()["events"])
+        hashed.clear()
+        read_all.clear()  # the GET reads every session
+        assert (await client.post("/webhooks/rest/webhook", json=said)).status_code == 200
+        assert read_all == []  # the current session only, as the turn loaded it
+        after = len((await client.get("/conversations/ana/tracker")).json()["events"])
+
+        assert len(hashed) == after - length + 1, hashed

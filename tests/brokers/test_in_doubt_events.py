@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import select
 
 from bench.tcp_proxy import TcpProxy
+from server.brokers.delivery import _outgoing
+from server.brokers.in_doubt import InDoubtEvents
 from server.brokers.sql import SqlEventBroker
 from server.trackers.factory import create_tracker_store
 from tests.loop_lag import loop_hold
@@ -184,3 +186,24 @@ async def test_a_failed_save_after_a_long_run_is_read_back_and_published_off_the
         hold.busiest_iteration,
         hold.loop_busiest,
     )
+
+
+async def test_the_stored_run_a_held_batch_keeps_counts_toward_the_cap(tmp_path: Path) -> None:
+    """A failed save after a client's import of one second keeps that run (5,000 events here)
+    to tell the batch apart when read back: it counts toward the cap on what is held, and the
+    oldest conversation is dropped to stay within it. Before, only the batch's own event
+    counted: each retry of such a request kept another copy of the run, unbounded."""
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "trackers.db")})
+    queued: list[Any] = []
+    in_doubt = InDoubtEvents("test", _outgoing, queued.extend, max_events=1000)
+    run = [{"event": "bot", "timestamp": 5, "text": f"line {n}"} for n in range(5000)]
+    try:
+        in_doubt.add_in_doubt("old", [{**run[0], "text": "last"}], run[-1], store, before=run)
+        in_doubt.add_in_doubt("new", turn(1), None, store)  # no await between: not read yet
+
+        assert not in_doubt.holds("old")
+        assert in_doubt.holds("new")
+        assert in_doubt.held == 3
+    finally:
+        await in_doubt.settle(timeout=0)  # stops the read-back task
+        await store.close()
