@@ -86,8 +86,9 @@ class InDoubtEvents:
         store: TrackerStore,
         before: Sequence[dict[str, Any]] = (),
     ) -> None:
-        self._add(sender_id, _Batch(events, previous_event, committed=False, before=before))
+        # The store first: `_add` may drop this very conversation (the oldest), store and all.
         self._stores[sender_id] = store
+        self._add(sender_id, _Batch(events, previous_event, committed=False, before=before))
         logger.warning(
             "%s: the save of conversation %s failed; its %d events wait until the tracker "
             "store shows whether they were committed",

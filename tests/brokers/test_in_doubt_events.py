@@ -207,3 +207,26 @@ async def test_the_stored_run_a_held_batch_keeps_counts_toward_the_cap(tmp_path:
     finally:
         await in_doubt.settle(timeout=0)  # stops the read-back task
         await store.close()
+
+
+async def test_a_conversation_dropped_by_its_own_failed_save_keeps_nothing_held(
+    tmp_path: Path,
+) -> None:
+    """A failed save that takes the held events over the cap drops the oldest conversation,
+    which may be its own: nothing of it stays behind. Before, its store was kept for it
+    after the drop (one entry per such conversation, for the life of the process)."""
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "trackers.db")})
+    queued: list[Any] = []
+    in_doubt = InDoubtEvents("test", _outgoing, queued.extend, max_events=6)
+    try:
+        in_doubt.add_in_doubt("old", turn(1), None, store)
+        in_doubt.add_in_doubt("new", turn(1), None, store)  # no await between: not read yet
+        in_doubt.add_in_doubt("old", turn(2), turn(1)[-1], store)  # over 6: "old" dropped
+
+        assert not in_doubt.holds("old")
+        assert in_doubt.holds("new")
+        assert in_doubt.held == 3
+        assert list(in_doubt._stores) == ["new"]
+    finally:
+        await in_doubt.settle(timeout=0)  # stops the read-back task
+        await store.close()
