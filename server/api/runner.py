@@ -196,7 +196,9 @@ def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> N
             yield state
             await _finish_turns(turns)
             flush_repeats()  # the last windows' counts (busy conversations, clients gone)
-        logger.info("Stopped: the channels, event broker and stores are closed.")
+        stopped = "Stopped: the channels, event broker and stores are closed."
+        if first_to_say(stopped):  # once for all workers
+            logger.info(stopped)
 
     app.router.lifespan_context = lifespan
 

@@ -56,8 +56,9 @@ class InputChannel:
         return None
 
     def served_with(self, others: frozenset[str]) -> None:
-        """Told the names of the server's other channels, once all are built (the REST
-        channel: its messages may not claim to come through one of them); most need none."""
+        """Told the names of the server's other channels that push messages on their own
+        (whose `get_output_channel()` is not None), once all are built (the REST channel: its
+        messages may not claim to come through one of them); most need none."""
         return None
 
     def get_output_channel(self) -> OutputChannel | None:

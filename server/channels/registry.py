@@ -127,9 +127,11 @@ def load_channels(
             _warn_unknown_keys(settings, cls.settings_keys, f"{source}: channel '{name}'")
         _check_name(channel.name, name, keys, origin)
         channels.append(channel)
-    served = frozenset(channel.name for channel in channels)
+    # Only a channel with an output channel of its own can push a conversation's reminders:
+    # a REST client may name any other (a REST-only custom channel) as its input channel.
+    pushing = frozenset(c.name for c in channels if c.get_output_channel() is not None)
     for channel in channels:
-        channel.served_with(served - {channel.name})
+        channel.served_with(pushing - {channel.name})
     return channels
 
 

@@ -59,7 +59,7 @@ def read_nlu_yaml(text: str, filename: str = "<string>") -> NLUTrainingData:
         for key_node, value_node in root.value:
             key = key_node.value
             if key == "nlu":
-                _read_nlu_section(value_node, filename, data)
+                _read_nlu_section(value_node, filename, data, text)
             elif key == "responses":
                 _read_responses(value_node, filename, data)
     except InvalidProjectFile as exc:
@@ -99,7 +99,7 @@ def _to_python(node: yaml.Node) -> Any:
         loader.dispose()
 
 
-def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData) -> None:
+def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, text: str) -> None:
     if isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null"):
         return
     if not isinstance(node, yaml.SequenceNode):
@@ -140,7 +140,7 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData) -> 
             raise InvalidProjectFile(f"{kind} '{name}' has no 'examples'", filename, _line(item))
         metadata_node = fields.get("metadata")
         item_metadata = _to_python(metadata_node) if metadata_node is not None else None
-        lines = _example_lines(examples_node, filename)
+        lines = _example_lines(examples_node, filename, text)
         if (
             not lines
             and _holds_text(examples_node)
@@ -199,29 +199,32 @@ def _merge_metadata(item: Any, example: Any) -> dict | None:
     return merged or None
 
 
-def _example_lines(node: yaml.Node, filename: str) -> list[tuple[str, int, Any]]:
-    """(text, line, metadata) for each example of a block string or a list."""
+def _example_lines(node: yaml.Node, filename: str, source: str) -> list[tuple[str, int, Any]]:
+    """(text, line, metadata) for each example of a block string or a list (`source`: the
+    file's text, to find a folded block's lines)."""
     if isinstance(node, yaml.ScalarNode):
         value = node.value
         # A block scalar's content starts on the line after the `|` indicator.
         first = _line(node) + (1 if node.style in ("|", ">") else 0)
+        folded = _FoldedLines(node, source) if node.style == ">" else None
         out = []
         for offset, raw in enumerate(value.split("\n")):
             stripped = raw.strip()
             if not stripped:
                 continue
+            line = first + offset if folded is None else folded.line_of(stripped, first + offset)
             if not stripped.startswith("-"):
                 # Rasa skips such lines with a warning; so do we.
                 logger.warning(
                     "%s:%s: training example %r does not start with '- ' and is skipped",
                     filename,
-                    first + offset,
+                    line,
                     stripped,
                 )
                 continue
             example = stripped[1:].strip()
             if example:
-                out.append((example, first + offset, None))
+                out.append((example, line, None))
         return out
     if isinstance(node, yaml.SequenceNode):
         out = []
@@ -244,6 +247,27 @@ def _example_lines(node: yaml.Node, filename: str) -> list[tuple[str, int, Any]]
     raise InvalidProjectFile(
         "'examples' must be a block string of '- ' lines or a list", filename, _line(node)
     )
+
+
+class _FoldedLines:
+    """The source lines of a folded block (`examples: >`): folding drops a line break per
+    blank line and joins adjacent lines, so a line of the value is not the line of the same
+    offset in the file. Each line of the value is found from where the last one was."""
+
+    def __init__(self, node: yaml.ScalarNode, source: str) -> None:
+        self.lines = source.split("\n")[node.start_mark.line + 1 : node.end_mark.line + 1]
+        self.top = node.start_mark.line + 2  # the 1-based line of `self.lines[0]`
+        self.cursor = 0
+
+    def line_of(self, stripped: str, otherwise: int) -> int:
+        """The line `stripped` (a line of the value) starts on, or `otherwise` if the file
+        does not show it."""
+        for index in range(self.cursor, len(self.lines)):
+            start = self.lines[index].strip()
+            if start and stripped.startswith(start):
+                self.cursor = index + 1
+                return self.top + index
+        return otherwise
 
 
 def _example_text(node: yaml.ScalarNode, filename: str) -> str:

@@ -8,13 +8,16 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import APIRouter
 
 from server.api.app import create_app
 from server.api.server import ServerOptions, build_app
 from server.channels import attach_channels, load_channels
+from server.channels.channel import InputChannel, OnNewMessage
 from server.dialogue.messages import UserMessage
 from server.errors import LockTimeout
 from tests.channels.conftest import echo
@@ -74,22 +77,31 @@ async def test_sender_defaults_and_input_channel_can_be_given(client: httpx.Asyn
     assert answer.json()[1] == {"recipient_id": "default", "text": "from default via web"}
 
 
-async def test_input_channel_cannot_name_another_channel_of_the_server() -> None:
-    """A REST client could otherwise speak as another channel: the conversation's channel
-    is where its reminders (and `output_channel=latest` pushes) go, so `"input_channel":
-    "rocketchat"` with `"sender": "GENERAL"` had the bot post into that Rocket.Chat room.
-    Before: handled as if it came through that channel."""
+@contextlib.asynccontextmanager
+async def recording_client(
+    credentials: dict[str, Any], handled: list[UserMessage]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app serving `credentials`' channels, appending each message handled."""
     app = create_app()
-    handled: list[UserMessage] = []
 
     async def record(message: UserMessage) -> None:
         handled.append(message)
         await echo(message)
 
-    channels = load_channels({"rest": None, "callback": {"url": "http://127.0.0.1:9/bot"}})
-    attach_channels(app, channels, record)
+    attach_channels(app, load_channels(credentials), record)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bot") as c:
+        yield c
+
+
+async def test_input_channel_cannot_name_another_channel_of_the_server() -> None:
+    """A REST client could otherwise speak as another channel: the conversation's channel
+    is where its reminders (and `output_channel=latest` pushes) go, so `"input_channel":
+    "rocketchat"` with `"sender": "GENERAL"` had the bot post into that Rocket.Chat room.
+    Before: handled as if it came through that channel."""
+    handled: list[UserMessage] = []
+    credentials = {"rest": None, "callback": {"url": "http://127.0.0.1:9/bot"}}
+    async with recording_client(credentials, handled) as c:
         for stream in ("", "?stream=true"):
             body = {"sender": "GENERAL", "message": "x", "input_channel": "callback"}
             answer = await c.post("/webhooks/rest/webhook" + stream, json=body)
@@ -101,6 +113,29 @@ async def test_input_channel_cannot_name_another_channel_of_the_server() -> None
         )
     assert [m.input_channel for m in handled] == ["rest", "mobile-app"]
     assert own.status_code == other.status_code == 200
+
+
+class RestOnlyInput(InputChannel):
+    """A custom channel that only answers its webhook: it has no output channel of its own."""
+
+    name = "kiosk"
+
+    def router(self, on_new_message: OnNewMessage) -> APIRouter:
+        return APIRouter()
+
+
+async def test_input_channel_may_name_a_served_channel_that_pushes_nothing() -> None:
+    """Only a served channel that can push messages on its own is refused: one without an
+    output channel (a REST-only custom channel) has nowhere to send a reminder, so naming it
+    is stored as sent. Before: 400 for any served channel's name."""
+    handled: list[UserMessage] = []
+    credentials = {"rest": None, f"{__name__}.RestOnlyInput": None}
+    async with recording_client(credentials, handled) as c:
+        for stream in ("", "?stream=true"):
+            body = {"sender": "u", "message": "x", "input_channel": "kiosk"}
+            answer = await c.post("/webhooks/rest/webhook" + stream, json=body)
+            assert answer.status_code == 200
+    assert [m.input_channel for m in handled] == ["kiosk", "kiosk"]
 
 
 async def test_no_message_is_an_empty_answer_as_in_rasa(client: httpx.AsyncClient) -> None:

@@ -15,6 +15,14 @@ def _two_workers_log(
 ) -> list[str]:
     """The log of a server of two workers (SQLite trackers, a Redis lock store, then
     `endpoints`) once both serve."""
+    return _two_workers(start_server, cwd, model, endpoints).text().splitlines()
+
+
+def _two_workers(
+    start_server: Callable[..., ServerProcess], cwd: Path, model: str, endpoints: str
+) -> ServerProcess:
+    """A server of two workers (SQLite trackers, a Redis lock store, then `endpoints`),
+    once both serve."""
     require_service("Redis", REDIS)
     (cwd / "endpoints.yml").write_text(
         f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {cwd / 'trackers.db'}\n"
@@ -28,7 +36,7 @@ def _two_workers_log(
             break
         time.sleep(0.1)
     assert "is up on" in server.text(), server.text()
-    return server.text().splitlines()
+    return server
 
 
 def test_a_lock_store_redis_refuses_is_one_error_line_for_all_workers(
@@ -55,3 +63,13 @@ def test_a_model_that_cannot_load_and_a_broker_down_are_said_once_for_all_worker
     log = _two_workers_log(start_server, tmp_path, "models.tar.gz", broker)
     for said in ("Could not load a model at startup", "starts without a model", "cannot reach"):
         assert len([line for line in log if said in line]) == 1, (said, log)
+
+
+def test_the_stopped_line_is_said_once_for_all_workers(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """Before: "Stopped: the channels, event broker and stores are closed." once a worker."""
+    server = _two_workers(start_server, tmp_path, "none", "")
+    assert server.stop() == 0, server.text()
+    log = server.text().splitlines()
+    assert len([line for line in log if "Stopped: " in line]) == 1, log

@@ -76,6 +76,28 @@ def test_broken_entity_json_names_file_and_line():
     assert info.value.line == 5
 
 
+@pytest.mark.parametrize("style", [">", ">-", "|"])
+@pytest.mark.parametrize("blanks", [1, 2])
+def test_an_error_after_blank_lines_of_a_block_names_its_own_line(style: str, blanks: int):
+    """A folded block (`>`) folds each blank line away: before, an error in a later example
+    named a line above the real one (5 for 6 with one blank line); a literal block was right."""
+    gap = "\n" * blanks
+    text = (
+        f"nlu:\n- intent: a\n  examples: {style}\n    - ok\n{gap}"
+        f'    - fine\n{gap}    - bad [x]{{"entity": }}\n'
+    )
+    with pytest.raises(InvalidProjectFile) as info:
+        read_nlu_yaml(text, "data/nlu.yml")
+    assert info.value.line == 4 + 2 * (blanks + 1), text
+
+
+def test_a_skipped_line_of_a_folded_block_names_its_own_line(caplog: pytest.LogCaptureFixture):
+    text = "nlu:\n- intent: a\n  examples: >\n    - ok\n\n    no dash\n"
+    data = read_nlu_yaml(text, "data/nlu.yml")
+    assert [e.text for e in data.examples] == ["ok"]
+    assert "data/nlu.yml:6: training example 'no dash'" in caplog.text
+
+
 @pytest.mark.parametrize(
     "annotation",
     [
