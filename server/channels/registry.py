@@ -85,6 +85,16 @@ def channel_class(name: str) -> type[InputChannel]:
     return cls
 
 
+def _may_push(channel: InputChannel) -> bool:
+    """Whether a channel has an output channel of its own. A custom one that cannot build it
+    yet (it needs what its first request sets up) counts as one that may push."""
+    try:
+        return channel.get_output_channel() is not None
+    except Exception as e:  # a custom channel's code: whatever it raises
+        logger.debug("channel '%s' has no output channel at load: %r", channel.name, e)
+        return True
+
+
 def load_channels(
     credentials: dict[str, Any] | None,
     connector: str | None = None,
@@ -129,7 +139,7 @@ def load_channels(
         channels.append(channel)
     # Only a channel with an output channel of its own can push a conversation's reminders:
     # a REST client may name any other (a REST-only custom channel) as its input channel.
-    pushing = frozenset(c.name for c in channels if c.get_output_channel() is not None)
+    pushing = frozenset(c.name for c in channels if _may_push(c))
     for channel in channels:
         channel.served_with(pushing - {channel.name})
     return channels

@@ -18,7 +18,7 @@ from server.api.app import create_app
 from server.api.server import ServerOptions, build_app
 from server.channels import attach_channels, load_channels
 from server.channels.channel import InputChannel, OnNewMessage
-from server.dialogue.messages import UserMessage
+from server.dialogue.messages import OutputChannel, UserMessage
 from server.errors import LockTimeout
 from tests.channels.conftest import echo
 from tests.dialogue.conversation_fixtures import train_archive, write_files
@@ -136,6 +136,28 @@ async def test_input_channel_may_name_a_served_channel_that_pushes_nothing() -> 
             answer = await c.post("/webhooks/rest/webhook" + stream, json=body)
             assert answer.status_code == 200
     assert [m.input_channel for m in handled] == ["kiosk", "kiosk"]
+
+
+class NotReadyInput(RestOnlyInput):
+    """A custom channel whose output channel needs what only its first request sets up."""
+
+    name = "late"
+
+    def get_output_channel(self) -> OutputChannel | None:
+        raise RuntimeError("not connected yet")
+
+
+async def test_a_channel_whose_output_channel_fails_at_load_is_taken_as_pushing() -> None:
+    """The server asks each channel for its output channel at load to know which names a REST
+    client may not take; a custom one that cannot answer yet must not stop the start, and its
+    name is refused, as a channel that might push."""
+    handled: list[UserMessage] = []
+    credentials = {"rest": None, f"{__name__}.NotReadyInput": None}
+    async with recording_client(credentials, handled) as c:
+        body = {"sender": "u", "message": "x", "input_channel": "late"}
+        answer = await c.post("/webhooks/rest/webhook", json=body)
+    assert answer.status_code == 400
+    assert handled == []
 
 
 async def test_no_message_is_an_empty_answer_as_in_rasa(client: httpx.AsyncClient) -> None:
