@@ -7,11 +7,12 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 
 import pytest
 
+from tests.logging_state import logging_restored
 from tests.shared_data import MOODBOT
 
 
@@ -53,6 +54,15 @@ def _private_folder(path: Path) -> bool:
 
 
 _children_keep_their_bytecode()
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Every test leaves the process's logging as it found it: code run in process (the CLI's
+    `main`, `configure_logging`, a logging config file) rewires loggers, and a later test in
+    the same xdist worker then found caplog empty (seen once in CI: a dry-run's log line)."""
+    with logging_restored():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,13 @@ def logging_restored() -> Iterator[None]:
     # configure_logging sets libraries' levels too (httpx at DEBUG with -vv): left so, they
     # reached the caplog of later tests in the same process.
     levels = {name: x.level for name, x in loggers.items() if isinstance(x, logging.Logger)}
+    # A logging config file's `rasa` logger gives ours its handlers and `propagate: false`:
+    # left so, caplog (on the root) saw nothing of later tests' records from `server.*`.
+    wiring = {
+        name: (list(x.handlers), x.propagate)
+        for name, x in loggers.items()
+        if isinstance(x, logging.Logger)
+    }
     try:
         yield
     finally:
@@ -28,6 +35,10 @@ def logging_restored() -> Iterator[None]:
         for name, each in list(loggers.items()):
             if isinstance(each, logging.Logger):
                 each.setLevel(levels.get(name, logging.NOTSET))
+                # A logger made during the test (`server` was a placeholder until the config
+                # named it) goes back to a new logger's wiring: no handler, propagating.
+                handlers, propagate = wiring.get(name, ([], True))
+                each.handlers, each.propagate = list(handlers), propagate
         for handler in list(root.handlers):
             root.removeHandler(handler)
             handler.close()
