@@ -192,8 +192,10 @@ def test_a_burst_of_connections_is_spread_over_the_workers(
             assert time.monotonic() < deadline, f"accepted {held}"
             time.sleep(0.05)
         # With one shared socket, the first worker awake takes nearly all (48 / 2 of 50 was
-        # typical); spread by the kernel, a worker holding under a quarter is 1 in 1,000.
-        assert min(held[pid] for pid in workers) >= CONNECTIONS // 4, held
+        # typical); spread by the kernel's hash of each connection, a worker's share is
+        # binomial: under a quarter (9 of 40) is about 1 run in 1,500 (CI drew 31 / 9 once),
+        # under an eighth (4 of 40) about 1 in 5 million.
+        assert min(held[pid] for pid in workers) >= CONNECTIONS // 8, held
     finally:
         for client in clients:
             client.close()
