@@ -91,7 +91,7 @@ def _may_push(channel: InputChannel) -> bool:
     try:
         return channel.get_output_channel() is not None
     except Exception as e:  # a custom channel's code: whatever it raises
-        logger.debug("channel '%s' has no output channel at load: %r", channel.name, e)
+        logger.debug("channel '%s' cannot build its output channel at load (%r)", channel.name, e)
         return True
 
 
