@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 # AMQP header naming the message_id of the event before this one in its conversation.
@@ -89,11 +89,7 @@ def same_time_run(events: Sequence[Any], start: int) -> list[Any]:
     each event apart. `chain_ids`'s `before` for events from `start` on."""
     if start <= 0 or start > len(events):
         return []
-    stamp = events[start - 1].timestamp
-    first = start - 1
-    while first > 0 and events[first - 1].timestamp == stamp:
-        first -= 1
-    return list(events[first:start])
+    return list(events[_run_start(events, start, lambda e: e.timestamp) : start])
 
 
 def stored_run(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -101,11 +97,17 @@ def stored_run(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     `timestamp`, oldest first: `same_time_run` over a conversation's stored events."""
     if not events:
         return []
-    stamp = events[-1].get("timestamp")
-    first = len(events) - 1
-    while first > 0 and events[first - 1].get("timestamp") == stamp:
+    return list(events[_run_start(events, len(events), lambda e: e.get("timestamp")) :])
+
+
+def _run_start(events: Sequence[Any], end: int, stamp: Callable[[Any], Any]) -> int:
+    """Where the run of events sharing `events[end - 1]`'s stamp begins (end > 0): walked
+    back from the end, so a turn reads its last few events, not the conversation."""
+    last = stamp(events[end - 1])
+    first = end - 1
+    while first > 0 and stamp(events[first - 1]) == last:
         first -= 1
-    return list(events[first:])
+    return first
 
 
 def _repeated_id(content: str, repeats: int) -> str:
