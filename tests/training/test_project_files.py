@@ -750,6 +750,38 @@ def test_a_slot_mapping_naming_an_entity_or_intent_the_domain_lacks_is_a_warning
     ]
 
 
+@pytest.mark.parametrize("kind", ["from_intent", "from_trigger_intent"])
+@pytest.mark.parametrize("value", ["", "\n      value: null"])
+def test_an_intent_mapping_without_a_value_names_the_file_and_line(
+    tmp_path: Path, kind: str, value: str
+) -> None:
+    # Before: trained without a word, and the slot was never set (set back to null when the
+    # intent came while it held a value). Rasa's domain refuses such a mapping ("You need to
+    # specify a value for the key 'value'").
+    path = tmp_path / "domain.yml"
+    path.write_text(
+        'version: "3.1"\nintents: [affirm]\nslots:\n  ok:\n    type: bool\n    mappings:\n'
+        f"    - type: {kind}\n      intent: affirm{value}\n"
+    )
+    with pytest.raises(InvalidProjectFile) as raised:
+        read_domain(path)
+    assert (raised.value.filename, raised.value.line) == (str(path), 7)
+    assert raised.value.reason == (
+        f"a {kind} mapping of slot 'ok' needs a 'value': the value the slot takes when the "
+        "intent comes"
+    )
+
+
+def test_a_trained_intent_mapping_without_a_value_still_loads() -> None:
+    # A model trained before the check above: its domain loads as it was trained.
+    mapping = {"type": "from_intent", "intent": "affirm"}
+    data = {"intents": ["affirm"], "slots": {"ok": {"type": "bool", "mappings": [mapping]}}}
+    reader = DomainReader(warnings=[], from_archive=True)
+    reader.check(data, "domain.json")
+    domain = reader.build(data, "domain.json")
+    assert domain.slots_by_name["ok"].mappings[0].value is None
+
+
 def domain_warnings(folder: Path, text: str) -> tuple[Path, list[str]]:
     """The warnings of reading `text` as `folder`/domain.yml, and that file's path."""
     path = folder / "domain.yml"
