@@ -118,7 +118,9 @@ class FormAction(Action):
     ) -> list[Event]:
         validator = f"validate_{self.name}"
         if validator not in ctx.domain.user_actions:
-            return list(candidates)  # as Rasa: the form logs the slots it takes
+            # As Rasa 3: the message's extraction logged the slots already; the form's run
+            # does not log them again.
+            return []
         # Without an action server the call fails (an ActionError, as Rasa's "no endpoint is
         # configured"): the form does not take answers its validation action never saw.
         # As Rasa's form, the action sees the slot the form asked for and the form's own

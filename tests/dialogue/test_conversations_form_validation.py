@@ -381,20 +381,30 @@ async def test_a_trigger_intent_fills_its_slot_as_it_activates_the_form(
     assert (await conversation.tracker()).get_slot("vip") is True
 
 
-async def test_the_form_logs_the_slots_it_takes_without_a_validation_action(
+async def test_the_form_does_not_log_again_the_slots_it_takes_without_a_validation_action(
     unvalidated_bot: DialogueModel,
 ) -> None:
-    """As Rasa logs it, with or without a validation action: the form's run repeats the slot
-    it took (before, only a validation action's answer did)."""
+    """As Rasa 3 logs it (its `test_set_slot_and_deactivate`): the message logged the slot
+    it filled; the form's run, with no validation action to answer for it, adds only the
+    next question. Before, the form's run logged `guests` a second time."""
     conversation = Conversation(make_agent(unvalidated_bot), "logs-slots")
     await conversation.say("/book")
 
     turn = await conversation.say('/inform{"number": 2}')
 
-    taken = _events_of(turn, "booking_form")[:2]
-    assert [(e.as_dict()["name"], e.as_dict()["value"]) for e in taken] == [
+    slots = [e.as_dict() for e in turn.events if isinstance(e, BotSlotSet)]
+    assert [(e["name"], e["value"]) for e in slots] == [
         ("guests", 2.0),
         ("requested_slot", "city"),
+    ]
+    assert [type(e) for e in _events_of(turn, "booking_form")[:1]] == [BotSlotSet]
+    assert _events_of(turn, "booking_form")[0].as_dict()["name"] == "requested_slot"
+
+    turn = await conversation.say('/inform{"city": "Rome"}')
+    slots = [e.as_dict() for e in turn.events if isinstance(e, BotSlotSet)]
+    assert [(e["name"], e["value"]) for e in slots] == [
+        ("city", "Rome"),
+        ("requested_slot", None),
     ]
 
 
