@@ -161,10 +161,8 @@ class FormAction(Action):
                 ]
         elif isinstance(chosen, str) and probe.active_loop_name == self.name:
             return await self._ask(sub, chosen)
-        done: list[Event] = [SlotSet(key=REQUESTED_SLOT, value=None)]
-        if probe.active_loop_name is not None:
-            done.append(ActiveLoop(name=None))
-        return done
+        # As Rasa, the form's own end, even after a validation action's `active_loop: null`.
+        return [SlotSet(key=REQUESTED_SLOT, value=None), ActiveLoop(name=None)]
 
     async def _ask(self, sub: ActionContext, slot: str) -> list[Event]:
         # Rasa's search order: the form's own question before the slot's, each an action

@@ -10,6 +10,7 @@ import pytest
 from rasa_sdk import Action, ActionExecutionRejection, FormValidationAction
 from rasa_sdk import Tracker as SdkTracker
 from rasa_sdk.events import ActionExecutionRejected
+from rasa_sdk.events import ActiveLoop as SdkActiveLoop
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
@@ -152,6 +153,41 @@ async def test_a_validation_action_that_needs_fewer_slots_ends_the_form(
     tracker = await conversation.tracker()
     assert tracker.active_loop_name is None
     assert tracker.get_slot("city") is None
+
+
+class _EndsTheForm(Action):
+    """Ends the form as soon as it answers for guests, with `active_loop: null`."""
+
+    def name(self) -> str:
+        return "validate_booking_form"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: SdkTracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        if tracker.get_slot("guests") is None:
+            return []
+        return [SdkActiveLoop(None)]
+
+
+async def test_a_validation_action_ending_the_form_is_followed_by_the_forms_own_end(
+    booking_bot: DialogueModel,
+) -> None:
+    """As Rasa logs it (its `test_validate_slots`, "Validate function deactivates loop"):
+    the validation action's `active_loop: null`, then the form's own end, `requested_slot`
+    null and `active_loop` null. Before, the form's own `active_loop` null was left out."""
+    conversation = _conversation(booking_bot, "ends", _EndsTheForm)
+    await conversation.say("/book")
+
+    turn = await conversation.say('/inform{"number": 2}')
+
+    assert turn.actions == ["booking_form", "utter_done"]
+    ends = [(type(e).__name__, e.as_dict()) for e in _events_of(turn, "booking_form")]
+    assert [(kind, d.get("name"), d.get("value")) for kind, d in ends] == [
+        ("ActiveLoop", None, None),
+        ("SlotSet", "requested_slot", None),
+        ("ActiveLoop", None, None),
+    ]
+    assert (await conversation.tracker()).active_loop_name is None
 
 
 class _CityFirst(_AsksFor):
