@@ -981,6 +981,40 @@ def test_validate_names_the_domain_file_and_line_of_a_domain_warning(tmp_path: P
     assert [line for line in expected if line not in printed] == [], printed
 
 
+def test_a_mapping_conditioned_on_a_form_it_is_not_part_of_fails_validation(
+    tmp_path: Path,
+) -> None:
+    # Before: validated without a word, and the mapping never filled (a typo in the form's
+    # name) or filled a slot the form never asks for. Rasa's validator warns in these words,
+    # and the validation fails ("Project validation completed with errors").
+    domain = tmp_path / "domain.yml"
+    domain.write_text(
+        'version: "3.1"\nintents: [greet, vip]\nentities: [city]\nslots:\n'
+        "  city:\n    type: text\n    mappings:\n    - type: from_entity\n"
+        "      entity: city\n      conditions: [{active_loop: trip_fom}]\n"
+        "  note:\n    type: text\n    mappings:\n    - type: from_text\n"
+        "      conditions: [{active_loop: trip_form}]\n"
+        "  vip:\n    type: bool\n    mappings:\n    - type: from_trigger_intent\n"
+        "      intent: vip\n      value: true\n      conditions: [{active_loop: trip_form}]\n"
+        "forms:\n  trip_form:\n    required_slots: [city]\n"
+    )
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "nlu.yml").write_text(
+        'version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n    - hi\n'
+        "- intent: vip\n  examples: |\n    - vip\n"
+    )
+    report = validate_project(None, domain, [data])
+    expected = [
+        f"{domain}:5: Slot 'city' has a mapping condition for form 'trip_fom' which is not "
+        "listed in domain forms. Please add this form to the forms section or check for typos.",
+        f"{domain}:11: Slot 'note' has a mapping condition for form 'trip_form', but it's not "
+        "present in 'trip_form' form's 'required_slots'. The slot needs to be added to this key.",
+    ]
+    assert report.failing_warnings == expected
+    assert [w for w in expected if w not in report.warnings] == []
+
+
 def test_mappings_of_a_built_in_slot_are_a_warning(tmp_path: Path) -> None:
     # Rasa's slot extraction leaves these slots out, and so does ours: the mappings do
     # nothing, which the project's author should hear of.
