@@ -118,7 +118,9 @@ class FormAction(Action):
     ) -> list[Event]:
         validator = f"validate_{self.name}"
         if validator not in ctx.domain.user_actions:
-            return list(candidates)  # as Rasa: the form logs the slots it takes
+            # As Rasa 3: the message's extraction logged the slots already; the form's run
+            # does not log them again.
+            return []
         # Without an action server the call fails (an ActionError, as Rasa's "no endpoint is
         # configured"): the form does not take answers its validation action never saw.
         # As Rasa's form, the action sees the slot the form asked for and the form's own
@@ -159,10 +161,8 @@ class FormAction(Action):
                 ]
         elif isinstance(chosen, str) and probe.active_loop_name == self.name:
             return await self._ask(sub, chosen)
-        done: list[Event] = [SlotSet(key=REQUESTED_SLOT, value=None)]
-        if probe.active_loop_name is not None:
-            done.append(ActiveLoop(name=None))
-        return done
+        # As Rasa, the form's own end, even after a validation action's `active_loop: null`.
+        return [SlotSet(key=REQUESTED_SLOT, value=None), ActiveLoop(name=None)]
 
     async def _ask(self, sub: ActionContext, slot: str) -> list[Event]:
         # Rasa's search order: the form's own question before the slot's, each an action

@@ -72,6 +72,8 @@ _RESPONSE_LISTS = frozenset({"buttons", "quick_replies", "elements", "condition"
 _MAPPING_KEYS = frozenset(
     {"type", "intent", "not_intent", "entity", "role", "group", "value", "action", "conditions"}
 )
+# Mappings that set the slot to their `value` (Rasa's domain requires one).
+_VALUE_MAPPINGS = frozenset({"from_intent", "from_trigger_intent"})
 # Sections of a training data file, which may share a file with domain sections.
 TRAINING_DATA_KEYS = frozenset({"nlu", "stories", "rules"})
 _RENAMED = {"templates": "responses", "utter_templates": "responses"}
@@ -441,6 +443,15 @@ class DomainReader:
         if kind == "from_entity" and not isinstance(mapping.get("entity"), str):
             raise InvalidProjectFile(
                 f"a from_entity mapping of slot '{slot}' needs an 'entity'", filename, line
+            )
+        if kind in _VALUE_MAPPINGS and mapping.get("value") is None and not self._from_archive:
+            # As Rasa's domain refuses it: the slot would never be set (a model trained
+            # before this check still loads).
+            raise InvalidProjectFile(
+                f"a {kind} mapping of slot '{slot}' needs a 'value': the value the slot takes "
+                "when the intent comes",
+                filename,
+                line,
             )
         for key in ("intent", "not_intent"):
             names = mapping.get(key)

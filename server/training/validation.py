@@ -146,6 +146,7 @@ def check_project(
     _check_entities(project, report)
     _check_story_references(project.stories, domain, report)
     _check_forms(project, report)
+    _check_mapping_conditions(project, report)
     report.warnings.extend(missing_response_warnings(project))
     _check_unused_responses(project, report)
     report.warnings.extend(checkpoint_warnings(project.stories))
@@ -299,6 +300,42 @@ def _check_forms(project: Project, report: ValidationReport) -> None:
                     f"{_defined_at(project, 'forms', form.name)}form '{form.name}' requires "
                     f"slot '{slot}', which is not in the domain"
                 )
+
+
+def _check_mapping_conditions(project: Project, report: ValidationReport) -> None:
+    """Rasa's `verify_slot_mappings`, in its words: a mapping conditioned on a form the
+    domain lacks never fills (a typo, often), and one conditioned on a form that does not
+    require its slot fills a slot that form never asks for. Warnings that fail the
+    validation, as in Rasa."""
+    domain = project.domain
+    for slot in domain.slots:
+        for mapping in slot.mappings:
+            for condition in mapping.conditions:
+                loop = condition.get("active_loop")
+                if not loop:
+                    continue
+                form = domain.forms.get(loop)
+                if form is None:
+                    problem = (
+                        f"Slot '{slot.name}' has a mapping condition for form '{loop}' which is "
+                        "not listed in domain forms. Please add this form to the forms section "
+                        "or check for typos."
+                    )
+                elif (
+                    form.required_slots
+                    and slot.name not in form.required_slots
+                    and mapping.type != "from_trigger_intent"
+                ):
+                    problem = (
+                        f"Slot '{slot.name}' has a mapping condition for form '{loop}', but "
+                        f"it's not present in '{loop}' form's 'required_slots'. The slot needs "
+                        "to be added to this key."
+                    )
+                else:
+                    continue
+                warning = f"{_defined_at(project, 'slots', slot.name)}{problem}"
+                report.warnings.append(warning)
+                report.failing_warnings.append(warning)
 
 
 def _check_unused_responses(project: Project, report: ValidationReport) -> None:

@@ -10,6 +10,7 @@ import pytest
 from rasa_sdk import Action, ActionExecutionRejection, FormValidationAction
 from rasa_sdk import Tracker as SdkTracker
 from rasa_sdk.events import ActionExecutionRejected
+from rasa_sdk.events import ActiveLoop as SdkActiveLoop
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
@@ -152,6 +153,41 @@ async def test_a_validation_action_that_needs_fewer_slots_ends_the_form(
     tracker = await conversation.tracker()
     assert tracker.active_loop_name is None
     assert tracker.get_slot("city") is None
+
+
+class _EndsTheForm(Action):
+    """Ends the form as soon as it answers for guests, with `active_loop: null`."""
+
+    def name(self) -> str:
+        return "validate_booking_form"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: SdkTracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        if tracker.get_slot("guests") is None:
+            return []
+        return [SdkActiveLoop(None)]
+
+
+async def test_a_validation_action_ending_the_form_is_followed_by_the_forms_own_end(
+    booking_bot: DialogueModel,
+) -> None:
+    """As Rasa logs it (its `test_validate_slots`, "Validate function deactivates loop"):
+    the validation action's `active_loop: null`, then the form's own end, `requested_slot`
+    null and `active_loop` null. Before, the form's own `active_loop` null was left out."""
+    conversation = _conversation(booking_bot, "ends", _EndsTheForm)
+    await conversation.say("/book")
+
+    turn = await conversation.say('/inform{"number": 2}')
+
+    assert turn.actions == ["booking_form", "utter_done"]
+    ends = [(type(e).__name__, e.as_dict()) for e in _events_of(turn, "booking_form")]
+    assert [(kind, d.get("name"), d.get("value")) for kind, d in ends] == [
+        ("ActiveLoop", None, None),
+        ("SlotSet", "requested_slot", None),
+        ("ActiveLoop", None, None),
+    ]
+    assert (await conversation.tracker()).active_loop_name is None
 
 
 class _CityFirst(_AsksFor):
@@ -381,20 +417,30 @@ async def test_a_trigger_intent_fills_its_slot_as_it_activates_the_form(
     assert (await conversation.tracker()).get_slot("vip") is True
 
 
-async def test_the_form_logs_the_slots_it_takes_without_a_validation_action(
+async def test_the_form_does_not_log_again_the_slots_it_takes_without_a_validation_action(
     unvalidated_bot: DialogueModel,
 ) -> None:
-    """As Rasa logs it, with or without a validation action: the form's run repeats the slot
-    it took (before, only a validation action's answer did)."""
+    """As Rasa 3 logs it (its `test_set_slot_and_deactivate`): the message logged the slot
+    it filled; the form's run, with no validation action to answer for it, adds only the
+    next question. Before, the form's run logged `guests` a second time."""
     conversation = Conversation(make_agent(unvalidated_bot), "logs-slots")
     await conversation.say("/book")
 
     turn = await conversation.say('/inform{"number": 2}')
 
-    taken = _events_of(turn, "booking_form")[:2]
-    assert [(e.as_dict()["name"], e.as_dict()["value"]) for e in taken] == [
+    slots = [e.as_dict() for e in turn.events if isinstance(e, BotSlotSet)]
+    assert [(e["name"], e["value"]) for e in slots] == [
         ("guests", 2.0),
         ("requested_slot", "city"),
+    ]
+    assert [type(e) for e in _events_of(turn, "booking_form")[:1]] == [BotSlotSet]
+    assert _events_of(turn, "booking_form")[0].as_dict()["name"] == "requested_slot"
+
+    turn = await conversation.say('/inform{"city": "Rome"}')
+    slots = [e.as_dict() for e in turn.events if isinstance(e, BotSlotSet)]
+    assert [(e["name"], e["value"]) for e in slots] == [
+        ("city", "Rome"),
+        ("requested_slot", None),
     ]
 
 

@@ -750,6 +750,38 @@ def test_a_slot_mapping_naming_an_entity_or_intent_the_domain_lacks_is_a_warning
     ]
 
 
+@pytest.mark.parametrize("kind", ["from_intent", "from_trigger_intent"])
+@pytest.mark.parametrize("value", ["", "\n      value: null"])
+def test_an_intent_mapping_without_a_value_names_the_file_and_line(
+    tmp_path: Path, kind: str, value: str
+) -> None:
+    # Before: trained without a word, and the slot was never set (set back to null when the
+    # intent came while it held a value). Rasa's domain refuses such a mapping ("You need to
+    # specify a value for the key 'value'").
+    path = tmp_path / "domain.yml"
+    path.write_text(
+        'version: "3.1"\nintents: [affirm]\nslots:\n  ok:\n    type: bool\n    mappings:\n'
+        f"    - type: {kind}\n      intent: affirm{value}\n"
+    )
+    with pytest.raises(InvalidProjectFile) as raised:
+        read_domain(path)
+    assert (raised.value.filename, raised.value.line) == (str(path), 7)
+    assert raised.value.reason == (
+        f"a {kind} mapping of slot 'ok' needs a 'value': the value the slot takes when the "
+        "intent comes"
+    )
+
+
+def test_a_trained_intent_mapping_without_a_value_still_loads() -> None:
+    # A model trained before the check above: its domain loads as it was trained.
+    mapping = {"type": "from_intent", "intent": "affirm"}
+    data = {"intents": ["affirm"], "slots": {"ok": {"type": "bool", "mappings": [mapping]}}}
+    reader = DomainReader(warnings=[], from_archive=True)
+    reader.check(data, "domain.json")
+    domain = reader.build(data, "domain.json")
+    assert domain.slots_by_name["ok"].mappings[0].value is None
+
+
 def domain_warnings(folder: Path, text: str) -> tuple[Path, list[str]]:
     """The warnings of reading `text` as `folder`/domain.yml, and that file's path."""
     path = folder / "domain.yml"
@@ -947,6 +979,40 @@ def test_validate_names_the_domain_file_and_line_of_a_domain_warning(tmp_path: P
     ]
     printed = out.getvalue().splitlines()
     assert [line for line in expected if line not in printed] == [], printed
+
+
+def test_a_mapping_conditioned_on_a_form_it_is_not_part_of_fails_validation(
+    tmp_path: Path,
+) -> None:
+    # Before: validated without a word, and the mapping never filled (a typo in the form's
+    # name) or filled a slot the form never asks for. Rasa's validator warns in these words,
+    # and the validation fails ("Project validation completed with errors").
+    domain = tmp_path / "domain.yml"
+    domain.write_text(
+        'version: "3.1"\nintents: [greet, vip]\nentities: [city]\nslots:\n'
+        "  city:\n    type: text\n    mappings:\n    - type: from_entity\n"
+        "      entity: city\n      conditions: [{active_loop: trip_fom}]\n"
+        "  note:\n    type: text\n    mappings:\n    - type: from_text\n"
+        "      conditions: [{active_loop: trip_form}]\n"
+        "  vip:\n    type: bool\n    mappings:\n    - type: from_trigger_intent\n"
+        "      intent: vip\n      value: true\n      conditions: [{active_loop: trip_form}]\n"
+        "forms:\n  trip_form:\n    required_slots: [city]\n"
+    )
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "nlu.yml").write_text(
+        'version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n    - hi\n'
+        "- intent: vip\n  examples: |\n    - vip\n"
+    )
+    report = validate_project(None, domain, [data])
+    expected = [
+        f"{domain}:5: Slot 'city' has a mapping condition for form 'trip_fom' which is not "
+        "listed in domain forms. Please add this form to the forms section or check for typos.",
+        f"{domain}:11: Slot 'note' has a mapping condition for form 'trip_form', but it's not "
+        "present in 'trip_form' form's 'required_slots'. The slot needs to be added to this key.",
+    ]
+    assert report.failing_warnings == expected
+    assert [w for w in expected if w not in report.warnings] == []
 
 
 def test_mappings_of_a_built_in_slot_are_a_warning(tmp_path: Path) -> None:
