@@ -80,20 +80,39 @@ return {1, start, redis.call('LRANGE', KEYS[1], start, -1)}
 """
 
 
-# KEYS: list, session index. ARGV: the cutoff. Deletes the conversation when its newest
-# event is older than the cutoff (an event without a timestamp counts as oldest), looked at
-# and deleted in one step, so a turn appended meanwhile is never deleted. 1 if deleted.
+# The longest list the prune script reads itself, and the chunk its caller reads a longer one in.
+_PRUNE_READ_HERE = 100
+_PRUNE_READ_CHUNK = 1_000
+# KEYS: list, session index. ARGV: the cutoff; when the caller read a long list itself, its
+# length and last item (the list is deleted only if they are still those). Deletes the
+# conversation when its newest event is older than the cutoff (an event without a timestamp
+# counts as oldest), looked at and deleted in one step, so a turn appended meanwhile is never
+# deleted; returns 1 if deleted. Events may be out of timestamp order (appended with old
+# timestamps): the last one keeps a recent conversation at once, and the others of an old
+# one are read back, here up to _PRUNE_READ_HERE of them; a longer list is left to the caller
+# (returns minus its length), so no script holds Redis for long (100,000 events took 2.6 s).
 _PRUNE = """
+local cutoff = tonumber(ARGV[1])
+local function at(item)
+  local ok, event = pcall(cjson.decode, item)
+  return ok and type(event) == 'table' and tonumber(event['timestamp']) or 0
+end
 local last = redis.call('LINDEX', KEYS[1], -1)
 if not last then return 0 end
-local ok, event = pcall(cjson.decode, last)
-local at = ok and type(event) == 'table' and tonumber(event['timestamp']) or 0
-if at < tonumber(ARGV[1]) then
-  redis.call('DEL', KEYS[1], KEYS[2])
-  return 1
+if at(last) >= cutoff then return 0 end
+local length = redis.call('LLEN', KEYS[1])
+if ARGV[2] then
+  if length ~= tonumber(ARGV[2]) or last ~= ARGV[3] then return 0 end
+else
+  if length > READ_HERE then return -length end
+  local items = redis.call('LRANGE', KEYS[1], 0, -2)
+  for i = #items, 1, -1 do
+    if at(items[i]) >= cutoff then return 0 end
+  end
 end
-return 0
-"""
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+""".replace("READ_HERE", str(_PRUNE_READ_HERE))
 # Conversations looked at per round trip by delete_older_than.
 _PRUNE_BATCH = 500
 
@@ -319,10 +338,37 @@ class RedisTrackerStore:
                 if isinstance(outcome, Exception):
                     with self._errors():
                         raise outcome
+                if isinstance(outcome, int) and outcome < 0:  # too long for the script
+                    outcome = await self._prune_long(sender_id, -outcome, cutoff_timestamp)
                 if outcome == 1:
                     self._sessions.forget(sender_id)
                     deleted += 1
         return deleted
+
+    async def _prune_long(self, sender_id: str, length: int, cutoff_timestamp: float) -> int:
+        """A conversation too long for the prune script to read: read back from its end here,
+        a chunk at a time, until an event as new as the cutoff keeps it; deleted (1) only if
+        none is and the list is still as read (an append or a replace since keeps it)."""
+        key = self._keys(sender_id)[0]
+        last: bytes | str = b""  # the list's last item, from the first chunk read
+        stop = length - 1
+        while stop >= 0:
+            start = max(0, stop - _PRUNE_READ_CHUNK + 1)
+            with self._errors():
+                items = await self._redis.lrange(key, start, stop)
+            if len(items) != stop - start + 1:  # shortened meanwhile (a replace, a delete)
+                return 0
+            if stop == length - 1:
+                last = items[-1]
+            if any(_timestamp(item) >= cutoff_timestamp for item in items):
+                return 0
+            stop = start - 1
+        with self._errors():
+            return int(
+                await self._prune_script(
+                    keys=self._keys(sender_id), args=[cutoff_timestamp, length, last]
+                )
+            )
 
     async def ping(self) -> None:
         with self._errors():
@@ -370,3 +416,18 @@ def _encoded(events: Sequence[dict[str, Any]]) -> tuple[int | None, list[str]]:
 
 def _decoded(items: Sequence[str | bytes]) -> list[dict[str, Any]]:
     return [json.loads(item) for item in items]
+
+
+def _timestamp(item: bytes | str) -> float:
+    """A stored item's timestamp as the prune script reads it (none, or no event: 0)."""
+    try:
+        event = json.loads(item)
+    except ValueError:
+        return 0.0
+    at = event.get("timestamp") if isinstance(event, dict) else None
+    if isinstance(at, bool) or not isinstance(at, (int, float, str)):
+        return 0.0
+    try:
+        return float(at)
+    except ValueError:
+        return 0.0
