@@ -75,8 +75,9 @@ for i = 5, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
 
 # A bulk append's last step. KEYS: as _APPEND's, then the staged key holding the list's items
 # and the new ones. ARGV: as _APPEND's first four, then the list's length and last item when
-# they were copied. The staged key takes the list's place (the copy's expiry goes with it)
-# when the list is still as copied; -2 when it is not, -3 when the staged key expired.
+# they were copied. The staged key takes the list's place when the list is still as copied
+# (its expiry, which the rename brings, is then set or ended as by any append: without
+# `record_exp` the session index's too); -2 when it is not, -3 when the staged key expired.
 _APPEND_STAGED = (
     """
 if redis.call('GET', KEYS[3]) == ARGV[4] then return -1 end
@@ -87,7 +88,6 @@ if redis.call('LLEN', KEYS[1]) ~= before
 end
 if redis.call('EXISTS', KEYS[4]) == 0 then return -3 end
 redis.call('RENAME', KEYS[4], KEYS[1])
-redis.call('PERSIST', KEYS[1])
 """
     + _APPENDED
 )

@@ -288,17 +288,19 @@ async def test_a_long_session_the_cache_lets_go_of_is_freed_off_the_loop(
         await store.close()
 
 
+@pytest.mark.parametrize("appended", [1, 1_500], ids=["turn", "bulk"])
 async def test_an_append_without_record_exp_keeps_the_conversation_for_good(
-    config: dict[str, Any], client: Redis
+    config: dict[str, Any], client: Redis, appended: int
 ) -> None:
     """Rasa's save is a SET, which drops the key's expiry: once `record_exp` is taken out of
     endpoints.yml, a conversation saved again is kept for good. Before, an append left the
-    expiry an earlier `record_exp` had set running, and a conversation in use was deleted."""
+    expiry an earlier `record_exp` had set running, and a conversation in use was deleted.
+    (A bulk append renames a list of its own over the conversation's.)"""
     expiring = redis_store({**config, "record_exp": 100})
     await expiring.append("alice", session_start(1.0))
     await expiring.close()
     store = redis_store(config)
-    await store.append("alice", [user("hi", 2.0)])
+    await store.append("alice", [user("hi", 2.0)] * appended)
     await store.close()
     prefix = config["key_prefix"]
     assert await client.ttl(f"{prefix}:tracker:alice") == -1  # no expiry
