@@ -767,9 +767,20 @@ _ROWS_FROM = (
     .order_by(_C.id)
 )
 # MySQL's (through its full index; SQLite walks back instead, _LAST_SESSION_START), with
-# literal conditions, as every dialect's session queries are built (see sql_schema).
-_LAST_SESSION_ACTION = select(func.max(_C.id)).where(
-    _C.sender_id == bindparam("sender_id"), text(SESSION_ACTION_WHERE)
+# literal conditions, as every dialect's session queries are built (see sql_schema). The
+# action's name is compared as bytes too: the collation of Rasa's `action_name` ignores case
+# and trailing spaces, and an action `Action_Session_Start ` started a session there alone.
+# The index is read backward from the conversation's last such entry to the first exact one
+# (the one entry max() read, unless an action of such a name came after it).
+_LAST_SESSION_ACTION = (
+    select(_C.id)
+    .where(
+        _C.sender_id == bindparam("sender_id"),
+        text(SESSION_ACTION_WHERE),
+        text(f"CAST(action_name AS BINARY) = '{ACTION_SESSION_START}'"),
+    )
+    .order_by(_C.id.desc())
+    .limit(1)
 )
 _LAST_SESSION_STARTED = select(func.max(_C.id)).where(
     _C.sender_id == bindparam("sender_id"), text(SESSION_STARTED_WHERE)

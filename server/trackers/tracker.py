@@ -7,6 +7,7 @@ are all derived from events; `current_state()` is the JSON served at /conversati
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 from collections.abc import Iterable, Sequence
 from enum import Enum
@@ -339,11 +340,13 @@ class Tracker:
         }
 
     def until(self, timestamp: float) -> Tracker:
-        """A new tracker holding only the events at or before `timestamp`."""
+        """A new tracker of the conversation as it was at `timestamp`: its events in stored
+        order up to the first one after that time (as Rasa's `travel_back_in_time`). An
+        event stored later with an earlier timestamp was not part of it then."""
         return Tracker(
             self.sender_id,
             self.slot_defaults,
-            (e for e in self.events if e.timestamp <= timestamp),
+            itertools.takewhile(lambda e: e.timestamp <= timestamp, self.events),
         )
 
     def copy(self) -> Tracker:

@@ -163,6 +163,100 @@ async def test_a_replace_of_100000_events_pushes_them_a_piece_at_a_time(
         await reader.close()
 
 
+async def test_an_append_of_100000_events_holds_neither_the_loop_nor_redis(
+    config: dict[str, Any], client: Redis
+) -> None:
+    """A bulk append (a `POST .../tracker/events` of 100,000 events: 10 MB takes 300,000
+    small ones) went out as one script call of 100,000 arguments: redis-py wrote them out on
+    the event loop, and the script pushed them one by one while Redis served nobody else
+    (0.68 s for 300,000). Now the conversation's items and the new ones are pushed a
+    thousand at a time to a key of their own, which takes the list's place in one script
+    when the list is still as read: all of the append or nothing, and no key left over."""
+    events = [user(f"m{n}", 1.0) for n in range(100_000)]
+    store, reader = redis_store(config), redis_store(config)
+    sent: list[int] = []
+    send = store._redis.execute_command
+
+    async def counting(*args: Any, **options: Any) -> Any:
+        sent.append(len(args))
+        return await send(*args, **options)
+
+    try:
+        await store.append("long", [*session_start(0.0), user("before", 0.5)])
+        store._redis.execute_command = counting  # type: ignore[method-assign]
+        async with loop_hold() as wrote:
+            await store.append("long", events)
+        assert wrote.busiest < 0.05
+        assert max(sent) < 1_100
+        loaded = await reader.load("long")
+        assert loaded is not None and len(loaded) == 100_004
+        assert loaded[3]["text"] == "before" and loaded[-1]["text"] == "m99999"
+        keys = sorted([key async for key in client.scan_iter(match=f"{config['key_prefix']}:*")])
+        prefix = config["key_prefix"]
+        assert keys == [
+            f"{prefix}:tracker:long",
+            f"{prefix}:tracker_append:long",
+            f"{prefix}:tracker_session:long",
+        ]
+    finally:
+        await store.close()
+        await reader.close()
+
+
+async def test_a_bulk_append_copies_again_a_list_that_changed_meanwhile(
+    config: dict[str, Any], client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn stored while a bulk append copies the list (from a process that holds no lock)
+    is kept: the copy no longer matches, so it is made again, and the bulk's own session
+    start (its first event a `session_started` after a stored `action_session_start`) is
+    found where it ends up."""
+    start = session_start(10.0)
+    bulk = [*start[1:], *(user(f"m{n}", 11.0) for n in range(1_500))]
+    store, other = redis_store(config), redis_store(config)
+    read = store._redis.lrange
+    turns = [[bot("meanwhile", 5.0), start[0]]]
+
+    async def read_then_a_turn(*args: Any, **options: Any) -> Any:
+        items = await read(*args, **options)
+        while turns and not items:  # the copy is complete: the turn comes after it
+            await other.append("busy", turns.pop())
+        return items
+
+    try:
+        await other.append("busy", [user("first", 1.0)])
+        monkeypatch.setattr(store._redis, "lrange", read_then_a_turn)
+        await store.append("busy", bulk)
+
+        assert await other.load_all("busy") == [
+            user("first", 1.0),
+            bot("meanwhile", 5.0),
+            *start[:1],
+            *bulk,
+        ]
+        assert await other.load("busy") == [*start[:1], *bulk]
+        keys = sorted([key async for key in client.scan_iter(match=f"{config['key_prefix']}:*")])
+        assert not [key for key in keys if "replacing" in key]
+    finally:
+        await store.close()
+        await other.close()
+
+
+async def test_a_bulk_append_to_a_conversation_rasa_stored_converts_it_first(
+    config: dict[str, Any], client: Redis
+) -> None:
+    events = [user(f"m{n}", 2.0) for n in range(1_500)]
+    await client.set(
+        f"{config['key_prefix']}:tracker:old",
+        json.dumps({"sender_id": "old", "events": [user("rasa", 1.0)]}),
+    )
+    store = redis_store(config)
+    try:
+        await store.append("old", events)
+        assert await store.load_all("old") == [user("rasa", 1.0), *events]
+    finally:
+        await store.close()
+
+
 async def test_a_long_session_the_cache_lets_go_of_is_freed_off_the_loop(
     config: dict[str, Any],
 ) -> None:
@@ -194,17 +288,19 @@ async def test_a_long_session_the_cache_lets_go_of_is_freed_off_the_loop(
         await store.close()
 
 
+@pytest.mark.parametrize("appended", [1, 1_500], ids=["turn", "bulk"])
 async def test_an_append_without_record_exp_keeps_the_conversation_for_good(
-    config: dict[str, Any], client: Redis
+    config: dict[str, Any], client: Redis, appended: int
 ) -> None:
     """Rasa's save is a SET, which drops the key's expiry: once `record_exp` is taken out of
     endpoints.yml, a conversation saved again is kept for good. Before, an append left the
-    expiry an earlier `record_exp` had set running, and a conversation in use was deleted."""
+    expiry an earlier `record_exp` had set running, and a conversation in use was deleted.
+    (A bulk append renames a list of its own over the conversation's.)"""
     expiring = redis_store({**config, "record_exp": 100})
     await expiring.append("alice", session_start(1.0))
     await expiring.close()
     store = redis_store(config)
-    await store.append("alice", [user("hi", 2.0)])
+    await store.append("alice", [user("hi", 2.0)] * appended)
     await store.close()
     prefix = config["key_prefix"]
     assert await client.ttl(f"{prefix}:tracker:alice") == -1  # no expiry

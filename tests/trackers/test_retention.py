@@ -173,3 +173,61 @@ async def _redis_lock_config() -> dict[str, Any]:
     require_service("Redis", REDIS)
     prefix = unique_name("bstest_locks")
     return {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres", "mariadb", "redis", "dynamo"])
+async def test_prune_goes_by_the_newest_event_not_the_last_one(kind: str, tmp_path: Path) -> None:
+    """A conversation whose last event carries an old timestamp (events a client appended
+    with their original timestamps, a worker whose clock is behind) is as recent as its
+    newest event. Before, the Redis store judged by the last event alone and deleted such a
+    conversation of yesterday, which every other store keeps. (Redis reads a list of more
+    than 100 events outside its prune script: `long-ago-*`.)"""
+    now = time.time()
+    old = [bot(f"imported {n}", now - 200 * DAY + n) for n in range(250)]
+    async with tracker_store_config(kind, tmp_path) as config:
+        store = create_tracker_store(config)
+        try:
+            await store.append("yesterday", [bot("hi", now - DAY)])
+            await store.append("yesterday", [bot("imported", now - 200 * DAY)])
+            await store.append("long-ago-yesterday", [bot("hi", now - DAY), *old])
+            await store.append("stale", [bot("hi", now - 300 * DAY), bot("bye", now - 200 * DAY)])
+            await store.append("long-ago-stale", old)
+
+            deleted = await delete_conversations_older_than(store, 90 * DAY)
+
+            assert deleted == 2
+            assert sorted(await store.keys()) == ["long-ago-yesterday", "yesterday"]
+        finally:
+            await store.close()
+
+
+async def test_redis_keeps_a_long_conversation_replaced_while_the_prune_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list too long for the prune script is read by the prune process, then deleted only
+    if it is still as read: a replace meanwhile (a PUT of the tracker's events, whose newest
+    event is recent but not last) keeps it. (A turn appended meanwhile ends the list with a
+    recent event, which keeps it anyway.)"""
+    now = time.time()
+    restored = [bot("welcome back", now), bot("imported", now - 200 * DAY)]
+    async with tracker_store_config("redis", tmp_path) as config:
+        pruning, serving = create_tracker_store(config), create_tracker_store(config)
+        try:
+            await serving.append(
+                "returning", [bot(f"old {n}", now - 200 * DAY) for n in range(250)]
+            )
+            client: Any = pruning._redis  # type: ignore[attr-defined]
+            read = client.lrange
+
+            async def read_then_a_replace(*args: Any) -> Any:
+                items = await read(*args)
+                await serving.replace("returning", restored)
+                return items
+
+            monkeypatch.setattr(client, "lrange", read_then_a_replace)
+
+            assert await delete_conversations_older_than(pruning, 90 * DAY) == 0
+            assert await serving.load_all("returning") == restored
+        finally:
+            await pruning.close()
+            await serving.close()

@@ -156,6 +156,28 @@ def test_session_started_resets_state_but_keeps_events() -> None:
     assert tracker.applied_events() == []
 
 
+def test_the_tracker_until_a_time_is_the_conversation_as_it_was_then() -> None:
+    """Events in stored order up to the first one after the time, as Rasa's
+    `travel_back_in_time`: a slot stored later with an older timestamp (posted to
+    `/tracker/events` from an import, or by a worker whose clock is behind) was not part of
+    the conversation then. Before, every event at or before the time was kept, and the
+    tracker showed a state the conversation never had."""
+    tracker = Tracker("u", {"name": None})
+    tracker.update_many(
+        [
+            user("greet", timestamp=100.0),
+            SlotSet("name", "Ada", timestamp=200.0),
+            SlotSet("name", "Bob", timestamp=150.0),
+        ]
+    )
+
+    then = tracker.until(160.0)
+
+    assert [e.timestamp for e in then.events] == [100.0]
+    assert then.slots == {"name": None}
+    assert [e.timestamp for e in tracker.until(200.0).events] == [100.0, 200.0, 150.0]
+
+
 def test_rewind_drops_the_last_user_turn() -> None:
     tracker = Tracker("u", {"x": None})
     tracker.update_many(

@@ -165,6 +165,21 @@ async def test_session_start_split_across_two_appends(store: TrackerStore) -> No
     assert await store.load("bob") == session_start(50.0) + [user("again", 51.0)]
 
 
+async def test_only_action_session_start_itself_starts_a_session(store: TrackerStore) -> None:
+    """An action whose name differs from it in case or trailing spaces is an ordinary one.
+    Before, MariaDB's collation of `action_name` took `Action_Session_Start ` for it, and a
+    load there left out the events before it."""
+    events = [
+        user("hi", 1.0),
+        {"event": "action", "timestamp": 2.0, "name": "Action_Session_Start "},
+        {"event": "action", "timestamp": 3.0, "name": "ACTION_SESSION_START"},
+        user("again", 4.0),
+    ]
+    await store.append("erin", events)
+
+    assert await store.load("erin") == events
+
+
 async def test_without_session_start_load_returns_everything(store: TrackerStore) -> None:
     events = [user("hi", 1.0), bot("hello", 2.0)]
     await store.append("carol", events)
