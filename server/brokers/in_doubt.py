@@ -115,7 +115,9 @@ class InDoubtEvents:
         self._held.setdefault(sender_id, []).append(batch)
         self._events += len(batch.events)
         self._kept += _size(batch)
-        while self._kept > self._max_events and len(self._held) > 1:
+        # The last conversation too: one conversation's failed retries after a client's
+        # import of one second each keep that run again.
+        while self._kept > self._max_events and self._held:
             oldest = next(iter(self._held))
             self._drop(oldest)
             logger.error(

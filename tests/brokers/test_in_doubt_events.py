@@ -230,3 +230,25 @@ async def test_a_conversation_dropped_by_its_own_failed_save_keeps_nothing_held(
     finally:
         await in_doubt.settle(timeout=0)  # stops the read-back task
         await store.close()
+
+
+async def test_one_conversation_s_failed_retries_after_a_long_run_stay_within_the_cap(
+    tmp_path: Path,
+) -> None:
+    """One conversation alone over the cap is dropped too (with an error log): each failed
+    retry after a client's import of one second keeps that run again. Before, a conversation
+    was dropped only while another was held, and the one conversation grew without bound."""
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "trackers.db")})
+    queued: list[Any] = []
+    in_doubt = InDoubtEvents("test", _outgoing, queued.extend, max_events=1000)
+    run = [{"event": "bot", "timestamp": 5, "text": f"line {n}"} for n in range(400)]
+    try:
+        for attempt in range(10):  # no await between: none is read back yet
+            retry = [{**run[0], "text": f"retry {attempt}"}]
+            in_doubt.add_in_doubt("alice", retry, run[-1], store, before=run)
+            assert in_doubt._kept <= 1000, attempt
+
+        assert in_doubt.held <= 2
+    finally:
+        await in_doubt.settle(timeout=0)  # stops the read-back task
+        await store.close()
