@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -253,3 +254,31 @@ def test_training_compares_each_keyword_with_the_few_that_may_hold_it(
     assert _CountedText.tests + _CountedPattern.searches < 20 * len(examples)
     dropped = {k for k, _ in classifier.keywords_} ^ {e.text for e in examples}
     assert dropped == ({"w2x"} if case_sensitive else {"W1X", "w2x", "\u017ftop"})
+
+
+@pytest.mark.parametrize("case_sensitive", [True, False])
+def test_the_keywords_found_inside_others_are_those_every_pair_would_find(
+    case_sensitive: bool,
+) -> None:
+    """Compared only through their shared characters, folded as the regex engine folds them
+    without case (long s, Kelvin sign, dotted and dotless i, final sigma, ΐ and its twin, the
+    st ligatures), keywords are found inside others exactly as a search in every other finds
+    them."""
+    alphabet = [*"abkKsSiI ?!-.'_", *"\u017f\u212a\u0130\u0131ςσΣßẞΐΐﬅﬆéÉ\u0345ι好"]
+    rng = random.Random(5)
+    for _ in range(200):
+        keywords = {
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 7))): f"i{rng.randint(0, 3)}"
+            for _ in range(rng.randint(1, 30))
+        }
+        every_pair = {
+            keyword
+            for keyword, intent in keywords.items()
+            if any(
+                keyword_classifier.keyword_pattern(keyword, case_sensitive).search(other)
+                for other, other_intent in keywords.items()
+                if other_intent != intent
+            )
+        }
+        found = keyword_classifier._inside_others(keywords, case_sensitive)
+        assert set(found) == every_pair, keywords
