@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 # Set for the workers: a directory they share for the whole run (their metrics snapshots, the
@@ -34,6 +35,28 @@ def first_to_claim(name: str) -> bool:
     except OSError:  # the directory gone or unwritable: better each worker than none
         return True
     return True
+
+
+def mark_stopped() -> bool:
+    """In a worker of `--workers N`, records that it has closed its channels, event broker
+    and stores: the parent says so once, when all have (`stopped_workers`). False in a server
+    of one process, which says it itself."""
+    shared = workers_dir()
+    if shared is None:
+        return False
+    try:
+        (shared / f"stopped-{os.getpid()}").touch()
+    except OSError:  # the directory gone: the parent counts this worker as not closed
+        pass
+    return True
+
+
+def stopped_workers(pids: Iterable[int | None]) -> int | None:
+    """How many of these workers recorded `mark_stopped`; None outside `--workers N`."""
+    shared = workers_dir()
+    if shared is None:
+        return None
+    return sum(pid is not None and (shared / f"stopped-{pid}").exists() for pid in pids)
 
 
 def first_to_say(line: str) -> bool:

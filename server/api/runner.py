@@ -49,7 +49,7 @@ from server.models.remote_storage import STORAGES, check_storage_settings
 from server.outages import flush_repeats
 from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
 from server.training.yaml_io import read_yaml_file
-from server.worker_claims import first_to_say
+from server.worker_claims import first_to_say, mark_stopped
 
 logger = logging.getLogger(__name__)
 
@@ -196,9 +196,8 @@ def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> N
             yield state
             await _finish_turns(turns)
             flush_repeats()  # the last windows' counts (busy conversations, clients gone)
-        stopped = "Stopped: the channels, event broker and stores are closed."
-        if first_to_say(stopped):  # once for all workers
-            logger.info(stopped)
+        if not mark_stopped():  # with --workers N, the parent says it once all have
+            logger.info("Stopped: the channels, event broker and stores are closed.")
 
     app.router.lifespan_context = lifespan
 

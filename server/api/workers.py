@@ -33,6 +33,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from server.errors import InvalidConfig
+from server.worker_claims import stopped_workers
 
 if TYPE_CHECKING:
     import uvicorn
@@ -289,6 +290,20 @@ class Supervisor:
                 logger.warning("worker pid %s did not stop in time; killing it", worker.pid)
                 worker.kill()
                 worker.join()
+        # Said here, once all have stopped: by a worker, it came while others still closed.
+        closed = stopped_workers(worker.pid for worker in self.workers)
+        count = len(self.workers)
+        if closed == count:
+            logger.info(
+                "Stopped: the %d workers closed their channels, event broker and stores.", count
+            )
+        elif closed is not None:
+            logger.warning(
+                "Stopped: %d of the %d workers closed their channels, event broker and stores; "
+                "the others did not (killed, or failed: see above).",
+                closed,
+                count,
+            )
 
 
 def restart_delay(quick_deaths: int) -> float:

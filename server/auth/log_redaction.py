@@ -68,7 +68,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
     (
         re.compile(
             r"((?:^|[?&;\s\"'(])"
-            r"(?:access_token|token|key|api[-_]?key|sig|(?:x-(?:amz|goog)-)?signature)=)"
+            r"(?:access_token|token|key|api[-_]?key|sig|(?:x-(?:amz|goog)-)?signature"
+            r"|x-(?:amz|goog)-credential)=)"
             r"[^&\s\"';#)]*",
             re.IGNORECASE,
         ),
@@ -83,14 +84,18 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
         r"\1",
     ),
     # Secret-named keys in dumped config or dicts: "token": "x", 'password': 'y', secret=z,
-    # AWS_SECRET_ACCESS_KEY=..., a service account's "private_key": "...".
+    # AWS_SECRET_ACCESS_KEY=..., a service account's "private_key": "...". After a colon, an
+    # unquoted value runs on over the words that follow on its line (`password: my secret
+    # phrase`), up to a comma, a quote or a word holding a key's `:` or `=`; after `=` it
+    # is one word (`password=x user=y`). Each word is read once (possessive: no backtracking).
     (
         re.compile(
             # From the name's secret word: the words before it (`my_token`) are kept as they
             # are, and reading them from each word's start cost a long line its square.
             r"""((?:token|password|passwd|secret(?:[-_]access[-_]key)?|(?:api|private)[-_]?key)"""
-            r"""["']?\s*[:=]\s*)"""
-            r"""(?:"[^"]*"|'[^']*'|[^\s,&}]+)""",
+            r"""["']?\s*(?:(:)|=)\s*)"""
+            r"""(?:"[^"]*"|'[^']*'|[^\s,&}]++"""
+            r"""(?(2)(?:[ \t]++[^\s,&}:="']++(?=[\s,&}"']|\Z))*+))""",
             re.IGNORECASE,
         ),
         r"\1",

@@ -115,12 +115,33 @@ class InDoubtEvents:
         self._held.setdefault(sender_id, []).append(batch)
         self._events += len(batch.events)
         self._kept += _size(batch)
-        while self._kept > self._max_events and len(self._held) > 1:
+        while self._kept > self._max_events:
             oldest = next(iter(self._held))
-            self._drop(oldest)
+            if len(self._held) > 1:
+                self._drop(oldest)
+                logger.error(
+                    "%s: conversation %s dropped from the in-doubt events (over %d held)",
+                    self.name,
+                    oldest,
+                    self._max_events,
+                )
+                continue
+            # The last conversation: its oldest batches go, its newest stays (one save's
+            # worth). Each failed retry after a client's import of one second keeps that run
+            # again: before, this conversation grew without bound.
+            batches = self._held[oldest]
+            if len(batches) == 1:
+                return
+            dropped = batches[0]
+            # A new list: a read-back under way sees the conversation changed, and re-reads.
+            self._held[oldest] = batches[1:]
+            self._events -= len(dropped.events)
+            self._kept -= _size(dropped)
             logger.error(
-                "%s: conversation %s dropped from the in-doubt events (over %d held)",
+                "%s: %d events of conversation %s dropped from the in-doubt events (over %d "
+                "held): not published",
                 self.name,
+                len(dropped.events),
                 oldest,
                 self._max_events,
             )

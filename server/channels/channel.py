@@ -57,7 +57,7 @@ class InputChannel:
 
     def served_with(self, others: frozenset[str]) -> None:
         """Told the names of the server's other channels that push messages on their own
-        (whose `get_output_channel()` is not None), once all are built (the REST channel: its
+        (whose class defines `get_output_channel()`), once all are built (the REST channel: its
         messages may not claim to come through one of them); most need none."""
         return None
 

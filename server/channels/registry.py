@@ -86,13 +86,10 @@ def channel_class(name: str) -> type[InputChannel]:
 
 
 def _may_push(channel: InputChannel) -> bool:
-    """Whether a channel has an output channel of its own. A custom one that cannot build it
-    yet (it needs what its first request sets up) counts as one that may push."""
-    try:
-        return channel.get_output_channel() is not None
-    except Exception as e:  # a custom channel's code: whatever it raises
-        logger.debug("channel '%s' cannot build its output channel at load (%r)", channel.name, e)
-        return True
+    """Whether a channel has an output channel of its own: its class defines
+    `get_output_channel` (the base's is None). Read from the class, not asked: a channel may
+    make its output channel with its routes (as Rasa's socket.io does), after this."""
+    return type(channel).get_output_channel is not InputChannel.get_output_channel
 
 
 def load_channels(

@@ -26,6 +26,58 @@ def keyword_pattern(keyword: str, case_sensitive: bool) -> re.Pattern[str]:
     return re.compile(before + re.escape(keyword) + after, 0 if case_sensitive else re.IGNORECASE)
 
 
+# Keywords are compared through the runs of this many characters they hold (a shorter one
+# whole): a keyword inside another holds each of its runs.
+GRAM = 3
+
+
+def _inside_others(keywords: dict[str, str], case_sensitive: bool) -> dict[str, tuple[str, str]]:
+    """Each keyword found (as a whole word) in a keyword of another intent: the first such
+    keyword and its intent. Only the keywords holding its rarest run of `GRAM` characters
+    are searched: comparing every pair took 55 s for 20,000 examples."""
+    texts = list(keywords)
+    folded = texts if case_sensitive else _fold_case(texts)
+    sizes = {min(len(text), GRAM) for text in folded}
+    holding: dict[str, list[int]] = {}  # a run of characters: the keywords holding it
+    for index, text in enumerate(folded):
+        for gram in {run for size in sizes for run in _runs(text, size)}:
+            holding.setdefault(gram, []).append(index)
+    inside: dict[str, tuple[str, str]] = {}
+    for keyword, needle in zip(texts, folded, strict=True):
+        runs = _runs(needle, min(len(needle), GRAM))
+        candidates = min((holding[run] for run in runs), key=len)
+        intent = keywords[keyword]
+        pattern: re.Pattern[str] | None = None
+        for index in candidates:
+            other = texts[index]
+            if keywords[other] == intent or needle not in folded[index]:
+                continue
+            if pattern is None:
+                pattern = keyword_pattern(keyword, case_sensitive)
+            if pattern.search(other):
+                inside[keyword] = (other, keywords[other])
+                break
+    return inside
+
+
+def _runs(text: str, size: int) -> list[str]:
+    """The runs of `size` characters of a text."""
+    return [text[at : at + size] for at in range(len(text) - size + 1)]
+
+
+def _fold_case(texts: list[str]) -> list[str]:
+    """The texts with each character replaced by what stands for every character a regex
+    without case takes for it: a keyword's match in a text is then found, folded, in the
+    folded text. That is the uppercase of the lowercase (the long s, S and s are all S; the
+    Kelvin sign, K and k are K), else the case fold (ΐ and its twin: a regex matches them)."""
+    table: dict[int, str] = {}
+    for char in set().union(*texts):
+        lower = char.lower()[0]  # İ: i, as the regex engine lowers it (str.lower adds a dot)
+        upper = lower.upper()
+        table[ord(char)] = upper if len(upper) == 1 else lower.casefold()
+    return [text.translate(table) for text in texts]
+
+
 class KeywordIntentClassifier:
     def __init__(self, config: dict[str, Any], name: str = "KeywordIntentClassifier"):
         self.config = config
@@ -61,30 +113,20 @@ class KeywordIntentClassifier:
                 )
         for text in ambiguous:
             del keywords[text]
-        self.keywords_ = [
-            (k, i) for k, i in keywords.items() if not self._inside_another(k, i, keywords)
-        ]
+        inside = _inside_others(keywords, self.case_sensitive)
+        for keyword, (other, other_intent) in inside.items():
+            # Rasa drops it too: it could never be told from the longer keyword.
+            logger.warning(
+                "%s: keyword '%s' of intent '%s' is part of '%s', a keyword of intent "
+                "'%s', so it is no keyword. Reword one of the two examples.",
+                self.name,
+                keyword,
+                keywords[keyword],
+                other,
+                other_intent,
+            )
+        self.keywords_ = [(k, i) for k, i in keywords.items() if k not in inside]
         self._compile()
-
-    def _inside_another(self, keyword: str, intent: str, keywords: dict[str, str]) -> bool:
-        """Whether `keyword` is found in a keyword of another intent (which then could never
-        be told from it), with a warning: such a keyword is dropped, as Rasa drops it."""
-        pattern = keyword_pattern(keyword, self.case_sensitive)
-        for other, other_intent in keywords.items():
-            if other_intent == intent or (self.case_sensitive and keyword not in other):
-                continue
-            if pattern.search(other):
-                logger.warning(
-                    "%s: keyword '%s' of intent '%s' is part of '%s', a keyword of intent "
-                    "'%s', so it is no keyword. Reword one of the two examples.",
-                    self.name,
-                    keyword,
-                    intent,
-                    other,
-                    other_intent,
-                )
-                return True
-        return False
 
     def _compile(self) -> None:
         self._compiled = [

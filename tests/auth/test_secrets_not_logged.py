@@ -113,6 +113,45 @@ def test_a_password_holding_a_hash_names_the_host_httpx_connects_to() -> None:
     assert redact(f"cannot reach {url}: refused") == "cannot reach http://bot:1234#***: refused"
 
 
+def test_a_secret_of_several_words_after_a_colon_is_hidden_whole() -> None:
+    # Before, only its first word was: `password: *** secret phrase`.
+    assert redact("password: my secret phrase") == "password: ***"
+    assert redact("login failed; password: my secret phrase\nnext") == (
+        "login failed; password: ***\nnext"
+    )
+    # It ends where the next key, a comma or a quote begins; `key=value` pairs stay one word.
+    assert redact("password: my phrase user: bob") == "password: *** user: bob"
+    assert redact("password: my phrase, user=bob") == "password: ***, user=bob"
+    assert redact("password=abc user=bob") == "password=*** user=bob"
+    assert redact("msg='password: my secret phrase' ok") == "msg='password: ***' ok"
+    assert redact('"GET /x?password=abc HTTP/1.1" 200') == '"GET /x?password=*** HTTP/1.1" 200'
+
+
+def test_the_credential_of_a_presigned_url_is_hidden() -> None:
+    # Before, an S3 presigned URL in a model server's log line showed its access key id.
+    url = (
+        "https://b.s3.amazonaws.com/m.tar.gz?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20261206%2Fus-east-1%2Fs3%2Faws4_request"
+        "&X-Amz-Date=20261206T000000Z&X-Amz-Signature=abc"
+    )
+    assert redact(url) == (
+        "https://b.s3.amazonaws.com/m.tar.gz?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=***&X-Amz-Date=20261206T000000Z&X-Amz-Signature=***"
+    )
+    assert redact("?X-Goog-Credential=bot%40p.iam.gserviceaccount.com%2F1") == (
+        "?X-Goog-Credential=***"
+    )
+
+
+def test_a_long_secret_of_many_words_is_redacted_at_once() -> None:
+    words = "word " * 32_000
+    started = time.thread_time()
+    assert redact(f"password: {words}") == "password: ***" + " "
+    assert redact(f"password: a b: {words}") == f"password: *** b: {words}"
+    assert redact("password: a " * 16_000) == "password: *** " * 16_000
+    assert time.thread_time() - started < 1
+
+
 # Log lines a client shapes (uvicorn's access log with -v shows the request's path): each
 # tried by a redaction pattern from many places, every try reading to the end of the line.
 HOSTILE_LINES = {
@@ -186,6 +225,8 @@ SECRET_PLACES = (
     "{{'aws_secret_access_key': '{}'}}",
     '{{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\\n{}\\n"}}',
     "https://b.s3.amazonaws.com/m?X-Amz-Security-Token={}&X-Amz-Signature=x",
+    "https://b.s3.amazonaws.com/m?X-Amz-Credential={}%2F20261206%2Fs3%2Faws4_request&x=1",
+    "password: my {} phrase",
     "line one\npassword: {}\nline three",
     "GET /conversations/eyJhbGciOiJIUzI1NiJ9.{}.c2ln/tracker",
     "GET /x?jwt=eyJhbGciOiJIUzI1NiJ9.{}.c2ln",

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from bench.tcp_proxy import TcpProxy
@@ -15,6 +17,7 @@ from server.brokers.delivery import _outgoing
 from server.brokers.in_doubt import InDoubtEvents
 from server.brokers.sql import SqlEventBroker
 from server.trackers.factory import create_tracker_store
+from server.trackers.store import TrackerStore
 from tests.loop_lag import loop_hold
 from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
 
@@ -188,25 +191,39 @@ async def test_a_failed_save_after_a_long_run_is_read_back_and_published_off_the
     )
 
 
-async def test_the_stored_run_a_held_batch_keeps_counts_toward_the_cap(tmp_path: Path) -> None:
+@pytest.fixture
+async def capped(tmp_path: Path) -> AsyncIterator[tuple[InDoubtEvents, TrackerStore]]:
+    """In-doubt events held up to 1,000, and a tracker store to read them back from."""
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "trackers.db")})
+    queued: list[Any] = []
+    in_doubt = InDoubtEvents("test", _outgoing, queued.extend, max_events=1000)
+    try:
+        yield in_doubt, store
+    finally:
+        await in_doubt.settle(timeout=0)  # stops the read-back task
+        await store.close()
+
+
+def one_second_run(length: int) -> list[dict[str, Any]]:
+    """A client's import of `length` events of one timestamp."""
+    return [{"event": "bot", "timestamp": 5, "text": f"line {n}"} for n in range(length)]
+
+
+async def test_the_stored_run_a_held_batch_keeps_counts_toward_the_cap(
+    capped: tuple[InDoubtEvents, TrackerStore],
+) -> None:
     """A failed save after a client's import of one second keeps that run (5,000 events here)
     to tell the batch apart when read back: it counts toward the cap on what is held, and the
     oldest conversation is dropped to stay within it. Before, only the batch's own event
     counted: each retry of such a request kept another copy of the run, unbounded."""
-    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "trackers.db")})
-    queued: list[Any] = []
-    in_doubt = InDoubtEvents("test", _outgoing, queued.extend, max_events=1000)
-    run = [{"event": "bot", "timestamp": 5, "text": f"line {n}"} for n in range(5000)]
-    try:
-        in_doubt.add_in_doubt("old", [{**run[0], "text": "last"}], run[-1], store, before=run)
-        in_doubt.add_in_doubt("new", turn(1), None, store)  # no await between: not read yet
+    in_doubt, store = capped
+    run = one_second_run(5000)
+    in_doubt.add_in_doubt("old", [{**run[0], "text": "last"}], run[-1], store, before=run)
+    in_doubt.add_in_doubt("new", turn(1), None, store)  # no await between: not read yet
 
-        assert not in_doubt.holds("old")
-        assert in_doubt.holds("new")
-        assert in_doubt.held == 3
-    finally:
-        await in_doubt.settle(timeout=0)  # stops the read-back task
-        await store.close()
+    assert not in_doubt.holds("old")
+    assert in_doubt.holds("new")
+    assert in_doubt.held == 3
 
 
 async def test_a_conversation_dropped_by_its_own_failed_save_keeps_nothing_held(
@@ -230,3 +247,35 @@ async def test_a_conversation_dropped_by_its_own_failed_save_keeps_nothing_held(
     finally:
         await in_doubt.settle(timeout=0)  # stops the read-back task
         await store.close()
+
+
+async def test_one_conversation_s_failed_retries_after_a_long_run_stay_within_the_cap(
+    capped: tuple[InDoubtEvents, TrackerStore],
+) -> None:
+    """One conversation alone over the cap loses its oldest held batches (with an error log),
+    its newest kept: each failed retry after a client's import of one second keeps that run
+    again. Before, a conversation was dropped only while another was held, and the one
+    conversation grew without bound."""
+    in_doubt, store = capped
+    run = one_second_run(400)
+    for attempt in range(10):  # no await between: none is read back yet
+        retry = [{**run[0], "text": f"retry {attempt}"}]
+        in_doubt.add_in_doubt("alice", retry, run[-1], store, before=run)
+        assert in_doubt._kept <= 1000, attempt
+
+    assert in_doubt.holds("alice")
+    assert [b.events[0]["text"] for b in in_doubt._held["alice"]] == ["retry 8", "retry 9"]
+    assert in_doubt.held == 2
+
+
+async def test_one_failed_save_after_a_run_longer_than_the_cap_is_still_held(
+    capped: tuple[InDoubtEvents, TrackerStore],
+) -> None:
+    """The newest batch of the last conversation held stays, whatever it keeps: one save's
+    worth, which the store had to read for it anyway."""
+    in_doubt, store = capped
+    run = one_second_run(5000)
+    in_doubt.add_in_doubt("alice", [{**run[0], "text": "last"}], run[-1], store, before=run)
+
+    assert in_doubt.holds("alice")
+    assert in_doubt.held == 1

@@ -147,14 +147,41 @@ class NotReadyInput(RestOnlyInput):
         raise RuntimeError("not connected yet")
 
 
-async def test_a_channel_whose_output_channel_fails_at_load_is_taken_as_pushing() -> None:
-    """The server asks each channel for its output channel at load to know which names a REST
-    client may not take; a custom one that cannot answer yet must not stop the start, and its
-    name is refused, as a channel that might push."""
+class SetUpByRouterInput(RestOnlyInput):
+    """A custom channel ported from Rasa's socket.io one: its output channel exists once
+    `router()` has built what it sends through, and is None before."""
+
+    name = "app"
+    sender: OutputChannel | None = None
+
+    def router(self, on_new_message: OnNewMessage) -> APIRouter:
+        self.sender = RestOnlyOutput()
+        return APIRouter()
+
+    def get_output_channel(self) -> OutputChannel | None:
+        return self.sender
+
+
+class RestOnlyOutput(OutputChannel):
+    name = "app"
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        return None
+
+
+@pytest.mark.parametrize("channel", [NotReadyInput, SetUpByRouterInput])
+async def test_a_channel_defining_an_output_channel_is_taken_as_pushing(
+    channel: type[InputChannel],
+) -> None:
+    """Whether a channel may push is read from its class (it defines `get_output_channel`),
+    not asked at load: a REST client may not take its name. Before, each was asked: one
+    whose output channel is made by `router()` answered None and its name was accepted (its
+    conversation's reminders then went through it to that sender id); one that cannot make
+    it before its first request raised, so the start had to catch it."""
     handled: list[UserMessage] = []
-    credentials = {"rest": None, f"{__name__}.NotReadyInput": None}
+    credentials = {"rest": None, f"{__name__}.{channel.__name__}": None}
     async with recording_client(credentials, handled) as c:
-        body = {"sender": "u", "message": "x", "input_channel": "late"}
+        body = {"sender": "u", "message": "x", "input_channel": channel.name}
         answer = await c.post("/webhooks/rest/webhook", json=body)
     assert answer.status_code == 400
     assert handled == []

@@ -19,17 +19,21 @@ def _two_workers_log(
 
 
 def _two_workers(
-    start_server: Callable[..., ServerProcess], cwd: Path, model: str, endpoints: str
+    start_server: Callable[..., ServerProcess],
+    cwd: Path,
+    model: str,
+    endpoints: str,
+    *options: str,
 ) -> ServerProcess:
-    """A server of two workers (SQLite trackers, a Redis lock store, then `endpoints`),
-    once both serve."""
+    """A server of two workers (SQLite trackers, a Redis lock store, then `endpoints`, and
+    `options` on the command line), once both serve."""
     require_service("Redis", REDIS)
     (cwd / "endpoints.yml").write_text(
         f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {cwd / 'trackers.db'}\n"
         f"lock_store:\n  type: redis\n  url: {REDIS[0]}\n  port: {REDIS[1]}\n"
         f"  key_prefix: {unique_name('workers-start')}\n" + endpoints
     )
-    server = start_server("--enable-api", "-m", model, "--workers", "2", cwd=cwd)
+    server = start_server("--enable-api", "-m", model, "--workers", "2", *options, cwd=cwd)
     server.wait_until("/health/live")
     for _ in range(300):  # until both workers serve (one answers the probe)
         if "is up on" in server.text():
@@ -65,11 +69,16 @@ def test_a_model_that_cannot_load_and_a_broker_down_are_said_once_for_all_worker
         assert len([line for line in log if said in line]) == 1, (said, log)
 
 
-def test_the_stopped_line_is_said_once_for_all_workers(
+def test_the_stopped_line_is_said_once_when_every_worker_has_stopped(
     start_server: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
-    """Before: "Stopped: the channels, event broker and stores are closed." once a worker."""
-    server = _two_workers(start_server, tmp_path, "none", "")
+    """Said by the parent once every worker has closed its stores (uvicorn's "Application
+    shutdown complete" of each, at -v). Before: once a worker, then by the first worker to
+    be done closing, while the other still closed its own."""
+    server = _two_workers(start_server, tmp_path, "none", "", "-v")
     assert server.stop() == 0, server.text()
     log = server.text().splitlines()
-    assert len([line for line in log if "Stopped: " in line]) == 1, log
+    [stopped] = [n for n, line in enumerate(log) if "Stopped: " in line]
+    assert "the 2 workers closed their channels, event broker and stores" in log[stopped]
+    closed = [n for n, line in enumerate(log) if "Application shutdown complete" in line]
+    assert len(closed) == 2 and max(closed) < stopped, log
