@@ -199,6 +199,13 @@ def test_domain_directory_merges_files_and_reports_duplicates() -> None:
     assert separate.session_config.session_expiration_time == 1
 
 
+# A slot mapping with one condition, to be completed by the condition's key and value.
+_CONDITIONED = (
+    "entities: [e]\nslots:\n  s:\n    type: text\n    mappings:\n"
+    "    - type: from_entity\n      entity: e\n      conditions:\n      - "
+)
+
+
 @pytest.mark.parametrize(
     ("text", "line", "fragment"),
     [
@@ -257,6 +264,13 @@ def test_domain_directory_merges_files_and_reports_duplicates() -> None:
             4,
             "form 'utter_a' has the name of a response",
         ),
+        # Before: `botserver train` and `data validate` ended in a TypeError traceback
+        # (unhashable type) for a list or a mapping; Rasa's domain schema takes a name or
+        # null for each.
+        (_CONDITIONED + "active_loop: [f, g]\n", 9, "'active_loop' of a mapping condition"),
+        (_CONDITIONED + "active_loop: {f: 1}\n", 9, "slot 's' must be a name or null, not {"),
+        (_CONDITIONED + "active_loop: 5\n", 9, "must be a name or null, not 5"),
+        (_CONDITIONED + "requested_slot: [s]\n", 9, "'requested_slot' of a mapping condition"),
     ],
 )
 def test_broken_domain_names_file_and_line(
