@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import zlib
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -184,13 +185,23 @@ class HttpEndpoint:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 raise ResponseTooLarge(f"its answer is {declared} bytes, more than {limit}")
+            if response.is_stream_consumed:  # a transport's answer made whole, in memory
+                if len(response.content) > limit:
+                    raise ResponseTooLarge(f"its answer is more than {limit} bytes")
+                return Answer(response.status_code, response.content)
+            decoder = _Decoder(response.headers.get_list("content-encoding", split_commas=True))
             chunks: list[bytes] = []
             size = 0
-            async for chunk in response.aiter_bytes():
+            async for sent in response.aiter_raw():
+                chunk = decoder.decode(sent, limit - size)
                 size += len(chunk)
                 if size > limit:
                     raise ResponseTooLarge(f"its answer is more than {limit} bytes")
                 chunks.append(chunk)
+            chunk = decoder.flush()
+            if size + len(chunk) > limit:
+                raise ResponseTooLarge(f"its answer is more than {limit} bytes")
+            chunks.append(chunk)
             return Answer(response.status_code, b"".join(chunks))
 
     async def aclose(self) -> None:
@@ -198,6 +209,76 @@ class HttpEndpoint:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+
+# zlib's window bits for each Content-Encoding read (x-gzip: gzip, RFC 9110 section 8.4.1.3).
+_WINDOW_BITS = {
+    "gzip": zlib.MAX_WBITS | 16,
+    "x-gzip": zlib.MAX_WBITS | 16,
+    "deflate": zlib.MAX_WBITS,
+}
+
+
+class _Decoder:
+    """Undoes an answer's Content-Encoding, never making more than the room left under the
+    size limit (and one byte). httpx's own decoding inflated each piece read whole, and each
+    encoding in turn, before the size was counted: 2 KB sent as `gzip, gzip` made a gigabyte.
+    One gzip or deflate is read, as Rasa's aiohttp reads; any other is refused."""
+
+    def __init__(self, encodings: list[str]) -> None:
+        codings = [c.strip().lower() for c in encodings]
+        codings = [c for c in codings if c not in ("", "identity")]
+        self._inflater: Any = None
+        if not codings:
+            return
+        if len(codings) > 1 or codings[0] not in _WINDOW_BITS:
+            shown = ", ".join(codings)[:80]
+            raise httpx.DecodingError(
+                f"its answer is encoded '{shown}': botserver reads one gzip or deflate "
+                "encoding, or none"
+            )
+        self._coding = codings[0]
+        self._inflater = zlib.decompressobj(_WINDOW_BITS[self._coding])
+        # A deflate body may come without zlib's wrapper (raw deflate, as IIS sends it).
+        self._raw_deflate_possible = self._coding == "deflate"
+
+    def decode(self, sent: bytes, room: int) -> bytes:
+        """`sent` decoded, or its first `room` + 1 decoded bytes when it holds more."""
+        if self._inflater is None:
+            return sent
+        pieces: list[bytes] = []
+        made = 0
+        data = sent
+        while data and made <= room:
+            piece = self._inflate(data, room + 1 - made)
+            pieces.append(piece)
+            made += len(piece)
+            data = self._inflater.unconsumed_tail
+        return b"".join(pieces)
+
+    def _inflate(self, data: bytes, most: int) -> bytes:
+        try:
+            piece: bytes = self._inflater.decompress(data, most)
+        except zlib.error as e:
+            if not self._raw_deflate_possible:
+                raise self._not_inflating(e) from None
+            self._raw_deflate_possible = False
+            self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            return self._inflate(data, most)
+        self._raw_deflate_possible = False
+        return piece
+
+    def flush(self) -> bytes:
+        """What the last bytes sent still hold (at most a few hundred bytes)."""
+        if self._inflater is None:
+            return b""
+        try:
+            return bytes(self._inflater.flush())
+        except zlib.error as e:
+            raise self._not_inflating(e) from None
+
+    def _not_inflating(self, error: zlib.error) -> httpx.DecodingError:
+        return httpx.DecodingError(f"its answer, said to be {self._coding}, is not ({error})")
 
 
 def _json_bytes(body: Any) -> bytes:

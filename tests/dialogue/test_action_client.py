@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -32,6 +33,8 @@ from tests.action_servers.fixtures import (  # noqa: F401
     action_servers,
     broken_action_server,
     free_port,
+    gzip_bomb,
+    twice_gzipped_bomb,
 )
 from tests.loop_lag import paced
 from tests.shared_data import BOTS
@@ -284,6 +287,60 @@ async def test_the_size_limit_is_configurable(broken_server: BrokenActionServer)
         {"url": _url(broken_server, "/huge"), "max_response_bytes": 12 * 1024 * 1024}
     )
     assert await client.run("action_x", "u1", {}, None) == {"events": [], "responses": []}
+    await client.aclose()
+
+
+@pytest.mark.parametrize("path", ["/bomb", "/bomb-twice"])
+async def test_an_answer_is_never_inflated_past_the_size_limit(
+    broken_server: BrokenActionServer, path: str
+) -> None:
+    """Before, httpx inflated each piece read whole, then each encoding in turn, and only
+    then was the size counted: 30 KB of gzip made 30 MB at once, and 2 KB sent as
+    `gzip, gzip` made a gigabyte (2 GB of memory, the event loop held for 25 s)."""
+    limit = 1024 * 1024
+    warm = ActionServerClient({"url": _url(broken_server, "/ok")})
+    await warm.run("action_x", "u1", {}, None)  # the process's TLS context made: not counted
+    await warm.aclose()
+    gzip_bomb(), twice_gzipped_bomb()  # the server's answers made: not counted either
+    client = ActionServerClient({"url": _url(broken_server, path), "max_response_bytes": limit})
+    tracemalloc.start()
+    try:
+        with pytest.raises(ActionError):
+            await client.run("action_x", "u1", {}, None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        await client.aclose()
+    assert peak < 3 * limit
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/bomb-twice", "its answer is encoded 'gzip, gzip': botserver reads one gzip or"),
+        ("/brotli", "its answer is encoded 'br': botserver reads one gzip or deflate"),
+        ("/encoded/not-gzip", r"its answer, said to be gzip, is not \(Error -3 while"),
+        ("/encoded/not-deflate", r"its answer, said to be deflate, is not \(Error -3 while"),
+    ],
+)
+async def test_an_encoding_botserver_does_not_read_is_an_action_error(
+    broken_server: BrokenActionServer, path: str, message: str
+) -> None:
+    """Rasa's aiohttp reads neither either; before, the brotli bytes were read as the answer
+    ("not JSON")."""
+    client = ActionServerClient({"url": _url(broken_server, path)})
+    with pytest.raises(ActionError, match=message):
+        await client.run("action_x", "u1", {}, None)
+    await client.aclose()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "deflate", "raw-deflate", "identity"])
+async def test_an_encoded_answer_is_read(broken_server: BrokenActionServer, encoding: str) -> None:
+    client = ActionServerClient({"url": _url(broken_server, f"/encoded/{encoding}")})
+    assert await client.run("action_x", "u1", {}, None) == {
+        "events": [],
+        "responses": [{"text": "ok"}],
+    }
     await client.aclose()
 
 
