@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 import zlib
 from dataclasses import dataclass
@@ -80,10 +81,10 @@ class HttpEndpoint:
         self.url = url
         self.timeout = float(timeout)
         self.max_response_bytes = max_response_bytes
-        self._params = {k: str(v) for k, v in _mapping(params, "params").items()}
+        self._params = _query_params(params)
         if token is not None:
             self._params[token_name or "token"] = str(token)
-        self._headers = {str(k): str(v) for k, v in _mapping(headers, "headers").items()}
+        self._headers = _header_values(headers)
         self._auth: httpx.BasicAuth | None = None
         if basic_auth:
             try:
@@ -297,6 +298,49 @@ def _mapping(value: Any, key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidConfig(f"'{key}' must be a mapping of names to values")
     return value
+
+
+def _query_params(params: Any) -> dict[str, str]:
+    values = {}
+    for name, value in _mapping(params, "params").items():
+        if value is None:  # it was sent as the text "None"
+            raise InvalidConfig(f"'params': parameter '{name}' has no value")
+        values[str(name)] = str(value)
+    return values
+
+
+# A header's name: a token (RFC 9110 section 5.6.2).
+_HEADER_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _header_values(headers: Any) -> dict[str, bytes]:
+    """`headers:` as they are sent: without the spaces and tabs around a value (no part of
+    it, RFC 9110 section 5.5), in UTF-8 as Rasa's aiohttp sends them. A header no request can
+    carry stops the start, named, its value never shown (often a secret): before, every call
+    failed, and the log line quoted the value."""
+    values = {}
+    for key, value in _mapping(headers, "headers").items():
+        name = str(key)
+        if not _HEADER_NAME.fullmatch(name):
+            raise InvalidConfig(
+                f"'headers': {name[:80]!r} is no header name (letters, digits and -!#$%&'*+.^_`|~)"
+            )
+        if value is None:  # it was sent as the text "None"
+            raise InvalidConfig(f"'headers': header '{name}' has no value")
+        text = str(value).strip(" \t")
+        if "\n" in text or "\r" in text:
+            raise InvalidConfig(
+                f"'headers': header '{name}' holds a line break (a secret read from a file, "
+                "with the file's last line break?)"
+            )
+        if _CONTROL.search(text):
+            raise InvalidConfig(f"'headers': header '{name}' holds a control character")
+        try:
+            values[name] = text.encode()
+        except UnicodeEncodeError:  # half a surrogate pair, from a YAML escape
+            raise InvalidConfig(f"'headers': header '{name}' is no UTF-8 text") from None
+    return values
 
 
 def _verification(cafile: str | None) -> ssl.SSLContext | bool:

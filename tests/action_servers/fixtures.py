@@ -203,6 +203,7 @@ class _Broken(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length") or 0)
         self.server.requests.append((self.path, json.loads(self.rfile.read(length) or b"null")))
+        self.server.headers.append(dict(self.headers.items()))
         if self.path.startswith("/slow"):
             time.sleep(3)
             self._send(200, b'{"events": [], "responses": []}')
@@ -277,7 +278,8 @@ class _Broken(BaseHTTPRequestHandler):
 
 
 class BrokenActionServer(ThreadingHTTPServer):
-    """Serves `_Broken` on a free local port; `requests` keeps each (path, JSON body) it got."""
+    """Serves `_Broken` on a free local port; `requests` keeps each (path, JSON body) it got,
+    `headers` each request's headers (their bytes read as Latin-1)."""
 
     request_queue_size = 128
     daemon_threads = True
@@ -285,6 +287,7 @@ class BrokenActionServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Broken)
         self.requests: list[tuple[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
 
 
 @contextlib.contextmanager

@@ -433,6 +433,47 @@ def test_an_unusable_endpoint_fails_at_startup(
 
 
 @pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        # A secret read from a file, with its line break: every call failed, and the log line
+        # said why with the secret in it (`Illegal header value b's3cret\\n'`).
+        ({"headers": {"X-Api-Key": "s3cret\n"}}, "header 'X-Api-Key' holds a line break"),
+        ({"headers": {"X-Api-Key": "s3cret\r\nX-Evil: 1"}}, "'X-Api-Key' holds a line break"),
+        ({"headers": {"X-Api-Key": "s3c\x00ret"}}, "header 'X-Api-Key' holds a control char"),
+        ({"headers": {"X-Api-Key": "s3c\ud800"}}, "header 'X-Api-Key' is no UTF-8 text"),
+        ({"headers": {"X Api Key": "s3cret"}}, "'X Api Key' is no header name"),
+        # Before, sent as the text "None".
+        ({"headers": {"X-Api-Key": None}}, "header 'X-Api-Key' has no value"),
+        ({"params": {"team": None}}, "parameter 'team' has no value"),
+    ],
+)
+@pytest.mark.parametrize("client_class", [ActionServerClient, NLGClient])
+def test_a_header_no_request_can_carry_fails_at_startup(
+    config: dict[str, Any], message: str, client_class: type
+) -> None:
+    with pytest.raises(InvalidConfig, match=message) as raised:
+        client_class({"url": "https://actions.example/webhook", **config})
+    assert "s3c" not in str(raised.value)
+
+
+async def test_header_values_are_sent_as_rasa_sends_them(
+    broken_server: BrokenActionServer,
+) -> None:
+    """Before, a value with a space around it failed every call, and one with a letter
+    outside ASCII raised a UnicodeEncodeError out of the turn (no answer, the message lost).
+    Now the space goes (it is no part of a header's value, RFC 9110 section 5.5) and the
+    value is sent in UTF-8, as Rasa's aiohttp sends it."""
+    headers = {"X-Api-Key": " s3cret\t", "X-Team": "Café", "X-Count": 3}
+    client = ActionServerClient({"url": _url(broken_server, "/ok"), "headers": headers})
+    assert (await client.run("action_x", "u1", {}, None))["responses"] == [{"text": "ok"}]
+    await client.aclose()
+    got = broken_server.headers[-1]
+    assert got["X-Api-Key"] == "s3cret"
+    assert got["X-Team"].encode("latin-1").decode("utf-8") == "Café"
+    assert got["X-Count"] == "3"
+
+
+@pytest.mark.parametrize(
     ("url", "message"),
     [
         ("localhost:5055/webhook", "must start with http:// or https://"),
