@@ -125,7 +125,7 @@ class HttpEndpoint:
             timeout = float(config.get("timeout", timeout))
         except (TypeError, ValueError) as e:
             raise InvalidConfig(f"'timeout' must be a number of seconds: {e}") from e
-        if timeout <= 0:
+        if not timeout > 0:  # NaN too
             raise InvalidConfig("'timeout' must be a positive number of seconds")
         max_bytes = config.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
         if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:

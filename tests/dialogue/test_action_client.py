@@ -417,6 +417,8 @@ async def test_a_rejection_is_logged_on_one_line(broken_server: BrokenActionServ
         ({"cafile": "not-a-cert.pem"}, "'cafile' .*not-a-cert.pem.* cannot be read as a CA"),
         ({"headers": "X-Api-Key: abc"}, "'headers' must be a mapping"),
         ({"params": ["team=a"]}, "'params' must be a mapping"),
+        # Before, taken: every call then failed, "did not answer within nan s".
+        ({"timeout": float("nan")}, "'timeout' must be a positive number of seconds"),
     ],
 )
 @pytest.mark.parametrize("client_class", [ActionServerClient, NLGClient])
