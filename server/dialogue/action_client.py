@@ -173,18 +173,21 @@ class ActionServerClient:
         Raises ActionRejected on an HTTP 400 naming the action, ActionError on anything else.
         """
         body = self.request_body(action_name, sender_id, tracker_state, domain, action_properties)
-        response = await self._post(action_name, body)
+        # One deadline for the call, the request a caching rasa-sdk asks for again included.
+        deadline = asyncio.get_running_loop().time() + self.endpoint.timeout
+        response = await self._post(action_name, body, deadline)
         if response.status_code == DOMAIN_MISSING and domain is not None and "domain" not in body:
             # A newer rasa-sdk without the domain in its cache: it asks once for the domain.
-            response = await self._post(action_name, {**body, "domain": domain})
+            response = await self._post(action_name, {**body, "domain": domain}, deadline)
         return await self._read(action_name, response)
 
-    async def _post(self, action_name: str, body: dict[str, Any]) -> Answer:
+    async def _post(self, action_name: str, body: dict[str, Any], deadline: float) -> Answer:
         where = self.endpoint.safe_url
         timeout = self.endpoint.timeout
         try:
             # httpx's timeout is per phase; this bounds the whole call, trickling bodies included.
-            response = await asyncio.wait_for(self.endpoint.post_json(body), timeout)
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            response = await asyncio.wait_for(self.endpoint.post_json(body), left)
         except (TimeoutError, httpx.TimeoutException):
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} "

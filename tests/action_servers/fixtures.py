@@ -192,19 +192,27 @@ ENCODED_ANSWERS = {
 
 
 class _Broken(BaseHTTPRequestHandler):
-    """Answers by path: /slow sleeps, /garbage sends HTML, /shape sends the wrong JSON,
-    /entity an event breaking Rasa's schema, /raw/<name> one of `RAW_ANSWERS`; /bomb a gzip
-    bomb (/bomb-twice one gzipped twice), /encoded/<name> one of `ENCODED_ANSWERS`, /brotli
-    an encoding never asked for, /endless a body that never ends, /huge 11 MB of JSON."""
+    """Answers by path: /slow sleeps (/domain-missing-slow, then asks for the domain),
+    /garbage sends HTML, /shape sends the wrong JSON, /entity an event breaking Rasa's
+    schema, /raw/<name> one of `RAW_ANSWERS`; /bomb a gzip bomb (/bomb-twice one gzipped
+    twice), /encoded/<name> one of `ENCODED_ANSWERS`, /brotli an encoding never asked for,
+    /endless a body that never ends, /huge 11 MB of JSON."""
 
     server: BrokenActionServer
     protocol_version = "HTTP/1.1"  # chunked answers
 
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length") or 0)
-        self.server.requests.append((self.path, json.loads(self.rfile.read(length) or b"null")))
+        body = json.loads(self.rfile.read(length) or b"null")
+        self.server.requests.append((self.path, body))
         self.server.headers.append(dict(self.headers.items()))
-        if self.path.startswith("/slow"):
+        if self.path.startswith("/domain-missing-slow"):  # asks for the domain, both slowly
+            time.sleep(0.6)
+            if "domain" not in body:
+                self._send(449, b'{"error": "domain missing"}')
+            else:
+                self._send(200, b'{"events": [], "responses": []}')
+        elif self.path.startswith("/slow"):
             time.sleep(3)
             self._send(200, b'{"events": [], "responses": []}')
         elif self.path.startswith("/garbage"):

@@ -215,6 +215,26 @@ async def test_a_slow_server_times_out(broken_server: BrokenActionServer) -> Non
     await client.aclose()
 
 
+async def test_a_call_asked_again_for_the_domain_still_ends_within_the_timeout(
+    broken_server: BrokenActionServer,
+) -> None:
+    """Each of the two requests (the second with the domain a caching rasa-sdk asked for
+    with its 449) answers within the 1 s timeout, the two together do not. Before, each had
+    the whole timeout: the turn waited up to twice as long as configured."""
+    client = ActionServerClient(
+        {
+            "url": _url(broken_server, "/domain-missing-slow"),
+            "timeout": 1.0,
+            "enable_selective_domain": True,
+        }
+    )
+    with pytest.raises(ActionError, match="did not answer within 1 s"):
+        await client.run("action_x", "u1", {}, {"intents": []})
+    await client.aclose()
+    asked = [(path, "domain" in body) for path, body in broken_server.requests[-2:]]
+    assert asked == [("/domain-missing-slow", False), ("/domain-missing-slow", True)]
+
+
 @pytest.mark.parametrize(
     ("path", "message"),
     [
