@@ -193,6 +193,7 @@ ENCODED_ANSWERS = {
 
 class _Broken(BaseHTTPRequestHandler):
     """Answers by path: /slow sleeps (/domain-missing-slow, then asks for the domain),
+    /idle-close drops a connection idle for 1.2 s when the next request comes,
     /garbage sends HTML, /shape sends the wrong JSON, /entity an event breaking Rasa's
     schema, /raw/<name> one of `RAW_ANSWERS`; /bomb a gzip bomb (/bomb-twice one gzipped
     twice), /encoded/<name> one of `ENCODED_ANSWERS`, /brotli an encoding never asked for,
@@ -206,7 +207,16 @@ class _Broken(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length) or b"null")
         self.server.requests.append((self.path, body))
         self.server.headers.append(dict(self.headers.items()))
-        if self.path.startswith("/domain-missing-slow"):  # asks for the domain, both slowly
+        if self.path.startswith("/idle-close"):
+            # As a server whose keep-alive timeout (here 1.2 s) fires as a request arrives on
+            # the connection it is closing: no answer, the connection closed.
+            idle = time.monotonic() - getattr(self, "answered_at", time.monotonic())
+            if idle > 1.2:
+                self.close_connection = True
+                return
+            self._send(200, b'{"events": [], "responses": []}')
+            self.answered_at = time.monotonic()
+        elif self.path.startswith("/domain-missing-slow"):  # asks for the domain, both slowly
             time.sleep(0.6)
             if "domain" not in body:
                 self._send(449, b'{"error": "domain missing"}')

@@ -433,6 +433,19 @@ async def test_the_domain_digest_is_computed_once_per_domain(
     assert sent == [domain_digest(domain)] * 3 + [domain_digest(retrained)] * 2
 
 
+async def test_a_connection_idle_for_over_a_second_is_not_used_again(
+    broken_server: BrokenActionServer,
+) -> None:
+    """An idle connection was kept 5 s, as long as uvicorn, Node and Apache keep theirs: a
+    call as the server closed it failed (a ReadError, 1 call in 40 made a second apart to a
+    server keeping 1 s), and the user got the fallback. Rasa opens a connection per call."""
+    client = ActionServerClient({"url": _url(broken_server, "/idle-close")})
+    await client.run("action_x", "u1", {}, None)
+    await asyncio.sleep(1.5)
+    assert await client.run("action_x", "u1", {}, None) == {"events": [], "responses": []}
+    await client.aclose()
+
+
 async def test_one_pooled_client_serves_concurrent_calls(
     broken_server: BrokenActionServer,
 ) -> None:
