@@ -165,9 +165,13 @@ class HttpEndpoint:
         return self._client
 
     def _client_options(self) -> dict[str, Any]:
+        headers: dict[str, str | bytes] = {}
+        if not any(name.lower() == "accept-encoding" for name in self._headers):
+            # Only what `_Decoder` reads: httpx asks for br and zstd too once installed.
+            headers["Accept-Encoding"] = "gzip, deflate"
         return {
             "params": self._params,
-            "headers": self._headers,
+            "headers": {**headers, **self._headers},
             "auth": self._auth,
             "verify": self._verify,
             "timeout": httpx.Timeout(self.timeout),
