@@ -238,7 +238,8 @@ class _Decoder:
     """Undoes an answer's Content-Encoding, never making more than the room left under the
     size limit (and one byte). httpx's own decoding inflated each piece read whole, and each
     encoding in turn, before the size was counted: 2 KB sent as `gzip, gzip` made a gigabyte.
-    One gzip or deflate is read, as Rasa's aiohttp reads; any other is refused."""
+    One gzip or deflate encoding is read (all that is asked for); any other, or several, is
+    refused, as Rasa's aiohttp reads no layers either."""
 
     def __init__(self, encodings: list[str]) -> None:
         codings = [c.strip().lower() for c in encodings]
