@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from server.dialogue.http_endpoint import Answer, HttpEndpoint
+from server.dialogue.http_endpoint import Answer, HttpEndpoint, one_line
 from server.dialogue.nlg import message_problem
 from server.errors import ActionError, ActionRejected, InvalidEvent, ResponseTooLarge
 from server.trackers.events import BotUttered, event_from_dict
@@ -36,27 +36,6 @@ def domain_digest(domain: dict[str, Any]) -> str:
     """A stable fingerprint of the domain, so an action server can cache it."""
     canonical = json.dumps(domain, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-async def _json_or_none(answer: Answer) -> Any:
-    try:
-        return await answer.json()
-    except ValueError:
-        return None
-
-
-async def _error_detail(answer: Answer) -> str:
-    """The server's error text, on one line (it goes into a log line) and at most 200 long."""
-    body = await _json_or_none(answer)
-    if body is None:
-        return _one_line(answer.text)
-    if isinstance(body, dict) and body.get("error"):
-        return _one_line(str(body["error"]))
-    return _one_line(json.dumps(body))
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text[:1000].split())[:200]
 
 
 def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict[str, Any]]]:
@@ -221,21 +200,21 @@ class ActionServerClient:
     async def _read(self, action_name: str, response: Answer) -> dict[str, list[dict[str, Any]]]:
         where = self.endpoint.safe_url
         if response.status_code == 400:
-            body = await _json_or_none(response)
+            body = await response.json_or_none()
             if isinstance(body, dict) and body.get("action_name"):
                 error = body.get("error")
                 raise ActionRejected(
-                    _one_line(str(body["action_name"])), _one_line(str(error)) if error else None
+                    one_line(str(body["action_name"])), one_line(str(error)) if error else None
                 )
         if response.status_code == 404:
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} has no such "
-                f"action (HTTP 404: {await _error_detail(response)})"
+                f"action (HTTP 404: {await response.error_detail()})"
             )
         if response.status_code >= 300:
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} answered "
-                f"HTTP {response.status_code}: {await _error_detail(response)}"
+                f"HTTP {response.status_code}: {await response.error_detail()}"
             )
         try:
             result = await response.json()

@@ -50,6 +50,28 @@ class Answer:
             return await asyncio.to_thread(loads_untrusted, self.content)
         return loads_untrusted(self.content)
 
+    async def json_or_none(self) -> Any:
+        """`json()`, or None for a body that is no JSON."""
+        try:
+            return await self.json()
+        except ValueError:
+            return None
+
+    async def error_detail(self) -> str:
+        """The server's error text (its JSON's `error`, else the body), on one line (it goes
+        into a log line) and at most 200 long."""
+        body = await self.json_or_none()
+        if body is None:
+            return one_line(self.text)
+        if isinstance(body, dict) and body.get("error"):
+            return one_line(str(body["error"]))
+        return one_line(json.dumps(body))
+
+
+def one_line(text: str) -> str:
+    """`text` on one line, at most 200 long: what a server said, fit for a log line."""
+    return " ".join(text[:1000].split())[:200]
+
 
 class HttpEndpoint:
     """Where and how to reach one external HTTP service; holds one pooled client."""

@@ -87,7 +87,7 @@ class NLGClient:
         if answer.status_code >= 300:
             raise ActionError(
                 f"NLG for '{response}': the NLG server at {where} answered HTTP "
-                f"{answer.status_code}"
+                f"{answer.status_code}: {await answer.error_detail()}"
             )
         if not answer.content.strip():
             return None
