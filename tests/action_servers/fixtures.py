@@ -217,7 +217,7 @@ class _Broken(BaseHTTPRequestHandler):
             self._send(200, b'{"events": [], "responses": []}')
             self.answered_at = time.monotonic()
         elif self.path.startswith("/domain-missing-slow"):  # asks for the domain, both slowly
-            time.sleep(0.6)
+            time.sleep(1.2)
             if "domain" not in body:
                 self._send(449, b'{"error": "domain missing"}')
             else:
