@@ -216,7 +216,7 @@ class _Broken(BaseHTTPRequestHandler):
                 return
             self._send(200, b'{"events": [], "responses": []}')
             self.answered_at = time.monotonic()
-        elif self.path.startswith("/domain-missing-slow"):  # asks for the domain, both slowly
+        elif self.path.startswith("/domain-missing-slow"):  # asks for the domain, both in 1.2 s
             time.sleep(1.2)
             if "domain" not in body:
                 self._send(449, b'{"error": "domain missing"}')
