@@ -581,10 +581,11 @@ def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict
     }
 
 
-def keep_token_out_of_logs(model_server: dict[str, Any] | None) -> None:
-    """The model server's token travels as `?<token_name>=`, which the log redaction
-    recognises only under usual names; have it redact the value itself."""
-    token = (model_server or {}).get("token")
+def keep_token_out_of_logs(endpoint: dict[str, Any] | None) -> None:
+    """An endpoint's token (model server, action server, NLG server) travels as
+    `?<token_name>=`, which the log redaction recognises only under usual names; have it
+    redact the value itself."""
+    token = (endpoint or {}).get("token")
     if token:
         redact_also(str(token))
 

@@ -214,7 +214,11 @@ def build_app(options: ServerOptions) -> FastAPI:
         models_endpoint=endpoints.get("models") or None,
     )
 
-    keep_token_out_of_logs(services.models_endpoint)
+    for endpoint in (
+        services.models_endpoint,
+        *(endpoints.get(k) for k in ("action_endpoint", "nlg")),
+    ):
+        keep_token_out_of_logs(endpoint)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from server import setting_values as settings
+from server.auth.log_redaction import redact_also
 from server.channels.channel import InputChannel, OnNewMessage, health_router, log_failed_turn
 from server.channels.rest import message_from_rest_body, read_json_object
 from server.dialogue.http_endpoint import HttpEndpoint
@@ -192,7 +193,11 @@ class CallbackInput(InputChannel):
         if cafile is not None and not Path(cafile).is_file():
             # Found out at the first reply otherwise, and every reply would fail.
             raise InvalidConfig(f"'cafile' {cafile}: no such file")
-        return cls(HttpEndpoint.from_config(credentials))
+        endpoint = HttpEndpoint.from_config(credentials)
+        if credentials.get("token"):
+            # Sent as `?<token_name>=`, which the log redaction knows only under usual names.
+            redact_also(str(credentials["token"]))
+        return cls(endpoint)
 
     def router(self, on_new_message: OnNewMessage) -> APIRouter:
         router = health_router(self.url_prefix())

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
+import zlib
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +23,10 @@ from server.http_clients import async_client, async_client_off_loop, safe_url
 from server.json_values import OFF_LOOP_JSON_BYTES, loads_untrusted
 
 DEFAULT_TIMEOUT = 10.0
+# How long an idle connection is kept for the next call: less than any server's own
+# keep-alive timeout (gunicorn 2 s; uvicorn, Node, Apache 5 s). httpx's 5 s met theirs, and
+# a call as the server closed the connection failed (1 in 40 a second apart, against 1 s).
+KEEPALIVE_SECONDS = 1.0
 # The largest answer read, decompressed: an action server's events and messages are far
 # smaller; a bigger (or endless, or gzip-bomb) body would only exhaust memory.
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
@@ -43,6 +49,28 @@ class Answer:
         if len(self.content) > OFF_LOOP_JSON_BYTES:
             return await asyncio.to_thread(loads_untrusted, self.content)
         return loads_untrusted(self.content)
+
+    async def json_or_none(self) -> Any:
+        """`json()`, or None for a body that is no JSON."""
+        try:
+            return await self.json()
+        except ValueError:
+            return None
+
+    async def error_detail(self) -> str:
+        """The server's error text (its JSON's `error`, else the body), on one line (it goes
+        into a log line) and at most 200 long."""
+        body = await self.json_or_none()
+        if body is None:
+            return one_line(self.text)
+        if isinstance(body, dict) and body.get("error"):
+            return one_line(str(body["error"]))
+        return one_line(json.dumps(body))
+
+
+def one_line(text: str) -> str:
+    """`text` on one line, at most 200 long: what a server said, fit for a log line."""
+    return " ".join(text[:1000].split())[:200]
 
 
 class HttpEndpoint:
@@ -79,10 +107,10 @@ class HttpEndpoint:
         self.url = url
         self.timeout = float(timeout)
         self.max_response_bytes = max_response_bytes
-        self._params = {k: str(v) for k, v in _mapping(params, "params").items()}
+        self._params = _query_params(params)
         if token is not None:
             self._params[token_name or "token"] = str(token)
-        self._headers = {str(k): str(v) for k, v in _mapping(headers, "headers").items()}
+        self._headers = _header_values(headers)
         self._auth: httpx.BasicAuth | None = None
         if basic_auth:
             try:
@@ -123,7 +151,7 @@ class HttpEndpoint:
             timeout = float(config.get("timeout", timeout))
         except (TypeError, ValueError) as e:
             raise InvalidConfig(f"'timeout' must be a number of seconds: {e}") from e
-        if timeout <= 0:
+        if not timeout > 0:  # NaN too
             raise InvalidConfig("'timeout' must be a positive number of seconds")
         max_bytes = config.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
         if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
@@ -159,12 +187,22 @@ class HttpEndpoint:
         return self._client
 
     def _client_options(self) -> dict[str, Any]:
+        headers: dict[str, str | bytes] = {}
+        if not any(name.lower() == "accept-encoding" for name in self._headers):
+            # Only what `_Decoder` reads: httpx asks for br and zstd too once installed.
+            headers["Accept-Encoding"] = "gzip, deflate"
         return {
             "params": self._params,
-            "headers": self._headers,
+            "headers": {**headers, **self._headers},
             "auth": self._auth,
             "verify": self._verify,
             "timeout": httpx.Timeout(self.timeout),
+            # httpx's own limits of connections, with a shorter life for an idle one.
+            "limits": httpx.Limits(
+                max_connections=100,
+                max_keepalive_connections=20,
+                keepalive_expiry=KEEPALIVE_SECONDS,
+            ),
             "transport": self._transport,
             "follow_redirects": False,
         }
@@ -184,13 +222,23 @@ class HttpEndpoint:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 raise ResponseTooLarge(f"its answer is {declared} bytes, more than {limit}")
+            if response.is_stream_consumed:  # a transport's answer made whole, in memory
+                if len(response.content) > limit:
+                    raise ResponseTooLarge(f"its answer is more than {limit} bytes")
+                return Answer(response.status_code, response.content)
+            decoder = _Decoder(response.headers.get_list("content-encoding", split_commas=True))
             chunks: list[bytes] = []
             size = 0
-            async for chunk in response.aiter_bytes():
+            async for sent in response.aiter_raw():
+                chunk = decoder.decode(sent, limit - size)
                 size += len(chunk)
                 if size > limit:
                     raise ResponseTooLarge(f"its answer is more than {limit} bytes")
                 chunks.append(chunk)
+            chunk = decoder.flush()
+            if size + len(chunk) > limit:
+                raise ResponseTooLarge(f"its answer is more than {limit} bytes")
+            chunks.append(chunk)
             return Answer(response.status_code, b"".join(chunks))
 
     async def aclose(self) -> None:
@@ -198,6 +246,77 @@ class HttpEndpoint:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+
+# zlib's window bits for each Content-Encoding read (x-gzip: gzip, RFC 9110 section 8.4.1.3).
+_WINDOW_BITS = {
+    "gzip": zlib.MAX_WBITS | 16,
+    "x-gzip": zlib.MAX_WBITS | 16,
+    "deflate": zlib.MAX_WBITS,
+}
+
+
+class _Decoder:
+    """Undoes an answer's Content-Encoding, never making more than the room left under the
+    size limit (and one byte). httpx's own decoding inflated each piece read whole, and each
+    encoding in turn, before the size was counted: 2 KB sent as `gzip, gzip` made a gigabyte.
+    One gzip or deflate encoding is read (all that is asked for); any other, or several, is
+    refused, as Rasa's aiohttp reads no layers either."""
+
+    def __init__(self, encodings: list[str]) -> None:
+        codings = [c.strip().lower() for c in encodings]
+        codings = [c for c in codings if c not in ("", "identity")]
+        self._inflater: Any = None
+        if not codings:
+            return
+        if len(codings) > 1 or codings[0] not in _WINDOW_BITS:
+            shown = ", ".join(codings)[:80]
+            raise httpx.DecodingError(
+                f"its answer is encoded '{shown}': botserver reads one gzip or deflate "
+                "encoding, or none"
+            )
+        self._coding = codings[0]
+        self._inflater = zlib.decompressobj(_WINDOW_BITS[self._coding])
+        # A deflate body may come without zlib's wrapper (raw deflate, as IIS sends it).
+        self._raw_deflate_possible = self._coding == "deflate"
+
+    def decode(self, sent: bytes, room: int) -> bytes:
+        """`sent` decoded, or its first `room` + 1 decoded bytes when it holds more."""
+        if self._inflater is None:
+            return sent
+        pieces: list[bytes] = []
+        made = 0
+        data = sent
+        while data and made <= room:
+            piece = self._inflate(data, room + 1 - made)
+            pieces.append(piece)
+            made += len(piece)
+            data = self._inflater.unconsumed_tail
+        return b"".join(pieces)
+
+    def _inflate(self, data: bytes, most: int) -> bytes:
+        try:
+            piece: bytes = self._inflater.decompress(data, most)
+        except zlib.error as e:
+            if not self._raw_deflate_possible:
+                raise self._not_inflating(e) from None
+            self._raw_deflate_possible = False
+            self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            return self._inflate(data, most)
+        self._raw_deflate_possible = False
+        return piece
+
+    def flush(self) -> bytes:
+        """What the last bytes sent still hold (at most a few hundred bytes)."""
+        if self._inflater is None:
+            return b""
+        try:
+            return bytes(self._inflater.flush())
+        except zlib.error as e:
+            raise self._not_inflating(e) from None
+
+    def _not_inflating(self, error: zlib.error) -> httpx.DecodingError:
+        return httpx.DecodingError(f"its answer, said to be {self._coding}, is not ({error})")
 
 
 def _json_bytes(body: Any) -> bytes:
@@ -216,6 +335,49 @@ def _mapping(value: Any, key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidConfig(f"'{key}' must be a mapping of names to values")
     return value
+
+
+def _query_params(params: Any) -> dict[str, str]:
+    values = {}
+    for name, value in _mapping(params, "params").items():
+        if value is None:  # it was sent as the text "None"
+            raise InvalidConfig(f"'params': parameter '{name}' has no value")
+        values[str(name)] = str(value)
+    return values
+
+
+# A header's name: a token (RFC 9110 section 5.6.2).
+_HEADER_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _header_values(headers: Any) -> dict[str, bytes]:
+    """`headers:` as they are sent: without the spaces and tabs around a value (no part of
+    it, RFC 9110 section 5.5), in UTF-8 as Rasa's aiohttp sends them. A header no request can
+    carry stops the start, named, its value never shown (often a secret): before, every call
+    failed, and the log line quoted the value."""
+    values = {}
+    for key, value in _mapping(headers, "headers").items():
+        name = str(key)
+        if not _HEADER_NAME.fullmatch(name):
+            raise InvalidConfig(
+                f"'headers': {name[:80]!r} is no header name (letters, digits and -!#$%&'*+.^_`|~)"
+            )
+        if value is None:  # it was sent as the text "None"
+            raise InvalidConfig(f"'headers': header '{name}' has no value")
+        text = str(value).strip(" \t")
+        if "\n" in text or "\r" in text:
+            raise InvalidConfig(
+                f"'headers': header '{name}' holds a line break (a secret read from a file, "
+                "with the file's last line break?)"
+            )
+        if _CONTROL.search(text):
+            raise InvalidConfig(f"'headers': header '{name}' holds a control character")
+        try:
+            values[name] = text.encode()
+        except UnicodeEncodeError:  # half a surrogate pair, from a YAML escape
+            raise InvalidConfig(f"'headers': header '{name}' is no UTF-8 text") from None
+    return values
 
 
 def _verification(cafile: str | None) -> ssl.SSLContext | bool:

@@ -6,6 +6,7 @@ import logging
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -16,6 +17,8 @@ from server.api.app import create_app
 from server.api.server import ServerOptions, build_app
 from server.api.settings import ApiSettings
 from server.auth import AuthConfig, install_log_redaction, redact, require_auth
+from server.dialogue.http_endpoint import HttpEndpoint
+from tests.action_servers.fixtures import broken_action_server
 from tests.serving import serving
 
 TOKEN = "thisismysecret-token-value"
@@ -88,6 +91,41 @@ async def test_a_model_server_token_stays_out_of_the_logs(
     assert response.status_code == 400
     assert any("HTTP Request: GET" in r.getMessage() for r in caplog.records)
     assert SERVER_TOKEN not in caplog.text
+
+
+ACTION_TOKEN = "action-server-token-9c1e"
+NLG_TOKEN = "nlg-server-token-77b0"
+CALLBACK_TOKEN = "callback-token-31d8"
+
+
+async def test_an_endpoint_token_stays_out_of_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """The action server's, the NLG server's and the callback channel's token travel as
+    `?<token_name>=`, which the redaction knows only under usual names: before, under
+    another name, httpx's request line at debug level showed them."""
+    install_log_redaction()
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")
+    endpoints: dict[str, Any] = {"tracker_store": {"type": "in_memory"}}
+    with broken_action_server() as server:
+        url = f"http://127.0.0.1:{server.server_address[1]}/ok"
+        endpoints["action_endpoint"] = {"url": url, "token": ACTION_TOKEN, "token_name": "a"}
+        endpoints["nlg"] = {"url": url, "token": NLG_TOKEN, "token_name": "n"}
+        callback = {"url": url, "token": CALLBACK_TOKEN, "token_name": "c"}
+        app = build_app(ServerOptions(endpoints=endpoints, credentials={"callback": callback}))
+        processor = app.state.processor
+        await processor.action_server.run("action_x", "u1", {}, None)
+        await processor.nlg_endpoint.generate("utter_x", {}, "rest")
+        await processor.action_server.aclose()
+        await processor.nlg_endpoint.aclose()
+        endpoint = HttpEndpoint.from_config(callback)  # as the app's callback channel posts
+        await endpoint.post_json({"recipient_id": "u1", "text": "hi"})
+        await endpoint.aclose()
+
+    assert [r.getMessage().startswith("HTTP Request: POST") for r in caplog.records].count(
+        True
+    ) == 3
+    for token in (ACTION_TOKEN, NLG_TOKEN, CALLBACK_TOKEN):
+        assert token not in caplog.text
 
 
 def test_redact_covers_the_usual_places() -> None:
