@@ -124,8 +124,9 @@ def _yaml_document(raw: bytes, what: str, part: str | None = None) -> Any:
     details = {"in": "body"} if part is None else {"parameter": part, "in": "body"}
     try:
         return load_plain_yaml(raw.decode("utf-8"))
-    except InvalidProjectFile as exc:  # a key given twice
-        raise ApiError(400, "BadRequest", f"{where}:{exc.line}: {exc.reason}", details) from None
+    except InvalidProjectFile as exc:  # a key given twice, too deep, too many aliases
+        at = f"{where}:{exc.line}" if exc.line is not None else where
+        raise ApiError(400, "BadRequest", f"{at}: {exc.reason}", details) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ApiError(
             400,

@@ -266,6 +266,67 @@ async def test_test_stories(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> N
     check(rasa_spec, empty, "/model/test/stories", "post", 400)
 
 
+# Seven anchors of eight aliases each: 2 million values in 300 bytes (the limit is 1 million).
+YAML_BOMB = "a: &a [x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{name}: &{name} [{', '.join([f'*{previous}'] * 8)}]\n"
+    for previous, name in zip("abcdef", "bcdefg", strict=True)
+)
+BOMB_STORIES = (
+    YAML_BOMB
+    + """stories:
+- story: bomb
+  steps:
+  - intent: greet
+    entities:
+    - mood: *g
+  - action: utter_greet
+"""
+)
+BOMB_CROSS_VALIDATION = (
+    YAML_BOMB
+    + """pipeline:
+- name: WhitespaceTokenizer
+  option: *g
+- name: CountVectorsFeaturizer
+- name: LogisticRegressionClassifier
+nlu:
+- intent: greet
+  examples: |
+    - hi
+    - hello
+- intent: goodbye
+  examples: |
+    - bye
+    - ciao
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/model/test/stories", BOMB_STORIES),
+        ("/model/test/intents?cross_validation_folds=2", BOMB_CROSS_VALIDATION),
+    ],
+    ids=["stories", "intents"],
+)
+async def test_a_yaml_bomb_sent_for_testing_is_refused_at_once(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, route: str, body: str
+) -> None:
+    """Before, the test routes read their body without the alias limit training has: ten
+    anchors of ten aliases (10 million values, 378 bytes) held a worker thread for 7 s on
+    `/model/test/stories` and 14 s on `/model/test/intents` (a pipeline option): minutes for
+    the 387 million values of nine anchors of nine (found by probing)."""
+    response = await client.post(
+        route, content=body, headers={"Content-Type": "application/x-yaml"}
+    )
+    answer = check(rasa_spec, response, route.split("?")[0], "post", 400)
+    assert answer["message"] == (
+        "request body: the document expands to more than 1,000,000 values through YAML "
+        "aliases (an anchor referenced many times over)"
+    )
+
+
 MISHEARD_STORY = """
 stories:
 - story: a greeting the NLU would not read as one
