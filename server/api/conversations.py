@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -134,8 +135,28 @@ def _required_name(body: dict[str, Any], what: str) -> str:
     return name
 
 
-async def _checked_id(conversation_id: str) -> None:
+async def _checked_id(conversation_id: str, request: Request) -> None:
     _check_conversation_id(conversation_id)
+    if "\ufffd" in conversation_id and not _sent_as_utf8(request.scope.get("raw_path")):
+        # The server decoded bytes that are no UTF-8 (`%FF`) to U+FFFD: `%FF` and `%FE`
+        # would be one conversation, named neither way.
+        raise bad_request(
+            "The conversation id is not UTF-8 text once its %-escapes are decoded.",
+            "conversation_id",
+            "path",
+        )
+
+
+def _sent_as_utf8(raw_path: bytes | None) -> bool:
+    """Whether the request's path, %-escapes decoded, is UTF-8 (the conversation id is its
+    only part that varies); True when the server gave no raw path."""
+    if raw_path is None:
+        return True
+    try:
+        unquote_to_bytes(raw_path.split(b"?", 1)[0]).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def conversations_router() -> APIRouter:

@@ -152,6 +152,25 @@ async def test_a_conversation_id_with_a_line_break_reaches_its_routes(
     assert check(rasa_spec, events, EVENTS, "put", 200)["sender_id"] == "\n"
 
 
+@pytest.mark.parametrize("encoded", ["%FF", "%C3%28", "%ED%A0%80", "ab%E2%82"])
+async def test_a_conversation_id_that_is_not_utf8_once_decoded_is_a_400(
+    client: httpx.AsyncClient, encoded: str
+) -> None:
+    """Before, the bytes that are no UTF-8 became U+FFFD: `/conversations/%FF/...` and
+    `/conversations/%FE/...` were one conversation, named neither way (found by probing)."""
+    for method, route in [("get", "tracker"), ("post", "tracker/events"), ("get", "story")]:
+        response = await client.request(method, f"/conversations/{encoded}/{route}", json=[])
+        assert response.status_code == 400, (route, response.text)
+        body = response.json()
+        assert body["reason"] == "BadRequest"
+        assert "UTF-8" in body["message"]
+        assert body["details"] == {"parameter": "conversation_id", "in": "path"}
+    # U+FFFD itself, sent as its UTF-8 bytes, is an id like any other.
+    tracker = await client.get("/conversations/%EF%BF%BD/tracker")
+    assert tracker.status_code == 200
+    assert tracker.json()["sender_id"] == "\ufffd"
+
+
 async def test_append_one_event_or_a_list(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     one = await client.post(
         "/conversations/u2/tracker/events",
