@@ -135,6 +135,25 @@ def _required_name(body: dict[str, Any], what: str) -> str:
     return name
 
 
+def _prediction_of(body: dict[str, Any]) -> tuple[str | None, float | None]:
+    """`execute`'s `policy` and `confidence`, which the action's event records: a 400 for
+    what it cannot hold (Rasa stores any value, and every later tracker breaks its schema;
+    a confidence beyond a double was our 500)."""
+    policy = body.get("policy")
+    if policy is not None and not isinstance(policy, str):
+        raise bad_request("'policy' must be the name of a policy.", "policy", "body")
+    confidence = body.get("confidence")
+    if confidence is None:
+        return policy, None
+    try:
+        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
+            raise TypeError
+        number = float(confidence)
+    except (TypeError, OverflowError):
+        raise bad_request("'confidence' must be a number.", "confidence", "body") from None
+    return policy, number
+
+
 async def _checked_id(conversation_id: str, request: Request) -> None:
     _check_conversation_id(conversation_id)
     if "\ufffd" in conversation_id and not _sent_as_utf8(request.scope.get("raw_path")):
@@ -312,20 +331,17 @@ def conversations_router() -> APIRouter:
             if not model.domain.is_known_action(name):
                 message = f"The action '{name}' does not exist in the domain."
                 raise ApiError(404, "NotFound", message)
+            policy, confidence = _prediction_of(body)
         except ApiError:
             await _ensure_exists(agent, conversation_id)  # an unknown conversation's 404 first
             raise
-        policy = body.get("policy")
-        confidence = body.get("confidence")
         try:
             # The one load, under the conversation's lock, tells an unknown conversation.
             tracker, messages = await agent.execute_action(
                 conversation_id,
                 name,
-                policy=policy if isinstance(policy, str) else None,
-                confidence=float(confidence)
-                if isinstance(confidence, (int, float)) and not isinstance(confidence, bool)
-                else None,
+                policy=policy,
+                confidence=confidence,
                 output_channel=output_channel,
                 create=False,
             )

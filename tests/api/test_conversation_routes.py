@@ -461,6 +461,47 @@ async def test_execute_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) ->
     assert nobody.status_code == 404
 
 
+async def test_execute_stamps_the_policy_and_confidence_given(client: httpx.AsyncClient) -> None:
+    await client.post("/conversations/u6b/tracker/events", json=GOODBYE_EVENTS)
+    response = await client.post(
+        "/conversations/u6b/execute",
+        json={"name": "utter_greet", "policy": "MyPolicy", "confidence": 0.7},
+    )
+    assert response.status_code == 200, response.text
+    action = [e for e in response.json()["tracker"]["events"] if e["event"] == "action"][-1]
+    assert (action["name"], action["policy"], action["confidence"]) == (
+        "utter_greet",
+        "MyPolicy",
+        0.7,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("confidence", 10**400),  # JSON's integers have no bound; a double's have
+        ("confidence", "high"),
+        ("confidence", True),
+        ("policy", {"name": "MyPolicy"}),
+        ("policy", 5),
+    ],
+)
+async def test_execute_refuses_a_policy_or_confidence_an_action_event_cannot_hold(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, field: str, value: Any
+) -> None:
+    """Before, a confidence of 400 digits was a 500 (OverflowError), and any other value of
+    the wrong kind was silently dropped (Rasa stores it, and every later tracker breaks its
+    schema); found by probing."""
+    await client.post("/conversations/u6c/tracker/events", json=GOODBYE_EVENTS)
+    response = await client.post(
+        "/conversations/u6c/execute", json={"name": "utter_greet", field: value}
+    )
+    body = check(rasa_spec, response, EXECUTE, "post", 400)
+    assert body["details"] == {"parameter": field, "in": "body"}
+    events = (await client.get("/conversations/u6c/tracker")).json()["events"]
+    assert "utter_greet" not in [e.get("name") for e in events]
+
+
 async def test_trigger_intent(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     response = await client.post(
         "/conversations/u7/trigger_intent", json={"name": "greet", "entities": {"mood": "ok"}}
