@@ -844,7 +844,16 @@ def model_router() -> APIRouter:
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No NLU test data given in the request body.")
         folds = int_arg("cross_validation_folds", cross_validation_folds)
-        is_yaml = _content_type(request) in _YAML_TYPES
+        content_type = _content_type(request)
+        is_yaml = content_type in _YAML_TYPES
+        body_json: Any = None
+        if not is_yaml and content_type != "application/json":
+            # Unlabelled (`curl --data-binary @nlu.yml` sends a form's type): JSON when it
+            # reads as JSON, else YAML, which /model/train reads whatever the type says.
+            try:
+                body_json = await parse_json_off_loop(raw)
+            except ApiError:
+                is_yaml = True
         if folds is not None and not is_yaml:
             raise ApiError(
                 400,
@@ -870,7 +879,9 @@ def model_router() -> APIRouter:
             except InvalidProjectFile as exc:
                 raise ApiError(400, "BadRequest", str(exc), {"in": "body"}) from None
         else:
-            data = await asyncio.to_thread(lambda: _nlu_data_from_json(parse_json(raw)))
+            data = await asyncio.to_thread(
+                lambda: _nlu_data_from_json(parse_json(raw) if body_json is None else body_json)
+            )
         if not data.examples:
             raise bad_request("The NLU data has no examples.", "nlu", "body")
         if len(set(e.base_intent for e in data.examples)) < 2 and folds is not None:

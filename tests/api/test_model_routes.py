@@ -412,6 +412,34 @@ async def test_test_intents_yaml_and_json(client: httpx.AsyncClient, rasa_spec: 
     assert check(rasa_spec, as_json, "/model/test/intents", "post", 200)["intent_evaluation"]
 
 
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain"])
+async def test_test_intents_reads_yaml_sent_without_a_yaml_content_type(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, content_type: str | None
+) -> None:
+    """`curl --data-binary @nlu.yml` sends `application/x-www-form-urlencoded`. Before, the
+    body was then read as JSON only: a 400 "Failed when parsing body as json", where
+    `/model/train` and `/model/test/stories` read the same YAML (found by probing). JSON
+    without its Content-Type is still read as JSON."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    nlu = (MOODBOT / "data" / "nlu.yml").read_text()
+    response = await client.post("/model/test/intents", content=nlu, headers=headers)
+    body = check(rasa_spec, response, "/model/test/intents", "post", 200)
+    assert body["intent_evaluation"]["accuracy"] > 0.8
+    examples = [
+        {"text": "hello there", "intent": "greet", "entities": []},
+        {"text": "bye bye", "intent": "goodbye", "entities": []},
+    ]
+    as_json = json.dumps({"rasa_nlu_data": {"common_examples": examples}})
+    response = await client.post("/model/test/intents", content=as_json, headers=headers)
+    body = check(rasa_spec, response, "/model/test/intents", "post", 200)
+    assert len(body["intent_evaluation"]["predictions"]) == 2
+    broken = await client.post("/model/test/intents", content="nlu: [", headers=headers)
+    assert (
+        "does not contain valid YAML"
+        in check(rasa_spec, broken, "/model/test/intents", "post", 400)["message"]
+    )
+
+
 async def test_test_intents_evaluates_the_response_selector(
     make_client: Any, rasa_spec: RasaSpec, tmp_path: Path
 ) -> None:
