@@ -37,6 +37,7 @@ from server.api.request_body import (
     parse_json_off_loop,
     read_json_body,
     read_json_object,
+    refuse_compressed,
 )
 from server.api.schemas import (
     EVENT_LIST,
@@ -128,6 +129,7 @@ def _yaml_document(raw: bytes, what: str, part: str | None = None) -> Any:
         at = f"{where}:{exc.line}" if exc.line is not None else where
         raise ApiError(400, "BadRequest", f"{at}: {exc.reason}", details) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        refuse_compressed(raw)
         raise ApiError(
             400,
             "BadRequest",
