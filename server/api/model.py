@@ -37,6 +37,7 @@ from server.api.request_body import (
     parse_json_off_loop,
     read_json_body,
     read_json_object,
+    refuse_compressed,
 )
 from server.api.schemas import (
     EVENT_LIST,
@@ -124,9 +125,11 @@ def _yaml_document(raw: bytes, what: str, part: str | None = None) -> Any:
     details = {"in": "body"} if part is None else {"parameter": part, "in": "body"}
     try:
         return load_plain_yaml(raw.decode("utf-8"))
-    except InvalidProjectFile as exc:  # a key given twice
-        raise ApiError(400, "BadRequest", f"{where}:{exc.line}: {exc.reason}", details) from None
+    except InvalidProjectFile as exc:  # a key given twice, too deep, too many aliases
+        at = f"{where}:{exc.line}" if exc.line is not None else where
+        raise ApiError(400, "BadRequest", f"{at}: {exc.reason}", details) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        refuse_compressed(raw)
         raise ApiError(
             400,
             "BadRequest",
@@ -844,7 +847,16 @@ def model_router() -> APIRouter:
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No NLU test data given in the request body.")
         folds = int_arg("cross_validation_folds", cross_validation_folds)
-        is_yaml = _content_type(request) in _YAML_TYPES
+        content_type = _content_type(request)
+        is_yaml = content_type in _YAML_TYPES
+        body_json: Any = None
+        if not is_yaml and content_type != "application/json":
+            # Unlabelled (`curl --data-binary @nlu.yml` sends a form's type): JSON when it
+            # reads as JSON, else YAML, which /model/train reads whatever the type says.
+            try:
+                body_json = await parse_json_off_loop(raw)
+            except ApiError:
+                is_yaml = True
         if folds is not None and not is_yaml:
             raise ApiError(
                 400,
@@ -870,7 +882,9 @@ def model_router() -> APIRouter:
             except InvalidProjectFile as exc:
                 raise ApiError(400, "BadRequest", str(exc), {"in": "body"}) from None
         else:
-            data = await asyncio.to_thread(lambda: _nlu_data_from_json(parse_json(raw)))
+            data = await asyncio.to_thread(
+                lambda: _nlu_data_from_json(parse_json(raw) if body_json is None else body_json)
+            )
         if not data.examples:
             raise bad_request("The NLU data has no examples.", "nlu", "body")
         if len(set(e.base_intent for e in data.examples)) < 2 and folds is not None:

@@ -266,6 +266,67 @@ async def test_test_stories(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> N
     check(rasa_spec, empty, "/model/test/stories", "post", 400)
 
 
+# Seven anchors of eight aliases each: 2 million values in 300 bytes (the limit is 1 million).
+YAML_BOMB = "a: &a [x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{name}: &{name} [{', '.join([f'*{previous}'] * 8)}]\n"
+    for previous, name in zip("abcdef", "bcdefg", strict=True)
+)
+BOMB_STORIES = (
+    YAML_BOMB
+    + """stories:
+- story: bomb
+  steps:
+  - intent: greet
+    entities:
+    - mood: *g
+  - action: utter_greet
+"""
+)
+BOMB_CROSS_VALIDATION = (
+    YAML_BOMB
+    + """pipeline:
+- name: WhitespaceTokenizer
+  option: *g
+- name: CountVectorsFeaturizer
+- name: LogisticRegressionClassifier
+nlu:
+- intent: greet
+  examples: |
+    - hi
+    - hello
+- intent: goodbye
+  examples: |
+    - bye
+    - ciao
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/model/test/stories", BOMB_STORIES),
+        ("/model/test/intents?cross_validation_folds=2", BOMB_CROSS_VALIDATION),
+    ],
+    ids=["stories", "intents"],
+)
+async def test_a_yaml_bomb_sent_for_testing_is_refused_at_once(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, route: str, body: str
+) -> None:
+    """Before, the test routes read their body without the alias limit training has: ten
+    anchors of ten aliases (10 million values, 378 bytes) held a worker thread for 7 s on
+    `/model/test/stories` and 14 s on `/model/test/intents` (a pipeline option): minutes for
+    the 387 million values of nine anchors of nine (found by probing)."""
+    response = await client.post(
+        route, content=body, headers={"Content-Type": "application/x-yaml"}
+    )
+    answer = check(rasa_spec, response, route.split("?")[0], "post", 400)
+    assert answer["message"] == (
+        "request body: the document expands to more than 1,000,000 values through YAML "
+        "aliases (an anchor referenced many times over)"
+    )
+
+
 MISHEARD_STORY = """
 stories:
 - story: a greeting the NLU would not read as one
@@ -349,6 +410,34 @@ async def test_test_intents_yaml_and_json(client: httpx.AsyncClient, rasa_spec: 
         "/model/test/intents", json={"rasa_nlu_data": {"common_examples": examples}}
     )
     assert check(rasa_spec, as_json, "/model/test/intents", "post", 200)["intent_evaluation"]
+
+
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain"])
+async def test_test_intents_reads_yaml_sent_without_a_yaml_content_type(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, content_type: str | None
+) -> None:
+    """`curl --data-binary @nlu.yml` sends `application/x-www-form-urlencoded`. Before, the
+    body was then read as JSON only: a 400 "Failed when parsing body as json", where
+    `/model/train` and `/model/test/stories` read the same YAML (found by probing). JSON
+    without its Content-Type is still read as JSON."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    nlu = (MOODBOT / "data" / "nlu.yml").read_text()
+    response = await client.post("/model/test/intents", content=nlu, headers=headers)
+    body = check(rasa_spec, response, "/model/test/intents", "post", 200)
+    assert body["intent_evaluation"]["accuracy"] > 0.8
+    examples = [
+        {"text": "hello there", "intent": "greet", "entities": []},
+        {"text": "bye bye", "intent": "goodbye", "entities": []},
+    ]
+    as_json = json.dumps({"rasa_nlu_data": {"common_examples": examples}})
+    response = await client.post("/model/test/intents", content=as_json, headers=headers)
+    body = check(rasa_spec, response, "/model/test/intents", "post", 200)
+    assert len(body["intent_evaluation"]["predictions"]) == 2
+    broken = await client.post("/model/test/intents", content="nlu: [", headers=headers)
+    assert (
+        "does not contain valid YAML"
+        in check(rasa_spec, broken, "/model/test/intents", "post", 400)["message"]
+    )
 
 
 async def test_test_intents_evaluates_the_response_selector(
