@@ -276,7 +276,9 @@ class CRFEntityExtractor:
     def process(self, message: Message) -> None:
         if self._tagger is None or not message.tokens:
             return
-        features = pycrfsuite.ItemSequence(token_features(message.tokens, message.token_patterns))
+        # A list, not an ItemSequence: the tagger converts it once, where an ItemSequence
+        # was converted and then copied.
+        features = token_features(message.tokens, message.token_patterns)
         with self._lock:
             tags = self._tagger.tag(features)
             if all(tag == "O" for tag in tags):
