@@ -123,9 +123,20 @@ class CountVectorsFeaturizer:
         return grams
 
     def _columns_of_word(self, word: str) -> tuple[int, ...]:
-        """The vocabulary columns of a word's char_wb n-grams, once per n-gram."""
-        found = map(self.vocabulary_.get, self._word_grams(word))
-        return tuple([column for column in found if column is not None])
+        """The vocabulary columns of a word's char_wb n-grams, once per n-gram (in
+        `_word_grams`' order), each n-gram looked up as it is cut: a word not seen before
+        costs one pass, not a list of its n-grams first."""
+        padded = f" {word} "
+        size = len(padded)
+        get = self.vocabulary_.get
+        return tuple(
+            [
+                column
+                for n in range(self.min_ngram, min(self.max_ngram, size) + 1)
+                for i in range(size - n + 1)
+                if (column := get(padded[i : i + n])) is not None
+            ]
+        )
 
     def train(self, messages: list[Message], data: Any) -> None:
         doc_freq: Counter[str] = Counter()

@@ -426,3 +426,20 @@ def test_a_sparse_vector_is_the_blocks_side_by_side_as_numpy_converts_them() -> 
     empty = Message("").sparse_vector()
     assert empty[0].dtype == np.int64 and empty[1].dtype == np.float32
     assert len(empty[0]) == len(empty[1]) == 0
+
+
+def test_crf_word_shapes_of_ascii_words_follow_the_per_character_rule() -> None:
+    """ASCII words take a translation table; the shape is the per-character rule's (upper
+    X, lower x, digit d, anything else itself; runs of one mark kept once)."""
+    from server.nlu import crf_extractor
+
+    def by_characters(word: str) -> str:
+        mapped = "".join(
+            "X" if c.isupper() else "x" if c.islower() else "d" if c.isdigit() else c for c in word
+        )
+        return crf_extractor._NON_SHAPE.sub(r"\1", mapped)
+
+    words = ["".join(map(chr, range(128))), "McDonald's", "ABC123xyz!!", "a\x00b", "x" * 300]
+    words += [t.text for text in HOSTILE_TEXTS for t in tokenize(text)]
+    for word in words:
+        assert crf_extractor._shape(word) == by_characters(word)
