@@ -81,10 +81,11 @@ def _token_ids(texts: list[str]) -> list[list[int]]:
 # (twenty-second NLU round): the tokenizer (BERT's normalizer, pre-tokenizer and WordPiece)
 # treats each character on its own and always splits at a space, so the ids of a text are
 # those of its pieces one after another. A piece seen before costs a dict look-up instead of
-# its share of a call into the tokenizer (a fifth of a parse's static block); the new ones
-# of a message go to the tokenizer in one call, as a pre-tokenized list. Bounded: pieces of
-# up to CACHED_PIECE characters, PIECE_CACHE of them (the oldest leave first): about 0.3 KB a
-# piece of a few letters, 8 MB once full of such.
+# its share of a call into the tokenizer; the new ones of a message go to the tokenizer in
+# one call, as a pre-tokenized list. Bounded: pieces of up to CACHED_PIECE characters,
+# PIECE_CACHE of them (the oldest leave first): 0.33 KB a word of 8 letters, 1.7 KB for 64
+# random letters (many WordPieces; tracemalloc), so 5 MB once full of ordinary words, 28 MB
+# at most.
 PIECE_CACHE = 16_384
 CACHED_PIECE = 64
 _piece_ids: dict[str, tuple[int, ...]] = {}
@@ -106,7 +107,10 @@ def text_token_ids(text: str) -> list[int]:
             known[piece] = found = tuple(ids)
             if len(piece) <= CACHED_PIECE:
                 if len(cache) >= PIECE_CACHE:
-                    cache.pop(next(iter(cache), ""), None)
+                    try:
+                        del cache[next(iter(cache))]
+                    except (RuntimeError, KeyError, StopIteration):  # another parse's change
+                        pass
                 cache[piece] = found
     out: list[int] = []
     for piece in pieces:
