@@ -264,7 +264,8 @@ class StaticEmbeddingFeaturizer:
         if len(rows) == 0:
             return [], [], self.dimensions
         vector = self.table_[rows].sum(axis=0)
-        norm = float(np.linalg.norm(vector))
+        # np.linalg.norm's own sum for a vector (its Python checks cost more than the sum).
+        norm = float(np.sqrt(np.dot(vector, vector)))
         if norm == 0.0:
             return [], [], self.dimensions
         return self._indices, (vector * (self.weight / norm)).tolist(), self.dimensions
