@@ -108,6 +108,11 @@ class OutdatedModel(UnsupportedModel):
     """A model an older botserver trained with a setting this version refuses: retrain it."""
 
 
+class NewerModel(UnsupportedModel):
+    """A model a newer botserver trained with what this version cannot read (a component it
+    lacks): upgrade, or retrain it."""
+
+
 class SignatureError(ModelError):
     """An archive is unsigned or its signature does not verify."""
 

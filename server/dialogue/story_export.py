@@ -180,20 +180,19 @@ def conversation_story(
 ) -> str:
     """The test story of a conversation: its last session, or one story per session.
 
-    `until` keeps the events at or before that time; sessions left empty are dropped.
+    As Rasa's `get_test_stories`: with `until`, each session is cut at its first event
+    after that time (`Tracker.until`) and the sessions left empty are dropped; the stories
+    are numbered when more than one is left.
     """
-    events: Sequence[Event] = tracker.events
+    sessions = split_sessions(tracker.events)
+    if not all_sessions:
+        sessions = sessions[-1:]
+    trackers = [Tracker(tracker.sender_id, tracker.slot_defaults, s) for s in sessions]
     if until is not None:
-        events = [e for e in events if e.timestamp <= until]
-    sessions = split_sessions(events) if all_sessions else [list(events)]
-    if not all_sessions and sessions[0]:
-        sessions = [split_sessions(sessions[0])[-1]]
+        trackers = [t for t in (t.until(until) for t in trackers) if t.events]
+    numbered = len(trackers) > 1
     stories: list[tuple[str, Sequence[Event]]] = []
-    numbered = all_sessions
-    for index, session in enumerate(sessions, start=1):
-        if not session:
-            continue
-        applied = Tracker(tracker.sender_id, tracker.slot_defaults, session).applied_events()
+    for index, session in enumerate(trackers, start=1):
         name = f"{tracker.sender_id}, story {index}" if numbered else tracker.sender_id
-        stories.append((name, applied))
+        stories.append((name, session.applied_events()))
     return stories_yaml(stories)

@@ -20,7 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from server.errors import ModelError, ModelStorageFull, ModelSuperseded, OutdatedModel
+from server.errors import (
+    ModelError,
+    ModelStorageFull,
+    ModelSuperseded,
+    NewerModel,
+    OutdatedModel,
+)
 from server.models.archive import file_sha256, read_archive
 from server.models.extraction import extraction_directory
 from server.models.safety import DEFAULT_LIMITS, ArchiveLimits
@@ -173,10 +179,10 @@ class ModelHolder(Generic[T]):
                     full = ModelStorageFull(f"no space left on the server to extract {path.name}")
                     self.record_failure(path.name, full, ticket)
                     raise full from exc
-                if isinstance(exc, OutdatedModel):  # say which model it was
-                    outdated = OutdatedModel(f"Could not load model '{path.name}': {exc}")
-                    self.record_failure(path.name, outdated, ticket)
-                    raise outdated from exc
+                if isinstance(exc, OutdatedModel | NewerModel):  # say which model it was
+                    refused = type(exc)(f"Could not load model '{path.name}': {exc}")
+                    self.record_failure(path.name, refused, ticket)
+                    raise refused from exc
                 self.record_failure(path.name, exc, ticket)
                 if isinstance(exc, ModelError) and type(exc) is not ModelError:
                     raise  # a kind of its own (unsafe, corrupt, unsupported...), named already

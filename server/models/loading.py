@@ -16,6 +16,9 @@ from server.errors import (
     InvalidProjectFile,
     MissingEnvironmentVariable,
     ModelError,
+    ModelStorageFull,
+    ModelSuperseded,
+    NewerModel,
     OutdatedModel,
     UnsupportedModel,
 )
@@ -40,12 +43,22 @@ def load_model(directory: Path, metadata: dict[str, Any]) -> DialogueModel:
     """The model a turn runs on: domain, NLU pipeline (if trained) and policies.
 
     Runs in a worker thread. Reads only data files; nothing named by the archive is imported.
-    An archive whose stored settings fail today's parameter checks is an OutdatedModel.
+    An archive whose stored settings fail today's parameter checks is an OutdatedModel; one
+    of a newer training format holding what this version cannot read, a NewerModel.
     """
     try:
         return _load_model(directory, metadata)
     except Exception as exc:
         refused = _refused_setting(exc)
+        made_in = training_format_of(metadata)
+        if made_in > TRAINING_FORMAT and (refused is not None or _unreadable(exc)):
+            # A newer botserver's archive (a rollback) holding what this one cannot read: a
+            # component or setting it lacks. Not broken: of a format this server cannot use.
+            raise NewerModel(
+                f"the model was trained in training format {made_in} by a newer botserver; "
+                f"this botserver reads format {TRAINING_FORMAT}: {refused or exc}. Upgrade "
+                "botserver, or retrain the model with this version (`botserver train`)."
+            ) from exc
         if refused is None:
             raise
         raise OutdatedModel(
@@ -53,6 +66,15 @@ def load_model(directory: Path, metadata: dict[str, Any]) -> DialogueModel:
             "an older botserver accepted it. Correct config.yml and retrain with "
             "`botserver train`."
         ) from exc
+
+
+def _unreadable(exc: BaseException) -> bool:
+    """True for what a newer format may hold: component state this version cannot read (a
+    ModelError), not the server's own trouble (a full disk) nor a refusal already saying what
+    to do."""
+    return isinstance(exc, ModelError) and not isinstance(
+        exc, UnsupportedModel | ModelStorageFull | ModelSuperseded
+    )
 
 
 def _refused_setting(exc: BaseException) -> InvalidConfig | None:

@@ -35,6 +35,18 @@ GOODBYE_EVENTS = [
     },
     {"event": "action", "name": "utter_goodbye", "timestamp": 4102444801.0},
 ]
+NEW_SESSION = [
+    {"event": "action", "name": "action_session_start", "timestamp": 4102444900.0},
+    {"event": "session_started", "timestamp": 4102444900.0},
+]
+
+
+async def _two_sessions(client: httpx.AsyncClient, conversation_id: str) -> None:
+    """A conversation of two sessions: Rasa numbers its stories only when there are two."""
+    await client.post(f"/conversations/{conversation_id}/tracker/events", json=GOODBYE_EVENTS)
+    await client.post(f"/conversations/{conversation_id}/tracker/events", json=NEW_SESSION)
+
+
 TRACKER_KEYS = [
     "sender_id",
     "slots",
@@ -371,13 +383,16 @@ async def test_story_is_a_yaml_test_story(client: httpx.AsyncClient) -> None:
         "  - action: utter_goodbye\n"
     )
     sessions = (await client.get("/conversations/u4/story?all_sessions=true")).text
-    assert "- story: u4, story 1\n" in sessions
+    assert sessions == response.text  # one session: not numbered, as in Rasa
+    await client.post("/conversations/u4/tracker/events", json=NEW_SESSION)
+    sessions = (await client.get("/conversations/u4/story?all_sessions=true")).text
+    assert "- story: u4, story 1\n" in sessions and "- story: u4, story 2\n" in sessions
 
 
 async def test_boolean_query_parameters_are_true_false_or_a_400(
     client: httpx.AsyncClient,
 ) -> None:
-    await client.post("/conversations/u5/tracker/events", json=GOODBYE_EVENTS)
+    await _two_sessions(client, "u5")
     sessions = await client.get("/conversations/u5/story?all_sessions=True")
     one = await client.get("/conversations/u5/story?all_sessions=0")
     # Before: 1 and yes were read as false, as Rasa reads them: one session, no side effects.
@@ -394,18 +409,18 @@ async def test_boolean_query_parameters_are_true_false_or_a_400(
             f"Invalid parameter value for '{name}'. Should be true or false."
         )
         assert refused.json()["details"] == {"parameter": name, "in": "query"}
-    assert len(after["events"]) == len(GOODBYE_EVENTS) + 3  # nothing appended by the 400
+    assert len(after["events"]) == len(GOODBYE_EVENTS) + 3 + len(NEW_SESSION)  # none appended
 
 
 async def test_a_repeated_query_parameter_is_read_by_its_first_value(
     client: httpx.AsyncClient,
 ) -> None:
     """As Rasa (Sanic's `request.args.get`) reads it; before, the last value was read."""
-    await client.post("/conversations/u8/tracker/events", json=GOODBYE_EVENTS)
+    await _two_sessions(client, "u8")
     story = await client.get("/conversations/u8/story?all_sessions=true&all_sessions=false")
     assert "- story: u8, story 1\n" in story.text
     tracker = await client.get("/conversations/u8/tracker?include_events=ALL&include_events=NONE")
-    assert len(tracker.json()["events"]) == len(GOODBYE_EVENTS) + 3
+    assert len(tracker.json()["events"]) == len(GOODBYE_EVENTS) + 3 + len(NEW_SESSION)
     bad_first = await client.get("/conversations/u8/tracker?include_events=x&include_events=ALL")
     assert bad_first.status_code == 400
 

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 
 from server.api.server import ServerOptions, build_app
 from server.models.archive import read_archive, write_archive
+from server.models.metadata import TRAINING_FORMAT
 from tests.api.rasa_spec import RasaSpec
 from tests.api.test_openapi_document import our_schema
 from tests.loop_lag import loop_hold
@@ -858,6 +859,35 @@ async def test_put_model_whose_component_state_is_broken_is_a_500_logged_once(
     assert (await client.get("/status")).json()["model_id"] == before
     assert (await client.post("/model/parse", json={"text": "hello"})).status_code == 200
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+async def test_put_model_of_a_newer_botserver_with_a_component_unknown_here_is_a_400_saying_so(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, moodbot_model: Path, tmp_path: Path
+) -> None:
+    """A rollback: an archive trained by a newer botserver (a training format above ours)
+    names a component this version lacks. Before: a 500 LoadingError saying only "unknown NLU
+    component", as if the archive were broken; it is one this server cannot use, as an
+    archive of a newer archive format is (a 400 saying to upgrade or retrain)."""
+    metadata = read_archive(moodbot_model, tmp_path / "x")
+    metadata["training_format"] = TRAINING_FORMAT + 1
+    manifest_path = tmp_path / "x" / "components" / "nlu" / "pipeline.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["components"][-1]["key"] = "FutureClassifier"
+    manifest_path.write_text(json.dumps(manifest))
+    future = write_archive(tmp_path / "x" / "components", metadata, tmp_path, "future")
+    before = (await client.get("/status")).json()["model_id"]
+
+    response = await client.put("/model", json={"model_file": str(future)})
+
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert body["reason"] == "BadRequest"
+    assert body["message"] == (
+        f"Could not load model 'future.tar.gz': the model was trained in training format "
+        f"{TRAINING_FORMAT + 1} by a newer botserver; this botserver reads format "
+        f"{TRAINING_FORMAT}: unknown NLU component 'FutureClassifier' in the model. Upgrade "
+        "botserver, or retrain the model with this version (`botserver train`)."
+    )
+    assert (await client.get("/status")).json()["model_id"] == before
 
 
 async def test_a_bad_component_parameter_in_a_training_body_is_a_400_naming_it(

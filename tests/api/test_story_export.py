@@ -50,6 +50,35 @@ def test_last_session_or_one_story_per_session() -> None:
     assert "story 2" not in early
 
 
+def test_until_cuts_each_session_at_its_first_later_event_as_rasa() -> None:
+    """Rasa (`get_test_stories`) takes the last session, or every session, cuts each at its
+    first event after `until` (`travel_back_in_time`), drops those left empty, and numbers
+    the stories only when more than one is left. Before: every event at or before `until`
+    was kept (one stored after a later event too), and then the last session of those."""
+    late = UserUttered(text="late", parse_data={"intent": {"name": "deny"}}, timestamp=101.5)
+    tracker = Tracker("u1", {}, _session(100.0, "hi") + [late] + _session(200.0, "hello"))
+
+    def stories(all_sessions: bool = False, until: float | None = None) -> list:
+        story = yaml.safe_load(conversation_story(tracker, all_sessions, until))
+        return story.get("stories", [])
+
+    # The event stored after utter_greet (103) with an earlier time was not there at 102.
+    cut = stories(all_sessions=True, until=102.0)
+    assert [s["story"] for s in cut] == ["u1"]
+    assert cut[0]["steps"] == [
+        {"intent": "greet", "user": "hi"},
+        {"slot_was_set": [{"name": "Ann"}]},
+    ]
+    # The last session did not exist yet: no story, not the session before it.
+    assert stories(until=150.0) == []
+    assert [s["story"] for s in stories(all_sessions=True, until=250.0)] == [
+        "u1, story 1",
+        "u1, story 2",
+    ]
+    assert [s["story"] for s in stories(all_sessions=True)] == ["u1, story 1", "u1, story 2"]
+    assert stories(until=250.0)[0]["story"] == "u1"
+
+
 TRICKY_TEXTS = [
     "plain",
     "two\nlines",

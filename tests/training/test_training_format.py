@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from server.errors import ModelError, NewerModel
 from server.models.archive import read_archive, write_archive
 from server.models.metadata import TRAINING_FORMAT
 from server.training.evaluate import load_model_file
@@ -214,6 +215,65 @@ def test_an_archive_of_a_newer_training_format_loads_with_a_warning(
         "otherwise than where it was trained. Upgrade botserver, or retrain the model with "
         "this version (`botserver train`)."
     ]
+
+
+def _repacked(archive: Path, work: Path, policy_edit: Any, **metadata: Any) -> Path:
+    """`archive` with its RulePolicy's ensemble entry or stored options changed by
+    `policy_edit(entry, options)`, and these metadata values."""
+    content = work / "content"
+    read_archive(archive, content)
+    policies = content / "components" / "policies"
+    ensemble = json.loads((policies / "ensemble.json").read_text())
+    (entry,) = [e for e in ensemble["policies"] if e["class"] == "RulePolicy"]
+    stored_path = policies / entry["directory"] / "policy.json"
+    stored = json.loads(stored_path.read_text())
+    policy_edit(entry, stored["options"])
+    (policies / "ensemble.json").write_text(json.dumps(ensemble))
+    stored_path.write_text(json.dumps(stored))
+    repacked = write_archive(content / "components", read_archive(archive, work / "m"), work)
+    return with_metadata(repacked, work / "out", **metadata)
+
+
+def _unknown_policy(entry: dict[str, Any], options: dict[str, Any]) -> None:
+    entry["class"] = "FuturePolicy"
+
+
+def _refused_setting(entry: dict[str, Any], options: dict[str, Any]) -> None:
+    options["core_fallback_threshold"] = 2
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (_unknown_policy, "the model names an unknown policy"),
+        (_refused_setting, "RulePolicy: 'core_fallback_threshold' must be between 0 and 1"),
+    ],
+)
+def test_what_a_newer_format_holds_and_this_version_cannot_read_says_the_archive_is_newer(
+    tmp_path: Path, edit: Any, why: str
+) -> None:
+    """A rollback: a newer botserver's archive names a policy this version lacks, or a
+    setting its checks refuse (a newer one may accept it). Before: a ModelError as if the
+    archive were broken (a 500), or an OutdatedModel saying "an older botserver accepted
+    it"; now a NewerModel (a 400) saying the archive is newer, and what this version lacks."""
+    archive = train_archive(project(tmp_path / "bot"), tmp_path / "models")
+    newer = _repacked(archive, tmp_path / "newer", edit, training_format=TRAINING_FORMAT + 1)
+    today = _repacked(archive, tmp_path / "today", edit)
+
+    with pytest.raises(NewerModel) as refused:
+        load_model_file(newer)
+    with pytest.raises(ModelError) as broken:
+        load_model_file(today)
+
+    message = str(refused.value)
+    assert message.startswith(
+        f"the model was trained in training format {TRAINING_FORMAT + 1} by a newer "
+        f"botserver; this botserver reads format {TRAINING_FORMAT}: {why}"
+    )
+    assert message.endswith(
+        "Upgrade botserver, or retrain the model with this version (`botserver train`)."
+    )
+    assert not isinstance(broken.value, NewerModel)  # today's format: broken, or outdated
 
 
 def test_a_dry_run_says_the_archive_needs_training_and_trains_nothing(
