@@ -208,24 +208,35 @@ class RedisTrackerStore:
         list is still as copied: all of the append or nothing. False when the list kept
         changing meanwhile, or the copy took longer than the staged key lives: the caller
         then appends in one script after all."""
-        key = keys[0]
+        key, session_key = keys[0], keys[1]
         last: bytes | str
         for _ in range(_STAGING_ATTEMPTS):
             staged = f"{self._replacing_prefix}{sender_id}:{secrets.token_hex(8)}"
             try:
-                length, last = 0, b""  # the list's length and last item, as copied
-                while True:  # the list's items, as they are now
-                    stored = await self._redis.lrange(key, length, length + _ITEMS_PER_PUSH - 1)
-                    if not stored:
-                        break
-                    await self._push_staged(staged, stored, first=not length)
-                    length, last = length + len(stored), stored[-1]
-                for first in range(0, len(items), _ITEMS_PER_PUSH):
-                    chunk = items[first : first + _ITEMS_PER_PUSH]
-                    await self._push_staged(staged, chunk, first=not length and not first)
-                outcome = await self._append_staged_script(
-                    keys=[*keys, staged], args=[*args, length, last]
-                )
+                # Watched while copied: any write to the list meanwhile (an append, a replace,
+                # a delete, an expiry) fails the rename, even one leaving the list of the
+                # length and last item copied (a replace between two slices of the copy).
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    await pipe.watch(key, session_key)
+                    length, last = 0, b""  # the list's length and last item, as copied
+                    while True:  # the list's items, as they are now
+                        stored = await pipe.lrange(key, length, length + _ITEMS_PER_PUSH - 1)
+                        if not stored:
+                            break
+                        await self._push_staged(staged, stored, first=not length)
+                        length, last = length + len(stored), stored[-1]
+                    for first in range(0, len(items), _ITEMS_PER_PUSH):
+                        chunk = items[first : first + _ITEMS_PER_PUSH]
+                        await self._push_staged(staged, chunk, first=not length and not first)
+                    pipe.multi()
+                    await self._append_staged_script(
+                        keys=[*keys, staged], args=[*args, length, last], client=pipe
+                    )
+                    (outcome,) = await pipe.execute()
+            except redis_errors.WatchError:
+                # The list changed during the copy, or the connection broke (if on the
+                # script's reply, the append's id tells the next attempt it was done).
+                outcome = -2
             finally:
                 with contextlib.suppress(redis_errors.RedisError, OSError):
                     await self._redis.delete(staged)  # (renamed away when it took the list's place)

@@ -213,18 +213,17 @@ async def test_a_bulk_append_copies_again_a_list_that_changed_meanwhile(
     start = session_start(10.0)
     bulk = [*start[1:], *(user(f"m{n}", 11.0) for n in range(1_500))]
     store, other = redis_store(config), redis_store(config)
-    read = store._redis.lrange
+    push = store._push_staged
     turns = [[bot("meanwhile", 5.0), start[0]]]
 
-    async def read_then_a_turn(*args: Any, **options: Any) -> Any:
-        items = await read(*args, **options)
-        while turns and not items:  # the copy is complete: the turn comes after it
+    async def push_then_a_turn(*args: Any, **options: Any) -> None:
+        await push(*args, **options)
+        while turns:  # the list is copied: the turn comes before the rename
             await other.append("busy", turns.pop())
-        return items
 
     try:
         await other.append("busy", [user("first", 1.0)])
-        monkeypatch.setattr(store._redis, "lrange", read_then_a_turn)
+        monkeypatch.setattr(store, "_push_staged", push_then_a_turn)
         await store.append("busy", bulk)
 
         assert await other.load_all("busy") == [
@@ -337,3 +336,36 @@ async def test_a_turn_appended_while_another_process_converts_rasas_layout_is_ke
     finally:
         await reader.close()
         await turn.close()
+
+
+async def test_a_bulk_append_never_mixes_the_list_before_and_after_a_replace_meanwhile(
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replace (a PUT of the tracker's events from another process) between two slices of
+    a bulk append's copy: the copy then held the old list's first thousand items and the new
+    list's rest, of the new list's length and with its last item, which is all the rename
+    compared, and the conversation became half the old list and half the new one. Now any
+    write to the list during the copy makes the copy start again."""
+    old = [user(f"old {n}", 1.0) for n in range(1_500)]
+    new = [user(f"new {n}", 2.0) for n in range(1_200)]
+    bulk = [user(f"bulk {n}", 3.0) for n in range(1_500)]
+    store, other = redis_store(config), redis_store(config)
+    push = store._push_staged
+    replaces = [new]
+
+    async def push_then_a_replace(*args: Any, **options: Any) -> None:
+        await push(*args, **options)
+        while replaces:  # after the copy's first slice
+            await other.replace("mixed", replaces.pop())
+
+    try:
+        await other.append("mixed", old)
+        monkeypatch.setattr(store, "_push_staged", push_then_a_replace)
+        await store.append("mixed", bulk)
+
+        stored = await other.load_all("mixed")
+        assert stored is not None
+        assert [e["text"] for e in stored] == [e["text"] for e in [*new, *bulk]]
+    finally:
+        await store.close()
+        await other.close()
