@@ -75,9 +75,11 @@ for i = 5, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
 
 # A bulk append's last step. KEYS: as _APPEND's, then the staged key holding the list's items
 # and the new ones. ARGV: as _APPEND's first four, then the list's length and last item when
-# they were copied. The staged key takes the list's place when the list is still as copied
-# (its expiry, which the rename brings, is then set or ended as by any append: without
-# `record_exp` the session index's too); -2 when it is not, -3 when the staged key expired.
+# they were copied, and how many items were appended to the copy. The staged key takes the
+# list's place when the list is still as copied (its expiry, which the rename brings, is
+# then set or ended as by any append: without `record_exp` the session index's too); -2 when
+# it is not, -3 when the staged key does not hold every item pushed to it (it expired, and a
+# later slice made it again).
 _APPEND_STAGED = (
     """
 if redis.call('GET', KEYS[3]) == ARGV[4] then return -1 end
@@ -86,7 +88,7 @@ if redis.call('LLEN', KEYS[1]) ~= before
     or (before > 0 and redis.call('LINDEX', KEYS[1], -1) ~= ARGV[6]) then
   return -2
 end
-if redis.call('EXISTS', KEYS[4]) == 0 then return -3 end
+if redis.call('LLEN', KEYS[4]) ~= before + tonumber(ARGV[7]) then return -3 end
 redis.call('RENAME', KEYS[4], KEYS[1])
 """
     + _APPENDED
@@ -223,14 +225,14 @@ class RedisTrackerStore:
                         stored = await pipe.lrange(key, length, length + _ITEMS_PER_PUSH - 1)
                         if not stored:
                             break
-                        await self._push_staged(staged, stored, first=not length)
+                        await self._push_staged(staged, stored)
                         length, last = length + len(stored), stored[-1]
                     for first in range(0, len(items), _ITEMS_PER_PUSH):
                         chunk = items[first : first + _ITEMS_PER_PUSH]
-                        await self._push_staged(staged, chunk, first=not length and not first)
+                        await self._push_staged(staged, chunk)
                     pipe.multi()
                     await self._append_staged_script(
-                        keys=[*keys, staged], args=[*args, length, last], client=pipe
+                        keys=[*keys, staged], args=[*args, length, last, len(items)], client=pipe
                     )
                     (outcome,) = await pipe.execute()
             except redis_errors.WatchError:
@@ -244,10 +246,14 @@ class RedisTrackerStore:
                 return True
         return False
 
-    async def _push_staged(self, staged: str, items: Sequence[bytes | str], first: bool) -> None:
-        await self._redis.rpush(staged, *items)
-        if first:  # left by a process that dies meanwhile: not for long
-            await self._redis.expire(staged, _STAGED_SECONDS)
+    async def _push_staged(self, staged: str, items: Sequence[bytes | str]) -> None:
+        """Items pushed to a staged key with its expiry, in one step: a process that dies
+        meanwhile leaves it for _STAGED_SECONDS at most (before, a death between the first
+        RPUSH and the EXPIRE left it for good); each push restarts that time."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(staged, *items)
+            pipe.expire(staged, _STAGED_SECONDS)
+            await pipe.execute()
 
     async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
         """The current session; for one this process read before, only the items pushed
@@ -313,7 +319,7 @@ class RedisTrackerStore:
                 staged = f"{self._replacing_prefix}{sender_id}:{secrets.token_hex(8)}"
                 for first in range(0, len(items), _ITEMS_PER_PUSH):
                     chunk = items[first : first + _ITEMS_PER_PUSH]
-                    await self._push_staged(staged, chunk, first=not first)
+                    await self._push_staged(staged, chunk)
             async with contextlib.AsyncExitStack() as stack:
                 if watching is None:
                     pipe = await stack.enter_async_context(self._redis.pipeline(transaction=True))

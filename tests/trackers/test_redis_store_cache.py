@@ -369,3 +369,95 @@ async def test_a_bulk_append_never_mixes_the_list_before_and_after_a_replace_mea
     finally:
         await store.close()
         await other.close()
+
+
+async def test_a_bulk_append_to_a_list_that_keeps_changing_goes_in_one_script(
+    config: dict[str, Any], client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn during every copy: after three copies the append goes as one script, after
+    every turn, with no staged key left."""
+    bulk = [user(f"bulk {n}", 3.0) for n in range(1_500)]
+    store, other = redis_store(config), redis_store(config)
+    push = store._push_staged
+    turns: list[str] = []
+
+    copies: set[str] = set()
+
+    async def push_then_a_turn(staged: str, items: Any) -> None:
+        await push(staged, items)
+        if staged not in copies:  # once per copy
+            copies.add(staged)
+            turns.append(f"turn {len(turns)}")
+            await other.append("busy", [user(turns[-1], 2.0)])
+
+    try:
+        await other.append("busy", [user("first", 1.0)])
+        monkeypatch.setattr(store, "_push_staged", push_then_a_turn)
+        await store.append("busy", bulk)
+
+        stored = await other.load_all("busy") or []
+        assert len(turns) == 3
+        assert [e["text"] for e in stored] == ["first", *turns, *(e["text"] for e in bulk)]
+        keys = [key async for key in client.scan_iter(match=f"{config['key_prefix']}:*")]
+        assert not [key for key in keys if "replacing" in key]
+    finally:
+        await store.close()
+        await other.close()
+
+
+@pytest.mark.parametrize("operation", ["append", "replace"])
+async def test_a_staged_key_never_lives_without_an_expiry(
+    config: dict[str, Any], client: Redis, operation: str
+) -> None:
+    """A process killed during a bulk append or a long replace leaves its staged key to
+    expire. Before, the first slice's RPUSH and the EXPIRE were two commands: a process that
+    died between them left up to 100,000 events in Redis for good."""
+    store = redis_store(config)
+    send = store._redis.execute_command
+    without_expiry: list[str] = []
+
+    async def checking(*args: Any, **options: Any) -> Any:
+        reply = await send(*args, **options)
+        async for key in client.scan_iter(match=f"{config['key_prefix']}:tracker_replacing:*"):
+            if await client.ttl(key) == -1:
+                without_expiry.append(key)
+        return reply
+
+    try:
+        await store.append("long", [user("before", 1.0)])
+        store._redis.execute_command = checking  # type: ignore[method-assign]
+        events = [user(f"m{n}", 2.0) for n in range(1_500)]
+        await getattr(store, operation)("long", events)
+        assert without_expiry == []
+    finally:
+        await store.close()
+
+
+async def test_a_bulk_append_whose_staged_key_expired_midway_copies_again(
+    config: dict[str, Any], client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A staged key that expired between two slices (a process stalled longer than it
+    lives) is made again by the next RPUSH, without the slices before: it is not renamed
+    over the conversation (before, only a staged key gone altogether was noticed, and the
+    conversation lost its first 1,000 items)."""
+    old = [user(f"old {n}", 1.0) for n in range(1_500)]
+    bulk = [user(f"bulk {n}", 3.0) for n in range(1_500)]
+    store = redis_store(config)
+    push = store._push_staged
+    expiries = [1]
+
+    async def push_then_expire(staged: str, items: Any) -> None:
+        await push(staged, items)
+        while expiries:
+            expiries.pop()
+            await client.delete(staged)
+
+    try:
+        await store.append("stalled", old)
+        monkeypatch.setattr(store, "_push_staged", push_then_expire)
+        await store.append("stalled", bulk)
+
+        stored = await store.load_all("stalled") or []
+        assert [e["text"] for e in stored] == [e["text"] for e in [*old, *bulk]]
+    finally:
+        await store.close()
