@@ -435,27 +435,36 @@ class RedisTrackerStore:
     async def _prune_long(self, sender_id: str, length: int, cutoff_timestamp: float) -> int:
         """A conversation too long for the prune script to read: read back from its end here,
         a chunk at a time, until an event as new as the cutoff keeps it; deleted (1) only if
-        none is and the list is still as read (an append or a replace since keeps it)."""
-        key = self._keys(sender_id)[0]
+        none is and the list is unchanged since it was read (an append or a replace since
+        keeps it). The list is watched before it is read: before, only its length and last
+        item were compared, and a replace by a list as long, of the same last item, with a
+        recent event elsewhere was deleted."""
+        key, session_key = keys = self._keys(sender_id)
         last: bytes | str = b""  # the list's last item, from the first chunk read
-        stop = length - 1
-        while stop >= 0:
-            start = max(0, stop - _PRUNE_READ_CHUNK + 1)
-            with self._errors():
-                items = await self._redis.lrange(key, start, stop)
-            if len(items) != stop - start + 1:  # shortened meanwhile (a replace, a delete)
-                return 0
-            if stop == length - 1:
-                last = items[-1]
-            if any(_timestamp(item) >= cutoff_timestamp for item in items):
-                return 0
-            stop = start - 1
         with self._errors():
-            return int(
+            async with self._redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(key, session_key)
+                stop = length - 1
+                while stop >= 0:
+                    start = max(0, stop - _PRUNE_READ_CHUNK + 1)
+                    items = await self._redis.lrange(key, start, stop)
+                    if len(items) != stop - start + 1:  # shortened meanwhile (a replace, a delete)
+                        return 0
+                    if stop == length - 1:
+                        last = items[-1]
+                    if any(_timestamp(item) >= cutoff_timestamp for item in items):
+                        return 0
+                    stop = start - 1
+                pipe.multi()
+                # (The script checks the length: the list may have grown before the watch.)
                 await self._prune_script(
-                    keys=self._keys(sender_id), args=[cutoff_timestamp, length, last]
+                    keys=keys, args=[cutoff_timestamp, length, last], client=pipe
                 )
-            )
+                try:
+                    (outcome,) = await pipe.execute()
+                except redis_errors.WatchError:  # written meanwhile
+                    return 0
+        return int(outcome)
 
     async def ping(self) -> None:
         with self._errors():
