@@ -7,6 +7,7 @@ actions other than `action_listen` and session starts, slots that were set, and 
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -180,19 +181,20 @@ def conversation_story(
 ) -> str:
     """The test story of a conversation: its last session, or one story per session.
 
-    `until` keeps the events at or before that time; sessions left empty are dropped.
+    With `until`, each session as it was then, as Rasa's `travel_back_in_time` makes it: its
+    events in stored order up to the first one after that time; sessions left empty are
+    dropped. The stories are numbered when there is more than one (Rasa's
+    `get_test_stories`).
     """
-    events: Sequence[Event] = tracker.events
+    sessions = split_sessions(tracker.events)
+    if not all_sessions:
+        sessions = sessions[-1:]
     if until is not None:
-        events = [e for e in events if e.timestamp <= until]
-    sessions = split_sessions(events) if all_sessions else [list(events)]
-    if not all_sessions and sessions[0]:
-        sessions = [split_sessions(sessions[0])[-1]]
+        sessions = [list(itertools.takewhile(lambda e: e.timestamp <= until, s)) for s in sessions]
+        sessions = [session for session in sessions if session]
     stories: list[tuple[str, Sequence[Event]]] = []
-    numbered = all_sessions
+    numbered = len(sessions) > 1
     for index, session in enumerate(sessions, start=1):
-        if not session:
-            continue
         applied = Tracker(tracker.sender_id, tracker.slot_defaults, session).applied_events()
         name = f"{tracker.sender_id}, story {index}" if numbered else tracker.sender_id
         stories.append((name, applied))

@@ -35,6 +35,11 @@ GOODBYE_EVENTS = [
     },
     {"event": "action", "name": "utter_goodbye", "timestamp": 4102444801.0},
 ]
+# Posted after GOODBYE_EVENTS: a second session.
+NEW_SESSION = [
+    {"event": "action", "name": "action_session_start", "timestamp": 4102444900.0},
+    {"event": "session_started", "timestamp": 4102444900.0},
+]
 TRACKER_KEYS = [
     "sender_id",
     "slots",
@@ -351,14 +356,18 @@ async def test_story_is_a_yaml_test_story(client: httpx.AsyncClient) -> None:
         "      /goodbye\n"
         "  - action: utter_goodbye\n"
     )
+    # One session: one story, named as the conversation (Rasa numbers only two or more).
+    assert (await client.get("/conversations/u4/story?all_sessions=true")).text == response.text
+    await client.post("/conversations/u4/tracker/events", json=NEW_SESSION + GOODBYE_EVENTS)
     sessions = (await client.get("/conversations/u4/story?all_sessions=true")).text
-    assert "- story: u4, story 1\n" in sessions
+    assert "- story: u4, story 1\n" in sessions and "- story: u4, story 2\n" in sessions
 
 
 async def test_boolean_query_parameters_are_true_false_or_a_400(
     client: httpx.AsyncClient,
 ) -> None:
     await client.post("/conversations/u5/tracker/events", json=GOODBYE_EVENTS)
+    await client.post("/conversations/u5/tracker/events", json=NEW_SESSION)
     sessions = await client.get("/conversations/u5/story?all_sessions=True")
     one = await client.get("/conversations/u5/story?all_sessions=0")
     # Before: 1 and yes were read as false, as Rasa reads them: one session, no side effects.
@@ -375,7 +384,7 @@ async def test_boolean_query_parameters_are_true_false_or_a_400(
             f"Invalid parameter value for '{name}'. Should be true or false."
         )
         assert refused.json()["details"] == {"parameter": name, "in": "query"}
-    assert len(after["events"]) == len(GOODBYE_EVENTS) + 3  # nothing appended by the 400
+    assert len(after["events"]) == len(GOODBYE_EVENTS) + 3 + len(NEW_SESSION)  # nothing by the 400
 
 
 async def test_a_repeated_query_parameter_is_read_by_its_first_value(
@@ -383,10 +392,11 @@ async def test_a_repeated_query_parameter_is_read_by_its_first_value(
 ) -> None:
     """As Rasa (Sanic's `request.args.get`) reads it; before, the last value was read."""
     await client.post("/conversations/u8/tracker/events", json=GOODBYE_EVENTS)
+    await client.post("/conversations/u8/tracker/events", json=NEW_SESSION)
     story = await client.get("/conversations/u8/story?all_sessions=true&all_sessions=false")
     assert "- story: u8, story 1\n" in story.text
     tracker = await client.get("/conversations/u8/tracker?include_events=ALL&include_events=NONE")
-    assert len(tracker.json()["events"]) == len(GOODBYE_EVENTS) + 3
+    assert len(tracker.json()["events"]) == len(GOODBYE_EVENTS) + 3 + len(NEW_SESSION)
     bad_first = await client.get("/conversations/u8/tracker?include_events=x&include_events=ALL")
     assert bad_first.status_code == 400
 
