@@ -94,6 +94,20 @@ redis.call('RENAME', KEYS[4], KEYS[1])
     + _APPENDED
 )
 
+# KEYS: a staged key (a long replace's or bulk append's items on their way). ARGV: the length
+# it has before this push, its expiry in seconds, the items. Pushes them only if it has that
+# length: a push redis-py sends again after the connection broke on its reply finds them
+# there already (before, they were pushed twice, and the conversation then held them twice).
+# Returns the length after.
+_PUSH_STAGED = """
+local length = redis.call('LLEN', KEYS[1])
+if length == tonumber(ARGV[1]) then
+  length = redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return length
+"""
+
 # KEYS: list, session index. ARGV: the session start and list length this process read last
 # and the raw last item it read (-1, 0, "" for none). Returns {0, start, items pushed since}
 # while the session is the same and what was read is still there (no replace, delete or
@@ -172,6 +186,7 @@ class RedisTrackerStore:
         self._ttl = int(record_exp) if record_exp else 0
         self._append_script = self._redis.register_script(_APPEND)
         self._append_staged_script = self._redis.register_script(_APPEND_STAGED)
+        self._push_staged_script = self._redis.register_script(_PUSH_STAGED)
         self._load_script = self._redis.register_script(_LOAD)
         self._prune_script = self._redis.register_script(_PRUNE)
         # The sessions this process read, least recently used first, bounded in events.
@@ -225,11 +240,11 @@ class RedisTrackerStore:
                         stored = await pipe.lrange(key, length, length + _ITEMS_PER_PUSH - 1)
                         if not stored:
                             break
-                        await self._push_staged(staged, stored)
+                        await self._push_staged(staged, stored, length)
                         length, last = length + len(stored), stored[-1]
                     for first in range(0, len(items), _ITEMS_PER_PUSH):
                         chunk = items[first : first + _ITEMS_PER_PUSH]
-                        await self._push_staged(staged, chunk)
+                        await self._push_staged(staged, chunk, length + first)
                     pipe.multi()
                     await self._append_staged_script(
                         keys=[*keys, staged], args=[*args, length, last, len(items)], client=pipe
@@ -246,14 +261,14 @@ class RedisTrackerStore:
                 return True
         return False
 
-    async def _push_staged(self, staged: str, items: Sequence[bytes | str]) -> None:
-        """Items pushed to a staged key with its expiry, in one step: a process that dies
-        meanwhile leaves it for _STAGED_SECONDS at most (before, a death between the first
-        RPUSH and the EXPIRE left it for good); each push restarts that time."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(staged, *items)
-            pipe.expire(staged, _STAGED_SECONDS)
-            await pipe.execute()
+    async def _push_staged(self, staged: str, items: Sequence[bytes | str], before: int) -> int:
+        """Items pushed to a staged key that holds `before` items, with its expiry, in one
+        step: a process that dies meanwhile leaves it for _STAGED_SECONDS at most (before, a
+        death between the first RPUSH and the EXPIRE left it for good); each push restarts
+        that time. Pushed once, also when redis-py sends it again. The key's length after:
+        other than `before + len(items)` when it expired meanwhile."""
+        args = [before, _STAGED_SECONDS, *items]
+        return int(await self._push_staged_script(keys=[staged], args=args))
 
     async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
         """The current session; for one this process read before, only the items pushed
@@ -319,7 +334,10 @@ class RedisTrackerStore:
                 staged = f"{self._replacing_prefix}{sender_id}:{secrets.token_hex(8)}"
                 for first in range(0, len(items), _ITEMS_PER_PUSH):
                     chunk = items[first : first + _ITEMS_PER_PUSH]
-                    await self._push_staged(staged, chunk)
+                    if await self._push_staged(staged, chunk, first) != first + len(chunk):
+                        # Expired (a stall of _STAGED_SECONDS): renamed, it would lose items
+                        # (a 503; before, the conversation lost them).
+                        raise redis_errors.TimeoutError("a long replace's staged items expired")
             async with contextlib.AsyncExitStack() as stack:
                 if watching is None:
                     pipe = await stack.enter_async_context(self._redis.pipeline(transaction=True))

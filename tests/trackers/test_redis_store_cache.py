@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from server.errors import StoreUnavailable
 from server.trackers.factory import create_tracker_store
 from server.trackers.redis_store import RedisTrackerStore
 from tests.loop_lag import loop_hold
@@ -216,10 +217,11 @@ async def test_a_bulk_append_copies_again_a_list_that_changed_meanwhile(
     push = store._push_staged
     turns = [[bot("meanwhile", 5.0), start[0]]]
 
-    async def push_then_a_turn(*args: Any, **options: Any) -> None:
-        await push(*args, **options)
+    async def push_then_a_turn(*args: Any, **options: Any) -> int:
+        pushed = await push(*args, **options)
         while turns:  # the list is copied: the turn comes before the rename
             await other.append("busy", turns.pop())
+        return pushed
 
     try:
         await other.append("busy", [user("first", 1.0)])
@@ -353,10 +355,11 @@ async def test_a_bulk_append_never_mixes_the_list_before_and_after_a_replace_mea
     push = store._push_staged
     replaces = [new]
 
-    async def push_then_a_replace(*args: Any, **options: Any) -> None:
-        await push(*args, **options)
+    async def push_then_a_replace(*args: Any, **options: Any) -> int:
+        pushed = await push(*args, **options)
         while replaces:  # after the copy's first slice
             await other.replace("mixed", replaces.pop())
+        return pushed
 
     try:
         await other.append("mixed", old)
@@ -383,12 +386,13 @@ async def test_a_bulk_append_to_a_list_that_keeps_changing_goes_in_one_script(
 
     copies: set[str] = set()
 
-    async def push_then_a_turn(staged: str, items: Any) -> None:
-        await push(staged, items)
+    async def push_then_a_turn(staged: str, *args: Any) -> int:
+        pushed = await push(staged, *args)
         if staged not in copies:  # once per copy
             copies.add(staged)
             turns.append(f"turn {len(turns)}")
             await other.append("busy", [user(turns[-1], 2.0)])
+        return pushed
 
     try:
         await other.append("busy", [user("first", 1.0)])
@@ -443,21 +447,48 @@ async def test_a_bulk_append_whose_staged_key_expired_midway_copies_again(
     old = [user(f"old {n}", 1.0) for n in range(1_500)]
     bulk = [user(f"bulk {n}", 3.0) for n in range(1_500)]
     store = redis_store(config)
-    push = store._push_staged
-    expiries = [1]
-
-    async def push_then_expire(staged: str, items: Any) -> None:
-        await push(staged, items)
-        while expiries:
-            expiries.pop()
-            await client.delete(staged)
-
     try:
         await store.append("stalled", old)
-        monkeypatch.setattr(store, "_push_staged", push_then_expire)
+        monkeypatch.setattr(store, "_push_staged", expiring_after_one_push(store, client))
         await store.append("stalled", bulk)
 
         stored = await store.load_all("stalled") or []
         assert [e["text"] for e in stored] == [e["text"] for e in [*old, *bulk]]
     finally:
         await store.close()
+
+
+async def test_a_long_replace_whose_staged_key_expired_midway_changes_nothing(
+    config: dict[str, Any], client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its staged key expired between two slices (a stall longer than it lives): a 503, and
+    the conversation as it was. Before, the next RPUSH made the key again without the slices
+    before it, which then took the conversation's place."""
+    old = [user(f"old {n}", 1.0) for n in range(10)]
+    store = redis_store(config)
+    try:
+        await store.append("stalled", old)
+        monkeypatch.setattr(store, "_push_staged", expiring_after_one_push(store, client))
+        with pytest.raises(StoreUnavailable):
+            await store.replace("stalled", [user(f"new {n}", 2.0) for n in range(1_500)])
+
+        assert await store.load_all("stalled") == old
+        keys = [key async for key in client.scan_iter(match=f"{config['key_prefix']}:*")]
+        assert not [key for key in keys if "replacing" in key]
+    finally:
+        await store.close()
+
+
+def expiring_after_one_push(store: RedisTrackerStore, client: Redis) -> Any:
+    """`store._push_staged`, whose staged key expires after the first push."""
+    push = store._push_staged
+    expiries = [1]
+
+    async def push_then_expire(staged: str, *args: Any) -> int:
+        pushed = await push(staged, *args)
+        while expiries:
+            expiries.pop()
+            await client.delete(staged)
+        return pushed
+
+    return push_then_expire
