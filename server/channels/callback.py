@@ -165,10 +165,14 @@ class CallbackOutput:
             return
         if answer.status_code >= 300:
             # A redirect is not followed (it could lead anywhere): the message is lost too.
+            redirect = answer.redirect
             logger.error(
-                "callback: %s answered HTTP %s to a bot message, which was not delivered",
+                "callback: %s answered HTTP %s to a bot message, %s",
                 self.endpoint.safe_url,
                 answer.status_code,
+                f"{redirect}: the message was not delivered"
+                if redirect
+                else "which was not delivered",
             )
 
 

@@ -36,10 +36,30 @@ KEEPALIVE_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Answer:
-    """An endpoint's answer: its status and its body, read whole (within the size limit)."""
+    """An endpoint's answer: its status, its body, read whole (within the size limit), and
+    where it redirects (its Location header)."""
 
     status_code: int
     content: bytes
+    location: str | None = None
+
+    @property
+    def redirect(self) -> str | None:
+        """For a 3xx answer, where it leads and that it is not followed, fit for a log line
+        (the address as `safe_url` shows it); None for any other."""
+        if not 300 <= self.status_code < 400:
+            return None
+        if not self.location:
+            return "a redirect without a Location, which is not followed"
+        where = one_line(safe_url(self.location, tolerant=True))
+        return f"a redirect to {where}, which is not followed"
+
+    async def failure(self) -> str:
+        """An answer that is no success, for a log line: `HTTP 500: <what the server said>`,
+        or `HTTP 302, a redirect to <where>, which is not followed`."""
+        if self.redirect is not None:
+            return f"HTTP {self.status_code}, {self.redirect}"
+        return f"HTTP {self.status_code}: {await self.error_detail()}"
 
     @property
     def text(self) -> str:
@@ -218,7 +238,8 @@ class HttpEndpoint:
             "POST", self.url, content=content, headers=headers
         ) as response:
             answer = await read_within(response, self.max_response_bytes)
-            return Answer(response.status_code, answer)
+            location = response.headers.get("location")
+            return Answer(response.status_code, answer, location)
 
     async def aclose(self) -> None:
         """Closes the pooled client; the endpoint can be used again afterwards."""
