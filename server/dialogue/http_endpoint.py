@@ -199,6 +199,9 @@ class HttpEndpoint:
         """`client()`, first built in a thread: a client loads the CA bundle (27-42 ms of
         CPU), which held every conversation at a process's first action or NLG call."""
         if self._client is None:
+            # A call cancelled meanwhile (its `wait_for` timed out) drops the client the thread
+            # still makes: it has opened no connection, holds no socket, and is freed as any
+            # object (closing it would close an injected transport, which the next one shares).
             client = await async_client_off_loop(**self._client_options())
             if self._client is None:
                 self._client = client
