@@ -96,7 +96,11 @@ class DucklingEntityExtractor:
             if not isinstance(matches, list):
                 raise ValueError("Duckling did not answer a list")
         except (httpx.HTTPError, ValueError, ResponseTooLarge) as e:
-            self._failed(e)
+            # Its text is ours or the socket's, or httpx's naming a scheme: never the URL.
+            self._failed(str(e).strip() or type(e).__name__)
+            return
+        except httpx.InvalidURL:  # its text may quote a password holding a '/' as the port
+            self._failed("its url is not a URL httpx can read")
             return
         for match in matches:
             if not isinstance(match, dict):
@@ -116,17 +120,15 @@ class DucklingEntityExtractor:
                 }
             )
 
-    def _failed(self, error: Exception) -> None:
+    def _failed(self, reason: str) -> None:
         now = time.monotonic()
         self._skip_until = now + _RETRY_AFTER_SECONDS
         if now - self._last_warning > _WARN_EVERY_SECONDS:
             self._last_warning = now
-            # An httpx error's text is ours or the socket's: none quotes the URL.
-            reason = str(error).strip()[:200] or type(error).__name__
             logger.warning(
                 "Duckling at %s failed (%s); continuing without its entities",
                 self.safe_url,
-                reason,
+                reason[:200],
             )
 
     def state(self, directory: Path, prefix: str) -> dict[str, Any]:

@@ -52,3 +52,16 @@ def test_the_warning_shows_no_password_of_the_url(
     DucklingEntityExtractor({"url": url}).process(Message("5"))
     assert f"Duckling at {_url(broken_server, path)} failed" in caplog.text
     assert "pa55-w0rd" not in caplog.text
+
+
+def test_a_url_httpx_cannot_read_is_a_warning_without_its_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, httpx's InvalidURL escaped the parse (the message was lost) and its text
+    quoted a password holding a '/' as the port ("Invalid port: 'pa55w0rd'")."""
+    duckling = DucklingEntityExtractor({"url": "http://bot:pa55w0rd/x@127.0.0.1:9"})
+    message = Message("5")
+    duckling.process(message)
+    assert message.entities == []
+    assert "Duckling at http://bot failed (its url is not a URL" in caplog.text
+    assert "pa55w0rd" not in caplog.text
