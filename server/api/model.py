@@ -53,7 +53,7 @@ from server.api.schemas import (
 )
 from server.api.services import Services, services_of
 from server.api.tracker_response import around_prediction, freed_after_sending, tracker_response
-from server.auth import redact, redact_also, require_auth
+from server.auth import keep_endpoint_secrets_out_of_logs, redact, require_auth
 from server.dialogue.messages import MAX_TEXT_CHARS
 from server.dialogue.processor import DialogueModel
 from server.dialogue.story_export import annotate_entities
@@ -584,15 +584,6 @@ def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict
     }
 
 
-def keep_token_out_of_logs(endpoint: dict[str, Any] | None) -> None:
-    """An endpoint's token (model server, action server, NLG server) travels as
-    `?<token_name>=`, which the log redaction recognises only under usual names; have it
-    redact the value itself."""
-    token = (endpoint or {}).get("token")
-    if token:
-        redact_also(str(token))
-
-
 async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
     """Load the model a PUT /model body names (ApiError 400 when it cannot)."""
     model_file = body.get("model_file")
@@ -627,7 +618,7 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
     source = services.source
     server_config = services.models_endpoint or model_server
     if server_config:
-        keep_token_out_of_logs(server_config)
+        keep_endpoint_secrets_out_of_logs(server_config)
         url = server_config.get("url")
         if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
             raise bad_request(

@@ -1,6 +1,7 @@
-"""A logging filter that keeps secrets out of logs: `token=` and `key=` query values,
-secret-named keys (token, password, secret, api-key, authorization...), Bearer/Basic
-credentials, JWTs, URL passwords and secrets registered with `redact_also` become `***`.
+"""A logging filter that keeps secrets out of logs: `token=` and `key=` query values (and
+those of a configured endpoint's query names), secret-named keys (token, password, secret,
+api-key, authorization...), Bearer/Basic credentials, JWTs, URL passwords and secrets
+registered with `redact_also` become `***`.
 For text we do not compose; an address our code shows goes through `safe_url` instead.
 """
 
@@ -10,6 +11,7 @@ import logging
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 REDACTED = "***"
 
@@ -134,6 +136,48 @@ def redact_also(secret: str | None) -> None:
         _literals.add(secret)
 
 
+# The query names of configured endpoints (`?auth=`, `params:`, `token_name`), lower case:
+# their values are hidden in any URL's query, whatever their length.
+_query_names: set[str] = set()
+# A query's `name=value`: each name read from a `?`, `&` or `;` up to the next, once.
+_QUERY_PAIR = re.compile(r"([?&;])([^=&;?#\s\"']+)=([^&\s\"';#)]*)")
+
+
+def keep_endpoint_secrets_out_of_logs(config: dict[str, Any] | None) -> None:
+    """Hides an endpoint's secrets (endpoints.yml, credentials.yml, a PUT /model body) in the
+    log lines of others (httpx's request line at `-vv`): its `token`, which travels as
+    `?<token_name>=` under a name of the user's choosing, and the value of each name of its
+    `url:` query and `params:` (`?auth=...`), the query `safe_url` leaves out of ours."""
+    if not isinstance(config, dict):
+        return
+    token = config.get("token")
+    if token:
+        redact_also(str(token))
+        _query_names.add(str(config.get("token_name") or "token").lower())
+    url = config.get("url")
+    if isinstance(url, str):
+        try:
+            query = urlsplit(url).query
+        except ValueError:  # no URL: refused where it is used
+            query = ""
+        _query_names.update(name.lower() for name, _ in parse_qsl(query, True))
+    params = config.get("params")
+    if isinstance(params, dict):
+        _query_names.update(str(name).lower() for name in params)
+
+
+def _hide_configured_query_values(text: str) -> str:
+    if not _query_names or "=" not in text:
+        return text
+
+    def hidden(pair: re.Match[str]) -> str:
+        if unquote_plus(pair[2]).lower() not in _query_names:
+            return pair[0]
+        return f"{pair[1]}{pair[2]}={REDACTED}"
+
+    return _QUERY_PAIR.sub(hidden, text)
+
+
 def redact(text: str) -> str:
     """`text` with every secret-looking value replaced by `***`."""
     for literal in _literals:
@@ -144,7 +188,8 @@ def redact(text: str) -> str:
             text = keep(text)
         else:
             text = pattern.sub(keep + REDACTED, text)
-    return text
+    # Last: a value hidden whole would hide a key the patterns know (`?a=password: x y`).
+    return _hide_configured_query_values(text)
 
 
 def _redact_value(value: Any) -> Any:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from server import setting_values as settings
-from server.auth.log_redaction import redact_also
+from server.auth.log_redaction import keep_endpoint_secrets_out_of_logs
 from server.channels.channel import InputChannel, OnNewMessage, health_router, log_failed_turn
 from server.channels.rest import message_from_rest_body, read_json_object
 from server.dialogue.http_endpoint import HttpEndpoint
@@ -165,10 +165,14 @@ class CallbackOutput:
             return
         if answer.status_code >= 300:
             # A redirect is not followed (it could lead anywhere): the message is lost too.
+            redirect = answer.redirect
             logger.error(
-                "callback: %s answered HTTP %s to a bot message, which was not delivered",
+                "callback: %s answered HTTP %s to a bot message, %s",
                 self.endpoint.safe_url,
                 answer.status_code,
+                f"{redirect}: the message was not delivered"
+                if redirect
+                else "which was not delivered",
             )
 
 
@@ -194,9 +198,7 @@ class CallbackInput(InputChannel):
             # Found out at the first reply otherwise, and every reply would fail.
             raise InvalidConfig(f"'cafile' {cafile}: no such file")
         endpoint = HttpEndpoint.from_config(credentials)
-        if credentials.get("token"):
-            # Sent as `?<token_name>=`, which the log redaction knows only under usual names.
-            redact_also(str(credentials["token"]))
+        keep_endpoint_secrets_out_of_logs(credentials)
         return cls(endpoint)
 
     def router(self, on_new_message: OnNewMessage) -> APIRouter:

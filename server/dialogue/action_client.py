@@ -214,7 +214,7 @@ class ActionServerClient:
         if response.status_code >= 300:
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} answered "
-                f"HTTP {response.status_code}: {await response.error_detail()}"
+                f"{await response.failure()}"
             )
         try:
             result = await response.json()

@@ -10,7 +10,6 @@ import asyncio
 import json
 import re
 import ssl
-import zlib
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +17,13 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from server.errors import InvalidConfig, ResponseTooLarge
+from server.errors import InvalidConfig
+from server.http_bodies import (
+    ACCEPT_ENCODING,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    max_response_bytes,
+    read_within,
+)
 from server.http_clients import async_client, async_client_off_loop, safe_url
 from server.json_values import OFF_LOOP_JSON_BYTES, loads_untrusted
 
@@ -27,17 +32,34 @@ DEFAULT_TIMEOUT = 10.0
 # keep-alive timeout (gunicorn 2 s; uvicorn, Node, Apache 5 s). httpx's 5 s met theirs, and
 # a call as the server closed the connection failed (1 in 40 a second apart, against 1 s).
 KEEPALIVE_SECONDS = 1.0
-# The largest answer read, decompressed: an action server's events and messages are far
-# smaller; a bigger (or endless, or gzip-bomb) body would only exhaust memory.
-DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Answer:
-    """An endpoint's answer: its status and its body, read whole (within the size limit)."""
+    """An endpoint's answer: its status, its body, read whole (within the size limit), and
+    where it redirects (its Location header)."""
 
     status_code: int
     content: bytes
+    location: str | None = None
+
+    @property
+    def redirect(self) -> str | None:
+        """For a 3xx answer, where it leads and that it is not followed, fit for a log line
+        (the address as `safe_url` shows it); None for any other."""
+        if not 300 <= self.status_code < 400:
+            return None
+        if not self.location:
+            return "a redirect without a Location, which is not followed"
+        where = one_line(safe_url(self.location, tolerant=True))
+        return f"a redirect to {where}, which is not followed"
+
+    async def failure(self) -> str:
+        """An answer that is no success, for a log line: `HTTP 500: <what the server said>`,
+        or `HTTP 302, a redirect to <where>, which is not followed`."""
+        if self.redirect is not None:
+            return f"HTTP {self.status_code}, {self.redirect}"
+        return f"HTTP {self.status_code}: {await self.error_detail()}"
 
     @property
     def text(self) -> str:
@@ -153,9 +175,7 @@ class HttpEndpoint:
             raise InvalidConfig(f"'timeout' must be a number of seconds: {e}") from e
         if not timeout > 0:  # NaN too
             raise InvalidConfig("'timeout' must be a positive number of seconds")
-        max_bytes = config.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
-        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
-            raise InvalidConfig("'max_response_bytes' must be a positive number of bytes")
+        max_bytes = max_response_bytes(config)
         return cls(
             config.get("url") or "",
             token=config.get("token"),
@@ -179,6 +199,9 @@ class HttpEndpoint:
         """`client()`, first built in a thread: a client loads the CA bundle (27-42 ms of
         CPU), which held every conversation at a process's first action or NLG call."""
         if self._client is None:
+            # A call cancelled meanwhile (its `wait_for` timed out) drops the client the thread
+            # still makes: it has opened no connection, holds no socket, and is freed as any
+            # object (closing it would close an injected transport, which the next one shares).
             client = await async_client_off_loop(**self._client_options())
             if self._client is None:
                 self._client = client
@@ -189,8 +212,7 @@ class HttpEndpoint:
     def _client_options(self) -> dict[str, Any]:
         headers: dict[str, str | bytes] = {}
         if not any(name.lower() == "accept-encoding" for name in self._headers):
-            # Only what `_Decoder` reads: httpx asks for br and zstd too once installed.
-            headers["Accept-Encoding"] = "gzip, deflate"
+            headers["Accept-Encoding"] = ACCEPT_ENCODING
         return {
             "params": self._params,
             "headers": {**headers, **self._headers},
@@ -213,110 +235,20 @@ class HttpEndpoint:
         httpx errors propagate to the caller; an answer over `max_response_bytes`
         (decompressed) raises ResponseTooLarge as soon as it passes the limit.
         """
-        limit = self.max_response_bytes
         content = _json_bytes(body)
         headers = {"Content-Type": "application/json"}
         async with (await self._pooled()).stream(
             "POST", self.url, content=content, headers=headers
         ) as response:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                raise ResponseTooLarge(f"its answer is {declared} bytes, more than {limit}")
-            if response.is_stream_consumed:  # a transport's answer made whole, in memory
-                if len(response.content) > limit:
-                    raise ResponseTooLarge(f"its answer is more than {limit} bytes")
-                return Answer(response.status_code, response.content)
-            decoder = _Decoder(response.headers.get_list("content-encoding", split_commas=True))
-            chunks: list[bytes] = []
-            size = 0
-            async for sent in response.aiter_raw():
-                chunk = decoder.decode(sent, limit - size)
-                size += len(chunk)
-                if size > limit:
-                    raise ResponseTooLarge(f"its answer is more than {limit} bytes")
-                chunks.append(chunk)
-            chunk = decoder.flush()
-            if size + len(chunk) > limit:
-                raise ResponseTooLarge(f"its answer is more than {limit} bytes")
-            chunks.append(chunk)
-            return Answer(response.status_code, b"".join(chunks))
+            answer = await read_within(response, self.max_response_bytes)
+            location = response.headers.get("location")
+            return Answer(response.status_code, answer, location)
 
     async def aclose(self) -> None:
         """Closes the pooled client; the endpoint can be used again afterwards."""
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
-
-
-# zlib's window bits for each Content-Encoding read (x-gzip: gzip, RFC 9110 section 8.4.1.3).
-_WINDOW_BITS = {
-    "gzip": zlib.MAX_WBITS | 16,
-    "x-gzip": zlib.MAX_WBITS | 16,
-    "deflate": zlib.MAX_WBITS,
-}
-
-
-class _Decoder:
-    """Undoes an answer's Content-Encoding, never making more than the room left under the
-    size limit (and one byte). httpx's own decoding inflated each piece read whole, and each
-    encoding in turn, before the size was counted: 2 KB sent as `gzip, gzip` made a gigabyte.
-    One gzip or deflate encoding is read (all that is asked for); any other, or several, is
-    refused, as Rasa's aiohttp reads no layers either."""
-
-    def __init__(self, encodings: list[str]) -> None:
-        codings = [c.strip().lower() for c in encodings]
-        codings = [c for c in codings if c not in ("", "identity")]
-        self._inflater: Any = None
-        if not codings:
-            return
-        if len(codings) > 1 or codings[0] not in _WINDOW_BITS:
-            shown = ", ".join(codings)[:80]
-            raise httpx.DecodingError(
-                f"its answer is encoded '{shown}': botserver reads one gzip or deflate "
-                "encoding, or none"
-            )
-        self._coding = codings[0]
-        self._inflater = zlib.decompressobj(_WINDOW_BITS[self._coding])
-        # A deflate body may come without zlib's wrapper (raw deflate, as IIS sends it).
-        self._raw_deflate_possible = self._coding == "deflate"
-
-    def decode(self, sent: bytes, room: int) -> bytes:
-        """`sent` decoded, or its first `room` + 1 decoded bytes when it holds more."""
-        if self._inflater is None:
-            return sent
-        pieces: list[bytes] = []
-        made = 0
-        data = sent
-        while data and made <= room:
-            piece = self._inflate(data, room + 1 - made)
-            pieces.append(piece)
-            made += len(piece)
-            data = self._inflater.unconsumed_tail
-        return b"".join(pieces)
-
-    def _inflate(self, data: bytes, most: int) -> bytes:
-        try:
-            piece: bytes = self._inflater.decompress(data, most)
-        except zlib.error as e:
-            if not self._raw_deflate_possible:
-                raise self._not_inflating(e) from None
-            self._raw_deflate_possible = False
-            self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-            return self._inflate(data, most)
-        self._raw_deflate_possible = False
-        return piece
-
-    def flush(self) -> bytes:
-        """What the last bytes sent still hold (at most a few hundred bytes)."""
-        if self._inflater is None:
-            return b""
-        try:
-            return bytes(self._inflater.flush())
-        except zlib.error as e:
-            raise self._not_inflating(e) from None
-
-    def _not_inflating(self, error: zlib.error) -> httpx.DecodingError:
-        return httpx.DecodingError(f"its answer, said to be {self._coding}, is not ({error})")
 
 
 def _json_bytes(body: Any) -> bytes:

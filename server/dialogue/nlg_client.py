@@ -86,8 +86,7 @@ class NLGClient:
             raise ActionError(f"NLG for '{response}': the NLG server at {where}: {e}") from None
         if answer.status_code >= 300:
             raise ActionError(
-                f"NLG for '{response}': the NLG server at {where} answered HTTP "
-                f"{answer.status_code}: {await answer.error_detail()}"
+                f"NLG for '{response}': the NLG server at {where} answered {await answer.failure()}"
             )
         if not answer.content.strip():
             return None

@@ -17,8 +17,9 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -178,6 +179,25 @@ def twice_gzipped_bomb() -> bytes:
     return gzip.compress(inner, compresslevel=9)
 
 
+def peak_memory_of(work: Callable[[], object]) -> int:
+    """The most memory Python held while `work()` ran, beyond what it held before (the
+    bombs made first: a server's answers are not the client's memory)."""
+    gzip_bomb(), twice_gzipped_bomb()
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def bomb_refusal(path: str, limit: int) -> str:
+    """What a client says of /bomb or /bomb-twice read with a size limit of `limit` bytes."""
+    if path == "/bomb-twice":
+        return "its answer is encoded 'gzip, gzip': botserver reads one gzip or deflate"
+    return f"its answer is more than {limit} bytes"
+
+
 # Answers, encoded (all valid but one): /encoded/<name> sends one with its Content-Encoding.
 _OK_ANSWER = b'{"events": [], "responses": [{"text": "ok"}]}'
 ENCODED_ANSWERS = {
@@ -197,14 +217,19 @@ class _Broken(BaseHTTPRequestHandler):
     /garbage sends HTML, /shape sends the wrong JSON, /entity an event breaking Rasa's
     schema, /raw/<name> one of `RAW_ANSWERS`; /bomb a gzip bomb (/bomb-twice one gzipped
     twice), /encoded/<name> one of `ENCODED_ANSWERS`, /brotli an encoding never asked for,
-    /endless a body that never ends, /huge 11 MB of JSON."""
+    /endless a body that never ends, /huge 11 MB of JSON, /redirect a 302 elsewhere. A body
+    that is no JSON (a form) is kept as text."""
 
     server: BrokenActionServer
     protocol_version = "HTTP/1.1"  # chunked answers
 
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length) or b"null")
+        sent = self.rfile.read(length)
+        try:
+            body = json.loads(sent or b"null")
+        except ValueError:  # a form (Duckling's request): kept as it came
+            body = sent.decode("latin-1")
         self.server.requests.append((self.path, body))
         self.server.headers.append(dict(self.headers.items()))
         if self.path.startswith("/idle-close"):
@@ -249,8 +274,12 @@ class _Broken(BaseHTTPRequestHandler):
         elif self.path.startswith("/bomb"):
             self._send(200, gzip_bomb(), headers={"Content-Encoding": "gzip"})
         elif self.path.startswith("/encoded/"):
-            encoding, body = ENCODED_ANSWERS[self.path[len("/encoded/") :]]
+            # The name, then maybe what a client appends (Duckling's /parse).
+            encoding, body = ENCODED_ANSWERS[self.path[len("/encoded/") :].split("/")[0]]
             self._send(200, body, headers={"Content-Encoding": encoding})
+        elif self.path.startswith("/redirect"):  # elsewhere, with a token in the address
+            where = "http://elsewhere.example:8080/webhook?token=s3cret-token"
+            self._send(302, b"", headers={"Location": where})
         elif self.path.startswith("/brotli"):  # not asked for, and not read
             self._send(200, b"\x1b\x2c\x00\xf8", headers={"Content-Encoding": "br"})
         elif self.path.startswith("/huge"):

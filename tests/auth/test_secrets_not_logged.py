@@ -16,7 +16,13 @@ from fastapi import APIRouter, Depends, FastAPI, Response
 from server.api.app import create_app
 from server.api.server import ServerOptions, build_app
 from server.api.settings import ApiSettings
-from server.auth import AuthConfig, install_log_redaction, redact, require_auth
+from server.auth import (
+    AuthConfig,
+    install_log_redaction,
+    keep_endpoint_secrets_out_of_logs,
+    redact,
+    require_auth,
+)
 from server.dialogue.http_endpoint import HttpEndpoint
 from tests.action_servers.fixtures import broken_action_server
 from tests.serving import serving
@@ -96,27 +102,42 @@ async def test_a_model_server_token_stays_out_of_the_logs(
 ACTION_TOKEN = "action-server-token-9c1e"
 NLG_TOKEN = "nlg-server-token-77b0"
 CALLBACK_TOKEN = "callback-token-31d8"
+QUERY_SECRET = "query-secret-5e3d"
+
+
+async def _call_action_and_nlg_servers(
+    caplog: pytest.LogCaptureFixture,
+    action_endpoint: dict[str, Any],
+    nlg: dict[str, Any],
+    credentials: dict[str, Any] | None = None,
+) -> None:
+    """One call to each, from an app built with these endpoints, httpx logging at debug."""
+    install_log_redaction()
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")
+    endpoints = {"tracker_store": {"type": "in_memory"}, "action_endpoint": action_endpoint}
+    endpoints["nlg"] = nlg
+    app = build_app(ServerOptions(endpoints=endpoints, credentials=credentials))
+    processor = app.state.processor
+    await processor.action_server.run("action_x", "u1", {}, None)
+    await processor.nlg_endpoint.generate("utter_x", {}, "rest")
+    await processor.action_server.aclose()
+    await processor.nlg_endpoint.aclose()
 
 
 async def test_an_endpoint_token_stays_out_of_the_logs(caplog: pytest.LogCaptureFixture) -> None:
     """The action server's, the NLG server's and the callback channel's token travel as
     `?<token_name>=`, which the redaction knows only under usual names: before, under
     another name, httpx's request line at debug level showed them."""
-    install_log_redaction()
-    caplog.set_level(logging.DEBUG)
-    caplog.set_level(logging.DEBUG, logger="httpx")
-    endpoints: dict[str, Any] = {"tracker_store": {"type": "in_memory"}}
     with broken_action_server() as server:
         url = f"http://127.0.0.1:{server.server_address[1]}/ok"
-        endpoints["action_endpoint"] = {"url": url, "token": ACTION_TOKEN, "token_name": "a"}
-        endpoints["nlg"] = {"url": url, "token": NLG_TOKEN, "token_name": "n"}
         callback = {"url": url, "token": CALLBACK_TOKEN, "token_name": "c"}
-        app = build_app(ServerOptions(endpoints=endpoints, credentials={"callback": callback}))
-        processor = app.state.processor
-        await processor.action_server.run("action_x", "u1", {}, None)
-        await processor.nlg_endpoint.generate("utter_x", {}, "rest")
-        await processor.action_server.aclose()
-        await processor.nlg_endpoint.aclose()
+        await _call_action_and_nlg_servers(
+            caplog,
+            {"url": url, "token": ACTION_TOKEN, "token_name": "a"},
+            {"url": url, "token": NLG_TOKEN, "token_name": "n"},
+            credentials={"callback": callback},
+        )
         endpoint = HttpEndpoint.from_config(callback)  # as the app's callback channel posts
         await endpoint.post_json({"recipient_id": "u1", "text": "hi"})
         await endpoint.aclose()
@@ -126,6 +147,38 @@ async def test_an_endpoint_token_stays_out_of_the_logs(caplog: pytest.LogCapture
     ) == 3
     for token in (ACTION_TOKEN, NLG_TOKEN, CALLBACK_TOKEN):
         assert token not in caplog.text
+
+
+async def test_a_secret_in_an_endpoint_query_stays_out_of_the_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A secret in an endpoint's `url:` query or `params:` under a name no pattern knows
+    (`?auth=`, `?pw=`), however short: before, httpx's request line at debug level showed
+    it. Now every value of a configured endpoint's query is hidden, as `safe_url` hides the
+    whole query in the lines botserver writes."""
+    with broken_action_server() as server:
+        url = f"http://127.0.0.1:{server.server_address[1]}/ok"
+        await _call_action_and_nlg_servers(
+            caplog,
+            {"url": f"{url}?auth={QUERY_SECRET}&team=blue"},
+            {"url": url, "params": {"pw": "pw-9z"}},
+        )
+
+    requests = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert [line.split("?")[1].split(" ")[0] for line in requests] == [
+        "auth=***&team=***",
+        "pw=***",
+    ]
+    assert QUERY_SECRET not in caplog.text and "pw-9z" not in caplog.text
+
+
+def test_a_configured_query_name_is_hidden_in_a_query_only() -> None:
+    keep_endpoint_secrets_out_of_logs({"url": "http://h/x?zq7=1", "params": {"QP8": "b"}})
+    assert (
+        redact("GET http://h/x?zq7=1234&Qp8=b&zq=2 done")
+        == "GET http://h/x?zq7=***&Qp8=***&zq=2 done"
+    )
+    assert redact("a form: zq7=1234, qp8=5") == "a form: zq7=1234, qp8=5"  # not a query
 
 
 def test_redact_covers_the_usual_places() -> None:
@@ -211,6 +264,15 @@ def test_a_long_hostile_log_line_is_redacted_at_once(line: str) -> None:
     logged = f'127.0.0.1:5000 - "GET /{line} HTTP/1.1" 404'
     started = time.thread_time()  # CPU seconds: the host's other work does not count
     assert redact(logged) == logged
+    assert time.thread_time() - started < 1
+
+
+@pytest.mark.parametrize("line", ["?zq7" * 16_000, "&" + "z" * 64_000, "?zq7=" * 13_000])
+def test_a_hostile_line_of_query_names_is_redacted_at_once(line: str) -> None:
+    keep_endpoint_secrets_out_of_logs({"url": "http://h/x?zq7=1"})
+    logged = f'127.0.0.1:5000 - "GET /{line} HTTP/1.1" 404'
+    started = time.thread_time()
+    redact(logged)
     assert time.thread_time() - started < 1
 
 

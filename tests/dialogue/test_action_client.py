@@ -247,6 +247,12 @@ async def test_a_call_asked_again_for_the_domain_still_ends_within_the_timeout(
         # Before, the error text went into the log with its line breaks: a forged log line.
         ("/crash-lines", "HTTP 500: boom ERROR forged line$"),
         ("/bare400", "HTTP 400"),
+        # Before: "answered HTTP 302: ", nothing after the colon; the token never shown.
+        (
+            "/redirect",
+            r"answered HTTP 302, a redirect to http://elsewhere.example:8080/webhook, which "
+            "is not followed$",
+        ),
         # Before, these were stored, and every later answer about the conversation was a 500.
         ("/raw/nan", r"not JSON \(NaN is not a JSON value\)"),
         ("/raw/huge-number", r"not JSON \(the number 1e400 is too large for a double\)"),

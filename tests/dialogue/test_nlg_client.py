@@ -178,6 +178,8 @@ async def test_a_server_that_is_down_is_an_action_error() -> None:
         # Before: "answered HTTP 500", without the reason it gave.
         ("/crash", "the NLG server at .* answered HTTP 500: division by zero$"),
         ("/crash-lines", "answered HTTP 500: boom ERROR forged line$"),
+        # Before: "answered HTTP 302: ", nothing after the colon.
+        ("/redirect", "HTTP 302, a redirect to http://elsewhere.example:8080/webhook, which is"),
         # Before: a message holding half a surrogate pair broke the turn's answer (a 500).
         ("/raw/surrogate", "not JSON \\(it holds an unpaired UTF-16 surrogate escape\\)"),
     ],
