@@ -92,9 +92,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
         re.compile(
             # From the name's secret word: the words before it (`my_token`) are kept as they
             # are, and reading them from each word's start cost a long line its square.
-            r"""((?:token|password|passwd|secret(?:[-_]access[-_]key)?|(?:api|private)[-_]?key)"""
-            r"""["']?\s*(?:(:)|=)\s*)"""
-            r"""(?:"[^"]*"|'[^']*'|[^\s,&}]++"""
+            r"""((?:token|password|passwd|secret(?:[-_]?(?:access[-_]?)?key)?"""
+            r"""|(?:api|private)[-_]?key)["']?\s*(?:(:)|=)\s*)"""
+            # A quoted value to its closing quote, over the quotes escaped inside (JSON's \").
+            r"""(?:"(?:[^"\\]|\\.)*+"|'(?:[^'\\]|\\.)*+'|[^\s,&}]++"""
             r"""(?(2)(?:[ \t]++[^\s,&}:="']++(?=[\s,&}"']|\Z))*+))""",
             re.IGNORECASE,
         ),
@@ -104,8 +105,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
     (re.compile(r"\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/=]+", re.IGNORECASE), r"\1\2"),
     # A URL's query or fragment holding an '@' (`_hide_queries_with_at`).
     (None, _hide_queries_with_at),
-    # Passwords in URLs: scheme://user:password@host.
-    (re.compile(rf"({_SCHEME}[^:/@\s]*:)[^@/\s]+(?=@)"), r"\1"),
+    # Passwords in URLs: scheme://user:password@host, to the last '@' before the path (an
+    # '@' not percent-encoded is the password's: redis-py and yarl read it so).
+    (re.compile(rf"({_SCHEME}[^:/@\s]*:)(?:[^@/\s]|@(?=[^@/\s]*+@))++(?=@)"), r"\1"),
     # Anything that looks like a JWT, even without its scheme. Tried from the first `eyJ` of
     # a run of base64url only: when that one is no JWT, no later one before the run's '.' is
     # (each tried, to the '.', cost a long line its square).

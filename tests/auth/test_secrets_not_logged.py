@@ -227,6 +227,11 @@ SECRET_PLACES = (
     "https://b.s3.amazonaws.com/m?X-Amz-Security-Token={}&X-Amz-Signature=x",
     "https://b.s3.amazonaws.com/m?X-Amz-Credential={}%2F20261206%2Fs3%2Faws4_request&x=1",
     "password: my {} phrase",
+    '{{"password": "a \\"quoted\\" {} phrase"}}',  # JSON: the quotes inside escaped
+    "{{'token': 'it\\'s {}'}}",
+    "SECRET_KEY={}",
+    "{{'secret_key': '{}'}}",
+    "redis://bot:p@ss{}@127.0.0.1:6379/0",  # an '@' not percent-encoded: redis-py reads it
     "line one\npassword: {}\nline three",
     "GET /conversations/eyJhbGciOiJIUzI1NiJ9.{}.c2ln/tracker",
     "GET /x?jwt=eyJhbGciOiJIUzI1NiJ9.{}.c2ln",
