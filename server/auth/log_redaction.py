@@ -166,12 +166,23 @@ class RedactSecretsFilter(logging.Filter):
     """Rewrites a record's message and arguments in place; never drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple):
+            args = tuple(_redact_value(a) for a in args)
+        elif isinstance(args, dict):
+            args = {k: _redact_value(v) for k, v in args.items()}
         if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(_redact_value(a) for a in record.args)
-        elif isinstance(record.args, dict):
-            record.args = {k: _redact_value(v) for k, v in record.args.items()}
+            msg = redact(record.msg)
+            if msg != record.msg and args:
+                # A secret's key in the format, its value an argument (`"token: %s", t`):
+                # the format alone redacted loses its placeholder, and logging's report of
+                # the failed formatting printed the arguments as they were. Formatted first.
+                try:
+                    msg, args = redact(record.msg % args), None
+                except (TypeError, ValueError, KeyError):
+                    pass
+            record.msg = msg
+        record.args = args
         return True
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import random
 import time
@@ -16,6 +18,7 @@ from server.api.app import create_app
 from server.api.server import ServerOptions, build_app
 from server.api.settings import ApiSettings
 from server.auth import AuthConfig, install_log_redaction, redact, require_auth
+from server.auth.log_redaction import RedactSecretsFilter
 from tests.serving import serving
 
 TOKEN = "thisismysecret-token-value"
@@ -296,3 +299,29 @@ def test_a_jwt_glued_to_text_in_any_script_is_hidden() -> None:
     assert redact(f"我的令牌{jwt_like}。") == "我的令牌***。"
     assert redact(f"café{jwt_like}") == "café***"
     assert redact(f"word{jwt_like}") == f"word{jwt_like}"  # a longer base64url run: no JWT
+
+
+def test_a_secret_given_as_an_argument_after_its_key_in_the_format_is_hidden() -> None:
+    # `logger.warning("token: %s", t)`: the format's value placeholder was taken for the
+    # secret and hidden, the record then failed to format, and logging's error report
+    # printed the arguments, the secret among them, as they were.
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactSecretsFilter())
+    logger = logging.getLogger("tests.auth.secret_arguments")
+    logger.addHandler(handler)
+    logger.propagate = False
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            logger.warning("login token: %s for user %s", "S3cr3tValue", "bob")
+            logger.warning("%s: password: %s", "db", "S3cr3tValue")
+            logger.warning("key %(name)s, secret: %(value)s", {"name": "a", "value": "S3cr3t"})
+    finally:
+        logger.removeHandler(handler)
+    assert errors.getvalue() == ""
+    assert stream.getvalue().splitlines() == [
+        "login token: ***",
+        "db: password: ***",
+        "key a, secret: ***",
+    ]
