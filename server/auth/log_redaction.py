@@ -86,14 +86,15 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
     # Secret-named keys in dumped config or dicts: "token": "x", 'password': 'y', secret=z,
     # AWS_SECRET_ACCESS_KEY=..., a service account's "private_key": "...". After a colon, an
     # unquoted value runs on over the words that follow on its line (`password: my secret
-    # phrase`), up to a comma, a quote or a word holding a key's `:` or `=`; after `=` it
+    # phrase`), up to a comma, a quote or a word holding a key's `:` or `=`, and so after an
+    # `=` between spaces (an INI file's `password = my secret phrase`); after a bare `=` it
     # is one word (`password=x user=y`). Each word is read once (possessive: no backtracking).
     (
         re.compile(
             # From the name's secret word: the words before it (`my_token`) are kept as they
             # are, and reading them from each word's start cost a long line its square.
             r"""((?:token|password|passwd|secret(?:[-_]?(?:access[-_]?)?key)?"""
-            r"""|(?:api|private)[-_]?key)["']?\s*(?:(:)|=)\s*)"""
+            r"""|(?:api|private)[-_]?key)["']?(?:(\s*:|\s+=)|=)\s*)"""
             # A quoted value to its closing quote, over the quotes escaped inside (JSON's \").
             r"""(?:"(?:[^"\\]|\\.)*+"|'(?:[^'\\]|\\.)*+'|[^\s,&}]++"""
             r"""(?(2)(?:[ \t]++[^\s,&}:="']++(?=[\s,&}"']|\Z))*+))""",

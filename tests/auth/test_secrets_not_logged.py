@@ -126,6 +126,7 @@ def test_a_secret_of_several_words_after_a_colon_is_hidden_whole() -> None:
     assert redact("password: my phrase user: bob") == "password: *** user: bob"
     assert redact("password: my phrase, user=bob") == "password: ***, user=bob"
     assert redact("password=abc user=bob") == "password=*** user=bob"
+    assert redact("password = my phrase\nuser = bob") == "password = ***\nuser = bob"
     assert redact("msg='password: my secret phrase' ok") == "msg='password: ***' ok"
     assert redact('"GET /x?password=abc HTTP/1.1" 200') == '"GET /x?password=*** HTTP/1.1" 200'
 
@@ -240,6 +241,7 @@ SECRET_PLACES = (
     "https://b.s3.amazonaws.com/m?X-Amz-Security-Token={}&X-Amz-Signature=x",
     "https://b.s3.amazonaws.com/m?X-Amz-Credential={}%2F20261206%2Fs3%2Faws4_request&x=1",
     "password: my {} phrase",
+    "[db]\npassword = my {} phrase\nuser = bob",  # an INI file: `=` between spaces
     '{{"password": "a \\"quoted\\" {} phrase"}}',  # JSON: the quotes inside escaped
     "{{'token': 'it\\'s {}'}}",
     "SECRET_KEY={}",
