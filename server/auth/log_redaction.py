@@ -180,7 +180,7 @@ class RedactSecretsFilter(logging.Filter):
                 # the failed formatting printed the arguments as they were. Formatted first.
                 try:
                     msg, args = redact(record.msg % args), None
-                except (TypeError, ValueError, KeyError):
+                except Exception:  # a record that cannot format: logging reports it, as ever
                     pass
             record.msg = msg
         record.args = args
