@@ -88,15 +88,17 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
     # Secret-named keys in dumped config or dicts: "token": "x", 'password': 'y', secret=z,
     # AWS_SECRET_ACCESS_KEY=..., a service account's "private_key": "...". After a colon, an
     # unquoted value runs on over the words that follow on its line (`password: my secret
-    # phrase`), up to a comma, a quote or a word holding a key's `:` or `=`; after `=` it
+    # phrase`), up to a comma, a quote or a word holding a key's `:` or `=`, and so after an
+    # `=` between spaces (an INI file's `password = my secret phrase`); after a bare `=` it
     # is one word (`password=x user=y`). Each word is read once (possessive: no backtracking).
     (
         re.compile(
             # From the name's secret word: the words before it (`my_token`) are kept as they
             # are, and reading them from each word's start cost a long line its square.
-            r"""((?:token|password|passwd|secret(?:[-_]access[-_]key)?|(?:api|private)[-_]?key)"""
-            r"""["']?\s*(?:(:)|=)\s*)"""
-            r"""(?:"[^"]*"|'[^']*'|[^\s,&}]++"""
+            r"""((?:token|password|passwd|secret(?:[-_]?(?:access[-_]?)?key)?"""
+            r"""|(?:api|private)[-_]?key)["']?(?:(\s*:|\s+=)|=)\s*)"""
+            # A quoted value to its closing quote, over the quotes escaped inside (JSON's \").
+            r"""(?:"(?:[^"\\]|\\.)*+"|'(?:[^'\\]|\\.)*+'|[^\s,&}]++"""
             r"""(?(2)(?:[ \t]++[^\s,&}:="']++(?=[\s,&}"']|\Z))*+))""",
             re.IGNORECASE,
         ),
@@ -106,8 +108,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
     (re.compile(r"\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/=]+", re.IGNORECASE), r"\1\2"),
     # A URL's query or fragment holding an '@' (`_hide_queries_with_at`).
     (None, _hide_queries_with_at),
-    # Passwords in URLs: scheme://user:password@host.
-    (re.compile(rf"({_SCHEME}[^:/@\s]*:)[^@/\s]+(?=@)"), r"\1"),
+    # Passwords in URLs: scheme://user:password@host, to the last '@' before the path (an
+    # '@' not percent-encoded is the password's: redis-py and yarl read it so).
+    (re.compile(rf"({_SCHEME}[^:/@\s]*:)(?:[^@/\s]|@(?=[^@/\s]*+@))++(?=@)"), r"\1"),
     # Anything that looks like a JWT, even without its scheme. Tried from the first `eyJ` of
     # a run of base64url only: when that one is no JWT, no later one before the run's '.' is
     # (each tried, to the '.', cost a long line its square).
@@ -209,12 +212,23 @@ class RedactSecretsFilter(logging.Filter):
     """Rewrites a record's message and arguments in place; never drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple):
+            args = tuple(_redact_value(a) for a in args)
+        elif isinstance(args, dict):
+            args = {k: _redact_value(v) for k, v in args.items()}
         if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(_redact_value(a) for a in record.args)
-        elif isinstance(record.args, dict):
-            record.args = {k: _redact_value(v) for k, v in record.args.items()}
+            msg = redact(record.msg)
+            if msg != record.msg and args:
+                # A secret's key in the format, its value an argument (`"token: %s", t`):
+                # the format alone redacted loses its placeholder, and logging's report of
+                # the failed formatting printed the arguments as they were. Formatted first.
+                try:
+                    msg, args = redact(record.msg % args), None
+                except Exception:  # a record that cannot format: logging reports it, as ever
+                    pass
+            record.msg = msg
+        record.args = args
         return True
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import random
 import time
@@ -23,6 +25,7 @@ from server.auth import (
     redact,
     require_auth,
 )
+from server.auth.log_redaction import RedactSecretsFilter
 from server.dialogue.http_endpoint import HttpEndpoint
 from tests.action_servers.fixtures import broken_action_server
 from tests.serving import serving
@@ -214,6 +217,7 @@ def test_a_secret_of_several_words_after_a_colon_is_hidden_whole() -> None:
     assert redact("password: my phrase user: bob") == "password: *** user: bob"
     assert redact("password: my phrase, user=bob") == "password: ***, user=bob"
     assert redact("password=abc user=bob") == "password=*** user=bob"
+    assert redact("password = my phrase\nuser = bob") == "password = ***\nuser = bob"
     assert redact("msg='password: my secret phrase' ok") == "msg='password: ***' ok"
     assert redact('"GET /x?password=abc HTTP/1.1" 200') == '"GET /x?password=*** HTTP/1.1" 200'
 
@@ -240,6 +244,16 @@ def test_a_long_secret_of_many_words_is_redacted_at_once() -> None:
     assert redact(f"password: {words}") == "password: ***" + " "
     assert redact(f"password: a b: {words}") == f"password: *** b: {words}"
     assert redact("password: a " * 16_000) == "password: *** " * 16_000
+    assert time.thread_time() - started < 1
+
+
+def test_a_long_password_of_many_ats_or_escaped_quotes_is_redacted_at_once() -> None:
+    # A URL password runs to the last '@' before the path: each '@' looks for another one
+    # ahead, which, read to the path each time, cost such a line its square (4 s of CPU).
+    started = time.thread_time()
+    assert redact("x://b:" + "a@" * 32_000 + "/p") == "x://b:***@/p"
+    assert redact('password: "' + '\\"' * 32_000 + '" ok') == "password: *** ok"
+    assert redact("password: '" + "\\'" * 32_000) == "password: ***"  # no closing quote
     assert time.thread_time() - started < 1
 
 
@@ -327,6 +341,12 @@ SECRET_PLACES = (
     "https://b.s3.amazonaws.com/m?X-Amz-Security-Token={}&X-Amz-Signature=x",
     "https://b.s3.amazonaws.com/m?X-Amz-Credential={}%2F20261206%2Fs3%2Faws4_request&x=1",
     "password: my {} phrase",
+    "[db]\npassword = my {} phrase\nuser = bob",  # an INI file: `=` between spaces
+    '{{"password": "a \\"quoted\\" {} phrase"}}',  # JSON: the quotes inside escaped
+    "{{'token': 'it\\'s {}'}}",
+    "SECRET_KEY={}",
+    "{{'secret_key': '{}'}}",
+    "redis://bot:p@ss{}@127.0.0.1:6379/0",  # an '@' not percent-encoded: redis-py reads it
     "line one\npassword: {}\nline three",
     "GET /conversations/eyJhbGciOiJIUzI1NiJ9.{}.c2ln/tracker",
     "GET /x?jwt=eyJhbGciOiJIUzI1NiJ9.{}.c2ln",
@@ -381,3 +401,29 @@ def test_a_jwt_glued_to_text_in_any_script_is_hidden() -> None:
     assert redact(f"我的令牌{jwt_like}。") == "我的令牌***。"
     assert redact(f"café{jwt_like}") == "café***"
     assert redact(f"word{jwt_like}") == f"word{jwt_like}"  # a longer base64url run: no JWT
+
+
+def test_a_secret_given_as_an_argument_after_its_key_in_the_format_is_hidden() -> None:
+    # `logger.warning("token: %s", t)`: the format's value placeholder was taken for the
+    # secret and hidden, the record then failed to format, and logging's error report
+    # printed the arguments, the secret among them, as they were.
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactSecretsFilter())
+    logger = logging.getLogger("tests.auth.secret_arguments")
+    logger.addHandler(handler)
+    logger.propagate = False
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            logger.warning("login token: %s for user %s", "S3cr3tValue", "bob")
+            logger.warning("%s: password: %s", "db", "S3cr3tValue")
+            logger.warning("key %(name)s, secret: %(value)s", {"name": "a", "value": "S3cr3t"})
+    finally:
+        logger.removeHandler(handler)
+    assert errors.getvalue() == ""
+    assert stream.getvalue().splitlines() == [
+        "login token: ***",
+        "db: password: ***",
+        "key a, secret: ***",
+    ]
