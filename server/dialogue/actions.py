@@ -94,7 +94,10 @@ class ActionContext:
         if said is None:
             return None
         text, data, metadata = said
-        return BotUttered(text=text, data=data, metadata=metadata)
+        # By position, the metadata set after: a class called with a keyword gets a dict.
+        bot = BotUttered(text, data)
+        bot.metadata = metadata
+        return bot
 
     async def sent_state(self, write: Callable[[Tracker], dict[str, Any]]) -> dict[str, Any]:
         """`write(tracker)` (the tracker's JSON) with `featurization` at its end, as Rasa sends

@@ -314,7 +314,14 @@ class PolicyEnsemble:
 
 def _rejected_action(events: list[Event]) -> str | None:
     """The action just rejected, if the last action event is a rejection."""
-    for event in reversed(events):
+    # By index, not `reversed()` (an iterator object per prediction); a turn's usual last
+    # action is an ActionExecuted itself, decided without an isinstance call.
+    index = len(events)
+    while index:
+        index -= 1
+        event = events[index]
+        if event.__class__ is ActionExecuted:
+            return None
         if isinstance(event, _ACTION_EVENTS):  # one test for each event after the action
             return event.action_name if isinstance(event, ActionExecutionRejected) else None
     return None
