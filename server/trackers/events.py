@@ -27,7 +27,7 @@ ACTION_LISTEN = "action_listen"
 ACTION_SESSION_START = "action_session_start"
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class Event:
     """Base of every event: a type name, a timestamp and optional metadata."""
 
@@ -78,7 +78,7 @@ def _str_or_none(d: dict[str, Any], key: str) -> str | None:
     return value
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class UserUttered(Event):
     """The user said something; parse_data holds the NLU result."""
 
@@ -173,7 +173,7 @@ class UserUttered(Event):
         }
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class DefinePrevUserUtteredFeaturization(Event):
     """Records whether the last user message was featurized from text or intent."""
 
@@ -189,7 +189,7 @@ class DefinePrevUserUtteredFeaturization(Event):
         return {"use_text_for_featurization": bool(d.get("use_text_for_featurization", False))}
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class EntitiesAdded(Event):
     """Entities appended to the latest user message."""
 
@@ -208,7 +208,7 @@ class EntitiesAdded(Event):
         return {"entities": entities}
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class BotUttered(Event):
     """The bot said something; `data` holds buttons, images and custom payloads."""
 
@@ -260,7 +260,7 @@ class BotUttered(Event):
         return m
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class SlotSet(Event):
     """A slot takes a value."""
 
@@ -280,47 +280,47 @@ class SlotSet(Event):
         return {"key": name, "value": d["value"]}
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class _Plain(Event):
     """An event that carries nothing but its type."""
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class AllSlotsReset(_Plain):
     """Every slot goes back to its initial value."""
 
     type_name: ClassVar[str] = "reset_slots"
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class Restarted(_Plain):
     """The conversation restarts: state is reset and a new session follows."""
 
     type_name: ClassVar[str] = "restart"
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class SessionStarted(_Plain):
     """A new session starts: state is reset, earlier events are kept."""
 
     type_name: ClassVar[str] = "session_started"
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class UserUtteranceReverted(_Plain):
     """Everything back to before the last user message is undone."""
 
     type_name: ClassVar[str] = "rewind"
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class ActionReverted(_Plain):
     """Everything back to before the last action is undone."""
 
     type_name: ClassVar[str] = "undo"
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class StoryExported(_Plain):
     """Asks for the conversation to be written out as a story."""
 
@@ -333,21 +333,21 @@ class StoryExported(_Plain):
         return {"path": d.get("path")}
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class ConversationPaused(_Plain):
     """The bot stops predicting until resumed."""
 
     type_name: ClassVar[str] = "pause"
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class ConversationResumed(_Plain):
     """The bot predicts again."""
 
     type_name: ClassVar[str] = "resume"
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class ActionExecuted(Event):
     """An action ran (or, in e2e stories, a bot text was said)."""
 
@@ -411,7 +411,7 @@ class ActionExecuted(Event):
         }
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class ActionExecutionRejected(Event):
     """An action refused to run (for example a form that cannot fill its slot)."""
 
@@ -434,7 +434,7 @@ class ActionExecutionRejected(Event):
         }
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class FollowupAction(Event):
     """Forces the next action."""
 
@@ -453,7 +453,7 @@ class FollowupAction(Event):
         return {"action_name": name}
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class ActiveLoop(Event):
     """A loop (form) becomes active, or none is (name null)."""
 
@@ -469,7 +469,7 @@ class ActiveLoop(Event):
         return {"name": _str_or_none(d, "name")}
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class LoopInterrupted(Event):
     """The active loop was interrupted by another action, or is no longer."""
 
@@ -485,7 +485,7 @@ class LoopInterrupted(Event):
         return {"is_interrupted": bool(d.get("is_interrupted", False))}
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class ReminderScheduled(Event):
     """Asks for an intent to be triggered at a later time."""
 
@@ -530,7 +530,7 @@ def _isoformat(date_time: str) -> str:
         return date_time
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class ReminderCancelled(Event):
     """Cancels reminders matching a name, intent or entities (all when none is given).
 
@@ -548,7 +548,7 @@ class ReminderCancelled(Event):
         return {"name": d.get("name"), "intent": d.get("intent"), "entities": d.get("entities")}
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class AgentUttered(Event):
     """A human agent or another bot said something."""
 
@@ -565,7 +565,7 @@ class AgentUttered(Event):
         return {"text": d.get("text"), "data": d.get("data")}
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class StackUpdated(Event):
     """The dialogue stack changed (Rasa Pro's CALM); carried through unchanged."""
 
