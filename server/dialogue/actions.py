@@ -90,7 +90,10 @@ class ActionContext:
 
     def render(self, response: str, /, **kwargs: Any) -> BotUttered | None:
         """`generate` from the domain's responses (no NLG endpoint): without a coroutine."""
-        said = uttered(self.domain, response, self.tracker.slots, self.output_channel, **kwargs)
+        if kwargs:
+            said = uttered(self.domain, response, self.tracker.slots, self.output_channel, **kwargs)
+        else:  # (a turn's response: a plain call, not one unpacking an empty dict)
+            said = uttered(self.domain, response, self.tracker.slots, self.output_channel)
         if said is None:
             return None
         text, data, metadata = said
