@@ -440,6 +440,31 @@ async def test_test_intents_reads_yaml_sent_without_a_yaml_content_type(
     )
 
 
+@pytest.mark.parametrize(
+    "broken",
+    [
+        '{"rasa_nlu_data": {"common_examples": [{"text": "hi" "intent": "greet"}]}}',
+        '{"rasa_nlu_data": {"common_examples": [{"text": "hi", "intent": "greet"},]}}',
+        '[{"text": "hi", "intent": "greet"]',
+    ],
+    ids=["missing-comma", "trailing-comma", "unclosed"],
+)
+async def test_test_intents_says_why_json_sent_without_its_content_type_did_not_read(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, broken: str
+) -> None:
+    """`curl -d '{...}'` sends a form's type: a body that is no JSON is then read as YAML, and
+    a JSON mistake (a missing or extra comma) came back as "does not contain valid YAML" or
+    "The YAML body needs an 'nlu' section" (found by review). A body that opens as JSON
+    and reads as no NLU YAML gets the JSON parser's error, as with its Content-Type."""
+    response = await client.post(
+        "/model/test/intents",
+        content=broken,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    message = check(rasa_spec, response, "/model/test/intents", "post", 400)["message"]
+    assert message.startswith("Failed when parsing body as json: "), message
+
+
 async def test_test_intents_evaluates_the_response_selector(
     make_client: Any, rasa_spec: RasaSpec, tmp_path: Path
 ) -> None:
