@@ -802,6 +802,20 @@ async def test_a_yaml_value_that_cannot_be_read_is_a_400_naming_its_line(
     assert "quote it" in error["message"]
 
 
+async def test_a_yaml_integer_too_long_to_read_is_a_400_in_the_clients_terms(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """Python reads no integer of more than 4,300 digits. JSON bodies said so plainly, YAML
+    ones told the client to call `sys.set_int_max_str_digits()` (found by review)."""
+    body = TRAINING_YAML + f"slots:\n  day:\n    type: text\n    initial_value: {'1' * 5000}\n"
+    response = await client.post("/model/train", content=body)
+    message = check(rasa_spec, response, "/model/train", "post", 400)["message"]
+    assert message.endswith(
+        "is not a valid int (it has 5,000 digits; at most 4,300 are read); "
+        "quote it to keep it as text"
+    ), message
+
+
 @pytest.mark.parametrize("value", ["2024-01-01", ".inf", "!!set {a, b}"])
 async def test_a_value_no_json_holds_in_a_training_request_is_a_400(
     client: httpx.AsyncClient, rasa_spec: RasaSpec, value: str
