@@ -322,8 +322,8 @@ async def test_a_yaml_bomb_sent_for_testing_is_refused_at_once(
     )
     answer = check(rasa_spec, response, route.split("?")[0], "post", 400)
     assert answer["message"] == (
-        "request body: the document expands to more than 1,000,000 values through YAML "
-        "aliases (an anchor referenced many times over)"
+        "request body: the document holds more than 1,000,000 values (those of an anchor "
+        "counted at each alias to it)"
     )
 
 
