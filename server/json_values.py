@@ -82,15 +82,17 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _bounded_int(text: str) -> int:
-    # Python reads no integer of more digits than this; its own error says to call
-    # `sys.set_int_max_str_digits()`, which tells a client nothing.
+def check_int_digits(digits: str, what: str) -> None:
+    """ValueError when Python reads no integer of that many decimal `digits`, in a client's
+    terms: its own error says to call `sys.set_int_max_str_digits()`, which tells a client
+    nothing. `what` names the integer in the message."""
     limit = sys.get_int_max_str_digits()
-    digits = len(text) - text.startswith("-")
-    if limit and digits > limit:
-        raise ValueError(
-            f"the integer {text[:40]}... has {digits:,} digits; at most {limit:,} are read"
-        )
+    if limit and len(digits) > limit:
+        raise ValueError(f"{what} has {len(digits):,} digits; at most {limit:,} are read")
+
+
+def _bounded_int(text: str) -> int:
+    check_int_digits(text.lstrip("-"), f"the integer {text[:40]}...")
     return int(text)
 
 

@@ -841,13 +841,16 @@ def model_router() -> APIRouter:
         content_type = _content_type(request)
         is_yaml = content_type in _YAML_TYPES
         body_json: Any = None
+        json_error: ApiError | None = None
         if not is_yaml and content_type != "application/json":
             # Unlabelled (`curl --data-binary @nlu.yml` sends a form's type): JSON when it
             # reads as JSON, else YAML, which /model/train reads whatever the type says.
             try:
                 body_json = await parse_json_off_loop(raw)
-            except ApiError:
+            except ApiError as exc:
                 is_yaml = True
+                if raw.lstrip()[:1] in (b"{", b"["):
+                    json_error = exc  # JSON with a mistake, unless it is YAML's NLU data
         if folds is not None and not is_yaml:
             raise ApiError(
                 400,
@@ -864,9 +867,16 @@ def model_router() -> APIRouter:
         if is_yaml:
             from server.training.nlu_yaml import read_nlu_yaml
 
-            parsed = await asyncio.to_thread(_yaml_document, raw, "NLU data")
+            try:
+                parsed = await asyncio.to_thread(_yaml_document, raw, "NLU data")
+            except ApiError:
+                if json_error is None:
+                    raise
+                raise json_error from None
             if not isinstance(parsed, dict) or "nlu" not in parsed:
-                raise bad_request("The YAML body needs an 'nlu' section.", "nlu", "body")
+                raise json_error or bad_request(
+                    "The YAML body needs an 'nlu' section.", "nlu", "body"
+                )
             document = parsed
             try:
                 data = await asyncio.to_thread(read_nlu_yaml, raw.decode("utf-8"), "request body")

@@ -27,7 +27,7 @@ _STATUS_DESCRIPTIONS = {
     406: "The Accept header asks for a format this route cannot produce.",
     409: "No model is loaded.",
     413: "The request body is larger than the server's limit.",
-    415: "The request body is compressed (gzip); no Content-Encoding is decoded.",
+    415: "The request body is gzip-compressed: no Content-Encoding is decoded, no archive read.",
     500: "An unexpected failure; the server log has the details.",
     503: "The answer took longer than the response timeout.",
     507: "The server has no disk space left for the model; the current one keeps serving.",

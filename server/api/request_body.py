@@ -18,9 +18,12 @@ from server.json_values import OFF_LOOP_JSON_BYTES, TooDeep, loads_untrusted
 M = TypeVar("M", bound=BaseModel)
 
 
+# For a `Content-Encoding: gzip` and for a .tar.gz sent as the body alike: the body cannot
+# tell which (a model archive uploaded to PUT /model needs no "send it uncompressed").
 COMPRESSED_MESSAGE = (
-    "The request body is gzip-compressed, and the server does not decode a Content-Encoding: "
-    "send it uncompressed."
+    "The request body is gzip-compressed: no route decodes a Content-Encoding or reads an "
+    "archive. Send the JSON or YAML itself, uncompressed; a model archive is loaded with "
+    "PUT /model naming its path on the server ('model_file') or its URL ('model_server')."
 )
 
 

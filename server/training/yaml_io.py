@@ -309,11 +309,12 @@ def parse_yaml(text: str, filename: str | None = None, env: bool = False) -> Any
 
 
 def _check_expansion(data: Any, filename: str | None) -> None:
-    """InvalidProjectFile when aliases expand `data` beyond MAX_EXPANDED_VALUES values."""
+    """InvalidProjectFile when `data` holds more than MAX_EXPANDED_VALUES values, an
+    anchor's counted at each alias to it (a document without aliases may pass it too)."""
     if _expanded_size(data) > MAX_EXPANDED_VALUES:
         raise InvalidProjectFile(
-            f"the document expands to more than {MAX_EXPANDED_VALUES:,} values through "
-            "YAML aliases (an anchor referenced many times over)",
+            f"the document holds more than {MAX_EXPANDED_VALUES:,} values (those of an "
+            "anchor counted at each alias to it)",
             filename,
         )
 

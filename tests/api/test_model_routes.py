@@ -323,8 +323,8 @@ async def test_a_yaml_bomb_sent_for_testing_is_refused_at_once(
     )
     answer = check(rasa_spec, response, route.split("?")[0], "post", 400)
     assert answer["message"] == (
-        "request body: the document expands to more than 1,000,000 values through YAML "
-        "aliases (an anchor referenced many times over)"
+        "request body: the document holds more than 1,000,000 values (those of an anchor "
+        "counted at each alias to it)"
     )
 
 
@@ -439,6 +439,31 @@ async def test_test_intents_reads_yaml_sent_without_a_yaml_content_type(
         "does not contain valid YAML"
         in check(rasa_spec, broken, "/model/test/intents", "post", 400)["message"]
     )
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        '{"rasa_nlu_data": {"common_examples": [{"text": "hi" "intent": "greet"}]}}',
+        '{"rasa_nlu_data": {"common_examples": [{"text": "hi", "intent": "greet"},]}}',
+        '[{"text": "hi", "intent": "greet"]',
+    ],
+    ids=["missing-comma", "trailing-comma", "unclosed"],
+)
+async def test_test_intents_says_why_json_sent_without_its_content_type_did_not_read(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, broken: str
+) -> None:
+    """`curl -d '{...}'` sends a form's type: a body that is no JSON is then read as YAML, and
+    a JSON mistake (a missing or extra comma) came back as "does not contain valid YAML" or
+    "The YAML body needs an 'nlu' section" (found by review). A body that opens as JSON
+    and reads as no NLU YAML gets the JSON parser's error, as with its Content-Type."""
+    response = await client.post(
+        "/model/test/intents",
+        content=broken,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    message = check(rasa_spec, response, "/model/test/intents", "post", 400)["message"]
+    assert message.startswith("Failed when parsing body as json: "), message
 
 
 async def test_test_intents_evaluates_the_response_selector(
@@ -776,6 +801,20 @@ async def test_a_yaml_value_that_cannot_be_read_is_a_400_naming_its_line(
     line = TRAINING_YAML.count("\n") + 4
     assert error["message"].startswith(f"request body:{line}: {problem}")
     assert "quote it" in error["message"]
+
+
+async def test_a_yaml_integer_too_long_to_read_is_a_400_in_the_clients_terms(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """Python reads no integer of more than 4,300 digits. JSON bodies said so plainly, YAML
+    ones told the client to call `sys.set_int_max_str_digits()` (found by review)."""
+    body = TRAINING_YAML + f"slots:\n  day:\n    type: text\n    initial_value: {'1' * 5000}\n"
+    response = await client.post("/model/train", content=body)
+    message = check(rasa_spec, response, "/model/train", "post", 400)["message"]
+    assert message.endswith(
+        "is not a valid int (it has 5,000 digits; at most 4,300 are read); "
+        "quote it to keep it as text"
+    ), message
 
 
 @pytest.mark.parametrize("value", ["2024-01-01", ".inf", "!!set {a, b}"])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+from pathlib import Path
 
 import httpx
 import pytest
 
+from server.api.request_body import COMPRESSED_MESSAGE
 from tests.api.rasa_spec import RasaSpec
 
 EVENTS = [{"event": "action", "name": "action_listen"}]
@@ -40,10 +43,24 @@ async def test_a_gzip_compressed_body_is_a_415_saying_so(
     answer = response.json()
     rasa_spec.validate(answer, "/model/parse", "post", 400)  # Rasa's Error schema
     assert answer["reason"] == "UnsupportedMediaType"
-    assert answer["message"] == (
-        "The request body is gzip-compressed, and the server does not decode a "
-        "Content-Encoding: send it uncompressed."
-    )
+    assert answer["message"] == COMPRESSED_MESSAGE
     # The same body uncompressed, with the header a careless client leaves on, is read.
     plain = await client.post(path, content=body, headers={"Content-Encoding": "gzip"})
     assert plain.status_code == 200, plain.text
+
+
+@pytest.mark.parametrize("content_type", ["application/x-tar", "application/gzip", None])
+async def test_a_model_archive_sent_as_the_body_is_not_told_to_send_it_uncompressed(
+    client: httpx.AsyncClient, moodbot_model: Path, content_type: str | None
+) -> None:
+    """No route takes an archive as its body (Rasa's neither): `PUT /model` names one by its
+    path or URL. Before, an archive uploaded to `PUT /model` or `POST /model/train` was told
+    "the server does not decode a Content-Encoding: send it uncompressed", which it had not
+    used, and an uncompressed tar is no better (found by review)."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    archive = await asyncio.to_thread(moodbot_model.read_bytes)
+    for method, path in [("put", "/model"), ("post", "/model/train")]:
+        response = await client.request(method, path, content=archive, headers=headers)
+        assert response.status_code == 415, (path, response.text)
+        assert "a model archive is loaded with PUT /model" in response.json()["message"]
+    assert (await client.get("/status")).json()["model_file"] == moodbot_model.name

@@ -23,7 +23,7 @@ from server.training.project import load_project, load_test_stories
 from server.training.stories_yaml import read_story_data
 from server.training.train import train
 from server.training.validation import run_validate, validate_project
-from server.training.yaml_io import read_yaml_file
+from server.training.yaml_io import parse_yaml, read_yaml_file
 from tests.shared_data import BOTS, TESTDATA
 
 BOT_DIRS = sorted(p for p in BOTS.iterdir() if (p / "domain.yml").is_file())
@@ -493,9 +493,21 @@ def test_a_yaml_bomb_is_refused_at_once_with_a_short_message(tmp_path: Path) -> 
         "    mappings: [{type: custom}]\n",
         encoding="utf-8",
     )
-    with pytest.raises(InvalidProjectFile, match="expands to more than") as raised:
+    with pytest.raises(InvalidProjectFile, match="holds more than 1,000,000 values") as raised:
         read_domain(domain)
     assert len(str(raised.value)) < 300
+
+
+def test_a_document_of_too_many_values_without_aliases_is_not_said_to_use_them() -> None:
+    """The limit counts every value, an anchor's at each alias: a flow list of a million
+    values (2 MB, no alias) was said to expand "through YAML aliases (an anchor referenced
+    many times over)", which it has none of (found by review)."""
+    with pytest.raises(InvalidProjectFile) as raised:
+        parse_yaml("[" + "a, " * 1_000_001 + "a]")
+    assert raised.value.reason == (
+        "the document holds more than 1,000,000 values (those of an anchor counted at each "
+        "alias to it)"
+    )
 
 
 def test_a_form_whose_ignored_intents_are_not_names_is_refused_naming_its_line(
