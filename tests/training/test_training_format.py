@@ -308,7 +308,7 @@ def test_a_newer_archive_that_fails_for_the_servers_own_trouble_is_not_called_ne
 ) -> None:
     """The server's own trouble while loading a newer botserver's archive (no memory left, a
     file it cannot open) is not the archive's: before, a 400 NewerModel told the client to
-    upgrade botserver or retrain, and a model server's archive refused so was not pulled
+    upgrade botserver or retrain, and a model server's archive refused so was not loaded
     again. A state file missing is what a newer format may lay out otherwise."""
     archive = train_archive(project(tmp_path / "bot"), tmp_path / "models")
     newer_archive = with_metadata(archive, tmp_path / "new", training_format=TRAINING_FORMAT + 1)
