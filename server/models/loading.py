@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,21 +70,37 @@ def load_model(directory: Path, metadata: dict[str, Any]) -> DialogueModel:
 
 def _unreadable(exc: BaseException) -> bool:
     """True for what a newer format may hold: component state this version cannot read (a
-    ModelError), not the server's own trouble (a full disk) nor a refusal already saying what
-    to do."""
-    return isinstance(exc, ModelError) and not isinstance(
-        exc, UnsupportedModel | ModelStorageFull | ModelSuperseded
+    ModelError), not the server's own trouble (a full disk, no memory left, a file it could
+    not read) nor a refusal already saying what to do."""
+    return (
+        isinstance(exc, ModelError)
+        and not isinstance(exc, UnsupportedModel | ModelStorageFull | ModelSuperseded)
+        and not any(_servers_trouble(cause) for cause in _causes(exc))
+    )
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__
+
+
+def _servers_trouble(exc: BaseException) -> bool:
+    """No memory left, or a file there but unreadable (EMFILE, EIO, EACCES): not the archive.
+    A file missing (or a directory where a file was) is what a newer format may lay out."""
+    missing = FileNotFoundError | NotADirectoryError | IsADirectoryError
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, OSError) and not isinstance(exc, missing)
     )
 
 
 def _refused_setting(exc: BaseException) -> InvalidConfig | None:
     """The component or policy setting whose check refused the stored config, if that is
     why loading failed: checks made stricter since the model was trained refuse it now."""
-    seen: BaseException | None = exc
-    while seen is not None:
+    for seen in _causes(exc):
         if isinstance(seen, InvalidConfig) and not isinstance(seen, MissingEnvironmentVariable):
             return seen
-        seen = seen.__cause__
     return None
 
 

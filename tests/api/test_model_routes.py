@@ -927,6 +927,12 @@ async def test_put_model_of_a_newer_botserver_with_a_component_unknown_here_is_a
         "botserver, or retrain the model with this version (`botserver train`)."
     )
     assert (await client.get("/status")).json()["model_id"] == before
+    tested = await client.post(
+        f"/model/test/intents?model={future}",
+        content="nlu:\n- intent: greet\n  examples: |\n    - hello\n",
+        headers={"Content-Type": "application/x-yaml"},
+    )
+    assert tested.status_code == 400 and "by a newer botserver" in tested.text
 
 
 async def test_a_bad_component_parameter_in_a_training_body_is_a_400_naming_it(

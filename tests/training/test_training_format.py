@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from server.dialogue.policies.ensemble import POLICY_CLASSES
 from server.errors import ModelError, NewerModel
 from server.models.archive import read_archive, write_archive
 from server.models.metadata import TRAINING_FORMAT
@@ -274,6 +275,53 @@ def test_what_a_newer_format_holds_and_this_version_cannot_read_says_the_archive
         "Upgrade botserver, or retrain the model with this version (`botserver train`)."
     )
     assert not isinstance(broken.value, NewerModel)  # today's format: broken, or outdated
+
+
+@pytest.mark.parametrize("value", [float("inf"), "99", -5, 4.0, True])
+def test_a_corrupt_archive_claiming_an_odd_training_format_is_not_called_newer(
+    tmp_path: Path, value: Any
+) -> None:
+    """`"training_format": 1e309` (read as infinity), a string, a negative, a float: no format
+    number, so a broken archive claiming one is broken (a ModelError naming what), not a
+    newer botserver's to upgrade for."""
+    archive = train_archive(project(tmp_path / "bot"), tmp_path / "models")
+    odd = _repacked(archive, tmp_path / "odd", _unknown_policy, training_format=value)
+
+    with pytest.raises(ModelError) as broken:
+        load_model_file(odd)
+
+    assert not isinstance(broken.value, NewerModel)
+    assert "the model names an unknown policy" in str(broken.value)
+
+
+@pytest.mark.parametrize(
+    ("failure", "newer"),
+    [
+        (MemoryError(), False),
+        (PermissionError(13, "Permission denied"), False),
+        (OSError(24, "Too many open files"), False),
+        (FileNotFoundError(2, "No such file or directory"), True),
+    ],
+)
+def test_a_newer_archive_that_fails_for_the_servers_own_trouble_is_not_called_newer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: BaseException, newer: bool
+) -> None:
+    """The server's own trouble while loading a newer botserver's archive (no memory left, a
+    file it cannot open) is not the archive's: before, a 400 NewerModel told the client to
+    upgrade botserver or retrain, and a model server's archive refused so was not loaded
+    again. A state file missing is what a newer format may lay out otherwise."""
+    archive = train_archive(project(tmp_path / "bot"), tmp_path / "models")
+    newer_archive = with_metadata(archive, tmp_path / "new", training_format=TRAINING_FORMAT + 1)
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise failure
+
+    monkeypatch.setattr(POLICY_CLASSES["RulePolicy"], "load", fail)
+    with pytest.raises(ModelError) as failed:
+        load_model_file(newer_archive)
+
+    assert isinstance(failed.value, NewerModel) is newer
+    assert type(failure).__name__ in str(failed.value)
 
 
 def test_a_dry_run_says_the_archive_needs_training_and_trains_nothing(
