@@ -108,6 +108,28 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return length
 """
 
+# A long replace's last step. KEYS: list, session index, last write's id, the staged key
+# holding the new items. ARGV: ttl (0 = none), the session start, this replace's id, how
+# many items were pushed to the staged key. The staged key takes the list's place; 0 when
+# this replace was done already (redis-py sent it again after the connection broke on its
+# reply: before, that second send deleted the conversation and failed on the RENAME of the
+# staged key renamed away), -3 when the staged key does not hold every item pushed to it.
+_REPLACE_STAGED = """
+if redis.call('GET', KEYS[3]) == ARGV[3] then return 0 end
+if redis.call('LLEN', KEYS[4]) ~= tonumber(ARGV[4]) then return -3 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('RENAME', KEYS[4], KEYS[1])
+redis.call('PERSIST', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[2])
+local ttl = tonumber(ARGV[1])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+redis.call('SET', KEYS[3], ARGV[3], 'PX', 300000)
+return 1
+"""
+
 # KEYS: list, session index. ARGV: the session start and list length this process read last
 # and the raw last item it read (-1, 0, "" for none). Returns {0, start, items pushed since}
 # while the session is the same and what was read is still there (no replace, delete or
@@ -187,6 +209,7 @@ class RedisTrackerStore:
         self._append_script = self._redis.register_script(_APPEND)
         self._append_staged_script = self._redis.register_script(_APPEND_STAGED)
         self._push_staged_script = self._redis.register_script(_PUSH_STAGED)
+        self._replace_staged_script = self._redis.register_script(_REPLACE_STAGED)
         self._load_script = self._redis.register_script(_LOAD)
         self._prune_script = self._redis.register_script(_PRUNE)
         # The sessions this process read, least recently used first, bounded in events.
@@ -344,18 +367,24 @@ class RedisTrackerStore:
                 else:
                     pipe = watching
                     pipe.multi()
-                pipe.delete(key, session_key)
-                if items:
-                    if staged is None:
+                if staged is None:
+                    pipe.delete(key, session_key)
+                    if items:
                         pipe.rpush(key, *items)
-                    else:
-                        pipe.rename(staged, key)
-                        pipe.persist(key)
-                    pipe.set(session_key, start or 0)
-                    if self._ttl:
-                        pipe.expire(key, self._ttl)
-                        pipe.expire(session_key, self._ttl)
-                await pipe.execute()
+                        pipe.set(session_key, start or 0)
+                        if self._ttl:
+                            pipe.expire(key, self._ttl)
+                            pipe.expire(session_key, self._ttl)
+                else:
+                    await self._replace_staged_script(
+                        keys=[key, session_key, self._append_prefix + sender_id, staged],
+                        args=[self._ttl, start or 0, secrets.token_hex(8), len(items)],
+                        client=pipe,
+                    )
+                outcome = (await pipe.execute() or [None])[-1]
+            if staged is not None and outcome == -3:
+                # Expired after the last push: renamed, it would lose items.
+                raise redis_errors.TimeoutError("a long replace's staged items expired")
         except BaseException:
             if staged is not None:
                 with contextlib.suppress(redis_errors.RedisError, OSError):

@@ -158,7 +158,13 @@ async def test_a_replace_of_100000_events_pushes_them_a_piece_at_a_time(
         assert loaded is not None and len(loaded) == 100_000 and loaded[-1]["text"] == "m99999"
         keys = sorted([key async for key in client.scan_iter(match=f"{config['key_prefix']}:*")])
         prefix = config["key_prefix"]
-        assert keys == [f"{prefix}:tracker:long", f"{prefix}:tracker_session:long"]
+        # (and the replace's id, as an append's, for 5 minutes)
+        assert keys == [
+            f"{prefix}:tracker:long",
+            f"{prefix}:tracker_append:long",
+            f"{prefix}:tracker_session:long",
+        ]
+        assert 0 < await client.pttl(f"{prefix}:tracker_append:long") <= 300_000
     finally:
         await store.close()
         await reader.close()
@@ -254,6 +260,27 @@ async def test_a_bulk_append_to_a_conversation_rasa_stored_converts_it_first(
     try:
         await store.append("old", events)
         assert await store.load_all("old") == [user("rasa", 1.0), *events]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("record_exp", [None, 100])
+async def test_a_long_conversation_rasa_stored_is_converted_whole(
+    config: dict[str, Any], client: Redis, record_exp: int | None
+) -> None:
+    """Rasa's JSON string of more than a thousand events becomes a list by way of a staged
+    key, in the transaction that watches the string."""
+    events = [*session_start(1.0), *(user(f"m{n}", 2.0) for n in range(1_500))]
+    key = f"{config['key_prefix']}:tracker:old"
+    await client.set(key, json.dumps({"sender_id": "old", "events": events}))
+    store = redis_store({**config, "record_exp": record_exp})
+    try:
+        assert await store.load("old") == events
+        assert await client.type(key) == "list"
+        assert await client.ttl(key) == (record_exp or -1)
+        assert await store.load_all("old") == events
+        keys = [key async for key in client.scan_iter(match=f"{config['key_prefix']}:*")]
+        assert not [key for key in keys if "replacing" in key]
     finally:
         await store.close()
 
