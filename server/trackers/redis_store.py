@@ -24,7 +24,7 @@ from redis.asyncio.client import Pipeline
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.freeing import free_off_loop
 from server.trackers.known_sessions import KnownSessions
-from server.trackers.redis_client import create_client, key_prefix, store_errors_as
+from server.trackers.redis_client import create_client, key_prefix, store_errors_as, watched
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import Hold, cache_events_setting, holding
@@ -256,8 +256,7 @@ class RedisTrackerStore:
                 # Watched while copied: any write to the list meanwhile (an append, a replace,
                 # a delete, an expiry) fails the rename, even one leaving the list of the
                 # length and last item copied (a replace between two slices of the copy).
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    await pipe.watch(key, session_key)
+                async with watched(self._redis, key, session_key) as pipe:
                     length, last = 0, b""  # the list's length and last item, as copied
                     while True:  # the list's items, as they are now
                         stored = await pipe.lrange(key, length, length + _ITEMS_PER_PUSH - 1)
@@ -407,8 +406,7 @@ class RedisTrackerStore:
         process converted it (and perhaps appended a turn's events to it) meanwhile, and
         what it wrote stands. Before, that turn's events were written over."""
         key = self._prefix + sender_id
-        async with self._redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(key)
+        async with watched(self._redis, key) as pipe:
             if await pipe.type(key) != "string":
                 return  # converted (or deleted) since the operation failed
             stored = await pipe.get(key)
@@ -489,8 +487,7 @@ class RedisTrackerStore:
         key, session_key = keys = self._keys(sender_id)
         last: bytes | str = b""  # the list's last item, from the first chunk read
         with self._errors():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                await pipe.watch(key, session_key)
+            async with watched(self._redis, key, session_key) as pipe:
                 stop = length - 1
                 while stop >= 0:
                     start = max(0, stop - _PRUNE_READ_CHUNK + 1)
