@@ -58,7 +58,7 @@ def staged_keys(store: RedisTrackerStore) -> set[str]:
         keys.add(staged)
         return await push(staged, *args)
 
-    store._push_staged = noting  # type: ignore[method-assign]
+    store._push_staged = noting  # type: ignore[method-assign,assignment]
     return keys
 
 
