@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import re
 import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -84,6 +86,37 @@ def create_client(config: dict[str, Any], default_db: int, subscriber: bool = Fa
         **ssl_options,
         **common,
     )
+
+
+@asynccontextmanager
+async def watched(client: Redis, *keys: str) -> AsyncIterator[Pipeline]:
+    """A transaction pipeline that WATCHes `keys`, on one connection to its EXEC, which
+    fails (WatchError) if redis-py reconnected that connection meanwhile. Its health check
+    (a PING before a command on a connection idle 30 s) reconnects one that dropped
+    without a word, and the commands after it, the EXEC too, ran on a connection that
+    watched nothing: the transaction went through whatever was written meanwhile."""
+    async with client.pipeline(transaction=True) as pipe:
+        await pipe.watch(*keys)
+        connection = pipe.connection
+        assert connection is not None  # (WATCH took one)
+        guard = _WatchGuard(pipe)
+        connection.register_connect_callback(guard.reconnected)
+        try:
+            yield pipe
+        finally:
+            connection.deregister_connect_callback(guard.reconnected)
+
+
+class _WatchGuard:
+    """A connect callback (redis-py keeps a weak reference to a method): the pipeline's
+    connection came back while it watched keys, which the old connection took with it."""
+
+    def __init__(self, pipe: Pipeline) -> None:
+        self._pipe = pipe
+
+    def reconnected(self, connection: AbstractConnection) -> None:
+        if self._pipe.watching and self._pipe.connection is connection:
+            raise redis_errors.WatchError("reconnected while watching keys")
 
 
 def key_prefix(config: dict[str, Any], kind: str, quiet: bool = False) -> str:

@@ -24,7 +24,7 @@ from redis.asyncio.client import Pipeline
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.freeing import free_off_loop
 from server.trackers.known_sessions import KnownSessions
-from server.trackers.redis_client import create_client, key_prefix, store_errors_as
+from server.trackers.redis_client import create_client, key_prefix, store_errors_as, watched
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import Hold, cache_events_setting, holding
@@ -108,6 +108,28 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return length
 """
 
+# A long replace's last step. KEYS: list, session index, last write's id, the staged key
+# holding the new items. ARGV: ttl (0 = none), the session start, this replace's id, how
+# many items were pushed to the staged key. The staged key takes the list's place; 0 when
+# this replace was done already (redis-py sent it again after the connection broke on its
+# reply: before, that second send deleted the conversation and failed on the RENAME of the
+# staged key renamed away), -3 when the staged key does not hold every item pushed to it.
+_REPLACE_STAGED = """
+if redis.call('GET', KEYS[3]) == ARGV[3] then return 0 end
+if redis.call('LLEN', KEYS[4]) ~= tonumber(ARGV[4]) then return -3 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('RENAME', KEYS[4], KEYS[1])
+redis.call('PERSIST', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[2])
+local ttl = tonumber(ARGV[1])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+redis.call('SET', KEYS[3], ARGV[3], 'PX', 300000)
+return 1
+"""
+
 # KEYS: list, session index. ARGV: the session start and list length this process read last
 # and the raw last item it read (-1, 0, "" for none). Returns {0, start, items pushed since}
 # while the session is the same and what was read is still there (no replace, delete or
@@ -187,6 +209,7 @@ class RedisTrackerStore:
         self._append_script = self._redis.register_script(_APPEND)
         self._append_staged_script = self._redis.register_script(_APPEND_STAGED)
         self._push_staged_script = self._redis.register_script(_PUSH_STAGED)
+        self._replace_staged_script = self._redis.register_script(_REPLACE_STAGED)
         self._load_script = self._redis.register_script(_LOAD)
         self._prune_script = self._redis.register_script(_PRUNE)
         # The sessions this process read, least recently used first, bounded in events.
@@ -233,8 +256,7 @@ class RedisTrackerStore:
                 # Watched while copied: any write to the list meanwhile (an append, a replace,
                 # a delete, an expiry) fails the rename, even one leaving the list of the
                 # length and last item copied (a replace between two slices of the copy).
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    await pipe.watch(key, session_key)
+                async with watched(self._redis, key, session_key) as pipe:
                     length, last = 0, b""  # the list's length and last item, as copied
                     while True:  # the list's items, as they are now
                         stored = await pipe.lrange(key, length, length + _ITEMS_PER_PUSH - 1)
@@ -344,18 +366,24 @@ class RedisTrackerStore:
                 else:
                     pipe = watching
                     pipe.multi()
-                pipe.delete(key, session_key)
-                if items:
-                    if staged is None:
+                if staged is None:
+                    pipe.delete(key, session_key)
+                    if items:
                         pipe.rpush(key, *items)
-                    else:
-                        pipe.rename(staged, key)
-                        pipe.persist(key)
-                    pipe.set(session_key, start or 0)
-                    if self._ttl:
-                        pipe.expire(key, self._ttl)
-                        pipe.expire(session_key, self._ttl)
-                await pipe.execute()
+                        pipe.set(session_key, start or 0)
+                        if self._ttl:
+                            pipe.expire(key, self._ttl)
+                            pipe.expire(session_key, self._ttl)
+                else:
+                    await self._replace_staged_script(
+                        keys=[key, session_key, self._append_prefix + sender_id, staged],
+                        args=[self._ttl, start or 0, secrets.token_hex(8), len(items)],
+                        client=pipe,
+                    )
+                outcome = (await pipe.execute() or [None])[-1]
+            if staged is not None and outcome == -3:
+                # Expired after the last push: renamed, it would lose items.
+                raise redis_errors.TimeoutError("a long replace's staged items expired")
         except BaseException:
             if staged is not None:
                 with contextlib.suppress(redis_errors.RedisError, OSError):
@@ -378,8 +406,7 @@ class RedisTrackerStore:
         process converted it (and perhaps appended a turn's events to it) meanwhile, and
         what it wrote stands. Before, that turn's events were written over."""
         key = self._prefix + sender_id
-        async with self._redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(key)
+        async with watched(self._redis, key) as pipe:
             if await pipe.type(key) != "string":
                 return  # converted (or deleted) since the operation failed
             stored = await pipe.get(key)
@@ -460,8 +487,7 @@ class RedisTrackerStore:
         key, session_key = keys = self._keys(sender_id)
         last: bytes | str = b""  # the list's last item, from the first chunk read
         with self._errors():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                await pipe.watch(key, session_key)
+            async with watched(self._redis, key, session_key) as pipe:
                 stop = length - 1
                 while stop >= 0:
                     start = max(0, stop - _PRUNE_READ_CHUNK + 1)

@@ -20,6 +20,7 @@ from tests.trackers.persistence_fixtures import (
     require_service,
     unique_name,
 )
+from tests.trackers.test_redis_client import drop
 from tests.trackers.test_tracker_stores import bot, session_start, user
 
 
@@ -158,7 +159,13 @@ async def test_a_replace_of_100000_events_pushes_them_a_piece_at_a_time(
         assert loaded is not None and len(loaded) == 100_000 and loaded[-1]["text"] == "m99999"
         keys = sorted([key async for key in client.scan_iter(match=f"{config['key_prefix']}:*")])
         prefix = config["key_prefix"]
-        assert keys == [f"{prefix}:tracker:long", f"{prefix}:tracker_session:long"]
+        # (and the replace's id, as an append's, for 5 minutes)
+        assert keys == [
+            f"{prefix}:tracker:long",
+            f"{prefix}:tracker_append:long",
+            f"{prefix}:tracker_session:long",
+        ]
+        assert 0 < await client.pttl(f"{prefix}:tracker_append:long") <= 300_000
     finally:
         await store.close()
         await reader.close()
@@ -258,6 +265,27 @@ async def test_a_bulk_append_to_a_conversation_rasa_stored_converts_it_first(
         await store.close()
 
 
+@pytest.mark.parametrize("record_exp", [None, 100])
+async def test_a_long_conversation_rasa_stored_is_converted_whole(
+    config: dict[str, Any], client: Redis, record_exp: int | None
+) -> None:
+    """Rasa's JSON string of more than a thousand events becomes a list by way of a staged
+    key, in the transaction that watches the string."""
+    events = [*session_start(1.0), *(user(f"m{n}", 2.0) for n in range(1_500))]
+    key = f"{config['key_prefix']}:tracker:old"
+    await client.set(key, json.dumps({"sender_id": "old", "events": events}))
+    store = redis_store({**config, "record_exp": record_exp})
+    try:
+        assert await store.load("old") == events
+        assert await client.type(key) == "list"
+        assert await client.ttl(key) == (record_exp or -1)
+        assert await store.load_all("old") == events
+        keys = [key async for key in client.scan_iter(match=f"{config['key_prefix']}:*")]
+        assert not [key for key in keys if "replacing" in key]
+    finally:
+        await store.close()
+
+
 async def test_a_long_session_the_cache_lets_go_of_is_freed_off_the_loop(
     config: dict[str, Any],
 ) -> None:
@@ -340,24 +368,36 @@ async def test_a_turn_appended_while_another_process_converts_rasas_layout_is_ke
         await turn.close()
 
 
+@pytest.mark.parametrize("dropped", [False, True], ids=["replace", "drop-and-replace"])
 async def test_a_bulk_append_never_mixes_the_list_before_and_after_a_replace_meanwhile(
-    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    config: dict[str, Any], client: Redis, monkeypatch: pytest.MonkeyPatch, dropped: bool
 ) -> None:
     """A replace (a PUT of the tracker's events from another process) between two slices of
     a bulk append's copy: the copy then held the old list's first thousand items and the new
     list's rest, of the new list's length and with its last item, which is all the rename
     compared, and the conversation became half the old list and half the new one. Now any
-    write to the list during the copy makes the copy start again."""
+    write to the list during the copy makes the copy start again.
+
+    `dropped`: the connection watching the list drops once the list is copied (Redis's
+    `timeout` closed it while idle, a failover), and the replace is by a list as long, of the
+    same last item. redis-py's health check, due after 30 s idle, reconnected it without a
+    word, and the transaction ran on the new connection, which watched nothing: the copy of
+    the old list took the replaced one's place. Now a reconnect while watching fails it."""
     old = [user(f"old {n}", 1.0) for n in range(1_500)]
-    new = [user(f"new {n}", 2.0) for n in range(1_200)]
+    new = [user(f"new {n}", 2.0) for n in range(1_499 if dropped else 1_200)]
+    new += [old[-1]] if dropped else []
     bulk = [user(f"bulk {n}", 3.0) for n in range(1_500)]
     store, other = redis_store(config), redis_store(config)
     push = store._push_staged
     replaces = [new]
 
-    async def push_then_a_replace(*args: Any, **options: Any) -> int:
-        pushed = await push(*args, **options)
-        while replaces:  # after the copy's first slice
+    async def push_then_a_replace(staged: str, items: Any, before: int) -> int:
+        pushed = await push(staged, items, before)
+        # After the copy's first slice; `dropped`: after the copy, pushing the new items.
+        if replaces and (not dropped or before >= len(old)):
+            if dropped:
+                (watching,) = store._redis.connection_pool._in_use_connections  # type: ignore[attr-defined]
+                await drop(store._redis, watching, by=client)
             await other.replace("mixed", replaces.pop())
         return pushed
 
