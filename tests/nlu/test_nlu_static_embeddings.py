@@ -284,15 +284,16 @@ class _PieceTokenizer:
 
 
 def test_a_full_piece_cache_takes_a_new_piece_as_fast_as_one_with_room(monkeypatch):
-    """Once full, each new piece lets the oldest go. A dict let its first key go by scanning
-    past the keys let go before it (up to 27,000 of them once 16,384 were held): 10 µs a new
-    piece, a third of the tokenizer's call for a whole text; the CPU time a new piece costs
-    stays that of a cache with room."""
+    """Once full, the cache lets its oldest pieces go. A dict finds its first key by scanning
+    past the keys let go before it (up to 27,000 of them once 16,384 are held): one at a
+    time, 10 µs a new piece, a third of the tokenizer's call for a whole text; the CPU time
+    a new piece costs stays that of a cache with room."""
     import time
 
     monkeypatch.setattr(static_embeddings, "_tokenizer", _PieceTokenizer)
     monkeypatch.setattr(static_embeddings, "_piece_ids", type(static_embeddings._piece_ids)())
-    size = static_embeddings.PIECE_CACHE
+    size = 65_536  # more pieces let go before the first key than at 16,384: a clearer cost
+    monkeypatch.setattr(static_embeddings, "PIECE_CACHE", size)
     texts = [" ".join(f"p{i}x{j}" for j in range(16)) for i in range(4 * size // 16)]
 
     def seconds(batch: list[str]) -> float:
@@ -304,5 +305,5 @@ def test_a_full_piece_cache_takes_a_new_piece_as_fast_as_one_with_room(monkeypat
     with_room = seconds(texts[: size // 16])
     assert len(static_embeddings._piece_ids) == size
     full = seconds(texts[size // 16 :]) / 3
-    assert len(static_embeddings._piece_ids) == size
+    assert size * 7 // 8 <= len(static_embeddings._piece_ids) <= size
     assert full < 3 * with_room, (full, with_room)
