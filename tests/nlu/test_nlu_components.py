@@ -408,6 +408,23 @@ def test_count_vectors_parse_gives_the_block_training_gives(config: dict) -> Non
         assert featurizer.words_block([t.text for t in message.tokens]) == expected
 
 
+@pytest.mark.parametrize(("low", "high"), [(1, 1), (1, 3), (2, 2), (2, 5), (3, 4)])
+def test_word_ngrams_are_the_words_of_each_window_joined_by_one_space(low: int, high: int) -> None:
+    """The word n-grams of a message, bigrams by their own path included, are what
+    scikit-learn (and an archive's vocabulary) holds: each window of n words joined by one
+    space, by n then position. Training and parsing share the code that forms them, so
+    comparing the two would not see a change in them."""
+    featurizer = CountVectorsFeaturizer({"min_ngram": low, "max_ngram": high})
+    for text in HOSTILE_TEXTS[:-1]:
+        words = [t.text.lower() for t in tokenize(text)]
+        expected = [
+            " ".join(words[i : i + n])
+            for n in range(low, min(high, len(words)) + 1)
+            for i in range(len(words) - n + 1)
+        ]
+        assert featurizer.ngrams(Message(text, tokenize(text))) == expected
+
+
 def test_a_sparse_vector_is_the_blocks_side_by_side_as_numpy_converts_them() -> None:
     blocks = [
         ([], [], 0),

@@ -435,3 +435,35 @@ def test_intents_of_few_sentences_are_scored_by_the_whole_product(
     values = rng.random(len(features)).astype(np.float32)
     expected = _brute_force(kept, features, values)
     assert few.class_scores(features, values) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_bounded_search_counts_each_sentence_s_postings_in_its_head_score(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """A message sharing one sentence's posting columns and close, in the head coordinates,
+    to another sentence of its intent: the nearest is the first one, whose head coordinates
+    alone score less. Each sentence's head score holds its postings' share (parse3 adds the
+    postings to the head scores instead of the head scores to a copy of the postings): the
+    whole product's maxima, each found by the bounded search."""
+    nearest, kept, _ = _many_dense_columns(monkeypatch)
+    bounded = Neighbours._bounded_maxima
+    found: list[bool] = []
+
+    def counted(self: Neighbours, *args: Any) -> Any:
+        maxima = bounded(self, *args)
+        found.append(maxima is not None)
+        return maxima
+
+    monkeypatch.setattr(Neighbours, "_bounded_maxima", counted)
+    for sentence in range(0, 700, 7):
+        posted = np.flatnonzero(kept[sentence, :20])
+        if not len(posted):
+            continue
+        # The head: the first 24 of the 40 dense columns (20 to 59).
+        features = np.append(posted, np.arange(20, 44))
+        neighbour = sentence // 100 * 100 + (sentence + 50) % 100
+        values = np.append(kept[sentence, posted] * 10, kept[neighbour, 20:44])
+        expected = _brute_force(kept, features, values)
+        scores = nearest.class_scores(features, values.astype(np.float32))
+        assert scores == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert found and all(found)
