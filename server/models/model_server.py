@@ -233,6 +233,10 @@ class ModelServerPoller:
         config = self.config
         current = self.holder.info
         headers = {name.encode(): value.encode() for name, value in config.headers.items()}
+        if not any(name.lower() == b"accept-encoding" for name in headers):
+            # What `_archive_bytes` decodes: httpx asks for br and zstd too once installed,
+            # and a body in either would be read as sent (no archive).
+            headers[b"Accept-Encoding"] = b"gzip, deflate"
         if current is not None:
             # An ETag is opaque bytes (RFC 9110 allows 0x80-0xFF): sent back as it came.
             headers[b"If-None-Match"] = current.fingerprint.encode("latin-1", "replace")
@@ -538,22 +542,18 @@ async def _archive_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
 
 async def _inflated(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """A deflate-encoded body decoded in pieces of at most `_WRITE_BATCH` bytes: zlib's
-    wrapper or raw deflate, as httpx reads it."""
-    decoder: Any = zlib.decompressobj(zlib.MAX_WBITS)
-    wrapped = None  # unknown until the first bytes are read
+    wrapper or raw deflate, told by the first byte (zlib's wrapper starts with 8, its method)
+    as aiohttp tells it; told by the first bytes read, raw deflate whose first byte came
+    alone was taken for zlib's."""
+    decoder: Any = None
     async for chunk in chunks:
-        if wrapped is None and chunk:
-            try:
-                piece = decoder.decompress(chunk, _WRITE_BATCH)
-                wrapped = True
-            except zlib.error:
-                decoder, wrapped = zlib.decompressobj(-zlib.MAX_WBITS), False
-                piece = _decompressed(decoder, chunk)
-            yield piece
-            chunk = decoder.unconsumed_tail
+        if decoder is None and chunk:
+            wrapped = chunk[0] & 0x0F == 8
+            decoder = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
         for piece in _decode(decoder, chunk):
             yield piece
-    yield decoder.flush()
+    if decoder is not None:
+        yield decoder.flush()
 
 
 def _decoded_start(sent: bytes | bytearray) -> bytes | None:

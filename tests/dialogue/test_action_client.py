@@ -342,6 +342,12 @@ async def test_an_answer_is_never_inflated_past_the_size_limit(
         ("/brotli", "its answer is encoded 'br': botserver reads one gzip or deflate"),
         ("/encoded/not-gzip", r"its answer, said to be gzip, is not \(Error -3 while"),
         ("/encoded/not-deflate", r"its answer, said to be deflate, is not \(Error -3 while"),
+        # Before, what followed the gzip was dropped unread, as though the answer ended there.
+        (
+            "/encoded/gzip-trailing-garbage",
+            r"its answer, said to be gzip, goes on after its end with bytes that are not gzip",
+        ),
+        ("/encoded/gzip-many-members", "its answer is more than 1024 gzip members one after"),
     ],
 )
 async def test_an_encoding_botserver_does_not_read_is_an_action_error(
@@ -368,9 +374,20 @@ async def test_only_the_encodings_read_are_asked_for(
     assert broken_server.headers[-1]["Accept-Encoding"] == "gzip, deflate"
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "deflate", "raw-deflate", "identity"])
-async def test_an_encoded_answer_is_read(broken_server: BrokenActionServer, encoding: str) -> None:
-    client = ActionServerClient({"url": _url(broken_server, f"/encoded/{encoding}")})
+@pytest.mark.parametrize(
+    "path",
+    [
+        *(f"/encoded/{name}" for name in ("gzip", "x-gzip", "deflate", "raw-deflate", "identity")),
+        # gzip members one after the other, one encoding (RFC 1952): before, the first only
+        # was read ("not JSON").
+        "/encoded/gzip-members",
+        # A byte at a time: before, raw deflate was taken for zlib's at its first byte, then
+        # refused at its second.
+        *(f"/trickled/{name}" for name in ("gzip", "deflate", "raw-deflate", "gzip-members")),
+    ],
+)
+async def test_an_encoded_answer_is_read(broken_server: BrokenActionServer, path: str) -> None:
+    client = ActionServerClient({"url": _url(broken_server, path)})
     assert await client.run("action_x", "u1", {}, None) == {
         "events": [],
         "responses": [{"text": "ok"}],
