@@ -353,8 +353,8 @@ async def test_an_answer_is_never_inflated_past_the_size_limit(
 async def test_an_encoding_botserver_does_not_read_is_an_action_error(
     broken_server: BrokenActionServer, path: str, message: str
 ) -> None:
-    """Rasa's aiohttp reads neither either; before, the brotli bytes were read as the answer
-    ("not JSON")."""
+    """Rasa's aiohttp reads no layers either (and br only once Brotli is installed); before,
+    the brotli bytes were read as the answer ("not JSON")."""
     client = ActionServerClient({"url": _url(broken_server, path)})
     with pytest.raises(ActionError, match=message):
         await client.run("action_x", "u1", {}, None)
