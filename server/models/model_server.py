@@ -32,7 +32,7 @@ from server.errors import (
     UnsafeArchive,
     UnsupportedModel,
 )
-from server.http_clients import async_client, safe_url
+from server.http_clients import async_client, header_values, safe_url
 from server.models.holder import ModelHolder, is_disk_full
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class ModelServerConfig:
     token: str | None = None
     token_name: str = "token"
     params: dict[str, Any] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, bytes] = field(default_factory=dict)
     basic_auth: tuple[str, str] | None = None
     # None or 0: pull once at startup, never again.
     wait_time_between_pulls: float | None = DEFAULT_WAIT_TIME_BETWEEN_PULLS
@@ -118,10 +118,10 @@ def _seconds(config: dict[str, Any], key: str, default: float) -> float | None:
     return seconds
 
 
-def _headers(config: dict[str, Any]) -> dict[str, str]:
-    headers = {str(k): str(v) for k, v in _mapping(config, "headers").items()}
+def _headers(config: dict[str, Any]) -> dict[str, bytes]:
+    headers = header_values(_mapping(config, "headers"), "models.headers")
     for name, value in headers.items():
-        if not (name + value).isascii():
+        if not value.isascii():
             raise InvalidConfig(f"models.headers: '{name}' must be an ASCII name and value")
     return headers
 
@@ -232,7 +232,7 @@ class ModelServerPoller:
     async def _fetch(self) -> tuple[Path, str, str]:
         config = self.config
         current = self.holder.info
-        headers = {name.encode(): value.encode() for name, value in config.headers.items()}
+        headers = {name.encode(): value for name, value in config.headers.items()}
         if not any(name.lower() == b"accept-encoding" for name in headers):
             # What `_archive_bytes` decodes: httpx asks for br and zstd too once installed,
             # and a body in either would be read as sent (no archive).

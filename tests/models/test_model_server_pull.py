@@ -367,6 +367,18 @@ async def test_an_archive_served_deflate_encoded_loads(
     assert await poller.pull_once() is True, poller.last_error
 
 
+async def test_a_header_is_sent_without_the_spaces_around_its_value(
+    model_server, holder, client, archive_factory
+):
+    """As the action server's: before, ' s3cret ' failed every pull, and its log line quoted
+    the value (`Illegal header value b' s3cret '`)."""
+    model_server.behaviour.body = archive_factory("one").read_bytes()
+    config = {"url": model_server.url, "headers": {"X-Api-Key": " s3cret\t"}}
+    poller = ModelServerPoller(holder, ModelServerConfig.from_endpoint(config), client)
+    assert await poller.pull_once() is True, poller.last_error
+    assert model_server.behaviour.requests[-1]["headers"]["X-Api-Key"] == "s3cret"
+
+
 async def test_only_the_encodings_read_are_asked_for(
     model_server, holder, archive_factory, monkeypatch
 ):
