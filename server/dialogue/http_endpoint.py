@@ -218,14 +218,15 @@ class HttpEndpoint:
         async with (await self._pooled()).stream(
             "POST", self.url, content=content, headers=headers
         ) as response:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                raise ResponseTooLarge(f"its answer is {declared} bytes, more than {limit}")
             if response.is_stream_consumed:  # a transport's answer made whole, in memory
                 if len(response.content) > limit:
                     raise ResponseTooLarge(f"its answer is more than {limit} bytes")
                 return Answer(response.status_code, response.content)
             decoder = _Decoder(response.headers.get_list("content-encoding", split_commas=True))
+            declared = response.headers.get("content-length", "")
+            # Encoded, the answer may be longer than decoded (gzip's header, stored blocks).
+            if not decoder.decodes and declared.isdigit() and int(declared) > limit:
+                raise ResponseTooLarge(f"its answer is {declared} bytes, more than {limit}")
             chunks: list[bytes] = []
             size = 0
             async for sent in response.aiter_raw():
@@ -283,6 +284,11 @@ class _Decoder:
         self._inflater = zlib.decompressobj(self._bits)
         self._started = False
         self._members = 1
+
+    @property
+    def decodes(self) -> bool:
+        """Whether the answer is encoded (and its bytes sent are not the answer's)."""
+        return self._inflater is not None
 
     def decode(self, sent: bytes, room: int) -> bytes:
         """`sent` decoded, or its first `room` + 1 decoded bytes when it holds more."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import tracemalloc
+import zlib
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -30,6 +31,7 @@ from server.trackers.events import (
 )
 from server.trackers.tracker import EventVerbosity, Tracker
 from tests.action_servers.fixtures import (  # noqa: F401
+    ENCODED_ANSWERS,
     BrokenActionServer,
     action_servers,
     broken_action_server,
@@ -309,6 +311,26 @@ async def test_the_size_limit_is_configurable(broken_server: BrokenActionServer)
     )
     assert await client.run("action_x", "u1", {}, None) == {"events": [], "responses": []}
     await client.aclose()
+
+
+@pytest.mark.parametrize("name", ["gzip", "raw-deflate", "gzip-members", "identity"])
+async def test_an_answer_of_exactly_the_size_limit_is_read(
+    broken_server: BrokenActionServer, name: str
+) -> None:
+    """The limit counts the answer decoded, its last byte included, whatever the encoding.
+    Before, an encoded answer's Content-Length was held against it: 45 bytes sent as 60 of
+    gzip were "more than 45"."""
+    size = len(zlib.decompress(ENCODED_ANSWERS["gzip"][1], wbits=31))
+    for path in (f"/encoded/{name}", f"/trickled/{name}"):
+        exact = ActionServerClient({"url": _url(broken_server, path), "max_response_bytes": size})
+        assert (await exact.run("action_x", "u1", {}, None))["responses"] == [{"text": "ok"}]
+        await exact.aclose()
+        under = ActionServerClient(
+            {"url": _url(broken_server, path), "max_response_bytes": size - 1}
+        )
+        with pytest.raises(ActionError, match=f"its answer is .*more than {size - 1}"):
+            await under.run("action_x", "u1", {}, None)
+        await under.aclose()
 
 
 @pytest.mark.parametrize("path", ["/bomb", "/bomb-twice"])
