@@ -587,7 +587,7 @@ def keep_token_out_of_logs(endpoint: dict[str, Any] | None) -> None:
     redact the value itself."""
     token = (endpoint or {}).get("token")
     if token:
-        redact_also(str(token))
+        redact_also(str(token), str((endpoint or {}).get("token_name") or "token"))
 
 
 async def apply_model_request(services: Services, body: dict[str, Any]) -> None:

@@ -123,10 +123,22 @@ _literals: set[str] = set()
 MIN_LITERAL_LENGTH = 6
 
 
-def redact_also(secret: str | None) -> None:
-    """Redact `secret` itself wherever it appears in a log record from now on."""
+# Query parameters that carry a token under a name of the user's choosing (`token_name`):
+# their values in URLs are redacted, however short (too short to redact as `_literals`).
+_query_names: set[str] = set()
+_query_values: re.Pattern[str] | None = None
+
+
+def redact_also(secret: str | None, query_name: str | None = None) -> None:
+    """Redact `secret` itself wherever it appears in a log record from now on, and any
+    value of the query parameter `query_name`, which carries it."""
+    global _query_values
     if secret and len(secret) >= MIN_LITERAL_LENGTH:
         _literals.add(secret)
+    if query_name and query_name not in _query_names:
+        _query_names.add(query_name)
+        names = "|".join(re.escape(name) for name in sorted(_query_names))
+        _query_values = re.compile(rf"([?&;](?:{names})=)[^&\s\"';#)]*")
 
 
 def redact(text: str) -> str:
@@ -134,6 +146,8 @@ def redact(text: str) -> str:
     for literal in _literals:
         if literal in text:
             text = text.replace(literal, REDACTED)
+    if _query_values is not None:
+        text = _query_values.sub(r"\1" + REDACTED, text)
     for pattern, keep in _PATTERNS:
         if pattern is None:
             text = keep(text)

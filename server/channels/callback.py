@@ -196,7 +196,7 @@ class CallbackInput(InputChannel):
         endpoint = HttpEndpoint.from_config(credentials)
         if credentials.get("token"):
             # Sent as `?<token_name>=`, which the log redaction knows only under usual names.
-            redact_also(str(credentials["token"]))
+            redact_also(str(credentials["token"]), str(credentials.get("token_name") or "token"))
         return cls(endpoint)
 
     def router(self, on_new_message: OnNewMessage) -> APIRouter:

@@ -22,7 +22,7 @@ from server.http_clients import async_client, async_client_off_loop, header_valu
 from server.json_values import OFF_LOOP_JSON_BYTES, loads_untrusted
 
 DEFAULT_TIMEOUT = 10.0
-# How long an idle connection is kept for the next call: less than any server's own
+# How long an idle connection is kept for the next call: less than common servers' own
 # keep-alive timeout (gunicorn 2 s; uvicorn, Node, Apache 5 s). httpx's 5 s met theirs, and
 # a call as the server closed the connection failed (1 in 40 a second apart, against 1 s).
 KEEPALIVE_SECONDS = 1.0
