@@ -574,7 +574,7 @@ async def test_header_values_are_sent_as_rasa_sends_them(
     outside ASCII raised a UnicodeEncodeError out of the turn (no answer, the message lost).
     Now the space goes (it is no part of a header's value, RFC 9110 section 5.5) and the
     value is sent in UTF-8, as Rasa's aiohttp sends it."""
-    headers = {"X-Api-Key": " s3cret\t", "X-Team": "Café", "X-Count": 3}
+    headers = {"X-Api-Key": " s3cret\t", "X-Team": "Café", "X-Count": 3, "X-Auth": "Bearer a\tb c"}
     client = ActionServerClient({"url": _url(broken_server, "/ok"), "headers": headers})
     assert (await client.run("action_x", "u1", {}, None))["responses"] == [{"text": "ok"}]
     await client.aclose()
@@ -582,6 +582,7 @@ async def test_header_values_are_sent_as_rasa_sends_them(
     assert got["X-Api-Key"] == "s3cret"
     assert got["X-Team"].encode("latin-1").decode("utf-8") == "Café"
     assert got["X-Count"] == "3"
+    assert got["X-Auth"] == "Bearer a\tb c"  # spaces and tabs inside a value are kept
 
 
 @pytest.mark.parametrize(
