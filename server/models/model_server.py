@@ -531,11 +531,11 @@ async def _archive_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
         async for chunk in chunks:
             yield chunk
         return
-    decoder = zlib.decompressobj(zlib.MAX_WBITS | 16)
-    for piece in _decode(decoder, bytes(held)):
+    decoder = _Inflater(zlib.MAX_WBITS | 16)
+    for piece in decoder.pieces(bytes(held)):
         yield piece
     async for chunk in chunks:
-        for piece in _decode(decoder, chunk):
+        for piece in decoder.pieces(chunk):
             yield piece
     yield decoder.flush()
 
@@ -545,13 +545,14 @@ async def _inflated(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     wrapper or raw deflate, told by the first byte (zlib's wrapper starts with 8, its method)
     as aiohttp tells it; told by the first bytes read, raw deflate whose first byte came
     alone was taken for zlib's."""
-    decoder: Any = None
+    decoder: _Inflater | None = None
     async for chunk in chunks:
         if decoder is None and chunk:
             wrapped = chunk[0] & 0x0F == 8
-            decoder = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
-        for piece in _decode(decoder, chunk):
-            yield piece
+            decoder = _Inflater(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        if decoder is not None:
+            for piece in decoder.pieces(chunk):
+                yield piece
     if decoder is not None:
         yield decoder.flush()
 
@@ -564,10 +565,25 @@ def _decoded_start(sent: bytes | bytearray) -> bytes | None:
         return None
 
 
-def _decode(decoder: Any, data: bytes) -> Iterator[bytes]:
-    while data:
-        yield _decompressed(decoder, data)
-        data = decoder.unconsumed_tail
+class _Inflater:
+    """A gzip or deflate encoding undone in pieces of at most `_WRITE_BATCH` bytes, members
+    one after the other included (RFC 1952 section 2.2), as aiohttp reads them: before, the
+    first only was read, and the archive refused as cut short."""
+
+    def __init__(self, wbits: int) -> None:
+        self._wbits = wbits
+        self._decoder: Any = zlib.decompressobj(wbits)
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        while data:
+            if self._decoder.eof:  # a member ended: what follows is the next one
+                self._decoder = zlib.decompressobj(self._wbits)
+            yield _decompressed(self._decoder, data)
+            decoder = self._decoder
+            data = decoder.unused_data if decoder.eof else decoder.unconsumed_tail
+
+    def flush(self) -> bytes:
+        return bytes(self._decoder.flush())
 
 
 def _decompressed(decoder: Any, data: bytes) -> bytes:

@@ -415,6 +415,21 @@ async def test_an_archive_served_with_its_gzip_as_content_encoding_loads(
     assert await poller.pull_once() is True, poller.last_error
 
 
+async def test_an_archive_gzip_encoded_in_members_one_after_the_other_loads(
+    model_server, holder, client, archive_factory
+):
+    """One gzip encoding may hold members one after the other (RFC 1952 section 2.2):
+    before, the first only was read, and the archive was refused as cut short."""
+    archive = archive_factory("one").read_bytes()
+    half = len(archive) // 2
+    model_server.behaviour.mode = "gzip-encoded"
+    model_server.behaviour.body = gzip.compress(archive[:half]) + gzip.compress(archive[half:])
+    poller = ModelServerPoller(
+        holder, ModelServerConfig.from_endpoint({"url": model_server.url}), client
+    )
+    assert await poller.pull_once() is True, poller.last_error
+
+
 @pytest.mark.parametrize(
     ("body", "start"),
     [
