@@ -271,14 +271,16 @@ class _Decoder:
         codings = [c.strip().lower() for c in encodings]
         codings = [c for c in codings if c not in ("", "identity")]
         self._inflater: Any = None
+        self._refused: httpx.DecodingError | None = None  # raised at the first byte sent
         if not codings:
             return
         if len(codings) > 1 or codings[0] not in _WINDOW_BITS:
             shown = ", ".join(codings)[:80]
-            raise httpx.DecodingError(
+            self._refused = httpx.DecodingError(
                 f"its answer is encoded '{shown}': botserver reads one gzip or deflate "
                 "encoding, or none"
             )
+            return
         self._coding = codings[0]
         self._bits = _WINDOW_BITS[self._coding]
         self._inflater = zlib.decompressobj(self._bits)
@@ -288,10 +290,12 @@ class _Decoder:
     @property
     def decodes(self) -> bool:
         """Whether the answer is encoded (and its bytes sent are not the answer's)."""
-        return self._inflater is not None
+        return self._inflater is not None or self._refused is not None
 
     def decode(self, sent: bytes, room: int) -> bytes:
         """`sent` decoded, or its first `room` + 1 decoded bytes when it holds more."""
+        if self._refused is not None and sent:  # (no body holds no encoding to refuse)
+            raise self._refused
         if self._inflater is None:
             return sent
         if sent and not self._started:

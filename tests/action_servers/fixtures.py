@@ -178,7 +178,7 @@ def twice_gzipped_bomb() -> bytes:
     return gzip.compress(inner, compresslevel=9)
 
 
-# Answers, encoded (all valid but one): /encoded/<name> sends one with its Content-Encoding.
+# Answers, encoded, some badly: /encoded/<name> sends one with its Content-Encoding.
 _OK_ANSWER = b'{"events": [], "responses": [{"text": "ok"}]}'
 ENCODED_ANSWERS = {
     "gzip": ("gzip", gzip.compress(_OK_ANSWER)),
@@ -191,6 +191,10 @@ ENCODED_ANSWERS = {
     "gzip-trailing-garbage": ("gzip", gzip.compress(_OK_ANSWER) + b"<html>"),
     # 1,100 gzip members, all but one empty: more than anything sends (aiohttp reads 1,024).
     "gzip-many-members": ("gzip", gzip.compress(b"") * 1100 + gzip.compress(_OK_ANSWER)),
+    # No body, and a Content-Encoding all the same (frameworks keep the header).
+    "empty-gzip": ("gzip", b""),
+    "empty-br": ("br", b""),
+    "empty-layers": ("gzip, gzip", b""),
     "not-gzip": ("gzip", _OK_ANSWER),  # said to be gzip, and not
     "not-deflate": ("deflate", b"\xff" * 8),  # neither zlib's deflate nor raw deflate
 }
