@@ -183,6 +183,7 @@ _OK_ANSWER = b'{"events": [], "responses": [{"text": "ok"}]}'
 ENCODED_ANSWERS = {
     "gzip": ("gzip", gzip.compress(_OK_ANSWER)),
     "x-gzip": ("x-gzip", gzip.compress(_OK_ANSWER)),
+    "GZip": ("GZip", gzip.compress(_OK_ANSWER)),  # a coding's name is case-insensitive
     "deflate": ("deflate", zlib.compress(_OK_ANSWER)),  # zlib-wrapped, as the RFC says
     "raw-deflate": ("deflate", zlib.compress(_OK_ANSWER, wbits=-zlib.MAX_WBITS)),  # as IIS sends
     "identity": ("identity", _OK_ANSWER),
