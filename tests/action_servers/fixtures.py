@@ -291,7 +291,7 @@ class _Broken(BaseHTTPRequestHandler):
             where = "http://elsewhere.example:8080/webhook?token=s3cret-token"
             self._send(302, b"", headers={"Location": where})
         elif self.path.startswith("/trickled/"):  # sent a byte at a time
-            encoding, body = ENCODED_ANSWERS[self.path[len("/trickled/") :]]
+            encoding, body = ENCODED_ANSWERS[self.path[len("/trickled/") :].split("/")[0]]
             self._trickle(body, encoding)
         elif self.path.startswith("/brotli"):  # not asked for, and not read
             self._send(200, b"\x1b\x2c\x00\xf8", headers={"Content-Encoding": "br"})
