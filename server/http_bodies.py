@@ -52,16 +52,17 @@ class BoundedBody:
 
     def __init__(self, response: httpx.Response, limit: int) -> None:
         self._limit = limit
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise ResponseTooLarge(f"its answer is {declared} bytes, more than {limit}")
         self._chunks: list[bytes] = []
         self._size = 0
         self._decoder: _Decoder | None = None
         if response.is_stream_consumed:  # a transport's answer made whole, in memory
             self._count(response.content)
-        else:
-            self._decoder = _Decoder(response.headers.get_list("content-encoding", True))
+            return
+        self._decoder = _Decoder(response.headers.get_list("content-encoding", True))
+        declared = response.headers.get("content-length", "")
+        # Encoded, the answer may be longer than decoded (gzip's header, stored blocks).
+        if not self._decoder.decodes and declared.isdigit() and int(declared) > limit:
+            raise ResponseTooLarge(f"its answer is {declared} bytes, more than {limit}")
 
     def add(self, sent: bytes) -> None:
         """Takes the next bytes sent."""
@@ -87,6 +88,9 @@ _WINDOW_BITS = {
     "x-gzip": zlib.MAX_WBITS | 16,
     "deflate": zlib.MAX_WBITS,
 }
+# Members one after the other read in one answer, as aiohttp (Rasa's) reads them: each costs
+# a new inflater, and empty ones make nothing the size limit would count.
+MAX_MEMBERS = 1024
 
 
 class _Decoder:
@@ -94,49 +98,78 @@ class _Decoder:
     size limit (and one byte). httpx's own decoding inflated each piece read whole, and each
     encoding in turn, before the size was counted: 2 KB sent as `gzip, gzip` made a gigabyte.
     One gzip or deflate encoding is read (all that is asked for); any other, or several, is
-    refused, as Rasa's aiohttp reads no layers either."""
+    refused, as Rasa's aiohttp reads no layers either. Members one after the other (RFC 1952
+    section 2.2) are one encoding, and are read."""
 
     def __init__(self, encodings: list[str]) -> None:
         codings = [c.strip().lower() for c in encodings]
         codings = [c for c in codings if c not in ("", "identity")]
         self._inflater: Any = None
+        self._refused: httpx.DecodingError | None = None  # raised at the first byte sent
         if not codings:
             return
         if len(codings) > 1 or codings[0] not in _WINDOW_BITS:
             shown = ", ".join(codings)[:80]
-            raise httpx.DecodingError(
+            self._refused = httpx.DecodingError(
                 f"its answer is encoded '{shown}': botserver reads one gzip or deflate "
                 "encoding, or none"
             )
+            return
         self._coding = codings[0]
-        self._inflater = zlib.decompressobj(_WINDOW_BITS[self._coding])
-        # A deflate body may come without zlib's wrapper (raw deflate, as IIS sends it).
-        self._raw_deflate_possible = self._coding == "deflate"
+        self._bits = _WINDOW_BITS[self._coding]
+        self._inflater = zlib.decompressobj(self._bits)
+        self._started = False
+        self._members = 1
+
+    @property
+    def decodes(self) -> bool:
+        """Whether the answer is encoded (and its bytes sent are not the answer's)."""
+        return self._inflater is not None or self._refused is not None
 
     def decode(self, sent: bytes, room: int) -> bytes:
         """`sent` decoded, or its first `room` + 1 decoded bytes when it holds more."""
+        if self._refused is not None and sent:  # (no body holds no encoding to refuse)
+            raise self._refused
         if self._inflater is None:
             return sent
+        if sent and not self._started:
+            self._started = True
+            if self._coding == "deflate" and sent[0] & 0x0F != 8:
+                # Raw deflate, without zlib's wrapper (as IIS sends it), told by its first
+                # byte as aiohttp tells it: zlib's wrapper starts with 8, its method.
+                self._bits = -zlib.MAX_WBITS
+                self._inflater = zlib.decompressobj(self._bits)
         pieces: list[bytes] = []
         made = 0
         data = sent
         while data and made <= room:
+            if self._inflater.eof:  # a member ended: what follows is the next one
+                self._next_member()
             piece = self._inflate(data, room + 1 - made)
             pieces.append(piece)
             made += len(piece)
-            data = self._inflater.unconsumed_tail
+            data = self._inflater.unused_data if self._inflater.eof else b""
+            data = data or self._inflater.unconsumed_tail
         return b"".join(pieces)
+
+    def _next_member(self) -> None:
+        self._members += 1
+        if self._members > MAX_MEMBERS:
+            raise httpx.DecodingError(
+                f"its answer is more than {MAX_MEMBERS} {self._coding} members one after the other"
+            )
+        self._inflater = zlib.decompressobj(self._bits)
 
     def _inflate(self, data: bytes, most: int) -> bytes:
         try:
             piece: bytes = self._inflater.decompress(data, most)
         except zlib.error as e:
-            if not self._raw_deflate_possible:
-                raise self._not_inflating(e) from None
-            self._raw_deflate_possible = False
-            self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-            return self._inflate(data, most)
-        self._raw_deflate_possible = False
+            if self._members > 1:
+                raise httpx.DecodingError(
+                    f"its answer, said to be {self._coding}, goes on after its end with bytes "
+                    f"that are not {self._coding} ({e})"
+                ) from None
+            raise self._not_inflating(e) from None
         return piece
 
     def flush(self) -> bytes:

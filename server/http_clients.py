@@ -90,6 +90,40 @@ def sync_client(*, verify: Any = True, **options: Any) -> httpx.Client:
     return httpx.Client(trust_env=False, verify=_verify(verify), **options)
 
 
+# A header's name: a token (RFC 9110 section 5.6.2).
+_HEADER_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_values(headers: dict[str, Any], key: str) -> dict[str, bytes]:
+    """An endpoint's `headers:` (`key` in its config) as they are sent: without the spaces and
+    tabs around a value (no part of it, RFC 9110 section 5.5), in UTF-8 as Rasa's aiohttp
+    sends them. A header no request can carry is an InvalidConfig, named, its value never
+    shown (often a secret): before, every call failed, and the log line quoted the value."""
+    values = {}
+    for field, value in headers.items():
+        name = str(field)
+        if not _HEADER_NAME.fullmatch(name):
+            raise InvalidConfig(
+                f"'{key}': {name[:80]!r} is no header name (letters, digits and -!#$%&'*+.^_`|~)"
+            )
+        if value is None:  # it was sent as the text "None"
+            raise InvalidConfig(f"'{key}': header '{name}' has no value")
+        text = str(value).strip(" \t")
+        if "\n" in text or "\r" in text:
+            raise InvalidConfig(
+                f"'{key}': header '{name}' holds a line break (a secret read from a file, "
+                "with the file's last line break?)"
+            )
+        if _CONTROL.search(text):
+            raise InvalidConfig(f"'{key}': header '{name}' holds a control character")
+        try:
+            values[name] = text.encode()
+        except UnicodeEncodeError:  # half a surrogate pair, from a YAML escape
+            raise InvalidConfig(f"'{key}': header '{name}' is no UTF-8 text") from None
+    return values
+
+
 def safe_url(url: str, tolerant: bool = False) -> str:
     """`url` as errors and the log may show it: scheme, host, port and path, without user,
     password, query (a token, a SAS signature, a presigned URL's X-Amz-/X-Goog- signature and

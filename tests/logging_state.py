@@ -7,12 +7,15 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from server.auth import log_redaction
+
 
 @contextmanager
 def logging_restored() -> Iterator[None]:
-    """The root logger's handlers and level, every logger's level and `disabled` flag, as
-    they were. Left changed, they hid later tests' log records from caplog in the same
-    process (with `-n 2`, whichever tests xdist put after them)."""
+    """The root logger's handlers and level, every logger's level and `disabled` flag, and
+    the log filter's registered secrets, as they were. Left changed, they hid later tests'
+    log records from caplog in the same process (with `-n 2`, whichever tests xdist put
+    after them)."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     loggers = logging.Logger.manager.loggerDict
@@ -27,9 +30,17 @@ def logging_restored() -> Iterator[None]:
         for name, x in loggers.items()
         if isinstance(x, logging.Logger)
     }
+    # The secrets an endpoint registered for the log filter (a token, its query names): left
+    # so, a later test's `?x=1` was hidden because a PUT /model of an earlier one named `x`.
+    literals = set(log_redaction._literals)
+    query_names = set(log_redaction._query_names)
     try:
         yield
     finally:
+        log_redaction._literals.clear()
+        log_redaction._literals.update(literals)
+        log_redaction._query_names.clear()
+        log_redaction._query_names.update(query_names)
         for logger in enabled:  # a config file's `disable_existing_loggers: true`
             logger.disabled = False
         for name, each in list(loggers.items()):

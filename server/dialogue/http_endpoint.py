@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -24,11 +23,11 @@ from server.http_bodies import (
     max_response_bytes,
     read_within,
 )
-from server.http_clients import async_client, async_client_off_loop, safe_url
+from server.http_clients import async_client, async_client_off_loop, header_values, safe_url
 from server.json_values import OFF_LOOP_JSON_BYTES, loads_untrusted
 
 DEFAULT_TIMEOUT = 10.0
-# How long an idle connection is kept for the next call: less than any server's own
+# How long an idle connection is kept for the next call: less than common servers' own
 # keep-alive timeout (gunicorn 2 s; uvicorn, Node, Apache 5 s). httpx's 5 s met theirs, and
 # a call as the server closed the connection failed (1 in 40 a second apart, against 1 s).
 KEEPALIVE_SECONDS = 1.0
@@ -132,7 +131,7 @@ class HttpEndpoint:
         self._params = _query_params(params)
         if token is not None:
             self._params[token_name or "token"] = str(token)
-        self._headers = _header_values(headers)
+        self._headers = header_values(_mapping(headers, "headers"), "headers")
         self._auth: httpx.BasicAuth | None = None
         if basic_auth:
             try:
@@ -275,40 +274,6 @@ def _query_params(params: Any) -> dict[str, str]:
         if value is None:  # it was sent as the text "None"
             raise InvalidConfig(f"'params': parameter '{name}' has no value")
         values[str(name)] = str(value)
-    return values
-
-
-# A header's name: a token (RFC 9110 section 5.6.2).
-_HEADER_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-def _header_values(headers: Any) -> dict[str, bytes]:
-    """`headers:` as they are sent: without the spaces and tabs around a value (no part of
-    it, RFC 9110 section 5.5), in UTF-8 as Rasa's aiohttp sends them. A header no request can
-    carry stops the start, named, its value never shown (often a secret): before, every call
-    failed, and the log line quoted the value."""
-    values = {}
-    for key, value in _mapping(headers, "headers").items():
-        name = str(key)
-        if not _HEADER_NAME.fullmatch(name):
-            raise InvalidConfig(
-                f"'headers': {name[:80]!r} is no header name (letters, digits and -!#$%&'*+.^_`|~)"
-            )
-        if value is None:  # it was sent as the text "None"
-            raise InvalidConfig(f"'headers': header '{name}' has no value")
-        text = str(value).strip(" \t")
-        if "\n" in text or "\r" in text:
-            raise InvalidConfig(
-                f"'headers': header '{name}' holds a line break (a secret read from a file, "
-                "with the file's last line break?)"
-            )
-        if _CONTROL.search(text):
-            raise InvalidConfig(f"'headers': header '{name}' holds a control character")
-        try:
-            values[name] = text.encode()
-        except UnicodeEncodeError:  # half a surrogate pair, from a YAML escape
-            raise InvalidConfig(f"'headers': header '{name}' is no UTF-8 text") from None
     return values
 
 

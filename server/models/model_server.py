@@ -32,7 +32,7 @@ from server.errors import (
     UnsafeArchive,
     UnsupportedModel,
 )
-from server.http_clients import async_client, safe_url
+from server.http_clients import async_client, header_values, safe_url
 from server.models.holder import ModelHolder, is_disk_full
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class ModelServerConfig:
     token: str | None = None
     token_name: str = "token"
     params: dict[str, Any] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, bytes] = field(default_factory=dict)
     basic_auth: tuple[str, str] | None = None
     # None or 0: pull once at startup, never again.
     wait_time_between_pulls: float | None = DEFAULT_WAIT_TIME_BETWEEN_PULLS
@@ -118,10 +118,10 @@ def _seconds(config: dict[str, Any], key: str, default: float) -> float | None:
     return seconds
 
 
-def _headers(config: dict[str, Any]) -> dict[str, str]:
-    headers = {str(k): str(v) for k, v in _mapping(config, "headers").items()}
+def _headers(config: dict[str, Any]) -> dict[str, bytes]:
+    headers = header_values(_mapping(config, "headers"), "models.headers")
     for name, value in headers.items():
-        if not (name + value).isascii():
+        if not value.isascii():
             raise InvalidConfig(f"models.headers: '{name}' must be an ASCII name and value")
     return headers
 
@@ -232,7 +232,11 @@ class ModelServerPoller:
     async def _fetch(self) -> tuple[Path, str, str]:
         config = self.config
         current = self.holder.info
-        headers = {name.encode(): value.encode() for name, value in config.headers.items()}
+        headers = {name.encode(): value for name, value in config.headers.items()}
+        if not any(name.lower() == b"accept-encoding" for name in headers):
+            # What `_archive_bytes` decodes: httpx asks for br and zstd too once installed,
+            # and a body in either would be read as sent (no archive).
+            headers[b"Accept-Encoding"] = b"gzip, deflate"
         if current is not None:
             # An ETag is opaque bytes (RFC 9110 allows 0x80-0xFF): sent back as it came.
             headers[b"If-None-Match"] = current.fingerprint.encode("latin-1", "replace")
@@ -527,33 +531,30 @@ async def _archive_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
         async for chunk in chunks:
             yield chunk
         return
-    decoder = zlib.decompressobj(zlib.MAX_WBITS | 16)
-    for piece in _decode(decoder, bytes(held)):
+    decoder = _Inflater(zlib.MAX_WBITS | 16)
+    for piece in decoder.pieces(bytes(held)):
         yield piece
     async for chunk in chunks:
-        for piece in _decode(decoder, chunk):
+        for piece in decoder.pieces(chunk):
             yield piece
     yield decoder.flush()
 
 
 async def _inflated(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """A deflate-encoded body decoded in pieces of at most `_WRITE_BATCH` bytes: zlib's
-    wrapper or raw deflate, as httpx reads it."""
-    decoder: Any = zlib.decompressobj(zlib.MAX_WBITS)
-    wrapped = None  # unknown until the first bytes are read
+    wrapper or raw deflate, told by the first byte (zlib's wrapper starts with 8, its method)
+    as aiohttp tells it; told by the first bytes read, raw deflate whose first byte came
+    alone was taken for zlib's."""
+    decoder: _Inflater | None = None
     async for chunk in chunks:
-        if wrapped is None and chunk:
-            try:
-                piece = decoder.decompress(chunk, _WRITE_BATCH)
-                wrapped = True
-            except zlib.error:
-                decoder, wrapped = zlib.decompressobj(-zlib.MAX_WBITS), False
-                piece = _decompressed(decoder, chunk)
-            yield piece
-            chunk = decoder.unconsumed_tail
-        for piece in _decode(decoder, chunk):
-            yield piece
-    yield decoder.flush()
+        if decoder is None and chunk:
+            wrapped = chunk[0] & 0x0F == 8
+            decoder = _Inflater(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        if decoder is not None:
+            for piece in decoder.pieces(chunk):
+                yield piece
+    if decoder is not None:
+        yield decoder.flush()
 
 
 def _decoded_start(sent: bytes | bytearray) -> bytes | None:
@@ -564,10 +565,25 @@ def _decoded_start(sent: bytes | bytearray) -> bytes | None:
         return None
 
 
-def _decode(decoder: Any, data: bytes) -> Iterator[bytes]:
-    while data:
-        yield _decompressed(decoder, data)
-        data = decoder.unconsumed_tail
+class _Inflater:
+    """A gzip or deflate encoding undone in pieces of at most `_WRITE_BATCH` bytes, members
+    one after the other included (RFC 1952 section 2.2), as aiohttp reads them: before, the
+    first only was read, and the archive refused as cut short."""
+
+    def __init__(self, wbits: int) -> None:
+        self._wbits = wbits
+        self._decoder: Any = zlib.decompressobj(wbits)
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        while data:
+            if self._decoder.eof:  # a member ended: what follows is the next one
+                self._decoder = zlib.decompressobj(self._wbits)
+            yield _decompressed(self._decoder, data)
+            decoder = self._decoder
+            data = decoder.unused_data if decoder.eof else decoder.unconsumed_tail
+
+    def flush(self) -> bytes:
+        return bytes(self._decoder.flush())
 
 
 def _decompressed(decoder: Any, data: bytes) -> bytes:

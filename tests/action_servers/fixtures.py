@@ -198,14 +198,24 @@ def bomb_refusal(path: str, limit: int) -> str:
     return f"its answer is more than {limit} bytes"
 
 
-# Answers, encoded (all valid but one): /encoded/<name> sends one with its Content-Encoding.
+# Answers, encoded, some badly: /encoded/<name> sends one with its Content-Encoding.
 _OK_ANSWER = b'{"events": [], "responses": [{"text": "ok"}]}'
 ENCODED_ANSWERS = {
     "gzip": ("gzip", gzip.compress(_OK_ANSWER)),
     "x-gzip": ("x-gzip", gzip.compress(_OK_ANSWER)),
+    "GZip": ("GZip", gzip.compress(_OK_ANSWER)),  # a coding's name is case-insensitive
     "deflate": ("deflate", zlib.compress(_OK_ANSWER)),  # zlib-wrapped, as the RFC says
     "raw-deflate": ("deflate", zlib.compress(_OK_ANSWER, wbits=-zlib.MAX_WBITS)),  # as IIS sends
     "identity": ("identity", _OK_ANSWER),
+    # gzip members one after the other: one encoding still (RFC 1952 section 2.2).
+    "gzip-members": ("gzip", gzip.compress(_OK_ANSWER[:20]) + gzip.compress(_OK_ANSWER[20:])),
+    "gzip-trailing-garbage": ("gzip", gzip.compress(_OK_ANSWER) + b"<html>"),
+    # 1,100 gzip members, all but one empty: more than anything sends (aiohttp reads 1,024).
+    "gzip-many-members": ("gzip", gzip.compress(b"") * 1100 + gzip.compress(_OK_ANSWER)),
+    # No body, and a Content-Encoding all the same (frameworks keep the header).
+    "empty-gzip": ("gzip", b""),
+    "empty-br": ("br", b""),
+    "empty-layers": ("gzip, gzip", b""),
     "not-gzip": ("gzip", _OK_ANSWER),  # said to be gzip, and not
     "not-deflate": ("deflate", b"\xff" * 8),  # neither zlib's deflate nor raw deflate
 }
@@ -216,9 +226,9 @@ class _Broken(BaseHTTPRequestHandler):
     /idle-close drops a connection idle for 1.2 s when the next request comes,
     /garbage sends HTML, /shape sends the wrong JSON, /entity an event breaking Rasa's
     schema, /raw/<name> one of `RAW_ANSWERS`; /bomb a gzip bomb (/bomb-twice one gzipped
-    twice), /encoded/<name> one of `ENCODED_ANSWERS`, /brotli an encoding never asked for,
-    /endless a body that never ends, /huge 11 MB of JSON, /redirect a 302 elsewhere. A body
-    that is no JSON (a form) is kept as text."""
+    twice), /encoded/<name> one of `ENCODED_ANSWERS` (/trickled/<name> a byte at a time),
+    /brotli an encoding never asked for, /endless a body that never ends, /huge 11 MB of JSON,
+    /redirect a 302 elsewhere. A body that is no JSON (a form) is kept as text."""
 
     server: BrokenActionServer
     protocol_version = "HTTP/1.1"  # chunked answers
@@ -280,6 +290,9 @@ class _Broken(BaseHTTPRequestHandler):
         elif self.path.startswith("/redirect"):  # elsewhere, with a token in the address
             where = "http://elsewhere.example:8080/webhook?token=s3cret-token"
             self._send(302, b"", headers={"Location": where})
+        elif self.path.startswith("/trickled/"):  # sent a byte at a time
+            encoding, body = ENCODED_ANSWERS[self.path[len("/trickled/") :].split("/")[0]]
+            self._trickle(body, encoding)
         elif self.path.startswith("/brotli"):  # not asked for, and not read
             self._send(200, b"\x1b\x2c\x00\xf8", headers={"Content-Encoding": "br"})
         elif self.path.startswith("/huge"):
@@ -306,6 +319,19 @@ class _Broken(BaseHTTPRequestHandler):
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client stopped reading, as it should
+
+    def _trickle(self, body: bytes, encoding: str) -> None:
+        """`body` in chunks of one byte, each written (and read) on its own."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Encoding", encoding)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for byte in body:
+            self.wfile.write(b"1\r\n%c\r\n" % byte)
+            self.wfile.flush()
+            time.sleep(0.002)
+        self.wfile.write(b"0\r\n\r\n")
 
     def _endless(self) -> None:
         """Spaces, as fast as the client reads them, until it hangs up."""

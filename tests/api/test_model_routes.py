@@ -663,6 +663,17 @@ async def test_put_model_names_the_model_server_as_safe_url_shows_it(
         ),
         ({"url": "http://[::1/m"}, "models.url is not a valid URL"),
         ({"url": "http://127.0.0.1:9/m", "headers": {"X-Key": "clé"}}, "must be an ASCII"),
+        # Before, taken: every pull failed, its log line and error quoting the secret.
+        (
+            {"url": "http://127.0.0.1:9/m", "headers": {"X-Key": "s3cret\n"}},
+            "'models.headers': header 'X-Key' holds a line break",
+        ),
+        (
+            {"url": "http://127.0.0.1:9/m", "headers": {"X Key": "s3cret"}},
+            "'models.headers': 'X Key' is no header name",
+        ),
+        # Before, sent as the text "None".
+        ({"url": "http://127.0.0.1:9/m", "headers": {"X-Key": None}}, "'X-Key' has no value"),
     ],
     ids=[
         "timeout-text",
@@ -673,6 +684,9 @@ async def test_put_model_names_the_model_server_as_safe_url_shows_it(
         "wait-negative",
         "url",
         "header-not-ascii",
+        "header-line-break",
+        "header-name",
+        "header-none",
     ],
 )
 async def test_put_model_with_an_unusable_model_server_is_a_400(
@@ -682,6 +696,7 @@ async def test_put_model_with_an_unusable_model_server_is_a_400(
     response = await client.put("/model", json={"model_server": model_server})
     body = check(rasa_spec, response, "/model", "put", 400)
     assert says in body["message"]
+    assert "s3cret" not in response.text
     assert body["details"] == {"parameter": "model_server", "in": "body"}
     assert (await client.get("/status")).json()["model_id"] == before
 

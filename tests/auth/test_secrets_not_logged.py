@@ -184,6 +184,28 @@ def test_a_configured_query_name_is_hidden_in_a_query_only() -> None:
     assert redact("a form: zq7=1234, qp8=5") == "a form: zq7=1234, qp8=5"  # not a query
 
 
+async def test_a_short_endpoint_token_stays_out_of_the_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A token too short to be hidden wherever it appears (`k9` would blank every `k9` in
+    the logs) is hidden where it travels: the value of its `?<token_name>=`. Before, httpx's
+    request line at debug level showed it."""
+    install_log_redaction()
+    caplog.set_level(logging.DEBUG, logger="httpx")
+    endpoints: dict[str, Any] = {"tracker_store": {"type": "in_memory"}}
+    with broken_action_server() as server:
+        url = f"http://127.0.0.1:{server.server_address[1]}/ok"
+        endpoints["action_endpoint"] = {"url": url, "token": "k9", "token_name": "auth"}
+        app = build_app(ServerOptions(endpoints=endpoints))
+        await app.state.processor.action_server.run("action_x", "u1", {}, None)
+        await app.state.processor.action_server.aclose()
+    lines = [r.getMessage() for r in caplog.records if "HTTP Request" in r.getMessage()]
+    assert len(lines) == 1 and "/ok?auth=*** " in lines[0], lines
+    assert "k9" not in caplog.text
+    # Elsewhere the text stays as it is.
+    assert redact("a k9 and auth=k9 and ?authx=1") == "a k9 and auth=k9 and ?authx=1"
+
+
 def test_redact_covers_the_usual_places() -> None:
     assert redact("GET /x?token=abc&y=1") == "GET /x?token=***&y=1"
     assert redact("Authorization: Bearer abc.def") == "Authorization: Bearer ***"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import tracemalloc
+import zlib
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -30,6 +31,7 @@ from server.trackers.events import (
 )
 from server.trackers.tracker import EventVerbosity, Tracker
 from tests.action_servers.fixtures import (  # noqa: F401
+    ENCODED_ANSWERS,
     BrokenActionServer,
     action_servers,
     broken_action_server,
@@ -317,6 +319,26 @@ async def test_the_size_limit_is_configurable(broken_server: BrokenActionServer)
     await client.aclose()
 
 
+@pytest.mark.parametrize("name", ["gzip", "raw-deflate", "gzip-members", "identity"])
+async def test_an_answer_of_exactly_the_size_limit_is_read(
+    broken_server: BrokenActionServer, name: str
+) -> None:
+    """The limit counts the answer decoded, its last byte included, whatever the encoding.
+    Before, an encoded answer's Content-Length was held against it: 45 bytes sent as 60 of
+    gzip were "more than 45"."""
+    size = len(zlib.decompress(ENCODED_ANSWERS["gzip"][1], wbits=31))
+    for path in (f"/encoded/{name}", f"/trickled/{name}"):
+        exact = ActionServerClient({"url": _url(broken_server, path), "max_response_bytes": size})
+        assert (await exact.run("action_x", "u1", {}, None))["responses"] == [{"text": "ok"}]
+        await exact.aclose()
+        under = ActionServerClient(
+            {"url": _url(broken_server, path), "max_response_bytes": size - 1}
+        )
+        with pytest.raises(ActionError, match=f"its answer is .*more than {size - 1}"):
+            await under.run("action_x", "u1", {}, None)
+        await under.aclose()
+
+
 @pytest.mark.parametrize("path", ["/bomb", "/bomb-twice"])
 async def test_an_answer_is_never_inflated_past_the_size_limit(
     broken_server: BrokenActionServer, path: str
@@ -348,13 +370,19 @@ async def test_an_answer_is_never_inflated_past_the_size_limit(
         ("/brotli", "its answer is encoded 'br': botserver reads one gzip or deflate"),
         ("/encoded/not-gzip", r"its answer, said to be gzip, is not \(Error -3 while"),
         ("/encoded/not-deflate", r"its answer, said to be deflate, is not \(Error -3 while"),
+        # Before, what followed the gzip was dropped unread, as though the answer ended there.
+        (
+            "/encoded/gzip-trailing-garbage",
+            r"its answer, said to be gzip, goes on after its end with bytes that are not gzip",
+        ),
+        ("/encoded/gzip-many-members", "its answer is more than 1024 gzip members one after"),
     ],
 )
 async def test_an_encoding_botserver_does_not_read_is_an_action_error(
     broken_server: BrokenActionServer, path: str, message: str
 ) -> None:
-    """Rasa's aiohttp reads neither either; before, the brotli bytes were read as the answer
-    ("not JSON")."""
+    """Rasa's aiohttp reads no layers either (and br only once Brotli is installed); before,
+    the brotli bytes were read as the answer ("not JSON")."""
     client = ActionServerClient({"url": _url(broken_server, path)})
     with pytest.raises(ActionError, match=message):
         await client.run("action_x", "u1", {}, None)
@@ -374,9 +402,21 @@ async def test_only_the_encodings_read_are_asked_for(
     assert broken_server.headers[-1]["Accept-Encoding"] == "gzip, deflate"
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "deflate", "raw-deflate", "identity"])
-async def test_an_encoded_answer_is_read(broken_server: BrokenActionServer, encoding: str) -> None:
-    client = ActionServerClient({"url": _url(broken_server, f"/encoded/{encoding}")})
+@pytest.mark.parametrize(
+    "path",
+    [
+        *(f"/encoded/{name}" for name in ("gzip", "x-gzip", "GZip", "deflate", "raw-deflate")),
+        "/encoded/identity",
+        # gzip members one after the other, one encoding (RFC 1952): before, the first only
+        # was read ("not JSON").
+        "/encoded/gzip-members",
+        # A byte at a time: before, raw deflate was taken for zlib's at its first byte, then
+        # refused at its second.
+        *(f"/trickled/{name}" for name in ("gzip", "deflate", "raw-deflate", "gzip-members")),
+    ],
+)
+async def test_an_encoded_answer_is_read(broken_server: BrokenActionServer, path: str) -> None:
+    client = ActionServerClient({"url": _url(broken_server, path)})
     assert await client.run("action_x", "u1", {}, None) == {
         "events": [],
         "responses": [{"text": "ok"}],
@@ -541,7 +581,7 @@ async def test_header_values_are_sent_as_rasa_sends_them(
     outside ASCII raised a UnicodeEncodeError out of the turn (no answer, the message lost).
     Now the space goes (it is no part of a header's value, RFC 9110 section 5.5) and the
     value is sent in UTF-8, as Rasa's aiohttp sends it."""
-    headers = {"X-Api-Key": " s3cret\t", "X-Team": "Café", "X-Count": 3}
+    headers = {"X-Api-Key": " s3cret\t", "X-Team": "Café", "X-Count": 3, "X-Auth": "Bearer a\tb c"}
     client = ActionServerClient({"url": _url(broken_server, "/ok"), "headers": headers})
     assert (await client.run("action_x", "u1", {}, None))["responses"] == [{"text": "ok"}]
     await client.aclose()
@@ -549,6 +589,7 @@ async def test_header_values_are_sent_as_rasa_sends_them(
     assert got["X-Api-Key"] == "s3cret"
     assert got["X-Team"].encode("latin-1").decode("utf-8") == "Café"
     assert got["X-Count"] == "3"
+    assert got["X-Auth"] == "Bearer a\tb c"  # spaces and tabs inside a value are kept
 
 
 @pytest.mark.parametrize(

@@ -158,6 +158,16 @@ async def test_failures_are_action_errors(
     await client.aclose()
 
 
+@pytest.mark.parametrize("name", ["empty-gzip", "empty-br", "empty-layers"])
+async def test_an_empty_answer_with_a_content_encoding_is_no_message(name: str) -> None:
+    """No body holds no encoding to refuse: before, one said to be `br` (or `gzip, gzip`)
+    failed the response ("its answer is encoded 'br'")."""
+    with broken_action_server() as server:
+        client = NLGClient({"url": f"http://127.0.0.1:{server.server_address[1]}/encoded/{name}"})
+        assert await client.generate("utter_nothing", {"sender_id": "u"}, "rest") is None
+        await client.aclose()
+
+
 async def test_a_server_that_is_down_is_an_action_error() -> None:
     client = NLGClient({"url": f"http://127.0.0.1:{free_port()}/nlg"})
     with pytest.raises(ActionError, match="cannot reach the NLG server"):

@@ -102,6 +102,11 @@ class ModelServer:
                         self.wfile.write(body)
                         self.wfile.flush()
                         time.sleep(3)
+                    if mode == "split":  # the first byte read on its own
+                        self.wfile.write(body[:1])
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                        body = body[1:]
                     if mode == "drip":  # a byte every 0.1 s: no single read ever times out
                         for index in range(len(body)):
                             self.wfile.write(body[index : index + 1])
@@ -344,15 +349,56 @@ async def test_a_body_encoded_in_layers_is_refused_unread(
     assert holder.info is None
 
 
+@pytest.mark.parametrize("wrapped", [True, False])
+@pytest.mark.parametrize("mode", ["serve", "split"])
 async def test_an_archive_served_deflate_encoded_loads(
-    model_server, holder, client, archive_factory
+    model_server, holder, client, archive_factory, wrapped, mode
 ):
+    """Deflate with zlib's wrapper or without (raw, as IIS sends it), told apart by the first
+    byte: before, by the first bytes read, and raw deflate whose first byte came alone was
+    taken for zlib's, then refused."""
     model_server.behaviour.content_encoding = "deflate"
-    model_server.behaviour.body = zlib.compress(archive_factory("one").read_bytes())
+    model_server.behaviour.mode = mode
+    archive = archive_factory("one").read_bytes()
+    model_server.behaviour.body = zlib.compress(archive, wbits=15 if wrapped else -15)
     poller = ModelServerPoller(
         holder, ModelServerConfig.from_endpoint({"url": model_server.url}), client
     )
     assert await poller.pull_once() is True, poller.last_error
+
+
+async def test_a_header_is_sent_without_the_spaces_around_its_value(
+    model_server, holder, client, archive_factory
+):
+    """As the action server's: before, ' s3cret ' failed every pull, and its log line quoted
+    the value (`Illegal header value b' s3cret '`)."""
+    model_server.behaviour.body = archive_factory("one").read_bytes()
+    config = {"url": model_server.url, "headers": {"X-Api-Key": " s3cret\t"}}
+    poller = ModelServerPoller(holder, ModelServerConfig.from_endpoint(config), client)
+    assert await poller.pull_once() is True, poller.last_error
+    assert model_server.behaviour.requests[-1]["headers"]["X-Api-Key"] == "s3cret"
+
+
+async def test_only_the_encodings_read_are_asked_for(
+    model_server, holder, archive_factory, monkeypatch
+):
+    """httpx asks for br and zstd too once `brotli` or `zstandard` is installed, which a
+    CDN may then send; a pull reads the body as sent unless gzip or deflate (before, httpx
+    undid br itself), and a br-encoded archive was refused as no archive."""
+    monkeypatch.setattr("httpx._client.ACCEPT_ENCODING", "gzip, deflate, br, zstd")
+    model_server.behaviour.body = archive_factory("one").read_bytes()
+    async with httpx.AsyncClient() as own:
+        poller = ModelServerPoller(
+            holder, ModelServerConfig.from_endpoint({"url": model_server.url}), own
+        )
+        assert await poller.pull_once() is True, poller.last_error
+    assert model_server.behaviour.requests[-1]["headers"]["Accept-Encoding"] == "gzip, deflate"
+    # One the user sets is sent as set.
+    config = {"url": model_server.url, "headers": {"accept-encoding": "identity"}}
+    async with httpx.AsyncClient() as own:
+        await ModelServerPoller(holder, ModelServerConfig.from_endpoint(config), own).pull_once()
+    sent = {k.lower(): v for k, v in model_server.behaviour.requests[-1]["headers"].items()}
+    assert sent["accept-encoding"] == "identity"
 
 
 async def test_an_archive_served_with_its_gzip_as_content_encoding_loads(
@@ -363,6 +409,21 @@ async def test_an_archive_served_with_its_gzip_as_content_encoding_loads(
     archive ... check models.url" (Rasa fails on it too)."""
     model_server.behaviour.mode = "gzip-encoded"
     model_server.behaviour.body = archive_factory("one").read_bytes()  # sent as it is
+    poller = ModelServerPoller(
+        holder, ModelServerConfig.from_endpoint({"url": model_server.url}), client
+    )
+    assert await poller.pull_once() is True, poller.last_error
+
+
+async def test_an_archive_gzip_encoded_in_members_one_after_the_other_loads(
+    model_server, holder, client, archive_factory
+):
+    """One gzip encoding may hold members one after the other (RFC 1952 section 2.2):
+    before, the first only was read, and the archive was refused as cut short."""
+    archive = archive_factory("one").read_bytes()
+    half = len(archive) // 2
+    model_server.behaviour.mode = "gzip-encoded"
+    model_server.behaviour.body = gzip.compress(archive[:half]) + gzip.compress(archive[half:])
     poller = ModelServerPoller(
         holder, ModelServerConfig.from_endpoint({"url": model_server.url}), client
     )

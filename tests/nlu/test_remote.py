@@ -42,6 +42,23 @@ def test_an_encoded_answer_is_read_and_only_what_is_read_is_asked_for(
     assert broken_server.headers[-1]["Accept-Encoding"] == "gzip, deflate"
 
 
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        # Read whole (as JSON, only not a parse result's): before, the first member only.
+        ("/encoded/gzip-members", "no parse result (no 'intent' object)"),
+        ("/trickled/raw-deflate", "no parse result (no 'intent' object)"),
+        ("/encoded/gzip-trailing-garbage", "goes on after its end with bytes that are not gzip"),
+    ],
+)
+def test_gzip_members_and_raw_deflate_are_read_as_the_action_server_reads_them(
+    broken_server: BrokenActionServer, caplog: pytest.LogCaptureFixture, path: str, logged: str
+) -> None:
+    caplog.set_level(logging.ERROR)
+    RemoteNLU({"url": _url(broken_server, path)}).parse("hello")
+    assert logged in caplog.text
+
+
 @pytest.mark.parametrize("value", [0, -1, "10", True, 1.5])
 def test_a_size_limit_that_is_no_positive_number_stops_the_start(value: object) -> None:
     with pytest.raises(InvalidConfig, match="'max_response_bytes' must be a positive number"):
