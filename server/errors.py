@@ -186,8 +186,8 @@ class MessageTooLong(BotServerError):
 
 
 class ResponseTooLarge(BotServerError):
-    """An outbound HTTP endpoint (action server, NLG server, callback) answered with a body
-    larger than `max_response_bytes`, counted after decompression."""
+    """An outbound HTTP endpoint (action, NLG or NLU server, callback, Duckling) answered with
+    a body larger than `max_response_bytes`, counted after decompression."""
 
 
 class Refused(BotServerError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -81,6 +82,20 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def check_int_digits(digits: str, what: str) -> None:
+    """ValueError when Python reads no integer of that many decimal `digits`, in a client's
+    terms: its own error says to call `sys.set_int_max_str_digits()`, which tells a client
+    nothing. `what` names the integer in the message."""
+    limit = sys.get_int_max_str_digits()
+    if limit and len(digits) > limit:
+        raise ValueError(f"{what} has {len(digits):,} digits; at most {limit:,} are read")
+
+
+def _bounded_int(text: str) -> int:
+    check_int_digits(text.lstrip("-"), f"the integer {text[:40]}...")
+    return int(text)
+
+
 def loads_exact(data: str | bytes, *, constants: bool = False) -> Any:
     """JSON `data` as Python values, integers of any size exact. NaN and Infinity are refused
     unless `constants` (for text we wrote ourselves, which older versions may hold). Raises
@@ -94,7 +109,9 @@ def loads_exact(data: str | bytes, *, constants: bool = False) -> Any:
             pass  # the stdlib gives the error (or reads what orjson refuses, e.g. deep nesting)
     if constants:
         return json.loads(data)
-    return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    return json.loads(
+        data, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int
+    )
 
 
 def _has_long_digit_run(raw: bytes) -> bool:

@@ -5,6 +5,7 @@ logged by the first worker that claims it. Below every layer: models and brokers
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,10 +40,14 @@ def first_to_claim(name: str) -> bool:
 
 def mark_stopped() -> bool:
     """In a worker of `--workers N`, records that it has closed its channels, event broker
-    and stores: the parent says so once, when all have (`stopped_workers`). False in a server
-    of one process, which says it itself."""
+    and stores: the parent says so once, when all have (`stopped_workers`). False where the
+    process says it itself: a server of one process, or a worker whose parent is gone (a
+    SIGKILL, the OOM killer: nobody would say it)."""
     shared = workers_dir()
     if shared is None:
+        return False
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():
         return False
     try:
         (shared / f"stopped-{os.getpid()}").touch()

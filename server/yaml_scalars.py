@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from server.json_values import check_int_digits
+
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
@@ -56,7 +58,10 @@ def construct_int_1_2(loader: yaml.constructor.SafeConstructor, node: yaml.Scala
     sign = -1 if text.startswith("-") else 1
     digits = text.lstrip("+-")
     base = _INT_BASES.get(digits[:2])
-    return sign * (int(digits[2:], base) if base else int(digits, 10))
+    if base:
+        return sign * int(digits[2:], base)
+    check_int_digits(digits, "it")  # octal, hex and binary have no such limit
+    return sign * int(digits, 10)
 
 
 def _dump_resolvers() -> dict[Any, list[tuple[str, re.Pattern[str]]]]:

@@ -102,3 +102,16 @@ def test_the_shortest_document_nested_too_deep_is_refused() -> None:
     with pytest.raises(TooDeep):
         loads_untrusted(b'{"a":' * (MAX_DEPTH + 1) + b"1" + b"}" * (MAX_DEPTH + 1))
     assert loads_untrusted(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH) is not None
+
+
+def test_an_integer_too_long_to_read_is_refused_in_the_clients_terms() -> None:
+    """Python reads no integer of more than 4,300 digits. Before, the error a client got
+    said to call `sys.set_int_max_str_digits()` (found by probing the API)."""
+    body = b'{"timestamp": ' + b"1" * 5000 + b"}"
+    with pytest.raises(ValueError) as raised:
+        loads_untrusted(body)
+    assert str(raised.value) == (
+        "the integer 1111111111111111111111111111111111111111... has 5,000 digits; "
+        "at most 4,300 are read"
+    )
+    assert loads_untrusted(b"[" + b"9" * 4300 + b"]") == [int("9" * 4300)]

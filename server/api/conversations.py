@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -134,8 +135,47 @@ def _required_name(body: dict[str, Any], what: str) -> str:
     return name
 
 
-async def _checked_id(conversation_id: str) -> None:
+def _prediction_of(body: dict[str, Any]) -> tuple[str | None, float | None]:
+    """`execute`'s `policy` and `confidence`, which the action's event records: a 400 for
+    what it cannot hold (Rasa stores any value, and every later tracker breaks its schema;
+    a confidence beyond a double was our 500)."""
+    policy = body.get("policy")
+    if policy is not None and not isinstance(policy, str):
+        raise bad_request("'policy' must be the name of a policy.", "policy", "body")
+    confidence = body.get("confidence")
+    if confidence is None:
+        return policy, None
+    try:
+        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
+            raise TypeError
+        number = float(confidence)
+    except (TypeError, OverflowError):
+        raise bad_request("'confidence' must be a number.", "confidence", "body") from None
+    return policy, number
+
+
+async def _checked_id(conversation_id: str, request: Request) -> None:
     _check_conversation_id(conversation_id)
+    if "\ufffd" in conversation_id and not _sent_as_utf8(request.scope.get("raw_path")):
+        # The server decoded bytes that are no UTF-8 (`%FF`) to U+FFFD: `%FF` and `%FE`
+        # would be one conversation, named neither way.
+        raise bad_request(
+            "The conversation id is not UTF-8 text once its %-escapes are decoded.",
+            "conversation_id",
+            "path",
+        )
+
+
+def _sent_as_utf8(raw_path: bytes | None) -> bool:
+    """Whether the request's path, %-escapes decoded, is UTF-8 (the conversation id is its
+    only part that varies); True when the server gave no raw path."""
+    if raw_path is None:
+        return True
+    try:
+        unquote_to_bytes(raw_path.split(b"?", 1)[0]).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def conversations_router() -> APIRouter:
@@ -291,20 +331,17 @@ def conversations_router() -> APIRouter:
             if not model.domain.is_known_action(name):
                 message = f"The action '{name}' does not exist in the domain."
                 raise ApiError(404, "NotFound", message)
+            policy, confidence = _prediction_of(body)
         except ApiError:
             await _ensure_exists(agent, conversation_id)  # an unknown conversation's 404 first
             raise
-        policy = body.get("policy")
-        confidence = body.get("confidence")
         try:
             # The one load, under the conversation's lock, tells an unknown conversation.
             tracker, messages = await agent.execute_action(
                 conversation_id,
                 name,
-                policy=policy if isinstance(policy, str) else None,
-                confidence=float(confidence)
-                if isinstance(confidence, (int, float)) and not isinstance(confidence, bool)
-                else None,
+                policy=policy,
+                confidence=confidence,
                 output_channel=output_channel,
                 create=False,
             )

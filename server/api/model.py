@@ -37,6 +37,7 @@ from server.api.request_body import (
     parse_json_off_loop,
     read_json_body,
     read_json_object,
+    refuse_compressed,
 )
 from server.api.schemas import (
     EVENT_LIST,
@@ -52,7 +53,7 @@ from server.api.schemas import (
 )
 from server.api.services import Services, services_of
 from server.api.tracker_response import around_prediction, freed_after_sending, tracker_response
-from server.auth import redact, redact_also, require_auth
+from server.auth import keep_endpoint_secrets_out_of_logs, redact, require_auth
 from server.dialogue.messages import MAX_TEXT_CHARS
 from server.dialogue.processor import DialogueModel
 from server.dialogue.story_export import annotate_entities
@@ -124,9 +125,11 @@ def _yaml_document(raw: bytes, what: str, part: str | None = None) -> Any:
     details = {"in": "body"} if part is None else {"parameter": part, "in": "body"}
     try:
         return load_plain_yaml(raw.decode("utf-8"))
-    except InvalidProjectFile as exc:  # a key given twice
-        raise ApiError(400, "BadRequest", f"{where}:{exc.line}: {exc.reason}", details) from None
+    except InvalidProjectFile as exc:  # a key given twice, too deep, too many aliases
+        at = f"{where}:{exc.line}" if exc.line is not None else where
+        raise ApiError(400, "BadRequest", f"{at}: {exc.reason}", details) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        refuse_compressed(raw)
         raise ApiError(
             400,
             "BadRequest",
@@ -581,14 +584,6 @@ def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict
     }
 
 
-def keep_token_out_of_logs(model_server: dict[str, Any] | None) -> None:
-    """The model server's token travels as `?<token_name>=`, which the log redaction
-    recognises only under usual names; have it redact the value itself."""
-    token = (model_server or {}).get("token")
-    if token:
-        redact_also(str(token))
-
-
 async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
     """Load the model a PUT /model body names (ApiError 400 when it cannot)."""
     model_file = body.get("model_file")
@@ -623,7 +618,7 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
     source = services.source
     server_config = services.models_endpoint or model_server
     if server_config:
-        keep_token_out_of_logs(server_config)
+        keep_endpoint_secrets_out_of_logs(server_config)
         url = server_config.get("url")
         if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
             raise bad_request(
@@ -843,7 +838,19 @@ def model_router() -> APIRouter:
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No NLU test data given in the request body.")
         folds = int_arg("cross_validation_folds", cross_validation_folds)
-        is_yaml = _content_type(request) in _YAML_TYPES
+        content_type = _content_type(request)
+        is_yaml = content_type in _YAML_TYPES
+        body_json: Any = None
+        json_error: ApiError | None = None
+        if not is_yaml and content_type != "application/json":
+            # Unlabelled (`curl --data-binary @nlu.yml` sends a form's type): JSON when it
+            # reads as JSON, else YAML, which /model/train reads whatever the type says.
+            try:
+                body_json = await parse_json_off_loop(raw)
+            except ApiError as exc:
+                is_yaml = True
+                if raw.lstrip()[:1] in (b"{", b"["):
+                    json_error = exc  # JSON with a mistake, unless it is YAML's NLU data
         if folds is not None and not is_yaml:
             raise ApiError(
                 400,
@@ -860,16 +867,25 @@ def model_router() -> APIRouter:
         if is_yaml:
             from server.training.nlu_yaml import read_nlu_yaml
 
-            parsed = await asyncio.to_thread(_yaml_document, raw, "NLU data")
+            try:
+                parsed = await asyncio.to_thread(_yaml_document, raw, "NLU data")
+            except ApiError:
+                if json_error is None:
+                    raise
+                raise json_error from None
             if not isinstance(parsed, dict) or "nlu" not in parsed:
-                raise bad_request("The YAML body needs an 'nlu' section.", "nlu", "body")
+                raise json_error or bad_request(
+                    "The YAML body needs an 'nlu' section.", "nlu", "body"
+                )
             document = parsed
             try:
                 data = await asyncio.to_thread(read_nlu_yaml, raw.decode("utf-8"), "request body")
             except InvalidProjectFile as exc:
                 raise ApiError(400, "BadRequest", str(exc), {"in": "body"}) from None
         else:
-            data = await asyncio.to_thread(lambda: _nlu_data_from_json(parse_json(raw)))
+            data = await asyncio.to_thread(
+                lambda: _nlu_data_from_json(parse_json(raw) if body_json is None else body_json)
+            )
         if not data.examples:
             raise bad_request("The NLU data has no examples.", "nlu", "body")
         if len(set(e.base_intent for e in data.examples)) < 2 and folds is not None:

@@ -4,9 +4,9 @@ the pass that makes the generated document say what the server really answers.
 Routes read their request bodies and build their responses themselves, so they document
 them with `json_request(...)` / `json_response(...)` / `error_responses(...)` (pure
 documentation, no run-time validation). FastAPI's generated 422 `HTTPValidationError`
-becomes Rasa's 400; 401/403 go on protected routes; 413, 500 and 503 (body limit, any
-unexpected failure, response timeout) go everywhere they can happen; query parameters get
-their real types.
+becomes Rasa's 400; 401/403 go on protected routes; 413, 415, 500 and 503 (body limit, a
+compressed body, any unexpected failure, response timeout) go everywhere they can happen;
+query parameters get their real types.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ _STATUS_DESCRIPTIONS = {
     406: "The Accept header asks for a format this route cannot produce.",
     409: "No model is loaded.",
     413: "The request body is larger than the server's limit.",
+    415: "The request body is gzip-compressed: no Content-Encoding is decoded, no archive read.",
     500: "An unexpected failure; the server log has the details.",
     503: "The answer took longer than the response timeout.",
     507: "The server has no disk space left for the model; the current one keeps serving.",
@@ -163,7 +164,7 @@ def rewrite_error_responses(document: dict[str, Any]) -> dict[str, Any]:
             if operation.get("security"):
                 extra += [401, 403]
             if "requestBody" in operation:
-                extra.append(413)
+                extra += [413, 415]
             for status in extra:
                 responses.setdefault(str(status), error_response(status))
             operation["responses"] = dict(sorted(responses.items()))

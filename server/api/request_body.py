@@ -18,13 +18,32 @@ from server.json_values import OFF_LOOP_JSON_BYTES, TooDeep, loads_untrusted
 M = TypeVar("M", bound=BaseModel)
 
 
+# For a `Content-Encoding: gzip` and for a .tar.gz sent as the body alike: the body cannot
+# tell which (a model archive uploaded to PUT /model needs no "send it uncompressed").
+COMPRESSED_MESSAGE = (
+    "The request body is gzip-compressed: no route decodes a Content-Encoding or reads an "
+    "archive. Send the JSON or YAML itself, uncompressed; a model archive is loaded with "
+    "PUT /model naming its path on the server ('model_file') or its URL ('model_server')."
+)
+
+
+def refuse_compressed(raw: bytes) -> None:
+    """ApiError 415 when `raw` is gzip-compressed (its first two bytes), which no route
+    decodes, nor does Rasa; for a body that did not read, so that the client hears why
+    rather than which byte did not decode."""
+    if raw.startswith(b"\x1f\x8b"):
+        raise ApiError(415, "UnsupportedMediaType", COMPRESSED_MESSAGE)
+
+
 def parse_json(raw: bytes) -> Any:
-    """Parse `raw` as JSON or raise ApiError 400 (never a 500, never FastAPI's 422)."""
+    """Parse `raw` as JSON or raise ApiError 400 (never a 500, never FastAPI's 422); 415 for
+    a compressed body."""
     try:
         return loads_untrusted(raw)
     except TooDeep:
         raise ApiError(400, "BadRequest", "The JSON body is nested too deeply.") from None
     except ValueError as exc:  # UnicodeDecodeError included
+        refuse_compressed(raw)
         raise ApiError(
             400,
             "BadRequest",

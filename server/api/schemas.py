@@ -358,7 +358,7 @@ class StoriesEvaluationResult(_Open):
 class ActionRequest(_Open):
     """The action to run, and optionally the policy and confidence to record with it."""
 
-    name: str = Field(description="An action of the domain.")
+    name: str = Field(min_length=1, description="An action of the domain.")
     policy: str | None = _may_be_absent("Recorded as the predicting policy.")
     confidence: float | None = _may_be_absent("Recorded as the prediction's confidence.")
 
@@ -366,7 +366,7 @@ class ActionRequest(_Open):
 class IntentTriggerRequest(_Open):
     """An intent to inject as if the user had sent it, with optional entities."""
 
-    name: str = Field(description="An intent of the domain.")
+    name: str = Field(min_length=1, description="An intent of the domain.")
     entities: dict[str, Any] | list[dict[str, Any]] | None = _may_be_absent(
         "Entity values by entity name, or a list of entities."
     )

@@ -23,12 +23,12 @@ from server.api.app import create_app, prepare_routes
 from server.api.conversations import conversations_router
 from server.api.domain import domain_router
 from server.api.middleware import DEFAULT_MAX_BODY_BYTES, DEFAULT_RESPONSE_TIMEOUT_SECONDS
-from server.api.model import keep_token_out_of_logs, model_router
+from server.api.model import model_router
 from server.api.services import APP_STATE_KEY, Services
 from server.api.settings import ApiSettings
 from server.api.status import info_router, status_router
 from server.api.worker_files import first_to_claim
-from server.auth import AuthConfig
+from server.auth import AuthConfig, keep_endpoint_secrets_out_of_logs
 from server.brokers.factory import create_event_broker
 from server.channels import InputChannel, load_channels
 from server.dialogue.agent import Agent, OutputFactory
@@ -214,7 +214,11 @@ def build_app(options: ServerOptions) -> FastAPI:
         models_endpoint=endpoints.get("models") or None,
     )
 
-    keep_token_out_of_logs(services.models_endpoint)
+    for endpoint in (
+        services.models_endpoint,
+        *(endpoints.get(k) for k in ("action_endpoint", "nlg", "nlu")),
+    ):
+        keep_endpoint_secrets_out_of_logs(endpoint)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

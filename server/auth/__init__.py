@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from server.auth.log_redaction import (
         RedactSecretsFilter,
         install_log_redaction,
+        keep_endpoint_secrets_out_of_logs,
         redact,
         redact_also,
     )
@@ -26,6 +27,7 @@ _MODULES = {
     "Principal": "server.auth.roles",
     "RedactSecretsFilter": "server.auth.log_redaction",
     "install_log_redaction": "server.auth.log_redaction",
+    "keep_endpoint_secrets_out_of_logs": "server.auth.log_redaction",
     "may_access": "server.auth.roles",
     "redact": "server.auth.log_redaction",
     "redact_also": "server.auth.log_redaction",
@@ -38,6 +40,7 @@ __all__ = [
     "Principal",
     "RedactSecretsFilter",
     "install_log_redaction",
+    "keep_endpoint_secrets_out_of_logs",
     "may_access",
     "redact",
     "redact_also",

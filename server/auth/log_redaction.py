@@ -1,6 +1,7 @@
-"""A logging filter that keeps secrets out of logs: `token=` and `key=` query values,
-secret-named keys (token, password, secret, api-key, authorization...), Bearer/Basic
-credentials, JWTs, URL passwords and secrets registered with `redact_also` become `***`.
+"""A logging filter that keeps secrets out of logs: `token=` and `key=` query values (and
+those of a configured endpoint's query names), secret-named keys (token, password, secret,
+api-key, authorization...), Bearer/Basic credentials, JWTs, URL passwords and secrets
+registered with `redact_also` become `***`.
 For text we do not compose; an address our code shows goes through `safe_url` instead.
 """
 
@@ -10,6 +11,7 @@ import logging
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 REDACTED = "***"
 
@@ -86,15 +88,17 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
     # Secret-named keys in dumped config or dicts: "token": "x", 'password': 'y', secret=z,
     # AWS_SECRET_ACCESS_KEY=..., a service account's "private_key": "...". After a colon, an
     # unquoted value runs on over the words that follow on its line (`password: my secret
-    # phrase`), up to a comma, a quote or a word holding a key's `:` or `=`; after `=` it
+    # phrase`), up to a comma, a quote or a word holding a key's `:` or `=`, and so after an
+    # `=` between spaces (an INI file's `password = my secret phrase`); after a bare `=` it
     # is one word (`password=x user=y`). Each word is read once (possessive: no backtracking).
     (
         re.compile(
             # From the name's secret word: the words before it (`my_token`) are kept as they
             # are, and reading them from each word's start cost a long line its square.
-            r"""((?:token|password|passwd|secret(?:[-_]access[-_]key)?|(?:api|private)[-_]?key)"""
-            r"""["']?\s*(?:(:)|=)\s*)"""
-            r"""(?:"[^"]*"|'[^']*'|[^\s,&}]++"""
+            r"""((?:token|password|passwd|secret(?:[-_]?(?:access[-_]?)?key)?"""
+            r"""|(?:api|private)[-_]?key)["']?(?:(\s*:|\s+=)|=)\s*)"""
+            # A quoted value to its closing quote, over the quotes escaped inside (JSON's \").
+            r"""(?:"(?:[^"\\]|\\.)*+"|'(?:[^'\\]|\\.)*+'|[^\s,&}]++"""
             r"""(?(2)(?:[ \t]++[^\s,&}:="']++(?=[\s,&}"']|\Z))*+))""",
             re.IGNORECASE,
         ),
@@ -104,8 +108,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
     (re.compile(r"\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/=]+", re.IGNORECASE), r"\1\2"),
     # A URL's query or fragment holding an '@' (`_hide_queries_with_at`).
     (None, _hide_queries_with_at),
-    # Passwords in URLs: scheme://user:password@host.
-    (re.compile(rf"({_SCHEME}[^:/@\s]*:)[^@/\s]+(?=@)"), r"\1"),
+    # Passwords in URLs: scheme://user:password@host, to the last '@' before the path (an
+    # '@' not percent-encoded is the password's: redis-py and yarl read it so).
+    (re.compile(rf"({_SCHEME}[^:/@\s]*:)(?:[^@/\s]|@(?=[^@/\s]*+@))++(?=@)"), r"\1"),
     # Anything that looks like a JWT, even without its scheme. Tried from the first `eyJ` of
     # a run of base64url only: when that one is no JWT, no later one before the run's '.' is
     # (each tried, to the '.', cost a long line its square).
@@ -134,6 +139,48 @@ def redact_also(secret: str | None) -> None:
         _literals.add(secret)
 
 
+# The query names of configured endpoints (`?auth=`, `params:`, `token_name`), lower case:
+# their values are hidden in any URL's query, whatever their length.
+_query_names: set[str] = set()
+# A query's `name=value`: each name read from a `?`, `&` or `;` up to the next, once.
+_QUERY_PAIR = re.compile(r"([?&;])([^=&;?#\s\"']+)=([^&\s\"';#)]*)")
+
+
+def keep_endpoint_secrets_out_of_logs(config: dict[str, Any] | None) -> None:
+    """Hides an endpoint's secrets (endpoints.yml, credentials.yml, a PUT /model body) in the
+    log lines of others (httpx's request line at `-vv`): its `token`, which travels as
+    `?<token_name>=` under a name of the user's choosing, and the value of each name of its
+    `url:` query and `params:` (`?auth=...`), the query `safe_url` leaves out of ours."""
+    if not isinstance(config, dict):
+        return
+    token = config.get("token")
+    if token:
+        redact_also(str(token))
+        _query_names.add(str(config.get("token_name") or "token").lower())
+    url = config.get("url")
+    if isinstance(url, str):
+        try:
+            query = urlsplit(url).query
+        except ValueError:  # no URL: refused where it is used
+            query = ""
+        _query_names.update(name.lower() for name, _ in parse_qsl(query, True))
+    params = config.get("params")
+    if isinstance(params, dict):
+        _query_names.update(str(name).lower() for name in params)
+
+
+def _hide_configured_query_values(text: str) -> str:
+    if not _query_names or "=" not in text:
+        return text
+
+    def hidden(pair: re.Match[str]) -> str:
+        if unquote_plus(pair[2]).lower() not in _query_names:
+            return pair[0]
+        return f"{pair[1]}{pair[2]}={REDACTED}"
+
+    return _QUERY_PAIR.sub(hidden, text)
+
+
 def redact(text: str) -> str:
     """`text` with every secret-looking value replaced by `***`."""
     for literal in _literals:
@@ -144,7 +191,8 @@ def redact(text: str) -> str:
             text = keep(text)
         else:
             text = pattern.sub(keep + REDACTED, text)
-    return text
+    # Last: a value hidden whole would hide a key the patterns know (`?a=password: x y`).
+    return _hide_configured_query_values(text)
 
 
 def _redact_value(value: Any) -> Any:
@@ -164,12 +212,23 @@ class RedactSecretsFilter(logging.Filter):
     """Rewrites a record's message and arguments in place; never drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple):
+            args = tuple(_redact_value(a) for a in args)
+        elif isinstance(args, dict):
+            args = {k: _redact_value(v) for k, v in args.items()}
         if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(_redact_value(a) for a in record.args)
-        elif isinstance(record.args, dict):
-            record.args = {k: _redact_value(v) for k, v in record.args.items()}
+            msg = redact(record.msg)
+            if msg != record.msg and args:
+                # A secret's key in the format, its value an argument (`"token: %s", t`):
+                # the format alone redacted loses its placeholder, and logging's report of
+                # the failed formatting printed the arguments as they were. Formatted first.
+                try:
+                    msg, args = redact(record.msg % args), None
+                except Exception:  # a record that cannot format: logging reports it, as ever
+                    pass
+            record.msg = msg
+        record.args = args
         return True
 
 

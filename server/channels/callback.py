@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from server import setting_values as settings
+from server.auth.log_redaction import keep_endpoint_secrets_out_of_logs
 from server.channels.channel import InputChannel, OnNewMessage, health_router, log_failed_turn
 from server.channels.rest import message_from_rest_body, read_json_object
 from server.dialogue.http_endpoint import HttpEndpoint
@@ -164,10 +165,14 @@ class CallbackOutput:
             return
         if answer.status_code >= 300:
             # A redirect is not followed (it could lead anywhere): the message is lost too.
+            redirect = answer.redirect
             logger.error(
-                "callback: %s answered HTTP %s to a bot message, which was not delivered",
+                "callback: %s answered HTTP %s to a bot message, %s",
                 self.endpoint.safe_url,
                 answer.status_code,
+                f"{redirect}: the message was not delivered"
+                if redirect
+                else "which was not delivered",
             )
 
 
@@ -192,7 +197,9 @@ class CallbackInput(InputChannel):
         if cafile is not None and not Path(cafile).is_file():
             # Found out at the first reply otherwise, and every reply would fail.
             raise InvalidConfig(f"'cafile' {cafile}: no such file")
-        return cls(HttpEndpoint.from_config(credentials))
+        endpoint = HttpEndpoint.from_config(credentials)
+        keep_endpoint_secrets_out_of_logs(credentials)
+        return cls(endpoint)
 
     def router(self, on_new_message: OnNewMessage) -> APIRouter:
         router = health_router(self.url_prefix())

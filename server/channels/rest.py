@@ -19,6 +19,7 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from server.api.query import bool_arg
+from server.api.request_body import refuse_compressed
 from server.channels.channel import InputChannel, OnNewMessage, health_router, log_failed_turn
 from server.dialogue.messages import (
     MAX_TEXT_CHARS,
@@ -225,6 +226,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
         # answer about the conversation (and every action server call) failed to encode it.
         parsed = loads_untrusted(body)
     except ValueError:  # UnicodeDecodeError and nesting too deep included
+        refuse_compressed(body)
         raise HTTPException(400, "The request body is not valid JSON.") from None
     if not isinstance(parsed, dict):
         raise HTTPException(400, "The request body must be a JSON object.")

@@ -90,11 +90,17 @@ class ActionContext:
 
     def render(self, response: str, /, **kwargs: Any) -> BotUttered | None:
         """`generate` from the domain's responses (no NLG endpoint): without a coroutine."""
-        said = uttered(self.domain, response, self.tracker.slots, self.output_channel, **kwargs)
+        if kwargs:
+            said = uttered(self.domain, response, self.tracker.slots, self.output_channel, **kwargs)
+        else:  # (a turn's response: a plain call, not one unpacking an empty dict)
+            said = uttered(self.domain, response, self.tracker.slots, self.output_channel)
         if said is None:
             return None
         text, data, metadata = said
-        return BotUttered(text=text, data=data, metadata=metadata)
+        # By position, the metadata set after: a class called with a keyword gets a dict.
+        bot = BotUttered(text, data)
+        bot.metadata = metadata
+        return bot
 
     async def sent_state(self, write: Callable[[Tracker], dict[str, Any]]) -> dict[str, Any]:
         """`write(tracker)` (the tracker's JSON) with `featurization` at its end, as Rasa sends

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -16,22 +17,49 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from server.errors import InvalidConfig, ResponseTooLarge
+from server.errors import InvalidConfig
+from server.http_bodies import (
+    ACCEPT_ENCODING,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    max_response_bytes,
+    read_within,
+)
 from server.http_clients import async_client, async_client_off_loop, safe_url
 from server.json_values import OFF_LOOP_JSON_BYTES, loads_untrusted
 
 DEFAULT_TIMEOUT = 10.0
-# The largest answer read, decompressed: an action server's events and messages are far
-# smaller; a bigger (or endless, or gzip-bomb) body would only exhaust memory.
-DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+# How long an idle connection is kept for the next call: less than any server's own
+# keep-alive timeout (gunicorn 2 s; uvicorn, Node, Apache 5 s). httpx's 5 s met theirs, and
+# a call as the server closed the connection failed (1 in 40 a second apart, against 1 s).
+KEEPALIVE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
 class Answer:
-    """An endpoint's answer: its status and its body, read whole (within the size limit)."""
+    """An endpoint's answer: its status, its body, read whole (within the size limit), and
+    where it redirects (its Location header)."""
 
     status_code: int
     content: bytes
+    location: str | None = None
+
+    @property
+    def redirect(self) -> str | None:
+        """For a 3xx answer, where it leads and that it is not followed, fit for a log line
+        (the address as `safe_url` shows it); None for any other."""
+        if not 300 <= self.status_code < 400:
+            return None
+        if not self.location:
+            return "a redirect without a Location, which is not followed"
+        where = one_line(safe_url(self.location, tolerant=True))
+        return f"a redirect to {where}, which is not followed"
+
+    async def failure(self) -> str:
+        """An answer that is no success, for a log line: `HTTP 500: <what the server said>`,
+        or `HTTP 302, a redirect to <where>, which is not followed`."""
+        if self.redirect is not None:
+            return f"HTTP {self.status_code}, {self.redirect}"
+        return f"HTTP {self.status_code}: {await self.error_detail()}"
 
     @property
     def text(self) -> str:
@@ -43,6 +71,28 @@ class Answer:
         if len(self.content) > OFF_LOOP_JSON_BYTES:
             return await asyncio.to_thread(loads_untrusted, self.content)
         return loads_untrusted(self.content)
+
+    async def json_or_none(self) -> Any:
+        """`json()`, or None for a body that is no JSON."""
+        try:
+            return await self.json()
+        except ValueError:
+            return None
+
+    async def error_detail(self) -> str:
+        """The server's error text (its JSON's `error`, else the body), on one line (it goes
+        into a log line) and at most 200 long."""
+        body = await self.json_or_none()
+        if body is None:
+            return one_line(self.text)
+        if isinstance(body, dict) and body.get("error"):
+            return one_line(str(body["error"]))
+        return one_line(json.dumps(body))
+
+
+def one_line(text: str) -> str:
+    """`text` on one line, at most 200 long: what a server said, fit for a log line."""
+    return " ".join(text[:1000].split())[:200]
 
 
 class HttpEndpoint:
@@ -79,10 +129,10 @@ class HttpEndpoint:
         self.url = url
         self.timeout = float(timeout)
         self.max_response_bytes = max_response_bytes
-        self._params = {k: str(v) for k, v in _mapping(params, "params").items()}
+        self._params = _query_params(params)
         if token is not None:
             self._params[token_name or "token"] = str(token)
-        self._headers = {str(k): str(v) for k, v in _mapping(headers, "headers").items()}
+        self._headers = _header_values(headers)
         self._auth: httpx.BasicAuth | None = None
         if basic_auth:
             try:
@@ -123,11 +173,9 @@ class HttpEndpoint:
             timeout = float(config.get("timeout", timeout))
         except (TypeError, ValueError) as e:
             raise InvalidConfig(f"'timeout' must be a number of seconds: {e}") from e
-        if timeout <= 0:
+        if not timeout > 0:  # NaN too
             raise InvalidConfig("'timeout' must be a positive number of seconds")
-        max_bytes = config.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
-        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
-            raise InvalidConfig("'max_response_bytes' must be a positive number of bytes")
+        max_bytes = max_response_bytes(config)
         return cls(
             config.get("url") or "",
             token=config.get("token"),
@@ -151,6 +199,9 @@ class HttpEndpoint:
         """`client()`, first built in a thread: a client loads the CA bundle (27-42 ms of
         CPU), which held every conversation at a process's first action or NLG call."""
         if self._client is None:
+            # A call cancelled meanwhile (its `wait_for` timed out) drops the client the thread
+            # still makes: it has opened no connection, holds no socket, and is freed as any
+            # object (closing it would close an injected transport, which the next one shares).
             client = await async_client_off_loop(**self._client_options())
             if self._client is None:
                 self._client = client
@@ -159,12 +210,21 @@ class HttpEndpoint:
         return self._client
 
     def _client_options(self) -> dict[str, Any]:
+        headers: dict[str, str | bytes] = {}
+        if not any(name.lower() == "accept-encoding" for name in self._headers):
+            headers["Accept-Encoding"] = ACCEPT_ENCODING
         return {
             "params": self._params,
-            "headers": self._headers,
+            "headers": {**headers, **self._headers},
             "auth": self._auth,
             "verify": self._verify,
             "timeout": httpx.Timeout(self.timeout),
+            # httpx's own limits of connections, with a shorter life for an idle one.
+            "limits": httpx.Limits(
+                max_connections=100,
+                max_keepalive_connections=20,
+                keepalive_expiry=KEEPALIVE_SECONDS,
+            ),
             "transport": self._transport,
             "follow_redirects": False,
         }
@@ -175,23 +235,14 @@ class HttpEndpoint:
         httpx errors propagate to the caller; an answer over `max_response_bytes`
         (decompressed) raises ResponseTooLarge as soon as it passes the limit.
         """
-        limit = self.max_response_bytes
         content = _json_bytes(body)
         headers = {"Content-Type": "application/json"}
         async with (await self._pooled()).stream(
             "POST", self.url, content=content, headers=headers
         ) as response:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                raise ResponseTooLarge(f"its answer is {declared} bytes, more than {limit}")
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise ResponseTooLarge(f"its answer is more than {limit} bytes")
-                chunks.append(chunk)
-            return Answer(response.status_code, b"".join(chunks))
+            answer = await read_within(response, self.max_response_bytes)
+            location = response.headers.get("location")
+            return Answer(response.status_code, answer, location)
 
     async def aclose(self) -> None:
         """Closes the pooled client; the endpoint can be used again afterwards."""
@@ -216,6 +267,49 @@ def _mapping(value: Any, key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidConfig(f"'{key}' must be a mapping of names to values")
     return value
+
+
+def _query_params(params: Any) -> dict[str, str]:
+    values = {}
+    for name, value in _mapping(params, "params").items():
+        if value is None:  # it was sent as the text "None"
+            raise InvalidConfig(f"'params': parameter '{name}' has no value")
+        values[str(name)] = str(value)
+    return values
+
+
+# A header's name: a token (RFC 9110 section 5.6.2).
+_HEADER_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _header_values(headers: Any) -> dict[str, bytes]:
+    """`headers:` as they are sent: without the spaces and tabs around a value (no part of
+    it, RFC 9110 section 5.5), in UTF-8 as Rasa's aiohttp sends them. A header no request can
+    carry stops the start, named, its value never shown (often a secret): before, every call
+    failed, and the log line quoted the value."""
+    values = {}
+    for key, value in _mapping(headers, "headers").items():
+        name = str(key)
+        if not _HEADER_NAME.fullmatch(name):
+            raise InvalidConfig(
+                f"'headers': {name[:80]!r} is no header name (letters, digits and -!#$%&'*+.^_`|~)"
+            )
+        if value is None:  # it was sent as the text "None"
+            raise InvalidConfig(f"'headers': header '{name}' has no value")
+        text = str(value).strip(" \t")
+        if "\n" in text or "\r" in text:
+            raise InvalidConfig(
+                f"'headers': header '{name}' holds a line break (a secret read from a file, "
+                "with the file's last line break?)"
+            )
+        if _CONTROL.search(text):
+            raise InvalidConfig(f"'headers': header '{name}' holds a control character")
+        try:
+            values[name] = text.encode()
+        except UnicodeEncodeError:  # half a surrogate pair, from a YAML escape
+            raise InvalidConfig(f"'headers': header '{name}' is no UTF-8 text") from None
+    return values
 
 
 def _verification(cafile: str | None) -> ssl.SSLContext | bool:

@@ -90,6 +90,10 @@ class FormAction(Action):
                 validated = await self._validate(ctx, prefilled, [*events, *extracted])
                 checked = {e.key for e in validated if isinstance(e, SlotSet)}
                 events += [*validated, *(e for e in extracted if e.key not in checked)]
+                if _ends_the_form(validated):
+                    # As Rasa: a form its validation action ends as it activates does not
+                    # run its turn (no `requested_slot` null of its own), only the loop ends.
+                    return [*events, ActiveLoop(name=None)]
         elif tracker.latest_action_name == ACTION_LISTEN and not tracker.is_active_loop_interrupted:
             requested = tracker.get_slot(REQUESTED_SLOT)
             # A slot the validation action asks for beyond the domain's list (rasa-sdk's
@@ -191,6 +195,17 @@ def _last_requested(events: list[Event]) -> Any:
                 return event.value
             return _UNSET
     return _UNSET
+
+
+def _ends_the_form(events: list[Event]) -> bool:
+    """Whether a validation action's `events` end the form, as Rasa's `is_done` reads them:
+    not when they reject the turn; else when their last `requested_slot` is null or their last
+    `ActiveLoop` is the loop's end."""
+    if _rejected(events):
+        return False
+    requested = [e for e in events if isinstance(e, SlotSet) and e.key == REQUESTED_SLOT]
+    loops = [e for e in events if isinstance(e, ActiveLoop)]
+    return bool(requested and requested[-1].value is None) or bool(loops and loops[-1].name is None)
 
 
 def _rejected(events: list[Event]) -> bool:

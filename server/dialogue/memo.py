@@ -15,11 +15,13 @@ _ABSENT: object = object()
 class Memo(Generic[K, V]):
     """At most `size` results, the least recently used dropped first.
 
-    A plain dict in use order: a hit is taken out and put back at the end (two C calls,
-    about two thirds of an OrderedDict's `get` and `move_to_end`), the first key is the
-    least recently used. Safe to share between threads: a race can drop an entry early or
-    compute it twice, never return a wrong one. Callers store values nobody mutates (or copy
-    them out).
+    A plain dict in use order: a hit is taken out and put back at the end, the first key is
+    the least recently used. Until the memo is half full a hit only looks its key up (one
+    hash of the key instead of two, no entry taken out and put back: the turn's keys are
+    tuples of tuples, hashed anew each time): nothing is dropped before the memo is full,
+    and the use order kept from half full on decides what goes first. Safe to share between
+    threads: a race can drop an entry early or compute it twice, never return a wrong one.
+    Callers store values nobody mutates (or copy them out).
     """
 
     def __init__(self, size: int) -> None:
@@ -28,6 +30,8 @@ class Memo(Generic[K, V]):
 
     def get(self, key: K) -> V | None:
         entries = self._entries
+        if len(entries) * 2 < self.size:
+            return entries.get(key)
         value = entries.pop(key, _ABSENT)
         if value is _ABSENT:
             return None

@@ -77,15 +77,16 @@ class NLGClient:
             ) from None
         except httpx.HTTPError as e:
             reason = first_line(e, limit=200)
-            raise ActionError(
-                f"NLG for '{response}': cannot reach the NLG server at {where} ({reason})"
-            ) from None
+            if isinstance(e, httpx.TransportError):  # refused, reset, no such host
+                failure = f"cannot reach the NLG server at {where}"
+            else:  # an answer encoded in a way it was not asked for
+                failure = f"the answer of the NLG server at {where} could not be read"
+            raise ActionError(f"NLG for '{response}': {failure} ({reason})") from None
         except ResponseTooLarge as e:
             raise ActionError(f"NLG for '{response}': the NLG server at {where}: {e}") from None
         if answer.status_code >= 300:
             raise ActionError(
-                f"NLG for '{response}': the NLG server at {where} answered HTTP "
-                f"{answer.status_code}"
+                f"NLG for '{response}': the NLG server at {where} answered {await answer.failure()}"
             )
         if not answer.content.strip():
             return None

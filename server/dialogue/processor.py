@@ -479,17 +479,18 @@ class Processor:
                         )
                     else:
                         parse_data = await self.parse_off_loop(model, message)
+                # The message's metadata copied (a literal when there is none: the REST body's
+                # usual case, without a dict made to be copied).
+                metadata = message.metadata
                 if "metadata" not in parse_data:
-                    parse_data["metadata"] = dict(message.metadata or {})
-                tracker.update(
-                    UserUttered(
-                        text=message.text,
-                        parse_data=parse_data,
-                        input_channel=message.input_channel,
-                        message_id=message.message_id,
-                        metadata=dict(message.metadata or {}),
-                    )
+                    parse_data["metadata"] = dict(metadata) if metadata else {}
+                # By position, the metadata set after (the parse data holds its own): a class
+                # called with a keyword gets a dict of them, some 2,000 instructions.
+                user = UserUttered(
+                    message.text, parse_data, message.input_channel, message.message_id
                 )
+                user.metadata = dict(metadata) if metadata else {}
+                tracker.update(user)
                 # Asked once a turn: the summary line below and the actions' lines too.
                 debugging = logger.isEnabledFor(logging.DEBUG)
                 if debugging:

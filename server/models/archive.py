@@ -122,7 +122,13 @@ def write_archive(
     partial = out_dir / f".{uuid.uuid4().hex}.partial"
     mtime = int(time.time())
     try:
-        with tarfile.open(partial, "w:gz", compresslevel=6, format=tarfile.PAX_FORMAT) as tar:
+        # The gzip layer is opened here, not by tarfile: tarfile would write the
+        # temporary `.partial` name into the gzip header, where `gunzip -N` finds it.
+        with (
+            partial.open("xb") as raw,
+            gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=mtime) as gz,
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
             # The signature goes first so a verifying reader checks it before parsing anything.
             if signature is not None:
                 _add_bytes(tar, SIGNATURE_FILE, signature, mtime)

@@ -484,6 +484,7 @@ def _not_an_archive(response: httpx.Response, head: bytes, url: str) -> _PullFai
 
 
 _GZIP_ENCODINGS = ("gzip", "x-gzip")
+_DECODED_ENCODINGS = (*_GZIP_ENCODINGS, "deflate")
 # Sent bytes enough to see what a gzip-encoded body starts with.
 _HEAD_BYTES = 64 * 1024
 
@@ -495,8 +496,21 @@ async def _archive_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
     body as sent is the archive. Decoded pieces are at most `_WRITE_BATCH` bytes each, so the
     caller's expansion check sees a bomb before it is in memory."""
     encoding = response.headers.get("Content-Encoding", "").strip().lower()
-    if encoding not in _GZIP_ENCODINGS:
-        async for chunk in response.aiter_bytes():
+    # Those httpx would undo; it ignores others (the body is then the archive as sent).
+    codings = [c for c in (c.strip() for c in encoding.split(",")) if c in _DECODED_ENCODINGS]
+    if len(codings) > 1:
+        # httpx undid each layer whole, piece by piece, before any size was counted: 658
+        # bytes of `gzip, gzip` made 300 MB at once.
+        raise _PullFailed(
+            f"the model server's answer is encoded {encoding[:40]!r}: a model archive is served "
+            "as it is, or encoded once"
+        )
+    if codings == ["deflate"]:
+        async for piece in _inflated(response.aiter_raw()):
+            yield piece
+        return
+    if not codings:
+        async for chunk in response.aiter_raw():
             yield chunk
         return
     held = bytearray()  # the sent bytes, until their decoded start tells which
@@ -522,6 +536,26 @@ async def _archive_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
     yield decoder.flush()
 
 
+async def _inflated(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A deflate-encoded body decoded in pieces of at most `_WRITE_BATCH` bytes: zlib's
+    wrapper or raw deflate, as httpx reads it."""
+    decoder: Any = zlib.decompressobj(zlib.MAX_WBITS)
+    wrapped = None  # unknown until the first bytes are read
+    async for chunk in chunks:
+        if wrapped is None and chunk:
+            try:
+                piece = decoder.decompress(chunk, _WRITE_BATCH)
+                wrapped = True
+            except zlib.error:
+                decoder, wrapped = zlib.decompressobj(-zlib.MAX_WBITS), False
+                piece = _decompressed(decoder, chunk)
+            yield piece
+            chunk = decoder.unconsumed_tail
+        for piece in _decode(decoder, chunk):
+            yield piece
+    yield decoder.flush()
+
+
 def _decoded_start(sent: bytes | bytearray) -> bytes | None:
     """The first decoded bytes of a gzip-encoded body's start; None when it is no gzip."""
     try:
@@ -532,8 +566,19 @@ def _decoded_start(sent: bytes | bytearray) -> bytes | None:
 
 def _decode(decoder: Any, data: bytes) -> Iterator[bytes]:
     while data:
-        yield decoder.decompress(data, _WRITE_BATCH)
+        yield _decompressed(decoder, data)
         data = decoder.unconsumed_tail
+
+
+def _decompressed(decoder: Any, data: bytes) -> bytes:
+    """At most `_WRITE_BATCH` bytes of `data` decoded; bytes that are not what the encoding
+    says end the pull as httpx's own decoding did (before, zlib's error escaped it)."""
+    try:
+        piece: bytes = decoder.decompress(data, _WRITE_BATCH)
+    except zlib.error as e:
+        message = f"its body does not decode as its Content-Encoding says: {e}"
+        raise httpx.DecodingError(message) from None
+    return piece
 
 
 async def _save_body(

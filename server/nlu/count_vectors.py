@@ -7,6 +7,7 @@ import functools
 import itertools
 import math
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,9 @@ class CountVectorsFeaturizer:
 
     def ngrams(self, message: Message) -> list[str]:
         """The n-grams of a message according to the analyzer settings."""
-        words = self._words(message)
+        return self._ngrams_of(self._words(message))
+
+    def _ngrams_of(self, words: list[str]) -> list[str]:
         low, high = self.min_ngram, self.max_ngram
         grams: list[str] = []
         # As scikit-learn's: no n-gram is longer than the text (a max_ngram of 10**8 went
@@ -93,6 +96,8 @@ class CountVectorsFeaturizer:
             for n in range(low, min(high, count) + 1):
                 if n == 1:
                     grams.extend(words)
+                elif n == 2:
+                    grams.extend([f"{a} {b}" for a, b in itertools.pairwise(words)])
                 else:
                     grams.extend([" ".join(words[i : i + n]) for i in range(count - n + 1)])
         elif self.analyzer == "char_wb":
@@ -118,9 +123,20 @@ class CountVectorsFeaturizer:
         return grams
 
     def _columns_of_word(self, word: str) -> tuple[int, ...]:
-        """The vocabulary columns of a word's char_wb n-grams, once per n-gram."""
-        found = map(self.vocabulary_.get, self._word_grams(word))
-        return tuple(column for column in found if column is not None)
+        """The vocabulary columns of a word's char_wb n-grams, once per n-gram (in
+        `_word_grams`' order), each n-gram looked up as it is cut: a word not seen before
+        costs one pass, not a list of its n-grams first."""
+        padded = f" {word} "
+        size = len(padded)
+        get = self.vocabulary_.get
+        return tuple(
+            [
+                column
+                for n in range(self.min_ngram, min(self.max_ngram, size) + 1)
+                for i in range(size - n + 1)
+                if (column := get(padded[i : i + n])) is not None
+            ]
+        )
 
     def train(self, messages: list[Message], data: Any) -> None:
         doc_freq: Counter[str] = Counter()
@@ -158,31 +174,34 @@ class CountVectorsFeaturizer:
 
     def process(self, message: Message) -> None:
         self._mark_char_block(message)
+        message.blocks.append(self.words_block([t.text for t in message.tokens]))
+
+    def words_block(self, words: list[str]) -> tuple[list[int], list[float], int]:
+        """The block of a message of these `words` (what `process` appends for a message
+        whose tokens they are), for a featurizer of words it made itself (the typed words
+        of server/nlu/entity_types.py): no Message and Token objects built to hold them."""
+        if self.lowercase:
+            words = [w.lower() for w in words]
         if self.analyzer == "char_wb":
-            words = self._words(message)
             cached, columns_of = self._word_columns, self._columns_of_word
             columns = itertools.chain.from_iterable(
                 [cached(w) if len(w) <= CACHED_WORD else columns_of(w) for w in words]
             )
-            message.blocks.append(self._weights(Counter(columns)))
-            return
-        message.blocks.append(self._weigh(self.ngrams(message)))
+            return self._weights(Counter(columns))
+        return self._weigh(self._ngrams_of(words))
 
     def _mark_char_block(self, message: Message) -> None:
         if self.analyzer != "word":
             message.char_blocks.append(len(message.blocks))
 
     def _weigh(self, grams: list[str]) -> tuple[list[int], list[float], int]:
-        vocabulary = self.vocabulary_
-        # Counted in C; distinct grams have distinct columns.
-        counts: dict[int, int] = {}
-        for gram, count in Counter(grams).items():
-            index = vocabulary.get(gram)
-            if index is not None:
-                counts[index] = count
+        # Looked up and counted in C; distinct grams have distinct columns, and None counts
+        # the grams outside the vocabulary.
+        counts = Counter(map(self.vocabulary_.get, grams))
+        counts.pop(None, None)
         return self._weights(counts)
 
-    def _weights(self, counts: dict[int, int]) -> tuple[list[int], list[float], int]:
+    def _weights(self, counts: Mapping[Any, int]) -> tuple[list[int], list[float], int]:
         """Sublinear TF-IDF, L2-normalised, of the column counts, by column."""
         if not counts:
             return [], [], self.width

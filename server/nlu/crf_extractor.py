@@ -100,10 +100,24 @@ _GROUP = "|group="
 _NON_SHAPE = re.compile(r"(.)\1+")
 
 
+# An ASCII word's shape by one translation (a new word's features are formed at a parse): its
+# upper, lower and digit characters are exactly A-Z, a-z and 0-9.
+_ASCII_SHAPE = str.maketrans(
+    {
+        **dict.fromkeys(map(chr, range(ord("A"), ord("Z") + 1)), "X"),
+        **dict.fromkeys(map(chr, range(ord("a"), ord("z") + 1)), "x"),
+        **dict.fromkeys("0123456789", "d"),
+    }
+)
+
+
 def _shape(word: str) -> str:
-    mapped = "".join(
-        "X" if c.isupper() else "x" if c.islower() else "d" if c.isdigit() else c for c in word
-    )
+    if word.isascii():
+        mapped = word.translate(_ASCII_SHAPE)
+    else:
+        mapped = "".join(
+            "X" if c.isupper() else "x" if c.islower() else "d" if c.isdigit() else c for c in word
+        )
     return _NON_SHAPE.sub(r"\1", mapped)
 
 
@@ -276,7 +290,9 @@ class CRFEntityExtractor:
     def process(self, message: Message) -> None:
         if self._tagger is None or not message.tokens:
             return
-        features = pycrfsuite.ItemSequence(token_features(message.tokens, message.token_patterns))
+        # A list, not an ItemSequence: the tagger converts it once, where an ItemSequence
+        # was converted and then copied.
+        features = token_features(message.tokens, message.token_patterns)
         with self._lock:
             tags = self._tagger.tag(features)
             if all(tag == "O" for tag in tags):

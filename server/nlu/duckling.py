@@ -11,8 +11,10 @@ from typing import Any
 
 import httpx
 
-from server.errors import InvalidConfig
-from server.http_clients import sync_client
+from server.errors import InvalidConfig, ResponseTooLarge
+from server.http_bodies import ACCEPT_ENCODING, DEFAULT_MAX_RESPONSE_BYTES, read_within_sync
+from server.http_clients import safe_url, sync_client
+from server.json_values import loads_untrusted
 from server.nlu.message import Message
 from server.nlu.params import number
 
@@ -21,6 +23,8 @@ logger = logging.getLogger(__name__)
 _WARN_EVERY_SECONDS = 60.0
 # After a failure, skip Duckling for a while so a dead server cannot slow every parse.
 _RETRY_AFTER_SECONDS = 5.0
+# The largest answer read, decompressed (a message's matches take a few kilobytes).
+MAX_ANSWER_BYTES = DEFAULT_MAX_RESPONSE_BYTES
 
 
 def _value(match: dict[str, Any]) -> Any:
@@ -40,6 +44,8 @@ class DucklingEntityExtractor:
         self.config = config
         self.name = name
         self.url = str(config.get("url") or "http://localhost:8000").rstrip("/")
+        # As the log shows it: no password, no query (a token).
+        self.safe_url = safe_url(self.url, tolerant=True)
         dimensions = config.get("dimensions")
         if isinstance(dimensions, str):  # `dimensions: time`, which Rasa matches too
             dimensions = [dimensions]
@@ -60,7 +66,9 @@ class DucklingEntityExtractor:
 
     def _http(self) -> httpx.Client:
         if self._client is None:
-            self._client = sync_client(timeout=self.timeout)
+            self._client = sync_client(
+                timeout=self.timeout, headers={"Accept-Encoding": ACCEPT_ENCODING}
+            )
         return self._client
 
     def train(self, messages: list[Message], data: Any) -> None:
@@ -81,19 +89,18 @@ class DucklingEntityExtractor:
             # ("at 5", a time) does not hide the one asked for (the number 5).
             payload["dims"] = json.dumps(sorted(self.dimensions))
         try:
-            response = self._http().post(f"{self.url}/parse", data=payload)
-            response.raise_for_status()
-            matches = response.json()
+            with self._http().stream("POST", f"{self.url}/parse", data=payload) as response:
+                if not response.is_success:
+                    raise ValueError(f"HTTP {response.status_code}")
+                matches = loads_untrusted(read_within_sync(response, MAX_ANSWER_BYTES))
             if not isinstance(matches, list):
                 raise ValueError("Duckling did not answer a list")
-        except (httpx.HTTPError, ValueError) as e:
-            now = time.monotonic()
-            self._skip_until = now + _RETRY_AFTER_SECONDS
-            if now - self._last_warning > _WARN_EVERY_SECONDS:
-                self._last_warning = now
-                logger.warning(
-                    "Duckling at %s failed (%s); continuing without its entities", self.url, e
-                )
+        except (httpx.HTTPError, ValueError, ResponseTooLarge) as e:
+            # Its text is ours or the socket's, or httpx's naming a scheme: never the URL.
+            self._failed(str(e).strip() or type(e).__name__)
+            return
+        except httpx.InvalidURL:  # its text may quote a password holding a '/' as the port
+            self._failed("its url is not a URL httpx can read")
             return
         for match in matches:
             if not isinstance(match, dict):
@@ -111,6 +118,17 @@ class DucklingEntityExtractor:
                     "entity": match.get("dim"),
                     "extractor": self.name,
                 }
+            )
+
+    def _failed(self, reason: str) -> None:
+        now = time.monotonic()
+        self._skip_until = now + _RETRY_AFTER_SECONDS
+        if now - self._last_warning > _WARN_EVERY_SECONDS:
+            self._last_warning = now
+            logger.warning(
+                "Duckling at %s failed (%s); continuing without its entities",
+                self.safe_url,
+                reason[:200],
             )
 
     def state(self, directory: Path, prefix: str) -> dict[str, Any]:

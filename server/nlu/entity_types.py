@@ -152,21 +152,20 @@ class EntityTypeFeaturizer:
             self.carrier_vectors_ = self._carrier_vectors()
             self.carrier_vectors_.train(carriers, data)
         for i, message in enumerate(messages):
-            message.blocks.append(_scaled(typed[i], self.weight))
+            message.blocks.append(_scaled(typed[i].blocks[-1], self.weight))
             if carriers:
-                message.blocks.append(_scaled(carriers[i], self.carrier_weight))
+                message.blocks.append(_scaled(carriers[i].blocks[-1], self.carrier_weight))
 
     def process(self, message: Message) -> None:
         if self.vectors_ is None:
             return
         found = [e for e in message.entities if e.get("extractor") in self.sources]
-        typed = _typed_message(message.tokens, found)
-        self.vectors_.process(typed)
-        message.blocks.append(_scaled(typed, self.weight))
+        typed = typed_words(message.tokens, found)
+        message.blocks.append(_scaled(self.vectors_.words_block(typed), self.weight))
         if self.carrier_vectors_ is not None:
-            carrier = _carrier_message(message.tokens, found)
-            self.carrier_vectors_.process(carrier)
-            message.blocks.append(_scaled(carrier, self.carrier_weight))
+            carrier = carrier_words(message.tokens, found)
+            block = self.carrier_vectors_.words_block(carrier)
+            message.blocks.append(_scaled(block, self.carrier_weight))
 
     def state(self, directory: Path, prefix: str) -> dict[str, Any]:
         if self.vectors_ is None:
@@ -208,6 +207,8 @@ def _carrier_message(tokens: list[Token], entities: list[dict[str, Any]]) -> Mes
     return Message("", [Token(w, 0, 0) for w in carrier_words(tokens, entities)])
 
 
-def _scaled(words: Message, weight: float) -> tuple[list[int], list[float], int]:
-    indices, values, width = words.blocks[-1]
+def _scaled(
+    block: tuple[list[int], list[float], int], weight: float
+) -> tuple[list[int], list[float], int]:
+    indices, values, width = block
     return indices, [v * weight for v in values], width

@@ -4,11 +4,10 @@ each entity type, weighted by its share of the matched value's annotations."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from server.errors import ModelError
 from server.nlu.message import Message
@@ -124,7 +123,7 @@ class EntityGazetteerFeaturizer:
         found = gazetteer_types(words, values)
         columns = self._columns
         pairs = sorted((columns[k], v) for k, v in found.items() if k in columns)
-        norm = float(np.sqrt(sum(v * v for _, v in pairs)))
+        norm = math.sqrt(sum([v * v for _, v in pairs]))
         if norm == 0:
             return [], [], len(self.types_)
         scale = self.weight / norm

@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, ResponseTooLarge
+from server.http_bodies import ACCEPT_ENCODING, max_response_bytes, read_within_sync
 from server.http_clients import safe_url, sync_client
 from server.json_values import loads_untrusted
 
@@ -48,8 +49,16 @@ class RemoteNLU:
             timeout = float(config.get("timeout", DEFAULT_TIMEOUT_SECONDS))
         except (TypeError, ValueError) as e:
             raise InvalidConfig(f"endpoints 'nlu': 'timeout' must be a number: {e}") from e
+        try:
+            self.max_response_bytes = max_response_bytes(config)
+        except InvalidConfig as e:
+            raise InvalidConfig(f"endpoints 'nlu': {e}") from None
         self._client = sync_client(
-            timeout=timeout, headers={str(k): str(v) for k, v in headers.items()}
+            timeout=timeout,
+            headers={
+                "Accept-Encoding": ACCEPT_ENCODING,
+                **{str(k): str(v) for k, v in headers.items()},
+            },
         )
         self._last_warning = 0.0
 
@@ -67,16 +76,20 @@ class RemoteNLU:
         body = {"token": self.token, "text": text, "message_id": message_id}
         params = {"token": self.token} if self.token is not None else None
         try:
-            response = self._client.post(self.url, json=body, params=params)
-            if response.status_code != 200:
-                raise ValueError(f"HTTP {response.status_code}")
-            parsed = loads_untrusted(response.content)
+            with self._client.stream("POST", self.url, json=body, params=params) as response:
+                if response.status_code != 200:
+                    raise ValueError(f"HTTP {response.status_code}")
+                content = read_within_sync(response, self.max_response_bytes)
+            parsed = loads_untrusted(content)
             if not isinstance(parsed, dict) or not isinstance(parsed.get("intent"), dict):
                 raise ValueError("the answer is no parse result (no 'intent' object)")
+        except httpx.DecodingError as e:  # ours: an encoding not read, its text names it
+            self._warn(str(e)[:200])
+            return _unparsed(text)
         except httpx.HTTPError as e:  # its text may hold the URL, token and all
             self._warn(type(e).__name__)
             return _unparsed(text)
-        except ValueError as e:
+        except (ValueError, ResponseTooLarge) as e:
             self._warn(str(e)[:200])
             return _unparsed(text)
         parsed.setdefault("entities", [])

@@ -100,9 +100,8 @@ def _dropped_in_run(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return dropped
 
 
-def _trimmed_words(text: str) -> Iterator[tuple[int, int]]:
-    for word in _TRIMMED.finditer(text):
-        yield word.span()
+def _trimmed_words(text: str) -> list[tuple[int, int]]:
+    return [word.span() for word in _TRIMMED.finditer(text)]
 
 
 def _rasa_words(text: str) -> Iterator[tuple[int, int]]:

@@ -75,9 +75,11 @@ for i = 5, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
 
 # A bulk append's last step. KEYS: as _APPEND's, then the staged key holding the list's items
 # and the new ones. ARGV: as _APPEND's first four, then the list's length and last item when
-# they were copied. The staged key takes the list's place when the list is still as copied
-# (its expiry, which the rename brings, is then set or ended as by any append: without
-# `record_exp` the session index's too); -2 when it is not, -3 when the staged key expired.
+# they were copied, and how many items were appended to the copy. The staged key takes the
+# list's place when the list is still as copied (its expiry, which the rename brings, is
+# then set or ended as by any append: without `record_exp` the session index's too); -2 when
+# it is not, -3 when the staged key does not hold every item pushed to it (it expired, and a
+# later slice made it again).
 _APPEND_STAGED = (
     """
 if redis.call('GET', KEYS[3]) == ARGV[4] then return -1 end
@@ -86,11 +88,25 @@ if redis.call('LLEN', KEYS[1]) ~= before
     or (before > 0 and redis.call('LINDEX', KEYS[1], -1) ~= ARGV[6]) then
   return -2
 end
-if redis.call('EXISTS', KEYS[4]) == 0 then return -3 end
+if redis.call('LLEN', KEYS[4]) ~= before + tonumber(ARGV[7]) then return -3 end
 redis.call('RENAME', KEYS[4], KEYS[1])
 """
     + _APPENDED
 )
+
+# KEYS: a staged key (a long replace's or bulk append's items on their way). ARGV: the length
+# it has before this push, its expiry in seconds, the items. Pushes them only if it has that
+# length: a push redis-py sends again after the connection broke on its reply finds them
+# there already (before, they were pushed twice, and the conversation then held them twice).
+# Returns the length after.
+_PUSH_STAGED = """
+local length = redis.call('LLEN', KEYS[1])
+if length == tonumber(ARGV[1]) then
+  length = redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return length
+"""
 
 # KEYS: list, session index. ARGV: the session start and list length this process read last
 # and the raw last item it read (-1, 0, "" for none). Returns {0, start, items pushed since}
@@ -170,6 +186,7 @@ class RedisTrackerStore:
         self._ttl = int(record_exp) if record_exp else 0
         self._append_script = self._redis.register_script(_APPEND)
         self._append_staged_script = self._redis.register_script(_APPEND_STAGED)
+        self._push_staged_script = self._redis.register_script(_PUSH_STAGED)
         self._load_script = self._redis.register_script(_LOAD)
         self._prune_script = self._redis.register_script(_PRUNE)
         # The sessions this process read, least recently used first, bounded in events.
@@ -208,24 +225,35 @@ class RedisTrackerStore:
         list is still as copied: all of the append or nothing. False when the list kept
         changing meanwhile, or the copy took longer than the staged key lives: the caller
         then appends in one script after all."""
-        key = keys[0]
+        key, session_key = keys[0], keys[1]
         last: bytes | str
         for _ in range(_STAGING_ATTEMPTS):
             staged = f"{self._replacing_prefix}{sender_id}:{secrets.token_hex(8)}"
             try:
-                length, last = 0, b""  # the list's length and last item, as copied
-                while True:  # the list's items, as they are now
-                    stored = await self._redis.lrange(key, length, length + _ITEMS_PER_PUSH - 1)
-                    if not stored:
-                        break
-                    await self._push_staged(staged, stored, first=not length)
-                    length, last = length + len(stored), stored[-1]
-                for first in range(0, len(items), _ITEMS_PER_PUSH):
-                    chunk = items[first : first + _ITEMS_PER_PUSH]
-                    await self._push_staged(staged, chunk, first=not length and not first)
-                outcome = await self._append_staged_script(
-                    keys=[*keys, staged], args=[*args, length, last]
-                )
+                # Watched while copied: any write to the list meanwhile (an append, a replace,
+                # a delete, an expiry) fails the rename, even one leaving the list of the
+                # length and last item copied (a replace between two slices of the copy).
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    await pipe.watch(key, session_key)
+                    length, last = 0, b""  # the list's length and last item, as copied
+                    while True:  # the list's items, as they are now
+                        stored = await pipe.lrange(key, length, length + _ITEMS_PER_PUSH - 1)
+                        if not stored:
+                            break
+                        await self._push_staged(staged, stored, length)
+                        length, last = length + len(stored), stored[-1]
+                    for first in range(0, len(items), _ITEMS_PER_PUSH):
+                        chunk = items[first : first + _ITEMS_PER_PUSH]
+                        await self._push_staged(staged, chunk, length + first)
+                    pipe.multi()
+                    await self._append_staged_script(
+                        keys=[*keys, staged], args=[*args, length, last, len(items)], client=pipe
+                    )
+                    (outcome,) = await pipe.execute()
+            except redis_errors.WatchError:
+                # The list changed during the copy, or the connection broke (if on the
+                # script's reply, the append's id tells the next attempt it was done).
+                outcome = -2
             finally:
                 with contextlib.suppress(redis_errors.RedisError, OSError):
                     await self._redis.delete(staged)  # (renamed away when it took the list's place)
@@ -233,10 +261,14 @@ class RedisTrackerStore:
                 return True
         return False
 
-    async def _push_staged(self, staged: str, items: Sequence[bytes | str], first: bool) -> None:
-        await self._redis.rpush(staged, *items)
-        if first:  # left by a process that dies meanwhile: not for long
-            await self._redis.expire(staged, _STAGED_SECONDS)
+    async def _push_staged(self, staged: str, items: Sequence[bytes | str], before: int) -> int:
+        """Items pushed to a staged key that holds `before` items, with its expiry, in one
+        step: a process that dies meanwhile leaves it for _STAGED_SECONDS at most (before, a
+        death between the first RPUSH and the EXPIRE left it for good); each push restarts
+        that time. Pushed once, also when redis-py sends it again. The key's length after:
+        other than `before + len(items)` when it expired meanwhile."""
+        args = [before, _STAGED_SECONDS, *items]
+        return int(await self._push_staged_script(keys=[staged], args=args))
 
     async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
         """The current session; for one this process read before, only the items pushed
@@ -302,7 +334,10 @@ class RedisTrackerStore:
                 staged = f"{self._replacing_prefix}{sender_id}:{secrets.token_hex(8)}"
                 for first in range(0, len(items), _ITEMS_PER_PUSH):
                     chunk = items[first : first + _ITEMS_PER_PUSH]
-                    await self._push_staged(staged, chunk, first=not first)
+                    if await self._push_staged(staged, chunk, first) != first + len(chunk):
+                        # Expired (a stall of _STAGED_SECONDS): renamed, it would lose items
+                        # (a 503; before, the conversation lost them).
+                        raise redis_errors.TimeoutError("a long replace's staged items expired")
             async with contextlib.AsyncExitStack() as stack:
                 if watching is None:
                     pipe = await stack.enter_async_context(self._redis.pipeline(transaction=True))
@@ -418,27 +453,36 @@ class RedisTrackerStore:
     async def _prune_long(self, sender_id: str, length: int, cutoff_timestamp: float) -> int:
         """A conversation too long for the prune script to read: read back from its end here,
         a chunk at a time, until an event as new as the cutoff keeps it; deleted (1) only if
-        none is and the list is still as read (an append or a replace since keeps it)."""
-        key = self._keys(sender_id)[0]
+        none is and the list is unchanged since it was read (an append or a replace since
+        keeps it). The list is watched before it is read: before, only its length and last
+        item were compared, and a replace by a list as long, of the same last item, with a
+        recent event elsewhere was deleted."""
+        key, session_key = keys = self._keys(sender_id)
         last: bytes | str = b""  # the list's last item, from the first chunk read
-        stop = length - 1
-        while stop >= 0:
-            start = max(0, stop - _PRUNE_READ_CHUNK + 1)
-            with self._errors():
-                items = await self._redis.lrange(key, start, stop)
-            if len(items) != stop - start + 1:  # shortened meanwhile (a replace, a delete)
-                return 0
-            if stop == length - 1:
-                last = items[-1]
-            if any(_timestamp(item) >= cutoff_timestamp for item in items):
-                return 0
-            stop = start - 1
         with self._errors():
-            return int(
+            async with self._redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(key, session_key)
+                stop = length - 1
+                while stop >= 0:
+                    start = max(0, stop - _PRUNE_READ_CHUNK + 1)
+                    items = await self._redis.lrange(key, start, stop)
+                    if len(items) != stop - start + 1:  # shortened meanwhile (a replace, a delete)
+                        return 0
+                    if stop == length - 1:
+                        last = items[-1]
+                    if any(_timestamp(item) >= cutoff_timestamp for item in items):
+                        return 0
+                    stop = start - 1
+                pipe.multi()
+                # (The script checks the length: the list may have grown before the watch.)
                 await self._prune_script(
-                    keys=self._keys(sender_id), args=[cutoff_timestamp, length, last]
+                    keys=keys, args=[cutoff_timestamp, length, last], client=pipe
                 )
-            )
+                try:
+                    (outcome,) = await pipe.execute()
+                except redis_errors.WatchError:  # written meanwhile
+                    return 0
+        return int(outcome)
 
     async def ping(self) -> None:
         with self._errors():

@@ -42,7 +42,7 @@ class Snapshot(Sequence[T]):
         if isinstance(index, slice):
             start, stop, step = index.indices(len(self))
             if step != 1:
-                return [self._items[self._start + i] for i in range(start, stop, step)]
+                return _stepped(self._items, self._start, range(start, stop, step))
             return self._items[self._start + start : self._start + max(start, stop)]
         if index < 0:
             index += len(self)
@@ -62,3 +62,10 @@ class Snapshot(Sequence[T]):
 
     def __repr__(self) -> str:
         return f"Snapshot({list(self)!r})"
+
+
+def _stepped(items: list[T], offset: int, indices: range) -> list[T]:
+    """A stepped slice of a snapshot (a function of its own: a comprehension in
+    `Snapshot.__getitem__` would make it create a cell at every call, a load's look at one
+    event too)."""
+    return [items[offset + i] for i in indices]

@@ -368,9 +368,7 @@ class SqliteDatabase:
             # header was read if they are the same.
             started = wal_index.header() if wal_index is not None else None
             current = (
-                started is not None
-                and started == self._epoch_header
-                and not any(append.future.done() for append in group)
+                started is not None and started == self._epoch_header and not _any_settled(group)
             )
             epoch = self._epoch if current else None
             outcomes = _appends(conn, group, self._sequential_ids, epoch, cursor)
@@ -413,7 +411,7 @@ class SqliteDatabase:
             started != self._epoch_header
             or version != previous_version
             or header is None
-            or any(append.future.done() for append in group)
+            or _any_settled(group)
         ):
             return None  # the next epoch() starts a new epoch
         self._epoch_header = header
@@ -798,6 +796,15 @@ def _appends(
         if savepoint:
             cursor.execute("RELEASE append")
     return outcomes
+
+
+def _any_settled(group: Sequence[_Append]) -> bool:
+    """Whether an append of `group` has its outcome already (its caller was cancelled). A
+    loop, not `any()` of a generator: a generator object and its frame at every commit."""
+    for append in group:
+        if append.future.done():
+            return True
+    return False
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:

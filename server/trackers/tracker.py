@@ -79,12 +79,14 @@ class SlotDefaults(dict[str, Any]):
 
     __slots__ = ("list_slots",)
 
+    # dict's own methods by name, not through a `super()` object: a hot conversation's load
+    # compares its tracker's defaults with the domain's every turn.
     def __init__(self, values: Any = (), list_slots: frozenset[str] = frozenset()) -> None:
-        super().__init__(values)
+        dict.__init__(self, values)
         self.list_slots = list_slots
 
     def __eq__(self, other: object) -> bool:
-        return super().__eq__(other) and self.list_slots == getattr(
+        return dict.__eq__(self, other) and self.list_slots == getattr(
             other, "list_slots", frozenset()
         )
 
@@ -189,7 +191,16 @@ class Tracker:
     def update(self, event: Event) -> None:
         """Appends one event and applies it to the derived state."""
         self.events.append(event)
-        self._apply(event)
+        # A turn's usual events by their exact class, without `_apply`'s call and its chain
+        # of isinstance tests (the same outcome: a subclass goes through `_apply`).
+        cls = event.__class__
+        if cls is ActionExecuted:
+            self._set_latest_action(event)  # type: ignore[arg-type]
+            self.followup_action = None
+        elif cls is BotUttered:
+            self.latest_bot_utterance = event  # type: ignore[assignment]
+        elif cls is not DefinePrevUserUtteredFeaturization:
+            self._apply(event)
 
     def update_many(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -303,7 +314,12 @@ class Tracker:
         return None
 
     def last_user_event(self) -> UserUttered | None:
-        for event in reversed(self.events):
+        # By index, not `reversed()`: every turn asks (for its session's expiry).
+        events = self.events
+        index = len(events)
+        while index:
+            index -= 1
+            event = events[index]
             if isinstance(event, UserUttered):
                 return event
         return None

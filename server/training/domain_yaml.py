@@ -487,6 +487,15 @@ class DomainReader:
                             filename,
                             line_of(condition, key, line),
                         )
+                    name = condition[key]
+                    if name is not None and not isinstance(name, str) and not self._from_archive:
+                        # As Rasa's domain schema: a form's or a slot's name, or null.
+                        raise InvalidProjectFile(
+                            f"'{key}' of a mapping condition of slot '{slot}' must be a name or "
+                            f"null, not {brief(name)}",
+                            filename,
+                            line_of(condition, key, line),
+                        )
 
     def check_form(self, name: str, spec: Any, filename: str, line: int | None) -> None:
         if spec is None:

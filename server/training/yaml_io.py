@@ -180,11 +180,14 @@ _PlainLoader.add_constructor(
 
 
 def load_plain_yaml(text: str) -> Any:
-    """YAML as plain Python values (`yaml.safe_load`); a key given twice in one mapping, or
-    nesting deeper than MAX_DEPTH, is an InvalidProjectFile with its line; other errors are
-    PyYAML's."""
+    """YAML as plain Python values (`yaml.safe_load`); a key given twice in one mapping,
+    nesting deeper than MAX_DEPTH, or aliases expanding the document beyond
+    MAX_EXPANDED_VALUES values, is an InvalidProjectFile (with its line where there is one);
+    other errors are PyYAML's."""
     check_depth(text)
-    return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a safe loader subclass
+    data = yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a safe loader subclass
+    _check_expansion(data, None)
+    return data
 
 
 class _EnvLineLoader(_LineLoader):
@@ -288,12 +291,7 @@ def parse_yaml(text: str, filename: str | None = None, env: bool = False) -> Any
         finally:
             loader.dispose()
         _say_quoted_env(filename, loader.quoted_env_lines)
-        if _expanded_size(data) > MAX_EXPANDED_VALUES:
-            raise InvalidProjectFile(
-                f"the document expands to more than {MAX_EXPANDED_VALUES:,} values through "
-                "YAML aliases (an anchor referenced many times over)",
-                filename,
-            )
+        _check_expansion(data, filename)
         return data
     except MissingEnvironmentVariable as exc:
         if filename and filename not in str(exc):
@@ -308,6 +306,17 @@ def parse_yaml(text: str, filename: str | None = None, env: bool = False) -> Any
         raise InvalidProjectFile(f"invalid YAML: {problem}", filename, line) from None
     except yaml.YAMLError as exc:
         raise InvalidProjectFile(f"invalid YAML: {exc}", filename) from None
+
+
+def _check_expansion(data: Any, filename: str | None) -> None:
+    """InvalidProjectFile when `data` holds more than MAX_EXPANDED_VALUES values, an
+    anchor's counted at each alias to it (a document without aliases may pass it too)."""
+    if _expanded_size(data) > MAX_EXPANDED_VALUES:
+        raise InvalidProjectFile(
+            f"the document holds more than {MAX_EXPANDED_VALUES:,} values (those of an "
+            "anchor counted at each alias to it)",
+            filename,
+        )
 
 
 def _expanded_size(root: Any) -> int:

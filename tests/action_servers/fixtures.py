@@ -17,7 +17,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+import tracemalloc
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -168,18 +170,84 @@ def gzip_bomb() -> bytes:
     return gzip.compress(b" " * (30 * 1024 * 1024), compresslevel=9)
 
 
+@functools.cache
+def twice_gzipped_bomb() -> bytes:
+    """About 500 bytes, gzip of gzip, that inflate to 100 MB of spaces (sent as `gzip, gzip`)."""
+    once = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    block = b" " * (1024 * 1024)
+    inner = b"".join([*(once.compress(block) for _ in range(100)), once.flush()])
+    return gzip.compress(inner, compresslevel=9)
+
+
+def peak_memory_of(work: Callable[[], object]) -> int:
+    """The most memory Python held while `work()` ran, beyond what it held before (the
+    bombs made first: a server's answers are not the client's memory)."""
+    gzip_bomb(), twice_gzipped_bomb()
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def bomb_refusal(path: str, limit: int) -> str:
+    """What a client says of /bomb or /bomb-twice read with a size limit of `limit` bytes."""
+    if path == "/bomb-twice":
+        return "its answer is encoded 'gzip, gzip': botserver reads one gzip or deflate"
+    return f"its answer is more than {limit} bytes"
+
+
+# Answers, encoded (all valid but one): /encoded/<name> sends one with its Content-Encoding.
+_OK_ANSWER = b'{"events": [], "responses": [{"text": "ok"}]}'
+ENCODED_ANSWERS = {
+    "gzip": ("gzip", gzip.compress(_OK_ANSWER)),
+    "x-gzip": ("x-gzip", gzip.compress(_OK_ANSWER)),
+    "deflate": ("deflate", zlib.compress(_OK_ANSWER)),  # zlib-wrapped, as the RFC says
+    "raw-deflate": ("deflate", zlib.compress(_OK_ANSWER, wbits=-zlib.MAX_WBITS)),  # as IIS sends
+    "identity": ("identity", _OK_ANSWER),
+    "not-gzip": ("gzip", _OK_ANSWER),  # said to be gzip, and not
+    "not-deflate": ("deflate", b"\xff" * 8),  # neither zlib's deflate nor raw deflate
+}
+
+
 class _Broken(BaseHTTPRequestHandler):
-    """Answers by path: /slow sleeps, /garbage sends HTML, /shape sends the wrong JSON,
-    /entity an event breaking Rasa's schema, /raw/<name> one of `RAW_ANSWERS`; /bomb a gzip
-    bomb, /endless a body that never ends, /huge 11 MB of JSON."""
+    """Answers by path: /slow sleeps (/domain-missing-slow, then asks for the domain),
+    /idle-close drops a connection idle for 1.2 s when the next request comes,
+    /garbage sends HTML, /shape sends the wrong JSON, /entity an event breaking Rasa's
+    schema, /raw/<name> one of `RAW_ANSWERS`; /bomb a gzip bomb (/bomb-twice one gzipped
+    twice), /encoded/<name> one of `ENCODED_ANSWERS`, /brotli an encoding never asked for,
+    /endless a body that never ends, /huge 11 MB of JSON, /redirect a 302 elsewhere. A body
+    that is no JSON (a form) is kept as text."""
 
     server: BrokenActionServer
     protocol_version = "HTTP/1.1"  # chunked answers
 
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length") or 0)
-        self.server.requests.append((self.path, json.loads(self.rfile.read(length) or b"null")))
-        if self.path.startswith("/slow"):
+        sent = self.rfile.read(length)
+        try:
+            body = json.loads(sent or b"null")
+        except ValueError:  # a form (Duckling's request): kept as it came
+            body = sent.decode("latin-1")
+        self.server.requests.append((self.path, body))
+        self.server.headers.append(dict(self.headers.items()))
+        if self.path.startswith("/idle-close"):
+            # As a server whose keep-alive timeout (here 1.2 s) fires as a request arrives on
+            # the connection it is closing: no answer, the connection closed.
+            idle = time.monotonic() - getattr(self, "answered_at", time.monotonic())
+            if idle > 1.2:
+                self.close_connection = True
+                return
+            self._send(200, b'{"events": [], "responses": []}')
+            self.answered_at = time.monotonic()
+        elif self.path.startswith("/domain-missing-slow"):  # asks for the domain, both in 1.2 s
+            time.sleep(1.2)
+            if "domain" not in body:
+                self._send(449, b'{"error": "domain missing"}')
+            else:
+                self._send(200, b'{"events": [], "responses": []}')
+        elif self.path.startswith("/slow"):
             time.sleep(3)
             self._send(200, b'{"events": [], "responses": []}')
         elif self.path.startswith("/garbage"):
@@ -201,8 +269,19 @@ class _Broken(BaseHTTPRequestHandler):
             self._send(400, b'{"error": "bad"}')
         elif self.path.startswith("/raw/"):
             self._send(200, RAW_ANSWERS[self.path[len("/raw/") :]])
+        elif self.path.startswith("/bomb-twice"):
+            self._send(200, twice_gzipped_bomb(), headers={"Content-Encoding": "gzip, gzip"})
         elif self.path.startswith("/bomb"):
             self._send(200, gzip_bomb(), headers={"Content-Encoding": "gzip"})
+        elif self.path.startswith("/encoded/"):
+            # The name, then maybe what a client appends (Duckling's /parse).
+            encoding, body = ENCODED_ANSWERS[self.path[len("/encoded/") :].split("/")[0]]
+            self._send(200, body, headers={"Content-Encoding": encoding})
+        elif self.path.startswith("/redirect"):  # elsewhere, with a token in the address
+            where = "http://elsewhere.example:8080/webhook?token=s3cret-token"
+            self._send(302, b"", headers={"Location": where})
+        elif self.path.startswith("/brotli"):  # not asked for, and not read
+            self._send(200, b"\x1b\x2c\x00\xf8", headers={"Content-Encoding": "br"})
         elif self.path.startswith("/huge"):
             self._send(200, b'{"events": [], "responses": []}' + b" " * (11 * 1024 * 1024))
         elif self.path.startswith("/endless"):
@@ -246,7 +325,8 @@ class _Broken(BaseHTTPRequestHandler):
 
 
 class BrokenActionServer(ThreadingHTTPServer):
-    """Serves `_Broken` on a free local port; `requests` keeps each (path, JSON body) it got."""
+    """Serves `_Broken` on a free local port; `requests` keeps each (path, JSON body) it got,
+    `headers` each request's headers (their bytes read as Latin-1)."""
 
     request_queue_size = 128
     daemon_threads = True
@@ -254,6 +334,7 @@ class BrokenActionServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Broken)
         self.requests: list[tuple[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
 
 
 @contextlib.contextmanager

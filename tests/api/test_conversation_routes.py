@@ -164,6 +164,25 @@ async def test_a_conversation_id_with_a_line_break_reaches_its_routes(
     assert check(rasa_spec, events, EVENTS, "put", 200)["sender_id"] == "\n"
 
 
+@pytest.mark.parametrize("encoded", ["%FF", "%C3%28", "%ED%A0%80", "ab%E2%82"])
+async def test_a_conversation_id_that_is_not_utf8_once_decoded_is_a_400(
+    client: httpx.AsyncClient, encoded: str
+) -> None:
+    """Before, the bytes that are no UTF-8 became U+FFFD: `/conversations/%FF/...` and
+    `/conversations/%FE/...` were one conversation, named neither way (found by probing)."""
+    for method, route in [("get", "tracker"), ("post", "tracker/events"), ("get", "story")]:
+        response = await client.request(method, f"/conversations/{encoded}/{route}", json=[])
+        assert response.status_code == 400, (route, response.text)
+        body = response.json()
+        assert body["reason"] == "BadRequest"
+        assert "UTF-8" in body["message"]
+        assert body["details"] == {"parameter": "conversation_id", "in": "path"}
+    # U+FFFD itself, sent as its UTF-8 bytes, is an id like any other.
+    tracker = await client.get("/conversations/%EF%BF%BD/tracker")
+    assert tracker.status_code == 200
+    assert tracker.json()["sender_id"] == "\ufffd"
+
+
 async def test_append_one_event_or_a_list(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     one = await client.post(
         "/conversations/u2/tracker/events",
@@ -455,6 +474,47 @@ async def test_execute_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) ->
     assert "action_nope" in unknown.json()["message"]
     nobody = await client.post("/conversations/ghost/execute", json={"name": "utter_greet"})
     assert nobody.status_code == 404
+
+
+async def test_execute_stamps_the_policy_and_confidence_given(client: httpx.AsyncClient) -> None:
+    await client.post("/conversations/u6b/tracker/events", json=GOODBYE_EVENTS)
+    response = await client.post(
+        "/conversations/u6b/execute",
+        json={"name": "utter_greet", "policy": "MyPolicy", "confidence": 0.7},
+    )
+    assert response.status_code == 200, response.text
+    action = [e for e in response.json()["tracker"]["events"] if e["event"] == "action"][-1]
+    assert (action["name"], action["policy"], action["confidence"]) == (
+        "utter_greet",
+        "MyPolicy",
+        0.7,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("confidence", 10**400),  # JSON's integers have no bound; a double's have
+        ("confidence", "high"),
+        ("confidence", True),
+        ("policy", {"name": "MyPolicy"}),
+        ("policy", 5),
+    ],
+)
+async def test_execute_refuses_a_policy_or_confidence_an_action_event_cannot_hold(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, field: str, value: Any
+) -> None:
+    """Before, a confidence of 400 digits was a 500 (OverflowError), and any other value of
+    the wrong kind was silently dropped (Rasa stores it, and every later tracker breaks its
+    schema); found by probing."""
+    await client.post("/conversations/u6c/tracker/events", json=GOODBYE_EVENTS)
+    response = await client.post(
+        "/conversations/u6c/execute", json={"name": "utter_greet", field: value}
+    )
+    body = check(rasa_spec, response, EXECUTE, "post", 400)
+    assert body["details"] == {"parameter": field, "in": "body"}
+    events = (await client.get("/conversations/u6c/tracker")).json()["events"]
+    assert "utter_greet" not in [e.get("name") for e in events]
 
 
 async def test_trigger_intent(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:

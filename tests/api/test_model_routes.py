@@ -267,6 +267,67 @@ async def test_test_stories(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> N
     check(rasa_spec, empty, "/model/test/stories", "post", 400)
 
 
+# Seven anchors of eight aliases each: 2 million values in 300 bytes (the limit is 1 million).
+YAML_BOMB = "a: &a [x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{name}: &{name} [{', '.join([f'*{previous}'] * 8)}]\n"
+    for previous, name in zip("abcdef", "bcdefg", strict=True)
+)
+BOMB_STORIES = (
+    YAML_BOMB
+    + """stories:
+- story: bomb
+  steps:
+  - intent: greet
+    entities:
+    - mood: *g
+  - action: utter_greet
+"""
+)
+BOMB_CROSS_VALIDATION = (
+    YAML_BOMB
+    + """pipeline:
+- name: WhitespaceTokenizer
+  option: *g
+- name: CountVectorsFeaturizer
+- name: LogisticRegressionClassifier
+nlu:
+- intent: greet
+  examples: |
+    - hi
+    - hello
+- intent: goodbye
+  examples: |
+    - bye
+    - ciao
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/model/test/stories", BOMB_STORIES),
+        ("/model/test/intents?cross_validation_folds=2", BOMB_CROSS_VALIDATION),
+    ],
+    ids=["stories", "intents"],
+)
+async def test_a_yaml_bomb_sent_for_testing_is_refused_at_once(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, route: str, body: str
+) -> None:
+    """Before, the test routes read their body without the alias limit training has: ten
+    anchors of ten aliases (10 million values, 378 bytes) held a worker thread for 7 s on
+    `/model/test/stories` and 14 s on `/model/test/intents` (a pipeline option): minutes for
+    the 387 million values of nine anchors of nine (found by probing)."""
+    response = await client.post(
+        route, content=body, headers={"Content-Type": "application/x-yaml"}
+    )
+    answer = check(rasa_spec, response, route.split("?")[0], "post", 400)
+    assert answer["message"] == (
+        "request body: the document holds more than 1,000,000 values (those of an anchor "
+        "counted at each alias to it)"
+    )
+
+
 MISHEARD_STORY = """
 stories:
 - story: a greeting the NLU would not read as one
@@ -350,6 +411,59 @@ async def test_test_intents_yaml_and_json(client: httpx.AsyncClient, rasa_spec: 
         "/model/test/intents", json={"rasa_nlu_data": {"common_examples": examples}}
     )
     assert check(rasa_spec, as_json, "/model/test/intents", "post", 200)["intent_evaluation"]
+
+
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain"])
+async def test_test_intents_reads_yaml_sent_without_a_yaml_content_type(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, content_type: str | None
+) -> None:
+    """`curl --data-binary @nlu.yml` sends `application/x-www-form-urlencoded`. Before, the
+    body was then read as JSON only: a 400 "Failed when parsing body as json", where
+    `/model/train` and `/model/test/stories` read the same YAML (found by probing). JSON
+    without its Content-Type is still read as JSON."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    nlu = (MOODBOT / "data" / "nlu.yml").read_text()
+    response = await client.post("/model/test/intents", content=nlu, headers=headers)
+    body = check(rasa_spec, response, "/model/test/intents", "post", 200)
+    assert body["intent_evaluation"]["accuracy"] > 0.8
+    examples = [
+        {"text": "hello there", "intent": "greet", "entities": []},
+        {"text": "bye bye", "intent": "goodbye", "entities": []},
+    ]
+    as_json = json.dumps({"rasa_nlu_data": {"common_examples": examples}})
+    response = await client.post("/model/test/intents", content=as_json, headers=headers)
+    body = check(rasa_spec, response, "/model/test/intents", "post", 200)
+    assert len(body["intent_evaluation"]["predictions"]) == 2
+    broken = await client.post("/model/test/intents", content="nlu: [", headers=headers)
+    assert (
+        "does not contain valid YAML"
+        in check(rasa_spec, broken, "/model/test/intents", "post", 400)["message"]
+    )
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        '{"rasa_nlu_data": {"common_examples": [{"text": "hi" "intent": "greet"}]}}',
+        '{"rasa_nlu_data": {"common_examples": [{"text": "hi", "intent": "greet"},]}}',
+        '[{"text": "hi", "intent": "greet"]',
+    ],
+    ids=["missing-comma", "trailing-comma", "unclosed"],
+)
+async def test_test_intents_says_why_json_sent_without_its_content_type_did_not_read(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, broken: str
+) -> None:
+    """`curl -d '{...}'` sends a form's type: a body that is no JSON is then read as YAML, and
+    a JSON mistake (a missing or extra comma) came back as "does not contain valid YAML" or
+    "The YAML body needs an 'nlu' section" (found by review). A body that opens as JSON
+    and reads as no NLU YAML gets the JSON parser's error, as with its Content-Type."""
+    response = await client.post(
+        "/model/test/intents",
+        content=broken,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    message = check(rasa_spec, response, "/model/test/intents", "post", 400)["message"]
+    assert message.startswith("Failed when parsing body as json: "), message
 
 
 async def test_test_intents_evaluates_the_response_selector(
@@ -687,6 +801,20 @@ async def test_a_yaml_value_that_cannot_be_read_is_a_400_naming_its_line(
     line = TRAINING_YAML.count("\n") + 4
     assert error["message"].startswith(f"request body:{line}: {problem}")
     assert "quote it" in error["message"]
+
+
+async def test_a_yaml_integer_too_long_to_read_is_a_400_in_the_clients_terms(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """Python reads no integer of more than 4,300 digits. JSON bodies said so plainly, YAML
+    ones told the client to call `sys.set_int_max_str_digits()` (found by review)."""
+    body = TRAINING_YAML + f"slots:\n  day:\n    type: text\n    initial_value: {'1' * 5000}\n"
+    response = await client.post("/model/train", content=body)
+    message = check(rasa_spec, response, "/model/train", "post", 400)["message"]
+    assert message.endswith(
+        "is not a valid int (it has 5,000 digits; at most 4,300 are read); "
+        "quote it to keep it as text"
+    ), message
 
 
 @pytest.mark.parametrize("value", ["2024-01-01", ".inf", "!!set {a, b}"])

@@ -162,3 +162,26 @@ def test_a_slot_value_yaml_1_2_reads_as_a_number_is_written_quoted() -> None:
         "-4E2",
         "yes",
     ]
+
+
+def test_a_story_until_a_time_is_each_session_as_it_was_then_as_in_rasa() -> None:
+    """Rasa's `get_test_stories` takes the last session (or every session), each as it was at
+    `until` (`travel_back_in_time`: its events in stored order up to the first one after that
+    time), drops the empty ones, and numbers the stories only when more than one is left.
+    Before, every event at or before `until` was kept (one stored after a later one too), the
+    last session was taken after that (an `until` before the last session's start gave the
+    session before it, where Rasa gives no story), and `all_sessions` numbered a lone story."""
+    late_slot = SlotSet(key="name", value="Bob", timestamp=100.5)  # stored after 101..103
+    tracker = Tracker("u1", {}, [*_session(100.0, "hi"), late_slot, *_session(200.0, "yo")])
+
+    assert conversation_story(tracker, until=150.0) == 'version: "3.1"\n'
+    every = yaml.safe_load(conversation_story(tracker, all_sessions=True, until=102.5))
+    assert [s["story"] for s in every["stories"]] == ["u1"]
+    assert {"slot_was_set": [{"name": "Bob"}]} not in every["stories"][0]["steps"]
+    assert {"slot_was_set": [{"name": "Bob"}]} in yaml.safe_load(
+        conversation_story(tracker, all_sessions=True, until=200.0)
+    )["stories"][0]["steps"]
+    lone = Tracker("u1", {}, _session(100.0, "hi"))
+    assert (
+        yaml.safe_load(conversation_story(lone, all_sessions=True))["stories"][0]["story"] == "u1"
+    )

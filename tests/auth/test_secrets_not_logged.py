@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -15,7 +18,16 @@ from fastapi import APIRouter, Depends, FastAPI, Response
 from server.api.app import create_app
 from server.api.server import ServerOptions, build_app
 from server.api.settings import ApiSettings
-from server.auth import AuthConfig, install_log_redaction, redact, require_auth
+from server.auth import (
+    AuthConfig,
+    install_log_redaction,
+    keep_endpoint_secrets_out_of_logs,
+    redact,
+    require_auth,
+)
+from server.auth.log_redaction import RedactSecretsFilter
+from server.dialogue.http_endpoint import HttpEndpoint
+from tests.action_servers.fixtures import broken_action_server
 from tests.serving import serving
 
 TOKEN = "thisismysecret-token-value"
@@ -90,6 +102,88 @@ async def test_a_model_server_token_stays_out_of_the_logs(
     assert SERVER_TOKEN not in caplog.text
 
 
+ACTION_TOKEN = "action-server-token-9c1e"
+NLG_TOKEN = "nlg-server-token-77b0"
+CALLBACK_TOKEN = "callback-token-31d8"
+QUERY_SECRET = "query-secret-5e3d"
+
+
+async def _call_action_and_nlg_servers(
+    caplog: pytest.LogCaptureFixture,
+    action_endpoint: dict[str, Any],
+    nlg: dict[str, Any],
+    credentials: dict[str, Any] | None = None,
+) -> None:
+    """One call to each, from an app built with these endpoints, httpx logging at debug."""
+    install_log_redaction()
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")
+    endpoints = {"tracker_store": {"type": "in_memory"}, "action_endpoint": action_endpoint}
+    endpoints["nlg"] = nlg
+    app = build_app(ServerOptions(endpoints=endpoints, credentials=credentials))
+    processor = app.state.processor
+    await processor.action_server.run("action_x", "u1", {}, None)
+    await processor.nlg_endpoint.generate("utter_x", {}, "rest")
+    await processor.action_server.aclose()
+    await processor.nlg_endpoint.aclose()
+
+
+async def test_an_endpoint_token_stays_out_of_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """The action server's, the NLG server's and the callback channel's token travel as
+    `?<token_name>=`, which the redaction knows only under usual names: before, under
+    another name, httpx's request line at debug level showed them."""
+    with broken_action_server() as server:
+        url = f"http://127.0.0.1:{server.server_address[1]}/ok"
+        callback = {"url": url, "token": CALLBACK_TOKEN, "token_name": "c"}
+        await _call_action_and_nlg_servers(
+            caplog,
+            {"url": url, "token": ACTION_TOKEN, "token_name": "a"},
+            {"url": url, "token": NLG_TOKEN, "token_name": "n"},
+            credentials={"callback": callback},
+        )
+        endpoint = HttpEndpoint.from_config(callback)  # as the app's callback channel posts
+        await endpoint.post_json({"recipient_id": "u1", "text": "hi"})
+        await endpoint.aclose()
+
+    assert [r.getMessage().startswith("HTTP Request: POST") for r in caplog.records].count(
+        True
+    ) == 3
+    for token in (ACTION_TOKEN, NLG_TOKEN, CALLBACK_TOKEN):
+        assert token not in caplog.text
+
+
+async def test_a_secret_in_an_endpoint_query_stays_out_of_the_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A secret in an endpoint's `url:` query or `params:` under a name no pattern knows
+    (`?auth=`, `?pw=`), however short: before, httpx's request line at debug level showed
+    it. Now every value of a configured endpoint's query is hidden, as `safe_url` hides the
+    whole query in the lines botserver writes."""
+    with broken_action_server() as server:
+        url = f"http://127.0.0.1:{server.server_address[1]}/ok"
+        await _call_action_and_nlg_servers(
+            caplog,
+            {"url": f"{url}?auth={QUERY_SECRET}&team=blue"},
+            {"url": url, "params": {"pw": "pw-9z"}},
+        )
+
+    requests = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert [line.split("?")[1].split(" ")[0] for line in requests] == [
+        "auth=***&team=***",
+        "pw=***",
+    ]
+    assert QUERY_SECRET not in caplog.text and "pw-9z" not in caplog.text
+
+
+def test_a_configured_query_name_is_hidden_in_a_query_only() -> None:
+    keep_endpoint_secrets_out_of_logs({"url": "http://h/x?zq7=1", "params": {"QP8": "b"}})
+    assert (
+        redact("GET http://h/x?zq7=1234&Qp8=b&zq=2 done")
+        == "GET http://h/x?zq7=***&Qp8=***&zq=2 done"
+    )
+    assert redact("a form: zq7=1234, qp8=5") == "a form: zq7=1234, qp8=5"  # not a query
+
+
 def test_redact_covers_the_usual_places() -> None:
     assert redact("GET /x?token=abc&y=1") == "GET /x?token=***&y=1"
     assert redact("Authorization: Bearer abc.def") == "Authorization: Bearer ***"
@@ -123,6 +217,7 @@ def test_a_secret_of_several_words_after_a_colon_is_hidden_whole() -> None:
     assert redact("password: my phrase user: bob") == "password: *** user: bob"
     assert redact("password: my phrase, user=bob") == "password: ***, user=bob"
     assert redact("password=abc user=bob") == "password=*** user=bob"
+    assert redact("password = my phrase\nuser = bob") == "password = ***\nuser = bob"
     assert redact("msg='password: my secret phrase' ok") == "msg='password: ***' ok"
     assert redact('"GET /x?password=abc HTTP/1.1" 200') == '"GET /x?password=*** HTTP/1.1" 200'
 
@@ -152,6 +247,16 @@ def test_a_long_secret_of_many_words_is_redacted_at_once() -> None:
     assert time.thread_time() - started < 1
 
 
+def test_a_long_password_of_many_ats_or_escaped_quotes_is_redacted_at_once() -> None:
+    # A URL password runs to the last '@' before the path: each '@' looks for another one
+    # ahead, which, read to the path each time, cost such a line its square (4 s of CPU).
+    started = time.thread_time()
+    assert redact("x://b:" + "a@" * 32_000 + "/p") == "x://b:***@/p"
+    assert redact('password: "' + '\\"' * 32_000 + '" ok') == "password: *** ok"
+    assert redact("password: '" + "\\'" * 32_000) == "password: ***"  # no closing quote
+    assert time.thread_time() - started < 1
+
+
 # Log lines a client shapes (uvicorn's access log with -v shows the request's path): each
 # tried by a redaction pattern from many places, every try reading to the end of the line.
 HOSTILE_LINES = {
@@ -173,6 +278,15 @@ def test_a_long_hostile_log_line_is_redacted_at_once(line: str) -> None:
     logged = f'127.0.0.1:5000 - "GET /{line} HTTP/1.1" 404'
     started = time.thread_time()  # CPU seconds: the host's other work does not count
     assert redact(logged) == logged
+    assert time.thread_time() - started < 1
+
+
+@pytest.mark.parametrize("line", ["?zq7" * 16_000, "&" + "z" * 64_000, "?zq7=" * 13_000])
+def test_a_hostile_line_of_query_names_is_redacted_at_once(line: str) -> None:
+    keep_endpoint_secrets_out_of_logs({"url": "http://h/x?zq7=1"})
+    logged = f'127.0.0.1:5000 - "GET /{line} HTTP/1.1" 404'
+    started = time.thread_time()
+    redact(logged)
     assert time.thread_time() - started < 1
 
 
@@ -227,6 +341,12 @@ SECRET_PLACES = (
     "https://b.s3.amazonaws.com/m?X-Amz-Security-Token={}&X-Amz-Signature=x",
     "https://b.s3.amazonaws.com/m?X-Amz-Credential={}%2F20261206%2Fs3%2Faws4_request&x=1",
     "password: my {} phrase",
+    "[db]\npassword = my {} phrase\nuser = bob",  # an INI file: `=` between spaces
+    '{{"password": "a \\"quoted\\" {} phrase"}}',  # JSON: the quotes inside escaped
+    "{{'token': 'it\\'s {}'}}",
+    "SECRET_KEY={}",
+    "{{'secret_key': '{}'}}",
+    "redis://bot:p@ss{}@127.0.0.1:6379/0",  # an '@' not percent-encoded: redis-py reads it
     "line one\npassword: {}\nline three",
     "GET /conversations/eyJhbGciOiJIUzI1NiJ9.{}.c2ln/tracker",
     "GET /x?jwt=eyJhbGciOiJIUzI1NiJ9.{}.c2ln",
@@ -281,3 +401,29 @@ def test_a_jwt_glued_to_text_in_any_script_is_hidden() -> None:
     assert redact(f"我的令牌{jwt_like}。") == "我的令牌***。"
     assert redact(f"café{jwt_like}") == "café***"
     assert redact(f"word{jwt_like}") == f"word{jwt_like}"  # a longer base64url run: no JWT
+
+
+def test_a_secret_given_as_an_argument_after_its_key_in_the_format_is_hidden() -> None:
+    # `logger.warning("token: %s", t)`: the format's value placeholder was taken for the
+    # secret and hidden, the record then failed to format, and logging's error report
+    # printed the arguments, the secret among them, as they were.
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactSecretsFilter())
+    logger = logging.getLogger("tests.auth.secret_arguments")
+    logger.addHandler(handler)
+    logger.propagate = False
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            logger.warning("login token: %s for user %s", "S3cr3tValue", "bob")
+            logger.warning("%s: password: %s", "db", "S3cr3tValue")
+            logger.warning("key %(name)s, secret: %(value)s", {"name": "a", "value": "S3cr3t"})
+    finally:
+        logger.removeHandler(handler)
+    assert errors.getvalue() == ""
+    assert stream.getvalue().splitlines() == [
+        "login token: ***",
+        "db: password: ***",
+        "key a, secret: ***",
+    ]

@@ -279,3 +279,51 @@ async def test_one_failed_save_after_a_run_longer_than_the_cap_is_still_held(
 
     assert in_doubt.holds("alice")
     assert in_doubt.held == 1
+
+
+class _HeldRead:
+    """A tracker store whose reads wait until released: a read-back under way."""
+
+    def __init__(self, inner: TrackerStore) -> None:
+        self.inner = inner
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def load(self, sender_id: str) -> Any:
+        self.reading.set()
+        await self.release.wait()
+        return await self.inner.load(sender_id)
+
+    async def load_all(self, sender_id: str) -> Any:
+        return await self.inner.load_all(sender_id)
+
+
+async def test_a_batch_held_after_one_dropped_during_its_read_back_is_read_back_itself(
+    tmp_path: Path,
+) -> None:
+    """The last conversation over the cap loses its oldest batch while the store is read for
+    it: the batch that took its place (a failed save too, never stored) is read back in its
+    turn and never published. Were the list edited in place, the read under way would take
+    it for the one it had read, publish it unread, and count the dropped one twice."""
+    inner = create_tracker_store({"type": "sql", "db": str(tmp_path / "trackers.db")})
+    store = _HeldRead(inner)
+    queued: list[Any] = []
+    in_doubt = InDoubtEvents("test", _outgoing, queued.extend, max_events=5)
+    try:
+        in_doubt.add_in_doubt("alice", turn(1), None, store)  # type: ignore[arg-type]
+        await asyncio.wait_for(store.reading.wait(), 10)
+        in_doubt.add_in_doubt("alice", turn(2), turn(1)[-1], store)  # type: ignore[arg-type]
+        assert [b.events for b in in_doubt._held["alice"]] == [turn(2)]  # turn 1 dropped
+        store.release.set()
+        for _ in range(400):  # the read-back task: a store read and the next round
+            if not in_doubt.holds("alice"):
+                break
+            await asyncio.sleep(0.05)
+
+        assert not in_doubt.holds("alice")
+        assert queued == []  # neither save was stored: nothing published
+        assert in_doubt.held == 0
+        assert in_doubt._kept == 0
+    finally:
+        await in_doubt.settle(timeout=0)
+        await inner.close()

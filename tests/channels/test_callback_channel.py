@@ -28,12 +28,13 @@ class Receiver:
     def __init__(self) -> None:
         self.received: list[tuple[dict[str, Any], dict[str, str]]] = []
         self.status = 200
+        self.headers: dict[str, str] = {}
         self.app = FastAPI()
         self.app.add_api_route("/bot", self.receive, methods=["POST"])
 
     async def receive(self, request: Request) -> Response:
         self.received.append((await request.json(), {**request.headers, **request.query_params}))
-        return Response(status_code=self.status)
+        return Response(status_code=self.status, headers=self.headers)
 
 
 @pytest.fixture
@@ -158,10 +159,14 @@ async def test_a_redirect_is_not_followed_and_is_logged_as_not_delivered(
 ) -> None:
     r, url = receiver
     r.status = 307
+    r.headers = {"Location": "https://bob:pw-1@elsewhere.example/bot?sig=x"}
     answer = await _say_hello({"url": url}, "c5")
     assert answer.text == "success"
-    # Before: a 3xx answer was taken as delivered, without a word.
-    assert "answered HTTP 307 to a bot message, which was not delivered" in caplog.text
+    # Before: a 3xx answer was taken as delivered, without a word; then, without where to.
+    assert (
+        "answered HTTP 307 to a bot message, a redirect to https://elsewhere.example/bot, "
+        "which is not followed: the message was not delivered"
+    ) in caplog.text
 
 
 async def test_a_callback_that_trickles_its_answer_is_cut_at_the_timeout() -> None:

@@ -190,6 +190,40 @@ async def test_a_validation_action_ending_the_form_is_followed_by_the_forms_own_
     assert (await conversation.tracker()).active_loop_name is None
 
 
+@pytest.mark.parametrize(
+    ("validator", "logged"),
+    [
+        # The validation action's `active_loop: null`; the activation's slot, which it
+        # did not set; the loop's end.
+        (_EndsTheForm, [("ActiveLoop", None), ("guests", 2.0), ("ActiveLoop", None)]),
+        # rasa-sdk's answer (the slot, `requested_slot` null: no slot left); the loop's end.
+        (_OnlyGuests, [("guests", 2.0), ("requested_slot", None), ("ActiveLoop", None)]),
+    ],
+)
+async def test_a_validation_action_ending_the_form_as_it_activates_adds_only_its_end(
+    booking_bot: DialogueModel, validator: type[Action], logged: list[tuple[str, Any]]
+) -> None:
+    """As Rasa logs it: a form its validation action ends at activation does not run its
+    turn (Rasa's `is_done` before `do`), so no `requested_slot` null of its own follows the
+    validation action's events, only the loop's end. Before, an extra `requested_slot` null
+    was logged before it."""
+    conversation = _conversation(booking_bot, f"ends-at-once-{validator.__name__}", validator)
+
+    turn = await conversation.say('/book{"number": 2}')
+
+    assert turn.actions == ["booking_form", "utter_done"]
+    events = [e.as_dict() for e in _events_of(turn, "booking_form")]
+    seen = [
+        ("ActiveLoop", e["name"]) if e["event"] == "active_loop" else (e["name"], e["value"])
+        for e in events
+    ]
+    assert seen == [("ActiveLoop", "booking_form"), *logged]
+    tracker = await conversation.tracker()
+    assert tracker.active_loop_name is None
+    assert tracker.get_slot("requested_slot") is None
+    assert tracker.get_slot("guests") == 2
+
+
 class _CityFirst(_AsksFor):
     slots = ["city", "guests"]
 

@@ -171,8 +171,15 @@ async def test_a_server_that_is_down_is_an_action_error() -> None:
         # Before: read whole (30 MB inflated; an endless body until the timeout; 11 MB of
         # spaces was "no message").
         ("/bomb", "its answer is more than 10485760 bytes"),
+        # Before: inflated to 100 MB before the size was counted.
+        ("/bomb-twice", "could not be read \\(its answer is encoded 'gzip, gzip'"),
         ("/endless", "its answer is more than 10485760 bytes"),
         ("/huge", "its answer is 11534367 bytes, more than 10485760"),
+        # Before: "answered HTTP 500", without the reason it gave.
+        ("/crash", "the NLG server at .* answered HTTP 500: division by zero$"),
+        ("/crash-lines", "answered HTTP 500: boom ERROR forged line$"),
+        # Before: "answered HTTP 302: ", nothing after the colon.
+        ("/redirect", "HTTP 302, a redirect to http://elsewhere.example:8080/webhook, which is"),
         # Before: a message holding half a surrogate pair broke the turn's answer (a 500).
         ("/raw/surrogate", "not JSON \\(it holds an unpaired UTF-16 surrogate escape\\)"),
     ],

@@ -177,6 +177,20 @@ def test_the_least_recently_used_entry_goes_first() -> None:
     assert (memo.get("a"), memo.get("c"), memo.get("d"), len(memo)) == (None, 3, 5, 2)
 
 
+def test_a_memo_keeps_its_use_order_from_half_full_on() -> None:
+    # Below half its size a hit only looks its key up (nothing is dropped before the memo
+    # is full); from half full on a hit moves its key last, as before.
+    memo: Memo[str, int] = Memo(4)
+    memo.put("a", 1)
+    assert memo.get("a") == 1  # one of four: the order stays a
+    memo.put("b", 2)
+    assert memo.get("a") == 1  # two of four: a moves behind b
+    memo.put("c", 3)
+    memo.put("d", 4)
+    memo.put("e", 5)  # over the size: the least recently used, b, goes
+    assert (memo.get("b"), memo.get("a"), memo.get("e"), len(memo)) == (None, 1, 5, 4)
+
+
 def test_message_ids_look_like_uuid4_hex() -> None:
     ids = {new_message_id() for _ in range(1000)}
     assert len(ids) == 1000

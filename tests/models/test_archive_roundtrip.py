@@ -56,6 +56,21 @@ def test_default_name_is_timestamp_and_words(tmp_path: Path):
     assert not [p for p in archive.parent.iterdir() if p.name.startswith(".")]
 
 
+def test_the_gzip_header_names_no_temporary_file(tmp_path: Path):
+    """`gunzip -N` and `file` read a name from the gzip header: it must not be the
+    `.<uuid>.partial` the archive was written under before it got its name."""
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "a.json").write_text("{}")
+
+    archive = write_archive(content, {}, tmp_path / "models", fixed_name="mine")
+
+    header = archive.read_bytes()[:10]
+    assert header[:2] == b"\x1f\x8b"
+    assert not header[3] & 0x08, "the gzip header carries a file name (FNAME)"
+    assert b"partial" not in archive.read_bytes()[:200]
+
+
 def test_two_archives_never_take_the_same_generated_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

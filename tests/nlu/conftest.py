@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.training_data import NLUTrainingData
 from server.training.nlu_yaml import read_nlu_file, read_nlu_yaml
+from tests.action_servers.fixtures import BrokenActionServer, broken_action_server
 
 BOTS = Path(__file__).resolve().parents[3] / "shared" / "bots"
 if not BOTS.exists():
@@ -84,3 +86,17 @@ def full_pipeline(mixed_data: NLUTrainingData) -> NLUPipeline:
 @pytest.fixture(scope="session")
 def load_bot():
     return bot_data
+
+
+@pytest.fixture
+def broken_server() -> Iterator[BrokenActionServer]:
+    """A local server that misbehaves by path (gzip bombs, encodings), as an NLU server or
+    Duckling."""
+    with broken_action_server() as server:
+        yield server
+
+
+@pytest.fixture
+def br_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx as it is with `brotli` and `zstandard` installed: asking for br and zstd too."""
+    monkeypatch.setattr("httpx._client.ACCEPT_ENCODING", "gzip, deflate, br, zstd")

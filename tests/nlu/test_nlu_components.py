@@ -371,3 +371,75 @@ def test_count_vectors_with_a_huge_max_ngram_stop_at_the_messages_length(analyze
     grams: list[str] = []
     lines_run_in(count_vectors.__file__, lambda: grams.extend(huge.ngrams(message)), 1_000)
     assert grams == longest.ngrams(message)
+
+
+# Texts a user may type: other scripts, combining marks, emoji, controls, none, a long one.
+HOSTILE_TEXTS = [
+    "",
+    "   ",
+    "Play Beyoncé's ÉTÉ song on Spotify, please!",
+    "naïve cafe\u0301 ΣΟΦΟΣ σοφός 日本語のテキスト 👍🏽 مرحبا",
+    "tab\tnew\nline\x00nul \x1c sep \u00a0nbsp\u2028",
+    "a" * 200 + " " + "b" * 64 + " " + "c" * 65,
+    " ".join(f"w{i % 700}" for i in range(5_000)),
+]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"analyzer": "word", "min_ngram": 1, "max_ngram": 3},
+        {"analyzer": "char_wb", "min_ngram": 1, "max_ngram": 6},
+        {"analyzer": "char_wb", "min_ngram": 2, "max_ngram": 4, "lowercase": False},
+        {"analyzer": "char", "min_ngram": 1, "max_ngram": 3},
+    ],
+)
+def test_count_vectors_parse_gives_the_block_training_gives(config: dict) -> None:
+    """A parse looks a word's columns up once (char_wb) and counts in C; training forms every
+    n-gram of the message: the same block for any text, twice over (the second time from the
+    cache), and for the words alone (`words_block`)."""
+    featurizer = CountVectorsFeaturizer(config)
+    featurizer.train([Message(t, tokenize(t)) for t in HOSTILE_TEXTS[2:]], None)
+    for text in HOSTILE_TEXTS * 2:
+        message = Message(text, tokenize(text))
+        expected = featurizer._weigh(featurizer.ngrams(message))
+        featurizer.process(message)
+        assert message.blocks[-1] == expected
+        assert featurizer.words_block([t.text for t in message.tokens]) == expected
+
+
+def test_a_sparse_vector_is_the_blocks_side_by_side_as_numpy_converts_them() -> None:
+    blocks = [
+        ([], [], 0),
+        ([0, 2], [0.1, 1e-50], 3),
+        ([], [], 5),
+        ([4, 7], [1 / 3, -2.5e38], 8),
+        (list(range(128)), [i / 7 for i in range(128)], 128),
+    ]
+    message = Message("x", blocks=blocks)
+    indices, values = message.sparse_vector()
+    offsets = np.cumsum([0] + [width for _, _, width in blocks])
+    expected = [o + i for (b, _, _), o in zip(blocks, offsets[:-1], strict=True) for i in b]
+    assert indices.dtype == np.int64 and indices.tolist() == expected
+    expected_values = np.asarray([v for _, b, _ in blocks for v in b], dtype=np.float32)
+    assert values.dtype == np.float32 and values.tobytes() == expected_values.tobytes()
+    empty = Message("").sparse_vector()
+    assert empty[0].dtype == np.int64 and empty[1].dtype == np.float32
+    assert len(empty[0]) == len(empty[1]) == 0
+
+
+def test_crf_word_shapes_of_ascii_words_follow_the_per_character_rule() -> None:
+    """ASCII words take a translation table; the shape is the per-character rule's (upper
+    X, lower x, digit d, anything else itself; runs of one mark kept once)."""
+    from server.nlu import crf_extractor
+
+    def by_characters(word: str) -> str:
+        mapped = "".join(
+            "X" if c.isupper() else "x" if c.islower() else "d" if c.isdigit() else c for c in word
+        )
+        return crf_extractor._NON_SHAPE.sub(r"\1", mapped)
+
+    words = ["".join(map(chr, range(128))), "McDonald's", "ABC123xyz!!", "a\x00b", "x" * 300]
+    words += [t.text for text in HOSTILE_TEXTS for t in tokenize(text)]
+    for word in words:
+        assert crf_extractor._shape(word) == by_characters(word)

@@ -464,6 +464,36 @@ def test_a_carrier_weight_adds_the_carrier_block_which_survives_persistence(tmp_
     assert plain_featurizer.carrier_vectors_ is None
 
 
+def test_a_parse_gives_the_blocks_training_gives_the_same_words():
+    """A parse featurizes the typed and carrier words as plain words; training (and parsing
+    before) built a Message of Tokens for them: the same blocks, for hostile texts too."""
+    from server.nlu.entity_types import _carrier_message, _scaled, _typed_message
+    from tests.nlu.test_nlu_components import HOSTILE_TEXTS
+
+    with_carrier = [
+        {**c, "carrier_weight": 0.5} if c["name"] == "EntityTypeFeaturizer" else c for c in PIPELINE
+    ]
+    pipeline = NLUPipeline.train(read_nlu_yaml(DATA), with_carrier)
+    featurizer = next(c for k, c in pipeline._components if k == "EntityTypeFeaturizer")
+    assert featurizer.vectors_ is not None and featurizer.carrier_vectors_ is not None
+    source = featurizer.sources[0]
+    for text in [*HOSTILE_TEXTS, "find jaws", "FIND the Novel emma"]:
+        tokens = tokenize(text)
+        entities = [
+            {"entity": "movie_name", "start": t.start, "end": t.end, "extractor": source}
+            for t in tokens[1::2]
+        ]
+        message = Message(text, tokens, entities=entities)
+        featurizer.process(message)
+        typed, carrier = _typed_message(tokens, entities), _carrier_message(tokens, entities)
+        featurizer.vectors_.process(typed)
+        featurizer.carrier_vectors_.process(carrier)
+        assert message.blocks == [
+            _scaled(typed.blocks[-1], featurizer.weight),
+            _scaled(carrier.blocks[-1], featurizer.carrier_weight),
+        ]
+
+
 @pytest.mark.parametrize(
     ("options", "key"),
     [

@@ -7,6 +7,7 @@ import json
 import logging
 import random
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -264,7 +265,8 @@ def test_the_keywords_found_inside_others_are_those_every_pair_would_find(
     without case (long s, Kelvin sign, dotted and dotless i, final sigma, ΐ and its twin, the
     st ligatures), keywords are found inside others exactly as a search in every other finds
     them."""
-    alphabet = [*"abkKsSiI ?!-.'_", *"\u017f\u212a\u0130\u0131ςσΣßẞΐΐﬅﬆéÉ\u0345ι好"]
+    alphabet = [*"abkKsSiI ?!-.'_", *"\u017f\u212a\u0130\u0131ςσΣßẞΐΐﬅﬆéÉ\u0345ι好µμϐβǅǆ"]
+    alphabet += ["\U00010400", "\U00010428", "\U0001e900", "\U0001e922", "\U0001f600"]
     rng = random.Random(5)
     for _ in range(200):
         keywords = {
@@ -282,3 +284,30 @@ def test_the_keywords_found_inside_others_are_those_every_pair_would_find(
         }
         found = keyword_classifier._inside_others(keywords, case_sensitive)
         assert set(found) == every_pair, keywords
+        for keyword, (other, _) in found.items():  # the warning names the first, as before
+            pattern = keyword_classifier.keyword_pattern(keyword, case_sensitive)
+            first = next(
+                text
+                for text, intent in keywords.items()
+                if intent != keywords[keyword] and pattern.search(text)
+            )
+            assert other == first, keywords
+
+
+def test_every_character_a_regex_without_case_takes_for_another_folds_the_same() -> None:
+    """The case fold behind the search for keywords inside others, checked against the regex
+    engine itself for every character that has a case (or is one's lowercase): a pair it
+    matches without case folds to the same text, or a keyword inside another is missed."""
+    every = (chr(code) for code in range(sys.maxunicode + 1) if not 0xD800 <= code <= 0xDFFF)
+    cased = [c for c in every if c != c.lower() or c != c.upper() or c != c.casefold()]
+    characters = sorted({*cased, *"".join(c.lower() + c.upper() + c.casefold() for c in cased)})
+    assert len(characters) > 2500  # the cased characters of Unicode, and their cases
+    folded = dict(zip(characters, keyword_classifier._fold_case(characters), strict=True))
+    text = "".join(characters)
+    mismatched = [
+        (char, match.group())
+        for char in characters
+        for match in re.finditer(re.escape(char), text, re.IGNORECASE)
+        if folded[char] != folded[match.group()]
+    ]
+    assert mismatched == []

@@ -223,3 +223,53 @@ def test_more_sentences_than_the_data_holds_fit_to_every_sentence():
         return featurizer.table_
 
     assert np.array_equal(table(10**12), table(3))
+
+
+@needs_dense
+def test_a_texts_ids_by_pieces_are_the_tokenizers_ids_of_the_whole_text(monkeypatch):
+    """A parse looks each space-separated piece up (the new ones in one call to the
+    tokenizer): the ids are those of the whole text, for any text, from the cache too."""
+    from tests.nlu.test_nlu_components import HOSTILE_TEXTS
+
+    monkeypatch.setattr(static_embeddings, "_piece_ids", {})
+    texts = [*HOSTILE_TEXTS, "  two  spaces ", "U.S.A. can't", "ΑΣ Σ σς", "x\u0301 \u0301x"]
+    for text in texts * 2:
+        assert static_embeddings.text_token_ids(text) == static_embeddings._token_ids([text])[0]
+    long_piece = "y" * (static_embeddings.CACHED_PIECE + 1)
+    assert long_piece not in static_embeddings._piece_ids
+    monkeypatch.setattr(static_embeddings, "PIECE_CACHE", 3)
+    static_embeddings._piece_ids.clear()
+    assert (
+        static_embeddings.text_token_ids("one two three four five")
+        == (static_embeddings._token_ids(["one two three four five"])[0])
+    )
+    assert list(static_embeddings._piece_ids) == ["three", "four", "five"]
+
+
+@needs_dense
+def test_parses_in_threads_share_the_piece_cache_while_it_lets_pieces_go(monkeypatch):
+    """Threads parsing at once, the cache full and letting pieces go all the while: every
+    text still gets the tokenizer's ids, and no parse fails on another's change."""
+    import threading
+
+    monkeypatch.setattr(static_embeddings, "_piece_ids", {})
+    monkeypatch.setattr(static_embeddings, "PIECE_CACHE", 8)
+    texts = [" ".join(f"w{(i * 7 + j) % 40}" for j in range(6)) for i in range(40)]
+    expected = {text: static_embeddings._token_ids([text])[0] for text in texts}
+    failures: list[BaseException] = []
+
+    def parse() -> None:
+        try:
+            for _ in range(10):
+                for text in texts:
+                    assert static_embeddings.text_token_ids(text) == expected[text]
+        except BaseException as e:  # noqa: BLE001 - reported by the test thread
+            failures.append(e)
+
+    threads = [threading.Thread(target=parse) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert len(static_embeddings._piece_ids) <= 8 + len(threads)

@@ -96,7 +96,8 @@ def test_sighup_stops_the_workers_too(moodbot: Path, tmp_path: Path) -> None:
 
 def test_workers_stop_when_the_parent_is_killed(moodbot: Path, tmp_path: Path) -> None:
     """The workers stop, and the last one removes the directory they shared (before, every
-    killed server left a /tmp/botserver-workers-* behind)."""
+    killed server left a /tmp/botserver-workers-* behind). Each says it has closed its
+    stores, the parent that would have said it for all being gone (before, nobody did)."""
     with serving(moodbot, tmp_path) as server:
         workers = workers_of(server)
         shared = shared_directory(workers[0])
@@ -111,6 +112,9 @@ def test_workers_stop_when_the_parent_is_killed(moodbot: Path, tmp_path: Path) -
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
         assert not shared.exists()
+        log = server.log.read_text()
+        stopped = [line for line in log.splitlines() if "Stopped: " in line]
+        assert len(stopped) == 2, log[-3000:]
 
 
 def shared_directory(worker: int) -> Path:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from server.errors import StoreUnavailable
 from server.trackers.factory import create_tracker_store
 from server.trackers.redis_store import RedisTrackerStore
 from tests.loop_lag import loop_hold
@@ -213,18 +214,18 @@ async def test_a_bulk_append_copies_again_a_list_that_changed_meanwhile(
     start = session_start(10.0)
     bulk = [*start[1:], *(user(f"m{n}", 11.0) for n in range(1_500))]
     store, other = redis_store(config), redis_store(config)
-    read = store._redis.lrange
+    push = store._push_staged
     turns = [[bot("meanwhile", 5.0), start[0]]]
 
-    async def read_then_a_turn(*args: Any, **options: Any) -> Any:
-        items = await read(*args, **options)
-        while turns and not items:  # the copy is complete: the turn comes after it
+    async def push_then_a_turn(*args: Any, **options: Any) -> int:
+        pushed = await push(*args, **options)
+        while turns:  # the list is copied: the turn comes before the rename
             await other.append("busy", turns.pop())
-        return items
+        return pushed
 
     try:
         await other.append("busy", [user("first", 1.0)])
-        monkeypatch.setattr(store._redis, "lrange", read_then_a_turn)
+        monkeypatch.setattr(store, "_push_staged", push_then_a_turn)
         await store.append("busy", bulk)
 
         assert await other.load_all("busy") == [
@@ -337,3 +338,157 @@ async def test_a_turn_appended_while_another_process_converts_rasas_layout_is_ke
     finally:
         await reader.close()
         await turn.close()
+
+
+async def test_a_bulk_append_never_mixes_the_list_before_and_after_a_replace_meanwhile(
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replace (a PUT of the tracker's events from another process) between two slices of
+    a bulk append's copy: the copy then held the old list's first thousand items and the new
+    list's rest, of the new list's length and with its last item, which is all the rename
+    compared, and the conversation became half the old list and half the new one. Now any
+    write to the list during the copy makes the copy start again."""
+    old = [user(f"old {n}", 1.0) for n in range(1_500)]
+    new = [user(f"new {n}", 2.0) for n in range(1_200)]
+    bulk = [user(f"bulk {n}", 3.0) for n in range(1_500)]
+    store, other = redis_store(config), redis_store(config)
+    push = store._push_staged
+    replaces = [new]
+
+    async def push_then_a_replace(*args: Any, **options: Any) -> int:
+        pushed = await push(*args, **options)
+        while replaces:  # after the copy's first slice
+            await other.replace("mixed", replaces.pop())
+        return pushed
+
+    try:
+        await other.append("mixed", old)
+        monkeypatch.setattr(store, "_push_staged", push_then_a_replace)
+        await store.append("mixed", bulk)
+
+        stored = await other.load_all("mixed")
+        assert stored is not None
+        assert [e["text"] for e in stored] == [e["text"] for e in [*new, *bulk]]
+    finally:
+        await store.close()
+        await other.close()
+
+
+async def test_a_bulk_append_to_a_list_that_keeps_changing_goes_in_one_script(
+    config: dict[str, Any], client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn during every copy: after three copies the append goes as one script, after
+    every turn, with no staged key left."""
+    bulk = [user(f"bulk {n}", 3.0) for n in range(1_500)]
+    store, other = redis_store(config), redis_store(config)
+    push = store._push_staged
+    turns: list[str] = []
+
+    copies: set[str] = set()
+
+    async def push_then_a_turn(staged: str, *args: Any) -> int:
+        pushed = await push(staged, *args)
+        if staged not in copies:  # once per copy
+            copies.add(staged)
+            turns.append(f"turn {len(turns)}")
+            await other.append("busy", [user(turns[-1], 2.0)])
+        return pushed
+
+    try:
+        await other.append("busy", [user("first", 1.0)])
+        monkeypatch.setattr(store, "_push_staged", push_then_a_turn)
+        await store.append("busy", bulk)
+
+        stored = await other.load_all("busy") or []
+        assert len(turns) == 3
+        assert [e["text"] for e in stored] == ["first", *turns, *(e["text"] for e in bulk)]
+        keys = [key async for key in client.scan_iter(match=f"{config['key_prefix']}:*")]
+        assert not [key for key in keys if "replacing" in key]
+    finally:
+        await store.close()
+        await other.close()
+
+
+@pytest.mark.parametrize("operation", ["append", "replace"])
+async def test_a_staged_key_never_lives_without_an_expiry(
+    config: dict[str, Any], client: Redis, operation: str
+) -> None:
+    """A process killed during a bulk append or a long replace leaves its staged key to
+    expire. Before, the first slice's RPUSH and the EXPIRE were two commands: a process that
+    died between them left up to 100,000 events in Redis for good."""
+    store = redis_store(config)
+    send = store._redis.execute_command
+    without_expiry: list[str] = []
+
+    async def checking(*args: Any, **options: Any) -> Any:
+        reply = await send(*args, **options)
+        async for key in client.scan_iter(match=f"{config['key_prefix']}:tracker_replacing:*"):
+            if await client.ttl(key) == -1:
+                without_expiry.append(key)
+        return reply
+
+    try:
+        await store.append("long", [user("before", 1.0)])
+        store._redis.execute_command = checking  # type: ignore[method-assign]
+        events = [user(f"m{n}", 2.0) for n in range(1_500)]
+        await getattr(store, operation)("long", events)
+        assert without_expiry == []
+    finally:
+        await store.close()
+
+
+async def test_a_bulk_append_whose_staged_key_expired_midway_copies_again(
+    config: dict[str, Any], client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A staged key that expired between two slices (a process stalled longer than it
+    lives) is made again by the next RPUSH, without the slices before: it is not renamed
+    over the conversation (before, only a staged key gone altogether was noticed, and the
+    conversation lost its first 1,000 items)."""
+    old = [user(f"old {n}", 1.0) for n in range(1_500)]
+    bulk = [user(f"bulk {n}", 3.0) for n in range(1_500)]
+    store = redis_store(config)
+    try:
+        await store.append("stalled", old)
+        monkeypatch.setattr(store, "_push_staged", expiring_after_one_push(store, client))
+        await store.append("stalled", bulk)
+
+        stored = await store.load_all("stalled") or []
+        assert [e["text"] for e in stored] == [e["text"] for e in [*old, *bulk]]
+    finally:
+        await store.close()
+
+
+async def test_a_long_replace_whose_staged_key_expired_midway_changes_nothing(
+    config: dict[str, Any], client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its staged key expired between two slices (a stall longer than it lives): a 503, and
+    the conversation as it was. Before, the next RPUSH made the key again without the slices
+    before it, which then took the conversation's place."""
+    old = [user(f"old {n}", 1.0) for n in range(10)]
+    store = redis_store(config)
+    try:
+        await store.append("stalled", old)
+        monkeypatch.setattr(store, "_push_staged", expiring_after_one_push(store, client))
+        with pytest.raises(StoreUnavailable):
+            await store.replace("stalled", [user(f"new {n}", 2.0) for n in range(1_500)])
+
+        assert await store.load_all("stalled") == old
+        keys = [key async for key in client.scan_iter(match=f"{config['key_prefix']}:*")]
+        assert not [key for key in keys if "replacing" in key]
+    finally:
+        await store.close()
+
+
+def expiring_after_one_push(store: RedisTrackerStore, client: Redis) -> Any:
+    """`store._push_staged`, whose staged key expires after the first push."""
+    push = store._push_staged
+    expiries = [1]
+
+    async def push_then_expire(staged: str, *args: Any) -> int:
+        pushed = await push(staged, *args)
+        while expiries:
+            expiries.pop()
+            await client.delete(staged)
+        return pushed
+
+    return push_then_expire

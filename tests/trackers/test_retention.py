@@ -201,27 +201,33 @@ async def test_prune_goes_by_the_newest_event_not_the_last_one(kind: str, tmp_pa
             await store.close()
 
 
+@pytest.mark.parametrize("replacement", ["shorter", "as-long-same-end"])
 async def test_redis_keeps_a_long_conversation_replaced_while_the_prune_reads_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replacement: str
 ) -> None:
     """A list too long for the prune script is read by the prune process, then deleted only
-    if it is still as read: a replace meanwhile (a PUT of the tracker's events, whose newest
+    if it is unchanged since: a replace meanwhile (a PUT of the tracker's events, whose newest
     event is recent but not last) keeps it. (A turn appended meanwhile ends the list with a
-    recent event, which keeps it anyway.)"""
+    recent event, which keeps it anyway.) Before, only the list's length and last item were
+    compared, and a replace by a list as long, of the same last item, was deleted."""
     now = time.time()
-    restored = [bot("welcome back", now), bot("imported", now - 200 * DAY)]
+    old = [bot(f"old {n}", now - 200 * DAY) for n in range(250)]
+    restored = [bot("welcome back", now)]
+    restored += (
+        old[1:] if replacement == "as-long-same-end" else [bot("imported", old[0]["timestamp"])]
+    )
     async with tracker_store_config("redis", tmp_path) as config:
         pruning, serving = create_tracker_store(config), create_tracker_store(config)
         try:
-            await serving.append(
-                "returning", [bot(f"old {n}", now - 200 * DAY) for n in range(250)]
-            )
+            await serving.append("returning", old)
             client: Any = pruning._redis  # type: ignore[attr-defined]
             read = client.lrange
+            replaces = [restored]
 
             async def read_then_a_replace(*args: Any) -> Any:
                 items = await read(*args)
-                await serving.replace("returning", restored)
+                while replaces:
+                    await serving.replace("returning", replaces.pop())
                 return items
 
             monkeypatch.setattr(client, "lrange", read_then_a_replace)

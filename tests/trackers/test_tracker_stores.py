@@ -173,6 +173,7 @@ async def test_only_action_session_start_itself_starts_a_session(store: TrackerS
         user("hi", 1.0),
         {"event": "action", "timestamp": 2.0, "name": "Action_Session_Start "},
         {"event": "action", "timestamp": 3.0, "name": "ACTION_SESSION_START"},
+        {"event": "action", "timestamp": 3.5, "name": "action_session_start "},  # (PAD SPACE)
         user("again", 4.0),
     ]
     await store.append("erin", events)

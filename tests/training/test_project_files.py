@@ -23,7 +23,7 @@ from server.training.project import load_project, load_test_stories
 from server.training.stories_yaml import read_story_data
 from server.training.train import train
 from server.training.validation import run_validate, validate_project
-from server.training.yaml_io import read_yaml_file
+from server.training.yaml_io import parse_yaml, read_yaml_file
 from tests.shared_data import BOTS, TESTDATA
 
 BOT_DIRS = sorted(p for p in BOTS.iterdir() if (p / "domain.yml").is_file())
@@ -199,6 +199,13 @@ def test_domain_directory_merges_files_and_reports_duplicates() -> None:
     assert separate.session_config.session_expiration_time == 1
 
 
+# A slot mapping with one condition, to be completed by the condition's key and value.
+_CONDITIONED = (
+    "entities: [e]\nslots:\n  s:\n    type: text\n    mappings:\n"
+    "    - type: from_entity\n      entity: e\n      conditions:\n      - "
+)
+
+
 @pytest.mark.parametrize(
     ("text", "line", "fragment"),
     [
@@ -257,6 +264,13 @@ def test_domain_directory_merges_files_and_reports_duplicates() -> None:
             4,
             "form 'utter_a' has the name of a response",
         ),
+        # Before: `botserver train` and `data validate` ended in a TypeError traceback
+        # (unhashable type) for a list or a mapping; Rasa's domain schema takes a name or
+        # null for each.
+        (_CONDITIONED + "active_loop: [f, g]\n", 9, "'active_loop' of a mapping condition"),
+        (_CONDITIONED + "active_loop: {f: 1}\n", 9, "slot 's' must be a name or null, not {"),
+        (_CONDITIONED + "active_loop: 5\n", 9, "must be a name or null, not 5"),
+        (_CONDITIONED + "requested_slot: [s]\n", 9, "'requested_slot' of a mapping condition"),
     ],
 )
 def test_broken_domain_names_file_and_line(
@@ -479,9 +493,21 @@ def test_a_yaml_bomb_is_refused_at_once_with_a_short_message(tmp_path: Path) -> 
         "    mappings: [{type: custom}]\n",
         encoding="utf-8",
     )
-    with pytest.raises(InvalidProjectFile, match="expands to more than") as raised:
+    with pytest.raises(InvalidProjectFile, match="holds more than 1,000,000 values") as raised:
         read_domain(domain)
     assert len(str(raised.value)) < 300
+
+
+def test_a_document_of_too_many_values_without_aliases_is_not_said_to_use_them() -> None:
+    """The limit counts every value, an anchor's at each alias: a flow list of a million
+    values (2 MB, no alias) was said to expand "through YAML aliases (an anchor referenced
+    many times over)", which it has none of (found by review)."""
+    with pytest.raises(InvalidProjectFile) as raised:
+        parse_yaml("[" + "a, " * 1_000_001 + "a]")
+    assert raised.value.reason == (
+        "the document holds more than 1,000,000 values (those of an anchor counted at each "
+        "alias to it)"
+    )
 
 
 def test_a_form_whose_ignored_intents_are_not_names_is_refused_naming_its_line(

@@ -268,13 +268,25 @@ class PolicyEnsemble:
                 return _copy(known) if copy else known
         if conversation is None:
             conversation = ConversationStates(tracker, domain, self._rule_only)
-        predictions = [policy.predict(conversation, domain) for policy in self.policies]
-        if rejected is not None:
-            predictions = [_without(p, rejected, names) for p in predictions]
-        best = _pick_best(predictions)
+        best = self._best(conversation, domain, rejected, names)
         if key is not None and not best.events:
             self._winners.put(key, _copy(best))
         return best
+
+    def _best(
+        self,
+        conversation: ConversationStates,
+        domain: Domain,
+        rejected: str | None,
+        names: list[str],
+    ) -> PolicyPrediction:
+        """Every policy's prediction, the rejected action taken out, the best of them. Not
+        inline in `predict_shared`: its comprehensions would make it create a cell for each of
+        these at every call, a remembered winner's too."""
+        predictions = [policy.predict(conversation, domain) for policy in self.policies]
+        if rejected is not None:
+            predictions = [_without(p, rejected, names) for p in predictions]
+        return _pick_best(predictions)
 
     def _learn_memo(self, domain: Domain) -> int | None:
         """At the first prediction for a domain: the window of states every policy reads
@@ -314,7 +326,14 @@ class PolicyEnsemble:
 
 def _rejected_action(events: list[Event]) -> str | None:
     """The action just rejected, if the last action event is a rejection."""
-    for event in reversed(events):
+    # By index, not `reversed()` (an iterator object per prediction); a turn's usual last
+    # action is an ActionExecuted itself, decided without an isinstance call.
+    index = len(events)
+    while index:
+        index -= 1
+        event = events[index]
+        if event.__class__ is ActionExecuted:
+            return None
         if isinstance(event, _ACTION_EVENTS):  # one test for each event after the action
             return event.action_name if isinstance(event, ActionExecutionRejected) else None
     return None

@@ -1227,7 +1227,10 @@ def _runs_a_known_loop(tracker: Tracker, items: tuple[Any, ...]) -> bool:
     if not isinstance(cache, _IncrementalStates) or not cache.known_loops:
         return False
     known = cache.known_loops
-    return any(item[0] in known for item in items)
+    for item in items:  # (a loop, not `any()` of a generator: no cell made at every call)
+        if item[0] in known:
+            return True
+    return False
 
 
 def _after_last_start(events: list[Event], start: int, size: int) -> int:

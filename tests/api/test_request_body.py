@@ -1,0 +1,66 @@
+"""Request bodies as the routes read them: what a careless client sends gets a clear answer."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.api.request_body import COMPRESSED_MESSAGE
+from tests.api.rasa_spec import RasaSpec
+
+EVENTS = [{"event": "action", "name": "action_listen"}]
+TRAINING_YAML = "nlu:\n- intent: greet\n  examples: |\n    - hi\n"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/model/parse", json.dumps({"text": "hi"})),
+        ("/model/predict", json.dumps(EVENTS)),
+        ("/conversations/gz/tracker/events", json.dumps(EVENTS)),
+        ("/conversations/gz/messages", json.dumps({"text": "hi", "sender": "user"})),
+        ("/model/train", TRAINING_YAML),
+        ("/model/test/stories", "stories: []"),
+        ("/webhooks/rest/webhook", json.dumps({"sender": "gz", "message": "hi"})),
+    ],
+)
+async def test_a_gzip_compressed_body_is_a_415_saying_so(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, path: str, body: str
+) -> None:
+    """No route decodes a Content-Encoding (nor does Rasa). Before, a gzip body was a 400
+    "Failed when parsing body as json: 'utf-8' codec can't decode byte 0x8b...", or "does
+    not contain valid YAML", which does not tell the client to send it uncompressed (found
+    by probing)."""
+    response = await client.post(
+        path, content=gzip.compress(body.encode()), headers={"Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 415, response.text
+    answer = response.json()
+    rasa_spec.validate(answer, "/model/parse", "post", 400)  # Rasa's Error schema
+    assert answer["reason"] == "UnsupportedMediaType"
+    assert answer["message"] == COMPRESSED_MESSAGE
+    # The same body uncompressed, with the header a careless client leaves on, is read.
+    plain = await client.post(path, content=body, headers={"Content-Encoding": "gzip"})
+    assert plain.status_code == 200, plain.text
+
+
+@pytest.mark.parametrize("content_type", ["application/x-tar", "application/gzip", None])
+async def test_a_model_archive_sent_as_the_body_is_not_told_to_send_it_uncompressed(
+    client: httpx.AsyncClient, moodbot_model: Path, content_type: str | None
+) -> None:
+    """No route takes an archive as its body (Rasa's neither): `PUT /model` names one by its
+    path or URL. Before, an archive uploaded to `PUT /model` or `POST /model/train` was told
+    "the server does not decode a Content-Encoding: send it uncompressed", which it had not
+    used, and an uncompressed tar is no better (found by review)."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    archive = await asyncio.to_thread(moodbot_model.read_bytes)
+    for method, path in [("put", "/model"), ("post", "/model/train")]:
+        response = await client.request(method, path, content=archive, headers=headers)
+        assert response.status_code == 415, (path, response.text)
+        assert "a model archive is loaded with PUT /model" in response.json()["message"]
+    assert (await client.get("/status")).json()["model_file"] == moodbot_model.name

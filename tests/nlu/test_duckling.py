@@ -1,0 +1,67 @@
+"""DucklingEntityExtractor against a misbehaving Duckling: what it reads, what it logs."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.nlu.duckling import DucklingEntityExtractor
+from server.nlu.message import Message
+from tests.action_servers.fixtures import BrokenActionServer, bomb_refusal, peak_memory_of
+
+
+def _url(server: BrokenActionServer, path: str, user: str = "") -> str:
+    return f"http://{user}127.0.0.1:{server.server_address[1]}{path}"
+
+
+@pytest.mark.parametrize("path", ["/bomb", "/bomb-twice"])
+def test_an_answer_is_never_inflated_past_the_size_limit(
+    broken_server: BrokenActionServer,
+    path: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before, httpx inflated the whole answer, each encoding in turn: 500 bytes sent as
+    `gzip, gzip` took 100 MB of memory at every message. Now it is inflated only up to the
+    size limit (10 MB), and one encoding at most is read."""
+    limit = 1024 * 1024
+    monkeypatch.setattr("server.nlu.duckling.MAX_ANSWER_BYTES", limit)
+    duckling = DucklingEntityExtractor({"url": _url(broken_server, path)})
+    message = Message("at 5")
+    peak = peak_memory_of(lambda: duckling.process(message))
+    assert message.entities == []
+    assert peak < 4 * limit, peak
+    assert bomb_refusal(path, limit) in caplog.text
+
+
+def test_an_encoded_answer_is_read_and_only_what_is_read_is_asked_for(
+    broken_server: BrokenActionServer, caplog: pytest.LogCaptureFixture, br_installed: None
+) -> None:
+    DucklingEntityExtractor({"url": _url(broken_server, "/encoded/gzip")}).process(Message("5"))
+    # Inflated and read as JSON: only its shape is not Duckling's.
+    assert "Duckling did not answer a list" in caplog.text
+    assert broken_server.headers[-1]["Accept-Encoding"] == "gzip, deflate"
+
+
+@pytest.mark.parametrize("path", ["/crash", "/garbage"])
+def test_the_warning_shows_no_password_of_the_url(
+    broken_server: BrokenActionServer, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the warning quoted the configured URL whole, its password with it (and
+    httpx's error for an HTTP 500 quoted it again)."""
+    url = _url(broken_server, path, user="bot:pa55-w0rd@")
+    DucklingEntityExtractor({"url": url}).process(Message("5"))
+    assert f"Duckling at {_url(broken_server, path)} failed" in caplog.text
+    assert "pa55-w0rd" not in caplog.text
+
+
+def test_a_url_httpx_cannot_read_is_a_warning_without_its_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, httpx's InvalidURL escaped the parse (the message was lost) and its text
+    quoted a password holding a '/' as the port ("Invalid port: 'pa55w0rd'")."""
+    duckling = DucklingEntityExtractor({"url": "http://bot:pa55w0rd/x@127.0.0.1:9"})
+    message = Message("5")
+    duckling.process(message)
+    assert message.entities == []
+    assert "Duckling at http://bot failed (its url is not a URL" in caplog.text
+    assert "pa55w0rd" not in caplog.text

@@ -1,0 +1,48 @@
+"""RemoteNLU against a misbehaving NLU server: what it reads, and what it refuses."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from server.errors import InvalidConfig
+from server.nlu.remote import RemoteNLU
+from tests.action_servers.fixtures import BrokenActionServer, bomb_refusal, peak_memory_of
+
+
+def _url(server: BrokenActionServer, path: str) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}{path}"
+
+
+@pytest.mark.parametrize("path", ["/bomb", "/bomb-twice"])
+def test_an_answer_is_never_inflated_past_the_size_limit(
+    broken_server: BrokenActionServer, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, httpx inflated the whole answer, each encoding in turn, before anything was
+    checked: 500 bytes sent as `gzip, gzip` took 100 MB of memory (a bigger one, gigabytes).
+    Now it is inflated only up to `max_response_bytes`, and one encoding at most is read."""
+    limit = 1024 * 1024
+    nlu = RemoteNLU({"url": _url(broken_server, path), "max_response_bytes": limit})
+    parsed: dict = {}
+    peak = peak_memory_of(lambda: parsed.update(nlu.parse("hello")))
+    assert parsed["intent"] == {"name": None, "confidence": 0.0}
+    assert peak < 4 * limit, peak
+    assert bomb_refusal(path, limit) in caplog.text
+
+
+def test_an_encoded_answer_is_read_and_only_what_is_read_is_asked_for(
+    broken_server: BrokenActionServer, caplog: pytest.LogCaptureFixture, br_installed: None
+) -> None:
+    caplog.set_level(logging.ERROR)
+    nlu = RemoteNLU({"url": _url(broken_server, "/encoded/gzip")})
+    nlu.parse("hello")
+    # Inflated and read as JSON: only its shape is not a parse result's.
+    assert "no parse result (no 'intent' object)" in caplog.text
+    assert broken_server.headers[-1]["Accept-Encoding"] == "gzip, deflate"
+
+
+@pytest.mark.parametrize("value", [0, -1, "10", True, 1.5])
+def test_a_size_limit_that_is_no_positive_number_stops_the_start(value: object) -> None:
+    with pytest.raises(InvalidConfig, match="'max_response_bytes' must be a positive number"):
+        RemoteNLU({"url": "http://127.0.0.1:9", "max_response_bytes": value})
