@@ -817,6 +817,26 @@ async def test_a_yaml_integer_too_long_to_read_is_a_400_in_the_clients_terms(
     ), message
 
 
+@pytest.mark.parametrize(
+    "value", ["0x" + "f" * 4000, "0o" + "7" * 5000, "0b" + "1" * 15000], ids=["hex", "oct", "bin"]
+)
+async def test_a_yaml_hex_octal_or_binary_integer_of_too_many_digits_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, value: str
+) -> None:
+    """Hexadecimal, octal and binary integers are read at any length, but one above 4,300
+    decimal digits is written (in a message, a tracker, a JSON answer) by no Python. Before,
+    a slot's `initial_value: 0xfff...` (4,000 digits; or `core_fallback_threshold:`, whose
+    check says "not <the number>") was read, and the training failed writing it: a 500
+    TrainingError, the log naming `sys.set_int_max_str_digits()` (found by review)."""
+    slot = f"slots:\n  day:\n    type: float\n    initial_value: {value}\n"
+    response = await client.post("/model/train", content=TRAINING_YAML + slot)
+    message = check(rasa_spec, response, "/model/train", "post", 400)["message"]
+    assert message.endswith(
+        "is not a valid int (it has more than 4,300 decimal digits; at most 4,300 are read); "
+        "quote it to keep it as text"
+    ), message
+
+
 @pytest.mark.parametrize("value", ["2024-01-01", ".inf", "!!set {a, b}"])
 async def test_a_value_no_json_holds_in_a_training_request_is_a_400(
     client: httpx.AsyncClient, rasa_spec: RasaSpec, value: str
