@@ -447,16 +447,22 @@ async def test_test_intents_reads_yaml_sent_without_a_yaml_content_type(
         '{"rasa_nlu_data": {"common_examples": [{"text": "hi" "intent": "greet"}]}}',
         '{"rasa_nlu_data": {"common_examples": [{"text": "hi", "intent": "greet"},]}}',
         '[{"text": "hi", "intent": "greet"]',
+        ' \n\t[{"text": "hi", "intent": "greet"]',
+        # JSON may open with a byte order mark (json.loads reads UTF-8, -16 and -32).
+        '\ufeff[{"text": "hi", "intent": "greet"]'.encode(),
+        '\ufeff [{"text": "hi", "intent": "greet"]'.encode("utf-16"),
     ],
-    ids=["missing-comma", "trailing-comma", "unclosed"],
+    ids=["missing-comma", "trailing-comma", "unclosed", "space", "utf8-bom", "utf16"],
 )
 async def test_test_intents_says_why_json_sent_without_its_content_type_did_not_read(
-    client: httpx.AsyncClient, rasa_spec: RasaSpec, broken: str
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, broken: str | bytes
 ) -> None:
     """`curl -d '{...}'` sends a form's type: a body that is no JSON is then read as YAML, and
     a JSON mistake (a missing or extra comma) came back as "does not contain valid YAML" or
     "The YAML body needs an 'nlu' section" (found by review). A body that opens as JSON
-    and reads as no NLU YAML gets the JSON parser's error, as with its Content-Type."""
+    and reads as no NLU YAML gets the JSON parser's error, as with its Content-Type; also
+    after a byte order mark (before: "does not contain valid YAML", or "'utf-8' codec can't
+    decode byte 0xff" for UTF-16)."""
     response = await client.post(
         "/model/test/intents",
         content=broken,
