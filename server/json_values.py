@@ -91,6 +91,18 @@ def check_int_digits(digits: str, what: str) -> None:
         raise ValueError(f"{what} has {len(digits):,} digits; at most {limit:,} are read")
 
 
+def check_int_size(value: int, what: str) -> None:
+    """ValueError, as `check_int_digits`, when `value` (read from hexadecimal, octal or
+    binary, which have no such limit) has more decimal digits than Python writes: every
+    message, tracker or JSON answer holding it would fail, a 500."""
+    limit = sys.get_int_max_str_digits()
+    # Below 2**(3 * limit) a number has fewer than `limit` digits: no power of 10 to build.
+    if limit and value.bit_length() > 3 * limit and abs(value) >= 10**limit:
+        raise ValueError(
+            f"{what} has more than {limit:,} decimal digits; at most {limit:,} are read"
+        )
+
+
 def _bounded_int(text: str) -> int:
     check_int_digits(text.lstrip("-"), f"the integer {text[:40]}...")
     return int(text)

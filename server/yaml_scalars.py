@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from server.json_values import check_int_digits
+from server.json_values import check_int_digits, check_int_size
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _INT_TAG = "tag:yaml.org,2002:int"
@@ -59,8 +59,10 @@ def construct_int_1_2(loader: yaml.constructor.SafeConstructor, node: yaml.Scala
     digits = text.lstrip("+-")
     base = _INT_BASES.get(digits[:2])
     if base:
-        return sign * int(digits[2:], base)
-    check_int_digits(digits, "it")  # octal, hex and binary have no such limit
+        value = int(digits[2:], base)  # read at any length, but written by no Python past
+        check_int_size(value, "it")  # 4,300 decimal digits
+        return sign * value
+    check_int_digits(digits, "it")
     return sign * int(digits, 10)
 
 

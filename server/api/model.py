@@ -674,6 +674,13 @@ def model_request_of(body: dict[str, Any]) -> dict[str, Any]:
 _CALLBACK_DOC = {"description": "Accepted: the result will be POSTed to `callback_url`."}
 
 
+def _opens_as_json(raw: bytes) -> bool:
+    """Whether `raw` opens as JSON does (`{`, `[`), in the encoding JSON reads it in (UTF-8,
+    -16 or -32, a byte order mark and white space before)."""
+    head = raw[:64].decode(json.detect_encoding(raw), "replace")
+    return head.lstrip("\ufeff \t\r\n")[:1] in ("{", "[")
+
+
 def model_router() -> APIRouter:
     """The /model routes; services come from `app.state.services` per request."""
     router = APIRouter(
@@ -849,7 +856,7 @@ def model_router() -> APIRouter:
                 body_json = await parse_json_off_loop(raw)
             except ApiError as exc:
                 is_yaml = True
-                if raw.lstrip()[:1] in (b"{", b"["):
+                if _opens_as_json(raw):
                     json_error = exc  # JSON with a mistake, unless it is YAML's NLU data
         if folds is not None and not is_yaml:
             raise ApiError(

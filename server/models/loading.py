@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -80,18 +81,30 @@ def _unreadable(exc: BaseException) -> bool:
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
-    seen: BaseException | None = exc
-    while seen is not None:
-        yield seen
-        seen = seen.__cause__
+    """`exc` and its causes (`raise ... from`), each once: a chain may loop."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__
+
+
+# A file missing, a directory where a file was (or the reverse), a name no file system holds
+# (over 255 bytes) or links that loop: what the archive lays out (a newer format may), not
+# the server's own trouble.
+_ARCHIVES_ERRNOS = frozenset(
+    {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP}
+)
 
 
 def _servers_trouble(exc: BaseException) -> bool:
-    """No memory left, or a file there but unreadable (EMFILE, EIO, EACCES): not the archive.
-    A file missing (or a directory where a file was) is what a newer format may lay out."""
-    missing = FileNotFoundError | NotADirectoryError | IsADirectoryError
+    """No memory left, or a file there but unreadable (EMFILE, EIO, EACCES): not the archive."""
+    missing = FileNotFoundError | NotADirectoryError | IsADirectoryError  # errno or not
     return isinstance(exc, MemoryError) or (
-        isinstance(exc, OSError) and not isinstance(exc, missing)
+        isinstance(exc, OSError)
+        and not isinstance(exc, missing)
+        and exc.errno not in _ARCHIVES_ERRNOS
     )
 
 

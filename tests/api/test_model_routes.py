@@ -447,16 +447,22 @@ async def test_test_intents_reads_yaml_sent_without_a_yaml_content_type(
         '{"rasa_nlu_data": {"common_examples": [{"text": "hi" "intent": "greet"}]}}',
         '{"rasa_nlu_data": {"common_examples": [{"text": "hi", "intent": "greet"},]}}',
         '[{"text": "hi", "intent": "greet"]',
+        ' \n\t[{"text": "hi", "intent": "greet"]',
+        # JSON may open with a byte order mark (json.loads reads UTF-8, -16 and -32).
+        '\ufeff[{"text": "hi", "intent": "greet"]'.encode(),
+        '\ufeff [{"text": "hi", "intent": "greet"]'.encode("utf-16"),
     ],
-    ids=["missing-comma", "trailing-comma", "unclosed"],
+    ids=["missing-comma", "trailing-comma", "unclosed", "space", "utf8-bom", "utf16"],
 )
 async def test_test_intents_says_why_json_sent_without_its_content_type_did_not_read(
-    client: httpx.AsyncClient, rasa_spec: RasaSpec, broken: str
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, broken: str | bytes
 ) -> None:
     """`curl -d '{...}'` sends a form's type: a body that is no JSON is then read as YAML, and
     a JSON mistake (a missing or extra comma) came back as "does not contain valid YAML" or
     "The YAML body needs an 'nlu' section" (found by review). A body that opens as JSON
-    and reads as no NLU YAML gets the JSON parser's error, as with its Content-Type."""
+    and reads as no NLU YAML gets the JSON parser's error, as with its Content-Type; also
+    after a byte order mark (before: "does not contain valid YAML", or "'utf-8' codec can't
+    decode byte 0xff" for UTF-16)."""
     response = await client.post(
         "/model/test/intents",
         content=broken,
@@ -828,6 +834,26 @@ async def test_a_yaml_integer_too_long_to_read_is_a_400_in_the_clients_terms(
     message = check(rasa_spec, response, "/model/train", "post", 400)["message"]
     assert message.endswith(
         "is not a valid int (it has 5,000 digits; at most 4,300 are read); "
+        "quote it to keep it as text"
+    ), message
+
+
+@pytest.mark.parametrize(
+    "value", ["0x" + "f" * 4000, "0o" + "7" * 5000, "0b" + "1" * 15000], ids=["hex", "oct", "bin"]
+)
+async def test_a_yaml_hex_octal_or_binary_integer_of_too_many_digits_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, value: str
+) -> None:
+    """Hexadecimal, octal and binary integers are read at any length, but one above 4,300
+    decimal digits is written (in a message, a tracker, a JSON answer) by no Python. Before,
+    a slot's `initial_value: 0xfff...` (4,000 digits; or `core_fallback_threshold:`, whose
+    check says "not <the number>") was read, and the training failed writing it: a 500
+    TrainingError, the log naming `sys.set_int_max_str_digits()` (found by review)."""
+    slot = f"slots:\n  day:\n    type: float\n    initial_value: {value}\n"
+    response = await client.post("/model/train", content=TRAINING_YAML + slot)
+    message = check(rasa_spec, response, "/model/train", "post", 400)["message"]
+    assert message.endswith(
+        "is not a valid int (it has more than 4,300 decimal digits; at most 4,300 are read); "
         "quote it to keep it as text"
     ), message
 

@@ -3,6 +3,8 @@ another format (saying why), skips one of today's, and every format still loads.
 
 from __future__ import annotations
 
+import errno
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from server.dialogue.policies.ensemble import POLICY_CLASSES
 from server.errors import ModelError, NewerModel
+from server.models import loading
 from server.models.archive import read_archive, write_archive
 from server.models.metadata import TRAINING_FORMAT
 from server.training.evaluate import load_model_file
@@ -300,7 +303,15 @@ def test_a_corrupt_archive_claiming_an_odd_training_format_is_not_called_newer(
         (MemoryError(), False),
         (PermissionError(13, "Permission denied"), False),
         (OSError(24, "Too many open files"), False),
+        (OSError(errno.EIO, "Input/output error"), False),
+        (OSError(errno.ENFILE, "Too many open files in system"), False),
         (FileNotFoundError(2, "No such file or directory"), True),
+        (FileNotFoundError("no errno"), True),
+        (NotADirectoryError(errno.ENOTDIR, "Not a directory"), True),
+        (IsADirectoryError(errno.EISDIR, "Is a directory"), True),
+        # A name the archive gives that no file system holds: the archive's, not the server's.
+        (OSError(errno.ENAMETOOLONG, "File name too long"), True),
+        (OSError(errno.ELOOP, "Too many levels of symbolic links"), True),
     ],
 )
 def test_a_newer_archive_that_fails_for_the_servers_own_trouble_is_not_called_newer(
@@ -322,6 +333,40 @@ def test_a_newer_archive_that_fails_for_the_servers_own_trouble_is_not_called_ne
 
     assert isinstance(failed.value, NewerModel) is newer
     assert type(failure).__name__ in str(failed.value)
+
+
+def _long_directory(entry: dict[str, Any], options: dict[str, Any]) -> None:
+    entry["directory"] = "p" * 300  # longer than any file name (255 bytes): ENAMETOOLONG
+
+
+def test_a_newer_archive_naming_a_file_no_file_system_holds_is_newer_not_server_trouble(
+    tmp_path: Path,
+) -> None:
+    """A newer botserver's archive whose ensemble.json names a policy directory of 300
+    bytes: opening it fails with ENAMETOOLONG, the archive's doing. Before, an OSError
+    counted as the server's own trouble: a 500 LoadingError, and a model server's archive
+    downloaded and loaded again at every pull; now the NewerModel (a 400) such an archive
+    is, refused for its bytes."""
+    archive = train_archive(project(tmp_path / "bot"), tmp_path / "models")
+    newer = _repacked(
+        archive, tmp_path / "newer", _long_directory, training_format=TRAINING_FORMAT + 1
+    )
+
+    with pytest.raises(NewerModel) as refused:
+        load_model_file(newer)
+
+    assert "File name too long" in str(refused.value)
+
+
+def test_a_cause_chain_that_loops_is_walked_once() -> None:
+    """An exception that is its own cause, two steps down (set by hand, or by re-raising a
+    kept exception `from` its own consequence): walking the chain ends. Before, the walk
+    never ended, and the load hung its worker thread for ever."""
+    top, below = ModelError("x"), ValueError("y")
+    top.__cause__, below.__cause__ = below, top
+
+    assert list(itertools.islice(loading._causes(top), 5)) == [top, below]
+    assert loading._refused_setting(top) is None
 
 
 def test_a_dry_run_says_the_archive_needs_training_and_trains_nothing(
