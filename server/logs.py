@@ -61,7 +61,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STD_ATTRS and not key.startswith("_"):
                 out[key] = value if isinstance(value, (str, int, float, bool)) else str(value)
-        if record.exc_info:
+        # The redaction filter's text when it ran (the traceback with secrets hidden).
+        if record.exc_text:
+            out["exception"] = record.exc_text
+        elif record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         # U+2028/U+2029 are line breaks to some readers (JavaScript, Python's splitlines).
         line = json.dumps(out, ensure_ascii=False)
@@ -98,8 +101,23 @@ class TextFormatter(logging.Formatter):
         return super().formatMessage(record)
 
     def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
-        text = _CONTROL_BUT_NEWLINE.sub(_escaped, super().formatException(ei))
-        return "\n".join("  " + line for line in text.split("\n"))
+        return _indented(super().formatException(ei))
+
+    def format(self, record: logging.LogRecord) -> str:
+        # The traceback the redaction filter left in `exc_text` (logging prints it as it is),
+        # escaped and indented here; left as it was for the next handler's formatter.
+        raw = record.exc_text
+        if raw:
+            record.exc_text = _indented(raw)
+        try:
+            return super().format(record)
+        finally:
+            record.exc_text = raw
+
+
+def _indented(traceback: str) -> str:
+    text = _CONTROL_BUT_NEWLINE.sub(_escaped, traceback)
+    return "\n".join("  " + line for line in text.split("\n"))
 
 
 class OneLineFilter(logging.Filter):

@@ -427,3 +427,60 @@ def test_a_secret_given_as_an_argument_after_its_key_in_the_format_is_hidden() -
         "db: password: ***",
         "key a, secret: ***",
     ]
+
+
+def _logged_by_a_handler_with_the_filter(log: Any, formatter: logging.Formatter) -> str:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    handler.addFilter(RedactSecretsFilter())
+    logger = logging.getLogger("tests.auth.secret_shapes")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        log(logger)
+    finally:
+        logger.removeHandler(handler)
+    return stream.getvalue()
+
+
+def test_a_secret_in_a_dict_given_alone_or_split_over_arguments_is_hidden() -> None:
+    # A dict given as the only argument is logging's mapping of named arguments: each value
+    # was redacted alone (`'p4ss'` is no secret), then `%s` printed the dict whole; a key in
+    # one argument and its value in the next were never read together.
+    def log(logger: logging.Logger) -> None:
+        logger.warning("settings %s", {"password": "p4ssw0rdXYZ", "user": "bob"})
+        logger.warning("%s=%s user=%s", "password", "p4ssw0rdXYZ", "bob")
+        logger.warning("%s %s", "connecting to", "redis://:p4ssw0rdXYZ@cache")
+
+    assert _logged_by_a_handler_with_the_filter(log, logging.Formatter()).splitlines() == [
+        "settings {'password': ***, 'user': 'bob'}",
+        "password=*** user=bob",
+        "connecting to redis://:***@cache",
+    ]
+
+
+def _raise_and_log(logger: logging.Logger) -> None:
+    try:
+        raise ValueError("no route to postgresql://bot:p4ssw0rdXYZ@db/x, password: p4ssw0rdXYZ")
+    except ValueError:
+        logger.exception("store down")
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "plain"])
+def test_a_secret_in_an_exceptions_message_is_hidden_in_the_traceback(fmt: str) -> None:
+    # `logger.exception(...)` (a store or a library failing with its URL in the message):
+    # the message was redacted, the traceback printed below it never was.
+    from server.logs import JsonFormatter, TextFormatter
+
+    formatter = {
+        "text": TextFormatter("%(message)s"),
+        "json": JsonFormatter(),
+        "plain": logging.Formatter("%(message)s"),  # a --logging-config-file's own
+    }[fmt]
+    logged = _logged_by_a_handler_with_the_filter(_raise_and_log, formatter)
+    assert "p4ssw0rdXYZ" not in logged
+    assert "postgresql://bot:***@db/x" in logged
+    assert "Traceback (most recent call last)" in logged
+    if fmt == "text":  # still indented under its record
+        assert all(line.startswith("  ") for line in logged.splitlines()[1:])
