@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from server.auth.log_redaction import RedactSecretsFilter
+from server.auth.log_redaction import RedactSecretsFilter, redact
 from server.errors import InvalidConfig
 from server.outages import RepeatsCounted
 
@@ -47,6 +47,14 @@ _STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
 }
 
 
+def _field(name: str, value: Any) -> str:
+    """An `extra=` field's value, redacted as it would be in a line `name: value` (the
+    filter sees the message, its arguments and traceback, not these)."""
+    text = str(value)
+    shown, prefix = redact(f"{name}: {text}"), f"{name}: "
+    return shown[len(prefix) :] if shown.startswith(prefix) else redact(text)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and any extra fields."""
 
@@ -60,7 +68,7 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _STD_ATTRS and not key.startswith("_"):
-                out[key] = value if isinstance(value, (str, int, float, bool)) else str(value)
+                out[key] = value if isinstance(value, (int, float, bool)) else _field(key, value)
         # The redaction filter's text when it ran (the traceback with secrets hidden).
         if record.exc_text:
             out["exception"] = record.exc_text

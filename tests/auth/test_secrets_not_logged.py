@@ -484,3 +484,18 @@ def test_a_secret_in_an_exceptions_message_is_hidden_in_the_traceback(fmt: str) 
     assert "Traceback (most recent call last)" in logged
     if fmt == "text":  # still indented under its record
         assert all(line.startswith("  ") for line in logged.splitlines()[1:])
+
+
+def test_a_secret_in_an_extra_field_is_hidden_in_json_lines() -> None:
+    # `extra=` fields are printed by the JSON formatter as they were: the filter rewrites the
+    # message, its arguments and traceback only.
+    import json
+
+    from server.logs import JsonFormatter
+
+    def log(logger: logging.Logger) -> None:
+        extra = {"store": "redis://:p4ssw0rdXYZ@cache", "password": "p4ssw0rdXYZ", "n": 3}
+        logger.warning("store down", extra=extra)
+
+    line = json.loads(_logged_by_a_handler_with_the_filter(log, JsonFormatter()))
+    assert (line["store"], line["password"], line["n"]) == ("redis://:***@cache", "***", 3)
