@@ -499,3 +499,34 @@ def test_a_secret_in_an_extra_field_is_hidden_in_json_lines() -> None:
 
     line = json.loads(_logged_by_a_handler_with_the_filter(log, JsonFormatter()))
     assert (line["store"], line["password"], line["n"]) == ("redis://:***@cache", "***", 3)
+
+
+def test_a_record_is_redacted_once_whatever_the_filters_it_passes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # uvicorn's access line passes the filter on `uvicorn.access` and on each root handler
+    # (stderr, --log-file): each argument and the format were redacted again at every one,
+    # 10 passes of every pattern for one line at -v with a log file. Now the line once.
+    from server.auth import log_redaction
+
+    calls: list[str] = []
+    real = log_redaction.redact
+    monkeypatch.setattr(log_redaction, "redact", lambda text: calls.append(text) or real(text))
+    the_filter = RedactSecretsFilter()
+    logger = logging.getLogger("tests.auth.redacted_once")
+    handlers = [logging.StreamHandler(io.StringIO()) for _ in range(2)]
+    logger.addFilter(the_filter)
+    for handler in handlers:
+        handler.addFilter(the_filter)
+        logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/status", "1.1", 200)
+        logger.debug("below the level: %s", "no work")
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+        logger.removeFilter(the_filter)
+        logger.setLevel(logging.NOTSET)
+    assert calls == ['127.0.0.1:5 - "GET /status HTTP/1.1" 200']
