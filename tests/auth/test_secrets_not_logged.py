@@ -511,7 +511,12 @@ def test_a_record_is_redacted_once_whatever_the_filters_it_passes(
 
     calls: list[str] = []
     real = log_redaction.redact
-    monkeypatch.setattr(log_redaction, "redact", lambda text: calls.append(text) or real(text))
+
+    def counted(text: str) -> str:
+        calls.append(text)
+        return real(text)
+
+    monkeypatch.setattr(log_redaction, "redact", counted)
     the_filter = RedactSecretsFilter()
     logger = logging.getLogger("tests.auth.redacted_once")
     handlers = [logging.StreamHandler(io.StringIO()) for _ in range(2)]
