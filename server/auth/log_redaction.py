@@ -239,11 +239,16 @@ class RedactSecretsFilter(logging.Filter):
         if not args:
             if isinstance(record.msg, str):
                 record.msg = redact(record.msg)
+            elif record.msg is not None:  # a dict or an exception logged as the message
+                whole = str(record.msg)
+                if redact(whole) != whole:
+                    record.msg = redact(whole)
             return
         # The line as it will be printed, read whole: a dict given alone is logging's mapping
         # of named arguments (`"%s", {"password": p}` prints the dict), a key may be in one
         # argument and its value in the next (`"%s=%s", "password", p`), or in the format
         # with its value an argument (`"token: %s", t`). Each read alone, those showed.
+        text: str | None
         try:
             text = record.getMessage()
         except Exception:  # a record that cannot format: logging reports it, as ever

@@ -9,6 +9,7 @@ import random
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 import jwt
@@ -452,11 +453,15 @@ def test_a_secret_in_a_dict_given_alone_or_split_over_arguments_is_hidden() -> N
         logger.warning("settings %s", {"password": "p4ssw0rdXYZ", "user": "bob"})
         logger.warning("%s=%s user=%s", "password", "p4ssw0rdXYZ", "bob")
         logger.warning("%s %s", "connecting to", "redis://:p4ssw0rdXYZ@cache")
+        logger.warning({"password": "p4ssw0rdXYZ"})  # a message that is no text
+        logger.warning(ValueError("redis://:p4ssw0rdXYZ@cache"))
 
     assert _logged_by_a_handler_with_the_filter(log, logging.Formatter()).splitlines() == [
         "settings {'password': ***, 'user': 'bob'}",
         "password=*** user=bob",
         "connecting to redis://:***@cache",
+        "{'password': ***}",
+        "redis://:***@cache",
     ]
 
 
@@ -509,14 +514,8 @@ def test_a_record_is_redacted_once_whatever_the_filters_it_passes(
     # 10 passes of every pattern for one line at -v with a log file. Now the line once.
     from server.auth import log_redaction
 
-    calls: list[str] = []
-    real = log_redaction.redact
-
-    def counted(text: str) -> str:
-        calls.append(text)
-        return real(text)
-
-    monkeypatch.setattr(log_redaction, "redact", counted)
+    spy = mock.Mock(wraps=log_redaction.redact)
+    monkeypatch.setattr(log_redaction, "redact", spy)
     the_filter = RedactSecretsFilter()
     logger = logging.getLogger("tests.auth.redacted_once")
     handlers = [logging.StreamHandler(io.StringIO()) for _ in range(2)]
@@ -534,4 +533,6 @@ def test_a_record_is_redacted_once_whatever_the_filters_it_passes(
             logger.removeHandler(handler)
         logger.removeFilter(the_filter)
         logger.setLevel(logging.NOTSET)
-    assert calls == ['127.0.0.1:5 - "GET /status HTTP/1.1" 200']
+    assert [call.args for call in spy.call_args_list] == [
+        ('127.0.0.1:5 - "GET /status HTTP/1.1" 200',)
+    ]
