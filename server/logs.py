@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from server.auth.log_redaction import RedactSecretsFilter
+from server.auth.log_redaction import RedactSecretsFilter, redact
 from server.errors import InvalidConfig
 from server.outages import RepeatsCounted
 
@@ -47,6 +47,14 @@ _STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
 }
 
 
+def _field(name: str, value: Any) -> str:
+    """An `extra=` field's value, redacted as it would be in a line `name: value` (the
+    filter sees the message, its arguments and traceback, not these)."""
+    text = str(value)
+    shown, prefix = redact(f"{name}: {text}"), f"{name}: "
+    return shown[len(prefix) :] if shown.startswith(prefix) else redact(text)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and any extra fields."""
 
@@ -60,8 +68,11 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _STD_ATTRS and not key.startswith("_"):
-                out[key] = value if isinstance(value, (str, int, float, bool)) else str(value)
-        if record.exc_info:
+                out[key] = value if isinstance(value, (int, float, bool)) else _field(key, value)
+        # The redaction filter's text when it ran (the traceback with secrets hidden).
+        if record.exc_text:
+            out["exception"] = record.exc_text
+        elif record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         # U+2028/U+2029 are line breaks to some readers (JavaScript, Python's splitlines).
         line = json.dumps(out, ensure_ascii=False)
@@ -98,8 +109,23 @@ class TextFormatter(logging.Formatter):
         return super().formatMessage(record)
 
     def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
-        text = _CONTROL_BUT_NEWLINE.sub(_escaped, super().formatException(ei))
-        return "\n".join("  " + line for line in text.split("\n"))
+        return _indented(super().formatException(ei))
+
+    def format(self, record: logging.LogRecord) -> str:
+        # The traceback the redaction filter left in `exc_text` (logging prints it as it is),
+        # escaped and indented here; left as it was for the next handler's formatter.
+        raw = record.exc_text
+        if raw:
+            record.exc_text = _indented(raw)
+        try:
+            return super().format(record)
+        finally:
+            record.exc_text = raw
+
+
+def _indented(traceback: str) -> str:
+    text = _CONTROL_BUT_NEWLINE.sub(_escaped, traceback)
+    return "\n".join("  " + line for line in text.split("\n"))
 
 
 class OneLineFilter(logging.Filter):

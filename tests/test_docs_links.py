@@ -52,3 +52,10 @@ def test_every_link_between_the_docs_leads_somewhere(page: Path) -> None:
 
 def test_a_heading_with_code_and_punctuation_has_githubs_anchor() -> None:
     assert "how---workers-n-shares-the-port" in heading_anchors(ROOT / "docs" / "deployment.md")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_no_page_keeps_a_merge_conflicts_markers(page: Path) -> None:
+    # docs/security.md showed both sides of a merge, `<<<<<<< HEAD` and all.
+    markers = re.compile(r"^(<{7} |={7}$|>{7} )", re.M)
+    assert not markers.findall(FENCE.sub("", page.read_text(encoding="utf-8")))

@@ -208,28 +208,69 @@ def _redact_value(value: Any) -> Any:
     return value if cleaned == text else cleaned
 
 
+# Formats a record's traceback as logging does, for the filter to redact it.
+_TRACEBACKS = logging.Formatter()
+
+
 class RedactSecretsFilter(logging.Filter):
-    """Rewrites a record's message and arguments in place; never drops a record."""
+    """Rewrites a record's message and arguments, its traceback and stack in place; never
+    drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # An exception's message may hold what the line's own message does not (a store's
+        # URL, password and all): its traceback, as logging would print it, redacted. The
+        # formatters print `exc_text` when it is set.
+        if record.exc_info:
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        done = record.__dict__.get("_redacted")
+        if done is not None and done[0] is record.msg and done[1] is record.args:
+            return True  # by the logger's filter, or another handler's: nothing changed since
+        self._redact_message(record)
+        record.__dict__["_redacted"] = (record.msg, record.args)
+        return True
+
+    @staticmethod
+    def _redact_message(record: logging.LogRecord) -> None:
         args = record.args
+        if not args:
+            if isinstance(record.msg, str):
+                record.msg = redact(record.msg)
+            elif record.msg is not None:  # a dict or an exception logged as the message
+                whole = str(record.msg)
+                if redact(whole) != whole:
+                    record.msg = redact(whole)
+            return
+        # The line as it will be printed, read whole: a dict given alone is logging's mapping
+        # of named arguments (`"%s", {"password": p}` prints the dict), a key may be in one
+        # argument and its value in the next (`"%s=%s", "password", p`), or in the format
+        # with its value an argument (`"token: %s", t`). Each read alone, those showed.
+        text: str | None
+        try:
+            text = record.getMessage()
+        except Exception:  # a record that cannot format: logging reports it, as ever
+            text = None
+        shown = None if text is None else redact(text)
+        if shown is not None and shown == text:
+            return  # nothing to hide: the record as it was
+        # Each argument redacted alone keeps the record's shape (uvicorn's access formatter
+        # unpacks its arguments), when that hides what the whole line shows hidden.
         if isinstance(args, tuple):
             args = tuple(_redact_value(a) for a in args)
         elif isinstance(args, dict):
             args = {k: _redact_value(v) for k, v in args.items()}
-        if isinstance(record.msg, str):
-            msg = redact(record.msg)
-            if msg != record.msg and args:
-                # A secret's key in the format, its value an argument (`"token: %s", t`):
-                # the format alone redacted loses its placeholder, and logging's report of
-                # the failed formatting printed the arguments as they were. Formatted first.
-                try:
-                    msg, args = redact(record.msg % args), None
-                except Exception:  # a record that cannot format: logging reports it, as ever
-                    pass
-            record.msg = msg
-        record.args = args
-        return True
+        msg = redact(record.msg) if isinstance(record.msg, str) else record.msg
+        if shown is not None:
+            try:
+                kept = str(msg) % args == shown
+            except Exception:
+                kept = False
+            if not kept:
+                msg, args = shown, None
+        record.msg, record.args = msg, args
 
 
 def install_log_redaction(loggers: Iterable[str] = DEFAULT_LOGGERS) -> RedactSecretsFilter:

@@ -9,6 +9,7 @@ import random
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 import jwt
@@ -448,4 +449,112 @@ def test_a_secret_given_as_an_argument_after_its_key_in_the_format_is_hidden() -
         "login token: ***",
         "db: password: ***",
         "key a, secret: ***",
+    ]
+
+
+def _logged_by_a_handler_with_the_filter(log: Any, formatter: logging.Formatter) -> str:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    handler.addFilter(RedactSecretsFilter())
+    logger = logging.getLogger("tests.auth.secret_shapes")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        log(logger)
+    finally:
+        logger.removeHandler(handler)
+    return stream.getvalue()
+
+
+def test_a_secret_in_a_dict_given_alone_or_split_over_arguments_is_hidden() -> None:
+    # A dict given as the only argument is logging's mapping of named arguments: each value
+    # was redacted alone (`'p4ss'` is no secret), then `%s` printed the dict whole; a key in
+    # one argument and its value in the next were never read together.
+    def log(logger: logging.Logger) -> None:
+        logger.warning("settings %s", {"password": "p4ssw0rdXYZ", "user": "bob"})
+        logger.warning("%s=%s user=%s", "password", "p4ssw0rdXYZ", "bob")
+        logger.warning("%s %s", "connecting to", "redis://:p4ssw0rdXYZ@cache")
+        logger.warning({"password": "p4ssw0rdXYZ"})  # a message that is no text
+        logger.warning(ValueError("redis://:p4ssw0rdXYZ@cache"))
+
+    assert _logged_by_a_handler_with_the_filter(log, logging.Formatter()).splitlines() == [
+        "settings {'password': ***, 'user': 'bob'}",
+        "password=*** user=bob",
+        "connecting to redis://:***@cache",
+        "{'password': ***}",
+        "redis://:***@cache",
+    ]
+
+
+def _raise_and_log(logger: logging.Logger) -> None:
+    try:
+        raise ValueError("no route to postgresql://bot:p4ssw0rdXYZ@db/x, password: p4ssw0rdXYZ")
+    except ValueError:
+        logger.exception("store down")
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "plain"])
+def test_a_secret_in_an_exceptions_message_is_hidden_in_the_traceback(fmt: str) -> None:
+    # `logger.exception(...)` (a store or a library failing with its URL in the message):
+    # the message was redacted, the traceback printed below it never was.
+    from server.logs import JsonFormatter, TextFormatter
+
+    formatter = {
+        "text": TextFormatter("%(message)s"),
+        "json": JsonFormatter(),
+        "plain": logging.Formatter("%(message)s"),  # a --logging-config-file's own
+    }[fmt]
+    logged = _logged_by_a_handler_with_the_filter(_raise_and_log, formatter)
+    assert "p4ssw0rdXYZ" not in logged
+    assert "postgresql://bot:***@db/x" in logged
+    assert "Traceback (most recent call last)" in logged
+    if fmt == "text":  # still indented under its record
+        assert all(line.startswith("  ") for line in logged.splitlines()[1:])
+
+
+def test_a_secret_in_an_extra_field_is_hidden_in_json_lines() -> None:
+    # `extra=` fields are printed by the JSON formatter as they were: the filter rewrites the
+    # message, its arguments and traceback only.
+    import json
+
+    from server.logs import JsonFormatter
+
+    def log(logger: logging.Logger) -> None:
+        extra = {"store": "redis://:p4ssw0rdXYZ@cache", "password": "p4ssw0rdXYZ", "n": 3}
+        logger.warning("store down", extra=extra)
+
+    line = json.loads(_logged_by_a_handler_with_the_filter(log, JsonFormatter()))
+    assert (line["store"], line["password"], line["n"]) == ("redis://:***@cache", "***", 3)
+
+
+def test_a_record_is_redacted_once_whatever_the_filters_it_passes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # uvicorn's access line passes the filter on `uvicorn.access` and on each root handler
+    # (stderr, --log-file): each argument and the format were redacted again at every one,
+    # 10 passes of every pattern for one line at -v with a log file. Now the line once.
+    from server.auth import log_redaction
+
+    spy = mock.Mock(wraps=log_redaction.redact)
+    monkeypatch.setattr(log_redaction, "redact", spy)
+    the_filter = RedactSecretsFilter()
+    logger = logging.getLogger("tests.auth.redacted_once")
+    handlers = [logging.StreamHandler(io.StringIO()) for _ in range(2)]
+    logger.addFilter(the_filter)
+    for handler in handlers:
+        handler.addFilter(the_filter)
+        logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/status", "1.1", 200)
+        logger.debug("below the level: %s", "no work")
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+        logger.removeFilter(the_filter)
+        logger.setLevel(logging.NOTSET)
+    assert [call.args for call in spy.call_args_list] == [
+        ('127.0.0.1:5 - "GET /status HTTP/1.1" 200',)
     ]
