@@ -618,7 +618,9 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
     source = services.source
     server_config = services.models_endpoint or model_server
     if server_config:
-        keep_endpoint_secrets_out_of_logs(server_config)
+        # A body's: kept among the latest few only (bodies one after another, each with
+        # names of its own, would grow them without bound).
+        keep_endpoint_secrets_out_of_logs(server_config, transient=server_config is model_server)
         url = server_config.get("url")
         if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
             raise bad_request(

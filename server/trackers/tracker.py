@@ -86,12 +86,15 @@ class SlotDefaults(dict[str, Any]):
         self.list_slots = list_slots
 
     def __eq__(self, other: object) -> bool:
+        if not isinstance(other, dict):  # (dict's NotImplemented is no `False`)
+            return NotImplemented
         return dict.__eq__(self, other) and self.list_slots == getattr(
             other, "list_slots", frozenset()
         )
 
     def __ne__(self, other: object) -> bool:  # (dict's own would ignore `list_slots`)
-        return not self == other
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
 
     def held(self, name: str, value: Any) -> Any:
         """What slot `name` holds when set to `value`."""

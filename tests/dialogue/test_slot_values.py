@@ -81,3 +81,15 @@ def test_slot_defaults_that_differ_only_in_their_list_slots_are_unequal_both_way
     listed = SlotDefaults({"toppings": None}, frozenset({"toppings"}))
     assert plain != listed and not plain == listed
     assert not plain != SlotDefaults({"toppings": None})
+
+
+@pytest.mark.filterwarnings("error")
+def test_slot_defaults_are_unequal_to_what_is_no_dict() -> None:
+    """Before, `SlotDefaults(...) == None` was True (and `!=` False): dict's NotImplemented
+    was read as true, with a DeprecationWarning (a TypeError from Python 3.14 on)."""
+    from server.trackers.tracker import SlotDefaults
+
+    defaults = SlotDefaults({"toppings": None})
+    assert defaults != None and not defaults == None  # noqa: E711
+    assert defaults != 5 and defaults != "toppings"
+    assert defaults == {"toppings": None} and {"toppings": None} == defaults
