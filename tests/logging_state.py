@@ -32,15 +32,18 @@ def logging_restored() -> Iterator[None]:
     }
     # The secrets an endpoint registered for the log filter (a token, its query names): left
     # so, a later test's `?x=1` was hidden because a PUT /model of an earlier one named `x`.
-    literals = set(log_redaction._literals)
-    query_names = set(log_redaction._query_names)
+    pinned = set(log_redaction._pinned_literals), set(log_redaction._pinned_names)
+    transient = dict(log_redaction._transient)
     try:
         yield
     finally:
-        log_redaction._literals.clear()
-        log_redaction._literals.update(literals)
-        log_redaction._query_names.clear()
-        log_redaction._query_names.update(query_names)
+        log_redaction._pinned_literals.clear()
+        log_redaction._pinned_literals.update(pinned[0])
+        log_redaction._pinned_names.clear()
+        log_redaction._pinned_names.update(pinned[1])
+        log_redaction._transient.clear()
+        log_redaction._transient.update(transient)
+        log_redaction._merge()
         for logger in enabled:  # a config file's `disable_existing_loggers: true`
             logger.disabled = False
         for name, each in list(loggers.items()):
