@@ -110,6 +110,19 @@ async def test_the_sessions_kept_stay_within_cache_events(config: dict[str, Any]
         await store.close()
 
 
+async def keys_left(client: Redis, config: dict[str, Any]) -> list[str]:
+    """Every key under the store's prefix, sorted."""
+    return sorted([key async for key in client.scan_iter(match=f"{config['key_prefix']}:*")])
+
+
+def conversation_keys(config: dict[str, Any], sender: str) -> list[str]:
+    """The keys one conversation leaves: its list, its last append's id, its session index."""
+    prefix = config["key_prefix"]
+    return [
+        f"{prefix}:{kind}:{sender}" for kind in ("tracker", "tracker_append", "tracker_session")
+    ]
+
+
 async def test_a_conversation_of_100000_events_is_written_and_read_off_the_loop(
     config: dict[str, Any],
 ) -> None:
@@ -157,15 +170,9 @@ async def test_a_replace_of_100000_events_pushes_them_a_piece_at_a_time(
         assert wrote.busiest < 0.05
         loaded = await reader.load("long")
         assert loaded is not None and len(loaded) == 100_000 and loaded[-1]["text"] == "m99999"
-        keys = sorted([key async for key in client.scan_iter(match=f"{config['key_prefix']}:*")])
-        prefix = config["key_prefix"]
         # (and the replace's id, as an append's, for 5 minutes)
-        assert keys == [
-            f"{prefix}:tracker:long",
-            f"{prefix}:tracker_append:long",
-            f"{prefix}:tracker_session:long",
-        ]
-        assert 0 < await client.pttl(f"{prefix}:tracker_append:long") <= 300_000
+        assert await keys_left(client, config) == conversation_keys(config, "long")
+        assert 0 < await client.pttl(conversation_keys(config, "long")[1]) <= 300_000
     finally:
         await store.close()
         await reader.close()
@@ -199,13 +206,7 @@ async def test_an_append_of_100000_events_holds_neither_the_loop_nor_redis(
         loaded = await reader.load("long")
         assert loaded is not None and len(loaded) == 100_004
         assert loaded[3]["text"] == "before" and loaded[-1]["text"] == "m99999"
-        keys = sorted([key async for key in client.scan_iter(match=f"{config['key_prefix']}:*")])
-        prefix = config["key_prefix"]
-        assert keys == [
-            f"{prefix}:tracker:long",
-            f"{prefix}:tracker_append:long",
-            f"{prefix}:tracker_session:long",
-        ]
+        assert await keys_left(client, config) == conversation_keys(config, "long")
     finally:
         await store.close()
         await reader.close()
@@ -242,8 +243,7 @@ async def test_a_bulk_append_copies_again_a_list_that_changed_meanwhile(
             *bulk,
         ]
         assert await other.load("busy") == [*start[:1], *bulk]
-        keys = sorted([key async for key in client.scan_iter(match=f"{config['key_prefix']}:*")])
-        assert not [key for key in keys if "replacing" in key]
+        assert not [key for key in await keys_left(client, config) if "replacing" in key]
     finally:
         await store.close()
         await other.close()
@@ -280,8 +280,7 @@ async def test_a_long_conversation_rasa_stored_is_converted_whole(
         assert await client.type(key) == "list"
         assert await client.ttl(key) == (record_exp or -1)
         assert await store.load_all("old") == events
-        keys = [key async for key in client.scan_iter(match=f"{config['key_prefix']}:*")]
-        assert not [key for key in keys if "replacing" in key]
+        assert not [key for key in await keys_left(client, config) if "replacing" in key]
     finally:
         await store.close()
 
@@ -442,8 +441,7 @@ async def test_a_bulk_append_to_a_list_that_keeps_changing_goes_in_one_script(
         stored = await other.load_all("busy") or []
         assert len(turns) == 3
         assert [e["text"] for e in stored] == ["first", *turns, *(e["text"] for e in bulk)]
-        keys = [key async for key in client.scan_iter(match=f"{config['key_prefix']}:*")]
-        assert not [key for key in keys if "replacing" in key]
+        assert not [key for key in await keys_left(client, config) if "replacing" in key]
     finally:
         await store.close()
         await other.close()
@@ -513,8 +511,7 @@ async def test_a_long_replace_whose_staged_key_expired_midway_changes_nothing(
             await store.replace("stalled", [user(f"new {n}", 2.0) for n in range(1_500)])
 
         assert await store.load_all("stalled") == old
-        keys = [key async for key in client.scan_iter(match=f"{config['key_prefix']}:*")]
-        assert not [key for key in keys if "replacing" in key]
+        assert not [key for key in await keys_left(client, config) if "replacing" in key]
     finally:
         await store.close()
 
