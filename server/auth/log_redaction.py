@@ -257,7 +257,7 @@ class RedactSecretsFilter(logging.Filter):
         # An exception's message may hold what the line's own message does not (a store's
         # URL, password and all): its traceback, as logging would print it, redacted. The
         # formatters print `exc_text` when it is set.
-        if record.exc_info:
+        if record.exc_info and not record.exc_text:  # (another filter's pass formatted it)
             record.exc_text = _TRACEBACKS.formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
