@@ -941,6 +941,20 @@ async def test_put_model_whose_component_state_is_broken_is_a_500_logged_once(
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
 
 
+async def still_serving_and_refused_for_testing(
+    client: httpx.AsyncClient, before: str, model: Path, said: str
+) -> None:
+    """The model served before is still served, and `/model/test/intents?model=` refuses the
+    archive with a 400 saying `said`."""
+    assert (await client.get("/status")).json()["model_id"] == before
+    tested = await client.post(
+        f"/model/test/intents?model={model}",
+        content="nlu:\n- intent: greet\n  examples: |\n    - hello\n",
+        headers={"Content-Type": "application/x-yaml"},
+    )
+    assert tested.status_code == 400 and said in tested.text
+
+
 async def test_put_model_of_a_newer_botserver_with_a_component_unknown_here_is_a_400_saying_so(
     client: httpx.AsyncClient, rasa_spec: RasaSpec, moodbot_model: Path, tmp_path: Path
 ) -> None:
@@ -967,13 +981,7 @@ async def test_put_model_of_a_newer_botserver_with_a_component_unknown_here_is_a
         f"{TRAINING_FORMAT}: unknown NLU component 'FutureClassifier' in the model. Upgrade "
         "botserver, or retrain the model with this version (`botserver train`)."
     )
-    assert (await client.get("/status")).json()["model_id"] == before
-    tested = await client.post(
-        f"/model/test/intents?model={future}",
-        content="nlu:\n- intent: greet\n  examples: |\n    - hello\n",
-        headers={"Content-Type": "application/x-yaml"},
-    )
-    assert tested.status_code == 400 and "by a newer botserver" in tested.text
+    await still_serving_and_refused_for_testing(client, before, future, "by a newer botserver")
 
 
 async def test_a_bad_component_parameter_in_a_training_body_is_a_400_naming_it(
@@ -1040,13 +1048,9 @@ async def test_put_model_trained_with_a_setting_now_refused_says_to_retrain(
     body = check(rasa_spec, response, "/model", "put", 400)
     assert "'core_fallback_threshold' must be between 0 and 1, not 2" in body["message"]
     assert "retrain with `botserver train`" in body["message"]
-    assert (await client.get("/status")).json()["model_id"] == before
-    tested = await client.post(
-        f"/model/test/intents?model={older}",
-        content="nlu:\n- intent: greet\n  examples: |\n    - hello\n",
-        headers={"Content-Type": "application/x-yaml"},
+    await still_serving_and_refused_for_testing(
+        client, before, older, "retrain with `botserver train`"
     )
-    assert tested.status_code == 400 and "retrain with `botserver train`" in tested.text
 
 
 async def test_more_folds_than_examples_is_a_400_naming_the_counts(
