@@ -17,7 +17,7 @@ def logging_restored() -> Iterator[None]:
     log records from caplog in the same process (with `-n 2`, whichever tests xdist put
     after them)."""
     root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    root_handlers, level = list(root.handlers), root.level
     loggers = logging.Logger.manager.loggerDict
     enabled = [x for x in loggers.values() if isinstance(x, logging.Logger) and not x.disabled]
     # configure_logging sets libraries' levels too (httpx at DEBUG with -vv): left so, they
@@ -53,9 +53,17 @@ def logging_restored() -> Iterator[None]:
                 # named it) goes back to a new logger's wiring: no handler, propagating.
                 handlers, propagate = wiring.get(name, ([], True))
                 each.handlers, each.propagate = list(handlers), propagate
+        # pytest's own handlers (caplog's, its report's) are its to add and remove at each
+        # phase of a test: the ones found at the start may be gone, others in their place.
         for handler in list(root.handlers):
-            root.removeHandler(handler)
-            handler.close()
-        for handler in handlers:
-            root.addHandler(handler)
+            if handler not in root_handlers and not _pytests(handler):
+                root.removeHandler(handler)
+                handler.close()
+        for handler in root_handlers:
+            if handler not in root.handlers and not _pytests(handler):
+                root.addHandler(handler)
         root.setLevel(level)
+
+
+def _pytests(handler: logging.Handler) -> bool:
+    return type(handler).__module__.startswith("_pytest.")
