@@ -149,7 +149,10 @@ def _uttered(response: str, message: dict[str, Any] | None) -> BotUttered | None
     if message is None:
         return None
     text, data, metadata = bot_data(message)
-    return BotUttered(text=text, data=data, metadata={"utter_action": response, **metadata})
+    # The response said, whatever `utter_action` the answer holds (Rasa sets it after).
+    metadata = {"utter_action": response, **metadata}
+    metadata["utter_action"] = response
+    return BotUttered(text=text, data=data, metadata=metadata)
 
 
 class Action:
