@@ -373,6 +373,28 @@ def test_braces_that_name_no_slot_are_said_as_written(text: str, said: str) -> N
     assert message == {"text": said}
 
 
+@pytest.mark.parametrize("kind", ["slot", None, "entity"])
+def test_every_condition_reads_the_slot_it_names_whatever_its_type(kind: str | None) -> None:
+    condition: dict[str, Any] = {"name": "city", "value": "Berlin"}
+    if kind is not None:
+        condition["type"] = kind
+    domain = Domain.from_dict(
+        {
+            "slots": {"city": {"type": "text", "mappings": [{"type": "custom"}]}},
+            "responses": {
+                "utter_hi": [{"text": "Hi Berlin", "condition": [condition]}, {"text": "Hi"}]
+            },
+        }
+    )
+    # As Rasa, which reads `type` nowhere. Before, a condition of another type (`entity`)
+    # was met whatever the slots held, so "Hi Berlin" was said to Paris.
+    assert render_response(domain, "utter_hi", {"city": "Paris"}) == {"text": "Hi"}
+    assert render_response(domain, "utter_hi", {"city": "Berlin"}) == {
+        "text": "Hi Berlin",
+        "condition": [condition],
+    }
+
+
 def test_a_variation_with_an_empty_condition_list_is_one_without_a_condition() -> None:
     domain = Domain.from_dict(
         {"responses": {"utter_hi": [{"text": "listed", "condition": []}, {"text": "plain"}]}}
