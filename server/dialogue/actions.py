@@ -149,7 +149,10 @@ def _uttered(response: str, message: dict[str, Any] | None) -> BotUttered | None
     if message is None:
         return None
     text, data, metadata = bot_data(message)
-    return BotUttered(text=text, data=data, metadata={"utter_action": response, **metadata})
+    # The response said, whatever `utter_action` the answer holds (Rasa sets it after).
+    metadata = {"utter_action": response, **metadata}
+    metadata["utter_action"] = response
+    return BotUttered(text=text, data=data, metadata=metadata)
 
 
 class Action:
@@ -257,9 +260,15 @@ class ActionDefaultAskAffirmation(Action):
         intent = candidates[0]["name"] if candidates else None
         if intent is None:
             intent = ctx.tracker.latest_message.intent_name or "out_of_scope"
-        bot = await ctx.generate(f"utter_ask_affirm_{intent}") or await ctx.generate(
-            "utter_ask_affirmation", intent=intent
-        )
+        bot = None
+        # Only a question the domain words (a response, or an `utter_` action it lists for the
+        # NLG server): an NLG server is not asked for names the project never gave, as Rasa
+        # asks it for none here.
+        for name in (f"utter_ask_affirm_{intent}", "utter_ask_affirmation"):
+            if name in ctx.domain.responses or name in ctx.domain.user_actions:
+                bot = await ctx.generate(name, intent=intent)
+                if bot is not None:
+                    break
         if bot is None:
             bot = BotUttered(
                 text=f"Did you mean '{intent}'?",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from server.dialogue.actions import (
@@ -26,6 +27,8 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.tracker import Tracker, applied_events
+
+logger = logging.getLogger(__name__)
 
 TWO_STAGE_FALLBACK = "action_two_stage_fallback"
 NLU_FALLBACK = "nlu_fallback"
@@ -237,13 +240,15 @@ class TwoStageFallbackAction(Action):
             return await _ask_affirmation(ctx)
         if ASK_REPHRASE in ctx.domain.overridden_defaults:
             return await RemoteAction(ASK_REPHRASE).run(ctx)
-        return await ctx.utter("utter_ask_rephrase") or [
-            BotUttered(
-                text="I'm sorry, I didn't quite understand that. Could you rephrase?",
-                data={},
-                metadata={"utter_action": "utter_ask_rephrase"},
+        asked = await ctx.utter("utter_ask_rephrase")
+        if not asked:
+            # As Rasa: no text of ours, in a language the bot may not speak; the loop waits.
+            logger.warning(
+                "the two-stage fallback asks the user to rephrase with 'utter_ask_rephrase': "
+                "the domain has no response 'utter_ask_rephrase' and no NLG server gave one, so "
+                "nothing is said"
             )
-        ]
+        return asked
 
     def _recent_intents(self, tracker: Tracker) -> list[str | None]:
         """Intents of the user messages of this fallback, latest first, the original last."""

@@ -103,10 +103,9 @@ def _json_copy(value: Any) -> bytes | None:
 
 def _condition_met(variation: dict[str, Any], slots: dict[str, Any]) -> bool:
     """Whether the slots hold every value the variation's condition names; text is compared
-    without regard to case (`Gold` meets `gold`), as in Rasa."""
+    without regard to case (`Gold` meets `gold`), as in Rasa, which reads no condition's
+    `type` (`slot` is the only one)."""
     for condition in variation.get("condition") or []:
-        if condition.get("type", "slot") != "slot":
-            continue
         value, wanted = slots.get(condition.get("name")), condition.get("value")
         if isinstance(value, str) and isinstance(wanted, str):
             if value.casefold() != wanted.casefold():

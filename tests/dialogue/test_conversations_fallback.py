@@ -187,6 +187,35 @@ async def test_denying_asks_to_rephrase_and_a_clear_rephrase_continues(agent: Ag
     assert user_messages(tracker.applied_events()) == [("hello there", "greet")]
 
 
+async def test_denying_says_nothing_in_a_domain_without_a_rephrase_response(
+    tmp_path_factory: pytest.TempPathFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As Rasa's `utter_ask_rephrase`, said only when the domain has it (the loop still waits
+    for the rephrase). Before, an English sentence of our own was said, whatever the bot's
+    language."""
+    project = tmp_path_factory.mktemp("two-stage-no-rephrase")
+    (project / "data").mkdir()
+    (project / "config.yml").write_text(CONFIG)
+    (project / "domain.yml").write_text(
+        DOMAIN.replace(
+            '  utter_ask_rephrase: [{text: "Sorry, could you say that differently?"}]\n', ""
+        )
+    )
+    (project / "data" / "nlu.yml").write_text(NLU)
+    (project / "data" / "rules.yml").write_text(RULES)
+    conversation = Conversation(make_agent(train_project(project, project / "models")), "mute")
+    await unclear(conversation)
+
+    turn = await conversation.say("/out_of_scope")
+    assert turn.actions == ["action_two_stage_fallback"]
+    assert turn.texts == []
+    assert (await conversation.tracker()).active_loop_name == "action_two_stage_fallback"
+    assert "no response 'utter_ask_rephrase'" in caplog.text
+
+    turn = await conversation.say("hello there")
+    assert turn.texts == ["Hello!"]
+
+
 async def test_denying_the_second_suggestion_gives_up(agent: Agent) -> None:
     conversation = Conversation(agent, "give-up")
     await unclear(conversation)

@@ -6,7 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from server.dialogue.nlg_client import NLGClient
 from tests.dialogue.conversation_fixtures import make_agent, train_files
+from tests.serving import serving
 
 DOMAIN = """
 version: "3.1"
@@ -33,16 +38,23 @@ RANKING: list[dict[str, Any]] = [
 ]
 
 
-async def asked(tmp_path: Path, domain: str, ranking: list[dict[str, Any]]) -> dict[str, Any]:
+async def asked(
+    tmp_path: Path, domain: str, ranking: list[dict[str, Any]], nlg_url: str | None = None
+) -> dict[str, Any]:
     files = {
         "domain.yml": domain,
         "config.yml": "policies:\n- name: RulePolicy\n",
         "data/rules.yml": RULES,
     }
     agent = make_agent(train_files(files, tmp_path))
+    client = agent.processor.nlg_endpoint = NLGClient({"url": nlg_url}) if nlg_url else None
     unclear = {"intent": ranking[0], "entities": [], "intent_ranking": ranking}
     await agent.add_message("u", "hmm", unclear)
-    _, messages = await agent.execute_action("u", "action_default_ask_affirmation")
+    try:
+        _, messages = await agent.execute_action("u", "action_default_ask_affirmation")
+    finally:
+        if client is not None:
+            await client.aclose()
     [message] = messages
     return {k: v for k, v in message.items() if k != "recipient_id"}
 
@@ -66,3 +78,30 @@ async def test_the_domain_can_word_the_question(tmp_path: Path) -> None:
     ranking = [RANKING[0], {"name": "goodbye", "confidence": 0.3}]
     message = await asked(tmp_path / "own", DOMAIN + OWN, ranking)
     assert message == {"text": "Leaving already?"}
+
+
+async def test_an_nlg_server_is_not_asked_for_a_question_the_domain_does_not_word(
+    tmp_path: Path,
+) -> None:
+    """As Rasa, which asks no NLG server here: before, the server was asked for
+    `utter_ask_affirm_greet`, then `utter_ask_affirmation`, and its answer (or its 404 for a
+    name it does not know, which failed the fallback) replaced Rasa's question."""
+    asked_for: list[str] = []
+    nlg = FastAPI()
+
+    @nlg.post("/nlg")
+    async def generate(request: Request) -> JSONResponse:
+        name = (await request.json())["response"]
+        asked_for.append(name)
+        if name == "utter_ask_affirmation":
+            return JSONResponse({"text": "Is it {intent}?"})
+        return JSONResponse({"error": f"no response {name}"}, status_code=404)
+
+    async with serving(nlg) as url:
+        message = await asked(tmp_path, DOMAIN, RANKING, f"{url}/nlg")
+        assert message["text"] == "Did you mean 'greet'?"
+        assert asked_for == []
+        worded = DOMAIN.replace("intents:", "actions: [utter_ask_affirmation]\nintents:")
+        message = await asked(tmp_path / "worded", worded, RANKING, f"{url}/nlg")
+        assert message == {"text": "Is it {intent}?"}
+        assert asked_for == ["utter_ask_affirmation"]

@@ -347,6 +347,54 @@ def test_a_placeholder_names_a_slot_whose_name_holds_spaces() -> None:
     assert message == {"text": "Hi Ann! {no such} {first name}"}
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # Rasa says the dict of every slot here ("{'name': 'Ann', 'pin': '1234'}").
+        ("Your details: {}", "Your details: {}"),
+        # Rasa's response fails on a lone brace (Python's format error): nothing is said.
+        ("Hi {name", "Hi {name"),
+        ("Hi {name}, total}", "Hi Ann, total}"),
+        # Rasa says this one as written, braces doubled and {name} unfilled.
+        ("{{name}} is {name}", "{name} is Ann"),
+    ],
+)
+def test_braces_that_name_no_slot_are_said_as_written(text: str, said: str) -> None:
+    domain = Domain.from_dict(
+        {
+            "slots": {
+                "name": {"type": "text", "mappings": [{"type": "custom"}]},
+                "pin": {"type": "text", "mappings": [{"type": "custom"}]},
+            },
+            "responses": {"utter_hi": [{"text": text}]},
+        }
+    )
+    message = render_response(domain, "utter_hi", {"name": "Ann", "pin": "1234"})
+    assert message == {"text": said}
+
+
+@pytest.mark.parametrize("kind", ["slot", None, "entity"])
+def test_every_condition_reads_the_slot_it_names_whatever_its_type(kind: str | None) -> None:
+    condition: dict[str, Any] = {"name": "city", "value": "Berlin"}
+    if kind is not None:
+        condition["type"] = kind
+    domain = Domain.from_dict(
+        {
+            "slots": {"city": {"type": "text", "mappings": [{"type": "custom"}]}},
+            "responses": {
+                "utter_hi": [{"text": "Hi Berlin", "condition": [condition]}, {"text": "Hi"}]
+            },
+        }
+    )
+    # As Rasa, which reads `type` nowhere. Before, a condition of another type (`entity`)
+    # was met whatever the slots held, so "Hi Berlin" was said to Paris.
+    assert render_response(domain, "utter_hi", {"city": "Paris"}) == {"text": "Hi"}
+    assert render_response(domain, "utter_hi", {"city": "Berlin"}) == {
+        "text": "Hi Berlin",
+        "condition": [condition],
+    }
+
+
 def test_a_variation_with_an_empty_condition_list_is_one_without_a_condition() -> None:
     domain = Domain.from_dict(
         {"responses": {"utter_hi": [{"text": "listed", "condition": []}, {"text": "plain"}]}}

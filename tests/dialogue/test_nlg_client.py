@@ -16,7 +16,7 @@ from server.dialogue.actions import ActionContext, events_from_action_result
 from server.dialogue.domain import Domain
 from server.dialogue.nlg_client import NLGClient
 from server.errors import ActionError
-from server.trackers.events import SlotSet
+from server.trackers.events import BotUttered, SlotSet
 from server.trackers.tracker import Tracker
 from tests.action_servers.fixtures import broken_action_server
 from tests.dialogue.conversation_fixtures import (
@@ -52,6 +52,9 @@ class NLGServer:
             return JSONResponse({"error": "template missing"}, status_code=500)
         if name == "utter_wrong":
             return JSONResponse({"text": ["not", "a", "string"]})
+        if name == "utter_hello" and body["tracker"]["sender_id"] == "echoes":
+            # A server that sends back what it rendered, under a name of its own.
+            return JSONResponse({"text": "Hello", "utter_action": "hello_v2", "lang": "en"})
         return JSONResponse(
             {"text": f"{name} for {body['tracker']['sender_id']}", "buttons": [], "custom": None}
         )
@@ -258,6 +261,20 @@ async def test_an_utter_action_without_a_domain_response_is_asked_of_the_nlg_ser
     assert turn.actions == ["utter_hello"]
     assert turn.texts == ["utter_hello for nlg-only"]
     assert [body["response"] for body, _ in server.requests] == ["utter_hello"]
+
+
+async def test_a_bot_event_names_the_response_said_whatever_the_nlg_server_answers(
+    nlg_url,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    """As in Rasa, `utter_action` in the bot event's metadata is the response the bot said,
+    the answer's other keys kept beside it. Before, an answer's own `utter_action` took its
+    place, so a dashboard counting responses by it counted one the domain does not have."""
+    _, url = nlg_url
+    turn = await greeted(NLG_ONLY_BOT, tmp_path, url, "echoes")
+    assert turn.texts == ["Hello"]
+    assert turn.responses == ["utter_hello"]
+    assert [e.metadata.get("lang") for e in turn.events if isinstance(e, BotUttered)] == ["en"]
 
 
 NLG_ONLY_FORM_BOT = {
