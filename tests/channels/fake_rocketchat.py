@@ -108,9 +108,12 @@ class FakeRocketChat:
         room_id: str = "GENERAL",
         room_name: str = "general",
         bot: Any = False,
+        thread: str | None = None,
     ) -> dict[str, Any]:
-        """An outgoing-webhook integration's POST body, field for field."""
-        return {
+        """An outgoing-webhook integration's POST body, field for field; `thread`: the id of
+        the thread's first message, for a message written in a thread (Rocket.Chat's `tmid`,
+        sent only then)."""
+        payload = {
             "token": token,
             "bot": bot,
             "channel_id": room_id,
@@ -122,6 +125,9 @@ class FakeRocketChat:
             "text": text,
             "siteUrl": self.site_url,
         }
+        if thread is not None:
+            payload["tmid"] = thread
+        return payload
 
     def livechat_payload(
         self,

@@ -353,6 +353,65 @@ async def test_a_retried_webhook_call_is_not_recorded_twice(wired) -> None:  # n
     assert rocket.texts_in("LiveRoom2") == ["Hey there!"]
 
 
+async def test_a_message_in_a_thread_is_answered_in_that_thread(wired) -> None:  # noqa: ANN001
+    """Rocket.Chat sends a thread's message with the thread's id (`tmid`). Before, the bot
+    answered in the room's main timeline, away from the thread (as Rasa does)."""
+    rocket, webhook, bot_url = wired
+    in_thread = rocket.outgoing_payload(
+        token=HOOK_TOKEN, user_id="AliceId", user_name="alice", text="hi", thread="ThreadTop0001"
+    )
+    in_room = rocket.outgoing_payload(
+        token=HOOK_TOKEN, user_id="AliceId", user_name="alice", text="search concerts"
+    )
+    for payload in (in_thread, in_room):
+        assert (await rocket.send(webhook, payload)).status_code == 200
+    assert [(p["text"], p.get("tmid")) for p in rocket.posted] == [
+        ("Hey there!", "ThreadTop0001"),
+        ("Foo Fighters, Katy Perry", None),
+    ]
+    # One conversation for the user in the room, whether they write in a thread or not.
+    tracker = await _tracker(bot_url, "GENERAL:AliceId")
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == [
+        "hi",
+        "search concerts",
+    ]
+
+
+def test_a_reply_in_a_thread_keeps_every_post_in_it() -> None:
+    reply = {"text": "one\n\ntwo", "image": "https://example.test/a.png"}
+    bodies = rocketchat_messages("R1", reply, thread="T1")
+    assert [(b.get("text"), b["tmid"]) for b in bodies] == [
+        ("one", "T1"),
+        ("two", "T1"),
+        (None, "T1"),
+    ]
+    # A custom message naming another room or channel is not put in this room's thread.
+    elsewhere = rocketchat_messages("R1", {"custom": {"channel": "#ops", "text": "x"}}, thread="T1")
+    assert "tmid" not in elsewhere[0]
+
+
+async def test_ids_that_are_no_strings_are_no_conversation(wired) -> None:  # noqa: ANN001
+    """Rocket.Chat's room and user ids are strings. Before, an object or a list became a
+    conversation named after its Python text (`{'a': 1}:U`) and the bot posted to a room of
+    that name."""
+    rocket, webhook, bot_url = wired
+    hi = rocket.outgoing_payload(token=HOOK_TOKEN, user_id="U", user_name="u", text="hi")
+    livechat = rocket.livechat_payload(
+        room_id="LiveRoom", visitor_id="V", visitor_name="v", messages=[{"_id": "m1", "msg": "hi"}]
+    )
+    for payload in (
+        {**hi, "channel_id": {"a": 1}},
+        {**hi, "user_id": ["U"], "user_name": None},
+        {**livechat, "_id": ["LiveRoom"]},
+    ):
+        answer = await rocket.send(webhook, payload, **{"X-RocketChat-Livechat-Token": HOOK_TOKEN})
+        assert answer.status_code == 200
+    assert rocket.posted == []
+    for conversation in ("{'a': 1}:U", "GENERAL:['U']", "['LiveRoom']:V"):
+        events = (await _tracker(bot_url, conversation))["events"]
+        assert [e for e in events if e["event"] == "user"] == []
+
+
 async def test_an_edited_message_is_answered_as_rasa_answers_it(wired) -> None:  # noqa: ANN001
     """Rocket.Chat sends an edited message again (an outgoing webhook's "Run on edits", on by
     default) with its id and `isEdited: true`. Before, it was taken for a retry of the
