@@ -92,6 +92,13 @@ def rocketchat_messages(
             if "channel" not in custom:
                 custom.setdefault("roomId", named_room or room_id)
             bodies.append(custom)
+        elif "custom" in part:
+            logger.warning(
+                "rocketchat: a custom message to room %s was lost: it must be an object (a "
+                "chat.postMessage body), not %s",
+                room_id,
+                settings.kind(part["custom"]),
+            )
     if thread is not None:
         for body in bodies:
             if body.get("roomId") == room_id and "channel" not in body:

@@ -312,6 +312,19 @@ def test_a_custom_message_naming_a_room_id_is_posted_there() -> None:
     assert rocketchat_messages("R1", {"custom": both}) == [{"channel": "#alerts", "text": "x"}]
 
 
+def test_a_custom_message_that_is_no_object_is_logged_as_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A custom message is a `chat.postMessage` body, so an object. Before, a text or a
+    list was left out without a word: the user got nothing and the log said nothing."""
+    caplog.set_level(logging.WARNING)
+    assert rocketchat_messages("R1", {"text": "hi", "custom": ["a", "b"]}) == [
+        {"roomId": "R1", "text": "hi"}
+    ]
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "custom message" in line and "R1" in line and "list" in line
+
+
 def test_long_texts_are_cut_at_line_breaks_or_spaces() -> None:
     lines = "\n".join(["a" * 60] * 5)  # 304 characters
     assert rocketchat_messages("R1", {"text": lines}, max_length=130) == [
