@@ -322,6 +322,7 @@ class RocketChatInput(InputChannel):
         user_id = _id(payload.get("user_id")) or _id(payload.get("user_name"))
         if room_id is None or user_id is None or not isinstance(text, str):
             return []
+        text = _without_trigger_word(text, payload.get("trigger_word"))
         message_id = _message_id(payload.get("message_id"), text, bool(payload.get("isEdited")))
         thread = _id(payload.get("tmid"))
         return [(message_id, self._message(room_id, user_id, text, message_id, thread))]
@@ -434,6 +435,19 @@ def _message_id(value: Any, text: str, edited: bool) -> str | None:
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _without_trigger_word(text: str, word: Any) -> str:
+    """`text` without the outgoing webhook's trigger word it starts with (`@bot hi` → `hi`):
+    it calls the bot, it says nothing to it. A text of the word alone is kept, and so is one
+    where the word only begins a longer word (Rocket.Chat matches the start of the text)."""
+    if not isinstance(word, str) or not word or not text.startswith(word):
+        return text
+    rest = text[len(word) :]
+    if rest[:1].isalnum() or rest[:1] == "_":
+        return text
+    rest = rest.lstrip(":, \t\n")
+    return rest if rest else text
 
 
 def _id(value: Any) -> str | None:

@@ -403,6 +403,28 @@ def test_a_reply_in_a_thread_keeps_every_post_in_it() -> None:
     assert "tmid" not in elsewhere[0]
 
 
+async def test_an_outgoing_webhooks_trigger_word_is_not_part_of_the_message(
+    wired,  # noqa: ANN001
+) -> None:
+    """With trigger words set, Rocket.Chat calls the webhook only for messages starting with
+    one and says which (`trigger_word`). Before, the word was read as part of the message
+    (as in Rasa): "@concertbot search concerts" was no longer understood."""
+    rocket, webhook, bot_url = wired
+    for text in ("@concertbot: search concerts", "@concertbot", "@concertbots"):
+        payload = rocket.outgoing_payload(
+            token=HOOK_TOKEN, user_id="AliceId", user_name="alice", text=text
+        )
+        assert (await rocket.send(webhook, {**payload, "trigger_word": "@concertbot"})).is_success
+    tracker = await _tracker(bot_url, "GENERAL:AliceId")
+    # The word alone, or beginning a longer word, is kept as written.
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == [
+        "search concerts",
+        "@concertbot",
+        "@concertbots",
+    ]
+    assert rocket.texts_in("GENERAL")[0] == "Foo Fighters, Katy Perry"
+
+
 async def test_ids_that_are_no_strings_are_no_conversation(wired) -> None:  # noqa: ANN001
     """Rocket.Chat's room and user ids are strings. Before, an object or a list became a
     conversation named after its Python text (`{'a': 1}:U`) and the bot posted to a room of
