@@ -159,10 +159,31 @@ class FakeRocketChat:
             "messages": messages,
         }
 
+    @staticmethod
+    def outgoing_outcome(answer: httpx.Response) -> str:
+        """What Rocket.Chat 6 does with an outgoing webhook's answer: "retried" (with "Retry
+        failed URL calls", on by default) when it is empty or not 200, 201 or 202; "posted"
+        (as a message in the room) when it is JSON holding `text` or `attachments`; else
+        "done"."""
+        if not answer.content or answer.status_code not in (200, 201, 202):
+            return "retried"
+        content_type = answer.headers.get("content-type", "").split(";")[0]
+        if content_type in ("application/json", "text/javascript", "application/javascript"):
+            try:
+                data = answer.json()
+            except ValueError:
+                data = None
+            if isinstance(data, dict) and (data.get("text") or data.get("attachments")):
+                return "posted"
+        return "done"
+
     async def send(
-        self, webhook_url: str, payload: dict[str, Any], **headers: str
+        self, webhook_url: str, payload: dict[str, Any] | bytes, **headers: str
     ) -> httpx.Response:
+        """POSTs `payload` as JSON (bytes as they are) to the bot's webhook."""
         async with httpx.AsyncClient(timeout=15) as client:
+            if isinstance(payload, bytes):
+                return await client.post(webhook_url, content=payload, headers=headers)
             return await client.post(webhook_url, json=payload, headers=headers)
 
 

@@ -74,9 +74,28 @@ async def test_a_user_message_gets_the_bots_reply_in_the_room(wired) -> None:  #
     )
     answer = await rocket.send(webhook, payload)
     assert answer.status_code == 200
-    assert answer.text == ""
+    # Rocket.Chat takes it as a success, neither retried nor posted as a message of its own.
+    assert rocket.outgoing_outcome(answer) == "done"
     assert rocket.texts_in("GENERAL") == ["Foo Fighters, Katy Perry"]
     assert rocket.logins == 1
+
+
+async def test_every_answer_to_an_outgoing_webhook_is_one_it_does_not_retry(
+    wired,  # noqa: ANN001
+) -> None:
+    """Rocket.Chat 6 retries an outgoing webhook call whose answer is empty, as one that
+    failed (0.1 s, 1 s, 10 s, 100 s... later, "Retry failed URL calls" being on by default).
+    Before, the webhook answered 200 with an empty body (as Rasa, which so answers each
+    message up to seven times): every message was sent again and again."""
+    rocket, webhook, _ = wired
+    message = rocket.outgoing_payload(token=HOOK_TOKEN, user_id="U1", user_name="u", text="hi")
+    own = rocket.outgoing_payload(token=HOOK_TOKEN, user_id=rocket.bot_id, user_name=BOT, text="x")
+    for payload in (message, own, message, {"token": HOOK_TOKEN, "not": "a message"}):
+        answer = await rocket.send(webhook, payload)
+        assert rocket.outgoing_outcome(answer) == "done"
+    answer = await rocket.send(webhook, b"not json")
+    assert rocket.outgoing_outcome(answer) == "done"
+    assert rocket.texts_in("GENERAL") == ["Hey there!"]
 
 
 async def test_a_wrong_or_missing_token_is_refused(wired) -> None:  # noqa: ANN001
