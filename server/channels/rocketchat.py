@@ -344,6 +344,10 @@ class RocketChatInput(InputChannel):
         for item in messages:
             if not isinstance(item, dict) or item.get("agentId"):
                 continue
+            if item.get("navigation") is not None or item.get("closingMessage"):
+                # A page the visitor opened ("<title> - <url>", sent with "Send visitor
+                # navigation history"), or the chat's closing comment: nothing said to the bot.
+                continue
             author = _as_dict(item.get("u"))
             user_name = item.get("username") or author.get("username")
             user_id = _id(visitor.get("_id")) or _id(author.get("_id")) or _id(user_name)

@@ -240,6 +240,41 @@ async def test_livechat_visitor_messages_are_answered_in_the_livechat_room(
     assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == ["hi"]
 
 
+async def test_a_livechat_visitors_page_views_are_not_messages(wired) -> None:  # noqa: ANN001
+    """With "Send visitor navigation history on webhook request", Rocket.Chat sends each page
+    the visitor opens as a message of theirs ("<title> - <url>", with `navigation`). Before,
+    the bot answered every page view as something the visitor said (Rasa answers the first)."""
+    rocket, webhook, bot_url = wired
+    visitor = {"_id": "VisitorId2", "username": "guest-2", "name": "guest-2"}
+    page = {
+        "_id": "n1",
+        "u": visitor,
+        "username": "guest-2",
+        "msg": "Pricing - https://shop.example.test/pricing",
+        "ts": "2024-01-01T00:00:00.000Z",
+        "navigation": {
+            "page": {"title": "Pricing", "location": {"href": "https://shop.example.test/pricing"}},
+            "token": "visitor-token",
+        },
+    }
+    said = {
+        "_id": "m3",
+        "u": visitor,
+        "username": "guest-2",
+        "msg": "hi",
+        "ts": "2024-01-01T00:00:01.000Z",
+    }
+    for messages in ([page], [said]):
+        payload = rocket.livechat_payload(
+            room_id="LiveRoom2", visitor_id="VisitorId2", visitor_name="guest-2", messages=messages
+        )
+        answer = await rocket.send(webhook, payload, **{"X-RocketChat-Livechat-Token": HOOK_TOKEN})
+        assert answer.status_code == 200
+    tracker = await _tracker(bot_url, "LiveRoom2:VisitorId2")
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == ["hi"]
+    assert rocket.texts_in("LiveRoom2") == ["Hey there!"]
+
+
 async def test_a_closed_livechats_transcript_is_not_answered_again(
     wired,  # noqa: ANN001
 ) -> None:
