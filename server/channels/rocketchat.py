@@ -51,12 +51,17 @@ MAX_MESSAGE_LENGTH = 5000
 
 
 def rocketchat_messages(
-    room_id: str, message: dict[str, Any], max_length: int = MAX_MESSAGE_LENGTH
+    room_id: str,
+    message: dict[str, Any],
+    max_length: int = MAX_MESSAGE_LENGTH,
+    thread: str | None = None,
 ) -> list[dict[str, Any]]:
     """One bot message as `chat.postMessage` bodies, as Rasa's Rocket.Chat channel sends them.
 
     A text longer than `max_length` is sent in pieces (cut at a line break or a space where
     there is one): Rocket.Chat refuses a longer message, and the whole reply would be lost.
+    `thread`: the id of the thread the user wrote in (`tmid`), where the posts to `room_id`
+    go (Rasa posts them in the room's main timeline).
     """
     bodies: list[dict[str, Any]] = []
     for part in split_message(message):
@@ -87,6 +92,17 @@ def rocketchat_messages(
             if "channel" not in custom:
                 custom.setdefault("roomId", named_room or room_id)
             bodies.append(custom)
+        elif "custom" in part:
+            logger.warning(
+                "rocketchat: a custom message to room %s was lost: it must be an object (a "
+                "chat.postMessage body), not %s",
+                room_id,
+                settings.kind(part["custom"]),
+            )
+    if thread is not None:
+        for body in bodies:
+            if body.get("roomId") == room_id and "channel" not in body:
+                body.setdefault("tmid", thread)
     return bodies
 
 
@@ -141,14 +157,17 @@ class RocketChatOutput:
 
     name = "rocketchat"
 
-    def __init__(self, api: RocketChatAPI, room_id: str | None = None) -> None:
+    def __init__(
+        self, api: RocketChatAPI, room_id: str | None = None, thread: str | None = None
+    ) -> None:
         self.api = api
         self.room_id = room_id
+        self.thread = thread  # the thread the user wrote in, where the replies go
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
         room_id = self.room_id or room_of(recipient_id)
         try:
-            bodies = rocketchat_messages(room_id, message, self.api.max_message_length)
+            bodies = rocketchat_messages(room_id, message, self.api.max_message_length, self.thread)
         except Exception as e:  # a failed reply must not fail the turn: it would not be stored
             logger.error("rocketchat: a bot message to room %s was lost: %r", room_id, e)
             return
@@ -248,7 +267,7 @@ class RocketChatInput(InputChannel):
             except ValueError:  # not such JSON, or nested too deep to read
                 payload = None
             if not isinstance(payload, dict):
-                return Response(status_code=200, media_type="text/plain")
+                return _taken()
             self._check_token(request, payload)
             if self.api.user_id is None and time.monotonic() >= self._next_identity_login:
                 # The bot's own id tells its own messages apart, whatever name or e-mail it
@@ -273,7 +292,7 @@ class RocketChatInput(InputChannel):
                     raise
                 except Exception as e:
                     log_failed_turn(logger, "rocketchat", message.sender_id, e)
-            return Response(status_code=200, media_type="text/plain")
+            return _taken()
 
         router.add_api_route("/webhook", receive, methods=["GET", "POST"], include_in_schema=False)
         return router
@@ -299,12 +318,14 @@ class RocketChatInput(InputChannel):
             return self._livechat_messages(payload)
         if payload.get("bot") or self._is_own(payload.get("user_name"), payload.get("user_id")):
             return []
-        room_id, text = payload.get("channel_id"), payload.get("text")
-        user_id = payload.get("user_id") or payload.get("user_name")
-        if not room_id or not user_id or not isinstance(text, str):
+        room_id, text = _id(payload.get("channel_id")), payload.get("text")
+        user_id = _id(payload.get("user_id")) or _id(payload.get("user_name"))
+        if room_id is None or user_id is None or not isinstance(text, str):
             return []
+        text = _without_trigger_word(text, payload.get("trigger_word"))
         message_id = _message_id(payload.get("message_id"), text, bool(payload.get("isEdited")))
-        return [(message_id, self._message(str(room_id), str(user_id), text, message_id))]
+        thread = _id(payload.get("tmid"))
+        return [(message_id, self._message(room_id, user_id, text, message_id, thread))]
 
     def _livechat_messages(self, payload: dict[str, Any]) -> list[tuple[str | None, UserMessage]]:
         kind = payload.get("type")
@@ -312,42 +333,58 @@ class RocketChatInput(InputChannel):
             # A chat closed (its whole transcript, messages without ids: each would be
             # answered again), queued, taken, forwarded: no new message.
             return []
-        room_id = payload.get("_id")
+        room_id = _id(payload.get("_id"))
         visitor = _as_dict(payload.get("visitor"))
         messages = payload.get("messages")
         if not isinstance(messages, list):
             messages = []
-        if not room_id:
+        if room_id is None:
             return []
         found = []
         for item in messages:
             if not isinstance(item, dict) or item.get("agentId"):
                 continue
+            if item.get("navigation") is not None or item.get("closingMessage"):
+                # A page the visitor opened ("<title> - <url>", sent with "Send visitor
+                # navigation history"), or the chat's closing comment: nothing said to the bot.
+                continue
             author = _as_dict(item.get("u"))
             user_name = item.get("username") or author.get("username")
-            user_id = visitor.get("_id") or author.get("_id") or user_name
+            user_id = _id(visitor.get("_id")) or _id(author.get("_id")) or _id(user_name)
             if self._is_own(user_name, author.get("_id")) or not isinstance(item.get("msg"), str):
                 continue
-            if user_id:
+            if user_id is not None:
                 message_id = _message_id(item.get("_id"), item["msg"], bool(item.get("editedAt")))
-                message = self._message(str(room_id), str(user_id), item["msg"], message_id)
+                message = self._message(room_id, user_id, item["msg"], message_id)
                 found.append((message_id, message))
         return found
 
     def _message(
-        self, room_id: str, user_id: str, text: str, message_id: str | None
+        self,
+        room_id: str,
+        user_id: str,
+        text: str,
+        message_id: str | None,
+        thread: str | None = None,
     ) -> UserMessage:
         message = UserMessage(
             text=text.strip(),
             sender_id=conversation_id(room_id, user_id),
             input_channel=self.name,
-            output_channel=RocketChatOutput(self.api, room_id),
+            output_channel=RocketChatOutput(self.api, room_id, thread),
         )
         if message_id is not None:
             # Stored as the user event's message_id: a retry that another worker (or this
             # one after a restart) receives finds it in the conversation and is ignored.
             message.message_id, message.once = message_id, True
         return message
+
+
+def _taken() -> Response:
+    """The webhook's answer to a call it took, a message or not: a body, which Rocket.Chat 6
+    needs (an empty answer is a failed call to it, retried 0.1 s, 1 s, 10 s... later), and
+    no `text` or `attachments`, which it would post in the room."""
+    return Response(b'{"success":true}', status_code=200, media_type="application/json")
 
 
 def _server_url(c: dict[str, Any]) -> str:
@@ -409,6 +446,25 @@ def _message_id(value: Any, text: str, edited: bool) -> str | None:
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _without_trigger_word(text: str, word: Any) -> str:
+    """`text` without the outgoing webhook's trigger word it starts with (`@bot hi` → `hi`):
+    it calls the bot, it says nothing to it. A text of the word alone is kept, and so is one
+    where the word only begins a longer word (Rocket.Chat matches the start of the text)."""
+    if not isinstance(word, str) or not word or not text.startswith(word):
+        return text
+    rest = text[len(word) :]
+    if rest[:1].isalnum() or rest[:1] == "_":
+        return text
+    rest = rest.lstrip(":, \t\n")
+    return rest if rest else text
+
+
+def _id(value: Any) -> str | None:
+    """A Rocket.Chat id (of a room, a user, a thread): a string that is not empty. Anything
+    else is none: an object's Python text named a conversation and a room to post to."""
+    return value if isinstance(value, str) and value else None
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

@@ -108,9 +108,12 @@ class FakeRocketChat:
         room_id: str = "GENERAL",
         room_name: str = "general",
         bot: Any = False,
+        thread: str | None = None,
     ) -> dict[str, Any]:
-        """An outgoing-webhook integration's POST body, field for field."""
-        return {
+        """An outgoing-webhook integration's POST body, field for field; `thread`: the id of
+        the thread's first message, for a message written in a thread (Rocket.Chat's `tmid`,
+        sent only then)."""
+        payload = {
             "token": token,
             "bot": bot,
             "channel_id": room_id,
@@ -122,6 +125,9 @@ class FakeRocketChat:
             "text": text,
             "siteUrl": self.site_url,
         }
+        if thread is not None:
+            payload["tmid"] = thread
+        return payload
 
     def livechat_payload(
         self,
@@ -153,10 +159,31 @@ class FakeRocketChat:
             "messages": messages,
         }
 
+    @staticmethod
+    def outgoing_outcome(answer: httpx.Response) -> str:
+        """What Rocket.Chat 6 does with an outgoing webhook's answer: "retried" (with "Retry
+        failed URL calls", on by default) when it is empty or not 200, 201 or 202; "posted"
+        (as a message in the room) when it is JSON holding `text` or `attachments`; else
+        "done"."""
+        if not answer.content or answer.status_code not in (200, 201, 202):
+            return "retried"
+        content_type = answer.headers.get("content-type", "").split(";")[0]
+        if content_type in ("application/json", "text/javascript", "application/javascript"):
+            try:
+                data = answer.json()
+            except ValueError:
+                data = None
+            if isinstance(data, dict) and (data.get("text") or data.get("attachments")):
+                return "posted"
+        return "done"
+
     async def send(
-        self, webhook_url: str, payload: dict[str, Any], **headers: str
+        self, webhook_url: str, payload: dict[str, Any] | bytes, **headers: str
     ) -> httpx.Response:
+        """POSTs `payload` as JSON (bytes as they are) to the bot's webhook."""
         async with httpx.AsyncClient(timeout=15) as client:
+            if isinstance(payload, bytes):
+                return await client.post(webhook_url, content=payload, headers=headers)
             return await client.post(webhook_url, json=payload, headers=headers)
 
 

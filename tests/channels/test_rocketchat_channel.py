@@ -74,9 +74,28 @@ async def test_a_user_message_gets_the_bots_reply_in_the_room(wired) -> None:  #
     )
     answer = await rocket.send(webhook, payload)
     assert answer.status_code == 200
-    assert answer.text == ""
+    # Rocket.Chat takes it as a success, neither retried nor posted as a message of its own.
+    assert rocket.outgoing_outcome(answer) == "done"
     assert rocket.texts_in("GENERAL") == ["Foo Fighters, Katy Perry"]
     assert rocket.logins == 1
+
+
+async def test_every_answer_to_an_outgoing_webhook_is_one_it_does_not_retry(
+    wired,  # noqa: ANN001
+) -> None:
+    """Rocket.Chat 6 retries an outgoing webhook call whose answer is empty, as one that
+    failed (0.1 s, 1 s, 10 s, 100 s... later, "Retry failed URL calls" being on by default).
+    Before, the webhook answered 200 with an empty body (as Rasa, which so answers each
+    message up to seven times): every message was sent again and again."""
+    rocket, webhook, _ = wired
+    message = rocket.outgoing_payload(token=HOOK_TOKEN, user_id="U1", user_name="u", text="hi")
+    own = rocket.outgoing_payload(token=HOOK_TOKEN, user_id=rocket.bot_id, user_name=BOT, text="x")
+    for payload in (message, own, message, {"token": HOOK_TOKEN, "not": "a message"}):
+        answer = await rocket.send(webhook, payload)
+        assert rocket.outgoing_outcome(answer) == "done"
+    answer = await rocket.send(webhook, b"not json")
+    assert rocket.outgoing_outcome(answer) == "done"
+    assert rocket.texts_in("GENERAL") == ["Hey there!"]
 
 
 async def test_a_wrong_or_missing_token_is_refused(wired) -> None:  # noqa: ANN001
@@ -221,6 +240,41 @@ async def test_livechat_visitor_messages_are_answered_in_the_livechat_room(
     assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == ["hi"]
 
 
+async def test_a_livechat_visitors_page_views_are_not_messages(wired) -> None:  # noqa: ANN001
+    """With "Send visitor navigation history on webhook request", Rocket.Chat sends each page
+    the visitor opens as a message of theirs ("<title> - <url>", with `navigation`). Before,
+    the bot answered every page view as something the visitor said (Rasa answers the first)."""
+    rocket, webhook, bot_url = wired
+    visitor = {"_id": "VisitorId2", "username": "guest-2", "name": "guest-2"}
+    page = {
+        "_id": "n1",
+        "u": visitor,
+        "username": "guest-2",
+        "msg": "Pricing - https://shop.example.test/pricing",
+        "ts": "2024-01-01T00:00:00.000Z",
+        "navigation": {
+            "page": {"title": "Pricing", "location": {"href": "https://shop.example.test/pricing"}},
+            "token": "visitor-token",
+        },
+    }
+    said = {
+        "_id": "m3",
+        "u": visitor,
+        "username": "guest-2",
+        "msg": "hi",
+        "ts": "2024-01-01T00:00:01.000Z",
+    }
+    for messages in ([page], [said]):
+        payload = rocket.livechat_payload(
+            room_id="LiveRoom2", visitor_id="VisitorId2", visitor_name="guest-2", messages=messages
+        )
+        answer = await rocket.send(webhook, payload, **{"X-RocketChat-Livechat-Token": HOOK_TOKEN})
+        assert answer.status_code == 200
+    tracker = await _tracker(bot_url, "LiveRoom2:VisitorId2")
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == ["hi"]
+    assert rocket.texts_in("LiveRoom2") == ["Hey there!"]
+
+
 async def test_a_closed_livechats_transcript_is_not_answered_again(
     wired,  # noqa: ANN001
 ) -> None:
@@ -312,6 +366,19 @@ def test_a_custom_message_naming_a_room_id_is_posted_there() -> None:
     assert rocketchat_messages("R1", {"custom": both}) == [{"channel": "#alerts", "text": "x"}]
 
 
+def test_a_custom_message_that_is_no_object_is_logged_as_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A custom message is a `chat.postMessage` body, so an object. Before, a text or a
+    list was left out without a word: the user got nothing and the log said nothing."""
+    caplog.set_level(logging.WARNING)
+    assert rocketchat_messages("R1", {"text": "hi", "custom": ["a", "b"]}) == [
+        {"roomId": "R1", "text": "hi"}
+    ]
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "custom message" in line and "R1" in line and "list" in line
+
+
 def test_long_texts_are_cut_at_line_breaks_or_spaces() -> None:
     lines = "\n".join(["a" * 60] * 5)  # 304 characters
     assert rocketchat_messages("R1", {"text": lines}, max_length=130) == [
@@ -351,6 +418,87 @@ async def test_a_retried_webhook_call_is_not_recorded_twice(wired) -> None:  # n
     assert rocket.texts_in("R1") == ["Hey there!"]
     assert [e["text"] for e in live_tracker["events"] if e["event"] == "user"] == ["hi"]
     assert rocket.texts_in("LiveRoom2") == ["Hey there!"]
+
+
+async def test_a_message_in_a_thread_is_answered_in_that_thread(wired) -> None:  # noqa: ANN001
+    """Rocket.Chat sends a thread's message with the thread's id (`tmid`). Before, the bot
+    answered in the room's main timeline, away from the thread (as Rasa does)."""
+    rocket, webhook, bot_url = wired
+    in_thread = rocket.outgoing_payload(
+        token=HOOK_TOKEN, user_id="AliceId", user_name="alice", text="hi", thread="ThreadTop0001"
+    )
+    in_room = rocket.outgoing_payload(
+        token=HOOK_TOKEN, user_id="AliceId", user_name="alice", text="search concerts"
+    )
+    for payload in (in_thread, in_room):
+        assert (await rocket.send(webhook, payload)).status_code == 200
+    assert [(p["text"], p.get("tmid")) for p in rocket.posted] == [
+        ("Hey there!", "ThreadTop0001"),
+        ("Foo Fighters, Katy Perry", None),
+    ]
+    # One conversation for the user in the room, whether they write in a thread or not.
+    tracker = await _tracker(bot_url, "GENERAL:AliceId")
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == [
+        "hi",
+        "search concerts",
+    ]
+
+
+def test_a_reply_in_a_thread_keeps_every_post_in_it() -> None:
+    reply = {"text": "one\n\ntwo", "image": "https://example.test/a.png"}
+    bodies = rocketchat_messages("R1", reply, thread="T1")
+    assert [(b.get("text"), b["tmid"]) for b in bodies] == [
+        ("one", "T1"),
+        ("two", "T1"),
+        (None, "T1"),
+    ]
+    # A custom message naming another room or channel is not put in this room's thread.
+    elsewhere = rocketchat_messages("R1", {"custom": {"channel": "#ops", "text": "x"}}, thread="T1")
+    assert "tmid" not in elsewhere[0]
+
+
+async def test_an_outgoing_webhooks_trigger_word_is_not_part_of_the_message(
+    wired,  # noqa: ANN001
+) -> None:
+    """With trigger words set, Rocket.Chat calls the webhook only for messages starting with
+    one and says which (`trigger_word`). Before, the word was read as part of the message
+    (as in Rasa): "@concertbot search concerts" was no longer understood."""
+    rocket, webhook, bot_url = wired
+    for text in ("@concertbot: search concerts", "@concertbot", "@concertbots"):
+        payload = rocket.outgoing_payload(
+            token=HOOK_TOKEN, user_id="AliceId", user_name="alice", text=text
+        )
+        assert (await rocket.send(webhook, {**payload, "trigger_word": "@concertbot"})).is_success
+    tracker = await _tracker(bot_url, "GENERAL:AliceId")
+    # The word alone, or beginning a longer word, is kept as written.
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == [
+        "search concerts",
+        "@concertbot",
+        "@concertbots",
+    ]
+    assert rocket.texts_in("GENERAL")[0] == "Foo Fighters, Katy Perry"
+
+
+async def test_ids_that_are_no_strings_are_no_conversation(wired) -> None:  # noqa: ANN001
+    """Rocket.Chat's room and user ids are strings. Before, an object or a list became a
+    conversation named after its Python text (`{'a': 1}:U`) and the bot posted to a room of
+    that name."""
+    rocket, webhook, bot_url = wired
+    hi = rocket.outgoing_payload(token=HOOK_TOKEN, user_id="U", user_name="u", text="hi")
+    livechat = rocket.livechat_payload(
+        room_id="LiveRoom", visitor_id="V", visitor_name="v", messages=[{"_id": "m1", "msg": "hi"}]
+    )
+    for payload in (
+        {**hi, "channel_id": {"a": 1}},
+        {**hi, "user_id": ["U"], "user_name": None},
+        {**livechat, "_id": ["LiveRoom"]},
+    ):
+        answer = await rocket.send(webhook, payload, **{"X-RocketChat-Livechat-Token": HOOK_TOKEN})
+        assert answer.status_code == 200
+    assert rocket.posted == []
+    for conversation in ("{'a': 1}:U", "GENERAL:['U']", "['LiveRoom']:V"):
+        events = (await _tracker(bot_url, conversation))["events"]
+        assert [e for e in events if e["event"] == "user"] == []
 
 
 async def test_an_edited_message_is_answered_as_rasa_answers_it(wired) -> None:  # noqa: ANN001
