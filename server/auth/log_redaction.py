@@ -116,8 +116,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
             # lookahead of their first letters lets the engine skip to the places worth
             # trying, and the names sharing a letter are tried as one: its scan of a long
             # line costs a third.
+            # An X-Auth name has a few words at most: read to the end of a run,
+            # `x-auth-x-auth-...` cost its square (3 s for 70 KB).
             r"""(?=[aptsx])((?:token|p(?:ass(?:w(?:or)?d|phrase)|wd|rivate[-_]?key)"""
-            r"""|secret(?:[-_]?(?:access[-_]?)?key)?|api[-_]?key|x-auth(?:-\w+)*+)"""
+            r"""|secret(?:[-_]?(?:access[-_]?)?key)?|api[-_]?key|x-auth(?:-\w+){0,3}+)"""
             r"""["']?(?:(\s*:|\s+=)|=)\s*)"""
             # A block scalar: its indicator, blank lines, then each line indented as the first.
             r"""(?:[|>][-+1-9]{0,2}[ \t]*+(?:#[^\n]*+)?(?:\n[ \t]*+(?=\n))*+"""

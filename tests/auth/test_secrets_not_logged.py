@@ -329,6 +329,7 @@ HOSTILE_LINES = {
     # Every URL's query read to its end, each inside the one before (`@` after the quote).
     "URLs in a query": "h://?" * 13_000 + "'@",
     "a long scheme": "x" * 64_000,  # a scheme read from each letter
+    "X-Auth header names": "x-auth-" * 9_000,  # each name read to the end of the run
 }
 
 
