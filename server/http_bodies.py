@@ -1,5 +1,6 @@
 """An outbound HTTP answer's body read within a size limit, its Content-Encoding undone as it
-arrives (action server, NLG, callback, a remote NLU server, Duckling).
+arrives (action server, NLG, callback, a remote NLU server, Duckling); the same decoding
+for a model server's archive streamed to disk.
 """
 
 from __future__ import annotations
