@@ -1,10 +1,12 @@
 """An outbound HTTP answer's body read within a size limit, its Content-Encoding undone as it
-arrives (action server, NLG, callback, a remote NLU server, Duckling).
+arrives (action server, NLG, callback, a remote NLU server, Duckling); the same decoding
+for a model server's archive streamed to disk.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -48,31 +50,54 @@ def read_within_sync(response: httpx.Response, limit: int) -> bytes:
 
 
 class BoundedBody:
-    """The body of one answer as its bytes arrive: decoded, counted, refused past the limit."""
+    """The body of one answer as its bytes arrive: decoded, counted, refused past the limit.
+    One gzip or deflate encoding is read (all that is asked for); any other, or several, is
+    refused, as Rasa's aiohttp reads no layers either. httpx's own decoding inflated each
+    piece read whole, and each encoding in turn, before the size was counted: 2 KB sent as
+    `gzip, gzip` made a gigabyte."""
 
     def __init__(self, response: httpx.Response, limit: int) -> None:
         self._limit = limit
         self._chunks: list[bytes] = []
         self._size = 0
-        self._decoder: _Decoder | None = None
-        if response.is_stream_consumed:  # a transport's answer made whole, in memory
+        self._inflater: Inflater | None = None
+        self._refused: httpx.DecodingError | None = None  # raised at the first byte sent
+        self._streamed = not response.is_stream_consumed
+        if not self._streamed:  # a transport's answer made whole, in memory
             self._count(response.content)
             return
-        self._decoder = _Decoder(response.headers.get_list("content-encoding", True))
+        codings = [c.strip().lower() for c in response.headers.get_list("content-encoding", True)]
+        codings = [c for c in codings if c not in ("", "identity")]
+        if len(codings) > 1 or (codings and codings[0] not in _WINDOW_BITS):
+            shown = ", ".join(codings)[:80]
+            self._refused = httpx.DecodingError(
+                f"its answer is encoded '{shown}': botserver reads one gzip or deflate "
+                "encoding, or none"
+            )
+        elif codings:
+            self._inflater = Inflater(codings[0])
         declared = response.headers.get("content-length", "")
         # Encoded, the answer may be longer than decoded (gzip's header, stored blocks).
-        if not self._decoder.decodes and declared.isdigit() and int(declared) > limit:
+        if not codings and declared.isdigit() and int(declared) > limit:
             raise ResponseTooLarge(f"its answer is {declared} bytes, more than {limit}")
 
     def add(self, sent: bytes) -> None:
-        """Takes the next bytes sent."""
-        assert self._decoder is not None
-        self._count(self._decoder.decode(sent, self._limit - self._size))
+        """Takes the next bytes sent, decoding never more than the room left under the limit
+        (and one byte)."""
+        assert self._streamed
+        if self._refused is not None and sent:  # (no body holds no encoding to refuse)
+            raise self._refused
+        if self._inflater is None:
+            self._count(sent)
+            return
+        self._inflater.feed(sent)
+        while piece := self._inflater.read(self._limit - self._size + 1):
+            self._count(piece)
 
     def read(self) -> bytes:
         """The whole body."""
-        if self._decoder is not None:
-            self._count(self._decoder.flush())
+        if self._inflater is not None:
+            self._count(self._inflater.flush())
         return b"".join(self._chunks)
 
     def _count(self, chunk: bytes) -> None:
@@ -93,70 +118,63 @@ _WINDOW_BITS = {
 MAX_MEMBERS = 1024
 
 
-class _Decoder:
-    """Undoes an answer's Content-Encoding, never making more than the room left under the
-    size limit (and one byte). httpx's own decoding inflated each piece read whole, and each
-    encoding in turn, before the size was counted: 2 KB sent as `gzip, gzip` made a gigabyte.
-    One gzip or deflate encoding is read (all that is asked for); any other, or several, is
-    refused, as Rasa's aiohttp reads no layers either. Members one after the other (RFC 1952
-    section 2.2) are one encoding, and are read."""
+class Inflater:
+    """One gzip or deflate Content-Encoding undone as its bytes arrive, in pieces no larger
+    than the reader asks for, so that a bomb is counted before it is in memory. Members one
+    after the other (RFC 1952 section 2.2) are one encoding, and are read, as aiohttp reads
+    them; a deflate body without zlib's wrapper (raw deflate, as IIS sends it) is told by its
+    first byte as aiohttp tells it. Errors are httpx.DecodingError, their text for a client."""
 
-    def __init__(self, encodings: list[str]) -> None:
-        codings = [c.strip().lower() for c in encodings]
-        codings = [c for c in codings if c not in ("", "identity")]
-        self._inflater: Any = None
-        self._refused: httpx.DecodingError | None = None  # raised at the first byte sent
-        if not codings:
-            return
-        if len(codings) > 1 or codings[0] not in _WINDOW_BITS:
-            shown = ", ".join(codings)[:80]
-            self._refused = httpx.DecodingError(
-                f"its answer is encoded '{shown}': botserver reads one gzip or deflate "
-                "encoding, or none"
-            )
-            return
-        self._coding = codings[0]
-        self._bits = _WINDOW_BITS[self._coding]
-        self._inflater = zlib.decompressobj(self._bits)
-        self._started = False
+    def __init__(self, coding: str, max_members: int | None = MAX_MEMBERS) -> None:
+        self._coding = coding
+        self._bits = _WINDOW_BITS[coding]
+        self._max_members = max_members
+        self._inflater: Any = zlib.decompressobj(self._bits)
         self._members = 1
+        self._started = False
+        self._pending = b""  # fed, not yet decoded
 
-    @property
-    def decodes(self) -> bool:
-        """Whether the answer is encoded (and its bytes sent are not the answer's)."""
-        return self._inflater is not None or self._refused is not None
-
-    def decode(self, sent: bytes, room: int) -> bytes:
-        """`sent` decoded, or its first `room` + 1 decoded bytes when it holds more."""
-        if self._refused is not None and sent:  # (no body holds no encoding to refuse)
-            raise self._refused
-        if self._inflater is None:
-            return sent
+    def feed(self, sent: bytes) -> None:
+        """Takes the next bytes sent, decoded by the `read`s that follow."""
         if sent and not self._started:
             self._started = True
             if self._coding == "deflate" and sent[0] & 0x0F != 8:
-                # Raw deflate, without zlib's wrapper (as IIS sends it), told by its first
-                # byte as aiohttp tells it: zlib's wrapper starts with 8, its method.
+                # zlib's wrapper starts with 8, its method: anything else is raw deflate.
                 self._bits = -zlib.MAX_WBITS
                 self._inflater = zlib.decompressobj(self._bits)
-        pieces: list[bytes] = []
-        made = 0
-        data = sent
-        while data and made <= room:
+        self._pending = self._pending + sent if self._pending else sent
+
+    def read(self, most: int) -> bytes:
+        """The next decoded bytes, at most `most` (more than none); none once all fed is."""
+        while self._pending:
             if self._inflater.eof:  # a member ended: what follows is the next one
                 self._next_member()
-            piece = self._inflate(data, room + 1 - made)
-            pieces.append(piece)
-            made += len(piece)
-            data = self._inflater.unused_data if self._inflater.eof else b""
-            data = data or self._inflater.unconsumed_tail
-        return b"".join(pieces)
+            piece = self._inflate(self._pending, most)
+            inflater = self._inflater
+            self._pending = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
+            if piece:
+                return piece
+        return b""
+
+    def pieces(self, sent: bytes, most: int) -> Iterator[bytes]:
+        """`sent` decoded, in pieces of at most `most` bytes."""
+        self.feed(sent)
+        while piece := self.read(most):
+            yield piece
+
+    def flush(self) -> bytes:
+        """What the last bytes sent still hold (at most a few hundred bytes)."""
+        try:
+            return bytes(self._inflater.flush())
+        except zlib.error as e:
+            raise self._not_inflating(e) from None
 
     def _next_member(self) -> None:
         self._members += 1
-        if self._members > MAX_MEMBERS:
+        if self._max_members is not None and self._members > self._max_members:
             raise httpx.DecodingError(
-                f"its answer is more than {MAX_MEMBERS} {self._coding} members one after the other"
+                f"its answer is more than {self._max_members} {self._coding} members one "
+                "after the other"
             )
         self._inflater = zlib.decompressobj(self._bits)
 
@@ -171,15 +189,6 @@ class _Decoder:
                 ) from None
             raise self._not_inflating(e) from None
         return piece
-
-    def flush(self) -> bytes:
-        """What the last bytes sent still hold (at most a few hundred bytes)."""
-        if self._inflater is None:
-            return b""
-        try:
-            return bytes(self._inflater.flush())
-        except zlib.error as e:
-            raise self._not_inflating(e) from None
 
     def _not_inflating(self, error: zlib.error) -> httpx.DecodingError:
         return httpx.DecodingError(f"its answer, said to be {self._coding}, is not ({error})")

@@ -1,7 +1,7 @@
 """A logging filter that keeps secrets out of logs: `token=` and `key=` query values (and
 those of a configured endpoint's query names), secret-named keys (token, password, secret,
-api-key, authorization...), Bearer/Basic credentials, JWTs, URL passwords and secrets
-registered with `redact_also` become `***`.
+api-key, authorization...), cookie headers, Bearer/Basic credentials, JWTs, URL passwords
+and secrets registered with `redact_also` become `***`.
 For text we do not compose; an address our code shows goes through `safe_url` instead.
 """
 
@@ -60,6 +60,22 @@ def _hide_queries_with_at(text: str) -> str:
     return "".join(shown) + text[kept:] if shown else text
 
 
+# A Cookie or Set-Cookie header's name, then its value: quoted, or to the line's end (any of
+# its cookies may be a session).
+_COOKIE = re.compile(
+    r"""((?:set-)?cookie["']?[ \t]*+[:=][ \t]*+)"""
+    r"""(?:"(?:[^"\\]|\\.)*+"|'(?:[^'\\]|\\.)*+'|[^\n"']++)""",
+    re.IGNORECASE,
+)
+
+
+def _hide_cookies(text: str) -> str:
+    # Most lines name no cookie: a substring test spares them the pattern's scan.
+    if "ookie" not in text and "OOKIE" not in text:
+        return text
+    return _COOKIE.sub(r"\1" + REDACTED, text)
+
+
 # A JWT's first characters, not inside an ASCII word (text in any other script may run
 # straight into it: `令牌eyJ...`).
 _JWT_START = r"(?<![A-Za-z0-9_])eyJ"
@@ -86,24 +102,37 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
         r"\1",
     ),
     # Secret-named keys in dumped config or dicts: "token": "x", 'password': 'y', secret=z,
-    # AWS_SECRET_ACCESS_KEY=..., a service account's "private_key": "...". After a colon, an
+    # AWS_SECRET_ACCESS_KEY=..., a service account's "private_key": "...", an ODBC string's
+    # `Pwd=`, an `X-Auth:` header. After a colon, an
     # unquoted value runs on over the words that follow on its line (`password: my secret
     # phrase`), up to a comma, a quote or a word holding a key's `:` or `=`, and so after an
     # `=` between spaces (an INI file's `password = my secret phrase`); after a bare `=` it
     # is one word (`password=x user=y`). Each word is read once (possessive: no backtracking).
+    # A YAML block scalar (`password: |`) is its lines that follow, as indented as its first.
     (
         re.compile(
             # From the name's secret word: the words before it (`my_token`) are kept as they
-            # are, and reading them from each word's start cost a long line its square.
-            r"""((?:token|password|passwd|secret(?:[-_]?(?:access[-_]?)?key)?"""
-            r"""|(?:api|private)[-_]?key)["']?(?:(\s*:|\s+=)|=)\s*)"""
+            # are, and reading them from each word's start cost a long line its square. The
+            # lookahead of their first letters lets the engine skip to the places worth
+            # trying, and the names sharing a letter are tried as one: its scan of a long
+            # line costs a third.
+            # An X-Auth name has a few words at most: read to the end of a run,
+            # `x-auth-x-auth-...` cost its square (3 s for 70 KB).
+            r"""(?=[aptsx])((?:token|p(?:ass(?:w(?:or)?d|phrase)|wd|rivate[-_]?key)"""
+            r"""|secret(?:[-_]?(?:access[-_]?)?key)?|api[-_]?key|x-auth(?:-\w+){0,3}+)"""
+            r"""["']?(?:(\s*:|\s+=)|=)\s*)"""
+            # A block scalar: its indicator, blank lines, then each line indented as the first.
+            r"""(?:[|>][-+1-9]{0,2}[ \t]*+(?:#[^\n]*+)?(?:\n[ \t]*+(?=\n))*+"""
+            r"""\n([ \t]++)[^\n]*+(?:\n(?:\3[^\n]*+|[ \t]*+(?=\n)))*+"""
             # A quoted value to its closing quote, over the quotes escaped inside (JSON's \").
-            r"""(?:"(?:[^"\\]|\\.)*+"|'(?:[^'\\]|\\.)*+'|[^\s,&}]++"""
+            r"""|"(?:[^"\\]|\\.)*+"|'(?:[^'\\]|\\.)*+'|[^\s,&}]++"""
             r"""(?(2)(?:[ \t]++[^\s,&}:="']++(?=[\s,&}"']|\Z))*+))""",
             re.IGNORECASE,
         ),
         r"\1",
     ),
+    # A Cookie or Set-Cookie header's value, whatever its cookies' names.
+    (None, _hide_cookies),
     # Authorization header values, in any spelling of the scheme.
     (re.compile(r"\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/=]+", re.IGNORECASE), r"\1\2"),
     # A URL's query or fragment holding an '@' (`_hide_queries_with_at`).

@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +32,7 @@ from server.errors import (
     UnsafeArchive,
     UnsupportedModel,
 )
+from server.http_bodies import Inflater
 from server.http_clients import async_client, header_values, safe_url
 from server.models.holder import ModelHolder, is_disk_full
 
@@ -531,30 +532,24 @@ async def _archive_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
         async for chunk in chunks:
             yield chunk
         return
-    decoder = _Inflater(zlib.MAX_WBITS | 16)
-    for piece in decoder.pieces(bytes(held)):
+    decoder = Inflater("gzip", max_members=None)
+    for piece in decoder.pieces(bytes(held), _WRITE_BATCH):
         yield piece
     async for chunk in chunks:
-        for piece in decoder.pieces(chunk):
+        for piece in decoder.pieces(chunk, _WRITE_BATCH):
             yield piece
     yield decoder.flush()
 
 
 async def _inflated(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """A deflate-encoded body decoded in pieces of at most `_WRITE_BATCH` bytes: zlib's
-    wrapper or raw deflate, told by the first byte (zlib's wrapper starts with 8, its method)
-    as aiohttp tells it; told by the first bytes read, raw deflate whose first byte came
-    alone was taken for zlib's."""
-    decoder: _Inflater | None = None
+    wrapper or raw deflate, told by the first byte; told by the first bytes read, raw deflate
+    whose first byte came alone was taken for zlib's."""
+    decoder = Inflater("deflate", max_members=None)
     async for chunk in chunks:
-        if decoder is None and chunk:
-            wrapped = chunk[0] & 0x0F == 8
-            decoder = _Inflater(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
-        if decoder is not None:
-            for piece in decoder.pieces(chunk):
-                yield piece
-    if decoder is not None:
-        yield decoder.flush()
+        for piece in decoder.pieces(chunk, _WRITE_BATCH):
+            yield piece
+    yield decoder.flush()
 
 
 def _decoded_start(sent: bytes | bytearray) -> bytes | None:
@@ -563,38 +558,6 @@ def _decoded_start(sent: bytes | bytearray) -> bytes | None:
         return zlib.decompressobj(zlib.MAX_WBITS | 16).decompress(bytes(sent), len(_GZIP_MAGIC))
     except zlib.error:
         return None
-
-
-class _Inflater:
-    """A gzip or deflate encoding undone in pieces of at most `_WRITE_BATCH` bytes, members
-    one after the other included (RFC 1952 section 2.2), as aiohttp reads them: before, the
-    first only was read, and the archive refused as cut short."""
-
-    def __init__(self, wbits: int) -> None:
-        self._wbits = wbits
-        self._decoder: Any = zlib.decompressobj(wbits)
-
-    def pieces(self, data: bytes) -> Iterator[bytes]:
-        while data:
-            if self._decoder.eof:  # a member ended: what follows is the next one
-                self._decoder = zlib.decompressobj(self._wbits)
-            yield _decompressed(self._decoder, data)
-            decoder = self._decoder
-            data = decoder.unused_data if decoder.eof else decoder.unconsumed_tail
-
-    def flush(self) -> bytes:
-        return bytes(self._decoder.flush())
-
-
-def _decompressed(decoder: Any, data: bytes) -> bytes:
-    """At most `_WRITE_BATCH` bytes of `data` decoded; bytes that are not what the encoding
-    says end the pull as httpx's own decoding did (before, zlib's error escaped it)."""
-    try:
-        piece: bytes = decoder.decompress(data, _WRITE_BATCH)
-    except zlib.error as e:
-        message = f"its body does not decode as its Content-Encoding says: {e}"
-        raise httpx.DecodingError(message) from None
-    return piece
 
 
 async def _save_body(

@@ -264,9 +264,8 @@ class RedisTrackerStore:
                             break
                         await self._push_staged(staged, stored, length)
                         length, last = length + len(stored), stored[-1]
-                    for first in range(0, len(items), _ITEMS_PER_PUSH):
-                        chunk = items[first : first + _ITEMS_PER_PUSH]
-                        await self._push_staged(staged, chunk, length + first)
+                    # (Short of them when it expired: the script then answers -3.)
+                    await self._push_all_staged(staged, items, length)
                     pipe.multi()
                     await self._append_staged_script(
                         keys=[*keys, staged], args=[*args, length, last, len(items)], client=pipe
@@ -282,6 +281,18 @@ class RedisTrackerStore:
             if outcome not in (-2, -3):
                 return True
         return False
+
+    async def _push_all_staged(self, staged: str, items: Sequence[str], before: int) -> int:
+        """`items` pushed to a staged key that holds `before` items, a thousand per push (see
+        `_push_staged`). The key's length after: short of `before + len(items)` when it
+        expired meanwhile, found at the first push that fell short (none after it would push)."""
+        length = before
+        for first in range(0, len(items), _ITEMS_PER_PUSH):
+            chunk = items[first : first + _ITEMS_PER_PUSH]
+            length = await self._push_staged(staged, chunk, before + first)
+            if length != before + first + len(chunk):
+                break
+        return length
 
     async def _push_staged(self, staged: str, items: Sequence[bytes | str], before: int) -> int:
         """Items pushed to a staged key that holds `before` items, with its expiry, in one
@@ -354,12 +365,10 @@ class RedisTrackerStore:
                 # 100,000 items held it 0.15-0.19 s. They go to a key of their own a piece at
                 # a time, which then takes the list's place in the transaction.
                 staged = f"{self._replacing_prefix}{sender_id}:{secrets.token_hex(8)}"
-                for first in range(0, len(items), _ITEMS_PER_PUSH):
-                    chunk = items[first : first + _ITEMS_PER_PUSH]
-                    if await self._push_staged(staged, chunk, first) != first + len(chunk):
-                        # Expired (a stall of _STAGED_SECONDS): renamed, it would lose items
-                        # (a 503; before, the conversation lost them).
-                        raise redis_errors.TimeoutError("a long replace's staged items expired")
+                if await self._push_all_staged(staged, items, 0) != len(items):
+                    # Expired (a stall of _STAGED_SECONDS): renamed, it would lose items
+                    # (a 503; before, the conversation lost them).
+                    raise redis_errors.TimeoutError("a long replace's staged items expired")
             async with contextlib.AsyncExitStack() as stack:
                 if watching is None:
                     pipe = await stack.enter_async_context(self._redis.pipeline(transaction=True))

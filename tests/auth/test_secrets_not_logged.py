@@ -329,6 +329,7 @@ HOSTILE_LINES = {
     # Every URL's query read to its end, each inside the one before (`@` after the quote).
     "URLs in a query": "h://?" * 13_000 + "'@",
     "a long scheme": "x" * 64_000,  # a scheme read from each letter
+    "X-Auth header names": "x-auth-" * 9_000,  # each name read to the end of the run
 }
 
 
@@ -413,6 +414,22 @@ SECRET_PLACES = (
     "GET /conversations/eyJhbGciOiJIUzI1NiJ9.{}.c2ln/tracker",
     "GET /x?jwt=eyJhbGciOiJIUzI1NiJ9.{}.c2ln",
     '{{"jwt": "eyJhbGciOiJIUzI1NiJ9.{}.c2ln"}}',
+    # YAML block scalars: the value on the lines after the key, indented.
+    "password: |\n  {}\n  more\nuser: bob",
+    "db:\n  password: >-\n    first\n\n    {}\n  user: bob",
+    "secret: |2 # comment\n\n    {}\n",
+    # Cookies, whatever their name, and a request's or an answer's headers.
+    "Cookie: theme=dark; sessionid={}",
+    "Set-Cookie: sessionid={}; Path=/; HttpOnly",
+    "{{'cookie': 'sid={}', 'host': 'h'}}",
+    "X-Auth-Token: {}",
+    "X-Auth: {}",
+    "{{'X-Auth-Key': '{}'}}",
+    "passphrase: {}",
+    "PASSPHRASE={}",
+    "pwd={}",
+    "Server=db;Uid=bot;Pwd={}",
+    "passwd={}",
 )
 
 
@@ -455,6 +472,33 @@ def test_no_secret_survives_whatever_surrounds_it(place: str) -> None:
         after = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
         line = before + place.format(secret) + after
         assert secret not in redact(line), line
+
+
+def test_secret_looking_words_in_prose_stay_readable() -> None:
+    # The names added for cookies, passphrases, `pwd` and `X-Auth` headers hide values
+    # given under them, not sentences that mention them.
+    for line in (
+        "passwords reset for 3 users",
+        "the passphrase was changed; cookies accepted",
+        "Cookie policy updated",
+        "X-Authored-By: bob",
+        "password_policy: |\n  at least 8 characters\nuser: bob",
+        "cwd=/app pwdx=1",
+    ):
+        assert redact(line) == line
+
+
+def test_a_yaml_block_scalar_is_hidden_to_its_end() -> None:
+    # Before, `password: ***` and the secret on the next line, shown.
+    assert redact("password: |\n  s3cret\n  more\nuser: bob") == "password: ***\nuser: bob"
+    assert redact("a:\n  token: >-\n    x\n  b: 1") == "a:\n  token: ***\n  b: 1"
+    assert redact("secret: |") == "secret: ***"
+
+
+def test_a_cookie_header_is_hidden_whole() -> None:
+    # Before, `Cookie: theme=dark; sessionid=abc` was printed as it was.
+    assert redact("Cookie: theme=dark; sessionid=abc") == "Cookie: ***"
+    assert redact("{'cookie': 'sid=abc', 'host': 'h'}") == "{'cookie': ***, 'host': 'h'}"
 
 
 def test_a_jwt_glued_to_text_in_any_script_is_hidden() -> None:

@@ -367,6 +367,32 @@ async def test_an_archive_served_deflate_encoded_loads(
     assert await poller.pull_once() is True, poller.last_error
 
 
+@pytest.mark.parametrize(
+    ("mode", "encoding", "message"),
+    [
+        ("serve", "deflate", "its answer, said to be deflate, is not (Error -3"),
+        ("gzip-encoded", None, "goes on after its end with bytes that are not gzip"),
+    ],
+)
+async def test_a_body_that_is_not_what_its_encoding_says_is_refused_naming_it(
+    model_server, holder, client, archive_factory, mode, encoding, message
+):
+    """The pull's error names the encoding, and bytes after a gzip member that start no new
+    one, as an action server's answer does: before, "its body does not decode as its
+    Content-Encoding says" for both."""
+    model_server.behaviour.mode = mode
+    model_server.behaviour.content_encoding = encoding
+    archive = archive_factory("one").read_bytes()
+    body = archive if encoding else gzip.compress(archive) + b"not gzip"
+    model_server.behaviour.body = body
+    poller = ModelServerPoller(
+        holder, ModelServerConfig.from_endpoint({"url": model_server.url}), client
+    )
+    assert await poller.pull_once() is False
+    assert message in (poller.last_error or ""), poller.last_error
+    assert holder.info is None
+
+
 async def test_a_header_is_sent_without_the_spaces_around_its_value(
     model_server, holder, client, archive_factory
 ):
