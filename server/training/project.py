@@ -16,12 +16,13 @@ from server.trackers.events import ActionExecuted
 from server.training.config_yaml import ProjectConfig, read_config
 from server.training.domain_yaml import DomainReader, check_response
 from server.training.imports import imported_files
+from server.training.nlu_json import read_nlu_json
 from server.training.nlu_yaml import read_nlu_file
 from server.training.stories_yaml import read_story_data
 from server.training.yaml_io import (
+    YAML_SUFFIXES,
     check_json_values,
     check_version,
-    is_yaml_file,
     line_of,
     read_yaml_file,
 )
@@ -45,15 +46,18 @@ class Project:
         return generate_training_stories(self.stories, self.domain)
 
 
-def data_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The YAML files of the given files and directories (walked recursively, sorted)."""
+def data_files(
+    paths: Iterable[str | Path], suffixes: tuple[str, ...] = YAML_SUFFIXES
+) -> list[Path]:
+    """The files of the given files and directories (walked recursively, sorted) whose name
+    ends in one of `suffixes`, YAML's by default."""
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_yaml_file(p)))
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in suffixes))
         elif path.is_file():
-            if is_yaml_file(path):
+            if path.suffix in suffixes:
                 files.append(path)
         else:
             raise InvalidProjectFile("training data not found", str(path))
@@ -88,7 +92,9 @@ def load_project(
             warnings.append(f"{absent}: training data not found; the imported projects' is used")
             data.remove(absent)
     files = data_files([*data, *imported.data])
-    nlu_parts: list[NLUTrainingData] = []
+    # Rasa's JSON NLU format trains too, as in Rasa; other JSON files are no training data.
+    json_files = [f for f in data_files([*data, *imported.data], (".json",)) if _is_nlu_json(f)]
+    nlu_parts = [read_nlu_json(file) for file in json_files]
     stories: list[StoryStep] = []
     for file in files:
         content = read_yaml_file(file)
@@ -145,8 +151,23 @@ def load_project(
     # The domain counts in the training fingerprint as read (see train._fingerprint), not
     # by its files' bytes: an edited response retrains, a comment does not.
     return Project(
-        project_config, project_domain, nlu, stories, files, warnings, domain_reader.origins
+        project_config,
+        project_domain,
+        nlu,
+        stories,
+        files + json_files,
+        warnings,
+        domain_reader.origins,
     )
+
+
+def _is_nlu_json(path: Path) -> bool:
+    """Whether a `.json` file holds Rasa's JSON NLU data (or means to: a broken one is read,
+    for its error to name the line)."""
+    try:
+        return b'"rasa_nlu_data"' in path.read_bytes()
+    except OSError:
+        return True  # read_nlu_json says why it cannot be read
 
 
 def _add_data_responses(

@@ -438,5 +438,8 @@ def dump_yaml(document: Any) -> str:
     return text
 
 
+YAML_SUFFIXES = (".yml", ".yaml")
+
+
 def is_yaml_file(path: Path) -> bool:
-    return path.suffix in (".yml", ".yaml")
+    return path.suffix in YAML_SUFFIXES

@@ -1091,3 +1091,32 @@ def test_a_data_files_response_with_a_date_names_file_and_line(tmp_path: Path) -
     with pytest.raises(InvalidProjectFile, match="read as a date") as info:
         load_project(None, tmp_path / "domain.yml", [data])
     assert (info.value.filename, info.value.line) == (str(data / "responses.yml"), 3)
+
+
+def test_rasas_json_nlu_data_in_the_data_folder_trains(tmp_path: Path) -> None:
+    """As `rasa train` reads it. Before, `data/nlu.json` was skipped without a word: its
+    intents had no examples, and the model never predicted them."""
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet, travel]\n')
+    data = tmp_path / "data" / "nlu"
+    data.mkdir(parents=True)
+    (data / "greet.yml").write_text("nlu:\n- intent: greet\n  examples: |\n    - hi\n")
+    example = {
+        "text": "to Paris",
+        "intent": "travel",
+        "entities": [{"start": 3, "end": 8, "value": "Paris", "entity": "city"}],
+    }
+    (data / "travel.json").write_text(json.dumps({"rasa_nlu_data": {"common_examples": [example]}}))
+    (data / "notes.json").write_text('{"not": "training data"}')  # ignored, as by Rasa
+    project = load_project(None, tmp_path / "domain.yml", [tmp_path / "data"])
+    examples = {e.text: e for e in project.nlu.examples}
+    assert sorted(examples) == ["hi", "to Paris"]
+    assert [a.entity for a in examples["to Paris"].entities] == ["city"]
+    assert data / "travel.json" in project.files  # an edit retrains
+
+
+def test_a_broken_json_nlu_file_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet]\n')
+    (tmp_path / "nlu.json").write_text('{"rasa_nlu_data": {\n  "common_examples": [,]}}')
+    with pytest.raises(InvalidProjectFile) as info:
+        load_project(None, tmp_path / "domain.yml", [tmp_path])
+    assert (info.value.filename, info.value.line) == (str(tmp_path / "nlu.json"), 2)
