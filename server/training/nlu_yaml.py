@@ -33,6 +33,7 @@ _ANNOTATION = re.compile(
     r"|(?P<list>\[\s*\{.*?\}\s*\]))"
 )
 _ITEM_KINDS = ("intent", "synonym", "regex", "lookup")
+_ITEM_KEYS = {"intent": {"intent", "examples", "metadata"}}
 _STR_TAG = "tag:yaml.org,2002:str"
 _NULL_TAG = "tag:yaml.org,2002:null"
 
@@ -123,6 +124,7 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, tex
                 _line(item),
             )
         kind = kinds[0]
+        _check_keys(item, _ITEM_KEYS.get(kind, {kind, "examples"}), f"{kind} item", filename)
         name_node = fields[kind]
         name = str(name_node.value).strip() if isinstance(name_node, yaml.ScalarNode) else ""
         if not name:
@@ -182,6 +184,19 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, tex
             bucket.extend(raw for raw, _, _ in lines if raw not in bucket)
 
 
+def _check_keys(node: yaml.MappingNode, allowed: set[str], what: str, filename: str) -> None:
+    """A key Rasa's NLU schema does not allow here is an error, as in Rasa: a misspelt
+    `exmaples:` left the intent without examples, without a word."""
+    for key_node, _ in node.value:
+        if key_node.value not in allowed:
+            raise InvalidProjectFile(
+                f"unknown key {brief(key_node.value)} in an 'nlu' {what}; allowed: "
+                + ", ".join(sorted(allowed)),
+                filename,
+                _line(key_node),
+            )
+
+
 def _holds_text(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag != _NULL_TAG and bool(node.value.strip())
 
@@ -236,6 +251,7 @@ def _example_lines(node: yaml.Node, filename: str, source: str) -> list[tuple[st
                 continue
             if not isinstance(entry, yaml.MappingNode):
                 raise InvalidProjectFile("invalid training example", filename, _line(entry))
+            _check_keys(entry, {"text", "metadata"}, "training example", filename)
             fields = {k.value: v for k, v in entry.value}
             text_node = fields.get("text")
             if not isinstance(text_node, yaml.ScalarNode):

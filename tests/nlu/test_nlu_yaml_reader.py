@@ -178,6 +178,12 @@ def test_missing_item_key_is_an_error():
         ("- intent: a\n  examples: 3\n", 3, "of intent 'a' hold no '- ' lines, only '3'"),
         # Before: the intent trained as '3'.
         ("- intent: 3\n  examples: |\n    - hi\n", 2, "'intent' must be a name"),
+        # As Rasa's NLU schema. Before: the key was skipped (a misspelt `examples` left the
+        # intent with no examples).
+        ("- intent: greet\n  exmaples: |\n    - hi\n", 3, "unknown key 'exmaples'"),
+        ("- intent: a\n  examples: |\n    - hi\n  metdata: {a: 1}\n", 5, "unknown key 'metdata'"),
+        ("- intent: a\n  examples:\n  - text: hi\n    metdata: {}\n", 5, "unknown key 'metdata'"),
+        ("- synonym: NY\n  examples: |\n    - nyc\n  metadata: {}\n", 5, "unknown key 'metadata'"),
     ],
 )
 def test_an_item_of_the_wrong_kind_names_file_and_line(item: str, line: int, fragment: str):
