@@ -3,6 +3,7 @@ the data files and directories."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +15,19 @@ from server.errors import InvalidProjectFile
 from server.nlu.training_data import NLUTrainingData
 from server.trackers.events import ActionExecuted
 from server.training.config_yaml import ProjectConfig, read_config
-from server.training.domain_yaml import DomainReader, check_response
+from server.training.domain_yaml import (
+    DOMAIN_KEYS,
+    TRAINING_DATA_KEYS,
+    DomainReader,
+    check_response,
+)
 from server.training.imports import imported_files
 from server.training.nlu_json import read_nlu_json
 from server.training.nlu_yaml import read_nlu_file
 from server.training.stories_yaml import read_story_data
 from server.training.yaml_io import (
     YAML_SUFFIXES,
+    brief,
     check_json_values,
     check_version,
     line_of,
@@ -108,6 +115,7 @@ def load_project(
                 )
             continue
         check_version(content, str(file))
+        _warn_unknown_sections(content, str(file), warnings)
         if "nlu" in content or "responses" in content:
             nlu_parts.append(read_nlu_file(file))
         if isinstance(content.get("responses"), dict):
@@ -159,6 +167,29 @@ def load_project(
         warnings,
         domain_reader.origins,
     )
+
+
+# Data sections, and the singulars that are their likeliest misspelling.
+_DATA_SECTIONS = sorted(TRAINING_DATA_KEYS | {"responses"})
+_SINGULARS = {"story": "stories", "rule": "rules", "response": "responses"}
+
+
+def _warn_unknown_sections(content: dict[Any, Any], filename: str, warnings: list[str]) -> None:
+    """A data file's top-level key that misspells a section (`rule:` for `rules:`) is a
+    warning naming its line: the file's rules were skipped without a word (Rasa ignores
+    unknown keys too). Other keys (a domain's, a config's) say nothing."""
+    for key in content:
+        if not isinstance(key, str) or key in _DATA_SECTIONS or key in DOMAIN_KEYS:
+            continue
+        near = _SINGULARS.get(key) or next(
+            iter(difflib.get_close_matches(key, _DATA_SECTIONS, 1, cutoff=0.75)), None
+        )
+        if near:
+            line = line_of(content, key)
+            where = f"{filename}:{line}" if line else filename
+            warnings.append(
+                f"{where}: unknown section {brief(key)} is ignored (did you mean '{near}'?)"
+            )
 
 
 def _is_nlu_json(path: Path) -> bool:

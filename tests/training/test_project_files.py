@@ -1120,3 +1120,19 @@ def test_a_broken_json_nlu_file_names_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(InvalidProjectFile) as info:
         load_project(None, tmp_path / "domain.yml", [tmp_path])
     assert (info.value.filename, info.value.line) == (str(tmp_path / "nlu.json"), 2)
+
+
+def test_a_data_files_misspelt_section_is_a_warning_naming_file_and_line(tmp_path: Path) -> None:
+    """Before: `rule:` for `rules:` skipped the file's rules without a word (Rasa's schema
+    lets any top-level key through, and ignores it too)."""
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet]\n')
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "rules.yml").write_text(
+        'version: "3.1"\nrule:\n- rule: r\n  steps: [{intent: greet}, {action: utter_hi}]\n'
+    )
+    (data / "domain_part.yml").write_text("intents: [greet]\n")  # domain sections: no warning
+    project = load_project(None, tmp_path / "domain.yml", [data])
+    assert project.warnings == [
+        f"{data / 'rules.yml'}:2: unknown section 'rule' is ignored (did you mean 'rules'?)"
+    ]
