@@ -74,6 +74,19 @@ def data_files(
     return list(seen.values())
 
 
+def nlu_json_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The files in Rasa's JSON NLU format among the given files and directories: they train
+    too, as in Rasa; other `.json` files are no training data."""
+    return [f for f in data_files(paths, (".json",)) if _is_nlu_json(f)]
+
+
+def read_nlu_files(paths: Iterable[str | Path]) -> NLUTrainingData:
+    """The NLU data of the given files and directories, YAML and JSON, as training reads it."""
+    paths = list(paths)
+    yaml_parts = [read_nlu_file(f) for f in data_files(paths)]
+    return NLUTrainingData.merge([*yaml_parts, *map(read_nlu_json, nlu_json_files(paths))])
+
+
 def load_project(
     config: str | Path | None,
     domain: str | Path,
@@ -99,8 +112,7 @@ def load_project(
             warnings.append(f"{absent}: training data not found; the imported projects' is used")
             data.remove(absent)
     files = data_files([*data, *imported.data])
-    # Rasa's JSON NLU format trains too, as in Rasa; other JSON files are no training data.
-    json_files = [f for f in data_files([*data, *imported.data], (".json",)) if _is_nlu_json(f)]
+    json_files = nlu_json_files([*data, *imported.data])
     nlu_parts = [read_nlu_json(file) for file in json_files]
     stories: list[StoryStep] = []
     for file in files:
