@@ -352,6 +352,11 @@ def train_nlu(
             (json_files if path.suffix == ".json" else files).append(path)
     data = NLUTrainingData.merge([*map(read_nlu_file, files), *map(read_nlu_json, json_files)])
     files += json_files
+    if not data.examples:  # as in Rasa: a model of no intent parses every message as none
+        raise InvalidProjectFile(
+            "no NLU training examples: nothing to train (give the NLU data with --nlu)",
+            ", ".join(map(str, nlu_data)),
+        )
     inputs = {"pipeline": project_config.pipeline, "nlu": True, "botserver": __version__}
     fingerprint = fingerprint_inputs(files, with_training_format(inputs, TRAINING_FORMAT))
     out = Path(out)

@@ -798,3 +798,13 @@ def test_nlu_commands_read_rasas_json_nlu_data_as_train_does(run_cli, starter_co
     trained = run_cli("train", "nlu", "--out", "nlu_models", cwd=starter_copy)
     assert trained.code == 0, trained.err
     assert f"training NLU on {len(examples.examples)} examples" in trained.out + trained.err
+
+
+def test_train_nlu_without_nlu_examples_trains_nothing(run_cli, starter_copy: Path) -> None:
+    """As `rasa train nlu` ("doesn't contain valid NLU data"). Before: 'training NLU on 0
+    examples', and a model that parsed every message as no intent."""
+    (starter_copy / "data" / "nlu.yml").unlink()
+    trained = run_cli("train", "nlu", "--out", "nlu_models", cwd=starter_copy)
+    assert trained.code == 1
+    assert "data: no NLU training examples" in trained.err
+    assert not (starter_copy / "nlu_models").exists()
