@@ -30,6 +30,7 @@ from server.training.yaml_io import (
     brief,
     check_json_values,
     check_version,
+    folder_files,
     line_of,
     read_yaml_file,
 )
@@ -62,7 +63,7 @@ def data_files(
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in suffixes))
+            files.extend(folder_files(path, suffixes))
         elif path.is_file():
             if path.suffix in suffixes:
                 files.append(path)

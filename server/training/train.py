@@ -336,7 +336,7 @@ def train_nlu(
     from server.training.nlu_json import read_nlu_json
     from server.training.nlu_yaml import read_nlu_file
     from server.training.project import nlu_json_files
-    from server.training.yaml_io import is_yaml_file
+    from server.training.yaml_io import folder_files
 
     check_archive_target(out, fixed_model_name)
     say = progress or (lambda _msg: None)
@@ -346,7 +346,7 @@ def train_nlu(
     json_files: list[Path] = []
     for path in map(Path, nlu_data):
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if is_yaml_file(p))
+            files += folder_files(path)
             json_files += nlu_json_files([path])
         else:  # a file named is read whatever its name, a `.json` one as Rasa's JSON format
             (json_files if path.suffix == ".json" else files).append(path)

@@ -1136,3 +1136,26 @@ def test_a_data_files_misspelt_section_is_a_warning_naming_file_and_line(tmp_pat
     assert project.warnings == [
         f"{data / 'rules.yml'}:2: unknown section 'rule' is ignored (did you mean 'rules'?)"
     ]
+
+
+def test_a_linked_folder_in_the_data_or_domain_folder_is_read_as_rasa_reads_it(
+    tmp_path: Path,
+) -> None:
+    """Rasa follows links when it walks a folder; before, a linked folder (NLU shared by
+    several bots) was skipped without a word. A link back up the tree is read once."""
+    shared = tmp_path / "shared"
+    (shared / "domain").mkdir(parents=True)
+    (shared / "domain" / "bye.yml").write_text("intents: [bye]\n")
+    (shared / "data").mkdir()
+    (shared / "data" / "bye.yml").write_text("nlu:\n- intent: bye\n  examples: |\n    - ciao\n")
+    bot = tmp_path / "bot"
+    (bot / "domain").mkdir(parents=True)
+    (bot / "domain" / "greet.yml").write_text("intents: [greet]\n")
+    (bot / "domain" / "shared").symlink_to(shared / "domain")
+    (bot / "data").mkdir()
+    (bot / "data" / "greet.yml").write_text("nlu:\n- intent: greet\n  examples: |\n    - hi\n")
+    (bot / "data" / "shared").symlink_to(shared / "data")
+    (bot / "data" / "loop").symlink_to(bot / "data")  # a cycle
+    project = load_project(None, bot / "domain", [bot / "data"])
+    assert sorted(e.text for e in project.nlu.examples) == ["ciao", "hi"]
+    assert {"bye", "greet"} <= set(project.domain.intents)
