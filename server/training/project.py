@@ -22,7 +22,7 @@ from server.training.domain_yaml import (
     check_response,
 )
 from server.training.imports import imported_files
-from server.training.nlu_json import read_nlu_json
+from server.training.nlu_json import foreign_nlu_format, read_nlu_json
 from server.training.nlu_yaml import read_nlu_file
 from server.training.stories_yaml import read_story_data
 from server.training.yaml_io import (
@@ -75,10 +75,20 @@ def data_files(
     return list(seen.values())
 
 
-def nlu_json_files(paths: Iterable[str | Path]) -> list[Path]:
+def nlu_json_files(paths: Iterable[str | Path], warnings: list[str] | None = None) -> list[Path]:
     """The files in Rasa's JSON NLU format among the given files and directories: they train
-    too, as in Rasa; other `.json` files are no training data."""
-    return [f for f in data_files(paths, (".json",)) if _is_nlu_json(f)]
+    too, as in Rasa; other `.json` files are no training data, and another tool's NLU export
+    (which Rasa reads) is said in `warnings`."""
+    files = []
+    for file in data_files(paths, (".json",)):
+        if _is_nlu_json(file):
+            files.append(file)
+        elif warnings is not None and (what := foreign_nlu_format(file)):
+            warnings.append(
+                f"{file}: {what}, which botserver does not read, is skipped; convert it to "
+                "Rasa's YAML (Rasa's `rasa data convert nlu -f yaml` reads it)"
+            )
+    return files
 
 
 def read_nlu_files(paths: Iterable[str | Path]) -> NLUTrainingData:
@@ -113,7 +123,7 @@ def load_project(
             warnings.append(f"{absent}: training data not found; the imported projects' is used")
             data.remove(absent)
     files = data_files([*data, *imported.data])
-    json_files = nlu_json_files([*data, *imported.data])
+    json_files = nlu_json_files([*data, *imported.data], warnings)
     nlu_parts = [read_nlu_json(file) for file in json_files]
     stories: list[StoryStep] = []
     for file in files:

@@ -1159,3 +1159,27 @@ def test_a_linked_folder_in_the_data_or_domain_folder_is_read_as_rasa_reads_it(
     project = load_project(None, bot / "domain", [bot / "data"])
     assert sorted(e.text for e in project.nlu.examples) == ["ciao", "hi"]
     assert {"bye", "greet"} <= set(project.domain.intents)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "what"),
+    [
+        ("luis.json", {"luis_schema_version": "2.2.0", "utterances": []}, "a LUIS export"),
+        ("wit.json", {"utterances": []}, "a Wit export"),
+        ("agent.json", {"supportedLanguages": ["en"]}, "a Dialogflow agent"),
+        ("greet_usersays_en.json", [{"data": []}], "a Dialogflow agent"),
+    ],
+)
+def test_another_tools_nlu_export_in_the_data_folder_is_a_warning(
+    tmp_path: Path, name: str, content: object, what: str
+) -> None:
+    """Rasa trains from these; botserver does not read them. Before: skipped without a word,
+    their intents trained with no examples."""
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet]\n')
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / name).write_text(json.dumps(content))
+    project = load_project(None, tmp_path / "domain.yml", [tmp_path / "data"])
+    assert project.warnings == [
+        f"{tmp_path / 'data' / name}: {what}, which botserver does not read, is skipped; "
+        "convert it to Rasa's YAML (Rasa's `rasa data convert nlu -f yaml` reads it)"
+    ]
