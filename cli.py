@@ -990,14 +990,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_split_nlu(args: argparse.Namespace) -> int:
     from server.nlu.training_data import NLUTrainingData
+    from server.training.nlu_json import read_nlu_json
     from server.training.nlu_split import write_split
     from server.training.nlu_yaml import read_nlu_file
-    from server.training.project import data_files
+    from server.training.project import data_files, nlu_json_files
 
     out = Path(args.out)
     _check_output_dir(out, "--out")
     files = [f for f in data_files(args.nlu) if _holds_nlu(f)]
-    data = NLUTrainingData.merge([read_nlu_file(f) for f in files])
+    json_parts = [read_nlu_json(f) for f in nlu_json_files(args.nlu)]
+    data = NLUTrainingData.merge([*map(read_nlu_file, files), *json_parts])
     if not data.examples:
         raise InvalidConfig(f"no NLU examples in {', '.join(args.nlu)}")
     *first, last = write_split(data, out, args.training_fraction, args.random_seed)

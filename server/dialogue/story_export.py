@@ -53,38 +53,43 @@ def split_sessions(events: Sequence[Event]) -> list[list[Event]]:
 
 
 def annotate_entities(text: str, entities: Iterable[dict[str, Any]]) -> str:
-    """Rasa's training-data markup: `[span](entity)` or `[span]{"entity": ..., "value": ...}`."""
-    spans = sorted(
+    """Rasa's training-data markup: `[span](entity)`, `[span]{"entity": ..., "value": ...}`,
+    or `[span][{"entity": ...}, {"entity": ...}]` for several entities on one span."""
+    spans: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for entity in sorted(
         (e for e in entities if isinstance(e.get("start"), int) and isinstance(e.get("end"), int)),
         key=lambda e: e["start"],
-    )
+    ):
+        spans.setdefault((entity["start"], entity["end"]), []).append(entity)
     out: list[str] = []
     position = 0
-    for entity in spans:
-        start, end = entity["start"], entity["end"]
+    for (start, end), same_span in spans.items():
         if start < position or end > len(text) or start >= end:
             continue  # overlapping or out of range: leave the text as it is
         span = text[start:end]
-        value = entity.get("value")
-        if value == span:
-            value = None
-        extra = {
-            k: v
-            for k, v in (("role", entity.get("role")), ("group", entity.get("group")))
-            if v is not None
-        }
-        if value is None and not extra:
-            markup = f"[{span}]({entity.get('entity')})"
+        specs = [_entity_spec(entity, span) for entity in same_span]
+        if len(specs) > 1:
+            markup = "[" + ", ".join(json.dumps(s, ensure_ascii=False) for s in specs) + "]"
+        elif len(specs[0]) == 1:
+            markup = f"({specs[0]['entity']})"
         else:
-            spec: dict[str, Any] = {"entity": entity.get("entity"), **extra}
-            if value is not None:
-                spec["value"] = value
-            markup = f"[{span}]{json.dumps(spec, ensure_ascii=False)}"
+            markup = json.dumps(specs[0], ensure_ascii=False)
         out.append(text[position:start])
-        out.append(markup)
+        out.append(f"[{span}]{markup}")
         position = end
     out.append(text[position:])
     return "".join(out)
+
+
+def _entity_spec(entity: dict[str, Any], span: str) -> dict[str, Any]:
+    """An entity's markup fields, in Rasa's order; its value only when not its text."""
+    spec: dict[str, Any] = {"entity": entity.get("entity")}
+    for key in ("role", "group"):
+        if entity.get(key) is not None:
+            spec[key] = entity[key]
+    if entity.get("value") is not None and entity.get("value") != span:
+        spec["value"] = entity["value"]
+    return spec
 
 
 def yaml_scalar(value: Any) -> str:

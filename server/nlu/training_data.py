@@ -142,14 +142,22 @@ class NLUTrainingData:
 
 def annotated_text(example: Example) -> str:
     """The example in Rasa's markup: `[text](entity)`, or `[text]{"entity": ...}` when the
-    value, role or group says more than the text."""
+    value, role or group says more than the text, or `[text][{...}, {...}]` for several
+    entities on the same text."""
     parts: list[str] = []
     position = 0
+    spans: dict[tuple[int, int], list[EntityAnnotation]] = {}
     for entity in sorted(example.entities, key=lambda e: e.start):
-        span = example.text[entity.start : entity.end]
-        parts.append(example.text[position : entity.start])
-        parts.append(f"[{span}]{_entity_markup(entity, span)}")
-        position = entity.end
+        spans.setdefault((entity.start, entity.end), []).append(entity)
+    for (start, end), entities in spans.items():
+        span = example.text[start:end]
+        parts.append(example.text[position:start])
+        if len(entities) > 1:
+            fields = ", ".join(json.dumps(_fields(e, span), ensure_ascii=False) for e in entities)
+            parts.append(f"[{span}][{fields}]")
+        else:
+            parts.append(f"[{span}]{_entity_markup(entities[0], span)}")
+        position = end
     parts.append(example.text[position:])
     return "".join(parts)
 
@@ -157,6 +165,10 @@ def annotated_text(example: Example) -> str:
 def _entity_markup(entity: EntityAnnotation, span: str) -> str:
     if entity.value == span and entity.role is None and entity.group is None:
         return f"({entity.entity})"
+    return json.dumps(_fields(entity, span), ensure_ascii=False)
+
+
+def _fields(entity: EntityAnnotation, span: str) -> dict[str, Any]:
     fields: dict[str, Any] = {"entity": entity.entity}
     if entity.value != span:
         fields["value"] = entity.value
@@ -164,4 +176,4 @@ def _entity_markup(entity: EntityAnnotation, span: str) -> str:
         fields["role"] = entity.role
     if entity.group is not None:
         fields["group"] = entity.group
-    return json.dumps(fields, ensure_ascii=False)
+    return fields

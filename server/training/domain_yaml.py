@@ -17,7 +17,7 @@ from server.training.yaml_io import (
     brief,
     check_json_values,
     check_version,
-    is_yaml_file,
+    folder_files,
     line_of,
     read_yaml_file,
 )
@@ -101,7 +101,7 @@ class DomainReader:
         """The merged, structurally checked domain dict of a file or directory."""
         path = Path(path)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and is_yaml_file(p))
+            files = folder_files(path)
             merged: dict[str, Any] = {}
             for file in files:
                 data = read_yaml_file(file)

@@ -19,7 +19,12 @@ from server.models.archive import read_archive
 from server.models.extraction import extraction_directory
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
-from server.training.project import data_files, holds_stories, load_test_stories
+from server.training.project import (
+    data_files,
+    holds_stories,
+    load_test_stories,
+    read_nlu_files,
+)
 from server.training.validation import story_reference_problems
 from server.training.yaml_io import read_yaml_file
 
@@ -120,14 +125,12 @@ def test_core(
 
 def test_nlu(model: DialogueModel, nlu_path: Path, out: Path, **files: bool) -> dict | None:
     from server.nlu.evaluation import evaluate
-    from server.nlu.training_data import NLUTrainingData
-    from server.training.nlu_yaml import read_nlu_file
 
     if model.nlu is None:
         print("The model has no NLU pipeline: nothing to test.")
         return None
     nlu_path = _existing(nlu_path, "NLU test data", "--nlu")
-    data = NLUTrainingData.merge([read_nlu_file(f) for f in data_files([nlu_path])])
+    data = read_nlu_files([nlu_path])
     if not data.examples:
         print(f"NLU: no examples in {nlu_path}: nothing to test (give them with --nlu).")
         return None
@@ -141,12 +144,10 @@ def test_nlu(model: DialogueModel, nlu_path: Path, out: Path, **files: bool) -> 
 
 def cross_validate_nlu(args: argparse.Namespace, out: Path) -> None:
     from server.nlu.evaluation import cross_validate
-    from server.nlu.training_data import NLUTrainingData
     from server.training.config_yaml import read_config
-    from server.training.nlu_yaml import read_nlu_file
 
     config = read_config(args.config)
-    data = NLUTrainingData.merge([read_nlu_file(f) for f in data_files([Path(args.nlu)])])
+    data = read_nlu_files([Path(args.nlu)])
     report = cross_validate(
         data, config.pipeline, args.folds, out, config.language, **report_files(args)
     )

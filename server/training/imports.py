@@ -10,7 +10,7 @@ from typing import Any
 
 from server.errors import InvalidProjectFile
 from server.training.domain_yaml import TRAINING_DATA_KEYS, is_domain_data
-from server.training.yaml_io import brief, is_yaml_file, line_of, read_yaml_file
+from server.training.yaml_io import brief, folder_files, line_of, read_yaml_file
 
 MULTI_PROJECT = "MultiProjectImporter"
 # RasaFileImporter is Rasa's default: the files given on the command line, as we read them.
@@ -114,7 +114,7 @@ def _read_config(path: Path, seen: set[Path], found: ImportedFiles) -> None:
 
 
 def _read_project(folder: Path, seen: set[Path], found: ImportedFiles) -> None:
-    for file in sorted(p for p in folder.rglob("*") if p.is_file() and is_yaml_file(p)):
+    for file in folder_files(folder):
         if file.name in _CONFIG_NAMES:
             if file.resolve() not in seen:
                 _read_config(file, seen, found)

@@ -10,7 +10,7 @@ from server.errors import InvalidProjectFile
 from server.nlu.training_data import NLUTrainingData
 from server.training.nlu_json import nlu_json, read_nlu_json
 from server.training.nlu_yaml import nlu_yaml, read_nlu_file
-from server.training.yaml_io import is_yaml_file
+from server.training.yaml_io import folder_files, is_yaml_file
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +29,7 @@ def _input_files(paths: list[str]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files += sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix in _FILE_SUFFIXES
-            )
+            files += folder_files(path, _FILE_SUFFIXES)
         elif path.is_file():
             files.append(path)
         else:
@@ -64,11 +62,7 @@ _MARKDOWN = (
 def _markdown_files(paths: list[str]) -> list[Path]:
     """The Markdown files of the given directories (a directory of Rasa 2 data)."""
     return [
-        file
-        for raw in paths
-        if Path(raw).is_dir()
-        for file in sorted(Path(raw).rglob("*.md"))
-        if file.is_file()
+        file for raw in paths if Path(raw).is_dir() for file in folder_files(Path(raw), (".md",))
     ]
 
 

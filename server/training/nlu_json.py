@@ -22,6 +22,29 @@ _OTHER_FORMATS = {
 }
 
 
+# Other tools' NLU exports, as Rasa recognises them (it trains from them; we do not): a key
+# at the top level, or a word in the file's name.
+_FOREIGN_KEYS = {
+    "luis_schema_version": "a LUIS export",
+    "utterances": "a Wit export",
+    "supportedLanguages": "a Dialogflow agent",
+    "isEnum": "a Dialogflow agent",
+}
+_FOREIGN_NAMES = ("_usersays_", "_entries_")
+
+
+def foreign_nlu_format(path: Path) -> str | None:
+    """What another tool's NLU export a JSON file is (`a LUIS export`), or None."""
+    if any(word in path.name for word in _FOREIGN_NAMES):
+        return "a Dialogflow agent"
+    try:
+        document = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    keys = document if isinstance(document, dict) else {}
+    return next((what for key, what in _FOREIGN_KEYS.items() if key in keys), None)
+
+
 def read_nlu_json(path: Path) -> NLUTrainingData:
     """Reads one Rasa NLU JSON file; a mistake is an InvalidProjectFile naming the file and
     the line (of a syntax error) or the item (`common_examples[3]`)."""

@@ -25,12 +25,15 @@ logger = logging.getLogger(__name__)
 
 _Loader = SafeLoader12
 
-# `[text](entity)`, `[text](entity:value)` or `[text]{"entity": ..., "role": ...}`
+# `[text](entity)`, `[text](entity:value)`, `[text]{"entity": ..., "role": ...}` or, for
+# several entities on one text, `[text][{"entity": ...}, {"entity": ...}]`
 _ANNOTATION = re.compile(
     r"\[(?P<text>[^\]]+)\]"
-    r"(?:\((?P<entity>[^:)]+)(?::(?P<value>[^)]*))?\)|(?P<json>\{[^}]*\}))"
+    r"(?:\((?P<entity>[^:)]+)(?::(?P<value>[^)]*))?\)|(?P<json>\{[^}]*\})"
+    r"|(?P<list>\[\s*\{.*?\}\s*\]))"
 )
 _ITEM_KINDS = ("intent", "synonym", "regex", "lookup")
+_ITEM_KEYS = {"intent": {"intent", "examples", "metadata"}}
 _STR_TAG = "tag:yaml.org,2002:str"
 _NULL_TAG = "tag:yaml.org,2002:null"
 
@@ -121,6 +124,7 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, tex
                 _line(item),
             )
         kind = kinds[0]
+        _check_keys(item, _ITEM_KEYS.get(kind, {kind, "examples"}), f"{kind} item", filename)
         name_node = fields[kind]
         name = str(name_node.value).strip() if isinstance(name_node, yaml.ScalarNode) else ""
         if not name:
@@ -180,6 +184,19 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, tex
             bucket.extend(raw for raw, _, _ in lines if raw not in bucket)
 
 
+def _check_keys(node: yaml.MappingNode, allowed: set[str], what: str, filename: str) -> None:
+    """A key Rasa's NLU schema does not allow here is an error, as in Rasa: a misspelt
+    `exmaples:` left the intent without examples, without a word."""
+    for key_node, _ in node.value:
+        if key_node.value not in allowed:
+            raise InvalidProjectFile(
+                f"unknown key {brief(key_node.value)} in an 'nlu' {what}; allowed: "
+                + ", ".join(sorted(allowed)),
+                filename,
+                _line(key_node),
+            )
+
+
 def _holds_text(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag != _NULL_TAG and bool(node.value.strip())
 
@@ -234,6 +251,7 @@ def _example_lines(node: yaml.Node, filename: str, source: str) -> list[tuple[st
                 continue
             if not isinstance(entry, yaml.MappingNode):
                 raise InvalidProjectFile("invalid training example", filename, _line(entry))
+            _check_keys(entry, {"text", "metadata"}, "training example", filename)
             fields = {k.value: v for k, v in entry.value}
             text_node = fields.get("text")
             if not isinstance(text_node, yaml.ScalarNode):
@@ -305,40 +323,51 @@ def parse_annotated_text(
         pieces.append(span_text)
         length = end
         cursor = match.end()
-        if match.group("json") is not None:
-            try:
-                spec = json.loads(match.group("json"))
-            except json.JSONDecodeError as e:
-                raise InvalidProjectFile(
-                    f"invalid entity JSON {brief(match.group('json'))}: {e.msg}", filename, line
-                ) from e
-            if not isinstance(spec, dict) or not isinstance(spec.get("entity"), str):
-                raise InvalidProjectFile(
-                    f"entity JSON {brief(match.group('json'))} needs an 'entity' string",
-                    filename,
-                    line,
-                )
-            for key in ("value", "role", "group"):
-                # As Rasa's entity schema: a number's synonym was its text ("5", "None").
-                if key in spec and not isinstance(spec[key], str):
-                    raise InvalidProjectFile(
-                        f"'{key}' in entity JSON {brief(match.group('json'))} must be text, "
-                        f"not {brief(spec[key])}; quote it",
-                        filename,
-                        line,
-                    )
-            value = spec.get("value", span_text)
-            entities.append(
-                EntityAnnotation(
-                    start, end, value, spec["entity"], spec.get("role"), spec.get("group")
-                )
-            )
+        markup = match.group("list") or match.group("json")
+        if markup is not None:
+            for spec in _entity_specs(markup, filename, line):
+                entities.append(_entity(spec, span_text, start, end))
         else:
             value_text = match.group("value")
             value = value_text if value_text else span_text
             entities.append(EntityAnnotation(start, end, value, match.group("entity").strip()))
     pieces.append(raw[cursor:])
     return "".join(pieces), entities
+
+
+def _entity_specs(raw: str, filename: str, line: int | None) -> list[dict[str, Any]]:
+    """The entity JSON of an annotation, one object or a list of them; each needs an
+    `entity` name, and its value, role and group must be text."""
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise InvalidProjectFile(
+            f"invalid entity JSON {brief(raw)}: {e.msg}", filename, line
+        ) from e
+    specs = parsed if isinstance(parsed, list) else [parsed]
+    for spec in specs:
+        if not isinstance(spec, dict) or not isinstance(spec.get("entity"), str):
+            raise InvalidProjectFile(
+                f"entity JSON {brief(raw)} needs an 'entity' string",
+                filename,
+                line,
+            )
+        for key in ("value", "role", "group"):
+            # A number's synonym was its text ("5", "None").
+            if key in spec and not isinstance(spec[key], str):
+                raise InvalidProjectFile(
+                    f"'{key}' in entity JSON {brief(raw)} must be text, "
+                    f"not {brief(spec[key])}; quote it",
+                    filename,
+                    line,
+                )
+    return specs
+
+
+def _entity(spec: dict[str, Any], text: str, start: int, end: int) -> EntityAnnotation:
+    return EntityAnnotation(
+        start, end, spec.get("value", text), spec["entity"], spec.get("role"), spec.get("group")
+    )
 
 
 def _read_responses(node: yaml.Node, filename: str, data: NLUTrainingData) -> None:

@@ -3,6 +3,7 @@ the data files and directories."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,14 +15,22 @@ from server.errors import InvalidProjectFile
 from server.nlu.training_data import NLUTrainingData
 from server.trackers.events import ActionExecuted
 from server.training.config_yaml import ProjectConfig, read_config
-from server.training.domain_yaml import DomainReader, check_response
+from server.training.domain_yaml import (
+    DOMAIN_KEYS,
+    TRAINING_DATA_KEYS,
+    DomainReader,
+    check_response,
+)
 from server.training.imports import imported_files
+from server.training.nlu_json import foreign_nlu_format, read_nlu_json
 from server.training.nlu_yaml import read_nlu_file
 from server.training.stories_yaml import read_story_data
 from server.training.yaml_io import (
+    YAML_SUFFIXES,
+    brief,
     check_json_values,
     check_version,
-    is_yaml_file,
+    folder_files,
     line_of,
     read_yaml_file,
 )
@@ -45,15 +54,18 @@ class Project:
         return generate_training_stories(self.stories, self.domain)
 
 
-def data_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The YAML files of the given files and directories (walked recursively, sorted)."""
+def data_files(
+    paths: Iterable[str | Path], suffixes: tuple[str, ...] = YAML_SUFFIXES
+) -> list[Path]:
+    """The files of the given files and directories (walked recursively, sorted) whose name
+    ends in one of `suffixes`, YAML's by default."""
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_yaml_file(p)))
+            files.extend(folder_files(path, suffixes))
         elif path.is_file():
-            if is_yaml_file(path):
+            if path.suffix in suffixes:
                 files.append(path)
         else:
             raise InvalidProjectFile("training data not found", str(path))
@@ -61,6 +73,29 @@ def data_files(paths: Iterable[str | Path]) -> list[Path]:
     for file in files:
         seen.setdefault(file.resolve(), file)
     return list(seen.values())
+
+
+def nlu_json_files(paths: Iterable[str | Path], warnings: list[str] | None = None) -> list[Path]:
+    """The files in Rasa's JSON NLU format among the given files and directories: they train
+    too, as in Rasa; other `.json` files are no training data, and another tool's NLU export
+    (which Rasa reads) is said in `warnings`."""
+    files = []
+    for file in data_files(paths, (".json",)):
+        if _is_nlu_json(file):
+            files.append(file)
+        elif warnings is not None and (what := foreign_nlu_format(file)):
+            warnings.append(
+                f"{file}: {what}, which botserver does not read, is skipped; convert it to "
+                "Rasa's YAML (Rasa's `rasa data convert nlu -f yaml` reads it)"
+            )
+    return files
+
+
+def read_nlu_files(paths: Iterable[str | Path]) -> NLUTrainingData:
+    """The NLU data of the given files and directories, YAML and JSON, as training reads it."""
+    paths = list(paths)
+    yaml_parts = [read_nlu_file(f) for f in data_files(paths)]
+    return NLUTrainingData.merge([*yaml_parts, *map(read_nlu_json, nlu_json_files(paths))])
 
 
 def load_project(
@@ -88,7 +123,8 @@ def load_project(
             warnings.append(f"{absent}: training data not found; the imported projects' is used")
             data.remove(absent)
     files = data_files([*data, *imported.data])
-    nlu_parts: list[NLUTrainingData] = []
+    json_files = nlu_json_files([*data, *imported.data], warnings)
+    nlu_parts = [read_nlu_json(file) for file in json_files]
     stories: list[StoryStep] = []
     for file in files:
         content = read_yaml_file(file)
@@ -102,6 +138,7 @@ def load_project(
                 )
             continue
         check_version(content, str(file))
+        _warn_unknown_sections(content, str(file), warnings)
         if "nlu" in content or "responses" in content:
             nlu_parts.append(read_nlu_file(file))
         if isinstance(content.get("responses"), dict):
@@ -145,8 +182,46 @@ def load_project(
     # The domain counts in the training fingerprint as read (see train._fingerprint), not
     # by its files' bytes: an edited response retrains, a comment does not.
     return Project(
-        project_config, project_domain, nlu, stories, files, warnings, domain_reader.origins
+        project_config,
+        project_domain,
+        nlu,
+        stories,
+        files + json_files,
+        warnings,
+        domain_reader.origins,
     )
+
+
+# Data sections, and the singulars that are their likeliest misspelling.
+_DATA_SECTIONS = sorted(TRAINING_DATA_KEYS | {"responses"})
+_SINGULARS = {"story": "stories", "rule": "rules", "response": "responses"}
+
+
+def _warn_unknown_sections(content: dict[Any, Any], filename: str, warnings: list[str]) -> None:
+    """A data file's top-level key that misspells a section (`rule:` for `rules:`) is a
+    warning naming its line: the file's rules were skipped without a word (Rasa ignores
+    unknown keys too). Other keys (a domain's, a config's) say nothing."""
+    for key in content:
+        if not isinstance(key, str) or key in _DATA_SECTIONS or key in DOMAIN_KEYS:
+            continue
+        near = _SINGULARS.get(key) or next(
+            iter(difflib.get_close_matches(key, _DATA_SECTIONS, 1, cutoff=0.75)), None
+        )
+        if near:
+            line = line_of(content, key)
+            where = f"{filename}:{line}" if line else filename
+            warnings.append(
+                f"{where}: unknown section {brief(key)} is ignored (did you mean '{near}'?)"
+            )
+
+
+def _is_nlu_json(path: Path) -> bool:
+    """Whether a `.json` file holds Rasa's JSON NLU data (or means to: a broken one is read,
+    for its error to name the line)."""
+    try:
+        return b'"rasa_nlu_data"' in path.read_bytes()
+    except OSError:
+        return True  # read_nlu_json says why it cannot be read
 
 
 def _add_data_responses(

@@ -333,18 +333,30 @@ def train_nlu(
     dialogue beyond the default rules."""
     from server.nlu.training_data import NLUTrainingData
     from server.training.config_yaml import read_config
+    from server.training.nlu_json import read_nlu_json
     from server.training.nlu_yaml import read_nlu_file
-    from server.training.yaml_io import is_yaml_file
+    from server.training.project import nlu_json_files
+    from server.training.yaml_io import folder_files
 
     check_archive_target(out, fixed_model_name)
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     project_config = read_config(config)
     files: list[Path] = []
-    for path in nlu_data:
-        path = Path(path)
-        files += sorted(p for p in path.rglob("*") if is_yaml_file(p)) if path.is_dir() else [path]
-    data = NLUTrainingData.merge([read_nlu_file(f) for f in files])
+    json_files: list[Path] = []
+    for path in map(Path, nlu_data):
+        if path.is_dir():
+            files += folder_files(path)
+            json_files += nlu_json_files([path])
+        else:  # a file named is read whatever its name, a `.json` one as Rasa's JSON format
+            (json_files if path.suffix == ".json" else files).append(path)
+    data = NLUTrainingData.merge([*map(read_nlu_file, files), *map(read_nlu_json, json_files)])
+    files += json_files
+    if not data.examples:  # as in Rasa: a model of no intent parses every message as none
+        raise InvalidProjectFile(
+            "no NLU training examples: nothing to train (give the NLU data with --nlu)",
+            ", ".join(map(str, nlu_data)),
+        )
     inputs = {"pipeline": project_config.pipeline, "nlu": True, "botserver": __version__}
     fingerprint = fingerprint_inputs(files, with_training_format(inputs, TRAINING_FORMAT))
     out = Path(out)

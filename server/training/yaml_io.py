@@ -438,5 +438,27 @@ def dump_yaml(document: Any) -> str:
     return text
 
 
+YAML_SUFFIXES = (".yml", ".yaml")
+
+
+def folder_files(folder: Path, suffixes: tuple[str, ...] = YAML_SUFFIXES) -> list[Path]:
+    """The files under `folder` (at any depth, sorted) whose names end in one of `suffixes`.
+    Linked folders are followed, as Rasa walks a project's folders; each real folder is read
+    once, so a link back up the tree ends."""
+    files: list[Path] = []
+    seen: set[str] = set()
+    for root, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            folders.clear()
+            continue
+        seen.add(real)
+        for name in names:
+            path = Path(root, name)
+            if path.suffix in suffixes and path.is_file():
+                files.append(path)
+    return sorted(files)
+
+
 def is_yaml_file(path: Path) -> bool:
-    return path.suffix in (".yml", ".yaml")
+    return path.suffix in YAML_SUFFIXES

@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 
 from server.dialogue.story_export import annotate_entities, conversation_story
+from server.nlu.training_data import EntityAnnotation
 from server.trackers.events import (
     ActionExecuted,
     DefinePrevUserUtteredFeaturization,
@@ -14,6 +15,7 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.tracker import Tracker
+from server.training.nlu_yaml import parse_annotated_text
 from server.training.yaml_io import parse_yaml
 
 
@@ -25,6 +27,20 @@ def test_entities_use_rasas_markup() -> None:
     assert annotate_entities("fly to  Berlin today", entities) == (
         'fly to  [Berlin](city) [today]{"entity": "day", "role": "from", "value": "2026-01-01"}'
     )
+
+
+def test_entities_on_the_same_text_are_written_as_one_list_as_rasa_writes_them() -> None:
+    # Before: the second was left out of the story (and out of a test built from it).
+    entities = [
+        {"entity": "city", "start": 3, "end": 9, "value": "Berlin"},
+        {"entity": "place", "start": 3, "end": 9, "value": "Berlin", "role": "to"},
+    ]
+    text = annotate_entities("to Berlin", entities)
+    assert text == 'to [Berlin][{"entity": "city"}, {"entity": "place", "role": "to"}]'
+    assert parse_annotated_text(text)[1] == [
+        EntityAnnotation(3, 9, "Berlin", "city"),
+        EntityAnnotation(3, 9, "Berlin", "place", "to"),
+    ]
 
 
 def _session(at: float, text: str) -> list:

@@ -778,3 +778,33 @@ def test_run_help_says_what_every_flag_does(run_cli) -> None:
     result = run_cli("run", "--help")
     assert "port to listen on (default: 5005)" in result.out
     assert "address to listen on (default: 0.0.0.0)" in " ".join(result.out.split())
+
+
+def test_nlu_commands_read_rasas_json_nlu_data_as_train_does(run_cli, starter_copy: Path) -> None:
+    """Before, `data split nlu` and `test nlu` skipped `data/nlu.json` (as `train nlu` did):
+    'no NLU examples in data'."""
+    from server.training.nlu_convert import read_nlu_data
+    from server.training.nlu_json import nlu_json
+
+    data = starter_copy / "data"
+    examples = read_nlu_data([str(data / "nlu.yml")])
+    (data / "nlu.json").write_text(nlu_json(examples))
+    (data / "nlu.yml").unlink()
+    split = run_cli("data", "split", "nlu", "--random-seed", "1", cwd=starter_copy)
+    assert split.code == 0, split.err
+    tested = run_cli("test", "nlu", cwd=starter_copy)
+    assert tested.code == 0, tested.err
+    assert "NLU: intent accuracy" in tested.out
+    trained = run_cli("train", "nlu", "--out", "nlu_models", cwd=starter_copy)
+    assert trained.code == 0, trained.err
+    assert f"training NLU on {len(examples.examples)} examples" in trained.out + trained.err
+
+
+def test_train_nlu_without_nlu_examples_trains_nothing(run_cli, starter_copy: Path) -> None:
+    """As `rasa train nlu` ("doesn't contain valid NLU data"). Before: 'training NLU on 0
+    examples', and a model that parsed every message as no intent."""
+    (starter_copy / "data" / "nlu.yml").unlink()
+    trained = run_cli("train", "nlu", "--out", "nlu_models", cwd=starter_copy)
+    assert trained.code == 1
+    assert "data: no NLU training examples" in trained.err
+    assert not (starter_copy / "nlu_models").exists()

@@ -6,7 +6,7 @@ import pytest
 from server.errors import InvalidProjectFile
 from server.nlu.training_data import EntityAnnotation
 from server.training.nlu_json import read_nlu_json
-from server.training.nlu_yaml import read_nlu_file, read_nlu_yaml
+from server.training.nlu_yaml import nlu_yaml, read_nlu_file, read_nlu_yaml
 
 REFERENCE = Path("/work/shared/reference/rasa-testdata")
 
@@ -178,6 +178,12 @@ def test_missing_item_key_is_an_error():
         ("- intent: a\n  examples: 3\n", 3, "of intent 'a' hold no '- ' lines, only '3'"),
         # Before: the intent trained as '3'.
         ("- intent: 3\n  examples: |\n    - hi\n", 2, "'intent' must be a name"),
+        # As Rasa's NLU schema. Before: the key was skipped (a misspelt `examples` left the
+        # intent with no examples).
+        ("- intent: greet\n  exmaples: |\n    - hi\n", 3, "unknown key 'exmaples'"),
+        ("- intent: a\n  examples: |\n    - hi\n  metdata: {a: 1}\n", 5, "unknown key 'metdata'"),
+        ("- intent: a\n  examples:\n  - text: hi\n    metdata: {}\n", 5, "unknown key 'metdata'"),
+        ("- synonym: NY\n  examples: |\n    - nyc\n  metadata: {}\n", 5, "unknown key 'metadata'"),
     ],
 )
 def test_an_item_of_the_wrong_kind_names_file_and_line(item: str, line: int, fragment: str):
@@ -256,3 +262,38 @@ def test_a_synonym_block_listing_its_own_value_maps_only_other_spellings():
     for entity in _mapped(other_case, ["new york", "NEW YORK"]):
         assert entity["value"] == "New York"
         assert entity["processors"] == ["EntitySynonymMapper"]
+
+
+def test_one_text_annotated_with_several_entities():
+    # Rasa's `[text][{...}, {...}]`: before, the example trained with the brackets and JSON
+    # as its words, and no entity.
+    data = read_nlu_yaml(
+        "nlu:\n- intent: travel\n  examples: |\n"
+        '    - fly to [Paris][{"entity": "city"}, {"entity": "place", "role": "to"}] now\n'
+    )
+    (example,) = data.examples
+    assert example.text == "fly to Paris now"
+    assert example.entities == [
+        EntityAnnotation(7, 12, "Paris", "city"),
+        EntityAnnotation(7, 12, "Paris", "place", "to"),
+    ]
+
+
+def test_several_entities_on_one_text_are_written_as_they_read():
+    text = (
+        "nlu:\n- intent: travel\n  examples: |\n"
+        '    - [LA][{"entity": "city", "value": "Los Angeles"}, {"entity": "place"}] and [x](y)\n'
+    )
+    data = read_nlu_yaml(text)
+    assert [e.entity for e in data.examples[0].entities] == ["city", "place", "y"]
+    assert read_nlu_yaml(nlu_yaml(data)).examples == data.examples
+
+
+def test_a_broken_entity_in_a_list_names_file_and_line():
+    text = (
+        "nlu:\n- intent: a\n  examples: |\n    - ok\n"
+        '    - to [SF][{"entity": "city"}, {"role": "to"}]\n'
+    )
+    with pytest.raises(InvalidProjectFile, match="needs an 'entity'") as info:
+        read_nlu_yaml(text, "data/nlu.yml")
+    assert (info.value.filename, info.value.line) == ("data/nlu.yml", 5)

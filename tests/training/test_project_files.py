@@ -1091,3 +1091,95 @@ def test_a_data_files_response_with_a_date_names_file_and_line(tmp_path: Path) -
     with pytest.raises(InvalidProjectFile, match="read as a date") as info:
         load_project(None, tmp_path / "domain.yml", [data])
     assert (info.value.filename, info.value.line) == (str(data / "responses.yml"), 3)
+
+
+def test_rasas_json_nlu_data_in_the_data_folder_trains(tmp_path: Path) -> None:
+    """As `rasa train` reads it. Before, `data/nlu.json` was skipped without a word: its
+    intents had no examples, and the model never predicted them."""
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet, travel]\n')
+    data = tmp_path / "data" / "nlu"
+    data.mkdir(parents=True)
+    (data / "greet.yml").write_text("nlu:\n- intent: greet\n  examples: |\n    - hi\n")
+    example = {
+        "text": "to Paris",
+        "intent": "travel",
+        "entities": [{"start": 3, "end": 8, "value": "Paris", "entity": "city"}],
+    }
+    (data / "travel.json").write_text(json.dumps({"rasa_nlu_data": {"common_examples": [example]}}))
+    (data / "notes.json").write_text('{"not": "training data"}')  # ignored, as by Rasa
+    project = load_project(None, tmp_path / "domain.yml", [tmp_path / "data"])
+    examples = {e.text: e for e in project.nlu.examples}
+    assert sorted(examples) == ["hi", "to Paris"]
+    assert [a.entity for a in examples["to Paris"].entities] == ["city"]
+    assert data / "travel.json" in project.files  # an edit retrains
+
+
+def test_a_broken_json_nlu_file_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet]\n')
+    (tmp_path / "nlu.json").write_text('{"rasa_nlu_data": {\n  "common_examples": [,]}}')
+    with pytest.raises(InvalidProjectFile) as info:
+        load_project(None, tmp_path / "domain.yml", [tmp_path])
+    assert (info.value.filename, info.value.line) == (str(tmp_path / "nlu.json"), 2)
+
+
+def test_a_data_files_misspelt_section_is_a_warning_naming_file_and_line(tmp_path: Path) -> None:
+    """Before: `rule:` for `rules:` skipped the file's rules without a word (Rasa's schema
+    lets any top-level key through, and ignores it too)."""
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet]\n')
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "rules.yml").write_text(
+        'version: "3.1"\nrule:\n- rule: r\n  steps: [{intent: greet}, {action: utter_hi}]\n'
+    )
+    (data / "domain_part.yml").write_text("intents: [greet]\n")  # domain sections: no warning
+    project = load_project(None, tmp_path / "domain.yml", [data])
+    assert project.warnings == [
+        f"{data / 'rules.yml'}:2: unknown section 'rule' is ignored (did you mean 'rules'?)"
+    ]
+
+
+def test_a_linked_folder_in_the_data_or_domain_folder_is_read_as_rasa_reads_it(
+    tmp_path: Path,
+) -> None:
+    """Rasa follows links when it walks a folder; before, a linked folder (NLU shared by
+    several bots) was skipped without a word. A link back up the tree is read once."""
+    shared = tmp_path / "shared"
+    (shared / "domain").mkdir(parents=True)
+    (shared / "domain" / "bye.yml").write_text("intents: [bye]\n")
+    (shared / "data").mkdir()
+    (shared / "data" / "bye.yml").write_text("nlu:\n- intent: bye\n  examples: |\n    - ciao\n")
+    bot = tmp_path / "bot"
+    (bot / "domain").mkdir(parents=True)
+    (bot / "domain" / "greet.yml").write_text("intents: [greet]\n")
+    (bot / "domain" / "shared").symlink_to(shared / "domain")
+    (bot / "data").mkdir()
+    (bot / "data" / "greet.yml").write_text("nlu:\n- intent: greet\n  examples: |\n    - hi\n")
+    (bot / "data" / "shared").symlink_to(shared / "data")
+    (bot / "data" / "loop").symlink_to(bot / "data")  # a cycle
+    project = load_project(None, bot / "domain", [bot / "data"])
+    assert sorted(e.text for e in project.nlu.examples) == ["ciao", "hi"]
+    assert {"bye", "greet"} <= set(project.domain.intents)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "what"),
+    [
+        ("luis.json", {"luis_schema_version": "2.2.0", "utterances": []}, "a LUIS export"),
+        ("wit.json", {"utterances": []}, "a Wit export"),
+        ("agent.json", {"supportedLanguages": ["en"]}, "a Dialogflow agent"),
+        ("greet_usersays_en.json", [{"data": []}], "a Dialogflow agent"),
+    ],
+)
+def test_another_tools_nlu_export_in_the_data_folder_is_a_warning(
+    tmp_path: Path, name: str, content: object, what: str
+) -> None:
+    """Rasa trains from these; botserver does not read them. Before: skipped without a word,
+    their intents trained with no examples."""
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet]\n')
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / name).write_text(json.dumps(content))
+    project = load_project(None, tmp_path / "domain.yml", [tmp_path / "data"])
+    assert project.warnings == [
+        f"{tmp_path / 'data' / name}: {what}, which botserver does not read, is skipped; "
+        "convert it to Rasa's YAML (Rasa's `rasa data convert nlu -f yaml` reads it)"
+    ]
