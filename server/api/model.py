@@ -141,6 +141,18 @@ def _yaml_document(raw: bytes, what: str, part: str | None = None) -> Any:
         raise bad_request(f"The {what} is nested too deeply.") from None
 
 
+def _sniffed_document(raw: bytes, what: str, content_type: str) -> Any:
+    """`raw` read as YAML, or, unless labelled YAML, as JSON when it opens as JSON and reads
+    as no YAML: broken JSON then gets the JSON parser's error (line and column), not YAML's
+    view of it, and JSON that UTF-8 YAML cannot read (UTF-16) reads."""
+    try:
+        return _yaml_document(raw, what)
+    except ApiError:
+        if content_type in _YAML_TYPES or not _opens_as_json(raw):
+            raise
+        return parse_json(raw)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return " ".join(text.split())[:300] if text else type(exc).__name__
@@ -150,9 +162,10 @@ async def _body_document(request: Request, empty_message: str, what: str) -> Any
     raw = await request.body()
     if not raw.strip():
         raise ApiError(400, "BadRequest", empty_message)
-    if _content_type(request) == "application/json":
+    content_type = _content_type(request)
+    if content_type == "application/json":
         return await parse_json_off_loop(raw)
-    return await asyncio.to_thread(_yaml_document, raw, what)
+    return await asyncio.to_thread(_sniffed_document, raw, what, content_type)
 
 
 def _model_of(services: Services) -> DialogueModel:
@@ -543,7 +556,9 @@ def _load_model_file(path: Path, services: Services) -> DialogueModel:
         return load_model(Path(tmp), metadata)
 
 
-def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict[str, Any]:
+def _evaluate_stories_sync(
+    text: bytes, content_type: str, model: DialogueModel, e2e: bool
+) -> dict[str, Any]:
     from server.dialogue.evaluation import (
         evaluate_stories,
         in_training_data_fraction,
@@ -551,7 +566,7 @@ def _evaluate_stories_sync(text: bytes, model: DialogueModel, e2e: bool) -> dict
     )
     from server.training.stories_yaml import read_story_data
 
-    document = _yaml_document(text, "stories")
+    document = _sniffed_document(text, "stories", content_type)
     if isinstance(document, list):
         document = {"stories": document}
     if not isinstance(document, dict) or not ("stories" in document or "rules" in document):
@@ -811,7 +826,9 @@ def model_router() -> APIRouter:
         raw = await request.body()
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No test stories given in the request body.")
-        result = await asyncio.to_thread(_evaluate_stories_sync, raw, model, bool_arg("e2e", e2e))
+        result = await asyncio.to_thread(
+            _evaluate_stories_sync, raw, _content_type(request), model, bool_arg("e2e", e2e)
+        )
         return await asyncio.to_thread(JSONResponse, result)
 
     @router.post(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -62,7 +63,13 @@ class InDoubtEvents:
         self._max_events = max_events
         self._held: dict[str, list[_Batch]] = {}
         self._stores: dict[str, TrackerStore] = {}
+        # Every batch held, oldest first, with its conversation: what goes first over the cap.
+        # Batches published or dropped since stay until they reach the front (`_drop_oldest`)
+        # or the queue is rebuilt (`_add`).
+        self._order: deque[tuple[str, _Batch]] = deque()
+        self._batches = 0  # held now (those in `_order` and still in `_held`)
         self._events = 0
+        self._dropped = 0
         # What the cap bounds: the events held and the stored runs kept with them (`before`:
         # a batch after a client's import of one second keeps that whole run).
         self._kept = 0
@@ -77,6 +84,11 @@ class InDoubtEvents:
     def held(self) -> int:
         """Events held (in doubt, or committed behind one in doubt)."""
         return self._events
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped (never published) to keep what is held within the cap, in all."""
+        return self._dropped
 
     def add_in_doubt(
         self,
@@ -113,42 +125,58 @@ class InDoubtEvents:
 
     def _add(self, sender_id: str, batch: _Batch) -> None:
         self._held.setdefault(sender_id, []).append(batch)
+        self._order.append((sender_id, batch))
+        self._batches += 1
         self._events += len(batch.events)
         self._kept += _size(batch)
-        while self._kept > self._max_events:
-            oldest = next(iter(self._held))
-            if len(self._held) > 1:
-                self._drop(oldest)
-                logger.error(
-                    "%s: conversation %s dropped from the in-doubt events (over %d held)",
-                    self.name,
-                    oldest,
-                    self._max_events,
-                )
+        if len(self._order) > 2 * self._batches + 1024:  # mostly batches gone since
+            live = {id(b) for batches in self._held.values() for b in batches}
+            self._order = deque(entry for entry in self._order if id(entry[1]) in live)
+        # The batches held longest go first, whichever conversation holds them; a
+        # conversation loses only its oldest (those read back first), so what it keeps stays
+        # in order. The newest batch stays, however long a run it keeps (one save's worth,
+        # which the store read for it anyway). Before, the whole conversation held longest
+        # went, its newest saves too; and one conversation's failed retries after a client's
+        # import of one second, each keeping that run, grew without bound.
+        while self._kept > self._max_events and self._drop_oldest(keep=batch):
+            pass
+
+    def _drop_oldest(self, keep: _Batch) -> bool:
+        """Drops the batch held longest, unless it is `keep`; False when nothing was."""
+        while self._order:
+            sender_id, oldest = self._order[0]
+            batches = self._held.get(sender_id)
+            if not batches or batches[0] is not oldest:
+                self._order.popleft()  # published, or dropped, since
                 continue
-            # The last conversation: its oldest batches go, its newest stays (one save's
-            # worth). Each failed retry after a client's import of one second keeps that run
-            # again: before, this conversation grew without bound.
-            batches = self._held[oldest]
+            if oldest is keep:
+                return False
+            self._order.popleft()
             if len(batches) == 1:
-                return
-            dropped = batches[0]
-            # A new list: a read-back under way sees the conversation changed, and re-reads.
-            self._held[oldest] = batches[1:]
-            self._events -= len(dropped.events)
-            self._kept -= _size(dropped)
+                self._drop(sender_id)
+            else:
+                # A new list: a read-back under way sees the conversation changed, and re-reads.
+                self._held[sender_id] = batches[1:]
+                self._batches -= 1
+                self._events -= len(oldest.events)
+                self._kept -= _size(oldest)
+            self._dropped += len(oldest.events)
             logger.error(
                 "%s: %d events of conversation %s dropped from the in-doubt events (over %d "
-                "held): not published",
+                "held): not published (%d dropped in all)",
                 self.name,
-                len(dropped.events),
-                oldest,
+                len(oldest.events),
+                sender_id,
                 self._max_events,
+                self._dropped,
             )
+            return True
+        return False
 
     def _drop(self, sender_id: str) -> None:
         batches = self._held.pop(sender_id, [])
         self._stores.pop(sender_id, None)
+        self._batches -= len(batches)
         self._events -= sum(len(b.events) for b in batches)
         self._kept -= sum(_size(b) for b in batches)
 
@@ -229,6 +257,7 @@ class InDoubtEvents:
             return  # dropped meanwhile (too many held)
         for items in prepared:
             self._enqueue(items)
+        self._batches -= done
         self._events -= sum(len(b.events) for b in batches[:done])
         self._kept -= sum(_size(b) for b in batches[:done])
         del batches[:done]

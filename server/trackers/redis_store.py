@@ -31,6 +31,9 @@ from server.trackers.store import Hold, cache_events_setting, holding
 
 logger = logging.getLogger(__name__)
 
+# How many times a conversion of Rasa's layout whose transaction failed is tried.
+_CONVERSION_ATTEMPTS = 3
+
 # The key prefixes Rasa 3.6 takes; with another one it warned and used `tracker:`.
 _RASA_KEY_PREFIX = re.compile(r"^[A-Za-z0-9]+$")
 
@@ -413,17 +416,24 @@ class RedisTrackerStore:
     async def _convert_rasa_layout(self, sender_id: str) -> None:
         """Rasa's JSON string as our list, unless the key changed since it was read: another
         process converted it (and perhaps appended a turn's events to it) meanwhile, and
-        what it wrote stands. Before, that turn's events were written over."""
+        what it wrote stands. Before, that turn's events were written over. A transaction
+        that fails is looked at again: it also fails when the connection watching the key
+        dropped (the key then unchanged), which was taken for another's conversion, and the
+        operation run again on the string was a 500."""
         key = self._prefix + sender_id
-        async with watched(self._redis, key) as pipe:
-            if await pipe.type(key) != "string":
-                return  # converted (or deleted) since the operation failed
-            stored = await pipe.get(key)
-            events = json.loads(stored).get("events", []) if stored else []
-            try:
-                await self._write_all(sender_id, events, watching=pipe)
-            except redis_errors.WatchError:
-                pass
+        for _ in range(_CONVERSION_ATTEMPTS):
+            async with watched(self._redis, key) as pipe:
+                if await pipe.type(key) != "string":
+                    return  # converted (or deleted) since the operation failed
+                stored = await pipe.get(key)
+                events = json.loads(stored).get("events", []) if stored else []
+                try:
+                    await self._write_all(sender_id, events, watching=pipe)
+                    return
+                except redis_errors.WatchError:
+                    continue
+        # (A 503: Redis kept dropping the connection, or the string kept being rewritten.)
+        raise redis_errors.ConnectionError("converting Rasa's layout kept being interrupted")
 
     async def keys(self) -> list[str]:
         found = []

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -470,6 +471,71 @@ async def test_test_intents_says_why_json_sent_without_its_content_type_did_not_
     )
     message = check(rasa_spec, response, "/model/test/intents", "post", 400)["message"]
     assert message.startswith("Failed when parsing body as json: "), message
+
+
+_BROKEN_JSON: list[str | bytes] = [
+    '{"version": "3.1", "nlu": [{"intent": "greet" "examples": "- hi"}]}',
+    '{"version": "3.1", "nlu": [1,,2]}',
+    '[{"stories": []]',
+    ' \n\t{"version": "3.1",',
+    '\ufeff{"version": "3.1",'.encode(),
+    '\ufeff {"version": "3.1",'.encode("utf-16"),
+]
+
+
+@pytest.mark.parametrize("route", ["/model/train", "/model/test/stories"])
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize(
+    "broken",
+    _BROKEN_JSON,
+    ids=["missing-comma", "extra-comma", "unclosed", "space", "utf8-bom", "utf16"],
+)
+async def test_json_without_its_content_type_that_does_not_read_gets_the_json_error(
+    client: httpx.AsyncClient,
+    rasa_spec: RasaSpec,
+    route: str,
+    content_type: str | None,
+    broken: str | bytes,
+) -> None:
+    """A body without a JSON Content-Type is read as YAML: broken JSON (a missing or extra
+    comma) came back as "does not contain valid YAML" with YAML's view of where, or
+    "'utf-8' codec can't decode byte 0xff" for UTF-16. A body that opens as JSON and reads
+    as no YAML now gets the JSON parser's error (line and column), as with its Content-Type
+    and as /model/test/intents answers."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await client.post(route, content=broken, headers=headers)
+    message = check(rasa_spec, response, route, "post", 400)["message"]
+    assert message.startswith("Failed when parsing body as json: "), message
+    assert re.search(r"line \d+ column \d+", message), message
+
+
+@pytest.mark.parametrize("route", ["/model/train", "/model/test/stories"])
+async def test_json_labelled_yaml_or_opening_as_yaml_gets_the_yaml_error(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, route: str
+) -> None:
+    """Labelled YAML, a body that opens like JSON is YAML's to judge; and a body that does
+    not open like JSON is YAML whatever its type."""
+    labelled = await client.post(
+        route, content=_BROKEN_JSON[0], headers={"Content-Type": "application/x-yaml"}
+    )
+    assert (
+        "does not contain valid YAML" in check(rasa_spec, labelled, route, "post", 400)["message"]
+    )
+    unlabelled = await client.post(route, content="stories: [")
+    assert (
+        "does not contain valid YAML" in check(rasa_spec, unlabelled, route, "post", 400)["message"]
+    )
+
+
+async def test_train_reads_json_without_its_content_type_that_yaml_cannot(
+    client: httpx.AsyncClient,
+) -> None:
+    """JSON in UTF-16 (which json.loads reads) is no UTF-8 YAML: it trains as with its type."""
+    document = yaml.safe_load(TRAINING_YAML)
+    body = json.dumps(document).encode("utf-16")
+    response = await client.post("/model/train?save_to_default_model_directory=false", content=body)
+    assert response.status_code == 200, response.text
+    assert response.content[:2] == b"\x1f\x8b"
 
 
 async def test_test_intents_evaluates_the_response_selector(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -214,7 +215,7 @@ async def test_the_stored_run_a_held_batch_keeps_counts_toward_the_cap(
 ) -> None:
     """A failed save after a client's import of one second keeps that run (5,000 events here)
     to tell the batch apart when read back: it counts toward the cap on what is held, and the
-    oldest conversation is dropped to stay within it. Before, only the batch's own event
+    oldest batch is dropped to stay within it. Before, only the batch's own event
     counted: each retry of such a request kept another copy of the run, unbounded."""
     in_doubt, store = capped
     run = one_second_run(5000)
@@ -226,11 +227,45 @@ async def test_the_stored_run_a_held_batch_keeps_counts_toward_the_cap(
     assert in_doubt.held == 3
 
 
+def texts_held(in_doubt: InDoubtEvents) -> dict[str, list[str]]:
+    """Per conversation held, the first text of each batch it holds, in order."""
+    return {sender: [b.events[0]["text"] for b in held] for sender, held in in_doubt._held.items()}
+
+
+async def test_over_the_cap_the_oldest_batches_go_whichever_conversation_holds_them(
+    capped: tuple[InDoubtEvents, TrackerStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over the cap, the batches held longest go first, each conversation's in order (never
+    one after a batch it keeps), each drop logged with the conversation and counted. Before,
+    the whole conversation held longest went: its later saves too, newer than every other
+    conversation's, and 600 events for the 200 over."""
+
+    def batch(name: str) -> list[dict[str, Any]]:
+        return [{"event": "bot", "timestamp": n, "text": f"{name} {n}"} for n in range(300)]
+
+    in_doubt, store = capped
+    in_doubt.add_in_doubt("alice", batch("a1"), None, store)  # no await between: none read
+    in_doubt.add_in_doubt("bob", batch("b1"), None, store)
+    in_doubt.add_committed("alice", batch("a2"), None)
+    with caplog.at_level(logging.ERROR):
+        in_doubt.add_in_doubt("carol", batch("c1"), None, store)  # 1,200: a1 goes
+
+    assert texts_held(in_doubt) == {"alice": ["a2 0"], "bob": ["b1 0"], "carol": ["c1 0"]}
+    assert (in_doubt.held, in_doubt.dropped) == (900, 300)
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "300 events of conversation alice" in line and "300 dropped in all" in line, line
+
+    in_doubt.add_in_doubt("dave", batch("d1"), None, store)  # b1 goes, and bob with it
+    assert texts_held(in_doubt) == {"alice": ["a2 0"], "carol": ["c1 0"], "dave": ["d1 0"]}
+    assert (in_doubt.held, in_doubt.dropped) == (900, 600)
+    assert "bob" not in in_doubt._stores
+
+
 async def test_a_conversation_dropped_by_its_own_failed_save_keeps_nothing_held(
     tmp_path: Path,
 ) -> None:
-    """A failed save that takes the held events over the cap drops the oldest conversation,
-    which may be its own: nothing of it stays behind. Before, its store was kept for it
+    """A failed save that takes the held events over the cap drops the oldest batch; a
+    conversation left with none keeps nothing behind. Before, its store was kept for it
     after the drop (one entry per such conversation, for the life of the process)."""
     store = create_tracker_store({"type": "sql", "db": str(tmp_path / "trackers.db")})
     queued: list[Any] = []
@@ -238,12 +273,12 @@ async def test_a_conversation_dropped_by_its_own_failed_save_keeps_nothing_held(
     try:
         in_doubt.add_in_doubt("old", turn(1), None, store)
         in_doubt.add_in_doubt("new", turn(1), None, store)  # no await between: not read yet
-        in_doubt.add_in_doubt("old", turn(2), turn(1)[-1], store)  # over 6: "old" dropped
+        in_doubt.add_in_doubt("newer", turn(1), None, store)  # over 6: "old" dropped
 
         assert not in_doubt.holds("old")
-        assert in_doubt.holds("new")
-        assert in_doubt.held == 3
-        assert list(in_doubt._stores) == ["new"]
+        assert in_doubt.holds("new") and in_doubt.holds("newer")
+        assert in_doubt.held == 6
+        assert list(in_doubt._stores) == ["new", "newer"]
     finally:
         await in_doubt.settle(timeout=0)  # stops the read-back task
         await store.close()
