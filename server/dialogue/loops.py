@@ -243,10 +243,18 @@ class TwoStageFallbackAction(Action):
         asked = await ctx.utter("utter_ask_rephrase")
         if not asked:
             # As Rasa: no text of ours, in a language the bot may not speak; the loop waits.
+            if ctx.nlg_endpoint is not None:
+                why = "the NLG server gave no message for it"
+            elif "utter_ask_rephrase" in ctx.domain.responses:
+                why = (
+                    "the domain's 'utter_ask_rephrase' has no variation that fits this conversation"
+                )
+            else:
+                why = "the domain has no response 'utter_ask_rephrase'"
             logger.warning(
                 "the two-stage fallback asks the user to rephrase with 'utter_ask_rephrase': "
-                "the domain has no response 'utter_ask_rephrase' and no NLG server gave one, so "
-                "nothing is said"
+                "%s, so nothing is said",
+                why,
             )
         return asked
 

@@ -106,7 +106,10 @@ def _condition_met(variation: dict[str, Any], slots: dict[str, Any]) -> bool:
     without regard to case (`Gold` meets `gold`), as in Rasa, which reads no condition's
     `type` (`slot` is the only one)."""
     for condition in variation.get("condition") or []:
-        value, wanted = slots.get(condition.get("name")), condition.get("value")
+        name = condition.get("name")
+        # (A name that is no slot's, a list say, in a model trained before training refused it.)
+        value = slots.get(name) if isinstance(name, str) else None
+        wanted = condition.get("value")
         if isinstance(value, str) and isinstance(wanted, str):
             if value.casefold() != wanted.casefold():
                 return False

@@ -203,7 +203,8 @@ class DomainReader:
         for name, spec in (data.get("slots") or {}).items():
             self.check_slot(str(name), spec, filename, line_of(data["slots"], name))
         for name, variations in (data.get("responses") or {}).items():
-            check_response(str(name), variations, filename, line_of(data["responses"], name))
+            line = line_of(data["responses"], name)
+            check_response(str(name), variations, filename, line, from_archive=self._from_archive)
         for name, spec in (data.get("forms") or {}).items():
             self.check_form(str(name), spec, filename, line_of(data["forms"], name))
         self.check_session_config(data, filename)
@@ -619,8 +620,11 @@ class DomainReader:
         return None
 
 
-def check_response(name: str, variations: Any, filename: str, line: int | None) -> None:
-    """A response is a list of variations, each with a `text` or a `custom` payload."""
+def check_response(
+    name: str, variations: Any, filename: str, line: int | None, *, from_archive: bool = False
+) -> None:
+    """A response is a list of variations, each with a `text` or a `custom` payload (a
+    model's domain, `from_archive`, may hold conditions trained before they were checked)."""
     if not isinstance(variations, list) or not variations:
         raise InvalidProjectFile(
             f"response '{name}' must be a non-empty list of variations such as '- text: Hi'",
@@ -644,6 +648,8 @@ def check_response(name: str, variations: Any, filename: str, line: int | None) 
                     line_of(variation, key, variation_line),
                 )
         _check_variation_values(name, variation, filename, variation_line)
+        if not from_archive:
+            _check_conditions(name, variation.get("condition") or [], filename, variation_line)
         if variation.get("text") is None and not variation.get("custom"):
             raise InvalidProjectFile(
                 f"a variation of response '{name}' needs a 'text' or a 'custom' payload",
@@ -675,6 +681,35 @@ def _check_variation_values(
             filename,
             line_of(variation, key, line),
         )
+
+
+def _check_conditions(
+    name: str, conditions: list[dict[Any, Any]], filename: str, line: int | None
+) -> None:
+    """Rasa's response schema: a condition has a `type`, a slot's `name` (both text) and a
+    `value`; a name that is a list or a mapping failed every turn saying the response."""
+    for condition in conditions:
+        for key, value in condition.items():
+            if key not in ("type", "name", "value"):
+                raise InvalidProjectFile(
+                    f"unknown key '{key}' in a condition of response '{name}' (a condition "
+                    "has 'name', 'value' and 'type')",
+                    filename,
+                    line_of(condition, key, line),
+                )
+            if key == "name" and not isinstance(value, str):
+                raise InvalidProjectFile(
+                    f"'name' of a condition of response '{name}' must be the name of a slot, "
+                    f"not {brief(value)}",
+                    filename,
+                    line_of(condition, key, line),
+                )
+            if key == "type" and not isinstance(value, str):
+                raise InvalidProjectFile(
+                    f"'type' of a condition of response '{name}' must be text, not {brief(value)}",
+                    filename,
+                    line_of(condition, key, line),
+                )
 
 
 def _is_names(value: Any) -> bool:

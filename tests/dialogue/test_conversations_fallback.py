@@ -187,8 +187,25 @@ async def test_denying_asks_to_rephrase_and_a_clear_rephrase_continues(agent: Ag
     assert user_messages(tracker.applied_events()) == [("hello there", "greet")]
 
 
+REPHRASE = '  utter_ask_rephrase: [{text: "Sorry, could you say that differently?"}]\n'
+# Only a variation for German speakers: the log said before that the domain had no response.
+GERMAN_REPHRASE = (
+    '  utter_ask_rephrase: [{text: "Wie bitte?", condition: [{name: lang, value: de}]}]\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("rephrase", "logged"),
+    [
+        ("", "the domain has no response 'utter_ask_rephrase'"),
+        (GERMAN_REPHRASE, "the domain's 'utter_ask_rephrase' has no variation that fits"),
+    ],
+)
 async def test_denying_says_nothing_in_a_domain_without_a_rephrase_response(
-    tmp_path_factory: pytest.TempPathFactory, caplog: pytest.LogCaptureFixture
+    tmp_path_factory: pytest.TempPathFactory,
+    caplog: pytest.LogCaptureFixture,
+    rephrase: str,
+    logged: str,
 ) -> None:
     """As Rasa's `utter_ask_rephrase`, said only when the domain has it (the loop still waits
     for the rephrase). Before, an English sentence of our own was said, whatever the bot's
@@ -196,11 +213,8 @@ async def test_denying_says_nothing_in_a_domain_without_a_rephrase_response(
     project = tmp_path_factory.mktemp("two-stage-no-rephrase")
     (project / "data").mkdir()
     (project / "config.yml").write_text(CONFIG)
-    (project / "domain.yml").write_text(
-        DOMAIN.replace(
-            '  utter_ask_rephrase: [{text: "Sorry, could you say that differently?"}]\n', ""
-        )
-    )
+    slots = "slots:\n  lang: {type: text, mappings: [{type: custom}]}\n"
+    (project / "domain.yml").write_text(DOMAIN.replace(REPHRASE, rephrase) + slots)
     (project / "data" / "nlu.yml").write_text(NLU)
     (project / "data" / "rules.yml").write_text(RULES)
     conversation = Conversation(make_agent(train_project(project, project / "models")), "mute")
@@ -210,7 +224,7 @@ async def test_denying_says_nothing_in_a_domain_without_a_rephrase_response(
     assert turn.actions == ["action_two_stage_fallback"]
     assert turn.texts == []
     assert (await conversation.tracker()).active_loop_name == "action_two_stage_fallback"
-    assert "no response 'utter_ask_rephrase'" in caplog.text
+    assert logged in caplog.text
 
     turn = await conversation.say("hello there")
     assert turn.texts == ["Hello!"]

@@ -395,6 +395,22 @@ def test_every_condition_reads_the_slot_it_names_whatever_its_type(kind: str | N
     }
 
 
+@pytest.mark.parametrize("name", [["city"], {"city": 1}, 5])
+def test_a_condition_naming_no_slot_is_not_met(name: Any) -> None:
+    # A model's domain trained before training refused it (Rasa's schema does). Before, a
+    # list or a mapping made every turn uttering the response fail with a TypeError.
+    condition = {"name": name, "value": "Berlin"}
+    domain = Domain.from_dict(
+        {
+            "slots": {"city": {"type": "text", "mappings": [{"type": "custom"}]}},
+            "responses": {
+                "utter_hi": [{"text": "Hi Berlin", "condition": [condition]}, {"text": "Hi"}]
+            },
+        }
+    )
+    assert render_response(domain, "utter_hi", {"city": "Berlin"}) == {"text": "Hi"}
+
+
 def test_a_variation_with_an_empty_condition_list_is_one_without_a_condition() -> None:
     domain = Domain.from_dict(
         {"responses": {"utter_hi": [{"text": "listed", "condition": []}, {"text": "plain"}]}}

@@ -205,6 +205,9 @@ _CONDITIONED = (
     "    - type: from_entity\n      entity: e\n      conditions:\n      - "
 )
 
+# A response variation with one condition, to be completed by one of the condition's keys.
+_RESPONSE_CONDITION = "responses:\n  utter_a:\n  - text: a\n    condition:\n    - value: x\n      "
+
 
 @pytest.mark.parametrize(
     ("text", "line", "fragment"),
@@ -271,6 +274,14 @@ _CONDITIONED = (
         (_CONDITIONED + "active_loop: {f: 1}\n", 9, "slot 's' must be a name or null, not {"),
         (_CONDITIONED + "active_loop: 5\n", 9, "must be a name or null, not 5"),
         (_CONDITIONED + "requested_slot: [s]\n", 9, "'requested_slot' of a mapping condition"),
+        # Before: these trained; a slot name that is a list or a mapping made every turn
+        # uttering the response fail (TypeError), an unknown key (`slot:` for `name:`) left
+        # a variation never said. Rasa's response schema refuses each.
+        (_RESPONSE_CONDITION + "name: [city]\n", 6, "the name of a slot, not ["),
+        (_RESPONSE_CONDITION + "name: {city: 1}\n", 6, "the name of a slot, not {"),
+        (_RESPONSE_CONDITION + "name: 5\n", 6, "the name of a slot, not 5"),
+        (_RESPONSE_CONDITION + "type: [slot]\n", 6, "'type' of a condition of response"),
+        (_RESPONSE_CONDITION + "slot: city\n", 6, "unknown key 'slot' in a condition of"),
     ],
 )
 def test_broken_domain_names_file_and_line(
@@ -368,6 +379,17 @@ def test_a_models_domain_with_a_form_named_like_a_default_action_still_loads() -
     assert "action_restart" in reader.build(domain, "domain.json").forms
     with pytest.raises(InvalidProjectFile, match="form 'action_restart' is named like"):
         DomainReader(warnings=[]).build(domain, "domain.yml")
+
+
+def test_a_models_response_condition_naming_no_slot_still_loads() -> None:
+    # Trained before training refused it: the model keeps serving, the condition unmet.
+    domain: dict[str, Any] = {
+        "responses": {"utter_a": [{"text": "a", "condition": [{"name": ["s"], "value": 1}]}]}
+    }
+    reader = DomainReader(warnings=[], from_archive=True)
+    assert "utter_a" in reader.build(domain, "domain.json").responses
+    with pytest.raises(InvalidProjectFile, match="must be the name of a slot"):
+        DomainReader(warnings=[]).check(domain, "domain.yml")
 
 
 def test_domain_semantic_error_points_at_the_slot(tmp_path: Path) -> None:
