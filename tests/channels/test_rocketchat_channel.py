@@ -479,6 +479,35 @@ async def test_an_outgoing_webhooks_trigger_word_is_not_part_of_the_message(
     assert rocket.texts_in("GENERAL")[0] == "Foo Fighters, Katy Perry"
 
 
+async def test_a_trigger_word_that_begins_a_longer_name_is_kept(wired) -> None:  # noqa: ANN001
+    """Rocket.Chat matches a trigger word at the start of the text, so `@concertbot` also calls
+    the webhook for `@concertbot.dev ...` (user names may hold `.` and `-`). Before, the word
+    was cut off there and the bot read `.dev search concerts`; a word followed by a combining
+    accent or an apostrophe lost its tail the same way. A word followed by a no-break space or
+    a full-width colon is left out, as with a space or a colon."""
+    rocket, webhook, bot_url = wired
+    texts = (
+        "@concertbot.dev search concerts",
+        "@concertbot-test hi",
+        "@concertbot\u2019s list",
+        "@concertbote\u0301 hi",
+        "@concertbot\u00a0: search concerts",
+        "@concertbot\uff1asearch concerts",
+    )
+    for text in texts:
+        payload = rocket.outgoing_payload(
+            token=HOOK_TOKEN, user_id="AliceId", user_name="alice", text=text
+        )
+        payload["trigger_word"] = "@concertbot" if "\u0301" not in text else "@concertbote"
+        assert (await rocket.send(webhook, payload)).is_success
+    tracker = await _tracker(bot_url, "GENERAL:AliceId")
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == [
+        *texts[:4],
+        "search concerts",
+        "search concerts",
+    ]
+
+
 async def test_ids_that_are_no_strings_are_no_conversation(wired) -> None:  # noqa: ANN001
     """Rocket.Chat's room and user ids are strings. Before, an object or a list became a
     conversation named after its Python text (`{'a': 1}:U`) and the bot posted to a room of
