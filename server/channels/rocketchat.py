@@ -345,8 +345,9 @@ class RocketChatInput(InputChannel):
             if not isinstance(item, dict) or item.get("agentId"):
                 continue
             if item.get("navigation") is not None or item.get("closingMessage"):
-                # A page the visitor opened ("<title> - <url>", sent with "Send visitor
-                # navigation history"), or the chat's closing comment: nothing said to the bot.
+                # The chat's closing comment (written by the visitor when they close it), or
+                # a page they opened ("<title> - <url>", written by rocket.cat, so with an
+                # agentId already): nothing said to the bot.
                 continue
             author = _as_dict(item.get("u"))
             user_name = item.get("username") or author.get("username")

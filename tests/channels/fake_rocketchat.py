@@ -160,6 +160,47 @@ class FakeRocketChat:
         }
 
     @staticmethod
+    def livechat_message(
+        stored: dict[str, Any], visitor: dict[str, Any], kind: str | None = None
+    ) -> dict[str, Any]:
+        """A message of a livechat webhook body, built from the stored message as Rocket.Chat 6
+        builds it (sendToCRM): `agentId` whenever its author is not the visitor (an agent, or
+        rocket.cat, who writes the page views), `navigation` for a page view (stored with type
+        `livechat_navigation_history`), `closingMessage` for the chat's closing comment
+        (`livechat-close`, written by whoever closed the chat)."""
+        author = stored["u"]
+        item = {
+            "_id": stored["_id"],
+            "username": author["username"],
+            "msg": stored["msg"],
+            "ts": _now(),
+            "rid": stored.get("rid"),
+            "u": author,
+        }
+        if author["username"] != visitor["username"]:
+            item["agentId"] = author["_id"]
+        if kind == "livechat_navigation_history":
+            item["navigation"] = stored["navigation"]
+        if kind == "livechat-close":
+            item["closingMessage"] = True
+        return item
+
+    @staticmethod
+    def page_view(room_id: str, title: str, url: str) -> dict[str, Any]:
+        """The message Rocket.Chat stores for a page the visitor opens ("Livechat_Visitor_
+        navigation_as_a_message"): written by rocket.cat, `<title> - <url>`."""
+        return {
+            "_id": secrets.token_hex(8),
+            "rid": room_id,
+            "u": {"_id": "rocket.cat", "username": "rocket.cat"},
+            "msg": f"{title} - {url}",
+            "navigation": {
+                "page": {"change": "url", "title": title, "location": {"href": url}},
+                "token": secrets.token_hex(8),
+            },
+        }
+
+    @staticmethod
     def outgoing_outcome(answer: httpx.Response) -> str:
         """What Rocket.Chat 6 does with an outgoing webhook's answer: "retried" (with "Retry
         failed URL calls", on by default) when it is empty or not 200, 201 or 202; "posted"
