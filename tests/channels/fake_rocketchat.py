@@ -202,14 +202,22 @@ class FakeRocketChat:
 
     @staticmethod
     def outgoing_outcome(answer: httpx.Response) -> str:
-        """What Rocket.Chat 6 does with an outgoing webhook's answer: "retried" (with "Retry
-        failed URL calls", on by default) when it is empty or not 200, 201 or 202; "posted"
-        (as a message in the room) when it is JSON holding `text` or `attachments`; else
-        "done"."""
+        """What Rocket.Chat 6 does with an outgoing webhook's answer (triggerHandler): "retried"
+        (with "Retry failed URL calls", on by default) when it is empty or not 200, 201 or
+        202, but for a 500 with a body ("failed", logged only) and a 410 with a body
+        ("disabled": the integration is turned off); "posted" (as a message in the room) when
+        it is JSON holding `text` or `attachments`; else "done"."""
         if not answer.content or answer.status_code not in (200, 201, 202):
+            if answer.content and answer.status_code in (410, 500):
+                return "disabled" if answer.status_code == 410 else "failed"
             return "retried"
         content_type = answer.headers.get("content-type", "").split(";")[0]
-        if content_type in ("application/json", "text/javascript", "application/javascript"):
+        if content_type in (
+            "application/json",
+            "text/javascript",
+            "application/javascript",
+            "application/x-javascript",
+        ):
             try:
                 data = answer.json()
             except ValueError:
