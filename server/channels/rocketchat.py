@@ -345,8 +345,9 @@ class RocketChatInput(InputChannel):
             if not isinstance(item, dict) or item.get("agentId"):
                 continue
             if item.get("navigation") is not None or item.get("closingMessage"):
-                # A page the visitor opened ("<title> - <url>", sent with "Send visitor
-                # navigation history"), or the chat's closing comment: nothing said to the bot.
+                # The chat's closing comment (written by the visitor when they close it), or
+                # a page they opened ("<title> - <url>", written by rocket.cat, so with an
+                # agentId already): nothing said to the bot.
                 continue
             author = _as_dict(item.get("u"))
             user_name = item.get("username") or author.get("username")
@@ -448,16 +449,21 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+# What may follow a trigger word that stands alone: a space (of any kind) or one of these.
+_AFTER_TRIGGER_WORD = ":,\uff1a\uff0c\u3001"  # and the full-width colon, comma, ideographic comma
+
+
 def _without_trigger_word(text: str, word: Any) -> str:
     """`text` without the outgoing webhook's trigger word it starts with (`@bot hi` → `hi`):
     it calls the bot, it says nothing to it. A text of the word alone is kept, and so is one
-    where the word only begins a longer word (Rocket.Chat matches the start of the text)."""
+    where the word only begins a longer one (Rocket.Chat matches the start of the text:
+    `@bots`, `@bot.dev`, `@bot's`), which is followed by neither a space nor a `:` or `,`."""
     if not isinstance(word, str) or not word or not text.startswith(word):
         return text
     rest = text[len(word) :]
-    if rest[:1].isalnum() or rest[:1] == "_":
+    if rest[:1] and not rest[:1].isspace() and rest[:1] not in _AFTER_TRIGGER_WORD:
         return text
-    rest = rest.lstrip(":, \t\n")
+    rest = rest.lstrip().lstrip(_AFTER_TRIGGER_WORD).lstrip()
     return rest if rest else text
 
 

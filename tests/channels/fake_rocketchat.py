@@ -160,15 +160,64 @@ class FakeRocketChat:
         }
 
     @staticmethod
+    def livechat_message(
+        stored: dict[str, Any], visitor: dict[str, Any], kind: str | None = None
+    ) -> dict[str, Any]:
+        """A message of a livechat webhook body, built from the stored message as Rocket.Chat 6
+        builds it (sendToCRM): `agentId` whenever its author is not the visitor (an agent, or
+        rocket.cat, who writes the page views), `navigation` for a page view (stored with type
+        `livechat_navigation_history`), `closingMessage` for the chat's closing comment
+        (`livechat-close`, written by whoever closed the chat)."""
+        author = stored["u"]
+        item = {
+            "_id": stored["_id"],
+            "username": author["username"],
+            "msg": stored["msg"],
+            "ts": _now(),
+            "rid": stored.get("rid"),
+            "u": author,
+        }
+        if author["username"] != visitor["username"]:
+            item["agentId"] = author["_id"]
+        if kind == "livechat_navigation_history":
+            item["navigation"] = stored["navigation"]
+        if kind == "livechat-close":
+            item["closingMessage"] = True
+        return item
+
+    @staticmethod
+    def page_view(room_id: str, title: str, url: str) -> dict[str, Any]:
+        """The message Rocket.Chat stores for a page the visitor opens ("Livechat_Visitor_
+        navigation_as_a_message"): written by rocket.cat, `<title> - <url>`."""
+        return {
+            "_id": secrets.token_hex(8),
+            "rid": room_id,
+            "u": {"_id": "rocket.cat", "username": "rocket.cat"},
+            "msg": f"{title} - {url}",
+            "navigation": {
+                "page": {"change": "url", "title": title, "location": {"href": url}},
+                "token": secrets.token_hex(8),
+            },
+        }
+
+    @staticmethod
     def outgoing_outcome(answer: httpx.Response) -> str:
-        """What Rocket.Chat 6 does with an outgoing webhook's answer: "retried" (with "Retry
-        failed URL calls", on by default) when it is empty or not 200, 201 or 202; "posted"
-        (as a message in the room) when it is JSON holding `text` or `attachments`; else
-        "done"."""
+        """What Rocket.Chat 6 does with an outgoing webhook's answer (triggerHandler): "retried"
+        (with "Retry failed URL calls", on by default) when it is empty or not 200, 201 or
+        202, but for a 500 with a body ("failed", logged only) and a 410 with a body
+        ("disabled": the integration is turned off); "posted" (as a message in the room) when
+        it is JSON holding `text` or `attachments`; else "done"."""
         if not answer.content or answer.status_code not in (200, 201, 202):
+            if answer.content and answer.status_code in (410, 500):
+                return "disabled" if answer.status_code == 410 else "failed"
             return "retried"
         content_type = answer.headers.get("content-type", "").split(";")[0]
-        if content_type in ("application/json", "text/javascript", "application/javascript"):
+        if content_type in (
+            "application/json",
+            "text/javascript",
+            "application/javascript",
+            "application/x-javascript",
+        ):
             try:
                 data = answer.json()
             except ValueError:

@@ -240,33 +240,27 @@ async def test_livechat_visitor_messages_are_answered_in_the_livechat_room(
     assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == ["hi"]
 
 
-async def test_a_livechat_visitors_page_views_are_not_messages(wired) -> None:  # noqa: ANN001
+async def test_a_livechat_visitors_page_views_and_closing_comment_are_not_messages(
+    wired,  # noqa: ANN001
+) -> None:
     """With "Send visitor navigation history on webhook request", Rocket.Chat sends each page
-    the visitor opens as a message of theirs ("<title> - <url>", with `navigation`). Before,
-    the bot answered every page view as something the visitor said (Rasa answers the first)."""
+    the visitor opens ("<title> - <url>", written by rocket.cat: an agent's message); when the
+    visitor closes the chat, its closing comment ("Closed by visitor", written by the visitor,
+    `closingMessage`) comes as a message of theirs. Before, the bot answered the closing
+    comment, in the closed chat, as something the visitor said."""
     rocket, webhook, bot_url = wired
     visitor = {"_id": "VisitorId2", "username": "guest-2", "name": "guest-2"}
-    page = {
-        "_id": "n1",
-        "u": visitor,
-        "username": "guest-2",
-        "msg": "Pricing - https://shop.example.test/pricing",
-        "ts": "2024-01-01T00:00:00.000Z",
-        "navigation": {
-            "page": {"title": "Pricing", "location": {"href": "https://shop.example.test/pricing"}},
-            "token": "visitor-token",
-        },
-    }
-    said = {
-        "_id": "m3",
-        "u": visitor,
-        "username": "guest-2",
-        "msg": "hi",
-        "ts": "2024-01-01T00:00:01.000Z",
-    }
-    for messages in ([page], [said]):
+    page = rocket.page_view("LiveRoom2", "Pricing", "https://shop.example.test/pricing")
+    said = {"_id": "m3", "rid": "LiveRoom2", "u": visitor, "msg": "hi"}
+    closing = {"_id": "m4", "rid": "LiveRoom2", "u": visitor, "msg": "Closed by visitor"}
+    for stored, kind in (
+        (page, "livechat_navigation_history"),
+        (said, None),
+        (closing, "livechat-close"),
+    ):
+        message = rocket.livechat_message(stored, visitor, kind)
         payload = rocket.livechat_payload(
-            room_id="LiveRoom2", visitor_id="VisitorId2", visitor_name="guest-2", messages=messages
+            room_id="LiveRoom2", visitor_id="VisitorId2", visitor_name="guest-2", messages=[message]
         )
         answer = await rocket.send(webhook, payload, **{"X-RocketChat-Livechat-Token": HOOK_TOKEN})
         assert answer.status_code == 200
@@ -477,6 +471,35 @@ async def test_an_outgoing_webhooks_trigger_word_is_not_part_of_the_message(
         "@concertbots",
     ]
     assert rocket.texts_in("GENERAL")[0] == "Foo Fighters, Katy Perry"
+
+
+async def test_a_trigger_word_that_begins_a_longer_name_is_kept(wired) -> None:  # noqa: ANN001
+    """Rocket.Chat matches a trigger word at the start of the text, so `@concertbot` also calls
+    the webhook for `@concertbot.dev ...` (user names may hold `.` and `-`). Before, the word
+    was cut off there and the bot read `.dev search concerts`; a word followed by a combining
+    accent or an apostrophe lost its tail the same way. A word followed by a no-break space or
+    a full-width colon is left out, as with a space or a colon."""
+    rocket, webhook, bot_url = wired
+    texts = (
+        "@concertbot.dev search concerts",
+        "@concertbot-test hi",
+        "@concertbot\u2019s list",
+        "@concertbote\u0301 hi",
+        "@concertbot\u00a0: search concerts",
+        "@concertbot\uff1asearch concerts",
+    )
+    for text in texts:
+        payload = rocket.outgoing_payload(
+            token=HOOK_TOKEN, user_id="AliceId", user_name="alice", text=text
+        )
+        payload["trigger_word"] = "@concertbot" if "\u0301" not in text else "@concertbote"
+        assert (await rocket.send(webhook, payload)).is_success
+    tracker = await _tracker(bot_url, "GENERAL:AliceId")
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == [
+        *texts[:4],
+        "search concerts",
+        "search concerts",
+    ]
 
 
 async def test_ids_that_are_no_strings_are_no_conversation(wired) -> None:  # noqa: ANN001
