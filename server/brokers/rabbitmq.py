@@ -130,11 +130,16 @@ class RabbitMQEventBroker(QueuedBroker):
 
     @property
     def connected(self) -> bool:
-        """Whether the connection, exchange and queues are up (as of the last use)."""
+        """Whether the connection, exchange and queues are up. A connection RabbitMQ dropped
+        (a restart) counts as down at once: before, the next event was tried on its dead
+        channel, and waited the retry delay behind a false "delivery failed"."""
         return (
             self._exchange is not None
             and self._connection is not None
             and not self._connection.is_closed
+            and self._connection.connected.is_set()
+            and self._channel is not None
+            and not self._channel.is_closed
         )
 
     async def start(self, timeout: float = START_TIMEOUT_SECONDS) -> None:

@@ -239,6 +239,35 @@ async def test_a_broker_outage_during_load_loses_nothing_and_keeps_order(
     assert by_conversation(unique) == expected
 
 
+async def test_the_first_event_after_rabbitmq_restarted_goes_out_at_once_without_a_warning(
+    names: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """RabbitMQ restarted while the broker was idle: its connection is gone and a new one is
+    taken at once. Before, the first event after the restart was tried on the dead channel,
+    logged "delivery failed" although RabbitMQ was up, and waited `retry_delay_in_seconds`
+    (5 s by default) before it went out."""
+    proxy = TcpProxy(RABBITMQ)
+    await proxy.restore()
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port, retry_delay_in_seconds=30))
+    events = conversation("alice", 2)
+    try:
+        await broker.publish("alice", events[:1])
+        assert await broker.flush(timeout=10)
+        await proxy.cut()  # RabbitMQ goes away and comes back before the next turn
+        await asyncio.sleep(0.5)
+        await proxy.restore()
+        caplog.set_level("WARNING", logger="server.brokers")
+
+        await broker.publish("alice", events[1:])
+
+        assert await broker.flush(timeout=paced(3, below=30))
+        assert "delivery failed" not in caplog.text
+    finally:
+        await broker.close()
+        await proxy.cut()
+    assert by_conversation(await consume(names["queue"], expected=2)) == {"alice": events}
+
+
 async def declared_first(
     names: dict[str, str],
     kind: aio_pika.ExchangeType,
