@@ -268,6 +268,34 @@ async def test_the_first_event_after_rabbitmq_restarted_goes_out_at_once_without
     assert by_conversation(await consume(names["queue"], expected=2)) == {"alice": events}
 
 
+async def test_closing_delivers_what_waited_for_a_retry_once_rabbitmq_is_back(
+    names: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server stops while events wait for the next retry (up to 30 s apart after a long
+    outage) and RabbitMQ is back. Before, closing said "retrying for up to 5 s" but waited
+    out its 5 s without an attempt, and the events were lost."""
+    proxy = TcpProxy(RABBITMQ)  # down
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port, retry_delay_in_seconds=30))
+    events = conversation("alice", 3)
+    try:
+        await broker.publish("alice", events)
+        for _ in range(200):  # until the first attempt failed: the next one is 30 s away
+            if "delivery failed" in caplog.text:
+                break
+            await asyncio.sleep(0.05)
+        assert broker.pending == 3
+        await proxy.restore()
+        started = time.monotonic()
+
+        await broker.close()
+
+        assert time.monotonic() - started < paced(3, below=5)
+    finally:
+        await proxy.cut()
+    assert "not delivered" not in caplog.text
+    assert by_conversation(await consume(names["queue"], expected=3)) == {"alice": events}
+
+
 async def declared_first(
     names: dict[str, str],
     kind: aio_pika.ExchangeType,
