@@ -19,7 +19,7 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, HeadersType
-from aiormq.exceptions import ChannelPreconditionFailed
+from aiormq.exceptions import ChannelPreconditionFailed, InvalidFrameError
 from yarl import URL
 
 from server.brokers.delivery import MIN_RETRY_DELAY, BackgroundDelivery, Outgoing, QueuedBroker
@@ -44,6 +44,8 @@ logging.getLogger("aiormq.connection").addFilter(_TransportErrorSaidByUs())
 
 DEFAULT_QUEUE = "rasa_core_events"
 DEFAULT_EXCHANGE = "rasa-exchange"
+# The port aiormq connects to when the URL names none.
+_DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
 CONNECT_TIMEOUT_SECONDS = 5.0
 # How long `botserver run` waits for RabbitMQ while it starts; then it starts regardless.
 START_TIMEOUT_SECONDS = 3.0
@@ -80,8 +82,9 @@ class RabbitMQEventBroker(QueuedBroker):
         self._retry_delay = max(float(config.get("retry_delay_in_seconds", 5)), MIN_RETRY_DELAY)
         self._reconnect: asyncio.Task[None] | None = None
         where = URL(self.url)
+        port = where.port or _DEFAULT_PORTS.get(where.scheme, 5672)  # before: "host:None"
         self._delivery = BackgroundDelivery(
-            f"RabbitMQ event broker at {where.host}:{where.port}",
+            f"RabbitMQ event broker at {where.host}:{port}",
             self._send,
             retry_delay=self._retry_delay,
             warn_after_attempts=int(config.get("connection_attempts", 20)),
@@ -189,8 +192,11 @@ class RabbitMQEventBroker(QueuedBroker):
         try:
             await connection.connect(timeout=CONNECT_TIMEOUT_SECONDS)
             channel, exchange = await self._declare(connection)
-        except BaseException:  # a start-up attempt cut short (cancelled) too
+        except BaseException as exc:  # a start-up attempt cut short (cancelled) too
             await connection.close()
+            refused = _vhost_refusal(exc, URL(self.url))
+            if refused is not None:
+                raise refused from None
             raise
         self._connection, self._channel, self._exchange = connection, channel, exchange
         logger.info(
@@ -378,6 +384,20 @@ def _drop_oversize(pending: deque[Outgoing], messages: list[aio_pika.Message], l
             f"{limit:,}",
         )
     pending.extendleft(reversed(kept))
+
+
+def _vhost_refusal(exc: BaseException, url: URL) -> ConnectionError | None:
+    """What RabbitMQ meant when it closed the connection instead of opening the virtual host:
+    aiormq says only "Expected one of ['Connection.OpenOk'], got <Connection.Close object at
+    0x7f...>", which names neither the virtual host nor what to check."""
+    said = str(exc)
+    if not (isinstance(exc, InvalidFrameError) and "OpenOk" in said and "Connection.Close" in said):
+        return None
+    vhost = url.path[1:] or "/"  # as aiormq reads it
+    return ConnectionError(
+        f"RabbitMQ refused to open the virtual host '{vhost}' (the URL's path): it does not "
+        f"exist, or the user '{url.user or 'guest'}' has no access to it"
+    )
 
 
 def _warn_existing(kind: str, name: str, refusal: ChannelPreconditionFailed) -> None:

@@ -442,6 +442,17 @@ async def test_the_exchange_rasa_declared_is_used_without_a_warning(
     assert "exists with other settings" not in caplog.text
 
 
+async def cannot_reach_lines(config: dict[str, Any], caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The start-up warnings of a broker of `config` that cannot connect."""
+    broker = RabbitMQEventBroker(config)
+    caplog.set_level("WARNING", logger="server.brokers.rabbitmq")
+    try:
+        await broker.start(timeout=5)
+    finally:
+        await broker.close()
+    return [r.getMessage() for r in caplog.records if "cannot reach" in r.getMessage()]
+
+
 async def test_the_broker_address_is_shown_as_every_address_is(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -450,15 +461,45 @@ async def test_the_broker_address_is_shown_as_every_address_is(
     key's and certificate's paths (RABBITMQ_SSL_CLIENT_*) included."""
     monkeypatch.setenv("RABBITMQ_SSL_CLIENT_CERTIFICATE", str(tmp_path / "client.pem"))
     monkeypatch.setenv("RABBITMQ_SSL_CLIENT_KEY", str(tmp_path / "client-key.pem"))
-    broker = RabbitMQEventBroker(
-        {"url": "127.0.0.1", "port": 1, "username": "bot", "password": "pw", "queues": ["q"]}
+    said = await cannot_reach_lines(
+        {"url": "127.0.0.1", "port": 1, "username": "bot", "password": "pw", "queues": ["q"]},
+        caplog,
     )
-    caplog.set_level("WARNING", logger="server.brokers.rabbitmq")
-    try:
-        await broker.start(timeout=5)
-    finally:
-        await broker.close()
-    said = [r.getMessage() for r in caplog.records if "cannot reach" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(
         "event broker: cannot reach amqps://127.0.0.1:1/ ("
     ), said
+
+
+async def test_a_virtual_host_rabbitmq_does_not_have_is_named_in_the_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: "cannot reach ... (Expected one of ['Connection.OpenOk'], got <Connection.Close
+    object at 0x7f...>)", which names neither the virtual host nor what to check."""
+    require_service("RabbitMQ", RABBITMQ)
+    vhost = unique_name("bs_no_such_vhost")
+    said = await cannot_reach_lines(
+        {"url": f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/{vhost}", "queues": ["q"]},
+        caplog,
+    )
+    assert len(said) == 1
+    assert f"virtual host '{vhost}'" in said[0] and "object at 0x" not in said[0], said
+
+
+async def test_a_url_without_a_port_names_rabbitmqs_port_in_the_delivery_warnings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: "RabbitMQ event broker at 127.0.0.1:None: delivery failed ..."."""
+    require_service("RabbitMQ", RABBITMQ)
+    # A virtual host RabbitMQ does not have: the delivery fails, and says so.
+    url = f"amqp://guest:guest@{RABBITMQ[0]}/{unique_name('bs_no_such_vhost')}"
+    broker = RabbitMQEventBroker({"url": url, "queues": ["q"], "retry_delay_in_seconds": 30})
+    caplog.set_level("WARNING", logger="server.brokers")
+    try:
+        await broker.publish("alice", conversation("alice", 1))
+        for _ in range(200):
+            if "delivery failed" in caplog.text:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await broker.close()
+    assert f"RabbitMQ event broker at {RABBITMQ[0]}:5672: delivery failed" in caplog.text
