@@ -26,7 +26,7 @@ from server.brokers.delivery import MIN_RETRY_DELAY, BackgroundDelivery, Outgoin
 from server.brokers.ordering import EXPORT_PROCESS_ID_HEADER, PREVIOUS_ID_HEADER
 from server.errors import InvalidConfig
 from server.http_clients import safe_url
-from server.setting_values import flag
+from server.setting_values import flag, host_and_port
 from server.worker_claims import first_to_say
 
 logger = logging.getLogger(__name__)
@@ -273,12 +273,16 @@ def amqp_url(config: dict[str, Any]) -> str:
                 url = url.with_password(str(password))
         if url.explicit_port is None and config.get("port") is not None:
             # Rasa puts `port` after the URL's host; before, it was dropped (5672 instead).
-            url = url.with_port(int(config["port"]))
+            _, port = host_and_port(url.host, config["port"], "RabbitMQ")
+            url = url.with_port(port)
         return str(_with_rasas_tls(url, scheme_given=True))
+    # `rabbit:5673` and `[::1]:5673` as the SQL stores take them: before, "Host 'rabbit:5673'
+    # cannot contain ':'".
+    host, port = host_and_port(host, config.get("port"), "RabbitMQ")
     url = URL.build(
         scheme="amqp",
-        host=host,
-        port=int(config.get("port", 5672)),
+        host=str(host),
+        port=5672 if port is None else port,
         user=str(username) if username else None,
         password=str(password) if username and password is not None else None,
         path="/",
