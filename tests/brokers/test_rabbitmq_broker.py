@@ -255,6 +255,7 @@ async def test_the_first_event_after_rabbitmq_restarted_goes_out_at_once_without
         assert await broker.flush(timeout=10)
         await proxy.cut()  # RabbitMQ goes away and comes back before the next turn
         await asyncio.sleep(0.5)
+        assert not broker.connected  # /health/ready: `event_broker: unavailable`, not `ok`
         await proxy.restore()
         caplog.set_level("WARNING", logger="server.brokers")
 
