@@ -159,9 +159,19 @@ class RabbitMQEventBroker(QueuedBroker):
             )
             if first_to_say(cannot_reach):  # once for all workers
                 logger.warning(cannot_reach)
+            self._connect_later()
+
+    def _connect_later(self) -> None:
+        if self._reconnect is None or self._reconnect.done():
             self._reconnect = asyncio.create_task(
                 self._connect_in_background(), name="RabbitMQ event broker connect"
             )
+
+    def _lost(self, sender: object, *_: object) -> None:
+        """RabbitMQ closed our connection (a restart): connect again in the background, so
+        `connected` (`/health/ready`) is true again once it is back, with no event needed."""
+        if sender is self._connection:  # not one `_disconnect` closed
+            self._connect_later()
 
     async def _connect_in_background(self) -> None:
         delay = self._retry_delay
@@ -199,6 +209,7 @@ class RabbitMQEventBroker(QueuedBroker):
                 raise refused from None
             raise
         self._connection, self._channel, self._exchange = connection, channel, exchange
+        connection.close_callbacks.add(self._lost)
         logger.info(
             "event broker: connected to %s, queues %s (exchange '%s')",
             self.shown_url,
@@ -251,11 +262,12 @@ class RabbitMQEventBroker(QueuedBroker):
                 logger.debug("Closing the RabbitMQ connection failed: %s", exc)
 
     async def close(self) -> None:
+        # The delivery first: a connection lost while it drains starts a background connect.
+        await self._close_delivery()
         if self._reconnect is not None:
             self._reconnect.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconnect
-        await self._close_delivery()
         await self._disconnect()
 
 

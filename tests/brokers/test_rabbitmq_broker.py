@@ -269,6 +269,31 @@ async def test_the_first_event_after_rabbitmq_restarted_goes_out_at_once_without
     assert by_conversation(await consume(names["queue"], expected=2)) == {"alice": events}
 
 
+async def test_a_dropped_connection_is_taken_again_without_waiting_for_an_event(
+    names: dict[str, str],
+) -> None:
+    """/health/ready reads `connected`: it says `unavailable` while RabbitMQ is away, and
+    `ok` again once it is back, also when no event came in between."""
+    proxy = TcpProxy(RABBITMQ)
+    await proxy.restore()
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port, retry_delay_in_seconds=0.1))
+    try:
+        await broker.start(timeout=5)
+        assert broker.connected
+        await proxy.cut()
+        await asyncio.sleep(0.3)
+        assert not broker.connected
+        await proxy.restore()
+        for _ in range(int(paced(3) / 0.05)):
+            if broker.connected:
+                break
+            await asyncio.sleep(0.05)
+        assert broker.connected
+    finally:
+        await broker.close()
+        await proxy.cut()
+
+
 async def test_closing_delivers_what_waited_for_a_retry_once_rabbitmq_is_back(
     names: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
