@@ -109,3 +109,27 @@ def env_seconds(name: str, default: float) -> float:
     if not seconds > 0:
         raise InvalidConfig(f"{name} must be more than 0 seconds")
     return seconds
+
+
+def host_and_port(host: Any, port: Any, service: str) -> tuple[Any, int | None]:
+    """`url` and `port` as Rasa gives them, `service` (SQL, RabbitMQ) named in errors:
+    `host:port` split (`[::1]:5432` too), a bare IPv6 address (`::1`) or a socket directory
+    (`/var/run/postgresql`) taken whole. Before, `::1` was read as host ':' and port 1, and
+    `db.local:abc` failed with a bare ValueError."""
+    if host and port is None and not str(host).startswith("/"):
+        given = str(host)
+        if given.startswith("[") and "]:" in given:  # [IPv6]:port
+            host, _, port = given[1:].partition("]:")
+        elif given.count(":") == 1:
+            host, _, port = given.partition(":")
+    if host and str(host).startswith("[") and str(host).endswith("]"):
+        host = str(host)[1:-1]
+    if port is None or port == "":
+        return host, None
+    try:
+        number = int(port)
+    except (TypeError, ValueError):
+        raise InvalidConfig(f"{service} port must be a whole number, got '{port}'") from None
+    if not 0 < number < 65536:
+        raise InvalidConfig(f"{service} port must be 1-65535, got {number}")
+    return host, number

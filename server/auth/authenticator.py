@@ -7,6 +7,8 @@ logs the reason of a refusal (`AuthError.why`, `Forbidden.why`) with `refusals`.
 
 from __future__ import annotations
 
+import unicodedata
+
 from server.auth.bearer_jwt import NOT_AUTHENTICATED, JwtVerifier, bearer_token
 from server.auth.config import AuthConfig
 from server.auth.refusals import RefusalLog
@@ -79,4 +81,17 @@ class Authenticator:
                 f"role 'user' of {principal.username!r} may not reach conversation "
                 f"{conversation_id!r}"
             )
+            if _same_text(principal.username, conversation_id):
+                # Printed alike; the operator needs to see why they are not equal.
+                why += (
+                    f" (they differ only in Unicode normalisation: {ascii(principal.username)} "
+                    f"and {ascii(conversation_id)})"
+                )
         raise Forbidden("User has insufficient permissions.", why)
+
+
+def _same_text(username: str | None, conversation_id: str) -> bool:
+    """Whether the two are one text in two Unicode forms (NFC 'é', NFD 'e' + accent)."""
+    return username is not None and unicodedata.normalize("NFC", username) == unicodedata.normalize(
+        "NFC", conversation_id
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -23,6 +24,8 @@ DEFAULT_MAX_PENDING = 100_000
 MIN_RETRY_DELAY = 0.05
 # While deliveries fail, one line at the first failure and one a window after it.
 STILL_FAILING_WINDOW_SECONDS = 60.0
+# While closing, the longest pause between two attempts (the back-off reaches 30 s).
+CLOSING_RETRY_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,9 @@ class BackgroundDelivery:
         self._max_pending = max_pending
         self._pending: deque[Outgoing] = deque()
         self._wakeup = asyncio.Event()
+        # Cuts a back-off pause short: closing retries at once what waits for the next attempt.
+        self._retry_now = asyncio.Event()
+        self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
@@ -193,7 +199,15 @@ class BackgroundDelivery:
                         delay,
                         first_line(exc, limit=None),
                     )
-                await asyncio.sleep(delay)
+                await self._pause(delay)
+
+    async def _pause(self, delay: float) -> None:
+        """The back-off before the next attempt: `delay` seconds, cut short when closing."""
+        if self._closing:
+            delay = min(delay, CLOSING_RETRY_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._retry_now.wait(), delay)
+        self._retry_now.clear()
 
     async def send_now(self, items: deque[Outgoing]) -> None:
         """Delivers `items` in this task, bypassing the queue: each is popped from the left
@@ -212,6 +226,10 @@ class BackgroundDelivery:
         """Wait up to `timeout` for the queue to drain, then stop."""
         if self._task is None:
             return
+        # Before, the task slept out its back-off (up to 30 s): closing waited its `timeout`
+        # without an attempt, and lost what it said it was retrying.
+        self._closing = True
+        self._retry_now.set()
         if self._pending and self._last_error is not None:
             # Said before the wait: after Ctrl-C, a silent pause reads as a hang.
             logger.warning(
@@ -235,6 +253,7 @@ class BackgroundDelivery:
         except asyncio.CancelledError:
             pass
         self._task = None
+        self._closing = False
 
 
 # How long closing a broker may take to deliver what is still queued (after the graceful

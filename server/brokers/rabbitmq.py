@@ -19,14 +19,14 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, HeadersType
-from aiormq.exceptions import ChannelPreconditionFailed
+from aiormq.exceptions import ChannelPreconditionFailed, InvalidFrameError
 from yarl import URL
 
 from server.brokers.delivery import MIN_RETRY_DELAY, BackgroundDelivery, Outgoing, QueuedBroker
 from server.brokers.ordering import EXPORT_PROCESS_ID_HEADER, PREVIOUS_ID_HEADER
 from server.errors import InvalidConfig
 from server.http_clients import safe_url
-from server.setting_values import flag
+from server.setting_values import flag, host_and_port
 from server.worker_claims import first_to_say
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ logging.getLogger("aiormq.connection").addFilter(_TransportErrorSaidByUs())
 
 DEFAULT_QUEUE = "rasa_core_events"
 DEFAULT_EXCHANGE = "rasa-exchange"
+# The port aiormq connects to when the URL names none.
+_DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
 CONNECT_TIMEOUT_SECONDS = 5.0
 # How long `botserver run` waits for RabbitMQ while it starts; then it starts regardless.
 START_TIMEOUT_SECONDS = 3.0
@@ -80,8 +82,9 @@ class RabbitMQEventBroker(QueuedBroker):
         self._retry_delay = max(float(config.get("retry_delay_in_seconds", 5)), MIN_RETRY_DELAY)
         self._reconnect: asyncio.Task[None] | None = None
         where = URL(self.url)
+        port = where.port or _DEFAULT_PORTS.get(where.scheme, 5672)  # before: "host:None"
         self._delivery = BackgroundDelivery(
-            f"RabbitMQ event broker at {where.host}:{where.port}",
+            f"RabbitMQ event broker at {where.host}:{port}",
             self._send,
             retry_delay=self._retry_delay,
             warn_after_attempts=int(config.get("connection_attempts", 20)),
@@ -130,11 +133,16 @@ class RabbitMQEventBroker(QueuedBroker):
 
     @property
     def connected(self) -> bool:
-        """Whether the connection, exchange and queues are up (as of the last use)."""
+        """Whether the connection, exchange and queues are up. A connection RabbitMQ dropped
+        (a restart) counts as down at once: before, the next event was tried on its dead
+        channel, and waited the retry delay behind a false "delivery failed"."""
         return (
             self._exchange is not None
             and self._connection is not None
             and not self._connection.is_closed
+            and self._connection.connected.is_set()
+            and self._channel is not None
+            and not self._channel.is_closed
         )
 
     async def start(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
@@ -151,9 +159,19 @@ class RabbitMQEventBroker(QueuedBroker):
             )
             if first_to_say(cannot_reach):  # once for all workers
                 logger.warning(cannot_reach)
+            self._connect_later()
+
+    def _connect_later(self) -> None:
+        if self._reconnect is None or self._reconnect.done():
             self._reconnect = asyncio.create_task(
                 self._connect_in_background(), name="RabbitMQ event broker connect"
             )
+
+    def _lost(self, sender: object, *_: object) -> None:
+        """RabbitMQ closed our connection (a restart): connect again in the background, so
+        `connected` (`/health/ready`) is true again once it is back, with no event needed."""
+        if sender is self._connection:  # not one `_disconnect` closed
+            self._connect_later()
 
     async def _connect_in_background(self) -> None:
         delay = self._retry_delay
@@ -184,10 +202,14 @@ class RabbitMQEventBroker(QueuedBroker):
         try:
             await connection.connect(timeout=CONNECT_TIMEOUT_SECONDS)
             channel, exchange = await self._declare(connection)
-        except BaseException:  # a start-up attempt cut short (cancelled) too
+        except BaseException as exc:  # a start-up attempt cut short (cancelled) too
             await connection.close()
+            refused = _vhost_refusal(exc, URL(self.url))
+            if refused is not None:
+                raise refused from None
             raise
         self._connection, self._channel, self._exchange = connection, channel, exchange
+        connection.close_callbacks.add(self._lost)
         logger.info(
             "event broker: connected to %s, queues %s (exchange '%s')",
             self.shown_url,
@@ -240,11 +262,12 @@ class RabbitMQEventBroker(QueuedBroker):
                 logger.debug("Closing the RabbitMQ connection failed: %s", exc)
 
     async def close(self) -> None:
+        # The delivery first: a connection lost while it drains starts a background connect.
+        await self._close_delivery()
         if self._reconnect is not None:
             self._reconnect.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconnect
-        await self._close_delivery()
         await self._disconnect()
 
 
@@ -262,12 +285,16 @@ def amqp_url(config: dict[str, Any]) -> str:
                 url = url.with_password(str(password))
         if url.explicit_port is None and config.get("port") is not None:
             # Rasa puts `port` after the URL's host; before, it was dropped (5672 instead).
-            url = url.with_port(int(config["port"]))
+            _, port = host_and_port(url.host, config["port"], "RabbitMQ")
+            url = url.with_port(port)
         return str(_with_rasas_tls(url, scheme_given=True))
+    # `rabbit:5673` and `[::1]:5673` as the SQL stores take them: before, "Host 'rabbit:5673'
+    # cannot contain ':'".
+    host, port = host_and_port(host, config.get("port"), "RabbitMQ")
     url = URL.build(
         scheme="amqp",
-        host=host,
-        port=int(config.get("port", 5672)),
+        host=str(host),
+        port=5672 if port is None else port,
         user=str(username) if username else None,
         password=str(password) if username and password is not None else None,
         path="/",
@@ -373,6 +400,20 @@ def _drop_oversize(pending: deque[Outgoing], messages: list[aio_pika.Message], l
             f"{limit:,}",
         )
     pending.extendleft(reversed(kept))
+
+
+def _vhost_refusal(exc: BaseException, url: URL) -> ConnectionError | None:
+    """What RabbitMQ meant when it closed the connection instead of opening the virtual host:
+    aiormq says only "Expected one of ['Connection.OpenOk'], got <Connection.Close object at
+    0x7f...>", which names neither the virtual host nor what to check."""
+    said = str(exc)
+    if not (isinstance(exc, InvalidFrameError) and "OpenOk" in said and "Connection.Close" in said):
+        return None
+    vhost = url.path[1:] or "/"  # as aiormq reads it
+    return ConnectionError(
+        f"RabbitMQ refused to open the virtual host '{vhost}' (the URL's path): it does not "
+        f"exist, or the user '{url.user or 'guest'}' has no access to it"
+    )
 
 
 def _warn_existing(kind: str, name: str, refusal: ChannelPreconditionFailed) -> None:

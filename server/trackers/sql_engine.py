@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from server.errors import InvalidConfig, first_line
-from server.setting_values import env_seconds
+from server.setting_values import env_seconds, host_and_port
 from server.trackers.tcp_keepalive import guard_driver_connection
 from server.trackers.tcp_keepalive import tcp_options as _tcp_options
 
@@ -61,7 +61,7 @@ def async_url(config: dict[str, Any], default_db: str) -> URL:
     if drivername.startswith("sqlite"):
         return URL.create(drivername, database=db)
 
-    host, port = _host_and_port(host, config.get("port"))
+    host, port = host_and_port(host, config.get("port"), "SQL")
     query = {str(k): str(v) for k, v in (config.get("query") or {}).items()}
     if host and str(host).startswith("/") and drivername.startswith("postgresql"):
         # A Unix socket's directory, as libpq (Rasa's psycopg2) takes it in `host`. In a URL's
@@ -81,29 +81,6 @@ def async_url(config: dict[str, Any], default_db: str) -> URL:
         database=db,
         query=query,
     )
-
-
-def _host_and_port(host: Any, port: Any) -> tuple[Any, int | None]:
-    """`url` and `port` as Rasa gives them: `host:port` split (`[::1]:5432` too), a bare IPv6
-    address (`::1`) or a socket directory (`/var/run/postgresql`) taken whole. Before, `::1`
-    was read as host ':' and port 1, and `db.local:abc` failed with a bare ValueError."""
-    if host and port is None and not str(host).startswith("/"):
-        text = str(host)
-        if text.startswith("[") and "]:" in text:  # [IPv6]:port
-            host, _, port = text[1:].partition("]:")
-        elif text.count(":") == 1:
-            host, _, port = text.partition(":")
-    if host and str(host).startswith("[") and str(host).endswith("]"):
-        host = str(host)[1:-1]
-    if port is None or port == "":
-        return host, None
-    try:
-        number = int(port)
-    except (TypeError, ValueError):
-        raise InvalidConfig(f"SQL port must be a whole number, got '{port}'") from None
-    if not 0 < number < 65536:
-        raise InvalidConfig(f"SQL port must be 1-65535, got {number}")
-    return host, number
 
 
 def _async_driver(drivername: str) -> str:

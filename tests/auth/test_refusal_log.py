@@ -92,6 +92,25 @@ async def test_a_refusal_is_one_line_naming_route_client_and_reason(
     assert "not-it" not in caplog.text
 
 
+async def test_a_username_that_differs_only_in_unicode_form_is_refused_saying_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """'José' written with a combining accent (NFD, as macOS file names and some clients
+    write it) is another conversation id than 'José' with 'é' (NFC): refused, as in Rasa,
+    which compares them exactly. Before, the line read "role 'user' of 'José' may not reach
+    conversation 'José'", the two looking the same."""
+    caplog.set_level(logging.INFO, logger="server")
+    nfd = "Jose\u0301"
+    async with client(make_app()) as c:
+        response = await c.get(
+            "/conversations/Jos%C3%A9/tracker",
+            headers=bearer({"user": {"username": nfd, "role": "user"}}),
+        )
+    assert response.status_code == 403
+    (line,) = server_lines(caplog)
+    assert "differ only in Unicode normalisation" in line and "'Jose\\u0301'" in line, line
+
+
 async def test_a_refusal_before_the_body_is_read_is_logged_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

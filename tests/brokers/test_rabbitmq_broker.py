@@ -239,6 +239,89 @@ async def test_a_broker_outage_during_load_loses_nothing_and_keeps_order(
     assert by_conversation(unique) == expected
 
 
+async def test_the_first_event_after_rabbitmq_restarted_goes_out_at_once_without_a_warning(
+    names: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """RabbitMQ restarted while the broker was idle: its connection is gone and a new one is
+    taken at once. Before, the first event after the restart was tried on the dead channel,
+    logged "delivery failed" although RabbitMQ was up, and waited `retry_delay_in_seconds`
+    (5 s by default) before it went out."""
+    proxy = TcpProxy(RABBITMQ)
+    await proxy.restore()
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port, retry_delay_in_seconds=30))
+    events = conversation("alice", 2)
+    try:
+        await broker.publish("alice", events[:1])
+        assert await broker.flush(timeout=10)
+        await proxy.cut()  # RabbitMQ goes away and comes back before the next turn
+        await asyncio.sleep(0.5)
+        assert not broker.connected  # /health/ready: `event_broker: unavailable`, not `ok`
+        await proxy.restore()
+        caplog.set_level("WARNING", logger="server.brokers")
+
+        await broker.publish("alice", events[1:])
+
+        assert await broker.flush(timeout=paced(3, below=30))
+        assert "delivery failed" not in caplog.text
+    finally:
+        await broker.close()
+        await proxy.cut()
+    assert by_conversation(await consume(names["queue"], expected=2)) == {"alice": events}
+
+
+async def test_a_dropped_connection_is_taken_again_without_waiting_for_an_event(
+    names: dict[str, str],
+) -> None:
+    """/health/ready reads `connected`: it says `unavailable` while RabbitMQ is away, and
+    `ok` again once it is back, also when no event came in between."""
+    proxy = TcpProxy(RABBITMQ)
+    await proxy.restore()
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port, retry_delay_in_seconds=0.1))
+    try:
+        await broker.start(timeout=5)
+        assert broker.connected
+        await proxy.cut()
+        await asyncio.sleep(0.3)
+        assert not broker.connected
+        await proxy.restore()
+        for _ in range(int(paced(3) / 0.05)):
+            if broker.connected:
+                break
+            await asyncio.sleep(0.05)
+        assert broker.connected
+    finally:
+        await broker.close()
+        await proxy.cut()
+
+
+async def test_closing_delivers_what_waited_for_a_retry_once_rabbitmq_is_back(
+    names: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server stops while events wait for the next retry (up to 30 s apart after a long
+    outage) and RabbitMQ is back. Before, closing said "retrying for up to 5 s" but waited
+    out its 5 s without an attempt, and the events were lost."""
+    proxy = TcpProxy(RABBITMQ)  # down
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port, retry_delay_in_seconds=30))
+    events = conversation("alice", 3)
+    try:
+        await broker.publish("alice", events)
+        for _ in range(200):  # until the first attempt failed: the next one is 30 s away
+            if "delivery failed" in caplog.text:
+                break
+            await asyncio.sleep(0.05)
+        assert broker.pending == 3
+        await proxy.restore()
+        started = time.monotonic()
+
+        await broker.close()
+
+        assert time.monotonic() - started < paced(3, below=5)
+    finally:
+        await proxy.cut()
+    assert "not delivered" not in caplog.text
+    assert by_conversation(await consume(names["queue"], expected=3)) == {"alice": events}
+
+
 async def declared_first(
     names: dict[str, str],
     kind: aio_pika.ExchangeType,
@@ -385,6 +468,17 @@ async def test_the_exchange_rasa_declared_is_used_without_a_warning(
     assert "exists with other settings" not in caplog.text
 
 
+async def cannot_reach_lines(config: dict[str, Any], caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The start-up warnings of a broker of `config` that cannot connect."""
+    broker = RabbitMQEventBroker(config)
+    caplog.set_level("WARNING", logger="server.brokers.rabbitmq")
+    try:
+        await broker.start(timeout=5)
+    finally:
+        await broker.close()
+    return [r.getMessage() for r in caplog.records if "cannot reach" in r.getMessage()]
+
+
 async def test_the_broker_address_is_shown_as_every_address_is(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -393,15 +487,45 @@ async def test_the_broker_address_is_shown_as_every_address_is(
     key's and certificate's paths (RABBITMQ_SSL_CLIENT_*) included."""
     monkeypatch.setenv("RABBITMQ_SSL_CLIENT_CERTIFICATE", str(tmp_path / "client.pem"))
     monkeypatch.setenv("RABBITMQ_SSL_CLIENT_KEY", str(tmp_path / "client-key.pem"))
-    broker = RabbitMQEventBroker(
-        {"url": "127.0.0.1", "port": 1, "username": "bot", "password": "pw", "queues": ["q"]}
+    said = await cannot_reach_lines(
+        {"url": "127.0.0.1", "port": 1, "username": "bot", "password": "pw", "queues": ["q"]},
+        caplog,
     )
-    caplog.set_level("WARNING", logger="server.brokers.rabbitmq")
-    try:
-        await broker.start(timeout=5)
-    finally:
-        await broker.close()
-    said = [r.getMessage() for r in caplog.records if "cannot reach" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(
         "event broker: cannot reach amqps://127.0.0.1:1/ ("
     ), said
+
+
+async def test_a_virtual_host_rabbitmq_does_not_have_is_named_in_the_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: "cannot reach ... (Expected one of ['Connection.OpenOk'], got <Connection.Close
+    object at 0x7f...>)", which names neither the virtual host nor what to check."""
+    require_service("RabbitMQ", RABBITMQ)
+    vhost = unique_name("bs_no_such_vhost")
+    said = await cannot_reach_lines(
+        {"url": f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/{vhost}", "queues": ["q"]},
+        caplog,
+    )
+    assert len(said) == 1
+    assert f"virtual host '{vhost}'" in said[0] and "object at 0x" not in said[0], said
+
+
+async def test_a_url_without_a_port_names_rabbitmqs_port_in_the_delivery_warnings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: "RabbitMQ event broker at 127.0.0.1:None: delivery failed ..."."""
+    require_service("RabbitMQ", RABBITMQ)
+    # A virtual host RabbitMQ does not have: the delivery fails, and says so.
+    url = f"amqp://guest:guest@{RABBITMQ[0]}/{unique_name('bs_no_such_vhost')}"
+    broker = RabbitMQEventBroker({"url": url, "queues": ["q"], "retry_delay_in_seconds": 30})
+    caplog.set_level("WARNING", logger="server.brokers")
+    try:
+        await broker.publish("alice", conversation("alice", 1))
+        for _ in range(200):
+            if "delivery failed" in caplog.text:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await broker.close()
+    assert f"RabbitMQ event broker at {RABBITMQ[0]}:5672: delivery failed" in caplog.text

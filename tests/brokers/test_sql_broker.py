@@ -21,6 +21,7 @@ from bench.tcp_proxy import SilentProxy, TcpProxy, free_port
 from server.brokers import sql as sql_broker
 from server.brokers.factory import create_event_broker
 from server.brokers.sql import SqlEventBroker
+from server.errors import InvalidConfig
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_engine import async_url
 from tests.loop_lag import paced
@@ -483,3 +484,14 @@ async def test_a_postgres_brokers_connections_keep_their_lock_timeout(
                 assert await conn.scalar(text("SHOW lock_timeout")) == "7s"
         finally:
             await broker.close()
+
+
+def test_a_sqlite_file_in_a_folder_that_is_not_there_stops_the_start_naming_it(
+    tmp_path: Path,
+) -> None:
+    """As Rasa's broker stops (it creates its table at start), with the path named. Before,
+    the server started, and every event waited, retried for ever, behind a warning that
+    named no file: "(sqlite3.OperationalError) unable to open database file"."""
+    missing = tmp_path / "not-there" / "events.db"
+    with pytest.raises(InvalidConfig, match=f"'{missing}'.*folder '{missing.parent}'"):
+        create_event_broker({"type": "sql", "dialect": "sqlite", "db": str(missing)})

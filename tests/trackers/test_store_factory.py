@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from yarl import URL
@@ -200,6 +202,30 @@ def test_an_amqp_url_without_a_port_takes_the_port_key_as_rasa_does() -> None:
     assert URL(amqp_url({**config, "url": "amqp://rabbit:5674"})).port == 5674  # the URL's own
     # No port key: aio-pika's default for the scheme (5671 for amqps).
     assert URL(amqp_url({**config, "port": None, "url": "amqps://rabbit"})).explicit_port is None
+
+
+def test_an_amqp_host_with_a_port_is_split_as_the_sql_stores_is() -> None:
+    """Before, `url: rabbit:5673` stopped the start with "a setting has the wrong type: Host
+    'rabbit:5673' cannot contain ':'"."""
+    for host, expected in [("rabbit:5673", "rabbit"), ("[::1]:5673", "::1")]:
+        url = URL(amqp_url({"url": host, "username": "u", "password": "p"}))
+        assert (url.host, url.port, url.user) == (expected, 5673, "u")
+    assert URL(amqp_url({"url": "::1"})).port == 5672  # a bare IPv6 address has no port
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        ({"url": "rabbit", "port": "abc"}, "RabbitMQ port must be a whole number, got 'abc'"),
+        ({"url": "amqp://rabbit", "port": "x"}, "RabbitMQ port must be a whole number, got 'x'"),
+        ({"url": "rabbit:abc"}, "RabbitMQ port must be a whole number, got 'abc'"),
+        ({"url": "rabbit", "port": 99999}, "RabbitMQ port must be 1-65535, got 99999"),
+    ],
+)
+def test_a_rabbitmq_port_that_is_no_port_is_named(config: dict[str, Any], said: str) -> None:
+    """Before: "a setting has the wrong type: invalid literal for int() with base 10: 'abc'"."""
+    with pytest.raises(InvalidConfig, match=re.escape(said)):
+        create_event_broker({**config, "queues": ["q"]})
 
 
 async def test_store_type_is_read_as_type(tmp_path: Path) -> None:
