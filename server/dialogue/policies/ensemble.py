@@ -31,7 +31,7 @@ from server.dialogue.policies.rule import RulePolicy
 from server.dialogue.story_steps import TrainingStory
 from server.errors import BotServerError, InvalidConfig, ModelError, about_config_item
 from server.nlu.state_files import loads_state
-from server.trackers.events import ActionExecuted, ActionExecutionRejected, Event
+from server.trackers.events import Event
 from server.trackers.tracker import Tracker
 from server.training.unknown_options import unknown_option_warning
 
@@ -249,7 +249,7 @@ class PolicyEnsemble:
         names = domain.action_names_or_texts
         if not self.policies:
             return prediction_from(zeros(len(names)), names, None, 0)
-        rejected = _rejected_action(tracker.events)
+        rejected = tracker.rejected_action
         conversation: ConversationStates | None = None
         window = self._memo_window if domain is self._memo_domain else self._learn_memo(domain)
         # Remembered only when every policy reads a window of states and no loop is active
@@ -332,24 +332,6 @@ class PolicyEnsemble:
             tracker.latest_action.get("action_name"),  # latest_action_name, likewise
             rejected,
         )
-
-
-def _rejected_action(events: list[Event]) -> str | None:
-    """The action just rejected, if the last action event is a rejection."""
-    # By index, not `reversed()` (an iterator object per prediction); a turn's usual last
-    # action is an ActionExecuted itself, decided without an isinstance call.
-    index = len(events)
-    while index:
-        index -= 1
-        event = events[index]
-        if event.__class__ is ActionExecuted:
-            return None
-        if isinstance(event, _ACTION_EVENTS):  # one test for each event after the action
-            return event.action_name if isinstance(event, ActionExecutionRejected) else None
-    return None
-
-
-_ACTION_EVENTS = (ActionExecutionRejected, ActionExecuted)
 
 
 def _without(prediction: PolicyPrediction, action: str, names: list[str]) -> PolicyPrediction:
