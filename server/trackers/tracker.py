@@ -117,6 +117,10 @@ class Tracker:
     # (`stamp_model_ids`). `stamp_unsaved` gives them to those events before the tracker is
     # sent to an action server or an NLG server, so that it is sent as it is then stored.
     unsaved: tuple[int, str | None, str | None] | None = None
+    # The action of the last action event when it is a rejection (`ActionExecutionRejected`),
+    # else None: over the events as logged, which rewinds, restarts and sessions leave in
+    # place (the policies read it at every prediction; kept here, not found by a walk back).
+    rejected_action: str | None = None
     # Stored items folded into this tracker but left out of its events (`stored_events`):
     # the store's items it has read are its events and these.
     left_out = 0
@@ -200,6 +204,7 @@ class Tracker:
         if cls is ActionExecuted:
             self._set_latest_action(event)  # type: ignore[arg-type]
             self.followup_action = None
+            self.rejected_action = None
         elif cls is BotUttered:
             self.latest_bot_utterance = event  # type: ignore[assignment]
         elif cls is not DefinePrevUserUtteredFeaturization:
@@ -218,6 +223,7 @@ class Tracker:
         elif isinstance(event, ActionExecuted):
             self._set_latest_action(event)
             self.followup_action = None
+            self.rejected_action = None
         elif isinstance(event, BotUttered):
             self.latest_bot_utterance = event
         elif isinstance(event, SlotSet):
@@ -243,6 +249,7 @@ class Tracker:
             if self.active_loop:
                 self.active_loop["is_interrupted"] = event.is_interrupted
         elif isinstance(event, ActionExecutionRejected):
+            self.rejected_action = event.action_name
             if self.active_loop and event.action_name == self.active_loop_name:
                 self.active_loop["rejected"] = True
         elif isinstance(event, ConversationPaused):
@@ -297,10 +304,12 @@ class Tracker:
         }
 
     def _replay(self, events: list[Event]) -> None:
+        rejected = self.rejected_action  # of the events as logged, not of those replayed
         self._reset()
         for event in events:
             if not isinstance(event, (UserUtteranceReverted, ActionReverted)):
                 self._apply(event)
+        self.rejected_action = rejected
 
     # -- views ------------------------------------------------------------------------------
     def applied_events(self) -> list[Event]:

@@ -207,17 +207,21 @@ def test_each_memory_of_steps_derives_only_from_its_own_points() -> None:
                 assert got == _afresh(tracker, domain, last, RuleOnly()), (n, last)
 
 
+# moodbot's rules hide their turns from the story states ("bye", "are you a bot?"); a
+# restart and a new session start the states over.
+MOODBOT_SCRIPTS = [
+    ["hello", "I am feeling very sad", "no", "are you a bot?", "great", "bye"],
+    ["hi there", "are you a bot?", "I am great", "/restart", "hello", "very unhappy"],
+    ["good morning", "very unhappy", "yes", "/session_start", "hi", "bye", "hello"],
+]
+
+
 async def test_turns_answered_through_steps_are_those_answered_without_any_memory(
     bot_models: BotModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # moodbot's rules hide their turns from the story states ("bye", "are you a bot?"); a
-    # restart and a new session start the states over; every conversation comes twice.
+    # Every conversation comes twice.
     agent = make_agent(bot_models["moodbot"])
-    scripts = [
-        ["hello", "I am feeling very sad", "no", "are you a bot?", "great", "bye"],
-        ["hi there", "are you a bot?", "I am great", "/restart", "hello", "very unhappy"],
-        ["good morning", "very unhappy", "yes", "/session_start", "hi", "bye", "hello"],
-    ]
+    scripts = MOODBOT_SCRIPTS
 
     async def talk(sender: str, texts: list[str]) -> list[Any]:
         conversation = Conversation(agent, sender)
@@ -256,6 +260,42 @@ async def test_turns_answered_through_steps_are_those_answered_without_any_memor
         for n, texts in enumerate(scripts):
             afresh.append(await talk(f"f{round_}-{n}", texts))
     assert remembered == afresh
+
+
+async def test_a_known_step_gives_its_winner_by_its_own_key_alone(
+    bot_models: BotModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Once the conversations' steps are known, a prediction looks up one key, the step's:
+    # no second key made of the windows it gives (for the remembered winners) is hashed.
+    agent = make_agent(bot_models["moodbot"])
+    ensemble = bot_models["moodbot"].policies
+    assert isinstance(ensemble, PolicyEnsemble)
+    ensemble.forget_predictions()
+
+    async def talk(round_: int) -> None:
+        for n, texts in enumerate(MOODBOT_SCRIPTS):
+            conversation = Conversation(agent, f"one-key-{round_}-{n}")
+            for text in texts:
+                await conversation.say(text)
+
+    await talk(0)
+    steps = ensemble._steps
+    assert steps is not None
+    looked_up: dict[str, int] = {"steps": 0, "winners": 0}
+
+    def counted(memo: Memo[Any, Any], name: str) -> None:
+        get = memo.get
+
+        def counting_get(key: Any) -> Any:
+            looked_up[name] += 1
+            return get(key)
+
+        monkeypatch.setattr(memo, "get", counting_get)
+
+    counted(steps, "steps")
+    counted(ensemble._winners, "winners")
+    await talk(1)
+    assert looked_up["steps"] > 30 and looked_up["winners"] == 0, looked_up
 
 
 def test_a_step_is_not_taken_where_a_loop_known_from_other_events_runs() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,13 @@ import pytest
 from server.dialogue.story_steps import generate_training_stories
 from server.trackers.events import (
     ActionExecuted,
+    ActionExecutionRejected,
     ActionReverted,
     ActiveLoop,
     BotUttered,
     ConversationPaused,
     ConversationResumed,
+    Event,
     FollowupAction,
     Restarted,
     SessionStarted,
@@ -297,3 +300,40 @@ def test_slots_the_domain_lacks_are_not_set_and_logged_a_few_at_most(
     assert tracker.slots == {"x": 1}
     assert len(tracker.events) == 20_001
     assert 1 <= len(caplog.records) <= 10
+
+
+def test_the_rejected_action_is_the_last_action_event_when_it_is_a_rejection() -> None:
+    # As the policies read it: over the events as logged, rewinds, restarts and new sessions
+    # included (none of them is an action event), whatever tracker holds them.
+    def last_rejected(events: list[Event]) -> str | None:
+        for event in reversed(events):
+            if isinstance(event, ActionExecuted):
+                return None
+            if isinstance(event, ActionExecutionRejected):
+                return event.action_name
+        return None
+
+    rng = random.Random("rejected")
+    kinds = [
+        lambda: ActionExecuted(action_name=rng.choice(["action_listen", "utter_a", "a_form"])),
+        lambda: ActionExecutionRejected(action_name=rng.choice(["utter_a", "a_form"])),
+        lambda: user("greet"),
+        lambda: BotUttered(text="hi"),
+        lambda: SlotSet(key="s", value=1),
+        lambda: ActiveLoop(name=rng.choice(["a_form", None])),
+        UserUtteranceReverted,
+        ActionReverted,
+        Restarted,
+        SessionStarted,
+    ]
+    for n in range(200):
+        tracker = Tracker(f"r{n}", {"s": None})
+        for _ in range(rng.randint(1, 15)):
+            tracker.update(rng.choice(kinds)())
+            assert tracker.rejected_action == last_rejected(tracker.events)
+        for other in (
+            tracker.copy(),
+            tracker.extended([]),
+            Tracker.from_dicts(f"r{n}", [e.as_dict() for e in tracker.events], {"s": None}),
+        ):
+            assert other.rejected_action == last_rejected(tracker.events)

@@ -19,8 +19,9 @@ from server.dialogue.policies.featurization import (
     NO_RULE_ONLY,
     ConversationStates,
     RuleOnly,
+    StepEntry,
     Steps,
-    window_identities,
+    window_step,
 )
 from server.dialogue.policies.memoization import AugmentedMemoizationPolicy, MemoizationPolicy
 from server.dialogue.policies.ml import MLPolicy
@@ -30,7 +31,7 @@ from server.dialogue.policies.rule import RulePolicy
 from server.dialogue.story_steps import TrainingStory
 from server.errors import BotServerError, InvalidConfig, ModelError, about_config_item
 from server.nlu.state_files import loads_state
-from server.trackers.events import ActionExecuted, ActionExecutionRejected, Event
+from server.trackers.events import Event
 from server.trackers.tracker import Tracker
 from server.training.unknown_options import unknown_option_warning
 
@@ -113,7 +114,8 @@ class PolicyEnsemble:
     ) -> None:
         self.policies = policies
         self.warnings: list[str] = list(warnings or [])
-        # Winners by `_memo_key`; the window and whether texts count are taken from the
+        # Winners by the window's identities and `_memo_extra` (a known step's entry holds its
+        # own winner too, see `window_step`); the window and whether texts count are taken from the
         # policies at the first prediction for a domain (they are trained by then).
         self._winners: Memo[tuple[Any, ...], PolicyPrediction] = Memo(memo_size)
         # How a conversation's window moves between two predictions (`window_identities`):
@@ -247,30 +249,44 @@ class PolicyEnsemble:
         names = domain.action_names_or_texts
         if not self.policies:
             return prediction_from(zeros(len(names)), names, None, 0)
-        rejected = _rejected_action(tracker.events)
+        rejected = tracker.rejected_action
         conversation: ConversationStates | None = None
         window = self._memo_window if domain is self._memo_domain else self._learn_memo(domain)
         # Remembered only when every policy reads a window of states and no loop is active
         # (its paths read more); `active_loop_name` read without the property's call.
         key: tuple[Any, ...] | None = None
+        entry: StepEntry | None = None
         if window is not None and tracker.active_loop.get("name") is None:
+            # What the winner reads besides the window: a known step's entry holds its
+            # winner, found by that one key.
+            extra = self._memo_extra(tracker, rejected)
             # The window's identities without `ConversationStates` (made on a miss only).
-            identities = window_identities(tracker, domain, window, self._rule_only, self._steps)
-            if identities is None:
+            entry = window_step(tracker, domain, window, self._rule_only, self._steps, extra)
+            if entry is not None:
+                known = entry[2]
+                if known is not None:
+                    return _copy(known) if copy else known
+                identities = entry[1]
+            else:
                 conversation = ConversationStates(tracker, domain, self._rule_only)
                 identities = (
                     conversation.identities(window),
                     conversation.stories().identities(window),
                 )
-            key = self._memo_key(identities, tracker, rejected)
+            key = (identities, extra)
             known = self._winners.get(key)
             if known is not None:
+                if entry is not None:
+                    entry[2] = known
                 return _copy(known) if copy else known
         if conversation is None:
             conversation = ConversationStates(tracker, domain, self._rule_only)
         best = self._best(conversation, domain, rejected, names)
         if key is not None and not best.events:
-            self._winners.put(key, _copy(best))
+            kept = _copy(best)
+            self._winners.put(key, kept)
+            if entry is not None:
+                entry[2] = kept
         return best
 
     def _best(
@@ -304,42 +320,18 @@ class PolicyEnsemble:
         if self._steps is not None:
             self._steps = Memo(self._steps.size)
 
-    def _memo_key(
-        self,
-        identities: tuple[tuple[bytes | str, ...], tuple[bytes | str, ...]],
-        tracker: Tracker,
-        rejected: str | None,
-    ) -> tuple[Any, ...]:
-        """Everything the winner depends on when every policy reads a window of states:
-        the window's states and story states (by identity), the latest message's intent
+    def _memo_extra(self, tracker: Tracker, rejected: str | None) -> tuple[Any, ...]:
+        """What the winner depends on, besides the window's states and story states (by
+        identity), when every policy reads a window of states: the latest message's intent
         and text (only whether there is one, when no policy can look a text up), the latest
         action, the rejected action."""
         message = tracker.latest_message
         return (
-            identities,
             message.text if self._memo_reads_text else bool(message.text),
             (message.parse_data.get("intent") or {}).get("name"),  # intent_name, no properties
             tracker.latest_action.get("action_name"),  # latest_action_name, likewise
             rejected,
         )
-
-
-def _rejected_action(events: list[Event]) -> str | None:
-    """The action just rejected, if the last action event is a rejection."""
-    # By index, not `reversed()` (an iterator object per prediction); a turn's usual last
-    # action is an ActionExecuted itself, decided without an isinstance call.
-    index = len(events)
-    while index:
-        index -= 1
-        event = events[index]
-        if event.__class__ is ActionExecuted:
-            return None
-        if isinstance(event, _ACTION_EVENTS):  # one test for each event after the action
-            return event.action_name if isinstance(event, ActionExecutionRejected) else None
-    return None
-
-
-_ACTION_EVENTS = (ActionExecutionRejected, ActionExecuted)
 
 
 def _without(prediction: PolicyPrediction, action: str, names: list[str]) -> PolicyPrediction:

@@ -1142,9 +1142,14 @@ Identities = tuple[bytes | str, ...]
 Windows = tuple[Identities, Identities]
 # All a state cache holds that its next windows depend on (see `_derivation_state`).
 Derivation = tuple[Any, ...]
+# A step's entry: [the derivation state after, the windows after, what the caller attached
+# to the step (the ensemble: its winner), None until it does]. A list: the caller attaches
+# in place.
+StepEntry = list[Any]
 # How a conversation's states move between two predictions: (the derivation state before,
-# what the events between them do) -> (the derivation state after, the windows after).
-Steps = Memo[tuple[Derivation, tuple[Any, ...]], tuple[Derivation, Windows]]
+# what the events between them do, what else the caller's answer reads) -> its entry.
+StepKey = tuple[Derivation, tuple[Any, ...], Any]
+Steps = Memo[StepKey, StepEntry]
 _FRESH: Derivation = ((), None)  # after a restart or session start: no state yet
 
 
@@ -1157,14 +1162,13 @@ _FRESH: Derivation = ((), None)  # after a restart or session start: no state ye
 _DerivedFrom = tuple[Steps, int, Event | None, Derivation | None, int]
 
 
-def _step(
-    tracker: Tracker, domain: Domain, steps: Steps
-) -> tuple[tuple[Derivation, tuple[Any, ...]], int] | None:
-    """The key of the step from the tracker's last known derivation state (or, after a
-    restart or session start among the new events, from no state at all) to its current
-    one, and the events its state cache has folded; None when the new events hold one the
-    step cannot describe (a loop, a followup action, a rewind, a rejection, a text read as a
-    message's features, a slot's value of another type) or the cache is too far behind.
+def _step(tracker: Tracker, domain: Domain, steps: Steps, extra: Any) -> tuple[StepKey, int] | None:
+    """The key of the step (with the caller's `extra`) from the tracker's last known
+    derivation state (or, after a restart or session start among the new events, from no
+    state at all) to its current one, and the events its state cache has folded; None when
+    the new events hold one the step cannot describe (a loop, a followup action, a rewind, a
+    rejection, a text read as a message's features, a slot's value of another type) or the
+    cache is too far behind.
 
     A step's items say all that the fold reads of each event: the derivation state after
     them is a function of the one before and the items, so a step seen once in any
@@ -1216,7 +1220,7 @@ def _step(
             if index < 0:
                 return None
             state, items = _FRESH, []
-    return (state, tuple(items)), folded
+    return (state, tuple(items), extra), folded
 
 
 def _runs_a_known_loop(tracker: Tracker, items: tuple[Any, ...]) -> bool:
@@ -1258,11 +1262,28 @@ def window_identities(
     two predictions that any conversation took before gives them without folding the new
     events (they fold at the next prediction that needs the states, at most `DERIVED_LAG`
     events later); each prediction that folds teaches `steps` the step it took."""
+    entry = window_step(tracker, domain, last, rule_only, steps)
+    return None if entry is None else entry[1]
+
+
+def window_step(
+    tracker: Tracker,
+    domain: Domain,
+    last: int,
+    rule_only: RuleOnly = NO_RULE_ONLY,
+    steps: Steps | None = None,
+    extra: Any = None,
+) -> StepEntry | None:
+    """`window_identities` as the entry of the step that led to them (the windows its
+    second item): the caller may attach to it, in place, an answer that depends on the
+    windows and on `extra` alone (hashable; part of the step's key), and finds it there the
+    next time any conversation takes that step, by that one key. Without a step (no
+    `steps`, or new events no step describes) the entry is the caller's own, kept nowhere."""
     if not last:
         return None
     step = None
     if steps is not None:
-        found = _step(tracker, domain, steps)
+        found = _step(tracker, domain, steps, extra)
         if found is not None and _runs_a_known_loop(tracker, found[0][1]):
             found = None
         if found is not None:
@@ -1270,10 +1291,9 @@ def window_identities(
             derived = steps.get(step)
             if derived is not None:
                 events = tracker.events
-                state, windows = derived
-                derived_from: _DerivedFrom = (steps, len(events), events[-1], state, folded)
+                derived_from: _DerivedFrom = (steps, len(events), events[-1], derived[0], folded)
                 setattr(tracker, _DERIVED_ATTRIBUTE, derived_from)
-                return windows
+                return derived
     cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
     if type(cache) is not _IncrementalStates or cache.domain is not domain:
         cache = _IncrementalStates.of(tracker, domain)
@@ -1288,8 +1308,8 @@ def window_identities(
     else:
         windows = identities, cache.story_window_identities(last, rule_only)
     if steps is not None:
-        _learn_step(tracker, cache, last, equal, steps, step, windows)
-    return windows
+        return _learn_step(tracker, cache, last, equal, steps, step, windows)
+    return [None, windows, None]
 
 
 def _no_step_from_here(tracker: Tracker, steps: Steps) -> None:
@@ -1308,21 +1328,24 @@ def _learn_step(
     last: int,
     equal: bool,
     steps: Steps,
-    step: tuple[Derivation, tuple[Any, ...]] | None,
+    step: StepKey | None,
     windows: Windows,
-) -> None:
-    """After a fold: the tracker's point to derive from, and the step that led here."""
+) -> StepEntry:
+    """After a fold: the tracker's point to derive from, and the step that led here (its
+    entry, new)."""
     if cache.loop is not None or cache.fold.followup:
         _no_step_from_here(tracker, steps)
-        return
+        return [None, windows, None]
     state = _derivation_state(cache, last, equal)
     events = tracker.events
     size = len(events)
     last_event = events[-1] if events else None
     derived_from: _DerivedFrom = (steps, size, last_event, state, size)
     setattr(tracker, _DERIVED_ATTRIBUTE, derived_from)
+    entry = [state, windows, None]
     if step is not None:
-        steps.put(step, (state, windows))
+        steps.put(step, entry)
+    return entry
 
 
 def _derivation_state(cache: _IncrementalStates, last: int, equal: bool) -> Derivation:
