@@ -179,6 +179,9 @@ MAX_LOCK_LIFETIME = 2**62 / 1000
 
 # Renewals that failed because Redis could not be reached: the first logged, then counted.
 _RENEWALS_FAILED = RepeatsCounted(logger, WINDOW_SECONDS)
+# Releases that failed so, likewise: during an outage under load, every conversation with a
+# turn in flight failed its own (before, one warning line each).
+_RELEASES_FAILED = RepeatsCounted(logger, WINDOW_SECONDS)
 
 
 # A conversation's lease, queue and tickets keys (`RedisLockStore._keys`).
@@ -351,9 +354,7 @@ class RedisLockStore:
         try:
             await self._release_all(keys=[self._prefix + c for c in conversation_ids], args=[token])
         except (redis_errors.RedisError, OSError) as exc:
-            logger.warning(
-                "Could not release %d conversation locks: %s", len(conversation_ids), exc
-            )
+            self._release_failed(f"{len(conversation_ids)} conversation locks", exc)
             for conversation_id in conversation_ids:
                 self._release_in_background(self._keys(conversation_id), token)
 
@@ -448,15 +449,21 @@ class RedisLockStore:
             self._release_in_background(keys, token)
             raise
         except (redis_errors.RedisError, OSError) as exc:
-            logger.warning(
-                "Could not release the lock of '%s' (retrying until its lease ends): %s",
-                conversation_id,
-                exc,
-            )
+            self._release_failed(f"the lock of '{conversation_id}'", exc)
             self._release_in_background(keys, token)
             return
         if following.__class__ is str and (waker := self._waiters.get(following)) is not None:
             _wake(waker)
+
+    def _release_failed(self, what: str, exc: BaseException) -> None:
+        _RELEASES_FAILED.log(
+            f"could not release the locks of ended turns ({describe(self._redis)})",
+            "Could not release %s (%s): %s; retrying until its lease ends, further failures "
+            "to release are counted in one line a minute",
+            what,
+            describe(self._redis),
+            exc,
+        )
 
     async def _release_batched(self, keys: _Keys, token: str) -> Any:
         try:

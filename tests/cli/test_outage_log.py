@@ -117,7 +117,9 @@ def assert_one_outage(log: str, dependency: str, statuses: collections.Counter[s
     """One line when `dependency` went away (saying 503), one when it came back with the
     number of refusals the clients saw, a few lines in all, no traceback."""
     refused = statuses["503"]
-    assert refused >= 20, (statuses, log)  # the outage happened under load
+    # The outage happened under load: more refusals than the lines allowed below. (Not 20:
+    # on a crowded host, fewer of the silent lock store's messages are refused, 30 of 60 seen.)
+    assert refused > 10, (statuses, log)
     assert set(statuses) <= {"200", "503"}, statuses
     during = lines_after_start(log)
     assert "Traceback" not in log, log

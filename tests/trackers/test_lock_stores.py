@@ -245,6 +245,24 @@ async def test_leases_redis_could_not_renew_are_one_warning_and_the_right_reason
     assert all("could not be renewed" in m for m in expired), expired
 
 
+async def test_releases_redis_could_not_take_are_one_warning(
+    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three turns end while Redis is away. Before, each logged its own "Could not release"
+    warning: during an outage under load, one line per conversation with a turn in flight
+    (12 lines in `botserver run`'s log, where the outage is to be two)."""
+    async with through_proxy(redis_config, TcpProxy(REDIS)) as (store, other, proxy):
+        async with store.lock("ana"), store.lock("bob"), store.lock("eve"):
+            await proxy.cut()
+        await proxy.restore()
+        for conversation in ("ana", "bob", "eve"):  # each release retried once Redis is back
+            async with other.lock(conversation, wait_timeout=3):
+                pass
+    releases = [r for r in caplog.records if "release" in r.getMessage()]
+    assert len([r for r in releases if r.levelname == "WARNING"]) == 1, caplog.text
+    assert "Could not release the lock of 'eve'" in releases[0].getMessage(), caplog.text
+
+
 @contextlib.asynccontextmanager
 async def through_proxy(
     redis_config: dict[str, Any], proxy: TcpProxy

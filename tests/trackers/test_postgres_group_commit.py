@@ -15,7 +15,17 @@ from server.errors import StoreRefusedData
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_store import SqlTrackerStore
 from server.trackers.store import TrackerStore
+from tests.loop_lag import paced
 from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
+
+
+@pytest.fixture(autouse=True)
+def no_silence_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What is checked here is grouping, not how long the database takes. A fresh database's
+    first append (its schema, the first connection's row type) took 0.4-0.8 s at load 6; on
+    a host crowded enough to hold it 2 s, a new connection beside it that had no answer in 3 s
+    read as a silent database, a 503. tests/trackers/test_silent_database.py checks those."""
+    monkeypatch.setenv("SQL_SILENCE_CHECK_AFTER", "30")  # the statement timeout
 
 
 def turn(text: str, timestamp: float) -> list[dict[str, Any]]:
@@ -150,7 +160,7 @@ async def test_an_append_cancelled_before_its_group_goes_out_is_not_written(alon
             assert await store.load("alice") == (None if alone else turn("a", 2.0))
             assert await store.load("bob") is None
         finally:
-            await asyncio.wait_for(store.close(), 5.0)  # the groups' task has ended
+            await asyncio.wait_for(store.close(), paced(5))  # the groups' task has ended
         assert await transactions_that_wrote(config["db"]) == (1 if alone else 2)
 
 
