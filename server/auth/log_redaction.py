@@ -129,11 +129,13 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
             r"""|secret(?:[-_]?(?:access[-_]?)?key)?|api[-_]?key|x-auth(?:-\w+){0,3}+)"""
             r"""["']?(?:(\s*:|\s+=)|=)\s*)"""
             # A block scalar: its indicator, blank lines, then each line indented as the first;
-            # lines end in \n or \r\n (with \r\n, before, the lines after the key showed). A
-            # comment after the indicator is read 200 characters at most: a line of
-            # `password: |#` read each to the line's end, 600 KB of them 3 s of CPU.
-            r"""(?:[|>][-+1-9]{0,2}[ \t]*+(?:#[^\r\n]{0,200}+)?\r?(?:\n[ \t]*+\r?(?=\n))*+"""
+            # lines end in \n or \r\n (with \r\n, before, the lines after the key showed).
+            r"""(?:[|>][-+1-9]{0,2}[ \t]*+(?:#[^\r\n]*+)?\r?(?:\n[ \t]*+\r?(?=\n))*+"""
             r"""\n([ \t]++)""" + _LINE + r"""(?:\r?\n(?:\3""" + _LINE + r"""|[ \t]*+(?=\r?\n)))*+"""
+            # An indicator and its comment with no block after them, to the line's end: the
+            # names in the comment are not tried again (each `password: |#` of a line read
+            # the rest of it: 600 KB of them cost 3 s of CPU).
+            r"""|[|>][-+1-9]{0,2}[ \t]*+#[^\r\n]*+"""
             # A quoted value to its closing quote, over the quotes escaped inside (JSON's \").
             r"""|"(?:[^"\\]|\\.)*+"|'(?:[^'\\]|\\.)*+'|[^\s,&}]++"""
             r"""(?(2)(?:[ \t]++[^\s,&}:="']++(?=[\s,&}"']|\Z))*+))""",
