@@ -113,17 +113,19 @@ _WINDOW_BITS = {
     "x-gzip": zlib.MAX_WBITS | 16,
     "deflate": zlib.MAX_WBITS,
 }
-# Members one after the other read in one answer, as aiohttp (Rasa's) reads them: each costs
-# a new inflater, and empty ones make nothing the size limit would count.
+# Members one after the other read in one answer (aiohttp 3.9, Rasa 3.6's, reads the first
+# only and drops what follows it): each costs a new inflater, and empty ones make nothing
+# the size limit would count.
 MAX_MEMBERS = 1024
 
 
 class Inflater:
     """One gzip or deflate Content-Encoding undone as its bytes arrive, in pieces no larger
     than the reader asks for, so that a bomb is counted before it is in memory. Members one
-    after the other (RFC 1952 section 2.2) are one encoding, and are read, as aiohttp reads
-    them; a deflate body without zlib's wrapper (raw deflate, as IIS sends it) is told by its
-    first byte as aiohttp tells it. Errors are httpx.DecodingError, their text for a client."""
+    after the other (RFC 1952 section 2.2) are one encoding, and are read (aiohttp 3.9, Rasa
+    3.6's, reads the first only); a deflate body without zlib's wrapper (raw deflate, as IIS
+    sends it) is told by its first byte as aiohttp tells it. Errors are httpx.DecodingError,
+    their text for a client."""
 
     def __init__(self, coding: str, max_members: int | None = MAX_MEMBERS) -> None:
         self._coding = coding

@@ -61,20 +61,27 @@ def _hide_queries_with_at(text: str) -> str:
 
 
 # A Cookie or Set-Cookie header's name, then its value: quoted, or to the line's end (any of
-# its cookies may be a session).
+# its cookies may be a session) or a quote that closes the text holding it, not one of a
+# cookie's value in quotes (`theme="dark"`, JSON's `theme=\"dark\"`) or an apostrophe in a
+# word (`o'brien`): those ended it, and the cookies after them showed.
 _COOKIE = re.compile(
     r"""((?:set-)?cookie["']?[ \t]*+[:=][ \t]*+)"""
-    r"""(?:"(?:[^"\\]|\\.)*+"|'(?:[^'\\]|\\.)*+'|[^\n"']++)""",
+    r"""(?:"(?:[^"\\]|\\.)*+"|'(?:[^'\\]|\\.)*+'"""
+    r"""|(?:(?<==)\\"[^\n"\\]*+\\"|(?<==)"[^\n"]*+"|(?<=\w)'(?=\w)|\r(?!\n)|[^\r\n"'])++)""",
     re.IGNORECASE,
 )
 
 
 def _hide_cookies(text: str) -> str:
-    # Most lines name no cookie: a substring test spares them the pattern's scan.
-    if "ookie" not in text and "OOKIE" not in text:
+    # Most lines name no cookie: a substring test spares them the pattern's scan (in any
+    # case: the header's name is, and `CooKie:` showed).
+    if "ookie" not in text.lower():
         return text
     return _COOKIE.sub(r"\1" + REDACTED, text)
 
+
+# The rest of a line, without its end (\n or \r\n).
+_LINE = r"[^\r\n]*+(?:\r(?!\n)[^\r\n]*+)*+"
 
 # A JWT's first characters, not inside an ASCII word (text in any other script may run
 # straight into it: `令牌eyJ...`).
@@ -121,9 +128,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
             r"""(?=[aptsx])((?:token|p(?:ass(?:w(?:or)?d|phrase)|wd|rivate[-_]?key)"""
             r"""|secret(?:[-_]?(?:access[-_]?)?key)?|api[-_]?key|x-auth(?:-\w+){0,3}+)"""
             r"""["']?(?:(\s*:|\s+=)|=)\s*)"""
-            # A block scalar: its indicator, blank lines, then each line indented as the first.
-            r"""(?:[|>][-+1-9]{0,2}[ \t]*+(?:#[^\n]*+)?(?:\n[ \t]*+(?=\n))*+"""
-            r"""\n([ \t]++)[^\n]*+(?:\n(?:\3[^\n]*+|[ \t]*+(?=\n)))*+"""
+            # A block scalar: its indicator, blank lines, then each line indented as the first;
+            # lines end in \n or \r\n (with \r\n, before, the lines after the key showed).
+            r"""(?:[|>][-+1-9]{0,2}[ \t]*+(?:#[^\r\n]*+)?\r?(?:\n[ \t]*+\r?(?=\n))*+"""
+            r"""\n([ \t]++)""" + _LINE + r"""(?:\r?\n(?:\3""" + _LINE + r"""|[ \t]*+(?=\r?\n)))*+"""
+            # An indicator and its comment with no block after them, to the line's end: the
+            # names in the comment are not tried again (each `password: |#` of a line read
+            # the rest of it: 600 KB of them cost 3 s of CPU).
+            r"""|[|>][-+1-9]{0,2}[ \t]*+#[^\r\n]*+"""
             # A quoted value to its closing quote, over the quotes escaped inside (JSON's \").
             r"""|"(?:[^"\\]|\\.)*+"|'(?:[^'\\]|\\.)*+'|[^\s,&}]++"""
             r"""(?(2)(?:[ \t]++[^\s,&}:="']++(?=[\s,&}"']|\Z))*+))""",

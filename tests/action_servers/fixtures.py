@@ -210,7 +210,7 @@ ENCODED_ANSWERS = {
     # gzip members one after the other: one encoding still (RFC 1952 section 2.2).
     "gzip-members": ("gzip", gzip.compress(_OK_ANSWER[:20]) + gzip.compress(_OK_ANSWER[20:])),
     "gzip-trailing-garbage": ("gzip", gzip.compress(_OK_ANSWER) + b"<html>"),
-    # 1,100 gzip members, all but one empty: more than anything sends (aiohttp reads 1,024).
+    # 1,100 gzip members, all but one empty: more than anything sends (botserver reads 1,024).
     "gzip-many-members": ("gzip", gzip.compress(b"") * 1100 + gzip.compress(_OK_ANSWER)),
     # No body, and a Content-Encoding all the same (frameworks keep the header).
     "empty-gzip": ("gzip", b""),

@@ -418,9 +418,17 @@ SECRET_PLACES = (
     "password: |\n  {}\n  more\nuser: bob",
     "db:\n  password: >-\n    first\n\n    {}\n  user: bob",
     "secret: |2 # comment\n\n    {}\n",
+    # ... with Windows line ends (a file edited there): before, the lines after shown.
+    "password: |\r\n  {}\r\n  more\r\nuser: bob",
+    "db:\r\n  password: >-\r\n    first\r\n\r\n    {}\r\n  user: bob",
     # Cookies, whatever their name, and a request's or an answer's headers.
     "Cookie: theme=dark; sessionid={}",
     "Set-Cookie: sessionid={}; Path=/; HttpOnly",
+    # A cookie's value in double quotes (RFC 6265 allows them), an apostrophe in another's,
+    # a header name in any case: before, the cookies after them, or all, shown.
+    'Cookie: theme="dark"; sessionid={}',
+    "Cookie: name=o'brien; sessionid={}",
+    "CooKie: sessionid={}",
     "{{'cookie': 'sid={}', 'host': 'h'}}",
     "X-Auth-Token: {}",
     "X-Auth: {}",
@@ -499,6 +507,30 @@ def test_a_cookie_header_is_hidden_whole() -> None:
     # Before, `Cookie: theme=dark; sessionid=abc` was printed as it was.
     assert redact("Cookie: theme=dark; sessionid=abc") == "Cookie: ***"
     assert redact("{'cookie': 'sid=abc', 'host': 'h'}") == "{'cookie': ***, 'host': 'h'}"
+    # Before, the quoted value ended it: `Cookie: ***"dark"; sessionid=abc`.
+    assert redact('Cookie: theme="dark"; sessionid=abc') == "Cookie: ***"
+    assert (
+        redact("""{'h': 'Cookie: theme="dark"; sid=abc', 'x': 1}""")
+        == "{'h': 'Cookie: ***', 'x': 1}"
+    )
+
+
+def test_a_yaml_block_scalar_with_windows_line_ends_is_hidden_to_its_end() -> None:
+    # Before, `password: ***` and the secret on the next line, shown.
+    line = "password: |\r\n  s3cret\r\n\r\n  more\r\nuser: bob"
+    assert redact(line) == "password: ***\r\nuser: bob"
+
+
+def test_a_long_line_of_block_scalar_headers_is_redacted_at_once() -> None:
+    # Each `password:|#` read its comment to the end of the line, looking for the block's
+    # first line: 600 KB of them cost 3 s of CPU (100 KB, 70-100 ms).
+    line = "password: |#" * 50_000
+    started = time.thread_time()
+    assert redact(line) == "password: ***"  # (the rest is the first one's comment)
+    assert time.thread_time() - started < 1
+    # A comment of any length before the block still hides it.
+    block = "password: |  # " + "the db's, see the wiki " * 20 + "\n  s3cret\nuser: bob"
+    assert redact(block) == "password: ***\nuser: bob"
 
 
 def test_a_jwt_glued_to_text_in_any_script_is_hidden() -> None:
