@@ -456,14 +456,21 @@ class RedisLockStore:
             _wake(waker)
 
     def _release_failed(self, what: str, exc: BaseException) -> None:
-        _RELEASES_FAILED.log(
-            f"could not release the locks of ended turns ({describe(self._redis)})",
+        """One warning an outage, then counted; each conversation named at DEBUG (the others
+        stay locked until a retry gets through, or their lease ends)."""
+        where, reason = describe(self._redis), str(exc).rstrip(".")
+        logged = _RELEASES_FAILED.log(
+            f"could not release the locks of ended turns ({where})",
             "Could not release %s (%s): %s; retrying until its lease ends, further failures "
             "to release are counted in one line a minute",
             what,
-            describe(self._redis),
-            exc,
+            where,
+            reason,
         )
+        if not logged:
+            logger.debug(
+                "Could not release %s (%s): %s; retrying until its lease ends", what, where, reason
+            )
 
     async def _release_batched(self, keys: _Keys, token: str) -> Any:
         try:
