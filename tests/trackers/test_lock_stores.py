@@ -301,6 +301,26 @@ async def test_releases_redis_could_not_take_are_counted_and_the_next_outage_log
     assert all(m.endswith("retrying until its lease ends") for m in named), named
 
 
+async def test_idle_locks_redis_could_not_give_back_are_one_warning_saying_their_leases(
+    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A retention sweep's idle conversations, held at once, given back while Redis is away:
+    one warning for them all, in the plural (before: "... 2 conversation locks ...; retrying
+    until its lease ends"), and both given back once Redis is back."""
+    async with through_proxy(redis_config, TcpProxy(REDIS)) as (store, other, proxy):
+        async with store.hold_idle(["ana", "bob"]) as held:
+            assert held == ["ana", "bob"]
+            await proxy.cut()
+        await proxy.restore()
+        for conversation in ("ana", "bob"):
+            async with other.lock(conversation, wait_timeout=3):
+                pass
+    said = [r.getMessage() for r in caplog.records if "release" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith("Could not release 2 conversation locks (redis at "), said
+    assert "; retrying until their leases end, further failures" in said[0], said
+
+
 @contextlib.asynccontextmanager
 async def through_proxy(
     redis_config: dict[str, Any], proxy: TcpProxy
