@@ -125,19 +125,21 @@ class RepeatsCounted:
         self._repeats: dict[str, int] = {}
         _OPEN_WINDOWS.add(self)
 
-    def log(self, key: str, message: str, *args: Any) -> None:
+    def log(self, key: str, message: str, *args: Any) -> bool:
+        """Whether the line was logged (False: counted)."""
         count = self._repeats.get(key)
         if count is not None:
             self._repeats[key] = count + 1
-            return
+            return False
         self.logger.log(self.level, message, *args)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop to end the window: each one is logged
-            return
+            return True
         if len(self._repeats) < self.max_keys:
             self._repeats[key] = 0
             loop.call_later(self.window, self._end_window, key)
+        return True
 
     def _end_window(self, key: str) -> None:
         count = self._repeats.pop(key, 0)

@@ -196,6 +196,9 @@ def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> N
             yield state
             await _finish_turns(turns)
             flush_repeats()  # the last windows' counts (busy conversations, clients gone)
+        # And those of what failed as the stores closed: background turns cancelled, their
+        # locks' releases (before, with Redis away, lost after the first line).
+        flush_repeats()
         if not mark_stopped():  # with --workers N, the parent says it once all have
             logger.info("Stopped: the channels, event broker and stores are closed.")
 

@@ -354,7 +354,9 @@ class RedisLockStore:
         try:
             await self._release_all(keys=[self._prefix + c for c in conversation_ids], args=[token])
         except (redis_errors.RedisError, OSError) as exc:
-            self._release_failed(f"{len(conversation_ids)} conversation locks", exc)
+            self._release_failed(
+                f"{len(conversation_ids)} conversation locks", exc, "their leases end"
+            )
             for conversation_id in conversation_ids:
                 self._release_in_background(self._keys(conversation_id), token)
 
@@ -455,15 +457,23 @@ class RedisLockStore:
         if following.__class__ is str and (waker := self._waiters.get(following)) is not None:
             _wake(waker)
 
-    def _release_failed(self, what: str, exc: BaseException) -> None:
-        _RELEASES_FAILED.log(
-            f"could not release the locks of ended turns ({describe(self._redis)})",
-            "Could not release %s (%s): %s; retrying until its lease ends, further failures "
-            "to release are counted in one line a minute",
+    def _release_failed(self, what: str, exc: BaseException, until: str = "its lease ends") -> None:
+        """One warning an outage, then counted; each conversation named at DEBUG (the others
+        stay locked until a retry gets through, or their lease ends)."""
+        where, reason = describe(self._redis), str(exc).rstrip(".")
+        logged = _RELEASES_FAILED.log(
+            f"could not release the locks of ended turns ({where})",
+            "Could not release %s (%s): %s; retrying until %s, further failures to release "
+            "are counted in one line a minute",
             what,
-            describe(self._redis),
-            exc,
+            where,
+            reason,
+            until,
         )
+        if not logged:
+            logger.debug(
+                "Could not release %s (%s): %s; retrying until %s", what, where, reason, until
+            )
 
     async def _release_batched(self, keys: _Keys, token: str) -> Any:
         try:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.tcp_proxy import TcpProxy
 from server.api.server import ServerOptions, build_app
 from server.dialogue.processor import CLIENT_GONE_KEY
 from server.trackers.factory import create_lock_store
@@ -219,3 +220,50 @@ async def test_the_count_of_clients_gone_is_logged_when_the_server_stops(
     lines = [r.getMessage() for r in caplog.records if "went away" in r.getMessage()]
     assert len(lines) == 2, lines
     assert lines[1].startswith("5 more times in the last 60 s: clients went away")
+
+
+async def test_the_count_of_lock_releases_failed_as_the_server_stops_is_logged(
+    moodbot_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis (the lock store) goes away while three background turns hold their locks; the
+    server stops: their releases fail as the stop cancels them, after the windows' counts
+    were logged. Before, the count of those after the first was lost with the process."""
+    from server.api.runner import server_app
+
+    require_service("Redis", REDIS)
+    proxy = TcpProxy(REDIS)
+    await proxy.restore()
+    prefix = unique_name("bsstopcount")
+    lock_store = {"type": "redis", "url": REDIS[0], "port": proxy.port, "key_prefix": prefix}
+    options = ServerOptions(
+        model_path=moodbot_model,
+        endpoints={"tracker_store": {"type": "in_memory"}, "lock_store": lock_store},
+        models_dir=tmp_path,
+    )
+    app = server_app(options, metrics=False)
+    try:
+        async with serving(app):
+            locks = app.state.lock_store
+
+            async def turn(sender: str) -> None:
+                async with locks.lock(sender):
+                    await asyncio.sleep(3600)
+
+            for sender in ("ana", "bob", "eve"):
+                app.state.services.spawn(turn(sender))
+            for _ in range(250):
+                if len(locks._held) == 3:
+                    break
+                await asyncio.sleep(0.02)
+            await proxy.cut()
+    finally:
+        await proxy.cut()
+        await delete_redis_keys(prefix)
+    where = f"redis at {REDIS[0]}:{proxy.port}/1"
+    said = [r.getMessage() for r in caplog.records if "release" in r.getMessage()]
+    assert len(said) == 2, said
+    assert said[0].startswith("Could not release the lock of '"), said
+    assert (
+        said[1]
+        == f"2 more times in the last 60 s: could not release the locks of ended turns ({where})"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,9 +13,12 @@ from redis.asyncio import Redis
 
 from bench.tcp_proxy import TcpProxy, free_port
 from server.errors import InvalidConfig, LockTimeout, StoreUnavailable
+from server.outages import RepeatsCounted
+from server.trackers import redis_lock
 from server.trackers.factory import create_lock_store, create_tracker_store
 from server.trackers.lock import LockStore
 from server.trackers.memory_lock import InMemoryLockStore
+from server.trackers.redis_client import describe
 from server.trackers.redis_lock import RedisLockStore
 from tests.trackers.persistence_fixtures import (
     REDIS,
@@ -261,6 +265,60 @@ async def test_releases_redis_could_not_take_are_one_warning(
     releases = [r for r in caplog.records if "release" in r.getMessage()]
     assert len([r for r in releases if r.levelname == "WARNING"]) == 1, caplog.text
     assert "Could not release the lock of 'eve'" in releases[0].getMessage(), caplog.text
+
+
+async def test_releases_redis_could_not_take_are_counted_and_the_next_outage_logs_again(
+    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window's count names no conversation, with the right figure and Redis's address;
+    an outage after the window ends (an hour later in production) has its own warning; every
+    conversation whose release failed is named at DEBUG (before, only the first, at WARNING:
+    the others, locked until a retry or their lease's end, were named nowhere)."""
+    monkeypatch.setattr(redis_lock, "_RELEASES_FAILED", RepeatsCounted(redis_lock.logger, 0.3))
+    caplog.set_level(logging.DEBUG, logger=redis_lock.logger.name)
+    async with through_proxy(redis_config, TcpProxy(REDIS)) as (store, other, proxy):
+        where = describe(store._redis)
+        async with store.lock("ana"), store.lock("bob"), store.lock("eve"):
+            await proxy.cut()
+        await proxy.restore()
+        await asyncio.sleep(0.5)  # the window ends
+        async with store.lock("zoe"):
+            await proxy.cut()
+        await proxy.restore()
+        for conversation in ("ana", "bob", "eve", "zoe"):  # each release retried
+            async with other.lock(conversation, wait_timeout=3):
+                pass
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "release" in r.getMessage()]
+    warnings = [message for level, message in said if level == "WARNING"]
+    assert len(warnings) == 3, said
+    assert warnings[0].startswith(f"Could not release the lock of 'eve' ({where}): "), said
+    assert warnings[1] == (
+        f"2 more times in the last 0.3 s: could not release the locks of ended turns ({where})"
+    )
+    assert warnings[2].startswith(f"Could not release the lock of 'zoe' ({where}): "), said
+    named = [message for level, message in said if level == "DEBUG"]
+    assert [m.split("'")[1] for m in named] == ["bob", "ana"], said
+    assert all(m.endswith("retrying until its lease ends") for m in named), named
+
+
+async def test_idle_locks_redis_could_not_give_back_are_one_warning_saying_their_leases(
+    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A retention sweep's idle conversations, held at once, given back while Redis is away:
+    one warning for them all, in the plural (before: "... 2 conversation locks ...; retrying
+    until its lease ends"), and both given back once Redis is back."""
+    async with through_proxy(redis_config, TcpProxy(REDIS)) as (store, other, proxy):
+        async with store.hold_idle(["ana", "bob"]) as held:
+            assert held == ["ana", "bob"]
+            await proxy.cut()
+        await proxy.restore()
+        for conversation in ("ana", "bob"):
+            async with other.lock(conversation, wait_timeout=3):
+                pass
+    said = [r.getMessage() for r in caplog.records if "release" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith("Could not release 2 conversation locks (redis at "), said
+    assert "; retrying until their leases end, further failures" in said[0], said
 
 
 @contextlib.asynccontextmanager
