@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from server.errors import InvalidProjectFile
+from server.json_values import MAX_DEPTH, TooDeep, loads_untrusted
 from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData, annotated_text
 from server.training.yaml_io import (
     SafeLoader12,
@@ -339,11 +340,17 @@ def _entity_specs(raw: str, filename: str, line: int | None) -> list[dict[str, A
     """The entity JSON of an annotation, one object or a list of them; each needs an
     `entity` name, and its value, role and group must be text."""
     try:
-        parsed = json.loads(raw)
+        parsed = loads_untrusted(raw.encode("utf-8", "surrogatepass"))
     except json.JSONDecodeError as e:
         raise InvalidProjectFile(
             f"invalid entity JSON {brief(raw)}: {e.msg}", filename, line
         ) from e
+    except TooDeep:  # a YAML string's JSON, which the YAML file's own limit does not see
+        raise InvalidProjectFile(
+            f"entity JSON {brief(raw)} nests more than {MAX_DEPTH} levels deep", filename, line
+        ) from None
+    except ValueError as e:
+        raise InvalidProjectFile(f"invalid entity JSON {brief(raw)}: {e}", filename, line) from e
     specs = parsed if isinstance(parsed, list) else [parsed]
     for spec in specs:
         if not isinstance(spec, dict) or not isinstance(spec.get("entity"), str):

@@ -1183,3 +1183,24 @@ def test_another_tools_nlu_export_in_the_data_folder_is_a_warning(
         f"{tmp_path / 'data' / name}: {what}, which botserver does not read, is skipped; "
         "convert it to Rasa's YAML (Rasa's `rasa data convert nlu -f yaml` reads it)"
     ]
+
+
+def test_json_in_the_data_folder_nested_too_deep_is_refused_or_skipped(tmp_path: Path) -> None:
+    """The YAML files' depth limit holds for JSON: 5,000 nested lists (10 KB) in a JSON NLU
+    file are an error naming it, in another `.json` file (no training data) nothing. Before,
+    both were a RecursionError and its traceback, where another `.json` file was skipped
+    before botserver read JSON NLU files."""
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet]\n')
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "nlu.yml").write_text("nlu:\n- intent: greet\n  examples: |\n    - hi\n")
+    nested = "[" * 5000 + "]" * 5000
+    (data / "notes.json").write_text(f'{{"utterances": {nested}}}')
+    project = load_project(None, tmp_path / "domain.yml", [data])
+    assert [e.text for e in project.nlu.examples] == ["hi"]
+    for depth in (5000, 150):  # a RecursionError; deeper than a YAML file may nest
+        example = '{"text": "hey", "metadata": {"x": ' + "[" * depth + "]" * depth + "}}"
+        (data / "nlu.json").write_text(f'{{"rasa_nlu_data": {{"common_examples": [{example}]}}}}')
+        with pytest.raises(InvalidProjectFile, match="nests more than 100 levels deep") as info:
+            load_project(None, tmp_path / "domain.yml", [data])
+        assert info.value.filename == str(data / "nlu.json")
