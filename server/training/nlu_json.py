@@ -186,6 +186,7 @@ class _Reader:
         for candidate in (Path(elements), self.directory / elements):
             if candidate.is_file():
                 lines = read_project_text(candidate).splitlines()
+                self.data.lookup_files.append(candidate)
                 return [line.strip() for line in lines if line.strip()]
         raise self.error(where, f"the lookup table file {elements!r} does not exist")
 

@@ -186,7 +186,7 @@ def load_project(
         project_domain,
         nlu,
         stories,
-        files + json_files,
+        files + json_files + nlu.lookup_files,
         warnings,
         domain_reader.origins,
     )

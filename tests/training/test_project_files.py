@@ -21,7 +21,7 @@ from server.training.nlu_json import read_nlu_json
 from server.training.nlu_yaml import read_nlu_file
 from server.training.project import load_project, load_test_stories
 from server.training.stories_yaml import read_story_data
-from server.training.train import train
+from server.training.train import train, train_nlu
 from server.training.validation import run_validate, validate_project
 from server.training.yaml_io import parse_yaml, read_yaml_file
 from tests.shared_data import BOTS, TESTDATA
@@ -702,6 +702,31 @@ def test_editing_only_the_domain_trains_a_new_model(tmp_path: Path) -> None:
     assert train(*args, tmp_path / "models").skipped
     (tmp_path / "domain.yml").write_text(TINY_BOT["domain.yml"].replace("Hi", "Hello"))
     assert not train(*args, tmp_path / "models").skipped
+
+
+def test_editing_a_lookup_file_that_json_nlu_data_names_trains_a_new_model(
+    tmp_path: Path,
+) -> None:
+    """Rasa's JSON lookup table may name a file of one element a line, which trains; before,
+    an edit of that file was "Nothing changed since the last training" (`train` and `train
+    nlu`), and the model kept the old elements."""
+    for name, text in TINY_BOT.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "data" / "cities.txt").write_text("Paris\n")
+    table = {"name": "city", "elements": "cities.txt"}
+    example = {"text": "hi", "intent": "greet"}
+    nlu = {"rasa_nlu_data": {"common_examples": [example], "lookup_tables": [table]}}
+    (tmp_path / "data" / "nlu.json").write_text(json.dumps(nlu))
+    args = (tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data"])
+    nlu_args = (tmp_path / "config.yml", [tmp_path / "data"], tmp_path / "nlu_models")
+    assert not train(*args, tmp_path / "models").skipped
+    assert not train_nlu(*nlu_args).skipped
+    assert train(*args, tmp_path / "models").skipped
+    assert train_nlu(*nlu_args).skipped
+    (tmp_path / "data" / "cities.txt").write_text("Paris\nRome\n")
+    assert not train(*args, tmp_path / "models").skipped
+    assert not train_nlu(*nlu_args).skipped
 
 
 @pytest.mark.parametrize(
