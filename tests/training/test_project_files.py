@@ -1132,6 +1132,8 @@ def test_rasas_json_nlu_data_in_the_data_folder_trains(tmp_path: Path) -> None:
     }
     (data / "travel.json").write_text(json.dumps({"rasa_nlu_data": {"common_examples": [example]}}))
     (data / "notes.json").write_text('{"not": "training data"}')  # ignored, as by Rasa
+    # Nor is a request body kept beside the data read, though it names the format
+    (data / "request.json").write_text('{"body": {"rasa_nlu_data": {"common_examples": []}}}')
     project = load_project(None, tmp_path / "domain.yml", [tmp_path / "data"])
     examples = {e.text: e for e in project.nlu.examples}
     assert sorted(examples) == ["hi", "to Paris"]
