@@ -1350,7 +1350,7 @@ async def test_a_served_model_leaves_no_extracted_archive_behind(
     assert list(temp.glob("botserver-model-*")) == []
 
 
-async def test_an_entity_annotation_nested_deep_is_a_400_naming_its_line(
+async def test_an_entity_annotation_nested_deep_is_a_400_naming_the_data_part(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:
     """An example's entity JSON, one object or a list of them, nested 5,000 levels deep (a
