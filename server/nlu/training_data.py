@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class NLUTrainingData:
     regexes: list[tuple[str, str]] = field(default_factory=list)
     lookups: dict[str, list[str]] = field(default_factory=dict)
     responses: dict[str, list[dict]] = field(default_factory=dict)
+    # The files of one element a line that lookup tables named (Rasa's JSON format), read
+    # with the data: the training fingerprint covers them, so that an edit retrains.
+    lookup_files: list[Path] = field(default_factory=list, compare=False)
 
     @classmethod
     def merge(cls, parts: Iterable[NLUTrainingData]) -> NLUTrainingData:
@@ -87,6 +91,7 @@ class NLUTrainingData:
                 bucket = merged.lookups.setdefault(name, [])
                 bucket.extend(e for e in elements if e not in bucket)
             merged.responses.update(part.responses)
+            merged.lookup_files.extend(f for f in part.lookup_files if f not in merged.lookup_files)
         return merged
 
     def add_synonym(self, text: str, value: str, source: str) -> None:

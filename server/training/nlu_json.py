@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from server.errors import InvalidProjectFile
+from server.json_values import MAX_DEPTH, TooDeep, loads_untrusted
 from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData
 from server.training.yaml_io import brief, read_project_text
 
@@ -38,8 +39,14 @@ def foreign_nlu_format(path: Path) -> str | None:
     if any(word in path.name for word in _FOREIGN_NAMES):
         return "a Dialogflow agent"
     try:
-        document = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    if not any(f'"{key}"'.encode() in raw for key in _FOREIGN_KEYS):
+        return None  # any other JSON file, however large or deep, is not parsed
+    try:
+        document = loads_untrusted(raw)
+    except ValueError:  # TooDeep too
         return None
     keys = document if isinstance(document, dict) else {}
     return next((what for key, what in _FOREIGN_KEYS.items() if key in keys), None)
@@ -49,10 +56,7 @@ def read_nlu_json(path: Path) -> NLUTrainingData:
     """Reads one Rasa NLU JSON file; a mistake is an InvalidProjectFile naming the file and
     the line (of a syntax error) or the item (`common_examples[3]`)."""
     filename = str(path)
-    try:
-        document = json.loads(read_project_text(path))
-    except json.JSONDecodeError as exc:
-        raise InvalidProjectFile(f"invalid JSON: {exc.msg}", filename, exc.lineno) from None
+    document = load_project_json(read_project_text(path), filename)
     if not isinstance(document, dict) or not isinstance(document.get(ROOT_KEY), dict):
         other = next(
             (
@@ -68,6 +72,21 @@ def read_nlu_json(path: Path) -> NLUTrainingData:
             filename,
         )
     return _Reader(filename, path.parent).read(document[ROOT_KEY])
+
+
+def load_project_json(text: str, filename: str) -> Any:
+    """A project file's JSON, under its YAML's limit: nesting deeper than MAX_DEPTH levels, or
+    text that is not JSON, is an InvalidProjectFile (with the line of a syntax error)."""
+    try:
+        return loads_untrusted(text.encode("utf-8", "surrogatepass"))
+    except json.JSONDecodeError as exc:
+        raise InvalidProjectFile(f"invalid JSON: {exc.msg}", filename, exc.lineno) from None
+    except TooDeep:
+        raise InvalidProjectFile(
+            f"the JSON nests more than {MAX_DEPTH} levels deep", filename
+        ) from None
+    except ValueError as exc:
+        raise InvalidProjectFile(f"invalid JSON: {exc}", filename) from None
 
 
 class _Reader:
@@ -167,6 +186,7 @@ class _Reader:
         for candidate in (Path(elements), self.directory / elements):
             if candidate.is_file():
                 lines = read_project_text(candidate).splitlines()
+                self.data.lookup_files.append(candidate)
                 return [line.strip() for line in lines if line.strip()]
         raise self.error(where, f"the lookup table file {elements!r} does not exist")
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from server.errors import InvalidProjectFile
+from server.json_values import MAX_DEPTH, TooDeep, loads_untrusted
 from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData, annotated_text
 from server.training.yaml_io import (
     SafeLoader12,
@@ -25,13 +27,21 @@ logger = logging.getLogger(__name__)
 
 _Loader = SafeLoader12
 
-# `[text](entity)`, `[text](entity:value)`, `[text]{"entity": ..., "role": ...}` or, for
-# several entities on one text, `[text][{"entity": ...}, {"entity": ...}]`
-_ANNOTATION = re.compile(
-    r"\[(?P<text>[^\]]+)\]"
-    r"(?:\((?P<entity>[^:)]+)(?::(?P<value>[^)]*))?\)|(?P<json>\{[^}]*\})"
-    r"|(?P<list>\[\s*\{.*?\}\s*\]))"
+# An annotation `[text]` is followed by its markup: `(entity)`, `(entity:value)`,
+# `{"entity": ..., "role": ...}` or, for several entities on one text,
+# `[{"entity": ...}, {"entity": ...}]`. The text holds no `]`; found by `_annotations`.
+_MARKUP = re.compile(
+    r"\((?P<entity>[^:)]+)(?::(?P<value>[^)]*))?\)|(?P<json>\{[^}]*\})"
+    r"|(?P<list>\[\s*\{.*?\}\s*\])"
 )
+# What closes each kind of markup (by its first character): none further on, no match.
+_ENDS = {
+    "(": re.compile(r"\)"),
+    "{": re.compile(r"\}"),
+    "[": re.compile(r"\}\s*\]"),
+    "\n": re.compile(r"\n"),
+}
+_LIST_HEAD = re.compile(r"\[\s*\{")
 _ITEM_KINDS = ("intent", "synonym", "regex", "lookup")
 _ITEM_KEYS = {"intent": {"intent", "examples", "metadata"}}
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -314,11 +324,11 @@ def parse_annotated_text(
     pieces: list[str] = []
     cursor = 0
     length = 0
-    for match in _ANNOTATION.finditer(raw):
-        before = raw[cursor : match.start()]
+    for opening, closing, match in _annotations(raw):
+        before = raw[cursor:opening]
         pieces.append(before)
         length += len(before)
-        span_text = match.group("text")
+        span_text = raw[opening + 1 : closing]
         start, end = length, length + len(span_text)
         pieces.append(span_text)
         length = end
@@ -335,15 +345,55 @@ def parse_annotated_text(
     return "".join(pieces), entities
 
 
+def _annotations(raw: str) -> Iterator[tuple[int, int, re.Match[str]]]:
+    """Each annotation's `[` and `]` and its markup, as `\\[[^\\]]+\\]` and `_MARKUP` would
+    find them (the leftmost first), in time linear in `raw`'s length: that regex searched the
+    rest of the line from every `[` (100 KB of `[` took 40 s, holding the GIL)."""
+    ends: dict[str, int] = {}  # each kind's next place, from where it was last looked for
+
+    def next_place(kind: str, at: int) -> int:
+        """Where `_ENDS[kind]` is next found from `at` (-1: nowhere); `at` only grows."""
+        place = ends.get(kind)
+        if place is None or -1 < place < at:  # so each stretch of `raw` is searched once
+            found = _ENDS[kind].search(raw, at)
+            place = ends[kind] = found.start() if found else -1
+        return place
+
+    position = 0
+    while (closing := raw.find("]", position)) != -1:
+        opening = raw.find("[", position, closing)
+        kind = raw[closing + 1 : closing + 2]
+        if opening != -1 and opening + 1 < closing and kind in ("(", "{", "["):
+            after = closing + 2
+            if kind == "[":  # a list: `[{`, then its `.*?` on that line to `}]`
+                head = _LIST_HEAD.match(raw, closing + 1)
+                after = head.end() if head else -1
+            end = next_place(kind, after) if after != -1 else -1
+            line_end = next_place("\n", after) if kind == "[" and end != -1 else -1
+            if end != -1 and (line_end == -1 or end < line_end):
+                match = _MARKUP.match(raw, closing + 1)
+                if match:
+                    yield opening, closing, match
+                    position = match.end()
+                    continue
+        position = closing + 1
+
+
 def _entity_specs(raw: str, filename: str, line: int | None) -> list[dict[str, Any]]:
     """The entity JSON of an annotation, one object or a list of them; each needs an
     `entity` name, and its value, role and group must be text."""
     try:
-        parsed = json.loads(raw)
+        parsed = loads_untrusted(raw.encode("utf-8", "surrogatepass"))
     except json.JSONDecodeError as e:
         raise InvalidProjectFile(
             f"invalid entity JSON {brief(raw)}: {e.msg}", filename, line
         ) from e
+    except TooDeep:  # a YAML string's JSON, which the YAML file's own limit does not see
+        raise InvalidProjectFile(
+            f"entity JSON {brief(raw)} nests more than {MAX_DEPTH} levels deep", filename, line
+        ) from None
+    except ValueError as e:
+        raise InvalidProjectFile(f"invalid entity JSON {brief(raw)}: {e}", filename, line) from e
     specs = parsed if isinstance(parsed, list) else [parsed]
     for spec in specs:
         if not isinstance(spec, dict) or not isinstance(spec.get("entity"), str):

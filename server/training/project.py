@@ -12,6 +12,7 @@ from typing import Any
 from server.dialogue.domain import Domain
 from server.dialogue.story_steps import StoryStep, TrainingStory, generate_training_stories
 from server.errors import InvalidProjectFile
+from server.json_values import loads_untrusted
 from server.nlu.training_data import NLUTrainingData
 from server.trackers.events import ActionExecuted
 from server.training.config_yaml import ProjectConfig, read_config
@@ -186,7 +187,7 @@ def load_project(
         project_domain,
         nlu,
         stories,
-        files + json_files,
+        files + json_files + nlu.lookup_files,
         warnings,
         domain_reader.origins,
     )
@@ -216,12 +217,20 @@ def _warn_unknown_sections(content: dict[Any, Any], filename: str, warnings: lis
 
 
 def _is_nlu_json(path: Path) -> bool:
-    """Whether a `.json` file holds Rasa's JSON NLU data (or means to: a broken one is read,
-    for its error to name the line)."""
+    """Whether a `.json` file holds Rasa's JSON NLU data at its top level, as Rasa tells it
+    (another file naming `rasa_nlu_data` deeper is skipped, as by Rasa); a broken one naming
+    it is read, for its error to name the line."""
     try:
-        return b'"rasa_nlu_data"' in path.read_bytes()
+        raw = path.read_bytes()
     except OSError:
         return True  # read_nlu_json says why it cannot be read
+    if b'"rasa_nlu_data"' not in raw:
+        return False
+    try:
+        document = loads_untrusted(raw)
+    except ValueError:  # not JSON, or nested too deep (TooDeep)
+        return True
+    return isinstance(document, dict) and "rasa_nlu_data" in document
 
 
 def _add_data_responses(

@@ -351,7 +351,7 @@ def train_nlu(
         else:  # a file named is read whatever its name, a `.json` one as Rasa's JSON format
             (json_files if path.suffix == ".json" else files).append(path)
     data = NLUTrainingData.merge([*map(read_nlu_file, files), *map(read_nlu_json, json_files)])
-    files += json_files
+    files += json_files + data.lookup_files
     if not data.examples:  # as in Rasa: a model of no intent parses every message as none
         raise InvalidProjectFile(
             "no NLU training examples: nothing to train (give the NLU data with --nlu)",

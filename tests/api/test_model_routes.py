@@ -1414,3 +1414,20 @@ async def test_a_served_model_leaves_no_extracted_archive_behind(
             )
         assert reply.status_code == 200 and reply.json(), reply.text
     assert list(temp.glob("botserver-model-*")) == []
+
+
+async def test_an_entity_annotation_nested_deep_is_a_400_naming_the_data_part(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """An example's entity JSON, one object or a list of them, nested 5,000 levels deep (a
+    10 KB body): it is JSON inside a YAML string, which the YAML depth limit cannot see."""
+    nested = "[" * 5000 + "]" * 5000
+    for markup in (
+        f'{{"entity": "city", "x": {nested}}}',
+        f'[{{"entity": "city"}}, {{"entity": "x", "x": {nested}}}]',
+    ):
+        body = TRAINING_YAML.replace("    - hey\n", f"    - hey [Paris]{markup}\n")
+        train = await client.post("/model/train", content=body)
+        message = check(rasa_spec, train, "/model/train", "post", 400)["message"]
+        assert message.startswith("request body: data/data.yml:")
+        assert message.endswith("nests more than 100 levels deep")

@@ -1,4 +1,5 @@
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,17 @@ def test_a_broken_entity_in_a_list_names_file_and_line():
     with pytest.raises(InvalidProjectFile, match="needs an 'entity'") as info:
         read_nlu_yaml(text, "data/nlu.yml")
     assert (info.value.filename, info.value.line) == ("data/nlu.yml", 5)
+
+
+@pytest.mark.parametrize("piece", ["[a][{", "[a](", "[a]{", "["])
+def test_an_example_of_unclosed_annotations_is_read_in_linear_time(piece: str) -> None:
+    """Each `[` began a search of the rest of the line: 100 KB of `[` took 40 s of CPU, and
+    of `[a][{` (the list form) 25 s, holding the GIL, so a `POST /model/train` body stalled
+    the whole server. Now a few milliseconds (CPU time, bounded loosely for a loaded
+    machine)."""
+    text = piece * (100_000 // len(piece))
+    started = time.process_time()
+    data = read_nlu_yaml(f"nlu:\n- intent: odd\n  examples: |\n    - x {text}\n")
+    assert time.process_time() - started < 2
+    assert data.examples[0].text == f"x {text}"
+    assert data.examples[0].entities == []

@@ -22,7 +22,7 @@ from server.training.nlu_json import read_nlu_json
 from server.training.nlu_yaml import read_nlu_file
 from server.training.project import load_project, load_test_stories
 from server.training.stories_yaml import read_story_data
-from server.training.train import train
+from server.training.train import train, train_nlu
 from server.training.validation import run_validate, validate_project
 from server.training.yaml_io import parse_yaml, read_yaml_file
 from tests.shared_data import BOTS, TESTDATA
@@ -731,6 +731,31 @@ def test_editing_only_the_domain_trains_a_new_model(tmp_path: Path) -> None:
     assert not train(*args, tmp_path / "models").skipped
 
 
+def test_editing_a_lookup_file_that_json_nlu_data_names_trains_a_new_model(
+    tmp_path: Path,
+) -> None:
+    """Rasa's JSON lookup table may name a file of one element a line, which trains; before,
+    an edit of that file was "Nothing changed since the last training" (`train` and `train
+    nlu`), and the model kept the old elements."""
+    for name, text in TINY_BOT.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "data" / "cities.txt").write_text("Paris\n")
+    table = {"name": "city", "elements": "cities.txt"}
+    example = {"text": "hi", "intent": "greet"}
+    nlu = {"rasa_nlu_data": {"common_examples": [example], "lookup_tables": [table]}}
+    (tmp_path / "data" / "nlu.json").write_text(json.dumps(nlu))
+    args = (tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "data"])
+    nlu_args = (tmp_path / "config.yml", [tmp_path / "data"], tmp_path / "nlu_models")
+    assert not train(*args, tmp_path / "models").skipped
+    assert not train_nlu(*nlu_args).skipped
+    assert train(*args, tmp_path / "models").skipped
+    assert train_nlu(*nlu_args).skipped
+    (tmp_path / "data" / "cities.txt").write_text("Paris\nRome\n")
+    assert not train(*args, tmp_path / "models").skipped
+    assert not train_nlu(*nlu_args).skipped
+
+
 @pytest.mark.parametrize(
     ("name", "reader"),
     [
@@ -1134,6 +1159,8 @@ def test_rasas_json_nlu_data_in_the_data_folder_trains(tmp_path: Path) -> None:
     }
     (data / "travel.json").write_text(json.dumps({"rasa_nlu_data": {"common_examples": [example]}}))
     (data / "notes.json").write_text('{"not": "training data"}')  # ignored, as by Rasa
+    # Nor is a request body kept beside the data read, though it names the format
+    (data / "request.json").write_text('{"body": {"rasa_nlu_data": {"common_examples": []}}}')
     project = load_project(None, tmp_path / "domain.yml", [tmp_path / "data"])
     examples = {e.text: e for e in project.nlu.examples}
     assert sorted(examples) == ["hi", "to Paris"]
@@ -1210,3 +1237,24 @@ def test_another_tools_nlu_export_in_the_data_folder_is_a_warning(
         f"{tmp_path / 'data' / name}: {what}, which botserver does not read, is skipped; "
         "convert it to Rasa's YAML (Rasa's `rasa data convert nlu -f yaml` reads it)"
     ]
+
+
+def test_json_in_the_data_folder_nested_too_deep_is_refused_or_skipped(tmp_path: Path) -> None:
+    """The YAML files' depth limit holds for JSON: 5,000 nested lists (10 KB) in a JSON NLU
+    file are an error naming it, in another `.json` file (no training data) nothing. Before,
+    both were a RecursionError and its traceback, where another `.json` file was skipped
+    before botserver read JSON NLU files."""
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet]\n')
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "nlu.yml").write_text("nlu:\n- intent: greet\n  examples: |\n    - hi\n")
+    nested = "[" * 5000 + "]" * 5000
+    (data / "notes.json").write_text(f'{{"utterances": {nested}}}')
+    project = load_project(None, tmp_path / "domain.yml", [data])
+    assert [e.text for e in project.nlu.examples] == ["hi"]
+    for depth in (5000, 150):  # a RecursionError; deeper than a YAML file may nest
+        example = '{"text": "hey", "metadata": {"x": ' + "[" * depth + "]" * depth + "}}"
+        (data / "nlu.json").write_text(f'{{"rasa_nlu_data": {{"common_examples": [{example}]}}}}')
+        with pytest.raises(InvalidProjectFile, match="nests more than 100 levels deep") as info:
+            load_project(None, tmp_path / "domain.yml", [data])
+        assert info.value.filename == str(data / "nlu.json")

@@ -117,6 +117,21 @@ stories:
     assert second.text == "just text" and second.intent_name is None
 
 
+def test_an_intent_messages_entities_nested_too_deep_are_ignored_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    """As entities that are not JSON: a user text `/greet{...}` whose JSON nests 5,000
+    levels (10 KB) was a RecursionError, a 500 from `POST /model/train`."""
+    nested = "[" * 5000 + "]" * 5000
+    story = f'stories:\n- story: s\n  steps:\n  - user: |\n      /greet{{"city": {nested}}}\n'
+    warnings: list[str] = []
+    [step] = read_story_file(write(tmp_path, story), warnings=warnings)
+    [user] = step.events
+    assert isinstance(user, UserUttered) and user.entities == []
+    [warning] = warnings
+    assert warning.endswith("; they are ignored")
+
+
 def test_bare_slot_names_take_rasa_default_by_type(tmp_path: Path) -> None:
     path = write(
         tmp_path,

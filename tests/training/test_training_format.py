@@ -157,6 +157,9 @@ def test_an_older_botserver_reads_a_new_archive_as_trained(tmp_path: Path) -> No
     a new archive lacked the marker, so the older server read it as format 0 and followed
     stories by roles the domain does not list."""
     folder = project(tmp_path / "bot")
+    # `train nlu` needs an example (Rasa skips training without one).
+    nlu = "nlu:\n- intent: travel\n  examples: |\n    - to [Berlin](city)\n"
+    (folder / "data" / "nlu.yml").write_text(nlu)
     archives = [
         train_archive(folder, tmp_path / "models"),
         Path(train_core(*inputs(folder), tmp_path / "core", force=True).path),
