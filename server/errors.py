@@ -150,6 +150,11 @@ class StoreFailed(StoreError):
     underneath it, a missing privilege): the server's problem, logged."""
 
 
+class CorruptConversation(StoreFailed):
+    """A stored conversation this server cannot read (not JSON, not a tracker's shape, an
+    event it does not know): the stored data's fault, not the request's. It is left as is."""
+
+
 class NothingToExport(BotServerError):
     """`botserver export` found no conversation, none of the requested ones, or no event in
     the requested time range."""
