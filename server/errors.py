@@ -27,6 +27,10 @@ class InvalidProjectFile(BotServerError):
         super().__init__(f"{where}{message}")
 
 
+class NothingToTrain(InvalidProjectFile):
+    """A project without stories, rules or NLU data: Rasa trains no model from it."""
+
+
 class InvalidConfig(BotServerError):
     """endpoints.yml, credentials.yml or config.yml holds a value we cannot use."""
 
