@@ -1,18 +1,22 @@
-"""A conversation Redis holds that this server cannot read (Rasa's one-string layout whose
-value is not Rasa's tracker JSON, or a list item that is not JSON): a 500 with Rasa's error
-body, a log line naming the conversation and no traceback, and the stored value as it was."""
+"""A stored conversation this server cannot read (Redis: Rasa's one-string layout whose
+value is not Rasa's tracker JSON, or a list item that is not JSON; SQL: a row whose data is
+not JSON): a 500 with Rasa's error body, a log line naming the conversation and no
+traceback, and the stored value as it was."""
 
 from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from server.trackers.factory import create_tracker_store
 from server.trackers.redis_store import RedisTrackerStore
 from tests.trackers.persistence_fixtures import (
     REDIS,
@@ -82,16 +86,7 @@ async def test_a_list_item_that_is_not_json_is_a_clear_500(
     await other.rpush(key, *items)
     client = await make_client(endpoints={"tracker_store": redis})
     try:
-        for path in ["/conversations/bob/tracker", "/conversations/bob/story"]:
-            caplog.clear()
-            with caplog.at_level(logging.INFO):
-                response = await client.get(path)
-            assert response.status_code == 500, (path, response.text)
-            assert response.json()["reason"] == "ServerError"
-            errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-            assert errors and not any(r.exc_info for r in errors), path
-            logged = "\n".join(r.getMessage() for r in errors)
-            assert "'bob'" in logged and "not JSON" in logged, logged
+        await _reads_are_clear_500s(client, "bob", caplog)
         assert await other.lrange(key, 0, -1) == items
     finally:
         await other.aclose()
@@ -125,3 +120,39 @@ async def test_retention_keeps_a_corrupt_conversation_and_prunes_the_others(
         await store.close()
         await other.aclose()
         await delete_redis_keys(prefix)
+
+
+async def _reads_are_clear_500s(
+    client: Any, sender_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reading the conversation (its tracker, its story) is a 500 with Rasa's body, and the
+    log's error line names it and the event that is not JSON, without a traceback."""
+    for path in [f"/conversations/{sender_id}/tracker", f"/conversations/{sender_id}/story"]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            response = await client.get(path)
+        assert response.status_code == 500, (path, response.text)
+        assert response.json()["reason"] == "ServerError"
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors and not any(r.exc_info for r in errors), path
+        logged = "\n".join(r.getMessage() for r in errors)
+        assert f"'{sender_id}'" in logged and "not JSON" in logged, logged
+
+
+async def test_an_sql_row_that_is_not_json_is_a_clear_500(
+    make_client: Callable[..., Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a JSONDecodeError, a generic 500 and a traceback in the log."""
+    stored = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "trackers.db")}
+    store = create_tracker_store(stored)
+    listen = {"event": "action", "name": "action_listen", "timestamp": time.time()}
+    try:
+        await store.append("cy", [listen, listen])
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "trackers.db") as db:
+        db.execute("UPDATE events SET data = '{oops' WHERE id = (SELECT MAX(id) FROM events)")
+    client = await make_client(endpoints={"tracker_store": stored})
+    await _reads_are_clear_500s(client, "cy", caplog)
+    with sqlite3.connect(tmp_path / "trackers.db") as db:
+        assert db.execute("SELECT data FROM events ORDER BY id").fetchall()[-1] == ("{oops",)
