@@ -842,9 +842,17 @@ def _progress() -> Iterator[Callable[[str], None]]:
 
 def _train_dry_run(args: argparse.Namespace) -> int:
     from server.training.project import load_project
-    from server.training.train import DRY_RUN_FORCED, DRY_RUN_UP_TO_DATE, dry_run, set_augmentation
+    from server.training.train import (
+        DRY_RUN_FORCED,
+        DRY_RUN_UP_TO_DATE,
+        check_training_data,
+        dry_run,
+        set_augmentation,
+    )
 
-    project = load_project(*_train_inputs(args))
+    config, domain, data = _train_inputs(args)
+    project = load_project(config, domain, data)
+    check_training_data(project, data)  # as `rasa train --dry-run`: no code, an error
     set_augmentation(project, args.augmentation)
     code, existing = dry_run(project, Path(args.out), args.fixed_model_name, args.force)
     if code == DRY_RUN_UP_TO_DATE:

@@ -27,6 +27,10 @@ class InvalidProjectFile(BotServerError):
         super().__init__(f"{where}{message}")
 
 
+class NothingToTrain(InvalidProjectFile):
+    """A project without stories, rules or NLU data: Rasa trains no model from it."""
+
+
 class InvalidConfig(BotServerError):
     """endpoints.yml, credentials.yml or config.yml holds a value we cannot use."""
 
@@ -148,6 +152,11 @@ class StoreRefusedData(StoreError):
 class StoreFailed(StoreError):
     """A store's database refused a statement for a reason of its own (a table changed
     underneath it, a missing privilege): the server's problem, logged."""
+
+
+class CorruptConversation(StoreFailed):
+    """A stored conversation this server cannot read (not JSON, not a tracker's shape, an
+    event it does not know): the stored data's fault, not the request's. It is left as is."""
 
 
 class NothingToExport(BotServerError):

@@ -66,6 +66,7 @@ from server.errors import (
     ModelStorageFull,
     ModelSuperseded,
     ModelUnavailable,
+    NothingToTrain,
     TrainingError,
 )
 from server.http_clients import async_client_off_loop, safe_url
@@ -257,6 +258,15 @@ def _train_sync(document: dict[str, Any], out_dir: Path, force: bool) -> Path:
         config_path, domain_path, data_dir = _write_project(document, directory)
         try:
             result = train(config_path, domain_path, [data_dir], out_dir, force=force, env=False)
+        except NothingToTrain:
+            raise ApiError(
+                400,
+                "BadRequest",
+                "No training data given in the request body: it has no stories, rules or NLU "
+                "examples (nlu, stories, rules), nothing to train.",
+                {"in": "body"},
+                HELP_TRAINING_DATA,
+            ) from None
         except InvalidProjectFile as exc:
             raise _project_error(exc, directory) from None
     return result.path

@@ -255,9 +255,7 @@ class ActionDefaultAskAffirmation(Action):
     name = "action_default_ask_affirmation"
 
     async def run(self, ctx: ActionContext) -> list[Event]:
-        ranking = ctx.tracker.latest_message.parse_data.get("intent_ranking") or []
-        candidates = [r for r in ranking if r.get("name") not in ("nlu_fallback", None)]
-        intent = candidates[0]["name"] if candidates else None
+        intent = _likeliest_intent(ctx.tracker.latest_message.parse_data.get("intent_ranking"))
         if intent is None:
             intent = ctx.tracker.latest_message.intent_name or "out_of_scope"
         bot = None
@@ -281,6 +279,20 @@ class ActionDefaultAskAffirmation(Action):
                 metadata={"utter_action": "action_default_ask_affirmation"},
             )
         return [bot]
+
+
+def _likeliest_intent(ranking: Any) -> str | None:
+    """The first intent of a ranking other than the fallback. Clients' rankings are checked
+    where they arrive; a stored one (from before those checks, or another tool) may be
+    anything, and its entries that are no intent are passed over (before: an
+    AttributeError, a 500 with a traceback)."""
+    if not isinstance(ranking, list):
+        return None
+    for ranked in ranking:
+        name = ranked.get("name") if isinstance(ranked, dict) else None
+        if isinstance(name, str) and name != "nlu_fallback":
+            return name
+    return None
 
 
 class ActionDefaultAskRephrase(Action):

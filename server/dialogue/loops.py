@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+import weakref
+from typing import TYPE_CHECKING, Any
 
 from server.dialogue.actions import (
     Action,
@@ -27,6 +28,9 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.tracker import Tracker, applied_events
+
+if TYPE_CHECKING:
+    from server.dialogue.domain import Domain
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +219,21 @@ def _rejected(events: list[Event]) -> bool:
     return any(isinstance(e, ActionExecutionRejected) for e in events)
 
 
+# What each model's domain has had said once (weak: a model swapped out takes its share).
+_SAID: weakref.WeakKeyDictionary[Domain, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _say_once_per_model(domain: Domain, warning: str) -> None:
+    """`warning` logged the first time for this model, at debug level after: a mistake of the
+    domain is the same at every turn (before, a busy bot logged it at each)."""
+    said = _SAID.setdefault(domain, set())
+    if warning in said:
+        logger.debug("%s", warning)
+        return
+    said.add(warning)
+    logger.warning("%s", warning)
+
+
 class TwoStageFallbackAction(Action):
     """Ask to affirm the likely intent, then to rephrase, then give up with the default fallback."""
 
@@ -251,10 +270,10 @@ class TwoStageFallbackAction(Action):
                 )
             else:
                 why = "the domain has no response 'utter_ask_rephrase'"
-            logger.warning(
+            _say_once_per_model(
+                ctx.domain,
                 "the two-stage fallback asks the user to rephrase with 'utter_ask_rephrase': "
-                "%s, so nothing is said",
-                why,
+                f"{why}, so nothing is said (said once per model)",
             )
         return asked
 

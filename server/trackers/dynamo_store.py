@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from server.errors import (
+    CorruptConversation,
     InvalidConfig,
     InvalidConversationId,
     StoreFailed,
@@ -233,17 +234,11 @@ class DynamoTrackerStore:
         if item is None:
             return None
         values = item.get("events", {}).get("L", [])
-        events = [self._event(value) for value in values]
+        events = [_event(sender_id, value) for value in values]
         if not events:
             return None
         size, bound = _size(sender_id, response)
         return _Known(item.get(_NAMES["#append"], {}).get("S"), events, size, bound)
-
-    @staticmethod
-    def _event(value: dict[str, Any]) -> dict[str, Any]:
-        if "S" in value:  # an event DynamoDB cannot hold as a map, kept as JSON text
-            return dict(json.loads(value["S"]))
-        return dict(_plain(value))
 
     async def keys(self) -> list[str]:
         await self._ensure_ready()
@@ -392,9 +387,15 @@ class DynamoTrackerStore:
             return None
         stale = {}
         for item in page:
-            events = item.get("events", {}).get("L", [])
-            if latest_timestamp([self._event(value) for value in events]) < cutoff_timestamp:
-                stale[item["sender_id"]["S"]] = len(events)
+            sender_id, events = item["sender_id"]["S"], item.get("events", {}).get("L", [])
+            try:
+                latest = latest_timestamp([_event(sender_id, value) for value in events])
+            except CorruptConversation as exc:
+                # Kept, for someone to look at; before, it stopped the prune.
+                logger.warning("%s; retention keeps it.", exc)
+                continue
+            if latest < cutoff_timestamp:
+                stale[sender_id] = len(events)
         return stale
 
     def _delete_if(self, sender_id: str, length: int) -> bool:
@@ -567,6 +568,24 @@ def _dynamo_value(value: Any, depth: int) -> dict[str, Any]:
     if isinstance(value, list | tuple):
         return {"L": [_dynamo_value(item, depth + 1) for item in value]}
     raise _CannotHold
+
+
+def _event(sender_id: str, value: dict[str, Any]) -> dict[str, Any]:
+    """One stored event; one kept as text that is not JSON is CorruptConversation naming the
+    conversation (before: a JSONDecodeError, a 500 with a traceback)."""
+    if "S" in value:  # an event DynamoDB cannot hold as a map, kept as JSON text
+        try:
+            event = json.loads(value["S"])
+        except ValueError as exc:
+            raise CorruptConversation(
+                f"Conversation '{sender_id}' holds a stored event that is not JSON ({exc})"
+            ) from exc
+        if not isinstance(event, dict):
+            raise CorruptConversation(
+                f"Conversation '{sender_id}' holds a stored event that is not a JSON object"
+            )
+        return event
+    return dict(_plain(value))
 
 
 def _plain(value: dict[str, Any]) -> Any:

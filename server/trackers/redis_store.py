@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from redis import exceptions as redis_errors
 from redis.asyncio.client import Pipeline
 
+from server.errors import CorruptConversation
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.freeing import free_off_loop
 from server.trackers.known_sessions import KnownSessions
@@ -320,7 +321,7 @@ class RedisTrackerStore:
                 sender_id, lambda: self._load_script(keys=self._keys(sender_id), args=args)
             )
         # Parsed before the check below: nothing may be awaited between it and the update.
-        events = await _off_loop_if_long(_decoded, items)
+        events = await _events_of(sender_id, items)
         if not whole and (
             cached is not self._sessions.get(sender_id)
             or cached is None
@@ -345,7 +346,7 @@ class RedisTrackerStore:
         key = self._prefix + sender_id
         with self._errors():
             raw = await self._with_rasa_layout(sender_id, lambda: self._redis.lrange(key, 0, -1))
-        events = await _off_loop_if_long(_decoded, raw)
+        events = await _events_of(sender_id, raw)
         await free_off_loop(raw)
         return events or None
 
@@ -419,14 +420,14 @@ class RedisTrackerStore:
         what it wrote stands. Before, that turn's events were written over. A transaction
         that fails is looked at again: it also fails when the connection watching the key
         dropped (the key then unchanged), which was taken for another's conversion, and the
-        operation run again on the string was a 500."""
+        operation run again on the string was a 500. A string that holds no tracker is
+        CorruptConversation and stays as it is."""
         key = self._prefix + sender_id
         for _ in range(_CONVERSION_ATTEMPTS):
             async with watched(self._redis, key) as pipe:
                 if await pipe.type(key) != "string":
                     return  # converted (or deleted) since the operation failed
-                stored = await pipe.get(key)
-                events = json.loads(stored).get("events", []) if stored else []
+                events = _rasa_events(sender_id, await pipe.get(key))
                 try:
                     await self._write_all(sender_id, events, watching=pipe)
                     return
@@ -481,11 +482,16 @@ class RedisTrackerStore:
             for sender_id, outcome in zip(batch, outcomes, strict=True):
                 if isinstance(outcome, redis_errors.ResponseError) and "WRONGTYPE" in str(outcome):
                     keys = self._keys(sender_id)
-                    with self._errors():
-                        outcome = await self._with_rasa_layout(
-                            sender_id,
-                            lambda k=keys: self._prune_script(keys=k, args=[cutoff_timestamp]),
-                        )
+                    try:
+                        with self._errors():
+                            outcome = await self._with_rasa_layout(
+                                sender_id,
+                                lambda k=keys: self._prune_script(keys=k, args=[cutoff_timestamp]),
+                            )
+                    except CorruptConversation as exc:
+                        # Kept, for someone to look at; before, it stopped the prune.
+                        logger.warning("%s; retention keeps it.", exc)
+                        continue
                 if isinstance(outcome, Exception):
                     with self._errors():
                         raise outcome
@@ -578,6 +584,37 @@ def _encoded(events: Sequence[dict[str, Any]]) -> tuple[int | None, list[str]]:
 
 def _decoded(items: Sequence[str | bytes]) -> list[dict[str, Any]]:
     return [json.loads(item) for item in items]
+
+
+async def _events_of(sender_id: str, items: Sequence[str | bytes]) -> list[dict[str, Any]]:
+    """The stored items as event dicts; CorruptConversation, naming it, when one is not JSON
+    (before: a JSONDecodeError, a 500 with a traceback)."""
+    try:
+        return await _off_loop_if_long(_decoded, items)
+    except ValueError as exc:
+        raise CorruptConversation(
+            f"Conversation '{sender_id}' holds an item that is not JSON ({exc})"
+        ) from exc
+
+
+def _rasa_events(sender_id: str, stored: str | bytes | None) -> list[Any]:
+    """The events of a conversation kept in Rasa's layout: one JSON string of its tracker,
+    an object with a list of `events`. CorruptConversation when it holds anything else:
+    before, that was a 500 with a traceback, or (an object without `events`) the key was
+    taken for an empty conversation and deleted."""
+    where = f"Conversation '{sender_id}' is kept in Rasa's layout (one JSON string), but"
+    if stored is None:  # deleted since its type was read
+        return []
+    try:
+        value = json.loads(stored)
+    except ValueError as exc:  # (UnicodeDecodeError included)
+        raise CorruptConversation(f"{where} its value is not JSON ({exc})") from exc
+    events = value.get("events") if isinstance(value, dict) else None
+    if not isinstance(events, list):
+        raise CorruptConversation(
+            f"{where} its value is not a tracker (a JSON object with a list of events)"
+        )
+    return events
 
 
 def _timestamp(item: bytes | str) -> float:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.errors import (
     BotServerError,
+    CorruptConversation,
     StoreFailed,
     StoreRefusedData,
     StoreUnavailable,
@@ -444,7 +445,7 @@ class SqlTrackerStore:
             data = await self._db.all_data(sender_id)
         if not data:
             return None
-        events = await _parse(data)
+        events = await _parse(sender_id, data)
         await free_off_loop(data)
         return events
 
@@ -477,7 +478,9 @@ class SqlTrackerStore:
         # Another load or append in this process may have advanced the cache meanwhile.
         new_rows = [row for row in rows if row[0] > cached.last_id]
         if new_rows:
-            self._cache.extend(sender_id, cached, await _parse_rows(new_rows), new_rows[-1])
+            self._cache.extend(
+                sender_id, cached, await _parse_rows(sender_id, new_rows), new_rows[-1]
+            )
         cached.synced = self._read_at(sender_id, mark)
         self._cache.touch(sender_id)
         return Snapshot(cached.events)
@@ -493,7 +496,7 @@ class SqlTrackerStore:
                 self._cache.found_empty(sender_id, synced)
             return None
         synced = self._read_at(sender_id, mark)
-        events = await _parse_rows(rows)
+        events = await _parse_rows(sender_id, rows)
         last_id, last_data = rows[-1]
         self._cache.put(sender_id, _CachedSession(events, last_id, last_data, synced))
         if len(rows) > OFF_LOOP_EVENTS:
@@ -925,14 +928,28 @@ def _load_json(data: str) -> Any:
     return loads_exact(data, constants=True)
 
 
-async def _parse_rows(rows: Sequence[IdData]) -> list[dict[str, Any]]:
+async def _parse_rows(sender_id: str, rows: Sequence[IdData]) -> list[dict[str, Any]]:
     """The events of `rows`; taken from the rows in the same thread as they are parsed."""
-    if len(rows) > OFF_LOOP_EVENTS:
-        return await asyncio.to_thread(lambda: [_load_json(row[1]) for row in rows])
-    return [_load_json(row[1]) for row in rows]
+    return await _parse(sender_id, rows, of_rows=True)
 
 
-async def _parse(data: Sequence[str]) -> list[dict[str, Any]]:
-    if len(data) > OFF_LOOP_EVENTS:  # rows parsed off the event loop
-        return await asyncio.to_thread(lambda: [_load_json(d) for d in data])
-    return [_load_json(d) for d in data]
+async def _parse(
+    sender_id: str, items: Sequence[Any], of_rows: bool = False
+) -> list[dict[str, Any]]:
+    """The events of a conversation's data (or of its `(id, data)` rows), parsed off the
+    event loop when they are many; one that is not JSON is CorruptConversation naming the
+    conversation (before: a JSONDecodeError, a 500 with a traceback)."""
+
+    def parse() -> list[dict[str, Any]]:
+        if of_rows:
+            return [_load_json(row[1]) for row in items]
+        return [_load_json(data) for data in items]
+
+    try:
+        if len(items) > OFF_LOOP_EVENTS:
+            return await asyncio.to_thread(parse)
+        return parse()
+    except ValueError as exc:
+        raise CorruptConversation(
+            f"Conversation '{sender_id}' holds a stored event that is not JSON ({exc})"
+        ) from exc

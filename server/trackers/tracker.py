@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from enum import Enum
 from typing import Any
 
-from server.errors import InvalidEvent, StoreFailed
+from server.errors import CorruptConversation, InvalidEvent
 from server.outages import RepeatsCounted
 from server.trackers.events import (
     ACTION_LISTEN,
@@ -152,13 +152,13 @@ class Tracker:
 
     def update_from_dicts(self, event_dicts: Iterable[dict[str, Any]]) -> None:
         """Folds stored event dicts, counting in `left_out` those Rasa leaves out. One this
-        server cannot read is StoreFailed (500, logged, naming the conversation): the stored
+        server cannot read is CorruptConversation (500, logged, naming the conversation): the stored
         data's fault, not the request's (before: a 400 "unknown event type")."""
         left_out: list[Any] = []
         try:
             self.update_many(stored_events(event_dicts, left_out))
         except InvalidEvent as exc:
-            raise StoreFailed(
+            raise CorruptConversation(
                 f"Conversation '{self.sender_id}' holds a stored event this server cannot "
                 f"read: {exc}"
             ) from exc

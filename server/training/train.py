@@ -7,7 +7,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from server import __version__
 from server.dialogue.domain import Domain
 from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.story_steps import checkpoint_warnings
-from server.errors import InvalidProjectFile
+from server.errors import InvalidProjectFile, NothingToTrain
 from server.models.archive import check_archive_target, random_name, write_archive
 from server.models.fingerprint import (
     find_archive_with_fingerprint,
@@ -185,9 +185,23 @@ def train(
     started = time.perf_counter()
     say("reading the project")
     project = load_project(config, domain, data, env)
+    check_training_data(project, data)
     set_augmentation(project, augmentation)
     return _train_project(
         project, Path(out), fixed_model_name, force, signing_key, say, started, core_only=False
+    )
+
+
+def check_training_data(project: Project, data: Iterable[Path]) -> None:
+    """NothingToTrain when the project has no stories or rules and no NLU data (examples,
+    synonyms, regexes, lookup tables), as Rasa 3.6 refuses it ("No training data given").
+    Before, such a project trained a model that knew nothing."""
+    nlu = project.nlu
+    if project.stories or nlu.examples or nlu.synonyms or nlu.regexes or nlu.lookups:
+        return
+    raise NothingToTrain(
+        "no training data: no stories, rules or NLU examples, nothing to train",
+        ", ".join(map(str, data)) or None,
     )
 
 

@@ -188,6 +188,33 @@ async def test_train_without_training_data_is_a_400(
     assert error["message"].startswith("No training data given in the request body")
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ('{"version": "3.1", "nlu": [],}', None),  # YAML (a trailing comma is not JSON)
+        ('{"version": "3.1", "nlu": [], "stories": [], "rules": []}', "application/json"),
+        ('version: "3.1"\nintents: [greet]\nresponses:\n  utter_hi: [{text: hi}]\n', None),
+        ('version: "3.1"\nnlu:\n- intent: greet\n  examples: ""\n', "application/yaml"),
+    ],
+    ids=["empty-nlu", "empty-lists", "domain-only", "intent-without-examples"],
+)
+async def test_train_a_project_with_nothing_to_train_is_a_400(
+    client: httpx.AsyncClient,
+    rasa_spec: RasaSpec,
+    tmp_path: Path,
+    body: str,
+    content_type: str | None,
+) -> None:
+    """No stories, no rules, no NLU examples (Rasa 3.6: "No training data given", and no
+    model). Before: a 200 with an archive of a model that knows nothing."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await client.post("/model/train", content=body, headers=headers)
+    error = check(rasa_spec, response, "/model/train", "post", 400)
+    assert error["message"].startswith("No training data given in the request body"), error
+    assert "no stories, rules or NLU examples" in error["message"], error
+    assert not list((tmp_path / "models").glob("*.tar.gz"))
+
+
 async def test_train_on_a_server_that_verifies_signatures(
     make_client: Any, moodbot_model: Path, tmp_path: Path
 ) -> None:

@@ -286,6 +286,23 @@ def test_train_on_a_broken_file_names_file_and_line(run_cli, starter_copy: Path)
     assert "Traceback" not in result.err
 
 
+@pytest.mark.parametrize("dry_run", [False, True], ids=["train", "dry-run"])
+def test_train_a_project_with_nothing_to_train_is_an_error(
+    run_cli, tmp_path: Path, dry_run: bool
+) -> None:
+    """No stories, rules or NLU examples: Rasa 3.6 says "No training data given" and trains
+    nothing. Before, `botserver train` wrote a model that knew nothing and said it was
+    trained (exit 0)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet]\n')
+    (tmp_path / "data" / "nlu.yml").write_text('version: "3.1"\nnlu: []\n')
+    result = run_cli("train", *(["--dry-run"] if dry_run else []), cwd=tmp_path)
+    assert result.code == 1, result.out
+    assert "error: data: no training data: no stories, rules or NLU examples" in result.err
+    assert "Traceback" not in result.err
+    assert not (tmp_path / "models").exists() or not list((tmp_path / "models").iterdir())
+
+
 def test_train_validates_the_project_first_as_rasa_does(run_cli, starter_copy: Path) -> None:
     stories = starter_copy / "data" / "stories.yml"
     stories.write_text(stories.read_text().replace("intent: deny", "intent: denny", 1))

@@ -3,6 +3,8 @@ message had been understood, no asks to rephrase, and a second failure gives up.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from server.dialogue.agent import Agent
@@ -209,7 +211,8 @@ async def test_denying_says_nothing_in_a_domain_without_a_rephrase_response(
 ) -> None:
     """As Rasa's `utter_ask_rephrase`, said only when the domain has it (the loop still waits
     for the rephrase). Before, an English sentence of our own was said, whatever the bot's
-    language."""
+    language. The log says why once per model: before, at every such turn of every
+    conversation."""
     project = tmp_path_factory.mktemp("two-stage-no-rephrase")
     (project / "data").mkdir()
     (project / "config.yml").write_text(CONFIG)
@@ -217,17 +220,27 @@ async def test_denying_says_nothing_in_a_domain_without_a_rephrase_response(
     (project / "domain.yml").write_text(DOMAIN.replace(REPHRASE, rephrase) + slots)
     (project / "data" / "nlu.yml").write_text(NLU)
     (project / "data" / "rules.yml").write_text(RULES)
+    agent = make_agent(train_project(project, project / "models"))
+    for sender in ("mute", "quiet", "mute"):
+        conversation = Conversation(agent, sender)
+        await unclear(conversation)
+
+        turn = await conversation.say("/out_of_scope")
+        assert turn.actions == ["action_two_stage_fallback"]
+        assert turn.texts == []
+        assert (await conversation.tracker()).active_loop_name == "action_two_stage_fallback"
+
+        turn = await conversation.say("hello there")
+        assert turn.texts == ["Hello!"]
+    warnings = [r for r in caplog.records if "utter_ask_rephrase" in r.getMessage()]
+    assert [r.levelno for r in warnings] == [logging.WARNING], caplog.text
+    assert logged in warnings[0].getMessage()
+
+    caplog.clear()  # the model loaded again says it again
     conversation = Conversation(make_agent(train_project(project, project / "models")), "mute")
     await unclear(conversation)
-
-    turn = await conversation.say("/out_of_scope")
-    assert turn.actions == ["action_two_stage_fallback"]
-    assert turn.texts == []
-    assert (await conversation.tracker()).active_loop_name == "action_two_stage_fallback"
+    assert (await conversation.say("/out_of_scope")).texts == []
     assert logged in caplog.text
-
-    turn = await conversation.say("hello there")
-    assert turn.texts == ["Hello!"]
 
 
 async def test_denying_the_second_suggestion_gives_up(agent: Agent) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bench.tcp_proxy import SilentProxy, free_port
-from server.errors import StoreFailed, StoreRefusedData, StoreUnavailable
+from server.errors import CorruptConversation, StoreFailed, StoreRefusedData, StoreUnavailable
 from server.trackers import dynamo_store
 from server.trackers.dynamo_store import DynamoTrackerStore
 from server.trackers.factory import create_tracker_store
@@ -117,6 +117,30 @@ async def test_a_conversation_rasa_stored_loads(
     }
     assert [e["timestamp"] for e in await store.load("bob") or []] == [100.5, 100.75]
     assert await store.keys() == ["bob"]
+
+
+async def test_an_event_kept_as_text_that_is_not_json_names_its_conversation(
+    store: DynamoTrackerStore, endpoint: str, table: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An event kept as JSON text (one DynamoDB cannot hold as a map) that is not JSON: its
+    loads are CorruptConversation (a 500, logged without a traceback) naming it, and the
+    prune keeps it with a warning and deletes the other old ones. Before: a JSONDecodeError
+    (a 500 with a traceback) that also stopped the prune."""
+    await store.ping()
+    raw = raw_client(endpoint)
+    old = {"M": {"event": {"S": "action"}, "timestamp": {"N": "1.0"}}}
+    broken = {"L": [old, {"S": "{oops"}]}
+    raw.put_item(TableName=table, Item={"sender_id": {"S": "bob"}, "events": broken})
+    await store.append("ann", [user("hi", 1.0)])
+    for load in (store.load, store.load_all):
+        with pytest.raises(CorruptConversation, match="Conversation 'bob' .* not JSON"):
+            await load("bob")
+    with caplog.at_level(logging.WARNING):
+        assert await store.delete_older_than(time.time()) == 1
+    assert await store.keys() == ["bob"]
+    assert any("'bob'" in r.getMessage() for r in caplog.records)
+    kept = raw.get_item(TableName=table, Key={"sender_id": {"S": "bob"}})["Item"]["events"]
+    assert kept == broken
 
 
 async def test_region_and_table_name_are_the_ones_configured(endpoint: str) -> None:

@@ -1,0 +1,158 @@
+"""A stored conversation this server cannot read (Redis: Rasa's one-string layout whose
+value is not Rasa's tracker JSON, or a list item that is not JSON; SQL: a row whose data is
+not JSON): a 500 with Rasa's error body, a log line naming the conversation and no
+traceback, and the stored value as it was."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from server.trackers.factory import create_tracker_store
+from server.trackers.redis_store import RedisTrackerStore
+from tests.trackers.persistence_fixtures import (
+    REDIS,
+    delete_redis_keys,
+    require_service,
+    unique_name,
+)
+
+CORRUPT_RASA_VALUES = {
+    "not JSON": '{"events": [',
+    "JSON that is not an object": "[1, 2, 3]",
+    "an object without events": json.dumps({"name": "ann"}),
+    "events that are not a list": json.dumps({"name": "ann", "events": "greet"}),
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("value", CORRUPT_RASA_VALUES.values(), ids=CORRUPT_RASA_VALUES.keys())
+async def test_rasas_layout_holding_no_tracker_is_a_clear_500_that_keeps_it(
+    value: str, make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: an unmapped error (JSONDecodeError, AttributeError, TypeError), a generic 500
+    and a traceback in the log; an object without events was converted to nothing and the
+    key deleted. Now the log names the conversation and what is wrong with it, and the key
+    still holds what it held."""
+    require_service("Redis", REDIS)
+    prefix = unique_name("left10corrupt")
+    redis = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    other = Redis(host=REDIS[0], port=REDIS[1], decode_responses=True)
+    key = f"{prefix}:tracker:ann"
+    await other.set(key, value)
+    client = await make_client(endpoints={"tracker_store": redis})
+    try:
+        for method, path, body in [
+            ("GET", "/conversations/ann/tracker", None),
+            ("POST", "/conversations/ann/messages", {"text": "hello", "sender": "user"}),
+            ("POST", "/webhooks/rest/webhook", {"sender": "ann", "message": "hello"}),
+        ]:
+            caplog.clear()
+            with caplog.at_level(logging.INFO):
+                response = await client.request(method, path, json=body)
+            assert response.status_code == 500, (path, response.text)
+            answer = response.json()
+            assert answer["reason"] == "ServerError" and answer["code"] == 500, answer
+            assert "Traceback" not in response.text
+            errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+            assert errors, path
+            assert not any(r.exc_info for r in errors), path
+            logged = "\n".join(r.getMessage() for r in errors)
+            assert "'ann'" in logged and "Rasa's layout" in logged, logged
+            assert await other.get(key) == value  # nothing lost, nothing converted
+    finally:
+        await other.aclose()
+        await delete_redis_keys(prefix)
+
+
+async def test_a_list_item_that_is_not_json_is_a_clear_500(
+    make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a JSONDecodeError, a generic 500 and a traceback in the log."""
+    require_service("Redis", REDIS)
+    prefix = unique_name("left10corrupt")
+    redis = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    other = Redis(host=REDIS[0], port=REDIS[1], decode_responses=True)
+    key = f"{prefix}:tracker:bob"
+    items = [json.dumps({"event": "action", "name": "action_listen", "timestamp": 1.0}), "{oops"]
+    await other.rpush(key, *items)
+    client = await make_client(endpoints={"tracker_store": redis})
+    try:
+        await _reads_are_clear_500s(client, "bob", caplog)
+        assert await other.lrange(key, 0, -1) == items
+    finally:
+        await other.aclose()
+        await delete_redis_keys(prefix)
+
+
+async def test_retention_keeps_a_corrupt_conversation_and_prunes_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: the first conversation of Rasa's layout that was not JSON stopped the prune
+    with a JSONDecodeError, and old conversations after it stayed. Now it is kept, with a
+    warning naming it, and the prune goes on."""
+    require_service("Redis", REDIS)
+    prefix = unique_name("left10corrupt")
+    store = RedisTrackerStore(
+        {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    )
+    other = Redis(host=REDIS[0], port=REDIS[1], decode_responses=True)
+    old = {"event": "action", "name": "action_listen", "timestamp": 1.0}
+    try:
+        await other.set(f"{prefix}:tracker:broken", "not json")
+        for name in ("old1", "old2", "old3"):
+            await store.append(name, [old])
+        with caplog.at_level(logging.WARNING):
+            deleted = await store.delete_older_than(time.time())
+        assert deleted == 3
+        assert sorted(await store.keys()) == ["broken"]
+        assert await other.get(f"{prefix}:tracker:broken") == "not json"
+        assert any("'broken'" in r.getMessage() for r in caplog.records)
+    finally:
+        await store.close()
+        await other.aclose()
+        await delete_redis_keys(prefix)
+
+
+async def _reads_are_clear_500s(
+    client: Any, sender_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reading the conversation (its tracker, its story) is a 500 with Rasa's body, and the
+    log's error line names it and the event that is not JSON, without a traceback."""
+    for path in [f"/conversations/{sender_id}/tracker", f"/conversations/{sender_id}/story"]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            response = await client.get(path)
+        assert response.status_code == 500, (path, response.text)
+        assert response.json()["reason"] == "ServerError"
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors and not any(r.exc_info for r in errors), path
+        logged = "\n".join(r.getMessage() for r in errors)
+        assert f"'{sender_id}'" in logged and "not JSON" in logged, logged
+
+
+async def test_an_sql_row_that_is_not_json_is_a_clear_500(
+    make_client: Callable[..., Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a JSONDecodeError, a generic 500 and a traceback in the log."""
+    stored = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "trackers.db")}
+    store = create_tracker_store(stored)
+    listen = {"event": "action", "name": "action_listen", "timestamp": time.time()}
+    try:
+        await store.append("cy", [listen, listen])
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "trackers.db") as db:
+        db.execute("UPDATE events SET data = '{oops' WHERE id = (SELECT MAX(id) FROM events)")
+    client = await make_client(endpoints={"tracker_store": stored})
+    await _reads_are_clear_500s(client, "cy", caplog)
+    with sqlite3.connect(tmp_path / "trackers.db") as db:
+        assert db.execute("SELECT data FROM events ORDER BY id").fetchall()[-1] == ("{oops",)
