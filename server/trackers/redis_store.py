@@ -419,19 +419,21 @@ class RedisTrackerStore:
         what it wrote stands. Before, that turn's events were written over. A transaction
         that fails is looked at again: it also fails when the connection watching the key
         dropped (the key then unchanged), which was taken for another's conversion, and the
-        operation run again on the string was a 500."""
+        operation run again on the string was a 500; so does a read of the string on a
+        connection that dropped after its WATCH."""
         key = self._prefix + sender_id
         for _ in range(_CONVERSION_ATTEMPTS):
-            async with watched(self._redis, key) as pipe:
-                if await pipe.type(key) != "string":
-                    return  # converted (or deleted) since the operation failed
-                stored = await pipe.get(key)
-                events = json.loads(stored).get("events", []) if stored else []
-                try:
+            try:
+                async with watched(self._redis, key) as pipe:
+                    # (A connection dropped from here on fails the read too, as a WatchError.)
+                    if await pipe.type(key) != "string":
+                        return  # converted (or deleted) since the operation failed
+                    stored = await pipe.get(key)
+                    events = json.loads(stored).get("events", []) if stored else []
                     await self._write_all(sender_id, events, watching=pipe)
                     return
-                except redis_errors.WatchError:
-                    continue
+            except redis_errors.WatchError:
+                continue
         # (A 503: Redis kept dropping the connection, or the string kept being rewritten.)
         raise redis_errors.ConnectionError("converting Rasa's layout kept being interrupted")
 
