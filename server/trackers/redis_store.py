@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from redis import exceptions as redis_errors
 from redis.asyncio.client import Pipeline
 
+from server.json_values import OFF_LOOP_JSON_BYTES
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.freeing import free_off_loop
 from server.trackers.known_sessions import KnownSessions
@@ -429,7 +430,7 @@ class RedisTrackerStore:
                     if await pipe.type(key) != "string":
                         return  # converted (or deleted) since the operation failed
                     stored = await pipe.get(key)
-                    events = json.loads(stored).get("events", []) if stored else []
+                    events = await _rasa_events(stored) if stored else []
                     await self._write_all(sender_id, events, watching=pipe)
                     return
             except redis_errors.WatchError:
@@ -580,6 +581,14 @@ def _encoded(events: Sequence[dict[str, Any]]) -> tuple[int | None, list[str]]:
 
 def _decoded(items: Sequence[str | bytes]) -> list[dict[str, Any]]:
     return [json.loads(item) for item in items]
+
+
+async def _rasa_events(stored: str | bytes) -> list[dict[str, Any]]:
+    """The events of Rasa's JSON string of a conversation; parsed in a thread when long
+    (before, on the loop: 0.16 s of CPU for 100,000 events, 10 MB)."""
+    if len(stored) > OFF_LOOP_JSON_BYTES:
+        return (await asyncio.to_thread(json.loads, stored)).get("events", [])
+    return json.loads(stored).get("events", [])
 
 
 def _timestamp(item: bytes | str) -> float:
