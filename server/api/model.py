@@ -120,8 +120,10 @@ def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _yaml_document(raw: bytes, what: str, part: str | None = None) -> Any:
-    """`raw` read as YAML; errors name the body, or its `part` (a JSON field holding YAML)."""
+def _yaml_document(raw: bytes, what: str, part: str | None = None, or_json: bool = False) -> Any:
+    """`raw` read as YAML; errors name the body, or its `part` (a JSON field holding YAML).
+    `or_json`: `raw` that opens as JSON and reads as no YAML is read as JSON (`_sniffed_document`);
+    YAML it is (a key given twice) stays YAML's to refuse."""
     where = "request body" if part is None else f"'{part}' of the request body"
     details = {"in": "body"} if part is None else {"parameter": part, "in": "body"}
     try:
@@ -130,6 +132,8 @@ def _yaml_document(raw: bytes, what: str, part: str | None = None) -> Any:
         at = f"{where}:{exc.line}" if exc.line is not None else where
         raise ApiError(400, "BadRequest", f"{at}: {exc.reason}", details) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        if or_json and _opens_as_json(raw):
+            return parse_json(raw)
         refuse_compressed(raw)
         raise ApiError(
             400,
@@ -145,13 +149,10 @@ def _yaml_document(raw: bytes, what: str, part: str | None = None) -> Any:
 def _sniffed_document(raw: bytes, what: str, content_type: str) -> Any:
     """`raw` read as YAML, or, unless labelled YAML, as JSON when it opens as JSON and reads
     as no YAML: broken JSON then gets the JSON parser's error (line and column), not YAML's
-    view of it, and JSON that UTF-8 YAML cannot read (UTF-16) reads."""
-    try:
-        return _yaml_document(raw, what)
-    except ApiError:
-        if content_type in _YAML_TYPES or not _opens_as_json(raw):
-            raise
-        return parse_json(raw)
+    view of it, and JSON that UTF-8 YAML cannot read (UTF-16) reads. JSON that reads as YAML
+    YAML judges: a key given twice is refused with its line, where JSON's parser kept the
+    last value without a word (before, a training body's first 'nlu' went)."""
+    return _yaml_document(raw, what, or_json=content_type not in _YAML_TYPES)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -65,7 +65,8 @@ class InDoubtEvents:
         self._stores: dict[str, TrackerStore] = {}
         # Every batch held, oldest first, with its conversation: what goes first over the cap.
         # Batches published or dropped since stay until they reach the front (`_drop_oldest`)
-        # or the queue is rebuilt (`_add`).
+        # or the queue is rebuilt (`_add`), emptied (`resolve`): before, their events stayed
+        # in memory until then, after an outage up to some 1,000 batches past the cap.
         self._order: deque[tuple[str, _Batch]] = deque()
         self._batches = 0  # held now (those in `_order` and still in `_held`)
         self._events = 0
@@ -257,10 +258,13 @@ class InDoubtEvents:
             return  # dropped meanwhile (too many held)
         for items in prepared:
             self._enqueue(items)
+        published = batches[:done]
         self._batches -= done
-        self._events -= sum(len(b.events) for b in batches[:done])
-        self._kept -= sum(_size(b) for b in batches[:done])
+        self._events -= sum(len(b.events) for b in published)
+        self._kept -= sum(_size(b) for b in published)
         del batches[:done]
+        for batch in published:  # `_order` lists it until it reaches the front: not its events
+            batch.events, batch.previous_event, batch.before = [], None, ()
         if not batches:
             del self._held[sender_id]
             del self._stores[sender_id]

@@ -31,6 +31,19 @@ RASA_EVENTS = [
 ]
 
 
+async def stored_by_rasa(make_client: Callable[..., Any], name: str) -> tuple[str, str, Redis, Any]:
+    """Conversation "ann" as Rasa stores it (one JSON string) under a prefix of its own, and
+    a server with that Redis as its tracker store: the prefix, the key, a client of its own
+    to look at Redis, and the server's client."""
+    require_service("Redis", REDIS)
+    prefix = unique_name(name)
+    redis = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    other = Redis(host=REDIS[0], port=REDIS[1], decode_responses=True)
+    key = f"{prefix}:tracker:ann"
+    await other.set(key, json.dumps({"sender_id": "ann", "events": RASA_EVENTS}))
+    return prefix, key, other, await make_client(endpoints={"tracker_store": redis})
+
+
 async def test_a_connection_dropped_while_rasas_layout_is_converted_is_retried(
     make_client: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -39,13 +52,7 @@ async def test_a_connection_dropped_while_rasas_layout_is_converted_is_retried(
     that for another process's conversion, read the key as a list again and answered a 500
     (`StoreFailed`, WRONGTYPE). Now it looks again and converts: the client gets the
     conversation, and the key is our list of Rasa's events."""
-    require_service("Redis", REDIS)
-    prefix = unique_name("left9layout")
-    redis = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
-    other = Redis(host=REDIS[0], port=REDIS[1], decode_responses=True)
-    key = f"{prefix}:tracker:ann"
-    await other.set(key, json.dumps({"sender_id": "ann", "events": RASA_EVENTS}))
-    client = await make_client(endpoints={"tracker_store": redis})
+    prefix, key, other, client = await stored_by_rasa(make_client, "left9layout")
     convert, watch = module._off_loop_if_long, module.watched
     watching: list[tuple[Redis, Any]] = []  # each transaction's client and pipeline
     dropped: list[Any] = []
@@ -124,5 +131,37 @@ async def test_redis_gone_while_rasas_layout_is_converted_is_a_503_and_loses_not
         assert [json.loads(item) for item in await other.lrange(key, 0, -1)] == RASA_EVENTS
     finally:
         await proxy.cut()
+        await other.aclose()
+        await delete_redis_keys(prefix)
+
+
+async def test_a_connection_dropped_before_rasas_layout_is_read_is_retried(
+    make_client: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection watching the string drops before the string is read (a failover, or
+    the read of a long string cut): redis-py then fails the read itself as a transaction
+    whose watch was lost. Before, that escaped the retry and the client got a 500 (StoreFailed,
+    'reconnected while watching keys'). Now it is looked at again: the conversation, and the
+    key is our list."""
+    prefix, key, other, client = await stored_by_rasa(make_client, "review69layout")
+    watch = module.watched
+    dropped: list[Any] = []
+
+    @contextlib.asynccontextmanager
+    async def dropping_once_watched(redis_client: Redis, *keys: str) -> AsyncIterator[Any]:
+        async with watch(redis_client, *keys) as pipe:
+            if not dropped:
+                await drop(redis_client, pipe.connection, by=other)
+                dropped.append(pipe)
+            yield pipe
+
+    monkeypatch.setattr(module, "watched", dropping_once_watched)
+    try:
+        response = await client.get("/conversations/ann/tracker")
+        assert dropped
+        assert response.status_code == 200, response.text
+        assert [e["event"] for e in response.json()["events"]] == [e["event"] for e in RASA_EVENTS]
+        assert [json.loads(item) for item in await other.lrange(key, 0, -1)] == RASA_EVENTS
+    finally:
         await other.aclose()
         await delete_redis_keys(prefix)

@@ -4,8 +4,10 @@ shows them, never if it does not, and the conversation's later events never over
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -362,3 +364,33 @@ async def test_a_batch_held_after_one_dropped_during_its_read_back_is_read_back_
     finally:
         await in_doubt.settle(timeout=0)
         await inner.close()
+
+
+class _Event(dict[str, Any]):
+    """An event that can be watched for being freed (a plain dict cannot)."""
+
+
+async def test_published_in_doubt_events_are_freed(tmp_path: Path) -> None:
+    """Saves that failed yet committed, read back and published: the broker keeps nothing of
+    them. Before, the queue of what to drop first over the cap kept every batch published
+    since it last reached the front, with its events (and a client's long run before it),
+    until a later failed save happened to rebuild it: here 40 conversations' 120 events,
+    after the cap's own 100,000 held up to some 1,000 batches past it."""
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "trackers.db")})
+    broker = SqlEventBroker({"type": "sql", "db": str(tmp_path / "events.db")})
+    watched: list[weakref.ref[dict[str, Any]]] = []
+    try:
+        for n in range(40):
+            sender_id = f"user{n}"
+            await store.append(sender_id, turn(n))  # committed, but the caller saw an error
+            events: list[dict[str, Any]] = [_Event(event) for event in turn(n)]
+            watched += [weakref.ref(event) for event in events]
+            broker.publish_in_doubt(sender_id, events, None, store)
+            del events
+        assert await broker.flush(timeout=30)
+        assert len(await published_texts(broker, "user39")) == 2
+        gc.collect()
+        assert sum(ref() is not None for ref in watched) == 0
+    finally:
+        await broker.close()
+        await store.close()

@@ -191,6 +191,19 @@ def test_a_memo_keeps_its_use_order_from_half_full_on() -> None:
     assert (memo.get("b"), memo.get("a"), memo.get("e"), len(memo)) == (None, 1, 5, 4)
 
 
+def test_a_full_memo_drops_its_least_recently_used_eighth_keeping_those_used_since() -> None:
+    """Over its size, the memo drops its least recently used eighth at once: entries used
+    since they were put (hits once half full) stay, however early they were put."""
+    memo: Memo[int, int] = Memo(64)
+    for key in range(64):
+        memo.put(key, key)
+    assert memo.get(0) == 0 and memo.get(5) == 5  # used: now the most recent
+    memo.put(64, 64)  # over the size: the eight least recently used go, 1-4 and 6-9
+
+    assert sorted(set(range(65)) - set(memo._entries)) == [1, 2, 3, 4, 6, 7, 8, 9]
+    assert (memo.get(0), memo.get(5), memo.get(10), memo.get(64), len(memo)) == (0, 5, 10, 64, 57)
+
+
 def test_a_full_memo_takes_a_new_entry_as_fast_as_one_with_room() -> None:
     """Once full, the memo drops its least recently used entries. A dict finds its first key
     by scanning past every key dropped before it: one at a time, a miss on a full memo of
