@@ -6,11 +6,14 @@ read from strings too (`session_persistence: ${PERSIST}` with PERSIST=false is o
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 from urllib.parse import urlsplit
 
 from server.errors import InvalidConfig
+
+logger = logging.getLogger(__name__)
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0", ""})
@@ -114,8 +117,17 @@ def env_seconds(name: str, default: float) -> float:
 def host_and_port(host: Any, port: Any, service: str) -> tuple[Any, int | None]:
     """`url` and `port` as Rasa gives them, `service` (SQL, RabbitMQ) named in errors:
     `host:port` split (`[::1]:5432` too), a bare IPv6 address (`::1`) or a socket directory
-    (`/var/run/postgresql`) taken whole. Before, `::1` was read as host ':' and port 1, and
-    `db.local:abc` failed with a bare ValueError."""
+    (`/var/run/postgresql`) taken whole, a `user:password@` before the host left out. Before,
+    `::1` was read as host ':' and port 1, and `db.local:abc` failed with a bare ValueError."""
+    if host and "@" in str(host) and not str(host).startswith("/"):
+        # Rasa's SQL store reads `user:password@host` as the host after the '@' (the
+        # `username` and `password` keys log in). Before, the password was shown as a port.
+        host = str(host).rpartition("@")[2]
+        logger.warning(
+            "%s url: the user name and password before '@' are not read: give them as "
+            "`username` and `password`",
+            service,
+        )
     if host and port is None and not str(host).startswith("/"):
         given = str(host)
         if given.startswith("[") and "]:" in given:  # [IPv6]:port
