@@ -15,7 +15,8 @@ import pytest
 from aiormq.exceptions import AMQPConnectionError
 from yarl import URL
 
-from bench.tcp_proxy import TcpProxy
+from bench.tcp_proxy import SilentProxy, TcpProxy
+from server.brokers.delivery import CLOSE_SECONDS
 from server.brokers.factory import create_event_broker
 from server.brokers.rabbitmq import RabbitMQEventBroker
 from server.trackers.factory import create_tracker_store
@@ -320,6 +321,32 @@ async def test_closing_delivers_what_waited_for_a_retry_once_rabbitmq_is_back(
         await proxy.cut()
     assert "not delivered" not in caplog.text
     assert by_conversation(await consume(names["queue"], expected=3)) == {"alice": events}
+
+
+async def test_closing_while_rabbitmq_is_silent_takes_the_5_s_documented(
+    names: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """RabbitMQ stopped answering (its host gone, the connection left open) while an event
+    waits: the stop takes at most 5 s for the broker, as docs/deployment.md says. Before, 7 s:
+    after the 5 s of delivery, closing the connection waited 2 s more for RabbitMQ's reply."""
+    proxy = SilentProxy(RABBITMQ)
+    await proxy.restore()
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port))
+    try:
+        await broker.start(timeout=5)
+        assert broker.connected
+        proxy.silent = True
+        await broker.publish("alice", conversation("alice", 1))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+
+        await broker.close()
+
+        assert time.monotonic() - started < CLOSE_SECONDS + paced(0.5, below=1.9)
+        assert "1 events not delivered" in caplog.text
+    finally:
+        proxy.silent = False
+        await proxy.cut()
 
 
 async def declared_first(
