@@ -57,6 +57,9 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 # How long `botserver run` waits for RabbitMQ while it starts; then it starts regardless.
 START_TIMEOUT_SECONDS = 3.0
 MAX_RETRY_DELAY = 30.0
+# A connection that lived this long is taken again retry_delay_in_seconds after it dropped;
+# one dropped sooner, twice as late as the one before (up to MAX_RETRY_DELAY).
+STEADY_CONNECTION_SECONDS = 30.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
 # The least time closing gives RabbitMQ to answer the close of the connection, when the
 # delivery took the broker's CLOSE_SECONDS.
@@ -91,6 +94,9 @@ class RabbitMQEventBroker(QueuedBroker):
         self._opening = asyncio.Lock()  # one connection, whoever opens it
         self._retry_delay = max(float(config.get("retry_delay_in_seconds", 5)), MIN_RETRY_DELAY)
         self._reconnect: asyncio.Task[None] | None = None
+        # The first wait of the next background connect, and when the connection opened.
+        self._reconnect_delay = self._retry_delay
+        self._opened_at = 0.0
         where = URL(self.url)
         port = where.port or _DEFAULT_PORTS.get(where.scheme, 5672)  # before: "host:None"
         self._delivery = BackgroundDelivery(
@@ -181,10 +187,16 @@ class RabbitMQEventBroker(QueuedBroker):
         """RabbitMQ closed our connection (a restart): connect again in the background, so
         `connected` (`/health/ready`) is true again once it is back, with no event needed."""
         if sender is self._connection:  # not one `_disconnect` closed
+            if time.monotonic() - self._opened_at >= STEADY_CONNECTION_SECONDS:
+                self._reconnect_delay = self._retry_delay
             self._connect_later()
 
     async def _connect_in_background(self) -> None:
-        delay = self._retry_delay
+        delay = self._reconnect_delay
+        # A connection dropped again soon after is taken again twice as late: before, a
+        # RabbitMQ closing each new connection had it taken every retry_delay_in_seconds for
+        # ever, a "connected" line and aiormq's traceback each time.
+        self._reconnect_delay = min(delay * 2, MAX_RETRY_DELAY)
         while not self.connected:
             await asyncio.sleep(delay)
             try:
@@ -219,6 +231,7 @@ class RabbitMQEventBroker(QueuedBroker):
                 raise refused from None
             raise
         self._connection, self._channel, self._exchange = connection, channel, exchange
+        self._opened_at = time.monotonic()
         connection.close_callbacks.add(self._lost)
         logger.info(
             "event broker: connected to %s, queues %s (exchange '%s')",

@@ -295,6 +295,38 @@ async def test_a_dropped_connection_is_taken_again_without_waiting_for_an_event(
         await proxy.cut()
 
 
+class DroppingProxy(TcpProxy):
+    """Drops each connection `after` seconds: a RabbitMQ that closes its clients' connections
+    as soon as they open (a node in maintenance, a load balancer cutting them)."""
+
+    def __init__(self, target: tuple[str, int], after: float) -> None:
+        super().__init__(target)
+        self.after = after
+        self.opened = 0
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.opened += 1
+        await super()._handle(reader, writer)
+        asyncio.get_running_loop().call_later(self.after, writer.transport.abort)
+
+
+async def test_connections_rabbitmq_keeps_dropping_are_taken_again_less_and_less_often(
+    names: dict[str, str],
+) -> None:
+    """Before, each dropped connection was taken again `retry_delay_in_seconds` after, for
+    ever: 15 connections in 6 s here, each a "connected" line and aiormq's traceback."""
+    proxy = DroppingProxy(RABBITMQ, after=0.3)
+    await proxy.restore()
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port, retry_delay_in_seconds=0.1))
+    try:
+        await broker.start(timeout=5)
+        await asyncio.sleep(6)
+    finally:
+        await broker.close()
+        await proxy.cut()
+    assert proxy.opened <= 8, proxy.opened  # waits of 0.1, 0.2, 0.4, 0.8, 1.6, 3.2 s
+
+
 async def test_closing_delivers_what_waited_for_a_retry_once_rabbitmq_is_back(
     names: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
