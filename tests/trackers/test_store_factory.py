@@ -431,3 +431,27 @@ def test_a_user_and_password_in_a_rabbitmq_host_are_not_shown_as_a_port(
     given = URL(amqp_url({"url": url, "username": "bot", "password": "pw"}))
     assert (given.host, given.port, given.user, given.password) == ("rabbit", port, "bot", "pw")
     assert "before '@' are not read" in caplog.text and "s3cret" not in caplog.text
+
+
+@pytest.mark.parametrize(("url", "host"), [("db.local:5433", "db.local"), ("[::1]:5433", "::1")])
+async def test_the_port_in_a_sql_url_wins_over_the_port_key_as_in_rasa(
+    url: str, host: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rasa takes the url's port over `port`. Before, `url: db.local:5433` beside `port:
+    5434` made the host 'db.local:5433' (postgresql+asyncpg://[db.local:5433]:5434/bot), a
+    host no resolver finds."""
+    caplog.set_level(logging.WARNING, logger="server")
+    config = {"dialect": "postgresql", "url": url, "port": 5434, "db": "bot"}
+    store = SqlTrackerStore.from_config({"type": "sql", **config})
+    try:
+        assert (store.url.host, store.url.port) == (host, 5433)
+    finally:
+        await store.close()
+    assert "port 5433 in url is used, not `port` 5434" in caplog.text
+
+
+def test_the_port_in_a_rabbitmq_host_wins_over_the_port_key() -> None:
+    """Before: "Host 'rabbit:5673' cannot contain ':'" stopped the start."""
+    url = URL(amqp_url({"url": "rabbit:5673", "port": 5674}))
+    assert (url.host, url.port) == ("rabbit", 5673)
+    assert URL(amqp_url({"url": "::1", "port": 5674})).port == 5674  # an IPv6 host, no port
