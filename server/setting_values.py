@@ -6,11 +6,14 @@ read from strings too (`session_persistence: ${PERSIST}` with PERSIST=false is o
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 from urllib.parse import urlsplit
 
 from server.errors import InvalidConfig
+
+logger = logging.getLogger(__name__)
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0", ""})
@@ -114,14 +117,28 @@ def env_seconds(name: str, default: float) -> float:
 def host_and_port(host: Any, port: Any, service: str) -> tuple[Any, int | None]:
     """`url` and `port` as Rasa gives them, `service` (SQL, RabbitMQ) named in errors:
     `host:port` split (`[::1]:5432` too), a bare IPv6 address (`::1`) or a socket directory
-    (`/var/run/postgresql`) taken whole. Before, `::1` was read as host ':' and port 1, and
-    `db.local:abc` failed with a bare ValueError."""
-    if host and port is None and not str(host).startswith("/"):
+    (`/var/run/postgresql`) taken whole, a `user:password@` before the host left out; the
+    url's port wins over `port`, as in Rasa. Before, `::1` was read as host ':' and port 1,
+    and `db.local:abc` failed with a bare ValueError."""
+    if host and "@" in str(host) and not str(host).startswith("/"):
+        # Rasa's SQL store reads `user:password@host` as the host after the '@' (the
+        # `username` and `password` keys log in). Before, the password was shown as a port.
+        host = str(host).rpartition("@")[2]
+        logger.warning(
+            "%s url: the user name and password before '@' are not read: give them as "
+            "`username` and `password`",
+            service,
+        )
+    port_key = None if port == "" else port
+    if host and not str(host).startswith("/"):
         given = str(host)
         if given.startswith("[") and "]:" in given:  # [IPv6]:port
             host, _, port = given[1:].partition("]:")
         elif given.count(":") == 1:
             host, _, port = given.partition(":")
+        if port == "":  # `db:` names no port
+            port = port_key
+    in_url = port is not port_key  # the url named its own port
     if host and str(host).startswith("[") and str(host).endswith("]"):
         host = str(host)[1:-1]
     if port is None or port == "":
@@ -132,4 +149,7 @@ def host_and_port(host: Any, port: Any, service: str) -> tuple[Any, int | None]:
         raise InvalidConfig(f"{service} port must be a whole number, got '{port}'") from None
     if not 0 < number < 65536:
         raise InvalidConfig(f"{service} port must be 1-65535, got {number}")
+    if in_url and port_key is not None and str(port_key) != str(number):
+        # Rasa takes the url's port; before, the host was 'db:5433' whole, found by no resolver.
+        logger.warning("%s: the port %d in url is used, not `port` %s", service, number, port_key)
     return host, number

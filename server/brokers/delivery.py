@@ -109,6 +109,7 @@ class BackgroundDelivery:
         self._task: asyncio.Task[None] | None = None
         self._dropped = 0
         self._last_error: str | None = None  # why the latest attempt failed; None once one works
+        self._attempt_since: float | None = None  # when the attempt under way began
 
     @property
     def pending(self) -> int:
@@ -145,7 +146,11 @@ class BackgroundDelivery:
                 await self._wakeup.wait()
                 continue
             try:
-                await self._send(self._pending)
+                self._attempt_since = time.monotonic()
+                try:
+                    await self._send(self._pending)
+                finally:
+                    self._attempt_since = None
                 self._last_error = None
                 if failures:
                     logger.warning(
@@ -209,6 +214,16 @@ class BackgroundDelivery:
             await asyncio.wait_for(self._retry_now.wait(), delay)
         self._retry_now.clear()
 
+    def _why_not_delivered(self) -> str:
+        if self._last_error is not None:
+            return f" (the last attempt failed: {self._last_error})"
+        if self._attempt_since is not None:  # a broker that stopped answering: no error yet
+            return (
+                f" (an attempt under way for {time.monotonic() - self._attempt_since:.1f} s "
+                "had not ended)"
+            )
+        return ""
+
     async def send_now(self, items: deque[Outgoing]) -> None:
         """Delivers `items` in this task, bypassing the queue: each is popped from the left
         once delivered, and the first failure raises, with no retry."""
@@ -245,7 +260,7 @@ class BackgroundDelivery:
                 "%s: closing with %d events not delivered; they are lost%s",
                 self.name,
                 len(self._pending),
-                f" (the last attempt failed: {self._last_error})" if self._last_error else "",
+                self._why_not_delivered(),
             )
         self._task.cancel()
         try:

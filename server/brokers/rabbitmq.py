@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections import deque
 from typing import Any
 
@@ -22,7 +23,13 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, 
 from aiormq.exceptions import ChannelPreconditionFailed, InvalidFrameError
 from yarl import URL
 
-from server.brokers.delivery import MIN_RETRY_DELAY, BackgroundDelivery, Outgoing, QueuedBroker
+from server.brokers.delivery import (
+    CLOSE_SECONDS,
+    MIN_RETRY_DELAY,
+    BackgroundDelivery,
+    Outgoing,
+    QueuedBroker,
+)
 from server.brokers.ordering import EXPORT_PROCESS_ID_HEADER, PREVIOUS_ID_HEADER
 from server.errors import InvalidConfig
 from server.http_clients import safe_url
@@ -50,7 +57,13 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 # How long `botserver run` waits for RabbitMQ while it starts; then it starts regardless.
 START_TIMEOUT_SECONDS = 3.0
 MAX_RETRY_DELAY = 30.0
+# A connection that lived this long is taken again retry_delay_in_seconds after it dropped;
+# one dropped sooner, twice as late as the one before (up to MAX_RETRY_DELAY).
+STEADY_CONNECTION_SECONDS = 30.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
+# The least time closing gives RabbitMQ to answer the close of the connection, when the
+# delivery took the broker's CLOSE_SECONDS.
+LAST_CLOSE_SECONDS = 0.25
 # How many messages may await RabbitMQ's confirm at once (one round trip per window).
 CONFIRM_WINDOW = 256
 # How many of a window's publishes are started in one iteration of the event loop.
@@ -81,6 +94,9 @@ class RabbitMQEventBroker(QueuedBroker):
         self._opening = asyncio.Lock()  # one connection, whoever opens it
         self._retry_delay = max(float(config.get("retry_delay_in_seconds", 5)), MIN_RETRY_DELAY)
         self._reconnect: asyncio.Task[None] | None = None
+        # The first wait of the next background connect, and when the connection opened.
+        self._reconnect_delay = self._retry_delay
+        self._opened_at = 0.0
         where = URL(self.url)
         port = where.port or _DEFAULT_PORTS.get(where.scheme, 5672)  # before: "host:None"
         self._delivery = BackgroundDelivery(
@@ -171,10 +187,16 @@ class RabbitMQEventBroker(QueuedBroker):
         """RabbitMQ closed our connection (a restart): connect again in the background, so
         `connected` (`/health/ready`) is true again once it is back, with no event needed."""
         if sender is self._connection:  # not one `_disconnect` closed
+            if time.monotonic() - self._opened_at >= STEADY_CONNECTION_SECONDS:
+                self._reconnect_delay = self._retry_delay
             self._connect_later()
 
     async def _connect_in_background(self) -> None:
-        delay = self._retry_delay
+        delay = self._reconnect_delay
+        # A connection dropped again soon after is taken again twice as late: before, a
+        # RabbitMQ closing each new connection had it taken every retry_delay_in_seconds for
+        # ever, a "connected" line and aiormq's traceback each time.
+        self._reconnect_delay = min(delay * 2, MAX_RETRY_DELAY)
         while not self.connected:
             await asyncio.sleep(delay)
             try:
@@ -209,6 +231,7 @@ class RabbitMQEventBroker(QueuedBroker):
                 raise refused from None
             raise
         self._connection, self._channel, self._exchange = connection, channel, exchange
+        self._opened_at = time.monotonic()
         connection.close_callbacks.add(self._lost)
         logger.info(
             "event broker: connected to %s, queues %s (exchange '%s')",
@@ -252,23 +275,27 @@ class RabbitMQEventBroker(QueuedBroker):
             await queue.bind(exchange, routing_key="")
         return channel, exchange
 
-    async def _disconnect(self) -> None:
+    async def _disconnect(self, timeout: float | None = None) -> None:
         connection, self._connection = self._connection, None
         self._channel = self._exchange = None
         if connection is not None and not connection.is_closed:
             try:
-                await connection.close()
+                await asyncio.wait_for(connection.close(), timeout)
+            except TimeoutError:  # a silent RabbitMQ: aiormq waits 2 s for its reply
+                logger.debug("RabbitMQ did not answer the close within %.2f s", timeout)
             except Exception as exc:  # a dead connection may fail to close: nothing to do
                 logger.debug("Closing the RabbitMQ connection failed: %s", exc)
 
     async def close(self) -> None:
+        ends = time.monotonic() + CLOSE_SECONDS
         # The delivery first: a connection lost while it drains starts a background connect.
-        await self._close_delivery()
+        await self._close_delivery(CLOSE_SECONDS)
         if self._reconnect is not None:
             self._reconnect.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconnect
-        await self._disconnect()
+        # Within the broker's 5 s: before, a silent RabbitMQ held the stop 2 s beyond them.
+        await self._disconnect(max(ends - time.monotonic(), LAST_CLOSE_SECONDS))
 
 
 def amqp_url(config: dict[str, Any]) -> str:

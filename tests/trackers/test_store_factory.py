@@ -397,3 +397,61 @@ def test_a_key_prefix_rasa_reads_as_text_is_the_prefix_rasa_used(tmp_path: Path)
     config = read_endpoints(endpoints)["tracker_store"]
     # Rasa reads endpoints.yml as YAML 1.2, where `no` is text (1.1: the boolean false).
     assert key_prefix(config, "tracker") == "no:tracker:"
+
+
+@pytest.mark.parametrize(
+    ("url", "port"), [("u:s3cret@db.local", None), ("u:s3cret@db.local:5433", 5433)]
+)
+async def test_a_user_and_password_in_a_sql_url_are_not_read_as_rasa_reads_them(
+    url: str, port: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rasa takes the host and port after the '@' and the `username` and `password` keys.
+    Before: 'u:s3cret@db.local' stopped the start with "SQL port must be a whole number, got
+    's3cret@db.local'", the password shown as a port; with a port, the host was the whole
+    text, and connecting failed."""
+    caplog.set_level(logging.WARNING, logger="server")
+    config = {"dialect": "postgresql", "url": url, "db": "bot", "username": "u", "password": "p"}
+    store = SqlTrackerStore.from_config({"type": "sql", **config})
+    try:
+        assert (store.url.host, store.url.port, store.url.password) == ("db.local", port, "p")
+    finally:
+        await store.close()
+    assert "before '@' are not read" in caplog.text and "s3cret" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("url", "port"), [("guest:s3cret@rabbit", 5672), ("guest:s3cret@rabbit:5673", 5673)]
+)
+def test_a_user_and_password_in_a_rabbitmq_host_are_not_shown_as_a_port(
+    url: str, port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: "RabbitMQ port must be a whole number, got 's3cret@rabbit'" (with a port:
+    "Host 'guest:s3cret@rabbit:5673' cannot contain ':'"), the password in the start error."""
+    caplog.set_level(logging.WARNING, logger="server")
+    given = URL(amqp_url({"url": url, "username": "bot", "password": "pw"}))
+    assert (given.host, given.port, given.user, given.password) == ("rabbit", port, "bot", "pw")
+    assert "before '@' are not read" in caplog.text and "s3cret" not in caplog.text
+
+
+@pytest.mark.parametrize(("url", "host"), [("db.local:5433", "db.local"), ("[::1]:5433", "::1")])
+async def test_the_port_in_a_sql_url_wins_over_the_port_key_as_in_rasa(
+    url: str, host: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rasa takes the url's port over `port`. Before, `url: db.local:5433` beside `port:
+    5434` made the host 'db.local:5433' (postgresql+asyncpg://[db.local:5433]:5434/bot), a
+    host no resolver finds."""
+    caplog.set_level(logging.WARNING, logger="server")
+    config = {"dialect": "postgresql", "url": url, "port": 5434, "db": "bot"}
+    store = SqlTrackerStore.from_config({"type": "sql", **config})
+    try:
+        assert (store.url.host, store.url.port) == (host, 5433)
+    finally:
+        await store.close()
+    assert "port 5433 in url is used, not `port` 5434" in caplog.text
+
+
+def test_the_port_in_a_rabbitmq_host_wins_over_the_port_key() -> None:
+    """Before: "Host 'rabbit:5673' cannot contain ':'" stopped the start."""
+    url = URL(amqp_url({"url": "rabbit:5673", "port": 5674}))
+    assert (url.host, url.port) == ("rabbit", 5673)
+    assert URL(amqp_url({"url": "::1", "port": 5674})).port == 5674  # an IPv6 host, no port
