@@ -298,6 +298,34 @@ async def test_a_known_step_gives_its_winner_by_its_own_key_alone(
     assert looked_up["steps"] > 30 and looked_up["winners"] == 0, looked_up
 
 
+def test_a_known_steps_winner_is_not_given_to_a_conversation_that_rejected_another_action(
+    bot_models: BotModels,
+) -> None:
+    # A second /predict with no new event takes the empty step from where the first left
+    # the states; a rejection leaves them as they were, so conversations that rejected
+    # different actions (or none) take the same step: each must get its own winner (the
+    # rejected action taken out), as an ensemble that remembers nothing predicts.
+    model = bot_models["moodbot"]
+    domain, ensemble = model.domain, model.policies
+    assert isinstance(ensemble, PolicyEnsemble)
+    ensemble.forget_predictions()
+    afresh = PolicyEnsemble(ensemble.policies, memo_size=0)
+    greet = {"intent": {"name": "greet"}, "entities": []}
+    got, expected = [], []
+    for n, rejected in enumerate(["utter_greet", None, "action_default_fallback", None]):
+        events: list[Event] = [listen(), UserUttered(text="hello", parse_data=greet)]
+        if rejected is not None:
+            events.append(ev.ActionExecutionRejected(action_name=rejected))
+        tracker = Tracker(f"rejected-{n}", domain.slot_defaults(), events)
+        for _ in range(2):
+            prediction = ensemble.predict(tracker, domain)
+            got.append((rejected, prediction.action_name, prediction.policy_name))
+        fresh = afresh.predict(Tracker("afresh", domain.slot_defaults(), events), domain)
+        expected += [(rejected, fresh.action_name, fresh.policy_name)] * 2
+    assert got == expected
+    assert ("utter_greet", "utter_greet", "MemoizationPolicy") not in got  # (rejected)
+
+
 def test_a_step_is_not_taken_where_a_loop_known_from_other_events_runs() -> None:
     """Rasa's applied events collapse the runs of any loop a tracker's events activate (an
     earlier session's too): a step learned where the loop was never activated would keep
