@@ -326,6 +326,29 @@ def test_a_known_steps_winner_is_not_given_to_a_conversation_that_rejected_anoth
     assert ("utter_greet", "utter_greet", "MemoizationPolicy") not in got  # (rejected)
 
 
+def test_a_conversation_without_events_is_predicted_for_again_and_again(
+    bot_models: BotModels,
+) -> None:
+    # Its second prediction learns the empty step from no events; the next one (or another
+    # empty conversation's) takes it: before, an IndexError (the step's last event read from
+    # an empty list).
+    model = bot_models["moodbot"]
+    domain, ensemble = model.domain, model.policies
+    assert isinstance(ensemble, PolicyEnsemble)
+    ensemble.forget_predictions()
+    expected = PolicyEnsemble(ensemble.policies, memo_size=0).predict(
+        Tracker("afresh", domain.slot_defaults()), domain
+    )
+    for n in range(2):
+        tracker = Tracker(f"empty-{n}", domain.slot_defaults())
+        for _ in range(3):
+            prediction = ensemble.predict(tracker, domain)
+            assert (prediction.action_name, prediction.policy_name) == (
+                expected.action_name,
+                expected.policy_name,
+            )
+
+
 def test_a_step_is_not_taken_where_a_loop_known_from_other_events_runs() -> None:
     """Rasa's applied events collapse the runs of any loop a tracker's events activate (an
     earlier session's too): a step learned where the loop was never activated would keep
