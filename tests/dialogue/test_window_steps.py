@@ -298,6 +298,27 @@ async def test_a_known_step_gives_its_winner_by_its_own_key_alone(
     assert looked_up["steps"] > 30 and looked_up["winners"] == 0, looked_up
 
 
+def _remembered_and_afresh(
+    bot_models: BotModels, conversations: list[list[Event]], times: int
+) -> tuple[list[tuple[str, str | None]], list[tuple[str, str | None]]]:
+    """Each conversation predicted for `times` in a row by moodbot's ensemble (its memories
+    new), and by one that remembers nothing: (action, policy) of each prediction."""
+    model = bot_models["moodbot"]
+    domain, ensemble = model.domain, model.policies
+    assert isinstance(ensemble, PolicyEnsemble)
+    ensemble.forget_predictions()
+    afresh = PolicyEnsemble(ensemble.policies, memo_size=0)
+    got, expected = [], []
+    for n, events in enumerate(conversations):
+        tracker = Tracker(f"again-{n}", domain.slot_defaults(), events)
+        for _ in range(times):
+            prediction = ensemble.predict(tracker, domain)
+            got.append((prediction.action_name, prediction.policy_name))
+        fresh = afresh.predict(Tracker("afresh", domain.slot_defaults(), events), domain)
+        expected += [(fresh.action_name, fresh.policy_name)] * times
+    return got, expected
+
+
 def test_a_known_steps_winner_is_not_given_to_a_conversation_that_rejected_another_action(
     bot_models: BotModels,
 ) -> None:
@@ -305,25 +326,17 @@ def test_a_known_steps_winner_is_not_given_to_a_conversation_that_rejected_anoth
     # the states; a rejection leaves them as they were, so conversations that rejected
     # different actions (or none) take the same step: each must get its own winner (the
     # rejected action taken out), as an ensemble that remembers nothing predicts.
-    model = bot_models["moodbot"]
-    domain, ensemble = model.domain, model.policies
-    assert isinstance(ensemble, PolicyEnsemble)
-    ensemble.forget_predictions()
-    afresh = PolicyEnsemble(ensemble.policies, memo_size=0)
     greet = {"intent": {"name": "greet"}, "entities": []}
-    got, expected = [], []
-    for n, rejected in enumerate(["utter_greet", None, "action_default_fallback", None]):
+    conversations: list[list[Event]] = []
+    for rejected in ["utter_greet", None, "action_default_fallback", None]:
         events: list[Event] = [listen(), UserUttered(text="hello", parse_data=greet)]
         if rejected is not None:
             events.append(ev.ActionExecutionRejected(action_name=rejected))
-        tracker = Tracker(f"rejected-{n}", domain.slot_defaults(), events)
-        for _ in range(2):
-            prediction = ensemble.predict(tracker, domain)
-            got.append((rejected, prediction.action_name, prediction.policy_name))
-        fresh = afresh.predict(Tracker("afresh", domain.slot_defaults(), events), domain)
-        expected += [(rejected, fresh.action_name, fresh.policy_name)] * 2
+        conversations.append(events)
+    got, expected = _remembered_and_afresh(bot_models, conversations, 2)
     assert got == expected
-    assert ("utter_greet", "utter_greet", "MemoizationPolicy") not in got  # (rejected)
+    assert got[0] != ("utter_greet", "MemoizationPolicy")  # (rejected)
+    assert got[2] == ("utter_greet", "MemoizationPolicy")
 
 
 def test_a_conversation_without_events_is_predicted_for_again_and_again(
@@ -332,21 +345,8 @@ def test_a_conversation_without_events_is_predicted_for_again_and_again(
     # Its second prediction learns the empty step from no events; the next one (or another
     # empty conversation's) takes it: before, an IndexError (the step's last event read from
     # an empty list).
-    model = bot_models["moodbot"]
-    domain, ensemble = model.domain, model.policies
-    assert isinstance(ensemble, PolicyEnsemble)
-    ensemble.forget_predictions()
-    expected = PolicyEnsemble(ensemble.policies, memo_size=0).predict(
-        Tracker("afresh", domain.slot_defaults()), domain
-    )
-    for n in range(2):
-        tracker = Tracker(f"empty-{n}", domain.slot_defaults())
-        for _ in range(3):
-            prediction = ensemble.predict(tracker, domain)
-            assert (prediction.action_name, prediction.policy_name) == (
-                expected.action_name,
-                expected.policy_name,
-            )
+    got, expected = _remembered_and_afresh(bot_models, [[], []], 3)
+    assert got == expected
 
 
 def test_a_step_is_not_taken_where_a_loop_known_from_other_events_runs() -> None:
