@@ -349,6 +349,42 @@ def test_a_conversation_without_events_is_predicted_for_again_and_again(
     assert got == expected
 
 
+def test_predictions_through_the_memories_are_those_of_none_in_random_conversations(
+    bot_models: BotModels,
+) -> None:
+    # Conversations repeating a few turns share steps and winners; now and then the
+    # predicted action is rejected and the bot predicts again, as a turn does. Pending
+    # followups are left out (a turn runs them unasked).
+    model = bot_models["moodbot"]
+    domain, ensemble = model.domain, model.policies
+    assert isinstance(ensemble, PolicyEnsemble)
+    ensemble.forget_predictions()
+    afresh = PolicyEnsemble(ensemble.policies, memo_size=0)
+    rng = random.Random("memories")
+
+    def answer(prediction: Any) -> tuple[Any, ...]:
+        return (prediction.action_name, prediction.policy_name, prediction.probabilities)
+
+    trackers = [Tracker(f"m{n}", domain.slot_defaults(), [listen()]) for n in range(12)]
+    compared = 0
+    for turn in range(25):
+        for n, tracker in enumerate(trackers):
+            for event in _turn(random.Random(f"memories-{n % 3}-{turn}"), domain):
+                tracker.update(event)
+            for _ in range(rng.randint(1, 3)):
+                if tracker.followup_action:
+                    break
+                got = ensemble.predict(tracker, domain)
+                fresh = Tracker("afresh", domain.slot_defaults(), list(tracker.events))
+                assert answer(got) == answer(afresh.predict(fresh, domain)), [
+                    e.as_dict() for e in tracker.events
+                ]
+                compared += 1
+                if rng.random() < 0.5:
+                    tracker.update(ev.ActionExecutionRejected(action_name=got.action_name))
+    assert compared > 300, compared
+
+
 def test_a_step_is_not_taken_where_a_loop_known_from_other_events_runs() -> None:
     """Rasa's applied events collapse the runs of any loop a tracker's events activate (an
     earlier session's too): a step learned where the loop was never activated would keep
