@@ -298,6 +298,93 @@ async def test_a_known_step_gives_its_winner_by_its_own_key_alone(
     assert looked_up["steps"] > 30 and looked_up["winners"] == 0, looked_up
 
 
+def _remembered_and_afresh(
+    bot_models: BotModels, conversations: list[list[Event]], times: int
+) -> tuple[list[tuple[str, str | None]], list[tuple[str, str | None]]]:
+    """Each conversation predicted for `times` in a row by moodbot's ensemble (its memories
+    new), and by one that remembers nothing: (action, policy) of each prediction."""
+    model = bot_models["moodbot"]
+    domain, ensemble = model.domain, model.policies
+    assert isinstance(ensemble, PolicyEnsemble)
+    ensemble.forget_predictions()
+    afresh = PolicyEnsemble(ensemble.policies, memo_size=0)
+    got, expected = [], []
+    for n, events in enumerate(conversations):
+        tracker = Tracker(f"again-{n}", domain.slot_defaults(), events)
+        for _ in range(times):
+            prediction = ensemble.predict(tracker, domain)
+            got.append((prediction.action_name, prediction.policy_name))
+        fresh = afresh.predict(Tracker("afresh", domain.slot_defaults(), events), domain)
+        expected += [(fresh.action_name, fresh.policy_name)] * times
+    return got, expected
+
+
+def test_a_known_steps_winner_is_not_given_to_a_conversation_that_rejected_another_action(
+    bot_models: BotModels,
+) -> None:
+    # A second /predict with no new event takes the empty step from where the first left
+    # the states; a rejection leaves them as they were, so conversations that rejected
+    # different actions (or none) take the same step: each must get its own winner (the
+    # rejected action taken out), as an ensemble that remembers nothing predicts.
+    greet = {"intent": {"name": "greet"}, "entities": []}
+    conversations: list[list[Event]] = []
+    for rejected in ["utter_greet", None, "action_default_fallback", None]:
+        events: list[Event] = [listen(), UserUttered(text="hello", parse_data=greet)]
+        if rejected is not None:
+            events.append(ev.ActionExecutionRejected(action_name=rejected))
+        conversations.append(events)
+    got, expected = _remembered_and_afresh(bot_models, conversations, 2)
+    assert got == expected
+    assert got[0] != ("utter_greet", "MemoizationPolicy")  # (rejected)
+    assert got[2] == ("utter_greet", "MemoizationPolicy")
+
+
+def test_a_conversation_without_events_is_predicted_for_again_and_again(
+    bot_models: BotModels,
+) -> None:
+    # Its second prediction learns the empty step from no events; the next one (or another
+    # empty conversation's) takes it: before, an IndexError (the step's last event read from
+    # an empty list).
+    got, expected = _remembered_and_afresh(bot_models, [[], []], 3)
+    assert got == expected
+
+
+def test_predictions_through_the_memories_are_those_of_none_in_random_conversations(
+    bot_models: BotModels,
+) -> None:
+    # Conversations repeating a few turns share steps and winners; now and then the
+    # predicted action is rejected and the bot predicts again, as a turn does. Pending
+    # followups are left out (a turn runs them unasked).
+    model = bot_models["moodbot"]
+    domain, ensemble = model.domain, model.policies
+    assert isinstance(ensemble, PolicyEnsemble)
+    ensemble.forget_predictions()
+    afresh = PolicyEnsemble(ensemble.policies, memo_size=0)
+    rng = random.Random("memories")
+
+    def answer(prediction: Any) -> tuple[Any, ...]:
+        return (prediction.action_name, prediction.policy_name, prediction.probabilities)
+
+    trackers = [Tracker(f"m{n}", domain.slot_defaults(), [listen()]) for n in range(12)]
+    compared = 0
+    for turn in range(25):
+        for n, tracker in enumerate(trackers):
+            for event in _turn(random.Random(f"memories-{n % 3}-{turn}"), domain):
+                tracker.update(event)
+            for _ in range(rng.randint(1, 3)):
+                if tracker.followup_action:
+                    break
+                got = ensemble.predict(tracker, domain)
+                fresh = Tracker("afresh", domain.slot_defaults(), list(tracker.events))
+                assert answer(got) == answer(afresh.predict(fresh, domain)), [
+                    e.as_dict() for e in tracker.events
+                ]
+                compared += 1
+                if rng.random() < 0.5:
+                    tracker.update(ev.ActionExecutionRejected(action_name=got.action_name))
+    assert compared > 300, compared
+
+
 def test_a_step_is_not_taken_where_a_loop_known_from_other_events_runs() -> None:
     """Rasa's applied events collapse the runs of any loop a tracker's events activate (an
     earlier session's too): a step learned where the loop was never activated would keep

@@ -18,14 +18,19 @@ from server.trackers.events import (
     ActionExecutionRejected,
     ActionReverted,
     ActiveLoop,
+    AllSlotsReset,
     BotUttered,
     ConversationPaused,
     ConversationResumed,
+    DefinePrevUserUtteredFeaturization,
+    EntitiesAdded,
     Event,
     FollowupAction,
+    LoopInterrupted,
     Restarted,
     SessionStarted,
     SlotSet,
+    StoryExported,
     UserUtteranceReverted,
     UserUttered,
 )
@@ -325,15 +330,34 @@ def test_the_rejected_action_is_the_last_action_event_when_it_is_a_rejection() -
         ActionReverted,
         Restarted,
         SessionStarted,
+        # The events no rejection depends on, each through the fold's own branch.
+        lambda: ActionExecuted(action_name=None, action_text="an end-to-end answer"),
+        lambda: FollowupAction(action_name="utter_a"),
+        lambda: LoopInterrupted(is_interrupted=True),
+        AllSlotsReset,
+        ConversationPaused,
+        ConversationResumed,
+        lambda: DefinePrevUserUtteredFeaturization(use_text_for_featurization=True),
+        lambda: EntitiesAdded(entities=[{"entity": "e", "value": "v"}]),
+        StoryExported,
     ]
-    for n in range(200):
+    for n in range(300):
         tracker = Tracker(f"r{n}", {"s": None})
-        for _ in range(rng.randint(1, 15)):
-            tracker.update(rng.choice(kinds)())
+        for index in range(rng.randint(1, 20)):
+            event = rng.choice(kinds)()
+            event.timestamp = float(index)
+            tracker.update(event)
             assert tracker.rejected_action == last_rejected(tracker.events)
+        cut = rng.randint(0, len(tracker.events))
+        dicts = [e.as_dict() for e in tracker.events]
+        refolded = Tracker.from_dicts(f"r{n}", dicts[:cut], {"s": None})
+        refolded.update_from_dicts(dicts[cut:])
         for other in (
             tracker.copy(),
-            tracker.extended([]),
-            Tracker.from_dicts(f"r{n}", [e.as_dict() for e in tracker.events], {"s": None}),
+            Tracker(f"r{n}", {"s": None}, tracker.events[:cut]).extended(tracker.events[cut:]),
+            Tracker.from_dicts(f"r{n}", dicts, {"s": None}),
+            refolded,
         ):
             assert other.rejected_action == last_rejected(tracker.events)
+        earlier = tracker.until(float(cut))
+        assert earlier.rejected_action == last_rejected(earlier.events)

@@ -1291,7 +1291,8 @@ def window_step(
             derived = steps.get(step)
             if derived is not None:
                 events = tracker.events
-                derived_from: _DerivedFrom = (steps, len(events), events[-1], derived[0], folded)
+                last_event = events[-1] if events else None  # (the empty step from no events)
+                derived_from: _DerivedFrom = (steps, len(events), last_event, derived[0], folded)
                 setattr(tracker, _DERIVED_ATTRIBUTE, derived_from)
                 return derived
     cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
