@@ -117,6 +117,18 @@ def _config_path(args: argparse.Namespace) -> Path | None:
     return Path(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).is_file() else None
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a timeout, 0 or more seconds (0 or `inf`: none). Rasa reads an
+    integer; a fraction is taken too, `nan` and negatives are refused (`nan` was no timeout)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no timeout) or more seconds, not {text}")
+    return value
+
+
 def _finite_number(text: str) -> float:
     """An argparse type: a finite number (a Unix timestamp)."""
     try:
@@ -153,12 +165,21 @@ def _check_output_dir(path: Path, flag: str) -> None:
 DEFAULT_ENDPOINTS = "endpoints.yml"
 
 
+def _refuse_a_directory_as_endpoints(path: str) -> None:
+    if Path(path).is_dir():
+        raise InvalidConfig(
+            f"--endpoints {path} is a directory: name the endpoints file in it "
+            f"({Path(path) / DEFAULT_ENDPOINTS})"
+        )
+
+
 def _check_endpoints_file(args: argparse.Namespace, needed: bool) -> None:
     """`--endpoints` naming a file that is not there (a typo, a wrong directory): Rasa runs
     with the defaults without a word, and so do `run` and `shell`, with a warning. `needed`:
     the command would act on the default store instead (`prune` deleting from botserver.db):
     refused."""
     path = args.endpoints
+    _refuse_a_directory_as_endpoints(path)
     if path == DEFAULT_ENDPOINTS or Path(path).is_file():
         return
     if needed:
@@ -505,13 +526,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote-storage", help="aws, gcs or azure: fetch -m from there")
     p.add_argument(
         "--response-timeout",
-        type=float,
+        type=_seconds,
         default=3600,
         help="seconds before a request is answered with a timeout error",
     )
     p.add_argument(
         "--request-timeout",
-        type=float,
+        type=_seconds,
         default=300,
         help="accepted as Rasa's; as in Rasa it does nothing for the server (only `rasa shell` "
         "read it)",
@@ -567,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("--request-timeout", "--response-timeout"):
         p.add_argument(
             flag,
-            type=float,
+            type=_seconds,
             default=None,
             help="accepted as Rasa's; the shell talks to the bot in process, with no timeout",
         )
@@ -1186,6 +1207,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     low, high = args.minimum_timestamp, args.maximum_timestamp
     if low is not None and high is not None and high < low:
         raise InvalidConfig(f"--maximum-timestamp {high} is smaller than --minimum-timestamp {low}")
+    _refuse_a_directory_as_endpoints(args.endpoints)
     if not Path(args.endpoints).is_file():
         raise InvalidConfig(
             f"--endpoints {args.endpoints}: no such file; it names the tracker store to "
