@@ -827,6 +827,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="publish events before this Unix time (exclusive)",
     )
     p.add_argument(
+        "--offset-timestamps-by-seconds",
+        type=int,
+        help="move the timestamps of the published events by this many seconds (the range "
+        "above is of the stored ones; the tracker store is unchanged)",
+    )
+    p.add_argument(
         "--conversation-ids", help="comma-separated conversation ids (default: every one)"
     )
     _add_log_flags(p)
@@ -1224,6 +1230,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise InvalidConfig(
             f"{args.endpoints}: no event_broker section: there is nothing to publish to"
         )
+    offset = args.offset_timestamps_by_seconds
+    if offset:
+        import datetime
+
+        later = "later" if offset > 0 else "earlier"
+        print(
+            f"Event timestamps are offset by {offset} s "
+            f"({datetime.timedelta(seconds=abs(offset))} {later}) in what is published."
+        )
     ids = None
     if args.conversation_ids is not None:
         ids = [i.strip() for i in args.conversation_ids.split(",") if i.strip()]
@@ -1233,7 +1248,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         broker = create_event_broker(endpoints["event_broker"], args.endpoints)
         assert broker is not None  # the section is there
         try:
-            selection = await select_events(store, ids, low, high)
+            selection = await select_events(store, ids, low, high, offset or 0)
             if selection.missing:
                 logger.warning(
                     "Not in the tracker store: conversations %s", ", ".join(selection.missing)
@@ -1242,7 +1257,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 f"Selected {len(selection.messages)} events of "
                 f"{len(selection.conversations)} conversations for publishing."
             )
-            return await publish_events(broker, selection.messages)
+            return await publish_events(broker, selection.messages, selection.stored_timestamps)
         finally:
             await broker.close()
             await store.close()
@@ -1271,6 +1286,8 @@ def _export_resume_command(args: argparse.Namespace, timestamp: float) -> str:
         words += ["--maximum-timestamp", repr(args.maximum_timestamp)]
     if args.conversation_ids is not None:
         words += ["--conversation-ids", args.conversation_ids]
+    if args.offset_timestamps_by_seconds is not None:
+        words += ["--offset-timestamps-by-seconds", str(args.offset_timestamps_by_seconds)]
     return shlex.join(words)
 
 
