@@ -465,6 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
     pn = tsub.add_parser("nlu", help="train the NLU pipeline only", formatter_class=_Formatter)
     pn.add_argument("-c", "--config", type=_config_file, default=unset, help=CONFIG_HELP)
     pn.add_argument("-u", "--nlu", action=_Paths, default=["data"], help="NLU data files or dirs")
+    pn.add_argument(
+        "-d",
+        "--domain",
+        default=unset,
+        help="domain file or dir whose retrieval responses the ResponseSelector answers with "
+        "(domain.yml when there is one)",
+    )
     pn.add_argument("--out", default=unset, help=f"directory for the archive ({DEFAULT_MODELS})")
     pn.add_argument("--fixed-model-name", default=unset, help="name the archive <name>.tar.gz")
     pn.add_argument("--force", action="store_true", default=unset, help="train even if unchanged")
@@ -924,6 +931,15 @@ def _valid_for_training(args: argparse.Namespace) -> bool:
     return False
 
 
+def _nlu_domain(domain: str) -> Path | None:
+    """The domain `train nlu` reads: the one named, or domain.yml when there is one."""
+    if Path(domain).exists():
+        return Path(domain)
+    if domain != "domain.yml":
+        raise InvalidConfig(f"--domain {domain}: no such file or directory")
+    return None
+
+
 def _check_whole_model_flags(args: argparse.Namespace, what: str) -> None:
     """`botserver train --dry-run core`: a flag of the whole training, given before the part
     to train, which would ignore it."""
@@ -936,7 +952,6 @@ def _check_whole_model_flags(args: argparse.Namespace, what: str) -> None:
             ("--fail-on-validation-warnings", args.fail_on_validation_warnings, False),
             ("--validation-max-history", args.validation_max_history, None),
             ("--data", args.data, ["data"]),
-            ("-d/--domain", args.domain if what == "nlu" else None, "domain.yml"),
         )
         if value != default and value is not None
     ]
@@ -987,6 +1002,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 args.fixed_model_name,
                 args.force,
                 progress=say,
+                domain_path=_nlu_domain(args.domain),
             )
         else:
             result = train(
@@ -1317,6 +1333,9 @@ def _unrecognized(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
                     "in this process and serves nothing over HTTP (run `botserver run` beside "
                     "it for that)"
                 )
+    rasas = _rasa_flag_not_offered(parser, unknown)
+    if rasas:
+        return rasas
     message = f"unrecognized arguments: {' '.join(unknown)}"
     known = [o for action in parser._actions for o in action.option_strings]
     for arg in unknown:
@@ -1325,6 +1344,42 @@ def _unrecognized(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
             if close:
                 return message + f" (did you mean {close[0]}?)"
     return message
+
+
+# Rasa's comparison mode: `rasa test` and `rasa train core` with several configs, each trained
+# on parts of the stories or NLU data. Its flags, by the commands that take them.
+COMPARISON = "Rasa's comparison mode (several configs, each trained on parts of the data)"
+COMPARISON_FLAGS = {
+    "botserver test": {"-r", "--runs", "-p", "--percentages", "--evaluate-model-directory"},
+    "botserver train core": {"--runs", "--percentages"},
+}
+INSTEAD_OF_COMPARISON = (
+    "train one model per config (`botserver train -c CONFIG --out DIR`) and test each with "
+    "`botserver test -m MODEL`"
+)
+
+
+def _rasa_flag_not_offered(parser: argparse.ArgumentParser, unknown: list[str]) -> str | None:
+    """What to say of a flag Rasa has and botserver does not (argparse's `unrecognized
+    arguments` reads as a typo); None for any other."""
+    flags = COMPARISON_FLAGS.get(parser.prog, set())
+    for flag in (arg.split("=", 1)[0] for arg in unknown):
+        if flag in flags:
+            return f"{flag} is of {COMPARISON}, not offered here: {INSTEAD_OF_COMPARISON}"
+        if flag == "--url" and parser.prog == "botserver test":
+            return (
+                "--url (Rasa's, deprecated) fetched the test stories from a URL; botserver "
+                "does not: download them and give the file with -s"
+            )
+    words = getattr(parser, "_arguments", [])
+    if parser.prog in COMPARISON_FLAGS and unknown and not unknown[0].startswith("-"):
+        for index, word in enumerate(words[:-2]):
+            if word in ("-c", "--config") and words[index + 2] == unknown[0]:
+                return (
+                    f"{word} takes one config: {COMPARISON} is not offered ({unknown[0]} was "
+                    f"read as a second config); {INSTEAD_OF_COMPARISON}"
+                )
+    return None
 
 
 def _unknown_arguments(parser: argparse.ArgumentParser, unknown: list[str]) -> None:

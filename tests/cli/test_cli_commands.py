@@ -70,7 +70,7 @@ def test_unknown_flag_fails_before_anything_starts(run_cli) -> None:
 @pytest.mark.parametrize(
     ("argv", "unknown"),
     [
-        (["test", "--url", "http://x/stories.yml"], "--url http://x/stories.yml"),
+        (["test", "--stories-at", "http://x/stories.yml"], "--stories-at http://x/stories.yml"),
         (["train", "--epochs", "5"], "--epochs 5"),
         (["data", "validate", "--max-histroy", "3"], "--max-histroy 3"),
         (["shell", "--model-dir", "models"], "--model-dir models"),
@@ -84,6 +84,37 @@ def test_an_unknown_flag_with_a_value_is_named(run_cli, argv: list[str], unknown
     assert result.code == 2
     assert f"unrecognized arguments: {unknown}" in result.err
     assert "invalid choice" not in result.err
+
+
+COMPARISON = "Rasa's comparison mode (several configs, each trained on parts of the data)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["test", "core", "-r", "2"], f"-r is of {COMPARISON}"),
+        (["test", "nlu", "--runs", "2"], f"--runs is of {COMPARISON}"),
+        (["test", "nlu", "-p", "10", "20"], f"-p is of {COMPARISON}"),
+        (["test", "--percentages", "10"], f"--percentages is of {COMPARISON}"),
+        (["train", "core", "--percentages", "0", "5"], f"--percentages is of {COMPARISON}"),
+        (["train", "core", "--runs=2"], f"--runs is of {COMPARISON}"),
+        (["test", "core", "--evaluate-model-directory"], f"is of {COMPARISON}"),
+        (["test", "core", "-c", "a.yml", "b.yml"], f"-c takes one config: {COMPARISON}"),
+        (["train", "core", "--config", "a.yml", "b.yml"], f"takes one config: {COMPARISON}"),
+        (["test", "--url", "http://x/stories.yml"], "--url (Rasa's, deprecated) fetched"),
+    ],
+)
+def test_a_rasa_flag_botserver_lacks_says_so(
+    run_cli, tmp_path: Path, argv: list[str], said: str
+) -> None:
+    """Before: argparse's bare `unrecognized arguments: -r 2`, read as a typo."""
+    for name in ("a.yml", "b.yml"):
+        (tmp_path / name).write_text("language: en\n")
+    result = run_cli(*argv, cwd=tmp_path)
+    assert result.code == 2
+    [error] = [line for line in result.err.splitlines() if ": error: " in line]
+    assert said in error, error
+    assert "unrecognized arguments" not in error
 
 
 @pytest.mark.parametrize(
