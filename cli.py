@@ -52,6 +52,34 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
     """Keeps the examples' layout and shows defaults."""
 
 
+def version_lines() -> list[str]:
+    """`rasa --version`'s lines, botserver's first; the Rasa version is the one it serves."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from server import RASA_COMPAT_VERSION
+
+    try:
+        sdk = version("rasa-sdk")
+    except PackageNotFoundError:
+        sdk = "not installed (`botserver run actions` needs it)"
+    return [
+        f"botserver Version :         {__version__}",
+        f"Rasa Version      :         {RASA_COMPAT_VERSION}",
+        f"Minimum Compatible Version: {RASA_COMPAT_VERSION}",
+        f"Rasa SDK Version  :         {sdk}",
+        f"Python Version    :         {platform.python_version()}",
+        f"Operating System  :         {platform.platform()}",
+        f"Python Path       :         {sys.executable}",
+    ]
+
+
+class _Version(argparse.Action):
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        print("\n".join(version_lines()))
+        parser.exit()
+
+
 def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
@@ -413,7 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
             "botserver run -m models --enable-api --log-file out.log",
         ),
     )
-    parser.add_argument("--version", action="version", version=f"botserver {__version__}")
+    parser.add_argument(
+        "--version",
+        action=_Version,
+        nargs=0,
+        default=argparse.SUPPRESS,
+        help="print the versions and exit, as Rasa's",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # init

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from server import __version__
+from server import RASA_COMPAT_VERSION, __version__
 
 COMMANDS = [
     ["init"],
@@ -37,10 +37,23 @@ COMMANDS = [
 REPO = Path(__file__).resolve().parents[2]  # the subprocess runs this checkout
 
 
-def test_version(run_cli) -> None:
+def test_version_is_laid_out_as_rasas(run_cli) -> None:
+    """`rasa --version`'s lines, the Rasa version being the one botserver serves. Before, the
+    one line `botserver 0.1.0`: a bug report lacked the Python and system it ran on, and
+    `rasa --version | grep "Rasa Version"` found nothing."""
+    import platform
+
     result = run_cli("--version")
     assert result.code == 0
-    assert result.out.strip() == f"botserver {__version__}"
+    lines = result.out.splitlines()
+    assert lines[0] == f"botserver Version :         {__version__}"
+    assert lines[1] == f"Rasa Version      :         {RASA_COMPAT_VERSION}"
+    assert lines[2] == f"Minimum Compatible Version: {RASA_COMPAT_VERSION}"
+    assert lines[3].startswith("Rasa SDK Version  :         ")
+    assert lines[4] == f"Python Version    :         {platform.python_version()}"
+    assert lines[5] == f"Operating System  :         {platform.platform()}"
+    assert lines[6] == f"Python Path       :         {sys.executable}"
+    assert len(lines) == 7
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
