@@ -29,6 +29,7 @@ from server.api.inspect import inspect_router
 from server.api.metrics import ServerMetrics
 from server.api.metrics_sharing import share_between_workers
 from server.api.middleware import DEFAULT_MAX_BODY_BYTES
+from server.api.middleware.cors import check_origins
 from server.api.model_sync import follow_other_workers
 from server.api.server import ServerOptions, build_app
 from server.api.shutdown import (
@@ -399,6 +400,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         credentials_path = None
     credentials = read_credentials(credentials_path) if credentials_path else None
     check_model_source(args)
+    check_origins(args.cors or ())
     if args.response_timeout is not None and args.response_timeout < 0:
         raise InvalidConfig("--response-timeout must be 0 (none) or more seconds")
     _check_secrets(args)

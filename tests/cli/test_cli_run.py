@@ -587,3 +587,35 @@ def test_endpoints_naming_a_directory_says_so(run_cli, tmp_path: Path, command: 
         "error: --endpoints config is a directory: name the endpoints file in it "
         "(config/endpoints.yml)"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        (
+            "https://(app?.example.test",
+            "--cors 'https://(app?.example.test': not a valid regular expression (missing )",
+        ),
+        ("", "--cors '': an empty origin allows nothing"),
+        (
+            "https://app.example.test/",
+            "--cors 'https://app.example.test/': an origin has no path, and a browser's never "
+            "matches it: https://app.example.test",
+        ),
+        (
+            "localhost:3000",
+            "--cors 'localhost:3000': an origin starts with its scheme, and a browser's never "
+            "matches it without one: http://localhost:3000 or https://localhost:3000",
+        ),
+    ],
+)
+def test_a_cors_origin_no_browser_could_send_is_refused(
+    run_cli, tmp_path: Path, value: str, says: str
+) -> None:
+    # Before, each started the server, whose API every browser then refused, without a word
+    # (an invalid pattern: a 500 at each request in Rasa).
+    result = _run_on_a_busy_port(
+        run_cli, tmp_path, "--enable-api", "--cors", "http://ok.test", value
+    )
+    assert result.code == 1
+    assert result.err.splitlines()[-1].startswith(f"error: {says}"), result.err
