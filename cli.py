@@ -542,7 +542,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-p", "--port", type=_int_at_least(1, 65535), default=5005, help="port to listen on"
     )
     p.add_argument("-i", "--interface", default="0.0.0.0", help="address to listen on")
-    p.add_argument("--cors", nargs="*", default=None, help="allowed origin(s), or '*'")
+    p.add_argument(
+        "--cors",
+        nargs="*",
+        default=None,
+        help="allowed origin(s), or '*'; one holding * \\ ] or ? is a regular expression "
+        "(over the whole origin), as in Rasa",
+    )
     p.add_argument(
         "-t",
         "--auth-token",
@@ -588,7 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
     p.add_argument("--ssl-ca-file", help="CA bundle client certificates are checked against")
     p.add_argument("--ssl-password", help="password of the encrypted --ssl-keyfile")
-    p.add_argument("--workers", type=int, default=1, help="server processes on one port")
+    p.add_argument(
+        "--workers", type=_int_at_least(1), default=1, help="server processes on one port"
+    )
     p.add_argument("--verify-key", help="Ed25519 public key: refuse unsigned models")
     p.add_argument(
         "--no-metrics",

@@ -619,3 +619,16 @@ def test_a_cors_origin_no_browser_could_send_is_refused(
     )
     assert result.code == 1
     assert result.err.splitlines()[-1].startswith(f"error: {says}"), result.err
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_workers_below_one_is_refused_as_other_numbers_out_of_range(
+    run_cli, tmp_path: Path, value: str
+) -> None:
+    # As --port 99999: exit 2 before anything is read. Before, exit 1 after the endpoints,
+    # credentials and model were checked.
+    result = run_cli("run", "--workers", value, cwd=tmp_path)
+    assert result.code == 2
+    assert result.err.splitlines()[-1] == (
+        f"botserver run: error: argument --workers: must be 1 or more, not {value}"
+    )
