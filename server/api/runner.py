@@ -229,6 +229,10 @@ async def _finish_turns(turns: TurnsInFlight) -> None:
 # -- checks before anything starts -------------------------------------------------------------
 def check_port_free(interface: str, port: int) -> None:
     """Bind once as uvicorn will, so a busy port is a clear error rather than a traceback."""
+    if interface.startswith("[") and interface.endswith("]"):
+        raise InvalidConfig(
+            f"-i {interface}: write an IPv6 address without brackets: -i {interface[1:-1]}"
+        )
     family = socket.AF_INET6 if ":" in interface else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:

@@ -632,3 +632,13 @@ def test_workers_below_one_is_refused_as_other_numbers_out_of_range(
     assert result.err.splitlines()[-1] == (
         f"botserver run: error: argument --workers: must be 1 or more, not {value}"
     )
+
+
+def test_an_ipv6_interface_in_brackets_says_to_drop_them(run_cli, tmp_path: Path) -> None:
+    # `-i [::1]`, as an address is written in a URL. Before: "cannot listen on
+    # [::1]:5005: Name or service not known".
+    result = run_cli("run", "--enable-api", "-i", "[::1]", "-p", str(free_port()), cwd=tmp_path)
+    assert result.code == 1
+    assert result.err.splitlines()[-1] == (
+        "error: -i [::1]: write an IPv6 address without brackets: -i ::1"
+    )
