@@ -52,6 +52,34 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
     """Keeps the examples' layout and shows defaults."""
 
 
+def version_lines() -> list[str]:
+    """`rasa --version`'s lines, botserver's first; the Rasa version is the one it serves."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from server import RASA_COMPAT_VERSION
+
+    try:
+        sdk = version("rasa-sdk")
+    except PackageNotFoundError:
+        sdk = "not installed (`botserver run actions` needs it)"
+    return [
+        f"botserver Version :         {__version__}",
+        f"Rasa Version      :         {RASA_COMPAT_VERSION}",
+        f"Minimum Compatible Version: {RASA_COMPAT_VERSION}",
+        f"Rasa SDK Version  :         {sdk}",
+        f"Python Version    :         {platform.python_version()}",
+        f"Operating System  :         {platform.platform()}",
+        f"Python Path       :         {sys.executable}",
+    ]
+
+
+class _Version(argparse.Action):
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        print("\n".join(version_lines()))
+        parser.exit()
+
+
 def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
@@ -117,6 +145,18 @@ def _config_path(args: argparse.Namespace) -> Path | None:
     return Path(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).is_file() else None
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a timeout, 0 or more seconds (0 or `inf`: none). Rasa reads an
+    integer; a fraction is taken too, `nan` and negatives are refused (`nan` was no timeout)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no timeout) or more seconds, not {text}")
+    return value
+
+
 def _finite_number(text: str) -> float:
     """An argparse type: a finite number (a Unix timestamp)."""
     try:
@@ -153,12 +193,21 @@ def _check_output_dir(path: Path, flag: str) -> None:
 DEFAULT_ENDPOINTS = "endpoints.yml"
 
 
+def _refuse_a_directory_as_endpoints(path: str) -> None:
+    if Path(path).is_dir():
+        raise InvalidConfig(
+            f"--endpoints {path} is a directory: name the endpoints file in it "
+            f"({Path(path) / DEFAULT_ENDPOINTS})"
+        )
+
+
 def _check_endpoints_file(args: argparse.Namespace, needed: bool) -> None:
     """`--endpoints` naming a file that is not there (a typo, a wrong directory): Rasa runs
     with the defaults without a word, and so do `run` and `shell`, with a warning. `needed`:
     the command would act on the default store instead (`prune` deleting from botserver.db):
     refused."""
     path = args.endpoints
+    _refuse_a_directory_as_endpoints(path)
     if path == DEFAULT_ENDPOINTS or Path(path).is_file():
         return
     if needed:
@@ -392,7 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
             "botserver run -m models --enable-api --log-file out.log",
         ),
     )
-    parser.add_argument("--version", action="version", version=f"botserver {__version__}")
+    parser.add_argument(
+        "--version",
+        action=_Version,
+        nargs=0,
+        default=argparse.SUPPRESS,
+        help="print the versions and exit, as Rasa's",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # init
@@ -444,6 +499,13 @@ def build_parser() -> argparse.ArgumentParser:
     pn = tsub.add_parser("nlu", help="train the NLU pipeline only", formatter_class=_Formatter)
     pn.add_argument("-c", "--config", type=_config_file, default=unset, help=CONFIG_HELP)
     pn.add_argument("-u", "--nlu", action=_Paths, default=["data"], help="NLU data files or dirs")
+    pn.add_argument(
+        "-d",
+        "--domain",
+        default=unset,
+        help="domain file or dir whose retrieval responses the ResponseSelector answers with "
+        "(domain.yml when there is one)",
+    )
     pn.add_argument("--out", default=unset, help=f"directory for the archive ({DEFAULT_MODELS})")
     pn.add_argument("--fixed-model-name", default=unset, help="name the archive <name>.tar.gz")
     pn.add_argument("--force", action="store_true", default=unset, help="train even if unchanged")
@@ -480,7 +542,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-p", "--port", type=_int_at_least(1, 65535), default=5005, help="port to listen on"
     )
     p.add_argument("-i", "--interface", default="0.0.0.0", help="address to listen on")
-    p.add_argument("--cors", nargs="*", default=None, help="allowed origin(s), or '*'")
+    p.add_argument(
+        "--cors",
+        nargs="*",
+        default=None,
+        help="allowed origin(s), or '*'; one holding * \\ ] or ? is a regular expression "
+        "(over the whole origin), as in Rasa",
+    )
     p.add_argument(
         "-t",
         "--auth-token",
@@ -505,13 +573,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote-storage", help="aws, gcs or azure: fetch -m from there")
     p.add_argument(
         "--response-timeout",
-        type=float,
+        type=_seconds,
         default=3600,
         help="seconds before a request is answered with a timeout error",
     )
     p.add_argument(
         "--request-timeout",
-        type=float,
+        type=_seconds,
         default=300,
         help="accepted as Rasa's; as in Rasa it does nothing for the server (only `rasa shell` "
         "read it)",
@@ -526,7 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
     p.add_argument("--ssl-ca-file", help="CA bundle client certificates are checked against")
     p.add_argument("--ssl-password", help="password of the encrypted --ssl-keyfile")
-    p.add_argument("--workers", type=int, default=1, help="server processes on one port")
+    p.add_argument(
+        "--workers", type=_int_at_least(1), default=1, help="server processes on one port"
+    )
     p.add_argument("--verify-key", help="Ed25519 public key: refuse unsigned models")
     p.add_argument(
         "--no-metrics",
@@ -567,7 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("--request-timeout", "--response-timeout"):
         p.add_argument(
             flag,
-            type=float,
+            type=_seconds,
             default=None,
             help="accepted as Rasa's; the shell talks to the bot in process, with no timeout",
         )
@@ -806,6 +876,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="publish events before this Unix time (exclusive)",
     )
     p.add_argument(
+        "--offset-timestamps-by-seconds",
+        type=int,
+        help="move the timestamps of the published events by this many seconds (the range "
+        "above is of the stored ones; the tracker store is unchanged)",
+    )
+    p.add_argument(
         "--conversation-ids", help="comma-separated conversation ids (default: every one)"
     )
     _add_log_flags(p)
@@ -905,6 +981,15 @@ def _valid_for_training(args: argparse.Namespace) -> bool:
     return False
 
 
+def _nlu_domain(domain: str) -> Path | None:
+    """The domain `train nlu` reads: the one named, or domain.yml when there is one."""
+    if Path(domain).exists():
+        return Path(domain)
+    if domain != "domain.yml":
+        raise InvalidConfig(f"--domain {domain}: no such file or directory")
+    return None
+
+
 def _check_whole_model_flags(args: argparse.Namespace, what: str) -> None:
     """`botserver train --dry-run core`: a flag of the whole training, given before the part
     to train, which would ignore it."""
@@ -917,7 +1002,6 @@ def _check_whole_model_flags(args: argparse.Namespace, what: str) -> None:
             ("--fail-on-validation-warnings", args.fail_on_validation_warnings, False),
             ("--validation-max-history", args.validation_max_history, None),
             ("--data", args.data, ["data"]),
-            ("-d/--domain", args.domain if what == "nlu" else None, "domain.yml"),
         )
         if value != default and value is not None
     ]
@@ -968,6 +1052,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 args.fixed_model_name,
                 args.force,
                 progress=say,
+                domain_path=_nlu_domain(args.domain),
             )
         else:
             result = train(
@@ -1194,6 +1279,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     low, high = args.minimum_timestamp, args.maximum_timestamp
     if low is not None and high is not None and high < low:
         raise InvalidConfig(f"--maximum-timestamp {high} is smaller than --minimum-timestamp {low}")
+    _refuse_a_directory_as_endpoints(args.endpoints)
     if not Path(args.endpoints).is_file():
         raise InvalidConfig(
             f"--endpoints {args.endpoints}: no such file; it names the tracker store to "
@@ -1210,6 +1296,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise InvalidConfig(
             f"{args.endpoints}: no event_broker section: there is nothing to publish to"
         )
+    offset = args.offset_timestamps_by_seconds
+    if offset:
+        import datetime
+
+        later = "later" if offset > 0 else "earlier"
+        print(
+            f"Event timestamps are offset by {offset} s "
+            f"({datetime.timedelta(seconds=abs(offset))} {later}) in what is published."
+        )
     ids = None
     if args.conversation_ids is not None:
         ids = [i.strip() for i in args.conversation_ids.split(",") if i.strip()]
@@ -1219,7 +1314,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         broker = create_event_broker(endpoints["event_broker"], args.endpoints)
         assert broker is not None  # the section is there
         try:
-            selection = await select_events(store, ids, low, high)
+            selection = await select_events(store, ids, low, high, offset or 0)
             if selection.missing:
                 logger.warning(
                     "Not in the tracker store: conversations %s", ", ".join(selection.missing)
@@ -1228,7 +1323,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 f"Selected {len(selection.messages)} events of "
                 f"{len(selection.conversations)} conversations for publishing."
             )
-            return await publish_events(broker, selection.messages)
+            return await publish_events(broker, selection.messages, selection.stored_timestamps)
         finally:
             await broker.close()
             await store.close()
@@ -1257,6 +1352,8 @@ def _export_resume_command(args: argparse.Namespace, timestamp: float) -> str:
         words += ["--maximum-timestamp", repr(args.maximum_timestamp)]
     if args.conversation_ids is not None:
         words += ["--conversation-ids", args.conversation_ids]
+    if args.offset_timestamps_by_seconds is not None:
+        words += ["--offset-timestamps-by-seconds", str(args.offset_timestamps_by_seconds)]
     return shlex.join(words)
 
 
@@ -1286,6 +1383,9 @@ def _unrecognized(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
                     "in this process and serves nothing over HTTP (run `botserver run` beside "
                     "it for that)"
                 )
+    rasas = _rasa_flag_not_offered(parser, unknown)
+    if rasas:
+        return rasas
     message = f"unrecognized arguments: {' '.join(unknown)}"
     known = [o for action in parser._actions for o in action.option_strings]
     for arg in unknown:
@@ -1294,6 +1394,42 @@ def _unrecognized(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
             if close:
                 return message + f" (did you mean {close[0]}?)"
     return message
+
+
+# Rasa's comparison mode: `rasa test` and `rasa train core` with several configs, each trained
+# on parts of the stories or NLU data. Its flags, by the commands that take them.
+COMPARISON = "Rasa's comparison mode (several configs, each trained on parts of the data)"
+COMPARISON_FLAGS = {
+    "botserver test": {"-r", "--runs", "-p", "--percentages", "--evaluate-model-directory"},
+    "botserver train core": {"--runs", "--percentages"},
+}
+INSTEAD_OF_COMPARISON = (
+    "train one model per config (`botserver train -c CONFIG --out DIR`) and test each with "
+    "`botserver test -m MODEL`"
+)
+
+
+def _rasa_flag_not_offered(parser: argparse.ArgumentParser, unknown: list[str]) -> str | None:
+    """What to say of a flag Rasa has and botserver does not (argparse's `unrecognized
+    arguments` reads as a typo); None for any other."""
+    flags = COMPARISON_FLAGS.get(parser.prog, set())
+    for flag in (arg.split("=", 1)[0] for arg in unknown):
+        if flag in flags:
+            return f"{flag} is of {COMPARISON}, not offered here: {INSTEAD_OF_COMPARISON}"
+        if flag == "--url" and parser.prog == "botserver test":
+            return (
+                "--url (Rasa's, deprecated) fetched the test stories from a URL; botserver "
+                "does not: download them and give the file with -s"
+            )
+    words = getattr(parser, "_arguments", [])
+    if parser.prog in COMPARISON_FLAGS and unknown and not unknown[0].startswith("-"):
+        for index, word in enumerate(words[:-2]):
+            if word in ("-c", "--config") and words[index + 2] == unknown[0]:
+                return (
+                    f"{word} takes one config: {COMPARISON} is not offered ({unknown[0]} was "
+                    f"read as a second config); {INSTEAD_OF_COMPARISON}"
+                )
+    return None
 
 
 def _unknown_arguments(parser: argparse.ArgumentParser, unknown: list[str]) -> None:

@@ -29,6 +29,7 @@ from server.api.inspect import inspect_router
 from server.api.metrics import ServerMetrics
 from server.api.metrics_sharing import share_between_workers
 from server.api.middleware import DEFAULT_MAX_BODY_BYTES
+from server.api.middleware.cors import check_origins
 from server.api.model_sync import follow_other_workers
 from server.api.server import ServerOptions, build_app
 from server.api.shutdown import (
@@ -231,6 +232,10 @@ async def _finish_turns(turns: TurnsInFlight) -> None:
 # -- checks before anything starts -------------------------------------------------------------
 def check_port_free(interface: str, port: int) -> None:
     """Bind once as uvicorn will, so a busy port is a clear error rather than a traceback."""
+    if interface.startswith("[") and interface.endswith("]"):
+        raise InvalidConfig(
+            f"-i {interface}: write an IPv6 address without brackets: -i {interface[1:-1]}"
+        )
     family = socket.AF_INET6 if ":" in interface else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -402,6 +407,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         credentials_path = None
     credentials = read_credentials(credentials_path) if credentials_path else None
     check_model_source(args)
+    check_origins(args.cors or ())
     if args.response_timeout is not None and args.response_timeout < 0:
         raise InvalidConfig("--response-timeout must be 0 (none) or more seconds")
     _check_secrets(args)

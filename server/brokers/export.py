@@ -21,6 +21,9 @@ class Selection:
 
     conversations: list[str]  # those with events selected
     messages: list[Outgoing]
+    # Each message's event's timestamp in the tracker store (with an offset, the message's
+    # is moved): where an interrupted export goes on from.
+    stored_timestamps: list[float]
     # Requested conversation ids the tracker store does not hold.
     missing: list[str] = field(default_factory=list)
 
@@ -35,12 +38,14 @@ async def select_events(
     conversation_ids: list[str] | None = None,
     minimum_timestamp: float | None = None,
     maximum_timestamp: float | None = None,
+    offset_seconds: int = 0,
 ) -> Selection:
     """Every event of the chosen conversations (all sessions) with `minimum_timestamp <=
     timestamp < maximum_timestamp`, sorted by timestamp (a conversation's events keep their
     order among equal ones). Each message has the id the live broker gives the same event, so
     a consumer can drop what it already has, and names the one before it in its conversation
-    among those selected (the first names none)."""
+    among those selected (the first names none). `offset_seconds` moves the timestamps of
+    the messages (Rasa's `--offset-timestamps-by-seconds`), not those the range is of."""
     stored = set(await store.keys())
     if not stored:
         raise NothingToExport("the tracker store holds no conversation: nothing to export")
@@ -56,31 +61,44 @@ async def select_events(
             )
     else:
         chosen = sorted(stored)
-    messages: list[Outgoing] = []
+    selected: list[tuple[float, Outgoing]] = []
     for sender_id in chosen:
         loaded = await store.load_all(sender_id) or []
         events = [event for event in loaded if not left_out_by_rasa(event)]
         previous: str | None = None  # the conversation's last event selected
-        for item in outgoing(sender_id, events, None):
-            stamp = _timestamp(item.event)
+        published = [_moved(event, offset_seconds) for event in events]
+        for event, item in zip(events, outgoing(sender_id, published, None), strict=True):
+            stamp = _timestamp(event)
             if minimum_timestamp is not None and stamp < minimum_timestamp:
                 continue
             if maximum_timestamp is not None and stamp >= maximum_timestamp:
                 continue
             # Linked to the event before it in this export: one left out is not coming, and
             # a consumer restoring the order would wait for it for ever.
-            messages.append(replace(item, previous_id=previous))
+            selected.append((stamp, replace(item, previous_id=previous)))
             previous = item.message_id
-    if not messages:
+    if not selected:
         raise NothingToExport("no event of these conversations is within the requested time range")
-    messages.sort(key=lambda item: _timestamp(item.event))
+    selected.sort(key=lambda pair: pair[0])
+    messages = [item for _, item in selected]
     conversations = sorted({item.sender_id for item in messages})
-    return Selection(conversations, messages, missing)
+    return Selection(conversations, messages, [stamp for stamp, _ in selected], missing)
 
 
-async def publish_events(broker: EventBroker, messages: list[Outgoing]) -> int:
+def _moved(event: dict[str, Any], offset_seconds: int) -> dict[str, Any]:
+    """The event as published with an offset: its timestamp moved, when it has one."""
+    stamp = event.get("timestamp")
+    if not offset_seconds or not isinstance(stamp, (int, float)) or isinstance(stamp, bool):
+        return event
+    return {**event, "timestamp": stamp + offset_seconds}
+
+
+async def publish_events(
+    broker: EventBroker, messages: list[Outgoing], stored_timestamps: list[float] | None = None
+) -> int:
     """Publishes the messages in order; how many. A broker failure stops at once with
-    ExportInterrupted, naming the timestamp of the first message not published."""
+    ExportInterrupted, naming the timestamp of the first message not published (its
+    `stored_timestamps` entry when given: the tracker store's, before an offset)."""
     run = uuid.uuid4().hex  # as Rasa's: one per run, on each RabbitMQ message
     pending = deque(replace(message, export_process_id=run) for message in messages)
     try:
@@ -93,6 +111,6 @@ async def publish_events(broker: EventBroker, messages: list[Outgoing]) -> int:
         raise ExportInterrupted(
             f"the event broker failed ({done}): {exc}",
             published,
-            _timestamp(pending[0].event),
+            stored_timestamps[published] if stored_timestamps else _timestamp(pending[0].event),
         ) from exc
     return len(messages)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from server import __version__
 from server.dialogue.domain import Domain
@@ -26,6 +27,7 @@ from server.models.fingerprint import (
 from server.models.loading import DOMAIN_FILE, NLU_DIR, POLICIES_DIR
 from server.models.metadata import TRAINED_AS_TODAY, TRAINING_FORMAT
 from server.nlu.pipeline import NLUPipeline
+from server.nlu.training_data import NLUTrainingData
 from server.trackers.events import ActionExecuted, UserUttered
 from server.training.config_yaml import ProjectConfig, naming_config_items
 from server.training.project import Project, load_project
@@ -335,6 +337,20 @@ def _train_project(
     return TrainResult(path, seconds=time.perf_counter() - started, warnings=warnings)
 
 
+def _retrieval_responses(domain: Path, data: NLUTrainingData) -> dict[str, list[dict[str, Any]]]:
+    """The domain's responses of the data's retrieval intents (`utter_faq/ask_name`) that
+    the NLU files do not give themselves."""
+    from server.training.domain_yaml import DomainReader
+
+    responses = DomainReader().read(domain).get("responses") or {}
+    wanted = {f"utter_{e.intent}" for e in data.examples if e.intent and "/" in e.intent}
+    return {
+        name: responses[name]
+        for name in sorted(wanted)
+        if name in responses and name not in data.responses
+    }
+
+
 def train_nlu(
     config: Path | None,
     nlu_data: list[Path],
@@ -342,9 +358,11 @@ def train_nlu(
     fixed_model_name: str | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    domain_path: Path | None = None,
 ) -> TrainResult:
     """Trains the NLU pipeline alone (`botserver train nlu`); the model parses but has no
-    dialogue beyond the default rules."""
+    dialogue beyond the default rules. Of `domain_path`, only the responses of the retrieval
+    intents are read (the ResponseSelector's answers), as Rasa's `train nlu -d` reads them."""
     from server.nlu.training_data import NLUTrainingData
     from server.training.config_yaml import read_config
     from server.training.nlu_json import read_nlu_json
@@ -371,7 +389,11 @@ def train_nlu(
             "no NLU training examples: nothing to train (give the NLU data with --nlu)",
             ", ".join(map(str, nlu_data)),
         )
+    domain_responses = {} if domain_path is None else _retrieval_responses(domain_path, data)
+    data.responses.update(domain_responses)
     inputs = {"pipeline": project_config.pipeline, "nlu": True, "botserver": __version__}
+    if domain_responses:  # they change the model; the rest of the domain does not
+        inputs["domain_responses"] = domain_responses
     fingerprint = fingerprint_inputs(files, with_training_format(inputs, TRAINING_FORMAT))
     out = Path(out)
     if not force:

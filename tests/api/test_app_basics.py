@@ -206,6 +206,41 @@ async def test_a_refused_preflight_answers_rasas_error_body() -> None:
     assert "access-control-allow-origin" not in response.headers
 
 
+@pytest.mark.parametrize(
+    ("allowed", "origin", "is_allowed"),
+    [
+        # As sanic-cors reads `--cors` for Rasa: a value with `*`, `\\`, `]` or `?` is a
+        # regular expression, matched ignoring case; others are compared ignoring case.
+        (r"https://.*\.example\.test", "https://app.example.test", True),
+        (r"https://.*\.example\.test", "https://APP.example.test", True),
+        (r"http://localhost:\d+", "http://localhost:3000", True),
+        # Rasa's `http://localhost:*` (a colon, any number of times) let any origin that
+        # starts so in, http://localhost.evil.test too; here, only http://localhost itself.
+        ("http://localhost:*", "http://localhost.evil.test", False),
+        # The whole origin must match (sanic-cors matched its start only).
+        (r"https://.*\.example\.test", "https://app.example.test.evil.test", False),
+        (r"https://.*\.example\.test", "https://example.test", False),
+        ("http://Example.Test", "http://example.test", True),
+    ],
+)
+async def test_cors_origins_are_read_as_rasa_reads_them(
+    allowed: str, origin: str, is_allowed: bool
+) -> None:
+    """Before, each value was compared as is: Rasa's patterns and capitals matched nothing,
+    and the browser refused every call."""
+    async with client_for(app_with(Holder(), cors_origins=[allowed])) as client:
+        simple = await client.get("/version", headers={"Origin": origin})
+        preflight = await client.options(
+            "/status", headers={"Origin": origin, "Access-Control-Request-Method": "GET"}
+        )
+    if is_allowed:
+        assert simple.headers["access-control-allow-origin"] == origin
+        assert preflight.status_code == 200
+    else:
+        assert "access-control-allow-origin" not in simple.headers
+        assert preflight.status_code == 400
+
+
 async def test_no_cors_by_default() -> None:
     async with client_for(app_with(Holder())) as client:
         response = await client.get("/version", headers={"Origin": ORIGIN})

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from server import __version__
+from server import RASA_COMPAT_VERSION, __version__
 
 COMMANDS = [
     ["init"],
@@ -37,10 +37,23 @@ COMMANDS = [
 REPO = Path(__file__).resolve().parents[2]  # the subprocess runs this checkout
 
 
-def test_version(run_cli) -> None:
+def test_version_is_laid_out_as_rasas(run_cli) -> None:
+    """`rasa --version`'s lines, the Rasa version being the one botserver serves. Before, the
+    one line `botserver 0.1.0`: a bug report lacked the Python and system it ran on, and
+    `rasa --version | grep "Rasa Version"` found nothing."""
+    import platform
+
     result = run_cli("--version")
     assert result.code == 0
-    assert result.out.strip() == f"botserver {__version__}"
+    lines = result.out.splitlines()
+    assert lines[0] == f"botserver Version :         {__version__}"
+    assert lines[1] == f"Rasa Version      :         {RASA_COMPAT_VERSION}"
+    assert lines[2] == f"Minimum Compatible Version: {RASA_COMPAT_VERSION}"
+    assert lines[3].startswith("Rasa SDK Version  :         ")
+    assert lines[4] == f"Python Version    :         {platform.python_version()}"
+    assert lines[5] == f"Operating System  :         {platform.platform()}"
+    assert lines[6] == f"Python Path       :         {sys.executable}"
+    assert len(lines) == 7
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -70,7 +83,7 @@ def test_unknown_flag_fails_before_anything_starts(run_cli) -> None:
 @pytest.mark.parametrize(
     ("argv", "unknown"),
     [
-        (["test", "--url", "http://x/stories.yml"], "--url http://x/stories.yml"),
+        (["test", "--stories-at", "http://x/stories.yml"], "--stories-at http://x/stories.yml"),
         (["train", "--epochs", "5"], "--epochs 5"),
         (["data", "validate", "--max-histroy", "3"], "--max-histroy 3"),
         (["shell", "--model-dir", "models"], "--model-dir models"),
@@ -84,6 +97,37 @@ def test_an_unknown_flag_with_a_value_is_named(run_cli, argv: list[str], unknown
     assert result.code == 2
     assert f"unrecognized arguments: {unknown}" in result.err
     assert "invalid choice" not in result.err
+
+
+COMPARISON = "Rasa's comparison mode (several configs, each trained on parts of the data)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["test", "core", "-r", "2"], f"-r is of {COMPARISON}"),
+        (["test", "nlu", "--runs", "2"], f"--runs is of {COMPARISON}"),
+        (["test", "nlu", "-p", "10", "20"], f"-p is of {COMPARISON}"),
+        (["test", "--percentages", "10"], f"--percentages is of {COMPARISON}"),
+        (["train", "core", "--percentages", "0", "5"], f"--percentages is of {COMPARISON}"),
+        (["train", "core", "--runs=2"], f"--runs is of {COMPARISON}"),
+        (["test", "core", "--evaluate-model-directory"], f"is of {COMPARISON}"),
+        (["test", "core", "-c", "a.yml", "b.yml"], f"-c takes one config: {COMPARISON}"),
+        (["train", "core", "--config", "a.yml", "b.yml"], f"takes one config: {COMPARISON}"),
+        (["test", "--url", "http://x/stories.yml"], "--url (Rasa's, deprecated) fetched"),
+    ],
+)
+def test_a_rasa_flag_botserver_lacks_says_so(
+    run_cli, tmp_path: Path, argv: list[str], said: str
+) -> None:
+    """Before: argparse's bare `unrecognized arguments: -r 2`, read as a typo."""
+    for name in ("a.yml", "b.yml"):
+        (tmp_path / name).write_text("language: en\n")
+    result = run_cli(*argv, cwd=tmp_path)
+    assert result.code == 2
+    [error] = [line for line in result.err.splitlines() if ": error: " in line]
+    assert said in error, error
+    assert "unrecognized arguments" not in error
 
 
 @pytest.mark.parametrize(

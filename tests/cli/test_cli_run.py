@@ -18,6 +18,7 @@ from tests.cli.botserver_process import botserver_command
 from tests.fake_http import silent_server
 from tests.loop_lag import paced
 from tests.models.conftest import s3_at
+from tests.tls_certificates import self_signed
 
 
 # -- refused before anything starts (in process: nothing is served) ---------------------------
@@ -214,6 +215,50 @@ def test_missing_tls_certificate(run_cli, moodbot_model: Path, tmp_path: Path) -
     result = run_cli("run", "-m", str(moodbot_model), "--ssl-certificate", "nope.pem", cwd=tmp_path)
     assert result.code == 1
     assert "--ssl-certificate nope.pem: no such file" in result.err
+
+
+def test_a_certificate_without_its_key_names_the_flag_to_give(
+    run_cli, moodbot_model: Path, tmp_path: Path
+) -> None:
+    # Before: "cannot use the TLS certificate/key (wrong --ssl-password, or a key that does
+    # not match the certificate?): [SSL] PEM lib (_ssl.c:3926)", with no password given.
+    cert_file, _ = self_signed(tmp_path)
+    result = _run_on_a_busy_port(
+        run_cli, tmp_path, "-m", str(moodbot_model), "--ssl-certificate", str(cert_file)
+    )
+    assert result.code == 1
+    assert result.err.splitlines()[-1] == (
+        f"error: --ssl-certificate {cert_file} holds no private key: name the key's file "
+        "with --ssl-keyfile"
+    )
+
+
+@pytest.mark.parametrize("flag", ["--response-timeout", "--request-timeout"])
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("-1", "must be 0 (no timeout) or more seconds, not -1"),
+        ("nan", "must be 0 (no timeout) or more seconds, not nan"),
+        ("soon", "invalid number: 'soon'"),
+    ],
+)
+def test_a_timeout_that_is_no_duration_is_refused_as_rasa_refuses_it(
+    run_cli, tmp_path: Path, flag: str, value: str, says: str
+) -> None:
+    # Rasa's parser reads both as integers: `nan` and `soon` are exit 2 there. Before, `nan`
+    # ran the server with no response timeout at all, `-1` was exit 1 after the endpoints
+    # and credentials were read, and `--request-timeout -1` was taken without a word.
+    result = run_cli("run", flag, value, cwd=tmp_path)
+    assert result.code == 2
+    assert result.err.splitlines()[-1] == f"botserver run: error: argument {flag}: {says}"
+
+
+def test_no_timeout_is_0_or_infinite(run_cli, moodbot_model: Path, tmp_path: Path) -> None:
+    for value in ("0", "inf", "2.5"):
+        result = _run_on_a_busy_port(
+            run_cli, tmp_path, "-m", str(moodbot_model), "--response-timeout", value
+        )
+        assert "is already in use" in result.err, result.err
 
 
 def test_no_model_without_the_api_stops_the_start_as_rasa(run_cli, tmp_path: Path) -> None:
@@ -527,3 +572,73 @@ def test_shell_takes_rasas_conversation_id_flag() -> None:
 
     args = build_parser().parse_args(["shell", "--conversation-id", "ana"])
     assert args.sender == "ana"  # the conversation `rasa shell --conversation-id ana` talks in
+
+
+@pytest.mark.parametrize(
+    "command", [["run"], ["prune", "--older-than-days", "5"], ["export"], ["shell"]]
+)
+def test_endpoints_naming_a_directory_says_so(run_cli, tmp_path: Path, command: list[str]) -> None:
+    # Before: a warning "--endpoints config: no such file; running with the default
+    # endpoints", then "error: config: cannot read file: [Errno 21] Is a directory".
+    (tmp_path / "config").mkdir()
+    result = run_cli(*command, "--endpoints", "config", cwd=tmp_path)
+    assert result.code == 1
+    assert result.err.strip() == (
+        "error: --endpoints config is a directory: name the endpoints file in it "
+        "(config/endpoints.yml)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        (
+            "https://(app?.example.test",
+            "--cors 'https://(app?.example.test': not a valid regular expression (missing )",
+        ),
+        ("", "--cors '': an empty origin allows nothing"),
+        (
+            "https://app.example.test/",
+            "--cors 'https://app.example.test/': an origin has no path, and a browser's never "
+            "matches it: https://app.example.test",
+        ),
+        (
+            "localhost:3000",
+            "--cors 'localhost:3000': an origin starts with its scheme, and a browser's never "
+            "matches it without one: http://localhost:3000 or https://localhost:3000",
+        ),
+    ],
+)
+def test_a_cors_origin_no_browser_could_send_is_refused(
+    run_cli, tmp_path: Path, value: str, says: str
+) -> None:
+    # Before, each started the server, whose API every browser then refused, without a word
+    # (an invalid pattern: a 500 at each request in Rasa).
+    result = _run_on_a_busy_port(
+        run_cli, tmp_path, "--enable-api", "--cors", "http://ok.test", value
+    )
+    assert result.code == 1
+    assert result.err.splitlines()[-1].startswith(f"error: {says}"), result.err
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_workers_below_one_is_refused_as_other_numbers_out_of_range(
+    run_cli, tmp_path: Path, value: str
+) -> None:
+    # As --port 99999: exit 2 before anything is read. Before, exit 1 after the endpoints,
+    # credentials and model were checked.
+    result = run_cli("run", "--workers", value, cwd=tmp_path)
+    assert result.code == 2
+    assert result.err.splitlines()[-1] == (
+        f"botserver run: error: argument --workers: must be 1 or more, not {value}"
+    )
+
+
+def test_an_ipv6_interface_in_brackets_says_to_drop_them(run_cli, tmp_path: Path) -> None:
+    # `-i [::1]`, as an address is written in a URL. Before: "cannot listen on
+    # [::1]:5005: Name or service not known".
+    result = run_cli("run", "--enable-api", "-i", "[::1]", "-p", str(free_port()), cwd=tmp_path)
+    assert result.code == 1
+    assert result.err.splitlines()[-1] == (
+        "error: -i [::1]: write an IPv6 address without brackets: -i ::1"
+    )

@@ -172,6 +172,32 @@ def test_a_timestamp_that_is_not_a_number_is_refused(run_cli, project: Path) -> 
     assert "argument --minimum-timestamp: invalid number: 'yesterday'" in result.err
 
 
+def test_offset_timestamps_shifts_what_is_published_not_what_is_stored(
+    run_cli, project: Path
+) -> None:
+    """Rasa 3.6's `--offset-timestamps-by-seconds`: the time range is of the stored events,
+    the broker gets each one moved by the offset. Before, exit 2 (`unrecognized arguments`)."""
+    result = run_cli(
+        "export", "--minimum-timestamp", "12", "--offset-timestamps-by-seconds", "-10",
+        cwd=project,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "Event timestamps are offset by -10 s (0:00:10 earlier) in what is published" in (
+        result.out
+    )
+    stored = [e for e in _in_time_order(CONVERSATIONS) if e["timestamp"] >= 12]
+    assert _broker_rows(project) == [{**e, "timestamp": e["timestamp"] - 10} for e in stored]
+    (project / "events.db").unlink()
+    assert run_cli("export", cwd=project).code == 0
+    assert _broker_rows(project) == _in_time_order(CONVERSATIONS)  # the store is unchanged
+
+
+def test_an_offset_that_is_no_integer_is_refused_as_rasa(run_cli, project: Path) -> None:
+    result = run_cli("export", "--offset-timestamps-by-seconds", "1.5", cwd=project)
+    assert result.code == 2
+    assert "argument --offset-timestamps-by-seconds: invalid int value: '1.5'" in result.err
+
+
 # -- RabbitMQ ---------------------------------------------------------------------------------
 @pytest.fixture
 def queue() -> Iterator[dict[str, str]]:
@@ -269,8 +295,9 @@ def test_an_unreachable_rabbitmq_is_an_error_and_exit_1(
     assert "Traceback" not in result.err
 
 
+@pytest.mark.parametrize("offset", [None, 3600])
 def test_a_broker_failing_midway_says_how_to_go_on(
-    run_cli, tmp_path: Path, queue: dict[str, str]
+    run_cli, tmp_path: Path, queue: dict[str, str], offset: int | None
 ) -> None:
     """RabbitMQ refuses messages past a queue's length limit; the export stops there and names
     the command that publishes the rest."""
@@ -293,20 +320,25 @@ def test_a_broker_failing_midway_says_how_to_go_on(
         await connection.close()
 
     asyncio.run(limited_queue())
-    stopped = run_cli("export", cwd=tmp_path)
+    shift = ["--offset-timestamps-by-seconds", str(offset)] if offset is not None else []
+    stopped = run_cli("export", *shift, cwd=tmp_path)
     assert stopped.code == 1
     [error] = [line for line in stopped.err.splitlines() if line.startswith("error:")]
     assert "the event broker failed (after 256 of 400 events)" in error
     resume = error.split("to go on from there: ")[1]
-    assert resume == "botserver export --endpoints endpoints.yml --minimum-timestamp 256.0"
+    # The stored timestamp to go on from, and the same offset.
+    assert resume == " ".join(
+        ["botserver export --endpoints endpoints.yml --minimum-timestamp 256.0", *shift]
+    )
     first = _received(queue, 300)  # what the queue took, emptying it
 
     went_on = run_cli(*shlex.split(resume)[1:], cwd=tmp_path)
     assert went_on.code == 0, went_on.err
     assert "Published 144 events." in went_on.out
     second = _received(queue, 144)
-    assert [b["timestamp"] for b in second] == [float(i) for i in range(256, 400)]
-    assert {b["timestamp"] for b in first + second} == {e["timestamp"] for e in events}
+    moved = offset or 0
+    assert [b["timestamp"] for b in second] == [float(i + moved) for i in range(256, 400)]
+    assert {b["timestamp"] for b in first + second} == {e["timestamp"] + moved for e in events}
 
 
 def test_an_unreachable_tracker_store_is_an_error_and_exit_1(run_cli, tmp_path: Path) -> None:

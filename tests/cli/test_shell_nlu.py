@@ -45,3 +45,67 @@ def test_shell_on_an_nlu_only_model_prints_the_parse(
     assert result.code == 0, result.err
     [parse] = _parses(result.out)
     assert parse["intent"]["name"] == "greet"
+
+
+FAQ_NLU = """version: "3.1"
+nlu:
+- intent: greet
+  examples: |
+    - hi
+    - hello there
+    - good morning
+- intent: faq/ask_name
+  examples: |
+    - what is your name
+    - who are you
+    - tell me your name
+- intent: faq/ask_age
+  examples: |
+    - how old are you
+    - what is your age
+    - when were you born
+"""
+FAQ_DOMAIN = """version: "3.1"
+intents: [greet, faq]
+responses:
+  utter_faq/ask_name:
+  - text: I am Bot.
+  utter_faq/ask_age:
+  - text: Younger than you think.
+"""
+
+
+def test_train_nlu_reads_the_retrieval_responses_of_the_domain_as_rasa(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rasa train nlu -d domain.yml`: the ResponseSelector answers with the domain's
+    responses. Before: exit 2, `unrecognized arguments: -d domain.yml`."""
+    (tmp_path / "nlu.yml").write_text(FAQ_NLU)
+    (tmp_path / "domain.yml").write_text(FAQ_DOMAIN)
+    trained = run_cli("train", "nlu", "-u", "nlu.yml", "-d", "domain.yml", cwd=tmp_path)
+    assert trained.code == 0, trained.err
+    monkeypatch.setattr("sys.stdin", io.StringIO("what is your name\n"))
+    result = run_cli("shell", "nlu", cwd=tmp_path)
+    assert result.code == 0, result.err
+    [parse] = _parses(result.out)
+    selected = parse["response_selector"]["default"]["response"]
+    assert selected["intent_response_key"] == "faq/ask_name"
+    assert selected["responses"] == [{"text": "I am Bot."}]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "nlu", "-u", "nlu.yml", "-d", "domian.yml"],
+        # Before: "-d/--domain applies to `botserver train` (the whole model), not to
+        # `botserver train nlu`"; Rasa's `train nlu` takes it.
+        ["train", "-d", "domian.yml", "nlu", "-u", "nlu.yml"],
+    ],
+)
+def test_train_nlu_with_a_domain_that_is_not_there(
+    run_cli, tmp_path: Path, argv: list[str]
+) -> None:
+    (tmp_path / "nlu.yml").write_text(FAQ_NLU)
+    result = run_cli(*argv, cwd=tmp_path)
+    assert result.code == 1
+    assert result.err.strip() == "error: --domain domian.yml: no such file or directory"

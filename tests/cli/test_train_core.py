@@ -152,13 +152,8 @@ def test_flags_given_before_core_are_kept(run_cli, starter_copy: Path) -> None:
             "model), not to `botserver train core`, which reads -s/--stories",
         ),
         (["train", "--signing-key", "k.pem", "core"], "--signing-key applies to `botserver"),
-        (
-            ["train", "-d", "x.yml", "nlu"],
-            "-d/--domain applies to `botserver train` (the whole "
-            "model), not to `botserver train nlu`, which reads -u/--nlu",
-        ),
     ],
-    ids=["dry-run", "signing-key", "nlu-domain"],
+    ids=["dry-run", "signing-key"],
 )
 def test_whole_model_flags_before_a_part_are_refused(
     run_cli, starter_copy: Path, argv: list[str], message: str

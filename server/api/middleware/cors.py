@@ -1,8 +1,9 @@
 """CORS for `--cors`: Starlette's middleware, with Rasa's error body on a refused preflight
-and no credentials for a wildcard origin."""
+and no credentials for a wildcard origin; origins read as Rasa's sanic-cors reads them."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from starlette.datastructures import Headers
@@ -11,6 +12,44 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Send
 
 from server.api.errors import error_response
+from server.errors import InvalidConfig
+
+# sanic-cors (Rasa's) reads an origin holding one of these as a regular expression.
+_PATTERN_CHARACTERS = ("*", "\\", "]", "?")
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#]+", re.IGNORECASE)
+
+
+def is_pattern(origin: str) -> bool:
+    """`https://.*\\.example\\.com`, `http://localhost:*`: a regular expression, as in Rasa."""
+    return origin != "*" and any(character in origin for character in _PATTERN_CHARACTERS)
+
+
+def check_origins(origins: Sequence[str]) -> None:
+    """Refuses a `--cors` value that no browser's `Origin` could ever match (a path, no
+    scheme), or a pattern that does not compile: Rasa starts with them, and the browser then
+    refuses every call without a word on the server's side."""
+    for origin in origins:
+        if origin == "":
+            raise InvalidConfig("--cors '': an empty origin allows nothing")
+        if is_pattern(origin):
+            try:
+                re.compile(origin)
+            except re.error as exc:
+                raise InvalidConfig(
+                    f"--cors {origin!r}: not a valid regular expression ({exc})"
+                ) from None
+        elif origin not in ("*", "null") and not _ORIGIN.fullmatch(origin):
+            scheme, separator, rest = origin.partition("://")
+            if separator:
+                meant = f"{scheme}://{re.split(r'[/?#]', rest, maxsplit=1)[0]}"
+                raise InvalidConfig(
+                    f"--cors {origin!r}: an origin has no path, and a browser's never matches "
+                    f"it: {meant}"
+                )
+            raise InvalidConfig(
+                f"--cors {origin!r}: an origin starts with its scheme, and a browser's never "
+                f"matches it without one: http://{origin} or https://{origin}"
+            )
 
 
 class ApiCorsMiddleware(CORSMiddleware):
@@ -25,14 +64,23 @@ class ApiCorsMiddleware(CORSMiddleware):
 
     def __init__(self, app: ASGIApp, origins: Sequence[str]) -> None:
         wildcard = "*" in origins
+        # As sanic-cors: origins compared ignoring case, patterns matched ignoring case (but
+        # the whole origin: sanic-cors matched its start, so `https://.*\\.example\\.com` let
+        # in https://a.example.com.evil.net).
+        self._plain = {origin.lower() for origin in origins if not is_pattern(origin)}
+        patterns = [origin for origin in origins if is_pattern(origin)]
         super().__init__(
             app,
-            allow_origins=["*"] if wildcard else list(origins),
+            allow_origins=["*"] if wildcard else sorted(self._plain),
+            allow_origin_regex="|".join(f"(?i:{p})" for p in patterns) or None,
             allow_credentials=not wildcard,
             allow_methods=["*"],
             allow_headers=["*"],
             expose_headers=["filename"],
         )
+
+    def is_allowed_origin(self, origin: str) -> bool:
+        return super().is_allowed_origin(origin) or origin.lower() in self._plain
 
     async def send(self, message: Message, send: Send, request_headers: Headers) -> None:
         # An answer that made its own CORS decision (the socket.io channel's
