@@ -73,6 +73,28 @@ def test_rules_beat_memoization_on_a_tie() -> None:
     assert prediction.confidence == 1.0
 
 
+def test_priorities_are_rasas_so_a_policy_given_five_beats_the_rules() -> None:
+    # Rasa 3.6: RulePolicy 4, MemoizationPolicy 3, TEDPolicy 1. A policy given priority 5
+    # wins a tie with the rules.
+    stories = [
+        story("rule", user("greet"), action("utter_greet"), is_rule=True),
+        story("story", user("greet"), action("utter_other")),
+    ]
+    ensemble = PolicyEnsemble.train(
+        [
+            {"name": "MemoizationPolicy", "priority": 5},
+            {"name": "RulePolicy", "check_for_contradictions": False},
+        ],
+        stories,
+        DOMAIN,
+    )
+    assert [p.priority for p in ensemble.policies] == [5, 4]
+    prediction = ensemble.predict(tracker(DOMAIN, listen(), user("greet")), DOMAIN)
+    assert (prediction.action_name, prediction.policy_name) == ("utter_other", "MemoizationPolicy")
+    defaults = PolicyEnsemble.from_config([{"name": "RulePolicy"}, {"name": "MemoizationPolicy"}])
+    assert [p.priority for p in defaults.policies] == [4, 3]
+
+
 def test_core_fallback_when_no_policy_is_confident() -> None:
     stories = [story("greet", user("greet"), action("utter_greet"))]
     ensemble = PolicyEnsemble.train(
@@ -130,7 +152,7 @@ def test_a_rules_prediction_keeps_the_fallback_at_its_threshold() -> None:
 def test_empty_policies_use_rasas_defaults() -> None:
     ensemble = PolicyEnsemble.train([], [story("g", user("greet"), action("utter_greet"))], DOMAIN)
     assert [p.name for p in ensemble.policies] == ["MemoizationPolicy", "RulePolicy", "TEDPolicy"]
-    assert [p.priority for p in ensemble.policies] == [3, 6, 1]
+    assert [p.priority for p in ensemble.policies] == [3, 4, 1]
     assert len(ensemble.warnings) == 2
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from server.dialogue.domain import Domain
@@ -93,6 +95,41 @@ def test_max_history_limits_what_must_match() -> None:
     full = MemoizationPolicy("MemoizationPolicy", max_history=None)
     full.train(STORIES, DOMAIN)
     assert predicted(full, *long_ago, *now)[1] == 0.0
+
+
+def test_by_default_the_whole_conversation_must_be_a_story_as_in_rasa() -> None:
+    # Rasa 3.6's MemoizationPolicy reads the whole history unless max_history is given: a
+    # story's last five states after another opening are not that story.
+    longer = story(
+        "longer",
+        user("greet"),
+        action("utter_greet"),
+        user("mood_great"),
+        action("utter_happy"),
+        user("affirm"),
+        action("utter_ok"),
+    )
+    policy = MemoizationPolicy("MemoizationPolicy")
+    policy.train([longer], DOMAIN)
+    assert policy.max_history is None
+    opening = [listen(), user("mood_unhappy"), action("utter_cheer_up")]
+    rest = [listen(), user("greet"), action("utter_greet"), listen(), user("mood_great")]
+    rest += [action("utter_happy"), listen(), user("affirm")]
+    assert predicted(policy, *rest) == ("utter_ok", 1.0)
+    assert predicted(policy, *opening, *rest)[1] == 0.0
+    # The ensemble may remember winners by the last states: one more than the story has.
+    window = policy.prediction_window()
+    assert window is not None and window > 5
+    # an archive from before the longest history was stored: counted from its keys
+    restored = MemoizationPolicy("MemoizationPolicy")
+    restored.restore({"lookup": policy.lookup_}, Path("."), DOMAIN)
+    assert restored.prediction_window() == window
+    assert predicted(restored, *rest) == ("utter_ok", 1.0)
+    assert predicted(restored, *opening, *rest)[1] == 0.0
+    # with max_history: 5, those five states are enough
+    windowed = MemoizationPolicy("MemoizationPolicy", max_history=5)
+    windowed.train([longer], DOMAIN)
+    assert predicted(windowed, *opening, *rest) == ("utter_ok", 1.0)
 
 
 def test_augmented_memoization_forgets_older_turns_to_find_a_story() -> None:

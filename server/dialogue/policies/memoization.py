@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,17 +36,28 @@ class MemoizationPolicy(Policy):
     """
 
     default_priority = MEMOIZATION_PRIORITY
-    defaults = {"max_history": 5, "use_nlu_confidence_as_score": False}
+    # As Rasa 3.6: no `max_history` reads the whole conversation (since its last session
+    # start or restart), so a story is followed only from its start.
+    defaults = {"max_history": None, "use_nlu_confidence_as_score": False}
 
     def __init__(self, name: str, priority: int | None = None, **options: Any) -> None:
         super().__init__(name, priority, **options)
         key = "use_nlu_confidence_as_score"
         self.options[key] = flag(self.options, key, False, name)
         self.lookup_: dict[str, str] = {}
+        # The most states a learned history holds: without `max_history` a conversation of
+        # more states matches none, so the last `longest_ + 1` states decide (`_reach`).
+        self.longest_ = 0
 
     @property
     def max_history(self) -> int | None:
         return self.int_option("max_history")
+
+    def _reach(self) -> int:
+        """How many of the last states a prediction reads: `max_history`, or without one
+        (the whole conversation, as Rasa) one more than the longest learned history, a
+        window no longer conversation can match."""
+        return self.max_history or self.longest_ + 1
 
     def _window(self, states: Sequence[State]) -> list[State]:
         n = self.max_history
@@ -54,11 +66,14 @@ class MemoizationPolicy(Policy):
     def train(self, stories: list[TrainingStory], domain: Domain) -> None:
         lookup: dict[str, str] = {}
         ambiguous: set[str] = set()
+        longest = 0
         for story in stories:
             if story.is_rule:
                 continue
             for states, action in training_examples(story.events, domain):
-                key = state_key(self._window(states))
+                window = self._window(states)
+                longest = max(longest, len(window))
+                key = state_key(window)
                 if key in ambiguous:
                     continue
                 if key in lookup and lookup[key] != action:
@@ -67,6 +82,7 @@ class MemoizationPolicy(Policy):
                 else:
                     lookup[key] = action
         self.lookup_ = lookup
+        self.longest_ = longest
 
     def recall(self, states: Sequence[State]) -> str | None:
         return self.lookup_.get(state_key(self._window(states)))
@@ -75,11 +91,11 @@ class MemoizationPolicy(Policy):
         """(the remembered action or None, whether it was found by the message's text)."""
         # `recall` on the text states, then on the states, by their texts written once.
         if conversation.text_states() is not None:
-            texts = conversation.texts(self.max_history, by_text=True)
+            texts = conversation.texts(self._reach(), by_text=True)
             action = self.lookup_.get(key_of(texts))
             if action is not None:
                 return action, True
-        return self.lookup_.get(key_of(conversation.texts(self.max_history))), False
+        return self.lookup_.get(key_of(conversation.texts(self._reach()))), False
 
     def predict(self, conversation: ConversationStates, domain: Domain) -> PolicyPrediction:
         probabilities = zeros(len(domain.action_names_or_texts))
@@ -101,7 +117,7 @@ class MemoizationPolicy(Policy):
     def prediction_window(self) -> int | None:
         if self.option("use_nlu_confidence_as_score"):
             return None  # the confidence is the message's, not the window's
-        return self.max_history or None
+        return self._reach()
 
     def reads_message_text(self) -> bool:
         # A window ending in the message's text ends in `{"text":...}`; without such a key
@@ -109,10 +125,17 @@ class MemoizationPolicy(Policy):
         return any('{"text":' in key for key in self.lookup_)
 
     def learned_state(self) -> dict[str, Any]:
-        return {"lookup": self.lookup_}
+        return {"lookup": self.lookup_, "longest": self.longest_}
 
     def restore(self, state: dict[str, Any], directory: Path, domain: Domain) -> None:
         self.lookup_ = {str(k): str(v) for k, v in state.get("lookup", {}).items()}
+        longest = state.get("longest")
+        if not isinstance(longest, int) or isinstance(longest, bool) or longest < 0:
+            longest = 0
+            if not self.max_history:
+                # an archive from before: counted from the keys (JSON lists of states)
+                longest = max((len(json.loads(key)) for key in self.lookup_), default=0)
+        self.longest_ = longest
 
 
 class AugmentedMemoizationPolicy(MemoizationPolicy):
@@ -121,6 +144,10 @@ class AugmentedMemoizationPolicy(MemoizationPolicy):
     Each shorter history starts afresh at an action, so slots set before it are forgotten too
     (they come back only if set again later), as Rasa does.
     """
+
+    # Not Rasa's default (the whole history): each prediction would try every shorter
+    # history of the whole conversation, a cost growing with its square.
+    defaults = {"max_history": 5, "use_nlu_confidence_as_score": False}
 
     def prediction_window(self) -> None:
         # The shorter histories are folded from events: a slot set before the window is

@@ -48,7 +48,8 @@ from server.trackers.events import (
 )
 from server.trackers.tracker import Tracker
 
-RULE_PRIORITY = 6
+# Rasa 3.6's priorities: RulePolicy 4, MemoizationPolicy 3, UnexpecTEDIntentPolicy 2, TED 1.
+RULE_PRIORITY = 4
 # Built-in rules on Rasa's default intents.
 DEFAULT_ACTION_MAPPINGS = {
     "restart": "action_restart",
