@@ -108,6 +108,18 @@ async def test_parse_of_an_intent_message_checks_the_models_domain(
     assert unknown["intent"]["name"] != "order_pizza"
 
 
+async def test_parse_of_an_intent_message_with_entities_nested_too_deep_is_a_200(
+    client: httpx.AsyncClient,
+) -> None:
+    """Before, the entity JSON's 5,000 levels were a RecursionError: a 500. Rasa goes on
+    without entities it cannot read."""
+    text = '/greet{"name": ' + "[" * 5000 + "]" * 5000 + "}"
+    response = await client.post("/model/parse", json={"text": text})
+    assert response.status_code == 200, response.text
+    assert response.json()["intent"] == {"name": "greet", "confidence": 1.0}
+    assert response.json()["entities"] == []
+
+
 @pytest.mark.parametrize(
     ("content", "query"),
     [(b"{not json", ""), (b"{}", ""), (b"", ""), (b'{"text": "hi"}', "?emulation_mode=nope")],
