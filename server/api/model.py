@@ -70,6 +70,7 @@ from server.errors import (
     TrainingError,
 )
 from server.http_clients import async_client_off_loop, safe_url
+from server.json_values import OFF_LOOP_JSON_BYTES, key_given_twice
 from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
@@ -133,7 +134,7 @@ def _yaml_document(raw: bytes, what: str, part: str | None = None, or_json: bool
         raise ApiError(400, "BadRequest", f"{at}: {exc.reason}", details) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         if or_json and _opens_as_json(raw):
-            return parse_json(raw)
+            return _json_document(raw)
         refuse_compressed(raw)
         raise ApiError(
             400,
@@ -155,6 +156,27 @@ def _sniffed_document(raw: bytes, what: str, content_type: str) -> Any:
     return _yaml_document(raw, what, or_json=content_type not in _YAML_TYPES)
 
 
+def _json_document(raw: bytes) -> Any:
+    """`raw` read as JSON; a key given twice in one object is a 400 naming its line, as Rasa
+    (which reads these bodies as YAML) refuses it, where JSON's parser kept its last value
+    without a word (a training body's first 'nlu' list gone)."""
+    document = parse_json(raw)
+    key = key_given_twice(raw)
+    if key is None:
+        return document
+    try:  # YAML reads most JSON, and names the line (JSON in UTF-16 too, decoded first)
+        load_plain_yaml(raw.decode(json.detect_encoding(raw)))
+    except InvalidProjectFile as exc:
+        if exc.line is not None:
+            raise ApiError(
+                400, "BadRequest", f"request body:{exc.line}: {exc.reason}", {"in": "body"}
+            ) from None
+    except (yaml.YAMLError, UnicodeDecodeError):
+        pass
+    message = f"request body: the key '{key[:100]}' is given twice in one mapping"
+    raise ApiError(400, "BadRequest", message, {"in": "body"})
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return " ".join(text.split())[:300] if text else type(exc).__name__
@@ -166,7 +188,9 @@ async def _body_document(request: Request, empty_message: str, what: str) -> Any
         raise ApiError(400, "BadRequest", empty_message)
     content_type = _content_type(request)
     if content_type == "application/json":
-        return await parse_json_off_loop(raw)
+        if len(raw) > OFF_LOOP_JSON_BYTES:
+            return await asyncio.to_thread(_json_document, raw)
+        return _json_document(raw)
     return await asyncio.to_thread(_sniffed_document, raw, what, content_type)
 
 

@@ -599,6 +599,41 @@ async def test_json_read_as_yaml_with_a_key_given_twice_is_a_400_naming_its_line
     assert "is given twice in one mapping (first on line 1)" in message, message
 
 
+@pytest.mark.parametrize(
+    ("route", "content_type", "encoding"),
+    [
+        ("/model/train", "application/json", "utf-8"),
+        ("/model/train", "application/json", "utf-16"),
+        ("/model/train", None, "utf-16"),
+        ("/model/test/stories", None, "utf-16"),
+        ("/model/test/stories", "application/json", "utf-16"),
+    ],
+    ids=["train-json", "train-json-utf16", "train-utf16", "stories-utf16", "stories-json-utf16"],
+)
+async def test_json_with_a_key_given_twice_is_a_400_naming_its_line(
+    client: httpx.AsyncClient,
+    rasa_spec: RasaSpec,
+    route: str,
+    content_type: str | None,
+    encoding: str,
+) -> None:
+    """JSON labelled `application/json`, and JSON in UTF-16 (which UTF-8 YAML cannot read),
+    went to the JSON parser, which kept a key's last value without a word: a 200 with the
+    first 'nlu' list (here the first 'stories') gone. Rasa reads these bodies as YAML and
+    refuses the key given twice."""
+    if route == "/model/train":
+        document = yaml.safe_load(TRAINING_YAML)
+        body = json.dumps(document)[:-1] + ',\n "nlu": []}'
+    else:
+        body = '{"stories": [], "rules": [],\n "stories": []}'
+    key = "nlu" if route == "/model/train" else "stories"
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await client.post(route, content=body.encode(encoding), headers=headers)
+    message = check(rasa_spec, response, route, "post", 400)["message"]
+    assert message.startswith(f"request body:2: the key '{key}' "), message
+    assert "is given twice in one mapping (first on line 1)" in message, message
+
+
 async def test_train_reads_json_without_its_content_type_that_yaml_cannot(
     client: httpx.AsyncClient,
 ) -> None:
