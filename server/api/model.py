@@ -133,7 +133,7 @@ def _yaml_document(raw: bytes, what: str, part: str | None = None, or_json: bool
         at = f"{where}:{exc.line}" if exc.line is not None else where
         raise ApiError(400, "BadRequest", f"{at}: {exc.reason}", details) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        if or_json and _opens_as_json(raw):
+        if or_json and _opens_as_json(raw) and not _has_unquoted_key(raw):
             return _json_document(raw)
         refuse_compressed(raw)
         raise ApiError(
@@ -724,6 +724,22 @@ def model_request_of(body: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------- router
 
 _CALLBACK_DOC = {"description": "Accepted: the result will be POSTed to `callback_url`."}
+
+
+def _has_unquoted_key(raw: bytes) -> bool:
+    """Whether JSON's parser stops at a key not in double quotes (`{nlu: [`, `{'nlu': [`):
+    YAML's flow style, whose mistake YAML names, where JSON's "Expecting property name
+    enclosed in double quotes" at its first key says nothing of it. A trailing comma
+    (`{"a": 1,}`) or a body cut short after a comma is JSON's own mistake."""
+    try:
+        json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return exc.msg.startswith("Expecting property name") and exc.doc[
+            exc.pos : exc.pos + 1
+        ] not in ("}", "")
+    except (ValueError, RecursionError):  # not UTF-8, -16 or -32; nested too deep
+        return False
+    return False
 
 
 def _opens_as_json(raw: bytes) -> bool:

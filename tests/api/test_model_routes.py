@@ -566,6 +566,23 @@ async def test_json_labelled_yaml_or_opening_as_yaml_gets_the_yaml_error(
     )
 
 
+@pytest.mark.parametrize("route", ["/model/train", "/model/test/stories"])
+@pytest.mark.parametrize(
+    "broken", ["{nlu: [", "{version: '3.1',\n  stories: [\n", "{'stories': [}"], ids=str
+)
+async def test_broken_flow_style_yaml_gets_the_yaml_error_with_its_line(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, route: str, broken: str
+) -> None:
+    """A body that opens as JSON does but whose keys are not in double quotes is YAML's flow
+    style: before, its mistake came back as JSON's ("Expecting property name enclosed in
+    double quotes" at the first key), which does not say what is wrong with it."""
+    response = await client.post(route, content=broken)
+    message = check(rasa_spec, response, route, "post", 400)["message"]
+    assert message.startswith("The request body does not contain valid YAML. Error: "), message
+    assert "Expecting property name" not in message
+    assert re.search(r"line \d+, column \d+", message), message
+
+
 @pytest.mark.parametrize(
     ("route", "content_type", "body"),
     [
