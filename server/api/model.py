@@ -926,8 +926,13 @@ def model_router() -> APIRouter:
                 body_json = await parse_json_off_loop(raw)
             except ApiError as exc:
                 is_yaml = True
-                if _opens_as_json(raw):
-                    json_error = exc  # JSON with a mistake, unless it is YAML's NLU data
+                # JSON with a mistake, unless it is YAML's NLU data or flow style (`{nlu: [`)
+                if _opens_as_json(raw) and not (
+                    await asyncio.to_thread(_has_unquoted_key, raw)
+                    if len(raw) > OFF_LOOP_JSON_BYTES
+                    else _has_unquoted_key(raw)
+                ):
+                    json_error = exc
         if folds is not None and not is_yaml:
             raise ApiError(
                 400,

@@ -566,7 +566,7 @@ async def test_json_labelled_yaml_or_opening_as_yaml_gets_the_yaml_error(
     )
 
 
-@pytest.mark.parametrize("route", ["/model/train", "/model/test/stories"])
+@pytest.mark.parametrize("route", ["/model/train", "/model/test/stories", "/model/test/intents"])
 @pytest.mark.parametrize(
     "broken", ["{nlu: [", "{version: '3.1',\n  stories: [\n", "{'stories': [}"], ids=str
 )
