@@ -651,6 +651,19 @@ async def test_json_with_a_key_given_twice_is_a_400_naming_its_line(
     assert "is given twice in one mapping (first on line 1)" in message, message
 
 
+async def test_json_yaml_cannot_read_with_a_key_given_twice_is_a_400_naming_the_key(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """A key over 1,024 characters is JSON no YAML reads, so no line can be named; the key
+    given twice still is, where its last value was kept without a word."""
+    body = json.dumps({"intents": ["greet"], "k" * 1100: 1})[:-1] + ', "intents": []}'
+    response = await client.post(
+        "/model/train", content=body, headers={"Content-Type": "application/json"}
+    )
+    message = check(rasa_spec, response, "/model/train", "post", 400)["message"]
+    assert message == "request body: the key 'intents' is given twice in one mapping"
+
+
 async def test_train_reads_json_without_its_content_type_that_yaml_cannot(
     client: httpx.AsyncClient,
 ) -> None:
