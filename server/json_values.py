@@ -235,3 +235,29 @@ def json_can_hold(value: Any) -> bool:
     except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
         return False
     return True
+
+
+class _GivenTwice(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _refuse_a_key_given_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len(pairs) > 1:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _GivenTwice(key)
+            seen.add(key)
+    return {}  # the values are not kept: the document was read already
+
+
+def key_given_twice(raw: bytes) -> str | None:
+    """The first key found given twice in one object of the JSON `raw` (read already by
+    `loads_untrusted`, so within MAX_DEPTH), or None. orjson and the stdlib keep its last
+    value without a word; YAML, as Rasa reads a training body, refuses it."""
+    try:
+        json.loads(raw, object_pairs_hook=_refuse_a_key_given_twice)
+    except _GivenTwice as twice:
+        return twice.key
+    return None

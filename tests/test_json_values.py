@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from server.json_values import MAX_DEPTH, TooDeep, loads_exact, loads_untrusted
+from server.json_values import MAX_DEPTH, TooDeep, key_given_twice, loads_exact, loads_untrusted
 from tests.api.test_long_conversations import greetings
 from tests.loop_lag import loop_hold
 
@@ -115,3 +115,9 @@ def test_an_integer_too_long_to_read_is_refused_in_the_clients_terms() -> None:
         "at most 4,300 are read"
     )
     assert loads_untrusted(b"[" + b"9" * 4300 + b"]") == [int("9" * 4300)]
+
+
+def test_a_key_given_twice_is_found_at_any_depth_and_only_within_one_object() -> None:
+    assert key_given_twice(b'{"nlu": [], "a": {"b": 1, "b": 2}}') == "b"
+    assert key_given_twice(b'[{"x": 1}, {"x": 2}, {"y": {"x": 3}}]') is None
+    assert key_given_twice('{"\u00e9": 1,\n "\u00e9": 2}'.encode("utf-16")) == "\u00e9"

@@ -70,6 +70,7 @@ from server.errors import (
     TrainingError,
 )
 from server.http_clients import async_client_off_loop, safe_url
+from server.json_values import OFF_LOOP_JSON_BYTES, key_given_twice
 from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
@@ -132,8 +133,8 @@ def _yaml_document(raw: bytes, what: str, part: str | None = None, or_json: bool
         at = f"{where}:{exc.line}" if exc.line is not None else where
         raise ApiError(400, "BadRequest", f"{at}: {exc.reason}", details) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        if or_json and _opens_as_json(raw):
-            return parse_json(raw)
+        if or_json and _opens_as_json(raw) and not _has_unquoted_key(raw):
+            return _json_document(raw)
         refuse_compressed(raw)
         raise ApiError(
             400,
@@ -155,6 +156,27 @@ def _sniffed_document(raw: bytes, what: str, content_type: str) -> Any:
     return _yaml_document(raw, what, or_json=content_type not in _YAML_TYPES)
 
 
+def _json_document(raw: bytes) -> Any:
+    """`raw` read as JSON; a key given twice in one object is a 400 naming its line, as Rasa
+    (which reads these bodies as YAML) refuses it, where JSON's parser kept its last value
+    without a word (a training body's first 'nlu' list gone)."""
+    document = parse_json(raw)
+    key = key_given_twice(raw)
+    if key is None:
+        return document
+    try:  # YAML reads most JSON, and names the line (JSON in UTF-16 too, decoded first)
+        load_plain_yaml(raw.decode(json.detect_encoding(raw)))
+    except InvalidProjectFile as exc:
+        if exc.line is not None:
+            raise ApiError(
+                400, "BadRequest", f"request body:{exc.line}: {exc.reason}", {"in": "body"}
+            ) from None
+    except (yaml.YAMLError, UnicodeDecodeError):
+        pass
+    message = f"request body: the key '{key[:100]}' is given twice in one mapping"
+    raise ApiError(400, "BadRequest", message, {"in": "body"})
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return " ".join(text.split())[:300] if text else type(exc).__name__
@@ -166,7 +188,9 @@ async def _body_document(request: Request, empty_message: str, what: str) -> Any
         raise ApiError(400, "BadRequest", empty_message)
     content_type = _content_type(request)
     if content_type == "application/json":
-        return await parse_json_off_loop(raw)
+        if len(raw) > OFF_LOOP_JSON_BYTES:
+            return await asyncio.to_thread(_json_document, raw)
+        return _json_document(raw)
     return await asyncio.to_thread(_sniffed_document, raw, what, content_type)
 
 
@@ -702,6 +726,22 @@ def model_request_of(body: dict[str, Any]) -> dict[str, Any]:
 _CALLBACK_DOC = {"description": "Accepted: the result will be POSTed to `callback_url`."}
 
 
+def _has_unquoted_key(raw: bytes) -> bool:
+    """Whether JSON's parser stops at a key not in double quotes (`{nlu: [`, `{'nlu': [`):
+    YAML's flow style, whose mistake YAML names, where JSON's "Expecting property name
+    enclosed in double quotes" at its first key says nothing of it. A trailing comma
+    (`{"a": 1,}`) or a body cut short after a comma is JSON's own mistake."""
+    try:
+        json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return exc.msg.startswith("Expecting property name") and exc.doc[
+            exc.pos : exc.pos + 1
+        ] not in ("}", "")
+    except (ValueError, RecursionError):  # not UTF-8, -16 or -32; nested too deep
+        return False
+    return False
+
+
 def _opens_as_json(raw: bytes) -> bool:
     """Whether `raw` opens as JSON does (`{`, `[`), in the encoding JSON reads it in (UTF-8,
     -16 or -32, a byte order mark and white space before)."""
@@ -886,8 +926,13 @@ def model_router() -> APIRouter:
                 body_json = await parse_json_off_loop(raw)
             except ApiError as exc:
                 is_yaml = True
-                if _opens_as_json(raw):
-                    json_error = exc  # JSON with a mistake, unless it is YAML's NLU data
+                # JSON with a mistake, unless it is YAML's NLU data or flow style (`{nlu: [`)
+                if _opens_as_json(raw) and not (
+                    await asyncio.to_thread(_has_unquoted_key, raw)
+                    if len(raw) > OFF_LOOP_JSON_BYTES
+                    else _has_unquoted_key(raw)
+                ):
+                    json_error = exc
         if folds is not None and not is_yaml:
             raise ApiError(
                 400,

@@ -444,7 +444,8 @@ YAML_SUFFIXES = (".yml", ".yaml")
 def folder_files(folder: Path, suffixes: tuple[str, ...] = YAML_SUFFIXES) -> list[Path]:
     """The files under `folder` (at any depth, sorted) whose names end in one of `suffixes`.
     Linked folders are followed, as Rasa walks a project's folders; each real folder is read
-    once, so a link back up the tree ends."""
+    once, so a link back up the tree ends, under the path that comes first in name order
+    (not the file system's listing order, which differs between machines)."""
     files: list[Path] = []
     seen: set[str] = set()
     for root, folders, names in os.walk(folder, followlinks=True):
@@ -453,6 +454,7 @@ def folder_files(folder: Path, suffixes: tuple[str, ...] = YAML_SUFFIXES) -> lis
             folders.clear()
             continue
         seen.add(real)
+        folders.sort()  # walked in this order: which of several links to a folder names it
         for name in names:
             path = Path(root, name)
             if path.suffix in suffixes and path.is_file():

@@ -108,6 +108,18 @@ async def test_parse_of_an_intent_message_checks_the_models_domain(
     assert unknown["intent"]["name"] != "order_pizza"
 
 
+async def test_parse_of_an_intent_message_with_entities_nested_too_deep_is_a_200(
+    client: httpx.AsyncClient,
+) -> None:
+    """Before, the entity JSON's 5,000 levels were a RecursionError: a 500. Rasa goes on
+    without entities it cannot read."""
+    text = '/greet{"name": ' + "[" * 5000 + "]" * 5000 + "}"
+    response = await client.post("/model/parse", json={"text": text})
+    assert response.status_code == 200, response.text
+    assert response.json()["intent"] == {"name": "greet", "confidence": 1.0}
+    assert response.json()["entities"] == []
+
+
 @pytest.mark.parametrize(
     ("content", "query"),
     [(b"{not json", ""), (b"{}", ""), (b"", ""), (b'{"text": "hi"}', "?emulation_mode=nope")],
@@ -554,6 +566,23 @@ async def test_json_labelled_yaml_or_opening_as_yaml_gets_the_yaml_error(
     )
 
 
+@pytest.mark.parametrize("route", ["/model/train", "/model/test/stories", "/model/test/intents"])
+@pytest.mark.parametrize(
+    "broken", ["{nlu: [", "{version: '3.1',\n  stories: [\n", "{'stories': [}"], ids=str
+)
+async def test_broken_flow_style_yaml_gets_the_yaml_error_with_its_line(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, route: str, broken: str
+) -> None:
+    """A body that opens as JSON does but whose keys are not in double quotes is YAML's flow
+    style: before, its mistake came back as JSON's ("Expecting property name enclosed in
+    double quotes" at the first key), which does not say what is wrong with it."""
+    response = await client.post(route, content=broken)
+    message = check(rasa_spec, response, route, "post", 400)["message"]
+    assert message.startswith("The request body does not contain valid YAML. Error: "), message
+    assert "Expecting property name" not in message
+    assert re.search(r"line \d+, column \d+", message), message
+
+
 @pytest.mark.parametrize(
     ("route", "content_type", "body"),
     [
@@ -585,6 +614,54 @@ async def test_json_read_as_yaml_with_a_key_given_twice_is_a_400_naming_its_line
     message = check(rasa_spec, response, route, "post", 400)["message"]
     assert message.startswith("request body:2: the key "), message
     assert "is given twice in one mapping (first on line 1)" in message, message
+
+
+@pytest.mark.parametrize(
+    ("route", "content_type", "encoding"),
+    [
+        ("/model/train", "application/json", "utf-8"),
+        ("/model/train", "application/json", "utf-16"),
+        ("/model/train", None, "utf-16"),
+        ("/model/test/stories", None, "utf-16"),
+        ("/model/test/stories", "application/json", "utf-16"),
+    ],
+    ids=["train-json", "train-json-utf16", "train-utf16", "stories-utf16", "stories-json-utf16"],
+)
+async def test_json_with_a_key_given_twice_is_a_400_naming_its_line(
+    client: httpx.AsyncClient,
+    rasa_spec: RasaSpec,
+    route: str,
+    content_type: str | None,
+    encoding: str,
+) -> None:
+    """JSON labelled `application/json`, and JSON in UTF-16 (which UTF-8 YAML cannot read),
+    went to the JSON parser, which kept a key's last value without a word: a 200 with the
+    first 'nlu' list (here the first 'stories') gone. Rasa reads these bodies as YAML and
+    refuses the key given twice."""
+    if route == "/model/train":
+        document = yaml.safe_load(TRAINING_YAML)
+        body = json.dumps(document)[:-1] + ',\n "nlu": []}'
+    else:
+        body = '{"stories": [], "rules": [],\n "stories": []}'
+    key = "nlu" if route == "/model/train" else "stories"
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await client.post(route, content=body.encode(encoding), headers=headers)
+    message = check(rasa_spec, response, route, "post", 400)["message"]
+    assert message.startswith(f"request body:2: the key '{key}' "), message
+    assert "is given twice in one mapping (first on line 1)" in message, message
+
+
+async def test_json_yaml_cannot_read_with_a_key_given_twice_is_a_400_naming_the_key(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """A key over 1,024 characters is JSON no YAML reads, so no line can be named; the key
+    given twice still is, where its last value was kept without a word."""
+    body = json.dumps({"intents": ["greet"], "k" * 1100: 1})[:-1] + ', "intents": []}'
+    response = await client.post(
+        "/model/train", content=body, headers={"Content-Type": "application/json"}
+    )
+    message = check(rasa_spec, response, "/model/train", "post", 400)["message"]
+    assert message == "request body: the key 'intents' is given twice in one mapping"
 
 
 async def test_train_reads_json_without_its_content_type_that_yaml_cannot(

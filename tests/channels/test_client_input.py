@@ -213,6 +213,24 @@ async def test_json_nested_more_than_100_levels_is_refused_before_it_is_stored(
     assert (await client.get("/conversations/ok/story")).status_code == 200
 
 
+async def test_an_intent_message_whose_entities_nest_5000_deep_is_answered(
+    serve: Any, tmp_path: Path
+) -> None:
+    """Before, `/greet{...}` with entity JSON 5,000 levels deep was a RecursionError in the
+    turn: a 500 from the REST webhook and from POST /messages, and no answer."""
+    client = await serve({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
+    text = '/greet{"name": ' + "[" * 5000 + "]" * 5000 + "}"
+    webhook = await client.post("/webhooks/rest/webhook", json={"sender": "d", "message": text})
+    assert webhook.status_code == 200, webhook.text
+    assert webhook.json()[0]["recipient_id"] == "d"
+    added = await client.post("/conversations/e/messages", json={"text": text, "sender": "user"})
+    assert added.status_code == 200, added.text
+    assert added.json()["latest_message"]["intent"]["name"] == "greet"
+    tracker = (await client.get("/conversations/d/tracker")).json()
+    assert tracker["latest_message"]["intent"]["name"] == "greet"
+    assert tracker["latest_message"]["entities"] == []
+
+
 class JsonChannel(InputChannel):
     """docs/channels.md's custom channel: `request.json()` reads with the standard library,
     which takes a lone UTF-16 surrogate (`"\\ud800"`, half an emoji cut by a JavaScript

@@ -147,6 +147,22 @@ def test_intent_messages_are_checked_against_the_domain_as_rasa_does(
     assert "'buy_ticket'" in caplog.text and "'price'" in caplog.text
 
 
+def test_intent_message_entities_nested_too_deep_are_ignored_with_a_warning(
+    full_pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, 5,000 levels were a RecursionError (a 500 from /model/parse and every channel)
+    and 150 levels an entity value no store could write back. As when the entities are no
+    JSON object (Rasa: "Continuing without entities"), they are left out with a warning."""
+    for depth in (150, 5000):
+        text = '/book_flight{"city": ' + "[" * depth + "]" * depth + "}"
+        result = full_pipeline.parse(text)
+        assert result["intent"] == {"name": "book_flight", "confidence": 1.0}
+        assert result["entities"] == []
+    assert "nested too deeply" in caplog.text
+    shallow = full_pipeline.parse('/book_flight{"city": [[["Rome"]]]}')
+    assert [e["value"] for e in shallow["entities"]] == [[["Rome"]]]
+
+
 def test_persistence_round_trip_gives_identical_parses(full_pipeline, tmp_path: Path):
     full_pipeline.persist(tmp_path)
     loaded = NLUPipeline.load(tmp_path)

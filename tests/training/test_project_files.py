@@ -1215,6 +1215,29 @@ def test_a_linked_folder_in_the_data_or_domain_folder_is_read_as_rasa_reads_it(
     assert {"bye", "greet"} <= set(project.domain.intents)
 
 
+def test_a_folder_linked_several_times_is_named_by_its_first_link_in_name_order(
+    tmp_path: Path,
+) -> None:
+    """A folder reached through several links is read once, under the link that comes first
+    by name. Before, under whichever link the file system listed first (on tmpfs the last
+    made), so a warning or error named a different path from one machine to the next."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "rules.yml").write_text("rule:\n- rule: r\n  steps: []\n")
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet]\n')
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "greet.yml").write_text("nlu:\n- intent: greet\n  examples: |\n    - hi\n")
+    for number in range(30):
+        (data / f"link{number:02}").symlink_to(shared)
+    project = load_project(None, tmp_path / "domain.yml", [data])
+    assert project.warnings == [
+        f"{data / 'link00' / 'rules.yml'}:1: unknown section 'rule' is ignored "
+        "(did you mean 'rules'?)"
+    ]
+    assert yaml_io.folder_files(data) == [data / "greet.yml", data / "link00" / "rules.yml"]
+
+
 @pytest.mark.parametrize(
     ("name", "content", "what"),
     [
