@@ -585,6 +585,11 @@ def _event(sender_id: str, value: dict[str, Any]) -> dict[str, Any]:
                 f"Conversation '{sender_id}' holds a stored event that is not a JSON object"
             )
         return event
+    if "M" not in value:  # (before review73: a TypeError, a 500 with a traceback)
+        raise CorruptConversation(
+            f"Conversation '{sender_id}' holds a stored event that is not a JSON object "
+            f"(a DynamoDB {'/'.join(value) or 'empty'} value, not a map)"
+        )
     return dict(_plain(value))
 
 
