@@ -160,6 +160,28 @@ async def test_an_event_kept_as_text_that_is_not_json_names_its_conversation(
     assert kept == broken
 
 
+@pytest.mark.parametrize("stamp", [{"S": "soon"}, {"M": {"at": {"N": "1"}}}], ids=["text", "map"])
+async def test_prune_keeps_a_conversation_whose_timestamp_is_no_number(
+    stamp: dict[str, Any],
+    store: DynamoTrackerStore,
+    endpoint: str,
+    table: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An event whose timestamp is no number (its loads are CorruptConversation): the prune
+    keeps the conversation with a warning naming it and deletes the other old ones. Before
+    review73: a ValueError or TypeError with a traceback that stopped the prune."""
+    await store.ping()
+    raw = raw_client(endpoint)
+    broken = {"L": [{"M": {"event": {"S": "action"}, "timestamp": stamp}}]}
+    raw.put_item(TableName=table, Item={"sender_id": {"S": "bob"}, "events": broken})
+    await store.append("ann", [user("hi", 1.0)])
+    with caplog.at_level(logging.WARNING):
+        assert await store.delete_older_than(time.time()) == 1
+    assert await store.keys() == ["bob"]
+    assert any("'bob'" in r.getMessage() and "timestamp" in r.getMessage() for r in caplog.records)
+
+
 async def test_region_and_table_name_are_the_ones_configured(endpoint: str) -> None:
     """The table goes where Rasa's `region` and `table_name` put it; AWS_ENDPOINT_URL points
     at the server when endpoint_url is not set."""
