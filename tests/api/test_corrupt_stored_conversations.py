@@ -189,3 +189,30 @@ async def test_a_value_that_is_not_utf8_is_a_clear_500_that_keeps_it(
     finally:
         await raw.aclose()
         await delete_redis_keys(prefix)
+
+
+async def test_retention_keeps_a_long_list_holding_an_item_that_is_not_utf8(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A list too long for the prune script is read back by the prune itself: an item that
+    is not UTF-8 text there keeps the conversation, with a warning naming it, and the prune
+    goes on. Before review73: a UnicodeDecodeError with a traceback stopped the prune."""
+    require_service("Redis", REDIS)
+    prefix = unique_name("review73long")
+    store = RedisTrackerStore(
+        {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    )
+    raw = Redis(host=REDIS[0], port=REDIS[1])
+    old = json.dumps({"event": "action", "name": "action_listen", "timestamp": 1.0})
+    try:
+        await raw.rpush(f"{prefix}:tracker:long", b"\xff", *[old] * 150)
+        await raw.rpush(f"{prefix}:tracker:other", old)
+        with caplog.at_level(logging.WARNING):
+            assert await store.delete_older_than(time.time()) == 1
+        assert await store.keys() == ["long"]
+        assert any("'long'" in r.getMessage() for r in caplog.records)
+        assert await raw.llen(f"{prefix}:tracker:long") == 151
+    finally:
+        await store.close()
+        await raw.aclose()
+        await delete_redis_keys(prefix)
