@@ -389,7 +389,7 @@ class DynamoTrackerStore:
         for item in page:
             sender_id, events = item["sender_id"]["S"], item.get("events", {}).get("L", [])
             try:
-                latest = latest_timestamp([_event(sender_id, value) for value in events])
+                latest = _latest(sender_id, events)
             except CorruptConversation as exc:
                 # Kept, for someone to look at; before, it stopped the prune.
                 logger.warning("%s; retention keeps it.", exc)
@@ -570,6 +570,19 @@ def _dynamo_value(value: Any, depth: int) -> dict[str, Any]:
     raise _CannotHold
 
 
+def _latest(sender_id: str, values: list[dict[str, Any]]) -> float:
+    """When a stored conversation last moved (see `latest_timestamp`); CorruptConversation
+    when one of its events is not a JSON object or has a timestamp that is no number
+    (before review73, the latter's ValueError or TypeError stopped the prune)."""
+    events = [_event(sender_id, value) for value in values]
+    try:
+        return latest_timestamp(events)
+    except (TypeError, ValueError) as exc:
+        raise CorruptConversation(
+            f"Conversation '{sender_id}' holds an event whose timestamp is not a number ({exc})"
+        ) from exc
+
+
 def _event(sender_id: str, value: dict[str, Any]) -> dict[str, Any]:
     """One stored event; one kept as text that is not JSON is CorruptConversation naming the
     conversation (before: a JSONDecodeError, a 500 with a traceback)."""
@@ -585,6 +598,11 @@ def _event(sender_id: str, value: dict[str, Any]) -> dict[str, Any]:
                 f"Conversation '{sender_id}' holds a stored event that is not a JSON object"
             )
         return event
+    if "M" not in value:  # (before review73: a TypeError, a 500 with a traceback)
+        raise CorruptConversation(
+            f"Conversation '{sender_id}' holds a stored event that is not a JSON object "
+            f"(a DynamoDB {'/'.join(value) or 'empty'} value, not a map)"
+        )
     return dict(_plain(value))
 
 

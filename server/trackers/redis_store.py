@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -406,14 +406,17 @@ class RedisTrackerStore:
         await free_off_loop(items)
 
     async def _with_rasa_layout(self, sender_id: str, operation: Any) -> Any:
-        """Run `operation`; if the key holds Rasa's JSON string, convert it and run again."""
-        try:
+        """Run `operation`; if the key holds Rasa's JSON string, convert it and run again.
+        A value that is not UTF-8 text is CorruptConversation (before: the UnicodeDecodeError
+        of reading Redis's answer, a 500 with a traceback; redis-py drops that connection)."""
+        with _utf8_text(sender_id):
+            try:
+                return await operation()
+            except redis_errors.ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+            await self._convert_rasa_layout(sender_id)
             return await operation()
-        except redis_errors.ResponseError as exc:
-            if "WRONGTYPE" not in str(exc):
-                raise
-        await self._convert_rasa_layout(sender_id)
-        return await operation()
 
     async def _convert_rasa_layout(self, sender_id: str) -> None:
         """Rasa's JSON string as our list, unless the key changed since it was read: another
@@ -483,23 +486,25 @@ class RedisTrackerStore:
                     )
                 outcomes = await pipe.execute(raise_on_error=False)
             for sender_id, outcome in zip(batch, outcomes, strict=True):
-                if isinstance(outcome, redis_errors.ResponseError) and "WRONGTYPE" in str(outcome):
-                    keys = self._keys(sender_id)
-                    try:
+                try:
+                    if isinstance(outcome, redis_errors.ResponseError) and (
+                        "WRONGTYPE" in str(outcome)
+                    ):
+                        keys = self._keys(sender_id)
                         with self._errors():
                             outcome = await self._with_rasa_layout(
                                 sender_id,
                                 lambda k=keys: self._prune_script(keys=k, args=[cutoff_timestamp]),
                             )
-                    except CorruptConversation as exc:
-                        # Kept, for someone to look at; before, it stopped the prune.
-                        logger.warning("%s; retention keeps it.", exc)
-                        continue
-                if isinstance(outcome, Exception):
-                    with self._errors():
-                        raise outcome
-                if isinstance(outcome, int) and outcome < 0:  # too long for the script
-                    outcome = await self._prune_long(sender_id, -outcome, cutoff_timestamp)
+                    if isinstance(outcome, Exception):
+                        with self._errors():
+                            raise outcome
+                    if isinstance(outcome, int) and outcome < 0:  # too long for the script
+                        outcome = await self._prune_long(sender_id, -outcome, cutoff_timestamp)
+                except CorruptConversation as exc:
+                    # Kept, for someone to look at; before, it stopped the prune.
+                    logger.warning("%s; retention keeps it.", exc)
+                    continue
                 if outcome == 1:
                     self._sessions.forget(sender_id)
                     deleted += 1
@@ -514,7 +519,7 @@ class RedisTrackerStore:
         recent event elsewhere was deleted."""
         key, session_key = keys = self._keys(sender_id)
         last: bytes | str = b""  # the list's last item, from the first chunk read
-        with self._errors():
+        with self._errors(), _utf8_text(sender_id):
             async with watched(self._redis, key, session_key) as pipe:
                 stop = length - 1
                 while stop >= 0:
@@ -586,17 +591,41 @@ def _encoded(events: Sequence[dict[str, Any]]) -> tuple[int | None, list[str]]:
 
 
 def _decoded(items: Sequence[str | bytes]) -> list[dict[str, Any]]:
-    return [json.loads(item) for item in items]
+    events = [json.loads(item) for item in items]
+    if not all(isinstance(event, dict) for event in events):
+        raise _NotAnObject
+    return events
+
+
+class _NotAnObject(Exception):
+    """A stored item or event that is JSON, but not an object."""
 
 
 async def _events_of(sender_id: str, items: Sequence[str | bytes]) -> list[dict[str, Any]]:
     """The stored items as event dicts; CorruptConversation, naming it, when one is not JSON
-    (before: a JSONDecodeError, a 500 with a traceback)."""
+    (before: a JSONDecodeError, a 500 with a traceback) or not a JSON object (before: a 500
+    or `botserver export`'s AttributeError, with a traceback)."""
     try:
         return await _off_loop_if_long(_decoded, items)
     except ValueError as exc:
         raise CorruptConversation(
             f"Conversation '{sender_id}' holds an item that is not JSON ({exc})"
+        ) from exc
+    except _NotAnObject:
+        raise CorruptConversation(
+            f"Conversation '{sender_id}' holds an item that is not a JSON object"
+        ) from None
+
+
+@contextlib.contextmanager
+def _utf8_text(sender_id: str) -> Iterator[None]:
+    """A conversation's value that is not UTF-8 text (redis-py decodes Redis's answers) as
+    CorruptConversation naming it."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise CorruptConversation(
+            f"Conversation '{sender_id}' holds a value that is not UTF-8 text ({exc})"
         ) from exc
 
 
@@ -611,16 +640,25 @@ async def _rasa_events(sender_id: str, stored: str | bytes | None) -> list[Any]:
         return []
     try:
         if len(stored) > OFF_LOOP_JSON_BYTES:
-            value = await asyncio.to_thread(json.loads, stored)
-        else:
-            value = json.loads(stored)
-    except ValueError as exc:  # (UnicodeDecodeError included)
+            return await asyncio.to_thread(_tracker_events, stored)
+        return _tracker_events(stored)
+    except ValueError as exc:
         raise CorruptConversation(f"{where} its value is not JSON ({exc})") from exc
-    events = value.get("events") if isinstance(value, dict) else None
-    if not isinstance(events, list):
+    except _NotAnObject:
         raise CorruptConversation(
-            f"{where} its value is not a tracker (a JSON object with a list of events)"
-        )
+            f"{where} its value is not a tracker (a JSON object with a list of events, "
+            "each an object)"
+        ) from None
+
+
+def _tracker_events(stored: str | bytes) -> list[dict[str, Any]]:
+    """The events of Rasa's JSON of a tracker; _NotAnObject when it is not an object with a
+    list of objects as `events` (before review73, events that were no objects were an
+    AttributeError as they were converted)."""
+    value = json.loads(stored)
+    events = value.get("events") if isinstance(value, dict) else None
+    if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
+        raise _NotAnObject
     return events
 
 

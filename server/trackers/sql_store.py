@@ -938,12 +938,19 @@ async def _parse(
 ) -> list[dict[str, Any]]:
     """The events of a conversation's data (or of its `(id, data)` rows), parsed off the
     event loop when they are many; one that is not JSON is CorruptConversation naming the
-    conversation (before: a JSONDecodeError, a 500 with a traceback)."""
+    conversation (before: a JSONDecodeError, a 500 with a traceback), and so is one that is
+    JSON but no object (before review73: `botserver export`'s AttributeError)."""
 
     def parse() -> list[dict[str, Any]]:
         if of_rows:
-            return [_load_json(row[1]) for row in items]
-        return [_load_json(data) for data in items]
+            events = [_load_json(row[1]) for row in items]
+        else:
+            events = [_load_json(data) for data in items]
+        if not all(isinstance(event, dict) for event in events):
+            raise CorruptConversation(
+                f"Conversation '{sender_id}' holds a stored event that is not a JSON object"
+            )
+        return events
 
     try:
         if len(items) > OFF_LOOP_EVENTS:

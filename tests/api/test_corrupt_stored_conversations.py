@@ -30,6 +30,8 @@ CORRUPT_RASA_VALUES = {
     "JSON that is not an object": "[1, 2, 3]",
     "an object without events": json.dumps({"name": "ann"}),
     "events that are not a list": json.dumps({"name": "ann", "events": "greet"}),
+    # (Before review73: an AttributeError as it was converted, a 500 with a traceback.)
+    "events that are not objects": json.dumps({"name": "ann", "events": [1, None]}),
     "empty": "",
 }
 
@@ -93,8 +95,9 @@ async def test_a_list_item_that_is_not_json_is_a_clear_500(
         await delete_redis_keys(prefix)
 
 
+@pytest.mark.parametrize("broken", [b"not json", b"\xff{"], ids=["not JSON", "not UTF-8"])
 async def test_retention_keeps_a_corrupt_conversation_and_prunes_the_others(
-    caplog: pytest.LogCaptureFixture,
+    broken: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Before: the first conversation of Rasa's layout that was not JSON stopped the prune
     with a JSONDecodeError, and old conversations after it stayed. Now it is kept, with a
@@ -104,17 +107,17 @@ async def test_retention_keeps_a_corrupt_conversation_and_prunes_the_others(
     store = RedisTrackerStore(
         {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
     )
-    other = Redis(host=REDIS[0], port=REDIS[1], decode_responses=True)
+    other = Redis(host=REDIS[0], port=REDIS[1])
     old = {"event": "action", "name": "action_listen", "timestamp": 1.0}
     try:
-        await other.set(f"{prefix}:tracker:broken", "not json")
+        await other.set(f"{prefix}:tracker:broken", broken)
         for name in ("old1", "old2", "old3"):
             await store.append(name, [old])
         with caplog.at_level(logging.WARNING):
             deleted = await store.delete_older_than(time.time())
         assert deleted == 3
         assert sorted(await store.keys()) == ["broken"]
-        assert await other.get(f"{prefix}:tracker:broken") == "not json"
+        assert await other.get(f"{prefix}:tracker:broken") == broken
         assert any("'broken'" in r.getMessage() for r in caplog.records)
     finally:
         await store.close()
@@ -123,10 +126,10 @@ async def test_retention_keeps_a_corrupt_conversation_and_prunes_the_others(
 
 
 async def _reads_are_clear_500s(
-    client: Any, sender_id: str, caplog: pytest.LogCaptureFixture
+    client: Any, sender_id: str, caplog: pytest.LogCaptureFixture, why: str = "not JSON"
 ) -> None:
     """Reading the conversation (its tracker, its story) is a 500 with Rasa's body, and the
-    log's error line names it and the event that is not JSON, without a traceback."""
+    log's error line names it and `why` (the event that is not JSON), without a traceback."""
     for path in [f"/conversations/{sender_id}/tracker", f"/conversations/{sender_id}/story"]:
         caplog.clear()
         with caplog.at_level(logging.INFO):
@@ -136,7 +139,7 @@ async def _reads_are_clear_500s(
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert errors and not any(r.exc_info for r in errors), path
         logged = "\n".join(r.getMessage() for r in errors)
-        assert f"'{sender_id}'" in logged and "not JSON" in logged, logged
+        assert f"'{sender_id}'" in logged and why in logged, logged
 
 
 async def test_an_sql_row_that_is_not_json_is_a_clear_500(
@@ -156,3 +159,60 @@ async def test_an_sql_row_that_is_not_json_is_a_clear_500(
     await _reads_are_clear_500s(client, "cy", caplog)
     with sqlite3.connect(tmp_path / "trackers.db") as db:
         assert db.execute("SELECT data FROM events ORDER BY id").fetchall()[-1] == ("{oops",)
+
+
+@pytest.mark.parametrize("layout", ["Rasa's", "a list"])
+async def test_a_value_that_is_not_utf8_is_a_clear_500_that_keeps_it(
+    layout: str, make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes that are no UTF-8 text (Rasa's string, or a list item): before review73, a
+    UnicodeDecodeError as Redis's answer was read, a generic 500 with a traceback, and
+    `botserver export` a traceback."""
+    require_service("Redis", REDIS)
+    prefix = unique_name("review73utf8")
+    redis = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    raw = Redis(host=REDIS[0], port=REDIS[1])  # bytes in, bytes out
+    key = f"{prefix}:tracker:dee"
+    listen = json.dumps({"event": "action", "name": "action_listen", "timestamp": 1.0})
+    if layout == "Rasa's":
+        await raw.set(key, b'{"events": [\xff]}')
+    else:
+        await raw.rpush(key, listen, b"\xff\xfe")
+    stored = await raw.dump(key)
+    client = await make_client(endpoints={"tracker_store": redis})
+    try:
+        await _reads_are_clear_500s(client, "dee", caplog, why="not UTF-8 text")
+        assert await raw.dump(key) == stored  # kept as it was
+        # The other conversations are served as before (the connection that read it is sane).
+        response = await client.get("/conversations/eve/tracker")
+        assert response.status_code == 200 and response.json()["sender_id"] == "eve"
+    finally:
+        await raw.aclose()
+        await delete_redis_keys(prefix)
+
+
+async def test_retention_keeps_a_long_list_holding_an_item_that_is_not_utf8(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A list too long for the prune script is read back by the prune itself: an item that
+    is not UTF-8 text there keeps the conversation, with a warning naming it, and the prune
+    goes on. Before review73: a UnicodeDecodeError with a traceback stopped the prune."""
+    require_service("Redis", REDIS)
+    prefix = unique_name("review73long")
+    store = RedisTrackerStore(
+        {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    )
+    raw = Redis(host=REDIS[0], port=REDIS[1])
+    old = json.dumps({"event": "action", "name": "action_listen", "timestamp": 1.0})
+    try:
+        await raw.rpush(f"{prefix}:tracker:long", b"\xff", *[old] * 150)
+        await raw.rpush(f"{prefix}:tracker:other", old)
+        with caplog.at_level(logging.WARNING):
+            assert await store.delete_older_than(time.time()) == 1
+        assert await store.keys() == ["long"]
+        assert any("'long'" in r.getMessage() for r in caplog.records)
+        assert await raw.llen(f"{prefix}:tracker:long") == 151
+    finally:
+        await store.close()
+        await raw.aclose()
+        await delete_redis_keys(prefix)

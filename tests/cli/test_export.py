@@ -365,3 +365,21 @@ def test_a_stored_topic_event_is_not_published(run_cli, tmp_path: Path) -> None:
     result = run_cli("export", cwd=tmp_path)
     assert result.code == 0, result.err
     assert [body["event"] for body in _broker_rows(tmp_path)] == ["user", "action"]
+
+
+@pytest.mark.parametrize("data", ["5", "[1, 2]", "null", "{oops"])
+def test_a_stored_event_that_is_not_a_json_object_is_an_error_and_exit_1(
+    data: str, run_cli, tmp_path: Path
+) -> None:
+    """A stored row whose data is JSON but no object (or no JSON): one error line naming the
+    conversation, exit 1, nothing published. Before review73, JSON that is not an object was
+    an AttributeError with a traceback."""
+    _seed(tmp_path, {"ann": [_user("hi", 10.0), _action("utter_greet", 12.0)]})
+    with sqlite3.connect(tmp_path / TRACKERS) as db:
+        db.execute("UPDATE events SET data = ? WHERE id = (SELECT MAX(id) FROM events)", (data,))
+    _endpoints(tmp_path, SQL_BROKER)
+    result = run_cli("export", cwd=tmp_path)
+    assert result.code == 1, result.err
+    assert result.err.startswith("error: Conversation 'ann' holds a stored event that is not")
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert not (tmp_path / "events.db").exists() or not _broker_rows(tmp_path)

@@ -119,21 +119,38 @@ async def test_a_conversation_rasa_stored_loads(
     assert await store.keys() == ["bob"]
 
 
+# Stored events no store of ours or Rasa's writes: text that is not JSON, or not a JSON
+# object, and a value that is not a map (a number, a list, a null).
+_BROKEN_EVENTS = {
+    "text not JSON": {"S": "{oops"},
+    "text not an object": {"S": "[1]"},
+    "a number": {"N": "5"},
+    "a list": {"L": [{"S": "action"}]},
+    "a null": {"NULL": True},
+}
+
+
+@pytest.mark.parametrize("event", _BROKEN_EVENTS.values(), ids=_BROKEN_EVENTS.keys())
 async def test_an_event_kept_as_text_that_is_not_json_names_its_conversation(
-    store: DynamoTrackerStore, endpoint: str, table: str, caplog: pytest.LogCaptureFixture
+    event: dict[str, Any],
+    store: DynamoTrackerStore,
+    endpoint: str,
+    table: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """An event kept as JSON text (one DynamoDB cannot hold as a map) that is not JSON: its
-    loads are CorruptConversation (a 500, logged without a traceback) naming it, and the
-    prune keeps it with a warning and deletes the other old ones. Before: a JSONDecodeError
-    (a 500 with a traceback) that also stopped the prune."""
+    """An event kept as JSON text (one DynamoDB cannot hold as a map) that is not JSON, or
+    an event that is no map at all: its loads are CorruptConversation (a 500, logged without
+    a traceback) naming it, and the prune keeps it with a warning and deletes the other old
+    ones. Before: a JSONDecodeError (a 500 with a traceback) that also stopped the prune;
+    until review73, for an event that is no map, a TypeError likewise."""
     await store.ping()
     raw = raw_client(endpoint)
     old = {"M": {"event": {"S": "action"}, "timestamp": {"N": "1.0"}}}
-    broken = {"L": [old, {"S": "{oops"}]}
+    broken = {"L": [old, event]}
     raw.put_item(TableName=table, Item={"sender_id": {"S": "bob"}, "events": broken})
     await store.append("ann", [user("hi", 1.0)])
     for load in (store.load, store.load_all):
-        with pytest.raises(CorruptConversation, match="Conversation 'bob' .* not JSON"):
+        with pytest.raises(CorruptConversation, match="Conversation 'bob' .* not (JSON|a JSON ob)"):
             await load("bob")
     with caplog.at_level(logging.WARNING):
         assert await store.delete_older_than(time.time()) == 1
@@ -141,6 +158,28 @@ async def test_an_event_kept_as_text_that_is_not_json_names_its_conversation(
     assert any("'bob'" in r.getMessage() for r in caplog.records)
     kept = raw.get_item(TableName=table, Key={"sender_id": {"S": "bob"}})["Item"]["events"]
     assert kept == broken
+
+
+@pytest.mark.parametrize("stamp", [{"S": "soon"}, {"M": {"at": {"N": "1"}}}], ids=["text", "map"])
+async def test_prune_keeps_a_conversation_whose_timestamp_is_no_number(
+    stamp: dict[str, Any],
+    store: DynamoTrackerStore,
+    endpoint: str,
+    table: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An event whose timestamp is no number (its loads are CorruptConversation): the prune
+    keeps the conversation with a warning naming it and deletes the other old ones. Before
+    review73: a ValueError or TypeError with a traceback that stopped the prune."""
+    await store.ping()
+    raw = raw_client(endpoint)
+    broken = {"L": [{"M": {"event": {"S": "action"}, "timestamp": stamp}}]}
+    raw.put_item(TableName=table, Item={"sender_id": {"S": "bob"}, "events": broken})
+    await store.append("ann", [user("hi", 1.0)])
+    with caplog.at_level(logging.WARNING):
+        assert await store.delete_older_than(time.time()) == 1
+    assert await store.keys() == ["bob"]
+    assert any("'bob'" in r.getMessage() and "timestamp" in r.getMessage() for r in caplog.records)
 
 
 async def test_region_and_table_name_are_the_ones_configured(endpoint: str) -> None:
