@@ -365,6 +365,11 @@ class ModelServerPoller:
 
     # ---------------------------------------------------------------------------- schedule
 
+    @property
+    def pulls_again(self) -> bool:
+        """True while pulls run on schedule (not with `wait_time_between_pulls` null or 0)."""
+        return self._task is not None and not self._task.done()
+
     def start(self) -> None:
         """Pull every wait_time_between_pulls seconds in the background (if it is set)."""
         if not self.config.wait_time_between_pulls or self._task is not None:

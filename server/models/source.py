@@ -104,6 +104,11 @@ class ModelSource:
         return self.holder.info
 
     @property
+    def pulls_again(self) -> bool:
+        """True while a model server is pulled on schedule: it may bring a model later."""
+        return self.poller is not None and self.poller.pulls_again
+
+    @property
     def last_pull_error(self) -> dict[str, str] | None:
         """Why the latest model-server pull failed (message, at, failing_since), or None."""
         return self.poller.error_status() if self.poller is not None else None
