@@ -1527,7 +1527,6 @@ async def test_a_put_naming_a_file_while_endpoints_has_a_model_server_says_it_is
     assert after["model_file"] == before["model_file"] == "served-model.tar.gz"
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(
-        "'model_file' ('models/other.tar.gz') and 'remote_storage' ignored" in m
-        and "models:" in m
+        "'model_file' ('models/other.tar.gz') and 'remote_storage' ignored" in m and "models:" in m
         for m in warned
     ), warned
