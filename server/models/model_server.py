@@ -435,6 +435,11 @@ def _check_status(response: httpx.Response, url: str, has_model: bool) -> None:
             f"model server {url} answered HTTP {status}, a redirect to {target}; redirects "
             "are not followed: set models.url to the address that serves the model"
         )
+    if status in (401, 403):  # the usual cause: a token changed or expired
+        raise _PullFailed(
+            f"model server {url} answered HTTP {status}: it refuses the credentials sent "
+            "(check models.token and token_name, basic_auth, headers)"
+        )
     if status != 200:
         raise _PullFailed(f"model server {url} answered HTTP {status}")
 

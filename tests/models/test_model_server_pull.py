@@ -75,7 +75,7 @@ class ModelServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                if mode in ("204", "304", "404", "500"):
+                if mode in ("204", "304", "401", "403", "404", "500"):
                     self.send_response(int(mode))
                     self.send_header("Content-Length", "0")
                     self.end_headers()
@@ -208,6 +208,24 @@ async def test_no_change_or_failure_keeps_the_model(
     if mode == "corrupt":
         assert "corrupt" in holder.last_error
         assert "failed to load" in poller.last_error
+
+
+@pytest.mark.parametrize("status", ["401", "403"])
+async def test_a_refused_credential_says_which_settings_send_one(
+    model_server, holder, client, archive_factory, status: str
+):
+    """A wrong or expired token is the usual 401/403: the failure names the settings that
+    send credentials (before: only "answered HTTP 401", pull after pull)."""
+    poller = await poller_with_model(model_server, holder, client, archive_factory, token="s3cr3t-tok")
+    model_server.behaviour.mode = status
+    model_server.behaviour.etag = '"v2"'
+
+    assert await poller.pull_once() is False
+
+    assert holder.current.answer() == "one"
+    assert f"answered HTTP {status}" in poller.last_error
+    assert "models.token" in poller.last_error and "basic_auth" in poller.last_error
+    assert "s3cr3t-tok" not in poller.last_error
 
 
 async def test_timeout_keeps_the_model(model_server, holder, client, archive_factory):
