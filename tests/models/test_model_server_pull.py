@@ -776,6 +776,25 @@ async def test_startup_priority_model_server_first(
     await source.stop()
 
 
+async def test_startup_with_a_model_server_says_remote_storage_is_not_read(
+    model_server, holder, client, archive_factory, caplog
+):
+    """As in Rasa, a models: section wins over --remote-storage; the log says the storage is
+    not read (before: nothing did, and the operator looked for the storage's model)."""
+    model_server.behaviour.body = archive_factory("from-server").read_bytes()
+    source = ModelSource(holder, client)
+
+    with caplog.at_level(logging.WARNING):
+        info = await source.load_initial(
+            "prod", {"url": model_server.url, "wait_time_between_pulls": 0}, "aws"
+        )
+
+    assert info is not None and info.source == "server"
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("--remote-storage aws is not read" in m for m in warned), warned
+    await source.stop()
+
+
 async def test_startup_local_path_and_missing_model(holder, archive_factory, tmp_path: Path):
     source = ModelSource(holder)
     assert await source.load_initial(tmp_path / "nothing-here") is None
