@@ -711,6 +711,23 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
         )
 
 
+def _say_what_endpoints_models_overrides(body: dict[str, Any]) -> None:
+    """As Rasa, endpoints.yml's `models:` is what a PUT /model loads from, whatever the body
+    names; said, so a 204 for a file that was never read does not go unexplained."""
+    model_file = body.get("model_file")
+    named = [
+        *([f"'model_file' ({redact(repr(model_file))[:300]})"] if model_file else []),
+        *(["'model_server'"] if body.get("model_server") else []),
+        *(["'remote_storage'"] if body.get("remote_storage") else []),
+    ]
+    if named:
+        logger.warning(
+            "PUT /model: %s ignored: with a models: section in endpoints.yml, the model "
+            "is pulled from that model server (as in Rasa); remove the section to load others",
+            " and ".join(named),
+        )
+
+
 def _superseded(exc: ModelSuperseded) -> None:
     # As if it had loaded and the newer request had replaced it at once: answered 204.
     logger.info("Model %s; it was not loaded", exc)
@@ -1105,6 +1122,8 @@ def model_router() -> APIRouter:
     )
     async def load(request: Request, services: Services = Depends(services_of)) -> Response:
         body = await read_json_object(request, "No path to model file defined in request_body.")
+        if services.models_endpoint:  # said by the worker asked only
+            _say_what_endpoints_models_overrides(body)
         sync = getattr(request.app.state, "model_sync", None)
         if sync is None:
             await apply_model_request(services, body)

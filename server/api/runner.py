@@ -161,6 +161,30 @@ def app_from_environment() -> FastAPI:
     return server_app(spec.options(), spec.metrics, "")
 
 
+def _without_model(enable_api: bool, pulls_again: bool, model_server: bool) -> str:
+    """The start-up warning of a server without a model: what can still bring one."""
+    once = (
+        " (the model server is asked once: models.wait_time_between_pulls is null or 0)"
+        if model_server and not pulls_again
+        else ""
+    )
+    ways = [
+        *(["PUT /model"] if enable_api else []),
+        *(["the model server's next pull"] if pulls_again else []),
+    ]
+    if not ways:
+        return (
+            "The server starts without a model: /health/ready answers 503 and conversations "
+            "fail with 409 for good: without --enable-api or a model server pulled on "
+            f"schedule{once}, nothing can load one until a restart (fix the cause above, "
+            "then restart)."
+        )
+    return (
+        "The server starts without a model: /health/ready answers 503 and conversations fail "
+        f"with 409 until one is loaded ({' or '.join(ways)}, or a restart){once}."
+    )
+
+
 def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> None:
     """Say where the server is up once the lifespan has loaded the startup model (the model
     holder logs which), and on shutdown let the turns in flight end before the stores close."""
@@ -172,19 +196,13 @@ def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> N
     async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
         async with inner(app) as state:
             if app.state.holder.info is None:
-                # As Rasa, the server runs on; without the API or a model server (remote
-                # storage is read once) only a restart can bring a model.
-                later = options.enable_api or app.state.services.models_endpoint
-                without_model = (
-                    "The server starts without a model: /health/ready answers 503 and "
-                    "conversations fail with 409 "
-                    + (
-                        "until one is loaded (PUT /model with --enable-api, a model server, "
-                        "or restart with -m)."
-                        if later
-                        else "for good: without --enable-api or a model server, nothing can "
-                        "load one until a restart (fix the cause above, then restart)."
-                    )
+                # As Rasa, the server runs on; without the API or a model server pulled on
+                # schedule (remote storage is read once, and so is a model server whose
+                # wait_time_between_pulls is null or 0) only a restart can bring a model.
+                without_model = _without_model(
+                    options.enable_api,
+                    app.state.model_source.pulls_again,
+                    bool(app.state.services.models_endpoint),
                 )
                 if first_to_say(without_model):  # once for all workers
                     logger.warning(without_model)

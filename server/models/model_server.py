@@ -365,6 +365,11 @@ class ModelServerPoller:
 
     # ---------------------------------------------------------------------------- schedule
 
+    @property
+    def pulls_again(self) -> bool:
+        """True while pulls run on schedule (not with `wait_time_between_pulls` null or 0)."""
+        return self._task is not None and not self._task.done()
+
     def start(self) -> None:
         """Pull every wait_time_between_pulls seconds in the background (if it is set)."""
         if not self.config.wait_time_between_pulls or self._task is not None:
@@ -429,6 +434,11 @@ def _check_status(response: httpx.Response, url: str, has_model: bool) -> None:
         raise _PullFailed(
             f"model server {url} answered HTTP {status}, a redirect to {target}; redirects "
             "are not followed: set models.url to the address that serves the model"
+        )
+    if status in (401, 403):  # the usual cause: a token changed or expired
+        raise _PullFailed(
+            f"model server {url} answered HTTP {status}: it refuses the credentials sent "
+            "(check models.token and token_name, basic_auth, headers)"
         )
     if status != 200:
         raise _PullFailed(f"model server {url} answered HTTP {status}")

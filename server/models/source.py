@@ -44,6 +44,13 @@ class ModelSource:
         """Load the startup model; never raises for a model problem, logs it instead."""
         try:
             if endpoints_models_cfg:
+                if remote_storage:
+                    ignored = (
+                        f"--remote-storage {remote_storage} is not read: endpoints.yml has a "
+                        "models: section, which comes first (as in Rasa)"
+                    )
+                    if first_to_say(ignored):  # once for all workers
+                        logger.warning(ignored)
                 return await self.load_from_model_server(endpoints_models_cfg)
             if remote_storage:
                 name = str(model_path or "models")
@@ -102,6 +109,11 @@ class ModelSource:
         if not poller.superseded and self.poller is poller:
             poller.start()
         return self.holder.info
+
+    @property
+    def pulls_again(self) -> bool:
+        """True while a model server is pulled on schedule: it may bring a model later."""
+        return self.poller is not None and self.poller.pulls_again
 
     @property
     def last_pull_error(self) -> dict[str, str] | None:

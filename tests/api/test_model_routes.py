@@ -1568,3 +1568,42 @@ async def test_an_entity_annotation_nested_deep_is_a_400_naming_the_data_part(
         message = check(rasa_spec, train, "/model/train", "post", 400)["message"]
         assert message.startswith("request body: data/data.yml:")
         assert message.endswith("nests more than 100 levels deep")
+
+
+async def test_a_put_naming_a_file_while_endpoints_has_a_model_server_says_it_is_ignored(
+    moodbot_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As in Rasa, endpoints.yml's `models:` wins over what a PUT /model body names: the model
+    server is asked again (here: no change, 204). Before, nothing said the file was ignored,
+    so a client that put another model saw a 204 and went on talking to the old one."""
+    from tests.models.test_model_server_pull import ModelServer
+
+    served = ModelServer()
+    served.behaviour.body = await asyncio.to_thread(moodbot_model.read_bytes)
+    try:
+        options = ServerOptions(
+            model_path=None,
+            enable_api=True,
+            endpoints={"models": {"url": served.url, "wait_time_between_pulls": None}},
+            models_dir=tmp_path / "models",
+        )
+        app = build_app(options)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                before = (await client.get("/status")).json()
+                with caplog.at_level(logging.WARNING):
+                    put = await client.put(
+                        "/model",
+                        json={"model_file": "models/other.tar.gz", "remote_storage": "aws"},
+                    )
+                after = (await client.get("/status")).json()
+    finally:
+        served.stop()
+    assert put.status_code == 204, put.text
+    assert after["model_file"] == before["model_file"] == "served-model.tar.gz"
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        "'model_file' ('models/other.tar.gz') and 'remote_storage' ignored" in m and "models:" in m
+        for m in warned
+    ), warned

@@ -293,6 +293,29 @@ def test_a_silent_remote_storage_starts_the_server_without_a_model_and_says_so_o
     assert "Traceback" not in log
 
 
+@pytest.mark.parametrize("api", [False, True])
+def test_a_model_server_pulled_once_that_is_down_at_start_is_not_waited_for(
+    start_server, tmp_path: Path, api: bool
+) -> None:
+    """With `wait_time_between_pulls: null` the model server is asked once, as in Rasa: when
+    it is down then, no pull comes later. The warning says so (before, it offered "a model
+    server", and the operator waited for a pull that never came)."""
+    (tmp_path / "endpoints.yml").write_text(
+        f"models:\n  url: http://127.0.0.1:{free_port()}/model\n  wait_time_between_pulls: null\n"
+    )
+    server = start_server(*(["--enable-api"] if api else []), cwd=tmp_path)
+    server.wait_until("/health/live")
+    assert httpx.get(server.url + "/health/ready").status_code == 503
+    log = server.text()
+    assert log.count("starts without a model") == 1, log
+    assert "the model server is asked once" in log, log
+    assert "next pull" not in log, log
+    if api:
+        assert "PUT /model" in log, log
+    else:
+        assert "nothing can load one until a restart" in log, log
+
+
 def test_missing_model_starts_not_ready_then_a_loaded_model_makes_it_ready(
     start_server, moodbot_model: Path, tmp_path: Path
 ) -> None:

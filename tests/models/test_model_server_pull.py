@@ -75,7 +75,7 @@ class ModelServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                if mode in ("204", "304", "404", "500"):
+                if mode in ("204", "304", "401", "403", "404", "500"):
                     self.send_response(int(mode))
                     self.send_header("Content-Length", "0")
                     self.end_headers()
@@ -208,6 +208,24 @@ async def test_no_change_or_failure_keeps_the_model(
     if mode == "corrupt":
         assert "corrupt" in holder.last_error
         assert "failed to load" in poller.last_error
+
+
+@pytest.mark.parametrize("status", ["401", "403"])
+async def test_a_refused_credential_says_which_settings_send_one(
+    model_server, holder, client, archive_factory, status: str
+):
+    """A wrong or expired token is the usual 401/403: the failure names the settings that
+    send credentials (before: only "answered HTTP 401", pull after pull)."""
+    poller = await poller_with_model(model_server, holder, client, archive_factory, token="s3cr3t")
+    model_server.behaviour.mode = status
+    model_server.behaviour.etag = '"v2"'
+
+    assert await poller.pull_once() is False
+
+    assert holder.current.answer() == "one"
+    assert f"answered HTTP {status}" in poller.last_error
+    assert "models.token" in poller.last_error and "basic_auth" in poller.last_error
+    assert "s3cr3t" not in poller.last_error
 
 
 async def test_timeout_keeps_the_model(model_server, holder, client, archive_factory):
@@ -755,6 +773,25 @@ async def test_startup_priority_model_server_first(
     assert info is not None and info.source == "server"
     assert holder.current.answer() == "from-server"
     assert source.poller is not None and source.poller._task is None
+    await source.stop()
+
+
+async def test_startup_with_a_model_server_says_remote_storage_is_not_read(
+    model_server, holder, client, archive_factory, caplog
+):
+    """As in Rasa, a models: section wins over --remote-storage; the log says the storage is
+    not read (before: nothing did, and the operator looked for the storage's model)."""
+    model_server.behaviour.body = archive_factory("from-server").read_bytes()
+    source = ModelSource(holder, client)
+
+    with caplog.at_level(logging.WARNING):
+        info = await source.load_initial(
+            "prod", {"url": model_server.url, "wait_time_between_pulls": 0}, "aws"
+        )
+
+    assert info is not None and info.source == "server"
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("--remote-storage aws is not read" in m for m in warned), warned
     await source.stop()
 
 
