@@ -397,3 +397,18 @@ def test_a_key_prefix_rasa_reads_as_text_is_the_prefix_rasa_used(tmp_path: Path)
     config = read_endpoints(endpoints)["tracker_store"]
     # Rasa reads endpoints.yml as YAML 1.2, where `no` is text (1.1: the boolean false).
     assert key_prefix(config, "tracker") == "no:tracker:"
+
+
+def test_a_sqlite_file_in_a_folder_that_is_not_there_stops_the_start_naming_it(
+    tmp_path: Path,
+) -> None:
+    """As the SQL broker's does, and as Rasa's store stops (it creates its table at start).
+    Before, the server said it was up and every turn was a 503 naming no file: "The
+    tracker store (...) is unavailable: unable to open database file"."""
+    missing = tmp_path / "not-there" / "rasa.db"
+    with pytest.raises(InvalidConfig, match=f"'{missing}'.*folder '{missing.parent}'"):
+        create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(missing)})
+    in_a_file = tmp_path / "a-file"
+    in_a_file.write_text("")
+    with pytest.raises(InvalidConfig, match=f"'{in_a_file}' is not a folder"):
+        create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(in_a_file / "x.db")})
