@@ -60,14 +60,24 @@ def _hide_queries_with_at(text: str) -> str:
     return "".join(shown) + text[kept:] if shown else text
 
 
+# After a key's name, up to its value: a colon or `=`, after its closing quote or not, that
+# quote escaped too (JSON held in a JSON string: `{\"password\": \"x\"}`), or after its
+# closing quote a comma (a (name, value) pair: httpx shows headers as a list of them).
+_NAME_END = r"""(?:["'][ \t]*+,|\\?["']?[ \t]*+[:=])"""
+# A value quoted with escaped quotes (JSON held in a JSON string), to the next one.
+_ESCAPED_QUOTED = r'\\"(?:[^\\\n]|\\[^"\n])*+\\"'
+
 # A Cookie or Set-Cookie header's name, then its value: quoted, or to the line's end (any of
 # its cookies may be a session) or a quote that closes the text holding it, not one of a
 # cookie's value in quotes (`theme="dark"`, JSON's `theme=\"dark\"`) or an apostrophe in a
 # word (`o'brien`): those ended it, and the cookies after them showed.
 _COOKIE = re.compile(
-    r"""((?:set-)?cookie["']?[ \t]*+[:=][ \t]*+)"""
-    r"""(?:"(?:[^"\\]|\\.)*+"|'(?:[^'\\]|\\.)*+'"""
-    r"""|(?:(?<==)\\"[^\n"\\]*+\\"|(?<==)"[^\n"]*+"|(?<=\w)'(?=\w)|\r(?!\n)|[^\r\n"'])++)""",
+    r"""((?:set-)?cookie""" + _NAME_END + r"""[ \t]*+)"""
+    r"""(?:b?"(?:[^"\\]|\\.)*+"|b?'(?:[^'\\]|\\.)*+'|"""
+    + _ESCAPED_QUOTED
+    # An unclosed quote after a cookie's `=` is read on over (`a="x; sid=secret`).
+    + r"""|(?:(?<==)\\"[^\n"\\]*+\\"|(?<==)"[^\n"]*+"|(?<==)"|(?<=\w)'(?=\w)|\r(?!\n)"""
+    r"""|[^\r\n"'])++)""",
     re.IGNORECASE,
 )
 
@@ -103,14 +113,16 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
     # An Authorization header's value, whatever its scheme (kept: "Token ***").
     (
         re.compile(
-            r"""(\bauthorization["']?\s*[:=]\s*["']?(?:[A-Za-z][\w-]*\s+)?)[^\s"',}]+""",
+            r"""(\bauthorization""" + _NAME_END + r"""\s*(?:\\?["']|b["'])?"""
+            r"""(?:[A-Za-z][\w-]*\s+)?)(?:[^\s"',}\\]|\\(?!"))+""",
             re.IGNORECASE,
         ),
         r"\1",
     ),
     # Secret-named keys in dumped config or dicts: "token": "x", 'password': 'y', secret=z,
     # AWS_SECRET_ACCESS_KEY=..., a service account's "private_key": "...", an ODBC string's
-    # `Pwd=`, an `X-Auth:` header. After a colon, an
+    # `Pwd=`, an `X-Auth:` header, a (name, value) pair (`('x-api-key', 'k')`, as httpx shows
+    # headers), JSON held in a JSON string (`{\"token\": \"x\"}`). After a colon, an
     # unquoted value runs on over the words that follow on its line (`password: my secret
     # phrase`), up to a comma, a quote or a word holding a key's `:` or `=`, and so after an
     # `=` between spaces (an INI file's `password = my secret phrase`); after a bare `=` it
@@ -127,7 +139,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
             # `x-auth-x-auth-...` cost its square (3 s for 70 KB).
             r"""(?=[aptsx])((?:token|p(?:ass(?:w(?:or)?d|phrase)|wd|rivate[-_]?key)"""
             r"""|secret(?:[-_]?(?:access[-_]?)?key)?|api[-_]?key|x-auth(?:-\w+){0,3}+)"""
-            r"""["']?(?:(\s*:|\s+=)|=)\s*)"""
+            r"""(?:["']\s*,|\\?["']?(?:(\s*:|\s+=)|=))\s*)"""
             # A block scalar: its indicator, blank lines, then each line indented as the first;
             # lines end in \n or \r\n (with \r\n, before, the lines after the key showed).
             r"""(?:[|>][-+1-9]{0,2}[ \t]*+(?:#[^\r\n]*+)?\r?(?:\n[ \t]*+\r?(?=\n))*+"""
@@ -136,8 +148,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
             # names in the comment are not tried again (each `password: |#` of a line read
             # the rest of it: 600 KB of them cost 3 s of CPU).
             r"""|[|>][-+1-9]{0,2}[ \t]*+#[^\r\n]*+"""
-            # A quoted value to its closing quote, over the quotes escaped inside (JSON's \").
-            r"""|"(?:[^"\\]|\\.)*+"|'(?:[^'\\]|\\.)*+'|[^\s,&}]++"""
+            # A quoted value to its closing quote, over the quotes escaped inside (JSON's \"),
+            # a bytes value's (b"x") too, or between escaped quotes (JSON in a JSON string).
+            r"""|b?"(?:[^"\\]|\\.)*+"|b?'(?:[^'\\]|\\.)*+'|"""
+            + _ESCAPED_QUOTED
+            + r"""|[^\s,&}]++"""
             r"""(?(2)(?:[ \t]++[^\s,&}:="']++(?=[\s,&}"']|\Z))*+))""",
             re.IGNORECASE,
         ),

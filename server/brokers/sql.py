@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sqlite3
 import threading
 from collections import deque
@@ -40,11 +39,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
-from server.errors import InvalidConfig, first_line
+from server.errors import first_line
 from server.trackers.silence import SilenceWatch
 from server.trackers.sql_engine import (
     SQLITE_BUSY_TIMEOUT_MS,
     async_url,
+    check_sqlite_folder,
     connects,
     create_engine,
     ensure_mysql_utf8mb4,
@@ -88,7 +88,7 @@ class SqlEventBroker(QueuedBroker):
             else None
         )
         if self._sqlite_file is not None:
-            _check_folder(self._sqlite_file)
+            check_sqlite_folder(self._sqlite_file)
         self._checkpointer: sqlite3.Connection | None = None
         self._checkpointer_lock = threading.Lock()  # a checkpoint under way ends before close
         self._events_since_checkpoint = 0
@@ -323,14 +323,3 @@ def _row(item: Outgoing) -> dict[str, Any]:
         "data": json.dumps(item.body()),
         KEY_COLUMN: item.delivery_id,
     }
-
-
-def _check_folder(sqlite_file: str) -> None:
-    """Stops the start when the SQLite file cannot be made, as Rasa's broker does (it creates
-    its table at start): before, every event waited, retried for ever, behind "unable to
-    open database file", which names no file."""
-    folder = os.path.dirname(os.path.abspath(sqlite_file))
-    if not os.path.isdir(folder):
-        raise InvalidConfig(
-            f"SQLite database '{sqlite_file}': its folder '{folder}' does not exist"
-        )

@@ -284,6 +284,8 @@ class ModelServerPoller:
             raise self._timed_out() from exc
         except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
             raise _PullFailed(f"cannot reach model server {config.shown_url}: {exc!r}") from exc
+        except httpx.DecodingError as exc:  # its text names what the encoding holds
+            raise _PullFailed(f"model server {config.shown_url}: {exc}") from exc
         except httpx.HTTPError as exc:  # reached: it answered what is not HTTP, or cut it short
             raise _PullFailed(
                 f"model server {config.shown_url} broke off the exchange: {exc!r}"
@@ -500,6 +502,11 @@ def _not_an_archive(response: httpx.Response, head: bytes, url: str) -> _PullFai
 
 _GZIP_ENCODINGS = ("gzip", "x-gzip")
 _DECODED_ENCODINGS = (*_GZIP_ENCODINGS, "deflate")
+# Members one after the other read in a gzip- or deflate-encoded body: an encoder in transit
+# writes one; bgzip, one per 64 KB (of a 4 GiB archive: 65,536). Empty ones decode to nothing
+# the size limit or the expansion check would count: without a bound, a body of them ran
+# until the pull's time limit.
+MAX_PULL_MEMBERS = 65_536
 # Sent bytes enough to see what a gzip-encoded body starts with.
 _HEAD_BYTES = 64 * 1024
 
@@ -542,7 +549,7 @@ async def _archive_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
         async for chunk in chunks:
             yield chunk
         return
-    decoder = Inflater("gzip", max_members=None)
+    decoder = Inflater("gzip", max_members=MAX_PULL_MEMBERS)
     for piece in decoder.pieces(bytes(held), _WRITE_BATCH):
         yield piece
     async for chunk in chunks:
@@ -555,7 +562,7 @@ async def _inflated(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """A deflate-encoded body decoded in pieces of at most `_WRITE_BATCH` bytes: zlib's
     wrapper or raw deflate, told by the first byte; told by the first bytes read, raw deflate
     whose first byte came alone was taken for zlib's."""
-    decoder = Inflater("deflate", max_members=None)
+    decoder = Inflater("deflate", max_members=MAX_PULL_MEMBERS)
     async for chunk in chunks:
         for piece in decoder.pieces(chunk, _WRITE_BATCH):
             yield piece

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,9 @@ def _inside_others(keywords: dict[str, str], case_sensitive: bool) -> dict[str, 
     for index, its_words in enumerate(words):
         for word in set(its_words):
             holding_word.setdefault(word, []).append(index)
+    lengths = [len(text) for text in folded]
+    intents = list(keywords.values())
+    trees: dict[int, _Holders] = {}  # id of a long candidates list: its tree
     inside: dict[str, tuple[str, str]] = {}
     for keyword, needle, its_words in zip(texts, folded, words, strict=True):
         runs = _runs(needle, min(len(needle), GRAM))
@@ -55,17 +59,112 @@ def _inside_others(keywords: dict[str, str], case_sensitive: bool) -> dict[str, 
         if its_words and (case_sensitive or keyword.isascii()):
             candidates = min(candidates, *(holding_word[word] for word in its_words), key=len)
         intent = keywords[keyword]
-        pattern: re.Pattern[str] | None = None
-        for index in candidates:
-            other = texts[index]
-            if keywords[other] == intent or needle not in folded[index]:
+        chunks: Iterable[list[int]] = (candidates,)
+        if len(candidates) > _SCANNED:  # the first ones in turn, the rest through a tree
+            tree = trees.get(id(candidates))
+            if tree is None:
+                tree = trees[id(candidates)] = _Holders(candidates, lengths, intents)
+            chunks = tree.chunks(len(needle), intent)
+        found = _first_holder(
+            keyword, needle, intent, chunks, (texts, folded, intents), case_sensitive
+        )
+        if found is not None:
+            inside[keyword] = (texts[found], intents[found])
+    return inside
+
+
+def _first_holder(
+    keyword: str,
+    needle: str,
+    intent: str,
+    chunks: Iterable[list[int]],
+    keywords: tuple[list[str], list[str], list[str]],
+    case_sensitive: bool,
+) -> int | None:
+    """The first of the candidates (in chunks, in order) of another intent than `intent`
+    that holds `keyword` as whole words; None: none does. `keywords`: every keyword's text,
+    folded text and intent."""
+    texts, folded, intents = keywords
+    pattern: re.Pattern[str] | None = None
+    for chunk in chunks:
+        for index in chunk:
+            if intents[index] == intent or needle not in folded[index]:
                 continue
             if pattern is None:
                 pattern = keyword_pattern(keyword, case_sensitive)
-            if pattern.search(other):
-                inside[keyword] = (other, keywords[other])
-                break
-    return inside
+            if pattern.search(texts[index]):
+                return index
+    return None
+
+
+# Candidates lists this long are walked through a _Holders tree.
+_SCANNED = 32
+
+
+class _Holders:
+    """The keywords holding one run or word (their indices, in training order), as a tree
+    that finds, without a look at each, the next of them at least so long and of another
+    intent than a keyword's: the others cannot hold it. Keywords written with the same few
+    words ("a", "a b", "b a a"...) all hold their rarest word, and each was compared with
+    every other (16,382 such examples: 2 s of CPU).
+
+    A node keeps the longest keyword below it, its intent, and the longest of the others'
+    intents: a keyword of intent I at least L long is below it when the longest is of
+    another intent and at least L long, or the longest of the others' is at least L long."""
+
+    def __init__(self, indices: list[int], lengths: list[int], intents: list[str]) -> None:
+        self._indices = indices
+        size = 1
+        while size < len(indices):
+            size *= 2
+        self._size = size
+        longest = [-1] * (2 * size)
+        intent: list[str | None] = [None] * (2 * size)
+        for at, index in enumerate(indices, start=size):
+            longest[at] = lengths[index]
+            intent[at] = intents[index]
+        others = [-1] * (2 * size)
+        for node in range(size - 1, 0, -1):
+            first, second = 2 * node, 2 * node + 1
+            if longest[second] > longest[first]:
+                first, second = second, first
+            longest[node], intent[node] = longest[first], intent[first]
+            second_other = longest[second] if intent[second] != intent[first] else others[second]
+            others[node] = max(others[first], second_other)
+        self._longest, self._intent, self._others = longest, intent, others
+
+    def chunks(self, length: int, intent: str) -> Iterator[list[int]]:
+        """The indices in order, in chunks: the first _SCANNED, then from each keyword at
+        least `length` long of another intent the next ones as they are, which the caller
+        passes over at a fraction of a step down the tree; twice as many each time, so that
+        where most are such keywords (that do not hold the caller's) the steps down the
+        tree are few."""
+        indices = self._indices
+        size = _SCANNED
+        yield indices[:size]
+        at = self._next(1, 0, self._size, size, length, intent)
+        while at >= 0:
+            size *= 2
+            yield indices[at : at + size]
+            at += size
+            at = self._next(1, 0, self._size, at, length, intent) if at < len(indices) else -1
+
+    def _next(self, node: int, low: int, high: int, start: int, length: int, intent: str) -> int:
+        """The first position from `start` on below `node` (positions low to high) of such a
+        keyword; -1: none."""
+        if (
+            high <= start
+            or self._others[node] < length
+            and (self._longest[node] < length or self._intent[node] == intent)
+        ):
+            return -1
+        if high - low == 1:
+            return low
+        middle = (low + high) // 2
+        found = self._next(2 * node, low, middle, start, length, intent)
+        if found < 0:
+            found = self._next(2 * node + 1, middle, high, start, length, intent)
+        return found
 
 
 def _words(texts: list[str], case_sensitive: bool) -> list[list[str]]:

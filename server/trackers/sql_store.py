@@ -43,6 +43,7 @@ from server.trackers.snapshot import Snapshot
 from server.trackers.sql_engine import (
     SQLITE_BUSY_TIMEOUT_MS,
     async_url,
+    check_sqlite_folder,
     create_engine,
     dependency,
     describe,
@@ -263,6 +264,7 @@ class SqlTrackerStore:
         # The driver's own "cannot reach the server" errors, beside SQLAlchemy's and OSError.
         self._unreachable_errors: tuple[type[BaseException], ...] = ()
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            check_sqlite_folder(str(url.database))
             self._db = SqliteDatabase(
                 str(url.database), SQLITE_BUSY_TIMEOUT_MS, sqlite_synchronous()
             )

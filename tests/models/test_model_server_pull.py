@@ -47,7 +47,8 @@ class Behaviour:
     # serve | no-etag | 204 | 304 | 404 | 500 | slow | drip | corrupt | huge (Content-Length
     # far beyond the body, which then stalls) | truncated (Content-Length beyond the body,
     # then the connection closes) | unsized (no Content-Length) | redirect |
-    # ignore-inm (200 whatever If-None-Match says)
+    # ignore-inm (200 whatever If-None-Match says) | endless-members (the body, then empty gzip
+    # members until the client hangs up)
     mode: str = "serve"
     body: bytes = b""
     etag: str = '"v1"'
@@ -94,7 +95,7 @@ class ModelServer:
                     self.send_header("Content-Encoding", behaviour.content_encoding)
                 self.send_header("filename", "served-model.tar.gz")
                 declared = {"huge": 10**12, "truncated": len(body) + 1000}.get(mode, len(body))
-                if mode != "unsized":
+                if mode not in ("unsized", "endless-members"):
                     self.send_header("Content-Length", str(declared))
                 self.end_headers()
                 try:
@@ -113,6 +114,10 @@ class ModelServer:
                             self.wfile.flush()
                             time.sleep(0.1)
                     self.wfile.write(body)
+                    if mode == "endless-members":  # empty gzip members for ever after it
+                        empty = gzip.compress(b"") * 1000
+                        while True:
+                            self.wfile.write(empty)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
@@ -457,6 +462,26 @@ async def test_an_archive_served_with_its_gzip_as_content_encoding_loads(
         holder, ModelServerConfig.from_endpoint({"url": model_server.url}), client
     )
     assert await poller.pull_once() is True, poller.last_error
+
+
+async def test_endless_empty_gzip_members_are_refused_long_before_the_time_limit(
+    model_server, holder, client, archive_factory
+):
+    """Empty members decode to nothing, so neither the size limit nor the expansion check
+    sees them: before, a body of them went on until the pull's time limit (300 s by
+    default), a new inflater for each. Now, past 65,536 members (one per 64 KB of a 4 GB
+    archive, as bgzip writes them), the pull fails naming them."""
+    archive = archive_factory("one").read_bytes()
+    model_server.behaviour.mode = "endless-members"
+    model_server.behaviour.content_encoding = "gzip"
+    model_server.behaviour.body = gzip.compress(archive)
+    config = {"url": model_server.url, "timeout": 30}
+    poller = ModelServerPoller(holder, ModelServerConfig.from_endpoint(config), client)
+    assert await poller.pull_once() is False
+    said = poller.last_error or ""
+    assert said.startswith(f"model server {model_server.url}: its answer"), said
+    assert "more than 65536 gzip members one after the other" in said
+    assert holder.info is None
 
 
 async def test_an_archive_gzip_encoded_in_members_one_after_the_other_loads(

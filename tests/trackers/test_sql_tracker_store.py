@@ -259,7 +259,11 @@ async def test_unreachable_postgres_raises_store_unavailable_then_recovers() -> 
 
 
 async def test_unusable_sqlite_path_raises_store_unavailable(tmp_path: Path) -> None:
-    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "missing" / "x.db")})
+    """A folder gone after the start (one missing at the start stops it: test_store_factory)."""
+    folder = tmp_path / "removed"
+    folder.mkdir()
+    store = create_tracker_store({"type": "sql", "db": str(folder / "x.db")})
+    folder.rmdir()
     try:
         with pytest.raises(StoreUnavailable, match="sqlite"):
             await store.load("alice")

@@ -455,3 +455,18 @@ def test_the_port_in_a_rabbitmq_host_wins_over_the_port_key() -> None:
     url = URL(amqp_url({"url": "rabbit:5673", "port": 5674}))
     assert (url.host, url.port) == ("rabbit", 5673)
     assert URL(amqp_url({"url": "::1", "port": 5674})).port == 5674  # an IPv6 host, no port
+
+
+def test_a_sqlite_file_in_a_folder_that_is_not_there_stops_the_start_naming_it(
+    tmp_path: Path,
+) -> None:
+    """As the SQL broker's does, and as Rasa's store stops (it creates its table at start).
+    Before, the server said it was up and every turn was a 503 naming no file: "The
+    tracker store (...) is unavailable: unable to open database file"."""
+    missing = tmp_path / "not-there" / "rasa.db"
+    with pytest.raises(InvalidConfig, match=f"'{missing}'.*folder '{missing.parent}'"):
+        create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(missing)})
+    in_a_file = tmp_path / "a-file"
+    in_a_file.write_text("")
+    with pytest.raises(InvalidConfig, match=f"'{in_a_file}' is not a folder"):
+        create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(in_a_file / "x.db")})
