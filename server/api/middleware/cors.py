@@ -16,12 +16,20 @@ from server.errors import InvalidConfig
 
 # sanic-cors (Rasa's) reads an origin holding one of these as a regular expression.
 _PATTERN_CHARACTERS = ("*", "\\", "]", "?")
+# Any origin: sanic-cors turns `*` into `.*` and takes `.*` for its wildcard.
+WILDCARDS = ("*", ".*")
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#]+", re.IGNORECASE)
 
 
 def is_pattern(origin: str) -> bool:
-    """`https://.*\\.example\\.com`, `http://localhost:*`: a regular expression, as in Rasa."""
-    return origin != "*" and any(character in origin for character in _PATTERN_CHARACTERS)
+    """`https://.*\\.example\\.com`, `http://localhost:\\d+`: a regular expression, as in Rasa."""
+    return origin not in WILDCARDS and any(c in origin for c in _PATTERN_CHARACTERS)
+
+
+def compiled(pattern: str) -> re.Pattern[str]:
+    """A `--cors` pattern as matched, ignoring case; each alone, as its own expression (its
+    inline flags and group names are its own)."""
+    return re.compile(pattern, re.IGNORECASE)
 
 
 def check_origins(origins: Sequence[str]) -> None:
@@ -33,12 +41,12 @@ def check_origins(origins: Sequence[str]) -> None:
             raise InvalidConfig("--cors '': an empty origin allows nothing")
         if is_pattern(origin):
             try:
-                re.compile(origin)
+                compiled(origin)
             except re.error as exc:
                 raise InvalidConfig(
                     f"--cors {origin!r}: not a valid regular expression ({exc})"
                 ) from None
-        elif origin not in ("*", "null") and not _ORIGIN.fullmatch(origin):
+        elif origin not in (*WILDCARDS, "null") and not _ORIGIN.fullmatch(origin):
             scheme, separator, rest = origin.partition("://")
             if separator:
                 meant = f"{scheme}://{re.split(r'[/?#]', rest, maxsplit=1)[0]}"
@@ -53,7 +61,7 @@ def check_origins(origins: Sequence[str]) -> None:
 
 
 class ApiCorsMiddleware(CORSMiddleware):
-    """Browsers may call the API from `origins` (or from anywhere with `"*"`).
+    """Browsers may call the API from `origins` (or from anywhere with `"*"`, or `".*"`).
 
     With explicit origins, answers allow credentials for those origins only. With `"*"` they
     never do: Starlette then reflects any `Origin` with `Access-Control-Allow-Credentials:
@@ -63,16 +71,15 @@ class ApiCorsMiddleware(CORSMiddleware):
     """
 
     def __init__(self, app: ASGIApp, origins: Sequence[str]) -> None:
-        wildcard = "*" in origins
+        wildcard = any(origin in WILDCARDS for origin in origins)
         # As sanic-cors: origins compared ignoring case, patterns matched ignoring case (but
         # the whole origin: sanic-cors matched its start, so `https://.*\\.example\\.com` let
         # in https://a.example.com.evil.net).
         self._plain = {origin.lower() for origin in origins if not is_pattern(origin)}
-        patterns = [origin for origin in origins if is_pattern(origin)]
+        self._patterns = [compiled(origin) for origin in origins if is_pattern(origin)]
         super().__init__(
             app,
             allow_origins=["*"] if wildcard else sorted(self._plain),
-            allow_origin_regex="|".join(f"(?i:{p})" for p in patterns) or None,
             allow_credentials=not wildcard,
             allow_methods=["*"],
             allow_headers=["*"],
@@ -80,7 +87,11 @@ class ApiCorsMiddleware(CORSMiddleware):
         )
 
     def is_allowed_origin(self, origin: str) -> bool:
-        return super().is_allowed_origin(origin) or origin.lower() in self._plain
+        return (
+            super().is_allowed_origin(origin)
+            or origin.lower() in self._plain
+            or any(pattern.fullmatch(origin) for pattern in self._patterns)
+        )
 
     async def send(self, message: Message, send: Send, request_headers: Headers) -> None:
         # An answer that made its own CORS decision (the socket.io channel's
