@@ -269,9 +269,20 @@ def _add_syslog_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _Domain(argparse.Action):
+    """`-d` of `train`: also records that it was given (`train nlu` reads domain.yml, when
+    not named, only as far as it can)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.domain_named = True
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
-    p.add_argument("-d", "--domain", default="domain.yml", help="domain file or directory")
+    p.add_argument(
+        "-d", "--domain", action=_Domain, default="domain.yml", help="domain file or directory"
+    )
     p.add_argument("--data", action=_Paths, default=["data"], help="training data files or dirs")
     p.add_argument("--out", default=DEFAULT_MODELS, help="directory for the model archive")
     p.add_argument("--fixed-model-name", help="name the archive <name>.tar.gz")
@@ -502,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     pn.add_argument(
         "-d",
         "--domain",
+        action=_Domain,
         default=unset,
         help="domain file or dir whose retrieval responses the ResponseSelector answers with "
         "(domain.yml when there is one)",
@@ -1053,6 +1065,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 args.force,
                 progress=say,
                 domain_path=_nlu_domain(args.domain),
+                domain_named=getattr(args, "domain_named", False),
             )
         else:
             result = train(
