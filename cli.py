@@ -53,7 +53,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 
 
 def version_lines() -> list[str]:
-    """`rasa --version`'s lines, botserver's first; the Rasa version is the one it serves."""
+    """`rasa --version`'s lines, in its order (a script reads the Rasa version on the first),
+    then botserver's, where Rasa prints a plugin's; the Rasa version is the one it serves."""
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
@@ -64,13 +65,13 @@ def version_lines() -> list[str]:
     except PackageNotFoundError:
         sdk = "not installed (`botserver run actions` needs it)"
     return [
-        f"botserver Version :         {__version__}",
         f"Rasa Version      :         {RASA_COMPAT_VERSION}",
         f"Minimum Compatible Version: {RASA_COMPAT_VERSION}",
         f"Rasa SDK Version  :         {sdk}",
         f"Python Version    :         {platform.python_version()}",
         f"Operating System  :         {platform.platform()}",
         f"Python Path       :         {sys.executable}",
+        f"botserver Version :         {__version__}",
     ]
 
 
