@@ -607,6 +607,30 @@ def test_endpoints_naming_a_directory_says_so(run_cli, tmp_path: Path, command: 
             "--cors 'localhost:3000': an origin starts with its scheme, and a browser's never "
             "matches it without one: http://localhost:3000 or https://localhost:3000",
         ),
+        # Several origins in one value (`--cors "$ORIGINS"`): before, the error offered
+        # `http://a.test,http:` as what was meant.
+        (
+            "http://a.test,https://b.test",
+            "--cors 'http://a.test,https://b.test': one origin per value: "
+            "--cors http://a.test https://b.test",
+        ),
+        (
+            "http://a.test https://b.test",
+            "--cors 'http://a.test https://b.test': one origin per value: "
+            "--cors http://a.test https://b.test",
+        ),
+        # Quotes kept in the value (an exec-form command, `["--cors", "'*'"]`): `'*'` was
+        # taken for a pattern no origin matches, and the server started allowing none.
+        (
+            "'*'",
+            """--cors "'*'": the quotes are part of the value (a command given as a list """
+            "passes them on): --cors '*'",
+        ),
+        (
+            '"http://a.test"',
+            """--cors '"http://a.test"': the quotes are part of the value (a command given """
+            "as a list passes them on): --cors http://a.test",
+        ),
     ],
 )
 def test_a_cors_origin_no_browser_could_send_is_refused(

@@ -4,6 +4,7 @@ and no credentials for a wildcard origin; origins read as Rasa's sanic-cors read
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Sequence
 
 from starlette.datastructures import Headers
@@ -39,6 +40,16 @@ def check_origins(origins: Sequence[str]) -> None:
     for origin in origins:
         if origin == "":
             raise InvalidConfig("--cors '': an empty origin allows nothing")
+        if len(origin) > 1 and origin[0] == origin[-1] and origin[0] in "'\"":
+            raise InvalidConfig(
+                f"--cors {origin!r}: the quotes are part of the value (a command given as a "
+                f"list passes them on): --cors {shlex.quote(origin[1:-1])}"
+            )
+        if origin.count("://") > 1 and re.search(r"[\s,]", origin):
+            parts = [part for part in re.split(r"[\s,]+", origin) if part]
+            raise InvalidConfig(
+                f"--cors {origin!r}: one origin per value: --cors {shlex.join(parts)}"
+            )
         if is_pattern(origin):
             try:
                 compiled(origin)
