@@ -254,6 +254,25 @@ async def test_cors_dot_star_is_the_wildcard_as_in_rasa() -> None:
 
 
 @pytest.mark.parametrize(
+    ("pattern", "origin"),
+    [
+        ("https?://.*", "https://evil.test"),
+        ("https?://[^/]+|null", "null"),
+        ("http://.*", "http://evil.test"),
+    ],
+)
+async def test_a_cors_pattern_admitting_any_origin_is_the_wildcard(
+    pattern: str, origin: str
+) -> None:
+    # As `*` and `.*`: any site, never credentials. Before, every site the pattern admits was
+    # echoed with Access-Control-Allow-Credentials: true.
+    async with client_for(app_with(Holder(), cors_origins=["https://app.test", pattern])) as c:
+        simple = await c.get("/version", headers={"Origin": origin, "Cookie": "s=1"})
+    assert simple.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in simple.headers
+
+
+@pytest.mark.parametrize(
     "pattern",
     [
         r"(?i)https://.*\.example\.test",  # a flag of the whole expression, at its start

@@ -3,6 +3,7 @@ and no credentials for a wildcard origin; origins read as Rasa's sanic-cors read
 
 from __future__ import annotations
 
+import logging
 import re
 import shlex
 from collections.abc import Sequence
@@ -14,6 +15,8 @@ from starlette.types import ASGIApp, Message, Send
 
 from server.api.errors import error_response
 from server.errors import InvalidConfig
+
+logger = logging.getLogger(__name__)
 
 # sanic-cors (Rasa's) reads an origin holding one of these as a regular expression.
 _PATTERN_CHARACTERS = ("*", "\\", "]", "?")
@@ -31,6 +34,21 @@ def compiled(pattern: str) -> re.Pattern[str]:
     """A `--cors` pattern as matched, ignoring case; each alone, as its own expression (its
     inline flags and group names are its own)."""
     return re.compile(pattern, re.IGNORECASE)
+
+
+# Origins no one's site has (`.invalid` is reserved): a pattern admitting one admits any.
+_ANY_ORIGIN_PROBES = ("https://any-site.invalid", "http://any-site.invalid", "null")
+
+
+def admits_any_origin(origin: str) -> bool:
+    """`*`, `.*`, or a pattern as `https?://.*` that admits any site: read as `*` (any origin,
+    never credentials)."""
+    if origin in WILDCARDS:
+        return True
+    if not is_pattern(origin):
+        return False
+    pattern = compiled(origin)
+    return any(pattern.fullmatch(probe) for probe in _ANY_ORIGIN_PROBES)
 
 
 def check_origins(origins: Sequence[str]) -> None:
@@ -57,6 +75,12 @@ def check_origins(origins: Sequence[str]) -> None:
                 raise InvalidConfig(
                     f"--cors {origin!r}: not a valid regular expression ({exc})"
                 ) from None
+            if admits_any_origin(origin):
+                logger.warning(
+                    "--cors %r admits any site: it is read as '*' (every origin, never "
+                    "credentials)",
+                    origin,
+                )
         elif origin not in (*WILDCARDS, "null") and not _ORIGIN.fullmatch(origin):
             scheme, separator, rest = origin.partition("://")
             if separator:
@@ -72,7 +96,8 @@ def check_origins(origins: Sequence[str]) -> None:
 
 
 class ApiCorsMiddleware(CORSMiddleware):
-    """Browsers may call the API from `origins` (or from anywhere with `"*"`, or `".*"`).
+    """Browsers may call the API from `origins` (or from anywhere with `"*"`, `".*"` or a
+    pattern admitting any site).
 
     With explicit origins, answers allow credentials for those origins only. With `"*"` they
     never do: Starlette then reflects any `Origin` with `Access-Control-Allow-Credentials:
@@ -82,7 +107,7 @@ class ApiCorsMiddleware(CORSMiddleware):
     """
 
     def __init__(self, app: ASGIApp, origins: Sequence[str]) -> None:
-        wildcard = any(origin in WILDCARDS for origin in origins)
+        wildcard = any(admits_any_origin(origin) for origin in origins)
         # As sanic-cors: origins compared ignoring case, patterns matched ignoring case (but
         # the whole origin: sanic-cors matched its start, so `https://.*\\.example\\.com` let
         # in https://a.example.com.evil.net).
