@@ -645,6 +645,22 @@ def test_a_cors_origin_no_browser_could_send_is_refused(
     assert result.err.splitlines()[-1].startswith(f"error: {says}"), result.err
 
 
+def test_a_cors_pattern_meant_for_any_port_says_how_to_write_it(
+    run_cli, moodbot_model: Path, tmp_path: Path
+) -> None:
+    # Rasa's `http://localhost:*` let in any port (its start matched); over the whole origin
+    # it is a colon any number of times: the browser at http://localhost:3000 is refused.
+    # Before, no word of it.
+    result = _run_on_a_busy_port(
+        run_cli, tmp_path, "-m", str(moodbot_model), "--enable-api", "--cors", "http://localhost:*"
+    )
+    assert "is already in use" in result.err, result.err
+    assert (
+        "--cors 'http://localhost:*': ':*' is a colon any number of times, not any port: "
+        "write 'http://localhost:\\d+'"
+    ) in result.err
+
+
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_workers_below_one_is_refused_as_other_numbers_out_of_range(
     run_cli, tmp_path: Path, value: str

@@ -75,6 +75,14 @@ def check_origins(origins: Sequence[str]) -> None:
                 raise InvalidConfig(
                     f"--cors {origin!r}: not a valid regular expression ({exc})"
                 ) from None
+            if origin.endswith(":*") and not origin.endswith("\\:*"):
+                meant = shlex.quote(origin[:-2] + ":\\d+")
+                logger.warning(
+                    "--cors %s: ':*' is a colon any number of times, not any port: write %s "
+                    "(the pattern must match the whole origin; Rasa's matched its start)",
+                    shlex.quote(origin),
+                    meant,
+                )
             if admits_any_origin(origin):
                 logger.warning(
                     "--cors %r admits any site: it is read as '*' (every origin, never "
