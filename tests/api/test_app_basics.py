@@ -155,6 +155,10 @@ async def test_cors_for_one_origin() -> None:
     assert denied.headers["access-control-allow-origin"] == ORIGIN
     assert denied.headers["access-control-expose-headers"] == "filename"
     assert "access-control-allow-origin" not in other.headers
+    # Credentials are allowed to the origins listed only (before, the header was on the
+    # answer to any other origin too, as in Rasa: harmless, but docs said it was not sent).
+    assert "access-control-allow-credentials" not in other.headers
+    assert denied.headers["access-control-allow-credentials"] == "true"
 
 
 async def test_cors_for_any_origin_allows_no_credentials() -> None:

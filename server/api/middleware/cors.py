@@ -8,7 +8,7 @@ import re
 import shlex
 from collections.abc import Sequence
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Send
@@ -145,7 +145,16 @@ class ApiCorsMiddleware(CORSMiddleware):
         ):
             await send(message)
             return
-        await super().send(message, send, request_headers)
+
+        async def credentials_with_an_origin_only(message: Message) -> None:
+            # Starlette puts Allow-Credentials on every answer, to an origin not allowed too.
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if "access-control-allow-origin" not in headers:
+                    del headers["access-control-allow-credentials"]
+            await send(message)
+
+        await super().send(message, credentials_with_an_origin_only, request_headers)
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)
