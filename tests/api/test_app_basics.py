@@ -261,7 +261,7 @@ async def test_cors_dot_star_is_the_wildcard_as_in_rasa() -> None:
     ("pattern", "origin"),
     [
         ("https?://.*", "https://evil.test"),
-        ("https?://[^/]+|null", "null"),
+        ("https?://[^/]+|null", "https://evil.test"),
         ("http://.*", "http://evil.test"),
     ],
 )

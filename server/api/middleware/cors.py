@@ -37,7 +37,7 @@ def compiled(pattern: str) -> re.Pattern[str]:
 
 
 # Origins no one's site has (`.invalid` is reserved): a pattern admitting one admits any.
-_ANY_ORIGIN_PROBES = ("https://any-site.invalid", "http://any-site.invalid", "null")
+_ANY_ORIGIN_PROBES = ("https://any-site.invalid", "http://any-site.invalid")
 
 
 def admits_any_origin(origin: str) -> bool:
