@@ -53,7 +53,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 
 
 def version_lines() -> list[str]:
-    """`rasa --version`'s lines, botserver's first; the Rasa version is the one it serves."""
+    """`rasa --version`'s lines, in its order (a script reads the Rasa version on the first),
+    then botserver's, where Rasa prints a plugin's; the Rasa version is the one it serves."""
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
@@ -64,13 +65,13 @@ def version_lines() -> list[str]:
     except PackageNotFoundError:
         sdk = "not installed (`botserver run actions` needs it)"
     return [
-        f"botserver Version :         {__version__}",
         f"Rasa Version      :         {RASA_COMPAT_VERSION}",
         f"Minimum Compatible Version: {RASA_COMPAT_VERSION}",
         f"Rasa SDK Version  :         {sdk}",
         f"Python Version    :         {platform.python_version()}",
         f"Operating System  :         {platform.platform()}",
         f"Python Path       :         {sys.executable}",
+        f"botserver Version :         {__version__}",
     ]
 
 
@@ -269,9 +270,20 @@ def _add_syslog_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _Domain(argparse.Action):
+    """`-d` of `train`: also records that it was given (`train nlu` reads domain.yml, when
+    not named, only as far as it can)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.domain_named = True
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
-    p.add_argument("-d", "--domain", default="domain.yml", help="domain file or directory")
+    p.add_argument(
+        "-d", "--domain", action=_Domain, default="domain.yml", help="domain file or directory"
+    )
     p.add_argument("--data", action=_Paths, default=["data"], help="training data files or dirs")
     p.add_argument("--out", default=DEFAULT_MODELS, help="directory for the model archive")
     p.add_argument("--fixed-model-name", help="name the archive <name>.tar.gz")
@@ -502,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     pn.add_argument(
         "-d",
         "--domain",
+        action=_Domain,
         default=unset,
         help="domain file or dir whose retrieval responses the ResponseSelector answers with "
         "(domain.yml when there is one)",
@@ -1053,6 +1066,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 args.force,
                 progress=say,
                 domain_path=_nlu_domain(args.domain),
+                domain_named=getattr(args, "domain_named", False),
             )
         else:
             result = train(

@@ -16,7 +16,7 @@ from server import __version__
 from server.dialogue.domain import Domain
 from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.story_steps import checkpoint_warnings
-from server.errors import InvalidProjectFile, NothingToTrain
+from server.errors import BotServerError, InvalidProjectFile, NothingToTrain
 from server.models.archive import check_archive_target, random_name, write_archive
 from server.models.fingerprint import (
     find_archive_with_fingerprint,
@@ -337,13 +337,29 @@ def _train_project(
     return TrainResult(path, seconds=time.perf_counter() - started, warnings=warnings)
 
 
-def _retrieval_responses(domain: Path, data: NLUTrainingData) -> dict[str, list[dict[str, Any]]]:
+def _retrieval_responses(
+    domain: Path, data: NLUTrainingData, named: bool
+) -> dict[str, list[dict[str, Any]]]:
     """The domain's responses of the data's retrieval intents (`utter_faq/ask_name`) that
-    the NLU files do not give themselves."""
+    the NLU files do not give themselves. A domain not `named` (domain.yml, read because it
+    is there) is read only for retrieval intents, and one that does not read is a warning."""
     from server.training.domain_yaml import DomainReader
 
-    responses = DomainReader().read(domain).get("responses") or {}
     wanted = {f"utter_{e.intent}" for e in data.examples if e.intent and "/" in e.intent}
+    if not named and not wanted:
+        return {}
+    try:
+        responses = DomainReader().read(domain).get("responses") or {}
+    except BotServerError as exc:
+        if named:
+            raise
+        logger.warning(
+            "%s not read (name it with -d to make this an error), so the retrieval intents "
+            "answer with the responses of the NLU files only: %s",
+            domain,
+            exc,
+        )
+        return {}
     return {
         name: responses[name]
         for name in sorted(wanted)
@@ -359,6 +375,7 @@ def train_nlu(
     force: bool = False,
     progress: Progress | None = None,
     domain_path: Path | None = None,
+    domain_named: bool = True,
 ) -> TrainResult:
     """Trains the NLU pipeline alone (`botserver train nlu`); the model parses but has no
     dialogue beyond the default rules. Of `domain_path`, only the responses of the retrieval
@@ -389,7 +406,9 @@ def train_nlu(
             "no NLU training examples: nothing to train (give the NLU data with --nlu)",
             ", ".join(map(str, nlu_data)),
         )
-    domain_responses = {} if domain_path is None else _retrieval_responses(domain_path, data)
+    domain_responses = (
+        {} if domain_path is None else _retrieval_responses(domain_path, data, domain_named)
+    )
     data.responses.update(domain_responses)
     inputs = {"pipeline": project_config.pipeline, "nlu": True, "botserver": __version__}
     if domain_responses:  # they change the model; the rest of the domain does not

@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI, Request
 
 from server import __version__
 from server.api.app import create_app
+from server.api.middleware.cors import check_origins
 from server.api.settings import ApiSettings
 from server.api.status import info_router, status_router
 from server.auth import AuthConfig
@@ -154,6 +155,10 @@ async def test_cors_for_one_origin() -> None:
     assert denied.headers["access-control-allow-origin"] == ORIGIN
     assert denied.headers["access-control-expose-headers"] == "filename"
     assert "access-control-allow-origin" not in other.headers
+    # Credentials are allowed to the origins listed only (before, the header was on the
+    # answer to any other origin too, as in Rasa: harmless, but docs said it was not sent).
+    assert "access-control-allow-credentials" not in other.headers
+    assert denied.headers["access-control-allow-credentials"] == "true"
 
 
 async def test_cors_for_any_origin_allows_no_credentials() -> None:
@@ -239,6 +244,59 @@ async def test_cors_origins_are_read_as_rasa_reads_them(
     else:
         assert "access-control-allow-origin" not in simple.headers
         assert preflight.status_code == 400
+
+
+async def test_cors_dot_star_is_the_wildcard_as_in_rasa() -> None:
+    # sanic-cors reads `*` as `.*`, and `.*` as its wildcard: `--cors '.*'` is Rasa's
+    # `--cors '*'`. Before, `.*` was a pattern, so every site (and `null`) was reflected with
+    # Access-Control-Allow-Credentials: true, which `*` never allows.
+    async with client_for(app_with(Holder(), cors_origins=[".*"])) as client:
+        for origin in ("http://evil.test", "null"):
+            simple = await client.get("/version", headers={"Origin": origin, "Cookie": "s=1"})
+            assert simple.headers["access-control-allow-origin"] == "*"
+            assert "access-control-allow-credentials" not in simple.headers
+
+
+@pytest.mark.parametrize(
+    ("pattern", "origin"),
+    [
+        ("https?://.*", "https://evil.test"),
+        ("https?://[^/]+|null", "https://evil.test"),
+        ("http://.*", "http://evil.test"),
+    ],
+)
+async def test_a_cors_pattern_admitting_any_origin_is_the_wildcard(
+    pattern: str, origin: str
+) -> None:
+    # As `*` and `.*`: any site, never credentials. Before, every site the pattern admits was
+    # echoed with Access-Control-Allow-Credentials: true.
+    async with client_for(app_with(Holder(), cors_origins=["https://app.test", pattern])) as c:
+        simple = await c.get("/version", headers={"Origin": origin, "Cookie": "s=1"})
+    assert simple.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in simple.headers
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"(?i)https://.*\.example\.test",  # a flag of the whole expression, at its start
+        r"(?P<host>https://app\.example\.test)",  # a named group, twice below
+    ],
+)
+async def test_cors_patterns_with_their_own_flags_or_names_serve(pattern: str) -> None:
+    # Before, every pattern was joined into one expression: `(?i)` inside it, or a group
+    # name used twice, broke it when the first request came, and every answer of the server
+    # (channels and health included) was a 500 "Internal Server Error".
+    check_origins([pattern, r"(?P<host>https://other\.test)"])
+    app = app_with(Holder(), cors_origins=[pattern, r"(?P<host>https://other\.test)"])
+    async with client_for(app) as client:
+        allowed = await client.get("/version", headers={"Origin": "https://APP.example.test"})
+        other = await client.get("/version", headers={"Origin": "https://other.test"})
+        refused = await client.get("/version", headers={"Origin": "https://evil.test"})
+    assert allowed.status_code == other.status_code == refused.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://APP.example.test"
+    assert other.headers["access-control-allow-origin"] == "https://other.test"
+    assert "access-control-allow-origin" not in refused.headers
 
 
 async def test_no_cors_by_default() -> None:

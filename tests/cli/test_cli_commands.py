@@ -46,13 +46,16 @@ def test_version_is_laid_out_as_rasas(run_cli) -> None:
     result = run_cli("--version")
     assert result.code == 0
     lines = result.out.splitlines()
-    assert lines[0] == f"botserver Version :         {__version__}"
-    assert lines[1] == f"Rasa Version      :         {RASA_COMPAT_VERSION}"
-    assert lines[2] == f"Minimum Compatible Version: {RASA_COMPAT_VERSION}"
-    assert lines[3].startswith("Rasa SDK Version  :         ")
-    assert lines[4] == f"Python Version    :         {platform.python_version()}"
-    assert lines[5] == f"Operating System  :         {platform.platform()}"
-    assert lines[6] == f"Python Path       :         {sys.executable}"
+    # Rasa's six lines first, in its order: a script reading the first line (`rasa --version
+    # | head -1`) reads the Rasa version; botserver's own line comes after them, where Rasa
+    # prints a plugin's (Rasa Pro's). Before, botserver's line was the first.
+    assert lines[0] == f"Rasa Version      :         {RASA_COMPAT_VERSION}"
+    assert lines[1] == f"Minimum Compatible Version: {RASA_COMPAT_VERSION}"
+    assert lines[2].startswith("Rasa SDK Version  :         ")
+    assert lines[3] == f"Python Version    :         {platform.python_version()}"
+    assert lines[4] == f"Operating System  :         {platform.platform()}"
+    assert lines[5] == f"Python Path       :         {sys.executable}"
+    assert lines[6] == f"botserver Version :         {__version__}"
     assert len(lines) == 7
 
 

@@ -630,6 +630,30 @@ def test_endpoints_naming_a_directory_says_so(run_cli, tmp_path: Path, command: 
             "--cors 'localhost:3000': an origin starts with its scheme, and a browser's never "
             "matches it without one: http://localhost:3000 or https://localhost:3000",
         ),
+        # Several origins in one value (`--cors "$ORIGINS"`): before, the error offered
+        # `http://a.test,http:` as what was meant.
+        (
+            "http://a.test,https://b.test",
+            "--cors 'http://a.test,https://b.test': one origin per value: "
+            "--cors http://a.test https://b.test",
+        ),
+        (
+            "http://a.test https://b.test",
+            "--cors 'http://a.test https://b.test': one origin per value: "
+            "--cors http://a.test https://b.test",
+        ),
+        # Quotes kept in the value (an exec-form command, `["--cors", "'*'"]`): `'*'` was
+        # taken for a pattern no origin matches, and the server started allowing none.
+        (
+            "'*'",
+            """--cors "'*'": the quotes are part of the value (a command given as a list """
+            "passes them on): --cors '*'",
+        ),
+        (
+            '"http://a.test"',
+            """--cors '"http://a.test"': the quotes are part of the value (a command given """
+            "as a list passes them on): --cors http://a.test",
+        ),
     ],
 )
 def test_a_cors_origin_no_browser_could_send_is_refused(
@@ -642,6 +666,22 @@ def test_a_cors_origin_no_browser_could_send_is_refused(
     )
     assert result.code == 1
     assert result.err.splitlines()[-1].startswith(f"error: {says}"), result.err
+
+
+def test_a_cors_pattern_meant_for_any_port_says_how_to_write_it(
+    run_cli, moodbot_model: Path, tmp_path: Path
+) -> None:
+    # Rasa's `http://localhost:*` let in any port (its start matched); over the whole origin
+    # it is a colon any number of times: the browser at http://localhost:3000 is refused.
+    # Before, no word of it.
+    result = _run_on_a_busy_port(
+        run_cli, tmp_path, "-m", str(moodbot_model), "--enable-api", "--cors", "http://localhost:*"
+    )
+    assert "is already in use" in result.err, result.err
+    assert (
+        "--cors 'http://localhost:*': ':*' is a colon any number of times, not any port: "
+        "write 'http://localhost:\\d+'"
+    ) in result.err
 
 
 @pytest.mark.parametrize("value", ["0", "-3"])

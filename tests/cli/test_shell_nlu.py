@@ -109,3 +109,23 @@ def test_train_nlu_with_a_domain_that_is_not_there(
     result = run_cli(*argv, cwd=tmp_path)
     assert result.code == 1
     assert result.err.strip() == "error: --domain domian.yml: no such file or directory"
+
+
+@pytest.mark.parametrize("nlu", [FAQ_NLU, FAQ_NLU.split("- intent: faq/ask_name")[0]])
+def test_train_nlu_trains_beside_a_domain_yml_it_cannot_read_when_not_named(
+    run_cli, tmp_path: Path, nlu: str
+) -> None:
+    """Rasa's `train nlu` reads no domain without `-d`; botserver reads domain.yml when it is
+    there for the retrieval responses. One that does not read (being edited, or of a form
+    botserver refuses) is a warning, and the NLU model is trained: before, exit 1 naming the
+    domain, for NLU data with retrieval intents or without."""
+    (tmp_path / "nlu.yml").write_text(nlu)
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nresponses:\n  utter_faq/ask_name: [\n')
+    trained = run_cli("train", "nlu", "-u", "nlu.yml", cwd=tmp_path)
+    assert trained.code == 0, trained.err
+    assert list((tmp_path / "models").glob("*.tar.gz"))
+    has_retrieval_intents = "faq/" in nlu
+    assert ("domain.yml" in trained.err) is has_retrieval_intents
+    named = run_cli("train", "nlu", "-u", "nlu.yml", "-d", "domain.yml", "--force", cwd=tmp_path)
+    assert named.code == 1  # named, as in Rasa: read, and its mistakes are errors
+    assert "domain.yml:4: invalid YAML" in named.err

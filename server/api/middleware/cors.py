@@ -3,10 +3,12 @@ and no credentials for a wildcard origin; origins read as Rasa's sanic-cors read
 
 from __future__ import annotations
 
+import logging
 import re
+import shlex
 from collections.abc import Sequence
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Send
@@ -14,14 +16,39 @@ from starlette.types import ASGIApp, Message, Send
 from server.api.errors import error_response
 from server.errors import InvalidConfig
 
+logger = logging.getLogger(__name__)
+
 # sanic-cors (Rasa's) reads an origin holding one of these as a regular expression.
 _PATTERN_CHARACTERS = ("*", "\\", "]", "?")
+# Any origin: sanic-cors turns `*` into `.*` and takes `.*` for its wildcard.
+WILDCARDS = ("*", ".*")
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#]+", re.IGNORECASE)
 
 
 def is_pattern(origin: str) -> bool:
-    """`https://.*\\.example\\.com`, `http://localhost:*`: a regular expression, as in Rasa."""
-    return origin != "*" and any(character in origin for character in _PATTERN_CHARACTERS)
+    """`https://.*\\.example\\.com`, `http://localhost:\\d+`: a regular expression, as in Rasa."""
+    return origin not in WILDCARDS and any(c in origin for c in _PATTERN_CHARACTERS)
+
+
+def compiled(pattern: str) -> re.Pattern[str]:
+    """A `--cors` pattern as matched, ignoring case; each alone, as its own expression (its
+    inline flags and group names are its own)."""
+    return re.compile(pattern, re.IGNORECASE)
+
+
+# Origins no one's site has (`.invalid` is reserved): a pattern admitting one admits any.
+_ANY_ORIGIN_PROBES = ("https://any-site.invalid", "http://any-site.invalid")
+
+
+def admits_any_origin(origin: str) -> bool:
+    """`*`, `.*`, or a pattern as `https?://.*` that admits any site: read as `*` (any origin,
+    never credentials)."""
+    if origin in WILDCARDS:
+        return True
+    if not is_pattern(origin):
+        return False
+    pattern = compiled(origin)
+    return any(pattern.fullmatch(probe) for probe in _ANY_ORIGIN_PROBES)
 
 
 def check_origins(origins: Sequence[str]) -> None:
@@ -31,14 +58,38 @@ def check_origins(origins: Sequence[str]) -> None:
     for origin in origins:
         if origin == "":
             raise InvalidConfig("--cors '': an empty origin allows nothing")
+        if len(origin) > 1 and origin[0] == origin[-1] and origin[0] in "'\"":
+            raise InvalidConfig(
+                f"--cors {origin!r}: the quotes are part of the value (a command given as a "
+                f"list passes them on): --cors {shlex.quote(origin[1:-1])}"
+            )
+        if origin.count("://") > 1 and re.search(r"[\s,]", origin):
+            parts = [part for part in re.split(r"[\s,]+", origin) if part]
+            raise InvalidConfig(
+                f"--cors {origin!r}: one origin per value: --cors {shlex.join(parts)}"
+            )
         if is_pattern(origin):
             try:
-                re.compile(origin)
+                compiled(origin)
             except re.error as exc:
                 raise InvalidConfig(
                     f"--cors {origin!r}: not a valid regular expression ({exc})"
                 ) from None
-        elif origin not in ("*", "null") and not _ORIGIN.fullmatch(origin):
+            if origin.endswith(":*") and not origin.endswith("\\:*"):
+                meant = shlex.quote(origin[:-2] + ":\\d+")
+                logger.warning(
+                    "--cors %s: ':*' is a colon any number of times, not any port: write %s "
+                    "(the pattern must match the whole origin; Rasa's matched its start)",
+                    shlex.quote(origin),
+                    meant,
+                )
+            if admits_any_origin(origin):
+                logger.warning(
+                    "--cors %r admits any site: it is read as '*' (every origin, never "
+                    "credentials)",
+                    origin,
+                )
+        elif origin not in (*WILDCARDS, "null") and not _ORIGIN.fullmatch(origin):
             scheme, separator, rest = origin.partition("://")
             if separator:
                 meant = f"{scheme}://{re.split(r'[/?#]', rest, maxsplit=1)[0]}"
@@ -53,7 +104,8 @@ def check_origins(origins: Sequence[str]) -> None:
 
 
 class ApiCorsMiddleware(CORSMiddleware):
-    """Browsers may call the API from `origins` (or from anywhere with `"*"`).
+    """Browsers may call the API from `origins` (or from anywhere with `"*"`, `".*"` or a
+    pattern admitting any site).
 
     With explicit origins, answers allow credentials for those origins only. With `"*"` they
     never do: Starlette then reflects any `Origin` with `Access-Control-Allow-Credentials:
@@ -63,16 +115,15 @@ class ApiCorsMiddleware(CORSMiddleware):
     """
 
     def __init__(self, app: ASGIApp, origins: Sequence[str]) -> None:
-        wildcard = "*" in origins
+        wildcard = any(admits_any_origin(origin) for origin in origins)
         # As sanic-cors: origins compared ignoring case, patterns matched ignoring case (but
         # the whole origin: sanic-cors matched its start, so `https://.*\\.example\\.com` let
         # in https://a.example.com.evil.net).
         self._plain = {origin.lower() for origin in origins if not is_pattern(origin)}
-        patterns = [origin for origin in origins if is_pattern(origin)]
+        self._patterns = [compiled(origin) for origin in origins if is_pattern(origin)]
         super().__init__(
             app,
             allow_origins=["*"] if wildcard else sorted(self._plain),
-            allow_origin_regex="|".join(f"(?i:{p})" for p in patterns) or None,
             allow_credentials=not wildcard,
             allow_methods=["*"],
             allow_headers=["*"],
@@ -80,7 +131,11 @@ class ApiCorsMiddleware(CORSMiddleware):
         )
 
     def is_allowed_origin(self, origin: str) -> bool:
-        return super().is_allowed_origin(origin) or origin.lower() in self._plain
+        return (
+            super().is_allowed_origin(origin)
+            or origin.lower() in self._plain
+            or any(pattern.fullmatch(origin) for pattern in self._patterns)
+        )
 
     async def send(self, message: Message, send: Send, request_headers: Headers) -> None:
         # An answer that made its own CORS decision (the socket.io channel's
@@ -90,7 +145,16 @@ class ApiCorsMiddleware(CORSMiddleware):
         ):
             await send(message)
             return
-        await super().send(message, send, request_headers)
+
+        async def credentials_with_an_origin_only(message: Message) -> None:
+            # Starlette puts Allow-Credentials on every answer, to an origin not allowed too.
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if "access-control-allow-origin" not in headers:
+                    del headers["access-control-allow-credentials"]
+            await send(message)
+
+        await super().send(message, credentials_with_an_origin_only, request_headers)
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)
