@@ -132,6 +132,23 @@ def test_by_default_the_whole_conversation_must_be_a_story_as_in_rasa() -> None:
     assert predicted(windowed, *opening, *rest) == ("utter_ok", 1.0)
 
 
+def test_a_whole_story_after_another_opening_is_not_that_story() -> None:
+    # The longest learned history is the happy story up to its final listen; the same
+    # states after "I'm sad" / cheer-up are not it, by the policy or by a winner the
+    # ensemble remembered from a conversation that was exactly the story.
+    happy = [listen(), user("greet"), action("utter_greet"), listen(), user("mood_great")]
+    happy.append(action("utter_happy"))
+    opening = [listen(), user("mood_unhappy"), action("utter_cheer_up")]
+    policy = MemoizationPolicy("MemoizationPolicy")
+    policy.train(STORIES, DOMAIN)
+    assert predicted(policy, *happy) == ("action_listen", 1.0)
+    assert predicted(policy, *opening, *happy)[1] == 0.0
+    ensemble = PolicyEnsemble.train([{"name": "MemoizationPolicy"}], STORIES, DOMAIN)
+    first = ensemble.predict(tracker(DOMAIN, *happy), DOMAIN)
+    assert (first.action_name, first.confidence) == ("action_listen", 1.0)
+    assert ensemble.predict(tracker(DOMAIN, *opening, *happy), DOMAIN).confidence == 0.0
+
+
 def test_augmented_memoization_forgets_older_turns_to_find_a_story() -> None:
     earlier = [listen(), user("mood_unhappy"), action("utter_cheer_up")]
     events = [*earlier, listen(), user("greet")]
