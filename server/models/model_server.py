@@ -244,12 +244,14 @@ class ModelServerPoller:
         params = dict(config.params)
         if config.token:
             params[config.token_name] = config.token
+        # Added to the URL's own query (a presigned URL's signature, an `?apikey=`), as
+        # aiohttp does for Rasa: httpx's `params=` would replace that query, even when empty.
+        url = httpx.URL(config.url).copy_merge_params(params)
         max_bytes = self.holder.limits.max_total_bytes
         try:
             async with self._client.stream(
                 "GET",
-                config.url,
-                params=params,
+                url,
                 headers=headers,
                 auth=config.basic_auth,
                 timeout=httpx.Timeout(

@@ -316,6 +316,22 @@ def test_a_model_server_pulled_once_that_is_down_at_start_is_not_waited_for(
         assert "nothing can load one until a restart" in log, log
 
 
+def test_a_model_server_pulled_on_schedule_that_is_down_at_start_names_the_next_pull(
+    start_server, tmp_path: Path
+) -> None:
+    """With pulls on schedule, a model server down at start may still bring a model: the
+    warning names its next pull (and not a model server asked once), even without the API."""
+    (tmp_path / "endpoints.yml").write_text(
+        f"models:\n  url: http://127.0.0.1:{free_port()}/model\n  wait_time_between_pulls: 60\n"
+    )
+    server = start_server(cwd=tmp_path)
+    server.wait_until("/health/live")
+    log = server.text()
+    assert log.count("starts without a model") == 1, log
+    assert "until one is loaded (the model server's next pull, or a restart)" in log, log
+    assert "asked once" not in log and "for good" not in log, log
+
+
 def test_missing_model_starts_not_ready_then_a_loaded_model_makes_it_ready(
     start_server, moodbot_model: Path, tmp_path: Path
 ) -> None:

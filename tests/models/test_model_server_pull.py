@@ -662,6 +662,27 @@ async def test_token_params_headers_and_basic_auth_are_sent(
     assert request["headers"]["Authorization"] == "Basic dTpw"
 
 
+async def test_a_query_in_the_url_is_sent_beside_the_token(
+    model_server, holder, client, archive_factory
+):
+    """A presigned URL's signature or an `?apikey=` in `models.url` reaches the model server,
+    with the token and params added (as aiohttp does for Rasa). Before, httpx replaced the
+    URL's query with the params: the signature was never sent, the store answered 403, and
+    the failure sent the operator to check models.token, basic_auth and headers."""
+    model_server.behaviour.body = archive_factory("one").read_bytes()
+    config = ModelServerConfig.from_endpoint(
+        {"url": model_server.url + "?X-Amz-Signature=ab%2Fc&v=1", "token": "t0k"}
+    )
+    assert await ModelServerPoller(holder, config, client).pull_once() is True
+
+    request = model_server.behaviour.requests[0]
+    assert request["query"] == {"X-Amz-Signature": ["ab/c"], "v": ["1"], "token": ["t0k"]}
+    # Without token or params too.
+    config = ModelServerConfig.from_endpoint({"url": model_server.url + "?sig=s1"})
+    await ModelServerPoller(holder, config, client).pull_once()
+    assert model_server.behaviour.requests[-1]["query"] == {"sig": ["s1"]}
+
+
 async def test_scheduled_pulls_pick_up_a_new_model(model_server, holder, client, archive_factory):
     poller = await poller_with_model(
         model_server, holder, client, archive_factory, wait_time_between_pulls=0.05
