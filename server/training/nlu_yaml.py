@@ -189,7 +189,7 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, tex
                         f"regex '{name}' has an invalid pattern {brief(raw)}: {e}", filename, line
                     ) from e
                 data.regexes.append((name, raw))
-        else:
+        elif lines:  # Rasa's reader skips a table without examples
             bucket = data.lookups.setdefault(name, [])
             bucket.extend(raw for raw, _, _ in lines if raw not in bucket)
 
