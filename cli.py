@@ -266,7 +266,10 @@ def _add_syslog_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--syslog-address", default="localhost", help="syslog host")
     p.add_argument("--syslog-port", type=_int_at_least(1, 65535), default=514, help="syslog port")
     p.add_argument(
-        "--syslog-protocol", choices=("UDP", "TCP"), default="UDP", help="syslog transport"
+        "--syslog-protocol",
+        type=_syslog_protocol,
+        default="UDP",
+        help="syslog transport: UDP (default) or TCP",
     )
 
 
@@ -277,6 +280,19 @@ class _Domain(argparse.Action):
     def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
         setattr(namespace, self.dest, values)
         namespace.domain_named = True
+
+
+def _syslog_protocol(text: str) -> str:
+    """An argparse type: TCP or UDP in any case. Rasa takes any word and sends by UDP for
+    all but `TCP` (its `tcp` too); here `tcp` is TCP, and another word is UDP, said once."""
+    protocol = text.upper()
+    if protocol not in ("UDP", "TCP"):
+        print(
+            f"warning: --syslog-protocol {text!r} is neither UDP nor TCP: UDP is used, as in Rasa",
+            file=sys.stderr,
+        )
+        return "UDP"
+    return protocol
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:

@@ -255,9 +255,7 @@ class ActionDefaultAskAffirmation(Action):
     name = "action_default_ask_affirmation"
 
     async def run(self, ctx: ActionContext) -> list[Event]:
-        intent = _likeliest_intent(ctx.tracker.latest_message.parse_data.get("intent_ranking"))
-        if intent is None:
-            intent = ctx.tracker.latest_message.intent_name or "out_of_scope"
+        intent = _intent_to_affirm(ctx.tracker.latest_message.parse_data) or "out_of_scope"
         bot = None
         # Only a question the domain words (a response, or an `utter_` action it lists for the
         # NLG server): an NLG server is not asked for names the project never gave, as Rasa
@@ -281,18 +279,20 @@ class ActionDefaultAskAffirmation(Action):
         return [bot]
 
 
-def _likeliest_intent(ranking: Any) -> str | None:
-    """The first intent of a ranking other than the fallback. Clients' rankings are checked
-    where they arrive; a stored one (from before those checks, or another tool) may be
-    anything, and its entries that are no intent are passed over (before: an
-    AttributeError, a 500 with a traceback)."""
-    if not isinstance(ranking, list):
-        return None
-    for ranked in ranking:
-        name = ranked.get("name") if isinstance(ranked, dict) else None
-        if isinstance(name, str) and name != "nlu_fallback":
-            return name
-    return None
+def _intent_to_affirm(parse_data: dict[str, Any]) -> str | None:
+    """The message's intent, as in Rasa, or after `nlu_fallback` the second of its ranking
+    (Rasa's `intent_ranking[1]`, the first being the fallback). Clients' rankings are
+    checked where they arrive; a stored one (from before those checks, or another tool) may
+    be anything, and a second entry that is no intent leaves the message's own intent
+    (where Rasa fails with a traceback)."""
+    intent = parse_data.get("intent")
+    name = intent.get("name") if isinstance(intent, dict) else None
+    if name != "nlu_fallback":
+        return name if isinstance(name, str) else None
+    ranking = parse_data.get("intent_ranking")
+    second = ranking[1] if isinstance(ranking, list) and len(ranking) > 1 else None
+    ranked = second.get("name") if isinstance(second, dict) else None
+    return ranked if isinstance(ranked, str) else name
 
 
 class ActionDefaultAskRephrase(Action):

@@ -169,7 +169,16 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, tex
                 filename,
                 _line(examples_node),
             )
-        if kind == "intent":
+        if not lines and kind != "intent":
+            # As Rasa's reader: an empty table is no data (alone, nothing to train).
+            logger.warning(
+                "%s:%s: %s '%s' has no examples; it is skipped",
+                filename,
+                _line(examples_node),
+                kind,
+                name,
+            )
+        elif kind == "intent":
             for raw, line, metadata in lines:
                 text, entities = parse_annotated_text(raw, filename, line)
                 merged = _merge_metadata(item_metadata, metadata)

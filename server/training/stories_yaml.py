@@ -176,12 +176,11 @@ class _Reader:
             raise self.error(f"a {kind} needs a non-empty name", line_of(item, kind))
         name = str(name).strip()
         steps = item.get("steps")
-        if steps == [] and kind == "story":
-            # What GET /conversations/{id}/story writes for a session without a turn yet.
-            self.warn(f"story '{name}' has no steps; it is ignored", line_of(item, "steps", line))
+        if steps is None or steps == []:
+            # As Rasa, which skips it with a warning; `steps: []` is also what
+            # GET /conversations/{id}/story writes for a session without a turn yet.
+            self.warn(f"{kind} '{name}' has no steps; it is ignored", line_of(item, "steps", line))
             return []
-        if not steps:
-            raise self.error(f"{kind} '{name}' has no steps", line_of(item, "steps", line))
         if not isinstance(steps, list):
             raise self.error(f"the steps of {kind} '{name}' must be a list", line_of(item, "steps"))
 

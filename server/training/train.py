@@ -401,9 +401,12 @@ def train_nlu(
             (json_files if path.suffix == ".json" else files).append(path)
     data = NLUTrainingData.merge([*map(read_nlu_file, files), *map(read_nlu_json, json_files)])
     files += json_files + data.lookup_files
-    if not data.examples:  # as in Rasa: a model of no intent parses every message as none
+    if not (data.examples or data.synonyms or data.regexes or data.lookups):
+        # As Rasa ("doesn't contain valid NLU data"); synonyms, regexes or lookup tables
+        # alone train, as in Rasa, whose classifiers then skip their training.
         raise InvalidProjectFile(
-            "no NLU training examples: nothing to train (give the NLU data with --nlu)",
+            "no NLU training data (examples, synonyms, regexes or lookup tables): nothing "
+            "to train (give the NLU data with --nlu)",
             ", ".join(map(str, nlu_data)),
         )
     domain_responses = (

@@ -86,8 +86,14 @@ async def test_a_stored_ranking_that_is_not_a_list_of_intents_still_asks(
     assert await _asked(make_client, tmp_path, ranking) == "Did you mean 'nlu_fallback'?"
 
 
-async def test_the_first_ranked_intent_that_is_one_is_asked_about(
+async def test_the_second_ranked_entry_is_asked_about_when_it_is_an_intent(
     make_client: Callable[..., Any], tmp_path: Path
 ) -> None:
-    ranking = ["deny", {"name": "nlu_fallback"}, {"name": 3}, {"name": "greet"}]
+    """As Rasa, `intent_ranking[1]` after `nlu_fallback`; an entry there that is no intent
+    (where Rasa fails) asks about the message's own intent, and the entries after it are
+    not read (before: the first entry other than the fallback that was an intent)."""
+    ranking = ["deny", {"name": "greet"}, {"name": "deny"}]
     assert await _asked(make_client, tmp_path, ranking) == "Did you mean 'greet'?"
+    ranking = [{"name": "nlu_fallback"}, {"name": 3}, {"name": "greet"}]
+    (tmp_path / "odd").mkdir()
+    assert await _asked(make_client, tmp_path / "odd", ranking) == "Did you mean 'nlu_fallback'?"

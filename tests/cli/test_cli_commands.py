@@ -333,16 +333,25 @@ def test_train_on_a_broken_file_names_file_and_line(run_cli, starter_copy: Path)
     assert "Traceback" not in result.err
 
 
-@pytest.mark.parametrize("dry_run", [False, True], ids=["train", "dry-run"])
+NOTHING_TO_TRAIN = {
+    "train": ("nlu: []", False),
+    "dry-run": ("nlu: []", True),
+    # Rasa's reader skips a lookup table without examples (before: an empty model trained).
+    "empty-lookup-text": ('nlu:\n- lookup: city\n  examples: ""', False),
+    "empty-lookup-list": ("nlu:\n- lookup: city\n  examples: []", False),
+}
+
+
+@pytest.mark.parametrize(("nlu", "dry_run"), NOTHING_TO_TRAIN.values(), ids=NOTHING_TO_TRAIN.keys())
 def test_train_a_project_with_nothing_to_train_is_an_error(
-    run_cli, tmp_path: Path, dry_run: bool
+    run_cli, tmp_path: Path, nlu: str, dry_run: bool
 ) -> None:
     """No stories, rules or NLU examples: Rasa 3.6 says "No training data given" and trains
     nothing. Before, `botserver train` wrote a model that knew nothing and said it was
     trained (exit 0)."""
     (tmp_path / "data").mkdir()
     (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet]\n')
-    (tmp_path / "data" / "nlu.yml").write_text('version: "3.1"\nnlu: []\n')
+    (tmp_path / "data" / "nlu.yml").write_text(f'version: "3.1"\n{nlu}\n')
     result = run_cli("train", *(["--dry-run"] if dry_run else []), cwd=tmp_path)
     assert result.code == 1, result.out
     assert "error: data: no training data: no stories, rules or NLU examples" in result.err
@@ -864,11 +873,39 @@ def test_nlu_commands_read_rasas_json_nlu_data_as_train_does(run_cli, starter_co
     assert f"training NLU on {len(examples.examples)} examples" in trained.out + trained.err
 
 
-def test_train_nlu_without_nlu_examples_trains_nothing(run_cli, starter_copy: Path) -> None:
+@pytest.mark.parametrize(
+    "nlu", [None, 'nlu:\n- lookup: city\n  examples: ""\n'], ids=["no-file", "empty-lookup"]
+)
+def test_train_nlu_without_nlu_data_trains_nothing(
+    run_cli, starter_copy: Path, nlu: str | None
+) -> None:
     """As `rasa train nlu` ("doesn't contain valid NLU data"). Before: 'training NLU on 0
     examples', and a model that parsed every message as no intent."""
     (starter_copy / "data" / "nlu.yml").unlink()
+    if nlu is not None:
+        (starter_copy / "data" / "nlu.yml").write_text(nlu)
     trained = run_cli("train", "nlu", "--out", "nlu_models", cwd=starter_copy)
     assert trained.code == 1
-    assert "data: no NLU training examples" in trained.err
+    assert "data: no NLU training data" in trained.err
     assert not (starter_copy / "nlu_models").exists()
+
+
+@pytest.mark.parametrize(
+    "nlu",
+    [
+        "nlu:\n- synonym: New York\n  examples: |\n    - NYC\n",
+        "nlu:\n- regex: zipcode\n  examples: |\n    - '[0-9]{5}'\n",
+        "nlu:\n- lookup: city\n  examples: |\n    - Berlin\n",
+    ],
+    ids=["synonyms", "regexes", "lookups"],
+)
+def test_train_nlu_on_synonyms_regexes_or_lookups_alone_trains(
+    run_cli, starter_copy: Path, nlu: str
+) -> None:
+    """As `rasa train nlu`, which trains on any NLU data, its classifiers skipping their
+    training for want of examples (before: "no NLU training examples", exit 1)."""
+    (starter_copy / "data" / "nlu.yml").write_text(nlu)
+    trained = run_cli("train", "nlu", "--out", "nlu_models", cwd=starter_copy)
+    assert trained.code == 0, trained.err
+    [archive] = (starter_copy / "nlu_models").iterdir()
+    assert archive.name.startswith("nlu-") and archive.name.endswith(".tar.gz")

@@ -328,3 +328,34 @@ def test_a_syslog_over_tcp_that_nobody_listens_on_is_a_clear_error(
         )
     assert code == 1
     assert f"error: --use-syslog (TCP 127.0.0.1:{port}): " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "Tcp"])
+def test_the_syslog_protocol_may_be_written_in_lower_case(
+    protocol: str, capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    """`tcp` is TCP (before: exit 2, as only `UDP` and `TCP` were taken; Rasa takes any
+    word, and sends by UDP for all but `TCP`)."""
+    import socket
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # bound, not listening: connections are refused
+        flags = ["--syslog-address", "127.0.0.1", "--syslog-port", str(port)]
+        code = main(["run", "--use-syslog", *flags, "--syslog-protocol", protocol])
+    assert code == 1
+    assert f"error: --use-syslog (TCP 127.0.0.1:{port}): " in capsys.readouterr().err
+
+
+def test_another_syslog_protocol_is_udp_with_a_warning(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As Rasa, which sends by UDP for any word but `TCP`; we say so (before: exit 2)."""
+    from server.api.runner import spec_from_args
+
+    args = build_parser().parse_args(["run", "--use-syslog", "--syslog-protocol", "tls"])
+    assert spec_from_args(args).syslog == ("localhost", 514, "UDP")
+    err = capsys.readouterr().err
+    assert "--syslog-protocol 'tls' is neither UDP nor TCP: UDP is used" in err
+    assert build_parser().parse_args(["run", "--syslog-protocol", "udp"]).syslog_protocol == "UDP"
+    assert capsys.readouterr().err == ""

@@ -39,7 +39,11 @@ RANKING: list[dict[str, Any]] = [
 
 
 async def asked(
-    tmp_path: Path, domain: str, ranking: list[dict[str, Any]], nlg_url: str | None = None
+    tmp_path: Path,
+    domain: str,
+    ranking: list[dict[str, Any]],
+    nlg_url: str | None = None,
+    intent: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     files = {
         "domain.yml": domain,
@@ -48,7 +52,7 @@ async def asked(
     }
     agent = make_agent(train_files(files, tmp_path))
     client = agent.processor.nlg_endpoint = NLGClient({"url": nlg_url}) if nlg_url else None
-    unclear = {"intent": ranking[0], "entities": [], "intent_ranking": ranking}
+    unclear = {"intent": intent or ranking[0], "entities": [], "intent_ranking": ranking}
     await agent.add_message("u", "hmm", unclear)
     try:
         _, messages = await agent.execute_action("u", "action_default_ask_affirmation")
@@ -105,3 +109,23 @@ async def test_an_nlg_server_is_not_asked_for_a_question_the_domain_does_not_wor
         message = await asked(tmp_path / "worded", worded, RANKING, f"{url}/nlg")
         assert message == {"text": "Is it {intent}?"}
         assert asked_for == ["utter_ask_affirmation"]
+
+
+async def test_a_message_that_is_no_fallback_is_asked_about_itself(tmp_path: Path) -> None:
+    """As Rasa: the ranking is read only when the message's intent is `nlu_fallback`
+    (before: the ranking's first intent, `greet`, was asked about)."""
+    ranking = [RANKING[1], {"name": "goodbye", "confidence": 0.3}]
+    message = await asked(tmp_path, DOMAIN, ranking, intent=ranking[1])
+    assert message["text"] == "Did you mean 'goodbye'?"
+
+
+async def test_after_the_fallback_the_second_ranked_intent_is_asked_about(
+    tmp_path: Path,
+) -> None:
+    """As Rasa, `intent_ranking[1]`, even when it is `nlu_fallback` itself (before: the first
+    intent other than the fallback, here `greet`)."""
+    ranking = [RANKING[0], {"name": "nlu_fallback", "confidence": 0.3}, RANKING[1]]
+    message = await asked(tmp_path, DOMAIN, ranking)
+    assert message["text"] == "Did you mean 'nlu_fallback'?"
+    message = await asked(tmp_path / "alone", DOMAIN, [RANKING[0]])
+    assert message["text"] == "Did you mean 'nlu_fallback'?"

@@ -312,3 +312,15 @@ def test_an_example_of_unclosed_annotations_is_read_in_linear_time(piece: str) -
     assert time.process_time() - started < 2
     assert data.examples[0].text == f"x {text}"
     assert data.examples[0].entities == []
+
+
+@pytest.mark.parametrize("kind", ["lookup", "synonym", "regex"])
+@pytest.mark.parametrize("examples", ['""', "[]", "|\n"])
+def test_an_item_with_empty_examples_is_skipped_with_a_warning(
+    caplog: pytest.LogCaptureFixture, kind: str, examples: str
+) -> None:
+    """As Rasa's reader ("doesn't have any examples. It will be skipped."): before, nothing
+    was said, and a lookup table was kept empty, enough for a model to be trained."""
+    data = read_nlu_yaml(f"nlu:\n- {kind}: city\n  examples: {examples}\n", "data/nlu.yml")
+    assert not (data.lookups or data.synonyms or data.regexes)
+    assert f"data/nlu.yml:3: {kind} 'city' has no examples; it is skipped" in caplog.text

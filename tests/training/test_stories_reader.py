@@ -270,8 +270,6 @@ def test_retrieval_intent_keeps_full_name() -> None:
         ),
         ("stories:\n- story: a\n  steps:\n  - intnt: greet\n", 4, "unknown key 'intnt'"),
         ("stories:\n- story: a\n  steps:\n  - intent:\n  - action: x\n", 4, "needs an 'intent'"),
-        ("rules:\n- rule: r\n  steps: []\n", 3, "has no steps"),
-        ("rules:\n- rule: r\n", 2, "has no steps"),
         ("rules:\n- rule: r\n  steps:\n  - checkpoint: c\n", 4, "cannot have a 'checkpoint'"),
         (
             "rules:\n- rule: r\n  condition:\n  - intent: greet\n  steps:\n  - action: a\n",
@@ -383,6 +381,27 @@ def test_a_story_ending_at_an_unused_checkpoint_is_trained() -> None:
             ["action_listen", "user:hello", "utter_greet", "slot:name=peter", "action_listen"],
         ),
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("rules:\n- rule: r\n  steps: []\n", 3),
+        ("rules:\n- rule: r\n", 2),
+        ("rules:\n- rule: r\n  steps:\n", 3),
+        ("stories:\n- story: r\n", 2),
+    ],
+)
+def test_an_item_without_steps_is_ignored_with_a_warning(
+    tmp_path: Path, text: str, line: int
+) -> None:
+    """As Rasa, which warns "has no steps. It will be skipped." (before: an error that
+    stopped training)."""
+    path = write(tmp_path, text)
+    warnings: list[str] = []
+    assert read_story_file(path, warnings=warnings) == []
+    kind = "rule" if text.startswith("rules") else "story"
+    assert warnings == [f"{path}:{line}: {kind} 'r' has no steps; it is ignored"]
 
 
 def test_a_story_with_an_empty_list_of_steps_is_ignored_with_a_warning(tmp_path: Path) -> None:
