@@ -163,6 +163,28 @@ def test_intent_message_entities_nested_too_deep_are_ignored_with_a_warning(
     assert [e["value"] for e in shallow["entities"]] == [[["Rome"]]]
 
 
+@pytest.mark.parametrize(
+    ("entities", "problem"),
+    [
+        ('{"city": NaN}', "NaN is not a JSON value"),
+        ('{"city": -Infinity}', "not a JSON value"),
+        ('{"city": 1e400}', "too large for a double"),
+        ('{"city": "\\ud800"}', "unpaired UTF-16 surrogate"),
+    ],
+    ids=["nan", "infinity", "1e400", "surrogate"],
+)
+def test_intent_message_entities_no_answer_can_hold_are_ignored_with_a_warning(
+    full_pipeline, caplog: pytest.LogCaptureFixture, entities: str, problem: str
+) -> None:
+    """Before, `/book_flight{"city": NaN}` (Python's JSON reads it), an infinity or half a
+    surrogate pair became an entity value no JSON answer or store could hold again. Now the
+    entities are left out with a warning, as entity JSON that is no object is."""
+    result = full_pipeline.parse("/book_flight" + entities)
+    assert result["intent"] == {"name": "book_flight", "confidence": 1.0}
+    assert result["entities"] == []
+    assert problem in caplog.text
+
+
 def test_persistence_round_trip_gives_identical_parses(full_pipeline, tmp_path: Path):
     full_pipeline.persist(tmp_path)
     loaded = NLUPipeline.load(tmp_path)
