@@ -321,7 +321,7 @@ def test_keywords_that_repeat_one_word_are_not_compared_with_every_other(
     texts = ["a" + " a" * n for n in range(500)]
     if order == "longest first":
         texts.reverse()
-    keywords = {t: _CountedIntent(f"i{n % intents}") for n, t in enumerate(texts)}
+    keywords: dict[str, str] = {t: _CountedIntent(f"i{n % intents}") for n, t in enumerate(texts)}
     _CountedIntent.comparisons = 0
 
     found = keyword_classifier._inside_others(keywords, case_sensitive)
