@@ -60,10 +60,15 @@ def _hide_queries_with_at(text: str) -> str:
     return "".join(shown) + text[kept:] if shown else text
 
 
+# After a (name, value) pair's name (httpx shows headers as a list of them), its closing
+# quote and a comma, then a quoted value that closes the pair. A secret word quoted before a
+# comma is else no pair: a list of setting names (`'password', 'use_ssl', 'key_prefix'`),
+# prose (`the "password", which`), a line of code in a traceback; the word after it was
+# hidden.
+_PAIR_COMMA = r"""["'][ \t]*+,(?=[ \t]*+b?(?:"(?:[^"\\\n]|\\.)*+"|'(?:[^'\\\n]|\\.)*+')[ \t]*+\))"""
 # After a key's name, up to its value: a colon or `=`, after its closing quote or not, that
-# quote escaped too (JSON held in a JSON string: `{\"password\": \"x\"}`), or after its
-# closing quote a comma (a (name, value) pair: httpx shows headers as a list of them).
-_NAME_END = r"""(?:["'][ \t]*+,|\\?["']?[ \t]*+[:=])"""
+# quote escaped too (JSON held in a JSON string: `{\"password\": \"x\"}`), or a pair's comma.
+_NAME_END = r"""(?:""" + _PAIR_COMMA + r"""|\\?["']?[ \t]*+[:=])"""
 # A value quoted with escaped quotes (JSON held in a JSON string), to the next one.
 _ESCAPED_QUOTED = r'\\"(?:[^\\\n]|\\[^"\n])*+\\"'
 
@@ -139,7 +144,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str] | None, Any], ...] = (
             # `x-auth-x-auth-...` cost its square (3 s for 70 KB).
             r"""(?=[aptsx])((?:token|p(?:ass(?:w(?:or)?d|phrase)|wd|rivate[-_]?key)"""
             r"""|secret(?:[-_]?(?:access[-_]?)?key)?|api[-_]?key|x-auth(?:-\w+){0,3}+)"""
-            r"""(?:["']\s*,|\\?["']?(?:(\s*:|\s+=)|=))\s*)"""
+            r"""(?:""" + _PAIR_COMMA + r"""|\\?["']?(?:(\s*:|\s+=)|=))\s*)"""
             # A block scalar: its indicator, blank lines, then each line indented as the first;
             # lines end in \n or \r\n (with \r\n, before, the lines after the key showed).
             r"""(?:[|>][-+1-9]{0,2}[ \t]*+(?:#[^\r\n]*+)?\r?(?:\n[ \t]*+\r?(?=\n))*+"""

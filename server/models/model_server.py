@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -551,11 +551,11 @@ async def _archive_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
         async for chunk in chunks:
             yield chunk
         return
-    decoder = Inflater("gzip", max_members=MAX_PULL_MEMBERS)
-    for piece in decoder.pieces(bytes(held), _WRITE_BATCH):
+    decoder = _Decoding("gzip")
+    for piece in decoder.pieces(bytes(held)):
         yield piece
     async for chunk in chunks:
-        for piece in decoder.pieces(chunk, _WRITE_BATCH):
+        for piece in decoder.pieces(chunk):
             yield piece
     yield decoder.flush()
 
@@ -564,11 +564,40 @@ async def _inflated(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """A deflate-encoded body decoded in pieces of at most `_WRITE_BATCH` bytes: zlib's
     wrapper or raw deflate, told by the first byte; told by the first bytes read, raw deflate
     whose first byte came alone was taken for zlib's."""
-    decoder = Inflater("deflate", max_members=MAX_PULL_MEMBERS)
+    decoder = _Decoding("deflate")
     async for chunk in chunks:
-        for piece in decoder.pieces(chunk, _WRITE_BATCH):
+        for piece in decoder.pieces(chunk):
             yield piece
     yield decoder.flush()
+
+
+class _Decoding:
+    """A gzip or deflate body decoded in pieces of at most `_WRITE_BATCH` bytes, refused once
+    what was sent decodes to less than a `_MAX_EXPANSION`th of it. A model archive is
+    compressed: an encoding cannot shrink it, nor grow it by more than a few bytes in 64 KB.
+    Empty deflate blocks (5 bytes each, decoding to nothing) can run on for ever in one
+    member, which the member limit never sees: before, such a body was read until the pull's
+    time limit."""
+
+    def __init__(self, coding: str) -> None:
+        self._coding = coding
+        self._inflater = Inflater(coding, max_members=MAX_PULL_MEMBERS)
+        self._sent = self._decoded = 0
+
+    def pieces(self, sent: bytes) -> Iterator[bytes]:
+        self._sent += len(sent)
+        for piece in self._inflater.pieces(sent, _WRITE_BATCH):
+            self._decoded += len(piece)
+            yield piece
+        if self._sent > _MAX_EXPANSION * self._decoded + _WRITE_BATCH:
+            raise _PullFailed(
+                f"the model server's {self._coding}-encoded answer decodes to less than half "
+                f"of what was sent ({self._sent} bytes sent, {self._decoded} decoded): it is "
+                "padded, and no model archive is; serve the archive as it is"
+            )
+
+    def flush(self) -> bytes:
+        return self._inflater.flush()
 
 
 def _decoded_start(sent: bytes | bytearray) -> bytes | None:

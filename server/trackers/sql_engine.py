@@ -85,14 +85,19 @@ def async_url(config: dict[str, Any], default_db: str) -> URL:
 
 def check_sqlite_folder(sqlite_file: str) -> None:
     """Stops the start when a SQLite file cannot be made because its folder is not there, as
-    Rasa's store and broker stop (they create their tables at start). Before, the server
-    started, and each use failed behind "unable to open database file", which names no file."""
+    Rasa's broker stops (it creates its table at start; Rasa's store logs "Could not create
+    tables" and starts, each turn then failing). Before, the server started, and each use
+    failed behind "unable to open database file", which names no file."""
     folder = os.path.dirname(os.path.abspath(sqlite_file))
     if os.path.isdir(folder):
         return
     if os.path.exists(folder):
         raise InvalidConfig(f"SQLite database '{sqlite_file}': '{folder}' is not a folder")
-    raise InvalidConfig(f"SQLite database '{sqlite_file}': its folder '{folder}' does not exist")
+    # SQLite, as Rasa's SQLAlchemy, reads a path as written: `~` is a folder of that name.
+    tilde = " (a `~` is not the home folder: give the full path)" if "~" in sqlite_file else ""
+    raise InvalidConfig(
+        f"SQLite database '{sqlite_file}': its folder '{folder}' does not exist{tilde}"
+    )
 
 
 def _async_driver(drivername: str) -> str:

@@ -333,14 +333,19 @@ HOSTILE_LINES = {
     # A key's name before an escaped quote or a quote and a comma, with no value after.
     "Authorization before escaped quotes": 'authorization\\" ' * 6_000,
     "key names before quotes": "tokens'" * 14_000,
+    # A secret word, a quote and a comma with no quoted value closing a pair after it.
+    "names and commas": "token'," * 14_000,
+    "pairs never closed": "('cookie', " * 10_000,
+    "pairs of unclosed values": "('token', '\\" * 10_000,
+    "pairs of values not closing": "('token', 'a' " * 8_000,
 }
 
 # Hostile lines that do hold secrets: values quoted with escaped quotes, (name, value)
 # pairs, cookies' unclosed quotes, read once each (15 ms of CPU per 100 KB, as a line of
 # plain letters costs).
 HOSTILE_SECRETS = {
-    "(name, value) pairs": "('cookie', " * 10_000,
-    "names and commas": "token'," * 14_000,
+    "(name, value) pairs": "('cookie', 'a'), " * 6_000,
+    "(token, value) pairs": "('token', '\\'')" * 8_000,
     "escaped quotes after keys": 'token:\\"a' * 11_000,
     "an escaped quote never closed": 'password: \\"' + "a\\b" * 33_000,
     "unclosed quotes in a cookie": "Cookie: " + 'a="' * 33_000,
@@ -568,6 +573,25 @@ def test_headers_as_httpx_shows_them_are_hidden() -> None:
     assert redact('[(b"cookie", b"sid=x"), (b"token", b"t")]') == (
         '[(b"cookie", ***), (b"token", ***)]'
     )
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # socketio's rooms_redis refused at start (server/channels/socketio_rooms.py)
+        "'rooms_redis' must be a Redis URL (redis://host:6379/0), a mapping with 'url' or "
+        "'host' (and 'port', 'db', 'password', 'use_ssl', 'key_prefix'), or false",
+        "endpoints.yml: models: unknown keys ['token', 'url', 'wait_time_between_pulls']",
+        'the "password", which the store needs, is missing',
+        '    PrincipalKind = Literal["open", "token", "jwt"]',  # a traceback's line
+        '    for flag, value in (("--auth-token", args.auth_token), ("--jwt-secret", s)):',
+    ],
+)
+def test_a_secret_word_quoted_before_a_comma_is_no_pair_of_a_header(line: str) -> None:
+    """A (name, value) pair is the name, a comma and a quoted value closing the pair: a list
+    of setting names, prose or a line of code naming a secret word and a comma is no such
+    pair. Before, the word after the comma was hidden ('password', ***, 'key_prefix')."""
+    assert redact(line) == line
 
 
 def test_a_cookie_with_an_unclosed_quote_is_hidden_to_its_end() -> None:

@@ -47,8 +47,9 @@ class Behaviour:
     # serve | no-etag | 204 | 304 | 404 | 500 | slow | drip | corrupt | huge (Content-Length
     # far beyond the body, which then stalls) | truncated (Content-Length beyond the body,
     # then the connection closes) | unsized (no Content-Length) | redirect |
-    # ignore-inm (200 whatever If-None-Match says) | endless-members (the body, then empty gzip
-    # members until the client hangs up)
+    # ignore-inm (200 whatever If-None-Match says) | endless-members (the body, then small gzip
+    # members until the client hangs up) | endless-blocks (the body, an encoding left open,
+    # then empty deflate blocks until the client hangs up)
     mode: str = "serve"
     body: bytes = b""
     etag: str = '"v1"'
@@ -95,7 +96,7 @@ class ModelServer:
                     self.send_header("Content-Encoding", behaviour.content_encoding)
                 self.send_header("filename", "served-model.tar.gz")
                 declared = {"huge": 10**12, "truncated": len(body) + 1000}.get(mode, len(body))
-                if mode not in ("unsized", "endless-members"):
+                if mode not in ("unsized", "endless-members", "endless-blocks"):
                     self.send_header("Content-Length", str(declared))
                 self.end_headers()
                 try:
@@ -114,10 +115,14 @@ class ModelServer:
                             self.wfile.flush()
                             time.sleep(0.1)
                     self.wfile.write(body)
-                    if mode == "endless-members":  # empty gzip members for ever after it
-                        empty = gzip.compress(b"") * 1000
+                    if mode == "endless-members":  # small gzip members for ever after it
+                        # (64 bytes each, not padding: they decode to more than half of them)
+                        small = b"".join(gzip.compress(os.urandom(64)) for _ in range(1000))
                         while True:
-                            self.wfile.write(empty)
+                            self.wfile.write(small)
+                    if mode == "endless-blocks":  # empty deflate blocks for ever after it
+                        while True:  # (the body ends on a sync flush: a block's boundary)
+                            self.wfile.write(b"\x00\x00\x00\xff\xff" * 10_000)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
@@ -464,13 +469,13 @@ async def test_an_archive_served_with_its_gzip_as_content_encoding_loads(
     assert await poller.pull_once() is True, poller.last_error
 
 
-async def test_endless_empty_gzip_members_are_refused_long_before_the_time_limit(
+async def test_endless_small_gzip_members_are_refused_long_before_the_time_limit(
     model_server, holder, client, archive_factory
 ):
-    """Empty members decode to nothing, so neither the size limit nor the expansion check
-    sees them: before, a body of them went on until the pull's time limit (300 s by
-    default), a new inflater for each. Now, past 65,536 members (one per 64 KB of a 4 GB
-    archive, as bgzip writes them), the pull fails naming them."""
+    """Endless members, a new inflater for each: before, a body of them went on until the
+    pull's time limit (300 s by default). Now, past 65,536 members (one per 64 KB of a 4 GB
+    archive), the pull fails naming them. (Empty ones, which decode to nothing, are padding,
+    refused sooner: test_endless_empty_deflate_blocks...)"""
     archive = archive_factory("one").read_bytes()
     model_server.behaviour.mode = "endless-members"
     model_server.behaviour.content_encoding = "gzip"
@@ -481,6 +486,28 @@ async def test_endless_empty_gzip_members_are_refused_long_before_the_time_limit
     said = poller.last_error or ""
     assert said.startswith(f"model server {model_server.url}: its answer"), said
     assert "more than 65536 gzip members one after the other" in said
+    assert holder.info is None
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_endless_empty_deflate_blocks_in_one_member_are_refused_at_once(
+    model_server, holder, client, archive_factory, encoding
+):
+    """One member, never ended, of empty deflate blocks (5 bytes each, decoding to nothing):
+    the member limit never sees them. Before, the pull read them until its time limit (here
+    10 s; 300 s by default). A model archive is compressed: its encoding cannot shrink it,
+    and a body that decodes to less than half of what was sent is refused."""
+    archive = archive_factory("one").read_bytes()
+    wbits = {"gzip": 31, "deflate": 15}[encoding]
+    encoder = zlib.compressobj(wbits=wbits)
+    model_server.behaviour.mode = "endless-blocks"
+    model_server.behaviour.content_encoding = encoding
+    model_server.behaviour.body = encoder.compress(archive) + encoder.flush(zlib.Z_SYNC_FLUSH)
+    config = {"url": model_server.url, "timeout": 10}
+    poller = ModelServerPoller(holder, ModelServerConfig.from_endpoint(config), client)
+    assert await poller.pull_once() is False
+    said = poller.last_error or ""
+    assert "decodes to less than half of what was sent" in said, said
     assert holder.info is None
 
 

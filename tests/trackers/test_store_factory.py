@@ -460,9 +460,10 @@ def test_the_port_in_a_rabbitmq_host_wins_over_the_port_key() -> None:
 def test_a_sqlite_file_in_a_folder_that_is_not_there_stops_the_start_naming_it(
     tmp_path: Path,
 ) -> None:
-    """As the SQL broker's does, and as Rasa's store stops (it creates its table at start).
-    Before, the server said it was up and every turn was a 503 naming no file: "The
-    tracker store (...) is unavailable: unable to open database file"."""
+    """As the SQL broker's does, as Rasa's broker stops (Rasa's store logs "Could not create
+    tables" and starts, every turn then failing). Before, the server said it was up and
+    every turn was a 503 naming no file: "The tracker store (...) is unavailable: unable to
+    open database file"."""
     missing = tmp_path / "not-there" / "rasa.db"
     with pytest.raises(InvalidConfig, match=f"'{missing}'.*folder '{missing.parent}'"):
         create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(missing)})
@@ -470,3 +471,13 @@ def test_a_sqlite_file_in_a_folder_that_is_not_there_stops_the_start_naming_it(
     in_a_file.write_text("")
     with pytest.raises(InvalidConfig, match=f"'{in_a_file}' is not a folder"):
         create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(in_a_file / "x.db")})
+
+
+def test_a_sqlite_path_from_the_home_folder_says_its_tilde_is_not_expanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`db: ~/bot/rasa.db` is a folder named `~` in the working directory, for SQLite as for
+    Rasa's SQLAlchemy: before, the refusal named '<cwd>/~/bot' alone."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidConfig, match=r"folder '.*/~/bot' does not exist \(a `~`"):
+        create_tracker_store({"type": "sql", "dialect": "sqlite", "db": "~/bot/rasa.db"})
