@@ -149,9 +149,16 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, tex
             )
         examples_node = fields.get("examples")
         if examples_node is None:
-            if kind == "intent":
-                continue
-            raise InvalidProjectFile(f"{kind} '{name}' has no 'examples'", filename, _line(item))
+            if kind != "intent":
+                # As Rasa's reader, and as an empty `examples:` below (before: an error).
+                logger.warning(
+                    "%s:%s: %s '%s' has no examples; it is skipped",
+                    filename,
+                    _line(item),
+                    kind,
+                    name,
+                )
+            continue
         metadata_node = fields.get("metadata")
         item_metadata = _to_python(metadata_node) if metadata_node is not None else None
         lines = _example_lines(examples_node, filename, text)

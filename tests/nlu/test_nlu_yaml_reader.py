@@ -324,3 +324,16 @@ def test_an_item_with_empty_examples_is_skipped_with_a_warning(
     data = read_nlu_yaml(f"nlu:\n- {kind}: city\n  examples: {examples}\n", "data/nlu.yml")
     assert not (data.lookups or data.synonyms or data.regexes)
     assert f"data/nlu.yml:3: {kind} 'city' has no examples; it is skipped" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["lookup", "synonym", "regex"])
+def test_an_item_without_an_examples_key_is_skipped_with_a_warning(
+    caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """As Rasa's reader, which takes a missing `examples` for empty ("doesn't have any
+    examples. It will be skipped."), and as an empty `examples:` here (before: an error
+    that stopped training)."""
+    data = read_nlu_yaml(f"nlu:\n- intent: greet\n  examples: '- hi'\n- {kind}: city\n", "nlu.yml")
+    assert not (data.lookups or data.synonyms or data.regexes)
+    assert [example.text for example in data.examples] == ["hi"]
+    assert f"nlu.yml:4: {kind} 'city' has no examples; it is skipped" in caplog.text

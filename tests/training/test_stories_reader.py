@@ -344,6 +344,10 @@ rules:
             "unknown key 'rule' in an item under 'stories'",
         ),
         ("rules:\n- rul: r\n  steps:\n  - action: a\n", 2, "unknown key 'rul'"),
+        # A typo'd `steps` stops training: it is not taken for a rule without steps, which
+        # is skipped with only a warning.
+        ("rules:\n- rule: r\n  step:\n  - action: a\n", 3, "unknown key 'step'"),
+        ("stories:\n- story: s\n  stpes:\n  - action: a\n", 3, "unknown key 'stpes'"),
     ],
 )
 def test_an_item_of_the_wrong_section_names_file_and_line(
