@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import uvicorn
 
 import cli
 from server.training.starter import write_starter_project
@@ -55,6 +56,17 @@ def run_cli(
     saved_handlers, saved_level = list(root.handlers), root.level
     saved_levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
 
+    # In this process `botserver run` is only ever expected to refuse: a server that got as
+    # far as serving stops at once and fails the test. Before, a refusal that regressed served
+    # on port 5005 until killed (seen: an hour, and the README test's port busy in CI).
+    served: list[bool] = []
+
+    async def stop_at_once(server: uvicorn.Server) -> None:
+        served.append(True)
+        server.should_exit = True
+
+    monkeypatch.setattr(uvicorn.Server, "main_loop", stop_at_once)
+
     def run(*argv: str, cwd: Path | None = None) -> CliResult:
         if cwd is not None:
             monkeypatch.chdir(cwd)
@@ -64,6 +76,8 @@ def run_cli(
         except SystemExit as exc:  # argparse: --help, --version, bad flags
             code = int(exc.code or 0)
         captured = capsys.readouterr()
+        if served:
+            pytest.fail(f"botserver {' '.join(argv)} served instead of refusing: {captured.err}")
         return CliResult(code, captured.out, captured.err)
 
     yield run
