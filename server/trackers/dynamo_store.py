@@ -32,7 +32,7 @@ from server.trackers.known_sessions import KnownSessions
 from server.trackers.retention import latest_timestamp
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
-from server.trackers.store import Hold, cache_events_setting, holding
+from server.trackers.store import Hold, cache_events_setting, holding, stored_events
 
 logger = logging.getLogger(__name__)
 
@@ -587,17 +587,7 @@ def _event(sender_id: str, value: dict[str, Any]) -> dict[str, Any]:
     """One stored event; one kept as text that is not JSON is CorruptConversation naming the
     conversation (before: a JSONDecodeError, a 500 with a traceback)."""
     if "S" in value:  # an event DynamoDB cannot hold as a map, kept as JSON text
-        try:
-            event = json.loads(value["S"])
-        except ValueError as exc:
-            raise CorruptConversation(
-                f"Conversation '{sender_id}' holds a stored event that is not JSON ({exc})"
-            ) from exc
-        if not isinstance(event, dict):
-            raise CorruptConversation(
-                f"Conversation '{sender_id}' holds a stored event that is not a JSON object"
-            )
-        return event
+        return stored_events(sender_id, [value["S"]])[0]
     if "M" not in value:  # (before review73: a TypeError, a 500 with a traceback)
         raise CorruptConversation(
             f"Conversation '{sender_id}' holds a stored event that is not a JSON object "

@@ -16,6 +16,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
@@ -29,7 +30,7 @@ from server.trackers.known_sessions import KnownSessions
 from server.trackers.redis_client import create_client, key_prefix, store_errors_as, watched
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
-from server.trackers.store import Hold, cache_events_setting, holding
+from server.trackers.store import Hold, cache_events_setting, holding, stored_events
 
 logger = logging.getLogger(__name__)
 
@@ -590,31 +591,13 @@ def _encoded(events: Sequence[dict[str, Any]]) -> tuple[int | None, list[str]]:
     return latest_session_start(events), [json.dumps(event) for event in events]
 
 
-def _decoded(items: Sequence[str | bytes]) -> list[dict[str, Any]]:
-    events = [json.loads(item) for item in items]
-    if not all(isinstance(event, dict) for event in events):
-        raise _NotAnObject
-    return events
-
-
 class _NotAnObject(Exception):
-    """A stored item or event that is JSON, but not an object."""
+    """Rasa's stored tracker, or one of its events, that is JSON but not an object."""
 
 
 async def _events_of(sender_id: str, items: Sequence[str | bytes]) -> list[dict[str, Any]]:
-    """The stored items as event dicts; CorruptConversation, naming it, when one is not JSON
-    (before: a JSONDecodeError, a 500 with a traceback) or not a JSON object (before: a 500
-    or `botserver export`'s AttributeError, with a traceback)."""
-    try:
-        return await _off_loop_if_long(_decoded, items)
-    except ValueError as exc:
-        raise CorruptConversation(
-            f"Conversation '{sender_id}' holds an item that is not JSON ({exc})"
-        ) from exc
-    except _NotAnObject:
-        raise CorruptConversation(
-            f"Conversation '{sender_id}' holds an item that is not a JSON object"
-        ) from None
+    """The stored items as event dicts (see `stored_events`)."""
+    return await _off_loop_if_long(partial(stored_events, sender_id, what="an item"), items)
 
 
 @contextlib.contextmanager

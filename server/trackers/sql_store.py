@@ -23,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.errors import (
     BotServerError,
-    CorruptConversation,
     StoreFailed,
     StoreRefusedData,
     StoreUnavailable,
@@ -70,6 +69,7 @@ from server.trackers.store import (
     Hold,
     cache_events_setting,
     holding,
+    stored_events,
 )
 
 logger = logging.getLogger(__name__)
@@ -939,26 +939,8 @@ async def _parse(
     sender_id: str, items: Sequence[Any], of_rows: bool = False
 ) -> list[dict[str, Any]]:
     """The events of a conversation's data (or of its `(id, data)` rows), parsed off the
-    event loop when they are many; one that is not JSON is CorruptConversation naming the
-    conversation (before: a JSONDecodeError, a 500 with a traceback), and so is one that is
-    JSON but no object (before review73: `botserver export`'s AttributeError)."""
-
-    def parse() -> list[dict[str, Any]]:
-        if of_rows:
-            events = [_load_json(row[1]) for row in items]
-        else:
-            events = [_load_json(data) for data in items]
-        if not all(isinstance(event, dict) for event in events):
-            raise CorruptConversation(
-                f"Conversation '{sender_id}' holds a stored event that is not a JSON object"
-            )
-        return events
-
-    try:
-        if len(items) > OFF_LOOP_EVENTS:
-            return await asyncio.to_thread(parse)
-        return parse()
-    except ValueError as exc:
-        raise CorruptConversation(
-            f"Conversation '{sender_id}' holds a stored event that is not JSON ({exc})"
-        ) from exc
+    event loop when they are many (see `stored_events`)."""
+    texts = (row[1] for row in items) if of_rows else items
+    if len(items) > OFF_LOOP_EVENTS:
+        return await asyncio.to_thread(stored_events, sender_id, texts, _load_json)
+    return stored_events(sender_id, texts, _load_json)

@@ -6,11 +6,12 @@ read-only. `load` may return a `Snapshot` of the cache instead of a copy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Protocol
 
-from server.errors import InvalidConversationId
+from server.errors import CorruptConversation, InvalidConversationId
 
 # Events of current sessions a process keeps hot by default (`cache_events`).
 DEFAULT_CACHE_EVENTS = 10_000
@@ -19,6 +20,30 @@ DEFAULT_CACHE_EVENTS = 10_000
 def cache_events_setting(config: dict[str, Any]) -> int:
     """`cache_events` of a `tracker_store:` section (`cache_size` is its former name)."""
     return int(config.get("cache_events") or config.get("cache_size") or DEFAULT_CACHE_EVENTS)
+
+
+def stored_events(
+    sender_id: str,
+    texts: Iterable[Any],
+    load: Callable[[Any], Any] = json.loads,
+    what: str = "a stored event",
+) -> list[dict[str, Any]]:
+    """A conversation's stored texts (`what` each: an item, a row's data) as its events, each
+    read by `load`. One that is not JSON is CorruptConversation naming the conversation
+    (before: a JSONDecodeError, a 500 with a traceback), and so is one that is JSON but no
+    object (before: a 500, or `botserver export`'s AttributeError, with a traceback). The
+    stores call it in a thread when the texts are many."""
+    try:
+        events = [load(text) for text in texts]
+    except ValueError as exc:
+        raise CorruptConversation(
+            f"Conversation '{sender_id}' holds {what} that is not JSON ({exc})"
+        ) from exc
+    if not all(isinstance(event, dict) for event in events):
+        raise CorruptConversation(
+            f"Conversation '{sender_id}' holds {what} that is not a JSON object"
+        )
+    return events
 
 
 # Takes, without waiting, the locks of those conversations no turn holds; yields their ids
