@@ -193,12 +193,13 @@ _UNSET = object()
 def _last_requested(events: list[Event]) -> Any:
     """The slot the validation action asked for: the value of its last `requested_slot`, None
     when it ended the form (so does `ActiveLoop(null)`), `_UNSET` when it chose nothing. A
-    value that is no slot name (an object, a list) chooses nothing."""
+    value that is no slot name (an object, a list, `""`, as Rasa reads an empty name)
+    chooses nothing."""
     for event in reversed(events):
         if isinstance(event, ActiveLoop) and event.name is None:
             return None
         if isinstance(event, SlotSet) and event.key == REQUESTED_SLOT:
-            if event.value is None or isinstance(event.value, str):
+            if event.value is None or (isinstance(event.value, str) and event.value):
                 return event.value
             return _UNSET
     return _UNSET
