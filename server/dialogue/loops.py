@@ -109,7 +109,8 @@ class FormAction(Action):
             candidates = _slot_candidates(tracker, wanted)
             validated = await self._validate(ctx, candidates, events)
             filled_any = any(isinstance(e, SlotSet) and e.key != REQUESTED_SLOT for e in validated)
-            if requested is not None and not candidates and not filled_any:
+            # As Rasa: an answer is awaited only when a slot was asked for (not "").
+            if requested and not candidates and not filled_any:
                 if not _rejected(validated):
                     raise ActionRejected(
                         self.name, f"Failed to extract slot {requested} with action {self.name}"

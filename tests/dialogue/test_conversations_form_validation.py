@@ -271,6 +271,26 @@ async def test_a_requested_slot_of_no_name_lets_the_form_choose_the_next_questio
     assert (await conversation.say('/inform{"city": "Rome"}')).texts == ["Booked."]
 
 
+async def test_a_conversation_holding_a_requested_slot_of_no_name_is_not_rejected(
+    booking_bot: DialogueModel,
+) -> None:
+    """A conversation that holds `requested_slot: ""` (stored before the form chose the next
+    question in its place, or set through the events API) awaits no answer: as in Rasa
+    (which rejects the form's run only when a slot was asked for), the form runs and asks
+    for the next empty slot. Before, its run was rejected and the greeting rule answered."""
+    conversation = _conversation(booking_bot, "holds-no-name", _AsksFor)
+    await conversation.say("/book")
+    await conversation.agent.append_events(
+        conversation.sender_id, [BotSlotSet(key="requested_slot", value="")]
+    )
+
+    turn = await conversation.say("/greet")
+
+    assert not any(isinstance(e, BotRejected) for e in turn.events)
+    assert turn.texts == ["How many guests?"]
+    assert (await conversation.tracker()).get_slot("requested_slot") == "guests"
+
+
 class _WithGuestName(_AsksFor):
     """Adds `guest_name`, filled from the message text by `extract_guest_name`."""
 
