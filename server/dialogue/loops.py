@@ -109,7 +109,8 @@ class FormAction(Action):
             candidates = _slot_candidates(tracker, wanted)
             validated = await self._validate(ctx, candidates, events)
             filled_any = any(isinstance(e, SlotSet) and e.key != REQUESTED_SLOT for e in validated)
-            if requested is not None and not candidates and not filled_any:
+            # As Rasa: an answer is awaited only when a slot was asked for (not "").
+            if requested and not candidates and not filled_any:
                 if not _rejected(validated):
                     raise ActionRejected(
                         self.name, f"Failed to extract slot {requested} with action {self.name}"
@@ -193,12 +194,13 @@ _UNSET = object()
 def _last_requested(events: list[Event]) -> Any:
     """The slot the validation action asked for: the value of its last `requested_slot`, None
     when it ended the form (so does `ActiveLoop(null)`), `_UNSET` when it chose nothing. A
-    value that is no slot name (an object, a list) chooses nothing."""
+    value that is no slot name (an object, a list, `""`, as Rasa reads an empty name)
+    chooses nothing."""
     for event in reversed(events):
         if isinstance(event, ActiveLoop) and event.name is None:
             return None
         if isinstance(event, SlotSet) and event.key == REQUESTED_SLOT:
-            if event.value is None or isinstance(event.value, str):
+            if event.value is None or (isinstance(event.value, str) and event.value):
                 return event.value
             return _UNSET
     return _UNSET

@@ -35,8 +35,8 @@ def mapping_value(
     if not _intent_desired(mapping, intent, tracker, domain):
         return False, None
     if mapping.type == "from_trigger_intent":
-        # As in Rasa: only while a loop is active (the form this message activates, see
-        # `trigger_intent_slots`), and one of those its conditions name, if any.
+        # As in Rasa: only while a loop is active (the form this message activates, whose
+        # activation extracts again: `activation_slots`), and one its conditions name, if any.
         loops = [condition.get("active_loop") for condition in mapping.conditions]
         if active_loop is None or (loops and active_loop not in loops):
             return False, None

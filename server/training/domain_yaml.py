@@ -72,6 +72,8 @@ _RESPONSE_LISTS = frozenset({"buttons", "quick_replies", "elements", "condition"
 _MAPPING_KEYS = frozenset(
     {"type", "intent", "not_intent", "entity", "role", "group", "value", "action", "conditions"}
 )
+# What a form has, as Rasa's domain schema lists it.
+_FORM_KEYS = ("required_slots", "ignored_intents")
 # Mappings that set the slot to their `value` (Rasa's domain requires one).
 _VALUE_MAPPINGS = frozenset({"from_intent", "from_trigger_intent"})
 # Sections of a training data file, which may share a file with domain sections.
@@ -503,6 +505,8 @@ class DomainReader:
             return
         if not isinstance(spec, dict):
             raise InvalidProjectFile(f"form '{name}' must be a mapping", filename, line)
+        if not self._from_archive:  # a model trained before these checks still loads
+            self.check_form_keys(name, spec, filename, line)
         ignored = spec.get("ignored_intents")
         if ignored is not None and not _is_names(ignored):
             raise InvalidProjectFile(
@@ -528,6 +532,36 @@ class DomainReader:
                 f"'required_slots' of form '{name}' must be a list of slot names",
                 filename,
                 line_of(spec, "required_slots", line),
+            )
+
+    @staticmethod
+    def check_form_keys(name: str, spec: dict[str, Any], filename: str, line: int | None) -> None:
+        """Refuses what Rasa refuses in a form, each of which would train a form that asks
+        for nothing: a key forms do not have (a typo, or Rasa 2.0's slot mappings under the
+        form), and `ignored_intents` without `required_slots`."""
+        for key, value in spec.items():
+            if key in _FORM_KEYS:
+                continue
+            if "required_slots" not in spec and _are_mappings(value):
+                raise InvalidProjectFile(
+                    f"form '{name}' is in Rasa 2's format (slot mappings under the form); Rasa 3 "
+                    "wants 'required_slots', a list of slot names, with the mappings on the "
+                    "slots: `botserver data migrate` rewrites the domain so",
+                    filename,
+                    line_of(spec, key, line),
+                )
+            raise InvalidProjectFile(
+                f"unknown key '{key}' in form '{name}'; a form has "
+                + " and ".join(f"'{k}'" for k in _FORM_KEYS),
+                filename,
+                line_of(spec, key, line),
+            )
+        if "ignored_intents" in spec and "required_slots" not in spec:
+            raise InvalidProjectFile(
+                f"form '{name}' has 'ignored_intents', so it needs 'required_slots' too "
+                "(a list of slot names, `[]` for none), as Rasa requires",
+                filename,
+                line_of(spec, "ignored_intents", line),
             )
 
     def check_session_config(self, data: dict[str, Any], filename: str) -> None:
@@ -716,6 +750,16 @@ def _is_names(value: Any) -> bool:
     """One name or a list of names (`intent: greet`, `intent: [greet, hi]`)."""
     return isinstance(value, str) or (
         isinstance(value, list) and all(isinstance(name, str) for name in value)
+    )
+
+
+def _are_mappings(value: Any) -> bool:
+    """Whether `value` reads as one slot's mappings in a Rasa 2 form (a list of mappings,
+    each with a `type`)."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, dict) and "type" in m for m in value)
     )
 
 

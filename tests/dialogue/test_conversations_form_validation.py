@@ -11,6 +11,7 @@ from rasa_sdk import Action, ActionExecutionRejection, FormValidationAction
 from rasa_sdk import Tracker as SdkTracker
 from rasa_sdk.events import ActionExecutionRejected
 from rasa_sdk.events import ActiveLoop as SdkActiveLoop
+from rasa_sdk.events import SlotSet as SdkSlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
@@ -240,6 +241,54 @@ async def test_the_validation_action_chooses_the_order_of_the_questions(
     assert (await conversation.tracker()).get_slot("requested_slot") == "city"
     assert (await conversation.say('/inform{"city": "Rome"}')).texts == ["How many guests?"]
     assert (await conversation.say('/inform{"number": 3}')).texts == ["Booked."]
+
+
+class _AsksForNoName(Action):
+    """Answers an answer with `requested_slot: ""`: a slot of no name."""
+
+    def name(self) -> str:
+        return "validate_booking_form"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: SdkTracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        return [SdkSlotSet("requested_slot", "")] if tracker.get_slot("guests") else []
+
+
+async def test_a_requested_slot_of_no_name_lets_the_form_choose_the_next_question(
+    booking_bot: DialogueModel,
+) -> None:
+    """As in Rasa (whose form asks for the slot the validation action names only when it
+    names one): the form asks for the next empty slot of its list. Before, it asked
+    nothing, and the next answer was rejected as one to no question."""
+    conversation = _conversation(booking_bot, "no-name", _AsksForNoName)
+    await conversation.say("/book")
+
+    turn = await conversation.say('/inform{"number": 2}')
+
+    assert turn.texts == ["Which city?"]
+    assert (await conversation.tracker()).get_slot("requested_slot") == "city"
+    assert (await conversation.say('/inform{"city": "Rome"}')).texts == ["Booked."]
+
+
+async def test_a_conversation_holding_a_requested_slot_of_no_name_is_not_rejected(
+    booking_bot: DialogueModel,
+) -> None:
+    """A conversation that holds `requested_slot: ""` (stored before the form chose the next
+    question in its place, or set through the events API) awaits no answer: as in Rasa
+    (which rejects the form's run only when a slot was asked for), the form runs and asks
+    for the next empty slot. Before, its run was rejected and the greeting rule answered."""
+    conversation = _conversation(booking_bot, "holds-no-name", _AsksFor)
+    await conversation.say("/book")
+    await conversation.agent.append_events(
+        conversation.sender_id, [BotSlotSet(key="requested_slot", value="")]
+    )
+
+    turn = await conversation.say("/greet")
+
+    assert not any(isinstance(e, BotRejected) for e in turn.events)
+    assert turn.texts == ["How many guests?"]
+    assert (await conversation.tracker()).get_slot("requested_slot") == "guests"
 
 
 class _WithGuestName(_AsksFor):

@@ -206,6 +206,13 @@ _CONDITIONED = (
     "    - type: from_entity\n      entity: e\n      conditions:\n      - "
 )
 
+# A form in Rasa 2.0's format: its slots' mappings right under its name.
+_RASA_2_FORM = (
+    "entities: [cuisine]\nslots:\n  cuisine: {type: text, mappings: [{type: custom}]}\n"
+    "forms:\n  f:\n    ignored_intents: [chat]\n"
+    "    cuisine:\n    - type: from_entity\n      entity: cuisine\n"
+)
+
 # A response variation with one condition, to be completed by one of the condition's keys.
 _RESPONSE_CONDITION = "responses:\n  utter_a:\n  - text: a\n    condition:\n    - value: x\n      "
 
@@ -249,6 +256,12 @@ _RESPONSE_CONDITION = "responses:\n  utter_a:\n  - text: a\n    condition:\n    
             "a date",
         ),
         ("forms:\n  f:\n    required_slots: name\n", 3, "list of slot names"),
+        # Before: these trained into a form that asked for nothing (activated, it ended at
+        # once); Rasa's domain schema refuses a key a form does not have, and Rasa refuses
+        # `ignored_intents` without `required_slots`.
+        ("forms:\n  f:\n    required_slot: [s]\n", 3, "unknown key 'required_slot' in form"),
+        (_RASA_2_FORM, 7, "form 'f' is in Rasa 2's format (slot mappings under the form)"),
+        ("intents: [chat]\nforms:\n  f:\n    ignored_intents: chat\n", 4, "needs 'required_"),
         ("intents:\n- greet: {use_entities: maybe}\n", 2, "use_entities"),
         # Before: accepted; Rasa refuses an intent with a ':' and nothing after it.
         ("version: '3.1'\nintents:\n- bye\n- greet:\n", 4, "intent 'greet' has a ':' but no"),
@@ -380,6 +393,17 @@ def test_a_models_domain_with_a_form_named_like_a_default_action_still_loads() -
     assert "action_restart" in reader.build(domain, "domain.json").forms
     with pytest.raises(InvalidProjectFile, match="form 'action_restart' is named like"):
         DomainReader(warnings=[]).build(domain, "domain.yml")
+
+
+def test_a_models_form_with_a_key_forms_do_not_have_still_loads() -> None:
+    # Trained before training refused it: the model keeps serving, the form as it was.
+    forms = {"f": {"required_slot": ["s"]}, "g": {"ignored_intents": "x"}}
+    domain: dict[str, Any] = {"forms": forms}
+    reader = DomainReader(warnings=[], from_archive=True)
+    reader.check(domain, "domain.json")
+    assert reader.build(domain, "domain.json").forms["f"].required_slots == []
+    with pytest.raises(InvalidProjectFile, match="unknown key 'required_slot' in form 'f'"):
+        DomainReader(warnings=[]).check(domain, "domain.yml")
 
 
 def test_a_models_response_condition_naming_no_slot_still_loads() -> None:
