@@ -56,7 +56,6 @@ from server.api.tracker_response import around_prediction, freed_after_sending, 
 from server.auth import keep_endpoint_secrets_out_of_logs, redact, require_auth
 from server.dialogue.messages import MAX_TEXT_CHARS
 from server.dialogue.processor import DialogueModel
-from server.dialogue.story_export import annotate_entities
 from server.errors import (
     BotServerError,
     InvalidConfig,
@@ -74,6 +73,7 @@ from server.json_values import OFF_LOOP_JSON_BYTES, key_given_twice
 from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
+from server.nlu.training_data import annotated_text, annotations_of
 from server.trackers.events import OFF_LOOP_EVENTS, events_from_list
 from server.trackers.freeing import free_off_loop
 from server.trackers.tracker import Tracker
@@ -476,7 +476,7 @@ def _nlu_data_from_json(body: Any) -> Any:
                 "common_examples",
                 "body",
             )
-        text = annotate_entities(example["text"], [e for e in entities if isinstance(e, dict)])
+        text = annotated_text(example["text"], annotations_of(entities))
         by_intent.setdefault(intent, []).append(" ".join(text.split()))
     document = {
         "version": "3.1",

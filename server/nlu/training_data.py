@@ -145,40 +145,56 @@ class NLUTrainingData:
         return sorted({name.split("/", 1)[0] for name in names})
 
 
-def annotated_text(example: Example) -> str:
-    """The example in Rasa's markup: `[text](entity)`, or `[text]{"entity": ...}` when the
-    value, role or group says more than the text, or `[text][{...}, {...}]` for several
-    entities on the same text."""
+def annotated_text(text: str, entities: Iterable[EntityAnnotation]) -> str:
+    """`text` in Rasa's training-data markup: `[span](entity)`, `[span]{"entity": ...}` with
+    the role, group and value (when not the span's text) in Rasa's order, or
+    `[span][{...}, {...}]` for several entities on one span. An entity overlapping an earlier
+    one, or outside the text, is left out and its text left as it is."""
+    spans: dict[tuple[int, int], list[EntityAnnotation]] = {}
+    for entity in sorted(entities, key=lambda e: e.start):
+        spans.setdefault((entity.start, entity.end), []).append(entity)
     parts: list[str] = []
     position = 0
-    spans: dict[tuple[int, int], list[EntityAnnotation]] = {}
-    for entity in sorted(example.entities, key=lambda e: e.start):
-        spans.setdefault((entity.start, entity.end), []).append(entity)
-    for (start, end), entities in spans.items():
-        span = example.text[start:end]
-        parts.append(example.text[position:start])
-        if len(entities) > 1:
-            fields = ", ".join(json.dumps(_fields(e, span), ensure_ascii=False) for e in entities)
-            parts.append(f"[{span}][{fields}]")
+    for (start, end), same_span in spans.items():
+        if start < position or end > len(text) or start >= end:
+            continue
+        span = text[start:end]
+        fields = [_markup_fields(entity, span) for entity in same_span]
+        if len(fields) > 1:
+            markup = "[" + ", ".join(json.dumps(f, ensure_ascii=False) for f in fields) + "]"
+        elif len(fields[0]) == 1:
+            markup = f"({fields[0]['entity']})"
         else:
-            parts.append(f"[{span}]{_entity_markup(entities[0], span)}")
+            markup = json.dumps(fields[0], ensure_ascii=False)
+        parts.append(f"{text[position:start]}[{span}]{markup}")
         position = end
-    parts.append(example.text[position:])
+    parts.append(text[position:])
     return "".join(parts)
 
 
-def _entity_markup(entity: EntityAnnotation, span: str) -> str:
-    if entity.value == span and entity.role is None and entity.group is None:
-        return f"({entity.entity})"
-    return json.dumps(_fields(entity, span), ensure_ascii=False)
-
-
-def _fields(entity: EntityAnnotation, span: str) -> dict[str, Any]:
+def _markup_fields(entity: EntityAnnotation, span: str) -> dict[str, Any]:
+    """An entity's markup fields in the order Rasa writes them: its value only when it is
+    not the span's text."""
     fields: dict[str, Any] = {"entity": entity.entity}
-    if entity.value != span:
-        fields["value"] = entity.value
     if entity.role is not None:
         fields["role"] = entity.role
     if entity.group is not None:
         fields["group"] = entity.group
+    if entity.value is not None and entity.value != span:
+        fields["value"] = entity.value
     return fields
+
+
+def annotations_of(entities: Iterable[Any]) -> list[EntityAnnotation]:
+    """The entities of a parse result or a user event (Rasa's entity JSON) that mark a span
+    of its text; others (those given with a `/intent{...}` message) have no markup."""
+    return [
+        EntityAnnotation(
+            e["start"], e["end"], e.get("value"), e["entity"], e.get("role"), e.get("group")
+        )
+        for e in entities
+        if isinstance(e, dict)
+        and isinstance(e.get("start"), int)
+        and isinstance(e.get("end"), int)
+        and isinstance(e.get("entity"), str)
+    ]

@@ -491,7 +491,7 @@ def _intent_item(name: str, examples: list[Example]) -> dict[str, Any]:
         item["metadata"] = intent_metadata
     # Reading YAML strips an example's edges (as Rasa's reader does), so a JSON text ending in
     # a line break ("yes\n") is written as it reads back, `- yes`, not as a `text: |` block.
-    texts = [annotated_text(e).strip() for e in examples]
+    texts = [annotated_text(e.text, e.entities).strip() for e in examples]
     own = [(e.metadata or {}).get("example") for e in examples]
     if any(own) or any("\n" in t for t in texts):
         listed: list[dict[str, Any]] = []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from server.dialogue.story_export import annotate_entities, conversation_story
-from server.nlu.training_data import EntityAnnotation
+from server.dialogue.story_export import conversation_story
+from server.nlu.training_data import EntityAnnotation, annotated_text, annotations_of
 from server.trackers.events import (
     ActionExecuted,
     DefinePrevUserUtteredFeaturization,
@@ -24,7 +24,7 @@ def test_entities_use_rasas_markup() -> None:
         {"entity": "city", "start": 8, "end": 14, "value": "Berlin"},
         {"entity": "day", "start": 15, "end": 20, "value": "2026-01-01", "role": "from"},
     ]
-    assert annotate_entities("fly to  Berlin today", entities) == (
+    assert annotated_text("fly to  Berlin today", annotations_of(entities)) == (
         'fly to  [Berlin](city) [today]{"entity": "day", "role": "from", "value": "2026-01-01"}'
     )
 
@@ -35,7 +35,7 @@ def test_entities_on_the_same_text_are_written_as_one_list_as_rasa_writes_them()
         {"entity": "city", "start": 3, "end": 9, "value": "Berlin"},
         {"entity": "place", "start": 3, "end": 9, "value": "Berlin", "role": "to"},
     ]
-    text = annotate_entities("to Berlin", entities)
+    text = annotated_text("to Berlin", annotations_of(entities))
     assert text == 'to [Berlin][{"entity": "city"}, {"entity": "place", "role": "to"}]'
     assert parse_annotated_text(text)[1] == [
         EntityAnnotation(3, 9, "Berlin", "city"),

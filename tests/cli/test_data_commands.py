@@ -222,6 +222,20 @@ def test_convert_keeps_metadata_roles_and_lookups(run_cli, tmp_path: Path) -> No
     assert data.lookups == {"city": ["Berlin", "Paris"]}
 
 
+def test_convert_writes_entity_fields_in_rasas_order(run_cli, tmp_path: Path) -> None:
+    """Rasa writes entity, role, group, value; before, the value came second."""
+    entity = {"start": 5, "end": 7, "value": "San Francisco", "entity": "city", "role": "from",
+              "group": "1"}  # fmt: skip
+    examples = [{"text": "from SF on", "intent": "fly", "entities": [entity]}]
+    (tmp_path / "in.json").write_text(json.dumps({"rasa_nlu_data": {"common_examples": examples}}))
+    result = run_cli("data", "convert", "nlu", "--data", "in.json", "--out", "out.yml",
+                     cwd=tmp_path)  # fmt: skip
+    assert result.code == 0, result.err
+    assert yaml.safe_load((tmp_path / "out.yml").read_text())["nlu"][0]["examples"] == (
+        '- from [SF]{"entity": "city", "role": "from", "group": "1", "value": "San Francisco"} on\n'
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
