@@ -17,7 +17,7 @@ from server.dialogue.processor import DialogueModel, note_text_featurization, pr
 from server.dialogue.slot_extraction import extract_slots
 from server.dialogue.story_export import yaml_scalar
 from server.dialogue.story_steps import StoryStep
-from server.nlu.training_data import annotated_text, annotations_of
+from server.nlu.training_data import message_markup
 from server.trackers.events import (
     ACTION_LISTEN,
     ActionExecuted,
@@ -161,9 +161,7 @@ def _entity_spans(entities: list[dict[str, Any]]) -> set[tuple[str, Any, Any, st
 
 def _understood(parsed: dict[str, Any]) -> str:
     """The parsed text with the entities found marked up, as Rasa's test stories write it."""
-    return annotated_text(
-        str(parsed.get("text") or ""), annotations_of(parsed.get("entities") or [])
-    )
+    return message_markup(str(parsed.get("text") or ""), parsed.get("entities") or [])
 
 
 def _form_might_reject(tracker: Tracker, model: DialogueModel, predicted: str) -> bool:

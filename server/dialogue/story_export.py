@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from server.nlu.training_data import annotated_text, annotations_of
+from server.nlu.training_data import message_markup
 from server.trackers.events import (
     ACTION_LISTEN,
     ACTION_SESSION_START,
@@ -104,9 +104,7 @@ def _step_lines(event: Event, by_text: set[int]) -> list[str]:
             lines.append(f"{first}intent: {yaml_scalar(event.intent_name)}")
             first = "    "
         if event.text:
-            lines.extend(
-                _text("user", annotated_text(event.text, annotations_of(event.entities)), first)
-            )
+            lines.extend(_text("user", message_markup(event.text, event.entities), first))
         return lines
     if isinstance(event, ActionExecuted):
         if event.action_name:

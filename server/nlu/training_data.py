@@ -185,9 +185,18 @@ def _markup_fields(entity: EntityAnnotation, span: str) -> dict[str, Any]:
     return fields
 
 
+def message_markup(text: str, entities: Iterable[Any]) -> str:
+    """A user message (its text and parsed entities) as Rasa's stories write it: marked up
+    with `annotated_text`, except a `/intent{...}` message, written as it is since its JSON
+    gives its entities (marked up over that JSON, a number's value read back as no text)."""
+    if text.lstrip().startswith("/"):
+        return text
+    return annotated_text(text, annotations_of(entities))
+
+
 def annotations_of(entities: Iterable[Any]) -> list[EntityAnnotation]:
     """The entities of a parse result or a user event (Rasa's entity JSON) that mark a span
-    of its text; others (those given with a `/intent{...}` message) have no markup."""
+    of its text (an int start and end, and an entity name); others have no markup."""
     return [
         EntityAnnotation(
             e["start"], e["end"], e.get("value"), e["entity"], e.get("role"), e.get("group")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 
 from server.dialogue.story_export import conversation_story
+from server.nlu.regex_message import parse_regex_message
 from server.nlu.training_data import EntityAnnotation, annotated_text, annotations_of
 from server.trackers.events import (
     ActionExecuted,
@@ -16,6 +17,7 @@ from server.trackers.events import (
 )
 from server.trackers.tracker import Tracker
 from server.training.nlu_yaml import parse_annotated_text
+from server.training.stories_yaml import read_story_data
 from server.training.yaml_io import parse_yaml
 
 
@@ -41,6 +43,21 @@ def test_entities_on_the_same_text_are_written_as_one_list_as_rasa_writes_them()
         EntityAnnotation(3, 9, "Berlin", "city"),
         EntityAnnotation(3, 9, "Berlin", "place", "to"),
     ]
+
+
+def test_an_intent_message_is_written_as_sent_and_reads_back() -> None:
+    """Rasa writes a `/intent{...}` message (a button's payload) as it is: its entities are
+    given in its JSON. Before, each was marked up over that JSON,
+    `/inform[{"count": 5}]{"entity": "count", "value": 5}`, which the story reader then
+    refused (an entity value in markup must be text)."""
+    text = '/inform{"count": 5, "city": "Berlin"}'
+    events = [UserUttered(text=text, parse_data=parse_regex_message(text) or {})]
+    story = conversation_story(Tracker("u1", {}, events))
+    assert f"    user: |-\n      {text}\n" in story
+    [step] = read_story_data(parse_yaml(story), "story.yml")
+    [read] = [event for event in step.events if isinstance(event, UserUttered)]
+    assert read.text == text
+    assert [(e["entity"], e["value"]) for e in read.entities] == [("count", 5), ("city", "Berlin")]
 
 
 def _session(at: float, text: str) -> list:
