@@ -145,11 +145,16 @@ class NLUTrainingData:
         return sorted({name.split("/", 1)[0] for name in names})
 
 
-def annotated_text(text: str, entities: Iterable[EntityAnnotation]) -> str:
+def annotated_text(
+    text: str,
+    entities: Iterable[EntityAnnotation],
+    left_out: list[EntityAnnotation] | None = None,
+) -> str:
     """`text` in Rasa's training-data markup: `[span](entity)`, `[span]{"entity": ...}` with
     the role, group and value (when not the span's text) in Rasa's order, or
     `[span][{...}, {...}]` for several entities on one span. An entity overlapping an earlier
-    one, or outside the text, is left out and its text left as it is."""
+    one, or outside the text, is left out (added to `left_out`) and its text left as it is
+    (Rasa writes the overlapped text twice, or fails when both start at one character)."""
     spans: dict[tuple[int, int], list[EntityAnnotation]] = {}
     for entity in sorted(entities, key=lambda e: e.start):
         spans.setdefault((entity.start, entity.end), []).append(entity)
@@ -157,6 +162,8 @@ def annotated_text(text: str, entities: Iterable[EntityAnnotation]) -> str:
     position = 0
     for (start, end), same_span in spans.items():
         if start < position or end > len(text) or start >= end:
+            if left_out is not None:
+                left_out.extend(same_span)
             continue
         span = text[start:end]
         fields = [_markup_fields(entity, span) for entity in same_span]
