@@ -649,10 +649,28 @@ def _origins(value: Any) -> str | list[str] | None:
     if value is None or value == "" or value == []:
         return None
     if isinstance(value, str):
-        return value
+        return _as_browsers_send(value)
     if isinstance(value, list) and all(isinstance(origin, str) for origin in value):
-        return value
+        return [_as_browsers_send(origin) for origin in value]
     raise InvalidConfig(
         "'cors_allowed_origins' must be \"*\", an origin or a list of origins, "
         f"not {settings.kind(value)}"
     )
+
+
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def _as_browsers_send(origin: str) -> str:
+    """`origin` as a browser's `Origin` header spells it: scheme and host in lower case,
+    without a trailing slash or the scheme's default port. python-socketio compares the two
+    as written, so `https://Example.com/` refused every browser of https://example.com."""
+    scheme, separator, rest = origin.partition("://")
+    if not separator:
+        return origin  # "*", "null"
+    host, slash, path = rest.partition("/")
+    scheme, host = scheme.lower(), host.lower()
+    default_port = _DEFAULT_PORTS.get(scheme)
+    if default_port is not None:
+        host = host.removesuffix(default_port)
+    return f"{scheme}://{host}" + ("" if path == "" else slash + path)

@@ -17,7 +17,7 @@ from server.dialogue.processor import DialogueModel, note_text_featurization, pr
 from server.dialogue.slot_extraction import extract_slots
 from server.dialogue.story_export import yaml_scalar
 from server.dialogue.story_steps import StoryStep
-from server.nlu.training_data import EntityAnnotation, Example, annotated_text
+from server.nlu.training_data import message_markup
 from server.trackers.events import (
     ACTION_LISTEN,
     ActionExecuted,
@@ -161,14 +161,7 @@ def _entity_spans(entities: list[dict[str, Any]]) -> set[tuple[str, Any, Any, st
 
 def _understood(parsed: dict[str, Any]) -> str:
     """The parsed text with the entities found marked up, as Rasa's test stories write it."""
-    entities = [
-        EntityAnnotation(
-            e["start"], e["end"], e.get("value"), str(e["entity"]), e.get("role"), e.get("group")
-        )
-        for e in parsed.get("entities") or []
-        if isinstance(e.get("start"), int) and isinstance(e.get("end"), int)
-    ]
-    return annotated_text(Example(str(parsed.get("text") or ""), None, entities))
+    return message_markup(str(parsed.get("text") or ""), parsed.get("entities") or [])
 
 
 def _form_might_reject(tracker: Tracker, model: DialogueModel, predicted: str) -> bool:

@@ -7,13 +7,13 @@ actions other than `action_listen` and session starts, slots that were set, and 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import yaml
 
+from server.nlu.training_data import message_markup
 from server.trackers.events import (
     ACTION_LISTEN,
     ACTION_SESSION_START,
@@ -50,46 +50,6 @@ def split_sessions(events: Sequence[Event]) -> list[list[Event]]:
     if current:
         sessions.append(current)
     return sessions
-
-
-def annotate_entities(text: str, entities: Iterable[dict[str, Any]]) -> str:
-    """Rasa's training-data markup: `[span](entity)`, `[span]{"entity": ..., "value": ...}`,
-    or `[span][{"entity": ...}, {"entity": ...}]` for several entities on one span."""
-    spans: dict[tuple[int, int], list[dict[str, Any]]] = {}
-    for entity in sorted(
-        (e for e in entities if isinstance(e.get("start"), int) and isinstance(e.get("end"), int)),
-        key=lambda e: e["start"],
-    ):
-        spans.setdefault((entity["start"], entity["end"]), []).append(entity)
-    out: list[str] = []
-    position = 0
-    for (start, end), same_span in spans.items():
-        if start < position or end > len(text) or start >= end:
-            continue  # overlapping or out of range: leave the text as it is
-        span = text[start:end]
-        specs = [_entity_spec(entity, span) for entity in same_span]
-        if len(specs) > 1:
-            markup = "[" + ", ".join(json.dumps(s, ensure_ascii=False) for s in specs) + "]"
-        elif len(specs[0]) == 1:
-            markup = f"({specs[0]['entity']})"
-        else:
-            markup = json.dumps(specs[0], ensure_ascii=False)
-        out.append(text[position:start])
-        out.append(f"[{span}]{markup}")
-        position = end
-    out.append(text[position:])
-    return "".join(out)
-
-
-def _entity_spec(entity: dict[str, Any], span: str) -> dict[str, Any]:
-    """An entity's markup fields, in Rasa's order; its value only when not its text."""
-    spec: dict[str, Any] = {"entity": entity.get("entity")}
-    for key in ("role", "group"):
-        if entity.get(key) is not None:
-            spec[key] = entity[key]
-    if entity.get("value") is not None and entity.get("value") != span:
-        spec["value"] = entity["value"]
-    return spec
 
 
 def yaml_scalar(value: Any) -> str:
@@ -144,7 +104,7 @@ def _step_lines(event: Event, by_text: set[int]) -> list[str]:
             lines.append(f"{first}intent: {yaml_scalar(event.intent_name)}")
             first = "    "
         if event.text:
-            lines.extend(_text("user", annotate_entities(event.text, event.entities), first))
+            lines.extend(_text("user", message_markup(event.text, event.entities), first))
         return lines
     if isinstance(event, ActionExecuted):
         if event.action_name:

@@ -145,40 +145,72 @@ class NLUTrainingData:
         return sorted({name.split("/", 1)[0] for name in names})
 
 
-def annotated_text(example: Example) -> str:
-    """The example in Rasa's markup: `[text](entity)`, or `[text]{"entity": ...}` when the
-    value, role or group says more than the text, or `[text][{...}, {...}]` for several
-    entities on the same text."""
+def annotated_text(
+    text: str,
+    entities: Iterable[EntityAnnotation],
+    left_out: list[EntityAnnotation] | None = None,
+) -> str:
+    """`text` in Rasa's training-data markup: `[span](entity)`, `[span]{"entity": ...}` with
+    the role, group and value (when not the span's text) in Rasa's order, or
+    `[span][{...}, {...}]` for several entities on one span. An entity overlapping an earlier
+    one, or outside the text, is left out (added to `left_out`) and its text left as it is
+    (Rasa writes the overlapped text twice, or fails when both start at one character)."""
+    spans: dict[tuple[int, int], list[EntityAnnotation]] = {}
+    for entity in sorted(entities, key=lambda e: e.start):
+        spans.setdefault((entity.start, entity.end), []).append(entity)
     parts: list[str] = []
     position = 0
-    spans: dict[tuple[int, int], list[EntityAnnotation]] = {}
-    for entity in sorted(example.entities, key=lambda e: e.start):
-        spans.setdefault((entity.start, entity.end), []).append(entity)
-    for (start, end), entities in spans.items():
-        span = example.text[start:end]
-        parts.append(example.text[position:start])
-        if len(entities) > 1:
-            fields = ", ".join(json.dumps(_fields(e, span), ensure_ascii=False) for e in entities)
-            parts.append(f"[{span}][{fields}]")
+    for (start, end), same_span in spans.items():
+        if start < position or end > len(text) or start >= end:
+            if left_out is not None:
+                left_out.extend(same_span)
+            continue
+        span = text[start:end]
+        fields = [_markup_fields(entity, span) for entity in same_span]
+        if len(fields) > 1:
+            markup = "[" + ", ".join(json.dumps(f, ensure_ascii=False) for f in fields) + "]"
+        elif len(fields[0]) == 1:
+            markup = f"({fields[0]['entity']})"
         else:
-            parts.append(f"[{span}]{_entity_markup(entities[0], span)}")
+            markup = json.dumps(fields[0], ensure_ascii=False)
+        parts.append(f"{text[position:start]}[{span}]{markup}")
         position = end
-    parts.append(example.text[position:])
+    parts.append(text[position:])
     return "".join(parts)
 
 
-def _entity_markup(entity: EntityAnnotation, span: str) -> str:
-    if entity.value == span and entity.role is None and entity.group is None:
-        return f"({entity.entity})"
-    return json.dumps(_fields(entity, span), ensure_ascii=False)
-
-
-def _fields(entity: EntityAnnotation, span: str) -> dict[str, Any]:
+def _markup_fields(entity: EntityAnnotation, span: str) -> dict[str, Any]:
+    """An entity's markup fields in the order Rasa writes them: its value only when it is
+    not the span's text."""
     fields: dict[str, Any] = {"entity": entity.entity}
-    if entity.value != span:
-        fields["value"] = entity.value
     if entity.role is not None:
         fields["role"] = entity.role
     if entity.group is not None:
         fields["group"] = entity.group
+    if entity.value is not None and entity.value != span:
+        fields["value"] = entity.value
     return fields
+
+
+def message_markup(text: str, entities: Iterable[Any]) -> str:
+    """A user message (its text and parsed entities) as Rasa's stories write it: marked up
+    with `annotated_text`, except a `/intent{...}` message, written as it is since its JSON
+    gives its entities (marked up over that JSON, a number's value read back as no text)."""
+    if text.lstrip().startswith("/"):
+        return text
+    return annotated_text(text, annotations_of(entities))
+
+
+def annotations_of(entities: Iterable[Any]) -> list[EntityAnnotation]:
+    """The entities of a parse result or a user event (Rasa's entity JSON) that mark a span
+    of its text (an int start and end, and an entity name); others have no markup."""
+    return [
+        EntityAnnotation(
+            e["start"], e["end"], e.get("value"), e["entity"], e.get("role"), e.get("group")
+        )
+        for e in entities
+        if isinstance(e, dict)
+        and isinstance(e.get("start"), int)
+        and isinstance(e.get("end"), int)
+        and isinstance(e.get("entity"), str)
+    ]

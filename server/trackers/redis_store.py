@@ -444,10 +444,11 @@ class RedisTrackerStore:
         raise redis_errors.ConnectionError("converting Rasa's layout kept being interrupted")
 
     async def keys(self) -> list[str]:
-        found = []
-        with self._errors():
-            async for key in self._redis.scan_iter(match=self._prefix + "*", count=500):
-                found.append(key[len(self._prefix) :])
+        found: list[str] = []
+        cursor = None
+        while cursor != 0:
+            cursor, sender_ids = await self._scan_page(cursor or 0)
+            found.extend(sender_ids)
         return found
 
     async def delete(self, sender_id: str) -> None:
@@ -468,13 +469,32 @@ class RedisTrackerStore:
                 return deleted
 
     async def _scan_page(self, cursor: int) -> tuple[int, list[str]]:
-        """One SCAN step over the conversations: the next cursor (0: done) and their ids."""
+        """One SCAN step over the conversations: the next cursor (0: done) and their ids.
+        The names come as bytes: one that is not UTF-8 (another program's key under the
+        prefix) is passed over with a warning, where decoding the answer failed the page."""
         with self._errors():
-            cursor, keys = await self._redis.scan(
-                cursor, match=self._prefix + "*", count=_PRUNE_BATCH
+            cursor, keys = await self._redis.execute_command(
+                "SCAN",
+                cursor,
+                "MATCH",
+                self._prefix + "*",
+                "COUNT",
+                _PRUNE_BATCH,
+                NEVER_DECODE=True,
             )
-        names = [key.decode() if isinstance(key, bytes) else key for key in keys]
-        return int(cursor), [name[len(self._prefix) :] for name in names]
+        sender_ids = []
+        for key in keys:
+            try:
+                name = key.decode() if isinstance(key, bytes) else key
+            except UnicodeDecodeError:
+                logger.warning(
+                    "Tracker store: the Redis key %r is not UTF-8 text, so no conversation's; "
+                    "left as it is",
+                    key,
+                )
+                continue
+            sender_ids.append(name[len(self._prefix) :])
+        return int(cursor), sender_ids
 
     async def _prune(self, batch: list[str], cutoff_timestamp: float) -> int:
         """Deletes those of `batch` whose newest event is older than the cutoff; how many."""

@@ -482,6 +482,22 @@ def _lines(texts: list[str]) -> str:
     return "".join(f"- {text}\n" for text in texts)
 
 
+def _written(example: Example) -> str:
+    """The example's text in markup, with a warning for each entity the markup cannot hold."""
+    left_out: list[EntityAnnotation] = []
+    text = annotated_text(example.text, example.entities, left_out).strip()
+    for entity in left_out:
+        logger.warning(
+            "Example %s: the entity %s at %d-%d overlaps another or lies outside the text, "
+            "which Rasa's markup cannot write; it is left out",
+            brief(example.text),
+            brief(entity.entity),
+            entity.start,
+            entity.end,
+        )
+    return text
+
+
 def _intent_item(name: str, examples: list[Example]) -> dict[str, Any]:
     item: dict[str, Any] = {"intent": name}
     intent_metadata = next(
@@ -491,7 +507,7 @@ def _intent_item(name: str, examples: list[Example]) -> dict[str, Any]:
         item["metadata"] = intent_metadata
     # Reading YAML strips an example's edges (as Rasa's reader does), so a JSON text ending in
     # a line break ("yes\n") is written as it reads back, `- yes`, not as a `text: |` block.
-    texts = [annotated_text(e).strip() for e in examples]
+    texts = [_written(e) for e in examples]
     own = [(e.metadata or {}).get("example") for e in examples]
     if any(own) or any("\n" in t for t in texts):
         listed: list[dict[str, Any]] = []

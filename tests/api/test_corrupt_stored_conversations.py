@@ -216,3 +216,42 @@ async def test_retention_keeps_a_long_list_holding_an_item_that_is_not_utf8(
         await store.close()
         await raw.aclose()
         await delete_redis_keys(prefix)
+
+
+async def test_a_key_name_that_is_not_utf8_is_skipped_by_prune_and_export(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A key under the store's prefix whose name is not UTF-8 (written by another program):
+    before, SCAN's answer failed to decode, and the prune and `botserver export` stopped with
+    a UnicodeDecodeError. Now it is left alone with one warning naming it, the rest done."""
+    from server.brokers.export import select_events
+
+    require_service("Redis", REDIS)
+    prefix = unique_name("left14keyname")
+    store = RedisTrackerStore(
+        {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    )
+    raw = Redis(host=REDIS[0], port=REDIS[1])
+    odd = f"{prefix}:tracker:".encode() + b"\xff\xfe"
+    old = {"event": "action", "name": "action_listen", "timestamp": 1.0}
+    try:
+        await raw.rpush(odd, json.dumps(old))
+        for name in ("old1", "old2"):
+            await store.append(name, [old])
+        await store.append("new", [{**old, "timestamp": time.time() + 60}])
+
+        with caplog.at_level(logging.WARNING):
+            assert await store.delete_older_than(time.time()) == 2
+        warned = [r.getMessage() for r in caplog.records if repr(odd) in r.getMessage()]
+        assert len(warned) == 1, [r.getMessage() for r in caplog.records]
+        assert await raw.llen(odd) == 1
+
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            selection = await select_events(store)
+        assert selection.conversations == ["new"]
+        assert [r.getMessage() for r in caplog.records if repr(odd) in r.getMessage()]
+    finally:
+        await store.close()
+        await raw.aclose()
+        await delete_redis_keys(prefix)

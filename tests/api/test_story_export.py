@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import yaml
 
-from server.dialogue.story_export import annotate_entities, conversation_story
-from server.nlu.training_data import EntityAnnotation
+from server.dialogue.story_export import conversation_story
+from server.nlu.regex_message import parse_regex_message
+from server.nlu.training_data import EntityAnnotation, annotated_text, annotations_of
 from server.trackers.events import (
     ActionExecuted,
     DefinePrevUserUtteredFeaturization,
@@ -16,6 +17,7 @@ from server.trackers.events import (
 )
 from server.trackers.tracker import Tracker
 from server.training.nlu_yaml import parse_annotated_text
+from server.training.stories_yaml import read_story_data
 from server.training.yaml_io import parse_yaml
 
 
@@ -24,7 +26,7 @@ def test_entities_use_rasas_markup() -> None:
         {"entity": "city", "start": 8, "end": 14, "value": "Berlin"},
         {"entity": "day", "start": 15, "end": 20, "value": "2026-01-01", "role": "from"},
     ]
-    assert annotate_entities("fly to  Berlin today", entities) == (
+    assert annotated_text("fly to  Berlin today", annotations_of(entities)) == (
         'fly to  [Berlin](city) [today]{"entity": "day", "role": "from", "value": "2026-01-01"}'
     )
 
@@ -35,12 +37,27 @@ def test_entities_on_the_same_text_are_written_as_one_list_as_rasa_writes_them()
         {"entity": "city", "start": 3, "end": 9, "value": "Berlin"},
         {"entity": "place", "start": 3, "end": 9, "value": "Berlin", "role": "to"},
     ]
-    text = annotate_entities("to Berlin", entities)
+    text = annotated_text("to Berlin", annotations_of(entities))
     assert text == 'to [Berlin][{"entity": "city"}, {"entity": "place", "role": "to"}]'
     assert parse_annotated_text(text)[1] == [
         EntityAnnotation(3, 9, "Berlin", "city"),
         EntityAnnotation(3, 9, "Berlin", "place", "to"),
     ]
+
+
+def test_an_intent_message_is_written_as_sent_and_reads_back() -> None:
+    """Rasa writes a `/intent{...}` message (a button's payload) as it is: its entities are
+    given in its JSON. Before, each was marked up over that JSON,
+    `/inform[{"count": 5}]{"entity": "count", "value": 5}`, which the story reader then
+    refused (an entity value in markup must be text)."""
+    text = '/inform{"count": 5, "city": "Berlin"}'
+    events = [UserUttered(text=text, parse_data=parse_regex_message(text) or {})]
+    story = conversation_story(Tracker("u1", {}, events))
+    assert f"    user: |-\n      {text}\n" in story
+    [step] = read_story_data(parse_yaml(story), "story.yml")
+    [read] = [event for event in step.events if isinstance(event, UserUttered)]
+    assert read.text == text
+    assert [(e["entity"], e["value"]) for e in read.entities] == [("count", 5), ("city", "Berlin")]
 
 
 def _session(at: float, text: str) -> list:

@@ -482,6 +482,28 @@ async def test_origins_are_checked_and_cors_headers_not_doubled_by_the_cors_flag
     assert evil.status_code == 400
 
 
+async def test_a_configured_origin_matches_as_a_browser_sends_it() -> None:
+    """A browser's Origin is its scheme and host in lower case, without a trailing slash or
+    the scheme's default port;
+    python-socketio compares it with the configured origins as they are written. Before, a
+    configured `https://Good.example/` refused every connection from https://good.example."""
+    configured = ["HTTPS://Good.example/", "http://Other.example:8080", "https://third.example:443"]
+    settings = {"cors_allowed_origins": configured}
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": settings}), echo)
+    handshake = "/socket.io/?EIO=4&transport=polling"
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+        good = await client.get(handshake, headers={"Origin": "https://good.example"})
+        other = await client.get(handshake, headers={"Origin": "http://other.example:8080"})
+        third = await client.get(handshake, headers={"Origin": "https://third.example"})
+        evil = await client.get(handshake, headers={"Origin": "https://evil.example"})
+    assert good.status_code == 200, good.text
+    assert good.headers.get_list("access-control-allow-origin") == ["https://good.example"]
+    assert other.status_code == 200, other.text
+    assert third.status_code == 200, third.text  # a browser leaves the default port out
+    assert evil.status_code == 400
+
+
 @contextlib.asynccontextmanager
 async def raw_session(bot_url: str, session_id: str) -> AsyncIterator[Any]:
     """A bare websocket in socket.io session `session_id`, to send packets no client would."""

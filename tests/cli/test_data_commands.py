@@ -222,6 +222,39 @@ def test_convert_keeps_metadata_roles_and_lookups(run_cli, tmp_path: Path) -> No
     assert data.lookups == {"city": ["Berlin", "Paris"]}
 
 
+def test_convert_writes_entity_fields_in_rasas_order(run_cli, tmp_path: Path) -> None:
+    """Rasa writes entity, role, group, value; before, the value came second."""
+    entity = {"start": 5, "end": 7, "value": "San Francisco", "entity": "city", "role": "from",
+              "group": "1"}  # fmt: skip
+    examples = [{"text": "from SF on", "intent": "fly", "entities": [entity]}]
+    (tmp_path / "in.json").write_text(json.dumps({"rasa_nlu_data": {"common_examples": examples}}))
+    result = run_cli("data", "convert", "nlu", "--data", "in.json", "--out", "out.yml",
+                     cwd=tmp_path)  # fmt: skip
+    assert result.code == 0, result.err
+    assert yaml.safe_load((tmp_path / "out.yml").read_text())["nlu"][0]["examples"] == (
+        '- from [SF]{"entity": "city", "role": "from", "group": "1", "value": "San Francisco"} on\n'
+    )
+
+
+def test_convert_warns_of_an_entity_overlapping_another(run_cli, tmp_path: Path) -> None:
+    """Rasa's markup cannot hold two entities over overlapping text: the later is left out,
+    the text kept, with a warning naming it. Before (as Rasa), the overlapped text was
+    written twice, `[New York](city)[York City](place) now`, so the example read back as
+    another text; then, for a while, the entity was left out without a word."""
+    entities = [
+        {"start": 0, "end": 8, "entity": "city", "value": "New York"},
+        {"start": 4, "end": 13, "entity": "place", "value": "York City"},
+    ]
+    examples = [{"text": "New York City now", "intent": "go", "entities": entities}]
+    (tmp_path / "in.json").write_text(json.dumps({"rasa_nlu_data": {"common_examples": examples}}))
+    result = run_cli("data", "convert", "nlu", "--data", "in.json", "--out", "out.yml",
+                     cwd=tmp_path)  # fmt: skip
+    assert result.code == 0, result.err
+    written = yaml.safe_load((tmp_path / "out.yml").read_text())["nlu"][0]["examples"]
+    assert written == "- [New York](city) City now\n"
+    assert "'place'" in result.err and "'New York City now'" in result.err, result.err
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

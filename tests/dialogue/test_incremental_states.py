@@ -20,7 +20,7 @@ from server.dialogue.policies.featurization import (
     state_text,
     states_and_labels,
     story_states,
-    window_identities,
+    window_step,
 )
 from server.trackers.events import (
     ActionExecuted,
@@ -113,12 +113,13 @@ def test_states_asked_around_user_featurization_events_equal_a_full_recompute() 
             assert conversation.states == expected
             assert list(conversation.texts(None)) == [state_text(s) for s in expected]
             for last in (1, 2, 5):
-                identities = window_identities(tracker, DOMAIN, last)
+                entry = window_step(tracker, DOMAIN, last)
+                identities = None if entry is None else entry[1]
                 assert identities is not None
                 assert identities[0] == tuple(map(state_identity, expected[-last:]))
 
 
-def test_window_identities_asked_after_every_event_equal_those_of_a_full_recompute() -> None:
+def test_windows_asked_after_every_event_equal_those_of_a_full_recompute() -> None:
     # The ensemble's memory key without ConversationStates, between any two events, after a
     # rewind and a restart (None then: ConversationStates recomputes), with or without the
     # current state's identity asked first.
@@ -134,7 +135,8 @@ def test_window_identities_asked_after_every_event_equal_those_of_a_full_recompu
             tracker.update(event)
             expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
             for last in (1, 2, 5, 40) if n % 2 else (0, 40, 5, 2, 1):
-                both = window_identities(tracker, DOMAIN, last)
+                entry = window_step(tracker, DOMAIN, last)
+                both = None if entry is None else entry[1]
                 if both is None:
                     identities = ConversationStates(tracker, DOMAIN).identities(last)
                 else:
@@ -168,7 +170,8 @@ def test_restarts_and_session_starts_fold_on_without_a_recompute() -> None:
         for added in (events[:middle], events[middle:]):  # a prediction in between
             tracker.update_many(added)
             expected, _ = states_and_labels(tracker.applied_events(), DOMAIN)
-            both = window_identities(tracker, DOMAIN, 5)
+            entry = window_step(tracker, DOMAIN, 5)
+            both = None if entry is None else entry[1]
             rewound = any(isinstance(e, UserUtteranceReverted) for e in added)
             assert (both is None) == rewound
             if both is None:
@@ -390,7 +393,8 @@ def test_story_states_with_hidden_turns_equal_a_full_recompute_after_every_event
             for event in hidden_turns(n):
                 tracker.update(event)
                 expected = story_states(tracker.applied_events(), DOMAIN, rule_only)
-                both = window_identities(tracker, DOMAIN, 5, rule_only)
+                entry = window_step(tracker, DOMAIN, 5, rule_only)
+                both = None if entry is None else entry[1]
                 stories = ConversationStates(tracker, DOMAIN, rule_only).stories()
                 assert stories.states == expected, (n, event)
                 assert list(stories.texts(None)) == [state_text(s) for s in expected]
@@ -422,7 +426,8 @@ def test_story_states_equal_a_full_recompute_in_conversations_without_hidden_tur
     for event in events:
         tracker.update(event)
         expected = story_states(tracker.applied_events(), DOMAIN, NO_RULE_ONLY)
-        both = window_identities(tracker, DOMAIN, 3)
+        entry = window_step(tracker, DOMAIN, 3)
+        both = None if entry is None else entry[1]
         assert both is not None
         assert both[1] == tuple(map(state_identity, expected[-3:])), event
         assert ConversationStates(tracker, DOMAIN).stories().states == expected, event

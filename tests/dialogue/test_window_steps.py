@@ -17,7 +17,7 @@ from server.dialogue.policies.featurization import (
     RuleOnly,
     Steps,
     states_behind,
-    window_identities,
+    window_step,
 )
 from server.trackers import events as ev
 from server.trackers.events import (
@@ -116,7 +116,8 @@ def test_windows_from_steps_equal_those_folded_afresh_in_random_conversations(
                 if tracker.active_loop.get("name") is not None or tracker.followup_action:
                     continue  # the ensemble asks for windows only without either
                 behind = states_behind(tracker, domain)
-                got = window_identities(tracker, domain, last, rule_only, steps)
+                entry = window_step(tracker, domain, last, rule_only, steps)
+                got = None if entry is None else entry[1]
                 if got is None:
                     continue
                 asked += 1
@@ -157,7 +158,8 @@ def test_a_step_is_not_taken_past_a_slot_value_of_another_type() -> None:
         ):
             for event in events:
                 tracker.update(event)
-            got = window_identities(tracker, domain, 3, RuleOnly(), steps)
+            entry = window_step(tracker, domain, 3, RuleOnly(), steps)
+            got = None if entry is None else entry[1]
             assert got == _afresh(tracker, domain, 3, RuleOnly()), value
         seen.append(got)
     assert seen[0] != seen[3]  # "1" and "true" read as different categories
@@ -181,7 +183,8 @@ def test_a_message_read_by_its_text_takes_no_step_of_one_read_by_its_intent() ->
         ):
             for event in events:
                 tracker.update(event)
-            got = window_identities(tracker, domain, 3, RuleOnly(), steps)
+            entry = window_step(tracker, domain, 3, RuleOnly(), steps)
+            got = None if entry is None else entry[1]
             assert got == _afresh(tracker, domain, 3, RuleOnly()), use_text
         seen.append(got)
     assert seen[0] == seen[2] != seen[1] == seen[3]
@@ -202,7 +205,8 @@ def test_each_memory_of_steps_derives_only_from_its_own_points() -> None:
             if tracker.active_loop.get("name") is not None or tracker.followup_action:
                 continue
             last, steps = memories[(n + turn) % 2]
-            got = window_identities(tracker, domain, last, RuleOnly(), steps)
+            entry = window_step(tracker, domain, last, RuleOnly(), steps)
+            got = None if entry is None else entry[1]
             if got is not None:
                 assert got == _afresh(tracker, domain, last, RuleOnly()), (n, last)
 
@@ -414,6 +418,7 @@ def test_a_step_is_not_taken_where_a_loop_known_from_other_events_runs() -> None
         ):
             for event in events:
                 tracker.update(event)
-            got = window_identities(tracker, domain, 3, RuleOnly(), steps)
+            entry = window_step(tracker, domain, 3, RuleOnly(), steps)
+            got = None if entry is None else entry[1]
             # None: not kept incrementally (the caller folds afresh), never a stale window.
             assert got is None or got == _afresh(tracker, domain, 3, RuleOnly()), name

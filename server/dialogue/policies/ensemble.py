@@ -118,7 +118,7 @@ class PolicyEnsemble:
         # own winner too, see `window_step`); the window and whether texts count are taken from the
         # policies at the first prediction for a domain (they are trained by then).
         self._winners: Memo[tuple[Any, ...], PolicyPrediction] = Memo(memo_size)
-        # How a conversation's window moves between two predictions (`window_identities`):
+        # How a conversation's window moves between two predictions (`window_step`):
         # a new memory whenever the winners are forgotten, so no tracker derives from an
         # older one's steps.
         self._steps: Steps | None = Memo(memo_size) if memo_size else None

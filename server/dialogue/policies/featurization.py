@@ -1133,7 +1133,7 @@ class _IncrementalStates:
 _DERIVED_ATTRIBUTE = "_derived_identities"
 # At most this many events since the state cache last folded may be passed over by derived
 # identities: past it the next prediction folds them (a bounded catch-up, see
-# `window_identities`).
+# `window_step`).
 DERIVED_LAG = 100
 # A step's value types a SlotSet may carry (by exact type: 1, 1.0 and True are equal keys).
 _PLAIN_VALUES = frozenset({str, int, bool, type(None)})
@@ -1247,25 +1247,6 @@ def _after_last_start(events: list[Event], start: int, size: int) -> int:
     return -1
 
 
-def window_identities(
-    tracker: Tracker,
-    domain: Domain,
-    last: int,
-    rule_only: RuleOnly = NO_RULE_ONLY,
-    steps: Steps | None = None,
-) -> Windows | None:
-    """The identities of the last `last` states of `ConversationStates(tracker, domain,
-    rule_only)` and of its `stories()`, without making them, when the tracker's states are
-    kept incrementally (the usual case) and `last` > 0; else None.
-
-    With `steps` (the ensemble's, for one domain, window and `rule_only`), a step between
-    two predictions that any conversation took before gives them without folding the new
-    events (they fold at the next prediction that needs the states, at most `DERIVED_LAG`
-    events later); each prediction that folds teaches `steps` the step it took."""
-    entry = window_step(tracker, domain, last, rule_only, steps)
-    return None if entry is None else entry[1]
-
-
 def window_step(
     tracker: Tracker,
     domain: Domain,
@@ -1274,11 +1255,20 @@ def window_step(
     steps: Steps | None = None,
     extra: Any = None,
 ) -> StepEntry | None:
-    """`window_identities` as the entry of the step that led to them (the windows its
-    second item): the caller may attach to it, in place, an answer that depends on the
-    windows and on `extra` alone (hashable; part of the step's key), and finds it there the
-    next time any conversation takes that step, by that one key. Without a step (no
-    `steps`, or new events no step describes) the entry is the caller's own, kept nowhere."""
+    """The identities of the last `last` states of `ConversationStates(tracker, domain,
+    rule_only)` and of its `stories()` (the entry's second item), without making them, when
+    the tracker's states are kept incrementally (the usual case) and `last` > 0; else None.
+
+    With `steps` (the ensemble's, for one domain, window and `rule_only`), a step between
+    two predictions that any conversation took before gives them without folding the new
+    events (they fold at the next prediction that needs the states, at most `DERIVED_LAG`
+    events later); each prediction that folds teaches `steps` the step it took.
+
+    The entry is that of the step that led to the windows: the caller may attach to it, in
+    place, an answer that depends on the windows and on `extra` alone (hashable; part of the
+    step's key), and finds it there the next time any conversation takes that step, by that
+    one key. Without a step (no `steps`, or new events no step describes) the entry is the
+    caller's own, kept nowhere."""
     if not last:
         return None
     step = None
@@ -1350,7 +1340,7 @@ def _learn_step(
 
 
 def _derivation_state(cache: _IncrementalStates, last: int, equal: bool) -> Derivation:
-    """What the next windows depend on besides the next events, after `window_identities`
+    """What the next windows depend on besides the next events, after `window_step`
     (no loop followed, no followup action pending; `equal`: the story states are the
     states): the identities of the last `last` states
     before an action and of the current one; and, when the story states differ, the
