@@ -216,35 +216,36 @@ class IntentClassifier:
             if state.get("class_spread"):
                 classifier.spread_ = ClassSpread.read(directory, prefix, width)
             if "neighbours" in state:
-                classifier.neighbours_ = Neighbours.read(
-                    directory,
-                    prefix,
-                    width,
-                    n_classes,
-                    state.get("neighbours"),
-                    state.get("neighbour_weight"),
-                    state.get("neighbour_ranges", False),
-                    state.get("neighbour_projection", False),
-                    state.get("neighbour_compressed", False),
+                classifier.neighbours_ = _read_neighbours(
+                    directory, prefix, width, n_classes, state
                 )
             if "dense_neighbours" in state:
                 dense = state["dense_neighbours"]
                 if not isinstance(dense, dict):
                     raise ModelError("intent dense_neighbours must be an object")
-                classifier.dense_neighbours_ = Neighbours.read(
-                    directory,
-                    prefix + "dense_",
-                    width,
-                    n_classes,
-                    dense.get("neighbours"),
-                    dense.get("neighbour_weight"),
-                    dense.get("neighbour_ranges", False),
-                    dense.get("neighbour_projection", False),
-                    dense.get("neighbour_compressed", False),
+                classifier.dense_neighbours_ = _read_neighbours(
+                    directory, prefix + "dense_", width, n_classes, dense
                 )
             if "scenario_weight" in state:
                 classifier.scenarios_ = Scenarios.read(directory, prefix, width, n_classes, state)
         return classifier
+
+
+def _read_neighbours(
+    directory: Path, prefix: str, width: int, n_classes: int, state: dict[str, Any]
+) -> Neighbours:
+    """A nearest-sentence term from its arrays under `prefix` and its keys in `state`."""
+    return Neighbours.read(
+        directory,
+        prefix,
+        width,
+        n_classes,
+        state.get("neighbours"),
+        state.get("neighbour_weight"),
+        state.get("neighbour_ranges", False),
+        state.get("neighbour_projection", False),
+        state.get("neighbour_compressed", False),
+    )
 
 
 def widths_of(message: Message) -> list[int]:
