@@ -74,7 +74,7 @@ class IntentClassifier:
         )
         # Above 0: a second nearest-sentence term over the dense blocks alone (those with
         # more than half their values set: the static table's), at full width, blended in
-        # after the first; 0, the default, is off (twenty-first NLU round, nlu6).
+        # after the first; 0, the default, is off (twenty-third NLU round, nlu6).
         self.dense_neighbour_weight = number(
             config, "dense_neighbour_weight", 0.0, name, minimum=0, maximum=MAX_BLEND_WEIGHT
         )
