@@ -277,6 +277,17 @@ STATIC_NEIGHBOURS_CHARS_SCENARIOS_PIPELINE = [
     {**step, "scenario_weight": SCENARIO_WEIGHT} if step["name"] == "DIETClassifier" else step
     for step in STATIC_NEIGHBOURS_CHARS_PIPELINE
 ]
+# The blend plus a second nearest-sentence term over the static table's block alone, at its
+# full 128 columns (twenty-third round, nlu6): the first blend keeps the table as 16
+# directions beside the words and characters. The weight chosen on HWU64's validation split
+# (84 -> 81 errors); not adopted: HWU64 test 118 errors as the blend's (6 won, 6 lost).
+DENSE_NEIGHBOUR_WEIGHT = 0.1
+STATIC_NEIGHBOURS_CHARS_DENSE_NEIGHBOURS_PIPELINE = [
+    {**step, "dense_neighbour_weight": DENSE_NEIGHBOUR_WEIGHT}
+    if step["name"] == "DIETClassifier"
+    else step
+    for step in STATIC_NEIGHBOURS_CHARS_PIPELINE
+]
 
 PIPELINES = {
     "sparse": PIPELINE,
@@ -313,6 +324,7 @@ PIPELINES = {
         STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_CONSISTENCY_PIPELINE
     ),
     "static_neighbours_chars_scenarios": STATIC_NEIGHBOURS_CHARS_SCENARIOS_PIPELINE,
+    "static_neighbours_chars_dense_neighbours": STATIC_NEIGHBOURS_CHARS_DENSE_NEIGHBOURS_PIPELINE,
     "static_neighbours_chars_entity_types_sgd_3folds_gazetteer": (
         STATIC_NEIGHBOURS_CHARS_ENTITY_TYPES_SGD_3FOLDS_GAZETTEER_PIPELINE
     ),

@@ -5,11 +5,11 @@ LogisticRegressionClassifier and SklearnIntentClassifier map to it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, ModelError
 from server.nlu.class_spread import ClassSpread
 from server.nlu.linear_model import LinearModel, feature_matrix
 from server.nlu.message import Message
@@ -17,6 +17,9 @@ from server.nlu.neighbours import MAX_BLEND_WEIGHT, Neighbours
 from server.nlu.params import flag, number
 from server.nlu.scenarios import Scenarios
 from server.nlu.training_data import NLUTrainingData
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 RANKING_LENGTH = 10
 # `feature_weighting`: "class_spread" (the default) or "none" (plain TF-IDF features).
@@ -69,6 +72,12 @@ class IntentClassifier:
         self.neighbour_char_dimensions = number(
             config, "neighbour_char_dimensions", 0, name, whole=True, minimum=0
         )
+        # Above 0: a second nearest-sentence term over the dense blocks alone (those with
+        # more than half their values set: the static table's), at full width, blended in
+        # after the first; 0, the default, is off (twenty-third NLU round, nlu6).
+        self.dense_neighbour_weight = number(
+            config, "dense_neighbour_weight", 0.0, name, minimum=0, maximum=MAX_BLEND_WEIGHT
+        )
         # Above 0: when the intent names share scenarios (`alarm_query`, `alarm_set`: the part
         # before `scenario_separator`), a second linear model scores the scenarios and each
         # intent gets its scenario's score, standardised, times this weight
@@ -85,6 +94,7 @@ class IntentClassifier:
         self.model_: LinearModel | None = None
         self.spread_: ClassSpread | None = None
         self.neighbours_: Neighbours | None = None
+        self.dense_neighbours_: Neighbours | None = None
         self.scenarios_: Scenarios | None = None
 
     def train(self, messages: list[Message], data: NLUTrainingData) -> None:
@@ -133,6 +143,16 @@ class IntentClassifier:
                 compressed,
                 self.neighbour_char_dimensions,
             )
+        self.dense_neighbours_ = None
+        dense = None
+        if self.dense_neighbour_weight > 0 and len(self.model_.classes) > 1:
+            dense = _dense_ranges(x, widths_of(pairs[0][0]))
+        if dense is not None and len(dense):
+            index = {name: i for i, name in enumerate(self.model_.classes)}
+            classes = np.asarray([index[label] for label in labels], np.int64)
+            self.dense_neighbours_ = Neighbours.fit(
+                x, classes, len(index), 1, self.dense_neighbour_weight, dense
+            )
         self.scenarios_ = None
         if self.scenario_weight > 0 and len(self.model_.classes) > 1:
             self.scenarios_ = Scenarios.fit(
@@ -154,6 +174,8 @@ class IntentClassifier:
         scores = model.scores(indices, values)
         if self.neighbours_ is not None:
             scores = self.neighbours_.blend(scores, indices, values)
+        if self.dense_neighbours_ is not None:
+            scores = self.dense_neighbours_.blend(scores, indices, values)
         if self.scenarios_ is not None:
             scores = self.scenarios_.blend(scores, indices, values)
         confidences = model.confidences(scores)
@@ -177,6 +199,8 @@ class IntentClassifier:
             state["class_spread"] = True
         if self.neighbours_ is not None:
             state.update(self.neighbours_.write(directory, prefix))
+        if self.dense_neighbours_ is not None:
+            state["dense_neighbours"] = self.dense_neighbours_.write(directory, prefix + "dense_")
         if self.scenarios_ is not None:
             state.update(self.scenarios_.write(directory, prefix))
         return state
@@ -192,24 +216,53 @@ class IntentClassifier:
             if state.get("class_spread"):
                 classifier.spread_ = ClassSpread.read(directory, prefix, width)
             if "neighbours" in state:
-                classifier.neighbours_ = Neighbours.read(
-                    directory,
-                    prefix,
-                    width,
-                    n_classes,
-                    state.get("neighbours"),
-                    state.get("neighbour_weight"),
-                    state.get("neighbour_ranges", False),
-                    state.get("neighbour_projection", False),
-                    state.get("neighbour_compressed", False),
+                classifier.neighbours_ = _read_neighbours(
+                    directory, prefix, width, n_classes, state
+                )
+            if "dense_neighbours" in state:
+                dense = state["dense_neighbours"]
+                if not isinstance(dense, dict):
+                    raise ModelError("intent dense_neighbours must be an object")
+                classifier.dense_neighbours_ = _read_neighbours(
+                    directory, prefix + "dense_", width, n_classes, dense
                 )
             if "scenario_weight" in state:
                 classifier.scenarios_ = Scenarios.read(directory, prefix, width, n_classes, state)
         return classifier
 
 
+def _read_neighbours(
+    directory: Path, prefix: str, width: int, n_classes: int, state: dict[str, Any]
+) -> Neighbours:
+    """A nearest-sentence term from its arrays under `prefix` and its keys in `state`."""
+    return Neighbours.read(
+        directory,
+        prefix,
+        width,
+        n_classes,
+        state.get("neighbours"),
+        state.get("neighbour_weight"),
+        state.get("neighbour_ranges", False),
+        state.get("neighbour_projection", False),
+        state.get("neighbour_compressed", False),
+    )
+
+
 def widths_of(message: Message) -> list[int]:
     return [width for _, _, width in message.blocks]
+
+
+def _dense_ranges(x: sp.csr_matrix, widths: list[int]) -> np.ndarray:
+    """The [start, end) column ranges of the blocks with more than half their values set
+    in the training rows `x` (a dense embedding's block; n-gram blocks are mostly zeros)."""
+    ends = np.cumsum(widths, dtype=np.int64)
+    set_per_column = np.diff(x.tocsc().indptr)
+    dense = [
+        (int(end - width), int(end))
+        for width, end in zip(widths, ends, strict=True)
+        if width and set_per_column[end - width : end].sum() > 0.5 * width * x.shape[0]
+    ]
+    return np.asarray(dense, np.int64).reshape(-1, 2)
 
 
 def _ranges_without(skipped: list[int], widths: list[int]) -> np.ndarray:
