@@ -223,9 +223,15 @@ class IntentClassifier:
                 dense = state["dense_neighbours"]
                 if not isinstance(dense, dict):
                     raise ModelError("intent dense_neighbours must be an object")
-                classifier.dense_neighbours_ = _read_neighbours(
-                    directory, prefix + "dense_", width, n_classes, dense
-                )
+                try:
+                    classifier.dense_neighbours_ = _read_neighbours(
+                        directory, prefix + "dense_", width, n_classes, dense
+                    )
+                except ModelError as e:
+                    if type(e) is not ModelError:  # a refusal of its own kind stays one
+                        raise
+                    # The reader's words ("intent neighbours ...") name either term.
+                    raise ModelError(f"intent dense_neighbours: {e}") from e
             if "scenario_weight" in state:
                 classifier.scenarios_ = Scenarios.read(directory, prefix, width, n_classes, state)
         return classifier

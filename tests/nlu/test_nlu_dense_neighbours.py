@@ -86,3 +86,19 @@ def test_a_damaged_state_fails_loading_with_a_clear_error(tmp_path: Path):
     np.save(tmp_path / "c_dense_nn_starts.npy", np.array([0, 1, 2], np.int64))
     with pytest.raises(ModelError, match="neighbour"):
         IntentClassifier.from_state({}, state, tmp_path, "c_", "DIETClassifier")
+
+
+@pytest.mark.parametrize(
+    ("dense", "message"),
+    [
+        ({}, "intent neighbours must be a whole number"),
+        ({"neighbours": 1, "neighbour_weight": -1}, "intent neighbour weight must be a number"),
+    ],
+)
+def test_a_damaged_dense_term_names_the_dense_term(tmp_path: Path, dense: dict, message: str):
+    # Both terms share the reader: its error said "intent neighbours" for either.
+    state = _train(dense_neighbour_weight=5).state(tmp_path, "c_")
+    with pytest.raises(ModelError, match=f"^intent dense_neighbours: {message}"):
+        IntentClassifier.from_state(
+            {}, {**state, "dense_neighbours": dense}, tmp_path, "c_", "DIETClassifier"
+        )
