@@ -172,8 +172,13 @@ class ModelServerPoller:
         self._refused_key: bytes | str | None = None  # the verify key then
         self._key_now: bytes | str | None = None  # the verify key at this pull
 
-    async def pull_once(self) -> bool:
-        """One exchange with the model server; True when a new model was loaded."""
+    async def pull_once(self, *, anew: bool = False) -> bool:
+        """One exchange with the model server; True when a new model was loaded.
+
+        `anew` (a PUT /model, as Rasa's new agent, which has no fingerprint yet): asked
+        without `If-None-Match`, so the model server must send its model; a 204 or 304 is a
+        failure then. One with the loaded model's ETag or bytes is kept, not loaded again.
+        """
         if self.holder.superseded(self.ticket):
             self._give_way()
             return False
@@ -181,7 +186,7 @@ class ModelServerPoller:
         # that, or else just before a load, not at every pull that brings nothing new.
         self._key_now = await self._verify_key() if self._refused is not None else None
         try:
-            download = await self._download()
+            download = await self._download(anew)
         except _NoChange:
             self._clear_error()
             return False
@@ -219,10 +224,10 @@ class ModelServerPoller:
         self._clear_error()
         return True
 
-    async def _download(self) -> tuple[Path, str, str]:
+    async def _download(self, anew: bool) -> tuple[Path, str, str]:
         # httpx's timeout bounds each read; a body dripping a byte at a time would never end.
         try:
-            return await asyncio.wait_for(self._fetch(), self.config.timeout)
+            return await asyncio.wait_for(self._fetch(anew), self.config.timeout)
         except TimeoutError as exc:
             raise self._timed_out() from exc
 
@@ -230,7 +235,7 @@ class ModelServerPoller:
         config = self.config
         return _PullFailed(f"model server {config.shown_url} timed out after {config.timeout:g} s")
 
-    async def _fetch(self) -> tuple[Path, str, str]:
+    async def _fetch(self, anew: bool) -> tuple[Path, str, str]:
         config = self.config
         current = self.holder.info
         headers = {name.encode(): value for name, value in config.headers.items()}
@@ -238,7 +243,7 @@ class ModelServerPoller:
             # What `_archive_bytes` decodes: httpx asks for br and zstd too once installed,
             # and a body in either would be read as sent (no archive).
             headers[b"Accept-Encoding"] = b"gzip, deflate"
-        if current is not None:
+        if current is not None and not anew:
             # An ETag is opaque bytes (RFC 9110 allows 0x80-0xFF): sent back as it came.
             headers[b"If-None-Match"] = current.fingerprint.encode("latin-1", "replace")
         params = dict(config.params)
@@ -258,7 +263,7 @@ class ModelServerPoller:
                     config.timeout, connect=config.read_timeout, read=config.read_timeout
                 ),
             ) as response:
-                _check_status(response, config.shown_url, has_model=current is not None)
+                _check_status(response, config.shown_url, has_model=current is not None, anew=anew)
                 too_large = _PullFailed(
                     f"the model from {config.shown_url} is larger than {max_bytes} bytes"
                 )
@@ -415,14 +420,22 @@ def _etag(response: httpx.Response) -> str | None:
     return None
 
 
-def _check_status(response: httpx.Response, url: str, has_model: bool) -> None:
-    """Raise _NoChange or _PullFailed unless the model server answered 200."""
+def _check_status(response: httpx.Response, url: str, *, has_model: bool, anew: bool) -> None:
+    """Raise _NoChange or _PullFailed unless the model server answered 200 (`anew`: asked
+    without `If-None-Match`, when only its model will do, as for a PUT /model)."""
     status = response.status_code
     if status == 304 and not has_model:
         raise _PullFailed(
             f"model server {url} answered 304 (not modified), but no model is loaded: it "
             "should send one"
         )
+    if status == 304 and anew:
+        raise _PullFailed(
+            f"model server {url} answered 304 (not modified) to a request without "
+            "If-None-Match: it should send its model"
+        )
+    if status == 204 and anew:
+        raise _PullFailed(f"model server {url} answered 204 (no content): it sent no model")
     if status in (204, 304):
         logger.debug("No new model at %s (%s)", url, status)
         raise _NoChange()
