@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from server.errors import (
 from server.http_bodies import Inflater
 from server.http_clients import async_client, header_values, safe_url
 from server.models.holder import ModelHolder, is_disk_full
+from server.models.shared_pulls import SharedPulls, shared_pulls
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ DEFAULT_TIMEOUT = 300.0
 # it held a pull, and the start-up waiting for the first one, for the whole 300 s.
 DEFAULT_READ_TIMEOUT = 30.0
 _WRITE_BATCH = 1024 * 1024
+# How often a worker of `--workers N` that does not pull looks for what the puller loaded.
+FOLLOW_SECONDS = 1.0
 _SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -171,13 +174,23 @@ class ModelServerPoller:
         self._refused: tuple[str, str] | None = None
         self._refused_key: bytes | str | None = None  # the verify key then
         self._key_now: bytes | str | None = None  # the verify key at this pull
+        # With `--workers N`: the pulls one worker makes for all (None in one process).
+        self._shared: SharedPulls | None = shared_pulls(config.url)
+        self._follow_after = 0.0  # a published model failed to load here: not before then
 
-    async def pull_once(self, *, anew: bool = False) -> bool:
+    async def pull_once(
+        self,
+        *,
+        anew: bool = False,
+        keep: Callable[[Path, str, str], Awaitable[None]] | None = None,
+    ) -> bool:
         """One exchange with the model server; True when a new model was loaded.
 
         `anew` (a PUT /model, as Rasa's new agent, which has no fingerprint yet): asked
         without `If-None-Match`, so the model server must send its model; a 204 or 304 is a
         failure then. One with the loaded model's ETag or bytes is kept, not loaded again.
+        `keep(archive, fingerprint, model_file)` is awaited once a new model has loaded,
+        before its archive is removed.
         """
         if self.holder.superseded(self.ticket):
             self._give_way()
@@ -215,6 +228,9 @@ class ModelServerPoller:
                 self._refused = (fingerprint, self.last_error or "")
                 self._refused_key = self._key_now
             return False
+        else:
+            if keep is not None:
+                await keep(path, fingerprint, filename)
         finally:
             await asyncio.to_thread(shutil.rmtree, path.parent, True)
         if self._refused is not None and self._refused[0] == fingerprint:
@@ -387,12 +403,100 @@ class ModelServerPoller:
 
     async def _run(self) -> None:
         wait = self.config.wait_time_between_pulls or DEFAULT_WAIT_TIME_BETWEEN_PULLS
-        while not self.superseded:
-            await asyncio.sleep(wait)
+        shared = self._shared
+        loop = asyncio.get_running_loop()
+        next_pull = loop.time() + wait
+        try:
+            while not self.superseded:
+                # Alone, or the worker that pulls for all: pull. Else follow what it loaded.
+                leading = shared is None or shared.lead()
+                await asyncio.sleep(
+                    max(0.0, next_pull - loop.time()) if leading else min(FOLLOW_SECONDS, wait)
+                )
+                try:
+                    if shared is not None and not leading:
+                        await self._follow(shared)
+                    elif loop.time() >= next_pull:
+                        next_pull = loop.time() + wait
+                        await (self.pull_once() if shared is None else self._pull_for_all(shared))
+                except Exception:  # the schedule must outlive any single failure
+                    logger.exception("Unexpected error while pulling a model")
+                if not leading:
+                    next_pull = loop.time() + wait  # a worker taking over waits a whole pause
+        finally:
+            if shared is not None:
+                shared.resign()
+
+    async def _pull_for_all(self, shared: SharedPulls) -> None:
+        """A pull by the worker that pulls for all: the others find its outcome, and the
+        archive of a model it loaded, in the shared directory."""
+        published = False
+
+        async def keep(path: Path, fingerprint: str, filename: str) -> None:
+            nonlocal published
             try:
-                await self.pull_once()
-            except Exception:  # the schedule must outlive any single failure
-                logger.exception("Unexpected error while pulling a model")
+                await asyncio.to_thread(shared.publish, None, (path, fingerprint, filename))
+            except OSError as exc:
+                logger.warning(
+                    "The other workers keep their model: %s could not be shared with them "
+                    "(%s); they load the next model this worker pulls",
+                    filename,
+                    exc,
+                )
+            published = True
+
+        await self.pull_once(keep=keep)
+        if not published:
+            await asyncio.to_thread(shared.publish, self.error_status())
+
+    async def _follow(self, shared: SharedPulls) -> None:
+        """Load the model the worker that pulls for all loaded last, if new here, and show
+        how its latest pull went (its failure is logged there, once)."""
+        if self.holder.superseded(self.ticket):  # a PUT or DELETE /model chose the model
+            self._give_way()
+            return
+        record = await asyncio.to_thread(shared.read)
+        if record is None:
+            return
+        loop = asyncio.get_running_loop()
+        waiting = loop.time() < self._follow_after  # this worker's own failure is shown
+        if not waiting:
+            self._mirror(record.get("error"))
+        model = record.get("model")
+        if record["serial"] <= shared.seen or not isinstance(model, dict) or waiting:
+            return
+        current = self.holder.info
+        if current is None or current.fingerprint != model["fingerprint"]:
+            try:
+                await self.holder.load_archive(
+                    shared.archive(record),
+                    model["fingerprint"],
+                    model_file=model["model_file"],
+                    source="server",
+                    ticket=self.ticket,
+                )
+            except ModelSuperseded:
+                self._give_way()
+                return
+            except ModelError as exc:
+                self._note_error(
+                    f"the model {self.config.shown_url} sent another worker failed to load "
+                    f"here: {exc}",
+                    disk_full=isinstance(exc, ModelStorageFull),
+                )
+                self._follow_after = loop.time() + (self.config.wait_time_between_pulls or 0)
+                return
+        shared.seen = record["serial"]
+
+    def _mirror(self, error: Any) -> None:
+        """Show the failure of the puller's latest pull (None: it worked) as this worker's."""
+        if not isinstance(error, dict):
+            self.last_error = self.last_error_at = self.failing_since = None
+            self.disk_full = False
+            return
+        self.last_error = str(error.get("message"))
+        self.last_error_at = _parsed_time(error.get("at"))
+        self.failing_since = _parsed_time(error.get("failing_since"))
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -408,6 +512,13 @@ class ModelServerPoller:
 
 def _iso(moment: datetime | None) -> str:
     return moment.isoformat() if moment is not None else ""
+
+
+def _parsed_time(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if isinstance(text, str) and text else None
+    except ValueError:
+        return None
 
 
 def _etag(response: httpx.Response) -> str | None:
