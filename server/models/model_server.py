@@ -36,6 +36,7 @@ from server.http_bodies import Inflater
 from server.http_clients import async_client, header_values, safe_url
 from server.models.holder import ModelHolder, is_disk_full
 from server.models.shared_pulls import SharedPulls, shared_pulls
+from server.worker_claims import first_to_say
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +364,14 @@ class ModelServerPoller:
         """The latest pull failed: why, and whether for want of disk space (both replace
         those of the pull before, whatever it was)."""
         kept = self.holder.info.model_file if self.holder.info else "no model"
-        if message != self.last_error:
+        # A pull off the schedule (at start-up, for a PUT /model) is made by every worker of
+        # `--workers N`: the same failure is said by the first of them.
+        said_elsewhere = (
+            self._shared is not None
+            and self._task is None
+            and not first_to_say(f"Model pull failed: {message}")
+        )
+        if message != self.last_error and not said_elsewhere:
             logger.warning("Model pull failed: %s; keeping %s", message, kept)
         else:
             logger.debug("Model pull failed again: %s", message)

@@ -112,3 +112,35 @@ async def test_a_failed_pull_is_one_log_line_and_every_worker_shows_it(
         await asyncio.sleep(0.05)
     assert [p.error_status() for p in pollers] == [None, None, None]
     assert await all_answer(pollers, "one")
+
+
+async def test_the_start_up_pulls_failing_alike_are_one_log_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    loader: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each worker pulls once before it serves; before, a model server failing them all
+    was one warning line per worker, the same words each time."""
+    shared = tmp_path / "workers"
+    shared.mkdir()
+    monkeypatch.setenv(WORKERS_DIR_ENV, str(shared))
+    served = ModelServer()
+    served.behaviour.mode = "500"
+    config = ModelServerConfig.from_endpoint({"url": served.url, "wait_time_between_pulls": WAIT})
+    try:
+        async with httpx.AsyncClient() as client:
+            pollers = [ModelServerPoller(ModelHolder(loader), config, client) for _ in range(3)]
+            with caplog.at_level(logging.WARNING, logger="server.models.model_server"):
+                for poller in pollers:
+                    assert await poller.pull_once() is False
+            served.behaviour.mode = "404"  # another failure: said again
+            with caplog.at_level(logging.WARNING, logger="server.models.model_server"):
+                for poller in pollers:
+                    assert await poller.pull_once() is False
+    finally:
+        served.stop()
+    failed = [r.getMessage() for r in caplog.records if "Model pull failed" in r.getMessage()]
+    assert len(failed) == 2, failed
+    assert "HTTP 500" in failed[0] and "404" in failed[1]
+    assert all(p.error_status() is not None for p in pollers)
