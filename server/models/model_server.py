@@ -178,6 +178,9 @@ class ModelServerPoller:
         # With `--workers N`: the pulls one worker makes for all (None in one process).
         self._shared: SharedPulls | None = shared_pulls(config.url)
         self._follow_after = 0.0  # a published model failed to load here: not before then
+        # Its own latest pull failed before it began to follow (start()): it pulls on its own
+        # until one works, as the worker that pulls for all publishes only a model it changes.
+        self._on_its_own = False
 
     async def pull_once(
         self,
@@ -407,6 +410,7 @@ class ModelServerPoller:
         """Pull every wait_time_between_pulls seconds in the background (if it is set)."""
         if not self.config.wait_time_between_pulls or self._task is not None:
             return
+        self._on_its_own = self.last_error is not None
         self._task = asyncio.create_task(self._run(), name="pull-model-from-server")
 
     async def _run(self) -> None:
@@ -416,20 +420,26 @@ class ModelServerPoller:
         next_pull = loop.time() + wait
         try:
             while not self.superseded:
-                # Alone, or the worker that pulls for all: pull. Else follow what it loaded.
+                # Alone, the worker that pulls for all, or one whose own pull failed: pull.
+                # Else follow what the worker that pulls for all loaded.
                 leading = shared is None or shared.lead()
+                pulling = leading or self._on_its_own
                 await asyncio.sleep(
-                    max(0.0, next_pull - loop.time()) if leading else min(FOLLOW_SECONDS, wait)
+                    max(0.0, next_pull - loop.time()) if pulling else min(FOLLOW_SECONDS, wait)
                 )
                 try:
-                    if shared is not None and not leading:
+                    if not pulling and shared is not None:
                         await self._follow(shared)
                     elif loop.time() >= next_pull:
                         next_pull = loop.time() + wait
-                        await (self.pull_once() if shared is None else self._pull_for_all(shared))
+                        if shared is not None and leading:
+                            await self._pull_for_all(shared)
+                        else:
+                            await self.pull_once()
+                        self._on_its_own = self._on_its_own and self.last_error is not None
                 except Exception:  # the schedule must outlive any single failure
                     logger.exception("Unexpected error while pulling a model")
-                if not leading:
+                if not pulling:
                     next_pull = loop.time() + wait  # a worker taking over waits a whole pause
         finally:
             if shared is not None:

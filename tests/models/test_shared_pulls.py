@@ -22,11 +22,11 @@ from tests.models.test_model_server_pull import ModelServer
 WAIT = 0.3  # wait_time_between_pulls
 
 
-@pytest.fixture
-async def workers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loader: Any, archive_factory: Any
-) -> AsyncIterator[tuple[ModelServer, list[ModelServerPoller]]]:
-    """Three workers' pollers sharing one workers directory, each past its start-up pull."""
+def serving_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, archive_factory: Any
+) -> tuple[ModelServer, ModelServerConfig]:
+    """A model server serving the model "one", and its endpoint as the workers of one run
+    (sharing a workers directory) read it."""
     shared = tmp_path / "workers"
     shared.mkdir()
     monkeypatch.setenv(WORKERS_DIR_ENV, str(shared))
@@ -34,6 +34,15 @@ async def workers(
     served = ModelServer()
     served.behaviour.body = archive_factory("one").read_bytes()
     config = ModelServerConfig.from_endpoint({"url": served.url, "wait_time_between_pulls": WAIT})
+    return served, config
+
+
+@pytest.fixture
+async def workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loader: Any, archive_factory: Any
+) -> AsyncIterator[tuple[ModelServer, list[ModelServerPoller]]]:
+    """Three workers' pollers sharing one workers directory, each past its start-up pull."""
+    served, config = serving_workers(tmp_path, monkeypatch, archive_factory)
     async with httpx.AsyncClient() as client:
         pollers = [ModelServerPoller(ModelHolder(loader), config, client) for _ in range(3)]
         for poller in pollers:
@@ -144,3 +153,30 @@ async def test_the_start_up_pulls_failing_alike_are_one_log_line(
     assert len(failed) == 2, failed
     assert "HTTP 500" in failed[0] and "404" in failed[1]
     assert all(p.error_status() is not None for p in pollers)
+
+
+async def test_a_worker_whose_start_up_pull_failed_gets_the_model_the_others_have(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loader: Any, archive_factory: Any
+) -> None:
+    """Workers pull at start-up together: one may fail (a timeout while N download at once)
+    where the others loaded the model. Before, it stayed without a model for as long as the
+    model server kept that model: the worker that pulls for all got 304s and published
+    nothing, and the worker that failed no longer pulled on its own."""
+    served, config = serving_workers(tmp_path, monkeypatch, archive_factory)
+    try:
+        async with httpx.AsyncClient() as client:
+            pollers = [ModelServerPoller(ModelHolder(loader), config, client) for _ in range(3)]
+            for number, poller in enumerate(pollers):
+                served.behaviour.mode = "500" if number == 2 else "serve"
+                await poller.pull_once()
+            served.behaviour.mode = "serve"
+            assert pollers[2].holder.current is None
+            for poller in pollers:
+                poller.start()
+            try:
+                assert await all_answer(pollers, "one")
+            finally:
+                for poller in pollers:
+                    await poller.stop()
+    finally:
+        served.stop()
