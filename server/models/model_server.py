@@ -181,6 +181,7 @@ class ModelServerPoller:
         # Its own latest pull failed before it began to follow (start()): it pulls on its own
         # until one works, as the worker that pulls for all publishes only a model it changes.
         self._on_its_own = False
+        self._anew = False  # the latest pull_once was a PUT /model's (its `anew`)
 
     async def pull_once(
         self,
@@ -196,6 +197,7 @@ class ModelServerPoller:
         `keep(archive, fingerprint, model_file)` is awaited once a new model has loaded,
         before its archive is removed.
         """
+        self._anew = anew
         if self.holder.superseded(self.ticket):
             self._give_way()
             return False
@@ -367,11 +369,12 @@ class ModelServerPoller:
         """The latest pull failed: why, and whether for want of disk space (both replace
         those of the pull before, whatever it was)."""
         kept = self.holder.info.model_file if self.holder.info else "no model"
-        # A pull off the schedule (at start-up, for a PUT /model) is made by every worker of
-        # `--workers N`: the same failure is said by the first of them.
+        # The pull at start-up is made by every worker of `--workers N`: the same failure is
+        # said by the first of them.
         said_elsewhere = (
             self._shared is not None
             and self._task is None
+            and not self._anew  # a PUT /model's: the others make it once it worked, not alike
             and not first_to_say(f"Model pull failed: {message}")
         )
         if message != self.last_error and not said_elsewhere:
