@@ -81,6 +81,9 @@ class SharedPulls:
             path, fingerprint, model_file = loaded
             serial = record["serial"] + 1
             name = f"model-pull-{self.key}-{serial}.tar.gz"
+            # Copies a puller killed meanwhile left (this one holds the lock: none is going).
+            for left in self.directory.glob(f"model-pull-{self.key}-*.partial"):
+                left.unlink(missing_ok=True)
             partial = self.directory / f"{name}.{os.getpid()}.partial"
             try:
                 shutil.copyfile(path, partial)

@@ -16,6 +16,7 @@ import pytest
 from server.models import ModelHolder
 from server.models import model_server as model_server_module
 from server.models.model_server import ModelServerConfig, ModelServerPoller
+from server.models.shared_pulls import SharedPulls
 from server.worker_claims import WORKERS_DIR_ENV
 from tests.models.test_model_server_pull import ModelServer
 
@@ -182,3 +183,24 @@ async def test_a_worker_whose_start_up_pull_failed_gets_the_model_the_others_hav
                     await poller.stop()
     finally:
         served.stop()
+
+
+def test_an_archive_a_dead_puller_was_copying_is_removed_at_the_next_share(
+    tmp_path: Path, archive_factory: Any
+) -> None:
+    """The worker that pulls for all killed while it copied an archive into the shared
+    directory left the partial copy there (as large as the model) until the server stopped,
+    one more each time."""
+    shared = SharedPulls(tmp_path, "http://models.example/model")
+    assert shared.lead()
+    left = tmp_path / f"model-pull-{shared.key}-1.tar.gz.4242.partial"
+    left.write_bytes(b"half a model")
+    other = tmp_path / "model-pull-0123456789abcdef-1.tar.gz.4242.partial"  # another server's
+    other.write_bytes(b"half a model")
+    archive = archive_factory("one")
+    shared.publish(None, (archive, '"v1"', "model.tar.gz"))
+    assert not left.exists()
+    assert other.exists()
+    assert sorted(p.name for p in tmp_path.glob(f"model-pull-{shared.key}-*")) == [
+        f"model-pull-{shared.key}-1.tar.gz"
+    ]
