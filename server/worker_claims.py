@@ -1,14 +1,20 @@
 """What the workers of `botserver run --workers N` say once for all: a start-up finding each
 would log word for word (a model that cannot load, a broker or lock store out of reach) is
-logged by the first worker that claims it. Below every layer: models and brokers use it."""
+logged by the first worker that claims it; and the whole JSON files they share. Below every
+layer: models and brokers use it."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import multiprocessing
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # Set for the workers: a directory they share for the whole run (their metrics snapshots, the
 # model a PUT /model asked for), removed when the server stops.
@@ -68,3 +74,24 @@ def first_to_say(line: str) -> bool:
     """Whether this process should log `line`: not when another worker of the run logged
     the very same text. A different finding (another error) is said as well."""
     return first_to_claim("said-" + hashlib.sha256(line.encode()).hexdigest()[:32])
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Replace `path` with `value` as JSON: readers see the old file or the new one, whole."""
+    # One partial file per process: two workers writing at once must not rename each other's.
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(value))
+    os.replace(partial, path)
+
+
+def read_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`; None when there is none (no file yet, or a file that cannot
+    be read or holds something else: logged)."""
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        logger.warning("Skipping %s, which the workers share: %s", path, exc)
+        return None
+    return value if isinstance(value, dict) else None

@@ -683,7 +683,7 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
                 "'model_server' needs an http or https 'url'.", "model_server", "body"
             )
         try:
-            info = await source.load_from_model_server(server_config)
+            info = await source.load_from_model_server(server_config, anew=True)
         except InvalidConfig as exc:
             raise bad_request(redact(str(exc)), "model_server", "body") from None
         except ModelSuperseded as exc:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -20,7 +19,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.worker_claims import WORKERS_DIR_ENV as WORKERS_DIR_ENV
 from server.worker_claims import first_to_claim as first_to_claim
+from server.worker_claims import read_object as read_object
 from server.worker_claims import workers_dir
+from server.worker_claims import write_json as write_json
 
 logger = logging.getLogger(__name__)
 
@@ -96,14 +97,6 @@ def private_app(app: ASGIApp) -> ASGIApp:
     return dispatch
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Replace `path` with `value` as JSON: readers see the old file or the new one, whole."""
-    # One partial file per process: two workers writing at once must not rename each other's.
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(value))
-    os.replace(partial, path)
-
-
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Held by one worker at a time: the lock file beside `path`."""
@@ -147,19 +140,6 @@ def write_json_if_newer(path: Path, value: dict[str, Any], key: str) -> bool:
             return False
         write_json(path, value)
         return True
-
-
-def read_object(path: Path) -> dict[str, Any] | None:
-    """The JSON object in `path`; None when there is none (no file yet, or a file that cannot
-    be read or holds something else: logged)."""
-    try:
-        value = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        logger.warning("Skipping %s, which the workers share: %s", path, exc)
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def run_beside(

@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,8 @@ from server.errors import (
 from server.http_bodies import Inflater
 from server.http_clients import async_client, header_values, safe_url
 from server.models.holder import ModelHolder, is_disk_full
+from server.models.shared_pulls import SharedPulls, shared_pulls
+from server.worker_claims import first_to_say
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ DEFAULT_TIMEOUT = 300.0
 # it held a pull, and the start-up waiting for the first one, for the whole 300 s.
 DEFAULT_READ_TIMEOUT = 30.0
 _WRITE_BATCH = 1024 * 1024
+# How often a worker of `--workers N` that does not pull looks for what the puller loaded.
+FOLLOW_SECONDS = 1.0
 _SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -171,9 +175,29 @@ class ModelServerPoller:
         self._refused: tuple[str, str] | None = None
         self._refused_key: bytes | str | None = None  # the verify key then
         self._key_now: bytes | str | None = None  # the verify key at this pull
+        # With `--workers N`: the pulls one worker makes for all (None in one process).
+        self._shared: SharedPulls | None = shared_pulls(config.url)
+        self._follow_after = 0.0  # a published model failed to load here: not before then
+        # Its own latest pull failed before it began to follow (start()): it pulls on its own
+        # until one works, as the worker that pulls for all publishes only a model it changes.
+        self._on_its_own = False
+        self._anew = False  # the latest pull_once was a PUT /model's (its `anew`)
 
-    async def pull_once(self) -> bool:
-        """One exchange with the model server; True when a new model was loaded."""
+    async def pull_once(
+        self,
+        *,
+        anew: bool = False,
+        keep: Callable[[Path, str, str], Awaitable[None]] | None = None,
+    ) -> bool:
+        """One exchange with the model server; True when a new model was loaded.
+
+        `anew` (a PUT /model, as Rasa's new agent, which has no fingerprint yet): asked
+        without `If-None-Match`, so the model server must send its model; a 204 or 304 is a
+        failure then. One with the loaded model's ETag or bytes is kept, not loaded again.
+        `keep(archive, fingerprint, model_file)` is awaited once a new model has loaded,
+        before its archive is removed.
+        """
+        self._anew = anew
         if self.holder.superseded(self.ticket):
             self._give_way()
             return False
@@ -181,7 +205,7 @@ class ModelServerPoller:
         # that, or else just before a load, not at every pull that brings nothing new.
         self._key_now = await self._verify_key() if self._refused is not None else None
         try:
-            download = await self._download()
+            download = await self._download(anew)
         except _NoChange:
             self._clear_error()
             return False
@@ -210,6 +234,9 @@ class ModelServerPoller:
                 self._refused = (fingerprint, self.last_error or "")
                 self._refused_key = self._key_now
             return False
+        else:
+            if keep is not None:
+                await keep(path, fingerprint, filename)
         finally:
             await asyncio.to_thread(shutil.rmtree, path.parent, True)
         if self._refused is not None and self._refused[0] == fingerprint:
@@ -219,10 +246,10 @@ class ModelServerPoller:
         self._clear_error()
         return True
 
-    async def _download(self) -> tuple[Path, str, str]:
+    async def _download(self, anew: bool) -> tuple[Path, str, str]:
         # httpx's timeout bounds each read; a body dripping a byte at a time would never end.
         try:
-            return await asyncio.wait_for(self._fetch(), self.config.timeout)
+            return await asyncio.wait_for(self._fetch(anew), self.config.timeout)
         except TimeoutError as exc:
             raise self._timed_out() from exc
 
@@ -230,7 +257,7 @@ class ModelServerPoller:
         config = self.config
         return _PullFailed(f"model server {config.shown_url} timed out after {config.timeout:g} s")
 
-    async def _fetch(self) -> tuple[Path, str, str]:
+    async def _fetch(self, anew: bool) -> tuple[Path, str, str]:
         config = self.config
         current = self.holder.info
         headers = {name.encode(): value for name, value in config.headers.items()}
@@ -238,7 +265,7 @@ class ModelServerPoller:
             # What `_archive_bytes` decodes: httpx asks for br and zstd too once installed,
             # and a body in either would be read as sent (no archive).
             headers[b"Accept-Encoding"] = b"gzip, deflate"
-        if current is not None:
+        if current is not None and not anew:
             # An ETag is opaque bytes (RFC 9110 allows 0x80-0xFF): sent back as it came.
             headers[b"If-None-Match"] = current.fingerprint.encode("latin-1", "replace")
         params = dict(config.params)
@@ -258,7 +285,7 @@ class ModelServerPoller:
                     config.timeout, connect=config.read_timeout, read=config.read_timeout
                 ),
             ) as response:
-                _check_status(response, config.shown_url, has_model=current is not None)
+                _check_status(response, config.shown_url, has_model=current is not None, anew=anew)
                 too_large = _PullFailed(
                     f"the model from {config.shown_url} is larger than {max_bytes} bytes"
                 )
@@ -342,7 +369,15 @@ class ModelServerPoller:
         """The latest pull failed: why, and whether for want of disk space (both replace
         those of the pull before, whatever it was)."""
         kept = self.holder.info.model_file if self.holder.info else "no model"
-        if message != self.last_error:
+        # The pull at start-up is made by every worker of `--workers N`: the same failure is
+        # said by the first of them.
+        said_elsewhere = (
+            self._shared is not None
+            and self._task is None
+            and not self._anew  # a PUT /model's: the others make it once it worked, not alike
+            and not first_to_say(f"Model pull failed: {message}")
+        )
+        if message != self.last_error and not said_elsewhere:
             logger.warning("Model pull failed: %s; keeping %s", message, kept)
         else:
             logger.debug("Model pull failed again: %s", message)
@@ -378,16 +413,111 @@ class ModelServerPoller:
         """Pull every wait_time_between_pulls seconds in the background (if it is set)."""
         if not self.config.wait_time_between_pulls or self._task is not None:
             return
+        self._on_its_own = self.last_error is not None
         self._task = asyncio.create_task(self._run(), name="pull-model-from-server")
 
     async def _run(self) -> None:
         wait = self.config.wait_time_between_pulls or DEFAULT_WAIT_TIME_BETWEEN_PULLS
-        while not self.superseded:
-            await asyncio.sleep(wait)
+        shared = self._shared
+        loop = asyncio.get_running_loop()
+        next_pull = loop.time() + wait
+        try:
+            while not self.superseded:
+                # Alone, the worker that pulls for all, or one whose own pull failed: pull.
+                # Else follow what the worker that pulls for all loaded.
+                leading = shared is None or shared.lead()
+                pulling = leading or self._on_its_own
+                await asyncio.sleep(
+                    max(0.0, next_pull - loop.time()) if pulling else min(FOLLOW_SECONDS, wait)
+                )
+                try:
+                    if not pulling and shared is not None:
+                        await self._follow(shared)
+                    elif loop.time() >= next_pull:
+                        next_pull = loop.time() + wait
+                        if shared is not None and leading:
+                            await self._pull_for_all(shared)
+                        else:
+                            await self.pull_once()
+                        self._on_its_own = self._on_its_own and self.last_error is not None
+                except Exception:  # the schedule must outlive any single failure
+                    logger.exception("Unexpected error while pulling a model")
+                if not pulling:
+                    next_pull = loop.time() + wait  # a worker taking over waits a whole pause
+        finally:
+            if shared is not None:
+                shared.resign()
+
+    async def _pull_for_all(self, shared: SharedPulls) -> None:
+        """A pull by the worker that pulls for all: the others find its outcome, and the
+        archive of a model it loaded, in the shared directory."""
+        published = False
+
+        async def keep(path: Path, fingerprint: str, filename: str) -> None:
+            nonlocal published
             try:
-                await self.pull_once()
-            except Exception:  # the schedule must outlive any single failure
-                logger.exception("Unexpected error while pulling a model")
+                await asyncio.to_thread(shared.publish, None, (path, fingerprint, filename))
+            except OSError as exc:
+                logger.warning(
+                    "The other workers keep their model: %s could not be shared with them "
+                    "(%s); they load the next model this worker pulls",
+                    filename,
+                    exc,
+                )
+            published = True
+
+        await self.pull_once(keep=keep)
+        if not published:
+            await asyncio.to_thread(shared.publish, self.error_status())
+
+    async def _follow(self, shared: SharedPulls) -> None:
+        """Load the model the worker that pulls for all loaded last, if new here, and show
+        how its latest pull went (its failure is logged there, once)."""
+        if self.holder.superseded(self.ticket):  # a PUT or DELETE /model chose the model
+            self._give_way()
+            return
+        record = await asyncio.to_thread(shared.read)
+        if record is None:
+            return
+        loop = asyncio.get_running_loop()
+        waiting = loop.time() < self._follow_after  # this worker's own failure is shown
+        if not waiting:
+            self._mirror(record.get("error"))
+        model = record.get("model")
+        if record["serial"] <= shared.seen or not isinstance(model, dict) or waiting:
+            return
+        current = self.holder.info
+        if current is None or current.fingerprint != model["fingerprint"]:
+            try:
+                await self.holder.load_archive(
+                    shared.archive(record),
+                    model["fingerprint"],
+                    model_file=model["model_file"],
+                    source="server",
+                    ticket=self.ticket,
+                )
+            except ModelSuperseded:
+                self._give_way()
+                return
+            except ModelError as exc:
+                self._note_error(
+                    f"the model {self.config.shown_url} sent another worker failed to load "
+                    f"here: {exc}",
+                    disk_full=isinstance(exc, ModelStorageFull),
+                )
+                self._follow_after = loop.time() + (self.config.wait_time_between_pulls or 0)
+                return
+        shared.seen = record["serial"]
+
+    def _mirror(self, error: Any) -> None:
+        """Show the failure of the puller's latest pull (None: it worked) as this worker's."""
+        if not isinstance(error, dict):
+            self.last_error = self.last_error_at = self.failing_since = None
+            self.disk_full = False
+            return
+        self.last_error = str(error.get("message"))
+        self.last_error_at = _parsed_time(error.get("at"))
+        self.failing_since = _parsed_time(error.get("failing_since"))
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -405,6 +535,13 @@ def _iso(moment: datetime | None) -> str:
     return moment.isoformat() if moment is not None else ""
 
 
+def _parsed_time(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if isinstance(text, str) and text else None
+    except ValueError:
+        return None
+
+
 def _etag(response: httpx.Response) -> str | None:
     """The ETag as its bytes, one character per byte (httpx would decode UTF-8, which does
     not go back into a header); None when absent or blank (as Rasa, which ignores a falsy
@@ -415,14 +552,22 @@ def _etag(response: httpx.Response) -> str | None:
     return None
 
 
-def _check_status(response: httpx.Response, url: str, has_model: bool) -> None:
-    """Raise _NoChange or _PullFailed unless the model server answered 200."""
+def _check_status(response: httpx.Response, url: str, *, has_model: bool, anew: bool) -> None:
+    """Raise _NoChange or _PullFailed unless the model server answered 200 (`anew`: asked
+    without `If-None-Match`, when only its model will do, as for a PUT /model)."""
     status = response.status_code
     if status == 304 and not has_model:
         raise _PullFailed(
             f"model server {url} answered 304 (not modified), but no model is loaded: it "
             "should send one"
         )
+    if status == 304 and anew:
+        raise _PullFailed(
+            f"model server {url} answered 304 (not modified) to a request without "
+            "If-None-Match: it should send its model"
+        )
+    if status == 204 and anew:
+        raise _PullFailed(f"model server {url} answered 204 (no content): it sent no model")
     if status in (204, 304):
         logger.debug("No new model at %s (%s)", url, status)
         raise _NoChange()

@@ -86,11 +86,14 @@ class ModelSource:
         finally:
             await asyncio.to_thread(shutil.rmtree, path.parent, True)
 
-    async def load_from_model_server(self, cfg: dict[str, Any]) -> ModelInfo | None:
+    async def load_from_model_server(
+        self, cfg: dict[str, Any], *, anew: bool = False
+    ) -> ModelInfo | None:
         """Pull once now, then on schedule; replaces any running poller.
 
         Returns the model loaded afterwards (a failed pull keeps the previous one and sets
-        `self.poller.last_error`). Raises InvalidConfig for a bad `models:` section.
+        `self.poller.last_error`). Raises InvalidConfig for a bad `models:` section. `anew`
+        (a PUT /model): the model server must send its model (ModelServerPoller.pull_once).
         """
         config = ModelServerConfig.from_endpoint(cfg)
         ticket = self._newest = self.holder.ticket()
@@ -104,7 +107,7 @@ class ModelSource:
             await poller.stop()
             raise ModelSuperseded(f"{config.shown_url}: a newer model request came first")
         self.poller = poller
-        await poller.pull_once()
+        await poller.pull_once(anew=anew)
         # Not when a newer request has stopped it meanwhile (it would pull on, unseen).
         if not poller.superseded and self.poller is poller:
             poller.start()

@@ -1570,16 +1570,20 @@ async def test_an_entity_annotation_nested_deep_is_a_400_naming_the_data_part(
         assert message.endswith("nests more than 100 levels deep")
 
 
-async def test_a_put_naming_a_file_while_endpoints_has_a_model_server_says_it_is_ignored(
+async def test_a_put_while_endpoints_has_a_model_server_pulls_anew_and_is_a_400_without_a_model(
     moodbot_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """As in Rasa, endpoints.yml's `models:` wins over what a PUT /model body names: the model
-    server is asked again (here: no change, 204). Before, nothing said the file was ignored,
-    so a client that put another model saw a 204 and went on talking to the old one."""
+    """As in Rasa (a new agent, whose fingerprint no model has), endpoints.yml's `models:`
+    wins over what a PUT /model body names, and the model server is asked for its model
+    without `If-None-Match`: what it serves is the model (here the loaded one: 204, nothing
+    reloaded), and an answer without one (204, 304) is Rasa's 400, the model kept. Before,
+    the PUT sent the loaded model's ETag and took the 304 for a success: a 204 while the
+    model server offered nothing, and a client never learnt it."""
     from tests.models.test_model_server_pull import ModelServer
 
     served = ModelServer()
     served.behaviour.body = await asyncio.to_thread(moodbot_model.read_bytes)
+    body = {"model_file": "models/other.tar.gz", "remote_storage": "aws"}
     try:
         options = ServerOptions(
             model_path=None,
@@ -1592,21 +1596,36 @@ async def test_a_put_naming_a_file_while_endpoints_has_a_model_server_says_it_is
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 before = (await client.get("/status")).json()
+                loaded = app.state.services.holder.info
                 with caplog.at_level(logging.WARNING):
-                    put = await client.put(
-                        "/model",
-                        json={"model_file": "models/other.tar.gz", "remote_storage": "aws"},
-                    )
+                    put = await client.put("/model", json=body)
+                asked = served.behaviour.requests[-1]["headers"]
+                same = (await client.get("/status")).json()
+                refusals = []
+                for nothing in ("204", "304"):
+                    served.behaviour.mode = nothing
+                    refusals.append(await client.put("/model", json=body))
                 after = (await client.get("/status")).json()
+                kept = app.state.services.holder.info
     finally:
         served.stop()
     assert put.status_code == 204, put.text
-    assert after["model_file"] == before["model_file"] == "served-model.tar.gz"
+    assert "If-None-Match" not in asked, asked
+    assert same["model_file"] == before["model_file"] == "served-model.tar.gz"
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(
         "'model_file' ('models/other.tar.gz') and 'remote_storage' ignored" in m and "models:" in m
         for m in warned
     ), warned
+    for status, refused in zip(("204", "304"), refusals, strict=True):
+        assert refused.status_code == 400, refused.text
+        message = refused.json()["message"]
+        assert message.startswith("Agent with name 'models/other.tar.gz' could not be loaded."), (
+            message
+        )
+        assert f"answered {status}" in message, message
+    assert after["model_file"] == "served-model.tar.gz"
+    assert kept is loaded  # the same ETag throughout: never loaded again
 
 
 async def test_a_json_body_with_a_key_given_twice_is_looked_at_again_off_the_event_loop(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -178,9 +179,11 @@ def test_a_follower_that_failed_to_load_tries_again_until_it_serves_the_same_mod
     tmp_path: Path, monkeypatch: Any
 ) -> None:
     """Before, a worker that could not load what another worker loaded kept its old model
-    until the next PUT: the workers answered with different models."""
-    monkeypatch.setattr(model_sync, "RETRY_SECONDS", 0.05)
-    monkeypatch.setattr(model_sync, "RETRY_MAX_SECONDS", 0.1)
+    until the next PUT: the workers answered with different models. The clock is the test's,
+    so a loaded machine cannot make an attempt due or not (it was 0.03 s sleeps)."""
+    now = [1000.0]
+    clock = SimpleNamespace(monotonic=lambda: now[0], time_ns=time.time_ns)
+    monkeypatch.setattr(model_sync, "time", clock)
 
     async def run() -> None:
         a, a_services = worker(tmp_path / "model.json")
@@ -189,14 +192,13 @@ def test_a_follower_that_failed_to_load_tries_again_until_it_serves_the_same_mod
         await put(a, a_services, "m1")
         await b.follow_once()
         assert b_services.source.loaded == "startup"  # failed: keeps serving its model
-        await b.follow_once()  # too soon: no new attempt
-        assert b_services.source.attempts == 1
-        for _ in range(40):
-            await asyncio.sleep(0.03)
+        attempts = []
+        # Tries again after RETRY_SECONDS (1 s), then after twice as long each time.
+        for seconds in (0.0, 0.9, 0.2, 1.9, 0.2, 3.9, 0.2, 100.0):
+            now[0] += seconds
             await b.follow_once()
+            attempts.append(b_services.source.attempts)
+        assert attempts == [1, 1, 2, 2, 3, 3, 4, 4]  # then done: no more attempts
         assert b_services.source.loaded == "m1"
-        assert b_services.source.attempts == 4
-        await b.follow_once()
-        assert b_services.source.attempts == 4  # done: no more attempts
 
     asyncio.run(run())

@@ -91,3 +91,40 @@ async def test_a_message_is_not_answered_200_when_the_lock_store_is_full(
     response = await client.post("/webhooks/rest/webhook", json={"sender": "a", "message": "hi"})
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
+
+
+async def test_a_turn_the_store_refuses_to_save_is_a_500_without_the_replies_rasa_sends(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The store reads the conversation, the turn runs, and the save is refused (here a
+    trigger; a dropped column, an ACL in real life). Rasa's REST webhook catches every error
+    and answers 200 with what its collector holds: the bot's replies of a turn it did not
+    store. Ours is a 500 with the fixed error body and no replies (docs/differences-from-
+    rasa.md): the client may send the message again, which a 200 told it not to."""
+    async with sql_config("sqlite", tmp_path) as config:
+        client = await make_client(endpoints={"tracker_store": config})
+        hello = {"sender": "alice", "message": "hello"}
+        first = await client.post("/webhooks/rest/webhook", json=hello)
+        assert first.status_code == 200 and first.json(), first.text  # Rasa's would be this
+        await execute(
+            config,
+            "CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN "
+            "SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        refused = await client.post("/webhooks/rest/webhook", json=hello)
+        await execute(config, "DROP TRIGGER refuse")
+        tracker = await client.get("/conversations/alice/tracker")
+
+    assert refused.status_code == 500
+    body = refused.json()
+    assert {k: v for k, v in body.items() if k not in ("details", "help")} == {
+        "version": body["version"],
+        "status": "failure",
+        "message": "A storage backend failed; the server log has the details.",
+        "reason": "ServerError",
+        "code": 500,
+    }
+    assert list(body["details"]) == ["request_id"]
+    assert body["details"]["request_id"] == refused.headers["x-request-id"]
+    texts = [e.get("text") for e in tracker.json()["events"] if e["event"] == "user"]
+    assert texts == ["hello"]  # the refused turn is not there
