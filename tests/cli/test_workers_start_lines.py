@@ -43,28 +43,24 @@ def _two_workers(
     return server
 
 
-def test_a_lock_store_redis_refuses_is_one_error_line_for_all_workers(
+def test_each_start_up_problem_is_said_once_for_all_workers(
     start_server: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
-    """`db: 99` (Redis has 16): before, one identical ERROR line per worker."""
-    log = _two_workers_log(start_server, tmp_path, "none", "  db: 99\n")
-    lines = [line for line in log if "DB index is out of range" in line]
-    assert len(lines) == 1, log
-    assert "ERROR" in lines[0]
-
-
-def test_a_model_that_cannot_load_and_a_broker_down_are_said_once_for_all_workers(
-    start_server: Callable[..., ServerProcess], tmp_path: Path
-) -> None:
-    """A corrupt model and a RabbitMQ nobody listens on: before, each worker said "Could not
-    load a model at startup", "starts without a model" and "cannot reach" for itself, N
-    identical lines each (told apart by a pid only)."""
+    """A Redis lock store that refuses (`db: 99`, Redis has 16), a corrupt model and a
+    RabbitMQ nobody listens on, in one two-worker start (each such start costs three
+    processes' imports): before, each worker said each problem itself, N identical lines
+    each (told apart by a pid only): the lock store's ERROR, "Could not load a model at
+    startup", "starts without a model" and "cannot reach"."""
     (tmp_path / "models.tar.gz").write_text("no gzip")
-    broker = (
+    problems = (
+        "  db: 99\n"
         "event_broker:\n  type: pika\n  url: 127.0.0.1\n  port: 1\n  username: u\n"
         f"  password: p\n  queues: [{unique_name('review43')}]\n"
     )
-    log = _two_workers_log(start_server, tmp_path, "models.tar.gz", broker)
+    log = _two_workers_log(start_server, tmp_path, "models.tar.gz", problems)
+    lines = [line for line in log if "DB index is out of range" in line]
+    assert len(lines) == 1, log
+    assert "ERROR" in lines[0]
     for said in ("Could not load a model at startup", "starts without a model", "cannot reach"):
         assert len([line for line in log if said in line]) == 1, (said, log)
 
