@@ -11,6 +11,7 @@ from typing import Any
 from server.errors import InvalidProjectFile
 from server.json_values import MAX_DEPTH, TooDeep, loads_untrusted
 from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData
+from server.training.nlu_yaml import entity_field_problem
 from server.training.yaml_io import brief, read_project_text
 
 ROOT_KEY = "rasa_nlu_data"
@@ -74,6 +75,13 @@ def read_nlu_json(path: Path) -> NLUTrainingData:
     return _Reader(filename, path.parent).read(document[ROOT_KEY])
 
 
+def read_nlu_json_examples(section: dict[str, Any], source: str) -> NLUTrainingData:
+    """Only the examples (`common_examples`) of Rasa's JSON NLU data, each entity as given,
+    read as `read_nlu_json` reads them: the test data of a request, whose other sections
+    could name files on this machine (a lookup table's)."""
+    return _Reader(source, Path()).read_examples(section)
+
+
 def load_project_json(text: str, filename: str) -> Any:
     """A project file's JSON, under its YAML's limit: nesting deeper than MAX_DEPTH levels, or
     text that is not JSON, is an InvalidProjectFile (with the line of a syntax error)."""
@@ -110,9 +118,13 @@ class _Reader:
             out.append((where, item))
         return out
 
-    def read(self, section: dict[str, Any]) -> NLUTrainingData:
+    def read_examples(self, section: dict[str, Any]) -> NLUTrainingData:
         for where, item in self.items(section, "common_examples"):
             self.data.examples.append(self.example(where, item))
+        return self.data
+
+    def read(self, section: dict[str, Any]) -> NLUTrainingData:
+        self.read_examples(section)
         for where, item in self.items(section, "entity_synonyms"):
             value, synonyms = item.get("value"), item.get("synonyms")
             if not isinstance(value, str) or not isinstance(synonyms, list):
@@ -169,9 +181,9 @@ class _Reader:
             raise self.error(
                 where, f"'start' and 'end' must mark a part of the text ({len(text)} characters)"
             )
-        for key in ("value", "role", "group"):
-            if key in entity and not isinstance(entity[key], str):  # Rasa's schema
-                raise self.error(where, f"'{key}' must be text, not {brief(entity[key])}")
+        problem = entity_field_problem(entity)
+        if problem:
+            raise self.error(where, problem)
         value = entity.get("value", text[start:end])
         return EntityAnnotation(start, end, value, name, entity.get("role"), entity.get("group"))
 
