@@ -174,8 +174,8 @@ class _Reader:
         if not isinstance(name, str) or not name:
             raise self.error(where, "needs an 'entity' name")
         if (
-            not isinstance(start, int)
-            or not isinstance(end, int)
+            type(start) is not int  # Rasa's schema: a number, and true is none
+            or type(end) is not int
             or not 0 <= start < end <= len(text)
         ):
             raise self.error(

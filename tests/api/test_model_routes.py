@@ -808,6 +808,22 @@ async def test_test_intents_json_entity_without_a_name_is_a_400(
     assert "common_examples[0].entities[0]: needs an 'entity' name" in message
 
 
+@pytest.mark.parametrize(("start", "end"), [(False, True), (0, True)])
+async def test_test_intents_json_entity_offsets_must_be_integers(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, start: object, end: object
+) -> None:
+    """Rasa's schema wants numbers for `start` and `end`, and `true` is none (the JSON
+    reader of training files too). Before, false and true were read as 0 and 1, evaluated,
+    and echoed as `"start": false`."""
+    annotation = {"start": start, "end": end, "value": "h", "entity": "greeting"}
+    examples = [{"text": "hi", "intent": "greet", "entities": [annotation]}]
+    response = await client.post(
+        "/model/test/intents", json={"rasa_nlu_data": {"common_examples": examples}}
+    )
+    message = check(rasa_spec, response, "/model/test/intents", "post", 400)["message"]
+    assert "common_examples[0].entities[0]: 'start' and 'end' must mark a part" in message
+
+
 async def test_test_intents_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     path = "/model/test/intents"
     empty = await client.post(path, content=b"")
