@@ -11,7 +11,7 @@ from typing import Any
 from server.errors import InvalidProjectFile
 from server.json_values import MAX_DEPTH, TooDeep, loads_untrusted
 from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData
-from server.training.nlu_yaml import entity_field_problem
+from server.training.nlu_yaml import entity_field_problem, is_entity_value
 from server.training.yaml_io import brief, read_project_text
 
 ROOT_KEY = "rasa_nlu_data"
@@ -127,10 +127,14 @@ class _Reader:
         self.read_examples(section)
         for where, item in self.items(section, "entity_synonyms"):
             value, synonyms = item.get("value"), item.get("synonyms")
-            if not isinstance(value, str) or not isinstance(synonyms, list):
-                raise self.error(where, "needs a 'value' string and a list of 'synonyms'")
+            # A number too, as Rasa writes the synonym of `[five]{"entity": .., "value": 5}`;
+            # its mapper maps to the number's text.
+            if not is_entity_value(value) or not isinstance(synonyms, list):
+                raise self.error(
+                    where, "needs a 'value' (text or a number) and a list of 'synonyms'"
+                )
             for synonym in synonyms:
-                self.data.add_synonym(str(synonym), value, f"{self.filename}:{where}")
+                self.data.add_synonym(str(synonym), str(value), f"{self.filename}:{where}")
         for where, item in self.items(section, "regex_features"):
             name, pattern = item.get("name"), item.get("pattern")
             if not isinstance(name, str) or not isinstance(pattern, str):

@@ -430,12 +430,18 @@ def entity_field_problem(entity: dict[str, Any]) -> str | None:
     a value is text or a number (JSON's: not true or false; Rasa keeps the number, and its
     synonym mapper maps the span's text to the number's text), a role or group is text."""
     value = entity.get("value", "")
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if not is_entity_value(value):
         return f"'value' must be text or a number, not {brief(value)}"
     for key in ("role", "group"):
         if key in entity and not isinstance(entity[key], str):
             return f"'{key}' must be text, not {brief(entity[key])}"
     return None
+
+
+def is_entity_value(value: Any) -> bool:
+    """Whether Rasa's schema takes `value` as an entity's (or a synonym's) value: text or a
+    JSON number, which true and false are not."""
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
 
 def _entity(spec: dict[str, Any], text: str, start: int, end: int) -> EntityAnnotation:

@@ -152,6 +152,28 @@ def test_a_json_entitys_value_may_be_a_number(tmp_path: Path):
     assert example.entities == [EntityAnnotation(0, 2, 5, "city")]
 
 
+def test_json_synonyms_of_a_number_as_rasa_writes_them_read(tmp_path: Path):
+    """`rasa data convert nlu -f json` of `[five]{"entity": "number", "value": 5}` writes
+    the synonym with the number as its value (and "5" for `[5]{...}`), and Rasa reads that
+    file back. Before: refused ("needs a 'value' string")."""
+    entity = {"start": 5, "end": 9, "value": 5, "entity": "number"}
+    example = {"text": "book five seats", "intent": "book", "entities": [entity]}
+    synonyms = [{"value": 5, "synonyms": ["five", "5"]}, {"value": 2.5, "synonyms": ["2,5"]}]
+    path = tmp_path / "nlu.json"
+    document = {"common_examples": [example], "entity_synonyms": synonyms}
+    path.write_text(json.dumps({"rasa_nlu_data": document}))
+    assert read_nlu_json(path).synonyms == {"five": "5", "2,5": "2.5"}
+
+
+@pytest.mark.parametrize("value", [None, True, ["a"]])
+def test_a_json_synonyms_value_must_be_text_or_a_number(tmp_path: Path, value: object):
+    path = tmp_path / "nlu.json"
+    document = {"entity_synonyms": [{"value": value, "synonyms": ["x"]}]}
+    path.write_text(json.dumps({"rasa_nlu_data": document}))
+    with pytest.raises(InvalidProjectFile, match=r"entity_synonyms\[0\]: needs a 'value'"):
+        read_nlu_json(path)
+
+
 @pytest.mark.parametrize(
     "entry",
     ["- text: ''", "- text: '  '", "- text:", "- text: null", "- ''", "- ~", "- {text: ~}"],
