@@ -73,7 +73,6 @@ from server.json_values import OFF_LOOP_JSON_BYTES, key_given_twice
 from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
-from server.nlu.training_data import annotated_text, annotations_of
 from server.trackers.events import OFF_LOOP_EVENTS, events_from_list
 from server.trackers.freeing import free_off_loop
 from server.trackers.tracker import Tracker
@@ -447,8 +446,9 @@ def _training_failure(exc: Exception) -> ApiError:
 
 
 def _nlu_data_from_json(body: Any) -> Any:
-    """Rasa's JSON NLU format (`rasa_nlu_data.common_examples`) as training data."""
-    from server.training.nlu_yaml import read_nlu_yaml
+    """Rasa's JSON NLU format (`rasa_nlu_data.common_examples`) as training data, each
+    example's entities as sent (overlapping ones too), as Rasa reads them."""
+    from server.training.nlu_json import read_nlu_json_examples
 
     if not isinstance(body, dict):
         raise bad_request("The body must be a JSON object with 'rasa_nlu_data'.", "body", "body")
@@ -460,28 +460,24 @@ def _nlu_data_from_json(body: Any) -> Any:
             "rasa_nlu_data",
             "body",
         )
-    by_intent: dict[str, list[str]] = {}
     for example in examples:
         if not isinstance(example, dict) or not isinstance(example.get("text"), str):
             raise bad_request("Each example needs a 'text' string.", "common_examples", "body")
         intent = example.get("intent")
-        entities = example.get("entities") or []
-        if not isinstance(intent, str) or not intent or not isinstance(entities, list):
+        if (
+            not isinstance(intent, str)
+            or not intent
+            or not isinstance(example.get("entities") or [], list)
+        ):
             raise bad_request(
                 "Each example needs an 'intent' name and a list of 'entities'.",
                 "common_examples",
                 "body",
             )
-        text = annotated_text(example["text"], annotations_of(entities))
-        by_intent.setdefault(intent, []).append(" ".join(text.split()))
-    document = {
-        "version": "3.1",
-        "nlu": [
-            {"intent": name, "examples": "".join(f"- {t}\n" for t in texts)}
-            for name, texts in by_intent.items()
-        ],
-    }
-    return read_nlu_yaml(yaml.dump(document, Dumper=SafeDumper12, sort_keys=False), "request body")
+    try:
+        return read_nlu_json_examples({"common_examples": examples}, "request body")
+    except InvalidProjectFile as exc:
+        raise ApiError(400, "BadRequest", str(exc), {"in": "body"}) from None
 
 
 def _evaluation_item(report_path: Path, errors_path: Path | None, averages: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 from server.errors import InvalidProjectFile
 from server.json_values import MAX_DEPTH, TooDeep, loads_untrusted
 from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData
+from server.training.nlu_yaml import entity_field_problem, is_entity_value
 from server.training.yaml_io import brief, read_project_text
 
 ROOT_KEY = "rasa_nlu_data"
@@ -74,6 +75,13 @@ def read_nlu_json(path: Path) -> NLUTrainingData:
     return _Reader(filename, path.parent).read(document[ROOT_KEY])
 
 
+def read_nlu_json_examples(section: dict[str, Any], source: str) -> NLUTrainingData:
+    """Only the examples (`common_examples`) of Rasa's JSON NLU data, each entity as given,
+    read as `read_nlu_json` reads them: the test data of a request, whose other sections
+    could name files on this machine (a lookup table's)."""
+    return _Reader(source, Path()).read_examples(section)
+
+
 def load_project_json(text: str, filename: str) -> Any:
     """A project file's JSON, under its YAML's limit: nesting deeper than MAX_DEPTH levels, or
     text that is not JSON, is an InvalidProjectFile (with the line of a syntax error)."""
@@ -110,15 +118,23 @@ class _Reader:
             out.append((where, item))
         return out
 
-    def read(self, section: dict[str, Any]) -> NLUTrainingData:
+    def read_examples(self, section: dict[str, Any]) -> NLUTrainingData:
         for where, item in self.items(section, "common_examples"):
             self.data.examples.append(self.example(where, item))
+        return self.data
+
+    def read(self, section: dict[str, Any]) -> NLUTrainingData:
+        self.read_examples(section)
         for where, item in self.items(section, "entity_synonyms"):
             value, synonyms = item.get("value"), item.get("synonyms")
-            if not isinstance(value, str) or not isinstance(synonyms, list):
-                raise self.error(where, "needs a 'value' string and a list of 'synonyms'")
+            # A number too, as Rasa writes the synonym of `[five]{"entity": .., "value": 5}`;
+            # its mapper maps to the number's text.
+            if not is_entity_value(value) or not isinstance(synonyms, list):
+                raise self.error(
+                    where, "needs a 'value' (text or a number) and a list of 'synonyms'"
+                )
             for synonym in synonyms:
-                self.data.add_synonym(str(synonym), value, f"{self.filename}:{where}")
+                self.data.add_synonym(str(synonym), str(value), f"{self.filename}:{where}")
         for where, item in self.items(section, "regex_features"):
             name, pattern = item.get("name"), item.get("pattern")
             if not isinstance(name, str) or not isinstance(pattern, str):
@@ -162,16 +178,16 @@ class _Reader:
         if not isinstance(name, str) or not name:
             raise self.error(where, "needs an 'entity' name")
         if (
-            not isinstance(start, int)
-            or not isinstance(end, int)
+            type(start) is not int  # Rasa's schema: a number, and true is none
+            or type(end) is not int
             or not 0 <= start < end <= len(text)
         ):
             raise self.error(
                 where, f"'start' and 'end' must mark a part of the text ({len(text)} characters)"
             )
-        for key in ("value", "role", "group"):
-            if key in entity and not isinstance(entity[key], str):  # Rasa's schema
-                raise self.error(where, f"'{key}' must be text, not {brief(entity[key])}")
+        problem = entity_field_problem(entity)
+        if problem:
+            raise self.error(where, problem)
         value = entity.get("value", text[start:end])
         return EntityAnnotation(start, end, value, name, entity.get("role"), entity.get("group"))
 

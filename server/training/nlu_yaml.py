@@ -397,7 +397,8 @@ def _annotations(raw: str) -> Iterator[tuple[int, int, re.Match[str]]]:
 
 def _entity_specs(raw: str, filename: str, line: int | None) -> list[dict[str, Any]]:
     """The entity JSON of an annotation, one object or a list of them; each needs an
-    `entity` name, and its value, role and group must be text."""
+    `entity` name; as in Rasa's entity schema, its value is text or a number and its role
+    and group are text."""
     try:
         parsed = loads_untrusted(raw.encode("utf-8", "surrogatepass"))
     except json.JSONDecodeError as e:
@@ -418,16 +419,29 @@ def _entity_specs(raw: str, filename: str, line: int | None) -> list[dict[str, A
                 filename,
                 line,
             )
-        for key in ("value", "role", "group"):
-            # A number's synonym was its text ("5", "None").
-            if key in spec and not isinstance(spec[key], str):
-                raise InvalidProjectFile(
-                    f"'{key}' in entity JSON {brief(raw)} must be text, "
-                    f"not {brief(spec[key])}; quote it",
-                    filename,
-                    line,
-                )
+        problem = entity_field_problem(spec)
+        if problem:
+            raise InvalidProjectFile(f"entity JSON {brief(raw)}: {problem}", filename, line)
     return specs
+
+
+def entity_field_problem(entity: dict[str, Any]) -> str | None:
+    """What is wrong with an entity's value, role or group by Rasa's entity schema, or None:
+    a value is text or a number (JSON's: not true or false; Rasa keeps the number, and its
+    synonym mapper maps the span's text to the number's text), a role or group is text."""
+    value = entity.get("value", "")
+    if not is_entity_value(value):
+        return f"'value' must be text or a number, not {brief(value)}"
+    for key in ("role", "group"):
+        if key in entity and not isinstance(entity[key], str):
+            return f"'{key}' must be text, not {brief(entity[key])}"
+    return None
+
+
+def is_entity_value(value: Any) -> bool:
+    """Whether Rasa's schema takes `value` as an entity's (or a synonym's) value: text or a
+    JSON number, which true and false are not."""
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
 
 def _entity(spec: dict[str, Any], text: str, start: int, end: int) -> EntityAnnotation:

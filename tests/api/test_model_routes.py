@@ -767,6 +767,63 @@ async def test_test_intents_lists_each_extractors_entity_errors(
     ]
 
 
+async def test_test_intents_json_keeps_each_entity_as_sent(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, tmp_path: Path
+) -> None:
+    """Rasa reads the JSON body's examples as they are. Before, they went through entity
+    markup and back: an entity overlapping another was dropped without a word, and a
+    number value (Rasa's schema allows one) made the request a 400."""
+    from server.training.train import train
+
+    bot = BOTS / "knowledgebasebot"
+    model = train(bot / "config.yml", bot / "domain.yml", [bot / "data"], tmp_path).path
+    kind = {"start": 5, "end": 9, "value": "zzqx", "entity": "object_type"}
+    overlapping = {"start": 0, "end": 9, "value": 2, "entity": "mention"}
+    examples = [
+        {"text": "list zzqx", "intent": "query_knowledge_base", "entities": [kind, overlapping]}
+    ]
+    response = await client.post(
+        f"/model/test/intents?model={model}",
+        json={"rasa_nlu_data": {"common_examples": examples}},
+    )
+    body = check(rasa_spec, response, "/model/test/intents", "post", 200)
+    (evaluation,) = body["entity_evaluation"].values()
+    [error] = evaluation["errors"]
+    assert error["entities"] == [kind, overlapping]
+    assert evaluation["report"]["mention"]["support"] == 1
+
+
+@pytest.mark.parametrize("entity", [5, None, ""])
+async def test_test_intents_json_entity_without_a_name_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, entity: object
+) -> None:
+    """Rasa's schema wants each entity's `entity` to be text. Before, such an entity was
+    dropped without a word and the rest evaluated."""
+    annotation = {"start": 0, "end": 2, "value": "hi", "entity": entity}
+    examples = [{"text": "hi", "intent": "greet", "entities": [annotation]}]
+    response = await client.post(
+        "/model/test/intents", json={"rasa_nlu_data": {"common_examples": examples}}
+    )
+    message = check(rasa_spec, response, "/model/test/intents", "post", 400)["message"]
+    assert "common_examples[0].entities[0]: needs an 'entity' name" in message
+
+
+@pytest.mark.parametrize(("start", "end"), [(False, True), (0, True)])
+async def test_test_intents_json_entity_offsets_must_be_integers(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, start: object, end: object
+) -> None:
+    """Rasa's schema wants numbers for `start` and `end`, and `true` is none (the JSON
+    reader of training files too). Before, false and true were read as 0 and 1, evaluated,
+    and echoed as `"start": false`."""
+    annotation = {"start": start, "end": end, "value": "h", "entity": "greeting"}
+    examples = [{"text": "hi", "intent": "greet", "entities": [annotation]}]
+    response = await client.post(
+        "/model/test/intents", json={"rasa_nlu_data": {"common_examples": examples}}
+    )
+    message = check(rasa_spec, response, "/model/test/intents", "post", 400)["message"]
+    assert "common_examples[0].entities[0]: 'start' and 'end' must mark a part" in message
+
+
 async def test_test_intents_errors(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     path = "/model/test/intents"
     empty = await client.post(path, content=b"")

@@ -60,6 +60,21 @@ def test_an_intent_message_is_written_as_sent_and_reads_back() -> None:
     assert [(e["entity"], e["value"]) for e in read.entities] == [("count", 5), ("city", "Berlin")]
 
 
+def test_a_story_with_a_duckling_number_reads_back() -> None:
+    """Duckling gives a number as a number: the story says `"value": 5`, as Rasa writes it,
+    and reads back with the number, as Rasa reads it. Before: refused ("'value' in entity
+    JSON ... must be text, not 5; quote it")."""
+    text = "book 5 seats"
+    number = {"entity": "number", "start": 5, "end": 6, "value": 5, "extractor": "Duckling"}
+    parse = {"intent": {"name": "book"}, "entities": [number]}
+    story = conversation_story(Tracker("u1", {}, [UserUttered(text=text, parse_data=parse)]))
+    assert 'user: |-\n      book [5]{"entity": "number", "value": 5} seats\n' in story
+    [step] = read_story_data(parse_yaml(story), "story.yml")
+    [read] = [event for event in step.events if isinstance(event, UserUttered)]
+    assert read.text == text
+    assert [(e["entity"], e["value"]) for e in read.entities] == [("number", 5)]
+
+
 def _session(at: float, text: str) -> list:
     return [
         ActionExecuted(action_name="action_session_start", timestamp=at),

@@ -99,33 +99,78 @@ def test_a_skipped_line_of_a_folded_block_names_its_own_line(caplog: pytest.LogC
     assert "data/nlu.yml:6: training example 'no dash'" in caplog.text
 
 
+@pytest.mark.parametrize("value", [5, 2.5, -1])
+def test_an_entity_jsons_value_may_be_a_number_as_in_rasa(value: float):
+    """Rasa's entity schema takes a number (`"value": ["string", "number"]`), which a story
+    written from a conversation with a Duckling number holds. Before: refused ("must be
+    text, not 5; quote it")."""
+    annotation = json.dumps({"entity": "number", "value": value})
+    text = f"nlu:\n- intent: a\n  examples: |\n    - ok\n    - take [five]{annotation}\n"
+    data = read_nlu_yaml(text, "data/nlu.yml")
+    assert data.examples[1].entities == [EntityAnnotation(5, 9, value, "number")]
+    # As Rasa's synonym mapper, the text maps to the number's text.
+    assert data.synonyms == {"five": str(value)}
+
+
 @pytest.mark.parametrize(
     "annotation",
     [
-        '{"entity": "city", "value": 5}',
         '{"entity": "city", "value": null}',
+        '{"entity": "city", "value": true}',
         '{"entity": "city", "value": ["a"]}',
         '{"entity": "city", "role": 5}',
         '{"entity": "city", "group": 1}',
     ],
 )
-def test_an_entity_jsons_value_role_and_group_must_be_text(annotation: str):
-    # As Rasa's entity schema. Before, the value 5 trained as 5 and made "SF" a synonym of
-    # "5" (null: of "None"), and the role 5 became "5".
+def test_an_entity_jsons_value_role_and_group_must_be_as_rasas_schema_says(annotation: str):
+    # As Rasa's entity schema (a value is text or a number, JSON's sense: not true or
+    # false). Before, null made "SF" a synonym of "None", and the role 5 became "5".
     text = f"nlu:\n- intent: a\n  examples: |\n    - ok\n    - to [SF]{annotation}\n"
     with pytest.raises(InvalidProjectFile, match="must be text") as info:
         read_nlu_yaml(text, "data/nlu.yml")
     assert (info.value.filename, info.value.line) == ("data/nlu.yml", 5)
 
 
-@pytest.mark.parametrize("value", [5, None, ["a"]])
-def test_a_json_entitys_value_must_be_text(tmp_path: Path, value: object):
-    # Before, it was kept, and `data convert nlu` wrote YAML that would not train.
+def _json_nlu(tmp_path: Path, value: object) -> Path:
     entity = {"start": 0, "end": 2, "entity": "city", "value": value}
     example = {"text": "SF", "intent": "a", "entities": [entity]}
     path = tmp_path / "nlu.json"
     path.write_text(json.dumps({"rasa_nlu_data": {"common_examples": [example]}}))
-    with pytest.raises(InvalidProjectFile, match=r"entities\[0\]: 'value' must be text"):
+    return path
+
+
+@pytest.mark.parametrize("value", [None, True, ["a"], {"a": 1}])
+def test_a_json_entitys_value_must_be_text_or_a_number(tmp_path: Path, value: object):
+    # Before, it was kept, and `data convert nlu` wrote YAML that would not train.
+    with pytest.raises(InvalidProjectFile, match=r"entities\[0\]: 'value' must be text or a"):
+        read_nlu_json(_json_nlu(tmp_path, value))
+
+
+def test_a_json_entitys_value_may_be_a_number(tmp_path: Path):
+    # As Rasa's JSON schema; before: refused ("'value' must be text, not 5").
+    [example] = read_nlu_json(_json_nlu(tmp_path, 5)).examples
+    assert example.entities == [EntityAnnotation(0, 2, 5, "city")]
+
+
+def test_json_synonyms_of_a_number_as_rasa_writes_them_read(tmp_path: Path):
+    """`rasa data convert nlu -f json` of `[five]{"entity": "number", "value": 5}` writes
+    the synonym with the number as its value (and "5" for `[5]{...}`), and Rasa reads that
+    file back. Before: refused ("needs a 'value' string")."""
+    entity = {"start": 5, "end": 9, "value": 5, "entity": "number"}
+    example = {"text": "book five seats", "intent": "book", "entities": [entity]}
+    synonyms = [{"value": 5, "synonyms": ["five", "5"]}, {"value": 2.5, "synonyms": ["2,5"]}]
+    path = tmp_path / "nlu.json"
+    document = {"common_examples": [example], "entity_synonyms": synonyms}
+    path.write_text(json.dumps({"rasa_nlu_data": document}))
+    assert read_nlu_json(path).synonyms == {"five": "5", "2,5": "2.5"}
+
+
+@pytest.mark.parametrize("value", [None, True, ["a"]])
+def test_a_json_synonyms_value_must_be_text_or_a_number(tmp_path: Path, value: object):
+    path = tmp_path / "nlu.json"
+    document = {"entity_synonyms": [{"value": value, "synonyms": ["x"]}]}
+    path.write_text(json.dumps({"rasa_nlu_data": document}))
+    with pytest.raises(InvalidProjectFile, match=r"entity_synonyms\[0\]: needs a 'value'"):
         read_nlu_json(path)
 
 
