@@ -977,9 +977,8 @@ def _train_inputs(args: argparse.Namespace) -> tuple[Path | None, Path, list[Pat
 def _valid_for_training(args: argparse.Namespace) -> bool:
     """As `rasa train`: the checks of `data validate` first; an error is printed as `data
     validate` prints it, and nothing is trained. Rasa also stops on a few of its *warnings*
-    (NLU examples of an intent the domain lacks); botserver prints them and trains, saying
-    Rasa would not (`--fail-on-validation-warnings` stops on them): Rasa's own example bots
-    (examples/rules) have such data and hold conversations all the same."""
+    (a slot mapping conditioned on a form that lacks it); botserver prints them and trains,
+    saying Rasa would not (`--fail-on-validation-warnings` stops on them)."""
     from server.training.validation import validate_project
 
     config, domain, data = _train_inputs(args)

@@ -204,14 +204,41 @@ def _check_intents(project: Project, report: ValidationReport) -> None:
             "has no examples in the NLU data"
         )
     for intent in sorted(nlu_intents - domain_intents - set(DEFAULT_INTENTS)):
-        # Rasa's words, and as in Rasa a warning that fails the validation.
-        warning = (
+        # Rasa's words; a warning, as in Rasa 3.6 (it fails with --fail-on-warnings only).
+        report.warnings.append(
             f"There is a message in the training data labeled with intent '{intent}'. "
             "This intent is not listed in your domain. You should need to add that intent "
             "to your domain file!"
         )
-        report.warnings.append(warning)
-        report.failing_warnings.append(warning)
+    in_stories = {
+        event.intent_name
+        for step in project.stories
+        for event in [*step.condition, *step.events]
+        if isinstance(event, UserUttered) and event.intent_name
+    }
+    for intent in sorted(domain_intents - in_stories - set(DEFAULT_INTENTS)):
+        report.warnings.append(
+            f"{_defined_at(project, 'intents', intent)}intent '{intent}' is not used in any "
+            "story or rule"
+        )
+    _check_examples_under_two_intents(project, report)
+
+
+def _check_examples_under_two_intents(project: Project, report: ValidationReport) -> None:
+    """Rasa's `verify_example_repetition_in_intents`, in its words: a text given as an example
+    of two intents (entity markup aside) teaches the classifier both."""
+    intents_of: dict[str, set[str]] = defaultdict(set)
+    for example in project.nlu.examples:
+        if example.base_intent:
+            intents_of[example.text].add(example.base_intent)
+    for text, intents in intents_of.items():
+        if len(intents) > 1:
+            report.warnings.append(
+                f"The example '{text}' was found labeled with multiple different intents in "
+                "the training data. Each annotated message should only appear with one intent. "
+                f"You should fix that conflict The example is labeled with: "
+                f"{', '.join(sorted(intents))}."
+            )
 
 
 def _check_entities(project: Project, report: ValidationReport) -> None:
