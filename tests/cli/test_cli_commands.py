@@ -507,6 +507,32 @@ def test_an_example_under_two_intents_is_a_warning_as_in_rasa(run_cli, starter_c
     ) in _only_warned(run_cli, starter_copy)
 
 
+def test_an_empty_domain_fails_validation_as_in_rasa(run_cli, starter_copy: Path) -> None:
+    # Before: "The project is valid", exit 0. Rasa 3.6 stops: "Encountered empty domain".
+    (starter_copy / "domain.yml").write_text('version: "3.1"\n')
+
+    result = run_cli("data", "validate", cwd=starter_copy)
+
+    assert result.code == 1, result.out
+    assert "error: domain.yml: Encountered empty domain during validation" in result.out
+
+
+def test_a_mapping_policy_trigger_fails_validation_as_in_rasa(run_cli, starter_copy: Path) -> None:
+    # Before: "The project is valid", and `triggers` did nothing. Rasa 3.6 fails on it.
+    domain = starter_copy / "domain.yml"
+    domain.write_text(
+        domain.read_text().replace("  - greet\n", "  - greet:\n      triggers: utter_greet\n", 1)
+    )
+
+    result = run_cli("data", "validate", cwd=starter_copy)
+
+    assert result.code == 1, result.out
+    assert (
+        "warning: domain.yml:4: The intent greet in the domain file is using the MappingPolicy "
+        "format which has now been deprecated. Please migrate to RulePolicy."
+    ) in result.out.splitlines(), result.out
+
+
 REFUSED_CONFIG_ITEMS = [
     # (the section, the item written at line 6 of config.yml, what the error says)
     ("pipeline", "- name: FooBarComponent", "Unknown NLU component 'FooBarComponent'"),
