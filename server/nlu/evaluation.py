@@ -126,7 +126,8 @@ def write_reports(
         )
         if e.base_intent
     ]
-    if intent_rows:
+    if len({row[0] for row in intent_rows}) >= 2:
+        # As Rasa's: the intents are evaluated when the test data has two or more.
         summary["intent_evaluation"] = _label_reports(
             intent_rows, out_dir, INTENTS, plot=plot, errors=errors, successes=successes
         )
@@ -142,17 +143,17 @@ def write_reports(
             response_rows, out_dir, RESPONSES, plot=plot, errors=errors, successes=successes
         )
     entity_summary = {}
-    for extractor in sorted(predictions.extractors):
+    for extractor in _active_extractors(predictions):
         report = entity_report(predictions, extractor)
         _write_json(out_dir / f"{extractor}_report.json", report)
         entity_summary[extractor] = report["micro avg"]
         if errors:
-            _write_json(
+            _write_unless_empty(
                 out_dir / f"{extractor}_errors.json",
                 _entity_examples(predictions, extractor, False),
             )
         if successes:
-            _write_json(
+            _write_unless_empty(
                 out_dir / f"{extractor}_successes.json",
                 _entity_examples(predictions, extractor, True),
             )
@@ -161,6 +162,15 @@ def write_reports(
     if entity_summary:
         summary["entity_evaluation"] = entity_summary
     return summary
+
+
+def _active_extractors(predictions: Predictions) -> list[str]:
+    """The extractors evaluated: none unless the test data annotates entities, as in Rasa.
+    Rasa then evaluates only those that found an entity in it; here one that found none
+    gets its report too (every annotated entity missed), rather than no word of it."""
+    if not any(example.entities for example in predictions.examples):
+        return []
+    return sorted(predictions.extractors)
 
 
 @dataclass(frozen=True)
@@ -191,42 +201,76 @@ def _label_reports(
     errors: bool,
     successes: bool,
 ) -> dict[str, Any]:
-    from sklearn.metrics import classification_report, confusion_matrix
-
     targets = [r[0] for r in rows]
     predicted = [r[1] for r in rows]
+    report = labels_report(targets, predicted)
     labels = sorted(set(targets) | set(predicted))
-    report = classification_report(
-        targets, predicted, labels=labels, output_dict=True, zero_division=0
-    )
-    accuracy = float(np.mean([t == p for t, p in zip(targets, predicted, strict=True)]))
-    report.pop("micro avg", None)
-    report["accuracy"] = accuracy
-    matrix = confusion_matrix(targets, predicted, labels=labels)
-    for i, label in enumerate(labels):
-        if label in report:
-            confused = {
-                labels[j]: int(matrix[i, j])
-                for j in np.argsort(-matrix[i])
-                if j != i and matrix[i, j] > 0
-            }
-            report[label]["confused_with"] = dict(list(confused.items())[:3])
     name = labelled.prefix
     _write_json(out_dir / f"{name}_report.json", report)
     wrong = _predictions(rows, labelled, hits=False)
     if errors:
-        _write_json(out_dir / f"{name}_errors.json", wrong)
+        _write_unless_empty(out_dir / f"{name}_errors.json", wrong)
     if successes:
-        _write_json(out_dir / f"{name}_successes.json", _predictions(rows, labelled, hits=True))
+        hits = _predictions(rows, labelled, hits=True)
+        _write_unless_empty(out_dir / f"{name}_successes.json", hits)
     if plot:
+        matrix = _confusion_matrix(targets, predicted, labels)
         _plots(targets, predicted, [r[2] for r in rows], labels, matrix, out_dir, labelled)
     weighted = report.get("weighted avg", {})
     return {
-        "accuracy": accuracy,
+        "accuracy": report["accuracy"],
         "precision": weighted.get("precision"),
         "f1_score": weighted.get("f1-score"),
         "errors": len(wrong),
     }
+
+
+def labels_report(
+    targets: list[str], predicted: list[str], exclude: str | None = None
+) -> dict[str, Any]:
+    """Rasa's classification report (intent_report.json, story_report.json): a row for each
+    label of `targets` (`exclude` aside) with precision, recall, f1-score, support and the
+    labels most often predicted instead (`confused_with`), then "accuracy", "macro avg",
+    "weighted avg" and "micro avg"; {} without a label."""
+    from sklearn.metrics import classification_report
+
+    rows = sorted(set(targets) - {exclude})
+    if not rows:
+        return {}
+    report: dict[str, Any] = classification_report(
+        targets, predicted, labels=rows, output_dict=True, zero_division=0
+    )
+    accuracy = float(np.mean([t == p for t, p in zip(targets, predicted, strict=True)]))
+    if "micro avg" in report:
+        report["accuracy"] = accuracy
+    else:  # sklearn's accuracy is the micro average when the rows are every label
+        report["micro avg"] = {
+            "precision": accuracy,
+            "recall": accuracy,
+            "f1-score": accuracy,
+            "support": report["macro avg"]["support"],
+        }
+    labels = sorted(set(targets) | set(predicted))
+    matrix = _confusion_matrix(targets, predicted, labels)
+    # As Rasa's: among the three largest cells of the label's row, the other labels.
+    candidates = np.argsort(matrix, axis=1)[:, ::-1][:, : min(3, len(labels))]
+    for i, label in enumerate(labels):
+        if label == exclude or not isinstance(report.get(label), dict):
+            continue
+        report[label]["confused_with"] = {
+            labels[j]: int(matrix[i, j])
+            for j in candidates[i]
+            if labels[j] not in (label, exclude) and matrix[i, j] > 0
+        }
+    return report
+
+
+def _confusion_matrix(targets: list[str], predicted: list[str], labels: list[str]) -> np.ndarray:
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=int)
+    for t, p in zip(targets, predicted, strict=True):
+        matrix[index[t], index[p]] += 1
+    return matrix
 
 
 def _predictions(
@@ -343,10 +387,7 @@ def _entity_plots(predictions: Predictions, extractor: str, out_dir: Path) -> No
         return
     # Counted here: scikit-learn's confusion_matrix warns of a test set of one label (a bot
     # whose test messages hold no entity), which is a plain matrix of one cell.
-    index = {label: i for i, label in enumerate(labels)}
-    matrix = np.zeros((len(labels), len(labels)), dtype=int)
-    for a, f in zip(annotated, found, strict=True):
-        matrix[index[a], index[f]] += 1
+    matrix = _confusion_matrix(annotated, found, labels)
     _draw_matrix(
         plt,
         matrix,
@@ -450,6 +491,15 @@ def _draw_matrix(plt: Any, matrix: np.ndarray, labels: list[str], title: str, pa
 
 def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def _write_unless_empty(path: Path, examples: list[dict]) -> None:
+    """An errors or successes file, as Rasa's: written only when it lists an example (Rasa
+    logs "Every intent was predicted correctly by the model." instead)."""
+    if examples:
+        _write_json(path, examples)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def cross_validate(
