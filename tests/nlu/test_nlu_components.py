@@ -142,6 +142,25 @@ def test_evaluate_writes_rasa_report_files(tmp_path: Path, load_bot):
     assert {"intent_confusion_matrix.png", "intent_histogram.png"} <= names
 
 
+def test_entity_report_counts_tokens_as_rasas(tmp_path: Path, load_bot):
+    """As Rasa's `<extractor>_report.json`: each token's entity type (`no_entity` aside) is a
+    label, with `confused_with`, and the report has Rasa's `accuracy` and averages. Before,
+    entities were counted (support 2 for `cuisine` here, no `accuracy`)."""
+    pipeline = NLUPipeline.train(load_bot("formbot"), [{"name": "DIETClassifier"}])
+    test = read_nlu_yaml(
+        "nlu:\n- intent: inform\n  examples: |\n"
+        "    - [italian](cuisine) food\n    - [zzqx yyqx](cuisine) please\n",
+        "test.yml",
+    )
+    evaluate(pipeline, test, tmp_path, plot=False)
+    report = json.loads((tmp_path / "DIETClassifier_report.json").read_text())
+    assert set(report) == {"cuisine", "accuracy", "micro avg", "macro avg", "weighted avg"}
+    assert report["cuisine"]["support"] == 3  # italian, zzqx, yyqx
+    assert report["cuisine"]["recall"] == 1 / 3
+    assert report["cuisine"]["confused_with"] == {}
+    assert report["accuracy"] == 3 / 5  # italian, food and please of the five tokens
+
+
 def test_entity_errors_list_the_examples_an_extractor_got_wrong(tmp_path: Path, load_bot):
     """As Rasa's `<extractor>_errors.json` and the `errors` of `POST /model/test/intents`'s
     entity evaluation; before, no file, and `errors` was always []."""
