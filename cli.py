@@ -711,8 +711,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--e2e",
         "--end-to-end",
         action="store_true",
-        help="also compare the intent and entities the NLU finds in each test story's user "
-        "text (by default only the actions are compared, as in Rasa)",
+        help="test core: also compare the intent and entities the NLU finds in each test "
+        "story's user text (`botserver test` always does, as `rasa test`; `test core` "
+        "compares only the actions by default, as Rasa's)",
     )
     p.add_argument(
         "--max-stories", type=_int_at_least(1), help="test only the first N test stories"
