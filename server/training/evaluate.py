@@ -159,10 +159,15 @@ def test_nlu(model: DialogueModel, nlu_path: Path, out: Path, **files: bool) -> 
         print(f"NLU: no examples in {nlu_path}: nothing to test (give them with --nlu).")
         return None
     report = evaluate(model.nlu, data, out, **files)  # type: ignore[arg-type]
-    accuracy = (report.get("intent_evaluation") or {}).get("accuracy")
+    intents = report.get("intent_evaluation")
+    if intents:
+        said = f"intent accuracy {intents['accuracy']}"
+    else:  # as Rasa, with two intents or more
+        count = len(data.intents)
+        said = f"intents not evaluated: the test data has {count} intent{'s' * (count != 1)}"
     selection = report.get("response_selection_evaluation")
     selected = f", response selection accuracy {selection['accuracy']}" if selection else ""
-    print(f"NLU: intent accuracy {accuracy}{selected}; reports in {out}/")
+    print(f"NLU: {said}{selected}; reports in {out}/")
     return report
 
 

@@ -106,3 +106,18 @@ def test_test_without_a_part_tests_the_stories_end_to_end_as_rasa_test(
     assert "intent: greet  # predicted: ask_opening_hours" in failed
     report = json.loads((results / "story_report.json").read_text())
     assert report["greet"]["confused_with"] == {"ask_opening_hours": 1}
+
+
+def test_test_data_of_one_intent_gets_no_intent_report_as_in_rasa(
+    run_cli, starter_copy: Path
+) -> None:
+    # Rasa evaluates the intents when the test data has two or more; the summary line said
+    # "intent accuracy None" when there was nothing to evaluate.
+    data = _nlu_test_file(starter_copy, {"greet": ["hello", "hi"]})
+
+    result = run_cli("test", "nlu", "-u", str(data), "--no-plot", cwd=starter_copy)
+
+    assert result.code == 0, result.err
+    assert not (starter_copy / "results" / "intent_report.json").exists()
+    assert "None" not in result.out
+    assert "intents not evaluated: the test data has 1 intent" in result.out
