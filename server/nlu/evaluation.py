@@ -226,12 +226,16 @@ def _label_reports(
 
 
 def labels_report(
-    targets: list[str], predicted: list[str], exclude: str | None = None
+    targets: list[str],
+    predicted: list[str],
+    exclude: str | None = None,
+    confused_with: bool = True,
 ) -> dict[str, Any]:
     """Rasa's classification report (intent_report.json, story_report.json): a row for each
-    label of `targets` (`exclude` aside) with precision, recall, f1-score, support and the
-    labels most often predicted instead (`confused_with`), then "accuracy", "macro avg",
-    "weighted avg" and "micro avg"; {} without a label."""
+    label of `targets` (`exclude` aside) with precision, recall, f1-score, support and, for
+    the NLU's reports (`confused_with`; Rasa's story report has none), the labels most often
+    predicted instead, then "accuracy", "macro avg", "weighted avg" and "micro avg"; {}
+    without a label."""
     from sklearn.metrics import classification_report
 
     rows = sorted(set(targets) - {exclude})
@@ -250,6 +254,8 @@ def labels_report(
             "f1-score": accuracy,
             "support": report["macro avg"]["support"],
         }
+    if not confused_with:
+        return report
     labels = sorted(set(targets) | set(predicted))
     matrix = _confusion_matrix(targets, predicted, labels)
     # As Rasa's: among the three largest cells of the label's row, the other labels.
