@@ -52,12 +52,13 @@ TRAINING_DATA = Path("data")
 TEST_FILE_PREFIX = "test_"
 
 
-def _test_story_files(given: str | None, e2e: bool = False) -> list[Path]:
+def _test_story_files(given: str | None, e2e: bool = False, whole: bool = False) -> list[Path]:
     """The files of `--stories`, or else of `tests`; a project without a `tests` folder is
-    tested on the stories of `data`, with a warning, as `rasa test` does (Rasa's example bots
-    have no tests folder): with `--e2e`, as Rasa, on its `test_*` files alone, and an error
-    says so when there are none. A path given with `--stories` is not replaced: a typo
-    stays an error."""
+    tested on the stories of `data`, with a warning, as `rasa test core` does (Rasa's example
+    bots have no tests folder): with `--e2e`, as Rasa, on its `test_*` files alone, and an
+    error says so when there are none. `whole`: for `botserver test`, whose warning says
+    `rasa test` tests none of the training stories. A path given with `--stories` is not
+    replaced: a typo stays an error."""
     if given is not None:
         return data_files([_existing(Path(given), "test stories", "--stories")])
     if not _falls_back_to_data():
@@ -77,9 +78,13 @@ def _test_story_files(given: str | None, e2e: bool = False) -> list[Path]:
     else:
         files = data_files([TRAINING_DATA])
         tested, why = f"the training stories of '{TRAINING_DATA}'", ""
+    rasa, none = "Rasa does", ""
+    if whole and not e2e:
+        rasa = "`rasa test core` does, on their actions"
+        none = f"`rasa test` tests none here, it reads only {TEST_FILE_PREFIX}*.yml files; "
     print(
-        f"warning: no test stories at '{TEST_STORIES}'; testing {tested} instead, as Rasa "
-        f"does ({why}accuracy on data the model was trained on; give test stories with "
+        f"warning: no test stories at '{TEST_STORIES}'; testing {tested} instead, as {rasa} "
+        f"({why}accuracy on data the model was trained on; {none}give test stories with "
         "--stories).",
         file=sys.stderr,
     )
@@ -95,7 +100,7 @@ def _stories_to_test(args: argparse.Namespace) -> tuple[list[Path], bool]:
     e2e = args.e2e or args.what is None
     if e2e and not args.e2e and args.stories is None and _falls_back_to_data():
         e2e = bool(_end_to_end_files_of_data())
-    return _test_story_files(args.stories, e2e), e2e
+    return _test_story_files(args.stories, e2e, whole=args.what is None), e2e
 
 
 def _falls_back_to_data() -> bool:

@@ -761,6 +761,9 @@ def test_a_project_without_test_stories_is_tested_on_its_training_stories(
     result = run_cli("test", cwd=starter_copy)
     assert result.code == 0, result.err
     assert "no test stories at 'tests'; testing the training stories of 'data'" in result.err
+    # `rasa test core` tests them; `rasa test` reads only test_*.yml files: not "as Rasa does".
+    assert "as `rasa test core` does, on their actions" in result.err
+    assert "`rasa test` tests none here, it reads only test_*.yml files" in result.err
     report = json.loads((starter_copy / "results" / "story_report.json").read_text())
     stories = (starter_copy / "data" / "stories.yml").read_text().count("- story:")
     assert report["conversation_accuracy"]["total"] == stories  # rules are not tested
