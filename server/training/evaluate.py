@@ -91,13 +91,15 @@ def _test_story_files(given: str | None, e2e: bool = False, whole: bool = False)
     return files
 
 
-def _stories_to_test(args: argparse.Namespace) -> tuple[list[Path], bool]:
+def _stories_to_test(args: argparse.Namespace, has_nlu: bool) -> tuple[list[Path], bool]:
     """The test story files, and whether they are tested end to end: `botserver test`
     tests them end to end, as `rasa test` (its core test always runs with --e2e), and so do
     `test core --e2e`. Without test stories (no `tests` folder, no `data/test_*.yml`),
     `botserver test` tests the training stories of `data` on their actions, where Rasa
-    would test none; `--e2e` given is an error there."""
-    e2e = args.e2e or args.what is None
+    would test none; `--e2e` given is an error there. A model without NLU (`has_nlu`
+    false) is tested on the actions: it cannot read the user texts, whose intents would all
+    count as right."""
+    e2e = args.e2e or (args.what is None and has_nlu)
     if e2e and not args.e2e and args.stories is None and _falls_back_to_data():
         e2e = bool(_end_to_end_files_of_data())
     return _test_story_files(args.stories, e2e, whole=args.what is None), e2e
@@ -226,7 +228,7 @@ def run_test(args: argparse.Namespace) -> int:
     core, nlu = _parts_to_test(model, args.what, args.model)
     failed = 0
     if core:
-        story_files, e2e = _stories_to_test(args)
+        story_files, e2e = _stories_to_test(args, model.nlu is not None)
         report = test_core(
             model, story_files, out, e2e, args.max_stories, not args.no_warnings, **files
         )
