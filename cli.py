@@ -711,8 +711,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--e2e",
         "--end-to-end",
         action="store_true",
-        help="also compare the intent and entities the NLU finds in each test story's user "
-        "text (by default only the actions are compared, as in Rasa)",
+        help="test core: also compare the intent and entities the NLU finds in each test "
+        "story's user text (`botserver test` always does, as `rasa test`; `test core` "
+        "compares only the actions by default, as Rasa's)",
     )
     p.add_argument(
         "--max-stories", type=_int_at_least(1), help="test only the first N test stories"
@@ -977,9 +978,8 @@ def _train_inputs(args: argparse.Namespace) -> tuple[Path | None, Path, list[Pat
 def _valid_for_training(args: argparse.Namespace) -> bool:
     """As `rasa train`: the checks of `data validate` first; an error is printed as `data
     validate` prints it, and nothing is trained. Rasa also stops on a few of its *warnings*
-    (NLU examples of an intent the domain lacks); botserver prints them and trains, saying
-    Rasa would not (`--fail-on-validation-warnings` stops on them): Rasa's own example bots
-    (examples/rules) have such data and hold conversations all the same."""
+    (a slot mapping conditioned on a form that lacks it); botserver prints them and trains,
+    saying Rasa would not (`--fail-on-validation-warnings` stops on them)."""
     from server.training.validation import validate_project
 
     config, domain, data = _train_inputs(args)

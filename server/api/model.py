@@ -518,7 +518,7 @@ def _nlu_results(out_dir: Path) -> dict[str, Any]:
             continue
         extractor = path.name[: -len("_report.json")]
         result["entity_evaluation"][extractor] = _evaluation_item(
-            path, out_dir / f"{extractor}_errors.json", "micro avg"
+            path, out_dir / f"{extractor}_errors.json", "weighted avg"
         )
     return result
 

@@ -333,6 +333,20 @@ class Domain:
         does not know (a form dropped from the domain, a name posted through the API)."""
         return name if name is None or name in self._action_index else None
 
+    @property
+    def is_empty(self) -> bool:
+        """Whether the domain declares nothing (no intent, entity, slot, response, action or
+        form of its own), as Rasa's `Domain.is_empty`: the slots every domain gets aside."""
+        own_slots = [s for s in self.slots if s.name != SESSION_STARTED_METADATA]
+        return not (
+            self.user_intents
+            or self.entities
+            or own_slots
+            or self.responses
+            or self.user_actions
+            or self.forms
+        )
+
     def slot_defaults(self) -> SlotDefaults:
         """The slots' initial values (a list slot's as a list, as Rasa holds it)."""
         lists = frozenset(s.name for s in self.slots if s.type == "list")

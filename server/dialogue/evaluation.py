@@ -17,6 +17,7 @@ from server.dialogue.processor import DialogueModel, note_text_featurization, pr
 from server.dialogue.slot_extraction import extract_slots
 from server.dialogue.story_export import yaml_scalar
 from server.dialogue.story_steps import StoryStep
+from server.nlu.evaluation import labels_report
 from server.nlu.training_data import message_markup
 from server.trackers.events import (
     ACTION_LISTEN,
@@ -199,22 +200,20 @@ def write_story_reports(
     """Writes story_report.json and, as `rasa test` does unless told otherwise
     (`--no-errors`, `--no-warnings`, `--no-plot`, `--successes`), failed_test_stories.yml,
     stories_with_warnings.yml, the confusion matrix and successful_test_stories.yml."""
-    from sklearn.metrics import classification_report
-
     out_dir.mkdir(parents=True, exist_ok=True)
     gold = [g for r in results for g in r.gold]
     predicted = [p for r in results for p in r.predicted]
-    report: dict[str, Any] = (
-        classification_report(gold, predicted, output_dict=True, zero_division=0) if gold else {}
-    )
+    # As Rasa's core test: sklearn's report and averages, without the NLU's confused_with.
+    report = labels_report(gold, predicted, confused_with=False)
     correct = sum(r.correct for r in results)
     total = len(results)
-    report["conversation_accuracy"] = {
-        "accuracy": correct / total if total else 0.0,
-        "correct": correct,
-        "with_warnings": 0,
-        "total": total,
-    }
+    if total:  # as Rasa's: no stories, no conversation_accuracy (the report is {})
+        report["conversation_accuracy"] = {
+            "accuracy": correct / total,
+            "correct": correct,
+            "with_warnings": 0,
+            "total": total,
+        }
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
     if errors:
         _write_stories(
@@ -229,9 +228,8 @@ def write_story_reports(
             "# None of the test stories succeeded :(",
         )
     if warnings:
-        (out_dir / WARNINGS_FILE).write_text(
-            "# None of the test stories have warnings.\n", encoding="utf-8"
-        )
+        # Rasa's words, without a closing line break, as Rasa writes them.
+        (out_dir / WARNINGS_FILE).write_text("# No warnings for test stories", encoding="utf-8")
     if gold and plot:
         _confusion_matrix(gold, predicted, out_dir / "story_confusion_matrix.png")
     return report
@@ -240,7 +238,7 @@ def write_story_reports(
 def _write_stories(results: list[StoryResult], path: Path, if_none: str) -> None:
     """The stories as test stories, each wrong prediction noted beside its step."""
     if not results:
-        path.write_text(if_none + "\n", encoding="utf-8")
+        path.write_text(if_none, encoding="utf-8")
         return
     lines = ['version: "3.1"', "stories:"]
     for result in results:

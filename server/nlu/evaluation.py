@@ -126,7 +126,8 @@ def write_reports(
         )
         if e.base_intent
     ]
-    if intent_rows:
+    if len({row[0] for row in intent_rows}) >= 2:
+        # As Rasa's: the intents are evaluated when the test data has two or more.
         summary["intent_evaluation"] = _label_reports(
             intent_rows, out_dir, INTENTS, plot=plot, errors=errors, successes=successes
         )
@@ -142,17 +143,17 @@ def write_reports(
             response_rows, out_dir, RESPONSES, plot=plot, errors=errors, successes=successes
         )
     entity_summary = {}
-    for extractor in sorted(predictions.extractors):
+    for extractor in _active_extractors(predictions):
         report = entity_report(predictions, extractor)
         _write_json(out_dir / f"{extractor}_report.json", report)
-        entity_summary[extractor] = report["micro avg"]
+        entity_summary[extractor] = report.get("weighted avg", {})
         if errors:
-            _write_json(
+            _write_unless_empty(
                 out_dir / f"{extractor}_errors.json",
                 _entity_examples(predictions, extractor, False),
             )
         if successes:
-            _write_json(
+            _write_unless_empty(
                 out_dir / f"{extractor}_successes.json",
                 _entity_examples(predictions, extractor, True),
             )
@@ -161,6 +162,15 @@ def write_reports(
     if entity_summary:
         summary["entity_evaluation"] = entity_summary
     return summary
+
+
+def _active_extractors(predictions: Predictions) -> list[str]:
+    """The extractors evaluated: none unless the test data annotates entities, as in Rasa.
+    Rasa then evaluates only those that found an entity in it; here one that found none
+    gets its report too (every annotated entity missed), rather than no word of it."""
+    if not any(example.entities for example in predictions.examples):
+        return []
+    return sorted(predictions.extractors)
 
 
 @dataclass(frozen=True)
@@ -191,42 +201,82 @@ def _label_reports(
     errors: bool,
     successes: bool,
 ) -> dict[str, Any]:
-    from sklearn.metrics import classification_report, confusion_matrix
-
     targets = [r[0] for r in rows]
     predicted = [r[1] for r in rows]
+    report = labels_report(targets, predicted)
     labels = sorted(set(targets) | set(predicted))
-    report = classification_report(
-        targets, predicted, labels=labels, output_dict=True, zero_division=0
-    )
-    accuracy = float(np.mean([t == p for t, p in zip(targets, predicted, strict=True)]))
-    report.pop("micro avg", None)
-    report["accuracy"] = accuracy
-    matrix = confusion_matrix(targets, predicted, labels=labels)
-    for i, label in enumerate(labels):
-        if label in report:
-            confused = {
-                labels[j]: int(matrix[i, j])
-                for j in np.argsort(-matrix[i])
-                if j != i and matrix[i, j] > 0
-            }
-            report[label]["confused_with"] = dict(list(confused.items())[:3])
     name = labelled.prefix
     _write_json(out_dir / f"{name}_report.json", report)
     wrong = _predictions(rows, labelled, hits=False)
     if errors:
-        _write_json(out_dir / f"{name}_errors.json", wrong)
+        _write_unless_empty(out_dir / f"{name}_errors.json", wrong)
     if successes:
-        _write_json(out_dir / f"{name}_successes.json", _predictions(rows, labelled, hits=True))
+        hits = _predictions(rows, labelled, hits=True)
+        _write_unless_empty(out_dir / f"{name}_successes.json", hits)
     if plot:
+        matrix = _confusion_matrix(targets, predicted, labels)
         _plots(targets, predicted, [r[2] for r in rows], labels, matrix, out_dir, labelled)
     weighted = report.get("weighted avg", {})
     return {
-        "accuracy": accuracy,
+        "accuracy": report["accuracy"],
         "precision": weighted.get("precision"),
         "f1_score": weighted.get("f1-score"),
         "errors": len(wrong),
     }
+
+
+def labels_report(
+    targets: list[str],
+    predicted: list[str],
+    exclude: str | None = None,
+    confused_with: bool = True,
+) -> dict[str, Any]:
+    """Rasa's classification report (intent_report.json, story_report.json): a row for each
+    label of `targets` (`exclude` aside) with precision, recall, f1-score, support and, for
+    the NLU's reports (`confused_with`; Rasa's story report has none), the labels most often
+    predicted instead, then "accuracy", "macro avg", "weighted avg" and "micro avg"; {}
+    without a label."""
+    from sklearn.metrics import classification_report
+
+    rows = sorted(set(targets) - {exclude})
+    if not rows:
+        return {}
+    report: dict[str, Any] = classification_report(
+        targets, predicted, labels=rows, output_dict=True, zero_division=0
+    )
+    accuracy = float(np.mean([t == p for t, p in zip(targets, predicted, strict=True)]))
+    if "micro avg" in report:
+        report["accuracy"] = accuracy
+    else:  # sklearn's accuracy is the micro average when the rows are every label
+        report["micro avg"] = {
+            "precision": accuracy,
+            "recall": accuracy,
+            "f1-score": accuracy,
+            "support": report["macro avg"]["support"],
+        }
+    if not confused_with:
+        return report
+    labels = sorted(set(targets) | set(predicted))
+    matrix = _confusion_matrix(targets, predicted, labels)
+    # As Rasa's: among the three largest cells of the label's row, the other labels.
+    candidates = np.argsort(matrix, axis=1)[:, ::-1][:, : min(3, len(labels))]
+    for i, label in enumerate(labels):
+        if label == exclude or not isinstance(report.get(label), dict):
+            continue
+        report[label]["confused_with"] = {
+            labels[j]: int(matrix[i, j])
+            for j in candidates[i]
+            if labels[j] not in (label, exclude) and matrix[i, j] > 0
+        }
+    return report
+
+
+def _confusion_matrix(targets: list[str], predicted: list[str], labels: list[str]) -> np.ndarray:
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=int)
+    for t, p in zip(targets, predicted, strict=True):
+        matrix[index[t], index[p]] += 1
+    return matrix
 
 
 def _predictions(
@@ -246,91 +296,103 @@ def _predictions(
 
 
 def _entity_examples(predictions: Predictions, extractor: str, hits: bool) -> list[dict]:
-    """The examples whose entities `extractor` found exactly (`hits`: same spans and types)
-    or not, in the layout of Rasa's `<extractor>_errors.json`."""
+    """As Rasa's `<extractor>_errors.json` (`hits`: `_successes.json`): the examples with a
+    token whose entity `extractor` got wrong (`hits`: one in an entity it got right)."""
     out = []
-    for example, entities in zip(predictions.examples, predictions.entities, strict=True):
-        found = [e for e in entities if e.get("extractor") == extractor]
-        gold = {(a.start, a.end, a.entity) for a in example.entities}
-        if ({(e["start"], e["end"], e["entity"]) for e in found} == gold) == hits:
+    by_example = zip(
+        predictions.examples,
+        predictions.entities,
+        _token_labels(predictions, extractor),
+        strict=True,
+    )
+    for example, entities, (annotated, found, _) in by_example:
+        pairs = list(zip(annotated, found, strict=True))
+        if hits:
+            listed = any(a == f != NO_ENTITY for a, f in pairs)
+        else:
+            listed = any(a != f for a, f in pairs)
+        if listed:
             out.append(
                 {
                     "text": example.text,
                     "entities": [a.as_dict() for a in example.entities],
-                    "predicted_entities": found,
+                    "predicted_entities": [e for e in entities if e.get("extractor") == extractor],
                 }
             )
     return out
 
 
 def entity_report(predictions: Predictions, extractor: str) -> dict[str, Any]:
-    """Span-exact precision / recall / F1 per entity type, with micro/macro/weighted avgs."""
-    tp: Counter[str] = Counter()
-    fp: Counter[str] = Counter()
-    fn: Counter[str] = Counter()
-    for example, entities in zip(predictions.examples, predictions.entities, strict=True):
-        gold = {(a.start, a.end, a.entity) for a in example.entities}
-        found = {
-            (e["start"], e["end"], e["entity"]) for e in entities if e.get("extractor") == extractor
-        }
-        for span in found & gold:
-            tp[span[2]] += 1
-        for span in found - gold:
-            fp[span[2]] += 1
-        for span in gold - found:
-            fn[span[2]] += 1
-    report: dict[str, Any] = {}
-    for label in sorted(set(tp) | set(fp) | set(fn)):
-        report[label] = _prf(tp[label], fp[label], fn[label])
-    micro = _prf(sum(tp.values()), sum(fp.values()), sum(fn.values()))
-    per_label = [v for v in report.values()]
-    support = sum(v["support"] for v in per_label)
-    report["micro avg"] = micro
-    report["macro avg"] = {
-        k: float(np.mean([v[k] for v in per_label])) if per_label else 0.0
-        for k in ("precision", "recall", "f1-score")
-    } | {"support": support}
-    report["weighted avg"] = {
-        k: float(sum(v[k] * v["support"] for v in per_label) / support) if support else 0.0
-        for k in ("precision", "recall", "f1-score")
-    } | {"support": support}
-    return report
+    """Rasa's `<extractor>_report.json`: each test token's entity label, as annotated against
+    as found (`no_entity` outside entities, not a row), in `labels_report`'s layout."""
+    annotated, found, _ = entity_token_labels(predictions, extractor)
+    return labels_report(annotated, found, exclude=NO_ENTITY)
 
 
 def entity_token_labels(
     predictions: Predictions, extractor: str
 ) -> tuple[list[str], list[str], list[float | None]]:
-    """Each test token's entity type, as annotated and as `extractor` found it (`no_entity`
+    """Each test token's entity label, as annotated and as `extractor` found it (`no_entity`
     outside any entity), and the confidence of the entity found there (0.0 where none was
-    found, None where the extractor gives none): what Rasa's entity plots count."""
+    found, None where the extractor gives none): what Rasa's entity reports and plots
+    count."""
     annotated: list[str] = []
     found: list[str] = []
     confidences: list[float | None] = []
+    for example_annotated, example_found, example_confidences in _token_labels(
+        predictions, extractor
+    ):
+        annotated += example_annotated
+        found += example_found
+        confidences += example_confidences
+    return annotated, found, confidences
+
+
+def _token_labels(
+    predictions: Predictions, extractor: str
+) -> list[tuple[list[str], list[str], list[float | None]]]:
+    """`entity_token_labels`, for each example."""
+    out = []
     for example, entities in zip(predictions.examples, predictions.entities, strict=True):
-        gold: list[_Span] = [(a.start, a.end, a.entity, None) for a in example.entities]
+        gold: list[_Span] = [
+            (a.start, a.end, _entity_label(a.entity, a.group, a.role), None)
+            for a in example.entities
+        ]
         spans: list[_Span] = [
-            (e["start"], e["end"], e["entity"], e.get("confidence_entity"))
+            (
+                e["start"],
+                e["end"],
+                _entity_label(e["entity"], e.get("group"), e.get("role")),
+                e.get("confidence_entity"),
+            )
             for e in entities
             if e.get("extractor") == extractor
         ]
-        for token in tokenize(example.text):
-            annotated.append(_entity_at(token.start, token.end, gold)[0])
-            kind, confidence = _entity_at(token.start, token.end, spans)
-            found.append(kind)
-            confidences.append(confidence)
-    return annotated, found, confidences
+        tokens = tokenize(example.text)
+        annotated = [_entity_at(t.start, t.end, gold)[0] for t in tokens]
+        found_here = [_entity_at(t.start, t.end, spans) for t in tokens]
+        out.append((annotated, [f[0] for f in found_here], [f[1] for f in found_here]))
+    return out
+
+
+def _entity_label(entity: str, group: Any, role: Any) -> str:
+    """As Rasa labels a token: the entity type, then its group and role (`city.destination`)."""
+    return ".".join(str(part) for part in (entity, group, role) if part)
 
 
 _Span = tuple[int, int, str, float | None]
 
 
 def _entity_at(start: int, end: int, spans: list[_Span]) -> tuple[str, float | None]:
-    """The type and confidence of the first entity overlapping [start, end), else
-    (`no_entity`, 0.0)."""
-    return next(
-        ((kind, confidence) for low, high, kind, confidence in spans if low < end and start < high),
-        (NO_ENTITY, 0.0),
-    )
+    """The label and confidence of the entity overlapping [start, end) the most (the first
+    of those overlapping as much), as Rasa picks it; else (`no_entity`, 0.0)."""
+    best: tuple[str, float | None] = (NO_ENTITY, 0.0)
+    overlap = 0
+    for low, high, label, confidence in spans:
+        shared = min(end, high) - max(start, low)
+        if shared > overlap:
+            best, overlap = (label, confidence), shared
+    return best
 
 
 def _entity_plots(predictions: Predictions, extractor: str, out_dir: Path) -> None:
@@ -343,10 +405,7 @@ def _entity_plots(predictions: Predictions, extractor: str, out_dir: Path) -> No
         return
     # Counted here: scikit-learn's confusion_matrix warns of a test set of one label (a bot
     # whose test messages hold no entity), which is a plain matrix of one cell.
-    index = {label: i for i, label in enumerate(labels)}
-    matrix = np.zeros((len(labels), len(labels)), dtype=int)
-    for a, f in zip(annotated, found, strict=True):
-        matrix[index[a], index[f]] += 1
+    matrix = _confusion_matrix(annotated, found, labels)
     _draw_matrix(
         plt,
         matrix,
@@ -367,13 +426,6 @@ def _entity_plots(predictions: Predictions, extractor: str, out_dir: Path) -> No
             "Entity Prediction Confidence Distribution",
             out_dir / f"{extractor}_histogram.png",
         )
-
-
-def _prf(tp: int, fp: int, fn: int) -> dict[str, Any]:
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1-score": f1, "support": tp + fn}
 
 
 def _plots(
@@ -450,6 +502,15 @@ def _draw_matrix(plt: Any, matrix: np.ndarray, labels: list[str], title: str, pa
 
 def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def _write_unless_empty(path: Path, examples: list[dict]) -> None:
+    """An errors or successes file, as Rasa's: written only when it lists an example (Rasa
+    logs "Every intent was predicted correctly by the model." instead)."""
+    if examples:
+        _write_json(path, examples)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def cross_validate(

@@ -52,23 +52,19 @@ TRAINING_DATA = Path("data")
 TEST_FILE_PREFIX = "test_"
 
 
-def _test_story_files(given: str | None, e2e: bool = False) -> list[Path]:
+def _test_story_files(given: str | None, e2e: bool = False, whole: bool = False) -> list[Path]:
     """The files of `--stories`, or else of `tests`; a project without a `tests` folder is
-    tested on the stories of `data`, with a warning, as `rasa test` does (Rasa's example bots
-    have no tests folder): with `--e2e`, as Rasa, on its `test_*` files alone, and an error
-    says so when there are none. A path given with `--stories` is not replaced: a typo
-    stays an error."""
+    tested on the stories of `data`, with a warning, as `rasa test core` does (Rasa's example
+    bots have no tests folder): with `--e2e`, as Rasa, on its `test_*` files alone, and an
+    error says so when there are none. `whole`: for `botserver test`, whose warning says
+    `rasa test` tests none of the training stories. A path given with `--stories` is not
+    replaced: a typo stays an error."""
     if given is not None:
         return data_files([_existing(Path(given), "test stories", "--stories")])
-    if TEST_STORIES.exists() or not TRAINING_DATA.exists():
+    if not _falls_back_to_data():
         return data_files([_existing(TEST_STORIES, "test stories", "--stories")])
     if e2e:
-        # As Rasa's: a `test_*` file of stories (not data/test_nlu.yml).
-        files = [
-            f
-            for f in data_files([TRAINING_DATA])
-            if f.name.startswith(TEST_FILE_PREFIX) and holds_stories(read_yaml_file(f))
-        ]
+        files = _end_to_end_files_of_data()
         if not files:
             raise InvalidConfig(
                 f"--e2e tests end-to-end test stories, and there are none: no '{TEST_STORIES}' "
@@ -82,13 +78,45 @@ def _test_story_files(given: str | None, e2e: bool = False) -> list[Path]:
     else:
         files = data_files([TRAINING_DATA])
         tested, why = f"the training stories of '{TRAINING_DATA}'", ""
+    rasa, none = "Rasa does", ""
+    if whole and not e2e:
+        rasa = "`rasa test core` does, on their actions"
+        none = f"`rasa test` tests none here, it reads only {TEST_FILE_PREFIX}*.yml files; "
     print(
-        f"warning: no test stories at '{TEST_STORIES}'; testing {tested} instead, as Rasa "
-        f"does ({why}accuracy on data the model was trained on; give test stories with "
+        f"warning: no test stories at '{TEST_STORIES}'; testing {tested} instead, as {rasa} "
+        f"({why}accuracy on data the model was trained on; {none}give test stories with "
         "--stories).",
         file=sys.stderr,
     )
     return files
+
+
+def _stories_to_test(args: argparse.Namespace, has_nlu: bool) -> tuple[list[Path], bool]:
+    """The test story files, and whether they are tested end to end: `botserver test`
+    tests them end to end, as `rasa test` (its core test always runs with --e2e), and so do
+    `test core --e2e`. Without test stories (no `tests` folder, no `data/test_*.yml`),
+    `botserver test` tests the training stories of `data` on their actions, where Rasa
+    would test none; `--e2e` given is an error there. A model without NLU (`has_nlu`
+    false) is tested on the actions: it cannot read the user texts, whose intents would all
+    count as right."""
+    e2e = args.e2e or (args.what is None and has_nlu)
+    if e2e and not args.e2e and args.stories is None and _falls_back_to_data():
+        e2e = bool(_end_to_end_files_of_data())
+    return _test_story_files(args.stories, e2e, whole=args.what is None), e2e
+
+
+def _falls_back_to_data() -> bool:
+    """Whether test stories are looked for in `data`, for want of a `tests` folder."""
+    return not TEST_STORIES.exists() and TRAINING_DATA.exists()
+
+
+def _end_to_end_files_of_data() -> list[Path]:
+    """As Rasa's: the `test_*` files of stories in `data` (not data/test_nlu.yml)."""
+    return [
+        f
+        for f in data_files([TRAINING_DATA])
+        if f.name.startswith(TEST_FILE_PREFIX) and holds_stories(read_yaml_file(f))
+    ]
 
 
 def report_files(args: argparse.Namespace) -> dict[str, bool]:
@@ -109,16 +137,19 @@ def test_core(
     warnings: bool = True,
     **files: bool,
 ) -> dict:
+    """Tests the stories of `story_files`, writes the reports to `out` and says how many
+    stories were right; returns story_report.json's content."""
     stories = load_test_stories(story_files, model.domain)[:max_stories]
     for problem in story_reference_problems(stories, model.domain):
         # As Rasa warns: such a step cannot be predicted, its story will fail.
         print(f"warning: {problem}", file=sys.stderr)
     results = evaluate_stories(stories, model, e2e)
     report = write_story_reports(results, out, warnings=warnings, **files)
-    acc = report["conversation_accuracy"]
+    correct = sum(r.correct for r in results)
+    accuracy = correct / len(results) if results else 0.0
     print(
-        f"Test stories: {acc['correct']}/{acc['total']} correct "
-        f"(conversation accuracy {acc['accuracy']:.1%}); reports in {out}/"
+        f"Test stories: {correct}/{len(results)} correct "
+        f"(conversation accuracy {accuracy:.1%}); reports in {out}/"
     )
     return report
 
@@ -135,10 +166,15 @@ def test_nlu(model: DialogueModel, nlu_path: Path, out: Path, **files: bool) -> 
         print(f"NLU: no examples in {nlu_path}: nothing to test (give them with --nlu).")
         return None
     report = evaluate(model.nlu, data, out, **files)  # type: ignore[arg-type]
-    accuracy = (report.get("intent_evaluation") or {}).get("accuracy")
+    intents = report.get("intent_evaluation")
+    if intents:
+        said = f"intent accuracy {intents['accuracy']}"
+    else:  # as Rasa, with two intents or more
+        count = len(data.intents)
+        said = f"intents not evaluated: the test data has {count} intent{'s' * (count != 1)}"
     selection = report.get("response_selection_evaluation")
     selected = f", response selection accuracy {selection['accuracy']}" if selection else ""
-    print(f"NLU: intent accuracy {accuracy}{selected}; reports in {out}/")
+    print(f"NLU: {said}{selected}; reports in {out}/")
     return report
 
 
@@ -192,17 +228,12 @@ def run_test(args: argparse.Namespace) -> int:
     core, nlu = _parts_to_test(model, args.what, args.model)
     failed = 0
     if core:
+        story_files, e2e = _stories_to_test(args, model.nlu is not None)
         report = test_core(
-            model,
-            _test_story_files(args.stories, args.e2e),
-            out,
-            args.e2e,
-            args.max_stories,
-            not args.no_warnings,
-            **files,
+            model, story_files, out, e2e, args.max_stories, not args.no_warnings, **files
         )
-        accuracy = report["conversation_accuracy"]
-        failed = accuracy["total"] - accuracy["correct"]
+        stories = report.get("conversation_accuracy", {"total": 0, "correct": 0})
+        failed = stories["total"] - stories["correct"]
     if args.what is None and args.cross_validation:
         # As `rasa test --cross-validation`: the stories on the model, the NLU data in folds.
         cross_validate_nlu(args, out)

@@ -65,10 +65,13 @@ def validate_project(
     data: Iterable[str | Path],
     max_history: int | None = None,
     stories_only: bool = False,
+    empty_domain_stops: bool = False,
 ) -> ValidationReport:
     """Loads the project and checks it; a file that cannot be read is one error.
     `max_history`: the turns story conflicts are looked for in (None: whole stories).
-    `stories_only`: the story structure alone (conflicts), as `rasa data validate stories`."""
+    `stories_only`: the story structure alone (conflicts), as `rasa data validate stories`.
+    `empty_domain_stops`: a domain that declares nothing is the one error, as in
+    `rasa data validate`."""
     report = ValidationReport()
     try:
         project = load_project(config, domain, list(data))
@@ -77,6 +80,12 @@ def validate_project(
         return report
     if stories_only:
         report.warnings.extend(_conflicts(project, max_history))
+        return report
+    if empty_domain_stops and project.domain.is_empty:
+        report.errors.append(
+            f"{domain}: Encountered empty domain during validation (it declares no intent, "
+            "entity, slot, response, action or form)"
+        )
         return report
     report.warnings.extend(project.warnings)
     try:
@@ -142,6 +151,7 @@ def check_project(
     project: Project, report: ValidationReport, max_history: int | None = None
 ) -> None:
     domain = project.domain
+    _check_mapping_policy_triggers(project, report)
     _check_intents(project, report)
     _check_entities(project, report)
     _check_story_references(project.stories, domain, report)
@@ -204,14 +214,55 @@ def _check_intents(project: Project, report: ValidationReport) -> None:
             "has no examples in the NLU data"
         )
     for intent in sorted(nlu_intents - domain_intents - set(DEFAULT_INTENTS)):
-        # Rasa's words, and as in Rasa a warning that fails the validation.
-        warning = (
+        # Rasa's words; a warning, as in Rasa 3.6 (it fails with --fail-on-warnings only).
+        report.warnings.append(
             f"There is a message in the training data labeled with intent '{intent}'. "
             "This intent is not listed in your domain. You should need to add that intent "
             "to your domain file!"
         )
-        report.warnings.append(warning)
-        report.failing_warnings.append(warning)
+    in_stories = {
+        event.intent_name
+        for step in project.stories
+        for event in [*step.condition, *step.events]
+        if isinstance(event, UserUttered) and event.intent_name
+    }
+    for intent in sorted(domain_intents - in_stories - set(DEFAULT_INTENTS)):
+        report.warnings.append(
+            f"{_defined_at(project, 'intents', intent)}intent '{intent}' is not used in any "
+            "story or rule"
+        )
+    _check_examples_under_two_intents(project, report)
+
+
+def _check_mapping_policy_triggers(project: Project, report: ValidationReport) -> None:
+    """An intent's `triggers` (Rasa 2's MappingPolicy) does nothing in Rasa 3: Rasa's
+    validator fails on it, in these words; rules do what it did."""
+    for name, properties in project.domain.intent_properties.items():
+        if properties.triggers is not None:
+            warning = (
+                f"{_defined_at(project, 'intents', name)}The intent {name} in the domain file "
+                "is using the MappingPolicy format which has now been deprecated. Please "
+                "migrate to RulePolicy."
+            )
+            report.warnings.append(warning)
+            report.failing_warnings.append(warning)
+
+
+def _check_examples_under_two_intents(project: Project, report: ValidationReport) -> None:
+    """Rasa's `verify_example_repetition_in_intents`, in its words: a text given as an example
+    of two intents (entity markup aside) teaches the classifier both."""
+    intents_of: dict[str, set[str]] = defaultdict(set)
+    for example in project.nlu.examples:
+        if example.base_intent:
+            intents_of[example.text].add(example.base_intent)
+    for text, intents in intents_of.items():
+        if len(intents) > 1:
+            report.warnings.append(
+                f"The example '{text}' was found labeled with multiple different intents in "
+                "the training data. Each annotated message should only appear with one intent. "
+                f"You should fix that conflict The example is labeled with: "
+                f"{', '.join(sorted(intents))}."
+            )
 
 
 def _check_entities(project: Project, report: ValidationReport) -> None:
@@ -427,6 +478,7 @@ def run_validate(
         data,
         getattr(args, "max_history", None),
         stories_only,
+        empty_domain_stops=True,
     )
     for warning in [*report.config_warnings, *report.warnings]:
         print(f"warning: {warning}", file=out)

@@ -3,6 +3,7 @@ not tested, as in Rasa, and saying so, rather than failing every story or intent
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -36,6 +37,11 @@ def test_a_core_only_model_tests_the_stories_and_skips_the_nlu(run_cli, starter_
     assert "no NLU" in result.err
     assert (starter_copy / "results" / "story_report.json").is_file()
     assert not (starter_copy / "results" / "intent_report.json").exists()
+    # Without an NLU, the stories' user texts are not tested end to end: no intent rows,
+    # every one "right", in story_report.json (the actions are its rows, as before).
+    report = json.loads((starter_copy / "results" / "story_report.json").read_text())
+    assert "utter_greet" in report
+    assert "greet" not in report
     nlu = run_cli("test", "nlu", "-m", model, "--out", "nlu-results", cwd=starter_copy)
     assert nlu.code == 1
     assert "error:" in nlu.err and "no NLU" in nlu.err

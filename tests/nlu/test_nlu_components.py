@@ -136,9 +136,29 @@ def test_evaluate_writes_rasa_report_files(tmp_path: Path, load_bot):
     summary = evaluate(pipeline, data, tmp_path)
     assert summary["intent_evaluation"]["accuracy"] > 0.95
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"intent_report.json", "intent_errors.json", "DIETClassifier_report.json"} <= names
-    assert "DIETClassifier_errors.json" in names  # as Rasa's, empty when all are right
+    assert {"intent_report.json", "DIETClassifier_report.json"} <= names
+    # As Rasa's: no errors file when every prediction is right (before: files of `[]`).
+    assert not {"intent_errors.json", "DIETClassifier_errors.json"} & names
     assert {"intent_confusion_matrix.png", "intent_histogram.png"} <= names
+
+
+def test_entity_report_counts_tokens_as_rasas(tmp_path: Path, load_bot):
+    """As Rasa's `<extractor>_report.json`: each token's entity type (`no_entity` aside) is a
+    label, with `confused_with`, and the report has Rasa's `accuracy` and averages. Before,
+    entities were counted (support 2 for `cuisine` here, no `accuracy`)."""
+    pipeline = NLUPipeline.train(load_bot("formbot"), [{"name": "DIETClassifier"}])
+    test = read_nlu_yaml(
+        "nlu:\n- intent: inform\n  examples: |\n"
+        "    - [italian](cuisine) food\n    - [zzqx yyqx](cuisine) please\n",
+        "test.yml",
+    )
+    evaluate(pipeline, test, tmp_path, plot=False)
+    report = json.loads((tmp_path / "DIETClassifier_report.json").read_text())
+    assert set(report) == {"cuisine", "accuracy", "micro avg", "macro avg", "weighted avg"}
+    assert report["cuisine"]["support"] == 3  # italian, zzqx, yyqx
+    assert report["cuisine"]["recall"] == 1 / 3
+    assert report["cuisine"]["confused_with"] == {}
+    assert report["accuracy"] == 3 / 5  # italian, food and please of the five tokens
 
 
 def test_entity_errors_list_the_examples_an_extractor_got_wrong(tmp_path: Path, load_bot):
@@ -185,7 +205,8 @@ def test_entity_errors_are_written_as_rasa_writes_them(tmp_path: Path, load_bot)
     pipeline = NLUPipeline.train(data, [{"name": "DIETClassifier"}])
     # One example whose annotated entity nothing in training looks like.
     odd = Example("zzqx please", "inform", [EntityAnnotation(0, 4, "zzqx", "cuisine")])
-    test = NLUTrainingData(examples=[*data.examples[:20], odd])
+    # Rasa evaluates an extractor that finds entities in the test data.
+    test = NLUTrainingData(examples=[*[e for e in data.examples if e.entities][:20], odd])
     evaluate(pipeline, test, tmp_path, successes=True)
     wrong = json.loads((tmp_path / "DIETClassifier_errors.json").read_text())
     assert {"text": "zzqx please", "entities": [odd.entities[0].as_dict()]} in [
@@ -217,7 +238,9 @@ def test_evaluate_reports_the_response_selector_as_rasa(tmp_path: Path, load_bot
         hits[0]["intent_response_key_target"] == hits[0]["intent_response_key_prediction"]["name"]
     )
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"response_selection_errors.json", "response_selection_histogram.png"} <= names
+    assert "response_selection_histogram.png" in names
+    errors = tmp_path / "response_selection_errors.json"
+    assert not errors.exists() or json.loads(errors.read_text())  # as Rasa's: none, no file
     assert "response_selection_confusion_matrix.png" in names
 
 
@@ -295,7 +318,7 @@ def test_entity_extractors_get_a_confusion_matrix_as_rasa(tmp_path: Path, load_b
     data = load_bot("formbot")
     pipeline = NLUPipeline.train(data, [{"name": "DIETClassifier"}])
     odd = Example("zzqx please", "inform", [EntityAnnotation(0, 4, "zzqx", "cuisine")])
-    test = NLUTrainingData(examples=[*data.examples[:20], odd])
+    test = NLUTrainingData(examples=[*[e for e in data.examples if e.entities][:20], odd])
     evaluate(pipeline, test, tmp_path)
     for plot in ("DIETClassifier_confusion_matrix.png", "DIETClassifier_histogram.png"):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")

@@ -1,0 +1,127 @@
+"""`botserver test`'s result files as Rasa 3.6 writes them: names, JSON keys, and which
+are written when."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SUMMARY_KEYS = {"accuracy", "micro avg", "macro avg", "weighted avg"}
+
+
+def _nlu_test_file(project: Path, examples: dict[str, list[str]]) -> Path:
+    path = project / "test_nlu.yml"
+    path.write_text(
+        'version: "3.1"\nnlu:\n'
+        + "".join(
+            f"- intent: {intent}\n  examples: |\n" + "".join(f"    - {t}\n" for t in texts)
+            for intent, texts in examples.items()
+        )
+    )
+    return path
+
+
+def test_intent_report_has_rows_for_the_tested_intents_and_rasas_averages(
+    run_cli, starter_copy: Path
+) -> None:
+    # Before: a row for an intent only predicted (its zeros lowered the macro avg), and no
+    # "micro avg". Rasa reports the test data's intents, with accuracy and micro avg both.
+    data = _nlu_test_file(starter_copy, {"greet": ["hello", "are you a bot?"], "goodbye": ["bye"]})
+
+    result = run_cli("test", "nlu", "-u", str(data), "--no-plot", cwd=starter_copy)
+
+    assert result.code == 0, result.err
+    results = starter_copy / "results"
+    report = json.loads((results / "intent_report.json").read_text())
+    assert set(report) == {"greet", "goodbye"} | SUMMARY_KEYS
+    assert report["greet"]["confused_with"] == {"bot_challenge": 1}
+    assert report["goodbye"]["confused_with"] == {}
+    assert report["accuracy"] == 2 / 3
+    assert report["macro avg"]["support"] == 3
+    assert set(report["micro avg"]) == {"precision", "recall", "f1-score", "support"}
+    errors = json.loads((results / "intent_errors.json").read_text())
+    assert [e["text"] for e in errors] == ["are you a bot?"]
+
+
+def test_no_errors_file_when_every_intent_is_right_as_in_rasa(run_cli, starter_copy: Path) -> None:
+    # Before: an intent_errors.json of `[]`. Rasa writes none ("Every intent was predicted
+    # correctly by the model."), nor a successes file without successes.
+    data = _nlu_test_file(starter_copy, {"greet": ["hello"], "goodbye": ["bye"]})
+
+    result = run_cli("test", "nlu", "-u", str(data), "--no-plot", cwd=starter_copy)
+
+    assert result.code == 0, result.err
+    written = {path.name for path in (starter_copy / "results").iterdir()}
+    assert written == {"intent_report.json"}
+    report = json.loads((starter_copy / "results" / "intent_report.json").read_text())
+    assert set(report) == {"greet", "goodbye"} | SUMMARY_KEYS
+
+
+def test_story_report_has_rows_for_the_stories_labels_and_rasas_averages(
+    run_cli, starter_copy: Path
+) -> None:
+    # Before: a row for utter_greet, which the story does not have but the bot predicted,
+    # and no "micro avg"; then a confused_with in each row, which Rasa's has not.
+    story = starter_copy / "one_story.yml"
+    story.write_text(
+        'version: "3.1"\nstories:\n- story: wrong answer\n  steps:\n'
+        "  - intent: greet\n  - action: utter_goodbye\n"
+    )
+
+    result = run_cli("test", "core", "-s", str(story), "--no-plot", cwd=starter_copy)
+
+    assert result.code == 0, result.err
+    results = starter_copy / "results"
+    report = json.loads((results / "story_report.json").read_text())
+    assert set(report) == {"utter_goodbye", "action_listen", "conversation_accuracy"} | (
+        SUMMARY_KEYS
+    )
+    # Rasa's core test reports sklearn's rows as they are: confused_with is its NLU
+    # reports' (intent_report.json), not story_report.json's.
+    assert set(report["utter_goodbye"]) == {"precision", "recall", "f1-score", "support"}
+    assert report["utter_goodbye"]["recall"] == 0.0
+    assert report["conversation_accuracy"] == {
+        "accuracy": 0.0,
+        "correct": 0,
+        "with_warnings": 0,
+        "total": 1,
+    }
+    # Rasa's words for a file without stories (no trailing newline, as Rasa writes it).
+    assert (results / "stories_with_warnings.yml").read_text() == ("# No warnings for test stories")
+
+
+def test_test_without_a_part_tests_the_stories_end_to_end_as_rasa_test(
+    run_cli, starter_copy: Path
+) -> None:
+    # `rasa test` runs its core test with --e2e: each user text is parsed, and its intent
+    # must be the story's. Before, `botserver test` compared only the actions.
+    (starter_copy / "tests" / "test_more.yml").write_text(
+        'version: "3.1"\nstories:\n- story: misheard\n  steps:\n'
+        "  - user: |\n      what time do you open?\n    intent: greet\n"
+        "  - action: utter_greet\n"
+    )
+
+    result = run_cli("test", "--no-plot", cwd=starter_copy)
+
+    assert result.code == 0, result.err
+    results = starter_copy / "results"
+    failed = (results / "failed_test_stories.yml").read_text()
+    assert "intent: greet  # predicted: ask_opening_hours" in failed
+    report = json.loads((results / "story_report.json").read_text())
+    assert report["greet"]["recall"] < 1.0
+    assert set(report["greet"]) == {"precision", "recall", "f1-score", "support"}
+
+
+def test_test_data_of_one_intent_gets_no_intent_report_as_in_rasa(
+    run_cli, starter_copy: Path
+) -> None:
+    # Rasa evaluates the intents when the test data has two or more; the summary line said
+    # "intent accuracy None" when there was nothing to evaluate.
+    data = _nlu_test_file(starter_copy, {"greet": ["hello", "hi"]})
+
+    result = run_cli("test", "nlu", "-u", str(data), "--no-plot", cwd=starter_copy)
+
+    assert result.code == 0, result.err
+    assert not (starter_copy / "results" / "intent_report.json").exists()
+    assert "None" not in result.out
+    assert "intents not evaluated: the test data has 1 intent" in result.out
