@@ -429,6 +429,8 @@ async def test_malformed_packets_are_ignored_in_one_log_line_each(
     import websockets
 
     malformed = ["", "9", "4{", "42[", '42["user_uttered"', "42" + "[" * 3000 + "]" * 3000]
+    # Events without a name: no list, an empty one, or a name that is no string.
+    malformed += ['42{"a":1}', "42[]", '42[{"a":1}]', '42[["user_uttered"]]', "42[5]", "42[null]"]
     async with bot(None) as url:
         ws_url = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
         async with websockets.connect(ws_url) as ws:
@@ -440,7 +442,9 @@ async def test_malformed_packets_are_ignored_in_one_log_line_each(
             await ws.send('42["user_uttered",{"message":"hi"}]')
             reply = await asyncio.wait_for(ws.recv(), 5)
     # Before: the empty frame closed the socket (no reply), and each bad packet logged a
-    # traceback (twice: engine.io's own handler too).
+    # traceback (twice: engine.io's own handler too); an event named by an object or a list
+    # logged one from the handler's task (TypeError: unhashable type), a name that was a
+    # number or null nothing at all.
     assert reply == '42["bot_uttered",{"text":"echo: hi"}]'
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert len([r for r in caplog.records if "ignored" in r.getMessage()]) == len(malformed)
