@@ -345,6 +345,35 @@ async def test_pushed_messages_reach_the_session_room() -> None:
     assert sent_to_room == ("bot_uttered", {"text": "to room-7"})
 
 
+async def test_a_namespace_s_clients_get_their_confirmation_and_bot_messages_on_it() -> None:
+    (channel,) = load_channels({"socketio": {"namespace": "chat", "session_persistence": True}})
+    assert isinstance(channel, SocketIOInput)
+    app = create_app()
+    attach_channels(app, [channel], echo)
+    async with serving(app) as url:
+        client = socketio.AsyncClient(reconnection=False)
+        inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        client.on("session_confirm", lambda d: inbox.put_nowait(("confirm", d)), namespace="/chat")
+        client.on("bot_uttered", lambda d: inbox.put_nowait(("bot", d)), namespace="/chat")
+        await client.connect(url, namespaces=["/chat"], transports=["websocket"])
+        await client.emit("session_request", {"session_id": "s-ns"}, namespace="/chat")
+        await client.emit(
+            "user_uttered", {"message": "hi", "session_id": "s-ns"}, namespace="/chat"
+        )
+        answered = [await asyncio.wait_for(inbox.get(), 5) for _ in range(3)]
+        # A push, and a custom message without `data`, which Rasa's emit() fails on.
+        await channel.get_output_channel().send_response("s-ns", {"custom": {"type": "video"}})
+        pushed = await asyncio.wait_for(inbox.get(), 5)
+        await client.disconnect()
+    # Rasa registers its handlers on the namespace but emits on `/`: its clients get nothing.
+    assert answered == [
+        ("confirm", "s-ns"),
+        ("bot", {"text": "echo: hi"}),
+        ("bot", {"text": "from s-ns via socketio"}),
+    ]
+    assert pushed == ("bot", {"type": "video"})
+
+
 def _get(url: str) -> Any:
     import httpx
 
