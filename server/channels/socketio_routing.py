@@ -34,6 +34,7 @@ import socketio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.worker_files import RELAYED_HEADER
+from server.channels.socketio_engine import Engine, Server
 from server.http_clients import async_client_off_loop
 
 logger = logging.getLogger(__name__)
@@ -63,13 +64,14 @@ PUSH_PATH = "/_push/socketio"
 
 
 def routed_server(route: str, **options: Any) -> socketio.AsyncServer:
-    """A socket.io server whose engine.io session ids begin with `route`."""
+    """A socket.io server (the channel's `Server`) whose engine.io session ids begin with
+    `route`."""
 
-    class NamedSessions(engineio.AsyncServer):  # type: ignore[misc]
+    class NamedSessions(Engine):
         def generate_id(self) -> str:
             return f"{route}.{super().generate_id()}"
 
-    class RoutedServer(socketio.AsyncServer):  # type: ignore[misc]
+    class RoutedServer(Server):
         def _engineio_server_class(self) -> type[engineio.AsyncServer]:
             return NamedSessions
 

@@ -479,6 +479,29 @@ async def test_malformed_packets_are_ignored_in_one_log_line_each(
     assert len([r for r in caplog.records if "ignored" in r.getMessage()]) == len(malformed)
 
 
+@pytest.mark.parametrize(
+    "body", ["0", "6", "4" + "x" * 1_000_000], ids=["open", "noop", "over-1-MB"]
+)
+async def test_a_polling_post_engine_io_refuses_is_answered_without_a_poll(
+    body: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An OPEN or NOOP packet from the client, or a body over 1 MB: engine.io closes the
+    session and answers 400, with no long-poll of the client's waiting."""
+    async with bot(None) as url, httpx.AsyncClient(base_url=url, timeout=5) as client:
+        opened = await client.get("/socket.io/?EIO=4&transport=polling")
+        polling = f"/socket.io/?EIO=4&transport=polling&sid={json.loads(opened.text[1:])['sid']}"
+        await client.post(polling, content="40")
+        await client.get(polling)  # the socket.io connection's answer
+        refused = await client.post(polling, content=body)
+        after = await client.get(polling)
+    # Before: the POST waited for a poll to take engine.io's close packet, for ever when none
+    # came (no request timeout, unlike Rasa's Sanic): a request and a task held per such
+    # POST, and each delayed the server's stop, ending in a traceback.
+    assert refused.status_code == 400
+    assert after.status_code == 400  # the session is gone
+    assert not [r for r in caplog.records if r.exc_info]
+
+
 async def test_deeply_nested_metadata_does_not_lose_the_message() -> None:
     import websockets
 
