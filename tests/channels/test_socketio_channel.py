@@ -502,6 +502,23 @@ async def test_a_polling_post_engine_io_refuses_is_answered_without_a_poll(
     assert not [r for r in caplog.records if r.exc_info]
 
 
+async def test_a_polling_post_after_the_client_closed_its_session_is_answered_400(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with bot(None) as url, httpx.AsyncClient(base_url=url, timeout=5) as client:
+        opened = await client.get("/socket.io/?EIO=4&transport=polling")
+        polling = f"/socket.io/?EIO=4&transport=polling&sid={json.loads(opened.text[1:])['sid']}"
+        await client.post(polling, content="40")
+        await client.get(polling)
+        closed = await client.post(polling, content="1")  # engine.io's CLOSE
+        late = await client.post(polling, content='42["user_uttered",{"message":"hi"}]')
+    # Before: 500, and the log an "Unhandled error" traceback (KeyError: 'Session is
+    # disconnected'), once per session any client closed so; a GET was answered 400.
+    assert closed.status_code == 200
+    assert late.status_code == 400
+    assert not [r for r in caplog.records if r.exc_info]
+
+
 async def test_deeply_nested_metadata_does_not_lose_the_message() -> None:
     import websockets
 
