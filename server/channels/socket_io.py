@@ -229,7 +229,6 @@ class SocketIOInput(InputChannel):
             "async_mode": "asgi",
             "cors_allowed_origins": cors_allowed_origins if cors_allowed_origins else [],
             "engineio_logger": _PeerErrorLog(logging.getLogger("engineio.server"), {}),
-            "serializer": _NamedEventPacket,
         }
         # In a worker of `--workers N`, session ids name the worker that holds the session.
         route = worker_route()
@@ -506,20 +505,6 @@ class SocketIOInput(InputChannel):
             logger.warning("socketio: metadata with binary data was dropped")
             return None
         return metadata
-
-
-class _NamedEventPacket(socketio.packet.Packet):  # type: ignore[misc]
-    """python-socketio's packet, refusing an event whose name is no string (`42[{"a":1}]`,
-    `42[]`): python-socketio would fail on it in the event's task, whose traceback asyncio
-    logs; refused while decoding, it is a malformed packet, one warning line."""
-
-    def decode(self, encoded_packet: Any) -> int:
-        attachments: int = super().decode(encoded_packet)
-        if self.packet_type in (socketio.packet.EVENT, socketio.packet.BINARY_EVENT):
-            data = self.data
-            if not (isinstance(data, list) and data and isinstance(data[0], str)):
-                raise ValueError("an event whose name is not a string")
-        return attachments
 
 
 class _PeerErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]

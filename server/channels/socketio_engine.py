@@ -1,5 +1,6 @@
-"""The socket.io server the channel runs: python-socketio's, on an engine.io server that
-answers a refused long-polling POST, or one for a closed session, with a 400 at once."""
+"""The socket.io server the channel runs: python-socketio's, with fixes for what clients can
+get wrong (an event without a name, a long-polling POST engine.io refuses or that names a
+closed session) that would otherwise hold a request for ever or log a traceback."""
 
 from __future__ import annotations
 
@@ -20,18 +21,32 @@ def session_of(query_string: bytes) -> str | None:
     return None
 
 
+class EventPacket(socketio.packet.Packet):  # type: ignore[misc]
+    """python-socketio's packet, refusing an event whose name is no string (`42[{"a":1}]`,
+    `42[]`): python-socketio would fail on it in the event's task, whose traceback asyncio
+    logs; refused while decoding, it is a malformed packet (one warning line)."""
+
+    def decode(self, encoded_packet: Any) -> int:
+        attachments: int = super().decode(encoded_packet)
+        if self.packet_type in (socketio.packet.EVENT, socketio.packet.BINARY_EVENT):
+            data = self.data
+            if not (isinstance(data, list) and data and isinstance(data[0], str)):
+                raise ValueError("an event whose name is not a string")
+        return attachments
+
+
 class Engine(engineio.AsyncServer):  # type: ignore[misc]
     """engine.io's server, with two fixes to its long-polling POST.
 
     A POST it refuses (a packet a client may not send, such as OPEN, or a body over
-    `max_http_buffer_size`) closes the session and, before answering 400, waited until a
-    long-poll had taken the close packet: for ever when the client sent none, as nothing
-    bounds a request's time under uvicorn. It no longer waits; a long-poll already waiting
-    still gets that packet, a later one is answered 400, the session being gone.
+    `max_http_buffer_size`) closes the session, and engine.io would wait, before answering
+    400, until a long-poll took the close packet: for ever when the client sends none, as
+    nothing bounds a request's time under uvicorn. Here it does not wait: a long-poll
+    already waiting still gets the packet, a later one is answered 400 (no such session).
 
-    A POST for a session that is closed (by the client's CLOSE packet) but not yet removed
-    failed with a KeyError (a 500, with a traceback in the log): it is answered 400 as a GET
-    is.
+    A POST for a session closed by its client (engine.io's CLOSE packet) but not yet swept
+    would fail inside engine.io with a KeyError (a 500 and a traceback): the session is
+    dropped first, so the POST is answered 400, as a GET is.
     """
 
     async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
@@ -53,7 +68,11 @@ class Engine(engineio.AsyncServer):  # type: ignore[misc]
 
 
 class Server(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's server on `Engine`."""
+    """python-socketio's server on `Engine`, reading packets as `EventPacket`s."""
+
+    def __init__(self, **options: Any) -> None:
+        options.setdefault("serializer", EventPacket)
+        super().__init__(**options)
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
         return Engine
