@@ -46,16 +46,26 @@ class Engine(engineio.AsyncServer):  # type: ignore[misc]
 
     A POST for a session closed by its client (engine.io's CLOSE packet) but not yet swept
     would fail inside engine.io with a KeyError (a 500 and a traceback): the session is
-    dropped first, so the POST is answered 400, as a GET is.
+    dropped first, so the POST is answered 400, as a GET is. "First" is once the request's
+    body has begun: engine.io looks the session up right after, with no wait between,
+    whereas the session may close while a client holds its body back.
     """
 
     async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
         scope = args[0] if args else None
-        if isinstance(scope, dict) and scope.get("method") == "POST":
+        if isinstance(scope, dict) and scope.get("method") == "POST" and len(args) > 1:
             sid = session_of(scope.get("query_string", b""))
-            socket = self.sockets.get(sid) if sid is not None else None
-            if socket is not None and socket.closed:
-                del self.sockets[sid]
+            if sid is not None:
+                receive = args[1]
+
+                async def receive_then_drop_closed() -> Any:
+                    message = await receive()
+                    socket = self.sockets.get(sid)
+                    if socket is not None and socket.closed:
+                        del self.sockets[sid]
+                    return message
+
+                args = (scope, receive_then_drop_closed, *args[2:])
         return await super().handle_request(*args, **kwargs)
 
     async def disconnect(self, sid: str | None = None) -> None:

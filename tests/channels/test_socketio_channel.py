@@ -519,6 +519,36 @@ async def test_a_polling_post_after_the_client_closed_its_session_is_answered_40
     assert not [r for r in caplog.records if r.exc_info]
 
 
+async def test_a_polling_post_whose_body_comes_after_its_session_closed_is_answered_400(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A POST whose headers arrive while its session is open and whose body arrives after
+    the client closed it (from another request: a slow network, or on purpose)."""
+    async with bot(None) as url, httpx.AsyncClient(base_url=url, timeout=5) as client:
+        opened = await client.get("/socket.io/?EIO=4&transport=polling")
+        polling = f"/socket.io/?EIO=4&transport=polling&sid={json.loads(opened.text[1:])['sid']}"
+        await client.post(polling, content="40")
+        await client.get(polling)
+        closing = asyncio.Event()
+        message = b'42["user_uttered",{"message":"hi"}]'
+
+        async def late_body() -> AsyncIterator[bytes]:
+            await closing.wait()
+            yield message
+
+        headers = {"content-length": str(len(message))}
+        late = asyncio.create_task(client.post(polling, content=late_body(), headers=headers))
+        await asyncio.sleep(0.3)  # the late POST's headers are in
+        closed = await client.post(polling, content="1")  # engine.io's CLOSE
+        closing.set()
+        answered = await late
+    # Before: 500, and an "Unhandled error" traceback (KeyError: 'Session is disconnected'):
+    # the closed session was looked for before the body came, found only after.
+    assert closed.status_code == 200
+    assert answered.status_code == 400
+    assert not [r for r in caplog.records if r.exc_info]
+
+
 async def test_deeply_nested_metadata_does_not_lose_the_message() -> None:
     import websockets
 
