@@ -54,6 +54,11 @@ from server.worker_claims import first_to_say, mark_stopped
 
 logger = logging.getLogger(__name__)
 
+# The largest websocket message uvicorn reads (its default: 16 MB). The server's only
+# websockets are socket.io's, whose engine.io refuses a packet over 1,000,000 characters
+# (python-socketio's `max_http_buffer_size`), at most 4 bytes each: no packet it would take
+# is cut, and a larger one is no longer read whole before engine.io refuses it.
+WEBSOCKET_MAX_BYTES = 4 * 1_000_000
 # Seconds uvicorn waits for requests in flight (turns included) after SIGTERM/Ctrl-C before
 # it closes connections; the stores close only after that, in the app's lifespan.
 GRACEFUL_SHUTDOWN_SECONDS = float(os.environ.get("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "30"))
@@ -490,6 +495,7 @@ def run_server(args: argparse.Namespace) -> int:
         "server_header": False,
         "proxy_headers": False,
         "http": BoundedHttpToolsProtocol,
+        "ws_max_size": WEBSOCKET_MAX_BYTES,
         **tls,
     }
     if args.workers > 1:

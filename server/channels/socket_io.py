@@ -32,6 +32,7 @@ from server.channels.channel import (
     refused_as_too_long,
     reply_choices,
 )
+from server.channels.socketio_engine import Server
 from server.channels.socketio_rooms import RedisRooms, endpoints_redis, rooms_redis_setting
 from server.channels.socketio_routing import (
     PUSH_PATH,
@@ -231,11 +232,7 @@ class SocketIOInput(InputChannel):
         }
         # In a worker of `--workers N`, session ids name the worker that holds the session.
         route = worker_route()
-        self.sio = (
-            routed_server(route[0], **options)
-            if route is not None
-            else socketio.AsyncServer(**options)
-        )
+        self.sio = routed_server(route[0], **options) if route is not None else Server(**options)
         # The other workers: their sessions' requests and this worker's pushes go to them.
         self.workers = (
             Workers(route[0], route[1], self.sio.eio.ping_interval + self.sio.eio.ping_timeout)

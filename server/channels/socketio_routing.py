@@ -26,7 +26,6 @@ import re
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import engineio
 import httpx
@@ -34,6 +33,7 @@ import socketio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.worker_files import RELAYED_HEADER
+from server.channels.socketio_engine import Engine, Server, session_of
 from server.http_clients import async_client_off_loop
 
 logger = logging.getLogger(__name__)
@@ -63,13 +63,14 @@ PUSH_PATH = "/_push/socketio"
 
 
 def routed_server(route: str, **options: Any) -> socketio.AsyncServer:
-    """A socket.io server whose engine.io session ids begin with `route`."""
+    """A socket.io server (the channel's `Server`) whose engine.io session ids begin with
+    `route`."""
 
-    class NamedSessions(engineio.AsyncServer):  # type: ignore[misc]
+    class NamedSessions(Engine):
         def generate_id(self) -> str:
             return f"{route}.{super().generate_id()}"
 
-    class RoutedServer(socketio.AsyncServer):  # type: ignore[misc]
+    class RoutedServer(Server):
         def _engineio_server_class(self) -> type[engineio.AsyncServer]:
             return NamedSessions
 
@@ -78,13 +79,11 @@ def routed_server(route: str, **options: Any) -> socketio.AsyncServer:
 
 def route_of(query_string: bytes) -> str | None:
     """The worker route a request's `sid` names; None without one."""
-    if b"sid=" not in query_string:
+    sid = session_of(query_string)
+    if sid is None:
         return None
-    for name, value in parse_qsl(query_string.decode("latin-1")):
-        if name == "sid":
-            route, dot, _ = value.partition(".")
-            return route if dot and _ROUTE.fullmatch(route) else None
-    return None
+    route, dot, _ = sid.partition(".")
+    return route if dot and _ROUTE.fullmatch(route) else None
 
 
 class Workers:

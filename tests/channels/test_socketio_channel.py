@@ -345,6 +345,35 @@ async def test_pushed_messages_reach_the_session_room() -> None:
     assert sent_to_room == ("bot_uttered", {"text": "to room-7"})
 
 
+async def test_a_namespace_s_clients_get_their_confirmation_and_bot_messages_on_it() -> None:
+    (channel,) = load_channels({"socketio": {"namespace": "chat", "session_persistence": True}})
+    assert isinstance(channel, SocketIOInput)
+    app = create_app()
+    attach_channels(app, [channel], echo)
+    async with serving(app) as url:
+        client = socketio.AsyncClient(reconnection=False)
+        inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        client.on("session_confirm", lambda d: inbox.put_nowait(("confirm", d)), namespace="/chat")
+        client.on("bot_uttered", lambda d: inbox.put_nowait(("bot", d)), namespace="/chat")
+        await client.connect(url, namespaces=["/chat"], transports=["websocket"])
+        await client.emit("session_request", {"session_id": "s-ns"}, namespace="/chat")
+        await client.emit(
+            "user_uttered", {"message": "hi", "session_id": "s-ns"}, namespace="/chat"
+        )
+        answered = [await asyncio.wait_for(inbox.get(), 5) for _ in range(3)]
+        # A push, and a custom message without `data`, which Rasa's emit() fails on.
+        await channel.get_output_channel().send_response("s-ns", {"custom": {"type": "video"}})
+        pushed = await asyncio.wait_for(inbox.get(), 5)
+        await client.disconnect()
+    # Rasa registers its handlers on the namespace but emits on `/`: its clients get nothing.
+    assert answered == [
+        ("confirm", "s-ns"),
+        ("bot", {"text": "echo: hi"}),
+        ("bot", {"text": "from s-ns via socketio"}),
+    ]
+    assert pushed == ("bot", {"type": "video"})
+
+
 def _get(url: str) -> Any:
     import httpx
 
@@ -429,6 +458,8 @@ async def test_malformed_packets_are_ignored_in_one_log_line_each(
     import websockets
 
     malformed = ["", "9", "4{", "42[", '42["user_uttered"', "42" + "[" * 3000 + "]" * 3000]
+    # Events without a name: no list, an empty one, or a name that is no string.
+    malformed += ['42{"a":1}', "42[]", '42[{"a":1}]', '42[["user_uttered"]]', "42[5]", "42[null]"]
     async with bot(None) as url:
         ws_url = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
         async with websockets.connect(ws_url) as ws:
@@ -440,10 +471,82 @@ async def test_malformed_packets_are_ignored_in_one_log_line_each(
             await ws.send('42["user_uttered",{"message":"hi"}]')
             reply = await asyncio.wait_for(ws.recv(), 5)
     # Before: the empty frame closed the socket (no reply), and each bad packet logged a
-    # traceback (twice: engine.io's own handler too).
+    # traceback (twice: engine.io's own handler too); an event named by an object or a list
+    # logged one from the handler's task (TypeError: unhashable type), a name that was a
+    # number or null nothing at all.
     assert reply == '42["bot_uttered",{"text":"echo: hi"}]'
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert len([r for r in caplog.records if "ignored" in r.getMessage()]) == len(malformed)
+
+
+@pytest.mark.parametrize(
+    "body", ["0", "6", "4" + "x" * 1_000_000], ids=["open", "noop", "over-1-MB"]
+)
+async def test_a_polling_post_engine_io_refuses_is_answered_without_a_poll(
+    body: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An OPEN or NOOP packet from the client, or a body over 1 MB: engine.io closes the
+    session and answers 400, with no long-poll of the client's waiting."""
+    async with bot(None) as url, httpx.AsyncClient(base_url=url, timeout=5) as client:
+        opened = await client.get("/socket.io/?EIO=4&transport=polling")
+        polling = f"/socket.io/?EIO=4&transport=polling&sid={json.loads(opened.text[1:])['sid']}"
+        await client.post(polling, content="40")
+        await client.get(polling)  # the socket.io connection's answer
+        refused = await client.post(polling, content=body)
+        after = await client.get(polling)
+    # Before: the POST waited for a poll to take engine.io's close packet, for ever when none
+    # came (no request timeout, unlike Rasa's Sanic): a request and a task held per such
+    # POST, and each delayed the server's stop, ending in a traceback.
+    assert refused.status_code == 400
+    assert after.status_code == 400  # the session is gone
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_a_polling_post_after_the_client_closed_its_session_is_answered_400(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with bot(None) as url, httpx.AsyncClient(base_url=url, timeout=5) as client:
+        opened = await client.get("/socket.io/?EIO=4&transport=polling")
+        polling = f"/socket.io/?EIO=4&transport=polling&sid={json.loads(opened.text[1:])['sid']}"
+        await client.post(polling, content="40")
+        await client.get(polling)
+        closed = await client.post(polling, content="1")  # engine.io's CLOSE
+        late = await client.post(polling, content='42["user_uttered",{"message":"hi"}]')
+    # Before: 500, and the log an "Unhandled error" traceback (KeyError: 'Session is
+    # disconnected'), once per session any client closed so; a GET was answered 400.
+    assert closed.status_code == 200
+    assert late.status_code == 400
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_a_polling_post_whose_body_comes_after_its_session_closed_is_answered_400(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A POST whose headers arrive while its session is open and whose body arrives after
+    the client closed it (from another request: a slow network, or on purpose)."""
+    async with bot(None) as url, httpx.AsyncClient(base_url=url, timeout=5) as client:
+        opened = await client.get("/socket.io/?EIO=4&transport=polling")
+        polling = f"/socket.io/?EIO=4&transport=polling&sid={json.loads(opened.text[1:])['sid']}"
+        await client.post(polling, content="40")
+        await client.get(polling)
+        closing = asyncio.Event()
+        message = b'42["user_uttered",{"message":"hi"}]'
+
+        async def late_body() -> AsyncIterator[bytes]:
+            await closing.wait()
+            yield message
+
+        headers = {"content-length": str(len(message))}
+        late = asyncio.create_task(client.post(polling, content=late_body(), headers=headers))
+        await asyncio.sleep(0.3)  # the late POST's headers are in
+        closed = await client.post(polling, content="1")  # engine.io's CLOSE
+        closing.set()
+        answered = await late
+    # Before: 500, and an "Unhandled error" traceback (KeyError: 'Session is disconnected'):
+    # the closed session was looked for before the body came, found only after.
+    assert closed.status_code == 200
+    assert answered.status_code == 400
+    assert not [r for r in caplog.records if r.exc_info]
 
 
 async def test_deeply_nested_metadata_does_not_lose_the_message() -> None:

@@ -721,3 +721,33 @@ def test_an_ipv6_interface_in_brackets_says_to_drop_them(run_cli, tmp_path: Path
     assert result.err.splitlines()[-1] == (
         "error: -i [::1]: write an IPv6 address without brackets: -i ::1"
     )
+
+
+def test_a_socketio_websocket_frame_engine_io_would_refuse_is_cut_before_it_is_all_read(
+    start_server, tmp_path: Path
+) -> None:
+    """engine.io refuses a packet over 1 MB (python-socketio's limit, counted in characters,
+    at most 4 bytes each), but only once uvicorn has read it all, up to its own 16 MB. The
+    server now takes up to 4 MB of a frame: no packet engine.io takes is refused sooner."""
+    from websockets.sync.client import connect
+
+    (tmp_path / "credentials.yml").write_text("socketio:\n")
+    server = start_server("--enable-api", "--credentials", "credentials.yml", cwd=tmp_path)
+    server.wait_until("/health/live")
+    ws_url = server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    with connect(ws_url, max_size=None, compression=None) as ws:
+        ws.recv()
+        ws.send("40")
+        ws.recv()
+        ws.send('42["user_uttered",{"message":"' + "é" * 999_000 + '"}]')  # 2 MB, taken
+        assert str(ws.recv(timeout=10)).startswith('42["bot_uttered"')
+    # Uncompressed: a compressed message is cut at 4 MB as it is inflated, then refused by
+    # engine.io (a close 1000).
+    with connect(ws_url, max_size=None, compression=None) as ws:
+        ws.recv()
+        with pytest.raises(Exception):  # noqa: B017 (the close, in the send or after it)
+            ws.send("4" + "x" * 4_000_001)
+            ws.recv(timeout=10)
+    # Before: 1000, engine.io's close after uvicorn read the whole frame; now 1009 (message
+    # too big) from uvicorn, before, or 1006 when it hung up while the frame still came.
+    assert ws.close_code in (1009, 1006), (ws.close_code, server.text())
