@@ -8,6 +8,7 @@ from server.errors import InvalidConfig, ModelError
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.regex_message import EXTRACTOR
 from server.nlu.training_data import NLUTrainingData
+from server.training.nlu_yaml import read_nlu_yaml
 
 RECORDED_PARSE_KEYS = [
     "text",
@@ -95,6 +96,34 @@ def test_response_selector_output(full_pipeline):
     assert response["utter_action"] == "utter_chitchat/ask_name"
     assert response["responses"] == [{"text": "I am a bot."}]
     assert set(selector["default"]["ranking"][0]) == {"id", "confidence", "intent_response_key"}
+
+
+def test_a_retrieval_intent_without_responses_answers_its_key_as_rasa(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Trained without the domain (`botserver train nlu`), a retrieval intent has no
+    responses: the selector's `responses` were null; Rasa's are [{"text": "faq/hours"}],
+    with a warning that the training data lacks them."""
+    data = read_nlu_yaml(
+        "nlu:\n"
+        "- intent: faq/hours\n  examples: |\n    - when do you open\n    - opening hours\n"
+        "- intent: faq/place\n  examples: |\n    - where are you\n    - your address\n",
+        "faq.yml",
+    )
+    pipeline = NLUPipeline.train(
+        data, [{"name": "CountVectorsFeaturizer"}, {"name": "ResponseSelector"}]
+    )
+    for _ in range(2):
+        response = pipeline.parse("when do you open")["response_selector"]["default"]["response"]
+    assert response["intent_response_key"] == "faq/hours"
+    assert response["responses"] == [{"text": "faq/hours"}]
+    assert caplog.text.count("no responses for faq/hours") == 1
+
+
+def test_an_empty_text_has_one_empty_token_as_in_rasa(full_pipeline) -> None:
+    """Rasa's WhitespaceTokenizer makes a text without words one token of the whole text, an
+    empty text too: its `text_tokens` are [[0, 0]] (before: [])."""
+    assert full_pipeline.parse("")["text_tokens"] == [[0, 0]]
 
 
 def test_a_retrieval_intent_names_its_full_retrieval_intent(full_pipeline):
