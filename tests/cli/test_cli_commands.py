@@ -909,3 +909,50 @@ def test_train_nlu_on_synonyms_regexes_or_lookups_alone_trains(
     assert trained.code == 0, trained.err
     [archive] = (starter_copy / "nlu_models").iterdir()
     assert archive.name.startswith("nlu-") and archive.name.endswith(".tar.gz")
+
+
+async def test_an_nlu_only_model_reads_any_intent_message_as_rasa(
+    run_cli, starter_copy: Path
+) -> None:
+    """Rasa checks `/intent{...}` messages against a domain only when the model has a
+    dialogue: an NLU-only model (an NLU server's, say, asked about a button's payload)
+    takes any intent and entity. Before, an intent without NLU examples was parsed as text
+    (another intent, at a guessed confidence) and its entities were lost."""
+    import httpx
+
+    from server.api.server import ServerOptions, build_app
+
+    trained = run_cli("train", "nlu", "--out", "nlu_models", cwd=starter_copy)
+    assert trained.code == 0, trained.err
+    [archive] = (starter_copy / "nlu_models").glob("*.tar.gz")
+    app = build_app(
+        ServerOptions(
+            model_path=archive,
+            enable_api=True,
+            endpoints={"tracker_store": {"type": "in_memory"}},
+            models_dir=archive.parent,
+        )
+    )
+    text = '/order_pizza{"topping": "cheese"}'
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            parsed = (await client.post("/model/parse", json={"text": text})).json()
+            turn = await client.post(
+                "/webhooks/rest/webhook", json={"sender": "a", "message": text}
+            )
+    assert parsed == {
+        "text": text,
+        "intent": {"name": "order_pizza", "confidence": 1.0},
+        "entities": [
+            {
+                "entity": "topping",
+                "value": "cheese",
+                "start": 12,
+                "end": 33,
+                "extractor": "RegexMessageHandler",
+            }
+        ],
+        "intent_ranking": [{"name": "order_pizza", "confidence": 1.0}],
+    }
+    assert turn.status_code == 200
