@@ -1140,7 +1140,7 @@ def _parse(
 
         parsed = parse_regex_message(text, set(model.domain.intents), set(model.domain.entities))
         if parsed is None:
-            return {"intent": {"name": None, "confidence": 0.0}, "entities": [], "text": text}
+            return {"text": text, "intent": {"name": None, "confidence": 0.0}, "entities": []}
         return parsed
     parsed = model.nlu.parse(text, message_id=message_id, metadata=metadata)
     if getattr(model.nlu, "blocking", True):

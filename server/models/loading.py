@@ -142,7 +142,10 @@ def _load_model(directory: Path, metadata: dict[str, Any]) -> DialogueModel:
         # learnt them so, and read them so until it is trained again.
         domain.entity_labels = None
     nlu = NLUPipeline.load(root / NLU_DIR) if (root / NLU_DIR).is_dir() else None
-    if nlu is not None:
+    if nlu is not None and metadata.get("training_type") != "nlu":
+        # As Rasa's: `/intent{...}` messages are checked against the domain of a model with
+        # a dialogue; an NLU-only model's (made from its examples) would refuse an intent
+        # it has no examples of, which Rasa's NLU-only model takes as given.
         nlu.use_domain(domain.intents, domain.entities)
     policies = PolicyEnsemble.load(root / POLICIES_DIR, domain)
     return DialogueModel(

@@ -160,7 +160,9 @@ class NLUPipeline:
             "text": text,
             "intent": message.intent or {"name": None, "confidence": 0.0},
             "entities": message.entities,
-            "text_tokens": [[t.start, t.end] for t in message.tokens],
+            # A text without words is one token of the whole text, as Rasa's tokenizer makes
+            # it: an empty text too (ours gives it none, so that it has no features).
+            "text_tokens": [[t.start, t.end] for t in message.tokens] or [[0, len(text)]],
         }
         if self._has_classifier:
             result["intent_ranking"] = message.intent_ranking

@@ -42,15 +42,20 @@ def parse_regex_message(
         )
         return None
     if match.group("rest"):
-        logger.warning("Ignoring %r after the entities of %r", match.group("rest"), stripped)
+        logger.warning(
+            "Ignoring %r after the entities of %r", match.group("rest")[:200], stripped[:200]
+        )
     confidence = _confidence(match.group("confidence"))
     entities = _entities(match)
     if known_entities is not None:
         unknown = sorted({e["entity"] for e in entities} - known_entities)
         if unknown:
+            # A few named: thousands fit in one message, and this is said on every parse.
+            more = f" and {len(unknown) - 10:,} more" if len(unknown) > 10 else ""
             logger.warning(
-                "Leaving out the entities %s of the message %r: not in the domain",
-                ", ".join(repr(u[:100]) for u in unknown),
+                "Leaving out the entities %s%s of the message %r: not in the domain",
+                ", ".join(repr(u[:100]) for u in unknown[:10]),
+                more,
                 stripped[:200],
             )
             entities = [e for e in entities if e["entity"] in known_entities]
@@ -69,7 +74,7 @@ def _confidence(raw: str | None) -> float:
     try:
         return min(1.0, float(raw[1:]))
     except ValueError:
-        logger.warning("Invalid confidence %r in a /intent message; using 0.0", raw)
+        logger.warning("Invalid confidence %r in a /intent message; using 0.0", raw[:200])
         return 0.0
 
 

@@ -4,6 +4,7 @@ linear model over the sparse sentence features, in Rasa's `response_selector` sh
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from server.nlu.linear_model import LinearModel, feature_matrix
 from server.nlu.message import Message
 from server.nlu.params import number
 from server.nlu.training_data import NLUTrainingData
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_SELECTOR = "default"
 
@@ -49,6 +52,7 @@ class ResponseSelector:
         self.model_: LinearModel | None = None
         self.responses_: dict[str, list[dict]] = {}
         self.all_retrieval_intents_: list[str] = []
+        self._told_missing: set[str] = set()
 
     @property
     def selector_key(self) -> str:
@@ -100,13 +104,30 @@ class ResponseSelector:
         key = best["intent_response_key"]
         selector[self.selector_key] = {
             "response": {
-                "responses": self.responses_.get(f"utter_{key}"),
+                "responses": self._responses_of(key),
                 "confidence": best["confidence"],
                 "intent_response_key": key,
                 "utter_action": f"utter_{key}",
             },
             "ranking": ranking,
         }
+
+    def _responses_of(self, key: str) -> list[dict]:
+        """The responses of `key`; as in Rasa, its own name as the text when the training
+        data had none (a model trained without the domain), with a warning (once)."""
+        responses = self.responses_.get(f"utter_{key}")
+        if responses:
+            return responses
+        if key not in self._told_missing:
+            self._told_missing.add(key)
+            logger.warning(
+                "%s: no responses for %s in the training data; answering its name instead. "
+                "Add 'utter_%s' to the domain or the NLU data.",
+                self.name,
+                key,
+                key,
+            )
+        return [{"text": key}]
 
     def state(self, directory: Path, prefix: str) -> dict[str, Any]:
         state: dict[str, Any] = {

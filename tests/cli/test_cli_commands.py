@@ -976,3 +976,73 @@ def test_train_nlu_on_synonyms_regexes_or_lookups_alone_trains(
     assert trained.code == 0, trained.err
     [archive] = (starter_copy / "nlu_models").iterdir()
     assert archive.name.startswith("nlu-") and archive.name.endswith(".tar.gz")
+
+
+async def _parse_and_turn(archive: Path, text: str) -> tuple[dict, int]:
+    """`text` parsed by POST /model/parse of a server with `archive`, and the status of a
+    REST turn with it."""
+    import httpx
+
+    from server.api.server import ServerOptions, build_app
+
+    app = build_app(
+        ServerOptions(
+            model_path=archive,
+            enable_api=True,
+            endpoints={"tracker_store": {"type": "in_memory"}},
+            models_dir=archive.parent,
+        )
+    )
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            parsed = (await client.post("/model/parse", json={"text": text})).json()
+            turn = await client.post(
+                "/webhooks/rest/webhook", json={"sender": "a", "message": text}
+            )
+    return parsed, turn.status_code
+
+
+async def test_an_nlu_only_model_reads_any_intent_message_as_rasa(
+    run_cli, starter_copy: Path
+) -> None:
+    """Rasa checks `/intent{...}` messages against a domain only when the model has a
+    dialogue: an NLU-only model (an NLU server's, say, asked about a button's payload)
+    takes any intent and entity. Before, an intent without NLU examples was parsed as text
+    (another intent, at a guessed confidence) and its entities were lost."""
+    trained = run_cli("train", "nlu", "--out", "nlu_models", cwd=starter_copy)
+    assert trained.code == 0, trained.err
+    [archive] = (starter_copy / "nlu_models").glob("*.tar.gz")
+    text = '/order_pizza{"topping": "cheese"}'
+    parsed, turn_status = await _parse_and_turn(archive, text)
+    assert parsed == {
+        "text": text,
+        "intent": {"name": "order_pizza", "confidence": 1.0},
+        "entities": [
+            {
+                "entity": "topping",
+                "value": "cheese",
+                "start": 12,
+                "end": 33,
+                "extractor": "RegexMessageHandler",
+            }
+        ],
+        "intent_ranking": [{"name": "order_pizza", "confidence": 1.0}],
+    }
+    assert turn_status == 200
+
+
+async def test_a_model_with_a_dialogue_checks_intent_messages_against_its_domain(
+    starter_copy: Path,
+) -> None:
+    """`botserver train`'s model has a dialogue: as Rasa's, it parses an intent its domain
+    lacks as text and leaves out entity types the domain lacks (the NLU-only model beside
+    it takes both as given)."""
+    [archive] = (starter_copy / "models").glob("*.tar.gz")
+    unknown, turn_status = await _parse_and_turn(archive, '/order_pizza{"topping": "cheese"}')
+    assert unknown["intent"]["name"] != "order_pizza"
+    assert "text_tokens" in unknown  # the NLU pipeline parsed it as text
+    assert turn_status == 200
+    known, _ = await _parse_and_turn(archive, '/order_drink{"drink": "tea", "topping": "x"}')
+    assert known["intent"] == {"name": "order_drink", "confidence": 1.0}
+    assert [e["entity"] for e in known["entities"]] == ["drink"]

@@ -55,6 +55,9 @@ async def test_a_core_model_answers_intent_messages_as_rasa_does(
             # Without NLU, text is not understood: no intent, as Rasa's core-only model.
             text = (await client.post("/model/parse", json={"text": "hello there"})).json()
             assert text["intent"] == {"name": None, "confidence": 0.0}
+            # In Rasa's order: before, `text` came last.
+            assert list(text) == ["text", "intent", "entities"]
+            assert text["text"] == "hello there"
 
 
 def test_train_after_train_core_trains_the_nlu_too(run_cli, starter_copy: Path) -> None:

@@ -6,8 +6,9 @@ import pytest
 
 from server.errors import InvalidConfig, ModelError
 from server.nlu.pipeline import NLUPipeline
-from server.nlu.regex_message import EXTRACTOR
+from server.nlu.regex_message import EXTRACTOR, parse_regex_message
 from server.nlu.training_data import NLUTrainingData
+from server.training.nlu_yaml import read_nlu_yaml
 
 RECORDED_PARSE_KEYS = [
     "text",
@@ -97,6 +98,34 @@ def test_response_selector_output(full_pipeline):
     assert set(selector["default"]["ranking"][0]) == {"id", "confidence", "intent_response_key"}
 
 
+def test_a_retrieval_intent_without_responses_answers_its_key_as_rasa(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Trained without the domain (`botserver train nlu`), a retrieval intent has no
+    responses: the selector's `responses` were null; Rasa's are [{"text": "faq/hours"}],
+    with a warning that the training data lacks them."""
+    data = read_nlu_yaml(
+        "nlu:\n"
+        "- intent: faq/hours\n  examples: |\n    - when do you open\n    - opening hours\n"
+        "- intent: faq/place\n  examples: |\n    - where are you\n    - your address\n",
+        "faq.yml",
+    )
+    pipeline = NLUPipeline.train(
+        data, [{"name": "CountVectorsFeaturizer"}, {"name": "ResponseSelector"}]
+    )
+    for _ in range(2):
+        response = pipeline.parse("when do you open")["response_selector"]["default"]["response"]
+    assert response["intent_response_key"] == "faq/hours"
+    assert response["responses"] == [{"text": "faq/hours"}]
+    assert caplog.text.count("no responses for faq/hours") == 1
+
+
+def test_an_empty_text_has_one_empty_token_as_in_rasa(full_pipeline) -> None:
+    """Rasa's WhitespaceTokenizer makes a text without words one token of the whole text, an
+    empty text too: its `text_tokens` are [[0, 0]] (before: [])."""
+    assert full_pipeline.parse("")["text_tokens"] == [[0, 0]]
+
+
 def test_a_retrieval_intent_names_its_full_retrieval_intent(full_pipeline):
     """Before, `intent` was only {"name": "chitchat", ...}: a client (and a story's
     `chitchat/ask_name`) could not see which response the selector chose; Rasa adds
@@ -145,6 +174,32 @@ def test_intent_messages_are_checked_against_the_domain_as_rasa_does(
     assert known["intent"] == {"name": "book_flight", "confidence": 1.0}
     assert [e["entity"] for e in known["entities"]] == ["city"]
     assert "'buy_ticket'" in caplog.text and "'price'" in caplog.text
+
+
+def test_what_follows_an_intent_messages_entities_is_logged_short(
+    full_pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What follows the entities is ignored with a warning, as in Rasa; the warning quoted
+    it and the message whole (before: 200,000 characters logged for a 100 KB message, on
+    every parse of it), and that of an unreadable confidence all of it, where the other
+    warnings of such messages quote 200 characters."""
+    text = '/book_flight{"city": "Rome"}' + " and more" * 11_000
+    result = full_pipeline.parse(text)
+    assert [e["value"] for e in result["entities"]] == ["Rome"]
+    assert "Ignoring ' and more and more" in caplog.text
+    assert len(caplog.text) < 1_000
+    caplog.clear()  # an unreadable confidence, as long, likewise
+    result = full_pipeline.parse("/book_flight@" + "1." * 45_000)
+    assert result["intent"] == {"name": "book_flight", "confidence": 0.0}
+    assert "Invalid confidence '@1.1.1." in caplog.text
+    assert len(caplog.text) < 1_000
+    caplog.clear()  # thousands of entity types the domain lacks: a few named
+    entities = ", ".join(f'"e{i}": 0' for i in range(8_000))
+    text = '/book_flight{"city": "Rome", ' + entities + "}"
+    result = parse_regex_message(text, {"book_flight"}, {"city"})
+    assert result is not None and [e["value"] for e in result["entities"]] == ["Rome"]
+    assert "Leaving out the entities 'e0', 'e1'" in caplog.text and "7,990 more" in caplog.text
+    assert len(caplog.text) < 1_000
 
 
 def test_intent_message_entities_nested_too_deep_are_ignored_with_a_warning(

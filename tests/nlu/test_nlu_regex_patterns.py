@@ -100,3 +100,18 @@ def test_regexes_with_groups_of_the_same_name_each_match_as_in_rasa() -> None:
     pipeline = NLUPipeline.train(data, PIPELINE[:3])
     found = [e["value"] for e in pipeline.parse("try 7-7 or xx")["entities"]]
     assert found == ["7-7", "xx"]
+
+
+def test_a_regex_matching_no_characters_gives_no_entity() -> None:
+    """`[0-9]*` matches nothing before each letter of `zip 12345`; Rasa gives each such
+    match as an entity valued "" (docs/differences-from-rasa.md), we only the number."""
+    data = NLUTrainingData(
+        examples=[
+            Example("hello", "greet"),
+            Example("zip 10115", "inform", [EntityAnnotation(4, 9, "10115", "zip")]),
+        ],
+        regexes=[("zip", "[0-9]*")],
+    )
+    pipeline = NLUPipeline.train(data, PIPELINE[:3])
+    found = [(e["start"], e["end"], e["value"]) for e in pipeline.parse("zip 12345")["entities"]]
+    assert found == [(4, 9, "12345")]
