@@ -741,6 +741,73 @@ async def test_every_conversation_route_is_409_without_a_model(
     assert body["reason"] == "Conflict"
 
 
+@pytest.mark.parametrize(
+    ("method", "route"),
+    [
+        ("get", "tracker"),
+        ("post", "tracker/events"),
+        ("put", "tracker/events"),
+        ("get", "story"),
+        ("post", "execute"),
+        ("post", "trigger_intent"),
+        ("post", "messages"),
+    ],
+)
+async def test_no_model_is_told_before_a_bad_query_parameter(
+    client: httpx.AsyncClient, method: str, route: str
+) -> None:
+    """As in Rasa, whose routes check for a model first. Before, a client asking with a
+    mistyped `include_events` while no model was loaded got the 400, not the 409."""
+    assert (await client.delete("/model")).status_code == 204
+    query = "include_events=bad&until=soon&all_sessions=maybe"
+    response = await client.request(method, f"/conversations/u1/{route}?{query}", json={})
+    assert response.status_code == 409, response.text
+    assert response.json()["reason"] == "Conflict"
+
+
+async def test_checks_run_in_rasas_order(client: httpx.AsyncClient) -> None:
+    """Of two mistakes in one request, the one Rasa names comes back: an unknown
+    conversation before `include_events` on `execute`, and the body before `include_events`
+    elsewhere. Before, `include_events` was always named first."""
+    bad = "include_events=bad"
+    unknown = await client.post(f"/conversations/nobody/execute?{bad}", json={"name": "x"})
+    assert unknown.status_code == 404, unknown.text
+    assert unknown.json()["message"] == "Conversation ID not found."
+    await client.post(WEBHOOK, json={"sender": "u1", "message": "hi"})
+    cases = [
+        ("execute", {}, "Name of the action not provided in request body."),
+        ("trigger_intent", {}, "Name of the intent not provided in request body."),
+        ("messages", None, "No message defined in request body."),
+        ("tracker/events", {"event": "nope"}, "Failed to validate the events format."),
+    ]
+    for route, body, message in cases:
+        sent = {"content": b""} if body is None else {"json": body}
+        response = await client.post(f"/conversations/u1/{route}?{bad}", **sent)
+        assert response.status_code == 400, (route, response.text)
+        assert response.json()["message"].startswith(message), (route, response.text)
+    put = await client.put(f"/conversations/u1/tracker/events?{bad}", json={"event": "bot"})
+    assert put.json()["message"].startswith("Failed to validate the events format.")
+    # A good body: the bad parameter is still a 400, as in Rasa.
+    named = await client.post(f"/conversations/u1/execute?{bad}", json={"name": "utter_greet"})
+    assert named.json()["details"] == {"parameter": "include_events", "in": "query"}
+
+
+async def test_appending_no_events_is_a_400_and_stores_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    """Rasa means a 400 here ("Couldn't extract a proper event from the request body.") and
+    answers 500, its catch-all around the route. Before, a 200 that started the conversation
+    (a session and `action_listen` stored) for a body that appended nothing."""
+    response = await client.post("/conversations/empty/tracker/events", json=[])
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["message"] == "Couldn't extract a proper event from the request body."
+    assert body["details"] == {"parameter": "", "in": "body"}
+    assert (await client.get("/conversations/empty/story")).status_code == 404
+    # Replacing with no events still empties a conversation, as in Rasa.
+    assert (await client.put("/conversations/empty/tracker/events", json=[])).status_code == 200
+
+
 class _CallbackReceiver:
     """The user's callback endpoint: keeps what the bot POSTs."""
 
