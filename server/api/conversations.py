@@ -381,7 +381,7 @@ def conversations_router() -> APIRouter:
         verbosity = event_verbosity(include_events)
         if name not in model.domain.intents:
             raise ApiError(404, "NotFound", f"The intent {name} does not exist in the domain.")
-        entities = body.get("entities")
+        entities = body.get("entities") or None  # `""`, `0`, `false`: none, as in Rasa
         if entities is not None and not isinstance(entities, (dict, list)):
             raise bad_request(
                 "'entities' must be an object of entity values or a list of entities.",

@@ -605,6 +605,24 @@ async def test_trigger_intent_refuses_entities_that_break_rasas_schema(
     assert [e for e in tracker["events"] if e["event"] == "user"] == []
 
 
+@pytest.mark.parametrize("entities", ["", 0, False])
+async def test_trigger_intent_reads_an_empty_value_as_no_entities(
+    client: httpx.AsyncClient, entities: Any
+) -> None:
+    """As Rasa does (a form's empty field, a client's `false`). Before, a 400 "'entities' must
+    be an object ..." where Rasa triggers the intent."""
+    response = await client.post(
+        "/conversations/u7n/trigger_intent", json={"name": "greet", "entities": entities}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["tracker"]["latest_message"]["entities"] == []
+    # A value that names something is still a 400 (Rasa drops it with a warning).
+    named = await client.post(
+        "/conversations/u7n/trigger_intent", json={"name": "greet", "entities": "mood=ok"}
+    )
+    assert named.json()["details"] == {"parameter": "entities", "in": "body"}
+
+
 async def test_a_number_too_large_for_a_double_is_a_400(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:
