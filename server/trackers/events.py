@@ -402,12 +402,16 @@ class ActionExecuted(Event):
         confidence = d.get("confidence")
         if confidence is not None and not isinstance(confidence, (int, float)):
             raise InvalidEvent("'confidence' of an 'action' event must be a number or null")
+        hidden = d.get("hide_rule_turn")
+        if hidden is not None and not isinstance(hidden, bool):
+            # `"false"` read as true would hide the action from the rules' history.
+            raise InvalidEvent("'hide_rule_turn' of an 'action' event must be true or false")
         return {
             "action_name": name,
             "policy": _str_or_none(d, "policy"),
             "confidence": confidence,
             "action_text": text,
-            "hide_rule_turn": bool(d.get("hide_rule_turn", False)),
+            "hide_rule_turn": bool(hidden),
         }
 
 

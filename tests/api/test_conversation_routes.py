@@ -201,8 +201,26 @@ async def test_append_one_event_or_a_list(client: httpx.AsyncClient, rasa_spec: 
 
 @pytest.mark.parametrize(
     "content",
-    [b'{"event": "no_such_event"}', b"[1, 2]", b"{not json", b"", b'{"event": "slot"}'],
-    ids=["unknown-event", "not-objects", "malformed-json", "empty", "slot-without-name"],
+    [
+        b'{"event": "no_such_event"}',
+        b"[1, 2]",
+        b"{not json",
+        b"",
+        b'{"event": "slot"}',
+        b"[]",
+        # Rasa's schema: a boolean. Before, stored as `bool("false")`, true: the action
+        # hidden from the rules' history.
+        b'{"event": "action", "name": "utter_greet", "hide_rule_turn": "false"}',
+    ],
+    ids=[
+        "unknown-event",
+        "not-objects",
+        "malformed-json",
+        "empty",
+        "slot-without-name",
+        "no-events",
+        "hide-rule-turn-a-string",
+    ],
 )
 async def test_append_bad_events_is_400(
     client: httpx.AsyncClient, rasa_spec: RasaSpec, content: bytes
