@@ -400,7 +400,9 @@ class ActionExecuted(Event):
         if name is None and text is None:
             raise InvalidEvent("an 'action' event needs a 'name' or an 'action_text'")
         confidence = d.get("confidence")
-        if confidence is not None and not isinstance(confidence, (int, float)):
+        if confidence is not None and (
+            isinstance(confidence, bool) or not isinstance(confidence, (int, float))
+        ):
             raise InvalidEvent("'confidence' of an 'action' event must be a number or null")
         hidden = d.get("hide_rule_turn")
         if hidden is not None and not isinstance(hidden, bool):

@@ -211,6 +211,8 @@ async def test_append_one_event_or_a_list(client: httpx.AsyncClient, rasa_spec: 
         # Rasa's schema: a boolean. Before, stored as `bool("false")`, true: the action
         # hidden from the rules' history.
         b'{"event": "action", "name": "utter_greet", "hide_rule_turn": "false"}',
+        # Before, stored as `"confidence": true`: every later tracker broke the schema.
+        b'{"event": "action", "name": "utter_greet", "confidence": true}',
     ],
     ids=[
         "unknown-event",
@@ -220,6 +222,7 @@ async def test_append_one_event_or_a_list(client: httpx.AsyncClient, rasa_spec: 
         "slot-without-name",
         "no-events",
         "hide-rule-turn-a-string",
+        "confidence-a-boolean",
     ],
 )
 async def test_append_bad_events_is_400(
