@@ -953,6 +953,29 @@ async def test_predict_takes_up_the_followup_action_and_leaves_it_pending(
     assert stored["events"] == body["tracker"]["events"]
 
 
+async def test_a_tracker_with_nothing_since_its_reset_has_action_listen_pending(
+    client: httpx.AsyncClient,
+) -> None:
+    """As Rasa's tracker: a reset (a tracker of no events, a session start) leaves
+    `action_listen` as the followup action until an action or a message. Before, null."""
+    emptied = await client.put("/conversations/fr/tracker/events", json=[])
+    assert emptied.json()["followup_action"] == "action_listen"
+    started = await client.post("/conversations/fr/tracker/events", json=NEW_SESSION)
+    assert started.json()["followup_action"] == "action_listen"
+    stored = (await client.get("/conversations/fr/tracker")).json()
+    assert stored["followup_action"] == "action_listen"
+    before_it = await client.get("/conversations/fr/tracker?until=0")
+    assert before_it.json()["followup_action"] == "action_listen"
+    spoken = await client.post("/conversations/fr/messages", json={"text": "hi", "sender": "user"})
+    assert spoken.json()["followup_action"] is None
+    # Rasa's `/model/predict` of such events predicts the pending listen.
+    predicted = (await client.post("/model/predict", json=NEW_SESSION)).json()
+    assert (predicted["scores"][0]["action"], predicted["policy"]) == (
+        "action_listen",
+        "followup_action",
+    )
+
+
 async def test_model_predict_takes_up_the_followup_action(client: httpx.AsyncClient) -> None:
     """POST /model/predict as the conversation's predict (Rasa's is the same call)."""
     events = [*GOODBYE_EVENTS, {"event": "followup", "name": "utter_cheer_up"}]
