@@ -909,6 +909,28 @@ async def test_after_a_restart_from_the_api_the_next_message_starts_a_session(
     assert [e["event"] for e in events][:3] == ["action", "session_started", "action"]
 
 
+@pytest.mark.parametrize("route", ["webhook", "predict"])
+async def test_a_conversation_ending_at_session_started_starts_a_session_first(
+    client: httpx.AsyncClient, route: str
+) -> None:
+    """As in Rasa, whose tracker has no events applied after a `session_started`: the next
+    message (or predict) runs `action_session_start` first, and the policies answer. Before,
+    a conversation put or posted as `action_session_start`, `session_started` (a custom
+    session start that does not listen, a client's import) got no answer to "hello", and
+    its predict answered the listen pending since the reset."""
+    session = [{"event": "action", "name": "action_session_start"}, {"event": "session_started"}]
+    assert (await client.put("/conversations/ss/tracker/events", json=session)).status_code == 200
+    if route == "webhook":
+        answer = await client.post(WEBHOOK, json={"sender": "ss", "message": "hello"})
+        assert [m.get("text") for m in answer.json()] == ["Hey! How are you?"]
+    else:
+        predicted = (await client.post("/conversations/ss/predict")).json()
+        assert predicted["policy"] != "followup_action", predicted
+    events = (await client.get("/conversations/ss/tracker")).json()["events"]
+    assert [e["event"] for e in events][2:5] == ["action", "session_started", "action"]
+    assert events[4]["name"] == "action_listen"
+
+
 async def test_predict_scores_a_pending_followup_action_first(client: httpx.AsyncClient) -> None:
     """As Rasa's `for_action_name`: the followup scores 1. Before, every action scored 0
     (with confidence 1 and no policy): the first score was `...`, not the next action."""
