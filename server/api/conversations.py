@@ -81,6 +81,14 @@ def parse_events(body: Any, allow_single: bool = True) -> list[Event]:
         raise ApiError(
             400, "BadRequest", f"{_EVENTS_FORMAT_ERROR}{exc}", None, HELP_EVENTS
         ) from None
+    if not events and allow_single:
+        # Rasa's 400 (its catch-all makes it a 500); a PUT of no events empties a conversation.
+        raise ApiError(
+            400,
+            "BadRequest",
+            "Couldn't extract a proper event from the request body.",
+            {"parameter": "", "in": "body"},
+        )
     check_events(events)
     return events
 
@@ -199,6 +207,7 @@ def conversations_router() -> APIRouter:
         until: str | None = None,
         services: Services = Depends(services_of),
     ) -> JSONResponse:
+        services.agent.model()
         verbosity = event_verbosity(include_events)
         until_time = time_arg("until", until)
         # The state and the NONE/APPLIED events depend only on the current session; reading
@@ -232,10 +241,10 @@ def conversations_router() -> APIRouter:
         execute_side_effects: str | None = None,
         services: Services = Depends(services_of),
     ) -> JSONResponse:
-        verbosity = event_verbosity(include_events)
         services.agent.model()
         body = await read_json_body(request)
         events = await read_events(body)
+        verbosity = event_verbosity(include_events)
         tracker = await services.agent.append_events(
             conversation_id,
             events,
@@ -259,10 +268,10 @@ def conversations_router() -> APIRouter:
         include_events: str | None = None,
         services: Services = Depends(services_of),
     ) -> JSONResponse:
-        verbosity = event_verbosity(include_events)
         services.agent.model()
         body = await read_json_body(request)
         events = await read_events(body, allow_single=False)
+        verbosity = event_verbosity(include_events)
         tracker = await services.agent.replace_events(conversation_id, events)
         response = await tracker_response(tracker, verbosity)
         return freed_after_sending(response, [tracker], [body, events])
@@ -322,12 +331,12 @@ def conversations_router() -> APIRouter:
         output_channel: str | None = None,
         services: Services = Depends(services_of),
     ) -> JSONResponse:
-        verbosity = event_verbosity(include_events)
         agent = services.agent
         model = agent.model()
         try:
             body = await read_json_object(request, "No action name given in the request body.")
             name = _required_name(body, "action")
+            verbosity = event_verbosity(include_events)
             if not model.domain.is_known_action(name):
                 message = f"The action '{name}' does not exist in the domain."
                 raise ApiError(404, "NotFound", message)
@@ -365,14 +374,14 @@ def conversations_router() -> APIRouter:
         output_channel: str | None = None,
         services: Services = Depends(services_of),
     ) -> JSONResponse:
-        verbosity = event_verbosity(include_events)
         agent = services.agent
         model = agent.model()
         body = await read_json_object(request, "No intent name given in the request body.")
         name = _required_name(body, "intent")
+        verbosity = event_verbosity(include_events)
         if name not in model.domain.intents:
             raise ApiError(404, "NotFound", f"The intent {name} does not exist in the domain.")
-        entities = body.get("entities")
+        entities = body.get("entities") or None  # `""`, `0`, `false`: none, as in Rasa
         if entities is not None and not isinstance(entities, (dict, list)):
             raise bad_request(
                 "'entities' must be an object of entity values or a list of entities.",
@@ -429,7 +438,6 @@ def conversations_router() -> APIRouter:
         include_events: str | None = None,
         services: Services = Depends(services_of),
     ) -> JSONResponse:
-        verbosity = event_verbosity(include_events)
         agent = services.agent
         agent.model()
         body = await read_json_object(
@@ -437,6 +445,7 @@ def conversations_router() -> APIRouter:
             "No message defined in request body. Add a message to the request body in order "
             "to add it to the tracker.",
         )
+        verbosity = event_verbosity(include_events)
         sender = body.get("sender")
         if sender != "user":
             raise bad_request(

@@ -72,6 +72,7 @@ from server.trackers.events import (
     ReminderCancelled,
     ReminderScheduled,
     Restarted,
+    SessionStarted,
     SlotSet,
     UserUtteranceReverted,
     UserUttered,
@@ -96,6 +97,8 @@ CLIENT_GONE_KEY = "clients went away while their messages waited: not handled"
 DEFAULT_MAX_PREDICTIONS = int(os.environ.get("MAX_NUMBER_OF_PREDICTIONS", "10"))
 # The policy name a followup action is logged with, as Rasa logs it.
 FOLLOWUP_POLICY = "followup_action"
+# The events after which a tracker has none applied (`session_expired`).
+_RESETS = (Restarted, SessionStarted)
 # Distinct message texts whose parse a model remembers (about 2.5 KB each, decoded).
 PARSE_MEMO_SIZE = 1024
 # Hashes of texts parsed once, kept until this many: a parse is remembered when its text
@@ -362,9 +365,10 @@ class Processor:
 
     def session_expired(self, tracker: Tracker, domain: Domain) -> bool:
         events = tracker.events
-        # No events applied, as in Rasa: none at all, or a restart last (posted by a client, or
-        # run by `execute`). Not applied_events(): that walks the whole session.
-        if not events or type(events[-1]) is Restarted:
+        # No events applied, as in Rasa: none at all, or a restart or session start last (posted
+        # by a client, run by `execute`, a session start that does not listen). Not
+        # applied_events(): that walks the whole session.
+        if not events or type(events[-1]) in _RESETS:
             return True
         if not domain.session_config.are_sessions_enabled():
             return False

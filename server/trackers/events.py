@@ -663,4 +663,15 @@ def events_from_list(items: Any) -> list[Event]:
         items = [items]
     if not isinstance(items, list):
         raise InvalidEvent("events must be a JSON object or a list of objects")
-    return [event_from_dict(item) for item in items]
+    return [event_from_dict(_sent(item)) for item in items]
+
+
+def _sent(item: Any) -> Any:
+    """An event a client sent, refused where reading it as stored ones are read would change
+    its meaning (a stored event is read as it is: its conversation must stay loadable)."""
+    if isinstance(item, dict) and item.get("event") == "action":
+        hidden = item.get("hide_rule_turn")
+        if hidden is not None and not isinstance(hidden, bool):
+            # `"false"`, read as true, would hide the action from the rules' history.
+            raise InvalidEvent("'hide_rule_turn' of an 'action' event must be true or false")
+    return item

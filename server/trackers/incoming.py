@@ -13,13 +13,19 @@ from datetime import datetime
 from typing import Any
 
 from server.errors import InvalidNluData
-from server.trackers.events import EntitiesAdded, Event, ReminderScheduled, UserUttered
+from server.trackers.events import (
+    ActionExecuted,
+    EntitiesAdded,
+    Event,
+    ReminderScheduled,
+    UserUttered,
+)
 from server.trackers.store import NAME_COLUMN_LENGTH
 
 
 def check_incoming_events(events: list[Event]) -> None:
-    """The NLU data of these events (user messages, added entities) and reminders' dates
-    and entities."""
+    """The NLU data of these events (user messages, added entities), reminders' dates and
+    entities, and actions' confidences."""
     for event in events:
         if isinstance(event, UserUttered):
             check_parse_data(event.parse_data)
@@ -37,6 +43,11 @@ def check_incoming_events(events: list[Event]) -> None:
             # They become the entities of the user message the reminder triggers.
             if not isinstance(event.entities, dict):
                 check_entities(event.entities, "entities", "entities")
+        elif isinstance(event, ActionExecuted) and isinstance(event.confidence, bool):
+            # (Read when stored: Rasa's `execute` stores any confidence it is given.)
+            raise InvalidNluData(
+                "'confidence' of an 'action' event must be a number or null", "confidence"
+            )
 
 
 def check_parse_data(parse_data: Any, where: str = "parse_data") -> None:

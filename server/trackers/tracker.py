@@ -172,7 +172,8 @@ class Tracker:
         self.latest_action: dict[str, Any] = {}
         self.latest_bot_utterance: BotUttered | None = None
         self.active_loop: dict[str, Any] = {}
-        self.followup_action: str | None = None
+        # As Rasa's reset: the next action is a listen, until an action or a message comes.
+        self.followup_action: str | None = ACTION_LISTEN
         self.paused = False
 
     @property

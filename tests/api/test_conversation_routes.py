@@ -201,8 +201,29 @@ async def test_append_one_event_or_a_list(client: httpx.AsyncClient, rasa_spec: 
 
 @pytest.mark.parametrize(
     "content",
-    [b'{"event": "no_such_event"}', b"[1, 2]", b"{not json", b"", b'{"event": "slot"}'],
-    ids=["unknown-event", "not-objects", "malformed-json", "empty", "slot-without-name"],
+    [
+        b'{"event": "no_such_event"}',
+        b"[1, 2]",
+        b"{not json",
+        b"",
+        b'{"event": "slot"}',
+        b"[]",
+        # Rasa's schema: a boolean. Before, stored as `bool("false")`, true: the action
+        # hidden from the rules' history.
+        b'{"event": "action", "name": "utter_greet", "hide_rule_turn": "false"}',
+        # Before, stored as `"confidence": true`: every later tracker broke the schema.
+        b'{"event": "action", "name": "utter_greet", "confidence": true}',
+    ],
+    ids=[
+        "unknown-event",
+        "not-objects",
+        "malformed-json",
+        "empty",
+        "slot-without-name",
+        "no-events",
+        "hide-rule-turn-a-string",
+        "confidence-a-boolean",
+    ],
 )
 async def test_append_bad_events_is_400(
     client: httpx.AsyncClient, rasa_spec: RasaSpec, content: bytes
@@ -605,6 +626,24 @@ async def test_trigger_intent_refuses_entities_that_break_rasas_schema(
     assert [e for e in tracker["events"] if e["event"] == "user"] == []
 
 
+@pytest.mark.parametrize("entities", ["", 0, False])
+async def test_trigger_intent_reads_an_empty_value_as_no_entities(
+    client: httpx.AsyncClient, entities: Any
+) -> None:
+    """As Rasa does (a form's empty field, a client's `false`). Before, a 400 "'entities' must
+    be an object ..." where Rasa triggers the intent."""
+    response = await client.post(
+        "/conversations/u7n/trigger_intent", json={"name": "greet", "entities": entities}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["tracker"]["latest_message"]["entities"] == []
+    # A value that names something is still a 400 (Rasa drops it with a warning).
+    named = await client.post(
+        "/conversations/u7n/trigger_intent", json={"name": "greet", "entities": "mood=ok"}
+    )
+    assert named.json()["details"] == {"parameter": "entities", "in": "body"}
+
+
 async def test_a_number_too_large_for_a_double_is_a_400(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:
@@ -741,6 +780,73 @@ async def test_every_conversation_route_is_409_without_a_model(
     assert body["reason"] == "Conflict"
 
 
+@pytest.mark.parametrize(
+    ("method", "route"),
+    [
+        ("get", "tracker"),
+        ("post", "tracker/events"),
+        ("put", "tracker/events"),
+        ("get", "story"),
+        ("post", "execute"),
+        ("post", "trigger_intent"),
+        ("post", "messages"),
+    ],
+)
+async def test_no_model_is_told_before_a_bad_query_parameter(
+    client: httpx.AsyncClient, method: str, route: str
+) -> None:
+    """As in Rasa, whose routes check for a model first. Before, a client asking with a
+    mistyped `include_events` while no model was loaded got the 400, not the 409."""
+    assert (await client.delete("/model")).status_code == 204
+    query = "include_events=bad&until=soon&all_sessions=maybe"
+    response = await client.request(method, f"/conversations/u1/{route}?{query}", json={})
+    assert response.status_code == 409, response.text
+    assert response.json()["reason"] == "Conflict"
+
+
+async def test_checks_run_in_rasas_order(client: httpx.AsyncClient) -> None:
+    """Of two mistakes in one request, the one Rasa names comes back: an unknown
+    conversation before `include_events` on `execute`, and the body before `include_events`
+    elsewhere. Before, `include_events` was always named first."""
+    bad = "include_events=bad"
+    unknown = await client.post(f"/conversations/nobody/execute?{bad}", json={"name": "x"})
+    assert unknown.status_code == 404, unknown.text
+    assert unknown.json()["message"] == "Conversation ID not found."
+    await client.post(WEBHOOK, json={"sender": "u1", "message": "hi"})
+    cases = [
+        ("execute", {}, "Name of the action not provided in request body."),
+        ("trigger_intent", {}, "Name of the intent not provided in request body."),
+        ("messages", None, "No message defined in request body."),
+        ("tracker/events", {"event": "nope"}, "Failed to validate the events format."),
+    ]
+    for route, body, message in cases:
+        sent = {"content": b""} if body is None else {"json": body}
+        response = await client.post(f"/conversations/u1/{route}?{bad}", **sent)
+        assert response.status_code == 400, (route, response.text)
+        assert response.json()["message"].startswith(message), (route, response.text)
+    put = await client.put(f"/conversations/u1/tracker/events?{bad}", json={"event": "bot"})
+    assert put.json()["message"].startswith("Failed to validate the events format.")
+    # A good body: the bad parameter is still a 400, as in Rasa.
+    named = await client.post(f"/conversations/u1/execute?{bad}", json={"name": "utter_greet"})
+    assert named.json()["details"] == {"parameter": "include_events", "in": "query"}
+
+
+async def test_appending_no_events_is_a_400_and_stores_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    """Rasa means a 400 here ("Couldn't extract a proper event from the request body.") and
+    answers 500, its catch-all around the route. Before, a 200 that started the conversation
+    (a session and `action_listen` stored) for a body that appended nothing."""
+    response = await client.post("/conversations/empty/tracker/events", json=[])
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["message"] == "Couldn't extract a proper event from the request body."
+    assert body["details"] == {"parameter": "", "in": "body"}
+    assert (await client.get("/conversations/empty/story")).status_code == 404
+    # Replacing with no events still empties a conversation, as in Rasa.
+    assert (await client.put("/conversations/empty/tracker/events", json=[])).status_code == 200
+
+
 class _CallbackReceiver:
     """The user's callback endpoint: keeps what the bot POSTs."""
 
@@ -803,6 +909,28 @@ async def test_after_a_restart_from_the_api_the_next_message_starts_a_session(
     assert [e["event"] for e in events][:3] == ["action", "session_started", "action"]
 
 
+@pytest.mark.parametrize("route", ["webhook", "predict"])
+async def test_a_conversation_ending_at_session_started_starts_a_session_first(
+    client: httpx.AsyncClient, route: str
+) -> None:
+    """As in Rasa, whose tracker has no events applied after a `session_started`: the next
+    message (or predict) runs `action_session_start` first, and the policies answer. Before,
+    a conversation put or posted as `action_session_start`, `session_started` (a custom
+    session start that does not listen, a client's import) got no answer to "hello", and
+    its predict answered the listen pending since the reset."""
+    session = [{"event": "action", "name": "action_session_start"}, {"event": "session_started"}]
+    assert (await client.put("/conversations/ss/tracker/events", json=session)).status_code == 200
+    if route == "webhook":
+        answer = await client.post(WEBHOOK, json={"sender": "ss", "message": "hello"})
+        assert [m.get("text") for m in answer.json()] == ["Hey! How are you?"]
+    else:
+        predicted = (await client.post("/conversations/ss/predict")).json()
+        assert predicted["policy"] != "followup_action", predicted
+    events = (await client.get("/conversations/ss/tracker")).json()["events"]
+    assert [e["event"] for e in events][2:5] == ["action", "session_started", "action"]
+    assert events[4]["name"] == "action_listen"
+
+
 async def test_predict_scores_a_pending_followup_action_first(client: httpx.AsyncClient) -> None:
     """As Rasa's `for_action_name`: the followup scores 1. Before, every action scored 0
     (with confidence 1 and no policy): the first score was `...`, not the next action."""
@@ -845,6 +973,29 @@ async def test_predict_takes_up_the_followup_action_and_leaves_it_pending(
     stored = (await client.get("/conversations/fu/tracker")).json()
     assert stored["followup_action"] == "utter_cheer_up"
     assert stored["events"] == body["tracker"]["events"]
+
+
+async def test_a_tracker_with_nothing_since_its_reset_has_action_listen_pending(
+    client: httpx.AsyncClient,
+) -> None:
+    """As Rasa's tracker: a reset (a tracker of no events, a session start) leaves
+    `action_listen` as the followup action until an action or a message. Before, null."""
+    emptied = await client.put("/conversations/fr/tracker/events", json=[])
+    assert emptied.json()["followup_action"] == "action_listen"
+    started = await client.post("/conversations/fr/tracker/events", json=NEW_SESSION)
+    assert started.json()["followup_action"] == "action_listen"
+    stored = (await client.get("/conversations/fr/tracker")).json()
+    assert stored["followup_action"] == "action_listen"
+    before_it = await client.get("/conversations/fr/tracker?until=0")
+    assert before_it.json()["followup_action"] == "action_listen"
+    spoken = await client.post("/conversations/fr/messages", json={"text": "hi", "sender": "user"})
+    assert spoken.json()["followup_action"] is None
+    # Rasa's `/model/predict` of such events predicts the pending listen.
+    predicted = (await client.post("/model/predict", json=NEW_SESSION)).json()
+    assert (predicted["scores"][0]["action"], predicted["policy"]) == (
+        "action_listen",
+        "followup_action",
+    )
 
 
 async def test_model_predict_takes_up_the_followup_action(client: httpx.AsyncClient) -> None:

@@ -12,6 +12,17 @@ import pytest
 from tests.trackers.test_sql_tracker_store import create_rasa_sqlite_db
 
 
+async def _on_rasas_sqlite(
+    make_client: Callable[..., Any], tmp_path: Path, sender_id: str, events: list[Any]
+) -> Any:
+    """A client of a server whose SQLite store holds these events, as Rasa stored them."""
+    db = tmp_path / "rasa.db"
+    create_rasa_sqlite_db(db, [(sender_id, event) for event in events])
+    return await make_client(
+        endpoints={"tracker_store": {"type": "SQL", "dialect": "sqlite", "db": str(db)}}
+    )
+
+
 async def test_a_conversation_holding_a_pre_1_0_topic_event_loads_and_goes_on(
     make_client: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -32,11 +43,7 @@ async def test_a_conversation_holding_a_pre_1_0_topic_event_loads_and_goes_on(
         {"event": "bot", "timestamp": now + 4, "text": "Hey! How are you?", "data": None},
         {"event": "action", "timestamp": now + 5, "name": "action_listen"},
     ]
-    db = tmp_path / "rasa.db"
-    create_rasa_sqlite_db(db, [("old-user", event) for event in events])
-    client = await make_client(
-        endpoints={"tracker_store": {"type": "SQL", "dialect": "sqlite", "db": str(db)}}
-    )
+    client = await _on_rasas_sqlite(make_client, tmp_path, "old-user", events)
 
     response = await client.get("/conversations/old-user/tracker")
     assert response.status_code == 200, response.text
@@ -52,6 +59,27 @@ async def test_a_conversation_holding_a_pre_1_0_topic_event_loads_and_goes_on(
     )
     assert response.status_code == 200, response.text
     assert response.json() == [{"recipient_id": "old-user", "text": "Bye"}]
+
+
+async def test_an_action_rasas_execute_stored_with_a_boolean_confidence_loads(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Rasa's `execute` stores any `confidence` it is given: a client refused one for a new
+    event (400), the conversation Rasa stored with it still loads."""
+    now = time.time() - 60
+    events = [
+        {"event": "action", "timestamp": now, "name": "action_listen"},
+        {"event": "action", "timestamp": now + 1, "name": "utter_greet", "confidence": True},
+    ]
+    client = await _on_rasas_sqlite(make_client, tmp_path, "executed", events)
+    response = await client.get("/conversations/executed/tracker")
+    assert response.status_code == 200, response.text
+    assert response.json()["latest_action_name"] == "utter_greet"
+    refused = await client.post(
+        "/conversations/executed/tracker/events",
+        json={"event": "action", "name": "utter_greet", "confidence": True},
+    )
+    assert refused.status_code == 400, refused.text
 
 
 async def test_a_carried_over_slot_leaves_the_earlier_sessions_event_as_stored(
