@@ -87,6 +87,40 @@ def test_a_synonym_in_another_case_is_mapped_and_marked_as_in_rasa() -> None:
         assert entity["processors"] == ["EntitySynonymMapper"]
 
 
+def _mapped(data: Any, *values: str) -> list[tuple[str, list[str]]]:
+    """Extracted `values` (entity "city") as the mapper trained on `data` leaves them."""
+    from server.nlu.message import Message
+    from server.nlu.synonyms import EntitySynonymMapper
+
+    mapper = EntitySynonymMapper({})
+    mapper.train([], data)
+    message = Message(" ".join(values))
+    message.entities = [{"entity": "city", "value": v} for v in values]
+    mapper.process(message)
+    return [(e["value"], e.get("processors", [])) for e in message.entities]
+
+
+def test_an_annotation_of_a_text_spelled_as_another_value_maps_it_in_json_data() -> None:
+    """JSON examples' annotations are mapped by the mapper itself: "New York" annotated as
+    written, then "new york" as "NY". The first one's self-reference ("new york" ->
+    "New York") must not hide the second's mapping, as in Rasa (which warns)."""
+    from server.training.nlu_json import read_nlu_json_examples
+
+    examples = [
+        {"text": "to New York", "intent": "go", "entities": [city(3, 11, "New York")]},
+        {"text": "to new york", "intent": "go", "entities": [city(3, 11, "NY")]},
+    ]
+    data = read_nlu_json_examples({"common_examples": examples}, "nlu.json")
+    assert _mapped(data, "NEW YORK", "ny") == [
+        ("NY", ["EntitySynonymMapper"]),
+        ("NY", ["EntitySynonymMapper"]),
+    ]
+
+
+def city(start: int, end: int, value: str) -> dict[str, Any]:
+    return {"entity": "city", "start": start, "end": end, "value": value}
+
+
 def test_response_selector_output(full_pipeline):
     selector = full_pipeline.parse("what is your name")["response_selector"]
     assert selector["all_retrieval_intents"] == ["chitchat"]
