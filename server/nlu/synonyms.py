@@ -26,18 +26,16 @@ class EntitySynonymMapper:
         synonyms = dict(read)
         for value in read.values():
             synonyms.setdefault(value.lower(), value)
-        annotated: set[str] = set()
         for example in data.examples:
             for a in example.entities:
                 surface, value = example.text[a.start : a.end], str(a.value)
                 # An annotation like [NYC](city:New York) makes "nyc" a synonym too. The
                 # YAML reader has put those in `data.synonyms` already, where the last one
-                # read wins; this adds the ones of examples made otherwise (JSON), the first
-                # one annotated winning over another, a value's self-reference losing.
+                # read wins; this adds the ones of examples made otherwise (JSON), the last
+                # one annotated winning, as in Rasa, over another and over a self-reference.
                 key = surface.lower()
-                if surface != value and key not in read and key not in annotated:
+                if surface != value and key not in read:
                     synonyms[key] = value
-                    annotated.add(key)
                 synonyms.setdefault(value.lower(), value)
         self.synonyms_ = synonyms
 
