@@ -29,7 +29,8 @@ TRAINING_FINGERPRINT_KEY = "fingerprint"
 #   2  the format itself in the metadata (`training_format`) and the fingerprint
 #   3  KeywordIntentClassifier trained as Rasa's (keywords, a null intent without one; was the
 #      linear classifier), SGD-trained CRFs the same for the same data
-TRAINING_FORMAT = 3
+#   4  EntitySynonymMapper maps each value's lower case to the value, as Rasa's
+TRAINING_FORMAT = 4
 TRAINING_FORMAT_KEY = "training_format"
 # Since this format, a role or group counts only where the domain lists it.
 ROLES_LISTED_SINCE = 1

@@ -17,15 +17,26 @@ class EntitySynonymMapper:
         self.synonyms_: dict[str, str] = {}
 
     def train(self, messages: list[Message], data: NLUTrainingData) -> None:
-        synonyms = {k.lower(): str(v) for k, v in data.synonyms.items()}
-        # An annotation like [NYC](city:New York) makes "nyc" a synonym too. The YAML reader
-        # has put those in `data.synonyms` already, where the last one read wins; this only
-        # adds the ones of examples made otherwise.
+        # As Rasa's mapper: every mapping read, then each value's lower case mapped to the
+        # value itself (an extracted "NEW YORK" gets "New York"); a value's lower case that
+        # is mapped already keeps its target, so of values differing only in case the first
+        # one walked wins: the synonyms' values (blocks and annotations written otherwise
+        # than their value, in reading order), then the annotated values, example by example.
+        read = {k.lower(): str(v) for k, v in data.synonyms.items()}
+        synonyms = dict(read)
+        for value in read.values():
+            synonyms.setdefault(value.lower(), value)
         for example in data.examples:
             for a in example.entities:
-                surface = example.text[a.start : a.end]
-                if str(a.value) != surface:
-                    synonyms.setdefault(surface.lower(), str(a.value))
+                surface, value = example.text[a.start : a.end], str(a.value)
+                # An annotation like [NYC](city:New York) makes "nyc" a synonym too. The
+                # YAML reader has put those in `data.synonyms` already, where the last one
+                # read wins; this adds the ones of examples made otherwise (JSON), the last
+                # one annotated winning, as in Rasa, over another and over a self-reference.
+                key = surface.lower()
+                if surface != value and key not in read:
+                    synonyms[key] = value
+                synonyms.setdefault(value.lower(), value)
         self.synonyms_ = synonyms
 
     def process(self, message: Message) -> None:

@@ -88,6 +88,56 @@ def test_a_synonym_in_another_case_is_mapped_and_marked_as_in_rasa() -> None:
         assert entity["processors"] == ["EntitySynonymMapper"]
 
 
+def _mapped(data: Any, *values: str) -> list[tuple[str, list[str]]]:
+    """Extracted `values` (entity "city") as the mapper trained on `data` leaves them."""
+    from server.nlu.message import Message
+    from server.nlu.synonyms import EntitySynonymMapper
+
+    mapper = EntitySynonymMapper({})
+    mapper.train([], data)
+    message = Message(" ".join(values))
+    message.entities = [{"entity": "city", "value": v} for v in values]
+    mapper.process(message)
+    return [(e["value"], e.get("processors", [])) for e in message.entities]
+
+
+def _json_data(*annotations: tuple[str, str]) -> Any:
+    """Rasa JSON NLU data of one example "to <text>" per (text, value) annotated "city"."""
+    from server.training.nlu_json import read_nlu_json_examples
+
+    examples = [
+        {
+            "text": f"to {text}",
+            "intent": "go",
+            "entities": [{"entity": "city", "start": 3, "end": 3 + len(text), "value": value}],
+        }
+        for text, value in annotations
+    ]
+    return read_nlu_json_examples({"common_examples": examples}, "nlu.json")
+
+
+def test_an_annotation_of_a_text_spelled_as_another_value_maps_it_in_json_data() -> None:
+    """JSON examples' annotations are mapped by the mapper itself: "New York" annotated as
+    written, then "new york" as "NY". The first one's self-reference ("new york" ->
+    "New York") must not hide the second's mapping, as in Rasa (which warns)."""
+    data = _json_data(("New York", "New York"), ("new york", "NY"))
+    assert _mapped(data, "NEW YORK", "ny") == [
+        ("NY", ["EntitySynonymMapper"]),
+        ("NY", ["EntitySynonymMapper"]),
+    ]
+
+
+def test_of_two_annotations_of_one_text_in_json_data_the_last_one_wins() -> None:
+    """As Rasa's mapper, which walks the examples in order and overwrites (with a warning):
+    "NYC" annotated "New York", then "nyc" annotated "NY", maps to "NY", as the one read
+    last does in YAML data. Before, the first annotation kept the text."""
+    data = _json_data(("NYC", "New York"), ("nyc", "NY"))
+    assert _mapped(data, "Nyc", "new york") == [
+        ("NY", ["EntitySynonymMapper"]),
+        ("New York", ["EntitySynonymMapper"]),
+    ]
+
+
 def test_response_selector_output(full_pipeline):
     selector = full_pipeline.parse("what is your name")["response_selector"]
     assert selector["all_retrieval_intents"] == ["chitchat"]
