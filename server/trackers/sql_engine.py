@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -393,6 +394,8 @@ def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awa
 
     args, kwargs = dialect().create_connect_args(url)
     kwargs.update(connect_args)
+    if isinstance(kwargs.get("ssl"), dict):
+        kwargs["ssl"] = mysql_ssl_context(kwargs["ssl"])
     options = tcp_options()
 
     async def connect() -> Any:
@@ -411,6 +414,29 @@ def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awa
         return connection
 
     return connect
+
+
+def mysql_ssl_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS context of the URL's `ssl_*` keys (`ssl_ca`, `ssl_capath`, `ssl_cert`,
+    `ssl_key`, `ssl_cipher`, `ssl_check_hostname`), read as Rasa's PyMySQL reads them: with a
+    CA the server's certificate is verified, and its name unless `ssl_check_hostname` is
+    false; without one the link is encrypted but not verified. SQLAlchemy hands aiomysql
+    PyMySQL's dict of them, which aiomysql cannot use: every connection failed with "'dict'
+    object has no attribute 'wrap_bio'"."""
+    ca, capath = options.get("ca"), options.get("capath")
+    verified = ca is not None or capath is not None
+    try:
+        context = ssl.create_default_context(cafile=ca, capath=capath)
+        context.check_hostname = verified and bool(options.get("check_hostname", True))
+        context.verify_mode = ssl.CERT_REQUIRED if verified else ssl.CERT_NONE
+        if "cert" in options:
+            context.load_cert_chain(options["cert"], keyfile=options.get("key"))
+        if "cipher" in options:
+            context.set_ciphers(options["cipher"])
+    except OSError as exc:  # a file that is missing or no certificate; ssl.SSLError too
+        keys = "query: ssl_ca, ssl_cert, ssl_key..."
+        raise InvalidConfig(f"MySQL TLS keys ({keys}): {exc}") from None
+    return context
 
 
 def mysql_connects(url: URL) -> Callable[[], Awaitable[None]]:

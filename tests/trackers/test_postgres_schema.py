@@ -27,8 +27,10 @@ RASA_EVENTS: list[dict[str, Any]] = [
      "parse_data": {"intent": {"name": "greet", "confidence": 0.9}, "entities": [],
                     "text": "hi", "message_id": "m1", "metadata": {}, "intent_ranking": []}},
 ]  # fmt: skip
-BOT_TURN: dict[str, Any] = {"event": "action", "timestamp": 3.0, "name": "utter_greet", "policy": None,
-            "confidence": 1.0, "action_text": None, "hide_rule_turn": False}  # fmt: skip
+BOT_TURN: dict[str, Any] = {
+    "event": "action", "timestamp": 3.0, "name": "utter_greet", "policy": None,
+    "confidence": 1.0, "action_text": None, "hide_rule_turn": False,
+}  # fmt: skip
 
 
 async def _connect(database: str) -> asyncpg.Connection:
