@@ -201,13 +201,18 @@ def postgres_lock_timeout() -> str:
 
 
 def create_engine(
-    url: URL, sqlite_autocheckpoint: bool = True, prepared: bool = True
+    url: URL,
+    sqlite_autocheckpoint: bool = True,
+    prepared: bool = True,
+    postgres_schema: bool = True,
 ) -> AsyncEngine:
     """An async engine with pre-ping (so it recovers after a database restart).
     `sqlite_autocheckpoint=False`: its SQLite commits never checkpoint (the caller does).
     PostgreSQL: `prepared=True` prepares each statement once per connection, by name, until
     `unprepared_from_now` sees a pooler in transaction mode; `prepared=False` never does
-    (for an engine that runs a few statements once, as the schema's set-up)."""
+    (for an engine that runs a few statements once, as the schema's set-up).
+    `postgres_schema=False`: POSTGRESQL_SCHEMA is not its `search_path` (Rasa's SQL broker
+    does not read it)."""
     backend = url.get_backend_name()
     if backend == "sqlite":
         sqlite_synchronous()
@@ -224,7 +229,7 @@ def create_engine(
     connect_args: dict[str, Any]
     if backend == "postgresql":
         connect_args = {"timeout": CONNECT_TIMEOUT_SECONDS}
-        schema = os.environ.get("POSTGRESQL_SCHEMA")
+        schema = os.environ.get("POSTGRESQL_SCHEMA") if postgres_schema else None
         if schema:
             connect_args["server_settings"] = {"search_path": schema}
     else:
