@@ -1,0 +1,93 @@
+"""MariaDB (10.3 on) tables Rasa created: Rasa's model gives `id` a sequence, `events_seq`,
+and its SQLAlchemy takes each row's id from it; botserver takes its ids there too, so Rasa
+can write to the table again (beside botserver, or going back to Rasa)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import declarative_base
+
+from server.trackers.factory import create_tracker_store
+from server.trackers.sql_engine import async_url
+from tests.trackers.persistence_fixtures import mariadb_database
+
+# Rasa 3.6's SQLTrackerStore.SQLEvent, as its module declares it (optional sequence included).
+_RasaBase: Any = declarative_base()
+
+
+class RasaEvent(_RasaBase):
+    __tablename__ = "events"
+    id = sa.Column(
+        sa.Integer,
+        sa.Sequence("events_seq", metadata=declarative_base().metadata, optional=True),
+        primary_key=True,
+    )
+    sender_id = sa.Column(sa.String(255), nullable=False, index=True)
+    type_name = sa.Column(sa.String(255), nullable=False)
+    timestamp = sa.Column(sa.Float)
+    intent_name = sa.Column(sa.String(255))
+    action_name = sa.Column(sa.String(255))
+    data = sa.Column(sa.Text)
+
+
+def listen(timestamp: float) -> dict[str, Any]:
+    return {"event": "action", "timestamp": timestamp, "name": "action_listen"}
+
+
+def rasa_row(sender_id: str, event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "sender_id": sender_id,
+        "type_name": event["event"],
+        "timestamp": event["timestamp"],
+        "action_name": event.get("name"),
+        "data": json.dumps(event),
+    }
+
+
+async def test_rasa_writes_again_after_botserver_appended_to_its_table() -> None:
+    """Before, botserver's rows took AUTO_INCREMENT ids, which Rasa's sequence then handed
+    out again: Rasa's next saves failed with "Duplicate entry '2' for key 'PRIMARY'"."""
+    async with mariadb_database() as config:
+        engine = create_async_engine(async_url(config, default_db="rasa"))
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(_RasaBase.metadata.create_all)
+                await conn.execute(sa.insert(RasaEvent), [rasa_row("alice", listen(1.0))])
+                # A row an earlier botserver appended (AUTO_INCREMENT, past the sequence).
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO events (sender_id, type_name, timestamp, data)"
+                        " VALUES ('bob', 'action', 2.0, :data)"
+                    ),
+                    {"data": json.dumps(listen(2.0))},
+                )
+
+            store = create_tracker_store(config)
+            try:
+                await store.append("alice", [listen(3.0), listen(4.0)])
+            finally:
+                await store.close()
+
+            async with engine.begin() as conn:  # Rasa saves again
+                await conn.execute(
+                    sa.insert(RasaEvent),
+                    [rasa_row("alice", listen(5.0)), rasa_row("carol", listen(6.0))],
+                )
+                rows = (
+                    await conn.execute(sa.text("SELECT sender_id, data FROM events ORDER BY id"))
+                ).all()
+        finally:
+            await engine.dispose()
+
+    assert [(sender, json.loads(data)["timestamp"]) for sender, data in rows] == [
+        ("alice", 1.0),
+        ("bob", 2.0),
+        ("alice", 3.0),
+        ("alice", 4.0),
+        ("alice", 5.0),
+        ("carol", 6.0),
+    ]
