@@ -91,3 +91,30 @@ async def test_rasa_writes_again_after_botserver_appended_to_its_table() -> None
         ("alice", 5.0),
         ("carol", 6.0),
     ]
+
+
+async def test_rasa_writes_to_a_table_botserver_made() -> None:
+    """Rasa's SQLAlchemy inserts with the sequence whether or not it made the table: before,
+    on a table botserver made, every save of Rasa failed with "Unknown SEQUENCE:
+    'events_seq'"."""
+    async with mariadb_database() as config:
+        store = create_tracker_store(config)
+        try:
+            await store.append("alice", [listen(1.0), listen(2.0)])
+        finally:
+            await store.close()
+        engine = create_async_engine(async_url(config, default_db="rasa"))
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(_RasaBase.metadata.create_all)  # Rasa's start: no change
+                await conn.execute(sa.insert(RasaEvent), [rasa_row("alice", listen(3.0))])
+            store = create_tracker_store(config)
+            try:
+                await store.append("alice", [listen(4.0)])
+                loaded = await store.load("alice")
+                assert loaded is not None
+                assert [event["timestamp"] for event in loaded] == [1.0, 2.0, 3.0, 4.0]
+            finally:
+                await store.close()
+        finally:
+            await engine.dispose()
