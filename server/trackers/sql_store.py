@@ -652,7 +652,7 @@ class _AsyncDatabase:
                 await self._check_sizes(conn, rows)
             plain, returning = self._inserts or await self._ids_from_rasas_sequence(conn)
             if not self._returning:
-                await conn.execute(plain, params)
+                await self._insert_rows(conn, plain, params)
                 return None, None
             previous = await conn.scalar(_LAST_ID, {"sender_id": sender_id})
             result = await conn.execute(returning, params)
@@ -680,6 +680,29 @@ class _AsyncDatabase:
             self._inserts = (_INSERT_FROM_SEQUENCE, _INSERT_FROM_SEQUENCE_RETURNING)
         return self._inserts
 
+    async def _insert_rows(
+        self, conn: AsyncConnection, plain: Any, params: list[dict[str, Any]]
+    ) -> None:
+        """The rows, in as few statements as the driver folds an executemany into. aiomysql
+        folds one into a multi-row INSERT only where its VALUES hold parameters alone: with
+        `NEXT VALUE FOR events_seq` there it sent one INSERT a row, so those are made
+        multi-row here, each under half of max_allowed_packet (aiomysql keeps to ~1 MB)."""
+        if plain is not _INSERT_FROM_SEQUENCE or len(params) == 1:
+            await conn.execute(plain, params)
+            return
+        budget = (self._max_packet or _SEQUENCE_BATCH_BYTES) // 2
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for row in params:
+            # 4 bytes a character, escaped, for every text column; and room for the rest.
+            row_size = 8 * sum(len(value) for value in row.values() if isinstance(value, str))
+            if batch and size + row_size + 100 > budget:
+                await conn.execute(insert(events_table).values(batch))
+                batch, size = [], 0
+            batch.append({**row, "id": _NEXT_ID})
+            size += row_size + 100
+        await conn.execute(insert(events_table).values(batch))
+
     async def _check_sizes(self, conn: AsyncConnection, rows: Sequence[Row]) -> None:
         """Refuses an event larger than MySQL takes: it would drop the connection (503 for
         ever) instead of refusing the statement."""
@@ -701,7 +724,8 @@ class _AsyncDatabase:
             await conn.execute(delete(events_table).where(events_table.c.sender_id == sender_id))
             if rows:
                 plain, _ = self._inserts or await self._ids_from_rasas_sequence(conn)
-                await conn.execute(plain, [dict(zip(_COLUMNS, row, strict=True)) for row in rows])
+                params = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+                await self._insert_rows(conn, plain, params)
 
         await self._run(replace, writes=True)
 
@@ -789,7 +813,9 @@ _COLUMNS = ("sender_id", "type_name", "timestamp", "intent_name", "action_name",
 _INSERT = insert(events_table)
 _INSERT_RETURNING = insert(events_table).returning(_C.id, sort_by_parameter_order=True)
 # MariaDB, on a table Rasa made: ids from its sequence (_AsyncDatabase._ids_from_rasas_sequence).
-_INSERT_FROM_SEQUENCE = insert(events_table).values(id=text("NEXT VALUE FOR events_seq"))
+_NEXT_ID = text("NEXT VALUE FOR events_seq")
+_INSERT_FROM_SEQUENCE = insert(events_table).values(id=_NEXT_ID)
+_SEQUENCE_BATCH_BYTES = 2_048_000  # (where max_allowed_packet was not read: half of it)
 _INSERT_FROM_SEQUENCE_RETURNING = _INSERT_FROM_SEQUENCE.returning(
     _C.id, sort_by_parameter_order=True
 )

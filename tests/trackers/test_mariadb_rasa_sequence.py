@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import declarative_base
@@ -46,6 +47,13 @@ def rasa_row(sender_id: str, event: dict[str, Any]) -> dict[str, Any]:
         "action_name": event.get("name"),
         "data": json.dumps(event),
     }
+
+
+async def rasas_table_with_a_row(engine: Any) -> None:
+    """The table and sequence as Rasa 3.6 creates them, with one row Rasa saved."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_RasaBase.metadata.create_all)
+        await conn.execute(sa.insert(RasaEvent), [rasa_row("alice", listen(1.0))])
 
 
 async def test_rasa_writes_again_after_botserver_appended_to_its_table() -> None:
@@ -118,3 +126,47 @@ async def test_rasa_writes_to_a_table_botserver_made() -> None:
                 await store.close()
         finally:
             await engine.dispose()
+
+
+async def test_a_turn_on_a_rasa_table_is_one_insert_on_the_wire(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Taking ids from Rasa's sequence must not cost a round trip per event: aiomysql folds
+    an executemany into one multi-row INSERT only when its VALUES hold parameters alone, and
+    `NEXT VALUE FOR events_seq` among them made it send one INSERT a row (a turn of 5 events:
+    5 statements, 1 before the sequence was used)."""
+    import aiomysql.cursors
+
+    sent: list[str] = []
+    query = aiomysql.cursors.Cursor._query
+
+    async def counted(self: Any, statement: str) -> Any:
+        sent.append(statement)
+        return await query(self, statement)
+
+    async with mariadb_database() as config:
+        engine = create_async_engine(async_url(config, default_db="rasa"))
+        try:
+            await rasas_table_with_a_row(engine)
+            store = create_tracker_store(config)
+            try:
+                await store.append("alice", [listen(2.0)])  # the first write looks around
+                monkeypatch.setattr(aiomysql.cursors.Cursor, "_query", counted)
+                await store.append("alice", [listen(3.0 + i) for i in range(5)])
+                await store.replace("bob", [listen(10.0 + i) for i in range(4)])
+                monkeypatch.undo()
+                await store.append("carol", [listen(20.0)])
+            finally:
+                await store.close()
+            async with engine.begin() as conn:  # and Rasa still saves after them
+                await conn.execute(sa.insert(RasaEvent), [rasa_row("alice", listen(30.0))])
+                rows = (
+                    await conn.execute(sa.text("SELECT id, data FROM events ORDER BY id"))
+                ).all()
+        finally:
+            await engine.dispose()
+    inserts = [statement for statement in sent if statement.lstrip().upper().startswith("INSERT")]
+    assert len(inserts) == 2, inserts
+    assert [json.loads(data)["timestamp"] for _, data in rows] == [
+        1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 10.0, 11.0, 12.0, 13.0, 20.0, 30.0
+    ]  # fmt: skip
