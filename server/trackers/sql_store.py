@@ -671,14 +671,16 @@ class _AsyncDatabase:
         Rasa's saves failed ("Duplicate entry for key 'PRIMARY'"), beside botserver or after
         going back to Rasa. Where the sequence exists our ids come from it too, and it is
         first moved past the ids already used (an earlier botserver's rows)."""
-        found = await conn.scalar(_RASA_SEQUENCE_EXISTS)
-        self._inserts = (_INSERT, _INSERT_RETURNING)
-        if found:
+        inserts = (_INSERT, _INSERT_RETURNING)
+        if await conn.scalar(_RASA_SEQUENCE_EXISTS):
             last = await conn.scalar(select(func.max(_C.id)))
             if last is not None:  # (SETVAL takes a number, not a query; it never goes back)
                 await conn.execute(text(f"SELECT SETVAL(events_seq, {int(last)})"))
-            self._inserts = (_INSERT_FROM_SEQUENCE, _INSERT_FROM_SEQUENCE_RETURNING)
-        return self._inserts
+            inserts = (_INSERT_FROM_SEQUENCE, _INSERT_FROM_SEQUENCE_RETURNING)
+        # Only now: a look cut short (a timeout, a lost connection) is made again by the next
+        # write, rather than leaving this process on AUTO_INCREMENT ids for good.
+        self._inserts = inserts
+        return inserts
 
     async def _insert_rows(
         self, conn: AsyncConnection, plain: Any, params: list[dict[str, Any]]

@@ -4,7 +4,9 @@ can write to the table again (beside botserver, or going back to Rasa)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import declarative_base
 
+from server.errors import StoreError
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_engine import async_url
 from tests.trackers.persistence_fixtures import mariadb_database
@@ -128,6 +131,18 @@ async def test_rasa_writes_to_a_table_botserver_made() -> None:
             await engine.dispose()
 
 
+@contextlib.asynccontextmanager
+async def rasas_database() -> AsyncIterator[tuple[dict[str, Any], Any]]:
+    """A MariaDB database as Rasa 3.6 left it (one row saved): its config and an engine."""
+    async with mariadb_database() as config:
+        engine = create_async_engine(async_url(config, default_db="rasa"))
+        try:
+            await rasas_table_with_a_row(engine)
+            yield config, engine
+        finally:
+            await engine.dispose()
+
+
 async def test_a_turn_on_a_rasa_table_is_one_insert_on_the_wire(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -144,29 +159,55 @@ async def test_a_turn_on_a_rasa_table_is_one_insert_on_the_wire(
         sent.append(statement)
         return await query(self, statement)
 
-    async with mariadb_database() as config:
-        engine = create_async_engine(async_url(config, default_db="rasa"))
+    async with rasas_database() as (config, engine):
+        store = create_tracker_store(config)
         try:
-            await rasas_table_with_a_row(engine)
-            store = create_tracker_store(config)
-            try:
-                await store.append("alice", [listen(2.0)])  # the first write looks around
-                monkeypatch.setattr(aiomysql.cursors.Cursor, "_query", counted)
-                await store.append("alice", [listen(3.0 + i) for i in range(5)])
-                await store.replace("bob", [listen(10.0 + i) for i in range(4)])
-                monkeypatch.undo()
-                await store.append("carol", [listen(20.0)])
-            finally:
-                await store.close()
-            async with engine.begin() as conn:  # and Rasa still saves after them
-                await conn.execute(sa.insert(RasaEvent), [rasa_row("alice", listen(30.0))])
-                rows = (
-                    await conn.execute(sa.text("SELECT id, data FROM events ORDER BY id"))
-                ).all()
+            await store.append("alice", [listen(2.0)])  # the first write looks around
+            monkeypatch.setattr(aiomysql.cursors.Cursor, "_query", counted)
+            await store.append("alice", [listen(3.0 + i) for i in range(5)])
+            await store.replace("bob", [listen(10.0 + i) for i in range(4)])
+            monkeypatch.undo()
+            await store.append("carol", [listen(20.0)])
         finally:
-            await engine.dispose()
+            await store.close()
+        async with engine.begin() as conn:  # and Rasa still saves after them
+            await conn.execute(sa.insert(RasaEvent), [rasa_row("alice", listen(30.0))])
+            rows = (await conn.execute(sa.text("SELECT id, data FROM events ORDER BY id"))).all()
     inserts = [statement for statement in sent if statement.lstrip().upper().startswith("INSERT")]
     assert len(inserts) == 2, inserts
     assert [json.loads(data)["timestamp"] for _, data in rows] == [
         1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 10.0, 11.0, 12.0, 13.0, 20.0, 30.0
     ]  # fmt: skip
+
+
+async def test_a_first_write_cut_short_still_takes_ids_from_rasas_sequence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A first write that timed out while moving the sequence past the table's ids (the
+    table locked by another client) left the process on AUTO_INCREMENT ids for good: its
+    next rows took ids the sequence later handed Rasa again ("Duplicate entry '2' for key
+    'PRIMARY'")."""
+    import aiomysql
+
+    monkeypatch.setenv("SQL_STATEMENT_TIMEOUT", "1")
+    async with rasas_database() as (config, engine):
+        store = create_tracker_store(config)
+        try:
+            assert await store.load("alice") == [listen(1.0)]  # set up, nothing written
+            locker = await aiomysql.connect(
+                host=config["url"], port=config["port"], user="root", db=config["db"]
+            )
+            try:
+                async with locker.cursor() as cursor:
+                    await cursor.execute("LOCK TABLES events WRITE")
+                with pytest.raises(StoreError):
+                    await store.append("alice", [listen(2.0)])
+            finally:
+                locker.close()
+            await store.append("alice", [listen(3.0)])
+        finally:
+            await store.close()
+        async with engine.begin() as conn:  # Rasa saves again
+            await conn.execute(sa.insert(RasaEvent), [rasa_row("alice", listen(4.0))])
+            rows = (await conn.execute(sa.text("SELECT data FROM events ORDER BY id"))).all()
+    assert [json.loads(data)["timestamp"] for (data,) in rows] == [1.0, 3.0, 4.0]
