@@ -80,7 +80,9 @@ class SqlEventBroker(QueuedBroker):
         self.url = async_url(config, default_db="events.db")
         # SQLite: no commit of the broker checkpoints; it checkpoints between its batches,
         # from a connection of its own, in a thread (_checkpoint_sqlite).
-        self._engine = create_engine(self.url, sqlite_autocheckpoint=False)
+        # Rasa's SQL broker writes to the database's default schema, whatever
+        # POSTGRESQL_SCHEMA (its tracker store's) says: its consumers read there.
+        self._engine = create_engine(self.url, sqlite_autocheckpoint=False, postgres_schema=False)
         self._sqlite_file = (
             str(self.url.database)
             if self.url.get_backend_name() == "sqlite"

@@ -36,6 +36,8 @@ _KEYS_RASA_3_IGNORES = {
     "/conversations/<id>/tracker?include_events=ALL",
     "max_event_history": "a conversation keeps every event; the action server gets the "
     "current session (see session_config in the domain)",
+    "schema": "a PostgreSQL schema is chosen by the POSTGRESQL_SCHEMA environment variable, "
+    "as in Rasa; without it the tables are in the user's default schema",
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -200,13 +201,18 @@ def postgres_lock_timeout() -> str:
 
 
 def create_engine(
-    url: URL, sqlite_autocheckpoint: bool = True, prepared: bool = True
+    url: URL,
+    sqlite_autocheckpoint: bool = True,
+    prepared: bool = True,
+    postgres_schema: bool = True,
 ) -> AsyncEngine:
     """An async engine with pre-ping (so it recovers after a database restart).
     `sqlite_autocheckpoint=False`: its SQLite commits never checkpoint (the caller does).
     PostgreSQL: `prepared=True` prepares each statement once per connection, by name, until
     `unprepared_from_now` sees a pooler in transaction mode; `prepared=False` never does
-    (for an engine that runs a few statements once, as the schema's set-up)."""
+    (for an engine that runs a few statements once, as the schema's set-up).
+    `postgres_schema=False`: POSTGRESQL_SCHEMA is not its `search_path` (Rasa's SQL broker
+    does not read it)."""
     backend = url.get_backend_name()
     if backend == "sqlite":
         sqlite_synchronous()
@@ -223,7 +229,7 @@ def create_engine(
     connect_args: dict[str, Any]
     if backend == "postgresql":
         connect_args = {"timeout": CONNECT_TIMEOUT_SECONDS}
-        schema = os.environ.get("POSTGRESQL_SCHEMA")
+        schema = os.environ.get("POSTGRESQL_SCHEMA") if postgres_schema else None
         if schema:
             connect_args["server_settings"] = {"search_path": schema}
     else:
@@ -393,6 +399,8 @@ def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awa
 
     args, kwargs = dialect().create_connect_args(url)
     kwargs.update(connect_args)
+    if isinstance(kwargs.get("ssl"), dict):
+        kwargs["ssl"] = mysql_ssl_context(kwargs["ssl"])
     options = tcp_options()
 
     async def connect() -> Any:
@@ -411,6 +419,29 @@ def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awa
         return connection
 
     return connect
+
+
+def mysql_ssl_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS context of the URL's `ssl_*` keys (`ssl_ca`, `ssl_capath`, `ssl_cert`,
+    `ssl_key`, `ssl_cipher`, `ssl_check_hostname`), read as Rasa's PyMySQL reads them: with a
+    CA the server's certificate is verified, and its name unless `ssl_check_hostname` is
+    false; without one the link is encrypted but not verified. SQLAlchemy hands aiomysql
+    PyMySQL's dict of them, which aiomysql cannot use: every connection failed with "'dict'
+    object has no attribute 'wrap_bio'"."""
+    ca, capath = options.get("ca"), options.get("capath")
+    verified = ca is not None or capath is not None
+    try:
+        context = ssl.create_default_context(cafile=ca, capath=capath)
+        context.check_hostname = verified and bool(options.get("check_hostname", True))
+        context.verify_mode = ssl.CERT_REQUIRED if verified else ssl.CERT_NONE
+        if "cert" in options:
+            context.load_cert_chain(options["cert"], keyfile=options.get("key"))
+        if "cipher" in options:
+            context.set_ciphers(options["cipher"])
+    except OSError as exc:  # a file that is missing or no certificate; ssl.SSLError too
+        keys = "query: ssl_ca, ssl_cert, ssl_key..."
+        raise InvalidConfig(f"MySQL TLS keys ({keys}): {exc}") from None
+    return context
 
 
 def mysql_connects(url: URL) -> Callable[[], Awaitable[None]]:

@@ -584,6 +584,11 @@ class _AsyncDatabase:
         self._returning = bool(dialect.insert_returning and dialect.use_insertmanyvalues)
         self._mysql = dialect.name == "mysql"
         self._max_packet: int | None = None  # MySQL's, read on the first write
+        # (plain, returning) INSERTs, set on the first write: on MariaDB, Rasa's `events_seq`
+        # gives the ids where Rasa made the table (see _ids_from_rasas_sequence).
+        self._inserts: tuple[Any, Any] | None = (
+            None if self._mysql else (_INSERT, _INSERT_RETURNING)
+        )
         self._statement_timeout = statement_timeout_seconds()
         self._silence = SilenceWatch(mysql_connects(engine.url) if self._mysql else None)
 
@@ -645,11 +650,12 @@ class _AsyncDatabase:
         async def insert(conn: AsyncConnection) -> tuple[int | None, list[int] | None]:
             if self._mysql:
                 await self._check_sizes(conn, rows)
+            plain, returning = self._inserts or await self._ids_from_rasas_sequence(conn)
             if not self._returning:
-                await conn.execute(_INSERT, params)
+                await self._insert_rows(conn, plain, params)
                 return None, None
             previous = await conn.scalar(_LAST_ID, {"sender_id": sender_id})
-            result = await conn.execute(_INSERT_RETURNING, params)
+            result = await conn.execute(returning, params)
             return previous, [row[0] for row in result]
 
         previous, ids = await self._run(insert, writes=True)
@@ -657,6 +663,47 @@ class _AsyncDatabase:
             return None, None, None
         rows_written = [(row_id, row[5]) for row_id, row in zip(ids, rows, strict=True)]
         return previous, rows_written, None
+
+    async def _ids_from_rasas_sequence(self, conn: AsyncConnection) -> tuple[Any, Any]:
+        """The INSERTs of this database. On MariaDB 10.3 and later Rasa's model gives `id` a
+        sequence, `events_seq`, and Rasa's SQLAlchemy takes every row's id from it, not from
+        AUTO_INCREMENT: rows botserver wrote with AUTO_INCREMENT ids were handed out again, and
+        Rasa's saves failed ("Duplicate entry for key 'PRIMARY'"), beside botserver or after
+        going back to Rasa. Where the sequence exists our ids come from it too, and it is
+        first moved past the ids already used (an earlier botserver's rows)."""
+        inserts = (_INSERT, _INSERT_RETURNING)
+        if await conn.scalar(_RASA_SEQUENCE_EXISTS):
+            last = await conn.scalar(select(func.max(_C.id)))
+            if last is not None:  # (SETVAL takes a number, not a query; it never goes back)
+                await conn.execute(text(f"SELECT SETVAL(events_seq, {int(last)})"))
+            inserts = (_INSERT_FROM_SEQUENCE, _INSERT_FROM_SEQUENCE_RETURNING)
+        # Only now: a look cut short (a timeout, a lost connection) is made again by the next
+        # write, rather than leaving this process on AUTO_INCREMENT ids for good.
+        self._inserts = inserts
+        return inserts
+
+    async def _insert_rows(
+        self, conn: AsyncConnection, plain: Any, params: list[dict[str, Any]]
+    ) -> None:
+        """The rows, in as few statements as the driver folds an executemany into. aiomysql
+        folds one into a multi-row INSERT only where its VALUES hold parameters alone: with
+        `NEXT VALUE FOR events_seq` there it sent one INSERT a row, so those are made
+        multi-row here, each under half of max_allowed_packet (aiomysql keeps to ~1 MB)."""
+        if plain is not _INSERT_FROM_SEQUENCE or len(params) == 1:
+            await conn.execute(plain, params)
+            return
+        budget = (self._max_packet or _SEQUENCE_BATCH_BYTES) // 2
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for row in params:
+            # 4 bytes a character, escaped, for every text column; and room for the rest.
+            row_size = 8 * sum(len(value) for value in row.values() if isinstance(value, str))
+            if batch and size + row_size + 100 > budget:
+                await conn.execute(insert(events_table).values(batch))
+                batch, size = [], 0
+            batch.append({**row, "id": _NEXT_ID})
+            size += row_size + 100
+        await conn.execute(insert(events_table).values(batch))
 
     async def _check_sizes(self, conn: AsyncConnection, rows: Sequence[Row]) -> None:
         """Refuses an event larger than MySQL takes: it would drop the connection (503 for
@@ -678,7 +725,9 @@ class _AsyncDatabase:
                 await self._check_sizes(conn, rows)
             await conn.execute(delete(events_table).where(events_table.c.sender_id == sender_id))
             if rows:
-                await conn.execute(_INSERT, [dict(zip(_COLUMNS, row, strict=True)) for row in rows])
+                plain, _ = self._inserts or await self._ids_from_rasas_sequence(conn)
+                params = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+                await self._insert_rows(conn, plain, params)
 
         await self._run(replace, writes=True)
 
@@ -765,6 +814,17 @@ _C = events_table.c
 _COLUMNS = ("sender_id", "type_name", "timestamp", "intent_name", "action_name", "data")
 _INSERT = insert(events_table)
 _INSERT_RETURNING = insert(events_table).returning(_C.id, sort_by_parameter_order=True)
+# MariaDB, on a table Rasa made: ids from its sequence (_AsyncDatabase._ids_from_rasas_sequence).
+_NEXT_ID = text("NEXT VALUE FOR events_seq")
+_INSERT_FROM_SEQUENCE = insert(events_table).values(id=_NEXT_ID)
+_SEQUENCE_BATCH_BYTES = 2_048_000  # (where max_allowed_packet was not read: half of it)
+_INSERT_FROM_SEQUENCE_RETURNING = _INSERT_FROM_SEQUENCE.returning(
+    _C.id, sort_by_parameter_order=True
+)
+_RASA_SEQUENCE_EXISTS = text(
+    "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
+    " AND TABLE_NAME = 'events_seq' AND TABLE_TYPE = 'SEQUENCE'"
+)
 _LAST_ID = select(func.max(_C.id)).where(_C.sender_id == bindparam("sender_id"))
 _ROWS_FROM = (
     select(_C.id, _C.data)

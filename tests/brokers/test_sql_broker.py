@@ -495,3 +495,30 @@ def test_a_sqlite_file_in_a_folder_that_is_not_there_stops_the_start_naming_it(
     missing = tmp_path / "not-there" / "events.db"
     with pytest.raises(InvalidConfig, match=f"'{missing}'.*folder '{missing.parent}'"):
         create_event_broker({"type": "sql", "dialect": "sqlite", "db": str(missing)})
+
+
+async def test_a_postgres_broker_writes_where_rasas_did_whatever_postgresql_schema_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rasa's SQL broker does not read POSTGRESQL_SCHEMA (its tracker store does): a consumer
+    reads the broker database's default schema. Before, the broker took it, and in a
+    database without that schema delivered nothing ("no schema has been selected to create
+    in"); with it, it wrote to a table there that the consumer never read."""
+    import asyncpg
+
+    async with postgres_database() as config:
+        monkeypatch.setenv("POSTGRESQL_SCHEMA", "bots_only_in_the_tracker_database")
+        broker = create_event_broker(config)
+        assert broker is not None
+        await broker.publish("alice", events(2))
+        await broker.close()
+        conn = await asyncpg.connect(
+            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database=config["db"]
+        )
+        try:
+            rows = await conn.fetch("SELECT data FROM public.events ORDER BY id")
+        finally:
+            await conn.close()
+    assert [json.loads(row["data"]) for row in rows] == [
+        {"sender_id": "alice", **event} for event in events(2)
+    ]

@@ -116,7 +116,7 @@ async def test_rasas_own_store_classes_by_module_path_are_its_types(tmp_path: Pa
 
 
 @pytest.mark.parametrize(
-    "key", ["retrieve_events_from_previous_conversation_sessions", "max_event_history"]
+    "key", ["retrieve_events_from_previous_conversation_sessions", "max_event_history", "schema"]
 )
 async def test_a_tracker_store_key_rasa_3_does_not_read_is_warned_about(
     key: str, caplog: pytest.LogCaptureFixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from alembic import context
 from sqlalchemy import text
 
@@ -22,6 +24,17 @@ with context.begin_transaction():
     if connection.dialect.name == "postgresql":
         # Two processes starting together must not both create the table.
         connection.execute(text("SELECT pg_advisory_xact_lock(7314206)"))
+        if connection.execute(text("SELECT current_schema()")).scalar() is None:
+            # No schema of the search path exists: say which, as Rasa does, rather than
+            # PostgreSQL's "no schema has been selected to create in".
+            path = connection.execute(text("SHOW search_path")).scalar()
+            named = os.environ.get("POSTGRESQL_SCHEMA")
+            raise RuntimeError(
+                f"PostgreSQL schema '{named}' (POSTGRESQL_SCHEMA) was not found in the "
+                f"database: create it (CREATE SCHEMA {named}) or unset POSTGRESQL_SCHEMA"
+                if named
+                else f"no schema of the search_path ({path}) exists in the database"
+            )
     if connection.dialect.name == "mysql":
         got = connection.execute(
             text("SELECT GET_LOCK('botserver_migrations', :seconds)"), {"seconds": lock_seconds}

@@ -1,0 +1,128 @@
+"""MySQL/MariaDB over TLS with Rasa's `query:` keys (`ssl_ca`, `ssl_cert`, `ssl_key`...), which
+Rasa's PyMySQL takes: the store's login goes over TLS, checked against the CA given.
+
+The server here is a stand-in that speaks the protocol up to the login (the shared MariaDB
+has TLS off): its greeting offers TLS, it takes the client's TLS request, completes the TLS
+handshake with its certificate and reads the login packet sent over it."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from server.errors import InvalidConfig, StoreError
+from server.trackers.factory import create_tracker_store
+from tests.tls_certificates import self_signed
+
+# CLIENT_LONG_PASSWORD, PROTOCOL_41, SSL, TRANSACTIONS, SECURE_CONNECTION, PLUGIN_AUTH
+_CAPABILITIES = 0x1 | 0x200 | 0x800 | 0x2000 | 0x8000 | 0x80000
+
+
+def _greeting() -> bytes:
+    body = (
+        b"\x0a5.7.99-stand-in\x00"
+        + struct.pack("<I", 7)
+        + b"abcdefgh\x00"
+        + struct.pack("<H", _CAPABILITIES & 0xFFFF)
+        + b"\x2d"  # utf8mb4
+        + struct.pack("<H", 2)
+        + struct.pack("<H", _CAPABILITIES >> 16)
+        + b"\x15"
+        + b"\x00" * 10
+        + b"ijklmnopqrst\x00"
+        + b"mysql_native_password\x00"
+    )
+    return struct.pack("<I", len(body))[:3] + b"\x00" + body
+
+
+def _exactly(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise OSError("the client closed the connection")
+        data += chunk
+    return data
+
+
+def _read_packet(conn: socket.socket) -> bytes:
+    return _exactly(conn, int.from_bytes(_exactly(conn, 4)[:3], "little"))
+
+
+@contextmanager
+def tls_mysql_stand_in(cert: Path, key: Path) -> Iterator[tuple[int, dict[str, bytes]]]:
+    """A port, and what the stand-in got: `login`, the packet read over TLS."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    got: dict[str, bytes] = {}
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            try:
+                conn.sendall(_greeting())
+                _read_packet(conn)  # the client's request to go over TLS
+                with context.wrap_socket(conn, server_side=True) as secure:
+                    got["login"] = _read_packet(secure)
+            except (OSError, ssl.SSLError):
+                return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], got
+    finally:
+        listener.close()
+        thread.join(10)
+
+
+@pytest.mark.parametrize("dialect", ["mysql", "mariadb"])
+async def test_the_login_goes_over_tls_checked_against_rasas_ssl_ca(
+    dialect: str, tmp_path: Path
+) -> None:
+    """Before, every use of the store failed with "'dict' object has no attribute
+    'wrap_bio'": SQLAlchemy hands the keys to aiomysql as PyMySQL's dict, where aiomysql takes
+    an SSL context only."""
+    cert, key = self_signed(tmp_path)
+    with tls_mysql_stand_in(cert, key) as (port, got):
+        config = {
+            "type": "sql",
+            "dialect": dialect,
+            "url": "127.0.0.1",
+            "port": port,
+            "username": "rasa_tls_user",
+            "password": "secret",
+            "db": "rasa",
+            "query": {"ssl_ca": str(cert)},
+        }
+        store = create_tracker_store(config)
+        try:
+            with pytest.raises(StoreError):  # the stand-in goes no further than the login
+                await store.load("alice")
+        finally:
+            await store.close()
+    assert b"rasa_tls_user" in got.get("login", b"")
+
+
+def test_a_ca_file_that_is_not_there_stops_the_start(tmp_path: Path) -> None:
+    config = {
+        "type": "sql",
+        "dialect": "mysql",
+        "db": "rasa",
+        "query": {"ssl_ca": str(tmp_path / "missing-ca.pem")},
+    }
+    with pytest.raises(InvalidConfig, match="ssl_ca.*No such file"):
+        create_tracker_store(config)
