@@ -430,8 +430,15 @@ def mysql_ssl_context(options: dict[str, Any]) -> ssl.SSLContext:
     object has no attribute 'wrap_bio'"."""
     ca, capath = options.get("ca"), options.get("capath")
     verified = ca is not None or capath is not None
+    for key in ("ca", "capath", "cert", "key"):
+        path = options.get(key)
+        if path is not None and not os.path.exists(path):
+            raise InvalidConfig(f"MySQL TLS key query: ssl_{key}: {path} does not exist")
     try:
         context = ssl.create_default_context(cafile=ca, capath=capath)
+        # As PyMySQL: Python 3.13 turns strict X.509 checks on, which refuse the certificates
+        # MySQL generates for itself (Rasa, on PyMySQL, accepts them).
+        context.verify_flags &= ~ssl.VERIFY_X509_STRICT
         context.check_hostname = verified and bool(options.get("check_hostname", True))
         context.verify_mode = ssl.CERT_REQUIRED if verified else ssl.CERT_NONE
         if "cert" in options:

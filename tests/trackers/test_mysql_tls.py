@@ -19,6 +19,7 @@ import pytest
 
 from server.errors import InvalidConfig, StoreError
 from server.trackers.factory import create_tracker_store
+from server.trackers.sql_engine import mysql_ssl_context
 from tests.tls_certificates import self_signed
 
 # CLIENT_LONG_PASSWORD, PROTOCOL_41, SSL, TRANSACTIONS, SECURE_CONNECTION, PLUGIN_AUTH
@@ -117,12 +118,32 @@ async def test_the_login_goes_over_tls_checked_against_rasas_ssl_ca(
     assert b"rasa_tls_user" in got.get("login", b"")
 
 
-def test_a_ca_file_that_is_not_there_stops_the_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", ["ssl_ca", "ssl_cert"])
+def test_a_tls_file_that_is_not_there_stops_the_start_naming_it(tmp_path: Path, key: str) -> None:
+    missing = tmp_path / "missing.pem"
     config = {
         "type": "sql",
         "dialect": "mysql",
         "db": "rasa",
-        "query": {"ssl_ca": str(tmp_path / "missing-ca.pem")},
+        "query": {key: str(missing)},
     }
-    with pytest.raises(InvalidConfig, match="ssl_ca.*No such file"):
+    with pytest.raises(InvalidConfig) as refused:
         create_tracker_store(config)
+    assert key in str(refused.value)
+    assert str(missing) in str(refused.value)
+
+
+def test_the_tls_context_accepts_what_pymysql_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyMySQL clears the strict X.509 flag that Python 3.13's default context sets (MySQL's
+    own generated certificates fail it); so does the store's context."""
+    strict = ssl.VERIFY_X509_STRICT
+    made = ssl.create_default_context
+
+    def as_python_3_13(**kwargs: object) -> ssl.SSLContext:
+        context = made(**kwargs)  # type: ignore[arg-type]
+        context.verify_flags |= strict
+        return context
+
+    monkeypatch.setattr(ssl, "create_default_context", as_python_3_13)
+    context = mysql_ssl_context({"check_hostname": False})
+    assert not context.verify_flags & strict
