@@ -159,6 +159,8 @@ _MAX_FIRST_POLL = 0.01
 _MAX_POLL_IN_LINE = TICKET_LIFETIME / 6
 _FIRST_RELEASE_RETRY = 0.1
 _MAX_RELEASE_RETRY = 2.0
+# close() cancels its tasks again this often until they end (see `_stop`).
+_RECANCEL_AFTER = 0.1
 
 
 def _env_lock_lifetime() -> float:
@@ -529,21 +531,27 @@ class RedisLockStore:
 
     async def close(self) -> None:
         if self._renewer is not None:
-            self._renewer.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._renewer
+            await _stop(self._renewer)
         if self._listener is not None:
-            self._listener.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._listener
+            await _stop(self._listener)
         if self._returns:  # their releases go through the batch: before it closes
             await asyncio.wait(self._returns)
         await self._batch.close()
         for task in list(self._retries):  # their leases run out by themselves
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+            await _stop(task)
         await self._redis.aclose()
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancels `task` until it ends. Once was not enough: redis-py writes each command under
+    asyncio.wait_for, which in Python 3.11 swallows a cancel that lands as the write ends.
+    The listener then went on to wait for a message for ever, and close() (the server's
+    shutdown) with it; a retried release went on until the lease would have run out."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=_RECANCEL_AFTER)
+    with suppress(asyncio.CancelledError):
+        task.result()  # (any other error as before)
 
 
 def _wake(waker: asyncio.Future[None]) -> None:

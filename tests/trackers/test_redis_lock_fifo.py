@@ -200,6 +200,58 @@ async def test_a_waiter_that_timed_out_leaves_the_line_at_once(
             await store.close()
 
 
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12), reason="Python 3.11's asyncio.wait_for swallows the cancel"
+)
+async def test_closing_as_the_wake_up_listener_writes_to_redis_still_returns(
+    configs: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    """The first wait of a process starts a listener for wake-ups from other processes, which
+    close() cancels. redis-py writes each command under asyncio.wait_for, which in Python 3.11
+    swallows a cancel that lands as the write ends: the listener went on to wait for a message
+    for ever, and close() (the server's shutdown) with it. Here close() lands just so: as the
+    first write the listener starts has ended, before wait_for has heard of it."""
+    lock_config, _ = configs
+    holder, store = RedisLockStore(lock_config), RedisLockStore(lock_config)
+    loop = asyncio.get_running_loop()
+    closing: list[asyncio.Task[None]] = []
+
+    def close_as_the_listener_writes(
+        loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+    ) -> asyncio.Task[Any]:
+        """A task the listener starts: a write under wait_for. Added before wait_for's own
+        callback, this one starts close(), which cancels the listener before wait_for wakes."""
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        starter = asyncio.current_task(loop)
+        if not closing and getattr(starter and starter.get_coro(), "__name__", "") == "_listen":
+            task.add_done_callback(lambda _: closing.append(loop.create_task(store.close())))
+        return task
+
+    try:
+        async with holder.lock(CONVERSATION):
+            loop.set_task_factory(close_as_the_listener_writes)
+            try:
+                with pytest.raises(LockTimeout):  # starts the listener, gives up at once
+                    async with store.lock(CONVERSATION, wait_timeout=0):
+                        pass
+                for _ in range(1000):
+                    if closing:
+                        break
+                    await asyncio.sleep(0.01)
+            finally:
+                loop.set_task_factory(None)
+            assert closing, "the listener wrote nothing to Redis"
+            closed, _ = await asyncio.wait(closing, timeout=10)
+            assert closed, "close() waits for ever"
+    finally:
+        if closing:
+            closing[0].cancel()  # (which ends a close() that waits for ever)
+            await asyncio.wait(closing)
+        else:
+            await store.close()
+        await holder.close()
+
+
 async def test_a_release_hands_the_lock_to_a_waiter_of_another_process_at_once(
     configs: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
