@@ -209,7 +209,7 @@ def test_a_crowded_core_widens_the_paced_bounds() -> None:
         subprocess.Popen(
             [sys.executable, "-c", "import os\nos.sched_setaffinity(0, {0})\nwhile True: pass"]
         )
-        for _ in range(2)
+        for _ in range(4)
     ]
     try:
         time.sleep(0.1)  # the hogs on their core
@@ -220,8 +220,10 @@ def test_a_crowded_core_widens_the_paced_bounds() -> None:
         for hog in hogs:
             hog.kill()
             hog.wait()
-    assert readings["crowded"] >= 2.0, readings  # a third of the core: about 3
-    # "Alone" only as far as this test can make it: under `-n 2` the other xdist worker may
-    # share core 0 (a reading up to about 2: CI once read 1.82 alone, 2.57 crowded).
+    assert readings["crowded"] >= 2.0, readings  # a fifth of the core: about 5
+    # "Alone" only as far as this test can make it: the other xdist workers, and other jobs,
+    # may share core 0 (CI once read 1.82 alone, 2.57 crowded with two hogs; with four
+    # workers on a loaded host 5.77 alone, 5.34 crowded: four hogs keep "crowded" above what
+    # the suite's own workers add).
     assert readings["alone"] < readings["crowded"], readings
     assert bounds["crowded"] >= 2.0, bounds
