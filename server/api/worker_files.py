@@ -17,6 +17,7 @@ from typing import IO, Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from server.tasks import stop
 from server.worker_claims import WORKERS_DIR_ENV as WORKERS_DIR_ENV
 from server.worker_claims import first_to_claim as first_to_claim
 from server.worker_claims import read_object as read_object
@@ -161,9 +162,7 @@ def run_beside(
             try:
                 yield state
             finally:
-                running.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await running
+                await stop(running)
                 if last is not None:
                     await last()
 

@@ -15,6 +15,7 @@ from typing import Any
 from server.brokers.in_doubt import InDoubtEvents
 from server.brokers.ordering import chain_ids
 from server.errors import first_line
+from server.tasks import stop
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.store import TrackerStore
 
@@ -262,11 +263,7 @@ class BackgroundDelivery:
                 len(self._pending),
                 self._why_not_delivered(),
             )
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        await stop(self._task)
         self._task = None
         self._closing = False
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from server.tasks import stop
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.store import TrackerStore
 
@@ -272,11 +273,7 @@ class InDoubtEvents:
     async def settle(self, timeout: float) -> None:
         """One last round of reads (before closing), for up to `timeout` seconds."""
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await stop(self._task)
             self._task = None
         if not self._held:
             return

@@ -8,7 +8,6 @@ back-off; each message is `{"sender_id": ..., **event}` JSON, persistent, with a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -34,6 +33,7 @@ from server.brokers.ordering import EXPORT_PROCESS_ID_HEADER, PREVIOUS_ID_HEADER
 from server.errors import InvalidConfig
 from server.http_clients import safe_url
 from server.setting_values import flag, host_and_port
+from server.tasks import stop
 from server.worker_claims import first_to_say
 
 logger = logging.getLogger(__name__)
@@ -291,9 +291,7 @@ class RabbitMQEventBroker(QueuedBroker):
         # The delivery first: a connection lost while it drains starts a background connect.
         await self._close_delivery(CLOSE_SECONDS)
         if self._reconnect is not None:
-            self._reconnect.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconnect
+            await stop(self._reconnect)
         # Within the broker's 5 s: before, a silent RabbitMQ held the stop 2 s beyond them.
         await self._disconnect(max(ends - time.monotonic(), LAST_CLOSE_SECONDS))
 

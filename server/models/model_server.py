@@ -36,6 +36,7 @@ from server.http_bodies import Inflater
 from server.http_clients import async_client, header_values, safe_url
 from server.models.holder import ModelHolder, is_disk_full
 from server.models.shared_pulls import SharedPulls, shared_pulls
+from server.tasks import stop
 from server.worker_claims import first_to_say
 
 logger = logging.getLogger(__name__)
@@ -522,11 +523,7 @@ class ModelServerPoller:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await stop(task)
         if self._owns_client:
             await self._client.aclose()
 

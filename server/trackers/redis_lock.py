@@ -25,6 +25,7 @@ from redis import exceptions as redis_errors
 
 from server.errors import InvalidConfig, LockTimeout, StoreUnavailable
 from server.outages import OUTAGES, WINDOW_SECONDS, RepeatsCounted
+from server.tasks import stop
 from server.trackers.memory_lock import timeout_message, wait_timeout_setting
 from server.trackers.redis_batch import CommandBatch
 from server.trackers.redis_client import (
@@ -159,8 +160,6 @@ _MAX_FIRST_POLL = 0.01
 _MAX_POLL_IN_LINE = TICKET_LIFETIME / 6
 _FIRST_RELEASE_RETRY = 0.1
 _MAX_RELEASE_RETRY = 2.0
-# close() cancels its tasks again this often until they end (see `_stop`).
-_RECANCEL_AFTER = 0.1
 
 
 def _env_lock_lifetime() -> float:
@@ -531,27 +530,15 @@ class RedisLockStore:
 
     async def close(self) -> None:
         if self._renewer is not None:
-            await _stop(self._renewer)
+            await stop(self._renewer)
         if self._listener is not None:
-            await _stop(self._listener)
+            await stop(self._listener)
         if self._returns:  # their releases go through the batch: before it closes
             await asyncio.wait(self._returns)
         await self._batch.close()
         for task in list(self._retries):  # their leases run out by themselves
-            await _stop(task)
+            await stop(task)
         await self._redis.aclose()
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    """Cancels `task` until it ends. Once was not enough: redis-py writes each command under
-    asyncio.wait_for, which in Python 3.11 swallows a cancel that lands as the write ends.
-    The listener then went on to wait for a message for ever, and close() (the server's
-    shutdown) with it; a retried release went on until the lease would have run out."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait([task], timeout=_RECANCEL_AFTER)
-    with suppress(asyncio.CancelledError):
-        task.result()  # (any other error as before)
 
 
 def _wake(waker: asyncio.Future[None]) -> None:

@@ -22,9 +22,11 @@ from server.brokers.factory import create_event_broker
 from server.brokers.rabbitmq import RabbitMQEventBroker
 from server.trackers.factory import create_tracker_store
 from tests.loop_lag import loop_hold, paced
+from tests.stop_races import StopRace, wait_for_swallows_a_cancel
 from tests.tls_certificates import self_signed
 from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
 
+CONNECTING = "RabbitMQ event broker connect"  # the background task's name
 AMQP_URL = f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/"
 
 
@@ -269,6 +271,28 @@ async def test_the_first_event_after_rabbitmq_restarted_goes_out_at_once_without
         await broker.close()
         await proxy.cut()
     assert by_conversation(await consume(names["queue"], expected=2)) == {"alice": events}
+
+
+@wait_for_swallows_a_cancel
+async def test_closing_as_a_background_connect_fails_still_returns(
+    names: dict[str, str],
+) -> None:
+    """While RabbitMQ is unreachable, a background task tries to connect again and again,
+    which close() (the server's stop) cancels. aio-pika connects under asyncio.wait_for,
+    which in Python 3.11 swallows a cancel that lands as the attempt fails: the task went on
+    trying, and close() waited for ever. Here close() lands just so."""
+    proxy = TcpProxy(RABBITMQ)  # refuses every connection
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port))
+    race = StopRace(lambda task: task.get_name() == CONNECTING, broker.close)
+    try:
+        await broker.start(timeout=1)  # fails: connecting goes on in the background
+        with race:
+            await race.started("no background connect")
+        assert await race.ended(), "close() waits for ever"
+    finally:
+        if not await race.abandon():
+            await broker.close()
+        await proxy.cut()
 
 
 async def test_a_dropped_connection_is_taken_again_without_waiting_for_an_event(

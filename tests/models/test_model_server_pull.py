@@ -38,6 +38,7 @@ from tests.fake_http import silent_server
 from tests.loop_lag import paced
 from tests.models.conftest import GreetingModel, greeting_loader
 from tests.small_disk import temp_files_on_a_small_disk
+from tests.stop_races import StopRace, wait_for_swallows_a_cancel
 
 
 @dataclass
@@ -167,6 +168,27 @@ async def poller_with_model(model_server, holder, client, archive_factory, **cfg
     assert await poller.pull_once() is True
     assert holder.current.answer() == "one"
     return poller
+
+
+@wait_for_swallows_a_cancel
+async def test_stopping_as_a_scheduled_pull_ends_still_returns(
+    model_server, holder, client, archive_factory
+):
+    """The server's stop cancels the scheduled pulls. A pull runs under asyncio.wait_for,
+    which in Python 3.11 swallows a cancel that lands as the download ends: the schedule
+    went on pulling, and stop() waited for ever. Here stop() lands just so."""
+    poller = await poller_with_model(
+        model_server, holder, client, archive_factory, wait_time_between_pulls=0.05
+    )
+    race = StopRace(lambda task: task.get_name() == "pull-model-from-server", poller.stop)
+    try:
+        with race:
+            poller.start()
+            await race.started("no scheduled pull")
+        assert await race.ended(), "stop() waits for ever"
+    finally:
+        await race.abandon()
+        await poller.stop()
 
 
 async def test_200_with_etag_loads_and_etag_becomes_fingerprint(

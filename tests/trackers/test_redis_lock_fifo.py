@@ -18,6 +18,7 @@ from server.errors import LockTimeout
 from server.trackers.factory import create_tracker_store
 from server.trackers.redis_lock import TICKET_LIFETIME, RedisLockStore
 from server.trackers.store import TrackerStore
+from tests.stop_races import StopRace, wait_for_swallows_a_cancel
 from tests.trackers.lock_worker import CONVERSATION, user_event
 from tests.trackers.persistence_fixtures import (
     REDIS,
@@ -200,9 +201,7 @@ async def test_a_waiter_that_timed_out_leaves_the_line_at_once(
             await store.close()
 
 
-@pytest.mark.skipif(
-    sys.version_info >= (3, 12), reason="Python 3.11's asyncio.wait_for swallows the cancel"
-)
+@wait_for_swallows_a_cancel
 async def test_closing_as_the_wake_up_listener_writes_to_redis_still_returns(
     configs: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
@@ -213,41 +212,17 @@ async def test_closing_as_the_wake_up_listener_writes_to_redis_still_returns(
     first write the listener starts has ended, before wait_for has heard of it."""
     lock_config, _ = configs
     holder, store = RedisLockStore(lock_config), RedisLockStore(lock_config)
-    loop = asyncio.get_running_loop()
-    closing: list[asyncio.Task[None]] = []
-
-    def close_as_the_listener_writes(
-        loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
-    ) -> asyncio.Task[Any]:
-        """A task the listener starts: a write under wait_for. Added before wait_for's own
-        callback, this one starts close(), which cancels the listener before wait_for wakes."""
-        task = asyncio.Task(coro, loop=loop, **kwargs)
-        starter = asyncio.current_task(loop)
-        if not closing and getattr(starter and starter.get_coro(), "__name__", "") == "_listen":
-            task.add_done_callback(lambda _: closing.append(loop.create_task(store.close())))
-        return task
-
+    race = StopRace(lambda task: getattr(task.get_coro(), "__name__", "") == "_listen", store.close)
     try:
         async with holder.lock(CONVERSATION):
-            loop.set_task_factory(close_as_the_listener_writes)
-            try:
+            with race:
                 with pytest.raises(LockTimeout):  # starts the listener, gives up at once
                     async with store.lock(CONVERSATION, wait_timeout=0):
                         pass
-                for _ in range(1000):
-                    if closing:
-                        break
-                    await asyncio.sleep(0.01)
-            finally:
-                loop.set_task_factory(None)
-            assert closing, "the listener wrote nothing to Redis"
-            closed, _ = await asyncio.wait(closing, timeout=10)
-            assert closed, "close() waits for ever"
+                await race.started("the listener wrote nothing to Redis")
+            assert await race.ended(), "close() waits for ever"
     finally:
-        if closing:
-            closing[0].cancel()  # (which ends a close() that waits for ever)
-            await asyncio.wait(closing)
-        else:
+        if not await race.abandon():
             await store.close()
         await holder.close()
 

@@ -1,0 +1,40 @@
+"""Stopping background tasks at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# `stop` cancels a task again this often until it ends...
+RECANCEL_SECONDS = 0.1
+# ...and gives up on one still running this long after, with a warning.
+GIVE_UP_SECONDS = 5.0
+
+
+async def stop(task: asyncio.Task[Any], give_up_after: float = GIVE_UP_SECONDS) -> None:
+    """Cancels `task` until it ends, for up to `give_up_after` seconds; raises what it raised
+    (other than its cancellation). Once was not enough: libraries wait under asyncio.wait_for
+    (redis-py's writes, aio-pika's connect, httpx...), which in Python 3.11 swallows a cancel
+    that lands as what it waits for ends. The task then went on (a listener waiting for a
+    message, a retry loop), and the server's stop waited for it for ever. A task that
+    outlives `give_up_after` (it catches every cancel) is left running, with a warning: the
+    stop goes on. A cleanup of its own that takes over `RECANCEL_SECONDS` is cut short."""
+    loop = asyncio.get_running_loop()
+    ends = loop.time() + give_up_after
+    while not task.done():
+        left = ends - loop.time()
+        if left <= 0:
+            logger.warning(
+                "Task '%s' still runs %g s after it was cancelled: stopping without it",
+                task.get_name(),
+                give_up_after,
+            )
+            return
+        task.cancel()
+        await asyncio.wait([task], timeout=min(RECANCEL_SECONDS, left))
+    with suppress(asyncio.CancelledError):
+        task.result()
