@@ -151,13 +151,7 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, tex
         if examples_node is None:
             if kind != "intent":
                 # As Rasa's reader, and as an empty `examples:` below (before: an error).
-                logger.warning(
-                    "%s:%s: %s '%s' has no examples; it is skipped",
-                    filename,
-                    _line(item),
-                    kind,
-                    name,
-                )
+                _skipped_without_examples(kind, name, filename, _line(item))
             continue
         metadata_node = fields.get("metadata")
         item_metadata = _to_python(metadata_node) if metadata_node is not None else None
@@ -178,13 +172,7 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, tex
             )
         if not lines and kind != "intent":
             # As Rasa's reader: an empty table is no data (alone, nothing to train).
-            logger.warning(
-                "%s:%s: %s '%s' has no examples; it is skipped",
-                filename,
-                _line(examples_node),
-                kind,
-                name,
-            )
+            _skipped_without_examples(kind, name, filename, _line(examples_node))
         elif kind == "intent":
             for raw, line, metadata in lines:
                 text, entities = parse_annotated_text(raw, filename, line)
@@ -330,6 +318,10 @@ def _example_text(node: yaml.ScalarNode, filename: str) -> str:
             _line(node),
         )
     return text
+
+
+def _skipped_without_examples(kind: str, name: Any, filename: str, line: int) -> None:
+    logger.warning("%s:%s: %s '%s' has no examples; it is skipped", filename, line, kind, name)
 
 
 def parse_annotated_text(
