@@ -144,21 +144,24 @@ def write_reports(
         )
     entity_summary = {}
     for extractor in _active_extractors(predictions):
-        report = entity_report(predictions, extractor)
+        # Each test token's labels, worked out once for the report, the files and the plots.
+        by_example = _token_labels(predictions, extractor)
+        tokens = _joined(by_example)
+        report = labels_report(tokens[0], tokens[1], exclude=NO_ENTITY)
         _write_json(out_dir / f"{extractor}_report.json", report)
         entity_summary[extractor] = report.get("weighted avg", {})
         if errors:
             _write_unless_empty(
                 out_dir / f"{extractor}_errors.json",
-                _entity_examples(predictions, extractor, False),
+                _entity_examples(predictions, extractor, by_example, False),
             )
         if successes:
             _write_unless_empty(
                 out_dir / f"{extractor}_successes.json",
-                _entity_examples(predictions, extractor, True),
+                _entity_examples(predictions, extractor, by_example, True),
             )
         if plot:
-            _entity_plots(predictions, extractor, out_dir)
+            _entity_plots(predictions, extractor, tokens, out_dir)
     if entity_summary:
         summary["entity_evaluation"] = entity_summary
     return summary
@@ -295,16 +298,14 @@ def _predictions(
     ]
 
 
-def _entity_examples(predictions: Predictions, extractor: str, hits: bool) -> list[dict]:
+def _entity_examples(
+    predictions: Predictions, extractor: str, labels: list[_TokenLabels], hits: bool
+) -> list[dict]:
     """As Rasa's `<extractor>_errors.json` (`hits`: `_successes.json`): the examples with a
-    token whose entity `extractor` got wrong (`hits`: one in an entity it got right)."""
+    token whose entity `extractor` got wrong (`hits`: one in an entity it got right), by
+    their token `labels` (`_token_labels`)."""
     out = []
-    by_example = zip(
-        predictions.examples,
-        predictions.entities,
-        _token_labels(predictions, extractor),
-        strict=True,
-    )
+    by_example = zip(predictions.examples, predictions.entities, labels, strict=True)
     for example, entities, (annotated, found, _) in by_example:
         pairs = list(zip(annotated, found, strict=True))
         if hits:
@@ -336,21 +337,26 @@ def entity_token_labels(
     outside any entity), and the confidence of the entity found there (0.0 where none was
     found, None where the extractor gives none): what Rasa's entity reports and plots
     count."""
+    return _joined(_token_labels(predictions, extractor))
+
+
+# A text's tokens' entity labels, as annotated and as found, and the confidences found.
+_TokenLabels = tuple[list[str], list[str], list[float | None]]
+
+
+def _joined(by_example: list[_TokenLabels]) -> _TokenLabels:
+    """The labels of every example's tokens, one after the other."""
     annotated: list[str] = []
     found: list[str] = []
     confidences: list[float | None] = []
-    for example_annotated, example_found, example_confidences in _token_labels(
-        predictions, extractor
-    ):
+    for example_annotated, example_found, example_confidences in by_example:
         annotated += example_annotated
         found += example_found
         confidences += example_confidences
     return annotated, found, confidences
 
 
-def _token_labels(
-    predictions: Predictions, extractor: str
-) -> list[tuple[list[str], list[str], list[float | None]]]:
+def _token_labels(predictions: Predictions, extractor: str) -> list[_TokenLabels]:
     """`entity_token_labels`, for each example."""
     out = []
     for example, entities in zip(predictions.examples, predictions.entities, strict=True):
@@ -395,10 +401,13 @@ def _entity_at(start: int, end: int, spans: list[_Span]) -> tuple[str, float | N
     return best
 
 
-def _entity_plots(predictions: Predictions, extractor: str, out_dir: Path) -> None:
+def _entity_plots(
+    predictions: Predictions, extractor: str, tokens: _TokenLabels, out_dir: Path
+) -> None:
     """Rasa's `<extractor>_confusion_matrix.png`, and `<extractor>_histogram.png` (the
-    confidences of the tokens in an entity, annotated or found) when it gives confidences."""
-    annotated, found, confidences = entity_token_labels(predictions, extractor)
+    confidences of the tokens in an entity, annotated or found) when it gives confidences,
+    from the test tokens' labels (`entity_token_labels`)."""
+    annotated, found, confidences = tokens
     labels = sorted(set(annotated) | set(found))
     plt = _pyplot() if labels else None
     if plt is None:
