@@ -166,13 +166,16 @@ class CallbackOutput:
         if answer.status_code >= 300:
             # A redirect is not followed (it could lead anywhere): the message is lost too.
             redirect = answer.redirect
+            if redirect:
+                outcome = f"{redirect}: the message was not delivered"
+            else:  # what the receiver said, as Rasa logs it: why it refused the message
+                detail = await answer.error_detail()
+                outcome = "which was not delivered" + (f": {detail}" if detail else "")
             logger.error(
                 "callback: %s answered HTTP %s to a bot message, %s",
                 self.endpoint.safe_url,
                 answer.status_code,
-                f"{redirect}: the message was not delivered"
-                if redirect
-                else "which was not delivered",
+                outcome,
             )
 
 

@@ -29,12 +29,13 @@ class Receiver:
         self.received: list[tuple[dict[str, Any], dict[str, str]]] = []
         self.status = 200
         self.headers: dict[str, str] = {}
+        self.body = b""
         self.app = FastAPI()
         self.app.add_api_route("/bot", self.receive, methods=["POST"])
 
     async def receive(self, request: Request) -> Response:
         self.received.append((await request.json(), {**request.headers, **request.query_params}))
-        return Response(status_code=self.status, headers=self.headers)
+        return Response(self.body, status_code=self.status, headers=self.headers)
 
 
 @pytest.fixture
@@ -135,6 +136,22 @@ async def test_a_failing_receiver_does_not_fail_the_webhook(
     answer = await _say_hello({"url": url}, "c2")
     assert answer.text == "success"
     assert len(r.received) == 2
+
+
+async def test_an_error_answer_is_logged_with_what_the_receiver_said(
+    receiver: tuple[Receiver, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the log said only `HTTP 500`: why the receiver refused the message (which
+    Rasa logs) was nowhere."""
+    r, url = receiver
+    r.status = 422
+    r.body = b'{"error": "unknown recipient c10"}'
+    answer = await _say_hello({"url": url}, "c10")
+    assert answer.text == "success"
+    assert (
+        f"callback: {url} answered HTTP 422 to a bot message, which was not delivered: "
+        "unknown recipient c10"
+    ) in caplog.text
 
 
 async def test_a_receiver_that_is_down_does_not_fail_the_webhook() -> None:
