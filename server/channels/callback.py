@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import PlainTextResponse
 
 from server import setting_values as settings
@@ -214,20 +214,23 @@ class CallbackInput(InputChannel):
                 # there, not refused as by the REST channel.
                 body.pop("metadata", None)
             message = message_from_rest_body(body, self.name, read_input_channel=False)
-            if message.text is not None:
-                check_text_length(message.text)  # a 400, as the REST channel answers
-                output = CallbackOutput(self.endpoint, self.deliveries, in_webhook=True)
-                message.output_channel = output  # this turn's own
-                try:
-                    await on_new_message(message)
-                except (StoreError, LockTimeout, InvalidConversationId, NoModelLoaded):
-                    # A 503, 500, 400 or 409, as the REST channel (streamed) and the API
-                    # answer: not a message taken, which "success" would say.
-                    raise
-                except Exception as e:
-                    log_failed_turn(logger, "callback", message.sender_id, e)
-                finally:
-                    await output.delivered()  # what the turn sent before it failed, too
+            if message.text is None:
+                # "success" would say a message was taken, and its sender would wait for
+                # replies that never come (Rasa's turn fails on it: a 500).
+                raise HTTPException(400, "The request body has no 'message': nothing was handled.")
+            check_text_length(message.text)  # a 400, as the REST channel answers
+            output = CallbackOutput(self.endpoint, self.deliveries, in_webhook=True)
+            message.output_channel = output  # this turn's own
+            try:
+                await on_new_message(message)
+            except (StoreError, LockTimeout, InvalidConversationId, NoModelLoaded):
+                # A 503, 500, 400 or 409, as the REST channel (streamed) and the API
+                # answer: not a message taken, which "success" would say.
+                raise
+            except Exception as e:
+                log_failed_turn(logger, "callback", message.sender_id, e)
+            finally:
+                await output.delivered()  # what the turn sent before it failed, too
             return PlainTextResponse("success")
 
         router.add_api_route("/webhook", receive, methods=["POST"], include_in_schema=False)

@@ -53,15 +53,17 @@ async def _bot(credentials: dict[str, Any]) -> tuple[httpx.AsyncClient, Any]:
     return client, channel
 
 
-async def _say_hello(credentials: dict[str, Any], sender: str) -> httpx.Response:
+async def _say(credentials: dict[str, Any], body: dict[str, Any]) -> httpx.Response:
     client, channel = await _bot(credentials)
     try:
-        return await client.post(
-            "/webhooks/callback/webhook", json={"sender": sender, "message": "hello"}
-        )
+        return await client.post("/webhooks/callback/webhook", json=body)
     finally:
         await client.aclose()
         await channel.aclose()
+
+
+async def _say_hello(credentials: dict[str, Any], sender: str) -> httpx.Response:
+    return await _say(credentials, {"sender": sender, "message": "hello"})
 
 
 async def test_replies_are_posted_to_the_callback_url(receiver: tuple[Receiver, str]) -> None:
@@ -126,6 +128,18 @@ async def test_a_metadata_object_reaches_the_turn_where_rasa_drops_it(
     await channel.aclose()
     assert answer.text == "success"
     assert seen == [({"plan": "pro"}, "callback")]  # input_channel is not read, as in Rasa
+
+
+async def test_a_body_without_a_message_is_a_400_not_success(
+    receiver: tuple[Receiver, str],
+) -> None:
+    """Before, `success` while nothing was handled and nothing would ever be posted (a
+    client sending `text` for `message` waited for replies in vain); Rasa answers a 500."""
+    r, url = receiver
+    answer = await _say({"url": url}, {"sender": "c11", "text": "hello"})
+    assert answer.status_code == 400
+    assert answer.json()["message"] == "The request body has no 'message': nothing was handled."
+    assert r.received == []
 
 
 async def test_a_failing_receiver_does_not_fail_the_webhook(
