@@ -17,7 +17,7 @@ from server import setting_values as settings
 from server.auth.log_redaction import keep_endpoint_secrets_out_of_logs
 from server.channels.channel import InputChannel, OnNewMessage, health_router, log_failed_turn
 from server.channels.rest import message_from_rest_body, read_json_object
-from server.dialogue.http_endpoint import HttpEndpoint
+from server.dialogue.http_endpoint import HttpEndpoint, error_reason
 from server.dialogue.messages import check_text_length, split_message
 from server.errors import (
     InvalidConfig,
@@ -146,10 +146,10 @@ class CallbackOutput:
         try:
             answer = await asyncio.wait_for(self.endpoint.post_json(body), timeout)
         except (TimeoutError, httpx.TimeoutException, httpx.ConnectError) as e:
-            timed_out = not isinstance(e, httpx.ConnectError)
-            self._unreachable = (
-                f"did not answer within {timeout:g} s" if timed_out else "cannot be reached"
-            )
+            if isinstance(e, httpx.ConnectError):  # down, or its TLS certificate not trusted
+                self._unreachable = f"cannot be reached ({error_reason(e)})"
+            else:
+                self._unreachable = f"did not answer within {timeout:g} s"
             logger.error(
                 "callback: could not deliver a message to %s: it %s",
                 self.endpoint.safe_url,
@@ -157,10 +157,11 @@ class CallbackOutput:
             )
             return
         except Exception as e:  # any failure: the turn's other messages go on
+            reason, name = error_reason(e), type(e).__name__
             logger.error(
                 "callback: could not deliver a message to %s: %s",
                 self.endpoint.safe_url,
-                type(e).__name__,
+                name if reason == name else f"{name}: {reason}",
             )
             return
         if answer.status_code >= 300:

@@ -20,6 +20,7 @@ from server.channels import attach_channels, load_channels
 from tests.channels.conftest import concertbot_server, echo, modelless_app
 from tests.loop_lag import paced
 from tests.serving import serving
+from tests.tls_certificates import self_signed
 
 
 class Receiver:
@@ -173,6 +174,22 @@ async def test_a_receiver_that_is_down_does_not_fail_the_webhook() -> None:
 
     answer = await _say_hello({"url": f"http://127.0.0.1:{free_port()}/bot"}, "c3")
     assert answer.text == "success"
+
+
+async def test_a_receiver_whose_certificate_is_not_trusted_is_logged_as_such(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, `it cannot be reached`, as for a receiver that is down: nothing said that TLS
+    verification failed (a self-signed certificate wants `cafile`)."""
+    r = Receiver()
+    cert, key = self_signed(tmp_path)
+    async with serving(r.app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
+        answer = await _say_hello({"url": f"{url}/bot"}, "c12")
+    assert answer.text == "success"
+    assert r.received == []
+    [line] = [m for m in caplog.messages if "could not deliver" in m]
+    assert line.startswith(f"callback: could not deliver a message to {url}/bot: it cannot be")
+    assert "CERTIFICATE_VERIFY_FAILED" in line
 
 
 async def test_pushed_messages_use_the_same_output(receiver: tuple[Receiver, str]) -> None:
