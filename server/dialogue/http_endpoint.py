@@ -136,9 +136,15 @@ class HttpEndpoint:
         self.url = url
         self.timeout = float(timeout)
         self.max_response_bytes = max_response_bytes
-        self._params = _query_params(params)
+        query = _query_params(params)
         if token is not None:
-            self._params[token_name or "token"] = str(token)
+            query[token_name or "token"] = str(token)
+        # Added to the URL's own query (as Rasa's aiohttp does): a client's `params` would
+        # replace it, and a key in the URL (`?code=...`) was dropped once a token was set.
+        try:
+            self._target = httpx.URL(url).copy_merge_params(query) if query else httpx.URL(url)
+        except httpx.InvalidURL as e:  # failed every call before
+            raise InvalidConfig(f"endpoint url '{self.safe_url}' is not a URL: {e}") from e
         self._headers = header_values(_mapping(headers, "headers"), "headers")
         self._auth: httpx.BasicAuth | None = None
         if basic_auth:
@@ -221,7 +227,6 @@ class HttpEndpoint:
         if not any(name.lower() == "accept-encoding" for name in self._headers):
             headers["Accept-Encoding"] = ACCEPT_ENCODING
         return {
-            "params": self._params,
             "headers": {**headers, **self._headers},
             "auth": self._auth,
             "verify": self._verify,
@@ -245,7 +250,7 @@ class HttpEndpoint:
         content = _json_bytes(body)
         headers = {"Content-Type": "application/json"}
         async with (await self._pooled()).stream(
-            "POST", self.url, content=content, headers=headers
+            "POST", self._target, content=content, headers=headers
         ) as response:
             answer = await read_within(response, self.max_response_bytes)
             location = response.headers.get("location")

@@ -90,6 +90,21 @@ async def test_replies_are_posted_to_the_callback_url(receiver: tuple[Receiver, 
     assert headers["x-bot"] == "b1" and headers["token"] == "tk"
 
 
+async def test_the_urls_own_query_is_kept_beside_token_and_params(
+    receiver: tuple[Receiver, str],
+) -> None:
+    """A URL's own key (`?code=...`, as Azure Functions and many webhook services take it)
+    was dropped once `token` or `params` was set: every reply was refused by the receiver.
+    Rasa sends both."""
+    r, url = receiver
+    answer = await _say_hello(
+        {"url": f"{url}?code=k1&lang=de", "token": "tk", "params": {"v": 2}}, "c13"
+    )
+    assert answer.text == "success"
+    _, query = r.received[0]
+    assert (query["code"], query["lang"], query["token"], query["v"]) == ("k1", "de", "tk", "2")
+
+
 async def test_metadata_that_is_no_object_is_ignored_as_rasa_ignores_it(
     receiver: tuple[Receiver, str],
 ) -> None:
