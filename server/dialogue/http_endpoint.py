@@ -146,6 +146,9 @@ class HttpEndpoint:
         except httpx.InvalidURL as e:  # failed every call before
             raise InvalidConfig(f"endpoint url '{self.safe_url}' is not a URL: {e}") from e
         self._headers = header_values(_mapping(headers, "headers"), "headers")
+        # A `Content-Type` in `headers` is sent as configured, as Rasa sends it.
+        own_type = any(name.lower() == "content-type" for name in self._headers)
+        self._content_type = None if own_type else {"Content-Type": "application/json"}
         self._auth: httpx.BasicAuth | None = None
         if basic_auth:
             try:
@@ -248,9 +251,8 @@ class HttpEndpoint:
         (decompressed) raises ResponseTooLarge as soon as it passes the limit.
         """
         content = _json_bytes(body)
-        headers = {"Content-Type": "application/json"}
         async with (await self._pooled()).stream(
-            "POST", self._target, content=content, headers=headers
+            "POST", self._target, content=content, headers=self._content_type
         ) as response:
             answer = await read_within(response, self.max_response_bytes)
             location = response.headers.get("location")

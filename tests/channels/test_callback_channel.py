@@ -105,6 +105,18 @@ async def test_the_urls_own_query_is_kept_beside_token_and_params(
     assert (query["code"], query["lang"], query["token"], query["v"]) == ("k1", "de", "tk", "2")
 
 
+async def test_a_content_type_in_headers_is_sent_as_configured(
+    receiver: tuple[Receiver, str],
+) -> None:
+    """As Rasa sends it: before, `application/json` replaced it, and a receiver that asks
+    for a charset (or a type of its own) refused every reply."""
+    r, url = receiver
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    answer = await _say_hello({"url": url, "headers": headers}, "c14")
+    assert answer.text == "success"
+    assert r.received[0][1]["content-type"] == "application/json; charset=utf-8"
+
+
 async def test_metadata_that_is_no_object_is_ignored_as_rasa_ignores_it(
     receiver: tuple[Receiver, str],
 ) -> None:
