@@ -65,8 +65,7 @@ def message_from_rest_body(
     is a 400: before, such a message was dropped with a 200 `[]`, and an object as sender
     became a conversation named after its Python text (`{'a': 1}`). So is `metadata` that is
     not an object, an `input_channel` that is not a string, and one naming one of the
-    server's `other_channels` (those
-    with an output channel of their own): the
+    server's `other_channels` (those with an output channel of their own): the
     conversation's channel is where its reminders and `output_channel=latest` pushes go, and
     a REST client would have them sent through a channel it does not speak through (posted
     into the Rocket.Chat room its sender id names).
