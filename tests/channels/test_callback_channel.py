@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
+from server.errors import InvalidConfig
 from tests.channels.conftest import concertbot_server, echo, modelless_app
 from tests.loop_lag import paced
 from tests.serving import serving
@@ -115,6 +116,12 @@ async def test_a_content_type_in_headers_is_sent_as_configured(
     answer = await _say_hello({"url": url, "headers": headers}, "c14")
     assert answer.text == "success"
     assert r.received[0][1]["content-type"] == "application/json; charset=utf-8"
+
+
+def test_a_url_no_request_can_be_sent_to_stops_the_start() -> None:
+    """Before, the server started, and every reply failed with `InvalidURL` in the log."""
+    with pytest.raises(InvalidConfig, match="non-printable ASCII character"):
+        load_channels({"callback": {"url": "http://127.0.0.1/b\x01ot"}})
 
 
 async def test_metadata_that_is_no_object_is_ignored_as_rasa_ignores_it(
