@@ -97,6 +97,11 @@ def error_reason(error: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
+# What urlsplit strips before a URL and drops inside it (the URL standard's rules).
+_C0_OR_SPACE = "".join(map(chr, range(0x21)))
+_TAB_OR_LINE_BREAK = str.maketrans("", "", "\t\r\n")
+
+
 def one_line(text: str) -> str:
     """`text` on one line, at most 200 long: what a server said, fit for a log line."""
     return " ".join(text[:1000].split())[:200]
@@ -121,6 +126,10 @@ class HttpEndpoint:
     ) -> None:
         if not url or not isinstance(url, str):
             raise InvalidConfig("an endpoint needs a 'url'")
+        # Read as urlsplit reads it (and so Rasa's aiohttp, and our checks and log lines): a
+        # tab or line break dropped (`${URL}` from a file ending in one), and what precedes
+        # the scheme. httpx refused the one and read the other as a path: every call failed.
+        url = url.lstrip(_C0_OR_SPACE).translate(_TAB_OR_LINE_BREAK)
         try:
             self.safe_url = safe_url(url)
             parts = urlsplit(url)

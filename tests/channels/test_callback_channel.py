@@ -124,6 +124,20 @@ def test_a_url_no_request_can_be_sent_to_stops_the_start() -> None:
         load_channels({"callback": {"url": "http://127.0.0.1/b\x01ot"}})
 
 
+async def test_a_url_with_a_line_break_or_a_space_before_it_is_read_as_rasa_reads_it(
+    receiver: tuple[Receiver, str],
+) -> None:
+    """A URL from an environment variable or a file often ends with a line break: Rasa
+    (urlsplit) drops a tab or line break and what precedes the scheme, and sends. Before,
+    the start was refused (a line break) or every reply failed (a space before it)."""
+    r, url = receiver
+    for written in (f"{url}\n", f"{url}\r\n", f"  {url}", f"{url[:-2]}\t{url[-2:]}"):
+        r.received.clear()
+        answer = await _say_hello({"url": written, "token": "tk"}, "c15")
+        assert answer.text == "success"
+        assert [query["token"] for _, query in r.received] == ["tk", "tk"]  # both replies
+
+
 async def test_metadata_that_is_no_object_is_ignored_as_rasa_ignores_it(
     receiver: tuple[Receiver, str],
 ) -> None:
