@@ -413,7 +413,7 @@ def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awa
 
         try:
             connection = await asyncio.wait_for(
-                aiomysql.connect(*args, **kwargs), CONNECT_TIMEOUT_SECONDS
+                _open_mysql(aiomysql, args, kwargs), CONNECT_TIMEOUT_SECONDS
             )
         except TimeoutError:  # (no text: the 503 said only "TimeoutError (no answer)")
             raise TimeoutError(
@@ -436,6 +436,33 @@ _VERIFY_MODES = {
 }
 _TRUTHS = {"true": True, "1": True, "yes": True, "on": True}
 _TRUTHS |= {"false": False, "0": False, "no": False, "off": False}
+
+
+# MySQL's capability flag of a server offering TLS, and its client error for a TLS failure.
+_CLIENT_SSL = 0x800
+_CR_SSL_CONNECTION_ERROR = 2026
+
+
+async def _open_mysql(aiomysql: Any, args: Any, kwargs: Mapping[str, Any]) -> Any:
+    """aiomysql's connection; with TLS asked for (`ssl_*` keys), one that refuses a server
+    not offering it before the login goes out, as PyMySQL 1.2 refuses ("SSL is required but
+    the server doesn't support it"). aiomysql logged in and sent everything in the clear."""
+    if kwargs.get("ssl") is None:
+        return await aiomysql.connect(*args, **kwargs)
+
+    class TLSRequired(aiomysql.Connection):  # type: ignore[misc,name-defined]
+        async def _request_authentication(self) -> None:
+            if not self.server_capabilities & _CLIENT_SSL:
+                raise aiomysql.OperationalError(
+                    _CR_SSL_CONNECTION_ERROR,
+                    "TLS is asked for (query: ssl_*) but the server does not offer it; "
+                    "nothing was sent in the clear",
+                )
+            await super()._request_authentication()
+
+    connection = TLSRequired(*args, **kwargs)
+    await connection._connect()
+    return connection
 
 
 def _pymysql_tls_options(kwargs: MutableMapping[str, Any]) -> dict[str, Any]:

@@ -244,3 +244,32 @@ async def test_ssl_disabled_connects_in_the_clear() -> None:
             assert [event["event"] for event in loaded or []] == ["action"]
         finally:
             await store.close()
+
+
+async def test_a_server_without_tls_is_refused_when_tls_is_asked_for(tmp_path: Path) -> None:
+    """The shared MariaDB has TLS off. With `ssl_ca` given, the login and the events went to
+    it in the clear without a word (aiomysql falls back to plain text; PyMySQL 1.2 refuses:
+    "SSL is required but the server doesn't support it"). Now every use fails saying so."""
+    import aiomysql
+
+    cert, _ = self_signed(tmp_path)
+    async with mariadb_database() as config:
+        store = create_tracker_store({**config, "query": {"ssl_ca": str(cert)}})
+        try:
+            with pytest.raises(StoreError, match="TLS is asked for"):
+                await store.append("tls", [{"event": "action", "name": "a", "timestamp": 1.0}])
+        finally:
+            await store.close()
+        plain = await aiomysql.connect(
+            host=config["url"], port=config["port"], user="root", db=config["db"]
+        )
+        try:
+            async with plain.cursor() as cursor:
+                await cursor.execute("SHOW TABLES")
+                tables = [row[0] for row in await cursor.fetchall()]
+            if "events" in tables:
+                async with plain.cursor() as cursor:
+                    await cursor.execute("SELECT COUNT(*) FROM events")
+                    assert (await cursor.fetchone())[0] == 0
+        finally:
+            plain.close()
