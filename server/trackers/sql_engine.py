@@ -468,8 +468,9 @@ async def _open_mysql(aiomysql: Any, args: Any, kwargs: Mapping[str, Any]) -> An
 def _pymysql_tls_options(kwargs: MutableMapping[str, Any]) -> dict[str, Any]:
     """Takes PyMySQL's `ssl_verify_cert`, `ssl_verify_identity`, `ssl_key_password` and
     `ssl_disabled` out of `kwargs`, as `mysql_ssl_context` options (and `disabled`). Values
-    are read as PyMySQL reads `ssl_verify_cert` (`true`, `false`, `optional`...); one it
-    would take for another meaning (`ssl_disabled: "false"`, true to PyMySQL) is refused."""
+    are read as PyMySQL reads `ssl_verify_cert` (`true`, `false`, `optional`...), and the
+    others as written (`ssl_disabled: "false"` is false; PyMySQL takes any non-empty text as
+    true); a value that is none of these is refused."""
     options: dict[str, Any] = {}
     if "ssl_verify_cert" in kwargs:
         value = str(kwargs.pop("ssl_verify_cert")).lower()

@@ -246,15 +246,35 @@ async def test_ssl_disabled_connects_in_the_clear() -> None:
             await store.close()
 
 
-async def test_a_server_without_tls_is_refused_when_tls_is_asked_for(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "asked",
+    [
+        "ssl_ca",
+        "ssl_verify_cert: false",  # encrypted, not verified: still TLS
+        "ssl_disabled: 'false' beside ssl_ca",  # read as written (PyMySQL: TLS off)
+        "ssl_ca in the url",
+    ],
+)
+async def test_a_server_without_tls_is_refused_when_tls_is_asked_for(
+    tmp_path: Path, asked: str
+) -> None:
     """The shared MariaDB has TLS off. With `ssl_ca` given, the login and the events went to
     it in the clear without a word (aiomysql falls back to plain text; PyMySQL 1.2 refuses:
-    "SSL is required but the server doesn't support it"). Now every use fails saying so."""
+    "SSL is required but the server doesn't support it"). Now every use fails saying so,
+    however TLS is asked for."""
     import aiomysql
 
     cert, _ = self_signed(tmp_path)
     async with mariadb_database() as config:
-        store = create_tracker_store({**config, "query": {"ssl_ca": str(cert)}})
+        section: dict[str, object] = {**config, "query": {"ssl_ca": str(cert)}}
+        if asked == "ssl_verify_cert: false":
+            section["query"] = {"ssl_verify_cert": False}
+        elif asked == "ssl_disabled: 'false' beside ssl_ca":
+            section["query"] = {"ssl_ca": str(cert), "ssl_disabled": "false"}
+        elif asked == "ssl_ca in the url":
+            address = f"{config['url']}:{config['port']}/{config['db']}"
+            section = {"type": "sql", "url": f"mysql://root@{address}?ssl_ca={cert}"}
+        store = create_tracker_store(section)
         try:
             with pytest.raises(StoreError, match="TLS is asked for"):
                 await store.append("tls", [{"event": "action", "name": "a", "timestamp": 1.0}])
