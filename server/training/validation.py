@@ -507,7 +507,7 @@ def run_validate(
         f"the {n} {what}"
         for n, what in (
             (len(report.config_warnings), "about config.yml"),
-            (len(report.unchecked_warnings), "Rasa's validator does not give"),
+            (len(report.unchecked_warnings), "that Rasa's validator does not give"),
         )
         if n
     ]

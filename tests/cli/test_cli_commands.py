@@ -501,7 +501,7 @@ def test_what_rasas_validator_does_not_check_never_fails_it(run_cli, starter_cop
         assert result.code == 0, result.out
         assert "slot 'no_slot'" in result.out
         assert "action 'nothing'" in result.out
-    assert "does not fail on the 2 Rasa's validator does not give" in result.out
+    assert "does not fail on the 2 that Rasa's validator does not give" in result.out
 
 
 def _only_warned(run_cli, project: Path) -> list[str]:
