@@ -13,7 +13,7 @@ import httpx
 
 from server.errors import InvalidConfig, ResponseTooLarge
 from server.http_bodies import ACCEPT_ENCODING, DEFAULT_MAX_RESPONSE_BYTES, read_within_sync
-from server.http_clients import safe_url, sync_client
+from server.http_clients import cookie_jar_keeping_none, safe_url, sync_client
 from server.json_values import loads_untrusted
 from server.nlu.message import Message
 from server.nlu.params import number
@@ -67,7 +67,9 @@ class DucklingEntityExtractor:
     def _http(self) -> httpx.Client:
         if self._client is None:
             self._client = sync_client(
-                timeout=self.timeout, headers={"Accept-Encoding": ACCEPT_ENCODING}
+                timeout=self.timeout,
+                headers={"Accept-Encoding": ACCEPT_ENCODING},
+                cookies=cookie_jar_keeping_none(),  # none sent back, as Rasa's session per call
             )
         return self._client
 

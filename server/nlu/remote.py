@@ -12,7 +12,7 @@ import httpx
 
 from server.errors import InvalidConfig, ResponseTooLarge
 from server.http_bodies import ACCEPT_ENCODING, max_response_bytes, read_within_sync
-from server.http_clients import safe_url, sync_client
+from server.http_clients import cookie_jar_keeping_none, safe_url, sync_client
 from server.json_values import loads_untrusted
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class RemoteNLU:
             raise InvalidConfig(f"endpoints 'nlu': {e}") from None
         self._client = sync_client(
             timeout=timeout,
+            cookies=cookie_jar_keeping_none(),  # none sent back, as Rasa's session per call
             headers={
                 "Accept-Encoding": ACCEPT_ENCODING,
                 **{str(k): str(v) for k, v in headers.items()},
