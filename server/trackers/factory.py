@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -39,6 +40,9 @@ _KEYS_RASA_3_IGNORES = {
     "schema": "a PostgreSQL schema is chosen by the POSTGRESQL_SCHEMA environment variable, "
     "as in Rasa; without it the tables are in the user's default schema",
 }
+# What Rasa's EndpointConfig takes from any section before a store sees the rest, and the
+# `type` (`store_type`) it is chosen by: a store never reads them, and Rasa starts with them.
+_ENDPOINT_KEYS = {"type", "params", "headers", "basic_auth", "token", "token_name", "cafile"}
 
 
 @contextmanager
@@ -81,6 +85,8 @@ def _create_tracker_store(config: dict[str, Any]) -> TrackerStore:
     if kind == "redis":
         from server.trackers.redis_store import RedisTrackerStore
 
+        # `cache_size`: the former name of `cache_events`.
+        _warn_of_unknown_keys(config, RedisTrackerStore.SETTINGS, {"cache_size"})
         return RedisTrackerStore(config)
     if kind == "dynamo":
         from server.trackers.dynamo_store import DynamoTrackerStore
@@ -95,6 +101,22 @@ def _create_tracker_store(config: dict[str, Any]) -> TrackerStore:
         f"tracker_store type '{config['type']}' is unknown (custom store classes are not "
         "loaded); use sql, redis, dynamo or in_memory"
     )
+
+
+def _warn_of_unknown_keys(
+    config: dict[str, Any], known: frozenset[str], quiet: Iterable[str] = ()
+) -> None:
+    """A warning for each `tracker_store:` key the store does not read, with the key meant
+    when it is a near miss of one: Rasa's store takes any key and ignores it without a word,
+    and a misspelt `key_prefix` read and wrote another bot's conversations."""
+    for key in config:
+        if key in known or key in _ENDPOINT_KEYS or key in _KEYS_RASA_3_IGNORES or key in quiet:
+            continue
+        close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.8)
+        hint = f"did you mean '{close[0]}'?" if close else f"it reads {', '.join(sorted(known))}"
+        logger.warning(
+            "tracker_store: unknown setting '%s' is not read (nor by Rasa); %s", key, hint
+        )
 
 
 def create_lock_store(config: dict[str, Any] | None, source: str = "endpoints.yml") -> LockStore:
