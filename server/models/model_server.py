@@ -87,7 +87,7 @@ class ModelServerConfig:
         url = config.get("url")
         if isinstance(url, str):  # `${URL}` from a file ending in a line break: as Rasa
             url = url_as_rasa_reads(url)
-        if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
+        if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url, re.IGNORECASE):
             shown = safe_url(url, tolerant=True) if isinstance(url, str) else url
             raise InvalidConfig(f"models.url must be an http(s) URL, got {shown!r}")
         try:

@@ -767,6 +767,16 @@ async def test_a_url_with_a_line_break_or_a_space_before_it_is_read_as_rasa_read
     assert model_server.behaviour.requests[0]["path"] == "/models/default@latest"
 
 
+async def test_a_url_whose_scheme_is_in_capitals_is_pulled(
+    model_server, holder, client, archive_factory
+):
+    """A scheme is read whatever its case, by Rasa's yarl too. Before, `HTTP://...` stopped
+    the start ("models.url must be an http(s) URL")."""
+    model_server.behaviour.body = archive_factory("one").read_bytes()
+    config = ModelServerConfig.from_endpoint({"url": "HTTP" + model_server.url[4:]})
+    assert await ModelServerPoller(holder, config, client).pull_once() is True
+
+
 async def test_scheduled_pulls_pick_up_a_new_model(model_server, holder, client, archive_factory):
     poller = await poller_with_model(
         model_server, holder, client, archive_factory, wait_time_between_pulls=0.05
