@@ -609,3 +609,36 @@ def test_a_url_no_call_can_use_fails_at_startup(url: str, message: str, client_c
     with pytest.raises(InvalidConfig, match=message) as raised:
         client_class({"url": url})
     assert "secret" not in str(raised.value)
+
+
+async def test_a_numeric_basic_auth_password_is_sent_as_rasa_sends_it(
+    broken_server: BrokenActionServer,
+) -> None:
+    """`password: 1234` in endpoints.yml is a number to YAML; Rasa's aiohttp sends it as
+    text. Before, botserver refused to start: "basic_auth needs 'username' and 'password'"."""
+    auth = {"username": "bot", "password": 1234}
+    client = ActionServerClient({"url": _url(broken_server, "/ok"), "basic_auth": auth})
+    assert (await client.run("action_x", "u1", {}, None))["responses"] == [{"text": "ok"}]
+    await client.aclose()
+    assert broken_server.headers[-1]["Authorization"] == "Basic Ym90OjEyMzQ="  # bot:1234
+
+
+@pytest.mark.parametrize(
+    ("basic_auth", "message"),
+    [
+        ({"username": "bot"}, "'basic_auth' needs a 'password'"),
+        ({"password": "s3c"}, "'basic_auth' needs a 'username'"),
+        ({"username": "bot", "password": None}, "'basic_auth' needs a 'password'"),
+        ({"username": "bot", "password": ["s3c"]}, "'basic_auth' 'password' must be text"),
+        ({"username": "bot", "password": True}, "'basic_auth' 'password' must be text"),
+        ({"username": "a:b", "password": "s3c"}, "'username' cannot hold a ':'"),
+        ("bot:s3c", "'basic_auth' must be a mapping with 'username' and 'password'"),
+    ],
+)
+@pytest.mark.parametrize("client_class", [ActionServerClient, NLGClient])
+def test_basic_auth_no_request_can_carry_fails_at_startup(
+    basic_auth: Any, message: str, client_class: type
+) -> None:
+    with pytest.raises(InvalidConfig, match=message) as raised:
+        client_class({"url": "https://actions.example/webhook", "basic_auth": basic_auth})
+    assert "s3c" not in str(raised.value)
