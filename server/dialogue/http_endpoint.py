@@ -129,7 +129,7 @@ class HttpEndpoint:
         self.timeout = float(timeout)
         self.max_response_bytes = max_response_bytes
         self._params = _query_params(params)
-        if token is not None:
+        if token is not None and token != "":  # an empty one is not sent, as in Rasa
             self._params[token_name or "token"] = str(token)
         self._headers = header_values(_mapping(headers, "headers"), "headers")
         self._auth = _basic_auth(basic_auth)

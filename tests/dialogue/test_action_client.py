@@ -642,3 +642,12 @@ def test_basic_auth_no_request_can_carry_fails_at_startup(
     with pytest.raises(InvalidConfig, match=message) as raised:
         client_class({"url": "https://actions.example/webhook", "basic_auth": basic_auth})
     assert "s3c" not in str(raised.value)
+
+
+async def test_an_empty_token_is_not_sent_as_in_rasa(broken_server: BrokenActionServer) -> None:
+    """`token: ${ACTION_TOKEN}` with the variable set empty: Rasa sends no token. Before,
+    botserver sent `?token=` (a gateway checking tokens refused it)."""
+    client = ActionServerClient({"url": _url(broken_server, "/ok"), "token": ""})
+    await client.run("action_x", "u1", {}, None)
+    await client.aclose()
+    assert broken_server.requests[-1][0] == "/ok"
