@@ -128,9 +128,17 @@ class HttpEndpoint:
         self.url = url
         self.timeout = float(timeout)
         self.max_response_bytes = max_response_bytes
-        self._params = _query_params(params)
+        query = _query_params(params)
         if token is not None and token != "":  # an empty one is not sent, as in Rasa
-            self._params[token_name or "token"] = str(token)
+            query[token_name or "token"] = str(token)
+        # Added to the URL's own query (an Azure Function's `?code=`, a gateway's `?apikey=`),
+        # as aiohttp adds them for Rasa: httpx's `params=` would replace that query.
+        try:
+            self._request_url: httpx.URL | str = (
+                httpx.URL(url).copy_merge_params(query) if query else url
+            )
+        except httpx.InvalidURL as e:
+            raise InvalidConfig(f"endpoint url '{self.safe_url}' is not a URL: {e}") from None
         self._headers = header_values(_mapping(headers, "headers"), "headers")
         self._auth = _basic_auth(basic_auth)
         # Read now: a CA file that is missing or holds no certificate fails at startup, not
@@ -208,7 +216,6 @@ class HttpEndpoint:
         if not any(name.lower() == "accept-encoding" for name in self._headers):
             headers["Accept-Encoding"] = ACCEPT_ENCODING
         return {
-            "params": self._params,
             "headers": {**headers, **self._headers},
             "auth": self._auth,
             "verify": self._verify,
@@ -232,7 +239,7 @@ class HttpEndpoint:
         content = _json_bytes(body)
         headers = {"Content-Type": "application/json"}
         async with (await self._pooled()).stream(
-            "POST", self.url, content=content, headers=headers
+            "POST", self._request_url, content=content, headers=headers
         ) as response:
             answer = await read_within(response, self.max_response_bytes)
             location = response.headers.get("location")

@@ -651,3 +651,22 @@ async def test_an_empty_token_is_not_sent_as_in_rasa(broken_server: BrokenAction
     await client.run("action_x", "u1", {}, None)
     await client.aclose()
     assert broken_server.requests[-1][0] == "/ok"
+
+
+@pytest.mark.parametrize("client_class", [ActionServerClient, NLGClient])
+async def test_a_query_in_the_url_is_sent_beside_the_token_and_params(
+    broken_server: BrokenActionServer, client_class: type
+) -> None:
+    """An Azure Function's `?code=` or a gateway's `?apikey=` in `url:` reaches the server
+    with the token and params added, as Rasa's aiohttp sends them. Before, httpx replaced the
+    URL's query with them: the key was never sent, and every call was refused."""
+    url = _url(broken_server, "/ok?code=fn-key")
+    client = client_class({"url": url, "token": "s3cret", "params": {"team": "a"}})
+    try:
+        if client_class is NLGClient:
+            await client.generate("utter_greet", {}, "rest")
+        else:
+            await client.run("action_x", "u1", {}, None)
+    finally:
+        await client.aclose()
+    assert broken_server.requests[-1][0] == "/ok?code=fn-key&team=a&token=s3cret"
