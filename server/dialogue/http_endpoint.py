@@ -10,6 +10,7 @@ import asyncio
 import json
 import ssl
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -228,6 +229,9 @@ class HttpEndpoint:
             ),
             "transport": self._transport,
             "follow_redirects": False,
+            # Rasa opens a session per call and never sends a cookie back; the pooled client
+            # would keep one an answer sets and send it with every conversation's calls.
+            "cookies": CookieJar(DefaultCookiePolicy(allowed_domains=[])),
         }
 
     async def post_json(self, body: Any) -> Answer:

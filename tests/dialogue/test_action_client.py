@@ -661,12 +661,28 @@ async def test_a_query_in_the_url_is_sent_beside_the_token_and_params(
     with the token and params added, as Rasa's aiohttp sends them. Before, httpx replaced the
     URL's query with them: the key was never sent, and every call was refused."""
     url = _url(broken_server, "/ok?code=fn-key")
-    client = client_class({"url": url, "token": "s3cret", "params": {"team": "a"}})
+    await _call(client_class({"url": url, "token": "s3cret", "params": {"team": "a"}}))
+    assert broken_server.requests[-1][0] == "/ok?code=fn-key&team=a&token=s3cret"
+
+
+@pytest.mark.parametrize("client_class", [ActionServerClient, NLGClient])
+async def test_a_cookie_the_server_sets_is_not_sent_back(
+    broken_server: BrokenActionServer, client_class: type
+) -> None:
+    """Rasa opens a session per call, so it never sends a cookie back. Before, the pooled
+    client kept every cookie an answer set and sent it with every later call, for every
+    conversation: state one user's call left went along with another's."""
+    await _call(client_class({"url": _url(broken_server, "/cookie")}), times=2)
+    assert "Cookie" not in broken_server.headers[-1]
+
+
+async def _call(client: ActionServerClient | NLGClient, times: int = 1) -> None:
+    """Calls the server `times` times (an action, or a response), then closes the client."""
     try:
-        if client_class is NLGClient:
-            await client.generate("utter_greet", {}, "rest")
-        else:
-            await client.run("action_x", "u1", {}, None)
+        for _ in range(times):
+            if isinstance(client, NLGClient):
+                await client.generate("utter_greet", {}, "rest")
+            else:
+                await client.run("action_x", "u1", {}, None)
     finally:
         await client.aclose()
-    assert broken_server.requests[-1][0] == "/ok?code=fn-key&team=a&token=s3cret"
