@@ -92,7 +92,7 @@ class ServerOptions:
 
 # The keys of `action_endpoint:` and `nlg:` botserver reads (Rasa ignores any other).
 _ACTION_ENDPOINT_KEYS = HttpEndpoint.SETTINGS_KEYS | {"enable_selective_domain"}
-_NLG_KEYS = HttpEndpoint.SETTINGS_KEYS | {"type"}
+_NLG_KEYS = HttpEndpoint.SETTINGS_KEYS | {"type", "store_type"}
 
 
 def _action_client(config: dict[str, Any] | None, source: str) -> Any:

@@ -35,7 +35,8 @@ async def test_a_misspelt_endpoint_setting_is_warned_about(
         "endpoints.yml: action_endpoint: the option 'header' is unknown and ignored; did you "
         "mean 'headers'?",
         "endpoints.yml: nlg: the option 'colour' is unknown and ignored (known: basic_auth, "
-        "cafile, headers, max_response_bytes, params, timeout, token, token_name, type, url).",
+        "cafile, headers, max_response_bytes, params, store_type, timeout, token, token_name, "
+        "type, url).",
     ]
     assert "s3cret" not in caplog.text
 
