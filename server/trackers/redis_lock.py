@@ -45,12 +45,41 @@ DEFAULT_LOCK_LIFETIME = 60.0
 # whose process died (or whose loop stalled this long) loses its place after it.
 TICKET_LIFETIME = 3.0
 
+# A lease key without a lifetime is no lease of ours (they all have one) but Rasa's ticket
+# lock: JSON whose tickets (JSON text each) expire at `expires`, seconds since 1970. Rasa
+# sets no lifetime on the key and deletes it only when its last ticket is served, so a Rasa
+# process that died in a turn left it for good. Stale when no ticket in it is live (Rasa
+# too takes such a lock), or when it is not Rasa's JSON: nothing would ever delete it.
+_STALE_LEASE = """
+local function stale(key, value, now)
+  if redis.call('PTTL', key) ~= -1 then
+    return false
+  end
+  local read, lock = pcall(cjson.decode, value)
+  if not read or type(lock) ~= 'table' or type(lock.tickets) ~= 'table' then
+    return true
+  end
+  for _, ticket in ipairs(lock.tickets) do
+    if type(ticket) == 'string' then
+      read, ticket = pcall(cjson.decode, ticket)
+    end
+    local expires = type(ticket) == 'table' and tonumber(ticket.expires)
+    if expires and expires * 1000 > now then
+      return false
+    end
+  end
+  return true
+end
+"""
+
 # KEYS: the lease, the queue (tokens in arrival order), the tickets (token -> expiry, ms of
 # Redis's clock). ARGV: token, lease ms, ticket ms. Returns 1 when the lease is ours (also
 # when a re-sent call finds the lease an earlier send took), 0 when this token is first in
 # line, -1 when others are ahead. A free lease with nobody in line costs an EXISTS more than
 # a plain SET NX.
-_ACQUIRE = """
+_ACQUIRE = (
+    _STALE_LEASE
+    + """
 if redis.call('EXISTS', KEYS[2]) == 0
     and redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return 1
@@ -65,6 +94,9 @@ if redis.replicate_commands then
 end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+if holder and stale(KEYS[1], holder, now) then
+  holder = false
+end
 while head and head ~= ARGV[1] do
   local expires = tonumber(redis.call('HGET', KEYS[3], head))
   if expires and expires > now then
@@ -92,6 +124,7 @@ if not head or head == ARGV[1] then
 end
 return -1
 """
+)
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -130,18 +163,35 @@ return head
 """
 
 # The prune's batches: every free key nobody waits for taken (SET NX PX) in one call, and
-# given back. KEYS: the leases, then their queues. ARGV: token, lease in ms. 1/0 per lease.
-_TAKE_FREE = """
+# given back (a stale one of Rasa's too). KEYS: the leases, then their queues. ARGV: token,
+# lease in ms. 1/0 per lease.
+_TAKE_FREE = (
+    _STALE_LEASE
+    + """
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local count = #KEYS / 2
 local taken = {}
 for i = 1, count do
   taken[i] = 0
   if redis.call('EXISTS', KEYS[count + i]) == 0 then
-    taken[i] = redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+    if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then
+      taken[i] = 1
+    else
+      local holder = redis.call('GET', KEYS[i])
+      if holder and stale(KEYS[i], holder, now) then
+        redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+        taken[i] = 1
+      end
+    end
   end
 end
 return taken
 """
+)
 
 _RELEASE_ALL = """
 for _, key in ipairs(KEYS) do

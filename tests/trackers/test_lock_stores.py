@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -423,3 +425,91 @@ async def test_a_lease_whose_acquire_reply_was_lost_is_given_back(
             pass
         async with other.lock("conv", wait_timeout=3):
             pass
+
+
+def rasa_ticket_lock(conversation_id: str, *expires: float) -> str:
+    """The value of Rasa 3.6's `<prefix>:lock:<id>` key: tickets as JSON texts in JSON."""
+    tickets = [json.dumps({"number": n, "expires": e}) for n, e in enumerate(expires)]
+    return json.dumps({"conversation_id": conversation_id, "tickets": tickets})
+
+
+@pytest.fixture
+async def rasa_shared_redis(
+    redis_config: dict[str, Any],
+) -> AsyncIterator[tuple[dict[str, Any], Redis]]:
+    """A lock store config with a prefix Rasa uses too (letters and digits), and a client
+    writing that database as a Rasa server would."""
+    config = {**redis_config, "key_prefix": redis_config["key_prefix"].replace("_", "")}
+    client = Redis(host=REDIS[0], port=REDIS[1], db=1, decode_responses=True)
+    try:
+        yield config, client
+    finally:
+        await delete_redis_keys(config["key_prefix"], db=1)
+        await client.aclose()
+
+
+@pytest.mark.parametrize("left", ["expired ticket", "no ticket", "not json"])
+async def test_a_lock_left_by_a_rasa_process_that_died_is_taken(
+    rasa_shared_redis: tuple[dict[str, Any], Redis], left: str
+) -> None:
+    """A Rasa server killed in a turn leaves its ticket lock, a key without a lifetime that
+    Rasa deletes only once its last ticket is served; Rasa takes it again once the tickets
+    have expired. Before, botserver found the key taken for good: every message of that
+    conversation waited `wait_timeout` and answered 503, for ever."""
+    config, client = rasa_shared_redis
+    key = f"{config['key_prefix']}:lock:ana"
+    value = {
+        "expired ticket": rasa_ticket_lock("ana", time.time() - 1),
+        "no ticket": rasa_ticket_lock("ana"),
+        "not json": "left over",
+    }[left]
+    await client.set(key, value)
+    store = RedisLockStore(config)
+    try:
+        async with store.lock("ana", wait_timeout=1):
+            assert await client.pttl(key) > 0  # our lease now, with its lifetime
+        assert await client.exists(key) == 0
+    finally:
+        await store.close()
+
+
+async def test_a_lock_a_rasa_process_holds_is_waited_for(
+    rasa_shared_redis: tuple[dict[str, Any], Redis],
+) -> None:
+    """While a Rasa server's ticket is live its turn runs: botserver's turn waits for it (for
+    Rasa deleting the key, or the ticket expiring), then takes the lock."""
+    config, client = rasa_shared_redis
+    key = f"{config['key_prefix']}:lock:ana"
+    await client.set(key, rasa_ticket_lock("ana", time.time() - 1, time.time() + 60))
+    store = RedisLockStore(config)
+    try:
+        with pytest.raises(LockTimeout):
+            async with store.lock("ana", wait_timeout=0.2):
+                pass
+        waiting = asyncio.ensure_future(store.lock("ana", wait_timeout=5).__aenter__())
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        await client.set(key, rasa_ticket_lock("ana", time.time() + 0.3))  # Rasa's next
+        await asyncio.wait_for(waiting, 3)  # taken once that ticket expired
+        assert await client.pttl(key) > 0
+    finally:
+        await store.close()
+
+
+async def test_the_prune_takes_a_lock_left_by_a_rasa_process_that_died(
+    rasa_shared_redis: tuple[dict[str, Any], Redis],
+) -> None:
+    """`botserver prune` deletes such a conversation too (before, it was skipped for good as
+    if a turn held it), and leaves one whose Rasa ticket is live."""
+    config, client = rasa_shared_redis
+    prefix = config["key_prefix"]
+    await client.set(f"{prefix}:lock:ana", rasa_ticket_lock("ana", time.time() - 1))
+    await client.set(f"{prefix}:lock:bob", rasa_ticket_lock("bob", time.time() + 60))
+    store = RedisLockStore(config)
+    try:
+        async with store.hold_idle(["ana", "bob", "cyd"]) as held:
+            assert held == ["ana", "cyd"]
+    finally:
+        await store.close()
+    assert await client.exists(f"{prefix}:lock:ana") == 0
+    assert await client.exists(f"{prefix}:lock:bob") == 1
