@@ -235,6 +235,16 @@ _RENEWALS_FAILED = RepeatsCounted(logger, WINDOW_SECONDS)
 _RELEASES_FAILED = RepeatsCounted(logger, WINDOW_SECONDS)
 
 
+# Why a held lease may be gone (with lock_lifetime).
+_LEASE_LOST = (
+    "Redis lost it (restarted without its data, a failover to a replica that did not have "
+    "it), or this process stalled for most of lock_lifetime (%g s)"
+)
+# Turns whose lease was gone when they ended: the first logged, then counted (a Redis that
+# restarted without its data took the leases of every turn in flight at once).
+_LEASES_LOST = RepeatsCounted(logger, WINDOW_SECONDS)
+
+
 # A conversation's lease, queue and tickets keys (`RedisLockStore._keys`).
 _Keys = tuple[bytes, bytes, bytes]
 
@@ -376,11 +386,14 @@ class RedisLockStore:
                 now - failed_since,
             )
             return
+        # Renewed every third of its lifetime, a lease runs out only if this process stalled
+        # for the rest of it; more often Redis lost it (before, the advice was to raise
+        # lock_lifetime "if turns take longer", which renewals already allow).
         logger.error(
-            "The lock of conversation '%s' expired while its turn was still running; "
-            "raise lock_lifetime if turns take longer than %g s.",
+            "The lock of conversation '%s' was gone while its turn was still running: %s; "
+            "another turn of the conversation may have run at the same time.",
             conversation_id,
-            self.lock_lifetime,
+            _LEASE_LOST % self.lock_lifetime,
         )
 
     @asynccontextmanager
@@ -492,8 +505,10 @@ class RedisLockStore:
         self._returns.add(task)
         task.add_done_callback(self._returns.discard)
 
-    async def _give_back(self, keys: _Keys, token: str, conversation_id: str) -> None:
-        """Releases our lease (or leaves the line) and wakes the next waiter if it is ours."""
+    async def _give_back(self, keys: _Keys, token: str, conversation_id: str) -> Any:
+        """Releases our lease (or leaves the line) and wakes the next waiter if it is ours.
+        Returns the release's reply (0: neither lease nor ticket was there), None when it
+        failed."""
         try:
             following = await self._release_batched(keys, token)
         except asyncio.CancelledError:
@@ -507,6 +522,7 @@ class RedisLockStore:
             return
         if following.__class__ is str and (waker := self._waiters.get(following)) is not None:
             _wake(waker)
+        return following
 
     def _release_failed(self, what: str, exc: BaseException, until: str = "its lease ends") -> None:
         """One warning an outage, then counted; each conversation named at DEBUG (the others
@@ -628,6 +644,15 @@ class _Lease:
 
     async def __aexit__(self, *exc_info: object) -> None:
         store = self._store
-        store._held.pop(self._token, None)
+        renewing = store._held.pop(self._token, None)  # (None: its renewal found it gone)
         store._unrenewed.pop(self._token, None)
-        await store._give_back(self._keys, self._token, self._conversation_id)
+        reply = await store._give_back(self._keys, self._token, self._conversation_id)
+        if reply == 0 and renewing is not None:
+            _LEASES_LOST.log(
+                f"the locks of ended turns were gone ({describe(store._redis)})",
+                "The lock of conversation '%s' was gone when its turn ended: %s; another "
+                "turn of the conversation may have run at the same time. Further such turns "
+                "are counted in one line a minute",
+                self._conversation_id,
+                _LEASE_LOST % store.lock_lifetime,
+            )
