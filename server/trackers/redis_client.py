@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 
 from server.errors import InvalidConfig, StoreFailed, StoreUnavailable
 from server.outages import OUTAGES
-from server.setting_values import flag
+from server.setting_values import flag, host_and_port
 from server.trackers.sql_engine import dead_connection_timeout
 from server.trackers.tcp_keepalive import tcp_options
 
@@ -76,9 +76,12 @@ def create_client(config: dict[str, Any], default_db: int, subscriber: bool = Fa
         if host.lower().startswith("rediss://"):
             given.update(ssl_options)
         return Redis.from_url(host, **given, **common)
+    # `host:port` split, as for the SQL store and RabbitMQ: before, a host named
+    # '127.0.0.1:6379' was looked up (as in Rasa) and every command failed.
+    host, port = host_and_port(host, config.get("port"), "Redis")
     return Redis(
         host=host,
-        port=int(config.get("port", 6379)),
+        port=6379 if port is None else port,
         db=int(config.get("db", default_db)),
         username=config.get("username"),
         password=config.get("password"),

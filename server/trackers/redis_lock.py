@@ -249,12 +249,28 @@ _LEASES_LOST = RepeatsCounted(logger, WINDOW_SECONDS)
 _Keys = tuple[bytes, bytes, bytes]
 
 
+# The `lock_store:` settings read: Rasa's RedisLockStore arguments, and ours.
+SETTINGS = frozenset(
+    {"type", "url", "host", "port", "db", "username", "password", "use_ssl", "ssl_certfile"}
+    | {"ssl_keyfile", "ssl_ca_certs", "key_prefix", "socket_timeout"}
+    | {"lock_lifetime", "wait_timeout"}
+)
+# What Rasa's endpoint config takes from any section: its lock store never sees them.
+_ENDPOINT_SETTINGS = frozenset({"params", "headers", "basic_auth", "token", "token_name", "cafile"})
+
+
 class RedisLockStore:
     """Conversation locks in Redis, served in arrival order across processes."""
 
     process_local = False
 
     def __init__(self, config: dict[str, Any]) -> None:
+        unknown = [str(key) for key in config if key not in SETTINGS | _ENDPOINT_SETTINGS]
+        if unknown:  # (before, ignored: a misspelt key_prefix shared another bot's locks)
+            raise InvalidConfig(
+                f"unknown setting '{unknown[0]}' (Rasa refuses it too); the Redis lock store "
+                f"reads {', '.join(sorted(SETTINGS - {'type'}))}"
+            )
         self._redis = create_client(config, default_db=1)
         self._prefix = key_prefix(config, "lock")
         self._queue_prefix = key_prefix(config, "lock_queue", quiet=True)

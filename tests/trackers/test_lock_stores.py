@@ -560,3 +560,38 @@ async def test_a_lease_its_renewal_finds_gone_is_one_error_not_advice_to_raise_t
     assert len(gone) == 1, gone  # (its release says nothing more)
     assert gone[0].startswith("The lock of conversation 'ana' was gone while its turn was still")
     assert "Redis lost it" in gone[0] and "raise lock_lifetime" not in gone[0]
+
+
+async def test_a_redis_url_with_its_port_reaches_that_port(redis_config: dict[str, Any]) -> None:
+    """`url: host:port`, as the SQL store and the RabbitMQ broker read it. Before, the lock
+    store (and the Redis tracker store) looked up a host named '127.0.0.1:6379' (as Rasa
+    does): every turn answered 503, 'Name or service not known'."""
+    config = {**redis_config, "url": f"{REDIS[0]}:{REDIS[1]}"}
+    del config["port"]
+    store = create_lock_store(config)
+    try:
+        async with store.lock("ana", wait_timeout=1):
+            pass
+    finally:
+        await store.close()
+    trackers = create_tracker_store({**config, "type": "redis"})  # the same keys
+    try:
+        await trackers.ping()  # type: ignore[attr-defined]
+    finally:
+        await trackers.close()
+
+
+@pytest.mark.parametrize("key", ["pasword", "key_prefx", "record_exp"])
+def test_a_setting_the_redis_lock_store_does_not_read_is_refused_naming_it(key: str) -> None:
+    """Rasa refuses them too (its RedisLockStore takes no such argument). Before, they were
+    ignored without a word: a misspelt `key_prefix` shared another bot's locks, a misspelt
+    `password` said only that Redis refused the credentials."""
+    with pytest.raises(InvalidConfig, match=f"section 'lock_store': unknown setting '{key}'"):
+        create_lock_store({"type": "redis", "url": REDIS[0], key: "x"})
+
+
+def test_the_endpoint_settings_rasa_reads_for_every_section_are_not_refused() -> None:
+    """Rasa's endpoint config takes these from any section and its lock store never sees
+    them: an endpoints.yml Rasa started with starts here too."""
+    config = {"type": "redis", "url": REDIS[0], "token": "t", "headers": {}, "params": {}}
+    assert isinstance(create_lock_store(config), RedisLockStore)
