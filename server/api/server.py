@@ -137,10 +137,15 @@ async def _check_lock_store(lock_store: Any) -> None:
     except StoreFailed as exc:  # (its text names the lock store and its Redis)
         logger.error("%s; every turn fails (500) until this is fixed", _clause(exc))
     except StoreUnavailable as exc:
-        from server.trackers.redis_client import login_refused  # (only Redis's pings)
+        from server.trackers.redis_client import (  # (only Redis's pings)
+            CANNOT_TAKE_COMMANDS,
+            login_refused,
+        )
 
         if login_refused(exc.__cause__):  # waiting does not mend it
             logger.error("%s; turns answer 503 until this is fixed", _clause(exc))
+        elif CANNOT_TAKE_COMMANDS in exc.reason:  # (a read-only replica, say)
+            logger.warning("%s; turns answer 503 until it takes them", _clause(exc))
         else:
             logger.warning("%s; turns answer 503 until it is reachable", _clause(exc))
     except TimeoutError:

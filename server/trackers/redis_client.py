@@ -208,6 +208,10 @@ def login_refused(exc: BaseException | None) -> str | None:
     return None
 
 
+# A Redis up but refusing commands for a while, in a StoreUnavailable's message and reason.
+CANNOT_TAKE_COMMANDS = "cannot take commands now"
+
+
 def store_error(what: str, client: Redis, exc: Exception) -> StoreUnavailable | StoreFailed:
     """One of `REDIS_ERRORS` as ours (see `store_errors_as`)."""
     refusal = login_refused(exc)
@@ -225,8 +229,8 @@ def store_error(what: str, client: Redis, exc: Exception) -> StoreUnavailable | 
         )
     if isinstance(exc, _UNAVAILABLE_REPLIES) or str(exc).startswith(_UNAVAILABLE_PREFIXES):
         return StoreUnavailable(
-            f"The {what} ({describe(client)}) cannot take commands now: {exc}",
+            f"The {what} ({describe(client)}) {CANNOT_TAKE_COMMANDS}: {exc}",
             dependency(client, what),
-            f"it cannot take commands now: {exc}",
+            f"it {CANNOT_TAKE_COMMANDS}: {exc}",
         )
     return StoreFailed(f"The {what} ({describe(client)}) failed: {exc}")

@@ -323,9 +323,14 @@ class RedisLockStore:
         self._serial = itertools.count()
 
     async def ping(self) -> None:
-        """Raises StoreUnavailable when Redis cannot be reached (for /health/ready)."""
+        """Raises StoreUnavailable when Redis cannot be reached or cannot take the turns'
+        writes (a read-only replica), StoreFailed when it refuses them (a user not allowed
+        scripts), for the start-up check and /health/ready: the turns' own release script on
+        their keys, for a token nobody holds (it changes nothing). Before, a PING, which such
+        a Redis answers while every turn fails."""
+        keys = self._keys("")
         with store_errors_as("lock store", self._redis):
-            await self._redis.ping()
+            await self._release(keys=keys, args=[secrets.token_hex(8), self._wake_prefix])
 
     def _keys(self, conversation_id: str) -> _Keys:
         """The lease, the queue and the tickets of a conversation, as bytes: redis-py sends
