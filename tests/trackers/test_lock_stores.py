@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -595,3 +597,15 @@ def test_the_endpoint_settings_rasa_reads_for_every_section_are_not_refused() ->
     them: an endpoints.yml Rasa started with starts here too."""
     config = {"type": "redis", "url": REDIS[0], "token": "t", "headers": {}, "params": {}}
     assert isinstance(create_lock_store(config), RedisLockStore)
+
+
+def test_a_custom_lock_store_class_is_refused_and_never_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rasa imports `type: my_locks.MyLockStore` (and runs whatever the module does); here
+    it is named as unknown at start-up, and the module is not imported."""
+    (tmp_path / "audit56_locks.py").write_text("raise SystemExit('imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(InvalidConfig, match="'audit56_locks.MyLockStore' is unknown .*custom"):
+        create_lock_store({"type": "audit56_locks.MyLockStore", "url": "localhost"})
+    assert "audit56_locks" not in sys.modules
