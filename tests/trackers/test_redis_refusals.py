@@ -174,3 +174,16 @@ async def test_a_lock_store_user_not_allowed_scripts_is_an_error_at_start_up(
     assert line.levelname == "ERROR"
     assert "no permissions to run the 'evalsha' command" in line.getMessage()
     assert line.getMessage().endswith("every turn fails (500) until this is fixed")
+
+
+async def test_a_tracker_store_on_a_read_only_replica_is_not_ready(tmp_path: Path) -> None:
+    """A replica answers PING and loads, and refuses every append: before, /health/ready
+    (whose tracker store check was a PING) said ready while every turn answered 503."""
+    replica = ("--replicaof", "127.0.0.1", str(free_port()))  # (its master is nowhere)
+    async with private_redis(tmp_path, *replica) as (_, port):
+        store = create_tracker_store({"type": "redis", "url": "127.0.0.1", "port": port})
+        try:
+            with pytest.raises(StoreUnavailable, match="read only replica"):
+                await store.ping()  # type: ignore[attr-defined]  # (the readiness probe's)
+        finally:
+            await store.close()
