@@ -49,7 +49,7 @@ TICKET_LIFETIME = 3.0
 # lock: JSON whose tickets (JSON text each) expire at `expires`, seconds since 1970. Rasa
 # sets no lifetime on the key and deletes it only when its last ticket is served, so a Rasa
 # process that died in a turn left it for good. Stale when no ticket in it is live (Rasa
-# too takes such a lock), or when it is not Rasa's JSON: nothing would ever delete it.
+# too takes such a lock). Another program's key (not Rasa's JSON) is left as it is.
 _STALE_LEASE = """
 local function stale(key, value, now)
   if redis.call('PTTL', key) ~= -1 then
@@ -57,7 +57,7 @@ local function stale(key, value, now)
   end
   local read, lock = pcall(cjson.decode, value)
   if not read or type(lock) ~= 'table' or type(lock.tickets) ~= 'table' then
-    return true
+    return false
   end
   for _, ticket in ipairs(lock.tickets) do
     if type(ticket) == 'string' then
