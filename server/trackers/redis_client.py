@@ -208,6 +208,14 @@ def login_refused(exc: BaseException | None) -> str | None:
     return None
 
 
+# The stores' readiness probe (start-up check, /health/ready): a script that SETs a key
+# nobody has, only if it exists (XX: it changes nothing, writes and replicates nothing), so
+# that what refuses every turn's writes fails it too, where a PING passes: a read-only
+# replica (READONLY), a Redis full under `noeviction` (OOM: a SET may grow it, while a GET,
+# DEL or PEXPIRE still runs), a user not allowed scripts (NOPERM).
+READINESS_SCRIPT = "return redis.call('SET', KEYS[1], '', 'XX', 'PX', 1)"
+
+
 # A Redis up but refusing commands for a while, in a StoreUnavailable's message and reason.
 CANNOT_TAKE_COMMANDS = "cannot take commands now"
 

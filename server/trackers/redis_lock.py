@@ -29,6 +29,7 @@ from server.tasks import stop
 from server.trackers.memory_lock import timeout_message, wait_timeout_setting
 from server.trackers.redis_batch import CommandBatch
 from server.trackers.redis_client import (
+    READINESS_SCRIPT,
     REDIS_ERRORS,
     create_client,
     dependency,
@@ -298,6 +299,7 @@ class RedisLockStore:
         self._release = self._redis.register_script(_RELEASE)
         self._take_free = self._redis.register_script(_TAKE_FREE)
         self._release_all = self._redis.register_script(_RELEASE_ALL)
+        self._readiness = self._redis.register_script(READINESS_SCRIPT)
         self._batch = CommandBatch(self._redis)
         # The scripts' constant arguments, packed once: redis-py encodes each str or int
         # argument on every call, bytes not (this keeps the turn's client CPU as it was with
@@ -324,13 +326,14 @@ class RedisLockStore:
 
     async def ping(self) -> None:
         """Raises StoreUnavailable when Redis cannot be reached or cannot take the turns'
-        writes (a read-only replica), StoreFailed when it refuses them (a user not allowed
-        scripts), for the start-up check and /health/ready: the turns' own release script on
-        their keys, for a token nobody holds (it changes nothing). Before, a PING, which such
-        a Redis answers while every turn fails."""
-        keys = self._keys("")
+        writes (a read-only replica, a full one), StoreFailed when it refuses them (a user not
+        allowed scripts), for the start-up check and /health/ready: `READINESS_SCRIPT` on the
+        lease key of a conversation nobody has (it changes nothing). Before, a PING, which
+        such a Redis answers while every turn fails; then the release script, which a full
+        Redis runs (it only deletes) while it refuses every lease."""
+        lease, _, _ = self._keys(secrets.token_hex(16))
         with store_errors_as("lock store", self._redis):
-            await self._release(keys=keys, args=[secrets.token_hex(8), self._wake_prefix])
+            await self._readiness(keys=[lease])
 
     def _keys(self, conversation_id: str) -> _Keys:
         """The lease, the queue and the tickets of a conversation, as bytes: redis-py sends

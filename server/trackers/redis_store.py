@@ -27,7 +27,13 @@ from server.json_values import OFF_LOOP_JSON_BYTES
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.freeing import free_off_loop
 from server.trackers.known_sessions import KnownSessions
-from server.trackers.redis_client import create_client, key_prefix, store_errors_as, watched
+from server.trackers.redis_client import (
+    READINESS_SCRIPT,
+    create_client,
+    key_prefix,
+    store_errors_as,
+    watched,
+)
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import Hold, cache_events_setting, holding, stored_events
@@ -151,10 +157,6 @@ return {1, start, redis.call('LRANGE', KEYS[1], start, -1)}
 """
 
 
-# The readiness probe: a write (PEXPIRE of a key nobody has: no change) in a script, as the
-# appends are.
-_PING = "return redis.call('PEXPIRE', KEYS[1], 1)"
-
 # The longest list the prune script reads itself, and the chunk its caller reads a longer one in.
 _PRUNE_READ_HERE = 100
 _PRUNE_READ_CHUNK = 1_000
@@ -222,7 +224,7 @@ class RedisTrackerStore:
         self._replace_staged_script = self._redis.register_script(_REPLACE_STAGED)
         self._load_script = self._redis.register_script(_LOAD)
         self._prune_script = self._redis.register_script(_PRUNE)
-        self._ping_script = self._redis.register_script(_PING)
+        self._ping_script = self._redis.register_script(READINESS_SCRIPT)
         # The sessions this process read, least recently used first, bounded in events.
         self._sessions: KnownSessions[_Session] = KnownSessions(self.cache_events)
 
@@ -570,9 +572,9 @@ class RedisTrackerStore:
         return int(outcome)
 
     async def ping(self) -> None:
-        """For /health/ready: a script that expires a key nobody has (it changes nothing), so
-        that a Redis refusing the appends' writes or scripts (a read-only replica, a user not
-        allowed scripts) fails it. Before, a PING, which such a Redis answers."""
+        """For /health/ready: `READINESS_SCRIPT` on a key nobody has, so that a Redis refusing
+        the appends' writes or scripts (a read-only replica, a full one, a user not allowed
+        scripts) fails it. Before, a PING, which such a Redis answers."""
         with self._errors():
             await self._ping_script(keys=[self._prefix + secrets.token_hex(16)])
 

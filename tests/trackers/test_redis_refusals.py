@@ -98,6 +98,27 @@ async def test_a_full_redis_tracker_store_is_unavailable(full_redis: dict[str, A
         await store.close()
 
 
+async def test_a_full_redis_is_not_ready_and_said_at_start_up(
+    full_redis: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """maxmemory reached with `noeviction`: every turn's lease (SET) and append (RPUSH) is
+    refused, as the two tests above show. Before, the stores' pings (a release script, a
+    PEXPIRE: commands Redis runs when full) passed: /health/ready said ready and the start
+    said nothing while every turn answered 503."""
+    lock_store = create_lock_store({"type": "redis", **full_redis})
+    tracker_store = create_tracker_store({"type": "redis", **full_redis})
+    try:
+        for store in (lock_store, tracker_store):
+            with pytest.raises(StoreUnavailable, match="maxmemory"):
+                await store.ping()  # type: ignore[union-attr]  # (the readiness probe's)
+    finally:
+        await lock_store.close()
+        await tracker_store.close()
+    line = await start_line({"type": "redis", **full_redis}, caplog)
+    assert line.levelname == "WARNING"
+    assert line.getMessage().endswith("; turns answer 503 until it takes them"), line
+
+
 async def start_line(
     lock_store: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> logging.LogRecord:
